@@ -1,0 +1,3 @@
+"""mlma: the Machine Learning Monitoring Agent."""
+
+__version__ = "0.1.0"
