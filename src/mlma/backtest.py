@@ -1,0 +1,410 @@
+"""Replaying history through the agent's tick under several re-training policies, and measuring the result.
+
+:func:`run_backtest` cuts a long frame into ticks and runs one :class:`~mlma.agent.Agent` per policy over
+them in lockstep on a simulated clock: the same ``Agent.tick`` that live operation calls. All agents share
+one :class:`~mlma.training.ModelService`, so a fit that two policies both need is done once and charged to
+both. Every policy is scored on exactly the same (stream, timestamp) points: those where every policy had a
+forecast and an actual arrived.
+
+Metrics per policy: MAE, RMSE, MASE (each stream's MAE divided by its in-sample seasonal-naive error, then
+averaged over streams), the number of re-trainings and their compute seconds, escalations; per stream and
+per tick too. :func:`write_outputs` writes ``summary.json``, ``per_stream.csv``, ``per_tick.csv``,
+``retrains.csv`` and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mlma.agent import Agent, AgentSettings, TickReport
+from mlma.data import Frequency, make_tick_grid, read_frame, validate
+from mlma.fleet import FleetData
+from mlma.models import ForecastContext
+from mlma.policy import Policy, Verdict, make_policy
+from mlma.training import ModelService, make_executor
+
+
+@dataclass
+class BacktestConfig:
+    """Settings of one backtest; ``None`` means "infer from the data".
+
+    Parameters
+    ----------
+    policies
+        Policy specs, e.g. ``["never", "periodic:7", "always"]``.
+    model
+        Model spec for every stream (see :func:`mlma.models.make_forecaster`).
+    freq
+        Pandas offset alias of the data's frequency.
+    tick
+        Tick length (``"1D"``, ``"7D"``, ``"12MS"``); default: the frequency's natural tick.
+    horizon
+        Steps per tick; an alternative to ``tick`` (``tick = horizon x freq``).
+    train_window_ticks
+        Training window in ticks; default 28 for sub-daily data, 52 for daily, all history otherwise.
+    initial_ticks
+        Ticks of history before the first scored tick; default: the training window, at most half the data.
+    executor
+        ``"inline"``, ``"process[:N]"`` or ``"dask://host:port"`` for the fits.
+    """
+
+    policies: list[str] = field(default_factory=lambda: ["never", "periodic:7", "always"])
+    model: str = "lightgbm"
+    freq: str | None = None
+    tick: str | None = None
+    horizon: int | None = None
+    train_window_ticks: int | None = None
+    initial_ticks: int | None = None
+    executor: str | None = None
+    sample_streams: int = 6
+    title: str = "mlma backtest"
+    policy_params: dict = field(default_factory=dict)
+    agent: AgentSettings = field(default_factory=AgentSettings)
+
+    def __post_init__(self) -> None:
+        if not self.policies:
+            raise ValueError("at least one policy is needed")
+        if self.horizon is not None and self.tick is not None:
+            raise ValueError("give either tick or horizon, not both")
+        for name in ("horizon", "train_window_ticks", "initial_ticks"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
+@dataclass
+class BacktestResult:
+    """Everything a backtest measured; see :func:`write_outputs` for the files."""
+
+    summary: list[dict]
+    per_stream: pd.DataFrame
+    per_tick: pd.DataFrame
+    forecasts: pd.DataFrame
+    retrain_log: pd.DataFrame
+    escalation_log: pd.DataFrame
+    events: pd.DataFrame | None
+    config: dict
+    validation: pd.DataFrame | None = None
+
+    def summary_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.summary)
+
+
+def default_train_window(freq: Frequency, tick_offset) -> int | None:
+    """Training window in ticks: four weeks of daily ticks, a year of weekly ticks, else all history."""
+    tick_days = _offset_days(tick_offset)
+    if tick_days is None:
+        return None
+    if tick_days <= 1:
+        return 28
+    if tick_days <= 7:
+        return 52
+    return None
+
+
+def _offset_days(offset) -> float | None:
+    try:
+        return pd.Timedelta(offset).total_seconds() / 86400
+    except (ValueError, TypeError):
+        return None
+
+
+class _Accumulator:
+    """Sums of errors per stream and per tick for one policy."""
+
+    def __init__(self, n_streams: int) -> None:
+        self.abs = np.zeros(n_streams)
+        self.sq = np.zeros(n_streams)
+        self.n = np.zeros(n_streams, dtype=np.int64)
+        self.retrains = np.zeros(n_streams, dtype=np.int64)
+        self.retrain_seconds = np.zeros(n_streams)
+        self.initial_fits = np.zeros(n_streams, dtype=np.int64)
+        self.initial_seconds = np.zeros(n_streams)
+        self.escalations = 0
+        self.ticks: list[dict] = []
+
+
+def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataFrame | None = None,
+                 progress: bool = False, **read_options) -> BacktestResult:
+    """Replay ``data`` tick by tick under each policy of ``config`` and measure the result.
+
+    Parameters
+    ----------
+    data
+        A long frame (pandas or polars) or a CSV/Parquet path; see :func:`mlma.data.read_frame`.
+    config
+        The backtest's settings.
+    events
+        Ground-truth events of simulated data (from :func:`mlma.simulate.read_events`), for the report and
+        for detection precision and recall.
+    progress
+        Show a progress bar (rich).
+    """
+    config = config or BacktestConfig()
+    frame = read_frame(data, **read_options)
+    checked = validate(frame, freq=config.freq, source=str(data) if isinstance(data, (str, Path)) else None,
+                       on_bad_rows="drop")
+    frame, freq = checked.frame, checked.freq
+    tick_offset = _tick_offset(config, freq)
+    grid = make_tick_grid(frame, tick_offset, freq=freq)
+    fleet = FleetData(frame, freq.alias, grid.boundaries)
+    if fleet.n_ticks < 2:
+        raise ValueError(f"the data spans {fleet.n_ticks} tick(s) of {tick_offset}; a backtest needs at least 2")
+
+    steps = max(fleet.steps_in_tick(k) for k in range(fleet.n_ticks))
+    ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=steps)
+    window = config.train_window_ticks or default_train_window(freq, tick_offset)
+    first_tick = config.initial_ticks or max(1, min(window or math.ceil(fleet.n_ticks / 3), fleet.n_ticks // 2))
+    if first_tick >= fleet.n_ticks:
+        raise ValueError(f"initial_ticks={first_tick} leaves no tick to score (the data has {fleet.n_ticks})")
+
+    executor = make_executor(config.executor)
+    service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor)
+    scale = fleet.seasonal_naive_scale(freq.season_length, before_tick=first_tick)
+    policies: list[Policy] = [make_policy(spec, **config.policy_params.get(spec, {})) for spec in config.policies]
+    names = [p.name for p in policies]
+    if len(set(names)) != len(names):
+        raise ValueError(f"policies must differ, got {names}")
+    agents = [Agent(p, service, season_length=freq.season_length, scale=scale, settings=config.agent)
+              for p in policies]
+    accs = [_Accumulator(fleet.n_streams) for _ in agents]
+    samples = _pick_samples(fleet, frame, events, config.sample_streams)
+    forecast_rows: list[pd.DataFrame] = []
+    retrain_rows: list[dict] = []
+    escalation_rows: list[dict] = []
+
+    for agent, acc in zip(agents, accs):
+        _record_fits(agent.start(first_tick), acc)
+
+    ticks = range(first_tick, fleet.n_ticks)
+    with _progress(progress, len(ticks), config.title) as advance:
+        for k in ticks:
+            reports = [agent.tick(k) for agent in agents]
+            scored = np.isfinite(reports[0].actuals)
+            for report in reports:
+                scored &= np.isfinite(report.forecasts)
+            tick_start = fleet.boundaries[k]
+            for policy, report, acc in zip(policies, reports, accs):
+                _record_tick(report, acc, scored, tick_start)
+                _record_fits(report, acc)
+                for s in np.flatnonzero(report.retrained):
+                    retrain_rows.append({
+                        "policy": policy.name, "unique_id": fleet.ids[s], "tick": k, "tick_start": tick_start,
+                        "reason": str(report.decision.reason[s]), "promoted": bool(report.promoted[s]),
+                    })
+                for esc in report.escalations:
+                    escalation_rows.append({
+                        "policy": policy.name, "unique_id": fleet.ids[esc.stream], "tick": esc.tick,
+                        "tick_start": fleet.boundaries[esc.tick], "kind": esc.kind, "severity": esc.severity,
+                        "message": esc.message,
+                    })
+                if len(samples):
+                    forecast_rows.append(pd.DataFrame({
+                        "policy": policy.name,
+                        "unique_id": np.repeat(fleet.ids[samples], report.actuals.shape[1]),
+                        "ds": np.tile(fleet.tick_timestamps(k), len(samples)),
+                        "y": report.actuals[samples].ravel(),
+                        "y_hat": report.forecasts[samples].ravel(),
+                    }))
+            keep = set().union(*(agent.models_in_use() for agent in agents))
+            service.forget(keep, k)
+            advance()
+
+    if hasattr(executor, "shutdown"):
+        executor.shutdown()
+    events_frame = _events_in_span(events, fleet)
+    summary, per_stream, per_tick = _summarise(policies, accs, fleet, scale)
+    retrain_log = pd.DataFrame(retrain_rows, columns=["policy", "unique_id", "tick", "tick_start", "reason",
+                                                      "promoted"])
+    escalation_log = pd.DataFrame(escalation_rows, columns=["policy", "unique_id", "tick", "tick_start", "kind",
+                                                            "severity", "message"])
+    if events_frame is not None:
+        from mlma.detection import detection_scores
+
+        for row in summary:
+            row.update(detection_scores(retrain_log[retrain_log.policy == row["policy"]], events_frame, fleet,
+                                        first_tick=first_tick))
+    forecasts = (pd.concat(forecast_rows, ignore_index=True) if forecast_rows
+                 else pd.DataFrame(columns=["policy", "unique_id", "ds", "y", "y_hat"]))
+    forecasts = forecasts.dropna(subset=["y", "y_hat"], how="all")
+    run_config = {
+        "title": config.title,
+        "source": str(data) if isinstance(data, (str, Path)) else "in-memory frame",
+        "n_streams": fleet.n_streams,
+        "n_rows": int(len(frame)),
+        "freq": freq.alias,
+        "season_length": freq.season_length,
+        "tick": str(tick_offset),
+        "horizon": steps,
+        "n_ticks": fleet.n_ticks,
+        "first_scored_tick": first_tick,
+        "first_scored_at": str(fleet.boundaries[first_tick]),
+        "train_window_ticks": window,
+        "model": str(config.model),
+        "policies": names,
+        "executor": config.executor or "inline",
+        "fits_done": service.fits_done,
+    }
+    return BacktestResult(summary, per_stream, per_tick, forecasts, retrain_log, escalation_log, events_frame,
+                          run_config, checked.report.to_frame())
+
+
+def _tick_offset(config: BacktestConfig, freq: Frequency):
+    if config.tick is not None:
+        return pd.tseries.frequencies.to_offset(config.tick)
+    if config.horizon is not None:
+        return pd.tseries.frequencies.to_offset(freq.alias) * config.horizon
+    return pd.tseries.frequencies.to_offset(freq.default_tick())
+
+
+def _record_fits(report: TickReport, acc: _Accumulator) -> None:
+    acc.retrains += report.retrained
+    acc.retrain_seconds += report.retrain_seconds
+    acc.initial_fits += report.initial_fit
+    acc.initial_seconds += report.initial_seconds
+    acc.escalations += len(report.escalations)
+
+
+def _record_tick(report: TickReport, acc: _Accumulator, scored: np.ndarray, tick_start) -> None:
+    err = np.where(scored, report.actuals - report.forecasts, 0.0)
+    abs_err = np.abs(err).sum(axis=1)
+    sq_err = (err ** 2).sum(axis=1)
+    n = scored.sum(axis=1)
+    acc.abs += abs_err
+    acc.sq += sq_err
+    acc.n += n
+    total = n.sum()
+    verdict = report.decision.verdict
+    acc.ticks.append({
+        "tick": report.tick,
+        "tick_start": tick_start,
+        "mae": abs_err.sum() / total if total else np.nan,
+        "rmse": math.sqrt(sq_err.sum() / total) if total else np.nan,
+        "n_scored": int(total),
+        "retrains": int(report.retrained.sum()),
+        "compute_seconds": float(report.retrain_seconds.sum()),
+        "n_degraded": (float((verdict == Verdict.DEGRADED).sum())
+                       if not (verdict == Verdict.UNMONITORED).all() else np.nan),
+        "escalations": len(report.escalations),
+    })
+
+
+def _summarise(policies, accs, fleet: FleetData, scale: np.ndarray):
+    summary, stream_frames, tick_frames = [], [], []
+    for policy, acc in zip(policies, accs):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mae_s = np.where(acc.n > 0, acc.abs / np.maximum(acc.n, 1), np.nan)
+            rmse_s = np.where(acc.n > 0, np.sqrt(acc.sq / np.maximum(acc.n, 1)), np.nan)
+            mase_s = np.where(np.isfinite(scale) & (scale > 0), mae_s / scale, np.nan)
+        total = acc.n.sum()
+        summary.append({
+            "policy": policy.name,
+            "mae": float(acc.abs.sum() / total) if total else None,
+            "rmse": float(math.sqrt(acc.sq.sum() / total)) if total else None,
+            "mase": float(np.nanmean(mase_s)) if np.isfinite(mase_s).any() else None,
+            "retrains": int(acc.retrains.sum()),
+            "compute_seconds": round(float(acc.retrain_seconds.sum()), 3),
+            "initial_fits": int(acc.initial_fits.sum()),
+            "initial_compute_seconds": round(float(acc.initial_seconds.sum()), 3),
+            "escalations": int(acc.escalations),
+            "n_streams": int((acc.n > 0).sum()),
+            "n_scored": int(total),
+        })
+        stream_frames.append(pd.DataFrame({
+            "policy": policy.name, "unique_id": fleet.ids, "mae": mae_s, "rmse": rmse_s, "mase": mase_s,
+            "n_scored": acc.n, "retrains": acc.retrains, "compute_seconds": acc.retrain_seconds,
+        }))
+        ticks = pd.DataFrame(acc.ticks)
+        ticks.insert(0, "policy", policy.name)
+        tick_frames.append(ticks)
+    return summary, pd.concat(stream_frames, ignore_index=True), pd.concat(tick_frames, ignore_index=True)
+
+
+def _pick_samples(fleet: FleetData, frame: pd.DataFrame, events, n: int) -> np.ndarray:
+    """A few streams worth plotting: ones hit by ground-truth events first, then spread over sizes."""
+    if n <= 0:
+        return np.empty(0, dtype=np.int64)
+    index = {uid: i for i, uid in enumerate(fleet.ids)}
+    chosen: list[int] = []
+    if events is not None and len(events):
+        kinds = events.drop_duplicates("kind") if "kind" in events else events
+        for uid in kinds.get("unique_id", pd.Series(dtype=object)):
+            if uid in index and index[uid] not in chosen:
+                chosen.append(index[uid])
+            if len(chosen) >= n:
+                break
+    if len(chosen) < n:
+        level = frame.groupby("unique_id", sort=True)["y"].mean().reindex(fleet.ids).to_numpy()
+        order = np.argsort(np.nan_to_num(level, nan=-np.inf))
+        for q in np.linspace(0.1, 0.95, n):
+            s = int(order[int(q * (len(order) - 1))])
+            if s not in chosen:
+                chosen.append(s)
+            if len(chosen) >= n:
+                break
+    return np.array(sorted(chosen[:n]), dtype=np.int64)
+
+
+def _events_in_span(events: pd.DataFrame | None, fleet: FleetData) -> pd.DataFrame | None:
+    if events is None or not len(events):
+        return None
+    events = events.copy()
+    for col in ("start", "end"):
+        if col in events:
+            events[col] = pd.to_datetime(events[col])
+    return events
+
+
+class _progress:
+    """A rich progress bar, or nothing."""
+
+    def __init__(self, enabled: bool, total: int, title: str) -> None:
+        self.enabled, self.total, self.title = enabled, total, title
+
+    def __enter__(self):
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("ticks"), TimeElapsedColumn())
+        self._bar.__enter__()
+        task = self._bar.add_task(self.title, total=self.total)
+        return lambda: self._bar.advance(task)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            self._bar.__exit__(*exc)
+
+
+def write_outputs(result: BacktestResult, out_dir: str | Path) -> Path:
+    """Write ``summary.json``, ``per_stream.csv``, ``per_tick.csv``, ``retrains.csv``, ``escalations.csv``
+    and ``report.html`` into ``out_dir`` (created if needed)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"config": result.config, "policies": result.summary}
+    (out / "summary.json").write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    result.per_stream.to_csv(out / "per_stream.csv", index=False)
+    result.per_tick.to_csv(out / "per_tick.csv", index=False)
+    result.retrain_log.to_csv(out / "retrains.csv", index=False)
+    result.escalation_log.to_csv(out / "escalations.csv", index=False)
+    if result.validation is not None and len(result.validation):
+        result.validation.to_csv(out / "validation.csv", index=False)
+    from mlma.report import write_report
+
+    write_report(result, out / "report.html")
+    return out
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return None if not np.isfinite(value) else float(value)
+    return str(value)

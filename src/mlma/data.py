@@ -1,0 +1,1746 @@
+"""The data contract: reading long frames, validating them, frequencies and the agent's ticks.
+
+Every stream of a fleet arrives as rows of one long frame (the Nixtla convention): ``unique_id`` (str),
+``ds`` (tz-naive ``datetime64[ns]``), ``y`` (float64) and optional exogenous columns, sorted by
+``unique_id`` then ``ds``. :func:`read_frame` brings a file or a frame into that shape by renaming columns,
+:func:`validate` checks and repairs it and says what it did (a :class:`ValidationReport` of
+:class:`Finding` objects: nothing is repaired or dropped silently), :func:`infer_frequency` finds the
+fleet's :class:`Frequency`, and :func:`make_tick_grid` cuts time into the agent's ticks (:class:`TickGrid`).
+
+Examples
+--------
+>>> import pandas as pd
+>>> raw = pd.DataFrame({
+...     "zone": ["b", "b", "a", "a", "a"],
+...     "hour": ["2024-01-01 01:00", "2024-01-01 00:00", "2024-01-01 00:00",
+...              "2024-01-01 01:00", "2024-01-01 02:00"],
+...     "orders": [5, 4, 1, 2, 3],
+... })
+>>> checked = validate(read_frame(raw, id_col="zone", time_col="hour", target_col="orders"))
+>>> checked.frame
+  unique_id                  ds    y
+0         a 2024-01-01 00:00:00  1.0
+1         a 2024-01-01 01:00:00  2.0
+2         a 2024-01-01 02:00:00  3.0
+3         b 2024-01-01 00:00:00  4.0
+4         b 2024-01-01 01:00:00  5.0
+>>> checked.freq.alias, checked.freq.season_length
+('h', 24)
+>>> [f.code for f in checked.report.findings]
+['unsorted', 'short-series', 'summary']
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pandas.tseries.frequencies import to_offset
+
+__all__ = [
+    "CANONICAL_COLUMNS",
+    "DataError",
+    "Finding",
+    "Frequency",
+    "TickGrid",
+    "ValidatedData",
+    "ValidationReport",
+    "infer_frequency",
+    "make_tick_grid",
+    "read_frame",
+    "validate",
+]
+
+ID, TIME, TARGET = "unique_id", "ds", "y"
+CANONICAL_COLUMNS = (ID, TIME, TARGET)
+SEVERITIES = ("error", "dropped", "repaired", "warning", "info")
+
+_NS = 1
+_US = 1_000
+_MS = 1_000_000
+_SECOND = 1_000_000_000
+_MINUTE = 60 * _SECOND
+_HOUR = 60 * _MINUTE
+_DAY = 24 * _HOUR
+_WEEK = 7 * _DAY
+# 1970-01-01 (the epoch) was a Thursday; weekday numbers follow pandas (Monday = 0).
+_EPOCH_WEEKDAY = 3
+_WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
+_WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_MAX_EXAMPLES = 3
+_CSV_SUFFIXES = (".csv", ".txt")
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
+# Attributes read_frame leaves on its result so that validate can name the file and its line numbers.
+_ATTR_SOURCE = "mlma.source"
+_ATTR_FIRST_LINE = "mlma.first_data_line"
+_ATTR_DROPPED = "mlma.dropped_columns"
+# An observation window is only inferred from streams that span this many cycles (days or weeks):
+# with fewer, a slot that is never observed may be chance rather than a schedule.
+_WINDOW_MIN_CYCLES = 3
+
+
+# --------------------------------------------------------------------------------------------------------
+# Errors and findings
+# --------------------------------------------------------------------------------------------------------
+
+
+class DataError(ValueError):
+    """Input data that breaks the data contract.
+
+    Parameters
+    ----------
+    message
+        What is wrong, naming the file, column, rows and streams concerned.
+    source
+        The file (or other source) the data came from, if known.
+    column
+        The column concerned, if one is.
+    rows
+        Numbers of the rows concerned: 1-based line numbers for CSV files (data row ``i``, counted from
+        0, is line ``i + 2``), otherwise index labels of the frame (0-based positions for files).
+    unique_id
+        The stream concerned, if exactly one is.
+    streams
+        All streams concerned.
+    report
+        The validation report collected so far, when the error comes from :func:`validate`.
+
+    Examples
+    --------
+    >>> err = DataError("bad dates", source="sales.csv", column="ds", rows=[4, 9])
+    >>> err.rows.tolist(), isinstance(err, ValueError)
+    ([4, 9], True)
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, column: str | None = None,
+                 rows: Sequence[int] | np.ndarray | None = None, unique_id: str | None = None,
+                 streams: Sequence[str] = (), report: ValidationReport | None = None) -> None:
+        super().__init__(message)
+        self.source = source
+        self.column = column
+        self.rows = np.asarray(rows if rows is not None else [], dtype=np.int64)
+        self.unique_id = unique_id
+        self.streams = tuple(streams)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing :func:`validate` noticed, repaired or dropped.
+
+    Attributes
+    ----------
+    code
+        A stable, short identifier (see ``docs/data.md`` for the list), e.g. ``"duplicate-identical"``.
+    severity
+        ``"error"`` (the data cannot be used as is), ``"dropped"`` (rows were removed), ``"repaired"``
+        (rows were changed or reordered, no information lost), ``"warning"`` (usable, but look) or
+        ``"info"``.
+    message
+        A readable sentence with a few examples and counts.
+    unique_id
+        The stream concerned when exactly one is, else None.
+    n_rows
+        How many rows are concerned (for ``"dropped"``: how many were removed).
+    examples
+        At most a few concrete examples, readable on their own.
+    column
+        The column concerned, if one is.
+    streams
+        Every stream concerned (may be long; not shown in the repr).
+    rows
+        Every row concerned, numbered as in :class:`DataError` (not shown in the repr).
+    """
+
+    code: str
+    severity: str
+    message: str
+    unique_id: str | None = None
+    n_rows: int = 0
+    examples: tuple[str, ...] = ()
+    column: str | None = None
+    streams: tuple[str, ...] = field(default=(), repr=False)
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, got {self.severity!r}")
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Everything :func:`validate` found, in the order it found it.
+
+    Examples
+    --------
+    >>> report = ValidationReport((Finding("gaps", "warning", "3 rows missing", unique_id="a", n_rows=3),))
+    >>> [f.code for f in report.warnings], report.errors
+    (['gaps'], ())
+    >>> print(report)
+    data: 1 finding (1 warning)
+      [warning] gaps: 3 rows missing
+    """
+
+    findings: tuple[Finding, ...] = ()
+    source: str | None = None
+    n_rows_in: int = 0
+    n_rows_out: int = 0
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        """Findings of severity ``"error"``."""
+        return self._of("error")
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        """Findings of severity ``"warning"``."""
+        return self._of("warning")
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        """The codes of all findings, in order."""
+        return tuple(f.code for f in self.findings)
+
+    def by_code(self, code: str) -> tuple[Finding, ...]:
+        """Findings with the given code."""
+        return tuple(f for f in self.findings if f.code == code)
+
+    def _of(self, severity: str) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == severity)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per finding: code, severity, unique_id, n_streams, n_rows, column, message, examples."""
+        columns = ["code", "severity", "unique_id", "n_streams", "n_rows", "column", "message", "examples"]
+        rows = [{"code": f.code, "severity": f.severity, "unique_id": f.unique_id, "n_streams": len(f.streams),
+                 "n_rows": f.n_rows, "column": f.column, "message": f.message,
+                 "examples": "; ".join(f.examples)} for f in self.findings]
+        return pd.DataFrame(rows, columns=columns)
+
+    def __str__(self) -> str:
+        counts = {s: len(self._of(s)) for s in SEVERITIES}
+        tally = ", ".join(f"{n} {s if s in ('dropped', 'repaired', 'info') else s + ('s' if n > 1 else '')}"
+                          for s, n in counts.items() if n)
+        n = len(self.findings)
+        lines = [f"{self.source or 'data'}: {n} finding{'s' if n != 1 else ''}" + (f" ({tally})" if n else "")]
+        order = {s: i for i, s in enumerate(SEVERITIES)}
+        for f in sorted(self.findings, key=lambda f: order[f.severity]):
+            lines.append(f"  [{f.severity}] {f.code}: {f.message}")
+        return "\n".join(lines)
+
+    def raise_if_errors(self) -> None:
+        """Raise a :class:`DataError` describing every error finding, if there is any."""
+        errors = self.errors
+        if not errors:
+            return
+        first = errors[0]
+        where = f"{self.source}: " if self.source else ""
+        if len(errors) == 1:
+            message = where + first.message
+        else:
+            message = where + f"{len(errors)} problems:\n" + "\n".join(f"  - {f.message}" for f in errors)
+        raise DataError(message, source=self.source, column=first.column, rows=first.rows,
+                        unique_id=first.unique_id, streams=first.streams, report=self)
+
+
+@dataclass(frozen=True)
+class ValidatedData:
+    """A frame that honours the data contract, its frequency and the report of what was done to it."""
+
+    frame: pd.DataFrame
+    freq: Frequency
+    report: ValidationReport
+
+
+# --------------------------------------------------------------------------------------------------------
+# Frequency
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """A frequency reduced to integers: a fixed step in nanoseconds, or a step in calendar months."""
+
+    calendar: bool
+    size: int  # nanoseconds (fixed) or months (calendar)
+    weekday: int | None = None  # weekly fixed steps: the weekday of the timestamps
+    anchor: str = "start"  # calendar: timestamps on the first ("start") or last ("end") day of the month
+    phase: int = 0  # calendar: month index (0 = January) modulo 3 (quarters) or 12 (years)
+
+    @property
+    def phase_modulus(self) -> int:
+        return _phase_modulus(self.size) if self.calendar else 1
+
+
+def _phase_modulus(months: int) -> int:
+    # pandas can name the month of year of yearly steps and the month within the quarter of quarterly
+    # steps; other calendar steps (2MS, 5MS) carry no phase.
+    return 12 if months % 12 == 0 else 3 if months % 3 == 0 else 1
+
+
+def _spec_from_offset(offset: pd.DateOffset, what: str = "freq") -> _Spec:
+    n = offset.n
+    if n <= 0:
+        raise ValueError(f"{what} must be a positive period, got {offset.freqstr!r}")
+    if isinstance(offset, pd.offsets.Tick):
+        return _Spec(False, int(offset.nanos))
+    if type(offset) is pd.offsets.Day:
+        return _Spec(False, n * _DAY)
+    if type(offset) is pd.offsets.Week:
+        return _Spec(False, n * _WEEK, weekday=offset.weekday)
+    if type(offset) in (pd.offsets.MonthBegin, pd.offsets.MonthEnd):
+        return _Spec(True, n, anchor="start" if type(offset) is pd.offsets.MonthBegin else "end",
+                     phase=0)
+    if type(offset) in (pd.offsets.QuarterBegin, pd.offsets.QuarterEnd):
+        return _Spec(True, 3 * n, anchor="start" if type(offset) is pd.offsets.QuarterBegin else "end",
+                     phase=(offset.startingMonth - 1) % 3)
+    if type(offset) in (pd.offsets.YearBegin, pd.offsets.YearEnd):
+        return _Spec(True, 12 * n, anchor="start" if type(offset) is pd.offsets.YearBegin else "end",
+                     phase=offset.month - 1)
+    raise ValueError(
+        f"{what}={offset.freqstr!r} is not supported; use a fixed step (min, h, D, W-SUN ...) or a "
+        f"month-based one (MS, ME, QS, QE, YS, YE)")
+
+
+def _multiple(n: int, unit: str) -> str:
+    return unit if n == 1 else f"{n}{unit}"
+
+
+def _alias_from_spec(spec: _Spec) -> str:
+    if spec.calendar:
+        m = spec.size
+        suffix = "S" if spec.anchor == "start" else "E"
+        if m % 12 == 0:
+            alias = _multiple(m // 12, "Y" + suffix) + "-" + _MONTHS[spec.phase]
+            return alias.removesuffix("-JAN" if suffix == "S" else "-DEC")
+        if m % 3 == 0:
+            # pandas names a quarterly anchor by the first (QS) or last (QE) month of the first quarter.
+            month = spec.phase if suffix == "S" else spec.phase + 9
+            alias = _multiple(m // 3, "Q" + suffix) + "-" + _MONTHS[month]
+            return alias.removesuffix("-JAN" if suffix == "S" else "-DEC")
+        return _multiple(m, "M" + suffix)
+    step = spec.size
+    if step % _WEEK == 0 and spec.weekday is not None:
+        return _multiple(step // _WEEK, "W") + "-" + _WEEKDAYS[spec.weekday]
+    for unit, name in ((_DAY, "D"), (_HOUR, "h"), (_MINUTE, "min"), (_SECOND, "s"), (_MS, "ms"), (_US, "us")):
+        if step % unit == 0:
+            return _multiple(step // unit, name)
+    return _multiple(step, "ns")
+
+
+def _parse_offset(value: Any, what: str) -> pd.DateOffset:
+    if isinstance(value, pd.offsets.BaseOffset):
+        return value
+    if isinstance(value, (pd.Timedelta, np.timedelta64)) or hasattr(value, "total_seconds"):
+        nanos = pd.Timedelta(value).value
+        if nanos <= 0:
+            raise ValueError(f"{what} must be positive, got {value!r}")
+        return pd.offsets.Nano(nanos) if nanos % _SECOND else to_offset(pd.Timedelta(value))
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{what} must be a pandas offset alias such as 'h', '1D', '7D' or '12MS', "
+                         f"got {value!r}")
+    try:
+        return to_offset(value.strip())
+    except ValueError:
+        raise ValueError(f"{what}={value!r} is not a pandas offset alias; examples: 'h', '30min', "
+                         f"'1D', '7D', 'W-SUN', 'MS', '12MS', 'QS', 'YS'") from None
+
+
+_AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Frequency:
+    """The sampling frequency of a fleet: a pandas offset alias plus its seasonal periods.
+
+    Parameters
+    ----------
+    alias
+        A pandas offset alias: fixed steps (``"15min"``, ``"30min"``, ``"h"``, ``"D"``, ``"W-SUN"``) or
+        month-based ones (``"MS"``/``"ME"``, ``"QS"``/``"QE"``, ``"YS"``/``"YE"``, with anchors such as
+        ``"QS-FEB"``). It is normalised (``"1h"`` -> ``"h"``, ``"QS-JAN"`` -> ``"QS"``, ``"W"`` ->
+        ``"W-SUN"``).
+    season_length
+        Steps in the main seasonal cycle; derived when None: a day for sub-daily data (hourly 24,
+        half-hourly 48, 15-minute 96), a week for daily data (7), a year otherwise (weekly 52, monthly 12,
+        quarterly 4, yearly 1).
+    secondary_season
+        Steps in a second, longer cycle; derived when ``"auto"``: a week for sub-daily data (hourly 168,
+        half-hourly 336), else None.
+
+    Examples
+    --------
+    >>> Frequency("h")
+    Frequency(alias='h', season_length=24, secondary_season=168)
+    >>> Frequency("QS-JAN").alias, Frequency("MS").season_length, Frequency("W").alias
+    ('QS', 12, 'W-SUN')
+    >>> Frequency("h").steps_per("1D"), Frequency("MS").steps_per("12MS")
+    (24, 12)
+    >>> Frequency("D").default_tick()
+    <7 * Days>
+    >>> Frequency("MS").grid("2024-01-01", "2024-03-31").strftime("%Y-%m-%d").tolist()
+    ['2024-01-01', '2024-02-01', '2024-03-01']
+    """
+
+    alias: str
+    season_length: int | None = None
+    secondary_season: int | None | str = _AUTO
+    _spec: _Spec = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        offset = _parse_offset(self.alias, "freq")
+        spec = _spec_from_offset(offset)
+        object.__setattr__(self, "_spec", spec)
+        object.__setattr__(self, "alias", _alias_from_spec(spec))
+        if self.season_length is None:
+            object.__setattr__(self, "season_length", self._derived_season())
+        elif not isinstance(self.season_length, (int, np.integer)) or self.season_length < 1:
+            raise ValueError(f"season_length must be a positive integer, got {self.season_length!r}")
+        if isinstance(self.secondary_season, str):
+            if self.secondary_season != _AUTO:
+                raise ValueError(f"secondary_season must be an integer, None or 'auto', "
+                                 f"got {self.secondary_season!r}")
+            object.__setattr__(self, "secondary_season", self._derived_secondary())
+
+    @classmethod
+    def coerce(cls, value: Frequency | str) -> Frequency:
+        """Return ``value`` if it is a Frequency, else build one from an alias."""
+        return value if isinstance(value, Frequency) else cls(value)
+
+    # derived seasonal periods ---------------------------------------------------------------------------
+
+    def _derived_season(self) -> int:
+        spec = self._spec
+        if spec.calendar:
+            return 12 // spec.size if 12 % spec.size == 0 else 1
+        step = spec.size
+        if step < _DAY:
+            return _DAY // step if _DAY % step == 0 else 1
+        if step < _WEEK:
+            return _WEEK // step if _WEEK % step == 0 else 1
+        weeks = step // _WEEK if step % _WEEK == 0 else 0
+        return 52 // weeks if weeks and 52 % weeks == 0 else 1
+
+    def _derived_secondary(self) -> int | None:
+        step = self._spec.size
+        if not self._spec.calendar and step < _DAY and _WEEK % step == 0:
+            return _WEEK // step
+        return None
+
+    # properties -----------------------------------------------------------------------------------------
+
+    @property
+    def offset(self) -> pd.DateOffset:
+        """The pandas offset of one step."""
+        return to_offset(self.alias)
+
+    @property
+    def is_calendar(self) -> bool:
+        """True for month-based frequencies, whose steps vary in length."""
+        return self._spec.calendar
+
+    @property
+    def step(self) -> pd.Timedelta | None:
+        """The length of one step for fixed frequencies; None for month-based ones."""
+        return None if self._spec.calendar else pd.Timedelta(self._spec.size, unit="ns")
+
+    @property
+    def months(self) -> int | None:
+        """Calendar months per step for month-based frequencies; None for fixed ones."""
+        return self._spec.size if self._spec.calendar else None
+
+    # grids ----------------------------------------------------------------------------------------------
+
+    def grid(self, start: Any, end: Any) -> pd.DatetimeIndex:
+        """Timestamps of this frequency from ``start`` to ``end`` (both inclusive).
+
+        Fixed steps count from ``start``; month-based steps start at the first anchor at or after it.
+        """
+        start, end = pd.Timestamp(start), pd.Timestamp(end)
+        freq = self.step if self.step is not None else self.offset
+        return pd.date_range(start, end, freq=freq).as_unit("ns")
+
+    def future(self, last: Any, h: int) -> pd.DatetimeIndex:
+        """The ``h`` timestamps that follow ``last``.
+
+        Examples
+        --------
+        >>> Frequency("h").future("2024-01-01 23:00", 2).strftime("%d %H:%M").tolist()
+        ['02 00:00', '02 01:00']
+        """
+        if h < 0:
+            raise ValueError(f"h must be >= 0, got {h}")
+        last = pd.Timestamp(last)
+        freq = self.step if self.step is not None else self.offset
+        return pd.date_range(last, periods=h + 1, freq=freq)[1:].as_unit("ns")
+
+    def default_tick(self) -> pd.DateOffset:
+        """The tick this frequency is monitored in by default.
+
+        A tick is the batch of actuals that arrive together and whose losses are tested together:
+        sub-daily data: one day; daily: one week (Monday to Sunday); weekly: four weeks; monthly: twelve
+        months; quarterly: four quarters; yearly: one year. See ``docs/data.md`` for the reasons.
+        """
+        spec = self._spec
+        if spec.calendar:
+            months = math.lcm(spec.size, 12)
+            modulus = spec.phase_modulus
+            if modulus == 1:
+                return pd.offsets.MonthBegin(months)
+            # A period stamped at its end (QE-DEC, YE-JUN) starts the month after the previous end.
+            first_month = (spec.phase + (1 if spec.anchor == "end" else 0)) % modulus
+            if spec.size % 12 == 0:
+                return pd.offsets.YearBegin(months // 12, month=first_month + 1)
+            return pd.offsets.QuarterBegin(months // 3, startingMonth=first_month + 1)
+        step = spec.size
+        if step < _DAY:
+            cycle = _DAY
+        elif step < _WEEK:
+            cycle = _WEEK
+        else:
+            cycle = 4 * _WEEK
+        return pd.offsets.Day(math.lcm(step, cycle) // _DAY)
+
+    def steps_per(self, tick: str | pd.DateOffset) -> int:
+        """How many steps of this frequency one tick holds.
+
+        Raises ValueError when the tick is not a whole number of steps, or holds a varying number of them
+        (month-based ticks over fixed steps).
+        """
+        tick_spec = _spec_from_offset(_parse_offset(tick, "tick"), "tick")
+        spec = self._spec
+        if spec.calendar != tick_spec.calendar:
+            kind = "month-based" if tick_spec.calendar else "fixed-length"
+            raise ValueError(f"a {kind} tick {_alias_from_spec(tick_spec)!r} holds a varying or fractional "
+                             f"number of {self.alias!r} steps")
+        if tick_spec.size % spec.size:
+            raise ValueError(f"tick {_alias_from_spec(tick_spec)!r} is not a whole number of {self.alias!r} "
+                             f"steps")
+        return tick_spec.size // spec.size
+
+
+# --------------------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------------------
+
+
+def _source_suffix(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in _COMPRESSION_SUFFIXES:
+        suffixes = suffixes[:-1]
+    return suffixes[-1] if suffixes else ""
+
+
+def _is_polars(obj: Any) -> bool:
+    return type(obj).__module__.split(".")[0] == "polars"
+
+
+def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col: str = TIME,
+               target_col: str = TARGET, exog: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a long frame and rename its columns to ``unique_id, ds, y``.
+
+    Values are not parsed or checked here (that is :func:`validate`'s job, which names the bad rows),
+    except that the stream key is read as text so that ids such as ``"007"`` keep their zeros.
+
+    Parameters
+    ----------
+    source
+        A pandas DataFrame, a polars DataFrame (or LazyFrame), or the path of a CSV file (``.csv``,
+        optionally compressed: ``.csv.gz``...) or a Parquet file (``.parquet``, ``.pq``).
+    id_col
+        The column naming the stream; a list of columns is joined with ``" / "`` into one key; None when
+        the data holds a single stream (its ``unique_id`` is then ``"series"``).
+    time_col, target_col
+        The timestamp and target columns.
+    exog
+        Exogenous columns to keep, in this order. None keeps every other column that is numeric or
+        boolean and drops the rest (text labels such as a region name): validate reports them as
+        ``columns-dropped``. ``[]`` keeps none.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``unique_id, ds, y`` and the exogenous ones, rows in the source's order, a fresh
+        RangeIndex. ``attrs`` remember the source file and its first data line for :func:`validate`.
+
+    Raises
+    ------
+    DataError
+        When a configured column is missing or would collide with a canonical name.
+    ValueError
+        For a file suffix other than CSV or Parquet.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> raw = pd.DataFrame({"store": [1, 1], "day": ["2024-01-01", "2024-01-02"], "sales": [3, 4],
+    ...                     "price": [1.5, 1.6], "note": ["x", "y"]})
+    >>> read_frame(raw, id_col="store", time_col="day", target_col="sales").columns.tolist()
+    ['unique_id', 'ds', 'y', 'price']
+    >>> read_frame(raw, id_col="shop", time_col="day", target_col="sales")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mlma.data.DataError: input frame: missing column 'shop' (id_col); columns present: 'store', 'day', ...
+    """
+    if isinstance(id_col, str) or id_col is None:
+        id_cols: list[str] = [] if id_col is None else [id_col]
+    else:
+        id_cols = list(id_col)
+        if not id_cols:
+            raise ValueError("id_col must name at least one column, or be None for a single stream")
+    for name, value in (("time_col", time_col), ("target_col", target_col)):
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{name} must be a column name, got {value!r}")
+    if exog is not None and isinstance(exog, str):
+        raise ValueError(f"exog must be a list of column names, got the string {exog!r}")
+
+    label: str | None = None
+    first_line: int | None = None
+    if isinstance(source, pd.DataFrame):
+        frame = source
+    elif _is_polars(source):
+        frame = (source.collect() if hasattr(source, "collect") else source).to_pandas()
+        label = None
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        label = str(source)
+        suffix = _source_suffix(path)
+        if suffix in _CSV_SUFFIXES:
+            frame = _read_csv(path, id_cols)
+            first_line = 2
+        elif suffix in _PARQUET_SUFFIXES:
+            frame = pd.read_parquet(path)
+        else:
+            raise ValueError(f"cannot read {label}: unknown file type {suffix or '(no suffix)'!r}; "
+                             f"use .csv (optionally .csv.gz, .csv.zip ...) or .parquet")
+    else:
+        raise TypeError(f"source must be a pandas or polars DataFrame or a CSV/Parquet path, "
+                        f"got {type(source).__name__}")
+
+    where = label or "input frame"
+    index_names = [n for n in frame.index.names if n is not None]
+    wanted = [*id_cols, time_col, target_col, *(exog or [])]
+    moved_index = any(c not in frame.columns and c in index_names for c in wanted)
+    if moved_index:
+        frame = frame.reset_index()
+    roles = [(c, "id_col") for c in id_cols] + [(time_col, "time_col"), (target_col, "target_col")]
+    roles += [(c, "exog") for c in (exog or [])]
+    missing = [(c, role) for c, role in roles if c not in frame.columns]
+    if missing:
+        present = ", ".join(repr(str(c)) for c in frame.columns)
+        named = ", ".join(f"{c!r} ({role})" for c, role in missing)
+        noun = "column" if len(missing) == 1 else "columns"
+        raise DataError(f"{where}: missing {noun} {named}; columns present: {present}",
+                        source=label, column=missing[0][0])
+
+    used = {*id_cols, time_col, target_col}
+    for canonical, own in ((ID, id_cols[0] if len(id_cols) == 1 else None), (TIME, time_col),
+                           (TARGET, target_col)):
+        if canonical in frame.columns and canonical != own and canonical not in used:
+            raise DataError(f"{where}: column {canonical!r} already exists and would clash with the column "
+                            f"renamed to {canonical!r}; rename or drop it first", source=label,
+                            column=canonical)
+
+    extra = [c for c in frame.columns if c not in used]
+    dropped: list[str] = []
+    if exog is None:
+        keep = [c for c in extra if pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])]
+        dropped = [str(c) for c in extra if c not in keep]
+    else:
+        keep = list(exog)
+        duplicate = {c for c in keep if keep.count(c) > 1}
+        if duplicate:
+            raise ValueError(f"exog lists {sorted(duplicate)} more than once")
+        clash = [c for c in keep if c in used or c in CANONICAL_COLUMNS]
+        if clash:
+            raise ValueError(f"exog must not include the id, time or target columns, got {clash}")
+
+    if not id_cols:
+        ids = pd.Series("series", index=frame.index, dtype="str")
+    elif len(id_cols) == 1:
+        ids = frame[id_cols[0]]
+    else:
+        ids = frame[id_cols[0]].astype("str")
+        for c in id_cols[1:]:
+            ids = ids + " / " + frame[c].astype("str")
+    out = pd.DataFrame({ID: ids.array, TIME: frame[time_col].array, TARGET: frame[target_col].array})
+    for c in keep:
+        out[c] = frame[c].array
+    if isinstance(source, pd.DataFrame) and not moved_index:
+        # Keep the caller's index labels so that validate can name rows the way the caller knows them.
+        out.index = frame.index
+    out.attrs = {_ATTR_SOURCE: label, _ATTR_FIRST_LINE: first_line, _ATTR_DROPPED: dropped}
+    return out
+
+
+def _read_csv(path: Path, id_cols: list[str]) -> pd.DataFrame:
+    header = pd.read_csv(path, nrows=0).columns
+    # Missing-value markers apply to every column except the stream key, where "NA" may be a real id
+    # (Namibia) and must stay text.
+    na_values = {c: None for c in header if c in id_cols}
+    defaults = list(pd._libs.parsers.STR_NA_VALUES)  # type: ignore[attr-defined]
+    na_map = {c: ([] if c in na_values else defaults) for c in header}
+    return pd.read_csv(path, dtype={c: "str" for c in id_cols if c in header}, keep_default_na=False,
+                       na_values=na_map)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Parsing columns
+# --------------------------------------------------------------------------------------------------------
+
+
+def _to_ns(values: pd.Series | pd.Index) -> np.ndarray:
+    """int64 nanoseconds since the epoch of a tz-naive datetime column (NaT -> the int64 minimum)."""
+    return np.asarray(pd.DatetimeIndex(values).as_unit("ns").asi8)
+
+
+_NAT = np.iinfo(np.int64).min
+
+
+def _parse_dates(column: pd.Series) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """Parse a timestamp column into ns since the epoch.
+
+    Returns the values, a mask of rows that could not be parsed, and a note when time zones were
+    converted to UTC (None otherwise).
+    """
+    dtype = column.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        converted = column.dt.tz_convert("UTC").dt.tz_localize(None)
+        ns = _to_ns(converted)
+        return ns, ns == _NAT, f"time zone {dtype.tz} converted to UTC"
+    if pd.api.types.is_datetime64_dtype(dtype):
+        ns = _to_ns(column)
+        return ns, ns == _NAT, None
+    if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        raise DataError(f"column 'ds' holds numbers ({dtype}), not timestamps; convert them to dates first "
+                        f"(e.g. pd.to_datetime(...) with the right unit or format)", column=TIME)
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    parsed, note = _parse_unique_dates(pd.Index(uniques))
+    ns_unique = np.append(parsed, _NAT)  # code -1 (missing) maps to the last slot
+    ns = ns_unique[codes]
+    return ns, ns == _NAT, note
+
+
+def _parse_unique_dates(values: pd.Index) -> tuple[np.ndarray, str | None]:
+    """Parse distinct timestamp values (strings, datetimes) once each.
+
+    ISO 8601 first, then the format pandas guesses from the first value; the best of the two wins, so
+    one format holds for the whole column and stray values are reported rather than guessed. Only when
+    both leave most values unparsed is each value parsed on its own (formats like '1982 Apr').
+    """
+    if len(values) == 0:
+        return np.empty(0, dtype=np.int64), None
+    best: pd.DatetimeIndex | None = None
+    note = None
+    for fmt in ("ISO8601", None, "mixed"):
+        if fmt == "mixed" and (best is not None and best.isna().sum() * 2 <= len(values) or len(values) > 100_000):
+            break
+        parsed, tz_note = _to_datetime_quietly(values, fmt)
+        if parsed is None:
+            continue
+        if best is None or parsed.isna().sum() < best.isna().sum():
+            best, note = parsed, tz_note
+        if not best.isna().any():
+            break
+    if best is None:
+        return np.full(len(values), _NAT, dtype=np.int64), None
+    if best.tz is not None:
+        note = note or f"time zone {best.tz} converted to UTC"
+        best = best.tz_convert("UTC").tz_localize(None)
+    best = best.where((best >= pd.Timestamp.min) & (best <= pd.Timestamp.max))
+    return np.asarray(best.as_unit("ns").asi8), note
+
+
+def _to_datetime_quietly(values: pd.Index, fmt: str | None) -> tuple[pd.DatetimeIndex | None, str | None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            parsed = pd.to_datetime(values, errors="coerce", format=fmt)
+            note = None
+        except (ValueError, TypeError) as exc:
+            if "utc=True" not in str(exc):
+                return None, None
+            parsed = pd.to_datetime(values, errors="coerce", format=fmt, utc=True)
+            note = "mixed UTC offsets (or offsets mixed with naive times) converted to UTC"
+    return (parsed, note) if isinstance(parsed, pd.DatetimeIndex) else (None, None)
+
+
+def _parse_target(column: pd.Series) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    if pd.api.types.is_numeric_dtype(column.dtype):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    numbers = pd.to_numeric(pd.Series(uniques, dtype=object), errors="coerce").to_numpy(dtype=np.float64,
+                                                                                       na_value=np.nan)
+    return np.append(numbers, np.nan)[codes]
+
+
+def _stream_keys(column: pd.Series) -> tuple[np.ndarray, pd.Index, np.ndarray]:
+    """Codes of the stream keys in sorted order, the sorted keys as text, and a mask of missing keys."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    text = pd.Index(uniques).astype("str")
+    # Different raw values may print alike (1 and "1"); they are one stream.
+    merged, keys = pd.factorize(text, sort=True)
+    codes = np.where(codes >= 0, merged[np.maximum(codes, 0)], -1)
+    return codes.astype(np.int64), pd.Index(keys, dtype="str"), codes < 0
+
+
+# --------------------------------------------------------------------------------------------------------
+# Vectorised helpers over streams
+# --------------------------------------------------------------------------------------------------------
+
+
+def _group_mode(groups: np.ndarray, values: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """The most common value of each group (ties: the smallest) and how often it occurs.
+
+    Groups without values get value 0 and count 0.
+
+    >>> _group_mode(np.array([0, 0, 0, 2, 2]), np.array([5, 5, 7, 9, 8]), 3)
+    (array([5, 0, 8]), array([2, 0, 1]))
+    """
+    mode = np.zeros(n_groups, dtype=np.int64)
+    count = np.zeros(n_groups, dtype=np.int64)
+    if len(values) == 0:
+        return mode, count
+    vcodes, uniques = pd.factorize(values, sort=True)
+    k = len(uniques)
+    if n_groups * k <= 4_000_000:
+        table = np.bincount(groups * k + vcodes, minlength=n_groups * k).reshape(n_groups, k)
+        best = table.argmax(axis=1)
+        count = table[np.arange(n_groups), best]
+        mode = np.where(count > 0, np.asarray(uniques)[best], 0).astype(np.int64)
+        return mode, count
+    order = np.lexsort((vcodes, groups))
+    g, v = groups[order], vcodes[order]
+    new_run = np.r_[True, (g[1:] != g[:-1]) | (v[1:] != v[:-1])]
+    starts = np.flatnonzero(new_run)
+    run_g, run_v = g[starts], v[starts]
+    run_n = np.diff(np.r_[starts, len(g)])
+    pick = np.lexsort((run_v, -run_n, run_g))
+    first = pick[np.r_[True, run_g[pick][1:] != run_g[pick][:-1]]]
+    mode[run_g[first]] = np.asarray(uniques)[run_v[first]]
+    count[run_g[first]] = run_n[first]
+    return mode, count
+
+
+def _month_position(ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Months since 1970-01 and the anchor of each timestamp: 0 first day of the month at midnight,
+    1 last day of the month at midnight, 2 neither."""
+    months = ns.view("datetime64[ns]").astype("datetime64[M]")
+    start = months.astype("datetime64[ns]").view(np.int64)
+    next_start = (months + 1).astype("datetime64[ns]").view(np.int64)
+    anchor = np.full(len(ns), 2, dtype=np.int8)
+    anchor[ns == start] = 0
+    anchor[ns == next_start - _DAY] = 1
+    return months.astype(np.int64), anchor
+
+
+@dataclass
+class _StreamSpecs:
+    """Per-stream frequency evidence: kind 0 unknown (one row), 1 fixed, 2 calendar, 3 calendar-like but
+    not stamped on month starts or ends; size in ns or months; anchor code for comparisons."""
+
+    kind: np.ndarray
+    size: np.ndarray
+    weekday: np.ndarray
+    anchor: np.ndarray
+    phase: np.ndarray
+
+    def spec(self, s: int) -> _Spec:
+        if self.kind[s] == 2:
+            return _Spec(True, int(self.size[s]), anchor="start" if self.anchor[s] == 0 else "end",
+                         phase=int(self.phase[s]))
+        wd = int(self.weekday[s])
+        return _Spec(False, int(self.size[s]), weekday=None if wd < 0 else wd)
+
+    def key(self) -> np.ndarray:
+        return np.stack([self.kind, self.size, self.weekday, self.anchor, self.phase], axis=1)
+
+
+def _spec_key(spec: _Spec) -> np.ndarray:
+    if spec.calendar:
+        return np.array([2, spec.size, -1, 0 if spec.anchor == "start" else 1, spec.phase])
+    return np.array([1, spec.size, -1 if spec.weekday is None else spec.weekday, -1, 0])
+
+
+def _infer_stream_specs(stream: np.ndarray, ns: np.ndarray, n_streams: int) -> _StreamSpecs:
+    """Per-stream frequency from the modal spacing of sorted, unique timestamps (gaps do not matter)."""
+    same = stream[1:] == stream[:-1]
+    diffs = (ns[1:] - ns[:-1])[same]
+    mode, count = _group_mode(stream[1:][same], diffs, n_streams)
+    kind = np.where(count > 0, 1, 0).astype(np.int64)
+    size = mode.copy()
+    weekday = np.full(n_streams, -1, dtype=np.int64)
+    anchor = np.full(n_streams, -1, dtype=np.int64)
+    phase = np.zeros(n_streams, dtype=np.int64)
+
+    calendar = (kind == 1) & (mode >= 28 * _DAY)
+    if calendar.any():
+        rows = calendar[stream]
+        s, t = stream[rows], ns[rows]
+        months, where = _month_position(t)
+        same_c = s[1:] == s[:-1]
+        month_step, _ = _group_mode(s[1:][same_c], (months[1:] - months[:-1])[same_c], n_streams)
+        n_rows = np.bincount(s, minlength=n_streams)
+        n_start = np.bincount(s[where == 0], minlength=n_streams)
+        n_end = np.bincount(s[where == 1], minlength=n_streams)
+        stamped = 2 * np.maximum(n_start, n_end) > n_rows
+        mod_of_stream = np.where(month_step % 12 == 0, 12, np.where(month_step % 3 == 0, 3, 1))
+        row_phase = months % mod_of_stream[s]
+        phase_mode, _ = _group_mode(s, row_phase, n_streams)
+        ok = calendar & stamped & (month_step > 0)
+        kind[ok] = 2
+        size[ok] = month_step[ok]
+        anchor[ok] = np.where(n_start >= n_end, 0, 1)[ok]
+        phase[ok] = phase_mode[ok]
+        kind[calendar & ~ok] = 3
+
+    weekly = (kind == 1) & (size % _WEEK == 0)
+    if weekly.any():
+        rows = weekly[stream]
+        s, t = stream[rows], ns[rows]
+        offset, _ = _group_mode(s, t % size[s], n_streams)
+        weekday[weekly] = (_EPOCH_WEEKDAY + offset[weekly] // _DAY) % 7
+    return _StreamSpecs(kind, size, weekday, anchor, phase)
+
+
+def _describe_stream_spec(specs: _StreamSpecs, s: int) -> str:
+    if specs.kind[s] == 3:
+        return "month-like spacing, not on month starts or ends"
+    if specs.kind[s] == 0:
+        return "a single row"
+    return _alias_from_spec(specs.spec(s))
+
+
+def _fleet_spec(specs: _StreamSpecs, given: Frequency | None
+                ) -> tuple[_Spec | None, np.ndarray, str]:
+    """The fleet's frequency and a mask of streams that disagree with it (with a message)."""
+    known = specs.kind > 0
+    key = specs.key()
+    if given is not None:
+        target = _spec_key(given._spec)
+        compare = np.ones(key.shape[1], dtype=bool)
+        if not given.is_calendar and given._spec.weekday is None:
+            compare[2] = False  # '7D' accepts weekly data stamped on any weekday
+        disagree = known & ~np.all(key[:, compare] == target[compare], axis=1)
+        return given._spec, disagree, f"freq={given.alias!r}"
+    usable = specs.kind == 1
+    usable |= specs.kind == 2
+    if not usable.any():
+        return None, known, ""
+    distinct, inverse, counts = np.unique(key[usable], axis=0, return_inverse=True, return_counts=True)
+    # Most streams win; ties go to the shorter step.
+    best = sorted(range(len(distinct)), key=lambda i: (-counts[i], distinct[i][0], distinct[i][1]))[0]
+    fleet_key = distinct[best]
+    disagree = known & ~np.all(key == fleet_key, axis=1)
+    spec = specs.spec(int(np.flatnonzero(usable)[np.flatnonzero(inverse.ravel() == best)[0]]))
+    return spec, disagree, f"{int(counts[best]):,} of {int(known.sum()):,} streams"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Formatting
+# --------------------------------------------------------------------------------------------------------
+
+
+def _fmt_list(items: Sequence[Any], limit: int = _MAX_EXAMPLES) -> str:
+    shown = ", ".join(str(x) for x in items[:limit])
+    rest = len(items) - limit
+    return shown + (f" and {rest:,} more ({len(items):,} in total)" if rest > 0 else "")
+
+
+def _fmt_ts(ns: int) -> str:
+    ts = pd.Timestamp(int(ns), unit="ns")
+    return ts.strftime("%Y-%m-%d") if ts == ts.normalize() else ts.strftime("%Y-%m-%d %H:%M:%S").removesuffix(":00")
+
+
+def _fmt_duration(ns: int) -> str:
+    for unit, name in ((_DAY, "day"), (_HOUR, "hour"), (_MINUTE, "minute"), (_SECOND, "second")):
+        if ns >= unit:
+            amount = ns / unit
+            text = f"{amount:.0f}" if ns % unit == 0 else f"{amount:.1f}"
+            return f"{text} {name}{'' if text == '1' else 's'}"
+    return f"{ns} ns"
+
+
+def _fmt_share(share: float) -> str:
+    return "<0.1%" if 0 < share < 0.001 else f"{share:.1%}"
+
+
+def _fmt_clock(ns: int) -> str:
+    minutes = (ns // _MINUTE) % (24 * 60)
+    seconds = (ns // _SECOND) % 60
+    return f"{minutes // 60:02d}:{minutes % 60:02d}" + (f":{seconds:02d}" if seconds else "")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------------------
+
+
+class _Validator:
+    """One validation run: arrays over the input's rows, a set of live rows, and the findings so far."""
+
+    def __init__(self, df: pd.DataFrame, source: str | None, on_bad_rows: str) -> None:
+        self.df = df
+        self.source = source
+        self.drop = on_bad_rows == "drop"
+        self.findings: list[Finding] = []
+        first_line = df.attrs.get(_ATTR_FIRST_LINE)
+        index = df.index
+        labels = (np.asarray(index, dtype=np.int64) if pd.api.types.is_integer_dtype(index.dtype)
+                  else np.arange(len(df), dtype=np.int64))
+        if first_line is not None:
+            self.row_numbers, self.row_word = labels + first_line, "line"
+        else:
+            self.row_numbers, self.row_word = labels, "row"
+
+    # bookkeeping ----------------------------------------------------------------------------------------
+
+    def add(self, code: str, severity: str, message: str, *, streams: Sequence[str] = (),
+            n_rows: int = 0, examples: Sequence[str] = (), column: str | None = None,
+            positions: np.ndarray | None = None) -> None:
+        streams = tuple(streams)
+        rows = (self.row_numbers[positions] if positions is not None else np.empty(0, dtype=np.int64))
+        self.findings.append(Finding(code, severity, message, streams[0] if len(streams) == 1 else None,
+                                     int(n_rows), tuple(examples[:_MAX_EXAMPLES]), column, streams, rows))
+
+    def where(self, positions: np.ndarray) -> str:
+        numbers = np.sort(self.row_numbers[positions])
+        word = self.row_word + ("s" if len(numbers) != 1 else "")
+        shown = ", ".join(str(n) for n in numbers[:_MAX_EXAMPLES])
+        rest = len(numbers) - _MAX_EXAMPLES
+        return f"{word} {shown}" + (f" and {rest:,} more ({len(numbers):,} in total)" if rest > 0 else "")
+
+    def bad_rows(self, code: str, positions: np.ndarray, keys: np.ndarray | None, what: str, column: str,
+                 examples: Sequence[str]) -> None:
+        """Record rows that break the contract: an error (raise mode) or a drop (drop mode)."""
+        if len(positions) == 0:
+            return
+        streams = sorted(set(keys.tolist())) if keys is not None else []
+        in_streams = (f" in stream{'s' if len(streams) != 1 else ''} {_fmt_list([repr(s) for s in streams])}"
+                      if streams else "")
+        if self.drop:
+            message = f"dropped {len(positions):,} {what}{in_streams}: {self.where(positions)}"
+            self.add(code, "dropped", message, streams=streams, n_rows=len(positions), examples=examples,
+                     column=column, positions=positions)
+        else:
+            message = f"{len(positions):,} {what}{in_streams}: {self.where(positions)}"
+            self.add(code, "error", message, streams=streams, n_rows=len(positions), examples=examples,
+                     column=column, positions=positions)
+
+    def example(self, pos: int, key: str | None, detail: str) -> str:
+        who = f"{key!r}, " if key is not None else ""
+        return f"{self.row_word} {self.row_numbers[pos]} ({who}{detail})"
+
+
+def validate(data: Any, *, freq: Frequency | str | None = None, source: str | None = None,
+             on_bad_rows: Literal["raise", "drop"] = "raise", min_length: int | None = None) -> ValidatedData:
+    """Check a long frame against the data contract, repair what is safe, and report everything.
+
+    Parameters
+    ----------
+    data
+        A frame from :func:`read_frame` (or anything :func:`read_frame` accepts with the canonical
+        column names: a pandas or polars frame or a CSV/Parquet path).
+    freq
+        The expected frequency (alias or :class:`Frequency`); inferred when None. Streams whose own
+        spacing disagrees with it are errors.
+    source
+        A name for the data in messages; default: the file :func:`read_frame` read.
+    on_bad_rows
+        ``"raise"`` (default): rows that cannot be used (unparsable dates, missing or non-finite ``y``,
+        conflicting duplicates, timestamps off the stream's grid) are errors and :class:`DataError` is
+        raised after all checks ran, naming every problem. ``"drop"``: such rows are removed and each
+        removal is reported. Problems that no row drop can fix (missing columns, mixed frequencies)
+        raise in both modes.
+    min_length
+        Streams with fewer rows get a ``short-series`` warning; default two seasons.
+
+    Returns
+    -------
+    ValidatedData
+        ``frame`` (canonical: ``unique_id`` str, ``ds`` datetime64[ns], ``y`` float64, extras, sorted,
+        fresh index), ``freq`` and ``report``.
+
+    Raises
+    ------
+    DataError
+        See ``on_bad_rows``; its ``report`` holds every finding.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> df = pd.DataFrame({"unique_id": "a", "ds": ["2024-01-01", "2024-01-02", "2024-01-02", "oops"],
+    ...                    "y": [1.0, 2.0, 2.0, 3.0]})
+    >>> validate(df)
+    Traceback (most recent call last):
+    ...
+    mlma.data.DataError: 1 unparsable timestamp in stream 'a': row 3
+    >>> checked = validate(df, on_bad_rows="drop", min_length=1)
+    >>> print(checked.report)
+    data: 3 findings (2 dropped, 1 info)
+      [dropped] unparsable-date: dropped 1 unparsable timestamp in stream 'a': row 3
+      [dropped] duplicate-identical: dropped 1 exact duplicate row (same unique_id, ds and values) in stream 'a': row 1
+      [info] summary: 1 stream, 2 rows, frequency D (season 7), 2024-01-01 to 2024-01-02
+    """
+    if on_bad_rows not in ("raise", "drop"):
+        raise ValueError(f"on_bad_rows must be 'raise' or 'drop', got {on_bad_rows!r}")
+    if min_length is not None and (not isinstance(min_length, (int, np.integer)) or min_length < 1):
+        raise ValueError(f"min_length must be a positive integer or None, got {min_length!r}")
+    given = Frequency.coerce(freq) if freq is not None else None
+    df = data if isinstance(data, pd.DataFrame) else read_frame(data)
+    source = source if source is not None else df.attrs.get(_ATTR_SOURCE)
+    missing = [c for c in CANONICAL_COLUMNS if c not in df.columns]
+    if missing:
+        where = f"{source}: " if source else ""
+        present = ", ".join(repr(str(c)) for c in df.columns)
+        raise DataError(f"{where}missing column{'s' if len(missing) > 1 else ''} "
+                        f"{', '.join(repr(c) for c in missing)}; columns present: {present} (use read_frame "
+                        f"with id_col=, time_col=, target_col= to rename)", source=source, column=missing[0])
+    if len(df) == 0:
+        raise DataError(f"{source + ': ' if source else ''}the data has no rows", source=source)
+    v = _Validator(df, source, on_bad_rows)
+    try:
+        frame, fleet_freq = _run_checks(v, df, given, min_length)
+    except DataError as exc:
+        if exc.source is None and source is not None:
+            exc.source = source
+            exc.args = (f"{source}: {exc.args[0]}",)
+        raise
+    report = ValidationReport(tuple(v.findings), source, len(df), len(frame))
+    report.raise_if_errors()
+    return ValidatedData(frame, fleet_freq, report)
+
+
+def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_length: int | None
+                ) -> tuple[pd.DataFrame, Frequency]:
+    n = len(df)
+    alive = np.ones(n, dtype=bool)
+    codes, keys, id_missing = _stream_keys(df[ID])
+    key_of = lambda pos: keys[codes[pos]] if codes[pos] >= 0 else None  # noqa: E731
+
+    dropped_columns = df.attrs.get(_ATTR_DROPPED) or []
+    if dropped_columns:
+        v.add("columns-dropped", "info",
+              f"ignored {len(dropped_columns)} non-numeric column{'s' if len(dropped_columns) > 1 else ''} "
+              f"{_fmt_list([repr(c) for c in dropped_columns])} (pass exog=[...] to read_frame to keep them)",
+              column=dropped_columns[0])
+
+    # stream key ------------------------------------------------------------------------------------------
+    bad = np.flatnonzero(id_missing)
+    v.bad_rows("missing-id", bad, None, "row" + ("s" if len(bad) != 1 else "") + " without a unique_id",
+               ID, [v.example(p, None, "unique_id is empty") for p in bad[:_MAX_EXAMPLES]])
+    alive[bad] = False
+
+    # timestamps ------------------------------------------------------------------------------------------
+    ns, ds_bad, tz_note = _parse_dates(df[TIME])
+    bad = np.flatnonzero(ds_bad & alive)
+    raw_ds = df[TIME]
+    v.bad_rows("unparsable-date", bad, keys[codes[bad]].to_numpy() if len(bad) else None,
+               "unparsable timestamp" + ("s" if len(bad) != 1 else ""), TIME,
+               [v.example(p, key_of(p), f"ds={raw_ds.iloc[p]!r}") for p in bad[:_MAX_EXAMPLES]])
+    alive[bad] = False
+    if tz_note is not None:
+        v.add("timezone-converted", "repaired",
+              f"timestamps carried time zones: {tz_note} and made tz-naive", n_rows=int(alive.sum()),
+              column=TIME)
+
+    # target ----------------------------------------------------------------------------------------------
+    y = _parse_target(df[TARGET])
+    bad = np.flatnonzero(~np.isfinite(y) & alive)
+    raw_y = df[TARGET]
+    v.bad_rows("non-finite-target", bad, keys[codes[bad]].to_numpy() if len(bad) else None,
+               "row" + ("s" if len(bad) != 1 else "") + " whose y is missing, infinite or not a number", TARGET,
+               [v.example(p, key_of(p), f"y={raw_y.iloc[p]!r}") for p in bad[:_MAX_EXAMPLES]])
+    alive[bad] = False
+
+    # order -----------------------------------------------------------------------------------------------
+    idx = np.flatnonzero(alive)
+    c, t = codes[idx], ns[idx]
+    if len(idx) > 1:
+        dc, dt = np.diff(c), np.diff(t)
+        in_order = np.all((dc > 0) | ((dc == 0) & (dt >= 0)))
+        if not in_order:
+            order = np.lexsort((t, c))  # stable: rows with equal keys keep their input order
+            moved = int(np.count_nonzero(order != np.arange(len(order))))
+            idx, c, t = idx[order], c[order], t[order]
+            v.add("unsorted", "repaired", f"rows were not sorted by unique_id, ds; sorted them ({moved:,} rows "
+                  f"moved)", n_rows=moved)
+
+    # duplicates ------------------------------------------------------------------------------------------
+    if len(idx) > 1:
+        same = (c[1:] == c[:-1]) & (t[1:] == t[:-1])
+        if same.any():
+            idx, c, t = _resolve_duplicates(v, df, idx, c, t, y, same, keys)
+
+    if len(idx) == 0:
+        v.add("empty", "error", "no usable rows left")
+        ValidationReport(tuple(v.findings), v.source, n, 0).raise_if_errors()
+
+    # streams and frequency -------------------------------------------------------------------------------
+    new_stream = np.r_[True, c[1:] != c[:-1]]
+    stream = np.cumsum(new_stream) - 1
+    n_streams = int(stream[-1]) + 1
+    stream_keys = keys[c[new_stream]]
+    specs = _infer_stream_specs(stream, t, n_streams)
+    fleet, disagree, basis = _fleet_spec(specs, given)
+    if fleet is None:
+        calendar_like = np.flatnonzero(specs.kind == 3)
+        if len(calendar_like):
+            names = [repr(stream_keys[s]) for s in calendar_like]
+            v.add("unknown-frequency", "error",
+                  f"cannot infer the frequency: stream{'s' if len(names) > 1 else ''} {_fmt_list(names)} "
+                  f"{'are' if len(names) > 1 else 'is'} spaced about a month or more apart but not stamped on "
+                  f"the first or last day of the month; stamp monthly, quarterly and yearly data on month "
+                  f"starts (MS) or ends (ME)", streams=[stream_keys[s] for s in calendar_like])
+        else:
+            v.add("unknown-frequency", "error",
+                  "cannot infer the frequency: every stream has a single row; pass freq=")
+        ValidationReport(tuple(v.findings), v.source, n, 0).raise_if_errors()
+    fleet_freq = given if given is not None else Frequency(_alias_from_spec(fleet))
+    if disagree.any():
+        groups: dict[str, list[str]] = {}
+        for s in np.flatnonzero(disagree):
+            groups.setdefault(_describe_stream_spec(specs, s), []).append(str(stream_keys[s]))
+        parts = [f"{_fmt_list([repr(k) for k in ks])} look{'s' if len(ks) == 1 else ''} {alias}"
+                 for alias, ks in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
+        bad_streams = [str(stream_keys[s]) for s in np.flatnonzero(disagree)]
+        expected = (f"the fleet's frequency is {fleet_freq.alias} ({basis})" if given is None
+                    else f"expected {basis}")
+        v.add("mixed-frequency", "error",
+              f"streams disagree on the frequency: {expected}, but {'; '.join(parts)}",
+              streams=bad_streams, n_rows=int(np.count_nonzero(disagree[stream])),
+              examples=[f"{k!r}: {a}" for a, ks in groups.items() for k in ks[:1]])
+        keep = ~disagree[stream]
+        idx, c, t, stream = idx[keep], c[keep], t[keep], stream[keep]
+        remap = np.cumsum(~disagree) - 1
+        stream = remap[stream]
+        stream_keys = stream_keys[~disagree]
+        n_streams = len(stream_keys)
+
+    if len(idx):
+        idx, c, t, stream, stream_keys, n_streams = _check_grid(v, fleet, idx, c, t, stream, stream_keys,
+                                                                n_streams, keys)
+    if len(idx):
+        _check_gaps(v, fleet, t, stream, stream_keys, n_streams)
+        _check_streams(v, fleet_freq, y[idx], stream, stream_keys, n_streams, min_length)
+
+    frame = _assemble(df, idx, keys, c, t, y)
+    if len(idx):
+        _check_exog(v, frame)
+        first, last = _fmt_ts(t.min()), _fmt_ts(t.max())
+        v.add("summary", "info",
+              f"{n_streams:,} stream{'s' if n_streams != 1 else ''}, "
+              f"{len(idx):,} row{'s' if len(idx) != 1 else ''}, frequency "
+              f"{fleet_freq.alias} (season {fleet_freq.season_length}), {first} to {last}")
+    return frame, fleet_freq
+
+
+def _resolve_duplicates(v: _Validator, df: pd.DataFrame, idx: np.ndarray, c: np.ndarray, t: np.ndarray,
+                        y: np.ndarray, same: np.ndarray, keys: pd.Index
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Drop exact duplicates; for conflicting ones keep the last row (drop mode) or report an error."""
+    pair = np.flatnonzero(same)  # rows pair and pair + 1 share unique_id and ds
+    a, b = idx[pair], idx[pair + 1]
+    equal = y[a] == y[b]
+    for col in df.columns:
+        if col in CANONICAL_COLUMNS:
+            continue
+        values = df[col].to_numpy()
+        va, vb = values[a], values[b]
+        equal &= (va == vb) | (pd.isna(va) & pd.isna(vb))
+    group = np.cumsum(np.r_[True, ~same]) - 1  # one id per (unique_id, ds) key, over sorted rows
+    conflict_key = np.zeros(group[-1] + 1, dtype=bool)
+    conflict_key[group[pair[~equal]]] = True
+    loser = pair  # every row that has a later row with the same key
+    conflicting = conflict_key[group[loser]]
+
+    exact = loser[~conflicting]
+    if len(exact):
+        # Exact duplicates lose nothing when dropped, so they are dropped in both modes.
+        streams = sorted(set(keys[c[exact]].tolist()))
+        in_streams = f" in stream{'s' if len(streams) != 1 else ''} {_fmt_list([repr(s) for s in streams])}"
+        v.add("duplicate-identical", "dropped",
+              f"dropped {len(exact):,} exact duplicate row{'s' if len(exact) != 1 else ''} (same unique_id, ds "
+              f"and values){in_streams}: {v.where(idx[exact])}", streams=streams, n_rows=len(exact),
+              positions=idx[exact],
+              examples=[v.example(idx[p], str(keys[c[p]]), f"ds={_fmt_ts(t[p])}") for p in exact[:_MAX_EXAMPLES]])
+
+    clash = loser[conflicting]
+    if len(clash):
+        keys_hit = np.unique(group[clash])
+        in_group = np.isin(group, keys_hit)
+        all_rows = np.flatnonzero(in_group)
+        examples = []
+        for g in keys_hit[:_MAX_EXAMPLES]:
+            members = np.flatnonzero(group == g)
+            ys = ", ".join(f"{y[idx[m]]:g}" for m in members)
+            examples.append(f"{keys[c[members[0]]]!r} at {_fmt_ts(t[members[0]])}: "
+                            f"{v.row_word}s {', '.join(str(v.row_numbers[idx[m]]) for m in members)} "
+                            f"have y = {ys}")
+        streams = sorted(set(keys[c[clash]].tolist()))
+        in_streams = f"in stream{'s' if len(streams) != 1 else ''} {_fmt_list([repr(s) for s in streams])}"
+        if v.drop:
+            v.add("duplicate-conflict", "dropped",
+                  f"dropped {len(clash):,} row{'s' if len(clash) != 1 else ''} whose (unique_id, ds) repeats "
+                  f"with different values {in_streams}, keeping the last occurrence of each: "
+                  f"{v.where(idx[clash])}", streams=streams, n_rows=len(clash), positions=idx[clash],
+                  examples=examples, column=TARGET)
+        else:
+            v.add("duplicate-conflict", "error",
+                  f"{len(keys_hit):,} (unique_id, ds) pair{'s repeat' if len(keys_hit) != 1 else ' repeats'} with "
+                  f"different values {in_streams}: {v.where(idx[all_rows])} (use on_bad_rows='drop' to keep "
+                  f"the last occurrence)", streams=streams, n_rows=len(all_rows), positions=idx[all_rows],
+                  examples=examples, column=TARGET)
+    keep = np.ones(len(idx), dtype=bool)
+    keep[loser] = False
+    return idx[keep], c[keep], t[keep]
+
+
+def _check_grid(v: _Validator, fleet: _Spec, idx: np.ndarray, c: np.ndarray, t: np.ndarray,
+                stream: np.ndarray, stream_keys: pd.Index, n_streams: int, keys: pd.Index):
+    """Rows whose timestamp is off their stream's grid (e.g. 10:17 in an hourly stream)."""
+    if fleet.calendar:
+        months, where = _month_position(t)
+        modulus = fleet.phase_modulus
+        step_phase, _ = _group_mode(stream, months % fleet.size, n_streams)
+        on_grid = (where == (0 if fleet.anchor == "start" else 1))
+        on_grid &= (months % modulus) == fleet.phase % modulus
+        on_grid &= (months - step_phase[stream]) % fleet.size == 0
+        grid_name = f"the {_alias_from_spec(fleet)} grid"
+    else:
+        phase, _ = _group_mode(stream, t % fleet.size, n_streams)
+        on_grid = (t - phase[stream]) % fleet.size == 0
+        grid_name = f"the stream's {_alias_from_spec(fleet)} grid"
+    off = np.flatnonzero(~on_grid)
+    if len(off) == 0:
+        return idx, c, t, stream, stream_keys, n_streams
+    share = np.bincount(stream[off], minlength=n_streams) / np.bincount(stream, minlength=n_streams)
+    hint = (" (most rows of some streams are off the grid: is this event data? aggregate it to a regular "
+            "frequency first)" if share.max() > 0.5 else "")
+    v.bad_rows("off-grid", idx[off], keys[c[off]].to_numpy(),
+               f"timestamp{'s' if len(off) != 1 else ''} off {grid_name}{hint}", TIME,
+               [v.example(idx[p], str(keys[c[p]]), f"ds={_fmt_ts(t[p])}") for p in off[:_MAX_EXAMPLES]])
+    keep = on_grid
+    idx, c, t, stream = idx[keep], c[keep], t[keep], stream[keep]
+    if len(idx) == 0:
+        return idx, c, t, stream, stream_keys[:0], 0
+    present = np.bincount(stream, minlength=n_streams) > 0
+    remap = np.cumsum(present) - 1
+    return idx, c, t, remap[stream], stream_keys[present], int(present.sum())
+
+
+def _check_gaps(v: _Validator, fleet: _Spec, t: np.ndarray, stream: np.ndarray, stream_keys: pd.Index,
+                n_streams: int) -> None:
+    """Missing grid points: a regular daily (or weekly) observation window is info, other gaps a warning."""
+    starts = np.flatnonzero(np.r_[True, stream[1:] != stream[:-1]])
+    ends = np.r_[starts[1:], len(t)] - 1
+    first, last = t[starts], t[ends]
+    count = ends - starts + 1
+    if fleet.calendar:
+        months, _ = _month_position(t)
+        expected = (months[ends] - months[starts]) // fleet.size + 1
+    else:
+        expected = (last - first) // fleet.size + 1
+    missing = expected - count
+    if not missing.any():
+        return
+
+    inside_missing = missing.copy()
+    window_of: dict[tuple[str, int], list[int]] = {}
+    step = fleet.size
+    if not fleet.calendar and (step < _DAY and _DAY % step == 0 or step == _DAY):
+        cycle = _DAY if step < _DAY else _WEEK
+        candidates = np.flatnonzero((missing > 0) & (last - first >= _WINDOW_MIN_CYCLES * cycle))
+        if len(candidates):
+            windows = _observation_windows(t, stream, candidates, first, last, count, step, cycle)
+            for s, label, slots, missing_inside in windows:
+                inside_missing[s] = missing_inside
+                window_of.setdefault((label, slots), []).append(s)
+
+    for (label, slots), members in sorted(window_of.items(), key=lambda kv: -len(kv[1])):
+        names = [str(stream_keys[s]) for s in members]
+        per = "day" if step < _DAY else "week"
+        unit = _alias_from_spec(fleet)
+        v.add("observation-window", "info",
+              f"observation window {label} ({slots} of {(_DAY if per == 'day' else _WEEK) // step} {unit} "
+              f"slots a {per}) in stream{'s' if len(names) != 1 else ''} {_fmt_list([repr(k) for k in names])}: "
+              f"timestamps outside it are not expected and not counted as gaps",
+              streams=names, n_rows=int((missing[members] - inside_missing[members]).sum()))
+
+    gappy = np.flatnonzero(inside_missing > 0)
+    if len(gappy) == 0:
+        return
+    same = stream[1:] == stream[:-1]
+    longest = np.zeros(n_streams, dtype=np.int64)
+    np.maximum.at(longest, stream[1:][same], (t[1:] - t[:-1])[same])
+    worst = gappy[np.argsort(-inside_missing[gappy], kind="stable")]
+    windowed = {s for members in window_of.values() for s in members}
+    examples = []
+    for s in worst[:_MAX_EXAMPLES]:
+        text = (f"{stream_keys[s]!r}: {inside_missing[s]:,} of {inside_missing[s] + count[s]:,} expected rows "
+                f"missing ({_fmt_share(inside_missing[s] / (inside_missing[s] + count[s]))})")
+        if s not in windowed and not fleet.calendar:
+            text += f", longest gap {_fmt_duration(longest[s] - step)}"
+        examples.append(text)
+    names = [str(stream_keys[s]) for s in worst]
+    total = int(inside_missing[gappy].sum())
+    v.add("gaps", "warning",
+          f"{total:,} missing timestamp{'s' if total != 1 else ''} in {len(gappy):,} "
+          f"stream{'s' if len(gappy) != 1 else ''} (not filled): {'; '.join(examples)}"
+          + (f"; and {len(gappy) - _MAX_EXAMPLES:,} more stream{'s' if len(gappy) - _MAX_EXAMPLES != 1 else ''}"
+             if len(gappy) > _MAX_EXAMPLES else ""),
+          streams=names, n_rows=total, examples=examples)
+
+
+def _observation_windows(t: np.ndarray, stream: np.ndarray, candidates: np.ndarray, first: np.ndarray,
+                         last: np.ndarray, count: np.ndarray, step: int, cycle: int):
+    """For each candidate stream: the daily (or weekly) window of slots it is ever observed in.
+
+    The window is the complement of the longest circular run of slots that never hold an observation.
+    Yields ``(stream, label, slots in window, missing rows inside the window)`` for streams whose window
+    is narrower than the whole cycle.
+    """
+    n_slots = cycle // step
+    is_candidate = np.zeros(int(stream.max()) + 1, dtype=bool)
+    is_candidate[candidates] = True
+    rows = is_candidate[stream]
+    local = np.full(len(is_candidate), -1, dtype=np.int64)
+    results = []
+    chunk = max(1, 4_000_000 // n_slots)
+    phase_all = t % step
+    for lo in range(0, len(candidates), chunk):
+        block = candidates[lo:lo + chunk]
+        local[:] = -1
+        local[block] = np.arange(len(block))
+        sel = rows & (local[stream] >= 0)
+        s_loc = local[stream[sel]]
+        phase = np.zeros(len(block), dtype=np.int64)
+        phase[s_loc] = phase_all[sel]  # on-grid rows share their stream's phase
+        slot = ((t[sel] - phase[s_loc]) % cycle) // step
+        seen = np.zeros((len(block), n_slots), dtype=bool)
+        seen[s_loc, slot] = True
+        r, col = np.nonzero(seen)
+        row_start = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+        row_end = np.r_[row_start[1:], len(r)] - 1
+        nxt = np.empty_like(col)
+        nxt[:-1] = col[1:]
+        nxt[row_end] = col[row_start] + n_slots
+        gap = nxt - col - 1
+        longest = np.maximum.reduceat(gap, row_start)
+        at = np.flatnonzero(gap == longest[r])
+        first_at = at[np.r_[True, r[at][1:] != r[at][:-1]]]
+        end_slot = col[first_at]
+        start_slot = (end_slot + longest + 1) % n_slots
+        width = n_slots - longest
+        narrower = longest > 0
+        if not narrower.any():
+            continue
+        # Expected observations of each slot inside [first, last]: how many k put
+        # phase + slot * step + k * cycle in that interval.
+        offsets = (phase[:, None] + np.arange(n_slots)[None, :] * step) % cycle
+        lo_t, hi_t = first[block][:, None], last[block][:, None]
+        per_slot = (hi_t - offsets) // cycle - (-((offsets - lo_t) // cycle)) + 1
+        per_slot = np.maximum(per_slot, 0)
+        in_window = ((np.arange(n_slots)[None, :] - start_slot[:, None]) % n_slots) < width[:, None]
+        expected_inside = (per_slot * in_window).sum(axis=1)
+        for j in np.flatnonzero(narrower):
+            s = int(block[j])
+            a = int((phase[j] + start_slot[j] * step) % cycle)
+            b = int((phase[j] + end_slot[j] * step) % cycle)
+            if cycle == _DAY:
+                label = f"{_fmt_clock(a)}-{_fmt_clock(b)}"
+            else:
+                day_a = (_EPOCH_WEEKDAY + a // _DAY) % 7
+                day_b = (_EPOCH_WEEKDAY + b // _DAY) % 7
+                label = _WEEKDAY_NAMES[day_a] if day_a == day_b else f"{_WEEKDAY_NAMES[day_a]}-{_WEEKDAY_NAMES[day_b]}"
+            results.append((s, label, int(width[j]), int(expected_inside[j] - count[s])))
+    return results
+
+
+def _check_streams(v: _Validator, freq: Frequency, y: np.ndarray, stream: np.ndarray, stream_keys: pd.Index,
+                   n_streams: int, min_length: int | None) -> None:
+    count = np.bincount(stream, minlength=n_streams)
+    limit = min_length if min_length is not None else 2 * freq.season_length
+    short = np.flatnonzero(count < limit)
+    if len(short):
+        names = [str(stream_keys[s]) for s in short]
+        v.add("short-series", "warning",
+              f"{len(short):,} stream{'s' if len(short) != 1 else ''} {'have' if len(short) != 1 else 'has'} fewer "
+              f"than {limit} rows{' (two seasons)' if min_length is None else ''}: "
+              f"{_fmt_list([f'{k!r} ({count[s]})' for k, s in zip(names, short)])}",
+              streams=names, n_rows=int(count[short].sum()),
+              examples=[f"{k!r}: {count[s]} rows" for k, s in zip(names, short)])
+    starts = np.flatnonzero(np.r_[True, stream[1:] != stream[:-1]])
+    lo = np.minimum.reduceat(y, starts)
+    hi = np.maximum.reduceat(y, starts)
+    constant = np.flatnonzero((lo == hi) & (count >= 2))
+    if len(constant):
+        names = [str(stream_keys[s]) for s in constant]
+        v.add("constant-series", "warning",
+              f"{len(constant):,} stream{'s' if len(constant) != 1 else ''} never change"
+              f"{'s' if len(constant) == 1 else ''}: "
+              f"{_fmt_list([f'{k!r} (y = {lo[s]:g})' for k, s in zip(names, constant)])}",
+              streams=names, n_rows=int(count[constant].sum()),
+              examples=[f"{k!r}: y = {lo[s]:g} in all {count[s]} rows" for k, s in zip(names, constant)],
+              column=TARGET)
+
+
+def _check_exog(v: _Validator, frame: pd.DataFrame) -> None:
+    for col in frame.columns[3:]:
+        values = frame[col]
+        if not (pd.api.types.is_numeric_dtype(values.dtype) or pd.api.types.is_bool_dtype(values.dtype)):
+            v.add("exog-non-numeric", "warning",
+                  f"exogenous column {col!r} is not numeric ({values.dtype}); models that need numbers will "
+                  f"not use it as is", column=str(col))
+            continue
+        n_missing = int(values.isna().sum())
+        if n_missing:
+            streams = sorted(set(frame.loc[values.isna(), ID].tolist()))
+            v.add("exog-missing", "warning",
+                  f"exogenous column {col!r} is missing in {n_missing:,} row{'s' if n_missing != 1 else ''} of "
+                  f"{len(streams):,} stream{'s' if len(streams) != 1 else ''} (not filled)",
+                  column=str(col), streams=streams, n_rows=n_missing)
+
+
+def _assemble(df: pd.DataFrame, idx: np.ndarray, keys: pd.Index, c: np.ndarray, t: np.ndarray,
+              y: np.ndarray) -> pd.DataFrame:
+    columns: dict[str, Any] = {
+        ID: pd.Series(keys.take(c), dtype="str"),
+        TIME: pd.Series(t.view("datetime64[ns]")),
+        TARGET: pd.Series(y[idx], dtype=np.float64),
+    }
+    for col in df.columns:
+        if col not in CANONICAL_COLUMNS:
+            columns[col] = df[col].take(idx).reset_index(drop=True)
+    return pd.DataFrame(columns)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Frequency inference on canonical frames
+# --------------------------------------------------------------------------------------------------------
+
+
+def infer_frequency(df: pd.DataFrame) -> Frequency:
+    """The fleet's frequency: each stream's modal timestamp spacing, which must agree across streams.
+
+    Gaps do not matter (the most common spacing wins); month, quarter and year steps are recognised from
+    calendar months, stamped on the first (``MS``, ``QS``, ``YS``) or last (``ME``, ``QE``, ``YE``) day.
+
+    Parameters
+    ----------
+    df
+        A frame with ``unique_id`` and datetime-like ``ds`` (need not be sorted).
+
+    Raises
+    ------
+    DataError
+        When streams disagree (naming them and their spacing) or no stream has two timestamps.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> ds = pd.date_range("2024-01-31", periods=6, freq="ME")
+    >>> infer_frequency(pd.DataFrame({"unique_id": "a", "ds": ds})).alias
+    'ME'
+    >>> mixed = pd.DataFrame({"unique_id": ["a"] * 3 + ["b"] * 3,
+    ...                       "ds": list(pd.date_range("2024-01-01", periods=3, freq="h"))
+    ...                             + list(pd.date_range("2024-01-01", periods=3, freq="D"))})
+    >>> infer_frequency(mixed)
+    Traceback (most recent call last):
+    ...
+    mlma.data.DataError: streams disagree on the frequency: 'a' looks h, 'b' looks D
+    """
+    missing = [c for c in (ID, TIME) if c not in df.columns]
+    if missing:
+        raise DataError(f"missing column {missing[0]!r}; columns present: "
+                        f"{', '.join(repr(str(c)) for c in df.columns)}", column=missing[0])
+    codes, keys, id_missing = _stream_keys(df[ID])
+    ns, bad, _ = _parse_dates(df[TIME])
+    ok = ~bad & ~id_missing
+    c, t = codes[ok], ns[ok]
+    order = np.lexsort((t, c))
+    c, t = c[order], t[order]
+    keep = np.r_[True, (c[1:] != c[:-1]) | (t[1:] != t[:-1])]
+    c, t = c[keep], t[keep]
+    if len(c) == 0:
+        raise DataError("cannot infer the frequency: no rows with a valid timestamp", column=TIME)
+    new_stream = np.r_[True, c[1:] != c[:-1]]
+    stream = np.cumsum(new_stream) - 1
+    stream_keys = keys[c[new_stream]]
+    specs = _infer_stream_specs(stream, t, len(stream_keys))
+    known = np.flatnonzero(specs.kind > 0)
+    if len(known) == 0:
+        raise DataError("cannot infer the frequency: every stream has a single timestamp", column=TIME)
+    described: dict[str, list[str]] = {}
+    for s in known:
+        described.setdefault(_describe_stream_spec(specs, s), []).append(str(stream_keys[s]))
+    if len(described) > 1 or np.any(specs.kind[known] == 3):
+        parts = [f"{_fmt_list([repr(k) for k in ks])} look{'s' if len(ks) == 1 else ''} {alias}"
+                 for alias, ks in sorted(described.items(), key=lambda kv: -len(kv[1]))]
+        streams = [k for ks in described.values() for k in ks]
+        raise DataError(f"streams disagree on the frequency: {', '.join(parts)}", column=TIME,
+                        streams=streams)
+    return Frequency(_alias_from_spec(specs.spec(int(known[0]))))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Ticks
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TickGrid:
+    """The agent's clock: consecutive ticks, tick ``k`` covering ``[boundaries[k], boundaries[k + 1])``.
+
+    Examples
+    --------
+    >>> grid = TickGrid(pd.DatetimeIndex(["2024-01-01", "2024-01-02", "2024-01-03"]), pd.offsets.Day(1))
+    >>> len(grid), grid.bounds(1)
+    (2, (Timestamp('2024-01-02 00:00:00'), Timestamp('2024-01-03 00:00:00')))
+    >>> grid.tick_of(pd.to_datetime(["2024-01-01 23:00", "2024-01-02 00:00", "2024-01-05 00:00"])).tolist()
+    [0, 1, -1]
+    """
+
+    boundaries: pd.DatetimeIndex
+    tick: pd.DateOffset
+
+    def __post_init__(self) -> None:
+        boundaries = pd.DatetimeIndex(self.boundaries).as_unit("ns")
+        if len(boundaries) < 2:
+            raise ValueError("a TickGrid needs at least two boundaries (one tick)")
+        if not boundaries.is_monotonic_increasing or not boundaries.is_unique:
+            raise ValueError("tick boundaries must be strictly increasing")
+        object.__setattr__(self, "boundaries", boundaries)
+
+    def __len__(self) -> int:
+        return len(self.boundaries) - 1
+
+    @property
+    def starts(self) -> pd.DatetimeIndex:
+        """The first instant of each tick."""
+        return self.boundaries[:-1]
+
+    def bounds(self, k: int) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """Start (inclusive) and end (exclusive) of tick ``k``; negative ``k`` counts from the end."""
+        n = len(self)
+        if not -n <= k < n:
+            raise IndexError(f"tick {k} is outside the grid of {n} ticks")
+        k = k % n
+        return self.boundaries[k], self.boundaries[k + 1]
+
+    def tick_of(self, ds: Any) -> np.ndarray:
+        """The tick index of each timestamp; -1 for timestamps outside the grid."""
+        values = _to_ns(pd.DatetimeIndex(np.atleast_1d(pd.to_datetime(ds))))
+        edges = np.asarray(self.boundaries.asi8)
+        k = np.searchsorted(edges, values, side="right") - 1
+        k[(values < edges[0]) | (values >= edges[-1]) | (values == _NAT)] = -1
+        return k.astype(np.int64)
+
+
+def _tick_layout(offset: pd.DateOffset) -> tuple[bool, int, int]:
+    """(calendar, size, origin): fixed ticks are ``size`` ns long counted from ``origin`` ns; calendar ticks
+    are ``size`` months long and start in months congruent to ``origin`` modulo ``size``."""
+    spec = _spec_from_offset(offset, "tick")
+    if spec.calendar:
+        t = type(offset)
+        if t in (pd.offsets.MonthBegin, pd.offsets.MonthEnd):
+            origin = 0
+        elif t is pd.offsets.QuarterBegin:
+            origin = offset.startingMonth - 1
+        elif t is pd.offsets.QuarterEnd:
+            origin = offset.startingMonth % 12
+        elif t is pd.offsets.YearBegin:
+            origin = offset.month - 1
+        else:  # YearEnd: the year starts the month after its last month
+            origin = offset.month % 12
+        return True, spec.size, origin % spec.size
+    size = spec.size
+    if type(offset) is pd.offsets.Week:
+        first_day = 0 if offset.weekday is None else (offset.weekday + 1) % 7  # W-SUN weeks run Mon..Sun
+        origin = ((first_day - _EPOCH_WEEKDAY) % 7) * _DAY
+    elif size % _WEEK == 0:
+        origin = ((0 - _EPOCH_WEEKDAY) % 7) * _DAY  # weeks start on Monday
+    else:
+        origin = 0  # midnight
+    return False, size, origin
+
+
+def make_tick_grid(df_or_ds: Any, tick: str | pd.DateOffset, *, freq: Frequency | str) -> TickGrid:
+    """Cut time into ticks aligned to the calendar, covering every timestamp of the data.
+
+    Days start at midnight, weeks on Monday (or the day after a ``W-XXX`` anchor), months on the 1st,
+    quarters and years on their first month (``12MS`` and ``YS`` start in January, ``YS-JUL`` in July).
+    Alignment depends only on the tick, not on where the data starts, so a growing data set keeps its
+    grid.
+
+    Parameters
+    ----------
+    df_or_ds
+        A frame with a ``ds`` column, or timestamps.
+    tick
+        A pandas offset or alias: ``"1D"``, ``"7D"``, ``"W-SUN"``, ``"28D"``, ``"MS"``, ``"12MS"``,
+        ``"QS"``, ``"YS"``...
+    freq
+        The data's frequency; the tick must hold a whole number of its steps (month-based ticks over
+        fixed steps are allowed: their ticks hold varying numbers of steps).
+
+    Examples
+    --------
+    >>> ds = pd.date_range("2024-01-03 05:00", "2024-01-17", freq="h")
+    >>> grid = make_tick_grid(ds, "7D", freq="h")
+    >>> [str(b.date()) for b in grid.boundaries], len(grid)
+    (['2024-01-01', '2024-01-08', '2024-01-15', '2024-01-22'], 3)
+    >>> months = pd.date_range("1982-04-01", "1984-02-01", freq="MS")
+    >>> [str(b.date()) for b in make_tick_grid(months, "12MS", freq="MS").boundaries]
+    ['1982-01-01', '1983-01-01', '1984-01-01', '1985-01-01']
+    """
+    offset = _parse_offset(tick, "tick")
+    frequency = Frequency.coerce(freq)
+    calendar, size, origin = _tick_layout(offset)
+    if frequency.is_calendar:
+        if not calendar:
+            raise ValueError(f"tick={offset.freqstr!r} is fixed-length but freq={frequency.alias!r} is "
+                             f"month-based; use a month-based tick such as '12MS' or 'YS'")
+        frequency.steps_per(offset)  # raises when not a whole number of steps
+    elif not calendar:
+        frequency.steps_per(offset)
+    elif frequency.step is not None and frequency.step > pd.Timedelta(days=28):
+        raise ValueError(f"tick={offset.freqstr!r} is shorter than one {frequency.alias!r} step")
+
+    if isinstance(df_or_ds, pd.DataFrame):
+        if TIME not in df_or_ds.columns:
+            raise DataError(f"make_tick_grid needs a 'ds' column; columns present: "
+                            f"{', '.join(repr(str(c)) for c in df_or_ds.columns)}", column=TIME)
+        values = df_or_ds[TIME]
+    else:
+        values = df_or_ds
+    idx = pd.DatetimeIndex(np.atleast_1d(pd.to_datetime(values)))
+    if idx.tz is not None:
+        raise ValueError("timestamps must be tz-naive (validate converts time zones to UTC)")
+    ns = _to_ns(idx)
+    ns = ns[ns != _NAT]
+    if len(ns) == 0:
+        raise ValueError("make_tick_grid needs at least one timestamp")
+    lo, hi = int(ns.min()), int(ns.max())
+    if calendar:
+        m_lo = int(np.datetime64(lo, "ns").astype("datetime64[M]").astype(np.int64))
+        m_hi = int(np.datetime64(hi, "ns").astype("datetime64[M]").astype(np.int64))
+        first = m_lo - ((m_lo - origin) % size)
+        n_ticks = (m_hi - first) // size + 1
+        months = first + size * np.arange(n_ticks + 1)
+        edges = months.astype("datetime64[M]").astype("datetime64[ns]")
+    else:
+        first = lo - ((lo - origin) % size)
+        n_ticks = (hi - first) // size + 1
+        edges = (first + size * np.arange(n_ticks + 1, dtype=np.int64)).view("datetime64[ns]")
+    return TickGrid(pd.DatetimeIndex(edges), offset)

@@ -1,0 +1,178 @@
+"""The fleet's data as flat arrays, indexed by stream and by tick.
+
+A :class:`FleetData` holds every observation of every stream in three flat arrays (stream index, timestamp,
+value) sorted by stream then time, plus two small indexes: where each stream's rows start and end, and where
+each tick starts inside each stream. Everything the agent needs per tick (the actuals of the tick as a
+``(n_streams, steps)`` matrix, one stream's history window) is then a slice, never a pandas group-by.
+
+Timestamps live on one global frequency grid shared by all streams (e.g. every hour from the first tick's
+start to the last tick's end). A row's grid position is its column in that grid, which turns "the same hour
+yesterday" into an integer subtraction and the tick's actuals into a dense matrix with NaN where a stream
+reported nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class StreamHistory:
+    """One stream's observations inside a window: timestamps and values, ascending."""
+
+    ds: np.ndarray
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+class FleetData:
+    """All streams' observations as flat arrays with per-stream and per-tick indexes.
+
+    Parameters
+    ----------
+    frame
+        Canonical long frame ``unique_id, ds, y`` sorted by ``unique_id, ds`` (as :func:`mlma.data.validate`
+        returns it).
+    freq_alias
+        The pandas offset alias of the data's frequency (``"h"``, ``"D"``, ``"MS"``...).
+    boundaries
+        Tick boundaries: tick ``k`` covers ``[boundaries[k], boundaries[k + 1])``.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({
+    ...     "unique_id": ["a"] * 4 + ["b"] * 3,
+    ...     "ds": pd.to_datetime(["2025-01-01 00:00", "2025-01-01 01:00", "2025-01-02 00:00",
+    ...                           "2025-01-02 01:00", "2025-01-01 01:00", "2025-01-02 00:00",
+    ...                           "2025-01-02 01:00"]),
+    ...     "y": [1.0, 2.0, 3.0, 4.0, 20.0, 30.0, 40.0]})
+    >>> bounds = pd.to_datetime(["2025-01-01", "2025-01-02", "2025-01-03"])
+    >>> fleet = FleetData(frame, "h", bounds)
+    >>> fleet.n_streams, fleet.n_ticks, fleet.steps_in_tick(0)
+    (2, 2, 24)
+    >>> fleet.actuals(0)[:, :3]
+    array([[ 1.,  2., nan],
+           [nan, 20., nan]])
+    >>> fleet.history(1, end_tick=1).y
+    array([20., 30., 40.])
+    """
+
+    def __init__(self, frame: pd.DataFrame, freq_alias: str, boundaries) -> None:
+        self.freq_alias = freq_alias
+        self.boundaries = pd.DatetimeIndex(boundaries).as_unit("ns")
+        if len(self.boundaries) < 2:
+            raise ValueError("at least one tick (two boundaries) is needed")
+        ids = frame["unique_id"].to_numpy()
+        change = np.flatnonzero(ids[1:] != ids[:-1]) + 1
+        starts = np.concatenate([[0], change]).astype(np.int64)
+        self.ids = np.asarray(ids[starts], dtype=object)
+        self.offsets = np.concatenate([starts, [len(frame)]]).astype(np.int64)
+        self.ds = frame["ds"].to_numpy(dtype="datetime64[ns]")
+        self.y = frame["y"].to_numpy(dtype=np.float64)
+        self.stream_of_row = np.repeat(np.arange(len(starts)), np.diff(self.offsets))
+
+        # One grid for the whole fleet; rows outside the ticks' span are kept for history only.
+        self.grid = pd.date_range(self.boundaries[0], self.boundaries[-1], freq=freq_alias,
+                                  inclusive="left").as_unit("ns").to_numpy()
+        self.tick_grid_start = np.searchsorted(self.grid, self.boundaries.to_numpy(), side="left")
+        first = min(self.ds.min(), self.grid[0]) if len(self.ds) else self.grid[0]
+        # Positions of rows before the first tick are counted backwards on the same grid.
+        full_grid = pd.date_range(first, self.boundaries[-1], freq=freq_alias,
+                                  inclusive="left").as_unit("ns").to_numpy()
+        self._grid_shift = len(full_grid) - len(self.grid)
+        self.grid_pos = np.searchsorted(full_grid, self.ds) - self._grid_shift
+        on_grid = full_grid[np.minimum(self.grid_pos + self._grid_shift, len(full_grid) - 1)] == self.ds
+        if not on_grid.all():
+            bad = int(np.flatnonzero(~on_grid)[0])
+            raise ValueError(
+                f"stream {self.ids[self.stream_of_row[bad]]!r} has a timestamp {self.ds[bad]} that is not on "
+                f"the {freq_alias!r} grid; validate the data first")
+
+        # row_at_tick[s, k]: first row of stream s at or after boundaries[k].
+        bounds = self.boundaries.to_numpy()
+        self.row_at_tick = np.empty((self.n_streams, len(bounds)), dtype=np.int64)
+        for s in range(self.n_streams):
+            lo, hi = self.offsets[s], self.offsets[s + 1]
+            self.row_at_tick[s] = lo + np.searchsorted(self.ds[lo:hi], bounds, side="left")
+
+    @property
+    def n_streams(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_ticks(self) -> int:
+        return len(self.boundaries) - 1
+
+    def steps_in_tick(self, k: int) -> int:
+        """Number of grid timestamps in tick ``k`` (24 for a day of hourly data)."""
+        return int(self.tick_grid_start[k + 1] - self.tick_grid_start[k])
+
+    def tick_timestamps(self, k: int) -> np.ndarray:
+        """The grid timestamps of tick ``k``: what a forecast for that tick predicts."""
+        return self.grid[self.tick_grid_start[k]:self.tick_grid_start[k + 1]]
+
+    def rows_in_tick(self, k: int) -> np.ndarray:
+        """Indexes of all rows (every stream) observed in tick ``k``."""
+        lo, hi = self.row_at_tick[:, k], self.row_at_tick[:, k + 1]
+        counts = hi - lo
+        if counts.sum() == 0:
+            return np.empty(0, dtype=np.int64)
+        starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        return starts + np.arange(counts.sum())
+
+    def actuals(self, k: int) -> np.ndarray:
+        """Tick ``k``'s actuals as a ``(n_streams, steps)`` matrix, NaN where nothing was reported."""
+        out = np.full((self.n_streams, self.steps_in_tick(k)), np.nan)
+        rows = self.rows_in_tick(k)
+        out[self.stream_of_row[rows], self.grid_pos[rows] - self.tick_grid_start[k]] = self.y[rows]
+        return out
+
+    def observed_in_tick(self, k: int) -> np.ndarray:
+        """Number of rows each stream reported in tick ``k``."""
+        return self.row_at_tick[:, k + 1] - self.row_at_tick[:, k]
+
+    def n_rows_before(self, k: int) -> np.ndarray:
+        """Rows each stream has before ``boundaries[k]`` (its history length at that point)."""
+        return self.row_at_tick[:, k] - self.offsets[:-1]
+
+    def history(self, s: int, end_tick: int, window_ticks: int | None = None) -> StreamHistory:
+        """Stream ``s``'s rows up to the end of tick ``end_tick``, optionally only the last ``window_ticks``."""
+        hi = self.row_at_tick[s, end_tick + 1]
+        start_tick = 0 if window_ticks is None else end_tick + 1 - window_ticks
+        lo = self.offsets[s] if start_tick <= 0 else self.row_at_tick[s, start_tick]
+        return StreamHistory(self.ds[lo:hi], self.y[lo:hi])
+
+    def seasonal_naive_scale(self, season_length: int, before_tick: int | None = None) -> np.ndarray:
+        """Each stream's mean absolute seasonal difference, the MASE denominator.
+
+        Uses the rows before ``boundaries[before_tick]`` when a stream has at least two seasons there,
+        otherwise all of its rows. Pairs ``(t, t - season_length)`` are taken on the grid, so gaps do not
+        pair unrelated hours. NaN for a stream with no such pair.
+        """
+        pos = self.grid_pos + self._grid_shift
+        width = int(pos.max()) + season_length + 1 if len(pos) else 1
+        key = self.stream_of_row.astype(np.int64) * width + pos
+        lag_idx = np.searchsorted(key, key - season_length)
+        lag_idx = np.minimum(lag_idx, len(key) - 1)
+        has_lag = key[lag_idx] == key - season_length
+        diff = np.where(has_lag, np.abs(self.y - self.y[lag_idx]), np.nan)
+        all_rows = _nanmean_by_stream(diff, self.stream_of_row, self.n_streams)
+        if before_tick is None:
+            return all_rows
+        early = self.ds < self.boundaries.to_numpy()[before_tick]
+        early_rows = _nanmean_by_stream(np.where(early, diff, np.nan), self.stream_of_row, self.n_streams)
+        enough = np.bincount(self.stream_of_row[early & has_lag], minlength=self.n_streams) >= season_length
+        return np.where(enough, early_rows, all_rows)
+
+
+def _nanmean_by_stream(values: np.ndarray, stream: np.ndarray, n: int) -> np.ndarray:
+    ok = np.isfinite(values)
+    total = np.bincount(stream[ok], weights=values[ok], minlength=n)
+    count = np.bincount(stream[ok], minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)

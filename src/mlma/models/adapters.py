@@ -1,0 +1,154 @@
+"""Turn any scikit-learn-style regressor into a Forecaster."""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import inspect
+
+import numpy as np
+
+from mlma.models.base import ForecastContext
+from mlma.models.regression import FeatureForecaster
+
+__all__ = ["SklearnForecaster", "import_object", "is_regressor_like"]
+
+# Options of the adapter itself; everything else given to the factory goes to the regressor.
+ADAPTER_OPTIONS = frozenset(
+    {"lags", "windows", "calendar", "calendar_encoding", "target_transform", "level_window", "min_train_rows"}
+)
+
+
+def import_object(path: str):
+    """Import ``"package.module:Name"`` or ``"package.module.Name"``.
+
+    Raises
+    ------
+    ValueError
+        Naming the path and why the import failed.
+
+    Examples
+    --------
+    >>> import_object("sklearn.linear_model:Ridge").__name__
+    'Ridge'
+    >>> import_object("sklearn.linear_model.Ridge").__name__
+    'Ridge'
+    """
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f"an import path such as 'package.module:Class' is required, got {path!r}")
+    path = path.strip()
+    if ":" in path:
+        module_name, _, qualname = path.partition(":")
+    else:
+        module_name, _, qualname = path.rpartition(".")
+    if not module_name or not qualname:
+        raise ValueError(f"{path!r} is not an import path of the form 'package.module:Class'")
+    try:
+        obj = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r} for {path!r}: {exc}") from None
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"module {module_name!r} has no attribute {qualname!r} (from {path!r})") from None
+    return obj
+
+
+def is_regressor_like(obj) -> bool:
+    """Whether ``obj`` (a class or an instance) looks like a scikit-learn regressor: ``fit(X, y)`` and
+    ``predict(X)``, where predict takes one data argument (a Forecaster's takes ``ds, y, future_ds``)."""
+    predict = getattr(obj, "predict", None)
+    if not callable(getattr(obj, "fit", None)) or not callable(predict):
+        return False
+    try:
+        params = list(inspect.signature(predict).parameters.values())
+    except (TypeError, ValueError):
+        return True
+    if isinstance(obj, type) and params and params[0].name == "self":
+        params = params[1:]
+    names = {p.name for p in params}
+    if "future_ds" in names:
+        return False
+    required = [p for p in params if p.default is inspect.Parameter.empty
+                and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(required) <= 1
+
+
+class SklearnForecaster(FeatureForecaster):
+    """Any scikit-learn-style regressor on the shared direct-strategy features.
+
+    The regressor is cloned at each ``fit`` (so one prototype serves every stream) and, when it has a
+    ``random_state`` left at None, seeded with 0 so that fits are reproducible.
+
+    Parameters
+    ----------
+    estimator
+        A regressor instance, a regressor class (instantiated with ``estimator_params``), or an import path
+        such as ``"sklearn.ensemble.RandomForestRegressor"``.
+    ctx
+        The stream's clock.
+    estimator_params
+        Parameters for the regressor's constructor when ``estimator`` is a class or a path, or to set on a
+        clone of an instance.
+    **feature_options
+        ``lags``, ``windows``, ``calendar``, ``calendar_encoding`` (default ``"onehot"``, which suits linear
+        models and trees alike), ``target_transform`` (default ``"auto"``), ``level_window``,
+        ``min_train_rows``: see :class:`~mlma.models.regression.FeatureForecaster`.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LinearRegression
+    >>> ctx = ForecastContext("h", season_length=24, horizon=24)
+    >>> ds = np.arange("2024-01-01", "2024-02-01", dtype="datetime64[h]").astype("datetime64[ns]")
+    >>> y = 10 + 5 * np.sin(2 * np.pi * np.arange(ds.size) / 24)
+    >>> model = SklearnForecaster(LinearRegression(), ctx).fit(ds, y)
+    >>> future = ds[-1] + np.arange(1, 25) * np.timedelta64(1, "h")
+    >>> truth = 10 + 5 * np.sin(2 * np.pi * np.arange(ds.size, ds.size + 24) / 24)
+    >>> bool(np.abs(model.predict(ds, y, future) - truth).max() < 0.01)
+    True
+    """
+
+    def __init__(self, estimator, ctx: ForecastContext, estimator_params: dict | None = None, **feature_options):
+        super().__init__(ctx, **feature_options)
+        estimator_params = dict(estimator_params or {})
+        if isinstance(estimator, str):
+            estimator = import_object(estimator)
+        if isinstance(estimator, type):
+            if not is_regressor_like(estimator):
+                raise ValueError(f"{estimator.__module__}.{estimator.__qualname__} is not a regressor "
+                                 "(it needs fit(X, y) and predict(X))")
+            try:
+                estimator = estimator(**estimator_params)
+            except TypeError as exc:
+                raise ValueError(f"cannot build {estimator.__qualname__} with {estimator_params}: {exc}") from None
+        else:
+            if not is_regressor_like(estimator):
+                raise ValueError(f"{type(estimator).__qualname__} is not a regressor "
+                                 "(it needs fit(X, y) and predict(X))")
+            estimator = _clone(estimator)
+            if estimator_params:
+                if not hasattr(estimator, "set_params"):
+                    raise ValueError(f"{type(estimator).__qualname__} has no set_params for {estimator_params}")
+                estimator.set_params(**estimator_params)
+        self.estimator = estimator
+
+    def _fit_matrix(self, Z: np.ndarray, t: np.ndarray) -> None:
+        est = _clone(self.estimator)
+        if hasattr(est, "get_params") and "random_state" in est.get_params(deep=False):
+            if est.get_params(deep=False)["random_state"] is None:
+                est.set_params(random_state=0)
+        est.fit(Z, t)
+        self.estimator_ = est
+
+    def _predict_matrix(self, Z: np.ndarray) -> np.ndarray:
+        return np.asarray(self.estimator_.predict(Z), dtype=np.float64).reshape(-1)
+
+
+def _clone(estimator):
+    try:
+        from sklearn.base import clone
+
+        return clone(estimator)
+    except (ImportError, TypeError, RuntimeError):
+        return copy.deepcopy(estimator)

@@ -1,0 +1,284 @@
+"""Build models from a spec, and fit them with an explicit fallback for histories that cannot support them."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from mlma.models.adapters import ADAPTER_OPTIONS, SklearnForecaster, import_object, is_regressor_like
+from mlma.models.base import (
+    ForecastContext,
+    Forecaster,
+    InsufficientDataError,
+    as_datetime_array,
+    as_float_array,
+)
+from mlma.models.gbm import LightGBMForecaster
+from mlma.models.linear import RidgeForecaster
+from mlma.models.naive import MeanForecaster, SeasonalNaive
+
+__all__ = ["make_forecaster", "available_models", "spec_name", "FitOutcome", "fit_forecaster"]
+
+_BUILTINS = {
+    "seasonal-naive": SeasonalNaive,
+    "ridge": RidgeForecaster,
+    "lightgbm": LightGBMForecaster,
+    "mean": MeanForecaster,
+}
+_SPEC_FORMS = "'sklearn:<module>.<Class>' or 'package.module:Class'"
+
+
+def available_models() -> list[str]:
+    """Names of the built-in models accepted by :func:`make_forecaster`.
+
+    Examples
+    --------
+    >>> available_models()
+    ['lightgbm', 'mean', 'ridge', 'seasonal-naive']
+    """
+    return sorted(_BUILTINS)
+
+
+def spec_name(spec) -> str:
+    """A readable name for a spec: the string itself, or ``module:Class`` for a class or an instance.
+
+    Examples
+    --------
+    >>> spec_name("ridge"), spec_name(SeasonalNaive)
+    ('ridge', 'mlma.models.naive:SeasonalNaive')
+    """
+    if isinstance(spec, str):
+        return spec.strip()
+    cls = spec if isinstance(spec, type) else type(spec)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _context_parameter(cls: type) -> str | None:
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        return None
+    for name in ("ctx", "context"):
+        if name in params:
+            return name
+    return None
+
+
+def _build_builtin(name: str, ctx: ForecastContext, params: dict):
+    cls = _BUILTINS[name]
+    try:
+        return cls(ctx, **params)
+    except TypeError as exc:
+        raise ValueError(f"bad parameters for model spec {name!r}: {exc}") from None
+
+
+def _wrap_regressor(regressor, ctx: ForecastContext, params: dict, spec) -> SklearnForecaster:
+    adapter = {k: v for k, v in params.items() if k in ADAPTER_OPTIONS}
+    estimator_params = {k: v for k, v in params.items() if k not in ADAPTER_OPTIONS}
+    try:
+        return SklearnForecaster(regressor, ctx, estimator_params=estimator_params, **adapter)
+    except ValueError as exc:
+        raise ValueError(f"model spec {spec_name(spec)!r}: {exc}") from None
+
+
+def _from_object(obj, ctx: ForecastContext, params: dict, spec) -> Forecaster:
+    label = spec_name(spec)
+    if isinstance(obj, type):
+        if is_regressor_like(obj):
+            return _wrap_regressor(obj, ctx, params, spec)
+        if not (callable(getattr(obj, "fit", None)) and callable(getattr(obj, "predict", None))):
+            raise ValueError(
+                f"model spec {label!r} names {obj.__qualname__}, which is neither a Forecaster (fit/predict on "
+                "ds, y, future_ds) nor a regressor (fit(X, y), predict(X))"
+            )
+        ctx_name = _context_parameter(obj)
+        kwargs = dict(params)
+        if ctx_name is not None:
+            kwargs[ctx_name] = ctx
+        try:
+            model = obj(**kwargs)
+        except TypeError as exc:
+            raise ValueError(f"cannot instantiate model spec {label!r} with {sorted(kwargs)}: {exc}") from None
+    elif isinstance(obj, Forecaster):
+        if params:
+            raise ValueError(f"model spec {label!r} is an instance; parameters {sorted(params)} cannot be applied")
+        model = copy.deepcopy(obj)  # a fresh copy per stream: fitting one must not touch the prototype
+    elif is_regressor_like(obj):
+        return _wrap_regressor(obj, ctx, params, spec)
+    else:
+        raise ValueError(f"model spec {label!r} is neither a Forecaster nor a scikit-learn-style regressor")
+    if not isinstance(model, Forecaster):
+        missing = [a for a in ("fit", "predict", "min_history") if not hasattr(model, a)]
+        raise ValueError(f"model spec {label!r} does not follow the Forecaster protocol (missing {missing})")
+    return model
+
+
+def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
+    """Build an unfitted model for one stream.
+
+    Parameters
+    ----------
+    spec
+        One of :func:`available_models` (``"seasonal-naive"``, ``"ridge"``, ``"lightgbm"``, ``"mean"``);
+        ``"sklearn:<module>.<Class>"`` for a scikit-learn-style regressor (``"sklearn:linear_model.Ridge"`` is
+        read as ``sklearn.linear_model.Ridge``); ``"package.module:Class"`` for a user class, which is
+        instantiated (with ``ctx`` passed as its ``ctx`` or ``context`` argument if it has one) when it
+        follows the :class:`Forecaster` protocol, or wrapped in :class:`SklearnForecaster` when it is a
+        regressor. A class or an instance may also be passed directly; instances are copied.
+    ctx
+        The stream's clock.
+    **params
+        Constructor parameters. For regressors, the adapter's feature options (``lags``, ``windows``,
+        ``calendar``, ``calendar_encoding``, ``target_transform``, ``level_window``, ``min_train_rows``) go to
+        :class:`SklearnForecaster` and everything else to the regressor.
+
+    Raises
+    ------
+    ValueError
+        For an unknown spec, an import failure or bad parameters, naming the spec and what is available.
+
+    Examples
+    --------
+    >>> ctx = ForecastContext("h", season_length=24, horizon=24)
+    >>> type(make_forecaster("ridge", ctx, alpha=3.0)).__name__
+    'RidgeForecaster'
+    >>> make_forecaster("sklearn:linear_model.Ridge", ctx, alpha=2.0).estimator
+    Ridge(alpha=2.0)
+    >>> make_forecaster("prophet", ctx)
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown model spec 'prophet'; available: lightgbm, mean, ridge, seasonal-naive, or 'sklearn:<module>.<Class>' or 'package.module:Class'
+    """
+    if not isinstance(ctx, ForecastContext):
+        raise ValueError(f"ctx must be a ForecastContext, got {type(ctx).__name__}")
+    if not isinstance(spec, str):
+        return _from_object(spec, ctx, params, spec)
+    key = spec.strip()
+    normalised = key.lower().replace("_", "-")
+    if normalised in _BUILTINS:
+        return _build_builtin(normalised, ctx, params)
+    if key.startswith("sklearn:"):
+        path = key[len("sklearn:"):].strip()
+        if ":" not in path and not path.startswith("sklearn.") and "." in path:
+            try:
+                regressor = import_object("sklearn." + path)
+            except ValueError:
+                regressor = None
+        else:
+            regressor = None
+        if regressor is None:
+            try:
+                regressor = import_object(path)
+            except ValueError as exc:
+                raise ValueError(f"model spec {spec!r}: {exc}") from None
+        if not is_regressor_like(regressor):
+            raise ValueError(f"model spec {spec!r} does not name a regressor with fit(X, y) and predict(X)")
+        return _wrap_regressor(regressor, ctx, params, spec)
+    if ":" in key:
+        try:
+            obj = import_object(key)
+        except ValueError as exc:
+            raise ValueError(f"model spec {spec!r}: {exc}; built-ins are {', '.join(available_models())}") from None
+        return _from_object(obj, ctx, params, spec)
+    raise ValueError(
+        f"unknown model spec {spec!r}; available: {', '.join(available_models())}, or {_SPEC_FORMS}"
+    )
+
+
+@dataclass
+class FitOutcome:
+    """The result of :func:`fit_forecaster`.
+
+    Attributes
+    ----------
+    model
+        The fitted model (the requested one, or the fallback).
+    spec
+        Name of the model actually fitted: the requested spec, or ``"seasonal-naive"``/``"mean"`` after a
+        fallback.
+    fallback_reason
+        Why the requested model was replaced, or None.
+    seconds
+        Wall-clock seconds spent, fallback included.
+    n_train
+        Rows (or observations) the fitted model learnt from.
+    requested
+        Name of the requested spec.
+    """
+
+    model: Forecaster
+    spec: str
+    fallback_reason: str | None
+    seconds: float
+    n_train: int
+    requested: str | None = None
+
+    @property
+    def fell_back(self) -> bool:
+        return self.fallback_reason is not None
+
+
+def _is_simple(model) -> bool:
+    return isinstance(model, (SeasonalNaive, MeanForecaster))
+
+
+def fit_forecaster(
+    spec, ctx: ForecastContext, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None, *,
+    params: dict | None = None,
+) -> FitOutcome:
+    """Fit ``spec`` on one stream's history, falling back to a simpler model when the history cannot support it.
+
+    The fallback is seasonal naive when the history has at least one season of observations, else the mean,
+    and is taken when
+
+    - the history has no finite value, or fewer observations than the model's ``min_history``;
+    - the series is constant (every finite value equal);
+    - ``fit`` raises :class:`~mlma.models.InsufficientDataError`, ``ValueError`` or a linear-algebra error
+      (the message is kept).
+
+    A fallback is never silent: ``fallback_reason`` says why. A spec that cannot be built (unknown name,
+    import failure) raises ``ValueError`` instead, since no history would fix it.
+
+    Examples
+    --------
+    >>> ctx = ForecastContext("h", season_length=24, horizon=24)
+    >>> ds = np.arange("2024-01-01", "2024-01-03", dtype="datetime64[h]").astype("datetime64[ns]")
+    >>> out = fit_forecaster("ridge", ctx, ds, np.arange(48.0))
+    >>> out.spec, out.fallback_reason
+    ('seasonal-naive', 'history has 48 observations, ridge needs 216')
+    """
+    started = time.perf_counter()
+    requested = spec_name(spec)
+    model = make_forecaster(spec, ctx, **(params or {}))
+    ds = as_datetime_array(ds)
+    y = as_float_array(y, ds.size)
+    finite = np.isfinite(y)
+    n_obs = int(finite.sum())
+    reason = None
+    if n_obs == 0:
+        reason = "history has no finite observation"
+    elif n_obs < model.min_history:
+        reason = f"history has {n_obs} observations, {requested} needs {model.min_history}"
+    elif not _is_simple(model) and np.ptp(y[finite]) == 0:
+        reason = f"series is constant (every observation is {y[finite][0]:g})"
+    if reason is None:
+        try:
+            model.fit(ds, y, X)
+        except (InsufficientDataError, ValueError, np.linalg.LinAlgError) as exc:
+            reason = f"{requested} fit failed: {exc}"
+    if reason is None:
+        return FitOutcome(model, requested, None, time.perf_counter() - started,
+                          int(getattr(model, "n_train_", n_obs)), requested)
+    if ctx.season_length > 1 and n_obs >= ctx.season_length:
+        fallback, name = SeasonalNaive(ctx), "seasonal-naive"
+    else:
+        fallback, name = MeanForecaster(ctx), "mean"
+    if name == requested and n_obs > 0:
+        # The simple model itself was short of data: the mean is the only simpler one left.
+        fallback, name = MeanForecaster(ctx), "mean"
+    fallback.fit(ds, y, X)
+    return FitOutcome(fallback, name, reason, time.perf_counter() - started, fallback.n_train_, requested)

@@ -1,0 +1,515 @@
+"""Grid regularisation and the lag / rolling-mean / calendar features shared by the regression models.
+
+The feature models use a *direct* strategy: one regression for all steps of the horizon, using only lags of at
+least ``horizon`` steps (and rolling means that end ``horizon`` steps back), so every feature of every
+forecast row is known at the forecast origin and no recursion is needed (Ben Taieb et al., 2012, "A review and
+comparison of strategies for multi-step ahead time series forecasting", Expert Systems with Applications 39).
+
+Each history is first placed on its frequency grid (:func:`regularise`) so that lag ``k`` means ``k`` grid
+steps even when timestamps are missing. A lag whose value is missing takes the most recent value at the same
+phase of the season before it (:func:`seasonal_ffill`), so a zone's missing hour borrows yesterday's value at
+that hour; a rolling mean whose window is empty takes the last available one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pandas.tseries import offsets as _off
+from pandas.tseries.frequencies import to_offset
+
+from mlma.models.base import ForecastContext
+
+__all__ = [
+    "FreqInfo",
+    "freq_info",
+    "grid_positions",
+    "Grid",
+    "regularise",
+    "seasonal_ffill",
+    "forward_fill",
+    "calendar_codes",
+    "FeatureSpec",
+    "FeatureBuilder",
+]
+
+_NS_PER_DAY = 86_400 * 10**9
+_MONTHLY = (_off.MonthBegin, _off.MonthEnd, _off.BusinessMonthBegin, _off.BusinessMonthEnd)
+_QUARTERLY = (_off.QuarterBegin, _off.QuarterEnd, _off.BQuarterBegin, _off.BQuarterEnd)
+_YEARLY = (_off.YearBegin, _off.YearEnd, _off.BYearBegin, _off.BYearEnd)
+
+CALENDAR_CARDINALITY = {"day_of_week": 7, "month": 12, "quarter": 4}
+
+
+@dataclass(frozen=True)
+class FreqInfo:
+    """How a pandas frequency maps timestamps to integer grid positions.
+
+    Exactly one of ``step_ns`` (a fixed step: ticks, days, weeks) and ``months`` (month-based offsets) is set;
+    neither for other offsets (business days, custom calendars), which are placed with ``pd.date_range``.
+    """
+
+    freq: str
+    step_ns: int | None
+    months: int | None
+
+    @property
+    def is_subdaily(self) -> bool:
+        return self.step_ns is not None and self.step_ns < _NS_PER_DAY
+
+    @property
+    def steps_per_day(self) -> int | None:
+        if self.is_subdaily and _NS_PER_DAY % self.step_ns == 0:
+            return _NS_PER_DAY // self.step_ns
+        return None
+
+    @property
+    def steps_per_week(self) -> int | None:
+        if self.step_ns is not None and (7 * _NS_PER_DAY) % self.step_ns == 0:
+            return 7 * _NS_PER_DAY // self.step_ns
+        return None
+
+
+def freq_info(freq: str) -> FreqInfo:
+    """Classify a pandas offset alias.
+
+    Examples
+    --------
+    >>> freq_info("30min").step_ns // 60_000_000_000, freq_info("30min").steps_per_day
+    (30, 48)
+    >>> freq_info("W-MON").steps_per_week, freq_info("QS").months
+    (1, 3)
+    """
+    offset = to_offset(freq)
+    if isinstance(offset, _off.Week):
+        return FreqInfo(freq, step_ns=7 * _NS_PER_DAY * offset.n, months=None)
+    for classes, months in ((_MONTHLY, 1), (_QUARTERLY, 3), (_YEARLY, 12)):
+        if isinstance(offset, classes):
+            return FreqInfo(freq, step_ns=None, months=months * offset.n)
+    try:
+        step = pd.Timedelta(offset).value
+    except (ValueError, TypeError):
+        return FreqInfo(freq, step_ns=None, months=None)
+    return FreqInfo(freq, step_ns=int(step), months=None)
+
+
+def grid_positions(ds: np.ndarray, freq: str | FreqInfo) -> np.ndarray:
+    """Integer position of each timestamp on the ``freq`` grid.
+
+    Consecutive grid timestamps get consecutive integers, so differences of positions count grid steps.
+    Timestamps off the grid are floored onto it. Positions are absolute for fixed-step and month-based
+    frequencies; for other offsets (e.g. business days) they are relative to the earliest timestamp, so
+    compare only positions computed in one call.
+
+    Examples
+    --------
+    >>> ds = np.array(["2024-01-01T00", "2024-01-01T01", "2024-01-01T05"], dtype="datetime64[ns]")
+    >>> p = grid_positions(ds, "h"); (p - p[0]).tolist()
+    [0, 1, 5]
+    >>> ms = np.array(["2024-01-01", "2024-03-01", "2025-01-01"], dtype="datetime64[ns]")
+    >>> p = grid_positions(ms, "MS"); (p - p[0]).tolist()
+    [0, 2, 12]
+    """
+    info = freq if isinstance(freq, FreqInfo) else freq_info(freq)
+    ds = np.asarray(ds, dtype="datetime64[ns]")
+    if info.step_ns is not None:
+        return ds.view(np.int64) // info.step_ns
+    if info.months is not None:
+        return ds.astype("datetime64[M]").view(np.int64) // info.months
+    if ds.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    grid = pd.date_range(start=ds.min(), end=ds.max(), freq=info.freq)
+    if len(grid) == 0 or grid[0] > ds.min():
+        # The earliest timestamp is off the grid: start one step before it so that flooring works.
+        grid = pd.date_range(end=ds.max(), start=ds.min() - to_offset(info.freq), freq=info.freq)
+    return np.searchsorted(grid.values, ds, side="right").astype(np.int64) - 1
+
+
+def forward_fill(values: np.ndarray) -> np.ndarray:
+    """Replace each NaN by the last finite value before it (leading NaN stay NaN).
+
+    Examples
+    --------
+    >>> forward_fill(np.array([np.nan, 1.0, np.nan, 3.0, np.nan])).tolist()
+    [nan, 1.0, 1.0, 3.0, 3.0]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    idx = np.where(np.isfinite(values), np.arange(values.size), -1)
+    np.maximum.accumulate(idx, out=idx)
+    out = values[np.maximum(idx, 0)]
+    out[idx < 0] = np.nan
+    return out
+
+
+def seasonal_ffill(values: np.ndarray, season_length: int) -> np.ndarray:
+    """Replace each NaN by the most recent finite value at the same phase of an earlier season.
+
+    With ``season_length=1`` this is an ordinary forward fill. Values without any earlier same-phase value stay
+    NaN.
+
+    Examples
+    --------
+    >>> v = np.array([1.0, 2.0, 3.0, np.nan, 5.0, np.nan, np.nan, np.nan, np.nan])
+    >>> seasonal_ffill(v, 3).tolist()
+    [1.0, 2.0, 3.0, 1.0, 5.0, 3.0, 1.0, 5.0, 3.0]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n, m = values.size, int(season_length)
+    if m <= 1:
+        return forward_fill(values)
+    rows = -(-n // m)
+    padded = np.full(rows * m, np.nan)
+    padded[:n] = values
+    table = padded.reshape(rows, m)
+    idx = np.where(np.isfinite(table), np.arange(rows)[:, None], -1)
+    np.maximum.accumulate(idx, axis=0, out=idx)
+    filled = table[np.maximum(idx, 0), np.arange(m)[None, :]]
+    filled[idx < 0] = np.nan
+    return filled.reshape(-1)[:n]
+
+
+@dataclass
+class Grid:
+    """One stream's history (and optionally its forecast timestamps) laid on the frequency grid.
+
+    ``y`` covers grid positions ``start .. start + len(y) - 1`` with NaN where nothing was observed and at
+    every forecast position. ``hist_rows``/``future_rows`` are the grid indices of the given timestamps.
+    """
+
+    start: int
+    y: np.ndarray
+    hist_rows: np.ndarray
+    future_rows: np.ndarray | None = None
+
+
+def regularise(
+    ds: np.ndarray, y: np.ndarray, freq: str | FreqInfo, future_ds: np.ndarray | None = None
+) -> Grid:
+    """Place a history (and the timestamps to forecast) on the frequency grid.
+
+    Parameters
+    ----------
+    ds, y
+        The history: timestamps (any order) and values; NaN values count as missing.
+    freq
+        pandas offset alias, or a :class:`FreqInfo`.
+    future_ds
+        Timestamps to forecast; the grid is extended to cover them, with NaN values.
+
+    Raises
+    ------
+    ValueError
+        If two history timestamps fall on the same grid slot.
+
+    Examples
+    --------
+    >>> ds = np.array(["2024-01-01T00", "2024-01-01T01", "2024-01-01T03"], dtype="datetime64[ns]")
+    >>> g = regularise(ds, np.array([1.0, 2.0, 4.0]), "h", future_ds=ds[-1:] + np.timedelta64(2, "h"))
+    >>> g.y.tolist(), g.hist_rows.tolist(), g.future_rows.tolist()
+    ([1.0, 2.0, nan, 4.0, nan, nan], [0, 1, 3], [5])
+    """
+    info = freq if isinstance(freq, FreqInfo) else freq_info(freq)
+    ds = np.asarray(ds, dtype="datetime64[ns]")
+    n_hist = ds.size
+    stamps = ds if future_ds is None else np.concatenate([ds, np.asarray(future_ds, dtype="datetime64[ns]")])
+    pos = grid_positions(stamps, info)
+    if pos.size == 0:
+        return Grid(0, np.zeros(0), np.zeros(0, np.int64), None if future_ds is None else np.zeros(0, np.int64))
+    start = int(pos.min())
+    rows = pos - start
+    hist_rows = rows[:n_hist]
+    if n_hist > 1 and np.unique(hist_rows).size != n_hist:
+        raise ValueError(
+            f"ds has {n_hist - np.unique(hist_rows).size} timestamp(s) falling on an already used "
+            f"{info.freq!r} grid slot; aggregate duplicates before forecasting"
+        )
+    values = np.full(int(rows.max()) + 1, np.nan)
+    values[hist_rows] = y
+    return Grid(start, values, hist_rows, None if future_ds is None else rows[n_hist:])
+
+
+def calendar_codes(ds: np.ndarray, name: str, info: FreqInfo) -> np.ndarray:
+    """Integer calendar codes of timestamps: ``slot_of_day``, ``day_of_week`` (Monday = 0), ``month`` (0-11)
+    or ``quarter`` (0-3).
+
+    Examples
+    --------
+    >>> ds = np.array(["2024-01-01T00:30", "2024-06-15T13:00"], dtype="datetime64[ns]")  # a Monday, a Saturday
+    >>> [calendar_codes(ds, c, freq_info("30min")).tolist() for c in ("slot_of_day", "day_of_week", "month")]
+    [[1, 26], [0, 5], [0, 5]]
+    """
+    ds = np.asarray(ds, dtype="datetime64[ns]")
+    if name == "slot_of_day":
+        if not info.is_subdaily:
+            raise ValueError(f"slot_of_day needs a sub-daily frequency, got {info.freq!r}")
+        ns = ds.view(np.int64)
+        return (ns % _NS_PER_DAY) // info.step_ns
+    if name == "day_of_week":
+        return (ds.astype("datetime64[D]").view(np.int64) + 3) % 7  # 1970-01-01 was a Thursday
+    if name == "month":
+        return ds.astype("datetime64[M]").view(np.int64) % 12
+    if name == "quarter":
+        return (ds.astype("datetime64[M]").view(np.int64) % 12) // 3
+    raise ValueError(f"unknown calendar feature {name!r}; choose from slot_of_day, day_of_week, month, quarter")
+
+
+def _default_calendar(info: FreqInfo) -> tuple[str, ...]:
+    if info.is_subdaily:
+        return ("slot_of_day", "day_of_week") if info.steps_per_day else ("day_of_week",)
+    if info.step_ns == _NS_PER_DAY or isinstance(to_offset(info.freq), _off.BusinessDay):
+        return ("day_of_week", "month")
+    if info.step_ns is not None and info.steps_per_week == 1:
+        return ("month",)
+    if info.months == 1:
+        return ("month",)
+    if info.months == 3:
+        return ("quarter",)
+    return ()
+
+
+def _default_lags(ctx: ForecastContext, info: FreqInfo) -> tuple[int, ...]:
+    h, m = ctx.horizon, ctx.season_length
+    if m == 1:
+        return tuple(range(h, h + 4))
+    first = m * (-(-h // m))  # the first whole-season lag that is known at the origin
+    if info.is_subdaily:
+        last = max(first, info.steps_per_week or 7 * m)  # a week of daily lags: the weekly cycle
+    elif m <= 7:
+        last = first + 3 * m
+    elif m <= 12:
+        last = first + m
+    else:
+        last = first
+    lags = {h, *range(first, last + 1, m)}
+    return tuple(sorted(lags))
+
+
+def _default_windows(ctx: ForecastContext, info: FreqInfo) -> tuple[int, ...]:
+    m = ctx.season_length
+    if m == 1:
+        return (4,)
+    if info.is_subdaily and info.steps_per_week and info.steps_per_week != m:
+        return (m, info.steps_per_week)
+    if m <= 7:
+        return (m, 4 * m)
+    return (m,)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which features a regression model is given.
+
+    Parameters
+    ----------
+    freq, season_length, horizon
+        As in :class:`~mlma.models.ForecastContext`.
+    lags
+        Lags in grid steps, each at least ``horizon`` so that it is known at the forecast origin.
+    windows
+        Widths of rolling means of the values ending ``horizon`` steps before the target.
+    calendar
+        Calendar features of the target timestamp (see :func:`calendar_codes`).
+    calendar_encoding
+        ``"onehot"`` (one column per category: linear models) or ``"ordinal"`` (one integer column: trees).
+
+    Examples
+    --------
+    >>> spec = FeatureSpec.for_context(ForecastContext("h", 24, 24))
+    >>> spec.lags, spec.windows, spec.calendar
+    ((24, 48, 72, 96, 120, 144, 168), (24, 168), ('slot_of_day', 'day_of_week'))
+    >>> FeatureSpec.for_context(ForecastContext("D", 7, 14)).lags
+    (14, 21, 28, 35)
+    >>> FeatureSpec.for_context(ForecastContext("h", 24, 24), lags=[1, 24])
+    Traceback (most recent call last):
+    ...
+    ValueError: lags must all be >= horizon=24 (direct strategy: known at the origin), got [1]
+    """
+
+    freq: str
+    season_length: int
+    horizon: int
+    lags: tuple[int, ...]
+    windows: tuple[int, ...]
+    calendar: tuple[str, ...]
+    calendar_encoding: str = "onehot"
+    info: FreqInfo = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "info", freq_info(self.freq))
+        lags = tuple(int(k) for k in self.lags)
+        short = [k for k in lags if k < self.horizon]
+        if short:
+            raise ValueError(
+                f"lags must all be >= horizon={self.horizon} (direct strategy: known at the origin), got {short}"
+            )
+        if not lags and not self.windows:
+            raise ValueError("give at least one lag or one window")
+        bad = [w for w in self.windows if int(w) < 1]
+        if bad:
+            raise ValueError(f"windows must be positive widths, got {bad}")
+        if self.calendar_encoding not in ("onehot", "ordinal"):
+            raise ValueError(f"calendar_encoding must be 'onehot' or 'ordinal', got {self.calendar_encoding!r}")
+        for name in self.calendar:
+            if name not in CALENDAR_CARDINALITY and name != "slot_of_day":
+                raise ValueError(
+                    f"unknown calendar feature {name!r}; choose from slot_of_day, day_of_week, month, quarter"
+                )
+            if name == "slot_of_day" and not self.info.steps_per_day:
+                raise ValueError(f"slot_of_day needs a sub-daily frequency dividing a day, got {self.freq!r}")
+        object.__setattr__(self, "lags", tuple(sorted(set(lags))))
+        object.__setattr__(self, "windows", tuple(sorted({int(w) for w in self.windows})))
+        object.__setattr__(self, "calendar", tuple(self.calendar))
+
+    @classmethod
+    def for_context(
+        cls,
+        ctx: ForecastContext,
+        *,
+        lags=None,
+        windows=None,
+        calendar=None,
+        calendar_encoding: str = "onehot",
+    ) -> FeatureSpec:
+        """Default features for a context; any of ``lags``, ``windows``, ``calendar`` may be overridden.
+
+        Defaults: lag ``horizon`` plus whole-season lags from the first one known at the origin up to one week
+        for sub-daily data (4 seasons for short seasons, 2 for monthly, 1 for longer); rolling means over one
+        season and one week (sub-daily) or one and four seasons; the calendar features that fit the frequency.
+        """
+        info = freq_info(ctx.freq)
+        return cls(
+            freq=ctx.freq,
+            season_length=ctx.season_length,
+            horizon=ctx.horizon,
+            lags=_default_lags(ctx, info) if lags is None else tuple(lags),
+            windows=_default_windows(ctx, info) if windows is None else tuple(windows),
+            calendar=_default_calendar(info) if calendar is None else tuple(calendar),
+            calendar_encoding=calendar_encoding,
+        )
+
+    @property
+    def lookback(self) -> int:
+        """Grid steps of history behind the first row that has every lag and window (rolling means may
+        still be partial there: they average whatever their window holds)."""
+        return max(max(self.lags, default=0), self.horizon)
+
+    def cardinality(self, name: str) -> int:
+        if name == "slot_of_day":
+            return int(self.info.steps_per_day)
+        return CALENDAR_CARDINALITY[name]
+
+    @property
+    def n_value_features(self) -> int:
+        """Number of columns computed from past values (lags, then windows); they lead the matrix."""
+        return len(self.lags) + len(self.windows)
+
+    def feature_names(self, n_exog: int = 0) -> list[str]:
+        names = [f"lag_{k}" for k in self.lags] + [f"mean_{w}_lag_{self.horizon}" for w in self.windows]
+        for name in self.calendar:
+            if self.calendar_encoding == "onehot":
+                names += [f"{name}={c}" for c in range(self.cardinality(name))]
+            else:
+                names.append(name)
+        return names + [f"x{j}" for j in range(n_exog)]
+
+
+class FeatureBuilder:
+    """Build design matrices for training (history rows) and forecasting (future rows) from a FeatureSpec.
+
+    Column order: lags, rolling means, calendar, exogenous. ``level_window`` names one rolling-mean width whose
+    value (the local level) is also returned, for models that normalise by it.
+
+    Examples
+    --------
+    >>> ctx = ForecastContext("D", season_length=2, horizon=1)
+    >>> fb = FeatureBuilder(FeatureSpec(ctx.freq, 2, 1, lags=(1, 2), windows=(2,), calendar=()))
+    >>> ds = np.arange("2024-01-01", "2024-01-07", dtype="datetime64[D]").astype("datetime64[ns]")
+    >>> d = fb.training(ds, np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0]))
+    >>> d.features.tolist()[:2], d.target.tolist()[:2]
+    ([[2.0, 1.0, 1.5], [3.0, 2.0, 2.5]], [3.0, 4.0])
+    """
+
+    def __init__(self, spec: FeatureSpec, level_window: int | None = None):
+        self.spec = spec
+        if level_window is None:
+            level_window = max(spec.windows) if spec.windows else spec.season_length
+        self.level_window = int(level_window)
+
+    def _value_features(self, grid: Grid, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        spec, y = self.spec, grid.y
+        lags = np.asarray(spec.lags, dtype=np.int64)
+        filled = seasonal_ffill(y, spec.season_length)
+        cols = np.empty((rows.size, spec.n_value_features + 1))
+        if lags.size:
+            idx = rows[:, None] - lags[None, :]
+            cols[:, : lags.size] = np.where(idx >= 0, filled[np.maximum(idx, 0)], np.nan)
+        finite = np.isfinite(y)
+        csum = np.concatenate([[0.0], np.cumsum(np.where(finite, y, 0.0))])
+        ccount = np.concatenate([[0], np.cumsum(finite)])
+        end = rows - spec.horizon  # last grid index inside each window
+        widths = list(spec.windows) + [self.level_window]
+        for j, w in enumerate(widths):
+            means = _trailing_means(csum, ccount, w)
+            cols[:, lags.size + j] = np.where(end >= 0, means[np.maximum(end, 0)], np.nan)
+        return cols[:, :-1], cols[:, -1]
+
+    def _calendar(self, ds: np.ndarray) -> np.ndarray:
+        spec = self.spec
+        blocks = []
+        for name in spec.calendar:
+            codes = calendar_codes(ds, name, spec.info)
+            if spec.calendar_encoding == "onehot":
+                blocks.append((codes[:, None] == np.arange(spec.cardinality(name))[None, :]).astype(np.float64))
+            else:
+                blocks.append(codes[:, None].astype(np.float64))
+        return np.hstack(blocks) if blocks else np.zeros((ds.size, 0))
+
+    def training(self, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None) -> Design:
+        """Rows of the history whose target and features are all known."""
+        grid = regularise(ds, y, self.spec.info)
+        rows = grid.hist_rows
+        values, level = self._value_features(grid, rows)
+        parts = [values, self._calendar(ds)]
+        if X is not None:
+            parts.append(X)
+        features = np.hstack(parts)
+        target = grid.y[rows]
+        keep = np.isfinite(target) & np.isfinite(features).all(axis=1) & np.isfinite(level)
+        return Design(features[keep], target[keep], level[keep], self.spec.n_value_features)
+
+    def forecasting(
+        self, ds: np.ndarray, y: np.ndarray, future_ds: np.ndarray, future_X: np.ndarray | None = None
+    ) -> Design:
+        """Rows of ``future_ds``; features that cannot be built (no data at all) are NaN."""
+        grid = regularise(ds, y, self.spec.info, future_ds=future_ds)
+        values, level = self._value_features(grid, grid.future_rows)
+        parts = [values, self._calendar(np.asarray(future_ds, dtype="datetime64[ns]"))]
+        if future_X is not None:
+            parts.append(future_X)
+        return Design(np.hstack(parts), None, level, self.spec.n_value_features)
+
+
+@dataclass
+class Design:
+    """A design matrix: ``features`` (rows x columns), ``target`` (None for forecast rows), the local
+    ``level`` of each row, and how many leading columns are computed from past values."""
+
+    features: np.ndarray
+    target: np.ndarray | None
+    level: np.ndarray
+    n_value_features: int
+
+
+def _trailing_means(csum: np.ndarray, ccount: np.ndarray, width: int) -> np.ndarray:
+    """Mean of the finite values in the ``width`` grid steps ending at each index; an empty window takes the
+    last non-empty window's mean."""
+    n = csum.size - 1
+    hi = np.arange(1, n + 1)
+    lo = np.maximum(hi - width, 0)
+    count = ccount[hi] - ccount[lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (csum[hi] - csum[lo]) / count
+    means[count == 0] = np.nan
+    return forward_fill(means)

@@ -1,0 +1,135 @@
+"""Benchmarks and fallbacks: the seasonal naive and the mean forecast."""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+
+from mlma.models.base import ForecastContext, as_datetime_array, as_float_array
+from mlma.models.features import forward_fill, regularise, seasonal_ffill
+
+__all__ = ["SeasonalNaive", "MeanForecaster"]
+
+
+def _check_ctx(ctx) -> ForecastContext:
+    if not isinstance(ctx, ForecastContext):
+        raise ValueError(f"ctx must be a ForecastContext, got {type(ctx).__name__}")
+    return ctx
+
+
+def _finite_mean(y: np.ndarray) -> float:
+    finite = y[np.isfinite(y)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+class SeasonalNaive:
+    """Forecast each timestamp by the value one season before it.
+
+    When that value is missing (a gap, or a horizon longer than a season) the value at the same phase of an
+    earlier season is used; when no season has one, the last observed value; with no observation at all in
+    the history given to ``predict``, the mean of the fitted history.
+
+    Parameters
+    ----------
+    ctx
+        The stream's clock.
+    season_length
+        Overrides ``ctx.season_length``.
+
+    Examples
+    --------
+    >>> ctx = ForecastContext("D", season_length=3, horizon=3)
+    >>> ds = np.arange("2024-01-01", "2024-01-07", dtype="datetime64[D]").astype("datetime64[ns]")
+    >>> y = np.array([1.0, 2.0, 3.0, 4.0, np.nan, 6.0])
+    >>> future = ds[-1] + np.arange(1, 4) * np.timedelta64(1, "D")
+    >>> SeasonalNaive(ctx).fit(ds, y).predict(ds, y, future).tolist()
+    [4.0, 2.0, 6.0]
+    """
+
+    def __init__(self, ctx: ForecastContext, season_length: int | None = None):
+        self.ctx = _check_ctx(ctx)
+        m = ctx.season_length if season_length is None else season_length
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise ValueError(f"season_length must be a positive integer, got {season_length!r}")
+        self.season_length = int(m)
+
+    @property
+    def min_history(self) -> int:
+        """One season of observations."""
+        return self.season_length
+
+    def fit(self, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None) -> Self:
+        ds = as_datetime_array(ds)
+        y = as_float_array(y, ds.size)
+        self.level_ = _finite_mean(y)
+        self.n_train_ = int(np.isfinite(y).sum())
+        return self
+
+    def predict(self, ds, y, future_ds, X=None, future_X=None) -> np.ndarray:
+        ds = as_datetime_array(ds)
+        y = as_float_array(y, ds.size)
+        future_ds = as_datetime_array(future_ds, "future_ds")
+        if future_ds.size == 0:
+            return np.zeros(0)
+        grid = regularise(ds, y, self.ctx.freq, future_ds=future_ds)
+        rows = grid.future_rows
+        seasonal = seasonal_ffill(grid.y, self.season_length)
+        before = rows - self.season_length
+        out = np.where(before >= 0, seasonal[np.maximum(before, 0)], np.nan)
+        last = forward_fill(grid.y)
+        before = rows - 1
+        out = np.where(np.isnan(out) & (before >= 0), last[np.maximum(before, 0)], out)
+        return np.where(np.isnan(out), getattr(self, "level_", np.nan), out)
+
+
+class MeanForecaster:
+    """Forecast the mean of the most recent observations, flat over the horizon.
+
+    Parameters
+    ----------
+    ctx
+        The stream's clock (only used for validation).
+    window
+        Number of most recent finite observations averaged at predict time; ``None`` averages all of the
+        history passed in. With none, the mean of the fitted history is used.
+
+    Examples
+    --------
+    >>> ctx = ForecastContext("h", season_length=24, horizon=2)
+    >>> ds = np.arange("2024-01-01T00", "2024-01-01T04", dtype="datetime64[h]").astype("datetime64[ns]")
+    >>> m = MeanForecaster(ctx, window=2).fit(ds, np.array([1.0, 2.0, np.nan, 6.0]))
+    >>> m.predict(ds, np.array([1.0, 2.0, np.nan, 6.0]), ds[-1:] + np.array([1, 2], dtype="timedelta64[h]"))
+    array([4., 4.])
+    """
+
+    min_history = 1
+
+    def __init__(self, ctx: ForecastContext, window: int | None = None):
+        self.ctx = _check_ctx(ctx)
+        if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer))
+                                   or window < 1):
+            raise ValueError(f"window must be a positive integer or None, got {window!r}")
+        self.window = None if window is None else int(window)
+
+    def _mean(self, y: np.ndarray) -> float:
+        finite = y[np.isfinite(y)]
+        if self.window is not None:
+            finite = finite[-self.window:]
+        return float(finite.mean()) if finite.size else float("nan")
+
+    def fit(self, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None) -> Self:
+        ds = as_datetime_array(ds)
+        y = as_float_array(y, ds.size)
+        self.level_ = self._mean(y)
+        self.n_train_ = int(np.isfinite(y).sum())
+        return self
+
+    def predict(self, ds, y, future_ds, X=None, future_X=None) -> np.ndarray:
+        ds = as_datetime_array(ds)
+        y = as_float_array(y, ds.size)
+        future_ds = as_datetime_array(future_ds, "future_ds")
+        level = self._mean(y[np.argsort(ds, kind="stable")])
+        if np.isnan(level):
+            level = getattr(self, "level_", np.nan)
+        return np.full(future_ds.size, level)

@@ -1,0 +1,202 @@
+"""The common body of the regression forecasters: features, target transform, imputation.
+
+Subclasses only say how to fit a matrix and predict from one (:meth:`FeatureForecaster._fit_matrix`,
+:meth:`FeatureForecaster._predict_matrix`).
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+
+from mlma.models.base import (
+    ForecastContext,
+    InsufficientDataError,
+    as_datetime_array,
+    as_exog_array,
+    as_float_array,
+)
+from mlma.models.features import Design, FeatureBuilder, FeatureSpec
+
+__all__ = ["FeatureForecaster", "TARGET_TRANSFORMS"]
+
+TARGET_TRANSFORMS = ("none", "scale", "local", "ratio", "auto")
+
+# A ratio to a level near zero explodes; levels are floored at this fraction of the history's mean size.
+_RATIO_FLOOR = 0.05
+
+
+class FeatureForecaster:
+    """Base class: a regression on lag, rolling-mean, calendar and exogenous features (direct strategy).
+
+    Parameters
+    ----------
+    ctx
+        The stream's clock.
+    lags, windows, calendar, calendar_encoding
+        Feature choices, see :class:`~mlma.models.features.FeatureSpec`; ``None`` takes the defaults for the
+        context.
+    target_transform
+        How values are normalised before the regression. The *local level* of a row is the mean of the
+        ``level_window`` values ending ``horizon`` steps before its target (known at the origin); the *scale*
+        is the mean absolute value of the fitted history.
+
+        - ``"none"``: raw values.
+        - ``"scale"``: target and past-value features divided by the scale, so one set of hyper-parameters
+          suits streams of any size (for scale-sensitive regressors).
+        - ``"local"``: the local level is subtracted from target and past-value features, which are then
+          divided by the scale; the scaled level is added as a feature. Forecasts move additively with the
+          level of the history passed to ``predict``, beyond the range seen in training (which trees cannot
+          do on their own).
+        - ``"ratio"``: target and past-value features are divided by the local level (floored at 5 % of the
+          scale); the scaled level is added as a feature. Forecasts move in proportion to the level, which
+          suits counts whose daily shape grows with the zone.
+        - ``"auto"``: ``"ratio"`` if the fitted history has no negative value, else ``"local"``.
+
+        The transform actually used is ``transform_`` after fitting.
+    level_window
+        Width of the local level in grid steps; default one season (the widest window when there is no
+        seasonality).
+    min_train_rows
+        Training rows (with target and every feature known) required by ``fit``; default
+        ``max(2 * season_length, 24)``.
+    """
+
+    _default_encoding = "onehot"
+    _default_transform = "auto"
+
+    def __init__(
+        self,
+        ctx: ForecastContext,
+        *,
+        lags=None,
+        windows=None,
+        calendar=None,
+        calendar_encoding: str | None = None,
+        target_transform: str | None = None,
+        level_window: int | None = None,
+        min_train_rows: int | None = None,
+    ):
+        if not isinstance(ctx, ForecastContext):
+            raise ValueError(f"ctx must be a ForecastContext, got {type(ctx).__name__}")
+        self.ctx = ctx
+        self.lags = lags
+        self.windows = windows
+        self.calendar = calendar
+        self.calendar_encoding = calendar_encoding or self._default_encoding
+        self.target_transform = target_transform or self._default_transform
+        if self.target_transform not in TARGET_TRANSFORMS:
+            raise ValueError(f"target_transform must be one of {TARGET_TRANSFORMS}, got {target_transform!r}")
+        self.spec = FeatureSpec.for_context(
+            ctx, lags=lags, windows=windows, calendar=calendar, calendar_encoding=self.calendar_encoding
+        )
+        if level_window is None:
+            level_window = ctx.season_length if ctx.season_length > 1 else max(self.spec.windows, default=1)
+        if isinstance(level_window, bool) or not isinstance(level_window, (int, np.integer)) or level_window < 1:
+            raise ValueError(f"level_window must be a positive integer, got {level_window!r}")
+        self.level_window = int(level_window)
+        if min_train_rows is None:
+            min_train_rows = max(2 * ctx.season_length, 24)
+        if isinstance(min_train_rows, bool) or not isinstance(min_train_rows, (int, np.integer)) \
+                or min_train_rows < 1:
+            raise ValueError(f"min_train_rows must be a positive integer, got {min_train_rows!r}")
+        self.min_train_rows = int(min_train_rows)
+        self._builder = FeatureBuilder(self.spec, self.level_window)
+
+    @property
+    def min_history(self) -> int:
+        """Observations needed when the history has no gaps: the feature look-back plus the training rows."""
+        return self.spec.lookback + self.min_train_rows
+
+    def feature_names(self) -> list[str]:
+        """Names of the columns the regression sees (after fitting: with exogenous ones and the level)."""
+        names = self.spec.feature_names(getattr(self, "n_exog_", 0))
+        if getattr(self, "transform_", self.target_transform) in ("local", "ratio", "auto"):
+            names.append("level")
+        return names
+
+    # -- the two hooks -------------------------------------------------------------------------------------
+    def _fit_matrix(self, Z: np.ndarray, t: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _predict_matrix(self, Z: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    # -- target transform ----------------------------------------------------------------------------------
+    def _divisor(self, level: np.ndarray) -> np.ndarray:
+        """Per-row divisor of the target and past-value features."""
+        if self.transform_ == "ratio":
+            return np.maximum(level, _RATIO_FLOOR * self.scale_)
+        if self.transform_ == "none":
+            return np.ones_like(level)
+        return np.full_like(level, self.scale_)
+
+    def _offset(self, level: np.ndarray) -> np.ndarray:
+        return level if self.transform_ == "local" else np.zeros_like(level)
+
+    def _transform(self, d: Design) -> np.ndarray:
+        if self.transform_ == "none":
+            return d.features
+        Z = d.features.copy()
+        nv = d.n_value_features
+        Z[:, :nv] = (Z[:, :nv] - self._offset(d.level)[:, None]) / self._divisor(d.level)[:, None]
+        if self.transform_ in ("local", "ratio") and getattr(self, "level_feature", True):
+            Z = np.hstack([Z, (d.level / self.scale_)[:, None]])
+        return Z
+
+    def _transform_target(self, target: np.ndarray, level: np.ndarray) -> np.ndarray:
+        return (target - self._offset(level)) / self._divisor(level)
+
+    def _inverse_target(self, z: np.ndarray, level: np.ndarray) -> np.ndarray:
+        return self._offset(level) + z * self._divisor(level)
+
+    # -- Forecaster protocol -------------------------------------------------------------------------------
+    def fit(self, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None) -> Self:
+        ds = as_datetime_array(ds)
+        y = as_float_array(y, ds.size)
+        X = as_exog_array(X, ds.size)
+        design = self._builder.training(ds, y, X)
+        n = design.target.size
+        if n < self.min_train_rows:
+            raise InsufficientDataError(
+                f"{type(self).__name__} has {n} training rows with the target and every feature known, needs "
+                f"{self.min_train_rows} (history of {int(np.isfinite(y).sum())} observations, features look "
+                f"back {self.spec.lookback} grid steps)"
+            )
+        finite = y[np.isfinite(y)]
+        self.level_ = float(finite.mean())
+        scale = float(np.abs(finite).mean())
+        self.scale_ = scale if scale > 0 else 1.0
+        self.transform_ = self.target_transform
+        if self.transform_ == "auto":
+            self.transform_ = "ratio" if finite.min() >= 0 else "local"
+        self.n_exog_ = 0 if X is None else X.shape[1]
+        Z = self._transform(design)
+        t = self._transform_target(design.target, design.level)
+        self.fill_values_ = Z.mean(axis=0)
+        self._fit_matrix(Z, t)
+        self.n_train_ = n
+        return self
+
+    def predict(self, ds, y, future_ds, X=None, future_X=None) -> np.ndarray:
+        if not hasattr(self, "scale_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit first")
+        ds = as_datetime_array(ds)
+        y = as_float_array(y, ds.size)
+        future_ds = as_datetime_array(future_ds, "future_ds")
+        future_X = as_exog_array(future_X, future_ds.size, "future_X")
+        n_exog = 0 if future_X is None else future_X.shape[1]
+        if n_exog != self.n_exog_:
+            raise ValueError(
+                f"the model was fitted with {self.n_exog_} exogenous column(s); future_X has {n_exog}"
+            )
+        if future_ds.size == 0:
+            return np.zeros(0)
+        design = self._builder.forecasting(ds, y, future_ds, future_X)
+        design.level = np.where(np.isfinite(design.level), design.level, self.level_)
+        Z = self._transform(design)
+        # Features with no data behind them at all (e.g. the hours a sensor never reports) take their
+        # training mean, so the forecast stays finite.
+        Z = np.where(np.isfinite(Z), Z, self.fill_values_[None, :])
+        return self._inverse_target(self._predict_matrix(Z), design.level)

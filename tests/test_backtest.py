@@ -1,0 +1,120 @@
+"""The backtest harness: metrics by hand on a tiny case, policies' fit counts, outputs, the agent's tick."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlma.backtest import BacktestConfig, run_backtest, write_outputs
+from mlma.fleet import FleetData
+from mlma.policy import AlwaysRetrain, NeverRetrain, PeriodicRetrain, make_policy
+
+
+def hourly_frame(n_streams: int = 2, days: int = 5, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    ds = pd.date_range("2025-03-03", periods=24 * days, freq="h")
+    frames = []
+    for i in range(n_streams):
+        profile = 10 * (i + 1) * (1 + np.sin(np.arange(len(ds)) * 2 * np.pi / 24))
+        frames.append(pd.DataFrame({"unique_id": f"s{i}", "ds": ds,
+                                    "y": np.round(profile + rng.normal(0, 2, len(ds)), 3)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_metrics_match_a_hand_computation_for_seasonal_naive():
+    frame = hourly_frame(days=5)
+    config = BacktestConfig(policies=["never"], model="seasonal-naive", initial_ticks=2, sample_streams=0)
+    result = run_backtest(frame, config)
+
+    # Seasonal naive with one tick = one day forecasts each hour by the same hour one day earlier.
+    errors, per_stream_mae, scales = [], [], []
+    for _, grp in frame.groupby("unique_id"):
+        y = grp["y"].to_numpy().reshape(5, 24)
+        e = (y[2:] - y[1:-1]).ravel()
+        errors.append(e)
+        per_stream_mae.append(np.abs(e).mean())
+        # MASE scale: mean absolute seasonal difference before the first scored tick (days 0-1).
+        scales.append(np.abs(y[1] - y[0]).mean())
+    errors = np.concatenate(errors)
+    row = result.summary[0]
+    assert row["mae"] == pytest.approx(np.abs(errors).mean(), rel=1e-9)
+    assert row["rmse"] == pytest.approx(np.sqrt((errors ** 2).mean()), rel=1e-9)
+    assert row["mase"] == pytest.approx(np.mean(np.array(per_stream_mae) / np.array(scales)), rel=1e-9)
+    assert row["n_scored"] == errors.size
+
+
+def test_never_fits_once_always_every_tick_periodic_on_schedule():
+    # Ridge needs 9 days of hourly history (a weekly lag plus two days), so it starts after 10 days.
+    frame = hourly_frame(n_streams=3, days=16)
+    config = BacktestConfig(policies=["never", "periodic:3", "always"], model="ridge", initial_ticks=10,
+                            sample_streams=1)
+    result = run_backtest(frame, config)
+    summary = {row["policy"]: row for row in result.summary}
+    scored_ticks = 16 - 10
+    assert summary["never"]["retrains"] == 0
+    assert summary["never"]["initial_fits"] == 3
+    # Always re-trains every stream after every scored tick.
+    assert summary["always"]["retrains"] == 3 * scored_ticks
+    # Models fitted at the end of tick 9 are due again 3 ticks later: ticks 12 and 15.
+    assert summary["periodic:3"]["retrains"] == 3 * 2
+    ticks = result.retrain_log[result.retrain_log.policy == "periodic:3"]["tick"].unique().tolist()
+    assert sorted(ticks) == [12, 15]
+    # Every policy is scored on the same points.
+    assert len({row["n_scored"] for row in result.summary}) == 1
+    assert summary["always"]["compute_seconds"] > 0
+
+
+def test_every_policy_scored_on_the_same_points_and_outputs_written(tmp_path):
+    frame = hourly_frame(n_streams=3, days=8)
+    config = BacktestConfig(policies=["never", "always"], model="ridge", initial_ticks=3)
+    result = run_backtest(frame, config)
+    out = write_outputs(result, tmp_path / "out")
+    payload = json.loads((out / "summary.json").read_text())
+    assert [p["policy"] for p in payload["policies"]] == ["never", "always"]
+    for key in ("mae", "rmse", "mase", "retrains", "compute_seconds", "escalations"):
+        assert key in payload["policies"][0]
+    per_stream = pd.read_csv(out / "per_stream.csv")
+    assert set(per_stream["unique_id"]) == {"s0", "s1", "s2"}
+    assert (out / "report.html").stat().st_size > 1000
+
+
+def test_streams_that_start_late_get_a_model_once_they_have_a_season():
+    frame = hourly_frame(n_streams=2, days=8)
+    late = frame[(frame.unique_id == "s1") & (frame.ds < "2025-03-07")].index
+    frame = frame.drop(late)
+    result = run_backtest(frame, BacktestConfig(policies=["never"], model="seasonal-naive", initial_ticks=2))
+    per_stream = result.per_stream.set_index("unique_id")
+    # s1 starts on day 4 (tick 4), gets its first model at the end of that tick and is scored from tick 5.
+    assert per_stream.loc["s1", "n_scored"] == 24 * 3
+    assert per_stream.loc["s0", "n_scored"] == 24 * 6
+
+
+def test_bad_config_is_rejected_early():
+    with pytest.raises(ValueError, match="tick or horizon"):
+        BacktestConfig(tick="1D", horizon=24)
+    with pytest.raises(ValueError, match="initial_ticks"):
+        BacktestConfig(initial_ticks=0)
+    with pytest.raises(ValueError, match="unknown policy"):
+        make_policy("sometimes")
+    with pytest.raises(ValueError, match="periodic"):
+        make_policy("periodic:x")
+
+
+def test_fleet_history_and_actuals_agree_with_the_frame():
+    frame = hourly_frame(n_streams=2, days=3)
+    frame = frame.drop(frame.index[[5, 72 + 6]])  # a missing hour in each stream
+    fleet = FleetData(frame, "h", pd.date_range("2025-03-03", periods=4, freq="D"))
+    a = fleet.actuals(0)
+    assert np.isnan(a[0, 5]) and np.isfinite(a[0, 4])
+    assert np.isnan(a[1, 6]) and np.isfinite(a[1, 5])
+    hist = fleet.history(0, end_tick=1, window_ticks=1)
+    assert len(hist) == 24 and hist.ds[0] == np.datetime64("2025-03-04T00:00")
+
+
+@pytest.mark.parametrize("policy, expected", [(NeverRetrain(), "never"), (AlwaysRetrain(), "always"),
+                                              (PeriodicRetrain(7), "periodic:7")])
+def test_policy_names(policy, expected):
+    assert policy.name == expected

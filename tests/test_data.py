@@ -1,0 +1,589 @@
+"""Tests of the data contract: reading, validation findings, frequencies and tick grids."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlma.data import (
+    DataError,
+    Finding,
+    Frequency,
+    TickGrid,
+    ValidationReport,
+    _group_mode,
+    infer_frequency,
+    make_tick_grid,
+    read_frame,
+    validate,
+)
+
+
+def panel(streams: dict[str, pd.DatetimeIndex], seed: int = 0) -> pd.DataFrame:
+    """A canonical frame with random, non-constant y for each stream."""
+    rng = np.random.default_rng(seed)
+    parts = [pd.DataFrame({"unique_id": uid, "ds": ds, "y": rng.normal(10, 2, len(ds))})
+             for uid, ds in streams.items()]
+    return pd.concat(parts, ignore_index=True)
+
+
+def hours(start: str, n: int) -> pd.DatetimeIndex:
+    return pd.date_range(start, periods=n, freq="h")
+
+
+def dropped_rows(report: ValidationReport) -> int:
+    return sum(f.n_rows for f in report.findings if f.severity == "dropped")
+
+
+# --------------------------------------------------------------------------------------------------------
+# read_frame
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_read_frame_renames_and_keeps_numeric_extras_by_default():
+    raw = pd.DataFrame({"store": ["s1", "s1"], "day": ["2024-01-01", "2024-01-02"], "sales": [1, 2],
+                        "price": [1.0, 1.1], "promo": [True, False], "region": ["n", "n"]})
+    out = read_frame(raw, id_col="store", time_col="day", target_col="sales")
+    assert out.columns.tolist() == ["unique_id", "ds", "y", "price", "promo"]
+    assert out["y"].tolist() == [1, 2]
+    checked = validate(out, min_length=1)
+    dropped = checked.report.by_code("columns-dropped")
+    assert len(dropped) == 1 and "'region'" in dropped[0].message and dropped[0].severity == "info"
+
+
+def test_read_frame_explicit_exog_keeps_only_those_and_checks_they_exist():
+    raw = pd.DataFrame({"unique_id": ["a"], "ds": ["2024-01-01"], "y": [1.0], "t": [3.0], "u": [4.0]})
+    assert read_frame(raw, exog=["u"]).columns.tolist() == ["unique_id", "ds", "y", "u"]
+    assert read_frame(raw, exog=[]).columns.tolist() == ["unique_id", "ds", "y"]
+    with pytest.raises(DataError, match=r"missing column 'w' \(exog\)"):
+        read_frame(raw, exog=["w"])
+
+
+def test_read_frame_missing_column_names_file_column_and_present_columns(tmp_path):
+    path = tmp_path / "sales.csv"
+    pd.DataFrame({"store": ["a"], "day": ["2024-01-01"], "sales": [1]}).to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        read_frame(path, id_col="store", time_col="date", target_col="sales")
+    err = info.value
+    assert err.source == str(path) and err.column == "date"
+    assert str(path) in str(err) and "'date'" in str(err)
+    assert all(f"'{c}'" in str(err) for c in ("store", "day", "sales"))
+
+
+def test_read_frame_rejects_unknown_suffix_and_clashing_columns(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown file type '\.xlsx'"):
+        read_frame(tmp_path / "data.xlsx")
+    raw = pd.DataFrame({"id": ["a"], "ds": ["2024-01-01"], "sales": [1.0], "y": [2.0]})
+    with pytest.raises(DataError, match="'y' already exists"):
+        read_frame(raw, id_col="id", target_col="sales")
+
+
+def test_read_frame_csv_keeps_ids_as_text(tmp_path):
+    path = tmp_path / "ids.csv"
+    path.write_text("unique_id,ds,y\n007,2024-01-01,1\nNA,2024-01-01,2\n")
+    out = read_frame(path)
+    assert out["unique_id"].tolist() == ["007", "NA"]
+
+
+def test_read_frame_joins_several_id_columns_and_handles_a_single_stream():
+    raw = pd.DataFrame({"state": ["V", "N"], "industry": ["food", "food"], "ds": ["2024-01-01"] * 2, "y": [1, 2]})
+    assert read_frame(raw, id_col=["state", "industry"])["unique_id"].tolist() == ["V / food", "N / food"]
+    single = read_frame(raw.drop(columns=["state", "industry"]), id_col=None)
+    assert single["unique_id"].tolist() == ["series", "series"]
+
+
+def test_polars_input_is_converted():
+    pl = pytest.importorskip("polars")
+    ds = pd.date_range("2024-01-01", periods=30, freq="D")
+    frame = pl.DataFrame({"sku": ["a"] * 30, "day": ds, "qty": np.arange(30, dtype=float)})
+    checked = validate(read_frame(frame, id_col="sku", time_col="day", target_col="qty"))
+    assert checked.freq.alias == "D"
+    assert checked.frame["y"].tolist() == list(range(30))
+    assert str(checked.frame["ds"].dtype) == "datetime64[ns]"
+    assert validate(pl.DataFrame({"unique_id": ["a"] * 30, "ds": ds, "y": np.arange(30.0)})).freq.alias == "D"
+
+
+def test_parquet_roundtrip(tmp_path):
+    df = panel({"a": hours("2024-01-01", 72), "b": hours("2024-01-01", 72)})
+    path = tmp_path / "d.parquet"
+    df.to_parquet(path)
+    checked = validate(read_frame(path))
+    pd.testing.assert_frame_equal(checked.frame, validate(df).frame)
+
+
+# --------------------------------------------------------------------------------------------------------
+# validate: errors and drops
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_csv_line_numbers_point_at_the_bad_lines(tmp_path):
+    rng = np.random.default_rng(3)
+    df = panel({"a": hours("2024-01-01", 60), "b": hours("2024-01-01", 60)})
+    df["ds"] = df["ds"].dt.strftime("%Y-%m-%d %H:%M:%S").astype(object)
+    df["y"] = df["y"].astype(object)
+    bad_y = rng.choice(len(df), 4, replace=False)
+    df.loc[bad_y, "y"] = "n/a!"
+    path = tmp_path / "orders.csv"
+    df.to_csv(path, index=False)
+    lines = path.read_text().splitlines()
+    with pytest.raises(DataError) as info:
+        validate(read_frame(path))
+    err = info.value
+    assert err.source == str(path) and err.column == "y"
+    assert sorted(err.rows.tolist()) == sorted((bad_y + 2).tolist())
+    for line_number in err.rows:
+        assert "n/a!" in lines[line_number - 1]  # line numbers are 1-based
+    first = sorted(bad_y + 2)[0]
+    assert f"line{'s' if len(bad_y) > 1 else ''} {first}" in str(err)
+    assert str(path) in str(err)
+
+
+def test_unparsable_dates_raise_naming_rows_or_are_dropped():
+    df = panel({"a": hours("2024-01-01", 60)})
+    df["ds"] = df["ds"].astype(str).astype(object)
+    df.loc[[7, 30], "ds"] = ["yesterday", "2024-13-45 00:00:00"]
+    with pytest.raises(DataError) as info:
+        validate(df)
+    assert info.value.rows.tolist() == [7, 30] and info.value.column == "ds"
+    assert "'a'" in str(info.value) and "unparsable" in str(info.value)
+    checked = validate(df, on_bad_rows="drop")
+    (finding,) = checked.report.by_code("unparsable-date")
+    assert finding.severity == "dropped" and finding.n_rows == 2
+    assert any("yesterday" in e for e in finding.examples)
+    assert len(checked.frame) == 58
+
+
+def test_non_finite_target_nan_inf_and_text():
+    df = panel({"a": hours("2024-01-01", 60), "b": hours("2024-01-01", 60)})
+    df["y"] = df["y"].astype(object)
+    df.loc[3, "y"] = np.nan
+    df.loc[70, "y"] = np.inf
+    df.loc[100, "y"] = "twelve"
+    with pytest.raises(DataError) as info:
+        validate(df)
+    assert info.value.rows.tolist() == [3, 70, 100]
+    assert "'a'" in str(info.value) and "'b'" in str(info.value)
+    checked = validate(df, on_bad_rows="drop")
+    (finding,) = checked.report.by_code("non-finite-target")
+    assert finding.n_rows == 3 and set(finding.streams) == {"a", "b"}
+    assert np.isfinite(checked.frame["y"]).all() and len(checked.frame) == 117
+
+
+def test_missing_columns_and_missing_ids():
+    with pytest.raises(DataError, match=r"missing column 'y'; columns present: 'unique_id', 'ds'"):
+        validate(pd.DataFrame({"unique_id": ["a"], "ds": ["2024-01-01"]}))
+    df = panel({"a": hours("2024-01-01", 60)})
+    df["unique_id"] = df["unique_id"].astype(object)
+    df.loc[5, "unique_id"] = None
+    with pytest.raises(DataError, match="without a unique_id"):
+        validate(df)
+    assert validate(df, on_bad_rows="drop").report.by_code("missing-id")[0].n_rows == 1
+
+
+def test_identical_duplicates_are_dropped_in_both_modes():
+    df = panel({"a": hours("2024-01-01", 60)})
+    doubled = pd.concat([df, df.iloc[[5, 6]]], ignore_index=True)
+    for mode in ("raise", "drop"):
+        checked = validate(doubled, on_bad_rows=mode)
+        (finding,) = checked.report.by_code("duplicate-identical")
+        assert finding.severity == "dropped" and finding.n_rows == 2
+        pd.testing.assert_frame_equal(checked.frame, validate(df).frame)
+
+
+def test_conflicting_duplicates_raise_or_keep_the_last():
+    df = panel({"a": hours("2024-01-01", 60)})
+    late = df.iloc[[10]].assign(y=-99.0)  # a later row for the same hour: a correction
+    data = pd.concat([df, late], ignore_index=True)
+    with pytest.raises(DataError) as info:
+        validate(data)
+    assert sorted(info.value.rows.tolist()) == [10, 60]
+    assert "different values" in str(info.value) and "'a'" in str(info.value)
+    checked = validate(data, on_bad_rows="drop")
+    (finding,) = checked.report.by_code("duplicate-conflict")
+    assert finding.severity == "dropped" and finding.n_rows == 1 and finding.rows.tolist() == [10]
+    assert checked.frame.loc[checked.frame["ds"] == df.loc[10, "ds"], "y"].item() == -99.0
+
+
+def test_duplicates_that_differ_only_in_an_exogenous_column_conflict():
+    df = panel({"a": hours("2024-01-01", 60)}).assign(temp=1.0)
+    data = pd.concat([df, df.iloc[[4]].assign(temp=2.0)], ignore_index=True)
+    with pytest.raises(DataError, match="different values"):
+        validate(data)
+
+
+def test_mixed_frequencies_name_the_streams_in_both_modes():
+    df = panel({"h1": hours("2024-01-01", 200), "h2": hours("2024-01-01", 200),
+                "d1": pd.date_range("2024-01-01", periods=60, freq="D")})
+    for mode in ("raise", "drop"):
+        with pytest.raises(DataError) as info:
+            validate(df, on_bad_rows=mode)
+        assert info.value.streams == ("d1",)
+        assert "'d1' looks D" in str(info.value) and "frequency is h" in str(info.value)
+    with pytest.raises(DataError, match="'h1', 'h2' look h"):
+        validate(df, freq="D")
+
+
+def test_irregular_timestamps_inside_a_stream_are_named_or_dropped():
+    df = panel({"a": hours("2024-01-01", 100), "b": hours("2024-01-01", 100)})
+    df.loc[130, "ds"] += pd.Timedelta(minutes=17)
+    with pytest.raises(DataError) as info:
+        validate(df)
+    assert info.value.rows.tolist() == [130] and info.value.unique_id == "b"
+    assert "off the stream's h grid" in str(info.value)
+    checked = validate(df, on_bad_rows="drop")
+    assert checked.report.by_code("off-grid")[0].n_rows == 1
+    assert len(checked.frame) == 199 and checked.report.by_code("gaps")[0].n_rows == 1
+
+
+def test_raise_mode_reports_every_problem_at_once():
+    df = panel({"a": hours("2024-01-01", 60)})
+    df["y"] = df["y"].astype(object)
+    df.loc[3, "y"] = "?"
+    df.loc[9, "ds"] += pd.Timedelta(minutes=5)
+    with pytest.raises(DataError) as info:
+        validate(df, source="feed")
+    err = info.value
+    assert str(err).startswith("feed: 2 problems")
+    assert [f.code for f in err.report.errors] == ["non-finite-target", "off-grid"]
+    assert err.rows.tolist() == [3]  # the first error's rows
+
+
+def test_dropped_findings_account_for_every_removed_row():
+    rng = np.random.default_rng(11)
+    df = panel({f"z{i}": hours("2024-01-01", 24 * 10) for i in range(20)}).sample(frac=1.0, random_state=1)
+    df = df.reset_index(drop=True)
+    df["y"] = df["y"].astype(object)
+    df["ds"] = df["ds"].astype(object)
+    df.loc[rng.choice(len(df), 15, replace=False), "y"] = np.nan
+    df.loc[rng.choice(len(df), 5, replace=False), "ds"] = "garbage"
+    df = pd.concat([df, df.iloc[rng.choice(len(df), 8, replace=False)]], ignore_index=True)
+    checked = validate(df, on_bad_rows="drop")
+    report = checked.report
+    assert report.n_rows_in - report.n_rows_out == dropped_rows(report) > 0
+    assert len(checked.frame) == report.n_rows_out
+    assert "unsorted" in report.codes
+
+
+# --------------------------------------------------------------------------------------------------------
+# validate: repairs, warnings, info
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_clean_data_gives_only_info_and_a_canonical_frame():
+    df = panel({"b": hours("2024-01-01", 24 * 14), "a": hours("2024-01-03", 24 * 14)})
+    df = df.sort_values(["unique_id", "ds"], ignore_index=True)
+    checked = validate(df)
+    assert {f.severity for f in checked.report.findings} == {"info"}
+    assert checked.report.codes == ("summary",)
+    frame = checked.frame
+    assert frame.columns.tolist() == ["unique_id", "ds", "y"]
+    assert str(frame["ds"].dtype) == "datetime64[ns]" and frame["y"].dtype == np.float64
+    assert pd.api.types.is_string_dtype(frame["unique_id"].dtype)
+    assert isinstance(frame.index, pd.RangeIndex)
+    pd.testing.assert_frame_equal(frame, df.astype({"unique_id": "str"}), check_dtype=False)
+
+
+def test_unsorted_rows_are_sorted_and_reported():
+    df = panel({"a": hours("2024-01-01", 60), "b": hours("2024-01-01", 60)})
+    shuffled = df.sample(frac=1.0, random_state=4)
+    checked = validate(shuffled)
+    (finding,) = checked.report.by_code("unsorted")
+    assert finding.severity == "repaired" and finding.n_rows > 0
+    expected = df.sort_values(["unique_id", "ds"], ignore_index=True)
+    pd.testing.assert_frame_equal(checked.frame, expected, check_dtype=False)
+
+
+def test_timezones_are_converted_to_utc_and_reported():
+    local = pd.date_range("2024-03-30", periods=72, freq="h", tz="Europe/Berlin")  # crosses DST
+    df = pd.DataFrame({"unique_id": "a", "ds": local, "y": np.arange(72.0)})
+    checked = validate(df)
+    (finding,) = checked.report.by_code("timezone-converted")
+    assert finding.severity == "repaired" and "Europe/Berlin" in finding.message
+    expected = local.tz_convert("UTC").tz_localize(None)
+    assert (checked.frame["ds"].to_numpy() == expected.to_numpy()).all()
+    assert checked.freq.alias == "h" and "gaps" not in checked.report.codes
+
+
+def test_mixed_utc_offsets_in_text_are_converted():
+    text = ["2024-01-01T00:00:00+01:00", "2024-01-01T00:00:00+00:00", "2024-01-01T01:00:00+00:00"]
+    checked = validate(pd.DataFrame({"unique_id": "a", "ds": text, "y": [1.0, 2.0, 3.0]}))
+    assert checked.frame["ds"].dt.hour.tolist() == [23, 0, 1]
+    assert "timezone-converted" in checked.report.codes
+
+
+def test_random_gaps_are_a_warning_with_the_missing_count():
+    df = panel({"a": hours("2024-01-01", 24 * 20), "b": hours("2024-01-01", 24 * 20)})
+    holes = [30, 31, 32, 100, 400, 500]
+    checked = validate(df.drop(index=holes))
+    (finding,) = checked.report.by_code("gaps")
+    assert finding.severity == "warning" and finding.n_rows == len(holes)
+    assert set(finding.streams) == {"a", "b"}
+    assert "observation-window" not in checked.report.codes
+
+
+def parking_sensor(days: int = 21, start: str = "08:00", end: str = "16:30") -> pd.DatetimeIndex:
+    ds = pd.date_range("2024-04-01", periods=days * 48, freq="30min")
+    clock = ds.strftime("%H:%M")
+    if start <= end:
+        return ds[(clock >= start) & (clock <= end)]
+    return ds[(clock >= start) | (clock <= end)]  # a window across midnight
+
+
+def test_parking_sensor_window_is_info_not_gaps():
+    checked = validate(panel({"lot-1": parking_sensor(), "lot-2": parking_sensor()}))
+    (finding,) = checked.report.by_code("observation-window")
+    assert finding.severity == "info"
+    assert "observation window 08:00-16:30" in finding.message
+    assert set(finding.streams) == {"lot-1", "lot-2"}
+    assert "gaps" not in checked.report.codes and not checked.report.errors
+    assert checked.freq.alias == "30min"
+
+
+def test_parking_sensor_with_random_gaps_counts_only_gaps_inside_the_window():
+    df = panel({"lot-1": parking_sensor(), "lot-9": parking_sensor(start="22:00", end="05:30")})
+    inside_holes = [3, 50, 51]
+    checked = validate(df.drop(index=inside_holes))
+    windows = {f.message.split(" (")[0]: f.streams for f in checked.report.by_code("observation-window")}
+    assert windows == {"observation window 08:00-16:30": ("lot-1",),
+                       "observation window 22:00-05:30": ("lot-9",)}
+    (gaps,) = checked.report.by_code("gaps")
+    assert gaps.n_rows == len(inside_holes) and gaps.streams == ("lot-1",)
+
+
+def test_daily_data_closed_on_sundays_is_a_weekly_window():
+    ds = pd.date_range("2024-01-01", periods=10 * 7, freq="D")
+    checked = validate(panel({"shop": ds[ds.day_of_week != 6]}))
+    (finding,) = checked.report.by_code("observation-window")
+    assert "Mon-Sat" in finding.message
+    assert "gaps" not in checked.report.codes
+
+
+def test_short_and_constant_series_are_warnings():
+    df = panel({"long": hours("2024-01-01", 24 * 3), "short": hours("2024-01-01", 30)})
+    df.loc[df["unique_id"] == "long", "y"] = 5.0
+    checked = validate(df)
+    (short,) = checked.report.by_code("short-series")
+    assert short.streams == ("short",) and "fewer than 48 rows" in short.message
+    (constant,) = checked.report.by_code("constant-series")
+    assert constant.streams == ("long",) and constant.severity == "warning"
+    assert "short-series" not in validate(df, min_length=30).report.codes
+
+
+def test_exogenous_problems_are_warnings():
+    df = panel({"a": hours("2024-01-01", 60)}).assign(temp=1.0, label="x")
+    df.loc[[2, 3], "temp"] = np.nan
+    checked = validate(df)
+    assert checked.report.by_code("exog-missing")[0].n_rows == 2
+    assert checked.report.by_code("exog-non-numeric")[0].column == "label"
+    assert checked.frame.columns.tolist() == ["unique_id", "ds", "y", "temp", "label"]
+
+
+def test_parameters_are_checked():
+    df = panel({"a": hours("2024-01-01", 60)})
+    with pytest.raises(ValueError, match="on_bad_rows"):
+        validate(df, on_bad_rows="ignore")
+    with pytest.raises(ValueError, match="min_length"):
+        validate(df, min_length=0)
+    with pytest.raises(ValueError, match="freq='hourly'"):
+        validate(df, freq="hourly")
+    with pytest.raises(DataError, match="no rows"):
+        validate(df.iloc[:0])
+
+
+def test_report_helpers():
+    df = panel({"a": hours("2024-01-01", 60)}).sample(frac=1.0, random_state=0)
+    report = validate(df).report
+    table = report.to_frame()
+    assert table.columns.tolist() == ["code", "severity", "unique_id", "n_streams", "n_rows", "column",
+                                      "message", "examples"]
+    assert table["code"].tolist() == list(report.codes)
+    text = str(report)
+    assert "[repaired] unsorted" in text and "[info] summary" in text
+    report.raise_if_errors()  # no errors: no exception
+    broken = ValidationReport((Finding("x", "error", "it broke", unique_id="a", rows=np.array([4])),), "f.csv")
+    with pytest.raises(DataError, match="f.csv: it broke") as info:
+        broken.raise_if_errors()
+    assert info.value.unique_id == "a" and info.value.rows.tolist() == [4]
+    with pytest.raises(ValueError, match="severity"):
+        Finding("x", "fatal", "no such severity")
+
+
+def test_validate_stays_fast_on_a_large_fleet():
+    n_series, days = 1_000, 90
+    ds = hours("2024-01-01", 24 * days).to_numpy()
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"unique_id": np.repeat([f"zone_{i:04d}" for i in range(n_series)], len(ds)),
+                       "ds": np.tile(ds, n_series), "y": rng.poisson(10, n_series * len(ds)).astype(float)})
+    started = time.perf_counter()
+    checked = validate(df)
+    elapsed = time.perf_counter() - started
+    print(f"validate: {len(df):,} rows in {elapsed:.2f} s")
+    assert checked.report.codes == ("summary",)
+    assert elapsed < 20  # about 1 s on a 2-core machine; the bound only catches per-row Python loops
+
+
+# --------------------------------------------------------------------------------------------------------
+# Frequency
+# --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("alias", "season", "secondary"), [
+    ("h", 24, 168), ("30min", 48, 336), ("15min", 96, 672), ("D", 7, None), ("W-SUN", 52, None),
+    ("MS", 12, None), ("ME", 12, None), ("QS", 4, None), ("YS", 1, None),
+])
+def test_frequency_seasons(alias, season, secondary):
+    freq = Frequency(alias)
+    assert (freq.season_length, freq.secondary_season) == (season, secondary)
+
+
+def test_frequency_normalises_aliases_and_rejects_unsupported_ones():
+    assert Frequency("1h") == Frequency("h")
+    assert Frequency("QS-JAN").alias == "QS" and Frequency("YE-DEC").alias == "YE"
+    assert Frequency("W").alias == "W-SUN" and Frequency("24h").alias == "D"
+    assert Frequency("h", season_length=12).season_length == 12
+    assert Frequency("h", secondary_season=None).secondary_season is None
+    with pytest.raises(ValueError, match="not supported"):
+        Frequency("B")
+    with pytest.raises(ValueError, match="season_length"):
+        Frequency("h", season_length=0)
+
+
+@pytest.mark.parametrize(("alias", "tick", "steps"), [
+    ("h", "1D", 24), ("30min", "1D", 48), ("15min", "1D", 96), ("D", "7D", 7), ("W-SUN", "28D", 4),
+    ("MS", "12MS", 12), ("QS", "4QS", 4), ("YS", "YS", 1),
+])
+def test_default_ticks_hold_a_whole_number_of_steps(alias, tick, steps):
+    freq = Frequency(alias)
+    assert freq.steps_per(freq.default_tick()) == steps
+    assert freq.steps_per(tick) == steps
+
+
+def test_steps_per_rejects_fractional_and_varying_ticks():
+    with pytest.raises(ValueError, match="whole number"):
+        Frequency("h").steps_per("90min")
+    with pytest.raises(ValueError, match="varying"):
+        Frequency("D").steps_per("MS")
+    with pytest.raises(ValueError, match="varying"):
+        Frequency("MS").steps_per("30D")
+
+
+def test_frequency_grid_and_future():
+    grid = Frequency("ME").grid("2024-01-31", "2024-04-30")
+    assert [d.strftime("%m-%d") for d in grid] == ["01-31", "02-29", "03-31", "04-30"]
+    assert Frequency("30min").grid("2024-01-01 23:00", "2024-01-02 00:00").size == 3
+    assert Frequency("QS").future("2024-10-01", 2).strftime("%Y-%m").tolist() == ["2025-01", "2025-04"]
+
+
+@pytest.mark.parametrize("alias", ["h", "30min", "15min", "D", "W-SUN", "W-WED", "MS", "ME", "QS", "QE",
+                                   "QS-FEB", "YS", "YE", "YE-JUN"])
+def test_infer_frequency_with_gaps(alias):
+    ds = pd.date_range("2001-03-01", periods=60, freq=alias).delete([4, 5, 20, 41])
+    other = pd.date_range("2002-01-01", periods=30, freq=alias).delete([2])
+    df = pd.DataFrame({"unique_id": ["a"] * len(ds) + ["b"] * len(other), "ds": ds.append(other)})
+    assert infer_frequency(df.sample(frac=1.0, random_state=0)) == Frequency(alias)
+
+
+def test_infer_frequency_names_streams_that_disagree():
+    df = pd.DataFrame({"unique_id": ["x"] * 10 + ["y"] * 10 + ["z"] * 10,
+                       "ds": hours("2024-01-01", 10).append(hours("2024-02-01", 10)).append(
+                           pd.date_range("2024-01-01", periods=10, freq="MS"))})
+    with pytest.raises(DataError) as info:
+        infer_frequency(df)
+    assert set(info.value.streams) == {"x", "y", "z"}
+    assert "'x', 'y' look h" in str(info.value) and "'z' looks MS" in str(info.value)
+
+
+def test_mid_month_stamps_are_not_guessed():
+    ds = pd.date_range("2020-01-01", periods=24, freq="MS") + pd.Timedelta(days=14)
+    with pytest.raises(DataError, match="first or last day of the month"):
+        validate(panel({"a": ds}))
+
+
+def test_group_mode_fallback_agrees_with_the_table_path():
+    rng = np.random.default_rng(5)
+    groups = np.sort(rng.integers(0, 5_000, 60_000))
+    values = rng.integers(0, 2_000, 60_000)  # 5,000 groups x 2,000 values: the sort-based path
+    mode, count = _group_mode(groups, values, 5_000)
+    counts = pd.DataFrame({"g": groups, "v": values}).value_counts().reset_index()
+    best = counts.sort_values(["g", "count", "v"], ascending=[True, False, True]).drop_duplicates("g")
+    assert (mode[best["g"]] == best["v"]).all() and (count[best["g"]] == best["count"]).all()
+    small_mode, small_count = _group_mode(groups % 50, values % 7, 50)  # the table path
+    small = pd.DataFrame({"g": groups % 50, "v": values % 7}).value_counts().reset_index()
+    small = small.sort_values(["g", "count", "v"], ascending=[True, False, True]).drop_duplicates("g")
+    assert (small_mode[small["g"]] == small["v"]).all() and (small_count[small["g"]] == small["count"]).all()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Ticks
+# --------------------------------------------------------------------------------------------------------
+
+
+def assert_covers(grid: TickGrid, ds: pd.DatetimeIndex) -> None:
+    k = grid.tick_of(ds)
+    assert (k >= 0).all()
+    assert k.min() == 0 and k.max() == len(grid) - 1  # no empty tick at either end
+    starts, ends = grid.boundaries[k], grid.boundaries[k + 1]
+    assert ((starts <= ds) & (ds < ends)).all()
+
+
+def test_daily_ticks_start_at_midnight_and_cover_the_data():
+    ds = pd.date_range("2024-01-03 05:00", "2024-01-09 17:00", freq="h")
+    grid = make_tick_grid(pd.DataFrame({"ds": ds}), "1D", freq="h")
+    assert (grid.boundaries == grid.boundaries.normalize()).all()
+    assert len(grid) == 7 and grid.bounds(0)[0] == pd.Timestamp("2024-01-03")
+    assert_covers(grid, ds)
+    expected = ((ds.normalize() - pd.Timestamp("2024-01-03")) // pd.Timedelta(days=1)).to_numpy()
+    assert (grid.tick_of(ds) == expected).all()
+
+
+def test_weekly_ticks_start_on_monday():
+    ds = pd.date_range("2024-01-03", "2024-03-20", freq="D")  # starts on a Wednesday
+    for tick in ("7D", "W-SUN", "28D"):
+        grid = make_tick_grid(ds, tick, freq="D")
+        assert (grid.boundaries.day_of_week == 0).all(), tick
+        assert_covers(grid, ds)
+    assert (make_tick_grid(ds, "W-WED", freq="D").boundaries.day_of_week == 3).all()
+
+
+def test_month_quarter_and_year_ticks_follow_the_calendar():
+    months = pd.date_range("1982-04-01", "1990-02-01", freq="MS")
+    for tick, first_months in (("12MS", {1}), ("YS", {1}), ("QS", {1, 4, 7, 10}), ("YS-JUL", {7}),
+                               ("YE-JUN", {7}), ("MS", set(range(1, 13)))):
+        grid = make_tick_grid(months, tick, freq="MS")
+        assert set(grid.boundaries.month) <= first_months and (grid.boundaries.day == 1).all(), tick
+        assert_covers(grid, months)
+    quarter_ends = pd.date_range("2000-03-31", periods=20, freq="QE")
+    grid = make_tick_grid(quarter_ends, Frequency("QE").default_tick(), freq="QE")
+    assert (grid.boundaries.month == 1).all() and (grid.boundaries.day == 1).all()
+    assert np.bincount(grid.tick_of(quarter_ends)).tolist() == [4] * 5
+
+
+def test_tick_grid_does_not_move_when_the_data_grows():
+    early = make_tick_grid(pd.date_range("2024-01-10", periods=40, freq="D"), "28D", freq="D")
+    later = make_tick_grid(pd.date_range("2023-11-02", periods=200, freq="D"), "28D", freq="D")
+    assert set(early.boundaries) <= set(later.boundaries)
+
+
+def test_tick_grid_rejects_ticks_that_do_not_fit_the_frequency():
+    ds = pd.date_range("2024-01-01", periods=50, freq="h")
+    with pytest.raises(ValueError, match="whole number"):
+        make_tick_grid(ds, "90min", freq="h")
+    with pytest.raises(ValueError, match="month-based"):
+        make_tick_grid(pd.date_range("2024-01-01", periods=5, freq="MS"), "7D", freq="MS")
+    with pytest.raises(ValueError, match="not a pandas offset alias"):
+        make_tick_grid(ds, "a week", freq="h")
+    with pytest.raises(ValueError, match="positive"):
+        make_tick_grid(ds, "-1D", freq="h")
+
+
+def test_tick_grid_accessors():
+    grid = make_tick_grid(pd.date_range("2024-01-01", periods=72, freq="h"), "1D", freq="h")
+    assert len(grid) == 3 and len(grid.starts) == 3
+    assert grid.bounds(-1) == (pd.Timestamp("2024-01-03"), pd.Timestamp("2024-01-04"))
+    assert grid.tick_of(pd.Timestamp("2023-12-31")).tolist() == [-1]
+    assert grid.tick_of(pd.Timestamp("2024-01-04")).tolist() == [-1]  # the last boundary is exclusive
+    with pytest.raises(IndexError):
+        grid.bounds(3)
