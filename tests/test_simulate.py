@@ -57,22 +57,28 @@ def blocked_hours(events: pd.DataFrame, hours: int, skip_event: int) -> np.ndarr
     return out
 
 
-def paired_log_ratio(y: np.ndarray, k: float, after: np.ndarray, lag: int, blocked: np.ndarray):
-    """log(sum after / sum before) over hour pairs (t - lag, t), and a conservative standard error.
+def paired_error(y: np.ndarray, k: float, after: np.ndarray, lag: int, blocked: np.ndarray, growth: float,
+                 factor, *, whole: bool = False):
+    """Observed minus expected log(sum after / sum before) over hour pairs (t - lag, t), and a conservative SE.
 
     Pairs a whole number of weeks apart share the hour of the week, so the daily and weekly rhythm cancel.
-    The variance of a sum of NB counts is sum(mu + mu**2 / k); the counts stand in for mu, which
-    overstates it a little (a conservative tolerance).
+    The expected ratio is the event's multiplier ``factor(t)`` (weighted like the counts) times the
+    zone's growth over the lag. With ``whole``, only an unbroken window counts. The variance of a sum of NB counts is sum(mu + mu**2 / k); the counts
+    stand in for mu, which overstates it a little (a conservative tolerance).
     """
     after = after[(after >= lag) & (after < len(y))]
     before = after - lag
     ok = ~blocked[after] & ~blocked[before] & ~np.isnan(y[after]) & ~np.isnan(y[before])
-    y1, y0 = y[after[ok]], y[before[ok]]
-    s1, s0 = y1.sum(), y0.sum()
-    if ok.sum() < 12 or s0 < 30 or s1 < 30:
+    if whole and not ok.all():
         return None
+    after, before = after[ok], before[ok]
+    y1, y0 = y[after], y[before]
+    s1, s0 = y1.sum(), y0.sum()
+    if len(after) < 12 or s0 < 30 or s1 < 30:
+        return None
+    expected = np.log((y0 * factor(after)).sum() / s0) + growth * lag / (24 * 365.25)
     var1, var0 = (y1 * (1 + y1 / k)).sum(), (y0 * (1 + y0 / k)).sum()
-    return float(np.log(s1 / s0)), float(np.sqrt(var1 / s1**2 + var0 / s0**2))
+    return float(np.log(s1 / s0) - expected), float(np.sqrt(var1 / s1**2 + var0 / s0**2))
 
 
 # ------------------------------------------------------------------------------------------------ layout
@@ -175,6 +181,7 @@ def test_zone_changes_show_up_at_their_magnitude(sim, kind):
     hours = y.shape[1]
     row_of = {u: i for i, u in enumerate(sim.streams["unique_id"])}
     k_of = sim.streams["dispersion"].to_numpy()
+    g_of = sim.streams["growth"].to_numpy()
     by_zone = dict(tuple(sim.events.groupby("unique_id")))
     z_scores, half_z = [], []
     for ev in sim.events[sim.events["kind"] == kind].itertuples():
@@ -183,26 +190,30 @@ def test_zone_changes_show_up_at_their_magnitude(sim, kind):
         settled = hour_of(ev.end)  # the drift's ramp is over; equal to start for a step
         after = np.arange(settled, settled + 2 * WEEK)
         lag = WEEK * int(np.ceil((settled + 2 * WEEK - hour_of(ev.start)) / WEEK))
-        got = paired_log_ratio(y[r], k_of[r], after, lag, blocked)
+        f = ev.magnitude
+        # A profile change moves orders between hours: its magnitude holds for whole weeks only.
+        got = paired_error(y[r], k_of[r], after, lag, blocked, g_of[r], lambda t: f,
+                           whole=kind == "profile_change")
         if got is None:
             continue
-        log_ratio, se = got
-        # Slow growth over the lag (a few weeks at up to ~30 %/year) is the 0.03 allowance.
-        assert abs(log_ratio - np.log(ev.magnitude)) < 4.5 * se + 0.03, (ev.description, log_ratio, se)
-        z_scores.append(np.sign(np.log(ev.magnitude)) * (log_ratio - np.log(ev.magnitude)) / se)
+        error, se = got
+        assert abs(error) < 4.5 * se, (ev.description, error, se)
+        z_scores.append(np.sign(np.log(f)) * error / se)
         if kind == "drift":
-            # Half way through the ramp the level is half way on the log scale.
-            mid = (hour_of(ev.start) + settled) // 2
-            half = paired_log_ratio(y[r], k_of[r], np.arange(mid - 12, mid + 12), lag, blocked)
+            # During the ramp the level moves linearly on the log scale (checked on its middle half).
+            s, ramp = hour_of(ev.start), settled - hour_of(ev.start)
+            middle = np.arange(s + ramp // 4, s + 3 * ramp // 4)
+            half = paired_error(y[r], k_of[r], middle, lag, blocked, g_of[r],
+                                lambda t: f ** np.clip((t - s + 1) / ramp, 0, 1))
             if half is not None:
-                assert abs(half[0] - 0.5 * np.log(ev.magnitude)) < 4.5 * half[1] + 0.05, ev.description
-                half_z.append(np.sign(np.log(ev.magnitude)) * (half[0] - 0.5 * np.log(ev.magnitude)) / half[1])
-    assert len(z_scores) >= 15
+                assert abs(half[0]) < 4.5 * half[1], ev.description
+                half_z.append(np.sign(np.log(f)) * half[0] / half[1])
+    assert len(z_scores) >= (3 if kind == "profile_change" else 8)
     if kind == "drift":
-        assert len(half_z) >= 10 and abs(np.mean(half_z)) < 0.6
-    # Neither under- nor overstated on average (z is signed by the direction of the change); the
-    # conservative SE keeps the spread of z at or below 1.
-    assert abs(np.mean(z_scores)) < 0.5 and np.std(z_scores) < 1.3
+        assert len(half_z) >= 10 and abs(np.mean(half_z)) < 3.5 / np.sqrt(len(half_z))
+    # Neither under- nor overstated on average (z is signed by the direction of the change, and its
+    # spread is at most 1 with the conservative SE, so its mean is within 3.5 / sqrt(n) of 0).
+    assert abs(np.mean(z_scores)) < 3.5 / np.sqrt(len(z_scores)) and np.std(z_scores) < 1.5
 
 
 def test_level_shifts_go_both_ways_and_are_large(sim):
@@ -245,19 +256,28 @@ def test_profile_changes_move_the_daily_shape(sim):
         def dinner_centre(prof):
             return (np.arange(16, 24) * prof[16:24]).sum() / prof[16:24].sum()
 
-        lunch = np.arange(11, 15)
-        if "lunch peak grows" in ev.description:
-            assert share(after, lunch) > share(before, lunch) * 1.1, ev.description
-        elif "lunch peak shrinks" in ev.description:
-            assert share(after, lunch) < share(before, lunch) * 0.9, ev.description
+        # A peak that gains or loses a share d of the daily orders moves the share of its hours from
+        # L to about (L + c d) / (1 + d), c being the part of the peak inside those hours; ask for a
+        # third of that, which is well clear of the noise.
+        def expected_move(hours_, coverage):
+            L = share(before, hours_)
+            d = ev.magnitude - 1
+            return (L + coverage * d) / (1 + d) - L
+
+        lunch, late = [11, 12, 13, 14], [22, 23, 0]
+        if "lunch peak" in ev.description:
+            move = expected_move(lunch, 0.8)
+            if abs(move) < 0.05:
+                continue  # a small lunch peak shrank: too little to see
+            assert (share(after, lunch) - share(before, lunch)) / move > 1 / 3, ev.description
+        elif "late-night" in ev.description:
+            assert (share(after, late) - share(before, late)) / expected_move(late, 0.6) > 1 / 3, ev.description
         elif "moves later" in ev.description:
             assert dinner_centre(after) > dinner_centre(before) + 0.3, ev.description
         elif "moves earlier" in ev.description:
             assert dinner_centre(after) < dinner_centre(before) - 0.2, ev.description
-        elif "late-night" in ev.description:
-            assert share(after, [22, 23, 0]) > share(before, [22, 23, 0]) * 1.2, ev.description
         checked += 1
-    assert checked >= 6
+    assert checked >= 3
 
 
 @pytest.mark.parametrize("kind", ["storm", "holiday", "campaign"])
@@ -267,6 +287,7 @@ def test_city_shocks_move_every_zone_of_the_city(sim, kind):
     hours = y.shape[1]
     row_of = {u: i for i, u in enumerate(sim.streams["unique_id"])}
     k_of = sim.streams["dispersion"].to_numpy()
+    g_of = sim.streams["growth"].to_numpy()
     by_zone = dict(tuple(sim.events.groupby("unique_id")))
     n_events, z_scores = 0, []
     for event_id, rows in sim.events[sim.events["kind"] == kind].groupby("event_id"):
@@ -280,21 +301,24 @@ def test_city_shocks_move_every_zone_of_the_city(sim, kind):
             blocked = blocked_hours(by_zone[uid], hours, event_id)
             after = window[(window >= lag)]
             ok = ~blocked[after] & ~blocked[after - lag] & ~np.isnan(y[r, after]) & ~np.isnan(y[r, after - lag])
+            if kind == "holiday" and not ok.all():
+                continue  # the magnitude is the whole day's factor: within the day, orders move hours
             for i, hrs in enumerate((after[ok], after[ok] - lag)):
                 sums[i] += y[r, hrs].sum()
                 variances[i] += (y[r, hrs] * (1 + y[r, hrs] / k_of[r])).sum()
-            got = paired_log_ratio(y[r], k_of[r], window, lag, blocked)
+            got = paired_error(y[r], k_of[r], window, lag, blocked, g_of[r], lambda t: f)
             if got is not None and got[1] < 0.3:
-                log_ratio, se = got
-                assert abs(log_ratio - np.log(f)) < 4.5 * se + 0.03, (first.description, uid, log_ratio, se)
-                z_scores.append(np.sign(np.log(f)) * (log_ratio - np.log(f)) / se)
+                error, se = got
+                assert abs(error) < 4.5 * se, (first.description, uid, error, se)
+                z_scores.append(np.sign(np.log(f)) * error / se)
         if sums.min() > 200:
             se = np.sqrt((variances / sums**2).sum())
             city_log_ratio = np.log(sums[0] / sums[1])
-            assert abs(city_log_ratio - np.log(f)) < 4.5 * se + 0.03, (first.description, city_log_ratio, se)
+            # 0.015: growth over the lag, which differs between zones (at most ~30 %/year x 2 weeks).
+            assert abs(city_log_ratio - np.log(f)) < 4.5 * se + 0.015, (first.description, city_log_ratio, se)
             n_events += 1
-    assert n_events >= 1 and len(z_scores) >= 10
-    assert abs(np.mean(z_scores)) < 0.5
+    assert n_events >= 1 and len(z_scores) >= 5
+    assert abs(np.mean(z_scores)) < 3.5 / np.sqrt(len(z_scores))  # signed by direction, as above
 
 
 def test_launched_and_closed_zones_have_rows_only_while_live(sim):

@@ -5,8 +5,8 @@ One :class:`Agent` serves one fleet under one :class:`~mlma.policy.Policy`. At t
 1. scores the forecasts it issued for tick ``k`` against the actuals that arrived (a loss batch per stream),
 2. asks the policy which streams re-train (the policy may test losses against references, count ticks, ...),
 3. re-trains them through the :class:`~mlma.training.ModelService`; when the policy asks for it, each
-   re-trained *challenger* must first prove itself against the serving *champion* on data neither was
-   fitted on, and a challenger that loses is not promoted,
+   re-trained *challenger* runs in shadow and must prove itself against the serving *champion* on the next
+   tick(s), data neither was fitted on, before it is promoted; one that does not is rejected and escalated,
 4. brings up models for streams that have none yet (new streams) and retries fall-back models,
 5. issues forecasts for tick ``k + 1`` from each stream's champion.
 
@@ -37,17 +37,22 @@ class AgentSettings:
     silence_ticks
         A stream with no actuals for this many ticks in a row gets no forecasts until data returns.
     challenger_margin
-        A challenger is promoted unless its mean loss is worse than the champion's by more than this
-        relative margin (0.0: it must not be worse), judged by a paired test.
+        Relative non-inferiority margin: a challenger is promoted once a paired test shows its mean loss is
+        not worse than the champion's by more than this fraction (0.1: at most 10 % worse). The burden of
+        proof is on the challenger.
     challenger_alpha
-        Significance level of that paired test.
+        Significance level of that paired test (the chance of promoting a challenger that is in fact worse
+        than the margin allows).
+    check_ticks
+        How many ticks a challenger may run in shadow to prove itself before it is rejected.
     cold_min_seasons
         A new stream gets its first model after this many seasons of history (before that: no forecast).
     """
 
     silence_ticks: int = 3
-    challenger_margin: float = 0.0
+    challenger_margin: float = 0.1
     challenger_alpha: float = 0.05
+    check_ticks: int = 2
     cold_min_seasons: float = 1.0
 
 
@@ -66,6 +71,7 @@ class TickReport:
     retrain_seconds: np.ndarray
     initial_seconds: np.ndarray
     escalations: list[Escalation] = field(default_factory=list)
+    rejected: np.ndarray | None = None
 
 
 class Agent:
@@ -86,6 +92,8 @@ class Agent:
         self.fallback_rows = np.zeros(n, dtype=np.int64)
         self.silent_for = np.zeros(n, dtype=np.int64)
         self.forecast: np.ndarray | None = None
+        self.challenger = np.full(n, NO_MODEL, dtype=np.int64)
+        self.shadow: dict[int, list] = {}
         policy.reset(n, season_length, self.fleet.steps_in_tick(0))
 
     # -- the tick -------------------------------------------------------------------------------------------
@@ -120,26 +128,28 @@ class Agent:
             observed=observed,
         )
         decision = self.policy.decide(obs)
-        retrain = decision.retrain & has_model
         escalations = list(decision.escalations)
-
         retrain_seconds = np.zeros(fleet.n_streams)
         promoted = np.zeros(fleet.n_streams, dtype=bool)
+        rejected = np.zeros(fleet.n_streams, dtype=bool)
+        if self.policy.checks_challenger:
+            self._judge_challengers(k, actuals, losses, promoted, rejected, escalations)
+
+        # A stream whose challenger is still being judged, or was just judged, waits for the verdict.
+        retrain = decision.retrain & has_model & (self.challenger == NO_MODEL) & ~promoted & ~rejected
         streams = np.flatnonzero(retrain)
         if len(streams):
-            if self.policy.checks_challenger:
-                winners, seconds, lost = self._challenge(streams, k, losses, actuals)
-                retrain_seconds[streams] += seconds
-                escalations.extend(lost)
-            else:
-                winners = streams
-            if len(winners):
-                fitted = self.service.fit([ModelKey(int(s), k) for s in winners])
-                for s, fm in zip(winners, fitted):
-                    retrain_seconds[s] += fm.seconds
+            fitted = self.service.fit([ModelKey(int(s), k) for s in streams])
+            for s, fm in zip(streams, fitted):
+                retrain_seconds[s] += fm.seconds
+                if self.policy.checks_challenger:
+                    self.challenger[s] = k
+                    self.shadow[int(s)] = []
+                else:
                     self._serve(s, fm)
-                promoted[winners] = True
-                self.policy.on_new_model(winners, k)
+            if not self.policy.checks_challenger:
+                promoted[streams] = True
+                self.policy.on_new_model(streams, k)
 
         initial, initial_seconds = self._bring_up(k)
         if k + 1 < fleet.n_ticks:
@@ -147,38 +157,65 @@ class Agent:
         else:
             self.forecast = None
         return TickReport(k, actuals, forecasts, losses, decision, retrain, promoted, initial,
-                          retrain_seconds, initial_seconds, escalations)
+                          retrain_seconds, initial_seconds, escalations, rejected)
 
     # -- steps ----------------------------------------------------------------------------------------------
-    def _challenge(self, streams: np.ndarray, k: int, champion_losses: np.ndarray, actuals: np.ndarray):
-        """Check re-trained challengers against champions on tick ``k``, which neither was fitted on.
+    def _judge_challengers(self, k: int, actuals: np.ndarray, champion_losses: np.ndarray,
+                           promoted: np.ndarray, rejected: np.ndarray, escalations: list) -> None:
+        """Compare each pending challenger with its champion on tick ``k``, which neither was fitted on.
 
-        The challenger for the check is trained on the window that ends where tick ``k`` starts, so tick
-        ``k`` is out of sample for both; if it is not worse, the stream is re-trained on the window that
-        includes tick ``k`` and that model is promoted (validate the recipe, then refit on all the data).
+        A challenger fitted at the end of tick ``j`` runs in shadow from tick ``j + 1``: its forecasts are
+        scored like the champion's but not served. After each tick with data the paired non-inferiority test
+        looks at all pairs so far (at level ``alpha / check_ticks``, so that the repeated looks keep the
+        false-promotion rate at ``alpha``). Promoted when the test says it is not worse than the champion by
+        more than the margin; rejected, and escalated, when ``check_ticks`` looks did not show that.
         """
-        from mlma.monitor.challenger import paired_noninferiority_test
+        from mlma.monitor import paired_noninferiority_test
 
-        fitted = self.service.fit([ModelKey(int(s), k - 1) for s in streams])
-        seconds = np.array([fm.seconds for fm in fitted])
-        steps = actuals.shape[1]
-        challenger_losses = np.full((len(streams), steps), np.nan)
-        for i, s in enumerate(streams):
-            y_hat = self.service.predict(ModelKey(int(s), k - 1), k)
-            challenger_losses[i] = np.abs(actuals[s] - y_hat)
-        result = paired_noninferiority_test(challenger_losses, champion_losses[streams],
-                                            margin=self.settings.challenger_margin,
-                                            alpha=self.settings.challenger_alpha)
-        promote = np.asarray(result.promote, dtype=bool)
-        lost = [
-            Escalation(stream=int(s), tick=k, kind="challenger-lost", severity=2,
-                       message=(f"re-trained model lost to the serving one: mean loss "
-                                f"{result.challenger_mean[i]:.4g} vs {result.champion_mean[i]:.4g}"))
-            for i, s in enumerate(streams) if not promote[i]
-        ]
-        if hasattr(self.policy, "on_challenger_lost"):
-            self.policy.on_challenger_lost(streams[~promote], k)
-        return streams[promote], seconds, lost
+        pending = np.flatnonzero(self.challenger != NO_MODEL)
+        if not len(pending):
+            return
+        for s in pending:
+            y_hat = self.service.predict(ModelKey(int(s), int(self.challenger[s])), k)
+            if np.isfinite(actuals[s]).any():
+                self.shadow[int(s)].append((np.abs(actuals[s] - y_hat), champion_losses[s]))
+        looked = np.array([len(self.shadow[int(s)]) > 0 for s in pending])
+        pending = pending[looked]
+        if not len(pending):
+            return
+        width = max(sum(len(c) for c, _ in self.shadow[int(s)]) for s in pending)
+        ch = np.full((len(pending), width), np.nan)
+        cp = np.full((len(pending), width), np.nan)
+        for i, s in enumerate(pending):
+            c = np.concatenate([c for c, _ in self.shadow[int(s)]])
+            p = np.concatenate([p for _, p in self.shadow[int(s)]])
+            ch[i, :len(c)], cp[i, :len(p)] = c, p
+        checks = self.settings.check_ticks
+        result = paired_noninferiority_test(ch, cp, margin=self.settings.challenger_margin,
+                                            alpha=self.settings.challenger_alpha / checks)
+        looks = np.array([len(self.shadow[int(s)]) for s in pending])
+        win = np.asarray(result.promote, dtype=bool)
+        lose = ~win & (looks >= checks)
+        for i in np.flatnonzero(win):
+            s = int(pending[i])
+            self._serve(s, self.service.get(ModelKey(s, int(self.challenger[s]))))
+        for i in np.flatnonzero(lose):
+            s = int(pending[i])
+            escalations.append(Escalation(
+                stream=s, tick=k, kind="challenger-lost", severity=2,
+                message=(f"re-trained model not shown to be at least as good as the serving one after "
+                         f"{looks[i]} tick(s): mean loss {result.challenger_mean[i]:.4g} vs "
+                         f"{result.champion_mean[i]:.4g}; the serving model stays")))
+        done = pending[win | lose]
+        for s in done:
+            self.challenger[s] = NO_MODEL
+            self.shadow.pop(int(s), None)
+        promoted[pending[win]] = True
+        rejected[pending[lose]] = True
+        if win.any():
+            self.policy.on_new_model(pending[win], k)
+        if lose.any() and hasattr(self.policy, "on_challenger_lost"):
+            self.policy.on_challenger_lost(pending[lose], k)
 
     def _serve(self, s: int, fm) -> None:
         self.champion[s] = fm.key.end_tick
@@ -219,7 +256,9 @@ class Agent:
         self.forecast = forecast
 
     def models_in_use(self) -> set[ModelKey]:
-        return {ModelKey(int(s), int(t)) for s, t in enumerate(self.champion) if t != NO_MODEL}
+        keys = {ModelKey(int(s), int(t)) for s, t in enumerate(self.champion) if t != NO_MODEL}
+        keys |= {ModelKey(int(s), int(t)) for s, t in enumerate(self.challenger) if t != NO_MODEL}
+        return keys
 
     def verdict_counts(self, decision: Decision) -> dict[str, int]:
         values, counts = np.unique(decision.verdict, return_counts=True)

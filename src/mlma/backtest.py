@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from mlma.agent import Agent, AgentSettings, TickReport
 from mlma.data import Frequency, make_tick_grid, read_frame, validate
@@ -127,6 +128,8 @@ class _Accumulator:
         self.initial_fits = np.zeros(n_streams, dtype=np.int64)
         self.initial_seconds = np.zeros(n_streams)
         self.escalations = 0
+        self.promotions = 0
+        self.rejected = 0
         self.ticks: list[dict] = []
 
 
@@ -183,7 +186,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         _record_fits(agent.start(first_tick), acc)
 
     ticks = range(first_tick, fleet.n_ticks)
-    with _progress(progress, len(ticks), config.title) as advance:
+    with _progress(progress, len(ticks), config.title) as advance, threadpool_limits(limits=1):
         for k in ticks:
             reports = [agent.tick(k) for agent in agents]
             scored = np.isfinite(reports[0].actuals)
@@ -196,7 +199,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                 for s in np.flatnonzero(report.retrained):
                     retrain_rows.append({
                         "policy": policy.name, "unique_id": fleet.ids[s], "tick": k, "tick_start": tick_start,
-                        "reason": str(report.decision.reason[s]), "promoted": bool(report.promoted[s]),
+                        "reason": str(report.decision.reason[s]),
                     })
                 for esc in report.escalations:
                     escalation_rows.append({
@@ -220,8 +223,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         executor.shutdown()
     events_frame = _events_in_span(events, fleet)
     summary, per_stream, per_tick = _summarise(policies, accs, fleet, scale)
-    retrain_log = pd.DataFrame(retrain_rows, columns=["policy", "unique_id", "tick", "tick_start", "reason",
-                                                      "promoted"])
+    retrain_log = pd.DataFrame(retrain_rows, columns=["policy", "unique_id", "tick", "tick_start", "reason"])
     escalation_log = pd.DataFrame(escalation_rows, columns=["policy", "unique_id", "tick", "tick_start", "kind",
                                                             "severity", "message"])
     if events_frame is not None:
@@ -240,7 +242,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         "n_rows": int(len(frame)),
         "freq": freq.alias,
         "season_length": freq.season_length,
-        "tick": str(tick_offset),
+        "tick": getattr(tick_offset, "freqstr", str(tick_offset)),
         "horizon": steps,
         "n_ticks": fleet.n_ticks,
         "first_scored_tick": first_tick,
@@ -269,6 +271,9 @@ def _record_fits(report: TickReport, acc: _Accumulator) -> None:
     acc.initial_fits += report.initial_fit
     acc.initial_seconds += report.initial_seconds
     acc.escalations += len(report.escalations)
+    acc.promotions += int(report.promoted.sum())
+    if report.rejected is not None:
+        acc.rejected += int(report.rejected.sum())
 
 
 def _record_tick(report: TickReport, acc: _Accumulator, scored: np.ndarray, tick_start) -> None:
@@ -312,6 +317,8 @@ def _summarise(policies, accs, fleet: FleetData, scale: np.ndarray):
             "compute_seconds": round(float(acc.retrain_seconds.sum()), 3),
             "initial_fits": int(acc.initial_fits.sum()),
             "initial_compute_seconds": round(float(acc.initial_seconds.sum()), 3),
+            "promotions": int(acc.promotions),
+            "rejected_challengers": int(acc.rejected),
             "escalations": int(acc.escalations),
             "n_streams": int((acc.n > 0).sum()),
             "n_scored": int(total),

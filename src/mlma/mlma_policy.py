@@ -40,11 +40,11 @@ class MLMAPolicy(Policy):
     fdr
         ``"bh"`` (Benjamini-Hochberg), ``"by"`` (Benjamini-Yekutieli), ``"bonferroni"`` or ``"none"``.
     reference_ticks
-        How many ticks of losses the reference holds; default: enough for one weekly cycle of sub-daily data
-        (7 daily ticks), at least 48 losses otherwise.
+        How many ticks of losses the reference holds; default: two weekly cycles of sub-daily data
+        (14 daily ticks), otherwise at least 48 losses and two seasons.
     warmup_ticks
         Ticks of a new version's losses needed before its stream is tested; default: at least one season
-        and at least three ticks.
+        and at least four ticks (the test's minimum number of reference blocks).
     cooldown_ticks
         Ticks without a new trigger after a re-training attempt.
     budget
@@ -55,6 +55,10 @@ class MLMAPolicy(Policy):
         Escalate a stream that triggered ``repeat_limit`` times within ``repeat_window`` ticks.
     silent_ticks
         Escalate a stream with no actuals for this many ticks in a row.
+    window_ticks
+        The current batch tested each tick is the stream's last ``window_ticks`` clean ticks since its
+        reference filled (growing from one tick after warm-up): a sustained worsening gains evidence tick
+        after tick. Ticks leave the window for the reference only if no test flagged them.
     """
 
     name = "mlma"
@@ -63,7 +67,7 @@ class MLMAPolicy(Policy):
     def __init__(self, *, alpha: float = 0.05, delta: float = 0.1, fdr: str = "bh",
                  reference_ticks: int | None = None, warmup_ticks: int | None = None, cooldown_ticks: int = 2,
                  budget: int | None = None, loss: str = "absolute", repeat_limit: int = 3,
-                 repeat_window: int = 14, silent_ticks: int = 3) -> None:
+                 repeat_window: int = 14, silent_ticks: int = 3, window_ticks: int = 1) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:
@@ -72,6 +76,8 @@ class MLMAPolicy(Policy):
             raise ValueError(f"loss must be 'absolute' or 'squared', got {loss!r}")
         if budget is not None and budget < 1:
             raise ValueError(f"budget must be a whole number >= 1 or None, got {budget!r}")
+        if window_ticks < 1:
+            raise ValueError(f"window_ticks must be a whole number >= 1, got {window_ticks!r}")
         for name, value in (("cooldown_ticks", cooldown_ticks), ("repeat_limit", repeat_limit),
                             ("repeat_window", repeat_window), ("silent_ticks", silent_ticks)):
             if value < 0:
@@ -80,14 +86,17 @@ class MLMAPolicy(Policy):
         self.reference_ticks, self.warmup_ticks = reference_ticks, warmup_ticks
         self.cooldown_ticks, self.budget = cooldown_ticks, budget
         self.repeat_limit, self.repeat_window, self.silent_ticks = repeat_limit, repeat_window, silent_ticks
+        self.window_ticks = window_ticks
 
     # -- state ----------------------------------------------------------------------------------------------
     def reset(self, n_streams: int, season_length: int, steps_per_tick: int) -> None:
         super().reset(n_streams, season_length, steps_per_tick)
         steps = max(steps_per_tick, 1)
+        # The test needs at least four reference blocks; two weekly cycles of daily ticks give it far more
+        # power (degrees of freedom) than one.
         capacity = self.reference_ticks or max(math.ceil(max(48, 2 * season_length) / steps),
-                                               7 if steps >= 24 else 0, 2)
-        warmup = self.warmup_ticks or max(math.ceil(season_length / steps), 3)
+                                               14 if steps >= 24 else 0, 4)
+        warmup = self.warmup_ticks or max(math.ceil(season_length / steps), 4)
         self.capacity = int(capacity)
         self.warmup = int(min(warmup, capacity))
         self.steps = steps
@@ -108,6 +117,10 @@ class MLMAPolicy(Policy):
         self.typical_level = np.full(n, np.nan)
         self.typical_spread = np.full(n, np.nan)
         self.abnormal = np.zeros(n, dtype=bool)
+        w = self.window_ticks
+        self.window = np.full((n, w, steps), np.nan, dtype=np.float32)
+        self.window_len = np.zeros(n, dtype=np.int16)
+        self.window_ok = np.zeros((n, w), dtype=bool)
 
     def on_new_model(self, streams: np.ndarray, tick: int) -> None:
         """A new version serves: its reference starts empty and fills with its own first losses."""
@@ -117,6 +130,9 @@ class MLMAPolicy(Policy):
         self.ref_next[streams] = 0
         self.ref_version[streams] += 1
         self.ref_first_tick[streams] = tick + 1
+        self.window[streams] = np.nan
+        self.window_len[streams] = 0
+        self.window_ok[streams] = False
         self.queued[streams] = False
         self.cooldown_until[streams] = np.maximum(self.cooldown_until[streams], tick + self.cooldown_ticks)
 
@@ -157,21 +173,27 @@ class MLMAPolicy(Policy):
         clean = has_batch & ~suspect & ~self.abnormal
         self._learn_typical(obs.actuals, clean)
 
+        # Warm-up: a new version's first clean batches become its reference.
         warming = clean & (self.ref_len < self.warmup)
-        cooling = clean & ~warming & (k <= self.cooldown_until)
-        testable = clean & ~warming & ~cooling
+        self._append(warming, current)
+        monitored = clean & ~warming
+        cooling = monitored & (k <= self.cooldown_until)
+        self._push_window(monitored, current, ok=~cooling)
+        testable = monitored & ~cooling
         reject = np.zeros(n, dtype=bool)
+        excess = np.zeros(n)
         idx = np.flatnonzero(testable)
         if len(idx):
             reference = self._ordered_reference(idx)
-            result = degradation_test(current[idx], reference, delta=self.delta)
+            window = self.window[idx].reshape(len(idx), -1).astype(np.float64)
+            result = degradation_test(window, reference, delta=self.delta, block_length=self.steps)
             p = np.asarray(result.p_value, dtype=np.float64)
             decision.p_value[idx] = p
             decision.effect[idx] = result.effect
             reject[idx] = _rejections(fdr_control(p, alpha=self.alpha, method=self.fdr))
-
-        healthy = testable & ~reject
-        self._append(healthy | warming, current)
+            excess[idx] = np.asarray(result.current_mean) - np.asarray(result.reference_mean)
+        # Flagged ticks never reach the reference.
+        self.window_ok[reject] = False
 
         decision.verdict[~obs.has_model] = Verdict.COLD
         decision.verdict[obs.has_model & ~has_batch] = Verdict.NO_DATA
@@ -179,10 +201,8 @@ class MLMAPolicy(Policy):
         decision.verdict[cooling] = Verdict.COOLING_DOWN
         decision.verdict[reject] = Verdict.DEGRADED
 
-        severity = np.zeros(n)
-        if reject.any():
-            ref_mean = np.array([self.reference_losses(s).mean() for s in np.flatnonzero(reject)])
-            severity[reject] = np.nanmean(current[reject], axis=1) - ref_mean
+        # Severity in loss units: the excess loss per step, so big zones (big business) come first.
+        severity = np.where(reject, excess, 0.0)
         candidates = reject | (self.queued & obs.has_model & ~suspect)
         severity = np.where(self.queued & ~reject, self.queued_severity, severity)
         chosen = _most_severe(candidates, severity, self.budget)
@@ -217,6 +237,27 @@ class MLMAPolicy(Policy):
         ordered = np.take_along_axis(self.ref[idx], slots[:, :, None].astype(np.int64), axis=1)
         # Slots beyond a stream's length are still NaN, which the test ignores.
         return ordered.reshape(len(idx), -1).astype(np.float64)
+
+    def _push_window(self, mask: np.ndarray, current: np.ndarray, ok: np.ndarray) -> None:
+        """Shift ``current`` into the test window; a full window's oldest tick moves to the reference if
+        no test flagged it."""
+        idx = np.flatnonzero(mask)
+        if not len(idx):
+            return
+        w = self.window_ticks
+        full = idx[self.window_len[idx] == w]
+        leaving = full[self.window_ok[full, 0]]
+        if len(leaving):
+            out = np.zeros(len(mask), dtype=bool)
+            out[leaving] = True
+            spilled = np.full((len(mask), self.steps), np.nan)
+            spilled[leaving] = self.window[leaving, 0]
+            self._append(out, spilled)
+        self.window[idx, :-1] = self.window[idx, 1:]
+        self.window_ok[idx, :-1] = self.window_ok[idx, 1:]
+        self.window[idx, -1] = current[idx]
+        self.window_ok[idx, -1] = ok[idx]
+        self.window_len[idx] = np.minimum(self.window_len[idx] + 1, w)
 
     def _append(self, mask: np.ndarray, current: np.ndarray) -> None:
         idx = np.flatnonzero(mask)

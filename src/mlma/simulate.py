@@ -100,6 +100,7 @@ _STREAM_DTYPES = {
     "zone": "str",
     "scale": "float64",
     "dispersion": "float64",
+    "growth": "float64",
     "launched": "datetime64[ns]",
     "closed": "datetime64[ns]",
 }
@@ -116,10 +117,12 @@ class Simulation:
         ``unique_id`` then ``ds``. Rows are absent where a zone is not live (before its launch, from its
         closure on) and during ``outage_missing`` events.
     streams
-        One row per zone: ``unique_id, city, zone, scale, dispersion, launched, closed``. ``scale`` is
-        the zone's mean orders per hour at the start (before growth and events), ``dispersion`` the
-        negative binomial size ``k`` (variance ``mu + mu**2 / k``), ``launched`` / ``closed`` the first
-        hour with and the first hour without rows, or NaT if the zone is live from the start / to the end.
+        One row per zone: ``unique_id, city, zone, scale, dispersion, growth, launched, closed``.
+        ``scale`` is the zone's mean orders per hour at the start (before growth and events),
+        ``dispersion`` the negative binomial size ``k`` (variance ``mu + mu**2 / k``), ``growth`` the
+        trend as a continuous rate per year (the mean is multiplied by ``exp(growth * years)``),
+        ``launched`` / ``closed`` the first hour with and the first hour without rows, or NaT if the zone
+        is live from the start / to the end.
     events
         One row per (event, affected stream): ``event_id, kind, scope, city, unique_id, start, end,
         magnitude, is_data_fault, relevant, permanent, description``; see :data:`EVENT_KINDS`.
@@ -486,6 +489,8 @@ def _sample_events(rng: np.random.Generator, plat: _Platform, event_rate: float)
     overrides: dict[int, dict] = {}
     for i in np.lexsort((starts, zones)):
         z, h = int(zones[i]), int(starts[i])
+        c = int(plat.city_of_zone[z])
+        args = (plat.norm_wd[z:z + 1], plat.norm_we[z:z + 1], plat.weekly[c:c + 1])
         old = _profile_of(plat, z, overrides)
         new = {k: v.copy() for k, v in old.items()}
         u = sizes[i]
@@ -500,23 +505,22 @@ def _sample_events(rng: np.random.Generator, plat: _Platform, event_rate: float)
             what = (f"dinner peak moves earlier by {shift:.1f} h "
                     f"({_clock(old['dinner_hour'][0])} -> {_clock(new['dinner_hour'][0])})")
         elif variants[i] == 2:
-            f = 1.8 + 0.7 * u
-            new["lunch_amp"] = new["lunch_amp"] * f
-            what = f"lunch peak grows x{f:.2f}"
+            # Sized by the orders it adds, so that the change is visible whatever the zone's lunch.
+            share = 0.15 + 0.2 * u
+            new["lunch_amp"] = _amplitude_adding(old, "lunch_amp", share, args)
+            what = f"lunch peak grows x{(new['lunch_amp'] / old['lunch_amp'])[0]:.2f}"
         elif variants[i] == 3:
-            f = 0.3 + 0.2 * u
+            f = 0.2 + 0.3 * u
             new["lunch_amp"] = new["lunch_amp"] * f
             what = f"lunch peak shrinks x{f:.2f}"
         else:
-            a = 0.5 + 0.5 * u
-            new["late_amp"] = new["late_amp"] + a
-            what = f"late-night orders appear (peak {a:.2f} of the usual daily mean at 23:30)"
+            share = 0.1 + 0.15 * u
+            new["late_amp"] = _amplitude_adding(old, "late_amp", share, args)
+            what = "late-night orders appear (a peak at 23:30)"
         overrides[z] = new
-        c = int(plat.city_of_zone[z])
-        args = (plat.norm_wd[z:z + 1], plat.norm_we[z:z + 1], plat.weekly[c:c + 1])
-        volume = _week_table(new, *args).mean() / _week_table(old, *args).mean()
-        events.append(_Event("profile_change", c, np.array([z]), h, h, float(volume),
-                             f"daily profile change: {what}; daily volume x{volume:.2f}", "zone",
+        magnitude = _mean_level(new, args) / _mean_level(old, args)
+        events.append(_Event("profile_change", c, np.array([z]), h, h, magnitude,
+                             f"daily profile change: {what}; daily volume x{magnitude:.2f}", "zone",
                              {"profile": new}))
 
     city_lo = np.full(plat.n_cities, plat.clean_h)
@@ -568,6 +572,16 @@ def _sample_events(rng: np.random.Generator, plat: _Platform, event_rate: float)
         events.append(_Event("closure", int(plat.city_of_zone[z]), np.array([z]), h, h, math.nan,
                              "zone closed: no rows from here on", "zone"))
     return events
+
+
+def _mean_level(p: dict[str, np.ndarray], args: tuple) -> float:
+    return float(_week_table(p, *args).mean())
+
+
+def _amplitude_adding(p: dict[str, np.ndarray], key: str, share: float, args: tuple) -> np.ndarray:
+    """The peak amplitude that adds ``share`` of the daily volume (the volume is linear in it)."""
+    per_unit = _mean_level({**p, key: p[key] + 1.0}, args) - _mean_level(p, args)
+    return p[key] + share * _mean_level(p, args) / per_unit
 
 
 def _sample_outages(rng: np.random.Generator, plat: _Platform, event_rate: float) -> list[_Event]:
@@ -739,6 +753,7 @@ def _streams_frame(plat: _Platform) -> pd.DataFrame:
         "zone": plat.zone_ids,
         "scale": plat.scale,
         "dispersion": plat.dispersion,
+        "growth": plat.growth,
         "launched": launched.astype("datetime64[ns]"),
         "closed": closed.astype("datetime64[ns]"),
     })

@@ -93,7 +93,7 @@ class SklearnForecaster(FeatureForecaster):
         clone of an instance.
     **feature_options
         ``lags``, ``windows``, ``calendar``, ``calendar_encoding`` (default ``"onehot"``, which suits linear
-        models and trees alike), ``target_transform`` (default ``"auto"``), ``level_window``,
+        models and trees alike), ``target_transform`` (default ``"local"``), ``level_window``,
         ``min_train_rows``: see :class:`~mlma.models.regression.FeatureForecaster`.
 
     Examples

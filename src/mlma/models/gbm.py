@@ -29,8 +29,7 @@ class LightGBMForecaster(FeatureForecaster):
         Further LightGBM parameters, passed through (they override the ones above).
     **feature_options
         ``lags``, ``windows``, ``calendar``, ``calendar_encoding`` (default ``"ordinal"``),
-        ``target_transform`` (default ``"auto"``: the ratio to the local
-        level for non-negative series, so forecasts follow the level of the recent history), ``level_window``, ``min_train_rows``: see
+        ``target_transform`` (default ``"local"``), ``level_window``, ``min_train_rows``: see
         :class:`~mlma.models.regression.FeatureForecaster`.
 
     Examples
@@ -50,7 +49,7 @@ class LightGBMForecaster(FeatureForecaster):
     def __init__(
         self,
         ctx: ForecastContext,
-        n_estimators: int = 100,
+        n_estimators: int = 50,
         learning_rate: float = 0.1,
         num_leaves: int = 15,
         min_child_samples: int = 20,

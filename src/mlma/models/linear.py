@@ -25,8 +25,7 @@ class RidgeForecaster(FeatureForecaster):
         L2 penalty on the standardised coefficients (the Gram matrix's diagonal is the number of rows).
     **feature_options
         ``lags``, ``windows``, ``calendar``, ``calendar_encoding`` (default ``"onehot"``),
-        ``target_transform`` (default ``"none"``: with standardised columns ridge is already scale-equivariant,
-        and the lags carry level shifts), ``level_window``, ``min_train_rows``: see
+        ``target_transform`` (default ``"local"``), ``level_window``, ``min_train_rows``: see
         :class:`~mlma.models.regression.FeatureForecaster`.
 
     Examples
@@ -41,9 +40,7 @@ class RidgeForecaster(FeatureForecaster):
     True
     """
 
-    _default_transform = "none"
-
-    def __init__(self, ctx: ForecastContext, alpha: float = 1.0, **feature_options):
+    def __init__(self, ctx: ForecastContext, alpha: float = 10.0, **feature_options):
         super().__init__(ctx, **feature_options)
         if not np.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")

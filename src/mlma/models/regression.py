@@ -21,7 +21,7 @@ from mlma.models.features import Design, FeatureBuilder, FeatureSpec
 
 __all__ = ["FeatureForecaster", "TARGET_TRANSFORMS"]
 
-TARGET_TRANSFORMS = ("none", "scale", "local", "ratio", "auto")
+TARGET_TRANSFORMS = ("none", "scale", "local", "ratio")
 
 # A ratio to a level near zero explodes; levels are floored at this fraction of the history's mean size.
 _RATIO_FLOOR = 0.05
@@ -45,16 +45,12 @@ class FeatureForecaster:
         - ``"none"``: raw values.
         - ``"scale"``: target and past-value features divided by the scale, so one set of hyper-parameters
           suits streams of any size (for scale-sensitive regressors).
-        - ``"local"``: the local level is subtracted from target and past-value features, which are then
-          divided by the scale; the scaled level is added as a feature. Forecasts move additively with the
-          level of the history passed to ``predict``, beyond the range seen in training (which trees cannot
-          do on their own).
-        - ``"ratio"``: target and past-value features are divided by the local level (floored at 5 % of the
-          scale); the scaled level is added as a feature. Forecasts move in proportion to the level, which
-          suits counts whose daily shape grows with the zone.
-        - ``"auto"``: ``"ratio"`` if the fitted history has no negative value, else ``"local"``.
-
-        The transform actually used is ``transform_`` after fitting.
+        - ``"local"`` (default): the local level is subtracted from target and past-value features, which are
+          then divided by the scale. The model learns deviations from the recent level, so its forecasts move
+          with the level of the history passed to ``predict``, also beyond the range seen in training (which
+          neither trees nor a ridge fitted on a stable period do on their own).
+        - ``"ratio"``: target and past-value features divided by the local level (floored at 5 % of the
+          scale): forecasts move in proportion to the level. Meant for positive series.
     level_window
         Width of the local level in grid steps; default one season (the widest window when there is no
         seasonality).
@@ -64,7 +60,7 @@ class FeatureForecaster:
     """
 
     _default_encoding = "onehot"
-    _default_transform = "auto"
+    _default_transform = "local"
 
     def __init__(
         self,
@@ -110,10 +106,8 @@ class FeatureForecaster:
         return self.spec.lookback + self.min_train_rows
 
     def feature_names(self) -> list[str]:
-        """Names of the columns the regression sees (after fitting: with exogenous ones and the level)."""
-        names = self.spec.feature_names(getattr(self, "n_exog_", 0))
-        if getattr(self, "transform_", self.target_transform) in ("local", "ratio", "auto"):
-            names.append("level")
+        """Names of the columns the regression sees (after fitting, including exogenous ones)."""
+        return self.spec.feature_names(getattr(self, "n_exog_", 0))
         return names
 
     # -- the two hooks -------------------------------------------------------------------------------------
@@ -126,23 +120,21 @@ class FeatureForecaster:
     # -- target transform ----------------------------------------------------------------------------------
     def _divisor(self, level: np.ndarray) -> np.ndarray:
         """Per-row divisor of the target and past-value features."""
-        if self.transform_ == "ratio":
+        if self.target_transform == "ratio":
             return np.maximum(level, _RATIO_FLOOR * self.scale_)
-        if self.transform_ == "none":
+        if self.target_transform == "none":
             return np.ones_like(level)
         return np.full_like(level, self.scale_)
 
     def _offset(self, level: np.ndarray) -> np.ndarray:
-        return level if self.transform_ == "local" else np.zeros_like(level)
+        return level if self.target_transform == "local" else np.zeros_like(level)
 
     def _transform(self, d: Design) -> np.ndarray:
-        if self.transform_ == "none":
+        if self.target_transform == "none":
             return d.features
         Z = d.features.copy()
         nv = d.n_value_features
         Z[:, :nv] = (Z[:, :nv] - self._offset(d.level)[:, None]) / self._divisor(d.level)[:, None]
-        if self.transform_ in ("local", "ratio") and getattr(self, "level_feature", True):
-            Z = np.hstack([Z, (d.level / self.scale_)[:, None]])
         return Z
 
     def _transform_target(self, target: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -168,9 +160,6 @@ class FeatureForecaster:
         self.level_ = float(finite.mean())
         scale = float(np.abs(finite).mean())
         self.scale_ = scale if scale > 0 else 1.0
-        self.transform_ = self.target_transform
-        if self.transform_ == "auto":
-            self.transform_ = "ratio" if finite.min() >= 0 else "local"
         self.n_exog_ = 0 if X is None else X.shape[1]
         Z = self._transform(design)
         t = self._transform_target(design.target, design.level)

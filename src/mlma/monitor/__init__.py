@@ -2,5 +2,26 @@
 
 Everything here is a pure, vectorised function over arrays that hold the whole fleet, one row per stream,
 padded with NaN where a stream has fewer values. No I/O, no state: the agent keeps reference buffers,
-warm-up, cool-down and budgets and calls these functions once per tick.
+warm-up, cool-down and budgets and calls these functions once per tick. See ``docs/statistics.md``.
 """
+
+from mlma.monitor.challenger import ChallengerResult, paired_noninferiority_test
+from mlma.monitor.degradation import DegradationResult, TestResult, TestStatus, degradation_test
+from mlma.monitor.losses import absolute_loss, pinball_loss, scaled_loss, seasonal_naive_scale, squared_loss
+from mlma.monitor.multiplicity import FDRResult, fdr_control
+
+__all__ = [
+    "ChallengerResult",
+    "DegradationResult",
+    "FDRResult",
+    "TestResult",
+    "TestStatus",
+    "absolute_loss",
+    "degradation_test",
+    "fdr_control",
+    "paired_noninferiority_test",
+    "pinball_loss",
+    "scaled_loss",
+    "seasonal_naive_scale",
+    "squared_loss",
+]

@@ -148,7 +148,7 @@ def degradation_test(
     offset: float = 0.1,
     min_current: int = 1,
     min_reference_blocks: int = 4,
-    min_coverage: float = 0.5,
+    min_coverage: float = 0.75,
 ) -> DegradationResult:
     """Test every stream's current loss batch against its reference losses, one-sided, all at once.
 
@@ -181,8 +181,9 @@ def degradation_test(
         Fewest usable reference blocks for a stream to be tested (the t distribution then has at least
         ``min_reference_blocks - 1`` degrees of freedom).
     min_coverage
-        A block enters the test only if it has values at this share of the positions the current batch
-        has values at.
+        A block (reference or current) enters the test only if it has values at this share of the
+        positions the current batch has values at. Lower it for multi-tick current windows of sparse
+        data, whose single ticks may each cover only part of the hours the window covers.
 
     Returns
     -------
