@@ -71,6 +71,8 @@ class BacktestConfig:
     def __post_init__(self) -> None:
         if not self.policies:
             raise ValueError("at least one policy is needed")
+        for spec in self.policies:
+            make_policy(spec)  # fails early, naming the bad policy, before any data is read
         if self.horizon is not None and self.tick is not None:
             raise ValueError("give either tick or horizon, not both")
         for name in ("horizon", "train_window_ticks", "initial_ticks"):

@@ -34,6 +34,8 @@ def simulate(
     """Simulate a last-mile delivery platform with ground-truth events."""
     from mlma.simulate import simulate_platform, write_simulation
 
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        _fail(f"--out must end in .csv or .parquet, got {out.name!r}")
     try:
         sim = simulate_platform(zones, days, seed, n_cities=cities)
         write_simulation(sim, out)

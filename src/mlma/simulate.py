@@ -115,7 +115,8 @@ class Simulation:
     data
         Long frame ``unique_id, ds, y`` (str, datetime64[ns], float64) of hourly order counts, sorted by
         ``unique_id`` then ``ds``. Rows are absent where a zone is not live (before its launch, from its
-        closure on) and during ``outage_missing`` events.
+        closure on) and during ``outage_missing`` events. With ``expected=True`` a fourth column
+        ``expected`` holds the true mean of each count.
     streams
         One row per zone: ``unique_id, city, zone, scale, dispersion, growth, launched, closed``.
         ``scale`` is the zone's mean orders per hour at the start (before growth and events),
@@ -214,13 +215,10 @@ class _Platform:
     def n_cities(self) -> int:
         return len(self.city_bounds) - 1
 
-    def timestamp(self, h: int) -> pd.Timestamp:
-        return self.start + pd.Timedelta(hours=int(h))
-
 
 def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int | None = None,
-                      start: str = "2025-01-06", event_rate: float = 1.0, outages: bool = True,
-                      clean_days: float | None = None) -> Simulation:
+                      start: str | pd.Timestamp = "2025-01-06", event_rate: float = 1.0, outages: bool = True,
+                      clean_days: float | None = None, expected: bool = False) -> Simulation:
     """Simulate hourly orders of a delivery platform's zones, with ground-truth events.
 
     Parameters
@@ -247,6 +245,10 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
         Length of the clean training window at the start, in days, in which no event starts. A zone
         launched mid-run also gets this long before its own zone-level events (city-wide events still
         reach it). Default ``min(14, days / 2)``.
+    expected
+        Add a column ``expected`` to ``data``: the true mean of each count (the demand, also during
+        ``outage_zeros``). It is ground truth for evaluation (an oracle forecast, the noise floor of a
+        loss), not a feature: keep it away from models.
 
     Returns
     -------
@@ -281,6 +283,8 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
     event_rate = _check_float("event_rate", event_rate, minimum=0.0)
     if not isinstance(outages, (bool, np.bool_)):
         raise ValueError(f"outages must be True or False, got {outages!r}")
+    if not isinstance(expected, (bool, np.bool_)):
+        raise ValueError(f"expected must be True or False, got {expected!r}")
     if clean_days is None:
         clean_days = min(14.0, days / 2)
     clean_days = _check_float("clean_days", clean_days, minimum=0.0)
@@ -294,7 +298,7 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
     if outages:
         events += _sample_outages(np.random.default_rng(ss_outages), plat, event_rate)
     events.sort(key=lambda e: (e.start_h, list(EVENT_KINDS).index(e.kind), e.city, int(e.zones[0])))
-    data = _generate_data(plat, events, ss_noise)
+    data = _generate_data(plat, events, ss_noise, bool(expected))
     return Simulation(data=data, streams=_streams_frame(plat), events=_events_frame(plat, events))
 
 
@@ -664,9 +668,8 @@ def _live_mask(plat: _Platform, lo: int, hi: int, events: list[_Event]) -> np.nd
     return mask
 
 
-def _chunk_counts(plat: _Platform, lo: int, hi: int, events: list[_Event],
-                  rng: np.random.Generator) -> np.ndarray:
-    """Simulated counts (zones lo..hi x hours), before rows are dropped."""
+def _chunk_mean(plat: _Platform, lo: int, hi: int, events: list[_Event]) -> np.ndarray:
+    """Expected orders (zones lo..hi x hours): profile x weekly x scale x growth x event multipliers."""
     p = {k: v[lo:hi] for k, v in plat.profile.items()}
     weekly = plat.weekly[plat.city_of_zone[lo:hi]]
     mu = _week_table(p, plat.norm_wd[lo:hi], plat.norm_we[lo:hi], weekly)[:, plat.how]
@@ -699,19 +702,31 @@ def _chunk_counts(plat: _Platform, lo: int, hi: int, events: list[_Event],
         elif ev.kind in ("storm", "campaign"):
             level[rows, ev.start_h:ev.end_h] *= ev.magnitude
     mu *= level
-    del level
+    return mu
 
+
+def _chunk_counts(plat: _Platform, lo: int, hi: int, events: list[_Event], rng: np.random.Generator,
+                  keep_mean: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Simulated counts (zones lo..hi x hours) before rows are dropped, and their means if asked for."""
+    mu = _chunk_mean(plat, lo, hi, events)
     # Gamma-Poisson mixture: NB with mean mu and size k.
     k = plat.dispersion[lo:hi, None]
-    mu *= rng.gamma(k, 1.0 / k, size=mu.shape)
-    y = rng.poisson(mu).astype(np.float64)
+    gamma = rng.gamma(k, 1.0 / k, size=mu.shape)
+    if keep_mean:
+        gamma *= mu
+        lam = gamma
+    else:
+        mu *= gamma
+        lam, mu = mu, None
+    y = rng.poisson(lam).astype(np.float64)
     for ev in events:
         if ev.kind == "outage_zeros":
             y[_rows_in(ev, lo, hi), ev.start_h:ev.end_h] = 0.0
-    return y
+    return y, mu
 
 
-def _generate_data(plat: _Platform, events: list[_Event], ss_noise: np.random.SeedSequence) -> pd.DataFrame:
+def _generate_data(plat: _Platform, events: list[_Event], ss_noise: np.random.SeedSequence,
+                   expected: bool) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -723,20 +738,26 @@ def _generate_data(plat: _Platform, events: list[_Event], ss_noise: np.random.Se
     codes = np.empty(n, dtype=np.int32)
     ds = np.empty(n, dtype=np.int64)
     y = np.empty(n, dtype=np.float64)
+    mean = np.empty(n, dtype=np.float64) if expected else None
     start_ns = plat.start.value
     off = 0
     for (lo, hi), ev, count, ss in zip(bounds, chunk_events, counts, ss_noise.spawn(len(bounds))):
         mask = _live_mask(plat, lo, hi, ev)
-        counts_chunk = _chunk_counts(plat, lo, hi, ev, np.random.default_rng(ss))
+        counts_chunk, mean_chunk = _chunk_counts(plat, lo, hi, ev, np.random.default_rng(ss), expected)
         rows, cols = np.nonzero(mask)
         codes[off:off + count] = rows + lo
         ds[off:off + count] = start_ns + cols * _HOUR_NS
         y[off:off + count] = counts_chunk[mask]
+        if mean is not None:
+            mean[off:off + count] = mean_chunk[mask]
         off += count
     ids = pa.array(plat.ids.tolist(), type=pa.large_string())
     unique_id = pc.take(ids, pa.array(codes)).to_pandas()
     del codes
-    return pd.DataFrame({"unique_id": unique_id, "ds": ds.view("datetime64[ns]"), "y": y}, copy=False)
+    columns = {"unique_id": unique_id, "ds": ds.view("datetime64[ns]"), "y": y}
+    if mean is not None:
+        columns["expected"] = mean
+    return pd.DataFrame(columns, copy=False)
 
 
 # ------------------------------------------------------------------------------------------------ frames
@@ -857,11 +878,20 @@ def _write_data_csv(data: pd.DataFrame, path: Path) -> None:
 
     table = pa.Table.from_pandas(data, preserve_index=False)
     if "ds" in data.columns:
-        table = table.set_column(table.schema.get_field_index("ds"), "ds", table["ds"].cast(pa.timestamp("s")))
-    try:
-        pcsv.write_csv(table, path, pcsv.WriteOptions(quoting_style="none"))
-    except pa.ArrowInvalid:  # a value that needs quotes
-        pcsv.write_csv(table, path, pcsv.WriteOptions(quoting_style="needed"))
+        try:  # whole seconds print as "2025-01-06 13:00:00" rather than with nine decimals
+            table = table.set_column(table.schema.get_field_index("ds"), "ds",
+                                     table["ds"].cast(pa.timestamp("s")))
+        except pa.ArrowInvalid:
+            pass
+    with open(path, "wb") as sink:
+        # pyarrow would quote every header name; plain names read the same and look like pandas output.
+        sink.write((",".join(table.column_names) + "\n").encode())
+        try:
+            pcsv.write_csv(table, sink, pcsv.WriteOptions(include_header=False, quoting_style="none"))
+        except pa.ArrowInvalid:  # a value that needs quotes
+            sink.seek(0)
+            sink.truncate()
+            pcsv.write_csv(table, sink, pcsv.WriteOptions(quoting_style="needed"))
 
 
 def read_events(data_path: str | Path) -> pd.DataFrame | None:

@@ -228,7 +228,7 @@ def _is_simple(model) -> bool:
 
 def fit_forecaster(
     spec, ctx: ForecastContext, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None, *,
-    params: dict | None = None,
+    params: dict | None = None, **model_params,
 ) -> FitOutcome:
     """Fit ``spec`` on one stream's history, falling back to a simpler model when the history cannot support it.
 
@@ -241,7 +241,16 @@ def fit_forecaster(
       (the message is kept).
 
     A fallback is never silent: ``fallback_reason`` says why. A spec that cannot be built (unknown name,
-    import failure) raises ``ValueError`` instead, since no history would fix it.
+    import failure, bad parameters) raises ``ValueError`` instead, since no history would fix it.
+
+    Parameters
+    ----------
+    spec, ctx
+        As in :func:`make_forecaster`.
+    ds, y, X
+        The stream's history window (gaps and NaN allowed) and optional exogenous values.
+    params, **model_params
+        Model parameters, as a dict or as keywords (merged; keywords win).
 
     Examples
     --------
@@ -253,7 +262,7 @@ def fit_forecaster(
     """
     started = time.perf_counter()
     requested = spec_name(spec)
-    model = make_forecaster(spec, ctx, **(params or {}))
+    model = make_forecaster(spec, ctx, **{**(params or {}), **model_params})
     ds = as_datetime_array(ds)
     y = as_float_array(y, ds.size)
     finite = np.isfinite(y)

@@ -60,6 +60,11 @@ class FreqInfo:
         return self.step_ns is not None and self.step_ns < _NS_PER_DAY
 
     @property
+    def is_daily(self) -> bool:
+        """Calendar or business days."""
+        return self.step_ns == _NS_PER_DAY or isinstance(to_offset(self.freq), _off.BusinessDay)
+
+    @property
     def steps_per_day(self) -> int | None:
         if self.is_subdaily and _NS_PER_DAY % self.step_ns == 0:
             return _NS_PER_DAY // self.step_ns
@@ -258,7 +263,7 @@ def calendar_codes(ds: np.ndarray, name: str, info: FreqInfo) -> np.ndarray:
 def _default_calendar(info: FreqInfo) -> tuple[str, ...]:
     if info.is_subdaily:
         return ("slot_of_day", "day_of_week") if info.steps_per_day else ("day_of_week",)
-    if info.step_ns == _NS_PER_DAY or isinstance(to_offset(info.freq), _off.BusinessDay):
+    if info.is_daily:
         return ("day_of_week", "month")
     if info.step_ns is not None and info.steps_per_week == 1:
         return ("month",)
@@ -275,15 +280,14 @@ def _default_lags(ctx: ForecastContext, info: FreqInfo) -> tuple[int, ...]:
         return tuple(range(h, h + 4))
     first = m * (-(-h // m))  # the first whole-season lag that is known at the origin
     if info.is_subdaily:
-        last = max(first, info.steps_per_week or 7 * m)  # a week of daily lags: the weekly cycle
-    elif m <= 7:
-        last = first + 3 * m
+        last = max(first, info.steps_per_week or 7 * m)  # daily lags up to a week: the weekly cycle
+    elif info.is_daily:
+        last = first + 3 * m  # four weeks
     elif m <= 12:
-        last = first + m
+        last = first + m  # two years of monthly or quarterly data
     else:
-        last = first
-    lags = {h, *range(first, last + 1, m)}
-    return tuple(sorted(lags))
+        last = first  # one year of weekly data
+    return tuple(sorted({h, *range(first, last + 1, m)}))
 
 
 def _default_windows(ctx: ForecastContext, info: FreqInfo) -> tuple[int, ...]:
@@ -292,7 +296,7 @@ def _default_windows(ctx: ForecastContext, info: FreqInfo) -> tuple[int, ...]:
         return (4,)
     if info.is_subdaily and info.steps_per_week and info.steps_per_week != m:
         return (m, info.steps_per_week)
-    if m <= 7:
+    if info.is_daily:
         return (m, 4 * m)
     return (m,)
 
@@ -374,9 +378,11 @@ class FeatureSpec:
     ) -> FeatureSpec:
         """Default features for a context; any of ``lags``, ``windows``, ``calendar`` may be overridden.
 
-        Defaults: lag ``horizon`` plus whole-season lags from the first one known at the origin up to one week
-        for sub-daily data (4 seasons for short seasons, 2 for monthly, 1 for longer); rolling means over one
-        season and one week (sub-daily) or one and four seasons; the calendar features that fit the frequency.
+        Defaults: lag ``horizon`` plus whole-season lags from the first one known at the origin, up to one week
+        for sub-daily data, four weeks for daily data, two seasons for monthly and quarterly data and one for
+        weekly data; rolling means over one season and one week (sub-daily), one and four weeks (daily) or one
+        season; the calendar features that fit the frequency (slot of the day and day of the week for sub-daily
+        data, day of the week and month for daily, month for weekly and monthly, quarter for quarterly).
         """
         info = freq_info(ctx.freq)
         return cls(
@@ -445,8 +451,10 @@ class FeatureBuilder:
         if lags.size:
             idx = rows[:, None] - lags[None, :]
             cols[:, : lags.size] = np.where(idx >= 0, filled[np.maximum(idx, 0)], np.nan)
-        finite = np.isfinite(y)
-        csum = np.concatenate([[0.0], np.cumsum(np.where(finite, y, 0.0))])
+        # Windows average the season-filled values too, so that a missing peak hour does not drag the mean
+        # down: the window keeps the same mix of phases whatever is missing.
+        finite = np.isfinite(filled)
+        csum = np.concatenate([[0.0], np.cumsum(np.where(finite, filled, 0.0))])
         ccount = np.concatenate([[0], np.cumsum(finite)])
         end = rows - spec.horizon  # last grid index inside each window
         widths = list(spec.windows) + [self.level_window]

@@ -21,8 +21,12 @@ class LightGBMForecaster(FeatureForecaster):
     ----------
     ctx
         The stream's clock.
-    n_estimators, learning_rate, num_leaves, min_child_samples
-        The usual boosting parameters.
+    n_estimators, learning_rate, num_leaves
+        The usual boosting parameters; the defaults were chosen on hourly pedestrian counts (see
+        docs/models.md).
+    min_child_samples
+        Minimum training rows per leaf; default ``n_rows // 20`` clipped to 3..20, so that short monthly or
+        quarterly histories can still be split.
     seed
         Seed of every random choice LightGBM makes.
     params
@@ -52,14 +56,14 @@ class LightGBMForecaster(FeatureForecaster):
         n_estimators: int = 50,
         learning_rate: float = 0.1,
         num_leaves: int = 15,
-        min_child_samples: int = 20,
+        min_child_samples: int | None = None,
         seed: int = 0,
         params: dict | None = None,
         **feature_options,
     ):
         super().__init__(ctx, **feature_options)
         for name, value in (("n_estimators", n_estimators), ("num_leaves", num_leaves),
-                            ("min_child_samples", min_child_samples)):
+                            ("min_child_samples", 1 if min_child_samples is None else min_child_samples)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0 < learning_rate <= 1:
@@ -67,17 +71,21 @@ class LightGBMForecaster(FeatureForecaster):
         self.n_estimators = int(n_estimators)
         self.learning_rate = float(learning_rate)
         self.num_leaves = int(num_leaves)
-        self.min_child_samples = int(min_child_samples)
+        self.min_child_samples = None if min_child_samples is None else int(min_child_samples)
         self.seed = int(seed)
         self.params = dict(params or {})
 
-    def lightgbm_params(self) -> dict:
-        """The parameters handed to ``lightgbm.train``."""
+    def lightgbm_params(self, n_rows: int = 1000) -> dict:
+        """The parameters handed to ``lightgbm.train`` for ``n_rows`` training rows."""
+        min_leaf = self.min_child_samples
+        if min_leaf is None:
+            # LightGBM's usual 20 rows per leaf leaves a few dozen monthly rows almost unsplittable.
+            min_leaf = int(np.clip(n_rows // 20, 3, 20))
         return {
             "objective": "regression",
             "learning_rate": self.learning_rate,
             "num_leaves": self.num_leaves,
-            "min_data_in_leaf": self.min_child_samples,
+            "min_data_in_leaf": min_leaf,
             "num_threads": 1,
             "seed": self.seed,
             "deterministic": True,
@@ -90,7 +98,7 @@ class LightGBMForecaster(FeatureForecaster):
     def _fit_matrix(self, Z: np.ndarray, t: np.ndarray) -> None:
         import lightgbm as lgb
 
-        params = self.lightgbm_params()
+        params = self.lightgbm_params(len(t))
         data = lgb.Dataset(Z, label=t, params={"verbosity": -1, "max_bin": params.get("max_bin", 255)})
         self.booster_ = lgb.train(params, data, num_boost_round=self.n_estimators)
 

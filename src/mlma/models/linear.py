@@ -36,7 +36,7 @@ class RidgeForecaster(FeatureForecaster):
     >>> model = RidgeForecaster(ctx).fit(ds, y)
     >>> future = ds[-1] + np.arange(1, 25) * np.timedelta64(1, "h")
     >>> truth = 10 + 5 * np.sin(2 * np.pi * np.arange(ds.size, ds.size + 24) / 24)
-    >>> bool(np.abs(model.predict(ds, y, future) - truth).max() < 0.01)
+    >>> bool(np.abs(model.predict(ds, y, future) - truth).max() < 0.05)  # the penalty shrinks a little
     True
     """
 

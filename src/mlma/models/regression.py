@@ -55,8 +55,8 @@ class FeatureForecaster:
         Width of the local level in grid steps; default one season (the widest window when there is no
         seasonality).
     min_train_rows
-        Training rows (with target and every feature known) required by ``fit``; default
-        ``max(2 * season_length, 24)``.
+        Training rows (with target and every feature known) required by ``fit``; default two seasons, at least
+        24 and at most 60.
     """
 
     _default_encoding = "onehot"
@@ -93,7 +93,7 @@ class FeatureForecaster:
             raise ValueError(f"level_window must be a positive integer, got {level_window!r}")
         self.level_window = int(level_window)
         if min_train_rows is None:
-            min_train_rows = max(2 * ctx.season_length, 24)
+            min_train_rows = max(24, min(2 * ctx.season_length, 60))
         if isinstance(min_train_rows, bool) or not isinstance(min_train_rows, (int, np.integer)) \
                 or min_train_rows < 1:
             raise ValueError(f"min_train_rows must be a positive integer, got {min_train_rows!r}")
