@@ -56,9 +56,14 @@ class MLMAPolicy(Policy):
     silent_ticks
         Escalate a stream with no actuals for this many ticks in a row.
     window_ticks
-        The current batch tested each tick is the stream's last ``window_ticks`` clean ticks since its
-        reference filled (growing from one tick after warm-up): a sustained worsening gains evidence tick
-        after tick. Ticks leave the window for the reference only if no test flagged them.
+        Each tick two batches are tested against the reference: the newest tick alone (quick on abrupt
+        change) and the stream's last ``window_ticks`` clean ticks (a sustained worsening gains evidence tick
+        after tick); the smaller p-value, doubled (Bonferroni), is the stream's p-value. ``1`` tests the
+        newest tick only.
+    reference_gate
+        A tick moves from the window into the reference only if no test while it was in the window gave a
+        p-value below this. It keeps shocks and the start of a change out of the reference without waiting
+        for them to be significant fleet-wide; under no change it withholds about this share of ticks.
     """
 
     name = "mlma"
@@ -67,7 +72,8 @@ class MLMAPolicy(Policy):
     def __init__(self, *, alpha: float = 0.05, delta: float = 0.1, fdr: str = "bh",
                  reference_ticks: int | None = None, warmup_ticks: int | None = None, cooldown_ticks: int = 2,
                  budget: int | None = None, loss: str = "absolute", repeat_limit: int = 3,
-                 repeat_window: int = 14, silent_ticks: int = 3, window_ticks: int = 1) -> None:
+                 repeat_window: int = 14, silent_ticks: int = 3, window_ticks: int = 3,
+                 reference_gate: float = 0.01) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:
@@ -76,6 +82,8 @@ class MLMAPolicy(Policy):
             raise ValueError(f"loss must be 'absolute' or 'squared', got {loss!r}")
         if budget is not None and budget < 1:
             raise ValueError(f"budget must be a whole number >= 1 or None, got {budget!r}")
+        if not 0 <= reference_gate < 1:
+            raise ValueError(f"reference_gate must be in [0, 1), got {reference_gate!r}")
         if window_ticks < 1:
             raise ValueError(f"window_ticks must be a whole number >= 1, got {window_ticks!r}")
         for name, value in (("cooldown_ticks", cooldown_ticks), ("repeat_limit", repeat_limit),
@@ -87,6 +95,7 @@ class MLMAPolicy(Policy):
         self.cooldown_ticks, self.budget = cooldown_ticks, budget
         self.repeat_limit, self.repeat_window, self.silent_ticks = repeat_limit, repeat_window, silent_ticks
         self.window_ticks = window_ticks
+        self.reference_gate = reference_gate
 
     # -- state ----------------------------------------------------------------------------------------------
     def reset(self, n_streams: int, season_length: int, steps_per_tick: int) -> None:
@@ -184,15 +193,14 @@ class MLMAPolicy(Policy):
         excess = np.zeros(n)
         idx = np.flatnonzero(testable)
         if len(idx):
-            reference = self._ordered_reference(idx)
-            window = self.window[idx].reshape(len(idx), -1).astype(np.float64)
-            result = degradation_test(window, reference, delta=self.delta, block_length=self.steps)
-            p = np.asarray(result.p_value, dtype=np.float64)
+            p, effect, excess_idx = self._test(idx, current)
             decision.p_value[idx] = p
-            decision.effect[idx] = result.effect
+            decision.effect[idx] = effect
             reject[idx] = _rejections(fdr_control(p, alpha=self.alpha, method=self.fdr))
-            excess[idx] = np.asarray(result.current_mean) - np.asarray(result.reference_mean)
-        # Flagged ticks never reach the reference.
+            excess[idx] = excess_idx
+            # Suspicious ticks stay out of the reference even when not significant fleet-wide.
+            suspicious = idx[np.nan_to_num(p, nan=1.0) < self.reference_gate]
+            self.window_ok[suspicious] = False
         self.window_ok[reject] = False
 
         decision.verdict[~obs.has_model] = Verdict.COLD
@@ -231,6 +239,27 @@ class MLMAPolicy(Policy):
         return decision
 
     # -- helpers --------------------------------------------------------------------------------------------
+    def _test(self, idx: np.ndarray, current: np.ndarray):
+        """p-value, effect and excess loss of streams ``idx``: newest tick and window, Bonferroni-combined."""
+        reference = self._ordered_reference(idx)
+        newest = degradation_test(current[idx], reference, delta=self.delta, block_length=self.steps)
+        p = np.asarray(newest.p_value, dtype=np.float64)
+        effect = np.asarray(newest.effect, dtype=np.float64)
+        excess = np.asarray(newest.current_mean) - np.asarray(newest.reference_mean)
+        if self.window_ticks == 1:
+            return p, effect, excess
+        window = self.window[idx].reshape(len(idx), -1).astype(np.float64)
+        sustained = degradation_test(window, reference, delta=self.delta, block_length=self.steps)
+        p_window = np.asarray(sustained.p_value, dtype=np.float64)
+        # Only streams with more than one tick in their window have a second, different test.
+        two = (self.window_len[idx] > 1) & np.isfinite(p_window)
+        use_window = two & (p_window < p)
+        combined = np.where(two, np.minimum(1.0, 2 * np.fmin(p, p_window)), p)
+        effect = np.where(use_window, sustained.effect, effect)
+        excess = np.where(use_window, np.asarray(sustained.current_mean) - np.asarray(sustained.reference_mean),
+                          excess)
+        return combined, effect, excess
+
     def _ordered_reference(self, idx: np.ndarray) -> np.ndarray:
         """The reference batches of streams ``idx``, oldest first, flattened to ``(len(idx), losses)``."""
         slots = (self.ref_next[idx, None] - self.ref_len[idx, None] + np.arange(self.capacity)) % self.capacity

@@ -67,9 +67,12 @@ from enum import IntEnum
 from typing import ClassVar
 
 import numpy as np
-from scipy import special
+from scipy import optimize, special
 
-__all__ = ["DegradationResult", "TestResult", "TestStatus", "degradation_test"]
+__all__ = ["DegradationResult", "TestResult", "TestStatus", "degradation_test", "fit_variance_prior"]
+
+#: Fewest testable streams in one call for the fleet-level variance prior to be used (else the plain test).
+MIN_MODERATION_STREAMS = 20
 
 
 class TestStatus(IntEnum):
@@ -106,7 +109,14 @@ class DegradationResult:
     n_reference_blocks
         Number of reference blocks that entered the test.
     df
-        Degrees of freedom of the t reference distribution.
+        The stream's own degrees of freedom, ``k + k_c - 2``. Without moderation they are those of the t
+        reference distribution; with it the reference distribution has ``df + prior_df`` (the convention
+        of limma: residual and prior degrees of freedom are reported apart).
+    prior_df
+        Degrees of freedom of the fleet's variance prior that the stream's variance was shrunk towards
+        (``d0`` of Smyth 2004); ``0`` where the variance was not moderated, NaN where not testable.
+    prior_variance
+        The fleet's prior variance of transformed block means (``s0**2``); NaN where not moderated.
     testable
         Whether the stream had enough data to be tested (``status == TESTED``).
     status
@@ -126,6 +136,8 @@ class DegradationResult:
     df: np.ndarray
     testable: np.ndarray
     status: np.ndarray
+    prior_df: np.ndarray
+    prior_variance: np.ndarray
 
     def degraded(self, alpha: float = 0.05) -> np.ndarray:
         """Streams whose own p-value is at most ``alpha`` (no multiplicity control; see
@@ -149,6 +161,8 @@ def degradation_test(
     min_current: int = 1,
     min_reference_blocks: int = 4,
     min_coverage: float = 0.75,
+    moderate: bool = True,
+    min_moderation_streams: int = MIN_MODERATION_STREAMS,
 ) -> DegradationResult:
     """Test every stream's current loss batch against its reference losses, one-sided, all at once.
 
@@ -229,6 +243,7 @@ def degradation_test(
         raise ValueError(f"current has {cur.shape[0]} streams (rows) but reference has {ref.shape[0]}")
     b = cur.shape[1] if block_length is None else block_length
     _check_parameters(delta, b, power, offset, min_current, min_reference_blocks, min_coverage)
+    _check_moderation(moderate, min_moderation_streams)
     b = int(b)
 
     cur_blocks = _split_blocks(cur, b)
@@ -254,7 +269,6 @@ def degradation_test(
         cur_squares = np.nansum((g_cur - mean_cur[:, None]) ** 2, axis=1)
         df = (k_ref + k_cur - 2).astype(np.float64)
         variance = (ref_squares + cur_squares) / df
-        statistic = (mean_cur - mean_ref) / np.sqrt(variance * (1.0 / k_cur + 1.0 / k_ref))
 
     n_current = np.isfinite(cur).sum(axis=1)
     n_reference = np.isfinite(ref).sum(axis=1)
@@ -267,9 +281,19 @@ def degradation_test(
     status[(n_current < min_current) | (k_cur < 1)] = TestStatus.NO_CURRENT
     testable = status == TestStatus.TESTED
 
+    prior_df = np.where(testable, 0.0, np.nan)
+    prior_variance = np.full(cur.shape[0], np.nan)
+    if moderate and testable.sum() >= min_moderation_streams:
+        d0, s0_squared = fit_variance_prior(variance[testable], df[testable])
+        if d0 > 0:
+            prior_df[testable] = d0
+            prior_variance[testable] = s0_squared
+            variance = np.where(testable, (d0 * s0_squared + df * variance) / (d0 + df), variance)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        statistic = (mean_cur - mean_ref) / np.sqrt(variance * (1.0 / k_cur + 1.0 / k_ref))
     statistic = np.where(testable, statistic, np.nan)
     p_value = np.full(cur.shape[0], np.nan)
-    p_value[testable] = special.stdtr(df[testable], -statistic[testable])
+    p_value[testable] = special.stdtr(df[testable] + prior_df[testable], -statistic[testable])
     return DegradationResult(
         statistic=statistic,
         p_value=p_value,
@@ -282,6 +306,8 @@ def degradation_test(
         df=np.where(testable, df, np.nan),
         testable=testable,
         status=status,
+        prior_df=prior_df,
+        prior_variance=prior_variance,
     )
 
 
@@ -320,6 +346,13 @@ def _check_parameters(delta, block_length, power, offset, min_current, min_refer
         raise ValueError(f"min_coverage must be in (0, 1], got {min_coverage!r}")
 
 
+def _check_moderation(moderate, min_moderation_streams):
+    if not isinstance(moderate, (bool, np.bool_)):
+        raise ValueError(f"moderate must be True or False, got {moderate!r}")
+    if not isinstance(min_moderation_streams, (int, np.integer)) or min_moderation_streams < 3:
+        raise ValueError(f"min_moderation_streams must be a whole number >= 3, got {min_moderation_streams!r}")
+
+
 def _split_blocks(x: np.ndarray, block_length: int) -> np.ndarray:
     """``(n, m)`` -> ``(n, ceil(m / b), b)``, NaN-padding the last block."""
     n_rows, n_cols = x.shape
@@ -351,3 +384,129 @@ def _box_cox(x: np.ndarray, power: float) -> np.ndarray:
     if power == 0:
         return np.log(x)
     return (np.power(x, power) - 1.0) / power
+
+
+# -- the fleet's variance prior ------------------------------------------------------------------------------
+def fit_variance_prior(
+    variances: np.ndarray,
+    df: np.ndarray | float,
+    *,
+    winsor_tails: tuple[float, float] = (0.05, 0.1),
+) -> tuple[float, float]:
+    """Estimate the prior degrees of freedom ``d0`` and prior variance ``s0**2`` from many streams' sample
+    variances, robustly.
+
+    The model is Smyth's (2004) [7]_: each stream's true variance is drawn from a scaled inverse
+    chi-square distribution, ``sigma**2 ~ s0**2 d0 / chi2(d0)``, and its sample variance on ``df``
+    degrees of freedom is ``sigma**2 chi2(df) / df``; then ``variance / s0**2`` follows an F distribution
+    on ``(df, d0)`` degrees of freedom. Smyth matches the mean and variance of ``log(variance)``; here, as
+    in Phipson et al. (2016) [8]_, the log variances are first Winsorized at the given lower and upper
+    tail shares and matched with the Winsorized moments of the model, so that a minority of streams with
+    outlying variances (a reference that contains a holiday, an outage) does not drag ``d0`` down for the
+    whole fleet.
+
+    Parameters
+    ----------
+    variances
+        Positive sample variances, one per stream (non-finite and non-positive ones are ignored).
+    df
+        Their degrees of freedom (a scalar or one per stream), each > 0.
+    winsor_tails
+        Shares of the smallest and the largest log variances that are Winsorized.
+
+    Returns
+    -------
+    (d0, s0_squared)
+        ``d0`` is ``0.0`` when the variances are so dispersed that a prior adds nothing (``s0_squared``
+        is then NaN). It is capped at ``2 n / mean(trigamma(df / 2))`` for ``n`` streams: the number of
+        degrees of freedom whose variance estimate is as precise as ``s0_squared`` is, so that a
+        homogeneous fleet (where the moments give ``d0 = inf``) does not claim more precision than it has.
+
+    Examples
+    --------
+    Variances of 2,000 streams whose true variances vary like ``1 / chi2(10) * 10``, each estimated on 6
+    degrees of freedom:
+
+    >>> rng = np.random.default_rng(0)
+    >>> sigma2 = 0.05 * 10 / rng.chisquare(10, 2_000)
+    >>> s2 = sigma2 * rng.chisquare(6, 2_000) / 6
+    >>> d0, s0_squared = fit_variance_prior(s2, 6)
+    >>> round(d0, 1), round(s0_squared, 3)
+    (9.4, 0.05)
+    """
+    s2 = np.asarray(variances, dtype=np.float64).ravel()
+    d = np.broadcast_to(np.asarray(df, dtype=np.float64), s2.shape)
+    lower, upper = winsor_tails
+    if not (0 <= lower < 0.5 and 0 <= upper < 0.5):
+        raise ValueError(f"winsor_tails must be two shares in [0, 0.5), got {winsor_tails!r}")
+    keep = np.isfinite(s2) & (s2 > 0) & np.isfinite(d) & (d > 0)
+    z, d = np.log(s2[keep]), d[keep]
+    n = z.size
+    if n < 3:
+        return 0.0, np.nan
+    values, counts = np.unique(d, return_counts=True)
+    model = _WinsorizedLogF(values, counts / n, lower, upper)
+    low, high = np.quantile(z, [lower, 1.0 - upper])
+    clipped = np.clip(z, low, high)
+    mean, var = clipped.mean(), clipped.var(ddof=1)
+    max_d0 = 2.0 * n / special.polygamma(1, d / 2.0).mean()
+    if var <= model.moments(np.inf)[1]:
+        d0 = np.inf
+    elif var >= model.moments(_D0_LOWEST)[1]:
+        return 0.0, np.nan
+    else:
+        d0 = float(np.exp(optimize.brentq(lambda log_d0: model.moments(np.exp(log_d0))[1] - var,
+                                          np.log(_D0_LOWEST), np.log(_D0_HIGHEST), xtol=1e-4)))
+    s0_squared = float(np.exp(mean - model.moments(d0)[0]))
+    return float(min(d0, max_d0)), s0_squared
+
+
+_D0_LOWEST = 0.05  # below this a prior carries no information
+_D0_HIGHEST = 1e5  # above this the F distribution is the chi-square one for every practical purpose
+_GAUSS_LEGENDRE = np.polynomial.legendre.leggauss(24)
+
+
+class _WinsorizedLogF:
+    """Mean and variance of ``log F(df_g, d0)``, mixed over groups ``g`` with weights ``w_g`` and
+    Winsorized at the mixture's ``lower`` and ``1 - upper`` quantiles (integrals over the quantile function
+    by Gauss-Legendre quadrature)."""
+
+    def __init__(self, df: np.ndarray, weights: np.ndarray, lower: float, upper: float):
+        self.df, self.weights, self.lower, self.upper = df[:, None], weights[:, None], lower, upper
+
+    def _cdf(self, x, d0):
+        if np.isinf(d0):
+            return special.gammainc(self.df / 2.0, self.df * np.exp(x) / 2.0)
+        return special.fdtr(self.df, d0, np.exp(x))
+
+    def _quantile(self, u, d0):
+        if np.isinf(d0):
+            return np.log(2.0 * special.gammaincinv(self.df / 2.0, u) / self.df)
+        return np.log(special.fdtri(self.df, d0, u))
+
+    def _mixture_quantile(self, p: float, d0: float) -> float:
+        each = self._quantile(np.full((1, 1), p), d0)[:, 0]
+        if each.size == 1:
+            return float(each[0])
+        grid = np.linspace(each.min(), each.max(), 65)
+        return float(np.interp(p, (self.weights * self._cdf(grid[None, :], d0)).sum(axis=0), grid))
+
+    def moments(self, d0: float) -> tuple[float, float]:
+        nodes, node_weights = _GAUSS_LEGENDRE
+        u_low, u_high = np.zeros_like(self.df), np.ones_like(self.df)
+        first_tails, second_tails = 0.0, 0.0
+        if self.lower > 0:
+            low = self._mixture_quantile(self.lower, d0)
+            u_low = self._cdf(low, d0)
+            first_tails, second_tails = low * u_low, low**2 * u_low
+        if self.upper > 0:
+            high = self._mixture_quantile(1.0 - self.upper, d0)
+            u_high = self._cdf(high, d0)
+            first_tails = first_tails + high * (1.0 - u_high)
+            second_tails = second_tails + high**2 * (1.0 - u_high)
+        half = (u_high - u_low) / 2.0
+        x = self._quantile(u_low + half * (nodes[None, :] + 1.0), d0)
+        first = half * (x * node_weights).sum(axis=1, keepdims=True) + first_tails
+        second = half * (x**2 * node_weights).sum(axis=1, keepdims=True) + second_tails
+        mean = float((self.weights * first).sum())
+        return mean, float((self.weights * second).sum() - mean**2)
