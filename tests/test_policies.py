@@ -42,7 +42,7 @@ def fresh_policy(n: int, **params) -> MLMAPolicy:
 
 
 def test_a_new_version_warms_up_then_is_tested():
-    policy = fresh_policy(3, window_ticks=1)
+    policy = fresh_policy(3, window_ticks=1, probation_ticks=1, reference_gate=0.0)
     decisions = run_ticks(policy, 3, 6)
     verdicts = [Verdict(int(d.verdict[0])) for d in decisions]
     assert verdicts[:4] == [Verdict.WARMING_UP] * 4
@@ -70,14 +70,14 @@ def test_a_large_sustained_increase_triggers_and_a_stable_stream_does_not():
 
 
 def test_healthy_ticks_roll_into_the_reference_and_flagged_ones_do_not():
-    policy = fresh_policy(1, reference_ticks=6, window_ticks=2)
+    policy = fresh_policy(1, reference_ticks=6, window_ticks=2, probation_ticks=2, reference_gate=0.0)
     run_ticks(policy, 1, 12)
     assert policy.window_len[0] == 2
     assert policy.ref_len[0] == 6
     before = policy.reference_losses(0).copy()
     run_ticks(policy, 1, 1, seed=5, start=12)
     after = policy.reference_losses(0)
-    # The window holds the two newest ticks; the tick that left it replaced the oldest reference tick.
+    # Probation holds the two newest ticks; the tick that left it replaced the oldest reference tick.
     assert not np.array_equal(before, after)
     assert np.array_equal(before[STEPS:], after[:-STEPS])
 

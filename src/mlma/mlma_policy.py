@@ -60,10 +60,13 @@ class MLMAPolicy(Policy):
         change) and the stream's last ``window_ticks`` clean ticks (a sustained worsening gains evidence tick
         after tick); the smaller p-value, doubled (Bonferroni), is the stream's p-value. ``1`` tests the
         newest tick only.
+    probation_ticks
+        Healthy ticks roll forward into the reference, but only after this many ticks of probation (at least
+        ``window_ticks``). A test p-value below ``reference_gate`` puts every tick in probation out of the
+        reference for good. A sustained worsening is flagged before its first ticks finish probation, so the
+        reference does not absorb it, even when it is not yet significant fleet-wide.
     reference_gate
-        A tick moves from the window into the reference only if no test while it was in the window gave a
-        p-value below this. It keeps shocks and the start of a change out of the reference without waiting
-        for them to be significant fleet-wide; under no change it withholds about this share of ticks.
+        See ``probation_ticks``. Under no change it withholds a few per cent of ticks from the reference.
     """
 
     name = "mlma"
@@ -73,7 +76,7 @@ class MLMAPolicy(Policy):
                  reference_ticks: int | None = None, warmup_ticks: int | None = None, cooldown_ticks: int = 2,
                  budget: int | None = None, loss: str = "absolute", repeat_limit: int = 3,
                  repeat_window: int = 14, silent_ticks: int = 3, window_ticks: int = 3,
-                 reference_gate: float = 0.01) -> None:
+                 probation_ticks: int = 7, reference_gate: float = 0.05) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:
@@ -95,6 +98,7 @@ class MLMAPolicy(Policy):
         self.cooldown_ticks, self.budget = cooldown_ticks, budget
         self.repeat_limit, self.repeat_window, self.silent_ticks = repeat_limit, repeat_window, silent_ticks
         self.window_ticks = window_ticks
+        self.probation_ticks = max(probation_ticks, window_ticks)
         self.reference_gate = reference_gate
 
     # -- state ----------------------------------------------------------------------------------------------
@@ -126,7 +130,7 @@ class MLMAPolicy(Policy):
         self.typical_level = np.full(n, np.nan)
         self.typical_spread = np.full(n, np.nan)
         self.abnormal = np.zeros(n, dtype=bool)
-        w = self.window_ticks
+        w = self.probation_ticks
         self.window = np.full((n, w, steps), np.nan, dtype=np.float32)
         self.window_len = np.zeros(n, dtype=np.int16)
         self.window_ok = np.zeros((n, w), dtype=bool)
@@ -248,7 +252,7 @@ class MLMAPolicy(Policy):
         excess = np.asarray(newest.current_mean) - np.asarray(newest.reference_mean)
         if self.window_ticks == 1:
             return p, effect, excess
-        window = self.window[idx].reshape(len(idx), -1).astype(np.float64)
+        window = self.window[idx, -self.window_ticks:].reshape(len(idx), -1).astype(np.float64)
         sustained = degradation_test(window, reference, delta=self.delta, block_length=self.steps)
         p_window = np.asarray(sustained.p_value, dtype=np.float64)
         # Only streams with more than one tick in their window have a second, different test.
@@ -273,7 +277,7 @@ class MLMAPolicy(Policy):
         idx = np.flatnonzero(mask)
         if not len(idx):
             return
-        w = self.window_ticks
+        w = self.probation_ticks
         full = idx[self.window_len[idx] == w]
         leaving = full[self.window_ok[full, 0]]
         if len(leaving):
