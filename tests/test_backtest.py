@@ -118,3 +118,42 @@ def test_fleet_history_and_actuals_agree_with_the_frame():
                                               (PeriodicRetrain(7), "periodic:7")])
 def test_policy_names(policy, expected):
     assert policy.name == expected
+
+
+def parking_frame(days: int = 20) -> pd.DataFrame:
+    """Half-hourly occupancy of two sensors that only report 08:00-16:30: no rows overnight."""
+    rng = np.random.default_rng(5)
+    ds = pd.date_range("2025-03-03", periods=48 * days, freq="30min")
+    ds = ds[(ds.hour * 60 + ds.minute >= 8 * 60) & (ds.hour * 60 + ds.minute <= 16 * 60 + 30)]
+    frames = []
+    for i in range(2):
+        y = 50 + 30 * np.sin((ds.hour - 8) / 8.5 * np.pi) + rng.normal(0, 3, len(ds))
+        frames.append(pd.DataFrame({"unique_id": f"bay{i}", "ds": ds, "y": y}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_series_with_overnight_gaps_are_forecast_and_scored_only_where_observed():
+    frame = parking_frame()
+    result = run_backtest(frame, BacktestConfig(policies=["never", "always", "mlma"], model="ridge",
+                                                initial_ticks=12, sample_streams=1))
+    assert result.config["freq"] == "30min" and result.config["horizon"] == 48
+    per_stream = result.per_stream[result.per_stream.policy == "never"].set_index("unique_id")
+    # 18 half-hours a day (08:00 to 16:30) over the 8 scored days.
+    assert (per_stream["n_scored"] == 18 * 8).all()
+    # Night-time forecasts are made but never scored, so the error is that of the daytime pattern.
+    assert result.summary[0]["mase"] < 1.5
+
+
+def test_abnormal_periods_are_kept_out_of_training_and_triggers():
+    frame = hourly_frame(n_streams=4, days=30, seed=2)
+    # Day 25 of stream s0 is broken data: ten times the usual level.
+    day25 = (frame.unique_id == "s0") & (frame.ds >= "2025-03-28") & (frame.ds < "2025-03-29")
+    frame.loc[day25, "y"] *= 10
+    marked = pd.DataFrame({"unique_id": ["s0"], "start": [pd.Timestamp("2025-03-28")],
+                           "end": [pd.Timestamp("2025-03-29")]})
+    config = BacktestConfig(policies=["mlma"], model="seasonal-naive", initial_ticks=10)
+    plain = run_backtest(frame, config)
+    with_mark = run_backtest(frame, config, abnormal=marked)
+    triggered = lambda r: set(r.retrain_log.loc[r.retrain_log.unique_id == "s0", "tick"])  # noqa: E731
+    assert 25 in triggered(plain) or 26 in triggered(plain)
+    assert not ({25, 26} & triggered(with_mark))

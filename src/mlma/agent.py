@@ -140,6 +140,7 @@ class Agent:
             has_model=has_model,
             ticks_since_fit=np.where(has_model, k - self.champion, 0),
             observed=observed,
+            abnormal=fleet.tick_abnormal[:, k],
         )
         decision = self.policy.decide(obs)
         escalations = list(decision.escalations)
@@ -165,7 +166,7 @@ class Agent:
                 promoted[streams] = True
                 self.policy.on_new_model(streams, k)
 
-        initial, initial_seconds = self._bring_up(k)
+        initial, initial_seconds = self._bring_up(k, escalations)
         if k + 1 < fleet.n_ticks:
             self._issue_forecasts(k)
         else:
@@ -244,7 +245,7 @@ class Agent:
         self.is_fallback[s] = fm.fallback_reason is not None
         self.fallback_rows[s] = fm.n_train
 
-    def _bring_up(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _bring_up(self, k: int, escalations: list | None = None) -> tuple[np.ndarray, np.ndarray]:
         """First models for new streams, and another try for streams on a fall-back model."""
         fleet = self.fleet
         rows = fleet.n_rows_before(k + 1)
@@ -259,6 +260,9 @@ class Agent:
             fitted = self.service.fit([ModelKey(int(s), k) for s in todo])
             for s, fm in zip(todo, fitted):
                 seconds[s] = fm.seconds
+                if escalations is not None and self.champion[s] == NO_MODEL and fm.fallback_reason:
+                    escalations.append(Escalation(int(s), k, "cold", 1,
+                                                  f"new stream runs on a fall-back model: {fm.fallback_reason}"))
                 self._serve(s, fm)
                 # A retried fall-back keeps its place in the row count even when it falls back again.
                 self.fallback_rows[s] = max(self.fallback_rows[s], int(rows[s]))

@@ -136,7 +136,7 @@ class _Accumulator:
 
 
 def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataFrame | None = None,
-                 progress: bool = False, **read_options) -> BacktestResult:
+                 abnormal: pd.DataFrame | None = None, progress: bool = False, **read_options) -> BacktestResult:
     """Replay ``data`` tick by tick under each policy of ``config`` and measure the result.
 
     Parameters
@@ -148,6 +148,10 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     events
         Ground-truth events of simulated data (from :func:`mlma.simulate.read_events`), for the report and
         for detection precision and recall.
+    abnormal
+        Periods an engineer marked abnormal in advance or afterwards (``start, end`` and optionally
+        ``unique_id``; none means every stream): kept out of training windows and of references, and never a
+        reason to re-train.
     progress
         Show a progress bar (rich).
     """
@@ -159,6 +163,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     tick_offset = _tick_offset(config, freq)
     grid = make_tick_grid(frame, tick_offset, freq=freq)
     fleet = FleetData(frame, freq.alias, grid.boundaries)
+    fleet.mark_abnormal(abnormal)
     if fleet.n_ticks < 2:
         raise ValueError(f"the data spans {fleet.n_ticks} tick(s) of {tick_offset}; a backtest needs at least 2")
 

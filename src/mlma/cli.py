@@ -81,6 +81,8 @@ def backtest(
     executor: Optional[str] = typer.Option(None, help="inline | process[:N] | dask://host:port"),
     events: Optional[Path] = typer.Option(None, help="Ground-truth events file (default: the simulator's "
                                           "<stem>.events.csv beside the data, if present)."),
+    abnormal: Optional[Path] = typer.Option(None, help="CSV of periods marked abnormal (start, end, optional "
+                                            "unique_id): kept out of training and references."),
     id_col: str = typer.Option("unique_id", help="Column naming the stream."),
     time_col: str = typer.Option("ds", help="Timestamp column."),
     target_col: str = typer.Option("y", help="Target column."),
@@ -98,8 +100,9 @@ def backtest(
                                 initial_ticks=initial_ticks, executor=executor, title=f"backtest of {data.name}")
         truth = pd.read_csv(events) if events else read_events(data)
         started = time.perf_counter()
-        result = run_backtest(data, config, events=truth, progress=True, id_col=id_col, time_col=time_col,
-                              target_col=target_col)
+        marked = pd.read_csv(abnormal, parse_dates=["start", "end"]) if abnormal else None
+        result = run_backtest(data, config, events=truth, abnormal=marked, progress=True, id_col=id_col,
+                              time_col=time_col, target_col=target_col)
     except (DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     write_outputs(result, out)

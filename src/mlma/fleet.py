@@ -93,12 +93,42 @@ class FleetData:
                 f"stream {self.ids[self.stream_of_row[bad]]!r} has a timestamp {self.ds[bad]} that is not on "
                 f"the {freq_alias!r} grid; validate the data first")
 
+        # Rows inside periods marked abnormal are kept out of training windows (see mark_abnormal).
+        self.row_abnormal = np.zeros(len(self.y), dtype=bool)
+        self.tick_abnormal = np.zeros((len(starts), len(self.boundaries) - 1), dtype=bool)
+
         # row_at_tick[s, k]: first row of stream s at or after boundaries[k].
         bounds = self.boundaries.to_numpy()
         self.row_at_tick = np.empty((self.n_streams, len(bounds)), dtype=np.int64)
         for s in range(self.n_streams):
             lo, hi = self.offsets[s], self.offsets[s + 1]
             self.row_at_tick[s] = lo + np.searchsorted(self.ds[lo:hi], bounds, side="left")
+
+    def mark_abnormal(self, periods: pd.DataFrame) -> None:
+        """Mark periods as abnormal (a holiday, an outage): kept out of training and of references.
+
+        ``periods`` has ``start``, ``end`` and optionally ``unique_id`` (missing or empty: every stream).
+        A tick counts as abnormal for a stream when any marked period overlaps it.
+        """
+        if periods is None or not len(periods):
+            return
+        index = {uid: i for i, uid in enumerate(self.ids)}
+        bounds = self.boundaries.to_numpy()
+        for row in periods.itertuples(index=False):
+            start, end = np.datetime64(pd.Timestamp(row.start), "ns"), np.datetime64(pd.Timestamp(row.end), "ns")
+            if end <= start:
+                raise ValueError(f"abnormal period ends ({row.end}) before it starts ({row.start})")
+            uid = getattr(row, "unique_id", None)
+            if uid is None or (isinstance(uid, float) and np.isnan(uid)) or uid == "":
+                streams = np.arange(self.n_streams)
+            elif uid in index:
+                streams = np.array([index[uid]])
+            else:
+                continue  # a period for a stream this data does not have
+            in_period = (self.ds >= start) & (self.ds < end) & np.isin(self.stream_of_row, streams)
+            self.row_abnormal |= in_period
+            overlaps = (bounds[:-1] < end) & (bounds[1:] > start)
+            self.tick_abnormal[np.ix_(streams, overlaps)] = True
 
     @property
     def n_streams(self) -> int:
@@ -145,7 +175,11 @@ class FleetData:
         hi = self.row_at_tick[s, end_tick + 1]
         start_tick = 0 if window_ticks is None else end_tick + 1 - window_ticks
         lo = self.offsets[s] if start_tick <= 0 else self.row_at_tick[s, start_tick]
-        return StreamHistory(self.ds[lo:hi], self.y[lo:hi])
+        y = self.y[lo:hi]
+        abnormal = self.row_abnormal[lo:hi]
+        if abnormal.any():
+            y = np.where(abnormal, np.nan, y)
+        return StreamHistory(self.ds[lo:hi], y)
 
     def seasonal_naive_scale(self, season_length: int, before_tick: int | None = None) -> np.ndarray:
         """Each stream's mean absolute seasonal difference, the MASE denominator.

@@ -183,7 +183,8 @@ class MLMAPolicy(Policy):
                                           f"actuals look broken ({quality.describe(s)}); not used for "
                                           f"re-training or the reference"))
         self.flagged = suspect
-        clean = has_batch & ~suspect & ~self.abnormal
+        abnormal = self.abnormal if obs.abnormal is None else (self.abnormal | obs.abnormal)
+        clean = has_batch & ~suspect & ~abnormal
         self._learn_typical(obs.actuals, clean)
 
         # Warm-up: a new version's first clean batches become its reference.
@@ -212,6 +213,7 @@ class MLMAPolicy(Policy):
         decision.verdict[warming | (suspect & (self.ref_len < self.warmup))] = Verdict.WARMING_UP
         decision.verdict[cooling] = Verdict.COOLING_DOWN
         decision.verdict[reject] = Verdict.DEGRADED
+        decision.verdict[has_batch & abnormal & ~suspect] = Verdict.ABNORMAL
 
         # Severity in loss units: the excess loss per step, so big zones (big business) come first.
         severity = np.where(reject, excess, 0.0)

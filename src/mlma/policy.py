@@ -28,6 +28,7 @@ class Verdict(IntEnum):
     NO_DATA = 5
     UNMONITORED = 6
     COLD = 7
+    ABNORMAL = 8
 
     @property
     def label(self) -> str:
@@ -49,6 +50,7 @@ class TickObservation:
     has_model: np.ndarray
     ticks_since_fit: np.ndarray
     observed: np.ndarray
+    abnormal: np.ndarray | None = None
 
     @property
     def n_streams(self) -> int:
