@@ -422,3 +422,43 @@ def _json_default(value):
     if isinstance(value, (np.floating,)):
         return None if not np.isfinite(value) else float(value)
     return str(value)
+
+
+MARKDOWN_COLUMNS = [
+    ("policy", "policy", "{}"), ("MAE", "mae", "{:.3f}"), ("RMSE", "rmse", "{:.3f}"), ("MASE", "mase", "{:.3f}"),
+    ("re-trainings", "retrains", "{:,}"), ("compute s", "compute_seconds", "{:.1f}"),
+    ("promotions", "promotions", "{:,}"), ("escalations", "escalations", "{:,}"),
+    ("precision", "detection_precision", "{:.2f}"), ("recall", "detection_recall", "{:.2f}"),
+    ("delay (ticks)", "detection_delay_ticks", "{:.1f}"),
+]
+
+
+def summary_markdown(summary: list[dict]) -> str:
+    """The per-policy results as a Markdown table, with MAE and re-trainings relative to ``always``.
+
+    >>> print(summary_markdown([{"policy": "never", "mae": 2.0, "retrains": 0},
+    ...                         {"policy": "always", "mae": 1.5, "retrains": 10}]))
+    | policy | MAE | MAE / always | re-trainings | re-trainings / always |
+    | --- | --- | --- | --- | --- |
+    | never | 2.000 | 1.333 | 0 | 0.000 |
+    | always | 1.500 | 1.000 | 10 | 1.000 |
+    """
+    present = [c for c in MARKDOWN_COLUMNS if any(row.get(c[1]) is not None for row in summary)]
+    always = next((row for row in summary if row["policy"] == "always"), None)
+    headers, cells = [], []
+    for header, key, fmt in present:
+        headers.append(header)
+        if always is not None and key in ("mae", "retrains"):
+            headers.append(f"{header} / always")
+    for row in summary:
+        line = []
+        for _, key, fmt in present:
+            value = row.get(key)
+            line.append(fmt.format(value) if value is not None else "-")
+            if always is not None and key in ("mae", "retrains"):
+                base = always.get(key)
+                line.append(f"{value / base:.3f}" if value is not None and base else "-")
+        cells.append(line)
+    out = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    out += ["| " + " | ".join(line) + " |" for line in cells]
+    return "\n".join(out)

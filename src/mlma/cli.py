@@ -140,6 +140,22 @@ def demo(
     console.print(f"backtest took {time.perf_counter() - started:.1f} s; report: {out / 'report.html'}")
 
 
+@app.command("table")
+def table_command(
+    results: Path = typer.Argument(..., help="A backtest output folder (with summary.json)."),
+) -> None:
+    """Print a backtest's results as a Markdown table (for docs and issues)."""
+    import json
+
+    from mlma.backtest import summary_markdown
+
+    path = results / "summary.json" if results.is_dir() else results
+    if not path.exists():
+        _fail(f"no summary.json in {results}")
+    payload = json.loads(path.read_text())
+    print(summary_markdown(payload["policies"]))
+
+
 @app.command("datasets")
 def datasets_command() -> None:
     """List the bundled real data sets (need the 'data' extra)."""
