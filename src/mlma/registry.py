@@ -1,0 +1,514 @@
+"""The model registry: every model version of every stream, which one serves, and why it changed.
+
+:class:`ArtifactStore` keeps fitted models on disk as pickles named by the sha256 of their bytes
+(``<root>/<sha[:2]>/<sha>``), written to a temporary file and renamed into place so that a crash never
+leaves half an artifact, and checked against their name before they are unpickled.
+
+:class:`ModelRegistry` records each version's training window, spec, parameters, metrics and the result
+of its challenger check in the :class:`~mlma.store.Store`, moves the per-stream ``champion`` alias
+(:meth:`~ModelRegistry.promote`, :meth:`~ModelRegistry.rollback`) and keeps the alias's full history, so
+that "which model was serving zone 417 last Tuesday, and why was it replaced?" is one call:
+:meth:`~ModelRegistry.champion_at`. Promotions by a person (``by='user:<name>'``) also go to the audit log.
+
+Examples
+--------
+>>> import tempfile
+>>> from mlma.store import Store
+>>> store = Store.create("sqlite://")
+>>> registry = ModelRegistry(store, tempfile.mkdtemp())
+>>> zone = int(store.stream_ids(["zone-417"])[0])
+>>> v1 = registry.register(zone, {"level": 10.0}, spec="naive", promote=True, reason="first model")
+>>> v2 = registry.register(zone, {"level": 12.0}, spec="naive", promote=True, reason="beat v1 on tick 8",
+...                        check={"result": "promoted", "ratio": 0.91})
+>>> registry.load("zone-417")
+{'level': 12.0}
+>>> _ = registry.rollback("zone-417", by="user:ana", reason="v2 over-forecasts the holiday")
+>>> [(c.version, c.action, c.moved_by) for c in registry.history("zone-417")]
+[(1, 'promote', 'agent'), (2, 'promote', 'agent'), (1, 'rollback', 'user:ana')]
+>>> print(registry.champion_at("zone-417", v2.created_at).replaced)
+rollback to version 1 by user:ana: v2 over-forecasts the holiday
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from mlma.store import Store
+from mlma.store import schema as S
+from mlma.store.errors import StoreError
+from mlma.store.records import ChampionMove, NewVersion, check_actor
+from mlma.store.store import _instant, move_champions, record_versions
+
+__all__ = [
+    "ArtifactCorrupted",
+    "ArtifactMissing",
+    "ArtifactStore",
+    "ChampionAt",
+    "ChampionChange",
+    "ChampionMove",
+    "ModelRegistry",
+    "ModelVersion",
+    "NewVersion",
+]
+
+
+class ArtifactCorrupted(StoreError):
+    """An artifact's bytes no longer hash to its name: it was altered or damaged, and is not loaded."""
+
+
+class ArtifactMissing(StoreError, FileNotFoundError):
+    """No artifact with that hash is in the artifact store."""
+
+
+def _check_sha(sha: str) -> str:
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ValueError(f"an artifact is named by a sha256 of 64 lower-case hex digits, got {sha!r}")
+    return sha
+
+
+class ArtifactStore:
+    """Fitted models on disk, addressed by the sha256 of their pickled bytes.
+
+    Parameters
+    ----------
+    root
+        The directory (created if needed). For a team on PostgreSQL it must be shared by every agent and
+        person that loads models (a network file system or a mounted bucket).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> artifacts = ArtifactStore(tempfile.mkdtemp())
+    >>> sha, size = artifacts.put({"coef": [1.0, 2.0]})
+    >>> artifacts.path(sha).relative_to(artifacts.root).parts[0] == sha[:2]
+    True
+    >>> artifacts.load(sha)
+    {'coef': [1.0, 2.0]}
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha: str) -> Path:
+        """Where the artifact named ``sha`` lives."""
+        _check_sha(sha)
+        return self.root / sha[:2] / sha
+
+    def exists(self, sha: str) -> bool:
+        return self.path(sha).is_file()
+
+    def put(self, obj: Any) -> tuple[str, int]:
+        """Pickle ``obj`` and store it; returns its sha256 and size in bytes."""
+        return self.put_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        """Store raw bytes under their sha256 (no-op if an intact copy is already there)."""
+        sha = hashlib.sha256(data).hexdigest()
+        final = self.path(sha)
+        if final.is_file() and self._hash_file(final) == sha:
+            return sha, len(data)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # Same directory as the target, so the rename is atomic (same file system).
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{sha[:16]}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, final)
+        except BaseException:
+            with _suppress_os_errors():
+                os.unlink(tmp)
+            raise
+        _fsync_dir(final.parent)
+        return sha, len(data)
+
+    def get_bytes(self, sha: str) -> bytes:
+        """The artifact's bytes, after checking that they still hash to ``sha``."""
+        path = self.path(sha)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactMissing(f"artifact {sha} is not in {self.root} (expected at {path})") from None
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha:
+            raise ArtifactCorrupted(f"artifact {path} is corrupted: its bytes hash to {actual}, not to its name "
+                                    f"{sha}; it was altered or damaged and is not loaded. Restore it from a backup "
+                                    f"or re-train the model")
+        return data
+
+    def load(self, sha: str) -> Any:
+        """Unpickle the artifact after verifying its hash (only load artifacts from a root you trust)."""
+        return pickle.loads(self.get_bytes(sha))
+
+    def verify(self, sha: str) -> None:
+        """Raise :class:`ArtifactMissing` / :class:`ArtifactCorrupted` unless the artifact is intact."""
+        self.get_bytes(sha)
+
+    def collect(self, keep: Iterable[str], *, min_age_seconds: float = 3600.0) -> list[str]:
+        """Delete artifacts not in ``keep`` and older than ``min_age_seconds``; returns the removed hashes.
+
+        The age guard spares artifacts written for a tick that has not committed yet.
+        """
+        keep = set(keep)
+        cutoff = time.time() - min_age_seconds
+        removed = []
+        for path in self.root.glob("??/*"):
+            name = path.name
+            if name.startswith(".") or len(name) != 64 or name in keep:
+                if name.startswith(".") and name.endswith(".tmp") and path.stat().st_mtime < cutoff:
+                    path.unlink(missing_ok=True)  # left over by a crash mid-write
+                continue
+            if path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                removed.append(name)
+        return removed
+
+    @staticmethod
+    def _hash_file(path: Path) -> str:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({str(self.root)!r})"
+
+
+class _suppress_os_errors:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, value, tb) -> bool:
+        return kind is not None and issubclass(kind, OSError)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- records ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelVersion:
+    """One recorded model version of one stream."""
+
+    stream_id: int
+    unique_id: str
+    version: int
+    created_at: dt.datetime
+    created_tick: int | None
+    train_start: pd.Timestamp | None
+    train_end: pd.Timestamp | None
+    spec: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    check: Mapping[str, Any]
+    artifact_sha256: str
+    artifact_bytes: int
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    """One move of a stream's champion alias."""
+
+    stream_id: int
+    version: int
+    previous_version: int | None
+    action: str
+    moved_by: str
+    reason: str | None
+    at: dt.datetime
+    tick: int | None
+
+    def __str__(self) -> str:
+        what = "rollback to" if self.action == "rollback" else "promotion of"
+        return f"{what} version {self.version} by {self.moved_by}" + (f": {self.reason}" if self.reason else "")
+
+
+@dataclass(frozen=True)
+class ChampionAt:
+    """Which version served a stream at a moment, since when and why, and what replaced it (if anything)."""
+
+    when: dt.datetime
+    model: ModelVersion
+    since: ChampionChange
+    replaced: ChampionChange | None
+
+    def __str__(self) -> str:
+        m = self.model
+        trained = f", trained on {m.train_start} to {m.train_end}" if m.train_end is not None else ""
+        text = (f"{m.unique_id} at {self.when:%Y-%m-%d %H:%M} UTC: version {m.version} ({m.spec}{trained}), "
+                f"champion since {self.since.at:%Y-%m-%d %H:%M} UTC ({self.since})")
+        if self.replaced is not None:
+            text += f"; replaced {self.replaced.at:%Y-%m-%d %H:%M} UTC ({self.replaced})"
+        return text
+
+
+# -- the registry ----------------------------------------------------------------------------------------
+class ModelRegistry:
+    """Model versions per stream, the champion alias and its history, over a store and an artifact store.
+
+    Parameters
+    ----------
+    store
+        Where versions and the alias are recorded.
+    artifacts
+        The :class:`ArtifactStore` or its directory. Default for a SQLite file store: ``artifacts/`` next to
+        the database file; a PostgreSQL store needs it given.
+
+    Streams are given by id (int) or ``unique_id`` (str) everywhere.
+    """
+
+    def __init__(self, store: Store, artifacts: ArtifactStore | str | os.PathLike | None = None) -> None:
+        self.store = store
+        if artifacts is None:
+            database = store.engine.url.database
+            if store.dialect != "sqlite" or database in (None, "", ":memory:"):
+                raise ValueError("artifacts must be given (a directory every agent can reach) unless the store "
+                                 "is a SQLite file")
+            artifacts = Path(database).expanduser().resolve().parent / "artifacts"
+        self.artifacts = artifacts if isinstance(artifacts, ArtifactStore) else ArtifactStore(artifacts)
+
+    # -- writing -----------------------------------------------------------------------------------------
+    def prepare(self, stream: int | str, model: Any, *, spec: str, train_start: Any = None, train_end: Any = None,
+                params: Mapping[str, Any] | None = None, metrics: Mapping[str, Any] | None = None,
+                check: Mapping[str, Any] | None = None, promote: bool = False, by: str = "agent",
+                reason: str | None = None) -> NewVersion:
+        """Write ``model``'s artifact and describe the version, without recording it yet.
+
+        Hand the result to :meth:`register_many` or to :meth:`mlma.store.Store.write_tick`
+        (``new_versions=``), which records it with the rest of a tick. ``check`` holds the challenger
+        check's outcome, e.g. ``{"result": "promoted", "ratio": 0.91, "p_value": 0.03}``.
+        """
+        if not isinstance(spec, str) or not spec:
+            raise ValueError(f"spec must name the model (e.g. 'lightgbm'), got {spec!r}")
+        sid = self.store.resolve(stream) if isinstance(stream, str) else int(stream)
+        sha, size = self.artifacts.put(model)
+        return NewVersion(stream=sid, artifact_sha256=sha, artifact_bytes=size, spec=spec,
+                          train_start=None if train_start is None else pd.Timestamp(train_start),
+                          train_end=None if train_end is None else pd.Timestamp(train_end),
+                          params=dict(params or {}), metrics=dict(metrics or {}), check=dict(check or {}),
+                          promote=promote, by=by, reason=reason)
+
+    def register(self, stream: int | str, model: Any, *, spec: str, tick: int | None = None,
+                 **details: Any) -> ModelVersion:
+        """Store ``model`` and record it as the stream's next version (see :meth:`prepare` for ``details``)."""
+        item = self.prepare(stream, model, spec=spec, **details)
+        (number,) = self.register_many([item], tick=tick)
+        return self.version(item.stream, int(number))
+
+    def register_many(self, items: Sequence[NewVersion], *, tick: int | None = None) -> np.ndarray:
+        """Record prepared versions in one transaction (promoting those marked so); returns their numbers."""
+        for item in items:
+            if not self.artifacts.exists(item.artifact_sha256):
+                raise ArtifactMissing(f"artifact {item.artifact_sha256} of stream {item.stream} is not in "
+                                      f"{self.artifacts.root}; write it with prepare() first")
+        with self.store._write() as conn:
+            now = self.store._now(conn)
+            numbers = record_versions(self.store, conn, items, now, tick)
+            move_champions(self.store, conn, [ChampionMove(v.stream, int(n), v.by, v.reason)
+                                              for v, n in zip(items, numbers) if v.promote], now, tick)
+        return numbers
+
+    def promote(self, stream: int | str, version: int, *, by: str, reason: str | None = None) -> ModelVersion:
+        """Make ``version`` the stream's champion (no-op if it already is); ``by`` is 'agent' or 'user:<name>'."""
+        check_actor(by)
+        sid = self.store.resolve(stream)
+        current = self.champion(sid)
+        if current is None or current.version != int(version):
+            self._move([ChampionMove(sid, int(version), by, reason, "promote")])
+        return self.version(sid, int(version))
+
+    def promote_many(self, streams: Sequence[int | str], versions: Sequence[int], *, by: str,
+                     reason: str | None = None) -> None:
+        """Promote one version per stream in one transaction."""
+        check_actor(by)
+        if len(streams) != len(versions):
+            raise ValueError(f"streams and versions differ in length: {len(streams)} vs {len(versions)}")
+        ids = self._ids(streams)
+        self._move([ChampionMove(int(s), int(v), by, reason, "promote") for s, v in zip(ids, versions)])
+
+    def rollback(self, stream: int | str, to_version: int | None = None, *, by: str,
+                 reason: str | None = None) -> ModelVersion:
+        """Put an earlier version back in service; default: the one that served before the current one."""
+        check_actor(by)
+        sid = self.store.resolve(stream)
+        current = self.champion(sid)
+        if current is None:
+            raise ValueError(f"stream {stream!r} has no champion to roll back")
+        if to_version is None:
+            to_version = self.history(sid)[-1].previous_version
+            if to_version is None:
+                raise ValueError(f"stream {stream!r} has had only one champion (version {current.version}); "
+                                 "give to_version")
+        if int(to_version) == current.version:
+            raise ValueError(f"version {to_version} of stream {stream!r} is already the champion")
+        self._move([ChampionMove(sid, int(to_version), by, reason, "rollback")])
+        return self.version(sid, int(to_version))
+
+    def _move(self, moves: list[ChampionMove]) -> None:
+        with self.store._write() as conn:
+            move_champions(self.store, conn, moves, self.store._now(conn), None)
+
+    def _ids(self, streams: Sequence[int | str]) -> np.ndarray:
+        items = list(streams)
+        if all(isinstance(s, str) for s in items):
+            ids = self.store.stream_ids(items, create=False)
+            if (ids < 0).any():
+                raise KeyError(f"unknown stream {items[int(np.flatnonzero(ids < 0)[0])]!r}")
+            return ids
+        return np.array([self.store.resolve(s) for s in items], dtype=np.int64)
+
+    # -- reading -----------------------------------------------------------------------------------------
+    def version(self, stream: int | str, version: int) -> ModelVersion:
+        """One version; ``KeyError`` if the stream has no such version."""
+        sid = self.store.resolve(stream)
+        found = self._versions(S.model_versions.c.stream_id == sid, S.model_versions.c.version == int(version))
+        if not found:
+            raise KeyError(f"stream {stream!r} has no model version {version}")
+        return found[0]
+
+    def versions(self, stream: int | str) -> list[ModelVersion]:
+        """Every version of the stream, oldest first."""
+        return self._versions(S.model_versions.c.stream_id == self.store.resolve(stream))
+
+    def champion(self, stream: int | str) -> ModelVersion | None:
+        """The serving version of the stream, or None."""
+        sid = self.store.resolve(stream)
+        with self.store._read() as conn:
+            version = conn.execute(sa.select(S.champions.c.version).where(S.champions.c.stream_id == sid)).scalar()
+        return None if version is None else self.version(sid, int(version))
+
+    def champions(self, streams: Sequence[int | str] | None = None) -> pd.DataFrame:
+        """The serving version of every stream (or of ``streams``), one row each, in one query.
+
+        Columns: stream_id, unique_id, version, since, moved_by, reason, tick, spec, train_start, train_end,
+        artifact_sha256.
+        """
+        ch, mv = S.champions, S.model_versions
+        query = (sa.select(ch.c.stream_id, S.streams.c.unique_id, ch.c.version, ch.c.since, ch.c.moved_by,
+                           ch.c.reason, ch.c.tick, mv.c.spec, mv.c.train_start, mv.c.train_end,
+                           mv.c.artifact_sha256)
+                 .join(S.streams, S.streams.c.id == ch.c.stream_id)
+                 .join(mv, sa.and_(mv.c.stream_id == ch.c.stream_id, mv.c.version == ch.c.version))
+                 .order_by(ch.c.stream_id))
+        if streams is not None:
+            query = query.where(ch.c.stream_id.in_(self._ids(streams).tolist()))
+        with self.store._read() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=["stream_id", "unique_id", "version", "since", "moved_by", "reason",
+                                           "tick", "spec", "train_start", "train_end", "artifact_sha256"])
+
+    def history(self, stream: int | str) -> list[ChampionChange]:
+        """Every move of the stream's champion alias, oldest first."""
+        h = S.champion_history
+        sid = self.store.resolve(stream)
+        with self.store._read() as conn:
+            rows = conn.execute(sa.select(h).where(h.c.stream_id == sid).order_by(h.c.at, h.c.id)).all()
+        return [_change(r) for r in rows]
+
+    def champion_at(self, stream: int | str, when: Any) -> ChampionAt | None:
+        """Which version served the stream at ``when`` (UTC; naive is taken as UTC), since when and why, and
+        what replaced it and why; None if it had no champion then."""
+        sid = self.store.resolve(stream)
+        at = _instant(when, "when")
+        h = S.champion_history
+        with self.store._read() as conn:
+            serving = conn.execute(sa.select(h).where(h.c.stream_id == sid, h.c.at <= at)
+                                   .order_by(h.c.at.desc(), h.c.id.desc()).limit(1)).first()
+            if serving is None:
+                return None
+            after = conn.execute(sa.select(h).where(h.c.stream_id == sid, sa.or_(
+                h.c.at > serving.at, sa.and_(h.c.at == serving.at, h.c.id > serving.id)))
+                .order_by(h.c.at, h.c.id).limit(1)).first()
+        return ChampionAt(at, self.version(sid, serving.version), _change(serving),
+                          None if after is None else _change(after))
+
+    def champions_at(self, when: Any, streams: Sequence[int | str] | None = None) -> pd.DataFrame:
+        """For every stream (or ``streams``): the version serving at ``when`` and the move that put it there.
+
+        Columns: stream_id, unique_id, version, since, moved_by, action, reason.
+        """
+        at = _instant(when, "when")
+        h = S.champion_history
+        latest = (sa.select(h.c.stream_id, sa.func.max(h.c.id).label("id")).where(h.c.at <= at)
+                  .group_by(h.c.stream_id))
+        if streams is not None:
+            latest = latest.where(h.c.stream_id.in_(self._ids(streams).tolist()))
+        latest = latest.subquery()
+        query = (sa.select(h.c.stream_id, S.streams.c.unique_id, h.c.version, h.c.at, h.c.moved_by, h.c.action,
+                           h.c.reason).join(latest, latest.c.id == h.c.id)
+                 .join(S.streams, S.streams.c.id == h.c.stream_id).order_by(h.c.stream_id))
+        with self.store._read() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=["stream_id", "unique_id", "version", "since", "moved_by", "action",
+                                           "reason"])
+
+    # -- models ------------------------------------------------------------------------------------------
+    def load(self, stream: int | str, version: int | None = None) -> Any:
+        """Load a version's model (default: the champion), verifying the artifact's hash first."""
+        model = self.champion(stream) if version is None else self.version(stream, version)
+        if model is None:
+            raise KeyError(f"stream {stream!r} has no champion")
+        return self.artifacts.load(model.artifact_sha256)
+
+    def load_champions(self, streams: Sequence[int | str] | None = None) -> dict[int, Any]:
+        """The champion model of every stream (or of ``streams``), by stream id, each verified."""
+        table = self.champions(streams)
+        cache: dict[str, Any] = {}
+        out = {}
+        for sid, sha in zip(table["stream_id"].tolist(), table["artifact_sha256"].tolist()):
+            if sha not in cache:
+                cache[sha] = self.artifacts.load(sha)
+            out[int(sid)] = cache[sha]
+        return out
+
+    def collect_garbage(self, *, min_age_seconds: float = 3600.0) -> list[str]:
+        """Delete artifacts no recorded version refers to (older than ``min_age_seconds``)."""
+        with self.store._read() as conn:
+            keep = {sha for (sha,) in conn.execute(sa.select(S.model_versions.c.artifact_sha256).distinct())}
+        return self.artifacts.collect(keep, min_age_seconds=min_age_seconds)
+
+    def _versions(self, *where) -> list[ModelVersion]:
+        mv = S.model_versions
+        with self.store._read() as conn:
+            rows = conn.execute(sa.select(mv, S.streams.c.unique_id).join(S.streams, S.streams.c.id == mv.c.stream_id)
+                                .where(*where).order_by(mv.c.stream_id, mv.c.version)).all()
+        return [ModelVersion(
+            stream_id=int(r.stream_id), unique_id=r.unique_id, version=int(r.version), created_at=r.created_at,
+            created_tick=r.created_tick, train_start=None if r.train_start is None else pd.Timestamp(r.train_start),
+            train_end=None if r.train_end is None else pd.Timestamp(r.train_end), spec=r.spec, params=r.params,
+            metrics=r.metrics, check=r.check_result, artifact_sha256=r.artifact_sha256,
+            artifact_bytes=int(r.artifact_bytes)) for r in rows]
+
+
+def _change(row) -> ChampionChange:
+    return ChampionChange(stream_id=int(row.stream_id), version=int(row.version),
+                          previous_version=None if row.previous_version is None else int(row.previous_version),
+                          action=row.action, moved_by=row.moved_by, reason=row.reason, at=row.at, tick=row.tick)

@@ -1,0 +1,162 @@
+"""Moving many rows at once: temporary staging tables, COPY on PostgreSQL, executemany on SQLite.
+
+Everything the agent writes per stream (observations, verdicts, forecasts) goes through here, so that a
+tick costs a handful of statements whatever the fleet's size. Values are converted column by column with
+numpy rather than row by row through SQLAlchemy's type system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+# Column kinds of staging tables and their SQL types per dialect.
+_SQL_TYPES = {
+    "sqlite": {"int": "INTEGER", "int?": "INTEGER", "float": "REAL", "ds": "TEXT", "text": "TEXT",
+               "bool": "INTEGER", "utc": "TEXT", "json": "TEXT"},
+    "postgresql": {"int": "BIGINT", "int?": "BIGINT", "float": "DOUBLE PRECISION", "ds": "TIMESTAMP",
+                   "text": "TEXT", "bool": "BOOLEAN", "utc": "TIMESTAMPTZ", "json": "JSONB"},
+}
+# SQLAlchemy's text format for DateTime on SQLite; raw values must match it exactly for keys to compare.
+_SQLITE_DS_WIDTH = 26
+
+
+def ds_to_db(values, dialect: str) -> list:
+    """Naive data timestamps as the driver wants them: SQLite text as SQLAlchemy writes it, or datetimes.
+
+    Timestamps are kept to the microsecond (PostgreSQL's resolution); finer ones are refused rather than
+    silently rounded, because ``ds`` is part of the key.
+
+    >>> ds_to_db(pd.to_datetime(["2024-01-01 01:00"]), "sqlite")
+    ['2024-01-01 01:00:00.000000']
+    """
+    ns = np.asarray(pd.DatetimeIndex(np.asarray(values).ravel()).as_unit("ns").asi8)
+    if ns.size and (ns == np.iinfo(np.int64).min).any():
+        raise ValueError("timestamps must not be missing (NaT)")
+    if ns.size and (ns % 1000).any():
+        raise ValueError("timestamps finer than a microsecond cannot be stored; round ds to microseconds")
+    us = (ns // 1000).astype("datetime64[us]")
+    if dialect == "sqlite":
+        text = np.datetime_as_string(us, unit="us").astype(f"<U{_SQLITE_DS_WIDTH}")
+        # 'YYYY-MM-DDTHH:MM:SS.ffffff' -> a space at position 10, done on the code points in place.
+        if text.size:
+            text.view(np.uint32).reshape(-1, _SQLITE_DS_WIDTH)[:, 10] = ord(" ")
+        return text.tolist()
+    return us.tolist()
+
+
+def ds_from_db(values: Sequence, dialect: str) -> np.ndarray:
+    """The inverse of :func:`ds_to_db`: a ``datetime64[ns]`` array."""
+    if len(values) == 0:
+        return np.empty(0, dtype="datetime64[ns]")
+    # SQLite gives the text ds_to_db wrote, PostgreSQL naive datetimes: numpy parses both.
+    return np.array(values, dtype="datetime64[us]").astype("datetime64[ns]")
+
+
+def utc_to_db(when: dt.datetime, dialect: str):
+    """A wall-clock instant as the driver wants it for raw statements (see :class:`~mlma.store.schema.UTCDateTime`)."""
+    when = when.astimezone(dt.timezone.utc)
+    if dialect == "sqlite":
+        return when.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return when
+
+
+def _column_values(kind: str, values, dialect: str) -> list:
+    if kind == "ds":
+        return ds_to_db(values, dialect)
+    array = np.asarray(values)
+    if kind == "int":
+        return array.astype(np.int64).tolist()
+    if kind == "float":
+        as_float = array.astype(np.float64)
+        out = as_float.tolist()
+        if not np.isfinite(as_float).all():
+            # NULL for NaN: both backends would otherwise store NaN, which SQL comparisons treat oddly.
+            bad = np.flatnonzero(~np.isfinite(as_float))
+            for i in bad:
+                out[i] = None
+        return out
+    if kind == "int?":
+        as_float = pd.to_numeric(pd.Series(array), errors="raise").astype("Float64")
+        return [None if pd.isna(v) else int(v) for v in as_float.tolist()]
+    if kind == "bool":
+        return array.astype(bool).tolist()
+    if kind == "utc":
+        return [None if v is None else utc_to_db(v, dialect) for v in values]
+    if kind == "json":
+        return [json.dumps(v) for v in values]
+    if kind == "text":
+        return [None if (v is None or (isinstance(v, float) and np.isnan(v)) or v == "") else str(v)
+                for v in array.tolist()]
+    raise ValueError(f"unknown column kind {kind!r}")
+
+
+def insert_rows(conn: sa.Connection, table: str, columns: Mapping[str, str], data: Mapping[str, object]) -> int:
+    """Insert columns of equal length into ``table``: COPY on PostgreSQL, one executemany on SQLite.
+
+    ``columns`` maps column names to kinds (``int``, ``int?`` (nullable), ``float`` (NaN is NULL), ``ds``,
+    ``text`` ('' is NULL), ``bool``, ``utc`` (aware datetimes), ``json``); ``data`` maps
+    the same names to arrays. Returns the number of rows.
+    """
+    dialect = conn.dialect.name
+    names = list(columns)
+    converted = [_column_values(columns[c], data[c], dialect) for c in names]
+    n = len(converted[0]) if converted else 0
+    if any(len(c) != n for c in converted):
+        raise ValueError(f"columns for {table} differ in length: {[len(c) for c in converted]}")
+    if n == 0:
+        return 0
+    quoted = ", ".join(names)
+    if dialect == "postgresql":
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            with cursor.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
+                for row in zip(*converted):
+                    copy.write_row(row)
+        finally:
+            cursor.close()
+    else:
+        marks = ", ".join("?" for _ in names)
+        conn.exec_driver_sql(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", list(zip(*converted)))
+    return n
+
+
+@contextlib.contextmanager
+def staged(conn: sa.Connection, name: str, columns: Mapping[str, str], data: Mapping[str, object],
+           *, key: Sequence[str] = ()) -> Iterator[sa.TableClause]:
+    """A temporary table filled with ``data`` for the duration of the block, for set-based joins.
+
+    Yields a lightweight table clause for Core queries. ``key`` columns get an index (a primary key),
+    which the joins against large tables want.
+    """
+    dialect = conn.dialect.name
+    types = _SQL_TYPES[dialect]
+    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+    body = ", ".join(f"{c} {types[k]}" for c, k in columns.items())
+    if key:
+        body += f", PRIMARY KEY ({', '.join(key)})"
+    conn.exec_driver_sql(f"CREATE TEMPORARY TABLE {name} ({body})")
+    insert_rows(conn, name, columns, data)
+    if dialect == "postgresql":
+        conn.exec_driver_sql(f"ANALYZE {name}")
+    try:
+        yield sa.table(name, *[sa.column(c) for c in columns])
+    finally:
+        # After a failed statement PostgreSQL refuses everything until rollback, which drops the table.
+        if conn.in_transaction() and not _aborted(conn):
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+
+def _aborted(conn: sa.Connection) -> bool:
+    if conn.dialect.name != "postgresql":
+        return False
+    import psycopg
+
+    status = conn.connection.driver_connection.info.transaction_status
+    return status == psycopg.pq.TransactionStatus.INERROR

@@ -1,0 +1,259 @@
+"""The store's tables, as SQLAlchemy Core metadata.
+
+The migrations in ``mlma/store/migrations/versions`` create exactly these tables (a test compares the
+migrated database with this metadata); queries are built from these objects. Two column types carry the
+conventions:
+
+- :class:`UTCDateTime` for wall-clock instants (when something happened): stored as ``timestamptz`` on
+  PostgreSQL and as ISO text on SQLite, always handed back as timezone-aware UTC ``datetime`` objects.
+- ``DateTime`` (naive) for data time (``ds``, training windows, tick bounds): the data contract's
+  timestamps are tz-naive, so they are stored as given, to the microsecond.
+
+Stream ids are dense integers from 0, assigned in order of first appearance and never reused, so that a
+stream's id is also its row in the agent's per-stream arrays.
+
+The high-volume tables written per stream and tick (``observations``, ``observation_revisions``,
+``verdicts``, ``forecasts``) have no foreign keys: PostgreSQL checks foreign keys row by row, which
+tripled the time of a 240,000-row insert when measured. The store writes these tables only through
+set-based statements whose stream ids come from ``streams`` (ingest) or are checked against the id range
+(:meth:`~mlma.store.Store.write_tick`). The low-volume tables keep theirs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+
+#: Statuses of a tick and of an escalation.
+TICK_STATUSES = ("running", "done", "failed")
+ESCALATION_STATUSES = ("open", "acknowledged", "resolved", "silenced")
+CHAMPION_ACTIONS = ("promote", "rollback")
+
+metadata = sa.MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+
+class UTCDateTime(TypeDecorator):
+    """A wall-clock instant in UTC: accepts aware datetimes (converted) or naive ones (taken as UTC),
+    returns aware UTC datetimes on every backend."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if not isinstance(value, dt.datetime):
+            raise TypeError(f"expected a datetime, got {value!r}")
+        value = value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+        # SQLite has no time zones: keep naive UTC text so that text comparison orders instants.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQLite text, e.g. from a function result
+            value = dt.datetime.fromisoformat(value)
+        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+def _json() -> sa.types.TypeEngine:
+    # JSONB on PostgreSQL (indexable, compact), JSON text elsewhere.
+    from sqlalchemy.dialects.postgresql import JSONB
+
+    return sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+Double = sa.Double
+DataTime = sa.DateTime(timezone=False)
+
+streams = sa.Table(
+    "streams", metadata,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("unique_id", sa.Text, nullable=False, unique=True),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.Column("first_ds", DataTime),
+    sa.Column("last_ds", DataTime),
+    sa.Column("attributes", _json(), nullable=False),
+    sa.Column("overrides", _json(), nullable=False),
+)
+
+ingests = sa.Table(
+    "ingests", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("content_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("rows_read", sa.BigInteger, nullable=False),
+    sa.Column("rows_accepted", sa.BigInteger, nullable=False),
+    sa.Column("rows_dropped", sa.BigInteger, nullable=False),
+    sa.Column("rows_new", sa.BigInteger, nullable=False),
+    sa.Column("rows_revised", sa.BigInteger, nullable=False),
+    sa.Column("rows_unchanged", sa.BigInteger, nullable=False),
+    sa.Column("n_streams", sa.Integer, nullable=False),
+    sa.Column("new_streams", sa.Integer, nullable=False),
+    sa.Column("first_ds", DataTime),
+    sa.Column("last_ds", DataTime),
+    sa.Column("findings", _json(), nullable=False),
+)
+
+observations = sa.Table(
+    "observations", metadata,
+    sa.Column("stream_id", sa.BigInteger, primary_key=True),
+    sa.Column("ds", DataTime, primary_key=True),
+    sa.Column("y", Double, nullable=False),
+    sa.Column("ingest_id", sa.Integer, nullable=False),
+    sa.Column("revisions", sa.Integer, nullable=False),
+    sa.Index(None, "ds"),
+)
+
+observation_revisions = sa.Table(
+    "observation_revisions", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("stream_id", sa.BigInteger, nullable=False),
+    sa.Column("ds", DataTime, nullable=False),
+    sa.Column("old_y", Double, nullable=False),
+    sa.Column("new_y", Double, nullable=False),
+    sa.Column("old_ingest_id", sa.Integer, nullable=False),
+    sa.Column("ingest_id", sa.Integer, nullable=False),
+    sa.Index(None, "stream_id", "ds"),
+)
+
+ticks = sa.Table(
+    "ticks", metadata,
+    sa.Column("tick", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("start_ds", DataTime),
+    sa.Column("end_ds", DataTime),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("agent_id", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.CheckConstraint("status IN ('running', 'done', 'failed')", name="status"),
+)
+
+verdicts = sa.Table(
+    "verdicts", metadata,
+    sa.Column("tick", sa.Integer, primary_key=True),
+    sa.Column("stream_id", sa.BigInteger, primary_key=True),
+    sa.Column("verdict", sa.SmallInteger, nullable=False),
+    sa.Column("p_value", Double),
+    sa.Column("effect", Double),
+    sa.Column("retrain", sa.Boolean, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Index(None, "stream_id", "tick"),
+)
+
+forecasts = sa.Table(
+    "forecasts", metadata,
+    sa.Column("issued_tick", sa.Integer, primary_key=True),
+    sa.Column("stream_id", sa.BigInteger, primary_key=True),
+    sa.Column("ds", DataTime, primary_key=True),
+    sa.Column("y_hat", Double, nullable=False),
+    sa.Column("model_version", sa.Integer),
+    sa.Index(None, "stream_id", "ds"),
+)
+
+escalations = sa.Table(
+    "escalations", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("stream_id", sa.BigInteger, sa.ForeignKey("streams.id")),
+    sa.Column("tick", sa.Integer),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("severity", sa.SmallInteger, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("silenced_until", UTCDateTime),
+    sa.CheckConstraint("status IN ('open', 'acknowledged', 'resolved', 'silenced')", name="status"),
+    sa.Index(None, "status"),
+    sa.Index(None, "stream_id"),
+)
+
+audit_log = sa.Table(
+    "audit_log", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("action", sa.Text, nullable=False),
+    sa.Column("target", sa.Text),
+    sa.Column("params", _json(), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Index(None, "at"),
+)
+
+agent_state = sa.Table(
+    "agent_state", metadata,
+    sa.Column("tick", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("saved_at", UTCDateTime, nullable=False),
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    sa.Column("n_streams", sa.BigInteger),
+    sa.Column("blob", sa.LargeBinary, nullable=False),
+)
+
+locks = sa.Table(
+    "locks", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("holder", sa.Text, nullable=False),
+    sa.Column("token", sa.String(32), nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+# -- the model registry (migration 0002) -------------------------------------------------------------------
+model_versions = sa.Table(
+    "model_versions", metadata,
+    sa.Column("stream_id", sa.BigInteger, sa.ForeignKey("streams.id"), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_tick", sa.Integer),
+    sa.Column("train_start", DataTime),
+    sa.Column("train_end", DataTime),
+    sa.Column("spec", sa.Text, nullable=False),
+    sa.Column("params", _json(), nullable=False),
+    sa.Column("metrics", _json(), nullable=False),
+    sa.Column("check_result", _json(), nullable=False),
+    sa.Column("artifact_sha256", sa.String(64), nullable=False),
+    sa.Column("artifact_bytes", sa.BigInteger, nullable=False),
+    sa.Index(None, "artifact_sha256"),
+)
+
+champions = sa.Table(
+    "champions", metadata,
+    sa.Column("stream_id", sa.BigInteger, sa.ForeignKey("streams.id"), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("since", UTCDateTime, nullable=False),
+    sa.Column("moved_by", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("tick", sa.Integer),
+    sa.ForeignKeyConstraint(["stream_id", "version"], ["model_versions.stream_id", "model_versions.version"],
+                            name="fk_champions_version_model_versions"),
+)
+
+champion_history = sa.Table(
+    "champion_history", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("stream_id", sa.BigInteger, sa.ForeignKey("streams.id"), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("previous_version", sa.Integer),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("moved_by", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("tick", sa.Integer),
+    sa.CheckConstraint("action IN ('promote', 'rollback')", name="action"),
+    sa.Index(None, "stream_id", "at"),
+)

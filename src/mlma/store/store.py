@@ -1,0 +1,1253 @@
+"""The :class:`Store`: mlma's persistence on SQLite (default) or PostgreSQL, through SQLAlchemy Core.
+
+Everything the live agent keeps between ticks goes through one :class:`Store`: streams and their
+observations (ingested idempotently), ticks with their verdicts, forecasts and escalations, the model
+registry's rows, the audit log, the agent's saved per-stream arrays, and the lock that keeps two agents
+from running a tick at once. Writes are set-based (a staging table and one statement per table, COPY on
+PostgreSQL), so their cost does not grow with the number of statements per stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
+
+from mlma.store import bulk, lock, migrate
+from mlma.store import schema as S
+from mlma.store.errors import SchemaError, TickAlreadyDone
+from mlma.store.records import AgentState, ChampionMove, IngestReport, NewVersion, TickWrite, check_actor
+from mlma.store.state import FORMAT, decode_state, encode_state
+
+UTC = dt.timezone.utc
+#: How many saved agent states are kept (older ones are deleted when a tick commits).
+STATE_HISTORY = 3
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ERROR_CHARS = 20_000
+
+
+def _make_engine(url: str | sa.URL) -> sa.Engine:
+    """An engine for a SQLite or PostgreSQL URL, set up for the store's transactions."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ValueError(f"url must be a database URL such as 'sqlite:///path/mlma.db' or "
+                         f"'postgresql+psycopg://user@host/db', got {url!r}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.drivername not in ("sqlite", "sqlite+pysqlite"):
+            raise ValueError(f"use the standard SQLite driver ('sqlite:///path'), got {parsed.drivername!r}")
+        memory = parsed.database in (None, "", ":memory:")
+        if memory:
+            # One connection shared by all users: each new connection would be an empty database.
+            engine = sa.create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        else:
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(parsed, connect_args={"timeout": 60})
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection, _record) -> None:
+            # Transactions are begun by the "begin" hook below, not implicitly by the driver.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys = ON")
+            if not memory:
+                # Readers (a dashboard) keep reading while the agent writes.
+                cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(connection) -> None:
+            # A write transaction takes the write lock up front, so two writers queue instead of failing
+            # with "database is locked" when a read lock cannot be upgraded.
+            if connection.get_execution_options().get("mlma_read"):
+                connection.exec_driver_sql("BEGIN")
+            else:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.drivername != "postgresql+psycopg":
+            raise ValueError(f"PostgreSQL is supported through psycopg 3: use 'postgresql+psycopg://...', got "
+                             f"{parsed.drivername!r}")
+        return sa.create_engine(parsed, pool_pre_ping=True)
+    raise ValueError(f"unsupported database {backend!r}: use 'sqlite:///path/mlma.db' or "
+                     f"'postgresql+psycopg://user@host/db'")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes, read in chunks (the content hash :meth:`Store.ingest_frame` wants).
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile(delete=False) as f:
+    ...     _ = f.write(b"abc")
+    >>> file_sha256(f.name)[:16]
+    'ba7816bf8f01cfea'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def frame_sha256(frame: pd.DataFrame) -> str:
+    """A content hash of a canonical frame's ``unique_id``, ``ds`` and ``y`` (independent of row order)."""
+    uid, ns, y = _canonical_columns(frame)
+    order = np.lexsort((ns, uid))
+    digest = hashlib.sha256()
+    digest.update("\x1f".join(uid[order].tolist()).encode())
+    digest.update(ns[order].tobytes())
+    digest.update(y[order].tobytes())
+    return digest.hexdigest()
+
+
+def _canonical_columns(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``unique_id`` (object array of str), ``ds`` (int64 ns) and ``y`` (float64) of a canonical frame."""
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"frame must be a pandas DataFrame in the canonical long format, got {type(frame).__name__}")
+    missing = [c for c in ("unique_id", "ds", "y") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame lacks column(s) {missing}; the store takes the canonical long frame "
+                         "(unique_id, ds, y): run mlma.data.validate first")
+    ds = frame["ds"]
+    if not pd.api.types.is_datetime64_dtype(ds):
+        raise ValueError(f"frame column 'ds' must be tz-naive datetime64, got {ds.dtype}; run mlma.data.validate "
+                         "first")
+    uid = frame["unique_id"]
+    if uid.isna().any():
+        raise ValueError("frame column 'unique_id' has missing values")
+    y = pd.to_numeric(frame["y"], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if not np.isfinite(y).all():
+        bad = int((~np.isfinite(y)).sum())
+        raise ValueError(f"frame column 'y' has {bad} missing or non-finite value(s); run mlma.data.validate "
+                         "(on_bad_rows='drop') first")
+    ns = ds.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    if (ns == np.iinfo(np.int64).min).any():
+        raise ValueError("frame column 'ds' has missing timestamps (NaT)")
+    return uid.astype(str).to_numpy(dtype=object), ns, y
+
+
+def _json_safe(value: Any) -> Any:
+    """Make numpy scalars, arrays and timestamps JSON-serialisable (for params, metrics, findings)."""
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"value {value!r} of type {type(value).__name__} cannot be stored as JSON")
+
+
+def _finding_json(finding) -> dict:
+    return {"code": finding.code, "severity": finding.severity, "message": finding.message,
+            "unique_id": finding.unique_id, "n_rows": int(finding.n_rows), "column": finding.column,
+            "examples": list(finding.examples)}
+
+
+def _timestamp(value: Any, what: str) -> pd.Timestamp | None:
+    """A naive data timestamp (``ds`` time) from anything pandas parses; None passes."""
+    if value is None:
+        return None
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is not None:
+        raise ValueError(f"{what} must be tz-naive data time (like ds), got {value!r}")
+    return stamp
+
+
+def _instant(value: Any, what: str) -> dt.datetime:
+    """A wall-clock instant in UTC; naive values are taken as UTC."""
+    stamp = pd.Timestamp(value)
+    if stamp is pd.NaT:
+        raise ValueError(f"{what} must be a time, got {value!r}")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
+
+
+class Store:
+    """mlma's database: open one with :meth:`open` (existing) or :meth:`create` (new or to be upgraded).
+
+    Parameters
+    ----------
+    engine, url
+        Use :meth:`open` / :meth:`create` rather than the constructor.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> store = Store.create("sqlite://")          # in memory; 'sqlite:///path/mlma.db' for a file
+    >>> frame = pd.DataFrame({"unique_id": ["a", "a", "b"],
+    ...                       "ds": pd.to_datetime(["2024-01-01 00:00", "2024-01-01 01:00", "2024-01-01 00:00"]),
+    ...                       "y": [1.0, 2.0, 5.0]})
+    >>> print(store.ingest_frame(frame, source="orders.csv"))
+    orders.csv: ingest #1: 3 new, 0 revised, 0 unchanged of 3 rows (0 dropped by validation) in 2 streams (2 new)
+    >>> store.ingest_frame(frame, source="orders.csv").duplicate
+    True
+    >>> store.observations(start="2024-01-01 01:00")
+      unique_id                  ds    y
+    0         a 2024-01-01 01:00:00  2.0
+    >>> store.stream_ids(["b", "c"]).tolist()
+    [1, 2]
+    >>> store.close()
+    """
+
+    def __init__(self, engine: sa.Engine, url: str) -> None:
+        self.engine = engine
+        self.url = url
+
+    # -- opening, migrations ------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str, *, check_schema: bool = True) -> Store:
+        """Open an existing store; refuses a database whose schema is not the one this mlma expects.
+
+        ``check_schema=False`` skips the check (for tools that inspect or repair a database).
+
+        Raises
+        ------
+        SchemaError
+            The database has no mlma schema (use :meth:`create`), an older one (run :meth:`upgrade`
+            after a backup), or a newer one (upgrade mlma).
+        """
+        engine = _make_engine(url)
+        shown = engine.url.render_as_string(hide_password=True)
+        store = cls(engine, shown)
+        if check_schema:
+            try:
+                store._check_schema()
+            except BaseException:
+                engine.dispose()
+                raise
+        return store
+
+    @classmethod
+    def create(cls, url: str) -> Store:
+        """Create the schema in a new database (or bring an older one up to date), then open it."""
+        engine = _make_engine(url)
+        try:
+            migrate.upgrade(engine)
+            store = cls(engine, engine.url.render_as_string(hide_password=True))
+            store._check_schema()
+        except BaseException:
+            engine.dispose()
+            raise
+        return store
+
+    @staticmethod
+    def upgrade(url: str, revision: str = "head") -> str | None:
+        """Run the packaged migrations on the database at ``url`` up to ``revision``; returns where it is.
+
+        Back the database up first (see docs/store.md). Safe to run on an up-to-date database.
+        """
+        engine = _make_engine(url)
+        try:
+            return migrate.upgrade(engine, revision)
+        finally:
+            engine.dispose()
+
+    def _check_schema(self) -> None:
+        with self._read() as conn:
+            current = migrate.current_revision(conn)
+        expected = migrate.head_revision()
+        if current == expected:
+            return
+        if current is None:
+            raise SchemaError(f"{self.url} has no mlma schema; create it with Store.create({self.url!r}) "
+                              f"(or `Store.upgrade(url)`)", url=self.url, current=None, expected=expected)
+        if current in migrate.known_revisions():
+            raise SchemaError(
+                f"{self.url} has schema revision {current}, older than the revision {expected} this version of "
+                f"mlma needs: back the database up (docs/store.md), then run Store.upgrade(url) to migrate it",
+                url=self.url, current=current, expected=expected)
+        raise SchemaError(f"{self.url} has schema revision {current}, which this version of mlma does not know "
+                          f"(it expects {expected}): it was migrated by a newer mlma; upgrade mlma",
+                          url=self.url, current=current, expected=expected)
+
+    @property
+    def dialect(self) -> str:
+        """``'sqlite'`` or ``'postgresql'``."""
+        return self.engine.dialect.name
+
+    def schema_revision(self) -> str | None:
+        """The schema revision the database is at."""
+        with self._read() as conn:
+            return migrate.current_revision(conn)
+
+    def close(self) -> None:
+        """Close all connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.url!r})"
+
+    # -- transactions ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(mlma_read=True)
+            with conn.begin():
+                yield conn
+
+    def _now(self, conn: sa.Connection) -> dt.datetime:
+        """The current UTC time: the server's clock on PostgreSQL (agents may run on several hosts)."""
+        if conn.dialect.name == "postgresql":
+            return conn.execute(sa.text("SELECT clock_timestamp()")).scalar_one().astimezone(UTC)
+        return dt.datetime.now(UTC)
+
+    def _insert(self, table: sa.Table):
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table)
+
+    # -- streams -----------------------------------------------------------------------------------------
+    def stream_ids(self, unique_ids: Sequence[str] | np.ndarray | pd.Series, *, create: bool = True) -> np.ndarray:
+        """The stream id of each ``unique_id`` (``int64``), creating streams not seen before.
+
+        Ids are dense from 0 in order of first appearance (within one call: sorted ``unique_id``) and never
+        reused, so they index the agent's per-stream arrays. With ``create=False`` unknown ids are -1.
+        """
+        uids = np.asarray(pd.Series(unique_ids, dtype=object).astype(str).to_numpy(dtype=object))
+        if len(uids) == 0:
+            return np.empty(0, dtype=np.int64)
+        distinct, inverse = np.unique(uids, return_inverse=True)
+        if create:
+            with self._write() as conn:
+                ids, _ = self._ensure_streams(conn, distinct, None, None, self._now(conn))
+        else:
+            with self._read() as conn:
+                ids = self._lookup_streams(conn, distinct)
+        return ids[inverse]
+
+    def unique_ids(self, stream_ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The ``unique_id`` of each stream id (object array of str); unknown ids raise ``KeyError``."""
+        ids = np.asarray(stream_ids, dtype=np.int64)
+        table = self._stream_names(ids)
+        missing = sorted(set(np.unique(ids).tolist()) - set(table))
+        if missing:
+            raise KeyError(f"unknown stream id(s): {missing[:5]}")
+        return np.array([table[i] for i in ids.tolist()], dtype=object)
+
+    def _stream_names(self, ids: np.ndarray) -> dict[int, str]:
+        distinct = np.unique(ids)
+        query = sa.select(S.streams.c.id, S.streams.c.unique_id)
+        if len(distinct) <= 1000:
+            query = query.where(S.streams.c.id.in_(distinct.tolist()))
+        with self._read() as conn:
+            return {int(i): u for i, u in conn.execute(query)}
+
+    def resolve(self, stream: int | str | np.integer) -> int:
+        """The id of one stream given by id or ``unique_id``; ``KeyError`` naming it if unknown."""
+        if isinstance(stream, (int, np.integer)) and not isinstance(stream, bool):
+            query = sa.select(S.streams.c.id).where(S.streams.c.id == int(stream))
+        elif isinstance(stream, str):
+            query = sa.select(S.streams.c.id).where(S.streams.c.unique_id == stream)
+        else:
+            raise TypeError(f"stream must be a stream id (int) or a unique_id (str), got {stream!r}")
+        with self._read() as conn:
+            found = conn.execute(query).scalar()
+        if found is None:
+            raise KeyError(f"unknown stream {stream!r}")
+        return int(found)
+
+    def streams(self) -> pd.DataFrame:
+        """All streams: id, unique_id, first/last seen (UTC), first/last ds, attributes, overrides."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(S.streams).order_by(S.streams.c.id)).all()
+        frame = pd.DataFrame(rows, columns=[c.name for c in S.streams.columns])
+        return frame
+
+    def _lookup_streams(self, conn: sa.Connection, uids: np.ndarray) -> np.ndarray:
+        with bulk.staged(conn, "mlma_stage_uid", {"unique_id": "text"}, {"unique_id": uids},
+                         key=("unique_id",)) as st:
+            rows = conn.execute(sa.select(st.c.unique_id, S.streams.c.id)
+                                .select_from(st.join(S.streams, S.streams.c.unique_id == st.c.unique_id))).all()
+        found = {u: int(i) for u, i in rows}
+        return np.array([found.get(u, -1) for u in uids.tolist()], dtype=np.int64)
+
+    def _ensure_streams(self, conn: sa.Connection, uids: np.ndarray, first_ds: np.ndarray | None,
+                        last_ds: np.ndarray | None, now: dt.datetime) -> tuple[np.ndarray, int]:
+        """Ids of ``uids`` (distinct, sorted), creating missing streams; widens first/last ds if given."""
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            # Dense ids are max(id) + 1...: creators of streams take turns (readers are not blocked).
+            conn.exec_driver_sql("LOCK TABLE streams IN SHARE ROW EXCLUSIVE MODE")
+        columns = {"unique_id": "text"}
+        data: dict[str, Any] = {"unique_id": uids}
+        if first_ds is not None:
+            columns |= {"first_ds": "ds", "last_ds": "ds"}
+            data |= {"first_ds": first_ds, "last_ds": last_ds}
+        with bulk.staged(conn, "mlma_stage_streams", columns, data, key=("unique_id",)) as st:
+            rows = conn.execute(sa.select(st.c.unique_id, S.streams.c.id)
+                                .select_from(st.join(S.streams, S.streams.c.unique_id == st.c.unique_id))).all()
+            found = {u: int(i) for u, i in rows}
+            missing = np.array([u not in found for u in uids.tolist()], dtype=bool)
+            if first_ds is not None and found:
+                self._widen_streams(conn, now)
+            n_new = int(missing.sum())
+            if n_new:
+                base = conn.execute(sa.select(sa.func.coalesce(sa.func.max(S.streams.c.id), -1))).scalar_one() + 1
+                new_ids = np.arange(base, base + n_new, dtype=np.int64)
+                columns_new = {"id": "int", "unique_id": "text", "first_seen": "utc", "last_seen": "utc",
+                               "attributes": "json", "overrides": "json"}
+                new = {"id": new_ids, "unique_id": uids[missing], "first_seen": [now] * n_new,
+                       "last_seen": [now] * n_new, "attributes": [{}] * n_new, "overrides": [{}] * n_new}
+                if first_ds is not None:
+                    columns_new |= {"first_ds": "ds", "last_ds": "ds"}
+                    new |= {"first_ds": np.asarray(first_ds)[missing], "last_ds": np.asarray(last_ds)[missing]}
+                bulk.insert_rows(conn, "streams", columns_new, new)
+                for u, i in zip(uids[missing].tolist(), new_ids.tolist()):
+                    found[u] = i
+        ids = np.array([found[u] for u in uids.tolist()], dtype=np.int64)
+        return ids, n_new
+
+    def _widen_streams(self, conn: sa.Connection, now: dt.datetime) -> None:
+        """Existing streams in the staged batch: last seen now, ds range widened to the batch's."""
+        stamp = bulk.utc_to_db(now, conn.dialect.name)
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                "UPDATE streams AS s SET last_seen = %(now)s, first_ds = LEAST(s.first_ds, st.first_ds), "
+                "last_ds = GREATEST(s.last_ds, st.last_ds) FROM mlma_stage_streams AS st "
+                "WHERE s.unique_id = st.unique_id", {"now": stamp})
+        else:
+            conn.exec_driver_sql(
+                "UPDATE streams SET last_seen = ?, "
+                "first_ds = min(coalesce(streams.first_ds, st.first_ds), st.first_ds), "
+                "last_ds = max(coalesce(streams.last_ds, st.last_ds), st.last_ds) "
+                "FROM mlma_stage_streams AS st WHERE streams.unique_id = st.unique_id", (stamp,))
+
+    def set_attributes(self, attributes: Mapping[int | str, Mapping[str, Any]]) -> None:
+        """Merge descriptive attributes into streams, e.g. ``{"zone-417": {"city": "Berlin"}}``.
+
+        A value of None removes that key. Streams are given by id or ``unique_id``.
+        """
+        self._merge_json("attributes", attributes)
+
+    def set_overrides(self, streams: Sequence[int | str], overrides: Mapping[str, Any] | None, *, by: str,
+                      reason: str | None = None, target: str | None = None) -> None:
+        """Merge per-stream monitoring overrides (e.g. ``{"pinned": True}``) into ``streams``; audited.
+
+        ``overrides=None`` clears all overrides of those streams; a key with value None is removed.
+        ``target`` names the group in the audit log (default: the stream, or the number of streams).
+        """
+        check_actor(by)
+        ids = [self.resolve(s) for s in streams]
+        if not ids:
+            return
+        changes = {i: (None if overrides is None else dict(overrides)) for i in ids}
+        uids = self.unique_ids(ids)
+        target = target or (f"stream:{uids[0]}" if len(ids) == 1 else f"streams:{len(ids)}")
+        with self._write() as conn:
+            self._merge_json("overrides", changes, conn=conn)
+            self._audit(conn, self._now(conn), by, "set-overrides", target,
+                        {"streams": uids.tolist(), "overrides": _json_safe(overrides)}, reason)
+
+    def _merge_json(self, column: str, changes: Mapping, conn: sa.Connection | None = None) -> None:
+        if conn is None:
+            resolved = {self.resolve(stream): value for stream, value in changes.items()}
+            with self._write() as conn:
+                return self._merge_json(column, resolved, conn=conn)
+        ids = {int(stream): value for stream, value in changes.items()}
+        col = S.streams.c[column]
+        current = dict(conn.execute(sa.select(S.streams.c.id, col).where(S.streams.c.id.in_(list(ids)))).all())
+        unknown = set(ids) - set(current)
+        if unknown:
+            raise KeyError(f"unknown stream id(s): {sorted(unknown)[:5]}")
+        rows = []
+        for i, change in ids.items():
+            merged = {} if change is None else dict(current[i] or {})
+            for key, value in (change or {}).items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            rows.append({"sid": i, "value": _json_safe(merged)})
+        conn.execute(sa.update(S.streams).where(S.streams.c.id == sa.bindparam("sid"))
+                     .values({column: sa.bindparam("value")}), rows)
+
+    # -- observations ------------------------------------------------------------------------------------
+    def ingest_frame(self, frame: pd.DataFrame, source: str, content_hash: str | None = None, *,
+                     report=None) -> IngestReport:
+        """Upsert a canonical long frame's observations; idempotent per content hash.
+
+        Parameters
+        ----------
+        frame
+            ``unique_id``, ``ds``, ``y`` (extra columns are ignored), e.g. ``mlma.data.validate(...).frame``.
+            ``(unique_id, ds)`` must be unique and ``y`` finite.
+        source
+            A name for the data (file name, topic, ...), kept with the ingest.
+        content_hash
+            sha256 of the source's bytes (:func:`file_sha256`); default: a hash of the frame's content.
+            Content already ingested is not ingested again: the report says ``duplicate=True``.
+        report
+            The :class:`~mlma.data.ValidationReport` of the frame: its counts and findings are kept with the
+            ingest.
+
+        Returns
+        -------
+        IngestReport
+            A re-delivered row with the same value is ``unchanged``; one with a new value replaces the old
+            one (``revised``; the old value is kept in ``observation_revisions``).
+        """
+        if not isinstance(source, str) or not source:
+            raise ValueError(f"source must be a non-empty string naming the data, got {source!r}")
+        uid, ns, y = _canonical_columns(frame)
+        sha = content_hash if content_hash is not None else frame_sha256(frame)
+        if not isinstance(sha, str) or not _SHA256.match(sha):
+            raise ValueError(f"content_hash must be a sha256 as 64 lower-case hex digits, got {content_hash!r}")
+        if len(uid):
+            keys = pd.DataFrame({"u": uid, "t": ns})
+            dup = keys.duplicated(keep=False).to_numpy()
+            if dup.any():
+                first = keys[dup].iloc[0]
+                raise ValueError(f"frame has {int(dup.sum())} rows with a repeated (unique_id, ds), e.g. "
+                                 f"{first.u!r} at {pd.Timestamp(first.t)}; run mlma.data.validate first")
+        rows_read = int(report.n_rows_in) if report is not None else len(uid)
+        rows_dropped = int(report.n_rows_in - report.n_rows_out) if report is not None else 0
+        findings = [_finding_json(f) for f in report.findings] if report is not None else []
+        try:
+            return self._ingest(uid, ns, y, source, sha, rows_read, rows_dropped, findings)
+        except sa.exc.IntegrityError:
+            # The same content ingested concurrently by another process: it won; this is a duplicate.
+            seen = self._ingest_by_hash(sha)
+            if seen is None:
+                raise
+            return seen
+
+    def ingest_file(self, path: str | os.PathLike, *, source: str | None = None, freq=None,
+                    on_bad_rows: str = "drop", **read_options) -> IngestReport:
+        """Read, validate (:func:`mlma.data.validate`) and ingest a CSV or Parquet file.
+
+        The file's sha256 is the content hash, so ingesting the same file again is a no-op; it is checked
+        before the file is parsed.
+        """
+        from mlma.data import read_frame, validate
+
+        sha = file_sha256(path)
+        seen = self._ingest_by_hash(sha)
+        if seen is not None:
+            return seen
+        checked = validate(read_frame(path, **read_options), freq=freq, on_bad_rows=on_bad_rows)
+        return self.ingest_frame(checked.frame, source or Path(path).name, sha, report=checked.report)
+
+    def _ingest_by_hash(self, sha: str) -> IngestReport | None:
+        with self._read() as conn:
+            row = conn.execute(sa.select(S.ingests).where(S.ingests.c.content_sha256 == sha)).first()
+        if row is None:
+            return None
+        return IngestReport(ingest_id=row.id, source=row.source, content_sha256=sha, duplicate=True, at=row.at)
+
+    def _ingest(self, uid, ns, y, source, sha, rows_read, rows_dropped, findings) -> IngestReport:
+        with self._write() as conn:
+            seen = conn.execute(sa.select(S.ingests.c.id, S.ingests.c.source, S.ingests.c.at)
+                                .where(S.ingests.c.content_sha256 == sha)).first()
+            if seen is not None:
+                return IngestReport(ingest_id=seen.id, source=seen.source, content_sha256=sha, duplicate=True,
+                                    at=seen.at)
+            now = self._now(conn)
+            zero = dict(rows_read=rows_read, rows_accepted=len(uid), rows_dropped=rows_dropped, rows_new=0,
+                        rows_revised=0, rows_unchanged=0, n_streams=0, new_streams=0)
+            ingest_id = conn.execute(
+                sa.insert(S.ingests).values(source=source, content_sha256=sha, at=now, findings=findings, **zero)
+                .returning(S.ingests.c.id)).scalar_one()
+            counts = dict(new=0, revised=0, unchanged=0)
+            n_streams = n_new = 0
+            first = last = None
+            if len(uid):
+                codes, distinct = pd.factorize(uid, sort=True)
+                distinct = np.asarray(distinct, dtype=object)
+                lo = np.full(len(distinct), np.iinfo(np.int64).max)
+                hi = np.full(len(distinct), np.iinfo(np.int64).min)
+                np.minimum.at(lo, codes, ns)
+                np.maximum.at(hi, codes, ns)
+                ids, n_new = self._ensure_streams(conn, distinct, lo.astype("datetime64[ns]"),
+                                                  hi.astype("datetime64[ns]"), now)
+                n_streams = len(distinct)
+                counts = self._upsert_observations(conn, ids[codes], ns.astype("datetime64[ns]"), y, ingest_id)
+                first, last = pd.Timestamp(int(ns.min())), pd.Timestamp(int(ns.max()))
+            conn.execute(sa.update(S.ingests).where(S.ingests.c.id == ingest_id).values(
+                rows_new=counts["new"], rows_revised=counts["revised"], rows_unchanged=counts["unchanged"],
+                n_streams=n_streams, new_streams=n_new,
+                first_ds=None if first is None else first.to_pydatetime(),
+                last_ds=None if last is None else last.to_pydatetime()))
+        return IngestReport(ingest_id=ingest_id, source=source, content_sha256=sha, duplicate=False, at=now,
+                            rows_read=rows_read, rows_accepted=len(uid), rows_dropped=rows_dropped,
+                            rows_new=counts["new"], rows_revised=counts["revised"],
+                            rows_unchanged=counts["unchanged"], n_streams=n_streams, new_streams=n_new,
+                            first_ds=first, last_ds=last)
+
+    def _upsert_observations(self, conn: sa.Connection, stream_id: np.ndarray, ds: np.ndarray, y: np.ndarray,
+                             ingest_id: int) -> dict[str, int]:
+        obs = S.observations
+        with bulk.staged(conn, "mlma_stage_obs", {"stream_id": "int", "ds": "ds", "y": "float"},
+                         {"stream_id": stream_id, "ds": ds, "y": y}, key=("stream_id", "ds")) as st:
+            on = sa.and_(obs.c.stream_id == st.c.stream_id, obs.c.ds == st.c.ds)
+            tally = conn.execute(sa.select(
+                sa.func.count(),
+                sa.func.count(obs.c.stream_id),
+                sa.func.sum(sa.case((obs.c.y != st.c.y, 1), else_=0)),
+            ).select_from(st.outerjoin(obs, on))).one()
+            total, existing, revised = int(tally[0]), int(tally[1]), int(tally[2] or 0)
+            if revised:
+                conn.execute(sa.insert(S.observation_revisions).from_select(
+                    ["stream_id", "ds", "old_y", "new_y", "old_ingest_id", "ingest_id"],
+                    sa.select(st.c.stream_id, st.c.ds, obs.c.y, st.c.y, obs.c.ingest_id,
+                              sa.literal(ingest_id, sa.Integer))
+                    .select_from(st.join(obs, on)).where(obs.c.y != st.c.y)))
+            if total - existing or revised:
+                insert = self._insert(obs).from_select(
+                    ["stream_id", "ds", "y", "ingest_id", "revisions"],
+                    # "WHERE true" lets SQLite's parser tell the ON CONFLICT clause from a join condition.
+                    sa.select(st.c.stream_id, st.c.ds, st.c.y, sa.literal(ingest_id, sa.Integer),
+                              sa.literal(0, sa.Integer)).where(sa.true()))
+                conn.execute(insert.on_conflict_do_update(
+                    index_elements=[obs.c.stream_id, obs.c.ds],
+                    set_={"y": insert.excluded.y, "ingest_id": insert.excluded.ingest_id,
+                          "revisions": obs.c.revisions + 1},
+                    where=obs.c.y != insert.excluded.y))
+        return {"new": total - existing, "revised": revised, "unchanged": existing - revised}
+
+    def observations(self, start: Any = None, end: Any = None, streams: Sequence[int | str] | None = None, *,
+                     with_ids: bool = False) -> pd.DataFrame:
+        """Observations with ``start <= ds < end`` as a canonical long frame, sorted by unique_id then ds.
+
+        Parameters
+        ----------
+        start, end
+            Data-time bounds (tz-naive), either may be None (unbounded).
+        streams
+            Only these streams (ids or ``unique_id`` strings); default all.
+        with_ids
+            Add a ``stream_id`` column.
+        """
+        lo, hi = _timestamp(start, "start"), _timestamp(end, "end")
+        dialect = self.dialect
+        mark = "?" if dialect == "sqlite" else "%s"
+        # PostgreSQL hands timestamps over as integers (exact: EXTRACT gives numeric), far cheaper to
+        # convert than datetime objects; SQLite's are the fixed-width text bulk.ds_to_db writes.
+        ds_column = "ds" if dialect == "sqlite" else "(EXTRACT(EPOCH FROM ds) * 1000000)::bigint"
+        where, params = [], []
+        for bound, op in ((lo, ">="), (hi, "<")):
+            if bound is not None:
+                where.append(f"ds {op} {mark}")
+                params.append(bulk.ds_to_db([bound], dialect)[0])
+        wanted = None
+        if streams is not None:
+            wanted = self._ids_of(streams)
+            if len(wanted) <= 1000:
+                where.append(f"stream_id IN ({', '.join(str(int(i)) for i in wanted)})" if len(wanted) else "1 = 0")
+        sql = f"SELECT stream_id, {ds_column}, y FROM observations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._read() as conn:
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                cursor.execute(sql, tuple(params))
+                result = cursor.fetchall()
+            finally:
+                cursor.close()
+        if result:
+            sid, ds, y = zip(*result)
+            sid = np.asarray(sid, dtype=np.int64)
+            if dialect == "sqlite":
+                stamps = bulk.ds_from_db(ds, dialect)
+            else:
+                stamps = np.asarray(ds, dtype=np.int64).astype("datetime64[us]").astype("datetime64[ns]")
+            values = np.asarray(y, dtype=np.float64)
+        else:
+            sid, stamps, values = (np.empty(0, np.int64), np.empty(0, "datetime64[ns]"), np.empty(0))
+        if wanted is not None and len(wanted) > 1000:
+            keep = np.isin(sid, wanted)
+            sid, stamps, values = sid[keep], stamps[keep], values[keep]
+        names = self._stream_names(sid) if len(sid) else {}
+        distinct = np.unique(sid)
+        labels = np.array([names[i] for i in distinct.tolist()], dtype=object)
+        rank = np.empty(len(distinct), dtype=np.int64)
+        rank[np.argsort(labels, kind="stable")] = np.arange(len(distinct))
+        pos = np.searchsorted(distinct, sid)
+        order = np.lexsort((stamps, rank[pos]))
+        frame = pd.DataFrame({"unique_id": pd.Series(labels[pos][order], dtype="str"),
+                              "ds": stamps[order], "y": values[order]})
+        if with_ids:
+            frame["stream_id"] = sid[order]
+        return frame
+
+    def _ids_of(self, streams: Sequence[int | str]) -> np.ndarray:
+        items = list(streams)
+        if all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in items):
+            return np.unique(np.asarray(items, dtype=np.int64))
+        if all(isinstance(s, str) for s in items):
+            ids = self.stream_ids(items, create=False)
+            return np.unique(ids[ids >= 0])
+        return np.unique(np.array([self.resolve(s) for s in items], dtype=np.int64))
+
+    def ingests(self) -> pd.DataFrame:
+        """Every ingest, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(S.ingests).order_by(S.ingests.c.id)).all()
+        return pd.DataFrame(rows, columns=[c.name for c in S.ingests.columns])
+
+    def revisions(self, streams: Sequence[int | str] | None = None) -> pd.DataFrame:
+        """Corrected observations: unique_id, ds, old_y, new_y and the ingests before and after."""
+        rev = S.observation_revisions
+        query = (sa.select(S.streams.c.unique_id, rev.c.ds, rev.c.old_y, rev.c.new_y, rev.c.old_ingest_id,
+                           rev.c.ingest_id).join(S.streams, S.streams.c.id == rev.c.stream_id).order_by(rev.c.id))
+        if streams is not None:
+            query = query.where(rev.c.stream_id.in_(self._ids_of(streams).tolist()))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=["unique_id", "ds", "old_y", "new_y", "old_ingest_id", "ingest_id"])
+
+    # -- ticks ------------------------------------------------------------------------------------------
+    def begin_tick(self, tick: int, *, start: Any = None, end: Any = None, agent_id: str | None = None,
+                   lease: lock.Lease | None = None) -> None:
+        """Record that tick ``tick`` (covering data ``start <= ds < end``) is running.
+
+        Committed at once, so that a crash leaves a visible ``running`` row. A tick that ``failed`` or was
+        left ``running`` may begin again (its ``attempts`` count grows); a ``done`` tick raises
+        :class:`~mlma.store.TickAlreadyDone`.
+        """
+        tick = _tick_number(tick)
+        with self._write() as conn:
+            if lease is not None:
+                lock.fence(conn, lease)
+            self._open_tick(conn, tick, self._now(conn), _timestamp(start, "start"), _timestamp(end, "end"),
+                            agent_id or (lease.holder if lease is not None else None))
+
+    def _open_tick(self, conn, tick, now, start, end, agent_id, *, new_attempt: bool = True) -> None:
+        """Mark the tick running; a new attempt unless ``new_attempt`` is False and it is already running."""
+        row = conn.execute(sa.select(S.ticks.c.status, S.ticks.c.attempts).where(S.ticks.c.tick == tick)).first()
+        if row is not None and row.status == "done":
+            raise TickAlreadyDone(f"tick {tick} is already done; it is never written twice")
+        if row is not None and row.status == "running" and not new_attempt:
+            values = {}
+            if agent_id is not None:
+                values["agent_id"] = agent_id
+            if start is not None:
+                values["start_ds"] = start.to_pydatetime()
+            if end is not None:
+                values["end_ds"] = end.to_pydatetime()
+            if values:
+                conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick).values(**values))
+            return
+        values = {"status": "running", "started_at": now, "finished_at": None, "error": None}
+        if agent_id is not None:
+            values["agent_id"] = agent_id
+        if start is not None:
+            values["start_ds"] = start.to_pydatetime()
+        if end is not None:
+            values["end_ds"] = end.to_pydatetime()
+        if row is None:
+            conn.execute(sa.insert(S.ticks).values(tick=tick, attempts=1, **values))
+        else:
+            conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick)
+                         .values(attempts=S.ticks.c.attempts + 1, **values))
+
+    def write_tick(self, tick: int, *, verdicts: Any = None, forecasts: pd.DataFrame | None = None,
+                   escalations: Sequence = (), new_versions: Sequence[NewVersion] = (),
+                   champion_moves: Sequence[ChampionMove] = (), audit: Sequence[Mapping[str, Any]] = (),
+                   state: Mapping[str, np.ndarray] | None = None, lease: lock.Lease | None = None,
+                   start: Any = None, end: Any = None, agent_id: str | None = None) -> TickWrite:
+        """Write everything tick ``tick`` produced and mark it done, in one transaction: all or nothing.
+
+        Parameters
+        ----------
+        verdicts
+            A :class:`~mlma.policy.Decision` (its arrays are over stream ids ``0..n-1``) or a frame with
+            ``stream_id, verdict`` and optional ``p_value, effect, retrain, reason``.
+        forecasts
+            Frame ``stream_id, ds, y_hat`` and optional ``model_version`` (see
+            :func:`~mlma.store.forecast_frame`): the forecasts issued at the end of this tick.
+        escalations
+            :class:`~mlma.escalations.Escalation` items (``stream`` is the stream id, -1 for none).
+        new_versions
+            Model versions to record (:meth:`mlma.registry.ModelRegistry.prepare`); those with
+            ``promote=True`` become champions. Their numbers are returned in ``TickWrite.versions``.
+        champion_moves
+            Champion moves to existing versions.
+        audit
+            Extra audit entries: mappings with ``actor, action`` and optional ``target, params, reason``.
+        state
+            The agent's and policy's per-stream arrays (see :meth:`save_state`).
+        lease
+            The tick lock's lease: checked inside the transaction, so a lease that was lost commits nothing.
+        start, end, agent_id
+            The tick's data window and agent, if :meth:`begin_tick` was not called.
+
+        Raises
+        ------
+        TickAlreadyDone, LockLost
+            Nothing was written.
+        """
+        tick = _tick_number(tick)
+        with self._write() as conn:
+            if lease is not None:
+                lock.fence(conn, lease)
+            now = self._now(conn)
+            self._open_tick(conn, tick, now, _timestamp(start, "start"), _timestamp(end, "end"),
+                            agent_id or (lease.holder if lease is not None else None), new_attempt=False)
+            n_verdicts = self._insert_verdicts(conn, tick, verdicts) if verdicts is not None else 0
+            n_forecasts = self._insert_forecasts(conn, tick, forecasts) if forecasts is not None else 0
+            escalation_ids = self._insert_escalations(conn, escalations, now, tick)
+            versions = record_versions(self, conn, new_versions, now, tick)
+            moves = [ChampionMove(v.stream, int(n), v.by, v.reason) for v, n in zip(new_versions, versions)
+                     if v.promote]
+            move_champions(self, conn, [*moves, *champion_moves], now, tick)
+            for entry in audit:
+                self._audit(conn, now, **entry)
+            sha = self._save_state(conn, tick, state, now) if state is not None else None
+            conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick)
+                         .values(status="done", finished_at=now, error=None))
+        return TickWrite(tick, n_verdicts, n_forecasts, escalation_ids, versions, sha)
+
+    def fail_tick(self, tick: int, error: BaseException | str) -> None:
+        """Mark tick ``tick`` failed with the error (the tick's own writes were rolled back)."""
+        tick = _tick_number(tick)
+        text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
+        with self._write() as conn:
+            now = self._now(conn)
+            done = conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick, S.ticks.c.status != "done")
+                                .values(status="failed", finished_at=now, error=text[:_ERROR_CHARS])).rowcount
+            if not done:
+                exists = conn.execute(sa.select(S.ticks.c.tick).where(S.ticks.c.tick == tick)).first()
+                if exists is None:
+                    conn.execute(sa.insert(S.ticks).values(tick=tick, status="failed", started_at=now,
+                                                           finished_at=now, attempts=1,
+                                                           error=text[:_ERROR_CHARS]))
+
+    def ticks(self) -> pd.DataFrame:
+        """Every tick: tick, start_ds, end_ds, status, started_at, finished_at, agent_id, attempts, error."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(S.ticks).order_by(S.ticks.c.tick)).all()
+        return pd.DataFrame(rows, columns=[c.name for c in S.ticks.columns])
+
+    def last_done_tick(self) -> int | None:
+        """The highest tick that is done, or None."""
+        with self._read() as conn:
+            value = conn.execute(sa.select(sa.func.max(S.ticks.c.tick)).where(S.ticks.c.status == "done")).scalar()
+        return None if value is None else int(value)
+
+    def verdicts(self, tick: int | None = None, streams: Sequence[int | str] | None = None) -> pd.DataFrame:
+        """Verdict rows (tick, stream_id, unique_id, verdict, label, p_value, effect, retrain, reason)."""
+        from mlma.policy import Verdict
+
+        v = S.verdicts
+        query = (sa.select(v.c.tick, v.c.stream_id, S.streams.c.unique_id, v.c.verdict, v.c.p_value, v.c.effect,
+                           v.c.retrain, v.c.reason).join(S.streams, S.streams.c.id == v.c.stream_id)
+                 .order_by(v.c.tick, v.c.stream_id))
+        if tick is not None:
+            query = query.where(v.c.tick == int(tick))
+        if streams is not None:
+            query = query.where(v.c.stream_id.in_(self._ids_of(streams).tolist()))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame(rows, columns=["tick", "stream_id", "unique_id", "verdict", "p_value", "effect",
+                                            "retrain", "reason"])
+        frame.insert(4, "label", [Verdict(int(c)).label for c in frame["verdict"]])
+        return frame
+
+    def forecasts(self, issued_tick: int) -> pd.DataFrame:
+        """The forecasts issued at the end of ``issued_tick``: stream_id, unique_id, ds, y_hat, model_version."""
+        f = S.forecasts
+        query = (sa.select(f.c.stream_id, S.streams.c.unique_id, f.c.ds, f.c.y_hat, f.c.model_version)
+                 .join(S.streams, S.streams.c.id == f.c.stream_id).where(f.c.issued_tick == int(issued_tick))
+                 .order_by(f.c.stream_id, f.c.ds))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame(rows, columns=["stream_id", "unique_id", "ds", "y_hat", "model_version"])
+        frame["ds"] = pd.to_datetime(frame["ds"]).astype("datetime64[ns]")
+        return frame
+
+    def _insert_verdicts(self, conn: sa.Connection, tick: int, verdicts: Any) -> int:
+        if isinstance(verdicts, pd.DataFrame):
+            if not {"stream_id", "verdict"} <= set(verdicts.columns):
+                raise ValueError(f"verdicts frame needs columns stream_id and verdict, has {list(verdicts.columns)}")
+            n = len(verdicts)
+            get = verdicts.get
+            ids = verdicts["stream_id"].to_numpy()
+        elif hasattr(verdicts, "verdict") and hasattr(verdicts, "retrain"):
+            n = len(verdicts.verdict)
+            ids = np.arange(n)
+
+            def get(name, default=None):
+                value = getattr(verdicts, name, None)
+                return default if value is None else value
+        else:
+            raise TypeError(f"verdicts must be a Decision or a DataFrame, got {type(verdicts).__name__}")
+        ids = self._known_ids(conn, ids, "verdicts")
+        nan = np.full(n, np.nan)
+        data = {"tick": np.full(n, tick), "stream_id": ids, "verdict": get("verdict"),
+                "p_value": get("p_value", nan), "effect": get("effect", nan),
+                "retrain": get("retrain", np.zeros(n, dtype=bool)), "reason": get("reason", np.full(n, None))}
+        return bulk.insert_rows(conn, "verdicts", {"tick": "int", "stream_id": "int", "verdict": "int",
+                                                   "p_value": "float", "effect": "float", "retrain": "bool",
+                                                   "reason": "text"}, data)
+
+    def _known_ids(self, conn: sa.Connection, ids: np.ndarray, what: str) -> np.ndarray:
+        """``ids`` as int64 after checking that each names a stream (ids are dense and never deleted)."""
+        ids = np.asarray(ids)
+        if ids.size and not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError(f"{what}: stream_id must be integer stream ids, got dtype {ids.dtype}")
+        ids = ids.astype(np.int64)
+        if ids.size:
+            top = conn.execute(sa.select(sa.func.max(S.streams.c.id))).scalar()
+            bad = (ids < 0) | (ids > (-1 if top is None else top))
+            if bad.any():
+                raise ValueError(f"{what} name {int(bad.sum())} unknown stream id(s), e.g. {int(ids[bad][0])}; "
+                                 f"the store knows ids 0..{top}")
+        return ids
+
+    def _insert_forecasts(self, conn: sa.Connection, tick: int, forecasts: pd.DataFrame) -> int:
+        if not {"stream_id", "ds", "y_hat"} <= set(forecasts.columns):
+            raise ValueError(f"forecasts frame needs columns stream_id, ds, y_hat, has {list(forecasts.columns)}")
+        n = len(forecasts)
+        y_hat = forecasts["y_hat"].to_numpy(dtype=np.float64)
+        if not np.isfinite(y_hat).all():
+            raise ValueError("forecasts y_hat must be finite; leave out streams without a forecast")
+        data = {"issued_tick": np.full(n, tick),
+                "stream_id": self._known_ids(conn, forecasts["stream_id"].to_numpy(), "forecasts"),
+                "ds": forecasts["ds"].to_numpy(dtype="datetime64[ns]"), "y_hat": y_hat,
+                "model_version": forecasts["model_version"].to_numpy() if "model_version" in forecasts
+                else np.full(n, np.nan)}
+        return bulk.insert_rows(conn, "forecasts", {"issued_tick": "int", "stream_id": "int", "ds": "ds",
+                                                    "y_hat": "float", "model_version": "int?"}, data)
+
+    # -- escalations and the audit log ------------------------------------------------------------------
+    def add_escalations(self, escalations: Sequence, *, tick: int | None = None) -> list[int]:
+        """Record escalations (status ``open``); returns their ids. ``tick`` overrides each item's tick."""
+        with self._write() as conn:
+            return self._insert_escalations(conn, escalations, self._now(conn), tick)
+
+    def _insert_escalations(self, conn: sa.Connection, escalations: Sequence, now: dt.datetime,
+                            tick: int | None) -> list[int]:
+        rows = []
+        for e in escalations:
+            stream = int(e.stream)
+            rows.append({"stream_id": stream if stream >= 0 else None,
+                         "tick": int(e.tick) if tick is None else int(tick), "kind": str(e.kind),
+                         "severity": int(e.severity), "message": str(e.message), "status": "open",
+                         "created_at": now, "updated_at": now})
+        if not rows:
+            return []
+        result = conn.execute(sa.insert(S.escalations).returning(S.escalations.c.id, sort_by_parameter_order=True),
+                              rows)
+        return [int(i) for i in result.scalars()]
+
+    def escalations(self, status: str | Sequence[str] | None = None,
+                    streams: Sequence[int | str] | None = None) -> pd.DataFrame:
+        """Escalations, newest first, with the stream's unique_id; filter by status and streams.
+
+        Silenced escalations whose ``silenced_until`` has passed count as ``open`` again.
+        """
+        e = S.escalations
+        query = (sa.select(e, S.streams.c.unique_id).outerjoin(S.streams, S.streams.c.id == e.c.stream_id)
+                 .order_by(e.c.id.desc()))
+        if streams is not None:
+            query = query.where(e.c.stream_id.in_(self._ids_of(streams).tolist()))
+        with self._read() as conn:
+            now = self._now(conn)
+            rows = conn.execute(query).all()
+        frame = pd.DataFrame(rows, columns=[*[c.name for c in e.columns], "unique_id"])
+        if len(frame):
+            woke = (frame["status"] == "silenced") & frame["silenced_until"].map(
+                lambda t: t is not None and not pd.isna(t) and t <= now)
+            frame.loc[woke, "status"] = "open"
+        if status is not None:
+            wanted = [status] if isinstance(status, str) else list(status)
+            bad = set(wanted) - set(S.ESCALATION_STATUSES)
+            if bad:
+                raise ValueError(f"status must be among {S.ESCALATION_STATUSES}, got {sorted(bad)}")
+            frame = frame[frame["status"].isin(wanted)].reset_index(drop=True)
+        return frame
+
+    def set_escalation_status(self, ids: Sequence[int], status: str, *, by: str, reason: str | None = None,
+                              silenced_until: Any = None) -> int:
+        """Acknowledge, resolve, silence (until a time) or re-open escalations; audited. Returns rows changed."""
+        check_actor(by)
+        if status not in S.ESCALATION_STATUSES:
+            raise ValueError(f"status must be one of {S.ESCALATION_STATUSES}, got {status!r}")
+        if (status == "silenced") != (silenced_until is not None):
+            raise ValueError("silenced_until is required with status 'silenced' and only then")
+        until = _instant(silenced_until, "silenced_until") if silenced_until is not None else None
+        ids = [int(i) for i in ids]
+        with self._write() as conn:
+            now = self._now(conn)
+            changed = conn.execute(sa.update(S.escalations).where(S.escalations.c.id.in_(ids))
+                                   .values(status=status, updated_at=now, silenced_until=until)).rowcount
+            self._audit(conn, now, by, f"escalation-{status}", "escalations:" + ",".join(map(str, ids[:20])),
+                        {"ids": ids, "silenced_until": None if until is None else until.isoformat()}, reason)
+        return int(changed)
+
+    def add_audit(self, actor: str, action: str, target: str | None = None, params: Mapping[str, Any] | None = None,
+                  reason: str | None = None) -> int:
+        """Append one entry to the audit log (who, what, on what, with which parameters, why); returns its id.
+
+        ``actor`` is ``'agent'`` or ``'user:<name>'``; ``target`` e.g. ``'stream:zone-417'`` or
+        ``'group:city=Berlin'``. The log is append-only: the database refuses updates and deletes.
+        """
+        with self._write() as conn:
+            return self._audit(conn, self._now(conn), actor, action, target, params, reason)
+
+    def _audit(self, conn: sa.Connection, now: dt.datetime, actor: str, action: str, target: str | None = None,
+               params: Mapping[str, Any] | None = None, reason: str | None = None) -> int:
+        check_actor(actor, "actor")
+        if not isinstance(action, str) or not action:
+            raise ValueError(f"action must be a non-empty string, got {action!r}")
+        return int(conn.execute(sa.insert(S.audit_log).values(
+            at=now, actor=actor, action=action, target=target, params=_json_safe(dict(params or {})),
+            reason=reason).returning(S.audit_log.c.id)).scalar_one())
+
+    def audit_log(self, *, since: Any = None, target: str | None = None, actor: str | None = None,
+                  action: str | None = None) -> pd.DataFrame:
+        """Audit entries, oldest first, optionally since an instant (UTC) and for a target, actor or action."""
+        a = S.audit_log
+        query = sa.select(a).order_by(a.c.id)
+        if since is not None:
+            query = query.where(a.c.at >= _instant(since, "since"))
+        for column, value in (("target", target), ("actor", actor), ("action", action)):
+            if value is not None:
+                query = query.where(a.c[column] == value)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=[c.name for c in a.columns])
+
+    # -- agent state --------------------------------------------------------------------------------------
+    def save_state(self, tick: int, arrays: Mapping[str, np.ndarray]) -> str:
+        """Save the agent's per-stream arrays as of the end of ``tick`` on their own; returns the sha256.
+
+        :meth:`write_tick` (``state=``) does this in the tick's transaction, which is what an agent wants;
+        this is for checkpoints outside ticks (e.g. the state after start-up).
+        """
+        tick = _tick_number(tick, allow_negative=True)
+        with self._write() as conn:
+            return self._save_state(conn, tick, arrays, self._now(conn))
+
+    def _save_state(self, conn: sa.Connection, tick: int, arrays: Mapping[str, np.ndarray], now: dt.datetime) -> str:
+        blob, sha = encode_state(arrays)
+        lengths = {np.asarray(a).shape[0] for a in arrays.values() if np.ndim(a) >= 1}
+        values = dict(saved_at=now, format=FORMAT, sha256=sha, size_bytes=len(blob),
+                      n_streams=lengths.pop() if len(lengths) == 1 else None, blob=blob)
+        insert = self._insert(S.agent_state).values(tick=tick, **values)
+        conn.execute(insert.on_conflict_do_update(index_elements=[S.agent_state.c.tick], set_=values))
+        kept = [r for (r,) in conn.execute(sa.select(S.agent_state.c.tick).order_by(S.agent_state.c.tick.desc())
+                                           .limit(STATE_HISTORY))]
+        conn.execute(sa.delete(S.agent_state).where(S.agent_state.c.tick < min(kept)))
+        return sha
+
+    def load_state(self, tick: int | None = None) -> AgentState | None:
+        """The saved state of ``tick`` (default: the latest), verified against its hash; None if none.
+
+        Raises
+        ------
+        StateCorrupted
+            The blob does not match its recorded sha256.
+        """
+        a = S.agent_state
+        query = sa.select(a)
+        query = query.where(a.c.tick == int(tick)) if tick is not None else query.order_by(a.c.tick.desc()).limit(1)
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        arrays = decode_state(bytes(row.blob), row.sha256)
+        return AgentState(int(row.tick), arrays, row.sha256, int(row.size_bytes), row.saved_at)
+
+    # -- locks -------------------------------------------------------------------------------------------
+    def acquire_lock(self, holder: str, ttl: float = 300.0, *, name: str = "tick") -> lock.Lease:
+        """Take lock ``name`` for ``holder`` for ``ttl`` seconds; raises :class:`~mlma.store.LockHeld`.
+
+        An expired lease (its holder crashed or stalled) is taken over. Release with ``Lease.release()``.
+        """
+        return lock.acquire(self, name, holder, ttl)
+
+    @contextlib.contextmanager
+    def tick_lock(self, holder: str, ttl: float = 300.0, *, name: str = "tick",
+                  heartbeat: bool = True) -> Iterator[lock.Lease]:
+        """Hold the tick lock for the block; raises :class:`~mlma.store.LockHeld` naming the current holder.
+
+        With ``heartbeat`` (default) a background thread renews the lease every ``ttl / 3`` seconds, so a
+        long tick keeps it while a crashed agent's lease runs out after ``ttl``. Pass the lease to
+        :meth:`write_tick` so that a tick is committed only while the lock is still held.
+
+        Examples
+        --------
+        >>> store = Store.create("sqlite://")
+        >>> with store.tick_lock("agent@host:1", heartbeat=False) as lease:
+        ...     store.acquire_lock("agent@host:2")
+        Traceback (most recent call last):
+        ...
+        mlma.store.errors.LockHeld: lock 'tick' is held by 'agent@host:1' ...
+        >>> store.lock_holder() is None
+        True
+        """
+        lease = lock.acquire(self, name, holder, ttl)
+        try:
+            if heartbeat and not self._in_memory:
+                lease.start_heartbeats()
+            yield lease
+        finally:
+            lease.release()
+
+    @property
+    def _in_memory(self) -> bool:
+        return self.dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:")
+
+    def lock_holder(self, name: str = "tick") -> dict[str, Any] | None:
+        """The live lease on lock ``name`` (holder, acquired_at, heartbeat_at, expires_at), or None."""
+        with self._read() as conn:
+            now = self._now(conn)
+            row = conn.execute(sa.select(S.locks).where(S.locks.c.name == name, S.locks.c.expires_at > now)).first()
+        if row is None:
+            return None
+        return {"holder": row.holder, "acquired_at": row.acquired_at, "heartbeat_at": row.heartbeat_at,
+                "expires_at": row.expires_at}
+
+    def break_lock(self, name: str = "tick", *, by: str, reason: str) -> bool:
+        """Remove a lock whatever its lease (a person, sure the holder is dead); audited. True if one was held."""
+        check_actor(by)
+        with self._write() as conn:
+            row = conn.execute(sa.select(S.locks).where(S.locks.c.name == name)).first()
+            conn.execute(sa.delete(S.locks).where(S.locks.c.name == name))
+            self._audit(conn, self._now(conn), by, "break-lock", f"lock:{name}",
+                        {"holder": None if row is None else row.holder}, reason)
+        return row is not None
+
+    # -- backup -------------------------------------------------------------------------------------------
+    def backup(self, destination: str | os.PathLike) -> Path:
+        """Copy a SQLite store to ``destination`` with SQLite's online backup (consistent while in use).
+
+        For PostgreSQL use ``pg_dump`` (docs/store.md).
+        """
+        if self.dialect != "sqlite":
+            raise NotImplementedError("backup() copies SQLite stores; back PostgreSQL up with pg_dump "
+                                      "(see docs/store.md)")
+        import sqlite3
+
+        destination = Path(destination)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with self.engine.connect() as conn:
+            source = conn.connection.driver_connection
+            target = sqlite3.connect(destination)
+            try:
+                source.backup(target)
+            finally:
+                target.close()
+        return destination
+
+
+def _tick_number(tick: Any, allow_negative: bool = False) -> int:
+    if isinstance(tick, bool) or not isinstance(tick, (int, np.integer)):
+        raise TypeError(f"tick must be an integer, got {tick!r}")
+    if tick < (-1 if allow_negative else 0):
+        raise ValueError(f"tick must be >= 0, got {tick!r}")
+    return int(tick)
+
+
+# -- the registry's rows (used by Store.write_tick and mlma.registry) ------------------------------------
+def record_versions(store: Store, conn: sa.Connection, items: Sequence[NewVersion], now: dt.datetime,
+                    tick: int | None) -> np.ndarray:
+    """Insert model versions, numbering each stream's versions on from its latest; returns the numbers."""
+    if not items:
+        return np.empty(0, dtype=np.int64)
+    streams = np.array([int(v.stream) for v in items], dtype=np.int64)
+    if conn.dialect.name == "postgresql":
+        # Two writers numbering versions of the same stream would collide on the primary key.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('mlma.model_versions'))"))
+    distinct = np.unique(streams)
+    mv = S.model_versions
+    with bulk.staged(conn, "mlma_stage_vs", {"stream_id": "int"}, {"stream_id": distinct}, key=("stream_id",)) as st:
+        known = {int(i) for (i,) in conn.execute(sa.select(S.streams.c.id).join(st, st.c.stream_id == S.streams.c.id))}
+        latest = dict(conn.execute(sa.select(mv.c.stream_id, sa.func.max(mv.c.version))
+                                   .join(st, st.c.stream_id == mv.c.stream_id).group_by(mv.c.stream_id)).all())
+    unknown = sorted(set(distinct.tolist()) - known)
+    if unknown:
+        raise KeyError(f"model versions for unknown stream id(s) {unknown[:5]}")
+    numbers = np.empty(len(items), dtype=np.int64)
+    rows = []
+    for i, v in enumerate(items):
+        s = int(v.stream)
+        latest[s] = int(latest.get(s) or 0) + 1
+        numbers[i] = latest[s]
+        rows.append({"stream_id": s, "version": latest[s], "created_at": now, "created_tick": tick,
+                     "train_start": None if v.train_start is None else _timestamp(v.train_start, "train_start")
+                     .to_pydatetime(),
+                     "train_end": None if v.train_end is None else _timestamp(v.train_end, "train_end")
+                     .to_pydatetime(),
+                     "spec": str(v.spec), "params": _json_safe(dict(v.params)), "metrics": _json_safe(dict(v.metrics)),
+                     "check_result": _json_safe(dict(v.check)), "artifact_sha256": v.artifact_sha256,
+                     "artifact_bytes": int(v.artifact_bytes)})
+    conn.execute(sa.insert(mv), rows)
+    return numbers
+
+
+def move_champions(store: Store, conn: sa.Connection, moves: Sequence[ChampionMove], now: dt.datetime,
+                   tick: int | None) -> None:
+    """Point streams' champion alias at versions, appending to the history; users' moves are audited."""
+    if not moves:
+        return
+    streams = np.array([int(m.stream) for m in moves], dtype=np.int64)
+    values, counts = np.unique(streams, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"stream {int(values[counts > 1][0])} has more than one champion move in one batch")
+    mv, ch = S.model_versions, S.champions
+    with bulk.staged(conn, "mlma_stage_moves", {"stream_id": "int", "version": "int"},
+                     {"stream_id": streams, "version": [int(m.version) for m in moves]}, key=("stream_id",)) as st:
+        exists = {(int(s), int(v)) for s, v in conn.execute(
+            sa.select(mv.c.stream_id, mv.c.version).join(st, sa.and_(st.c.stream_id == mv.c.stream_id,
+                                                                      st.c.version == mv.c.version)))}
+        previous = dict(conn.execute(sa.select(ch.c.stream_id, ch.c.version)
+                                     .join(st, st.c.stream_id == ch.c.stream_id)).all())
+        names = dict(conn.execute(sa.select(S.streams.c.id, S.streams.c.unique_id)
+                                  .join(st, st.c.stream_id == S.streams.c.id)).all())
+    missing = [(int(m.stream), int(m.version)) for m in moves if (int(m.stream), int(m.version)) not in exists]
+    if missing:
+        s, v = missing[0]
+        raise KeyError(f"stream {names.get(s, s)!r} has no model version {v}"
+                       + (f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""))
+    rows = [{"stream_id": int(m.stream), "version": int(m.version), "since": now, "moved_by": m.by,
+             "reason": m.reason, "tick": tick} for m in moves]
+    insert = store._insert(ch)
+    conn.execute(insert.on_conflict_do_update(
+        index_elements=[ch.c.stream_id],
+        set_={"version": insert.excluded.version, "since": insert.excluded.since,
+              "moved_by": insert.excluded.moved_by, "reason": insert.excluded.reason, "tick": insert.excluded.tick}),
+        rows)
+    conn.execute(sa.insert(S.champion_history), [
+        {"stream_id": int(m.stream), "version": int(m.version), "previous_version": previous.get(int(m.stream)),
+         "action": m.action, "moved_by": m.by, "reason": m.reason, "at": now, "tick": tick} for m in moves])
+    for m in moves:
+        if m.by.startswith("user:"):
+            store._audit(conn, now, m.by, m.action, f"stream:{names[int(m.stream)]}",
+                         {"stream_id": int(m.stream), "version": int(m.version),
+                          "previous_version": previous.get(int(m.stream))}, m.reason)

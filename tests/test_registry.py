@@ -1,0 +1,255 @@
+"""The model registry and its artifact store, on SQLite and on a real PostgreSQL.
+
+Backends as in tests/test_store.py: a fresh SQLite file, and a uniquely named PostgreSQL schema dropped
+afterwards; PostgreSQL cases are skipped without a server, except in CI (CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import pickle
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from mlma.registry import ArtifactCorrupted, ArtifactMissing, ArtifactStore, ModelRegistry
+from mlma.store import ChampionMove, Store
+from mlma.store import schema as S
+from mlma.store.testing import postgres_schema, postgres_unavailable, postgres_url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    reason = postgres_unavailable()
+    if reason is not None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason}; in CI (CI=true) the PostgreSQL tests must run, not be skipped")
+        pytest.skip(reason)
+    return postgres_url()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        with Store.create(f"sqlite:///{tmp_path / 'mlma.db'}") as opened:
+            yield opened
+    else:
+        with postgres_schema(request.getfixturevalue("postgres_server")) as url, Store.create(url) as opened:
+            yield opened
+
+
+@pytest.fixture
+def registry(store, tmp_path):
+    store.stream_ids([f"zone-{i}" for i in range(5)])
+    return ModelRegistry(store, tmp_path / "artifacts")
+
+
+class Level:
+    """A stand-in forecaster: picklable, compared by value."""
+
+    def __init__(self, level: float) -> None:
+        self.level = level
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Level) and other.level == self.level
+
+
+# -- artifacts ------------------------------------------------------------------------------------------------
+def test_artifacts_are_named_by_their_content_and_written_once(tmp_path):
+    artifacts = ArtifactStore(tmp_path / "a")
+    sha, size = artifacts.put(Level(3.0))
+    data = pickle.dumps(Level(3.0), protocol=pickle.HIGHEST_PROTOCOL)
+    assert artifacts.path(sha) == tmp_path / "a" / sha[:2] / sha
+    assert artifacts.path(sha).read_bytes() == data and size == len(data)
+    mtime = artifacts.path(sha).stat().st_mtime_ns
+    assert artifacts.put(Level(3.0)) == (sha, size)  # the same content: the same name, not rewritten
+    assert artifacts.path(sha).stat().st_mtime_ns == mtime
+    assert artifacts.put(Level(4.0))[0] != sha
+    assert artifacts.load(sha) == Level(3.0)
+    assert not list((tmp_path / "a").glob("*/.*.tmp"))
+
+
+def test_a_tampered_artifact_is_refused_before_it_is_unpickled(tmp_path):
+    artifacts = ArtifactStore(tmp_path)
+    sha, _ = artifacts.put(Level(3.0))
+    path = artifacts.path(sha)
+    path.write_bytes(pickle.dumps(Level(666.0)))  # valid pickle, wrong content
+    with pytest.raises(ArtifactCorrupted, match=f"{path}.*not to its name {sha}"):
+        artifacts.load(sha)
+    # Putting the right content again repairs it.
+    artifacts.put(Level(3.0))
+    assert artifacts.load(sha) == Level(3.0)
+    path.unlink()
+    with pytest.raises(ArtifactMissing, match=sha):
+        artifacts.load(sha)
+    with pytest.raises(ValueError, match="64 lower-case hex"):
+        artifacts.load("../../etc/passwd")
+
+
+def test_a_crash_while_writing_leaves_no_artifact_behind(tmp_path, monkeypatch):
+    artifacts = ArtifactStore(tmp_path)
+
+    def crash(src, dst):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        sha, _ = artifacts.put(Level(1.0))
+    monkeypatch.undo()
+    sha = __import__("hashlib").sha256(pickle.dumps(Level(1.0), protocol=pickle.HIGHEST_PROTOCOL)).hexdigest()
+    assert not artifacts.exists(sha)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_garbage_collection_spares_referenced_and_young_artifacts(registry):
+    kept = registry.register("zone-0", Level(1.0), spec="naive", promote=True)
+    orphan, _ = registry.artifacts.put(Level(2.0))
+    young, _ = registry.artifacts.put(Level(3.0))
+    old = time.time() - 7200
+    for sha in (kept.artifact_sha256, orphan):
+        os.utime(registry.artifacts.path(sha), (old, old))
+    assert registry.collect_garbage() == [orphan]
+    assert registry.artifacts.exists(kept.artifact_sha256) and registry.artifacts.exists(young)
+
+
+# -- versions and the champion alias -------------------------------------------------------------------------
+def test_versions_are_numbered_per_stream_and_keep_their_record(registry):
+    first = registry.register("zone-1", Level(1.0), spec="ridge", train_start="2024-01-01",
+                              train_end="2024-01-28 23:00", params={"alpha": 0.5},
+                              metrics={"mae": 1.25, "n_train": np.int64(672)}, tick=3)
+    second = registry.register(1, Level(2.0), spec="ridge", check={"result": "rejected", "ratio": 1.3})
+    other = registry.register("zone-2", Level(9.0), spec="naive")
+    assert (first.version, second.version, other.version) == (1, 2, 1)
+    assert first.unique_id == "zone-1" and first.created_tick == 3 and first.params == {"alpha": 0.5}
+    assert first.metrics == {"mae": 1.25, "n_train": 672}
+    assert first.train_end == pd.Timestamp("2024-01-28 23:00")
+    assert first.created_at.tzinfo is not None
+    assert [v.version for v in registry.versions("zone-1")] == [1, 2]
+    assert registry.versions("zone-1")[1].check == {"result": "rejected", "ratio": 1.3}
+    assert registry.champion("zone-1") is None  # recorded, not promoted
+    assert registry.load("zone-1", 2) == Level(2.0)
+    with pytest.raises(KeyError, match="no champion"):
+        registry.load("zone-1")
+    with pytest.raises(KeyError, match="unknown stream 'zone-99'"):
+        registry.versions("zone-99")
+
+
+def test_promote_rollback_history_and_champion_at_answer_who_served_when_and_why(registry):
+    store = registry.store
+    stamps = []
+    v1 = registry.register("zone-4", Level(1.0), spec="naive", promote=True, reason="first model", tick=0)
+    stamps.append(v1.created_at)
+    v2 = registry.register("zone-4", Level(2.0), spec="lightgbm", promote=True, tick=7,
+                           reason="re-trained after degradation; beat the champion 0.91 vs 1.02",
+                           check={"result": "promoted", "ratio": 0.91})
+    v3 = registry.register("zone-4", Level(3.0), spec="lightgbm")
+    time.sleep(0.01)
+    promoted = registry.promote("zone-4", 3, by="user:ana", reason="forced before the holiday")
+    assert promoted.version == 3 and registry.champion("zone-4").version == 3
+    assert registry.promote("zone-4", 3, by="user:ana").version == 3  # already champion: no new move
+    time.sleep(0.01)
+    back = registry.rollback("zone-4", by="user:bo", reason="v3 over-forecasts")
+    assert back.version == 2 and registry.load("zone-4") == Level(2.0)
+
+    history = registry.history("zone-4")
+    assert [(h.version, h.previous_version, h.action, h.moved_by) for h in history] == [
+        (1, None, "promote", "agent"), (2, 1, "promote", "agent"), (3, 2, "promote", "user:ana"),
+        (2, 3, "rollback", "user:bo")]
+    assert history[1].tick == 7 and history[2].tick is None
+
+    # Which model served just before the user's promotion, and why was it replaced?
+    moment = history[2].at - dt.timedelta(microseconds=1)
+    answer = registry.champion_at("zone-4", moment)
+    assert answer.model.version == 2 and answer.model.spec == "lightgbm"
+    assert answer.since.reason.startswith("re-trained after degradation")
+    assert (answer.replaced.version, answer.replaced.moved_by) == (3, "user:ana")
+    assert answer.replaced.reason == "forced before the holiday"
+    assert "version 2 (lightgbm" in str(answer) and "user:ana" in str(answer)
+    now = registry.champion_at("zone-4", pd.Timestamp.now(tz="UTC"))
+    assert now.model.version == 2 and now.replaced is None and now.since.action == "rollback"
+    assert registry.champion_at("zone-4", history[0].at - dt.timedelta(seconds=1)) is None
+    # Naive times are UTC.
+    naive = history[2].at.astimezone(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(microseconds=1)
+    assert registry.champion_at("zone-4", naive).model.version == 2
+
+    # A person's moves are in the audit log; the agent's are in the history only.
+    audit = store.audit_log(target="stream:zone-4")
+    assert audit["action"].tolist() == ["promote", "rollback"]
+    assert audit["params"].tolist()[1] == {"stream_id": 4, "version": 2, "previous_version": 3}
+    del v2, v3
+
+
+def test_moves_to_versions_that_do_not_exist_or_by_unknown_actors_are_refused(registry):
+    registry.register("zone-0", Level(1.0), spec="naive", promote=True)
+    with pytest.raises(KeyError, match="'zone-0' has no model version 5"):
+        registry.promote("zone-0", 5, by="user:ana")
+    with pytest.raises(ValueError, match="'agent' or 'user:<name>'"):
+        registry.promote("zone-0", 1, by="ana")
+    with pytest.raises(ValueError, match="only one champion"):
+        registry.rollback("zone-0", by="user:ana")
+    with pytest.raises(ValueError, match="no champion to roll back"):
+        registry.rollback("zone-3", by="user:ana")
+    with pytest.raises(ValueError, match="already the champion"):
+        registry.rollback("zone-0", 1, by="user:ana")
+    with pytest.raises(ArtifactMissing):
+        item = registry.prepare("zone-1", Level(5.0), spec="naive")
+        registry.artifacts.path(item.artifact_sha256).unlink()
+        registry.register_many([item])
+    assert len(registry.history("zone-0")) == 1 and registry.versions("zone-1") == []
+
+
+def test_bulk_registration_promotion_and_point_in_time_views(store, tmp_path):
+    n = 2_000
+    store.stream_ids([f"s{i:04d}" for i in range(n)])
+    registry = ModelRegistry(store, tmp_path / "artifacts")
+    models = [Level(float(i % 7)) for i in range(n)]  # 7 distinct models: artifacts are shared
+    started = time.perf_counter()
+    items = [registry.prepare(i, models[i], spec="naive", promote=True, reason="initial fit") for i in range(n)]
+    first = registry.register_many(items, tick=0)
+    seconds = time.perf_counter() - started
+    assert first.tolist() == [1] * n and len(list(registry.artifacts.root.glob("??/*"))) == 7
+    assert seconds < 10.0, f"registering {n} versions took {seconds:.1f}s"
+    before = registry.champions()["since"].max()
+    time.sleep(0.01)
+
+    again = registry.register_many([registry.prepare(i, Level(100.0 + i), spec="ridge") for i in range(0, n, 2)])
+    assert set(again.tolist()) == {2}
+    registry.promote_many([f"s{i:04d}" for i in range(0, n, 2)], again, by="agent", reason="weekly refresh")
+    table = registry.champions()
+    assert len(table) == n
+    assert table["version"].tolist() == [2 if i % 2 == 0 else 1 for i in range(n)]
+    assert table.loc[0, "spec"] == "ridge" and table.loc[1, "spec"] == "naive"
+    then = registry.champions_at(before)
+    assert len(then) == n and set(then["version"]) == {1} and set(then["reason"]) == {"initial fit"}
+    some = registry.champions(["s0000", "s0001"])
+    assert some["version"].tolist() == [2, 1]
+
+    loaded = registry.load_champions(["s0000", "s0001", "s0003"])
+    assert loaded == {0: Level(100.0), 1: Level(1.0), 3: Level(3.0)}
+    with pytest.raises(ValueError, match="more than one champion move"):
+        registry.promote_many(["s0000", "s0000"], [1, 2], by="agent")
+
+
+def test_a_tick_records_and_promotes_new_versions_atomically(registry):
+    store = registry.store
+    items = [registry.prepare(0, Level(1.0), spec="naive", promote=True, reason="initial"),
+             registry.prepare(1, Level(2.0), spec="naive", check={"result": "rejected"})]
+    written = store.write_tick(5, new_versions=items, audit=[{"actor": "agent", "action": "tick"}])
+    assert written.versions.tolist() == [1, 1]
+    assert registry.champion(0).version == 1 and registry.champion(1) is None
+    assert registry.history(0)[0].tick == 5 and registry.versions(1)[0].created_tick == 5
+    moved = store.write_tick(6, champion_moves=[ChampionMove(1, 1, "agent", "second look", "promote")])
+    assert moved.versions.tolist() == [] and registry.champion(1).version == 1
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(S.champion_history)).scalar_one() == 2
+
+
+def test_default_artifact_directory_sits_next_to_a_sqlite_file(tmp_path):
+    with Store.create(f"sqlite:///{tmp_path / 'db' / 'mlma.db'}") as store:
+        assert ModelRegistry(store).artifacts.root == (tmp_path / "db" / "artifacts").resolve()
+    with Store.create("sqlite://") as memory, pytest.raises(ValueError, match="artifacts must be given"):
+        ModelRegistry(memory)
