@@ -62,7 +62,7 @@ class BacktestConfig:
     horizon: int | None = None
     train_window_ticks: int | None = None
     initial_ticks: int | None = None
-    executor: str | None = None
+    executor: object = None
     sample_streams: int = 6
     title: str = "mlma backtest"
     policy_params: dict = field(default_factory=dict)
@@ -192,42 +192,43 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     for agent, acc in zip(agents, accs):
         _record_fits(agent.start(first_tick), acc)
 
-    ticks = range(first_tick, fleet.n_ticks)
-    with _progress(progress, len(ticks), config.title) as advance, threadpool_limits(limits=1):
-        for k in ticks:
-            reports = [agent.tick(k) for agent in agents]
-            scored = np.isfinite(reports[0].actuals)
-            for report in reports:
-                scored &= np.isfinite(report.forecasts)
-            tick_start = fleet.boundaries[k]
-            for policy, report, acc in zip(policies, reports, accs):
-                _record_tick(report, acc, scored, tick_start)
-                _record_fits(report, acc)
-                for s in np.flatnonzero(report.retrained):
-                    retrain_rows.append({
-                        "policy": policy.name, "unique_id": fleet.ids[s], "tick": k, "tick_start": tick_start,
-                        "reason": str(report.decision.reason[s]),
-                    })
-                for esc in report.escalations:
-                    escalation_rows.append({
-                        "policy": policy.name, "unique_id": fleet.ids[esc.stream], "tick": esc.tick,
-                        "tick_start": fleet.boundaries[esc.tick], "kind": esc.kind, "severity": esc.severity,
-                        "message": esc.message,
-                    })
-                if len(samples):
-                    forecast_rows.append(pd.DataFrame({
-                        "policy": policy.name,
-                        "unique_id": np.repeat(fleet.ids[samples], report.actuals.shape[1]),
-                        "ds": np.tile(fleet.tick_timestamps(k), len(samples)),
-                        "y": report.actuals[samples].ravel(),
-                        "y_hat": report.forecasts[samples].ravel(),
-                    }))
-            keep = set().union(*(agent.models_in_use() for agent in agents))
-            service.forget(keep, k)
-            advance()
-
-    if hasattr(executor, "shutdown"):
-        executor.shutdown()
+    try:
+        ticks = range(first_tick, fleet.n_ticks)
+        with _progress(progress, len(ticks), config.title) as advance, threadpool_limits(limits=1):
+            for k in ticks:
+                reports = [agent.tick(k) for agent in agents]
+                scored = np.isfinite(reports[0].actuals)
+                for report in reports:
+                    scored &= np.isfinite(report.forecasts)
+                tick_start = fleet.boundaries[k]
+                for policy, report, acc in zip(policies, reports, accs):
+                    _record_tick(report, acc, scored, tick_start)
+                    _record_fits(report, acc)
+                    for s in np.flatnonzero(report.retrained):
+                        retrain_rows.append({
+                            "policy": policy.name, "unique_id": fleet.ids[s], "tick": k, "tick_start": tick_start,
+                            "reason": str(report.decision.reason[s]),
+                        })
+                    for esc in report.escalations:
+                        escalation_rows.append({
+                            "policy": policy.name, "unique_id": fleet.ids[esc.stream], "tick": esc.tick,
+                            "tick_start": fleet.boundaries[esc.tick], "kind": esc.kind, "severity": esc.severity,
+                            "message": esc.message,
+                        })
+                    if len(samples):
+                        forecast_rows.append(pd.DataFrame({
+                            "policy": policy.name,
+                            "unique_id": np.repeat(fleet.ids[samples], report.actuals.shape[1]),
+                            "ds": np.tile(fleet.tick_timestamps(k), len(samples)),
+                            "y": report.actuals[samples].ravel(),
+                            "y_hat": report.forecasts[samples].ravel(),
+                        }))
+                keep = set().union(*(agent.models_in_use() for agent in agents))
+                service.forget(keep, k)
+                advance()
+    finally:
+        if hasattr(executor, "shutdown"):
+            executor.shutdown()
     events_frame = _events_in_span(events, fleet)
     summary, per_stream, per_tick = _summarise(policies, accs, fleet, scale)
     retrain_log = pd.DataFrame(retrain_rows, columns=["policy", "unique_id", "tick", "tick_start", "reason"])

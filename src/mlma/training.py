@@ -5,12 +5,19 @@ stream and the last tick of its training window. Two fits with the same key see 
 built-in models being deterministic, give the same model; so when several agents replay the same history
 (a backtest comparing policies) each fit is done once and every agent that uses it is charged its measured
 seconds, as if it had done the fit itself.
+
+The unit of work is a *chunk* of streams: one task carries the histories of all its streams and returns
+their fitted models, so the data of a chunk crosses the network once, whatever the executor. Executors:
+:class:`InlineExecutor` (this process), a local process pool, and :class:`DaskExecutor` (a Dask cluster,
+``pip install 'mlma[dask]'``); see :func:`make_executor` and ``docs/cluster.md``.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from concurrent.futures import Executor, Future
+import warnings
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +25,9 @@ from threadpoolctl import threadpool_limits
 
 from mlma.fleet import FleetData
 from mlma.models import ForecastContext, fit_forecaster
+
+DEFAULT_PARALLEL_THRESHOLD = 32
+"""Fewer missing fits than this run inline on a local pool: starting worker processes costs more."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,34 @@ class FittedModel:
     n_train: int
 
 
+class ExecutorUnavailableError(ValueError):
+    """The executor that was asked for cannot be built: a missing extra, or a cluster that does not answer.
+
+    A ``ValueError`` because it is a problem of configuration (the spec, the environment), which the
+    command line reports without a traceback; the underlying error is chained as ``__cause__``.
+    """
+
+
+class ChunkFitError(RuntimeError):
+    """Fitting a chunk of streams failed on the executor.
+
+    Attributes
+    ----------
+    stream_ids
+        ``unique_id`` of every stream in the failed chunk.
+    keys
+        The chunk's :class:`ModelKey` s.
+    failed_chunks
+        How many chunks of the same call failed (this error describes the first of them).
+    """
+
+    def __init__(self, message: str, *, stream_ids: list[str], keys: list[ModelKey], failed_chunks: int = 1):
+        super().__init__(message)
+        self.stream_ids = stream_ids
+        self.keys = keys
+        self.failed_chunks = failed_chunks
+
+
 class InlineExecutor(Executor):
     """Runs each submitted call at once in this process: the executor for small fleets and for tests."""
 
@@ -49,30 +87,231 @@ class InlineExecutor(Executor):
         return future
 
 
-def make_executor(spec: str | None) -> Executor:
+class DaskExecutor(Executor):
+    """A ``concurrent.futures`` executor on a Dask cluster, through ``distributed.Client.get_executor``.
+
+    Each submitted call is one Dask task whose arguments travel with it (for :class:`ModelService`: one
+    chunk of streams with their histories). Calls are submitted as impure (``pure=False``): two identical
+    submissions are two tasks, as with any other executor. When a worker dies, the scheduler runs its tasks
+    again elsewhere and the caller gets each result once (up to ``distributed.scheduler.allowed-failures``
+    deaths per task; then the task fails with ``KilledWorker``).
+
+    Parameters
+    ----------
+    client
+        A connected ``distributed.Client``.
+    close_client
+        Close ``client`` on :meth:`shutdown`. True for a client this executor created
+        (:meth:`connect`), False for one the caller passed in and still owns.
+
+    Examples
+    --------
+    Not run as a doctest, since it starts processes (``tests/test_dask.py`` does it on a LocalCluster)::
+
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=2, threads_per_worker=1) as cluster, Client(cluster) as client:
+            with DaskExecutor(client) as executor:
+                assert executor.submit(sum, [1, 2, 3]).result() == 6
+    """
+
+    parallel_threshold = 1
+    """Every fit goes to the cluster once one was asked for: the driver may be a small machine, and a task's
+    overhead (milliseconds) is small beside a fit."""
+
+    def __init__(self, client, *, close_client: bool = False) -> None:
+        self.client = client
+        self.close_client = close_client
+        self._executor = client.get_executor(pure=False)
+        self._closed = False
+
+    @classmethod
+    def connect(cls, address: str, *, timeout: float = 10.0) -> DaskExecutor:
+        """Connect to the scheduler at ``address`` (``tcp://host:port``) with a client this executor owns.
+
+        Raises
+        ------
+        ExecutorUnavailableError
+            When Dask is not installed or the scheduler does not answer within ``timeout`` seconds; the
+            message names the address.
+        """
+        Client = _import_dask_client(address)
+        try:
+            client = Client(address, timeout=timeout, set_as_default=False)
+        except (OSError, TimeoutError) as exc:
+            raise ExecutorUnavailableError(
+                f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({exc}); start one with "
+                f"'dask scheduler' and workers with 'dask worker {address}', or check the host and port"
+            ) from exc
+        executor = cls(client, close_client=True)
+        executor.check_workers()
+        return executor
+
+    @property
+    def address(self) -> str:
+        return self.client.scheduler.address
+
+    @property
+    def slots(self) -> int:
+        """Worker threads in the cluster now (at least 1): the number of chunks that can run at once."""
+        return max(1, sum(self.client.nthreads().values()))
+
+    def check_workers(self) -> None:
+        """Warn when the cluster has no worker yet; fail when a worker cannot import mlma.
+
+        Workers that join later are not checked: a chunk that lands on one without mlma fails with a
+        :class:`ChunkFitError` naming its streams.
+        """
+        results = self.client.run(_mlma_version, on_error="return")
+        if not results:
+            warnings.warn(f"the Dask scheduler at {self.address} has no workers yet; fits wait until one joins "
+                          f"(start one with 'dask worker {self.address}')", RuntimeWarning, stacklevel=3)
+            return
+        broken = {w: r for w, r in results.items() if isinstance(r, BaseException)}
+        if broken:
+            worker, error = next(iter(broken.items()))
+            raise ExecutorUnavailableError(
+                f"{len(broken)} of {len(results)} Dask workers at {self.address} cannot run mlma (first: "
+                f"{worker}: {type(error).__name__}: {error}); install the same mlma on every worker"
+            )
+        local = _mlma_version()
+        other = sorted({v for v in results.values() if v != local})
+        if other:
+            warnings.warn(f"Dask workers at {self.address} run mlma {', '.join(other)}, this process {local}; "
+                          "fits may differ from local ones", RuntimeWarning, stacklevel=3)
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        return self._executor.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Wait for (or cancel) submitted calls, then close the client if this executor created it."""
+        if self._closed:
+            return
+        self._closed = True
+        self._executor.shutdown(wait=wait and not cancel_futures)
+        if self.close_client:
+            self.client.close()
+
+    close = shutdown
+
+    def __repr__(self) -> str:
+        owner = "own client" if self.close_client else "caller's client"
+        return f"DaskExecutor({self.address!r}, {owner})"
+
+
+def _import_dask_client(address: str):
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise ExecutorUnavailableError(
+            f"the executor for the Dask cluster at {address} needs Dask, which is not installed: "
+            "pip install 'mlma[dask]'"
+        ) from exc
+    return Client
+
+
+def _mlma_version() -> str:
+    """The mlma version of the process this runs in (run on Dask workers to check their environment)."""
+    import mlma
+
+    return getattr(mlma, "__version__", "unknown")
+
+
+def make_executor(spec=None, *, connect_timeout: float = 10.0) -> Executor:
     """Build an executor from a short spec.
 
-    ``None`` or ``"inline"``: this process. ``"process"`` or ``"process:N"``: a local pool of N worker
-    processes (default: all cores). ``"dask://host:port"``: a Dask cluster (needs ``mlma[dask]``).
+    Parameters
+    ----------
+    spec
+        ``None`` or ``"inline"``: this process. ``"process"`` or ``"process:N"``: a local pool of N worker
+        processes (default: all cores). ``"dask://host:port"`` or ``"tcp://host:port"``: the Dask scheduler
+        at that address (needs ``mlma[dask]``); the executor's client is closed by ``shutdown()``. A
+        ``distributed.Client``: its cluster, the client left open for the caller. An ``Executor``: itself.
+    connect_timeout
+        Seconds to wait for a Dask scheduler to answer.
 
+    Raises
+    ------
+    ExecutorUnavailableError
+        When Dask is not installed or the scheduler does not answer (a ``ValueError``).
+    ValueError
+        For an unknown spec.
+
+    Examples
+    --------
     >>> type(make_executor("inline")).__name__
     'InlineExecutor'
+    >>> make_executor("spark://host:7077")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown executor 'spark://host:7077'; use 'inline', 'process[:N]', 'dask://host:port' or a distributed.Client
     """
-    if spec is None or spec == "inline":
+    if spec is None:
         return InlineExecutor()
-    if spec.startswith("process"):
-        from concurrent.futures import ProcessPoolExecutor
-
+    if isinstance(spec, Executor):
+        return spec
+    if _is_dask_client(spec):
+        return DaskExecutor(spec, close_client=False)
+    if not isinstance(spec, str):
+        raise ValueError(f"executor must be a spec string, an Executor or a distributed.Client, got "
+                         f"{type(spec).__name__}")
+    spec = spec.strip()
+    if spec == "inline":
+        return InlineExecutor()
+    if spec == "process" or spec.startswith("process:"):
         _, _, workers = spec.partition(":")
+        if workers and not (workers.isdigit() and int(workers) >= 1):
+            raise ValueError(f"process executor needs a whole number of workers >= 1, got {spec!r}")
         return ProcessPoolExecutor(max_workers=int(workers) if workers else None)
-    if spec.startswith("dask://") or spec.startswith("tcp://"):
-        try:
-            from dask.distributed import Client
-        except ImportError as exc:  # pragma: no cover - depends on the optional extra
-            raise ValueError("the Dask executor needs the 'dask' extra: pip install 'mlma[dask]'") from exc
-        address = spec.replace("dask://", "tcp://", 1)
-        return Client(address).get_executor()
-    raise ValueError(f"unknown executor {spec!r}; use 'inline', 'process[:N]' or 'dask://host:port'")
+    if spec.startswith(("dask://", "tcp://")):
+        address = "tcp://" + spec.split("://", 1)[1]
+        if address == "tcp://":
+            raise ValueError(f"executor {spec!r} names no scheduler; use 'dask://host:port' (default port 8786)")
+        return DaskExecutor.connect(address, timeout=connect_timeout)
+    raise ValueError(f"unknown executor {spec!r}; use 'inline', 'process[:N]', 'dask://host:port' or a "
+                     "distributed.Client")
+
+
+def _is_dask_client(obj) -> bool:
+    # Checked by name so that no Dask import is needed to recognise the other specs.
+    return any(c.__name__ == "Client" and c.__module__.startswith("distributed") for c in type(obj).__mro__)
+
+
+def _slots(executor: Executor) -> int:
+    """How many chunks ``executor`` runs at once (1 when unknown)."""
+    if isinstance(executor, ProcessPoolExecutor):
+        return executor._max_workers
+    slots = getattr(executor, "slots", 1)
+    return max(1, int(slots))
+
+
+def split_chunks(jobs: list, chunk_size: int, min_chunks: int = 1) -> list[list]:
+    """Cut ``jobs`` into chunks of at most ``chunk_size``, at least ``min_chunks`` of them, sizes within one.
+
+    Even sizes keep the last chunk from being a straggler; ``min_chunks`` (the executor's parallel slots)
+    keeps every worker busy when fewer than ``slots x chunk_size`` streams need a fit.
+
+    Examples
+    --------
+    >>> [len(c) for c in split_chunks(list(range(100)), 64)]
+    [50, 50]
+    >>> [len(c) for c in split_chunks(list(range(10)), 64, min_chunks=4)]
+    [3, 3, 2, 2]
+    >>> split_chunks([], 64)
+    []
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+    if not jobs:
+        return []
+    n_chunks = min(len(jobs), max(math.ceil(len(jobs) / chunk_size), min_chunks))
+    base, extra = divmod(len(jobs), n_chunks)
+    chunks, start = [], 0
+    for i in range(n_chunks):
+        stop = start + base + (i < extra)
+        chunks.append(jobs[start:stop])
+        start = stop
+    return chunks
 
 
 def _fit_chunk(spec, ctx: ForecastContext, params: dict, jobs: list) -> list:
@@ -105,12 +344,20 @@ class ModelService:
     train_window_ticks
         Length of the training window in ticks; ``None`` trains on all history.
     executor
-        Where fits run; chunks of ``chunk_size`` streams are one unit of work.
+        Where fits run (see :func:`make_executor`); the service does not shut it down.
+    chunk_size
+        Most streams in one unit of work. Fits are cut into even chunks, at least one per parallel slot of
+        the executor (worker processes, or threads of a Dask cluster).
+    parallel_threshold
+        Fewer missing fits than this run inline; default: the executor's ``parallel_threshold`` attribute
+        (1 for :class:`DaskExecutor`), else :data:`DEFAULT_PARALLEL_THRESHOLD`.
     """
 
     def __init__(self, fleet: FleetData, spec, ctx: ForecastContext, *, train_window_ticks: int | None,
                  executor: Executor | None = None, chunk_size: int = 64, model_params: dict | None = None,
-                 parallel_threshold: int = 32) -> None:
+                 parallel_threshold: int | None = None) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
         self.fleet = fleet
         self.spec = spec
         self.ctx = ctx
@@ -119,28 +366,64 @@ class ModelService:
         self._inline = InlineExecutor()
         self.chunk_size = chunk_size
         self.model_params = model_params or {}
+        if parallel_threshold is None:
+            parallel_threshold = getattr(self.executor, "parallel_threshold", DEFAULT_PARALLEL_THRESHOLD)
         self.parallel_threshold = parallel_threshold
         self._models: dict[ModelKey, FittedModel] = {}
         self._predictions: dict[tuple[ModelKey, int], np.ndarray] = {}
         self.fits_done = 0
 
     def fit(self, keys: list[ModelKey]) -> list[FittedModel]:
-        """Fitted models for ``keys``, fitting only those not fitted before."""
+        """Fitted models for ``keys``, fitting only those not fitted before.
+
+        Raises
+        ------
+        ChunkFitError
+            When a chunk fails on the executor, naming the chunk's streams. The chunks that succeeded are
+            kept, so a retry fits only what is still missing.
+        """
         missing = [k for k in dict.fromkeys(keys) if k not in self._models]
         if missing:
             jobs = []
             for key in missing:
                 hist = self.fleet.history(key.stream, key.end_tick, self.train_window_ticks)
                 jobs.append((key, hist.ds, hist.y))
-            executor = self.executor if len(jobs) >= self.parallel_threshold else self._inline
-            chunks = [jobs[i:i + self.chunk_size] for i in range(0, len(jobs), self.chunk_size)]
+            parallel = len(jobs) >= self.parallel_threshold
+            executor = self.executor if parallel else self._inline
+            chunks = split_chunks(jobs, self.chunk_size, _slots(executor) if parallel else 1)
             futures = [executor.submit(_fit_chunk, self.spec, self.ctx, self.model_params, chunk)
                        for chunk in chunks]
-            for future in futures:
-                for fitted in future.result():
-                    self._models[fitted.key] = fitted
-            self.fits_done += len(jobs)
+            self._collect(chunks, futures, executor)
         return [self._models[k] for k in keys]
+
+    def _collect(self, chunks: list[list], futures: list[Future], executor: Executor) -> None:
+        """Store every chunk's models; then raise for the first chunk that failed, naming its streams."""
+        failures: list[tuple[list, BaseException]] = []
+        for chunk, future in zip(chunks, futures):
+            try:
+                fitted = future.result()
+                expected = [key for key, _, _ in chunk]
+                if [f.key for f in fitted] != expected:
+                    raise RuntimeError(f"the executor returned models for {len(fitted)} keys, not for the "
+                                       f"chunk's {len(expected)}")
+            except Exception as exc:  # noqa: BLE001 - re-raised below with the chunk's streams
+                failures.append((chunk, exc))
+                continue
+            for model in fitted:
+                self._models[model.key] = model
+            self.fits_done += len(fitted)
+        if failures:
+            chunk, exc = failures[0]
+            chunk_keys = [key for key, _, _ in chunk]
+            ids = [str(self.fleet.ids[k.stream]) for k in chunk_keys]
+            shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+            others = (f"; {len(failures) - 1} other chunk(s) of this call failed too" if len(failures) > 1
+                      else "")
+            raise ChunkFitError(
+                f"fitting a chunk of {len(ids)} stream(s) on {type(executor).__name__} failed with "
+                f"{type(exc).__name__}: {exc}; streams: {shown}{others}",
+                stream_ids=ids, keys=chunk_keys, failed_chunks=len(failures),
+            ) from exc
 
     def get(self, key: ModelKey) -> FittedModel:
         return self._models[key]

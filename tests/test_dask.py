@@ -1,0 +1,267 @@
+"""Re-training on a real Dask cluster: a LocalCluster of two worker processes, one thread each.
+
+Checks that fits through Dask equal inline fits, that a backtest on ``dask://`` gives the inline result and
+closes its client, that a chunk's data travels as one task, that a worker killed mid-chunk loses and
+duplicates no re-training, and that a chunk that fails names its streams.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlma.backtest import BacktestConfig, run_backtest
+from mlma.data import make_tick_grid
+from mlma.fleet import FleetData
+from mlma.models import ForecastContext, RidgeForecaster
+from mlma.simulate import simulate_platform
+from mlma.training import (
+    ChunkFitError,
+    DaskExecutor,
+    ExecutorUnavailableError,
+    InlineExecutor,
+    ModelKey,
+    ModelService,
+    make_executor,
+    split_chunks,
+)
+
+try:
+    import distributed
+except ImportError:  # pragma: no cover - depends on the environment
+    distributed = None
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail("dask[distributed] is not importable, but CI must run the cluster tests: "
+                    "install mlma[dask] (the dev extra includes it)", pytrace=False)
+
+needs_dask = pytest.mark.skipif(distributed is None, reason="dask[distributed] is not installed "
+                                "(pip install 'mlma[dask]'); the Dask executor tests need a LocalCluster")
+
+CTX = ForecastContext("h", season_length=24, horizon=24)
+END_TICK = 15  # ridge needs 9 days of hourly history; 16 days leave room and one tick to forecast
+
+
+class SlowRidge(RidgeForecaster):
+    """Ridge that takes ``delay`` seconds per fit and leaves ``started-``/``done-`` files naming its process.
+
+    The files tell the test which worker process is in the middle of a fit, and afterwards whether a fit
+    was cut short.
+    """
+
+    def __init__(self, ctx: ForecastContext, marker_dir: str | None = None, delay: float = 0.0, **options):
+        super().__init__(ctx, **options)
+        self.marker_dir, self.delay = marker_dir, delay
+
+    def fit(self, ds, y, X=None):
+        tag = f"{os.getpid()}-{uuid.uuid4().hex}"
+        if self.marker_dir:
+            Path(self.marker_dir, f"started-{tag}").touch()
+        time.sleep(self.delay)
+        fitted = super().fit(ds, y, X)
+        if self.marker_dir:
+            Path(self.marker_dir, f"done-{tag}").touch()
+        return fitted
+
+
+class FailingRidge(RidgeForecaster):
+    """Ridge that raises for histories whose mean exceeds ``fail_above``: an error no fallback covers."""
+
+    def __init__(self, ctx: ForecastContext, fail_above: float = np.inf, **options):
+        super().__init__(ctx, **options)
+        self.fail_above = fail_above
+
+    def fit(self, ds, y, X=None):
+        if np.nanmean(y) > self.fail_above:
+            raise RuntimeError(f"refusing a history with mean {np.nanmean(y):.3f}")
+        return super().fit(ds, y, X)
+
+
+# -- fixtures -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fleet() -> FleetData:
+    frame = simulate_platform(8, 17, seed=3).data
+    grid = make_tick_grid(frame, "1D", freq="h")
+    return FleetData(frame, "h", grid.boundaries)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if distributed is None:
+        pytest.skip("dask[distributed] is not installed (pip install 'mlma[dask]')")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  silence_logs=logging.CRITICAL) as local:
+        yield local
+
+
+@pytest.fixture()
+def client(cluster):
+    with distributed.Client(cluster, set_as_default=False) as c:
+        c.wait_for_workers(2, timeout=60)  # a worker killed by an earlier test is restarted by its nanny
+        yield c
+
+
+def _fit_chunk_tasks(dask_scheduler) -> int:
+    """Distinct ``_fit_chunk`` tasks the scheduler has seen (runs on the scheduler)."""
+    return len({entry[0] for entry in dask_scheduler.transition_log
+                if isinstance(entry[0], str) and entry[0].startswith("_fit_chunk-")})
+
+
+def _n_clients(dask_scheduler) -> int:
+    return len([c for c in dask_scheduler.clients if c != "fire-and-forget"])
+
+
+def _keys(fleet: FleetData) -> list[ModelKey]:
+    return [ModelKey(s, END_TICK) for s in range(fleet.n_streams)]
+
+
+def _predictions(service: ModelService, keys: list[ModelKey]) -> np.ndarray:
+    return np.stack([service.predict(k, END_TICK + 1) for k in keys])
+
+
+# -- tests ----------------------------------------------------------------------------------------------
+
+
+def test_missing_dask_is_a_clear_error_naming_address_and_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # makes `from distributed import ...` fail
+    with pytest.raises(ExecutorUnavailableError, match=r"scheduler-host:8786.*mlma\[dask\]"):
+        make_executor("dask://scheduler-host:8786")
+
+
+def test_unknown_or_empty_specs_are_rejected():
+    with pytest.raises(ValueError, match="names no scheduler"):
+        make_executor("dask://")
+    with pytest.raises(ValueError, match="process:zero"):
+        make_executor("process:zero")
+    with pytest.raises(ValueError, match="got int"):
+        make_executor(8786)
+
+
+@needs_dask
+def test_unreachable_scheduler_is_a_clear_error_naming_the_address():
+    started = time.perf_counter()
+    with pytest.raises(ExecutorUnavailableError, match=r"tcp://127\.0\.0\.1:9 within 1 s"):
+        make_executor("dask://127.0.0.1:9", connect_timeout=1)  # port 9 (discard) is not a Dask scheduler
+    assert time.perf_counter() - started < 15
+
+
+@needs_dask
+def test_fits_through_dask_equal_inline_fits_one_task_per_chunk(cluster, client, fleet):
+    keys = _keys(fleet)
+    inline = ModelService(fleet, "ridge", CTX, train_window_ticks=14)
+    inline.fit(keys)
+
+    before = client.run_on_scheduler(_fit_chunk_tasks)
+    executor = make_executor(cluster.scheduler_address.replace("tcp://", "dask://"))
+    assert isinstance(executor, DaskExecutor) and executor.slots == 2
+    service = ModelService(fleet, "ridge", CTX, train_window_ticks=14, executor=executor, chunk_size=64)
+    fitted = service.fit(keys)
+    executor.shutdown()
+
+    assert [f.key for f in fitted] == keys
+    assert service.fits_done == len(keys)
+    # A chunk's streams travel together: 8 streams make 2 tasks (one per worker thread), not 8.
+    assert client.run_on_scheduler(_fit_chunk_tasks) - before == len(split_chunks(keys, 64, 2)) == 2
+    np.testing.assert_allclose(_predictions(service, keys), _predictions(inline, keys), rtol=1e-10, atol=1e-10)
+    assert [f.fallback_reason for f in fitted] == [inline.get(k).fallback_reason for k in keys]
+
+
+@needs_dask
+def test_a_client_passed_in_stays_open_and_an_owned_one_is_closed(cluster, client):
+    borrowed = make_executor(client)
+    assert borrowed.submit(sum, [1, 2, 3]).result() == 6
+    borrowed.shutdown()
+    assert client.status == "running"
+
+    owned = make_executor(cluster.scheduler_address)
+    owned.shutdown()
+    assert owned.client.status == "closed"
+
+
+@needs_dask
+def test_backtest_on_dask_gives_the_inline_summary_and_closes_its_client(cluster, client):
+    frame = simulate_platform(6, 20, seed=1).data
+    settings = dict(policies=["never", "always"], model="ridge", sample_streams=0)
+    inline = run_backtest(frame, BacktestConfig(**settings))
+
+    clients_before = client.run_on_scheduler(_n_clients)
+    tasks_before = client.run_on_scheduler(_fit_chunk_tasks)
+    on_dask = run_backtest(frame, BacktestConfig(**settings, executor=f"dask://{cluster.scheduler_address[6:]}"))
+
+    assert client.run_on_scheduler(_fit_chunk_tasks) > tasks_before  # the fits did run on the cluster
+    for row_inline, row_dask in zip(inline.summary, on_dask.summary):
+        assert row_dask["policy"] == row_inline["policy"]
+        assert row_dask["mae"] == pytest.approx(row_inline["mae"], rel=1e-9)
+        assert row_dask["retrains"] == row_inline["retrains"]
+        assert row_dask["initial_fits"] == row_inline["initial_fits"]
+    assert on_dask.summary[1]["retrains"] > 0
+    # run_backtest shut the executor down, which closed the client it had opened.
+    deadline = time.monotonic() + 10
+    while client.run_on_scheduler(_n_clients) > clients_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.run_on_scheduler(_n_clients) == clients_before
+
+
+@needs_dask
+def test_a_failing_chunk_names_its_streams_and_the_other_chunks_are_kept(client, fleet):
+    keys = _keys(fleet)
+    means = [np.nanmean(fleet.history(k.stream, k.end_tick, 14).y) for k in keys]
+    worst = int(np.argmax(means))
+    threshold = float(np.sort(means)[-2] + np.sort(means)[-1]) / 2  # only the busiest stream fails
+    service = ModelService(fleet, FailingRidge, CTX, train_window_ticks=14, executor=make_executor(client),
+                           model_params={"fail_above": threshold})
+
+    with pytest.raises(ChunkFitError) as caught:
+        service.fit(keys)
+
+    error = caught.value
+    assert str(fleet.ids[worst]) in error.stream_ids
+    assert str(fleet.ids[worst]) in str(error) and "refusing a history" in str(error)
+    assert isinstance(error.__cause__, RuntimeError)
+    assert error.failed_chunks == 1
+    # The chunk that succeeded was stored; only the failed chunk's streams are missing.
+    stored = {k for k in keys if k in service._models}
+    assert stored == set(keys) - set(error.keys) and stored
+    assert service.fits_done == len(stored)
+
+
+@needs_dask
+def test_a_worker_killed_mid_chunk_loses_and_duplicates_no_retraining(client, fleet, tmp_path):
+    keys = _keys(fleet)
+    params = {"marker_dir": str(tmp_path), "delay": 0.25}
+    inline = ModelService(fleet, SlowRidge, CTX, train_window_ticks=14, model_params={"delay": 0.0})
+    inline.fit(keys)
+
+    pids = set(client.run(os.getpid).values())
+    service = ModelService(fleet, SlowRidge, CTX, train_window_ticks=14, executor=make_executor(client),
+                           chunk_size=2, model_params=params)  # 4 chunks of 2 streams, about 0.5 s each
+    with ThreadPoolExecutor(1) as runner:
+        job = runner.submit(service.fit, keys)
+        victim = None
+        deadline = time.monotonic() + 30
+        while victim is None and time.monotonic() < deadline and not job.done():
+            started = {int(p.name.split("-")[1]) for p in tmp_path.glob("started-*")}
+            victim = next(iter(started & pids), None)
+            time.sleep(0.01)
+        assert victim is not None, "no worker started a fit"
+        os.kill(victim, signal.SIGKILL)
+        fitted = job.result(timeout=60)
+
+    # The kill hit a fit in progress: the victim started a fit it never finished.
+    started = {p.name.split("-", 1)[1] for p in tmp_path.glob("started-*")}
+    done = {p.name.split("-", 1)[1] for p in tmp_path.glob("done-*")}
+    assert any(tag.startswith(f"{victim}-") for tag in started - done)
+    # Every stream got exactly one model, equal to the inline one.
+    assert [f.key for f in fitted] == keys
+    assert service.fits_done == len(keys) and len(service._models) == len(keys)
+    np.testing.assert_allclose(_predictions(service, keys), _predictions(inline, keys), rtol=1e-10, atol=1e-10)
