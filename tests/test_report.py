@@ -595,3 +595,22 @@ def test_instant_events_are_drawn_as_lines_and_listed(tmp_path):
     late = events.assign(start=moment + pd.Timedelta(days=400), end=moment + pd.Timedelta(days=400))
     page, _ = render(replace(result, events=late), tmp_path, "late.html")
     assert "#c98a00" not in re.findall(r"<svg.*?</svg>", page, flags=re.DOTALL)[-1]
+
+
+def test_escalations_are_counted_per_kind_and_policy(tmp_path):
+    result = make_result()
+    result.escalation_log = pd.DataFrame({
+        "policy": ["mlma", "mlma", "mlma", "never"],
+        "unique_id": ["zone-001", "zone-002", "zone-001", "zone-003"],
+        "kind": ["data-quality", "data-quality", "challenger-lost", "<script>x</script>"],
+    })
+    page, parser = render(result, tmp_path)
+    assert 'id="escalations"' in page
+    section = page[page.index('id="escalations"'):]
+    section = section[:section.index("</table>")]
+    headers = re.findall(r"<th>([^<]+)</th>", section)
+    cells = dict(re.findall(r'<tr><td class="text">([^<]+)</td>((?:<td>[^<]*</td>)+)</tr>', section))
+    counts = {kind: dict(zip(headers, map(int, re.findall(r"<td>(\d+)</td>", row)))) for kind, row in cells.items()}
+    assert counts["data-quality"]["mlma"] == 2 and counts["data-quality"]["never"] == 0
+    assert counts["challenger-lost"]["mlma"] == 1
+    assert "<script>x" not in page and "&lt;script&gt;x" in page

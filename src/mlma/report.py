@@ -331,6 +331,11 @@ def render_report(result: Any, *, max_points: int = 1000, max_sample_streams: in
         sections.append(_section("fleet", "Fleet over time", "".join(fleet_parts)))
         nav.append(("fleet", "Fleet over time"))
 
+    escalations = _optional_frame(result, "escalation_log", ("policy", "kind"))
+    if escalations is not None:
+        sections.append(_section("escalations", "Escalations", _escalations_html(escalations, policies)))
+        nav.append(("escalations", "Escalations"))
+
     if events is not None:
         sections.append(_section("events", "Ground-truth events", _events_html(events)))
         nav.append(("events", "Ground-truth events"))
@@ -569,6 +574,24 @@ def _config_html(config: Mapping[str, Any]) -> str:
         return '<p class="note">No configuration recorded.</p>'
     body = "".join(f'<tr><th>{_esc(k)}</th><td>{_esc(_config_value(v))}</td></tr>' for k, v in rows)
     return f'<table class="config"><tbody>{body}</tbody></table>'
+
+
+def _escalations_html(escalations: pd.DataFrame, policies: Sequence[str]) -> str:
+    """Counts of the engineer's queue items per kind (rows) and policy (columns)."""
+    counts = pd.crosstab(escalations["kind"].astype(str), escalations["policy"].astype(str))
+    columns = [p for p in policies if p in counts.columns] + [p for p in counts.columns if p not in policies]
+    head = '<th class="text">kind</th>' + "".join(f"<th>{_esc(p)}</th>" for p in columns)
+    rows = "".join(
+        f'<tr><td class="text">{_esc(kind)}</td>'
+        + "".join(f"<td>{int(counts.loc[kind, p]):,}</td>" for p in columns) + "</tr>"
+        for kind in counts.index
+    )
+    return (
+        f'<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>'
+        '<p class="note">What each policy put in front of a person: data-quality problems, silent streams, '
+        "new streams on a fall-back model, challengers that lost, streams that keep degrading, budget "
+        "overflow. The full list with messages is in <code>escalations.csv</code>.</p>"
+    )
 
 
 def _events_html(events: pd.DataFrame) -> str:
