@@ -140,6 +140,82 @@ def demo(
     console.print(f"backtest took {time.perf_counter() - started:.1f} s; report: {out / 'report.html'}")
 
 
+def _project(project: Optional[Path]):
+    from mlma.project import ConfigError, load_config
+
+    try:
+        return load_config(project or Path.cwd())
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def init(
+    folder: Path = typer.Argument(..., help="Project folder to create (mlma.toml, the database, artifacts/)."),
+    db: Optional[str] = typer.Option(None, help="Store URL; default: a SQLite file in the folder. For a team: "
+                                     "postgresql+psycopg://user@host/db"),
+    model: str = typer.Option("lightgbm", help="Model of every stream."),
+) -> None:
+    """Create a project: a validated mlma.toml and an up-to-date store."""
+    from mlma.project import ConfigError, init_project
+
+    try:
+        config = init_project(folder, db=db, model=model)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(f"created project {config.root} (store {config.store_url})")
+
+
+@app.command()
+def ingest(
+    data: Path = typer.Argument(..., help="Long-format CSV or Parquet file of actuals."),
+    project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+) -> None:
+    """Validate and store actuals. Idempotent: the same file twice changes nothing; corrected values replace
+    old ones and are recorded as revisions."""
+    from mlma.data import DataError
+    from mlma.store import Store
+
+    config = _project(project)
+    d = config.data
+    try:
+        with Store.open(config.store_url) as store:
+            report = store.ingest_file(data, freq=d.freq or None, id_col=d.id_col, time_col=d.time_col,
+                                       target_col=d.target_col)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if report.duplicate:
+        console.print(f"{data}: already ingested (same content); nothing changed")
+    else:
+        console.print(f"{data}: {report.rows_new:,} new, {report.rows_revised:,} revised, "
+                      f"{report.rows_unchanged:,} unchanged, {report.rows_dropped:,} dropped rows; "
+                      f"{report.new_streams:,} new streams")
+
+
+@app.command()
+def status(
+    project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+) -> None:
+    """Fleet summary: streams, data span, ticks done, open escalations."""
+    from mlma.store import Store
+
+    config = _project(project)
+    with Store.open(config.store_url) as store:
+        streams = store.streams()
+        ticks = store.ticks()
+        open_items = store.escalations(status="open")
+        ingests = store.ingests()
+    table = Table(title=f"mlma project {config.root.name}", show_header=False)
+    table.add_row("store", config.store_url)
+    table.add_row("streams", f"{len(streams):,}")
+    table.add_row("ingests", f"{len(ingests):,}" + (f" (last at {ingests['at'].max()})"
+                                                   if len(ingests) and "at" in ingests else ""))
+    done = ticks[ticks["status"] == "done"] if len(ticks) else ticks
+    table.add_row("ticks done", f"{len(done):,}")
+    table.add_row("open escalations", f"{len(open_items):,}")
+    console.print(table)
+
+
 @app.command("table")
 def table_command(
     results: Path = typer.Argument(..., help="A backtest output folder (with summary.json)."),

@@ -1,0 +1,200 @@
+"""An mlma project folder: ``mlma.toml`` (validated) and the store it points to.
+
+``mlma init DIR`` writes a commented ``mlma.toml`` and creates the store (a SQLite file in the folder by
+default, or a PostgreSQL database for a team); later commands act on the project in the current folder or on
+``--project DIR``.
+
+The configuration is validated as a whole when it is read: an unknown section or key, or a value of the wrong
+type, is an error naming the file, the key and what was expected, so a typo never silently falls back to a
+default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "mlma.toml"
+
+TEMPLATE = """\
+# mlma project configuration. Every key is optional; an empty string means "infer from the data".
+
+[data]
+id_col = "unique_id"      # column naming the stream
+time_col = "ds"           # timestamp column
+target_col = "y"          # value column
+freq = ""                 # pandas offset alias, e.g. "h", "D", "MS"
+tick = ""                 # actuals that arrive together, e.g. "1D"
+
+[store]
+url = "{url}"
+artifacts = "artifacts"   # model files, addressed by content hash (relative to this folder)
+
+[model]
+spec = "{model}"         # seasonal-naive | ridge | lightgbm | sklearn:module.Class | package.module:Class
+train_window_ticks = 0    # 0: default for the frequency (28 daily ticks for hourly data)
+
+[agent]
+executor = "inline"       # inline | process[:N] | dask://host:8786
+
+[monitor]                 # the MLMA policy (docs/monitoring.md)
+alpha = 0.2               # false discovery rate across the streams tested in a tick
+delta = 0.05              # relevance margin: smaller rises are not worth a re-training
+fdr = "bh"                # bh | by | bonferroni | none
+cooldown_ticks = 2
+budget = 0                # most re-trainings per tick; 0: no limit
+"""
+
+
+@dataclass
+class DataSection:
+    id_col: str = "unique_id"
+    time_col: str = "ds"
+    target_col: str = "y"
+    freq: str = ""
+    tick: str = ""
+
+
+@dataclass
+class StoreSection:
+    url: str = "sqlite:///mlma.db"
+    artifacts: str = "artifacts"
+
+
+@dataclass
+class ModelSection:
+    spec: str = "lightgbm"
+    train_window_ticks: int = 0
+
+
+@dataclass
+class AgentSection:
+    executor: str = "inline"
+
+
+@dataclass
+class MonitorSection:
+    alpha: float = 0.2
+    delta: float = 0.05
+    fdr: str = "bh"
+    cooldown_ticks: int = 2
+    budget: int = 0
+
+
+@dataclass
+class ProjectConfig:
+    """The validated content of ``mlma.toml``; paths are resolved against the project folder."""
+
+    root: Path
+    data: DataSection = field(default_factory=DataSection)
+    store: StoreSection = field(default_factory=StoreSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    agent: AgentSection = field(default_factory=AgentSection)
+    monitor: MonitorSection = field(default_factory=MonitorSection)
+
+    @property
+    def store_url(self) -> str:
+        """The store URL, with a relative SQLite path taken relative to the project folder."""
+        url = self.store.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            return prefix + str((self.root / url[len(prefix):]).resolve())
+        return url
+
+    @property
+    def artifacts_dir(self) -> Path:
+        path = Path(self.store.artifacts)
+        return path if path.is_absolute() else self.root / path
+
+    def policy_params(self) -> dict[str, Any]:
+        """Keyword arguments for :class:`mlma.mlma_policy.MLMAPolicy`."""
+        m = self.monitor
+        return {"alpha": m.alpha, "delta": m.delta, "fdr": m.fdr, "cooldown_ticks": m.cooldown_ticks,
+                "budget": m.budget or None}
+
+
+_SECTIONS = {"data": DataSection, "store": StoreSection, "model": ModelSection, "agent": AgentSection,
+             "monitor": MonitorSection}
+
+
+class ConfigError(ValueError):
+    """``mlma.toml`` is missing, unreadable or invalid; the message names the file and the key."""
+
+
+def load_config(root: str | Path) -> ProjectConfig:
+    """Read and validate ``<root>/mlma.toml``.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "mlma.toml").write_text('[monitor]\\nalpha = 0.1\\n')
+    >>> load_config(folder).monitor.alpha
+    0.1
+    >>> _ = (folder / "mlma.toml").write_text('[monitor]\\nalpah = 0.1\\n')
+    >>> load_config(folder)
+    Traceback (most recent call last):
+    ...
+    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget
+    """
+    root = Path(root)
+    path = root / CONFIG_NAME
+    if not path.exists():
+        raise ConfigError(f"no {CONFIG_NAME} in {root.resolve()}: run `mlma init {root}` first, or pass --project")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    config = ProjectConfig(root=root.resolve())
+    for name, values in raw.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"{path}: unknown section [{name}]; known: {', '.join(_SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table of keys")
+        section = getattr(config, name)
+        known = {f.name: f for f in fields(section)}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key {key!r} in [{name}]; known: {', '.join(known)}")
+            expected = type(getattr(section, key))
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+                raise ConfigError(f"{path}: [{name}] {key} must be {expected.__name__}, got {value!r}")
+            setattr(section, key, value)
+    _check_values(config, path)
+    return config
+
+
+def _check_values(config: ProjectConfig, path: Path) -> None:
+    m = config.monitor
+    if not 0 < m.alpha < 1:
+        raise ConfigError(f"{path}: [monitor] alpha must be in (0, 1), got {m.alpha}")
+    if m.delta < 0:
+        raise ConfigError(f"{path}: [monitor] delta must be >= 0, got {m.delta}")
+    if m.fdr not in ("bh", "by", "bonferroni", "none"):
+        raise ConfigError(f"{path}: [monitor] fdr must be bh, by, bonferroni or none, got {m.fdr!r}")
+    for key in ("cooldown_ticks", "budget"):
+        if getattr(m, key) < 0:
+            raise ConfigError(f"{path}: [monitor] {key} must be >= 0, got {getattr(m, key)}")
+    if config.model.train_window_ticks < 0:
+        raise ConfigError(f"{path}: [model] train_window_ticks must be >= 0")
+    if not (config.store.url.startswith("sqlite:") or config.store.url.startswith("postgresql")):
+        raise ConfigError(f"{path}: [store] url must be sqlite:///FILE or postgresql+psycopg://..., "
+                          f"got {config.store.url!r}")
+
+
+def init_project(root: str | Path, *, db: str | None = None, model: str = "lightgbm") -> ProjectConfig:
+    """Create a project folder with ``mlma.toml`` and an up-to-date store; refuses to overwrite one."""
+    from mlma.store import Store
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / CONFIG_NAME
+    if path.exists():
+        raise ConfigError(f"{path} exists already; this folder is a project")
+    path.write_text(TEMPLATE.format(url=db or "sqlite:///mlma.db", model=model))
+    config = load_config(root)
+    config.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    Store.create(config.store_url).close()
+    return config

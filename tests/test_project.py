@@ -1,0 +1,73 @@
+"""Project folders: mlma.toml validation, init, ingest idempotency and status through the real CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from mlma.project import ConfigError, init_project, load_config
+
+MLMA = str(Path(sys.executable).parent / "mlma")
+
+
+def run(*args, cwd):
+    return subprocess.run([MLMA, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_init_writes_a_valid_config_and_a_store(tmp_path):
+    config = init_project(tmp_path / "p", model="ridge")
+    assert config.model.spec == "ridge" and config.monitor.alpha == 0.2
+    assert (tmp_path / "p" / "mlma.db").exists() and config.artifacts_dir.is_dir()
+    assert config.store_url == f"sqlite:///{(tmp_path / 'p' / 'mlma.db').resolve()}"
+    with pytest.raises(ConfigError, match="exists already"):
+        init_project(tmp_path / "p")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[monitr]\nalpha = 0.1\n", "unknown section \\[monitr\\]"),
+    ("[monitor]\nalpha = 'high'\n", "alpha must be float"),
+    ("[monitor]\nalpha = 1.5\n", "alpha must be in"),
+    ("[monitor]\nfdr = 'holm'\n", "fdr must be"),
+    ("[store]\nurl = 'mysql://x'\n", "url must be"),
+    ("[data\n", "not valid TOML"),
+])
+def test_bad_config_is_named(tmp_path, text, message):
+    (tmp_path / "mlma.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(tmp_path)
+    assert "mlma.toml" in str(info.value)
+
+
+def test_missing_project_says_how_to_create_one(tmp_path):
+    with pytest.raises(ConfigError, match="mlma init"):
+        load_config(tmp_path)
+
+
+def test_cli_init_ingest_twice_and_status(tmp_path):
+    ds = pd.date_range("2025-01-01", periods=48, freq="h")
+    frame = pd.concat([pd.DataFrame({"unique_id": uid, "ds": ds, "y": range(48)}) for uid in ("a", "b")],
+                      ignore_index=True)
+    frame.to_csv(tmp_path / "actuals.csv", index=False)
+    assert run("init", "proj", "--model", "ridge", cwd=tmp_path).returncode == 0
+    project = tmp_path / "proj"
+    first = run("ingest", str(tmp_path / "actuals.csv"), cwd=project)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "96 new" in first.stdout and "2 new streams" in first.stdout
+    again = run("ingest", str(tmp_path / "actuals.csv"), cwd=project)
+    assert again.returncode == 0 and "nothing changed" in again.stdout
+    # A corrected file: one value changed, the rest unchanged.
+    frame.loc[frame.index[0], "y"] = 100
+    frame.to_csv(tmp_path / "corrected.csv", index=False)
+    fixed = run("ingest", str(tmp_path / "corrected.csv"), cwd=project)
+    assert "1 revised" in fixed.stdout and "0 new" in fixed.stdout, fixed.stdout
+    status = run("status", "--project", str(project), cwd=tmp_path)
+    assert status.returncode == 0 and "streams" in status.stdout and " 2 " in status.stdout
+
+
+def test_cli_ingest_outside_a_project_fails_clearly(tmp_path):
+    done = run("ingest", "x.csv", cwd=tmp_path)
+    assert done.returncode == 2 and "mlma init" in done.stdout
