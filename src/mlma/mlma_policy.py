@@ -18,12 +18,14 @@ triggering (``repeat_limit`` triggers within ``repeat_window`` ticks), a stream 
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
 
 from mlma.escalations import Escalation
 from mlma.monitor import degradation_test, fdr_control
+from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
 from mlma.policy import Decision, Policy, TickObservation, Verdict
 from mlma.quality import check_batch
 
@@ -119,6 +121,10 @@ class MLMAPolicy(Policy):
         self.steps = steps
         n = n_streams
         self.ref = np.full((n, self.capacity, steps), np.nan, dtype=np.float32)
+        # Per-slot sum and count of the finite reference losses, kept as batches enter the ring: the test of
+        # a fully observed batch needs only the block means, so the ring is not re-read every tick.
+        self.ref_sum = np.zeros((n, self.capacity))
+        self.ref_count = np.zeros((n, self.capacity))
         self.ref_len = np.zeros(n, dtype=np.int16)
         self.ref_next = np.zeros(n, dtype=np.int16)
         self.ref_version = np.zeros(n, dtype=np.int32)
@@ -138,11 +144,15 @@ class MLMAPolicy(Policy):
         self.window = np.full((n, w, steps), np.nan, dtype=np.float32)
         self.window_len = np.zeros(n, dtype=np.int16)
         self.window_ok = np.zeros((n, w), dtype=bool)
+        self.window_sum = np.zeros((n, w))
+        self.window_count = np.zeros((n, w))
 
     def on_new_model(self, streams: np.ndarray, tick: int) -> None:
         """A new version serves: its reference starts empty and fills with its own first losses."""
         streams = np.asarray(streams, dtype=np.int64)
         self.ref[streams] = np.nan
+        self.ref_sum[streams] = 0.0
+        self.ref_count[streams] = 0.0
         self.ref_len[streams] = 0
         self.ref_next[streams] = 0
         self.ref_version[streams] += 1
@@ -150,6 +160,8 @@ class MLMAPolicy(Policy):
         self.window[streams] = np.nan
         self.window_len[streams] = 0
         self.window_ok[streams] = False
+        self.window_sum[streams] = 0.0
+        self.window_count[streams] = 0.0
         self.queued[streams] = False
         self.cooldown_until[streams] = np.maximum(self.cooldown_until[streams], tick + self.cooldown_ticks)
 
@@ -250,32 +262,66 @@ class MLMAPolicy(Policy):
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _test(self, idx: np.ndarray, current: np.ndarray):
-        """p-value, effect and excess loss of streams ``idx``: newest tick and window, Bonferroni-combined."""
-        reference = self._ordered_reference(idx)
-        newest = degradation_test(current[idx], reference, delta=self.delta, block_length=self.steps)
-        p = np.asarray(newest.p_value, dtype=np.float64)
-        effect = np.asarray(newest.effect, dtype=np.float64)
-        excess = np.asarray(newest.current_mean) - np.asarray(newest.reference_mean)
+        """p-value, effect and excess loss of streams ``idx``: newest tick and window, Bonferroni-combined.
+
+        The same tests as :func:`mlma.monitor.degradation_test` on the time-ordered reference (daily blocks,
+        default parameters apart from ``delta``), computed from the block sums kept in the ring: the
+        block-means test does not depend on the order of the blocks, and only streams whose batch misses
+        positions (hours) need the reference re-read to phase-match its blocks.
+        """
+        cur = _as_loss_matrix(current[idx], "current")
+        # Block means of the reference over all positions, shared by both tests.
+        full_means = _usable_means(self.ref_sum[idx], self.ref_count[idx], self.steps)
+        n_reference = self.ref_count[idx].sum(axis=1)
+        finite = np.isfinite(cur)
+        n_current = finite.sum(axis=1)
+        # One current block: the test's coverage rule keeps it whenever it has a value.
+        cur_means = np.where(n_current > 0, np.where(finite, cur, 0.0).sum(axis=1) / np.maximum(n_current, 1),
+                             np.nan)[:, None]
+        ref_means = self._phase_matched(idx, full_means, finite)
+        newest = self._block_test(cur_means, ref_means, n_current, n_reference)
+        p = newest.p_value
+        effect = newest.effect
+        excess = newest.current_mean - newest.reference_mean
         if self.window_ticks == 1:
             return p, effect, excess
-        window = self.window[idx, -self.window_ticks:].reshape(len(idx), -1).astype(np.float64)
-        sustained = degradation_test(window, reference, delta=self.delta, block_length=self.steps)
-        p_window = np.asarray(sustained.p_value, dtype=np.float64)
+        recent = slice(-self.window_ticks, None)
+        counts = self.window_count[idx, recent]
+        # A window with one complete tick covers every position; only the others need their positions
+        # read from the losses.
+        positions = np.ones((len(idx), self.steps), dtype=bool)
+        gappy = np.flatnonzero(~(counts >= self.steps).any(axis=1))
+        if len(gappy):
+            positions[gappy] = np.isfinite(self.window[idx[gappy], recent]).any(axis=1)
+        window_means = _usable_means(self.window_sum[idx, recent], counts,
+                                     positions.sum(axis=1, keepdims=True))
+        ref_means = self._phase_matched(idx, full_means, positions)
+        sustained = self._block_test(window_means, ref_means, counts.sum(axis=1), n_reference)
+        p_window = sustained.p_value
         # Only streams with more than one tick in their window have a second, different test.
         two = (self.window_len[idx] > 1) & np.isfinite(p_window)
         use_window = two & (p_window < p)
         combined = np.where(two, np.minimum(1.0, 2 * np.fmin(p, p_window)), p)
         effect = np.where(use_window, sustained.effect, effect)
-        excess = np.where(use_window, np.asarray(sustained.current_mean) - np.asarray(sustained.reference_mean),
-                          excess)
+        excess = np.where(use_window, sustained.current_mean - sustained.reference_mean, excess)
         return combined, effect, excess
 
-    def _ordered_reference(self, idx: np.ndarray) -> np.ndarray:
-        """The reference batches of streams ``idx``, oldest first, flattened to ``(len(idx), losses)``."""
-        slots = (self.ref_next[idx, None] - self.ref_len[idx, None] + np.arange(self.capacity)) % self.capacity
-        ordered = np.take_along_axis(self.ref[idx], slots[:, :, None].astype(np.int64), axis=1)
-        # Slots beyond a stream's length are still NaN, which the test ignores.
-        return ordered.reshape(len(idx), -1).astype(np.float64)
+    def _block_test(self, cur_means, ref_means, n_current, n_reference):
+        return _test_block_means(cur_means, ref_means, n_current, n_reference, delta=self.delta,
+                                 **_TEST_DEFAULTS)
+
+    def _phase_matched(self, idx: np.ndarray, full_means: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Reference block means over ``positions`` (the hours the current batch has): the kept full-block
+        means where the batch has every hour, the ring re-read for the few streams that miss some."""
+        partial = ~positions.all(axis=1)
+        if not partial.any():
+            return full_means
+        rows = np.flatnonzero(partial)
+        blocks = self.ref[idx[rows]].astype(np.float64)
+        means = full_means.copy()
+        means[rows] = _masked_block_means(blocks, positions[rows].astype(np.float64),
+                                          _MIN_COVERAGE)
+        return means
 
     def _push_window(self, mask: np.ndarray, current: np.ndarray, ok: np.ndarray) -> None:
         """Shift ``current`` into the test window; a full window's oldest tick moves to the reference if
@@ -287,22 +333,34 @@ class MLMAPolicy(Policy):
         full = idx[self.window_len[idx] == w]
         leaving = full[self.window_ok[full, 0]]
         if len(leaving):
-            out = np.zeros(len(mask), dtype=bool)
-            out[leaving] = True
-            spilled = np.full((len(mask), self.steps), np.nan)
-            spilled[leaving] = self.window[leaving, 0]
-            self._append(out, spilled)
-        self.window[idx, :-1] = self.window[idx, 1:]
-        self.window_ok[idx, :-1] = self.window_ok[idx, 1:]
-        self.window[idx, -1] = current[idx]
+            self._append_rows(leaving, self.window[leaving, 0], self.window_sum[leaving, 0],
+                              self.window_count[leaving, 0])
+        # Slot by slot, in place: shifting the selected rows with fancy indexing would build a temporary
+        # copy of the whole window every tick (tens of MB for a large fleet, fresh pages each time).
+        rows = mask[:, None]
+        for j in range(w - 1):
+            for buffer in (self.window_sum, self.window_count, self.window_ok):
+                np.copyto(buffer[:, j], buffer[:, j + 1], where=mask)
+            np.copyto(self.window[:, j], self.window[:, j + 1], where=rows)
+        stored = current[idx].astype(np.float32)
+        self.window[idx, -1] = stored
         self.window_ok[idx, -1] = ok[idx]
+        self.window_sum[idx, -1], self.window_count[idx, -1] = _finite_sum_count(stored)
         self.window_len[idx] = np.minimum(self.window_len[idx] + 1, w)
 
     def _append(self, mask: np.ndarray, current: np.ndarray) -> None:
         idx = np.flatnonzero(mask)
-        if not len(idx):
-            return
-        self.ref[idx, self.ref_next[idx]] = current[idx]
+        if len(idx):
+            stored = current[idx].astype(np.float32)
+            self._append_rows(idx, stored, *_finite_sum_count(stored))
+
+    def _append_rows(self, idx: np.ndarray, stored: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
+        """Write batches ``stored`` (float32, as the ring keeps them) of streams ``idx`` into the reference
+        ring, with their sums and counts of finite losses."""
+        slots = self.ref_next[idx]
+        self.ref[idx, slots] = stored
+        self.ref_sum[idx, slots] = sums
+        self.ref_count[idx, slots] = counts
         self.ref_next[idx] = (self.ref_next[idx] + 1) % self.capacity
         self.ref_len[idx] = np.minimum(self.ref_len[idx] + 1, self.capacity)
 
@@ -317,6 +375,31 @@ class MLMAPolicy(Policy):
         for name, value in (("typical_count", count), ("typical_level", level), ("typical_spread", spread)):
             old = getattr(self, name)[idx]
             getattr(self, name)[idx] = np.where(np.isfinite(old), (1 - weight) * old + weight * value, value)
+
+
+#: The degradation test's parameters other than ``delta`` (its defaults), as the policy uses them.
+_TEST_PARAMETERS = inspect.signature(degradation_test).parameters
+_TEST_DEFAULTS = {name: parameter.default for name, parameter in _TEST_PARAMETERS.items()
+                  if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+                  and name not in ("delta", "block_length", "min_coverage")}
+_MIN_COVERAGE = _TEST_PARAMETERS["min_coverage"].default
+
+
+def _finite_sum_count(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sum and count of the finite values of each row, in float64 from the stored (float32) values, as the
+    test reads them."""
+    values = stored.astype(np.float64)
+    finite = np.isfinite(values)
+    return np.where(finite, values, 0.0).sum(axis=1), finite.sum(axis=1).astype(np.float64)
+
+
+def _usable_means(sums: np.ndarray, counts: np.ndarray, wanted) -> np.ndarray:
+    """Block means from sums and counts of finite values, NaN for blocks that cover less than the test's
+    ``min_coverage`` of the ``wanted`` positions (the same rule as the test's phase-matched means)."""
+    needed = _MIN_COVERAGE * np.asarray(wanted, dtype=np.float64)
+    usable = (counts > 0) & (counts >= needed - 1e-9)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(usable, sums / np.where(usable, counts, 1.0), np.nan)
 
 
 def _fit_width(losses: np.ndarray, steps: int) -> np.ndarray:

@@ -296,7 +296,22 @@ def degradation_test(
     positions = np.isfinite(cur_blocks).any(axis=1).astype(np.float64)
     cur_means = _masked_block_means(cur_blocks, positions, min_coverage)
     ref_means = _masked_block_means(ref_blocks, positions, min_coverage)
+    return _test_block_means(
+        cur_means, ref_means, np.isfinite(cur).sum(axis=1), np.isfinite(ref).sum(axis=1), delta=delta,
+        power=power, offset=offset, min_current=min_current, min_reference_blocks=min_reference_blocks,
+        moderate=moderate, min_moderation_streams=min_moderation_streams)
 
+
+def _test_block_means(cur_means: np.ndarray, ref_means: np.ndarray, n_current: np.ndarray,
+                      n_reference: np.ndarray, *, delta: float, power: float, offset: float, min_current: int,
+                      min_reference_blocks: int, moderate: bool,
+                      min_moderation_streams: int) -> DegradationResult:
+    """Steps 3-5 of the method on phase-matched block means (NaN for blocks left out), unvalidated.
+
+    Shared by :func:`degradation_test` and callers that keep block means of their references as the
+    blocks arrive (:class:`mlma.mlma_policy.MLMAPolicy`), so that a reference is not re-blocked every call.
+    The order of the blocks along axis 1 does not matter.
+    """
     k_cur = np.isfinite(cur_means).sum(axis=1)
     k_ref = np.isfinite(ref_means).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -314,9 +329,8 @@ def degradation_test(
         df = (k_ref + k_cur - 2).astype(np.float64)
         variance = (ref_squares + cur_squares) / df
 
-    n_current = np.isfinite(cur).sum(axis=1)
-    n_reference = np.isfinite(ref).sum(axis=1)
-    status = np.full(cur.shape[0], TestStatus.TESTED, dtype=np.int8)
+    n_streams = cur_means.shape[0]
+    status = np.full(n_streams, TestStatus.TESTED, dtype=np.int8)
     # The transformed means are in units of the reference mean, so this threshold is relative: a spread at
     # rounding level is no spread.
     degenerate = ~(reference_mean > 0) | ~(ref_squares > 1e-20)
@@ -326,7 +340,7 @@ def degradation_test(
     testable = status == TestStatus.TESTED
 
     prior_df = np.where(testable, 0.0, np.nan)
-    prior_variance = np.full(cur.shape[0], np.nan)
+    prior_variance = np.full(n_streams, np.nan)
     if moderate and testable.sum() >= min_moderation_streams:
         # Empirical Bayes over this call's testable streams: their variances are in units of each stream's
         # own reference mean, so they are comparable, and the fleet knows more about them than one stream.
@@ -338,7 +352,7 @@ def degradation_test(
     with np.errstate(invalid="ignore", divide="ignore"):
         statistic = (mean_cur - mean_ref) / np.sqrt(variance * (1.0 / k_cur + 1.0 / k_ref))
     statistic = np.where(testable, statistic, np.nan)
-    p_value = np.full(cur.shape[0], np.nan)
+    p_value = np.full(n_streams, np.nan)
     p_value[testable] = special.stdtr(df[testable] + prior_df[testable], -statistic[testable])
     return DegradationResult(
         statistic=statistic,
@@ -497,7 +511,8 @@ def fit_variance_prior(
     if lower > 0:
         z = np.clip(z, *np.quantile(z, [lower, 1.0 - upper]))
     mean, var = z.mean(), z.var(ddof=1)
-    max_d0 = 2.0 * n / special.polygamma(1, d / 2.0).mean()
+    # The mean over streams, from the few distinct degrees of freedom.
+    max_d0 = 2.0 * n / (float((special.polygamma(1, values / 2.0) * counts).sum()) / n)
     if var <= model.moments(_D0_HIGHEST)[1]:
         d0 = np.inf
     elif var >= model.moments(_D0_LOWEST)[1]:
