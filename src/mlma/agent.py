@@ -22,7 +22,7 @@ import numpy as np
 
 from mlma.escalations import Escalation
 from mlma.fleet import FleetData
-from mlma.policy import Decision, Policy, TickObservation, Verdict
+from mlma.policy import Decision, Policy, TickObservation
 from mlma.training import ModelKey, ModelService
 
 NO_MODEL = -1
@@ -284,7 +284,3 @@ class Agent:
         keys = {ModelKey(int(s), int(t)) for s, t in enumerate(self.champion) if t != NO_MODEL}
         keys |= {ModelKey(int(s), int(t)) for s, t in enumerate(self.challenger) if t != NO_MODEL}
         return keys
-
-    def verdict_counts(self, decision: Decision) -> dict[str, int]:
-        values, counts = np.unique(decision.verdict, return_counts=True)
-        return {Verdict(int(v)).label: int(c) for v, c in zip(values, counts)}

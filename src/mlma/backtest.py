@@ -425,7 +425,8 @@ def _json_default(value):
     return str(value)
 
 
-MARKDOWN_COLUMNS = [
+# The per-policy results columns (header, summary key, format), for the console table and `mlma table`.
+SUMMARY_COLUMNS = [
     ("policy", "policy", "{}"), ("MAE", "mae", "{:.3f}"), ("RMSE", "rmse", "{:.3f}"), ("MASE", "mase", "{:.3f}"),
     ("re-trainings", "retrains", "{:,}"), ("compute s", "compute_seconds", "{:.1f}"),
     ("promotions", "promotions", "{:,}"), ("escalations", "escalations", "{:,}"),
@@ -444,7 +445,7 @@ def summary_markdown(summary: list[dict]) -> str:
     | never | 2.000 | 1.333 | 0 | 0.000 |
     | always | 1.500 | 1.000 | 10 | 1.000 |
     """
-    present = [c for c in MARKDOWN_COLUMNS if any(row.get(c[1]) is not None for row in summary)]
+    present = [c for c in SUMMARY_COLUMNS if any(row.get(c[1]) is not None for row in summary)]
     always = next((row for row in summary if row["policy"] == "always"), None)
     headers, cells = [], []
     for header, key, fmt in present:

@@ -258,14 +258,11 @@ def dataset_command(
 
 def print_summary(result, title: str) -> None:
     """Print the backtest's per-policy table."""
+    from mlma.backtest import SUMMARY_COLUMNS
+
     table = Table(title=title)
-    columns = [("policy", "policy", "{}"), ("MAE", "mae", "{:.3f}"), ("RMSE", "rmse", "{:.3f}"),
-               ("MASE", "mase", "{:.3f}"), ("re-trainings", "retrains", "{:,}"),
-               ("compute s", "compute_seconds", "{:.1f}"), ("escalations", "escalations", "{:,}")]
-    has_detection = any(row.get("detection_recall") is not None for row in result.summary)
-    if has_detection:
-        columns += [("precision", "detection_precision", "{:.2f}"), ("recall", "detection_recall", "{:.2f}"),
-                    ("delay", "detection_delay_ticks", "{:.1f}")]
+    # The same columns as `mlma table`; those no policy has a value for (detection on real data) are left out.
+    columns = [c for c in SUMMARY_COLUMNS if any(row.get(c[1]) is not None for row in result.summary)]
     for header, *_ in columns:
         table.add_column(header, justify="left" if header == "policy" else "right")
     for row in result.summary:

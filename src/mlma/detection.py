@@ -52,19 +52,19 @@ def detection_scores(triggers: pd.DataFrame, events: pd.DataFrame, fleet, *, win
 
     true_trigger = np.zeros(len(triggers), dtype=bool)
     delays: list[int] = []
-    if len(triggers):
-        by_stream = {uid: grp["tick"].to_numpy() for uid, grp in triggers.groupby("unique_id")}
-        trig_index = {uid: grp.index.to_numpy() for uid, grp in triggers.reset_index(drop=True).groupby("unique_id")}
-    else:
-        by_stream, trig_index = {}, {}
+    # Per stream: the positions of its triggers in ``triggers`` and their ticks.
+    groups = triggers.reset_index(drop=True).groupby("unique_id").groups
+    positions = {uid: rows.to_numpy() for uid, rows in groups.items()}
+    tick_of = triggers["tick"].to_numpy()
     for uid, start in zip(relevant["unique_id"], relevant["start_tick"]):
-        ticks = by_stream.get(uid)
-        if ticks is None:
+        rows = positions.get(uid)
+        if rows is None:
             continue
+        ticks = tick_of[rows]
         hit = (ticks >= start) & (ticks <= start + window_ticks)
         if hit.any():
             delays.append(int(ticks[hit].min() - start))
-            true_trigger[trig_index[uid][hit]] = True
+            true_trigger[rows[hit]] = True
     n_triggers = len(triggers)
     return {
         "detection_precision": round(float(true_trigger.sum() / n_triggers), 4) if n_triggers else None,

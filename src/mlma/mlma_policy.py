@@ -217,7 +217,7 @@ class MLMAPolicy(Policy):
             p, effect, excess_idx = self._test(idx, current)
             decision.p_value[idx] = p
             decision.effect[idx] = effect
-            reject[idx] = _rejections(fdr_control(p, alpha=self.alpha, method=self.fdr))
+            reject[idx], _ = fdr_control(p, alpha=self.alpha, method=self.fdr)
             excess[idx] = excess_idx
             # Suspicious ticks stay out of the reference even when not significant fleet-wide.
             suspicious = idx[np.nan_to_num(p, nan=1.0) < self.reference_gate]
@@ -410,15 +410,6 @@ def _fit_width(losses: np.ndarray, steps: int) -> np.ndarray:
     width = min(steps, losses.shape[1])
     out[:, :width] = losses[:, :width]
     return out
-
-
-def _rejections(result) -> np.ndarray:
-    """Accept either a boolean mask or an object/tuple carrying one from the multiplicity control."""
-    if isinstance(result, tuple):
-        result = result[0]
-    if hasattr(result, "reject"):
-        result = result.reject
-    return np.asarray(result, dtype=bool)
 
 
 def _most_severe(candidates: np.ndarray, severity: np.ndarray, budget: int | None) -> np.ndarray:
