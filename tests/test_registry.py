@@ -19,17 +19,7 @@ import sqlalchemy as sa
 from mlma.registry import ArtifactCorrupted, ArtifactMissing, ArtifactStore, ModelRegistry
 from mlma.store import ChampionMove, Store
 from mlma.store import schema as S
-from mlma.store.testing import postgres_schema, postgres_unavailable, postgres_url
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
-    reason = postgres_unavailable()
-    if reason is not None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}; in CI (CI=true) the PostgreSQL tests must run, not be skipped")
-        pytest.skip(reason)
-    return postgres_url()
+from mlma.store.testing import postgres_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import multiprocessing
-import os
 import time
 
 import numpy as np
@@ -24,19 +23,9 @@ from mlma.policy import Decision, Verdict
 from mlma.store import (LockHeld, LockLost, SchemaError, StateCorrupted, Store, TickAlreadyDone,
                         file_sha256, forecast_frame)
 from mlma.store import schema as S
-from mlma.store.testing import hold_lock, postgres_schema, postgres_unavailable, postgres_url
+from mlma.store.testing import hold_lock, postgres_schema
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
-    reason = postgres_unavailable()
-    if reason is not None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason}; in CI (CI=true) the PostgreSQL tests must run, not be skipped")
-        pytest.skip(reason)
-    return postgres_url()
 
 
 @pytest.fixture(params=BACKENDS)
