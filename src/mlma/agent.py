@@ -22,10 +22,11 @@ import numpy as np
 
 from mlma.escalations import Escalation
 from mlma.fleet import FleetData
-from mlma.policy import Decision, Policy, TickObservation
+from mlma.policy import Decision, Policy, TickObservation, Verdict
 from mlma.training import ModelKey, ModelService
 
 NO_MODEL = -1
+_PINNED = Verdict.PINNED
 
 
 @dataclass
@@ -52,6 +53,9 @@ class AgentSettings:
         How many ticks with data a challenger runs in shadow before the verdict.
     cold_min_seasons
         A new stream gets its first model after this many seasons of history (before that: no forecast).
+    fit_failure_limit
+        A stream whose re-training failed (an error, a lost worker, a timeout) this many times in a row is
+        escalated; each failure is recorded and the champion keeps serving.
     """
 
     silence_ticks: int = 3
@@ -68,6 +72,37 @@ class AgentSettings:
         if not self.challenger_margin > -1:
             raise ValueError(f"challenger_margin must be > -1, got {self.challenger_margin!r}")
     cold_min_seasons: float = 1.0
+    fit_failure_limit: int = 3
+
+
+@dataclass
+class Controls:
+    """What people asked of one tick (see :mod:`mlma.control`), boolean arrays over streams; None: nothing.
+
+    ``adopt`` maps a stream to the model a person put in service outside the tick (a roll-back or a manual
+    promotion in the registry): the agent serves it from this tick's forecasts on and starts its reference
+    afresh.
+    """
+
+    force_retrain: np.ndarray | None = None
+    force_direct: np.ndarray | None = None
+    pinned: np.ndarray | None = None
+    needs_approval: np.ndarray | None = None
+    reset_reference: np.ndarray | None = None
+    rebase_reference: np.ndarray | None = None
+    approve: np.ndarray | None = None
+    reject: np.ndarray | None = None
+    adopt: dict = field(default_factory=dict)
+    reasons: dict = field(default_factory=dict)
+
+    def mask(self, name: str, n: int) -> np.ndarray:
+        value = getattr(self, name)
+        if value is None:
+            return np.zeros(n, dtype=bool)
+        value = np.asarray(value, dtype=bool)
+        if len(value) < n:
+            value = np.concatenate([value, np.zeros(n - len(value), dtype=bool)])
+        return value
 
 
 @dataclass
@@ -86,6 +121,10 @@ class TickReport:
     initial_seconds: np.ndarray
     escalations: list[Escalation] = field(default_factory=list)
     rejected: np.ndarray | None = None
+    #: Streams whose fit failed this tick, with the error.
+    failed: dict = field(default_factory=dict)
+    #: Streams whose challenger won but waits for a person's approval.
+    awaiting: np.ndarray | None = None
 
 
 class Agent:
@@ -107,8 +146,56 @@ class Agent:
         self.silent_for = np.zeros(n, dtype=np.int64)
         self.forecast: np.ndarray | None = None
         self.challenger = np.full(n, NO_MODEL, dtype=np.int64)
+        self.awaiting = np.full(n, NO_MODEL, dtype=np.int64)
+        self.fit_failures = np.zeros(n, dtype=np.int64)
         self.shadow: dict[int, list] = {}
-        policy.reset(n, season_length, self.fleet.steps_in_tick(0))
+        self.last_check: dict[int, dict] = {}
+        policy.reset(n, season_length, self.fleet.steps_in_tick(self.fleet.tick_base))
+
+    # -- state ----------------------------------------------------------------------------------------------
+    #: The agent's own per-stream arrays (the policy has its own, see Policy.STATE).
+    STATE = ("champion", "version", "is_fallback", "fallback_rows", "silent_for", "challenger", "awaiting",
+             "fit_failures", "scale")
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """Everything needed to carry on at the next tick in another process, as plain numpy arrays."""
+        arrays = {f"agent.{name}": getattr(self, name) for name in self.STATE}
+        arrays |= {f"policy.{name}": value for name, value in self.policy.state_arrays().items()}
+        if self.forecast is not None:
+            arrays["agent.forecast"] = self.forecast
+        pending = np.array(sorted(self.shadow), dtype=np.int64)
+        looks = np.array([len(self.shadow[int(s)]) for s in pending], dtype=np.int64)
+        width = max((len(c) for s in pending for c, _ in self.shadow[int(s)]), default=0)
+        depth = int(looks.max()) if len(looks) else 0
+        ch = np.full((len(pending), depth, width), np.nan)
+        cp = np.full((len(pending), depth, width), np.nan)
+        for i, s in enumerate(pending):
+            for j, (c, p) in enumerate(self.shadow[int(s)]):
+                ch[i, j, :len(c)], cp[i, j, :len(p)] = c, p
+        arrays |= {"shadow.streams": pending, "shadow.looks": looks, "shadow.challenger": ch, "shadow.champion": cp}
+        return arrays
+
+    def load_state_arrays(self, arrays) -> None:
+        """Restore :meth:`state_arrays` (saved for the same or fewer streams) into this fresh agent."""
+        for name in self.STATE:
+            saved = np.asarray(arrays[f"agent.{name}"])
+            getattr(self, name)[:len(saved)] = saved
+        self.scale = np.where(np.isfinite(self.scale) & (self.scale > 0), self.scale, np.nan)
+        self.policy.load_state_arrays({name[len("policy."):]: value for name, value in arrays.items()
+                                       if name.startswith("policy.")})
+        if "agent.forecast" in arrays:
+            saved = np.asarray(arrays["agent.forecast"])
+            self.forecast = np.full((self.fleet.n_streams, saved.shape[1]), np.nan)
+            self.forecast[:len(saved)] = saved
+        self.shadow = {}
+        for i, s in enumerate(np.asarray(arrays.get("shadow.streams", []), dtype=np.int64)):
+            looks = []
+            for j in range(int(arrays["shadow.looks"][i])):
+                c, p = arrays["shadow.challenger"][i, j], arrays["shadow.champion"][i, j]
+                keep = ~(np.isnan(c) & np.isnan(p))
+                last = int(np.flatnonzero(keep)[-1]) + 1 if keep.any() else 0
+                looks.append((c[:last].copy(), p[:last].copy()))
+            self.shadow[int(s)] = looks
 
     # -- the tick -------------------------------------------------------------------------------------------
     def start(self, first_tick: int) -> TickReport:
@@ -122,9 +209,11 @@ class Agent:
         return TickReport(first_tick - 1, nan, nan, nan, Decision.nothing(n), empty, empty, initial,
                           zeros, initial_seconds)
 
-    def tick(self, k: int) -> TickReport:
-        """Process the actuals of tick ``k`` and forecast tick ``k + 1``."""
+    def tick(self, k: int, controls: Controls | None = None) -> TickReport:
+        """Process the actuals of tick ``k`` and forecast tick ``k + 1``, doing what ``controls`` ask."""
         fleet = self.fleet
+        n = fleet.n_streams
+        controls = controls or Controls()
         actuals = fleet.actuals(k)
         forecasts = self.forecast if self.forecast is not None else np.full_like(actuals, np.nan)
         losses = np.abs(actuals - forecasts)
@@ -140,43 +229,114 @@ class Agent:
             has_model=has_model,
             ticks_since_fit=np.where(has_model, k - self.champion, 0),
             observed=observed,
-            abnormal=fleet.tick_abnormal[:, k],
+            abnormal=fleet.abnormal_in_tick(k),
         )
         decision = self.policy.decide(obs)
         escalations = list(decision.escalations)
-        retrain_seconds = np.zeros(fleet.n_streams)
-        promoted = np.zeros(fleet.n_streams, dtype=bool)
-        rejected = np.zeros(fleet.n_streams, dtype=bool)
+        retrain_seconds = np.zeros(n)
+        promoted = np.zeros(n, dtype=bool)
+        rejected = np.zeros(n, dtype=bool)
+        failed: dict[int, str] = {}
         if self.policy.checks_challenger:
-            self._judge_challengers(k, actuals, losses, promoted, rejected, escalations)
+            self._judge_challengers(k, actuals, losses, promoted, rejected, escalations,
+                                    controls.mask("needs_approval", n))
+        self._decide_approvals(k, controls, promoted, rejected)
+        self._adopt(k, controls.adopt, promoted)
 
+        # A pinned stream keeps its model: the verdict says what the policy would have done.
+        pinned = controls.mask("pinned", n) & has_model
+        held = pinned & decision.retrain
+        decision.retrain = decision.retrain & ~pinned
+        decision.reason[held] = [f"pinned; would re-train: {r}" for r in decision.reason[held]]
+        decision.verdict[pinned & obs.scored] = int(_PINNED)
+        forced = controls.mask("force_retrain", n) & has_model
+        direct = forced & controls.mask("force_direct", n)
+        for s in np.flatnonzero(forced):
+            decision.reason[s] = controls.reasons.get(int(s), "forced by a person")
         # A stream whose challenger is still being judged, or was just judged, waits for the verdict.
-        retrain = decision.retrain & has_model & (self.challenger == NO_MODEL) & ~promoted & ~rejected
+        busy = (self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL) | promoted | rejected
+        retrain = (decision.retrain | forced) & has_model & ~busy
+        decision.retrain = retrain
         streams = np.flatnonzero(retrain)
         if len(streams):
-            fitted = self.service.fit([ModelKey(int(s), k) for s in streams])
+            fitted = self.service.fit([ModelKey(int(s), k) for s in streams], on_error="skip")
+            served = []
             for s, fm in zip(streams, fitted):
+                if fm is None:
+                    failed[int(s)] = self.service.failures.get(ModelKey(int(s), k), "fit failed")
+                    continue
+                self.fit_failures[s] = 0
                 retrain_seconds[s] += fm.seconds
-                if self.policy.checks_challenger:
+                if self.policy.checks_challenger and not direct[s]:
                     self.challenger[s] = k
                     self.shadow[int(s)] = []
                 else:
                     self._serve(s, fm)
-            if not self.policy.checks_challenger:
-                promoted[streams] = True
-                self.policy.on_new_model(streams, k)
+                    served.append(s)
+            if served:
+                promoted[served] = True
+                self.policy.on_new_model(np.array(served), k)
+        self._record_failures(k, failed, escalations)
 
-        initial, initial_seconds = self._bring_up(k, escalations)
+        resets = controls.mask("reset_reference", n) | controls.mask("rebase_reference", n)
+        if resets.any():
+            rebase = controls.mask("rebase_reference", n)
+            self.policy.reset_reference(np.flatnonzero(resets & ~rebase), k)
+            self.policy.reset_reference(np.flatnonzero(resets & rebase), k, rebase=True)
+
+        initial, initial_seconds = self._bring_up(k, escalations, failed, promoted | rejected | retrain)
         if k + 1 < fleet.n_ticks:
             self._issue_forecasts(k)
         else:
             self.forecast = None
         return TickReport(k, actuals, forecasts, losses, decision, retrain, promoted, initial,
-                          retrain_seconds, initial_seconds, escalations, rejected)
+                          retrain_seconds, initial_seconds, escalations, rejected, failed,
+                          self.awaiting != NO_MODEL)
+
+    def _decide_approvals(self, k: int, controls: Controls, promoted: np.ndarray, rejected: np.ndarray) -> None:
+        """Serve or drop challengers that waited for a person's approval."""
+        n = self.fleet.n_streams
+        waiting = self.awaiting != NO_MODEL
+        approve = np.flatnonzero(controls.mask("approve", n) & waiting)
+        reject = np.flatnonzero(controls.mask("reject", n) & waiting & ~controls.mask("approve", n))
+        for s in approve:
+            self._serve(s, self.service.get(ModelKey(int(s), int(self.awaiting[s]))))
+        self.awaiting[approve] = NO_MODEL
+        self.awaiting[reject] = NO_MODEL
+        promoted[approve] = True
+        rejected[reject] = True
+        if len(approve):
+            self.policy.on_new_model(approve, k)
+        if len(reject) and hasattr(self.policy, "on_challenger_lost"):
+            self.policy.on_challenger_lost(reject, k)
+
+    def _adopt(self, k: int, adopt: dict, promoted: np.ndarray) -> None:
+        """Serve models a person put in service in the registry (roll-back, manual promotion)."""
+        if not adopt:
+            return
+        streams = np.array(sorted(adopt), dtype=np.int64)
+        for s in streams:
+            self._serve(int(s), self.service.get(adopt[int(s)]))
+            self.challenger[s] = NO_MODEL
+            self.awaiting[s] = NO_MODEL
+            self.shadow.pop(int(s), None)
+        promoted[streams] = True
+        self.policy.on_new_model(streams, k)
+
+    def _record_failures(self, k: int, failed: dict, escalations: list) -> None:
+        """Count failed fits; escalate a stream whose fits failed ``fit_failure_limit`` times in a row."""
+        for s, error in failed.items():
+            self.fit_failures[s] += 1
+            if self.fit_failures[s] == self.settings.fit_failure_limit:
+                escalations.append(Escalation(
+                    int(s), k, "fit-failed", 3,
+                    f"re-training failed {self.fit_failures[s]} times in a row; the serving model stays. "
+                    f"Last error: {error}"))
 
     # -- steps ----------------------------------------------------------------------------------------------
     def _judge_challengers(self, k: int, actuals: np.ndarray, champion_losses: np.ndarray,
-                           promoted: np.ndarray, rejected: np.ndarray, escalations: list) -> None:
+                           promoted: np.ndarray, rejected: np.ndarray, escalations: list,
+                           needs_approval: np.ndarray | None = None) -> None:
         """Compare each pending challenger with its champion on tick ``k``, which neither was fitted on.
 
         A challenger fitted at the end of tick ``j`` runs in shadow from tick ``j + 1``: its forecasts are
@@ -187,6 +347,7 @@ class Agent:
         """
         from mlma.monitor import paired_noninferiority_test
 
+        self.last_check = {}
         pending = np.flatnonzero(self.challenger != NO_MODEL)
         if not len(pending):
             return
@@ -218,6 +379,24 @@ class Agent:
         else:
             win = np.asarray(result.promote, dtype=bool)
         lose = ~win & (looks >= checks)
+        self.last_check = {int(pending[i]): {"result": "promoted" if win[i] else "rejected",
+                                             "looks": int(looks[i]),
+                                             "challenger_mean_loss": float(result.challenger_mean[i]),
+                                             "champion_mean_loss": float(result.champion_mean[i]),
+                                             "p_value": float(result.p_value[i])}
+                           for i in np.flatnonzero(win | lose)}
+        held = np.zeros(len(pending), dtype=bool)
+        if needs_approval is not None:
+            held = win & needs_approval[pending]
+        for i in np.flatnonzero(held):
+            s = int(pending[i])
+            self.awaiting[s] = self.challenger[s]
+            self.last_check[s]["result"] = "awaiting-approval"
+            escalations.append(Escalation(
+                stream=s, tick=k, kind="approval-needed", severity=2,
+                message=(f"a re-trained model beat the serving one (mean loss {result.challenger_mean[i]:.4g} vs "
+                         f"{result.champion_mean[i]:.4g}) and waits for approval")))
+        win = win & ~held
         for i in np.flatnonzero(win):
             s = int(pending[i])
             self._serve(s, self.service.get(ModelKey(s, int(self.challenger[s]))))
@@ -228,7 +407,7 @@ class Agent:
                 message=(f"re-trained model lost to the serving one in {looks[i]} shadow tick(s): mean loss "
                          f"{result.challenger_mean[i]:.4g} vs {result.champion_mean[i]:.4g} (paired test "
                          f"p={result.p_value[i]:.2g}); the serving model stays")))
-        done = pending[win | lose]
+        done = pending[win | lose | held]
         for s in done:
             self.challenger[s] = NO_MODEL
             self.shadow.pop(int(s), None)
@@ -245,7 +424,8 @@ class Agent:
         self.is_fallback[s] = fm.fallback_reason is not None
         self.fallback_rows[s] = fm.n_train
 
-    def _bring_up(self, k: int, escalations: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _bring_up(self, k: int, escalations: list | None = None, failed: dict | None = None,
+                  changed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """First models for new streams, and another try for streams on a fall-back model."""
         fleet = self.fleet
         rows = fleet.n_rows_before(k + 1)
@@ -253,11 +433,25 @@ class Agent:
         cold = (self.champion == NO_MODEL) & (rows >= min_rows)
         # A fall-back model is retried once a season of new history has arrived since its fit.
         retry = self.is_fallback & (rows >= self.fallback_rows + self.season_length) & (self.silent_for == 0)
+        # Not a stream whose new model is already in shadow or waiting: one fit per stream and tick.
+        retry &= (self.challenger == NO_MODEL) & (self.awaiting == NO_MODEL) & (self.champion != k)
+        if changed is not None:
+            retry &= ~changed
         todo = np.flatnonzero(cold | retry)
         seconds = np.zeros(fleet.n_streams)
         initial = np.zeros(fleet.n_streams, dtype=bool)
+        if failed:
+            todo = todo[~np.isin(todo, list(failed))]
         if len(todo):
-            fitted = self.service.fit([ModelKey(int(s), k) for s in todo])
+            fitted = self.service.fit([ModelKey(int(s), k) for s in todo], on_error="skip")
+            done = np.array([fm is not None for fm in fitted], dtype=bool)
+            errors = {int(s): self.service.failures.get(ModelKey(int(s), k), "fit failed")
+                      for s, ok in zip(todo, done) if not ok}
+            if errors:
+                self._record_failures(k, errors, escalations if escalations is not None else [])
+                if failed is not None:
+                    failed.update(errors)
+            todo, fitted = todo[done], [fm for fm in fitted if fm is not None]
             for s, fm in zip(todo, fitted):
                 seconds[s] = fm.seconds
                 if escalations is not None and self.champion[s] == NO_MODEL and fm.fallback_reason:
@@ -267,7 +461,8 @@ class Agent:
                 # A retried fall-back keeps its place in the row count even when it falls back again.
                 self.fallback_rows[s] = max(self.fallback_rows[s], int(rows[s]))
             initial[todo] = True
-            self.policy.on_new_model(todo, k)
+            if len(todo):
+                self.policy.on_new_model(todo, k)
         return initial, seconds
 
     def _issue_forecasts(self, k: int) -> None:
@@ -281,6 +476,7 @@ class Agent:
         self.forecast = forecast
 
     def models_in_use(self) -> set[ModelKey]:
-        keys = {ModelKey(int(s), int(t)) for s, t in enumerate(self.champion) if t != NO_MODEL}
-        keys |= {ModelKey(int(s), int(t)) for s, t in enumerate(self.challenger) if t != NO_MODEL}
+        keys = set()
+        for slots in (self.champion, self.challenger, self.awaiting):
+            keys |= {ModelKey(int(s), int(t)) for s, t in enumerate(slots) if t != NO_MODEL}
         return keys

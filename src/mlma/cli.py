@@ -120,8 +120,16 @@ def demo(
     policies: str = typer.Option("never,periodic:7,always,mlma,adwin,page-hinkley",
                                  help="Policies to compare."),
     out: Path = typer.Option(Path("demo-output"), help="Output folder."),
+    live: bool = typer.Option(True, help="Also replay the platform through the live agent into a project "
+                                         "(demo-output/project) for the dashboard."),
+    serve: Optional[bool] = typer.Option(None, help="Start the dashboard at the end (default: when run from a "
+                                                    "terminal)."),
+    port: int = typer.Option(8000, help="Dashboard port."),
 ) -> None:
-    """Simulate a delivery platform, backtest the policies on it, print the table and write the report."""
+    """Simulate a delivery platform, backtest the policies on it, print the table and write the report; then
+    run the live agent over the same data and show its fleet on the dashboard."""
+    import sys
+
     from mlma.backtest import BacktestConfig, run_backtest, write_outputs
     from mlma.simulate import simulate_platform, write_simulation
 
@@ -138,6 +146,24 @@ def demo(
     write_outputs(result, out)
     print_summary(result, title=config.title)
     console.print(f"backtest took {time.perf_counter() - started:.1f} s; report: {out / 'report.html'}")
+    if not live:
+        return
+    from mlma.demo import build_live_project
+
+    started = time.perf_counter()
+    project, token = build_live_project(sim, out / "project", model=model,
+                                        first_tick=int(result.config["first_scored_tick"]), progress=True)
+    console.print(f"live agent replayed {days} days into {project.root} in {time.perf_counter() - started:.1f} s")
+    console.print(f"dashboard: [bold]mlma serve --project {project.root} --port {port}[/], then open "
+                  f"http://127.0.0.1:{port}/ and log in with the admin token\n  {token}", highlight=False)
+    if serve is None:
+        serve = sys.stdin.isatty() and sys.stdout.isatty()
+    if serve:
+        import uvicorn
+
+        from mlma.api.app import create_app
+
+        uvicorn.run(create_app(project, group_by="city"), host="127.0.0.1", port=port, log_level="warning")
 
 
 def _project(project: Optional[Path]):
@@ -196,7 +222,8 @@ def ingest(
 def status(
     project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
 ) -> None:
-    """Fleet summary: streams, data span, ticks done, open escalations."""
+    """Fleet summary: streams, data span, ticks, what the last tick did, what waits for a person."""
+    from mlma.live import LiveAgent, NotReady
     from mlma.store import Store
 
     config = _project(project)
@@ -205,15 +232,196 @@ def status(
         ticks = store.ticks()
         open_items = store.escalations(status="open")
         ingests = store.ingests()
+        holder = store.lock_holder()
+        with LiveAgent(config, store=store, executor="inline") as live:
+            try:
+                k, start = live.next_tick()
+                due = f"tick {k}" + (" (start-up: first models)" if start else "")
+            except NotReady as exc:
+                due = f"none: {exc}"
     table = Table(title=f"mlma project {config.root.name}", show_header=False)
     table.add_row("store", config.store_url)
     table.add_row("streams", f"{len(streams):,}")
-    table.add_row("ingests", f"{len(ingests):,}" + (f" (last at {ingests['at'].max()})"
-                                                   if len(ingests) and "at" in ingests else ""))
+    table.add_row("ingests", f"{len(ingests):,}" + (f" (last at {ingests['at'].max():%Y-%m-%d %H:%M} UTC)"
+                                                   if len(ingests) else ""))
     done = ticks[ticks["status"] == "done"] if len(ticks) else ticks
-    table.add_row("ticks done", f"{len(done):,}")
+    table.add_row("ticks done", f"{len(done):,}" + (f" (last: tick {int(done['tick'].max())}, data up to "
+                                                    f"{done['end_ds'].max()})" if len(done) else ""))
+    failed = ticks[ticks["status"] != "done"] if len(ticks) else ticks
+    if len(failed):
+        row = failed.iloc[-1]
+        table.add_row("unfinished tick", f"tick {int(row['tick'])}: {row['status']}, {int(row['attempts'])} "
+                                         f"attempt(s){'; ' + str(row['error']) if row['error'] else ''}")
+    table.add_row("next tick due", due)
+    if len(done) and done.iloc[-1]["summary"]:
+        summary = done.iloc[-1]["summary"]
+        verdicts = ", ".join(f"{n} {label}" for label, n in summary.get("verdicts", {}).items() if n)
+        table.add_row("last tick", f"{verdicts or 'start-up'}; {summary.get('retrains', 0)} re-trained, "
+                                   f"{summary.get('promoted', 0)} promoted, {summary.get('fit_failures', 0)} "
+                                   f"failed fits")
     table.add_row("open escalations", f"{len(open_items):,}")
+    table.add_row("tick lock", "free" if holder is None else f"held by {holder['holder']} until "
+                                                              f"{holder['expires_at']:%H:%M:%S} UTC")
     console.print(table)
+
+
+@app.command()
+def tick(
+    project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+    all_due: bool = typer.Option(False, "--all", help="Run every due tick, not only the next one."),
+    executor: Optional[str] = typer.Option(None, help="Override [agent] executor: inline | process[:N] | "
+                                           "dask://host:8786"),
+) -> None:
+    """Run the next due tick: score, test, re-train, check challengers, forecast; commit it all at once.
+
+    Exits 0 when a tick ran, 3 when none was due (data for the next tick not complete), 4 when another agent
+    holds the tick lock.
+    """
+    from mlma.live import LiveAgent, NotReady
+    from mlma.store import LockHeld
+
+    config = _project(project)
+    try:
+        with LiveAgent(config, executor=executor) as live:
+            results = live.catch_up() if all_due else [live.step()]
+    except NotReady as exc:
+        console.print(f"nothing to do: {exc}")
+        raise typer.Exit(code=3)
+    except LockHeld as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(code=4)
+    if not results:
+        console.print("nothing to do: no tick is due")
+        raise typer.Exit(code=3)
+    for result in results:
+        console.print(str(result))
+
+
+@app.command()
+def run(
+    every: str = typer.Option("1h", help="How often to look for due ticks, e.g. 15min, 1h, 1D."),
+    project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+    executor: Optional[str] = typer.Option(None, help="Override [agent] executor."),
+    iterations: Optional[int] = typer.Option(None, help="Stop after this many rounds (default: run until "
+                                             "stopped with Ctrl-C or SIGTERM)."),
+) -> None:
+    """Run as a service: every interval, run all due ticks. SIGTERM finishes the running tick, then stops."""
+    import signal
+
+    import pandas as pd
+
+    from mlma.live import LiveAgent
+    from mlma.store import LockHeld
+
+    try:
+        interval = pd.Timedelta(every).total_seconds()
+    except ValueError:
+        _fail(f"--every must be a duration such as 15min, 1h or 1D, got {every!r}")
+    if interval <= 0:
+        _fail(f"--every must be positive, got {every!r}")
+    config = _project(project)
+    stopping = {"now": False}
+
+    def _stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    rounds = 0
+    with LiveAgent(config, executor=executor) as live:
+        while not stopping["now"] and (iterations is None or rounds < iterations):
+            rounds += 1
+            try:
+                for result in live.catch_up():
+                    console.print(str(result))
+            except LockHeld as exc:
+                console.print(f"[yellow]skipped this round: {exc}[/yellow]")
+            except Exception as exc:  # noqa: BLE001 - a service logs the failure and tries again next round
+                console.print(f"[red]tick failed: {type(exc).__name__}: {exc}[/red]")
+            if iterations is not None and rounds >= iterations:
+                break
+            deadline = time.monotonic() + interval
+            while not stopping["now"] and time.monotonic() < deadline:
+                time.sleep(min(1.0, deadline - time.monotonic()))
+    console.print(f"stopped after {rounds} round(s)")
+
+
+@app.command()
+def forecast(
+    out: Optional[Path] = typer.Option(None, help="Write to this .csv or .parquet file (default: print CSV)."),
+    project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+) -> None:
+    """Export the forecasts issued by the last tick: unique_id, ds, y_hat, model_version."""
+    from mlma.live import LiveAgent, NotReady
+
+    config = _project(project)
+    try:
+        with LiveAgent(config, executor="inline") as live:
+            frame = live.forecasts()[["unique_id", "ds", "y_hat", "model_version"]]
+    except NotReady as exc:
+        _fail(str(exc))
+    if out is None:
+        print(frame.to_csv(index=False), end="")
+    elif out.suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+        console.print(f"wrote {len(frame):,} forecasts to {out}")
+    elif out.suffix == ".csv":
+        frame.to_csv(out, index=False)
+        console.print(f"wrote {len(frame):,} forecasts to {out}")
+    else:
+        _fail(f"--out must end in .csv or .parquet, got {out}")
+
+
+@app.command()
+def upgrade(
+    project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+) -> None:
+    """Migrate the project's store to the schema this version of mlma needs (stop the agent first)."""
+    from mlma.store import Store
+    from mlma.store.migrate import head_revision
+
+    config = _project(project)
+    before = None
+    try:
+        with Store.open(config.store_url, check_schema=False) as store:
+            before = store.schema_revision()
+    except Exception:  # noqa: BLE001 - an empty database has no revision; upgrade says what is wrong
+        pass
+    after = Store.upgrade(config.store_url)
+    console.print(f"store schema {before or 'empty'} -> {after} (this mlma needs {head_revision()})")
+
+
+@app.command()
+def backup(
+    destination: Path = typer.Argument(..., help="File to write (SQLite) - for PostgreSQL use pg_dump."),
+    project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+) -> None:
+    """Copy a SQLite store consistently while the agent may be running; artifacts are plain files (copy
+    the artifacts folder too, after the database)."""
+    from mlma.store import Store
+
+    config = _project(project)
+    with Store.open(config.store_url) as store:
+        try:
+            path = store.backup(destination)
+        except NotImplementedError as exc:
+            _fail(str(exc))
+    console.print(f"wrote {path}; now copy {config.artifacts_dir} as well")
+
+
+@app.command()
+def gc(
+    min_age: float = typer.Option(3600.0, help="Only artifacts older than this many seconds (a tick that is "
+                                               "running may have written newer ones)."),
+    project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+) -> None:
+    """Delete model artifacts no recorded version refers to (left by ticks that crashed before commit)."""
+    from mlma.registry import ModelRegistry
+    from mlma.store import Store
+
+    config = _project(project)
+    with Store.open(config.store_url) as store:
+        removed = ModelRegistry(store, config.artifacts_dir).collect_garbage(min_age_seconds=min_age)
+    console.print(f"removed {len(removed)} unreferenced artifact(s)")
 
 
 @app.command("table")
@@ -268,6 +476,12 @@ def print_summary(result, title: str) -> None:
     for row in result.summary:
         table.add_row(*[fmt.format(row[key]) if row.get(key) is not None else "-" for _, key, fmt in columns])
     console.print(table)
+
+
+# The engineer's commands (serve, tokens, actions) live with the API they share code with.
+from mlma.api.cli import register as _register_api_commands  # noqa: E402
+
+_register_api_commands(app)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -43,7 +43,7 @@ def detection_scores(triggers: pd.DataFrame, events: pd.DataFrame, fleet, *, win
     >>> detection_scores(triggers, events, Fleet(), window_ticks=2)
     {'detection_precision': 0.3333, 'detection_recall': 0.5, 'detection_delay_ticks': 1.0, 'relevant_events': 2}
     """
-    bounds = pd.DatetimeIndex(fleet.boundaries)
+    bounds = pd.DatetimeIndex(getattr(fleet.boundaries, "index", fleet.boundaries))
     relevant = events[events["relevant"].astype(bool)].copy()
     relevant["start_tick"] = np.searchsorted(bounds.values, pd.to_datetime(relevant["start"]).values,
                                              side="right") - 1

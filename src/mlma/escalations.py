@@ -12,7 +12,8 @@ ESCALATION_KINDS = {
     "silent": "the stream stopped reporting",
     "cold": "a new stream has too little history for its model and runs on a fall-back",
     "budget": "re-trainings were queued because the per-tick budget was spent",
-    "fit-failed": "re-training failed or timed out; the champion keeps serving",
+    "fit-failed": "re-training failed or timed out repeatedly; the champion keeps serving",
+    "approval-needed": "a re-trained model beat the serving one and waits for a person's approval",
 }
 
 

@@ -41,7 +41,15 @@ class FleetData:
     freq_alias
         The pandas offset alias of the data's frequency (``"h"``, ``"D"``, ``"MS"``...).
     boundaries
-        Tick boundaries: tick ``k`` covers ``[boundaries[k], boundaries[k + 1])``.
+        Tick boundaries: tick ``first_tick + j`` covers ``[boundaries[j], boundaries[j + 1])``.
+    ids
+        Every stream's ``unique_id``, in the order of the per-stream arrays, when the frame does not hold
+        every stream (live operation loads a window of data in which some streams have no rows). The frame
+        then carries a ``stream_id`` column (the position in ``ids``) and is sorted by ``stream_id, ds``.
+    first_tick
+        The number of the first tick the boundaries describe. Every method takes tick numbers on this
+        global clock, so a live agent that loads only its recent window uses the same numbers as a backtest
+        that loads everything (``first_tick=0``).
 
     Examples
     --------
@@ -62,27 +70,37 @@ class FleetData:
     array([20., 30., 40.])
     """
 
-    def __init__(self, frame: pd.DataFrame, freq_alias: str, boundaries) -> None:
+    def __init__(self, frame: pd.DataFrame, freq_alias: str, boundaries, *, ids=None, first_tick: int = 0) -> None:
         self.freq_alias = freq_alias
-        self.boundaries = pd.DatetimeIndex(boundaries).as_unit("ns")
-        if len(self.boundaries) < 2:
+        self.tick_base = int(first_tick)
+        self._boundaries = pd.DatetimeIndex(boundaries).as_unit("ns")
+        if len(self._boundaries) < 2:
             raise ValueError("at least one tick (two boundaries) is needed")
-        ids = frame["unique_id"].to_numpy()
-        change = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-        starts = np.concatenate([[0], change]).astype(np.int64)
-        self.ids = np.asarray(ids[starts], dtype=object)
-        self.offsets = np.concatenate([starts, [len(frame)]]).astype(np.int64)
+        if ids is None:
+            uids = frame["unique_id"].to_numpy()
+            change = np.flatnonzero(uids[1:] != uids[:-1]) + 1
+            starts = np.concatenate([[0], change]).astype(np.int64) if len(uids) else np.empty(0, np.int64)
+            self.ids = np.asarray(uids[starts], dtype=object)
+            self.offsets = np.concatenate([starts, [len(frame)]]).astype(np.int64)
+        else:
+            self.ids = np.asarray(ids, dtype=object)
+            position = frame["stream_id"].to_numpy(dtype=np.int64)
+            if len(position) and ((np.diff(position) < 0).any() or position[-1] >= len(self.ids) or position[0] < 0):
+                raise ValueError("with ids, the frame's stream_id must index ids and be sorted")
+            counts = np.bincount(position, minlength=len(self.ids))
+            self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.ds = frame["ds"].to_numpy(dtype="datetime64[ns]")
         self.y = frame["y"].to_numpy(dtype=np.float64)
-        self.stream_of_row = np.repeat(np.arange(len(starts)), np.diff(self.offsets))
+        self.stream_of_row = np.repeat(np.arange(len(self.ids)), np.diff(self.offsets))
+        starts = self.offsets[:-1]
 
         # One grid for the whole fleet; rows outside the ticks' span are kept for history only.
-        self.grid = pd.date_range(self.boundaries[0], self.boundaries[-1], freq=freq_alias,
+        self.grid = pd.date_range(self._boundaries[0], self._boundaries[-1], freq=freq_alias,
                                   inclusive="left").as_unit("ns").to_numpy()
-        self.tick_grid_start = np.searchsorted(self.grid, self.boundaries.to_numpy(), side="left")
+        self.tick_grid_start = np.searchsorted(self.grid, self._boundaries.to_numpy(), side="left")
         first = min(self.ds.min(), self.grid[0]) if len(self.ds) else self.grid[0]
         # Positions of rows before the first tick are counted backwards on the same grid.
-        full_grid = pd.date_range(first, self.boundaries[-1], freq=freq_alias,
+        full_grid = pd.date_range(first, self._boundaries[-1], freq=freq_alias,
                                   inclusive="left").as_unit("ns").to_numpy()
         self._grid_shift = len(full_grid) - len(self.grid)
         self.grid_pos = np.searchsorted(full_grid, self.ds) - self._grid_shift
@@ -95,10 +113,10 @@ class FleetData:
 
         # Rows inside periods marked abnormal are kept out of training windows (see mark_abnormal).
         self.row_abnormal = np.zeros(len(self.y), dtype=bool)
-        self.tick_abnormal = np.zeros((len(starts), len(self.boundaries) - 1), dtype=bool)
+        self.tick_abnormal = np.zeros((len(starts), len(self._boundaries) - 1), dtype=bool)
 
-        # row_at_tick[s, k]: first row of stream s at or after boundaries[k].
-        bounds = self.boundaries.to_numpy()
+        # row_at_tick[s, j]: first row of stream s at or after the j-th loaded boundary.
+        bounds = self._boundaries.to_numpy()
         self.row_at_tick = np.empty((self.n_streams, len(bounds)), dtype=np.int64)
         for s in range(self.n_streams):
             lo, hi = self.offsets[s], self.offsets[s + 1]
@@ -113,7 +131,7 @@ class FleetData:
         if periods is None or not len(periods):
             return
         index = {uid: i for i, uid in enumerate(self.ids)}
-        bounds = self.boundaries.to_numpy()
+        bounds = self._boundaries.to_numpy()
         for row in periods.itertuples(index=False):
             start, end = np.datetime64(pd.Timestamp(row.start), "ns"), np.datetime64(pd.Timestamp(row.end), "ns")
             if end <= start:
@@ -136,19 +154,38 @@ class FleetData:
 
     @property
     def n_ticks(self) -> int:
-        return len(self.boundaries) - 1
+        """One more than the last tick's number (the ticks before ``tick_base`` are not loaded)."""
+        return self.tick_base + len(self._boundaries) - 1
+
+    @property
+    def boundaries(self) -> _GlobalBoundaries:
+        """Tick boundaries indexed by global tick number: ``boundaries[k]`` is where tick ``k`` starts."""
+        return _GlobalBoundaries(self._boundaries, self.tick_base)
+
+    def _local(self, k: int) -> int:
+        j = int(k) - self.tick_base
+        if j < 0 or j >= len(self._boundaries):
+            raise IndexError(f"tick {k} is outside the loaded ticks {self.tick_base}..{self.n_ticks - 1}")
+        return j
+
+    def abnormal_in_tick(self, k: int) -> np.ndarray:
+        """Streams for which tick ``k`` overlaps a period marked abnormal."""
+        return self.tick_abnormal[:, self._local(k)]
 
     def steps_in_tick(self, k: int) -> int:
         """Number of grid timestamps in tick ``k`` (24 for a day of hourly data)."""
-        return int(self.tick_grid_start[k + 1] - self.tick_grid_start[k])
+        j = self._local(k)
+        return int(self.tick_grid_start[j + 1] - self.tick_grid_start[j])
 
     def tick_timestamps(self, k: int) -> np.ndarray:
         """The grid timestamps of tick ``k``: what a forecast for that tick predicts."""
-        return self.grid[self.tick_grid_start[k]:self.tick_grid_start[k + 1]]
+        j = self._local(k)
+        return self.grid[self.tick_grid_start[j]:self.tick_grid_start[j + 1]]
 
     def rows_in_tick(self, k: int) -> np.ndarray:
         """Indexes of all rows (every stream) observed in tick ``k``."""
-        lo, hi = self.row_at_tick[:, k], self.row_at_tick[:, k + 1]
+        j = self._local(k)
+        lo, hi = self.row_at_tick[:, j], self.row_at_tick[:, j + 1]
         counts = hi - lo
         if counts.sum() == 0:
             return np.empty(0, dtype=np.int64)
@@ -159,22 +196,24 @@ class FleetData:
         """Tick ``k``'s actuals as a ``(n_streams, steps)`` matrix, NaN where nothing was reported."""
         out = np.full((self.n_streams, self.steps_in_tick(k)), np.nan)
         rows = self.rows_in_tick(k)
-        out[self.stream_of_row[rows], self.grid_pos[rows] - self.tick_grid_start[k]] = self.y[rows]
+        out[self.stream_of_row[rows], self.grid_pos[rows] - self.tick_grid_start[self._local(k)]] = self.y[rows]
         return out
 
     def observed_in_tick(self, k: int) -> np.ndarray:
         """Number of rows each stream reported in tick ``k``."""
-        return self.row_at_tick[:, k + 1] - self.row_at_tick[:, k]
+        j = self._local(k)
+        return self.row_at_tick[:, j + 1] - self.row_at_tick[:, j]
 
     def n_rows_before(self, k: int) -> np.ndarray:
-        """Rows each stream has before ``boundaries[k]`` (its history length at that point)."""
-        return self.row_at_tick[:, k] - self.offsets[:-1]
+        """Rows each stream has before ``boundaries[k]`` (its history length at that point, within the
+        loaded rows)."""
+        return self.row_at_tick[:, self._local(k)] - self.offsets[:-1]
 
     def history(self, s: int, end_tick: int, window_ticks: int | None = None) -> StreamHistory:
         """Stream ``s``'s rows up to the end of tick ``end_tick``, optionally only the last ``window_ticks``."""
-        hi = self.row_at_tick[s, end_tick + 1]
-        start_tick = 0 if window_ticks is None else end_tick + 1 - window_ticks
-        lo = self.offsets[s] if start_tick <= 0 else self.row_at_tick[s, start_tick]
+        hi = self.row_at_tick[s, self._local(end_tick + 1)]
+        start_tick = self.tick_base if window_ticks is None else end_tick + 1 - window_ticks
+        lo = self.offsets[s] if start_tick <= self.tick_base else self.row_at_tick[s, self._local(start_tick)]
         y = self.y[lo:hi]
         abnormal = self.row_abnormal[lo:hi]
         if abnormal.any():
@@ -198,10 +237,34 @@ class FleetData:
         all_rows = _nanmean_by_stream(diff, self.stream_of_row, self.n_streams)
         if before_tick is None:
             return all_rows
-        early = self.ds < self.boundaries.to_numpy()[before_tick]
+        early = self.ds < self.boundaries[before_tick].to_datetime64()
         early_rows = _nanmean_by_stream(np.where(early, diff, np.nan), self.stream_of_row, self.n_streams)
         enough = np.bincount(self.stream_of_row[early & has_lag], minlength=self.n_streams) >= season_length
         return np.where(enough, early_rows, all_rows)
+
+
+class _GlobalBoundaries:
+    """A read-only view of the loaded tick boundaries, indexed by global tick number."""
+
+    def __init__(self, index: pd.DatetimeIndex, base: int) -> None:
+        self.index, self.base = index, base
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            start = None if k.start is None else k.start - self.base
+            stop = None if k.stop is None else k.stop - self.base
+            return self.index[slice(start, stop, k.step)]
+        j = int(k) - self.base
+        if j < 0:
+            raise IndexError(f"tick {k} starts before the loaded ticks (from {self.base})")
+        return self.index[j]
+
+    def __len__(self) -> int:
+        return self.base + len(self.index)
+
+    def to_numpy(self) -> np.ndarray:
+        """The loaded boundaries (from tick ``base``)."""
+        return self.index.to_numpy()
 
 
 def _nanmean_by_stream(values: np.ndarray, stream: np.ndarray, n: int) -> np.ndarray:

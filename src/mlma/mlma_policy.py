@@ -132,7 +132,11 @@ class MLMAPolicy(Policy):
         self.cooldown_until = np.full(n, -1, dtype=np.int32)
         self.queued = np.zeros(n, dtype=bool)
         self.queued_severity = np.zeros(n)
-        self.trigger_ticks: list[list[int]] = [[] for _ in range(n)]
+        # The last repeat_limit trigger ticks of each stream (-inf-like when unused), oldest first.
+        self.trigger_ticks = np.full((n, max(self.repeat_limit, 1)), _NO_TICK, dtype=np.int32)
+        # Per-stream overrides (NaN / -1: the policy's own value), set by Agent controls.
+        self.delta_override = np.full(n, np.nan)
+        self.cooldown_override = np.full(n, -1, dtype=np.int32)
         self.silent_for = np.zeros(n, dtype=np.int32)
         self.flagged = np.zeros(n, dtype=bool)
         # What each stream normally reports, learnt from healthy ticks (EWMA), for the data-quality checks.
@@ -163,12 +167,65 @@ class MLMAPolicy(Policy):
         self.window_sum[streams] = 0.0
         self.window_count[streams] = 0.0
         self.queued[streams] = False
-        self.cooldown_until[streams] = np.maximum(self.cooldown_until[streams], tick + self.cooldown_ticks)
+        self.cooldown_until[streams] = np.maximum(self.cooldown_until[streams], tick + self._cooldown(streams))
 
     def on_challenger_lost(self, streams: np.ndarray, tick: int) -> None:
         streams = np.asarray(streams, dtype=np.int64)
         self.queued[streams] = False
-        self.cooldown_until[streams] = tick + max(self.cooldown_ticks, 1)
+        self.cooldown_until[streams] = tick + np.maximum(self._cooldown(streams), 1)
+
+    def _cooldown(self, streams: np.ndarray) -> np.ndarray:
+        own = self.cooldown_override[streams]
+        return np.where(own >= 0, own, self.cooldown_ticks)
+
+    def set_overrides(self, *, delta: np.ndarray | None = None, cooldown_ticks: np.ndarray | None = None) -> None:
+        """Per-stream monitoring parameters (NaN or negative: the policy's own), e.g. from ``mlma set-params``."""
+        n = len(self.ref_len)
+        self.delta_override = np.full(n, np.nan) if delta is None else np.asarray(delta, dtype=np.float64)
+        self.cooldown_override = (np.full(n, -1, dtype=np.int32) if cooldown_ticks is None
+                                  else np.asarray(cooldown_ticks, dtype=np.int32))
+
+    def reset_reference(self, streams: np.ndarray, tick: int, *, rebase: bool = False) -> None:
+        """Start the streams' references afresh (reset), or from their recent losses (re-base).
+
+        Reset: the next clean batches of the serving model build a new reference (the stream warms up
+        again). Re-base: the ticks in the probation window, flagged or not, become the reference at once,
+        accepting the stream's recent behaviour as its new normal.
+        """
+        streams = np.asarray(streams, dtype=np.int64)
+        if not len(streams):
+            return
+        recent = {int(s): (self.window[s, -self.window_len[s]:].copy(), self.window_sum[s, -self.window_len[s]:].copy(),
+                           self.window_count[s, -self.window_len[s]:].copy())
+                  for s in streams if rebase and self.window_len[s] > 0}
+        self.ref[streams] = np.nan
+        self.ref_sum[streams] = 0.0
+        self.ref_count[streams] = 0.0
+        self.ref_len[streams] = 0
+        self.ref_next[streams] = 0
+        self.ref_first_tick[streams] = tick + 1
+        self.window[streams] = np.nan
+        self.window_len[streams] = 0
+        self.window_ok[streams] = False
+        self.window_sum[streams] = 0.0
+        self.window_count[streams] = 0.0
+        self.queued[streams] = False
+        for s, (batches, sums, counts) in recent.items():
+            for b, total, count in zip(batches, sums, counts):
+                self._append_rows(np.array([s]), b[None, :], np.array([total]), np.array([count]))
+            self.ref_first_tick[s] = tick + 1 - len(batches)
+
+    def reference_mean(self) -> np.ndarray:
+        """Each stream's mean reference loss (NaN while it has none)."""
+        count = self.ref_count.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, self.ref_sum.sum(axis=1) / np.maximum(count, 1), np.nan)
+
+    #: Per-stream arrays that make up the policy's state (saved and restored by live operation).
+    STATE = ("ref", "ref_sum", "ref_count", "ref_len", "ref_next", "ref_version", "ref_first_tick", "cooldown_until",
+             "queued", "queued_severity", "trigger_ticks", "silent_for", "flagged", "typical_count",
+             "typical_level", "typical_spread", "abnormal", "window", "window_len", "window_ok", "window_sum",
+             "window_count")
 
     def reference_losses(self, s: int) -> np.ndarray:
         """Stream ``s``'s reference losses in time order (oldest first), NaN-free."""
@@ -187,7 +244,8 @@ class MLMAPolicy(Policy):
         escalations: list[Escalation] = []
 
         has_batch = np.isfinite(current).any(axis=1) & obs.has_model
-        self.silent_for = np.where(obs.observed > 0, 0, self.silent_for + 1)
+        # Only a stream that has reported before (it has a model) can go silent; one not launched yet is not.
+        self.silent_for = np.where(obs.observed > 0, 0, np.where(obs.has_model, self.silent_for + 1, 0))
         for s in np.flatnonzero(self.silent_for == self.silent_ticks):
             escalations.append(Escalation(int(s), k, "silent", 1,
                                           f"no actuals for {self.silent_ticks} ticks in a row"))
@@ -244,12 +302,18 @@ class MLMAPolicy(Policy):
         self.queued = waiting
         self.queued_severity = np.where(waiting, severity, 0.0)
 
-        for s in np.flatnonzero(chosen):
-            ticks = [t for t in self.trigger_ticks[s] if t > k - self.repeat_window] + [k]
-            self.trigger_ticks[s] = ticks
-            if len(ticks) == self.repeat_limit:
-                escalations.append(Escalation(int(s), k, "repeated-trigger", 2,
-                                              f"{len(ticks)} triggers within {self.repeat_window} ticks"))
+        picked = np.flatnonzero(chosen)
+        if len(picked):
+            earlier = self.trigger_ticks[picked]
+            # The ring holds repeat_limit ticks, so a count that reaches the limit is exact, and a larger one
+            # (no new escalation) stays larger.
+            count = (earlier > k - self.repeat_window).sum(axis=1) + 1
+            self.trigger_ticks[picked, :-1] = earlier[:, 1:]
+            self.trigger_ticks[picked, -1] = k
+            for s, c in zip(picked, count):
+                if c == self.repeat_limit:
+                    escalations.append(Escalation(int(s), k, "repeated-trigger", 2,
+                                                  f"{c} triggers within {self.repeat_window} ticks"))
         decision.retrain = chosen
         reasons = np.where(
             reject[chosen],
@@ -279,7 +343,7 @@ class MLMAPolicy(Policy):
         cur_means = np.where(n_current > 0, np.where(finite, cur, 0.0).sum(axis=1) / np.maximum(n_current, 1),
                              np.nan)[:, None]
         ref_means = self._phase_matched(idx, full_means, finite)
-        newest = self._block_test(cur_means, ref_means, n_current, n_reference)
+        newest = self._block_test(cur_means, ref_means, n_current, n_reference, idx)
         p = newest.p_value
         effect = newest.effect
         excess = newest.current_mean - newest.reference_mean
@@ -296,7 +360,7 @@ class MLMAPolicy(Policy):
         window_means = _usable_means(self.window_sum[idx, recent], counts,
                                      positions.sum(axis=1, keepdims=True))
         ref_means = self._phase_matched(idx, full_means, positions)
-        sustained = self._block_test(window_means, ref_means, counts.sum(axis=1), n_reference)
+        sustained = self._block_test(window_means, ref_means, counts.sum(axis=1), n_reference, idx)
         p_window = sustained.p_value
         # Only streams with more than one tick in their window have a second, different test.
         two = (self.window_len[idx] > 1) & np.isfinite(p_window)
@@ -306,8 +370,13 @@ class MLMAPolicy(Policy):
         excess = np.where(use_window, sustained.current_mean - sustained.reference_mean, excess)
         return combined, effect, excess
 
-    def _block_test(self, cur_means, ref_means, n_current, n_reference):
-        return _test_block_means(cur_means, ref_means, n_current, n_reference, delta=self.delta,
+    def _block_test(self, cur_means, ref_means, n_current, n_reference, idx=None):
+        delta = self.delta
+        if idx is not None:
+            own = self.delta_override[idx]
+            if np.isfinite(own).any():
+                delta = np.where(np.isfinite(own), own, self.delta)[:, None]
+        return _test_block_means(cur_means, ref_means, n_current, n_reference, delta=delta,
                                  **_TEST_DEFAULTS)
 
     def _phase_matched(self, idx: np.ndarray, full_means: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -383,6 +452,9 @@ _TEST_DEFAULTS = {name: parameter.default for name, parameter in _TEST_PARAMETER
                   if parameter.kind is inspect.Parameter.KEYWORD_ONLY
                   and name not in ("delta", "block_length", "min_coverage")}
 _MIN_COVERAGE = _TEST_PARAMETERS["min_coverage"].default
+
+
+_NO_TICK = np.iinfo(np.int32).min // 2
 
 
 def _finite_sum_count(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

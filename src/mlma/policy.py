@@ -92,6 +92,8 @@ class Policy:
 
     name: str = "policy"
     checks_challenger: bool = False
+    #: Names of the per-stream numpy arrays (first axis: streams) that make up the policy's state.
+    STATE: tuple[str, ...] = ()
 
     def reset(self, n_streams: int, season_length: int, steps_per_tick: int) -> None:
         """Prepare per-stream state for a fleet of ``n_streams`` streams."""
@@ -108,6 +110,30 @@ class Policy:
 
     def on_new_model(self, streams: np.ndarray, tick: int) -> None:
         """Called after a new model version starts serving on ``streams`` (promotion or first fit)."""
+
+    def reset_reference(self, streams: np.ndarray, tick: int, *, rebase: bool = False) -> None:
+        """Start the streams' references afresh; policies without references have nothing to do."""
+
+    def set_overrides(self, **overrides) -> None:
+        """Per-stream monitoring parameters; policies without parameters ignore them."""
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The per-stream state, for saving (see :attr:`STATE`)."""
+        return {name: getattr(self, name) for name in self.STATE}
+
+    def load_state_arrays(self, arrays) -> None:
+        """Restore saved state into a policy :meth:`reset` for at least as many streams as were saved.
+
+        Streams that appeared since the state was saved keep their fresh (reset) values.
+        """
+        for name in self.STATE:
+            if name not in arrays:
+                raise ValueError(f"saved policy state lacks {name!r}; it was saved by another policy or version")
+            target, saved = getattr(self, name), np.asarray(arrays[name])
+            if saved.shape[1:] != target.shape[1:] or saved.shape[0] > target.shape[0]:
+                raise ValueError(f"saved policy state {name!r} has shape {saved.shape}, which does not fit "
+                                 f"{target.shape}: the tick length or the policy's settings changed")
+            target[:saved.shape[0]] = saved
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

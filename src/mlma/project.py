@@ -37,7 +37,11 @@ spec = "{model}"         # seasonal-naive | ridge | lightgbm | sklearn:module.Cl
 train_window_ticks = 0    # 0: default for the frequency (28 daily ticks for hourly data)
 
 [agent]
-executor = "inline"       # inline | process[:N] | dask://host:8786
+executor = "process"      # inline | process[:N] | dask://host:8786
+policy = "mlma"           # mlma | never | always | periodic:K
+initial_ticks = 0         # ticks of history before the first scored tick; 0: all history at the first tick
+fit_timeout_seconds = 3600   # a tick's re-trainings not back by then count as failed; 0: no limit
+lock_ttl_seconds = 300    # a crashed agent's lock expires after this long
 
 [monitor]                 # the MLMA policy (docs/monitoring.md)
 alpha = 0.2               # false discovery rate across the streams tested in a tick
@@ -45,6 +49,14 @@ delta = 0.05              # relevance margin: smaller rises are not worth a re-t
 fdr = "bh"                # bh | by | bonferroni | none
 cooldown_ticks = 2
 budget = 0                # most re-trainings per tick; 0: no limit
+
+# Webhooks on new escalations (docs/alerts.md), one table per receiver:
+# [[alerts.receivers]]
+# name = "ops-slack"
+# url_env = "MLMA_SLACK_WEBHOOK_URL"
+# format = "slack"
+# group_by = ["kind", "city"]
+# repeat_interval = "4h"
 """
 
 
@@ -71,7 +83,11 @@ class ModelSection:
 
 @dataclass
 class AgentSection:
-    executor: str = "inline"
+    executor: str = "process"
+    policy: str = "mlma"
+    initial_ticks: int = 0
+    fit_timeout_seconds: float = 3600.0
+    lock_ttl_seconds: float = 300.0
 
 
 @dataclass
@@ -93,6 +109,9 @@ class ProjectConfig:
     model: ModelSection = field(default_factory=ModelSection)
     agent: AgentSection = field(default_factory=AgentSection)
     monitor: MonitorSection = field(default_factory=MonitorSection)
+    #: Webhook receivers from ``[[alerts.receivers]]`` (see docs/alerts.md), parsed by :mod:`mlma.alerts`.
+    alert_receivers: list = field(default_factory=list)
+    alert_options: dict = field(default_factory=dict)
 
     @property
     def store_url(self) -> str:
@@ -146,6 +165,8 @@ def load_config(root: str | Path) -> ProjectConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     config = ProjectConfig(root=root.resolve())
+    if "alerts" in raw:
+        _load_alerts(config, raw.pop("alerts"), path)
     for name, values in raw.items():
         if name not in _SECTIONS:
             raise ConfigError(f"{path}: unknown section [{name}]; known: {', '.join(_SECTIONS)}")
@@ -166,6 +187,24 @@ def load_config(root: str | Path) -> ProjectConfig:
     return config
 
 
+def _load_alerts(config: ProjectConfig, alerts: Any, path: Path) -> None:
+    from mlma.alerts import AlertConfigError, parse_receivers
+
+    if not isinstance(alerts, dict):
+        raise ConfigError(f"{path}: [alerts] must be a table with [[alerts.receivers]] entries")
+    unknown = set(alerts) - {"receivers", "external_url"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {sorted(unknown)[0]!r} in [alerts]; known: receivers, external_url")
+    try:
+        config.alert_receivers = parse_receivers(alerts.get("receivers"), source=str(path))
+    except AlertConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    url = alerts.get("external_url")
+    if url is not None and not isinstance(url, str):
+        raise ConfigError(f"{path}: [alerts] external_url must be a string (the dashboard's address)")
+    config.alert_options = {"external_url": url} if url else {}
+
+
 def _check_values(config: ProjectConfig, path: Path) -> None:
     m = config.monitor
     if not 0 < m.alpha < 1:
@@ -177,6 +216,24 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     for key in ("cooldown_ticks", "budget"):
         if getattr(m, key) < 0:
             raise ConfigError(f"{path}: [monitor] {key} must be >= 0, got {getattr(m, key)}")
+    a = config.agent
+    for key in ("initial_ticks", "fit_timeout_seconds"):
+        if getattr(a, key) < 0:
+            raise ConfigError(f"{path}: [agent] {key} must be >= 0, got {getattr(a, key)}")
+    if a.lock_ttl_seconds < 5:
+        raise ConfigError(f"{path}: [agent] lock_ttl_seconds must be >= 5, got {a.lock_ttl_seconds}")
+    if not (a.executor in ("inline", "process") or a.executor.startswith(("process:", "dask://", "tcp://"))):
+        raise ConfigError(f"{path}: [agent] executor must be inline, process[:N] or dask://host:port, "
+                          f"got {a.executor!r}")
+    from mlma.policy import make_policy
+
+    try:
+        make_policy(a.policy)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [agent] policy: {exc}") from None
+    if a.policy.strip().lower() in ("adwin", "page-hinkley", "pagehinkley", "ph"):
+        raise ConfigError(f"{path}: [agent] policy {a.policy!r} is a backtest baseline; live operation runs "
+                          "mlma, never, always or periodic:K")
     if config.model.train_window_ticks < 0:
         raise ConfigError(f"{path}: [model] train_window_ticks must be >= 0")
     if not (config.store.url.startswith("sqlite:") or config.store.url.startswith("postgresql")):

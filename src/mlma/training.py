@@ -18,6 +18,7 @@ import math
 import time
 import warnings
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import numpy as np
@@ -272,6 +273,24 @@ def make_executor(spec=None, *, connect_timeout: float = 10.0) -> Executor:
                      "distributed.Client")
 
 
+def terminate_executor(executor: Executor) -> None:
+    """Shut ``executor`` down without waiting for running work; a process pool's workers are killed.
+
+    ``ProcessPoolExecutor.shutdown`` cannot stop a task that is running, so a hung fit would keep the
+    process alive at exit; its worker processes are terminated instead (the pool is unusable afterwards).
+    """
+    if isinstance(executor, ProcessPoolExecutor):
+        workers = list((executor._processes or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        for process in workers:
+            if process.is_alive():
+                process.kill()
+        for process in workers:
+            process.join(timeout=5)
+    elif hasattr(executor, "shutdown"):
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
 def _is_dask_client(obj) -> bool:
     # Checked by name so that no Dask import is needed to recognise the other specs.
     return any(c.__name__ == "Client" and c.__module__.startswith("distributed") for c in type(obj).__mro__)
@@ -351,11 +370,14 @@ class ModelService:
     parallel_threshold
         Fewer missing fits than this run inline; default: the executor's ``parallel_threshold`` attribute
         (1 for :class:`DaskExecutor`), else :data:`DEFAULT_PARALLEL_THRESHOLD`.
+    fit_timeout
+        Seconds one call of :meth:`fit` may wait for its chunks (``None``: no limit). Chunks not back in
+        time count as failed; see :attr:`timed_out`.
     """
 
     def __init__(self, fleet: FleetData, spec, ctx: ForecastContext, *, train_window_ticks: int | None,
                  executor: Executor | None = None, chunk_size: int = 64, model_params: dict | None = None,
-                 parallel_threshold: int | None = None) -> None:
+                 parallel_threshold: int | None = None, fit_timeout: float | None = None) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
         self.fleet = fleet
@@ -369,19 +391,31 @@ class ModelService:
         if parallel_threshold is None:
             parallel_threshold = getattr(self.executor, "parallel_threshold", DEFAULT_PARALLEL_THRESHOLD)
         self.parallel_threshold = parallel_threshold
+        self.fit_timeout = fit_timeout
+        #: Why the fit of a key failed, for keys :meth:`fit` gave up on (``on_error="skip"``).
+        self.failures: dict[ModelKey, str] = {}
+        #: Whether a fit ran past ``fit_timeout``: its worker may still be busy, so a process pool should
+        #: be torn down rather than reused (see :func:`terminate_executor`).
+        self.timed_out = False
         self._models: dict[ModelKey, FittedModel] = {}
         self._predictions: dict[tuple[ModelKey, int], np.ndarray] = {}
         self.fits_done = 0
 
-    def fit(self, keys: list[ModelKey]) -> list[FittedModel]:
+    def fit(self, keys: list[ModelKey], *, on_error: str = "raise") -> list[FittedModel | None]:
         """Fitted models for ``keys``, fitting only those not fitted before.
+
+        With ``on_error="skip"`` a chunk that fails (an error on the executor, a lost worker, a timeout)
+        gives ``None`` for its keys, with the reason in :attr:`failures`, and the other chunks' models are
+        returned.
 
         Raises
         ------
         ChunkFitError
-            When a chunk fails on the executor, naming the chunk's streams. The chunks that succeeded are
-            kept, so a retry fits only what is still missing.
+            With ``on_error="raise"`` (default), when a chunk fails on the executor, naming the chunk's
+            streams. The chunks that succeeded are kept, so a retry fits only what is still missing.
         """
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         missing = [k for k in dict.fromkeys(keys) if k not in self._models]
         if missing:
             jobs = []
@@ -393,15 +427,28 @@ class ModelService:
             chunks = split_chunks(jobs, self.chunk_size, _slots(executor) if parallel else 1)
             futures = [executor.submit(_fit_chunk, self.spec, self.ctx, self.model_params, chunk)
                        for chunk in chunks]
-            self._collect(chunks, futures, executor)
-        return [self._models[k] for k in keys]
+            try:
+                self._collect(chunks, futures, executor)
+            except ChunkFitError:
+                if on_error == "raise":
+                    raise
+        return [self._models.get(k) for k in keys] if on_error == "skip" else [self._models[k] for k in keys]
 
     def _collect(self, chunks: list[list], futures: list[Future], executor: Executor) -> None:
         """Store every chunk's models; then raise for the first chunk that failed, naming its streams."""
         failures: list[tuple[list, BaseException]] = []
+        deadline = None if self.fit_timeout is None else time.monotonic() + self.fit_timeout
         for chunk, future in zip(chunks, futures):
             try:
-                fitted = future.result()
+                if deadline is None:
+                    fitted = future.result()
+                else:
+                    try:
+                        fitted = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                    except FutureTimeout:
+                        future.cancel()
+                        self.timed_out = True
+                        raise TimeoutError(f"no result within fit_timeout={self.fit_timeout:g} s") from None
                 expected = [key for key, _, _ in chunk]
                 if [f.key for f in fitted] != expected:
                     raise RuntimeError(f"the executor returned models for {len(fitted)} keys, not for the "
@@ -412,6 +459,9 @@ class ModelService:
             for model in fitted:
                 self._models[model.key] = model
             self.fits_done += len(fitted)
+        for chunk, exc in failures:
+            for key, _, _ in chunk:
+                self.failures[key] = f"{type(exc).__name__}: {exc}"
         if failures:
             chunk, exc = failures[0]
             chunk_keys = [key for key, _, _ in chunk]

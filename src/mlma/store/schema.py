@@ -138,6 +138,9 @@ ticks = sa.Table(
     sa.Column("agent_id", sa.Text),
     sa.Column("attempts", sa.Integer, nullable=False),
     sa.Column("error", sa.Text),
+    # What the tick did, fleet-wide (counts by verdict, re-trainings, compute...): the dashboard's time
+    # series, so that charts never aggregate the per-stream tables (migration 0003).
+    sa.Column("summary", _json()),
     sa.CheckConstraint("status IN ('running', 'done', 'failed')", name="status"),
 )
 
@@ -150,6 +153,11 @@ verdicts = sa.Table(
     sa.Column("effect", Double),
     sa.Column("retrain", sa.Boolean, nullable=False),
     sa.Column("reason", sa.Text),
+    # Mean loss of the tick's batch and of the reference it was tested against, and the serving version
+    # (migration 0003).
+    sa.Column("loss", Double),
+    sa.Column("reference_loss", Double),
+    sa.Column("model_version", sa.Integer),
     sa.Index(None, "stream_id", "tick"),
 )
 
@@ -256,4 +264,71 @@ champion_history = sa.Table(
     sa.Column("tick", sa.Integer),
     sa.CheckConstraint("action IN ('promote', 'rollback')", name="action"),
     sa.Index(None, "stream_id", "at"),
+)
+
+# -- the engineer's controls, access tokens and alert deliveries (migration 0003) --------------------------
+#: Requests that the next tick carries out for a stream, and their states.
+STREAM_ACTION_KINDS = ("retrain", "reset-reference", "approve", "reject")
+STREAM_ACTION_STATUSES = ("pending", "applied", "cancelled")
+#: Roles of API tokens, weakest first: each role may do what the ones before it may.
+ROLES = ("viewer", "operator", "admin")
+
+stream_actions = sa.Table(
+    "stream_actions", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("stream_id", sa.BigInteger, sa.ForeignKey("streams.id"), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("params", _json(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("applied_tick", sa.Integer),
+    sa.Column("applied_at", UTCDateTime),
+    sa.Column("outcome", sa.Text),
+    sa.CheckConstraint("kind IN ('retrain', 'reset-reference', 'approve', 'reject')", name="kind"),
+    sa.CheckConstraint("status IN ('pending', 'applied', 'cancelled')", name="status"),
+    sa.Index(None, "status"),
+    sa.Index(None, "stream_id"),
+)
+
+abnormal_periods = sa.Table(
+    "abnormal_periods", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("stream_id", sa.BigInteger, sa.ForeignKey("streams.id")),
+    sa.Column("start_ds", DataTime, nullable=False),
+    sa.Column("end_ds", DataTime, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Column("cancelled_at", UTCDateTime),
+    sa.Index(None, "end_ds"),
+)
+
+api_tokens = sa.Table(
+    "api_tokens", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("last_used_at", UTCDateTime),
+    sa.Column("revoked_at", UTCDateTime),
+    sa.CheckConstraint("role IN ('viewer', 'operator', 'admin')", name="role"),
+)
+
+alert_notifications = sa.Table(
+    "alert_notifications", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("receiver", sa.Text, nullable=False),
+    sa.Column("group_key", sa.Text, nullable=False),
+    sa.Column("escalation_ids", _json(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("sent_at", UTCDateTime),
+    sa.CheckConstraint("status IN ('sent', 'failed')", name="status"),
+    sa.Index(None, "receiver", "group_key"),
 )

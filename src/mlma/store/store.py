@@ -26,7 +26,7 @@ from sqlalchemy.pool import StaticPool
 
 from mlma.store import bulk, lock, migrate
 from mlma.store import schema as S
-from mlma.store.errors import SchemaError, TickAlreadyDone
+from mlma.store.errors import SchemaError, StoreError, TickAlreadyDone
 from mlma.store.records import AgentState, ChampionMove, IngestReport, NewVersion, TickWrite, check_actor
 from mlma.store.state import FORMAT, decode_state, encode_state
 
@@ -479,7 +479,12 @@ class Store:
                 return self._merge_json(column, resolved, conn=conn)
         ids = {int(stream): value for stream, value in changes.items()}
         col = S.streams.c[column]
-        current = dict(conn.execute(sa.select(S.streams.c.id, col).where(S.streams.c.id.in_(list(ids)))).all())
+        current = {}
+        keys = list(ids)
+        # Chunks keep the IN list under PostgreSQL's 65,535 bind parameters for fleet-wide changes.
+        for lo in range(0, len(keys), 10_000):
+            current.update(conn.execute(sa.select(S.streams.c.id, col)
+                                        .where(S.streams.c.id.in_(keys[lo:lo + 10_000]))).all())
         unknown = set(ids) - set(current)
         if unknown:
             raise KeyError(f"unknown stream id(s): {sorted(unknown)[:5]}")
@@ -778,7 +783,11 @@ class Store:
                    escalations: Sequence = (), new_versions: Sequence[NewVersion] = (),
                    champion_moves: Sequence[ChampionMove] = (), audit: Sequence[Mapping[str, Any]] = (),
                    state: Mapping[str, np.ndarray] | None = None, lease: lock.Lease | None = None,
-                   start: Any = None, end: Any = None, agent_id: str | None = None) -> TickWrite:
+                   start: Any = None, end: Any = None, agent_id: str | None = None,
+                   summary: Mapping[str, Any] | None = None,
+                   applied_actions: Mapping[int, str] | None = None,
+                   version_checks: Sequence[tuple[int, int, Mapping[str, Any]]] = (),
+                   expected_versions: Sequence[int] | None = None) -> TickWrite:
         """Write everything tick ``tick`` produced and mark it done, in one transaction: all or nothing.
 
         Parameters
@@ -804,6 +813,16 @@ class Store:
             The tick lock's lease: checked inside the transaction, so a lease that was lost commits nothing.
         start, end, agent_id
             The tick's data window and agent, if :meth:`begin_tick` was not called.
+        summary
+            What the tick did fleet-wide (JSON-able), kept in ``ticks.summary`` for charts and metrics.
+        applied_actions
+            Queued stream actions (``stream_actions`` ids) this tick carried out, with their outcome text.
+        version_checks
+            ``(stream_id, version, check)``: the challenger check's outcome for versions recorded earlier
+            (promoted, rejected, awaiting approval), stored in ``model_versions.check_result``.
+        expected_versions
+            The numbers the caller expects ``new_versions`` to get (it saves them in its state in this same
+            transaction); any difference rolls the tick back.
 
         Raises
         ------
@@ -821,14 +840,33 @@ class Store:
             n_forecasts = self._insert_forecasts(conn, tick, forecasts) if forecasts is not None else 0
             escalation_ids = self._insert_escalations(conn, escalations, now, tick)
             versions = record_versions(self, conn, new_versions, now, tick)
+            if expected_versions is not None and list(map(int, versions)) != list(map(int, expected_versions)):
+                raise StoreError(f"tick {tick}: new model versions were numbered {list(versions)[:5]}, not "
+                                 f"{list(expected_versions)[:5]} as expected; nothing was written")
+            if version_checks:
+                mv = S.model_versions
+                conn.execute(sa.update(mv).where(mv.c.stream_id == sa.bindparam("sid"),
+                                                 mv.c.version == sa.bindparam("ver"))
+                             .values(check_result=sa.bindparam("check")),
+                             [{"sid": int(sid), "ver": int(ver), "check": _json_safe(dict(check))}
+                              for sid, ver, check in version_checks])
             moves = [ChampionMove(v.stream, int(n), v.by, v.reason) for v, n in zip(new_versions, versions)
                      if v.promote]
             move_champions(self, conn, [*moves, *champion_moves], now, tick)
             for entry in audit:
                 self._audit(conn, now, **entry)
             sha = self._save_state(conn, tick, state, now) if state is not None else None
-            conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick)
-                         .values(status="done", finished_at=now, error=None))
+            if applied_actions:
+                conn.execute(sa.update(S.stream_actions)
+                             .where(S.stream_actions.c.id == sa.bindparam("aid"),
+                                    S.stream_actions.c.status == "pending")
+                             .values(status="applied", applied_tick=tick, applied_at=now,
+                                     outcome=sa.bindparam("text")),
+                             [{"aid": int(i), "text": str(t)} for i, t in applied_actions.items()])
+            done = {"status": "done", "finished_at": now, "error": None}
+            if summary is not None:
+                done["summary"] = _json_safe(dict(summary))
+            conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick).values(**done))
         return TickWrite(tick, n_verdicts, n_forecasts, escalation_ids, versions, sha)
 
     def fail_tick(self, tick: int, error: BaseException | str) -> None:
@@ -859,12 +897,14 @@ class Store:
         return None if value is None else int(value)
 
     def verdicts(self, tick: int | None = None, streams: Sequence[int | str] | None = None) -> pd.DataFrame:
-        """Verdict rows (tick, stream_id, unique_id, verdict, label, p_value, effect, retrain, reason)."""
+        """Verdict rows (tick, stream_id, unique_id, verdict, label, p_value, effect, retrain, reason, loss,
+        reference_loss, model_version)."""
         from mlma.policy import Verdict
 
         v = S.verdicts
         query = (sa.select(v.c.tick, v.c.stream_id, S.streams.c.unique_id, v.c.verdict, v.c.p_value, v.c.effect,
-                           v.c.retrain, v.c.reason).join(S.streams, S.streams.c.id == v.c.stream_id)
+                           v.c.retrain, v.c.reason, v.c.loss, v.c.reference_loss, v.c.model_version)
+                 .join(S.streams, S.streams.c.id == v.c.stream_id)
                  .order_by(v.c.tick, v.c.stream_id))
         if tick is not None:
             query = query.where(v.c.tick == int(tick))
@@ -873,7 +913,7 @@ class Store:
         with self._read() as conn:
             rows = conn.execute(query).all()
         frame = pd.DataFrame(rows, columns=["tick", "stream_id", "unique_id", "verdict", "p_value", "effect",
-                                            "retrain", "reason"])
+                                            "retrain", "reason", "loss", "reference_loss", "model_version"])
         frame.insert(4, "label", [Verdict(int(c)).label for c in frame["verdict"]])
         return frame
 
@@ -909,10 +949,14 @@ class Store:
         nan = np.full(n, np.nan)
         data = {"tick": np.full(n, tick), "stream_id": ids, "verdict": get("verdict"),
                 "p_value": get("p_value", nan), "effect": get("effect", nan),
-                "retrain": get("retrain", np.zeros(n, dtype=bool)), "reason": get("reason", np.full(n, None))}
-        return bulk.insert_rows(conn, "verdicts", {"tick": "int", "stream_id": "int", "verdict": "int",
-                                                   "p_value": "float", "effect": "float", "retrain": "bool",
-                                                   "reason": "text"}, data)
+                "retrain": get("retrain", np.zeros(n, dtype=bool)), "reason": get("reason", np.full(n, None)),
+                "loss": get("loss", nan), "reference_loss": get("reference_loss", nan)}
+        types = {"tick": "int", "stream_id": "int", "verdict": "int", "p_value": "float", "effect": "float",
+                 "retrain": "bool", "reason": "text", "loss": "float", "reference_loss": "float"}
+        versions = get("model_version")
+        if versions is not None:
+            data["model_version"], types["model_version"] = np.asarray(versions), "int?"
+        return bulk.insert_rows(conn, "verdicts", types, data)
 
     def _known_ids(self, conn: sa.Connection, ids: np.ndarray, what: str) -> np.ndarray:
         """``ids`` as int64 after checking that each names a stream (ids are dense and never deleted)."""
@@ -1005,6 +1049,8 @@ class Store:
             now = self._now(conn)
             changed = conn.execute(sa.update(S.escalations).where(S.escalations.c.id.in_(ids))
                                    .values(status=status, updated_at=now, silenced_until=until)).rowcount
+            if not changed:
+                return 0  # nothing happened, so nothing is audited
             self._audit(conn, now, by, f"escalation-{status}", "escalations:" + ",".join(map(str, ids[:20])),
                         {"ids": ids, "silenced_until": None if until is None else until.isoformat()}, reason)
         return int(changed)

@@ -1,0 +1,1056 @@
+"""Outgoing alerts: webhooks to Slack-compatible and generic receivers when escalations open.
+
+A tick's escalations are items for the engineer's queue; this module also pushes them out, with the ideas
+of Prometheus' Alertmanager so that 40 broken zones in one city make one message, not 40:
+
+- **Groups.** Each receiver groups the open escalations by labels (``group_by``, default ``["kind"]``;
+  e.g. ``["kind", "city"]``, where ``city`` is a stream attribute). A group is one message.
+- **De-duplication.** A group is sent when it has a member (an escalation id) that the last notification
+  sent to that receiver for that group did not list; a group whose members were all notified before is
+  sent again only as a reminder, once ``repeat_interval`` has passed. Deliveries are recorded in the
+  store's ``alert_notifications`` table, so the next ``mlma tick`` process knows what was sent before.
+  There is no ``group_wait``: a tick already is a batch.
+- **Silences.** Only escalations whose status is ``open`` are sent (a silence whose ``silenced_until``
+  has passed counts as open again); acknowledged, resolved and silenced ones are not. The status is read
+  from the store when the notifications are planned.
+- **Never blocking the tick.** :meth:`Notifier.notify` queues the work and returns at once; background
+  threads plan, post (each attempt with a timeout, retried with exponential back-off, honouring
+  ``Retry-After`` on 429 and 503) and record. :meth:`Notifier.close` waits a bounded time at the end of
+  the process.
+
+HTTP goes through :mod:`urllib.request` (no extra dependency); redirects are not followed, and only
+``http`` and ``https`` URLs are accepted. See docs/alerts.md for the ``[[alerts.receivers]]`` section of
+``mlma.toml`` and the payloads.
+
+Examples
+--------
+>>> receivers = parse_receivers([
+...     {"name": "ops-slack", "url": "https://hooks.slack.com/services/T0/B0/XYZ", "format": "slack",
+...      "group_by": ["kind", "city"], "min_severity": 2, "repeat_interval": "4h"},
+...     {"name": "pager", "url_env": "MLMA_PAGER_URL", "kinds": ["data-quality", "silent"]},
+... ])
+>>> receivers[0]  # doctest: +ELLIPSIS
+Receiver(name='ops-slack', target='https://hooks.slack.com/...', format='slack', min_severity=2, kinds=(), ...)
+>>> receivers[0].group_by, receivers[0].repeat_interval
+(('kind', 'city'), 14400.0)
+>>> parse_receivers([{"name": "x", "url": "https://example.org/hook", "min_severty": 2}])  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+mlma.alerts.AlertConfigError: mlma.toml: [[alerts.receivers]] #1 ('x'): unknown key 'min_severty'; known: name, ...
+
+With a store (the tick process)::
+
+    notifier = Notifier(store, receivers)
+    notifier.notify(tick=k)          # after the tick committed; returns at once
+    ...
+    notifier.close(timeout=10)       # at the end of the process: waits at most 10 s
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime as dt
+import email.utils
+import hashlib
+import http.client
+import json
+import logging
+import math
+import operator
+import os
+import queue
+import re
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from mlma.escalations import ESCALATION_KINDS
+from mlma.store import schema as S
+
+log = logging.getLogger("mlma.alerts")
+
+UTC = dt.timezone.utc
+#: Payload formats: Alertmanager-like JSON, or Slack's incoming-webhook JSON (``text`` and ``blocks``).
+FORMATS = ("generic", "slack")
+#: Escalation severities, low to high.
+SEVERITIES = (1, 2, 3)
+#: HTTP answers worth another attempt; any other 4xx means the request itself is wrong.
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+#: Answers whose ``Retry-After`` header is honoured.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+#: Labels every alert has; stream attributes are added as further labels.
+BUILTIN_LABELS = ("stream", "kind", "severity")
+
+_LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_ERROR_CHARS = 2000
+_LINE_CHARS = 300
+_SLACK_SECTION_CHARS = 3000
+_SLACK_HEADER_CHARS = 150
+
+
+class AlertConfigError(ValueError):
+    """A receiver's configuration is invalid; the message names the source, the receiver and the key."""
+
+
+# -- configuration ------------------------------------------------------------------------------------------
+def parse_duration(value: Any, what: str = "duration") -> float:
+    """Seconds from a number of seconds or a text such as ``"4h"``, ``"30m"``, ``"1h30m"``, ``"2d"``.
+
+    >>> parse_duration("1h30m"), parse_duration(90), parse_duration("250ms")
+    (5400.0, 90.0, 0.25)
+    >>> parse_duration("soon")
+    Traceback (most recent call last):
+    ...
+    mlma.alerts.AlertConfigError: duration must be seconds (a number) or a text such as '4h', '30m', '1h30m', got 'soon'
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and value.strip():
+        text = value.strip().replace(" ", "")
+        parts = _DURATION_PART.findall(text)
+        if not parts or "".join(n + u for n, u in parts) != text:
+            raise AlertConfigError(f"{what} must be seconds (a number) or a text such as '4h', '30m', '1h30m', "
+                                   f"got {value!r}")
+        seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    else:
+        raise AlertConfigError(f"{what} must be seconds (a number) or a text such as '4h', '30m', '1h30m', "
+                               f"got {value!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise AlertConfigError(f"{what} must be a finite duration >= 0, got {value!r}")
+    return seconds
+
+
+@dataclass(frozen=True)
+class Receiver:
+    """Where alerts go, and how they are grouped and delivered.
+
+    Parameters
+    ----------
+    name
+        Unique name; the store's ``alert_notifications.receiver``.
+    url
+        ``http(s)://`` address of the webhook. Leave empty and name ``url_env`` to keep a secret URL (a
+        Slack webhook is one) out of ``mlma.toml``: the variable is read at each delivery.
+    url_env
+        Name of the environment variable that holds the URL.
+    format
+        ``"generic"`` (Alertmanager-like JSON) or ``"slack"`` (``text`` and ``blocks``; also understood by
+        Mattermost and Rocket.Chat).
+    min_severity
+        Only escalations at least this severe (1 low - 3 high).
+    kinds
+        Only these escalation kinds (empty: all).
+    group_by
+        Labels that make a group: ``kind``, ``severity``, ``stream`` or any stream attribute (``city``).
+        An empty tuple puts all of a receiver's escalations in one group.
+    repeat_interval
+        Seconds before a group whose members were all notified is sent again, as a reminder.
+    headers
+        Extra HTTP headers (e.g. ``Authorization``); never logged or recorded.
+    timeout_seconds
+        Timeout of each attempt (connecting, and each wait for the answer).
+    attempts
+        Attempts in all, the first included.
+    backoff_seconds, max_backoff_seconds
+        The wait after the n-th failed attempt is ``backoff_seconds * 2 ** (n - 1)``, at most
+        ``max_backoff_seconds``; a ``Retry-After`` answer (429, 503) replaces it, with the same cap.
+    max_alerts
+        Most alerts listed in one message; the payload says how many more there are.
+    """
+
+    name: str
+    url: str = field(default="", repr=False)
+    url_env: str = field(default="", repr=False)
+    format: str = "generic"
+    min_severity: int = 1
+    kinds: tuple[str, ...] = ()
+    group_by: tuple[str, ...] = ("kind",)
+    repeat_interval: float = 4 * 3600.0
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    timeout_seconds: float = 5.0
+    attempts: int = 4
+    backoff_seconds: float = 1.0
+    max_backoff_seconds: float = 60.0
+    max_alerts: int = 50
+
+    def __post_init__(self) -> None:
+        def bad(key: str, expected: str, value: Any) -> AlertConfigError:
+            return AlertConfigError(f"{key} must be {expected}, got {value!r}")
+
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise bad("name", "a non-empty text", self.name)
+        if bool(self.url) == bool(self.url_env):
+            raise AlertConfigError("give exactly one of url (the webhook address) and url_env (the environment "
+                                   f"variable that holds it); got url={_shown_url(self.url)!r}, "
+                                   f"url_env={self.url_env!r}")
+        if self.url:
+            _check_url(self.url, "url")
+        if self.url_env and (not isinstance(self.url_env, str) or not _ENV_NAME.match(self.url_env)):
+            raise bad("url_env", "an environment variable name such as MLMA_SLACK_URL", self.url_env)
+        if self.format not in FORMATS:
+            raise bad("format", " or ".join(repr(f) for f in FORMATS), self.format)
+        if isinstance(self.min_severity, bool) or self.min_severity not in SEVERITIES:
+            raise bad("min_severity", "1, 2 or 3", self.min_severity)
+        kinds = _as_tuple(self.kinds)
+        if kinds is None or not all(isinstance(k, str) for k in kinds):
+            raise bad("kinds", "a list of escalation kinds", self.kinds)
+        unknown = [k for k in kinds if k not in ESCALATION_KINDS]
+        if unknown:
+            raise AlertConfigError(f"kinds: unknown escalation kind {unknown[0]!r}; known: "
+                                   f"{', '.join(ESCALATION_KINDS)}")
+        group_by = _as_tuple(self.group_by)
+        if group_by is None or not all(isinstance(g, str) and _LABEL_NAME.match(g) for g in group_by):
+            raise bad("group_by", "a list of label names (kind, severity, stream or a stream attribute such as "
+                      "city)", self.group_by)
+        if len(set(group_by)) != len(group_by):
+            raise bad("group_by", "a list without repeats", self.group_by)
+        headers = self.headers.items() if isinstance(self.headers, Mapping) else self.headers
+        try:
+            headers = tuple((str(k), v) for k, v in headers)
+        except (TypeError, ValueError):
+            raise bad("headers", "a table of header names to texts", "...") from None
+        for k, v in headers:
+            if not isinstance(v, str) or not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", k) or "\n" in v or "\r" in v:
+                raise AlertConfigError(f"headers: {k!r} must be a header name with a one-line text value")
+        object.__setattr__(self, "kinds", kinds)
+        object.__setattr__(self, "group_by", group_by)
+        object.__setattr__(self, "headers", headers)
+        for key, low in (("repeat_interval", 0.0), ("backoff_seconds", 0.0), ("max_backoff_seconds", 0.0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < low:
+                raise bad(key, f"a number >= {low:g}", value)
+            object.__setattr__(self, key, float(value))
+        value = self.timeout_seconds
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise bad("timeout_seconds", "a number > 0", value)
+        object.__setattr__(self, "timeout_seconds", float(value))
+        for key, low, high in (("attempts", 1, 100), ("max_alerts", 1, 10_000)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise bad(key, f"a whole number from {low} to {high}", value)
+
+    def __repr__(self) -> str:
+        shown = [f"name={self.name!r}", f"target={self.target!r}"]
+        shown += [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                  if f.repr and f.name != "name"]
+        return f"Receiver({', '.join(shown)})"
+
+    @property
+    def target(self) -> str:
+        """The URL with its path hidden (webhook paths are secrets), or ``$VARIABLE``; for logs and errors."""
+        return f"${self.url_env}" if self.url_env else _shown_url(self.url)
+
+    def resolved_url(self) -> str:
+        """The webhook URL; ``url_env`` is read now. Raises :class:`AlertConfigError` if it is unset or invalid."""
+        if not self.url_env:
+            return self.url
+        url = os.environ.get(self.url_env, "").strip()
+        if not url:
+            raise AlertConfigError(f"receiver {self.name!r}: environment variable {self.url_env} is not set")
+        return _check_url(url, f"environment variable {self.url_env}")
+
+    def accepts(self, kind: str, severity: int) -> bool:
+        """Whether an escalation of this kind and severity goes to this receiver."""
+        return severity >= self.min_severity and (not self.kinds or kind in self.kinds)
+
+
+def _as_tuple(value: Any) -> tuple | None:
+    if isinstance(value, (str, bytes, Mapping)):
+        return None
+    try:
+        return tuple(value)
+    except TypeError:
+        return None
+
+
+def _shown_url(url: str) -> str:
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<invalid url>"
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    rest = "/..." if parts.path not in ("", "/") or parts.query else ""
+    return f"{parts.scheme}://{host}{rest}" if parts.scheme else "<invalid url>"
+
+
+def _check_url(url: Any, what: str) -> str:
+    if not isinstance(url, str):
+        raise AlertConfigError(f"{what} must be an http:// or https:// address, got {url!r}")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise AlertConfigError(f"{what} must be an http:// or https:// address with a host, got {_shown_url(url)!r}")
+    return url
+
+
+#: The keys of one ``[[alerts.receivers]]`` table, with the check of each value.
+RECEIVER_KEYS: dict[str, tuple[str, Any]] = {
+    "name": ("a non-empty text", lambda v: isinstance(v, str)),
+    "url": ("an http:// or https:// address", lambda v: isinstance(v, str)),
+    "url_env": ("an environment variable name", lambda v: isinstance(v, str)),
+    "format": ("'generic' or 'slack'", lambda v: isinstance(v, str)),
+    "min_severity": ("1, 2 or 3", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "kinds": ("a list of escalation kinds", lambda v: isinstance(v, (list, tuple))),
+    "group_by": ("a list of label names", lambda v: isinstance(v, (list, tuple))),
+    "repeat_interval": ("a duration such as '4h' or a number of seconds",
+                        lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)),
+    "headers": ("a table of header names to texts", lambda v: isinstance(v, Mapping)),
+    "timeout_seconds": ("a number of seconds", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "attempts": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "backoff_seconds": ("a number of seconds", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "max_backoff_seconds": ("a number of seconds",
+                            lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "max_alerts": ("a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+}
+
+
+def parse_receivers(items: Sequence[Mapping[str, Any]] | None, source: str = "mlma.toml") -> list[Receiver]:
+    """Receivers from a list of tables (the ``[[alerts.receivers]]`` of ``mlma.toml``), validated.
+
+    An unknown key, a value of the wrong type or a repeated name raises :class:`AlertConfigError` naming
+    ``source``, the receiver's position and name, and the key. ``None`` or an empty list: no receivers.
+
+    >>> [r.name for r in parse_receivers([{"name": "ops", "url": "http://alerts.internal:9093/hook"}])]
+    ['ops']
+    >>> parse_receivers([{"name": "ops", "url": "http://a.example/h", "timeout_seconds": 0}],
+    ...                 source="p/mlma.toml")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mlma.alerts.AlertConfigError: p/mlma.toml: [[alerts.receivers]] #1 ('ops'): timeout_seconds must be a number > 0,...
+    """
+    if items is None:
+        return []
+    if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
+        raise AlertConfigError(f"{source}: [[alerts.receivers]] must be a list of tables, got {type(items).__name__}")
+    receivers: list[Receiver] = []
+    seen: dict[str, int] = {}
+    for position, item in enumerate(items, start=1):
+        where = f"{source}: [[alerts.receivers]] #{position}"
+        if not isinstance(item, Mapping):
+            raise AlertConfigError(f"{where} must be a table of keys, got {type(item).__name__}")
+        name = item.get("name")
+        if isinstance(name, str) and name:
+            where += f" ({name!r})"
+        for key, value in item.items():
+            if key not in RECEIVER_KEYS:
+                raise AlertConfigError(f"{where}: unknown key {key!r}; known: {', '.join(RECEIVER_KEYS)}")
+            expected, ok = RECEIVER_KEYS[key]
+            if not ok(value):
+                shown = "..." if key == "headers" else value
+                raise AlertConfigError(f"{where}: {key} must be {expected}, got {shown!r}")
+        if "name" not in item:
+            raise AlertConfigError(f"{where}: missing key 'name'")
+        values = dict(item)
+        try:
+            if "repeat_interval" in values:
+                values["repeat_interval"] = parse_duration(values["repeat_interval"], "repeat_interval")
+            for key in ("kinds", "group_by"):
+                if key in values:
+                    values[key] = tuple(values[key])
+            if "headers" in values:
+                values["headers"] = tuple(values["headers"].items())
+            receiver = Receiver(**values)
+        except AlertConfigError as exc:
+            raise AlertConfigError(f"{where}: {exc}") from None
+        if receiver.name in seen:
+            raise AlertConfigError(f"{where}: name {receiver.name!r} is already used by receiver "
+                                   f"#{seen[receiver.name]}")
+        seen[receiver.name] = position
+        receivers.append(receiver)
+    return receivers
+
+
+# -- what is sent ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Alert:
+    """One open escalation as an alert: its labels (``stream``, ``kind``, ``severity``, stream attributes)."""
+
+    escalation_id: int
+    stream: str | None
+    kind: str
+    severity: int
+    tick: int | None
+    message: str
+    created_at: dt.datetime
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One message to one receiver: the open members of one group, and why it is sent now.
+
+    ``reason`` is ``"new"`` (members that the last notification of this group did not list: ``new_ids``)
+    or ``"repeat"`` (all members notified before, ``repeat_interval`` passed). ``alerts`` come new first,
+    then the most severe.
+    """
+
+    receiver: Receiver
+    group_key: str
+    group_labels: Mapping[str, str]
+    alerts: tuple[Alert, ...]
+    reason: str
+    tick: int | None
+    created_at: dt.datetime
+    new_ids: frozenset[int] = frozenset()
+
+    @property
+    def escalation_ids(self) -> list[int]:
+        return sorted(a.escalation_id for a in self.alerts)
+
+    @property
+    def n_new(self) -> int:
+        return len(self.new_ids)
+
+    def is_new(self, alert: Alert) -> bool:
+        return alert.escalation_id in self.new_ids
+
+    def payload(self, external_url: str | None = None) -> dict[str, Any]:
+        """The JSON body, in the receiver's format."""
+        if self.receiver.format == "slack":
+            return slack_payload(self, external_url)
+        return generic_payload(self, external_url)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The outcome of one notification: ``sent`` or ``failed`` after ``attempts``, with the last error.
+
+    ``recorded`` is False if the outcome could not be written to the store (the error is logged).
+    """
+
+    receiver: str
+    group_key: str
+    escalation_ids: list[int]
+    status: str
+    attempts: int
+    error: str | None
+    http_status: int | None
+    seconds: float
+    recorded: bool = True
+
+
+def group_key(group_by: Sequence[str], labels: Mapping[str, str]) -> str:
+    """A group's key: its labels in ``group_by`` order, Alertmanager-style.
+
+    >>> group_key(["kind", "city"], {"kind": "data-quality", "city": "Berlin", "stream": "zone-4"})
+    '{kind="data-quality",city="Berlin"}'
+    """
+    return "{" + ",".join(f"{k}={json.dumps(labels.get(k, ''), ensure_ascii=False)}" for k in group_by) + "}"
+
+
+def _iso(when: dt.datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _common(maps: Sequence[Mapping[str, str]]) -> dict[str, str]:
+    if not maps:
+        return {}
+    first = dict(maps[0])
+    return {k: v for k, v in first.items() if all(m.get(k) == v for m in maps[1:])}
+
+
+def _annotations(alert: Alert) -> dict[str, str]:
+    notes = {"message": alert.message, "description": ESCALATION_KINDS.get(alert.kind, alert.kind),
+             "escalation_id": str(alert.escalation_id)}
+    if alert.tick is not None:
+        notes["tick"] = str(alert.tick)
+    return notes
+
+
+def generic_payload(note: Notification, external_url: str | None = None) -> dict[str, Any]:
+    """Alertmanager's webhook shape (version 4), plus an ``mlma`` object with the tick and counts."""
+    shown = note.alerts[:note.receiver.max_alerts]
+    annotations = [_annotations(a) for a in note.alerts]
+    alerts = []
+    for a, notes in zip(shown, annotations):
+        identity = json.dumps([a.escalation_id, sorted(a.labels.items())], ensure_ascii=False)
+        alerts.append({"status": "firing", "labels": dict(a.labels), "annotations": notes,
+                       "startsAt": _iso(a.created_at), "endsAt": "0001-01-01T00:00:00Z",
+                       "generatorURL": external_url or "",
+                       "fingerprint": hashlib.sha256(identity.encode()).hexdigest()[:16]})
+    common_annotations = _common([{k: v for k, v in n.items() if k == "description"} for n in annotations])
+    return {
+        "version": "4",
+        "groupKey": note.group_key,
+        "truncatedAlerts": len(note.alerts) - len(shown),
+        "status": "firing",
+        "receiver": note.receiver.name,
+        "groupLabels": dict(note.group_labels),
+        "commonLabels": _common([a.labels for a in note.alerts]),
+        "commonAnnotations": common_annotations,
+        "externalURL": external_url or "",
+        "alerts": alerts,
+        "mlma": {"tick": note.tick, "reason": note.reason, "escalations": len(note.alerts), "new": note.n_new},
+    }
+
+
+def _slack_escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def headline(note: Notification) -> str:
+    """One line saying what the group is, e.g. ``mlma: 40 open data-quality escalations (40 new) in city=Berlin``."""
+    n = len(note.alerts)
+    kinds = sorted({a.kind for a in note.alerts})
+    what = f"{kinds[0]} escalation" if len(kinds) == 1 else "escalation"
+    where = ", ".join(f"{k}={v}" for k, v in note.group_labels.items() if k != "kind" and v)
+    new = f"{note.n_new} new" if note.reason == "new" else "reminder"
+    text = f"mlma: {n} open {what}{'s' if n != 1 else ''} ({new})"
+    return text + (f" in {where}" if where else "")
+
+
+def _alert_line(alert: Alert, new: bool) -> str:
+    subject = alert.stream if alert.stream is not None else "fleet"
+    tick = f", tick {alert.tick}" if alert.tick is not None else ""
+    mark = "[new] " if new else ""
+    return _cut(f"• {mark}{subject} (severity {alert.severity}{tick}): {alert.message}", _LINE_CHARS)
+
+
+def slack_payload(note: Notification, external_url: str | None = None) -> dict[str, Any]:
+    """Slack's incoming-webhook JSON: a readable ``text`` (also the notification's fallback) and ``blocks``."""
+    shown = note.alerts[:note.receiver.max_alerts]
+    more = len(note.alerts) - len(shown)
+    title = headline(note)
+    kinds = sorted({a.kind for a in note.alerts})
+    explain = ESCALATION_KINDS.get(kinds[0], "") if len(kinds) == 1 else ""
+    lines = [_slack_escape(_alert_line(a, note.is_new(a))) for a in shown]
+    if more:
+        lines.append(f"… and {more} more" + (f" (<{external_url}|dashboard>)" if external_url else ""))
+    tail = [f"group {_slack_escape(note.group_key)}"]
+    if note.tick is not None:
+        tail.append(f"tick {note.tick}")
+    if external_url and not more:
+        tail.append(f"<{external_url}|dashboard>")
+    text_parts = [f"*{_slack_escape(title)}*"]
+    if explain:
+        text_parts.append(f"_{_slack_escape(explain)}_")
+    text_parts += lines
+    text_parts.append(" · ".join(tail))
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text",
+                                                                "text": _cut(title, _SLACK_HEADER_CHARS)}}]
+    if explain:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"_{_slack_escape(explain)}_"}]})
+    # Slack refuses a section over 3,000 characters: the list goes into as many sections as it needs.
+    chunk: list[str] = []
+    for line in lines:
+        if chunk and len("\n".join([*chunk, line])) > _SLACK_SECTION_CHARS:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
+            chunk = []
+        chunk.append(line)
+    if chunk:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(tail)}]})
+    return {"text": "\n".join(text_parts), "blocks": blocks[:50]}
+
+
+# -- HTTP -------------------------------------------------------------------------------------------------------
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    # urllib turns a redirected POST into a GET without the body; a webhook that redirects is misconfigured.
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect())
+
+
+@dataclass(frozen=True)
+class _Answer:
+    ok: bool
+    status: int | None
+    retryable: bool
+    retry_after: float | None
+    error: str | None
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: a number of seconds or an HTTP date; None if absent
+    or unreadable.
+
+    >>> retry_after_seconds("7")
+    7.0
+    >>> retry_after_seconds("Wed, 21 Oct 2015 07:28:30 GMT", now=dt.datetime(2015, 10, 21, 7, 28, tzinfo=UTC))
+    30.0
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value)) if math.isfinite(float(value)) else None
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or dt.datetime.now(UTC))).total_seconds())
+
+
+def post_json(url: str, body: bytes, headers: Sequence[tuple[str, str]], timeout: float) -> _Answer:
+    """POST ``body`` as JSON; never raises for network or HTTP failures (they are in the answer)."""
+    from mlma import __version__
+
+    request = urllib.request.Request(url, data=body, method="POST")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("User-Agent", f"mlma/{__version__}")
+    for name, value in headers:
+        request.add_header(name, value)
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            response.read(65536)
+            return _Answer(True, response.status, False, None, None)
+    except urllib.error.HTTPError as exc:
+        try:
+            detail = exc.read(300).decode("utf-8", "replace").strip()
+        except Exception:  # noqa: BLE001 - the body is only a hint for the error text
+            detail = ""
+        retry_after = retry_after_seconds(exc.headers.get("Retry-After")) if exc.code in RETRY_AFTER_STATUSES else None
+        text = f"HTTP {exc.code} {exc.reason}" + (f": {detail}" if detail else "")
+        if 300 <= exc.code < 400:
+            text += " (redirects are not followed: configure the final URL)"
+        return _Answer(False, exc.code, exc.code in RETRY_STATUSES, retry_after, text)
+    except ValueError as exc:  # http.client.InvalidURL, a header that is not Latin-1: retrying will not help
+        return _Answer(False, None, False, None, f"{type(exc).__name__}: {exc}")
+    except (OSError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+            text = f"timed out after {timeout:g} s"
+        else:
+            text = f"{type(reason).__name__}: {reason}"
+        return _Answer(False, None, True, None, text)
+
+
+# -- the notifier ---------------------------------------------------------------------------------------------
+class _DaemonPool:
+    """A few daemon threads running submitted calls. ``concurrent.futures.ThreadPoolExecutor`` joins its
+    threads when the interpreter exits, so a hanging webhook would hold up the end of the process."""
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._tasks: queue.SimpleQueue = queue.SimpleQueue()
+        self._workers = workers
+        self._name = name
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    def submit(self, fn, *args) -> concurrent.futures.Future:
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._tasks.put((future, fn, args))
+        with self._lock:
+            if len(self._threads) < self._workers:
+                thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, fn, args = self._tasks.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+                future.set_exception(exc)
+
+
+class Notifier:
+    """Sends webhooks for a store's open escalations, grouped and de-duplicated; see the module docstring.
+
+    Parameters
+    ----------
+    store
+        The project's :class:`~mlma.store.Store`.
+    receivers
+        :class:`Receiver` objects (see :func:`parse_receivers`). With none, :meth:`notify` does nothing.
+    external_url
+        The dashboard's address, linked from messages.
+    max_workers
+        Deliveries that run at once (a hanging receiver holds one worker up to its attempts' timeouts).
+
+    Examples
+    --------
+    >>> from mlma.store import Store
+    >>> from mlma.escalations import Escalation
+    >>> store = Store.create("sqlite://")
+    >>> ids = store.stream_ids(["zone-1", "zone-2"])
+    >>> store.set_attributes({"zone-1": {"city": "Berlin"}, "zone-2": {"city": "Berlin"}})
+    >>> _ = store.add_escalations([Escalation(int(s), 3, "data-quality", 2, "flat line") for s in ids])
+    >>> notifier = Notifier(store, parse_receivers([{"name": "ops", "url": "http://127.0.0.1:9/hook",
+    ...                                               "group_by": ["kind", "city"]}]))
+    >>> [(n.group_key, n.escalation_ids, n.reason) for n in notifier.plan(tick=3)]
+    [('{kind="data-quality",city="Berlin"}', [1, 2], 'new')]
+    >>> print(headline(notifier.plan(tick=3)[0]))
+    mlma: 2 open data-quality escalations (2 new) in city=Berlin
+    """
+
+    def __init__(self, store, receivers: Sequence[Receiver], *, external_url: str | None = None,
+                 max_workers: int = 4) -> None:
+        receivers = list(receivers)
+        for r in receivers:
+            if not isinstance(r, Receiver):
+                raise TypeError(f"receivers must be Receiver objects (see parse_receivers), got {type(r).__name__}")
+        names = [r.name for r in receivers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"receiver names must be unique, got {names}")
+        if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
+            raise ValueError(f"max_workers must be a whole number >= 1, got {max_workers!r}")
+        if external_url is not None:
+            _check_url(external_url, "external_url")
+        self.store = store
+        self.receivers = receivers
+        self.external_url = external_url
+        self._pool = _DaemonPool(max_workers, "mlma-alerts")
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._dispatcher: threading.Thread | None = None
+        self._state = threading.Lock()
+        # The in-memory store shares one connection between threads; everyone takes turns.
+        self._db = threading.Lock()
+        self._closing = threading.Event()
+        self._closed = False
+        self._deadline: float | None = None
+        self._outstanding: set[concurrent.futures.Future] = set()
+        # Groups being delivered: a later plan in this process counts them as notified.
+        self._inflight: dict[tuple[str, str], frozenset[int]] = {}
+
+    def __repr__(self) -> str:
+        return f"Notifier({self.store!r}, receivers={[r.name for r in self.receivers]})"
+
+    def __enter__(self) -> Notifier:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- planning -----------------------------------------------------------------------------------------
+    def plan(self, tick: int | None = None) -> list[Notification]:
+        """The notifications due now, without sending them: for each receiver, each group of open
+        escalations (of ticks up to ``tick``, if given) that has a member not listed by the group's last
+        sent notification, or whose ``repeat_interval`` has passed."""
+        if not self.receivers:
+            return []
+        if tick is not None and (isinstance(tick, bool) or not isinstance(tick, int)):
+            raise TypeError(f"tick must be a whole number or None, got {tick!r}")
+        with self._db:
+            with self.store._read() as conn:
+                now = self.store._now(conn)
+                rows = self._open_escalations(conn, now, tick)
+                groups = self._group(rows)
+                keys = sorted({key for (_, key) in groups})
+                last = self._last_sent(conn, keys) if keys else {}
+        with self._state:
+            inflight = dict(self._inflight)
+        notes = []
+        for receiver in self.receivers:
+            for (name, key), (labels, members) in sorted(groups.items()):
+                if name != receiver.name:
+                    continue
+                ids = frozenset(a.escalation_id for a in members)
+                before, sent_at = last.get((name, key), (frozenset(), None))
+                if (name, key) in inflight:
+                    before, sent_at = inflight[(name, key)], now
+                fresh = ids - before
+                if fresh:
+                    reason = "new"
+                elif sent_at is not None and (now - sent_at).total_seconds() >= receiver.repeat_interval:
+                    reason = "repeat"
+                else:
+                    continue
+                alerts = sorted(members, key=lambda a: (a.escalation_id not in fresh, -a.severity, -a.escalation_id))
+                notes.append(Notification(receiver, key, labels, tuple(alerts), reason, tick, now, frozenset(fresh)))
+        return notes
+
+    def _open_escalations(self, conn: sa.Connection, now: dt.datetime, tick: int | None) -> list[Alert]:
+        e, st = S.escalations, S.streams
+        active = sa.or_(e.c.status == "open",
+                        sa.and_(e.c.status == "silenced", e.c.silenced_until.is_not(None), e.c.silenced_until <= now))
+        query = (sa.select(e.c.id, e.c.stream_id, e.c.tick, e.c.kind, e.c.severity, e.c.message, e.c.created_at,
+                           st.c.unique_id, st.c.attributes)
+                 .outerjoin(st, st.c.id == e.c.stream_id)
+                 .where(active, e.c.severity >= min(r.min_severity for r in self.receivers)))
+        if tick is not None:
+            query = query.where(sa.or_(e.c.tick <= tick, e.c.tick.is_(None)))
+        alerts = []
+        for row in conn.execute(query.order_by(e.c.id)):
+            labels = {"kind": row.kind, "severity": str(row.severity)}
+            if row.unique_id is not None:
+                labels["stream"] = row.unique_id
+            for key, value in (row.attributes or {}).items():
+                key = str(key)
+                if key in labels or key in BUILTIN_LABELS or not _LABEL_NAME.match(key):
+                    continue
+                if isinstance(value, bool):
+                    labels[key] = "true" if value else "false"
+                elif isinstance(value, (str, int, float)):
+                    labels[key] = str(value)
+            alerts.append(Alert(int(row.id), row.unique_id, row.kind, int(row.severity),
+                                None if row.tick is None else int(row.tick), row.message, row.created_at, labels))
+        return alerts
+
+    def _group(self, alerts: list[Alert]) -> dict[tuple[str, str], tuple[dict[str, str], list[Alert]]]:
+        groups: dict[tuple[str, str], tuple[dict[str, str], list[Alert]]] = {}
+        for receiver in self.receivers:
+            by = receiver.group_by
+            members: dict[tuple[str, ...], list[Alert]] = {}
+            for a in alerts:
+                if receiver.accepts(a.kind, a.severity):
+                    members.setdefault(tuple(a.labels.get(g, "") for g in by), []).append(a)
+            for values, group in members.items():
+                labels = dict(zip(by, values))
+                groups[(receiver.name, group_key(by, labels))] = (labels, group)
+        return groups
+
+    def _last_sent(self, conn: sa.Connection, keys: list[str]) -> dict[tuple[str, str], tuple[frozenset[int], Any]]:
+        a = S.alert_notifications
+        names = [r.name for r in self.receivers]
+        latest = sa.select(sa.func.max(a.c.id).label("id")).where(a.c.status == "sent", a.c.receiver.in_(names))
+        if len(keys) <= 500:
+            # Beyond that (group_by stream, say) the list would outgrow a statement's parameters.
+            latest = latest.where(a.c.group_key.in_(keys))
+        latest = latest.group_by(a.c.receiver, a.c.group_key).subquery()
+        rows = conn.execute(sa.select(a.c.receiver, a.c.group_key, a.c.escalation_ids, a.c.sent_at)
+                            .join(latest, latest.c.id == a.c.id)).all()
+        return {(r.receiver, r.group_key): (frozenset(int(i) for i in (r.escalation_ids or [])), r.sent_at)
+                for r in rows}
+
+    # -- delivering ------------------------------------------------------------------------------------------
+    def notify(self, tick: int | Sequence[int] | None = None) -> concurrent.futures.Future:
+        """Plan and send in the background; returns at once. Call it after every committed tick, also one
+        without new escalations: that is when reminders are due and failed deliveries are tried again.
+
+        Parameters
+        ----------
+        tick
+            The tick that just committed; escalations of later ticks wait (there are none in normal
+            operation). A sequence is taken as that tick's new escalation ids (``TickResult.escalation_ids``)
+            and means the same as None: what is sent follows from the store's open escalations and
+            ``alert_notifications``, whatever the list holds.
+
+        Returns
+        -------
+        concurrent.futures.Future
+            Resolves to the list of :class:`Delivery` outcomes (or the planning error), for those who want
+            to wait; the tick does not need to. Errors are also logged to ``mlma.alerts``.
+        """
+        if tick is not None and not isinstance(tick, bool) and not isinstance(tick, int):
+            if isinstance(tick, (str, bytes)) or not hasattr(tick, "__len__"):
+                try:
+                    tick = operator.index(tick)
+                except TypeError:
+                    raise TypeError(f"tick must be a whole number, a list of escalation ids or None, "
+                                    f"got {tick!r}") from None
+            else:
+                tick = None
+        elif isinstance(tick, bool):
+            raise TypeError(f"tick must be a whole number, a list of escalation ids or None, got {tick!r}")
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        with self._state:
+            if self._closed:
+                raise RuntimeError("this Notifier is closed")
+            if not self.receivers:
+                future.set_result([])
+                return future
+            self._outstanding.add(future)
+            if self._dispatcher is None:
+                self._dispatcher = threading.Thread(target=self._dispatch, name="mlma-alerts-plan", daemon=True)
+                self._dispatcher.start()
+        future.add_done_callback(self._forget)
+        self._jobs.put((tick, future))
+        return future
+
+    def _forget(self, future: concurrent.futures.Future) -> None:
+        with self._state:
+            self._outstanding.discard(future)
+
+    def _dispatch(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            tick, future = job
+            try:
+                notes = self.plan(tick)
+            except Exception as exc:  # noqa: BLE001 - a broken store must not kill the thread; logged
+                log.exception("alerts: planning the notifications of tick %s failed", tick)
+                future.set_exception(exc)
+                continue
+            if not notes:
+                future.set_result([])
+                continue
+            with self._state:
+                for n in notes:
+                    self._inflight[(n.receiver.name, n.group_key)] = frozenset(n.escalation_ids)
+            parts = [self._pool.submit(self._deliver_and_release, n) for n in notes]
+            self._when_all(parts, future)
+
+    @staticmethod
+    def _when_all(parts: list[concurrent.futures.Future], future: concurrent.futures.Future) -> None:
+        remaining = [len(parts)]
+        lock = threading.Lock()
+
+        def done(_):
+            with lock:
+                remaining[0] -= 1
+                if remaining[0]:
+                    return
+            errors = [p.exception() for p in parts if p.exception() is not None]
+            if errors:
+                future.set_exception(errors[0])
+            else:
+                future.set_result([p.result() for p in parts])
+
+        for p in parts:
+            p.add_done_callback(done)
+
+    def _deliver_and_release(self, note: Notification) -> Delivery:
+        try:
+            return self.deliver(note)
+        finally:
+            with self._state:
+                self._inflight.pop((note.receiver.name, note.group_key), None)
+
+    def deliver(self, note: Notification, *, record: bool = True) -> Delivery:
+        """Post one notification now, with retries, and record the outcome (``record=False``: don't)."""
+        receiver = note.receiver
+        started = time.monotonic()
+        attempts, status, error, http_status = 0, "failed", None, None
+        try:
+            url = receiver.resolved_url()
+            body = json.dumps(note.payload(self.external_url), ensure_ascii=False).encode("utf-8")
+        except AlertConfigError as exc:
+            url, error = None, str(exc)
+        while url is not None and attempts < receiver.attempts:
+            timeout = self._attempt_timeout(receiver.timeout_seconds)
+            if timeout is None:
+                error = f"{error}; " if error else ""
+                error += "gave up: the notifier was closing"
+                break
+            attempts += 1
+            answer = post_json(url, body, receiver.headers, timeout)
+            http_status = answer.status
+            if answer.ok:
+                status, error = "sent", None
+                break
+            error = answer.error
+            if not answer.retryable or attempts >= receiver.attempts:
+                break
+            delay = min(receiver.backoff_seconds * 2 ** (attempts - 1), receiver.max_backoff_seconds)
+            if answer.retry_after is not None:
+                delay = min(answer.retry_after, receiver.max_backoff_seconds)
+            if not self._pause(delay):
+                error += "; gave up: the notifier was closing"
+                break
+        seconds = time.monotonic() - started
+        if status == "sent":
+            log.info("alerts: sent %s to %s (%d escalations, attempt %d)", note.group_key, receiver.name,
+                     len(note.alerts), attempts)
+        else:
+            log.warning("alerts: could not notify %s (%s) of %s after %d attempt(s): %s", receiver.name,
+                        receiver.target, note.group_key, attempts, error)
+        recorded = self._record(note, status, attempts, error) if record else False
+        return Delivery(receiver.name, note.group_key, note.escalation_ids, status, attempts, error, http_status,
+                        seconds, recorded)
+
+    def _record(self, note: Notification, status: str, attempts: int, error: str | None) -> bool:
+        try:
+            with self._db:
+                with self.store._write() as conn:
+                    now = self.store._now(conn)
+                    conn.execute(sa.insert(S.alert_notifications).values(
+                        receiver=note.receiver.name, group_key=note.group_key, escalation_ids=note.escalation_ids,
+                        status=status, attempts=attempts, error=None if error is None else error[:_ERROR_CHARS],
+                        created_at=note.created_at, sent_at=now if status == "sent" else None))
+            return True
+        except Exception:  # noqa: BLE001 - the delivery happened; losing its record must not kill the worker
+            log.exception("alerts: could not record the %s notification of %s to %s", status, note.group_key,
+                          note.receiver.name)
+            return False
+
+    def _margin(self) -> float:
+        # Time kept back before the close deadline to write the outcome.
+        return 0.25
+
+    def _attempt_timeout(self, timeout: float) -> float | None:
+        deadline = self._deadline
+        if deadline is None:
+            return timeout
+        left = deadline - self._margin() - time.monotonic()
+        return None if left < 0.05 else min(timeout, left)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait before the next attempt; False if the close deadline would pass first."""
+        end = time.monotonic() + seconds
+        while True:
+            deadline = self._deadline
+            if deadline is not None and end > deadline - self._margin():
+                return False
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            if self._closing.is_set():
+                time.sleep(left)
+            else:
+                self._closing.wait(left)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Stop taking work and wait at most ``timeout`` seconds for queued notifications.
+
+        Retries that would end after the deadline are given up and recorded as failed. Returns True if
+        everything finished; otherwise the unfinished deliveries are logged and abandoned (they run in
+        daemon threads and are not recorded, so the next process sends those groups again).
+        """
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
+            raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        with self._state:
+            if not self._closed:
+                self._closed = True
+                self._deadline = time.monotonic() + timeout
+                self._closing.set()
+                self._jobs.put(None)
+            waiting = list(self._outstanding)
+            deadline = self._deadline
+        if waiting:
+            concurrent.futures.wait(waiting, timeout=max(0.0, deadline - time.monotonic()))
+        with self._state:
+            unfinished = [f for f in waiting if not f.done()]
+            inflight = sorted(self._inflight)
+        if unfinished:
+            log.warning("alerts: closed with %d notification(s) still in flight (%s); they were not recorded and "
+                        "will be sent again", len(inflight), ", ".join(f"{n} {k}" for n, k in inflight) or "planning")
+        return not unfinished
+
+    def send_test(self, receiver: str) -> Delivery:
+        """Post a made-up notification to one receiver now, to check its URL and format; not recorded."""
+        chosen = [r for r in self.receivers if r.name == receiver]
+        if not chosen:
+            raise KeyError(f"no receiver named {receiver!r}; configured: {', '.join(r.name for r in self.receivers)}")
+        now = dt.datetime.now(UTC)
+        alert = Alert(0, "test-stream", "data-quality", 1, None, "a test message from mlma; nothing is wrong", now,
+                      {"kind": "data-quality", "severity": "1", "stream": "test-stream"})
+        labels = {g: alert.labels.get(g, "") for g in chosen[0].group_by}
+        note = Notification(chosen[0], group_key(chosen[0].group_by, alert.labels), labels, (alert,), "new", None,
+                            now, frozenset({0}))
+        return self.deliver(note, record=False)
+
+
+__all__ = ["AlertConfigError", "Alert", "Delivery", "Notification", "Notifier", "Receiver", "FORMATS",
+           "RECEIVER_KEYS", "generic_payload", "group_key", "headline", "parse_duration", "parse_receivers",
+           "post_json", "retry_after_seconds", "slack_payload"]

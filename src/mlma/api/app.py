@@ -1,0 +1,188 @@
+"""The FastAPI application: JSON under ``/api``, the dashboard at ``/``, ``/metrics``, ``/openapi.json``.
+
+No page or script is fetched from another site: the dashboard is a static HTML page with its own script
+and style sheet, and FastAPI's interactive ``/docs`` (which loads Swagger UI from a CDN) is switched off;
+the OpenAPI schema is at ``/openapi.json``.
+
+Examples
+--------
+>>> from fastapi.testclient import TestClient
+>>> from mlma.store import Store
+>>> from mlma.api.auth import create_token
+>>> store = Store.create("sqlite://")
+>>> _, token = create_token(store, "ana", "viewer", by="user:root")
+>>> client = TestClient(create_app(store))
+>>> client.get("/api/fleet").status_code
+401
+>>> client.get("/api/fleet", headers={"Authorization": f"Bearer {token}"}).json()["n_streams"]
+0
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from mlma.api import auth
+from mlma.api.deps import AppContext, viewer
+from mlma.api.queries import QueryError
+from mlma.api.routers import actions, admin, read
+from mlma.control import Operations
+from mlma.store import Store
+
+log = logging.getLogger("mlma.api")
+STATIC = Path(__file__).parent / "static"
+#: Where a project keeps the key that signs session cookies (relative to the project folder).
+SECRET_FILE = Path(".mlma") / "session-key"
+_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+
+def create_app(source: Any, *, artifacts: str | Path | None = None, secret: bytes | None = None,
+               group_by: str | None = "city", public_metrics: bool = False, secure_cookies: bool = False) -> FastAPI:
+    """Build the API and dashboard for a project or a store.
+
+    Parameters
+    ----------
+    source
+        A :class:`~mlma.project.ProjectConfig`, a project folder, a store URL, or an open
+        :class:`~mlma.store.Store` (which the caller keeps and closes).
+    artifacts
+        The model artifact folder (roll-backs and promotions need the registry). Default: the project's,
+        or ``artifacts/`` beside a SQLite file.
+    secret
+        The key that signs session cookies. Default: the project's ``.mlma/session-key`` (made on first
+        use); for a bare store, a random key, so sessions end when the server stops.
+    group_by
+        The stream attribute that groups escalations in the queue (e.g. ``city``); None: no grouping by
+        attribute.
+    public_metrics
+        Serve ``/metrics`` without a token (for a Prometheus that cannot send one).
+    secure_cookies
+        Mark cookies ``Secure`` (serve over HTTPS, e.g. behind a reverse proxy).
+    """
+    from mlma.project import MonitorSection, ProjectConfig, load_config
+
+    if secret is not None and (not isinstance(secret, bytes) or len(secret) < 16):
+        raise ValueError("secret must be at least 16 random bytes")
+    config = None
+    owns = False
+    if isinstance(source, Store):
+        store = source
+    elif isinstance(source, ProjectConfig):
+        config = source
+    elif isinstance(source, (str, Path)) and Path(source).is_dir():
+        config = load_config(Path(source))
+    elif isinstance(source, str):
+        store, owns = Store.open(source), True
+    else:
+        raise TypeError(f"source must be a ProjectConfig, a project folder, a store URL or a Store, got {source!r}")
+    # A bare store has no mlma.toml: the monitoring defaults are those of a new project.
+    monitor = MonitorSection()
+    if config is not None:
+        monitor = config.monitor
+        store, owns = Store.open(config.store_url), True
+        artifacts = artifacts or config.artifacts_dir
+        if secret is None:
+            secret = auth.load_or_create_secret(config.root / SECRET_FILE)
+    defaults = {"alpha": monitor.alpha, "delta": monitor.delta, "cooldown_ticks": monitor.cooldown_ticks}
+    if secret is None:
+        secret = secrets.token_bytes(32)
+        log.info("no session key given: web sessions last until this server stops")
+    ctx = AppContext(store=store, operations=Operations(store, _registry(store, artifacts)), secret=secret,
+                     group_by=group_by, defaults=defaults, public_metrics=public_metrics,
+                     secure_cookies=secure_cookies, owns_store=owns)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        if ctx.owns_store:
+            store.close()
+
+    app = FastAPI(title="mlma", summary="The Machine Learning Monitoring Agent's API: the fleet, the engineer's "
+                                        "queue and the actions on it.", version=_version(),
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan)
+    app.state.mlma = ctx
+    app.include_router(read.router)
+    app.include_router(actions.router)
+    app.include_router(admin.router)
+    _add_errors(app)
+    _add_pages(app, ctx)
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("Content-Security-Policy", _CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.url.path.startswith("/api/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    return app
+
+
+def _version() -> str:
+    from mlma import __version__
+
+    return __version__
+
+
+def _registry(store: Store, artifacts):
+    from mlma.registry import ModelRegistry
+
+    if artifacts is not None:
+        return ModelRegistry(store, artifacts)
+    try:
+        return ModelRegistry(store)
+    except ValueError:  # PostgreSQL or an in-memory store without a folder: no roll-backs from the API
+        return None
+
+
+def _add_errors(app: FastAPI) -> None:
+    def validation(loc: list[str], message: str, kind: str = "value_error") -> JSONResponse:
+        return JSONResponse({"detail": [{"type": kind, "loc": loc, "msg": message}]}, status_code=422)
+
+    @app.exception_handler(actions.FieldError)
+    async def field_error(_request: Request, exc: actions.FieldError):
+        return validation(["body", *exc.field.split(".")], str(exc))
+
+    @app.exception_handler(QueryError)
+    async def query_error(_request: Request, exc: QueryError):
+        return validation(["query", exc.field], str(exc))
+
+    @app.exception_handler(actions.RegistryMissing)
+    async def no_registry(_request: Request, exc: actions.RegistryMissing):
+        return JSONResponse({"detail": f"{exc}; start the server with the artifact folder (mlma serve --project DIR)"},
+                            status_code=503)
+
+
+def _add_pages(app: FastAPI, ctx: AppContext) -> None:
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @app.get("/healthz", tags=["meta"], summary="Liveness: the store answers (no token needed)")
+    def healthz() -> dict:
+        return {"status": "ok", "schema": ctx.store.schema_revision()}
+
+    @app.get("/metrics", tags=["meta"], summary="Prometheus metrics (viewer token unless served publicly)",
+             dependencies=[] if ctx.public_metrics else [Depends(viewer)])
+    def metrics(request: Request) -> Response:
+        # Imported here: the metrics module is optional for the rest of the API.
+        try:
+            from mlma.metrics import render_metrics
+        except ImportError as exc:
+            return JSONResponse({"detail": f"metrics are not available: {exc}"}, status_code=501)
+        body, content_type = render_metrics(ctx.store, accept=request.headers.get("accept"))
+        return Response(content=body, media_type=content_type)

@@ -1,0 +1,299 @@
+"""Who may do what: API tokens with roles, and the signed session cookie of the web page.
+
+A token is a random secret shown once, when it is created; the store keeps only its sha256 (table
+``api_tokens``), so a copy of the database does not let anyone in. Each token has a name (the person or
+system it belongs to: actions taken with it are audited as ``user:<name>``) and a role:
+
+==========  ==================================================================================
+viewer      reads everything: fleet, streams, the queue, actions, the audit log, metrics
+operator    and acts: re-train, pin, roll back, mark abnormal, silence, approve, ...
+admin       and manages tokens
+==========  ==================================================================================
+
+The web page exchanges a token for a session cookie (``mlma_session``): an HMAC-signed payload naming the
+token, an expiry and a CSRF secret; HttpOnly and SameSite=Lax. A state-changing request that relies on
+the cookie must repeat the CSRF secret in the ``X-CSRF-Token`` header (the page reads it from the
+``mlma_csrf`` cookie, which a page on another site cannot read). The session is checked against the token
+on every request, so revoking a token ends its sessions too.
+
+Examples
+--------
+>>> from mlma.store import Store
+>>> store = Store.create("sqlite://")
+>>> info, plain = create_token(store, "ana", "operator", by="user:root")
+>>> plain.startswith("mlma_"), info.role
+(True, 'operator')
+>>> authenticate(store, plain).actor
+'user:ana'
+>>> authenticate(store, "mlma_wrong") is None
+True
+>>> revoke_token(store, "ana", by="user:root")
+True
+>>> authenticate(store, plain) is None
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from mlma.store import Store
+from mlma.store import schema as S
+from mlma.store.records import check_actor
+
+#: Roles, weakest first: a role may do everything the roles before it may.
+ROLES = S.ROLES
+TOKEN_PREFIX = "mlma_"
+SESSION_COOKIE = "mlma_session"
+CSRF_COOKIE = "mlma_csrf"
+CSRF_HEADER = "X-CSRF-Token"
+#: How long a web session lasts before the token has to be given again.
+SESSION_SECONDS = 12 * 3600
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+# last_used_at is written at most this often per token: a write per request would queue every read
+# behind the agent's tick transaction on SQLite.
+_TOUCH_EVERY_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The token a request was made with: its id, name and role."""
+
+    token_id: int
+    name: str
+    role: str
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this principal's actions."""
+        return f"user:{self.name}"
+
+    def may(self, role: str) -> bool:
+        """Whether this principal has at least ``role``.
+
+        >>> Principal(1, "ana", "operator").may("viewer"), Principal(1, "ana", "operator").may("admin")
+        (True, False)
+        """
+        return ROLES.index(self.role) >= ROLES.index(role)
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token as listed: never its secret."""
+
+    id: int
+    name: str
+    role: str
+    created_at: dt.datetime
+    created_by: str
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "role": self.role, "created_at": _iso(self.created_at),
+                "created_by": self.created_by, "last_used_at": _iso(self.last_used_at),
+                "revoked_at": _iso(self.revoked_at), "active": self.revoked_at is None}
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def hash_token(plain: str) -> str:
+    """The sha256 the store keeps of a token.
+
+    >>> hash_token("mlma_x")[:12]
+    '3667dfaef7d5'
+    """
+    return hashlib.sha256(plain.encode("utf-8")).hexdigest()
+
+
+def check_role(role: str) -> str:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+    return role
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"a token name is 1-64 letters, digits or . _ @ - (starting with a letter or digit), "
+                         f"e.g. 'ana' or 'grafana'; got {name!r}")
+    return name
+
+
+def create_token(store: Store, name: str, role: str, *, by: str) -> tuple[TokenInfo, str]:
+    """Create a token; returns its record and the plain token, which is not stored and cannot be shown again.
+
+    Raises ``ValueError`` for a bad name or role, or when an active token has that name already.
+    """
+    check_name(name)
+    check_role(role)
+    check_actor(by)
+    plain = TOKEN_PREFIX + secrets.token_urlsafe(30)
+    t = S.api_tokens
+    with store._write() as conn:
+        taken = conn.execute(sa.select(t.c.id).where(t.c.name == name)).first()
+        if taken is not None:
+            raise ValueError(f"a token named {name!r} exists; revoke it first (mlma token revoke {name}) or choose "
+                             f"another name")
+        now = store._now(conn)
+        token_id = conn.execute(sa.insert(t).values(name=name, role=role, token_sha256=hash_token(plain),
+                                                    created_at=now, created_by=by).returning(t.c.id)).scalar_one()
+        store._audit(conn, now, by, "token-create", f"token:{name}", {"role": role, "token_id": int(token_id)})
+    return TokenInfo(int(token_id), name, role, now, by, None, None), plain
+
+
+def list_tokens(store: Store, *, include_revoked: bool = False) -> list[TokenInfo]:
+    """Tokens, oldest first (active ones only unless ``include_revoked``)."""
+    t = S.api_tokens
+    query = sa.select(t).order_by(t.c.id)
+    if not include_revoked:
+        query = query.where(t.c.revoked_at.is_(None))
+    with store._read() as conn:
+        rows = conn.execute(query).all()
+    return [TokenInfo(int(r.id), r.name, r.role, r.created_at, r.created_by, r.last_used_at, r.revoked_at)
+            for r in rows]
+
+
+def revoke_token(store: Store, name: str, *, by: str, reason: str | None = None) -> bool:
+    """Revoke the active token called ``name`` (its sessions end too); False if there is none.
+
+    The revoked row stays (renamed ``<name>#<id>``) so that its name can be given to a new token.
+    """
+    check_actor(by)
+    t = S.api_tokens
+    with store._write() as conn:
+        row = conn.execute(sa.select(t.c.id).where(t.c.name == name, t.c.revoked_at.is_(None))).first()
+        if row is None:
+            return False
+        now = store._now(conn)
+        conn.execute(sa.update(t).where(t.c.id == row.id).values(revoked_at=now, name=f"{name}#{row.id}"))
+        store._audit(conn, now, by, "token-revoke", f"token:{name}", {"token_id": int(row.id)}, reason)
+    return True
+
+
+class _Toucher:
+    """Records when tokens were last used, at most once a minute per token."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, int], float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, store: Store, token_id: int) -> None:
+        now = time.monotonic()
+        key = (store.url, token_id)
+        with self._lock:
+            if now - self._seen.get(key, -1e18) < _TOUCH_EVERY_SECONDS:
+                return
+            self._seen[key] = now
+        with store._write() as conn:
+            conn.execute(sa.update(S.api_tokens).where(S.api_tokens.c.id == token_id)
+                         .values(last_used_at=store._now(conn)))
+
+
+_touch = _Toucher()
+
+
+def authenticate(store: Store, plain: str | None, *, touch: bool = True) -> Principal | None:
+    """The principal of an active token, or None for a missing, unknown or revoked one."""
+    if not plain or not isinstance(plain, str) or len(plain) > 256:
+        return None
+    t = S.api_tokens
+    with store._read() as conn:
+        row = conn.execute(sa.select(t.c.id, t.c.name, t.c.role).where(
+            t.c.token_sha256 == hash_token(plain), t.c.revoked_at.is_(None))).first()
+    if row is None:
+        return None
+    if touch:
+        _touch(store, int(row.id))
+    return Principal(int(row.id), row.name, row.role)
+
+
+def principal_by_id(store: Store, token_id: int) -> Principal | None:
+    """The principal of an active token by id (a session names its token by id)."""
+    t = S.api_tokens
+    with store._read() as conn:
+        row = conn.execute(sa.select(t.c.id, t.c.name, t.c.role).where(
+            t.c.id == int(token_id), t.c.revoked_at.is_(None))).first()
+    return None if row is None else Principal(int(row.id), row.name, row.role)
+
+
+# -- sessions ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Session:
+    token_id: int
+    expires: int
+    csrf: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sign_session(secret: bytes, token_id: int, *, seconds: int = SESSION_SECONDS) -> tuple[str, Session]:
+    """A session cookie value for ``token_id`` and the session it carries.
+
+    >>> value, session = sign_session(b"k" * 32, 7)
+    >>> read_session(b"k" * 32, value) == session
+    True
+    >>> read_session(b"x" * 32, value) is None
+    True
+    """
+    session = Session(int(token_id), int(time.time()) + int(seconds), secrets.token_urlsafe(24))
+    payload = _b64(json.dumps({"t": session.token_id, "e": session.expires, "c": session.csrf},
+                              separators=(",", ":")).encode())
+    mac = _b64(hmac.new(secret, payload.encode("ascii"), hashlib.sha256).digest())
+    return f"{payload}.{mac}", session
+
+
+def read_session(secret: bytes, value: str | None) -> Session | None:
+    """The session in a cookie value, or None if it is malformed, forged or expired."""
+    if not value or len(value) > 1024 or value.count(".") != 1:
+        return None
+    payload, mac = value.split(".")
+    expected = _b64(hmac.new(secret, payload.encode("ascii", "replace"), hashlib.sha256).digest())
+    if not hmac.compare_digest(mac, expected):
+        return None
+    try:
+        data = json.loads(_unb64(payload))
+        session = Session(int(data["t"]), int(data["e"]), str(data["c"]))
+    except (ValueError, KeyError, TypeError):
+        return None
+    if session.expires < time.time():
+        return None
+    return session
+
+
+def load_or_create_secret(path: str | os.PathLike) -> bytes:
+    """The key that signs session cookies, kept in a file readable by its owner only; made on first use."""
+    path = Path(path)
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another server process made it first: use theirs
+        return bytes.fromhex(path.read_text().strip())
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex() + "\n")
+    return key

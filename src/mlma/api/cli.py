@@ -1,0 +1,471 @@
+"""The engineer's commands: ``mlma serve``, ``mlma token ...`` and one command per action.
+
+``register(app)`` adds them to the main ``mlma`` command. They work on the project in the current folder or
+on ``--project DIR`` and call :class:`mlma.control.Operations` directly, like the REST API and the web
+page, so every action is audited the same way. The actor is ``--by NAME``, else the ``MLMA_USER``
+environment variable, else the login name, written as ``user:<name>``. Being on the project's folder is
+the local bootstrap: ``mlma token create ana --role admin`` needs no token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+if not console.is_terminal:
+    console.width = 140
+
+PROJECT_HELP = "Project folder (default: the current folder)."
+BY_HELP = "Who acts, for the audit log (default: $MLMA_USER, else the login name)."
+GROUP_HELP = "Act on every stream with this attribute, e.g. --group city=Berlin (repeat to narrow)."
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def actor(by: Optional[str]) -> str:
+    """``user:<name>`` from ``--by``, ``$MLMA_USER`` or the login name.
+
+    >>> actor("ana"), actor("user:bo")
+    ('user:ana', 'user:bo')
+    """
+    name = by or os.environ.get("MLMA_USER") or _login_name()
+    name = name.strip()
+    if not name:
+        raise typer.BadParameter("give --by NAME (or set MLMA_USER)")
+    return name if name.startswith("user:") else f"user:{name}"
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return ""
+
+
+def _config(project: Optional[Path]):
+    from mlma.project import ConfigError, load_config
+
+    try:
+        return load_config(project or Path.cwd())
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@contextlib.contextmanager
+def _operations(project: Optional[Path]) -> Iterator:
+    from mlma.control import Operations
+    from mlma.store import Store
+
+    config = _config(project)
+    store = Store.open(config.store_url)
+    try:
+        yield Operations(store, artifacts=config.artifacts_dir)
+    finally:
+        store.close()
+
+
+def _group(items: Optional[list[str]]) -> Optional[dict[str, str]]:
+    if not items:
+        return None
+    from mlma.api.queries import QueryError, parse_attributes
+
+    try:
+        return parse_attributes(items, "--group")
+    except QueryError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+def _target(streams: Optional[list[str]], group: Optional[list[str]]) -> dict:
+    chosen = _group(group)
+    if bool(streams) == bool(chosen):
+        _fail("name streams (arguments) or a group (--group key=value), not both or neither")
+    return {"streams": list(streams)} if streams else {"group": chosen}
+
+
+def _run(project: Optional[Path], call) -> None:
+    from mlma.control import ActionError
+
+    with _operations(project) as ops:
+        try:
+            result = call(ops)
+        except (ActionError, ValueError) as exc:
+            _fail(str(exc))
+    names = result.streams
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    what = f"{len(names)} stream{'s' if len(names) != 1 else ''} ({shown})" if names else f"{result.changed} item(s)"
+    extra = f"; {result.queued} queued for the next tick" if result.queued else ""
+    detail = "".join(f"; {k} {v}" for k, v in result.detail.items())
+    audit = f" [audit #{result.audit_id}]" if result.audit_id is not None else ""
+    console.print(f"{result.action}: {what}{extra}{detail}{audit}", highlight=False)
+
+
+def _print_json(payload) -> None:
+    typer.echo(json.dumps(payload, indent=2, default=str))
+
+
+# -- the commands ---------------------------------------------------------------------------------------------
+token_app = typer.Typer(help="API tokens for the REST API and the web page (roles: viewer < operator < admin).",
+                        no_args_is_help=True)
+abnormal_app = typer.Typer(help="Periods kept out of references and training windows (holidays, outages).",
+                           no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve``, ``token`` and the action and read commands to the ``mlma`` Typer app."""
+    app.command("serve")(serve)
+    app.add_typer(token_app, name="token")
+    app.add_typer(abnormal_app, name="abnormal")
+    for name, function in (("pin", pin), ("unpin", unpin), ("retrain", retrain), ("rollback", rollback),
+                           ("promote", promote), ("reset-reference", reset_reference), ("silence", silence),
+                           ("ack", ack), ("resolve", resolve), ("reopen", reopen), ("approve", approve),
+                           ("reject", reject), ("require-approval", require_approval), ("set-params", set_params),
+                           ("cancel-action", cancel_action), ("escalations", escalations), ("audit", audit),
+                           ("actions", actions)):
+        app.command(name)(function)
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface; put TLS in front)."),
+    port: int = typer.Option(8000, help="Port."),
+    project: Optional[Path] = typer.Option(None, help=PROJECT_HELP),
+    group_by: str = typer.Option("city", help="Stream attribute that groups escalations in the queue."),
+    public_metrics: bool = typer.Option(False, help="Serve /metrics without a token."),
+    secure_cookies: bool = typer.Option(False, help="Mark session cookies Secure (when served over HTTPS)."),
+) -> None:
+    """Run the REST API and the web dashboard (uvicorn)."""
+    import uvicorn
+
+    from mlma.api.app import create_app
+    from mlma.api.auth import list_tokens
+
+    config = _config(project)
+    app = create_app(config, group_by=group_by or None, public_metrics=public_metrics, secure_cookies=secure_cookies)
+    if not list_tokens(app.state.mlma.store):
+        console.print("no API token yet: create one with [bold]mlma token create NAME --role admin[/]", highlight=False)
+    console.print(f"mlma dashboard on http://{host}:{port}/ (project {config.root}, store {config.store_url})",
+                  highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+@token_app.command("create")
+def token_create(
+    name: str = typer.Argument(..., help="Whose token (a person or a system); actions are audited as user:NAME."),
+    role: str = typer.Option("viewer", help="viewer, operator or admin."),
+    by: Optional[str] = typer.Option(None, help=BY_HELP),
+    project: Optional[Path] = typer.Option(None, help=PROJECT_HELP),
+) -> None:
+    """Create a token and print it once (only its hash is stored)."""
+    from mlma.api.auth import create_token
+
+    with _operations(project) as ops:
+        try:
+            info, plain = create_token(ops.store, name, role, by=actor(by))
+        except ValueError as exc:
+            _fail(str(exc))
+    console.print(f"token {info.name} ({info.role}) created; it is shown only now, keep it safe:", highlight=False)
+    typer.echo(plain)
+
+
+@token_app.command("list")
+def token_list(
+    all_: bool = typer.Option(False, "--all", help="Include revoked tokens."),
+    project: Optional[Path] = typer.Option(None, help=PROJECT_HELP),
+) -> None:
+    """List tokens (never their secrets)."""
+    from mlma.api.auth import list_tokens
+
+    with _operations(project) as ops:
+        tokens = list_tokens(ops.store, include_revoked=all_)
+    table = Table("name", "role", "created", "by", "last used", "state")
+    for t in tokens:
+        table.add_row(t.name, t.role, f"{t.created_at:%Y-%m-%d %H:%M}", t.created_by,
+                      "-" if t.last_used_at is None else f"{t.last_used_at:%Y-%m-%d %H:%M}",
+                      "active" if t.revoked_at is None else f"revoked {t.revoked_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: str = typer.Argument(..., help="The token's name."),
+    reason: Optional[str] = typer.Option(None, help="Why (kept in the audit log)."),
+    by: Optional[str] = typer.Option(None, help=BY_HELP),
+    project: Optional[Path] = typer.Option(None, help=PROJECT_HELP),
+) -> None:
+    """Revoke a token; its web sessions end too."""
+    from mlma.api.auth import revoke_token
+
+    with _operations(project) as ops:
+        if not revoke_token(ops.store, name, by=actor(by), reason=reason):
+            _fail(f"no active token named {name!r} (mlma token list)")
+    console.print(f"revoked token {name}", highlight=False)
+
+
+STREAMS_ARG = typer.Argument(None, help="unique_ids of the streams (or use --group).", show_default=False)
+GROUP_OPT = typer.Option(None, "--group", "-g", help=GROUP_HELP, show_default=False)
+REASON_OPT = typer.Option(None, "--reason", "-r", help="Why (kept in the audit log).")
+BY_OPT = typer.Option(None, "--by", help=BY_HELP)
+PROJECT_OPT = typer.Option(None, "--project", help=PROJECT_HELP)
+
+
+def pin(streams: Optional[list[str]] = STREAMS_ARG, group: Optional[list[str]] = GROUP_OPT,
+        until: Optional[str] = typer.Option(None, help="When the pin ends (ISO date-time, UTC); default: never."),
+        reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT, project: Optional[Path] = PROJECT_OPT) -> None:
+    """Pin streams: no automatic re-training until unpinned (or --until); monitoring goes on."""
+    target = _target(streams, group)
+    _run(project, lambda ops: ops.pin(**target, until=until, by=actor(by), reason=reason))
+
+
+def unpin(streams: Optional[list[str]] = STREAMS_ARG, group: Optional[list[str]] = GROUP_OPT,
+          reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
+          project: Optional[Path] = PROJECT_OPT) -> None:
+    """Unpin streams: automatic re-training again."""
+    target = _target(streams, group)
+    _run(project, lambda ops: ops.unpin(**target, by=actor(by), reason=reason))
+
+
+def retrain(streams: Optional[list[str]] = STREAMS_ARG, group: Optional[list[str]] = GROUP_OPT,
+            direct: bool = typer.Option(False, help="Promote the new model at once, without the challenger check."),
+            reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
+            project: Optional[Path] = PROJECT_OPT) -> None:
+    """Force a re-training at the next tick."""
+    target = _target(streams, group)
+    _run(project, lambda ops: ops.force_retrain(**target, direct=direct, by=actor(by), reason=reason))
+
+
+def rollback(stream: str = typer.Argument(..., help="unique_id"),
+             to_version: Optional[int] = typer.Option(None, help="Version to serve (default: the previous one)."),
+             reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
+             project: Optional[Path] = PROJECT_OPT) -> None:
+    """Put an earlier model version back in service now."""
+    _run(project, lambda ops: ops.rollback(stream, to_version, by=actor(by), reason=reason))
+
+
+def promote(stream: str = typer.Argument(..., help="unique_id"), version: int = typer.Argument(..., help="Version."),
+            reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
+            project: Optional[Path] = PROJECT_OPT) -> None:
+    """Put a chosen model version in service now."""
+    _run(project, lambda ops: ops.promote(stream, version, by=actor(by), reason=reason))
+
+
+def reset_reference(streams: Optional[list[str]] = STREAMS_ARG, group: Optional[list[str]] = GROUP_OPT,
+                    rebase: bool = typer.Option(False, help="Take the recent losses as the reference (a new normal)."),
+                    reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
+                    project: Optional[Path] = PROJECT_OPT) -> None:
+    """Reset (or --rebase) the streams' reference at the next tick."""
+    target = _target(streams, group)
+    _run(project, lambda ops: ops.reset_reference(**target, rebase=rebase, by=actor(by), reason=reason))
+
+
+@abnormal_app.command("mark")
+def abnormal_mark(start: str = typer.Argument(..., help="Start (data time, inclusive), e.g. 2026-12-24."),
+                  end: str = typer.Argument(..., help="End (data time, exclusive), e.g. 2026-12-27."),
+                  streams: Optional[list[str]] = typer.Argument(None, help="unique_ids; none and no --group: the "
+                                                                           "whole fleet.", show_default=False),
+                  group: Optional[list[str]] = GROUP_OPT, reason: Optional[str] = REASON_OPT,
+                  by: Optional[str] = BY_OPT, project: Optional[Path] = PROJECT_OPT) -> None:
+    """Mark a period abnormal for streams, a group, or the whole fleet."""
+    chosen = _group(group)
+    if streams and chosen:
+        _fail("name streams or a group, not both (neither: the whole fleet)")
+    _run(project, lambda ops: ops.mark_abnormal(start, end, list(streams) if streams else None, group=chosen,
+                                                by=actor(by), reason=reason))
+
+
+@abnormal_app.command("cancel")
+def abnormal_cancel(ids: list[int] = typer.Argument(..., help="Abnormal period ids (mlma abnormal list)."),
+                    reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
+                    project: Optional[Path] = PROJECT_OPT) -> None:
+    """Take back abnormal periods."""
+    _run(project, lambda ops: ops.cancel_abnormal(ids, by=actor(by), reason=reason))
+
+
+@abnormal_app.command("list")
+def abnormal_list(all_: bool = typer.Option(False, "--all", help="Include cancelled periods."),
+                  as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+                  project: Optional[Path] = PROJECT_OPT) -> None:
+    """List abnormal periods."""
+    from mlma.api.queries import abnormal_periods
+
+    with _operations(project) as ops:
+        periods = abnormal_periods(ops.store, active=not all_)
+    if as_json:
+        return _print_json(periods)
+    table = Table("id", "scope", "stream", "start", "end", "by", "reason", "cancelled")
+    for p in periods:
+        table.add_row(str(p["id"]), p["scope"], p["unique_id"] or "-", p["start"], p["end"], p["created_by"],
+                      p["reason"] or "", p["cancelled_at"] or "")
+    console.print(table)
+
+
+def silence(ids: list[int] = typer.Argument(..., help="Escalation ids."),
+            for_: Optional[str] = typer.Option(None, "--for", help="How long, e.g. 4h, 2d."),
+            until: Optional[str] = typer.Option(None, help="Or until when (ISO date-time, UTC)."),
+            reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
+            project: Optional[Path] = PROJECT_OPT) -> None:
+    """Hide escalations for a while."""
+    if (for_ is None) == (until is None):
+        _fail("give --for DURATION (e.g. 4h) or --until TIME")
+    _run(project, lambda ops: ops.silence(ids, for_ or until, by=actor(by), reason=reason))
+
+
+def ack(ids: list[int] = typer.Argument(..., help="Escalation ids."), reason: Optional[str] = REASON_OPT,
+        by: Optional[str] = BY_OPT, project: Optional[Path] = PROJECT_OPT) -> None:
+    """Acknowledge escalations: someone is looking at them."""
+    _run(project, lambda ops: ops.acknowledge(ids, by=actor(by), reason=reason))
+
+
+def resolve(ids: list[int] = typer.Argument(..., help="Escalation ids."), reason: Optional[str] = REASON_OPT,
+            by: Optional[str] = BY_OPT, project: Optional[Path] = PROJECT_OPT) -> None:
+    """Resolve escalations: dealt with."""
+    _run(project, lambda ops: ops.resolve(ids, by=actor(by), reason=reason))
+
+
+def reopen(ids: list[int] = typer.Argument(..., help="Escalation ids."), reason: Optional[str] = REASON_OPT,
+           by: Optional[str] = BY_OPT, project: Optional[Path] = PROJECT_OPT) -> None:
+    """Re-open escalations."""
+    _run(project, lambda ops: ops.reopen(ids, by=actor(by), reason=reason))
+
+
+def approve(stream: str = typer.Argument(..., help="unique_id"), reason: Optional[str] = REASON_OPT,
+            by: Optional[str] = BY_OPT, project: Optional[Path] = PROJECT_OPT) -> None:
+    """Approve the stream's challenger that waits for approval (promoted at the next tick)."""
+    _run(project, lambda ops: ops.approve(stream, by=actor(by), reason=reason))
+
+
+def reject(stream: str = typer.Argument(..., help="unique_id"), reason: Optional[str] = REASON_OPT,
+           by: Optional[str] = BY_OPT, project: Optional[Path] = PROJECT_OPT) -> None:
+    """Reject the stream's challenger that waits for approval (dropped at the next tick)."""
+    _run(project, lambda ops: ops.reject(stream, by=actor(by), reason=reason))
+
+
+def require_approval(streams: Optional[list[str]] = STREAMS_ARG, group: Optional[list[str]] = GROUP_OPT,
+                     off: bool = typer.Option(False, "--off", help="Stop requiring approval."),
+                     reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
+                     project: Optional[Path] = PROJECT_OPT) -> None:
+    """Make promotions of re-trained models wait for a person's approval (or, with --off, stop that)."""
+    target = _target(streams, group)
+    _run(project, lambda ops: ops.require_approval(**target, required=not off, by=actor(by), reason=reason))
+
+
+def _number(text: Optional[str], kind, option: str):
+    if text is None or text == "default":
+        return text
+    try:
+        return kind(text)
+    except ValueError:
+        raise typer.BadParameter(f"{option} takes a {'whole ' if kind is int else ''}number or 'default', "
+                                 f"got {text!r}") from None
+
+
+def set_params(streams: Optional[list[str]] = STREAMS_ARG, group: Optional[list[str]] = GROUP_OPT,
+               delta: Optional[str] = typer.Option(None, help="Relevance margin >= 0, or 'default'."),
+               cooldown_ticks: Optional[str] = typer.Option(None, help="Ticks without a new trigger after a "
+                                                                       "re-training, or 'default'."),
+               reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
+               project: Optional[Path] = PROJECT_OPT) -> None:
+    """Override the streams' monitoring parameters ('default' restores the project's value)."""
+    params = {}
+    for key, text, kind, option in (("delta", delta, float, "--delta"),
+                                    ("cooldown_ticks", cooldown_ticks, int, "--cooldown-ticks")):
+        value = _number(text, kind, option)
+        if value is not None:
+            params[key] = None if value == "default" else value
+    if not params:
+        _fail("give --delta and/or --cooldown-ticks")
+    target = _target(streams, group)
+    _run(project, lambda ops: ops.set_params(**target, params=params, by=actor(by), reason=reason))
+
+
+def cancel_action(ids: list[int] = typer.Argument(..., help="Queued action ids (mlma actions --status pending)."),
+                  reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
+                  project: Optional[Path] = PROJECT_OPT) -> None:
+    """Take back queued actions that no tick has carried out yet."""
+    _run(project, lambda ops: ops.cancel_action(ids, by=actor(by), reason=reason))
+
+
+# -- reads ---------------------------------------------------------------------------------------------------
+def escalations(status: str = typer.Option("open", help="open, acknowledged, silenced or resolved (comma-separated)."),
+                group_by: str = typer.Option("city", help="Attribute that groups streams; '' for none."),
+                limit: int = typer.Option(20, help="Items to show."),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+                project: Optional[Path] = PROJECT_OPT) -> None:
+    """The engineer's queue: escalations grouped (same kind, tick and group) and ranked by severity and size."""
+    from mlma.api.queries import QueryError, escalation_queue
+
+    with _operations(project) as ops:
+        try:
+            queue = escalation_queue(ops.store, status=[s.strip() for s in status.split(",") if s.strip()],
+                                     group_by=group_by or None, per_page=limit, members=5)
+        except QueryError as exc:
+            _fail(str(exc))
+    if as_json:
+        return _print_json(queue)
+    table = Table("sev", "kind", "scope", "streams", "size", "tick", "ids", "top members / message",
+                  title=f"{queue['total']} {'/'.join(queue['status'])} item(s)")
+    for item in queue["items"]:
+        ids = item["ids"]
+        members = ", ".join(m["unique_id"] or "fleet" for m in item["members"]) + (
+            f" +{item['more']}" if item["more"] else "")
+        table.add_row(str(item["severity"]), item["kind"], item["scope"], str(item["count"]),
+                      f"{item['size']:.4g}" if item["size"] is not None else "-", str(item["tick"]),
+                      ",".join(map(str, ids[:6])) + ("..." if len(ids) > 6 else ""),
+                      f"{members}: {item['message']}")
+    console.print(table)
+
+
+def audit(limit: int = typer.Option(20, help="Entries to show (newest first)."),
+          actor_: Optional[str] = typer.Option(None, "--actor", help="Only this actor, e.g. user:ana or agent."),
+          action: Optional[str] = typer.Option(None, help="Only this action, e.g. pin."),
+          target: Optional[str] = typer.Option(None, help="Only this target, e.g. stream:zone-417."),
+          as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+          project: Optional[Path] = PROJECT_OPT) -> None:
+    """The audit log: who did what, when and why."""
+    from mlma.api.queries import audit_page
+
+    with _operations(project) as ops:
+        page = audit_page(ops.store, actor=actor_, action=action, target=target, per_page=max(1, min(limit, 500)))
+    if as_json:
+        return _print_json(page["items"])
+    table = Table("#", "when (UTC)", "who", "action", "target", "parameters", "reason",
+                  title=f"audit log: {page['total']} entries")
+    for a in page["items"]:
+        table.add_row(str(a["id"]), a["at"][:19].replace("T", " "), a["actor"], a["action"], a["target"] or "",
+                      json.dumps(a["params"]), a["reason"] or "")
+    console.print(table)
+
+
+def actions(status: Optional[str] = typer.Option(None, help="pending, applied or cancelled."),
+            stream: Optional[str] = typer.Option(None, help="Only this stream."),
+            limit: int = typer.Option(20, help="Actions to show (newest first)."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+            project: Optional[Path] = PROJECT_OPT) -> None:
+    """Queued and carried-out stream actions (re-trainings, reference resets, approvals)."""
+    from mlma.api.queries import QueryError, actions_page
+
+    with _operations(project) as ops:
+        try:
+            page = actions_page(ops.store, status=status, stream=stream, per_page=max(1, min(limit, 500)))
+        except QueryError as exc:
+            _fail(str(exc))
+    if as_json:
+        return _print_json(page["items"])
+    table = Table("id", "stream", "kind", "parameters", "status", "by", "reason", "outcome",
+                  title=f"{page['total']} action(s)")
+    for a in page["items"]:
+        table.add_row(str(a["id"]), a["unique_id"], a["kind"], json.dumps(a["params"]),
+                      a["status"] + (f" (tick {a['applied_tick']})" if a["applied_tick"] is not None else ""),
+                      a["created_by"], a["reason"] or "", a["outcome"] or "")
+    console.print(table)

@@ -1,0 +1,92 @@
+"""Request dependencies: the application's context, who is asking, and whether their role suffices.
+
+A request proves who it is with ``Authorization: Bearer <token>`` (scripts, curl) or with the web page's
+session cookie. Requests that change something and rely on the cookie must carry the session's CSRF
+secret in ``X-CSRF-Token``; a bearer token needs none, because a browser never adds it on its own.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from mlma.api import auth
+from mlma.api.auth import Principal
+from mlma.control import Operations
+from mlma.store import Store
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_bearer = HTTPBearer(auto_error=False, description="An API token from `mlma token create NAME --role ROLE`.")
+
+
+@dataclass
+class AppContext:
+    """What every request of one application shares."""
+
+    store: Store
+    operations: Operations
+    secret: bytes
+    group_by: str | None = "city"
+    defaults: dict[str, Any] = field(default_factory=dict)
+    public_metrics: bool = False
+    secure_cookies: bool = False
+    owns_store: bool = False
+
+
+def context(request: Request) -> AppContext:
+    return request.app.state.mlma
+
+
+def unauthorized(message: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+              ctx: AppContext = Depends(context)) -> Principal:
+    """The token behind the request, from the bearer header or the session cookie; 401 if there is none."""
+    if credentials is not None:
+        found = auth.authenticate(ctx.store, credentials.credentials)
+        if found is None:
+            raise unauthorized("the bearer token is unknown or revoked")
+        return found
+    if request.headers.get("authorization"):
+        raise unauthorized("the Authorization header must be 'Bearer <token>'")
+    cookie = request.cookies.get(auth.SESSION_COOKIE)
+    if cookie is None:
+        raise unauthorized("log in: send 'Authorization: Bearer <token>' or log in on the web page")
+    session = auth.read_session(ctx.secret, cookie)
+    if session is None:
+        raise unauthorized("the session is invalid or has expired; log in again")
+    found = auth.principal_by_id(ctx.store, session.token_id)
+    if found is None:
+        raise unauthorized("the session's token was revoked; log in again")
+    if request.method not in SAFE_METHODS:
+        sent = request.headers.get(auth.CSRF_HEADER, "")
+        if not sent or not hmac.compare_digest(sent, session.csrf):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"missing or wrong {auth.CSRF_HEADER} header: a request that changes something "
+                                f"with the session cookie must repeat the {auth.CSRF_COOKIE} cookie's value in it")
+    return found
+
+
+def require(role: str):
+    """A dependency that lets the request through only with ``role`` or a stronger one (else 403)."""
+    auth.check_role(role)
+
+    def check(who: Principal = Depends(principal)) -> Principal:
+        if not who.may(role):
+            raise HTTPException(status.HTTP_403_FORBIDDEN,
+                                f"token {who.name!r} has role {who.role}; this needs {role} or higher")
+        return who
+
+    check.__name__ = f"require_{role}"
+    return check
+
+
+viewer = require("viewer")
+operator = require("operator")
+admin = require("admin")

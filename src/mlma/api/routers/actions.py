@@ -1,0 +1,257 @@
+"""Actions: every endpoint calls :class:`mlma.control.Operations`, which checks the request and audits it.
+
+Each action is ``POST /api/actions/<name>`` with a JSON body. Streams are named by ``unique_id``; a
+*group* is a mapping of attributes, e.g. ``{"city": "c03"}``, and stands for every stream that has them.
+The actor written to the audit log is the token's name: ``user:<name>``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mlma.api.auth import Principal
+from mlma.api.deps import AppContext, context, operator
+from mlma.control import ActionError, ActionResult
+
+router = APIRouter(prefix="/api/actions", tags=["actions"])
+#: How many stream names an action's answer lists (a group may have thousands).
+LISTED_STREAMS = 200
+
+
+class FieldError(ValueError):
+    """Bad input in the body's ``field``: answered with 422, shaped like FastAPI's validation errors."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class RegistryMissing(RuntimeError):
+    """The server was started without a model registry, so versions cannot be moved."""
+
+
+# What ActionError's messages are about, so that the 422 names the field (first match wins).
+_FIELD_OF_MESSAGE = [
+    (re.compile(r"^until must|silence must"), "until"),
+    (re.compile(r"^start must"), "start"),
+    (re.compile(r"^end must|must end after it starts"), "end"),
+    (re.compile(r"^parameter (\w+) must"), "params.{0}"),
+    (re.compile(r"unknown parameter|no parameters given"), "params"),
+    (re.compile(r"no stream has the attributes|a group is a mapping"), "group"),
+    (re.compile(r"has no model version|only one champion|already the champion"), "version"),
+    (re.compile(r"no escalation with id|no active abnormal period|no pending action|no escalation ids"), "ids"),
+]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(None, max_length=2000, description="Why: kept in the audit log.")
+
+
+class Streams(_Body):
+    """Either ``streams`` (unique_ids) or ``group`` (attributes, e.g. ``{"city": "c03"}``)."""
+
+    streams: list[str] | None = Field(None, max_length=100_000, description="unique_ids of the streams")
+    group: dict[str, str | int | float] | None = Field(None, description="attributes every chosen stream has")
+
+    @field_validator("streams")
+    @classmethod
+    def _not_empty(cls, value):
+        if value is not None and not value:
+            raise ValueError("name at least one stream")
+        return value
+
+    def target(self) -> dict[str, Any]:
+        if (self.streams is None) == (self.group is None):
+            raise FieldError("streams", "give either 'streams' (a list of unique_ids) or 'group' (attributes such "
+                                        "as {\"city\": \"c03\"}), not both or neither")
+        if self.group is not None and not self.group:
+            raise FieldError("group", "a group needs at least one attribute, e.g. {\"city\": \"c03\"}")
+        return {"streams": self.streams} if self.streams is not None else {"group": dict(self.group)}
+
+
+class Retrain(Streams):
+    direct: bool = Field(False, description="promote the re-trained model at once, without the challenger check")
+
+
+class Pin(Streams):
+    until: str | None = Field(None, description="ISO date-time (UTC) when the pin ends; omit to pin until unpinned")
+
+
+class ResetReference(Streams):
+    rebase: bool = Field(False, description="take the recent losses as the new reference instead of starting afresh")
+
+
+class RequireApproval(Streams):
+    required: bool = Field(True, description="false: promotions no longer wait for approval")
+
+
+class SetParams(Streams):
+    params: dict[str, float | int | bool | None] = Field(
+        ..., description="delta (>= 0), cooldown_ticks (whole number >= 0); null restores the project default")
+
+
+class MarkAbnormal(_Body):
+    start: str = Field(..., description="data time the period starts (inclusive), e.g. 2026-12-24")
+    end: str = Field(..., description="data time the period ends (exclusive)")
+    streams: list[str] | None = Field(None, description="unique_ids; with neither streams nor group: the fleet")
+    group: dict[str, str | int | float] | None = None
+
+
+class Ids(_Body):
+    ids: list[int] = Field(..., min_length=1, max_length=100_000)
+
+
+class Silence(Ids):
+    until: str = Field(..., description="a duration from now (4h, 2d) or an ISO date-time (UTC)")
+
+
+class OneStream(_Body):
+    stream: str = Field(..., min_length=1, description="unique_id")
+
+
+class Rollback(OneStream):
+    to_version: int | None = Field(None, ge=1, description="default: the version that served before the current")
+
+
+class Promote(OneStream):
+    version: int = Field(..., ge=1)
+
+
+def _run(call: Callable[[], ActionResult], who: Principal, default_field: str) -> dict:
+    try:
+        result = call()
+    except ActionError as exc:
+        message = str(exc)
+        if "needs the model registry" in message:
+            raise RegistryMissing(message) from None
+        for pattern, name in _FIELD_OF_MESSAGE:
+            match = pattern.search(message)
+            if match:
+                raise FieldError(name.format(*match.groups()), message) from None
+        raise FieldError(default_field, message) from None
+    except ValueError as exc:
+        raise FieldError(default_field, str(exc)) from None
+    return {"action": result.action, "by": who.actor, "n_streams": len(result.streams),
+            "streams": result.streams[:LISTED_STREAMS], "queued": result.queued, "changed": result.changed,
+            "audit_id": result.audit_id, "detail": result.detail}
+
+
+def _stream_field(body: Streams) -> str:
+    return "streams" if body.streams is not None else "group"
+
+
+@router.post("/retrain", summary="Force a re-training at the next tick (one stream, several, or a group)")
+def retrain(body: Retrain, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    target = body.target()
+    return _run(lambda: ctx.operations.force_retrain(**target, direct=body.direct, by=who.actor, reason=body.reason),
+                who, _stream_field(body))
+
+
+@router.post("/pin", summary="No automatic re-training until unpinned or until a date")
+def pin(body: Pin, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    target = body.target()
+    return _run(lambda: ctx.operations.pin(**target, until=body.until, by=who.actor, reason=body.reason), who,
+                _stream_field(body))
+
+
+@router.post("/unpin", summary="Automatic re-training again")
+def unpin(body: Streams, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    target = body.target()
+    return _run(lambda: ctx.operations.unpin(**target, by=who.actor, reason=body.reason), who, _stream_field(body))
+
+
+@router.post("/reset-reference", summary="Reset (or, with rebase, re-base) the reference at the next tick")
+def reset_reference(body: ResetReference, who: Principal = Depends(operator),
+                    ctx: AppContext = Depends(context)) -> dict:
+    target = body.target()
+    return _run(lambda: ctx.operations.reset_reference(**target, rebase=body.rebase, by=who.actor,
+                                                       reason=body.reason), who, _stream_field(body))
+
+
+@router.post("/require-approval", summary="Promotions of re-trained models wait for a person's approval")
+def require_approval(body: RequireApproval, who: Principal = Depends(operator),
+                     ctx: AppContext = Depends(context)) -> dict:
+    target = body.target()
+    return _run(lambda: ctx.operations.require_approval(**target, required=body.required, by=who.actor,
+                                                        reason=body.reason), who, _stream_field(body))
+
+
+@router.post("/set-params", summary="Override monitoring parameters (delta, cooldown_ticks) for streams")
+def set_params(body: SetParams, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    target = body.target()
+    return _run(lambda: ctx.operations.set_params(**target, params=body.params, by=who.actor, reason=body.reason),
+                who, "params")
+
+
+@router.post("/mark-abnormal", summary="Mark a period abnormal for streams, a group or the whole fleet")
+def mark_abnormal(body: MarkAbnormal, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    if body.streams is not None and body.group is not None:
+        raise FieldError("streams", "give streams, a group, or neither (the whole fleet), not both")
+    if body.streams is not None and not body.streams:
+        raise FieldError("streams", "name at least one stream, or leave streams out for the whole fleet")
+    if body.group is not None and not body.group:
+        raise FieldError("group", "a group needs at least one attribute, e.g. {\"city\": \"c03\"}")
+    return _run(lambda: ctx.operations.mark_abnormal(body.start, body.end, body.streams, group=body.group,
+                                                     by=who.actor, reason=body.reason),
+                who, "group" if body.group is not None else "streams")
+
+
+@router.post("/cancel-abnormal", summary="Take back abnormal periods by id")
+def cancel_abnormal(body: Ids, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    return _run(lambda: ctx.operations.cancel_abnormal(body.ids, by=who.actor, reason=body.reason), who, "ids")
+
+
+@router.post("/cancel-action", summary="Take back queued actions that no tick has carried out yet")
+def cancel_action(body: Ids, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    return _run(lambda: ctx.operations.cancel_action(body.ids, by=who.actor, reason=body.reason), who, "ids")
+
+
+@router.post("/rollback", summary="Put an earlier model version back in service now")
+def rollback(body: Rollback, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    try:
+        return _run(lambda: ctx.operations.rollback(body.stream, body.to_version, by=who.actor, reason=body.reason),
+                    who, "stream")
+    except FieldError as exc:
+        raise FieldError("to_version" if exc.field == "version" else exc.field, str(exc)) from None
+
+
+@router.post("/promote", summary="Put a chosen model version in service now")
+def promote(body: Promote, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    return _run(lambda: ctx.operations.promote(body.stream, body.version, by=who.actor, reason=body.reason), who,
+                "stream")
+
+
+@router.post("/approve", summary="Promote the challenger that waits for approval, at the next tick")
+def approve(body: OneStream, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    return _run(lambda: ctx.operations.approve(body.stream, by=who.actor, reason=body.reason), who, "stream")
+
+
+@router.post("/reject", summary="Drop the challenger that waits for approval, at the next tick")
+def reject(body: OneStream, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    return _run(lambda: ctx.operations.reject(body.stream, by=who.actor, reason=body.reason), who, "stream")
+
+
+@router.post("/silence", summary="Hide escalations for a duration or until a time")
+def silence(body: Silence, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    return _run(lambda: ctx.operations.silence(body.ids, body.until, by=who.actor, reason=body.reason), who, "until")
+
+
+@router.post("/acknowledge", summary="Escalations are being looked at")
+def acknowledge(body: Ids, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    return _run(lambda: ctx.operations.acknowledge(body.ids, by=who.actor, reason=body.reason), who, "ids")
+
+
+@router.post("/resolve", summary="Escalations are dealt with")
+def resolve(body: Ids, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    return _run(lambda: ctx.operations.resolve(body.ids, by=who.actor, reason=body.reason), who, "ids")
+
+
+@router.post("/reopen", summary="Escalations need attention again")
+def reopen(body: Ids, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
+    return _run(lambda: ctx.operations.reopen(body.ids, by=who.actor, reason=body.reason), who, "ids")

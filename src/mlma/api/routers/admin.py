@@ -1,0 +1,73 @@
+"""Logging in and out of the web page, and token management (admins)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from mlma.api import auth
+from mlma.api.auth import Principal
+from mlma.api.deps import AppContext, admin, context, principal, unauthorized
+
+router = APIRouter(prefix="/api", tags=["access"])
+
+
+class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(..., min_length=1, max_length=256, description="an API token")
+
+
+class NewToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$",
+                      description="whose token: actions are audited as user:<name>")
+    role: Literal["viewer", "operator", "admin"] = "viewer"
+
+
+def _set_session_cookies(response: Response, ctx: AppContext, token_id: int) -> str:
+    value, session = auth.sign_session(ctx.secret, token_id)
+    response.set_cookie(auth.SESSION_COOKIE, value, max_age=auth.SESSION_SECONDS, httponly=True, samesite="lax",
+                        secure=ctx.secure_cookies, path="/")
+    # Readable by the page's script (not HttpOnly), which sends it back in the X-CSRF-Token header.
+    response.set_cookie(auth.CSRF_COOKIE, session.csrf, max_age=auth.SESSION_SECONDS, httponly=False,
+                        samesite="lax", secure=ctx.secure_cookies, path="/")
+    return session.csrf
+
+
+@router.post("/session", summary="Log the web page in: exchange a token for a session cookie")
+def login(body: Login, response: Response, ctx: AppContext = Depends(context)) -> dict:
+    found = auth.authenticate(ctx.store, body.token)
+    if found is None:
+        raise unauthorized("unknown or revoked token")
+    csrf = _set_session_cookies(response, ctx, found.token_id)
+    return {"name": found.name, "role": found.role, "csrf": csrf}
+
+
+@router.delete("/session", summary="Log the web page out")
+def logout(response: Response, _: Principal = Depends(principal)) -> dict:
+    response.delete_cookie(auth.SESSION_COOKIE, path="/")
+    response.delete_cookie(auth.CSRF_COOKIE, path="/")
+    return {"logged_out": True}
+
+
+@router.get("/tokens", summary="API tokens (never their secrets)")
+def tokens(include_revoked: bool = False, _: Principal = Depends(admin), ctx: AppContext = Depends(context)) -> list:
+    return [t.as_dict() for t in auth.list_tokens(ctx.store, include_revoked=include_revoked)]
+
+
+@router.post("/tokens", status_code=201, summary="Create a token; its secret is in this answer only")
+def create(body: NewToken, who: Principal = Depends(admin), ctx: AppContext = Depends(context)) -> dict:
+    try:
+        info, plain = auth.create_token(ctx.store, body.name, body.role, by=who.actor)
+    except ValueError as exc:
+        raise HTTPException(409, str(exc)) from None
+    return {**info.as_dict(), "token": plain}
+
+
+@router.delete("/tokens/{name}", summary="Revoke a token (its web sessions end too)")
+def revoke(name: str, who: Principal = Depends(admin), ctx: AppContext = Depends(context)) -> dict:
+    if not auth.revoke_token(ctx.store, name, by=who.actor):
+        raise HTTPException(404, f"no active token named {name!r}")
+    return {"revoked": name}

@@ -1,0 +1,120 @@
+"""Reads: the fleet, streams, one stream's history, the engineer's queue, actions, the audit log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+
+from mlma.api import queries
+from mlma.api.auth import Principal
+from mlma.api.deps import AppContext, context, viewer
+
+router = APIRouter(prefix="/api", tags=["read"])
+
+
+def _split(values: list[str] | None) -> list[str]:
+    """Repeated and comma-separated values alike: ``?verdict=ok&verdict=degraded`` or ``?verdict=ok,degraded``."""
+    out: list[str] = []
+    for value in values or ():
+        out.extend(v.strip() for v in value.split(",") if v.strip())
+    return out
+
+
+@router.get("/me", summary="Who the token belongs to and its role")
+def me(who: Principal = Depends(viewer)) -> dict:
+    return {"name": who.name, "role": who.role, "actor": who.actor}
+
+
+@router.get("/fleet", summary="Fleet summary: the latest tick and the time series of tick summaries")
+def fleet(ticks: Annotated[int, Query(ge=1, le=10_000, description="How many recent ticks to return.")] = 200,
+          _: Principal = Depends(viewer), ctx: AppContext = Depends(context)) -> dict:
+    return queries.fleet_summary(ctx.store, ticks)
+
+
+@router.get("/streams", summary="Streams with their current verdict: filtered, sorted and paginated in SQL")
+def streams(
+    verdict: Annotated[list[str] | None, Query(description="Verdict labels (ok, degraded, warming-up, cooling-down, "
+                                                           "pinned, no-data, unmonitored, cold, abnormal, none); "
+                                                           "repeat or comma-separate.")] = None,
+    attr: Annotated[list[str] | None,
+                    Query(description="Attribute filter key=value, e.g. city=c03; repeatable.")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Part of the unique_id (case-insensitive).")] = None,
+    pinned: Annotated[bool | None, Query(description="Only pinned (true) or unpinned (false) streams.")] = None,
+    sort: Annotated[str, Query(description=f"One of {', '.join(queries.STREAM_SORTS)}; prefix - for descending.")]
+    = "unique_id",
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
+    _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
+) -> dict:
+    return queries.list_streams(ctx.store, verdict=_split(verdict), attributes=queries.parse_attributes(attr),
+                                q=q, pinned=pinned, sort=sort, page=page, per_page=per_page)
+
+
+@router.get("/streams/{unique_id:path}", summary="One stream: actuals, forecasts, losses, p-values, versions, "
+                                                 "champion history, escalations, actions, audit")
+def stream(unique_id: str, ticks: Annotated[int, Query(ge=1, le=2000, description="Ticks of history.")] = 30,
+           _: Principal = Depends(viewer), ctx: AppContext = Depends(context)) -> dict:
+    try:
+        return queries.stream_detail(ctx.store, unique_id, ticks=ticks, defaults=ctx.defaults)
+    except KeyError:
+        raise HTTPException(404, f"unknown stream {unique_id!r}") from None
+
+
+@router.get("/attributes", summary="Attribute keys and values with their stream counts (the groups one can act on)")
+def attributes(_: Principal = Depends(viewer), ctx: AppContext = Depends(context)) -> dict:
+    return queries.attribute_values(ctx.store)
+
+
+@router.get("/escalations", summary="The engineer's queue: escalations grouped and ranked")
+def escalation_queue(
+    status: Annotated[list[str] | None, Query(description="Effective statuses to include (open, acknowledged, "
+                                                          "resolved, silenced); default open.")] = None,
+    group_by: Annotated[str | None, Query(description="Attribute that groups streams (default: the server's, "
+                                                      "e.g. city); empty: group by kind and tick only.")] = None,
+    page: Annotated[int, Query(ge=1)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 25,
+    members: Annotated[int, Query(ge=1, le=1000, description="Member streams listed per item.")] = 20,
+    _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
+) -> dict:
+    return queries.escalation_queue(ctx.store, status=_split(status) or ["open"],
+                                    group_by=ctx.group_by if group_by is None else group_by, page=page,
+                                    per_page=per_page, members=members)
+
+
+@router.get("/escalations/items", summary="Escalations one by one, newest first")
+def escalation_items(
+    status: Annotated[list[str] | None, Query()] = None, stream: str | None = None, kind: str | None = None,
+    page: Annotated[int, Query(ge=1)] = 1, per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
+    _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
+) -> dict:
+    return queries.escalation_items(ctx.store, status=_split(status) or None, stream=stream, kind=kind, page=page,
+                                    per_page=per_page)
+
+
+@router.get("/actions", summary="Queued and carried-out stream actions, newest first")
+def actions(
+    status: Annotated[str | None, Query(description="pending, applied or cancelled")] = None,
+    stream: str | None = None,
+    page: Annotated[int, Query(ge=1)] = 1, per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
+    _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
+) -> dict:
+    return queries.actions_page(ctx.store, status=status, stream=stream, page=page, per_page=per_page)
+
+
+@router.get("/audit", summary="The audit log, newest first")
+def audit(
+    actor: str | None = None, action: str | None = None,
+    target: Annotated[str | None, Query(description="Exact target, e.g. stream:zone-417 or group:city=c03")] = None,
+    q: Annotated[str | None, Query(max_length=200, description="Part of the target or reason")] = None,
+    page: Annotated[int, Query(ge=1)] = 1, per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
+    _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
+) -> dict:
+    return queries.audit_page(ctx.store, actor=actor, action=action, target=target, q=q, page=page,
+                              per_page=per_page)
+
+
+@router.get("/abnormal-periods", summary="Periods marked abnormal (active ones unless active=false)")
+def abnormal_periods(active: bool = True, _: Principal = Depends(viewer),
+                     ctx: AppContext = Depends(context)) -> list[dict]:
+    return queries.abnormal_periods(ctx.store, active=active)

@@ -1,0 +1,600 @@
+// The mlma dashboard: a single page over the JSON API (/api). Plain JavaScript, no build step, no CDN.
+// Text from the server is only ever put in the page as text (textContent), never as HTML.
+"use strict";
+
+const VERDICT_COLORS = {
+  "ok": "#3f9b5f", "degraded": "#d04a4a", "warming-up": "#7ea7d8", "cooling-down": "#e2a33b",
+  "pinned": "#8c6bc1", "no-data": "#9a9a9a", "cold": "#4fb3b1", "abnormal": "#c47a3a", "unmonitored": "#c9c9c9",
+};
+const SEVERITY = { 1: "low", 2: "medium", 3: "high" };
+let me = null;
+
+// -- small helpers ------------------------------------------------------------------------------------------
+function h(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined || c === false) continue;
+    node.appendChild(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+const fmt = (v) => Charts.fmt(v);
+const pct = (a, b) => (b ? (100 * a / b).toFixed(1) + " %" : "–");
+function when(iso) {
+  if (!iso) return "–";
+  const d = new Date(iso);
+  return isNaN(d) ? iso : d.toISOString().slice(0, 16).replace("T", " ") + (iso.endsWith("Z") || iso.includes("+") ? " UTC" : "");
+}
+function ds(iso) { return iso ? iso.replace("T", " ").slice(0, 16) : "–"; }
+function cookie(name) {
+  const m = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
+  return m ? decodeURIComponent(m.slice(name.length + 1)) : null;
+}
+const can = (role) => me && ["viewer", "operator", "admin"].indexOf(me.role) >= ["viewer", "operator", "admin"].indexOf(role);
+function badge(verdict) {
+  const b = h("span", { class: "badge verdict", text: verdict || "none", dataset: { verdict: verdict || "none" } });
+  b.style.background = VERDICT_COLORS[verdict] || "#ddd";
+  return b;
+}
+const sevBadge = (s) => h("span", { class: `badge sev sev${s}`, text: `S${s} ${SEVERITY[s] || ""}`.trim() });
+const link = (href, text, cls) => h("a", { href, class: cls, text });
+const streamLink = (uid) => link(`#/stream/${encodeURIComponent(uid)}`, uid, "stream-link");
+
+class ApiError extends Error {
+  constructor(status, message) { super(message); this.status = status; }
+}
+
+function detailText(data, status) {
+  if (!data || data.detail === undefined) return `request failed (${status})`;
+  if (Array.isArray(data.detail)) {
+    return data.detail.map((d) => {
+      const field = (d.loc || []).filter((x) => x !== "body" && x !== "query").join(".");
+      return field ? `${field}: ${d.msg}` : d.msg;
+    }).join("; ");
+  }
+  return String(data.detail);
+}
+
+async function api(method, path, body) {
+  const headers = { "Accept": "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET") {
+    const csrf = cookie("mlma_csrf");
+    if (csrf) headers["X-CSRF-Token"] = csrf;
+  }
+  const r = await fetch(path, { method, headers, credentials: "same-origin",
+    body: body === undefined ? undefined : JSON.stringify(body) });
+  let data = null;
+  try { data = await r.json(); } catch (_) { /* empty body */ }
+  if (r.status === 401 && path !== "/api/session") {
+    me = null;
+    renderLogin("Your session has ended: log in again.");
+    throw new ApiError(401, detailText(data, 401));
+  }
+  if (!r.ok) throw new ApiError(r.status, detailText(data, r.status));
+  return data;
+}
+
+let toastTimer = null;
+function toast(text, bad) {
+  const t = document.getElementById("toast");
+  t.textContent = text;
+  t.className = bad ? "show bad" : "show";
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { t.className = ""; }, bad ? 9000 : 5000);
+}
+
+function reasonOf(root) {
+  const input = (root || document).querySelector("input.reason");
+  return input && input.value.trim() ? input.value.trim() : null;
+}
+
+// Carry out an action through the API (which calls mlma.control.Operations and audits it), then redraw.
+async function act(name, body, opts) {
+  try {
+    const r = await api("POST", `/api/actions/${name}`, body);
+    const what = r.n_streams ? `${r.n_streams} stream${r.n_streams === 1 ? "" : "s"}` : `${r.changed} item${r.changed === 1 ? "" : "s"}`;
+    toast(`${r.action} by ${r.by}: ${what}${r.queued ? " queued for the next tick" : ""}${r.detail && r.detail.version ? `, version ${r.detail.version}` : ""}`);
+    if (!opts || opts.redraw !== false) await route();
+    return r;
+  } catch (e) {
+    toast(`${name} refused: ${e.message}`, true);
+    return null;
+  }
+}
+
+function pager(data, go) {
+  if (!data || data.pages <= 1) return h("div", { class: "pager muted", text: data ? `${data.total} in all` : "" });
+  return h("div", { class: "pager" },
+    h("button", { type: "button", disabled: data.page <= 1, onclick: () => go(data.page - 1), text: "← previous" }),
+    h("span", { text: ` page ${data.page} of ${data.pages} (${data.total} in all) ` }),
+    h("button", { type: "button", disabled: data.page >= data.pages, onclick: () => go(data.page + 1), text: "next →" }));
+}
+
+function table(headers, rows, cls) {
+  return h("table", { class: cls || "grid" },
+    h("thead", {}, h("tr", {}, headers.map((x) => h("th", { text: x })))),
+    h("tbody", {}, rows));
+}
+
+function section(title, ...children) {
+  return h("section", { class: "panel" }, h("h2", { text: title }), children);
+}
+
+function reasonField(placeholder) {
+  return h("label", { class: "reason-label" }, "Reason (kept in the audit log): ",
+    h("input", { class: "reason", type: "text", maxlength: "2000", placeholder: placeholder || "why?" }));
+}
+
+// -- log in -------------------------------------------------------------------------------------------------
+function renderLogin(message) {
+  document.body.classList.add("logged-out");
+  document.getElementById("who").textContent = "";
+  const main = document.getElementById("main");
+  main.replaceChildren();
+  const input = h("input", { id: "token", type: "password", autocomplete: "off", placeholder: "mlma_…", required: true });
+  const error = h("p", { class: "error", role: "alert", text: message || "" });
+  const form = h("form", { id: "login", class: "panel login" },
+    h("h2", { text: "Log in" }),
+    h("p", { class: "muted", text: "Paste an API token (mlma token create NAME --role operator). The page keeps a session cookie, not the token." }),
+    input, h("button", { type: "submit", text: "Log in" }), error);
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      me = await api("POST", "/api/session", { token: input.value.trim() });
+      document.body.classList.remove("logged-out");
+      if (!location.hash || location.hash === "#/login") location.hash = "#/queue"; else await route();
+    } catch (e) {
+      error.textContent = e.status === 401 ? "Unknown or revoked token." : e.message;
+    }
+  });
+  main.appendChild(form);
+  input.focus();
+}
+
+async function logout() {
+  try { await api("DELETE", "/api/session"); } catch (_) { /* already gone */ }
+  me = null;
+  renderLogin("Logged out.");
+}
+
+// -- fleet overview -----------------------------------------------------------------------------------------
+async function renderFleet(main) {
+  const [f, attrs, periods] = await Promise.all([api("GET", "/api/fleet?ticks=200"), api("GET", "/api/attributes"),
+    api("GET", "/api/abnormal-periods")]);
+  const s = (f.latest && f.latest.summary) || {};
+  const v = f.verdicts || {};
+  const n = f.n_streams;
+  const kpi = (label, value, sub, cls) => h("div", { class: `kpi ${cls || ""}` }, h("div", { class: "kpi-value", text: value }),
+    h("div", { class: "kpi-label", text: label }), sub ? h("div", { class: "kpi-sub", text: sub }) : null);
+  main.append(
+    h("h1", { text: "Fleet" }),
+    h("div", { class: "kpis" },
+      kpi("streams", fmt(n), f.last_tick === null ? "no tick yet" : `tick ${f.last_tick} · data to ${ds(f.latest.end_ds)}`),
+      kpi("healthy (ok)", pct(v.ok || 0, n), `${v.ok || 0} streams`, "good"),
+      kpi("degraded", String(v.degraded || 0), pct(v.degraded || 0, n), (v.degraded || 0) ? "bad" : ""),
+      kpi("warming up", String(v["warming-up"] || 0), pct(v["warming-up"] || 0, n)),
+      kpi("pinned", String(f.pinned_streams), `${v.pinned || 0} with verdict pinned`),
+      kpi("open escalations", String(f.escalations.open), Object.entries(f.escalations.open_by_severity).map(([k, c]) => `S${k}: ${c}`).join(" · ") || "none", f.escalations.open ? "warn" : ""),
+      kpi("loss / reference", s.loss_ratio === undefined ? "–" : fmt(s.loss_ratio), "fleet, last tick"),
+      kpi("re-trainings", String(s.retrains ?? "–"), `promoted ${s.promoted ?? "–"} · rejected ${s.rejected ?? "–"}`),
+      kpi("compute", s.compute_seconds === undefined ? "–" : `${fmt(s.compute_seconds)} s`, `tick took ${fmt(s.duration_seconds)} s`),
+      kpi("queued actions", String(f.pending_actions), `${f.abnormal_periods} abnormal period(s)`),
+      kpi("agent", f.agent ? "running" : (f.running ? "tick running" : "idle"), f.agent ? f.agent.holder : (f.latest ? `last tick ${when(f.latest.finished_at)}` : "")),
+    ));
+  const done = f.series.filter((t) => t.status === "done" && t.summary);
+  const xs = done.map((t) => t.tick);
+  const get = (key) => done.map((t) => (t.summary[key] === undefined ? null : t.summary[key]));
+  const vget = (label) => done.map((t) => ((t.summary.verdicts || {})[label] || 0));
+  const grid = h("div", { class: "charts" });
+  main.appendChild(grid);
+  const chart = (title, draw) => { const box = h("div", { class: "panel chart-box" }, h("h3", { text: title })); grid.appendChild(box); draw(box); };
+  const other = done.map((t) => { const c = t.summary.verdicts || {}; return (c["no-data"] || 0) + (c.cold || 0) + (c.abnormal || 0) + (c.unmonitored || 0); });
+  chart("Streams by verdict (share, per tick)", (box) => Charts.stacked(box, { xs, label: "verdict shares", layers: [
+    { name: "ok", color: VERDICT_COLORS.ok, values: vget("ok") },
+    { name: "degraded", color: VERDICT_COLORS.degraded, values: vget("degraded") },
+    { name: "warming up", color: VERDICT_COLORS["warming-up"], values: vget("warming-up") },
+    { name: "cooling down", color: VERDICT_COLORS["cooling-down"], values: vget("cooling-down") },
+    { name: "pinned", color: VERDICT_COLORS.pinned, values: vget("pinned") },
+    { name: "no data / cold / abnormal / unmonitored", color: VERDICT_COLORS["no-data"], values: other }] }));
+  chart("Re-trainings per tick", (box) => Charts.bars(box, { xs, yLabel: "streams", label: "re-trainings", legend: true, layers: [
+    { name: "re-trained", color: "#5b7fbd", values: get("retrains") },
+    { name: "initial fits", color: "#b9c7de", values: get("initial_fits") }] }));
+  chart("Fleet loss relative to the references", (box) => Charts.line(box, { xType: "linear", yLabel: "loss / reference",
+    label: "loss ratio", refs: [{ y: 1, label: "reference", color: "#888" }], zero: false,
+    series: [{ name: "fleet loss / reference loss", color: "#c0504d", points: xs.map((x, i) => [x, get("loss_ratio")[i]]), dots: true }] }));
+  chart("Promotions and rejected challengers", (box) => Charts.bars(box, { xs, yLabel: "models", label: "promotions", legend: true, layers: [
+    { name: "promoted", color: "#3f9b5f", values: get("promoted") },
+    { name: "rejected", color: "#d08a4a", values: get("rejected") }] }));
+  chart("Compute spent per tick", (box) => Charts.bars(box, { xs, yLabel: "CPU seconds", label: "compute", layers: [
+    { name: "compute seconds", color: "#7a6fb0", values: get("compute_seconds") }] }));
+  chart("New escalations per tick", (box) => Charts.bars(box, { xs, yLabel: "escalations", label: "escalations", layers: [
+    { name: "escalations", color: "#d0a040", values: get("escalations") }] }));
+
+  main.appendChild(section("Abnormal periods",
+    periods.length ? table(["id", "scope", "stream", "from", "to", "by", "reason", ""], periods.map((p) => h("tr", {},
+      h("td", { text: p.id }), h("td", { text: p.scope }), h("td", {}, p.unique_id ? streamLink(p.unique_id) : "all"),
+      h("td", { text: ds(p.start) }), h("td", { text: ds(p.end) }), h("td", { text: p.created_by }), h("td", { text: p.reason || "" }),
+      h("td", {}, can("operator") ? h("button", { type: "button", class: "small", text: "cancel",
+        onclick: () => act("cancel-abnormal", { ids: [p.id], reason: reasonOf(main) }) }) : null)))) : h("p", { class: "muted", text: "none active" })));
+  if (can("operator")) main.appendChild(groupActionForm(attrs));
+}
+
+// The pro-active form: act on the whole fleet or a group of streams before a known event.
+function groupActionForm(attrs) {
+  const scope = h("select", { name: "scope", id: "group-scope" },
+    h("option", { value: "fleet", text: "the whole fleet (abnormal periods only)" }),
+    Object.entries(attrs).map(([key, values]) => values.map((x) =>
+      h("option", { value: `${key}=${x.value}`, text: `${key}=${x.value} (${x.streams} streams)` }))),
+    h("option", { value: "streams", text: "streams named below…" }));
+  const streams = h("input", { name: "streams", type: "text", placeholder: "zone-1, zone-2" });
+  const action = h("select", { name: "action", id: "group-action" },
+    [["mark-abnormal", "mark a period abnormal"], ["pin", "pin (no automatic re-training)"], ["unpin", "unpin"],
+      ["retrain", "force re-training at the next tick"], ["reset-reference", "reset the reference"],
+      ["rebase-reference", "re-base the reference (accept a new normal)"], ["require-approval", "require approval of promotions"],
+      ["no-approval", "stop requiring approval"]].map(([v, t]) => h("option", { value: v, text: t })));
+  const start = h("input", { name: "start", type: "datetime-local" });
+  const end = h("input", { name: "end", type: "datetime-local" });
+  const until = h("input", { name: "until", type: "datetime-local" });
+  const direct = h("input", { name: "direct", type: "checkbox" });
+  const rows = {
+    period: h("div", { class: "row" }, h("label", {}, "from ", start), h("label", {}, " to ", end)),
+    until: h("div", { class: "row" }, h("label", {}, "pinned until (empty: until unpinned) ", until)),
+    direct: h("div", { class: "row" }, h("label", {}, direct, " promote directly (skip the challenger check)")),
+  };
+  const form = h("form", { class: "panel", id: "group-form" }, h("h2", { text: "Act ahead: a holiday, a promotion, an outage" }),
+    h("div", { class: "row" }, h("label", {}, "Streams: ", scope), streams), h("div", { class: "row" }, h("label", {}, "Action: ", action)),
+    rows.period, rows.until, rows.direct, reasonField("e.g. public holiday in c03"), h("button", { type: "submit", text: "Apply" }));
+  const sync = () => {
+    const a = action.value;
+    rows.period.hidden = a !== "mark-abnormal";
+    rows.until.hidden = a !== "pin";
+    rows.direct.hidden = a !== "retrain";
+    streams.hidden = scope.value !== "streams";
+  };
+  action.addEventListener("change", sync);
+  scope.addEventListener("change", sync);
+  sync();
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const body = { reason: reasonOf(form) };
+    if (scope.value === "streams") body.streams = streams.value.split(",").map((x) => x.trim()).filter(Boolean);
+    else if (scope.value !== "fleet") { const [k, ...rest] = scope.value.split("="); body.group = { [k]: rest.join("=") }; }
+    else if (action.value !== "mark-abnormal") { toast("only abnormal periods apply to the whole fleet: choose a group", true); return; }
+    const a = action.value;
+    if (a === "mark-abnormal") { body.start = start.value; body.end = end.value; return act("mark-abnormal", body); }
+    if (a === "pin") { if (until.value) body.until = until.value; return act("pin", body); }
+    if (a === "retrain") { body.direct = direct.checked; return act("retrain", body); }
+    if (a === "rebase-reference") { body.rebase = true; return act("reset-reference", body); }
+    if (a === "require-approval" || a === "no-approval") { body.required = a === "require-approval"; return act("require-approval", body); }
+    return act(a, body);
+  });
+  return form;
+}
+
+// -- the engineer's queue -----------------------------------------------------------------------------------
+async function renderQueue(main, params) {
+  const status = params.get("status") || "open";
+  const groupBy = params.get("group_by");
+  const page = +(params.get("page") || 1);
+  const q = new URLSearchParams({ status, page, per_page: 20, members: 12 });
+  if (groupBy !== null) q.set("group_by", groupBy);
+  const [data, attrs] = await Promise.all([api("GET", `/api/escalations?${q}`), api("GET", "/api/attributes")]);
+  const go = (changes) => { const p = new URLSearchParams(params); for (const [k, v] of Object.entries(changes)) p.set(k, v); location.hash = `#/queue?${p}`; };
+  const statusSel = h("select", { id: "queue-status", onchange: (e) => go({ status: e.target.value, page: 1 }) },
+    ["open", "acknowledged", "silenced", "resolved"].map((x) => h("option", { value: x, text: x, selected: x === status })));
+  const groupSel = h("select", { id: "queue-group", onchange: (e) => go({ group_by: e.target.value, page: 1 }) },
+    [...new Set([data.group_by || "", ...Object.keys(attrs)])].filter((x) => x).map((k) => h("option", { value: k, text: `group by ${k}`, selected: k === data.group_by })),
+    h("option", { value: "", text: "no grouping by attribute", selected: !data.group_by }));
+  const silenceFor = h("select", { id: "silence-for", title: "how long Silence hides an item" },
+    ["4h", "1d", "3d", "7d"].map((x) => h("option", { value: x, text: `silence for ${x}` })));
+  main.append(h("h1", { text: "Queue" }),
+    h("p", { class: "muted", text: "Escalations of one kind raised in one tick by streams that share the group attribute are one item. Ranked by severity, then by business size (the members' reference loss, in the target's units)." }),
+    h("div", { class: "toolbar" }, statusSel, groupSel, can("operator") ? [silenceFor, reasonField("e.g. known depot outage")] : null));
+  if (!data.items.length) main.appendChild(h("p", { class: "empty", text: `Nothing ${status}.` }));
+  for (const item of data.items) {
+    const group = item.group_value !== null && item.group_value !== undefined ? { [item.group_by]: item.group_value } : null;
+    const buttons = !can("operator") ? null : h("div", { class: "buttons" },
+      status !== "acknowledged" ? h("button", { type: "button", text: `Acknowledge (${item.count})`, onclick: () => act("acknowledge", { ids: item.ids, reason: reasonOf(main) }) }) : null,
+      h("button", { type: "button", text: `Resolve (${item.count})`, onclick: () => act("resolve", { ids: item.ids, reason: reasonOf(main) }) }),
+      h("button", { type: "button", text: "Silence", onclick: () => act("silence", { ids: item.ids, until: silenceFor.value, reason: reasonOf(main) }) }),
+      status !== "open" ? h("button", { type: "button", text: "Re-open", onclick: () => act("reopen", { ids: item.ids, reason: reasonOf(main) }) }) : null,
+      group ? h("button", { type: "button", class: "secondary", text: `Pin ${item.scope}`, onclick: () => act("pin", { group, reason: reasonOf(main) }) }) : null,
+      group ? h("button", { type: "button", class: "secondary", text: `Re-train ${item.scope}`, onclick: () => act("retrain", { group, reason: reasonOf(main) }) }) : null);
+    main.appendChild(h("article", { class: `queue-item sev${item.severity}`, dataset: { kind: item.kind, scope: item.scope } },
+      h("div", { class: "queue-head" }, sevBadge(item.severity), h("strong", { text: item.kind }),
+        h("span", { class: "scope", text: item.scope }), h("span", { class: "count", text: `${item.count} stream${item.count === 1 ? "" : "s"}` }),
+        h("span", { class: "muted", text: `size ${fmt(item.size)} · tick ${item.tick ?? "–"} · ${when(item.last_created_at)}` })),
+      h("div", { class: "muted kind-text", text: item.kind_text }),
+      h("div", { class: "message", text: item.message || "" }),
+      h("div", { class: "members" }, item.members.map((m) => h("span", { class: "member" },
+        m.unique_id ? streamLink(m.unique_id) : h("span", { text: "fleet" }), m.verdict ? badge(m.verdict) : null,
+        h("span", { class: "muted", text: ` ${fmt(m.size)}` }))), item.more ? h("span", { class: "muted", text: ` +${item.more} more` }) : null),
+      buttons));
+  }
+  main.appendChild(pager(data, (p) => go({ page: p })));
+}
+
+// -- streams ------------------------------------------------------------------------------------------------
+async function renderStreams(main, params) {
+  const q = new URLSearchParams();
+  for (const k of ["q", "verdict", "attr", "sort", "page", "pinned"]) if (params.get(k)) q.set(k, params.get(k));
+  q.set("per_page", params.get("per_page") || "50");
+  const [data, attrs] = await Promise.all([api("GET", `/api/streams?${q}`), api("GET", "/api/attributes")]);
+  const go = (changes) => { const p = new URLSearchParams(params); for (const [k, v] of Object.entries(changes)) { if (v === "" || v === null) p.delete(k); else p.set(k, v); } location.hash = `#/streams?${p}`; };
+  const search = h("input", { id: "stream-search", type: "search", placeholder: "search unique_id", value: params.get("q") || "" });
+  const verdict = h("select", { id: "stream-verdict" }, h("option", { value: "", text: "any verdict" }),
+    Object.keys(VERDICT_COLORS).map((x) => h("option", { value: x, text: x, selected: params.get("verdict") === x })));
+  const attr = h("select", { id: "stream-attr" }, h("option", { value: "", text: "any group" }),
+    Object.entries(attrs).map(([k, vs]) => vs.map((x) => h("option", { value: `${k}=${x.value}`, text: `${k}=${x.value}`, selected: params.get("attr") === `${k}=${x.value}` }))));
+  const sorts = [["unique_id", "name"], ["-effect", "loss ratio ↓"], ["p_value", "p-value ↑"], ["-reference_loss", "size (reference loss) ↓"],
+    ["-loss", "loss ↓"], ["-escalations", "open escalations ↓"], ["verdict", "verdict"], ["-last_ds", "latest data ↓"]];
+  const sort = h("select", { id: "stream-sort" }, sorts.map(([v, t]) => h("option", { value: v, text: `sort: ${t}`, selected: (params.get("sort") || "unique_id") === v })));
+  const pinned = h("select", { id: "stream-pinned" }, [["", "pinned or not"], ["true", "pinned only"], ["false", "not pinned"]].map(([v, t]) => h("option", { value: v, text: t, selected: (params.get("pinned") || "") === v })));
+  const form = h("form", { class: "toolbar", id: "stream-filters" }, search, verdict, attr, pinned, sort, h("button", { type: "submit", text: "Filter" }));
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); go({ q: search.value.trim(), verdict: verdict.value, attr: attr.value, sort: sort.value, pinned: pinned.value, page: 1 }); });
+  [verdict, attr, sort, pinned].forEach((s) => s.addEventListener("change", () => form.requestSubmit()));
+  main.append(h("h1", { text: "Streams" }), form,
+    h("p", { class: "muted", text: `${data.total} stream${data.total === 1 ? "" : "s"} · verdicts of tick ${data.tick ?? "–"}` }),
+    table(["stream", "group", "verdict", "loss / ref.", "p-value", "loss", "reference", "version", "escalations", "pinned", "latest data"],
+      data.items.map((s) => h("tr", {},
+        h("td", {}, streamLink(s.unique_id)), h("td", { text: Object.entries(s.attributes).map(([k, v]) => `${k}=${v}`).join(" ") }),
+        h("td", {}, badge(s.verdict)), h("td", { class: "num", text: fmt(s.effect) }), h("td", { class: "num", text: fmt(s.p_value) }),
+        h("td", { class: "num", text: fmt(s.loss) }), h("td", { class: "num", text: fmt(s.reference_loss) }),
+        h("td", { class: "num", text: s.champion ?? "–" }), h("td", { class: "num", text: s.open_escalations || "" }),
+        h("td", { text: s.pinned_until ? (s.pinned_until === "forever" ? "until unpinned" : `until ${when(s.pinned_until)}`) : "" }),
+        h("td", { text: ds(s.last_ds) }))), "grid streams"),
+    pager(data, (p) => go({ page: p })));
+}
+
+// -- one stream ---------------------------------------------------------------------------------------------
+async function renderStream(main, params, uid) {
+  const s = await api("GET", `/api/streams/${encodeURIComponent(uid)}?ticks=${params.get("ticks") || 30}`);
+  const delta = s.params.delta ?? 0.05;
+  main.append(
+    h("div", { class: "stream-head" },
+      h("h1", { text: s.unique_id }), badge(s.verdict),
+      h("span", { class: "muted", text: Object.entries(s.attributes).map(([k, v]) => `${k}=${v}`).join(" ") }),
+      s.champion ? h("span", { class: "chip", text: `serving v${s.champion.version} since ${when(s.champion.since)}` }) : h("span", { class: "chip", text: "no model yet" }),
+      s.pinned_until ? h("span", { class: "chip pinned", id: "pinned-chip", text: s.pinned_until === "forever" ? "pinned until unpinned" : `pinned until ${when(s.pinned_until)}` }) : null,
+      s.needs_approval ? h("span", { class: "chip", text: "promotions need approval" }) : null,
+      h("span", { class: "muted", text: `δ ${s.params.delta ?? "–"} · cooldown ${s.params.cooldown_ticks ?? "–"} ticks` })));
+  const grid = h("div", { class: "charts" });
+  main.appendChild(grid);
+  const chart = (title, draw, wide) => {
+    const box = h("div", { class: `panel chart-box${wide ? " wide" : ""}` }, h("h3", { text: title }));
+    grid.appendChild(box);
+    draw(box);
+  };
+  const t = (iso) => Date.parse(iso);
+  const markers = [];
+  for (let i = 1; i < s.forecasts.ds.length; i++) {
+    const a = s.forecasts.model_version[i - 1], b = s.forecasts.model_version[i];
+    if (a !== b && b !== null) markers.push({ x: t(s.forecasts.ds[i]), label: `v${b}`, title: `version ${b} forecasts from ${ds(s.forecasts.ds[i])}` });
+  }
+  const spans = s.abnormal_periods.map((p) => ({ x0: t(p.start), x1: t(p.end), color: "#f3d9b8", label: `abnormal (${p.scope}): ${p.reason || ""}` }));
+  chart("Actuals and forecasts", (box) => Charts.line(box, { xType: "time", label: "actuals and forecasts", markers, spans, width: 1520, height: 250,
+    series: [
+      { name: "actual", color: "#222", points: s.actuals.ds.map((d, i) => [t(d), s.actuals.y[i]]), maxGap: 3 * 3600e3 },
+      { name: "forecast", color: "#3a73c4", dash: "5 3", points: s.forecasts.ds.map((d, i) => [t(d), s.forecasts.y_hat[i]]), maxGap: 3 * 3600e3 }],
+    extraLegend: spans.length ? [{ name: "abnormal period", color: "#f3d9b8", kind: "area" }] : [] }), true);
+  const ticks = s.ticks;
+  const vm = [];
+  for (let i = 1; i < ticks.length; i++) if (ticks[i].model_version !== ticks[i - 1].model_version && ticks[i].model_version !== null) vm.push({ x: ticks[i].tick, label: `v${ticks[i].model_version}` });
+  const span = ticks.length ? { xmin: ticks[0].tick, xmax: ticks[ticks.length - 1].tick } : {};
+  chart("Loss per tick against the reference", (box) => Charts.line(box, { ...span, xType: "linear", yLabel: "mean loss", label: "loss per tick", markers: vm,
+    bands: [{ name: `reference … +δ (${delta})`, color: "#cfe3cf", points: ticks.map((x) => [x.tick, x.reference_loss, x.reference_loss === null ? null : x.reference_loss * (1 + delta)]) }],
+    series: [
+      { name: "reference loss", color: "#3f9b5f", points: ticks.map((x) => [x.tick, x.reference_loss]) },
+      { name: "loss", color: "#555", points: ticks.map((x) => [x.tick, x.loss]), dots: true,
+        dotColor: (p, i) => VERDICT_COLORS[ticks.filter((x) => x.loss !== null)[i].verdict] || "#555",
+        dotTitle: (p, i) => { const x = ticks.filter((y) => y.loss !== null)[i]; return `tick ${x.tick}: loss ${fmt(x.loss)}, reference ${fmt(x.reference_loss)}, ${x.verdict}${x.reason ? " – " + x.reason : ""}`; } }] }));
+  chart("Test p-values (log scale; colour: verdict)", (box) => Charts.line(box, { ...span, xType: "linear", log: true, logFloor: 1e-8, yLabel: "p-value", label: "p-values",
+    refs: s.params.alpha ? [{ y: s.params.alpha, label: `α ${s.params.alpha} (fleet FDR level)`, color: "#c0504d" }] : [],
+    series: [{ name: "p-value", color: "#999", line: false, dots: true, points: ticks.map((x) => [x.tick, x.p_value]),
+      dotColor: (p) => VERDICT_COLORS[(ticks.find((x) => x.tick === p[0]) || {}).verdict] || "#555",
+      dotTitle: (p) => `tick ${p[0]}: p = ${fmt(p[1])}` }] }));
+  grid.lastChild.appendChild(h("div", { class: "verdict-strip" }, h("span", { class: "muted", text: "verdict per tick: " }), ticks.map((x) => {
+    const cell = h("span", { class: "cell", title: `tick ${x.tick} (${ds(x.start_ds)}): ${x.verdict}${x.reason ? " – " + x.reason : ""}`, text: String(x.tick) });
+    cell.style.background = VERDICT_COLORS[x.verdict] || "#eee";
+    return cell;
+  })));
+
+  // Versions and the champion's moves with who and why.
+  main.appendChild(section("Model versions", versionTimeline(s), versionTable(s, main)));
+
+  if (can("operator")) main.appendChild(streamActions(s));
+
+  main.appendChild(section("Escalations", s.escalations.length ? table(["id", "tick", "severity", "kind", "status", "message", ""],
+    s.escalations.map((e) => h("tr", {}, h("td", { text: e.id }), h("td", { text: e.tick ?? "–" }), h("td", {}, sevBadge(e.severity)),
+      h("td", { text: e.kind }), h("td", { text: e.status + (e.status === "silenced" ? ` until ${when(e.silenced_until)}` : "") }),
+      h("td", { text: e.message }), h("td", {}, can("operator") ? escalationButtons(e, main) : null)))) : h("p", { class: "muted", text: "none" })));
+  main.appendChild(section("Queued and applied actions", actionsTable(s.actions, main)));
+  main.appendChild(section("Audit log of this stream", auditTable(s.audit)));
+}
+
+function versionTimeline(s) {
+  return h("ol", { class: "timeline", id: "timeline" }, s.champion_history.slice().reverse().map((c) => h("li", {},
+    h("strong", { text: `${c.action === "rollback" ? "roll-back to" : "promotion of"} v${c.version}` }),
+    c.previous_version ? h("span", { class: "muted", text: ` (from v${c.previous_version})` }) : null,
+    h("span", { text: ` by ${c.moved_by}` }),
+    c.tick !== null ? h("span", { class: "muted", text: ` · tick ${c.tick}` }) : null,
+    h("span", { class: "muted", text: ` · ${when(c.at)}` }),
+    c.reason ? h("div", { class: "why", text: c.reason }) : null)));
+}
+
+function versionTable(s, root) {
+  const serving = s.champion ? s.champion.version : null;
+  const button = (m) => {
+    if (!can("operator") || m.serving) return null;
+    if (serving !== null && m.version < serving) {
+      return h("button", { type: "button", class: "small", text: `Roll back to v${m.version}`,
+        onclick: () => act("rollback", { stream: s.unique_id, to_version: m.version, reason: reasonOf(root) }) });
+    }
+    return h("button", { type: "button", class: "small", text: `Promote v${m.version}`,
+      onclick: () => act("promote", { stream: s.unique_id, version: m.version, reason: reasonOf(root) }) });
+  };
+  const check = (m) => (m.check && Object.keys(m.check).length ? Object.entries(m.check).map(([k, v]) => `${k}: ${v}`).join(", ") : "–");
+  return table(["version", "model", "trained on", "created", "challenger check", ""], s.versions.slice().reverse().map((m) =>
+    h("tr", { class: m.serving ? "serving" : "" },
+      h("td", { text: `v${m.version}${m.serving ? " (serving)" : ""}` }),
+      h("td", { text: m.spec }),
+      h("td", { text: m.train_end ? `${ds(m.train_start)} → ${ds(m.train_end)}` : "–" }),
+      h("td", { text: `${m.created_tick !== null ? "tick " + m.created_tick + " · " : ""}${when(m.created_at)}` }),
+      h("td", { text: check(m) }),
+      h("td", {}, button(m)))));
+}
+
+function escalationButtons(e, root) {
+  return h("span", { class: "buttons" },
+    e.status !== "acknowledged" && e.status !== "resolved" ? h("button", { type: "button", class: "small", text: "ack", onclick: () => act("acknowledge", { ids: [e.id], reason: reasonOf(root) }) }) : null,
+    e.status !== "resolved" ? h("button", { type: "button", class: "small", text: "resolve", onclick: () => act("resolve", { ids: [e.id], reason: reasonOf(root) }) }) : null,
+    e.status !== "silenced" && e.status !== "resolved" ? h("button", { type: "button", class: "small", text: "silence 1d", onclick: () => act("silence", { ids: [e.id], until: "1d", reason: reasonOf(root) }) }) : null,
+    e.status !== "open" ? h("button", { type: "button", class: "small", text: "re-open", onclick: () => act("reopen", { ids: [e.id], reason: reasonOf(root) }) }) : null);
+}
+
+function streamActions(s) {
+  const one = { streams: [s.unique_id] };
+  const box = h("section", { class: "panel actions", id: "stream-actions" }, h("h2", { text: "Act on this stream" }));
+  const reason = reasonField("e.g. promotion week in this zone");
+  const until = h("input", { id: "pin-until", type: "datetime-local" });
+  const direct = h("input", { id: "retrain-direct", type: "checkbox" });
+  const start = h("input", { id: "abnormal-start", type: "datetime-local" });
+  const end = h("input", { id: "abnormal-end", type: "datetime-local" });
+  const delta = h("input", { id: "param-delta", type: "number", step: "0.01", min: "0", placeholder: String(s.params.delta ?? ""), value: s.overrides.delta ?? "" });
+  const cooldown = h("input", { id: "param-cooldown", type: "number", step: "1", min: "0", placeholder: String(s.params.cooldown_ticks ?? ""), value: s.overrides.cooldown_ticks ?? "" });
+  const r = () => reasonOf(box);
+  box.append(reason,
+    h("div", { class: "row" },
+      h("button", { type: "button", id: "btn-pin", text: "Pin", onclick: () => act("pin", { ...one, until: until.value || null, reason: r() }) }),
+      h("label", {}, " until ", until, h("span", { class: "muted", text: " (empty: until unpinned) " })),
+      h("button", { type: "button", id: "btn-unpin", text: "Unpin", disabled: !s.pinned_until, onclick: () => act("unpin", { ...one, reason: r() }) })),
+    h("div", { class: "row" },
+      h("button", { type: "button", id: "btn-retrain", text: "Re-train at the next tick", onclick: () => act("retrain", { ...one, direct: direct.checked, reason: r() }) }),
+      h("label", {}, direct, " promote directly (skip the challenger check)")),
+    h("div", { class: "row" },
+      h("button", { type: "button", text: "Reset reference", onclick: () => act("reset-reference", { ...one, rebase: false, reason: r() }) }),
+      h("button", { type: "button", text: "Re-base reference (accept the new normal)", onclick: () => act("reset-reference", { ...one, rebase: true, reason: r() }) })),
+    h("div", { class: "row" },
+      h("button", { type: "button", text: "Mark abnormal", onclick: () => act("mark-abnormal", { ...one, start: start.value, end: end.value, reason: r() }) }),
+      h("label", {}, " from ", start), h("label", {}, " to ", end)),
+    h("div", { class: "row" },
+      h("button", { type: "button", text: s.needs_approval ? "Stop requiring approval" : "Require approval of promotions",
+        onclick: () => act("require-approval", { ...one, required: !s.needs_approval, reason: r() }) }),
+      h("button", { type: "button", text: "Approve the waiting challenger", onclick: () => act("approve", { stream: s.unique_id, reason: r() }) }),
+      h("button", { type: "button", text: "Reject it", onclick: () => act("reject", { stream: s.unique_id, reason: r() }) })),
+    h("div", { class: "row" },
+      h("button", { type: "button", text: "Set parameters", onclick: () => act("set-params", { ...one, reason: r(),
+        params: { delta: delta.value === "" ? null : Number(delta.value), cooldown_ticks: cooldown.value === "" ? null : Number(cooldown.value) } }) }),
+      h("label", {}, " δ ", delta), h("label", {}, " cooldown ticks ", cooldown), h("span", { class: "muted", text: " (empty: the project's default)" })));
+  return box;
+}
+
+function actionsTable(items, root) {
+  if (!items.length) return h("p", { class: "muted", text: "none" });
+  return table(["id", "stream", "kind", "parameters", "status", "by", "when", "reason", "outcome", ""], items.map((a) => h("tr", { class: `action-${a.status}` },
+    h("td", { text: a.id }), h("td", {}, streamLink(a.unique_id)), h("td", { text: a.kind }),
+    h("td", { text: Object.entries(a.params).map(([k, v]) => `${k}=${v}`).join(" ") }), h("td", { text: a.status + (a.applied_tick !== null ? ` (tick ${a.applied_tick})` : "") }),
+    h("td", { text: a.created_by }), h("td", { text: when(a.created_at) }), h("td", { text: a.reason || "" }), h("td", { text: a.outcome || "" }),
+    h("td", {}, a.status === "pending" && can("operator") ? h("button", { type: "button", class: "small", text: "cancel", onclick: () => act("cancel-action", { ids: [a.id], reason: reasonOf(root) }) }) : null))));
+}
+
+function auditTable(items) {
+  if (!items.length) return h("p", { class: "muted", text: "nothing yet" });
+  return table(["#", "when", "who", "action", "target", "parameters", "reason"], items.map((a) => h("tr", {},
+    h("td", { text: a.id }), h("td", { text: when(a.at) }), h("td", { text: a.actor }), h("td", { class: "audit-action", text: a.action }),
+    h("td", {}, a.target && a.target.startsWith("stream:") ? streamLink(a.target.slice(7)) : h("span", { text: a.target || "" })),
+    h("td", { class: "params", text: JSON.stringify(a.params) }), h("td", { text: a.reason || "" }))), "grid audit");
+}
+
+// -- actions, audit, tokens ---------------------------------------------------------------------------------
+async function renderActions(main, params) {
+  const status = params.get("status") || "";
+  const q = new URLSearchParams({ page: params.get("page") || 1, per_page: 50 });
+  if (status) q.set("status", status);
+  const data = await api("GET", `/api/actions?${q}`);
+  const go = (changes) => { const p = new URLSearchParams(params); for (const [k, v] of Object.entries(changes)) p.set(k, v); location.hash = `#/actions?${p}`; };
+  main.append(h("h1", { text: "Actions" }),
+    h("p", { class: "muted", text: "Re-trainings, reference resets and approvals wait here until the next tick carries them out." }),
+    h("div", { class: "toolbar" }, h("select", { onchange: (e) => go({ status: e.target.value, page: 1 }) },
+      [["", "all"], ["pending", "pending"], ["applied", "applied"], ["cancelled", "cancelled"]].map(([v, t]) => h("option", { value: v, text: t, selected: v === status }))),
+    can("operator") ? reasonField() : null),
+    actionsTable(data.items, main), pager(data, (p) => go({ page: p })));
+}
+
+async function renderAudit(main, params) {
+  const q = new URLSearchParams({ page: params.get("page") || 1, per_page: 50 });
+  for (const k of ["actor", "action", "q"]) if (params.get(k)) q.set(k, params.get(k));
+  const data = await api("GET", `/api/audit?${q}`);
+  const go = (changes) => { const p = new URLSearchParams(params); for (const [k, v] of Object.entries(changes)) { if (v) p.set(k, v); else p.delete(k); } location.hash = `#/audit?${p}`; };
+  const actor = h("input", { type: "text", placeholder: "who (user:ana, agent)", value: params.get("actor") || "" });
+  const action = h("input", { type: "text", placeholder: "action (pin, rollback…)", value: params.get("action") || "" });
+  const text = h("input", { type: "search", placeholder: "target or reason contains", value: params.get("q") || "" });
+  const form = h("form", { class: "toolbar" }, actor, action, text, h("button", { type: "submit", text: "Filter" }));
+  form.addEventListener("submit", (ev) => { ev.preventDefault(); go({ actor: actor.value.trim(), action: action.value.trim(), q: text.value.trim(), page: 1 }); });
+  main.append(h("h1", { text: "Audit log" }), h("p", { class: "muted", text: "Every action, by whom, when and why. Append-only: the database refuses changes to it." }),
+    form, auditTable(data.items), pager(data, (p) => go({ page: p })));
+}
+
+async function renderTokens(main) {
+  const tokens = await api("GET", "/api/tokens?include_revoked=true");
+  const name = h("input", { type: "text", placeholder: "name (a person or a system)", required: true });
+  const role = h("select", {}, ["viewer", "operator", "admin"].map((x) => h("option", { value: x, text: x })));
+  const shown = h("div", { class: "secret", role: "status" });
+  const form = h("form", { class: "toolbar" }, name, role, h("button", { type: "submit", text: "Create token" }));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    try {
+      const t = await api("POST", "/api/tokens", { name: name.value.trim(), role: role.value });
+      await route();
+      document.querySelector(".secret").replaceChildren(h("strong", { text: `Token for ${t.name} (${t.role}), shown once: ` }), h("code", { text: t.token }));
+    } catch (e) { toast(e.message, true); }
+  });
+  main.append(h("h1", { text: "Tokens" }), form, shown,
+    table(["name", "role", "created", "by", "last used", "state", ""], tokens.map((t) => h("tr", {},
+      h("td", { text: t.name }), h("td", { text: t.role }), h("td", { text: when(t.created_at) }), h("td", { text: t.created_by }),
+      h("td", { text: when(t.last_used_at) }), h("td", { text: t.active ? "active" : `revoked ${when(t.revoked_at)}` }),
+      h("td", {}, t.active ? h("button", { type: "button", class: "small", text: "revoke", onclick: async () => {
+        try { await api("DELETE", `/api/tokens/${encodeURIComponent(t.name)}`); toast(`revoked ${t.name}`); await route(); } catch (e) { toast(e.message, true); }
+      } }) : null)))));
+}
+
+// -- routing ------------------------------------------------------------------------------------------------
+async function route() {
+  const hash = location.hash.replace(/^#/, "") || "/queue";
+  const [path, query] = hash.split("?");
+  const parts = path.split("/").filter(Boolean);
+  const params = new URLSearchParams(query || "");
+  if (!me) {
+    try { me = await api("GET", "/api/me"); } catch (e) { if (e.status !== 401) renderLogin(e.message); return; }
+  }
+  document.body.classList.remove("logged-out");
+  document.getElementById("who").textContent = `${me.name} · ${me.role}`;
+  document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === `#/${parts[0] || "queue"}`));
+  document.querySelector("#nav a[href='#/tokens']").hidden = !can("admin");
+  const main = document.getElementById("main");
+  const fresh = h("div", { class: "page", dataset: { page: parts[0] || "queue" } });
+  const pages = { fleet: renderFleet, queue: renderQueue, streams: renderStreams, actions: renderActions, audit: renderAudit, tokens: renderTokens };
+  try {
+    if (parts[0] === "stream" && parts.length > 1) await renderStream(fresh, params, decodeURIComponent(parts.slice(1).join("/")));
+    else await (pages[parts[0]] || renderQueue)(fresh, params);
+    main.replaceChildren(fresh);
+  } catch (e) {
+    if (e.status === 401) return;
+    main.replaceChildren(h("div", { class: "panel error", role: "alert", text: `Could not load this page: ${e.message}` }));
+  }
+}
+
+window.addEventListener("hashchange", route);
+document.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("logout").addEventListener("click", logout);
+  route();
+});

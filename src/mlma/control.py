@@ -1,0 +1,426 @@
+"""What a person can do to the fleet, in one place: the CLI, the REST API and the web page all call this.
+
+:class:`Operations` is the engineer's side of the agent. Every method takes ``by`` (``'user:<name>'``) and
+an optional ``reason`` and writes one entry to the append-only audit log, in the same transaction as the
+change itself, so that "who did what, when and why" is never missing for a change that happened.
+
+Actions fall in three kinds, by when they take effect:
+
+- **Now**: rolling back or promoting a model version moves the registry's champion alias at once (the next
+  tick serves it and starts its reference afresh); escalations are acknowledged, resolved or silenced at once.
+- **From the next tick on, as settings**: pinning (no automatic re-training until unpinned or until a
+  date), requiring approval of promotions, per-stream monitoring parameters (``delta``, ``cooldown_ticks``),
+  and abnormal periods (kept out of references and training windows, never a reason to re-train). These are
+  stored on the streams (``streams.overrides``) or in ``abnormal_periods`` and read by every tick.
+- **Queued for the next tick**: forcing a re-training, resetting or re-basing a reference, approving or
+  rejecting a pending promotion. They wait in ``stream_actions`` as ``pending``; the tick that carries them
+  out marks them ``applied`` with the outcome, in its own transaction.
+
+A *group* selects streams by their attributes (``mlma streams-attributes``, or
+:meth:`mlma.store.Store.set_attributes`): ``{"city": "Berlin"}`` is every stream whose attribute ``city``
+is ``Berlin``. The audit log names the group as the target (``group:city=Berlin``), so one action on 40 zones
+is one entry.
+
+Examples
+--------
+>>> import pandas as pd
+>>> from mlma.store import Store
+>>> store = Store.create("sqlite://")
+>>> frame = pd.DataFrame({"unique_id": ["a", "a", "b", "b"], "ds": pd.to_datetime(["2025-01-01", "2025-01-02"] * 2),
+...                       "y": [1.0, 2.0, 3.0, 4.0]})
+>>> _ = store.ingest_frame(frame, "example")
+>>> store.set_attributes({"a": {"city": "Berlin"}, "b": {"city": "Paris"}})
+>>> ops = Operations(store)
+>>> ops.pin(group={"city": "Berlin"}, by="user:ana", reason="holiday next week").streams
+['a']
+>>> ops.force_retrain(["b"], by="user:ana", reason="new promotion").queued
+1
+>>> store.audit_log()["action"].tolist()
+['pin', 'retrain']
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from mlma.store import Store
+from mlma.store import schema as S
+from mlma.store.records import check_actor
+
+#: Monitoring parameters a stream may override, with their checks (value -> error message or None).
+OVERRIDABLE = {
+    "delta": (float, "the relevance margin, a number >= 0",
+              lambda v: v >= 0),
+    "cooldown_ticks": (int, "ticks without a new trigger after a re-training, a whole number >= 0",
+                       lambda v: v >= 0),
+    "needs_approval": (bool, "true or false: promotions wait for a person's approval", lambda v: True),
+}
+
+#: What ``Operations`` can do, for the CLI's and the API's help texts.
+ACTIONS = {
+    "retrain": "force a re-training at the next tick (the challenger check still applies unless direct)",
+    "pin": "no automatic re-training until unpinned or until a date; monitoring goes on",
+    "unpin": "automatic re-training again",
+    "rollback": "put an earlier model version back in service now",
+    "promote": "put a chosen model version in service now",
+    "reset-reference": "drop the reference; the serving model's next losses build a new one",
+    "rebase-reference": "take the recent losses as the reference at the next tick (accept a new normal)",
+    "mark-abnormal": "keep a period out of references and training windows, never a reason to re-train",
+    "cancel-abnormal": "take back an abnormal period",
+    "silence": "hide an escalation until a given time",
+    "acknowledge": "an escalation is being looked at",
+    "resolve": "an escalation is dealt with",
+    "reopen": "an escalation needs attention again",
+    "require-approval": "promotions of re-trained models wait for a person's approval",
+    "approve": "promote the challenger that waits for approval, at the next tick",
+    "reject": "drop the challenger that waits for approval, at the next tick",
+    "set-params": "override monitoring parameters (delta, cooldown_ticks) for streams",
+}
+
+
+class ActionError(ValueError):
+    """An action cannot be done as asked; the message says which stream, value or rule is the problem."""
+
+
+@dataclass(frozen=True)
+class ActionResult:
+    """What an action did: the streams it touched, rows queued or changed, and its audit entry."""
+
+    action: str
+    streams: list[str] = field(default_factory=list)
+    queued: int = 0
+    changed: int = 0
+    audit_id: int | None = None
+    detail: dict = field(default_factory=dict)
+
+
+def group_label(group: Mapping[str, Any]) -> str:
+    """How a group is named in the audit log.
+
+    >>> group_label({"city": "Berlin", "kind": "zone"})
+    'group:city=Berlin,kind=zone'
+    """
+    return "group:" + ",".join(f"{k}={v}" for k, v in sorted(group.items()))
+
+
+class Operations:
+    """The engineer's actions on a store; see the module docstring.
+
+    Parameters
+    ----------
+    store
+        The project's store.
+    registry
+        The model registry (for roll-backs and promotions); built on ``store`` when not given, with
+        ``artifacts`` as its artifact folder.
+    """
+
+    def __init__(self, store: Store, registry=None, *, artifacts=None) -> None:
+        self.store = store
+        if registry is None and artifacts is not None:
+            from mlma.registry import ModelRegistry
+
+            registry = ModelRegistry(store, artifacts)
+        self.registry = registry
+
+    # -- choosing streams -----------------------------------------------------------------------------------
+    def select(self, streams: Sequence[int | str] | None = None, *,
+               group: Mapping[str, Any] | None = None) -> tuple[np.ndarray, str]:
+        """Stream ids and the audit target for explicit ``streams`` or a ``group`` (exactly one of them)."""
+        if (streams is None) == (group is None):
+            raise ActionError("name either streams or a group (e.g. {'city': 'Berlin'}), not both or neither")
+        if streams is not None:
+            items = list(streams)
+            if not items:
+                raise ActionError("no streams given")
+            ids = []
+            for s in items:
+                try:
+                    ids.append(self.store.resolve(s))
+                except KeyError:
+                    raise ActionError(f"unknown stream {s!r}") from None
+            ids = np.unique(np.asarray(ids, dtype=np.int64))
+            names = self.store.unique_ids(ids)
+            target = f"stream:{names[0]}" if len(ids) == 1 else f"streams:{len(ids)}"
+            return ids, target
+        if not isinstance(group, Mapping) or not group:
+            raise ActionError(f"a group is a mapping of attribute to value, e.g. {{'city': 'Berlin'}}; got {group!r}")
+        table = self.store.streams()
+        match = np.ones(len(table), dtype=bool)
+        for key, value in group.items():
+            have = table["attributes"].map(lambda a, key=key: None if not a else a.get(key))
+            match &= have.map(lambda v, value=value: v is not None and str(v) == str(value)).to_numpy(dtype=bool)
+        if not match.any():
+            raise ActionError(f"no stream has the attributes {dict(group)}")
+        return table["id"].to_numpy(dtype=np.int64)[match], group_label(group)
+
+    # -- settings read by every tick ------------------------------------------------------------------------
+    def pin(self, streams=None, *, group=None, until: Any = None, by: str, reason: str | None = None) -> ActionResult:
+        """No automatic re-training for the streams until :meth:`unpin` or until ``until`` (an instant)."""
+        value = "forever" if until is None else _instant(until, "until").isoformat()
+        return self._override("pin", streams, group, {"pinned_until": value}, by, reason)
+
+    def unpin(self, streams=None, *, group=None, by: str, reason: str | None = None) -> ActionResult:
+        return self._override("unpin", streams, group, {"pinned_until": None}, by, reason)
+
+    def require_approval(self, streams=None, *, group=None, required: bool = True, by: str,
+                         reason: str | None = None) -> ActionResult:
+        """Promotions of re-trained models for the streams wait for :meth:`approve` (or stop waiting)."""
+        return self._override("require-approval", streams, group, {"needs_approval": True if required else None},
+                              by, reason)
+
+    def set_params(self, streams=None, *, group=None, params: Mapping[str, Any], by: str,
+                   reason: str | None = None) -> ActionResult:
+        """Override monitoring parameters for the streams; a value of None restores the project's default."""
+        if not params:
+            raise ActionError(f"no parameters given; overridable: {', '.join(OVERRIDABLE)}")
+        clean = {}
+        for key, value in params.items():
+            if key not in OVERRIDABLE:
+                raise ActionError(f"unknown parameter {key!r}; overridable: {', '.join(OVERRIDABLE)}")
+            if value is None:
+                clean[key] = None
+                continue
+            kind, meaning, ok = OVERRIDABLE[key]
+            if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)) or not ok(value):
+                raise ActionError(f"parameter {key} must be {meaning}, got {value!r}")
+            clean[key] = value
+        return self._override("set-params", streams, group, clean, by, reason)
+
+    def _override(self, action, streams, group, changes, by, reason) -> ActionResult:
+        check_actor(by)
+        ids, target = self.select(streams, group=group)
+        with self.store._write() as conn:
+            self.store._merge_json("overrides", {int(i): changes for i in ids}, conn=conn)
+            audit_id = self.store._audit(conn, self.store._now(conn), by, action, target,
+                                         {"streams": len(ids), **changes}, reason)
+        return ActionResult(action, self.store.unique_ids(ids).tolist(), changed=len(ids), audit_id=audit_id,
+                            detail=dict(changes))
+
+    def mark_abnormal(self, start: Any, end: Any, streams=None, *, group=None, by: str,
+                      reason: str | None = None) -> ActionResult:
+        """Mark ``start <= ds < end`` abnormal for the streams (neither streams nor group: the whole fleet).
+
+        Works ahead of time (a holiday next week: pro-active) and afterwards (an outage yesterday:
+        retrospective). The ticks read the periods when they build references and training windows.
+        """
+        check_actor(by)
+        lo, hi = _data_time(start, "start"), _data_time(end, "end")
+        if hi <= lo:
+            raise ActionError(f"an abnormal period must end after it starts; got start={lo}, end={hi}")
+        if streams is None and group is None:
+            ids, target = [None], "fleet"
+        else:
+            ids, target = self.select(streams, group=group)
+        with self.store._write() as conn:
+            now = self.store._now(conn)
+            conn.execute(sa.insert(S.abnormal_periods), [
+                {"stream_id": None if i is None else int(i), "start_ds": lo.to_pydatetime(),
+                 "end_ds": hi.to_pydatetime(), "created_at": now, "created_by": by, "reason": reason} for i in ids])
+            audit_id = self.store._audit(conn, now, by, "mark-abnormal", target,
+                                         {"start": str(lo), "end": str(hi), "streams": len(ids)}, reason)
+        names = [] if target == "fleet" else self.store.unique_ids(ids).tolist()
+        return ActionResult("mark-abnormal", names, changed=len(ids), audit_id=audit_id,
+                            detail={"start": str(lo), "end": str(hi)})
+
+    def cancel_abnormal(self, period_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
+        check_actor(by)
+        ids = [int(i) for i in period_ids]
+        a = S.abnormal_periods
+        with self.store._write() as conn:
+            now = self.store._now(conn)
+            changed = conn.execute(sa.update(a).where(a.c.id.in_(ids), a.c.cancelled_at.is_(None))
+                                   .values(cancelled_at=now)).rowcount
+            if not changed:
+                raise ActionError(f"no active abnormal period with id(s) {ids}")
+            audit_id = self.store._audit(conn, now, by, "cancel-abnormal", "abnormal:" + ",".join(map(str, ids)),
+                                         {"ids": ids}, reason)
+        return ActionResult("cancel-abnormal", changed=int(changed), audit_id=audit_id)
+
+    def abnormal_periods(self, *, active_only: bool = True) -> pd.DataFrame:
+        """Abnormal periods: id, unique_id (None: whole fleet), start, end, created_at, created_by, reason."""
+        a = S.abnormal_periods
+        query = (sa.select(a.c.id, a.c.stream_id, S.streams.c.unique_id, a.c.start_ds.label("start"),
+                           a.c.end_ds.label("end"), a.c.created_at, a.c.created_by, a.c.reason, a.c.cancelled_at)
+                 .outerjoin(S.streams, S.streams.c.id == a.c.stream_id).order_by(a.c.id))
+        if active_only:
+            query = query.where(a.c.cancelled_at.is_(None))
+        with self.store._read() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=["id", "stream_id", "unique_id", "start", "end", "created_at",
+                                           "created_by", "reason", "cancelled_at"])
+
+    # -- queued for the next tick ---------------------------------------------------------------------------
+    def force_retrain(self, streams=None, *, group=None, direct: bool = False, by: str,
+                      reason: str | None = None) -> ActionResult:
+        """Re-train the streams at the next tick, e.g. before a known event.
+
+        By default the re-trained model must still beat the serving one in shadow before it is promoted
+        (the same check as automatic re-trainings); ``direct=True`` promotes it at once, for when the
+        engineer knows the serving model is wrong (e.g. after a product launch changed the stream).
+        """
+        return self._queue("retrain", streams, group, {"direct": bool(direct)}, by, reason)
+
+    def reset_reference(self, streams=None, *, group=None, rebase: bool = False, by: str,
+                        reason: str | None = None) -> ActionResult:
+        """Reset (start the reference afresh from the next losses) or re-base (take the recent losses as the
+        reference: the stream's new normal is accepted) at the next tick."""
+        return self._queue("reset-reference", streams, group, {"rebase": bool(rebase)}, by, reason,
+                           action="rebase-reference" if rebase else "reset-reference")
+
+    def approve(self, stream, *, by: str, reason: str | None = None) -> ActionResult:
+        """Promote the stream's challenger that waits for approval (at the next tick)."""
+        return self._queue("approve", [stream], None, {}, by, reason)
+
+    def reject(self, stream, *, by: str, reason: str | None = None) -> ActionResult:
+        """Drop the stream's challenger that waits for approval (at the next tick); the champion stays."""
+        return self._queue("reject", [stream], None, {}, by, reason)
+
+    def _queue(self, kind, streams, group, params, by, reason, action=None) -> ActionResult:
+        check_actor(by)
+        ids, target = self.select(streams, group=group)
+        with self.store._write() as conn:
+            now = self.store._now(conn)
+            conn.execute(sa.insert(S.stream_actions), [
+                {"stream_id": int(i), "kind": kind, "params": dict(params), "status": "pending", "created_at": now,
+                 "created_by": by, "reason": reason} for i in ids])
+            audit_id = self.store._audit(conn, now, by, action or kind, target, {"streams": len(ids), **params},
+                                         reason)
+        return ActionResult(action or kind, self.store.unique_ids(ids).tolist(), queued=len(ids),
+                            audit_id=audit_id, detail=dict(params))
+
+    def cancel_action(self, action_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
+        """Take back queued actions that no tick has carried out yet."""
+        check_actor(by)
+        ids = [int(i) for i in action_ids]
+        t = S.stream_actions
+        with self.store._write() as conn:
+            now = self.store._now(conn)
+            changed = conn.execute(sa.update(t).where(t.c.id.in_(ids), t.c.status == "pending")
+                                   .values(status="cancelled", applied_at=now)).rowcount
+            if not changed:
+                raise ActionError(f"no pending action with id(s) {ids}")
+            audit_id = self.store._audit(conn, now, by, "cancel-action", "actions:" + ",".join(map(str, ids)),
+                                         {"ids": ids}, reason)
+        return ActionResult("cancel-action", changed=int(changed), audit_id=audit_id)
+
+    def pending_actions(self, streams=None) -> pd.DataFrame:
+        """Queued actions: id, stream_id, unique_id, kind, params, created_at, created_by, reason."""
+        return self.actions(status="pending", streams=streams)
+
+    def actions(self, *, status: str | None = None, streams=None, limit: int | None = None) -> pd.DataFrame:
+        """Stream actions, newest first, optionally of one status and for some streams."""
+        t = S.stream_actions
+        query = (sa.select(t, S.streams.c.unique_id).join(S.streams, S.streams.c.id == t.c.stream_id)
+                 .order_by(t.c.id.desc()))
+        if status is not None:
+            if status not in S.STREAM_ACTION_STATUSES:
+                raise ActionError(f"status must be one of {S.STREAM_ACTION_STATUSES}, got {status!r}")
+            query = query.where(t.c.status == status)
+        if streams is not None:
+            ids, _ = self.select(streams)
+            query = query.where(t.c.stream_id.in_(ids.tolist()))
+        if limit is not None:
+            query = query.limit(int(limit))
+        with self.store._read() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=[*[c.name for c in t.columns], "unique_id"])
+
+    # -- now -------------------------------------------------------------------------------------------------
+    def rollback(self, stream, to_version: int | None = None, *, by: str, reason: str | None = None) -> ActionResult:
+        """Put an earlier version of the stream back in service now (default: the one before the current)."""
+        registry = self._registry()
+        try:
+            version = registry.rollback(stream, to_version, by=check_actor(by), reason=reason)
+        except KeyError as exc:
+            raise ActionError(str(exc).strip("'\"")) from None
+        except ValueError as exc:
+            raise ActionError(str(exc)) from None
+        return ActionResult("rollback", [self.store.unique_ids([self.store.resolve(stream)])[0]], changed=1,
+                            detail={"version": version.version})
+
+    def promote(self, stream, version: int, *, by: str, reason: str | None = None) -> ActionResult:
+        """Put a chosen version of the stream in service now."""
+        registry = self._registry()
+        try:
+            registry.promote(stream, int(version), by=check_actor(by), reason=reason)
+        except KeyError as exc:
+            raise ActionError(str(exc).strip("'\"")) from None
+        return ActionResult("promote", [self.store.unique_ids([self.store.resolve(stream)])[0]], changed=1,
+                            detail={"version": int(version)})
+
+    def _registry(self):
+        if self.registry is None:
+            raise ActionError("this action needs the model registry: build Operations with registry= or artifacts=")
+        return self.registry
+
+    def acknowledge(self, escalation_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
+        return self._escalations("acknowledged", escalation_ids, by, reason)
+
+    def resolve(self, escalation_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
+        return self._escalations("resolved", escalation_ids, by, reason)
+
+    def reopen(self, escalation_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
+        return self._escalations("open", escalation_ids, by, reason)
+
+    def silence(self, escalation_ids: Sequence[int], until: Any, *, by: str, reason: str | None = None) -> ActionResult:
+        """Hide escalations until ``until`` (an instant, or a duration such as ``"4h"`` from now)."""
+        return self._escalations("silenced", escalation_ids, by, reason, until=_until(until))
+
+    def _escalations(self, status, ids, by, reason, until=None) -> ActionResult:
+        ids = [int(i) for i in ids]
+        if not ids:
+            raise ActionError("no escalation ids given")
+        changed = self.store.set_escalation_status(ids, status, by=by, reason=reason, silenced_until=until)
+        if not changed:
+            raise ActionError(f"no escalation with id(s) {ids}")
+        return ActionResult({"acknowledged": "acknowledge", "resolved": "resolve", "open": "reopen",
+                             "silenced": "silence"}[status], changed=changed,
+                            detail={} if until is None else {"until": until.isoformat()})
+
+
+# -- parsing --------------------------------------------------------------------------------------------------
+def _instant(value: Any, what: str) -> dt.datetime:
+    """A wall-clock instant in UTC from a datetime or ISO text (naive taken as UTC)."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ActionError(f"{what} must be a date-time such as 2026-12-24T00:00, got {value!r}") from None
+    if pd.isna(stamp):
+        raise ActionError(f"{what} must be a date-time, got {value!r}")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
+
+
+def _until(value: Any) -> dt.datetime:
+    """An instant, or a duration from now (``"4h"``, ``"2d"``)."""
+    if isinstance(value, str):
+        try:
+            delta = pd.Timedelta(value)
+        except ValueError:
+            delta = None
+        if delta is not None and not any(c in value for c in "-:T"):
+            if delta <= pd.Timedelta(0):
+                raise ActionError(f"a silence must last a positive time, got {value!r}")
+            return (pd.Timestamp.now(tz="UTC") + delta).to_pydatetime()
+    return _instant(value, "until")
+
+
+def _data_time(value: Any, what: str) -> pd.Timestamp:
+    """A data-time (tz-naive) timestamp."""
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError):
+        raise ActionError(f"{what} must be a date or date-time such as 2026-12-24, got {value!r}") from None
+    if pd.isna(stamp):
+        raise ActionError(f"{what} must be a date or date-time, got {value!r}")
+    return stamp.tz_convert(None) if stamp.tzinfo is not None else stamp

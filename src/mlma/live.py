@@ -1,0 +1,683 @@
+"""Live operation: the agent's tick on a persistent store, one process run at a time.
+
+:class:`LiveAgent` runs :meth:`mlma.agent.Agent.tick`, the same method a backtest runs, against a
+:class:`~mlma.store.Store` and a :class:`~mlma.registry.ModelRegistry`. A tick is one short-lived step:
+
+1. take the store's tick lock (two agents never run a tick at once; a lock left by a process that died on
+   this host is taken over, one whose lease ran out is taken over anywhere);
+2. find the next tick whose actuals are in (the newest observation reaches the tick's last timestamp);
+3. mark it ``running`` (committed, so a crash leaves a visible trace);
+4. load the saved per-stream state of the previous tick, the observations of the training window (never
+   anything after the tick: replaying history does not peek ahead), the serving models from the registry
+   (each artifact verified against its SHA-256), the engineer's settings and queued actions;
+5. run the tick: score, decide, re-train through the executor, judge challengers, forecast;
+6. write each new model's artifact (content-addressed, written to a temporary file and renamed, so there
+   is never a half-written model), then commit everything the tick produced in **one transaction**:
+   verdicts, forecasts, escalations, new versions, champion moves, applied actions, the new state, and
+   the tick's ``done`` mark.
+
+Killed at any point, the store holds either the whole tick or none of it; the next run does the tick
+again from the same saved state and the same data, and the fits are deterministic, so it reaches the same
+result: no lost actuals, no double promotion. Artifacts written by a killed run are either reused (same
+content, same hash) or unreferenced files that :meth:`~mlma.registry.ModelRegistry.collect_garbage` removes.
+
+The tick clock is the data's: tick ``k`` covers ``[origin + k ticks, origin + (k + 1) ticks)``, aligned to
+the calendar (:func:`mlma.data.make_tick_grid`). The origin, frequency and tick length are fixed by the
+first tick and kept in the state, so later data never renumbers ticks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from threadpoolctl import threadpool_limits
+
+from mlma.agent import NO_MODEL, Agent, AgentSettings, Controls, TickReport
+from mlma.data import Frequency, infer_frequency, make_tick_grid
+from mlma.fleet import FleetData
+from mlma.models import ForecastContext
+from mlma.policy import Verdict, make_policy
+from mlma.project import ProjectConfig
+from mlma.registry import ModelRegistry
+from mlma.store import Store, forecast_frame
+from mlma.store import schema as S
+from mlma.store.records import ChampionMove
+from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
+
+log = logging.getLogger(__name__)
+
+#: Data-time ticks to look ahead when sizing the forecast horizon of calendar ticks (months differ).
+_HORIZON_SCAN = 60
+
+
+class NotReady(RuntimeError):
+    """There is no tick to run yet: the store lacks data, or the next tick's actuals are not all in."""
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The fleet's clock: frequency, tick length and the first tick's start (tick 0)."""
+
+    freq: str
+    tick: str
+    origin: pd.Timestamp
+
+    @property
+    def frequency(self) -> Frequency:
+        return Frequency(self.freq)
+
+    def boundaries(self, first: int, last: int) -> pd.DatetimeIndex:
+        """Starts of ticks ``first..last`` (``last`` included: the end of tick ``last - 1``)."""
+        offset = pd.tseries.frequencies.to_offset(self.tick)
+        stamps = pd.date_range(self.origin, periods=last + 1, freq=offset)
+        return stamps[first:last + 1].as_unit("ns")
+
+    def tick_of(self, ds) -> int:
+        """The tick a timestamp falls in."""
+        ds = pd.Timestamp(ds)
+        guess = 0
+        while True:
+            bounds = self.boundaries(0, guess + 64)
+            if ds < bounds[-1]:
+                return int(np.searchsorted(bounds.to_numpy(), ds.to_datetime64(), side="right") - 1)
+            guess += 64
+
+    def last_timestamp(self, k: int) -> pd.Timestamp:
+        """The last grid timestamp inside tick ``k``: when it is in, the tick's actuals are complete."""
+        lo, hi = self.boundaries(k, k + 1)
+        grid = pd.date_range(lo, hi, freq=self.freq, inclusive="left")
+        return grid[-1]
+
+    def horizon(self) -> int:
+        bounds = self.boundaries(0, _HORIZON_SCAN)
+        grid = pd.date_range(bounds[0], bounds[-1], freq=self.freq, inclusive="left")
+        starts = np.searchsorted(grid.to_numpy(), bounds.to_numpy())
+        return int(np.diff(starts).max())
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"meta.freq": np.array(self.freq), "meta.tick": np.array(self.tick),
+                "meta.origin": np.array(self.origin.to_datetime64(), dtype="datetime64[ns]")}
+
+    @classmethod
+    def from_arrays(cls, arrays) -> Timing:
+        return cls(str(arrays["meta.freq"]), str(arrays["meta.tick"]), pd.Timestamp(arrays["meta.origin"][()]))
+
+
+@dataclass
+class TickResult:
+    """What one live tick did (``start=True`` for the start-up step that fits the first models)."""
+
+    tick: int
+    start: bool
+    n_streams: int
+    summary: dict
+    escalation_ids: list[int] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        s = self.summary
+        if self.start:
+            return (f"start-up (tick {self.tick}): {s.get('initial_fits', 0)} first models for {self.n_streams} "
+                    f"streams, forecasts for tick {self.tick + 1} issued ({self.seconds:.1f} s)")
+        v = s.get("verdicts", {})
+        return (f"tick {self.tick}: {self.n_streams} streams, {v.get('degraded', 0)} degraded, "
+                f"{s.get('retrains', 0)} re-trained, {s.get('promoted', 0)} promoted, "
+                f"{s.get('rejected', 0)} rejected, {s.get('fit_failures', 0)} failed fits, "
+                f"{len(self.escalation_ids)} escalations ({self.seconds:.1f} s)")
+
+
+def agent_identity() -> str:
+    """Who holds the lock: ``mlma-agent@host:pid``."""
+    return f"mlma-agent@{socket.gethostname()}:{os.getpid()}"
+
+
+class LiveAgent:
+    """Runs the project's ticks against its store; see the module docstring.
+
+    Parameters
+    ----------
+    config
+        The project (``mlma.toml``).
+    store
+        An open store (default: open the project's).
+    executor
+        Where fits run; default: the project's ``[agent] executor``. An executor passed in is not shut down.
+    notifier
+        Sends alerts on new escalations after each committed tick (:mod:`mlma.alerts`); default: the
+        project's configured receivers, if any.
+    """
+
+    def __init__(self, config: ProjectConfig, *, store: Store | None = None, executor=None,
+                 notifier=None) -> None:
+        self.config = config
+        self._own_store = store is None
+        self.store = store or Store.open(config.store_url)
+        self.registry = ModelRegistry(self.store, config.artifacts_dir)
+        self._executor_spec = executor if executor is not None else config.agent.executor
+        self._own_executor = executor is None or isinstance(executor, str)
+        self._executor = None
+        self._loaded: dict[tuple[int, int], FittedModel] = {}
+        self.notifier = notifier if notifier is not None else _project_notifier(config, self.store)
+        self.holder = agent_identity()
+
+    # -- the clock ------------------------------------------------------------------------------------------
+    def timing(self) -> Timing:
+        """The saved clock, or the one the data implies when no tick ran yet."""
+        state = self.store.load_state()
+        if state is not None and "meta.freq" in state.arrays:
+            return Timing.from_arrays(state.arrays)
+        first, last = self._data_span()
+        if first is None:
+            raise NotReady("the store has no observations yet: run `mlma ingest FILE` first")
+        freq = self.config.data.freq or infer_frequency(self._sample()).alias
+        tick = self.config.data.tick or Frequency(freq).default_tick()
+        tick = getattr(pd.tseries.frequencies.to_offset(tick), "freqstr", str(tick))
+        grid = make_tick_grid(pd.DatetimeIndex([first, last]), tick, freq=freq)
+        return Timing(freq, tick, pd.Timestamp(grid.boundaries[0]))
+
+    def _data_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+        with self.store._read() as conn:
+            lo, hi = conn.execute(sa.select(sa.func.min(S.observations.c.ds), sa.func.max(S.observations.c.ds))).one()
+        return (None, None) if lo is None else (pd.Timestamp(lo), pd.Timestamp(hi))
+
+    def _sample(self) -> pd.DataFrame:
+        ids = self.store.streams()["id"].to_numpy()[:200]
+        return self.store.observations(streams=[int(i) for i in ids])
+
+    def next_tick(self, timing: Timing | None = None) -> tuple[int, bool]:
+        """The next tick to run and whether it is the start-up step; :class:`NotReady` if none is due."""
+        timing = timing or self.timing()
+        _, last_ds = self._data_span()
+        if last_ds is None:
+            raise NotReady("the store has no observations yet: run `mlma ingest FILE` first")
+        done = self.store.last_done_tick()
+        complete = timing.tick_of(last_ds)
+        if last_ds >= timing.last_timestamp(complete):
+            complete += 1  # ticks 0..complete-1 have all their actuals in
+        if done is None:
+            first = self.config.agent.initial_ticks or complete
+            if complete < max(first, 1):
+                raise NotReady(f"the data holds {complete} complete tick(s) of {timing.tick}; the agent starts "
+                               f"after {max(first, 1)} (set [agent] initial_ticks)")
+            return first - 1, True
+        k = done + 1
+        if k >= complete:
+            raise NotReady(f"tick {k} ({timing.boundaries(k, k + 1)[0]} to {timing.boundaries(k, k + 1)[1]}) "
+                           f"is not complete: the newest actual is at {last_ds}")
+        return k, False
+
+    # -- running --------------------------------------------------------------------------------------------
+    def step(self) -> TickResult:
+        """Run the next due tick under the lock; raises :class:`NotReady` when there is none."""
+        with self._lock() as lease:
+            timing = self.timing()
+            k, start = self.next_tick(timing)
+            return self._run(k, start, timing, lease)
+
+    def catch_up(self, max_ticks: int | None = None) -> list[TickResult]:
+        """Run every due tick (at most ``max_ticks``), holding the lock throughout."""
+        results = []
+        with self._lock() as lease:
+            while max_ticks is None or len(results) < max_ticks:
+                timing = self.timing()
+                try:
+                    k, start = self.next_tick(timing)
+                except NotReady:
+                    break
+                results.append(self._run(k, start, timing, lease))
+        return results
+
+    def close(self) -> None:
+        if self.notifier is not None and hasattr(self.notifier, "close"):
+            self.notifier.close(timeout=10)
+        if self._executor is not None and self._own_executor:
+            if getattr(self, "_executor_dirty", False):
+                terminate_executor(self._executor)
+            elif hasattr(self._executor, "shutdown"):
+                self._executor.shutdown()
+            self._executor = None
+        if self._own_store:
+            self.store.close()
+
+    def __enter__(self) -> LiveAgent:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """The tick lock; one left by an agent process that died on this host is broken (audited) first."""
+        ttl = self.config.agent.lock_ttl_seconds
+        holder = (self.store.lock_holder() or {}).get("holder", "")
+        if holder and _holder_is_dead(holder):
+            self.store.break_lock(by="agent", reason=f"the holder {holder} is no longer running on this host")
+        with self.store.tick_lock(self.holder, ttl) as lease:
+            yield lease
+
+    def executor(self):
+        if self._executor is None:
+            self._executor = make_executor(self._executor_spec)
+        return self._executor
+
+    # -- one tick -------------------------------------------------------------------------------------------
+    def _run(self, k: int, start: bool, timing: Timing, lease) -> TickResult:
+        started = time.perf_counter()
+        bounds = timing.boundaries(k, k + 1)
+        self.store.begin_tick(k, start=bounds[0], end=bounds[1], lease=lease)
+        _checkpoint("after-begin")
+        try:
+            with threadpool_limits(limits=1):
+                result = self._compute_and_write(k, start, timing, lease, started)
+        except BaseException as exc:
+            try:
+                self.store.fail_tick(k, exc)
+            except Exception:  # noqa: BLE001 - the original error matters more
+                log.exception("could not record the failure of tick %s", k)
+            raise
+        if getattr(self, "_executor_dirty", False) and self._own_executor and self._executor is not None:
+            # A timed-out fit may still occupy a worker: the next tick gets a fresh pool.
+            terminate_executor(self._executor)
+            self._executor, self._executor_dirty = None, False
+        if self.notifier is not None:
+            # Every tick, not only ticks with new escalations: reminders and retries of failed deliveries too.
+            try:
+                self.notifier.notify(tick=k)
+            except Exception:  # noqa: BLE001 - alerts never fail a tick that is already committed
+                log.exception("alerts for tick %s could not be queued", k)
+        return result
+
+    def _compute_and_write(self, k: int, start: bool, timing: Timing, lease, started: float) -> TickResult:
+        cfg = self.config
+        freq = timing.frequency
+        window = cfg.model.train_window_ticks or _default_window(timing)
+        state = None if start else self.store.load_state(k - 1)
+        if not start and state is None:
+            raise RuntimeError(f"no saved state for tick {k - 1}: the store's agent_state was lost; restore a "
+                               "backup or start a new project")
+        streams = self.store.streams()
+        n = len(streams)
+        if n and (streams["id"].to_numpy() != np.arange(n)).any():
+            raise RuntimeError("stream ids are not dense 0..n-1; the store is damaged")
+        # Start-up fits and forecasts at the end of tick k = first - 1; a tick fits at its end too.
+        base = 0 if (start or window is None) else max(0, k - window)
+        boundaries = timing.boundaries(base, k + 2)
+        lo = boundaries[0] if base > 0 else None
+        frame = self.store.observations(start=lo, end=boundaries[k + 1 - base], with_ids=True)
+        frame = frame.sort_values(["stream_id", "ds"], kind="stable").reset_index(drop=True)
+        fleet = FleetData(frame, freq.alias, boundaries, ids=streams["unique_id"].to_numpy(dtype=object),
+                          first_tick=base)
+        fleet.mark_abnormal(self._abnormal_periods())
+        ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=timing.horizon())
+        executor = self.executor()
+        timeout = cfg.agent.fit_timeout_seconds or None
+        # Only work handed to an executor can be timed out: with a timeout, even one fit goes to the pool.
+        inline = type(executor).__name__ == "InlineExecutor"
+        service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
+                               fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None)
+        policy = make_policy(cfg.agent.policy, **(cfg.policy_params() if cfg.agent.policy == "mlma" else {}))
+        scale = fleet.seasonal_naive_scale(freq.season_length, before_tick=k + 1)
+        agent = Agent(policy, service, season_length=freq.season_length, scale=scale, settings=AgentSettings())
+        live = {"champion_version": np.full(n, -1, np.int64), "challenger_version": np.full(n, -1, np.int64),
+                "awaiting_version": np.full(n, -1, np.int64)}
+        if state is not None:
+            fresh_scale = agent.scale.copy()
+            agent.load_state_arrays(state.arrays)
+            agent.scale = np.where(np.isfinite(agent.scale), agent.scale, fresh_scale)
+            for name in live:
+                saved = state.arrays[f"live.{name}"]
+                live[name][:len(saved)] = saved
+            self._load_models(service, agent, live)
+        controls, actions = self._controls(k, streams, agent, live, service)
+        reference_before = (policy.reference_mean() if hasattr(policy, "reference_mean")
+                            else np.full(n, np.nan))
+        serving_before = live["champion_version"].copy()
+        _checkpoint("before-tick")
+
+        report = agent.start(k + 1) if start else agent.tick(k, controls)
+        if getattr(service, "timed_out", False):
+            self._executor_dirty = True
+        _checkpoint("after-fit")
+
+        new_versions, expected, moves, checks = self._versions(k, agent, report, service, live, controls,
+                                                               start)
+        _checkpoint("after-artifacts")
+        applied = {} if start else _outcomes(actions, agent, report, live)
+        verdicts = None if start else self._verdicts(report, reference_before, serving_before)
+        forecasts = (forecast_frame(agent.forecast, fleet.tick_timestamps(k + 1), live["champion_version"])
+                     if agent.forecast is not None else None)
+        audit = [{"actor": "agent", "action": "fit-failed", "target": f"stream:{fleet.ids[s]}",
+                  "params": {"tick": k, "failures_in_a_row": int(agent.fit_failures[s])}, "reason": error}
+                 for s, error in report.failed.items()]
+        summary = _summary(report, agent, n, start, time.perf_counter() - started)
+        arrays = agent.state_arrays() | timing.to_arrays() | {f"live.{name}": v for name, v in live.items()}
+        _checkpoint("before-commit")
+        written = self.store.write_tick(
+            k, verdicts=verdicts, forecasts=forecasts, escalations=report.escalations, new_versions=new_versions,
+            expected_versions=expected, champion_moves=moves, version_checks=checks, audit=audit, state=arrays,
+            lease=lease, summary=summary, applied_actions=applied)
+        _checkpoint("after-commit")
+        return TickResult(k, start, n, summary, list(written.escalation_ids), time.perf_counter() - started)
+
+    # -- pieces of the tick ---------------------------------------------------------------------------------
+    def _abnormal_periods(self) -> pd.DataFrame:
+        a = S.abnormal_periods
+        with self.store._read() as conn:
+            rows = conn.execute(sa.select(S.streams.c.unique_id, a.c.start_ds, a.c.end_ds)
+                                .outerjoin(S.streams, S.streams.c.id == a.c.stream_id)
+                                .where(a.c.cancelled_at.is_(None))).all()
+        return pd.DataFrame(rows, columns=["unique_id", "start", "end"])
+
+    def _model(self, stream: int, version: int, tick: int | None = None) -> FittedModel:
+        """A registry version as the service's fitted model, loaded once per process and verified."""
+        cached = self._loaded.get((stream, version))
+        if cached is not None:
+            return cached
+        info = self.registry.version(stream, version)
+        model = self.registry.artifacts.load(info.artifact_sha256)
+        metrics = info.metrics or {}
+        key = ModelKey(stream, int(info.created_tick if info.created_tick is not None else tick))
+        fitted = FittedModel(key, model, 0.0, metrics.get("fallback_reason"), int(metrics.get("n_train", 0)))
+        self._loaded[(stream, version)] = fitted
+        return fitted
+
+    def _load_models(self, service: ModelService, agent: Agent, live: dict) -> None:
+        """Put the serving, shadow and waiting models of the saved state into the service."""
+        for slot, name in ((agent.champion, "champion_version"), (agent.challenger, "challenger_version"),
+                           (agent.awaiting, "awaiting_version")):
+            for s in np.flatnonzero(slot != NO_MODEL):
+                version = int(live[name][s])
+                if version < 0:
+                    raise RuntimeError(f"state names a model for stream {s} but no registry version")
+                fitted = self._model(int(s), version)
+                if fitted.key.end_tick != int(slot[s]):
+                    raise RuntimeError(f"stream {s}: registry version {version} was fitted at tick "
+                                       f"{fitted.key.end_tick}, the state says {int(slot[s])}")
+                service._models[fitted.key] = fitted
+
+    def _controls(self, k, streams: pd.DataFrame, agent: Agent, live: dict, service: ModelService):
+        """The engineer's settings and queued actions as this tick's :class:`Controls`."""
+        n = len(streams)
+        now = pd.Timestamp.now(tz="UTC")
+        overrides = streams["overrides"].map(lambda o: o or {})
+        pinned = overrides.map(lambda o: _pinned(o.get("pinned_until"), now)).to_numpy(dtype=bool)
+        approval = overrides.map(lambda o: bool(o.get("needs_approval", False))).to_numpy(dtype=bool)
+        delta = overrides.map(lambda o: o.get("delta", np.nan)).to_numpy(dtype=np.float64)
+        cooldown = overrides.map(lambda o: o.get("cooldown_ticks", -1)).to_numpy(dtype=np.int32)
+        agent.policy.set_overrides(delta=delta, cooldown_ticks=cooldown)
+        controls = Controls(pinned=pinned, needs_approval=approval)
+        t = S.stream_actions
+        with self.store._read() as conn:
+            actions = pd.DataFrame(conn.execute(
+                sa.select(t.c.id, t.c.stream_id, t.c.kind, t.c.params, t.c.created_by, t.c.reason)
+                .where(t.c.status == "pending").order_by(t.c.id)).all(),
+                columns=["id", "stream_id", "kind", "params", "created_by", "reason"])
+        masks = {name: np.zeros(n, dtype=bool) for name in ("force_retrain", "force_direct", "reset_reference",
+                                                            "rebase_reference", "approve", "reject")}
+        approvers = {}
+        for row in actions.itertuples(index=False):
+            s, params = int(row.stream_id), row.params or {}
+            if row.kind == "retrain":
+                masks["force_retrain"][s] = True
+                masks["force_direct"][s] |= bool(params.get("direct"))
+                controls.reasons[s] = f"forced by {row.created_by}" + (f": {row.reason}" if row.reason else "")
+            elif row.kind == "reset-reference":
+                masks["rebase_reference" if params.get("rebase") else "reset_reference"][s] = True
+            elif row.kind in ("approve", "reject"):
+                masks[row.kind][s] = True
+                approvers[s] = row.created_by
+        for name, mask in masks.items():
+            setattr(controls, name, mask)
+        self._approvers = approvers
+        # A champion moved in the registry by a person (roll-back, promotion) is adopted by the agent.
+        registry = self.registry.champions()
+        if len(registry):
+            sid = registry["stream_id"].to_numpy(dtype=np.int64)
+            ver = registry["version"].to_numpy(dtype=np.int64)
+            moved = ver != live["champion_version"][sid]
+            for s, v in zip(sid[moved], ver[moved]):
+                fitted = self._model(int(s), int(v))
+                service._models[fitted.key] = fitted
+                controls.adopt[int(s)] = fitted.key
+                live["champion_version"][s] = v
+                live["challenger_version"][s] = -1
+                live["awaiting_version"][s] = -1
+        return controls, actions
+
+    def _versions(self, k, agent: Agent, report: TickReport, service: ModelService, live: dict,
+                  controls: Controls, start: bool):
+        """Registry writes of this tick: new versions (artifacts written now), champion moves and checks."""
+        n = len(agent.champion)
+        fitted_now = np.flatnonzero(report.initial_fit | report.retrained)
+        fitted_now = [int(s) for s in fitted_now if ModelKey(int(s), k) in service._models]
+        latest = self._latest_versions(fitted_now)
+        new_versions, expected = [], []
+        checks, moves = [], []
+        spec = str(self.config.model.spec)
+        # Earlier challengers judged this tick, and approvals.
+        for s, check in agent.last_check.items():
+            version = int(live["challenger_version"][s])
+            if version < 0:
+                continue  # a challenger fitted in this very tick is recorded below
+            checks.append((s, version, check))
+            if check["result"] == "promoted":
+                moves.append(ChampionMove(s, version, "agent",
+                                          f"beat the serving model in shadow: mean loss "
+                                          f"{check['challenger_mean_loss']:.4g} vs {check['champion_mean_loss']:.4g}"))
+                live["champion_version"][s] = version
+            elif check["result"] == "awaiting-approval":
+                live["awaiting_version"][s] = version
+            live["challenger_version"][s] = -1
+        approvers = getattr(self, "_approvers", {})
+        for s in np.flatnonzero(report.promoted):
+            s = int(s)
+            if s in approvers and live["awaiting_version"][s] >= 0 and agent.awaiting[s] == NO_MODEL:
+                version = int(live["awaiting_version"][s])
+                moves.append(ChampionMove(s, version, approvers[s], "approved"))
+                checks.append((s, version, {"result": "promoted", "approved_by": approvers[s]}))
+                live["champion_version"][s] = version
+                live["awaiting_version"][s] = -1
+        for s, who in approvers.items():
+            if report.rejected is not None and report.rejected[s] and live["awaiting_version"][s] >= 0:
+                checks.append((s, int(live["awaiting_version"][s]), {"result": "rejected", "rejected_by": who}))
+                live["awaiting_version"][s] = -1
+        for s in fitted_now:
+            key = ModelKey(s, k)
+            fm = service.get(key)
+            latest[s] = latest.get(s, 0) + 1
+            challenger = agent.challenger[s] == k
+            if start or report.initial_fit[s]:
+                reason = "first model" if live["champion_version"][s] < 0 else "retry of a fall-back model"
+            else:
+                reason = str(report.decision.reason[s]) or "re-trained"
+            history = service.fleet.history(s, k, service.train_window_ticks)
+            new_versions.append(self.registry.prepare(
+                s, fm.model, spec=spec,
+                train_start=history.ds[0] if len(history) else None,
+                train_end=history.ds[-1] if len(history) else None,
+                params={"train_window_ticks": service.train_window_ticks, "tick": k},
+                metrics={"fit_seconds": round(float(fm.seconds), 6), "n_train": int(fm.n_train),
+                         "fallback_reason": fm.fallback_reason},
+                check={"result": "pending"} if challenger else {"result": "not-checked", "why": reason},
+                promote=not challenger, by="agent", reason=reason))
+            expected.append(latest[s])
+            if challenger:
+                live["challenger_version"][s] = latest[s]
+            else:
+                live["champion_version"][s] = latest[s]
+        del n
+        return new_versions, expected, moves, checks
+
+    def _latest_versions(self, streams: list[int]) -> dict[int, int]:
+        if not streams:
+            return {}
+        mv = S.model_versions
+        with self.store._read() as conn:
+            rows = conn.execute(sa.select(mv.c.stream_id, sa.func.max(mv.c.version))
+                                .where(mv.c.stream_id.in_(streams)).group_by(mv.c.stream_id)).all()
+        return {int(s): int(v) for s, v in rows}
+
+    def _verdicts(self, report: TickReport, reference: np.ndarray, serving: np.ndarray) -> pd.DataFrame:
+        d = report.decision
+        n = len(d.verdict)
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(report.losses)
+            loss = np.where(finite.any(axis=1), np.where(finite, report.losses, 0).sum(axis=1)
+                            / np.maximum(finite.sum(axis=1), 1), np.nan)
+        reason = np.asarray(d.reason, dtype=object).copy()
+        for s, error in report.failed.items():
+            reason[s] = f"re-training failed: {error}"
+        nan = np.full(n, np.nan)
+        return pd.DataFrame({
+            "stream_id": np.arange(n), "verdict": d.verdict, "p_value": nan if d.p_value is None else d.p_value,
+            "effect": nan if d.effect is None else d.effect, "retrain": d.retrain, "reason": reason,
+            "loss": loss, "reference_loss": reference[:n], "model_version": np.where(serving >= 0, serving, -1),
+        }).assign(model_version=lambda f: f["model_version"].where(f["model_version"] >= 0))
+
+    # -- exports --------------------------------------------------------------------------------------------
+    def forecasts(self) -> pd.DataFrame:
+        """The forecasts issued by the last done tick: unique_id, ds, y_hat, model_version."""
+        tick = self.store.last_done_tick()
+        if tick is None:
+            raise NotReady("no tick has run yet: run `mlma tick` first")
+        return self.store.forecasts(tick)
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+def _default_window(timing: Timing) -> int | None:
+    from mlma.backtest import default_train_window
+
+    return default_train_window(timing.frequency, pd.tseries.frequencies.to_offset(timing.tick))
+
+
+def _pinned(until, now: pd.Timestamp) -> bool:
+    if not until:
+        return False
+    if until == "forever":
+        return True
+    stamp = pd.Timestamp(until)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+    return now < stamp
+
+
+def _outcomes(actions: pd.DataFrame, agent: Agent, report: TickReport, live: dict) -> dict[int, str]:
+    """What this tick did with each queued action, for ``stream_actions.outcome``."""
+    out = {}
+    for row in actions.itertuples(index=False):
+        s = int(row.stream_id)
+        has_model = agent.champion[s] != NO_MODEL
+        if row.kind == "retrain":
+            if s in report.failed:
+                text = f"re-training failed: {report.failed[s]}"
+            elif not report.retrained[s]:
+                text = ("no model yet: the first one comes when the stream has enough history" if not has_model
+                        else "not re-trained: a challenger is already in shadow or waiting for approval")
+            elif agent.challenger[s] == report.tick:
+                text = "re-trained; the challenger runs in shadow before promotion"
+            else:
+                text = f"re-trained and promoted (version {int(live['champion_version'][s])})"
+        elif row.kind == "reset-reference":
+            text = "reference re-based on the recent losses" if (row.params or {}).get("rebase") else "reference reset"
+        elif row.kind == "approve":
+            text = (f"approved: version {int(live['champion_version'][s])} serves" if report.promoted[s]
+                    else "nothing waited for approval")
+        else:
+            text = ("rejected: the challenger is dropped" if report.rejected is not None and report.rejected[s]
+                    else "nothing waited for approval")
+        out[int(row.id)] = text
+    return out
+
+
+def _summary(report: TickReport, agent: Agent, n: int, start: bool, seconds: float) -> dict:
+    verdicts = {v.label: 0 for v in Verdict}
+    if not start:
+        counts = np.bincount(report.decision.verdict.astype(np.int64), minlength=len(Verdict))
+        verdicts = {v.label: int(counts[v]) for v in Verdict}
+    losses = report.losses if report.losses.size else np.full((n, 1), np.nan)
+    finite = np.isfinite(losses)
+    counts = finite.sum(axis=1)
+    stream_loss = np.where(counts > 0, np.where(finite, losses, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
+    loss = float(losses[finite].mean()) if finite.any() else None
+    reference = getattr(agent.policy, "reference_mean", None)
+    ref = reference() if reference is not None else np.full(n, np.nan)
+    both = np.isfinite(stream_loss) & np.isfinite(ref) & (ref > 0)
+    return {
+        "n_streams": n,
+        "verdicts": verdicts,
+        "retrains": int(report.retrained.sum()),
+        "promoted": int(report.promoted.sum()),
+        "rejected": int(report.rejected.sum()) if report.rejected is not None else 0,
+        "initial_fits": int(report.initial_fit.sum()),
+        "fit_failures": len(report.failed),
+        "compute_seconds": round(float(report.retrain_seconds.sum() + report.initial_seconds.sum()), 4),
+        "loss": loss,
+        "reference_loss": float(ref[both].mean()) if both.any() else None,
+        "loss_ratio": float(stream_loss[both].sum() / ref[both].sum()) if both.any() else None,
+        "escalations": len(report.escalations),
+        "awaiting_approval": int((agent.awaiting != NO_MODEL).sum()),
+        "pinned": int((report.decision.verdict == Verdict.PINNED).sum()) if not start else 0,
+        "duration_seconds": round(seconds, 3),
+    }
+
+
+def _holder_is_dead(holder: str) -> bool:
+    """True when the lock's holder is an mlma agent process on this host that no longer runs."""
+    prefix = f"mlma-agent@{socket.gethostname()}:"
+    if not holder.startswith(prefix):
+        return False
+    try:
+        pid = int(holder[len(prefix):])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _checkpoint(name: str) -> None:
+    """Test hook: with ``MLMA_PAUSE_AT=name`` the process writes ``MLMA_PAUSE_FILE`` and waits there, so
+    that a crash test can SIGKILL it at a known point of the tick."""
+    if os.environ.get("MLMA_PAUSE_AT") != name:
+        return
+    marker = os.environ.get("MLMA_PAUSE_FILE")
+    if marker:
+        Path(marker).write_text(str(os.getpid()))
+    while True:  # pragma: no cover - ended by the test's SIGKILL
+        signal.pause() if hasattr(signal, "pause") else time.sleep(3600)
+
+
+def _project_notifier(config: ProjectConfig, store: Store):
+    receivers = getattr(config, "alert_receivers", None)
+    if not receivers:
+        return None
+    from mlma.alerts import Notifier  # noqa: PLC0415 - optional part, loaded only when configured
+
+    return Notifier(store, receivers, **getattr(config, "alert_options", {}))
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)

@@ -1,0 +1,452 @@
+"""Outgoing alerts (mlma.alerts) against a real HTTP receiver and a real store (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import json
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from mlma.alerts import (AlertConfigError, Notifier, Receiver, parse_duration, parse_receivers,
+                         retry_after_seconds)
+from mlma.escalations import Escalation
+from mlma.store import Store
+from mlma.store import schema as S
+from mlma.store.testing import postgres_schema
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+# -- a webhook receiver on a free local port --------------------------------------------------------------------
+class Hook:
+    """A local HTTP server that records every POST and answers from a script.
+
+    ``script`` is a list of (status, headers) for the first requests, then 200. ``hang`` makes it wait that
+    many seconds (or until released) before answering.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.script: list[tuple[int, dict]] = []
+        self.hang = 0.0
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                length = int(self.headers.get("Content-Length", 0))
+                body = self.rfile.read(length)
+                with hook._lock:
+                    hook.requests.append({"at": time.monotonic(), "path": self.path, "headers": dict(self.headers),
+                                          "json": json.loads(body)})
+                    status, headers = hook.script.pop(0) if hook.script else (200, {})
+                if hook.hang:
+                    hook.release.wait(hook.hang)
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    payload = b"ok" if status == 200 else b"nope"
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except OSError:  # the client gave up waiting
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def hook():
+    server = Hook()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def hook2():
+    server = Hook()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mlma.db'}"
+    else:
+        with postgres_schema(request.getfixturevalue("postgres_server")) as scoped:
+            yield scoped
+
+
+@pytest.fixture
+def store(url):
+    with Store.create(url) as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    with Store.create(f"sqlite:///{tmp_path / 'mlma.db'}") as opened:
+        yield opened
+
+
+def fleet(store: Store, cities: dict[str, int]) -> dict[str, list[int]]:
+    """Streams named <city>-<i> with attribute city; returns their ids by city."""
+    ids = {}
+    for city, n in cities.items():
+        names = [f"{city.lower()}-{i}" for i in range(n)]
+        ids[city] = [int(i) for i in store.stream_ids(names)]
+        store.set_attributes({name: {"city": city, "zone_type": "urban"} for name in names})
+    return ids
+
+
+def escalate(store: Store, streams, kind="data-quality", severity=2, tick=1, message="flat line") -> list[int]:
+    return store.add_escalations([Escalation(s, tick, kind, severity, f"{message} ({s})") for s in streams])
+
+
+def receiver(url: str, **kw) -> Receiver:
+    defaults = {"name": "ops", "url": url, "group_by": ["kind", "city"], "repeat_interval": "1h",
+                "timeout_seconds": 2, "attempts": 3, "backoff_seconds": 0.05}
+    defaults.update(kw)
+    return parse_receivers([defaults])[0]
+
+
+def records(store: Store) -> list:
+    with store.engine.connect() as conn:
+        return conn.execute(sa.select(S.alert_notifications).order_by(S.alert_notifications.c.id)).all()
+
+
+# -- configuration ---------------------------------------------------------------------------------------------
+def test_parse_receivers_reads_every_key_and_names_the_bad_one():
+    (r,) = parse_receivers([{"name": "ops-slack", "url": "https://hooks.example.org/services/T/B/secret",
+                             "format": "slack", "min_severity": 2, "kinds": ["data-quality", "silent"],
+                             "group_by": ["kind", "city"], "repeat_interval": "1h30m",
+                             "headers": {"Authorization": "Bearer t0ken"}, "timeout_seconds": 3, "attempts": 5,
+                             "backoff_seconds": 0.5, "max_backoff_seconds": 30, "max_alerts": 20}])
+    assert (r.format, r.min_severity, r.kinds, r.group_by) == ("slack", 2, ("data-quality", "silent"),
+                                                               ("kind", "city"))
+    assert (r.repeat_interval, r.timeout_seconds, r.attempts, r.max_alerts) == (5400.0, 3.0, 5, 20)
+    assert r.headers == (("Authorization", "Bearer t0ken"),)
+    # Secrets stay out of the repr: the webhook path and the headers.
+    assert "secret" not in repr(r) and "t0ken" not in repr(r) and "hooks.example.org" in repr(r)
+
+    def error(item, source="mlma.toml") -> str:
+        with pytest.raises(AlertConfigError) as info:
+            parse_receivers(item, source=source)
+        return str(info.value)
+
+    good = {"name": "ops", "url": "http://127.0.0.1:1/h"}
+    assert error([{**good, "timout_seconds": 1}]) == (
+        "mlma.toml: [[alerts.receivers]] #1 ('ops'): unknown key 'timout_seconds'; known: name, url, url_env, "
+        "format, min_severity, kinds, group_by, repeat_interval, headers, timeout_seconds, attempts, "
+        "backoff_seconds, max_backoff_seconds, max_alerts")
+    assert "#2 ('b'): format must be 'generic' or 'slack', got 'teams'" in error(
+        [good, {"name": "b", "url": "http://x.org/h", "format": "teams"}])
+    assert "min_severity must be 1, 2 or 3, got 4" in error([{**good, "min_severity": 4}])
+    assert "kinds: unknown escalation kind 'flat'" in error([{**good, "kinds": ["flat"]}])
+    assert "url must be an http:// or https:// address with a host, got 'file:///...'" in error(
+        [{"name": "ops", "url": "file:///etc/passwd"}])
+    assert "exactly one of url" in error([{"name": "ops"}])
+    assert "repeat_interval must be seconds" in error([{**good, "repeat_interval": "often"}])
+    assert "attempts must be a whole number, got 2.5" in error([{**good, "attempts": 2.5}])
+    assert "name 'ops' is already used by receiver #1" in error([good, good])
+    assert "missing key 'name'" in error([{"url": "http://x.org/h"}])
+    assert error({"name": "ops"}, source="p/mlma.toml").startswith("p/mlma.toml: [[alerts.receivers]] must be a list")
+    assert parse_receivers(None) == [] and parse_receivers([]) == []
+
+
+def test_durations_and_retry_after():
+    assert parse_duration("4h") == 14400 and parse_duration("1d12h") == 129600 and parse_duration(0) == 0
+    with pytest.raises(AlertConfigError):
+        parse_duration("-1h")
+    assert retry_after_seconds("3") == 3.0 and retry_after_seconds("soon") is None
+    assert retry_after_seconds(None) is None
+
+
+def test_url_from_environment_is_read_at_delivery(sqlite_store, hook, monkeypatch):
+    ids = fleet(sqlite_store, {"Berlin": 1})
+    escalate(sqlite_store, ids["Berlin"])
+    r = parse_receivers([{"name": "ops", "url_env": "MLMA_TEST_HOOK_URL", "attempts": 1}])[0]
+    notifier = Notifier(sqlite_store, [r])
+    monkeypatch.delenv("MLMA_TEST_HOOK_URL", raising=False)
+    (missing,) = notifier.notify(tick=1).result(10)
+    assert missing.status == "failed" and missing.attempts == 0
+    assert "environment variable MLMA_TEST_HOOK_URL is not set" in missing.error
+    monkeypatch.setenv("MLMA_TEST_HOOK_URL", hook.url)
+    (sent,) = notifier.notify(tick=1).result(10)
+    assert sent.status == "sent" and len(hook.requests) == 1
+    assert notifier.close(5)
+
+
+# -- grouping, de-duplication, silences ------------------------------------------------------------------------
+def test_forty_escalations_in_one_city_make_one_notification(store, hook):
+    ids = fleet(store, {"Berlin": 40, "Paris": 3})
+    berlin = escalate(store, ids["Berlin"])
+    paris = escalate(store, ids["Paris"])
+    escalate(store, ids["Paris"][:1], kind="silent", severity=1)
+    notifier = Notifier(store, [receiver(hook.url)])
+    deliveries = notifier.notify(tick=1).result(20)
+    assert notifier.close(5)
+    assert sorted((d.group_key, len(d.escalation_ids), d.status) for d in deliveries) == [
+        ('{kind="data-quality",city="Berlin"}', 40, "sent"),
+        ('{kind="data-quality",city="Paris"}', 3, "sent"),
+        ('{kind="silent",city="Paris"}', 1, "sent")]
+    assert len(hook.requests) == 3
+    body = next(r["json"] for r in hook.requests if r["json"]["groupLabels"] == {"kind": "data-quality",
+                                                                                 "city": "Berlin"})
+    assert body["version"] == "4" and body["status"] == "firing" and body["receiver"] == "ops"
+    assert body["groupKey"] == '{kind="data-quality",city="Berlin"}'
+    assert len(body["alerts"]) == 40 and body["truncatedAlerts"] == 0
+    assert body["commonLabels"] == {"kind": "data-quality", "severity": "2", "city": "Berlin", "zone_type": "urban"}
+    assert {a["labels"]["stream"] for a in body["alerts"]} == {f"berlin-{i}" for i in range(40)}
+    assert {int(a["annotations"]["escalation_id"]) for a in body["alerts"]} == set(berlin)
+    first = body["alerts"][0]
+    assert first["status"] == "firing" and first["startsAt"].endswith("Z")
+    assert first["annotations"]["message"].startswith("flat line") and first["annotations"]["tick"] == "1"
+    assert body["mlma"] == {"tick": 1, "reason": "new", "escalations": 40, "new": 40}
+    rows = records(store)
+    assert len(rows) == 3 and {r.status for r in rows} == {"sent"}
+    by_key = {r.group_key: r for r in rows}
+    assert sorted(by_key['{kind="data-quality",city="Paris"}'].escalation_ids) == sorted(paris)
+    assert all(r.attempts == 1 and r.sent_at is not None and r.error is None for r in rows)
+
+
+def test_repeat_interval_across_processes_and_new_members(url, store, hook):
+    ids = fleet(store, {"Berlin": 41})
+    escalate(store, ids["Berlin"][:40], tick=1)
+    first = Notifier(store, [receiver(hook.url)])
+    assert [d.status for d in first.notify(tick=1).result(20)] == ["sent"]
+    assert first.close(5)
+
+    # The next tick's process: another Notifier, another connection; the same members are not sent again.
+    with Store.open(url) as other_store:
+        second = Notifier(other_store, [receiver(hook.url)])
+        assert second.plan(tick=2) == []
+        assert second.notify(tick=2).result(20) == []
+        assert len(hook.requests) == 1
+
+        # A new member re-notifies the group, listing all its open members, the new one marked.
+        (new_id,) = escalate(other_store, ids["Berlin"][40:], tick=2)
+        (delivery,) = second.notify(tick=2).result(20)
+        assert delivery.status == "sent" and len(delivery.escalation_ids) == 41
+        body = hook.requests[-1]["json"]
+        assert body["mlma"]["new"] == 1 and body["mlma"]["reason"] == "new"
+        assert body["alerts"][0]["annotations"]["escalation_id"] == str(new_id)
+        assert second.plan(tick=2) == []
+        assert second.close(5)
+
+        # Once the repeat interval has passed, the unchanged group is sent again as a reminder.
+        third = Notifier(other_store, [receiver(hook.url, repeat_interval=0)])
+        (reminder,) = third.plan(tick=2)
+        assert reminder.reason == "repeat" and reminder.n_new == 0 and not reminder.new_ids
+        assert len(reminder.alerts) == 41
+    assert len(records(store)) == 2
+
+
+def test_silenced_acknowledged_and_resolved_are_not_sent(store, hook):
+    ids = fleet(store, {"Berlin": 4})
+    e = escalate(store, ids["Berlin"])
+    store.set_escalation_status([e[0]], "acknowledged", by="user:ana")
+    store.set_escalation_status([e[1]], "resolved", by="user:ana")
+    store.set_escalation_status([e[2]], "silenced", by="user:ana", silenced_until="2999-01-01")
+    notifier = Notifier(store, [receiver(hook.url)])
+    (delivery,) = notifier.notify(tick=1).result(20)
+    assert delivery.escalation_ids == [e[3]]
+    assert [a["annotations"]["escalation_id"] for a in hook.requests[0]["json"]["alerts"]] == [str(e[3])]
+
+    # All silenced: nothing to send.
+    store.set_escalation_status([e[3]], "silenced", by="user:ana", silenced_until="2999-01-01")
+    quiet = Notifier(store, [receiver(hook.url, repeat_interval=0)])
+    assert quiet.plan(tick=1) == []
+    # A silence that has run out makes the escalation open again: it is new to the group.
+    past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
+    store.set_escalation_status([e[2]], "silenced", by="user:ana", silenced_until=past)
+    (woke,) = quiet.plan(tick=1)
+    assert woke.escalation_ids == [e[2]] and woke.reason == "new"
+    assert notifier.close(5) and quiet.close(5)
+
+
+def test_receiver_filters_and_tick_bound(sqlite_store, hook, hook2):
+    ids = fleet(sqlite_store, {"Berlin": 3})
+    low = escalate(sqlite_store, ids["Berlin"][:1], kind="cold", severity=1, tick=1)
+    high = escalate(sqlite_store, ids["Berlin"][1:2], kind="repeated-trigger", severity=2, tick=1)
+    later = escalate(sqlite_store, ids["Berlin"][2:], kind="data-quality", severity=3, tick=5)
+    notifier = Notifier(sqlite_store, [receiver(hook.url, name="all", group_by=[]),
+                                       receiver(hook2.url, name="urgent", min_severity=2,
+                                                kinds=["repeated-trigger", "data-quality"], group_by=["severity"])])
+    plans = {(n.receiver.name, n.group_key): n.escalation_ids for n in notifier.plan(tick=1)}
+    assert plans == {("all", "{}"): sorted(low + high), ("urgent", '{severity="2"}'): high}
+    plans = {(n.receiver.name, n.group_key): n.escalation_ids for n in notifier.plan()}
+    assert plans[("urgent", '{severity="3"}')] == later and plans[("all", "{}")] == sorted(low + high + later)
+    assert notifier.close(1)
+
+
+# -- delivery -------------------------------------------------------------------------------------------------------
+def test_retries_with_backoff_and_retry_after_then_success(sqlite_store, hook):
+    ids = fleet(sqlite_store, {"Berlin": 2})
+    escalate(sqlite_store, ids["Berlin"])
+    hook.script = [(500, {}), (429, {"Retry-After": "1"}), (503, {})]
+    notifier = Notifier(sqlite_store, [receiver(hook.url, attempts=5, backoff_seconds=0.2)])
+    (delivery,) = notifier.notify(tick=1).result(30)
+    assert delivery.status == "sent" and delivery.attempts == 4 and delivery.http_status == 200
+    times = [r["at"] for r in hook.requests]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    # Waits: 0.2 s after the 500, the 1 s asked for by the 429, then 0.8 s (0.2 * 2**2) after the 503.
+    assert 0.2 <= gaps[0] < 1.5, gaps
+    assert 1.0 <= gaps[1] < 2.5, gaps
+    assert 0.8 <= gaps[2] < 2.3, gaps
+    (row,) = records(sqlite_store)
+    assert (row.status, row.attempts, row.error) == ("sent", 4, None)
+    assert notifier.close(5)
+
+
+def test_a_client_error_is_not_retried_and_failures_are_sent_again_next_time(sqlite_store, hook):
+    ids = fleet(sqlite_store, {"Berlin": 2})
+    escalate(sqlite_store, ids["Berlin"])
+    hook.script = [(400, {})]
+    notifier = Notifier(sqlite_store, [receiver(hook.url, attempts=4)])
+    (failed,) = notifier.notify(tick=1).result(20)
+    assert (failed.status, failed.attempts, failed.http_status) == ("failed", 1, 400)
+    assert failed.error == "HTTP 400 Bad Request: nope"
+    (row,) = records(sqlite_store)
+    assert (row.status, row.attempts, row.sent_at) == ("failed", 1, None)
+    # Only sent notifications count for de-duplication: the next tick tries the group again.
+    (again,) = notifier.notify(tick=2).result(20)
+    assert again.status == "sent" and len(hook.requests) == 2
+    assert notifier.close(5)
+
+
+def test_a_hanging_receiver_never_blocks_the_tick_nor_other_receivers(sqlite_store, hook, hook2):
+    ids = fleet(sqlite_store, {"Berlin": 3})
+    escalate(sqlite_store, ids["Berlin"])
+    hook.hang = 30.0
+    notifier = Notifier(sqlite_store, [receiver(hook.url, name="stuck", timeout_seconds=0.5, attempts=2,
+                                                backoff_seconds=0.1),
+                                       receiver(hook2.url, name="fine")])
+    started = time.monotonic()
+    future = notifier.notify(tick=1)
+    returned = time.monotonic() - started
+    assert returned < 0.25, returned          # the receiver hangs 30 s
+    # The healthy receiver is not held up by the stuck one.
+    deadline = time.monotonic() + 5
+    while not hook2.requests and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert hook2.requests and hook2.requests[0]["at"] - started < 2.0
+    deliveries = {d.receiver: d for d in future.result(10)}
+    waited = time.monotonic() - started
+    assert deliveries["fine"].status == "sent"
+    stuck = deliveries["stuck"]
+    assert (stuck.status, stuck.attempts) == ("failed", 2) and stuck.error == "timed out after 0.5 s"
+    assert 1.0 <= waited < 5.0, waited         # two 0.5 s attempts and a 0.1 s wait
+    assert {(r.receiver, r.status, r.attempts) for r in records(sqlite_store)} == {("stuck", "failed", 2),
+                                                                                   ("fine", "sent", 1)}
+    assert notifier.close(5)
+
+
+def test_close_waits_a_bounded_time(sqlite_store, hook, hook2):
+    ids = fleet(sqlite_store, {"Berlin": 1, "Paris": 1})
+    escalate(sqlite_store, ids["Berlin"])
+    escalate(sqlite_store, ids["Paris"])
+    hook.hang = 30.0
+    hook2.script = [(503, {"Retry-After": "20"})] * 2
+    notifier = Notifier(sqlite_store, [receiver(hook.url, name="stuck", timeout_seconds=20, attempts=1),
+                                       receiver(hook2.url, name="busy", attempts=3, max_backoff_seconds=30)])
+    notifier.notify(tick=1)
+    while len(hook.requests) < 2 or len(hook2.requests) < 2:     # both receivers reached, for both groups
+        time.sleep(0.01)
+    started = time.monotonic()
+    finished = notifier.close(timeout=1.0)
+    took = time.monotonic() - started
+    assert not finished and took < 2.0, took
+    # The retry that would have ended after the deadline was given up and recorded; the hanging attempt
+    # could not be recorded (it is still waiting) and will be sent again by the next process.
+    rows = records(sqlite_store)
+    assert [(r.receiver, r.status, r.attempts) for r in rows] == [("busy", "failed", 1)] * 2
+    assert all("gave up: the notifier was closing" in r.error and "HTTP 503" in r.error for r in rows)
+    with pytest.raises(RuntimeError):
+        notifier.notify(tick=2)
+
+
+def test_slack_payload_has_text_blocks_and_truncation(sqlite_store, hook):
+    ids = fleet(sqlite_store, {"Berlin": 40})
+    escalate(sqlite_store, ids["Berlin"], message="actuals <look> broken & flat")
+    notifier = Notifier(sqlite_store, [receiver(hook.url, format="slack", max_alerts=25)],
+                        external_url="http://mlma.internal:8000")
+    (delivery,) = notifier.notify(tick=1).result(20)
+    assert delivery.status == "sent"
+    body = hook.requests[0]["json"]
+    assert set(body) == {"text", "blocks"}
+    lines = body["text"].splitlines()
+    assert lines[0] == "*mlma: 40 open data-quality escalations (40 new) in city=Berlin*"
+    assert sum(line.startswith("• [new] berlin-") for line in lines) == 25
+    assert "… and 15 more (<http://mlma.internal:8000|dashboard>)" in lines
+    assert "&lt;look&gt; broken &amp; flat" in body["text"] and "<look>" not in body["text"]
+    assert body["blocks"][0] == {"type": "header", "text": {"type": "plain_text",
+                                                           "text": "mlma: 40 open data-quality escalations (40 new) "
+                                                                   "in city=Berlin"}}
+    assert all(len(b["text"]["text"]) <= 3000 for b in body["blocks"] if b["type"] == "section")
+    # A generic receiver gets the truncation as a count.
+    generic = Notifier(sqlite_store, [receiver(hook.url, name="generic", max_alerts=10)])
+    generic.notify(tick=1).result(20)
+    body = hook.requests[-1]["json"]
+    assert len(body["alerts"]) == 10 and body["truncatedAlerts"] == 30 and body["mlma"]["escalations"] == 40
+    assert notifier.close(5) and generic.close(5)
+
+
+def test_notify_without_receivers_and_send_test(sqlite_store, hook):
+    assert Notifier(sqlite_store, []).notify(tick=1).result(1) == []
+    notifier = Notifier(sqlite_store, [receiver(hook.url, format="slack")])
+    test = notifier.send_test("ops")
+    assert test.status == "sent" and "test message" in hook.requests[0]["json"]["text"]
+    assert records(sqlite_store) == []
+    with pytest.raises(KeyError):
+        notifier.send_test("nobody")
+    assert notifier.close(1)
+
+
+def test_many_groups_one_per_stream(sqlite_store, hook):
+    ids = fleet(sqlite_store, {"Berlin": 520})
+    escalate(sqlite_store, ids["Berlin"], kind="silent", severity=1)
+    notifier = Notifier(sqlite_store, [receiver(hook.url, group_by=["stream"])], max_workers=8)
+    deliveries = notifier.notify(tick=1).result(60)
+    assert len(deliveries) == 520 and {d.status for d in deliveries} == {"sent"}
+    assert len({r["json"]["groupKey"] for r in hook.requests}) == 520
+    # More groups than fit in one IN list: the last deliveries are looked up without it, and still found.
+    assert notifier.plan(tick=1) == []
+    assert notifier.close(5)
+
+
+def test_notify_takes_a_tick_or_the_ticks_escalation_ids(sqlite_store, hook):
+    import numpy as np
+
+    ids = fleet(sqlite_store, {"Berlin": 2})
+    new = escalate(sqlite_store, ids["Berlin"], tick=3)
+    notifier = Notifier(sqlite_store, [receiver(hook.url)])
+    (delivery,) = notifier.notify(new).result(10)            # as the live tick passes TickResult.escalation_ids
+    assert delivery.escalation_ids == new
+    assert notifier.notify(np.int64(3)).result(10) == []     # already sent
+    assert notifier.notify(tick=2).result(10) == []          # tick 3's escalations wait for tick 3
+    with pytest.raises(TypeError):
+        notifier.notify("3")
+    assert notifier.close(5)

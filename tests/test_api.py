@@ -1,0 +1,628 @@
+"""The REST API over a store filled like the live tick fills it: reads, every action, every role, sessions.
+
+Each test runs on SQLite and on the real PostgreSQL server (``postgres_server`` in conftest.py). The store
+is built once per backend with :func:`mlma.api.sample.build_sample_fleet` (real ``write_tick`` /
+``ModelRegistry`` writes); tests that act check the effect in the store itself and in the audit log, and
+the reads are compared with the same facts computed independently from the store's pandas readers.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from mlma.api import auth, create_app
+from mlma.api.sample import SampleFleet, build_sample_fleet
+from mlma.registry import ModelRegistry
+from mlma.store import Store
+from mlma.store import schema as S
+from mlma.store.testing import postgres_schema
+
+ROLES = ("viewer", "operator", "admin")
+
+
+@dataclass
+class Env:
+    store: Store
+    client: TestClient
+    fleet: SampleFleet
+    tokens: dict[str, str]
+    registry: ModelRegistry
+    backend: str
+
+    def auth(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"}
+
+    def get(self, path: str, role: str = "viewer", **kw) -> httpx.Response:
+        return self.client.get(path, headers=self.auth(role), **kw)
+
+    def act(self, name: str, body: dict, role: str = "operator") -> httpx.Response:
+        return self.client.post(f"/api/actions/{name}", json=body, headers=self.auth(role))
+
+    def last_audit(self) -> pd.Series:
+        return self.store.audit_log().iloc[-1]
+
+    def overrides(self, uid: str) -> dict:
+        table = self.store.streams()
+        return table.loc[table["unique_id"] == uid, "overrides"].iloc[0] or {}
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def env(request, tmp_path_factory) -> Env:
+    folder = tmp_path_factory.mktemp(f"api-{request.param}")
+    if request.param == "postgresql":
+        schema = postgres_schema(request.getfixturevalue("postgres_server"))
+        url = schema.__enter__()
+        request.addfinalizer(lambda: schema.__exit__(None, None, None))
+    else:
+        url = f"sqlite:///{folder}/mlma.db"
+    store = Store.create(url)
+    request.addfinalizer(store.close)
+    fleet = build_sample_fleet(store, folder / "artifacts", n_streams=24, n_ticks=8)
+    tokens = {role: auth.create_token(store, f"{role}-1", role, by="user:root")[1] for role in ROLES}
+    client = TestClient(create_app(store, artifacts=folder / "artifacts"))
+    return Env(store, client, fleet, tokens, ModelRegistry(store, folder / "artifacts"), request.param)
+
+
+# -- who may do what ---------------------------------------------------------------------------------------
+READS = ["/api/me", "/api/fleet", "/api/streams", "/api/streams/zone-0001", "/api/attributes", "/api/escalations",
+         "/api/escalations/items", "/api/actions", "/api/audit", "/api/abnormal-periods"]
+
+
+@pytest.mark.parametrize("path", READS)
+def test_reads_need_a_valid_token_and_a_viewer_may_read(env, path):
+    missing = env.client.get(path)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == "Bearer"
+    assert env.client.get(path, headers={"Authorization": "Bearer mlma_not-a-token"}).status_code == 401
+    assert env.client.get(path, headers={"Authorization": "Basic dXNlcjpwdw=="}).status_code == 401
+    assert env.get(path, "viewer").status_code == 200
+
+
+def _valid_bodies(env: Env) -> dict[str, dict]:
+    """A body each action would accept (for the role checks: none of them may be carried out)."""
+    uid = env.fleet.unique_ids[3]
+    return {"retrain": {"streams": [uid]}, "pin": {"streams": [uid]}, "unpin": {"streams": [uid]},
+            "reset-reference": {"streams": [uid]}, "require-approval": {"streams": [uid]},
+            "set-params": {"streams": [uid], "params": {"delta": 0.2}},
+            "mark-abnormal": {"streams": [uid], "start": "2026-12-24", "end": "2026-12-25"},
+            "cancel-abnormal": {"ids": [1]}, "cancel-action": {"ids": [1]},
+            "rollback": {"stream": env.fleet.promoted[0]}, "promote": {"stream": uid, "version": 1},
+            "approve": {"stream": uid}, "reject": {"stream": uid}, "silence": {"ids": [1], "until": "4h"},
+            "acknowledge": {"ids": [1]}, "resolve": {"ids": [1]}, "reopen": {"ids": [1]}}
+
+
+ACTIONS = ["retrain", "pin", "unpin", "reset-reference", "require-approval", "set-params", "mark-abnormal",
+           "cancel-abnormal", "cancel-action", "rollback", "promote", "approve", "reject", "silence", "acknowledge",
+           "resolve", "reopen"]
+
+
+@pytest.mark.parametrize("action", ACTIONS)
+def test_a_viewer_cannot_act_and_nobody_acts_without_a_token(env, action):
+    body = _valid_bodies(env)[action]
+    before = len(env.store.audit_log())
+    denied = env.act(action, body, "viewer")
+    assert denied.status_code == 403, denied.text
+    assert "viewer" in denied.json()["detail"] and "operator" in denied.json()["detail"]
+    assert env.client.post(f"/api/actions/{action}", json=body).status_code == 401
+    assert env.client.post(f"/api/actions/{action}", json=body,
+                           headers={"Authorization": "Bearer mlma_forged"}).status_code == 401
+    assert len(env.store.audit_log()) == before
+
+
+def test_only_an_admin_manages_tokens_and_tokens_are_stored_hashed(env):
+    for role in ("viewer", "operator"):
+        assert env.client.get("/api/tokens", headers=env.auth(role)).status_code == 403
+        assert env.client.post("/api/tokens", json={"name": "x", "role": "viewer"},
+                               headers=env.auth(role)).status_code == 403
+        assert env.client.delete("/api/tokens/viewer-1", headers=env.auth(role)).status_code == 403
+    made = env.client.post("/api/tokens", json={"name": "grafana", "role": "viewer"}, headers=env.auth("admin"))
+    assert made.status_code == 201
+    plain = made.json()["token"]
+    with env.store._read() as conn:
+        rows = conn.execute(sa.select(S.api_tokens.c.token_sha256).where(S.api_tokens.c.name == "grafana")).all()
+    assert [r.token_sha256 for r in rows] == [auth.hash_token(plain)]
+    listed = env.client.get("/api/tokens", headers=env.auth("admin")).json()
+    assert "grafana" in [t["name"] for t in listed] and all("token" not in t for t in listed)
+    assert plain not in env.client.get("/api/tokens", headers=env.auth("admin")).text
+    assert env.client.post("/api/tokens", json={"name": "grafana", "role": "viewer"},
+                           headers=env.auth("admin")).status_code == 409
+    assert env.client.get("/api/me", headers={"Authorization": f"Bearer {plain}"}).json()["role"] == "viewer"
+    assert env.client.delete("/api/tokens/grafana", headers=env.auth("admin")).status_code == 200
+    assert env.client.get("/api/me", headers={"Authorization": f"Bearer {plain}"}).status_code == 401
+    assert env.client.delete("/api/tokens/grafana", headers=env.auth("admin")).status_code == 404
+    assert env.client.post("/api/tokens", json={"name": "bad name!", "role": "viewer"},
+                           headers=env.auth("admin")).status_code == 422
+    audit = env.store.audit_log()
+    assert {"token-create", "token-revoke"} <= set(audit["action"])
+    # The revoked token's name is free again.
+    again = env.client.post("/api/tokens", json={"name": "grafana", "role": "operator"}, headers=env.auth("admin"))
+    assert again.status_code == 201 and again.json()["role"] == "operator"
+
+
+def test_a_token_records_when_it_was_last_used(env):
+    info = {t.name: t for t in auth.list_tokens(env.store)}
+    assert info["viewer-1"].last_used_at is not None
+
+
+# -- bad input: 422 naming the field -----------------------------------------------------------------------
+def _bad_inputs(env: Env) -> list[tuple[str, dict, str]]:
+    uid = env.fleet.unique_ids[4]
+    return [
+        ("retrain", {}, "streams"),
+        ("retrain", {"streams": []}, "streams"),
+        ("retrain", {"streams": ["no-such-zone"]}, "streams"),
+        ("retrain", {"group": {"city": "atlantis"}}, "group"),
+        ("retrain", {"streams": [uid], "direct": "perhaps"}, "direct"),
+        ("retrain", {"streams": [uid], "bogus": 1}, "bogus"),
+        ("pin", {"streams": [uid], "until": "next tuesday-ish"}, "until"),
+        ("pin", {"streams": [uid], "group": {"city": "c01"}}, "streams"),
+        ("unpin", {"group": {}}, "group"),
+        ("set-params", {"streams": [uid], "params": {"delta": -1}}, "delta"),
+        ("set-params", {"streams": [uid], "params": {"cooldown_ticks": 2.5}}, "cooldown_ticks"),
+        ("set-params", {"streams": [uid], "params": {"alpha": 0.1}}, "params"),
+        ("set-params", {"streams": [uid]}, "params"),
+        ("reset-reference", {"streams": [uid], "rebase": [1]}, "rebase"),
+        ("require-approval", {"streams": "zone-0001"}, "streams"),
+        ("mark-abnormal", {"start": "2026-12-27", "end": "2026-12-24"}, "end"),
+        ("mark-abnormal", {"start": "christmas", "end": "2026-12-24"}, "start"),
+        ("mark-abnormal", {"start": "2026-12-24"}, "end"),
+        ("cancel-abnormal", {"ids": [987654]}, "ids"),
+        ("cancel-action", {"ids": [987654]}, "ids"),
+        ("silence", {"ids": [1], "until": "-4h"}, "until"),
+        ("silence", {"ids": [1]}, "until"),
+        ("acknowledge", {"ids": []}, "ids"),
+        ("acknowledge", {"ids": ["one"]}, "ids"),
+        ("rollback", {"stream": "no-such-zone"}, "stream"),
+        ("rollback", {"stream": uid, "to_version": 9}, "to_version"),
+        ("rollback", {"stream": uid, "to_version": 0}, "to_version"),
+        ("promote", {"stream": uid, "version": 9}, "version"),
+        ("promote", {"stream": uid}, "version"),
+        ("approve", {}, "stream"),
+        ("reject", {"stream": "no-such-zone"}, "stream"),
+    ]
+
+
+@pytest.mark.parametrize("action", ["acknowledge", "resolve", "reopen"])
+def test_unknown_escalation_ids_are_422_and_leave_no_audit_entry(env, action):
+    before = len(env.store.audit_log())
+    r = env.act(action, {"ids": [987654]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "ids"]
+    assert len(env.store.audit_log()) == before
+
+
+def test_bad_input_is_422_naming_the_field(env):
+    before = len(env.store.audit_log())
+    for action, body, field in _bad_inputs(env):
+        r = env.act(action, body)
+        assert r.status_code == 422, (action, body, r.status_code, r.text)
+        fields = [d["loc"][-1] if isinstance(d["loc"][-1], str) else d["loc"][-2] for d in r.json()["detail"]]
+        assert field in fields, (action, body, r.json())
+    assert len(env.store.audit_log()) == before
+
+
+@pytest.mark.parametrize("query, field", [("sort=bogus", "sort"), ("verdict=sideways", "verdict"),
+                                          ("attr=city", "attr"), ("per_page=0", "per_page"), ("page=0", "page")])
+def test_bad_query_parameters_are_422_naming_them(env, query, field):
+    r = env.get(f"/api/streams?{query}")
+    assert r.status_code == 422
+    assert any(d["loc"][-1] == field for d in r.json()["detail"]), r.json()
+
+
+def test_unknown_stream_is_404(env):
+    assert env.get("/api/streams/no-such-zone").status_code == 404
+
+
+# -- every action, carried out by an operator --------------------------------------------------------------
+def _check_audit(env: Env, action: str, target: str | None, reason: str | None) -> pd.Series:
+    entry = env.last_audit()
+    assert entry["actor"] == "user:operator-1"
+    assert entry["action"] == action
+    if target is not None:
+        assert entry["target"] == target
+    assert (None if pd.isna(entry["reason"]) else entry["reason"]) == reason
+    return entry
+
+
+def test_retrain_one_stream_directly_and_a_group(env):
+    uid = env.fleet.unique_ids[0]
+    r = env.act("retrain", {"streams": [uid], "direct": True, "reason": "launch in this zone"})
+    assert r.status_code == 200 and r.json()["queued"] == 1 and r.json()["by"] == "user:operator-1"
+    _check_audit(env, "retrain", f"stream:{uid}", "launch in this zone")
+    pending = env.client.get(f"/api/actions?status=pending&stream={uid}", headers=env.auth("viewer")).json()["items"]
+    assert pending[0]["kind"] == "retrain" and pending[0]["params"] == {"direct": True}
+    assert pending[0]["created_by"] == "user:operator-1"
+
+    r = env.act("retrain", {"group": {"city": "c03"}, "reason": "new depot"})
+    members = [u for u, c in zip(env.fleet.unique_ids, _cities(env)) if c == "c03"]
+    assert sorted(r.json()["streams"]) == sorted(members) and r.json()["queued"] == len(members)
+    _check_audit(env, "retrain", "group:city=c03", "new depot")
+
+
+def _cities(env: Env) -> list[str]:
+    table = env.store.streams().set_index("unique_id")
+    return [table.loc[u, "attributes"]["city"] for u in env.fleet.unique_ids]
+
+
+def test_pin_until_a_date_then_forever_then_unpin(env):
+    uid = env.fleet.unique_ids[5]
+    r = env.act("pin", {"streams": [uid], "until": "2026-12-28T00:00", "reason": "holiday week"})
+    assert r.status_code == 200
+    assert env.overrides(uid)["pinned_until"].startswith("2026-12-28T00:00:00")
+    _check_audit(env, "pin", f"stream:{uid}", "holiday week")
+    assert env.act("pin", {"streams": [uid]}).status_code == 200
+    assert env.overrides(uid)["pinned_until"] == "forever"
+    listed = env.get("/api/streams?pinned=true").json()
+    assert uid in [s["unique_id"] for s in listed["items"]]
+    assert env.act("unpin", {"streams": [uid], "reason": "holiday over"}).status_code == 200
+    assert "pinned_until" not in env.overrides(uid)
+    _check_audit(env, "unpin", f"stream:{uid}", "holiday over")
+
+
+def test_pin_a_city_group(env):
+    r = env.act("pin", {"group": {"city": "c02"}, "reason": "city festival"})
+    assert r.status_code == 200
+    members = [u for u, c in zip(env.fleet.unique_ids, _cities(env)) if c == "c02"]
+    assert all(env.overrides(u).get("pinned_until") == "forever" for u in members)
+    _check_audit(env, "pin", "group:city=c02", "city festival")
+    assert env.act("unpin", {"group": {"city": "c02"}}).status_code == 200
+    assert not any("pinned_until" in env.overrides(u) for u in members)
+
+
+def test_require_approval_and_approve_or_reject(env):
+    uid = env.fleet.unique_ids[6]
+    assert env.act("require-approval", {"streams": [uid], "reason": "big client"}).status_code == 200
+    assert env.overrides(uid)["needs_approval"] is True
+    _check_audit(env, "require-approval", f"stream:{uid}", "big client")
+    for action in ("approve", "reject"):
+        r = env.act(action, {"stream": uid, "reason": f"{action} after a look"})
+        assert r.status_code == 200 and r.json()["queued"] == 1
+        _check_audit(env, action, f"stream:{uid}", f"{action} after a look")
+    kinds = [a["kind"] for a in env.get(f"/api/actions?stream={uid}&status=pending").json()["items"]]
+    assert kinds[:2] == ["reject", "approve"]
+    assert env.act("require-approval", {"streams": [uid], "required": False}).status_code == 200
+    assert "needs_approval" not in env.overrides(uid)
+
+
+def test_set_params_and_restore_the_default(env):
+    uid = env.fleet.unique_ids[7]
+    r = env.act("set-params", {"streams": [uid], "params": {"delta": 0.15, "cooldown_ticks": 4}, "reason": "noisy"})
+    assert r.status_code == 200
+    assert env.overrides(uid)["delta"] == 0.15 and env.overrides(uid)["cooldown_ticks"] == 4
+    detail = env.get(f"/api/streams/{uid}").json()
+    assert detail["params"]["delta"] == 0.15 and detail["params"]["cooldown_ticks"] == 4
+    _check_audit(env, "set-params", f"stream:{uid}", "noisy")
+    restored = env.act("set-params", {"streams": [uid], "params": {"delta": None, "cooldown_ticks": None}})
+    assert restored.status_code == 200
+    assert "delta" not in env.overrides(uid)
+    assert env.get(f"/api/streams/{uid}").json()["params"]["delta"] == 0.05
+
+
+def test_reset_and_rebase_reference_are_queued(env):
+    uid = env.fleet.unique_ids[8]
+    assert env.act("reset-reference", {"streams": [uid]}).status_code == 200
+    _check_audit(env, "reset-reference", f"stream:{uid}", None)
+    assert env.act("reset-reference", {"streams": [uid], "rebase": True, "reason": "new normal"}).status_code == 200
+    _check_audit(env, "rebase-reference", f"stream:{uid}", "new normal")
+    items = env.get(f"/api/actions?stream={uid}").json()["items"]
+    assert [(a["kind"], a["params"]) for a in items[:2]] == [("reset-reference", {"rebase": True}),
+                                                             ("reset-reference", {"rebase": False})]
+
+
+def test_cancel_a_queued_action(env):
+    uid = env.fleet.unique_ids[9]
+    env.act("retrain", {"streams": [uid]})
+    action_id = env.get(f"/api/actions?stream={uid}&status=pending").json()["items"][0]["id"]
+    assert env.act("cancel-action", {"ids": [action_id], "reason": "not needed"}).status_code == 200
+    assert env.get(f"/api/actions?stream={uid}").json()["items"][0]["status"] == "cancelled"
+    _check_audit(env, "cancel-action", None, "not needed")
+    assert env.act("cancel-action", {"ids": [action_id]}).status_code == 422
+
+
+def test_mark_a_stream_and_the_fleet_abnormal_and_cancel(env):
+    uid = env.fleet.unique_ids[10]
+    r = env.act("mark-abnormal", {"streams": [uid], "start": "2026-12-24", "end": "2026-12-27", "reason": "holiday"})
+    assert r.status_code == 200
+    _check_audit(env, "mark-abnormal", f"stream:{uid}", "holiday")
+    r = env.act("mark-abnormal", {"start": "2026-11-05 06:00", "end": "2026-11-05 09:00", "reason": "feed outage"})
+    assert r.status_code == 200
+    _check_audit(env, "mark-abnormal", "fleet", "feed outage")
+    periods = env.get("/api/abnormal-periods").json()
+    mine = [p for p in periods if p["unique_id"] == uid]
+    fleet = [p for p in periods if p["scope"] == "fleet" and p["reason"] == "feed outage"]
+    assert mine[0]["start"] == "2026-12-24T00:00:00" and fleet[0]["end"] == "2026-11-05T09:00:00"
+    # The stream page shows its own and the fleet-wide periods.
+    shown = {p["id"] for p in env.get(f"/api/streams/{uid}").json()["abnormal_periods"]}
+    assert {mine[0]["id"], fleet[0]["id"]} <= shown
+    assert env.act("cancel-abnormal", {"ids": [mine[0]["id"]], "reason": "plan changed"}).status_code == 200
+    assert mine[0]["id"] not in [p["id"] for p in env.get("/api/abnormal-periods").json()]
+    assert mine[0]["id"] in [p["id"] for p in env.get("/api/abnormal-periods?active=false").json()]
+
+
+def test_mark_a_city_group_abnormal(env):
+    members = [u for u, c in zip(env.fleet.unique_ids, _cities(env)) if c == "c00"]
+    r = env.act("mark-abnormal", {"group": {"city": "c00"}, "start": "2026-12-24", "end": "2026-12-27",
+                                  "reason": "holiday in c00"})
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["streams"]) == sorted(members)
+    _check_audit(env, "mark-abnormal", "group:city=c00", "holiday in c00")
+
+
+def test_rollback_and_promote_move_the_champion_with_who_and_why(env):
+    uid = env.fleet.promoted[0]
+    assert env.registry.champion(uid).version == 2
+    r = env.act("rollback", {"stream": uid, "reason": "v2 over-forecasts"})
+    assert r.status_code == 200 and r.json()["detail"] == {"version": 1}
+    assert env.registry.champion(uid).version == 1
+    _check_audit(env, "rollback", f"stream:{uid}", "v2 over-forecasts")
+    history = env.get(f"/api/streams/{uid}").json()["champion_history"]
+    assert (history[-1]["action"], history[-1]["version"], history[-1]["moved_by"], history[-1]["reason"]) == (
+        "rollback", 1, "user:operator-1", "v2 over-forecasts")
+    assert env.act("rollback", {"stream": uid, "to_version": 1}).status_code == 422      # already serving
+    r = env.act("promote", {"stream": uid, "version": 2, "reason": "fixed the feature"})
+    assert r.status_code == 200 and env.registry.champion(uid).version == 2
+    _check_audit(env, "promote", f"stream:{uid}", "fixed the feature")
+
+
+def test_escalations_acknowledge_silence_resolve_reopen(env):
+    ids = [int(i) for i in env.store.escalations(status="open")["id"].head(2)]
+    assert env.act("acknowledge", {"ids": ids, "reason": "looking"}).status_code == 200
+    _check_audit(env, "escalation-acknowledged", None, "looking")
+    frame = env.store.escalations().set_index("id")
+    assert (frame.loc[ids, "status"] == "acknowledged").all()
+    r = env.act("silence", {"ids": ids[:1], "until": "2h", "reason": "depot closed"})
+    assert r.status_code == 200
+    frame = env.store.escalations().set_index("id")
+    until = frame.loc[ids[0], "silenced_until"]
+    assert frame.loc[ids[0], "status"] == "silenced"
+    assert pd.Timedelta(hours=1.9) < until - pd.Timestamp.now(tz="UTC") < pd.Timedelta(hours=2.1)
+    assert env.act("silence", {"ids": ids[:1], "until": "2030-01-01T00:00"}).status_code == 200
+    assert env.act("resolve", {"ids": ids}).status_code == 200
+    assert (env.store.escalations().set_index("id").loc[ids, "status"] == "resolved").all()
+    assert env.act("reopen", {"ids": ids, "reason": "came back"}).status_code == 200
+    assert (env.store.escalations().set_index("id").loc[ids, "status"] == "open").all()
+
+
+# -- reads, against the store's own readers --------------------------------------------------------------------
+def test_fleet_summary_matches_the_store(env):
+    f = env.get("/api/fleet").json()
+    last = env.store.last_done_tick()
+    verdicts = env.store.verdicts(last)
+    assert f["n_streams"] == len(env.fleet.unique_ids) and f["last_tick"] == last == env.fleet.n_ticks - 1
+    assert {k: v for k, v in f["verdicts"].items() if v} == verdicts["label"].value_counts().to_dict()
+    assert [t["tick"] for t in f["series"]] == list(range(env.fleet.n_ticks))
+    assert f["latest"]["summary"]["retrains"] == 0 and f["series"][env.fleet.event_tick]["summary"]["retrains"] > 0
+    assert f["escalations"]["open"] == len(env.store.escalations(status="open"))
+    assert len(env.get("/api/fleet?ticks=3").json()["series"]) == 3
+
+
+def test_stream_list_pages_sort_and_filter_like_pandas(env):
+    last = env.store.verdicts(env.store.last_done_tick())
+    everything = []
+    page = 1
+    while True:
+        body = env.get(f"/api/streams?per_page=5&page={page}").json()
+        assert body["total"] == len(env.fleet.unique_ids) and body["pages"] == 5
+        everything += [s["unique_id"] for s in body["items"]]
+        if page == body["pages"]:
+            break
+        page += 1
+    assert everything == sorted(env.fleet.unique_ids)
+
+    by_effect = env.get("/api/streams?sort=-effect&per_page=500").json()["items"]
+    expected = last.sort_values(["effect", "stream_id"], ascending=[False, True], na_position="last")
+    assert [s["unique_id"] for s in by_effect] == expected["unique_id"].tolist()
+    assert np.allclose([s["effect"] for s in by_effect], expected["effect"].to_numpy(), equal_nan=True)
+
+    degraded = env.get("/api/streams?verdict=degraded").json()
+    assert sorted(s["unique_id"] for s in degraded["items"]) == sorted(last.loc[last["label"] == "degraded",
+                                                                                "unique_id"])
+    assert sorted(s["unique_id"] for s in degraded["items"]) == sorted(env.fleet.degraded_now)
+    both = env.get("/api/streams?verdict=degraded,no-data").json()
+    assert both["total"] == int(last["label"].isin(["degraded", "no-data"]).sum())
+
+    city = env.get("/api/streams?attr=city=c01&per_page=100").json()
+    members = sorted(u for u, c in zip(env.fleet.unique_ids, _cities(env)) if c == "c01")
+    assert sorted(s["unique_id"] for s in city["items"]) == members and city["total"] == len(members)
+    assert env.get("/api/streams?q=ZONE-001").json()["total"] == 10
+    assert env.get("/api/streams?q=%25").json()["total"] == 0                  # a literal %, not a wildcard
+
+
+def test_stream_detail_matches_store_and_registry(env):
+    uid = env.fleet.promoted[1]
+    d = env.get(f"/api/streams/{uid}?ticks=5").json()
+    assert [t["tick"] for t in d["ticks"]] == list(range(env.fleet.n_ticks - 5, env.fleet.n_ticks))
+    verdicts = env.store.verdicts(streams=[uid]).set_index("tick")
+    for t in d["ticks"]:
+        row = verdicts.loc[t["tick"]]
+        assert t["verdict"] == row["label"] and t["model_version"] == row["model_version"]
+        assert t["loss"] == pytest.approx(row["loss"]) and t["reference_loss"] == pytest.approx(row["reference_loss"])
+    start = pd.Timestamp(d["ticks"][0]["start_ds"])
+    obs = env.store.observations(start=start, streams=[uid])
+    assert d["actuals"]["y"] == pytest.approx(obs["y"].tolist())
+    assert len(d["forecasts"]["ds"]) == 6 * 24                  # 5 ticks scored + the day ahead, hourly
+    assert d["forecasts"]["model_version"][-1] == 2
+    moves = env.registry.history(uid)
+    assert [(c["version"], c["action"], c["moved_by"]) for c in d["champion_history"]] == [
+        (m.version, m.action, m.moved_by) for m in moves]
+    assert [v["version"] for v in d["versions"]] == [1, 2] and d["versions"][1]["check"]["result"] == "promoted"
+
+
+def _expected_queue(env: Env) -> pd.DataFrame:
+    """The queue computed with pandas from the store's readers: open escalations grouped by kind, tick and
+    city, ranked by highest severity, then the members' reference loss in the last tick, then count."""
+    open_ = env.store.escalations(status="open")
+    streams = env.store.streams().set_index("id")
+    last = env.store.verdicts(env.store.last_done_tick()).set_index("stream_id")
+    size = last["reference_loss"].fillna(last["loss"]).fillna(0.0)
+    open_["city"] = [None if pd.isna(s) else streams.loc[int(s), "attributes"].get("city") for s in open_["stream_id"]]
+    open_["fleet"] = open_["stream_id"].isna().astype(int)
+    open_["size"] = [0.0 if pd.isna(s) else float(size.get(int(s), 0.0)) for s in open_["stream_id"]]
+    grouped = (open_.groupby(["kind", "tick", "city", "fleet"], dropna=False)
+               .agg(n=("id", "size"), severity=("severity", "max"), size=("size", "sum"), newest=("id", "max"),
+                    ids=("id", lambda s: sorted(int(i) for i in s))).reset_index())
+    return grouped.sort_values(["severity", "size", "n", "newest"], ascending=False).reset_index(drop=True)
+
+
+def test_the_queue_groups_and_ranks_like_pandas(env):
+    expected = _expected_queue(env)
+    queue = env.get("/api/escalations?members=1&per_page=500").json()
+    assert queue["total"] == len(expected) and queue["group_by"] == "city"
+    assert [(i["kind"], i["count"], i["severity"]) for i in queue["items"]] == list(
+        zip(expected["kind"], expected["n"], expected["severity"]))
+    assert [sorted(i["ids"]) for i in queue["items"]] == expected["ids"].tolist()
+    assert np.allclose([i["size"] for i in queue["items"]], expected["size"])
+    for item in queue["items"]:
+        assert len(item["members"]) == min(1, item["count"]) and item["more"] == item["count"] - len(item["members"])
+    # The city's failed challengers are one item; the fleet-wide escalation is its own.
+    lost = [i for i in queue["items"] if i["kind"] == "challenger-lost"]
+    if lost:
+        assert len(lost) == 1 and lost[0]["scope"] == "city=c01"
+    flat = env.get("/api/escalations?group_by=&per_page=500").json()
+    assert flat["group_by"] is None
+    assert sum(i["count"] for i in flat["items"]) == sum(i["count"] for i in queue["items"])
+    page2 = env.get("/api/escalations?per_page=1&page=2").json()
+    if queue["total"] >= 2:
+        assert page2["items"][0]["key"] == queue["items"][1]["key"]
+
+
+def test_items_actions_audit_and_attributes_pages(env):
+    items = env.get("/api/escalations/items?per_page=2").json()
+    assert items["total"] == len(env.store.escalations()) and len(items["items"]) == 2
+    assert items["items"][0]["id"] > items["items"][1]["id"]
+    audit = env.store.audit_log()
+    page = env.get("/api/audit?per_page=3").json()
+    assert page["total"] == len(audit) and [a["id"] for a in page["items"]] == audit["id"].tolist()[::-1][:3]
+    mine = env.get("/api/audit?actor=user:operator-1&action=pin").json()
+    assert mine["total"] == int(((audit["actor"] == "user:operator-1") & (audit["action"] == "pin")).sum())
+    assert env.get("/api/actions?status=finished").status_code == 422
+    attrs = env.get("/api/attributes").json()
+    assert sorted(v["value"] for v in attrs["city"]) == sorted(set(_cities(env)))
+    assert sum(v["streams"] for v in attrs["city"]) == len(env.fleet.unique_ids)
+
+
+# -- the web page's session --------------------------------------------------------------------------------
+def test_session_cookie_login_csrf_and_logout(env):
+    client = TestClient(env.client.app)
+    assert client.post("/api/session", json={"token": "mlma_wrong"}).status_code == 401
+    login = client.post("/api/session", json={"token": env.tokens["operator"]})
+    assert login.status_code == 200 and login.json()["role"] == "operator"
+    cookies = login.headers.get_list("set-cookie")
+    session = next(c for c in cookies if c.startswith(auth.SESSION_COOKIE + "="))
+    csrf_cookie = next(c for c in cookies if c.startswith(auth.CSRF_COOKIE + "="))
+    assert "httponly" in session.lower() and "samesite=lax" in session.lower()
+    assert "httponly" not in csrf_cookie.lower() and "samesite=lax" in csrf_cookie.lower()
+    assert client.get("/api/me").json()["name"] == "operator-1"
+    uid = env.fleet.unique_ids[11]
+    body = {"streams": [uid], "reason": "from the page"}
+    refused = client.post("/api/actions/pin", json=body)
+    assert refused.status_code == 403 and "X-CSRF-Token" in refused.json()["detail"]
+    assert client.post("/api/actions/pin", json=body, headers={"X-CSRF-Token": "guess"}).status_code == 403
+    assert "pinned_until" not in env.overrides(uid)
+    ok = client.post("/api/actions/pin", json=body, headers={"X-CSRF-Token": login.json()["csrf"]})
+    assert ok.status_code == 200 and env.overrides(uid)["pinned_until"] == "forever"
+    _check_audit(env, "pin", f"stream:{uid}", "from the page")
+    # A forged or altered cookie is no session.
+    forged = TestClient(env.client.app)
+    value = client.cookies.get(auth.SESSION_COOKIE)
+    payload, mac = value.split(".")
+    forged.cookies.set(auth.SESSION_COOKIE, payload + "." + mac[::-1])
+    assert forged.get("/api/me").status_code == 401
+    assert client.delete("/api/session").status_code == 403                 # logging out needs the CSRF header
+    assert client.delete("/api/session", headers={"X-CSRF-Token": login.json()["csrf"]}).status_code == 200
+    assert client.get("/api/me").status_code == 401
+
+
+def test_a_session_ends_when_its_token_is_revoked_and_viewer_sessions_cannot_act(env):
+    _, plain = auth.create_token(env.store, f"temp-{env.backend}", "viewer", by="user:root")
+    client = TestClient(env.client.app)
+    csrf = client.post("/api/session", json={"token": plain}).json()["csrf"]
+    denied = client.post("/api/actions/pin", json={"streams": [env.fleet.unique_ids[0]]},
+                         headers={"X-CSRF-Token": csrf})
+    assert denied.status_code == 403 and "viewer" in denied.json()["detail"]
+    assert client.get("/api/fleet").status_code == 200
+    auth.revoke_token(env.store, f"temp-{env.backend}", by="user:root")
+    assert client.get("/api/fleet").status_code == 401
+
+
+def test_expired_session_is_refused():
+    secret = b"s" * 32
+    value, _ = auth.sign_session(secret, 1, seconds=-1)
+    assert auth.read_session(secret, value) is None
+
+
+# -- the app shell ---------------------------------------------------------------------------------------------
+def test_openapi_schema_no_cdn_docs_and_security_headers(env):
+    schema = env.client.get("/openapi.json").json()
+    for path in ("/api/fleet", "/api/streams", "/api/escalations", "/api/actions/pin", "/api/actions/rollback",
+                 "/api/tokens", "/api/session", "/metrics"):
+        assert path in schema["paths"], path
+    assert env.client.get("/docs").status_code == 404 and env.client.get("/redoc").status_code == 404
+    page = env.client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "script-src 'self'" in csp
+    assert page.headers["x-frame-options"] == "DENY"
+    assert env.client.get("/healthz").json() == {"status": "ok", "schema": env.store.schema_revision()}
+
+
+def test_the_page_loads_nothing_from_other_sites():
+    static = Path(__import__("mlma.api.app", fromlist=["STATIC"]).STATIC)
+    files = sorted(static.iterdir())
+    assert {f.name for f in files} >= {"index.html", "app.js", "charts.js", "style.css"}
+    for f in files:
+        text = f.read_text()
+        # The SVG namespace is an identifier, not a download.
+        outside = re.findall(r"(?:https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text.replace("http://www.w3.org/2000/svg", ""))
+        assert not outside, (f.name, outside)
+        assert "innerHTML" not in text and "eval(" not in text
+
+
+def test_metrics_need_a_viewer_unless_public(env):
+    pytest.importorskip("mlma.metrics", reason="src/mlma/metrics.py (render_metrics) is not in this tree yet")
+    assert env.client.get("/metrics").status_code == 401
+    r = env.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    assert "mlma_" in r.text
+    public = TestClient(create_app(env.store, public_metrics=True, secret=b"k" * 32))
+    assert public.get("/metrics").status_code == 200
+
+
+def test_a_real_server_answers_curl_style_requests(env, tmp_path):
+    if env.backend != "sqlite":
+        pytest.skip("one real-server run is enough; the backend makes no difference to HTTP")
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(env.client.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base, timeout=10) as http:
+            assert http.get("/api/fleet").status_code == 401
+            fleet = http.get("/api/fleet", headers=env.auth("viewer"))
+            assert fleet.status_code == 200 and fleet.json()["n_streams"] == len(env.fleet.unique_ids)
+            uid = env.fleet.unique_ids[12]
+            done = http.post("/api/actions/pin", json={"streams": [uid], "reason": "over HTTP"},
+                             headers=env.auth("operator"))
+            assert done.status_code == 200 and env.overrides(uid)["pinned_until"] == "forever"
+    finally:
+        server.should_exit = True
+        thread.join(10)

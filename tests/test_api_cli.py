@@ -1,0 +1,270 @@
+"""The engineer's commands (``mlma.api.cli.register``) on a real project folder made by ``init_project``.
+
+Each action command is run with typer's CliRunner and its effect checked in the store and the audit log;
+``serve`` is started as a real process and answers over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from mlma.api import auth
+from mlma.api.cli import register
+from mlma.api.sample import build_sample_fleet
+from mlma.project import init_project
+from mlma.registry import ModelRegistry
+from mlma.store import Store
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """mlma (test shell)."""
+
+    register(app)
+    return app
+
+
+APP = _app()
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    config = init_project(tmp_path_factory.mktemp("cli") / "project", model="seasonal-naive")
+    with Store.open(config.store_url) as store:
+        fleet = build_sample_fleet(store, config.artifacts_dir, n_streams=12, n_ticks=6)
+    return config, fleet
+
+
+def run(project, *args: str, user: str | None = "ana", ok: bool = True):
+    config, _ = project
+    env = {"MLMA_USER": user} if user else {}
+    result = runner.invoke(APP, [*args, "--project", str(config.root)], env=env)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def store_of(project) -> Store:
+    return Store.open(project[0].store_url)
+
+
+def last_audit(project) -> pd.Series:
+    with store_of(project) as store:
+        return store.audit_log().iloc[-1]
+
+
+def overrides(project, uid: str) -> dict:
+    with store_of(project) as store:
+        table = store.streams().set_index("unique_id")
+    return table.loc[uid, "overrides"] or {}
+
+
+def test_token_bootstrap_list_and_revoke_without_any_token(project):
+    made = run(project, "token", "create", "root-admin", "--role", "admin", "--by", "root")
+    plain = made.output.strip().splitlines()[-1]
+    assert plain.startswith("mlma_")
+    with store_of(project) as store:
+        assert auth.authenticate(store, plain).role == "admin"
+        assert store.audit_log().iloc[-1]["actor"] == "user:root"
+    listed = run(project, "token", "list")
+    assert "root-admin" in listed.output and plain not in listed.output
+    bad = run(project, "token", "create", "x", "--role", "superuser", ok=False)
+    assert bad.exit_code == 2 and "role must be one of viewer, operator, admin" in bad.output
+    again = run(project, "token", "create", "root-admin", ok=False)
+    assert again.exit_code == 2 and "exists" in again.output
+    run(project, "token", "revoke", "root-admin", "--reason", "rotated")
+    with store_of(project) as store:
+        assert auth.authenticate(store, plain) is None
+    assert run(project, "token", "revoke", "root-admin", ok=False).exit_code == 2
+
+
+def test_the_actor_comes_from_by_then_mlma_user_then_the_login(project):
+    _, fleet = project
+    uid = fleet.unique_ids[0]
+    run(project, "pin", uid, "--by", "bo", user="ana")
+    assert last_audit(project)["actor"] == "user:bo"
+    run(project, "unpin", uid, user="ana")
+    assert last_audit(project)["actor"] == "user:ana"
+    import getpass
+
+    run(project, "pin", uid, user=None)
+    assert last_audit(project)["actor"] == f"user:{os.environ.get('MLMA_USER') or getpass.getuser()}"
+    run(project, "unpin", uid)
+
+
+def test_pin_unpin_streams_and_a_group_with_until(project):
+    _, fleet = project
+    uid = fleet.unique_ids[1]
+    out = run(project, "pin", uid, "--until", "2026-12-28", "--reason", "holiday").output
+    assert "pin: 1 stream" in out
+    assert overrides(project, uid)["pinned_until"].startswith("2026-12-28T00:00:00")
+    entry = last_audit(project)
+    assert (entry["action"], entry["target"], entry["reason"]) == ("pin", f"stream:{uid}", "holiday")
+    out = run(project, "pin", "--group", "city=c02", "-r", "festival").output
+    assert "pin: 3 streams" in out and last_audit(project)["target"] == "group:city=c02"
+    run(project, "unpin", "--group", "city=c02")
+    assert "pinned_until" not in overrides(project, fleet.unique_ids[2])
+
+
+def test_retrain_reset_reference_approve_reject_are_queued(project):
+    _, fleet = project
+    uid = fleet.unique_ids[3]
+    assert "1 queued for the next tick" in run(project, "retrain", uid, "--direct").output
+    run(project, "retrain", "--group", "city=c01", "--reason", "new depot")
+    run(project, "reset-reference", uid, "--rebase")
+    assert last_audit(project)["action"] == "rebase-reference"
+    run(project, "reset-reference", uid)
+    run(project, "approve", uid, "-r", "looks right")
+    run(project, "reject", uid)
+    listed = json.loads(run(project, "actions", "--status", "pending", "--stream", uid, "--json").output)
+    assert [(a["kind"], a["params"]) for a in listed] == [
+        ("reject", {}), ("approve", {}), ("reset-reference", {"rebase": False}),
+        ("reset-reference", {"rebase": True}), ("retrain", {"direct": True})]
+    assert all(a["created_by"] == "user:ana" for a in listed)
+    run(project, "cancel-action", str(listed[0]["id"]), "--reason", "changed my mind")
+    after = json.loads(run(project, "actions", "--stream", uid, "--json").output)
+    assert after[0]["status"] == "cancelled"
+    table = run(project, "actions", "--status", "pending").output
+    assert "retrain" in table and "approve" in table
+
+
+def test_rollback_and_promote(project):
+    config, fleet = project
+    uid = fleet.promoted[0]
+    registry = ModelRegistry(Store.open(config.store_url), config.artifacts_dir)
+    try:
+        assert registry.champion(uid).version == 2
+        assert "version 1" in run(project, "rollback", uid, "--reason", "over-forecasts").output
+        assert registry.champion(uid).version == 1
+        assert registry.history(uid)[-1].moved_by == "user:ana"
+        run(project, "promote", uid, "2")
+        assert registry.champion(uid).version == 2
+        run(project, "rollback", uid, "--to-version", "1")
+        assert registry.champion(uid).version == 1
+        refused = run(project, "rollback", uid, "--to-version", "7", ok=False)
+        assert refused.exit_code == 2 and "no model version 7" in refused.output
+    finally:
+        registry.store.close()
+
+
+def test_abnormal_mark_list_cancel(project):
+    _, fleet = project
+    uid = fleet.unique_ids[4]
+    run(project, "abnormal", "mark", "2026-12-24", "2026-12-27", uid, "--reason", "holiday")
+    run(project, "abnormal", "mark", "2026-11-03 06:00", "2026-11-03 09:00", "--reason", "feed outage")
+    assert last_audit(project)["target"] == "fleet"
+    periods = json.loads(run(project, "abnormal", "list", "--json").output)
+    mine = next(p for p in periods if p["unique_id"] == uid)
+    assert (mine["start"], mine["end"]) == ("2026-12-24T00:00:00", "2026-12-27T00:00:00")
+    run(project, "abnormal", "cancel", str(mine["id"]))
+    assert mine["id"] not in [p["id"] for p in json.loads(run(project, "abnormal", "list", "--json").output)]
+    wrong = run(project, "abnormal", "mark", "2026-12-27", "2026-12-24", uid, ok=False)
+    assert wrong.exit_code == 2 and "must end after it starts" in wrong.output
+
+
+def test_escalation_commands(project):
+    with store_of(project) as store:
+        ids = store.escalations(status="open")["id"].astype(int).tolist()
+    run(project, "ack", str(ids[0]), "--reason", "looking")
+    run(project, "silence", str(ids[1]), "--for", "4h")
+    run(project, "silence", str(ids[2]), "--until", "2030-01-01T00:00")
+    run(project, "resolve", str(ids[0]))
+    run(project, "reopen", str(ids[0]))
+    with store_of(project) as store:
+        status = store.escalations().set_index("id")["status"]
+    assert status[ids[0]] == "open" and status[ids[1]] == "silenced" and status[ids[2]] == "silenced"
+    assert run(project, "silence", str(ids[1]), ok=False).exit_code == 2
+
+
+def test_require_approval_and_set_params(project):
+    _, fleet = project
+    uid = fleet.unique_ids[5]
+    run(project, "require-approval", uid)
+    assert overrides(project, uid)["needs_approval"] is True
+    run(project, "require-approval", uid, "--off")
+    assert "needs_approval" not in overrides(project, uid)
+    run(project, "set-params", uid, "--delta", "0.2", "--cooldown-ticks", "3")
+    assert overrides(project, uid) == {"delta": 0.2, "cooldown_ticks": 3}
+    run(project, "set-params", uid, "--delta", "default")
+    assert overrides(project, uid) == {"cooldown_ticks": 3}
+    bad = run(project, "set-params", uid, "--cooldown-ticks", "1.5", ok=False)
+    assert bad.exit_code == 2 and "--cooldown-ticks" in bad.output
+    negative = run(project, "set-params", uid, "--delta", "-1", ok=False)
+    assert negative.exit_code == 2 and "delta must be" in negative.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (("pin", "no-such-zone"), "unknown stream 'no-such-zone'"),
+    (("pin",), "name streams"),
+    (("pin", "zone-0001", "--group", "city=c01"), "not both"),
+    (("retrain", "--group", "city"), "key=value"),
+    (("retrain", "--group", "city=atlantis"), "no stream has the attributes"),
+    (("promote", "zone-0001", "9"), "no model version 9"),
+    (("ack", "987654"), "no escalation"),
+])
+def test_bad_input_exits_2_with_the_reason(project, args, message):
+    with store_of(project) as store:
+        before = len(store.audit_log())
+    result = run(project, *args, ok=False)
+    assert result.exit_code == 2 and message in result.output, result.output
+    with store_of(project) as store:
+        assert len(store.audit_log()) == before
+
+
+def test_commands_need_a_project(tmp_path):
+    result = runner.invoke(APP, ["pin", "zone-1", "--project", str(tmp_path)])
+    assert result.exit_code == 2 and "mlma.toml" in result.output
+
+
+def test_read_commands(project):
+    queue = json.loads(run(project, "escalations", "--json").output)
+    assert queue["items"][0]["kind"] == "data-quality" and queue["items"][0]["severity"] == 3
+    assert "data-quality" in run(project, "escalations").output
+    assert run(project, "escalations", "--status", "bogus", ok=False).exit_code == 2
+    audit = json.loads(run(project, "audit", "--limit", "3", "--json").output)
+    assert len(audit) == 3 and audit[0]["id"] > audit[1]["id"]
+    pins = json.loads(run(project, "audit", "--action", "pin", "--json").output)
+    assert pins and all(a["action"] == "pin" for a in pins)
+    assert "audit log" in run(project, "audit").output
+
+
+def test_serve_runs_the_dashboard_on_localhost(project):
+    config, _ = project
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import typer; from mlma.api.cli import register; app = typer.Typer(); app.callback()(lambda: None); "
+            "register(app); app()")
+    server = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", str(port), "--project", str(config.root)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                assert server.poll() is None and time.monotonic() < deadline, server.stdout.read()
+                time.sleep(0.2)
+        assert health.json()["status"] == "ok"
+        assert httpx.get(f"http://127.0.0.1:{port}/api/fleet").status_code == 401
+        assert "<title>mlma</title>" in httpx.get(f"http://127.0.0.1:{port}/").text
+        assert (config.root / ".mlma" / "session-key").stat().st_mode & 0o077 == 0
+    finally:
+        server.terminate()
+        server.wait(15)

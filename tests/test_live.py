@@ -1,0 +1,456 @@
+"""Live operation on a real store: replay equals backtest, crash and lock safety, failures, engineer controls."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from mlma.backtest import BacktestConfig, run_backtest
+from mlma.control import Operations
+from mlma.live import LiveAgent, NotReady
+from mlma.project import init_project, load_config
+from mlma.simulate import simulate_platform
+from mlma.store import LockHeld, Store
+from mlma.store import schema as S
+
+FIRST_TICK = 28
+
+
+@pytest.fixture(scope="module")
+def platform() -> pd.DataFrame:
+    """40 zones, 52 days of hourly orders with frequent events: re-trainings, promotions, rejected challengers,
+    zones that launch late or go silent, so that every path of the tick is exercised."""
+    return simulate_platform(40, 52, seed=5, event_rate=3).data
+
+
+def make_project(root: Path, *, db: str | None = None, model: str = "ridge", **agent) -> Path:
+    init_project(root, db=db, model=model)
+    text = (root / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
+    text = text.replace("initial_ticks = 0", f"initial_ticks = {FIRST_TICK}")
+    for key, value in agent.items():
+        text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        assert found == 1, f"{key} is not in the template"
+    (root / "mlma.toml").write_text(text)
+    return root
+
+
+def day_chunks(frame: pd.DataFrame, first_tick: int):
+    """The history before ``first_tick`` as one chunk, then one chunk per day, as data would arrive."""
+    day0 = frame["ds"].min().normalize()
+    days = ((frame["ds"] - day0) // pd.Timedelta("1D")).to_numpy()
+    yield frame[days < first_tick]
+    for d in range(first_tick, int(days.max()) + 1):
+        yield frame[days == d]
+
+
+def replay(root: Path, frame: pd.DataFrame) -> None:
+    config = load_config(root)
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        for i, chunk in enumerate(day_chunks(frame, FIRST_TICK)):
+            store.ingest_frame(chunk, f"day-{i}")
+            assert live.step().tick == (FIRST_TICK - 1 if i == 0 else FIRST_TICK + i - 1)
+        with pytest.raises(NotReady):
+            live.step()
+
+
+def live_scores(store: Store) -> pd.DataFrame:
+    """Per-stream MAE of the forecasts the live agent issued, scored on the actuals."""
+    f, o = S.forecasts, S.observations
+    with store.engine.connect() as conn:
+        rows = conn.execute(sa.select(f.c.stream_id, f.c.y_hat, o.c.y)
+                            .join(o, sa.and_(o.c.stream_id == f.c.stream_id, o.c.ds == f.c.ds))).all()
+    frame = pd.DataFrame(rows, columns=["stream_id", "y_hat", "y"])
+    frame["unique_id"] = store.unique_ids(frame["stream_id"].to_numpy())
+    frame["err"] = (frame["y"] - frame["y_hat"]).abs()
+    return frame.groupby("unique_id")["err"].agg(["mean", "size"])
+
+
+def check_replay_matches_backtest(root: Path, frame: pd.DataFrame) -> None:
+    result = run_backtest(frame, BacktestConfig(policies=["mlma"], model="ridge", initial_ticks=FIRST_TICK,
+                                                executor="inline", sample_streams=0))
+    replay(root, frame)
+    config = load_config(root)
+    with Store.open(config.store_url) as store:
+        verdicts = store.verdicts()
+        escalations = store.escalations()
+        ticks = store.ticks()
+        scores = live_scores(store)
+        with store.engine.connect() as conn:
+            history = pd.DataFrame(conn.execute(sa.select(S.champion_history)).all())
+    # The same re-trainings, stream by stream and tick by tick.
+    live_retrains = set(map(tuple, verdicts.loc[verdicts["retrain"], ["unique_id", "tick"]].to_numpy().tolist()))
+    backtest_retrains = set(map(tuple, result.retrain_log[["unique_id", "tick"]].to_numpy().tolist()))
+    assert len(backtest_retrains) > 20, "the simulated events should cause re-trainings"
+    assert {"challenger-lost", "cold", "silent"} <= set(result.escalation_log["kind"])
+    assert live_retrains == backtest_retrains
+    # The same escalations.
+    live_esc = sorted(map(tuple, escalations[["unique_id", "tick", "kind"]].to_numpy().tolist()))
+    backtest_esc = sorted(map(tuple, result.escalation_log[["unique_id", "tick", "kind"]].to_numpy().tolist()))
+    assert live_esc == backtest_esc
+    # The same accuracy, stream by stream, on the same points.
+    per_stream = result.per_stream.set_index("unique_id")
+    scored = per_stream[per_stream["n_scored"] > 0]
+    assert set(scores.index) == set(scored.index)
+    np.testing.assert_array_equal(scores.loc[scored.index, "size"].to_numpy(), scored["n_scored"].to_numpy())
+    np.testing.assert_allclose(scores.loc[scored.index, "mean"].to_numpy(), scored["mae"].to_numpy(), rtol=1e-12)
+    # The same promotions: first models plus promoted challengers.
+    summary = result.summary[0]
+    promotions = history[history["action"] == "promote"]
+    assert len(promotions) == summary["initial_fits"] + summary["promotions"]
+    assert (ticks["status"] == "done").all() and (ticks["attempts"] == 1).all()
+
+
+def test_live_replay_makes_the_same_decisions_and_metrics_as_the_backtest(tmp_path, platform):
+    check_replay_matches_backtest(make_project(tmp_path / "p"), platform)
+
+
+def test_live_replay_on_postgresql_matches_the_backtest(tmp_path, platform, postgres_server):
+    from mlma.store.testing import postgres_schema
+
+    with postgres_schema(postgres_server) as url:
+        check_replay_matches_backtest(make_project(tmp_path / "p", db=url), platform)
+
+
+# -- safety --------------------------------------------------------------------------------------------------
+def run_cli(root: Path, *args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlma.cli", *args, "--project", str(root)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def store_snapshot(root: Path) -> dict:
+    """What a finished replay wrote, in a comparable form."""
+    config = load_config(root)
+    with Store.open(config.store_url) as store:
+        with store.engine.connect() as conn:
+            versions = conn.execute(sa.select(S.model_versions.c.stream_id, S.model_versions.c.version,
+                                              S.model_versions.c.artifact_sha256, S.model_versions.c.created_tick)
+                                    .order_by(S.model_versions.c.stream_id, S.model_versions.c.version)).all()
+            moves = conn.execute(sa.select(S.champion_history.c.stream_id, S.champion_history.c.version,
+                                           S.champion_history.c.tick).order_by(S.champion_history.c.id)).all()
+        return {"verdicts": store.verdicts().drop(columns=["reason"]).astype(object).fillna(-1).to_dict("list"),
+                "versions": [tuple(r) for r in versions], "moves": sorted(tuple(r) for r in moves),
+                "forecasts": store.forecasts(store.last_done_tick())[["unique_id", "ds", "y_hat"]]
+                .to_dict("list")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["after-begin", "after-fit", "after-artifacts", "before-commit"])
+def test_a_tick_killed_with_sigkill_is_redone_by_the_next_run(tmp_path, platform, point):
+    small = platform[platform["unique_id"].isin(sorted(platform["unique_id"].unique())[:12])]
+    data = tmp_path / "data.csv"
+    small.to_csv(data, index=False)
+    reference = make_project(tmp_path / "reference")
+    crashed = make_project(tmp_path / "crashed", lock_ttl_seconds=3600)
+    # Both projects run to just before the target tick, then get the same forced re-trainings, so that
+    # crashing "after-fit" and "after-artifacts" really leaves fitted models and written artifacts behind.
+    target = FIRST_TICK + 2
+    for root in (reference, crashed):
+        assert run_cli(root, "ingest", str(data)).returncode == 0
+        for _ in range(target - FIRST_TICK + 1):
+            assert run_cli(root, "tick").returncode == 0
+        config = load_config(root)
+        with Store.open(config.store_url) as store:
+            Operations(store).force_retrain(sorted(small["unique_id"].unique())[:4], by="user:test")
+    assert run_cli(reference, "tick", "--all").returncode == 0
+    marker = tmp_path / "paused"
+    process = subprocess.Popen([sys.executable, "-m", "mlma.cli", "tick", "--project", str(crashed)],
+                               env={**os.environ, "MLMA_PAUSE_AT": point, "MLMA_PAUSE_FILE": str(marker)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert process.poll() is None, process.stderr.read().decode()
+        assert time.monotonic() < deadline, "the tick never reached the pause point"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+
+    config = load_config(crashed)
+    with Store.open(config.store_url) as store:
+        ticks = store.ticks().set_index("tick")
+        assert ticks.loc[target, "status"] == "running"   # the crash left its trace, and nothing else
+        assert store.last_done_tick() == target - 1
+        assert store.lock_holder() is not None             # the dead agent's lease is still there
+        assert len(store.verdicts(tick=target)) == 0
+
+    # The next run takes over the dead process's lock (same host) and redoes the tick; then the rest.
+    finished = run_cli(crashed, "tick", "--all")
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    with Store.open(config.store_url) as store:
+        assert int(store.ticks().set_index("tick").loc[target, "attempts"]) == 2
+        for sha in {row[2] for row in store_snapshot(crashed)["versions"]}:
+            store_registry = __import__("mlma.registry", fromlist=["ModelRegistry"]).ModelRegistry(
+                store, config.artifacts_dir)
+            store_registry.artifacts.verify(sha)   # every recorded model is whole
+    assert store_snapshot(crashed) == store_snapshot(reference)
+
+
+def test_two_agents_never_run_a_tick_at_once(tmp_path, platform):
+    root = make_project(tmp_path / "p")
+    config = load_config(root)
+    with Store.open(config.store_url) as store:
+        store.ingest_frame(platform, "all")
+        with store.tick_lock("mlma-agent@other-host:1", ttl=60, heartbeat=False):
+            with LiveAgent(config, store=store) as live, pytest.raises(LockHeld, match="other-host"):
+                live.step()
+            result = run_cli(root, "tick")
+            assert result.returncode == 4 and "held by" in result.stdout
+        assert store.last_done_tick() is None
+        assert run_cli(root, "tick").returncode == 0
+        assert store.last_done_tick() == FIRST_TICK - 1
+
+
+def test_ingesting_twice_and_ticking_when_nothing_is_due_change_nothing(tmp_path, platform):
+    root = make_project(tmp_path / "p")
+    data = tmp_path / "data.parquet"
+    platform[platform["ds"] < platform["ds"].min().normalize() + pd.Timedelta(days=30)].to_parquet(data)
+    assert run_cli(root, "ingest", str(data)).returncode == 0
+    again = run_cli(root, "ingest", str(data))
+    assert again.returncode == 0 and "nothing changed" in again.stdout
+    assert run_cli(root, "tick", "--all").returncode == 0
+    before = store_snapshot(root)
+    idle = run_cli(root, "tick")
+    assert idle.returncode == 3 and "not complete" in idle.stdout
+    assert store_snapshot(root) == before
+    forecasts = run_cli(root, "forecast")
+    assert forecasts.returncode == 0
+    exported = pd.read_csv(__import__("io").StringIO(forecasts.stdout))
+    assert list(exported.columns) == ["unique_id", "ds", "y_hat", "model_version"]
+    assert len(exported) == 24 * exported["unique_id"].nunique() > 0
+
+
+def test_late_and_corrected_actuals_are_kept_for_training(tmp_path, platform):
+    root = make_project(tmp_path / "p")
+    config = load_config(root)
+    day0 = platform["ds"].min().normalize()
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        store.ingest_frame(platform[platform["ds"] < day0 + pd.Timedelta(days=FIRST_TICK + 1)], "first")
+        live.catch_up()
+        # Zone 0's actuals of the last tick arrive late and corrected; the store keeps the correction.
+        late = platform[(platform["unique_id"] == platform["unique_id"].iloc[0])
+                        & (platform["ds"] >= day0 + pd.Timedelta(days=FIRST_TICK))
+                        & (platform["ds"] < day0 + pd.Timedelta(days=FIRST_TICK + 1))].copy()
+        late["y"] += 1.0
+        report = store.ingest_frame(late, "late-correction")
+        assert report.rows_revised == len(late)
+        assert len(store.revisions()) == len(late)
+
+
+# -- failures --------------------------------------------------------------------------------------------------
+FLAKY = '''
+import time, os
+import numpy as np
+from mlma.models import SeasonalNaive
+
+class Flaky(SeasonalNaive):
+    """Seasonal naive, except that its fit hangs for the stream whose level marks it."""
+    def fit(self, ds, y, X=None):
+        if os.path.exists(os.environ["FLAKY_FLAG"]) and np.nanmean(y) > 1e6:
+            time.sleep(600)
+        return super().fit(ds, y, X)
+'''
+
+
+@pytest.mark.slow
+def test_a_hanging_fit_times_out_leaves_the_champion_and_escalates_after_repeats(tmp_path, platform, monkeypatch):
+    (tmp_path / "flakymodel.py").write_text(FLAKY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    flag = tmp_path / "hang"
+    monkeypatch.setenv("FLAKY_FLAG", str(flag))
+    frame = platform[platform["unique_id"].isin(sorted(platform["unique_id"].unique())[:4])].copy()
+    bad = frame["unique_id"].unique()[0]
+    frame.loc[frame["unique_id"] == bad, "y"] += 2e6     # marks the stream whose fit will hang
+    root = make_project(tmp_path / "p", model="flakymodel:Flaky", fit_timeout_seconds=3)
+    root.joinpath("mlma.toml").write_text(root.joinpath("mlma.toml").read_text()
+                                          .replace('executor = "inline"', 'executor = "process:2"'))
+    config = load_config(root)
+    day0 = frame["ds"].min().normalize()
+    with Store.open(config.store_url) as store:
+        store.ingest_frame(frame[frame["ds"] < day0 + pd.Timedelta(days=FIRST_TICK)], "history")
+        with LiveAgent(config, store=store) as live:
+            live.step()
+        first = Operations(store, artifacts=config.artifacts_dir)
+        champion = first.registry.champion(bad).version
+        flag.write_text("hang")
+        for day in range(3):
+            store.ingest_frame(frame[(frame["ds"] >= day0 + pd.Timedelta(days=FIRST_TICK + day))
+                                     & (frame["ds"] < day0 + pd.Timedelta(days=FIRST_TICK + day + 1))], f"d{day}")
+            first.force_retrain([bad], by="user:test", reason="exercise the timeout")
+            started = time.monotonic()
+            with LiveAgent(config, store=store) as live:
+                result = live.step()
+            assert time.monotonic() - started < 60
+            assert result.summary["fit_failures"] == 1
+        assert first.registry.champion(bad).version == champion          # the champion kept serving
+        failures = store.audit_log(action="fit-failed")
+        assert len(failures) == 3 and failures["reason"].str.contains("fit_timeout").all()
+        escalations = store.escalations()
+        assert escalations["kind"].tolist() == ["fit-failed"]              # after the third failure in a row
+        assert "3 times in a row" in escalations["message"].iloc[0]
+        applied = first.actions(status="applied")
+        assert applied["outcome"].str.startswith("re-training failed").all() and len(applied) == 3
+        forecasts = store.forecasts(store.last_done_tick())
+        assert bad in set(forecasts["unique_id"])                          # still forecast by the champion
+
+
+# -- the engineer's controls ---------------------------------------------------------------------------------
+@pytest.fixture()
+def running(tmp_path, platform):
+    """A project that ran its start-up and a few ticks, with the rest of the data to come."""
+    root = make_project(tmp_path / "p")
+    config = load_config(root)
+    store = Store.open(config.store_url)
+    chunks = list(day_chunks(platform, FIRST_TICK))
+    live = LiveAgent(config, store=store)
+    for chunk in chunks[:4]:
+        store.ingest_frame(chunk, f"c{len(chunk)}-{chunk['ds'].min()}")
+        live.step()
+    ops = Operations(store, artifacts=config.artifacts_dir)
+    yield store, live, ops, iter(chunks[4:])
+    live.close()
+    store.close()
+
+
+def next_tick(store, live, chunks):
+    chunk = next(chunks)
+    store.ingest_frame(chunk, f"chunk-{chunk['ds'].min()}")
+    return live.step()
+
+
+def test_forced_retrain_pin_and_approval_take_effect_and_are_audited(running):
+    store, live, ops, chunks = running
+    ids = store.streams()["unique_id"].tolist()
+    a, b, c = ids[0], ids[1], ids[2]
+    ops.force_retrain([a], by="user:ana", reason="promotion tomorrow")
+    ops.force_retrain([b], direct=True, by="user:ana", reason="known launch")
+    ops.pin([c], by="user:ana", reason="holiday")
+    ops.force_retrain([c], by="user:ana")
+    result = next_tick(store, live, chunks)
+    tick = result.tick
+    verdicts = store.verdicts(tick=tick).set_index("unique_id")
+    assert verdicts.loc[a, "retrain"] and verdicts.loc[a, "reason"].startswith("forced by user:ana")
+    assert verdicts.loc[c, "label"] == "pinned"
+    # b was promoted directly, a's challenger waits for the shadow check.
+    assert ops.registry.champion(b).version == 2
+    assert ops.registry.champion(a).version == 1 and len(ops.registry.versions(a)) == 2
+    outcomes = ops.actions(status="applied").set_index("unique_id")["outcome"]
+    assert "shadow" in outcomes[a] and "promoted (version 2)" in outcomes[b]
+    assert store.audit_log()["action"].tolist()[:4] == ["retrain", "retrain", "pin", "retrain"]
+
+    # A pinned stream is never re-trained automatically, even when its policy would.
+    ops.require_approval([a], by="user:ana", reason="big customer")
+    next_tick(store, live, chunks)
+    check = ops.registry.version(a, 2).check
+    assert check["result"] in ("awaiting-approval", "rejected")
+    if check["result"] == "awaiting-approval":
+        assert store.escalations(streams=[a])["kind"].iloc[0] == "approval-needed"
+        ops.approve(a, by="user:bob", reason="looks right")
+        next_tick(store, live, chunks)
+        assert ops.registry.champion(a).version == 2
+        assert ops.registry.history(a)[-1].moved_by == "user:bob"
+
+
+def test_a_rollback_serves_the_chosen_version_from_the_next_tick(running):
+    store, live, ops, chunks = running
+    uid = store.streams()["unique_id"].iloc[5]
+    ops.force_retrain([uid], direct=True, by="user:ana")
+    next_tick(store, live, chunks)
+    assert ops.registry.champion(uid).version == 2
+    ops.rollback(uid, 1, by="user:ana", reason="version 2 overshoots")
+    result = next_tick(store, live, chunks)
+    forecasts = store.forecasts(result.tick).set_index("unique_id")
+    assert set(forecasts.loc[uid, "model_version"]) == {1}
+    assert ops.registry.champion(uid).version == 1
+    # The agent started the rolled-back model's reference afresh: it is warming up.
+    verdict = store.verdicts(tick=result.tick + 0).set_index("unique_id").loc[uid, "label"]
+    assert verdict in ("ok", "warming-up", "no-data")
+    next_result = next_tick(store, live, chunks)
+    assert store.verdicts(tick=next_result.tick).set_index("unique_id").loc[uid, "label"] == "warming-up"
+
+
+def test_reset_reference_and_abnormal_periods_reach_the_policy(running):
+    store, live, ops, chunks = running
+    ids = store.streams()["unique_id"].tolist()
+    ops.reset_reference([ids[3]], by="user:ana", reason="new normal")
+    day = pd.Timestamp(store.ticks()["end_ds"].max())
+    ops.mark_abnormal(day, day + pd.Timedelta(days=1), [ids[4]], by="user:ana", reason="street festival")
+    result = next_tick(store, live, chunks)
+    verdicts = store.verdicts(tick=result.tick).set_index("unique_id")
+    assert verdicts.loc[ids[4], "label"] == "abnormal"
+    following = next_tick(store, live, chunks)
+    assert store.verdicts(tick=following.tick).set_index("unique_id").loc[ids[3], "label"] == "warming-up"
+    applied = ops.actions(status="applied")
+    assert applied["outcome"].tolist() == ["reference reset"]
+
+
+def test_per_stream_parameters_override_the_project_defaults(running):
+    store, live, ops, chunks = running
+    uid = store.streams()["unique_id"].iloc[0]
+    with pytest.raises(ValueError, match="delta must be the relevance margin"):
+        ops.set_params([uid], params={"delta": -1}, by="user:ana")
+    with pytest.raises(ValueError, match="unknown parameter 'alpah'"):
+        ops.set_params([uid], params={"alpah": 0.1}, by="user:ana")
+    ops.set_params([uid], params={"delta": 50.0}, by="user:ana", reason="only huge changes matter here")
+    for _ in range(3):
+        result = next_tick(store, live, chunks)
+    verdicts = store.verdicts(tick=result.tick)
+    tested = verdicts[np.isfinite(verdicts["p_value"].astype(float))].set_index("unique_id")
+    # H0 "the loss rose by at most 50x" is never rejected; the other streams keep the default margin.
+    assert uid in tested.index and tested.loc[uid, "p_value"] > 0.999
+    assert (tested.drop(index=uid)["p_value"] < 0.999).any()
+    overrides = store.streams().set_index("unique_id").loc[uid, "overrides"]
+    assert overrides == {"delta": 50.0}
+
+
+# -- alerts out of a live tick ------------------------------------------------------------------------------
+def test_a_tick_posts_its_new_escalations_to_the_configured_webhook(tmp_path, platform):
+    import http.server
+    import json
+    import threading
+
+    received: list[dict] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        root = make_project(tmp_path / "p")
+        with open(root / "mlma.toml", "a") as toml:
+            toml.write(f'\n[[alerts.receivers]]\nname = "ops"\nurl = "http://127.0.0.1:{server.server_port}/hook"\n'
+                       f'format = "slack"\ngroup_by = ["kind"]\n')
+        config = load_config(root)
+        assert config.alert_receivers[0].name == "ops"
+        with Store.open(config.store_url) as store:
+            store.ingest_frame(platform, "all")
+            with LiveAgent(config, store=store) as live:
+                results = live.catch_up()
+            escalated = [r for r in results if r.escalation_ids]
+            assert escalated, "the simulated platform should raise escalations"
+            with store.engine.connect() as conn:
+                sent = conn.execute(sa.select(S.alert_notifications.c.status)).all()
+        assert received and all("text" in message for message in received)
+        assert {s for (s,) in sent} == {"sent"}
+        # One message per kind and tick at most: grouped, not one per stream.
+        total = sum(len(r.escalation_ids) for r in results)
+        assert len(received) < total
+    finally:
+        server.shutdown()
