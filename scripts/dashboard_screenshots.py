@@ -4,17 +4,21 @@ Starts the dashboard with uvicorn on a free port in a thread, logs in through th
 Debian's chromium (driven by Playwright, no browser download), and saves three pictures at a laptop
 viewport (1440x900 by default):
 
-- ``dashboard-demo-fleet.png``: the fleet overview (counts and the per-tick charts);
+- ``dashboard-demo-fleet.png``: the fleet overview (counts and all six per-tick charts);
 - ``dashboard-demo-queue.png``: the engineer's queue;
-- ``dashboard-demo-stream.png``: the page of a stream that degraded and was re-trained, with the agent's
-  promotions in its version timeline. Unless ``--stream`` names one, it is chosen from the data: among the
-  members of the first queue items, the stream whose last 30 ticks hold the most promotions of a
-  challenger that beat the serving model in shadow, after at least one degraded tick (ties: queue order).
+- ``dashboard-demo-stream.png``: the page of a stream that degraded and was re-trained, down to its version
+  table: the agent's promotions in the timeline and the challenger checks. Unless ``--stream`` names one,
+  it is chosen from the data: among the members of the first queue items, the stream whose last 30 ticks
+  hold the most promotions of a challenger that beat the serving model in shadow, after at least one
+  degraded tick (ties: queue order).
+
+The fleet and stream pictures run past the first screen when what they show needs it (at most 1.5 screens).
 
 The script stops with an error, and saves nothing more, if the page raises a JavaScript error, asks for
-anything outside the local server, or a page lacks what it should show (charts with data, queue items, a
-version timeline). The session key is random, so nothing is written to the project folder except what
-logging in records (the token's last use).
+anything outside the local server, gets an error for any request (the favicon's included), or a page lacks
+what it should show (charts with data, tile subtexts not cut off, queue items, a version timeline whose
+moves name their tick's data date, the Streams tab highlighted on a stream's page). The session key is
+random, so nothing is written to the project folder except what logging in records (the token's last use).
 
 Usage::
 
@@ -41,6 +45,9 @@ CHROMIUM = "/usr/bin/chromium"
 STREAM_TICKS = 30
 #: Queue items whose members are considered when choosing the stream to show.
 QUEUE_ITEMS_SCANNED = 3
+#: The tallest picture, in viewport heights (the fleet's six charts and a stream's version table need more
+#: than one screen at 1440x900).
+MAX_SCREENS = 1.5
 FILES = {"fleet": "dashboard-demo-fleet.png", "queue": "dashboard-demo-queue.png",
          "stream": "dashboard-demo-stream.png"}
 
@@ -141,6 +148,18 @@ def rest_mouse(page) -> None:
     page.mouse.move(size["width"] - 2, size["height"] - 2)
 
 
+def shoot_down_to(page, path: Path, selector: str, viewport_height: int) -> int:
+    """Save the page from its top down to the end of ``selector`` (at least one screen, at most
+    ``MAX_SCREENS`` screens): what a picture is meant to show may lie just below the first screen.
+    Returns the picture's height in CSS pixels."""
+    bottom = page.evaluate(f"document.querySelector({json.dumps(selector)}).getBoundingClientRect().bottom "
+                           "+ window.scrollY")
+    picture = min(round(MAX_SCREENS * viewport_height), max(viewport_height, round(bottom + 12)))
+    width = page.viewport_size["width"]
+    page.screenshot(path=str(path), full_page=True, clip={"x": 0, "y": 0, "width": width, "height": picture})
+    return picture
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ScreenshotError(message)
@@ -164,9 +183,8 @@ def take_screenshots(base: str, token: str, out: Path, stream: str, width: int, 
             # A failed request is reported with its address by the response hook, not by the console's text.
             page.on("console", lambda msg: errors.append(msg.text)
                     if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
-            # The browser asks for /favicon.ico on its own; the dashboard has none.
-            page.on("response", lambda r: failed.append(f"{r.status} {r.url}")
-                    if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+            # No exception for /favicon.ico: the page declares an empty icon, so the browser asks for none.
+            page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
             page.on("request", lambda r: outside.append(r.url)
                     if urllib.parse.urlsplit(r.url).netloc not in (host, "") else None)
 
@@ -187,10 +205,17 @@ def take_screenshots(base: str, token: str, out: Path, stream: str, width: int, 
             page.wait_for_selector(".page[data-page=fleet]")
             marks = drawn_series(page, ".page[data-page=fleet]")
             require(len(marks) == 6 and all(m > 0 for m in marks), f"fleet: charts with nothing drawn: {marks}")
+            # Tile subtexts wrap; one wider than its tile would be cut off at the edge.
+            cut_tiles = page.eval_on_selector_all(
+                ".kpi-sub", "subs => subs.filter(d => d.scrollWidth > d.clientWidth + 1).map(d => d.textContent)")
+            require(not cut_tiles, f"fleet: tile subtexts wider than their tile: {cut_tiles}")
+            caption = page.locator("#retrain-caption")
+            caption_text = caption.inner_text().rstrip(".") if caption.count() else "no start-up tick in view"
             check_page("fleet")
             rest_mouse(page)
-            page.screenshot(path=str(out / FILES["fleet"]))
-            notes["fleet"] = f"{len(marks)} charts, data marks per chart {marks}"
+            tall = shoot_down_to(page, out / FILES["fleet"], ".page[data-page=fleet] .charts", height)
+            notes["fleet"] = (f"{len(marks)} charts, data marks per chart {marks}; re-trainings chart: {caption_text}; "
+                              f"picture {width}x{tall}")
 
             page.click("#nav a[href='#/queue']")
             page.wait_for_selector(".page[data-page=queue]")
@@ -209,19 +234,17 @@ def take_screenshots(base: str, token: str, out: Path, stream: str, width: int, 
             moves = page.locator("#timeline li").count()
             require(len(marks) >= 3 and all(m > 0 for m in marks), f"stream: charts with nothing drawn: {marks}")
             require(moves >= 2, f"stream: the version timeline has {moves} entries, expected a promotion")
+            # The replay runs a year of data in minutes: each move must name its tick's data, not only the clock.
+            dated = page.locator("#timeline li .tick-data:has-text('data ')").count()
+            require(dated == moves, f"stream: {moves - dated} of {moves} timeline entries lack their tick's data date")
+            require(page.locator("#nav a.active[href='#/streams']").count() == 1,
+                    "stream: the Streams tab is not highlighted")
             check_page("stream")
-            # At 1440x900 the head, the three charts and the version timeline fit on the first screen; on a
-            # smaller screen, scroll just enough to bring the timeline's end into view.
-            timeline_bottom = page.evaluate("document.querySelector('#timeline').getBoundingClientRect().bottom")
-            scrolled = max(0, round(timeline_bottom - height + 8))
-            if scrolled:
-                page.evaluate(f"window.scrollTo(0, {scrolled})")
-                page.wait_for_timeout(200)
+            # Down to the end of the version table: the timeline and the challenger checks in the picture.
             rest_mouse(page)
-            page.screenshot(path=str(out / FILES["stream"]))
+            tall = shoot_down_to(page, out / FILES["stream"], "#timeline + table", height)
             notes["stream"] = (f"{stream}: {len(marks)} charts, data marks per chart {marks}, {moves} champion "
-                               f"moves in the timeline (its end at {timeline_bottom:.0f}px of {height}px"
-                               f"{f', page scrolled by {scrolled}px' if scrolled else ''})")
+                               f"moves in the timeline, all with data dates; picture {width}x{tall}")
             context.close()
         finally:
             browser.close()

@@ -265,3 +265,38 @@ def test_a_worker_killed_mid_chunk_loses_and_duplicates_no_retraining(client, fl
     assert [f.key for f in fitted] == keys
     assert service.fits_done == len(keys) and len(service._models) == len(keys)
     np.testing.assert_allclose(_predictions(service, keys), _predictions(inline, keys), rtol=1e-10, atol=1e-10)
+
+
+def test_live_ticks_on_a_dask_cluster_by_address_equal_inline_ticks(cluster, tmp_path):
+    """`[agent] executor = "dask://host:port"`: the live agent re-trains on the cluster, with the same result."""
+    import re
+
+    from mlma.control import Operations
+    from mlma.live import LiveAgent
+    from mlma.project import init_project, load_config
+    from mlma.simulate import simulate_platform
+    from mlma.store import Store
+
+    frame = simulate_platform(12, 33, seed=5, event_rate=3).data
+    address = "dask://" + cluster.scheduler_address.split("://", 1)[1]
+    outcomes = []
+    for name, executor in (("inline", "inline"), ("dask", address)):
+        root = tmp_path / name
+        init_project(root, model="ridge")
+        text = re.sub(r'(?m)^executor = .*$', f'executor = "{executor}"', (root / "mlma.toml").read_text())
+        (root / "mlma.toml").write_text(re.sub(r"(?m)^initial_ticks = .*$", "initial_ticks = 30", text))
+        config = load_config(root)
+        with Store.open(config.store_url) as store:
+            store.ingest_frame(frame, "all")
+            with LiveAgent(config, store=store) as live:
+                live.step()                                           # start-up: 12 first fits
+                Operations(store).force_retrain(sorted(frame["unique_id"].unique())[:6], direct=True,
+                                                by="user:test")
+                results = live.catch_up()                             # re-trains the 6 on the executor
+            assert results[0].summary["retrains"] == 6
+            with store.engine.connect() as conn:
+                versions = conn.exec_driver_sql("SELECT stream_id, version, artifact_sha256 FROM model_versions "
+                                                "ORDER BY stream_id, version").all()
+            outcomes.append(([tuple(v) for v in versions],
+                             store.forecasts(store.last_done_tick())["y_hat"].round(9).tolist()))
+    assert outcomes[0] == outcomes[1]

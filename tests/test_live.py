@@ -454,3 +454,23 @@ def test_a_tick_posts_its_new_escalations_to_the_configured_webhook(tmp_path, pl
         assert len(received) < total
     finally:
         server.shutdown()
+
+
+def test_attributes_from_a_file_make_groups_and_bad_files_are_named(tmp_path, platform):
+    root = make_project(tmp_path / "p")
+    config = load_config(root)
+    early = platform[platform["ds"] < platform["ds"].min() + pd.Timedelta(days=2)]
+    with Store.open(config.store_url) as store:
+        store.ingest_frame(early, "two days")
+    ids = sorted(early["unique_id"].unique())
+    good = tmp_path / "attributes.csv"
+    pd.DataFrame({"unique_id": ids[:3] + ["zone-unknown"], "city": ["berlin"] * 2 + ["paris", "rome"]}).to_csv(
+        good, index=False)
+    result = run_cli(root, "attributes", str(good))
+    assert result.returncode == 0 and "set on 3 streams" in result.stdout and "'zone-unknown'" in result.stdout
+    with Store.open(config.store_url) as store:
+        assert store.unique_ids(Operations(store).select(group={"city": "berlin"})[0]).tolist() == ids[:2]
+    twice = tmp_path / "twice.csv"
+    pd.DataFrame({"unique_id": [ids[0], ids[0]], "city": ["a", "b"]}).to_csv(twice, index=False)
+    bad = run_cli(root, "attributes", str(twice))
+    assert bad.returncode == 2 and f"stream {ids[0]!r} appears twice (row 3)" in bad.stdout.replace("\n", " ")

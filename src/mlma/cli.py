@@ -219,6 +219,46 @@ def ingest(
 
 
 @app.command()
+def attributes(
+    data: Path = typer.Argument(..., help="CSV or Parquet file: a unique_id column and one column per attribute "
+                                          "(e.g. city, region, product_line)."),
+    id_col: Optional[str] = typer.Option(None, help="Column naming the stream (default: the project's id_col)."),
+    project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+) -> None:
+    """Set the streams' attributes, which groups are made of (--group city=Berlin, the queue's grouping)."""
+    import pandas as pd
+
+    from mlma.store import Store
+
+    config = _project(project)
+    id_col = id_col or config.data.id_col
+    try:
+        frame = pd.read_parquet(data) if data.suffix == ".parquet" else pd.read_csv(data, dtype=str)
+    except (OSError, ValueError) as exc:
+        _fail(f"{data}: cannot read: {exc}")
+    if id_col not in frame.columns:
+        _fail(f"{data}: no column {id_col!r} naming the streams; columns: {', '.join(map(str, frame.columns))}")
+    columns = [c for c in frame.columns if c != id_col]
+    if not columns:
+        _fail(f"{data}: no attribute columns besides {id_col!r}")
+    duplicated = frame[id_col].duplicated()
+    if duplicated.any():
+        row = int(duplicated.to_numpy().argmax())
+        _fail(f"{data}: stream {frame[id_col].iloc[row]!r} appears twice (row {row + 2}); one row per stream")
+    with Store.open(config.store_url) as store:
+        known = store.stream_ids(frame[id_col].astype(str).to_numpy(), create=False)
+        unknown = frame[id_col].astype(str)[known < 0]
+        values = {str(uid): {c: (None if pd.isna(v) else str(v)) for c, v in zip(columns, row)}
+                  for uid, row, ok in zip(frame[id_col].astype(str), frame[columns].itertuples(index=False),
+                                          known >= 0) if ok}
+        if values:
+            store.set_attributes(values)
+    console.print(f"{data}: attributes {', '.join(columns)} set on {len(values):,} streams"
+                  + (f"; {len(unknown):,} unknown stream(s) skipped, e.g. {unknown.iloc[0]!r} (ingest their "
+                     f"actuals first)" if len(unknown) else ""))
+
+
+@app.command()
 def status(
     project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
 ) -> None:

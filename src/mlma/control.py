@@ -16,7 +16,7 @@ Actions fall in three kinds, by when they take effect:
   rejecting a pending promotion. They wait in ``stream_actions`` as ``pending``; the tick that carries them
   out marks them ``applied`` with the outcome, in its own transaction.
 
-A *group* selects streams by their attributes (``mlma streams-attributes``, or
+A *group* selects streams by their attributes (``mlma attributes FILE``, or
 :meth:`mlma.store.Store.set_attributes`): ``{"city": "Berlin"}`` is every stream whose attribute ``city``
 is ``Berlin``. The audit log names the group as the target (``group:city=Berlin``), so one action on 40 zones
 is one entry.

@@ -379,30 +379,61 @@ class LiveAgent:
                                 .where(a.c.cancelled_at.is_(None))).all()
         return pd.DataFrame(rows, columns=["unique_id", "start", "end"])
 
-    def _model(self, stream: int, version: int, tick: int | None = None) -> FittedModel:
+    def _model(self, stream: int, version: int) -> FittedModel:
         """A registry version as the service's fitted model, loaded once per process and verified."""
         cached = self._loaded.get((stream, version))
-        if cached is not None:
-            return cached
-        info = self.registry.version(stream, version)
-        model = self.registry.artifacts.load(info.artifact_sha256)
-        metrics = info.metrics or {}
-        key = ModelKey(stream, int(info.created_tick if info.created_tick is not None else tick))
-        fitted = FittedModel(key, model, 0.0, metrics.get("fallback_reason"), int(metrics.get("n_train", 0)))
-        self._loaded[(stream, version)] = fitted
-        return fitted
+        if cached is None:
+            self._load_versions([(stream, version)])
+            cached = self._loaded[(stream, version)]
+        return cached
+
+    def _load_versions(self, pairs: list[tuple[int, int]]) -> None:
+        """Load registry versions not loaded yet: their rows in one query per 10,000, then each artifact
+        (verified against its SHA-256; models that share an artifact are read once)."""
+        missing = sorted({p for p in pairs if p not in self._loaded})
+        if not missing:
+            return
+        mv = S.model_versions
+        wanted = set(missing)
+        streams = sorted({s for s, _ in missing})
+        rows = []
+        with self.store._read() as conn:
+            for lo in range(0, len(streams), 10_000):
+                rows += conn.execute(sa.select(mv.c.stream_id, mv.c.version, mv.c.created_tick, mv.c.metrics,
+                                               mv.c.artifact_sha256)
+                                     .where(mv.c.stream_id.in_(streams[lo:lo + 10_000]))).all()
+        found = {(int(r.stream_id), int(r.version)): r for r in rows if (int(r.stream_id), int(r.version)) in wanted}
+        absent = wanted - set(found)
+        if absent:
+            s, v = sorted(absent)[0]
+            raise RuntimeError(f"the state names version {v} of stream {s}, which the registry does not have")
+        objects: dict[str, object] = {}
+        for (s, v), row in found.items():
+            sha = row.artifact_sha256
+            if sha not in objects:
+                objects[sha] = self.registry.artifacts.load(sha)
+            metrics = row.metrics or {}
+            # Identical artifacts (byte for byte) share one object: a fitted model is not changed by predict.
+            self._loaded[(s, v)] = FittedModel(ModelKey(s, int(row.created_tick)), objects[sha], 0.0,
+                                               metrics.get("fallback_reason"), int(metrics.get("n_train", 0)))
 
     def _load_models(self, service: ModelService, agent: Agent, live: dict) -> None:
         """Put the serving, shadow and waiting models of the saved state into the service."""
-        for slot, name in ((agent.champion, "champion_version"), (agent.challenger, "challenger_version"),
-                           (agent.awaiting, "awaiting_version")):
+        slots = ((agent.champion, "champion_version"), (agent.challenger, "challenger_version"),
+                 (agent.awaiting, "awaiting_version"))
+        pairs = []
+        for slot, name in slots:
             for s in np.flatnonzero(slot != NO_MODEL):
                 version = int(live[name][s])
                 if version < 0:
                     raise RuntimeError(f"state names a model for stream {s} but no registry version")
-                fitted = self._model(int(s), version)
+                pairs.append((int(s), version))
+        self._load_versions(pairs)
+        for slot, name in slots:
+            for s in np.flatnonzero(slot != NO_MODEL):
+                fitted = self._loaded[(int(s), int(live[name][s]))]
                 if fitted.key.end_tick != int(slot[s]):
-                    raise RuntimeError(f"stream {s}: registry version {version} was fitted at tick "
+                    raise RuntimeError(f"stream {s}: registry version {int(live[name][s])} was fitted at tick "
                                        f"{fitted.key.end_tick}, the state says {int(slot[s])}")
                 service._models[fitted.key] = fitted
 

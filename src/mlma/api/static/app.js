@@ -34,6 +34,42 @@ function when(iso) {
   return isNaN(d) ? iso : d.toISOString().slice(0, 16).replace("T", " ") + (iso.endsWith("Z") || iso.includes("+") ? " UTC" : "");
 }
 function ds(iso) { return iso ? iso.replace("T", " ").slice(0, 16) : "–"; }
+// Data timestamps without a zone are read as UTC, so a day is 24 hours whatever the browser's zone.
+const dataMs = (iso) => Date.parse(/(Z|[+-]\d\d:?\d\d)$/.test(iso) ? iso : iso + "Z");
+// The data a tick covered, [start, end): "2025-03-30" for one whole day, the first and last day for whole
+// days, else the two timestamps. The tick's wall-clock time says when the agent ran, not which data it saw.
+function dataSpan(start, end) {
+  if (!start) return null;
+  if (!end) return `from ${ds(start)}`;
+  const a = ds(start), b = ds(end);
+  const hours = (dataMs(end) - dataMs(start)) / 3600e3;
+  if (a.endsWith("00:00") && b.endsWith("00:00") && hours >= 24 && hours % 24 === 0) {
+    if (hours === 24) return a.slice(0, 10);
+    const last = new Date(dataMs(end) - 86400e3).toISOString().slice(0, 10);
+    return `${a.slice(0, 10)} – ${last}`;
+  }
+  return a.slice(0, 10) === b.slice(0, 10) ? `${a} – ${b.slice(11)}` : `${a} – ${b}`;
+}
+// "tick 76 · data 2025-03-23" when the tick's data bounds are known (bounds: Map tick -> [start, end]).
+function tickData(tick, bounds) {
+  if (tick === null || tick === undefined) return null;
+  const b = bounds && bounds.get(tick);
+  const span = b ? dataSpan(b[0], b[1]) : null;
+  return span ? `tick ${tick} · data ${span}` : `tick ${tick}`;
+}
+// Text whose dates never break at their hyphens (Chromium breaks "2025-03-30" into "2025-" and "03-30" in a
+// narrow box): each date goes into an unbreakable span, the rest wraps as usual. The text itself is unchanged.
+function dated(text) {
+  return String(text).split(/(\d{4}-\d\d-\d\d)/).filter((x) => x !== "")
+    .map((x) => (/^\d{4}-\d\d-\d\d$/.test(x) ? h("span", { class: "nobr", text: x }) : x));
+}
+// Numbers with 4 significant digits (integers as they are), for check results and the like.
+function num4(v) {
+  if (typeof v !== "number" || !isFinite(v)) return String(v);
+  if (Number.isInteger(v)) return String(v);
+  const a = Math.abs(v);
+  return a !== 0 && (a < 1e-4 || a >= 1e7) ? v.toExponential(3) : String(Number(v.toPrecision(4)));
+}
 function cookie(name) {
   const m = document.cookie.split("; ").find((c) => c.startsWith(name + "="));
   return m ? decodeURIComponent(m.slice(name.length + 1)) : null;
@@ -173,12 +209,13 @@ async function renderFleet(main) {
   const s = (f.latest && f.latest.summary) || {};
   const v = f.verdicts || {};
   const n = f.n_streams;
-  const kpi = (label, value, sub, cls) => h("div", { class: `kpi ${cls || ""}` }, h("div", { class: "kpi-value", text: value }),
-    h("div", { class: "kpi-label", text: label }), sub ? h("div", { class: "kpi-sub", text: sub }) : null);
+  const kpi = (label, value, sub, cls) => h("div", { class: `kpi ${cls || ""}`, title: `${label}: ${value}${sub ? ` (${sub})` : ""}` },
+    h("div", { class: "kpi-value", text: value }), h("div", { class: "kpi-label", text: label }),
+    sub ? h("div", { class: "kpi-sub" }, dated(sub)) : null);
   main.append(
     h("h1", { text: "Fleet" }),
     h("div", { class: "kpis" },
-      kpi("streams", fmt(n), f.last_tick === null ? "no tick yet" : `tick ${f.last_tick} · data to ${ds(f.latest.end_ds)}`),
+      kpi("streams", fmt(n), f.last_tick === null ? "no tick yet" : tickData(f.last_tick, new Map([[f.latest.tick, [f.latest.start_ds, f.latest.end_ds]]]))),
       kpi("healthy (ok)", pct(v.ok || 0, n), `${v.ok || 0} streams`, "good"),
       kpi("degraded", String(v.degraded || 0), pct(v.degraded || 0, n), (v.degraded || 0) ? "bad" : ""),
       kpi("warming up", String(v["warming-up"] || 0), pct(v["warming-up"] || 0, n)),
@@ -205,18 +242,35 @@ async function renderFleet(main) {
     { name: "cooling down", color: VERDICT_COLORS["cooling-down"], values: vget("cooling-down") },
     { name: "pinned", color: VERDICT_COLORS.pinned, values: vget("pinned") },
     { name: "no data / cold / abnormal / unmonitored", color: VERDICT_COLORS["no-data"], values: other }] }));
-  chart("Re-trainings per tick", (box) => Charts.bars(box, { xs, yLabel: "streams", label: "re-trainings", legend: true, layers: [
-    { name: "re-trained", color: "#5b7fbd", values: get("retrains") },
-    { name: "initial fits", color: "#b9c7de", values: get("initial_fits") }] }));
+  // The start-up tick fits a first model for every stream (hundreds) while re-trainings are a handful per
+  // tick: on one scale the re-trainings would not show. Ticks where most streams got their first model are
+  // left out of the scale (their bar is cut) as long as they would dwarf the others; the caption names them.
+  const fits = get("initial_fits"), retrains = get("retrains");
+  const total = (i) => (fits[i] || 0) + (retrains[i] || 0);
+  const startup = done.map((t, i) => i).filter((i) => (fits[i] || 0) >= Math.max(2, (done[i].summary.n_streams || 0) / 2));
+  const others = done.map((_, i) => i).filter((i) => !startup.includes(i));
+  const restTop = Math.max(1, ...others.map(total));
+  const cut = others.length ? startup.filter((i) => total(i) > restTop * 1.08) : [];
+  chart("Re-trainings per tick", (box) => {
+    Charts.bars(box, { xs, yLabel: "streams", label: "re-trainings", legend: true, minY: 1, integer: true,
+      scaleExclude: cut.map((i) => xs[i]), layers: [
+        { name: "re-trained", color: "#5b7fbd", values: retrains },
+        { name: "initial fits", color: "#b9c7de", values: fits }] });
+    if (cut.length) {
+      box.appendChild(h("p", { class: "caption muted", id: "retrain-caption", text: cut.length === 1
+        ? `Tick ${xs[cut[0]]}, the start-up (${fits[cut[0]]} initial fits), is left out of the scale: its bar is cut.`
+        : `Ticks ${cut.map((i) => xs[i]).join(", ")}, where most streams got their first model, are left out of the scale: their bars are cut.` }));
+    }
+  });
   chart("Fleet loss relative to the references", (box) => Charts.line(box, { xType: "linear", yLabel: "loss / reference",
     label: "loss ratio", refs: [{ y: 1, label: "reference", color: "#888" }], zero: false,
     series: [{ name: "fleet loss / reference loss", color: "#c0504d", points: xs.map((x, i) => [x, get("loss_ratio")[i]]), dots: true }] }));
-  chart("Promotions and rejected challengers", (box) => Charts.bars(box, { xs, yLabel: "models", label: "promotions", legend: true, layers: [
+  chart("Promotions and rejected challengers", (box) => Charts.bars(box, { xs, yLabel: "models", label: "promotions", legend: true, minY: 1, integer: true, layers: [
     { name: "promoted", color: "#3f9b5f", values: get("promoted") },
     { name: "rejected", color: "#d08a4a", values: get("rejected") }] }));
   chart("Compute spent per tick", (box) => Charts.bars(box, { xs, yLabel: "CPU seconds", label: "compute", layers: [
     { name: "compute seconds", color: "#7a6fb0", values: get("compute_seconds") }] }));
-  chart("New escalations per tick", (box) => Charts.bars(box, { xs, yLabel: "escalations", label: "escalations", layers: [
+  chart("New escalations per tick", (box) => Charts.bars(box, { xs, yLabel: "escalations", label: "escalations", minY: 1, integer: true, layers: [
     { name: "escalations", color: "#d0a040", values: get("escalations") }] }));
 
   main.appendChild(section("Abnormal periods",
@@ -358,12 +412,17 @@ async function renderStreams(main, params) {
 // -- one stream ---------------------------------------------------------------------------------------------
 async function renderStream(main, params, uid) {
   const s = await api("GET", `/api/streams/${encodeURIComponent(uid)}?ticks=${params.get("ticks") || 30}`);
+  const bounds = await tickBounds(s);
   const delta = s.params.delta ?? 0.05;
+  const champ = s.champion;
   main.append(
     h("div", { class: "stream-head" },
       h("h1", { text: s.unique_id }), badge(s.verdict),
       h("span", { class: "muted", text: Object.entries(s.attributes).map(([k, v]) => `${k}=${v}`).join(" ") }),
-      s.champion ? h("span", { class: "chip", text: `serving v${s.champion.version} since ${when(s.champion.since)}` }) : h("span", { class: "chip", text: "no model yet" }),
+      champ ? h("span", { class: "chip", id: "serving-chip",
+        title: `v${champ.version} serves since ${champ.tick !== null ? `tick ${champ.tick}, ` : ""}recorded ${when(champ.since)} by ${champ.moved_by}`,
+        text: `serving v${champ.version} since ${[tickData(champ.tick, bounds), when(champ.since)].filter(Boolean).join(" · ")}` })
+        : h("span", { class: "chip", text: "no model yet" }),
       s.pinned_until ? h("span", { class: "chip pinned", id: "pinned-chip", text: s.pinned_until === "forever" ? "pinned until unpinned" : `pinned until ${when(s.pinned_until)}` }) : null,
       s.needs_approval ? h("span", { class: "chip", text: "promotions need approval" }) : null,
       h("span", { class: "muted", text: `δ ${s.params.delta ?? "–"} · cooldown ${s.params.cooldown_ticks ?? "–"} ticks` })));
@@ -402,14 +461,16 @@ async function renderStream(main, params, uid) {
     series: [{ name: "p-value", color: "#999", line: false, dots: true, points: ticks.map((x) => [x.tick, x.p_value]),
       dotColor: (p) => VERDICT_COLORS[(ticks.find((x) => x.tick === p[0]) || {}).verdict] || "#555",
       dotTitle: (p) => `tick ${p[0]}: p = ${fmt(p[1])}` }] }));
-  grid.lastChild.appendChild(h("div", { class: "verdict-strip" }, h("span", { class: "muted", text: "verdict per tick: " }), ticks.map((x) => {
-    const cell = h("span", { class: "cell", title: `tick ${x.tick} (${ds(x.start_ds)}): ${x.verdict}${x.reason ? " – " + x.reason : ""}`, text: String(x.tick) });
+  // Full width under the two charts: in a half-width panel the cells of 30 ticks wrap onto two lines.
+  grid.appendChild(h("div", { class: "panel chart-box wide verdict-box" }, h("div", { class: "verdict-strip", id: "verdict-strip" },
+    h("span", { class: "muted", text: "verdict per tick: " }), ticks.map((x) => {
+    const cell = h("span", { class: "cell", title: `${tickData(x.tick, bounds)}: ${x.verdict}${x.reason ? " – " + x.reason : ""}`, text: String(x.tick) });
     cell.style.background = VERDICT_COLORS[x.verdict] || "#eee";
     return cell;
-  })));
+  }))));
 
   // Versions and the champion's moves with who and why.
-  main.appendChild(section("Model versions", versionTimeline(s), versionTable(s, main)));
+  main.appendChild(section("Model versions", versionTimeline(s, bounds), versionTable(s, main, bounds)));
 
   if (can("operator")) main.appendChild(streamActions(s));
 
@@ -421,17 +482,53 @@ async function renderStream(main, params, uid) {
   main.appendChild(section("Audit log of this stream", auditTable(s.audit)));
 }
 
-function versionTimeline(s) {
+// Tick number -> [start_ds, end_ds] for the ticks the stream page names: the ticks shown come with their
+// bounds; older ones (the first model's tick, say) are read from the fleet's tick list when not too far back.
+async function tickBounds(s) {
+  const bounds = new Map(s.ticks.filter((t) => t.start_ds).map((t) => [t.tick, [t.start_ds, t.end_ds]]));
+  const named = [s.champion && s.champion.tick, ...s.champion_history.map((c) => c.tick), ...s.versions.map((m) => m.created_tick)]
+    .filter((t) => t !== null && t !== undefined);
+  const missing = named.filter((t) => !bounds.has(t));
+  if (!missing.length) return bounds;
+  const newest = Math.max(...named, ...s.ticks.map((t) => t.tick));
+  // A few ticks of slack for ticks begun after the stream's last verdict; at most 2000 summaries.
+  const count = Math.min(2000, newest - Math.min(...missing) + 6);
+  try {
+    const f = await api("GET", `/api/fleet?ticks=${count}`);
+    for (const t of f.series) if (t.start_ds && !bounds.has(t.tick)) bounds.set(t.tick, [t.start_ds, t.end_ds]);
+  } catch (e) {
+    if (e.status === 401) throw e;   // the page shows only tick numbers for those ticks otherwise
+  }
+  return bounds;
+}
+
+function versionTimeline(s, bounds) {
   return h("ol", { class: "timeline", id: "timeline" }, s.champion_history.slice().reverse().map((c) => h("li", {},
     h("strong", { text: `${c.action === "rollback" ? "roll-back to" : "promotion of"} v${c.version}` }),
     c.previous_version ? h("span", { class: "muted", text: ` (from v${c.previous_version})` }) : null,
     h("span", { text: ` by ${c.moved_by}` }),
-    c.tick !== null ? h("span", { class: "muted", text: ` · tick ${c.tick}` }) : null,
-    h("span", { class: "muted", text: ` · ${when(c.at)}` }),
+    c.tick !== null ? h("span", { class: "tick-data", text: ` · ${tickData(c.tick, bounds)}` }) : null,
+    h("span", { class: "muted", text: ` · recorded ${when(c.at)}` }),
     c.reason ? h("div", { class: "why", text: c.reason }) : null)));
 }
 
-function versionTable(s, root) {
+// The challenger check as people read it: "promoted · challenger mean loss 7.273 · champion mean loss 10.02 ·
+// p-value 0.07633 · shadow ticks 1" rather than the stored keys and full floats.
+const CHECK_LABELS = { p_value: "p-value", looks: "shadow ticks" };
+const CHECK_ORDER = ["challenger_mean_loss", "champion_mean_loss", "p_value", "looks"];
+function checkText(check) {
+  if (!check || !Object.keys(check).length) return "–";
+  const show = (v) => (typeof v === "number" ? num4(v) : typeof v === "boolean" ? (v ? "yes" : "no")
+    : v === null || v === undefined ? "–" : typeof v === "object" ? JSON.stringify(v) : String(v));
+  const rank = (k) => { const i = CHECK_ORDER.indexOf(k); return i < 0 ? CHECK_ORDER.length : i; };
+  const head = check.result === undefined ? null
+    : show(check.result).replace(/-/g, " ") + (check.why !== undefined ? `: ${show(check.why)}` : "");
+  const rest = Object.keys(check).filter((k) => k !== "result" && !(k === "why" && head !== null))
+    .sort((a, b) => rank(a) - rank(b)).map((k) => `${CHECK_LABELS[k] || k.replace(/_/g, " ")} ${show(check[k])}`);
+  return [head, ...rest].filter(Boolean).join(" · ");
+}
+
+function versionTable(s, root, bounds) {
   const serving = s.champion ? s.champion.version : null;
   const button = (m) => {
     if (!can("operator") || m.serving) return null;
@@ -442,14 +539,15 @@ function versionTable(s, root) {
     return h("button", { type: "button", class: "small", text: `Promote v${m.version}`,
       onclick: () => act("promote", { stream: s.unique_id, version: m.version, reason: reasonOf(root) }) });
   };
-  const check = (m) => (m.check && Object.keys(m.check).length ? Object.entries(m.check).map(([k, v]) => `${k}: ${v}`).join(", ") : "–");
   return table(["version", "model", "trained on", "created", "challenger check", ""], s.versions.slice().reverse().map((m) =>
     h("tr", { class: m.serving ? "serving" : "" },
       h("td", { text: `v${m.version}${m.serving ? " (serving)" : ""}` }),
       h("td", { text: m.spec }),
-      h("td", { text: m.train_end ? `${ds(m.train_start)} → ${ds(m.train_end)}` : "–" }),
-      h("td", { text: `${m.created_tick !== null ? "tick " + m.created_tick + " · " : ""}${when(m.created_at)}` }),
-      h("td", { text: check(m) }),
+      h("td", {}, dated(m.train_end ? `${ds(m.train_start)} → ${ds(m.train_end)}` : "–")),
+      h("td", {}, dated([tickData(m.created_tick, bounds), when(m.created_at)].filter(Boolean).join(" · "))),
+      // Each "label value" pair stays on one line (short ones; a long free-text reason may wrap).
+      h("td", { class: "check" }, checkText(m.check).split(" · ").map((part, i) => [i ? " · " : null,
+        part.length <= 40 ? h("span", { class: "nobr", text: part }) : part])),
       h("td", {}, button(m)))));
 }
 
@@ -578,7 +676,9 @@ async function route() {
   }
   document.body.classList.remove("logged-out");
   document.getElementById("who").textContent = `${me.name} · ${me.role}`;
-  document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === `#/${parts[0] || "queue"}`));
+  // A stream's page belongs to the Streams tab.
+  const tab = parts[0] === "stream" ? "streams" : (parts[0] || "queue");
+  document.querySelectorAll("#nav a").forEach((a) => a.classList.toggle("active", a.getAttribute("href") === `#/${tab}`));
   document.querySelector("#nav a[href='#/tokens']").hidden = !can("admin");
   const main = document.getElementById("main");
   const fresh = h("div", { class: "page", dataset: { page: parts[0] || "queue" } });

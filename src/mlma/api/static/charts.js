@@ -75,9 +75,11 @@ const Charts = (() => {
   }
 
   function axes(svg, sc, opts) {
-    const { xlo, xhi, ylo, yhi, log, xType, yLabel, xTicks } = opts;
+    const { xlo, xhi, ylo, yhi, log, xType, yLabel, xTicks, yInteger } = opts;
     const g = el("g", { class: "axis" }, svg);
-    const yt = log ? logTicks(ylo, yhi) : niceTicks(ylo, yhi, 4);
+    let yt = log ? logTicks(ylo, yhi) : niceTicks(ylo, yhi, 4);
+    // Counts have no half streams: keep whole-number ticks (niceTicks gives at least 0 and 1 when yhi >= 1).
+    if (yInteger) yt = yt.filter(Number.isInteger);
     for (const v of yt) {
       const y = sc.ys(v);
       el("line", { x1: M.left, x2: W - M.right, y1: y, y2: y, class: "grid" }, g);
@@ -243,27 +245,47 @@ const Charts = (() => {
   }
 
   // Bars per x, optionally stacked: layers = [{name, color, values: []}].
+  // Options: minY (a floor for the axis top, e.g. 1 for counts, so one event does not fill the plot),
+  // integer (whole-number axis ticks only), scaleExclude (x values whose bars do not set the scale: they
+  // are cut at the top with a break mark and their total written beside them).
   function bars(container, o) {
     size(o);
     const xs = o.xs;
     if (!xs.length) { empty(container, o.empty); return; }
     const sums = xs.map((_, i) => o.layers.reduce((a, l) => a + Math.max(0, l.values[i] || 0), 0));
-    const yhi = Math.max(1, ...sums) * 1.08;
+    const excluded = new Set(o.scaleExclude || []);
+    let scaled = sums.filter((_, i) => !excluded.has(xs[i]));
+    if (!scaled.length) scaled = sums;
+    const top = Math.max(o.minY ?? 0, ...scaled);
+    const yhi = (top > 0 ? top : 1) * 1.08;
     const svg = svgRoot(container, o.label);
     const xlo = xs[0] - 0.5, xhi = xs[xs.length - 1] + 0.5;
     const sc = scales(xlo, xhi, 0, yhi, false);
     const xt = niceTicks(xs[0], xs[xs.length - 1], 8).filter(Number.isInteger);
-    axes(svg, sc, { xlo, xhi, ylo: 0, yhi, yLabel: o.yLabel, xTicks: xt });
+    axes(svg, sc, { xlo, xhi, ylo: 0, yhi, yLabel: o.yLabel, xTicks: xt, yInteger: o.integer });
     const bw = Math.max(1, Math.min(28, (sc.pw / xs.length) * 0.7));
     xs.forEach((x, i) => {
       let acc = 0;
+      const parts = [];
       for (const l of o.layers) {
         const v = Math.max(0, l.values[i] || 0);
         if (!v) continue;
-        const y0 = sc.ys(acc), y1 = sc.ys(acc + v);
+        parts.push(`${l.name} ${fmt(v)}`);
+        if (acc >= yhi) { acc += v; continue; }
+        const y0 = sc.ys(acc), y1 = sc.ys(Math.min(acc + v, yhi));
         tip(el("rect", { x: sc.xs(x) - bw / 2, y: y1, width: bw, height: Math.max(0.5, y0 - y1), fill: l.color, class: "bar" }, svg),
           `tick ${x}: ${l.name} ${fmt(v)}`);
         acc += v;
+      }
+      if (acc > yhi) {
+        // A bar taller than the scale: two white strokes across it say "cut", the label gives its size.
+        const x0 = sc.xs(x) - bw / 2 - 1, x1 = sc.xs(x) + bw / 2 + 1, y = M.top + 7;
+        for (const dy of [0, 4]) el("line", { x1: x0, x2: x1, y1: y + dy + 2, y2: y + dy - 2, class: "cut" }, svg);
+        // Written beside the bar, on its left when the bar is near the right edge.
+        const right = sc.xs(x) > M.left + sc.pw * 0.75;
+        const t = el("text", { x: right ? x0 - 2 : x1 + 2, y: M.top + 9, "text-anchor": right ? "end" : "start", class: "cut-label" }, svg);
+        t.textContent = `${fmt(acc)} (off scale)`;
+        tip(t, `tick ${x}: ${parts.join(", ")}`);
       }
     });
     if (o.layers.length > 1 || o.legend) legend(container, o.layers.map((l) => ({ name: l.name, color: l.color, kind: "area" })));
