@@ -108,6 +108,18 @@ def check_replay_matches_backtest(root: Path, frame: pd.DataFrame) -> None:
     promotions = history[history["action"] == "promote"]
     assert len(promotions) == summary["initial_fits"] + summary["promotions"]
     assert (ticks["status"] == "done").all() and (ticks["attempts"] == 1).all()
+    # Escalations whose condition cleared were resolved by the agent, and only those.
+    resolved = escalations[escalations["status"] == "resolved"]
+    assert len(resolved) and set(resolved["kind"]) <= {"silent", "cold", "challenger-lost", "repeated-trigger",
+                                                       "data-quality"}
+    with Store.open(config.store_url) as store:
+        assert store.audit_log(action="auto-resolve")["actor"].eq("agent").all()
+        observations = store.observations()
+    tick_end = ticks.set_index("tick")["end_ds"]
+    for row in resolved[resolved["kind"] == "silent"].itertuples():
+        later = observations[(observations["unique_id"] == row.unique_id)
+                             & (observations["ds"] >= tick_end[row.tick])]
+        assert len(later), f"{row.unique_id}'s silence was resolved but it never reported again"
 
 
 def test_live_replay_makes_the_same_decisions_and_metrics_as_the_backtest(tmp_path, platform):
@@ -474,3 +486,36 @@ def test_attributes_from_a_file_make_groups_and_bad_files_are_named(tmp_path, pl
     pd.DataFrame({"unique_id": [ids[0], ids[0]], "city": ["a", "b"]}).to_csv(twice, index=False)
     bad = run_cli(root, "attributes", str(twice))
     assert bad.returncode == 2 and f"stream {ids[0]!r} appears twice (row 3)" in bad.stdout.replace("\n", " ")
+
+
+def test_the_service_loop_runs_due_ticks_and_stops_cleanly_on_sigterm(tmp_path, platform):
+    root = make_project(tmp_path / "p")
+    small = platform[platform["unique_id"].isin(sorted(platform["unique_id"].unique())[:6])]
+    day0 = small["ds"].min().normalize()
+    data = tmp_path / "history.csv"
+    small[small["ds"] < day0 + pd.Timedelta(days=FIRST_TICK + 2)].to_csv(data, index=False)
+    assert run_cli(root, "ingest", str(data)).returncode == 0
+    service = subprocess.Popen([sys.executable, "-m", "mlma.cli", "run", "--every", "1s", "--project", str(root)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    config = load_config(root)
+    try:
+        deadline = time.monotonic() + 120
+        with Store.open(config.store_url) as store:
+            while store.last_done_tick() != FIRST_TICK + 1:          # start-up and two ticks, then idle
+                assert service.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+            # New actuals arrive while the service runs: it picks them up at its next round.
+            more = tmp_path / "day.csv"
+            small[(small["ds"] >= day0 + pd.Timedelta(days=FIRST_TICK + 2))
+                  & (small["ds"] < day0 + pd.Timedelta(days=FIRST_TICK + 3))].to_csv(more, index=False)
+            assert run_cli(root, "ingest", str(more)).returncode == 0
+            while store.last_done_tick() != FIRST_TICK + 2:
+                assert service.poll() is None and time.monotonic() < deadline
+                time.sleep(0.2)
+        service.send_signal(signal.SIGTERM)
+        out, err = service.communicate(timeout=60)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    assert service.returncode == 0, err
+    assert "stopped after" in out and f"tick {FIRST_TICK + 2}:" in out

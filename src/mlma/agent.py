@@ -56,6 +56,10 @@ class AgentSettings:
     fit_failure_limit
         A stream whose re-training failed (an error, a lost worker, a timeout) this many times in a row is
         escalated; each failure is recorded and the champion keeps serving.
+    challenger_lost_limit
+        A stream whose challengers lost to the champion this many times in a row is escalated. One lost
+        challenger is routine (the champion keeps serving, the stream cools down and is tested again) and
+        is recorded with the version, not put in the engineer's queue.
     """
 
     silence_ticks: int = 3
@@ -71,8 +75,12 @@ class AgentSettings:
             raise ValueError(f"check_ticks must be >= 1, got {self.check_ticks!r}")
         if not self.challenger_margin > -1:
             raise ValueError(f"challenger_margin must be > -1, got {self.challenger_margin!r}")
+        for name in ("fit_failure_limit", "challenger_lost_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}")
     cold_min_seasons: float = 1.0
     fit_failure_limit: int = 3
+    challenger_lost_limit: int = 2
 
 
 @dataclass
@@ -148,6 +156,7 @@ class Agent:
         self.challenger = np.full(n, NO_MODEL, dtype=np.int64)
         self.awaiting = np.full(n, NO_MODEL, dtype=np.int64)
         self.fit_failures = np.zeros(n, dtype=np.int64)
+        self.challenger_losses = np.zeros(n, dtype=np.int64)
         self.shadow: dict[int, list] = {}
         self.last_check: dict[int, dict] = {}
         policy.reset(n, season_length, self.fleet.steps_in_tick(self.fleet.tick_base))
@@ -155,7 +164,7 @@ class Agent:
     # -- state ----------------------------------------------------------------------------------------------
     #: The agent's own per-stream arrays (the policy has its own, see Policy.STATE).
     STATE = ("champion", "version", "is_fallback", "fallback_rows", "silent_for", "challenger", "awaiting",
-             "fit_failures", "scale")
+             "fit_failures", "challenger_losses", "scale")
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything needed to carry on at the next tick in another process, as plain numpy arrays."""
@@ -178,6 +187,8 @@ class Agent:
     def load_state_arrays(self, arrays) -> None:
         """Restore :meth:`state_arrays` (saved for the same or fewer streams) into this fresh agent."""
         for name in self.STATE:
+            if f"agent.{name}" not in arrays:
+                continue  # a counter added by a later version of mlma starts from its initial value
             saved = np.asarray(arrays[f"agent.{name}"])
             getattr(self, name)[:len(saved)] = saved
         self.scale = np.where(np.isfinite(self.scale) & (self.scale > 0), self.scale, np.nan)
@@ -400,13 +411,18 @@ class Agent:
         for i in np.flatnonzero(win):
             s = int(pending[i])
             self._serve(s, self.service.get(ModelKey(s, int(self.challenger[s]))))
+        self.challenger_losses[pending[win | held]] = 0
         for i in np.flatnonzero(lose):
             s = int(pending[i])
+            self.challenger_losses[s] += 1
+            if self.challenger_losses[s] != self.settings.challenger_lost_limit:
+                continue
             escalations.append(Escalation(
                 stream=s, tick=k, kind="challenger-lost", severity=2,
-                message=(f"re-trained model lost to the serving one in {looks[i]} shadow tick(s): mean loss "
-                         f"{result.challenger_mean[i]:.4g} vs {result.champion_mean[i]:.4g} (paired test "
-                         f"p={result.p_value[i]:.2g}); the serving model stays")))
+                message=(f"{self.challenger_losses[s]} re-trained models in a row lost to the serving one; the "
+                         f"last in {looks[i]} shadow tick(s): mean loss {result.challenger_mean[i]:.4g} vs "
+                         f"{result.champion_mean[i]:.4g} (paired test p={result.p_value[i]:.2g}). The serving "
+                         f"model stays; re-training does not seem to help this stream")))
         done = pending[win | lose | held]
         for s in done:
             self.challenger[s] = NO_MODEL

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 #: Kinds of escalation and what each asks of the engineer.
 ESCALATION_KINDS = {
-    "challenger-lost": "a re-trained model was worse than the serving one; the champion keeps serving",
+    "challenger-lost": "re-trained models lost to the serving one repeatedly; the champion keeps serving",
     "repeated-trigger": "the stream degraded again and again within a short window; re-training does not fix it",
     "data-quality": "the actuals look broken (outage, flat line, sudden zeros); no re-training on broken data",
     "silent": "the stream stopped reporting",

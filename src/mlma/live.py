@@ -360,13 +360,14 @@ class LiveAgent:
         audit = [{"actor": "agent", "action": "fit-failed", "target": f"stream:{fleet.ids[s]}",
                   "params": {"tick": k, "failures_in_a_row": int(agent.fit_failures[s])}, "reason": error}
                  for s, error in report.failed.items()]
+        cleared = {} if start else _cleared(fleet, agent, report)
         summary = _summary(report, agent, n, start, time.perf_counter() - started)
         arrays = agent.state_arrays() | timing.to_arrays() | {f"live.{name}": v for name, v in live.items()}
         _checkpoint("before-commit")
         written = self.store.write_tick(
             k, verdicts=verdicts, forecasts=forecasts, escalations=report.escalations, new_versions=new_versions,
             expected_versions=expected, champion_moves=moves, version_checks=checks, audit=audit, state=arrays,
-            lease=lease, summary=summary, applied_actions=applied)
+            lease=lease, summary=summary, applied_actions=applied, resolve_escalations=cleared)
         _checkpoint("after-commit")
         return TickResult(k, start, n, summary, list(written.escalation_ids), time.perf_counter() - started)
 
@@ -628,6 +629,20 @@ def _outcomes(actions: pd.DataFrame, agent: Agent, report: TickReport, live: dic
                     else "nothing waited for approval")
         out[int(row.id)] = text
     return out
+
+
+def _cleared(fleet: FleetData, agent: Agent, report: TickReport) -> dict[str, list[int]]:
+    """Escalation kinds whose condition cleared this tick, with the streams: resolved by the agent."""
+    promoted = report.promoted
+    fitted = report.retrained & ~np.isin(np.arange(len(promoted)), list(report.failed))
+    reported = fleet.observed_in_tick(report.tick) > 0
+    flagged = getattr(agent.policy, "flagged", np.zeros(len(promoted), dtype=bool))
+    on_model = (agent.champion != NO_MODEL) & ~agent.is_fallback
+    return {kind: np.flatnonzero(mask).tolist() for kind, mask in {
+        "challenger-lost": promoted, "repeated-trigger": promoted, "approval-needed": promoted | report.rejected,
+        "fit-failed": fitted | report.initial_fit, "silent": reported, "data-quality": reported & ~flagged,
+        "cold": on_model & (promoted | report.initial_fit),
+    }.items() if mask.any()}
 
 
 def _summary(report: TickReport, agent: Agent, n: int, start: bool, seconds: float) -> dict:

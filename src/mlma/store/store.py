@@ -787,7 +787,8 @@ class Store:
                    summary: Mapping[str, Any] | None = None,
                    applied_actions: Mapping[int, str] | None = None,
                    version_checks: Sequence[tuple[int, int, Mapping[str, Any]]] = (),
-                   expected_versions: Sequence[int] | None = None) -> TickWrite:
+                   expected_versions: Sequence[int] | None = None,
+                   resolve_escalations: Mapping[str, Sequence[int]] | None = None) -> TickWrite:
         """Write everything tick ``tick`` produced and mark it done, in one transaction: all or nothing.
 
         Parameters
@@ -823,6 +824,10 @@ class Store:
         expected_versions
             The numbers the caller expects ``new_versions`` to get (it saves them in its state in this same
             transaction); any difference rolls the tick back.
+        resolve_escalations
+            Escalation kind -> stream ids whose condition cleared this tick (a new model serves, data came
+            back...): their unresolved escalations of that kind are resolved by the agent, before this tick's
+            new escalations are added; one audit entry counts them.
 
         Raises
         ------
@@ -838,6 +843,7 @@ class Store:
                             agent_id or (lease.holder if lease is not None else None), new_attempt=False)
             n_verdicts = self._insert_verdicts(conn, tick, verdicts) if verdicts is not None else 0
             n_forecasts = self._insert_forecasts(conn, tick, forecasts) if forecasts is not None else 0
+            self._auto_resolve(conn, resolve_escalations or {}, now, tick)
             escalation_ids = self._insert_escalations(conn, escalations, now, tick)
             versions = record_versions(self, conn, new_versions, now, tick)
             if expected_versions is not None and list(map(int, versions)) != list(map(int, expected_versions)):
@@ -868,6 +874,23 @@ class Store:
                 done["summary"] = _json_safe(dict(summary))
             conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick).values(**done))
         return TickWrite(tick, n_verdicts, n_forecasts, escalation_ids, versions, sha)
+
+    def _auto_resolve(self, conn: sa.Connection, cleared: Mapping[str, Sequence[int]], now: dt.datetime,
+                      tick: int) -> None:
+        e = S.escalations
+        counts = {}
+        for kind, streams in cleared.items():
+            ids = sorted({int(i) for i in streams})
+            done = 0
+            for lo in range(0, len(ids), 10_000):
+                done += conn.execute(sa.update(e).where(e.c.kind == kind, e.c.stream_id.in_(ids[lo:lo + 10_000]),
+                                                        e.c.status != "resolved")
+                                     .values(status="resolved", updated_at=now, silenced_until=None)).rowcount
+            if done:
+                counts[kind] = int(done)
+        if counts:
+            self._audit(conn, now, "agent", "auto-resolve", f"tick:{tick}", {"resolved": counts},
+                        "the condition behind these escalations cleared")
 
     def fail_tick(self, tick: int, error: BaseException | str) -> None:
         """Mark tick ``tick`` failed with the error (the tick's own writes were rolled back)."""
