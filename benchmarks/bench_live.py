@@ -62,8 +62,8 @@ COUNTED_TABLES = ("ticks", "verdicts", "forecasts", "escalations", "audit_log", 
 
 
 # -- plans ---------------------------------------------------------------------------------------------------
-def plan(quick: bool, backends: list[str], ticks: int) -> dict:
-    sizes = (300, 1_000) if quick else (1_000, 10_000)
+def plan(quick: bool, backends: list[str], ticks: int, sizes: list[int] | None = None) -> dict:
+    sizes = sizes or ((300, 1_000) if quick else (1_000, 10_000))
     if quick:
         backends = [b for b in backends if b == "sqlite"] or ["sqlite"]
     return {"sizes": list(sizes), "backends": backends, "ticks": ticks, "seed": SEED,
@@ -87,7 +87,10 @@ class PhaseClock:
         self.calls.clear()
 
     def wrap(self, owner, name: str, label: str | None = None) -> None:
-        original = owner.__dict__[name] if isinstance(owner, type) else getattr(owner, name)
+        if isinstance(owner, type) and name in owner.__dict__:
+            original = owner.__dict__[name]
+        else:
+            original = getattr(owner, name)  # a module's function, or a method a subclass inherits
         if isinstance(original, (staticmethod, classmethod)) or not callable(original):
             raise TypeError(f"{owner.__name__}.{name} is not a plain function; it cannot be timed here")
         label = label or name
@@ -113,8 +116,31 @@ class PhaseClock:
         return [{"path": list(p), "seconds": s, "calls": self.calls[p]} for p, s in self.seconds.items()]
 
 
+_TARGET = re.compile(r"\b(?:INTO|UPDATE|FROM|TABLE(?: IF (?:NOT )?EXISTS)?|ANALYZE|COPY)\s+\"?(\w+)", re.I)
+
+
+def statement_shape(statement: str) -> str:
+    """A statement reduced to its kind, its first table and how it moves rows, e.g. ``INSERT observations
+    (from SELECT, ON CONFLICT)``: statements of one shape differ only in their values.
+
+    >>> statement_shape("INSERT INTO verdicts (tick, stream_id) VALUES (?, ?)")
+    'INSERT verdicts'
+    """
+    text = " ".join(statement.split())
+    kind = text.split(" ", 1)[0].upper()
+    found = _TARGET.search(text)
+    shape = f"{kind} {found.group(1)}" if found else text[:48]
+    upper = text.upper()
+    extras = [label for label, hit in (("from SELECT", kind == "INSERT" and re.search(r"\)\s*SELECT\b", upper)),
+                                       ("ON CONFLICT", "ON CONFLICT" in upper),
+                                       ("RETURNING", " RETURNING " in upper),
+                                       ("JOIN", kind == "SELECT" and " JOIN " in upper)) if hit]
+    return shape + (f" ({', '.join(extras)})" if extras else "")
+
+
 class SqlCounter:
-    """Statements the store's engine sends from the main thread, by first keyword, and commits."""
+    """Statements the store's engine sends from the main thread: by first keyword, by shape (with the time
+    until the driver returned from ``execute``), rows sent in bulk, and commits."""
 
     def __init__(self, engine) -> None:
         import sqlalchemy as sa
@@ -122,37 +148,86 @@ class SqlCounter:
         self.dialect = engine.dialect.name
         self._main = threading.get_ident()
         self.reset()
-        sa.event.listen(engine, "before_cursor_execute", self._on_execute)
+        sa.event.listen(engine, "before_cursor_execute", self._before)
+        sa.event.listen(engine, "after_cursor_execute", self._after)
         sa.event.listen(engine, "commit", self._on_commit)
 
     def reset(self) -> None:
         self.statements: collections.Counter = collections.Counter()
+        self.shapes: dict[str, list] = collections.defaultdict(lambda: [0, 0.0])
         self.batched_rows = 0  # parameter sets sent by executemany (one statement, many rows)
         self.copied_rows = 0
+        self.rows_read = 0  # rows Store.observations returned
         self.commits = 0
         self.background = 0  # lock heartbeats, on their own thread
 
-    def _on_execute(self, conn, cursor, statement, parameters, context, executemany) -> None:
+    def _before(self, conn, cursor, statement, parameters, context, executemany) -> None:
         if threading.get_ident() != self._main:
             self.background += 1
             return
         self.statements[statement.lstrip().split(None, 1)[0].upper()] += 1
         if executemany:
             self.batched_rows += len(parameters)
+        conn.info.setdefault("bench_started", []).append((time.perf_counter(), statement_shape(statement)))
+
+    def _after(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        started = conn.info.get("bench_started")
+        if threading.get_ident() != self._main or not started:
+            return
+        t0, shape = started.pop()
+        self.shapes[shape][0] += 1
+        self.shapes[shape][1] += time.perf_counter() - t0
 
     def _on_commit(self, conn) -> None:
         if threading.get_ident() == self._main:
             self.commits += 1
 
-    def raw(self, kind: str, rows: int = 0) -> None:
+    def raw(self, kind: str, shape: str, seconds: float, rows: int = 0) -> None:
         """A statement sent on the driver's own cursor, which SQLAlchemy's events do not see."""
         self.statements[kind] += 1
+        self.shapes[shape][0] += 1
+        self.shapes[shape][1] += seconds
         self.copied_rows += rows
 
     def snapshot(self) -> dict:
         return {"statements": dict(self.statements), "total": sum(self.statements.values()),
-                "batched_rows": self.batched_rows, "copied_rows": self.copied_rows, "commits": self.commits,
-                "background": self.background}
+                "shapes": {k: {"count": c, "seconds": s} for k, (c, s) in self.shapes.items()},
+                "batched_rows": self.batched_rows, "copied_rows": self.copied_rows, "rows_read": self.rows_read,
+                "commits": self.commits, "background": self.background}
+
+
+def time_the_driver(store, clock: PhaseClock) -> None:
+    """Time the DB-API cursor's ``execute``, ``executemany`` and ``fetchall`` as phases of their own.
+
+    psycopg's cursor is a Python class whose methods can be wrapped; sqlite3's is not, so SQLite connections
+    are made (through the engine's ``do_connect`` event) with a subclass whose methods are wrapped.
+    """
+    import sqlalchemy as sa
+
+    names = ("execute", "executemany", "fetchall")
+    if store.engine.dialect.name == "postgresql":
+        import psycopg
+
+        for name in names:
+            clock.wrap(psycopg.Cursor, name, f"driver {name}")
+        return
+    import sqlite3
+
+    class TimedCursor(sqlite3.Cursor):
+        pass
+
+    class TimedConnection(sqlite3.Connection):
+        def cursor(self, factory=TimedCursor):
+            return super().cursor(factory)
+
+    for name in names:
+        clock.wrap(TimedCursor, name, f"driver {name}")
+
+    @sa.event.listens_for(store.engine, "do_connect")
+    def _with_timed_cursors(dialect, record, cargs, cparams) -> None:
+        cparams["factory"] = TimedConnection
+
+    store.engine.dispose()  # connections made before this point have plain cursors
 
 
 def instrument(store) -> tuple[PhaseClock, SqlCounter]:
@@ -168,21 +243,26 @@ def instrument(store) -> tuple[PhaseClock, SqlCounter]:
     from mlma.training import ModelService
 
     clock, sql = PhaseClock(), SqlCounter(store.engine)
+    time_the_driver(store, clock)
     # The two statements that go through the driver's cursor, not through SQLAlchemy.
     read_observations = Store.observations
 
     def observations(self, *args, **kwargs):
+        started = time.perf_counter()
+        frame = read_observations(self, *args, **kwargs)
         if self.engine is store.engine:
-            sql.raw("SELECT (driver cursor)")
-        return read_observations(self, *args, **kwargs)
+            sql.raw("SELECT (driver cursor)", "SELECT observations (driver cursor)", time.perf_counter() - started)
+            sql.rows_read += len(frame)
+        return frame
 
     Store.observations = functools.wraps(read_observations)(observations)
     insert_rows = bulk.insert_rows
 
     def counted_insert_rows(conn, table, columns, data):
+        started = time.perf_counter()
         n = insert_rows(conn, table, columns, data)
         if conn.dialect.name == "postgresql" and n:
-            sql.raw("COPY", n)
+            sql.raw("COPY", f"COPY {table}", time.perf_counter() - started, n)
         return n
 
     bulk.insert_rows = functools.wraps(insert_rows)(counted_insert_rows)
@@ -190,15 +270,15 @@ def instrument(store) -> tuple[PhaseClock, SqlCounter]:
     for owner, names in (
             (live.LiveAgent, ("timing", "next_tick", "_run", "_compute_and_write", "_abnormal_periods",
                               "_load_models", "_load_versions", "_controls", "_versions", "_latest_versions",
-                              "_verdicts", "_data_span")),
+                              "_verdicts", "_data_span", "_sample")),
             (live, ("FleetData", "forecast_frame", "_summary", "_outcomes", "_holder_is_dead")),
             (Store, ("begin_tick", "load_state", "streams", "observations", "write_tick", "last_done_tick",
                      "lock_holder", "ingest_frame", "_ingest", "_ensure_streams", "_upsert_observations",
                      "_insert_verdicts", "_insert_forecasts", "_insert_escalations", "_save_state",
-                     "_open_tick", "_known_ids")),
+                     "_open_tick", "_known_ids", "_stream_names")),
             (store_module, ("encode_state", "decode_state", "record_versions", "move_champions",
                             "frame_sha256")),
-            (bulk, ("insert_rows",)),
+            (bulk, ("insert_rows", "ds_from_db")),
             (lock, ("acquire",)),
             (lock.Lease, ("release",)),
             (FleetData, ("mark_abnormal", "seasonal_naive_scale", "tick_timestamps")),
@@ -209,7 +289,12 @@ def instrument(store) -> tuple[PhaseClock, SqlCounter]:
             (ModelRegistry, ("prepare", "champions")),
             (ArtifactStore, ("put", "load"))):
         for name in names:
-            label = f"{owner.__name__.rsplit('.', 1)[-1]}.{name}" if name[0] != name[0].upper() else f"{name}()"
+            if name == "FleetData":
+                label = "FleetData()"
+            elif isinstance(owner, type):
+                label = f"{owner.__name__}.{name}"
+            else:  # a module: name the function by the module that defines it
+                label = f"{getattr(owner, name).__module__.rsplit('.', 1)[-1]}.{name}"
             clock.wrap(owner, name, label)
     return clock, sql
 
@@ -328,6 +413,7 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
                 f"{rec['sql']['total']} statements")
         out["startup"], out["regular"], out["ingest_days"] = steps[0], steps[1:], ingests
         out["store_bytes"] = store_bytes(store, sqlite_path)
+        out["artifact_files"] = sum(1 for f in config.artifacts_dir.glob("??/*") if not f.name.startswith("."))
         out["observation_rows"] = int(len(history) + sum(len(f) for f in days))
     out["peak_rss_mb"] = peak_rss_mb()
     out["seconds"] = time.perf_counter() - started
@@ -427,122 +513,25 @@ def source_line(func, needle: str) -> str:
     return f"{path}:{first}"
 
 
-def render(results: dict) -> str:
-    runs = results["runs"]
-    m = results["machine"]
-    p = results["plan"]
-    parts = ["## A live tick on a persistent store",
-             "`benchmarks/bench_live.py` runs `mlma.live.LiveAgent` the way the daily loop does, on the simulated "
-             f"delivery platform (seed {p['seed']}, hourly data, daily ticks) with the `{p['model']}` model, so "
-             "that fitting costs next to nothing and what is measured is the store's and the agent's own work. "
-             f"For each store and fleet size: one `Store.ingest_frame` of {p['history_days']} days of history, "
-             f"the start-up step (`[agent] initial_ticks = {p['history_days']}`: a first model for every stream "
-             f"and forecasts for the next day), then {p['ticks']} regular ticks, each after the ingest of one day. "
-             "Fits run inline. The breakdown comes from timers wrapped around `LiveAgent`, `Agent`, `Store` and "
-             "registry methods at run time; the statements from SQLAlchemy's `before_cursor_execute` event on the "
-             "store's engine, plus the observation read and PostgreSQL's `COPY`, which use the driver's cursor "
-             "directly. Each configuration runs in a process of its own.",
-             "```bash\n.venv/bin/python benchmarks/bench_live.py --write-docs --json /tmp/live.json   # "
-             "about 10 minutes\n.venv/bin/python benchmarks/bench_live.py --quick                            "
-             "# 300 and 1,000 streams, SQLite\n```",
-             f"Run of {m['date']}{' (--quick)' if results.get('quick') else ''}: {m['nproc']} CPUs ({m['cpu']}), "
-             f"shared; Python {m['python']}, numpy {m['packages']['numpy']}, pandas {m['packages']['pandas']}, "
-             f"SQLAlchemy {results['versions'].get('sqlalchemy')}, psycopg {results['versions'].get('psycopg')}, "
-             f"SQLite {results['versions'].get('sqlite')}"
-             + (f", PostgreSQL {results['versions']['postgresql']}" if results['versions'].get('postgresql') else "")
-             + f"; code {m['code']}; load average {m['load_average_start']} at the start, "
-               f"{results.get('load_average_end', '?')} at the end; {results['seconds'] / 60:.1f} minutes in all."]
-
-    rows = []
-    for r in runs:
-        reg = r["regular"]
-        n = reg[-1]["n_streams"]
-        rows.append([
-            label(r), f"{n:,}",
-            f"{fmt_s(r['ingest_history']['seconds'])} ({r['ingest_history']['rows_new'] / 1e6:.2f} M rows)",
-            fmt_s(r["startup"]["seconds"]),
-            fmt_s(mean(s["seconds"] for s in reg)), fmt_s(max(s["seconds"] for s in reg)),
-            fmt_s(mean(i["seconds"] for i in r["ingest_days"])),
-            f"{mean(s['state_bytes'] for s in reg) / n:.0f} B",
-            fmt_n(mean(sum(s["rows"].values()) for s in reg)),
-            fmt_n(mean(step_sql(s) for s in reg)),
-            f"{r['peak_rss_mb']:,.0f} MB"])
-    parts.append("### Cost per step\n\n" + table(
-        ["store, zones", "streams", f"ingest {p['history_days']} days", "start-up step", "tick, mean",
-         "tick, max", "ingest 1 day, mean", "state / stream", "rows written / tick", "SQL / tick", "peak RSS"],
-        rows)
-        + "\n\nA tick is the wall time of one `LiveAgent.step()` (lock, clock, loading, the agent's tick, "
-          "registry, one commit); the ingest of the day before it is timed apart. Streams: those in the store "
-          "(the platform launches zones along the way). State: `Store.load_state().size_bytes` over the "
-          "streams (compressed `.npz`). Rows written: rows gained by the tick's tables (verdicts, forecasts, "
-          "escalations, model versions, champions, audit, state, ticks). SQL: statements sent during the "
-          "step, every kind counted.")
-
-    # Where a regular tick goes.
-    tables = {label(r): phase_table(r["regular"]) for r in runs}
-    totals = {label(r): mean(s["seconds"] for s in r["regular"]) for r in runs}
+def phase_rows(tables: dict[str, dict], totals: dict[str, float], threshold: float, depth: int = 5) -> list:
+    """Rows of a phase tree: paths with at least ``threshold`` of the step in some configuration."""
     paths = set()
     for t in tables.values():
         paths |= set(t)
-    significant = sorted(
-        (path for path in paths if len(path) <= 4 and any(
-            t.get(path, {}).get("seconds", 0) >= 0.02 * totals[k] for k, t in tables.items())),
-        key=lambda path: _tree_key(path, tables))
+    keep = [path for path in paths if len(path) <= depth and any(
+        t.get(path, {}).get("seconds", 0.0) >= threshold * totals[k] for k, t in tables.items())]
+    # A child is shown only under a shown parent.
+    shown = set(keep)
+    keep = [path for path in keep if all(path[:i] in shown for i in range(1, len(path)))]
     rows = []
-    for path in significant:
+    for path in sorted(keep, key=lambda path: _tree_key(path, tables)):
         row = ["&nbsp;&nbsp;" * (len(path) - 1) + f"`{path[-1]}`"]
         for k, t in tables.items():
             cell = t.get(path)
             row.append("" if cell is None else f"{fmt_s(cell['seconds'])} ({cell['seconds'] / totals[k]:.0%})")
         rows.append(row)
-    rows.append(["whole tick"] + [fmt_s(totals[k]) for k in tables])
-    parts.append("### Where a regular tick goes\n\n" + table(["phase (nested: time inside its parent)",
-                                                                *tables], rows)
-                 + f"\n\nMean over the {p['ticks']} regular ticks of the time inside each wrapped call (its "
-                   "children included), and its share of the whole tick; calls that take at least 2 % of a tick "
-                   "in some configuration are shown. Time outside any wrapped call (e.g. sorting the "
-                   "observations frame in `_compute_and_write`) shows as the gap between a parent and its "
-                   "children.")
-
-    # SQL per step.
-    kinds = sorted({k for r in runs for s in [r["startup"], *r["regular"]] for k in s["sql"]["statements"]})
-    rows = []
-    for r in runs:
-        for what, steps in (("start-up", [r["startup"]]), ("regular tick", r["regular"])):
-            row = [label(r), what]
-            row += [fmt_n(mean(s["sql"]["statements"].get(k, 0) for s in steps)) for k in kinds]
-            row += [fmt_n(mean(step_sql(s) for s in steps)), fmt_n(mean(s["sql"]["commits"] for s in steps)),
-                    fmt_n(mean(s["sql"]["batched_rows"] + s["sql"]["copied_rows"] for s in steps))]
-            rows.append(row)
-        ing = r["ingest_days"]
-        rows.append([label(r), "ingest 1 day"]
-                    + [fmt_n(mean(s["sql"]["statements"].get(k, 0) for s in ing)) for k in kinds]
-                    + [fmt_n(mean(step_sql(s) for s in ing)), fmt_n(mean(s["sql"]["commits"] for s in ing)),
-                       fmt_n(mean(s["sql"]["batched_rows"] + s["sql"]["copied_rows"] for s in ing))])
-    parts.append("### SQL statements per step\n\n" + table(
-        ["store, zones", "step", *[f"`{k}`" for k in kinds], "all", "commits", "rows in bulk"], rows,
-        "ll" + "r" * (len(kinds) + 3))
-        + "\n\nStatements by first keyword (regular ticks: mean of the ticks). `SELECT (driver cursor)` is "
-          "the observation read and `COPY` PostgreSQL's bulk load; both bypass SQLAlchemy and are counted "
-          "where they are issued. Rows in bulk: rows sent by `executemany` (one statement each) or `COPY`. "
-          "SQLite's `BEGIN` goes through the engine and is counted; psycopg opens its transactions itself. "
-          "Lock heartbeats (a background thread) are not counted; "
-          f"there were {sum(s['sql']['background'] for r in runs for s in [r['startup'], *r['regular']])} "
-          "during the measured steps.")
-
-    rows = []
-    for r in runs:
-        for s in [r["startup"], *r["regular"]]:
-            rows.append([label(r), "start-up" if s is r["startup"] else f"tick {s['tick']}", f"{s['n_streams']:,}",
-                         fmt_s(s["seconds"]), fmt_n(s["initial_fits"]), fmt_n(s["retrains"]),
-                         fmt_n(s["escalations"]),
-                         ", ".join(f"{t} {v:,}" for t, v in sorted(s["rows"].items(), key=lambda kv: -kv[1])),
-                         f"{s['state_bytes'] / 1024:,.0f} KiB"])
-    parts.append("<details><summary>Every measured step</summary>\n\n" + table(
-        ["store, zones", "step", "streams", "wall", "first fits", "re-trainings", "escalations",
-         "rows gained", "state"], rows, "llrrrrrlr") + "\n\n</details>")
-    parts.append(reading(results))
-    return "\n\n".join(parts) + "\n"
+    rows.append(["whole step"] + [fmt_s(totals[k]) for k in tables])
+    return rows
 
 
 def _tree_key(path: tuple[str, ...], tables: dict) -> tuple:
@@ -555,64 +544,350 @@ def _tree_key(path: tuple[str, ...], tables: dict) -> tuple:
     return tuple(key)
 
 
+def shape_means(steps: list[dict]) -> dict[str, dict]:
+    out = collections.defaultdict(lambda: {"count": 0.0, "seconds": 0.0})
+    for step in steps:
+        for shape, v in step["sql"]["shapes"].items():
+            out[shape]["count"] += v["count"] / len(steps)
+            out[shape]["seconds"] += v["seconds"] / len(steps)
+    return dict(out)
+
+
+PHASE_NOTE = ("Time inside each wrapped call, its children included, and its share of the step (for regular "
+              "ticks, the mean of the ticks). Children are indented under their parent; time a parent spends "
+              "outside any wrapped call is the gap between it and its children. `driver execute` and `driver "
+              "fetchall` are the DB-API cursor's own calls: on SQLite a `SELECT` produces its rows while they "
+              "are fetched, on PostgreSQL while it executes.")
+
+
+def render(results: dict) -> str:
+    runs = results["runs"]
+    m = results["machine"]
+    p = results["plan"]
+    v = results["versions"]
+    parts = ["## A live tick on a persistent store",
+             "`benchmarks/bench_live.py` runs `mlma.live.LiveAgent` as the daily loop does, on the simulated "
+             f"delivery platform (seed {p['seed']}, hourly data, daily ticks) with the `{p['model']}` model, so "
+             "that fitting costs next to nothing and what is left is the store's and the agent's own work. For "
+             f"each store and fleet size: one `Store.ingest_frame` of {p['history_days']} days of history, the "
+             f"start-up step (`[agent] initial_ticks = {p['history_days']}`: a first model for every stream and "
+             f"forecasts for the next day), then {p['ticks']} regular ticks, each after the ingest of one day "
+             "(timed apart). Fits run inline; one `LiveAgent` serves all steps, as under `mlma run`. The "
+             "breakdown comes from timers wrapped around `LiveAgent`, `Agent`, `Store`, registry and DB-API "
+             "cursor methods at run time (nothing in `src` is changed); statements are counted with "
+             "SQLAlchemy's `before_cursor_execute` event on the store's engine, plus the observation read and "
+             "PostgreSQL's `COPY`, which use the driver's cursor directly. Each configuration runs in a process "
+             "of its own.",
+             "```bash\n"
+             ".venv/bin/python benchmarks/bench_live.py --write-docs --json /tmp/live.json   # the full run\n"
+             ".venv/bin/python benchmarks/bench_live.py --quick    # 300 and 1,000 streams on SQLite\n"
+             "```",
+             f"Run of {m['date']}{' (--quick)' if results.get('quick') else ''}: {m['nproc']} CPUs ({m['cpu']}), "
+             f"shared with other work; Python {m['python']}, numpy {m['packages']['numpy']}, pandas "
+             f"{m['packages']['pandas']}, SQLAlchemy {v.get('sqlalchemy')}, psycopg {v.get('psycopg')}, SQLite "
+             f"{v.get('sqlite')}" + (f", PostgreSQL {v['postgresql']} on the same machine" if v.get("postgresql")
+                                     else "")
+             + f"; code {m['code']}; load average {m['load_average_start']} at the start and "
+               f"{results.get('load_average_end', '?')} at the end; {results['seconds'] / 60:.1f} minutes in all."]
+
+    rows = []
+    for r in runs:
+        reg = r["regular"]
+        n = reg[-1]["n_streams"]
+        rows.append([
+            label(r), f"{n:,}",
+            f"{fmt_s(r['ingest_history']['seconds'])} ({r['ingest_history']['rows_new'] / 1e6:.2f} M rows)",
+            fmt_s(r["startup"]["seconds"]),
+            fmt_s(mean(s["seconds"] for s in reg)), fmt_s(max(s["seconds"] for s in reg)),
+            fmt_s(mean(i["seconds"] for i in r["ingest_days"])),
+            f"{mean(s['sql']['rows_read'] for s in reg) / 1e6:.2f} M",
+            fmt_n(mean(sum(s["rows"].values()) for s in reg)),
+            f"{mean(s['state_bytes'] for s in reg) / n:.0f} B",
+            fmt_n(mean(step_sql(s) for s in reg)),
+            f"{r['peak_rss_mb']:,.0f} MB"])
+    parts.append("### Cost per step\n\n" + table(
+        ["store, zones", "streams", f"ingest {p['history_days']} days", "start-up step", "tick, mean",
+         "tick, max", "ingest 1 day, mean", "rows read / tick", "rows written / tick", "state / stream",
+         "SQL / tick", "peak RSS"], rows)
+        + "\n\nA tick is the wall time of one `LiveAgent.step()`: lock, clock, loading state, observations and "
+          "models, the agent's tick, registry writes and the one commit. Streams: those in the store at the "
+          "last tick (the platform launches zones along the way). Rows read: observations "
+          "`Store.observations` returned. Rows written: rows gained by the tick's tables (verdicts, "
+          "forecasts, escalations, model versions, champions, audit, state, ticks). State: "
+          "`Store.load_state().size_bytes` over the streams (compressed `.npz`). SQL: statements sent during "
+          "the step, all kinds.")
+
+    for title, pick, threshold in (("Where a regular tick goes", lambda r: r["regular"], 0.02),
+                                   ("Where the start-up step goes", lambda r: [r["startup"]], 0.03),
+                                   (f"Where the ingest of {p['history_days']} days goes",
+                                    lambda r: [r["ingest_history"]], 0.02)):
+        tables = {label(r): phase_table(pick(r)) for r in runs}
+        totals = {label(r): mean(s["seconds"] for s in pick(r)) for r in runs}
+        parts.append(f"### {title}\n\n"
+                     + table(["phase", *tables], phase_rows(tables, totals, threshold))
+                     + f"\n\nCalls taking at least {threshold:.0%} of the step in some configuration. "
+                     + (PHASE_NOTE if title.startswith("Where a regular") else "See the note above."))
+
+    # The slowest statements of the history's ingest and of a regular tick.
+    rows = []
+    for r in runs:
+        for what, steps in (("ingest of the history", [r["ingest_history"]]), ("regular tick", r["regular"])):
+            top = sorted(shape_means(steps).items(), key=lambda kv: -kv[1]["seconds"])[:3]
+            rows.append([label(r), what, "; ".join(f"`{k}` {fmt_s(v['seconds'])}" + (
+                f" ({fmt_n(v['count'])}x)" if v["count"] > 1.01 else "") for k, v in top)])
+    parts.append("### Slowest statements\n\n" + table(["store, zones", "step", "statement: time until the driver "
+                                                                            "returned (count)"], rows, "lll")
+                 + "\n\nA shape is a statement's kind, first table and how it moves rows. On SQLite the time of a "
+                   "`SELECT` excludes fetching its rows.")
+
+    kinds = sorted({k for r in runs for s in [r["startup"], *r["regular"]] for k in s["sql"]["statements"]})
+    rows = []
+    for r in runs:
+        for what, steps in (("start-up", [r["startup"]]), ("regular tick", r["regular"]),
+                            ("ingest 1 day", r["ingest_days"])):
+            row = [label(r), what]
+            row += [fmt_n(mean(s["sql"]["statements"].get(k, 0) for s in steps)) for k in kinds]
+            row += [fmt_n(mean(step_sql(s) for s in steps)), fmt_n(mean(s["sql"]["commits"] for s in steps)),
+                    fmt_n(mean(s["sql"]["batched_rows"] + s["sql"]["copied_rows"] for s in steps))]
+            rows.append(row)
+    parts.append("### SQL statements per step\n\n" + table(
+        ["store, zones", "step", *[f"`{k}`" for k in kinds], "all", "commits", "rows in bulk"], rows,
+        "ll" + "r" * (len(kinds) + 3))
+        + "\n\nStatements by first keyword (regular ticks and day ingests: mean of the three). `SELECT (driver "
+          "cursor)` is the observation read and `COPY` PostgreSQL's bulk load; both bypass SQLAlchemy and are "
+          "counted where they are issued. Rows in bulk: rows sent by `executemany` (one statement for many "
+          "rows) or `COPY`. SQLite's `BEGIN` goes through the engine and is counted; psycopg begins its "
+          "transactions itself. Lock heartbeats run on a thread of their own and are not counted "
+          f"({sum(s['sql']['background'] for r in runs for s in [r['startup'], *r['regular']])} during the "
+          "measured steps).")
+
+    shapes = sorted({k for r in runs for s in r["regular"] for k in s["sql"]["shapes"]})
+    rows = []
+    for shape in shapes:
+        rows.append([f"`{shape}`"] + ["/".join(fmt_n(s["sql"]["shapes"].get(shape, {}).get("count", 0))
+                                               for s in r["regular"]) for r in runs])
+    rows.append(["escalations"] + ["/".join(str(s["escalations"]) for s in r["regular"]) for r in runs])
+    rows.append(["new model versions"] + ["/".join(str(s["initial_fits"] + s["retrains"]) for s in r["regular"])
+                                          for r in runs])
+    parts.append("<details><summary>Statements of each regular tick, by shape</summary>\n\n"
+                 + table(["shape", *[label(r) for r in runs]], rows) + "\n\n</details>")
+
+    rows = []
+    for r in runs:
+        for s in [r["startup"], *r["regular"]]:
+            rows.append([label(r), "start-up" if s is r["startup"] else f"tick {s['tick']}", f"{s['n_streams']:,}",
+                         fmt_s(s["seconds"]), fmt_n(s["initial_fits"]), fmt_n(s["retrains"]),
+                         fmt_n(s["escalations"]), fmt_n(step_sql(s)),
+                         ", ".join(f"{t} {v:,}" for t, v in sorted(s["rows"].items(), key=lambda kv: -kv[1])),
+                         f"{s['state_bytes'] / 1024:,.0f} KiB"])
+    parts.append("<details><summary>Every measured step</summary>\n\n" + table(
+        ["store, zones", "step", "streams", "wall", "first fits", "re-trainings", "escalations", "SQL",
+         "rows gained", "state"], rows, "llrrrrrrlr") + "\n\n</details>")
+    parts.append(reading(results))
+    return "\n\n".join(parts) + "\n"
+
+
 def reading(results: dict) -> str:
-    """The figures that matter, worked out from this run's numbers."""
+    """What the run shows, worked out from its numbers (the code locations are looked up now)."""
     runs = results["runs"]
     sizes = sorted({r["zones"] for r in runs})
-    lines = ["### Reading"]
     by = {(r["backend"], r["zones"]): r for r in runs}
+    live = _live()
+    lines = ["### Reading"]
 
     def tick(r):
         return mean(s["seconds"] for s in r["regular"])
 
-    def self_top(r, k=4):
-        t = phase_table(r["regular"])
-        whole = tick(r)
-        top = sorted(t.items(), key=lambda kv: -kv[1]["self"])[:k]
-        return ", ".join(f"`{path[-1]}` {fmt_s(v['self'])} ({v['self'] / whole:.0%})" for path, v in top)
+    def inclusive(steps, name, under=None):
+        t = phase_table(steps)
+        return sum(v["seconds"] for path, v in t.items() if path[-1] == name and (under is None or under in path))
 
-    def phase(r, name):
-        t = phase_table(r["regular"])
-        return sum(v["seconds"] for path, v in t.items() if path[-1] == name)
+    def calls(steps, name):
+        return sum(v["calls"] for path, v in phase_table(steps).items() if path[-1] == name)
 
-    def calls(r, name):
-        t = phase_table(r["regular"])
-        return sum(v["calls"] for path, v in t.items() if path[-1] == name)
+    headline = []
+    for backend in results["plan"]["backends"]:
+        small, large = by.get((backend, sizes[0])), by.get((backend, sizes[-1]))
+        if not small or not large:
+            continue
+        headline.append(
+            f"on {label(large).split(',')[0]} {fmt_s(tick(small))} at {small['regular'][-1]['n_streams']:,} "
+            f"streams and {fmt_s(tick(large))} at {large['regular'][-1]['n_streams']:,} "
+            f"({tick(large) / tick(small):.1f}x)")
+    if headline:
+        factors = [tick(by[(b, sizes[-1])]) / tick(by[(b, sizes[0])]) / (sizes[-1] / sizes[0])
+                   for b in results["plan"]["backends"] if (b, sizes[0]) in by and (b, sizes[-1]) in by]
+        if all(0.8 <= f <= 1.25 for f in factors):
+            shape = ("about in proportion to the streams: no part grows faster, and no fixed cost per tick is "
+                     "large enough to matter - the cost is per stream from the first stream on")
+        elif all(f > 1.25 for f in factors):
+            shape = "faster than the streams: some part grows faster than linearly (see the breakdown)"
+        else:
+            shape = "slower than the streams in places: a fixed cost per tick weighs on the small fleet"
+        lines.append(f"**How a tick grows.** A regular tick took {'; '.join(headline)}, for "
+                     f"{sizes[-1] / sizes[0]:.0f}x the zones: {shape}.")
 
+    large_runs = [r for r in runs if r["zones"] == sizes[-1]]
+    obs = []
+    for r in large_runs:
+        reg = r["regular"]
+        read = inclusive(reg, "Store.observations", "LiveAgent._compute_and_write")
+        driver = (inclusive(reg, "driver execute", "Store.observations")
+                  + inclusive(reg, "driver fetchall", "Store.observations"))
+        rows = mean(s["sql"]["rows_read"] for s in reg)
+        obs.append(f"{label(r).split(',')[0]}: {fmt_s(read)} of {fmt_s(tick(r))} ({read / tick(r):.0%}), "
+                   f"{rows / 1e6:.1f} M rows, {read / rows * 1e6:.1f} us a row, of which "
+                   f"{fmt_s(driver)} in the driver's execute and fetch and the rest in `Store.observations` "
+                   "turning tuples into arrays and the frame")
+    if obs:
+        lines.append(
+            "**What dominates: reading the training window again every tick.** Each tick loads every "
+            "observation of the training window (28 daily ticks by default for hourly data) with "
+            f"`Store.observations` ({source_line(live.LiveAgent._compute_and_write, 'self.store.observations(')}"
+            f") and builds `FleetData` from it, although only the newest day is new. At {sizes[-1]:,} zones: "
+            + "; ".join(obs) + ". The rows cross the driver as one Python tuple each "
+            f"({source_line(_store().Store.observations, 'fetchall')}), so the read costs microseconds per "
+            "row on either store. Forecasting every stream "
+            f"(`Agent._issue_forecasts`, one `predict` call per stream, "
+            f"{source_line(_agent().Agent._issue_forecasts, 'for s in serving')}) comes next at "
+            + ", ".join(f"{fmt_s(inclusive(r['regular'], 'Agent._issue_forecasts'))} "
+                        f"({label(r).split(',')[0]})" for r in large_runs)
+            + ", then writing the day's forecasts (24 rows per stream, `Store._insert_forecasts`) at "
+            + ", ".join(f"{fmt_s(inclusive(r['regular'], 'Store._insert_forecasts'))}" for r in large_runs)
+            + ".")
+
+    # Statement counts: the same tick at two sizes, and the shapes sent once per row.
+    sql_lines = []
+    per_row: dict[str, set] = collections.defaultdict(set)
+    bounded = 0
+    for r in runs:
+        for s in r["regular"]:
+            for shape, v in s["sql"]["shapes"].items():
+                words = shape.split()
+                gained = s["rows"].get(words[1], 0) if len(words) > 1 else 0
+                if gained >= 2 and v["count"] >= gained:
+                    per_row[shape].add(label(r).split(",")[0])
+                elif not shape.startswith("BEGIN"):
+                    bounded = max(bounded, v["count"])
     for backend in results["plan"]["backends"]:
         small, large = by.get((backend, sizes[0])), by.get((backend, sizes[-1]))
         if not small or not large or small is large:
             continue
-        name = "SQLite" if backend == "sqlite" else "PostgreSQL"
-        ratio = large["regular"][-1]["n_streams"] / small["regular"][-1]["n_streams"]
+
+        def events(s):
+            versions, escalations = s["initial_fits"] + s["retrains"], s["escalations"]
+            return (f"{versions} new version{'' if versions == 1 else 's'}, "
+                    f"{escalations} escalation{'' if escalations == 1 else 's'}")
+
+        sql_lines.append(
+            f"{label(small).split(',')[0]}: "
+            + "; ".join(f"tick {a['tick']}: {step_sql(a)} ({events(a)}) / {step_sql(b)} ({events(b)})"
+                        for a, b in zip(small["regular"], large["regular"])))
+    if sql_lines:
+        text = (f"**Persistence is in bulk{', with one exception' if per_row else ''}.** Statements per "
+                "regular tick at "
+                f"{sizes[0]:,} / {sizes[-1]:,} zones - " + "; ".join(sql_lines) + ". The count follows what "
+                "happened in the tick (new model versions bring staging tables for numbering them and moving "
+                "champions), not the number of streams: verdicts, forecasts, model versions and champions each go "
+                "in as one `executemany`, `COPY` or `INSERT ... SELECT` from a staging table, and apart from "
+                f"{'the exception and ' if per_row else ''}the transactions' `BEGIN` no shape was sent more "
+                f"than {bounded} times in a tick (the shapes table above).")
+        if per_row:
+            text += (" The exception: " + ", ".join(f"`{k}` on {', '.join(sorted(v))}" for k, v in per_row.items())
+                     + " was sent once per row the tick added")
+            if any(k.startswith("INSERT escalations") for k in per_row):
+                text += (f" (`Store._insert_escalations`, "
+                         f"{source_line(_store().Store._insert_escalations, 'sort_by_parameter_order')}, inserts "
+                         "with `RETURNING` in parameter order, which SQLAlchemy sends row by row on SQLite)")
+            text += "."
+        text += (" A tick commits "
+                 + " or ".join(sorted({fmt_n(s["sql"]["commits"]) for r in runs for s in r["regular"]}))
+                 + " times: the tick's own transaction, the lock, the `running` mark and the read transactions. "
+                   "The start-up step sent "
+                 + ", ".join(f"{step_sql(r['startup'])} ({label(r)})" for r in runs) + " statements.")
+        lines.append(text)
+
+    startup = []
+    for r in large_runs:
+        put = inclusive([r["startup"]], "ArtifactStore.put")
+        n_put = calls([r["startup"]], "ArtifactStore.put")
+        startup.append(f"{label(r).split(',')[0]} {fmt_s(r['startup']['seconds'])}, of which "
+                       f"{fmt_s(put)} in {n_put:,.0f} `ArtifactStore.put` calls ({put / max(n_put, 1) * 1e3:.1f} ms "
+                       f"each, {r['artifact_files']:,} distinct files)")
+    if startup:
         lines.append(
-            f"**{name}.** A regular tick took {fmt_s(tick(small))} at {small['regular'][-1]['n_streams']:,} "
-            f"streams and {fmt_s(tick(large))} at {large['regular'][-1]['n_streams']:,} "
-            f"({tick(large) / tick(small):.1f}x the time for {ratio:.1f}x the streams; "
-            f"{tick(large) / large['regular'][-1]['n_streams'] * 1e3:.2f} ms per stream). The largest self "
-            f"times at {large['zones']:,} zones (time in a call minus its wrapped children): {self_top(large)}. "
-            f"The start-up step took {fmt_s(large['startup']['seconds'])} and the one `ingest_frame` of the "
-            f"history {fmt_s(large['ingest_history']['seconds'])} "
-            f"({large['ingest_history']['rows_new'] / large['ingest_history']['seconds'] / 1e3:,.0f} k rows/s); "
-            f"a day's ingest {fmt_s(mean(i['seconds'] for i in large['ingest_days']))}.")
-        sql_small = [step_sql(s) for s in small["regular"]]
-        sql_large = [step_sql(s) for s in large["regular"]]
-        same = sorted(set(sql_small)) == sorted(set(sql_large))
+            f"**The start-up step** at {sizes[-1]:,} zones: " + "; ".join(startup) + ". Every first model is "
+            f"written as its own file, one after the other (`LiveAgent._versions`, "
+            f"{source_line(live.LiveAgent._versions, 'self.registry.prepare(')}), each with an `fsync` of the "
+            f"file and one of its directory ({source_line(_registry().ArtifactStore.put_bytes, 'os.fsync')}); "
+            "with a real model the fits come on top. The observation read takes "
+            + ", ".join(f"{inclusive([r['startup']], 'Store.observations') / r['startup']['seconds']:.0%}"
+                        for r in large_runs) + " of the step.")
+
+    extra = []
+    for r in large_runs:
+        one = inclusive(r["regular"], "Store.load_state") / max(calls(r["regular"], "Store.load_state"), 1)
+        extra.append(f"{label(r).split(',')[0]}: {fmt_s(one)} a call")
+    sqlite_large = by.get(("sqlite", sizes[-1]))
+    notes = []
+    if extra and all(calls(r["regular"], "Store.load_state") >= 2 for r in large_runs):
+        notes.append(
+            f"`Store.load_state` runs twice per tick, and each time fetches, checks and decompresses the whole "
+            f"state ({', '.join(extra)} at {sizes[-1]:,} zones): `LiveAgent.timing` "
+            f"({source_line(live.LiveAgent.timing, 'load_state')}) loads it only to read the clock's "
+            f"`meta.*` arrays, then `_compute_and_write` ({source_line(live.LiveAgent._compute_and_write, 'load_state')}) "
+            "loads it again.")
+    if sqlite_large:
+        span = inclusive(sqlite_large["regular"], "LiveAgent._data_span") / max(
+            calls(sqlite_large["regular"], "LiveAgent._data_span"), 1)
+        notes.append(
+            f"`LiveAgent._data_span` ({source_line(live.LiveAgent._data_span, 'sa.func.min')}) asks for "
+            "`min(ds)` and `max(ds)` in one query; SQLite answers that by scanning the whole `ds` index "
+            f"(its query plan says `SCAN ... USING COVERING INDEX`): {fmt_s(span)} a call at {sizes[-1]:,} zones "
+            f"on SQLite, against "
+            + ", ".join(fmt_s(inclusive(r["regular"], "LiveAgent._data_span")
+                              / max(calls(r["regular"], "LiveAgent._data_span"), 1))
+                        for r in large_runs if r["backend"] == "postgresql")
+            + " on PostgreSQL. It runs once per tick, twice in the start-up step.")
+    loads = []
+    for r in large_runs:
+        first_tick = r["regular"][:1]
+        loads.append(f"{calls(first_tick, 'ArtifactStore.load'):,.0f} files in "
+                     f"{fmt_s(inclusive(first_tick, 'ArtifactStore.load'))} on {label(r).split(',')[0]}")
+    if loads:
+        notes.append(
+            "Loading the serving models: the first tick after the start-up reads and verifies every artifact "
+            f"(`ArtifactStore.load`: {', '.join(loads)}); later ticks of the same process find them cached. "
+            "`mlma tick` run by cron starts a new process each time and pays this on every tick.")
+    if notes:
+        lines.append("**Smaller costs worth knowing.** " + " ".join(notes))
+
+    ingest = []
+    for r in large_runs:
+        top = sorted(shape_means([r["ingest_history"]]).items(), key=lambda kv: -kv[1]["seconds"])[:2]
+        ingest.append(f"{label(r).split(',')[0]} {fmt_s(r['ingest_history']['seconds'])} "
+                      f"({r['ingest_history']['rows_new'] / r['ingest_history']['seconds'] / 1e3:,.0f} k rows/s; "
+                      + ", ".join(f"`{k}` {fmt_s(v['seconds'])}" for k, v in top) + ")")
+    if ingest:
+        lines.append(f"**Ingest.** {sizes[-1]:,} zones x {results['plan']['history_days']} days in one "
+                     "`ingest_frame`: " + "; ".join(ingest) + ". A day's ingest at that size: "
+                     + ", ".join(f"{fmt_s(mean(i['seconds'] for i in r['ingest_days']))} "
+                                 f"({label(r).split(',')[0]})" for r in large_runs) + ".")
+
+    if large_runs:
+        worst = max(large_runs, key=tick)
+        longest = max(runs, key=lambda r: r["seconds"])
         lines.append(
-            f"Statements per regular tick: {', '.join(map(str, sql_small))} at {small['zones']:,} zones against "
-            f"{', '.join(map(str, sql_large))} at {large['zones']:,}"
-            + (" - the same: persistence does not issue a statement per stream." if same else
-               " - the count differs between the sizes; the table above shows which kind.")
-            + f" Commits per tick: {mean(s['sql']['commits'] for s in large['regular']):.0f}. The start-up "
-              f"step sent {step_sql(small['startup'])} and {step_sql(large['startup'])} statements.")
-        load_state = calls(large, "Store.load_state")
-        if load_state >= 2:
-            lines.append(
-                f"`Store.load_state` runs {load_state:.0f} times per tick and decodes the whole state each time "
-                f"({fmt_s(phase(large, 'Store.load_state') / load_state)} a call at {large['zones']:,} zones): "
-                f"`LiveAgent.timing` ({source_line(_live().LiveAgent.timing, 'load_state')}) loads it only to "
-                f"read the clock's three `meta.*` arrays, and `_compute_and_write` "
-                f"({source_line(_live().LiveAgent._compute_and_write, 'load_state')}) loads it again.")
+            f"**Where it falls short.** At {sizes[-1]:,} hourly streams a daily tick costs up to "
+            f"{fmt_s(max(s['seconds'] for s in worst['regular']))} ({label(worst).split(',')[0]}) and the "
+            f"process {max(r['peak_rss_mb'] for r in large_runs):,.0f} MB at the peak, with the cheapest model. "
+            "That fits in a day many times over, but the tick re-reads and re-indexes the whole training window "
+            "each time, so its cost is streams x window length: ten times the streams again would be about "
+            f"{fmt_s(tick(worst) * 10)} a tick on {label(worst).split(',')[0]} (a linear extrapolation, not "
+            "measured). The writes are set-based already; the reads, and the per-stream loops around them "
+            "(artifact files at start-up, forecasts), are what would have to change. The whole run took "
+            f"{results['seconds'] / 60:.1f} minutes, {longest['seconds'] / 60:.1f} of them the "
+            f"{label(longest)} run.")
     return "\n\n".join(lines)
 
 
@@ -620,6 +895,24 @@ def _live():
     import mlma.live
 
     return mlma.live
+
+
+def _store():
+    import mlma.store.store
+
+    return mlma.store.store
+
+
+def _agent():
+    import mlma.agent
+
+    return mlma.agent
+
+
+def _registry():
+    import mlma.registry
+
+    return mlma.registry
 
 
 # -- docs ----------------------------------------------------------------------------------------------------
@@ -644,6 +937,8 @@ def parse(argv=None) -> argparse.Namespace:
                         help="300 and 1,000 streams on SQLite only: a smoke run, under 2 minutes")
     parser.add_argument("--backends", default=",".join(BACKENDS),
                         help="comma-separated stores to measure: sqlite, postgresql (default both)")
+    parser.add_argument("--sizes", help="comma-separated fleet sizes in zones (default 1000,10000; "
+                        "--quick: 300,1000)")
     parser.add_argument("--ticks", type=int, default=3, help="regular ticks measured per configuration (default 3)")
     parser.add_argument("--write-docs", action="store_true",
                         help=f"put the results into {DOC.relative_to(REPO)} between its live markers")
@@ -661,6 +956,13 @@ def parse(argv=None) -> argparse.Namespace:
         parser.error(f"--backends takes some of {', '.join(BACKENDS)}, got {','.join(args.backends)!r}")
     if args.ticks < 1:
         parser.error(f"--ticks must be at least 1, got {args.ticks}")
+    if args.sizes is not None:
+        try:
+            args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+        except ValueError:
+            parser.error(f"--sizes takes comma-separated whole numbers, got {args.sizes!r}")
+        if not args.sizes or min(args.sizes) < 1:
+            parser.error(f"--sizes takes positive numbers of zones, got {args.sizes}")
     return args
 
 
@@ -698,7 +1000,7 @@ def main(argv=None) -> int:
     if args.from_json:
         publish(render(json.loads(args.from_json.read_text())), args)
         return 0
-    p = plan(args.quick, args.backends, args.ticks)
+    p = plan(args.quick, args.backends, args.ticks, args.sizes)
     results = {"quick": args.quick, "plan": p, "machine": machine_info(), "versions": versions(), "runs": []}
     for n in p["sizes"]:
         for backend in p["backends"]:

@@ -155,25 +155,40 @@ def store_snapshot(root: Path) -> dict:
                 .to_dict("list")}
 
 
+CRASH_TARGET = FIRST_TICK + 2
+
+
+def run_to_crash_target(root: Path, data: Path, streams: list[str]) -> None:
+    """Run a project to just before the target tick, then queue forced re-trainings for it, so that crashing
+    "after-fit" and "after-artifacts" really leaves fitted models and written artifacts behind."""
+    assert run_cli(root, "ingest", str(data)).returncode == 0
+    for _ in range(CRASH_TARGET - FIRST_TICK + 1):
+        assert run_cli(root, "tick").returncode == 0
+    with Store.open(load_config(root).store_url) as store:
+        Operations(store).force_retrain(streams[:4], by="user:test")
+
+
+@pytest.fixture(scope="module")
+def crash_reference(tmp_path_factory, platform):
+    """A project run to the end without interruption, and the data and streams it ran on."""
+    folder = tmp_path_factory.mktemp("crash-reference")
+    small = platform[platform["unique_id"].isin(sorted(platform["unique_id"].unique())[:12])]
+    data = folder / "data.csv"
+    small.to_csv(data, index=False)
+    streams = sorted(small["unique_id"].unique())
+    reference = make_project(folder / "reference")
+    run_to_crash_target(reference, data, streams)
+    assert run_cli(reference, "tick", "--all").returncode == 0
+    return data, streams, store_snapshot(reference)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("point", ["after-begin", "after-fit", "after-artifacts", "before-commit"])
-def test_a_tick_killed_with_sigkill_is_redone_by_the_next_run(tmp_path, platform, point):
-    small = platform[platform["unique_id"].isin(sorted(platform["unique_id"].unique())[:12])]
-    data = tmp_path / "data.csv"
-    small.to_csv(data, index=False)
-    reference = make_project(tmp_path / "reference")
+def test_a_tick_killed_with_sigkill_is_redone_by_the_next_run(tmp_path, crash_reference, point):
+    data, streams, expected = crash_reference
+    target = CRASH_TARGET
     crashed = make_project(tmp_path / "crashed", lock_ttl_seconds=3600)
-    # Both projects run to just before the target tick, then get the same forced re-trainings, so that
-    # crashing "after-fit" and "after-artifacts" really leaves fitted models and written artifacts behind.
-    target = FIRST_TICK + 2
-    for root in (reference, crashed):
-        assert run_cli(root, "ingest", str(data)).returncode == 0
-        for _ in range(target - FIRST_TICK + 1):
-            assert run_cli(root, "tick").returncode == 0
-        config = load_config(root)
-        with Store.open(config.store_url) as store:
-            Operations(store).force_retrain(sorted(small["unique_id"].unique())[:4], by="user:test")
-    assert run_cli(reference, "tick", "--all").returncode == 0
+    run_to_crash_target(crashed, data, streams)
     marker = tmp_path / "paused"
     process = subprocess.Popen([sys.executable, "-m", "mlma.cli", "tick", "--project", str(crashed)],
                                env={**os.environ, "MLMA_PAUSE_AT": point, "MLMA_PAUSE_FILE": str(marker)},
@@ -204,7 +219,7 @@ def test_a_tick_killed_with_sigkill_is_redone_by_the_next_run(tmp_path, platform
             store_registry = __import__("mlma.registry", fromlist=["ModelRegistry"]).ModelRegistry(
                 store, config.artifacts_dir)
             store_registry.artifacts.verify(sha)   # every recorded model is whole
-    assert store_snapshot(crashed) == store_snapshot(reference)
+    assert store_snapshot(crashed) == expected
 
 
 def test_two_agents_never_run_a_tick_at_once(tmp_path, platform):
