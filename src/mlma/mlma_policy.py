@@ -154,19 +154,8 @@ class MLMAPolicy(Policy):
     def on_new_model(self, streams: np.ndarray, tick: int) -> None:
         """A new version serves: its reference starts empty and fills with its own first losses."""
         streams = np.asarray(streams, dtype=np.int64)
-        self.ref[streams] = np.nan
-        self.ref_sum[streams] = 0.0
-        self.ref_count[streams] = 0.0
-        self.ref_len[streams] = 0
-        self.ref_next[streams] = 0
+        self._clear_reference(streams, tick)
         self.ref_version[streams] += 1
-        self.ref_first_tick[streams] = tick + 1
-        self.window[streams] = np.nan
-        self.window_len[streams] = 0
-        self.window_ok[streams] = False
-        self.window_sum[streams] = 0.0
-        self.window_count[streams] = 0.0
-        self.queued[streams] = False
         self.cooldown_until[streams] = np.maximum(self.cooldown_until[streams], tick + self._cooldown(streams))
 
     def on_challenger_lost(self, streams: np.ndarray, tick: int) -> None:
@@ -198,6 +187,14 @@ class MLMAPolicy(Policy):
         recent = {int(s): (self.window[s, -self.window_len[s]:].copy(), self.window_sum[s, -self.window_len[s]:].copy(),
                            self.window_count[s, -self.window_len[s]:].copy())
                   for s in streams if rebase and self.window_len[s] > 0}
+        self._clear_reference(streams, tick)
+        for s, (batches, sums, counts) in recent.items():
+            for b, total, count in zip(batches, sums, counts):
+                self._append_rows(np.array([s]), b[None, :], np.array([total]), np.array([count]))
+            self.ref_first_tick[s] = tick + 1 - len(batches)
+
+    def _clear_reference(self, streams: np.ndarray, tick: int) -> None:
+        """Empty the streams' reference ring and probation window; the reference restarts after ``tick``."""
         self.ref[streams] = np.nan
         self.ref_sum[streams] = 0.0
         self.ref_count[streams] = 0.0
@@ -210,10 +207,6 @@ class MLMAPolicy(Policy):
         self.window_sum[streams] = 0.0
         self.window_count[streams] = 0.0
         self.queued[streams] = False
-        for s, (batches, sums, counts) in recent.items():
-            for b, total, count in zip(batches, sums, counts):
-                self._append_rows(np.array([s]), b[None, :], np.array([total]), np.array([count]))
-            self.ref_first_tick[s] = tick + 1 - len(batches)
 
     def reference_mean(self) -> np.ndarray:
         """Each stream's mean reference loss (NaN while it has none)."""
