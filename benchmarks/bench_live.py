@@ -10,11 +10,12 @@ loop would:
 3. three regular ticks, each preceded by the ingest of one day of actuals (timed on its own).
 
 The model is the cheapest there is, so that what is left is the store's and the agent's own overhead. For
-every step it records the wall time, where the time went (``LiveAgent``, ``Agent``, ``Store`` and registry
-methods wrapped with timers at run time, in this process only: nothing in ``src`` is edited), the SQL
-statements sent (SQLAlchemy's ``before_cursor_execute`` event on the store's engine, plus the two places
-that use the driver's cursor directly: the observation read and PostgreSQL's ``COPY``), the transactions
-committed, the rows each table gained, and the size of the saved agent state per stream.
+every step it records the wall time, where the time went (``LiveAgent``, ``Agent``, ``Store``, registry and
+DB-API cursor methods wrapped with timers at run time, in this process only: nothing in ``src`` is edited),
+the SQL statements sent, by kind and by shape (SQLAlchemy's ``before_cursor_execute`` event on the store's
+engine, plus the two places that use the driver's cursor directly: the observation read and PostgreSQL's
+``COPY``), the transactions committed, the rows read and the rows each table gained, and the size of the
+saved agent state per stream. The Markdown it prints ends with a reading worked out from the numbers.
 
 Each configuration runs in a process of its own, so that peak memory (the resident-set high-water mark) is
 its own and the timers patched in do not leak between runs.
@@ -37,7 +38,6 @@ import json
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -710,22 +710,44 @@ def reading(results: dict) -> str:
         small, large = by.get((backend, sizes[0])), by.get((backend, sizes[-1]))
         if not small or not large:
             continue
+        n_small, n_large = small["regular"][-1]["n_streams"], large["regular"][-1]["n_streams"]
         headline.append(
-            f"on {label(large).split(',')[0]} {fmt_s(tick(small))} at {small['regular'][-1]['n_streams']:,} "
-            f"streams and {fmt_s(tick(large))} at {large['regular'][-1]['n_streams']:,} "
-            f"({tick(large) / tick(small):.1f}x)")
+            f"{fmt_s(tick(small))} at {n_small:,} streams and {fmt_s(tick(large))} at {n_large:,} on "
+            f"{label(large).split(',')[0]} ({tick(large) / tick(small):.1f}x; {tick(small) / n_small * 1e3:.1f} "
+            f"and {tick(large) / n_large * 1e3:.1f} ms per stream)")
     if headline:
-        factors = [tick(by[(b, sizes[-1])]) / tick(by[(b, sizes[0])]) / (sizes[-1] / sizes[0])
+        growth = sizes[-1] / sizes[0]
+        factors = [tick(by[(b, sizes[-1])]) / tick(by[(b, sizes[0])]) / growth
                    for b in results["plan"]["backends"] if (b, sizes[0]) in by and (b, sizes[-1]) in by]
         if all(0.8 <= f <= 1.25 for f in factors):
-            shape = ("about in proportion to the streams: no part grows faster, and no fixed cost per tick is "
-                     "large enough to matter - the cost is per stream from the first stream on")
+            shape = "about in proportion to the streams"
         elif all(f > 1.25 for f in factors):
-            shape = "faster than the streams: some part grows faster than linearly (see the breakdown)"
+            shape = "faster than the streams"
         else:
-            shape = "slower than the streams in places: a fixed cost per tick weighs on the small fleet"
+            shape = "not in proportion to the streams"
+        # Parts of the tick that grew clearly faster than the fleet (at least 1 % of the larger tick).
+        faster = []
+        for backend in results["plan"]["backends"]:
+            small, large = by.get((backend, sizes[0])), by.get((backend, sizes[-1]))
+            if not small or not large or small is large:
+                continue
+            t_small, t_large = phase_table(small["regular"]), phase_table(large["regular"])
+            grew = [path for path, v in t_large.items()
+                    if v["seconds"] >= 0.01 * tick(large) and t_small.get(path, {}).get("seconds", 0.0) > 0
+                    and v["seconds"] / t_small[path]["seconds"] > 1.3 * growth]
+            # The innermost calls that grew, not every parent that contains them.
+            grew = [path for path in grew if not any(o != path and o[:len(path)] == path for o in grew)]
+            for path in sorted(grew, key=lambda path: -t_large[path]["seconds"]):
+                before, after = t_small[path]["seconds"], t_large[path]["seconds"]
+                name = " in ".join(f"`{x}`" for x in reversed(path[-2:])) if path[-1].startswith("driver") \
+                    else f"`{path[-1]}`"
+                faster.append(f"{name} on {label(large).split(',')[0]} ({fmt_s(before)} to {fmt_s(after)}, "
+                              f"{after / before:.0f}x, {after / tick(large):.0%} of the tick)")
         lines.append(f"**How a tick grows.** A regular tick took {'; '.join(headline)}, for "
-                     f"{sizes[-1] / sizes[0]:.0f}x the zones: {shape}.")
+                     f"{growth:.3g}x the zones: {shape}. "
+                     + (f"Parts of the breakdown that grew faster than {1.3 * growth:.2g}x: " + "; ".join(faster)
+                        + "." if faster else
+                        f"No part of the breakdown taking 1 % of the tick grew faster than {1.3 * growth:.2g}x."))
 
     large_runs = [r for r in runs if r["zones"] == sizes[-1]]
     obs = []
@@ -735,10 +757,9 @@ def reading(results: dict) -> str:
         driver = (inclusive(reg, "driver execute", "Store.observations")
                   + inclusive(reg, "driver fetchall", "Store.observations"))
         rows = mean(s["sql"]["rows_read"] for s in reg)
-        obs.append(f"{label(r).split(',')[0]}: {fmt_s(read)} of {fmt_s(tick(r))} ({read / tick(r):.0%}), "
-                   f"{rows / 1e6:.1f} M rows, {read / rows * 1e6:.1f} us a row, of which "
-                   f"{fmt_s(driver)} in the driver's execute and fetch and the rest in `Store.observations` "
-                   "turning tuples into arrays and the frame")
+        obs.append(f"{label(r).split(',')[0]}: {fmt_s(read)} of {fmt_s(tick(r))} ({read / tick(r):.0%}) for "
+                   f"{rows / 1e6:.1f} M rows ({read / rows * 1e6:.1f} us a row), {fmt_s(driver)} of it in the "
+                   f"driver's execute and fetch and {fmt_s(read - driver)} in `Store.observations` itself")
     if obs:
         lines.append(
             "**What dominates: reading the training window again every tick.** Each tick loads every "
@@ -746,8 +767,10 @@ def reading(results: dict) -> str:
             f"`Store.observations` ({source_line(live.LiveAgent._compute_and_write, 'self.store.observations(')}"
             f") and builds `FleetData` from it, although only the newest day is new. At {sizes[-1]:,} zones: "
             + "; ".join(obs) + ". The rows cross the driver as one Python tuple each "
-            f"({source_line(_store().Store.observations, 'fetchall')}), so the read costs microseconds per "
-            "row on either store. Forecasting every stream "
+            f"({source_line(_store().Store.observations, 'fetchall')}), and `Store.observations` then "
+            "transposes the tuples into arrays, converts the timestamps, sorts by stream name and builds a frame "
+            "with a string `unique_id` per row, which `_compute_and_write` sorts again by stream id "
+            f"({source_line(live.LiveAgent._compute_and_write, 'sort_values')}). Forecasting every stream "
             f"(`Agent._issue_forecasts`, one `predict` call per stream, "
             f"{source_line(_agent().Agent._issue_forecasts, 'for s in serving')}) comes next at "
             + ", ".join(f"{fmt_s(inclusive(r['regular'], 'Agent._issue_forecasts'))} "
@@ -765,7 +788,7 @@ def reading(results: dict) -> str:
             for shape, v in s["sql"]["shapes"].items():
                 words = shape.split()
                 gained = s["rows"].get(words[1], 0) if len(words) > 1 else 0
-                if gained >= 2 and v["count"] >= gained:
+                if words[0] == "INSERT" and gained >= 3 and v["count"] == gained:
                     per_row[shape].add(label(r).split(",")[0])
                 elif not shape.startswith("BEGIN"):
                     bounded = max(bounded, v["count"])
@@ -820,9 +843,9 @@ def reading(results: dict) -> str:
             f"written as its own file, one after the other (`LiveAgent._versions`, "
             f"{source_line(live.LiveAgent._versions, 'self.registry.prepare(')}), each with an `fsync` of the "
             f"file and one of its directory ({source_line(_registry().ArtifactStore.put_bytes, 'os.fsync')}); "
-            "with a real model the fits come on top. The observation read takes "
-            + ", ".join(f"{inclusive([r['startup']], 'Store.observations') / r['startup']['seconds']:.0%}"
-                        for r in large_runs) + " of the step.")
+            "with a real model the fits come on top. Reading the observations takes "
+            + " and ".join(f"{inclusive([r['startup']], 'Store.observations') / r['startup']['seconds']:.0%} "
+                           f"({label(r).split(',')[0]})" for r in large_runs) + " of the step.")
 
     extra = []
     for r in large_runs:
@@ -835,20 +858,21 @@ def reading(results: dict) -> str:
             f"`Store.load_state` runs twice per tick, and each time fetches, checks and decompresses the whole "
             f"state ({', '.join(extra)} at {sizes[-1]:,} zones): `LiveAgent.timing` "
             f"({source_line(live.LiveAgent.timing, 'load_state')}) loads it only to read the clock's "
-            f"`meta.*` arrays, then `_compute_and_write` ({source_line(live.LiveAgent._compute_and_write, 'load_state')}) "
-            "loads it again.")
+            f"`meta.*` arrays, then `_compute_and_write` "
+            f"({source_line(live.LiveAgent._compute_and_write, 'load_state')}) loads it again.")
     if sqlite_large:
-        span = inclusive(sqlite_large["regular"], "LiveAgent._data_span") / max(
-            calls(sqlite_large["regular"], "LiveAgent._data_span"), 1)
+        def span_of(r):
+            return inclusive(r["regular"], "LiveAgent._data_span") / max(calls(r["regular"], "LiveAgent._data_span"), 1)
+
+        span = span_of(sqlite_large)
         notes.append(
             f"`LiveAgent._data_span` ({source_line(live.LiveAgent._data_span, 'sa.func.min')}) asks for "
             "`min(ds)` and `max(ds)` in one query; SQLite answers that by scanning the whole `ds` index "
             f"(its query plan says `SCAN ... USING COVERING INDEX`): {fmt_s(span)} a call at {sizes[-1]:,} zones "
-            f"on SQLite, against "
-            + ", ".join(fmt_s(inclusive(r["regular"], "LiveAgent._data_span")
-                              / max(calls(r["regular"], "LiveAgent._data_span"), 1))
-                        for r in large_runs if r["backend"] == "postgresql")
-            + " on PostgreSQL. It runs once per tick, twice in the start-up step.")
+            "on SQLite"
+            + "".join(f", against {fmt_s(span_of(r))} on PostgreSQL"
+                      for r in large_runs if r["backend"] == "postgresql")
+            + ". It runs once per tick, twice in the start-up step.")
     loads = []
     for r in large_runs:
         first_tick = r["regular"][:1]
@@ -883,12 +907,17 @@ def reading(results: dict) -> str:
             f"process {max(r['peak_rss_mb'] for r in large_runs):,.0f} MB at the peak, with the cheapest model. "
             "That fits in a day many times over, but the tick re-reads and re-indexes the whole training window "
             "each time, so its cost is streams x window length: ten times the streams again would be about "
-            f"{fmt_s(tick(worst) * 10)} a tick on {label(worst).split(',')[0]} (a linear extrapolation, not "
-            "measured). The writes are set-based already; the reads, and the per-stream loops around them "
+            f"{_minutes(tick(worst) * 10)} a tick on {label(worst).split(',')[0]} (a linear extrapolation, "
+            f"not measured). The writes are set-based already{', escalations on SQLite aside' if per_row else ''}; "
+            "the reads, and the per-stream loops around them "
             "(artifact files at start-up, forecasts), are what would have to change. The whole run took "
             f"{results['seconds'] / 60:.1f} minutes, {longest['seconds'] / 60:.1f} of them the "
             f"{label(longest)} run.")
     return "\n\n".join(lines)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} minutes" if seconds >= 120 else fmt_s(seconds)
 
 
 def _live():
@@ -1001,6 +1030,12 @@ def main(argv=None) -> int:
         publish(render(json.loads(args.from_json.read_text())), args)
         return 0
     p = plan(args.quick, args.backends, args.ticks, args.sizes)
+    if "postgresql" in p["backends"]:
+        from mlma.store.testing import postgres_unavailable
+
+        reason = postgres_unavailable()
+        if reason:
+            raise SystemExit(f"{reason}; --backends sqlite measures SQLite alone")
     results = {"quick": args.quick, "plan": p, "machine": machine_info(), "versions": versions(), "runs": []}
     for n in p["sizes"]:
         for backend in p["backends"]:
