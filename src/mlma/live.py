@@ -174,7 +174,7 @@ class LiveAgent:
     # -- the clock ------------------------------------------------------------------------------------------
     def timing(self) -> Timing:
         """The saved clock, or the one the data implies when no tick ran yet."""
-        state = self.store.load_state()
+        state = self._latest_state()
         if state is not None and "meta.freq" in state.arrays:
             return Timing.from_arrays(state.arrays)
         first, last = self._data_span()
@@ -186,9 +186,24 @@ class LiveAgent:
         grid = make_tick_grid(pd.DatetimeIndex([first, last]), tick, freq=freq)
         return Timing(freq, tick, pd.Timestamp(grid.boundaries[0]))
 
-    def _data_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    def _latest_state(self):
+        """The newest saved state; its clock is read before every tick, so it is not decoded twice."""
         with self.store._read() as conn:
-            lo, hi = conn.execute(sa.select(sa.func.min(S.observations.c.ds), sa.func.max(S.observations.c.ds))).one()
+            newest = conn.execute(sa.select(sa.func.max(S.agent_state.c.tick))).scalar()
+        cached = getattr(self, "_state_cache", None)
+        if newest is None:
+            return None
+        if cached is None or cached.tick != newest:
+            self._state_cache = cached = self.store.load_state(int(newest))
+        return cached
+
+    def _data_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+        ds = S.observations.c.ds
+        # Two scalar queries: each is one step down the ds index, where min and max together make SQLite
+        # scan the whole index (measured 1.3 s at 10,000 streams).
+        with self.store._read() as conn:
+            lo = conn.execute(sa.select(sa.func.min(ds))).scalar()
+            hi = conn.execute(sa.select(sa.func.max(ds))).scalar()
         return (None, None) if lo is None else (pd.Timestamp(lo), pd.Timestamp(hi))
 
     def _sample(self) -> pd.DataFrame:
@@ -302,7 +317,9 @@ class LiveAgent:
         cfg = self.config
         freq = timing.frequency
         window = cfg.model.train_window_ticks or _default_window(timing)
-        state = None if start else self.store.load_state(k - 1)
+        state = None if start else self._latest_state()
+        if state is not None and state.tick != k - 1:
+            state = self.store.load_state(k - 1)
         if not start and state is None:
             raise RuntimeError(f"no saved state for tick {k - 1}: the store's agent_state was lost; restore a "
                                "backup or start a new project")
@@ -314,8 +331,7 @@ class LiveAgent:
         base = 0 if (start or window is None) else max(0, k - window)
         boundaries = timing.boundaries(base, k + 2)
         lo = boundaries[0] if base > 0 else None
-        frame = self.store.observations(start=lo, end=boundaries[k + 1 - base], with_ids=True)
-        frame = frame.sort_values(["stream_id", "ds"], kind="stable").reset_index(drop=True)
+        frame = self.store.observations(start=lo, end=boundaries[k + 1 - base], with_ids=True, order="stream_id")
         fleet = FleetData(frame, freq.alias, boundaries, ids=streams["unique_id"].to_numpy(dtype=object),
                           first_tick=base)
         fleet.mark_abnormal(self._abnormal_periods())
