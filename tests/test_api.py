@@ -484,6 +484,10 @@ def test_the_queue_groups_and_ranks_like_pandas(env):
     assert np.allclose([i["size"] for i in queue["items"]], expected["size"])
     for item in queue["items"]:
         assert len(item["members"]) == min(1, item["count"]) and item["more"] == item["count"] - len(item["members"])
+    # Each item carries its tick's data date, as the ticks table has it.
+    starts = env.store.ticks().set_index("tick")["start_ds"]
+    dated = [i for i in queue["items"] if i["tick"] is not None]
+    assert dated and all(pd.Timestamp(i["tick_start_ds"]) == pd.Timestamp(starts[i["tick"]]) for i in dated)
     # The city's failed challengers are one item; the fleet-wide escalation is its own.
     lost = [i for i in queue["items"] if i["kind"] == "challenger-lost"]
     if lost:

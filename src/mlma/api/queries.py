@@ -499,6 +499,15 @@ def escalation_queue(store: Store, *, status: Sequence[str] = ("open",), group_b
             "severity": int(g.severity), "size": _num(g.size), "first_created_at": _iso(g.first),
             "last_created_at": _iso(g.last), "message": member_list[0]["message"] if member_list else None,
             "ids": sorted(ids.get(k, [])), "members": member_list, "more": int(g.n) - len(member_list)})
+    # The data dates of the items' ticks: on a replayed or delayed project they differ from the wall clock.
+    item_ticks = sorted({int(i["tick"]) for i in items if i["tick"] is not None})
+    bounds = {}
+    if item_ticks:
+        with store._read() as conn:
+            bounds = {int(r.tick): r.start_ds for r in conn.execute(
+                sa.select(S.ticks.c.tick, S.ticks.c.start_ds).where(S.ticks.c.tick.in_(item_ticks)))}
+    for item in items:
+        item["tick_start_ds"] = _iso(bounds.get(item["tick"])) if item["tick"] is not None else None
     return {"tick": tick, "status": statuses, "group_by": group_by, "total": int(total), "page": page,
             "per_page": per_page, "pages": _pages(int(total), per_page), "items": items}
 
