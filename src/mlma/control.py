@@ -389,14 +389,20 @@ class Operations:
 
 
 # -- parsing --------------------------------------------------------------------------------------------------
-def _instant(value: Any, what: str) -> dt.datetime:
-    """A wall-clock instant in UTC from a datetime or ISO text (naive taken as UTC)."""
+def _parse(value: Any, what: str, kind: str, example: str) -> pd.Timestamp:
+    """``value`` as a timestamp, or an :class:`ActionError` naming ``what`` and showing an example."""
     try:
         stamp = pd.Timestamp(value)
     except (ValueError, TypeError):
-        raise ActionError(f"{what} must be a date-time such as 2026-12-24T00:00, got {value!r}") from None
+        raise ActionError(f"{what} must be a {kind} such as {example}, got {value!r}") from None
     if pd.isna(stamp):
-        raise ActionError(f"{what} must be a date-time, got {value!r}")
+        raise ActionError(f"{what} must be a {kind}, got {value!r}")
+    return stamp
+
+
+def _instant(value: Any, what: str) -> dt.datetime:
+    """A wall-clock instant in UTC from a datetime or ISO text (naive taken as UTC)."""
+    stamp = _parse(value, what, "date-time", "2026-12-24T00:00")
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.to_pydatetime()
 
@@ -417,10 +423,5 @@ def _until(value: Any) -> dt.datetime:
 
 def _data_time(value: Any, what: str) -> pd.Timestamp:
     """A data-time (tz-naive) timestamp."""
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise ActionError(f"{what} must be a date or date-time such as 2026-12-24, got {value!r}") from None
-    if pd.isna(stamp):
-        raise ActionError(f"{what} must be a date or date-time, got {value!r}")
+    stamp = _parse(value, what, "date or date-time", "2026-12-24")
     return stamp.tz_convert(None) if stamp.tzinfo is not None else stamp

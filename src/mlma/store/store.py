@@ -761,24 +761,15 @@ class Store:
         row = conn.execute(sa.select(S.ticks.c.status, S.ticks.c.attempts).where(S.ticks.c.tick == tick)).first()
         if row is not None and row.status == "done":
             raise TickAlreadyDone(f"tick {tick} is already done; it is never written twice")
+        known = {name: value for name, value in (("agent_id", agent_id),
+                                                  ("start_ds", None if start is None else start.to_pydatetime()),
+                                                  ("end_ds", None if end is None else end.to_pydatetime()))
+                 if value is not None}
         if row is not None and row.status == "running" and not new_attempt:
-            values = {}
-            if agent_id is not None:
-                values["agent_id"] = agent_id
-            if start is not None:
-                values["start_ds"] = start.to_pydatetime()
-            if end is not None:
-                values["end_ds"] = end.to_pydatetime()
-            if values:
-                conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick).values(**values))
+            if known:
+                conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick).values(**known))
             return
-        values = {"status": "running", "started_at": now, "finished_at": None, "error": None}
-        if agent_id is not None:
-            values["agent_id"] = agent_id
-        if start is not None:
-            values["start_ds"] = start.to_pydatetime()
-        if end is not None:
-            values["end_ds"] = end.to_pydatetime()
+        values = {"status": "running", "started_at": now, "finished_at": None, "error": None, **known}
         if row is None:
             conn.execute(sa.insert(S.ticks).values(tick=tick, attempts=1, **values))
         else:
