@@ -355,7 +355,7 @@ class LiveAgent:
                 saved = state.arrays[f"live.{name}"]
                 live[name][:len(saved)] = saved
             self._load_models(service, agent, live)
-        controls, actions = self._controls(k, streams, agent, live, service)
+        controls, actions, approvers = self._controls(k, streams, agent, live, service)
         reference_before = (policy.reference_mean() if hasattr(policy, "reference_mean")
                             else np.full(n, np.nan))
         serving_before = live["champion_version"].copy()
@@ -366,7 +366,7 @@ class LiveAgent:
             self._executor_dirty = True
         _checkpoint("after-fit")
 
-        new_versions, expected, moves, checks = self._versions(k, agent, report, service, live, controls,
+        new_versions, expected, moves, checks = self._versions(k, agent, report, service, live, approvers,
                                                                start)
         _checkpoint("after-artifacts")
         applied = {} if start else _outcomes(actions, agent, report, live)
@@ -455,7 +455,8 @@ class LiveAgent:
                 service._models[fitted.key] = fitted
 
     def _controls(self, k, streams: pd.DataFrame, agent: Agent, live: dict, service: ModelService):
-        """The engineer's settings and queued actions as this tick's :class:`Controls`."""
+        """The engineer's settings and queued actions as this tick's :class:`Controls`, the queued actions, and
+        who asked for each approval or rejection (by stream)."""
         n = len(streams)
         now = pd.Timestamp.now(tz="UTC")
         overrides = streams["overrides"].map(lambda o: o or {})
@@ -487,7 +488,6 @@ class LiveAgent:
                 approvers[s] = row.created_by
         for name, mask in masks.items():
             setattr(controls, name, mask)
-        self._approvers = approvers
         # A champion moved in the registry by a person (roll-back, promotion) is adopted by the agent.
         registry = self.registry.champions()
         if len(registry):
@@ -501,12 +501,11 @@ class LiveAgent:
                 live["champion_version"][s] = v
                 live["challenger_version"][s] = -1
                 live["awaiting_version"][s] = -1
-        return controls, actions
+        return controls, actions, approvers
 
-    def _versions(self, k, agent: Agent, report: TickReport, service: ModelService, live: dict,
-                  controls: Controls, start: bool):
+    def _versions(self, k, agent: Agent, report: TickReport, service: ModelService, live: dict, approvers: dict,
+                  start: bool):
         """Registry writes of this tick: new versions (artifacts written now), champion moves and checks."""
-        n = len(agent.champion)
         fitted_now = np.flatnonzero(report.initial_fit | report.retrained)
         fitted_now = [int(s) for s in fitted_now if ModelKey(int(s), k) in service._models]
         latest = self._latest_versions(fitted_now)
@@ -527,7 +526,6 @@ class LiveAgent:
             elif check["result"] == "awaiting-approval":
                 live["awaiting_version"][s] = version
             live["challenger_version"][s] = -1
-        approvers = getattr(self, "_approvers", {})
         for s in np.flatnonzero(report.promoted):
             s = int(s)
             if s in approvers and live["awaiting_version"][s] >= 0 and agent.awaiting[s] == NO_MODEL:
@@ -564,7 +562,6 @@ class LiveAgent:
                 live["challenger_version"][s] = latest[s]
             else:
                 live["champion_version"][s] = latest[s]
-        del n
         return new_versions, expected, moves, checks
 
     def _latest_versions(self, streams: list[int]) -> dict[int, int]:
@@ -579,10 +576,7 @@ class LiveAgent:
     def _verdicts(self, report: TickReport, reference: np.ndarray, serving: np.ndarray) -> pd.DataFrame:
         d = report.decision
         n = len(d.verdict)
-        with np.errstate(invalid="ignore"):
-            finite = np.isfinite(report.losses)
-            loss = np.where(finite.any(axis=1), np.where(finite, report.losses, 0).sum(axis=1)
-                            / np.maximum(finite.sum(axis=1), 1), np.nan)
+        loss = _stream_mean_loss(report.losses, n)
         reason = np.asarray(d.reason, dtype=object).copy()
         for s, error in report.failed.items():
             reason[s] = f"re-training failed: {error}"
@@ -661,16 +655,23 @@ def _cleared(fleet: FleetData, agent: Agent, report: TickReport) -> dict[str, li
     }.items() if mask.any()}
 
 
+def _stream_mean_loss(losses: np.ndarray, n: int) -> np.ndarray:
+    """Each stream's mean loss over the tick's scored timestamps (NaN for a stream with none)."""
+    if not losses.size:
+        return np.full(n, np.nan)
+    finite = np.isfinite(losses)
+    counts = finite.sum(axis=1)
+    return np.where(counts > 0, np.where(finite, losses, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
+
+
 def _summary(report: TickReport, agent: Agent, n: int, start: bool, seconds: float) -> dict:
     verdicts = {v.label: 0 for v in Verdict}
     if not start:
         counts = np.bincount(report.decision.verdict.astype(np.int64), minlength=len(Verdict))
         verdicts = {v.label: int(counts[v]) for v in Verdict}
-    losses = report.losses if report.losses.size else np.full((n, 1), np.nan)
-    finite = np.isfinite(losses)
-    counts = finite.sum(axis=1)
-    stream_loss = np.where(counts > 0, np.where(finite, losses, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
-    loss = float(losses[finite].mean()) if finite.any() else None
+    finite = np.isfinite(report.losses)
+    stream_loss = _stream_mean_loss(report.losses, n)
+    loss = float(report.losses[finite].mean()) if finite.any() else None
     reference = getattr(agent.policy, "reference_mean", None)
     ref = reference() if reference is not None else np.full(n, np.nan)
     both = np.isfinite(stream_loss) & np.isfinite(ref) & (ref > 0)
