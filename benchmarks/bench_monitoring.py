@@ -24,7 +24,6 @@ import gc
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _docs import write_section  # noqa: E402
 from _machine import REPO, load_average, machine_info  # noqa: E402
 from _workload import (PolicyRun, SyntheticFleet, numpy_floor, policy_state_bytes,  # noqa: E402
                        test_and_fdr)
@@ -497,11 +497,7 @@ def plot(results: dict, path: Path) -> None:
 
 
 def write_docs(text: str, path: Path = DOC) -> None:
-    doc = path.read_text()
-    if BEGIN not in doc or END not in doc:
-        raise SystemExit(f"{path} has no {BEGIN} ... {END} markers to put the results between")
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    path.write_text(pattern.sub(lambda _: f"{BEGIN}\n\n{text}\n{END}", doc))
+    write_section(path, BEGIN, END, text, append=False)
 
 
 # -- main ----------------------------------------------------------------------------------------------------

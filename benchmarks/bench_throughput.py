@@ -38,6 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _docs import write_section  # noqa: E402
 from _machine import REPO, load_average, machine_info, version  # noqa: E402
 
 DOC = REPO / "docs" / "benchmarks.md"
@@ -342,15 +343,7 @@ def render(results: dict) -> str:
 
 
 def write_docs(text: str, path: Path = DOC) -> None:
-    doc = path.read_text()
-    block = f"{BEGIN}\n\n{text}\n{END}"
-    if BEGIN in doc and END in doc:
-        pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-        path.write_text(pattern.sub(lambda _: block, doc))
-    elif BEGIN in doc or END in doc:
-        raise SystemExit(f"{path} has only one of the markers {BEGIN} and {END}; fix it by hand")
-    else:
-        path.write_text(doc.rstrip("\n") + "\n\n" + block + "\n")
+    write_section(path, BEGIN, END, text, append=True)
 
 
 # -- main ----------------------------------------------------------------------------------------------------
