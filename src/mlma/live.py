@@ -343,7 +343,11 @@ class LiveAgent:
         service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
                                fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None)
         policy = make_policy(cfg.agent.policy, **(cfg.policy_params() if cfg.agent.policy == "mlma" else {}))
-        scale = fleet.seasonal_naive_scale(freq.season_length, before_tick=k + 1)
+        # The MASE scale is kept in the state; it is computed only while some stream has none yet.
+        saved_scale = None if state is None else np.asarray(state.arrays["agent.scale"])
+        complete = (saved_scale is not None and len(saved_scale) == n
+                    and bool((np.isfinite(saved_scale) & (saved_scale > 0)).all()))
+        scale = saved_scale if complete else fleet.seasonal_naive_scale(freq.season_length, before_tick=k + 1)
         agent = Agent(policy, service, season_length=freq.season_length, scale=scale, settings=AgentSettings())
         live = {"champion_version": np.full(n, -1, np.int64), "challenger_version": np.full(n, -1, np.int64),
                 "awaiting_version": np.full(n, -1, np.int64)}
