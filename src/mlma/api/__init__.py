@@ -7,7 +7,26 @@ static page at ``/``, ``/metrics`` for Prometheus and ``/openapi.json``. Every a
 whichever door it came through. See docs/api.md and docs/dashboard.md.
 """
 
-from mlma.api.app import create_app
-from mlma.api.auth import ROLES, Principal, authenticate, create_token, list_tokens, revoke_token
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlma.api.app import create_app
+    from mlma.api.auth import ROLES, Principal, authenticate, create_token, list_tokens, revoke_token
 
 __all__ = ["ROLES", "Principal", "authenticate", "create_app", "create_token", "list_tokens", "revoke_token"]
+
+# The names above load on first use (PEP 562): ``mlma --help`` imports ``mlma.api.cli``, which must not pay
+# for FastAPI and SQLAlchemy; ``from mlma.api import create_app`` works as before.
+_HOMES = {"create_app": "mlma.api.app", **{name: "mlma.api.auth" for name in __all__ if name != "create_app"}}
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'mlma.api' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
