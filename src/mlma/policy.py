@@ -187,6 +187,40 @@ def available_policies() -> list[str]:
     return ["never", "periodic:K", "always", "mlma", "adwin", "page-hinkley"]
 
 
+_KINDS = {"never": "never", "always": "always", "periodic": "periodic", "mlma": "mlma", "adwin": "adwin",
+          "page-hinkley": "page-hinkley", "pagehinkley": "page-hinkley", "ph": "page-hinkley"}
+
+
+def policy_kind(spec: str) -> str:
+    """Check a policy name and say which kind it is, without building the policy.
+
+    Project files are checked by every command, ``mlma status`` included, and building ``mlma`` would import
+    SciPy; this check costs nothing.
+
+    >>> policy_kind("Periodic:3"), policy_kind("ph"), policy_kind("mlma")
+    ('periodic', 'page-hinkley', 'mlma')
+    >>> policy_kind("periodic:0")
+    Traceback (most recent call last):
+    ...
+    ValueError: periodic re-training needs a whole number of ticks >= 1, got 0
+    """
+    kind = _KINDS.get(spec.strip().partition(":")[0].lower())
+    if kind is None:
+        raise ValueError(f"unknown policy {spec!r}; choose from {', '.join(available_policies())}")
+    if kind == "periodic":
+        _periodic(spec)  # cheap to build, and its own checks are the ones that count
+    return kind
+
+
+def _periodic(spec: str) -> PeriodicRetrain:
+    arg = spec.strip().partition(":")[2]
+    try:
+        every = int(arg) if arg else 7
+    except ValueError:
+        raise ValueError(f"periodic policy needs a whole number of ticks, as in 'periodic:7'; got {spec!r}") from None
+    return PeriodicRetrain(every)
+
+
 def make_policy(spec: str, **params) -> Policy:
     """Build a policy from its name, e.g. ``"never"``, ``"periodic:7"``, ``"always"``, ``"mlma"``.
 
@@ -197,24 +231,17 @@ def make_policy(spec: str, **params) -> Policy:
     ...
     ValueError: unknown policy 'sometimes'; choose from never, periodic:K, always, mlma, adwin, page-hinkley
     """
-    name, _, arg = spec.strip().partition(":")
-    name = name.lower()
-    if name == "never":
+    kind = policy_kind(spec)
+    if kind == "never":
         return NeverRetrain()
-    if name == "always":
+    if kind == "always":
         return AlwaysRetrain()
-    if name == "periodic":
-        try:
-            every = int(arg) if arg else 7
-        except ValueError:
-            raise ValueError(f"periodic policy needs a whole number of ticks, as in 'periodic:7'; got {spec!r}")
-        return PeriodicRetrain(every)
-    if name == "mlma":
+    if kind == "periodic":
+        return _periodic(spec)
+    if kind == "mlma":
         from mlma.mlma_policy import MLMAPolicy
 
         return MLMAPolicy(**params)
-    if name in ("adwin", "page-hinkley", "pagehinkley", "ph"):
-        from mlma.drift_policy import DriftDetectorPolicy
+    from mlma.drift_policy import DriftDetectorPolicy
 
-        return DriftDetectorPolicy("adwin" if name == "adwin" else "page-hinkley")
-    raise ValueError(f"unknown policy {spec!r}; choose from {', '.join(available_policies())}")
+    return DriftDetectorPolicy(kind)

@@ -225,13 +225,13 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     if not (a.executor in ("inline", "process") or a.executor.startswith(("process:", "dask://", "tcp://"))):
         raise ConfigError(f"{path}: [agent] executor must be inline, process[:N] or dask://host:port, "
                           f"got {a.executor!r}")
-    from mlma.policy import make_policy
+    from mlma.policy import policy_kind
 
     try:
-        make_policy(a.policy)
+        kind = policy_kind(a.policy)
     except ValueError as exc:
         raise ConfigError(f"{path}: [agent] policy: {exc}") from None
-    if a.policy.strip().lower() in ("adwin", "page-hinkley", "pagehinkley", "ph"):
+    if kind in ("adwin", "page-hinkley"):
         raise ConfigError(f"{path}: [agent] policy {a.policy!r} is a backtest baseline; live operation runs "
                           "mlma, never, always or periodic:K")
     if config.model.train_window_ticks < 0:
