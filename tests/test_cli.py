@@ -77,3 +77,49 @@ def test_unknown_policy_is_rejected(tmp_path):
                   "y": [1.0, 2, 3]}).to_csv(tmp_path / "d.csv", index=False)
     bt = run("backtest", "--data", "d.csv", "--policies", "never,sometimes", cwd=tmp_path)
     assert bt.returncode == 2 and "unknown policy" in bt.stdout
+
+
+# Which modules a command loads, seen from inside the process that runs it: the guard on start-up time that
+# does not depend on the machine's speed (benchmarks/bench_cli.py measures the time itself).
+RUN_AND_LIST_MODULES = """
+import json, sys
+sys.argv = ["mlma", *json.loads(sys.argv[1])]
+from mlma.cli import app
+try:
+    app()
+except SystemExit as exc:
+    code = exc.code
+else:
+    code = 0
+print("\\nMODULES " + json.dumps({"code": code, "modules": sorted({m.split(".")[0] for m in sys.modules})}))
+"""
+
+
+def modules_loaded_by(*args: str, cwd: Path) -> tuple[str, set[str]]:
+    done = subprocess.run([sys.executable, "-c", RUN_AND_LIST_MODULES, json.dumps(args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    output, _, listing = done.stdout.rpartition("\nMODULES ")
+    assert listing, done.stdout + done.stderr
+    result = json.loads(listing)
+    assert result["code"] in (0, None), output + done.stderr
+    return output, set(result["modules"])
+
+
+def test_help_loads_neither_the_web_stack_nor_the_data_stack(tmp_path):
+    output, modules = modules_loaded_by("--help", cwd=tmp_path)
+    assert "serve" in output and "status" in output and "backtest" in output   # every command is listed
+    heavy = {"fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "pandas", "numpy", "scipy", "sklearn",
+             "lightgbm", "matplotlib", "prometheus_client"}
+    assert not modules & heavy, f"`mlma --help` imports {sorted(modules & heavy)}"
+
+
+def test_status_loads_the_store_but_not_the_statistics_models_or_web_stack(tmp_path):
+    ds = pd.date_range("2025-01-01", periods=72, freq="h")
+    pd.DataFrame({"unique_id": "a", "ds": ds, "y": range(72)}).to_csv(tmp_path / "a.csv", index=False)
+    assert run("init", "proj", "--model", "ridge", cwd=tmp_path).returncode == 0
+    assert run("ingest", str(tmp_path / "a.csv"), cwd=tmp_path / "proj").returncode == 0
+    output, modules = modules_loaded_by("status", cwd=tmp_path / "proj")
+    assert "streams" in output and "next tick due" in output
+    assert {"sqlalchemy", "pandas"} <= modules   # the store needs them: the floor of `mlma status`
+    heavy = {"fastapi", "starlette", "uvicorn", "scipy", "sklearn", "lightgbm", "matplotlib", "river"}
+    assert not modules & heavy, f"`mlma status` imports {sorted(modules & heavy)}"
