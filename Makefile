@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install browser clean
+.PHONY: demo test test-fast install browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ browser:
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The inner loop: SQLite only, no browser, no long simulations (markers set in tests/conftest.py).
+# `make test` stays the full suite; run it before pushing.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not postgres and not browser"
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache
