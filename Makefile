@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install browser clean
+.PHONY: demo test test-fast install browser prometheus clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,16 @@ browser:
 	  (echo "installing chromium for the browser tests" && apt-get update -qq && \
 	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
-test: $(STAMP) browser
+# The alert-rule and dashboard tests (tests/test_grafana.py) run promtool and a real Prometheus: Debian's
+# package, unpacked into .mlma-cache/prometheus rather than installed, so no Prometheus service is set up.
+PROMETHEUS_DIR := .mlma-cache/prometheus
+prometheus:
+	@command -v promtool >/dev/null 2>&1 || [ -x $(PROMETHEUS_DIR)/usr/bin/promtool ] || [ ! -x /usr/bin/apt-get ] || \
+	  (echo "unpacking Debian's prometheus package (promtool) for the alert-rule tests" && \
+	   { [ "$$(id -u)" != 0 ] || apt-get update -qq; } && mkdir -p $(PROMETHEUS_DIR) && cd $(PROMETHEUS_DIR) && \
+	   apt-get download -qq prometheus >/dev/null 2>&1 && dpkg-deb -x prometheus_*.deb . && rm prometheus_*.deb)
+
+test: $(STAMP) browser prometheus
 	$(BIN)/python -m pytest
 
 # The inner loop: SQLite only, no browser, no long simulations (markers set in tests/conftest.py).
@@ -32,4 +41,4 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not postgres and not browser"
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache
+	rm -rf $(VENV) demo-output .pytest_cache .mlma-cache
