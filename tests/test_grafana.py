@@ -12,22 +12,27 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 import yaml
-from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlma.api import create_app
+from mlma.api import create_app, create_token
 from mlma.api.sample import build_sample_fleet
 from mlma.control import Operations
 from mlma.store import Store
 from mlma.store import schema as S
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "mlma-dashboard.json"
 ALERTS = DEPLOY / "prometheus" / "mlma-alerts.yml"
 ALERT_TESTS = DEPLOY / "prometheus" / "mlma-alerts.test.yml"
@@ -37,24 +42,47 @@ TARGET_LABELS = {"job", "instance"}
 
 # -- what /metrics serves ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> dict[str, dict[str, set[str]]]:
-    """{sample name: {label: values seen}} from /metrics of a store with a small fleet after its ticks."""
+def site(tmp_path_factory):
+    """A small fleet after its ticks, served by uvicorn on a free port; yields its URL and a viewer token."""
+    import uvicorn
+
     folder = tmp_path_factory.mktemp("grafana")
-    with Store.create(f"sqlite:///{folder / 'mlma.db'}") as store:
-        fleet = build_sample_fleet(store, folder / "artifacts", n_streams=12, n_ticks=8)
-        # A person rolls a promoted stream back: the audited action the roll-back panels count.
-        Operations(store, artifacts=folder / "artifacts").rollback(fleet.promoted[0], None, by="user:ana",
-                                                                   reason="bad week")
-        # One webhook delivery that failed after its attempts, as mlma.alerts records it (no receiver to reach).
-        with store.engine.begin() as conn:
-            conn.execute(sa.insert(S.alert_notifications).values(
-                receiver="ops", group_key='{kind="silent"}', escalation_ids=[1], status="failed", attempts=3,
-                created_at=dt.datetime.now(dt.timezone.utc)))
-        client = TestClient(create_app(store, artifacts=folder / "artifacts", public_metrics=True))
-        response = client.get("/metrics")
-    assert response.status_code == 200, response.text
+    store = Store.create(f"sqlite:///{folder / 'mlma.db'}")
+    fleet = build_sample_fleet(store, folder / "artifacts", n_streams=12, n_ticks=8)
+    # A person rolls a promoted stream back: the audited action the roll-back panels count.
+    Operations(store, artifacts=folder / "artifacts").rollback(fleet.promoted[0], None, by="user:ana",
+                                                               reason="bad week")
+    # One webhook delivery that failed after its attempts, as mlma.alerts records it (no receiver to reach).
+    with store.engine.begin() as conn:
+        conn.execute(sa.insert(S.alert_notifications).values(
+            receiver="ops", group_key='{kind="silent"}', escalation_ids=[1], status="failed", attempts=3,
+            created_at=dt.datetime.now(dt.timezone.utc)))
+    _, token = create_token(store, "prometheus", "viewer", by="user:ana")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(store, artifacts=folder / "artifacts"), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield {"url": f"http://127.0.0.1:{port}", "port": port, "token": token, "folder": folder}
+    server.should_exit = True
+    thread.join(10)
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def served(site) -> dict[str, dict[str, set[str]]]:
+    """{sample name: {label: values seen}} from the server's /metrics, read as Prometheus reads it."""
+    request = urllib.request.Request(site["url"] + "/metrics", headers={"Authorization": f"Bearer {site['token']}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        body = response.read().decode("utf-8")
     names: dict[str, dict[str, set[str]]] = {}
-    for family in text_string_to_metric_families(response.text):
+    for family in text_string_to_metric_families(body):
         for sample in family.samples:
             labels = names.setdefault(sample.name, {})
             for key, value in sample.labels.items():
@@ -314,23 +342,109 @@ def test_alert_rules_are_complete():
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], rule["alert"]
         if "for" in rule:
             assert re.fullmatch(r"(\d+[smhdwy])+", rule["for"]), rule["alert"]
-    documented = (Path(__file__).resolve().parents[1] / "docs" / "alerts.md").read_text()
+    documented = (REPO / "docs" / "alerts.md").read_text()
     assert [n for n in names if n not in documented] == [], "docs/alerts.md should explain every alert"
 
 
-def _promtool() -> str:
-    found = shutil.which("promtool")
+def _tool(name: str) -> str:
+    """promtool or prometheus: on the PATH, or unpacked by `make prometheus`."""
+    found = shutil.which(name) or shutil.which(name, path=str(REPO / ".mlma-cache" / "prometheus" / "usr" / "bin"))
     if found is None:
         if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("no promtool: in CI (CI=true) the alert rules must be checked; `make promtool` installs it")
-        pytest.skip("no promtool (`make promtool`, or apt-get install prometheus) to check the alert rules")
+            pytest.fail(f"no {name}: in CI (CI=true) the alert rules and the dashboard must be checked with it; "
+                        "`make prometheus` unpacks it")
+        pytest.skip(f"no {name} (`make prometheus`, or apt-get install prometheus) to check the alert rules")
     return found
 
 
 def test_promtool_accepts_the_rules_and_their_unit_tests_pass():
-    promtool = _promtool()
+    promtool = _tool("promtool")
     checked = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     tested = subprocess.run([promtool, "test", "rules", ALERT_TESTS.name], cwd=ALERT_TESTS.parent,
                             capture_output=True, text=True, timeout=120)
     assert tested.returncode == 0, tested.stdout + tested.stderr
+
+
+# -- a real Prometheus scraping the real server ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prometheus(site, tmp_path_factory):
+    """Prometheus scraping the site every second as job "mlma", with the alert rules loaded; yields its URL."""
+    binary = _tool("prometheus")
+    folder = tmp_path_factory.mktemp("prometheus")
+    (folder / "token").write_text(site["token"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (folder / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(ALERTS)],
+        "scrape_configs": [{"job_name": "mlma", "authorization": {"credentials_file": str(folder / "token")},
+                            "static_configs": [{"targets": [f"127.0.0.1:{site['port']}"]}]}],
+    }))
+    log = open(folder / "prometheus.log", "w")
+    process = subprocess.Popen([binary, f"--config.file={folder / 'prometheus.yml'}",
+                                f"--storage.tsdb.path={folder / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # Ready once three scrapes are in: every increase() over a window then has samples to work with.
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, (folder / "prometheus.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "Prometheus did not scrape mlma within 60 s: " + \
+                (folder / "prometheus.log").read_text()[-3000:]
+            try:
+                result = _query(url, 'count_over_time(mlma_build_info{job="mlma"}[1m])')
+                if result and float(result[0]["value"][1]) >= 3:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def _get(url: str, path: str, **params) -> dict:
+    with urllib.request.urlopen(f"{url}{path}?{urllib.parse.urlencode(params, doseq=True)}", timeout=30) as response:
+        payload = json.loads(response.read())
+    assert payload["status"] == "success", payload
+    return payload["data"]
+
+
+def _query(url: str, expr: str) -> list:
+    return _get(url, "/api/v1/query", query=expr)["result"]
+
+
+def test_every_dashboard_query_returns_data_in_a_real_prometheus(prometheus):
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries, variable_labels = dashboard_queries(dashboard)
+    # What Grafana puts in for its variables: "All" jobs, and its rate interval.
+    grafana = {"$job": ".+", "$__rate_interval": "1m", "${DS_PROMETHEUS}": ""}
+    empty = []
+    for where, expr in queries.items():
+        for variable, value in grafana.items():
+            expr = expr.replace(variable, value)
+        if not _query(prometheus, expr):
+            empty.append(f"{where}: {expr}")
+    assert empty == [], "queries without data: " + "; ".join(empty)
+    for where, metric, label in variable_labels:
+        assert "mlma" in _get(prometheus, f"/api/v1/label/{label}/values", **{"match[]": metric}), where
+
+
+def test_the_alert_rules_load_and_evaluate_in_a_real_prometheus(prometheus):
+    groups = _get(prometheus, "/api/v1/rules")["groups"]
+    rules = {rule["name"]: rule for group in groups for rule in group["rules"]}
+    assert set(rules) == {r["alert"] for r in alert_rules()}
+    deadline = time.monotonic() + 30
+    while any(rule.get("lastEvaluation", "").startswith("0001") for rule in rules.values()):
+        assert time.monotonic() < deadline, "rules were not evaluated within 30 s"
+        time.sleep(0.5)
+        rules = {rule["name"]: rule for group in _get(prometheus, "/api/v1/rules")["groups"] for rule in group["rules"]}
+    assert {name: rule.get("lastError") for name, rule in rules.items() if rule["health"] != "ok"} == {}
+    # The agent is scraped, its last tick just finished and its data is fresh: these must be quiet.
+    for name in ("MlmaNotScraped", "MlmaTickOverdue", "MlmaDataStale", "MlmaTickAbandoned"):
+        assert rules[name]["state"] == "inactive", (name, rules[name]["alerts"])
