@@ -12,7 +12,8 @@ lazy imports cannot go below.
 Usage::
 
     .venv/bin/python benchmarks/bench_cli.py                             # about 30 s
-    .venv/bin/python benchmarks/bench_cli.py --baseline fa8998c --write-docs
+    .venv/bin/python benchmarks/bench_cli.py --baseline fa8998c --write-docs --json /tmp/cli.json
+    .venv/bin/python benchmarks/bench_cli.py --from-json /tmp/cli.json --write-docs   # re-render only
 """
 
 from __future__ import annotations
@@ -101,7 +102,8 @@ def time_commands(trees: dict[str, Path], project: Path, repeats: int) -> list[d
 
 
 def import_floor(src: Path, repeats: int) -> list[dict]:
-    """Fastest of ``repeats`` processes that import the first k steps, for each k; the differences are the steps.
+    """Fastest of ``repeats`` processes (wall and CPU time) that import the first k steps, for each k; the
+    differences are the steps.
 
     The fastest rather than the median: on a shared machine the noise only ever adds time, and a step's own
     cost is what is left without it.
@@ -109,15 +111,19 @@ def import_floor(src: Path, repeats: int) -> list[dict]:
     totals = []
     for k in range(1, len(IMPORT_STEPS) + 1):
         code = "; ".join(stmt for _, stmt in IMPORT_STEPS[:k] if stmt) or "pass"
-        walls = []
+        walls, cpus = [], []
         for _ in range(repeats + 1):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             subprocess.run([sys.executable, "-c", code], env=environment(src), check=True, timeout=120)
             walls.append(time.perf_counter() - started)
-        totals.append(min(walls[1:]))
-    rows, previous = [], 0.0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime))
+        totals.append((min(walls[1:]), min(cpus[1:])))
+    rows, previous = [], (0.0, 0.0)
     for (step, _), total in zip(IMPORT_STEPS, totals):
-        rows.append({"step": step, "adds_s": total - previous, "cumulative_s": total})
+        rows.append({"step": step, "adds_s": total[0] - previous[0], "cumulative_s": total[0],
+                     "adds_cpu_s": total[1] - previous[1], "cumulative_cpu_s": total[1]})
         previous = total
     return rows
 
@@ -130,7 +136,13 @@ def baseline_tree(rev: str, folder: Path) -> Path:
 
 def markdown(result: dict) -> str:
     m = result["machine"]
-    lines = [f"Measured {m['date']} on {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, code {m['code']}; "
+    baseline = [row["tree"] for row in result["commands"] if row["tree"] != "this tree"]
+    lines = ["## Start-up of the `mlma` command", "",
+             "`benchmarks/bench_cli.py` runs `mlma --help` and `mlma status` (a SQLite project of 10 simulated zones "
+             "replayed tick by tick) in fresh processes, as the console script does"
+             + (f", on this tree and on the `src` of {baseline[0]} (before the imports were made lazy), run by run "
+                "in turn" if baseline else "") + ".", "",
+             f"Measured {m['date']} on {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, code {m['code']}; "
              f"load average {m['load_average_start']} at the start, {result['load_average_end']} at the end. "
              f"Median of {result['repeats']} runs each, after one warm-up run.", "",
              "| command | code | median wall | fastest | median CPU |", "| --- | --- | ---: | ---: | ---: |"]
@@ -138,9 +150,11 @@ def markdown(result: dict) -> str:
         lines.append(f"| `{row['command']}` | {row['tree']} | {row['median_wall_s']:.2f} s | "
                      f"{row['min_wall_s']:.2f} s | {row['median_cpu_s']:.2f} s |")
     lines += ["", "What `mlma status` cannot avoid: one process per row imports everything up to that row "
-              f"(fastest of {result['repeats']}):", "", "| import | adds | cumulative |", "| --- | ---: | ---: |"]
+              f"(fastest of {result['repeats']}):", "", "| import | adds (wall) | cumulative (wall) | adds (CPU) | cumulative (CPU) |",
+              "| --- | ---: | ---: | ---: | ---: |"]
     for row in result["floor"]:
-        lines.append(f"| {row['step']} | {row['adds_s']:.3f} s | {row['cumulative_s']:.3f} s |")
+        lines.append(f"| {row['step']} | {row['adds_s']:.3f} s | {row['cumulative_s']:.3f} s | "
+                     f"{row.get('adds_cpu_s', float('nan')):.3f} s | {row.get('cumulative_cpu_s', float('nan')):.3f} s |")
     return "\n".join(lines) + "\n"
 
 
@@ -150,9 +164,16 @@ def main() -> None:
     parser.add_argument("--baseline", help="Also time the src tree of this git revision, e.g. fa8998c.")
     parser.add_argument("--write-docs", action="store_true", help="Write the tables into docs/benchmarks.md.")
     parser.add_argument("--json", type=Path, help="Keep the raw measurements in this file.")
+    parser.add_argument("--from-json", type=Path, help="Render saved measurements instead of measuring.")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    if args.from_json:
+        text = markdown(json.loads(args.from_json.read_text()))
+        print(text)
+        if args.write_docs:
+            write_section(REPO / "docs" / "benchmarks.md", BEGIN, END, text, append=True)
+        return
     with tempfile.TemporaryDirectory(prefix="mlma-bench-cli-") as tmp:
         tmp = Path(tmp)
         machine = machine_info()
