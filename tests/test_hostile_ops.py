@@ -21,7 +21,7 @@ from mlma.project import load_config
 from mlma.registry import ModelRegistry
 from mlma.simulate import simulate_platform
 from mlma.store import Store
-from tests.test_live import FIRST_TICK, day_chunks, make_project, run_cli
+from test_live import FIRST_TICK, day_chunks, make_project, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +166,88 @@ def test_retrain_through_the_cli_is_a_way_out_for_a_stream_whose_only_model_is_d
     outcome = ops.actions(status="applied").set_index("unique_id").loc[uid, "outcome"]
     assert outcome == "re-fitted on the stream's window (version 2)"
     assert not every_stream_forecast(store, store.last_done_tick())
+
+
+# -- 2. kill -9 of a tick with a process pool ----------------------------------------------------------------------
+SLOW_MODEL = '''
+import os, time
+from mlma.models import SeasonalNaive
+
+class Slow(SeasonalNaive):
+    """Seasonal naive whose fit takes a minute and says when it started."""
+    def fit(self, ds, y, X=None):
+        open(os.environ["SLOW_FIT_STARTED"], "a").write(f"{os.getpid()}\\n")
+        time.sleep(60)
+        return super().fit(ds, y, X)
+'''
+
+
+def children(pid: int) -> set[int]:
+    """Live (non-zombie) child processes of ``pid``, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.add(pid)
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_exit_when_a_tick_is_killed_with_sigkill_mid_fit(tmp_path, platform):
+    (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
+    started = tmp_path / "fit-started"
+    root = make_project(tmp_path / "p", model="slowmodel:Slow")
+    root.joinpath("mlma.toml").write_text(root.joinpath("mlma.toml").read_text()
+                                          .replace('executor = "inline"', 'executor = "process:2"'))
+    data = tmp_path / "history.csv"
+    day0 = platform["ds"].min().normalize()
+    platform[platform["ds"] < day0 + pd.Timedelta(days=FIRST_TICK)].to_csv(data, index=False)
+    assert run_cli(root, "ingest", str(data)).returncode == 0
+    env = {**os.environ, "SLOW_FIT_STARTED": str(started),
+           "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    tick = subprocess.Popen([sys.executable, "-m", "mlma.cli", "tick", "--project", str(root)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while not (started.exists() and len(started.read_text().split()) >= 2):
+            assert tick.poll() is None, tick.stderr.read().decode()
+            assert time.monotonic() < deadline, "no fit started"
+            time.sleep(0.05)
+        workers = children(tick.pid)
+        fitting = {int(p) for p in started.read_text().split()}
+        assert fitting <= workers and len(workers) >= 2
+        os.kill(tick.pid, signal.SIGKILL)
+        tick.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(workers), f"pool workers {sorted(alive(workers))} outlived their killed parent"
+    finally:
+        if tick.poll() is None:
+            tick.kill()
+        for pid in alive(workers):
+            os.kill(pid, signal.SIGKILL)
+    # The store is as a crash leaves it: the next run (inline) does the start-up and ticks on.
+    root.joinpath("mlma.toml").write_text(root.joinpath("mlma.toml").read_text()
+                                          .replace('spec = "slowmodel:Slow"', 'spec = "ridge"')
+                                          .replace('executor = "process:2"', 'executor = "inline"'))
+    rerun = run_cli(root, "tick")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr

@@ -342,7 +342,7 @@ class ModelRegistry:
         sid = self.store.resolve(stream)
         current = self.champion(sid)
         if current is None or current.version != int(version):
-            self._check_loadable(stream, self.version(sid, int(version)), "promote")
+            self._check_loadable(stream, self.version(stream, int(version)), "promote")
             self._move([ChampionMove(sid, int(version), by, reason, "promote")])
         return self.version(sid, int(version))
 
@@ -354,7 +354,9 @@ class ModelRegistry:
             raise ValueError(f"streams and versions differ in length: {len(streams)} vs {len(versions)}")
         ids = self._ids(streams)
         for s, v in zip(ids, versions):
-            self._check_loadable(int(s), self.version(int(s), int(v)), "promote")
+            found = self._versions(S.model_versions.c.stream_id == int(s), S.model_versions.c.version == int(v))
+            if found:  # a version that does not exist is refused by the move itself, naming the stream
+                self._check_loadable(int(s), found[0], "promote")
         self._move([ChampionMove(int(s), int(v), by, reason, "promote") for s, v in zip(ids, versions)])
 
     def rollback(self, stream: int | str, to_version: int | None = None, *, by: str,
@@ -372,7 +374,7 @@ class ModelRegistry:
                                  "give to_version")
         if int(to_version) == current.version:
             raise ValueError(f"version {to_version} of stream {stream!r} is already the champion")
-        self._check_loadable(stream, self.version(sid, int(to_version)), "roll back")
+        self._check_loadable(stream, self.version(stream, int(to_version)), "roll back")
         self._move([ChampionMove(sid, int(to_version), by, reason, "rollback")])
         return self.version(sid, int(to_version))
 
