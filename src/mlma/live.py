@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import signal
@@ -51,7 +52,7 @@ from mlma.models import ForecastContext
 from mlma.policy import Verdict, make_policy
 from mlma.project import ProjectConfig
 from mlma.registry import ModelRegistry
-from mlma.store import Store, forecast_frame
+from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store import schema as S
 from mlma.store.records import ChampionMove
 from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
@@ -197,8 +198,25 @@ class LiveAgent:
         if newest is None:
             return None
         if cached is None or cached.tick != newest:
-            self._state_cache = cached = self.store.load_state(int(newest))
+            try:
+                self._state_cache = cached = self.store.load_state(int(newest))
+            except StateCorrupted as exc:
+                intact = [tick for tick, error in self.saved_states() if error is None]
+                raise StateCorrupted(
+                    f"the saved agent state of tick {int(newest)} is damaged ({exc}); the agent does not continue "
+                    f"from a damaged state. Intact saved states: "
+                    f"{', '.join(f'tick {t}' for t in intact) or 'none'}. Restore the store from a backup taken "
+                    f"after tick {int(newest)} (docs/operations.md, 'Backup and restore')") from None
         return cached
+
+    def saved_states(self) -> list[tuple[int, str | None]]:
+        """Every saved agent state, newest first: its tick, and None if its bytes match their recorded
+        SHA-256, else why not."""
+        a = S.agent_state
+        with self.store._read() as conn:
+            rows = conn.execute(sa.select(a.c.tick, a.c.sha256, a.c.blob).order_by(a.c.tick.desc())).all()
+        return [(int(tick), None if hashlib.sha256(bytes(blob)).hexdigest() == sha
+                 else "its bytes do not match the SHA-256 recorded with them") for tick, sha, blob in rows]
 
     def _data_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
         ds = S.observations.c.ds
@@ -301,8 +319,10 @@ class LiveAgent:
         except BaseException as exc:
             try:
                 self.store.fail_tick(k, exc)
-            except Exception:  # noqa: BLE001 - the original error matters more
-                log.exception("could not record the failure of tick %s", k)
+            except Exception as record_error:  # noqa: BLE001 - the original error matters more
+                # One line: a full disk or a lost database fails this too, and the tick's own error follows.
+                log.error("could not record the failure of tick %s: %s: %s", k, type(record_error).__name__,
+                          (str(record_error).strip().splitlines() or [""])[0])
             raise
         if getattr(self, "_executor_dirty", False) and self._own_executor and self._executor is not None:
             # A timed-out fit may still occupy a worker: the next tick gets a fresh pool.
@@ -700,6 +720,30 @@ class LiveAgent:
         if tick is None:
             raise NotReady("no tick has run yet: run `mlma tick` first")
         return self.store.forecasts(tick)
+
+
+def open_agent(config: ProjectConfig, *, executor=None, stopping=lambda: False, first_delay: float = 1.0,
+               max_delay: float = 60.0) -> LiveAgent | None:
+    """Open the project's agent, retrying with back-off (``first_delay`` doubling up to ``max_delay`` seconds)
+    while its database cannot be reached, with a log line per attempt; None if ``stopping()`` became true.
+
+    For a service (``mlma run``) that starts before its database, or while the database restarts.
+    """
+    delay, attempt = first_delay, 0
+    while True:
+        attempt += 1
+        try:
+            return LiveAgent(config, executor=executor)
+        except sa.exc.OperationalError as exc:
+            reason = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("the store %s cannot be reached (attempt %d: %s); retrying in %.0f s",
+                        sa.make_url(config.store_url).render_as_string(hide_password=True), attempt, reason, delay)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if stopping():
+                return None
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, max_delay)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
