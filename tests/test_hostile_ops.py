@@ -251,3 +251,200 @@ def test_pool_workers_exit_when_a_tick_is_killed_with_sigkill_mid_fit(tmp_path, 
                                           .replace('executor = "process:2"', 'executor = "inline"'))
     rerun = run_cli(root, "tick")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+
+
+# -- shared by the store faults ---------------------------------------------------------------------------------
+def small_project(root: Path, platform: pd.DataFrame, days: int = FIRST_TICK + 2, *, db: str | None = None,
+                  url_suffix: str = "") -> tuple[Path, pd.DataFrame]:
+    """A project of 6 zones that ran its start-up and ticks through ``days`` days; returns it and the rest."""
+    frame = platform[platform["unique_id"].isin(sorted(platform["unique_id"].unique())[:6])]
+    make_project(root, db=db)
+    if url_suffix:
+        toml = root / "mlma.toml"
+        toml.write_text(toml.read_text().replace('url = "sqlite:///mlma.db"', f'url = "sqlite:///mlma.db{url_suffix}"'))
+    day0 = frame["ds"].min().normalize()
+    history = root.parent / f"{root.name}-history.csv"
+    frame[frame["ds"] < day0 + pd.Timedelta(days=days)].to_csv(history, index=False)
+    ran = run_cli(root, "ingest", str(history))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    ran = run_cli(root, "tick", "--all")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    return root, frame[frame["ds"] >= day0 + pd.Timedelta(days=days)]
+
+
+def next_day_file(rest: pd.DataFrame, folder: Path, day: int = 0) -> Path:
+    day0 = rest["ds"].min().normalize()
+    path = folder / f"day-{day}.csv"
+    rest[(rest["ds"] >= day0 + pd.Timedelta(days=day)) & (rest["ds"] < day0 + pd.Timedelta(days=day + 1))] \
+        .to_csv(path, index=False)
+    return path
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The command failed with one line on stderr and no traceback; returns the line."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr and "╭" not in result.stderr, result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def ticks_on(root: Path, rest: pd.DataFrame, folder: Path, day: int = 0) -> None:
+    """The real data that follows a fault ingests, ticks, and every stream gets a forecast."""
+    ran = run_cli(root, "ingest", str(next_day_file(rest, folder, day)))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    ran = run_cli(root, "tick")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    with Store.open(load_config(root).store_url) as store:
+        assert not every_stream_forecast(store, store.last_done_tick())
+
+
+def store_content(root: Path) -> dict:
+    import sqlalchemy as sa
+
+    from mlma.store import schema as S
+
+    with Store.open(load_config(root).store_url) as store, store.engine.connect() as conn:
+        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
+                for t in (S.observations, S.ingests, S.ticks, S.verdicts, S.forecasts, S.model_versions)} | {
+            "done": store.last_done_tick()}
+
+
+# -- 7. a locked SQLite file ----------------------------------------------------------------------------------------
+def test_a_locked_sqlite_store_exits_4_with_one_line(tmp_path, platform):
+    import sqlite3
+
+    root, rest = small_project(tmp_path / "p", platform, url_suffix="?timeout=1")
+    before = store_content(root)
+    day = next_day_file(rest, tmp_path)
+    holder = sqlite3.connect(root / "mlma.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")                 # another program holds the write lock
+    try:
+        for args in (("ingest", str(day)), ("tick",)):
+            started = time.monotonic()
+            result = run_cli(root, *args)
+            assert result.returncode == 4, result.stdout + result.stderr
+            assert "locked by another process" in one_line_error(result)
+            assert time.monotonic() - started < 30     # the URL's timeout=1, not the default minute
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store_content(root) == before
+    ticks_on(root, rest, tmp_path)
+
+
+# -- 8. a full disk -----------------------------------------------------------------------------------------------
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (needs root and mount); unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the device is full."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 16, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_ends_ingest_and_tick_with_one_line_and_changes_nothing(tmp_path, platform, small_disk):
+    root, rest = small_project(small_disk / "p", platform)
+    before = store_content(root)
+    day = next_day_file(rest, tmp_path)
+    filler = fill(small_disk)
+    for args in (("ingest", str(day)), ("tick",)):
+        result = run_cli(root, *args)
+        assert result.returncode == 5, result.stdout + result.stderr
+        assert "no space left on the device" in one_line_error(result)
+    filler.unlink()
+    after = store_content(root)
+    assert after == before
+    ticks_on(root, rest, tmp_path)
+
+
+# -- 6. a read-only file system -----------------------------------------------------------------------------------
+@pytest.fixture()
+def read_only_view(tmp_path):
+    """``(writable, read_only)``: a folder and a read-only bind mount of it (needs root and mount)."""
+    writable, view = tmp_path / "rw", tmp_path / "ro"
+    writable.mkdir()
+    view.mkdir()
+    done = subprocess.run(["mount", "--bind", str(writable), str(view)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {done.stderr.strip()}")
+    try:
+        done = subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        yield writable, view
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)
+
+
+def test_read_only_commands_work_on_a_read_only_file_system_and_writes_are_refused(tmp_path, platform,
+                                                                                  read_only_view):
+    writable, view = read_only_view
+    root, rest = small_project(writable / "p", platform)
+    assert not (writable / "p" / "mlma.db-wal").exists()     # closed cleanly, as a copied store would be
+    with pytest.raises(OSError):
+        (view / "p" / "probe").write_text("x")                  # really read-only, for root too
+    expected = run_cli(root, "forecast")
+    for args in (("status",), ("forecast",), ("audit",)):
+        result = run_cli(view / "p", *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert run_cli(view / "p", "forecast").stdout == expected.stdout
+    assert "(read-only)" in run_cli(view / "p", "status").stdout
+    refused = run_cli(view / "p", "tick")
+    assert refused.returncode == 5 and "read-only" in one_line_error(refused)
+    ticks_on(root, rest, tmp_path)                              # the writable copy carries on
+
+
+# -- 5. a damaged saved state ---------------------------------------------------------------------------------------
+def test_a_damaged_saved_state_is_reported_by_status_refused_by_tick_and_a_backup_restores(tmp_path, platform):
+    import shutil
+    import sqlite3
+
+    root, rest = small_project(tmp_path / "p", platform)
+    assert run_cli(root, "backup", str(tmp_path / "backup.db")).returncode == 0
+    db = root / "mlma.db"
+    conn = sqlite3.connect(db)
+    newest, blob = conn.execute("SELECT tick, blob FROM agent_state ORDER BY tick DESC LIMIT 1").fetchone()
+    damaged = bytearray(blob)
+    damaged[len(damaged) // 2] ^= 0xFF
+    conn.execute("UPDATE agent_state SET blob = ? WHERE tick = ?", (bytes(damaged), newest))
+    conn.commit()
+    conn.close()
+    status = run_cli(root, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    text = " ".join(status.stdout.split())
+    assert f"tick {newest} DAMAGED" in text and f"intact: tick {newest - 1}" in text
+    before = store_content(root)
+    ran = run_cli(root, "ingest", str(next_day_file(rest, tmp_path)))
+    assert ran.returncode == 0
+    refused = run_cli(root, "tick")
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    line = one_line_error(refused)
+    assert f"saved agent state of tick {newest} is damaged" in line and f"tick {newest - 1}" in line
+    assert "backup" in line
+    assert store_content(root)["done"] == before["done"]
+    # The documented way out: restore the backup, then the data that follows ticks on.
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(tmp_path / "backup.db", db)
+    ticks_on(root, rest, tmp_path)

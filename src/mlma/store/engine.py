@@ -19,8 +19,10 @@ PostgreSQL
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
@@ -87,6 +89,18 @@ def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
             path.parent.mkdir(parents=True, exist_ok=True)
             engine = sa.create_engine(parsed.set(query=query), connect_args={"timeout": busy})
     engine.mlma_read_only = read_only
+    if not memory:
+        folder = Path(parsed.database).expanduser().resolve().parent
+
+        @sa.event.listens_for(engine, "handle_error")
+        def _on_error(context) -> None:
+            # SQLite reports a full disk as "disk is full" or, when its shared-memory file cannot grow, as a
+            # "disk I/O error": say which, with the path.
+            error = context.original_exception
+            text = str(error).lower()
+            if isinstance(error, sqlite3.OperationalError) and ("disk is full" in text or "disk i/o" in text):
+                if "disk is full" in text or _nearly_full(folder):
+                    raise OSError(errno.ENOSPC, "No space left on device", str(folder)) from error
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
@@ -109,6 +123,13 @@ def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def _sqlite_open_mode(path: Path) -> str | None:
