@@ -448,3 +448,187 @@ def test_a_damaged_saved_state_is_reported_by_status_refused_by_tick_and_a_backu
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     shutil.copy(tmp_path / "backup.db", db)
     ticks_on(root, rest, tmp_path)
+
+
+# -- 3. PostgreSQL timeouts -----------------------------------------------------------------------------------------
+def with_query(url: str, **params: str) -> str:
+    import sqlalchemy as sa
+
+    return sa.make_url(url).update_query_dict(params).render_as_string(hide_password=False)
+
+
+def test_a_postgresql_statement_that_runs_too_long_is_cancelled_and_logged(postgres_server, caplog):
+    import sqlalchemy as sa
+
+    from mlma.store.testing import postgres_schema
+
+    with postgres_schema(postgres_server) as url:
+        Store.create(url).close()
+        with Store.open(with_query(url, statement_timeout="1s")) as store:
+            started = time.monotonic()
+            with pytest.raises(sa.exc.OperationalError, match="statement timeout"), store._read() as conn:
+                conn.execute(sa.text("SELECT pg_sleep(30)"))
+            assert time.monotonic() - started < 10
+            assert store.streams().empty                      # the engine is usable afterwards
+        with Store.open(url) as store, store.engine.connect() as conn:
+            # The defaults reach the connection: server-side statement timeout, client keepalives.
+            assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "15min"
+            params = conn.connection.driver_connection.info.get_parameters()
+            assert params["keepalives"] == "1" and int(params["keepalives_idle"]) <= 60
+            assert int(params["tcp_user_timeout"]) > 0 and int(params["connect_timeout"]) > 0
+    assert any("statement_timeout (1s) fired" in r.getMessage() for r in caplog.records)
+
+
+def test_a_postgresql_server_that_never_answers_fails_within_the_connect_timeout(tmp_path, caplog):
+    """A listening socket on this machine that accepts TCP and never speaks: a black-holed server."""
+    import socket
+
+    import sqlalchemy as sa
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
+    try:
+        started = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError, match="timeout"):
+            Store.open(with_query(url, connect_timeout="2"))
+        assert time.monotonic() - started < 10
+        assert any("connect_timeout (2 s) fired" in r.getMessage() for r in caplog.records)
+        # Through the CLI: one line, exit 5, after the project's connect timeout.
+        root = tmp_path / "p"
+        make_project(root)
+        toml = root / "mlma.toml"
+        toml.write_text(toml.read_text().replace('url = "sqlite:///mlma.db"',
+                                                 f'url = "{with_query(url, connect_timeout="2")}"'))
+        started = time.monotonic()
+        result = run_cli(root, "status")
+        assert result.returncode == 5, result.stdout + result.stderr
+        assert "connect_timeout (2 s) fired" in result.stderr
+        assert "error: the PostgreSQL store cannot be used now: connection timeout expired" in result.stderr
+        assert "Traceback" not in result.stderr and time.monotonic() - started < 30
+    finally:
+        silent.close()
+
+
+# -- 4. mlma run before the database is up ----------------------------------------------------------------------------
+class Forwarder:
+    """A TCP forwarder on a local port to PostgreSQL, to be started late: until then nothing listens there."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.server = None
+
+    def start(self) -> None:
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+def test_mlma_run_waits_for_a_database_that_is_down_at_start_up(tmp_path, platform, postgres_server):
+    import sqlalchemy as sa
+
+    from mlma.store.testing import postgres_schema
+
+    target = sa.make_url(postgres_server)
+    with postgres_schema(postgres_server) as url:
+        root, rest = small_project(tmp_path / "p", platform, db=url)
+        forwarder = Forwarder((target.host or "127.0.0.1", target.port or 5432))
+        late = sa.make_url(url).set(port=forwarder.port).render_as_string(hide_password=False)
+        toml = root / "mlma.toml"
+        toml.write_text(toml.read_text().replace(url, late))
+        day = next_day_file(rest, tmp_path)
+        with Store.open(url) as store:
+            store.ingest_file(day)                        # a tick is due when the service starts
+            done = store.last_done_tick()
+        out_file, err_file = tmp_path / "run.out", tmp_path / "run.err"
+        with open(out_file, "w") as out, open(err_file, "w") as err:
+            service = subprocess.Popen([sys.executable, "-m", "mlma.cli", "run", "--every", "1s", "--project",
+                                        str(root)], stdout=out, stderr=err, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while "attempt 3" not in err_file.read_text():   # the database is "down": nothing listens there
+                assert service.poll() is None and time.monotonic() < deadline, err_file.read_text()
+                time.sleep(0.2)
+            forwarder.start()
+            with Store.open(url) as store:
+                while store.last_done_tick() == done:
+                    assert service.poll() is None and time.monotonic() < deadline, err_file.read_text()
+                    time.sleep(0.3)
+                assert not every_stream_forecast(store, store.last_done_tick())
+            service.send_signal(signal.SIGTERM)
+            service.wait(timeout=60)
+        finally:
+            if service.poll() is None:
+                service.kill()
+            forwarder.stop()
+        out, err = out_file.read_text(), err_file.read_text()
+        assert service.returncode == 0, err
+        retries = [line for line in err.splitlines() if "cannot be reached" in line]
+        assert "attempt 1: " in retries[0] and "Connection refused" in retries[0] and "retrying in" in retries[0]
+        assert len(retries) >= 3
+        assert f"tick {done + 1}:" in out
+
+
+def test_opening_the_agent_backs_off_while_the_database_is_down(tmp_path, caplog):
+    import logging
+    import socket
+
+    from mlma.live import open_agent
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()                                          # nothing listens on the port now
+    root = make_project(tmp_path / "p")
+    toml = root / "mlma.toml"
+    toml.write_text(toml.read_text().replace('url = "sqlite:///mlma.db"',
+                                             f'url = "postgresql+psycopg://postgres@127.0.0.1:{port}/test"'))
+    started = time.monotonic()
+    caplog.set_level(logging.WARNING, logger="mlma.live")
+    agent = open_agent(load_config(root), executor="inline", first_delay=0.2, max_delay=0.8,
+                       stopping=lambda: time.monotonic() - started > 3.5)
+    assert agent is None
+    waits = [float(r.getMessage().rsplit("retrying in ", 1)[1].split()[0]) for r in caplog.records
+             if "cannot be reached" in r.getMessage()]
+    assert waits[:4] == [0.2, 0.4, 0.8, 0.8]

@@ -736,7 +736,7 @@ def open_agent(config: ProjectConfig, *, executor=None, stopping=lambda: False, 
             return LiveAgent(config, executor=executor)
         except sa.exc.OperationalError as exc:
             reason = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
-            log.warning("the store %s cannot be reached (attempt %d: %s); retrying in %.0f s",
+            log.warning("the store %s cannot be reached (attempt %d: %s); retrying in %.3g s",
                         sa.make_url(config.store_url).render_as_string(hide_password=True), attempt, reason, delay)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline:
