@@ -128,6 +128,15 @@ def test_roll_back_or_promote_to_a_damaged_version_is_refused_and_changes_nothin
         ops.promote(uid, 1, by="user:ana")
     refused = run_cli(root, "rollback", uid, "--by", "ana")
     assert refused.returncode == 2 and "damaged" in refused.stdout and "Traceback" not in refused.stderr
+    from fastapi.testclient import TestClient
+
+    from mlma.api import auth, create_app
+
+    token = auth.create_token(store, "op", "operator", by="user:root")[1]
+    client = TestClient(create_app(store, artifacts=load_config(root).artifacts_dir))
+    answer = client.post("/api/actions/promote", json={"stream": uid, "version": 1},
+                         headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 422 and "damaged" in answer.text
     assert ops.registry.history(uid) == history and ops.registry.champion(uid).version == 2
     tick = tick_next_day(store, live, chunks)
     assert not every_stream_forecast(store, tick)
