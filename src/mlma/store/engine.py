@@ -4,8 +4,8 @@ SQLite
     A file store waits ``timeout`` seconds (default 60; ``sqlite:///mlma.db?timeout=5`` to change it) for
     another process's write lock before it gives up with "database is locked". A store on a file system it
     cannot write (a read-only mount, a file or folder without write permission) is opened **read-only**
-    (``mode=ro``; ``immutable=1`` when SQLite could not even create its shared-memory file and no
-    write-ahead log is pending), so commands that only read (``mlma status``, ``forecast``, ``audit``) work
+    (``mode=ro``; ``immutable=1`` on a read-only file system where SQLite could not even create its
+    shared-memory file and no write-ahead log is pending), so commands that only read (``mlma status``, ``forecast``, ``audit``) work
     there; a command that writes is refused by SQLite ("attempt to write a readonly database").
 
 PostgreSQL
@@ -132,6 +132,13 @@ def _nearly_full(folder: Path) -> bool:
         return False
 
 
+def _read_only_file_system(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): not known to be read-only
+        return False
+
+
 def _sqlite_open_mode(path: Path) -> str | None:
     """None to open the file normally, else the URI parameter of a read-only open."""
     if not path.is_file():
@@ -146,6 +153,8 @@ def _sqlite_open_mode(path: Path) -> str | None:
     if wal.exists() and wal.stat().st_size > 0:
         # Committed changes wait in the log, which SQLite cannot read without its shared-memory file.
         return "mode=ro"
+    if not _read_only_file_system(folder):
+        return "mode=ro"  # another user's store: its owner may write it while we read, so never immutable
     return "immutable=1"  # nothing can change the file while it is on a read-only medium
 
 

@@ -178,7 +178,7 @@ class Store:
             after a backup), or a newer one (upgrade mlma).
         """
         engine = _make_engine(url)
-        shown = engine.url.render_as_string(hide_password=True)
+        shown = sa.make_url(url).render_as_string(hide_password=True)  # as given, without engine defaults
         store = cls(engine, shown)
         if check_schema:
             try:
@@ -194,7 +194,7 @@ class Store:
         engine = _make_engine(url)
         try:
             migrate.upgrade(engine)
-            store = cls(engine, engine.url.render_as_string(hide_password=True))
+            store = cls(engine, sa.make_url(url).render_as_string(hide_password=True))
             store._check_schema()
         except BaseException:
             engine.dispose()
