@@ -641,3 +641,37 @@ def test_opening_the_agent_backs_off_while_the_database_is_down(tmp_path, caplog
     waits = [float(r.getMessage().rsplit("retrying in ", 1)[1].split()[0]) for r in caplog.records
              if "cannot be reached" in r.getMessage()]
     assert waits[:4] == [0.2, 0.4, 0.8, 0.8]
+
+
+def _pool_parent_script() -> str:
+    return (
+        "import os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from mlma.training import _exit_with_parent\n"
+        "pool = ProcessPoolExecutor(2, initializer=_exit_with_parent, initargs=(os.getpid(), False))\n"
+        "pids = set()\n"
+        "while len(pids) < 2:\n"
+        "    pids |= {f.result() for f in [pool.submit(os.getpid) for _ in range(20)]}\n"
+        "print(' '.join(map(str, sorted(pids))), flush=True)\n"
+        "time.sleep(600)\n")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_parent_watchdog_alone_ends_pool_workers_of_a_killed_process(tmp_path):
+    """Without PR_SET_PDEATHSIG (as on macOS, or a pool made off the main thread) the watchdog thread does it."""
+    parent = subprocess.Popen([sys.executable, "-c", _pool_parent_script()], stdout=subprocess.PIPE, text=True)
+    workers: set[int] = set()
+    try:
+        workers = {int(p) for p in parent.stdout.readline().split()}
+        assert len(workers) == 2 and alive(workers) == workers
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(workers)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        for pid in alive(workers):
+            os.kill(pid, signal.SIGKILL)
