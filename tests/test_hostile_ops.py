@@ -145,11 +145,13 @@ def test_roll_back_or_promote_to_a_damaged_version_is_refused_and_changes_nothin
 def test_a_version_damaged_after_a_persons_roll_back_does_not_stop_the_tick(project):
     root, store, live, ops, chunks = project
     config = load_config(root)
-    uid = store.streams()["unique_id"].iloc[2]
-    ops.force_retrain([uid], direct=True, by="user:ana")
+    uid, both = store.streams()["unique_id"].iloc[[2, 4]]
+    ops.force_retrain([uid, both], direct=True, by="user:ana")
     tick_next_day(store, live, chunks)
-    ops.rollback(uid, 1, by="user:ana", reason="version 2 overshoots")
-    corrupt(ops.registry, uid, 1)                     # damaged between the roll-back and the tick
+    for stream in (uid, both):
+        ops.rollback(stream, 1, by="user:ana", reason="version 2 overshoots")
+        corrupt(ops.registry, stream, 1)              # damaged between the roll-back and the tick
+    corrupt(ops.registry, both, 2)                    # and for this one the agent's own model too
     live.close()
     with fresh(store, config) as agent:
         tick = tick_next_day(store, agent, chunks)
@@ -157,6 +159,10 @@ def test_a_version_damaged_after_a_persons_roll_back_does_not_stop_the_tick(proj
         assert ops.registry.champion(uid).version == 2     # the agent's serving model stays, and says why
         assert "put in service by user:ana cannot be loaded" in ops.registry.history(uid)[-1].reason
         assert "artifact-broken" in set(store.escalations(streams=[uid])["kind"])
+        assert ops.registry.champion(both).version == 3    # nothing loads: re-fitted on its window
+        ops.registry.load(both)
+        tick = tick_next_day(store, agent, chunks)
+        assert not every_stream_forecast(store, tick)
 
 
 def test_retrain_through_the_cli_is_a_way_out_for_a_stream_whose_only_model_is_damaged(project):

@@ -9,7 +9,9 @@
 3. mark it ``running`` (committed, so a crash leaves a visible trace);
 4. load the saved per-stream state of the previous tick, the observations of the training window (never
    anything after the tick: replaying history does not peek ahead), the serving models from the registry
-   (each artifact verified against its SHA-256), the engineer's settings and queued actions;
+   (each artifact verified against its SHA-256; a stream whose model cannot be loaded falls back to an
+   earlier version or is re-fitted, and is escalated, while the rest of the fleet ticks on), the engineer's
+   settings and queued actions;
 5. run the tick: score, decide, re-train through the executor, judge challengers, forecast;
 6. write each new model's artifact (content-addressed, written to a temporary file and renamed, so there
    is never a half-written model), then commit everything the tick produced in **one transaction**:
@@ -382,6 +384,7 @@ class LiveAgent:
                 saved = state.arrays[f"live.{name}"]
                 live[name][:len(saved)] = saved
         repair = _Repair()
+        self._broken.clear()  # an artifact restored since the last tick loads again
         if state is not None:
             self._load_models(service, agent, live, repair)
         controls, actions, approvers = self._controls(k, streams, agent, live, service, repair)
@@ -525,9 +528,10 @@ class LiveAgent:
                 slot[s] = NO_MODEL
                 live[name][s] = -1
                 agent.shadow.pop(s, None)
-                repair.checks.append((s, version, {"result": "rejected", "why": f"artifact cannot be loaded: {error}"}))
-                repair.note(s, version, what, 2, f"the {what} (version {version}) cannot be loaded and was dropped: "
-                                                 f"{error}")
+                repair.checks.append((s, version, {"result": "rejected",
+                                                   "why": f"artifact cannot be loaded: {error}"}))
+                repair.note(s, version, what, 2,
+                            f"the {what} (version {version}) cannot be loaded and was dropped: {error}")
         for s, version in repair.broken.get("champion_version", {}).items():
             if s in controls.adopt:
                 continue  # a person put another (loadable) version in service this tick
@@ -549,6 +553,7 @@ class LiveAgent:
             else:
                 agent.champion[s] = NO_MODEL  # the tick fits a first model on the stream's window
                 agent.is_fallback[s] = False
+                repair.moves.pop(s, None)  # the new version is promoted as it is recorded
                 reason = (f"the serving version {version} cannot be loaded ({error}) and no earlier version "
                           "loads; re-fitted on the stream's training window")
                 repair.refit[s] = reason

@@ -5,8 +5,9 @@ SQLite
     another process's write lock before it gives up with "database is locked". A store on a file system it
     cannot write (a read-only mount, a file or folder without write permission) is opened **read-only**
     (``mode=ro``; ``immutable=1`` on a read-only file system where SQLite could not even create its
-    shared-memory file and no write-ahead log is pending), so commands that only read (``mlma status``, ``forecast``, ``audit``) work
-    there; a command that writes is refused by SQLite ("attempt to write a readonly database").
+    shared-memory file and no write-ahead log is pending), so commands that only read (``mlma status``,
+    ``forecast``, ``audit``) work there; a command that writes is refused by SQLite ("attempt to write a
+    readonly database").
 
 PostgreSQL
     Unless the URL says otherwise, a connection gives up after ``connect_timeout`` seconds, TCP keepalives
