@@ -243,3 +243,20 @@ def test_default_artifact_directory_sits_next_to_a_sqlite_file(tmp_path):
         assert ModelRegistry(store).artifacts.root == (tmp_path / "db" / "artifacts").resolve()
     with Store.create("sqlite://") as memory, pytest.raises(ValueError, match="artifacts must be given"):
         ModelRegistry(memory)
+
+
+def test_moves_to_a_version_whose_artifact_is_damaged_or_missing_are_refused(registry):
+    registry.register("zone-0", Level(1.0), spec="naive", promote=True)
+    registry.register("zone-0", Level(2.0), spec="naive", promote=True)
+    registry.register("zone-0", Level(3.0), spec="naive")
+    path = registry.artifacts.path(registry.version("zone-0", 1).artifact_sha256)
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ArtifactCorrupted, match=r"cannot roll back stream 'zone-0' to version 1: .* damaged .*"
+                                                r"mlma retrain zone-0"):
+        registry.rollback("zone-0", by="user:ana")
+    with pytest.raises(ArtifactCorrupted, match="cannot promote stream 'zone-0' to version 1"):
+        registry.promote("zone-0", 1, by="user:ana")
+    registry.artifacts.path(registry.version("zone-0", 3).artifact_sha256).unlink()
+    with pytest.raises(ArtifactMissing, match="to version 3: .* is missing"):
+        registry.promote_many(["zone-0"], [3], by="user:ana")
+    assert registry.champion("zone-0").version == 2 and len(registry.history("zone-0")) == 2

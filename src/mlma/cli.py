@@ -10,8 +10,79 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(help="mlma: the Machine Learning Monitoring Agent.", no_args_is_help=True,
-                  pretty_exceptions_show_locals=False)
+#: Exit codes of every command (docs/operations.md): 0 done, 2 bad input or usage, 3 no tick due, 4 the store
+#: is locked by another process, 5 the store cannot be used now (unreachable, read-only, disk full, damaged).
+EXIT_LOCKED = 4
+EXIT_STORE = 5
+
+
+class _App(typer.Typer):
+    """The command line app; faults of the store and its disk end in one line naming them and a documented
+    exit code instead of a traceback (set ``MLMA_TRACEBACK=1`` to see the traceback as well)."""
+
+    def __call__(self, *args, **kwargs):
+        import os
+        import sys
+
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - unknown errors are re-raised with their traceback
+            known = store_failure(exc)
+            if known is None or os.environ.get("MLMA_TRACEBACK"):
+                raise
+            code, message = known
+            print(f"error: {message}", file=sys.stderr)
+            sys.exit(code)
+
+
+def store_failure(exc: BaseException) -> tuple[int, str] | None:
+    """The exit code and a one-line message for a failure of the store or its disk, or None for other errors."""
+    import errno
+    import sqlite3
+
+    from mlma.store.errors import LockHeld, SchemaError, StateCorrupted
+
+    seen = set()
+    chain = []
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__
+    for error in chain:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if isinstance(error, LockHeld):
+            return EXIT_LOCKED, first
+        if isinstance(error, (StateCorrupted, SchemaError)):
+            return EXIT_STORE, first
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {error.filename}" if error.filename else ""
+            return EXIT_STORE, (f"no space left on the device{where}: nothing was changed; free some space and run "
+                                "the command again")
+        if isinstance(error, OSError) and error.errno == errno.EROFS:
+            return EXIT_STORE, f"read-only file system ({error.filename or first}): this command writes"
+        if isinstance(error, sqlite3.OperationalError):
+            text = first.lower()
+            if "locked" in text:
+                return EXIT_LOCKED, ("the SQLite store is locked by another process (mlma waited for its write "
+                                     f"lock and gave up: {first}); run the command again when that process is done")
+            if "disk is full" in text:
+                return EXIT_STORE, ("no space left on the device of the SQLite store: nothing was changed (the "
+                                    "transaction was rolled back); free some space and run the command again")
+            if "readonly" in text or "read-only" in text:
+                return EXIT_STORE, ("the SQLite store is read-only (a read-only file system or no write "
+                                    "permission): this command writes; status, forecast and audit still work")
+            if "unable to open" in text:
+                return EXIT_STORE, f"cannot open the SQLite store: {first}"
+    for error in chain:
+        # psycopg's OperationalError: the server is unreachable, the connection broke or a timeout fired.
+        if type(error).__module__.startswith("psycopg") and any(
+                c.__name__ == "OperationalError" for c in type(error).__mro__):
+            return EXIT_STORE, f"the PostgreSQL store cannot be used now: {str(error).strip().splitlines()[0]}"
+    return None
+
+
+app = _App(help="mlma: the Machine Learning Monitoring Agent.", no_args_is_help=True,
+           pretty_exceptions_show_locals=False)
 console = Console()
 if not console.is_terminal:
     # Logs and CI capture output without a terminal; keep the results table on one line per policy.
@@ -266,6 +337,8 @@ def status(
     from mlma.live import LiveAgent, NotReady
     from mlma.store import Store
 
+    from mlma.store import StateCorrupted
+
     config = _project(project)
     with Store.open(config.store_url) as store:
         streams = store.streams()
@@ -273,14 +346,18 @@ def status(
         open_items = store.escalations(status="open")
         ingests = store.ingests()
         holder = store.lock_holder()
+        read_only = store.read_only
         with LiveAgent(config, store=store, executor="inline") as live:
+            states = live.saved_states()
             try:
                 k, start = live.next_tick()
                 due = f"tick {k}" + (" (start-up: first models)" if start else "")
             except NotReady as exc:
                 due = f"none: {exc}"
+            except StateCorrupted:
+                due = "none: the newest saved state is damaged (see 'saved states')"
     table = Table(title=f"mlma project {config.root.name}", show_header=False)
-    table.add_row("store", config.store_url)
+    table.add_row("store", config.store_url + (" (read-only)" if read_only else ""))
     table.add_row("streams", f"{len(streams):,}")
     table.add_row("ingests", f"{len(ingests):,}" + (f" (last at {ingests['at'].max():%Y-%m-%d %H:%M} UTC)"
                                                    if len(ingests) else ""))
@@ -299,6 +376,14 @@ def status(
         table.add_row("last tick", f"{verdicts or 'start-up'}; {summary.get('retrains', 0)} re-trained, "
                                    f"{summary.get('promoted', 0)} promoted, {summary.get('fit_failures', 0)} "
                                    f"failed fits")
+    if states:
+        damaged = [f"tick {t} DAMAGED ({error})" for t, error in states if error]
+        intact = [f"tick {t}" for t, error in states if not error]
+        text = "; ".join(damaged + ([f"intact: {', '.join(intact)}"] if intact else ["no intact state"]))
+        if states[0][1]:
+            text += (f". The agent does not tick from a damaged state: restore a backup taken after tick "
+                     f"{states[0][0]} (docs/operations.md)")
+        table.add_row("saved states", text)
     table.add_row("open escalations", f"{len(open_items):,}")
     table.add_row("tick lock", "free" if holder is None else f"held by {holder['holder']} until "
                                                               f"{holder['expires_at']:%H:%M:%S} UTC")
@@ -350,9 +435,14 @@ def run(
 
     import pandas as pd
 
-    from mlma.live import LiveAgent
+    import logging
+
+    from mlma.live import open_agent
     from mlma.store import LockHeld
 
+    if not logging.getLogger().handlers:
+        # A service's log: store retries, timeouts and alert deliveries, with times.
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         interval = pd.Timedelta(every).total_seconds()
     except ValueError:
@@ -367,7 +457,12 @@ def run(
 
     signal.signal(signal.SIGTERM, _stop)
     rounds = 0
-    with LiveAgent(config, executor=executor) as live:
+    # The database may be down when the service starts (a reboot): wait for it, logging each try.
+    live = open_agent(config, executor=executor, stopping=lambda: stopping["now"], max_delay=min(60.0, interval))
+    if live is None:
+        console.print("stopped before the store could be reached")
+        return
+    with live:
         while not stopping["now"] and (iterations is None or rounds < iterations):
             rounds += 1
             try:

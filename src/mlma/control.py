@@ -52,6 +52,7 @@ import sqlalchemy as sa
 
 from mlma.store import Store
 from mlma.store import schema as S
+from mlma.store.errors import StoreError
 from mlma.store.records import check_actor
 
 #: Monitoring parameters a stream may override, with their checks (value -> error message or None).
@@ -343,7 +344,7 @@ class Operations:
             version = registry.rollback(stream, to_version, by=check_actor(by), reason=reason)
         except KeyError as exc:
             raise ActionError(str(exc).strip("'\"")) from None
-        except ValueError as exc:
+        except (ValueError, StoreError) as exc:  # StoreError: the version's artifact does not verify
             raise ActionError(str(exc)) from None
         return ActionResult("rollback", [self.store.unique_ids([self.store.resolve(stream)])[0]], changed=1,
                             detail={"version": version.version})
@@ -355,6 +356,8 @@ class Operations:
             registry.promote(stream, int(version), by=check_actor(by), reason=reason)
         except KeyError as exc:
             raise ActionError(str(exc).strip("'\"")) from None
+        except StoreError as exc:  # the version's artifact does not verify
+            raise ActionError(str(exc)) from None
         return ActionResult("promote", [self.store.unique_ids([self.store.resolve(stream)])[0]], changed=1,
                             detail={"version": int(version)})
 

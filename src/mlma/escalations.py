@@ -14,6 +14,8 @@ ESCALATION_KINDS = {
     "budget": "re-trainings were queued because the per-tick budget was spent",
     "fit-failed": "re-training failed or timed out repeatedly; the champion keeps serving",
     "approval-needed": "a re-trained model beat the serving one and waits for a person's approval",
+    "artifact-broken": "a model file is missing or damaged; the stream fell back to an earlier version or was "
+                       "re-fitted on its window",
 }
 
 

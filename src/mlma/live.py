@@ -9,7 +9,9 @@
 3. mark it ``running`` (committed, so a crash leaves a visible trace);
 4. load the saved per-stream state of the previous tick, the observations of the training window (never
    anything after the tick: replaying history does not peek ahead), the serving models from the registry
-   (each artifact verified against its SHA-256), the engineer's settings and queued actions;
+   (each artifact verified against its SHA-256; a stream whose model cannot be loaded falls back to an
+   earlier version or is re-fitted, and is escalated, while the rest of the fleet ticks on), the engineer's
+   settings and queued actions;
 5. run the tick: score, decide, re-train through the executor, judge challengers, forecast;
 6. write each new model's artifact (content-addressed, written to a temporary file and renamed, so there
    is never a half-written model), then commit everything the tick produced in **one transaction**:
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import logging
 import os
 import signal
@@ -45,12 +48,13 @@ from threadpoolctl import threadpool_limits
 
 from mlma.agent import NO_MODEL, Agent, AgentSettings, Controls, TickReport
 from mlma.data import Frequency, infer_frequency, make_tick_grid
+from mlma.escalations import Escalation
 from mlma.fleet import FleetData
 from mlma.models import ForecastContext
 from mlma.policy import Verdict, make_policy
 from mlma.project import ProjectConfig
 from mlma.registry import ModelRegistry
-from mlma.store import Store, forecast_frame
+from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store import schema as S
 from mlma.store.records import ChampionMove
 from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
@@ -168,6 +172,8 @@ class LiveAgent:
         self._own_executor = executor is None or isinstance(executor, str)
         self._executor = None
         self._loaded: dict[tuple[int, int], FittedModel] = {}
+        #: Registry versions whose artifact could not be loaded (missing, altered, unpicklable), with the error.
+        self._broken: dict[tuple[int, int], str] = {}
         self.notifier = notifier if notifier is not None else _project_notifier(config, self.store)
         self.holder = agent_identity()
 
@@ -194,8 +200,25 @@ class LiveAgent:
         if newest is None:
             return None
         if cached is None or cached.tick != newest:
-            self._state_cache = cached = self.store.load_state(int(newest))
+            try:
+                self._state_cache = cached = self.store.load_state(int(newest))
+            except StateCorrupted as exc:
+                intact = [tick for tick, error in self.saved_states() if error is None]
+                raise StateCorrupted(
+                    f"the saved agent state of tick {int(newest)} is damaged ({exc}); the agent does not continue "
+                    f"from a damaged state. Intact saved states: "
+                    f"{', '.join(f'tick {t}' for t in intact) or 'none'}. Restore the store from a backup taken "
+                    f"after tick {int(newest)} (docs/operations.md, 'Backup and restore')") from None
         return cached
+
+    def saved_states(self) -> list[tuple[int, str | None]]:
+        """Every saved agent state, newest first: its tick, and None if its bytes match their recorded
+        SHA-256, else why not."""
+        a = S.agent_state
+        with self.store._read() as conn:
+            rows = conn.execute(sa.select(a.c.tick, a.c.sha256, a.c.blob).order_by(a.c.tick.desc())).all()
+        return [(int(tick), None if hashlib.sha256(bytes(blob)).hexdigest() == sha
+                 else "its bytes do not match the SHA-256 recorded with them") for tick, sha, blob in rows]
 
     def _data_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
         ds = S.observations.c.ds
@@ -298,8 +321,10 @@ class LiveAgent:
         except BaseException as exc:
             try:
                 self.store.fail_tick(k, exc)
-            except Exception:  # noqa: BLE001 - the original error matters more
-                log.exception("could not record the failure of tick %s", k)
+            except Exception as record_error:  # noqa: BLE001 - the original error matters more
+                # One line: a full disk or a lost database fails this too, and the tick's own error follows.
+                log.error("could not record the failure of tick %s: %s: %s", k, type(record_error).__name__,
+                          (str(record_error).strip().splitlines() or [""])[0])
             raise
         if getattr(self, "_executor_dirty", False) and self._own_executor and self._executor is not None:
             # A timed-out fit may still occupy a worker: the next tick gets a fresh pool.
@@ -358,8 +383,12 @@ class LiveAgent:
             for name in live:
                 saved = state.arrays[f"live.{name}"]
                 live[name][:len(saved)] = saved
-            self._load_models(service, agent, live)
-        controls, actions, approvers = self._controls(k, streams, agent, live, service)
+        repair = _Repair()
+        self._broken.clear()  # an artifact restored since the last tick loads again
+        if state is not None:
+            self._load_models(service, agent, live, repair)
+        controls, actions, approvers = self._controls(k, streams, agent, live, service, repair)
+        self._fall_back(k, agent, live, service, controls, repair)
         reference_before = (policy.reference_mean() if hasattr(policy, "reference_mean")
                             else np.full(n, np.nan))
         serving_before = live["champion_version"].copy()
@@ -371,7 +400,11 @@ class LiveAgent:
         _checkpoint("after-fit")
 
         new_versions, expected, moves, checks = self._versions(k, agent, report, service, live, approvers,
-                                                               start)
+                                                               start, repair.refit)
+        moves += list(repair.moves.values())
+        checks += repair.checks
+        report.escalations.extend(Escalation(s, k, "artifact-broken", severity, message)
+                                  for s, severity, message in repair.escalations)
         _checkpoint("after-artifacts")
         applied = {} if start else _outcomes(actions, agent, report, live)
         verdicts = None if start else self._verdicts(report, reference_before, serving_before)
@@ -380,6 +413,9 @@ class LiveAgent:
         audit = [{"actor": "agent", "action": "fit-failed", "target": f"stream:{fleet.ids[s]}",
                   "params": {"tick": k, "failures_in_a_row": int(agent.fit_failures[s])}, "reason": error}
                  for s, error in report.failed.items()]
+        audit += [{"actor": "agent", "action": "artifact-broken", "target": f"stream:{fleet.ids[s]}",
+                   "params": {"tick": k, "version": version, "slot": slot}, "reason": message}
+                  for s, version, slot, message in repair.audit]
         cleared = {} if start else _cleared(fleet, agent, report)
         summary = _summary(report, agent, n, start, time.perf_counter() - started)
         arrays = agent.state_arrays() | timing.to_arrays() | {f"live.{name}": v for name, v in live.items()}
@@ -400,18 +436,21 @@ class LiveAgent:
                                 .where(a.c.cancelled_at.is_(None))).all()
         return pd.DataFrame(rows, columns=["unique_id", "start", "end"])
 
-    def _model(self, stream: int, version: int) -> FittedModel:
-        """A registry version as the service's fitted model, loaded once per process and verified."""
-        cached = self._loaded.get((stream, version))
-        if cached is None:
+    def _model(self, stream: int, version: int) -> FittedModel | None:
+        """A registry version as the service's fitted model, loaded once per process and verified; None when
+        its artifact cannot be loaded (the error is in ``self._broken``)."""
+        if (stream, version) not in self._loaded:
             self._load_versions([(stream, version)])
-            cached = self._loaded[(stream, version)]
-        return cached
+        return self._loaded.get((stream, version))
 
     def _load_versions(self, pairs: list[tuple[int, int]]) -> None:
         """Load registry versions not loaded yet: their rows in one query per 10,000, then each artifact
-        (verified against its SHA-256; models that share an artifact are read once)."""
-        missing = sorted({p for p in pairs if p not in self._loaded})
+        (verified against its SHA-256; models that share an artifact are read once).
+
+        An artifact that is missing, altered or cannot be unpickled is not an error of the whole tick: the
+        versions that use it are put in ``self._broken`` with the reason, and the tick isolates their streams
+        (:meth:`_fall_back`)."""
+        missing = sorted({p for p in pairs if p not in self._loaded and p not in self._broken})
         if not missing:
             return
         mv = S.model_versions
@@ -429,17 +468,26 @@ class LiveAgent:
             s, v = sorted(absent)[0]
             raise RuntimeError(f"the state names version {v} of stream {s}, which the registry does not have")
         objects: dict[str, object] = {}
+        errors: dict[str, str] = {}
         for (s, v), row in found.items():
             sha = row.artifact_sha256
-            if sha not in objects:
-                objects[sha] = self.registry.artifacts.load(sha)
+            if sha not in objects and sha not in errors:
+                try:
+                    objects[sha] = self.registry.artifacts.load(sha)
+                except Exception as exc:  # noqa: BLE001 - any unloadable artifact is isolated to its streams
+                    errors[sha] = _artifact_error(exc)
+                    log.error("model version %s of stream %s cannot be loaded: %s", v, s, errors[sha])
+            if sha in errors:
+                self._broken[(s, v)] = errors[sha]
+                continue
             metrics = row.metrics or {}
             # Identical artifacts (byte for byte) share one object: a fitted model is not changed by predict.
             self._loaded[(s, v)] = FittedModel(ModelKey(s, int(row.created_tick)), objects[sha], 0.0,
                                                metrics.get("fallback_reason"), int(metrics.get("n_train", 0)))
 
-    def _load_models(self, service: ModelService, agent: Agent, live: dict) -> None:
-        """Put the serving, shadow and waiting models of the saved state into the service."""
+    def _load_models(self, service: ModelService, agent: Agent, live: dict, repair: _Repair) -> None:
+        """Put the serving, shadow and waiting models of the saved state into the service; models whose artifact
+        cannot be loaded go to ``repair`` instead."""
         slots = ((agent.champion, "champion_version"), (agent.challenger, "challenger_version"),
                  (agent.awaiting, "awaiting_version"))
         pairs = []
@@ -452,13 +500,78 @@ class LiveAgent:
         self._load_versions(pairs)
         for slot, name in slots:
             for s in np.flatnonzero(slot != NO_MODEL):
-                fitted = self._loaded[(int(s), int(live[name][s]))]
+                pair = (int(s), int(live[name][s]))
+                if pair in self._broken:
+                    repair.broken.setdefault(name, {})[int(s)] = pair[1]
+                    continue
+                fitted = self._loaded[pair]
                 if fitted.key.end_tick != int(slot[s]):
                     raise RuntimeError(f"stream {s}: registry version {int(live[name][s])} was fitted at tick "
                                        f"{fitted.key.end_tick}, the state says {int(slot[s])}")
                 service._models[fitted.key] = fitted
 
-    def _controls(self, k, streams: pd.DataFrame, agent: Agent, live: dict, service: ModelService):
+    def _fall_back(self, k: int, agent: Agent, live: dict, service: ModelService, controls: Controls,
+                   repair: _Repair) -> None:
+        """Isolate the streams whose models could not be loaded, so that the rest of the fleet ticks on.
+
+        A challenger or a model waiting for approval that cannot be loaded is dropped. A serving model that
+        cannot be loaded is replaced by the newest earlier champion whose artifact loads (a roll-back by the
+        agent, recorded with the tick); a stream with no such version gets no model for a moment and the tick
+        fits a new one on its training window (as for a new stream). Either way the stream is escalated
+        (``artifact-broken``) and the audit log names the version and the error. A person's own move this
+        tick (a roll-back or promotion to a version that loads) takes precedence.
+        """
+        for name, what in (("challenger_version", "challenger"), ("awaiting_version", "model waiting for approval")):
+            slot = agent.challenger if name == "challenger_version" else agent.awaiting
+            for s, version in repair.broken.get(name, {}).items():
+                error = self._broken[(s, version)]
+                slot[s] = NO_MODEL
+                live[name][s] = -1
+                agent.shadow.pop(s, None)
+                repair.checks.append((s, version, {"result": "rejected",
+                                                   "why": f"artifact cannot be loaded: {error}"}))
+                repair.note(s, version, what, 2,
+                            f"the {what} (version {version}) cannot be loaded and was dropped: {error}")
+        for s, version in repair.broken.get("champion_version", {}).items():
+            if s in controls.adopt:
+                continue  # a person put another (loadable) version in service this tick
+            error = self._broken[(s, version)]
+            # Its challenger was judged against the broken model's forecasts; the stream starts afresh.
+            agent.challenger[s] = agent.awaiting[s] = NO_MODEL
+            live["challenger_version"][s] = live["awaiting_version"][s] = -1
+            agent.shadow.pop(s, None)
+            good = self._good_version(s, exclude={version})
+            if good is not None:
+                previous, fitted = good
+                service._models[fitted.key] = fitted
+                controls.adopt[s] = fitted.key
+                live["champion_version"][s] = previous
+                reason = (f"the serving version {version} cannot be loaded ({error}); rolled back to version "
+                          f"{previous}, the newest earlier one that loads")
+                repair.moves[s] = ChampionMove(s, previous, "agent", reason, "rollback")
+                repair.note(s, version, "champion", 3, reason)
+            else:
+                agent.champion[s] = NO_MODEL  # the tick fits a first model on the stream's window
+                agent.is_fallback[s] = False
+                repair.moves.pop(s, None)  # the new version is promoted as it is recorded
+                reason = (f"the serving version {version} cannot be loaded ({error}) and no earlier version "
+                          "loads; re-fitted on the stream's training window")
+                repair.refit[s] = reason
+                repair.note(s, version, "champion", 3, reason)
+
+    def _good_version(self, stream: int, exclude: set[int]) -> tuple[int, FittedModel] | None:
+        """The newest version that served the stream before (other than ``exclude``) and loads, or None."""
+        served = [change.version for change in reversed(self.registry.history(stream))]
+        for version in dict.fromkeys(served):
+            if version in exclude:
+                continue
+            fitted = self._model(stream, version)
+            if fitted is not None:
+                return version, fitted
+        return None
+
+    def _controls(self, k, streams: pd.DataFrame, agent: Agent, live: dict, service: ModelService,
+                  repair: _Repair):
         """The engineer's settings and queued actions as this tick's :class:`Controls`, the queued actions, and
         who asked for each approval or rejection (by stream)."""
         n = len(streams)
@@ -498,8 +611,20 @@ class LiveAgent:
             sid = registry["stream_id"].to_numpy(dtype=np.int64)
             ver = registry["version"].to_numpy(dtype=np.int64)
             moved = ver != live["champion_version"][sid]
-            for s, v in zip(sid[moved], ver[moved]):
+            by = registry["moved_by"].to_numpy(dtype=object)
+            for s, v, who in zip(sid[moved], ver[moved], by[moved]):
                 fitted = self._model(int(s), int(v))
+                if fitted is None:
+                    # Moved to by a person, then damaged: the agent's serving model stays (if it loads).
+                    kept = int(live["champion_version"][s])
+                    reason = (f"version {int(v)} put in service by {who} cannot be loaded "
+                              f"({self._broken[(int(s), int(v))]}); ")
+                    if kept >= 0:
+                        repair.moves[int(s)] = ChampionMove(int(s), kept, "agent", reason + f"version {kept} "
+                                                            "keeps serving", "rollback")
+                    repair.note(int(s), int(v), "champion", 3, reason + (f"version {kept} keeps serving"
+                                                                          if kept >= 0 else "no model serves"))
+                    continue
                 service._models[fitted.key] = fitted
                 controls.adopt[int(s)] = fitted.key
                 live["champion_version"][s] = v
@@ -508,7 +633,7 @@ class LiveAgent:
         return controls, actions, approvers
 
     def _versions(self, k, agent: Agent, report: TickReport, service: ModelService, live: dict, approvers: dict,
-                  start: bool):
+                  start: bool, refit: dict[int, str]):
         """Registry writes of this tick: new versions (artifacts written now), champion moves and checks."""
         fitted_now = np.flatnonzero(report.initial_fit | report.retrained)
         fitted_now = [int(s) for s in fitted_now if ModelKey(int(s), k) in service._models]
@@ -547,7 +672,9 @@ class LiveAgent:
             fm = service.get(key)
             latest[s] = latest.get(s, 0) + 1
             challenger = agent.challenger[s] == k
-            if start or report.initial_fit[s]:
+            if s in refit and report.initial_fit[s]:
+                reason = refit[s]
+            elif start or report.initial_fit[s]:
                 reason = "first model" if live["champion_version"][s] < 0 else "retry of a fall-back model"
             else:
                 reason = str(report.decision.reason[s]) or "re-trained"
@@ -600,7 +727,56 @@ class LiveAgent:
         return self.store.forecasts(tick)
 
 
+def open_agent(config: ProjectConfig, *, executor=None, stopping=lambda: False, first_delay: float = 1.0,
+               max_delay: float = 60.0) -> LiveAgent | None:
+    """Open the project's agent, retrying with back-off (``first_delay`` doubling up to ``max_delay`` seconds)
+    while its database cannot be reached, with a log line per attempt; None if ``stopping()`` became true.
+
+    For a service (``mlma run``) that starts before its database, or while the database restarts.
+    """
+    delay, attempt = first_delay, 0
+    while True:
+        attempt += 1
+        try:
+            return LiveAgent(config, executor=executor)
+        except sa.exc.OperationalError as exc:
+            reason = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+            log.warning("the store %s cannot be reached (attempt %d: %s); retrying in %.3g s",
+                        sa.make_url(config.store_url).render_as_string(hide_password=True), attempt, reason, delay)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline:
+            if stopping():
+                return None
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, max_delay)
+
+
 # -- helpers ----------------------------------------------------------------------------------------------------
+@dataclass
+class _Repair:
+    """What a tick did about models that could not be loaded: recorded with the tick."""
+
+    #: slot name ('champion_version', ...) -> {stream: version} whose artifact cannot be loaded
+    broken: dict = field(default_factory=dict)
+    #: champion moves back to a version that loads, by stream
+    moves: dict = field(default_factory=dict)
+    #: streams re-fitted from their window, with the reason recorded on the new version
+    refit: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)
+    escalations: list = field(default_factory=list)
+    audit: list = field(default_factory=list)
+
+    def note(self, stream: int, version: int, slot: str, severity: int, message: str) -> None:
+        self.escalations.append((stream, severity, message))
+        self.audit.append((stream, version, slot, message))
+
+
+def _artifact_error(exc: Exception) -> str:
+    """One line on why an artifact cannot be loaded."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _default_window(timing: Timing) -> int | None:
     from mlma.backtest import default_train_window
 
@@ -624,7 +800,9 @@ def _outcomes(actions: pd.DataFrame, agent: Agent, report: TickReport, live: dic
         s = int(row.stream_id)
         has_model = agent.champion[s] != NO_MODEL
         if row.kind == "retrain":
-            if s in report.failed:
+            if report.initial_fit[s] and not report.retrained[s]:
+                text = f"re-fitted on the stream's window (version {int(live['champion_version'][s])})"
+            elif s in report.failed:
                 text = f"re-training failed: {report.failed[s]}"
             elif not report.retrained[s]:
                 text = ("no model yet: the first one comes when the stream has enough history" if not has_model

@@ -342,6 +342,7 @@ class ModelRegistry:
         sid = self.store.resolve(stream)
         current = self.champion(sid)
         if current is None or current.version != int(version):
+            self._check_loadable(stream, self.version(stream, int(version)), "promote")
             self._move([ChampionMove(sid, int(version), by, reason, "promote")])
         return self.version(sid, int(version))
 
@@ -352,6 +353,10 @@ class ModelRegistry:
         if len(streams) != len(versions):
             raise ValueError(f"streams and versions differ in length: {len(streams)} vs {len(versions)}")
         ids = self._ids(streams)
+        for s, v in zip(ids, versions):
+            found = self._versions(S.model_versions.c.stream_id == int(s), S.model_versions.c.version == int(v))
+            if found:  # a version that does not exist is refused by the move itself, naming the stream
+                self._check_loadable(int(s), found[0], "promote")
         self._move([ChampionMove(int(s), int(v), by, reason, "promote") for s, v in zip(ids, versions)])
 
     def rollback(self, stream: int | str, to_version: int | None = None, *, by: str,
@@ -369,8 +374,20 @@ class ModelRegistry:
                                  "give to_version")
         if int(to_version) == current.version:
             raise ValueError(f"version {to_version} of stream {stream!r} is already the champion")
+        self._check_loadable(stream, self.version(stream, int(to_version)), "roll back")
         self._move([ChampionMove(sid, int(to_version), by, reason, "rollback")])
         return self.version(sid, int(to_version))
+
+    def _check_loadable(self, stream: int | str, model: ModelVersion, what: str) -> None:
+        """Refuse to put a version in service whose artifact is missing or does not match its hash: the next
+        tick could not load it."""
+        try:
+            self.artifacts.verify(model.artifact_sha256)
+        except (ArtifactCorrupted, ArtifactMissing) as exc:
+            kind = "missing" if isinstance(exc, ArtifactMissing) else "damaged (its bytes do not match its hash)"
+            raise type(exc)(f"cannot {what} stream {model.unique_id!r} to version {model.version}: its artifact "
+                            f"{model.artifact_sha256[:12]}... is {kind}. Choose another version, or queue a "
+                            f"re-fit with `mlma retrain {model.unique_id}`") from None
 
     def _move(self, moves: list[ChampionMove]) -> None:
         with self.store._write() as conn:

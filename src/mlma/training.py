@@ -263,7 +263,7 @@ def make_executor(spec=None, *, connect_timeout: float = 10.0) -> Executor:
         _, _, workers = spec.partition(":")
         if workers and not (workers.isdigit() and int(workers) >= 1):
             raise ValueError(f"process executor needs a whole number of workers >= 1, got {spec!r}")
-        return ProcessPoolExecutor(max_workers=int(workers) if workers else None)
+        return _process_pool(int(workers) if workers else None)
     if spec.startswith(("dask://", "tcp://")):
         address = "tcp://" + spec.split("://", 1)[1]
         if address == "tcp://":
@@ -271,6 +271,65 @@ def make_executor(spec=None, *, connect_timeout: float = 10.0) -> Executor:
         return DaskExecutor.connect(address, timeout=connect_timeout)
     raise ValueError(f"unknown executor {spec!r}; use 'inline', 'process[:N]', 'dask://host:port' or a "
                      "distributed.Client")
+
+
+def _process_pool(workers: int | None) -> ProcessPoolExecutor:
+    """A local process pool whose workers exit when the process that made it dies, even by SIGKILL.
+
+    A killed ``mlma tick`` cannot shut its pool down, and its workers would otherwise wait for work on
+    their queue for ever. Each worker watches its parent (:func:`_exit_with_parent`). On Linux it also asks
+    the kernel for SIGKILL when its parent goes (``PR_SET_PDEATHSIG``), which works even while a fit holds
+    the interpreter; the kernel ties that to the *thread* that forked the worker, so it is used only when
+    the pool is made on the main thread and its workers are forked there and then.
+    """
+    import multiprocessing
+    import os
+    import threading
+
+    eager = (threading.current_thread() is threading.main_thread()
+             and multiprocessing.get_start_method(allow_none=False) == "fork")
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_exit_with_parent, initargs=(os.getpid(), eager))
+    if eager:
+        pool.submit(int).result()  # a fork pool starts all its workers at the first task: fork them here
+    return pool
+
+
+def _exit_with_parent(parent: int, death_signal: bool, poll_seconds: float = 0.5) -> None:
+    """Worker initializer: exit as soon as ``parent`` (the process that made the pool) is gone."""
+    import os
+    import sys
+    import threading
+
+    launcher = os.getppid()
+    if death_signal and sys.platform.startswith("linux") and launcher == parent:
+        import ctypes
+        import signal
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass  # the watchdog below still ends the worker
+
+    def orphaned() -> bool:
+        if os.getppid() != launcher:
+            return True  # re-parented: the process that forked this worker is gone
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_seconds)
+            if orphaned():
+                os._exit(1)
+
+    if orphaned():
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True, name="mlma-parent-watch").start()
 
 
 def terminate_executor(executor: Executor) -> None:

@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.pool import StaticPool
 
 from mlma.store import bulk, lock, migrate
+from mlma.store.engine import is_read_only
+from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
 from mlma.store.errors import SchemaError, StoreError, TickAlreadyDone
 from mlma.store.records import AgentState, ChampionMove, IngestReport, NewVersion, TickWrite, check_actor
@@ -35,57 +36,6 @@ UTC = dt.timezone.utc
 STATE_HISTORY = 3
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ERROR_CHARS = 20_000
-
-
-def _make_engine(url: str | sa.URL) -> sa.Engine:
-    """An engine for a SQLite or PostgreSQL URL, set up for the store's transactions."""
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise ValueError(f"url must be a database URL such as 'sqlite:///path/mlma.db' or "
-                         f"'postgresql+psycopg://user@host/db', got {url!r}") from exc
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        if parsed.drivername not in ("sqlite", "sqlite+pysqlite"):
-            raise ValueError(f"use the standard SQLite driver ('sqlite:///path'), got {parsed.drivername!r}")
-        memory = parsed.database in (None, "", ":memory:")
-        if memory:
-            # One connection shared by all users: each new connection would be an empty database.
-            engine = sa.create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
-        else:
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(parsed, connect_args={"timeout": 60})
-
-        @sa.event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection, _record) -> None:
-            # Transactions are begun by the "begin" hook below, not implicitly by the driver.
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA foreign_keys = ON")
-            if not memory:
-                # Readers (a dashboard) keep reading while the agent writes.
-                cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.close()
-
-        @sa.event.listens_for(engine, "begin")
-        def _on_begin(connection) -> None:
-            # A write transaction takes the write lock up front, so two writers queue instead of failing
-            # with "database is locked" when a read lock cannot be upgraded.
-            if connection.get_execution_options().get("mlma_read"):
-                connection.exec_driver_sql("BEGIN")
-            else:
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    if backend == "postgresql":
-        if parsed.drivername == "postgresql":
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        if parsed.drivername != "postgresql+psycopg":
-            raise ValueError(f"PostgreSQL is supported through psycopg 3: use 'postgresql+psycopg://...', got "
-                             f"{parsed.drivername!r}")
-        return sa.create_engine(parsed, pool_pre_ping=True)
-    raise ValueError(f"unsupported database {backend!r}: use 'sqlite:///path/mlma.db' or "
-                     f"'postgresql+psycopg://user@host/db'")
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -228,7 +178,7 @@ class Store:
             after a backup), or a newer one (upgrade mlma).
         """
         engine = _make_engine(url)
-        shown = engine.url.render_as_string(hide_password=True)
+        shown = sa.make_url(url).render_as_string(hide_password=True)  # as given, without engine defaults
         store = cls(engine, shown)
         if check_schema:
             try:
@@ -244,7 +194,7 @@ class Store:
         engine = _make_engine(url)
         try:
             migrate.upgrade(engine)
-            store = cls(engine, engine.url.render_as_string(hide_password=True))
+            store = cls(engine, sa.make_url(url).render_as_string(hide_password=True))
             store._check_schema()
         except BaseException:
             engine.dispose()
@@ -280,6 +230,11 @@ class Store:
         raise SchemaError(f"{self.url} has schema revision {current}, which this version of mlma does not know "
                           f"(it expects {expected}): it was migrated by a newer mlma; upgrade mlma",
                           url=self.url, current=current, expected=expected)
+
+    @property
+    def read_only(self) -> bool:
+        """True when a SQLite file was opened read-only because its file system cannot be written."""
+        return is_read_only(self.engine)
 
     @property
     def dialect(self) -> str:

@@ -1,0 +1,204 @@
+"""Engines for the store: SQLite (default) or PostgreSQL, set up so that faults end in a clear error.
+
+SQLite
+    A file store waits ``timeout`` seconds (default 60; ``sqlite:///mlma.db?timeout=5`` to change it) for
+    another process's write lock before it gives up with "database is locked". A store on a file system it
+    cannot write (a read-only mount, a file or folder without write permission) is opened **read-only**
+    (``mode=ro``; ``immutable=1`` on a read-only file system where SQLite could not even create its
+    shared-memory file and no write-ahead log is pending), so commands that only read (``mlma status``,
+    ``forecast``, ``audit``) work there; a command that writes is refused by SQLite ("attempt to write a
+    readonly database").
+
+PostgreSQL
+    Unless the URL says otherwise, a connection gives up after ``connect_timeout`` seconds, TCP keepalives
+    find a dead peer (idle 30 s, then every 10 s, 3 probes), ``tcp_user_timeout`` ends a connection whose
+    sent data goes unacknowledged for 60 s, and every statement is cancelled by the server after
+    ``statement_timeout`` (default 15 min). All are URL parameters, e.g.
+    ``postgresql+psycopg://mlma@db/mlma?connect_timeout=5&statement_timeout=5min&keepalives_idle=15``;
+    each is logged (``mlma.store.engine``) when it fires.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from sqlalchemy.pool import StaticPool
+
+log = logging.getLogger(__name__)
+
+#: Seconds a SQLite connection waits for another process's write lock.
+SQLITE_BUSY_TIMEOUT = 60.0
+#: libpq connection parameters mlma sets on PostgreSQL unless the URL gives them.
+POSTGRES_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "30",
+                     "keepalives_interval": "10", "keepalives_count": "3", "tcp_user_timeout": "60000"}
+#: The server-side statement timeout unless the URL gives ``statement_timeout`` (PostgreSQL units).
+POSTGRES_STATEMENT_TIMEOUT = "15min"
+
+
+def make_engine(url: str | sa.URL) -> sa.Engine:
+    """An engine for a SQLite or PostgreSQL URL, set up for the store's transactions."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ValueError(f"url must be a database URL such as 'sqlite:///path/mlma.db' or "
+                         f"'postgresql+psycopg://user@host/db', got {url!r}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed)
+    if backend == "postgresql":
+        return _postgres_engine(parsed)
+    raise ValueError(f"unsupported database {backend!r}: use 'sqlite:///path/mlma.db' or "
+                     f"'postgresql+psycopg://user@host/db'")
+
+
+def is_read_only(engine: sa.Engine) -> bool:
+    """True when the engine opened a SQLite file read-only (see the module docstring)."""
+    return bool(getattr(engine, "mlma_read_only", False))
+
+
+# -- SQLite ------------------------------------------------------------------------------------------------
+def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
+    if parsed.drivername not in ("sqlite", "sqlite+pysqlite"):
+        raise ValueError(f"use the standard SQLite driver ('sqlite:///path'), got {parsed.drivername!r}")
+    memory = parsed.database in (None, "", ":memory:")
+    query = dict(parsed.query)
+    try:
+        busy = float(query.pop("timeout", SQLITE_BUSY_TIMEOUT))
+    except ValueError:
+        raise ValueError(f"the SQLite URL's timeout must be seconds, got {parsed.query['timeout']!r}") from None
+    read_only = False
+    if memory:
+        # One connection shared by all users: each new connection would be an empty database.
+        engine = sa.create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        path = Path(parsed.database).expanduser()
+        open_mode = _sqlite_open_mode(path)
+        read_only = open_mode is not None
+        if read_only:
+            uri = f"file:{quote(str(path.resolve()))}?{open_mode}"
+            log.info("%s is on a file system mlma cannot write: opened read-only (%s)", path, open_mode)
+            engine = sa.create_engine(parsed.set(query=query), creator=lambda: sqlite3.connect(
+                        uri, uri=True, timeout=busy, check_same_thread=False))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(parsed.set(query=query), connect_args={"timeout": busy})
+    engine.mlma_read_only = read_only
+    if not memory:
+        folder = Path(parsed.database).expanduser().resolve().parent
+
+        @sa.event.listens_for(engine, "handle_error")
+        def _on_error(context) -> None:
+            # SQLite reports a full disk as "disk is full" or, when its shared-memory file cannot grow, as a
+            # "disk I/O error": say which, with the path.
+            error = context.original_exception
+            text = str(error).lower()
+            if isinstance(error, sqlite3.OperationalError) and ("disk is full" in text or "disk i/o" in text):
+                if "disk is full" in text or _nearly_full(folder):
+                    raise OSError(errno.ENOSPC, "No space left on device", str(folder)) from error
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        # Transactions are begun by the "begin" hook below, not implicitly by the driver.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        if not memory and not read_only:
+            # Readers (a dashboard) keep reading while the agent writes.
+            cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        # A write transaction takes the write lock up front, so two writers queue instead of failing
+        # with "database is locked" when a read lock cannot be upgraded.
+        if connection.get_execution_options().get("mlma_read") or read_only:
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
+
+
+def _read_only_file_system(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs (Windows): not known to be read-only
+        return False
+
+
+def _sqlite_open_mode(path: Path) -> str | None:
+    """None to open the file normally, else the URI parameter of a read-only open."""
+    if not path.is_file():
+        return None  # a new store: created, or the error says why not
+    folder = path.parent
+    if os.access(path, os.W_OK) and os.access(folder, os.W_OK):
+        return None
+    wal = Path(f"{path}-wal")
+    shm = Path(f"{path}-shm")
+    if os.access(folder, os.W_OK) or (shm.exists() and wal.exists()):
+        return "mode=ro"
+    if wal.exists() and wal.stat().st_size > 0:
+        # Committed changes wait in the log, which SQLite cannot read without its shared-memory file.
+        return "mode=ro"
+    if not _read_only_file_system(folder):
+        return "mode=ro"  # another user's store: its owner may write it while we read, so never immutable
+    return "immutable=1"  # nothing can change the file while it is on a read-only medium
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------------------
+def _postgres_engine(parsed: sa.URL) -> sa.Engine:
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername != "postgresql+psycopg":
+        raise ValueError(f"PostgreSQL is supported through psycopg 3: use 'postgresql+psycopg://...', got "
+                         f"{parsed.drivername!r}")
+    query = dict(parsed.query)
+    statement_timeout = str(query.pop("statement_timeout", POSTGRES_STATEMENT_TIMEOUT))
+    for key, value in POSTGRES_DEFAULTS.items():
+        query.setdefault(key, value)
+    options = query.get("options", "")
+    options = options if isinstance(options, str) else " ".join(options)
+    if "statement_timeout" not in options:
+        query["options"] = f"{options} -c statement_timeout={statement_timeout}".strip()
+    parsed = parsed.set(query=query)
+    engine = sa.create_engine(parsed, pool_pre_ping=True)
+    shown = parsed.set(query={}).render_as_string(hide_password=True)
+    limits = {"connect_timeout": f"{query['connect_timeout']} s", "statement_timeout": statement_timeout,
+              "tcp_user_timeout": f"{query['tcp_user_timeout']} ms"}
+
+    @sa.event.listens_for(engine, "handle_error")
+    def _on_error(context) -> None:
+        fired = _timeout_fired(context.original_exception)
+        if fired is not None:
+            log.error("PostgreSQL %s (%s) fired on %s: %s", fired, limits.get(fired, "keepalives"), shown,
+                      str(context.original_exception).strip().splitlines()[0])
+
+    return engine
+
+
+def _timeout_fired(exc: BaseException) -> str | None:
+    """Which of the engine's limits an error from psycopg comes from, if any."""
+    text = str(exc).lower()
+    if "statement timeout" in text:
+        return "statement_timeout"
+    if "timeout expired" in text or "connection timeout" in text:
+        return "connect_timeout"
+    if "connection timed out" in text or "user timeout" in text:
+        return "tcp_user_timeout"
+    if "server closed the connection unexpectedly" in text or "connection reset" in text:
+        return "keepalives"
+    return None

@@ -1,0 +1,683 @@
+"""Hostile operations: damaged artifacts, killed processes, a database that is down, hangs, is locked, read-only
+or full. Each test fails on a mlma without the protection, and after each fault the real data that follows
+still ingests, ticks and forecasts for every stream."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlma.control import ActionError, Operations
+from mlma.live import LiveAgent
+from mlma.project import load_config
+from mlma.registry import ModelRegistry
+from mlma.simulate import simulate_platform
+from mlma.store import Store
+from test_live import FIRST_TICK, day_chunks, make_project, run_cli
+
+
+@pytest.fixture(scope="module")
+def platform() -> pd.DataFrame:
+    """12 zones, 40 days of hourly orders with events."""
+    return simulate_platform(12, 40, seed=11, event_rate=3).data
+
+
+@pytest.fixture()
+def project(tmp_path, platform):
+    """A project after start-up and two ticks (inline fits), with the rest of the days to come."""
+    root = make_project(tmp_path / "p")
+    config = load_config(root)
+    store = Store.open(config.store_url)
+    chunks = list(day_chunks(platform, FIRST_TICK))
+    live = LiveAgent(config, store=store)
+    for chunk in chunks[:3]:
+        store.ingest_frame(chunk, f"day-{chunk['ds'].min()}")
+        live.step()
+    ops = Operations(store, artifacts=config.artifacts_dir)
+    yield root, store, live, ops, iter(chunks[3:])
+    live.close()
+    store.close()
+
+
+def tick_next_day(store: Store, live: LiveAgent, chunks) -> int:
+    chunk = next(chunks)
+    store.ingest_frame(chunk, f"day-{chunk['ds'].min()}")
+    return live.step().tick
+
+
+def corrupt(registry: ModelRegistry, uid: str, version: int) -> None:
+    """Flip bytes in the middle of a version's artifact, as a bad disk or a careless hand would."""
+    path = registry.artifacts.path(registry.version(uid, version).artifact_sha256)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def every_stream_forecast(store: Store, tick: int) -> set[str]:
+    return set(store.streams()["unique_id"]) - set(store.forecasts(tick)["unique_id"])
+
+
+def fresh(store: Store, config) -> LiveAgent:
+    """A new agent process's view (nothing loaded yet), as the next `mlma tick` would have."""
+    return LiveAgent(config, store=store)
+
+
+# -- 1. damaged artifacts ----------------------------------------------------------------------------------------
+def test_a_damaged_one_version_champion_is_refitted_and_escalated_while_the_fleet_ticks_on(project):
+    root, store, live, ops, chunks = project
+    config = load_config(root)
+    uid = store.streams()["unique_id"].iloc[3]
+    assert [v.version for v in ops.registry.versions(uid)] == [1]
+    corrupt(ops.registry, uid, 1)
+    live.close()
+    with fresh(store, config) as agent:
+        tick = tick_next_day(store, agent, chunks)
+        assert store.ticks().set_index("tick").loc[tick, "status"] == "done"
+        assert not every_stream_forecast(store, tick)             # every stream, the damaged one included
+        champion = ops.registry.champion(uid)
+        assert champion.version == 2 and "cannot be loaded" in champion.check["why"]
+        ops.registry.load(uid)                                    # the new version loads
+        escalation = store.escalations(streams=[uid]).set_index("kind").loc["artifact-broken"]
+        assert "ArtifactCorrupted" in escalation["message"] and "re-fitted" in escalation["message"]
+        assert "artifact-broken" in set(store.audit_log()["action"])
+        for _ in range(2):                                        # and it keeps going
+            tick = tick_next_day(store, agent, chunks)
+            assert not every_stream_forecast(store, tick)
+
+
+def test_a_damaged_champion_falls_back_to_the_previous_good_version(project):
+    root, store, live, ops, chunks = project
+    config = load_config(root)
+    uid = store.streams()["unique_id"].iloc[5]
+    ops.force_retrain([uid], direct=True, by="user:ana")
+    tick_next_day(store, live, chunks)
+    assert ops.registry.champion(uid).version == 2
+    corrupt(ops.registry, uid, 2)
+    live.close()
+    with fresh(store, config) as agent:
+        tick = tick_next_day(store, agent, chunks)
+        assert not every_stream_forecast(store, tick)
+        assert ops.registry.champion(uid).version == 1
+        last = ops.registry.history(uid)[-1]
+        assert (last.action, last.moved_by) == ("rollback", "agent") and "version 2 cannot be loaded" in last.reason
+        forecasts = store.forecasts(tick).set_index("unique_id")
+        assert set(forecasts.loc[uid, "model_version"]) == {1}
+        assert "artifact-broken" in set(store.escalations(streams=[uid])["kind"])
+        tick = tick_next_day(store, agent, chunks)
+        assert not every_stream_forecast(store, tick)
+
+
+def test_roll_back_or_promote_to_a_damaged_version_is_refused_and_changes_nothing(project):
+    root, store, live, ops, chunks = project
+    uid = store.streams()["unique_id"].iloc[7]
+    ops.force_retrain([uid], direct=True, by="user:ana")
+    tick_next_day(store, live, chunks)
+    corrupt(ops.registry, uid, 1)
+    history = ops.registry.history(uid)
+    with pytest.raises(ActionError, match=r"cannot roll back stream .* to version 1: its artifact .* is damaged"):
+        ops.rollback(uid, by="user:ana", reason="test")
+    with pytest.raises(ActionError, match=r"cannot promote stream .* to version 1: .*mlma retrain"):
+        ops.promote(uid, 1, by="user:ana")
+    refused = run_cli(root, "rollback", uid, "--by", "ana")
+    assert refused.returncode == 2 and "damaged" in refused.stdout and "Traceback" not in refused.stderr
+    from fastapi.testclient import TestClient
+
+    from mlma.api import auth, create_app
+
+    token = auth.create_token(store, "op", "operator", by="user:root")[1]
+    client = TestClient(create_app(store, artifacts=load_config(root).artifacts_dir))
+    answer = client.post("/api/actions/promote", json={"stream": uid, "version": 1},
+                         headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 422 and "damaged" in answer.text
+    assert ops.registry.history(uid) == history and ops.registry.champion(uid).version == 2
+    tick = tick_next_day(store, live, chunks)
+    assert not every_stream_forecast(store, tick)
+
+
+def test_a_version_damaged_after_a_persons_roll_back_does_not_stop_the_tick(project):
+    root, store, live, ops, chunks = project
+    config = load_config(root)
+    uid, both = store.streams()["unique_id"].iloc[[2, 4]]
+    ops.force_retrain([uid, both], direct=True, by="user:ana")
+    tick_next_day(store, live, chunks)
+    for stream in (uid, both):
+        ops.rollback(stream, 1, by="user:ana", reason="version 2 overshoots")
+        corrupt(ops.registry, stream, 1)              # damaged between the roll-back and the tick
+    corrupt(ops.registry, both, 2)                    # and for this one the agent's own model too
+    live.close()
+    with fresh(store, config) as agent:
+        tick = tick_next_day(store, agent, chunks)
+        assert not every_stream_forecast(store, tick)
+        assert ops.registry.champion(uid).version == 2     # the agent's serving model stays, and says why
+        assert "put in service by user:ana cannot be loaded" in ops.registry.history(uid)[-1].reason
+        assert "artifact-broken" in set(store.escalations(streams=[uid])["kind"])
+        assert ops.registry.champion(both).version == 3    # nothing loads: re-fitted on its window
+        ops.registry.load(both)
+        tick = tick_next_day(store, agent, chunks)
+        assert not every_stream_forecast(store, tick)
+
+
+def test_retrain_through_the_cli_is_a_way_out_for_a_stream_whose_only_model_is_damaged(project):
+    root, store, live, ops, chunks = project
+    uid = store.streams()["unique_id"].iloc[9]
+    corrupt(ops.registry, uid, 1)
+    live.close()
+    queued = run_cli(root, "retrain", uid, "--by", "ana")
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    chunk = next(chunks)
+    data = Path(root) / "day.csv"
+    chunk.to_csv(data, index=False)
+    assert run_cli(root, "ingest", str(data)).returncode == 0
+    ticked = run_cli(root, "tick")
+    assert ticked.returncode == 0, ticked.stdout + ticked.stderr
+    outcome = ops.actions(status="applied").set_index("unique_id").loc[uid, "outcome"]
+    assert outcome == "re-fitted on the stream's window (version 2)"
+    assert not every_stream_forecast(store, store.last_done_tick())
+
+
+# -- 2. kill -9 of a tick with a process pool ----------------------------------------------------------------------
+SLOW_MODEL = '''
+import os, time
+from mlma.models import SeasonalNaive
+
+class Slow(SeasonalNaive):
+    """Seasonal naive whose fit takes a minute and says when it started."""
+    def fit(self, ds, y, X=None):
+        open(os.environ["SLOW_FIT_STARTED"], "a").write(f"{os.getpid()}\\n")
+        time.sleep(60)
+        return super().fit(ds, y, X)
+'''
+
+
+def children(pid: int) -> set[int]:
+    """Live (non-zombie) child processes of ``pid``, from /proc."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.add(pid)
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_exit_when_a_tick_is_killed_with_sigkill_mid_fit(tmp_path, platform):
+    (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
+    started = tmp_path / "fit-started"
+    root = make_project(tmp_path / "p", model="slowmodel:Slow")
+    root.joinpath("mlma.toml").write_text(root.joinpath("mlma.toml").read_text()
+                                          .replace('executor = "inline"', 'executor = "process:2"'))
+    data = tmp_path / "history.csv"
+    day0 = platform["ds"].min().normalize()
+    platform[platform["ds"] < day0 + pd.Timedelta(days=FIRST_TICK)].to_csv(data, index=False)
+    assert run_cli(root, "ingest", str(data)).returncode == 0
+    env = {**os.environ, "SLOW_FIT_STARTED": str(started),
+           "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    tick = subprocess.Popen([sys.executable, "-m", "mlma.cli", "tick", "--project", str(root)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while not (started.exists() and len(started.read_text().split()) >= 2):
+            assert tick.poll() is None, tick.stderr.read().decode()
+            assert time.monotonic() < deadline, "no fit started"
+            time.sleep(0.05)
+        workers = children(tick.pid)
+        fitting = {int(p) for p in started.read_text().split()}
+        assert fitting <= workers and len(workers) >= 2
+        os.kill(tick.pid, signal.SIGKILL)
+        tick.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(workers), f"pool workers {sorted(alive(workers))} outlived their killed parent"
+    finally:
+        if tick.poll() is None:
+            tick.kill()
+        for pid in alive(workers):
+            os.kill(pid, signal.SIGKILL)
+    # The store is as a crash leaves it: the next run (inline) does the start-up and ticks on.
+    root.joinpath("mlma.toml").write_text(root.joinpath("mlma.toml").read_text()
+                                          .replace('spec = "slowmodel:Slow"', 'spec = "ridge"')
+                                          .replace('executor = "process:2"', 'executor = "inline"'))
+    rerun = run_cli(root, "tick")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+
+
+# -- shared by the store faults ---------------------------------------------------------------------------------
+def small_project(root: Path, platform: pd.DataFrame, days: int = FIRST_TICK + 2, *, db: str | None = None,
+                  url_suffix: str = "") -> tuple[Path, pd.DataFrame]:
+    """A project of 6 zones that ran its start-up and ticks through ``days`` days; returns it and the rest."""
+    frame = platform[platform["unique_id"].isin(sorted(platform["unique_id"].unique())[:6])]
+    make_project(root, db=db)
+    if url_suffix:
+        toml = root / "mlma.toml"
+        toml.write_text(toml.read_text().replace('url = "sqlite:///mlma.db"', f'url = "sqlite:///mlma.db{url_suffix}"'))
+    day0 = frame["ds"].min().normalize()
+    history = root.parent / f"{root.name}-history.csv"
+    frame[frame["ds"] < day0 + pd.Timedelta(days=days)].to_csv(history, index=False)
+    ran = run_cli(root, "ingest", str(history))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    ran = run_cli(root, "tick", "--all")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    return root, frame[frame["ds"] >= day0 + pd.Timedelta(days=days)]
+
+
+def next_day_file(rest: pd.DataFrame, folder: Path, day: int = 0) -> Path:
+    day0 = rest["ds"].min().normalize()
+    path = folder / f"day-{day}.csv"
+    rest[(rest["ds"] >= day0 + pd.Timedelta(days=day)) & (rest["ds"] < day0 + pd.Timedelta(days=day + 1))] \
+        .to_csv(path, index=False)
+    return path
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The command failed with one line on stderr and no traceback; returns the line."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr and "╭" not in result.stderr, result.stderr[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def ticks_on(root: Path, rest: pd.DataFrame, folder: Path, day: int = 0) -> None:
+    """The real data that follows a fault ingests, ticks, and every stream gets a forecast."""
+    ran = run_cli(root, "ingest", str(next_day_file(rest, folder, day)))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    ran = run_cli(root, "tick")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    with Store.open(load_config(root).store_url) as store:
+        assert not every_stream_forecast(store, store.last_done_tick())
+
+
+def store_content(root: Path) -> dict:
+    import sqlalchemy as sa
+
+    from mlma.store import schema as S
+
+    with Store.open(load_config(root).store_url) as store, store.engine.connect() as conn:
+        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
+                for t in (S.observations, S.ingests, S.ticks, S.verdicts, S.forecasts, S.model_versions)} | {
+            "done": store.last_done_tick()}
+
+
+# -- 7. a locked SQLite file ----------------------------------------------------------------------------------------
+def test_a_locked_sqlite_store_exits_4_with_one_line(tmp_path, platform):
+    import sqlite3
+
+    root, rest = small_project(tmp_path / "p", platform, url_suffix="?timeout=1")
+    before = store_content(root)
+    day = next_day_file(rest, tmp_path)
+    holder = sqlite3.connect(root / "mlma.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")                 # another program holds the write lock
+    try:
+        for args in (("ingest", str(day)), ("tick",)):
+            started = time.monotonic()
+            result = run_cli(root, *args)
+            assert result.returncode == 4, result.stdout + result.stderr
+            assert "locked by another process" in one_line_error(result)
+            assert time.monotonic() - started < 30     # the URL's timeout=1, not the default minute
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert store_content(root) == before
+    ticks_on(root, rest, tmp_path)
+
+
+# -- 8. a full disk -----------------------------------------------------------------------------------------------
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 3 MB tmpfs (needs root and mount); unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder: Path) -> Path:
+    """Write a file until the device is full."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        for size in (1 << 16, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_ends_ingest_and_tick_with_one_line_and_changes_nothing(tmp_path, platform, small_disk):
+    root, rest = small_project(small_disk / "p", platform)
+    before = store_content(root)
+    day = next_day_file(rest, tmp_path)
+    filler = fill(small_disk)
+    for args in (("ingest", str(day)), ("tick",)):
+        result = run_cli(root, *args)
+        assert result.returncode == 5, result.stdout + result.stderr
+        assert "no space left on the device" in one_line_error(result)
+    filler.unlink()
+    after = store_content(root)
+    assert after == before
+    ticks_on(root, rest, tmp_path)
+
+
+# -- 6. a read-only file system -----------------------------------------------------------------------------------
+@pytest.fixture()
+def read_only_view(tmp_path):
+    """``(writable, read_only)``: a folder and a read-only bind mount of it (needs root and mount)."""
+    writable, view = tmp_path / "rw", tmp_path / "ro"
+    writable.mkdir()
+    view.mkdir()
+    done = subprocess.run(["mount", "--bind", str(writable), str(view)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {done.stderr.strip()}")
+    try:
+        done = subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        yield writable, view
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)
+
+
+def test_read_only_commands_work_on_a_read_only_file_system_and_writes_are_refused(tmp_path, platform,
+                                                                                  read_only_view):
+    writable, view = read_only_view
+    root, rest = small_project(writable / "p", platform)
+    assert not (writable / "p" / "mlma.db-wal").exists()     # closed cleanly, as a copied store would be
+    with pytest.raises(OSError):
+        (view / "p" / "probe").write_text("x")                  # really read-only, for root too
+    expected = run_cli(root, "forecast")
+    for args in (("status",), ("forecast",), ("audit",)):
+        result = run_cli(view / "p", *args)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert run_cli(view / "p", "forecast").stdout == expected.stdout
+    assert "(read-only)" in run_cli(view / "p", "status").stdout
+    refused = run_cli(view / "p", "tick")
+    assert refused.returncode == 5 and "read-only" in one_line_error(refused)
+    ticks_on(root, rest, tmp_path)                              # the writable copy carries on
+
+
+# -- 5. a damaged saved state ---------------------------------------------------------------------------------------
+def test_a_damaged_saved_state_is_reported_by_status_refused_by_tick_and_a_backup_restores(tmp_path, platform):
+    import shutil
+    import sqlite3
+
+    root, rest = small_project(tmp_path / "p", platform)
+    assert run_cli(root, "backup", str(tmp_path / "backup.db")).returncode == 0
+    db = root / "mlma.db"
+    conn = sqlite3.connect(db)
+    newest, blob = conn.execute("SELECT tick, blob FROM agent_state ORDER BY tick DESC LIMIT 1").fetchone()
+    damaged = bytearray(blob)
+    damaged[len(damaged) // 2] ^= 0xFF
+    conn.execute("UPDATE agent_state SET blob = ? WHERE tick = ?", (bytes(damaged), newest))
+    conn.commit()
+    conn.close()
+    status = run_cli(root, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    text = " ".join(status.stdout.split())
+    assert f"tick {newest} DAMAGED" in text and f"intact: tick {newest - 1}" in text
+    before = store_content(root)
+    ran = run_cli(root, "ingest", str(next_day_file(rest, tmp_path)))
+    assert ran.returncode == 0
+    refused = run_cli(root, "tick")
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    line = one_line_error(refused)
+    assert f"saved agent state of tick {newest} is damaged" in line and f"tick {newest - 1}" in line
+    assert "backup" in line
+    assert store_content(root)["done"] == before["done"]
+    # The documented way out: restore the backup, then the data that follows ticks on.
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.copy(tmp_path / "backup.db", db)
+    ticks_on(root, rest, tmp_path)
+
+
+# -- 3. PostgreSQL timeouts -----------------------------------------------------------------------------------------
+def with_query(url: str, **params: str) -> str:
+    import sqlalchemy as sa
+
+    return sa.make_url(url).update_query_dict(params).render_as_string(hide_password=False)
+
+
+def test_a_postgresql_statement_that_runs_too_long_is_cancelled_and_logged(postgres_server, caplog):
+    import sqlalchemy as sa
+
+    from mlma.store.testing import postgres_schema
+
+    with postgres_schema(postgres_server) as url:
+        Store.create(url).close()
+        with Store.open(with_query(url, statement_timeout="1s")) as store:
+            started = time.monotonic()
+            with pytest.raises(sa.exc.OperationalError, match="statement timeout"), store._read() as conn:
+                conn.execute(sa.text("SELECT pg_sleep(30)"))
+            assert time.monotonic() - started < 10
+            assert store.streams().empty                      # the engine is usable afterwards
+        with Store.open(url) as store, store.engine.connect() as conn:
+            # The defaults reach the connection: server-side statement timeout, client keepalives.
+            assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "15min"
+            params = conn.connection.driver_connection.info.get_parameters()
+            assert params["keepalives"] == "1" and int(params["keepalives_idle"]) <= 60
+            assert int(params["tcp_user_timeout"]) > 0 and int(params["connect_timeout"]) > 0
+    assert any("statement_timeout (1s) fired" in r.getMessage() for r in caplog.records)
+
+
+def test_a_postgresql_server_that_never_answers_fails_within_the_connect_timeout(tmp_path, caplog):
+    """A listening socket on this machine that accepts TCP and never speaks: a black-holed server."""
+    import socket
+
+    import sqlalchemy as sa
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/test"
+    try:
+        started = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError, match="timeout"):
+            Store.open(with_query(url, connect_timeout="2"))
+        assert time.monotonic() - started < 10
+        assert any("connect_timeout (2 s) fired" in r.getMessage() for r in caplog.records)
+        # Through the CLI: one line, exit 5, after the project's connect timeout.
+        root = tmp_path / "p"
+        make_project(root)
+        toml = root / "mlma.toml"
+        toml.write_text(toml.read_text().replace('url = "sqlite:///mlma.db"',
+                                                 f'url = "{with_query(url, connect_timeout="2")}"'))
+        started = time.monotonic()
+        result = run_cli(root, "status")
+        assert result.returncode == 5, result.stdout + result.stderr
+        assert "connect_timeout (2 s) fired" in result.stderr
+        assert "error: the PostgreSQL store cannot be used now: connection timeout expired" in result.stderr
+        assert "Traceback" not in result.stderr and time.monotonic() - started < 30
+    finally:
+        silent.close()
+
+
+# -- 4. mlma run before the database is up ----------------------------------------------------------------------------
+class Forwarder:
+    """A TCP forwarder on a local port to PostgreSQL, to be started late: until then nothing listens there."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+
+        self.target = target
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.port = probe.getsockname()[1]
+        probe.close()
+        self.server = None
+
+    def start(self) -> None:
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source, sink) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+def test_mlma_run_waits_for_a_database_that_is_down_at_start_up(tmp_path, platform, postgres_server):
+    import sqlalchemy as sa
+
+    from mlma.store.testing import postgres_schema
+
+    target = sa.make_url(postgres_server)
+    with postgres_schema(postgres_server) as url:
+        root, rest = small_project(tmp_path / "p", platform, db=url)
+        forwarder = Forwarder((target.host or "127.0.0.1", target.port or 5432))
+        late = sa.make_url(url).set(port=forwarder.port).render_as_string(hide_password=False)
+        toml = root / "mlma.toml"
+        toml.write_text(toml.read_text().replace(url, late))
+        day = next_day_file(rest, tmp_path)
+        with Store.open(url) as store:
+            store.ingest_file(day)                        # a tick is due when the service starts
+            done = store.last_done_tick()
+        out_file, err_file = tmp_path / "run.out", tmp_path / "run.err"
+        with open(out_file, "w") as out, open(err_file, "w") as err:
+            service = subprocess.Popen([sys.executable, "-m", "mlma.cli", "run", "--every", "1s", "--project",
+                                        str(root)], stdout=out, stderr=err, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while "attempt 3" not in err_file.read_text():   # the database is "down": nothing listens there
+                assert service.poll() is None and time.monotonic() < deadline, err_file.read_text()
+                time.sleep(0.2)
+            forwarder.start()
+            with Store.open(url) as store:
+                while store.last_done_tick() == done:
+                    assert service.poll() is None and time.monotonic() < deadline, err_file.read_text()
+                    time.sleep(0.3)
+                assert not every_stream_forecast(store, store.last_done_tick())
+            service.send_signal(signal.SIGTERM)
+            service.wait(timeout=60)
+        finally:
+            if service.poll() is None:
+                service.kill()
+            forwarder.stop()
+        out, err = out_file.read_text(), err_file.read_text()
+        assert service.returncode == 0, err
+        retries = [line for line in err.splitlines() if "cannot be reached" in line]
+        assert "attempt 1: " in retries[0] and "Connection refused" in retries[0] and "retrying in" in retries[0]
+        assert len(retries) >= 3
+        assert f"tick {done + 1}:" in out
+
+
+def test_opening_the_agent_backs_off_while_the_database_is_down(tmp_path, caplog):
+    import logging
+    import socket
+
+    from mlma.live import open_agent
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()                                          # nothing listens on the port now
+    root = make_project(tmp_path / "p")
+    toml = root / "mlma.toml"
+    toml.write_text(toml.read_text().replace('url = "sqlite:///mlma.db"',
+                                             f'url = "postgresql+psycopg://postgres@127.0.0.1:{port}/test"'))
+    started = time.monotonic()
+    caplog.set_level(logging.WARNING, logger="mlma.live")
+    agent = open_agent(load_config(root), executor="inline", first_delay=0.2, max_delay=0.8,
+                       stopping=lambda: time.monotonic() - started > 3.5)
+    assert agent is None
+    waits = [float(r.getMessage().rsplit("retrying in ", 1)[1].split()[0]) for r in caplog.records
+             if "cannot be reached" in r.getMessage()]
+    assert waits[:4] == [0.2, 0.4, 0.8, 0.8]
+
+
+def _pool_parent_script() -> str:
+    return (
+        "import os, sys, time\n"
+        "from concurrent.futures import ProcessPoolExecutor\n"
+        "from mlma.training import _exit_with_parent\n"
+        "pool = ProcessPoolExecutor(2, initializer=_exit_with_parent, initargs=(os.getpid(), False))\n"
+        "pids = set()\n"
+        "while len(pids) < 2:\n"
+        "    pids |= {f.result() for f in [pool.submit(os.getpid) for _ in range(20)]}\n"
+        "print(' '.join(map(str, sorted(pids))), flush=True)\n"
+        "time.sleep(600)\n")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_parent_watchdog_alone_ends_pool_workers_of_a_killed_process(tmp_path):
+    """Without PR_SET_PDEATHSIG (as on macOS, or a pool made off the main thread) the watchdog thread does it."""
+    parent = subprocess.Popen([sys.executable, "-c", _pool_parent_script()], stdout=subprocess.PIPE, text=True)
+    workers: set[int] = set()
+    try:
+        workers = {int(p) for p in parent.stdout.readline().split()}
+        assert len(workers) == 2 and alive(workers) == workers
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while alive(workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not alive(workers)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        for pid in alive(workers):
+            os.kill(pid, signal.SIGKILL)
