@@ -20,6 +20,7 @@ Examples
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from contextlib import asynccontextmanager
@@ -27,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -147,9 +150,21 @@ def _registry(store: Store, artifacts):
         return None
 
 
+class _EscapedJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a validation error may echo a lone surrogate from the
+    request (valid JSON, but not encodable as UTF-8), which the default rendering turns into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def _add_errors(app: FastAPI) -> None:
     def validation(loc: list[str], message: str, kind: str = "value_error") -> JSONResponse:
-        return JSONResponse({"detail": [{"type": kind, "loc": loc, "msg": message}]}, status_code=422)
+        return _EscapedJSONResponse({"detail": [{"type": kind, "loc": loc, "msg": message}]}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError):
+        return _EscapedJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     @app.exception_handler(actions.FieldError)
     async def field_error(_request: Request, exc: actions.FieldError):

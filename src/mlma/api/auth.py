@@ -265,10 +265,12 @@ def sign_session(secret: bytes, token_id: int, *, seconds: int = SESSION_SECONDS
 
 def read_session(secret: bytes, value: str | None) -> Session | None:
     """The session in a cookie value, or None if it is malformed, forged or expired."""
-    if not value or len(value) > 1024 or value.count(".") != 1:
+    # A cookie is Latin-1 text to the server; anything not ASCII cannot be one of ours (and compare_digest
+    # refuses non-ASCII text with a TypeError).
+    if not value or len(value) > 1024 or value.count(".") != 1 or not value.isascii():
         return None
     payload, mac = value.split(".")
-    expected = _b64(hmac.new(secret, payload.encode("ascii", "replace"), hashlib.sha256).digest())
+    expected = _b64(hmac.new(secret, payload.encode("ascii"), hashlib.sha256).digest())
     if not hmac.compare_digest(mac, expected):
         return None
     try:

@@ -66,7 +66,7 @@ def principal(request: Request, credentials: HTTPAuthorizationCredentials | None
         raise unauthorized("the session's token was revoked; log in again")
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(auth.CSRF_HEADER, "")
-        if not sent or not hmac.compare_digest(sent, session.csrf):
+        if not sent or not hmac.compare_digest(sent.encode("utf-8", "replace"), session.csrf.encode("utf-8")):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"missing or wrong {auth.CSRF_HEADER} header: a request that changes something "
                                 f"with the session cookie must repeat the {auth.CSRF_COOKIE} cookie's value in it")

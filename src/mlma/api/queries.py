@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -40,6 +41,8 @@ VERDICT_LABELS = {int(v): v.label for v in Verdict}
 STREAM_SORTS = ("unique_id", "verdict", "p_value", "effect", "loss", "reference_loss", "escalations", "last_ds",
                 "model_version")
 MAX_PER_PAGE = 500
+#: The largest page number a list accepts (beyond it every page is empty anyway; the offset stays in 64 bits).
+MAX_PAGE = 10**9
 
 
 class QueryError(ValueError):
@@ -73,8 +76,8 @@ def _label(code: Any) -> str | None:
 
 
 def _page(page: int, per_page: int) -> tuple[int, int]:
-    if page < 1:
-        raise QueryError("page", f"page counts from 1, got {page}")
+    if not 1 <= page <= MAX_PAGE:
+        raise QueryError("page", f"page counts from 1 (at most {MAX_PAGE}), got {page}")
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise QueryError("per_page", f"per_page must be 1..{MAX_PER_PAGE}, got {per_page}")
     return (page - 1) * per_page, per_page
@@ -84,9 +87,20 @@ def _pages(total: int, per_page: int) -> int:
     return max(1, -(-total // per_page))
 
 
-def _attr(key: str) -> sa.ColumnElement:
-    """A stream attribute as text (SQLite: JSON_EXTRACT, PostgreSQL: ->>), comparable with str(value)."""
-    return S.streams.c.attributes[key].as_string()
+def _attr(key: str, dialect: str) -> sa.ColumnElement:
+    """A stream attribute as text (SQLite: JSON_EXTRACT, PostgreSQL: ->>), comparable with str(value).
+
+    SQLite compares a JSON path's label with the key as it is written in the stored JSON text (escaped, as
+    ``json.dumps`` writes it: ``\\u00e4`` for ``ä``) and ends the label at the next double quote, so the
+    label is the escaped key, and a key holding a double quote is looked up with ``json_each`` instead.
+    """
+    if dialect != "sqlite":
+        return S.streams.c.attributes[key].as_string()
+    label = json.dumps(key)[1:-1]
+    if '"' not in label:
+        return sa.cast(sa.func.json_extract(S.streams.c.attributes, f'$."{label}"'), sa.Text)
+    pairs = sa.func.json_each(S.streams.c.attributes).table_valued("key", "value").alias("kv")
+    return sa.select(sa.cast(pairs.c.value, sa.Text)).where(pairs.c.key == key).scalar_subquery()
 
 
 def last_done_tick(conn: sa.Connection) -> int | None:
@@ -228,7 +242,7 @@ def list_streams(store: Store, *, verdict: Sequence[str] | None = None, attribut
                 parts.append(v.c.verdict.is_(None))
             where.append(sa.or_(*parts))
         for name, value in (attributes or {}).items():
-            where.append(_attr(name) == str(value))
+            where.append(_attr(name, store.dialect) == str(value))
         if q:
             pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append(s.c.unique_id.ilike(pattern, escape="\\"))
@@ -430,7 +444,7 @@ def escalation_queue(store: Store, *, status: Sequence[str] = ("open",), group_b
         tick = last_done_tick(conn)
         effective = _effective_status(now)
         size = sa.func.coalesce(v.c.reference_loss, v.c.loss, 0.0)
-        gval = _attr(group_by) if group_by else sa.null()
+        gval = _attr(group_by, store.dialect) if group_by else sa.null()
         fleet = sa.case((e.c.stream_id.is_(None), 1), else_=0)
         base = (e.outerjoin(s, s.c.id == e.c.stream_id)
                 .outerjoin(v, sa.and_(v.c.stream_id == e.c.stream_id, v.c.tick == (tick if tick is not None else -1))))

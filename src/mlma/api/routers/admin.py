@@ -5,22 +5,21 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from mlma.api import auth
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, admin, context, principal, unauthorized
+from mlma.api.inputs import Body, check_request_text
 
-router = APIRouter(prefix="/api", tags=["access"])
+router = APIRouter(prefix="/api", tags=["access"], dependencies=[Depends(check_request_text)])
 
 
-class Login(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Login(Body):
     token: str = Field(..., min_length=1, max_length=256, description="an API token")
 
 
-class NewToken(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NewToken(Body):
     name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$",
                       description="whose token: actions are audited as user:<name>")
     role: Literal["viewer", "operator", "admin"] = "viewer"
