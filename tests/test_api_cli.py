@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from mlma.api import auth
 from mlma.api.cli import register
 from mlma.api.sample import build_sample_fleet
+from mlma.control import Operations
 from mlma.project import init_project
 from mlma.registry import ModelRegistry
 from mlma.store import Store
@@ -205,7 +206,48 @@ def test_require_approval_and_set_params(project):
     bad = run(project, "set-params", uid, "--cooldown-ticks", "1.5", ok=False)
     assert bad.exit_code == 2 and "--cooldown-ticks" in bad.output
     negative = run(project, "set-params", uid, "--delta", "-1", ok=False)
-    assert negative.exit_code == 2 and "delta must be" in negative.output
+    assert negative.exit_code == 2 and "parameter delta" in negative.output and "got -1.0" in negative.output
+
+
+@pytest.mark.parametrize("option, value, bound", [
+    ("--cooldown-ticks", "100000000000000000000", "from 0 to 10000"),   # 1e20: OverflowError in every later tick
+    ("--cooldown-ticks", str(2**62), "from 0 to 10000"),                 # wrapped to 0 in the 32-bit counters
+    ("--cooldown-ticks", str(2**31), "from 0 to 10000"),
+    ("--delta", "inf", "finite number from 0 to 10"),
+    ("--delta", "1e400", "finite number from 0 to 10"),
+    ("--delta", "nan", "finite number from 0 to 10"),
+])
+def test_set_params_refuses_values_out_of_bounds_and_writes_nothing(project, option, value, bound):
+    _, fleet = project
+    uid = fleet.unique_ids[6]
+    before = overrides(project, uid)
+    with store_of(project) as store:
+        n_audit = len(store.audit_log())
+    bad = run(project, "set-params", uid, option, value, ok=False)
+    text = " ".join(bad.output.split())
+    assert bad.exit_code == 2, bad.output
+    assert f"parameter {option[2:].replace('-', '_')} (for stream {uid})" in text and bound in text, text
+    assert overrides(project, uid) == before
+    with store_of(project) as store:
+        assert len(store.audit_log()) == n_audit
+
+
+@pytest.mark.parametrize("args, message", [
+    (("abnormal", "mark", "2609-01-01", "2609-01-05"), "start must be a data time from 1900-01-01 to 2199-12-31"),
+    (("abnormal", "mark", "2025-01-01", "2262-05-01"), "end must be a data time"),
+    (("pin", "zone-0001", "--until", "2001-01-01"), "until must be in the future"),
+    (("pin", "zone-0001", "--until", "2999-01-01"), "until must be at most 3650 days ahead"),
+    (("silence", "1", "--until", "2001-01-01T00:00"), "until must be in the future"),
+    (("silence", "1", "--for", "100000d"), "until must be at most 3650 days ahead"),
+])
+def test_dates_out_of_range_or_in_the_past_are_refused(project, args, message):
+    with store_of(project) as store:
+        n_audit, n_periods = len(store.audit_log()), len(Operations(store).abnormal_periods(active_only=False))
+    bad = run(project, *args, ok=False)
+    assert bad.exit_code == 2 and message in " ".join(bad.output.split()), bad.output
+    with store_of(project) as store:
+        assert len(store.audit_log()) == n_audit
+        assert len(Operations(store).abnormal_periods(active_only=False)) == n_periods
 
 
 @pytest.mark.parametrize("args, message", [

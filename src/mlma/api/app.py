@@ -35,6 +35,7 @@ from fastapi.staticfiles import StaticFiles
 
 from mlma.api import auth
 from mlma.api.deps import AppContext, viewer
+from mlma.api.guard import MAX_BODY_BYTES, RequestGuard
 from mlma.api.queries import QueryError
 from mlma.api.routers import actions, admin, read
 from mlma.control import Operations
@@ -49,7 +50,8 @@ _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'
 
 
 def create_app(source: Any, *, artifacts: str | Path | None = None, secret: bytes | None = None,
-               group_by: str | None = "city", public_metrics: bool = False, secure_cookies: bool = False) -> FastAPI:
+               group_by: str | None = "city", public_metrics: bool = False, secure_cookies: bool = False,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """Build the API and dashboard for a project or a store.
 
     Parameters
@@ -70,6 +72,9 @@ def create_app(source: Any, *, artifacts: str | Path | None = None, secret: byte
         Serve ``/metrics`` without a token (for a Prometheus that cannot send one).
     secure_cookies
         Mark cookies ``Secure`` (serve over HTTPS, e.g. behind a reverse proxy).
+    max_body_bytes
+        The largest request body accepted (413 beyond). Every body but the log-in's is read only after the
+        sender was authenticated (:mod:`mlma.api.guard`).
     """
     from mlma.project import MonitorSection, ProjectConfig, load_config
 
@@ -118,6 +123,8 @@ def create_app(source: Any, *, artifacts: str | Path | None = None, secret: byte
     app.include_router(admin.router)
     _add_errors(app)
     _add_pages(app, ctx)
+    # Added before the headers middleware, so that its 401 and 413 answers get the security headers too.
+    app.add_middleware(RequestGuard, ctx=ctx, max_body_bytes=max_body_bytes)
 
     @app.middleware("http")
     async def headers(request: Request, call_next):

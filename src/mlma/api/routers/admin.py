@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import Field
 
 from mlma.api import auth
@@ -26,7 +26,7 @@ class NewToken(Body):
 
 
 def _set_session_cookies(response: Response, ctx: AppContext, token_id: int) -> str:
-    value, session = auth.sign_session(ctx.secret, token_id)
+    value, session = auth.start_session(ctx.store, token_id, ctx.secret)
     response.set_cookie(auth.SESSION_COOKIE, value, max_age=auth.SESSION_SECONDS, httponly=True, samesite="lax",
                         secure=ctx.secure_cookies, path="/")
     # Readable by the page's script (not HttpOnly), which sends it back in the X-CSRF-Token header.
@@ -44,8 +44,12 @@ def login(body: Login, response: Response, ctx: AppContext = Depends(context)) -
     return {"name": found.name, "role": found.role, "csrf": csrf}
 
 
-@router.delete("/session", summary="Log the web page out")
-def logout(response: Response, _: Principal = Depends(principal)) -> dict:
+@router.delete("/session", summary="Log the web page out: the session ends on the server too")
+def logout(request: Request, response: Response, _: Principal = Depends(principal),
+           ctx: AppContext = Depends(context)) -> dict:
+    session = getattr(request.state, "session", None)
+    if session is not None:  # a bearer request has no session to end
+        auth.end_session(ctx.store, session)
     response.delete_cookie(auth.SESSION_COOKIE, path="/")
     response.delete_cookie(auth.CSRF_COOKIE, path="/")
     return {"logged_out": True}
