@@ -398,6 +398,14 @@ def pin_stamp(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
+def pinned_now(now: dt.datetime, pinned: bool = True) -> sa.ColumnElement:
+    """SQL: the stream is pinned at ``now`` (``pinned=False``: it is not), i.e. pinned until unpinned or until a
+    time after ``now``; a pin that has run out counts as no pin, as it does for the tick."""
+    until = S.streams.c.overrides["pinned_until"].as_string()
+    active = sa.or_(until == "forever", until > pin_stamp(now))
+    return sa.and_(until.is_not(None), active) if pinned else sa.or_(until.is_(None), sa.not_(active))
+
+
 def _until(value: Any) -> dt.datetime:
     """An instant in the future, or a duration from now (``"4h"``, ``"2d"``)."""
     if isinstance(value, str):

@@ -29,6 +29,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from mlma.control import pin_stamp, pinned_now
 from mlma.escalations import ESCALATION_KINDS
 from mlma.policy import Verdict
 from mlma.store import Store
@@ -69,6 +70,14 @@ def _iso(value: Any) -> str | None:
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     return str(value)
+
+
+def _active_pin(overrides: Mapping | None, now: dt.datetime) -> str | None:
+    """``pinned_until`` of a pin that holds at ``now`` ("forever" or an instant), None for none or one run out."""
+    until = (overrides or {}).get("pinned_until")
+    if not until or until == "forever":
+        return until or None
+    return until if until > pin_stamp(now) else None
 
 
 def _label(code: Any) -> str | None:
@@ -167,8 +176,7 @@ def fleet_summary(store: Store, ticks: int = 200) -> dict:
         a = S.abnormal_periods
         abnormal = conn.execute(sa.select(sa.func.count()).select_from(a)
                                 .where(a.c.cancelled_at.is_(None))).scalar_one()
-        pinned = conn.execute(sa.select(sa.func.count()).select_from(S.streams)
-                              .where(S.streams.c.overrides["pinned_until"].as_string().is_not(None))).scalar_one()
+        pinned = conn.execute(sa.select(sa.func.count()).select_from(S.streams).where(pinned_now(now))).scalar_one()
     series = [_tick_json(r) for r in reversed(rows)]
     return {
         "n_streams": int(n_streams),
@@ -247,8 +255,7 @@ def list_streams(store: Store, *, verdict: Sequence[str] | None = None, attribut
             pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append(s.c.unique_id.ilike(pattern, escape="\\"))
         if pinned is not None:
-            flag = s.c.overrides["pinned_until"].as_string()
-            where.append(flag.is_not(None) if pinned else flag.is_(None))
+            where.append(pinned_now(now, pinned))
         count = sa.select(sa.func.count()).select_from(s.outerjoin(v, on_tick) if (codes or want_none) else s)
         total = conn.execute(count.where(*where)).scalar_one()
         columns = {"unique_id": s.c.unique_id, "verdict": v.c.verdict, "p_value": v.c.p_value, "effect": v.c.effect,
@@ -271,7 +278,7 @@ def list_streams(store: Store, *, verdict: Sequence[str] | None = None, attribut
         "model_version": None if r.model_version is None else int(r.model_version),
         "champion": None if r.champion is None else int(r.champion), "retrain": bool(r.retrain) if r.retrain is not None
         else None, "reason": r.reason, "last_ds": _iso(r.last_ds),
-        "pinned_until": (r.overrides or {}).get("pinned_until"),
+        "pinned_until": _active_pin(r.overrides, now),
         "needs_approval": bool((r.overrides or {}).get("needs_approval")),
         "overrides": r.overrides or {}, "open_escalations": int(r.n_open),
         "max_severity": None if r.severity is None else int(r.severity)} for r in rows]
@@ -366,7 +373,7 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
         "params": params, "first_ds": _iso(row.first_ds), "last_ds": _iso(row.last_ds),
         "first_seen": _iso(row.first_seen), "last_seen": _iso(row.last_seen),
         "verdict": None if current is None else _label(current.verdict),
-        "pinned_until": overrides.get("pinned_until"), "needs_approval": bool(overrides.get("needs_approval")),
+        "pinned_until": _active_pin(overrides, now), "needs_approval": bool(overrides.get("needs_approval")),
         "champion": None if champion is None else {
             "version": int(champion.version), "since": _iso(champion.since), "moved_by": champion.moved_by,
             "reason": champion.reason, "tick": champion.tick},
