@@ -630,3 +630,10 @@ def test_a_real_server_answers_curl_style_requests(env, tmp_path):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_the_accepted_ranges_shown_in_docs_are_the_codes():
+    from mlma.params import markdown_table
+
+    text = (Path(__file__).parents[1] / "docs" / "api.md").read_text()
+    assert markdown_table() in text, "docs/api.md must show `python -m mlma.params`'s table"
