@@ -111,9 +111,10 @@ def test_the_actor_comes_from_by_then_mlma_user_then_the_login(project):
 def test_pin_unpin_streams_and_a_group_with_until(project):
     _, fleet = project
     uid = fleet.unique_ids[1]
-    out = run(project, "pin", uid, "--until", "2026-12-28", "--reason", "holiday").output
+    until = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=25)).strftime("%Y-%m-%d")   # pins end in the future
+    out = run(project, "pin", uid, "--until", until, "--reason", "holiday").output
     assert "pin: 1 stream" in out
-    assert overrides(project, uid)["pinned_until"].startswith("2026-12-28T00:00:00")
+    assert overrides(project, uid)["pinned_until"].startswith(f"{until}T00:00:00")
     entry = last_audit(project)
     assert (entry["action"], entry["target"], entry["reason"]) == ("pin", f"stream:{uid}", "holiday")
     out = run(project, "pin", "--group", "city=c02", "-r", "festival").output
@@ -210,12 +211,12 @@ def test_require_approval_and_set_params(project):
 
 
 @pytest.mark.parametrize("option, value, bound", [
-    ("--cooldown-ticks", "100000000000000000000", "from 0 to 10000"),   # 1e20: OverflowError in every later tick
+    ("--cooldown-ticks", "100000000000000000000", "whole number from 0 to 10000 (for stream"),   # 1e20: OverflowError in every later tick
     ("--cooldown-ticks", str(2**62), "from 0 to 10000"),                 # wrapped to 0 in the 32-bit counters
     ("--cooldown-ticks", str(2**31), "from 0 to 10000"),
-    ("--delta", "inf", "finite number from 0 to 10"),
-    ("--delta", "1e400", "finite number from 0 to 10"),
-    ("--delta", "nan", "finite number from 0 to 10"),
+    ("--delta", "inf", "finite number from 0 to 100 (for stream"),
+    ("--delta", "1e400", "finite number from 0 to 100 (for stream"),
+    ("--delta", "nan", "finite number from 0 to 100 (for stream"),
 ])
 def test_set_params_refuses_values_out_of_bounds_and_writes_nothing(project, option, value, bound):
     _, fleet = project
@@ -226,7 +227,8 @@ def test_set_params_refuses_values_out_of_bounds_and_writes_nothing(project, opt
     bad = run(project, "set-params", uid, option, value, ok=False)
     text = " ".join(bad.output.split())
     assert bad.exit_code == 2, bad.output
-    assert f"parameter {option[2:].replace('-', '_')} (for stream {uid})" in text and bound in text, text
+    assert f"parameter {option[2:].replace('-', '_')} must be" in text and f"(for stream {uid})" in text, text
+    assert bound in text, text
     assert overrides(project, uid) == before
     with store_of(project) as store:
         assert len(store.audit_log()) == n_audit

@@ -146,16 +146,16 @@ def _raw_json(text: str) -> dict:
 HOSTILE = [
     ("cooldown 1e20", "POST", "/api/actions/set-params",
      lambda u: {"json": {"streams": [u], "params": {"cooldown_ticks": 1e20}}}, 422,
-     r"parameter cooldown_ticks \(for stream [\w-]+\) must be a whole number from 0 to 10000"),
+     r"parameter cooldown_ticks must be the cool-down in ticks, a whole number from 0 to 10000 \(for stream [\w-]+\)"),
     ("cooldown 2^62", "POST", "/api/actions/set-params",
      lambda u: {"json": {"streams": [u], "params": {"cooldown_ticks": 2**62}}}, 422,
      r"parameter cooldown_ticks .* from 0 to 10000 .* got 4611686018427387904"),
     ("cooldown 2^31 for a group", "POST", "/api/actions/set-params",
      lambda u: {"json": {"group": {"city": "c0"}, "params": {"cooldown_ticks": 2**31}}}, 422,
-     r"parameter cooldown_ticks \(for group:city=c0\)"),
+     r"parameter cooldown_ticks must be .* \(for group:city=c0\)"),
     ("delta Infinity", "POST", "/api/actions/set-params",
      lambda u: _raw_json('{"streams": ["%s"], "params": {"delta": Infinity}}' % u), 422,
-     r"parameter delta \(for stream [\w-]+\) must be a finite number from 0 to 10 .*got inf"),
+     r"parameter delta must be the relevance margin, a finite number from 0 to 100 \(for stream [\w-]+\), got inf"),
     ("delta 1e400", "POST", "/api/actions/set-params",
      lambda u: _raw_json('{"streams": ["%s"], "params": {"delta": 1e400}}' % u), 422, r"parameter delta .* got inf"),
     ("delta NaN", "POST", "/api/actions/set-params",
@@ -222,10 +222,10 @@ def test_parameters_at_their_bounds_are_accepted_and_the_tick_applies_them(live)
     uid = _uid(live, 2)
     with live.http() as http:
         done = http.post("/api/actions/set-params", headers=live.auth(),
-                         json={"streams": [uid], "params": {"cooldown_ticks": 10_000, "delta": 10}})
+                         json={"streams": [uid], "params": {"cooldown_ticks": 10_000, "delta": 100}})
         assert done.status_code == 200, done.text
         detail = http.get(f"/api/streams/{uid}", headers=live.auth("viewer")).json()
-        assert detail["params"]["cooldown_ticks"] == 10_000 and detail["params"]["delta"] == 10.0
+        assert detail["params"]["cooldown_ticks"] == 10_000 and detail["params"]["delta"] == 100.0
     live.next_day_ticks()
     with live.http() as http:
         assert http.get("/api/fleet", headers=live.auth("viewer")).status_code == 200

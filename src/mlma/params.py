@@ -9,7 +9,7 @@ The bounds come from what the agent can hold and what is sane:
 
 - ``cooldown_ticks`` ends up in the policy's 32-bit per-stream counters (``tick + cooldown_ticks``); far
   below that limit, 10,000 ticks is 27 years of daily ticks or 14 months of hourly ones.
-- ``delta`` is a relative rise of the mean loss; it must be finite (JSON has no infinity, and an infinite
+- ``delta`` is a relative rise of the mean loss, at most 100 (a hundredfold); it must be finite (JSON has no infinity, and an infinite
   margin is a pin in disguise: use ``pin``).
 - Data times (abnormal periods) must lie within :data:`DATA_TIME_RANGE`, far inside the nanosecond
   timestamps the data are handled in (1677-2262), which wrap silently beyond that.
@@ -23,7 +23,7 @@ Examples
 >>> check_params({"cooldown_ticks": 2**62}, "stream:zone-1")
 Traceback (most recent call last):
 ...
-mlma.params.ParameterError: parameter cooldown_ticks (for stream:zone-1) must be a whole number from 0 to 10000 (ticks without a new trigger after a re-training), got 4611686018427387904
+mlma.params.ParameterError: parameter cooldown_ticks must be the cool-down in ticks, a whole number from 0 to 10000 (for stream:zone-1), got 4611686018427387904
 >>> data_time("2609-01-01", "start")
 Traceback (most recent call last):
 ...
@@ -54,6 +54,7 @@ class Bound:
     low: float | None
     high: float | None
     meaning: str
+    explanation: str
 
     def describe(self) -> str:
         if self.kind is bool:
@@ -79,7 +80,7 @@ class Bound:
         if ok and self.kind is not bool:
             ok = self.low <= value <= self.high
         if not ok:
-            raise ParameterError(f"parameter {self.name} (for {target}) must be {self.describe()} ({self.meaning}), "
+            raise ParameterError(f"parameter {self.name} must be {self.meaning}, {self.describe()} (for {target}), "
                                  f"got {value!r}")
         return value
 
@@ -87,10 +88,10 @@ class Bound:
 #: The per-stream parameters a person may override (``set-params``, ``require-approval``), with their bounds.
 #: docs/api.md shows this table; ``python -m mlma.params`` prints it.
 PARAMETERS: dict[str, Bound] = {b.name: b for b in (
-    Bound("delta", float, 0.0, 10.0, "the relevance margin: a rise of the mean loss beyond (1 + delta) times the "
-                                     "reference is a degradation"),
-    Bound("cooldown_ticks", int, 0, 10_000, "ticks without a new trigger after a re-training"),
-    Bound("needs_approval", bool, None, None, "promotions wait for a person's approval"),
+    Bound("delta", float, 0.0, 100.0, "the relevance margin",
+          "a rise of the mean loss beyond (1 + delta) times the reference is a degradation"),
+    Bound("cooldown_ticks", int, 0, 10_000, "the cool-down in ticks", "ticks without a new trigger after a re-training"),
+    Bound("needs_approval", bool, None, None, "whether promotions wait", "promotions wait for a person's approval"),
 )}
 #: Data times (abnormal periods) must lie in [low, high).
 DATA_TIME_RANGE = (pd.Timestamp("1900-01-01"), pd.Timestamp("2200-01-01"))
@@ -155,7 +156,7 @@ def check_future(when: dt.datetime, what: str, given: Any, now: dt.datetime | No
 def markdown_table() -> str:
     """The bounds as the Markdown table docs/api.md shows (a test keeps the two equal)."""
     rows = ["| parameter | accepted values | meaning |", "| --- | --- | --- |"]
-    rows += [f"| `{b.name}` | {b.describe()} | {b.meaning} |" for b in PARAMETERS.values()]
+    rows += [f"| `{b.name}` | {b.describe()} | {b.explanation} |" for b in PARAMETERS.values()]
     low, high = DATA_TIME_RANGE
     rows.append(f"| `start`, `end` of an abnormal period | data times from {low:%Y-%m-%d} to "
                 f"{high - pd.Timedelta(days=1):%Y-%m-%d}, end after start | the period's data times |")
