@@ -113,7 +113,7 @@ def live(request, tmp_path_factory) -> Live:
         db = schema.__enter__()
         request.addfinalizer(lambda: schema.__exit__(None, None, None))
     config = _make_project(root, db)
-    frame = simulate_platform(N_ZONES, 40, seed=11).data
+    frame = simulate_platform(N_ZONES, 45, seed=11).data   # a day for each test that ticks
     store = Store.open(config.store_url)
     request.addfinalizer(store.close)
     day0 = frame["ds"].min().normalize()
@@ -207,10 +207,11 @@ def test_a_hostile_request_is_refused_with_a_clear_message_and_changes_nothing(l
         assert http.get("/api/fleet", headers=live.auth("viewer")).status_code == 200
         assert http.get("/metrics", headers=live.auth("viewer")).status_code == 200
     assert live.state() == before
+    live.next_day_ticks()
 
 
-def test_the_next_tick_runs_after_the_hostile_requests(live):
-    """Runs after the parametrized refusals above (same module fixture): the fleet ticks on."""
+def test_the_fleet_ticks_on_after_the_hostile_requests(live):
+    """Runs after the parametrized refusals above (same module fixture), each followed by a tick: one more."""
     live.next_day_ticks()
     with live.http() as http:
         fleet = http.get("/api/fleet", headers=live.auth("viewer"))
