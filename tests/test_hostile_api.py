@@ -9,6 +9,7 @@ memory test starts ``mlma serve`` as its own process and measures its resident m
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -158,6 +159,9 @@ HOSTILE = [
      r"parameter delta must be the relevance margin, a finite number from 0 to 100 \(for stream [\w-]+\), got inf"),
     ("delta 1e400", "POST", "/api/actions/set-params",
      lambda u: _raw_json('{"streams": ["%s"], "params": {"delta": 1e400}}' % u), 422, r"parameter delta .* got inf"),
+    ("delta of 400 digits", "POST", "/api/actions/set-params",
+     lambda u: _raw_json('{"streams": ["%s"], "params": {"delta": 1%s}}' % (u, "0" * 400)), 422,
+     r"parameter delta must be .* got 10+\.\.\. \(401 characters\)"),
     ("delta NaN", "POST", "/api/actions/set-params",
      lambda u: _raw_json('{"streams": ["%s"], "params": {"delta": NaN}}' % u), 422, r"parameter delta .* got nan"),
     ("abnormal period in 2609", "POST", "/api/actions/mark-abnormal",
@@ -434,3 +438,37 @@ def test_an_anonymous_50_mb_body_costs_the_server_little_memory(tmp_path):
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_upgrading_drops_parameter_overrides_that_were_accepted_before_the_bounds(request, tmp_path, backend):
+    """A store that took cooldown 1e20, 2^62 or delta Infinity before 0005 is repaired by the upgrade, audited."""
+    from mlma.api import queries
+
+    with contextlib.ExitStack() as stack:
+        if backend == "postgresql":
+            url = stack.enter_context(postgres_schema(request.getfixturevalue("postgres_server")))
+        else:
+            url = f"sqlite:///{tmp_path / 'old.db'}"
+        assert Store.upgrade(url, "0003") == "0003"
+        engine = sa.create_engine(url)
+        stack.callback(engine.dispose)
+        bad = {"a": '{"cooldown_ticks": 100000000000000000000}', "b": f'{{"cooldown_ticks": {2**62}, "delta": 0.2}}',
+               "c": '{"delta": 1e999, "pinned_until": "forever"}', "d": '{"delta": 0.5, "cooldown_ticks": 3}'}
+        if backend == "postgresql":
+            bad["c"] = '{"delta": 1e400, "pinned_until": "forever"}'   # jsonb keeps big numbers, not Infinity
+        with engine.begin() as conn:
+            for i, (uid, overrides) in enumerate(bad.items()):
+                conn.execute(sa.text("INSERT INTO streams (id, unique_id, first_seen, last_seen, attributes, overrides) "
+                                     "VALUES (:id, :uid, :now, :now, '{}', "
+                                     + ("CAST(:o AS JSONB))" if backend == "postgresql" else ":o)")),
+                             {"id": i, "uid": uid, "now": pd.Timestamp.now(tz="UTC").to_pydatetime(), "o": overrides})
+        assert Store.upgrade(url) == "0005"
+        with Store.open(url) as store:
+            table = store.streams().set_index("unique_id")["overrides"].to_dict()
+            assert table == {"a": {}, "b": {"delta": 0.2}, "c": {"pinned_until": "forever"},
+                             "d": {"delta": 0.5, "cooldown_ticks": 3}}
+            audit = store.audit_log()
+            assert sorted(audit.loc[audit["action"] == "drop-invalid-overrides", "target"]) == [
+                "stream:a", "stream:b", "stream:c"]
+            assert queries.fleet_summary(store)["pinned_streams"] == 1

@@ -74,6 +74,9 @@ class Bound:
                 ok = math.isfinite(value) and value.is_integer()
             if ok:
                 value = int(value)
+        elif isinstance(value, numbers.Integral):  # compared before float(): a 400-digit integer overflows it
+            ok = self.low <= value <= self.high
+            value = float(value) if ok else value
         else:
             value = float(value)
             ok = math.isfinite(value)
@@ -81,8 +84,13 @@ class Bound:
             ok = self.low <= value <= self.high
         if not ok:
             raise ParameterError(f"parameter {self.name} must be {self.meaning}, {self.describe()} (for {target}), "
-                                 f"got {value!r}")
+                                 f"got {_shown(value)}")
         return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:24]}... ({len(text)} characters)"
 
 
 #: The per-stream parameters a person may override (``set-params``, ``require-approval``), with their bounds.
