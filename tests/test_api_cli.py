@@ -241,8 +241,11 @@ def test_set_params_refuses_values_out_of_bounds_and_writes_nothing(project, opt
     (("pin", "zone-0001", "--until", "2999-01-01"), "until must be at most 3650 days ahead"),
     (("silence", "1", "--until", "2001-01-01T00:00"), "until must be in the future"),
     (("silence", "1", "--for", "100000d"), "until must be at most 3650 days ahead"),
+    (("ack", str(2**70)), "escalation ids are whole numbers from 1 to 9223372036854775807"),
+    (("abnormal", "cancel", str(2**64)), "abnormal period ids are whole numbers from 1 to"),
+    (("cancel-action", str(2**64)), "action ids are whole numbers from 1 to"),
 ])
-def test_dates_out_of_range_or_in_the_past_are_refused(project, args, message):
+def test_dates_out_of_range_or_in_the_past_and_ids_beyond_64_bits_are_refused(project, args, message):
     with store_of(project) as store:
         n_audit, n_periods = len(store.audit_log()), len(Operations(store).abnormal_periods(active_only=False))
     bad = run(project, *args, ok=False)

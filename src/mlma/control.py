@@ -52,7 +52,8 @@ import sqlalchemy as sa
 
 from mlma.store import Store
 from mlma.store import schema as S
-from mlma.params import PARAMETERS, ParameterError, check_future, check_params, data_time, future_instant
+from mlma.params import (PARAMETERS, ParameterError, check_future, check_params, data_time, future_instant,
+                         row_ids)
 from mlma.store.records import check_actor
 
 #: Monitoring parameters a stream may override, with their bounds (one table: :data:`mlma.params.PARAMETERS`).
@@ -233,7 +234,7 @@ class Operations:
 
     def cancel_abnormal(self, period_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
         check_actor(by)
-        ids = [int(i) for i in period_ids]
+        ids = row_ids(period_ids, "abnormal period ids")
         a = S.abnormal_periods
         with self.store._write() as conn:
             now = self.store._now(conn)
@@ -300,7 +301,7 @@ class Operations:
     def cancel_action(self, action_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
         """Take back queued actions that no tick has carried out yet."""
         check_actor(by)
-        ids = [int(i) for i in action_ids]
+        ids = row_ids(action_ids, "action ids")
         t = S.stream_actions
         with self.store._write() as conn:
             now = self.store._now(conn)
@@ -376,7 +377,7 @@ class Operations:
         return self._escalations("silenced", escalation_ids, by, reason, until=_until(until))
 
     def _escalations(self, status, ids, by, reason, until=None) -> ActionResult:
-        ids = [int(i) for i in ids]
+        ids = row_ids(ids, "escalation ids")
         if not ids:
             raise ActionError("no escalation ids given")
         changed = self.store.set_escalation_status(ids, status, by=by, reason=reason, silenced_until=until)

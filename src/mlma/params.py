@@ -161,6 +161,33 @@ def check_future(when: dt.datetime, what: str, given: Any, now: dt.datetime | No
     return when
 
 
+#: Row ids are 64-bit in the store.
+MAX_ROW_ID = 2**63 - 1
+
+
+def row_ids(values: Any, what: str) -> list[int]:
+    """Whole numbers from 1 to 2^63 - 1 (what the store's id columns hold), or a :class:`ParameterError`.
+
+    >>> row_ids([3, "4"], "escalation ids")
+    [3, 4]
+    >>> row_ids([2**70], "escalation ids")
+    Traceback (most recent call last):
+    ...
+    mlma.params.ParameterError: escalation ids are whole numbers from 1 to 9223372036854775807, got 1180591620717411303424
+    """
+    out = []
+    for value in values:
+        try:
+            number = int(value)
+        except (TypeError, ValueError, OverflowError):
+            number = None
+        if number is None or isinstance(value, bool) or number != value and not isinstance(value, str) \
+                or not 1 <= number <= MAX_ROW_ID:
+            raise ParameterError(f"{what} are whole numbers from 1 to {MAX_ROW_ID}, got {_shown(value)}")
+        out.append(number)
+    return out
+
+
 def markdown_table() -> str:
     """The bounds as the Markdown table docs/api.md shows (a test keeps the two equal)."""
     rows = ["| parameter | accepted values | meaning |", "| --- | --- | --- |"]

@@ -46,7 +46,8 @@ _FIELD_OF_MESSAGE = [
     (re.compile(r"unknown parameter|no parameters given"), "params"),
     (re.compile(r"no stream has the attributes|a group is a mapping"), "group"),
     (re.compile(r"has no model version|only one champion|already the champion"), "version"),
-    (re.compile(r"no escalation with id|no active abnormal period|no pending action|no escalation ids"), "ids"),
+    (re.compile(r"no escalation with id|no active abnormal period|no pending action|no escalation ids|"
+                r"ids are whole numbers"), "ids"),
 ]
 
 
