@@ -162,6 +162,8 @@ HOSTILE = [
     ("delta of 400 digits", "POST", "/api/actions/set-params",
      lambda u: _raw_json('{"streams": ["%s"], "params": {"delta": 1%s}}' % (u, "0" * 400)), 422,
      r"parameter delta must be .* got 10+\.\.\. \(401 characters\)"),
+    ("version NaN", "POST", "/api/actions/promote",
+     lambda u: _raw_json('{"stream": "%s", "version": NaN}' % u), 422, r'"loc":\["body","version"\]'),
     ("delta NaN", "POST", "/api/actions/set-params",
      lambda u: _raw_json('{"streams": ["%s"], "params": {"delta": NaN}}' % u), 422, r"parameter delta .* got nan"),
     ("abnormal period in 2609", "POST", "/api/actions/mark-abnormal",

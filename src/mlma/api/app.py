@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -162,7 +163,18 @@ class _EscapedJSONResponse(JSONResponse):
     request (valid JSON, but not encodable as UTF-8), which the default rendering turns into a 500."""
 
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+        return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with infinite and NaN numbers (echoed inputs such as ``{"version": NaN}``) as text: JSON has none."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _add_errors(app: FastAPI) -> None:
