@@ -175,6 +175,8 @@ HOSTILE = [
      lambda u: {"json": {"streams": [u], "until": "2020-01-01T00:00"}}, 422, r"until must be in the future"),
     ("silence until the past", "POST", "/api/actions/silence",
      lambda u: {"json": {"ids": [1], "until": "2020-01-01T00:00"}}, 422, r"until must be in the future"),
+    ("empty silence", "POST", "/api/actions/silence",
+     lambda u: {"json": {"ids": [1], "until": ""}}, 422, r"until must be a duration such as 4h or 2d"),
     ("id beyond 64 bits", "POST", "/api/actions/acknowledge",
      lambda u: {"json": {"ids": [2**70]}}, 422, r"less than or equal to 9223372036854775807"),
     ("version beyond 64 bits", "POST", "/api/actions/promote",

@@ -414,6 +414,8 @@ def _until(value: Any) -> dt.datetime:
             delta = pd.Timedelta(value)
         except (ValueError, OverflowError):
             delta = None
+        if delta is not None and pd.isna(delta):
+            raise ActionError(f"until must be a duration such as 4h or 2d, or a date-time, got {value!r}")
         if delta is not None and not any(c in value for c in "-:T"):
             if delta <= pd.Timedelta(0):
                 raise ActionError(f"a silence must last a positive time, got {value!r}")
