@@ -50,10 +50,10 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from mlma.store import Store
-from mlma.store import schema as S
 from mlma.params import (PARAMETERS, ParameterError, check_future, check_params, data_time, future_instant,
                          row_ids)
+from mlma.store import Store
+from mlma.store import schema as S
 from mlma.store.records import check_actor
 
 #: Monitoring parameters a stream may override, with their bounds (one table: :data:`mlma.params.PARAMETERS`).
@@ -182,7 +182,7 @@ class Operations:
             raise ParameterError(f"no parameters given; overridable: {', '.join(OVERRIDABLE)}")
         ids, target = self.select(streams, group=group)
         clean = check_params(dict(params), self._described(ids, target))
-        return self._override("set-params", ids, target, clean, by, reason)
+        return self._write_overrides("set-params", ids, target, clean, by, reason)
 
     def _described(self, ids: np.ndarray, target: str) -> str:
         """How an error message names the chosen streams: the group, or up to three unique_ids."""
@@ -193,12 +193,12 @@ class Operations:
         return ("stream " if len(ids) == 1 else "streams ") + ", ".join(names) + more
 
     def _override(self, action, streams, group, changes, by, reason) -> ActionResult:
-        """Merge ``changes`` into the streams' overrides; ``streams, group`` may already be ``(ids, target)``."""
+        ids, target = self.select(streams, group=group)
+        return self._write_overrides(action, ids, target, changes, by, reason)
+
+    def _write_overrides(self, action, ids, target, changes, by, reason) -> ActionResult:
+        """Merge ``changes`` into the overrides of the streams ``ids``, with one audit entry for ``target``."""
         check_actor(by)
-        if isinstance(streams, np.ndarray) and isinstance(group, str):
-            ids, target = streams, group
-        else:
-            ids, target = self.select(streams, group=group)
         with self.store._write() as conn:
             self.store._merge_json("overrides", {int(i): changes for i in ids}, conn=conn)
             audit_id = self.store._audit(conn, self.store._now(conn), by, action, target,
