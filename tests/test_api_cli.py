@@ -211,8 +211,9 @@ def test_require_approval_and_set_params(project):
 
 
 @pytest.mark.parametrize("option, value, bound", [
-    ("--cooldown-ticks", "100000000000000000000", "whole number from 0 to 10000 (for stream"),   # 1e20: OverflowError in every later tick
-    ("--cooldown-ticks", str(2**62), "from 0 to 10000"),                 # wrapped to 0 in the 32-bit counters
+    # 1e20: an OverflowError in every later tick; 2^62 wrapped to 0 in the 32-bit counters
+    ("--cooldown-ticks", "100000000000000000000", "whole number from 0 to 10000 (for stream"),
+    ("--cooldown-ticks", str(2**62), "from 0 to 10000"),
     ("--cooldown-ticks", str(2**31), "from 0 to 10000"),
     ("--delta", "inf", "finite number from 0 to 100 (for stream"),
     ("--delta", "1e400", "finite number from 0 to 100 (for stream"),

@@ -463,8 +463,8 @@ def test_upgrading_drops_parameter_overrides_that_were_accepted_before_the_bound
             bad["c"] = '{"delta": 1e400, "pinned_until": "forever"}'   # jsonb keeps big numbers, not Infinity
         with engine.begin() as conn:
             for i, (uid, overrides) in enumerate(bad.items()):
-                conn.execute(sa.text("INSERT INTO streams (id, unique_id, first_seen, last_seen, attributes, overrides) "
-                                     "VALUES (:id, :uid, :now, :now, '{}', "
+                conn.execute(sa.text("INSERT INTO streams (id, unique_id, first_seen, last_seen, attributes, "
+                                     "overrides) VALUES (:id, :uid, :now, :now, '{}', "
                                      + ("CAST(:o AS JSONB))" if backend == "postgresql" else ":o)")),
                              {"id": i, "uid": uid, "now": pd.Timestamp.now(tz="UTC").to_pydatetime(), "o": overrides})
         assert Store.upgrade(url) == "0005"

@@ -9,8 +9,8 @@ The bounds come from what the agent can hold and what is sane:
 
 - ``cooldown_ticks`` ends up in the policy's 32-bit per-stream counters (``tick + cooldown_ticks``); far
   below that limit, 10,000 ticks is 27 years of daily ticks or 14 months of hourly ones.
-- ``delta`` is a relative rise of the mean loss, at most 100 (a hundredfold); it must be finite (JSON has no infinity, and an infinite
-  margin is a pin in disguise: use ``pin``).
+- ``delta`` is a relative rise of the mean loss, at most 100 (a hundredfold); it must be finite (JSON has
+  no infinity, and an infinite margin is a pin in disguise: use ``pin``).
 - Data times (abnormal periods) must lie within :data:`DATA_TIME_RANGE`, far inside the nanosecond
   timestamps the data are handled in (1677-2262), which wrap silently beyond that.
 - Wall-clock instants that end something (a pin, a silence) must lie in the future, at most
@@ -20,10 +20,11 @@ Examples
 --------
 >>> check_params({"delta": 0.1, "cooldown_ticks": 3}, "stream:zone-1")
 {'delta': 0.1, 'cooldown_ticks': 3}
->>> check_params({"cooldown_ticks": 2**62}, "stream:zone-1")
+>>> check_params({"cooldown_ticks": 2**62}, "stream zone-1")  # doctest: +NORMALIZE_WHITESPACE
 Traceback (most recent call last):
 ...
-mlma.params.ParameterError: parameter cooldown_ticks must be the cool-down in ticks, a whole number from 0 to 10000 (for stream:zone-1), got 4611686018427387904
+mlma.params.ParameterError: parameter cooldown_ticks must be the cool-down in ticks, a whole number from 0 to
+10000 (for stream zone-1), got 4611686018427387904
 >>> data_time("2609-01-01", "start")
 Traceback (most recent call last):
 ...
@@ -98,7 +99,8 @@ def _shown(value: Any) -> str:
 PARAMETERS: dict[str, Bound] = {b.name: b for b in (
     Bound("delta", float, 0.0, 100.0, "the relevance margin",
           "a rise of the mean loss beyond (1 + delta) times the reference is a degradation"),
-    Bound("cooldown_ticks", int, 0, 10_000, "the cool-down in ticks", "ticks without a new trigger after a re-training"),
+    Bound("cooldown_ticks", int, 0, 10_000, "the cool-down in ticks",
+          "ticks without a new trigger after a re-training"),
     Bound("needs_approval", bool, None, None, "whether promotions wait", "promotions wait for a person's approval"),
 )}
 #: Data times (abnormal periods) must lie in [low, high).
@@ -170,10 +172,11 @@ def row_ids(values: Any, what: str) -> list[int]:
 
     >>> row_ids([3, "4"], "escalation ids")
     [3, 4]
-    >>> row_ids([2**70], "escalation ids")
+    >>> row_ids([2**70], "escalation ids")  # doctest: +NORMALIZE_WHITESPACE
     Traceback (most recent call last):
     ...
-    mlma.params.ParameterError: escalation ids are whole numbers from 1 to 9223372036854775807, got 1180591620717411303424
+    mlma.params.ParameterError: escalation ids are whole numbers from 1 to 9223372036854775807,
+    got 1180591620717411303424
     """
     out = []
     for value in values:

@@ -18,8 +18,6 @@ from typing import Annotated, Any
 from fastapi import HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from mlma.api.queries import MAX_PAGE  # noqa: F401 - the read router takes it from here
-
 #: The largest integer a database column holds (64-bit signed).
 MAX_INT64 = 2**63 - 1
 #: A row id (escalation, action, abnormal period) or a version number.

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from mlma.api import queries
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, context, viewer
-from mlma.api.inputs import MAX_PAGE, check_request_text
+from mlma.api.inputs import check_request_text
+from mlma.api.queries import MAX_PAGE
 
 router = APIRouter(prefix="/api", tags=["read"], dependencies=[Depends(check_request_text)])
 
@@ -86,7 +87,8 @@ def escalation_queue(
 @router.get("/escalations/items", summary="Escalations one by one, newest first")
 def escalation_items(
     status: Annotated[list[str] | None, Query()] = None, stream: str | None = None, kind: str | None = None,
-    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1, per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
     _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
 ) -> dict:
     return queries.escalation_items(ctx.store, status=_split(status) or None, stream=stream, kind=kind, page=page,
@@ -97,7 +99,8 @@ def escalation_items(
 def actions(
     status: Annotated[str | None, Query(description="pending, applied or cancelled")] = None,
     stream: str | None = None,
-    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1, per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
     _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
 ) -> dict:
     return queries.actions_page(ctx.store, status=status, stream=stream, page=page, per_page=per_page)
@@ -108,7 +111,8 @@ def audit(
     actor: str | None = None, action: str | None = None,
     target: Annotated[str | None, Query(description="Exact target, e.g. stream:zone-417 or group:city=c03")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Part of the target or reason")] = None,
-    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1, per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
     _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
 ) -> dict:
     return queries.audit_page(ctx.store, actor=actor, action=action, target=target, q=q, page=page,
