@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import json
+import socket
 import threading
 import time
 
@@ -362,6 +363,87 @@ def test_a_hanging_receiver_never_blocks_the_tick_nor_other_receivers(sqlite_sto
     assert {(r.receiver, r.status, r.attempts) for r in records(sqlite_store)} == {("stuck", "failed", 2),
                                                                                    ("fine", "sent", 1)}
     assert notifier.close(5)
+
+
+class Trickler:
+    """A receiver that reads the request, then trickles a valid answer one byte every ``pause`` seconds: no
+    single read waits long, but the answer takes ``len(answer) * pause`` seconds."""
+
+    def __init__(self, pause: float = 0.2) -> None:
+        self.pause = pause
+        self.connections = 0
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        answer = b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 200 + b"\r\nContent-Length: 2\r\n\r\nok"
+        with conn:
+            conn.settimeout(5)
+            data = b""
+            try:
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                for i in range(len(answer)):
+                    if self.stop.wait(self.pause):
+                        return
+                    conn.sendall(answer[i:i + 1])
+            except OSError:  # the client gave up
+                return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.listener.close()
+
+
+def test_a_receiver_that_trickles_its_answer_is_cut_at_its_deadline_and_starves_no_one(sqlite_store, hook):
+    """Each attempt has a deadline in all (not per socket read), and each receiver its own delivery threads: a
+    receiver that sends a byte every 0.2 s (a 45 s answer) is given up after 1.5 s per attempt, while a fast
+    receiver configured next to it gets all its notifications at once."""
+    names = [f"zone-{i}" for i in range(8)]
+    ids = [int(i) for i in sqlite_store.stream_ids(names)]
+    escalate(sqlite_store, ids)
+    slow = Trickler(pause=0.2)
+    try:
+        # The slow receiver comes first: before, its eight groups took every one of the four shared threads.
+        notifier = Notifier(sqlite_store, [receiver(slow.url, name="slow", group_by=["stream"], timeout_seconds=1.5,
+                                                    attempts=1),
+                                           receiver(hook.url, name="fast", group_by=["stream"])])
+        started = time.monotonic()
+        future = notifier.notify(tick=1)
+        deadline = time.monotonic() + 10
+        while len(hook.requests) < len(names) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(hook.requests) == len(names)
+        fast_done = max(r["at"] for r in hook.requests) - started
+        assert fast_done < 1.0, fast_done
+        deliveries = future.result(30)
+        waited = time.monotonic() - started
+        slow_ones = [d for d in deliveries if d.receiver == "slow"]
+        assert len(slow_ones) == len(names) and slow.connections == len(names)
+        for d in slow_ones:
+            assert (d.status, d.attempts, d.error) == ("failed", 1, "timed out after 1.5 s"), d
+            assert 1.4 <= d.seconds < 2.5, d.seconds
+        # Eight 1.5 s attempts on four threads of its own: two rounds, not eight times 45 s.
+        assert waited < 5.0, waited
+        assert all(d.status == "sent" for d in deliveries if d.receiver == "fast")
+        assert notifier.close(5)
+    finally:
+        slow.close()
 
 
 def test_close_waits_a_bounded_time(sqlite_store, hook, hook2):

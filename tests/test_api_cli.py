@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 from mlma.api import auth
 from mlma.api.cli import register
 from mlma.api.sample import build_sample_fleet
+from mlma.control import Operations
 from mlma.project import init_project
 from mlma.registry import ModelRegistry
 from mlma.store import Store
@@ -110,9 +111,10 @@ def test_the_actor_comes_from_by_then_mlma_user_then_the_login(project):
 def test_pin_unpin_streams_and_a_group_with_until(project):
     _, fleet = project
     uid = fleet.unique_ids[1]
-    out = run(project, "pin", uid, "--until", "2026-12-28", "--reason", "holiday").output
+    until = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=25)).strftime("%Y-%m-%d")   # pins end in the future
+    out = run(project, "pin", uid, "--until", until, "--reason", "holiday").output
     assert "pin: 1 stream" in out
-    assert overrides(project, uid)["pinned_until"].startswith("2026-12-28T00:00:00")
+    assert overrides(project, uid)["pinned_until"].startswith(f"{until}T00:00:00")
     entry = last_audit(project)
     assert (entry["action"], entry["target"], entry["reason"]) == ("pin", f"stream:{uid}", "holiday")
     out = run(project, "pin", "--group", "city=c02", "-r", "festival").output
@@ -205,7 +207,53 @@ def test_require_approval_and_set_params(project):
     bad = run(project, "set-params", uid, "--cooldown-ticks", "1.5", ok=False)
     assert bad.exit_code == 2 and "--cooldown-ticks" in bad.output
     negative = run(project, "set-params", uid, "--delta", "-1", ok=False)
-    assert negative.exit_code == 2 and "delta must be" in negative.output
+    assert negative.exit_code == 2 and "parameter delta" in negative.output and "got -1.0" in negative.output
+
+
+@pytest.mark.parametrize("option, value, bound", [
+    # 1e20: an OverflowError in every later tick; 2^62 wrapped to 0 in the 32-bit counters
+    ("--cooldown-ticks", "100000000000000000000", "whole number from 0 to 10000 (for stream"),
+    ("--cooldown-ticks", str(2**62), "from 0 to 10000"),
+    ("--cooldown-ticks", str(2**31), "from 0 to 10000"),
+    ("--delta", "inf", "finite number from 0 to 100 (for stream"),
+    ("--delta", "1e400", "finite number from 0 to 100 (for stream"),
+    ("--delta", "nan", "finite number from 0 to 100 (for stream"),
+])
+def test_set_params_refuses_values_out_of_bounds_and_writes_nothing(project, option, value, bound):
+    _, fleet = project
+    uid = fleet.unique_ids[6]
+    before = overrides(project, uid)
+    with store_of(project) as store:
+        n_audit = len(store.audit_log())
+    bad = run(project, "set-params", uid, option, value, ok=False)
+    text = " ".join(bad.output.split())
+    assert bad.exit_code == 2, bad.output
+    assert f"parameter {option[2:].replace('-', '_')} must be" in text and f"(for stream {uid})" in text, text
+    assert bound in text, text
+    assert overrides(project, uid) == before
+    with store_of(project) as store:
+        assert len(store.audit_log()) == n_audit
+
+
+@pytest.mark.parametrize("args, message", [
+    (("abnormal", "mark", "2609-01-01", "2609-01-05"), "start must be a data time from 1900-01-01 to 2199-12-31"),
+    (("abnormal", "mark", "2025-01-01", "2262-05-01"), "end must be a data time"),
+    (("pin", "zone-0001", "--until", "2001-01-01"), "until must be in the future"),
+    (("pin", "zone-0001", "--until", "2999-01-01"), "until must be at most 3650 days ahead"),
+    (("silence", "1", "--until", "2001-01-01T00:00"), "until must be in the future"),
+    (("silence", "1", "--for", "100000d"), "until must be at most 3650 days ahead"),
+    (("ack", str(2**70)), "escalation ids are whole numbers from 1 to 9223372036854775807"),
+    (("abnormal", "cancel", str(2**64)), "abnormal period ids are whole numbers from 1 to"),
+    (("cancel-action", str(2**64)), "action ids are whole numbers from 1 to"),
+])
+def test_dates_out_of_range_or_in_the_past_and_ids_beyond_64_bits_are_refused(project, args, message):
+    with store_of(project) as store:
+        n_audit, n_periods = len(store.audit_log()), len(Operations(store).abnormal_periods(active_only=False))
+    bad = run(project, *args, ok=False)
+    assert bad.exit_code == 2 and message in " ".join(bad.output.split()), bad.output
+    with store_of(project) as store:
+        assert len(store.audit_log()) == n_audit
+        assert len(Operations(store).abnormal_periods(active_only=False)) == n_periods
 
 
 @pytest.mark.parametrize("args, message", [

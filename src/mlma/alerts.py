@@ -14,7 +14,7 @@ of Prometheus' Alertmanager so that 40 broken zones in one city make one message
   has passed counts as open again); acknowledged, resolved and silenced ones are not. The status is read
   from the store when the notifications are planned.
 - **Never blocking the tick.** :meth:`Notifier.notify` queues the work and returns at once; background
-  threads plan, post (each attempt with a timeout, retried with exponential back-off, honouring
+  threads plan, post (each attempt with a deadline, retried with exponential back-off, honouring
   ``Retry-After`` on 429 and 503) and record. :meth:`Notifier.close` waits a bounded time at the end of
   the process.
 
@@ -61,6 +61,7 @@ import operator
 import os
 import queue
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -567,7 +568,85 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect())
+class _Deadline:
+    """Ends an HTTP attempt when its time is up, however the receiver trickles its answer.
+
+    urllib's ``timeout`` bounds each socket operation, not the attempt: a receiver that sends a byte every
+    few seconds keeps an attempt (and the thread running it) busy for as long as it likes. The attempt's
+    sockets are registered here as they are opened; when the deadline passes, a timer shuts them down,
+    which ends any read or write blocked on them.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> socket.socket:
+        with self._lock:
+            self._sockets.append(sock)
+            expired = self.expired
+        if expired:
+            _shut(sock)
+        return sock
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # already closed
+        pass
+
+
+def _watched(connection_class: type, deadline: _Deadline) -> type:
+    """``connection_class`` (http.client's) whose sockets ``deadline`` can shut down."""
+
+    class Watched(connection_class):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            create = self._create_connection
+            self._create_connection = lambda *a, **k: deadline.watch(create(*a, **k))
+
+    return Watched
+
+
+class _DeadlineHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._connection = _watched(http.client.HTTPConnection, deadline)
+
+    def http_open(self, req):
+        return self.do_open(self._connection, req)
+
+
+class _DeadlineHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self._connection = _watched(http.client.HTTPSConnection, deadline)
+
+    def https_open(self, req):
+        return self.do_open(self._connection, req, context=self._context)
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(_NoRedirect(), _DeadlineHTTPHandler(deadline), _DeadlineHTTPSHandler(deadline))
 
 
 @dataclass(frozen=True)
@@ -606,7 +685,17 @@ def retry_after_seconds(value: str | None, now: dt.datetime | None = None) -> fl
 
 
 def post_json(url: str, body: bytes, headers: Sequence[tuple[str, str]], timeout: float) -> _Answer:
-    """POST ``body`` as JSON; never raises for network or HTTP failures (they are in the answer)."""
+    """POST ``body`` as JSON within ``timeout`` seconds in all (connecting, sending, and the whole answer);
+    never raises for network or HTTP failures (they are in the answer)."""
+    with _Deadline(timeout) as deadline:
+        answer = _post(url, body, headers, timeout, _opener(deadline))
+    if deadline.expired and not answer.ok:
+        return _Answer(False, answer.status, True, None, f"timed out after {timeout:g} s")
+    return answer
+
+
+def _post(url: str, body: bytes, headers: Sequence[tuple[str, str]], timeout: float,
+          opener: urllib.request.OpenerDirector) -> _Answer:
     from mlma import __version__
 
     request = urllib.request.Request(url, data=body, method="POST")
@@ -615,7 +704,7 @@ def post_json(url: str, body: bytes, headers: Sequence[tuple[str, str]], timeout
     for name, value in headers:
         request.add_header(name, value)
     try:
-        with _OPENER.open(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             response.read(65536)
             return _Answer(True, response.status, False, None, None)
     except urllib.error.HTTPError as exc:
@@ -684,7 +773,9 @@ class Notifier:
     external_url
         The dashboard's address, linked from messages.
     max_workers
-        Deliveries that run at once (a hanging receiver holds one worker up to its attempts' timeouts).
+        Deliveries that run at once for each receiver. Each receiver has its own delivery threads, and each
+        attempt its deadline (``timeout_seconds`` in all, however slowly the receiver answers), so a slow or
+        hanging receiver delays only its own notifications.
 
     Examples
     --------
@@ -718,7 +809,8 @@ class Notifier:
         self.store = store
         self.receivers = receivers
         self.external_url = external_url
-        self._pool = _DaemonPool(max_workers, "mlma-alerts")
+        # One pool per receiver: a receiver that is slow or hangs holds up only its own deliveries.
+        self._pools = {r.name: _DaemonPool(max_workers, f"mlma-alerts-{r.name}") for r in receivers}
         self._jobs: queue.SimpleQueue = queue.SimpleQueue()
         self._dispatcher: threading.Thread | None = None
         self._state = threading.Lock()
@@ -898,7 +990,7 @@ class Notifier:
             with self._state:
                 for n in notes:
                     self._inflight[(n.receiver.name, n.group_key)] = frozenset(n.escalation_ids)
-            parts = [self._pool.submit(self._deliver_and_release, n) for n in notes]
+            parts = [self._pools[n.receiver.name].submit(self._deliver_and_release, n) for n in notes]
             self._when_all(parts, future)
 
     @staticmethod

@@ -50,19 +50,15 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from mlma.params import (PARAMETERS, ParameterError, check_future, check_params, data_time, future_instant,
+                         row_ids)
 from mlma.store import Store
 from mlma.store import schema as S
 from mlma.store.errors import StoreError
 from mlma.store.records import check_actor
 
-#: Monitoring parameters a stream may override, with their checks (value -> error message or None).
-OVERRIDABLE = {
-    "delta": (float, "the relevance margin, a number >= 0",
-              lambda v: v >= 0),
-    "cooldown_ticks": (int, "ticks without a new trigger after a re-training, a whole number >= 0",
-                       lambda v: v >= 0),
-    "needs_approval": (bool, "true or false: promotions wait for a person's approval", lambda v: True),
-}
+#: Monitoring parameters a stream may override, with their bounds (one table: :data:`mlma.params.PARAMETERS`).
+OVERRIDABLE = PARAMETERS
 
 #: What ``Operations`` can do, for the CLI's and the API's help texts.
 ACTIONS = {
@@ -165,7 +161,7 @@ class Operations:
     # -- settings read by every tick ------------------------------------------------------------------------
     def pin(self, streams=None, *, group=None, until: Any = None, by: str, reason: str | None = None) -> ActionResult:
         """No automatic re-training for the streams until :meth:`unpin` or until ``until`` (an instant)."""
-        value = "forever" if until is None else _instant(until, "until").isoformat()
+        value = "forever" if until is None else pin_stamp(future_instant(until, "until"))
         return self._override("pin", streams, group, {"pinned_until": value}, by, reason)
 
     def unpin(self, streams=None, *, group=None, by: str, reason: str | None = None) -> ActionResult:
@@ -179,27 +175,31 @@ class Operations:
 
     def set_params(self, streams=None, *, group=None, params: Mapping[str, Any], by: str,
                    reason: str | None = None) -> ActionResult:
-        """Override monitoring parameters for the streams; a value of None restores the project's default."""
+        """Override monitoring parameters for the streams; a value of None restores the project's default.
+
+        Values are checked against :data:`mlma.params.PARAMETERS` before anything is written.
+        """
         if not params:
-            raise ActionError(f"no parameters given; overridable: {', '.join(OVERRIDABLE)}")
-        clean = {}
-        for key, value in params.items():
-            if key not in OVERRIDABLE:
-                raise ActionError(f"unknown parameter {key!r}; overridable: {', '.join(OVERRIDABLE)}")
-            if value is None:
-                clean[key] = None
-                continue
-            kind, meaning, ok = OVERRIDABLE[key]
-            if kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)) or not ok(value):
-                raise ActionError(f"parameter {key} must be {meaning}, got {value!r}")
-            clean[key] = value
-        return self._override("set-params", streams, group, clean, by, reason)
+            raise ParameterError(f"no parameters given; overridable: {', '.join(OVERRIDABLE)}")
+        ids, target = self.select(streams, group=group)
+        clean = check_params(dict(params), self._described(ids, target))
+        return self._write_overrides("set-params", ids, target, clean, by, reason)
+
+    def _described(self, ids: np.ndarray, target: str) -> str:
+        """How an error message names the chosen streams: the group, or up to three unique_ids."""
+        if target.startswith("group:"):
+            return target
+        names = self.store.unique_ids(ids[:3]).tolist()
+        more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
+        return ("stream " if len(ids) == 1 else "streams ") + ", ".join(names) + more
 
     def _override(self, action, streams, group, changes, by, reason) -> ActionResult:
-        check_actor(by)
         ids, target = self.select(streams, group=group)
+        return self._write_overrides(action, ids, target, changes, by, reason)
+
+    def _write_overrides(self, action, ids, target, changes, by, reason) -> ActionResult:
+        """Merge ``changes`` into the overrides of the streams ``ids``, with one audit entry for ``target``."""
+        check_actor(by)
         with self.store._write() as conn:
             self.store._merge_json("overrides", {int(i): changes for i in ids}, conn=conn)
             audit_id = self.store._audit(conn, self.store._now(conn), by, action, target,
@@ -215,7 +215,7 @@ class Operations:
         retrospective). The ticks read the periods when they build references and training windows.
         """
         check_actor(by)
-        lo, hi = _data_time(start, "start"), _data_time(end, "end")
+        lo, hi = data_time(start, "start"), data_time(end, "end")
         if hi <= lo:
             raise ActionError(f"an abnormal period must end after it starts; got start={lo}, end={hi}")
         if streams is None and group is None:
@@ -235,7 +235,7 @@ class Operations:
 
     def cancel_abnormal(self, period_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
         check_actor(by)
-        ids = [int(i) for i in period_ids]
+        ids = row_ids(period_ids, "abnormal period ids")
         a = S.abnormal_periods
         with self.store._write() as conn:
             now = self.store._now(conn)
@@ -302,7 +302,7 @@ class Operations:
     def cancel_action(self, action_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
         """Take back queued actions that no tick has carried out yet."""
         check_actor(by)
-        ids = [int(i) for i in action_ids]
+        ids = row_ids(action_ids, "action ids")
         t = S.stream_actions
         with self.store._write() as conn:
             now = self.store._now(conn)
@@ -380,7 +380,7 @@ class Operations:
         return self._escalations("silenced", escalation_ids, by, reason, until=_until(until))
 
     def _escalations(self, status, ids, by, reason, until=None) -> ActionResult:
-        ids = [int(i) for i in ids]
+        ids = row_ids(ids, "escalation ids")
         if not ids:
             raise ActionError("no escalation ids given")
         changed = self.store.set_escalation_status(ids, status, by=by, reason=reason, silenced_until=until)
@@ -392,39 +392,36 @@ class Operations:
 
 
 # -- parsing --------------------------------------------------------------------------------------------------
-def _parse(value: Any, what: str, kind: str, example: str) -> pd.Timestamp:
-    """``value`` as a timestamp, or an :class:`ActionError` naming ``what`` and showing an example."""
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise ActionError(f"{what} must be a {kind} such as {example}, got {value!r}") from None
-    if pd.isna(stamp):
-        raise ActionError(f"{what} must be a {kind}, got {value!r}")
-    return stamp
+def pin_stamp(when: dt.datetime) -> str:
+    """How ``overrides.pinned_until`` stores an instant: ISO text in UTC to the second, so that the text
+    order is the time order (the API counts pins that have not run out by comparing the text with now's).
+
+    >>> pin_stamp(dt.datetime(2026, 12, 24, 9, 30, 15, 500, tzinfo=dt.timezone.utc))
+    '2026-12-24T09:30:15+00:00'
+    """
+    return when.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def _instant(value: Any, what: str) -> dt.datetime:
-    """A wall-clock instant in UTC from a datetime or ISO text (naive taken as UTC)."""
-    stamp = _parse(value, what, "date-time", "2026-12-24T00:00")
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.to_pydatetime()
+def pinned_now(now: dt.datetime, pinned: bool = True) -> sa.ColumnElement:
+    """SQL: the stream is pinned at ``now`` (``pinned=False``: it is not), i.e. pinned until unpinned or until a
+    time after ``now``; a pin that has run out counts as no pin, as it does for the tick."""
+    until = S.streams.c.overrides["pinned_until"].as_string()
+    active = sa.or_(until == "forever", until > pin_stamp(now))
+    return sa.and_(until.is_not(None), active) if pinned else sa.or_(until.is_(None), sa.not_(active))
 
 
 def _until(value: Any) -> dt.datetime:
-    """An instant, or a duration from now (``"4h"``, ``"2d"``)."""
+    """An instant in the future, or a duration from now (``"4h"``, ``"2d"``)."""
     if isinstance(value, str):
         try:
             delta = pd.Timedelta(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             delta = None
+        if delta is not None and pd.isna(delta):
+            raise ActionError(f"until must be a duration such as 4h or 2d, or a date-time, got {value!r}")
         if delta is not None and not any(c in value for c in "-:T"):
             if delta <= pd.Timedelta(0):
                 raise ActionError(f"a silence must last a positive time, got {value!r}")
-            return (pd.Timestamp.now(tz="UTC") + delta).to_pydatetime()
-    return _instant(value, "until")
-
-
-def _data_time(value: Any, what: str) -> pd.Timestamp:
-    """A data-time (tz-naive) timestamp."""
-    stamp = _parse(value, what, "date or date-time", "2026-12-24")
-    return stamp.tz_convert(None) if stamp.tzinfo is not None else stamp
+            now = dt.datetime.now(dt.timezone.utc)
+            return check_future(now + delta.to_pytimedelta(), "until", value, now)
+    return future_instant(value, "until")

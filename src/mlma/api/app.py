@@ -20,18 +20,23 @@ Examples
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from mlma.api import auth
 from mlma.api.deps import AppContext, viewer
+from mlma.api.guard import MAX_BODY_BYTES, RequestGuard
 from mlma.api.queries import QueryError
 from mlma.api.routers import actions, admin, read
 from mlma.control import Operations
@@ -46,7 +51,8 @@ _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'
 
 
 def create_app(source: Any, *, artifacts: str | Path | None = None, secret: bytes | None = None,
-               group_by: str | None = "city", public_metrics: bool = False, secure_cookies: bool = False) -> FastAPI:
+               group_by: str | None = "city", public_metrics: bool = False, secure_cookies: bool = False,
+               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """Build the API and dashboard for a project or a store.
 
     Parameters
@@ -67,6 +73,9 @@ def create_app(source: Any, *, artifacts: str | Path | None = None, secret: byte
         Serve ``/metrics`` without a token (for a Prometheus that cannot send one).
     secure_cookies
         Mark cookies ``Secure`` (serve over HTTPS, e.g. behind a reverse proxy).
+    max_body_bytes
+        The largest request body accepted (413 beyond). Every body but the log-in's is read only after the
+        sender was authenticated (:mod:`mlma.api.guard`).
     """
     from mlma.project import MonitorSection, ProjectConfig, load_config
 
@@ -115,6 +124,8 @@ def create_app(source: Any, *, artifacts: str | Path | None = None, secret: byte
     app.include_router(admin.router)
     _add_errors(app)
     _add_pages(app, ctx)
+    # Added before the headers middleware, so that its 401 and 413 answers get the security headers too.
+    app.add_middleware(RequestGuard, ctx=ctx, max_body_bytes=max_body_bytes)
 
     @app.middleware("http")
     async def headers(request: Request, call_next):
@@ -147,9 +158,32 @@ def _registry(store: Store, artifacts):
         return None
 
 
+class _EscapedJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped: a validation error may echo a lone surrogate from the
+    request (valid JSON, but not encodable as UTF-8), which the default rendering turns into a 500."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(_finite(content), ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with infinite and NaN numbers (echoed inputs such as ``{"version": NaN}``) as text: JSON has none."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _add_errors(app: FastAPI) -> None:
     def validation(loc: list[str], message: str, kind: str = "value_error") -> JSONResponse:
-        return JSONResponse({"detail": [{"type": kind, "loc": loc, "msg": message}]}, status_code=422)
+        return _EscapedJSONResponse({"detail": [{"type": kind, "loc": loc, "msg": message}]}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError):
+        return _EscapedJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
 
     @app.exception_handler(actions.FieldError)
     async def field_error(_request: Request, exc: actions.FieldError):

@@ -10,11 +10,13 @@ operator    and acts: re-train, pin, roll back, mark abnormal, silence, approve,
 admin       and manages tokens
 ==========  ==================================================================================
 
-The web page exchanges a token for a session cookie (``mlma_session``): an HMAC-signed payload naming the
-token, an expiry and a CSRF secret; HttpOnly and SameSite=Lax. A state-changing request that relies on
+The web page exchanges a token for a session cookie (``mlma_session``): an HMAC-signed payload naming a
+session kept in the store (:mod:`mlma.store.sessions`), an expiry and a CSRF secret; HttpOnly and
+SameSite=Lax. Logging out ends the session in the store, so the cookie is worthless afterwards on every
+server process, also if someone kept a copy. A state-changing request that relies on
 the cookie must repeat the CSRF secret in the ``X-CSRF-Token`` header (the page reads it from the
-``mlma_csrf`` cookie, which a page on another site cannot read). The session is checked against the token
-on every request, so revoking a token ends its sessions too.
+``mlma_csrf`` cookie, which a page on another site cannot read). The session and its token are checked in
+the store on every request, so revoking a token ends its sessions too.
 
 Examples
 --------
@@ -52,6 +54,7 @@ import sqlalchemy as sa
 
 from mlma.store import Store
 from mlma.store import schema as S
+from mlma.store import sessions
 from mlma.store.records import check_actor
 
 #: Roles, weakest first: a role may do everything the roles before it may.
@@ -222,19 +225,12 @@ def authenticate(store: Store, plain: str | None, *, touch: bool = True) -> Prin
     return Principal(int(row.id), row.name, row.role)
 
 
-def principal_by_id(store: Store, token_id: int) -> Principal | None:
-    """The principal of an active token by id (a session names its token by id)."""
-    t = S.api_tokens
-    with store._read() as conn:
-        row = conn.execute(sa.select(t.c.id, t.c.name, t.c.role).where(
-            t.c.id == int(token_id), t.c.revoked_at.is_(None))).first()
-    return None if row is None else Principal(int(row.id), row.name, row.role)
-
-
 # -- sessions ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Session:
-    token_id: int
+    """What a session cookie carries: the store's session id, its expiry and the CSRF secret."""
+
+    session_id: str
     expires: int
     csrf: str
 
@@ -247,38 +243,58 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def sign_session(secret: bytes, token_id: int, *, seconds: int = SESSION_SECONDS) -> tuple[str, Session]:
-    """A session cookie value for ``token_id`` and the session it carries.
+def sign_session(secret: bytes, session_id: str, *, seconds: int = SESSION_SECONDS) -> tuple[str, Session]:
+    """A session cookie value for the store's ``session_id`` and the session it carries.
 
-    >>> value, session = sign_session(b"k" * 32, 7)
+    >>> value, session = sign_session(b"k" * 32, "abc")
     >>> read_session(b"k" * 32, value) == session
     True
     >>> read_session(b"x" * 32, value) is None
     True
     """
-    session = Session(int(token_id), int(time.time()) + int(seconds), secrets.token_urlsafe(24))
-    payload = _b64(json.dumps({"t": session.token_id, "e": session.expires, "c": session.csrf},
+    session = Session(str(session_id), int(time.time()) + int(seconds), secrets.token_urlsafe(24))
+    payload = _b64(json.dumps({"s": session.session_id, "e": session.expires, "c": session.csrf},
                               separators=(",", ":")).encode())
     mac = _b64(hmac.new(secret, payload.encode("ascii"), hashlib.sha256).digest())
     return f"{payload}.{mac}", session
 
 
 def read_session(secret: bytes, value: str | None) -> Session | None:
-    """The session in a cookie value, or None if it is malformed, forged or expired."""
-    if not value or len(value) > 1024 or value.count(".") != 1:
+    """The session in a cookie value, or None if it is malformed, forged or expired (whether it was ended
+    by a log-out is the store's to say: :func:`session_principal`)."""
+    # A cookie is Latin-1 text to the server; anything not ASCII cannot be one of ours (and compare_digest
+    # refuses non-ASCII text with a TypeError).
+    if not value or len(value) > 1024 or value.count(".") != 1 or not value.isascii():
         return None
     payload, mac = value.split(".")
-    expected = _b64(hmac.new(secret, payload.encode("ascii", "replace"), hashlib.sha256).digest())
+    expected = _b64(hmac.new(secret, payload.encode("ascii"), hashlib.sha256).digest())
     if not hmac.compare_digest(mac, expected):
         return None
     try:
         data = json.loads(_unb64(payload))
-        session = Session(int(data["t"]), int(data["e"]), str(data["c"]))
+        session = Session(str(data["s"]), int(data["e"]), str(data["c"]))
     except (ValueError, KeyError, TypeError):
         return None
     if session.expires < time.time():
         return None
     return session
+
+
+def start_session(store: Store, token_id: int, secret: bytes, *,
+                  seconds: int = SESSION_SECONDS) -> tuple[str, Session]:
+    """Log a token in: a session recorded in the store, and the signed cookie value that names it."""
+    return sign_session(secret, sessions.start_session(store, token_id, seconds=seconds), seconds=seconds)
+
+
+def session_principal(store: Store, session: Session) -> Principal | None:
+    """The principal of a session that has not ended (log-out) and whose token is not revoked."""
+    found = sessions.session_token(store, session.session_id)
+    return None if found is None else Principal(*found)
+
+
+def end_session(store: Store, session: Session) -> bool:
+    """Log out: the session ends in the store, for every server process."""
+    return sessions.end_session(store, session.session_id)
 
 
 def load_or_create_secret(path: str | os.PathLike) -> bytes:

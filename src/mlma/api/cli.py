@@ -144,6 +144,8 @@ def serve(
     group_by: str = typer.Option("city", help="Stream attribute that groups escalations in the queue."),
     public_metrics: bool = typer.Option(False, help="Serve /metrics without a token."),
     secure_cookies: bool = typer.Option(False, help="Mark session cookies Secure (when served over HTTPS)."),
+    max_body_mb: float = typer.Option(8.0, min=0.001, max=1024.0,
+                                      help="Largest request body accepted, in MiB (413 beyond)."),
 ) -> None:
     """Run the REST API and the web dashboard (uvicorn)."""
     import uvicorn
@@ -152,7 +154,8 @@ def serve(
     from mlma.api.auth import list_tokens
 
     config = _config(project)
-    app = create_app(config, group_by=group_by or None, public_metrics=public_metrics, secure_cookies=secure_cookies)
+    app = create_app(config, group_by=group_by or None, public_metrics=public_metrics, secure_cookies=secure_cookies,
+                     max_body_bytes=max(1024, int(max_body_mb * 1024 * 1024)))
     if not list_tokens(app.state.mlma.store):
         console.print("no API token yet: create one with [bold]mlma token create NAME --role admin[/]", highlight=False)
     console.print(f"mlma dashboard on http://{host}:{port}/ (project {config.root}, store {config.store_url})",

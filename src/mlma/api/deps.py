@@ -45,32 +45,45 @@ def unauthorized(message: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def principal(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
-              ctx: AppContext = Depends(context)) -> Principal:
-    """The token behind the request, from the bearer header or the session cookie; 401 if there is none."""
-    if credentials is not None:
-        found = auth.authenticate(ctx.store, credentials.credentials)
+def identify(ctx: AppContext, request: Request) -> Principal:
+    """Who sent ``request``, from its headers alone (the body is not read): the bearer token, or the session
+    cookie with, for a request that changes something, its CSRF secret. 401 or 403 otherwise."""
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, credentials = header.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            raise unauthorized("the Authorization header must be 'Bearer <token>'")
+        found = auth.authenticate(ctx.store, credentials.strip())
         if found is None:
             raise unauthorized("the bearer token is unknown or revoked")
         return found
-    if request.headers.get("authorization"):
-        raise unauthorized("the Authorization header must be 'Bearer <token>'")
     cookie = request.cookies.get(auth.SESSION_COOKIE)
     if cookie is None:
         raise unauthorized("log in: send 'Authorization: Bearer <token>' or log in on the web page")
     session = auth.read_session(ctx.secret, cookie)
     if session is None:
         raise unauthorized("the session is invalid or has expired; log in again")
-    found = auth.principal_by_id(ctx.store, session.token_id)
+    found = auth.session_principal(ctx.store, session)
     if found is None:
-        raise unauthorized("the session's token was revoked; log in again")
+        raise unauthorized("the session has ended (logged out) or its token was revoked; log in again")
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(auth.CSRF_HEADER, "")
-        if not sent or not hmac.compare_digest(sent, session.csrf):
+        if not sent or not hmac.compare_digest(sent.encode("utf-8", "replace"), session.csrf.encode("utf-8")):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"missing or wrong {auth.CSRF_HEADER} header: a request that changes something "
                                 f"with the session cookie must repeat the {auth.CSRF_COOKIE} cookie's value in it")
+    request.state.session = session
     return found
+
+
+def principal(request: Request, _credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),
+              ctx: AppContext = Depends(context)) -> Principal:
+    """The token behind the request; 401 if there is none. A request with a body was identified already,
+    before its body was read (:class:`mlma.api.guard.RequestGuard`)."""
+    known = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
+    return identify(ctx, request)
 
 
 def require(role: str):

@@ -21,6 +21,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
+from mlma.control import pin_stamp, pinned_now
 from mlma.escalations import ESCALATION_KINDS
 from mlma.policy import Verdict
 from mlma.store import Store
@@ -40,6 +42,8 @@ VERDICT_LABELS = {int(v): v.label for v in Verdict}
 STREAM_SORTS = ("unique_id", "verdict", "p_value", "effect", "loss", "reference_loss", "escalations", "last_ds",
                 "model_version")
 MAX_PER_PAGE = 500
+#: The largest page number a list accepts (beyond it every page is empty anyway; the offset stays in 64 bits).
+MAX_PAGE = 10**9
 
 
 class QueryError(ValueError):
@@ -68,13 +72,21 @@ def _iso(value: Any) -> str | None:
     return str(value)
 
 
+def _active_pin(overrides: Mapping | None, now: dt.datetime) -> str | None:
+    """``pinned_until`` of a pin that holds at ``now`` ("forever" or an instant), None for none or one run out."""
+    until = (overrides or {}).get("pinned_until")
+    if not until or until == "forever":
+        return until or None
+    return until if until > pin_stamp(now) else None
+
+
 def _label(code: Any) -> str | None:
     return None if code is None else VERDICT_LABELS.get(int(code), str(code))
 
 
 def _page(page: int, per_page: int) -> tuple[int, int]:
-    if page < 1:
-        raise QueryError("page", f"page counts from 1, got {page}")
+    if not 1 <= page <= MAX_PAGE:
+        raise QueryError("page", f"page counts from 1 (at most {MAX_PAGE}), got {page}")
     if not 1 <= per_page <= MAX_PER_PAGE:
         raise QueryError("per_page", f"per_page must be 1..{MAX_PER_PAGE}, got {per_page}")
     return (page - 1) * per_page, per_page
@@ -84,9 +96,20 @@ def _pages(total: int, per_page: int) -> int:
     return max(1, -(-total // per_page))
 
 
-def _attr(key: str) -> sa.ColumnElement:
-    """A stream attribute as text (SQLite: JSON_EXTRACT, PostgreSQL: ->>), comparable with str(value)."""
-    return S.streams.c.attributes[key].as_string()
+def _attr(key: str, dialect: str) -> sa.ColumnElement:
+    """A stream attribute as text (SQLite: JSON_EXTRACT, PostgreSQL: ->>), comparable with str(value).
+
+    SQLite compares a JSON path's label with the key as it is written in the stored JSON text (escaped, as
+    ``json.dumps`` writes it: ``\\u00e4`` for ``ä``) and ends the label at the next double quote, so the
+    label is the escaped key, and a key holding a double quote is looked up with ``json_each`` instead.
+    """
+    if dialect != "sqlite":
+        return S.streams.c.attributes[key].as_string()
+    label = json.dumps(key)[1:-1]
+    if '"' not in label:
+        return sa.cast(sa.func.json_extract(S.streams.c.attributes, f'$."{label}"'), sa.Text)
+    pairs = sa.func.json_each(S.streams.c.attributes).table_valued("key", "value").alias("kv")
+    return sa.select(sa.cast(pairs.c.value, sa.Text)).where(pairs.c.key == key).scalar_subquery()
 
 
 def last_done_tick(conn: sa.Connection) -> int | None:
@@ -153,8 +176,7 @@ def fleet_summary(store: Store, ticks: int = 200) -> dict:
         a = S.abnormal_periods
         abnormal = conn.execute(sa.select(sa.func.count()).select_from(a)
                                 .where(a.c.cancelled_at.is_(None))).scalar_one()
-        pinned = conn.execute(sa.select(sa.func.count()).select_from(S.streams)
-                              .where(S.streams.c.overrides["pinned_until"].as_string().is_not(None))).scalar_one()
+        pinned = conn.execute(sa.select(sa.func.count()).select_from(S.streams).where(pinned_now(now))).scalar_one()
     series = [_tick_json(r) for r in reversed(rows)]
     return {
         "n_streams": int(n_streams),
@@ -228,13 +250,12 @@ def list_streams(store: Store, *, verdict: Sequence[str] | None = None, attribut
                 parts.append(v.c.verdict.is_(None))
             where.append(sa.or_(*parts))
         for name, value in (attributes or {}).items():
-            where.append(_attr(name) == str(value))
+            where.append(_attr(name, store.dialect) == str(value))
         if q:
             pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             where.append(s.c.unique_id.ilike(pattern, escape="\\"))
         if pinned is not None:
-            flag = s.c.overrides["pinned_until"].as_string()
-            where.append(flag.is_not(None) if pinned else flag.is_(None))
+            where.append(pinned_now(now, pinned))
         count = sa.select(sa.func.count()).select_from(s.outerjoin(v, on_tick) if (codes or want_none) else s)
         total = conn.execute(count.where(*where)).scalar_one()
         columns = {"unique_id": s.c.unique_id, "verdict": v.c.verdict, "p_value": v.c.p_value, "effect": v.c.effect,
@@ -257,7 +278,7 @@ def list_streams(store: Store, *, verdict: Sequence[str] | None = None, attribut
         "model_version": None if r.model_version is None else int(r.model_version),
         "champion": None if r.champion is None else int(r.champion), "retrain": bool(r.retrain) if r.retrain is not None
         else None, "reason": r.reason, "last_ds": _iso(r.last_ds),
-        "pinned_until": (r.overrides or {}).get("pinned_until"),
+        "pinned_until": _active_pin(r.overrides, now),
         "needs_approval": bool((r.overrides or {}).get("needs_approval")),
         "overrides": r.overrides or {}, "open_escalations": int(r.n_open),
         "max_severity": None if r.severity is None else int(r.severity)} for r in rows]
@@ -352,7 +373,7 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
         "params": params, "first_ds": _iso(row.first_ds), "last_ds": _iso(row.last_ds),
         "first_seen": _iso(row.first_seen), "last_seen": _iso(row.last_seen),
         "verdict": None if current is None else _label(current.verdict),
-        "pinned_until": overrides.get("pinned_until"), "needs_approval": bool(overrides.get("needs_approval")),
+        "pinned_until": _active_pin(overrides, now), "needs_approval": bool(overrides.get("needs_approval")),
         "champion": None if champion is None else {
             "version": int(champion.version), "since": _iso(champion.since), "moved_by": champion.moved_by,
             "reason": champion.reason, "tick": champion.tick},
@@ -430,7 +451,7 @@ def escalation_queue(store: Store, *, status: Sequence[str] = ("open",), group_b
         tick = last_done_tick(conn)
         effective = _effective_status(now)
         size = sa.func.coalesce(v.c.reference_loss, v.c.loss, 0.0)
-        gval = _attr(group_by) if group_by else sa.null()
+        gval = _attr(group_by, store.dialect) if group_by else sa.null()
         fleet = sa.case((e.c.stream_id.is_(None), 1), else_=0)
         base = (e.outerjoin(s, s.c.id == e.c.stream_id)
                 .outerjoin(v, sa.and_(v.c.stream_id == e.c.stream_id, v.c.tick == (tick if tick is not None else -1))))

@@ -332,3 +332,17 @@ alert_notifications = sa.Table(
     sa.CheckConstraint("status IN ('sent', 'failed')", name="status"),
     sa.Index(None, "receiver", "group_key"),
 )
+
+# -- web sessions (migration 0005) -------------------------------------------------------------------------
+#: A web page's session: the cookie names it by a random id, of which the store keeps the sha256 only.
+#: Log-out sets ``ended_at``; a session counts only while it has not ended, has not expired and its token
+#: is not revoked, checked on every request, so log-out holds across server processes and restarts.
+web_sessions = sa.Table(
+    "web_sessions", metadata,
+    sa.Column("id_sha256", sa.String(64), primary_key=True),
+    sa.Column("token_id", sa.Integer, sa.ForeignKey("api_tokens.id"), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Column("ended_at", UTCDateTime),
+    sa.Index(None, "expires_at"),
+)

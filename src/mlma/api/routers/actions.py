@@ -12,13 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, context, operator
+from mlma.api.inputs import Body, RowId, check_request_text
 from mlma.control import ActionError, ActionResult
+from mlma.params import ParameterError
 
-router = APIRouter(prefix="/api/actions", tags=["actions"])
+router = APIRouter(prefix="/api/actions", tags=["actions"], dependencies=[Depends(check_request_text)])
 #: How many stream names an action's answer lists (a group may have thousands).
 LISTED_STREAMS = 200
 
@@ -40,16 +42,16 @@ _FIELD_OF_MESSAGE = [
     (re.compile(r"^until must|silence must"), "until"),
     (re.compile(r"^start must"), "start"),
     (re.compile(r"^end must|must end after it starts"), "end"),
-    (re.compile(r"^parameter (\w+) must"), "params.{0}"),
+    (re.compile(r"^parameter (\w+) "), "params.{0}"),
     (re.compile(r"unknown parameter|no parameters given"), "params"),
     (re.compile(r"no stream has the attributes|a group is a mapping"), "group"),
     (re.compile(r"has no model version|only one champion|already the champion"), "version"),
-    (re.compile(r"no escalation with id|no active abnormal period|no pending action|no escalation ids"), "ids"),
+    (re.compile(r"no escalation with id|no active abnormal period|no pending action|no escalation ids|"
+                r"ids are whole numbers"), "ids"),
 ]
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Body(Body):
     reason: str | None = Field(None, max_length=2000, description="Why: kept in the audit log.")
 
 
@@ -104,7 +106,7 @@ class MarkAbnormal(_Body):
 
 
 class Ids(_Body):
-    ids: list[int] = Field(..., min_length=1, max_length=100_000)
+    ids: list[RowId] = Field(..., min_length=1, max_length=100_000)
 
 
 class Silence(Ids):
@@ -116,17 +118,17 @@ class OneStream(_Body):
 
 
 class Rollback(OneStream):
-    to_version: int | None = Field(None, ge=1, description="default: the version that served before the current")
+    to_version: RowId | None = Field(None, description="default: the version that served before the current")
 
 
 class Promote(OneStream):
-    version: int = Field(..., ge=1)
+    version: RowId
 
 
 def _run(call: Callable[[], ActionResult], who: Principal, default_field: str) -> dict:
     try:
         result = call()
-    except ActionError as exc:
+    except (ActionError, ParameterError) as exc:
         message = str(exc)
         if "needs the model registry" in message:
             raise RegistryMissing(message) from None

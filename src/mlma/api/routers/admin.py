@@ -4,30 +4,29 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from pydantic import Field
 
 from mlma.api import auth
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, admin, context, principal, unauthorized
+from mlma.api.inputs import Body, check_request_text
 
-router = APIRouter(prefix="/api", tags=["access"])
+router = APIRouter(prefix="/api", tags=["access"], dependencies=[Depends(check_request_text)])
 
 
-class Login(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Login(Body):
     token: str = Field(..., min_length=1, max_length=256, description="an API token")
 
 
-class NewToken(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NewToken(Body):
     name: str = Field(..., min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$",
                       description="whose token: actions are audited as user:<name>")
     role: Literal["viewer", "operator", "admin"] = "viewer"
 
 
 def _set_session_cookies(response: Response, ctx: AppContext, token_id: int) -> str:
-    value, session = auth.sign_session(ctx.secret, token_id)
+    value, session = auth.start_session(ctx.store, token_id, ctx.secret)
     response.set_cookie(auth.SESSION_COOKIE, value, max_age=auth.SESSION_SECONDS, httponly=True, samesite="lax",
                         secure=ctx.secure_cookies, path="/")
     # Readable by the page's script (not HttpOnly), which sends it back in the X-CSRF-Token header.
@@ -45,8 +44,12 @@ def login(body: Login, response: Response, ctx: AppContext = Depends(context)) -
     return {"name": found.name, "role": found.role, "csrf": csrf}
 
 
-@router.delete("/session", summary="Log the web page out")
-def logout(response: Response, _: Principal = Depends(principal)) -> dict:
+@router.delete("/session", summary="Log the web page out: the session ends on the server too")
+def logout(request: Request, response: Response, _: Principal = Depends(principal),
+           ctx: AppContext = Depends(context)) -> dict:
+    session = getattr(request.state, "session", None)
+    if session is not None:  # a bearer request has no session to end
+        auth.end_session(ctx.store, session)
     response.delete_cookie(auth.SESSION_COOKIE, path="/")
     response.delete_cookie(auth.CSRF_COOKIE, path="/")
     return {"logged_out": True}

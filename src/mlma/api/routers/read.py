@@ -9,8 +9,10 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from mlma.api import queries
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, context, viewer
+from mlma.api.inputs import check_request_text
+from mlma.api.queries import MAX_PAGE
 
-router = APIRouter(prefix="/api", tags=["read"])
+router = APIRouter(prefix="/api", tags=["read"], dependencies=[Depends(check_request_text)])
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -43,7 +45,7 @@ def streams(
     pinned: Annotated[bool | None, Query(description="Only pinned (true) or unpinned (false) streams.")] = None,
     sort: Annotated[str, Query(description=f"One of {', '.join(queries.STREAM_SORTS)}; prefix - for descending.")]
     = "unique_id",
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
     _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
 ) -> dict:
@@ -72,7 +74,7 @@ def escalation_queue(
                                                           "resolved, silenced); default open.")] = None,
     group_by: Annotated[str | None, Query(description="Attribute that groups streams (default: the server's, "
                                                       "e.g. city); empty: group by kind and tick only.")] = None,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 25,
     members: Annotated[int, Query(ge=1, le=1000, description="Member streams listed per item.")] = 20,
     _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
@@ -85,7 +87,8 @@ def escalation_queue(
 @router.get("/escalations/items", summary="Escalations one by one, newest first")
 def escalation_items(
     status: Annotated[list[str] | None, Query()] = None, stream: str | None = None, kind: str | None = None,
-    page: Annotated[int, Query(ge=1)] = 1, per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
     _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
 ) -> dict:
     return queries.escalation_items(ctx.store, status=_split(status) or None, stream=stream, kind=kind, page=page,
@@ -96,7 +99,8 @@ def escalation_items(
 def actions(
     status: Annotated[str | None, Query(description="pending, applied or cancelled")] = None,
     stream: str | None = None,
-    page: Annotated[int, Query(ge=1)] = 1, per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
     _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
 ) -> dict:
     return queries.actions_page(ctx.store, status=status, stream=stream, page=page, per_page=per_page)
@@ -107,7 +111,8 @@ def audit(
     actor: str | None = None, action: str | None = None,
     target: Annotated[str | None, Query(description="Exact target, e.g. stream:zone-417 or group:city=c03")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Part of the target or reason")] = None,
-    page: Annotated[int, Query(ge=1)] = 1, per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
     _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
 ) -> dict:
     return queries.audit_page(ctx.store, actor=actor, action=action, target=target, q=q, page=page,
