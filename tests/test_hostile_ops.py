@@ -224,6 +224,7 @@ def alive(pids: set[int]) -> set[int]:
     return out
 
 
+@pytest.mark.slow  # real mlma processes, one after another
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_pool_workers_exit_when_a_tick_is_killed_with_sigkill_mid_fit(tmp_path, platform):
     (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
@@ -325,6 +326,7 @@ def store_content(root: Path) -> dict:
 
 
 # -- 7. a locked SQLite file ----------------------------------------------------------------------------------------
+@pytest.mark.slow  # real mlma processes, one after another
 def test_a_locked_sqlite_store_exits_4_with_one_line(tmp_path, platform):
     import sqlite3
 
@@ -379,6 +381,7 @@ def fill(folder: Path) -> Path:
     return filler
 
 
+@pytest.mark.slow  # real mlma processes, one after another
 def test_a_full_disk_ends_ingest_and_tick_with_one_line_and_changes_nothing(tmp_path, platform, small_disk):
     root, rest = small_project(small_disk / "p", platform)
     before = store_content(root)
@@ -412,6 +415,7 @@ def read_only_view(tmp_path):
         subprocess.run(["umount", "-l", str(view)], check=False)
 
 
+@pytest.mark.slow  # real mlma processes, one after another
 def test_read_only_commands_work_on_a_read_only_file_system_and_writes_are_refused(tmp_path, platform,
                                                                                   read_only_view):
     writable, view = read_only_view
@@ -431,6 +435,7 @@ def test_read_only_commands_work_on_a_read_only_file_system_and_writes_are_refus
 
 
 # -- 5. a damaged saved state ---------------------------------------------------------------------------------------
+@pytest.mark.slow  # real mlma processes, one after another
 def test_a_damaged_saved_state_is_reported_by_status_refused_by_tick_and_a_backup_restores(tmp_path, platform):
     import shutil
     import sqlite3
@@ -580,6 +585,7 @@ class Forwarder:
             self.server.close()
 
 
+@pytest.mark.slow  # real mlma processes, one after another
 def test_mlma_run_waits_for_a_database_that_is_down_at_start_up(tmp_path, platform, postgres_server):
     import sqlalchemy as sa
 

@@ -54,7 +54,7 @@ def store_failure(exc: BaseException) -> tuple[int, str] | None:
             return EXIT_LOCKED, first
         if isinstance(error, (StateCorrupted, SchemaError)):
             return EXIT_STORE, first
-        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             where = f" writing {error.filename}" if error.filename else ""
             return EXIT_STORE, (f"no space left on the device{where}: nothing was changed; free some space and run "
                                 "the command again")
@@ -335,9 +335,7 @@ def status(
 ) -> None:
     """Fleet summary: streams, data span, ticks, what the last tick did, what waits for a person."""
     from mlma.live import LiveAgent, NotReady
-    from mlma.store import Store
-
-    from mlma.store import StateCorrupted
+    from mlma.store import StateCorrupted, Store
 
     config = _project(project)
     with Store.open(config.store_url) as store:
@@ -431,11 +429,10 @@ def run(
                                              "stopped with Ctrl-C or SIGTERM)."),
 ) -> None:
     """Run as a service: every interval, run all due ticks. SIGTERM finishes the running tick, then stops."""
+    import logging
     import signal
 
     import pandas as pd
-
-    import logging
 
     from mlma.live import open_agent
     from mlma.store import LockHeld
