@@ -150,11 +150,12 @@ def markdown(result: dict) -> str:
         lines.append(f"| `{row['command']}` | {row['tree']} | {row['median_wall_s']:.2f} s | "
                      f"{row['min_wall_s']:.2f} s | {row['median_cpu_s']:.2f} s |")
     lines += ["", "What `mlma status` cannot avoid: one process per row imports everything up to that row "
-              f"(fastest of {result['repeats']}):", "", "| import | adds (wall) | cumulative (wall) | adds (CPU) | cumulative (CPU) |",
+              f"(fastest of {result['repeats']}):", "",
+              "| import | adds (wall) | cumulative (wall) | adds (CPU) | cumulative (CPU) |",
               "| --- | ---: | ---: | ---: | ---: |"]
     for row in result["floor"]:
         lines.append(f"| {row['step']} | {row['adds_s']:.3f} s | {row['cumulative_s']:.3f} s | "
-                     f"{row.get('adds_cpu_s', float('nan')):.3f} s | {row.get('cumulative_cpu_s', float('nan')):.3f} s |")
+                     f"{row['adds_cpu_s']:.3f} s | {row['cumulative_cpu_s']:.3f} s |")
     return "\n".join(lines) + "\n"
 
 

@@ -351,7 +351,8 @@ def _tool(name: str) -> str:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"no {name}: in CI (CI=true) the alert rules and the dashboard must be checked with it; "
                         "`make prometheus` unpacks it")
-        pytest.skip(f"no {name} (`make prometheus`, or apt-get install prometheus) to check the alert rules")
+        pytest.skip(f"no {name} (`make prometheus`, or apt-get install prometheus) to check the alert rules and "
+                    "the dashboard")
     return found
 
 
