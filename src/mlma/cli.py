@@ -69,9 +69,14 @@ def validate_command(
 @app.command()
 def backtest(
     data: Path = typer.Option(..., help="Long-format CSV or Parquet file."),
-    policies: str = typer.Option("never,periodic:7,always", help="Comma-separated policies: "
-                                 "never, periodic:K, always, mlma, adwin, page-hinkley."),
+    policies: str = typer.Option("never,periodic:7,always", help="Comma-separated policies: never, periodic:K "
+                                 "(staggered), periodic:K:sync, always, mlma, adwin, page-hinkley; settings as "
+                                 "name:key=value, e.g. mlma:alpha=0.1, adwin:delta=0.01."),
     out: Path = typer.Option(Path("backtest-output"), help="Folder for summary.json, CSVs and report.html."),
+    frontier: bool = typer.Option(True, help="Also run the schedules of the frontier (never, staggered "
+                                  "periodic:K over a range of K, always) and give each policy its gap to it."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap replicates (resampling streams) for the gap's 95 % "
+                                  "interval; 0 for none."),
     model: str = typer.Option("lightgbm", help="seasonal-naive | ridge | lightgbm | package.module:Class"),
     freq: Optional[str] = typer.Option(None, help="Frequency alias, e.g. h, 30min, D, MS (inferred)."),
     tick: Optional[str] = typer.Option(None, help="Tick length, e.g. 1D, 7D, 12MS (inferred)."),
@@ -97,7 +102,8 @@ def backtest(
     try:
         config = BacktestConfig(policies=[p.strip() for p in policies.split(",") if p.strip()], model=model,
                                 freq=freq, tick=tick, horizon=horizon, train_window_ticks=train_window,
-                                initial_ticks=initial_ticks, executor=executor, title=f"backtest of {data.name}")
+                                initial_ticks=initial_ticks, executor=executor, title=f"backtest of {data.name}",
+                                frontier=frontier, bootstrap=bootstrap)
         truth = pd.read_csv(events) if events else read_events(data)
         started = time.perf_counter()
         marked = pd.read_csv(abnormal, parse_dates=["start", "end"]) if abnormal else None
@@ -139,7 +145,7 @@ def demo(
     data_path = out / "platform.parquet"
     write_simulation(sim, data_path)
     config = BacktestConfig(policies=[p.strip() for p in policies.split(",")], model=model,
-                            title=f"demo: {zones} zones x {days} days, model {model}")
+                            title=f"demo: {zones} zones x {days} days, model {model}", frontier=True)
     started = time.perf_counter()
     result = run_backtest(sim.data, config, events=sim.events, progress=True)
     result.config["source"] = str(data_path)
@@ -467,6 +473,7 @@ def gc(
 @app.command("table")
 def table_command(
     results: Path = typer.Argument(..., help="A backtest output folder (with summary.json)."),
+    all_rows: bool = typer.Option(False, "--all", help="Also list the schedules the frontier added."),
 ) -> None:
     """Print a backtest's results as a Markdown table (for docs and issues)."""
     import json
@@ -477,7 +484,7 @@ def table_command(
     if not path.exists():
         _fail(f"no summary.json in {results}")
     payload = json.loads(path.read_text())
-    print(summary_markdown(payload["policies"]))
+    print(summary_markdown(payload["policies"], include_frontier=all_rows))
 
 
 @app.command("datasets")
@@ -505,17 +512,25 @@ def dataset_command(
 
 
 def print_summary(result, title: str) -> None:
-    """Print the backtest's per-policy table."""
-    from mlma.backtest import SUMMARY_COLUMNS
+    """Print the backtest's per-policy table (the policies asked for; the frontier's schedules are in
+    summary.json and the report)."""
+    from mlma.backtest import SUMMARY_COLUMNS, format_cell, summary_rows
 
     table = Table(title=title)
+    rows = summary_rows(result.summary)
     # The same columns as `mlma table`; those no policy has a value for (detection on real data) are left out.
-    columns = [c for c in SUMMARY_COLUMNS if any(row.get(c[1]) is not None for row in result.summary)]
-    for header, *_ in columns:
-        table.add_column(header, justify="left" if header == "policy" else "right")
-    for row in result.summary:
-        table.add_row(*[fmt.format(row[key]) if row.get(key) is not None else "-" for _, key, fmt in columns])
+    columns = [c for c in SUMMARY_COLUMNS if any(row.get(c[1]) is not None for row in rows)]
+    for header, _, fmt in columns:
+        # The policy (with its settings) and the gap with its interval are read whole; others may shrink.
+        table.add_column(header, justify="left" if header == "policy" else "right",
+                         no_wrap=header == "policy" or fmt == "gap")
+    for row in rows:
+        table.add_row(*[format_cell(row, key, fmt) for _, key, fmt in columns])
     console.print(table)
+    if any(row.get("gap_pct") is not None for row in rows):
+        console.print(f"gap: MAE minus the staggered-periodic frontier's at the policy's re-trainings, in % of "
+                      f"always's MAE, 95 % bootstrap interval over streams; frontier of "
+                      f"{len(result.frontier)} schedules ({', '.join(f['policy'] for f in result.frontier)})")
 
 
 # The engineer's commands (serve, tokens, actions) live with the API they share code with.
