@@ -61,6 +61,9 @@ class BacktestConfig:
         and another schedule, against that coarser frontier). A list of whole numbers sets the periods K.
     bootstrap
         Bootstrap replicates for the gap's 95 % interval (resampling streams).
+    fit_cache
+        A folder of fitted models kept across runs (:class:`~mlma.training.FitCache`): a backtest of the same
+        data with other policies or settings fits only what no earlier run fitted, with identical results.
     """
 
     policies: list[str] = field(default_factory=lambda: ["never", "periodic:7", "always"])
@@ -77,6 +80,7 @@ class BacktestConfig:
     agent: AgentSettings = field(default_factory=AgentSettings)
     frontier: bool | list[int] = False
     bootstrap: int = 1000
+    fit_cache: str | Path | None = None
 
     def __post_init__(self) -> None:
         if not self.policies:
@@ -194,7 +198,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         raise ValueError(f"initial_ticks={first_tick} leaves no tick to score (the data has {fleet.n_ticks})")
 
     executor = make_executor(config.executor)
-    service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor)
+    service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
+                           fit_cache=config.fit_cache)
     scale = fleet.seasonal_naive_scale(freq.season_length, before_tick=first_tick)
     policies: list[Policy] = [make_policy(spec, **config.policy_params.get(spec, {})) for spec in config.policies]
     names = [p.name for p in policies]
@@ -258,6 +263,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     finally:
         if hasattr(executor, "shutdown"):
             executor.shutdown()
+        if service.fit_cache is not None:
+            service.fit_cache.close()
     events_frame = _events_in_span(events, fleet)
     summary, per_stream, per_tick = _summarise(policies, accs, fleet, scale)
     for row in summary:
@@ -292,6 +299,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         "policies": names,
         "executor": config.executor or "inline",
         "fits_done": service.fits_done,
+        "fits_from_cache": service.fits_cached,
         "bootstrap": config.bootstrap,
     }
     return BacktestResult(summary, per_stream, per_tick, forecasts, retrain_log, escalation_log, events_frame,

@@ -77,6 +77,11 @@ def backtest(
                                   "periodic:K over a range of K, always) and give each policy its gap to it."),
     bootstrap: int = typer.Option(1000, help="Bootstrap replicates (resampling streams) for the gap's 95 % "
                                   "interval; 0 for none."),
+    sweep: Optional[list[str]] = typer.Option(None, help="A grid of settings to add to the policies, e.g. "
+                                              "'adwin:delta=0.001,0.01,0.1' (every combination of the values); "
+                                              "repeat for several."),
+    fit_cache: Optional[Path] = typer.Option(None, help="Folder of fitted models kept across runs: later runs "
+                                             "on the same data fit only what is new."),
     model: str = typer.Option("lightgbm", help="seasonal-naive | ridge | lightgbm | package.module:Class"),
     freq: Optional[str] = typer.Option(None, help="Frequency alias, e.g. h, 30min, D, MS (inferred)."),
     tick: Optional[str] = typer.Option(None, help="Tick length, e.g. 1D, 7D, 12MS (inferred)."),
@@ -97,13 +102,17 @@ def backtest(
 
     from mlma.backtest import BacktestConfig, run_backtest, write_outputs
     from mlma.data import DataError
+    from mlma.policy import expand_grid
     from mlma.simulate import read_events
 
     try:
-        config = BacktestConfig(policies=[p.strip() for p in policies.split(",") if p.strip()], model=model,
+        specs = [p.strip() for p in policies.split(",") if p.strip()]
+        for grid in sweep or []:
+            specs += [spec for spec in expand_grid(grid) if spec not in specs]
+        config = BacktestConfig(policies=specs, model=model,
                                 freq=freq, tick=tick, horizon=horizon, train_window_ticks=train_window,
                                 initial_ticks=initial_ticks, executor=executor, title=f"backtest of {data.name}",
-                                frontier=frontier, bootstrap=bootstrap)
+                                frontier=frontier, bootstrap=bootstrap, fit_cache=fit_cache)
         truth = pd.read_csv(events) if events else read_events(data)
         started = time.perf_counter()
         marked = pd.read_csv(abnormal, parse_dates=["start", "end"]) if abnormal else None
@@ -113,8 +122,9 @@ def backtest(
         _fail(str(exc))
     write_outputs(result, out)
     print_summary(result, title=f"{data.name}: {result.config['n_streams']:,} streams, model {model}")
-    console.print(f"done in {time.perf_counter() - started:.1f} s; wrote {out}/summary.json and "
-                  f"{out}/report.html")
+    cached = (f", {result.config['fits_from_cache']:,} from the fit cache" if fit_cache is not None else "")
+    console.print(f"done in {time.perf_counter() - started:.1f} s ({result.config['fits_done']:,} fits{cached}); "
+                  f"wrote {out}/summary.json and {out}/report.html")
 
 
 @app.command()

@@ -248,6 +248,26 @@ class PolicySpec:
         return ":".join([self.name, *self.args, *(f"{k}={v}" for k, v in self.params)])
 
 
+def expand_grid(grid: str) -> list[str]:
+    """The policy specs of a sweep: every ``key=v1,v2,...`` setting takes each of its values in turn.
+
+    >>> expand_grid("adwin:delta=0.001,0.01")
+    ['adwin:delta=0.001', 'adwin:delta=0.01']
+    >>> expand_grid("mlma:alpha=0.1,0.2:budget=5,10")
+    ['mlma:alpha=0.1:budget=5', 'mlma:alpha=0.1:budget=10', 'mlma:alpha=0.2:budget=5', 'mlma:alpha=0.2:budget=10']
+    """
+    import itertools
+
+    parsed = PolicySpec.parse(grid)
+    choices = []
+    for key, values in parsed.params:
+        options = [v.strip() for v in values.split(",")]
+        if not all(options):
+            raise ValueError(f"sweep {grid!r}: {key}={values!r} has an empty value")
+        choices.append([(key, v) for v in options])
+    return [PolicySpec(parsed.name, parsed.args, tuple(combo)).canonical for combo in itertools.product(*choices)]
+
+
 def parameter_types(target) -> dict[str, tuple[tuple, object]]:
     """The keyword parameters of a class or callable: name -> (accepted types, default).
 
