@@ -107,3 +107,47 @@ def test_interval_is_reproducible_and_shrinks_with_more_streams():
     # Width scales as 1 / sqrt(streams): 16 times the streams, about a quarter of the width.
     ratio = (b["gap_high"] - b["gap_low"]) / (a["gap_high"] - a["gap_low"])
     assert 0.15 < ratio < 0.4
+
+
+def test_clairvoyant_curve_matches_a_brute_force_search():
+    import itertools
+
+    from mlma.evaluation import clairvoyant_curve
+
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        n_streams, n_options = 4, 3
+        retrains = np.sort(rng.integers(0, 12, (n_streams, n_options)), axis=1)
+        retrains[:, 0] = 0
+        errors = rng.uniform(5, 15, (n_streams, n_options))
+        cost, err = clairvoyant_curve(errors, retrains)
+        choices = list(itertools.product(range(n_options), repeat=n_streams))
+        totals = np.array([sum(retrains[s, c] for s, c in enumerate(ch)) for ch in choices])
+        errs = np.array([sum(errors[s, c] for s, c in enumerate(ch)) for ch in choices])
+        for budget in range(0, int(retrains.sum()) + 1):
+            best = errs[totals <= budget].min()
+            bound = np.interp(budget, cost, err)
+            # A lower bound at every budget (the relaxation), and exact at the curve's corners.
+            assert bound <= best + 1e-9
+            if budget in cost:
+                assert bound == pytest.approx(best)
+
+
+def test_clairvoyant_bound_spends_the_retrainings_where_they_pay():
+    # Half the streams (the odd ones) halve their error when re-trained; the others gain nothing. Schedules
+    # spread re-trainings evenly; the oracle puts them on the odd streams.
+    n = 40
+    pays = np.arange(n) % 2 == 1
+    mae = {"never": np.full(n, 2.0), "periodic:4": np.where(pays, 1.5, 2.0), "always": np.where(pays, 1.0, 2.0),
+           "x": np.where(pays, 1.0, 2.0)}
+    retrains = {"never": np.zeros(n), "periodic:4": np.full(n, 5), "always": np.full(n, 20),
+                "x": np.where(pays, 20, 0)}
+    out = frontier_gaps(per_stream_frame(mae, retrains), n_boot=0)
+    gap = out["gaps"]["x"]
+    # x re-trains only the odd streams: 400 re-trainings, half of always's, for always's MAE of 1.5.
+    assert gap["clairvoyant_mae"] == pytest.approx(1.5)
+    assert gap["gap_pct"] < 0 and gap["headroom_pct"] > 0
+    frontier = 2.0 - 0.25 * np.log1p(200) / np.log1p(200) - 0.25 * (np.log1p(400) - np.log1p(200)) / (
+        np.log1p(800) - np.log1p(200))
+    assert gap["frontier_mae"] == pytest.approx(frontier)
+    assert gap["headroom_pct"] == pytest.approx(100 * (frontier - 1.5) / 1.5, abs=1e-3)

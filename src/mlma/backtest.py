@@ -117,6 +117,7 @@ class BacktestResult:
     config: dict
     validation: pd.DataFrame | None = None
     frontier: list[dict] = field(default_factory=list)
+    clairvoyant: list[dict] = field(default_factory=list)
 
     def summary_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.summary)
@@ -269,7 +270,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     summary, per_stream, per_tick = _summarise(policies, accs, fleet, scale)
     for row in summary:
         row["frontier_only"] = row["policy"] not in requested
-    frontier = _add_gaps(summary, per_stream, config.bootstrap)
+    frontier, clairvoyant = _add_gaps(summary, per_stream, config.bootstrap)
     retrain_log = pd.DataFrame(retrain_rows, columns=["policy", "unique_id", "tick", "tick_start", "reason"])
     escalation_log = pd.DataFrame(escalation_rows, columns=["policy", "unique_id", "tick", "tick_start", "kind",
                                                             "severity", "message"])
@@ -303,20 +304,20 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         "bootstrap": config.bootstrap,
     }
     return BacktestResult(summary, per_stream, per_tick, forecasts, retrain_log, escalation_log, events_frame,
-                          run_config, checked.report.to_frame(), frontier)
+                          run_config, checked.report.to_frame(), frontier, clairvoyant)
 
 
 def _add_gaps(summary: list[dict], per_stream: pd.DataFrame, n_boot: int) -> list[dict]:
-    """Put each policy's gap to the schedule frontier (and its interval) into its summary row; return the
-    frontier's schedules."""
+    """Put each policy's gap to the schedule frontier (and its interval) and the clairvoyant bound at its cost
+    into its summary row; return the frontier's schedules and the clairvoyant curve."""
     from mlma.evaluation import frontier_gaps
 
     result = frontier_gaps(per_stream, n_boot=n_boot)
     for row in summary:
         gap = result.get("gaps", {}).get(row["policy"], {})
-        for key in ("gap_pct", "gap_low", "gap_high", "frontier_mae"):
+        for key in ("gap_pct", "gap_low", "gap_high", "frontier_mae", "clairvoyant_mae", "headroom_pct"):
             row[key] = gap.get(key)
-    return result.get("frontier", [])
+    return result.get("frontier", []), result.get("clairvoyant", [])
 
 
 def _tick_offset(config: BacktestConfig, freq: Frequency):
@@ -457,7 +458,8 @@ def write_outputs(result: BacktestResult, out_dir: str | Path) -> Path:
     and ``report.html`` into ``out_dir`` (created if needed)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"config": result.config, "policies": result.summary, "frontier": result.frontier}
+    payload = {"config": result.config, "policies": result.summary, "frontier": result.frontier,
+               "clairvoyant": result.clairvoyant}
     (out / "summary.json").write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
     result.per_stream.to_csv(out / "per_stream.csv", index=False)
     result.per_tick.to_csv(out / "per_tick.csv", index=False)
@@ -483,7 +485,7 @@ def _json_default(value):
 SUMMARY_COLUMNS = [
     ("policy", "policy", "{}"), ("MAE", "mae", "{:.3f}"), ("RMSE", "rmse", "{:.3f}"), ("MASE", "mase", "{:.3f}"),
     ("re-trainings", "retrains", "{:,}"), ("compute s", "compute_seconds", "{:.1f}"),
-    ("gap % [95% CI]", "gap_pct", "gap"),
+    ("gap % [95% CI]", "gap_pct", "gap"), ("headroom %", "headroom_pct", "{:.2f}"),
     ("promotions", "promotions", "{:,}"), ("escalations", "escalations", "{:,}"),
     ("precision", "detection_precision", "{:.2f}"), ("recall", "detection_recall", "{:.2f}"),
     ("delay (ticks)", "detection_delay_ticks", "{:.1f}"),

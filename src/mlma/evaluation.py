@@ -12,6 +12,13 @@ The standard is ``/work/shared/EVALUATION.md`` (summarised in ``docs/backtest.md
   policy's MAE and re-training count, the frontier and ``always`` on that same draw; the 2.5 % and 97.5 %
   quantiles of the replicates' gaps form the 95 % interval.
 
+- **Clairvoyant bound**: what the same number of re-trainings buys when each stream's schedule is chosen
+  in hindsight. Every stream may follow any of the schedules (``never``, ``periodic:K``, ``always``) and
+  the oracle, knowing each stream's error under each, spends the re-trainings where they cut the error
+  most (see :func:`clairvoyant_curve`). It shows what is left on the table at a policy's cost; it knows
+  the future, so no policy should be expected to reach it. It is per stream, not per re-training: an oracle
+  that also picked the ticks would go lower still.
+
 Everything here is plain numpy on per-stream sums, so thousands of replicates take well under a second.
 """
 
@@ -133,8 +140,9 @@ def frontier_gaps(per_stream: pd.DataFrame, *, n_boot: int = 1000, level: float 
     Returns
     -------
     dict
-        ``{"frontier": [{"policy", "retrains", "mae"}...], "gaps": {policy: {"gap_pct", "gap_low",
-        "gap_high", "frontier_mae"}}}``; empty when there is no ``always`` or no second schedule.
+        ``{"frontier": [{"policy", "retrains", "mae", "dominated"}...], "gaps": {policy: {"gap_pct",
+        "gap_low", "gap_high", "frontier_mae", "clairvoyant_mae", "headroom_pct"}}, "clairvoyant":
+        [{"retrains", "mae"}...]}``; empty when there is no ``always`` or no second schedule.
     """
     policies, abs_sum, n, retrains = stream_sums(per_stream)
     schedules = [i for i, p in enumerate(policies) if is_schedule(p)]
@@ -173,6 +181,7 @@ def frontier_gaps(per_stream: pd.DataFrame, *, n_boot: int = 1000, level: float 
                         for i in sorted(schedules, key=lambda i: cost_all[i])],
            "gaps": {}}
     frontier_at = frontier_mae(cost_all[schedules], mae_all[schedules], cost_all)
+    oracle_at = clairvoyant_mae(per_stream, cost_all)
     for j, policy in enumerate(policies):
         finite = boot[:, j][np.isfinite(boot[:, j])]
         ok = np.isfinite(point[j]) and len(finite) >= 0.9 * len(boot) and len(boot)
@@ -181,5 +190,90 @@ def frontier_gaps(per_stream: pd.DataFrame, *, n_boot: int = 1000, level: float 
             "gap_low": round(float(np.quantile(finite, tail)), 3) if ok else None,
             "gap_high": round(float(np.quantile(finite, 1 - tail)), 3) if ok else None,
             "frontier_mae": float(frontier_at[j]) if np.isfinite(frontier_at[j]) else None,
+            "clairvoyant_mae": float(oracle_at[j]) if np.isfinite(oracle_at[j]) else None,
+            # What the oracle would cut below the frontier at this cost, in % of always's MAE.
+            "headroom_pct": (round(float(100 * (frontier_at[j] - oracle_at[j]) / mae_all[always]), 3)
+                             if np.isfinite(frontier_at[j] - oracle_at[j]) else None),
         }
+    top = cost_all[schedules].max()
+    grid = np.unique(np.round(np.expm1(np.linspace(0, np.log1p(top), 40))))
+    out["clairvoyant"] = [{"retrains": int(c), "mae": float(m)} for c, m in zip(grid, clairvoyant_mae(per_stream,
+                                                                                                     grid))]
     return out
+
+
+def clairvoyant_curve(abs_sum: np.ndarray, retrains: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The least total absolute error reachable with each total of re-trainings when every stream may take
+    any of the schedules, chosen in hindsight: ``(total re-trainings, total absolute error)`` at the corners.
+
+    ``abs_sum`` and ``retrains`` are streams x schedules. Each stream's options are reduced to their lower
+    convex hull (an option a mix of two others beats is never worth it); starting from every stream's
+    cheapest option, the steps along all streams' hulls are taken in order of error cut per re-training,
+    best first. The corners are exact choices; between two corners the bound is the straight line (one
+    stream part-way, the linear relaxation of the choice).
+
+    >>> # Stream 0 cuts 10 with 2 re-trainings, stream 1 cuts 3 with 2, stream 2 nothing with 10.
+    >>> cost, err = clairvoyant_curve(np.array([[20., 10.], [13., 10.], [14., 14.]]),
+    ...                               np.array([[0, 2], [0, 2], [0, 10]]))
+    >>> cost.tolist(), err.tolist()
+    ([0.0, 2.0, 4.0], [47.0, 37.0, 34.0])
+    """
+    abs_sum = np.asarray(abs_sum, dtype=float)
+    retrains = np.asarray(retrains, dtype=float)
+    start_cost, start_err = 0.0, 0.0
+    steps: list[tuple[float, float, float]] = []  # (error cut per re-training, re-trainings, error cut)
+    for a, r in zip(abs_sum, retrains):
+        ok = np.isfinite(a) & np.isfinite(r)
+        if not ok.any():
+            continue
+        hull = _lower_hull(r[ok], a[ok])
+        start_cost += hull[0][0]
+        start_err += hull[0][1]
+        for (r0, a0), (r1, a1) in zip(hull, hull[1:]):
+            steps.append(((a0 - a1) / (r1 - r0), r1 - r0, a0 - a1))
+    steps.sort(key=lambda step: -step[0])
+    cost = [start_cost]
+    err = [start_err]
+    for _, dr, da in steps:
+        cost.append(cost[-1] + dr)
+        err.append(err[-1] - da)
+    return np.array(cost), np.array(err)
+
+
+def _lower_hull(cost: np.ndarray, err: np.ndarray) -> list[tuple[float, float]]:
+    """The options on the lower-left convex hull of (cost, error), from the cheapest, error falling."""
+    points = sorted(zip(cost.tolist(), err.tolist()))
+    hull: list[tuple[float, float]] = []
+    for c, e in points:
+        if hull and c == hull[-1][0]:
+            continue  # same cost, higher or equal error (sorted): never better
+        if hull and e >= hull[-1][1]:
+            continue  # costs more, cuts nothing
+        while len(hull) >= 2:
+            (c0, e0), (c1, e1) = hull[-2], hull[-1]
+            # Drop the middle point when it lies on or above the line from hull[-2] to the new point.
+            if (e1 - e0) * (c - c0) >= (e - e0) * (c1 - c0):
+                hull.pop()
+            else:
+                break
+        hull.append((c, e))
+    return hull
+
+
+def clairvoyant_mae(per_stream: pd.DataFrame, at) -> np.ndarray:
+    """The clairvoyant bound's MAE at ``at`` re-trainings (see :func:`clairvoyant_curve`); NaN without
+    schedules.
+
+    >>> frame = pd.DataFrame({"policy": ["never", "always"] * 2, "unique_id": ["a", "a", "b", "b"],
+    ...                       "mae": [2.0, 1.0, 1.0, 1.0], "n_scored": 10, "retrains": [0, 10, 0, 10]})
+    >>> clairvoyant_mae(frame, [0, 5, 10, 20]).tolist()  # only stream a's re-trainings pay
+    [1.5, 1.25, 1.0, 1.0]
+    """
+    policies, abs_sum, n, retrains = stream_sums(per_stream)
+    schedules = [i for i, p in enumerate(policies) if is_schedule(p)]
+    at = np.asarray(at, dtype=float)
+    if not schedules:
+        return np.full(at.shape, np.nan)
+    cost, err = clairvoyant_curve(abs_sum[:, schedules], retrains[:, schedules])
+    total = n[:, schedules[0]].sum()
+    return np.interp(at, cost, err) / total if total else np.full(at.shape, np.nan)

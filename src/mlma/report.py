@@ -303,12 +303,14 @@ def render_report(result: Any, *, max_points: int = 1000, max_sample_streams: in
 
     fleet_parts: list[str] = []
     frontier_figure = figures.render(
-        "frontier", _frontier_figure, (all_rows, colors),
+        "frontier", _frontier_figure, (all_rows, colors, getattr(result, "clairvoyant", None)),
         "Cost and accuracy against the schedule frontier: MAE per policy at its total re-trainings, on a "
         "log(1 + re-trainings) axis. Grey line: the frontier, the best of never, staggered periodic:K and "
         "always at each cost (hollow grey: schedules beaten at no more re-trainings). Bars: the 95 % bootstrap "
         "interval of the policy's gap to the frontier, drawn around its MAE. Several settings of one policy "
-        "are joined in a line (a sweep). Below the frontier is better than any schedule at that cost.",
+        "are joined in a line (a sweep). Below the frontier is better than any schedule at that cost. Dashed: "
+        "the clairvoyant bound, each stream's schedule chosen in hindsight (what is left on the table; no "
+        "policy can know the future).",
     )
     fleet_parts.append(frontier_figure or figures.render(
         "cost-accuracy", _cost_accuracy_figure, (summary, colors),
@@ -827,7 +829,7 @@ def _cost_accuracy_figure(summary: pd.DataFrame, colors: Mapping[str, str]) -> F
     return fig
 
 
-def _frontier_figure(summary: pd.DataFrame, colors: Mapping[str, str]) -> Figure | None:
+def _frontier_figure(summary: pd.DataFrame, colors: Mapping[str, str], clairvoyant: Any = None) -> Figure | None:
     """MAE against re-trainings on log(1 + x): the schedule frontier as a curve, each policy a point with its
     gap interval, sweeps of one policy as lines. ``None`` when the summary has no gaps (no frontier)."""
     from mlma.evaluation import frontier_points, is_schedule
@@ -843,6 +845,11 @@ def _frontier_figure(summary: pd.DataFrame, colors: Mapping[str, str]) -> Figure
     ax.set_xscale("function", functions=(np.log1p, np.expm1))
     grey = "#8a93a3"
     ax.plot(np.expm1(fx), fy, color=grey, linewidth=1.6, zorder=2, label="schedule frontier")
+    if clairvoyant:
+        oracle = pd.DataFrame(list(clairvoyant))
+        ax.plot(oracle["retrains"], oracle["mae"], color=grey, linewidth=1.0, linestyle="--", zorder=2)
+        ax.annotate("clairvoyant", (oracle["retrains"].iloc[-1], oracle["mae"].iloc[-1]), xytext=(4, -10),
+                    textcoords="offset points", fontsize=7, color=grey)
     on_line = set(zip(np.round(np.expm1(fx)).astype(int), fy))
     for _, row in schedules.iterrows():
         dominated = (int(round(row["x"])), row["y"]) not in on_line
