@@ -154,6 +154,7 @@ class _Accumulator:
         self.initial_fits = np.zeros(n_streams, dtype=np.int64)
         self.initial_seconds = np.zeros(n_streams)
         self.escalations = 0
+        self.stream_days = 0.0
         self.promotions = 0
         self.rejected = 0
         self.ticks: list[dict] = []
@@ -236,8 +237,11 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                 for report in reports:
                     scored &= np.isfinite(report.forecasts)
                 tick_start = fleet.boundaries[k]
+                tick_days = (fleet.boundaries[k + 1] - tick_start) / pd.Timedelta(days=1)
+                streams_scored = int(scored.any(axis=1).sum())
                 for policy, report, acc in zip(policies, reports, accs):
                     _record_tick(report, acc, scored, tick_start)
+                    acc.stream_days += streams_scored * tick_days
                     _record_fits(report, acc)
                     for s in np.flatnonzero(report.retrained):
                         retrain_rows.append({
@@ -274,9 +278,13 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     retrain_log = pd.DataFrame(retrain_rows, columns=["policy", "unique_id", "tick", "tick_start", "reason"])
     escalation_log = pd.DataFrame(escalation_rows, columns=["policy", "unique_id", "tick", "tick_start", "kind",
                                                             "severity", "message"])
-    if events_frame is not None:
-        from mlma.detection import detection_scores
+    from mlma.detection import detection_scores, labour_scores
 
+    for row, acc in zip(summary, accs):
+        row["stream_days"] = round(acc.stream_days, 3)
+        row.update(labour_scores(escalation_log[escalation_log.policy == row["policy"]], acc.stream_days,
+                                 events=events_frame, boundaries=fleet.boundaries))
+    if events_frame is not None:
         for row in summary:
             row.update(detection_scores(retrain_log[retrain_log.policy == row["policy"]], events_frame, fleet,
                                         first_tick=first_tick))
@@ -487,9 +495,16 @@ SUMMARY_COLUMNS = [
     ("re-trainings", "retrains", "{:,}"), ("compute s", "compute_seconds", "{:.1f}"),
     ("gap % [95% CI]", "gap_pct", "gap"), ("headroom %", "headroom_pct", "{:.2f}"),
     ("promotions", "promotions", "{:,}"), ("escalations", "escalations", "{:,}"),
-    ("precision", "detection_precision", "{:.2f}"), ("recall", "detection_recall", "{:.2f}"),
+    ("esc. / 1k stream-days", "escalations_per_1k_stream_days", "{:.2f}"),
+    ("esc. precision", "escalation_precision", "{:.2f}"),
+    ("trigger precision", "detection_precision", "{:.2f}"), ("trigger recall", "detection_recall", "{:.2f}"),
     ("delay (ticks)", "detection_delay_ticks", "{:.1f}"),
 ]
+
+
+#: The columns of the console table, which must fit a terminal; `mlma table` and summary.json have them all.
+CONSOLE_KEYS = ("policy", "mae", "mase", "retrains", "gap_pct", "headroom_pct", "escalations_per_1k_stream_days",
+                "escalation_precision", "detection_precision", "detection_recall")
 
 
 def format_cell(row: dict, key: str, fmt: str) -> str:

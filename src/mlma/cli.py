@@ -524,12 +524,13 @@ def dataset_command(
 def print_summary(result, title: str) -> None:
     """Print the backtest's per-policy table (the policies asked for; the frontier's schedules are in
     summary.json and the report)."""
-    from mlma.backtest import SUMMARY_COLUMNS, format_cell, summary_rows
+    from mlma.backtest import CONSOLE_KEYS, SUMMARY_COLUMNS, format_cell, summary_rows
 
     table = Table(title=title)
     rows = summary_rows(result.summary)
-    # The same columns as `mlma table`; those no policy has a value for (detection on real data) are left out.
-    columns = [c for c in SUMMARY_COLUMNS if any(row.get(c[1]) is not None for row in rows)]
+    # The main columns of `mlma table`; those no policy has a value for (detection on real data) are left out.
+    columns = [c for c in SUMMARY_COLUMNS
+               if c[1] in CONSOLE_KEYS and any(row.get(c[1]) is not None for row in rows)]
     for header, _, fmt in columns:
         # The policy (with its settings) and the gap with its interval are read whole; others may shrink.
         table.add_column(header, justify="left" if header == "policy" else "right",

@@ -136,6 +136,10 @@ _TABLE_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
     ("compute_seconds", "compute (s)", "float", "lower"),
     ("gap_pct", "gap to frontier, % of always [95% CI]", "gap", "lower"),
     ("escalations", "escalations", "int", None),
+    ("escalations_per_1k_stream_days", "escalations / 1,000 stream-days", "float", "lower"),
+    ("data_escalations_per_1k_stream_days", "of them about data", "float", None),
+    ("retraining_escalations_per_1k_stream_days", "of them about re-training", "float", "lower"),
+    ("escalation_precision", "escalation precision", "float", "higher"),
     ("detection_precision", "detection precision", "float", "higher"),
     ("detection_recall", "detection recall", "float", "higher"),
     ("detection_delay_ticks", "detection delay (ticks)", "float", "lower"),
@@ -591,6 +595,12 @@ def _results_html(summary: pd.DataFrame, colors: Mapping[str, str]) -> str:
         body_rows.append("<tr>" + "".join(cells) + "</tr>")
     notes.insert(0, "Highlighted: the best value of each column (lowest, except detection precision and "
                     "recall: highest). “–”: not available.")
+    if "escalations_per_1k_stream_days" in values and np.isfinite(values["escalations_per_1k_stream_days"]).any():
+        notes.append("Escalations per 1,000 stream-days of scored data, split into those about the data (silent "
+                     "stream, broken actuals, new stream) and those about the agent's own re-training (repeated "
+                     "triggers, lost challengers, failed fits, budget): the labour to cut. Escalation precision "
+                     "(simulated data): the share whose stream had an event a person must act on (data fault, "
+                     "closure, launch) in the 7 ticks before.")
     if "gap_pct" in values and np.isfinite(values["gap_pct"]).any():
         notes.append("Gap: the policy's MAE minus the schedule frontier's at the policy's own number of "
                      "re-trainings, in % of always's MAE; negative beats every schedule at that cost. In "
