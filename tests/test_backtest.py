@@ -164,7 +164,7 @@ def test_abnormal_periods_are_kept_out_of_training_and_triggers():
 
 
 def test_frontier_schedules_are_added_and_each_policy_gets_its_gap(tmp_path):
-    frame = hourly_frame(n_streams=4, days=24, seed=2)
+    frame = hourly_frame(n_streams=12, days=24, seed=2)
     config = BacktestConfig(policies=["page-hinkley:threshold=5", "periodic:3:sync"], model="ridge",
                             initial_ticks=10, sample_streams=0, frontier=[2, 4], bootstrap=200)
     result = run_backtest(frame, config)

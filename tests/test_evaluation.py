@@ -58,6 +58,14 @@ def test_gap_point_estimate_by_hand():
     assert [f["policy"] for f in out["frontier"]] == ["never", "periodic:4", "always"]
 
 
+def test_a_handful_of_streams_gets_no_interval():
+    frame, _ = synthetic_fleet(np.random.default_rng(0), 9)
+    gap = frontier_gaps(frame, n_boot=100)["gaps"]["x"]
+    assert gap["gap_pct"] is not None and gap["gap_low"] is None and gap["gap_high"] is None
+    frame, _ = synthetic_fleet(np.random.default_rng(0), 10)
+    assert frontier_gaps(frame, n_boot=100)["gaps"]["x"]["gap_low"] is not None
+
+
 def test_no_gap_without_always():
     mae = {"never": np.array([3.0]), "periodic:4": np.array([2.0])}
     assert frontier_gaps(per_stream_frame(mae, {"never": [0], "periodic:4": [5]}), n_boot=10) == {}

@@ -624,7 +624,7 @@ def test_frontier_figure_with_sweeps_and_schedules_kept_out_of_the_other_section
     frame = pd.concat([pd.DataFrame({"unique_id": f"s{i}", "ds": ds,
                                      "y": 10 * (1 + np.sin(np.arange(len(ds)) * 2 * np.pi / 24))
                                      + rng.normal(0, 2, len(ds)) + (8.0 if i % 2 else 0.0) * (ds >= ds[300])})
-                       for i in range(6)], ignore_index=True)
+                       for i in range(12)], ignore_index=True)
     config = BacktestConfig(policies=["page-hinkley:threshold=3", "page-hinkley:threshold=30", "periodic:4:sync"],
                             model="ridge", initial_ticks=10, sample_streams=2, frontier=[2, 4], bootstrap=100)
     result = run_backtest(frame, config)

@@ -563,3 +563,37 @@ def summary_markdown(summary: list[dict], *, include_frontier: bool = False) -> 
     out = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     out += ["| " + " | ".join(line) + " |" for line in cells]
     return "\n".join(out)
+
+
+def runs_markdown(runs: list[tuple[str, list[dict]]], *, include_frontier: bool = False) -> str:
+    """One Markdown table over several backtests (e.g. data sets or seeds): per run and policy, MAE and
+    re-trainings relative to ``always``, the gap to the frontier with its interval, the clairvoyant headroom
+    and the labour.
+
+    >>> print(runs_markdown([("seed-7", [{"policy": "always", "mae": 2.0, "retrains": 10, "gap_pct": 0.0},
+    ...                                  {"policy": "mlma", "mae": 2.1, "retrains": 1, "gap_pct": -1.5,
+    ...                                   "gap_low": -2.0, "gap_high": -1.0}])]))
+    | data | policy | MAE / always | re-trainings / always | gap % [95% CI] | headroom % | esc. / 1k stream-days | data / 1k | re-training / 1k | esc. precision |
+    | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+    | seed-7 | always | 1.000 | 1.000 | +0.00 | - | - | - | - | - |
+    | seed-7 | mlma | 1.050 | 0.100 | -1.50 [-2.00, -1.00] | - | - | - | - | - |
+    """
+    headers = ["data", "policy", "MAE / always", "re-trainings / always", "gap % [95% CI]", "headroom %",
+               "esc. / 1k stream-days", "data / 1k", "re-training / 1k", "esc. precision"]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    for name, summary in runs:
+        always = next((row for row in summary if row["policy"] == "always"), {})
+
+        def rel(row: dict, key: str) -> str:
+            value, base = row.get(key), always.get(key)
+            return f"{value / base:.3f}" if value is not None and base else "-"
+
+        for row in summary_rows(summary, include_frontier=include_frontier):
+            cells = [name, row["policy"], rel(row, "mae"), rel(row, "retrains"),
+                     format_cell(row, "gap_pct", "gap"), format_cell(row, "headroom_pct", "{:.2f}"),
+                     format_cell(row, "escalations_per_1k_stream_days", "{:.2f}"),
+                     format_cell(row, "data_escalations_per_1k_stream_days", "{:.2f}"),
+                     format_cell(row, "retraining_escalations_per_1k_stream_days", "{:.2f}"),
+                     format_cell(row, "escalation_precision", "{:.2f}")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -482,19 +482,30 @@ def gc(
 
 @app.command("table")
 def table_command(
-    results: Path = typer.Argument(..., help="A backtest output folder (with summary.json)."),
+    results: list[Path] = typer.Argument(..., help="Backtest output folder(s) (with summary.json)."),
     all_rows: bool = typer.Option(False, "--all", help="Also list the schedules the frontier added."),
 ) -> None:
-    """Print a backtest's results as a Markdown table (for docs and issues)."""
+    """Print a backtest's results as a Markdown table (for docs and issues); with several folders, one
+    table of the gaps, headroom and labour over all of them, a row per folder and policy."""
     import json
 
-    from mlma.backtest import summary_markdown
+    from mlma.backtest import runs_markdown, summary_markdown
 
-    path = results / "summary.json" if results.is_dir() else results
-    if not path.exists():
-        _fail(f"no summary.json in {results}")
-    payload = json.loads(path.read_text())
-    print(summary_markdown(payload["policies"], include_frontier=all_rows))
+    runs = []
+    for folder in results:
+        path = folder / "summary.json" if folder.is_dir() else folder
+        if not path.exists():
+            _fail(f"no summary.json in {folder}")
+        try:
+            payload = json.loads(path.read_text())
+            policies = payload["policies"]
+        except (ValueError, KeyError, TypeError) as exc:
+            _fail(f"{path} is not a backtest summary ({type(exc).__name__}: {exc})")
+        runs.append((path.parent.name, policies))
+    if len(runs) == 1:
+        print(summary_markdown(runs[0][1], include_frontier=all_rows))
+    else:
+        print(runs_markdown(runs, include_frontier=all_rows))
 
 
 @app.command("datasets")

@@ -121,6 +121,10 @@ def stream_sums(per_stream: pd.DataFrame) -> tuple[list[str], np.ndarray, np.nda
     return policies, np.nan_to_num(abs_sum), np.nan_to_num(n), np.nan_to_num(retrains)
 
 
+MIN_STREAMS_FOR_INTERVAL = 10
+"""Fewer streams than this give no interval: resampling a handful of streams says little about the next."""
+
+
 def frontier_gaps(per_stream: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.95,
                   seed: int = 0) -> dict:
     """Each policy's gap to the schedule frontier with a bootstrap interval over streams.
@@ -131,7 +135,7 @@ def frontier_gaps(per_stream: pd.DataFrame, *, n_boot: int = 1000, level: float 
         Rows ``policy, unique_id, mae, n_scored, retrains`` (a backtest's ``per_stream``); must hold
         ``always`` and at least one other schedule.
     n_boot
-        Bootstrap replicates.
+        Bootstrap replicates; none are drawn for fewer than :data:`MIN_STREAMS_FOR_INTERVAL` streams.
     level
         Coverage of the interval.
     seed
@@ -161,6 +165,8 @@ def frontier_gaps(per_stream: pd.DataFrame, *, n_boot: int = 1000, level: float 
         return gaps
 
     n_streams = len(abs_sum)
+    if n_streams < MIN_STREAMS_FOR_INTERVAL:
+        n_boot = 0
     point = evaluate(np.ones((1, n_streams)))[0]
     rng = np.random.default_rng(seed)
     boots = []
