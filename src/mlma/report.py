@@ -869,20 +869,29 @@ def _frontier_figure(summary: pd.DataFrame, colors: Mapping[str, str], clairvoya
     always = rows.loc[rows["policy"] == "always", "y"]
     scale = float(always.iloc[0]) / 100 if len(always) else math.nan
     others = rows[[not is_schedule(p) for p in rows["policy"]]]
-    for _, members in others.groupby(others["policy"].str.split(":").str[0], sort=False):
-        color = colors.get(members["policy"].iloc[0], "#000")
-        if len(members) >= 2:
+    handles, labels = [], []
+    for family, members in others.groupby(others["policy"].str.split(":").str[0], sort=False):
+        color = colors.get(members["policy"].iloc[0], "#000")  # one colour per family: a sweep reads as a curve
+        sweep = len(members) >= 2
+        if sweep:
             line = members.sort_values("x")
             ax.plot(line["x"], line["y"], color=color, linewidth=1.0, alpha=0.7, zorder=3)
         for _, row in members.iterrows():
-            c = color  # one colour per policy family, so a sweep reads as one curve
             gap, low, high = (_as_float(row.get(k)) for k in ("gap_pct", "gap_low", "gap_high"))
             if math.isfinite(gap + low + high + scale):
                 ax.errorbar([row["x"]], [row["y"]], yerr=[[(gap - low) * scale], [(high - gap) * scale]],
-                            color=c, capsize=3, linewidth=1.0, zorder=4)
-            ax.scatter([row["x"]], [row["y"]], s=40, color=c, zorder=5, edgecolor="white", linewidth=0.8)
-            ax.annotate(_mpl_text(row["policy"]), (row["x"], row["y"]), xytext=(6, 4), textcoords="offset points",
-                        fontsize=8, color=c)
+                            color=color, capsize=3, linewidth=1.0, zorder=4)
+            point = ax.scatter([row["x"]], [row["y"]], s=40, color=color, zorder=5, edgecolor="white",
+                               linewidth=0.8)
+            # In a sweep the legend names the policy and each point its setting.
+            name, _, setting = row["policy"].partition(":")
+            label = (setting or "default") if sweep else row["policy"]
+            ax.annotate(_mpl_text(label), (row["x"], row["y"]), xytext=(5, 4), textcoords="offset points",
+                        fontsize=7.5, color=color)
+        handles.append(point)
+        labels.append(_mpl_text(family))
+    if handles:
+        ax.legend(handles, labels, loc="upper right", fontsize=8)
     ax.set_xlim(left=0)
     ax.margins(x=0.08, y=0.12)
     top = max(float(rows["x"].max()), 1.0)
