@@ -33,20 +33,21 @@ SCHEDULE = re.compile(r"^(never|always|periodic:\d+)$")
 """Names of the policies that make up the frontier (staggered periodic only: ``periodic:K:sync`` is not)."""
 
 
-def default_periods(scored_ticks: int) -> list[int]:
+def default_periods(scored_ticks: int, count: int = 10, longest: int = 16) -> list[int]:
     """The periods K of the frontier's ``periodic:K`` schedules for a backtest of ``scored_ticks`` ticks.
 
-    Roughly geometric (a factor of about 1.5), so the frontier has points at every order of magnitude of cost,
-    and short enough that each schedule re-trains at least twice.
+    ``count`` periods, geometric from 2 to ``longest`` times the scored ticks, so the frontier has a point at
+    every order of magnitude of cost. Periods longer than the backtest are real schedules too: staggered, a
+    share ``scored_ticks / K`` of the streams re-trains once within it, which puts schedules near the cheap
+    end, where a straight line from ``never`` to a weekly schedule would be far too optimistic.
 
-    >>> default_periods(60)
-    [2, 3, 5, 7, 10, 14, 21, 28]
-    >>> default_periods(3)
-    [2]
+    >>> default_periods(54)
+    [2, 4, 8, 15, 30, 58, 114, 224, 440, 864]
+    >>> default_periods(3, count=4)
+    [2, 6, 17, 48]
     """
-    periods = [2, 3, 5, 7, 10, 14, 21, 28, 42, 56, 91, 182, 364]
-    kept = [k for k in periods if 2 * k <= max(scored_ticks, 4)]
-    return kept or [2]
+    top = max(3, longest * scored_ticks)
+    return sorted({int(round(k)) for k in np.geomspace(2, top, max(count, 2))})
 
 
 def is_schedule(policy: str) -> bool:
