@@ -186,6 +186,9 @@ def test_frontier_schedules_are_added_and_each_policy_gets_its_gap(tmp_path):
         frontier = np.interp(np.log1p(row["retrains"]), x, y)
         assert row["gap_pct"] == pytest.approx(100 * (row["mae"] - frontier) / rows["always"]["mae"], abs=1e-3)
         assert row["gap_low"] <= row["gap_pct"] <= row["gap_high"]
+    ph, sync = rows["page-hinkley:threshold=5"], rows["periodic:3:sync"]
+    beats = sync["retrains"] <= ph["retrains"] and sync["mae"] < ph["mae"]
+    assert ph["dominated_by"] == (["periodic:3:sync"] if beats else [])
     write_outputs(result, tmp_path)
     payload = json.loads((tmp_path / "summary.json").read_text())
     assert payload["frontier"][0]["policy"] == "never"

@@ -284,3 +284,22 @@ def clairvoyant_mae(per_stream: pd.DataFrame, at) -> np.ndarray:
     cost, err = clairvoyant_curve(abs_sum[:, schedules], retrains[:, schedules])
     total = n[:, schedules[0]].sum()
     return np.interp(at, cost, err) / total if total else np.full(at.shape, np.nan)
+
+
+def dominated_by(summary: list[dict]) -> dict[str, list[str]]:
+    """For each policy, the other policies (not schedules) with no more re-trainings and a lower MAE, best
+    first: a policy is dominated when one of them exists.
+
+    >>> dominated_by([{"policy": "mlma", "mae": 2.0, "retrains": 10},
+    ...               {"policy": "adwin:delta=0.1", "mae": 1.9, "retrains": 8},
+    ...               {"policy": "adwin:delta=0.5", "mae": 1.8, "retrains": 20},
+    ...               {"policy": "never", "mae": 1.0, "retrains": 0}])
+    {'mlma': ['adwin:delta=0.1'], 'adwin:delta=0.1': [], 'adwin:delta=0.5': [], 'never': []}
+    """
+    rows = [r for r in summary if r.get("mae") is not None and r.get("retrains") is not None]
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        better = [o for o in rows if o is not row and not is_schedule(o["policy"])
+                  and o["retrains"] <= row["retrains"] and o["mae"] < row["mae"]]
+        out[row["policy"]] = [o["policy"] for o in sorted(better, key=lambda o: o["mae"])]
+    return out
