@@ -36,7 +36,7 @@ def test_init_writes_a_valid_config_and_a_store(tmp_path):
     ("[data\n", "not valid TOML"),
     ("[agent]\npolicy = 'sometimes'\n", "unknown policy 'sometimes'"),
     ("[agent]\npolicy = 'periodic:0'\n", "whole number of ticks >= 1"),
-    ("[agent]\npolicy = 'periodic:weekly'\n", "as in 'periodic:7'"),
+    ("[agent]\npolicy = 'periodic:weekly'\n", "use 'periodic:K'"),
     ("[agent]\npolicy = 'ph'\n", "backtest baseline"),
 ])
 def test_bad_config_is_named(tmp_path, text, message):
