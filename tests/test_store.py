@@ -23,6 +23,7 @@ from mlma.policy import Decision, Verdict
 from mlma.store import (LockHeld, LockLost, SchemaError, StateCorrupted, Store, TickAlreadyDone,
                         file_sha256, forecast_frame)
 from mlma.store import schema as S
+from mlma.store.migrate import head_revision
 from mlma.store.testing import hold_lock, postgres_schema
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -59,37 +60,41 @@ def count(store: Store, table: sa.Table) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
+HEAD = head_revision()
+
+
 # -- migrations ---------------------------------------------------------------------------------------------
 def test_upgrade_from_empty_builds_the_schema_the_code_describes(url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    assert Store.upgrade(url) == "0003"
+    assert Store.upgrade(url) == HEAD
     with Store.open(url) as store:
-        assert store.schema_revision() == "0003"
+        assert store.schema_revision() == HEAD
         with store.engine.connect() as conn:
             differences = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
                                            S.metadata)
         assert differences == []
         # Running the upgrade again on an up-to-date database changes nothing.
-        assert Store.upgrade(url) == "0003"
+        assert Store.upgrade(url) == HEAD
 
 
 def test_open_refuses_a_database_without_schema(url):
     with pytest.raises(SchemaError, match="no mlma schema.*Store.create") as info:
         Store.open(url)
-    assert info.value.current is None and info.value.expected == "0003"
+    assert info.value.current is None and info.value.expected == HEAD
 
 
 def test_open_refuses_an_outdated_schema_and_upgrade_keeps_the_data(url):
     assert Store.upgrade(url, "0001") == "0001"
-    with pytest.raises(SchemaError, match=r"revision 0001, older than the revision 0003.*Store.upgrade") as info:
+    with pytest.raises(SchemaError, match=r"revision 0001, older than the revision " + HEAD
+                       + r".*Store.upgrade") as info:
         Store.open(url)
     assert info.value.current == "0001"
     # The core tables exist at 0001: data written then survives the upgrade.
     with Store.open(url, check_schema=False) as old:
         old.ingest_frame(fleet_frame(3, 4), "before-upgrade")
-    assert Store.upgrade(url) == "0003"
+    assert Store.upgrade(url) == HEAD
     with Store.open(url) as store:
         assert len(store.observations()) == 12
         assert store.ingests()["source"].tolist() == ["before-upgrade"]
