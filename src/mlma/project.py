@@ -48,7 +48,7 @@ policy = "mlma"           # mlma | never | always | periodic:K
 initial_ticks = 0         # ticks of history before the first scored tick; 0: all history at the first tick
 fit_timeout_seconds = 3600   # a tick's re-trainings not back by then count as failed; 0: no limit
 lock_ttl_seconds = 300    # a crashed agent's lock expires after this long
-hold_no_data_share = 0.9  # hold a tick when this share of the served streams has no data in it; 1: never
+hold_no_data_share = 0.9  # hold a tick when this share of the served streams has no data in it (docs/operations.md)
 
 [monitor]                 # the MLMA policy (docs/monitoring.md)
 alpha = 0.2               # false discovery rate across the streams tested in a tick
