@@ -1,6 +1,6 @@
 """Peak memory and time of `mlma ingest` on a large CSV file.
 
-Generates a long-format CSV of hourly data (``unique_id, ds, y``; by default 5,000 streams x 52 days,
+Generates a long-format CSV of hourly data (``unique_id, ds, y``; by default 5,000 streams x 56 days,
 about 230 MB), creates a fresh project with a SQLite store, and runs ``mlma ingest FILE`` in a child
 process under ``/usr/bin/time -v`` (peak resident set size of the child, "Maximum resident set size").
 Where ``/usr/bin/time`` is missing, the child's RSS is polled with psutil every 50 ms instead (this can
@@ -103,8 +103,8 @@ def make_project(root: Path, db: str | None) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=5_000)
-    parser.add_argument("--days", type=int, default=52)
-    parser.add_argument("--quick", action="store_true", help="500 streams x 52 days (about 23 MB)")
+    parser.add_argument("--days", type=int, default=56)
+    parser.add_argument("--quick", action="store_true", help="500 streams x 56 days (about 23 MB)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--postgres", action="store_true")
@@ -120,7 +120,7 @@ def main() -> None:
             rows = write_csv(data, streams, args.days)
         else:
             rows = sum(1 for _ in data.open()) - 1
-        size_mb = data.stat().st_size / 2**20
+        size_mb = data.stat().st_size / 1e6
         results = []
         stores = [("SQLite", None)]
         if args.postgres:

@@ -127,17 +127,23 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def frame_sha256(frame: pd.DataFrame) -> str:
     """A content hash of a canonical frame's ``unique_id``, ``ds`` and ``y`` (independent of row order)."""
-    uid, ns, y = _canonical_columns(frame)
-    order = np.lexsort((ns, uid))
+    (codes, distinct), ns, y = _canonical_columns(frame)
+    order = np.lexsort((ns, codes))
     digest = hashlib.sha256()
-    digest.update("\x1f".join(uid[order].tolist()).encode())
+    # The ids joined by \x1f in (unique_id, ds) order, fed in slices so that no string of every row is built.
+    step = 100_000
+    for lo in range(0, len(order), step):
+        digest.update(("\x1f" if lo else "").encode() + "\x1f".join(distinct[codes[order[lo:lo + step]]].tolist())
+                      .encode())
     digest.update(ns[order].tobytes())
     digest.update(y[order].tobytes())
     return digest.hexdigest()
 
 
-def _canonical_columns(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``unique_id`` (object array of str), ``ds`` (int64 ns) and ``y`` (float64) of a canonical frame."""
+def _canonical_columns(frame: pd.DataFrame) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
+    """``unique_id`` as codes into its sorted distinct values (int64 codes, object array of str), ``ds``
+    (int64 ns) and ``y`` (float64) of a canonical frame. Codes rather than a string per row: a large ingest
+    would otherwise hold millions of Python strings."""
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"frame must be a pandas DataFrame in the canonical long format, got {type(frame).__name__}")
     missing = [c for c in ("unique_id", "ds", "y") if c not in frame.columns]
@@ -159,7 +165,10 @@ def _canonical_columns(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.
     ns = ds.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     if (ns == np.iinfo(np.int64).min).any():
         raise ValueError("frame column 'ds' has missing timestamps (NaT)")
-    return uid.astype(str).to_numpy(dtype=object), ns, y
+    raw_codes, raw_values = pd.factorize(uid)
+    # Sorted as text (values that print alike, 1 and "1", are one stream), as the ids were always ordered.
+    distinct, inverse = np.unique(np.asarray(pd.Index(raw_values).astype(str), dtype=object), return_inverse=True)
+    return (inverse.astype(np.int64)[raw_codes], distinct), ns, y
 
 
 def _json_safe(value: Any) -> Any:
@@ -546,14 +555,17 @@ class Store:
         sha = content_hash if content_hash is not None else frame_sha256(frame)
         if not isinstance(sha, str) or not _SHA256.match(sha):
             raise ValueError(f"content_hash must be a sha256 as 64 lower-case hex digits, got {content_hash!r}")
-        if len(uid):
-            keys = pd.DataFrame({"u": uid, "t": ns})
-            dup = keys.duplicated(keep=False).to_numpy()
-            if dup.any():
-                first = keys[dup].iloc[0]
-                raise ValueError(f"frame has {int(dup.sum())} rows with a repeated (unique_id, ds), e.g. "
-                                 f"{first.u!r} at {pd.Timestamp(first.t)}; run mlma.data.validate first")
-        rows_read = int(report.n_rows_in) if report is not None else len(uid)
+        codes, distinct = uid
+        if len(codes) > 1:
+            order = np.lexsort((ns, codes))
+            same = (codes[order][1:] == codes[order][:-1]) & (ns[order][1:] == ns[order][:-1])
+            if same.any():
+                at = order[np.flatnonzero(same)[0]]
+                n_dup = int(np.count_nonzero(np.r_[same, False] | np.r_[False, same]))
+                raise ValueError(f"frame has {n_dup} rows with a repeated (unique_id, ds), e.g. "
+                                 f"{distinct[codes[at]]!r} at {pd.Timestamp(int(ns[at]))}; run mlma.data.validate "
+                                 f"first")
+        rows_read = int(report.n_rows_in) if report is not None else len(codes)
         rows_dropped = int(report.n_rows_in - report.n_rows_out) if report is not None else 0
         findings = [_finding_json(f) for f in report.findings] if report is not None else []
         try:
@@ -582,7 +594,8 @@ class Store:
             now = self._now(conn)
             if clock is not None:
                 self._fix_clock(conn, clock, now)
-            zero = dict(rows_read=rows_read, rows_accepted=len(uid), rows_dropped=rows_dropped, rows_new=0,
+            codes, distinct = uid
+            zero = dict(rows_read=rows_read, rows_accepted=len(codes), rows_dropped=rows_dropped, rows_new=0,
                         rows_revised=0, rows_unchanged=0, n_streams=0, new_streams=0)
             ingest_id = conn.execute(
                 sa.insert(S.ingests).values(source=source, content_sha256=sha, at=now, findings=findings, **zero)
@@ -590,9 +603,7 @@ class Store:
             counts = dict(new=0, revised=0, unchanged=0)
             n_streams = n_new = 0
             first = last = None
-            if len(uid):
-                codes, distinct = pd.factorize(uid, sort=True)
-                distinct = np.asarray(distinct, dtype=object)
+            if len(codes):
                 lo = np.full(len(distinct), np.iinfo(np.int64).max)
                 hi = np.full(len(distinct), np.iinfo(np.int64).min)
                 np.minimum.at(lo, codes, ns)
@@ -608,7 +619,7 @@ class Store:
                 first_ds=None if first is None else first.to_pydatetime(),
                 last_ds=None if last is None else last.to_pydatetime()))
         return IngestReport(ingest_id=ingest_id, source=source, content_sha256=sha, duplicate=False, at=now,
-                            rows_read=rows_read, rows_accepted=len(uid), rows_dropped=rows_dropped,
+                            rows_read=rows_read, rows_accepted=len(codes), rows_dropped=rows_dropped,
                             rows_new=counts["new"], rows_revised=counts["revised"],
                             rows_unchanged=counts["unchanged"], n_streams=n_streams, new_streams=n_new,
                             first_ds=first, last_ds=last)
