@@ -317,27 +317,30 @@ class LiveAgent:
         lo, hi = timing.boundaries(k, k + 1)
         reporting = self.store.reporting_streams(lo, hi)
         missing = int(len(served) - np.isin(served, reporting).sum())
+        held = self.store.fleet_escalation_ids("data-quality", k)
         if missing < self.config.agent.hold_no_data_share * len(served):
+            if held:  # the actuals came in after all
+                self.store.set_escalation_status(held, "resolved", by="agent",
+                                                 reason=f"tick {k} has data now ({len(served) - missing:,} of "
+                                                        f"{len(served):,} served streams reported)")
             return
         target = f"tick:{k}"
         if len(self.store.audit_log(action="allow-no-data-tick", target=target)):
             return
         numbers = {"tick": k, "start": str(lo), "end": str(hi), "served_streams": len(served),
                    "streams_without_data": missing}
-        held = self.store.escalations(status=["open", "acknowledged"])
-        held = held[(held["kind"] == "data-quality") & held["stream_id"].isna() & (held["tick"] == k)]
         if allow is not None:
             by, reason = allow
             self.store.add_audit(by, "allow-no-data-tick", target, numbers, reason)
-            if len(held):
-                self.store.set_escalation_status(held["id"].tolist(), "resolved", by=by,
+            if held:
+                self.store.set_escalation_status(held, "resolved", by=by,
                                                  reason=f"tick {k} allowed to run without data: {reason or ''}")
             return
         message = (f"tick {k} ({lo} to {hi}) is held: {missing:,} of the {len(served):,} streams with a serving model "
                    f"have no data in it (hold_no_data_share = {self.config.agent.hold_no_data_share:g}). A feed "
                    f"may have stopped, or rows dated far ahead moved the clock. Ingest the missing actuals, or, if "
                    f"the fleet really was silent, let it run: mlma tick --allow-no-data --reason '...'")
-        if not len(held):
+        if not held:
             self.store.add_escalations([Escalation(-1, k, "data-quality", 3, message)])
         raise TickHeld(message, tick=k, missing=missing, served=len(served))
 

@@ -1158,6 +1158,14 @@ class Store:
             frame = frame[frame["status"].isin(wanted)].reset_index(drop=True)
         return frame
 
+    def fleet_escalation_ids(self, kind: str, tick: int) -> list[int]:
+        """Ids of the open or acknowledged fleet-wide escalations (no stream) of ``kind`` raised at ``tick``."""
+        e = S.escalations
+        with self._read() as conn:
+            return [int(i) for (i,) in conn.execute(
+                sa.select(e.c.id).where(e.c.kind == kind, e.c.tick == int(tick), e.c.stream_id.is_(None),
+                                        e.c.status.in_(("open", "acknowledged"))))]
+
     def set_escalation_status(self, ids: Sequence[int], status: str, *, by: str, reason: str | None = None,
                               silenced_until: Any = None) -> int:
         """Acknowledge, resolve, silence (until a time) or re-open escalations; audited. Returns rows changed."""
