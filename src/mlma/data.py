@@ -1289,6 +1289,9 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
             v.add("unsorted", "repaired", f"rows were not sorted by unique_id, ds; sorted them ({moved:,} rows "
                   f"moved)", n_rows=moved)
 
+    if context is not None and context.limits.value_range_factor > 0 and len(idx):
+        idx, c, t = _check_value_range(v, context, idx, c, t, y, keys, df[TARGET])
+
     # duplicates ------------------------------------------------------------------------------------------
     if len(idx) > 1:
         same = (c[1:] == c[:-1]) & (t[1:] == t[:-1])
@@ -1838,7 +1841,7 @@ def _check_against_context(v: _Validator, context: FleetContext, df: pd.DataFram
                        [v.example(p, str(keys[codes[p]]), detail(p)) for p in bad[:_MAX_EXAMPLES]])
             alive[bad] = False
 
-    reject("out-of-range", np.abs(y) > limits.max_abs_value,
+    reject("out-of-range", (y > limits.max_abs_value) | (y < -limits.max_abs_value),
            f"row whose |y| exceeds max_abs_value={limits.max_abs_value:g}", TARGET,
            lambda p: f"y={raw_y.iloc[p]!r}")
     now = context.now if context.now is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
@@ -1860,17 +1863,6 @@ def _check_against_context(v: _Validator, context: FleetContext, df: pd.DataFram
                f"timestamp more than max_ahead_ticks={limits.max_ahead_ticks} ticks of {context.tick} after the "
                f"project's newest data ({_fmt_ts(pd.Timestamp(front).value)}; limit {_fmt_ts(limit.value)})", TIME,
                lambda p: f"ds={raw_ds.iloc[p]!r}")
-    if limits.value_range_factor > 0 and alive.any():
-        lo, hi = _reference_ranges(context, codes, keys, y, alive)
-        scale = np.maximum(hi - lo, np.maximum(np.abs(lo), np.abs(hi)))
-        factor = limits.value_range_factor
-        checked = np.isfinite(scale) & (scale > 0)
-        row_lo = np.where(checked, lo - factor * scale, -np.inf)[np.maximum(codes, 0)]
-        row_hi = np.where(checked, hi + factor * scale, np.inf)[np.maximum(codes, 0)]
-        reject("out-of-range", (codes >= 0) & ((y < row_lo) | (y > row_hi)),
-               f"row whose y lies more than value_range_factor={factor:g} times the stream's scale outside its "
-               f"recent range", TARGET,
-               lambda p: f"y={raw_y.iloc[p]!r}, range {lo[codes[p]]:g} to {hi[codes[p]]:g}")
 
 
 def _check_project_grid(v: _Validator, context: FleetContext, alive: np.ndarray, codes: np.ndarray,
@@ -1881,7 +1873,9 @@ def _check_project_grid(v: _Validator, context: FleetContext, alive: np.ndarray,
     frequency (an hourly file in a daily project), which refuses the whole file.
     """
     on = np.ones(len(ns), dtype=bool)
-    on[alive] = on_tick_grid(ns[alive].view("datetime64[ns]"), context.freq, context.tick)
+    for lo in range(0, len(ns), _BLOCK_ROWS):  # in slices: bounded temporaries for a large file
+        part, live = on[lo:lo + _BLOCK_ROWS], alive[lo:lo + _BLOCK_ROWS]
+        part[live] = on_tick_grid(ns[lo:lo + _BLOCK_ROWS][live].view("datetime64[ns]"), context.freq, context.tick)
     off = alive & ~on & (codes >= 0)
     if not off.any():
         return
@@ -1902,26 +1896,45 @@ def _check_project_grid(v: _Validator, context: FleetContext, alive: np.ndarray,
            lambda p: f"ds={raw_ds.iloc[p]!r}")
 
 
-def _reference_ranges(context: FleetContext, codes: np.ndarray, keys: pd.Index, y: np.ndarray,
-                      alive: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per stream key: the range new values are judged against (stored recent min..max, else this file's
-    interquartile range)."""
-    n = len(keys)
-    lo, hi = np.full(n, np.nan), np.full(n, np.nan)
-    rows = np.flatnonzero(alive & (codes >= 0))
-    if len(rows):
-        order = rows[np.lexsort((y[rows], codes[rows]))]
-        c = codes[order]
-        starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
-        counts = np.diff(np.r_[starts, len(c)])
-        lo[c[starts]] = y[order[starts + (counts - 1) // 4]]
-        hi[c[starts]] = y[order[starts + (3 * (counts - 1)) // 4]]
+def _check_value_range(v: _Validator, context: FleetContext, idx: np.ndarray, c: np.ndarray, t: np.ndarray,
+                       y: np.ndarray, keys: pd.Index, raw_y: pd.Series):
+    """Rows whose ``y`` lies far outside the stream's range (see :class:`IngestLimits`), on rows sorted by
+    stream; returns the rows kept. The range is the stored recent min..max, else the interquartile range of
+    the stream's values in this file, computed in blocks of whole streams (bounded temporaries)."""
+    factor = context.limits.value_range_factor
+    lo, hi = np.full(len(keys), np.nan), np.full(len(keys), np.nan)
+    for a, b in _stream_blocks(c):
+        yb, cb = y[idx[a:b]], c[a:b]
+        order = np.lexsort((yb, cb))
+        cs = cb[order]
+        starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
+        counts = np.diff(np.r_[starts, len(cs)])
+        lo[cs[starts]] = yb[order[starts + (counts - 1) // 4]]
+        hi[cs[starts]] = yb[order[starts + (3 * (counts - 1)) // 4]]
     if context.ranges is not None and len(context.ranges):
         stored = context.ranges.reindex(pd.Index(keys, dtype=object).astype(str))
         known = stored["lo"].notna().to_numpy()
         lo[known] = stored["lo"].to_numpy(dtype=np.float64)[known]
         hi[known] = stored["hi"].to_numpy(dtype=np.float64)[known]
-    return lo, hi
+    scale = np.maximum(hi - lo, np.maximum(np.abs(lo), np.abs(hi)))
+    judged = np.isfinite(scale) & (scale > 0)
+    low = np.where(judged, lo - factor * scale, -np.inf)
+    high = np.where(judged, hi + factor * scale, np.inf)
+    bad = []
+    for a, b in _stream_blocks(c):
+        yb, cb = y[idx[a:b]], c[a:b]
+        bad.append(a + np.flatnonzero((yb < low[cb]) | (yb > high[cb])))
+    bad = np.concatenate(bad) if bad else np.empty(0, dtype=np.int64)
+    if len(bad) == 0:
+        return idx, c, t
+    v.bad_rows("out-of-range", idx[bad], keys[c[bad]].to_numpy(),
+               f"row{'s' if len(bad) != 1 else ''} whose y lies more than value_range_factor={factor:g} times the "
+               f"stream's scale outside its recent range", TARGET,
+               [v.example(idx[p], str(keys[c[p]]), f"y={raw_y.iloc[idx[p]]!r}, range {lo[c[p]]:g} to {hi[c[p]]:g}")
+                for p in bad[:_MAX_EXAMPLES]])
+    keep = np.ones(len(idx), dtype=bool)
+    keep[bad] = False
+    return idx[keep], c[keep], t[keep]
 
 
 # --------------------------------------------------------------------------------------------------------
