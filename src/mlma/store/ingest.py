@@ -101,7 +101,7 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
     since = None
     if front is not None and tick_alias is not None:
         since = front - RANGE_TICKS * pd.tseries.frequencies.to_offset(tick_alias)
-    uids = pd.unique(raw["unique_id"].dropna().astype(str)) if "unique_id" in raw.columns else []
+    uids = _distinct_ids(raw)
     ranges = store.value_ranges(uids, since=since)[["lo", "hi"]] if len(uids) else None
     context = FleetContext(freq=frequency, tick=tick_alias, front=front, ranges=ranges, limits=limits,
                            clock_note=note or "the project's clock")
@@ -135,6 +135,15 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
     content = sha if sha is not None else frame_sha256(checked.frame)
     report = store.ingest_frame(checked.frame, name, content, report=checked.report, clock=new_clock)
     return dataclasses.replace(report, validation=checked.report, rejected_path=written, clock=new_clock or clock)
+
+
+def _distinct_ids(raw: pd.DataFrame) -> np.ndarray:
+    """The distinct stream ids of a raw frame as text, without a string per row (chunked CSVs are categorical)."""
+    if "unique_id" not in raw.columns:
+        return np.empty(0, dtype=object)
+    column = raw["unique_id"]
+    values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column.dropna())
+    return np.unique(np.asarray(pd.Index(values).astype(str), dtype=object))
 
 
 def _tick_alias(freq, tick: str | None) -> str:
