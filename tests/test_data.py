@@ -587,3 +587,128 @@ def test_tick_grid_accessors():
     assert grid.tick_of(pd.Timestamp("2024-01-04")).tolist() == [-1]  # the last boundary is exclusive
     with pytest.raises(IndexError):
         grid.bounds(3)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The project's boundary (validate with a FleetContext) and chunked reading
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_a_csv_read_in_chunks_gives_the_frame_and_findings_of_one_read(tmp_path, monkeypatch):
+    import mlma.data as data
+
+    frame = panel({"NA": hours("2024-01-01", 60), "007": hours("2024-01-01", 60), "z": hours("2024-01-02", 30)})
+    text = frame.assign(ds=frame["ds"].dt.strftime("%Y-%m-%d %H:%M"), label="x").astype({"y": object})
+    text.loc[7, "y"], text.loc[70, "ds"] = "oops", "never"       # bad values in different chunks
+    path = tmp_path / "f.csv"
+    text.to_csv(path, index=False)
+    whole = validate(read_frame(path), on_bad_rows="drop")
+    monkeypatch.setattr(data, "CSV_CHUNK_ROWS", 11)
+    chunked_raw = read_frame(path)
+    assert isinstance(chunked_raw["unique_id"].dtype, pd.CategoricalDtype)
+    chunked = validate(chunked_raw, on_bad_rows="drop")
+    pd.testing.assert_frame_equal(whole.frame, chunked.frame)
+    assert str(whole.report) == str(chunked.report)
+    assert "y='oops'" in " ".join(chunked.report.by_code("non-finite-target")[0].examples)
+
+
+def test_per_stream_statistics_by_blocks_equal_the_whole_computation(monkeypatch):
+    import mlma.data as data
+
+    rng = np.random.default_rng(4)
+    streams = {f"s{i}": pd.date_range("2024-01-01", periods=int(rng.integers(2, 50)),
+                                      freq=str(rng.choice(["h", "D", "W-WED", "MS"]))) for i in range(40)}
+    mixed = panel(streams)
+    hourly = panel({f"h{i}": hours(f"2024-01-01 00:{15 * (i % 4):02d}", int(rng.integers(2, 60))) for i in range(40)})
+    hourly.loc[rng.choice(len(hourly), 20, replace=False), "ds"] += pd.Timedelta("7min")     # off the grid
+
+    def run(frame):
+        try:
+            checked = validate(frame, on_bad_rows="drop")
+        except DataError as exc:
+            return str(exc.report), None
+        return str(checked.report), checked.frame
+
+    before = [run(mixed), run(hourly)]
+    monkeypatch.setattr(data, "_BLOCK_ROWS", 37)
+    after = [run(mixed), run(hourly)]
+    assert [b[0] for b in before] == [a[0] for a in after] and "off-grid" in after[1][0]
+    pd.testing.assert_frame_equal(before[1][1], after[1][1])
+
+
+def test_timestamps_on_the_project_grid():
+    from mlma.data import on_tick_grid
+
+    assert on_tick_grid(pd.to_datetime(["2024-01-01 10:00", "2024-01-01 10:30"]), "h", "1D").tolist() == [True, False]
+    # W-SUN data on Sundays at midnight; the 4-week tick starts on a Monday.
+    assert on_tick_grid(pd.to_datetime(["2024-01-07 00:00", "2024-01-08 00:00", "2024-01-07 12:00"]), "W-SUN",
+                        "28D").tolist() == [True, False, False]
+    assert on_tick_grid(pd.to_datetime(["2024-03-31", "2024-03-30"]), "ME", "12MS").tolist() == [True, False]
+    assert on_tick_grid(pd.to_datetime(["2024-04-01", "2024-05-01"]), "QS", "YS").tolist() == [True, False]
+
+
+def test_ingest_limits_are_checked_early():
+    from mlma.data import IngestLimits
+
+    for bad in ({"max_ahead_ticks": -1}, {"max_ahead_ticks": 1.5}, {"max_future": "soon"},
+                {"max_future": "-1D"}, {"value_range_factor": float("inf")}, {"max_abs_value": 0},
+                {"max_abs_value": float("nan")}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            IngestLimits(**bad)
+    assert IngestLimits(max_future=None).max_future is None
+
+
+def test_rows_are_checked_against_the_project_and_named():
+    from mlma.data import FleetContext, IngestLimits
+
+    frame = panel({"a": hours("2024-01-01", 48), "b": hours("2024-01-01", 48)}, seed=2)
+    frame["ds"] = frame["ds"].astype(str)
+    frame.loc[3, "y"] = 1e308                                # beyond max_abs_value
+    frame.loc[50, "y"] = 1e5                                 # far outside b's stored range 5..15
+    frame.loc[60, "ds"] = "2024-01-30 00:00:00"              # beyond the project's reach
+    frame.loc[61, "ds"] = "2200-01-01 00:00:00"              # in the future
+    frame.loc[62, "ds"] = "2024-01-02 14:30:00"              # off the hourly grid
+    ranges = pd.DataFrame({"lo": [5.0], "hi": [15.0]}, index=pd.Index(["b"], name="unique_id"))
+    context = FleetContext(freq=Frequency("h"), tick="1D", front=pd.Timestamp("2024-01-02 23:00"), ranges=ranges,
+                           now=pd.Timestamp("2024-06-01"), limits=IngestLimits(max_ahead_ticks=3))
+    checked = validate(frame, on_bad_rows="drop", context=context)
+    rows = sorted((f.code, f.unique_id, f.column, f.rows.tolist()) for f in checked.report.findings
+                  if f.severity == "dropped")
+    assert rows == [("ahead-of-fleet", "b", "ds", [60]), ("future-timestamp", "b", "ds", [61]),
+                    ("off-grid", "b", "ds", [62]), ("out-of-range", "a", "y", [3]), ("out-of-range", "b", "y", [50])]
+    assert len(checked.frame) == len(frame) - 5
+    with pytest.raises(DataError, match="line|row 50") as raised:
+        validate(frame, context=context)
+    assert "5 problems" in str(raised.value)
+
+
+def test_a_new_streams_range_comes_from_the_middle_of_its_values():
+    from mlma.data import FleetContext
+
+    frame = panel({"new": hours("2024-01-01", 48)}, seed=3)
+    frame.loc[10, "y"] = 10 * 5000.0                          # a unit error in a stream with no history
+    checked = validate(frame, on_bad_rows="drop", context=FleetContext(now=pd.Timestamp("2025-01-01")))
+    assert checked.report.by_code("out-of-range")[0].rows.tolist() == [10]
+    zero = panel({"z": hours("2024-01-01", 48)}).assign(y=0.0)
+    zero.loc[5, "y"] = 7.0                                    # all-zero history has no scale: not judged
+    assert validate(zero, on_bad_rows="drop", context=FleetContext()).report.by_code("out-of-range") == ()
+
+
+def test_naive_and_offset_timestamps_in_one_file_are_refused_in_both_modes():
+    frame = pd.DataFrame({"unique_id": "a", "ds": ["2024-01-01 00:00", "2024-01-01 02:00+01:00", "2024-01-01 02:00"],
+                          "y": [1.0, 2.0, 3.0]})
+    for mode in ("raise", "drop"):
+        with pytest.raises(DataError, match=r"mixes 2 timestamps without a time zone \(rows 0, 2.*row 1"):
+            validate(frame, on_bad_rows=mode)
+    offsets = frame.assign(ds=["2024-01-01 00:00Z", "2024-01-01 02:00+01:00", "2024-01-01 02:00Z"])
+    assert validate(offsets, min_length=1).report.codes[0] == "timezone-converted"
+
+
+def test_one_row_per_stream_leaves_the_frequency_pending_in_a_project():
+    from mlma.data import FleetContext
+
+    frame = pd.DataFrame({"unique_id": ["a", "b"], "ds": ["2024-01-01", "2024-01-01"], "y": [1.0, 2.0]})
+    with pytest.raises(DataError, match="single row"):
+        validate(frame)
+    checked = validate(frame, context=FleetContext())
+    assert checked.freq is None and checked.report.codes == ("frequency-pending",) and len(checked.frame) == 2

@@ -23,6 +23,7 @@ from mlma.policy import Decision, Verdict
 from mlma.store import (LockHeld, LockLost, SchemaError, StateCorrupted, Store, TickAlreadyDone,
                         file_sha256, forecast_frame)
 from mlma.store import schema as S
+from mlma.store.migrate import head_revision
 from mlma.store.testing import hold_lock, postgres_schema
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -59,37 +60,41 @@ def count(store: Store, table: sa.Table) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
+HEAD = head_revision()
+
+
 # -- migrations ---------------------------------------------------------------------------------------------
 def test_upgrade_from_empty_builds_the_schema_the_code_describes(url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    assert Store.upgrade(url) == "0005"
+    assert Store.upgrade(url) == HEAD
     with Store.open(url) as store:
-        assert store.schema_revision() == "0005"
+        assert store.schema_revision() == HEAD
         with store.engine.connect() as conn:
             differences = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
                                            S.metadata)
         assert differences == []
         # Running the upgrade again on an up-to-date database changes nothing.
-        assert Store.upgrade(url) == "0005"
+        assert Store.upgrade(url) == HEAD
 
 
 def test_open_refuses_a_database_without_schema(url):
     with pytest.raises(SchemaError, match="no mlma schema.*Store.create") as info:
         Store.open(url)
-    assert info.value.current is None and info.value.expected == "0005"
+    assert info.value.current is None and info.value.expected == HEAD
 
 
 def test_open_refuses_an_outdated_schema_and_upgrade_keeps_the_data(url):
     assert Store.upgrade(url, "0001") == "0001"
-    with pytest.raises(SchemaError, match=r"revision 0001, older than the revision 0005.*Store.upgrade") as info:
+    with pytest.raises(SchemaError, match=r"revision 0001, older than the revision " + HEAD
+                       + r".*Store.upgrade") as info:
         Store.open(url)
     assert info.value.current == "0001"
     # The core tables exist at 0001: data written then survives the upgrade.
     with Store.open(url, check_schema=False) as old:
         old.ingest_frame(fleet_frame(3, 4), "before-upgrade")
-    assert Store.upgrade(url) == "0005"
+    assert Store.upgrade(url) == HEAD
     with Store.open(url) as store:
         assert len(store.observations()) == 12
         assert store.ingests()["source"].tolist() == ["before-upgrade"]
@@ -553,3 +558,70 @@ def test_bulk_ingest_and_tick_write_of_ten_thousand_streams(store, record_proper
     print(f"\n{store.dialect}: " + ", ".join(f"{k} {v:.2f}" for k, v in figures.items()))
     # "A few seconds" with room for a busy 2-core machine.
     assert ingest < 10.0 and reingest < 10.0 and read < 5.0 and tick < 10.0
+
+
+# -- the project's clock and the ingest boundary --------------------------------------------------------------------
+def test_the_clock_is_fixed_once_in_the_ingests_transaction(store, tmp_path):
+    from mlma.store.records import Clock
+
+    assert store.clock() is None
+    first = fleet_frame(2, 24)
+    store.ingest_frame(first, "first", clock=Clock("h", "D", fixed_by="the ingest of first"))
+    assert (store.clock().freq, store.clock().tick, store.clock().fixed_by) == ("h", "D", "the ingest of first")
+    before = len(store.observations())
+    with pytest.raises(ValueError, match="clock is frequency h, tick D.*cannot become frequency D.*nothing was"):
+        store.ingest_frame(fleet_frame(2, 24, start="2024-02-01"), "other", clock=Clock("D", "7D"))
+    assert len(store.observations()) == before and len(store.ingests()) == 1
+
+
+def test_value_ranges_and_reporting_streams_are_set_based_reads(store):
+    frame = fleet_frame(3, 48)
+    store.ingest_frame(frame, "f")
+    ranges = store.value_ranges(["zone-00000", "zone-00002", "nobody"], since="2024-01-02")
+    late = frame[frame["ds"] >= "2024-01-02"].groupby("unique_id")["y"].agg(["min", "max", "size"])
+    assert ranges.index.tolist() == ["zone-00000", "zone-00002"]
+    assert ranges["lo"].tolist() == late.loc[ranges.index, "min"].tolist()
+    assert ranges["hi"].tolist() == late.loc[ranges.index, "max"].tolist()
+    assert ranges["n"].tolist() == [24, 24]
+    assert store.reporting_streams("2024-01-01 23:00", "2024-01-02").tolist() == [0, 1, 2]
+    assert store.reporting_streams("2024-03-01", "2024-03-02").tolist() == []
+    assert store.newest_ds() == pd.Timestamp("2024-01-02 23:00")
+    assert store.newest_ds(until="2024-01-02 05:30") == pd.Timestamp("2024-01-02 05:00")
+
+
+def test_the_content_hash_of_a_frame_did_not_change_with_the_codes(store):
+    from mlma.store import frame_sha256
+
+    frame = fleet_frame(3, 5).sample(frac=1.0, random_state=1)
+    uid = frame["unique_id"].astype(str).to_numpy(dtype=object)
+    ns = frame["ds"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    y = frame["y"].to_numpy(dtype=np.float64)
+    order = np.lexsort((ns, uid))
+    digest = hashlib.sha256()          # how frame_sha256 hashed a frame before it worked on stream codes
+    digest.update("\x1f".join(uid[order].tolist()).encode())
+    digest.update(ns[order].tobytes())
+    digest.update(y[order].tobytes())
+    assert frame_sha256(frame) == digest.hexdigest()
+
+
+def test_ingest_file_checks_rows_against_the_project(store, tmp_path):
+    from mlma.data import DataError, IngestLimits
+
+    history = fleet_frame(2, 72)
+    first = store.ingest_file(history, source="history")
+    assert (first.clock.freq, first.clock.tick) == ("h", "D")
+    day = fleet_frame(2, 24, start="2024-01-04").astype({"y": np.float64})
+    day.loc[0, "y"] = 1e9
+    day.loc[1, "ds"] = pd.Timestamp("2024-03-01")
+    report = store.ingest_file(day, source="day", limits=IngestLimits(max_ahead_ticks=7),
+                               rejects=tmp_path / "rejects.csv")
+    assert report.rows_new == 46 and report.rows_dropped == 2
+    listed = pd.read_csv(tmp_path / "rejects.csv")
+    assert listed[["line", "code", "column"]].values.tolist() == [[1, "ahead-of-fleet", "ds"],
+                                                                   [0, "out-of-range", "y"]]
+    assert oct((tmp_path / "rejects.csv").stat().st_mode & 0o777) == "0o600"
+    strict = fleet_frame(2, 24, start="2024-01-05").astype({"y": np.float64})
+    strict.loc[3, "y"] = -1e9
+    with pytest.raises(DataError, match="nothing was written"):
+        store.ingest_file(strict, source="strict", on_bad_rows="raise")
+    assert "strict" not in store.ingests()["source"].tolist()

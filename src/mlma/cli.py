@@ -283,26 +283,66 @@ def init(
 def ingest(
     data: Path = typer.Argument(..., help="Long-format CSV or Parquet file of actuals."),
     project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+    strict: bool = typer.Option(False, "--strict", help="Reject the whole file if any row is bad (default: reject "
+                                "the bad rows, keep the good ones)."),
+    rejects: Optional[Path] = typer.Option(None, help="CSV file listing every rejected row (default: "
+                                           "rejected/<file>.<hash>.csv in the project)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every finding in full, with all streams."),
 ) -> None:
     """Validate and store actuals. Idempotent: the same file twice changes nothing; corrected values replace
-    old ones and are recorded as revisions."""
+    old ones and are recorded as revisions. Rows that break the project's boundary (docs/data.md) are rejected
+    and listed; exits 2 when the file is refused (nothing is written then)."""
     from mlma.data import DataError
-    from mlma.store import Store
+    from mlma.store import Store, file_sha256
 
     config = _project(project)
     d = config.data
+    if not data.exists():
+        _fail(f"{data}: no such file")
+    target = rejects or config.rejected_dir / f"{data.name}.{file_sha256(data)[:12]}.csv"
     try:
         with Store.open(config.store_url) as store:
-            report = store.ingest_file(data, freq=d.freq or None, id_col=d.id_col, time_col=d.time_col,
-                                       target_col=d.target_col)
+            report = store.ingest_file(data, freq=d.freq or None, tick=d.tick or None, id_col=d.id_col,
+                                       time_col=d.time_col, target_col=d.target_col,
+                                       on_bad_rows="raise" if strict else "drop", limits=config.ingest_limits(),
+                                       rejects=target)
     except (DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     if report.duplicate:
         console.print(f"{data}: already ingested (same content); nothing changed")
-    else:
-        console.print(f"{data}: {report.rows_new:,} new, {report.rows_revised:,} revised, "
-                      f"{report.rows_unchanged:,} unchanged, {report.rows_dropped:,} dropped rows; "
-                      f"{report.new_streams:,} new streams")
+        return
+    console.print(f"{data}: {report.rows_new:,} new, {report.rows_revised:,} revised, "
+                  f"{report.rows_unchanged:,} unchanged, {report.rows_dropped:,} dropped rows; "
+                  f"{report.new_streams:,} new streams")
+    if report.validation is not None:
+        _print_findings(report.validation, verbose)
+    if report.rejected_path is not None:
+        console.print(f"every rejected row, with the reason: {report.rejected_path}")
+    if report.clock is not None:
+        console.print(f"clock: {report.clock}")
+
+
+def _print_findings(report, verbose: bool) -> None:
+    """Findings other than the summary: one line each with its counts (all of it with ``verbose``)."""
+    shown = [f for f in report.findings if f.code != "summary"]
+    if not shown:
+        return
+    order = {"error": 0, "dropped": 1, "repaired": 2, "warning": 3, "info": 4}
+    counts = {}
+    for f in shown:
+        counts[f.severity] = counts.get(f.severity, 0) + 1
+    console.print("findings: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda kv: order[kv[0]]))
+                  + ("" if verbose else " (--verbose for every detail)"))
+    for f in sorted(shown, key=lambda f: order[f.severity]):
+        where = f"{f.n_rows:,} row{'s' if f.n_rows != 1 else ''}" + (
+            f" in {len(f.streams):,} stream{'s' if len(f.streams) != 1 else ''}" if f.streams else "")
+        text = f.message if verbose or len(f.message) <= 160 else f.message[:157] + "..."
+        console.print(f"  {f.severity:<8} {f.code:<18} {where}: {text}", markup=False, highlight=False)
+        if verbose and f.streams:
+            console.print(f"           streams: {', '.join(f.streams)}", markup=False, highlight=False)
+        if verbose and len(f.rows):
+            console.print(f"           rows: {', '.join(str(int(r)) for r in f.rows)}", markup=False,
+                          highlight=False)
 
 
 @app.command()
@@ -410,30 +450,51 @@ def tick(
     all_due: bool = typer.Option(False, "--all", help="Run every due tick, not only the next one."),
     executor: Optional[str] = typer.Option(None, help="Override [agent] executor: inline | process[:N] | "
                                            "dask://host:8786"),
+    allow_no_data: bool = typer.Option(False, "--allow-no-data", help="Run ticks that are held because nearly "
+                                       "all served streams have no data in them (audited, with --by and --reason)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who allows it, for the audit log (default: $MLMA_USER, "
+                                     "else the login name)."),
+    reason: Optional[str] = typer.Option(None, help="Why, for the audit log (with --allow-no-data)."),
 ) -> None:
     """Run the next due tick: score, test, re-train, check challengers, forecast; commit it all at once.
 
-    Exits 0 when a tick ran, 3 when none was due (data for the next tick not complete), 4 when another agent
-    holds the tick lock.
+    Prints each tick as it commits. Exits 0 when a tick ran, 3 when none was due (data for the next tick not
+    complete), 4 when another agent holds the tick lock, 5 when the next tick is held because nearly all
+    served streams have no data in it (run again with --allow-no-data once a person decided it should run).
     """
-    from mlma.live import LiveAgent, NotReady
+    from mlma.live import LiveAgent, NotReady, TickHeld
     from mlma.store import LockHeld
 
     config = _project(project)
+    allow = None
+    if allow_no_data:
+        from mlma.api.cli import actor
+
+        allow = (actor(by), reason)
+    ran = []
+
+    def progress(result) -> None:
+        ran.append(result)
+        console.print(str(result))
+
     try:
         with LiveAgent(config, executor=executor) as live:
-            results = live.catch_up() if all_due else [live.step()]
+            if all_due:
+                live.catch_up(on_tick=progress, allow_no_data=allow)
+            else:
+                progress(live.step(allow_no_data=allow))
+    except TickHeld as exc:
+        console.print(f"[yellow]{exc}[/yellow]" + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
+        raise typer.Exit(code=5)
     except NotReady as exc:
         console.print(f"nothing to do: {exc}")
         raise typer.Exit(code=3)
     except LockHeld as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(code=4)
-    if not results:
+    if not ran:
         console.print("nothing to do: no tick is due")
         raise typer.Exit(code=3)
-    for result in results:
-        console.print(str(result))
 
 
 @app.command()

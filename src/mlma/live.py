@@ -69,6 +69,22 @@ class NotReady(RuntimeError):
     """There is no tick to run yet: the store lacks data, or the next tick's actuals are not all in."""
 
 
+class TickHeld(RuntimeError):
+    """The next tick would find no data for nearly all served streams; it waits for a person's say-so.
+
+    Attributes
+    ----------
+    tick
+        The tick that is held.
+    missing, served
+        How many of the streams with a serving model have no data in it, of how many.
+    """
+
+    def __init__(self, message: str, *, tick: int, missing: int, served: int) -> None:
+        super().__init__(message)
+        self.tick, self.missing, self.served = tick, missing, served
+
+
 @dataclass(frozen=True)
 class Timing:
     """The fleet's clock: frequency, tick length and the first tick's start (tick 0)."""
@@ -186,9 +202,13 @@ class LiveAgent:
         first, last = self._data_span()
         if first is None:
             raise NotReady("the store has no observations yet: run `mlma ingest FILE` first")
-        freq = self.config.data.freq or infer_frequency(self._sample()).alias
-        tick = self.config.data.tick or Frequency(freq).default_tick()
-        tick = getattr(pd.tseries.frequencies.to_offset(tick), "freqstr", str(tick))
+        clock = self.store.clock()  # fixed by the first ingest that could tell it (mlma ingest)
+        if clock is not None:
+            freq, tick = clock.freq, clock.tick
+        else:  # data written by Store.ingest_frame, which trusts its caller and fixes no clock
+            freq = self.config.data.freq or infer_frequency(self._sample()).alias
+            tick = self.config.data.tick or Frequency(freq).default_tick()
+            tick = getattr(pd.tseries.frequencies.to_offset(tick), "freqstr", str(tick))
         grid = make_tick_grid(pd.DatetimeIndex([first, last]), tick, freq=freq)
         return Timing(freq, tick, pd.Timestamp(grid.boundaries[0]))
 
@@ -221,13 +241,22 @@ class LiveAgent:
                  else "its bytes do not match the SHA-256 recorded with them") for tick, sha, blob in rows]
 
     def _data_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+        """The oldest observation and the newest one the clock may reach: never later than now plus
+        ``[data] max_future``, so that rows dated in the future (stored before the ingest boundary refused
+        them, or by a trusted writer) cannot make ticks due."""
         ds = S.observations.c.ds
         # Two scalar queries: each is one step down the ds index, where min and max together make SQLite
         # scan the whole index (measured 1.3 s at 10,000 streams).
         with self.store._read() as conn:
             lo = conn.execute(sa.select(sa.func.min(ds))).scalar()
-            hi = conn.execute(sa.select(sa.func.max(ds))).scalar()
-        return (None, None) if lo is None else (pd.Timestamp(lo), pd.Timestamp(hi))
+        if lo is None:
+            return None, None
+        hi = self.store.newest_ds(until=self._clock_limit())
+        return pd.Timestamp(lo), (pd.Timestamp(lo) if hi is None else hi)
+
+    def _clock_limit(self) -> pd.Timestamp | None:
+        future = self.config.ingest_limits().max_future
+        return None if future is None else pd.Timestamp.now(tz="UTC").tz_localize(None) + future
 
     def _sample(self) -> pd.DataFrame:
         ids = self.store.streams()["id"].to_numpy()[:200]
@@ -256,15 +285,25 @@ class LiveAgent:
         return k, False
 
     # -- running --------------------------------------------------------------------------------------------
-    def step(self) -> TickResult:
-        """Run the next due tick under the lock; raises :class:`NotReady` when there is none."""
+    def step(self, *, allow_no_data: tuple[str, str | None] | None = None) -> TickResult:
+        """Run the next due tick under the lock; raises :class:`NotReady` when there is none and
+        :class:`TickHeld` when it would find no data for nearly all served streams (see
+        :meth:`check_no_data`; ``allow_no_data=(by, reason)`` is a person's say-so to run it anyway)."""
         with self._lock() as lease:
             timing = self.timing()
             k, start = self.next_tick(timing)
+            if not start:
+                self.check_no_data(k, timing, allow=allow_no_data)
             return self._run(k, start, timing, lease)
 
-    def catch_up(self, max_ticks: int | None = None) -> list[TickResult]:
-        """Run every due tick (at most ``max_ticks``), holding the lock throughout."""
+    def catch_up(self, max_ticks: int | None = None, *, on_tick=None,
+                 allow_no_data: tuple[str, str | None] | None = None) -> list[TickResult]:
+        """Run every due tick (at most ``max_ticks``), holding the lock throughout.
+
+        ``on_tick(result)`` is called as each tick commits (progress for a long catch-up). A tick that would
+        find no data for nearly all served streams stops the catch-up with :class:`TickHeld` (the ticks before
+        it are committed) unless ``allow_no_data=(by, reason)`` allows it.
+        """
         results = []
         with self._lock() as lease:
             while max_ticks is None or len(results) < max_ticks:
@@ -273,8 +312,59 @@ class LiveAgent:
                     k, start = self.next_tick(timing)
                 except NotReady:
                     break
+                if not start:
+                    self.check_no_data(k, timing, allow=allow_no_data)
                 results.append(self._run(k, start, timing, lease))
+                if on_tick is not None:
+                    on_tick(results[-1])
         return results
+
+    def check_no_data(self, k: int, timing: Timing, *, allow: tuple[str, str | None] | None = None) -> None:
+        """Hold tick ``k`` (raise :class:`TickHeld`) when at least ``[agent] hold_no_data_share`` of the streams
+        with a serving model have no observation in it, unless a person allowed it.
+
+        Such a tick is almost never a real fleet-wide silence: a feed broke, or the clock was moved by rows
+        dated far ahead. Committing it would record a no-data verdict for every stream and move on, and the
+        actuals that arrive later for it would never be scored. The hold escalates (one fleet-wide
+        ``data-quality`` escalation per held tick). ``allow=(by, reason)`` (``mlma tick --allow-no-data``)
+        runs it anyway; the decision is audited (``allow-no-data-tick``, target ``tick:K``) and holds for
+        that tick from then on, also if the run is retried.
+        """
+        state = self._latest_state()
+        if state is None or "agent.champion" not in state.arrays:
+            return
+        served = np.flatnonzero(np.asarray(state.arrays["agent.champion"]) != NO_MODEL)
+        if not len(served):
+            return
+        lo, hi = timing.boundaries(k, k + 1)
+        reporting = self.store.reporting_streams(lo, hi)
+        missing = int(len(served) - np.isin(served, reporting).sum())
+        held = self.store.fleet_escalation_ids("data-quality", k)
+        if missing < self.config.agent.hold_no_data_share * len(served):
+            if held:  # the actuals came in after all
+                self.store.set_escalation_status(held, "resolved", by="agent",
+                                                 reason=f"tick {k} has data now ({len(served) - missing:,} of "
+                                                        f"{len(served):,} served streams reported)")
+            return
+        target = f"tick:{k}"
+        if len(self.store.audit_log(action="allow-no-data-tick", target=target)):
+            return
+        numbers = {"tick": k, "start": str(lo), "end": str(hi), "served_streams": len(served),
+                   "streams_without_data": missing}
+        if allow is not None:
+            by, reason = allow
+            self.store.add_audit(by, "allow-no-data-tick", target, numbers, reason)
+            if held:
+                self.store.set_escalation_status(held, "resolved", by=by,
+                                                 reason=f"tick {k} allowed to run without data: {reason or ''}")
+            return
+        message = (f"tick {k} ({lo} to {hi}) is held: {missing:,} of the {len(served):,} streams with a serving model "
+                   f"have no data in it (hold_no_data_share = {self.config.agent.hold_no_data_share:g}). A feed "
+                   f"may have stopped, or rows dated far ahead moved the clock. Ingest the missing actuals, or, if "
+                   f"the fleet really was silent, let it run: mlma tick --allow-no-data --reason '...'")
+        if not held:
+            self.store.add_escalations([Escalation(-1, k, "data-quality", 3, message)])
+        raise TickHeld(message, tick=k, missing=missing, served=len(served))
 
     def close(self) -> None:
         if self.notifier is not None and hasattr(self.notifier, "close"):

@@ -11,6 +11,7 @@ default.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,8 +26,13 @@ TEMPLATE = """\
 id_col = "unique_id"      # column naming the stream
 time_col = "ds"           # timestamp column
 target_col = "y"          # value column
-freq = ""                 # pandas offset alias, e.g. "h", "D", "MS"
-tick = ""                 # actuals that arrive together, e.g. "1D"
+freq = ""                 # pandas offset alias, e.g. "h", "D", "MS"; fixed by the first ingest, never changes
+tick = ""                 # actuals that arrive together, e.g. "1D"; fixed with freq
+# The validation boundary of `mlma ingest` (docs/data.md): rows that break it are rejected and listed.
+max_ahead_ticks = 7       # rows more than this many ticks after the project's newest data; 0: no limit
+max_future = "1D"         # rows later than now (UTC) plus this; "off" for data dated in the future
+value_range_factor = 100.0   # y further outside the stream's recent range than this many times its scale; 0: off
+max_abs_value = 1e15      # |y| above this is refused for every stream (new ones too)
 
 [store]
 url = "{url}"
@@ -42,6 +48,7 @@ policy = "mlma"           # mlma | never | always | periodic:K
 initial_ticks = 0         # ticks of history before the first scored tick; 0: all history at the first tick
 fit_timeout_seconds = 3600   # a tick's re-trainings not back by then count as failed; 0: no limit
 lock_ttl_seconds = 300    # a crashed agent's lock expires after this long
+hold_no_data_share = 0.9  # hold a tick when this share of the served streams has no data in it (docs/operations.md)
 
 [monitor]                 # the MLMA policy (docs/monitoring.md)
 alpha = 0.2               # false discovery rate across the streams tested in a tick
@@ -67,6 +74,10 @@ class DataSection:
     target_col: str = "y"
     freq: str = ""
     tick: str = ""
+    max_ahead_ticks: int = 7
+    max_future: str = "1D"
+    value_range_factor: float = 100.0
+    max_abs_value: float = 1e15
 
 
 @dataclass
@@ -88,6 +99,7 @@ class AgentSection:
     initial_ticks: int = 0
     fit_timeout_seconds: float = 3600.0
     lock_ttl_seconds: float = 300.0
+    hold_no_data_share: float = 0.9
 
 
 @dataclass
@@ -126,6 +138,20 @@ class ProjectConfig:
     def artifacts_dir(self) -> Path:
         path = Path(self.store.artifacts)
         return path if path.is_absolute() else self.root / path
+
+    @property
+    def rejected_dir(self) -> Path:
+        """Where `mlma ingest` lists the rows it rejected, one CSV per ingested file."""
+        return self.root / "rejected"
+
+    def ingest_limits(self):
+        """The ``[data]`` validation boundary as :class:`mlma.data.IngestLimits`."""
+        from mlma.data import IngestLimits
+
+        d = self.data
+        return IngestLimits(max_ahead_ticks=d.max_ahead_ticks,
+                            max_future=None if d.max_future.strip().lower() == "off" else d.max_future,
+                            value_range_factor=d.value_range_factor, max_abs_value=d.max_abs_value)
 
     def policy_params(self) -> dict[str, Any]:
         """Keyword arguments for :class:`mlma.mlma_policy.MLMAPolicy`."""
@@ -206,6 +232,13 @@ def _load_alerts(config: ProjectConfig, alerts: Any, path: Path) -> None:
 
 
 def _check_values(config: ProjectConfig, path: Path) -> None:
+    try:
+        config.ingest_limits()
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [data] {exc}") from None
+    if not 0 < config.agent.hold_no_data_share <= 1:
+        raise ConfigError(f"{path}: [agent] hold_no_data_share must be in (0, 1], got "
+                          f"{config.agent.hold_no_data_share}")
     m = config.monitor
     if not 0 < m.alpha < 1:
         raise ConfigError(f"{path}: [monitor] alpha must be in (0, 1), got {m.alpha}")
@@ -246,12 +279,23 @@ def init_project(root: str | Path, *, db: str | None = None, model: str = "light
     from mlma.store import Store
 
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    # The project holds the fleet's data, models and possibly a database password: its owner's only.
+    _private_dir(root)
     path = root / CONFIG_NAME
     if path.exists():
         raise ConfigError(f"{path} exists already; this folder is a project")
-    path.write_text(TEMPLATE.format(url=db or "sqlite:///mlma.db", model=model))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(TEMPLATE.format(url=db or "sqlite:///mlma.db", model=model))
     config = load_config(root)
-    config.artifacts_dir.mkdir(parents=True, exist_ok=True)
+    _private_dir(config.artifacts_dir)
     Store.create(config.store_url).close()
     return config
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) readable by its owner only; an existing folder is left as is."""
+    if path.exists():
+        return
+    path.mkdir(parents=True, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)  # mkdir's mode is masked by the umask; make it exact

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+
+from mlma.store import serial
 
 # Column kinds of staging tables and their SQL types per dialect.
 _SQL_TYPES = {
@@ -90,28 +91,52 @@ def _column_values(kind: str, values, dialect: str) -> list:
     if kind == "utc":
         return [None if v is None else utc_to_db(v, dialect) for v in values]
     if kind == "json":
-        return [json.dumps(v) for v in values]
+        return [serial.dumps(v) for v in values]
     if kind == "text":
         return [None if (v is None or (isinstance(v, float) and np.isnan(v)) or v == "") else str(v)
                 for v in array.tolist()]
     raise ValueError(f"unknown column kind {kind!r}")
 
 
+#: Rows converted to driver values at a time: the Python objects of a batch cost about 200 bytes a row, so
+#: converting millions of rows at once (a large ingest) took gigabytes; batches keep it to tens of MB.
+BATCH_ROWS = 100_000
+
+
 def insert_rows(conn: sa.Connection, table: str, columns: Mapping[str, str], data: Mapping[str, object]) -> int:
-    """Insert columns of equal length into ``table``: COPY on PostgreSQL, one executemany on SQLite.
+    """Insert columns of equal length into ``table``: COPY on PostgreSQL, executemany on SQLite.
 
     ``columns`` maps column names to kinds (``int``, ``int?`` (nullable), ``float`` (NaN is NULL), ``ds``,
     ``text`` ('' is NULL), ``bool``, ``utc`` (aware datetimes), ``json``); ``data`` maps
-    the same names to arrays. Returns the number of rows.
+    the same names to arrays. Rows go in batches of :data:`BATCH_ROWS`, so memory stays bounded whatever the
+    number of rows. Returns the number of rows.
     """
+    names = list(columns)
+    lengths = {len(data[c]) for c in names}
+    if len(lengths) > 1:
+        raise ValueError(f"columns for {table} differ in length: {[len(data[c]) for c in names]}")
+    n = lengths.pop() if lengths else 0
+    for lo in range(0, n, BATCH_ROWS):
+        batch = {c: _slice(data[c], lo, lo + BATCH_ROWS) for c in names}
+        _insert_batch(conn, table, columns, batch)
+    return n
+
+
+def _slice(values, lo: int, hi: int):
+    if isinstance(values, pd.Series):
+        return values.iloc[lo:hi]
+    if isinstance(values, (np.ndarray, pd.Index, list, tuple)):
+        return values[lo:hi]
+    return list(values)[lo:hi]
+
+
+def _insert_batch(conn: sa.Connection, table: str, columns: Mapping[str, str], data: Mapping[str, object]) -> None:
     dialect = conn.dialect.name
     names = list(columns)
     converted = [_column_values(columns[c], data[c], dialect) for c in names]
     n = len(converted[0]) if converted else 0
-    if any(len(c) != n for c in converted):
-        raise ValueError(f"columns for {table} differ in length: {[len(c) for c in converted]}")
     if n == 0:
-        return 0
+        return
     quoted = ", ".join(names)
     if dialect == "postgresql":
         cursor = conn.connection.driver_connection.cursor()
@@ -124,7 +149,6 @@ def insert_rows(conn: sa.Connection, table: str, columns: Mapping[str, str], dat
     else:
         marks = ", ".join("?" for _ in names)
         conn.exec_driver_sql(f"INSERT INTO {table} ({quoted}) VALUES ({marks})", list(zip(*converted)))
-    return n
 
 
 @contextlib.contextmanager

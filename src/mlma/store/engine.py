@@ -31,6 +31,8 @@ from urllib.parse import quote
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
+from mlma.store import serial
+
 log = logging.getLogger(__name__)
 
 #: Seconds a SQLite connection waits for another process's write lock.
@@ -40,6 +42,25 @@ POSTGRES_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idl
                      "keepalives_interval": "10", "keepalives_count": "3", "tcp_user_timeout": "60000"}
 #: The server-side statement timeout unless the URL gives ``statement_timeout`` (PostgreSQL units).
 POSTGRES_STATEMENT_TIMEOUT = "15min"
+#: Every JSON column, whoever writes it, goes through the one serialiser (finite numbers, valid text).
+_JSON_OPTIONS = {"json_serializer": serial.dumps, "json_deserializer": serial.loads}
+
+
+def _create_private_file(path: Path) -> None:
+    """Create a new SQLite file readable by its owner only (0600), in a folder created 0700 if missing.
+
+    The store holds the fleet's data, the audit log and API token hashes: nobody else on the machine needs
+    to read it. SQLite gives its ``-wal`` and ``-shm`` files the database file's permissions. An existing
+    file is left as it is (its owner may have chosen group access on purpose).
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os.chmod(path, 0o600)  # the umask may have removed bits, never added: this makes the mode exact
 
 
 def make_engine(url: str | sa.URL) -> sa.Engine:
@@ -76,7 +97,8 @@ def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
     read_only = False
     if memory:
         # One connection shared by all users: each new connection would be an empty database.
-        engine = sa.create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False})
+        engine = sa.create_engine(parsed, poolclass=StaticPool, connect_args={"check_same_thread": False},
+                                  **_JSON_OPTIONS)
     else:
         path = Path(parsed.database).expanduser()
         open_mode = _sqlite_open_mode(path)
@@ -85,10 +107,10 @@ def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
             uri = f"file:{quote(str(path.resolve()))}?{open_mode}"
             log.info("%s is on a file system mlma cannot write: opened read-only (%s)", path, open_mode)
             engine = sa.create_engine(parsed.set(query=query), creator=lambda: sqlite3.connect(
-                        uri, uri=True, timeout=busy, check_same_thread=False))
+                        uri, uri=True, timeout=busy, check_same_thread=False), **_JSON_OPTIONS)
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(parsed.set(query=query), connect_args={"timeout": busy})
+            _create_private_file(path)
+            engine = sa.create_engine(parsed.set(query=query), connect_args={"timeout": busy}, **_JSON_OPTIONS)
     engine.mlma_read_only = read_only
     if not memory:
         folder = Path(parsed.database).expanduser().resolve().parent
@@ -175,7 +197,7 @@ def _postgres_engine(parsed: sa.URL) -> sa.Engine:
     if "statement_timeout" not in options:
         query["options"] = f"{options} -c statement_timeout={statement_timeout}".strip()
     parsed = parsed.set(query=query)
-    engine = sa.create_engine(parsed, pool_pre_ping=True)
+    engine = sa.create_engine(parsed, pool_pre_ping=True, **_JSON_OPTIONS)
     shown = parsed.set(query={}).render_as_string(hide_password=True)
     limits = {"connect_timeout": f"{query['connect_timeout']} s", "statement_timeout": statement_timeout,
               "tcp_user_timeout": f"{query['tcp_user_timeout']} ms"}

@@ -30,6 +30,19 @@ def check_actor(by: str, what: str = "by") -> str:
 
 
 @dataclass(frozen=True)
+class Clock:
+    """The project's clock: its frequency and tick length, fixed once (``Store.clock()``)."""
+
+    freq: str
+    tick: str
+    fixed_at: dt.datetime | None = None
+    fixed_by: str = ""
+
+    def __str__(self) -> str:
+        return f"frequency {self.freq}, tick {self.tick}" + (f" (fixed by {self.fixed_by})" if self.fixed_by else "")
+
+
+@dataclass(frozen=True)
 class IngestReport:
     """What one call of :meth:`~mlma.store.Store.ingest_frame` did.
 
@@ -65,6 +78,12 @@ class IngestReport:
     new_streams: int = 0
     first_ds: pd.Timestamp | None = None
     last_ds: pd.Timestamp | None = None
+    #: The :class:`~mlma.data.ValidationReport` of a checked ingest (``Store.ingest_file``), else None.
+    validation: Any = field(default=None, repr=False, compare=False)
+    #: Where the rows validation rejected were listed (a CSV file), if they were.
+    rejected_path: Any = field(default=None, repr=False, compare=False)
+    #: The project's clock after this ingest, if it is known.
+    clock: Any = field(default=None, repr=False, compare=False)
 
     @property
     def changed(self) -> bool:

@@ -345,4 +345,15 @@ web_sessions = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("ended_at", UTCDateTime),
     sa.Index(None, "expires_at"),
+
+clock = sa.Table(
+    "clock", metadata,
+    # One row: the project's frequency and tick length, fixed by the first ingest that can tell them
+    # (or by mlma.toml), never changed after; tick numbers and every grid depend on them.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("freq", sa.Text, nullable=False),
+    sa.Column("tick", sa.Text, nullable=False),
+    sa.Column("fixed_at", UTCDateTime, nullable=False),
+    sa.Column("fixed_by", sa.Text, nullable=False),
+    sa.CheckConstraint("id = 1", name="one_row"),
 )

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
-import json
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,12 +22,12 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from mlma.store import bulk, lock, migrate
+from mlma.store import bulk, lock, migrate, serial
 from mlma.store.engine import is_read_only
 from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
 from mlma.store.errors import SchemaError, StoreError, TickAlreadyDone
-from mlma.store.records import AgentState, ChampionMove, IngestReport, NewVersion, TickWrite, check_actor
+from mlma.store.records import AgentState, ChampionMove, Clock, IngestReport, NewVersion, TickWrite, check_actor
 from mlma.store.state import FORMAT, decode_state, encode_state
 
 UTC = dt.timezone.utc
@@ -56,17 +55,23 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def frame_sha256(frame: pd.DataFrame) -> str:
     """A content hash of a canonical frame's ``unique_id``, ``ds`` and ``y`` (independent of row order)."""
-    uid, ns, y = _canonical_columns(frame)
-    order = np.lexsort((ns, uid))
+    (codes, distinct), ns, y = _canonical_columns(frame)
+    order = np.lexsort((ns, codes))
     digest = hashlib.sha256()
-    digest.update("\x1f".join(uid[order].tolist()).encode())
+    # The ids joined by \x1f in (unique_id, ds) order, fed in slices so that no string of every row is built.
+    step = 100_000
+    for lo in range(0, len(order), step):
+        digest.update(("\x1f" if lo else "").encode() + "\x1f".join(distinct[codes[order[lo:lo + step]]].tolist())
+                      .encode())
     digest.update(ns[order].tobytes())
     digest.update(y[order].tobytes())
     return digest.hexdigest()
 
 
-def _canonical_columns(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``unique_id`` (object array of str), ``ds`` (int64 ns) and ``y`` (float64) of a canonical frame."""
+def _canonical_columns(frame: pd.DataFrame) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, np.ndarray]:
+    """``unique_id`` as codes into its sorted distinct values (int64 codes, object array of str), ``ds``
+    (int64 ns) and ``y`` (float64) of a canonical frame. Codes rather than a string per row: a large ingest
+    would otherwise hold millions of Python strings."""
     if not isinstance(frame, pd.DataFrame):
         raise TypeError(f"frame must be a pandas DataFrame in the canonical long format, got {type(frame).__name__}")
     missing = [c for c in ("unique_id", "ds", "y") if c not in frame.columns]
@@ -88,24 +93,15 @@ def _canonical_columns(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.
     ns = ds.to_numpy(dtype="datetime64[ns]").astype(np.int64)
     if (ns == np.iinfo(np.int64).min).any():
         raise ValueError("frame column 'ds' has missing timestamps (NaT)")
-    return uid.astype(str).to_numpy(dtype=object), ns, y
+    raw_codes, raw_values = pd.factorize(uid)
+    # Sorted as text (values that print alike, 1 and "1", are one stream), as the ids were always ordered.
+    distinct, inverse = np.unique(np.asarray(pd.Index(raw_values).astype(str), dtype=object), return_inverse=True)
+    return (inverse.astype(np.int64)[raw_codes], distinct), ns, y
 
 
 def _json_safe(value: Any) -> Any:
-    """Make numpy scalars, arrays and timestamps JSON-serialisable (for params, metrics, findings)."""
-    return json.loads(json.dumps(value, default=_json_default))
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date)):
-        return value.isoformat()
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    raise TypeError(f"value {value!r} of type {type(value).__name__} cannot be stored as JSON")
+    """JSON-ready values for params, metrics, findings, summaries: :func:`mlma.store.serial.finite_json`."""
+    return serial.finite_json(value)
 
 
 def _finding_json(finding) -> dict:
@@ -457,7 +453,7 @@ class Store:
 
     # -- observations ------------------------------------------------------------------------------------
     def ingest_frame(self, frame: pd.DataFrame, source: str, content_hash: str | None = None, *,
-                     report=None) -> IngestReport:
+                     report=None, clock: Clock | None = None) -> IngestReport:
         """Upsert a canonical long frame's observations; idempotent per content hash.
 
         Parameters
@@ -473,6 +469,12 @@ class Store:
         report
             The :class:`~mlma.data.ValidationReport` of the frame: its counts and findings are kept with the
             ingest.
+        clock
+            The project's clock to fix in the same transaction, if it is not fixed yet (a fixed clock that
+            differs raises ``ValueError`` and nothing is written).
+
+        This is the trusted writer: the frame is checked only for the contract (unique keys, finite ``y``),
+        not against the project's data. Untrusted files go through :meth:`ingest_file`.
 
         Returns
         -------
@@ -486,40 +488,27 @@ class Store:
         sha = content_hash if content_hash is not None else frame_sha256(frame)
         if not isinstance(sha, str) or not _SHA256.match(sha):
             raise ValueError(f"content_hash must be a sha256 as 64 lower-case hex digits, got {content_hash!r}")
-        if len(uid):
-            keys = pd.DataFrame({"u": uid, "t": ns})
-            dup = keys.duplicated(keep=False).to_numpy()
-            if dup.any():
-                first = keys[dup].iloc[0]
-                raise ValueError(f"frame has {int(dup.sum())} rows with a repeated (unique_id, ds), e.g. "
-                                 f"{first.u!r} at {pd.Timestamp(first.t)}; run mlma.data.validate first")
-        rows_read = int(report.n_rows_in) if report is not None else len(uid)
+        codes, distinct = uid
+        if len(codes) > 1:
+            order = np.lexsort((ns, codes))
+            same = (codes[order][1:] == codes[order][:-1]) & (ns[order][1:] == ns[order][:-1])
+            if same.any():
+                at = order[np.flatnonzero(same)[0]]
+                n_dup = int(np.count_nonzero(np.r_[same, False] | np.r_[False, same]))
+                raise ValueError(f"frame has {n_dup} rows with a repeated (unique_id, ds), e.g. "
+                                 f"{distinct[codes[at]]!r} at {pd.Timestamp(int(ns[at]))}; run mlma.data.validate "
+                                 f"first")
+        rows_read = int(report.n_rows_in) if report is not None else len(codes)
         rows_dropped = int(report.n_rows_in - report.n_rows_out) if report is not None else 0
         findings = [_finding_json(f) for f in report.findings] if report is not None else []
         try:
-            return self._ingest(uid, ns, y, source, sha, rows_read, rows_dropped, findings)
+            return self._ingest(uid, ns, y, source, sha, rows_read, rows_dropped, findings, clock)
         except sa.exc.IntegrityError:
             # The same content ingested concurrently by another process: it won; this is a duplicate.
             seen = self._ingest_by_hash(sha)
             if seen is None:
                 raise
             return seen
-
-    def ingest_file(self, path: str | os.PathLike, *, source: str | None = None, freq=None,
-                    on_bad_rows: str = "drop", **read_options) -> IngestReport:
-        """Read, validate (:func:`mlma.data.validate`) and ingest a CSV or Parquet file.
-
-        The file's sha256 is the content hash, so ingesting the same file again is a no-op; it is checked
-        before the file is parsed.
-        """
-        from mlma.data import read_frame, validate
-
-        sha = file_sha256(path)
-        seen = self._ingest_by_hash(sha)
-        if seen is not None:
-            return seen
-        checked = validate(read_frame(path, **read_options), freq=freq, on_bad_rows=on_bad_rows)
-        return self.ingest_frame(checked.frame, source or Path(path).name, sha, report=checked.report)
 
     def _ingest_by_hash(self, sha: str) -> IngestReport | None:
         with self._read() as conn:
@@ -528,7 +517,7 @@ class Store:
             return None
         return IngestReport(ingest_id=row.id, source=row.source, content_sha256=sha, duplicate=True, at=row.at)
 
-    def _ingest(self, uid, ns, y, source, sha, rows_read, rows_dropped, findings) -> IngestReport:
+    def _ingest(self, uid, ns, y, source, sha, rows_read, rows_dropped, findings, clock=None) -> IngestReport:
         with self._write() as conn:
             seen = conn.execute(sa.select(S.ingests.c.id, S.ingests.c.source, S.ingests.c.at)
                                 .where(S.ingests.c.content_sha256 == sha)).first()
@@ -536,7 +525,10 @@ class Store:
                 return IngestReport(ingest_id=seen.id, source=seen.source, content_sha256=sha, duplicate=True,
                                     at=seen.at)
             now = self._now(conn)
-            zero = dict(rows_read=rows_read, rows_accepted=len(uid), rows_dropped=rows_dropped, rows_new=0,
+            if clock is not None:
+                self._fix_clock(conn, clock, now)
+            codes, distinct = uid
+            zero = dict(rows_read=rows_read, rows_accepted=len(codes), rows_dropped=rows_dropped, rows_new=0,
                         rows_revised=0, rows_unchanged=0, n_streams=0, new_streams=0)
             ingest_id = conn.execute(
                 sa.insert(S.ingests).values(source=source, content_sha256=sha, at=now, findings=findings, **zero)
@@ -544,9 +536,7 @@ class Store:
             counts = dict(new=0, revised=0, unchanged=0)
             n_streams = n_new = 0
             first = last = None
-            if len(uid):
-                codes, distinct = pd.factorize(uid, sort=True)
-                distinct = np.asarray(distinct, dtype=object)
+            if len(codes):
                 lo = np.full(len(distinct), np.iinfo(np.int64).max)
                 hi = np.full(len(distinct), np.iinfo(np.int64).min)
                 np.minimum.at(lo, codes, ns)
@@ -562,7 +552,7 @@ class Store:
                 first_ds=None if first is None else first.to_pydatetime(),
                 last_ds=None if last is None else last.to_pydatetime()))
         return IngestReport(ingest_id=ingest_id, source=source, content_sha256=sha, duplicate=False, at=now,
-                            rows_read=rows_read, rows_accepted=len(uid), rows_dropped=rows_dropped,
+                            rows_read=rows_read, rows_accepted=len(codes), rows_dropped=rows_dropped,
                             rows_new=counts["new"], rows_revised=counts["revised"],
                             rows_unchanged=counts["unchanged"], n_streams=n_streams, new_streams=n_new,
                             first_ds=first, last_ds=last)
@@ -694,6 +684,97 @@ class Store:
         with self._read() as conn:
             rows = conn.execute(query).all()
         return pd.DataFrame(rows, columns=["unique_id", "ds", "old_y", "new_y", "old_ingest_id", "ingest_id"])
+
+    # -- the project's clock and what new rows are checked against ----------------------------------------
+    def clock(self) -> Clock | None:
+        """The project's clock (frequency and tick length) if it is fixed, else None.
+
+        A store from before the clock was kept in its own table (schema 0003) has it in the agent's
+        saved state once a tick ran; that is returned then.
+        """
+        with self._read() as conn:
+            row = conn.execute(sa.select(S.clock)).first()
+            if row is None:
+                newest = conn.execute(sa.select(sa.func.max(S.agent_state.c.tick))).scalar()
+        if row is not None:
+            return Clock(row.freq, row.tick, row.fixed_at, row.fixed_by)
+        if newest is None:
+            return None
+        state = self.load_state(int(newest))
+        if state is None or "meta.freq" not in state.arrays:
+            return None
+        return Clock(str(state.arrays["meta.freq"]), str(state.arrays["meta.tick"]), state.saved_at,
+                     f"the agent's state of tick {state.tick}")
+
+    def _fix_clock(self, conn: sa.Connection, clock: Clock, now: dt.datetime) -> None:
+        """Fix the project's clock unless it is fixed; a different fixed clock raises (nothing is written)."""
+        row = conn.execute(sa.select(S.clock)).first()
+        if row is None:
+            conn.execute(self._insert(S.clock).values(id=1, freq=clock.freq, tick=clock.tick, fixed_at=now,
+                                                      fixed_by=clock.fixed_by or "an ingest")
+                         .on_conflict_do_nothing(index_elements=[S.clock.c.id]))
+            row = conn.execute(sa.select(S.clock)).first()
+        if (row.freq, row.tick) != (clock.freq, clock.tick):
+            raise ValueError(f"the project's clock is frequency {row.freq}, tick {row.tick} (fixed by {row.fixed_by} "
+                             f"on {row.fixed_at:%Y-%m-%d %H:%M} UTC); it cannot become frequency {clock.freq}, tick "
+                             f"{clock.tick}; nothing was written")
+
+    def newest_ds(self, *, until: Any = None) -> pd.Timestamp | None:
+        """The newest observation's timestamp (at or before ``until``, if given), or None."""
+        ds = S.observations.c.ds
+        query = sa.select(sa.func.max(ds))
+        if until is not None:
+            query = query.where(ds <= _timestamp(until, "until").to_pydatetime())
+        with self._read() as conn:
+            value = conn.execute(query).scalar()
+        return None if value is None else pd.Timestamp(value)
+
+    def value_ranges(self, unique_ids: Sequence[str], *, since: Any = None) -> pd.DataFrame:
+        """Per stream (index ``unique_id``): ``lo``, ``hi`` and ``n``, the min, max and count of its stored
+        values with ``ds >= since``; streams without such values are left out. One set-based query."""
+        uids = np.unique(np.asarray(pd.Series(unique_ids, dtype=object).astype(str), dtype=object))
+        empty = pd.DataFrame({"lo": [], "hi": [], "n": []}, index=pd.Index([], name="unique_id", dtype=object))
+        if len(uids) == 0:
+            return empty
+        o, st_ = S.observations, S.streams
+        with self._read() as conn, bulk.staged(conn, "mlma_stage_range", {"unique_id": "text"},
+                                              {"unique_id": uids}, key=("unique_id",)) as st:
+            query = (sa.select(st_.c.unique_id, sa.func.min(o.c.y), sa.func.max(o.c.y), sa.func.count())
+                     .select_from(st.join(st_, st_.c.unique_id == st.c.unique_id)
+                                  .join(o, o.c.stream_id == st_.c.id))
+                     .group_by(st_.c.unique_id))
+            if since is not None:
+                query = query.where(o.c.ds >= _timestamp(since, "since").to_pydatetime())
+            rows = conn.execute(query).all()
+        if not rows:
+            return empty
+        frame = pd.DataFrame(rows, columns=["unique_id", "lo", "hi", "n"]).set_index("unique_id")
+        return frame.astype({"lo": np.float64, "hi": np.float64, "n": np.int64})
+
+    def reporting_streams(self, start: Any, end: Any) -> np.ndarray:
+        """Ids of the streams with at least one observation in ``start <= ds < end`` (sorted)."""
+        o = S.observations
+        query = (sa.select(o.c.stream_id).distinct()
+                 .where(o.c.ds >= _timestamp(start, "start").to_pydatetime(),
+                        o.c.ds < _timestamp(end, "end").to_pydatetime()))
+        with self._read() as conn:
+            ids = [int(i) for (i,) in conn.execute(query)]
+        return np.array(sorted(ids), dtype=np.int64)
+
+    def ingest_file(self, data, *, source: str | None = None, freq=None, tick=None, on_bad_rows: str = "drop",
+                    limits=None, rejects: str | os.PathLike | None = None, **read_options) -> IngestReport:
+        """Read, check and store an untrusted CSV or Parquet file (or a raw frame): the validation boundary.
+
+        The rows are validated (:func:`mlma.data.validate`) and checked against what the project holds: its
+        clock (fixed by the first ingest that can tell the frequency; a file of another frequency is refused
+        whole), its newest data, each stream's recent range of values, and ``limits``
+        (:class:`mlma.data.IngestLimits`). See :func:`mlma.store.ingest.ingest_checked` for the details.
+        A file's sha256 is its content hash, checked before it is parsed: the same file twice is a no-op.
+        """
+        from mlma.store.ingest import ingest_checked
+
+        return ingest_checked(self, data, source=source, freq=freq, tick=tick, on_bad_rows=on_bad_rows,
+                              limits=limits, rejects=rejects, read_options=read_options)
 
     # -- ticks ------------------------------------------------------------------------------------------
     def begin_tick(self, tick: int, *, start: Any = None, end: Any = None, agent_id: str | None = None,
@@ -1009,6 +1090,14 @@ class Store:
                 raise ValueError(f"status must be among {S.ESCALATION_STATUSES}, got {sorted(bad)}")
             frame = frame[frame["status"].isin(wanted)].reset_index(drop=True)
         return frame
+
+    def fleet_escalation_ids(self, kind: str, tick: int) -> list[int]:
+        """Ids of the open or acknowledged fleet-wide escalations (no stream) of ``kind`` raised at ``tick``."""
+        e = S.escalations
+        with self._read() as conn:
+            return [int(i) for (i,) in conn.execute(
+                sa.select(e.c.id).where(e.c.kind == kind, e.c.tick == int(tick), e.c.stream_id.is_(None),
+                                        e.c.status.in_(("open", "acknowledged"))))]
 
     def set_escalation_status(self, ids: Sequence[int], status: str, *, by: str, reason: str | None = None,
                               silenced_until: Any = None) -> int:

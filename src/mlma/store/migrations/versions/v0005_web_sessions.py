@@ -23,7 +23,7 @@ from alembic import op
 
 revision = "0005"
 # The lead re-chains this onto 0004 when both are merged (0004 is another branch's migration).
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

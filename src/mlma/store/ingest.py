@@ -1,0 +1,204 @@
+"""The validation boundary of a project's ingest: untrusted rows in, checked rows stored, the rest listed.
+
+:func:`ingest_checked` (``Store.ingest_file``, ``mlma ingest``) is what a feed that mlma does not control
+goes through:
+
+1. The file's sha256 is looked up first: content ingested before is not parsed again (idempotent).
+2. The project's clock is read: frequency and tick, fixed by the first ingest that could tell them (or by
+   ``[data] freq`` / ``tick`` in mlma.toml) and never changed after. A file whose frequency differs is
+   refused whole, naming the streams and what they look like; nothing is written.
+3. The rows are validated (:func:`mlma.data.validate`) with a :class:`~mlma.data.FleetContext`: the
+   project's newest data and each stream's recent range of values, checked with
+   :class:`~mlma.data.IngestLimits`. With ``on_bad_rows="drop"`` (the default) bad rows are rejected and
+   the good ones kept; with ``"raise"`` (``mlma ingest --strict``) one bad row rejects the file.
+4. Every rejected row is listed in a CSV file (``rejects=``): its line, stream, raw values, the finding's
+   code and column, and why.
+5. The good rows are upserted in one transaction, together with the clock if this ingest fixed it.
+
+Nothing already accepted is lost or changed by a rejected row or a refused file: the only writes are the
+final transaction's.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mlma.store.records import Clock, IngestReport  # noqa: F401 - IngestReport is what ingest_checked returns
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mlma.store.store import Store
+
+#: A stream's values of this many recent ticks make its range (:class:`mlma.data.IngestLimits`).
+RANGE_TICKS = 7
+
+
+def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: str | None = None,
+                   tick: str | None = None, on_bad_rows: str = "drop", limits=None,
+                   rejects: str | os.PathLike | None = None, read_options: dict | None = None) -> IngestReport:
+    """Check ``data`` (a CSV/Parquet path or a raw frame) against the project and store the good rows.
+
+    Parameters
+    ----------
+    store
+        The project's store.
+    data
+        A path (its sha256 is the content hash) or a frame :func:`mlma.data.read_frame` accepts.
+    source
+        The name kept with the ingest (default: the file's name).
+    freq, tick
+        The project's configured frequency and tick (``[data]`` in mlma.toml), or None to infer them. They
+        only matter until the clock is fixed; after that, a configured value that differs is an error.
+    on_bad_rows
+        ``"drop"``: reject bad rows, keep the rest. ``"raise"``: one bad row rejects the whole file.
+    limits
+        :class:`mlma.data.IngestLimits` (default: its defaults).
+    rejects
+        A CSV file to list every rejected row in (written only when a row was rejected).
+    read_options
+        ``id_col``, ``time_col``, ``target_col``, ``exog`` for :func:`mlma.data.read_frame`.
+
+    Raises
+    ------
+    mlma.data.DataError
+        The file cannot be used (a wrong frequency, mixed time zones, missing columns, or any bad row with
+        ``on_bad_rows="raise"``); the message says so and that nothing was written.
+    """
+    from mlma.data import DataError, FleetContext, Frequency, IngestLimits, read_frame, validate
+    from mlma.store.store import file_sha256, frame_sha256
+
+    limits = limits if limits is not None else IngestLimits()
+    read_options = dict(read_options or {})
+    is_path = isinstance(data, (str, os.PathLike))
+    sha = file_sha256(data) if is_path else None
+    if sha is not None:
+        seen = store._ingest_by_hash(sha)
+        if seen is not None:
+            return seen
+    name = source or (Path(data).name if is_path else "frame")
+    raw = read_frame(data, **read_options)
+
+    clock = store.clock()
+    configured = Frequency(freq) if freq else None
+    if clock is not None:
+        if configured is not None and configured.alias != Frequency(clock.freq).alias:
+            raise DataError(f"{name}: mlma.toml sets [data] freq = {freq!r}, but the project's clock is {clock}; a "
+                            f"project's frequency never changes (start a new project for data of another "
+                            f"frequency); nothing was written", source=name, column="ds")
+        frequency, tick_alias, note = Frequency(clock.freq), clock.tick, f"fixed by {clock.fixed_by}"
+    else:
+        frequency = configured
+        tick_alias = _tick_alias(frequency, tick) if frequency is not None else None
+        note = "set in mlma.toml" if frequency is not None else ""
+
+    front = store.newest_ds()
+    since = None
+    if front is not None and tick_alias is not None:
+        since = front - RANGE_TICKS * pd.tseries.frequencies.to_offset(tick_alias)
+    uids = _distinct_ids(raw)
+    ranges = store.value_ranges(uids, since=since)[["lo", "hi"]] if len(uids) else None
+    context = FleetContext(freq=frequency, tick=tick_alias, front=front, ranges=ranges, limits=limits,
+                           clock_note=note or "the project's clock")
+
+    def check(ctx):
+        try:
+            return validate(raw, source=name, on_bad_rows=on_bad_rows, context=ctx)
+        except DataError as exc:
+            written = _write_rejects(rejects, raw, exc.report) if exc.report is not None else None
+            hint = f" (the rejected rows are listed in {written})" if written else ""
+            exc.args = (f"{exc.args[0]}\nnothing was written{hint}",)
+            raise
+
+    checked = check(context)
+    new_clock = None
+    if clock is None:
+        inferred = checked.freq
+        if inferred is None:
+            inferred = _infer_with_stored(store, checked.frame, name)
+        if inferred is not None:
+            tick_alias = _tick_alias(inferred, tick)
+            new_clock = Clock(inferred.alias, tick_alias, fixed_by=f"the ingest of {name}" if not configured
+                              else "mlma.toml")
+            # Now that the clock is known, the rows are checked against its grid and its reach too.
+            context = FleetContext(freq=inferred, tick=tick_alias, front=front, ranges=ranges, limits=limits,
+                                   clock_note=f"fixed by this ingest of {name}")
+            del checked
+            checked = check(context)
+    written = _write_rejects(rejects, raw, checked.report)
+    del raw
+    content = sha if sha is not None else frame_sha256(checked.frame)
+    report = store.ingest_frame(checked.frame, name, content, report=checked.report, clock=new_clock)
+    return dataclasses.replace(report, validation=checked.report, rejected_path=written, clock=new_clock or clock)
+
+
+def _distinct_ids(raw: pd.DataFrame) -> np.ndarray:
+    """The distinct stream ids of a raw frame as text, without a string per row (chunked CSVs are categorical)."""
+    if "unique_id" not in raw.columns:
+        return np.empty(0, dtype=object)
+    column = raw["unique_id"]
+    values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column.dropna())
+    return np.unique(np.asarray(pd.Index(values).astype(str), dtype=object))
+
+
+def _tick_alias(freq, tick: str | None) -> str:
+    """The tick as the live agent names it ('7D', '12MS'...): the configured one, else the frequency's default.
+
+    A configured tick that does not fit the frequency is refused here, before anything is written.
+    """
+    from mlma.data import make_tick_grid
+
+    offset = pd.tseries.frequencies.to_offset(tick) if tick else freq.default_tick()
+    make_tick_grid(pd.DatetimeIndex([freq.grid("2024-01-01", "2024-12-31")[0]]), offset, freq=freq)
+    return getattr(offset, "freqstr", str(offset))
+
+
+def _infer_with_stored(store: Store, frame: pd.DataFrame, name: str):
+    """The frequency told by this file's rows together with the stored rows of the same streams, if any."""
+    from mlma.data import DataError, infer_frequency
+
+    if not len(frame):
+        return None
+    known = store.stream_ids(frame["unique_id"].unique(), create=False)
+    stored = store.observations(streams=[int(i) for i in known if i >= 0]) if (known >= 0).any() else None
+    both = frame[["unique_id", "ds"]] if stored is None else pd.concat([stored[["unique_id", "ds"]],
+                                                                         frame[["unique_id", "ds"]]])
+    try:
+        return infer_frequency(both)
+    except DataError as exc:
+        if "single timestamp" in str(exc):
+            return None
+        raise DataError(f"{name}: together with the rows already stored, {exc}; nothing was written",
+                        source=name, column="ds", streams=exc.streams) from None
+
+
+_REASON_COLUMNS = ["line", "code", "column", "unique_id", "ds", "y", "reason"]
+
+
+def _write_rejects(path, raw: pd.DataFrame, report) -> Path | None:
+    """List every row a finding rejected (dropped, or an error naming rows) in a CSV file; its path or None."""
+    if path is None or report is None:
+        return None
+    bad = [f for f in report.findings if f.severity in ("dropped", "error") and len(f.rows)]
+    if not bad:
+        return None
+    first_line = raw.attrs.get("mlma.first_data_line") or 0
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(_REASON_COLUMNS)
+        for f in bad:
+            labels = np.asarray(f.rows, dtype=np.int64) - first_line
+            present = np.isin(labels, raw.index.to_numpy())
+            sub = raw.loc[labels[present]]
+            for number, (_, row) in zip(np.asarray(f.rows)[present], sub.iterrows()):
+                writer.writerow([int(number), f.code, f.column or "", row.get("unique_id"), row.get("ds"),
+                                 row.get("y"), f.message if len(f.message) < 300 else f.message[:297] + "..."])
+    return path

@@ -1,0 +1,360 @@
+"""Hostile and broken data files never stop the fleet (issue 11, the data and store half).
+
+Each test feeds a live project one kind of bad input through the command a user runs (`mlma ingest`,
+`mlma tick`) and then checks that the real data that follows still ingests, ticks and forecasts for every
+stream. The projects are small (6 hourly zones of the simulated platform, seasonal-naive models, fits inline)
+so that the whole file runs in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from mlma.live import LiveAgent
+from mlma.project import init_project, load_config
+from mlma.simulate import simulate_platform
+from mlma.store import Store
+from mlma.store import schema as S
+
+FIRST_TICK = 28
+HISTORY_DAYS = FIRST_TICK + 1   # the start-up step fits on 28 days, then tick 28 is scored
+
+
+@pytest.fixture(scope="module")
+def fleet() -> pd.DataFrame:
+    return simulate_platform(6, 40, seed=3).data
+
+
+def day0(fleet: pd.DataFrame) -> pd.Timestamp:
+    return fleet["ds"].min().normalize()
+
+
+def days(fleet: pd.DataFrame, first: int, last: int) -> pd.DataFrame:
+    """The rows of days ``first`` to ``last - 1``."""
+    d = (fleet["ds"] - day0(fleet)) // pd.Timedelta("1D")
+    return fleet[(d >= first) & (d < last)]
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    out = frame.copy()
+    if pd.api.types.is_datetime64_dtype(out["ds"]):
+        out["ds"] = out["ds"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    out.to_csv(path, index=False)
+    return path
+
+
+def make_project(root: Path, **keys) -> Path:
+    init_project(root, model="seasonal-naive")
+    text = (root / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
+    keys.setdefault("initial_ticks", FIRST_TICK)
+    for key, value in keys.items():
+        text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        assert found == 1, f"{key} is not in the template"
+    (root / "mlma.toml").write_text(text)
+    return root
+
+
+def cli(root: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlma.cli", *args, "--project", str(root)], capture_output=True,
+                          text=True, timeout=300, env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory, fleet) -> Path:
+    """A project that ingested 29 days of history through `mlma ingest` and ran its start-up and tick 28."""
+    root = make_project(tmp_path_factory.mktemp("base") / "project")
+    data = write_csv(days(fleet, 0, HISTORY_DAYS), root.parent / "history.csv")
+    done = cli(root, "ingest", str(data))
+    assert done.returncode == 0, done.stdout + done.stderr
+    config = load_config(root)
+    with LiveAgent(config) as live:
+        results = live.catch_up()
+    assert [r.tick for r in results] == [FIRST_TICK - 1, FIRST_TICK]
+    return root
+
+
+@pytest.fixture()
+def project(base, tmp_path) -> Path:
+    """A copy of the base project (no agent runs on it, so copying the SQLite file is safe)."""
+    return Path(shutil.copytree(base, tmp_path / "project"))
+
+
+def snapshot(root: Path) -> dict:
+    """Everything an ingest or a tick may write."""
+    with Store.open(load_config(root).store_url) as store:
+        return {"observations": store.observations().to_dict("list"), "ingests": len(store.ingests()),
+                "revisions": len(store.revisions()), "ticks": store.ticks()["tick"].tolist(),
+                "streams": store.streams()["unique_id"].tolist()}
+
+
+def carries_on(root: Path, fleet: pd.DataFrame, day: int) -> None:
+    """The real data of ``day`` ingests cleanly, its tick runs, every stream is scored and gets forecasts."""
+    data = write_csv(days(fleet, day, day + 1), root.parent / f"real-day-{day}.csv")
+    done = cli(root, "ingest", str(data))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert ", 0 dropped rows" in done.stdout, done.stdout
+    ticked = cli(root, "tick", "--all")
+    assert ticked.returncode == 0, ticked.stdout + ticked.stderr
+    with Store.open(load_config(root).store_url) as store:
+        tick = store.last_done_tick()
+        start, end = store.ticks().set_index("tick").loc[tick, ["start_ds", "end_ds"]]
+        assert pd.Timestamp(start) == day0(fleet) + pd.Timedelta(days=day), "the day's own tick ran last"
+        verdicts = store.verdicts(tick)
+        n = fleet["unique_id"].nunique()
+        assert len(verdicts) == n and verdicts["loss"].notna().all(), "every stream's actuals were scored"
+        forecasts = store.forecasts(tick)
+        assert forecasts.groupby("unique_id").size().eq(24).all() and forecasts["unique_id"].nunique() == n
+        assert (forecasts["ds"] >= pd.Timestamp(end)).all()
+
+
+# -- finding: one row far in the future moved the clock ------------------------------------------------------------
+def test_rows_dated_ahead_are_rejected_by_name_and_the_real_data_after_them_is_scored(project, fleet):
+    real = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1)
+    stream = real["unique_id"].iloc[0]
+    hostile = pd.concat([real.assign(ds=real["ds"].dt.strftime("%Y-%m-%d %H:%M:%S")),
+                         pd.DataFrame({"unique_id": [stream, stream],
+                                       "ds": ["2200-01-01 00:00:00",
+                                              str(day0(fleet) + pd.Timedelta(days=HISTORY_DAYS + 20))],
+                                       "y": [5.0, 6.0]})])
+    data = write_csv(hostile, project.parent / "hostile.csv")
+    done = cli(project, "ingest", str(data))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(real):,} new" in done.stdout and "2 dropped rows" in done.stdout
+    assert "future-timestamp" in done.stdout and "ahead-of-fleet" in done.stdout
+    # Every rejected row is listed with its line, stream, column and value.
+    listed = pd.read_csv(project / "rejected" / os.listdir(project / "rejected")[0])
+    assert listed[["line", "code", "column", "unique_id"]].values.tolist() == [
+        [len(real) + 2, "future-timestamp", "ds", stream], [len(real) + 3, "ahead-of-fleet", "ds", stream]]
+    ticked = cli(project, "tick", "--all")
+    assert ticked.returncode == 0 and ticked.stdout.count("tick ") == 1, ticked.stdout  # one tick, not thousands
+    carries_on(project, fleet, HISTORY_DAYS + 1)
+
+
+def test_a_file_of_a_coarser_frequency_is_refused_whole_and_nothing_is_written(project, fleet):
+    daily = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 8)
+    daily = daily[daily["ds"].dt.hour == 0]                # one row a day per zone: daily data
+    before = snapshot(project)
+    done = cli(project, "ingest", str(write_csv(daily, project.parent / "daily.csv")))
+    assert done.returncode == 2
+    assert "the project's frequency is h" in done.stdout and "look D" in done.stdout.replace("looks", "look")
+    assert "nothing was written" in done.stdout
+    assert snapshot(project) == before
+    carries_on(project, fleet, HISTORY_DAYS)
+
+
+# -- finding: y = 1e308 reached the tick summary as Infinity -------------------------------------------------------
+def test_values_out_of_any_plausible_range_are_rejected_and_the_fleet_ticks_on(project, fleet):
+    real = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1).copy()
+    streams = real["unique_id"].unique()
+    hours = real.groupby("unique_id").head(1).index
+    real.loc[hours[0], "y"] = 1e308                         # overflows every sum and square
+    real.loc[hours[1], "y"] = real.loc[hours[1], "y"] * 1e6 + 1e6   # a unit error: far outside the stream's range
+    before = snapshot(project)
+    done = cli(project, "ingest", str(write_csv(real, project.parent / "huge.csv")))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 dropped rows" in done.stdout and done.stdout.count("out-of-range") == 2, done.stdout
+    listed = pd.read_csv(next((project / "rejected").iterdir()))
+    assert set(listed["unique_id"]) == {streams[0], streams[1]} and set(listed["column"]) == {"y"}
+    old, new = (pd.DataFrame(x["observations"]).set_index(["unique_id", "ds"])["y"] for x in (before, snapshot(project)))
+    assert new.loc[old.index].equals(old) and len(new) == len(old) + len(real) - 2   # nothing accepted changed
+    ticked = cli(project, "tick", "--all")
+    assert ticked.returncode == 0, ticked.stdout + ticked.stderr
+    with Store.open(load_config(project).store_url) as store:
+        summary = store.ticks().iloc[-1]["summary"]
+        assert np.isfinite(summary["loss"]) and summary["n_streams"] == len(streams)
+    carries_on(project, fleet, HISTORY_DAYS + 1)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_json_written_to_the_store_is_finite_and_valid_on_both_backends(backend, tmp_path, request):
+    from mlma.metrics import render_metrics
+
+    if backend == "postgresql":
+        from mlma.store.testing import postgres_schema
+
+        context = postgres_schema(request.getfixturevalue("postgres_server"))
+    else:
+        import contextlib
+
+        context = contextlib.nullcontext(f"sqlite:///{tmp_path / 'mlma.db'}")
+    with context as url, Store.create(url) as store:
+        frame = pd.DataFrame({"unique_id": ["a", "b"], "ds": pd.to_datetime(["2024-01-01"] * 2), "y": [1.0, 2.0]})
+        store.ingest_frame(frame, "f")
+        # A tick whose numbers overflowed: before, PostgreSQL refused the summary and the tick never committed.
+        store.write_tick(0, summary={"n_streams": 2, "loss": float("inf"), "loss_ratio": float("nan"),
+                                     "verdicts": {"ok": np.int64(2)}, "note": "nul\x00and lone \ud800 surrogate"})
+        store.set_overrides(["a"], {"delta": float("inf"), "cooldown_ticks": 3}, by="user:ana", reason="hostile")
+        summary = store.ticks()["summary"][0]
+        assert summary["loss"] is None and summary["loss_ratio"] is None and summary["verdicts"] == {"ok": 2}
+        assert "\x00" not in summary["note"]
+        overrides = store.streams().set_index("unique_id").loc["a", "overrides"]
+        assert overrides == {"delta": None, "cooldown_ticks": 3}
+        body, _ = render_metrics(store)                  # what /metrics serves: answered 500 on SQLite before
+        assert b"mlma_ticks_total" in body or b"mlma_" in body
+
+
+def test_an_older_sqlite_store_with_infinity_in_its_json_is_repaired_by_the_upgrade(tmp_path):
+    from mlma.metrics import render_metrics
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    assert Store.upgrade(url, "0003") == "0003"
+    with Store.open(url, check_schema=False) as old, old.engine.begin() as conn:
+        # What mlma before 0004 wrote for a tick whose loss overflowed.
+        conn.execute(sa.insert(S.ticks).values(tick=0, status="done", attempts=1,
+                                               started_at=pd.Timestamp("2024-01-01", tz="UTC").to_pydatetime()))
+        conn.exec_driver_sql("UPDATE ticks SET summary = '{\"loss\": Infinity, \"retrains\": 1}' WHERE tick = 0")
+    Store.upgrade(url)
+    with Store.open(url) as store:
+        assert store.ticks()["summary"][0] == {"loss": None, "retrains": 1}
+        body, _ = render_metrics(store)
+        assert b"mlma_" in body
+
+
+# -- finding: a tick with no data for nearly all streams was committed ------------------------------------------------
+def test_a_tick_without_data_for_nearly_all_streams_is_held_until_a_person_allows_it(project, fleet):
+    stream = fleet["unique_id"].iloc[0]
+    ahead = pd.DataFrame({"unique_id": [stream], "ds": [str(day0(fleet) + pd.Timedelta(days=HISTORY_DAYS + 3))],
+                          "y": [3.0]})
+    assert cli(project, "ingest", str(write_csv(ahead, project.parent / "ahead.csv"))).returncode == 0
+    before = snapshot(project)
+    for _ in range(2):                                   # asked again: still held, escalated once
+        held = cli(project, "tick", "--all")
+        assert held.returncode == 5, held.stdout + held.stderr
+        assert f"tick {HISTORY_DAYS} " in held.stdout and "is held" in held.stdout and "--allow-no-data" in held.stdout
+    assert snapshot(project)["ticks"] == before["ticks"]
+    with Store.open(load_config(project).store_url) as store:
+        escalations = store.escalations(status="open")
+        fleet_wide = escalations[escalations["stream_id"].isna()]
+        assert fleet_wide[["kind", "tick"]].values.tolist() == [["data-quality", HISTORY_DAYS]]
+    # The actuals arrive late: their ticks run as usual, nobody needs to allow anything; day 31 stays silent
+    # (one stream reported on day 32 only) and is held again.
+    late = write_csv(days(fleet, HISTORY_DAYS, HISTORY_DAYS + 2), project.parent / "late.csv")
+    assert cli(project, "ingest", str(late)).returncode == 0
+    caught_up = cli(project, "tick", "--all")
+    assert caught_up.returncode == 5 and f"tick {HISTORY_DAYS + 2} " in caught_up.stdout, caught_up.stdout
+    assert caught_up.stdout.count("streams, ") == 2                    # ticks 29 and 30 ran
+    allowed = cli(project, "tick", "--allow-no-data", "--by", "ana", "--reason", "the depot was closed")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    with Store.open(load_config(project).store_url) as store:
+        audit = store.audit_log(action="allow-no-data-tick")
+        assert audit[["actor", "target", "reason"]].values.tolist() == [
+            ["user:ana", f"tick:{HISTORY_DAYS + 2}", "the depot was closed"]]
+        assert audit["params"][0]["streams_without_data"] == 6
+        assert store.last_done_tick() == HISTORY_DAYS + 2
+        held = store.escalations()
+        assert (held[held["stream_id"].isna()]["status"] == "resolved").all()
+    carries_on(project, fleet, HISTORY_DAYS + 3)
+
+
+# -- finding: `tick --all` printed nothing until the whole catch-up ended ----------------------------------------------
+def test_tick_all_prints_each_tick_as_it_commits(project, fleet):
+    data = write_csv(days(fleet, HISTORY_DAYS, HISTORY_DAYS + 8), project.parent / "week.csv")
+    assert cli(project, "ingest", str(data)).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "mlma.cli", "tick", "--all", "--project", str(project)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    still_running = proc.poll() is None
+    rest, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert first.startswith(f"tick {HISTORY_DAYS}:")
+    assert still_running, "the first tick was printed only when the whole catch-up had ended"
+    assert (first + rest).count("\ntick ") + 1 == 8
+
+
+# -- finding: `mlma ingest` hid validation warnings and guessed naive times as UTC -------------------------------------
+def test_ingest_shows_its_findings_with_counts(project, fleet):
+    real = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1)
+    stream = real["unique_id"].iloc[0]
+    gappy = real.drop(real[real["unique_id"] == stream].index[5:9])    # four hours missing
+    done = cli(project, "ingest", str(write_csv(gappy, project.parent / "gappy.csv")))
+    assert done.returncode == 0
+    line = next(line for line in done.stdout.splitlines() if "gaps" in line)
+    assert "warning" in line and "4 rows in 1 stream" in line and repr(stream) in line
+    verbose = cli(project, "ingest", "--verbose", str(write_csv(gappy.iloc[:-1], project.parent / "gappy2.csv")))
+    assert f"streams: {stream}" in verbose.stdout
+
+
+def test_a_file_mixing_naive_and_offset_timestamps_is_refused(project, fleet):
+    real = days(fleet, HISTORY_DAYS - 1, HISTORY_DAYS + 1).copy()
+    text = real["ds"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    later = (real["ds"] >= day0(fleet) + pd.Timedelta(days=HISTORY_DAYS)).to_numpy()
+    real["ds"] = np.where(later, (real["ds"] - pd.Timedelta(hours=1)).dt.strftime("%Y-%m-%d %H:%M:%S-01:00"), text)
+    before = snapshot(project)
+    done = cli(project, "ingest", str(write_csv(real, project.parent / "mixed.csv")))
+    assert done.returncode == 2
+    assert "mixes" in done.stdout and "without a time zone" in done.stdout and "nothing was written" in done.stdout
+    assert snapshot(project) == before                   # before: 144 stored values silently revised
+    carries_on(project, fleet, HISTORY_DAYS)
+
+
+# -- issue 12: a daily panel fed one day per file ---------------------------------------------------------------------
+def test_a_daily_panel_fed_one_day_per_file_ingests_and_ticks_with_no_settings(tmp_path):
+    root = tmp_path / "daily"
+    init_project(root, model="seasonal-naive")
+    rng = np.random.default_rng(1)
+    ids = ["north", "south", "east", "west"]
+    start = pd.Timestamp("2024-01-01")                   # a Monday: ticks are Monday-Sunday weeks
+    files = []
+    for d in range(42):
+        day = pd.DataFrame({"unique_id": ids, "ds": (start + pd.Timedelta(days=d)).strftime("%Y-%m-%d"),
+                            "y": rng.poisson([20, 50, 80, 110]).astype(float)})
+        files.append(write_csv(day, tmp_path / f"day-{d:02d}.csv"))
+    first = cli(root, "ingest", str(files[0]))
+    assert first.returncode == 0 and "frequency-pending" in first.stdout, first.stdout + first.stderr
+    second = cli(root, "ingest", str(files[1]))
+    assert second.returncode == 0 and "clock: frequency D, tick 7D" in second.stdout, second.stdout
+    with Store.open(load_config(root).store_url) as store:
+        for path in files[2:35]:
+            report = store.ingest_file(path)
+            assert report.rows_new == 4 and report.rows_dropped == 0
+    started = cli(root, "tick", "--all", "--executor", "inline")
+    assert started.returncode == 0 and "start-up (tick 4)" in started.stdout, started.stdout + started.stderr
+    with Store.open(load_config(root).store_url) as store:
+        for path in files[35:]:
+            store.ingest_file(path)
+    ticked = cli(root, "tick", "--executor", "inline")
+    assert ticked.returncode == 0 and "tick 5: 4 streams" in ticked.stdout, ticked.stdout + ticked.stderr
+    # A file of another frequency is refused with a clear message, and nothing is written.
+    hourly = pd.DataFrame({"unique_id": "north", "ds": pd.date_range(start + pd.Timedelta(days=42), periods=24,
+                                                                      freq="h").strftime("%Y-%m-%d %H:%M"),
+                           "y": 1.0})
+    before = snapshot(root)
+    refused = cli(root, "ingest", str(write_csv(hourly, tmp_path / "hourly.csv")))
+    assert refused.returncode == 2
+    assert "the project's frequency is D" in refused.stdout and "nothing was written" in refused.stdout
+    assert snapshot(root) == before
+    forecasts = cli(root, "forecast")
+    assert forecasts.returncode == 0
+    exported = pd.read_csv(__import__("io").StringIO(forecasts.stdout))
+    assert exported.groupby("unique_id").size().to_dict() == {i: 7 for i in ids}
+
+
+# -- finding: the store file was created world-readable -----------------------------------------------------------------
+def test_the_store_and_the_project_are_private_to_their_owner(tmp_path):
+    old = os.umask(0o022)
+    try:
+        root = make_project(tmp_path / "p")
+        Store.create(f"sqlite:///{tmp_path / 'other' / 'x.db'}").close()
+    finally:
+        os.umask(old)
+
+    def mode(path: Path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    assert mode(root / "mlma.db") == 0o600 and mode(root / "mlma.toml") == 0o600
+    assert mode(root) == 0o700 and mode(root / "artifacts") == 0o700
+    assert mode(tmp_path / "other" / "x.db") == 0o600 and mode(tmp_path / "other") == 0o700
+    with Store.open(load_config(root).store_url) as store:   # WAL files take the database file's mode
+        store.ingest_frame(pd.DataFrame({"unique_id": ["a"], "ds": pd.to_datetime(["2024-01-01"]), "y": [1.0]}), "x")
+        assert mode(root / "mlma.db-wal") == 0o600
