@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
+import pickle
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -31,7 +34,7 @@ _BUILTINS = {
     "mean": MeanForecaster,
 }
 _SPEC_FORMS = ("'sklearn:<module>.<Class>', 'statsforecast:<Model>[:key=value,...]', "
-               "'mlforecast[:package.module:function][:key=value,...]' or 'package.module:Class'")
+               "'mlforecast[:package.module:function][:key=value,...]', 'pickle:<file>' or 'package.module:Class'")
 
 
 def available_models() -> list[str]:
@@ -140,6 +143,25 @@ def _build_nixtla(key: str, ctx: ForecastContext, params: dict) -> Forecaster:
     return nixtla.MLForecastModel(ctx, ":".join(names) or None, **merged)
 
 
+@functools.lru_cache(maxsize=8)
+def _unpickle(path: str, mtime_ns: int):
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
+
+
+def _from_pickle(key: str, ctx: ForecastContext, params: dict) -> Forecaster:
+    """``pickle:/path/model.pkl``: a model or regressor saved to a file (``mlma init --from-mlflow`` writes one);
+    every stream gets a copy, fitted on its own history."""
+    path = Path(key[len("pickle:"):].strip()).expanduser()
+    try:
+        obj = _unpickle(str(path.resolve()), path.stat().st_mtime_ns)
+    except OSError as exc:
+        raise ValueError(f"model spec {key!r}: cannot read {path}: {exc.strerror or exc}") from None
+    except (pickle.UnpicklingError, AttributeError, ImportError, EOFError) as exc:
+        raise ValueError(f"model spec {key!r}: {path} is not a loadable pickle ({type(exc).__name__}: {exc})") from None
+    return _from_object(obj, ctx, params, key)
+
+
 def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     """Build an unfitted model for one stream.
 
@@ -155,7 +177,8 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
         ``"statsforecast:<Model>"`` (e.g. ``"statsforecast:AutoETS"``, ``"statsforecast:AutoARIMA:max_p=3"``)
         for a statsforecast model and ``"mlforecast"`` or ``"mlforecast:package.module:function"`` for an
         mlforecast pipeline (:mod:`mlma.models.nixtla`, ``pip install 'mlma[nixtla]'``); ``key=value``
-        pairs after the last ``:`` are the model's parameters.
+        pairs after the last ``:`` are the model's parameters. ``"pickle:/path/model.pkl"`` for a model or
+        regressor saved to a file (a template: every stream fits its own copy).
     ctx
         The stream's clock.
     **params
@@ -178,7 +201,7 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     >>> make_forecaster("prophet", ctx)
     Traceback (most recent call last):
     ...
-    ValueError: unknown model spec 'prophet'; available: lightgbm, mean, ridge, seasonal-naive, or 'sklearn:<module>.<Class>', 'statsforecast:<Model>[:key=value,...]', 'mlforecast[:package.module:function][:key=value,...]' or 'package.module:Class'
+    ValueError: unknown model spec 'prophet'; available: lightgbm, mean, ridge, seasonal-naive, or 'sklearn:<module>.<Class>', 'statsforecast:<Model>[:key=value,...]', 'mlforecast[:package.module:function][:key=value,...]', 'pickle:<file>' or 'package.module:Class'
     """
     if not isinstance(ctx, ForecastContext):
         raise ValueError(f"ctx must be a ForecastContext, got {type(ctx).__name__}")
@@ -188,6 +211,8 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     normalised = key.lower().replace("_", "-")
     if normalised in _BUILTINS:
         return _build_builtin(normalised, ctx, params)
+    if key.startswith("pickle:"):
+        return _from_pickle(key, ctx, params)
     if key == "mlforecast" or key.startswith(("statsforecast:", "mlforecast:")):
         return _build_nixtla(key, ctx, params)
     if key.startswith("sklearn:"):

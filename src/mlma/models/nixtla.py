@@ -234,7 +234,7 @@ class StatsForecastModel(FleetForecaster):
     >>> StatsForecastModel(ctx, "AutoETS", modle="ZZA")
     Traceback (most recent call last):
     ...
-    ValueError: statsforecast AutoETS does not take parameter(s) ['modle']; it takes: alias, damped, model, phi, prediction_intervals, season_length
+    ValueError: statsforecast AutoETS does not take parameter(s) ['modle']; it takes: alias, damped, distribution, model, phi, prediction_intervals, season_length
     """
 
     def __init__(self, ctx: ForecastContext, model: str = "AutoETS", n_jobs: int = 1, **params) -> None:
