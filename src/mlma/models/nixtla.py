@@ -211,7 +211,7 @@ class StatsForecastModel(FleetForecaster):
     ctx
         The stream's clock; ``ctx.season_length`` is passed as ``season_length`` to models that take one,
         unless given in ``params``.
-    model
+    name
         Name of the class in ``statsforecast.models``: ``"AutoETS"``, ``"AutoARIMA"``, ``"MSTL"``...
     n_jobs
         Processes statsforecast uses when a chunk of streams is fitted in one call (``-1``: every core). Keep
@@ -237,17 +237,17 @@ class StatsForecastModel(FleetForecaster):
     ValueError: statsforecast AutoETS does not take parameter(s) ['modle']; it takes: alias, damped, distribution, model, phi, prediction_intervals, season_length
     """
 
-    def __init__(self, ctx: ForecastContext, model: str = "AutoETS", n_jobs: int = 1, **params) -> None:
+    def __init__(self, ctx: ForecastContext, name: str = "AutoETS", n_jobs: int = 1, **params) -> None:
         self.ctx = _check_ctx(ctx)
-        if not isinstance(model, str) or not model.strip():
-            raise ValueError(f"model must name a statsforecast model such as 'AutoETS', got {model!r}")
-        self.model = model.strip()
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"name must name a statsforecast model such as 'AutoETS', got {name!r}")
+        self.name = name.strip()
         self.n_jobs = _check_n_jobs(n_jobs)
-        cls = _statsforecast_class(self.model)
+        cls = _statsforecast_class(self.name)
         accepted = inspect.signature(cls).parameters
         unknown = sorted(set(params) - set(accepted))
         if unknown:
-            raise ValueError(f"statsforecast {self.model} does not take parameter(s) {unknown}; it takes: "
+            raise ValueError(f"statsforecast {self.name} does not take parameter(s) {unknown}; it takes: "
                              f"{', '.join(sorted(accepted))}")
         if "season_length" in accepted and "season_length" not in params:
             params["season_length"] = ctx.season_length
@@ -255,7 +255,7 @@ class StatsForecastModel(FleetForecaster):
         try:
             self.prototype = cls(**params)
         except (TypeError, ValueError) as exc:
-            raise ValueError(f"statsforecast {self.model} with {params}: {exc}") from None
+            raise ValueError(f"statsforecast {self.name} with {params}: {exc}") from None
         seasons = params.get("season_length", 1)
         self.season_length = int(max(np.atleast_1d(seasons))) if seasons else 1
 
@@ -269,7 +269,7 @@ class StatsForecastModel(FleetForecaster):
 
     def fit(self, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None) -> Self:
         series = self._series(ds, y)
-        self._adopt(_fit_one(self.prototype, series.values, self.model), series)
+        self._adopt(_fit_one(self.prototype, series.values, self.name), series)
         return self
 
     def _adopt(self, fitted, series: _GridSeries) -> None:
@@ -288,7 +288,7 @@ class StatsForecastModel(FleetForecaster):
         if len(models) < 2:
             return super().fit_many(models, histories)
         first = models[0]
-        if any(m.model != first.model or m.params != first.params for m in models):
+        if any(m.name != first.name or m.params != first.params for m in models):
             return super().fit_many(models, histories)
         series = [m._series(ds, y) for m, (ds, y) in zip(models, histories, strict=True)]
         if any(s.values.size == 0 for s in series):
@@ -318,13 +318,13 @@ class StatsForecastModel(FleetForecaster):
         try:
             mean = self.model_.forward(y=series.values, h=int(steps.max()))["mean"]
         except Exception as exc:  # noqa: BLE001 - statsforecast raises plain Exceptions for short series
-            raise ValueError(f"statsforecast {self.model} could not forecast from this history: {exc}") from exc
+            raise ValueError(f"statsforecast {self.name} could not forecast from this history: {exc}") from exc
         return np.asarray(mean, dtype=np.float64)[steps - 1]
 
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.params.items() if k != "season_length" or v != self.ctx.season_length}
         extra = "".join(f", {k}={v!r}" for k, v in shown.items())
-        return f"StatsForecastModel({self.model!r}{extra})"
+        return f"StatsForecastModel({self.name!r}{extra})"
 
 
 def _fit_one(prototype, values: np.ndarray, name: str):
