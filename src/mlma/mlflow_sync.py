@@ -116,7 +116,7 @@ def registered_name(prefix: str, unique_id: str) -> str:
     >>> registered_name("mlma.", "zone-417")
     'mlma.zone-417'
     >>> registered_name("mlma.", "NSW / Food")
-    'mlma.NSW _ Food~b21ed1e0'
+    'mlma.NSW _ Food~6e3a2776'
     """
     name = str(unique_id).replace("/", "_").replace(":", "_")
     if name != unique_id:

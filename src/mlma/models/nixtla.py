@@ -221,6 +221,7 @@ class StatsForecastModel(FleetForecaster):
 
     Examples
     --------
+    >>> _ = __import__("pytest").importorskip("statsforecast")  # the examples need mlma[nixtla]
     >>> ctx = ForecastContext("D", season_length=7, horizon=7)
     >>> ds = np.arange("2024-01-01", "2024-04-01", dtype="datetime64[D]").astype("datetime64[ns]")
     >>> y = 10 + 3 * np.sin(2 * np.pi * np.arange(ds.size) / 7)
@@ -361,6 +362,7 @@ def default_pipeline(ctx: ForecastContext, *, n_estimators: int = 100, learning_
 
     Examples
     --------
+    >>> _ = __import__("pytest").importorskip("mlforecast")  # the examples need mlma[nixtla]
     >>> pipe = default_pipeline(ForecastContext("MS", season_length=12, horizon=12))
     >>> pipe.ts.lags, list(pipe.ts.transforms)[-1]
     ([1, 2, 3, 12], 'rolling_mean_lag1_window_size12')
@@ -417,6 +419,7 @@ class MLForecastModel:
 
     Examples
     --------
+    >>> _ = __import__("pytest").importorskip("mlforecast")  # the examples need mlma[nixtla]
     >>> ctx = ForecastContext("D", season_length=7, horizon=7)
     >>> ds = np.arange("2024-01-01", "2024-07-01", dtype="datetime64[D]").astype("datetime64[ns]")
     >>> y = 10 + 3 * np.sin(2 * np.pi * np.arange(ds.size) / 7)
