@@ -90,8 +90,9 @@ def parse_settings(raw: Any, *, root: Path, source: str = "mlma.toml") -> Mlflow
     for key in ("tracking_uri", "experiment", "model_prefix", "alias"):
         if key in values and (not isinstance(values[key], str) or not values[key].strip()):
             raise ValueError(f"{source}: [mlflow] {key} must be a non-empty string, got {values[key]!r}")
-    if any(c in values.get("model_prefix", "") for c in "/:"):
-        raise ValueError(f"{source}: [mlflow] model_prefix cannot contain '/' or ':' (MLflow model names)")
+    if any(c in values.get("model_prefix", "") for c in "/:'%"):
+        raise ValueError(f"{source}: [mlflow] model_prefix cannot contain '/', ':' (MLflow refuses them in model "
+                         "names), a quote or '%'")
     seconds = values.get("max_seconds", 60.0)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
         raise ValueError(f"{source}: [mlflow] max_seconds must be a number > 0, got {seconds!r}")
@@ -186,7 +187,7 @@ class MlflowSync(RegistryListener):
 
     def _read_back(self) -> None:
         """Which mlma versions and champions MLflow holds, from the tags this class writes."""
-        prefix = self.settings.model_prefix.replace("%", "\\%").replace("_", "\\_").replace("'", "\\'")
+        prefix = self.settings.model_prefix  # LIKE's '_' matches any character: names are checked below
         versions: dict[str, int] = {}
         numbers: dict[tuple[str, int], str] = {}
         token = None
@@ -194,7 +195,7 @@ class MlflowSync(RegistryListener):
             page = self.client.search_model_versions(f"name LIKE '{prefix}%'", max_results=1000, page_token=token)
             for mv in page:
                 uid, version = mv.tags.get("mlma.unique_id"), mv.tags.get("mlma.version")
-                if uid is None or version is None:
+                if uid is None or version is None or mv.name != registered_name(prefix, uid):
                     continue
                 numbers[(uid, int(version))] = str(mv.version)
                 versions[uid] = max(versions.get(uid, 0), int(version))
@@ -209,7 +210,7 @@ class MlflowSync(RegistryListener):
                                                         page_token=token)
             for rm in page:
                 uid, champion = rm.tags.get("mlma.unique_id"), rm.tags.get("mlma.champion")
-                if uid is not None and champion is not None:
+                if uid is not None and champion is not None and rm.name == registered_name(prefix, uid):
                     champions[uid] = int(champion)
                 self._registered.add(rm.name)
             token = page.token
