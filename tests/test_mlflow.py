@@ -204,6 +204,12 @@ def test_a_project_starts_from_a_model_registered_in_mlflow(tmp_path):
         registry.register(int(store.stream_ids(["zone-9"])[0]), fitted, spec="ridge", promote=True)
         assert project_sync(config).sync(registry).error is None
     uri = config.mlflow.tracking_uri
+    # `mlma mlflow sync` publishes on demand (here: nothing new), and names a project without [mlflow].
+    result = CliRunner().invoke(app, ["mlflow", "sync", "--project", str(source)])
+    assert result.exit_code == 0 and "logged 0 version(s) and 0 champion move(s)" in " ".join(result.output.split())
+    plain = make_project(tmp_path / "plain", mlflow=False)
+    result = CliRunner().invoke(app, ["mlflow", "sync", "--project", str(plain)])
+    assert result.exit_code == 2 and "no [mlflow] section" in " ".join(result.output.split())
     result = CliRunner().invoke(app, ["init", str(tmp_path / "new"), "--from-mlflow", "models:/mlma.zone-9@champion",
                                       "--mlflow-uri", uri])
     assert result.exit_code == 0, result.output
