@@ -234,11 +234,13 @@ def mlflow_sync_command(
     config = _project(project)
     sync = project_sync(config)
     if sync is None:
-        _fail(f"{config.root / 'mlma.toml'} has no [mlflow] section (docs/mlflow.md)")
+        _fail(f"{config.root / 'mlma.toml'} has no \\[mlflow] section (docs/mlflow.md)")
     with Store.open(config.store_url) as store:
         report = sync.sync(ModelRegistry(store, config.artifacts_dir))
     if report.error is not None:
-        _fail(f"MLflow at {config.mlflow.tracking_uri}: {report.error} (logged {report.versions} version(s) "
+        from rich.markup import escape
+
+        _fail(f"MLflow at {config.mlflow.tracking_uri}: {escape(report.error)} (logged {report.versions} version(s) "
               f"and {report.champions} champion move(s) before it)")
     console.print(f"MLflow at {config.mlflow.tracking_uri}: logged {report.versions} version(s) and "
                   f"{report.champions} champion move(s)"
