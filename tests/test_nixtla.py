@@ -213,6 +213,6 @@ def small_platform() -> pd.DataFrame:
     return simulate_platform(8, 30, seed=5, event_rate=4).data
 
 
-@pytest.mark.parametrize("spec", ["statsforecast:AutoETS", "mlforecast:n_estimators=30"])
+@pytest.mark.parametrize("spec", ["statsforecast:AutoETS", "mlforecast"])
 def test_live_replay_equals_the_backtest(tmp_path, small_platform, spec):
     replay_matches_backtest(tmp_path / "p", small_platform, spec)
