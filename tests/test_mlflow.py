@@ -107,6 +107,7 @@ def test_mlflow_holds_every_version_and_follows_the_champion_through_a_replay_an
     assert pd.Timestamp(run.data.params["train_end"]) == row["train_end"]
     assert run.data.metrics["n_train"] == row["metrics"]["n_train"]
     assert run.info.experiment_id == client.get_experiment_by_name("zones").experiment_id
+    assert run.info.artifact_uri.startswith((root / "mlartifacts").resolve().as_uri())  # beside mlflow.db
     from mlflow.artifacts import download_artifacts
 
     local = Path(download_artifacts(run_id=mv.run_id, artifact_path="model/model.pkl", dst_path=str(tmp_path / "d"),

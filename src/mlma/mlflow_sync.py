@@ -224,8 +224,17 @@ class MlflowSync(RegistryListener):
             found = self.client.get_experiment_by_name(self.settings.experiment)
             self._experiment_id = (found.experiment_id if found is not None
                                    else self.client.create_experiment(self.settings.experiment,
+                                                                      artifact_location=self._artifact_location(),
                                                                       tags={"mlma": "registry mirror"}))
         return self._experiment_id
+
+    def _artifact_location(self) -> str | None:
+        """Run artifacts of a SQLite store go to ``mlartifacts/`` beside its file (MLflow's default is
+        ``./mlruns`` in whatever folder the process runs in); a server decides for itself."""
+        uri = self.settings.tracking_uri
+        if uri.startswith("sqlite:///"):
+            return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        return None
 
     def _registered_model(self, unique_id: str) -> str:
         name = registered_name(self.settings.model_prefix, unique_id)
