@@ -132,6 +132,11 @@ def test_gaps_and_missing_values_are_filled_on_the_grid():
         assert forecast.shape == (24,) and np.isfinite(forecast).all()
         # A horizon that starts later than the next step (the history ends early) is forecast too.
         assert np.isfinite(model.predict(ds[keep][:-5], y[keep][:-5], future)).all()
+        # A recent history too short for the model (a stream back after a silence) gets seasonal naive,
+        # never an error that would stop the tick.
+        short = model.predict(ds[-30:], y[-30:], future)
+        np.testing.assert_array_equal(short, make_forecaster("seasonal-naive", HOURLY).fit(ds, y)
+                                      .predict(ds[-30:], y[-30:], future))
 
 
 # -- accuracy --------------------------------------------------------------------------------------------

@@ -314,18 +314,28 @@ class StatsForecastModel(FleetForecaster):
         steps = series.steps
         if steps.size == 0:
             return np.zeros(0)
-        if series.values.size == 0:
-            return np.full(steps.size, self.level_)
+        if series.values.size < self.min_history:
+            return _naive_forecast(self.ctx, ds, y, future_ds, self.level_)
         try:
             mean = self.model_.forward(y=series.values, h=int(steps.max()))["mean"]
-        except Exception as exc:  # noqa: BLE001 - statsforecast raises plain Exceptions for short series
-            raise ValueError(f"statsforecast {self.name} could not forecast from this history: {exc}") from exc
+        except Exception:  # noqa: BLE001 - statsforecast raises plain Exceptions for histories it cannot use
+            return _naive_forecast(self.ctx, ds, y, future_ds, self.level_)
         return np.asarray(mean, dtype=np.float64)[steps - 1]
 
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.params.items() if k != "season_length" or v != self.ctx.season_length}
         extra = "".join(f", {k}={v!r}" for k, v in shown.items())
         return f"StatsForecastModel({self.name!r}{extra})"
+
+
+def _naive_forecast(ctx: ForecastContext, ds, y, future_ds, level: float) -> np.ndarray:
+    """The forecast when the recent history is too short for the model (a stream back after a long silence):
+    seasonal naive on what there is, else the fitted history's mean, so one stream never stops a tick."""
+    from mlma.models.naive import SeasonalNaive  # noqa: PLC0415
+
+    naive = SeasonalNaive(ctx)
+    naive.level_ = level
+    return naive.predict(ds, y, future_ds)
 
 
 def _fit_one(prototype, values: np.ndarray, name: str):
@@ -493,8 +503,7 @@ class MLForecastModel:
         if steps.size == 0:
             return np.zeros(0)
         if series.values.size <= self.lookback:
-            raise ValueError(f"the recent history spans {series.values.size} grid steps; the pipeline looks "
-                             f"back {self.lookback}")
+            return _naive_forecast(self.ctx, ds, y, future_ds, self.level_)
         out = self.model_.predict(int(steps.max()), new_df=self._frame(series))
         return out[self.column_].to_numpy(dtype=np.float64)[steps - 1]
 
