@@ -19,7 +19,10 @@ if not console.is_terminal:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+
+    # Messages are plain text: "[nixtla]" in "pip install 'mlma[nixtla]'" is not markup.
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
 
 
@@ -234,13 +237,11 @@ def mlflow_sync_command(
     config = _project(project)
     sync = project_sync(config)
     if sync is None:
-        _fail(f"{config.root / 'mlma.toml'} has no \\[mlflow] section (docs/mlflow.md)")
+        _fail(f"{config.root / 'mlma.toml'} has no [mlflow] section (docs/mlflow.md)")
     with Store.open(config.store_url) as store:
         report = sync.sync(ModelRegistry(store, config.artifacts_dir))
     if report.error is not None:
-        from rich.markup import escape
-
-        _fail(f"MLflow at {config.mlflow.tracking_uri}: {escape(report.error)} (logged {report.versions} version(s) "
+        _fail(f"MLflow at {config.mlflow.tracking_uri}: {report.error} (logged {report.versions} version(s) "
               f"and {report.champions} champion move(s) before it)")
     console.print(f"MLflow at {config.mlflow.tracking_uri}: logged {report.versions} version(s) and "
                   f"{report.champions} champion move(s)"

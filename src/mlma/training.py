@@ -25,7 +25,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mlma.fleet import FleetData
-from mlma.models import ForecastContext, fit_forecasters
+from mlma.models import ForecastContext, fit_forecasters, make_forecaster
 
 DEFAULT_PARALLEL_THRESHOLD = 32
 """Fewer missing fits than this run inline on a local pool: starting worker processes costs more."""
@@ -385,6 +385,9 @@ class ModelService:
         self._inline = InlineExecutor()
         self.chunk_size = chunk_size
         self.model_params = model_params or {}
+        # A spec no history can fix (unknown, not importable, a missing extra) fails here, naming it, rather
+        # than as a fit failure of every stream.
+        make_forecaster(spec, ctx, **self.model_params)
         if parallel_threshold is None:
             parallel_threshold = getattr(self.executor, "parallel_threshold", DEFAULT_PARALLEL_THRESHOLD)
         self.parallel_threshold = parallel_threshold
