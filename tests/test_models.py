@@ -517,3 +517,17 @@ def test_the_model_service_fits_a_chunk_in_one_fit_many_call_and_falls_back_per_
     reasons = {fleet.ids[f.key.stream]: f.fallback_reason for f in fitted}
     assert reasons["z0"].startswith("history has 12 observations") and reasons["z0"].endswith("needs 24")
     assert all(reasons[f"z{i}"] is None for i in range(1, 5))
+
+
+def test_a_model_spec_no_history_can_fix_is_refused_when_the_service_is_built():
+    import pandas as pd
+
+    from mlma.fleet import FleetData
+    from mlma.training import ModelService
+
+    ds = pd.date_range("2024-01-01", periods=48, freq="h")
+    fleet = FleetData(pd.DataFrame({"unique_id": "z", "ds": ds, "y": 1.0}), "h",
+                      pd.date_range("2024-01-01", periods=3, freq="D"))
+    ctx = ForecastContext("h", season_length=24, horizon=24)
+    with pytest.raises(ValueError, match="unknown model spec 'prophet'"):
+        ModelService(fleet, "prophet", ctx, train_window_ticks=None)
