@@ -33,7 +33,7 @@ url = "{url}"
 artifacts = "artifacts"   # model files, addressed by content hash (relative to this folder)
 
 [model]
-spec = "{model}"         # seasonal-naive | ridge | lightgbm | sklearn:module.Class | package.module:Class
+spec = "{model}"         # seasonal-naive | ridge | lightgbm | sklearn:module.Class | statsforecast:AutoETS | mlforecast | package.module:Class
 train_window_ticks = 0    # 0: default for the frequency (28 daily ticks for hourly data)
 
 [agent]
