@@ -484,3 +484,50 @@ def test_regression_models_work_at_every_frequency(freq, horizon, spec):
     assert np.isfinite(forecast).all()
     error = np.abs(forecast - truth[-horizon:]).mean()
     assert error < 0.4 * np.abs(truth[-horizon:] - hist_y.mean()).mean(), (error, freq)
+
+
+# -- fitting many streams in one call (FleetForecaster) ---------------------------------------------------
+
+def test_the_model_service_fits_a_chunk_in_one_fit_many_call_and_falls_back_per_stream():
+    import pandas as pd
+
+    from mlma.fleet import FleetData
+    from mlma.models import FleetForecaster, SeasonalNaive
+    from mlma.training import ModelKey, ModelService
+
+    calls = []
+
+    class JointNaive(SeasonalNaive, FleetForecaster):
+        @classmethod
+        def fit_many(cls, models, histories):
+            calls.append(len(models))
+            return super().fit_many(models, histories)
+
+    ds = pd.date_range("2024-01-01", periods=24 * 6, freq="h")
+    frame = pd.concat([pd.DataFrame({"unique_id": f"z{i}", "ds": ds[:12] if i == 0 else ds,
+                                     "y": np.arange(12.0 if i == 0 else ds.size)}) for i in range(5)],
+                      ignore_index=True)
+    boundaries = pd.date_range("2024-01-01", periods=7, freq="D")
+    fleet = FleetData(frame, "h", boundaries)
+    ctx = ForecastContext("h", season_length=24, horizon=24)
+    service = ModelService(fleet, JointNaive, ctx, train_window_ticks=None, chunk_size=64)
+    fitted = service.fit([ModelKey(s, 5) for s in range(5)])
+    # One joint call for the four streams with enough history; the short one fell back on its own.
+    assert calls == [4]
+    reasons = {fleet.ids[f.key.stream]: f.fallback_reason for f in fitted}
+    assert reasons["z0"].startswith("history has 12 observations") and reasons["z0"].endswith("needs 24")
+    assert all(reasons[f"z{i}"] is None for i in range(1, 5))
+
+
+def test_a_model_spec_no_history_can_fix_is_refused_when_the_service_is_built():
+    import pandas as pd
+
+    from mlma.fleet import FleetData
+    from mlma.training import ModelService
+
+    ds = pd.date_range("2024-01-01", periods=48, freq="h")
+    fleet = FleetData(pd.DataFrame({"unique_id": "z", "ds": ds, "y": 1.0}), "h",
+                      pd.date_range("2024-01-01", periods=3, freq="D"))
+    ctx = ForecastContext("h", season_length=24, horizon=24)
+    with pytest.raises(ValueError, match="unknown model spec 'prophet'"):
+        ModelService(fleet, "prophet", ctx, train_window_ticks=None)

@@ -90,7 +90,10 @@ if not console.is_terminal:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}")
+    from rich.markup import escape
+
+    # Messages are plain text: "[nixtla]" in "pip install 'mlma[nixtla]'" is not markup.
+    console.print(f"[bold red]error:[/] {escape(message)}")
     raise typer.Exit(code=2)
 
 
@@ -268,15 +271,68 @@ def init(
     db: Optional[str] = typer.Option(None, help="Store URL; default: a SQLite file in the folder. For a team: "
                                      "postgresql+psycopg://user@host/db"),
     model: str = typer.Option("lightgbm", help="Model of every stream."),
+    from_mlflow: Optional[str] = typer.Option(None, help="Start from a model registered in MLflow: "
+                                              "models:/NAME/VERSION or models:/NAME@ALIAS (docs/mlflow.md)."),
+    mlflow_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for --from-mlflow; the project "
+                                             "mirrors its registry there too."),
 ) -> None:
     """Create a project: a validated mlma.toml and an up-to-date store."""
-    from mlma.project import ConfigError, init_project
+    from mlma.project import CONFIG_NAME, ConfigError, init_project
 
+    if from_mlflow is not None and mlflow_uri is None:
+        _fail("--from-mlflow needs --mlflow-uri (e.g. sqlite:///mlflow.db)")
+    if mlflow_uri is not None and mlflow_uri.startswith("sqlite:///") and not mlflow_uri.startswith("sqlite:////"):
+        mlflow_uri = "sqlite:///" + str(Path(mlflow_uri[len("sqlite:///"):]).resolve())  # as given, from here
+    source = ""
+    if from_mlflow is not None:
+        from mlma.mlflow_sync import import_model
+
+        if (folder / CONFIG_NAME).exists():
+            _fail(f"{folder / CONFIG_NAME} exists already; choose a new project folder")
+        try:
+            path, source = import_model(from_mlflow, mlflow_uri, folder.resolve() / "models")
+        except ValueError as exc:
+            _fail(str(exc))
+        model = f"pickle:{path}"
     try:
         config = init_project(folder, db=db, model=model)
+        if mlflow_uri is not None:
+            config_file = config.root / CONFIG_NAME
+            text = config_file.read_text()
+            text += (f'\n[mlflow]\ntracking_uri = "{mlflow_uri}"\n'
+                     + (f'# the project started from {source}\n' if source else ""))
+            config_file.write_text(text)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    console.print(f"created project {config.root} (store {config.store_url})")
+    console.print(f"created project {config.root} (store {config.store_url})"
+                  + (f", model {source} from MLflow" if source else ""))
+
+
+mlflow_app = typer.Typer(help="The MLflow mirror of the model registry (docs/mlflow.md).", no_args_is_help=True)
+app.add_typer(mlflow_app, name="mlflow")
+
+
+@mlflow_app.command("sync")
+def mlflow_sync_command(
+    project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+) -> None:
+    """Log the versions and champion moves MLflow does not hold yet (each tick does this too)."""
+    from mlma.mlflow_sync import project_sync
+    from mlma.registry import ModelRegistry
+    from mlma.store import Store
+
+    config = _project(project)
+    sync = project_sync(config)
+    if sync is None:
+        _fail(f"{config.root / 'mlma.toml'} has no [mlflow] section (docs/mlflow.md)")
+    with Store.open(config.store_url) as store:
+        report = sync.sync(ModelRegistry(store, config.artifacts_dir))
+    if report.error is not None:
+        _fail(f"MLflow at {config.mlflow.tracking_uri}: {report.error} (logged {report.versions} version(s) "
+              f"and {report.champions} champion move(s) before it)")
+    console.print(f"MLflow at {config.mlflow.tracking_uri}: logged {report.versions} version(s) and "
+                  f"{report.champions} champion move(s)"
+                  + (f"; {report.pending} left for the next sync" if report.pending else ""))
 
 
 @app.command()

@@ -39,7 +39,7 @@ url = "{url}"
 artifacts = "artifacts"   # model files, addressed by content hash (relative to this folder)
 
 [model]
-spec = "{model}"         # seasonal-naive | ridge | lightgbm | sklearn:module.Class | package.module:Class
+spec = "{model}"         # seasonal-naive | ridge | lightgbm | sklearn:module.Class | statsforecast:AutoETS | mlforecast | package.module:Class
 train_window_ticks = 0    # 0: default for the frequency (28 daily ticks for hourly data)
 
 [agent]
@@ -64,6 +64,12 @@ budget = 0                # most re-trainings per tick; 0: no limit
 # format = "slack"
 # group_by = ["kind", "city"]
 # repeat_interval = "4h"
+
+# Mirror every model version and the champion alias into MLflow (docs/mlflow.md; pip install 'mlma[mlflow]'):
+# [mlflow]
+# tracking_uri = "sqlite:///mlflow.db"   # relative to this folder, or http://host:5000
+# experiment = "mlma"
+# model_prefix = "mlma."                 # one registered model per stream: <prefix><unique_id>
 """
 
 
@@ -124,6 +130,8 @@ class ProjectConfig:
     #: Webhook receivers from ``[[alerts.receivers]]`` (see docs/alerts.md), parsed by :mod:`mlma.alerts`.
     alert_receivers: list = field(default_factory=list)
     alert_options: dict = field(default_factory=dict)
+    #: ``[mlflow]``: the MLflow mirror of the registry (:class:`mlma.mlflow_sync.MlflowSettings`), or None.
+    mlflow: Any = None
 
     @property
     def store_url(self) -> str:
@@ -193,9 +201,16 @@ def load_config(root: str | Path) -> ProjectConfig:
     config = ProjectConfig(root=root.resolve())
     if "alerts" in raw:
         _load_alerts(config, raw.pop("alerts"), path)
+    if "mlflow" in raw:
+        from mlma.mlflow_sync import parse_settings  # noqa: PLC0415 - does not import MLflow itself
+
+        try:
+            config.mlflow = parse_settings(raw.pop("mlflow"), root=config.root, source=str(path))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     for name, values in raw.items():
         if name not in _SECTIONS:
-            raise ConfigError(f"{path}: unknown section [{name}]; known: {', '.join(_SECTIONS)}")
+            raise ConfigError(f"{path}: unknown section [{name}]; known: {', '.join(_SECTIONS)}, alerts, mlflow")
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: [{name}] must be a table of keys")
         section = getattr(config, name)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import pickle
 import tempfile
@@ -62,7 +63,11 @@ __all__ = [
     "ModelRegistry",
     "ModelVersion",
     "NewVersion",
+    "PublishReport",
+    "RegistryListener",
 ]
+
+log = logging.getLogger("mlma.registry")
 
 
 class ArtifactCorrupted(StoreError):
@@ -268,6 +273,38 @@ class ChampionAt:
         if self.replaced is not None:
             text += f"; replaced {self.replaced.at:%Y-%m-%d %H:%M} UTC ({self.replaced})"
         return text
+
+
+# -- listeners -------------------------------------------------------------------------------------------
+class RegistryListener:
+    """Something outside mlma that follows the registry (e.g. :class:`mlma.mlflow_sync.MlflowSync`).
+
+    :meth:`ModelRegistry.publish` hands it every version it has not seen and every stream whose champion
+    differs from the one it last saw, whoever recorded them (a tick, a person's roll-back, another process).
+    What it has seen is its own to say (:meth:`seen`), so the registry's tables are its outbox: a delivery
+    that failed is simply offered again by the next :meth:`~ModelRegistry.publish`. The default methods
+    ignore everything.
+    """
+
+    def seen(self) -> tuple[Mapping[str, int], Mapping[str, int]]:
+        """What was delivered: ``({unique_id: highest version}, {unique_id: champion version})``."""
+        return {}, {}
+
+    def on_version_created(self, version: ModelVersion) -> None:
+        """A new version (called in version order per stream)."""
+
+    def on_champion_moved(self, unique_id: str, change: ChampionChange) -> None:
+        """The stream's champion is now ``change.version`` (after its versions were delivered)."""
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    """What one :meth:`ModelRegistry.publish` delivered, and what is left for the next one."""
+
+    versions: int
+    champions: int
+    pending: int
+    error: str | None = None
 
 
 # -- the registry ----------------------------------------------------------------------------------------
@@ -505,6 +542,49 @@ class ModelRegistry:
                 cache[sha] = self.artifacts.load(sha)
             out[int(sid)] = cache[sha]
         return out
+
+    # -- listeners ---------------------------------------------------------------------------------------
+    def publish(self, listener: RegistryListener, *, max_seconds: float | None = None) -> PublishReport:
+        """Deliver to ``listener`` the versions and champion moves it has not seen; never raises.
+
+        A stream's new versions go first, oldest first, then its champion. Delivery stops at the listener's
+        first error (logged, and in the report) or after ``max_seconds``; what is left is offered again by the
+        next call, since the listener's :meth:`~RegistryListener.seen` does not include it.
+        """
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        done_versions = done_champions = 0
+        try:
+            seen_versions, seen_champions = listener.seen()
+            mv = S.model_versions
+            with self.store._read() as conn:
+                latest = conn.execute(sa.select(mv.c.stream_id, S.streams.c.unique_id, sa.func.max(mv.c.version))
+                                      .join(S.streams, S.streams.c.id == mv.c.stream_id)
+                                      .group_by(mv.c.stream_id, S.streams.c.unique_id)).all()
+            behind = {int(sid): int(seen_versions.get(uid, 0)) for sid, uid, top in latest
+                      if int(top) > int(seen_versions.get(uid, 0))}
+            new = [v for lo in range(0, len(behind), 10_000)
+                   for v in self._versions(mv.c.stream_id.in_(sorted(behind)[lo:lo + 10_000]))
+                   if v.version > behind[v.stream_id]]
+            champions = self.champions()
+            moved = champions[[int(seen_champions.get(u, -1)) != int(v)
+                               for u, v in zip(champions["unique_id"], champions["version"])]]
+            pending = len(new) + len(moved)
+            for version in new:
+                if deadline is not None and time.monotonic() > deadline:
+                    return PublishReport(done_versions, done_champions, pending - done_versions)
+                listener.on_version_created(version)
+                done_versions += 1
+            for row in moved.itertuples(index=False):
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                listener.on_champion_moved(row.unique_id, self.history(int(row.stream_id))[-1])
+                done_champions += 1
+            return PublishReport(done_versions, done_champions, pending - done_versions - done_champions)
+        except Exception as exc:  # noqa: BLE001 - a listener never breaks the caller (a tick, an action)
+            log.warning("publishing the registry to %r failed after %d version(s) and %d champion(s); the rest "
+                        "is offered again next time: %s: %s", listener, done_versions, done_champions,
+                        type(exc).__name__, exc)
+            return PublishReport(done_versions, done_champions, -1, f"{type(exc).__name__}: {exc}")
 
     def collect_garbage(self, *, min_age_seconds: float = 3600.0) -> list[str]:
         """Delete artifacts no recorded version refers to (older than ``min_age_seconds``)."""

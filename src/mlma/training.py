@@ -25,7 +25,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mlma.fleet import FleetData
-from mlma.models import ForecastContext, fit_forecaster
+from mlma.models import ForecastContext, fit_forecasters, make_forecaster
 
 DEFAULT_PARALLEL_THRESHOLD = 32
 """Fewer missing fits than this run inline on a local pool: starting worker processes costs more."""
@@ -398,14 +398,11 @@ def _fit_chunk(spec, ctx: ForecastContext, params: dict, jobs: list) -> list:
     BLAS is held to one thread: parallelism comes from chunks, and small per-stream matrices run several
     times slower when BLAS threads compete for the same cores.
     """
-    results = []
     with threadpool_limits(limits=1):
-        for key, ds, y in jobs:
-            started = time.process_time()
-            outcome = fit_forecaster(spec, ctx, ds, y, **params)
-            seconds = time.process_time() - started
-            results.append(FittedModel(key, outcome.model, seconds, outcome.fallback_reason, outcome.n_train))
-    return results
+        # One call for the chunk: models that fit many streams at once (statsforecast) do so.
+        outcomes = fit_forecasters(spec, ctx, [(ds, y) for _, ds, y in jobs], params=params)
+    return [FittedModel(key, o.model, o.cpu_seconds, o.fallback_reason, o.n_train)
+            for (key, _, _), o in zip(jobs, outcomes, strict=True)]
 
 
 class FitCache:
@@ -571,6 +568,9 @@ class ModelService:
         self._inline = InlineExecutor()
         self.chunk_size = chunk_size
         self.model_params = model_params or {}
+        # A spec no history can fix (unknown, not importable, a missing extra) fails here, naming it, rather
+        # than as a fit failure of every stream.
+        make_forecaster(spec, ctx, **self.model_params)
         if parallel_threshold is None:
             parallel_threshold = getattr(self.executor, "parallel_threshold", DEFAULT_PARALLEL_THRESHOLD)
         self.parallel_threshold = parallel_threshold

@@ -17,12 +17,20 @@ Examples
 
 from mlma.models.adapters import SklearnForecaster, import_object
 from mlma.models.base import (
+    FleetForecaster,
     ForecastContext,
     Forecaster,
     InsufficientDataError,
     default_season_length,
 )
-from mlma.models.factory import FitOutcome, available_models, fit_forecaster, make_forecaster, spec_name
+from mlma.models.factory import (
+    FitOutcome,
+    available_models,
+    fit_forecaster,
+    fit_forecasters,
+    make_forecaster,
+    spec_name,
+)
 from mlma.models.features import FeatureBuilder, FeatureSpec, grid_positions, regularise, seasonal_ffill
 from mlma.models.gbm import LightGBMForecaster
 from mlma.models.linear import RidgeForecaster
@@ -49,6 +57,8 @@ __all__ = [
     "available_models",
     "spec_name",
     "fit_forecaster",
+    "fit_forecasters",
+    "FleetForecaster",
     "FitOutcome",
     "import_object",
 ]

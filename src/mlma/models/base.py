@@ -15,6 +15,8 @@ import numpy as np
 from pandas.tseries.frequencies import to_offset
 
 __all__ = [
+    "FIT_ERRORS",
+    "FleetForecaster",
     "ForecastContext",
     "Forecaster",
     "InsufficientDataError",
@@ -164,6 +166,38 @@ class Forecaster(Protocol):
         X: np.ndarray | None = None,
         future_X: np.ndarray | None = None,
     ) -> np.ndarray: ...
+
+
+FIT_ERRORS = (InsufficientDataError, ValueError, np.linalg.LinAlgError)
+"""Errors of ``fit`` that mean "this history cannot support the model": the stream falls back to a simpler one."""
+
+
+class FleetForecaster:
+    """Base class of models that fit many streams' models in one call (e.g. statsforecast with its ``n_jobs``).
+
+    The model service hands each chunk of streams to :func:`mlma.models.fit_forecasters`; when the spec's
+    model derives from this class, the streams whose history passed the checks go to :meth:`fit_many` of its
+    class in one call. Each stream still gets its own model (one per stream, as the agent addresses them), so
+    a subclass must fit every stream as if alone: the same history gives the same model, whichever streams
+    share the call.
+    """
+
+    @classmethod
+    def fit_many(cls, models: list, histories: list[tuple[np.ndarray, np.ndarray]]) -> list[Exception | None]:
+        """Fit ``models[i]`` on ``histories[i] = (ds, y)``; returns per stream None or the fit's error.
+
+        Errors in :data:`FIT_ERRORS` are returned (the stream falls back to a simpler model), others raised.
+        The default fits one stream after another.
+        """
+        errors: list[Exception | None] = []
+        for model, (ds, y) in zip(models, histories, strict=True):
+            try:
+                model.fit(ds, y)
+            except FIT_ERRORS as exc:
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
 
 
 def as_datetime_array(ds, name: str = "ds") -> np.ndarray:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
+import pickle
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from mlma.models.adapters import ADAPTER_OPTIONS, SklearnForecaster, import_object, is_regressor_like
 from mlma.models.base import (
+    FIT_ERRORS,
+    FleetForecaster,
     ForecastContext,
     Forecaster,
-    InsufficientDataError,
     as_datetime_array,
     as_float_array,
 )
@@ -21,7 +25,7 @@ from mlma.models.gbm import LightGBMForecaster
 from mlma.models.linear import RidgeForecaster
 from mlma.models.naive import MeanForecaster, SeasonalNaive
 
-__all__ = ["make_forecaster", "available_models", "spec_name", "FitOutcome", "fit_forecaster"]
+__all__ = ["make_forecaster", "available_models", "spec_name", "FitOutcome", "fit_forecaster", "fit_forecasters"]
 
 _BUILTINS = {
     "seasonal-naive": SeasonalNaive,
@@ -29,7 +33,8 @@ _BUILTINS = {
     "lightgbm": LightGBMForecaster,
     "mean": MeanForecaster,
 }
-_SPEC_FORMS = "'sklearn:<module>.<Class>' or 'package.module:Class'"
+_SPEC_FORMS = ("'sklearn:<module>.<Class>', 'statsforecast:<Model>[:key=value,...]', "
+               "'mlforecast[:package.module:function][:key=value,...]', 'pickle:<file>' or 'package.module:Class'")
 
 
 def available_models() -> list[str]:
@@ -117,6 +122,46 @@ def _from_object(obj, ctx: ForecastContext, params: dict, spec) -> Forecaster:
     return model
 
 
+def _build_nixtla(key: str, ctx: ForecastContext, params: dict) -> Forecaster:
+    """``statsforecast:<Model>[:k=v,...]`` and ``mlforecast[:module:function][:k=v,...]`` (mlma.models.nixtla)."""
+    from mlma.models import nixtla  # noqa: PLC0415 - the optional Nixtla packages load only when asked for
+
+    family, _, rest = key.partition(":")
+    names, spec_params = nixtla.split_spec(rest, key) if rest else ([], {})
+    clash = sorted(set(spec_params) & set(params))
+    if clash:
+        raise ValueError(f"model spec {key!r}: parameter(s) {clash} given both in the spec and as parameters")
+    merged = {**spec_params, **params}
+    if family == "statsforecast":
+        if len(names) != 1:
+            raise ValueError(f"model spec {key!r}: name one statsforecast model, e.g. 'statsforecast:AutoETS' or "
+                             "'statsforecast:AutoARIMA:max_p=3'")
+        return nixtla.StatsForecastModel(ctx, names[0], **merged)
+    if len(names) not in (0, 2):
+        raise ValueError(f"model spec {key!r}: use 'mlforecast' (the built-in pipeline) or "
+                         "'mlforecast:package.module:function', each optionally followed by ':key=value,...'")
+    return nixtla.MLForecastModel(ctx, ":".join(names) or None, **merged)
+
+
+@functools.lru_cache(maxsize=8)
+def _unpickle(path: str, mtime_ns: int):
+    with open(path, "rb") as handle:
+        return pickle.load(handle)
+
+
+def _from_pickle(key: str, ctx: ForecastContext, params: dict) -> Forecaster:
+    """``pickle:/path/model.pkl``: a model or regressor saved to a file (``mlma init --from-mlflow`` writes one);
+    every stream gets a copy, fitted on its own history."""
+    path = Path(key[len("pickle:"):].strip()).expanduser()
+    try:
+        obj = _unpickle(str(path.resolve()), path.stat().st_mtime_ns)
+    except OSError as exc:
+        raise ValueError(f"model spec {key!r}: cannot read {path}: {exc.strerror or exc}") from None
+    except (pickle.UnpicklingError, AttributeError, ImportError, EOFError) as exc:
+        raise ValueError(f"model spec {key!r}: {path} is not a loadable pickle ({type(exc).__name__}: {exc})") from None
+    return _from_object(obj, ctx, params, key)
+
+
 def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     """Build an unfitted model for one stream.
 
@@ -129,6 +174,11 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
         instantiated (with ``ctx`` passed as its ``ctx`` or ``context`` argument if it has one) when it
         follows the :class:`Forecaster` protocol, or wrapped in :class:`SklearnForecaster` when it is a
         regressor. A class or an instance may also be passed directly; instances are copied.
+        ``"statsforecast:<Model>"`` (e.g. ``"statsforecast:AutoETS"``, ``"statsforecast:AutoARIMA:max_p=3"``)
+        for a statsforecast model and ``"mlforecast"`` or ``"mlforecast:package.module:function"`` for an
+        mlforecast pipeline (:mod:`mlma.models.nixtla`, ``pip install 'mlma[nixtla]'``); ``key=value``
+        pairs after the last ``:`` are the model's parameters. ``"pickle:/path/model.pkl"`` for a model or
+        regressor saved to a file (a template: every stream fits its own copy).
     ctx
         The stream's clock.
     **params
@@ -151,7 +201,7 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     >>> make_forecaster("prophet", ctx)
     Traceback (most recent call last):
     ...
-    ValueError: unknown model spec 'prophet'; available: lightgbm, mean, ridge, seasonal-naive, or 'sklearn:<module>.<Class>' or 'package.module:Class'
+    ValueError: unknown model spec 'prophet'; available: lightgbm, mean, ridge, seasonal-naive, or 'sklearn:<module>.<Class>', 'statsforecast:<Model>[:key=value,...]', 'mlforecast[:package.module:function][:key=value,...]', 'pickle:<file>' or 'package.module:Class'
     """
     if not isinstance(ctx, ForecastContext):
         raise ValueError(f"ctx must be a ForecastContext, got {type(ctx).__name__}")
@@ -161,6 +211,10 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     normalised = key.lower().replace("_", "-")
     if normalised in _BUILTINS:
         return _build_builtin(normalised, ctx, params)
+    if key.startswith("pickle:"):
+        return _from_pickle(key, ctx, params)
+    if key == "mlforecast" or key.startswith(("statsforecast:", "mlforecast:")):
+        return _build_nixtla(key, ctx, params)
     if key.startswith("sklearn:"):
         path = key[len("sklearn:"):].strip()
         if ":" not in path and not path.startswith("sklearn.") and "." in path:
@@ -216,6 +270,9 @@ class FitOutcome:
     seconds: float
     n_train: int
     requested: str | None = None
+    cpu_seconds: float | None = None
+    """CPU seconds of this process spent on the fit (a share of a joint fit's; work that statsforecast hands
+    to its own worker processes with ``n_jobs > 1`` is not counted)."""
 
     @property
     def fell_back(self) -> bool:
@@ -260,9 +317,59 @@ def fit_forecaster(
     >>> out.spec, out.fallback_reason
     ('seasonal-naive', 'history has 48 observations, ridge needs 216')
     """
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     requested = spec_name(spec)
     model = make_forecaster(spec, ctx, **{**(params or {}), **model_params})
+    ds, y, n_obs, reason = _check_history(model, requested, ds, y)
+    if reason is None:
+        try:
+            model.fit(ds, y, X)
+        except FIT_ERRORS as exc:
+            reason = f"{requested} fit failed: {exc}"
+    outcome = _outcome(model, requested, ctx, ds, y, X, n_obs, reason)
+    outcome.seconds, outcome.cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+    return outcome
+
+
+def fit_forecasters(spec, ctx: ForecastContext, histories: list[tuple[np.ndarray, np.ndarray]], *,
+                    params: dict | None = None) -> list[FitOutcome]:
+    """Fit ``spec`` on many streams' histories ``(ds, y)``, as :func:`fit_forecaster` does for each.
+
+    When the spec's model derives from :class:`~mlma.models.base.FleetForecaster` (statsforecast models), the
+    streams whose history passes the checks are fitted in one call of its class's ``fit_many``; the others
+    fall back as in :func:`fit_forecaster`. Otherwise the streams are fitted one by one. The time of a joint
+    call is shared evenly among its streams (``seconds``, ``cpu_seconds``).
+
+    Examples
+    --------
+    >>> ctx = ForecastContext("h", season_length=24, horizon=24)
+    >>> ds = np.arange("2024-01-01", "2024-01-03", dtype="datetime64[h]").astype("datetime64[ns]")
+    >>> [o.spec for o in fit_forecasters("seasonal-naive", ctx, [(ds, np.arange(48.0)), (ds[:5], np.ones(5))])]
+    ['seasonal-naive', 'mean']
+    """
+    requested = spec_name(spec)
+    first = make_forecaster(spec, ctx, **(params or {})) if histories else None
+    if not isinstance(first, FleetForecaster):
+        return [fit_forecaster(spec, ctx, ds, y, params=params) for ds, y in histories]
+    models = [first] + [make_forecaster(spec, ctx, **(params or {})) for _ in histories[1:]]
+    clock = time.perf_counter(), time.process_time()
+    checked = [_check_history(m, requested, ds, y) for m, (ds, y) in zip(models, histories, strict=True)]
+    ready = [i for i, c in enumerate(checked) if c[3] is None]
+    errors = type(models[0]).fit_many([models[i] for i in ready], [checked[i][:2] for i in ready])
+    shared = ((time.perf_counter() - clock[0]) / len(models), (time.process_time() - clock[1]) / len(models))
+    reasons = {i: f"{requested} fit failed: {e}" for i, e in zip(ready, errors, strict=True) if e is not None}
+    outcomes = []
+    for i, (model, (ds, y, n_obs, reason)) in enumerate(zip(models, checked)):
+        started, cpu = time.perf_counter(), time.process_time()
+        outcome = _outcome(model, requested, ctx, ds, y, None, n_obs, reason or reasons.get(i))
+        outcome.seconds = shared[0] + time.perf_counter() - started
+        outcome.cpu_seconds = shared[1] + time.process_time() - cpu
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _check_history(model, requested: str, ds, y) -> tuple[np.ndarray, np.ndarray, int, str | None]:
+    """The history as arrays, its finite observations, and why it cannot support ``model`` (or None)."""
     ds = as_datetime_array(ds)
     y = as_float_array(y, ds.size)
     finite = np.isfinite(y)
@@ -274,14 +381,13 @@ def fit_forecaster(
         reason = f"history has {n_obs} observations, {requested} needs {model.min_history}"
     elif not _is_simple(model) and np.ptp(y[finite]) == 0:
         reason = f"series is constant (every observation is {y[finite][0]:g})"
+    return ds, y, n_obs, reason
+
+
+def _outcome(model, requested: str, ctx: ForecastContext, ds, y, X, n_obs: int, reason: str | None) -> FitOutcome:
+    """The fitted model's outcome, or the fallback's when ``reason`` says the model could not be fitted."""
     if reason is None:
-        try:
-            model.fit(ds, y, X)
-        except (InsufficientDataError, ValueError, np.linalg.LinAlgError) as exc:
-            reason = f"{requested} fit failed: {exc}"
-    if reason is None:
-        return FitOutcome(model, requested, None, time.perf_counter() - started,
-                          int(getattr(model, "n_train_", n_obs)), requested)
+        return FitOutcome(model, requested, None, 0.0, int(getattr(model, "n_train_", n_obs)), requested)
     if ctx.season_length > 1 and n_obs >= ctx.season_length:
         fallback, name = SeasonalNaive(ctx), "seasonal-naive"
     else:
@@ -290,4 +396,4 @@ def fit_forecaster(
         # The simple model itself was short of data: the mean is the only simpler one left.
         fallback, name = MeanForecaster(ctx), "mean"
     fallback.fit(ds, y, X)
-    return FitOutcome(fallback, name, reason, time.perf_counter() - started, fallback.n_train_, requested)
+    return FitOutcome(fallback, name, reason, 0.0, fallback.n_train_, requested)

@@ -345,7 +345,9 @@ web_sessions = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
     sa.Column("ended_at", UTCDateTime),
     sa.Index(None, "expires_at"),
+)
 
+# -- the project's clock (migration 0004) ------------------------------------------------------------------
 clock = sa.Table(
     "clock", metadata,
     # One row: the project's frequency and tick length, fixed by the first ingest that can tell them

@@ -1,0 +1,362 @@
+"""MLflow mirror of mlma's model registry (``pip install 'mlma[mlflow]'``; docs/mlflow.md).
+
+mlma's registry stays the one that decides what serves. :class:`MlflowSync` follows it into an MLflow
+tracking store (a local SQLite file or any tracking server):
+
+- every version mlma records becomes an MLflow **run** in the project's experiment (parameters: spec,
+  training window; metrics: fit seconds, rows learnt from, the challenger check's ratio; the pickled model as
+  the run's ``model/model.pkl`` artifact) and a **model version** of the stream's registered model
+  ``<model_prefix><unique_id>``, tagged ``mlma.unique_id`` and ``mlma.version``;
+- the registered model's ``champion`` alias follows every promotion and roll-back in mlma.
+
+It is a :class:`~mlma.registry.RegistryListener`: :meth:`mlma.registry.ModelRegistry.publish` offers it what
+it has not seen, and what it has seen is read back from MLflow itself (the tags above), so the registry's
+tables are the outbox: a failed delivery (MLflow down, a full disk) is logged, never raised, and offered again
+at the next publish. Nothing is delivered twice, since a version is marked as seen only once MLflow holds it.
+
+:func:`import_model` copies a model registered in MLflow into a project folder so that a project can start
+from it (``mlma init --from-mlflow``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import pickle
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlma.registry import ArtifactStore, ChampionChange, ModelRegistry, ModelVersion, PublishReport, RegistryListener
+
+__all__ = ["MlflowSettings", "MlflowSync", "parse_settings", "project_sync", "registered_name", "import_model"]
+
+log = logging.getLogger("mlma.mlflow")
+
+_INSTALL = "pip install 'mlma[mlflow]'"
+_KEYS = ("tracking_uri", "experiment", "model_prefix", "alias", "max_seconds")
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    """The ``[mlflow]`` section of ``mlma.toml``.
+
+    Attributes
+    ----------
+    tracking_uri
+        Where MLflow keeps runs and registered models: ``sqlite:///mlflow.db`` (relative paths are taken from
+        the project folder) or a tracking server's ``http(s)://`` address.
+    experiment
+        The MLflow experiment holding one run per mlma version.
+    model_prefix
+        Each stream's registered model is ``<model_prefix><unique_id>``.
+    alias
+        The alias that follows mlma's champion.
+    max_seconds
+        Longest time one publish may take after a tick; the rest waits for the next tick.
+    """
+
+    tracking_uri: str
+    experiment: str = "mlma"
+    model_prefix: str = "mlma."
+    alias: str = "champion"
+    max_seconds: float = 60.0
+
+
+def parse_settings(raw: Any, *, root: Path, source: str = "mlma.toml") -> MlflowSettings:
+    """Validate an ``[mlflow]`` table; errors name ``source`` and the key.
+
+    Examples
+    --------
+    >>> parse_settings({"tracking_uri": "sqlite:///mlflow.db"}, root=Path("/p")).tracking_uri
+    'sqlite:////p/mlflow.db'
+    >>> parse_settings({"tracking_uri": "sqlite:///m.db", "alias": ""}, root=Path("/p"))
+    Traceback (most recent call last):
+    ...
+    ValueError: mlma.toml: [mlflow] alias must be a non-empty string, got ''
+    """
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{source}: [mlflow] must be a table of keys ({', '.join(_KEYS)})")
+    unknown = sorted(set(raw) - set(_KEYS))
+    if unknown:
+        raise ValueError(f"{source}: unknown key {unknown[0]!r} in [mlflow]; known: {', '.join(_KEYS)}")
+    if "tracking_uri" not in raw:
+        raise ValueError(f"{source}: [mlflow] needs tracking_uri, e.g. \"sqlite:///mlflow.db\"")
+    values = dict(raw)
+    for key in ("tracking_uri", "experiment", "model_prefix", "alias"):
+        if key in values and (not isinstance(values[key], str) or not values[key].strip()):
+            raise ValueError(f"{source}: [mlflow] {key} must be a non-empty string, got {values[key]!r}")
+    if any(c in values.get("model_prefix", "") for c in "/:'%"):
+        raise ValueError(f"{source}: [mlflow] model_prefix cannot contain '/', ':' (MLflow refuses them in model "
+                         "names), a quote or '%'")
+    seconds = values.get("max_seconds", 60.0)
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
+        raise ValueError(f"{source}: [mlflow] max_seconds must be a number > 0, got {seconds!r}")
+    values["max_seconds"] = float(seconds)
+    uri = values["tracking_uri"].strip()
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str((Path(root) / uri[len(prefix):]).resolve())
+    elif "://" not in uri:
+        raise ValueError(f"{source}: [mlflow] tracking_uri must be a URI such as sqlite:///mlflow.db or "
+                         f"http://host:5000, got {uri!r}")
+    values["tracking_uri"] = uri
+    return MlflowSettings(**values)
+
+
+def registered_name(prefix: str, unique_id: str) -> str:
+    """The stream's registered model name. MLflow refuses '/' and ':' in names: they become '_', and a short
+    hash of the ``unique_id`` keeps two streams from sharing a name.
+
+    Examples
+    --------
+    >>> registered_name("mlma.", "zone-417")
+    'mlma.zone-417'
+    >>> registered_name("mlma.", "NSW / Food")
+    'mlma.NSW _ Food~6e3a2776'
+    """
+    name = str(unique_id).replace("/", "_").replace(":", "_")
+    if name != unique_id:
+        name += "~" + hashlib.sha1(str(unique_id).encode()).hexdigest()[:8]
+    return prefix + name
+
+
+def _client(uri: str):
+    try:
+        from mlflow import MlflowClient  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        raise ValueError(f"the MLflow integration needs MLflow: {_INSTALL}") from exc
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _missing(exc: Exception) -> bool:
+    return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+def _ms(when) -> int | None:
+    return None if when is None else int(when.timestamp() * 1000)
+
+
+class MlflowSync(RegistryListener):
+    """Follows a project's registry into MLflow; hand it to :meth:`ModelRegistry.publish`.
+
+    Parameters
+    ----------
+    settings
+        Tracking URI, experiment, registered-model prefix, alias.
+    artifacts
+        The project's artifact store (the model files logged to MLflow are read from it).
+    """
+
+    def __init__(self, settings: MlflowSettings, artifacts: ArtifactStore) -> None:
+        self.settings = settings
+        self.artifacts = artifacts
+        self._mlflow = None
+        self._experiment_id: str | None = None
+        self._registered: set[str] = set()
+        self._seen_versions: dict[str, int] | None = None
+        self._seen_champions: dict[str, int] = {}
+        #: MLflow's version number of each (unique_id, mlma version).
+        self._numbers: dict[tuple[str, int], str] = {}
+
+    def __repr__(self) -> str:
+        return f"MlflowSync({self.settings.tracking_uri!r}, prefix={self.settings.model_prefix!r})"
+
+    @property
+    def client(self):
+        if self._mlflow is None:
+            self._mlflow = _client(self.settings.tracking_uri)
+        return self._mlflow
+
+    def sync(self, registry: ModelRegistry) -> PublishReport:
+        """Publish what MLflow does not hold yet (within ``max_seconds``); never raises."""
+        report = registry.publish(self, max_seconds=self.settings.max_seconds)
+        if report.error is not None:
+            self._seen_versions = None  # read MLflow again next time: it may hold part of a failed delivery
+        return report
+
+    # -- what MLflow holds ---------------------------------------------------------------------------------
+    def seen(self) -> tuple[Mapping[str, int], Mapping[str, int]]:
+        if self._seen_versions is None:
+            self._read_back()
+        return self._seen_versions, self._seen_champions
+
+    def _read_back(self) -> None:
+        """Which mlma versions and champions MLflow holds, from the tags this class writes."""
+        prefix = self.settings.model_prefix  # LIKE's '_' matches any character: names are checked below
+        versions: dict[str, int] = {}
+        numbers: dict[tuple[str, int], str] = {}
+        token = None
+        while True:
+            page = self.client.search_model_versions(f"name LIKE '{prefix}%'", max_results=1000, page_token=token)
+            for mv in page:
+                uid, version = mv.tags.get("mlma.unique_id"), mv.tags.get("mlma.version")
+                if uid is None or version is None or mv.name != registered_name(prefix, uid):
+                    continue
+                numbers[(uid, int(version))] = str(mv.version)
+                versions[uid] = max(versions.get(uid, 0), int(version))
+                self._registered.add(mv.name)
+            token = page.token
+            if not token:
+                break
+        champions: dict[str, int] = {}
+        token = None
+        while True:
+            page = self.client.search_registered_models(f"name LIKE '{prefix}%'", max_results=1000,
+                                                        page_token=token)
+            for rm in page:
+                uid, champion = rm.tags.get("mlma.unique_id"), rm.tags.get("mlma.champion")
+                if uid is not None and champion is not None and rm.name == registered_name(prefix, uid):
+                    champions[uid] = int(champion)
+                self._registered.add(rm.name)
+            token = page.token
+            if not token:
+                break
+        self._seen_versions, self._seen_champions, self._numbers = versions, champions, numbers
+
+    # -- deliveries ---------------------------------------------------------------------------------------
+    def _experiment(self) -> str:
+        if self._experiment_id is None:
+            found = self.client.get_experiment_by_name(self.settings.experiment)
+            self._experiment_id = (found.experiment_id if found is not None
+                                   else self.client.create_experiment(self.settings.experiment,
+                                                                      artifact_location=self._artifact_location(),
+                                                                      tags={"mlma": "registry mirror"}))
+        return self._experiment_id
+
+    def _artifact_location(self) -> str | None:
+        """Run artifacts of a SQLite store go to ``mlartifacts/`` beside its file (MLflow's default is
+        ``./mlruns`` in whatever folder the process runs in); a server decides for itself."""
+        uri = self.settings.tracking_uri
+        if uri.startswith("sqlite:///"):
+            return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+        return None
+
+    def _registered_model(self, unique_id: str) -> str:
+        name = registered_name(self.settings.model_prefix, unique_id)
+        if name not in self._registered:
+            try:
+                self.client.get_registered_model(name)
+            except Exception as exc:
+                if not _missing(exc):
+                    raise
+                self.client.create_registered_model(
+                    name, tags={"mlma.unique_id": unique_id},
+                    description=f"mlma stream {unique_id}: every model version mlma recorded; the "
+                                f"'{self.settings.alias}' alias is the serving one")
+            self._registered.add(name)
+        return name
+
+    def on_version_created(self, version: ModelVersion) -> None:
+        name = self._registered_model(version.unique_id)
+        client = self.client
+        tags = {"mlma.unique_id": version.unique_id, "mlma.version": str(version.version),
+                "mlma.spec": version.spec, "mlma.artifact_sha256": version.artifact_sha256,
+                "mlma.check": str(version.check.get("result", "")), "mlflow.runName":
+                f"{version.unique_id} v{version.version}"}
+        run = client.create_run(self._experiment(), start_time=_ms(version.created_at), tags=tags)
+        run_id = run.info.run_id
+        params = {"spec": version.spec, "train_start": version.train_start, "train_end": version.train_end,
+                  "created_tick": version.created_tick,
+                  **{f"param.{k}": v for k, v in version.params.items()}}
+        metrics = {k: v for k, v in {**version.metrics, **{f"check_{k}": v for k, v in version.check.items()}}.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        from mlflow.entities import Metric, Param  # noqa: PLC0415 - optional extra
+
+        stamp = _ms(version.created_at) or int(time.time() * 1000)
+        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items() if v is not None],
+                         metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()])
+        reason = version.check.get("why") or version.metrics.get("fallback_reason")
+        if reason:
+            client.set_tag(run_id, "mlma.reason", str(reason)[:5000])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.pkl"
+            path.write_bytes(self.artifacts.get_bytes(version.artifact_sha256))
+            client.log_artifact(run_id, str(path), artifact_path="model")
+        client.set_terminated(run_id, end_time=stamp)
+        mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
+                                         tags={k: v for k, v in tags.items() if not k.startswith("mlflow.")},
+                                         description=f"mlma version {version.version} of {version.unique_id}")
+        self._numbers[(version.unique_id, version.version)] = str(mv.version)
+        self._seen_versions[version.unique_id] = version.version
+
+    def on_champion_moved(self, unique_id: str, change: ChampionChange) -> None:
+        number = self._numbers.get((unique_id, change.version))
+        if number is None:
+            raise RuntimeError(f"version {change.version} of {unique_id!r} is not in MLflow yet")
+        name = self._registered_model(unique_id)
+        self.client.set_registered_model_alias(name, self.settings.alias, number)
+        self.client.set_registered_model_tag(name, "mlma.champion", str(change.version))
+        self.client.set_registered_model_tag(name, "mlma.champion_moved", f"{change}"[:5000])
+        self._seen_champions[unique_id] = change.version
+
+
+def project_sync(config) -> MlflowSync | None:
+    """The project's :class:`MlflowSync`, or None when ``mlma.toml`` has no ``[mlflow]`` section."""
+    settings = getattr(config, "mlflow", None)
+    if settings is None:
+        return None
+    return MlflowSync(settings, ArtifactStore(config.artifacts_dir))
+
+
+# -- starting from MLflow --------------------------------------------------------------------------------
+def import_model(model_uri: str, tracking_uri: str, folder: Path) -> tuple[Path, str]:
+    """Copy a model registered in MLflow into ``folder`` as a pickle; returns the file and the resolved URI.
+
+    ``model_uri`` is ``models:/<name>/<version>`` or ``models:/<name>@<alias>`` (the alias is resolved to
+    its version now, so that the project does not change when the alias moves later). The model is either a
+    pickled mlma model or regressor logged as an artifact (as :class:`MlflowSync` logs ``model/model.pkl``)
+    or a model logged with ``mlflow.sklearn``; its class must be importable here.
+    """
+    if not isinstance(model_uri, str) or not model_uri.startswith("models:/"):
+        raise ValueError(f"an MLflow model URI is models:/<name>/<version> or models:/<name>@<alias>, "
+                         f"got {model_uri!r}")
+    client = _client(tracking_uri)
+    body = model_uri[len("models:/"):]
+    try:
+        if "@" in body:
+            name, alias = body.split("@", 1)
+            version = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, number = body.rpartition("/")
+            if not name or not number.isdigit():
+                raise ValueError(f"{model_uri!r} names no version: use models:/<name>/<version> or "
+                                 "models:/<name>@<alias>")
+            version = client.get_model_version(name, number)
+    except Exception as exc:
+        if isinstance(exc, ValueError) and not hasattr(exc, "error_code"):
+            raise
+        raise ValueError(f"MLflow at {tracking_uri} has no model {model_uri!r}: {exc}") from None
+    resolved = f"models:/{version.name}/{version.version}"
+    from mlflow.artifacts import download_artifacts  # noqa: PLC0415 - optional extra
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(download_artifacts(artifact_uri=client.get_model_version_download_uri(version.name,
+                                                                                         version.version),
+                                        dst_path=tmp, tracking_uri=tracking_uri))
+        model = _load_downloaded(local, resolved)
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"{registered_name('', version.name)}-v{version.version}.pkl"
+    target.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+    return target, resolved
+
+
+def _load_downloaded(local: Path, label: str):
+    if local.is_file():
+        return pickle.loads(local.read_bytes())
+    if (local / "MLmodel").is_file():
+        import mlflow.sklearn  # noqa: PLC0415 - optional extra
+
+        text = (local / "MLmodel").read_text()
+        if "sklearn:" not in text:
+            raise ValueError(f"{label} is an MLflow model without the sklearn flavour; mlma takes a pickled "
+                             "mlma model or a scikit-learn regressor")
+        return mlflow.sklearn.load_model(str(local))
+    pickles = sorted(local.rglob("*.pkl"))
+    if len(pickles) == 1:
+        return pickle.loads(pickles[0].read_bytes())
+    raise ValueError(f"{label} holds {len(pickles)} .pkl files and no MLmodel file; cannot tell which is the model")

@@ -1,0 +1,511 @@
+"""Nixtla's statsforecast models and mlforecast pipelines as mlma models (``pip install 'mlma[nixtla]'``).
+
+Two adapters, each one stream's :class:`~mlma.models.Forecaster` like every other mlma model, so that the agent
+re-trains, checks, promotes and rolls back each stream's model on its own:
+
+- :class:`StatsForecastModel` wraps any model of ``statsforecast.models`` (``AutoETS``, ``AutoARIMA``,
+  ``MSTL``, ``AutoTheta``...). Its season length comes from the project's clock (``ForecastContext``, built
+  from :class:`mlma.data.Frequency`). A chunk of streams is fitted in one ``StatsForecast.fit`` call, with
+  statsforecast's own ``n_jobs`` parallelism (:class:`~mlma.models.base.FleetForecaster`). A model fitted
+  ticks ago forecasts from the latest history with statsforecast's ``forward`` (the fitted parameters applied
+  to the new data), as mlma's contract asks.
+- :class:`MLForecastModel` wraps an ``mlforecast.MLForecast`` pipeline: a built-in default (LightGBM on
+  seasonal differences with lags and a rolling mean) or one the user builds in a function named by import
+  path. It is fitted per stream (a *local* model). mlforecast is usually fitted as one global model over many
+  series; mlma does not do that, because a model fitted on a chunk of streams would depend on which streams
+  happen to be re-trained together, so the same stream would get different models in a backtest and in live
+  operation, and a roll-back of one stream would change the others.
+
+Both work on the frequency grid: gaps and missing values in a history are filled with the value one season
+earlier (else the last value) before fitting or forecasting, since neither library accepts them.
+
+Spec strings (``--model`` and ``[model] spec``)::
+
+    statsforecast:AutoETS
+    statsforecast:AutoARIMA:max_p=3,max_q=3
+    statsforecast:MSTL:season_length=[24,168]
+    statsforecast:AutoETS:model=ZZA,n_jobs=2
+    mlforecast
+    mlforecast:n_estimators=200
+    mlforecast:my_team.pipelines:make_pipeline
+    mlforecast:my_team.pipelines:make_pipeline:alpha=0.5
+
+Parameters after the last ``:`` are ``key=value`` pairs separated by commas; values are Python literals
+(numbers, strings, lists, True/False/None), and a bare word is a string.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import inspect
+import re
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+
+from mlma.models.base import (
+    FleetForecaster,
+    ForecastContext,
+    as_datetime_array,
+    as_float_array,
+)
+from mlma.models.features import forward_fill, regularise, seasonal_ffill
+
+__all__ = [
+    "StatsForecastModel",
+    "MLForecastModel",
+    "default_pipeline",
+    "parse_spec_params",
+    "split_spec",
+]
+
+_INSTALL = "pip install 'mlma[nixtla]'"
+_PARAM = re.compile(r"^\s*[A-Za-z_][A-Za-z0-9_]*\s*=")
+
+
+def parse_spec_params(text: str, spec: str = "") -> dict[str, Any]:
+    """``"a=1,b=[2,3],c=ZZA"`` as ``{"a": 1, "b": [2, 3], "c": "ZZA"}``.
+
+    Commas inside brackets or quotes do not separate pairs. A value that is not a Python literal is taken as
+    a string.
+
+    Examples
+    --------
+    >>> parse_spec_params("season_length=[24,168],model=ZZA,damped=True")
+    {'season_length': [24, 168], 'model': 'ZZA', 'damped': True}
+    >>> parse_spec_params("alpha", "ridge:alpha")
+    Traceback (most recent call last):
+    ...
+    ValueError: model spec 'ridge:alpha': parameter 'alpha' is not of the form key=value
+    """
+    label = spec or text
+    pairs, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            pairs.append(text[start:i])
+            start = i + 1
+    pairs.append(text[start:])
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        if not pair.strip():
+            continue
+        key, eq, raw = pair.partition("=")
+        key = key.strip()
+        if not eq or not key.isidentifier():
+            raise ValueError(f"model spec {label!r}: parameter {pair.strip()!r} is not of the form key=value")
+        if key in params:
+            raise ValueError(f"model spec {label!r}: parameter {key!r} is given twice")
+        raw = raw.strip()
+        try:
+            params[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            params[key] = raw
+    return params
+
+
+def split_spec(rest: str, spec: str) -> tuple[list[str], dict[str, Any]]:
+    """Split what follows ``statsforecast:`` / ``mlforecast:`` into its ``:``-separated names and parameters.
+
+    The parameters are the last part when it holds ``key=value`` pairs.
+
+    Examples
+    --------
+    >>> split_spec("AutoARIMA:max_p=3,max_q=3", "statsforecast:AutoARIMA:max_p=3,max_q=3")
+    (['AutoARIMA'], {'max_p': 3, 'max_q': 3})
+    >>> split_spec("team.pipes:make:alpha=0.5", "mlforecast:team.pipes:make:alpha=0.5")
+    (['team.pipes', 'make'], {'alpha': 0.5})
+    >>> split_spec("n_estimators=50", "mlforecast:n_estimators=50")
+    ([], {'n_estimators': 50})
+    """
+    parts = rest.split(":")
+    params: dict[str, Any] = {}
+    if parts and _PARAM.match(parts[-1]):
+        params = parse_spec_params(parts.pop(), spec)
+    names = [p.strip() for p in parts]
+    if any(not p for p in names):
+        raise ValueError(f"model spec {spec!r} has an empty part between ':'")
+    return names, params
+
+
+def _check_ctx(ctx) -> ForecastContext:
+    if not isinstance(ctx, ForecastContext):
+        raise ValueError(f"ctx must be a ForecastContext, got {type(ctx).__name__}")
+    return ctx
+
+
+def _check_n_jobs(n_jobs) -> int:
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or not (n_jobs == -1 or n_jobs >= 1):
+        raise ValueError(f"n_jobs must be -1 (every core) or a whole number >= 1, got {n_jobs!r}")
+    return int(n_jobs)
+
+
+def _filled(values: np.ndarray, season_length: int) -> np.ndarray:
+    """Gaps filled with the value one season earlier, else the last value; leading NaN stay."""
+    return forward_fill(seasonal_ffill(values, season_length))
+
+
+class _GridSeries:
+    """One stream's history laid on the frequency grid and filled, with the steps to forecast."""
+
+    def __init__(self, ctx: ForecastContext, ds, y, future_ds=None, season_length: int | None = None):
+        ds = as_datetime_array(ds)
+        y = as_float_array(y, ds.size)
+        if future_ds is not None:
+            future_ds = as_datetime_array(future_ds, "future_ds")
+        grid = regularise(ds, y, ctx.freq, future_ds=future_ds)
+        n_hist = int(grid.hist_rows.max()) + 1 if ds.size else 0
+        values = _filled(grid.y[:n_hist], season_length or ctx.season_length)
+        finite = np.flatnonzero(np.isfinite(values))
+        self.first = int(finite[0]) if finite.size else n_hist
+        #: The filled history from its first finite value on.
+        self.values = values[self.first:]
+        #: Grid timestamps of ``values`` (the first history timestamp is on row 0 of the grid).
+        self.start = ds[0] if ds.size else None
+        self.n_obs = int(np.isfinite(y).sum())
+        self.steps = None
+        if future_ds is not None:
+            self.steps = grid.future_rows - (n_hist - 1)
+            if self.steps.size and self.steps.min() < 1:
+                raise ValueError("future_ds must come after the history's last timestamp")
+
+    def timestamps(self, freq: str) -> pd.DatetimeIndex:
+        stamps = pd.date_range(pd.Timestamp(self.start), periods=self.first + self.values.size, freq=freq)
+        return stamps[self.first:]
+
+
+# -- statsforecast ---------------------------------------------------------------------------------------
+def _statsforecast_models():
+    try:
+        from statsforecast import models  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        raise ValueError(f"statsforecast models need the statsforecast package: {_INSTALL}") from exc
+    return models
+
+
+def _statsforecast_class(name: str):
+    models = _statsforecast_models()
+    cls = getattr(models, name, None)
+    if not (isinstance(cls, type) and callable(getattr(cls, "fit", None)) and callable(getattr(cls, "forward", None))):
+        known = sorted(n for n, c in vars(models).items()
+                       if isinstance(c, type) and not n.startswith("_") and callable(getattr(c, "forward", None))
+                       and c.__module__ == models.__name__)
+        raise ValueError(f"statsforecast has no model {name!r}; models: {', '.join(known)}")
+    return cls
+
+
+class StatsForecastModel(FleetForecaster):
+    """Any ``statsforecast.models`` model as one stream's Forecaster.
+
+    Parameters
+    ----------
+    ctx
+        The stream's clock; ``ctx.season_length`` is passed as ``season_length`` to models that take one,
+        unless given in ``params``.
+    name
+        Name of the class in ``statsforecast.models``: ``"AutoETS"``, ``"AutoARIMA"``, ``"MSTL"``...
+    n_jobs
+        Processes statsforecast uses when a chunk of streams is fitted in one call (``-1``: every core). Keep
+        1 with a process-pool or Dask executor, which already runs one chunk per core.
+    **params
+        The model's own parameters (e.g. ``model="ZZA"`` for AutoETS, ``max_p=3`` for AutoARIMA).
+
+    Examples
+    --------
+    >>> _ = __import__("pytest").importorskip("statsforecast")  # the examples need mlma[nixtla]
+    >>> ctx = ForecastContext("D", season_length=7, horizon=7)
+    >>> ds = np.arange("2024-01-01", "2024-04-01", dtype="datetime64[D]").astype("datetime64[ns]")
+    >>> y = 10 + 3 * np.sin(2 * np.pi * np.arange(ds.size) / 7)
+    >>> m = StatsForecastModel(ctx, "AutoETS").fit(ds, y)
+    >>> m.prototype
+    AutoETS
+    >>> future = ds[-1] + np.arange(1, 8) * np.timedelta64(1, "D")
+    >>> truth = 10 + 3 * np.sin(2 * np.pi * np.arange(ds.size, ds.size + 7) / 7)
+    >>> bool(np.abs(m.predict(ds, y, future) - truth).max() < 0.1)
+    True
+    >>> StatsForecastModel(ctx, "AutoETS", modle="ZZA")
+    Traceback (most recent call last):
+    ...
+    ValueError: statsforecast AutoETS does not take parameter(s) ['modle']; it takes: alias, damped, distribution, model, phi, prediction_intervals, season_length
+    """
+
+    def __init__(self, ctx: ForecastContext, name: str = "AutoETS", n_jobs: int = 1, **params) -> None:
+        self.ctx = _check_ctx(ctx)
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"name must name a statsforecast model such as 'AutoETS', got {name!r}")
+        self.name = name.strip()
+        self.n_jobs = _check_n_jobs(n_jobs)
+        cls = _statsforecast_class(self.name)
+        accepted = inspect.signature(cls).parameters
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ValueError(f"statsforecast {self.name} does not take parameter(s) {unknown}; it takes: "
+                             f"{', '.join(sorted(accepted))}")
+        if "season_length" in accepted and "season_length" not in params:
+            params["season_length"] = ctx.season_length
+        self.params = params
+        try:
+            self.prototype = cls(**params)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"statsforecast {self.name} with {params}: {exc}") from None
+        seasons = params.get("season_length", 1)
+        self.season_length = int(max(np.atleast_1d(seasons))) if seasons else 1
+
+    @property
+    def min_history(self) -> int:
+        """Two seasons of observations (at least 8)."""
+        return max(2 * self.season_length, 8)
+
+    def _series(self, ds, y, future_ds=None) -> _GridSeries:
+        return _GridSeries(self.ctx, ds, y, future_ds, season_length=self.season_length)
+
+    def fit(self, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None) -> Self:
+        series = self._series(ds, y)
+        self._adopt(_fit_one(self.prototype, series.values, self.name), series)
+        return self
+
+    def _adopt(self, fitted, series: _GridSeries) -> None:
+        self.model_ = fitted
+        self.n_train_ = series.n_obs
+        self.level_ = float(series.values.mean()) if series.values.size else float("nan")
+
+    @classmethod
+    def fit_many(cls, models: list[StatsForecastModel], histories) -> list[Exception | None]:
+        """Fit every stream in one ``StatsForecast.fit`` call with the models' ``n_jobs``.
+
+        Each series is fitted by a fresh copy of the same prototype, as :meth:`fit` does, so a stream gets the
+        same model alone or in a chunk. When the call fails (one series the model cannot handle), the streams
+        are fitted one by one so that only that stream falls back.
+        """
+        if len(models) < 2:
+            return super().fit_many(models, histories)
+        first = models[0]
+        if any(m.name != first.name or m.params != first.params for m in models):
+            return super().fit_many(models, histories)
+        series = [m._series(ds, y) for m, (ds, y) in zip(models, histories, strict=True)]
+        if any(s.values.size == 0 for s in series):
+            return super().fit_many(models, histories)
+        from statsforecast import StatsForecast  # noqa: PLC0415 - optional extra
+
+        lengths = np.array([s.values.size for s in series])
+        frame = pd.DataFrame({"unique_id": np.repeat(np.arange(len(series)), lengths),
+                              "ds": np.concatenate([np.arange(n) for n in lengths]),
+                              "y": np.concatenate([s.values for s in series])})
+        try:
+            fleet = StatsForecast(models=[first.prototype], freq=1, n_jobs=first.n_jobs).fit(frame)
+        except Exception:  # noqa: BLE001 - some series broke the joint call: fit each alone, keep each error
+            return super().fit_many(models, histories)
+        order = np.asarray(fleet.uids, dtype=np.int64)
+        for row, i in enumerate(order):
+            models[i]._adopt(fleet.fitted_[row, 0], series[i])
+        return [None] * len(models)
+
+    def predict(self, ds, y, future_ds, X=None, future_X=None) -> np.ndarray:
+        series = self._series(ds, y, future_ds)
+        steps = series.steps
+        if steps.size == 0:
+            return np.zeros(0)
+        if series.values.size < self.min_history:
+            return _naive_forecast(self.ctx, ds, y, future_ds, self.level_)
+        try:
+            mean = self.model_.forward(y=series.values, h=int(steps.max()))["mean"]
+        except Exception:  # noqa: BLE001 - statsforecast raises plain Exceptions for histories it cannot use
+            return _naive_forecast(self.ctx, ds, y, future_ds, self.level_)
+        return np.asarray(mean, dtype=np.float64)[steps - 1]
+
+    def __repr__(self) -> str:
+        shown = {k: v for k, v in self.params.items() if k != "season_length" or v != self.ctx.season_length}
+        extra = "".join(f", {k}={v!r}" for k, v in shown.items())
+        return f"StatsForecastModel({self.name!r}{extra})"
+
+
+def _naive_forecast(ctx: ForecastContext, ds, y, future_ds, level: float) -> np.ndarray:
+    """The forecast when the recent history is too short for the model (a stream back after a long silence):
+    seasonal naive on what there is, else the fitted history's mean, so one stream never stops a tick."""
+    from mlma.models.naive import SeasonalNaive  # noqa: PLC0415
+
+    naive = SeasonalNaive(ctx)
+    naive.level_ = level
+    return naive.predict(ds, y, future_ds)
+
+
+def _fit_one(prototype, values: np.ndarray, name: str):
+    if values.size == 0:
+        raise ValueError("history has no finite observation")
+    model = prototype.new() if hasattr(prototype, "new") else copy.deepcopy(prototype)
+    try:
+        return model.fit(y=values)
+    except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+        raise ValueError(f"statsforecast {name} fit failed: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - statsforecast raises plain Exceptions for series it cannot fit
+        raise ValueError(f"statsforecast {name} fit failed: {type(exc).__name__}: {exc}") from exc
+
+
+# -- mlforecast ------------------------------------------------------------------------------------------
+def _mlforecast():
+    try:
+        import mlforecast  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        raise ValueError(f"mlforecast pipelines need the mlforecast package: {_INSTALL}") from exc
+    return mlforecast
+
+
+def default_pipeline(ctx: ForecastContext, *, n_estimators: int = 100, learning_rate: float = 0.05,
+                     num_leaves: int = 15, min_child_samples: int = 10, lags: list[int] | None = None):
+    """The built-in mlforecast pipeline: LightGBM on seasonal differences, lags and a rolling mean.
+
+    The target is differenced at the season length (at 1 without seasonality), so that the trees forecast
+    the change since one season ago and a level shift or a trend does not leave them stuck at the levels
+    they saw. Features: lags ``1, 2, 3`` and one season (unless ``lags`` is given), and the mean of the last
+    season (of the last 3 steps without seasonality). No calendar features: the seasonal difference carries
+    the season, and calendar columns that a training window cannot estimate hurt (docs/models.md). LightGBM
+    runs on one thread with a fixed seed, so fits are reproducible.
+
+    Examples
+    --------
+    >>> _ = __import__("pytest").importorskip("mlforecast")  # the examples need mlma[nixtla]
+    >>> pipe = default_pipeline(ForecastContext("MS", season_length=12, horizon=12))
+    >>> pipe.ts.lags, list(pipe.ts.transforms)[-1]
+    ([1, 2, 3, 12], 'rolling_mean_lag1_window_size12')
+    """
+    _mlforecast()
+    import lightgbm as lgb  # noqa: PLC0415
+    from mlforecast import MLForecast  # noqa: PLC0415
+    from mlforecast.lag_transforms import RollingMean  # noqa: PLC0415
+    from mlforecast.target_transforms import Differences  # noqa: PLC0415
+
+    m = ctx.season_length
+    if lags is None:
+        lags = sorted({1, 2, 3, m})
+    if not lags or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in lags):
+        raise ValueError(f"lags must be a list of whole numbers >= 1, got {lags!r}")
+    regressor = lgb.LGBMRegressor(n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
+                                  min_child_samples=min_child_samples, n_jobs=1, random_state=0,
+                                  deterministic=True, verbose=-1)
+    return MLForecast(models={"lightgbm": regressor}, freq=ctx.freq, lags=list(lags),
+                      lag_transforms={1: [RollingMean(window_size=m if m > 1 else 3)]},
+                      target_transforms=[Differences([m])])
+
+
+def _lookback(pipeline) -> int:
+    """Grid steps a pipeline looks back: its longest lag (with its rolling window) plus its differences."""
+    ts = pipeline.ts
+    longest = max([int(k) for k in (ts.lags or [])] + [1])
+    for tfm in ts.transforms.values():
+        lag, window = getattr(tfm, "lag", None), getattr(tfm, "window_size", None)
+        if isinstance(lag, int):
+            longest = max(longest, lag + (int(window) - 1 if isinstance(window, int) else 0))
+    for target in ts.target_transforms or []:
+        longest += int(sum(getattr(target, "differences", []) or []))
+    return longest
+
+
+class MLForecastModel:
+    """An ``mlforecast.MLForecast`` pipeline fitted on one stream's history.
+
+    Parameters
+    ----------
+    ctx
+        The stream's clock (the pipeline's ``freq`` should be ``ctx.freq``; the built-in one is).
+    pipeline
+        ``None`` for :func:`default_pipeline`; else an import path ``"package.module:function"`` of a function
+        that takes the :class:`ForecastContext` and ``**params`` and returns an unfitted ``MLForecast``
+        (a path to an ``MLForecast`` instance works too, without params).
+    min_history
+        Observations needed to fit; default: the pipeline's look-back (longest lag or rolling window plus its
+        differences) and two seasons (at least 12 rows to learn from).
+    **params
+        Keywords for the pipeline function (for the built-in one: ``n_estimators``, ``learning_rate``,
+        ``num_leaves``, ``min_child_samples``, ``lags``).
+
+    Examples
+    --------
+    >>> _ = __import__("pytest").importorskip("mlforecast")  # the examples need mlma[nixtla]
+    >>> ctx = ForecastContext("D", season_length=7, horizon=7)
+    >>> ds = np.arange("2024-01-01", "2024-07-01", dtype="datetime64[D]").astype("datetime64[ns]")
+    >>> y = 10 + 3 * np.sin(2 * np.pi * np.arange(ds.size) / 7)
+    >>> m = MLForecastModel(ctx, n_estimators=20).fit(ds, y)
+    >>> future = ds[-1] + np.arange(1, 8) * np.timedelta64(1, "D")
+    >>> m.predict(ds, y, future).shape
+    (7,)
+    """
+
+    def __init__(self, ctx: ForecastContext, pipeline: str | None = None, *, min_history: int | None = None,
+                 **params) -> None:
+        self.ctx = _check_ctx(ctx)
+        mlforecast = _mlforecast()
+        self.pipeline = pipeline
+        self.params = params
+        if pipeline is None:
+            try:
+                prototype = default_pipeline(ctx, **params)
+            except TypeError as exc:
+                raise ValueError(f"the built-in mlforecast pipeline: {exc}") from None
+        else:
+            from mlma.models.adapters import import_object  # noqa: PLC0415 - avoids a cycle at import time
+
+            target = import_object(pipeline)
+            if isinstance(target, mlforecast.MLForecast):
+                if params:
+                    raise ValueError(f"{pipeline!r} is an MLForecast instance; parameters {sorted(params)} "
+                                     "cannot be applied (name a function that builds it instead)")
+                prototype = copy.deepcopy(target)
+            elif callable(target):
+                try:
+                    prototype = target(ctx, **params)
+                except TypeError as exc:
+                    raise ValueError(f"mlforecast pipeline {pipeline!r} cannot be called as (ctx, **{params}): "
+                                     f"{exc}") from None
+            else:
+                raise ValueError(f"{pipeline!r} is neither a function returning an MLForecast nor an MLForecast")
+            if not isinstance(prototype, mlforecast.MLForecast):
+                raise ValueError(f"mlforecast pipeline {pipeline!r} returned {type(prototype).__name__}, "
+                                 "not an mlforecast.MLForecast")
+        if len(prototype.models) != 1:
+            raise ValueError(f"an mlforecast pipeline for mlma holds one model, got {len(prototype.models)}: "
+                             f"{sorted(prototype.models)}")
+        self.prototype = prototype
+        self.lookback = _lookback(prototype)
+        default = self.lookback + max(2 * ctx.season_length, 12)
+        if min_history is not None and (isinstance(min_history, bool) or not isinstance(min_history, int)
+                                        or min_history < 1):
+            raise ValueError(f"min_history must be a whole number >= 1, got {min_history!r}")
+        self.min_history = default if min_history is None else max(int(min_history), self.lookback + 1)
+
+    def _frame(self, series: _GridSeries) -> pd.DataFrame:
+        return pd.DataFrame({"unique_id": "stream", "ds": series.timestamps(self.ctx.freq), "y": series.values})
+
+    def fit(self, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None) -> Self:
+        series = _GridSeries(self.ctx, ds, y)
+        if series.values.size <= self.lookback:
+            raise ValueError(f"history spans {series.values.size} grid steps; the pipeline looks back "
+                             f"{self.lookback}")
+        pipeline = copy.deepcopy(self.prototype)
+        pipeline.fit(self._frame(series), static_features=[], cache_train_df=False)
+        self.model_ = pipeline
+        (self.column_,) = pipeline.models_  # the one model's name is its forecast column
+        self.n_train_ = series.n_obs
+        self.level_ = float(series.values.mean())
+        return self
+
+    def predict(self, ds, y, future_ds, X=None, future_X=None) -> np.ndarray:
+        series = _GridSeries(self.ctx, ds, y, future_ds)
+        steps = series.steps
+        if steps.size == 0:
+            return np.zeros(0)
+        if series.values.size <= self.lookback:
+            return _naive_forecast(self.ctx, ds, y, future_ds, self.level_)
+        out = self.model_.predict(int(steps.max()), new_df=self._frame(series))
+        return out[self.column_].to_numpy(dtype=np.float64)[steps - 1]
+
+    def __repr__(self) -> str:
+        return f"MLForecastModel({self.pipeline or 'default'!r}{''.join(f', {k}={v!r}' for k, v in self.params.items())})"

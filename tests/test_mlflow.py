@@ -1,0 +1,231 @@
+"""The MLflow mirror of the registry, against a local MLflow store (SQLite, no server)."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("mlflow")
+
+from mlma.control import Operations  # noqa: E402
+from mlma.live import LiveAgent, NotReady  # noqa: E402
+from mlma.mlflow_sync import MlflowSync, project_sync, registered_name  # noqa: E402
+from mlma.models import ForecastContext, make_forecaster  # noqa: E402
+from mlma.project import ConfigError, init_project, load_config  # noqa: E402
+from mlma.registry import ModelRegistry  # noqa: E402
+from mlma.simulate import simulate_platform  # noqa: E402
+from mlma.store import Store  # noqa: E402
+
+FIRST_TICK = 21
+
+
+@pytest.fixture(scope="module")
+def platform() -> pd.DataFrame:
+    """12 zones, 36 days of hourly orders with frequent events, so that there are re-trainings, promotions and
+    rejected challengers."""
+    return simulate_platform(12, 36, seed=5, event_rate=4).data
+
+
+def make_project(root: Path, *, mlflow: bool = True) -> Path:
+    init_project(root, model="ridge")
+    text = (root / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
+    text = text.replace("initial_ticks = 0", f"initial_ticks = {FIRST_TICK}")
+    if mlflow:
+        text += '\n[mlflow]\ntracking_uri = "sqlite:///mlflow.db"\nexperiment = "zones"\n'
+    (root / "mlma.toml").write_text(text)
+    return root
+
+
+def day_chunks(frame: pd.DataFrame, first_tick: int):
+    day0 = frame["ds"].min().normalize()
+    days = ((frame["ds"] - day0) // pd.Timedelta("1D")).to_numpy()
+    yield frame[days < first_tick]
+    for d in range(first_tick, int(days.max()) + 1):
+        yield frame[days == d]
+
+
+def replay_with_sync(root: Path, frame: pd.DataFrame) -> None:
+    """Feed one day at a time and tick; after every tick publish to MLflow, as the live agent does."""
+    config = load_config(root)
+    sync = project_sync(config)
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        for i, chunk in enumerate(day_chunks(frame, FIRST_TICK)):
+            store.ingest_frame(chunk, f"day-{i}")
+            live.step()
+            report = sync.sync(live.registry)
+            assert report.error is None and report.pending == 0
+        with pytest.raises(NotReady):
+            live.step()
+
+
+def mlflow_state(sync: MlflowSync) -> tuple[dict, dict]:
+    """{(unique_id, mlma version): MLflow model version} and {unique_id: mlma version under the alias}."""
+    client = sync.client
+    versions, champions = {}, {}
+    for mv in client.search_model_versions("name LIKE 'mlma.%'", max_results=1000):
+        key = (mv.tags["mlma.unique_id"], int(mv.tags["mlma.version"]))
+        assert key not in versions, f"{key} is in MLflow twice"
+        versions[key] = mv
+    for rm in client.search_registered_models("name LIKE 'mlma.%'", max_results=1000):
+        uid = rm.tags["mlma.unique_id"]
+        champion = client.get_model_version_by_alias(rm.name, "champion")
+        champions[uid] = int(champion.tags["mlma.version"])
+    return versions, champions
+
+
+def mlma_state(config) -> tuple[pd.DataFrame, dict]:
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        versions = pd.concat([pd.DataFrame([v.__dict__ for v in registry.versions(uid)])
+                              for uid in store.streams()["unique_id"]], ignore_index=True)
+        champions = registry.champions()
+    return versions, dict(zip(champions["unique_id"], champions["version"].astype(int)))
+
+
+def test_mlflow_holds_every_version_and_follows_the_champion_through_a_replay_and_a_rollback(tmp_path, platform):
+    root = make_project(tmp_path / "p")
+    replay_with_sync(root, platform)
+    config = load_config(root)
+    sync = project_sync(config)
+    versions, champions = mlma_state(config)
+    in_mlflow, aliases = mlflow_state(sync)
+    # Every version mlma recorded, once, with its training window, metrics and artifact; challengers too.
+    assert set(in_mlflow) == set(zip(versions["unique_id"], versions["version"]))
+    assert (versions.groupby("unique_id")["version"].max() > 1).sum() >= 3, "the events should cause re-trainings"
+    assert {v["result"] for v in versions["check"]} >= {"promoted", "rejected", "not-checked"}
+    assert aliases == champions
+    client = sync.client
+    row = versions.iloc[-1]
+    mv = in_mlflow[(row["unique_id"], row["version"])]
+    run = client.get_run(mv.run_id)
+    assert run.data.params["spec"] == "ridge"
+    assert pd.Timestamp(run.data.params["train_end"]) == row["train_end"]
+    assert run.data.metrics["n_train"] == row["metrics"]["n_train"]
+    assert run.info.experiment_id == client.get_experiment_by_name("zones").experiment_id
+    assert run.info.artifact_uri.startswith((root / "mlartifacts").resolve().as_uri())  # beside mlflow.db
+    from mlflow.artifacts import download_artifacts
+
+    local = Path(download_artifacts(run_id=mv.run_id, artifact_path="model/model.pkl", dst_path=str(tmp_path / "d"),
+                                    tracking_uri=config.mlflow.tracking_uri))
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        assert local.read_bytes() == registry.artifacts.get_bytes(row["artifact_sha256"])
+        # A person rolls a stream back in mlma: MLflow's alias follows at the next publish.
+        moved = versions[versions["version"] > 1]["unique_id"].iloc[0]
+        before = champions[moved]
+        earlier = next(v.version for v in registry.versions(moved) if v.version != before)
+        Operations(store, registry=registry).rollback(moved, earlier, by="user:ana", reason="test")
+        report = project_sync(config).sync(registry)
+    assert (report.versions, report.champions, report.error) == (0, 1, None)
+    _, aliases = mlflow_state(sync)
+    assert aliases[moved] == earlier != before
+    assert client.get_registered_model(registered_name("mlma.", moved)).tags["mlma.champion_moved"].startswith(
+        f"rollback to version {earlier} by user:ana")
+
+
+def test_a_failed_delivery_is_logged_not_raised_and_completed_next_time_without_duplicates(tmp_path, platform,
+                                                                                          monkeypatch, caplog):
+    root = make_project(tmp_path / "p")
+    config = load_config(root)
+    frame = platform[platform["ds"] < platform["ds"].min() + pd.Timedelta(days=FIRST_TICK)]
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        store.ingest_frame(frame, "history")
+        live.step()  # start-up: one first model per zone
+        registry = live.registry
+        sync = project_sync(config)
+        real = sync.client.create_model_version
+        calls = {"n": 0}
+
+        def flaky(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise OSError("disk full")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(sync.client, "create_model_version", flaky)
+        report = sync.sync(registry)
+        assert report.error == "OSError: disk full" and report.versions == 4
+        assert "disk full" in caplog.text
+        # The next publish (the next tick) delivers the rest; nothing twice.
+        report = sync.sync(registry)
+        assert report.error is None and report.versions == 8 and report.champions == 12
+        in_mlflow, aliases = mlflow_state(sync)
+        assert len(in_mlflow) == 12 and aliases == {uid: 1 for uid in frame["unique_id"].unique()}
+        # A fresh process reads back what MLflow holds and has nothing to add.
+        again = project_sync(config).sync(registry)
+        assert (again.versions, again.champions, again.pending) == (0, 0, 0)
+
+
+def test_an_unreachable_mlflow_never_breaks_the_caller(tmp_path):
+    root = make_project(tmp_path / "p")
+    (tmp_path / "blocker").write_text("a file where MLflow's folder should be")
+    (root / "mlma.toml").write_text((root / "mlma.toml").read_text().replace(
+        "sqlite:///mlflow.db", f"sqlite:///{tmp_path}/blocker/mlflow.db"))
+    config = load_config(root)
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        sid = int(store.stream_ids(["zone-1"])[0])
+        registry.register(sid, {"level": 1.0}, spec="mean", promote=True)
+        report = project_sync(config).sync(registry)
+    assert report.error is not None and report.versions == 0
+
+
+@pytest.mark.parametrize(("section", "message"), [
+    ("[mlflow]\nexperiment = 'x'\n", "needs tracking_uri"),
+    ("[mlflow]\ntracking_uri = 'sqlite:///m.db'\nprefix = 'x'\n", "unknown key 'prefix' in \\[mlflow\\]"),
+    ("[mlflow]\ntracking_uri = 'sqlite:///m.db'\nmodel_prefix = 'a/b'\n", "cannot contain"),
+    ("[mlflow]\ntracking_uri = 'mlflow.db'\n", "must be a URI"),
+])
+def test_bad_mlflow_settings_are_named(tmp_path, section, message):
+    root = make_project(tmp_path / "p", mlflow=False)
+    (root / "mlma.toml").write_text((root / "mlma.toml").read_text() + "\n" + section)
+    with pytest.raises(ConfigError, match=message):
+        load_config(root)
+
+
+def test_a_project_starts_from_a_model_registered_in_mlflow(tmp_path):
+    from typer.testing import CliRunner
+
+    from mlma.cli import app
+
+    # A model in MLflow: here one mlma logged there for another project.
+    source = make_project(tmp_path / "source")
+    config = load_config(source)
+    ctx = ForecastContext("h", season_length=24, horizon=24)
+    ds = np.arange("2024-01-01", "2024-02-01", dtype="datetime64[h]").astype("datetime64[ns]")
+    y = 50 + 10 * np.sin(2 * np.pi * np.arange(ds.size) / 24)
+    fitted = make_forecaster("ridge", ctx, alpha=7.0).fit(ds, y)
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        registry.register(int(store.stream_ids(["zone-9"])[0]), fitted, spec="ridge", promote=True)
+        assert project_sync(config).sync(registry).error is None
+    uri = config.mlflow.tracking_uri
+    # `mlma mlflow sync` publishes on demand (here: nothing new), and names a project without [mlflow].
+    result = CliRunner().invoke(app, ["mlflow", "sync", "--project", str(source)])
+    assert result.exit_code == 0 and "logged 0 version(s) and 0 champion move(s)" in " ".join(result.output.split())
+    plain = make_project(tmp_path / "plain", mlflow=False)
+    result = CliRunner().invoke(app, ["mlflow", "sync", "--project", str(plain)])
+    assert result.exit_code == 2 and "no [mlflow] section" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "new"), "--from-mlflow", "models:/mlma.zone-9@champion",
+                                      "--mlflow-uri", uri])
+    assert result.exit_code == 0, result.output
+    assert "models:/mlma.zone-9/1 from MLflow" in result.output
+    new = load_config(tmp_path / "new")
+    assert new.model.spec.startswith("pickle:") and new.mlflow.tracking_uri == uri
+    # Every stream of the new project fits its own copy of that model (same class and parameters).
+    model = make_forecaster(new.model.spec, ctx)
+    assert type(model).__name__ == "RidgeForecaster" and model.alpha == 7.0
+    refit = model.fit(ds, 2 * y)
+    assert not np.allclose(refit.predict(ds, 2 * y, ds[-24:] + np.timedelta64(24, "h")),
+                           fitted.predict(ds, y, ds[-24:] + np.timedelta64(24, "h")))
+    assert pickle.loads(Path(new.model.spec[len("pickle:"):]).read_bytes()).alpha == 7.0
+    # A name MLflow does not have is a clear error, and no project is made.
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "bad"), "--from-mlflow", "models:/nope@champion",
+                                      "--mlflow-uri", uri])
+    assert result.exit_code == 2 and re.search(r"has no model .models:/nope@champion.", " ".join(result.output.split()))
+    assert not (tmp_path / "bad" / "mlma.toml").exists()

@@ -1,0 +1,223 @@
+"""statsforecast models and mlforecast pipelines as mlma models: specs, fleet fits, accuracy, live operation."""
+
+from __future__ import annotations
+
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytest.importorskip("statsforecast")
+pytest.importorskip("mlforecast")
+
+from mlma.backtest import BacktestConfig, run_backtest  # noqa: E402
+from mlma.data import Frequency  # noqa: E402
+from mlma.live import LiveAgent, NotReady  # noqa: E402
+from mlma.models import ForecastContext, fit_forecaster, fit_forecasters, make_forecaster  # noqa: E402
+from mlma.models.nixtla import MLForecastModel, StatsForecastModel  # noqa: E402
+from mlma.project import init_project, load_config  # noqa: E402
+from mlma.registry import ArtifactStore  # noqa: E402
+from mlma.simulate import simulate_platform  # noqa: E402
+from mlma.store import Store  # noqa: E402
+
+HOURLY = ForecastContext("h", season_length=24, horizon=24)
+
+
+def hours(n: int, start: str = "2024-01-01") -> np.ndarray:
+    return (np.datetime64(start, "h") + np.arange(n)).astype("datetime64[ns]")
+
+
+def seasonal_streams(n_streams: int, n_hours: int, seed: int, noise: float = 1.0) -> list[np.ndarray]:
+    """Daily profiles with different levels and shapes, plus Gaussian noise of sd ``noise``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_hours)
+    out = []
+    for _ in range(n_streams):
+        level, amp, phase = rng.uniform(20, 60), rng.uniform(3, 10), rng.uniform(0, 2 * np.pi)
+        out.append(level + amp * np.sin(2 * np.pi * t / 24 + phase) + rng.normal(0, noise, n_hours))
+    return out
+
+
+# -- specs -----------------------------------------------------------------------------------------------
+def test_specs_name_any_statsforecast_model_with_parameters_and_the_season_from_the_clock():
+    daily = ForecastContext("D", season_length=Frequency("D").season_length, horizon=7)
+    ets = make_forecaster("statsforecast:AutoETS", daily)
+    assert isinstance(ets, StatsForecastModel) and ets.prototype.season_length == 7
+    arima = make_forecaster("statsforecast:AutoARIMA:max_p=2,max_q=1", HOURLY)
+    assert (arima.prototype.season_length, arima.params["max_p"], arima.params["max_q"]) == (24, 2, 1)
+    mstl = make_forecaster("statsforecast:MSTL:season_length=[24,168]", HOURLY)
+    assert mstl.prototype.season_length == [24, 168] and mstl.min_history == 2 * 168
+    assert make_forecaster("statsforecast:AutoETS", HOURLY, model="ZNZ").params["model"] == "ZNZ"
+    # The project's one season rule: a 2-day grid has no weekly season in whole steps.
+    two_day = ForecastContext("2D", season_length=Frequency("2D").season_length, horizon=3)
+    assert make_forecaster("statsforecast:AutoETS", two_day).prototype.season_length == two_day.season_length
+
+
+@pytest.mark.parametrize(("spec", "params", "message"), [
+    ("statsforecast:AutoETSS", {}, "statsforecast has no model 'AutoETSS'; models: .*AutoETS"),
+    ("statsforecast:AutoETS:modle=ZZA", {}, r"does not take parameter\(s\) \['modle'\]"),
+    ("statsforecast:AutoETS:model=ZZA", {"model": "ANN"}, "given both in the spec and as parameters"),
+    ("statsforecast:AutoETS:n_jobs=0", {}, "n_jobs must be -1"),
+    ("statsforecast:AutoETS:ZZA", {}, "name one statsforecast model"),
+    ("statsforecast:AutoETS:model", {}, "name one statsforecast model"),
+    ("mlforecast:only_a_module", {}, "use 'mlforecast'"),
+    ("mlforecast:no_such_module_xyz:make", {}, "cannot import module 'no_such_module_xyz'"),
+    ("mlforecast:numbr=3", {}, "built-in mlforecast pipeline.*numbr"),
+    ("mlforecast:json:dumps", {}, "cannot be called as|returned"),
+])
+def test_bad_nixtla_specs_are_named(spec, params, message):
+    with pytest.raises(ValueError, match=message):
+        make_forecaster(spec, HOURLY, **params)
+
+
+def make_pipeline(ctx, *, trees: int = 30):
+    """A user's mlforecast pipeline, named by import path in a test below."""
+    import lightgbm as lgb
+    from mlforecast import MLForecast
+
+    return MLForecast(models={"gbm": lgb.LGBMRegressor(n_estimators=trees, n_jobs=1, verbose=-1, random_state=0)},
+                      freq=ctx.freq, lags=[1, ctx.season_length])
+
+
+def test_a_user_pipeline_is_built_from_its_import_path_with_parameters():
+    model = make_forecaster("mlforecast:test_nixtla:make_pipeline:trees=12", HOURLY)
+    assert isinstance(model, MLForecastModel) and model.prototype.models["gbm"].n_estimators == 12
+    assert model.lookback == 24 and model.min_history == 24 + 48
+    (y,) = seasonal_streams(1, 24 * 14, seed=1)
+    ds = hours(y.size)
+    model.fit(ds, y)
+    assert model.predict(ds, y, ds[-24:] + np.timedelta64(24, "h")).shape == (24,)
+
+
+# -- fleet fits ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_a_chunk_fitted_in_one_statsforecast_call_gives_each_stream_the_model_it_gets_alone(n_jobs):
+    streams = seasonal_streams(4, 24 * 14, seed=2)
+    ds = hours(24 * 14)
+    future = ds[-1] + np.arange(1, 25) * np.timedelta64(1, "h")
+    together = fit_forecasters("statsforecast:AutoETS", HOURLY, [(ds, y) for y in streams],
+                               params={"n_jobs": n_jobs})
+    for y, outcome in zip(streams, together):
+        alone = fit_forecaster("statsforecast:AutoETS", HOURLY, ds, y)
+        assert outcome.fallback_reason is None and outcome.cpu_seconds > 0
+        np.testing.assert_array_equal(outcome.model.predict(ds, y, future), alone.model.predict(ds, y, future))
+
+
+def test_one_stream_the_model_cannot_fit_falls_back_alone():
+    good, bad = seasonal_streams(2, 24 * 14, seed=3)
+    bad = bad - bad.mean()  # negative values: a multiplicative ETS cannot fit them
+    ds = hours(good.size)
+    short = (ds[:30], good[:30])
+    out = fit_forecasters("statsforecast:AutoETS:model=MMN", HOURLY, [(ds, good), (ds, bad), short])
+    assert out[0].spec == "statsforecast:AutoETS:model=MMN" and out[0].fallback_reason is None
+    assert out[1].spec == "seasonal-naive"
+    assert re.search("statsforecast AutoETS fit failed: .*negative or zero", out[1].fallback_reason)
+    assert out[2].spec == "seasonal-naive" and "needs 48" in out[2].fallback_reason
+
+
+def test_gaps_and_missing_values_are_filled_on_the_grid():
+    (y,) = seasonal_streams(1, 24 * 14, seed=4)
+    ds = hours(y.size)
+    keep = np.ones(y.size, bool)
+    keep[100:130] = False            # a gap of 30 hours
+    y = y.copy()
+    y[200:205] = np.nan              # missing values
+    future = ds[-1] + np.arange(1, 25) * np.timedelta64(1, "h")
+    for spec in ("statsforecast:AutoETS", "mlforecast"):
+        model = make_forecaster(spec, HOURLY).fit(ds[keep], y[keep])
+        forecast = model.predict(ds[keep], y[keep], future)
+        assert forecast.shape == (24,) and np.isfinite(forecast).all()
+        # A horizon that starts later than the next step (the history ends early) is forecast too.
+        assert np.isfinite(model.predict(ds[keep][:-5], y[keep][:-5], future)).all()
+        # A recent history too short for the model (a stream back after a silence) gets seasonal naive,
+        # never an error that would stop the tick.
+        short = model.predict(ds[-30:], y[-30:], future)
+        np.testing.assert_array_equal(short, make_forecaster("seasonal-naive", HOURLY).fit(ds, y)
+                                      .predict(ds[-30:], y[-30:], future))
+
+
+# -- accuracy --------------------------------------------------------------------------------------------
+def test_forecasts_reach_the_noise_level_on_seasonal_streams():
+    """20 streams: a daily profile plus N(0, 1) noise, 3 weeks of training, the next day forecast.
+
+    A forecast that knew the profile would have an MAE of sqrt(2/pi) = 0.798 (sd of the mean of 480 absolute
+    normal errors: 0.6 / sqrt(480) = 0.027); seasonal naive, whose error is the difference of two noises,
+    0.798 * sqrt(2) = 1.128 (sd 0.039).
+    """
+    n_train = 24 * 21
+    streams = seasonal_streams(20, n_train + 24, seed=5)
+    ds = hours(n_train + 24)
+    hist, future = ds[:n_train], ds[n_train:]
+    mae = {}
+    for spec in ("statsforecast:AutoETS", "mlforecast", "seasonal-naive"):
+        outcomes = fit_forecasters(spec, HOURLY, [(hist, y[:n_train]) for y in streams])
+        errors = [np.abs(o.model.predict(hist, y[:n_train], future) - y[n_train:]) for o, y in zip(outcomes, streams)]
+        mae[spec] = float(np.mean(errors))
+    assert abs(mae["seasonal-naive"] - 1.128) < 4 * 0.039, mae
+    # ETS estimates the profile from three weeks: within 10 % of the oracle (3 sd of its noise is 0.08).
+    assert 0.798 - 4 * 0.027 < mae["statsforecast:AutoETS"] < 0.798 * 1.10, mae
+    # The trees learn on seasonal differences: better than seasonal naive (measured 0.95 of it with this seed,
+    # 0.91 with seed 6), well short of ETS on a smooth profile.
+    assert mae["mlforecast"] < 0.97 * mae["seasonal-naive"], mae
+
+
+# -- artifacts and live operation ------------------------------------------------------------------------
+@pytest.mark.parametrize("spec", ["statsforecast:AutoETS", "mlforecast"])
+def test_fitted_models_survive_the_artifact_store(tmp_path, spec):
+    (y,) = seasonal_streams(1, 24 * 14, seed=6)
+    ds = hours(y.size)
+    future = ds[-1] + np.arange(1, 25) * np.timedelta64(1, "h")
+    model = make_forecaster(spec, HOURLY).fit(ds, y)
+    artifacts = ArtifactStore(tmp_path)
+    sha, _ = artifacts.put(model)
+    np.testing.assert_array_equal(artifacts.load(sha).predict(ds, y, future), model.predict(ds, y, future))
+
+
+FIRST_TICK = 21
+
+
+def replay_matches_backtest(root: Path, frame: pd.DataFrame, spec: str) -> None:
+    result = run_backtest(frame, BacktestConfig(policies=["mlma"], model=spec, initial_ticks=FIRST_TICK,
+                                                executor="inline", sample_streams=0))
+    init_project(root, model=spec)
+    text = (root / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
+    (root / "mlma.toml").write_text(text.replace("initial_ticks = 0", f"initial_ticks = {FIRST_TICK}"))
+    config = load_config(root)
+    day0 = frame["ds"].min().normalize()
+    days = ((frame["ds"] - day0) // pd.Timedelta("1D")).to_numpy()
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        store.ingest_frame(frame[days < FIRST_TICK], "history")
+        live.step()
+        for d in range(FIRST_TICK, int(days.max()) + 1):
+            store.ingest_frame(frame[days == d], f"day-{d}")
+            live.step()
+        with pytest.raises(NotReady):
+            live.step()
+        verdicts = store.verdicts()
+        versions = store.observations().groupby("unique_id").size()  # every stream is in the store
+        forecasts = pd.concat([store.forecasts(k) for k in range(FIRST_TICK - 1, int(days.max()))])
+    assert len(versions) == frame["unique_id"].nunique()
+    live_retrains = set(map(tuple, verdicts.loc[verdicts["retrain"], ["unique_id", "tick"]].to_numpy().tolist()))
+    backtest_retrains = set(map(tuple, result.retrain_log[["unique_id", "tick"]].to_numpy().tolist()))
+    assert len(backtest_retrains) >= 3, "the simulated events should cause re-trainings"
+    assert live_retrains == backtest_retrains
+    # The same forecasts, so the same accuracy stream by stream.
+    scored = forecasts.merge(frame, on=["unique_id", "ds"])
+    live_mae = (scored["y"] - scored["y_hat"]).abs().groupby(scored["unique_id"]).mean()
+    per_stream = result.per_stream.set_index("unique_id")
+    np.testing.assert_allclose(live_mae.loc[per_stream.index].to_numpy(), per_stream["mae"].to_numpy(),
+                               rtol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def small_platform() -> pd.DataFrame:
+    """8 zones, 30 days of hourly orders with frequent events."""
+    return simulate_platform(8, 30, seed=5, event_rate=4).data
+
+
+@pytest.mark.parametrize("spec", ["statsforecast:AutoETS", "mlforecast"])
+def test_live_replay_equals_the_backtest(tmp_path, small_platform, spec):
+    replay_matches_backtest(tmp_path / "p", small_platform, spec)
