@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from mlma.models import (
+    Drivers,
     FeatureBuilder,
     FeatureSpec,
     ForecastContext,
@@ -454,13 +455,18 @@ def test_exogenous_regressor_is_used_at_the_target_time():
     promo[np.random.default_rng(9).random(ds.size) < 0.1] = 1.0
     y = y + 60.0 * promo
     n_fit = 8 * 7 * 24
-    model = RidgeForecaster(HOURLY).fit(ds[:n_fit], y[:n_fit], X=promo[:n_fit])
+    ctx = ForecastContext("h", 24, 24, drivers=Drivers(future=("promo",)))
+    model = RidgeForecaster(ctx).fit(ds[:n_fit], y[:n_fit], X=promo[:n_fit])
+    assert model.uses_drivers and model.feature_names()[-1] == "promo"
     future = ds[n_fit:]
-    on = model.predict(ds[:n_fit], y[:n_fit], future, future_X=np.ones(24))
-    off = model.predict(ds[:n_fit], y[:n_fit], future, future_X=np.zeros(24))
+    on = model.predict(ds[:n_fit], y[:n_fit], future, promo[:n_fit, None], future_X=np.ones((24, 1)))
+    off = model.predict(ds[:n_fit], y[:n_fit], future, promo[:n_fit, None], future_X=np.zeros((24, 1)))
     np.testing.assert_allclose(on - off, 60.0, atol=6.0)
-    with pytest.raises(ValueError, match="exogenous"):
-        model.predict(ds[:n_fit], y[:n_fit], future)
+    # Unknown future values take the last known one (forward fill on the grid): here the history's last promo.
+    unknown = model.predict(ds[:n_fit], y[:n_fit], future, promo[:n_fit, None], future_X=np.full((24, 1), np.nan))
+    np.testing.assert_allclose(unknown, on if promo[n_fit - 1] else off)
+    with pytest.raises(ValueError, match="declares no drivers"):
+        RidgeForecaster(HOURLY).fit(ds[:n_fit], y[:n_fit], X=promo[:n_fit])
 
 
 @pytest.mark.parametrize("freq, horizon", [("30min", 48), ("D", 14), ("B", 5), ("W-MON", 4), ("MS", 12),

@@ -17,10 +17,13 @@ Examples
 
 from mlma.models.adapters import SklearnForecaster, import_object
 from mlma.models.base import (
+    BaseForecaster,
+    Drivers,
     ForecastContext,
     Forecaster,
     InsufficientDataError,
     default_season_length,
+    model_uses_drivers,
 )
 from mlma.models.factory import FitOutcome, available_models, fit_forecaster, make_forecaster, spec_name
 from mlma.models.features import FeatureBuilder, FeatureSpec, grid_positions, regularise, seasonal_ffill
@@ -30,6 +33,9 @@ from mlma.models.naive import MeanForecaster, SeasonalNaive
 from mlma.models.regression import FeatureForecaster
 
 __all__ = [
+    "BaseForecaster",
+    "Drivers",
+    "model_uses_drivers",
     "ForecastContext",
     "Forecaster",
     "InsufficientDataError",
