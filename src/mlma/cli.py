@@ -30,6 +30,8 @@ def simulate(
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same platform."),
     cities: Optional[int] = typer.Option(None, help="Number of cities (default grows with zones)."),
     out: Path = typer.Option(..., help="Output file, .csv or .parquet; events and streams are written beside it."),
+    drivers: bool = typer.Option(False, help="Simulate weather that moves demand and add the driver columns "
+                                 "temperature, rain and campaign (docs/simulator.md)."),
 ) -> None:
     """Simulate a last-mile delivery platform with ground-truth events."""
     from mlma.simulate import simulate_platform, write_simulation
@@ -37,7 +39,7 @@ def simulate(
     if out.suffix.lower() not in (".csv", ".parquet"):
         _fail(f"--out must end in .csv or .parquet, got {out.name!r}")
     try:
-        sim = simulate_platform(zones, days, seed, n_cities=cities)
+        sim = simulate_platform(zones, days, seed, n_cities=cities, drivers=drivers)
         write_simulation(sim, out)
     except ValueError as exc:
         _fail(str(exc))
@@ -86,18 +88,25 @@ def backtest(
     id_col: str = typer.Option("unique_id", help="Column naming the stream."),
     time_col: str = typer.Option("ds", help="Timestamp column."),
     target_col: str = typer.Option("y", help="Target column."),
+    drivers: str = typer.Option("", help="Comma-separated future drivers: columns whose values are known in "
+                                "advance (weather forecast, planned campaign), fed to the models at the forecast "
+                                "time (docs/models.md)."),
+    historical_drivers: str = typer.Option("", help="Comma-separated historical drivers: columns observed only "
+                                           "up to the forecast origin, fed as lagged values."),
 ) -> None:
     """Replay a data set tick by tick under several re-training policies and report the results."""
     import pandas as pd
 
     from mlma.backtest import BacktestConfig, run_backtest, write_outputs
     from mlma.data import DataError
+    from mlma.models import Drivers
     from mlma.simulate import read_events
 
     try:
         config = BacktestConfig(policies=[p.strip() for p in policies.split(",") if p.strip()], model=model,
                                 freq=freq, tick=tick, horizon=horizon, train_window_ticks=train_window,
-                                initial_ticks=initial_ticks, executor=executor, title=f"backtest of {data.name}")
+                                initial_ticks=initial_ticks, executor=executor, title=f"backtest of {data.name}",
+                                drivers=Drivers(future=drivers, historical=historical_drivers))
         truth = pd.read_csv(events) if events else read_events(data)
         started = time.perf_counter()
         marked = pd.read_csv(abnormal, parse_dates=["start", "end"]) if abnormal else None

@@ -25,7 +25,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mlma.fleet import FleetData
-from mlma.models import ForecastContext, fit_forecaster
+from mlma.models import ForecastContext, fit_forecaster, make_forecaster, model_uses_drivers
 
 DEFAULT_PARALLEL_THRESHOLD = 32
 """Fewer missing fits than this run inline on a local pool: starting worker processes costs more."""
@@ -341,9 +341,9 @@ def _fit_chunk(spec, ctx: ForecastContext, params: dict, jobs: list) -> list:
     """
     results = []
     with threadpool_limits(limits=1):
-        for key, ds, y in jobs:
+        for key, ds, y, X in jobs:
             started = time.process_time()
-            outcome = fit_forecaster(spec, ctx, ds, y, **params)
+            outcome = fit_forecaster(spec, ctx, ds, y, X, params=params)
             seconds = time.process_time() - started
             results.append(FittedModel(key, outcome.model, seconds, outcome.fallback_reason, outcome.n_train))
     return results
@@ -400,6 +400,11 @@ class ModelService:
         self._models: dict[ModelKey, FittedModel] = {}
         self._predictions: dict[tuple[ModelKey, int], np.ndarray] = {}
         self.fits_done = 0
+        # Drivers are looked up only for a model that uses them (BaseForecaster.uses_drivers).
+        self.wants_drivers = bool(ctx.drivers) and model_uses_drivers(make_forecaster(spec, ctx, **self.model_params))
+        #: Future driver values missing at forecast time and filled by the fallback (see
+        #: FleetData.future_driver_values), per target tick.
+        self.driver_fills: dict[int, int] = {}
 
     def fit(self, keys: list[ModelKey], *, on_error: str = "raise") -> list[FittedModel | None]:
         """Fitted models for ``keys``, fitting only those not fitted before.
@@ -421,7 +426,8 @@ class ModelService:
             jobs = []
             for key in missing:
                 hist = self.fleet.history(key.stream, key.end_tick, self.train_window_ticks)
-                jobs.append((key, hist.ds, hist.y))
+                X = self.fleet.driver_values(key.stream, hist.ds) if self.wants_drivers else None
+                jobs.append((key, hist.ds, hist.y, X))
             parallel = len(jobs) >= self.parallel_threshold
             executor = self.executor if parallel else self._inline
             chunks = split_chunks(jobs, self.chunk_size, _slots(executor) if parallel else 1)
@@ -449,7 +455,7 @@ class ModelService:
                         future.cancel()
                         self.timed_out = True
                         raise TimeoutError(f"no result within fit_timeout={self.fit_timeout:g} s") from None
-                expected = [key for key, _, _ in chunk]
+                expected = [job[0] for job in chunk]
                 if [f.key for f in fitted] != expected:
                     raise RuntimeError(f"the executor returned models for {len(fitted)} keys, not for the "
                                        f"chunk's {len(expected)}")
@@ -460,11 +466,11 @@ class ModelService:
                 self._models[model.key] = model
             self.fits_done += len(fitted)
         for chunk, exc in failures:
-            for key, _, _ in chunk:
+            for key, *_ in chunk:
                 self.failures[key] = f"{type(exc).__name__}: {exc}"
         if failures:
             chunk, exc = failures[0]
-            chunk_keys = [key for key, _, _ in chunk]
+            chunk_keys = [job[0] for job in chunk]
             ids = [str(self.fleet.ids[k.stream]) for k in chunk_keys]
             shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
             others = (f"; {len(failures) - 1} other chunk(s) of this call failed too" if len(failures) > 1
@@ -488,7 +494,15 @@ class ModelService:
         window = context_ticks if context_ticks is not None else self.train_window_ticks
         hist = self.fleet.history(key.stream, target_tick - 1, window)
         future = self.fleet.tick_timestamps(target_tick)
-        y_hat = np.asarray(fitted.model.predict(hist.ds, hist.y, future), dtype=np.float64)
+        if self.wants_drivers and model_uses_drivers(fitted.model):
+            X = self.fleet.driver_values(key.stream, hist.ds)
+            future_X, filled = self.fleet.future_driver_values(key.stream, target_tick, self.ctx.season_length)
+            if filled:
+                self.driver_fills[target_tick] = self.driver_fills.get(target_tick, 0) + filled
+            y_hat = fitted.model.predict(hist.ds, hist.y, future, X, future_X)
+        else:
+            y_hat = fitted.model.predict(hist.ds, hist.y, future)
+        y_hat = np.asarray(y_hat, dtype=np.float64)
         if y_hat.shape != future.shape:
             raise ValueError(f"model for stream {self.fleet.ids[key.stream]!r} returned {y_hat.shape[0]} "
                              f"forecasts for {future.shape[0]} timestamps")

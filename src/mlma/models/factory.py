@@ -21,7 +21,7 @@ from mlma.models.gbm import LightGBMForecaster
 from mlma.models.linear import RidgeForecaster
 from mlma.models.naive import MeanForecaster, SeasonalNaive
 
-__all__ = ["make_forecaster", "available_models", "spec_name", "FitOutcome", "fit_forecaster"]
+__all__ = ["make_forecaster", "available_models", "spec_name", "spec_options", "FitOutcome", "fit_forecaster"]
 
 _BUILTINS = {
     "seasonal-naive": SeasonalNaive,
@@ -123,7 +123,8 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     Parameters
     ----------
     spec
-        One of :func:`available_models` (``"seasonal-naive"``, ``"ridge"``, ``"lightgbm"``, ``"mean"``);
+        One of :func:`available_models` (``"seasonal-naive"``, ``"ridge"``, ``"lightgbm"``, ``"mean"``),
+        optionally with options (``"ridge:alpha=3:holidays=DE"``, see :func:`spec_options`);
         ``"sklearn:<module>.<Class>"`` for a scikit-learn-style regressor (``"sklearn:linear_model.Ridge"`` is
         read as ``sklearn.linear_model.Ridge``); ``"package.module:Class"`` for a user class, which is
         instantiated (with ``ctx`` passed as its ``ctx`` or ``context`` argument if it has one) when it
@@ -161,6 +162,9 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     normalised = key.lower().replace("_", "-")
     if normalised in _BUILTINS:
         return _build_builtin(normalised, ctx, params)
+    name, _, options = normalised.partition(":")
+    if name in _BUILTINS and options:
+        return _build_builtin(name, ctx, {**spec_options(key.partition(":")[2], spec), **params})
     if key.startswith("sklearn:"):
         path = key[len("sklearn:"):].strip()
         if ":" not in path and not path.startswith("sklearn.") and "." in path:
@@ -187,6 +191,35 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     raise ValueError(
         f"unknown model spec {spec!r}; available: {', '.join(available_models())}, or {_SPEC_FORMS}"
     )
+
+
+def spec_options(text: str, spec: str = "") -> dict:
+    """Parse the options of a built-in model's spec, ``"alpha=3:holidays=DE"`` in ``"ridge:alpha=3:holidays=DE"``:
+    whole numbers, decimals and true/false are converted, anything else stays text.
+
+    Examples
+    --------
+    >>> spec_options("alpha=3:holidays=DE:use_drivers=false")
+    {'alpha': 3, 'holidays': 'DE', 'use_drivers': False}
+    """
+    options = {}
+    for part in text.split(":"):
+        name, eq, value = part.partition("=")
+        if not eq or not name.strip():
+            raise ValueError(f"model spec {spec or text!r}: option {part!r} is not name=value")
+        value = value.strip()
+        if value.lower() in ("true", "false"):
+            parsed = value.lower() == "true"
+        else:
+            try:
+                parsed = int(value)
+            except ValueError:
+                try:
+                    parsed = float(value)
+                except ValueError:
+                    parsed = value
+        options[name.strip()] = parsed
+    return options
 
 
 @dataclass

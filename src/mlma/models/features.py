@@ -546,14 +546,21 @@ class FeatureSpec:
                 names.append(name)
         if self.holidays:
             names.append(f"holiday_{self.holidays}")
-        names += list(self.future_drivers) + [f"{d}_lag_{self.horizon}" for d in self.historical_drivers]
-        return names
+        drivers = list(self.future_drivers) + [f"{d}_lag_{self.horizon}" for d in self.historical_drivers]
+        return names + drivers + [f"{d}*seasonal" for d in drivers]
+
+    @property
+    def seasonal_lags(self) -> tuple[int, ...]:
+        """The whole-season lags (all lags when there is no seasonality or none is a whole season)."""
+        m = self.season_length
+        whole = tuple(k for k in self.lags if m > 1 and k % m == 0)
+        return whole or self.lags
 
 
 class FeatureBuilder:
     """Build design matrices for training (history rows) and forecasting (future rows) from a FeatureSpec.
 
-    Column order: lags, rolling means, calendar (and the holiday flag), drivers. ``level_window`` names one rolling-mean width whose
+    Column order: lags, rolling means, calendar (and the holiday flag), drivers, drivers x seasonal reference. ``level_window`` names one rolling-mean width whose
     value (the local level) is also returned, for models that normalise by it.
 
     Examples
@@ -640,12 +647,13 @@ class FeatureBuilder:
         grid = regularise(ds, y, self.spec.info)
         rows = grid.hist_rows
         values, level = self._value_features(grid, rows)
-        parts = [values, self._calendar(ds), self._drivers(grid, rows, X, None)]
+        drivers = self._drivers(grid, rows, X, None)
+        parts = [values, self._calendar(ds), drivers, self._interactions(values, drivers)]
         features = np.hstack(parts)
         target = grid.y[rows]
         keep = np.isfinite(target) & np.isfinite(features).all(axis=1) & np.isfinite(level)
         return Design(features[keep], target[keep], level[keep], self.spec.n_value_features,
-                      np.asarray(ds, dtype="datetime64[ns]")[keep])
+                      np.asarray(ds, dtype="datetime64[ns]")[keep], drivers.shape[1])
 
     def forecasting(
         self, ds: np.ndarray, y: np.ndarray, future_ds: np.ndarray, future_X: np.ndarray | None = None,
@@ -658,20 +666,36 @@ class FeatureBuilder:
         grid = regularise(ds, y, self.spec.info, future_ds=future_ds)
         values, level = self._value_features(grid, grid.future_rows)
         future_ds = np.asarray(future_ds, dtype="datetime64[ns]")
-        parts = [values, self._calendar(future_ds), self._drivers(grid, grid.future_rows, X, future_X)]
-        return Design(np.hstack(parts), None, level, self.spec.n_value_features, future_ds)
+        drivers = self._drivers(grid, grid.future_rows, X, future_X)
+        parts = [values, self._calendar(future_ds), drivers, self._interactions(values, drivers)]
+        return Design(np.hstack(parts), None, level, self.spec.n_value_features, future_ds, drivers.shape[1])
+
+    def _interactions(self, values: np.ndarray, drivers: np.ndarray) -> np.ndarray:
+        """Each driver times the row's seasonal reference (the mean of its whole-season lags): demand drivers
+        mostly act in proportion to the demand of the hour (rain adds a share of the dinner peak, little at
+        4 am), which a linear model can only fit through such a product."""
+        if drivers.shape[1] == 0:
+            return drivers
+        positions = [self.spec.lags.index(k) for k in self.spec.seasonal_lags]
+        lagged = values[:, positions]
+        finite = np.isfinite(lagged)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reference = np.where(finite, lagged, 0.0).sum(axis=1) / finite.sum(axis=1)
+        return drivers * reference[:, None]
 
 
 @dataclass
 class Design:
     """A design matrix: ``features`` (rows x columns), ``target`` (None for forecast rows), the local
-    ``level`` of each row, how many leading columns are computed from past values, and the rows' timestamps."""
+    ``level`` of each row, how many leading columns are computed from past values, the rows' timestamps, and how
+    many trailing columns are driver x seasonal-reference products (scaled like values, never offset)."""
 
     features: np.ndarray
     target: np.ndarray | None
     level: np.ndarray
     n_value_features: int
     ds: np.ndarray | None = None
+    n_interactions: int = 0
 
 
 def _trailing_means(csum: np.ndarray, ccount: np.ndarray, width: int) -> np.ndarray:

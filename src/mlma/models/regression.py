@@ -168,7 +168,10 @@ class FeatureForecaster(BaseForecaster):
             return d.features
         Z = d.features.copy()
         nv = d.n_value_features
-        Z[:, :nv] = (Z[:, :nv] - self._offset(d.level)[:, None]) / self._divisor(d.level)[:, None]
+        divisor = self._divisor(d.level)[:, None]
+        Z[:, :nv] = (Z[:, :nv] - self._offset(d.level)[:, None]) / divisor
+        if d.n_interactions:
+            Z[:, -d.n_interactions:] /= divisor
         return Z
 
     def _transform_target(self, target: np.ndarray, level: np.ndarray) -> np.ndarray:
