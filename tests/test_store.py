@@ -64,32 +64,32 @@ def test_upgrade_from_empty_builds_the_schema_the_code_describes(url):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    assert Store.upgrade(url) == "0003"
+    assert Store.upgrade(url) == "0006"
     with Store.open(url) as store:
-        assert store.schema_revision() == "0003"
+        assert store.schema_revision() == "0006"
         with store.engine.connect() as conn:
             differences = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
                                            S.metadata)
         assert differences == []
         # Running the upgrade again on an up-to-date database changes nothing.
-        assert Store.upgrade(url) == "0003"
+        assert Store.upgrade(url) == "0006"
 
 
 def test_open_refuses_a_database_without_schema(url):
     with pytest.raises(SchemaError, match="no mlma schema.*Store.create") as info:
         Store.open(url)
-    assert info.value.current is None and info.value.expected == "0003"
+    assert info.value.current is None and info.value.expected == "0006"
 
 
 def test_open_refuses_an_outdated_schema_and_upgrade_keeps_the_data(url):
     assert Store.upgrade(url, "0001") == "0001"
-    with pytest.raises(SchemaError, match=r"revision 0001, older than the revision 0003.*Store.upgrade") as info:
+    with pytest.raises(SchemaError, match=r"revision 0001, older than the revision 0006.*Store.upgrade") as info:
         Store.open(url)
     assert info.value.current == "0001"
     # The core tables exist at 0001: data written then survives the upgrade.
     with Store.open(url, check_schema=False) as old:
         old.ingest_frame(fleet_frame(3, 4), "before-upgrade")
-    assert Store.upgrade(url) == "0003"
+    assert Store.upgrade(url) == "0006"
     with Store.open(url) as store:
         assert len(store.observations()) == 12
         assert store.ingests()["source"].tolist() == ["before-upgrade"]
