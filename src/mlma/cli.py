@@ -205,14 +205,20 @@ def init(
 def ingest(
     data: Path = typer.Argument(..., help="Long-format CSV or Parquet file of actuals."),
     project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+    future: bool = typer.Option(False, "--future", help="The file holds driver values known in advance "
+                                "(unique_id, ds and driver columns, no target): a weather forecast, a campaign "
+                                "calendar. A newer file replaces older values for the same timestamps."),
 ) -> None:
     """Validate and store actuals. Idempotent: the same file twice changes nothing; corrected values replace
-    old ones and are recorded as revisions."""
+    old ones and are recorded as revisions. With --future, store driver values known in advance instead."""
     from mlma.data import DataError
     from mlma.store import Store
 
     config = _project(project)
     d = config.data
+    if future:
+        _ingest_future(config, data)
+        return
     try:
         with Store.open(config.store_url) as store:
             report = store.ingest_file(data, freq=d.freq or None, id_col=d.id_col, time_col=d.time_col,
@@ -225,6 +231,37 @@ def ingest(
         console.print(f"{data}: {report.rows_new:,} new, {report.rows_revised:,} revised, "
                       f"{report.rows_unchanged:,} unchanged, {report.rows_dropped:,} dropped rows; "
                       f"{report.new_streams:,} new streams")
+
+
+def _ingest_future(config, data: Path) -> None:
+    from mlma.data import DataError
+    from mlma.store import Store
+
+    d = config.data
+    try:
+        with Store.open(config.store_url) as store:
+            report = store.ingest_future(data, id_col=d.id_col, time_col=d.time_col, target_col=d.target_col)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if report.duplicate:
+        console.print(f"{data}: already ingested (same content); nothing changed")
+        return
+    declared = set(config.drivers().future)
+    columns = [c for c in _future_columns(data, d) if c not in declared]
+    console.print(f"{data}: {report.rows_new:,} future driver values for {report.n_streams:,} streams"
+                  + (f", {report.first_ds} to {report.last_ds}" if report.first_ds is not None else "")
+                  + (f"; skipped {report.rows_dropped:,} rows of streams without actuals" if report.rows_dropped
+                     else ""))
+    if columns:
+        console.print(f"[yellow]note:[/] column(s) {', '.join(columns)} are stored but not declared in [data] "
+                      "drivers of mlma.toml, so no model uses them")
+
+
+def _future_columns(data: Path, d) -> list[str]:
+    import pandas as pd
+
+    head = pd.read_parquet(data) if data.suffix.lower() in (".parquet", ".pq") else pd.read_csv(data, nrows=0)
+    return [str(c) for c in head.columns if c not in (d.id_col, d.time_col)]
 
 
 @app.command()
