@@ -97,7 +97,6 @@ def test_live_future_drivers_change_the_issued_forecasts_in_their_direction(tmp_
         assert len(a) == len(b) == 4 * 24
         assert (a["ds"].to_numpy() == b["ds"].to_numpy()).all()
         ratio = b["y_hat"].sum() / a["y_hat"].sum()
-        print(f"step {step}: promo/quiet forecast ratio {ratio:.3f}")
         # The models learnt the 80 % lift from the history's promotion days; a ridge on 28 days of data
         # recovers it only roughly, so the test asks for at least half of it, and for every stream.
         assert ratio > 1 + PROMO_EFFECT / 2, ratio

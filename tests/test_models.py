@@ -490,3 +490,59 @@ def test_regression_models_work_at_every_frequency(freq, horizon, spec):
     assert np.isfinite(forecast).all()
     error = np.abs(forecast - truth[-horizon:]).mean()
     assert error < 0.4 * np.abs(truth[-horizon:] - hist_y.mean()).mean(), (error, freq)
+
+
+# -- model hygiene: no seasonal term the window cannot estimate -----------------------------------------------
+def test_default_calendar_keeps_only_features_the_window_spans_twice():
+    import pandas as pd
+
+    ctx = ForecastContext("D", 7, 7)
+    ds = pd.date_range("2020-01-06", periods=800, freq="D").values
+    y = 50 + 5 * np.sin(2 * np.pi * np.arange(ds.size) / 7) + np.random.default_rng(1).normal(0, 1, ds.size)
+    one_year = RidgeForecaster(ctx).fit(ds[:364], y[:364]).feature_names()
+    assert not any(n.startswith("month") for n in one_year) and "day_of_week=0" in one_year
+    # Two years of training rows (after the 28-day look-back): month-of-year is estimable and kept.
+    two_years = RidgeForecaster(ctx).fit(ds[:800], y[:800]).feature_names()
+    assert sum(n.startswith("month=") for n in two_years) == 12
+    # A model refitted on a shorter window drops it again; a calendar asked for explicitly is kept.
+    model = RidgeForecaster(ctx).fit(ds[:800], y[:800])
+    assert not any(n.startswith("month") for n in model.fit(ds[:364], y[:364]).feature_names())
+    explicit = RidgeForecaster(ctx, calendar=("day_of_week", "month")).fit(ds[:364], y[:364]).feature_names()
+    assert sum(n.startswith("month=") for n in explicit) == 12
+    # Weekly data on a 52-week window: no month dummies either (LightGBM's ordinal month too).
+    weekly = ForecastContext("W-MON", 52, 4)
+    wds = pd.date_range("2020-01-06", periods=200, freq="W-MON").values
+    wy = 100 + np.random.default_rng(2).normal(0, 5, wds.size)
+    assert "month" not in LightGBMForecaster(weekly, min_train_rows=30).fit(wds[:120], wy[:120]).feature_names()
+
+
+def test_month_dummies_from_one_year_hurt_and_the_default_avoids_them():
+    """Daily series with a weekly pattern, AR(1) noise and no monthly effect; a ridge on a 364-day window,
+    re-fitted every 4 weeks for a year, forecasts the next week. With month-of-year dummies (each estimated
+    from one month of the window) the MAE is higher: over 30 series the default (no dummies) wins on average,
+    paired t-test one-sided p < 0.001 (measured: MAE 2.94 against 3.28 over 40 series, p = 2e-9)."""
+    import pandas as pd
+    from scipy import stats
+
+    ctx = ForecastContext("D", 7, 7)
+    rng = np.random.default_rng(0)
+    ds = pd.date_range("2020-01-06", periods=364 + 7 * 52, freq="D").values
+    t = np.arange(ds.size)
+    pairs = []
+    for _ in range(30):
+        e = rng.normal(0, 1, ds.size)
+        noise = np.zeros(ds.size)
+        for i in range(1, ds.size):
+            noise[i] = 0.5 * noise[i - 1] + e[i]
+        y = 50 + 5 * np.sin(2 * np.pi * t / 7) + 3 * noise
+        errors = {None: [], ("day_of_week", "month"): []}
+        for k in range(0, 52, 4):
+            n = 364 + 7 * k
+            for calendar in errors:
+                model = RidgeForecaster(ctx, calendar=calendar).fit(ds[n - 364:n], y[n - 364:n])
+                errors[calendar].append(np.abs(model.predict(ds[n - 364:n], y[n - 364:n], ds[n:n + 7])
+                                               - y[n:n + 7]).mean())
+        pairs.append([np.mean(v) for v in errors.values()])
+    default, with_month = np.array(pairs).T
+    assert default.mean() < with_month.mean()
+    assert stats.ttest_rel(default, with_month, alternative="less").pvalue < 1e-3
