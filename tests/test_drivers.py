@@ -275,3 +275,32 @@ def test_drivers_lower_the_backtest_mae_on_the_simulator():
     diff = (maes["with"] - maes["without"]).dropna()
     assert diff.mean() < 0
     assert stats.ttest_1samp(diff, 0.0, alternative="less").pvalue < 0.01
+
+
+def test_cli_ingest_future_stores_values_and_names_bad_files(tmp_path, panel):
+    import subprocess
+    import sys
+
+    root = make_project(tmp_path / "cli")
+    history = tmp_path / "history.csv"
+    panel[panel["ds"] < "2025-03-05"].to_csv(history, index=False)
+    plan = future_file(tmp_path / "plan.csv", panel, pd.Timestamp("2025-03-05"), 1.0)
+    pd.read_csv(plan).assign(wind=3.0).to_csv(plan, index=False)
+    mlma = [str(Path(sys.executable).parent / "mlma")]
+
+    def run(*args):
+        return subprocess.run([*mlma, *args, "--project", str(root)], capture_output=True, text=True, timeout=300)
+
+    assert run("ingest", str(history)).returncode == 0
+    done = run("ingest", "--future", str(plan))
+    assert done.returncode == 0, done.stderr
+    assert "192 future driver values for 4 streams" in done.stdout
+    assert "wind are stored but not declared" in " ".join(done.stdout.split())
+    again = run("ingest", "--future", str(plan))
+    assert "already ingested" in again.stdout
+    bad = tmp_path / "bad.csv"
+    pd.read_csv(plan).assign(y=1.0).to_csv(bad, index=False)
+    failed = run("ingest", "--future", str(bad))
+    assert failed.returncode != 0 and "has no target column 'y'" in failed.stdout + failed.stderr
+    with Store.open(load_config(root).store_url) as store:
+        assert len(store.driver_values(["promo"], "2025-03-05")) == 4 * 24
