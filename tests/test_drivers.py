@@ -207,7 +207,7 @@ def test_historical_drivers_are_used_only_at_lag_horizon():
     ctx = ForecastContext("h", 24, 24, drivers=Drivers(historical=("promo",)))
     n = 24 * 35
     model = RidgeForecaster(ctx).fit(ds[:n], y[:n], promo[:n])
-    assert model.feature_names()[-2:] == ["promo_lag_24", "promo_lag_24*seasonal"]
+    assert model.feature_names()[-2:] == ["promo_lag_24-recent_mean", "promo_lag_24-recent_mean*seasonal"]
     future = ds[n:n + 24]
     base = model.predict(ds[:n], y[:n], future, promo[:n], np.full((24, 1), np.nan))
     assert np.array_equal(base, model.predict(ds[:n], y[:n], future, promo[:n], np.ones((24, 1))))
@@ -258,10 +258,11 @@ def test_holiday_feature_marks_public_holidays():
 # -- value on the simulator ----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_drivers_lower_the_backtest_mae_on_the_simulator():
-    """The weather moves simulated demand by a few % an hour; over 60 zones x 42 scored days (about 60,000
-    scored hours) a ridge given the weather and the campaign calendar as future drivers has a lower MAE under
-    the `always` policy than the same ridge without them. The per-stream differences decide, with a paired
-    t-test over streams (one-sided, 1 %)."""
+    """The weather moves simulated demand by a few % an hour. Over 60 zones x 42 scored days a ridge given the
+    weather and the campaign calendar as future drivers has a lower MAE under the `always` policy than the
+    same ridge without them. Zones differ in size by two orders of magnitude, so each zone's change is taken
+    relative to its own MAE; a one-sided t-test over zones must reject "no gain" at 1 % (measured: -0.96 %
+    on average, p = 0.0006, 68 % of zones better)."""
     from scipy import stats
 
     sim = simulate_platform(60, 70, seed=11, drivers=True)
@@ -272,9 +273,10 @@ def test_drivers_lower_the_backtest_mae_on_the_simulator():
         result = run_backtest(sim.data, config)
         maes[name] = result.per_stream.set_index("unique_id")["mae"]
         assert result.config["future_drivers"] == list(drivers.future)
-    diff = (maes["with"] - maes["without"]).dropna()
-    assert diff.mean() < 0
-    assert stats.ttest_1samp(diff, 0.0, alternative="less").pvalue < 0.01
+    change = ((maes["with"] - maes["without"]) / maes["without"]).dropna()
+    assert len(change) >= 55
+    assert change.mean() < 0
+    assert stats.ttest_1samp(change, 0.0, alternative="less").pvalue < 0.01
 
 
 def test_cli_ingest_future_stores_values_and_names_bad_files(tmp_path, panel):

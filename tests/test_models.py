@@ -457,7 +457,7 @@ def test_exogenous_regressor_is_used_at_the_target_time():
     n_fit = 8 * 7 * 24
     ctx = ForecastContext("h", 24, 24, drivers=Drivers(future=("promo",)))
     model = RidgeForecaster(ctx).fit(ds[:n_fit], y[:n_fit], X=promo[:n_fit])
-    assert model.uses_drivers and model.feature_names()[-2:] == ["promo", "promo*seasonal"]
+    assert model.uses_drivers and model.feature_names()[-2:] == ["promo-recent_mean", "promo-recent_mean*seasonal"]
     future = ds[n_fit:]
     on = model.predict(ds[:n_fit], y[:n_fit], future, promo[:n_fit, None], future_X=np.ones((24, 1)))
     off = model.predict(ds[:n_fit], y[:n_fit], future, promo[:n_fit, None], future_X=np.zeros((24, 1)))

@@ -537,7 +537,7 @@ class FeatureSpec:
         """Number of columns computed from past values (lags, then windows); they lead the matrix."""
         return len(self.lags) + len(self.windows)
 
-    def feature_names(self) -> list[str]:
+    def feature_names(self, relative_drivers: bool = False) -> list[str]:
         names = [f"lag_{k}" for k in self.lags] + [f"mean_{w}_lag_{self.horizon}" for w in self.windows]
         for name in self.calendar:
             if self.calendar_encoding == "onehot":
@@ -547,6 +547,8 @@ class FeatureSpec:
         if self.holidays:
             names.append(f"holiday_{self.holidays}")
         drivers = list(self.future_drivers) + [f"{d}_lag_{self.horizon}" for d in self.historical_drivers]
+        if relative_drivers:
+            drivers = [f"{d}-recent_mean" for d in drivers]
         return names + drivers + [f"{d}*seasonal" for d in drivers]
 
     @property
@@ -573,11 +575,12 @@ class FeatureBuilder:
     ([[2.0, 1.0, 1.5], [3.0, 2.0, 2.5]], [3.0, 4.0])
     """
 
-    def __init__(self, spec: FeatureSpec, level_window: int | None = None):
+    def __init__(self, spec: FeatureSpec, level_window: int | None = None, relative_drivers: bool = False):
         self.spec = spec
         if level_window is None:
             level_window = max(spec.windows) if spec.windows else spec.season_length
         self.level_window = int(level_window)
+        self.relative_drivers = bool(relative_drivers)
 
     def _value_features(self, grid: Grid, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         spec, y = self.spec, grid.y
@@ -614,7 +617,12 @@ class FeatureBuilder:
 
     def _drivers(self, grid: Grid, rows: np.ndarray, X: np.ndarray | None, future_X: np.ndarray | None) -> np.ndarray:
         """Driver columns of ``rows``: future drivers at the row, historical ones ``horizon`` steps before it;
-        each driver placed on the grid and forward-filled, so a missing value takes the last known one."""
+        each driver placed on the grid and forward-filled, so a missing value takes the last known one.
+
+        With ``relative_drivers`` each value is taken relative to the driver's mean over the level window
+        (the ``level_window`` steps ending ``horizon`` steps before the row), as the target is relative to
+        the local level: the level already carries yesterday's weather and a running campaign, so what moves
+        the target away from it is the driver's change (a campaign starting, a cold front arriving)."""
         spec = self.spec
         n_f, n = len(spec.future_drivers), spec.n_drivers
         if n == 0:
@@ -625,10 +633,17 @@ class FeatureBuilder:
         if future_X is not None and grid.future_rows is not None:
             on_grid[grid.future_rows, :n_f] = future_X[:, :n_f]
         out = np.empty((rows.size, n))
+        end = rows - spec.horizon
         for j in range(n):
             filled = forward_fill(on_grid[:, j])
-            at = rows if j < n_f else rows - spec.horizon
+            at = rows if j < n_f else end
             out[:, j] = np.where(at >= 0, filled[np.maximum(at, 0)], np.nan)
+            if self.relative_drivers:
+                finite = np.isfinite(filled)
+                csum = np.concatenate([[0.0], np.cumsum(np.where(finite, filled, 0.0))])
+                ccount = np.concatenate([[0], np.cumsum(finite)])
+                means = _trailing_means(csum, ccount, self.level_window)
+                out[:, j] -= np.where(end >= 0, means[np.maximum(end, 0)], np.nan)
         return out
 
     def _check_drivers(self, X: np.ndarray | None, name: str) -> None:

@@ -104,6 +104,8 @@ class FeatureForecaster(BaseForecaster):
         )
         self.holidays = self.spec.holidays
         self._initial_spec = self.spec
+        # Drivers are taken relative to their own recent mean when the target is relative to its level.
+        self._relative_drivers = self.target_transform in ("local", "ratio")
         if level_window is None:
             level_window = ctx.season_length if ctx.season_length > 1 else max(self.spec.windows, default=1)
         if isinstance(level_window, bool) or not isinstance(level_window, (int, np.integer)) or level_window < 1:
@@ -115,7 +117,7 @@ class FeatureForecaster(BaseForecaster):
                 or min_train_rows < 1:
             raise ValueError(f"min_train_rows must be a positive integer, got {min_train_rows!r}")
         self.min_train_rows = int(min_train_rows)
-        self._builder = FeatureBuilder(self.spec, self.level_window)
+        self._builder = FeatureBuilder(self.spec, self.level_window, self._relative_drivers)
 
     @property
     def min_history(self) -> int:
@@ -129,7 +131,7 @@ class FeatureForecaster(BaseForecaster):
 
     def feature_names(self) -> list[str]:
         """Names of the columns the regression sees (after fitting: the calendar features it kept)."""
-        return self.spec.feature_names()
+        return self.spec.feature_names(self._relative_drivers)
 
     def _driver_matrix(self, X, n: int, name: str) -> np.ndarray | None:
         """``X`` checked against the drivers of the context; None when the model uses none."""
@@ -194,13 +196,13 @@ class FeatureForecaster(BaseForecaster):
             self.dead_drivers_ = np.ones(self.spec.n_drivers, dtype=bool)
         if self.spec is not self._initial_spec:  # a refit starts again from the default calendar
             self.spec = self._initial_spec
-            self._builder = FeatureBuilder(self.spec, self.level_window)
+            self._builder = FeatureBuilder(self.spec, self.level_window, self._relative_drivers)
         design = self._builder.training(ds, y, X)
         if self.calendar is None and self.spec.calendar:
             kept = supported_calendar(self.spec.calendar, design.ds)
             if kept != self.spec.calendar:
                 self.spec = self.spec.with_calendar(kept)
-                self._builder = FeatureBuilder(self.spec, self.level_window)
+                self._builder = FeatureBuilder(self.spec, self.level_window, self._relative_drivers)
                 design = self._builder.training(ds, y, X)
         n = design.target.size
         if n < self.min_train_rows:
