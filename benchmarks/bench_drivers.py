@@ -8,6 +8,8 @@ forecast and the announced campaign calendar). Prints a markdown table per varia
 re-trainings that fall in ticks touched by a campaign of the stream's city against those elsewhere.
 
     .venv/bin/python benchmarks/bench_drivers.py --zones 200 --days 150 --seed 7 --model ridge
+    .venv/bin/python benchmarks/bench_drivers.py --zones 200 --days 150 --seed 7 --campaign-rate 3 \
+        --variants "no drivers,future drivers"
 
 The numbers in docs/results-drivers.md come from this command.
 """
@@ -55,16 +57,19 @@ def main() -> None:
     parser.add_argument("--model", default="ridge")
     parser.add_argument("--policies", default="never,periodic:7,always,mlma")
     parser.add_argument("--executor", default="inline")
+    parser.add_argument("--campaign-rate", type=float, default=1.0, help="Scales how often campaigns run.")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="Comma-separated variant names.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the measurements here.")
     args = parser.parse_args()
 
-    sim = simulate_platform(args.zones, args.days, args.seed, drivers=True)
+    sim = simulate_platform(args.zones, args.days, args.seed, drivers=True, campaign_rate=args.campaign_rate)
     data = sim.data
     n_campaigns = sim.events.loc[sim.events["kind"] == "campaign", "event_id"].nunique()
     print(f"simulated {args.zones} zones x {args.days} days, seed {args.seed}: {len(data):,} rows, "
           f"{n_campaigns} campaigns")
     results = {}
-    for name, drivers in VARIANTS.items():
+    for name in args.variants.split(","):
+        drivers = VARIANTS[name]
         started = time.perf_counter()
         config = BacktestConfig(policies=args.policies.split(","), model=args.model, executor=args.executor,
                                 drivers=drivers, title=name)

@@ -538,3 +538,14 @@ def test_drivers_add_weather_and_campaign_columns_that_move_demand_as_documented
     with pytest.raises(ValueError, match="drivers must be True or False"):
         simulate_platform(3, 2, drivers="yes")
 
+
+
+def test_campaign_rate_changes_only_the_campaigns():
+    base = simulate_platform(40, 60, seed=2, event_rate=2)
+    none = simulate_platform(40, 60, seed=2, event_rate=2, campaign_rate=0)
+    more = simulate_platform(40, 60, seed=2, event_rate=2, campaign_rate=4)
+    other = lambda sim: sim.events[sim.events["kind"] != "campaign"].drop(columns="event_id")  # noqa: E731
+    for sim in (none, more):
+        pd.testing.assert_frame_equal(other(sim).reset_index(drop=True), other(base).reset_index(drop=True))
+    count = lambda sim: sim.events.loc[sim.events["kind"] == "campaign", "event_id"].nunique()  # noqa: E731
+    assert count(none) == 0 and count(more) > count(base)

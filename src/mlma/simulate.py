@@ -220,7 +220,7 @@ class _Platform:
 def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int | None = None,
                       start: str | pd.Timestamp = "2025-01-06", event_rate: float = 1.0, outages: bool = True,
                       clean_days: float | None = None, expected: bool = False,
-                      drivers: bool = False) -> Simulation:
+                      drivers: bool = False, campaign_rate: float = 1.0) -> Simulation:
     """Simulate hourly orders of a delivery platform's zones, with ground-truth events.
 
     Parameters
@@ -258,6 +258,9 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
         (cold days, more orders) and ``1 + 0.1 min(rain, 5)`` (up to +50 % in heavy rain). The weather uses a
         random stream of its own: the events are the same as without drivers, the counts differ by the
         weather's effect. See docs/simulator.md.
+    campaign_rate
+        Scales the rate of marketing campaigns on top of ``event_rate`` (a platform that runs promotions
+        often). Campaigns are drawn last, so the other events stay the same.
 
     Returns
     -------
@@ -299,13 +302,14 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
     if clean_days is None:
         clean_days = min(14.0, days / 2)
     clean_days = _check_float("clean_days", clean_days, minimum=0.0)
+    campaign_rate = _check_float("campaign_rate", campaign_rate, minimum=0.0)
 
     hours = days * 24
     root = np.random.SeedSequence(seed)
     ss_structure, ss_events, ss_outages, ss_noise = root.spawn(4)
     plat = _build_platform(np.random.default_rng(ss_structure), n_zones, n_cities, hours, start_ts,
                            event_rate, min(hours, round(clean_days * 24)))
-    events = _sample_events(np.random.default_rng(ss_events), plat, event_rate)
+    events = _sample_events(np.random.default_rng(ss_events), plat, event_rate, campaign_rate)
     if outages:
         events += _sample_outages(np.random.default_rng(ss_outages), plat, event_rate)
     events.sort(key=lambda e: (e.start_h, list(EVENT_KINDS).index(e.kind), e.city, int(e.zones[0])))
@@ -525,7 +529,8 @@ def _profile_of(plat: _Platform, z: int, overrides: dict[int, dict]) -> dict[str
     return {k: plat.profile[k][z:z + 1].copy() for k in _PROFILE_KEYS}
 
 
-def _sample_events(rng: np.random.Generator, plat: _Platform, event_rate: float) -> list[_Event]:
+def _sample_events(rng: np.random.Generator, plat: _Platform, event_rate: float,
+                   campaign_rate: float = 1.0) -> list[_Event]:
     events: list[_Event] = []
     zlo, zhi = _zone_windows(plat)
 
@@ -611,7 +616,7 @@ def _sample_events(rng: np.random.Generator, plat: _Platform, event_rate: float)
             events.append(_Event("storm", int(c), zs, int(h), end, float(f),
                                  f"storm: orders x{f:.2f} for {end - h} h ({why})", "city"))
 
-    cities, _ = _poisson_starts(rng, _CITY_RATES["campaign"] * event_rate, city_lo, city_hi)
+    cities, _ = _poisson_starts(rng, _CITY_RATES["campaign"] * event_rate * campaign_rate, city_lo, city_hi)
     if len(day_starts):
         days = rng.choice(day_starts, len(cities))
         lengths = rng.integers(7, 15, len(cities))
