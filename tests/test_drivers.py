@@ -306,3 +306,17 @@ def test_cli_ingest_future_stores_values_and_names_bad_files(tmp_path, panel):
     assert failed.returncode != 0 and "has no target column 'y'" in failed.stdout + failed.stderr
     with Store.open(load_config(root).store_url) as store:
         assert len(store.driver_values(["promo"], "2025-03-05")) == 4 * 24
+
+
+def test_a_driver_model_without_driver_values_still_fits_and_forecasts():
+    """Drivers declared but no values given (a stream whose feed has no weather): the drivers are held at zero
+    and the model forecasts as one without drivers would (same features otherwise, same fit)."""
+    panel = promo_panel(1, days=35)
+    ds, y = panel["ds"].to_numpy(), panel["y"].to_numpy()
+    n = 24 * 34
+    with_ctx = ForecastContext("h", 24, 24, drivers=Drivers(future=("promo",)))
+    blind = RidgeForecaster(with_ctx).fit(ds[:n], y[:n])
+    plain = RidgeForecaster(ForecastContext("h", 24, 24)).fit(ds[:n], y[:n])
+    assert blind.n_train_ == plain.n_train_
+    np.testing.assert_allclose(blind.predict(ds[:n], y[:n], ds[n:]), plain.predict(ds[:n], y[:n], ds[n:]),
+                               rtol=1e-6)

@@ -258,10 +258,15 @@ def _ingest_future(config, data: Path) -> None:
 
 
 def _future_columns(data: Path, d) -> list[str]:
-    import pandas as pd
+    if data.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
 
-    head = pd.read_parquet(data) if data.suffix.lower() in (".parquet", ".pq") else pd.read_csv(data, nrows=0)
-    return [str(c) for c in head.columns if c not in (d.id_col, d.time_col)]
+        names = pq.read_schema(data).names
+    else:
+        import pandas as pd
+
+        names = pd.read_csv(data, nrows=0).columns
+    return [str(c) for c in names if c not in (d.id_col, d.time_col)]
 
 
 @app.command()

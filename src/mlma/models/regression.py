@@ -192,8 +192,12 @@ class FeatureForecaster(BaseForecaster):
             # constant gets no weight) here and at predict time.
             self.dead_drivers_ = ~np.isfinite(X).any(axis=0)
             X = np.where(self.dead_drivers_[None, :], 0.0, X)
-        else:
+        elif self.spec.n_drivers:
+            # Fitted without driver values: every driver is dead (held at zero), the rest of the model stands.
             self.dead_drivers_ = np.ones(self.spec.n_drivers, dtype=bool)
+            X = np.zeros((ds.size, self.spec.n_drivers))
+        else:
+            self.dead_drivers_ = np.zeros(0, dtype=bool)
         if self.spec is not self._initial_spec:  # a refit starts again from the default calendar
             self.spec = self._initial_spec
             self._builder = FeatureBuilder(self.spec, self.level_window, self._relative_drivers)
