@@ -562,8 +562,9 @@ class FeatureSpec:
 class FeatureBuilder:
     """Build design matrices for training (history rows) and forecasting (future rows) from a FeatureSpec.
 
-    Column order: lags, rolling means, calendar (and the holiday flag), drivers, drivers x seasonal reference. ``level_window`` names one rolling-mean width whose
-    value (the local level) is also returned, for models that normalise by it.
+    Column order: lags, rolling means, calendar (and the holiday flag), drivers, drivers x seasonal reference.
+    ``level_window`` names one rolling-mean width whose value (the local level) is also returned, for models
+    that normalise by it; ``relative_drivers`` takes each driver relative to its mean over that window.
 
     Examples
     --------
