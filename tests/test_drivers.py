@@ -320,3 +320,25 @@ def test_a_driver_model_without_driver_values_still_fits_and_forecasts():
     assert blind.n_train_ == plain.n_train_
     np.testing.assert_allclose(blind.predict(ds[:n], y[:n], ds[n:]), plain.predict(ds[:n], y[:n], ds[n:]),
                                rtol=1e-6)
+
+
+def test_relative_drivers_are_the_change_from_the_recent_mean():
+    """Relative drivers (the default with the local transform) are named for what they are; absolute ones
+    (relative_drivers=False) are the raw values. Both learn the promotion's lift."""
+    panel = promo_panel(1, days=40)
+    ds, y, promo = panel["ds"].to_numpy(), panel["y"].to_numpy(), panel[["promo"]].to_numpy()
+    ctx = ForecastContext("h", 24, 24, drivers=Drivers(future=("promo",)))
+    n = 24 * 35
+    relative = RidgeForecaster(ctx).fit(ds[:n], y[:n], promo[:n])
+    absolute = RidgeForecaster(ctx, relative_drivers=False).fit(ds[:n], y[:n], promo[:n])
+    assert relative.feature_names()[-2] == "promo-recent_mean" and absolute.feature_names()[-2] == "promo"
+    assert make_forecaster("ridge:relative_drivers=false", ctx).relative_drivers is False
+    # Both learn that a promotion day after a quiet day lifts demand.
+    quiet = promo[:n].copy()
+    quiet[-24:] = 0.0
+    for model in (relative, absolute):
+        on = model.predict(ds[:n], y[:n], ds[n:n + 24], quiet, np.ones((24, 1)))
+        off = model.predict(ds[:n], y[:n], ds[n:n + 24], quiet, np.zeros((24, 1)))
+        assert on.sum() > 1.4 * off.sum()
+    with pytest.raises(ValueError, match="relative_drivers must be"):
+        RidgeForecaster(ctx, relative_drivers="yes")

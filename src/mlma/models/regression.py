@@ -46,6 +46,10 @@ class FeatureForecaster(BaseForecaster):
     use_drivers
         Use the context's exogenous drivers (``ctx.drivers``) as features (default True). False fits the same
         model without them, e.g. to measure what they are worth.
+    relative_drivers
+        Take each driver relative to its own mean over the level window (default: when the target transform
+        is ``"local"`` or ``"ratio"``), or as its absolute value (False). See docs/models.md for what each
+        measured.
     target_transform
         How values are normalised before the regression. The *local level* of a row is the mean of the
         ``level_window`` values ending ``horizon`` steps before its target (known at the origin); the *scale*
@@ -84,6 +88,7 @@ class FeatureForecaster(BaseForecaster):
         min_train_rows: int | None = None,
         holidays: str | None = None,
         use_drivers: bool = True,
+        relative_drivers: bool | None = None,
     ):
         if not isinstance(ctx, ForecastContext):
             raise ValueError(f"ctx must be a ForecastContext, got {type(ctx).__name__}")
@@ -104,8 +109,12 @@ class FeatureForecaster(BaseForecaster):
         )
         self.holidays = self.spec.holidays
         self._initial_spec = self.spec
-        # Drivers are taken relative to their own recent mean when the target is relative to its level.
-        self._relative_drivers = self.target_transform in ("local", "ratio")
+        if relative_drivers is None:
+            # Drivers relative to their own recent mean when the target is relative to its level.
+            relative_drivers = self.target_transform in ("local", "ratio")
+        if not isinstance(relative_drivers, (bool, np.bool_)):
+            raise ValueError(f"relative_drivers must be True, False or None, got {relative_drivers!r}")
+        self.relative_drivers = self._relative_drivers = bool(relative_drivers)
         if level_window is None:
             level_window = ctx.season_length if ctx.season_length > 1 else max(self.spec.windows, default=1)
         if isinstance(level_window, bool) or not isinstance(level_window, (int, np.integer)) or level_window < 1:
