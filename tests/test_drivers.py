@@ -151,8 +151,19 @@ def test_observed_values_win_over_values_known_in_advance():
     assert fleet.driver_values(0, ds[45:]).ravel().tolist() == [45.0, 46.0, -2.0]
 
 
-def test_store_keeps_what_was_known_when_and_names_bad_future_files(tmp_path, panel):
-    with Store.create("sqlite://") as store:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mlma.db'}"
+    else:
+        from mlma.store.testing import postgres_schema
+
+        with postgres_schema(request.getfixturevalue("postgres_server")) as scoped:
+            yield scoped
+
+
+def test_store_keeps_what_was_known_when_and_names_bad_future_files(tmp_path, panel, store_url):
+    with Store.create(store_url) as store:
         store.ingest_frame(panel[panel["ds"] < "2025-03-05"], "history")
         day = pd.Timestamp("2025-03-05")
         first = store.ingest_future(future_file(tmp_path / "a.csv", panel, day, 0.0))
