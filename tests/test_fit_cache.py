@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from mlma.backtest import BacktestConfig, run_backtest
-from mlma.models import ForecastContext
+from mlma.models import Drivers, ForecastContext
 from mlma.training import FitCache
 
 CTX = ForecastContext("h", season_length=24, horizon=24)
@@ -40,6 +40,10 @@ def test_the_key_changes_with_everything_a_fit_depends_on():
         FitCache.key(FitCache.context_digest("lightgbm", CTX, {}), "s0", ds, y),   # another model
         FitCache.key(FitCache.context_digest("ridge", CTX, {"alpha": 2.0}), "s0", ds, y),  # its parameters
         FitCache.key(FitCache.context_digest("ridge", ForecastContext("h", 24, 12), {}), "s0", ds, y),  # horizon
+        FitCache.key(FitCache.context_digest("ridge", ForecastContext("h", 24, 24, drivers=Drivers(future="t")),
+                                             {}), "s0", ds, y),                 # declared drivers
+        FitCache.key(context, "s0", ds, y, np.zeros((48, 1))),                # driver values
+        FitCache.key(context, "s0", ds, y, np.ones((48, 1))),                 # other driver values
     ]
     assert len({base, *variants}) == len(variants) + 1
 

@@ -510,3 +510,42 @@ def test_bad_arguments_raise_naming_the_parameter(kwargs, name):
     args = {"n_zones": 10, "days": 3, **kwargs}
     with pytest.raises(ValueError, match=name):
         simulate_platform(**args)
+
+
+# -- drivers: weather and announced campaigns ----------------------------------------------------------------
+def test_drivers_add_weather_and_campaign_columns_that_move_demand_as_documented():
+    plain = simulate_platform(30, 60, seed=4, expected=True, event_rate=3)
+    sim = simulate_platform(30, 60, seed=4, expected=True, event_rate=3, drivers=True)
+    d = sim.data
+    assert list(d.columns) == ["unique_id", "ds", "y", "expected", "temperature", "rain", "campaign"]
+    # Same platform and events; same rows.
+    pd.testing.assert_frame_equal(sim.events, plain.events)
+    pd.testing.assert_frame_equal(d[["unique_id", "ds"]], plain.data[["unique_id", "ds"]])
+    # The mean moves exactly by the documented weather multiplier.
+    factor = np.exp(-0.02 * (d["temperature"] - 12)) * (1 + 0.1 * np.minimum(d["rain"], 5))
+    np.testing.assert_allclose(d["expected"] / plain.data["expected"], factor, rtol=1e-9)
+    # Weather is per city and hour: every zone of a city sees the same values.
+    city = d["unique_id"].str[:3]
+    assert (d.groupby([city, "ds"])["temperature"].nunique() == 1).all()
+    # About 9 % of hours wet (stationary share of the rain chain 0.015 / 0.165); 30 zones x 60 days.
+    assert 0.05 < (d["rain"] > 0).mean() < 0.14
+    # The campaign flag is 1 exactly inside the campaign events of the zone.
+    flag = np.zeros(len(d), dtype=bool)
+    for ev in sim.events[sim.events["kind"] == "campaign"].itertuples():
+        flag |= ((d["unique_id"] == ev.unique_id) & (d["ds"] >= ev.start) & (d["ds"] < ev.end)).to_numpy()
+    assert flag.any()
+    assert np.array_equal(d["campaign"].to_numpy() == 1.0, flag)
+    with pytest.raises(ValueError, match="drivers must be True or False"):
+        simulate_platform(3, 2, drivers="yes")
+
+
+
+def test_campaign_rate_changes_only_the_campaigns():
+    base = simulate_platform(40, 60, seed=2, event_rate=2)
+    none = simulate_platform(40, 60, seed=2, event_rate=2, campaign_rate=0)
+    more = simulate_platform(40, 60, seed=2, event_rate=2, campaign_rate=4)
+    other = lambda sim: sim.events[sim.events["kind"] != "campaign"].drop(columns="event_id")  # noqa: E731
+    for sim in (none, more):
+        pd.testing.assert_frame_equal(other(sim).reset_index(drop=True), other(base).reset_index(drop=True))
+    count = lambda sim: sim.events.loc[sim.events["kind"] == "campaign", "event_id"].nunique()  # noqa: E731
+    assert count(none) == 0 and count(more) > count(base)

@@ -26,7 +26,7 @@ from threadpoolctl import threadpool_limits
 from mlma.agent import Agent, AgentSettings, TickReport
 from mlma.data import Frequency, make_tick_grid, read_frame, validate
 from mlma.fleet import FleetData
-from mlma.models import ForecastContext
+from mlma.models import Drivers, ForecastContext
 from mlma.policy import Policy, Verdict, make_policy
 from mlma.training import ModelService, make_executor
 
@@ -64,6 +64,10 @@ class BacktestConfig:
     fit_cache
         A folder of fitted models kept across runs (:class:`~mlma.training.FitCache`): a backtest of the same
         data with other policies or settings fits only what no earlier run fitted, with identical results.
+    drivers
+        Exogenous driver columns of the data fed to the models (:class:`~mlma.models.Drivers`); default none.
+        A backtest knows every realised value, so a future driver's forecast is its actual value (a perfect
+        weather forecast): an upper bound of what a real forecast of it is worth. See docs/models.md.
     """
 
     policies: list[str] = field(default_factory=lambda: ["never", "periodic:7", "always"])
@@ -81,6 +85,7 @@ class BacktestConfig:
     frontier: bool | list[int] = False
     bootstrap: int = 1000
     fit_cache: str | Path | None = None
+    drivers: Drivers | None = None
 
     def __post_init__(self) -> None:
         if not self.policies:
@@ -187,13 +192,14 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     frame, freq = checked.frame, checked.freq
     tick_offset = _tick_offset(config, freq)
     grid = make_tick_grid(frame, tick_offset, freq=freq)
-    fleet = FleetData(frame, freq.alias, grid.boundaries)
+    fleet = FleetData(frame, freq.alias, grid.boundaries, drivers=config.drivers)
     fleet.mark_abnormal(abnormal)
     if fleet.n_ticks < 2:
         raise ValueError(f"the data spans {fleet.n_ticks} tick(s) of {tick_offset}; a backtest needs at least 2")
 
     steps = max(fleet.steps_in_tick(k) for k in range(fleet.n_ticks))
-    ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=steps)
+    ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=steps,
+                          drivers=fleet.drivers)
     window = config.train_window_ticks or default_train_window(freq, tick_offset)
     first_tick = config.initial_ticks or max(1, min(window or math.ceil(fleet.n_ticks / 3), fleet.n_ticks // 2))
     if first_tick >= fleet.n_ticks:
@@ -305,6 +311,9 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         "first_scored_at": str(fleet.boundaries[first_tick]),
         "train_window_ticks": window,
         "model": str(config.model),
+        "future_drivers": list(fleet.drivers.future),
+        "historical_drivers": list(fleet.drivers.historical),
+        "driver_values_filled": int(sum(service.driver_fills.values())),
         "policies": names,
         "executor": config.executor or "inline",
         "fits_done": service.fits_done,

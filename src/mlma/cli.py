@@ -104,6 +104,8 @@ def simulate(
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same platform."),
     cities: Optional[int] = typer.Option(None, help="Number of cities (default grows with zones)."),
     out: Path = typer.Option(..., help="Output file, .csv or .parquet; events and streams are written beside it."),
+    drivers: bool = typer.Option(False, help="Simulate weather that moves demand and add the driver columns "
+                                 "temperature, rain and campaign (docs/simulator.md)."),
 ) -> None:
     """Simulate a last-mile delivery platform with ground-truth events."""
     from mlma.simulate import simulate_platform, write_simulation
@@ -111,7 +113,7 @@ def simulate(
     if out.suffix.lower() not in (".csv", ".parquet"):
         _fail(f"--out must end in .csv or .parquet, got {out.name!r}")
     try:
-        sim = simulate_platform(zones, days, seed, n_cities=cities)
+        sim = simulate_platform(zones, days, seed, n_cities=cities, drivers=drivers)
         write_simulation(sim, out)
     except ValueError as exc:
         _fail(str(exc))
@@ -170,12 +172,18 @@ def backtest(
     id_col: str = typer.Option("unique_id", help="Column naming the stream."),
     time_col: str = typer.Option("ds", help="Timestamp column."),
     target_col: str = typer.Option("y", help="Target column."),
+    drivers: str = typer.Option("", help="Comma-separated future drivers: columns whose values are known in "
+                                "advance (weather forecast, planned campaign), fed to the models at the forecast "
+                                "time (docs/models.md)."),
+    historical_drivers: str = typer.Option("", help="Comma-separated historical drivers: columns observed only "
+                                           "up to the forecast origin, fed as lagged values."),
 ) -> None:
     """Replay a data set tick by tick under several re-training policies and report the results."""
     import pandas as pd
 
     from mlma.backtest import BacktestConfig, run_backtest, write_outputs
     from mlma.data import DataError
+    from mlma.models import Drivers
     from mlma.policy import expand_grid
     from mlma.simulate import read_events
 
@@ -186,7 +194,8 @@ def backtest(
         config = BacktestConfig(policies=specs, model=model,
                                 freq=freq, tick=tick, horizon=horizon, train_window_ticks=train_window,
                                 initial_ticks=initial_ticks, executor=executor, title=f"backtest of {data.name}",
-                                frontier=frontier, bootstrap=bootstrap, fit_cache=fit_cache)
+                                frontier=frontier, bootstrap=bootstrap, fit_cache=fit_cache,
+                                drivers=Drivers(future=drivers, historical=historical_drivers))
         truth = pd.read_csv(events) if events else read_events(data)
         started = time.perf_counter()
         marked = pd.read_csv(abnormal, parse_dates=["start", "end"]) if abnormal else None
@@ -344,10 +353,14 @@ def ingest(
     rejects: Optional[Path] = typer.Option(None, help="CSV file listing every rejected row (default: "
                                            "rejected/<file>.<hash>.csv in the project)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Print every finding in full, with all streams."),
+    future: bool = typer.Option(False, "--future", help="The file holds driver values known in advance "
+                                "(unique_id, ds and driver columns, no target): a weather forecast, a campaign "
+                                "calendar. A newer file replaces older values for the same timestamps."),
 ) -> None:
     """Validate and store actuals. Idempotent: the same file twice changes nothing; corrected values replace
     old ones and are recorded as revisions. Rows that break the project's boundary (docs/data.md) are rejected
-    and listed; exits 2 when the file is refused (nothing is written then)."""
+    and listed; exits 2 when the file is refused (nothing is written then). Further numeric columns are kept
+    as observed driver values. With --future, store driver values known in advance instead."""
     from mlma.data import DataError
     from mlma.store import Store, file_sha256
 
@@ -355,6 +368,9 @@ def ingest(
     d = config.data
     if not data.exists():
         _fail(f"{data}: no such file")
+    if future:
+        _ingest_future(config, data)
+        return
     target = rejects or config.rejected_dir / f"{data.name}.{file_sha256(data)[:12]}.csv"
     try:
         with Store.open(config.store_url) as store:
@@ -399,6 +415,43 @@ def _print_findings(report, verbose: bool) -> None:
         if verbose and len(f.rows):
             console.print(f"           rows: {', '.join(str(int(r)) for r in f.rows)}", markup=False,
                           highlight=False)
+
+
+def _ingest_future(config, data: Path) -> None:
+    from mlma.data import DataError
+    from mlma.store import Store
+
+    d = config.data
+    try:
+        with Store.open(config.store_url) as store:
+            report = store.ingest_future(data, id_col=d.id_col, time_col=d.time_col, target_col=d.target_col)
+    except (DataError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if report.duplicate:
+        console.print(f"{data}: already ingested (same content); nothing changed")
+        return
+    declared = set(config.drivers().future)
+    columns = [c for c in _future_columns(data, d) if c not in declared]
+    console.print(f"{data}: {report.rows_new:,} future driver values for {report.n_streams:,} streams"
+                  + (f", {report.first_ds} to {report.last_ds}" if report.first_ds is not None else "")
+                  + (f"; skipped {report.rows_dropped:,} rows of streams without actuals" if report.rows_dropped
+                     else ""))
+    if columns:
+        # markup=False: rich would take "[data]" for a style tag and drop it.
+        console.print(f"note: column(s) {', '.join(columns)} are stored but not declared in [data] drivers of "
+                      "mlma.toml, so no model uses them", markup=False, highlight=False)
+
+
+def _future_columns(data: Path, d) -> list[str]:
+    if data.suffix.lower() in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        names = pq.read_schema(data).names
+    else:
+        import pandas as pd
+
+        names = pd.read_csv(data, nrows=0).columns
+    return [str(c) for c in names if c not in (d.id_col, d.time_col)]
 
 
 @app.command()

@@ -2172,3 +2172,88 @@ def make_tick_grid(df_or_ds: Any, tick: str | pd.DateOffset, *, freq: Frequency 
         n_ticks = (hi - first) // size + 1
         edges = (first + size * np.arange(n_ticks + 1, dtype=np.int64)).view("datetime64[ns]")
     return TickGrid(pd.DatetimeIndex(edges), offset)
+
+
+# -- values of drivers known in advance ----------------------------------------------------------------------
+def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME,
+                        target_col: str = TARGET) -> pd.DataFrame:
+    """Read and check a file (or frame) of driver values known in advance, for ``mlma ingest --future``.
+
+    The rows carry ``unique_id``, ``ds`` and one numeric column per driver (a weather forecast, a planned
+    campaign flag, a price), and no target: these timestamps have not happened yet. Empty cells are allowed
+    (a value not known for that timestamp: the forecast then uses the documented fallback, see
+    docs/data.md).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``unique_id`` (str), ``ds`` (tz-naive datetime64[ns]) and the driver columns (float64), in the
+        source's row order.
+
+    Raises
+    ------
+    DataError
+        Naming the file, column and rows: a missing id or time column, a target column, no driver column, an
+        unparseable timestamp, a non-numeric driver value, or a repeated ``(unique_id, ds)``.
+
+    Examples
+    --------
+    >>> frame = pd.DataFrame({"unique_id": ["a", "a"], "ds": ["2025-01-02 00:00", "2025-01-02 01:00"],
+    ...                       "temperature": [3.5, None]})
+    >>> read_future_drivers(frame).dtypes.astype(str).to_dict()
+    {'unique_id': 'str', 'ds': 'datetime64[ns]', 'temperature': 'float64'}
+    >>> read_future_drivers(frame.assign(y=1.0))
+    Traceback (most recent call last):
+    ...
+    mlma.data.DataError: data frame: a file of future driver values has no target column 'y' (actuals are ingested without --future)
+    """
+    if isinstance(source, pd.DataFrame):
+        frame, label = source, "data frame"
+    else:
+        path = Path(source)
+        label = str(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file")
+        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+    # Line numbers as the user sees them in a CSV file (header on line 1), index labels otherwise.
+    line = (lambda i: i + 2) if not isinstance(source, pd.DataFrame) else (lambda i: frame.index[i])
+    missing = [c for c in (id_col, time_col) if c not in frame.columns]
+    if missing:
+        raise DataError(f"{label}: missing column(s) {missing}; columns present: {list(frame.columns)}",
+                        source=label, column=missing[0])
+    if target_col in frame.columns:
+        raise DataError(f"{label}: a file of future driver values has no target column {target_col!r} (actuals "
+                        "are ingested without --future)", source=label, column=target_col)
+    drivers = [c for c in frame.columns if c not in (id_col, time_col)]
+    if not drivers:
+        raise DataError(f"{label}: no driver column besides {id_col!r} and {time_col!r}", source=label)
+    ids = frame[id_col]
+    bad = np.flatnonzero(ids.isna().to_numpy())
+    if bad.size:
+        raise DataError(f"{label}: {bad.size} row(s) without a {id_col}, first on line/row {line(bad[0])}",
+                        source=label, column=id_col, rows=[line(i) for i in bad[:20]])
+    stamps = pd.to_datetime(frame[time_col], errors="coerce")
+    if getattr(stamps.dt, "tz", None) is not None:
+        raise DataError(f"{label}: column {time_col!r} has time zones; give tz-naive local timestamps like the "
+                        "actuals", source=label, column=time_col)
+    bad = np.flatnonzero(stamps.isna().to_numpy())
+    if bad.size:
+        raise DataError(f"{label}: {bad.size} timestamp(s) in {time_col!r} cannot be read, first "
+                        f"{frame[time_col].iloc[bad[0]]!r} on line/row {line(bad[0])}", source=label,
+                        column=time_col, rows=[line(i) for i in bad[:20]])
+    out = pd.DataFrame({ID: ids.astype(str).to_numpy(), TIME: stamps.to_numpy(dtype="datetime64[ns]")})
+    out[ID] = out[ID].astype("str")
+    for c in drivers:
+        values = pd.to_numeric(frame[c], errors="coerce")
+        bad = np.flatnonzero(values.isna().to_numpy() & frame[c].notna().to_numpy())
+        if bad.size:
+            raise DataError(f"{label}: driver column {c!r} has {bad.size} non-numeric value(s), first "
+                            f"{frame[c].iloc[bad[0]]!r} on line/row {line(bad[0])}", source=label, column=str(c),
+                            rows=[line(i) for i in bad[:20]])
+        out[str(c)] = values.to_numpy(dtype=np.float64)
+    dup = np.flatnonzero(out.duplicated([ID, TIME], keep=False).to_numpy())
+    if dup.size:
+        raise DataError(f"{label}: {dup.size} rows repeat a ({id_col}, {time_col}), first {out[ID].iloc[dup[0]]!r} "
+                        f"at {out[TIME].iloc[dup[0]]} on line/row {line(dup[0])}", source=label,
+                        rows=[line(i) for i in dup[:20]], unique_id=str(out[ID].iloc[dup[0]]))
+    return out

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mlma.models.base import NO_DRIVERS, Drivers
+
 
 @dataclass(frozen=True)
 class StreamHistory:
@@ -50,6 +52,13 @@ class FleetData:
         The number of the first tick the boundaries describe. Every method takes tick numbers on this
         global clock, so a live agent that loads only its recent window uses the same numbers as a backtest
         that loads everything (``first_tick=0``).
+    drivers
+        The exogenous drivers fed to the models (:class:`~mlma.models.Drivers`); their columns must be in
+        ``frame`` (NaN where unknown). None: no drivers.
+    future
+        Values of the future drivers known in advance, for timestamps that may have no observation yet
+        (live: ``mlma ingest --future``): ``unique_id`` (or ``stream_id`` with ``ids``), ``ds`` and some of the
+        future drivers' columns. Where a row of ``frame`` has a finite value, that observed value wins.
 
     Examples
     --------
@@ -70,7 +79,8 @@ class FleetData:
     array([20., 30., 40.])
     """
 
-    def __init__(self, frame: pd.DataFrame, freq_alias: str, boundaries, *, ids=None, first_tick: int = 0) -> None:
+    def __init__(self, frame: pd.DataFrame, freq_alias: str, boundaries, *, ids=None, first_tick: int = 0,
+                 drivers: Drivers | None = None, future: pd.DataFrame | None = None) -> None:
         self.freq_alias = freq_alias
         self.tick_base = int(first_tick)
         self._boundaries = pd.DatetimeIndex(boundaries).as_unit("ns")
@@ -111,6 +121,9 @@ class FleetData:
                 f"stream {self.ids[self.stream_of_row[bad]]!r} has a timestamp {self.ds[bad]} that is not on "
                 f"the {freq_alias!r} grid; validate the data first")
 
+        self.drivers = drivers or NO_DRIVERS
+        self._index_drivers(frame, future)
+
         # Rows inside periods marked abnormal are kept out of training windows (see mark_abnormal).
         self.row_abnormal = np.zeros(len(self.y), dtype=bool)
         self.tick_abnormal = np.zeros((len(starts), len(self._boundaries) - 1), dtype=bool)
@@ -121,6 +134,90 @@ class FleetData:
         for s in range(self.n_streams):
             lo, hi = self.offsets[s], self.offsets[s + 1]
             self.row_at_tick[s] = lo + np.searchsorted(self.ds[lo:hi], bounds, side="left")
+
+    # -- drivers -------------------------------------------------------------------------------------------
+    def _index_drivers(self, frame: pd.DataFrame, future: pd.DataFrame | None) -> None:
+        """One table of driver values per stream, sorted by time: observed rows, then the values known in
+        advance for timestamps without a finite observed value."""
+        columns = list(self.drivers.columns)
+        if not columns:
+            self._drv_offsets = None
+            return
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise ValueError(f"driver column(s) {missing} are not in the data (columns: {list(frame.columns)})")
+        parts = [pd.DataFrame({"s": self.stream_of_row, "ds": self.ds, "src": 0,
+                               **{c: pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64)
+                                  for c in columns}})]
+        if future is not None and len(future):
+            parts.append(self._future_part(future, columns))
+        table = pd.concat(parts, ignore_index=True).sort_values(["s", "ds", "src"], kind="stable")
+        # Per (stream, ds): the first finite value in source order (observed before known in advance).
+        table = table.groupby(["s", "ds"], sort=True).first().reset_index()
+        self._drv_ds = table["ds"].to_numpy(dtype="datetime64[ns]")
+        self._drv_values = table[columns].to_numpy(dtype=np.float64)
+        counts = np.bincount(table["s"].to_numpy(np.int64), minlength=self.n_streams)
+        self._drv_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def _future_part(self, future: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        if "stream_id" in future.columns:
+            s = future["stream_id"].to_numpy(np.int64)
+        else:
+            index = {uid: i for i, uid in enumerate(self.ids)}
+            s = np.array([index.get(u, -1) for u in future["unique_id"]], dtype=np.int64)
+        keep = (s >= 0) & (s < self.n_streams)
+        values = {c: (pd.to_numeric(future[c], errors="coerce").to_numpy(np.float64)[keep]
+                      if c in future.columns and c in self.drivers.future else np.full(int(keep.sum()), np.nan))
+                  for c in columns}
+        return pd.DataFrame({"s": s[keep], "ds": pd.to_datetime(future["ds"]).to_numpy("datetime64[ns]")[keep],
+                             "src": 1, **values})
+
+    def driver_values(self, s: int, ds: np.ndarray) -> np.ndarray | None:
+        """Stream ``s``'s driver values at timestamps ``ds`` (rows) in :attr:`drivers` column order, NaN where
+        none is known; None when the fleet has no drivers."""
+        if self._drv_offsets is None:
+            return None
+        lo, hi = self._drv_offsets[s], self._drv_offsets[s + 1]
+        own = self._drv_ds[lo:hi]
+        ds = np.asarray(ds, dtype="datetime64[ns]")
+        idx = np.minimum(np.searchsorted(own, ds), max(hi - lo - 1, 0))
+        out = np.full((ds.size, len(self.drivers)), np.nan)
+        if hi > lo:
+            hit = own[idx] == ds
+            out[hit] = self._drv_values[lo + idx[hit]]
+        return out
+
+    def future_driver_values(self, s: int, k: int, season_length: int) -> tuple[np.ndarray | None, int]:
+        """The drivers for forecasting tick ``k`` of stream ``s``, and how many future values were filled.
+
+        Future drivers take the values known for the tick's timestamps; a missing one takes the stream's
+        value of that driver one season earlier (e.g. the same hour yesterday: a daily cycle of temperature
+        is kept), else its last value known before the tick. Historical drivers are NaN (not known yet).
+        """
+        future = self.tick_timestamps(k)
+        values = self.driver_values(s, future)
+        if values is None:
+            return None, 0
+        n_f = len(self.drivers.future)
+        values[:, n_f:] = np.nan
+        gaps = ~np.isfinite(values[:, :n_f])
+        if not gaps.any():
+            return values, 0
+        j = self._local(k)
+        pos = self.tick_grid_start[j] + np.arange(future.size) - season_length
+        earlier = self.grid[np.maximum(pos, 0)]
+        season_ago = self.driver_values(s, earlier)[:, :n_f]
+        season_ago[pos < 0] = np.nan
+        fill = np.where(gaps, season_ago, values[:, :n_f])
+        lo, hi = self._drv_offsets[s], self._drv_offsets[s + 1]
+        before = self._drv_values[lo:lo + np.searchsorted(self._drv_ds[lo:hi], future[0]), :n_f]
+        for c in range(n_f):
+            if np.isnan(fill[:, c]).any():
+                known = before[np.isfinite(before[:, c]), c]
+                if known.size:
+                    fill[np.isnan(fill[:, c]), c] = known[-1]
+        values[:, :n_f] = fill
+        return values, int(gaps.sum())
 
     def mark_abnormal(self, periods: pd.DataFrame) -> None:
         """Mark periods as abnormal (a holiday, an outage): kept out of training and of references.

@@ -258,6 +258,17 @@ class LiveAgent:
         future = self.config.ingest_limits().max_future
         return None if future is None else pd.Timestamp.now(tz="UTC").tz_localize(None) + future
 
+    def _with_drivers(self, frame: pd.DataFrame, drivers, start, end) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """The observations with the declared drivers' values in force (observed, else known in advance)
+        joined on, and the values for timestamps without an observation (the tick to forecast)."""
+        if not drivers:
+            return frame, None
+        values = self.store.driver_values(drivers.columns, start, end)
+        merged = frame.merge(values, on=["stream_id", "ds"], how="left", sort=False)
+        ahead = values.merge(frame[["stream_id", "ds"]], on=["stream_id", "ds"], how="left", indicator=True)
+        future = ahead.loc[ahead["_merge"] == "left_only"].drop(columns="_merge")
+        return merged, future
+
     def _sample(self) -> pd.DataFrame:
         ids = self.store.streams()["id"].to_numpy()[:200]
         return self.store.observations(streams=[int(i) for i in ids])
@@ -447,16 +458,20 @@ class LiveAgent:
         boundaries = timing.boundaries(base, k + 2)
         lo = boundaries[0] if base > 0 else None
         frame = self.store.observations(start=lo, end=boundaries[k + 1 - base], with_ids=True, order="stream_id")
+        drivers = cfg.drivers()
+        frame, future = self._with_drivers(frame, drivers, lo, boundaries[k + 2 - base])
         fleet = FleetData(frame, freq.alias, boundaries, ids=streams["unique_id"].to_numpy(dtype=object),
-                          first_tick=base)
+                          first_tick=base, drivers=drivers, future=future)
         fleet.mark_abnormal(self._abnormal_periods())
-        ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=timing.horizon())
+        ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=timing.horizon(),
+                              drivers=drivers)
         executor = self.executor()
         timeout = cfg.agent.fit_timeout_seconds or None
         # Only work handed to an executor can be timed out: with a timeout, even one fit goes to the pool.
         inline = type(executor).__name__ == "InlineExecutor"
         service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
-                               fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None)
+                               fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None,
+                               model_params=cfg.model_params())
         policy = make_policy(cfg.agent.policy, **(cfg.policy_params() if cfg.agent.policy == "mlma" else {}))
         # The MASE scale is kept in the state; it is computed only while some stream has none yet.
         saved_scale = None if state is None else np.asarray(state.arrays["agent.scale"])
@@ -508,6 +523,15 @@ class LiveAgent:
                   for s, version, slot, message in repair.audit]
         cleared = {} if start else _cleared(fleet, agent, report)
         summary = _summary(report, agent, n, start, time.perf_counter() - started)
+        if drivers.future:
+            # Future driver values the forecasts of tick k + 1 needed but nobody ingested: filled by the
+            # fallback of FleetData.future_driver_values (same time a season earlier, else the last value).
+            filled = service.driver_fills.get(k + 1, 0)
+            summary["driver_values_filled"] = filled
+            if filled:
+                log.warning("tick %s: %s future driver value(s) for tick %s were not ingested (mlma ingest "
+                            "--future); filled with the value a season earlier or the last known one", k, filled,
+                            k + 1)
         arrays = agent.state_arrays() | timing.to_arrays() | {f"live.{name}": v for name, v in live.items()}
         _checkpoint("before-commit")
         written = self.store.write_tick(

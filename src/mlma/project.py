@@ -28,6 +28,8 @@ time_col = "ds"           # timestamp column
 target_col = "y"          # value column
 freq = ""                 # pandas offset alias, e.g. "h", "D", "MS"; fixed by the first ingest, never changes
 tick = ""                 # actuals that arrive together, e.g. "1D"; fixed with freq
+drivers = []              # future drivers fed to the models, e.g. ["temperature", "campaign"] (docs/data.md)
+historical_drivers = []   # drivers observed only up to the forecast origin (used lagged)
 # The validation boundary of `mlma ingest` (docs/data.md): rows that break it are rejected and listed.
 max_ahead_ticks = 7       # rows more than this many ticks after the project's newest data; 0: no limit
 max_future = "1D"         # rows later than now (UTC) plus this; "off" for data dated in the future
@@ -41,6 +43,7 @@ artifacts = "artifacts"   # model files, addressed by content hash (relative to 
 [model]
 spec = "{model}"         # seasonal-naive | ridge | lightgbm | sklearn:module.Class | statsforecast:AutoETS | mlforecast | package.module:Class
 train_window_ticks = 0    # 0: default for the frequency (28 daily ticks for hourly data)
+holidays = ""             # public-holiday calendar for the models' holiday feature, e.g. "DE" or "US-CA"
 
 [agent]
 executor = "process"      # inline | process[:N] | dask://host:8786
@@ -80,6 +83,8 @@ class DataSection:
     target_col: str = "y"
     freq: str = ""
     tick: str = ""
+    drivers: list = field(default_factory=list)
+    historical_drivers: list = field(default_factory=list)
     max_ahead_ticks: int = 7
     max_future: str = "1D"
     value_range_factor: float = 100.0
@@ -96,6 +101,7 @@ class StoreSection:
 class ModelSection:
     spec: str = "lightgbm"
     train_window_ticks: int = 0
+    holidays: str = ""
 
 
 @dataclass
@@ -160,6 +166,16 @@ class ProjectConfig:
         return IngestLimits(max_ahead_ticks=d.max_ahead_ticks,
                             max_future=None if d.max_future.strip().lower() == "off" else d.max_future,
                             value_range_factor=d.value_range_factor, max_abs_value=d.max_abs_value)
+
+    def drivers(self):
+        """The declared exogenous drivers as :class:`mlma.models.Drivers`."""
+        from mlma.models import Drivers
+
+        return Drivers(future=self.data.drivers, historical=self.data.historical_drivers)
+
+    def model_params(self) -> dict[str, Any]:
+        """Model options from ``[model]`` besides the spec (the holiday calendar)."""
+        return {"holidays": self.model.holidays} if self.model.holidays else {}
 
     def policy_params(self) -> dict[str, Any]:
         """Keyword arguments for :class:`mlma.mlma_policy.MLMAPolicy`."""
@@ -284,6 +300,17 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
                           "mlma, never, always or periodic:K")
     if config.model.train_window_ticks < 0:
         raise ConfigError(f"{path}: [model] train_window_ticks must be >= 0")
+    try:
+        config.drivers()
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [data] drivers: {exc}") from None
+    if config.model.holidays:
+        from mlma.models.features import check_holiday_country
+
+        try:
+            check_holiday_country(config.model.holidays)
+        except ValueError as exc:
+            raise ConfigError(f"{path}: [model] {exc}") from None
     if not (config.store.url.startswith("sqlite:") or config.store.url.startswith("postgresql")):
         raise ConfigError(f"{path}: [store] url must be sqlite:///FILE or postgresql+psycopg://..., "
                           f"got {config.store.url!r}")

@@ -206,6 +206,7 @@ class _Platform:
     ids: np.ndarray
     how: np.ndarray  # hour of the week (Monday 00:00 = 0) of every simulated hour
     midnights: np.ndarray  # indices of the simulated hours that start a calendar day
+    weather: dict[str, np.ndarray] | None = None  # "temperature", "rain": cities x hours, with drivers=True
 
     @property
     def n_zones(self) -> int:
@@ -218,7 +219,8 @@ class _Platform:
 
 def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int | None = None,
                       start: str | pd.Timestamp = "2025-01-06", event_rate: float = 1.0, outages: bool = True,
-                      clean_days: float | None = None, expected: bool = False) -> Simulation:
+                      clean_days: float | None = None, expected: bool = False,
+                      drivers: bool = False, campaign_rate: float = 1.0) -> Simulation:
     """Simulate hourly orders of a delivery platform's zones, with ground-truth events.
 
     Parameters
@@ -249,6 +251,16 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
         Add a column ``expected`` to ``data``: the true mean of each count (the demand, also during
         ``outage_zeros``). It is ground truth for evaluation (an oracle forecast, the noise floor of a
         loss), not a feature: keep it away from models.
+    drivers
+        Simulate weather that moves demand and add driver columns to ``data``: ``temperature`` (deg C) and
+        ``rain`` (mm in the hour) of the zone's city, and ``campaign`` (1 while an announced marketing
+        campaign of the zone's city runs, else 0). Demand is multiplied by ``exp(-0.02 (temperature - 12))``
+        (cold days, more orders) and ``1 + 0.1 min(rain, 5)`` (up to +50 % in heavy rain). The weather uses a
+        random stream of its own: the events are the same as without drivers, the counts differ by the
+        weather's effect. See docs/simulator.md.
+    campaign_rate
+        Scales the rate of marketing campaigns on top of ``event_rate`` (a platform that runs promotions
+        often). Campaigns are drawn last, so the other events stay the same.
 
     Returns
     -------
@@ -285,19 +297,25 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
         raise ValueError(f"outages must be True or False, got {outages!r}")
     if not isinstance(expected, (bool, np.bool_)):
         raise ValueError(f"expected must be True or False, got {expected!r}")
+    if not isinstance(drivers, (bool, np.bool_)):
+        raise ValueError(f"drivers must be True or False, got {drivers!r}")
     if clean_days is None:
         clean_days = min(14.0, days / 2)
     clean_days = _check_float("clean_days", clean_days, minimum=0.0)
+    campaign_rate = _check_float("campaign_rate", campaign_rate, minimum=0.0)
 
     hours = days * 24
     root = np.random.SeedSequence(seed)
     ss_structure, ss_events, ss_outages, ss_noise = root.spawn(4)
     plat = _build_platform(np.random.default_rng(ss_structure), n_zones, n_cities, hours, start_ts,
                            event_rate, min(hours, round(clean_days * 24)))
-    events = _sample_events(np.random.default_rng(ss_events), plat, event_rate)
+    events = _sample_events(np.random.default_rng(ss_events), plat, event_rate, campaign_rate)
     if outages:
         events += _sample_outages(np.random.default_rng(ss_outages), plat, event_rate)
     events.sort(key=lambda e: (e.start_h, list(EVENT_KINDS).index(e.kind), e.city, int(e.zones[0])))
+    if drivers:
+        # A fifth child of the root: the four above, and so every event and the noise, stay as they were.
+        plat.weather = _simulate_weather(np.random.default_rng(root.spawn(1)[0]), plat)
     data = _generate_data(plat, events, ss_noise, bool(expected))
     return Simulation(data=data, streams=_streams_frame(plat), events=_events_frame(plat, events))
 
@@ -404,6 +422,48 @@ def _build_platform(rng: np.random.Generator, n_zones: int, n_cities: int, hours
                      how, midnights)
 
 
+# Weather: seasonal and daily temperature cycles with day-to-day anomalies; rain spells from a two-state chain.
+_TEMP_MEAN, _TEMP_SEASON, _TEMP_DAY, _TEMP_ANOMALY_SD, _TEMP_ANOMALY_PHI = 11.0, 8.0, 4.0, 3.5, 0.7
+_RAIN_START, _RAIN_STOP, _RAIN_MEAN_MM = 0.015, 0.15, 1.5
+_TEMP_EFFECT, _TEMP_REF, _RAIN_EFFECT, _RAIN_CAP = -0.02, 12.0, 0.1, 5.0
+
+
+def _simulate_weather(rng: np.random.Generator, plat: _Platform) -> dict[str, np.ndarray]:
+    """Hourly temperature (deg C) and rain (mm) per city (cities x hours)."""
+    n_cities, hours = plat.n_cities, plat.hours
+    t = plat.start.value / _HOUR_NS + np.arange(hours)  # hours since 1970, for the calendar cycles
+    day_of_year = (t / 24.0) % 365.25
+    hour_of_day = t % 24
+    base = (_TEMP_MEAN + _TEMP_SEASON * np.sin(2 * np.pi * (day_of_year - 110) / 365.25)
+            + _TEMP_DAY * np.cos(2 * np.pi * (hour_of_day - 15) / 24))
+    n_days = hours // 24 + 2
+    shocks = rng.normal(0.0, _TEMP_ANOMALY_SD * math.sqrt(1 - _TEMP_ANOMALY_PHI ** 2), (n_cities, n_days))
+    anomaly = np.empty_like(shocks)
+    anomaly[:, 0] = rng.normal(0.0, _TEMP_ANOMALY_SD, n_cities)
+    for d in range(1, n_days):
+        anomaly[:, d] = _TEMP_ANOMALY_PHI * anomaly[:, d - 1] + shocks[:, d]
+    # Anomalies change smoothly through the day: linear between the daily values.
+    day_pos = np.arange(hours) / 24.0
+    lo = np.floor(day_pos).astype(np.int64)
+    frac = day_pos - lo
+    smooth = anomaly[:, lo] * (1 - frac) + anomaly[:, lo + 1] * frac
+    temperature = np.round(base[None, :] + smooth + rng.normal(0.0, 0.5, (n_cities, hours)), 1)
+    raining = np.zeros((n_cities, hours), dtype=bool)
+    draws = rng.random((n_cities, hours))
+    state = draws[:, 0] < _RAIN_START / (_RAIN_START + _RAIN_STOP)
+    for h in range(hours):
+        state = np.where(state, draws[:, h] >= _RAIN_STOP, draws[:, h] < _RAIN_START)
+        raining[:, h] = state
+    rain = np.where(raining, np.round(rng.gamma(1.5, _RAIN_MEAN_MM / 1.5, (n_cities, hours)), 1), 0.0)
+    return {"temperature": temperature, "rain": rain}
+
+
+def _weather_multiplier(weather: dict[str, np.ndarray]) -> np.ndarray:
+    """Demand multiplier of the weather (cities x hours)."""
+    return (np.exp(_TEMP_EFFECT * (weather["temperature"] - _TEMP_REF))
+            * (1 + _RAIN_EFFECT * np.minimum(weather["rain"], _RAIN_CAP)))
+
+
 def _bump(center: np.ndarray, width: float) -> np.ndarray:
     """Circular Gaussian bump over the 24 hour centres, one row per centre."""
     x = np.arange(24) + 0.5
@@ -469,7 +529,8 @@ def _profile_of(plat: _Platform, z: int, overrides: dict[int, dict]) -> dict[str
     return {k: plat.profile[k][z:z + 1].copy() for k in _PROFILE_KEYS}
 
 
-def _sample_events(rng: np.random.Generator, plat: _Platform, event_rate: float) -> list[_Event]:
+def _sample_events(rng: np.random.Generator, plat: _Platform, event_rate: float,
+                   campaign_rate: float = 1.0) -> list[_Event]:
     events: list[_Event] = []
     zlo, zhi = _zone_windows(plat)
 
@@ -555,7 +616,7 @@ def _sample_events(rng: np.random.Generator, plat: _Platform, event_rate: float)
             events.append(_Event("storm", int(c), zs, int(h), end, float(f),
                                  f"storm: orders x{f:.2f} for {end - h} h ({why})", "city"))
 
-    cities, _ = _poisson_starts(rng, _CITY_RATES["campaign"] * event_rate, city_lo, city_hi)
+    cities, _ = _poisson_starts(rng, _CITY_RATES["campaign"] * event_rate * campaign_rate, city_lo, city_hi)
     if len(day_starts):
         days = rng.choice(day_starts, len(cities))
         lengths = rng.integers(7, 15, len(cities))
@@ -701,8 +762,19 @@ def _chunk_mean(plat: _Platform, lo: int, hi: int, events: list[_Event]) -> np.n
             level[rows, ev.start_h:] *= ev.magnitude ** np.minimum(steps, 1.0)
         elif ev.kind in ("storm", "campaign"):
             level[rows, ev.start_h:ev.end_h] *= ev.magnitude
+    if plat.weather is not None:
+        level *= _weather_multiplier(plat.weather)[plat.city_of_zone[lo:hi]]
     mu *= level
     return mu
+
+
+def _campaign_flags(plat: _Platform, lo: int, hi: int, events: list[_Event]) -> np.ndarray:
+    """1.0 where an announced campaign runs for the zone (zones lo..hi x hours), else 0.0."""
+    flags = np.zeros((hi - lo, plat.hours))
+    for ev in events:
+        if ev.kind == "campaign":
+            flags[_rows_in(ev, lo, hi), ev.start_h:ev.end_h] = 1.0
+    return flags
 
 
 def _chunk_counts(plat: _Platform, lo: int, hi: int, events: list[_Event], rng: np.random.Generator,
@@ -739,6 +811,7 @@ def _generate_data(plat: _Platform, events: list[_Event], ss_noise: np.random.Se
     ds = np.empty(n, dtype=np.int64)
     y = np.empty(n, dtype=np.float64)
     mean = np.empty(n, dtype=np.float64) if expected else None
+    extra = {name: np.empty(n) for name in ("temperature", "rain", "campaign")} if plat.weather else {}
     start_ns = plat.start.value
     off = 0
     for (lo, hi), ev, count, ss in zip(bounds, chunk_events, counts, ss_noise.spawn(len(bounds))):
@@ -750,6 +823,11 @@ def _generate_data(plat: _Platform, events: list[_Event], ss_noise: np.random.Se
         y[off:off + count] = counts_chunk[mask]
         if mean is not None:
             mean[off:off + count] = mean_chunk[mask]
+        if extra:
+            city = plat.city_of_zone[rows + lo]
+            for name in ("temperature", "rain"):
+                extra[name][off:off + count] = plat.weather[name][city, cols]
+            extra["campaign"][off:off + count] = _campaign_flags(plat, lo, hi, ev)[mask]
         off += count
     ids = pa.array(plat.ids.tolist(), type=pa.large_string())
     unique_id = pc.take(ids, pa.array(codes)).to_pandas()
@@ -757,6 +835,7 @@ def _generate_data(plat: _Platform, events: list[_Event], ss_noise: np.random.Se
     columns = {"unique_id": unique_id, "ds": ds.view("datetime64[ns]"), "y": y}
     if mean is not None:
         columns["expected"] = mean
+    columns.update(extra)
     return pd.DataFrame(columns, copy=False)
 
 

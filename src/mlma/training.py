@@ -25,7 +25,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mlma.fleet import FleetData
-from mlma.models import ForecastContext, fit_forecasters, make_forecaster
+from mlma.models import ForecastContext, fit_forecasters, make_forecaster, model_uses_drivers
 
 DEFAULT_PARALLEL_THRESHOLD = 32
 """Fewer missing fits than this run inline on a local pool: starting worker processes costs more."""
@@ -400,9 +400,9 @@ def _fit_chunk(spec, ctx: ForecastContext, params: dict, jobs: list) -> list:
     """
     with threadpool_limits(limits=1):
         # One call for the chunk: models that fit many streams at once (statsforecast) do so.
-        outcomes = fit_forecasters(spec, ctx, [(ds, y) for _, ds, y in jobs], params=params)
-    return [FittedModel(key, o.model, o.cpu_seconds, o.fallback_reason, o.n_train)
-            for (key, _, _), o in zip(jobs, outcomes, strict=True)]
+        outcomes = fit_forecasters(spec, ctx, [(ds, y, X) for _, ds, y, X in jobs], params=params)
+    return [FittedModel(job[0], o.model, o.cpu_seconds, o.fallback_reason, o.n_train)
+            for job, o in zip(jobs, outcomes, strict=True)]
 
 
 class FitCache:
@@ -410,8 +410,9 @@ class FitCache:
     fit each model once across runs.
 
     A fit is stored under a digest of everything it depends on: the stream's id, its training window's
-    timestamps and values (the data fingerprint: any changed, added or masked row gives another key), the
-    model spec and parameters, the forecast context (frequency, season, horizon), the versions of mlma and of
+    timestamps and values, and its driver values for a model that uses drivers (the data fingerprint: any
+    changed, added or masked row gives another key), the model spec and parameters, the forecast context
+    (frequency, season, horizon, drivers), the versions of mlma and of
     numpy, scikit-learn and LightGBM, and the source code of :mod:`mlma.models` (and of a custom model's
     module, when the spec names one), so an edited model is never served from an old fit. The entry keeps the
     fit's measured CPU seconds, so a cached run charges each policy what the fit cost when it was made and
@@ -460,14 +461,19 @@ class FitCache:
         return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=20).hexdigest()
 
     @staticmethod
-    def key(context: str, stream_id, ds: np.ndarray, y: np.ndarray) -> str:
-        """The address of one fit: the model's digest, the stream and its window's data."""
+    def key(context: str, stream_id, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None) -> str:
+        """The address of one fit: the model's digest, the stream and its window's data (driver values
+        ``X`` included, for a model that uses them)."""
         import hashlib
 
         h = hashlib.blake2b(context.encode(), digest_size=20)
         h.update(repr(stream_id).encode())
         h.update(np.ascontiguousarray(np.asarray(ds).astype("datetime64[ns]").view(np.int64)).tobytes())
         h.update(np.ascontiguousarray(np.asarray(y, dtype=np.float64)).tobytes())
+        if X is not None:
+            X = np.asarray(X, dtype=np.float64)
+            h.update(repr(X.shape).encode())
+            h.update(np.ascontiguousarray(X).tobytes())
         return h.hexdigest()
 
     def load(self, keys: list[str]) -> dict[str, tuple]:
@@ -570,7 +576,7 @@ class ModelService:
         self.model_params = model_params or {}
         # A spec no history can fix (unknown, not importable, a missing extra) fails here, naming it, rather
         # than as a fit failure of every stream.
-        make_forecaster(spec, ctx, **self.model_params)
+        probe = make_forecaster(spec, ctx, **self.model_params)
         if parallel_threshold is None:
             parallel_threshold = getattr(self.executor, "parallel_threshold", DEFAULT_PARALLEL_THRESHOLD)
         self.parallel_threshold = parallel_threshold
@@ -590,6 +596,11 @@ class ModelService:
         self.fit_cache = fit_cache
         self._cache_context = (FitCache.context_digest(spec, ctx, self.model_params)
                                if fit_cache is not None else None)
+        # Drivers are looked up only for a model that uses them (BaseForecaster.uses_drivers).
+        self.wants_drivers = bool(ctx.drivers) and model_uses_drivers(probe)
+        #: Future driver values missing at forecast time and filled by the fallback (see
+        #: FleetData.future_driver_values), per target tick.
+        self.driver_fills: dict[int, int] = {}
 
     def fit(self, keys: list[ModelKey], *, on_error: str = "raise") -> list[FittedModel | None]:
         """Fitted models for ``keys``, fitting only those not fitted before.
@@ -611,7 +622,8 @@ class ModelService:
             jobs = []
             for key in missing:
                 hist = self.fleet.history(key.stream, key.end_tick, self.train_window_ticks)
-                jobs.append((key, hist.ds, hist.y))
+                X = self.fleet.driver_values(key.stream, hist.ds) if self.wants_drivers else None
+                jobs.append((key, hist.ds, hist.y, X))
             jobs = self._from_cache(jobs)
         if missing and jobs:
             parallel = len(jobs) >= self.parallel_threshold
@@ -632,26 +644,27 @@ class ModelService:
         """Serve what the fit cache holds; return the jobs still to fit."""
         if self.fit_cache is None or self._cache_context is None:
             return jobs
-        addresses = [FitCache.key(self._cache_context, self.fleet.ids[key.stream], ds, y) for key, ds, y in jobs]
+        addresses = [FitCache.key(self._cache_context, self.fleet.ids[key.stream], ds, y, X)
+                     for key, ds, y, X in jobs]
         found = self.fit_cache.load(addresses)
         left = []
-        for (key, ds, y), address in zip(jobs, addresses):
+        for job, address in zip(jobs, addresses):
             if address in found:
                 model, seconds, fallback_reason, n_train = found[address]
-                self._models[key] = FittedModel(key, model, seconds, fallback_reason, n_train)
+                self._models[job[0]] = FittedModel(job[0], model, seconds, fallback_reason, n_train)
                 self.fits_cached += 1
             else:
-                left.append((key, ds, y))
+                left.append(job)
         return left
 
     def _to_cache(self, jobs: list) -> None:
         if self.fit_cache is None or self._cache_context is None:
             return
         entries = {}
-        for key, ds, y in jobs:
+        for key, ds, y, X in jobs:
             fm = self._models.get(key)
             if fm is not None:
-                address = FitCache.key(self._cache_context, self.fleet.ids[key.stream], ds, y)
+                address = FitCache.key(self._cache_context, self.fleet.ids[key.stream], ds, y, X)
                 entries[address] = (fm.model, fm.seconds, fm.fallback_reason, fm.n_train)
         self.fit_cache.store(entries)
 
@@ -670,7 +683,7 @@ class ModelService:
                         future.cancel()
                         self.timed_out = True
                         raise TimeoutError(f"no result within fit_timeout={self.fit_timeout:g} s") from None
-                expected = [key for key, _, _ in chunk]
+                expected = [job[0] for job in chunk]
                 if [f.key for f in fitted] != expected:
                     raise RuntimeError(f"the executor returned models for {len(fitted)} keys, not for the "
                                        f"chunk's {len(expected)}")
@@ -681,11 +694,11 @@ class ModelService:
                 self._models[model.key] = model
             self.fits_done += len(fitted)
         for chunk, exc in failures:
-            for key, _, _ in chunk:
+            for key, *_ in chunk:
                 self.failures[key] = f"{type(exc).__name__}: {exc}"
         if failures:
             chunk, exc = failures[0]
-            chunk_keys = [key for key, _, _ in chunk]
+            chunk_keys = [job[0] for job in chunk]
             ids = [str(self.fleet.ids[k.stream]) for k in chunk_keys]
             shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
             others = (f"; {len(failures) - 1} other chunk(s) of this call failed too" if len(failures) > 1
@@ -709,7 +722,15 @@ class ModelService:
         window = context_ticks if context_ticks is not None else self.train_window_ticks
         hist = self.fleet.history(key.stream, target_tick - 1, window)
         future = self.fleet.tick_timestamps(target_tick)
-        y_hat = np.asarray(fitted.model.predict(hist.ds, hist.y, future), dtype=np.float64)
+        if self.wants_drivers and model_uses_drivers(fitted.model):
+            X = self.fleet.driver_values(key.stream, hist.ds)
+            future_X, filled = self.fleet.future_driver_values(key.stream, target_tick, self.ctx.season_length)
+            if filled:
+                self.driver_fills[target_tick] = self.driver_fills.get(target_tick, 0) + filled
+            y_hat = fitted.model.predict(hist.ds, hist.y, future, X, future_X)
+        else:
+            y_hat = fitted.model.predict(hist.ds, hist.y, future)
+        y_hat = np.asarray(y_hat, dtype=np.float64)
         if y_hat.shape != future.shape:
             raise ValueError(f"model for stream {self.fleet.ids[key.stream]!r} returned {y_hat.shape[0]} "
                              f"forecasts for {future.shape[0]} timestamps")

@@ -17,11 +17,14 @@ Examples
 
 from mlma.models.adapters import SklearnForecaster, import_object
 from mlma.models.base import (
+    BaseForecaster,
+    Drivers,
     FleetForecaster,
     ForecastContext,
     Forecaster,
     InsufficientDataError,
     default_season_length,
+    model_uses_drivers,
 )
 from mlma.models.factory import (
     FitOutcome,
@@ -38,6 +41,9 @@ from mlma.models.naive import MeanForecaster, SeasonalNaive
 from mlma.models.regression import FeatureForecaster
 
 __all__ = [
+    "BaseForecaster",
+    "Drivers",
+    "model_uses_drivers",
     "ForecastContext",
     "Forecaster",
     "InsufficientDataError",

@@ -15,7 +15,8 @@ __all__ = ["SklearnForecaster", "import_object", "is_regressor_like"]
 
 # Options of the adapter itself; everything else given to the factory goes to the regressor.
 ADAPTER_OPTIONS = frozenset(
-    {"lags", "windows", "calendar", "calendar_encoding", "target_transform", "level_window", "min_train_rows"}
+    {"lags", "windows", "calendar", "calendar_encoding", "target_transform", "level_window", "min_train_rows",
+     "holidays", "use_drivers", "relative_drivers"}
 )
 
 
@@ -94,7 +95,8 @@ class SklearnForecaster(FeatureForecaster):
     **feature_options
         ``lags``, ``windows``, ``calendar``, ``calendar_encoding`` (default ``"onehot"``, which suits linear
         models and trees alike), ``target_transform`` (default ``"local"``), ``level_window``,
-        ``min_train_rows``: see :class:`~mlma.models.regression.FeatureForecaster`.
+        ``min_train_rows``, ``holidays``, ``use_drivers``: see :class:`~mlma.models.regression.FeatureForecaster`.
+        The regressor sees the context's drivers as columns like any other feature.
 
     Examples
     --------

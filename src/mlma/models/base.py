@@ -15,10 +15,13 @@ import numpy as np
 from pandas.tseries.frequencies import to_offset
 
 __all__ = [
+    "BaseForecaster",
+    "Drivers",
     "FIT_ERRORS",
     "FleetForecaster",
     "ForecastContext",
     "Forecaster",
+    "model_uses_drivers",
     "InsufficientDataError",
     "default_season_length",
     "as_datetime_array",
@@ -91,6 +94,80 @@ def _offset_or_raise(freq: str, name: str):
         raise ValueError(f"{name}={freq!r} is not a pandas offset alias ({exc})") from None
 
 
+def _names(value, name: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    names = tuple(value)
+    bad = [v for v in names if not isinstance(v, str) or not v]
+    if bad:
+        raise ValueError(f"{name} must be column names (non-empty strings), got {bad}")
+    return names
+
+
+@dataclass(frozen=True)
+class Drivers:
+    """The exogenous driver columns of a fleet, by when their values are known (Nixtla's vocabulary).
+
+    Parameters
+    ----------
+    future
+        *Future* exogenous drivers (Nixtla's ``futr_exog``): values are known in advance for the timestamps
+        being forecast: a weather forecast, a planned campaign, a price list. Models use their value at the
+        forecast timestamp. In live operation they are ingested ahead with ``mlma ingest --future``.
+    historical
+        *Historical* exogenous drivers (``hist_exog``): observed only up to the forecast origin (measured
+        rain, a competitor's observed price). Models may use only values known at the origin: their lag
+        ``horizon``.
+
+    *Static* exogenous variables (``stat_exog``: constant per stream, a zone's city) are stream attributes in
+    mlma (``mlma attributes``); a per-stream model cannot learn from a constant, so they are no drivers here.
+
+    ``X`` and ``future_X`` of the :class:`Forecaster` protocol have one column per name in :attr:`columns`:
+    the future drivers, then the historical ones.
+
+    Examples
+    --------
+    >>> d = Drivers(future=("temperature", "campaign"), historical="rain")
+    >>> d.columns, len(d)
+    (('temperature', 'campaign', 'rain'), 3)
+    >>> Drivers(future=["price"], historical=["price"])
+    Traceback (most recent call last):
+    ...
+    ValueError: driver 'price' is declared both future and historical
+    """
+
+    future: tuple[str, ...] = ()
+    historical: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        future = _names(self.future, "future drivers")
+        historical = _names(self.historical, "historical drivers")
+        both = sorted(set(future) & set(historical))
+        if both:
+            raise ValueError(f"driver {both[0]!r} is declared both future and historical")
+        for names in (future, historical):
+            if len(set(names)) != len(names):
+                raise ValueError(f"driver names must be unique, got {list(names)}")
+        object.__setattr__(self, "future", future)
+        object.__setattr__(self, "historical", historical)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Column order of ``X`` and ``future_X``: future drivers, then historical ones."""
+        return self.future + self.historical
+
+    def __len__(self) -> int:
+        return len(self.future) + len(self.historical)
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+
+NO_DRIVERS = Drivers()
+
+
 @dataclass(frozen=True)
 class ForecastContext:
     """What every model of a fleet knows about its stream's clock.
@@ -105,6 +182,8 @@ class ForecastContext:
         1 if there is no seasonality.
     horizon
         Grid steps forecast at each tick, e.g. 24 for day-ahead hourly forecasts.
+    drivers
+        The fleet's exogenous driver columns (:class:`Drivers`); none by default.
 
     Examples
     --------
@@ -121,21 +200,32 @@ class ForecastContext:
     freq: str
     season_length: int
     horizon: int
+    drivers: Drivers = NO_DRIVERS
 
     def __post_init__(self) -> None:
         _offset_or_raise(self.freq, "freq")
+        if self.drivers is None:
+            object.__setattr__(self, "drivers", NO_DRIVERS)
+        if not isinstance(self.drivers, Drivers):
+            raise ValueError(f"drivers must be a Drivers, got {type(self.drivers).__name__}")
         for name in ("season_length", "horizon"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
             object.__setattr__(self, name, int(value))
 
+    def __repr__(self) -> str:
+        extra = f", drivers={self.drivers!r}" if self.drivers else ""
+        return (f"ForecastContext(freq={self.freq!r}, season_length={self.season_length}, "
+                f"horizon={self.horizon}{extra})")
+
     @classmethod
-    def for_freq(cls, freq: str, horizon: int, season_length: int | None = None) -> ForecastContext:
+    def for_freq(cls, freq: str, horizon: int, season_length: int | None = None,
+                 drivers: Drivers | None = None) -> ForecastContext:
         """Build a context, taking the season length from :func:`default_season_length` unless given."""
         if season_length is None:
             season_length = default_season_length(freq)
-        return cls(freq=freq, season_length=season_length, horizon=horizon)
+        return cls(freq=freq, season_length=season_length, horizon=horizon, drivers=drivers or NO_DRIVERS)
 
 
 @runtime_checkable
@@ -148,8 +238,14 @@ class Forecaster(Protocol):
 
     ``ds`` arrays are ``datetime64[ns]``, ascending, on the context's frequency grid but possibly with gaps
     (missing grid timestamps) and NaN in ``y``. ``future_ds`` are the grid timestamps of the next tick.
-    ``X``/``future_X`` are optional exogenous values aligned with ``ds``/``future_ds`` (2-D, one column per
-    variable). ``min_history`` is the number of observations needed to fit.
+    ``min_history`` is the number of observations needed to fit.
+
+    Exogenous drivers: ``X`` and ``future_X`` are 2-D float arrays aligned with ``ds`` and ``future_ds``,
+    one column per name in ``ctx.drivers.columns`` (:class:`Drivers`: the future drivers, then the
+    historical ones), NaN where a value is unknown. ``X`` holds the values observed with the history;
+    ``future_X`` the values known in advance for the forecast timestamps (the historical drivers' columns are
+    all NaN there: they are not known yet). The agent passes them only to a model whose
+    :attr:`BaseForecaster.uses_drivers` is True (see :func:`model_uses_drivers`), and None otherwise.
 
     Implementations must be picklable and deterministic (same data, same forecasts).
     """
@@ -168,11 +264,31 @@ class Forecaster(Protocol):
     ) -> np.ndarray: ...
 
 
+class BaseForecaster:
+    """Optional base class of a :class:`Forecaster`: the hooks the agent asks a model about, with defaults.
+
+    A model that does not subclass it is treated as having every default (for example, it gets no drivers).
+    Subclasses override what differs.
+    """
+
+    @property
+    def uses_drivers(self) -> bool:
+        """Whether ``fit``/``predict`` use the exogenous drivers ``X``/``future_X``. Default False: the
+        agent then passes None and need not look the values up."""
+        return False
+
+
+def model_uses_drivers(model) -> bool:
+    """Whether the agent should pass drivers to ``model``: its :attr:`BaseForecaster.uses_drivers` hook,
+    False for a model that does not subclass :class:`BaseForecaster`."""
+    return isinstance(model, BaseForecaster) and bool(model.uses_drivers)
+
+
 FIT_ERRORS = (InsufficientDataError, ValueError, np.linalg.LinAlgError)
 """Errors of ``fit`` that mean "this history cannot support the model": the stream falls back to a simpler one."""
 
 
-class FleetForecaster:
+class FleetForecaster(BaseForecaster):
     """Base class of models that fit many streams' models in one call (e.g. statsforecast with its ``n_jobs``).
 
     The model service hands each chunk of streams to :func:`mlma.models.fit_forecasters`; when the spec's
@@ -180,6 +296,10 @@ class FleetForecaster:
     class in one call. Each stream still gets its own model (one per stream, as the agent addresses them), so
     a subclass must fit every stream as if alone: the same history gives the same model, whichever streams
     share the call.
+
+    A chunk is fitted in one call only when no stream of it has driver values ``X`` (the default
+    :attr:`~BaseForecaster.uses_drivers` is False, so the model service passes none); otherwise each stream is
+    fitted alone with its ``X``.
     """
 
     @classmethod

@@ -25,7 +25,8 @@ from mlma.models.gbm import LightGBMForecaster
 from mlma.models.linear import RidgeForecaster
 from mlma.models.naive import MeanForecaster, SeasonalNaive
 
-__all__ = ["make_forecaster", "available_models", "spec_name", "FitOutcome", "fit_forecaster", "fit_forecasters"]
+__all__ = ["make_forecaster", "available_models", "spec_name", "spec_options", "FitOutcome", "fit_forecaster",
+           "fit_forecasters"]
 
 _BUILTINS = {
     "seasonal-naive": SeasonalNaive,
@@ -168,7 +169,8 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     Parameters
     ----------
     spec
-        One of :func:`available_models` (``"seasonal-naive"``, ``"ridge"``, ``"lightgbm"``, ``"mean"``);
+        One of :func:`available_models` (``"seasonal-naive"``, ``"ridge"``, ``"lightgbm"``, ``"mean"``),
+        optionally with options (``"ridge:alpha=3:holidays=DE"``, see :func:`spec_options`);
         ``"sklearn:<module>.<Class>"`` for a scikit-learn-style regressor (``"sklearn:linear_model.Ridge"`` is
         read as ``sklearn.linear_model.Ridge``); ``"package.module:Class"`` for a user class, which is
         instantiated (with ``ctx`` passed as its ``ctx`` or ``context`` argument if it has one) when it
@@ -211,6 +213,9 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     normalised = key.lower().replace("_", "-")
     if normalised in _BUILTINS:
         return _build_builtin(normalised, ctx, params)
+    name, _, options = normalised.partition(":")
+    if name in _BUILTINS and options:
+        return _build_builtin(name, ctx, {**spec_options(key.partition(":")[2], spec), **params})
     if key.startswith("pickle:"):
         return _from_pickle(key, ctx, params)
     if key == "mlforecast" or key.startswith(("statsforecast:", "mlforecast:")):
@@ -241,6 +246,35 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     raise ValueError(
         f"unknown model spec {spec!r}; available: {', '.join(available_models())}, or {_SPEC_FORMS}"
     )
+
+
+def spec_options(text: str, spec: str = "") -> dict:
+    """Parse the options of a built-in model's spec, ``"alpha=3:holidays=DE"`` in ``"ridge:alpha=3:holidays=DE"``:
+    whole numbers, decimals and true/false are converted, anything else stays text.
+
+    Examples
+    --------
+    >>> spec_options("alpha=3:holidays=DE:use_drivers=false")
+    {'alpha': 3, 'holidays': 'DE', 'use_drivers': False}
+    """
+    options = {}
+    for part in text.split(":"):
+        name, eq, value = part.partition("=")
+        if not eq or not name.strip():
+            raise ValueError(f"model spec {spec or text!r}: option {part!r} is not name=value")
+        value = value.strip()
+        if value.lower() in ("true", "false"):
+            parsed = value.lower() == "true"
+        else:
+            try:
+                parsed = int(value)
+            except ValueError:
+                try:
+                    parsed = float(value)
+                except ValueError:
+                    parsed = value
+        options[name.strip()] = parsed
+    return options
 
 
 @dataclass
@@ -331,14 +365,16 @@ def fit_forecaster(
     return outcome
 
 
-def fit_forecasters(spec, ctx: ForecastContext, histories: list[tuple[np.ndarray, np.ndarray]], *,
+def fit_forecasters(spec, ctx: ForecastContext, histories: list[tuple], *,
                     params: dict | None = None) -> list[FitOutcome]:
-    """Fit ``spec`` on many streams' histories ``(ds, y)``, as :func:`fit_forecaster` does for each.
+    """Fit ``spec`` on many streams' histories ``(ds, y)`` or ``(ds, y, X)``, as :func:`fit_forecaster` does
+    for each.
 
-    When the spec's model derives from :class:`~mlma.models.base.FleetForecaster` (statsforecast models), the
-    streams whose history passes the checks are fitted in one call of its class's ``fit_many``; the others
-    fall back as in :func:`fit_forecaster`. Otherwise the streams are fitted one by one. The time of a joint
-    call is shared evenly among its streams (``seconds``, ``cpu_seconds``).
+    When the spec's model derives from :class:`~mlma.models.base.FleetForecaster` (statsforecast models) and
+    no history has driver values ``X``, the streams whose history passes the checks are fitted in one call of
+    its class's ``fit_many``; the others fall back as in :func:`fit_forecaster`. Otherwise the streams are
+    fitted one by one. The time of a joint call is shared evenly among its streams (``seconds``,
+    ``cpu_seconds``).
 
     Examples
     --------
@@ -348,12 +384,13 @@ def fit_forecasters(spec, ctx: ForecastContext, histories: list[tuple[np.ndarray
     ['seasonal-naive', 'mean']
     """
     requested = spec_name(spec)
+    histories = [(h[0], h[1], h[2] if len(h) > 2 else None) for h in histories]
     first = make_forecaster(spec, ctx, **(params or {})) if histories else None
-    if not isinstance(first, FleetForecaster):
-        return [fit_forecaster(spec, ctx, ds, y, params=params) for ds, y in histories]
+    if not isinstance(first, FleetForecaster) or any(X is not None for _, _, X in histories):
+        return [fit_forecaster(spec, ctx, ds, y, X, params=params) for ds, y, X in histories]
     models = [first] + [make_forecaster(spec, ctx, **(params or {})) for _ in histories[1:]]
     clock = time.perf_counter(), time.process_time()
-    checked = [_check_history(m, requested, ds, y) for m, (ds, y) in zip(models, histories, strict=True)]
+    checked = [_check_history(m, requested, ds, y) for m, (ds, y, _) in zip(models, histories, strict=True)]
     ready = [i for i, c in enumerate(checked) if c[3] is None]
     errors = type(models[0]).fit_many([models[i] for i in ready], [checked[i][:2] for i in ready])
     shared = ((time.perf_counter() - clock[0]) / len(models), (time.process_time() - clock[1]) / len(models))

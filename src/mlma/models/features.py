@@ -33,6 +33,9 @@ __all__ = [
     "calendar_codes",
     "FeatureSpec",
     "FeatureBuilder",
+    "holiday_flags",
+    "check_holiday_country",
+    "supported_calendar",
 ]
 
 _NS_PER_DAY = 86_400 * 10**9
@@ -260,6 +263,98 @@ def calendar_codes(ds: np.ndarray, name: str, info: FreqInfo) -> np.ndarray:
     raise ValueError(f"unknown calendar feature {name!r}; choose from slot_of_day, day_of_week, month, quarter")
 
 
+def _split_country(country: str) -> tuple[str, str | None]:
+    code, _, subdiv = country.strip().partition("-")
+    return code.upper(), (subdiv.upper() or None)
+
+
+def check_holiday_country(country) -> str:
+    """Validate a public-holiday calendar name for the ``holidays`` package: an ISO 3166-1 country code,
+    optionally with a subdivision (``"DE"``, ``"US-CA"``, ``"AU-VIC"``). Returns it normalised.
+
+    Examples
+    --------
+    >>> check_holiday_country("de"), check_holiday_country("AU-VIC")
+    ('DE', 'AU-VIC')
+    >>> check_holiday_country("XX")
+    Traceback (most recent call last):
+    ...
+    ValueError: holidays='XX': the holidays package has no calendar for country 'XX' (use an ISO 3166-1 code such as 'DE', optionally with a subdivision: 'US-CA')
+    """
+    import holidays
+
+    if not isinstance(country, str) or not country.strip():
+        raise ValueError(f"holidays must be a country code such as 'DE' or 'US-CA', got {country!r}")
+    code, subdiv = _split_country(country)
+    try:
+        holidays.country_holidays(code, subdiv=subdiv, years=2000)
+    except NotImplementedError:
+        raise ValueError(f"holidays={country!r}: the holidays package has no calendar for country {code!r} (use "
+                         "an ISO 3166-1 code such as 'DE', optionally with a subdivision: 'US-CA')") from None
+    except (ValueError, KeyError) as exc:
+        raise ValueError(f"holidays={country!r}: {exc}") from None
+    return code if subdiv is None else f"{code}-{subdiv}"
+
+
+def holiday_flags(ds: np.ndarray, country: str) -> np.ndarray:
+    """1.0 where the timestamp's date is a public holiday of ``country`` (see :func:`check_holiday_country`),
+    else 0.0. Holidays are known years ahead, so this is a calendar feature of the forecast timestamp.
+
+    Examples
+    --------
+    >>> ds = np.array(["2024-12-24", "2024-12-25", "2024-12-26T13:00"], dtype="datetime64[ns]")
+    >>> holiday_flags(ds, "DE").tolist()
+    [0.0, 1.0, 1.0]
+    """
+    import holidays
+
+    ds = np.asarray(ds, dtype="datetime64[ns]")
+    if ds.size == 0:
+        return np.zeros(0)
+    days = ds.astype("datetime64[D]")
+    years = range(int(str(days.min())[:4]), int(str(days.max())[:4]) + 1)
+    code, subdiv = _split_country(country)
+    calendar = holidays.country_holidays(code, subdiv=subdiv, years=years)
+    dates = np.array(sorted(calendar.keys()), dtype="datetime64[D]")
+    return np.isin(days, dates).astype(np.float64)
+
+
+# Grid steps of one cycle of each calendar feature, as a timedelta: a feature is estimable from a window that
+# spans at least two cycles.
+_CALENDAR_CYCLE = {
+    "slot_of_day": np.timedelta64(1, "D"),
+    "day_of_week": np.timedelta64(7, "D"),
+    "month": np.timedelta64(365, "D"),
+    "quarter": np.timedelta64(365, "D"),
+}
+
+
+def supported_calendar(calendar: tuple[str, ...], ds: np.ndarray, min_cycles: int = 2) -> tuple[str, ...]:
+    """The calendar features whose cycle the timestamps ``ds`` span at least ``min_cycles`` times.
+
+    A month-of-year dummy fitted on one year of data is estimated from a single occurrence of each month, at
+    the window's edge: it mostly fits the noise of that month, and re-trainings that move the window shift
+    all such coefficients at once. The default models therefore keep a calendar feature only when their
+    training window holds two cycles of it.
+
+    Examples
+    --------
+    >>> year = np.arange("2024-01-01", "2024-12-30", dtype="datetime64[D]").astype("datetime64[ns]")
+    >>> supported_calendar(("day_of_week", "month"), year)
+    ('day_of_week',)
+    >>> two = np.arange("2023-01-01", "2024-12-31", dtype="datetime64[D]").astype("datetime64[ns]")
+    >>> supported_calendar(("day_of_week", "month"), two)
+    ('day_of_week', 'month')
+    """
+    ds = np.asarray(ds, dtype="datetime64[ns]")
+    if ds.size == 0:
+        return ()
+    # The span counts the last timestamp's own step, so 730 daily rows are two years.
+    span = ds.max() - ds.min() + (np.diff(np.sort(ds)).min() if ds.size > 1 else np.timedelta64(0, "ns"))
+    # 3 % slack: 24 monthly rows span 728 days, not 730.
+    return tuple(name for name in calendar if span >= 0.97 * min_cycles * _CALENDAR_CYCLE[name])
+
+
 def _default_calendar(info: FreqInfo) -> tuple[str, ...]:
     if info.is_subdaily:
         return ("slot_of_day", "day_of_week") if info.steps_per_day else ("day_of_week",)
@@ -317,6 +412,13 @@ class FeatureSpec:
         Calendar features of the target timestamp (see :func:`calendar_codes`).
     calendar_encoding
         ``"onehot"`` (one column per category: linear models) or ``"ordinal"`` (one integer column: trees).
+    holidays
+        A public-holiday calendar (``"DE"``, ``"US-CA"``; see :func:`check_holiday_country`): adds a 0/1
+        column that marks the target timestamps falling on a public holiday. None: no such column.
+    future_drivers, historical_drivers
+        Names of the exogenous drivers (:class:`~mlma.models.Drivers`): a future driver's column is its value
+        at the target timestamp; a historical driver's is its value ``horizon`` steps before the target (the
+        last one known at the origin). Missing driver values take the last known value on the grid.
 
     Examples
     --------
@@ -338,6 +440,9 @@ class FeatureSpec:
     windows: tuple[int, ...]
     calendar: tuple[str, ...]
     calendar_encoding: str = "onehot"
+    holidays: str | None = None
+    future_drivers: tuple[str, ...] = ()
+    historical_drivers: tuple[str, ...] = ()
     info: FreqInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -362,6 +467,10 @@ class FeatureSpec:
                 )
             if name == "slot_of_day" and not self.info.steps_per_day:
                 raise ValueError(f"slot_of_day needs a sub-daily frequency dividing a day, got {self.freq!r}")
+        if self.holidays is not None:
+            object.__setattr__(self, "holidays", check_holiday_country(self.holidays))
+        object.__setattr__(self, "future_drivers", tuple(self.future_drivers))
+        object.__setattr__(self, "historical_drivers", tuple(self.historical_drivers))
         object.__setattr__(self, "lags", tuple(sorted(set(lags))))
         object.__setattr__(self, "windows", tuple(sorted({int(w) for w in self.windows})))
         object.__setattr__(self, "calendar", tuple(self.calendar))
@@ -375,6 +484,8 @@ class FeatureSpec:
         windows=None,
         calendar=None,
         calendar_encoding: str = "onehot",
+        holidays: str | None = None,
+        use_drivers: bool = True,
     ) -> FeatureSpec:
         """Default features for a context; any of ``lags``, ``windows``, ``calendar`` may be overridden.
 
@@ -382,9 +493,12 @@ class FeatureSpec:
         for sub-daily data, four weeks for daily data, two seasons for monthly and quarterly data and one for
         weekly data; rolling means over one season and one week (sub-daily), one and four weeks (daily) or one
         season; the calendar features that fit the frequency (slot of the day and day of the week for sub-daily
-        data, day of the week and month for daily, month for weekly and monthly, quarter for quarterly).
+        data, day of the week and month for daily, month for weekly and monthly, quarter for quarterly; a model
+        keeps only those its training window spans twice, see :func:`supported_calendar`); the context's
+        drivers unless ``use_drivers`` is False.
         """
         info = freq_info(ctx.freq)
+        drivers = ctx.drivers if use_drivers else None
         return cls(
             freq=ctx.freq,
             season_length=ctx.season_length,
@@ -393,7 +507,19 @@ class FeatureSpec:
             windows=_default_windows(ctx, info) if windows is None else tuple(windows),
             calendar=_default_calendar(info) if calendar is None else tuple(calendar),
             calendar_encoding=calendar_encoding,
+            holidays=holidays,
+            future_drivers=drivers.future if drivers else (),
+            historical_drivers=drivers.historical if drivers else (),
         )
+
+    def with_calendar(self, calendar: tuple[str, ...]) -> FeatureSpec:
+        """This spec with other calendar features."""
+        return FeatureSpec(self.freq, self.season_length, self.horizon, self.lags, self.windows, tuple(calendar),
+                           self.calendar_encoding, self.holidays, self.future_drivers, self.historical_drivers)
+
+    @property
+    def n_drivers(self) -> int:
+        return len(self.future_drivers) + len(self.historical_drivers)
 
     @property
     def lookback(self) -> int:
@@ -411,21 +537,34 @@ class FeatureSpec:
         """Number of columns computed from past values (lags, then windows); they lead the matrix."""
         return len(self.lags) + len(self.windows)
 
-    def feature_names(self, n_exog: int = 0) -> list[str]:
+    def feature_names(self, relative_drivers: bool = False) -> list[str]:
         names = [f"lag_{k}" for k in self.lags] + [f"mean_{w}_lag_{self.horizon}" for w in self.windows]
         for name in self.calendar:
             if self.calendar_encoding == "onehot":
                 names += [f"{name}={c}" for c in range(self.cardinality(name))]
             else:
                 names.append(name)
-        return names + [f"x{j}" for j in range(n_exog)]
+        if self.holidays:
+            names.append(f"holiday_{self.holidays}")
+        drivers = list(self.future_drivers) + [f"{d}_lag_{self.horizon}" for d in self.historical_drivers]
+        if relative_drivers:
+            drivers = [f"{d}-recent_mean" for d in drivers]
+        return names + drivers + [f"{d}*seasonal" for d in drivers]
+
+    @property
+    def seasonal_lags(self) -> tuple[int, ...]:
+        """The whole-season lags (all lags when there is no seasonality or none is a whole season)."""
+        m = self.season_length
+        whole = tuple(k for k in self.lags if m > 1 and k % m == 0)
+        return whole or self.lags
 
 
 class FeatureBuilder:
     """Build design matrices for training (history rows) and forecasting (future rows) from a FeatureSpec.
 
-    Column order: lags, rolling means, calendar, exogenous. ``level_window`` names one rolling-mean width whose
-    value (the local level) is also returned, for models that normalise by it.
+    Column order: lags, rolling means, calendar (and the holiday flag), drivers, drivers x seasonal reference.
+    ``level_window`` names one rolling-mean width whose value (the local level) is also returned, for models
+    that normalise by it; ``relative_drivers`` takes each driver relative to its mean over that window.
 
     Examples
     --------
@@ -437,11 +576,12 @@ class FeatureBuilder:
     ([[2.0, 1.0, 1.5], [3.0, 2.0, 2.5]], [3.0, 4.0])
     """
 
-    def __init__(self, spec: FeatureSpec, level_window: int | None = None):
+    def __init__(self, spec: FeatureSpec, level_window: int | None = None, relative_drivers: bool = False):
         self.spec = spec
         if level_window is None:
             level_window = max(spec.windows) if spec.windows else spec.season_length
         self.level_window = int(level_window)
+        self.relative_drivers = bool(relative_drivers)
 
     def _value_features(self, grid: Grid, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         spec, y = self.spec, grid.y
@@ -472,42 +612,106 @@ class FeatureBuilder:
                 blocks.append((codes[:, None] == np.arange(spec.cardinality(name))[None, :]).astype(np.float64))
             else:
                 blocks.append(codes[:, None].astype(np.float64))
+        if spec.holidays:
+            blocks.append(holiday_flags(ds, spec.holidays)[:, None])
         return np.hstack(blocks) if blocks else np.zeros((ds.size, 0))
 
+    def _drivers(self, grid: Grid, rows: np.ndarray, X: np.ndarray | None, future_X: np.ndarray | None) -> np.ndarray:
+        """Driver columns of ``rows``: future drivers at the row, historical ones ``horizon`` steps before it;
+        each driver placed on the grid and forward-filled, so a missing value takes the last known one.
+
+        With ``relative_drivers`` each value is taken relative to the driver's mean over the level window
+        (the ``level_window`` steps ending ``horizon`` steps before the row), as the target is relative to
+        the local level: the level already carries yesterday's weather and a running campaign, so what moves
+        the target away from it is the driver's change (a campaign starting, a cold front arriving)."""
+        spec = self.spec
+        n_f, n = len(spec.future_drivers), spec.n_drivers
+        if n == 0:
+            return np.zeros((rows.size, 0))
+        on_grid = np.full((grid.y.size, n), np.nan)
+        if X is not None:
+            on_grid[grid.hist_rows] = X
+        if future_X is not None and grid.future_rows is not None:
+            on_grid[grid.future_rows, :n_f] = future_X[:, :n_f]
+        out = np.empty((rows.size, n))
+        end = rows - spec.horizon
+        for j in range(n):
+            filled = forward_fill(on_grid[:, j])
+            at = rows if j < n_f else end
+            out[:, j] = np.where(at >= 0, filled[np.maximum(at, 0)], np.nan)
+            if self.relative_drivers:
+                finite = np.isfinite(filled)
+                csum = np.concatenate([[0.0], np.cumsum(np.where(finite, filled, 0.0))])
+                ccount = np.concatenate([[0], np.cumsum(finite)])
+                means = _trailing_means(csum, ccount, self.level_window)
+                out[:, j] -= np.where(end >= 0, means[np.maximum(end, 0)], np.nan)
+        return out
+
+    def _check_drivers(self, X: np.ndarray | None, name: str) -> None:
+        expected = self.spec.n_drivers
+        got = 0 if X is None else X.shape[1]
+        if expected and X is None:
+            return  # no values at all: every driver column is NaN, handled like a missing value
+        if got != expected:
+            raise ValueError(f"{name} has {got} column(s); the features expect {expected} driver(s) "
+                             f"{list(self.spec.future_drivers + self.spec.historical_drivers)}")
+
     def training(self, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None) -> Design:
-        """Rows of the history whose target and features are all known."""
+        """Rows of the history whose target and features are all known. ``X``: the drivers' values aligned
+        with ``ds`` (future drivers, then historical ones)."""
+        self._check_drivers(X, "X")
         grid = regularise(ds, y, self.spec.info)
         rows = grid.hist_rows
         values, level = self._value_features(grid, rows)
-        parts = [values, self._calendar(ds)]
-        if X is not None:
-            parts.append(X)
+        drivers = self._drivers(grid, rows, X, None)
+        parts = [values, self._calendar(ds), drivers, self._interactions(values, drivers)]
         features = np.hstack(parts)
         target = grid.y[rows]
         keep = np.isfinite(target) & np.isfinite(features).all(axis=1) & np.isfinite(level)
-        return Design(features[keep], target[keep], level[keep], self.spec.n_value_features)
+        return Design(features[keep], target[keep], level[keep], self.spec.n_value_features,
+                      np.asarray(ds, dtype="datetime64[ns]")[keep], drivers.shape[1])
 
     def forecasting(
-        self, ds: np.ndarray, y: np.ndarray, future_ds: np.ndarray, future_X: np.ndarray | None = None
+        self, ds: np.ndarray, y: np.ndarray, future_ds: np.ndarray, future_X: np.ndarray | None = None,
+        X: np.ndarray | None = None,
     ) -> Design:
-        """Rows of ``future_ds``; features that cannot be built (no data at all) are NaN."""
+        """Rows of ``future_ds``; features that cannot be built (no data at all) are NaN. ``X``: the history's
+        driver values; ``future_X``: the future drivers' values known for ``future_ds``."""
+        self._check_drivers(X, "X")
+        self._check_drivers(future_X, "future_X")
         grid = regularise(ds, y, self.spec.info, future_ds=future_ds)
         values, level = self._value_features(grid, grid.future_rows)
-        parts = [values, self._calendar(np.asarray(future_ds, dtype="datetime64[ns]"))]
-        if future_X is not None:
-            parts.append(future_X)
-        return Design(np.hstack(parts), None, level, self.spec.n_value_features)
+        future_ds = np.asarray(future_ds, dtype="datetime64[ns]")
+        drivers = self._drivers(grid, grid.future_rows, X, future_X)
+        parts = [values, self._calendar(future_ds), drivers, self._interactions(values, drivers)]
+        return Design(np.hstack(parts), None, level, self.spec.n_value_features, future_ds, drivers.shape[1])
+
+    def _interactions(self, values: np.ndarray, drivers: np.ndarray) -> np.ndarray:
+        """Each driver times the row's seasonal reference (the mean of its whole-season lags): demand drivers
+        mostly act in proportion to the demand of the hour (rain adds a share of the dinner peak, little at
+        4 am), which a linear model can only fit through such a product."""
+        if drivers.shape[1] == 0:
+            return drivers
+        positions = [self.spec.lags.index(k) for k in self.spec.seasonal_lags]
+        lagged = values[:, positions]
+        finite = np.isfinite(lagged)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            reference = np.where(finite, lagged, 0.0).sum(axis=1) / finite.sum(axis=1)
+        return drivers * reference[:, None]
 
 
 @dataclass
 class Design:
     """A design matrix: ``features`` (rows x columns), ``target`` (None for forecast rows), the local
-    ``level`` of each row, and how many leading columns are computed from past values."""
+    ``level`` of each row, how many leading columns are computed from past values, the rows' timestamps, and how
+    many trailing columns are driver x seasonal-reference products (scaled like values, never offset)."""
 
     features: np.ndarray
     target: np.ndarray | None
     level: np.ndarray
     n_value_features: int
+    ds: np.ndarray | None = None
+    n_interactions: int = 0
 
 
 def _trailing_means(csum: np.ndarray, ccount: np.ndarray, width: int) -> np.ndarray:

@@ -33,8 +33,8 @@ class LightGBMForecaster(FeatureForecaster):
         Further LightGBM parameters, passed through (they override the ones above).
     **feature_options
         ``lags``, ``windows``, ``calendar``, ``calendar_encoding`` (default ``"ordinal"``),
-        ``target_transform`` (default ``"local"``), ``level_window``, ``min_train_rows``: see
-        :class:`~mlma.models.regression.FeatureForecaster`.
+        ``target_transform`` (default ``"local"``), ``level_window``, ``min_train_rows``, ``holidays``,
+        ``use_drivers``: see :class:`~mlma.models.regression.FeatureForecaster`.
 
     Examples
     --------

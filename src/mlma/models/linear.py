@@ -25,8 +25,8 @@ class RidgeForecaster(FeatureForecaster):
         L2 penalty on the standardised coefficients (the Gram matrix's diagonal is the number of rows).
     **feature_options
         ``lags``, ``windows``, ``calendar``, ``calendar_encoding`` (default ``"onehot"``),
-        ``target_transform`` (default ``"local"``), ``level_window``, ``min_train_rows``: see
-        :class:`~mlma.models.regression.FeatureForecaster`.
+        ``target_transform`` (default ``"local"``), ``level_window``, ``min_train_rows``, ``holidays``,
+        ``use_drivers``: see :class:`~mlma.models.regression.FeatureForecaster`.
 
     Examples
     --------

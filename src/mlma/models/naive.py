@@ -6,7 +6,7 @@ from typing import Self
 
 import numpy as np
 
-from mlma.models.base import ForecastContext, as_datetime_array, as_float_array
+from mlma.models.base import BaseForecaster, ForecastContext, as_datetime_array, as_float_array
 from mlma.models.features import forward_fill, regularise, seasonal_ffill
 
 __all__ = ["SeasonalNaive", "MeanForecaster"]
@@ -23,7 +23,7 @@ def _finite_mean(y: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
-class SeasonalNaive:
+class SeasonalNaive(BaseForecaster):
     """Forecast each timestamp by the value one season before it.
 
     When that value is missing (a gap, or a horizon longer than a season) the value at the same phase of an
@@ -83,7 +83,7 @@ class SeasonalNaive:
         return np.where(np.isnan(out), getattr(self, "level_", np.nan), out)
 
 
-class MeanForecaster:
+class MeanForecaster(BaseForecaster):
     """Forecast the mean of the most recent observations, flat over the horizon.
 
     Parameters

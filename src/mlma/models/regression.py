@@ -11,13 +11,14 @@ from typing import Self
 import numpy as np
 
 from mlma.models.base import (
+    BaseForecaster,
     ForecastContext,
     InsufficientDataError,
     as_datetime_array,
     as_exog_array,
     as_float_array,
 )
-from mlma.models.features import Design, FeatureBuilder, FeatureSpec
+from mlma.models.features import Design, FeatureBuilder, FeatureSpec, supported_calendar
 
 __all__ = ["FeatureForecaster", "TARGET_TRANSFORMS"]
 
@@ -27,8 +28,8 @@ TARGET_TRANSFORMS = ("none", "scale", "local", "ratio")
 _RATIO_FLOOR = 0.05
 
 
-class FeatureForecaster:
-    """Base class: a regression on lag, rolling-mean, calendar and exogenous features (direct strategy).
+class FeatureForecaster(BaseForecaster):
+    """Base class: a regression on lag, rolling-mean, calendar and driver features (direct strategy).
 
     Parameters
     ----------
@@ -36,7 +37,19 @@ class FeatureForecaster:
         The stream's clock.
     lags, windows, calendar, calendar_encoding
         Feature choices, see :class:`~mlma.models.features.FeatureSpec`; ``None`` takes the defaults for the
-        context.
+        context. The default calendar keeps, at each fit, only the features whose cycle the training rows span
+        twice (no month-of-year dummies from one year of data; :func:`~mlma.models.features.supported_calendar`);
+        a calendar given explicitly is fitted as given.
+    holidays
+        Public-holiday calendar of the streams, e.g. ``"DE"`` or ``"US-CA"`` (the ``holidays`` package): adds
+        a 0/1 holiday column of the target timestamp.
+    use_drivers
+        Use the context's exogenous drivers (``ctx.drivers``) as features (default True). False fits the same
+        model without them, e.g. to measure what they are worth.
+    relative_drivers
+        Take each driver relative to its own mean over the level window (default: when the target transform
+        is ``"local"`` or ``"ratio"``), or as its absolute value (False). See docs/models.md for what each
+        measured.
     target_transform
         How values are normalised before the regression. The *local level* of a row is the mean of the
         ``level_window`` values ending ``horizon`` steps before its target (known at the origin); the *scale*
@@ -73,6 +86,9 @@ class FeatureForecaster:
         target_transform: str | None = None,
         level_window: int | None = None,
         min_train_rows: int | None = None,
+        holidays: str | None = None,
+        use_drivers: bool = True,
+        relative_drivers: bool | None = None,
     ):
         if not isinstance(ctx, ForecastContext):
             raise ValueError(f"ctx must be a ForecastContext, got {type(ctx).__name__}")
@@ -84,9 +100,21 @@ class FeatureForecaster:
         self.target_transform = target_transform or self._default_transform
         if self.target_transform not in TARGET_TRANSFORMS:
             raise ValueError(f"target_transform must be one of {TARGET_TRANSFORMS}, got {target_transform!r}")
+        if not isinstance(use_drivers, (bool, np.bool_)):
+            raise ValueError(f"use_drivers must be True or False, got {use_drivers!r}")
+        self.use_drivers = bool(use_drivers)
         self.spec = FeatureSpec.for_context(
-            ctx, lags=lags, windows=windows, calendar=calendar, calendar_encoding=self.calendar_encoding
+            ctx, lags=lags, windows=windows, calendar=calendar, calendar_encoding=self.calendar_encoding,
+            holidays=holidays, use_drivers=self.use_drivers,
         )
+        self.holidays = self.spec.holidays
+        self._initial_spec = self.spec
+        if relative_drivers is None:
+            # Drivers relative to their own recent mean when the target is relative to its level.
+            relative_drivers = self.target_transform in ("local", "ratio")
+        if not isinstance(relative_drivers, (bool, np.bool_)):
+            raise ValueError(f"relative_drivers must be True, False or None, got {relative_drivers!r}")
+        self.relative_drivers = self._relative_drivers = bool(relative_drivers)
         if level_window is None:
             level_window = ctx.season_length if ctx.season_length > 1 else max(self.spec.windows, default=1)
         if isinstance(level_window, bool) or not isinstance(level_window, (int, np.integer)) or level_window < 1:
@@ -98,17 +126,34 @@ class FeatureForecaster:
                 or min_train_rows < 1:
             raise ValueError(f"min_train_rows must be a positive integer, got {min_train_rows!r}")
         self.min_train_rows = int(min_train_rows)
-        self._builder = FeatureBuilder(self.spec, self.level_window)
+        self._builder = FeatureBuilder(self.spec, self.level_window, self._relative_drivers)
 
     @property
     def min_history(self) -> int:
         """Observations needed when the history has no gaps: the feature look-back plus the training rows."""
         return self.spec.lookback + self.min_train_rows
 
+    @property
+    def uses_drivers(self) -> bool:
+        """True when the context declares drivers and ``use_drivers`` is on."""
+        return self.spec.n_drivers > 0
+
     def feature_names(self) -> list[str]:
-        """Names of the columns the regression sees (after fitting, including exogenous ones)."""
-        return self.spec.feature_names(getattr(self, "n_exog_", 0))
-        return names
+        """Names of the columns the regression sees (after fitting: the calendar features it kept)."""
+        return self.spec.feature_names(self._relative_drivers)
+
+    def _driver_matrix(self, X, n: int, name: str) -> np.ndarray | None:
+        """``X`` checked against the drivers of the context; None when the model uses none."""
+        X = as_exog_array(X, n, name)
+        if not self.spec.n_drivers:
+            if X is not None and not (self.ctx.drivers and not self.use_drivers):
+                raise ValueError(f"{name} has driver values but the context declares no drivers: build the "
+                                 "model with ForecastContext(..., drivers=Drivers(future=[...])) to use them")
+            return None
+        if X is not None and X.shape[1] != self.spec.n_drivers:
+            raise ValueError(f"{name} has {X.shape[1]} column(s); {type(self).__name__} expects one per driver "
+                             f"{list(self.spec.future_drivers + self.spec.historical_drivers)}")
+        return X
 
     # -- the two hooks -------------------------------------------------------------------------------------
     def _fit_matrix(self, Z: np.ndarray, t: np.ndarray) -> None:
@@ -134,7 +179,10 @@ class FeatureForecaster:
             return d.features
         Z = d.features.copy()
         nv = d.n_value_features
-        Z[:, :nv] = (Z[:, :nv] - self._offset(d.level)[:, None]) / self._divisor(d.level)[:, None]
+        divisor = self._divisor(d.level)[:, None]
+        Z[:, :nv] = (Z[:, :nv] - self._offset(d.level)[:, None]) / divisor
+        if d.n_interactions:
+            Z[:, -d.n_interactions:] /= divisor
         return Z
 
     def _transform_target(self, target: np.ndarray, level: np.ndarray) -> np.ndarray:
@@ -147,8 +195,28 @@ class FeatureForecaster:
     def fit(self, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None) -> Self:
         ds = as_datetime_array(ds)
         y = as_float_array(y, ds.size)
-        X = as_exog_array(X, ds.size)
+        X = self._driver_matrix(X, ds.size, "X")
+        if X is not None:
+            # A driver never observed in this window cannot be learnt: its column is held at zero (a
+            # constant gets no weight) here and at predict time.
+            self.dead_drivers_ = ~np.isfinite(X).any(axis=0)
+            X = np.where(self.dead_drivers_[None, :], 0.0, X)
+        elif self.spec.n_drivers:
+            # Fitted without driver values: every driver is dead (held at zero), the rest of the model stands.
+            self.dead_drivers_ = np.ones(self.spec.n_drivers, dtype=bool)
+            X = np.zeros((ds.size, self.spec.n_drivers))
+        else:
+            self.dead_drivers_ = np.zeros(0, dtype=bool)
+        if self.spec is not self._initial_spec:  # a refit starts again from the default calendar
+            self.spec = self._initial_spec
+            self._builder = FeatureBuilder(self.spec, self.level_window, self._relative_drivers)
         design = self._builder.training(ds, y, X)
+        if self.calendar is None and self.spec.calendar:
+            kept = supported_calendar(self.spec.calendar, design.ds)
+            if kept != self.spec.calendar:
+                self.spec = self.spec.with_calendar(kept)
+                self._builder = FeatureBuilder(self.spec, self.level_window, self._relative_drivers)
+                design = self._builder.training(ds, y, X)
         n = design.target.size
         if n < self.min_train_rows:
             raise InsufficientDataError(
@@ -160,7 +228,6 @@ class FeatureForecaster:
         self.level_ = float(finite.mean())
         scale = float(np.abs(finite).mean())
         self.scale_ = scale if scale > 0 else 1.0
-        self.n_exog_ = 0 if X is None else X.shape[1]
         Z = self._transform(design)
         t = self._transform_target(design.target, design.level)
         self.fill_values_ = Z.mean(axis=0)
@@ -174,15 +241,16 @@ class FeatureForecaster:
         ds = as_datetime_array(ds)
         y = as_float_array(y, ds.size)
         future_ds = as_datetime_array(future_ds, "future_ds")
-        future_X = as_exog_array(future_X, future_ds.size, "future_X")
-        n_exog = 0 if future_X is None else future_X.shape[1]
-        if n_exog != self.n_exog_:
-            raise ValueError(
-                f"the model was fitted with {self.n_exog_} exogenous column(s); future_X has {n_exog}"
-            )
+        X = self._driver_matrix(X, ds.size, "X")
+        future_X = self._driver_matrix(future_X, future_ds.size, "future_X")
         if future_ds.size == 0:
             return np.zeros(0)
-        design = self._builder.forecasting(ds, y, future_ds, future_X)
+        if self.spec.n_drivers:
+            X = np.full((ds.size, self.spec.n_drivers), np.nan) if X is None else X
+            X = np.where(self.dead_drivers_[None, :], 0.0, X)
+            if future_X is not None:
+                future_X = np.where(self.dead_drivers_[None, :], 0.0, future_X)
+        design = self._builder.forecasting(ds, y, future_ds, future_X, X)
         design.level = np.where(np.isfinite(design.level), design.level, self.level_)
         Z = self._transform(design)
         # Features with no data behind them at all (e.g. the hours a sensor never reports) take their

@@ -12,7 +12,7 @@ Examples
 >>> from mlma.store import Store
 >>> store = Store.create("sqlite://")
 >>> store.schema_revision()
-'0005'
+'0006'
 """
 
 from mlma.store.errors import (LockHeld, LockLost, SchemaError, StateCorrupted, StoreError,

@@ -13,7 +13,8 @@ goes through:
    the good ones kept; with ``"raise"`` (``mlma ingest --strict``) one bad row rejects the file.
 4. Every rejected row is listed in a CSV file (``rejects=``): its line, stream, raw values, the finding's
    code and column, and why.
-5. The good rows are upserted in one transaction, together with the clock if this ingest fixed it.
+5. The good rows are upserted in one transaction, together with the clock if this ingest fixed it, and
+   their further numeric columns as observed driver values (:mod:`mlma.store.drivers`).
 
 Nothing already accepted is lost or changed by a rejected row or a refused file: the only writes are the
 final transaction's.
@@ -71,7 +72,7 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
         ``on_bad_rows="raise"``); the message says so and that nothing was written.
     """
     from mlma.data import DataError, FleetContext, Frequency, IngestLimits, read_frame, validate
-    from mlma.store.store import file_sha256, frame_sha256
+    from mlma.store.store import file_sha256
 
     limits = limits if limits is not None else IngestLimits()
     read_options = dict(read_options or {})
@@ -132,8 +133,8 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
             checked = check(context)
     written = _write_rejects(rejects, raw, checked.report)
     del raw
-    content = sha if sha is not None else frame_sha256(checked.frame)
-    report = store.ingest_frame(checked.frame, name, content, report=checked.report, clock=new_clock)
+    # A frame's content hash (sha None) is ingest_frame's, which covers its driver columns too.
+    report = store.ingest_frame(checked.frame, name, sha, report=checked.report, clock=new_clock)
     return dataclasses.replace(report, validation=checked.report, rejected_path=written, clock=new_clock or clock)
 
 

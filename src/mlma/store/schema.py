@@ -115,6 +115,21 @@ observations = sa.Table(
     sa.Index(None, "ds"),
 )
 
+#: Values of exogenous drivers, append-only: one row per (stream, ds, driver) and per ingest that brought it.
+#: ``observed``: it came with the actuals (what happened); otherwise it was known in advance (``mlma ingest
+#: --future``: a forecast, a plan). The value in force is the observed one, else the one of the newest
+#: ingest; older rows keep what was known when (see mlma.store.drivers).
+driver_values = sa.Table(
+    "driver_values", metadata,
+    sa.Column("stream_id", sa.BigInteger, primary_key=True),
+    sa.Column("ds", DataTime, primary_key=True),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("ingest_id", sa.Integer, primary_key=True),
+    sa.Column("value", Double, nullable=False),
+    sa.Column("observed", sa.Boolean, nullable=False),
+    sa.Index(None, "ds"),
+)
+
 observation_revisions = sa.Table(
     "observation_revisions", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),

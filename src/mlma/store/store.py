@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from mlma.store import bulk, lock, migrate, serial
+from mlma.store import bulk, drivers, lock, migrate, serial
 from mlma.store.engine import is_read_only
 from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
@@ -459,8 +459,9 @@ class Store:
         Parameters
         ----------
         frame
-            ``unique_id``, ``ds``, ``y`` (extra columns are ignored), e.g. ``mlma.data.validate(...).frame``.
-            ``(unique_id, ds)`` must be unique and ``y`` finite.
+            ``unique_id``, ``ds``, ``y``, e.g. ``mlma.data.validate(...).frame``; ``(unique_id, ds)`` must be
+            unique and ``y`` finite. Further numeric columns are stored as observed driver values
+            (:mod:`mlma.store.drivers`); the models use those the project declares as drivers.
         source
             A name for the data (file name, topic, ...), kept with the ingest.
         content_hash
@@ -485,7 +486,8 @@ class Store:
         if not isinstance(source, str) or not source:
             raise ValueError(f"source must be a non-empty string naming the data, got {source!r}")
         uid, ns, y = _canonical_columns(frame)
-        sha = content_hash if content_hash is not None else frame_sha256(frame)
+        extra = drivers.driver_columns(frame)
+        sha = content_hash if content_hash is not None else drivers.content_hash(frame, extra, frame_sha256(frame))
         if not isinstance(sha, str) or not _SHA256.match(sha):
             raise ValueError(f"content_hash must be a sha256 as 64 lower-case hex digits, got {content_hash!r}")
         codes, distinct = uid
@@ -502,13 +504,42 @@ class Store:
         rows_dropped = int(report.n_rows_in - report.n_rows_out) if report is not None else 0
         findings = [_finding_json(f) for f in report.findings] if report is not None else []
         try:
-            return self._ingest(uid, ns, y, source, sha, rows_read, rows_dropped, findings, clock)
+            return self._ingest(uid, ns, y, source, sha, rows_read, rows_dropped, findings, clock=clock,
+                                extra=(frame, extra))
         except sa.exc.IntegrityError:
             # The same content ingested concurrently by another process: it won; this is a duplicate.
             seen = self._ingest_by_hash(sha)
             if seen is None:
                 raise
             return seen
+
+    def ingest_future(self, data, *, source: str | None = None, **read_options) -> IngestReport:
+        """Store driver values known in advance (a weather forecast, a campaign calendar): ``mlma ingest
+        --future``. ``data`` is a CSV/Parquet path or a frame with ``unique_id``, ``ds`` and driver columns
+        (checked by :func:`mlma.data.read_future_drivers`); a newer ingest's values replace older ones for the
+        same timestamps, and the older ones stay on record. Idempotent per content hash."""
+        from mlma.data import read_future_drivers
+
+        if isinstance(data, pd.DataFrame):
+            frame = read_future_drivers(data, **read_options)
+            sha = drivers.content_hash(frame, [c for c in frame.columns if c not in ("unique_id", "ds")],
+                                       "future")
+            label = source or "future drivers"
+        else:
+            sha = file_sha256(data)
+            seen = self._ingest_by_hash(sha)
+            if seen is not None:
+                return seen
+            frame = read_future_drivers(data, **read_options)
+            label = source or Path(data).name
+        return drivers.ingest_future(self, frame, label, sha)
+
+    def driver_values(self, names: Sequence[str], start: Any = None, end: Any = None, *,
+                      as_of_ingest: int | None = None) -> pd.DataFrame:
+        """Driver values in force (observed, else the newest known in advance) as a wide frame
+        ``stream_id, ds, <name>...``; see :func:`mlma.store.drivers.driver_values`."""
+        return drivers.driver_values(self, names, _timestamp(start, "start"), _timestamp(end, "end"),
+                                     as_of_ingest=as_of_ingest)
 
     def _ingest_by_hash(self, sha: str) -> IngestReport | None:
         with self._read() as conn:
@@ -517,7 +548,8 @@ class Store:
             return None
         return IngestReport(ingest_id=row.id, source=row.source, content_sha256=sha, duplicate=True, at=row.at)
 
-    def _ingest(self, uid, ns, y, source, sha, rows_read, rows_dropped, findings, clock=None) -> IngestReport:
+    def _ingest(self, uid, ns, y, source, sha, rows_read, rows_dropped, findings, *, clock=None,
+                extra=None) -> IngestReport:
         with self._write() as conn:
             seen = conn.execute(sa.select(S.ingests.c.id, S.ingests.c.source, S.ingests.c.at)
                                 .where(S.ingests.c.content_sha256 == sha)).first()
@@ -545,6 +577,8 @@ class Store:
                                                   hi.astype("datetime64[ns]"), now)
                 n_streams = len(distinct)
                 counts = self._upsert_observations(conn, ids[codes], ns.astype("datetime64[ns]"), y, ingest_id)
+                if extra is not None and extra[1]:
+                    drivers.insert_values(conn, ids[codes], ns, extra[0], extra[1], ingest_id, observed=True)
                 first, last = pd.Timestamp(int(ns.min())), pd.Timestamp(int(ns.max()))
             conn.execute(sa.update(S.ingests).where(S.ingests.c.id == ingest_id).values(
                 rows_new=counts["new"], rows_revised=counts["revised"], rows_unchanged=counts["unchanged"],

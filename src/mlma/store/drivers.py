@@ -1,0 +1,158 @@
+"""Exogenous driver values in the store: observed with the actuals, or known in advance.
+
+Two ways in:
+
+- an ingest of actuals (:meth:`~mlma.store.Store.ingest_frame`) stores the numeric columns besides
+  ``unique_id, ds, y`` as *observed* values (what the weather was, whether a campaign ran);
+- ``mlma ingest --future FILE`` (:meth:`~mlma.store.Store.ingest_future`) stores values *known in advance* for
+  coming timestamps (a weather forecast, a campaign calendar, a price list). A later file revises an earlier
+  one: the newest ingest's value is in force.
+
+The table ``driver_values`` is append-only, one row per value and ingest, so what was known when stays in
+the store (``ingests.at`` says when). The value in force for a ``(stream, ds, driver)`` is the observed one if
+any, else the one from the newest ingest (:func:`driver_values`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+
+from mlma.store import bulk
+from mlma.store import schema as S
+
+__all__ = ["driver_columns", "content_hash", "insert_values", "ingest_future", "driver_values"]
+
+_COLUMNS = {"stream_id": "int", "ds": "ds", "name": "text", "ingest_id": "int", "value": "float",
+            "observed": "bool"}
+
+
+def driver_columns(frame: pd.DataFrame) -> list[str]:
+    """The numeric columns of a canonical frame besides ``unique_id, ds, y`` (and ``stream_id``)."""
+    skip = {"unique_id", "ds", "y", "stream_id"}
+    return [str(c) for c in frame.columns if c not in skip
+            and (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]))]
+
+
+def content_hash(frame: pd.DataFrame, columns: list[str], base: str) -> str:
+    """``base`` (the hash of the frame's other content) extended with the driver columns' values, so that a
+    frame that differs only in its drivers is not taken for a duplicate."""
+    if not columns:
+        return base
+    digest = hashlib.sha256(base.encode())
+    key = pd.util.hash_pandas_object(frame[["unique_id", "ds", *columns]], index=False).to_numpy()
+    digest.update(np.sort(key).tobytes())
+    digest.update("\x1f".join(columns).encode())
+    return digest.hexdigest()
+
+
+def insert_values(conn: sa.Connection, stream_id: np.ndarray, ns: np.ndarray, frame: pd.DataFrame,
+                  columns: list[str], ingest_id: int, *, observed: bool) -> int:
+    """Append the finite values of ``columns`` (aligned with ``stream_id``/``ns``); returns how many."""
+    parts = {k: [] for k in _COLUMNS}
+    for name in columns:
+        values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        keep = np.isfinite(values)
+        n = int(keep.sum())
+        parts["stream_id"].append(stream_id[keep])
+        parts["ds"].append(np.asarray(ns)[keep].astype("datetime64[ns]"))
+        parts["name"].append(np.full(n, name, dtype=object))
+        parts["ingest_id"].append(np.full(n, ingest_id, dtype=np.int64))
+        parts["value"].append(values[keep])
+        parts["observed"].append(np.full(n, observed))
+    if not columns:
+        return 0
+    data = {k: np.concatenate(v) for k, v in parts.items()}
+    return bulk.insert_rows(conn, "driver_values", _COLUMNS, data)
+
+
+def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
+    """Store a checked frame of future driver values (:func:`mlma.data.read_future_drivers`) as one ingest.
+
+    Rows of streams the store has not seen are skipped (their actuals must come first: a stream is created
+    by its actuals) and counted in ``rows_dropped``, with a finding naming an example.
+    """
+    from mlma.store.records import IngestReport
+
+    columns = [c for c in frame.columns if c not in ("unique_id", "ds")]
+    uid = frame["unique_id"].astype(str).to_numpy(dtype=object)
+    ns = frame["ds"].to_numpy(dtype="datetime64[ns]")
+    with store._write() as conn:
+        seen = conn.execute(sa.select(S.ingests.c.id, S.ingests.c.source, S.ingests.c.at)
+                            .where(S.ingests.c.content_sha256 == sha)).first()
+        if seen is not None:
+            return IngestReport(ingest_id=seen.id, source=seen.source, content_sha256=sha, duplicate=True,
+                                at=seen.at)
+        now = store._now(conn)
+        distinct, codes = np.unique(uid, return_inverse=True) if len(uid) else (np.empty(0, object), np.empty(0, int))
+        ids = store._lookup_streams(conn, distinct) if len(distinct) else np.empty(0, np.int64)
+        known = ids[codes] >= 0 if len(uid) else np.zeros(0, bool)
+        findings = []
+        if (~known).any():
+            unknown = distinct[ids < 0]
+            findings.append({"code": "future-unknown-streams", "severity": "warning",
+                             "message": f"skipped {int((~known).sum()):,} row(s) of {len(unknown):,} stream(s) "
+                                        f"the store has no actuals for, e.g. {unknown[0]!r}: ingest their "
+                                        "actuals first"})
+        ingest_id = conn.execute(sa.insert(S.ingests).values(
+            source=source, content_sha256=sha, at=now, findings=findings, rows_read=len(frame),
+            rows_accepted=int(known.sum()), rows_dropped=int((~known).sum()), rows_new=0, rows_revised=0,
+            rows_unchanged=0, n_streams=int(len(np.unique(codes[known]))) if known.any() else 0, new_streams=0,
+            first_ds=pd.Timestamp(ns[known].min()).to_pydatetime() if known.any() else None,
+            last_ds=pd.Timestamp(ns[known].max()).to_pydatetime() if known.any() else None,
+        ).returning(S.ingests.c.id)).scalar_one()
+        sub = frame.loc[known]
+        n = insert_values(conn, ids[codes][known], ns[known], sub, columns, ingest_id, observed=False)
+        conn.execute(sa.update(S.ingests).where(S.ingests.c.id == ingest_id).values(rows_new=n))
+    first = pd.Timestamp(ns[known].min()) if known.any() else None
+    last = pd.Timestamp(ns[known].max()) if known.any() else None
+    return IngestReport(ingest_id=ingest_id, source=source, content_sha256=sha, duplicate=False, at=now,
+                        rows_read=len(frame), rows_accepted=int(known.sum()), rows_dropped=int((~known).sum()),
+                        rows_new=n, n_streams=int(len(np.unique(codes[known]))) if known.any() else 0,
+                        first_ds=first, last_ds=last)
+
+
+def driver_values(store, names, start=None, end=None, *, as_of_ingest: int | None = None) -> pd.DataFrame:
+    """The driver values in force, as a wide frame ``stream_id, ds, <name>...`` sorted by stream and time.
+
+    Parameters
+    ----------
+    names
+        The drivers wanted (other stored columns are left out).
+    start, end
+        Data-time bounds ``start <= ds < end`` (tz-naive), either may be None.
+    as_of_ingest
+        Only what the store knew after this ingest (earlier ingests included): what was known when.
+    """
+    names = [str(n) for n in names]
+    t = S.driver_values
+    columns = ["stream_id", "ds", *names]
+    if not names:
+        return pd.DataFrame({"stream_id": np.empty(0, np.int64), "ds": np.empty(0, "datetime64[ns]")})
+    query = sa.select(t.c.stream_id, t.c.ds, t.c.name, t.c.value, t.c.ingest_id, t.c.observed) \
+        .where(t.c.name.in_(names))
+    if start is not None:
+        query = query.where(t.c.ds >= pd.Timestamp(start).to_pydatetime())
+    if end is not None:
+        query = query.where(t.c.ds < pd.Timestamp(end).to_pydatetime())
+    if as_of_ingest is not None:
+        query = query.where(t.c.ingest_id <= int(as_of_ingest))
+    with store._read() as conn:
+        rows = conn.execute(query).all()
+    if not rows:
+        return pd.DataFrame({c: pd.Series(dtype="int64" if c == "stream_id" else "datetime64[ns]" if c == "ds"
+                                          else "float64") for c in columns})
+    long = pd.DataFrame(rows, columns=["stream_id", "ds", "name", "value", "ingest_id", "observed"])
+    long["ds"] = pd.to_datetime(long["ds"]).astype("datetime64[ns]")
+    # In force: observed beats known in advance, then the newest ingest.
+    long = long.sort_values(["observed", "ingest_id"], kind="stable") \
+        .drop_duplicates(["stream_id", "ds", "name"], keep="last")
+    wide = long.pivot(index=["stream_id", "ds"], columns="name", values="value").reset_index()
+    for name in names:
+        if name not in wide.columns:
+            wide[name] = np.nan
+    wide.columns.name = None
+    return wide[columns].sort_values(["stream_id", "ds"], kind="stable").reset_index(drop=True)
