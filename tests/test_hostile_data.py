@@ -258,18 +258,46 @@ def test_a_tick_without_data_for_nearly_all_streams_is_held_until_a_person_allow
 
 
 # -- finding: `tick --all` printed nothing until the whole catch-up ended ----------------------------------------------
-def test_tick_all_prints_each_tick_as_it_commits(project, fleet):
+HOLD_SECOND_COMMIT = """
+import os, sys, time
+import mlma.store.store as store_module
+original = store_module.Store.write_tick
+calls = []
+def write_tick(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:       # the second tick waits until the test has seen the first tick's line
+        while not os.path.exists(os.environ["GO_ON"]):
+            time.sleep(0.05)
+    return original(self, *args, **kwargs)
+store_module.Store.write_tick = write_tick
+from mlma.cli import app
+app()
+"""
+
+
+def test_tick_all_prints_each_tick_as_it_commits(project, fleet, tmp_path):
+    import queue
+    import threading
+
     data = write_csv(days(fleet, HISTORY_DAYS, HISTORY_DAYS + 8), project.parent / "week.csv")
     assert cli(project, "ingest", str(data)).returncode == 0
-    proc = subprocess.Popen([sys.executable, "-m", "mlma.cli", "tick", "--all", "--project", str(project)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.readline()
-    still_running = proc.poll() is None
+    script = tmp_path / "hold_second_commit.py"
+    script.write_text(HOLD_SECOND_COMMIT)
+    go_on = tmp_path / "go-on"
+    proc = subprocess.Popen([sys.executable, str(script), "tick", "--all", "--project", str(project)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "GO_ON": str(go_on)})
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
+    try:
+        first = lines.get(timeout=120)      # printed while the second tick is still waiting to commit
+    except queue.Empty:
+        first = None
+    go_on.touch()
     rest, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    assert first.startswith(f"tick {HISTORY_DAYS}:")
-    assert still_running, "the first tick was printed only when the whole catch-up had ended"
-    assert (first + rest).count("\ntick ") + 1 == 8
+    assert first is not None, "nothing was printed before the catch-up ended"
+    assert first.startswith(f"tick {HISTORY_DAYS}:") and proc.returncode == 0, err
+    assert (first + rest).count("tick ") == 8
 
 
 # -- finding: `mlma ingest` hid validation warnings and guessed naive times as UTC -------------------------------------

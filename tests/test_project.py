@@ -38,6 +38,10 @@ def test_init_writes_a_valid_config_and_a_store(tmp_path):
     ("[agent]\npolicy = 'periodic:0'\n", "whole number of ticks >= 1"),
     ("[agent]\npolicy = 'periodic:weekly'\n", "use 'periodic:K'"),
     ("[agent]\npolicy = 'ph'\n", "backtest baseline"),
+    ("[data]\nmax_future = 'soon'\n", "\\[data\\] max_future must be a duration"),
+    ("[data]\nmax_ahead_ticks = -2\n", "\\[data\\] max_ahead_ticks must be"),
+    ("[data]\nmax_abs_value = 0.0\n", "\\[data\\] max_abs_value must be a positive"),
+    ("[agent]\nhold_no_data_share = 0.0\n", "hold_no_data_share must be in"),
 ])
 def test_bad_config_is_named(tmp_path, text, message):
     (tmp_path / "mlma.toml").write_text(text)
@@ -75,3 +79,10 @@ def test_cli_init_ingest_twice_and_status(tmp_path):
 def test_cli_ingest_outside_a_project_fails_clearly(tmp_path):
     done = run("ingest", "x.csv", cwd=tmp_path)
     assert done.returncode == 2 and "mlma init" in done.stdout
+
+
+def test_the_boundary_settings_reach_the_ingest_limits(tmp_path):
+    (tmp_path / "mlma.toml").write_text("[data]\nmax_future = 'off'\nmax_ahead_ticks = 3\nvalue_range_factor = 0\n")
+    limits = load_config(tmp_path).ingest_limits()
+    assert (limits.max_future, limits.max_ahead_ticks, limits.value_range_factor) == (None, 3, 0.0)
+

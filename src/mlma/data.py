@@ -1697,8 +1697,9 @@ class IngestLimits:
     max_ahead_ticks
         Rows whose ``ds`` is more than this many ticks after the project's newest accepted data are
         rejected (``ahead-of-fleet``): one row dated in 2200 would otherwise move the agent's clock by
-        tens of thousands of empty ticks. For a project's first file, the newest data is the median over
-        its streams of each stream's newest timestamp, so a few wild rows cannot set it. 0: no limit.
+        tens of thousands of empty ticks. A file that holds at least half of the project's streams (or the
+        project's first file) moves the reference to the lower median over its streams of each stream's
+        newest timestamp (a backfill after an outage), which a few wild rows cannot set. 0: no limit.
     max_future
         Rows later than the current time (UTC) plus this duration are rejected (``future-timestamp``):
         actuals are observations, and the clock must never run ahead of real time. One day of slack allows
@@ -1764,6 +1765,8 @@ class FleetContext:
         The project's frequency and tick length (its clock); None while not known yet.
     front
         The project's newest accepted timestamp; None for a project without data.
+    n_streams
+        How many streams the project knows: a file with at least half of them may move ``front`` forward.
     ranges
         Per stream (index ``unique_id``): ``lo`` and ``hi``, the min and max of its recently stored values.
     now
@@ -1781,6 +1784,7 @@ class FleetContext:
     now: pd.Timestamp | None = None
     limits: IngestLimits = field(default_factory=IngestLimits)
     clock_note: str = "the project's clock"
+    n_streams: int = 0
 
 
 _OFFSET_AT_END = r":\d{2}(?::\d{2})?(?:[.,]\d+)?\s*(?:[Zz]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$"
@@ -1870,10 +1874,16 @@ def _check_against_context(v: _Validator, context: FleetContext, df: pd.DataFram
         _check_project_grid(v, context, alive, codes, keys, ns, reject, raw_ds)
     if context.tick is not None and limits.max_ahead_ticks and alive.any():
         front = context.front
-        if front is None:
-            newest = np.full(len(keys), _NAT, dtype=np.int64)
-            np.maximum.at(newest, codes[alive], ns[alive])
-            front = pd.Timestamp(int(np.median(newest[newest != _NAT])))
+        newest = np.full(len(keys), _NAT, dtype=np.int64)
+        live = alive & (codes >= 0)
+        np.maximum.at(newest, codes[live], ns[live])
+        newest = np.sort(newest[newest != _NAT])
+        # A file that covers at least half of the project's streams may move the reference forward (a
+        # backfill after an outage): to its streams' lower median newest timestamp, which a few wild rows
+        # cannot move. A file of a few streams is judged against the project's data alone.
+        if len(newest) and (front is None or 2 * len(newest) >= context.n_streams):
+            file_front = pd.Timestamp(int(newest[(len(newest) - 1) // 2]))
+            front = file_front if front is None else max(pd.Timestamp(front), file_front)
         limit = pd.Timestamp(front) + limits.max_ahead_ticks * to_offset(context.tick)
         reject("ahead-of-fleet", ns > limit.value,
                f"timestamp more than max_ahead_ticks={limits.max_ahead_ticks} ticks of {context.tick} after the "

@@ -104,8 +104,9 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
         since = front - RANGE_TICKS * pd.tseries.frequencies.to_offset(tick_alias)
     uids = _distinct_ids(raw)
     ranges = store.value_ranges(uids, since=since)[["lo", "hi"]] if len(uids) else None
+    n_known = len(store.streams()) if front is not None else 0
     context = FleetContext(freq=frequency, tick=tick_alias, front=front, ranges=ranges, limits=limits,
-                           clock_note=note or "the project's clock")
+                           clock_note=note or "the project's clock", n_streams=n_known)
 
     def check(ctx):
         try:
@@ -128,7 +129,7 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
                               else "mlma.toml")
             # Now that the clock is known, the rows are checked against its grid and its reach too.
             context = FleetContext(freq=inferred, tick=tick_alias, front=front, ranges=ranges, limits=limits,
-                                   clock_note=f"fixed by this ingest of {name}")
+                                   clock_note=f"fixed by this ingest of {name}", n_streams=n_known)
             del checked
             checked = check(context)
     written = _write_rejects(rejects, raw, checked.report)
