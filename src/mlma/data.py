@@ -824,6 +824,12 @@ def _to_datetime_quietly(values: pd.Index, fmt: str | None) -> tuple[pd.Datetime
                 return None, None
             parsed = pd.to_datetime(values, errors="coerce", format=fmt, utc=True)
             note = "mixed UTC offsets (or offsets mixed with naive times) converted to UTC"
+        else:
+            # pandas 2 returns mixed offsets as an Index of objects (with a warning) where pandas 3 raises:
+            # the same values, the same conversion.
+            if not isinstance(parsed, pd.DatetimeIndex) and parsed.notna().any():
+                parsed = pd.to_datetime(values, errors="coerce", format=fmt, utc=True)
+                note = "mixed UTC offsets (or offsets mixed with naive times) converted to UTC"
     return (parsed, note) if isinstance(parsed, pd.DatetimeIndex) else (None, None)
 
 

@@ -191,6 +191,10 @@ class LiveAgent:
         #: Registry versions whose artifact could not be loaded (missing, altered, unpicklable), with the error.
         self._broken: dict[tuple[int, int], str] = {}
         self.notifier = notifier if notifier is not None else _project_notifier(config, self.store)
+        from mlma.mlflow_sync import project_sync  # does not import mlflow itself
+
+        #: The MLflow mirror of the registry (None without an ``[mlflow]`` section in mlma.toml).
+        self.mlflow = project_sync(config)
         self.holder = agent_identity()
 
     # -- the clock ------------------------------------------------------------------------------------------
@@ -437,6 +441,9 @@ class LiveAgent:
                 self.notifier.notify(tick=k)
             except Exception:  # noqa: BLE001 - alerts never fail a tick that is already committed
                 log.exception("alerts for tick %s could not be queued", k)
+        if self.mlflow is not None:
+            # After the commit: MLflow mirrors what the store holds. Never raises; what fails is sent next tick.
+            self.mlflow.sync(self.registry)
         return result
 
     def _compute_and_write(self, k: int, start: bool, timing: Timing, lease, started: float) -> TickResult:
