@@ -14,6 +14,8 @@ ESCALATION_KINDS = {
     "budget": "re-trainings were queued because the per-tick budget was spent",
     "fit-failed": "re-training failed or timed out repeatedly; the champion keeps serving",
     "approval-needed": "a re-trained model beat the serving one and waits for a person's approval",
+    "fleet-retraining-lost": ("most re-trainings of one tick lost to the serving models, fleet-wide: a shared cause "
+                              "(broken data in the training window, a feature the window cannot estimate)"),
 }
 
 
