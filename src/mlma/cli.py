@@ -69,9 +69,19 @@ def validate_command(
 @app.command()
 def backtest(
     data: Path = typer.Option(..., help="Long-format CSV or Parquet file."),
-    policies: str = typer.Option("never,periodic:7,always", help="Comma-separated policies: "
-                                 "never, periodic:K, always, mlma, adwin, page-hinkley."),
+    policies: str = typer.Option("never,periodic:7,always", help="Comma-separated policies: never, periodic:K "
+                                 "(staggered), periodic:K:sync, always, mlma, adwin, page-hinkley; settings as "
+                                 "name:key=value, e.g. mlma:alpha=0.1, adwin:delta=0.01."),
     out: Path = typer.Option(Path("backtest-output"), help="Folder for summary.json, CSVs and report.html."),
+    frontier: bool = typer.Option(True, help="Also run the schedules of the frontier (never, staggered "
+                                  "periodic:K over a range of K, always) and give each policy its gap to it."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap replicates (resampling streams) for the gap's 95 % "
+                                  "interval; 0 for none."),
+    sweep: Optional[list[str]] = typer.Option(None, help="A grid of settings to add to the policies, e.g. "
+                                              "'adwin:delta=0.001,0.01,0.1' (every combination of the values); "
+                                              "repeat for several."),
+    fit_cache: Optional[Path] = typer.Option(None, help="Folder of fitted models kept across runs: later runs "
+                                             "on the same data fit only what is new."),
     model: str = typer.Option("lightgbm", help="seasonal-naive | ridge | lightgbm | package.module:Class"),
     freq: Optional[str] = typer.Option(None, help="Frequency alias, e.g. h, 30min, D, MS (inferred)."),
     tick: Optional[str] = typer.Option(None, help="Tick length, e.g. 1D, 7D, 12MS (inferred)."),
@@ -92,12 +102,17 @@ def backtest(
 
     from mlma.backtest import BacktestConfig, run_backtest, write_outputs
     from mlma.data import DataError
+    from mlma.policy import expand_grid
     from mlma.simulate import read_events
 
     try:
-        config = BacktestConfig(policies=[p.strip() for p in policies.split(",") if p.strip()], model=model,
+        specs = [p.strip() for p in policies.split(",") if p.strip()]
+        for grid in sweep or []:
+            specs += [spec for spec in expand_grid(grid) if spec not in specs]
+        config = BacktestConfig(policies=specs, model=model,
                                 freq=freq, tick=tick, horizon=horizon, train_window_ticks=train_window,
-                                initial_ticks=initial_ticks, executor=executor, title=f"backtest of {data.name}")
+                                initial_ticks=initial_ticks, executor=executor, title=f"backtest of {data.name}",
+                                frontier=frontier, bootstrap=bootstrap, fit_cache=fit_cache)
         truth = pd.read_csv(events) if events else read_events(data)
         started = time.perf_counter()
         marked = pd.read_csv(abnormal, parse_dates=["start", "end"]) if abnormal else None
@@ -107,8 +122,9 @@ def backtest(
         _fail(str(exc))
     write_outputs(result, out)
     print_summary(result, title=f"{data.name}: {result.config['n_streams']:,} streams, model {model}")
-    console.print(f"done in {time.perf_counter() - started:.1f} s; wrote {out}/summary.json and "
-                  f"{out}/report.html")
+    cached = (f", {result.config['fits_from_cache']:,} from the fit cache" if fit_cache is not None else "")
+    console.print(f"done in {time.perf_counter() - started:.1f} s ({result.config['fits_done']:,} fits{cached}); "
+                  f"wrote {out}/summary.json and {out}/report.html")
 
 
 @app.command()
@@ -139,7 +155,7 @@ def demo(
     data_path = out / "platform.parquet"
     write_simulation(sim, data_path)
     config = BacktestConfig(policies=[p.strip() for p in policies.split(",")], model=model,
-                            title=f"demo: {zones} zones x {days} days, model {model}")
+                            title=f"demo: {zones} zones x {days} days, model {model}", frontier=True)
     started = time.perf_counter()
     result = run_backtest(sim.data, config, events=sim.events, progress=True)
     result.config["source"] = str(data_path)
@@ -466,18 +482,30 @@ def gc(
 
 @app.command("table")
 def table_command(
-    results: Path = typer.Argument(..., help="A backtest output folder (with summary.json)."),
+    results: list[Path] = typer.Argument(..., help="Backtest output folder(s) (with summary.json)."),
+    all_rows: bool = typer.Option(False, "--all", help="Also list the schedules the frontier added."),
 ) -> None:
-    """Print a backtest's results as a Markdown table (for docs and issues)."""
+    """Print a backtest's results as a Markdown table (for docs and issues); with several folders, one
+    table of the gaps, headroom and labour over all of them, a row per folder and policy."""
     import json
 
-    from mlma.backtest import summary_markdown
+    from mlma.backtest import runs_markdown, summary_markdown
 
-    path = results / "summary.json" if results.is_dir() else results
-    if not path.exists():
-        _fail(f"no summary.json in {results}")
-    payload = json.loads(path.read_text())
-    print(summary_markdown(payload["policies"]))
+    runs = []
+    for folder in results:
+        path = folder / "summary.json" if folder.is_dir() else folder
+        if not path.exists():
+            _fail(f"no summary.json in {folder}")
+        try:
+            payload = json.loads(path.read_text())
+            policies = payload["policies"]
+        except (ValueError, KeyError, TypeError) as exc:
+            _fail(f"{path} is not a backtest summary ({type(exc).__name__}: {exc})")
+        runs.append((path.parent.name, policies))
+    if len(runs) == 1:
+        print(summary_markdown(runs[0][1], include_frontier=all_rows))
+    else:
+        print(runs_markdown(runs, include_frontier=all_rows))
 
 
 @app.command("datasets")
@@ -505,17 +533,26 @@ def dataset_command(
 
 
 def print_summary(result, title: str) -> None:
-    """Print the backtest's per-policy table."""
-    from mlma.backtest import SUMMARY_COLUMNS
+    """Print the backtest's per-policy table (the policies asked for; the frontier's schedules are in
+    summary.json and the report)."""
+    from mlma.backtest import CONSOLE_KEYS, SUMMARY_COLUMNS, format_cell, summary_rows
 
     table = Table(title=title)
-    # The same columns as `mlma table`; those no policy has a value for (detection on real data) are left out.
-    columns = [c for c in SUMMARY_COLUMNS if any(row.get(c[1]) is not None for row in result.summary)]
-    for header, *_ in columns:
-        table.add_column(header, justify="left" if header == "policy" else "right")
-    for row in result.summary:
-        table.add_row(*[fmt.format(row[key]) if row.get(key) is not None else "-" for _, key, fmt in columns])
+    rows = summary_rows(result.summary)
+    # The main columns of `mlma table`; those no policy has a value for (detection on real data) are left out.
+    columns = [c for c in SUMMARY_COLUMNS
+               if c[1] in CONSOLE_KEYS and any(row.get(c[1]) is not None for row in rows)]
+    for header, _, fmt in columns:
+        # The policy (with its settings) and the gap with its interval are read whole; others may shrink.
+        table.add_column(header, justify="left" if header == "policy" else "right",
+                         no_wrap=header == "policy" or fmt == "gap")
+    for row in rows:
+        table.add_row(*[format_cell(row, key, fmt) for _, key, fmt in columns])
     console.print(table)
+    if any(row.get("gap_pct") is not None for row in rows):
+        console.print(f"gap: MAE minus the staggered-periodic frontier's at the policy's re-trainings, in % of "
+                      f"always's MAE, 95 % bootstrap interval over streams; frontier of "
+                      f"{len(result.frontier)} schedules ({', '.join(f['policy'] for f in result.frontier)})")
 
 
 # The engineer's commands (serve, tokens, actions) live with the API they share code with.

@@ -1,4 +1,4 @@
-"""Scoring a policy's re-training triggers against the simulator's ground-truth events.
+"""Scoring a policy's re-training triggers and its escalations against the simulator's ground-truth events.
 
 A *relevant* event is a real change a model should adapt to (level shift, drift, changed daily profile,
 campaign; see :mod:`mlma.simulate`). A trigger (a re-training request) on a stream is a true positive when it
@@ -8,6 +8,14 @@ is a false one, including triggers caused by one-off shocks and data outages, wh
 - precision: true triggers / all triggers;
 - recall: relevant events with at least one trigger in their window / relevant events scored;
 - delay: ticks from the event's start tick to its first trigger, averaged over detected events.
+
+Escalations are the labour a policy asks of people (:func:`labour_scores`). They come in two classes:
+escalations about the *data* (a stream that went silent, broken actuals, a new stream with too little
+history), where the queue does its job when the data really is in trouble; and escalations about the
+*agent's own re-training* (repeated triggers, lost challengers, failed fits, a spent budget), the labour to
+cut. Each is counted per 1,000 stream-days scored; with ground truth, an escalation is *precise* when its
+stream had an event that needs a person (:data:`NEEDS_A_PERSON`: a data fault, a closure or a launch) active
+within ``window_ticks`` ticks before it, up to the end of its tick.
 """
 
 from __future__ import annotations
@@ -72,3 +80,82 @@ def detection_scores(triggers: pd.DataFrame, events: pd.DataFrame, fleet, *, win
         "detection_delay_ticks": round(float(np.mean(delays)), 3) if delays else None,
         "relevant_events": int(len(relevant)),
     }
+
+
+#: Escalation kinds about the data; every other kind is about the agent's own re-training.
+DATA_ESCALATIONS = frozenset({"data-quality", "silent", "cold"})
+
+#: Simulator event kinds a person has to act on: re-training cannot fix them (data faults), or the stream's
+#: existence changed (closure, launch).
+NEEDS_A_PERSON = frozenset({"outage_zeros", "outage_missing", "closure", "launch"})
+
+
+def escalation_class(kind: str) -> str:
+    """``"data"`` or ``"retraining"``.
+
+    >>> escalation_class("silent"), escalation_class("repeated-trigger")
+    ('data', 'retraining')
+    """
+    return "data" if kind in DATA_ESCALATIONS else "retraining"
+
+
+def labour_scores(escalations: pd.DataFrame, stream_days: float, *, events: pd.DataFrame | None = None,
+                  boundaries=None, window_ticks: int = 7) -> dict:
+    """Escalations per 1,000 stream-days, all and by class, and (with ``events``) their precision.
+
+    Parameters
+    ----------
+    escalations
+        Rows with ``unique_id``, ``tick`` and ``kind`` (one per escalation).
+    stream_days
+        Days of scored data summed over streams: the exposure the rate is per.
+    events
+        Ground truth with ``unique_id``, ``kind``, ``start`` and ``end`` (simulator), or ``None``.
+    boundaries
+        The tick boundaries (tick ``k`` covers ``[boundaries[k], boundaries[k + 1])``); needed with events.
+    window_ticks
+        How many ticks before an escalation an event may have been active and still explain it.
+
+    Examples
+    --------
+    >>> bounds = pd.date_range("2025-01-01", periods=21, freq="D")
+    >>> events = pd.DataFrame({"unique_id": ["a"], "kind": ["outage_missing"],
+    ...                        "start": [pd.Timestamp("2025-01-03")], "end": [pd.Timestamp("2025-01-04")]})
+    >>> esc = pd.DataFrame({"unique_id": ["a", "a", "b"], "tick": [4, 15, 4],
+    ...                     "kind": ["silent", "silent", "repeated-trigger"]})
+    >>> labour_scores(esc, 2000.0, events=events, boundaries=bounds)  # doctest: +NORMALIZE_WHITESPACE
+    {'escalations_per_1k_stream_days': 1.5, 'data_escalations_per_1k_stream_days': 1.0,
+     'retraining_escalations_per_1k_stream_days': 0.5, 'escalation_precision': 0.3333,
+     'data_escalation_precision': 0.5, 'retraining_escalation_precision': 0.0}
+    """
+    classes = escalations["kind"].map(escalation_class) if len(escalations) else pd.Series(dtype=object)
+    per_1k = (lambda count: round(1000.0 * count / stream_days, 4)) if stream_days > 0 else (lambda count: None)
+    out = {
+        "escalations_per_1k_stream_days": per_1k(len(escalations)),
+        "data_escalations_per_1k_stream_days": per_1k(int((classes == "data").sum())),
+        "retraining_escalations_per_1k_stream_days": per_1k(int((classes == "retraining").sum())),
+    }
+    if events is None or boundaries is None:
+        return out
+    bounds = pd.DatetimeIndex(getattr(boundaries, "index", boundaries))
+    person = events[events["kind"].isin(NEEDS_A_PERSON)]
+    start = pd.to_datetime(person["start"])
+    end = pd.to_datetime(person["end"]).fillna(start) if "end" in person else start
+    by_stream: dict = {}
+    for uid, s0, s1 in zip(person["unique_id"], start, end):
+        by_stream.setdefault(uid, []).append((s0, max(s0, s1)))
+    ticks = escalations["tick"].to_numpy(dtype=int) if len(escalations) else np.empty(0, dtype=int)
+    hit = np.zeros(len(escalations), dtype=bool)
+    for i, (uid, k) in enumerate(zip(escalations.get("unique_id", []), ticks)):
+        lo = bounds[max(0, min(k - window_ticks, len(bounds) - 1))]
+        hi = bounds[min(k + 1, len(bounds) - 1)]
+        hit[i] = any(s0 < hi and s1 >= lo for s0, s1 in by_stream.get(uid, ()))
+
+    def precision(mask) -> float | None:
+        mask = np.asarray(mask, dtype=bool)
+        return round(float(hit[mask].mean()), 4) if mask.any() else None
+
+    out["escalation_precision"] = precision(np.ones(len(escalations), dtype=bool))
+    out["data_escalation_precision"] = precision(classes == "data")
+    out["retraining_escalation_precision"] = precision(classes == "retraining")
+    return out

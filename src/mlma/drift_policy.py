@@ -23,6 +23,27 @@ from mlma.policy import Decision, Policy, TickObservation, Verdict
 DETECTORS = ("adwin", "page-hinkley")
 
 
+def _detector_class(detector: str):
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown drift detector {detector!r}; choose from {', '.join(DETECTORS)}")
+    try:
+        from river import drift
+    except ImportError as exc:  # pragma: no cover - depends on the optional extra
+        raise ValueError(f"the {detector} policy needs River: pip install 'mlma[drift]'") from exc
+    return drift.ADWIN if detector == "adwin" else drift.PageHinkley
+
+
+def detector_parameters(detector: str) -> dict:
+    """The River detector's parameters, name -> (accepted types, default); see
+    :func:`mlma.policy.parameter_types`. Page-Hinkley's ``mode`` defaults to ``"up"`` here."""
+    from mlma.policy import parameter_types
+
+    accepted = parameter_types(_detector_class(detector))
+    if detector == "page-hinkley" and "mode" in accepted:
+        accepted["mode"] = (accepted["mode"][0], "up")
+    return accepted
+
+
 class DriftDetectorPolicy(Policy):
     """Re-train a stream when its drift detector signals a change in the (scaled) loss.
 
@@ -31,19 +52,24 @@ class DriftDetectorPolicy(Policy):
     detector
         ``"adwin"`` or ``"page-hinkley"``.
     params
-        Passed to the River detector (e.g. ``delta`` for ADWIN, ``threshold`` for Page-Hinkley).
+        Passed to the River detector (e.g. ``delta`` for ADWIN, ``threshold`` for Page-Hinkley); a name the
+        detector does not take is an error listing the ones it does.
     """
 
     def __init__(self, detector: str = "adwin", **params) -> None:
-        if detector not in DETECTORS:
-            raise ValueError(f"unknown drift detector {detector!r}; choose from {', '.join(DETECTORS)}")
-        try:
-            from river import drift  # noqa: F401
-        except ImportError as exc:  # pragma: no cover - depends on the optional extra
-            raise ValueError(f"the {detector} policy needs River: pip install 'mlma[drift]'") from exc
+        from mlma.policy import convert_params
+
+        accepted = detector_parameters(detector)
+        # Strings (from a spec) are converted; unknown names fail here rather than being dropped.
+        self.params = convert_params(detector, params, accepted)
         self.detector = detector
-        self.params = params
         self.name = detector
+        if detector == "adwin" and "delta" in self.params and not 0 < self.params["delta"] < 1:
+            raise ValueError(f"policy adwin: delta must be in (0, 1), got {self.params['delta']!r}")
+        try:
+            self._new_detector()  # River checks the values now, not at the first tick
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"policy {detector}: {exc}") from exc
 
     def _new_detector(self):
         from river import drift

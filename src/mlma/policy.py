@@ -163,22 +163,40 @@ class NeverRetrain(Policy):
 
 
 class PeriodicRetrain(Policy):
-    """Re-train every stream whose model is ``every`` ticks old or older (e.g. weekly for daily ticks).
+    """Re-train every stream every ``every`` ticks (e.g. weekly for daily ticks).
 
-    >>> policy = PeriodicRetrain(every=7)
-    >>> policy.name
-    'periodic:7'
+    Staggered by default: stream ``s`` is due at the ticks ``k`` with ``k % every == s % every``, so each
+    stream keeps its own phase and one ``every``-th of the fleet re-trains at each tick, as a sensible cron
+    spreads its load. The phase depends only on the stream's index and the tick number, so it is the same in
+    every run and in live operation (streams keep their index; new ones are appended). A stream that had no
+    data at its due tick re-trains at its next tick with data, then returns to its phase.
+    ``stagger=False`` re-trains every stream whose model is ``every`` ticks old or older: after a common
+    first fit, the whole fleet at once (``periodic:K:sync``).
+
+    >>> PeriodicRetrain(every=7).name, PeriodicRetrain(every=7, stagger=False).name
+    ('periodic:7', 'periodic:7:sync')
     """
 
-    def __init__(self, every: int) -> None:
-        if not isinstance(every, (int, np.integer)) or every < 1:
+    def __init__(self, every: int = 7, stagger: bool = True) -> None:
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"periodic re-training needs a whole number of ticks >= 1, got {every!r}")
         self.every = int(every)
-        self.name = f"periodic:{self.every}"
+        self.stagger = bool(stagger)
+        self.name = f"periodic:{self.every}" + ("" if self.stagger else ":sync")
+
+    def phase(self, n_streams: int) -> np.ndarray:
+        """Each stream's phase: it is due at ticks ``k`` with ``k % every == phase``."""
+        return np.arange(n_streams) % self.every
 
     def decide(self, obs: TickObservation) -> Decision:
         decision = Decision.nothing(obs.n_streams)
-        due = obs.has_model & obs.scored & (obs.ticks_since_fit >= self.every)
+        if self.stagger:
+            on_phase = self.phase(obs.n_streams) == obs.tick % self.every
+            # Older than a full period: its due tick passed without data, so catch up now.
+            due = on_phase | (obs.ticks_since_fit > self.every)
+        else:
+            due = obs.ticks_since_fit >= self.every
+        due = due & obs.has_model & obs.scored
         decision.retrain = due
         decision.reason[due] = f"scheduled: every {self.every} ticks"
         return decision
@@ -197,38 +215,233 @@ class AlwaysRetrain(Policy):
 
 
 def available_policies() -> list[str]:
-    """Names accepted by :func:`make_policy` (``periodic`` takes ``:k``)."""
-    return ["never", "periodic:K", "always", "mlma", "adwin", "page-hinkley"]
+    """Names accepted by :func:`make_policy` (``periodic`` takes ``:K``, any policy ``:key=value``)."""
+    return ["never", "periodic:K", "periodic:K:sync", "always", "mlma", "adwin", "page-hinkley"]
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A parsed policy spec ``name[:arg...][:key=value...]``.
+
+    >>> PolicySpec.parse("mlma:alpha=0.1:budget=20")
+    PolicySpec(name='mlma', args=(), params=(('alpha', '0.1'), ('budget', '20')))
+    >>> PolicySpec.parse(" Periodic:7:sync ").canonical
+    'periodic:7:sync'
+    """
+
+    name: str
+    args: tuple[str, ...] = ()
+    params: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> "PolicySpec":
+        if not isinstance(spec, str) or not spec.strip():
+            raise ValueError(f"a policy spec must be a non-empty string such as 'periodic:7', got {spec!r}")
+        name, *parts = [part.strip() for part in spec.strip().split(":")]
+        args, params, seen = [], [], set()
+        for part in parts:
+            key, eq, value = part.partition("=")
+            key = key.strip()
+            if not eq:
+                if params:
+                    raise ValueError(f"policy spec {spec!r}: {part!r} comes after key=value settings; put plain "
+                                     f"arguments first, as in 'periodic:7:sync'")
+                args.append(part.lower())
+                continue
+            if not key or not value.strip():
+                raise ValueError(f"policy spec {spec!r}: {part!r} is not of the form key=value")
+            if key in seen:
+                raise ValueError(f"policy spec {spec!r} sets {key!r} twice")
+            seen.add(key)
+            params.append((key, value.strip()))
+        return cls(name.lower(), tuple(args), tuple(params))
+
+    @property
+    def canonical(self) -> str:
+        """The spec written back: the policy's name in results."""
+        return ":".join([self.name, *self.args, *(f"{k}={v}" for k, v in self.params)])
+
+
+def expand_grid(grid: str) -> list[str]:
+    """The policy specs of a sweep: every ``key=v1,v2,...`` setting takes each of its values in turn.
+
+    >>> expand_grid("adwin:delta=0.001,0.01")
+    ['adwin:delta=0.001', 'adwin:delta=0.01']
+    >>> expand_grid("mlma:alpha=0.1,0.2:budget=5,10")
+    ['mlma:alpha=0.1:budget=5', 'mlma:alpha=0.1:budget=10', 'mlma:alpha=0.2:budget=5', 'mlma:alpha=0.2:budget=10']
+    """
+    import itertools
+
+    parsed = PolicySpec.parse(grid)
+    choices = []
+    for key, values in parsed.params:
+        options = [v.strip() for v in values.split(",")]
+        if not all(options):
+            raise ValueError(f"sweep {grid!r}: {key}={values!r} has an empty value")
+        choices.append([(key, v) for v in options])
+    return [PolicySpec(parsed.name, parsed.args, tuple(combo)).canonical for combo in itertools.product(*choices)]
+
+
+def parameter_types(target) -> dict[str, tuple[tuple, object]]:
+    """The keyword parameters of a class or callable: name -> (accepted types, default).
+
+    Types come from the annotations, else from the default's type; ``*args``/``**kwargs`` are left out.
+
+    >>> parameter_types(PeriodicRetrain)
+    {'every': ((<class 'int'>,), 7), 'stagger': ((<class 'bool'>,), True)}
+    """
+    import inspect
+    import typing
+
+    init = target.__init__ if isinstance(target, type) else target
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # noqa: BLE001 - annotations that cannot be evaluated: fall back to the defaults
+        hints = {}
+    out = {}
+    for name, param in inspect.signature(target).parameters.items():
+        if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        hint = hints.get(name)
+        if hint is None and isinstance(param.annotation, str):
+            hint = {"int": int, "float": float, "str": str, "bool": bool}.get(param.annotation)
+        if hint is not None:
+            types = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, _UnionType) else (hint,)
+        elif param.default is not inspect.Parameter.empty and param.default is not None:
+            types = (type(param.default),)
+        else:
+            types = (str,)
+        default = None if param.default is inspect.Parameter.empty else param.default
+        if param.default is None and type(None) not in types:
+            types = (*types, type(None))
+        out[name] = (tuple(types), default)
+    return out
+
+
+try:  # ``int | None`` annotations
+    from types import UnionType as _UnionType
+except ImportError:  # pragma: no cover - Python < 3.10
+    _UnionType = type(None)
+
+
+def convert_params(policy: str, raw: dict[str, str], accepted: dict[str, tuple[tuple, object]]) -> dict:
+    """Convert ``key=value`` strings to the types ``accepted`` gives (see :func:`parameter_types`).
+
+    >>> convert_params("mlma", {"alpha": "0.1", "budget": "none"},
+    ...                {"alpha": ((float,), 0.2), "budget": ((int, type(None)), None)})
+    {'alpha': 0.1, 'budget': None}
+    >>> convert_params("adwin", {"delt": "0.1"}, {"delta": ((float,), 0.002)})
+    Traceback (most recent call last):
+    ...
+    ValueError: policy adwin has no parameter 'delt'; its parameters are: delta
+    """
+    out = {}
+    for key, text in raw.items():
+        if key not in accepted:
+            raise ValueError(f"policy {policy} has no parameter {key!r}; its parameters are: "
+                             f"{', '.join(accepted) or '(none)'}")
+        types, _ = accepted[key]
+        out[key] = _convert(policy, key, text, types)
+    return out
+
+
+def _convert(policy: str, key: str, text: str, types: tuple) -> object:
+    if not isinstance(text, str):
+        return text
+    lowered = text.strip().lower()
+    if type(None) in types and lowered in ("none", "null"):
+        return None
+    for kind in types:
+        if kind is bool:
+            if lowered in ("true", "yes", "on", "1"):
+                return True
+            if lowered in ("false", "no", "off", "0"):
+                return False
+        elif kind is int:
+            try:
+                return int(lowered)
+            except ValueError:
+                pass
+        elif kind is float:
+            try:
+                return float(lowered)
+            except ValueError:
+                pass
+        elif kind is str:
+            return text.strip()
+    wanted = " or ".join("none" if t is type(None) else getattr(t, "__name__", str(t)) for t in types)
+    raise ValueError(f"policy {policy}: parameter {key}={text!r} must be {wanted}")
 
 
 def make_policy(spec: str, **params) -> Policy:
-    """Build a policy from its name, e.g. ``"never"``, ``"periodic:7"``, ``"always"``, ``"mlma"``.
+    """Build a policy from its spec: a name, plain arguments, then ``key=value`` settings.
+
+    ``"never"``, ``"always"``, ``"periodic:7"`` (staggered), ``"periodic:7:sync"``, ``"mlma:alpha=0.1"``,
+    ``"adwin:delta=0.01"``, ``"page-hinkley:threshold=20"``. Values are converted to the types of the
+    policy's constructor; an unknown key is an error that lists the valid ones. ``params`` are further
+    settings given as Python values (e.g. from a project file); the spec's own settings take precedence only
+    when the two do not overlap. The policy is named by its spec, so two settings of one policy can run side
+    by side in a backtest.
 
     >>> make_policy("periodic:3").every
     3
     >>> make_policy("sometimes")
     Traceback (most recent call last):
     ...
-    ValueError: unknown policy 'sometimes'; choose from never, periodic:K, always, mlma, adwin, page-hinkley
+    ValueError: unknown policy 'sometimes'; choose from never, periodic:K, periodic:K:sync, always, mlma, adwin, page-hinkley
+    >>> make_policy("periodic:7:often")
+    Traceback (most recent call last):
+    ...
+    ValueError: policy periodic: unexpected argument 'often' in 'periodic:7:often'; use 'periodic:K' or 'periodic:K:sync'
     """
-    name, _, arg = spec.strip().partition(":")
-    name = name.lower()
-    if name == "never":
-        return NeverRetrain()
-    if name == "always":
-        return AlwaysRetrain()
+    parsed = PolicySpec.parse(spec)
+    name = {"pagehinkley": "page-hinkley", "ph": "page-hinkley"}.get(parsed.name, parsed.name)
+    raw = dict(parsed.params)
+    overlap = sorted(set(raw) & set(params))
+    if overlap:
+        raise ValueError(f"policy {spec!r}: {', '.join(overlap)} given both in the spec and as a setting")
+
+    def build(factory, accepted, positional: dict | None = None):
+        values = convert_params(name, raw, accepted)
+        for key, value in (positional or {}).items():
+            if key in values:
+                raise ValueError(f"policy {spec!r}: {key} given twice")
+            values[key] = value
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise ValueError(f"policy {name} has no parameter {unknown[0]!r}; its parameters are: "
+                             f"{', '.join(accepted) or '(none)'}")
+        return factory(**values, **params)
+
     if name == "periodic":
-        try:
-            every = int(arg) if arg else 7
-        except ValueError:
-            raise ValueError(f"periodic policy needs a whole number of ticks, as in 'periodic:7'; got {spec!r}")
-        return PeriodicRetrain(every)
-    if name == "mlma":
-        from mlma.mlma_policy import MLMAPolicy
+        positional: dict = {}
+        for arg in parsed.args:
+            if arg == "sync":
+                positional["stagger"] = False
+            elif arg.isdigit() and "every" not in positional:
+                positional["every"] = int(arg)
+            else:
+                raise ValueError(f"policy periodic: unexpected argument {arg!r} in {spec!r}; use 'periodic:K' or "
+                                 f"'periodic:K:sync'")
+        policy = build(PeriodicRetrain, parameter_types(PeriodicRetrain), positional)
+    else:
+        if parsed.args:
+            raise ValueError(f"policy {name}: unexpected argument {parsed.args[0]!r} in {spec!r}; settings are "
+                             f"written key=value, as in '{name}:key=value'")
+        if name == "never":
+            policy = build(NeverRetrain, {})
+        elif name == "always":
+            policy = build(AlwaysRetrain, {})
+        elif name == "mlma":
+            from mlma.mlma_policy import MLMAPolicy
 
-        return MLMAPolicy(**params)
-    if name in ("adwin", "page-hinkley", "pagehinkley", "ph"):
-        from mlma.drift_policy import DriftDetectorPolicy
+            policy = build(MLMAPolicy, parameter_types(MLMAPolicy))
+        elif name in ("adwin", "page-hinkley"):
+            from mlma.drift_policy import DriftDetectorPolicy, detector_parameters
 
-        return DriftDetectorPolicy("adwin" if name == "adwin" else "page-hinkley")
-    raise ValueError(f"unknown policy {spec!r}; choose from {', '.join(available_policies())}")
+            policy = build(lambda **kw: DriftDetectorPolicy(name, **kw), detector_parameters(name))
+        else:
+            raise ValueError(f"unknown policy {spec!r}; choose from {', '.join(available_policies())}")
+    if name != "periodic" and parsed.params:
+        policy.name = ":".join([name, *(f"{k}={v}" for k, v in parsed.params)])
+    return policy

@@ -8,7 +8,11 @@ run into one HTML file that can be mailed, attached to a ticket or opened from a
 * the title and the run's configuration;
 * the results table, one row per policy, with the best value of each metric highlighted and, when the
   ``always`` policy took part, MAE and re-trainings relative to it;
-* the cost/accuracy trade-off (x: re-trainings, y: MAE, one labelled point per policy);
+* the cost/accuracy trade-off against the schedule frontier (x: re-trainings on a log(1 + x) axis, y: MAE):
+  the frontier of ``never``, staggered ``periodic:K`` and ``always`` as a curve, each policy a point with its
+  gap's 95 % interval, several settings of one policy (a sweep) joined as a curve; without gaps in the
+  summary, a plain scatter of re-trainings against MAE. Schedules the backtest added only for the frontier
+  (``frontier_only``) appear in this plot only;
 * MAE per tick, re-trainings per tick and, for policies that monitor, the number of streams flagged as
   degraded per tick;
 * the distribution of per-stream MASE per policy (box plot);
@@ -30,7 +34,8 @@ attribute       content
 =============== =======================================================================================
 ``summary``     list of dicts, one per policy: ``policy``, ``mae``, ``rmse``, ``mase``, ``retrains``,
                 ``compute_seconds``, ``n_streams``, ``n_scored``; optionally ``escalations``,
-                ``detection_precision``, ``detection_recall``, ``detection_delay_ticks``
+                ``detection_precision``, ``detection_recall``, ``detection_delay_ticks``, ``gap_pct``,
+                ``gap_low``, ``gap_high``, ``frontier_only``
 ``per_stream``  frame: ``policy, unique_id, mae, rmse, mase, n_scored, retrains, compute_seconds``
 ``per_tick``    frame: ``policy, tick, tick_start, mae, n_scored, retrains, compute_seconds, n_degraded``
 ``forecasts``   frame: ``policy, unique_id, ds, y, y_hat`` for a handful of sample streams
@@ -129,7 +134,12 @@ _TABLE_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
     ("retrains", "re-trainings", "int", "lower"),
     ("rel_retrains", "re-trainings / always", "ratio", "lower"),
     ("compute_seconds", "compute (s)", "float", "lower"),
+    ("gap_pct", "gap to frontier, % of always [95% CI]", "gap", "lower"),
     ("escalations", "escalations", "int", None),
+    ("escalations_per_1k_stream_days", "escalations / 1,000 stream-days", "float", "lower"),
+    ("data_escalations_per_1k_stream_days", "of them about data", "float", None),
+    ("retraining_escalations_per_1k_stream_days", "of them about re-training", "float", "lower"),
+    ("escalation_precision", "escalation precision", "float", "higher"),
     ("detection_precision", "detection precision", "float", "higher"),
     ("detection_recall", "detection recall", "float", "higher"),
     ("detection_delay_ticks", "detection delay (ticks)", "float", "lower"),
@@ -272,12 +282,14 @@ def render_report(result: Any, *, max_points: int = 1000, max_sample_streams: in
         raise ValueError(f"max_sample_streams must be a whole number >= 0, got {max_sample_streams!r}")
     max_points, max_sample_streams = int(max_points), int(max_sample_streams)
 
-    summary = _summary_frame(result)
+    all_rows = _summary_frame(result)
+    summary = _asked_for(all_rows)
     config = _config_dict(result)
-    per_stream = _optional_frame(result, "per_stream", ("policy", "mase"))
-    per_tick = _optional_frame(result, "per_tick", ("policy", "tick"))
-    forecasts = _optional_frame(result, "forecasts", ("policy", "unique_id", "ds", "y", "y_hat"))
-    retrain_log = _optional_frame(result, "retrain_log", ("policy", "unique_id"))
+    shown = set(summary["policy"])
+    per_stream = _only(_optional_frame(result, "per_stream", ("policy", "mase")), shown)
+    per_tick = _only(_optional_frame(result, "per_tick", ("policy", "tick")), shown)
+    forecasts = _only(_optional_frame(result, "forecasts", ("policy", "unique_id", "ds", "y", "y_hat")), shown)
+    retrain_log = _only(_optional_frame(result, "retrain_log", ("policy", "unique_id")), shown)
     events = _optional_frame(result, "events", ("start",))
 
     policies = _policy_order(summary, per_tick, per_stream, forecasts)
@@ -294,7 +306,17 @@ def render_report(result: Any, *, max_points: int = 1000, max_sample_streams: in
     nav.append(("results", "Results"))
 
     fleet_parts: list[str] = []
-    fleet_parts.append(figures.render(
+    frontier_figure = figures.render(
+        "frontier", _frontier_figure, (all_rows, colors, getattr(result, "clairvoyant", None)),
+        "Cost and accuracy against the schedule frontier: MAE per policy at its total re-trainings, on a "
+        "log(1 + re-trainings) axis. Grey line: the frontier, the best of never, staggered periodic:K and "
+        "always at each cost (hollow grey: schedules beaten at no more re-trainings). Bars: the 95 % bootstrap "
+        "interval of the policy's gap to the frontier, drawn around its MAE. Several settings of one policy "
+        "are joined in a line (a sweep). Below the frontier is better than any schedule at that cost. Dashed: "
+        "the clairvoyant bound, each stream's schedule chosen in hindsight (what is left on the table; no "
+        "policy can know the future).",
+    )
+    fleet_parts.append(frontier_figure or figures.render(
         "cost-accuracy", _cost_accuracy_figure, (summary, colors),
         "Cost and accuracy: total re-trainings against MAE, one point per policy. Down and to the left "
         "is better.",
@@ -416,6 +438,21 @@ def _optional_frame(result: Any, name: str, required: tuple[str, ...]) -> pd.Dat
     if "unique_id" in frame.columns and name != "events":
         frame = frame.assign(unique_id=frame["unique_id"].astype(str))
     return frame
+
+
+def _asked_for(summary: pd.DataFrame) -> pd.DataFrame:
+    """The policies asked for: without the schedules a backtest added only to draw the frontier."""
+    if "frontier_only" not in summary:
+        return summary
+    added = summary["frontier_only"].fillna(False).astype(bool)
+    return summary[~added].reset_index(drop=True)
+
+
+def _only(frame: pd.DataFrame | None, policies: set[str]) -> pd.DataFrame | None:
+    if frame is None or "policy" not in frame:
+        return frame
+    kept = frame[frame["policy"].isin(policies)]
+    return kept if len(kept) else None
 
 
 def _policy_order(summary: pd.DataFrame, *frames: pd.DataFrame | None) -> list[str]:
@@ -549,10 +586,26 @@ def _results_html(summary: pd.DataFrame, colors: Mapping[str, str]) -> str:
             if not math.isfinite(v):
                 classes.append("na")
             cls = f' class="{" ".join(classes)}"' if classes else ""
-            cells.append(f"<td{cls}>{_esc(_format_number(v, kind))}</td>")
+            text = _format_number(v, kind)
+            if kind == "gap" and math.isfinite(v):
+                low, high = (_as_float(table[c].iloc[i]) if c in table else math.nan
+                             for c in ("gap_low", "gap_high"))
+                text = f"{v:+.2f}" + (f" [{low:+.2f}, {high:+.2f}]" if math.isfinite(low + high) else "")
+            cells.append(f"<td{cls}>{_esc(text)}</td>")
         body_rows.append("<tr>" + "".join(cells) + "</tr>")
     notes.insert(0, "Highlighted: the best value of each column (lowest, except detection precision and "
                     "recall: highest). “–”: not available.")
+    if "escalations_per_1k_stream_days" in values and np.isfinite(values["escalations_per_1k_stream_days"]).any():
+        notes.append("Escalations per 1,000 stream-days of scored data, split into those about the data (silent "
+                     "stream, broken actuals, new stream) and those about the agent's own re-training (repeated "
+                     "triggers, lost challengers, failed fits, budget): the labour to cut. Escalation precision "
+                     "(simulated data): the share whose stream had an event a person must act on (data fault, "
+                     "closure, launch) in the 7 ticks before.")
+    if "gap_pct" in values and np.isfinite(values["gap_pct"]).any():
+        notes.append("Gap: the policy's MAE minus the schedule frontier's at the policy's own number of "
+                     "re-trainings, in % of always's MAE; negative beats every schedule at that cost. In "
+                     "brackets its 95 % bootstrap interval over streams; an interval covering 0 is no evidence "
+                     "either way.")
     return (
         f'<div class="scroll"><table class="results"><thead><tr>{head}</tr></thead>'
         f'<tbody>{"".join(body_rows)}</tbody></table></div>'
@@ -782,6 +835,70 @@ def _cost_accuracy_figure(summary: pd.DataFrame, colors: Mapping[str, str]) -> F
     if ok.any():
         ax.margins(x=0.12, y=0.15)
     ax.set_xlabel("re-trainings (total)")
+    ax.set_ylabel("MAE")
+    return fig
+
+
+def _frontier_figure(summary: pd.DataFrame, colors: Mapping[str, str], clairvoyant: Any = None) -> Figure | None:
+    """MAE against re-trainings on log(1 + x): the schedule frontier as a curve, each policy a point with its
+    gap interval, sweeps of one policy as lines. ``None`` when the summary has no gaps (no frontier)."""
+    from mlma.evaluation import frontier_points, is_schedule
+
+    if "gap_pct" not in summary or not _has_finite(summary["gap_pct"]):
+        return None
+    rows = summary.assign(x=[_as_float(v) for v in summary["retrains"]], y=[_as_float(v) for v in summary["mae"]])
+    rows = rows[np.isfinite(rows["x"]) & np.isfinite(rows["y"])]
+    schedules = rows[[is_schedule(p) for p in rows["policy"]]]
+    fx, fy = frontier_points(schedules["x"], schedules["y"])
+    fig = _new_figure(4.2)
+    ax = fig.subplots()
+    ax.set_xscale("function", functions=(np.log1p, np.expm1))
+    grey = "#8a93a3"
+    ax.plot(np.expm1(fx), fy, color=grey, linewidth=1.6, zorder=2, label="schedule frontier")
+    if clairvoyant:
+        oracle = pd.DataFrame(list(clairvoyant))
+        ax.plot(oracle["retrains"], oracle["mae"], color=grey, linewidth=1.0, linestyle="--", zorder=2)
+        ax.annotate("clairvoyant", (oracle["retrains"].iloc[-1], oracle["mae"].iloc[-1]), xytext=(4, -10),
+                    textcoords="offset points", fontsize=7, color=grey)
+    on_line = set(zip(np.round(np.expm1(fx)).astype(int), fy))
+    for _, row in schedules.iterrows():
+        dominated = (int(round(row["x"])), row["y"]) not in on_line
+        ax.scatter([row["x"]], [row["y"]], s=22, zorder=3, color="white" if dominated else grey, edgecolor=grey)
+        ax.annotate(_mpl_text(row["policy"]), (row["x"], row["y"]), xytext=(4, -10), textcoords="offset points",
+                    fontsize=7, color=grey)
+    always = rows.loc[rows["policy"] == "always", "y"]
+    scale = float(always.iloc[0]) / 100 if len(always) else math.nan
+    others = rows[[not is_schedule(p) for p in rows["policy"]]]
+    handles, labels = [], []
+    for family, members in others.groupby(others["policy"].str.split(":").str[0], sort=False):
+        color = colors.get(members["policy"].iloc[0], "#000")  # one colour per family: a sweep reads as a curve
+        sweep = len(members) >= 2
+        if sweep:
+            line = members.sort_values("x")
+            ax.plot(line["x"], line["y"], color=color, linewidth=1.0, alpha=0.7, zorder=3)
+        for _, row in members.iterrows():
+            gap, low, high = (_as_float(row.get(k)) for k in ("gap_pct", "gap_low", "gap_high"))
+            if math.isfinite(gap + low + high + scale):
+                ax.errorbar([row["x"]], [row["y"]], yerr=[[(gap - low) * scale], [(high - gap) * scale]],
+                            color=color, capsize=3, linewidth=1.0, zorder=4)
+            point = ax.scatter([row["x"]], [row["y"]], s=40, color=color, zorder=5, edgecolor="white",
+                               linewidth=0.8)
+            # In a sweep the legend names the policy and each point its setting.
+            name, _, setting = row["policy"].partition(":")
+            label = (setting or "default") if sweep else row["policy"]
+            ax.annotate(_mpl_text(label), (row["x"], row["y"]), xytext=(5, 4), textcoords="offset points",
+                        fontsize=7.5, color=color)
+        handles.append(point)
+        labels.append(_mpl_text(family))
+    if handles:
+        ax.legend(handles, labels, loc="upper right", fontsize=8)
+    ax.set_xlim(left=0)
+    ax.margins(x=0.08, y=0.12)
+    top = max(float(rows["x"].max()), 1.0)
+    ticks = [t for t in (0, 1, 3, 10, 30, 100, 300, 1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000,
+                         3_000_000, 10_000_000) if t <= top * 1.5]
+    ax.set_xticks(ticks, [f"{t:,}" for t in ticks])
+    ax.set_xlabel("re-trainings (total), log(1 + x) scale")
     ax.set_ylabel("MAE")
     return fig
 

@@ -349,6 +349,133 @@ def _fit_chunk(spec, ctx: ForecastContext, params: dict, jobs: list) -> list:
     return results
 
 
+class FitCache:
+    """Fitted models on disk, so that backtests of the same data (other policies, other settings, a re-run)
+    fit each model once across runs.
+
+    A fit is stored under a digest of everything it depends on: the stream's id, its training window's
+    timestamps and values (the data fingerprint: any changed, added or masked row gives another key), the
+    model spec and parameters, the forecast context (frequency, season, horizon), the versions of mlma and of
+    numpy, scikit-learn and LightGBM, and the source code of :mod:`mlma.models` (and of a custom model's
+    module, when the spec names one), so an edited model is never served from an old fit. The entry keeps the
+    fit's measured CPU seconds, so a cached run charges each policy what the fit cost when it was made and
+    gives the same results as an uncached one.
+
+    Entries live in one SQLite file (``fits.sqlite``) in ``directory``; models are pickled, so only use a
+    cache directory you trust. A model spec given as an object whose ``repr`` is not stable (it shows a
+    memory address) cannot be addressed; such fits are not cached.
+
+    Parameters
+    ----------
+    directory
+        Folder of the cache (created if needed); share it between runs on the same data.
+    """
+
+    FILE = "fits.sqlite"
+
+    def __init__(self, directory) -> None:
+        import sqlite3
+        from pathlib import Path
+
+        self.directory = Path(directory)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.directory / self.FILE, timeout=60)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS fits (key TEXT PRIMARY KEY, model BLOB NOT NULL)")
+            self._db.commit()
+        except (OSError, sqlite3.Error) as exc:
+            raise ValueError(f"cannot use {self.directory} as a fit cache: {exc}") from exc
+        self.hits = 0
+        self.misses = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM fits").fetchone()[0]
+
+    @staticmethod
+    def context_digest(spec, ctx: ForecastContext, params: dict) -> str | None:
+        """The part of every key that depends on the model, not the data; ``None`` if it cannot be stable."""
+        import hashlib
+        import json
+
+        text = spec if isinstance(spec, str) else repr(spec)
+        if " at 0x" in text:
+            return None
+        parts = {"spec": text, "params": repr(sorted((params or {}).items())), "ctx": repr(ctx),
+                 "code": _model_code_digest(spec)}
+        return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=20).hexdigest()
+
+    @staticmethod
+    def key(context: str, stream_id, ds: np.ndarray, y: np.ndarray) -> str:
+        """The address of one fit: the model's digest, the stream and its window's data."""
+        import hashlib
+
+        h = hashlib.blake2b(context.encode(), digest_size=20)
+        h.update(repr(stream_id).encode())
+        h.update(np.ascontiguousarray(np.asarray(ds).astype("datetime64[ns]").view(np.int64)).tobytes())
+        h.update(np.ascontiguousarray(np.asarray(y, dtype=np.float64)).tobytes())
+        return h.hexdigest()
+
+    def load(self, keys: list[str]) -> dict[str, tuple]:
+        """Stored ``(model, seconds, fallback_reason, n_train)`` by key, for the keys present."""
+        import pickle
+
+        found: dict[str, tuple] = {}
+        for start in range(0, len(keys), 500):
+            batch = keys[start:start + 500]
+            rows = self._db.execute(f"SELECT key, model FROM fits WHERE key IN ({','.join('?' * len(batch))})",
+                                    batch).fetchall()
+            for key, blob in rows:
+                try:
+                    found[key] = pickle.loads(blob)
+                except Exception:  # noqa: BLE001 - an unreadable entry (e.g. another library version): refit
+                    continue
+        self.hits += len(found)
+        self.misses += len(set(keys)) - len(found)
+        return found
+
+    def store(self, entries: dict[str, tuple]) -> None:
+        import pickle
+
+        if not entries:
+            return
+        rows = [(key, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)) for key, value in entries.items()]
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO fits (key, model) VALUES (?, ?)", rows)
+
+
+def _model_code_digest(spec) -> str:
+    """A digest of the code a fit runs: mlma.models' sources, library versions and a custom model's module."""
+    import hashlib
+    import importlib.util
+    from importlib import metadata
+    from pathlib import Path
+
+    h = hashlib.blake2b(digest_size=20)
+    for name in ("mlma", "numpy", "scikit-learn", "lightgbm"):
+        try:
+            h.update(f"{name}={metadata.version(name)};".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{name}=none;".encode())
+    files = sorted(Path(__file__).with_name("models").glob("*.py"))
+    if isinstance(spec, str) and ":" in spec:
+        module = spec.split(":", 1)[1 if spec.startswith("sklearn:") else 0]
+        module = module.rsplit(".", 1)[0] if spec.startswith("sklearn:") else module
+        try:
+            found = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            found = None
+        if found is not None and found.origin and found.origin.endswith(".py"):
+            files.append(Path(found.origin))
+    for path in files:
+        h.update(path.name.encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
 class ModelService:
     """Fits and predicts the fleet's models, memoising fits and predictions by :class:`ModelKey`.
 
@@ -373,11 +500,15 @@ class ModelService:
     fit_timeout
         Seconds one call of :meth:`fit` may wait for its chunks (``None``: no limit). Chunks not back in
         time count as failed; see :attr:`timed_out`.
+    fit_cache
+        A :class:`FitCache` (or its directory) consulted before fitting and filled after: fits survive the
+        run. Not for live operation, where each fit is new data.
     """
 
     def __init__(self, fleet: FleetData, spec, ctx: ForecastContext, *, train_window_ticks: int | None,
                  executor: Executor | None = None, chunk_size: int = 64, model_params: dict | None = None,
-                 parallel_threshold: int | None = None, fit_timeout: float | None = None) -> None:
+                 parallel_threshold: int | None = None, fit_timeout: float | None = None,
+                 fit_cache: FitCache | str | None = None) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
         self.fleet = fleet
@@ -400,6 +531,13 @@ class ModelService:
         self._models: dict[ModelKey, FittedModel] = {}
         self._predictions: dict[tuple[ModelKey, int], np.ndarray] = {}
         self.fits_done = 0
+        #: Fits taken from :attr:`fit_cache` instead of being done.
+        self.fits_cached = 0
+        if fit_cache is not None and not isinstance(fit_cache, FitCache):
+            fit_cache = FitCache(fit_cache)
+        self.fit_cache = fit_cache
+        self._cache_context = (FitCache.context_digest(spec, ctx, self.model_params)
+                               if fit_cache is not None else None)
 
     def fit(self, keys: list[ModelKey], *, on_error: str = "raise") -> list[FittedModel | None]:
         """Fitted models for ``keys``, fitting only those not fitted before.
@@ -422,6 +560,8 @@ class ModelService:
             for key in missing:
                 hist = self.fleet.history(key.stream, key.end_tick, self.train_window_ticks)
                 jobs.append((key, hist.ds, hist.y))
+            jobs = self._from_cache(jobs)
+        if missing and jobs:
             parallel = len(jobs) >= self.parallel_threshold
             executor = self.executor if parallel else self._inline
             chunks = split_chunks(jobs, self.chunk_size, _slots(executor) if parallel else 1)
@@ -432,7 +572,36 @@ class ModelService:
             except ChunkFitError:
                 if on_error == "raise":
                     raise
+            finally:
+                self._to_cache(jobs)
         return [self._models.get(k) for k in keys] if on_error == "skip" else [self._models[k] for k in keys]
+
+    def _from_cache(self, jobs: list) -> list:
+        """Serve what the fit cache holds; return the jobs still to fit."""
+        if self.fit_cache is None or self._cache_context is None:
+            return jobs
+        addresses = [FitCache.key(self._cache_context, self.fleet.ids[key.stream], ds, y) for key, ds, y in jobs]
+        found = self.fit_cache.load(addresses)
+        left = []
+        for (key, ds, y), address in zip(jobs, addresses):
+            if address in found:
+                model, seconds, fallback_reason, n_train = found[address]
+                self._models[key] = FittedModel(key, model, seconds, fallback_reason, n_train)
+                self.fits_cached += 1
+            else:
+                left.append((key, ds, y))
+        return left
+
+    def _to_cache(self, jobs: list) -> None:
+        if self.fit_cache is None or self._cache_context is None:
+            return
+        entries = {}
+        for key, ds, y in jobs:
+            fm = self._models.get(key)
+            if fm is not None:
+                address = FitCache.key(self._cache_context, self.fleet.ids[key.stream], ds, y)
+                entries[address] = (fm.model, fm.seconds, fm.fallback_reason, fm.n_train)
+        self.fit_cache.store(entries)
 
     def _collect(self, chunks: list[list], futures: list[Future], executor: Executor) -> None:
         """Store every chunk's models; then raise for the first chunk that failed, naming its streams."""

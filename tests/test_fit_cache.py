@@ -1,0 +1,95 @@
+"""The on-disk fit cache: what its key covers, and that a cached backtest gives the uncached results."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlma.backtest import BacktestConfig, run_backtest
+from mlma.models import ForecastContext
+from mlma.training import FitCache
+
+CTX = ForecastContext("h", season_length=24, horizon=24)
+
+
+def hourly_frame(n_streams: int = 3, days: int = 16, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    ds = pd.date_range("2025-03-03", periods=24 * days, freq="h")
+    frames = []
+    for i in range(n_streams):
+        profile = 10 * (i + 1) * (1 + np.sin(np.arange(len(ds)) * 2 * np.pi / 24))
+        frames.append(pd.DataFrame({"unique_id": f"s{i}", "ds": ds,
+                                    "y": np.round(profile + rng.normal(0, 2, len(ds)), 3)}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_the_key_changes_with_everything_a_fit_depends_on():
+    ds = np.arange("2025-01-01", "2025-01-03", dtype="datetime64[h]").astype("datetime64[ns]")
+    y = np.arange(48.0)
+    context = FitCache.context_digest("ridge", CTX, {})
+    base = FitCache.key(context, "s0", ds, y)
+    assert FitCache.key(FitCache.context_digest("ridge", CTX, {}), "s0", ds.copy(), y.copy()) == base
+    changed_y = y.copy()
+    changed_y[5] = np.nan  # a masked (abnormal) row
+    variants = [
+        FitCache.key(context, "s1", ds, y),                                   # another stream
+        FitCache.key(context, "s0", ds + np.timedelta64(1, "h"), y),          # another window
+        FitCache.key(context, "s0", ds[1:], y[1:]),                           # a shorter window
+        FitCache.key(context, "s0", ds, changed_y),                           # other data
+        FitCache.key(FitCache.context_digest("lightgbm", CTX, {}), "s0", ds, y),   # another model
+        FitCache.key(FitCache.context_digest("ridge", CTX, {"alpha": 2.0}), "s0", ds, y),  # its parameters
+        FitCache.key(FitCache.context_digest("ridge", ForecastContext("h", 24, 12), {}), "s0", ds, y),  # horizon
+    ]
+    assert len({base, *variants}) == len(variants) + 1
+
+
+def test_an_unstable_model_spec_is_not_cached():
+    class Model:  # default repr shows a memory address
+        pass
+
+    assert FitCache.context_digest(Model(), CTX, {}) is None
+
+
+def test_a_second_backtest_takes_every_fit_from_the_cache_with_identical_results(tmp_path):
+    frame = hourly_frame()
+    settings = dict(policies=["never", "periodic:3", "always", "mlma"], model="ridge", initial_ticks=10,
+                    sample_streams=1, fit_cache=tmp_path / "fits")
+    first = run_backtest(frame, BacktestConfig(**settings))
+    assert first.config["fits_done"] > 0 and first.config["fits_from_cache"] == 0
+    second = run_backtest(frame, BacktestConfig(**settings))
+    assert second.config["fits_done"] == 0
+    assert second.config["fits_from_cache"] == first.config["fits_done"]
+    assert second.summary == first.summary
+    pd.testing.assert_frame_equal(second.per_stream, first.per_stream)
+    pd.testing.assert_frame_equal(second.forecasts, first.forecasts)
+    pd.testing.assert_frame_equal(second.retrain_log, first.retrain_log)
+    # Without the cache the same numbers come out (the cache changes nothing but the work done).
+    plain = run_backtest(frame, BacktestConfig(**{**settings, "fit_cache": None}))
+    pd.testing.assert_frame_equal(plain.per_stream.drop(columns="compute_seconds"),
+                                  first.per_stream.drop(columns="compute_seconds"))
+
+
+def test_changed_data_or_settings_miss_the_cache(tmp_path):
+    frame = hourly_frame()
+    settings = dict(policies=["always"], model="ridge", initial_ticks=10, sample_streams=0,
+                    fit_cache=tmp_path / "fits")
+    first = run_backtest(frame, BacktestConfig(**settings))
+    # One value of stream s1 changes at hour 200 (day 8, inside every 28-day window): s1's fits are new, the
+    # other two streams' come from the cache.
+    edited = frame.copy()
+    row = edited.index[(edited.unique_id == "s1")][200]
+    edited.loc[row, "y"] += 50.0
+    second = run_backtest(edited, BacktestConfig(**settings))
+    assert 3 * second.config["fits_done"] == first.config["fits_done"]
+    assert second.config["fits_done"] + second.config["fits_from_cache"] == first.config["fits_done"]
+    # Another training window: every fit is new.
+    third = run_backtest(frame, BacktestConfig(**settings, train_window_ticks=5))
+    assert third.config["fits_from_cache"] == 0
+
+
+def test_a_cache_folder_that_cannot_be_used_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ValueError, match="cannot use .* as a fit cache"):
+        FitCache(blocker)
