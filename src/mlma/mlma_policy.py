@@ -79,14 +79,16 @@ class MLMAPolicy(Policy):
     cooldown_ticks
         Ticks without a new trigger after a re-training attempt.
     budget
-        ``None`` (default): re-train every trigger and every due refresh. A whole number >= 1: exactly that
-        many re-trainings per tick, spent on the highest expected gains; a number in (0, 1): that share of
-        the streams with a model, per tick.
+        Re-trainings per tick: a whole number >= 1, or a share of the streams with a model in (0, 1); default
+        0.05 (a twentieth of the fleet per tick, about a refresh every 20 ticks if it were all spent). They
+        go to the highest expected gains among streams whose expected gain is at least ``min_gain`` or whose
+        tests triggered. ``None``: no budget; every trigger and every due refresh re-trains.
     refresh_ticks
         Age (in ticks) at which a model is refreshed; default: 28 daily ticks of sub-daily data, 4 ticks
         otherwise (ticks of a week or longer). ``0`` turns the refresh off (tests only).
     min_gain
-        Smallest learned expected gain of a refresh that keeps the refresh at its pace.
+        Smallest expected gain worth a re-training (with a budget), and the smallest learned gain of a refresh
+        that keeps the refresh at its pace (without one).
     explore_factor
         While the learned gain of a refresh is below ``min_gain``, models are refreshed at this many times
         ``refresh_ticks`` only (exploration, so that the evidence can turn).
@@ -115,7 +117,7 @@ class MLMAPolicy(Policy):
 
     def __init__(self, *, alpha: float = 0.2, delta: float = 0.05, fdr: str = "bh",
                  reference_ticks: int | None = None, warmup_ticks: int | None = None, cooldown_ticks: int = 2,
-                 budget: float | None = None, refresh_ticks: int | None = None, min_gain: float = 0.005,
+                 budget: float | None = 0.05, refresh_ticks: int | None = None, min_gain: float = 0.005,
                  explore_factor: int = 10, gain_prior=DEFAULT_GAIN_PRIOR, gain_prior_strength: float = 100.0,
                  bias_test: bool = True, loss: str = "absolute", repeat_limit: int = 3, repeat_window: int = 14,
                  silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7) -> None:
@@ -399,7 +401,8 @@ class MLMAPolicy(Policy):
             chosen = reject | due
         else:
             size = int(self.budget) if self.budget >= 1 else max(1, round(self.budget * int(obs.has_model.sum())))
-            chosen = _highest(eligible, expected, size)
+            # Only where a re-training is expected to pay at least min_gain, or a test found degradation.
+            chosen = _highest(eligible & ((expected >= self.min_gain) | reject), expected, size)
 
         picked = np.flatnonzero(chosen)
         triggered = np.flatnonzero(chosen & reject)
