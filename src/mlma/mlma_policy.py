@@ -151,7 +151,8 @@ class MLMAPolicy(Policy):
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
         self.alpha, self.delta, self.fdr, self.loss = alpha, delta, fdr, loss
         self.reference_ticks, self.warmup_ticks = reference_ticks, warmup_ticks
-        self.cooldown_ticks, self.budget = cooldown_ticks, budget
+        self.cooldown_ticks = cooldown_ticks
+        self.budget = None if budget is None else (int(budget) if budget >= 1 else float(budget))
         self.refresh_ticks, self.min_gain, self.explore_factor = refresh_ticks, min_gain, int(explore_factor)
         self.gain_prior, self.gain_prior_strength, self.bias_test = gain_prior, gain_prior_strength, bias_test
         self.repeat_limit, self.repeat_window, self.silent_ticks = repeat_limit, repeat_window, silent_ticks
@@ -402,7 +403,9 @@ class MLMAPolicy(Policy):
         else:
             size = int(self.budget) if self.budget >= 1 else max(1, round(self.budget * int(obs.has_model.sum())))
             # Only where a re-training is expected to pay at least min_gain, or a test found degradation.
-            chosen = _highest(eligible & ((expected >= self.min_gain) | reject), expected, size)
+            # Ties (evidence is capped) go to the larger excess loss, then to the older model.
+            chosen = _highest(eligible & ((expected >= self.min_gain) | reject), expected, size,
+                              tiebreak=(np.nan_to_num(excess), age))
 
         picked = np.flatnonzero(chosen)
         triggered = np.flatnonzero(chosen & reject)
@@ -614,12 +617,14 @@ def _fit_width(losses: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
-def _highest(candidates: np.ndarray, score: np.ndarray, size: int) -> np.ndarray:
-    """The ``size`` candidates with the highest score (all of them when there are fewer)."""
+def _highest(candidates: np.ndarray, score: np.ndarray, size: int, tiebreak=()) -> np.ndarray:
+    """The ``size`` candidates with the highest score, ties broken by the ``tiebreak`` arrays in turn (all
+    candidates when there are fewer)."""
     if candidates.sum() <= size:
         return candidates.copy()
     idx = np.flatnonzero(candidates)
-    top = idx[np.argsort(-score[idx], kind="stable")[:size]]
+    keys = [-np.asarray(key)[idx] for key in reversed(tiebreak)] + [-score[idx]]
+    top = idx[np.lexsort(keys)[:size]]
     chosen = np.zeros_like(candidates)
     chosen[top] = True
     return chosen
