@@ -6,7 +6,9 @@ forecast) does move, and in either direction. Per stream, each tick's mean signe
 method of batch means, as in the degradation test: the autocorrelation inside a tick and the daily pattern
 are averaged in); the newest ``w`` blocks are compared with the ``m`` reference blocks by a two-sided
 two-sample t statistic with the reference's block variance and ``m - 1`` degrees of freedom (a prediction
-interval for the mean of ``w`` new blocks). Fully vectorised over the fleet.
+interval for a new block). The mean of the ``w`` newest blocks is treated as one block, not ``w`` independent
+ones: consecutive ticks' errors persist (weather, a promotion) and the narrower interval over-rejected when
+they did (8 % instead of 5 % for hourly AR(1) 0.95 errors). Fully vectorised over the fleet.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def bias_shift_test(current: np.ndarray, reference: np.ndarray, *, min_reference
     --------
     >>> rng = np.random.default_rng(0)
     >>> ref = rng.normal(0, 1, (2, 14))
-    >>> p = bias_shift_test(np.array([[0.1, -0.2, 0.0], [3.0, 2.5, 3.5]]), ref)
+    >>> p = bias_shift_test(np.array([[0.1, -0.2, 0.0], [6.0, 5.5, 6.5]]), ref)
     >>> bool(p[0] > 0.5), bool(p[1] < 0.001)
     (True, True)
     """
@@ -44,7 +46,9 @@ def bias_shift_test(current: np.ndarray, reference: np.ndarray, *, min_reference
         c_mean = np.where(c_ok, cur, 0.0).sum(axis=1) / w
         r_mean = np.where(r_ok, ref, 0.0).sum(axis=1) / m
         r_var = np.where(r_ok, (ref - r_mean[:, None]) ** 2, 0.0).sum(axis=1) / (m - 1)
-        t = (c_mean - r_mean) / np.sqrt(r_var * (1.0 / w + 1.0 / m))
+        # The newest blocks are consecutive ticks, whose errors may persist from one to the next: their
+        # mean is treated as one block (no 1/w), which stays calibrated when the errors persist for days.
+        t = (c_mean - r_mean) / np.sqrt(r_var * (1.0 + 1.0 / m))
         p = 2.0 * special.stdtr(np.maximum(m - 1, 1), -np.abs(t))
     testable = (w > 0) & (m >= max(min_reference, 2)) & (r_var > 0) & np.isfinite(t)
     return np.where(testable, p, np.nan)
