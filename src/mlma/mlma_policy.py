@@ -218,10 +218,11 @@ class MLMAPolicy(Policy):
         self.cooldown_until[streams] = np.maximum(self.cooldown_until[streams], tick + self._cooldown(streams))
 
     def on_challenger_lost(self, streams: np.ndarray, tick: int) -> None:
-        """The re-training did not help: the stream's recent ticks become its reference (else the same
-        evidence would trigger again), and it cools down."""
+        """The re-training did not help: the stream's present becomes its normal. Its newest tick (judged
+        with the challenger) starts a new reference, filled by the next ticks (older ticks of the window may
+        predate the change that triggered; kept, they made the same evidence trigger again); it cools down."""
         streams = np.asarray(streams, dtype=np.int64)
-        self.reset_reference(streams, tick, rebase=True)
+        self.reset_reference(streams, tick, rebase=True, recent_ticks=1)
         self.cooldown_until[streams] = tick + np.maximum(self._cooldown(streams), 1)
 
     def on_challenger_judged(self, streams, tick, challenger_loss, champion_loss) -> None:
@@ -243,12 +244,14 @@ class MLMAPolicy(Policy):
         self.cooldown_override = (np.full(n, -1, dtype=np.int32) if cooldown_ticks is None
                                   else np.asarray(cooldown_ticks, dtype=np.int32))
 
-    def reset_reference(self, streams: np.ndarray, tick: int, *, rebase: bool = False) -> None:
+    def reset_reference(self, streams: np.ndarray, tick: int, *, rebase: bool = False,
+                        recent_ticks: int | None = None) -> None:
         """Start the streams' references afresh (reset), or from their recent losses (re-base).
 
         Reset: the next clean batches of the serving model build a new reference (the stream warms up
-        again). Re-base: the ticks in the probation window become the reference at once, accepting the
-        stream's recent behaviour as its new normal.
+        again). Re-base: the ticks in the probation window (its newest ``recent_ticks`` only, if given)
+        become the reference at once, accepting the stream's recent behaviour as its new normal; a
+        reference shorter than the warm-up is filled by the next ticks.
         """
         streams = np.asarray(streams, dtype=np.int64)
         if not len(streams):
@@ -256,6 +259,8 @@ class MLMAPolicy(Policy):
         recent = {}
         for s in streams:
             m = int(self.window_len[s]) if rebase else 0
+            if recent_ticks is not None:
+                m = min(m, recent_ticks)
             if m > 0:
                 recent[int(s)] = (self.window[s, -m:].copy(), self.window_sum[s, -m:].copy(),
                                   self.window_count[s, -m:].copy(), self.window_bias[s, -m:].copy())
