@@ -515,9 +515,19 @@ class MLMAPolicy(Policy):
 
     def _bias_test(self, idx: np.ndarray) -> np.ndarray:
         """Two-sided p-values of the bias test for streams ``idx``: the window's last ``window_ticks`` mean
-        signed errors against the reference's."""
+        signed errors against the reference's. The relevance margin is the loss test's: a shift of the mean
+        error by at most ``delta`` times the reference's mean absolute loss is not worth a re-training."""
         recent = self.window_bias[idx, -self.window_ticks:]
-        return bias_shift_test(recent, self.ref_bias[idx], min_reference=MIN_REFERENCE_TICKS)
+        delta = np.full(len(idx), self.delta)
+        own = self.delta_override[idx]
+        delta = np.where(np.isfinite(own), own, delta)
+        count = self.ref_count[idx].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = np.where(count > 0, self.ref_sum[idx].sum(axis=1) / np.maximum(count, 1), np.nan)
+        if self.loss == "squared":
+            scale = np.sqrt(scale)  # back to the errors' units
+        margin = np.where(np.isfinite(scale), delta * scale, 0.0)
+        return bias_shift_test(recent, self.ref_bias[idx], margin=margin, min_reference=MIN_REFERENCE_TICKS)
 
     def _push_window(self, mask: np.ndarray, current: np.ndarray, bias: np.ndarray) -> None:
         """Shift ``current`` into the probation window; a full window's oldest tick moves to the reference,

@@ -17,8 +17,9 @@ import numpy as np
 from scipy import special
 
 
-def bias_shift_test(current: np.ndarray, reference: np.ndarray, *, min_reference: int = 4) -> np.ndarray:
-    """Two-sided p-values, per row, for "the mean of ``current`` blocks equals the reference blocks' mean".
+def bias_shift_test(current: np.ndarray, reference: np.ndarray, *, margin=0.0, min_reference: int = 4) -> np.ndarray:
+    """Two-sided p-values, per row, for "the mean of ``current`` blocks is within ``margin`` of the reference
+    blocks' mean" (``margin`` 0: equals it).
 
     Parameters
     ----------
@@ -26,6 +27,9 @@ def bias_shift_test(current: np.ndarray, reference: np.ndarray, *, min_reference
         ``(n, w)`` per-tick mean signed errors of the newest ticks, NaN where a tick had none.
     reference
         ``(n, m)`` per-tick mean signed errors of the reference ticks, NaN-padded.
+    margin
+        Relevance margin (scalar or per row, in the errors' units): shifts up to it are no reason to act. The
+        p-value is that of the boundary ``|shift| = margin``, conservative inside it.
     min_reference
         Rows with fewer finite reference blocks (or no current block, or a reference without spread) get
         NaN: not tested.
@@ -48,7 +52,8 @@ def bias_shift_test(current: np.ndarray, reference: np.ndarray, *, min_reference
         r_var = np.where(r_ok, (ref - r_mean[:, None]) ** 2, 0.0).sum(axis=1) / (m - 1)
         # The newest blocks are consecutive ticks, whose errors may persist from one to the next: their
         # mean is treated as one block (no 1/w), which stays calibrated when the errors persist for days.
-        t = (c_mean - r_mean) / np.sqrt(r_var * (1.0 + 1.0 / m))
-        p = 2.0 * special.stdtr(np.maximum(m - 1, 1), -np.abs(t))
+        excess = np.maximum(np.abs(c_mean - r_mean) - np.asarray(margin, dtype=np.float64), 0.0)
+        t = excess / np.sqrt(r_var * (1.0 + 1.0 / m))
+        p = np.minimum(1.0, 2.0 * special.stdtr(np.maximum(m - 1, 1), -t))
     testable = (w > 0) & (m >= max(min_reference, 2)) & (r_var > 0) & np.isfinite(t)
     return np.where(testable, p, np.nan)
