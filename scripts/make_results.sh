@@ -85,8 +85,8 @@ done
   echo "interval over streams (none for panels of fewer than 10 streams). Headroom: the frontier minus the"
   echo "clairvoyant bound at that cost. Labour: escalations per 1,000 stream-days, about data and about the"
   echo "agent's own re-training; precision against the simulator's events that need a person."
-  echo
-  $MLMA table "${RUNS[@]}"
+  # Several folders give the table over all runs; each run's full table follows.
+  if [ "${#RUNS[@]}" -gt 1 ]; then echo; $MLMA table "${RUNS[@]}"; fi
   for RUN in "${RUNS[@]}"; do
     echo
     echo "## $(basename "$RUN")"

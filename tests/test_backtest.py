@@ -62,10 +62,11 @@ def test_never_fits_once_always_every_tick_periodic_on_schedule():
     assert summary["periodic:3:sync"]["retrains"] == 3 * 2
     ticks = result.retrain_log[result.retrain_log.policy == "periodic:3:sync"]["tick"].unique().tolist()
     assert sorted(ticks) == [12, 15]
-    # Staggered: stream s at the ticks k with k % 3 == s % 3, so each stream has its own phase.
+    # Staggered: stream s at the ticks k with k % 3 == its phase (0, 1 and 0 for these three streams).
     log = result.retrain_log[result.retrain_log.policy == "periodic:3"]
     by_stream = log.groupby("unique_id")["tick"].apply(sorted).to_dict()
-    assert by_stream == {"s0": [12, 15], "s1": [10, 13], "s2": [11, 14]}
+    assert PeriodicRetrain(3).phase(3).tolist() == [0, 1, 0]
+    assert by_stream == {"s0": [12, 15], "s1": [10, 13], "s2": [12, 15]}
     # Every policy is scored on the same points.
     assert len({row["n_scored"] for row in result.summary}) == 1
     assert summary["always"]["compute_seconds"] > 0
@@ -185,6 +186,9 @@ def test_frontier_schedules_are_added_and_each_policy_gets_its_gap(tmp_path):
         frontier = np.interp(np.log1p(row["retrains"]), x, y)
         assert row["gap_pct"] == pytest.approx(100 * (row["mae"] - frontier) / rows["always"]["mae"], abs=1e-3)
         assert row["gap_low"] <= row["gap_pct"] <= row["gap_high"]
+    ph, sync = rows["page-hinkley:threshold=5"], rows["periodic:3:sync"]
+    beats = sync["retrains"] <= ph["retrains"] and sync["mae"] < ph["mae"]
+    assert ph["dominated_by"] == (["periodic:3:sync"] if beats else [])
     write_outputs(result, tmp_path)
     payload = json.loads((tmp_path / "summary.json").read_text())
     assert payload["frontier"][0]["policy"] == "never"

@@ -34,7 +34,10 @@ def test_dominated_schedules_leave_the_frontier():
 def test_schedules_and_periods():
     assert is_schedule("periodic:14") and not is_schedule("periodic:14:sync") and not is_schedule("adwin")
     periods = default_periods(300)
-    assert periods == sorted(periods) and periods[0] == 2 and 2 * periods[-1] <= 300
+    assert len(periods) == 10 and periods == sorted(periods) and periods[0] == 2 and periods[-1] == 16 * 300
+    # Geometric: each period about the same factor above the one before.
+    ratios = np.diff(np.log(periods))
+    assert ratios.max() < 1.2 * ratios.mean()
 
 
 def per_stream_frame(stream_mae: dict[str, np.ndarray], stream_retrains: dict[str, np.ndarray],

@@ -23,7 +23,7 @@ def test_table_over_several_runs_lists_each_run_and_policy(tmp_path):
     result = CliRunner().invoke(app, ["table", str(tmp_path / "sim-7"), str(tmp_path / "sim-11")])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert lines[2] == "| sim-7 | mlma | 1.100 | 0.020 | -0.50 [-0.90, -0.10] | - | 0.40 | - | - | 0.90 |"
+    assert lines[2] == "| sim-7 | mlma | 1.100 | 0.020 | -0.50 [-0.90, -0.10] | - | - | 0.40 | - | - | 0.90 |"
     assert lines[3].startswith("| sim-11 | mlma |") and len(lines) == 4  # the added schedule is left out
     everything = CliRunner().invoke(app, ["table", "--all", str(tmp_path / "sim-7"), str(tmp_path / "sim-11")])
     assert "| sim-7 | always |" in everything.output

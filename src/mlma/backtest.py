@@ -318,13 +318,15 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
 def _add_gaps(summary: list[dict], per_stream: pd.DataFrame, n_boot: int) -> list[dict]:
     """Put each policy's gap to the schedule frontier (and its interval) and the clairvoyant bound at its cost
     into its summary row; return the frontier's schedules and the clairvoyant curve."""
-    from mlma.evaluation import frontier_gaps
+    from mlma.evaluation import dominated_by, frontier_gaps
 
     result = frontier_gaps(per_stream, n_boot=n_boot)
+    beaten = dominated_by(summary)
     for row in summary:
         gap = result.get("gaps", {}).get(row["policy"], {})
         for key in ("gap_pct", "gap_low", "gap_high", "frontier_mae", "clairvoyant_mae", "headroom_pct"):
             row[key] = gap.get(key)
+        row["dominated_by"] = beaten.get(row["policy"], [])
     return result.get("frontier", []), result.get("clairvoyant", [])
 
 
@@ -565,6 +567,12 @@ def summary_markdown(summary: list[dict], *, include_frontier: bool = False) -> 
     return "\n".join(out)
 
 
+def _beaten_by(row: dict) -> str:
+    """The best policy with no more re-trainings and a lower MAE, and how many such there are."""
+    beaten = row.get("dominated_by") or []
+    return "-" if not beaten else beaten[0] + (f" (+{len(beaten) - 1})" if len(beaten) > 1 else "")
+
+
 def runs_markdown(runs: list[tuple[str, list[dict]]], *, include_frontier: bool = False) -> str:
     """One Markdown table over several backtests (e.g. data sets or seeds): per run and policy, MAE and
     re-trainings relative to ``always``, the gap to the frontier with its interval, the clairvoyant headroom
@@ -573,13 +581,13 @@ def runs_markdown(runs: list[tuple[str, list[dict]]], *, include_frontier: bool 
     >>> print(runs_markdown([("seed-7", [{"policy": "always", "mae": 2.0, "retrains": 10, "gap_pct": 0.0},
     ...                                  {"policy": "mlma", "mae": 2.1, "retrains": 1, "gap_pct": -1.5,
     ...                                   "gap_low": -2.0, "gap_high": -1.0}])]))
-    | data | policy | MAE / always | re-trainings / always | gap % [95% CI] | headroom % | esc. / 1k stream-days | data / 1k | re-training / 1k | esc. precision |
-    | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-    | seed-7 | always | 1.000 | 1.000 | +0.00 | - | - | - | - | - |
-    | seed-7 | mlma | 1.050 | 0.100 | -1.50 [-2.00, -1.00] | - | - | - | - | - |
+    | data | policy | MAE / always | re-trainings / always | gap % [95% CI] | headroom % | beaten by | esc. / 1k stream-days | data / 1k | re-training / 1k | esc. precision |
+    | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+    | seed-7 | always | 1.000 | 1.000 | +0.00 | - | - | - | - | - | - |
+    | seed-7 | mlma | 1.050 | 0.100 | -1.50 [-2.00, -1.00] | - | - | - | - | - | - |
     """
     headers = ["data", "policy", "MAE / always", "re-trainings / always", "gap % [95% CI]", "headroom %",
-               "esc. / 1k stream-days", "data / 1k", "re-training / 1k", "esc. precision"]
+               "beaten by", "esc. / 1k stream-days", "data / 1k", "re-training / 1k", "esc. precision"]
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     for name, summary in runs:
         always = next((row for row in summary if row["policy"] == "always"), {})
@@ -591,7 +599,7 @@ def runs_markdown(runs: list[tuple[str, list[dict]]], *, include_frontier: bool 
         for row in summary_rows(summary, include_frontier=include_frontier):
             cells = [name, row["policy"], rel(row, "mae"), rel(row, "retrains"),
                      format_cell(row, "gap_pct", "gap"), format_cell(row, "headroom_pct", "{:.2f}"),
-                     format_cell(row, "escalations_per_1k_stream_days", "{:.2f}"),
+                     _beaten_by(row), format_cell(row, "escalations_per_1k_stream_days", "{:.2f}"),
                      format_cell(row, "data_escalations_per_1k_stream_days", "{:.2f}"),
                      format_cell(row, "retraining_escalations_per_1k_stream_days", "{:.2f}"),
                      format_cell(row, "escalation_precision", "{:.2f}")]

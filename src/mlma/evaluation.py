@@ -33,20 +33,21 @@ SCHEDULE = re.compile(r"^(never|always|periodic:\d+)$")
 """Names of the policies that make up the frontier (staggered periodic only: ``periodic:K:sync`` is not)."""
 
 
-def default_periods(scored_ticks: int) -> list[int]:
+def default_periods(scored_ticks: int, count: int = 10, longest: int = 16) -> list[int]:
     """The periods K of the frontier's ``periodic:K`` schedules for a backtest of ``scored_ticks`` ticks.
 
-    Roughly geometric (a factor of about 1.5), so the frontier has points at every order of magnitude of cost,
-    and short enough that each schedule re-trains at least twice.
+    ``count`` periods, geometric from 2 to ``longest`` times the scored ticks, so the frontier has a point at
+    every order of magnitude of cost. Periods longer than the backtest are real schedules too: staggered, a
+    share ``scored_ticks / K`` of the streams re-trains once within it, which puts schedules near the cheap
+    end, where a straight line from ``never`` to a weekly schedule would be far too optimistic.
 
-    >>> default_periods(60)
-    [2, 3, 5, 7, 10, 14, 21, 28]
-    >>> default_periods(3)
-    [2]
+    >>> default_periods(54)
+    [2, 4, 8, 15, 30, 58, 114, 224, 440, 864]
+    >>> default_periods(3, count=4)
+    [2, 6, 17, 48]
     """
-    periods = [2, 3, 5, 7, 10, 14, 21, 28, 42, 56, 91, 182, 364]
-    kept = [k for k in periods if 2 * k <= max(scored_ticks, 4)]
-    return kept or [2]
+    top = max(3, longest * scored_ticks)
+    return sorted({int(round(k)) for k in np.geomspace(2, top, max(count, 2))})
 
 
 def is_schedule(policy: str) -> bool:
@@ -283,3 +284,22 @@ def clairvoyant_mae(per_stream: pd.DataFrame, at) -> np.ndarray:
     cost, err = clairvoyant_curve(abs_sum[:, schedules], retrains[:, schedules])
     total = n[:, schedules[0]].sum()
     return np.interp(at, cost, err) / total if total else np.full(at.shape, np.nan)
+
+
+def dominated_by(summary: list[dict]) -> dict[str, list[str]]:
+    """For each policy, the other policies (not schedules) with no more re-trainings and a lower MAE, best
+    first: a policy is dominated when one of them exists.
+
+    >>> dominated_by([{"policy": "mlma", "mae": 2.0, "retrains": 10},
+    ...               {"policy": "adwin:delta=0.1", "mae": 1.9, "retrains": 8},
+    ...               {"policy": "adwin:delta=0.5", "mae": 1.8, "retrains": 20},
+    ...               {"policy": "never", "mae": 1.0, "retrains": 0}])
+    {'mlma': ['adwin:delta=0.1'], 'adwin:delta=0.1': [], 'adwin:delta=0.5': [], 'never': []}
+    """
+    rows = [r for r in summary if r.get("mae") is not None and r.get("retrains") is not None]
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        better = [o for o in rows if o is not row and not is_schedule(o["policy"])
+                  and o["retrains"] <= row["retrains"] and o["mae"] < row["mae"]]
+        out[row["policy"]] = [o["policy"] for o in sorted(better, key=lambda o: o["mae"])]
+    return out

@@ -162,14 +162,20 @@ class NeverRetrain(Policy):
         return Decision.nothing(obs.n_streams)
 
 
+_GOLDEN = (5 ** 0.5 - 1) / 2
+
+
 class PeriodicRetrain(Policy):
     """Re-train every stream every ``every`` ticks (e.g. weekly for daily ticks).
 
-    Staggered by default: stream ``s`` is due at the ticks ``k`` with ``k % every == s % every``, so each
-    stream keeps its own phase and one ``every``-th of the fleet re-trains at each tick, as a sensible cron
-    spreads its load. The phase depends only on the stream's index and the tick number, so it is the same in
-    every run and in live operation (streams keep their index; new ones are appended). A stream that had no
-    data at its due tick re-trains at its next tick with data, then returns to its phase.
+    Staggered by default: stream ``s`` is due at the ticks ``k`` with ``k % every == phase[s]``, so each
+    stream keeps its own phase and about one ``every``-th of the fleet re-trains at each tick, as a sensible
+    cron spreads its load. The phases are the golden-ratio (Weyl) sequence ``floor(frac(s * 0.618...) *
+    every)``: spread evenly over the whole period for any fleet size (each phase holds ``n / every`` streams
+    give or take two, and a period longer than the fleet is still covered, not just its first ``n`` ticks),
+    and fixed by the stream's index alone, so a stream has the same phase in every run and in live operation
+    (streams keep their index; new ones are appended). A stream that had no data at its due tick re-trains at
+    its next tick with data, then returns to its phase.
     ``stagger=False`` re-trains every stream whose model is ``every`` ticks old or older: after a common
     first fit, the whole fleet at once (``periodic:K:sync``).
 
@@ -185,8 +191,12 @@ class PeriodicRetrain(Policy):
         self.name = f"periodic:{self.every}" + ("" if self.stagger else ":sync")
 
     def phase(self, n_streams: int) -> np.ndarray:
-        """Each stream's phase: it is due at ticks ``k`` with ``k % every == phase``."""
-        return np.arange(n_streams) % self.every
+        """Each stream's phase: it is due at ticks ``k`` with ``k % every == phase``.
+
+        >>> PeriodicRetrain(every=4).phase(6).tolist()
+        [0, 2, 0, 3, 1, 0]
+        """
+        return np.floor((np.arange(n_streams) * _GOLDEN % 1.0) * self.every).astype(np.int64)
 
     def decide(self, obs: TickObservation) -> Decision:
         decision = Decision.nothing(obs.n_streams)

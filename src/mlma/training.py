@@ -386,14 +386,9 @@ class FitCache:
             self._db.commit()
         except (OSError, sqlite3.Error) as exc:
             raise ValueError(f"cannot use {self.directory} as a fit cache: {exc}") from exc
-        self.hits = 0
-        self.misses = 0
 
     def close(self) -> None:
         self._db.close()
-
-    def __len__(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM fits").fetchone()[0]
 
     @staticmethod
     def context_digest(spec, ctx: ForecastContext, params: dict) -> str | None:
@@ -433,8 +428,6 @@ class FitCache:
                     found[key] = pickle.loads(blob)
                 except Exception:  # noqa: BLE001 - an unreadable entry (e.g. another library version): refit
                     continue
-        self.hits += len(found)
-        self.misses += len(set(keys)) - len(found)
         return found
 
     def store(self, entries: dict[str, tuple]) -> None:
