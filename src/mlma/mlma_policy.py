@@ -43,7 +43,7 @@ from mlma.escalations import Escalation
 from mlma.monitor import degradation_test, fdr_control
 from mlma.monitor.bias import bias_shift_test
 from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
-from mlma.monitor.gain import FEATURES, GainModel, decision_features
+from mlma.monitor.gain import GainModel, decision_features
 from mlma.policy import Decision, Policy, TickObservation, Verdict
 from mlma.quality import check_batch
 
@@ -435,12 +435,11 @@ class MLMAPolicy(Policy):
     def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected) -> str:
         gain = f"expected gain {100 * expected:+.1f} %"
         if triggered:
-            parts = []
             if np.isfinite(p_degradation) and (not np.isfinite(p_bias) or p_degradation <= p_bias):
-                parts.append(f"loss {decision.effect[s]:.2f}x reference")
+                what = f"loss {decision.effect[s]:.2f}x reference"
             else:
-                parts.append(f"mean error shifted from reference")
-            return f"{parts[0]} (p={decision.p_value[s]:.2g}); {gain}"
+                what = "mean error shifted from reference"
+            return f"{what} (p={decision.p_value[s]:.2g}); {gain}"
         if self.budget is None:
             return f"refresh: model {int(age)} ticks old; {gain}"
         return f"budget: among the highest expected gains (model {int(age)} ticks old); {gain}"
