@@ -41,11 +41,13 @@ def simulate_errors(n: int, ticks: int, phi: float, t_df: float | None, rng) -> 
     return (errors * daily).reshape(n, ticks, STEPS)
 
 
-def drive(policy: MLMAPolicy, errors: np.ndarray, rng, challenger_errors: np.ndarray | None = None):
+def drive(policy: MLMAPolicy, errors: np.ndarray, rng, challenger_errors: np.ndarray | None = None,
+          retrain: bool = True):
     """Run the agent's loop over ``errors`` without any real change: a stream the policy re-trains at tick
     ``t`` gets a challenger judged on tick ``t + 1`` (its errors from ``challenger_errors``, the same
     process); it wins (new model, fresh reference) when its mean loss is at most the champion's, else it is
-    lost (the policy re-bases). Returns per-tick arrays of p-values, triggers (test rejections) and
+    lost (the policy re-bases). With ``retrain=False`` nothing is ever re-trained (triggers change nothing).
+    Returns per-tick arrays of p-values, triggers (test rejections) and
     re-trainings, and the fitted-at tick of each stream's model."""
     n, ticks, _ = errors.shape
     if challenger_errors is None:
@@ -71,11 +73,11 @@ def drive(policy: MLMAPolicy, errors: np.ndarray, rng, challenger_errors: np.nda
             policy.on_new_model(won, t)
             policy.on_challenger_lost(lost, t)
             pending[judged] = -2
-        retrain = decision.retrain & (pending < 0)   # the agent does not re-train a stream in shadow
-        pending[retrain] = t
+        chosen = decision.retrain & (pending < 0) & retrain  # the agent does not re-train a stream in shadow
+        pending[chosen] = t
         p_values.append(decision.p_value)
         triggers.append(decision.verdict == 1)
-        retrains.append(retrain)
+        retrains.append(chosen)
     return np.array(p_values), np.array(triggers), np.array(retrains), fitted
 
 
@@ -118,13 +120,19 @@ def test_per_stream_false_trigger_rate_stays_nominal_over_200_ticks_without_rese
 
 @pytest.mark.slow
 def test_the_reference_stays_an_unbiased_sample_of_the_losses():
-    """After 200 ticks of no change the fleet's mean reference loss matches the mean loss (a reference fed
-    only ticks that passed their tests sat 1-4 % low, eating most of the 5 % relevance margin)."""
+    """After 200 ticks of no change, triggers acted on by nothing (the issue's setting: no reset after a
+    trigger), the fleet's mean reference loss matches the mean loss: admission does not depend on test
+    outcomes (a reference fed only ticks that passed their tests sat 1-4 % low, eating most of the 5 %
+    relevance margin). (When triggers re-train, every reset drops the window that triggered it, so the
+    references standing at any moment lack the ticks that caused resets: about 1 % low at the strictest
+    setting's 2 % trigger rate. That is the price of starting a new model's reference afresh, not an
+    admission rule.)"""
     rng = np.random.default_rng(4)
     n, ticks = 1000, 200
     errors = simulate_errors(n, ticks, 0.5, 4, rng)
     policy = _tests_only()
-    drive(policy, errors, rng, simulate_errors(n, ticks, 0.5, 4, rng))
+    _, triggers, _, _ = drive(policy, errors, rng, simulate_errors(n, ticks, 0.5, 4, rng), retrain=False)
+    assert triggers.sum() > 1000  # the tests fired; nothing was re-trained
     reference = policy.reference_mean()
     ok = np.isfinite(reference)
     true_mean = np.abs(errors[:, -60:]).mean()

@@ -218,11 +218,13 @@ class MLMAPolicy(Policy):
         self.cooldown_until[streams] = np.maximum(self.cooldown_until[streams], tick + self._cooldown(streams))
 
     def on_challenger_lost(self, streams: np.ndarray, tick: int) -> None:
-        """The re-training did not help: the stream's present becomes its normal. Its newest tick (judged
-        with the challenger) starts a new reference, filled by the next ticks (older ticks of the window may
-        predate the change that triggered; kept, they made the same evidence trigger again); it cools down."""
+        """The re-training did not help: the stream's present becomes its normal. Its reference starts afresh
+        from the next ticks, and it cools down. (Older ticks of the window may predate the change that
+        triggered: kept, they made the same evidence trigger again. The tick the challenger was judged on is
+        left out too: the challenger lost *because* the champion did well on it, so it would bias the new
+        reference low.)"""
         streams = np.asarray(streams, dtype=np.int64)
-        self.reset_reference(streams, tick, rebase=True, recent_ticks=1)
+        self.reset_reference(streams, tick)
         self.cooldown_until[streams] = tick + np.maximum(self._cooldown(streams), 1)
 
     def on_challenger_judged(self, streams, tick, challenger_loss, champion_loss) -> None:
