@@ -289,11 +289,14 @@ def oracle_detection(seed: int, n_streams: int, delta: float = 0.1, ticks: int =
 
 def test_power_thirty_percent_rise_absolute_loss():
     """A 30 % rise of the loss level (absolute errors, AR(1) 0.5), no margin: the growing window finds it
-    in most streams within three ticks, detection grows with every tick, and it keeps a good share of the
-    power of a test that knows the reference exactly."""
+    in most streams within three ticks, its detection grows with every tick by more than Monte-Carlo noise,
+    and it keeps a good share of the power of a test that knows the reference exactly."""
     per_tick, window = detection_after_ticks(5, N_SIZE, delta=0.0, phi=0.5, level=1.3)
     oracle = oracle_detection(5, N_SIZE, delta=0.0, phi=0.5, level=1.3)
-    assert np.all(np.diff(per_tick) > 0) and np.all(np.diff(window) > 0)
+    # The window's rate is not cumulative by construction (each look is a new test of a longer batch): it
+    # must grow because evidence accumulates. (``per_tick`` is "any tick so far", which cannot fall, so
+    # only its level is checked.)
+    assert np.all(np.diff(window) > tolerance(0.5, N_SIZE))
     assert window[2] > 0.5 and per_tick[2] > 0.45
     assert np.all(window >= 0.6 * oracle)
 

@@ -109,7 +109,7 @@ def run_side_by_side(optimised: MLMAPolicy, reference: MLMAPolicy, *, n: int, st
         np.testing.assert_array_equal(fast.verdict, slow.verdict, err_msg=where)
         np.testing.assert_array_equal(fast.retrain, slow.retrain, err_msg=where)
         assert fast.escalations == slow.escalations, where
-        np.testing.assert_array_equal(optimised.window_ok, reference.window_ok, err_msg=where)
+        np.testing.assert_array_equal(optimised.window_len, reference.window_len, err_msg=where)
         np.testing.assert_array_equal(optimised.ref_len, reference.ref_len, err_msg=where)
 
         tested = np.isfinite(fast.p_value)

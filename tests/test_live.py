@@ -91,7 +91,9 @@ def check_replay_matches_backtest(root: Path, frame: pd.DataFrame) -> None:
     live_retrains = set(map(tuple, verdicts.loc[verdicts["retrain"], ["unique_id", "tick"]].to_numpy().tolist()))
     backtest_retrains = set(map(tuple, result.retrain_log[["unique_id", "tick"]].to_numpy().tolist()))
     assert len(backtest_retrains) > 20, "the simulated events should cause re-trainings"
-    assert {"challenger-lost", "cold", "silent"} <= set(result.escalation_log["kind"])
+    assert {"cold", "silent"} <= set(result.escalation_log["kind"])
+    # Lost challengers happened (their escalation needs three in a row, which this short replay need not see).
+    assert result.summary[0]["rejected_challengers"] > 0
     assert live_retrains == backtest_retrains
     # The same escalations.
     live_esc = sorted(map(tuple, escalations[["unique_id", "tick", "kind"]].to_numpy().tolist()))

@@ -255,20 +255,21 @@ def test_calibration_on_heterogeneous_fleets(loss):
 
 @pytest.mark.slow
 def test_calibration_by_kind_of_stream():
-    """The prior is the fleet's, so moderation is calibrated for the fleet, not for every kind of stream:
-    streams noisier than most (errors persisting for hours, phi 0.9) are flagged more often than alpha,
-    quieter ones (count streams here) less. Documented bounds: at most twice alpha at 5 % for the
-    noisiest kind with a one-day current batch, and near alpha in the far tail."""
+    """The prior is the fleet's, so moderation is calibrated for the fleet, not for every kind of stream
+    (a known limitation, see docs/statistics.md). What must hold: the fleet as a whole at alpha, and no
+    kind of stream above the documented ceiling, twice alpha at 5 % and alpha (+ 3 SE) in the far tail.
+    (This test used to require that the persistent kind be flagged more often with moderation than
+    without: that locked the limitation in instead of bounding it.)"""
     rng = np.random.default_rng(7)
     losses, kind = heterogeneous_fleet(rng, 2 * N_CALIBRATION, 8, weekly_share=0.0)
     current, reference = split(losses, 7, 1)
     p = degradation_test(current, reference, delta=0.0).p_value
     plain = degradation_test(current, reference, delta=0.0, moderate=False).p_value
     persistent = kind["phi"] == 0.9
-    assert np.mean(p[persistent] <= ALPHA) > np.mean(plain[persistent] <= ALPHA) + 0.01
-    assert np.mean(p[persistent] <= ALPHA) < 2 * ALPHA
+    for group in (persistent, kind["count"], ~persistent & ~kind["count"]):
+        assert np.mean(p[group] <= ALPHA) < 2 * ALPHA
+        assert np.mean(plain[group] <= ALPHA) <= ALPHA + tolerance(ALPHA, group.sum())
     assert np.mean(p[persistent] <= 0.002) <= 0.002 + tolerance(0.002, persistent.sum())
-    assert np.mean(p[kind["count"]] <= ALPHA) < ALPHA
     assert np.mean(p <= ALPHA) <= ALPHA + tolerance(ALPHA, p.size)
 
 

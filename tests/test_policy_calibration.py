@@ -1,15 +1,19 @@
-"""Statistical validation of the whole MLMA decision loop, not just the test function.
+"""Statistical validation of the whole MLMA decision loop, not just the test functions.
 
-The policy adds state on top of :func:`mlma.monitor.degradation_test`: warm-up, a reference that rolls
-forward after probation, a two-window test (newest tick, last three ticks) combined by Bonferroni, the
-reference gate, resets after a new model. These seeded simulations feed the policy loss batches of many
-streams, tick after tick, and check
+The policy adds state on top of :func:`mlma.monitor.degradation_test` and :func:`mlma.monitor.bias_shift_test`:
+warm-up, a reference that rolls forward after probation, two windows combined by Bonferroni, re-basing after a
+lost challenger, an expected-gain model that learns from the outcomes of re-trainings. These seeded
+simulations drive the policy for 200+ ticks the way the agent does, WITHOUT starting the reference afresh after
+each trigger (a re-training that changes nothing is judged like a real one: a challenger whose errors come from
+the same process wins or loses by chance), and check
 
-- under no change: the per-stream trigger rate per tested tick is at or under the nominal alpha (no
-  multiplicity control, relevance margin 0: the strictest setting), on autocorrelated heavy-tailed losses
-  with a daily pattern; and with Benjamini-Hochberg the fleet has almost no tick with any false trigger;
+- under no change: the tests' per-stream trigger rate stays at or under the nominal level, and does not rise
+  over 200 ticks (a reference that admitted only ticks that passed its tests drifted low: 7-11 % triggers per
+  stream by tick 80-200); the reference stays an unbiased sample of the losses; the default policy learns that
+  re-training does not pay and its re-trainings fall to at most 0.005 per stream-tick;
 - under a sustained 30 % / 100 % loss increase in part of the fleet: most affected streams are flagged within
-  a few ticks, and the reference does not absorb the change.
+  a few ticks;
+- a level drop on count data, which absolute losses hide, is found by the bias test.
 
 Run as a script to print the tables in docs/statistics.md ("The decision loop").
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import signal
 
 from mlma.mlma_policy import MLMAPolicy
 from mlma.policy import TickObservation
@@ -25,66 +30,175 @@ from mlma.policy import TickObservation
 STEPS = 24
 
 
-def simulate_losses(n: int, ticks: int, phi: float, t_df: float | None, rng) -> np.ndarray:
-    """Absolute losses of AR(1) forecast errors with a daily pattern in their scale, ``(n, ticks, STEPS)``."""
+def simulate_errors(n: int, ticks: int, phi: float, t_df: float | None, rng) -> np.ndarray:
+    """Signed AR(1) forecast errors with unit innovation variance and a daily pattern in their scale,
+    ``(n, ticks, STEPS)``."""
     total = ticks * STEPS
-    shocks = rng.standard_t(t_df, (n, total)) if t_df else rng.normal(size=(n, total))
-    errors = np.empty((n, total))
-    state = shocks[:, 0] / np.sqrt(max(1 - phi ** 2, 1e-9))
-    for t in range(total):
-        state = phi * state + shocks[:, t] if t else state
-        errors[:, t] = state
+    shocks = rng.standard_t(t_df, (n, total)) / np.sqrt(t_df / (t_df - 2)) if t_df else rng.normal(size=(n, total))
+    shocks[:, 0] /= np.sqrt(max(1 - phi ** 2, 1e-9))
+    errors = signal.lfilter([1.0], [1.0, -phi], shocks, axis=1) * np.sqrt(1 - phi ** 2)
     daily = 1 + 0.6 * np.sin(2 * np.pi * np.arange(total) / STEPS)
-    return np.abs(errors * daily).reshape(n, ticks, STEPS)
+    return (errors * daily).reshape(n, ticks, STEPS)
 
 
-def drive(policy: MLMAPolicy, losses: np.ndarray, rng, reset_on_trigger: bool = True):
-    """Feed ``losses`` tick by tick; returns per-tick arrays of p-values and triggers."""
-    n, ticks, _ = losses.shape
+def drive(policy: MLMAPolicy, errors: np.ndarray, rng, challenger_errors: np.ndarray | None = None,
+          retrain: bool = True):
+    """Run the agent's loop over ``errors`` without any real change: a stream the policy re-trains at tick
+    ``t`` gets a challenger judged on tick ``t + 1`` (its errors from ``challenger_errors``, the same
+    process); it wins (new model, fresh reference) when its mean loss is at most the champion's, else it is
+    lost (the policy re-bases). With ``retrain=False`` nothing is ever re-trained (triggers change nothing).
+    Returns per-tick arrays of p-values, triggers (test rejections) and
+    re-trainings, and the fitted-at tick of each stream's model."""
+    n, ticks, _ = errors.shape
+    if challenger_errors is None:
+        challenger_errors = simulate_errors(n, ticks, 0.5, 4, rng)
     policy.reset(n, STEPS, STEPS)
     policy.on_new_model(np.arange(n), -1)
-    p_values, triggers = [], []
+    fitted = np.full(n, -1)
+    pending = np.full(n, -2)
+    p_values, triggers, retrains = [], [], []
     for t in range(ticks):
-        obs = TickObservation(t, actuals=10 + rng.normal(0, 1, (n, STEPS)), losses=losses[:, t],
-                              scaled_losses=losses[:, t], has_model=np.ones(n, dtype=bool),
-                              ticks_since_fit=np.full(n, t), observed=np.full(n, STEPS))
+        e = errors[:, t]
+        obs = TickObservation(t, actuals=10 + e, losses=np.abs(e), scaled_losses=np.abs(e),
+                              has_model=np.ones(n, dtype=bool), ticks_since_fit=t - fitted,
+                              observed=np.full(n, STEPS), errors=e)
         decision = policy.decide(obs)
+        judged = np.flatnonzero(pending == t - 1)
+        if len(judged):
+            challenger = np.abs(challenger_errors[judged, t]).mean(axis=1)
+            champion = np.abs(e[judged]).mean(axis=1)
+            policy.on_challenger_judged(judged, t, challenger, champion)
+            won, lost = judged[challenger <= champion], judged[challenger > champion]
+            fitted[won] = t
+            policy.on_new_model(won, t)
+            policy.on_challenger_lost(lost, t)
+            pending[judged] = -2
+        chosen = decision.retrain & (pending < 0) & retrain  # the agent does not re-train a stream in shadow
+        pending[chosen] = t
         p_values.append(decision.p_value)
-        triggers.append(decision.retrain)
-        if reset_on_trigger and decision.retrain.any():
-            # Under no change a re-trained model has the same loss distribution: a fresh reference.
-            policy.on_new_model(np.flatnonzero(decision.retrain), t)
-    return np.array(p_values), np.array(triggers)
+        triggers.append(decision.verdict == 1)
+        retrains.append(chosen)
+    return np.array(p_values), np.array(triggers), np.array(retrains), fitted
 
 
-def false_trigger_rate(phi: float, t_df: float | None, n: int = 2000, ticks: int = 40, seed: int = 0) -> float:
+def _tests_only(**params) -> MLMAPolicy:
+    """The tests alone: no budget, no refresh, no multiplicity control, no margin unless given."""
+    return MLMAPolicy(**({"budget": None, "refresh_ticks": 0, "fdr": "none", "delta": 0.0, "alpha": 0.05}
+                         | params))
+
+
+def false_trigger_rates(phi: float, t_df: float | None, n: int = 1000, ticks: int = 200, seed: int = 0):
+    """Per-stream trigger rate per tested tick under no change, over all ticks and by halves."""
     rng = np.random.default_rng(seed)
-    losses = simulate_losses(n, ticks, phi, t_df, rng)
-    p, trig = drive(MLMAPolicy(fdr="none", delta=0.0, alpha=0.05), losses, rng)
-    return trig.sum() / np.isfinite(p).sum()
+    errors = simulate_errors(n, ticks, phi, t_df, rng)
+    p, trig, _, _ = drive(_tests_only(), errors, rng, simulate_errors(n, ticks, phi, t_df, rng))
+    tested = np.isfinite(p)
+    half = ticks // 2
+    rate = trig.sum() / tested.sum()
+    first, second = trig[:half].sum() / tested[:half].sum(), trig[half:].sum() / tested[half:].sum()
+    return rate, first, second, tested.sum()
 
 
-def detection(factor: float, share: float, phi: float, t_df: float | None, *, delta: float = 0.1, n: int = 2000,
-              pre: int = 20, post: int = 6, seed: int = 1, fdr: str = "bh"):
+def binomial_tolerance(rate: float, n: int, clusters: float = 3.0) -> float:
+    """Three standard errors of a rate from ``n`` trials; ``clusters`` inflates the variance for the
+    dependence between a stream's consecutive tests (the window ticks overlap)."""
+    return 3.0 * np.sqrt(clusters * rate * (1 - rate) / n)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("phi, t_df", [(0.0, None), (0.5, 4), (0.95, 4)])
+def test_per_stream_false_trigger_rate_stays_nominal_over_200_ticks_without_resets(phi, t_df):
+    rate, first, second, n_tested = false_trigger_rates(phi, t_df)
+    tol = binomial_tolerance(0.05, n_tested)
+    assert rate <= 0.05 + tol, f"false-trigger rate {rate:.4f} for phi={phi}, t df={t_df}"
+    # Not rising: the second hundred ticks are not worse than the first beyond Monte-Carlo noise (with
+    # admission that depended on test outcomes the rate rose steadily).
+    assert second <= first + 2 * binomial_tolerance(0.05, n_tested // 2)
+    # A test that never fires would pass the lines above; it must be live.
+    assert rate >= 0.005
+
+
+@pytest.mark.slow
+def test_the_reference_stays_an_unbiased_sample_of_the_losses():
+    """After 200 ticks of no change, triggers acted on by nothing (the issue's setting: no reset after a
+    trigger), the fleet's mean reference loss matches the mean loss: admission does not depend on test
+    outcomes (a reference fed only ticks that passed their tests sat 1-4 % low, eating most of the 5 %
+    relevance margin). (When triggers re-train, every reset drops the window that triggered it, so the
+    references standing at any moment lack the ticks that caused resets: about 1 % low at the strictest
+    setting's 2 % trigger rate. That is the price of starting a new model's reference afresh, not an
+    admission rule.)"""
+    rng = np.random.default_rng(4)
+    n, ticks = 1000, 200
+    errors = simulate_errors(n, ticks, 0.5, 4, rng)
+    policy = _tests_only()
+    _, triggers, _, _ = drive(policy, errors, rng, simulate_errors(n, ticks, 0.5, 4, rng), retrain=False)
+    assert triggers.sum() > 1000  # the tests fired; nothing was re-trained
+    reference = policy.reference_mean()
+    ok = np.isfinite(reference)
+    true_mean = np.abs(errors[:, -60:]).mean()
+    ratio = reference[ok].mean() / true_mean
+    # Each stream's reference mean averages 14 days of heavy-tailed losses; over ~1,000 streams the fleet
+    # mean has a standard error well under 0.5 %.
+    per_stream = reference[ok] / true_mean
+    tol = 3 * per_stream.std() / np.sqrt(ok.sum())
+    assert abs(ratio - 1) <= max(tol, 0.005), (ratio, tol)
+
+
+@pytest.mark.slow
+def test_default_policy_learns_that_retraining_does_not_pay_under_no_change():
+    """200 streams x 200 ticks, AR(1) t(4) errors, nothing changes. The default policy (budget 5 % of the
+    fleet, age refresh, learned expected gain) spends its budget while its prior believes that old models
+    gain; the challengers' outcomes teach it otherwise, and its re-trainings fall quarter after quarter to
+    0.005 per stream-tick or less by the last 50 ticks. Over all 200 ticks it re-trains about 0.02 per
+    stream-tick: the issue's target of 0.005 is met by the tests alone (next test), not by the default
+    (docs/results.md says so)."""
+    rng = np.random.default_rng(5)
+    n, ticks = 200, 200
+    errors = simulate_errors(n, ticks, 0.5, 4, rng)
+    _, _, retrains, _ = drive(MLMAPolicy(), errors, rng)
+    per_quarter = retrains.reshape(4, ticks // 4, n).mean(axis=(1, 2))
+    # 50 ticks x 200 streams = 10,000 stream-ticks per quarter.
+    tol = binomial_tolerance(0.005, 10_000)
+    assert per_quarter[3] <= 0.005 + tol, per_quarter
+    # Falling: every quarter below the one before, beyond Monte-Carlo noise at the later level.
+    assert np.all(np.diff(per_quarter) < binomial_tolerance(per_quarter[1:], 10_000)), per_quarter
+    assert per_quarter[3] < per_quarter[0] / 3, per_quarter
+
+
+@pytest.mark.slow
+def test_tests_only_policy_with_bh_retrains_rarely_under_no_change():
+    """Triggers alone (no budget, no refresh), BH at the default q over the fleet, 200 x 200: at most 0.005
+    re-trainings per stream-tick, and not rising."""
+    rng = np.random.default_rng(3)
+    n, ticks = 200, 200
+    errors = simulate_errors(n, ticks, 0.5, 4, rng)
+    _, _, retrains, _ = drive(MLMAPolicy(budget=None, refresh_ticks=0), errors, rng)
+    rate = retrains.mean()
+    first, second = retrains[:100].mean(), retrains[100:].mean()
+    assert rate <= 0.005, rate
+    assert second <= first + 2 * binomial_tolerance(max(rate, 1e-3), n * 100)
+
+
+def detection(factor: float, share: float, phi: float, t_df: float | None, *, delta: float = 0.1,
+              n: int = 2000, pre: int = 20, post: int = 6, seed: int = 1, fdr: str = "bh"):
     """Share of affected streams flagged within 1, 2, 3 and 6 ticks, and false triggers among the others."""
     rng = np.random.default_rng(seed)
-    losses = simulate_losses(n, pre + post, phi, t_df, rng)
+    errors = simulate_errors(n, pre + post, phi, t_df, rng)
     hit = np.arange(n) < int(share * n)
-    losses[hit, pre:] *= factor
-    policy = MLMAPolicy(fdr=fdr, delta=delta, alpha=0.05)
+    errors[hit, pre:] *= factor
+    policy = MLMAPolicy(fdr=fdr, delta=delta, alpha=0.05, budget=None, refresh_ticks=0)
     policy.reset(n, STEPS, STEPS)
     policy.on_new_model(np.arange(n), -1)
     first = np.full(n, -1)
     false = 0
     for t in range(pre + post):
-        obs = TickObservation(t, actuals=10 + rng.normal(0, 1, (n, STEPS)), losses=losses[:, t],
-                              scaled_losses=losses[:, t], has_model=np.ones(n, dtype=bool),
-                              ticks_since_fit=np.full(n, t), observed=np.full(n, STEPS))
+        e = errors[:, t]
+        obs = TickObservation(t, actuals=10 + e, losses=np.abs(e), scaled_losses=np.abs(e),
+                              has_model=np.ones(n, dtype=bool), ticks_since_fit=np.full(n, t),
+                              observed=np.full(n, STEPS), errors=e)
         decision = policy.decide(obs)
         if t < pre:
             false += int(decision.retrain.sum())
-            if decision.retrain.any():
-                policy.on_new_model(np.flatnonzero(decision.retrain), t)
         else:
             new = decision.retrain & (first < 0)
             first[new] = t - pre + 1
@@ -93,55 +207,71 @@ def detection(factor: float, share: float, phi: float, t_df: float | None, *, de
     return within, false
 
 
-# Monte-Carlo tolerance: 2,000 streams x ~30 tested ticks, binomial sd of a 5 % rate ~0.0009; the streams'
-# ticks are dependent, so allow about three times that.
-TOLERANCE = 0.004
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("phi, t_df", [(0.0, None), (0.5, 4), (0.8, None), (0.95, 4)])
-def test_per_stream_false_trigger_rate_is_at_most_nominal(phi, t_df):
-    rate = false_trigger_rate(phi, t_df)
-    assert rate <= 0.05 + TOLERANCE, f"false-trigger rate {rate:.4f} for phi={phi}, t df={t_df}"
-    # A test that never fires would pass the line above; it must be live.
-    assert rate >= 0.005
-
-
-@pytest.mark.slow
-def test_fleet_false_triggers_under_bh_stay_rare():
-    rng = np.random.default_rng(3)
-    losses = simulate_losses(2000, 40, 0.5, 4, rng)
-    _, trig = drive(MLMAPolicy(fdr="bh", alpha=0.05), losses, rng)
-    ticks_with_any = (trig.sum(axis=1) > 0).mean()
-    assert ticks_with_any <= 0.10
-    assert trig.sum() <= 10
-
-
 @pytest.mark.slow
 def test_a_doubled_loss_in_a_tenth_of_the_fleet_is_found_within_three_ticks():
     within, false = detection(2.0, 0.1, 0.0, None)
     assert within[2] >= 0.9
-    assert false <= 5
+    assert false <= 10
 
 
 @pytest.mark.slow
 def test_a_thirty_percent_rise_across_a_city_is_found_within_a_few_ticks():
     # A shared cause (a city's zones all worse) gives BH many small p-values at once.
-    within, false = detection(1.3, 1.0, 0.0, None, delta=0.0)
-    assert within[3] >= 0.8
-    assert within[0] <= within[1] <= within[2] <= within[3]
+    within, _ = detection(1.3, 1.0, 0.0, None, delta=0.0)
+    # 0.72 measured: the bias test's share of the Bonferroni split costs the loss test some power here
+    # (the errors grew, their mean did not move); it was 0.8+ with the loss test alone.
+    assert within[3] >= 0.65
+
+
+def test_a_level_drop_on_count_data_is_found_by_the_bias_test():
+    """Poisson orders at 20 an hour fall to 8; the model's lag features follow part of the way (it forecasts
+    11). Its absolute error falls (the noise fell with the level: about 3.3 against 3.6 before), so the loss
+    test sees nothing, while the mean signed error moved by -3 an hour. With the bias test most streams are
+    flagged within three ticks; with the loss test alone almost none are."""
+    rng = np.random.default_rng(12)
+    n, pre, post = 400, 16, 3
+
+    def flagged(bias_test: bool) -> float:
+        policy = MLMAPolicy(budget=None, refresh_ticks=0, bias_test=bias_test)
+        policy.reset(n, STEPS, STEPS)
+        policy.on_new_model(np.arange(n), -1)
+        local = np.random.default_rng(3)
+        found = np.zeros(n, dtype=bool)
+        for t in range(pre + post):
+            level = 20.0 if t < pre else 8.0
+            y = local.poisson(level, (n, STEPS)).astype(float)
+            forecast = 20.0 if t < pre else 11.0
+            e = y - forecast * (1 + 0.02 * local.normal(size=(n, 1)))
+            obs = TickObservation(t, actuals=y, losses=np.abs(e), scaled_losses=np.abs(e),
+                                  has_model=np.ones(n, dtype=bool), ticks_since_fit=np.full(n, t),
+                                  observed=np.full(n, STEPS), errors=e)
+            d = policy.decide(obs)
+            if t >= pre:
+                found |= d.retrain
+        return float(found.mean())
+
+    with_bias, loss_only = flagged(True), flagged(False)
+    assert with_bias >= 0.8, with_bias
+    assert loss_only < with_bias - 0.3, (loss_only, with_bias)
 
 
 if __name__ == "__main__":  # pragma: no cover - prints the doc tables
-    print("| AR(1) phi | innovations | false-trigger rate (alpha 0.05, no FDR, delta 0) |")
+    print("| AR(1) phi | innovations | trigger rate, ticks 1-100 / 101-200 (alpha 0.05, no FDR, delta 0) |")
     print("| --- | --- | --- |")
-    for phi, t_df in [(0.0, None), (0.0, 4), (0.5, None), (0.5, 4), (0.8, None), (0.8, 4), (0.95, None), (0.95, 4)]:
-        print(f"| {phi} | {'t(4)' if t_df else 'Gaussian'} | {false_trigger_rate(phi, t_df):.4f} |")
+    for phi, t_df in [(0.0, None), (0.5, 4), (0.8, None), (0.95, 4)]:
+        rate, first, second, _ = false_trigger_rates(phi, t_df)
+        print(f"| {phi} | {'t(4)' if t_df else 'Gaussian'} | {first:.4f} / {second:.4f} |")
+    for label, policy in [("default", MLMAPolicy()), ("tests only, BH", MLMAPolicy(budget=None, refresh_ticks=0))]:
+        rng = np.random.default_rng(5)
+        _, _, retrains, _ = drive(policy, simulate_errors(200, 200, 0.5, 4, rng), rng)
+        quarters = retrains.reshape(4, 50, 200).mean(axis=(1, 2))
+        print(f"{label}: re-trainings per stream-tick {retrains.mean():.4f}; by 50 ticks "
+              + " / ".join(f"{q:.4f}" for q in quarters))
     print()
     print("| loss x | share hit | phi, innovations | delta | flagged within 1 / 2 / 3 / 6 ticks | false triggers |")
     print("| --- | --- | --- | --- | --- | --- |")
     for share in (1.0, 0.1):
-        for phi, t_df in [(0.0, None), (0.5, 4), (0.8, None)]:
+        for phi, t_df in [(0.0, None), (0.5, 4)]:
             for factor, delta in [(1.3, 0.0), (1.5, 0.1), (2.0, 0.1)]:
                 within, false = detection(factor, share, phi, t_df, delta=delta)
                 label = f"{phi}, {'t(4)' if t_df else 'Gaussian'}"

@@ -75,12 +75,16 @@ class AgentSettings:
             raise ValueError(f"check_ticks must be >= 1, got {self.check_ticks!r}")
         if not self.challenger_margin > -1:
             raise ValueError(f"challenger_margin must be > -1, got {self.challenger_margin!r}")
-        for name in ("fit_failure_limit", "challenger_lost_limit"):
+        if not self.fleet_loss_ratio > 1:
+            raise ValueError(f"fleet_loss_ratio must be > 1, got {self.fleet_loss_ratio!r}")
+        for name in ("fit_failure_limit", "challenger_lost_limit", "fleet_loss_min_judged"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}")
     cold_min_seasons: float = 1.0
     fit_failure_limit: int = 3
-    challenger_lost_limit: int = 2
+    challenger_lost_limit: int = 3
+    fleet_loss_min_judged: int = 10
+    fleet_loss_ratio: float = 1.2
 
 
 @dataclass
@@ -159,12 +163,15 @@ class Agent:
         self.challenger_losses = np.zeros(n, dtype=np.int64)
         self.shadow: dict[int, list] = {}
         self.last_check: dict[int, dict] = {}
+        # One flag for the fleet (kept as an array so that it is saved with the state): the last tick's
+        # re-trainings lost fleet-wide, already escalated.
+        self.fleet_losing = np.zeros(1, dtype=bool)
         policy.reset(n, season_length, self.fleet.steps_in_tick(self.fleet.tick_base))
 
     # -- state ----------------------------------------------------------------------------------------------
     #: The agent's own per-stream arrays (the policy has its own, see Policy.STATE).
     STATE = ("champion", "version", "is_fallback", "fallback_rows", "silent_for", "challenger", "awaiting",
-             "fit_failures", "challenger_losses", "scale")
+             "fit_failures", "challenger_losses", "scale", "fleet_losing")
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything needed to carry on at the next tick in another process, as plain numpy arrays."""
@@ -227,7 +234,8 @@ class Agent:
         controls = controls or Controls()
         actuals = fleet.actuals(k)
         forecasts = self.forecast if self.forecast is not None else np.full_like(actuals, np.nan)
-        losses = np.abs(actuals - forecasts)
+        errors = actuals - forecasts
+        losses = np.abs(errors)
         observed = fleet.observed_in_tick(k)
         self.silent_for = np.where(observed > 0, 0, self.silent_for + 1)
 
@@ -241,6 +249,7 @@ class Agent:
             ticks_since_fit=np.where(has_model, k - self.champion, 0),
             observed=observed,
             abnormal=fleet.abnormal_in_tick(k),
+            errors=errors,
         )
         decision = self.policy.decide(obs)
         escalations = list(decision.escalations)
@@ -249,7 +258,7 @@ class Agent:
         rejected = np.zeros(n, dtype=bool)
         failed: dict[int, str] = {}
         if self.policy.checks_challenger:
-            self._judge_challengers(k, actuals, losses, promoted, rejected, escalations,
+            self._judge_challengers(k, actuals, errors, promoted, rejected, escalations,
                                     controls.mask("needs_approval", n))
         self._decide_approvals(k, controls, promoted, rejected)
         self._adopt(k, controls.adopt, promoted)
@@ -318,7 +327,7 @@ class Agent:
         rejected[reject] = True
         if len(approve):
             self.policy.on_new_model(approve, k)
-        if len(reject) and hasattr(self.policy, "on_challenger_lost"):
+        if len(reject):
             self.policy.on_challenger_lost(reject, k)
 
     def _adopt(self, k: int, adopt: dict, promoted: np.ndarray) -> None:
@@ -345,7 +354,7 @@ class Agent:
                     f"Last error: {error}"))
 
     # -- steps ----------------------------------------------------------------------------------------------
-    def _judge_challengers(self, k: int, actuals: np.ndarray, champion_losses: np.ndarray,
+    def _judge_challengers(self, k: int, actuals: np.ndarray, champion_errors: np.ndarray,
                            promoted: np.ndarray, rejected: np.ndarray, escalations: list,
                            needs_approval: np.ndarray | None = None) -> None:
         """Compare each pending challenger with its champion on tick ``k``, which neither was fitted on.
@@ -355,6 +364,11 @@ class Agent:
         looks at all pairs so far (at level ``alpha / check_ticks``, so that the repeated looks keep the
         false-promotion rate at ``alpha``). Promoted when the test says it is not worse than the champion by
         more than the margin; rejected, and escalated, when ``check_ticks`` looks did not show that.
+
+        Both are scored on the policy's loss (:meth:`~mlma.policy.Policy.challenger_loss`), and the policy
+        hears every verdict's mean losses (what the re-training paid). When most re-trainings judged in a
+        tick lose, across the fleet, the cause is shared (bad data in the training window, a model that
+        cannot fit it): that is escalated once, not re-tried stream by stream.
         """
         from mlma.monitor import paired_noninferiority_test
 
@@ -365,7 +379,8 @@ class Agent:
         for s in pending:
             y_hat = self.service.predict(ModelKey(int(s), int(self.challenger[s])), k)
             if np.isfinite(actuals[s]).any():
-                self.shadow[int(s)].append((np.abs(actuals[s] - y_hat), champion_losses[s]))
+                self.shadow[int(s)].append((self.policy.challenger_loss(actuals[s] - y_hat),
+                                            self.policy.challenger_loss(champion_errors[s])))
         looked = np.array([len(self.shadow[int(s)]) > 0 for s in pending])
         pending = pending[looked]
         if not len(pending):
@@ -429,10 +444,42 @@ class Agent:
             self.shadow.pop(int(s), None)
         promoted[pending[win]] = True
         rejected[pending[lose]] = True
+        judged = win | lose
+        if judged.any():
+            self.policy.on_challenger_judged(pending[judged], k, np.asarray(result.challenger_mean)[judged],
+                                             np.asarray(result.champion_mean)[judged])
+            self._check_fleet_wide_losses(k, pending[judged], np.asarray(result.challenger_mean)[judged],
+                                          np.asarray(result.champion_mean)[judged], escalations)
         if win.any():
             self.policy.on_new_model(pending[win], k)
-        if lose.any() and hasattr(self.policy, "on_challenger_lost"):
+        if lose.any():
             self.policy.on_challenger_lost(pending[lose], k)
+
+    def _check_fleet_wide_losses(self, k: int, streams: np.ndarray, challenger_mean: np.ndarray,
+                                 champion_mean: np.ndarray, escalations: list) -> None:
+        """Escalate once when this tick's re-trainings, together, made the fleet clearly worse.
+
+        "Clearly worse": at least ``fleet_loss_min_judged`` challengers judged, and their summed mean loss
+        ``fleet_loss_ratio`` times the champions' or more. The escalation is not repeated while later ticks
+        stay that bad; a tick where the re-trainings do not lose together ends the episode.
+        """
+        settings = self.settings
+        ok = np.isfinite(challenger_mean) & np.isfinite(champion_mean)
+        if ok.sum() < settings.fleet_loss_min_judged:
+            return
+        total_champion = float(champion_mean[ok].sum())
+        ratio = float(challenger_mean[ok].sum()) / total_champion if total_champion > 0 else 1.0
+        lost = float(np.mean(challenger_mean[ok] > champion_mean[ok]))
+        harmful = ratio >= settings.fleet_loss_ratio
+        if harmful and not self.fleet_losing[0]:
+            worst = int(streams[ok][np.argmax(challenger_mean[ok] / np.maximum(champion_mean[ok], 1e-12))])
+            escalations.append(Escalation(
+                stream=worst, tick=k, kind="fleet-retraining-lost", severity=3,
+                message=(f"re-trainings lose fleet-wide: {lost:.0%} of the {int(ok.sum())} challengers judged "
+                         f"this tick lost, their loss {ratio:.2f}x the serving models'; the serving models stay. "
+                         f"Look for a shared cause (broken data in the training window, a feature the window "
+                         f"cannot estimate). This stream lost worst")))
+        self.fleet_losing[0] = harmful
 
     def _serve(self, s: int, fm) -> None:
         self.champion[s] = fm.key.end_tick

@@ -16,6 +16,8 @@ ESCALATION_KINDS = {
     "approval-needed": "a re-trained model beat the serving one and waits for a person's approval",
     "artifact-broken": "a model file is missing or damaged; the stream fell back to an earlier version or was "
                        "re-fitted on its window",
+    "fleet-retraining-lost": ("most re-trainings of one tick lost to the serving models, fleet-wide: a shared cause "
+                              "(broken data in the training window, a feature the window cannot estimate)"),
 }
 
 

@@ -1,78 +1,115 @@
-"""The MLMA policy: re-train a stream only when its new loss batch is relevantly and significantly worse
-than its own data-adaptive reference loss batch.
+"""The MLMA policy: re-train where a re-training is expected to pay, within a compute budget.
 
-Per stream it keeps a **reference**: the loss batches of the serving model version's first out-of-sample
-ticks (the stream is *warming up* until there are ``warmup_ticks`` of them), rolled forward while the stream
-stays healthy so that slow, acceptable change is absorbed, and started afresh when a new version is promoted.
-Batches flagged by the data-quality checks (:mod:`mlma.quality`) or marked abnormal never enter it.
+A re-training is worth its cost when the new model will forecast better than the serving one. Three kinds of
+evidence say when that is likely, and the policy combines them into an **expected gain** per stream, learned
+from what the fleet's own re-trainings paid (:class:`mlma.monitor.gain.GainModel`):
 
-Each tick, every stream with a full enough reference and a new batch is tested at once
-(:func:`mlma.monitor.degradation_test`, one-sided, with a relevance margin ``delta``); the false discovery
-rate across the streams tested in the tick is controlled (Benjamini-Hochberg by default). Rejections are the
-triggers. Triggers are re-trained most severe first, at most ``budget`` per tick, the rest queued for the next
-tick; a stream that was just re-trained or whose challenger lost cools down for ``cooldown_ticks``.
+- **age**: models age slowly, and a mediocre first model is never seen by a test against itself; a slow,
+  staggered refresh (every ``refresh_ticks``) collects that diffuse value, as a schedule does;
+- **degradation**: the stream's new losses are relevantly and significantly worse than its own reference
+  (:func:`mlma.monitor.degradation_test`, newest tick and recent window);
+- **bias**: the stream's mean signed error moved away from its reference (:func:`mlma.monitor.bias_shift_test`),
+  which catches level drops that absolute losses hide on count data.
 
+Each tick the tests' p-values are combined per stream (Bonferroni) and controlled across the fleet
+(Benjamini-Hochberg at ``alpha``); a rejection is a *trigger* and re-trains the stream. The refresh re-trains
+streams whose model reached ``refresh_ticks`` ticks of age, staggered over the first period; while the fleet's
+learned gain of such a refresh is below ``min_gain`` the refresh slows down ``explore_factor`` times (it keeps
+exploring, so the evidence can turn). Tests only *add* re-trainings to the refresh. With a ``budget`` the policy
+instead spends exactly that many re-trainings per tick (a number, or a share of the fleet) on the highest
+expected gains, triggers and refreshes alike.
+
+Per stream the policy keeps a **reference**: the loss batches of the serving version's first ticks (the stream
+is *warming up* until there are ``warmup_ticks`` of them), rolled forward as later ticks finish a probation of
+``probation_ticks``. Admission does not depend on test outcomes (a reference that admits only ticks that
+passed its tests drifts low and triggers more and more under no change); batches flagged by the data-quality
+checks (:mod:`mlma.quality`) or marked abnormal never enter it. After a lost challenger the reference is
+re-based on the recent ticks: the re-training did not help, so the present is the stream's normal.
+
+Every decision is explained: the reason names the trigger or the refresh, the p-value and the expected gain.
 Escalations for the engineer: data-quality problems (no re-training on broken data), a stream that keeps
-triggering (``repeat_limit`` triggers within ``repeat_window`` ticks), a stream gone silent, budget overflow.
+triggering (``repeat_limit`` triggers within ``repeat_window`` ticks), a stream gone silent.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import numbers
 
 import numpy as np
 
 from mlma.escalations import Escalation
 from mlma.monitor import degradation_test, fdr_control
+from mlma.monitor.bias import bias_shift_test
 from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
+from mlma.monitor.gain import GainModel, decision_features
 from mlma.policy import Decision, Policy, TickObservation, Verdict
 from mlma.quality import check_batch
 
+#: The test needs at least this many reference blocks (ticks); see :func:`mlma.monitor.degradation_test`.
+MIN_REFERENCE_TICKS = 4
+
+#: Prior coefficients of the gain model (see :data:`mlma.monitor.gain.FEATURES`): a model at refresh age
+#: gains about 2 %, strong evidence of degradation or bias about 10 % more.
+DEFAULT_GAIN_PRIOR = (0.0, 0.02, 0.10, 0.10)
+
 
 class MLMAPolicy(Policy):
-    """Statistically tested, budgeted re-training with escalations; see the module docstring.
+    """Re-train where the expected gain is highest: tests, an age-based refresh, a budget; see the module
+    docstring.
 
     Parameters
     ----------
     alpha
-        False discovery rate across the streams tested in one tick (or the per-family level for Bonferroni).
-        The default, 0.2, is higher than the textbook 0.05 on purpose: a trigger only starts a challenger,
-        which must still beat the champion in shadow before it serves, so a false trigger costs one fit,
-        while a missed one leaves a degraded model serving (see docs/results.md for the trade-off measured).
+        False discovery rate of the triggers across the streams tested in one tick (or the per-family level
+        for Bonferroni). A trigger only starts a challenger, which must still hold its own against the
+        champion before it serves, so a false trigger costs one fit.
     delta
-        Relevance margin: H0 is "current mean loss <= (1 + delta) x reference mean loss"; 0.05 means a rise of
-        under 5 % is not worth a re-training.
+        Relevance margin of the degradation test: H0 is "current mean loss <= (1 + delta) x reference mean
+        loss"; 0.05 means a rise of under 5 % is not worth a re-training.
     fdr
         ``"bh"`` (Benjamini-Hochberg), ``"by"`` (Benjamini-Yekutieli), ``"bonferroni"`` or ``"none"``.
     reference_ticks
-        How many ticks of losses the reference holds; default: two weekly cycles of sub-daily data
-        (14 daily ticks), otherwise at least 48 losses and two seasons.
+        How many ticks of losses the reference holds (at least 4); default: two weekly cycles of sub-daily
+        data (14 daily ticks), otherwise at least 48 losses and two seasons.
     warmup_ticks
-        Ticks of a new version's losses needed before its stream is tested; default: at least one season
-        and at least four ticks (the test's minimum number of reference blocks).
+        Ticks of a new version's losses needed before its stream is tested: at least 4 (the test's minimum
+        number of reference blocks); default: at least one season and 4 ticks.
     cooldown_ticks
         Ticks without a new trigger after a re-training attempt.
     budget
-        Most re-trainings per tick (``None``: no limit). The most severe triggers go first; the rest wait.
+        Re-trainings per tick: a whole number >= 1, or a share of the streams with a model in (0, 1); default
+        0.05 (a twentieth of the fleet per tick, about a refresh every 20 ticks if it were all spent). They
+        go to the highest expected gains among streams whose expected gain is at least ``min_gain`` or whose
+        tests triggered. ``None``: no budget; every trigger and every due refresh re-trains.
+    refresh_ticks
+        Age (in ticks) at which a model is refreshed; default: 28 daily ticks of sub-daily data, 4 ticks
+        otherwise (ticks of a week or longer). ``0`` turns the refresh off (tests only).
+    min_gain
+        Smallest expected gain worth a re-training (with a budget), and the smallest learned gain of a refresh
+        that keeps the refresh at its pace (without one).
+    explore_factor
+        While the learned gain of a refresh is below ``min_gain``, models are refreshed at this many times
+        ``refresh_ticks`` only (exploration, so that the evidence can turn).
+    gain_prior, gain_prior_strength
+        The gain model's prior coefficients and their weight in realised gains (see
+        :class:`mlma.monitor.gain.GainModel`).
+    bias_test
+        Also test the mean signed error (needs the signed errors in the observation).
     loss
-        ``"absolute"`` or ``"squared"``: the loss whose mean is tested.
+        ``"absolute"`` or ``"squared"``: the loss whose mean is tested and on which challengers are judged.
     repeat_limit, repeat_window
-        Escalate a stream that triggered ``repeat_limit`` times within ``repeat_window`` ticks.
+        Escalate a stream whose tests triggered ``repeat_limit`` times within ``repeat_window`` ticks.
     silent_ticks
         Escalate a stream with no actuals for this many ticks in a row.
     window_ticks
-        Each tick two batches are tested against the reference: the newest tick alone (quick on abrupt
-        change) and the stream's last ``window_ticks`` clean ticks (a sustained worsening gains evidence tick
-        after tick); the smaller p-value, doubled (Bonferroni), is the stream's p-value. ``1`` tests the
-        newest tick only.
+        The degradation test runs on the newest tick alone (quick on abrupt change) and on the stream's last
+        ``window_ticks`` clean ticks (a sustained worsening gains evidence tick after tick); the bias test on
+        the window. ``1``: newest tick only.
     probation_ticks
-        Healthy ticks roll forward into the reference, but only after this many ticks of probation (at least
-        ``window_ticks``). A test p-value below ``reference_gate`` puts every tick in probation out of the
-        reference for good. A sustained worsening is flagged before its first ticks finish probation, so the
-        reference does not absorb it, even when it is not yet significant fleet-wide.
-    reference_gate
-        See ``probation_ticks``. Under no change it withholds a few per cent of ticks from the reference.
+        Ticks stay this long in the window before they enter the reference (at least ``window_ticks``), so
+        that a sudden change is tested against the reference before it is absorbed.
     """
 
     name = "mlma"
@@ -80,58 +117,79 @@ class MLMAPolicy(Policy):
 
     def __init__(self, *, alpha: float = 0.2, delta: float = 0.05, fdr: str = "bh",
                  reference_ticks: int | None = None, warmup_ticks: int | None = None, cooldown_ticks: int = 2,
-                 budget: int | None = None, loss: str = "absolute", repeat_limit: int = 3,
-                 repeat_window: int = 14, silent_ticks: int = 3, window_ticks: int = 3,
-                 probation_ticks: int = 7, reference_gate: float = 0.05) -> None:
+                 budget: float | None = 0.05, refresh_ticks: int | None = None, min_gain: float = 0.005,
+                 explore_factor: int = 10, gain_prior=DEFAULT_GAIN_PRIOR, gain_prior_strength: float = 100.0,
+                 bias_test: bool = True, loss: str = "absolute", repeat_limit: int = 3, repeat_window: int = 14,
+                 silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:
             raise ValueError(f"delta (the relevance margin) must be >= 0, got {delta!r}")
+        if fdr not in ("bh", "by", "bonferroni", "none"):
+            raise ValueError(f"fdr must be 'bh', 'by', 'bonferroni' or 'none', got {fdr!r}")
         if loss not in ("absolute", "squared"):
             raise ValueError(f"loss must be 'absolute' or 'squared', got {loss!r}")
-        if budget is not None and budget < 1:
-            raise ValueError(f"budget must be a whole number >= 1 or None, got {budget!r}")
-        if not 0 <= reference_gate < 1:
-            raise ValueError(f"reference_gate must be in [0, 1), got {reference_gate!r}")
+        if budget is not None and not (isinstance(budget, numbers.Real) and budget > 0
+                                       and (budget < 1 or float(budget).is_integer())):
+            raise ValueError(f"budget must be a whole number >= 1 (re-trainings per tick), a share of the fleet "
+                             f"in (0, 1), or None, got {budget!r}")
         if window_ticks < 1:
             raise ValueError(f"window_ticks must be a whole number >= 1, got {window_ticks!r}")
+        for name, value in (("reference_ticks", reference_ticks), ("warmup_ticks", warmup_ticks)):
+            if value is not None and value < MIN_REFERENCE_TICKS:
+                raise ValueError(f"{name} must be at least {MIN_REFERENCE_TICKS} (the degradation test needs four "
+                                 f"reference blocks; fewer would silently delay the first test), got {value!r}")
+        if reference_ticks is not None and warmup_ticks is not None and warmup_ticks > reference_ticks:
+            raise ValueError(f"warmup_ticks ({warmup_ticks}) cannot exceed reference_ticks ({reference_ticks})")
+        if refresh_ticks is not None and refresh_ticks < 0:
+            raise ValueError(f"refresh_ticks must be >= 0 (0: no refresh), got {refresh_ticks!r}")
+        if explore_factor < 1:
+            raise ValueError(f"explore_factor must be >= 1, got {explore_factor!r}")
         for name, value in (("cooldown_ticks", cooldown_ticks), ("repeat_limit", repeat_limit),
                             ("repeat_window", repeat_window), ("silent_ticks", silent_ticks)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
         self.alpha, self.delta, self.fdr, self.loss = alpha, delta, fdr, loss
         self.reference_ticks, self.warmup_ticks = reference_ticks, warmup_ticks
-        self.cooldown_ticks, self.budget = cooldown_ticks, budget
+        self.cooldown_ticks = cooldown_ticks
+        self.budget = None if budget is None else (int(budget) if budget >= 1 else float(budget))
+        self.refresh_ticks, self.min_gain, self.explore_factor = refresh_ticks, min_gain, int(explore_factor)
+        self.gain_prior, self.gain_prior_strength, self.bias_test = gain_prior, gain_prior_strength, bias_test
         self.repeat_limit, self.repeat_window, self.silent_ticks = repeat_limit, repeat_window, silent_ticks
         self.window_ticks = window_ticks
         self.probation_ticks = max(probation_ticks, window_ticks)
-        self.reference_gate = reference_gate
+        self.gain = GainModel(gain_prior, gain_prior_strength)
+
+    def get_params(self) -> dict:
+        """The constructor's parameters and their values (sklearn style)."""
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {name: getattr(self, name) for name in names}
 
     # -- state ----------------------------------------------------------------------------------------------
     def reset(self, n_streams: int, season_length: int, steps_per_tick: int) -> None:
         super().reset(n_streams, season_length, steps_per_tick)
         steps = max(steps_per_tick, 1)
-        # The test needs at least four reference blocks; two weekly cycles of daily ticks give it far more
-        # power (degrees of freedom) than one.
+        # Two weekly cycles of daily ticks give the test far more power (degrees of freedom) than one.
         capacity = self.reference_ticks or max(math.ceil(max(48, 2 * season_length) / steps),
-                                               14 if steps >= 24 else 0, 4)
-        warmup = self.warmup_ticks or max(math.ceil(season_length / steps), 4)
+                                               14 if steps >= 24 else 0, MIN_REFERENCE_TICKS)
+        warmup = self.warmup_ticks or max(math.ceil(season_length / steps), MIN_REFERENCE_TICKS)
         self.capacity = int(capacity)
         self.warmup = int(min(warmup, capacity))
         self.steps = steps
+        self.refresh = int(self.refresh_ticks if self.refresh_ticks is not None else (28 if steps >= 24 else 4))
         n = n_streams
         self.ref = np.full((n, self.capacity, steps), np.nan, dtype=np.float32)
         # Per-slot sum and count of the finite reference losses, kept as batches enter the ring: the test of
         # a fully observed batch needs only the block means, so the ring is not re-read every tick.
         self.ref_sum = np.zeros((n, self.capacity))
         self.ref_count = np.zeros((n, self.capacity))
+        # Per-slot mean signed error (NaN when unknown), for the bias test.
+        self.ref_bias = np.full((n, self.capacity), np.nan)
         self.ref_len = np.zeros(n, dtype=np.int16)
         self.ref_next = np.zeros(n, dtype=np.int16)
         self.ref_version = np.zeros(n, dtype=np.int32)
         self.ref_first_tick = np.full(n, -1, dtype=np.int32)
         self.cooldown_until = np.full(n, -1, dtype=np.int32)
-        self.queued = np.zeros(n, dtype=bool)
-        self.queued_severity = np.zeros(n)
         # The last repeat_limit trigger ticks of each stream (-inf-like when unused), oldest first.
         self.trigger_ticks = np.full((n, max(self.repeat_limit, 1)), _NO_TICK, dtype=np.int32)
         # Per-stream overrides (NaN / -1: the policy's own value), set by Agent controls.
@@ -147,9 +205,10 @@ class MLMAPolicy(Policy):
         w = self.probation_ticks
         self.window = np.full((n, w, steps), np.nan, dtype=np.float32)
         self.window_len = np.zeros(n, dtype=np.int16)
-        self.window_ok = np.zeros((n, w), dtype=bool)
         self.window_sum = np.zeros((n, w))
         self.window_count = np.zeros((n, w))
+        self.window_bias = np.full((n, w), np.nan)
+        self.gain.reset(n)
 
     def on_new_model(self, streams: np.ndarray, tick: int) -> None:
         """A new version serves: its reference starts empty and fills with its own first losses."""
@@ -159,9 +218,22 @@ class MLMAPolicy(Policy):
         self.cooldown_until[streams] = np.maximum(self.cooldown_until[streams], tick + self._cooldown(streams))
 
     def on_challenger_lost(self, streams: np.ndarray, tick: int) -> None:
+        """The re-training did not help: the stream's present becomes its normal. Its reference starts afresh
+        from the next ticks, and it cools down. (Older ticks of the window may predate the change that
+        triggered: kept, they made the same evidence trigger again. The tick the challenger was judged on is
+        left out too: the challenger lost *because* the champion did well on it, so it would bias the new
+        reference low.)"""
         streams = np.asarray(streams, dtype=np.int64)
-        self.queued[streams] = False
+        self.reset_reference(streams, tick)
         self.cooldown_until[streams] = tick + np.maximum(self._cooldown(streams), 1)
+
+    def on_challenger_judged(self, streams, tick, challenger_loss, champion_loss) -> None:
+        from mlma.monitor.gain import realised_gain
+
+        self.gain.learn(np.asarray(streams, dtype=np.int64), realised_gain(challenger_loss, champion_loss))
+
+    def challenger_loss(self, errors: np.ndarray) -> np.ndarray:
+        return np.abs(errors) if self.loss == "absolute" else np.square(errors)
 
     def _cooldown(self, streams: np.ndarray) -> np.ndarray:
         own = self.cooldown_override[streams]
@@ -174,23 +246,31 @@ class MLMAPolicy(Policy):
         self.cooldown_override = (np.full(n, -1, dtype=np.int32) if cooldown_ticks is None
                                   else np.asarray(cooldown_ticks, dtype=np.int32))
 
-    def reset_reference(self, streams: np.ndarray, tick: int, *, rebase: bool = False) -> None:
+    def reset_reference(self, streams: np.ndarray, tick: int, *, rebase: bool = False,
+                        recent_ticks: int | None = None) -> None:
         """Start the streams' references afresh (reset), or from their recent losses (re-base).
 
         Reset: the next clean batches of the serving model build a new reference (the stream warms up
-        again). Re-base: the ticks in the probation window, flagged or not, become the reference at once,
-        accepting the stream's recent behaviour as its new normal.
+        again). Re-base: the ticks in the probation window (its newest ``recent_ticks`` only, if given)
+        become the reference at once, accepting the stream's recent behaviour as its new normal; a
+        reference shorter than the warm-up is filled by the next ticks.
         """
         streams = np.asarray(streams, dtype=np.int64)
         if not len(streams):
             return
-        recent = {int(s): (self.window[s, -self.window_len[s]:].copy(), self.window_sum[s, -self.window_len[s]:].copy(),
-                           self.window_count[s, -self.window_len[s]:].copy())
-                  for s in streams if rebase and self.window_len[s] > 0}
+        recent = {}
+        for s in streams:
+            m = int(self.window_len[s]) if rebase else 0
+            if recent_ticks is not None:
+                m = min(m, recent_ticks)
+            if m > 0:
+                recent[int(s)] = (self.window[s, -m:].copy(), self.window_sum[s, -m:].copy(),
+                                  self.window_count[s, -m:].copy(), self.window_bias[s, -m:].copy())
         self._clear_reference(streams, tick)
-        for s, (batches, sums, counts) in recent.items():
-            for b, total, count in zip(batches, sums, counts):
-                self._append_rows(np.array([s]), b[None, :], np.array([total]), np.array([count]))
+        for s, (batches, sums, counts, bias) in recent.items():
+            for b, total, count, mean_error in zip(batches, sums, counts, bias):
+                self._append_rows(np.array([s]), b[None, :], np.array([total]), np.array([count]),
+                                  np.array([mean_error]))
             self.ref_first_tick[s] = tick + 1 - len(batches)
 
     def _clear_reference(self, streams: np.ndarray, tick: int) -> None:
@@ -198,15 +278,15 @@ class MLMAPolicy(Policy):
         self.ref[streams] = np.nan
         self.ref_sum[streams] = 0.0
         self.ref_count[streams] = 0.0
+        self.ref_bias[streams] = np.nan
         self.ref_len[streams] = 0
         self.ref_next[streams] = 0
         self.ref_first_tick[streams] = tick + 1
         self.window[streams] = np.nan
         self.window_len[streams] = 0
-        self.window_ok[streams] = False
         self.window_sum[streams] = 0.0
         self.window_count[streams] = 0.0
-        self.queued[streams] = False
+        self.window_bias[streams] = np.nan
 
     def reference_mean(self) -> np.ndarray:
         """Each stream's mean reference loss (NaN while it has none)."""
@@ -215,10 +295,22 @@ class MLMAPolicy(Policy):
             return np.where(count > 0, self.ref_sum.sum(axis=1) / np.maximum(count, 1), np.nan)
 
     #: Per-stream arrays that make up the policy's state (saved and restored by live operation).
-    STATE = ("ref", "ref_sum", "ref_count", "ref_len", "ref_next", "ref_version", "ref_first_tick", "cooldown_until",
-             "queued", "queued_severity", "trigger_ticks", "silent_for", "flagged", "typical_count",
-             "typical_level", "typical_spread", "abnormal", "window", "window_len", "window_ok", "window_sum",
-             "window_count")
+    STATE = ("ref", "ref_sum", "ref_count", "ref_bias", "ref_len", "ref_next", "ref_version", "ref_first_tick",
+             "cooldown_until", "trigger_ticks", "silent_for", "flagged", "typical_count", "typical_level",
+             "typical_spread", "abnormal", "window", "window_len",
+             "window_sum", "window_count", "window_bias") + GainModel.STATE
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self.gain if name in GainModel.STATE else self, name) for name in self.STATE}
+
+    def load_state_arrays(self, arrays) -> None:
+        for name in GainModel.STATE:
+            setattr(self, name, getattr(self.gain, name))
+        super().load_state_arrays(arrays)
+        for name in GainModel.STATE:
+            setattr(self.gain, name, getattr(self, name))
+            delattr(self, name)
+        self.gain.state_changed()
 
     def reference_losses(self, s: int) -> np.ndarray:
         """Stream ``s``'s reference losses in time order (oldest first), NaN-free."""
@@ -226,11 +318,22 @@ class MLMAPolicy(Policy):
         values = self.ref[s, order].ravel()
         return values[np.isfinite(values)]
 
+    def refresh_interval(self) -> int:
+        """Ticks between refreshes now: ``refresh_ticks`` while the fleet's learned gain of a refresh (a
+        model at refresh age, no test evidence) is at least ``min_gain``; ``explore_factor`` times more
+        otherwise; 0 when the refresh is off."""
+        if self.refresh <= 0:
+            return 0
+        at_refresh_age = np.array([[1.0, 1.0, 0.0, 0.0]])
+        learned = float(self.gain.predict(at_refresh_age)[0])
+        return self.refresh if learned >= self.min_gain else self.refresh * self.explore_factor
+
     # -- the decision ---------------------------------------------------------------------------------------
     def decide(self, obs: TickObservation) -> Decision:
         n, k = obs.n_streams, obs.tick
         losses = obs.losses if self.loss == "absolute" else obs.losses ** 2
         current = _fit_width(losses, self.steps)
+        errors = None if obs.errors is None or not self.bias_test else _fit_width(obs.errors, self.steps)
         decision = Decision.nothing(n, Verdict.OK)
         decision.p_value = np.full(n, np.nan)
         decision.effect = np.full(n, np.nan)
@@ -253,27 +356,32 @@ class MLMAPolicy(Policy):
         abnormal = self.abnormal if obs.abnormal is None else (self.abnormal | obs.abnormal)
         clean = has_batch & ~suspect & ~abnormal
         self._learn_typical(obs.actuals, clean)
+        bias = _mean_error(errors, n)
 
         # Warm-up: a new version's first clean batches become its reference.
         warming = clean & (self.ref_len < self.warmup)
-        self._append(warming, current)
+        self._append(warming, current, bias)
         monitored = clean & ~warming
         cooling = monitored & (k <= self.cooldown_until)
-        self._push_window(monitored, current, ok=~cooling)
+        self._push_window(monitored, current, bias)
         testable = monitored & ~cooling
         reject = np.zeros(n, dtype=bool)
         excess = np.zeros(n)
+        p_degradation = np.full(n, np.nan)
+        p_bias = np.full(n, np.nan)
         idx = np.flatnonzero(testable)
         if len(idx):
-            p, effect, excess_idx = self._test(idx, current)
-            decision.p_value[idx] = p
+            p_deg, effect, excess_idx = self._test(idx, current)
+            p_degradation[idx] = p_deg
             decision.effect[idx] = effect
-            reject[idx], _ = fdr_control(p, alpha=self.alpha, method=self.fdr)
             excess[idx] = excess_idx
-            # Suspicious ticks stay out of the reference even when not significant fleet-wide.
-            suspicious = idx[np.nan_to_num(p, nan=1.0) < self.reference_gate]
-            self.window_ok[suspicious] = False
-        self.window_ok[reject] = False
+            p = p_deg
+            if errors is not None:
+                p_bias[idx] = self._bias_test(idx)
+                has_bias = np.isfinite(p_bias[idx])
+                p = np.where(has_bias, np.minimum(1.0, 2 * np.fmin(p_deg, p_bias[idx])), p_deg)
+            decision.p_value[idx] = p
+            reject[idx], _ = fdr_control(p, alpha=self.alpha, method=self.fdr)
 
         decision.verdict[~obs.has_model] = Verdict.COLD
         decision.verdict[obs.has_model & ~has_batch] = Verdict.NO_DATA
@@ -282,40 +390,61 @@ class MLMAPolicy(Policy):
         decision.verdict[reject] = Verdict.DEGRADED
         decision.verdict[has_batch & abnormal & ~suspect] = Verdict.ABNORMAL
 
-        # Severity in loss units: the excess loss per step, so big zones (big business) come first.
-        severity = np.where(reject, excess, 0.0)
-        candidates = reject | (self.queued & obs.has_model & ~suspect)
-        severity = np.where(self.queued & ~reject, self.queued_severity, severity)
-        chosen = _most_severe(candidates, severity, self.budget)
-        waiting = candidates & ~chosen
-        if waiting.any() and not (self.queued & waiting).all():
-            escalations.append(Escalation(int(np.flatnonzero(waiting)[0]), k, "budget", 1,
-                                          f"{int(waiting.sum())} re-trainings queued: budget of {self.budget} "
-                                          f"per tick spent"))
-        self.queued = waiting
-        self.queued_severity = np.where(waiting, severity, 0.0)
+        # The expected gain of re-training each stream now.
+        age = np.asarray(obs.ticks_since_fit, dtype=np.float64)
+        interval = self.refresh_interval()
+        features = decision_features(age / self.refresh if self.refresh > 0 else np.zeros(n),
+                                     p_degradation, p_bias)
+        expected = self.gain.predict(features)
+        eligible = has_batch & ~suspect & ~abnormal & ~warming & ~cooling
+        if interval > 0:
+            # The first version of every stream starts at the same tick: stagger its first refresh over one
+            # interval so that the fleet is not re-trained at once.
+            first = self.ref_version <= 1
+            offset = np.where(first, np.arange(n) % interval, 0)
+            due = eligible & (age >= interval - offset)
+        else:
+            due = np.zeros(n, dtype=bool)
+        if self.budget is None:
+            chosen = reject | due
+        else:
+            size = int(self.budget) if self.budget >= 1 else max(1, round(self.budget * int(obs.has_model.sum())))
+            # Only where a re-training is expected to pay at least min_gain, or a test found degradation.
+            # Ties (evidence is capped) go to the larger excess loss, then to the older model.
+            chosen = _highest(eligible & ((expected >= self.min_gain) | reject), expected, size,
+                              tiebreak=(np.nan_to_num(excess), age))
 
         picked = np.flatnonzero(chosen)
-        if len(picked):
-            earlier = self.trigger_ticks[picked]
+        triggered = np.flatnonzero(chosen & reject)
+        if len(triggered):
+            earlier = self.trigger_ticks[triggered]
             # The ring holds repeat_limit ticks, so a count that reaches the limit is exact, and a larger one
             # (no new escalation) stays larger.
             count = (earlier > k - self.repeat_window).sum(axis=1) + 1
-            self.trigger_ticks[picked, :-1] = earlier[:, 1:]
-            self.trigger_ticks[picked, -1] = k
-            for s, c in zip(picked, count):
+            self.trigger_ticks[triggered, :-1] = earlier[:, 1:]
+            self.trigger_ticks[triggered, -1] = k
+            for s, c in zip(triggered, count):
                 if c == self.repeat_limit:
                     escalations.append(Escalation(int(s), k, "repeated-trigger", 2,
                                                   f"{c} triggers within {self.repeat_window} ticks"))
         decision.retrain = chosen
-        reasons = np.where(
-            reject[chosen],
-            [f"loss {e:.2f}x reference (p={p:.2g})" for e, p in zip(decision.effect[chosen],
-                                                                   decision.p_value[chosen])],
-            "queued by budget")
-        decision.reason[chosen] = reasons
+        decision.reason[picked] = [self._explain(s, reject[s], age[s], decision, p_degradation[s], p_bias[s],
+                                                 expected[s]) for s in picked]
+        self.gain.decided(picked, features[picked])
         decision.escalations = escalations
         return decision
+
+    def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected) -> str:
+        gain = f"expected gain {100 * expected:+.1f} %"
+        if triggered:
+            if np.isfinite(p_degradation) and (not np.isfinite(p_bias) or p_degradation <= p_bias):
+                what = f"loss {decision.effect[s]:.2f}x reference"
+            else:
+                what = "mean error shifted from reference"
+            return f"{what} (p={decision.p_value[s]:.2g}); {gain}"
+        if self.budget is None:
+            return f"refresh: model {int(age)} ticks old; {gain}"
+        return f"budget: among the highest expected gains (model {int(age)} ticks old); {gain}"
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _test(self, idx: np.ndarray, current: np.ndarray):
@@ -385,44 +514,61 @@ class MLMAPolicy(Policy):
                                           _MIN_COVERAGE)
         return means
 
-    def _push_window(self, mask: np.ndarray, current: np.ndarray, ok: np.ndarray) -> None:
-        """Shift ``current`` into the test window; a full window's oldest tick moves to the reference if
-        no test flagged it."""
+    def _bias_test(self, idx: np.ndarray) -> np.ndarray:
+        """Two-sided p-values of the bias test for streams ``idx``: the window's last ``window_ticks`` mean
+        signed errors against the reference's. The relevance margin is the loss test's: a shift of the mean
+        error by at most ``delta`` times the reference's mean absolute loss is not worth a re-training."""
+        recent = self.window_bias[idx, -self.window_ticks:]
+        delta = np.full(len(idx), self.delta)
+        own = self.delta_override[idx]
+        delta = np.where(np.isfinite(own), own, delta)
+        count = self.ref_count[idx].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = np.where(count > 0, self.ref_sum[idx].sum(axis=1) / np.maximum(count, 1), np.nan)
+        if self.loss == "squared":
+            scale = np.sqrt(scale)  # back to the errors' units
+        margin = np.where(np.isfinite(scale), delta * scale, 0.0)
+        return bias_shift_test(recent, self.ref_bias[idx], margin=margin, min_reference=MIN_REFERENCE_TICKS)
+
+    def _push_window(self, mask: np.ndarray, current: np.ndarray, bias: np.ndarray) -> None:
+        """Shift ``current`` into the probation window; a full window's oldest tick moves to the reference,
+        whatever the tests said about it."""
         idx = np.flatnonzero(mask)
         if not len(idx):
             return
         w = self.probation_ticks
-        full = idx[self.window_len[idx] == w]
-        leaving = full[self.window_ok[full, 0]]
+        leaving = idx[self.window_len[idx] == w]
         if len(leaving):
             self._append_rows(leaving, self.window[leaving, 0], self.window_sum[leaving, 0],
-                              self.window_count[leaving, 0])
+                              self.window_count[leaving, 0], self.window_bias[leaving, 0])
         # Slot by slot, in place: shifting the selected rows with fancy indexing would build a temporary
         # copy of the whole window every tick (tens of MB for a large fleet, fresh pages each time).
         rows = mask[:, None]
         for j in range(w - 1):
-            for buffer in (self.window_sum, self.window_count, self.window_ok):
+            for buffer in (self.window_sum, self.window_count, self.window_bias):
                 np.copyto(buffer[:, j], buffer[:, j + 1], where=mask)
             np.copyto(self.window[:, j], self.window[:, j + 1], where=rows)
         stored = current[idx].astype(np.float32)
         self.window[idx, -1] = stored
-        self.window_ok[idx, -1] = ok[idx]
         self.window_sum[idx, -1], self.window_count[idx, -1] = _finite_sum_count(stored)
+        self.window_bias[idx, -1] = bias[idx]
         self.window_len[idx] = np.minimum(self.window_len[idx] + 1, w)
 
-    def _append(self, mask: np.ndarray, current: np.ndarray) -> None:
+    def _append(self, mask: np.ndarray, current: np.ndarray, bias: np.ndarray) -> None:
         idx = np.flatnonzero(mask)
         if len(idx):
             stored = current[idx].astype(np.float32)
-            self._append_rows(idx, stored, *_finite_sum_count(stored))
+            self._append_rows(idx, stored, *_finite_sum_count(stored), bias[idx])
 
-    def _append_rows(self, idx: np.ndarray, stored: np.ndarray, sums: np.ndarray, counts: np.ndarray) -> None:
+    def _append_rows(self, idx: np.ndarray, stored: np.ndarray, sums: np.ndarray, counts: np.ndarray,
+                     bias: np.ndarray) -> None:
         """Write batches ``stored`` (float32, as the ring keeps them) of streams ``idx`` into the reference
-        ring, with their sums and counts of finite losses."""
+        ring, with their sums and counts of finite losses and their mean signed errors."""
         slots = self.ref_next[idx]
         self.ref[idx, slots] = stored
         self.ref_sum[idx, slots] = sums
         self.ref_count[idx, slots] = counts
+        self.ref_bias[idx, slots] = bias
         self.ref_next[idx] = (self.ref_next[idx] + 1) % self.capacity
         self.ref_len[idx] = np.minimum(self.ref_len[idx] + 1, self.capacity)
 
@@ -448,6 +594,16 @@ _MIN_COVERAGE = _TEST_PARAMETERS["min_coverage"].default
 
 
 _NO_TICK = np.iinfo(np.int32).min // 2
+
+
+def _mean_error(errors: np.ndarray | None, n: int) -> np.ndarray:
+    """Each stream's mean signed error in the tick (NaN when none or unknown)."""
+    if errors is None:
+        return np.full(n, np.nan)
+    finite = np.isfinite(errors)
+    count = finite.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.where(finite, errors, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
 
 
 def _finite_sum_count(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -477,12 +633,14 @@ def _fit_width(losses: np.ndarray, steps: int) -> np.ndarray:
     return out
 
 
-def _most_severe(candidates: np.ndarray, severity: np.ndarray, budget: int | None) -> np.ndarray:
-    """The ``budget`` candidates with the highest severity (all of them without a budget)."""
-    if budget is None or candidates.sum() <= budget:
+def _highest(candidates: np.ndarray, score: np.ndarray, size: int, tiebreak=()) -> np.ndarray:
+    """The ``size`` candidates with the highest score, ties broken by the ``tiebreak`` arrays in turn (all
+    candidates when there are fewer)."""
+    if candidates.sum() <= size:
         return candidates.copy()
     idx = np.flatnonzero(candidates)
-    top = idx[np.argsort(-severity[idx], kind="stable")[:budget]]
+    keys = [-np.asarray(key)[idx] for key in reversed(tiebreak)] + [-score[idx]]
+    top = idx[np.lexsort(keys)[:size]]
     chosen = np.zeros_like(candidates)
     chosen[top] = True
     return chosen

@@ -51,6 +51,8 @@ class TickObservation:
     ticks_since_fit: np.ndarray
     observed: np.ndarray
     abnormal: np.ndarray | None = None
+    #: Signed errors (actual - forecast), ``(n_streams, steps)``, NaN like ``losses``; None when unknown.
+    errors: np.ndarray | None = None
 
     @property
     def n_streams(self) -> int:
@@ -110,6 +112,18 @@ class Policy:
 
     def on_new_model(self, streams: np.ndarray, tick: int) -> None:
         """Called after a new model version starts serving on ``streams`` (promotion or first fit)."""
+
+    def on_challenger_lost(self, streams: np.ndarray, tick: int) -> None:
+        """Called when the challengers of ``streams`` were rejected (the champion keeps serving)."""
+
+    def on_challenger_judged(self, streams: np.ndarray, tick: int, challenger_loss: np.ndarray,
+                             champion_loss: np.ndarray) -> None:
+        """Called with the mean losses (in :meth:`challenger_loss`'s units) of every challenger judged this
+        tick and of its champion on the same timestamps, won or lost: what the re-trainings paid."""
+
+    def challenger_loss(self, errors: np.ndarray) -> np.ndarray:
+        """The loss a challenger is judged on, from signed errors; the policy's own loss when it has one."""
+        return np.abs(errors)
 
     def reset_reference(self, streams: np.ndarray, tick: int, *, rebase: bool = False) -> None:
         """Start the streams' references afresh; policies without references have nothing to do."""

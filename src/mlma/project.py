@@ -58,7 +58,7 @@ alpha = 0.2               # false discovery rate across the streams tested in a 
 delta = 0.05              # relevance margin: smaller rises are not worth a re-training
 fdr = "bh"                # bh | by | bonferroni | none
 cooldown_ticks = 2
-budget = 0                # most re-trainings per tick; 0: no limit
+budget = 0.05             # re-trainings per tick: a share of the fleet (< 1) or a number; 0: no budget
 
 # Webhooks on new escalations (docs/alerts.md), one table per receiver:
 # [[alerts.receivers]]
@@ -120,7 +120,7 @@ class MonitorSection:
     delta: float = 0.05
     fdr: str = "bh"
     cooldown_ticks: int = 2
-    budget: int = 0
+    budget: float = 0.05
 
 
 @dataclass
@@ -280,6 +280,9 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     for key in ("cooldown_ticks", "budget"):
         if getattr(m, key) < 0:
             raise ConfigError(f"{path}: [monitor] {key} must be >= 0, got {getattr(m, key)}")
+    if m.budget >= 1 and not float(m.budget).is_integer():
+        raise ConfigError(f"{path}: [monitor] budget must be a share of the fleet below 1 or a whole number of "
+                          f"re-trainings per tick, got {m.budget}")
     a = config.agent
     for key in ("initial_ticks", "fit_timeout_seconds"):
         if getattr(a, key) < 0:
