@@ -31,6 +31,7 @@ from mlma.project import ProjectConfig, init_project, load_config
 from mlma.simulate import simulate_platform
 from mlma.store import Store
 from mlma.store import schema as S
+from mlma.store.migrate import head_revision
 from mlma.store.testing import postgres_schema
 
 FIRST_TICK = 7
@@ -467,7 +468,7 @@ def test_upgrading_drops_parameter_overrides_that_were_accepted_before_the_bound
                                      "overrides) VALUES (:id, :uid, :now, :now, '{}', "
                                      + ("CAST(:o AS JSONB))" if backend == "postgresql" else ":o)")),
                              {"id": i, "uid": uid, "now": pd.Timestamp.now(tz="UTC").to_pydatetime(), "o": overrides})
-        assert Store.upgrade(url) == "0005"
+        assert Store.upgrade(url) == head_revision()
         with Store.open(url) as store:
             table = store.streams().set_index("unique_id")["overrides"].to_dict()
             assert table == {"a": {}, "b": {"delta": 0.2}, "c": {"pinned_until": "forever"},
