@@ -245,6 +245,8 @@ def test_set_params_refuses_values_out_of_bounds_and_writes_nothing(project, opt
     (("ack", str(2**70)), "escalation ids are whole numbers from 1 to 9223372036854775807"),
     (("abnormal", "cancel", str(2**64)), "abnormal period ids are whole numbers from 1 to"),
     (("cancel-action", str(2**64)), "action ids are whole numbers from 1 to"),
+    (("rollback", "zone-0001", "--to-version", str(2**70)), "model versions are whole numbers from 1 to"),
+    (("promote", "zone-0001", str(2**64)), "model versions are whole numbers from 1 to"),
 ])
 def test_dates_out_of_range_or_in_the_past_and_ids_beyond_64_bits_are_refused(project, args, message):
     with store_of(project) as store:

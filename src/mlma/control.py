@@ -340,6 +340,8 @@ class Operations:
     def rollback(self, stream, to_version: int | None = None, *, by: str, reason: str | None = None) -> ActionResult:
         """Put an earlier version of the stream back in service now (default: the one before the current)."""
         registry = self._registry()
+        if to_version is not None:
+            (to_version,) = _version_numbers([to_version])
         try:
             version = registry.rollback(stream, to_version, by=check_actor(by), reason=reason)
         except KeyError as exc:
@@ -352,8 +354,9 @@ class Operations:
     def promote(self, stream, version: int, *, by: str, reason: str | None = None) -> ActionResult:
         """Put a chosen version of the stream in service now."""
         registry = self._registry()
+        (version,) = _version_numbers([version])
         try:
-            registry.promote(stream, int(version), by=check_actor(by), reason=reason)
+            registry.promote(stream, version, by=check_actor(by), reason=reason)
         except KeyError as exc:
             raise ActionError(str(exc).strip("'\"")) from None
         except StoreError as exc:  # the version's artifact does not verify
@@ -425,3 +428,11 @@ def _until(value: Any) -> dt.datetime:
             now = dt.datetime.now(dt.timezone.utc)
             return check_future(now + delta.to_pytimedelta(), "until", value, now)
     return future_instant(value, "until")
+
+
+def _version_numbers(values) -> list[int]:
+    """Model version numbers as the store holds them (64-bit), or an :class:`ActionError` naming the bound."""
+    try:
+        return row_ids(values, "model versions")
+    except ParameterError as exc:
+        raise ActionError(str(exc)) from None
