@@ -86,3 +86,13 @@ def test_the_boundary_settings_reach_the_ingest_limits(tmp_path):
     limits = load_config(tmp_path).ingest_limits()
     assert (limits.max_future, limits.max_ahead_ticks, limits.value_range_factor) == (None, 3, 0.0)
 
+
+
+def test_an_mlma_spec_keeps_its_own_settings_and_takes_the_rest_from_monitor(tmp_path):
+    (tmp_path / "mlma.toml").write_text("[agent]\npolicy = 'mlma:alpha=0.1'\n[monitor]\nalpha = 0.3\ndelta = 0.2\n")
+    params = load_config(tmp_path).build_policy().get_params()
+    assert params["alpha"] == 0.1 and params["delta"] == 0.2
+    (tmp_path / "mlma.toml").write_text("[agent]\npolicy = 'mlma'\n[monitor]\nalpha = 0.3\n")
+    assert load_config(tmp_path).build_policy().get_params()["alpha"] == 0.3
+    (tmp_path / "mlma.toml").write_text("[agent]\npolicy = 'periodic:5'\n[monitor]\nalpha = 0.3\n")
+    assert load_config(tmp_path).build_policy().every == 5

@@ -51,7 +51,7 @@ from mlma.data import Frequency, infer_frequency, make_tick_grid
 from mlma.escalations import Escalation
 from mlma.fleet import FleetData
 from mlma.models import ForecastContext
-from mlma.policy import Verdict, make_policy
+from mlma.policy import Verdict
 from mlma.project import ProjectConfig
 from mlma.registry import ModelRegistry
 from mlma.store import StateCorrupted, Store, forecast_frame
@@ -479,7 +479,7 @@ class LiveAgent:
         service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
                                fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None,
                                model_params=cfg.model_params())
-        policy = make_policy(cfg.agent.policy, **(cfg.policy_params() if cfg.agent.policy == "mlma" else {}))
+        policy = cfg.build_policy()
         # The MASE scale is kept in the state; it is computed only while some stream has none yet.
         saved_scale = None if state is None else np.asarray(state.arrays["agent.scale"])
         complete = (saved_scale is not None and len(saved_scale) == n

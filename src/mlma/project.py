@@ -183,6 +183,20 @@ class ProjectConfig:
         return {"alpha": m.alpha, "delta": m.delta, "fdr": m.fdr, "cooldown_ticks": m.cooldown_ticks,
                 "budget": m.budget or None}
 
+    def build_policy(self):
+        """The project's policy: ``[agent] policy`` with the ``[monitor]`` settings, for an MLMA policy.
+
+        Settings written in the spec itself (``policy = "mlma:alpha=0.1"``) take precedence over ``[monitor]``.
+        """
+        from mlma.policy import PolicySpec, make_policy, policy_kind
+
+        spec = self.agent.policy
+        params = {}
+        if policy_kind(spec) == "mlma":
+            own = {key for key, _ in PolicySpec.parse(spec).params}
+            params = {key: value for key, value in self.policy_params().items() if key not in own}
+        return make_policy(spec, **params)
+
 
 _SECTIONS = {"data": DataSection, "store": StoreSection, "model": ModelSection, "agent": AgentSection,
              "monitor": MonitorSection}
