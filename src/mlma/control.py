@@ -42,6 +42,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -417,7 +418,8 @@ def _until(value: Any) -> dt.datetime:
     """An instant in the future, or a duration from now (``"4h"``, ``"2d"``)."""
     if isinstance(value, str):
         try:
-            delta = pd.Timedelta(value)
+            # "2d" is what people write; pandas is retiring the lower-case unit in favour of "2D".
+            delta = pd.Timedelta(re.sub(r"(?<=\d)\s*d(?![a-z])", "D", value.strip()))
         except (ValueError, OverflowError):
             delta = None
         if delta is not None and pd.isna(delta):
