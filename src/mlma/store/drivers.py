@@ -81,11 +81,9 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
     uid = frame["unique_id"].astype(str).to_numpy(dtype=object)
     ns = frame["ds"].to_numpy(dtype="datetime64[ns]")
     with store._write() as conn:
-        seen = conn.execute(sa.select(S.ingests.c.id, S.ingests.c.source, S.ingests.c.at)
-                            .where(S.ingests.c.content_sha256 == sha)).first()
+        seen = store._seen_ingest(conn, sha)
         if seen is not None:
-            return IngestReport(ingest_id=seen.id, source=seen.source, content_sha256=sha, duplicate=True,
-                                at=seen.at)
+            return seen
         now = store._now(conn)
         distinct, codes = np.unique(uid, return_inverse=True) if len(uid) else (np.empty(0, object), np.empty(0, int))
         ids = store._lookup_streams(conn, distinct) if len(distinct) else np.empty(0, np.int64)

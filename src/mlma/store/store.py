@@ -543,7 +543,13 @@ class Store:
 
     def _ingest_by_hash(self, sha: str) -> IngestReport | None:
         with self._read() as conn:
-            row = conn.execute(sa.select(S.ingests).where(S.ingests.c.content_sha256 == sha)).first()
+            return self._seen_ingest(conn, sha)
+
+    @staticmethod
+    def _seen_ingest(conn, sha: str) -> IngestReport | None:
+        """The earlier ingest of the same content (by its sha256), reported as a duplicate; None if new."""
+        row = conn.execute(sa.select(S.ingests.c.id, S.ingests.c.source, S.ingests.c.at)
+                           .where(S.ingests.c.content_sha256 == sha)).first()
         if row is None:
             return None
         return IngestReport(ingest_id=row.id, source=row.source, content_sha256=sha, duplicate=True, at=row.at)
@@ -551,11 +557,9 @@ class Store:
     def _ingest(self, uid, ns, y, source, sha, rows_read, rows_dropped, findings, *, clock=None,
                 extra=None) -> IngestReport:
         with self._write() as conn:
-            seen = conn.execute(sa.select(S.ingests.c.id, S.ingests.c.source, S.ingests.c.at)
-                                .where(S.ingests.c.content_sha256 == sha)).first()
+            seen = self._seen_ingest(conn, sha)
             if seen is not None:
-                return IngestReport(ingest_id=seen.id, source=seen.source, content_sha256=sha, duplicate=True,
-                                    at=seen.at)
+                return seen
             now = self._now(conn)
             if clock is not None:
                 self._fix_clock(conn, clock, now)
