@@ -10,18 +10,9 @@ from mlma.backtest import BacktestConfig, run_backtest
 from mlma.models import Drivers, ForecastContext
 from mlma.training import FitCache
 
+from test_backtest import hourly_frame
+
 CTX = ForecastContext("h", season_length=24, horizon=24)
-
-
-def hourly_frame(n_streams: int = 3, days: int = 16, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    ds = pd.date_range("2025-03-03", periods=24 * days, freq="h")
-    frames = []
-    for i in range(n_streams):
-        profile = 10 * (i + 1) * (1 + np.sin(np.arange(len(ds)) * 2 * np.pi / 24))
-        frames.append(pd.DataFrame({"unique_id": f"s{i}", "ds": ds,
-                                    "y": np.round(profile + rng.normal(0, 2, len(ds)), 3)}))
-    return pd.concat(frames, ignore_index=True)
 
 
 def test_the_key_changes_with_everything_a_fit_depends_on():
@@ -56,7 +47,7 @@ def test_an_unstable_model_spec_is_not_cached():
 
 
 def test_a_second_backtest_takes_every_fit_from_the_cache_with_identical_results(tmp_path):
-    frame = hourly_frame()
+    frame = hourly_frame(n_streams=3, days=16)
     settings = dict(policies=["never", "periodic:3", "always", "mlma"], model="ridge", initial_ticks=10,
                     sample_streams=1, fit_cache=tmp_path / "fits")
     first = run_backtest(frame, BacktestConfig(**settings))
@@ -75,7 +66,7 @@ def test_a_second_backtest_takes_every_fit_from_the_cache_with_identical_results
 
 
 def test_changed_data_or_settings_miss_the_cache(tmp_path):
-    frame = hourly_frame()
+    frame = hourly_frame(n_streams=3, days=16)
     settings = dict(policies=["always"], model="ridge", initial_ticks=10, sample_streams=0,
                     fit_cache=tmp_path / "fits")
     first = run_backtest(frame, BacktestConfig(**settings))
