@@ -20,6 +20,7 @@ from mlma.project import ConfigError, init_project, load_config  # noqa: E402
 from mlma.registry import ModelRegistry  # noqa: E402
 from mlma.simulate import simulate_platform  # noqa: E402
 from mlma.store import Store  # noqa: E402
+from test_live import day_chunks  # noqa: E402
 
 FIRST_TICK = 21
 
@@ -39,14 +40,6 @@ def make_project(root: Path, *, mlflow: bool = True) -> Path:
         text += '\n[mlflow]\ntracking_uri = "sqlite:///mlflow.db"\nexperiment = "zones"\n'
     (root / "mlma.toml").write_text(text)
     return root
-
-
-def day_chunks(frame: pd.DataFrame, first_tick: int):
-    day0 = frame["ds"].min().normalize()
-    days = ((frame["ds"] - day0) // pd.Timedelta("1D")).to_numpy()
-    yield frame[days < first_tick]
-    for d in range(first_tick, int(days.max()) + 1):
-        yield frame[days == d]
 
 
 def replay_with_sync(root: Path, frame: pd.DataFrame) -> None:
