@@ -448,7 +448,7 @@ def test_an_anonymous_50_mb_body_costs_the_server_little_memory(tmp_path):
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_upgrading_drops_parameter_overrides_that_were_accepted_before_the_bounds(request, tmp_path, backend):
     """A store that took cooldown 1e20, 2^62 or delta Infinity before 0005 is repaired by the upgrade, audited."""
-    from mlma.api import queries
+    from mlma.store import queries
 
     with contextlib.ExitStack() as stack:
         if backend == "postgresql":

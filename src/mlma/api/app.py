@@ -37,7 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from mlma.api import auth
 from mlma.api.deps import AppContext, viewer
 from mlma.api.guard import MAX_BODY_BYTES, RequestGuard
-from mlma.api.queries import QueryError
+from mlma.store.queries import QueryError
 from mlma.api.routers import actions, admin, read
 from mlma.control import Operations
 from mlma.store import Store

@@ -80,7 +80,7 @@ def _operations(project: Optional[Path]) -> Iterator:
 def _group(items: Optional[list[str]]) -> Optional[dict[str, str]]:
     if not items:
         return None
-    from mlma.api.queries import QueryError, parse_attributes
+    from mlma.store.queries import QueryError, parse_attributes
 
     try:
         return parse_attributes(items, "--group")
@@ -300,7 +300,7 @@ def abnormal_list(all_: bool = typer.Option(False, "--all", help="Include cancel
                   as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                   project: Optional[Path] = PROJECT_OPT) -> None:
     """List abnormal periods."""
-    from mlma.api.queries import abnormal_periods
+    from mlma.store.queries import abnormal_periods
 
     with _operations(project) as ops:
         periods = abnormal_periods(ops.store, active=not all_)
@@ -406,7 +406,7 @@ def escalations(status: str = typer.Option("open", help="open, acknowledged, sil
                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                 project: Optional[Path] = PROJECT_OPT) -> None:
     """The engineer's queue: escalations grouped (same kind, tick and group) and ranked by severity and size."""
-    from mlma.api.queries import QueryError, escalation_queue
+    from mlma.store.queries import QueryError, escalation_queue
 
     with _operations(project) as ops:
         try:
@@ -436,7 +436,7 @@ def audit(limit: int = typer.Option(20, help="Entries to show (newest first)."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON."),
           project: Optional[Path] = PROJECT_OPT) -> None:
     """The audit log: who did what, when and why."""
-    from mlma.api.queries import audit_page
+    from mlma.store.queries import audit_page
 
     with _operations(project) as ops:
         page = audit_page(ops.store, actor=actor_, action=action, target=target, per_page=max(1, min(limit, 500)))
@@ -456,7 +456,7 @@ def actions(status: Optional[str] = typer.Option(None, help="pending, applied or
             as_json: bool = typer.Option(False, "--json", help="Print JSON."),
             project: Optional[Path] = PROJECT_OPT) -> None:
     """Queued and carried-out stream actions (re-trainings, reference resets, approvals)."""
-    from mlma.api.queries import QueryError, actions_page
+    from mlma.store.queries import QueryError, actions_page
 
     with _operations(project) as ops:
         try:

@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from mlma.api import queries
+from mlma.store import queries
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, context, viewer
 from mlma.api.inputs import check_request_text
-from mlma.api.queries import MAX_PAGE
+from mlma.store.queries import MAX_PAGE
 
 router = APIRouter(prefix="/api", tags=["read"], dependencies=[Depends(check_request_text)])
 

@@ -1,6 +1,7 @@
-"""What the API and the dashboard read, as SQL over the store: aggregated and paginated in the database.
+"""What the API and the dashboard read: the store's read queries, aggregated and paginated in the database.
 
-Every function here takes a :class:`~mlma.store.Store` and returns plain JSON-able dicts. None of them
+Every function here takes a :class:`~mlma.store.Store` and returns plain JSON-able dicts whose keys are the
+REST API's (docs/api.md lists them); the API serves them as they are. None of them
 loads a whole per-stream table into Python: lists are filtered, sorted and cut into pages by the database,
 and fleet-wide numbers come from ``ticks.summary`` (written by each tick) or from one ``GROUP BY``. A
 stream's *current* state is its verdict in the last finished tick, joined on the ``verdicts`` primary key
@@ -29,11 +30,11 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from mlma.control import pin_stamp, pinned_now
 from mlma.escalations import ESCALATION_KINDS
 from mlma.policy import Verdict
-from mlma.store import Store
 from mlma.store import schema as S
+from mlma.store.overrides import StreamOverrides, pinned_now
+from mlma.store.store import Store
 
 #: Verdict codes by label ('ok', 'degraded', ...), and back.
 VERDICT_CODES = {v.label: int(v) for v in Verdict}
@@ -72,12 +73,11 @@ def _iso(value: Any) -> str | None:
     return str(value)
 
 
-def _active_pin(overrides: Mapping | None, now: dt.datetime) -> str | None:
-    """``pinned_until`` of a pin that holds at ``now`` ("forever" or an instant), None for none or one run out."""
-    until = (overrides or {}).get("pinned_until")
-    if not until or until == "forever":
-        return until or None
-    return until if until > pin_stamp(now) else None
+def _settings(overrides: Mapping | None, now: dt.datetime) -> dict:
+    """The API's view of a stream's overrides: the pin that holds at ``now`` ("forever" or an instant; None for
+    none or one run out) and whether promotions wait for approval."""
+    parsed = StreamOverrides.parse(overrides)
+    return {"pinned_until": parsed.active_pin(now), "needs_approval": parsed.needs_approval}
 
 
 def _label(code: Any) -> str | None:
@@ -278,8 +278,7 @@ def list_streams(store: Store, *, verdict: Sequence[str] | None = None, attribut
         "model_version": None if r.model_version is None else int(r.model_version),
         "champion": None if r.champion is None else int(r.champion), "retrain": bool(r.retrain) if r.retrain is not None
         else None, "reason": r.reason, "last_ds": _iso(r.last_ds),
-        "pinned_until": _active_pin(r.overrides, now),
-        "needs_approval": bool((r.overrides or {}).get("needs_approval")),
+        **_settings(r.overrides, now),
         "overrides": r.overrides or {}, "open_escalations": int(r.n_open),
         "max_severity": None if r.severity is None else int(r.severity)} for r in rows]
     return {"tick": tick, "total": int(total), "page": page, "per_page": per_page,
@@ -364,8 +363,10 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
         latest_forecast[r.ds] = r
     forecasts = [latest_forecast[k] for k in sorted(latest_forecast)]
     overrides = row.overrides or {}
+    parsed = StreamOverrides.parse(overrides)
     params = dict(defaults or {})
-    params.update({k: overrides[k] for k in ("delta", "cooldown_ticks") if k in overrides})
+    params.update({k: v for k, v in (("delta", parsed.delta), ("cooldown_ticks", parsed.cooldown_ticks))
+                   if v is not None})
     current = verdict_rows[-1] if verdict_rows and verdict_rows[-1].tick == (window[-1].tick if window else None) \
         else None
     return {
@@ -373,7 +374,7 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
         "params": params, "first_ds": _iso(row.first_ds), "last_ds": _iso(row.last_ds),
         "first_seen": _iso(row.first_seen), "last_seen": _iso(row.last_seen),
         "verdict": None if current is None else _label(current.verdict),
-        "pinned_until": _active_pin(overrides, now), "needs_approval": bool(overrides.get("needs_approval")),
+        **_settings(overrides, now),
         "champion": None if champion is None else {
             "version": int(champion.version), "since": _iso(champion.since), "moved_by": champion.moved_by,
             "reason": champion.reason, "tick": champion.tick},
