@@ -49,14 +49,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
 from mlma.params import (PARAMETERS, ParameterError, check_future, check_params, data_time, future_instant,
                          row_ids)
 from mlma.store import Store
-from mlma.store import schema as S
 from mlma.store.errors import StoreError
+from mlma.store.overrides import FOREVER, pin_stamp
 from mlma.store.records import check_actor
+from mlma.store.schema import STREAM_ACTION_STATUSES
 
 #: Monitoring parameters a stream may override, with their bounds (one table: :data:`mlma.params.PARAMETERS`).
 OVERRIDABLE = PARAMETERS
@@ -162,7 +162,7 @@ class Operations:
     # -- settings read by every tick ------------------------------------------------------------------------
     def pin(self, streams=None, *, group=None, until: Any = None, by: str, reason: str | None = None) -> ActionResult:
         """No automatic re-training for the streams until :meth:`unpin` or until ``until`` (an instant)."""
-        value = "forever" if until is None else pin_stamp(future_instant(until, "until"))
+        value = FOREVER if until is None else pin_stamp(future_instant(until, "until"))
         return self._override("pin", streams, group, {"pinned_until": value}, by, reason)
 
     def unpin(self, streams=None, *, group=None, by: str, reason: str | None = None) -> ActionResult:
@@ -201,10 +201,9 @@ class Operations:
     def _write_overrides(self, action, ids, target, changes, by, reason) -> ActionResult:
         """Merge ``changes`` into the overrides of the streams ``ids``, with one audit entry for ``target``."""
         check_actor(by)
-        with self.store._write() as conn:
-            self.store._merge_json("overrides", {int(i): changes for i in ids}, conn=conn)
-            audit_id = self.store._audit(conn, self.store._now(conn), by, action, target,
-                                         {"streams": len(ids), **changes}, reason)
+        with self.store.transaction() as tx:
+            tx.merge_overrides({int(i): changes for i in ids})
+            audit_id = tx.audit(by, action, target, {"streams": len(ids), **changes}, reason)
         return ActionResult(action, self.store.unique_ids(ids).tolist(), changed=len(ids), audit_id=audit_id,
                             detail=dict(changes))
 
@@ -223,13 +222,10 @@ class Operations:
             ids, target = [None], "fleet"
         else:
             ids, target = self.select(streams, group=group)
-        with self.store._write() as conn:
-            now = self.store._now(conn)
-            conn.execute(sa.insert(S.abnormal_periods), [
-                {"stream_id": None if i is None else int(i), "start_ds": lo.to_pydatetime(),
-                 "end_ds": hi.to_pydatetime(), "created_at": now, "created_by": by, "reason": reason} for i in ids])
-            audit_id = self.store._audit(conn, now, by, "mark-abnormal", target,
-                                         {"start": str(lo), "end": str(hi), "streams": len(ids)}, reason)
+        with self.store.transaction() as tx:
+            tx.add_abnormal_periods(ids, lo.to_pydatetime(), hi.to_pydatetime(), by=by, reason=reason)
+            audit_id = tx.audit(by, "mark-abnormal", target, {"start": str(lo), "end": str(hi), "streams": len(ids)},
+                                reason)
         names = [] if target == "fleet" else self.store.unique_ids(ids).tolist()
         return ActionResult("mark-abnormal", names, changed=len(ids), audit_id=audit_id,
                             detail={"start": str(lo), "end": str(hi)})
@@ -237,29 +233,17 @@ class Operations:
     def cancel_abnormal(self, period_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
         check_actor(by)
         ids = row_ids(period_ids, "abnormal period ids")
-        a = S.abnormal_periods
-        with self.store._write() as conn:
-            now = self.store._now(conn)
-            changed = conn.execute(sa.update(a).where(a.c.id.in_(ids), a.c.cancelled_at.is_(None))
-                                   .values(cancelled_at=now)).rowcount
+        with self.store.transaction() as tx:
+            changed = tx.cancel_abnormal_periods(ids)
             if not changed:
                 raise ActionError(f"no active abnormal period with id(s) {ids}")
-            audit_id = self.store._audit(conn, now, by, "cancel-abnormal", "abnormal:" + ",".join(map(str, ids)),
-                                         {"ids": ids}, reason)
+            audit_id = tx.audit(by, "cancel-abnormal", "abnormal:" + ",".join(map(str, ids)), {"ids": ids}, reason)
         return ActionResult("cancel-abnormal", changed=int(changed), audit_id=audit_id)
 
     def abnormal_periods(self, *, active_only: bool = True) -> pd.DataFrame:
-        """Abnormal periods: id, unique_id (None: whole fleet), start, end, created_at, created_by, reason."""
-        a = S.abnormal_periods
-        query = (sa.select(a.c.id, a.c.stream_id, S.streams.c.unique_id, a.c.start_ds.label("start"),
-                           a.c.end_ds.label("end"), a.c.created_at, a.c.created_by, a.c.reason, a.c.cancelled_at)
-                 .outerjoin(S.streams, S.streams.c.id == a.c.stream_id).order_by(a.c.id))
-        if active_only:
-            query = query.where(a.c.cancelled_at.is_(None))
-        with self.store._read() as conn:
-            rows = conn.execute(query).all()
-        return pd.DataFrame(rows, columns=["id", "stream_id", "unique_id", "start", "end", "created_at",
-                                           "created_by", "reason", "cancelled_at"])
+        """Abnormal periods: id, unique_id (None: whole fleet), start, end, created_at, created_by, reason
+        (:meth:`mlma.store.Store.abnormal_periods`)."""
+        return self.store.abnormal_periods(active_only=active_only)
 
     # -- queued for the next tick ---------------------------------------------------------------------------
     def force_retrain(self, streams=None, *, group=None, direct: bool = False, by: str,
@@ -290,13 +274,9 @@ class Operations:
     def _queue(self, kind, streams, group, params, by, reason, action=None) -> ActionResult:
         check_actor(by)
         ids, target = self.select(streams, group=group)
-        with self.store._write() as conn:
-            now = self.store._now(conn)
-            conn.execute(sa.insert(S.stream_actions), [
-                {"stream_id": int(i), "kind": kind, "params": dict(params), "status": "pending", "created_at": now,
-                 "created_by": by, "reason": reason} for i in ids])
-            audit_id = self.store._audit(conn, now, by, action or kind, target, {"streams": len(ids), **params},
-                                         reason)
+        with self.store.transaction() as tx:
+            tx.queue_actions(ids, kind, params, by=by, reason=reason)
+            audit_id = tx.audit(by, action or kind, target, {"streams": len(ids), **params}, reason)
         return ActionResult(action or kind, self.store.unique_ids(ids).tolist(), queued=len(ids),
                             audit_id=audit_id, detail=dict(params))
 
@@ -304,15 +284,11 @@ class Operations:
         """Take back queued actions that no tick has carried out yet."""
         check_actor(by)
         ids = row_ids(action_ids, "action ids")
-        t = S.stream_actions
-        with self.store._write() as conn:
-            now = self.store._now(conn)
-            changed = conn.execute(sa.update(t).where(t.c.id.in_(ids), t.c.status == "pending")
-                                   .values(status="cancelled", applied_at=now)).rowcount
+        with self.store.transaction() as tx:
+            changed = tx.cancel_actions(ids)
             if not changed:
                 raise ActionError(f"no pending action with id(s) {ids}")
-            audit_id = self.store._audit(conn, now, by, "cancel-action", "actions:" + ",".join(map(str, ids)),
-                                         {"ids": ids}, reason)
+            audit_id = tx.audit(by, "cancel-action", "actions:" + ",".join(map(str, ids)), {"ids": ids}, reason)
         return ActionResult("cancel-action", changed=int(changed), audit_id=audit_id)
 
     def pending_actions(self, streams=None) -> pd.DataFrame:
@@ -321,21 +297,10 @@ class Operations:
 
     def actions(self, *, status: str | None = None, streams=None, limit: int | None = None) -> pd.DataFrame:
         """Stream actions, newest first, optionally of one status and for some streams."""
-        t = S.stream_actions
-        query = (sa.select(t, S.streams.c.unique_id).join(S.streams, S.streams.c.id == t.c.stream_id)
-                 .order_by(t.c.id.desc()))
-        if status is not None:
-            if status not in S.STREAM_ACTION_STATUSES:
-                raise ActionError(f"status must be one of {S.STREAM_ACTION_STATUSES}, got {status!r}")
-            query = query.where(t.c.status == status)
-        if streams is not None:
-            ids, _ = self.select(streams)
-            query = query.where(t.c.stream_id.in_(ids.tolist()))
-        if limit is not None:
-            query = query.limit(int(limit))
-        with self.store._read() as conn:
-            rows = conn.execute(query).all()
-        return pd.DataFrame(rows, columns=[*[c.name for c in t.columns], "unique_id"])
+        if status is not None and status not in STREAM_ACTION_STATUSES:
+            raise ActionError(f"status must be one of {STREAM_ACTION_STATUSES}, got {status!r}")
+        ids = None if streams is None else self.select(streams)[0].tolist()
+        return self.store.stream_actions(status=status, stream_ids=ids, limit=limit)
 
     # -- now -------------------------------------------------------------------------------------------------
     def rollback(self, stream, to_version: int | None = None, *, by: str, reason: str | None = None) -> ActionResult:
@@ -396,24 +361,6 @@ class Operations:
 
 
 # -- parsing --------------------------------------------------------------------------------------------------
-def pin_stamp(when: dt.datetime) -> str:
-    """How ``overrides.pinned_until`` stores an instant: ISO text in UTC to the second, so that the text
-    order is the time order (the API counts pins that have not run out by comparing the text with now's).
-
-    >>> pin_stamp(dt.datetime(2026, 12, 24, 9, 30, 15, 500, tzinfo=dt.timezone.utc))
-    '2026-12-24T09:30:15+00:00'
-    """
-    return when.astimezone(dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def pinned_now(now: dt.datetime, pinned: bool = True) -> sa.ColumnElement:
-    """SQL: the stream is pinned at ``now`` (``pinned=False``: it is not), i.e. pinned until unpinned or until a
-    time after ``now``; a pin that has run out counts as no pin, as it does for the tick."""
-    until = S.streams.c.overrides["pinned_until"].as_string()
-    active = sa.or_(until == "forever", until > pin_stamp(now))
-    return sa.and_(until.is_not(None), active) if pinned else sa.or_(until.is_(None), sa.not_(active))
-
-
 def _until(value: Any) -> dt.datetime:
     """An instant in the future, or a duration from now (``"4h"``, ``"2d"``)."""
     if isinstance(value, str):

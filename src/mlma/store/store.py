@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,8 +27,12 @@ from mlma.store.engine import is_read_only
 from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
 from mlma.store.errors import SchemaError, StoreError, TickAlreadyDone
+from mlma.store.overrides import StreamOverrides
 from mlma.store.records import AgentState, ChampionMove, Clock, IngestReport, NewVersion, TickWrite, check_actor
 from mlma.store.state import FORMAT, decode_state, encode_state
+
+if TYPE_CHECKING:
+    from mlma.store.transaction import Transaction
 
 UTC = dt.timezone.utc
 #: How many saved agent states are kept (older ones are deleted when a tick commits).
@@ -268,6 +272,20 @@ class Store:
             with conn.begin():
                 yield conn
 
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A write transaction callers can span: everything done through the yielded
+        :class:`~mlma.store.transaction.Transaction` (an action, its audit entry) commits together at the end
+        of the ``with`` block, or not at all if it raises."""
+        from mlma.store.transaction import Transaction  # it builds on this module's registry writers
+
+        with self._write() as conn:
+            tx = Transaction(self, conn)
+            try:
+                yield tx
+            finally:
+                tx._close()
+
     def _now(self, conn: sa.Connection) -> dt.datetime:
         """The current UTC time: the server's clock on PostgreSQL (agents may run on several hosts)."""
         if conn.dialect.name == "postgresql":
@@ -422,6 +440,19 @@ class Store:
             self._merge_json("overrides", changes, conn=conn)
             self._audit(conn, self._now(conn), by, "set-overrides", target,
                         {"streams": uids.tolist(), "overrides": _json_safe(overrides)}, reason)
+
+    def stream_overrides(self, streams: Sequence[int | str] | None = None) -> dict[int, StreamOverrides]:
+        """The overrides of every stream that has any (or of ``streams``), typed, by stream id.
+
+        A stream left out has none: the project's settings apply to it.
+        """
+        s = S.streams
+        query = sa.select(s.c.id, s.c.overrides).order_by(s.c.id)
+        if streams is not None:
+            query = query.where(s.c.id.in_(self._ids_of(streams).tolist()))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return {int(i): StreamOverrides.parse(blob) for i, blob in rows if blob}
 
     def _merge_json(self, column: str, changes: Mapping, conn: sa.Connection | None = None) -> None:
         if conn is None:
@@ -1189,6 +1220,46 @@ class Store:
         with self._read() as conn:
             rows = conn.execute(query).all()
         return pd.DataFrame(rows, columns=[c.name for c in a.columns])
+
+    # -- a person's controls: abnormal periods and queued actions ----------------------------------------
+    def abnormal_periods(self, *, active_only: bool = True) -> pd.DataFrame:
+        """Abnormal periods, oldest first.
+
+        Columns: id, stream_id (None: the whole fleet), unique_id, start, end (data time, ``start <= ds <
+        end``), created_at, created_by, reason, cancelled_at (None while active).
+        """
+        a = S.abnormal_periods
+        query = (sa.select(a.c.id, a.c.stream_id, S.streams.c.unique_id, a.c.start_ds.label("start"),
+                           a.c.end_ds.label("end"), a.c.created_at, a.c.created_by, a.c.reason, a.c.cancelled_at)
+                 .outerjoin(S.streams, S.streams.c.id == a.c.stream_id).order_by(a.c.id))
+        if active_only:
+            query = query.where(a.c.cancelled_at.is_(None))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=["id", "stream_id", "unique_id", "start", "end", "created_at",
+                                           "created_by", "reason", "cancelled_at"])
+
+    def stream_actions(self, *, status: str | None = None, stream_ids: Sequence[int] | None = None,
+                       limit: int | None = None) -> pd.DataFrame:
+        """Queued and carried-out stream actions, newest first, optionally of one status and some streams.
+
+        Columns: those of the ``stream_actions`` table (id, stream_id, kind, params, status, created_at,
+        created_by, reason, applied_tick, applied_at, outcome), then unique_id.
+        """
+        t = S.stream_actions
+        query = (sa.select(t, S.streams.c.unique_id).join(S.streams, S.streams.c.id == t.c.stream_id)
+                 .order_by(t.c.id.desc()))
+        if status is not None:
+            if status not in S.STREAM_ACTION_STATUSES:
+                raise ValueError(f"status must be one of {S.STREAM_ACTION_STATUSES}, got {status!r}")
+            query = query.where(t.c.status == status)
+        if stream_ids is not None:
+            query = query.where(t.c.stream_id.in_([int(i) for i in stream_ids]))
+        if limit is not None:
+            query = query.limit(int(limit))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=[*[c.name for c in t.columns], "unique_id"])
 
     # -- agent state --------------------------------------------------------------------------------------
     def save_state(self, tick: int, arrays: Mapping[str, np.ndarray]) -> str:

@@ -1,0 +1,118 @@
+"""One write transaction that callers outside the store can span: a change and its audit entry commit together.
+
+A person's action (:mod:`mlma.control`), a move of the registry's champion alias or a new API token is a
+change *and* the audit entry that says who made it and why; neither may be there without the other.
+:meth:`mlma.store.Store.transaction` opens a write transaction and yields a :class:`Transaction`: a handle
+with the writes such actions need, each a named operation on the store's tables (no SQL leaves the store).
+Everything done through the handle commits when the ``with`` block ends, or is rolled back if it raises;
+the handle refuses to be used afterwards.
+
+Examples
+--------
+>>> from mlma.store import Store
+>>> store = Store.create("sqlite://")
+>>> ids = store.stream_ids(["a", "b"])
+>>> with store.transaction() as tx:
+...     tx.merge_overrides({int(i): {"needs_approval": True} for i in ids})
+...     entry = tx.audit("user:ana", "require-approval", "streams:2", {"streams": 2})
+>>> store.audit_log()["action"].tolist(), store.stream_overrides()[0].needs_approval
+(['require-approval'], True)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from mlma.store import schema as S
+from mlma.store.records import ChampionMove, NewVersion, check_actor
+from mlma.store.store import move_champions, record_versions
+
+if TYPE_CHECKING:
+    from mlma.store.store import Store
+
+
+class TransactionClosed(RuntimeError):
+    """A :class:`Transaction` was used after its ``with`` block ended."""
+
+
+class Transaction:
+    """The writes of one transaction; built by :meth:`mlma.store.Store.transaction` only.
+
+    ``now`` is the transaction's instant (the server's clock on PostgreSQL), the time every row it writes
+    carries.
+    """
+
+    def __init__(self, store: Store, conn: sa.Connection) -> None:
+        self._store = store
+        self._conn: sa.Connection | None = conn
+        self.now: dt.datetime = store._now(conn)
+
+    def _connection(self) -> sa.Connection:
+        if self._conn is None:
+            raise TransactionClosed("this transaction has ended; open a new one with store.transaction()")
+        return self._conn
+
+    def _close(self) -> None:
+        self._conn = None
+
+    # -- the audit log ------------------------------------------------------------------------------------
+    def audit(self, actor: str, action: str, target: str | None = None, params: Mapping[str, Any] | None = None,
+              reason: str | None = None) -> int:
+        """Append an audit entry (see :meth:`mlma.store.Store.add_audit`); returns its id."""
+        return self._store._audit(self._connection(), self.now, actor, action, target, params, reason)
+
+    # -- per-stream settings and queued actions -----------------------------------------------------------
+    def merge_overrides(self, changes: Mapping[int, Mapping[str, Any] | None]) -> None:
+        """Merge overrides into streams by id (a key set to None is removed; a stream's None clears all);
+        ``KeyError`` for an unknown id. The keys' meaning is :class:`mlma.store.overrides.StreamOverrides`'s."""
+        self._store._merge_json("overrides", changes, conn=self._connection())
+
+    def add_abnormal_periods(self, stream_ids: Sequence[int | None], start: dt.datetime, end: dt.datetime, *,
+                             by: str, reason: str | None = None) -> int:
+        """Mark ``start <= ds < end`` abnormal for each stream id (None: the whole fleet); returns how many."""
+        check_actor(by)
+        rows = [{"stream_id": None if i is None else int(i), "start_ds": start, "end_ds": end,
+                 "created_at": self.now, "created_by": by, "reason": reason} for i in stream_ids]
+        if rows:
+            self._connection().execute(sa.insert(S.abnormal_periods), rows)
+        return len(rows)
+
+    def cancel_abnormal_periods(self, period_ids: Sequence[int]) -> int:
+        """Cancel the active abnormal periods among ``period_ids``; returns how many were active."""
+        a = S.abnormal_periods
+        return int(self._connection().execute(
+            sa.update(a).where(a.c.id.in_([int(i) for i in period_ids]), a.c.cancelled_at.is_(None))
+            .values(cancelled_at=self.now)).rowcount)
+
+    def queue_actions(self, stream_ids: Sequence[int], kind: str, params: Mapping[str, Any], *, by: str,
+                      reason: str | None = None) -> int:
+        """Queue one ``pending`` action of ``kind`` for each stream id (the next tick carries them out)."""
+        check_actor(by)
+        if kind not in S.STREAM_ACTION_KINDS:
+            raise ValueError(f"kind must be one of {S.STREAM_ACTION_KINDS}, got {kind!r}")
+        rows = [{"stream_id": int(i), "kind": kind, "params": dict(params), "status": "pending",
+                 "created_at": self.now, "created_by": by, "reason": reason} for i in stream_ids]
+        if rows:
+            self._connection().execute(sa.insert(S.stream_actions), rows)
+        return len(rows)
+
+    def cancel_actions(self, action_ids: Sequence[int]) -> int:
+        """Cancel the pending actions among ``action_ids``; returns how many were pending."""
+        t = S.stream_actions
+        return int(self._connection().execute(
+            sa.update(t).where(t.c.id.in_([int(i) for i in action_ids]), t.c.status == "pending")
+            .values(status="cancelled", applied_at=self.now)).rowcount)
+
+    # -- the model registry's rows -----------------------------------------------------------------------
+    def record_versions(self, items: Sequence[NewVersion], tick: int | None = None) -> np.ndarray:
+        """Record model versions, numbering each stream's on from its latest; returns the numbers."""
+        return record_versions(self._store, self._connection(), items, self.now, tick)
+
+    def move_champions(self, moves: Sequence[ChampionMove], tick: int | None = None) -> None:
+        """Point streams' champion alias at versions, appending to the history; users' moves are audited."""
+        move_champions(self._store, self._connection(), moves, self.now, tick)
