@@ -45,13 +45,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
 from mlma.store import Store
-from mlma.store import schema as S
 from mlma.store.errors import StoreError
-from mlma.store.records import ChampionMove, NewVersion, check_actor
-from mlma.store.store import _instant, move_champions, record_versions
+from mlma.store.records import ChampionChange, ChampionMove, ModelVersion, NewVersion, check_actor
+from mlma.store.registry_tables import RegistryTables
+from mlma.store.store import _instant
 
 __all__ = [
     "ArtifactCorrupted",
@@ -220,43 +219,6 @@ def _fsync_dir(path: Path) -> None:
 
 # -- records ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class ModelVersion:
-    """One recorded model version of one stream."""
-
-    stream_id: int
-    unique_id: str
-    version: int
-    created_at: dt.datetime
-    created_tick: int | None
-    train_start: pd.Timestamp | None
-    train_end: pd.Timestamp | None
-    spec: str
-    params: Mapping[str, Any]
-    metrics: Mapping[str, Any]
-    check: Mapping[str, Any]
-    artifact_sha256: str
-    artifact_bytes: int
-
-
-@dataclass(frozen=True)
-class ChampionChange:
-    """One move of a stream's champion alias."""
-
-    stream_id: int
-    version: int
-    previous_version: int | None
-    action: str
-    moved_by: str
-    reason: str | None
-    at: dt.datetime
-    tick: int | None
-
-    def __str__(self) -> str:
-        what = "rollback to" if self.action == "rollback" else "promotion of"
-        return f"{what} version {self.version} by {self.moved_by}" + (f": {self.reason}" if self.reason else "")
-
-
-@dataclass(frozen=True)
 class ChampionAt:
     """Which version served a stream at a moment, since when and why, and what replaced it (if anything)."""
 
@@ -331,6 +293,7 @@ class ModelRegistry:
                                  "is a SQLite file")
             artifacts = Path(database).expanduser().resolve().parent / "artifacts"
         self.artifacts = artifacts if isinstance(artifacts, ArtifactStore) else ArtifactStore(artifacts)
+        self.tables = RegistryTables(store)
 
     # -- writing -----------------------------------------------------------------------------------------
     def prepare(self, stream: int | str, model: Any, *, spec: str, train_start: Any = None, train_end: Any = None,
@@ -366,11 +329,10 @@ class ModelRegistry:
             if not self.artifacts.exists(item.artifact_sha256):
                 raise ArtifactMissing(f"artifact {item.artifact_sha256} of stream {item.stream} is not in "
                                       f"{self.artifacts.root}; write it with prepare() first")
-        with self.store._write() as conn:
-            now = self.store._now(conn)
-            numbers = record_versions(self.store, conn, items, now, tick)
-            move_champions(self.store, conn, [ChampionMove(v.stream, int(n), v.by, v.reason)
-                                              for v, n in zip(items, numbers) if v.promote], now, tick)
+        with self.store.transaction() as tx:
+            numbers = tx.record_versions(items, tick)
+            tx.move_champions([ChampionMove(v.stream, int(n), v.by, v.reason)
+                               for v, n in zip(items, numbers) if v.promote], tick)
         return numbers
 
     def promote(self, stream: int | str, version: int, *, by: str, reason: str | None = None) -> ModelVersion:
@@ -391,7 +353,7 @@ class ModelRegistry:
             raise ValueError(f"streams and versions differ in length: {len(streams)} vs {len(versions)}")
         ids = self._ids(streams)
         for s, v in zip(ids, versions):
-            found = self._versions(S.model_versions.c.stream_id == int(s), S.model_versions.c.version == int(v))
+            found = self.tables.versions([int(s)], int(v))
             if found:  # a version that does not exist is refused by the move itself, naming the stream
                 self._check_loadable(int(s), found[0], "promote")
         self._move([ChampionMove(int(s), int(v), by, reason, "promote") for s, v in zip(ids, versions)])
@@ -427,8 +389,8 @@ class ModelRegistry:
                             f"re-fit with `mlma retrain {model.unique_id}`") from None
 
     def _move(self, moves: list[ChampionMove]) -> None:
-        with self.store._write() as conn:
-            move_champions(self.store, conn, moves, self.store._now(conn), None)
+        with self.store.transaction() as tx:
+            tx.move_champions(moves)
 
     def _ids(self, streams: Sequence[int | str]) -> np.ndarray:
         items = list(streams)
@@ -443,21 +405,20 @@ class ModelRegistry:
     def version(self, stream: int | str, version: int) -> ModelVersion:
         """One version; ``KeyError`` if the stream has no such version."""
         sid = self.store.resolve(stream)
-        found = self._versions(S.model_versions.c.stream_id == sid, S.model_versions.c.version == int(version))
+        found = self.tables.versions([sid], int(version))
         if not found:
             raise KeyError(f"stream {stream!r} has no model version {version}")
         return found[0]
 
     def versions(self, stream: int | str) -> list[ModelVersion]:
         """Every version of the stream, oldest first."""
-        return self._versions(S.model_versions.c.stream_id == self.store.resolve(stream))
+        return self.tables.versions([self.store.resolve(stream)])
 
     def champion(self, stream: int | str) -> ModelVersion | None:
         """The serving version of the stream, or None."""
         sid = self.store.resolve(stream)
-        with self.store._read() as conn:
-            version = conn.execute(sa.select(S.champions.c.version).where(S.champions.c.stream_id == sid)).scalar()
-        return None if version is None else self.version(sid, int(version))
+        version = self.tables.champion_version(sid)
+        return None if version is None else self.version(sid, version)
 
     def champions(self, streams: Sequence[int | str] | None = None) -> pd.DataFrame:
         """The serving version of every stream (or of ``streams``), one row each, in one query.
@@ -465,44 +426,22 @@ class ModelRegistry:
         Columns: stream_id, unique_id, version, since, moved_by, reason, tick, spec, train_start, train_end,
         artifact_sha256.
         """
-        ch, mv = S.champions, S.model_versions
-        query = (sa.select(ch.c.stream_id, S.streams.c.unique_id, ch.c.version, ch.c.since, ch.c.moved_by,
-                           ch.c.reason, ch.c.tick, mv.c.spec, mv.c.train_start, mv.c.train_end,
-                           mv.c.artifact_sha256)
-                 .join(S.streams, S.streams.c.id == ch.c.stream_id)
-                 .join(mv, sa.and_(mv.c.stream_id == ch.c.stream_id, mv.c.version == ch.c.version))
-                 .order_by(ch.c.stream_id))
-        if streams is not None:
-            query = query.where(ch.c.stream_id.in_(self._ids(streams).tolist()))
-        with self.store._read() as conn:
-            rows = conn.execute(query).all()
-        return pd.DataFrame(rows, columns=["stream_id", "unique_id", "version", "since", "moved_by", "reason",
-                                           "tick", "spec", "train_start", "train_end", "artifact_sha256"])
+        return self.tables.champions(None if streams is None else self._ids(streams).tolist())
 
     def history(self, stream: int | str) -> list[ChampionChange]:
         """Every move of the stream's champion alias, oldest first."""
-        h = S.champion_history
-        sid = self.store.resolve(stream)
-        with self.store._read() as conn:
-            rows = conn.execute(sa.select(h).where(h.c.stream_id == sid).order_by(h.c.at, h.c.id)).all()
-        return [_change(r) for r in rows]
+        return self.tables.history(self.store.resolve(stream))
 
     def champion_at(self, stream: int | str, when: Any) -> ChampionAt | None:
         """Which version served the stream at ``when`` (UTC; naive is taken as UTC), since when and why, and
         what replaced it and why; None if it had no champion then."""
         sid = self.store.resolve(stream)
         at = _instant(when, "when")
-        h = S.champion_history
-        with self.store._read() as conn:
-            serving = conn.execute(sa.select(h).where(h.c.stream_id == sid, h.c.at <= at)
-                                   .order_by(h.c.at.desc(), h.c.id.desc()).limit(1)).first()
-            if serving is None:
-                return None
-            after = conn.execute(sa.select(h).where(h.c.stream_id == sid, sa.or_(
-                h.c.at > serving.at, sa.and_(h.c.at == serving.at, h.c.id > serving.id)))
-                .order_by(h.c.at, h.c.id).limit(1)).first()
-        return ChampionAt(at, self.version(sid, serving.version), _change(serving),
-                          None if after is None else _change(after))
+        found = self.tables.serving_at(sid, at)
+        if found is None:
+            return None
+        serving, after = found
+        return ChampionAt(at, self.version(sid, serving.version), serving, after)
 
     def champions_at(self, when: Any, streams: Sequence[int | str] | None = None) -> pd.DataFrame:
         """For every stream (or ``streams``): the version serving at ``when`` and the move that put it there.
@@ -510,19 +449,7 @@ class ModelRegistry:
         Columns: stream_id, unique_id, version, since, moved_by, action, reason.
         """
         at = _instant(when, "when")
-        h = S.champion_history
-        latest = (sa.select(h.c.stream_id, sa.func.max(h.c.id).label("id")).where(h.c.at <= at)
-                  .group_by(h.c.stream_id))
-        if streams is not None:
-            latest = latest.where(h.c.stream_id.in_(self._ids(streams).tolist()))
-        latest = latest.subquery()
-        query = (sa.select(h.c.stream_id, S.streams.c.unique_id, h.c.version, h.c.at, h.c.moved_by, h.c.action,
-                           h.c.reason).join(latest, latest.c.id == h.c.id)
-                 .join(S.streams, S.streams.c.id == h.c.stream_id).order_by(h.c.stream_id))
-        with self.store._read() as conn:
-            rows = conn.execute(query).all()
-        return pd.DataFrame(rows, columns=["stream_id", "unique_id", "version", "since", "moved_by", "action",
-                                           "reason"])
+        return self.tables.champions_at(at, None if streams is None else self._ids(streams).tolist())
 
     # -- models ------------------------------------------------------------------------------------------
     def load(self, stream: int | str, version: int | None = None) -> Any:
@@ -555,15 +482,10 @@ class ModelRegistry:
         done_versions = done_champions = 0
         try:
             seen_versions, seen_champions = listener.seen()
-            mv = S.model_versions
-            with self.store._read() as conn:
-                latest = conn.execute(sa.select(mv.c.stream_id, S.streams.c.unique_id, sa.func.max(mv.c.version))
-                                      .join(S.streams, S.streams.c.id == mv.c.stream_id)
-                                      .group_by(mv.c.stream_id, S.streams.c.unique_id)).all()
-            behind = {int(sid): int(seen_versions.get(uid, 0)) for sid, uid, top in latest
-                      if int(top) > int(seen_versions.get(uid, 0))}
+            behind = {sid: int(seen_versions.get(uid, 0)) for sid, uid, top in self.tables.latest_versions()
+                      if top > int(seen_versions.get(uid, 0))}
             new = [v for lo in range(0, len(behind), 10_000)
-                   for v in self._versions(mv.c.stream_id.in_(sorted(behind)[lo:lo + 10_000]))
+                   for v in self.tables.versions(sorted(behind)[lo:lo + 10_000])
                    if v.version > behind[v.stream_id]]
             champions = self.champions()
             moved = champions[[int(seen_champions.get(u, -1)) != int(v)
@@ -588,24 +510,4 @@ class ModelRegistry:
 
     def collect_garbage(self, *, min_age_seconds: float = 3600.0) -> list[str]:
         """Delete artifacts no recorded version refers to (older than ``min_age_seconds``)."""
-        with self.store._read() as conn:
-            keep = {sha for (sha,) in conn.execute(sa.select(S.model_versions.c.artifact_sha256).distinct())}
-        return self.artifacts.collect(keep, min_age_seconds=min_age_seconds)
-
-    def _versions(self, *where) -> list[ModelVersion]:
-        mv = S.model_versions
-        with self.store._read() as conn:
-            rows = conn.execute(sa.select(mv, S.streams.c.unique_id).join(S.streams, S.streams.c.id == mv.c.stream_id)
-                                .where(*where).order_by(mv.c.stream_id, mv.c.version)).all()
-        return [ModelVersion(
-            stream_id=int(r.stream_id), unique_id=r.unique_id, version=int(r.version), created_at=r.created_at,
-            created_tick=r.created_tick, train_start=None if r.train_start is None else pd.Timestamp(r.train_start),
-            train_end=None if r.train_end is None else pd.Timestamp(r.train_end), spec=r.spec, params=r.params,
-            metrics=r.metrics, check=r.check_result, artifact_sha256=r.artifact_sha256,
-            artifact_bytes=int(r.artifact_bytes)) for r in rows]
-
-
-def _change(row) -> ChampionChange:
-    return ChampionChange(stream_id=int(row.stream_id), version=int(row.version),
-                          previous_version=None if row.previous_version is None else int(row.previous_version),
-                          action=row.action, moved_by=row.moved_by, reason=row.reason, at=row.at, tick=row.tick)
+        return self.artifacts.collect(self.tables.artifact_hashes(), min_age_seconds=min_age_seconds)

@@ -167,6 +167,43 @@ class ChampionMove:
             raise ValueError(f"action must be 'promote' or 'rollback', got {self.action!r}")
 
 
+@dataclass(frozen=True)
+class ModelVersion:
+    """One recorded model version of one stream (a row of ``model_versions``, with the stream's unique_id)."""
+
+    stream_id: int
+    unique_id: str
+    version: int
+    created_at: dt.datetime
+    created_tick: int | None
+    train_start: pd.Timestamp | None
+    train_end: pd.Timestamp | None
+    spec: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    check: Mapping[str, Any]
+    artifact_sha256: str
+    artifact_bytes: int
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    """One move of a stream's champion alias (a row of ``champion_history``)."""
+
+    stream_id: int
+    version: int
+    previous_version: int | None
+    action: str
+    moved_by: str
+    reason: str | None
+    at: dt.datetime
+    tick: int | None
+
+    def __str__(self) -> str:
+        what = "rollback to" if self.action == "rollback" else "promotion of"
+        return f"{what} version {self.version} by {self.moved_by}" + (f": {self.reason}" if self.reason else "")
+
+
 def forecast_frame(y_hat: np.ndarray, ds: Any, model_version: np.ndarray | None = None,
                    stream_ids: np.ndarray | None = None) -> pd.DataFrame:
     """Turn the agent's forecast array into the long frame :meth:`~mlma.store.Store.write_tick` takes.
