@@ -38,7 +38,6 @@ True
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import hmac
 import json
@@ -50,15 +49,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import sqlalchemy as sa
-
-from mlma.store import Store
-from mlma.store import schema as S
-from mlma.store import sessions
+from mlma.store import Store, sessions, tokens
 from mlma.store.records import check_actor
-
-#: Roles, weakest first: a role may do everything the roles before it may.
-ROLES = S.ROLES
+from mlma.store.schema import ROLES  # weakest first: a role may do everything the roles before it may
+from mlma.store.tokens import TokenInfo  # noqa: F401 - what list_tokens returns, named here for the API
 TOKEN_PREFIX = "mlma_"
 SESSION_COOKIE = "mlma_session"
 CSRF_COOKIE = "mlma_csrf"
@@ -93,28 +87,6 @@ class Principal:
         return ROLES.index(self.role) >= ROLES.index(role)
 
 
-@dataclass(frozen=True)
-class TokenInfo:
-    """A token as listed: never its secret."""
-
-    id: int
-    name: str
-    role: str
-    created_at: dt.datetime
-    created_by: str
-    last_used_at: dt.datetime | None
-    revoked_at: dt.datetime | None
-
-    def as_dict(self) -> dict:
-        return {"id": self.id, "name": self.name, "role": self.role, "created_at": _iso(self.created_at),
-                "created_by": self.created_by, "last_used_at": _iso(self.last_used_at),
-                "revoked_at": _iso(self.revoked_at), "active": self.revoked_at is None}
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
 def hash_token(plain: str) -> str:
     """The sha256 the store keeps of a token.
 
@@ -146,29 +118,15 @@ def create_token(store: Store, name: str, role: str, *, by: str) -> tuple[TokenI
     check_role(role)
     check_actor(by)
     plain = TOKEN_PREFIX + secrets.token_urlsafe(30)
-    t = S.api_tokens
-    with store._write() as conn:
-        taken = conn.execute(sa.select(t.c.id).where(t.c.name == name)).first()
-        if taken is not None:
-            raise ValueError(f"a token named {name!r} exists; revoke it first (mlma token revoke {name}) or choose "
-                             f"another name")
-        now = store._now(conn)
-        token_id = conn.execute(sa.insert(t).values(name=name, role=role, token_sha256=hash_token(plain),
-                                                    created_at=now, created_by=by).returning(t.c.id)).scalar_one()
-        store._audit(conn, now, by, "token-create", f"token:{name}", {"role": role, "token_id": int(token_id)})
-    return TokenInfo(int(token_id), name, role, now, by, None, None), plain
+    with store.transaction() as tx:
+        info = tx.add_token(name, role, hash_token(plain), by=by)
+        tx.audit(by, "token-create", f"token:{name}", {"role": role, "token_id": info.id})
+    return info, plain
 
 
 def list_tokens(store: Store, *, include_revoked: bool = False) -> list[TokenInfo]:
     """Tokens, oldest first (active ones only unless ``include_revoked``)."""
-    t = S.api_tokens
-    query = sa.select(t).order_by(t.c.id)
-    if not include_revoked:
-        query = query.where(t.c.revoked_at.is_(None))
-    with store._read() as conn:
-        rows = conn.execute(query).all()
-    return [TokenInfo(int(r.id), r.name, r.role, r.created_at, r.created_by, r.last_used_at, r.revoked_at)
-            for r in rows]
+    return tokens.list_tokens(store, include_revoked=include_revoked)
 
 
 def revoke_token(store: Store, name: str, *, by: str, reason: str | None = None) -> bool:
@@ -177,14 +135,11 @@ def revoke_token(store: Store, name: str, *, by: str, reason: str | None = None)
     The revoked row stays (renamed ``<name>#<id>``) so that its name can be given to a new token.
     """
     check_actor(by)
-    t = S.api_tokens
-    with store._write() as conn:
-        row = conn.execute(sa.select(t.c.id).where(t.c.name == name, t.c.revoked_at.is_(None))).first()
-        if row is None:
+    with store.transaction() as tx:
+        token_id = tx.revoke_token(name)
+        if token_id is None:
             return False
-        now = store._now(conn)
-        conn.execute(sa.update(t).where(t.c.id == row.id).values(revoked_at=now, name=f"{name}#{row.id}"))
-        store._audit(conn, now, by, "token-revoke", f"token:{name}", {"token_id": int(row.id)}, reason)
+        tx.audit(by, "token-revoke", f"token:{name}", {"token_id": token_id}, reason)
     return True
 
 
@@ -202,9 +157,7 @@ class _Toucher:
             if now - self._seen.get(key, -1e18) < _TOUCH_EVERY_SECONDS:
                 return
             self._seen[key] = now
-        with store._write() as conn:
-            conn.execute(sa.update(S.api_tokens).where(S.api_tokens.c.id == token_id)
-                         .values(last_used_at=store._now(conn)))
+        tokens.touch(store, token_id)
 
 
 _touch = _Toucher()
@@ -214,15 +167,12 @@ def authenticate(store: Store, plain: str | None, *, touch: bool = True) -> Prin
     """The principal of an active token, or None for a missing, unknown or revoked one."""
     if not plain or not isinstance(plain, str) or len(plain) > 256:
         return None
-    t = S.api_tokens
-    with store._read() as conn:
-        row = conn.execute(sa.select(t.c.id, t.c.name, t.c.role).where(
-            t.c.token_sha256 == hash_token(plain), t.c.revoked_at.is_(None))).first()
-    if row is None:
+    found = tokens.active_token(store, hash_token(plain))
+    if found is None:
         return None
     if touch:
-        _touch(store, int(row.id))
-    return Principal(int(row.id), row.name, row.role)
+        _touch(store, found[0])
+    return Principal(*found)
 
 
 # -- sessions ----------------------------------------------------------------------------------------------

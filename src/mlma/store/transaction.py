@@ -29,8 +29,10 @@ import numpy as np
 import sqlalchemy as sa
 
 from mlma.store import schema as S
+from mlma.store import tokens
 from mlma.store.records import ChampionMove, NewVersion, check_actor
 from mlma.store.store import move_champions, record_versions
+from mlma.store.tokens import TokenInfo
 
 if TYPE_CHECKING:
     from mlma.store.store import Store
@@ -116,3 +118,15 @@ class Transaction:
     def move_champions(self, moves: Sequence[ChampionMove], tick: int | None = None) -> None:
         """Point streams' champion alias at versions, appending to the history; users' moves are audited."""
         move_champions(self._store, self._connection(), moves, self.now, tick)
+
+    # -- API tokens ----------------------------------------------------------------------------------------
+    def add_token(self, name: str, role: str, token_sha256: str, *, by: str) -> TokenInfo:
+        """Record a new API token by its sha256; ``ValueError`` if a token has that name already."""
+        check_actor(by)
+        if role not in S.ROLES:
+            raise ValueError(f"role must be one of {', '.join(S.ROLES)}, got {role!r}")
+        return tokens.insert(self._connection(), self.now, name, role, token_sha256, by)
+
+    def revoke_token(self, name: str) -> int | None:
+        """Revoke the active token called ``name`` (its sessions end with it); its id, or None if none."""
+        return tokens.revoke(self._connection(), self.now, name)

@@ -1,0 +1,97 @@
+"""API tokens in the store (``api_tokens``): only each token's sha256 is kept, never the token.
+
+:mod:`mlma.api.auth` makes the secrets, checks names and roles and decides who may do what; this module is
+the table. Creating and revoking a token are audited in the same transaction, so they are
+:class:`~mlma.store.transaction.Transaction` methods (:meth:`~mlma.store.transaction.Transaction.add_token`,
+:meth:`~mlma.store.transaction.Transaction.revoke_token`) built on :func:`insert` and :func:`revoke`.
+
+Examples
+--------
+>>> from mlma.store import Store
+>>> store = Store.create("sqlite://")
+>>> with store.transaction() as tx:
+...     info = tx.add_token("ana", "viewer", "ab" * 32, by="user:root")
+>>> [t.name for t in list_tokens(store)], active_token(store, "ab" * 32)
+(['ana'], (1, 'ana', 'viewer'))
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from mlma.store import schema as S
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """A token as listed: never its secret."""
+
+    id: int
+    name: str
+    role: str
+    created_at: dt.datetime
+    created_by: str
+    last_used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "name": self.name, "role": self.role, "created_at": _iso(self.created_at),
+                "created_by": self.created_by, "last_used_at": _iso(self.last_used_at),
+                "revoked_at": _iso(self.revoked_at), "active": self.revoked_at is None}
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def insert(conn: sa.Connection, now: dt.datetime, name: str, role: str, token_sha256: str, by: str) -> TokenInfo:
+    """Record a new token; ``ValueError`` if a token (active or revoked) has that name."""
+    t = S.api_tokens
+    if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first() is not None:
+        raise ValueError(f"a token named {name!r} exists; revoke it first (mlma token revoke {name}) or choose "
+                         f"another name")
+    token_id = conn.execute(sa.insert(t).values(name=name, role=role, token_sha256=token_sha256, created_at=now,
+                                                created_by=by).returning(t.c.id)).scalar_one()
+    return TokenInfo(int(token_id), name, role, now, by, None, None)
+
+
+def revoke(conn: sa.Connection, now: dt.datetime, name: str) -> int | None:
+    """Revoke the active token called ``name``, renaming it ``<name>#<id>`` so that the name can be given
+    again; returns its id, or None if there is no such token."""
+    t = S.api_tokens
+    row = conn.execute(sa.select(t.c.id).where(t.c.name == name, t.c.revoked_at.is_(None))).first()
+    if row is None:
+        return None
+    conn.execute(sa.update(t).where(t.c.id == row.id).values(revoked_at=now, name=f"{name}#{row.id}"))
+    return int(row.id)
+
+
+def list_tokens(store, *, include_revoked: bool = False) -> list[TokenInfo]:
+    """Tokens, oldest first (active ones only unless ``include_revoked``)."""
+    t = S.api_tokens
+    query = sa.select(t).order_by(t.c.id)
+    if not include_revoked:
+        query = query.where(t.c.revoked_at.is_(None))
+    with store._read() as conn:
+        rows = conn.execute(query).all()
+    return [TokenInfo(int(r.id), r.name, r.role, r.created_at, r.created_by, r.last_used_at, r.revoked_at)
+            for r in rows]
+
+
+def active_token(store, token_sha256: str) -> tuple[int, str, str] | None:
+    """``(id, name, role)`` of the active token with that sha256, or None."""
+    t = S.api_tokens
+    with store._read() as conn:
+        row = conn.execute(sa.select(t.c.id, t.c.name, t.c.role).where(
+            t.c.token_sha256 == token_sha256, t.c.revoked_at.is_(None))).first()
+    return None if row is None else (int(row.id), row.name, row.role)
+
+
+def touch(store, token_id: int) -> None:
+    """Record that the token was used now."""
+    with store._write() as conn:
+        conn.execute(sa.update(S.api_tokens).where(S.api_tokens.c.id == int(token_id))
+                     .values(last_used_at=store._now(conn)))
