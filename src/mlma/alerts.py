@@ -71,10 +71,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
-
 from mlma.escalations import ESCALATION_KINDS
-from mlma.store import schema as S
+from mlma.store.notifications import NotificationLog, OpenEscalation
 
 log = logging.getLogger("mlma.alerts")
 
@@ -761,6 +759,23 @@ class _DaemonPool:
                 future.set_exception(exc)
 
 
+def _alert(row: OpenEscalation) -> Alert:
+    """An open escalation as an alert, labelled with its kind, severity, stream and the stream's attributes
+    (those whose names are valid label names and whose values are text, numbers or booleans)."""
+    labels = {"kind": row.kind, "severity": str(row.severity)}
+    if row.unique_id is not None:
+        labels["stream"] = row.unique_id
+    for key, value in row.attributes.items():
+        key = str(key)
+        if key in labels or key in BUILTIN_LABELS or not _LABEL_NAME.match(key):
+            continue
+        if isinstance(value, bool):
+            labels[key] = "true" if value else "false"
+        elif isinstance(value, (str, int, float)):
+            labels[key] = str(value)
+    return Alert(row.id, row.unique_id, row.kind, row.severity, row.tick, row.message, row.created_at, labels)
+
+
 class Notifier:
     """Sends webhooks for a store's open escalations, grouped and de-duplicated; see the module docstring.
 
@@ -807,6 +822,7 @@ class Notifier:
         if external_url is not None:
             _check_url(external_url, "external_url")
         self.store = store
+        self._log = NotificationLog(store)
         self.receivers = receivers
         self.external_url = external_url
         # One pool per receiver: a receiver that is slow or hangs holds up only its own deliveries.
@@ -842,12 +858,11 @@ class Notifier:
         if tick is not None and (isinstance(tick, bool) or not isinstance(tick, int)):
             raise TypeError(f"tick must be a whole number or None, got {tick!r}")
         with self._db:
-            with self.store._read() as conn:
-                now = self.store._now(conn)
-                rows = self._open_escalations(conn, now, tick)
-                groups = self._group(rows)
-                keys = sorted({key for (_, key) in groups})
-                last = self._last_sent(conn, keys) if keys else {}
+            now, rows = self._log.open_escalations(min_severity=min(r.min_severity for r in self.receivers),
+                                                   until_tick=tick)
+            groups = self._group([_alert(row) for row in rows])
+            keys = sorted({key for (_, key) in groups})
+            last = self._log.last_sent([r.name for r in self.receivers], keys) if keys else {}
         with self._state:
             inflight = dict(self._inflight)
         notes = []
@@ -870,33 +885,6 @@ class Notifier:
                 notes.append(Notification(receiver, key, labels, tuple(alerts), reason, tick, now, frozenset(fresh)))
         return notes
 
-    def _open_escalations(self, conn: sa.Connection, now: dt.datetime, tick: int | None) -> list[Alert]:
-        e, st = S.escalations, S.streams
-        active = sa.or_(e.c.status == "open",
-                        sa.and_(e.c.status == "silenced", e.c.silenced_until.is_not(None), e.c.silenced_until <= now))
-        query = (sa.select(e.c.id, e.c.stream_id, e.c.tick, e.c.kind, e.c.severity, e.c.message, e.c.created_at,
-                           st.c.unique_id, st.c.attributes)
-                 .outerjoin(st, st.c.id == e.c.stream_id)
-                 .where(active, e.c.severity >= min(r.min_severity for r in self.receivers)))
-        if tick is not None:
-            query = query.where(sa.or_(e.c.tick <= tick, e.c.tick.is_(None)))
-        alerts = []
-        for row in conn.execute(query.order_by(e.c.id)):
-            labels = {"kind": row.kind, "severity": str(row.severity)}
-            if row.unique_id is not None:
-                labels["stream"] = row.unique_id
-            for key, value in (row.attributes or {}).items():
-                key = str(key)
-                if key in labels or key in BUILTIN_LABELS or not _LABEL_NAME.match(key):
-                    continue
-                if isinstance(value, bool):
-                    labels[key] = "true" if value else "false"
-                elif isinstance(value, (str, int, float)):
-                    labels[key] = str(value)
-            alerts.append(Alert(int(row.id), row.unique_id, row.kind, int(row.severity),
-                                None if row.tick is None else int(row.tick), row.message, row.created_at, labels))
-        return alerts
-
     def _group(self, alerts: list[Alert]) -> dict[tuple[str, str], tuple[dict[str, str], list[Alert]]]:
         groups: dict[tuple[str, str], tuple[dict[str, str], list[Alert]]] = {}
         for receiver in self.receivers:
@@ -909,19 +897,6 @@ class Notifier:
                 labels = dict(zip(by, values))
                 groups[(receiver.name, group_key(by, labels))] = (labels, group)
         return groups
-
-    def _last_sent(self, conn: sa.Connection, keys: list[str]) -> dict[tuple[str, str], tuple[frozenset[int], Any]]:
-        a = S.alert_notifications
-        names = [r.name for r in self.receivers]
-        latest = sa.select(sa.func.max(a.c.id).label("id")).where(a.c.status == "sent", a.c.receiver.in_(names))
-        if len(keys) <= 500:
-            # Beyond that (group_by stream, say) the list would outgrow a statement's parameters.
-            latest = latest.where(a.c.group_key.in_(keys))
-        latest = latest.group_by(a.c.receiver, a.c.group_key).subquery()
-        rows = conn.execute(sa.select(a.c.receiver, a.c.group_key, a.c.escalation_ids, a.c.sent_at)
-                            .join(latest, latest.c.id == a.c.id)).all()
-        return {(r.receiver, r.group_key): (frozenset(int(i) for i in (r.escalation_ids or [])), r.sent_at)
-                for r in rows}
 
     # -- delivering ------------------------------------------------------------------------------------------
     def notify(self, tick: int | Sequence[int] | None = None) -> concurrent.futures.Future:
@@ -1064,12 +1039,8 @@ class Notifier:
     def _record(self, note: Notification, status: str, attempts: int, error: str | None) -> bool:
         try:
             with self._db:
-                with self.store._write() as conn:
-                    now = self.store._now(conn)
-                    conn.execute(sa.insert(S.alert_notifications).values(
-                        receiver=note.receiver.name, group_key=note.group_key, escalation_ids=note.escalation_ids,
-                        status=status, attempts=attempts, error=None if error is None else error[:_ERROR_CHARS],
-                        created_at=note.created_at, sent_at=now if status == "sent" else None))
+                self._log.record(note.receiver.name, note.group_key, note.escalation_ids, status, attempts,
+                                 None if error is None else error[:_ERROR_CHARS], created_at=note.created_at)
             return True
         except Exception:  # noqa: BLE001 - the delivery happened; losing its record must not kill the worker
             log.exception("alerts: could not record the %s notification of %s to %s", status, note.group_key,

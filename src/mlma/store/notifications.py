@@ -1,0 +1,106 @@
+"""What the webhook notifier reads and writes: the escalations that want attention and the delivery log
+(``alert_notifications``).
+
+:class:`mlma.alerts.Notifier` decides what to send and sends it; :class:`NotificationLog` is its access to
+the store. An escalation wants attention while it is ``open``, or ``silenced`` until a time that has passed.
+
+Examples
+--------
+>>> from mlma.escalations import Escalation
+>>> from mlma.store import Store
+>>> store = Store.create("sqlite://")
+>>> _ = store.add_escalations([Escalation(stream=None, kind="fleet-degradation", severity=2, message="m")],
+...                           tick=3)
+>>> log = NotificationLog(store)
+>>> now, rows = log.open_escalations(min_severity=1)
+>>> [(r.kind, r.tick, r.unique_id) for r in rows]
+[('fleet-degradation', 3, None)]
+>>> log.record("ops", "kind=fleet-degradation", [rows[0].id], "sent", 1, None, created_at=now)
+>>> log.last_sent(["ops"], ["kind=fleet-degradation"])[("ops", "kind=fleet-degradation")][0]
+frozenset({1})
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from mlma.store import schema as S
+from mlma.store.store import Store
+
+#: Up to this many group keys are looked up by name; beyond it (group_by stream, say) the list would outgrow
+#: a statement's parameters, and the latest notification of every group of the receivers is read.
+MAX_LISTED_KEYS = 500
+
+
+@dataclass(frozen=True)
+class OpenEscalation:
+    """An escalation that wants attention, with its stream's unique_id and attributes (None: fleet-wide)."""
+
+    id: int
+    stream_id: int | None
+    unique_id: str | None
+    tick: int | None
+    kind: str
+    severity: int
+    message: str
+    created_at: dt.datetime
+    attributes: Mapping[str, Any]
+
+
+class NotificationLog:
+    """The notifier's reads and writes on ``store``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def open_escalations(self, *, min_severity: int, until_tick: int | None = None
+                         ) -> tuple[dt.datetime, list[OpenEscalation]]:
+        """The store's time now and the escalations wanting attention at that time, of severity at least
+        ``min_severity`` (and of ticks up to ``until_tick``, or of none, if given), oldest first."""
+        e, st = S.escalations, S.streams
+        with self.store._read() as conn:
+            now = self.store._now(conn)
+            active = sa.or_(e.c.status == "open", sa.and_(e.c.status == "silenced", e.c.silenced_until.is_not(None),
+                                                          e.c.silenced_until <= now))
+            query = (sa.select(e.c.id, e.c.stream_id, e.c.tick, e.c.kind, e.c.severity, e.c.message, e.c.created_at,
+                               st.c.unique_id, st.c.attributes)
+                     .outerjoin(st, st.c.id == e.c.stream_id)
+                     .where(active, e.c.severity >= int(min_severity)))
+            if until_tick is not None:
+                query = query.where(sa.or_(e.c.tick <= int(until_tick), e.c.tick.is_(None)))
+            rows = conn.execute(query.order_by(e.c.id)).all()
+        return now, [OpenEscalation(int(r.id), None if r.stream_id is None else int(r.stream_id), r.unique_id,
+                                    None if r.tick is None else int(r.tick), r.kind, int(r.severity), r.message,
+                                    r.created_at, r.attributes or {}) for r in rows]
+
+    def last_sent(self, receivers: Sequence[str], keys: Sequence[str]
+                  ) -> dict[tuple[str, str], tuple[frozenset[int], dt.datetime]]:
+        """For each (receiver, group key) among ``receivers`` and ``keys``: the escalation ids its latest sent
+        notification listed, and when it was sent."""
+        a = S.alert_notifications
+        latest = (sa.select(sa.func.max(a.c.id).label("id"))
+                  .where(a.c.status == "sent", a.c.receiver.in_(list(receivers))))
+        if len(keys) <= MAX_LISTED_KEYS:
+            latest = latest.where(a.c.group_key.in_(list(keys)))
+        latest = latest.group_by(a.c.receiver, a.c.group_key).subquery()
+        with self.store._read() as conn:
+            rows = conn.execute(sa.select(a.c.receiver, a.c.group_key, a.c.escalation_ids, a.c.sent_at)
+                                .join(latest, latest.c.id == a.c.id)).all()
+        wanted = set(keys)
+        return {(r.receiver, r.group_key): (frozenset(int(i) for i in (r.escalation_ids or [])), r.sent_at)
+                for r in rows if r.group_key in wanted}
+
+    def record(self, receiver: str, group_key: str, escalation_ids: Sequence[int], status: str, attempts: int,
+               error: str | None, *, created_at: dt.datetime) -> None:
+        """Log one delivery (``status`` sent or failed); a sent one is stamped with the store's time now."""
+        with self.store._write() as conn:
+            now = self.store._now(conn)
+            conn.execute(sa.insert(S.alert_notifications).values(
+                receiver=receiver, group_key=group_key, escalation_ids=[int(i) for i in escalation_ids],
+                status=status, attempts=int(attempts), error=error, created_at=created_at,
+                sent_at=now if status == "sent" else None))
