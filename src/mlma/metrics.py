@@ -3,7 +3,7 @@
 :func:`render_metrics` reads the store and returns the exposition body and its content type. Every series
 is fleet-level with bounded labels (verdict, tick status, escalation kind, status and severity, audited
 action, alert receiver); no label carries a stream id, so the number of series does not grow with the
-fleet. The numbers are aggregated in SQL over the small tables (``ticks`` with their ``summary``,
+fleet. The numbers are aggregated in SQL (:func:`mlma.store.counts.read_counts`) over the small tables (``ticks`` with their ``summary``,
 ``escalations``, ``audit_log``, ``alert_notifications``, ``stream_actions``); the per-stream tables
 (``verdicts``, ``forecasts``, ``observations``) are never read, so a scrape costs the same at 100 or 100,000
 streams. Counters (``_total``) are sums over the ticks and logs the store keeps, so they only grow, and
@@ -32,18 +32,17 @@ Examples
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Iterator
 from typing import Any
 
-import sqlalchemy as sa
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from mlma.escalations import ESCALATION_KINDS
-from mlma.store import schema as S
+from mlma.store.counts import StoreCounts, read_counts
+from mlma.store.schema import ESCALATION_STATUSES, STREAM_ACTION_KINDS, TICK_STATUSES
 
 #: Verdict labels (``mlma.policy.Verdict``), in code order.
 VERDICTS = ("ok", "degraded", "warming-up", "cooling-down", "pinned", "no-data", "unmonitored", "cold", "abnormal")
@@ -102,68 +101,11 @@ class StoreCollector:
         return []
 
     def collect(self) -> Iterator[Metric]:
-        with self.store._read() as conn:
-            now = self.store._now(conn)
-            facts = {
-                "ticks": _tick_counts(conn),
-                "last": _last_done_tick(conn),
-                "sums": _summary_sums(conn),
-                "escalations": _escalation_counts(conn, now),
-                "actions": _action_counts(conn),
-                "notifications": conn.execute(
-                    sa.select(S.alert_notifications.c.receiver, S.alert_notifications.c.status, sa.func.count())
-                    .group_by(S.alert_notifications.c.receiver, S.alert_notifications.c.status)).all(),
-                "pending": conn.execute(
-                    sa.select(S.stream_actions.c.kind, sa.func.count()).where(S.stream_actions.c.status == "pending")
-                    .group_by(S.stream_actions.c.kind)).all(),
-                "streams": conn.execute(sa.select(sa.func.count()).select_from(S.streams)).scalar_one(),
-                "last_ingest": conn.execute(sa.select(sa.func.max(S.ingests.c.at))).scalar(),
-                "lock": conn.execute(sa.select(sa.func.count()).select_from(S.locks)
-                                     .where(S.locks.c.name == "tick", S.locks.c.expires_at > now)).scalar_one(),
-            }
-        yield from _families(facts)
-
-
-# -- queries: each one statement, aggregated in the database ----------------------------------------------------
-def _tick_counts(conn: sa.Connection) -> dict[str, tuple[int, int]]:
-    t = S.ticks
-    rows = conn.execute(sa.select(t.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(t.c.attempts), 0))
-                        .group_by(t.c.status)).all()
-    return {r[0]: (int(r[1]), int(r[2])) for r in rows}
-
-
-def _last_done_tick(conn: sa.Connection):
-    t = S.ticks
-    return conn.execute(sa.select(t.c.tick, t.c.started_at, t.c.finished_at, t.c.summary)
-                        .where(t.c.status == "done").order_by(t.c.tick.desc()).limit(1)).first()
-
-
-def _summary_sums(conn: sa.Connection) -> dict[str, float]:
-    t = S.ticks
-    columns = [sa.func.coalesce(sa.func.sum(t.c.summary[key].as_float()), 0.0).label(key) for key in SUMMARY_COUNTERS]
-    row = conn.execute(sa.select(*columns).where(t.c.status == "done")).one()
-    return {key: float(row._mapping[key]) for key in SUMMARY_COUNTERS}
-
-
-def _escalation_counts(conn: sa.Connection, now: dt.datetime) -> list[tuple[str, str, int, int]]:
-    e = S.escalations
-    # A silence that has run out counts as open again, as Store.escalations() shows it.
-    status = sa.case((sa.and_(e.c.status == "silenced", e.c.silenced_until.is_not(None), e.c.silenced_until <= now),
-                      sa.literal("open")), else_=e.c.status).label("status")
-    rows = conn.execute(sa.select(status, e.c.kind, e.c.severity, sa.func.count())
-                        .group_by(status, e.c.kind, e.c.severity)).all()
-    return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
-
-
-def _action_counts(conn: sa.Connection) -> list[tuple[str, str, int]]:
-    a = S.audit_log
-    actor = sa.case((a.c.actor == "agent", sa.literal("agent")), else_=sa.literal("user")).label("actor")
-    rows = conn.execute(sa.select(a.c.action, actor, sa.func.count()).group_by(a.c.action, actor)).all()
-    return [(r[0], r[1], int(r[2])) for r in rows]
+        yield from _families(read_counts(self.store, summary_keys=list(SUMMARY_COUNTERS)))
 
 
 # -- families ------------------------------------------------------------------------------------------------------
-def _families(facts: dict[str, Any]) -> Iterator[Metric]:
+def _families(facts: StoreCounts) -> Iterator[Metric]:
     from mlma import __version__
 
     info = GaugeMetricFamily("mlma_build_info", "The mlma version serving these metrics (value 1).",
@@ -171,12 +113,12 @@ def _families(facts: dict[str, Any]) -> Iterator[Metric]:
     info.add_metric([__version__], 1.0)
     yield info
 
-    yield GaugeMetricFamily("mlma_known_streams", "Streams the store knows.", value=float(facts["streams"]))
+    yield GaugeMetricFamily("mlma_known_streams", "Streams the store knows.", value=float(facts.streams))
 
-    ticks = facts["ticks"]
+    ticks = facts.ticks
     by_status = GaugeMetricFamily("mlma_ticks", "Ticks by their current status (a failed tick that ran again "
                                                 "counts as done).", labels=["status"])
-    for status in S.TICK_STATUSES:
+    for status in TICK_STATUSES:
         by_status.add_metric([status], float(ticks.get(status, (0, 0))[0]))
     yield by_status
     attempts = sum(a for _, a in ticks.values())
@@ -188,17 +130,17 @@ def _families(facts: dict[str, Any]) -> Iterator[Metric]:
                               value=float(max(failed, 0)))
 
     lock = GaugeMetricFamily("mlma_tick_lock_held", "1 while an agent holds an unexpired tick lock.",
-                             value=float(facts["lock"] > 0))
+                             value=float(facts.tick_lock_held))
     yield lock
-    if facts["last_ingest"] is not None:
+    if facts.last_ingest is not None:
         yield GaugeMetricFamily("mlma_last_ingest_timestamp_seconds", "When data was last ingested (Unix time).",
-                                value=facts["last_ingest"].timestamp())
+                                value=facts.last_ingest.timestamp())
 
-    sums = facts["sums"]
+    sums = facts.summary_sums
     for key, (name, text) in SUMMARY_COUNTERS.items():
         yield CounterMetricFamily(name, text, value=sums[key])
 
-    last = facts["last"]
+    last = facts.last_done
     if last is not None:
         summary = last.summary if isinstance(last.summary, dict) else {}
         yield GaugeMetricFamily("mlma_last_completed_tick", "Number of the last completed tick.",
@@ -228,17 +170,17 @@ def _families(facts: dict[str, Any]) -> Iterator[Metric]:
             if value is not None:
                 yield GaugeMetricFamily(name, text, value=value)
 
-    yield from _escalation_families(facts["escalations"])
+    yield from _escalation_families(facts.escalations)
 
     actions = CounterMetricFamily("mlma_actions", "Entries in the audit log by action and by who acted "
                                                   "(agent or user).", labels=["action", "actor"])
     ranked: dict[str, int] = {}
-    for action, _, n in facts["actions"]:
+    for action, _, n in facts.audit_actions:
         ranked[action] = ranked.get(action, 0) + n
     named = {a for a in sorted(ranked, key=lambda a: (-ranked[a], a)) if _ACTION.match(a)}
     named = set(sorted(named, key=lambda a: (-ranked[a], a))[:MAX_ACTIONS])
     folded: dict[tuple[str, str], float] = {}
-    for action, actor, n in facts["actions"]:
+    for action, actor, n in facts.audit_actions:
         key = (action if action in named else "other", actor)
         folded[key] = folded.get(key, 0.0) + n
     for (action, actor), n in sorted(folded.items()):
@@ -247,21 +189,21 @@ def _families(facts: dict[str, Any]) -> Iterator[Metric]:
 
     pending = GaugeMetricFamily("mlma_pending_stream_actions", "Stream actions queued for the next tick, by kind.",
                                 labels=["kind"])
-    have = {kind: float(n) for kind, n in facts["pending"]}
-    for kind in S.STREAM_ACTION_KINDS:
+    have = {kind: float(n) for kind, n in facts.pending_actions}
+    for kind in STREAM_ACTION_KINDS:
         pending.add_metric([kind], have.get(kind, 0.0))
     yield pending
 
     notes = CounterMetricFamily("mlma_alert_notifications", "Alert notifications by receiver and outcome (sent, "
                                                             "or failed after all attempts).",
                                 labels=["receiver", "status"])
-    for receiver, status, n in sorted(facts["notifications"]):
+    for receiver, status, n in sorted(facts.notifications):
         notes.add_metric([receiver, status], float(n))
     yield notes
 
 
 def _escalation_families(rows: list[tuple[str, str, int, int]]) -> Iterator[Metric]:
-    current = {(status, kind, severity): 0.0 for status in S.ESCALATION_STATUSES for kind in KNOWN_KINDS
+    current = {(status, kind, severity): 0.0 for status in ESCALATION_STATUSES for kind in KNOWN_KINDS
                for severity in SEVERITIES}
     created = {kind: 0.0 for kind in KNOWN_KINDS}
     for status, kind, severity, n in rows:

@@ -9,14 +9,14 @@ Examples
 >>> from mlma.escalations import Escalation
 >>> from mlma.store import Store
 >>> store = Store.create("sqlite://")
->>> _ = store.add_escalations([Escalation(stream=None, kind="fleet-degradation", severity=2, message="m")],
-...                           tick=3)
+>>> _ = store.add_escalations([Escalation(stream=None, tick=3, kind="fleet-retraining-lost", severity=2,
+...                                      message="m")])
 >>> log = NotificationLog(store)
 >>> now, rows = log.open_escalations(min_severity=1)
 >>> [(r.kind, r.tick, r.unique_id) for r in rows]
-[('fleet-degradation', 3, None)]
->>> log.record("ops", "kind=fleet-degradation", [rows[0].id], "sent", 1, None, created_at=now)
->>> log.last_sent(["ops"], ["kind=fleet-degradation"])[("ops", "kind=fleet-degradation")][0]
+[('fleet-retraining-lost', 3, None)]
+>>> log.record("ops", "kind=fleet-retraining-lost", [rows[0].id], "sent", 1, None, created_at=now)
+>>> log.last_sent(["ops"], ["kind=fleet-retraining-lost"])[("ops", "kind=fleet-retraining-lost")][0]
 frozenset({1})
 """
 
