@@ -9,7 +9,7 @@ Examples
 >>> from mlma.escalations import Escalation
 >>> from mlma.store import Store
 >>> store = Store.create("sqlite://")
->>> _ = store.add_escalations([Escalation(stream=None, tick=3, kind="fleet-retraining-lost", severity=2,
+>>> _ = store.add_escalations([Escalation(stream=-1, tick=3, kind="fleet-retraining-lost", severity=2,
 ...                                      message="m")])
 >>> log = NotificationLog(store)
 >>> now, rows = log.open_escalations(min_severity=1)
