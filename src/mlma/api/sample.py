@@ -36,12 +36,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 
 from mlma.escalations import Escalation
 from mlma.policy import Verdict
 from mlma.store import Store
-from mlma.store import schema as S
 
 HOURS = 24
 WARMUP_TICKS = 3
@@ -92,9 +90,8 @@ def build_sample_fleet(store: Store, artifacts: str | os.PathLike, *, n_streams:
     if n_streams < 8 or n_ticks < WARMUP_TICKS + 3 or not 2 <= n_cities <= n_streams:
         raise ValueError(f"a sample fleet needs n_streams >= 8, n_ticks >= {WARMUP_TICKS + 3} and 2 <= n_cities <= "
                          f"n_streams; got {n_streams}, {n_ticks}, {n_cities}")
-    with store._read() as conn:
-        if conn.execute(sa.select(sa.func.count()).select_from(S.streams)).scalar_one():
-            raise ValueError("build_sample_fleet needs an empty store")
+    if store.stream_count():
+        raise ValueError("build_sample_fleet needs an empty store")
     E = n_ticks // 2 if event_tick is None else int(event_tick)
     if not WARMUP_TICKS <= E <= n_ticks - 2:
         raise ValueError(f"event_tick must be in {WARMUP_TICKS}..{n_ticks - 2}, got {E}")

@@ -356,6 +356,11 @@ class Store:
         frame = pd.DataFrame(rows, columns=[c.name for c in S.streams.columns])
         return frame
 
+    def stream_count(self) -> int:
+        """How many streams the store knows."""
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(S.streams)).scalar_one())
+
     def _lookup_streams(self, conn: sa.Connection, uids: np.ndarray) -> np.ndarray:
         with bulk.staged(conn, "mlma_stage_uid", {"unique_id": "text"}, {"unique_id": uids},
                          key=("unique_id",)) as st:
