@@ -287,11 +287,11 @@ class ModelRegistry:
     def __init__(self, store: Store, artifacts: ArtifactStore | str | os.PathLike | None = None) -> None:
         self.store = store
         if artifacts is None:
-            database = store.engine.url.database
-            if store.dialect != "sqlite" or database in (None, "", ":memory:"):
+            database = store.sqlite_file
+            if database is None:
                 raise ValueError("artifacts must be given (a directory every agent can reach) unless the store "
                                  "is a SQLite file")
-            artifacts = Path(database).expanduser().resolve().parent / "artifacts"
+            artifacts = database.parent / "artifacts"
         self.artifacts = artifacts if isinstance(artifacts, ArtifactStore) else ArtifactStore(artifacts)
         self.tables = RegistryTables(store)
 

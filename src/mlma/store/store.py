@@ -1347,6 +1347,13 @@ class Store:
     def _in_memory(self) -> bool:
         return self.dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:")
 
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The database file of a SQLite file store (absolute); None in memory and on PostgreSQL."""
+        if self.dialect != "sqlite" or self._in_memory:
+            return None
+        return Path(self.engine.url.database).expanduser().resolve()
+
     def lock_holder(self, name: str = "tick") -> dict[str, Any] | None:
         """The live lease on lock ``name`` (holder, acquired_at, heartbeat_at, expires_at), or None."""
         with self._read() as conn:
