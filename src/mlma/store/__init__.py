@@ -5,6 +5,9 @@ they produced (verdicts, forecasts, escalations), the model registry's rows, an 
 agent's saved per-stream arrays and a lock that keeps two agents from running a tick at once. The schema is
 migrated with Alembic (:meth:`Store.upgrade`); :meth:`Store.open` refuses a database whose schema is older
 or newer than the code. The model registry and its artifacts on disk are in :mod:`mlma.registry`.
+All of mlma's SQL is in this package: other modules call :class:`Store`'s methods, :meth:`Store.transaction`
+and the small repositories here (``queries``, ``registry_tables``, ``notifications``, ``counts``,
+``tokens``, ``sessions``).
 See docs/store.md.
 
 Examples
@@ -18,16 +21,20 @@ Examples
 from mlma.store.errors import (LockHeld, LockLost, SchemaError, StateCorrupted, StoreError,
                                TickAlreadyDone)
 from mlma.store.lock import Lease
-from mlma.store.records import (AgentState, ChampionMove, IngestReport, NewVersion, TickWrite,
-                                forecast_frame)
+from mlma.store.overrides import StreamOverrides
+from mlma.store.records import (AgentState, ChampionChange, ChampionMove, IngestReport, ModelVersion, NewVersion,
+                                TickWrite, forecast_frame)
 from mlma.store.store import STATE_HISTORY, Store, file_sha256, frame_sha256
+from mlma.store.transaction import Transaction
 
 __all__ = [
     "STATE_HISTORY",
     "AgentState",
+    "ChampionChange",
     "ChampionMove",
     "IngestReport",
     "Lease",
+    "ModelVersion",
     "LockHeld",
     "LockLost",
     "NewVersion",
@@ -35,8 +42,10 @@ __all__ = [
     "StateCorrupted",
     "Store",
     "StoreError",
+    "StreamOverrides",
     "TickAlreadyDone",
     "TickWrite",
+    "Transaction",
     "file_sha256",
     "forecast_frame",
     "frame_sha256",
