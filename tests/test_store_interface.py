@@ -128,3 +128,38 @@ def test_stream_count_and_sqlite_file(store, tmp_path):
     assert store.stream_count() == 3 and store.sqlite_file is None
     with Store.create(f"sqlite:///{tmp_path / 'm.db'}") as on_disk:
         assert on_disk.sqlite_file == (tmp_path / "m.db").resolve() and on_disk.stream_count() == 0
+
+
+def test_state_and_data_span_reads(store):
+    assert store.newest_state_tick() is None and store.saved_states() == []
+    assert store.oldest_ds() == pd.Timestamp("2025-01-01") and store.newest_ds() == pd.Timestamp("2025-01-02")
+    import numpy as np
+
+    store.save_state(4, {"x": np.arange(3)})
+    store.save_state(7, {"x": np.arange(3)})
+    assert store.newest_state_tick() == 7
+    assert store.saved_states() == [(7, None), (4, None)]
+
+
+def test_latest_versions_of_some_streams(store):
+    sha = "ef" * 32
+    with store.transaction() as tx:
+        tx.record_versions([NewVersion(stream=s, artifact_sha256=sha, artifact_bytes=1, spec="naive")
+                            for s in (0, 1, 1)])
+    tables = RegistryTables(store)
+    assert tables.latest_versions() == [(0, "a", 1), (1, "b", 2)]
+    assert tables.latest_versions([1, 2]) == [(1, "b", 2)]
+
+
+def test_saved_states_name_a_damaged_blob(store):
+    import numpy as np
+    import sqlalchemy as sa
+
+    from mlma.store import schema as S
+
+    store.save_state(1, {"x": np.arange(3)})
+    store.save_state(2, {"x": np.arange(3)})
+    with store.engine.begin() as conn:   # damage tick 1's bytes behind the store's back
+        blob = bytes(conn.execute(sa.select(S.agent_state.c.blob).where(S.agent_state.c.tick == 1)).scalar_one())
+        conn.execute(sa.update(S.agent_state).where(S.agent_state.c.tick == 1).values(blob=bytes([blob[0] ^ 0xFF]) + blob[1:]))
+    assert store.saved_states() == [(2, None), (1, "its bytes do not match the SHA-256 recorded with them")]

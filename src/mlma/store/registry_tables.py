@@ -63,13 +63,16 @@ class RegistryTables:
             metrics=r.metrics, check=r.check_result, artifact_sha256=r.artifact_sha256,
             artifact_bytes=int(r.artifact_bytes)) for r in rows]
 
-    def latest_versions(self) -> list[tuple[int, str, int]]:
-        """``(stream_id, unique_id, highest version)`` of every stream with a version."""
+    def latest_versions(self, stream_ids: Sequence[int] | None = None) -> list[tuple[int, str, int]]:
+        """``(stream_id, unique_id, highest version)`` of every stream (or of ``stream_ids``) with a version."""
         mv = S.model_versions
+        query = (sa.select(mv.c.stream_id, S.streams.c.unique_id, sa.func.max(mv.c.version))
+                 .join(S.streams, S.streams.c.id == mv.c.stream_id)
+                 .group_by(mv.c.stream_id, S.streams.c.unique_id).order_by(mv.c.stream_id))
+        if stream_ids is not None:
+            query = query.where(mv.c.stream_id.in_([int(i) for i in stream_ids]))
         with self.store._read() as conn:
-            rows = conn.execute(sa.select(mv.c.stream_id, S.streams.c.unique_id, sa.func.max(mv.c.version))
-                                .join(S.streams, S.streams.c.id == mv.c.stream_id)
-                                .group_by(mv.c.stream_id, S.streams.c.unique_id)).all()
+            rows = conn.execute(query).all()
         return [(int(sid), uid, int(top)) for sid, uid, top in rows]
 
     def artifact_hashes(self) -> set[str]:

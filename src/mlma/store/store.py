@@ -803,6 +803,12 @@ class Store:
             value = conn.execute(query).scalar()
         return None if value is None else pd.Timestamp(value)
 
+    def oldest_ds(self) -> pd.Timestamp | None:
+        """The oldest observation's timestamp, or None (one step down the ds index, as :meth:`newest_ds`)."""
+        with self._read() as conn:
+            value = conn.execute(sa.select(sa.func.min(S.observations.c.ds))).scalar()
+        return None if value is None else pd.Timestamp(value)
+
     def value_ranges(self, unique_ids: Sequence[str], *, since: Any = None) -> pd.DataFrame:
         """Per stream (index ``unique_id``): ``lo``, ``hi`` and ``n``, the min, max and count of its stored
         values with ``ds >= since``; streams without such values are left out. One set-based query."""
@@ -1288,6 +1294,21 @@ class Store:
                                            .limit(STATE_HISTORY))]
         conn.execute(sa.delete(S.agent_state).where(S.agent_state.c.tick < min(kept)))
         return sha
+
+    def newest_state_tick(self) -> int | None:
+        """The tick of the newest saved agent state, or None (reads no blob)."""
+        with self._read() as conn:
+            value = conn.execute(sa.select(sa.func.max(S.agent_state.c.tick))).scalar()
+        return None if value is None else int(value)
+
+    def saved_states(self) -> list[tuple[int, str | None]]:
+        """Every saved agent state, newest first: its tick, and None if its bytes match their recorded
+        SHA-256, else why not."""
+        a = S.agent_state
+        with self._read() as conn:
+            rows = conn.execute(sa.select(a.c.tick, a.c.sha256, a.c.blob).order_by(a.c.tick.desc())).all()
+        return [(int(tick), None if hashlib.sha256(bytes(blob)).hexdigest() == sha
+                 else "its bytes do not match the SHA-256 recorded with them") for tick, sha, blob in rows]
 
     def load_state(self, tick: int | None = None) -> AgentState | None:
         """The saved state of ``tick`` (default: the latest), verified against its hash; None if none.
