@@ -161,5 +161,6 @@ def test_saved_states_name_a_damaged_blob(store):
     store.save_state(2, {"x": np.arange(3)})
     with store.engine.begin() as conn:   # damage tick 1's bytes behind the store's back
         blob = bytes(conn.execute(sa.select(S.agent_state.c.blob).where(S.agent_state.c.tick == 1)).scalar_one())
-        conn.execute(sa.update(S.agent_state).where(S.agent_state.c.tick == 1).values(blob=bytes([blob[0] ^ 0xFF]) + blob[1:]))
+        damaged = bytes([blob[0] ^ 0xFF]) + blob[1:]
+        conn.execute(sa.update(S.agent_state).where(S.agent_state.c.tick == 1).values(blob=damaged))
     assert store.saved_states() == [(2, None), (1, "its bytes do not match the SHA-256 recorded with them")]

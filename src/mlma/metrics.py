@@ -3,8 +3,9 @@
 :func:`render_metrics` reads the store and returns the exposition body and its content type. Every series
 is fleet-level with bounded labels (verdict, tick status, escalation kind, status and severity, audited
 action, alert receiver); no label carries a stream id, so the number of series does not grow with the
-fleet. The numbers are aggregated in SQL (:func:`mlma.store.counts.read_counts`) over the small tables (``ticks`` with their ``summary``,
-``escalations``, ``audit_log``, ``alert_notifications``, ``stream_actions``); the per-stream tables
+fleet. The numbers are aggregated in SQL (:func:`mlma.store.counts.read_counts`) over the small tables
+(``ticks`` with their ``summary``, ``escalations``, ``audit_log``, ``alert_notifications``,
+``stream_actions``); the per-stream tables
 (``verdicts``, ``forecasts``, ``observations``) are never read, so a scrape costs the same at 100 or 100,000
 streams. Counters (``_total``) are sums over the ticks and logs the store keeps, so they only grow, and
 survive restarts of the process that serves them.

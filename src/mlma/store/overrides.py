@@ -12,7 +12,7 @@ Examples
 >>> o = StreamOverrides.parse({"pinned_until": "2026-12-24T09:30:00+00:00", "delta": 0.2})
 >>> o.delta, o.needs_approval
 (0.2, False)
->>> o.pinned_at(dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc)), o.pinned_at(dt.datetime(2027, 1, 1, tzinfo=dt.timezone.utc))
+>>> o.pinned_at(dt.datetime(2026, 12, 1)), o.pinned_at(dt.datetime(2027, 1, 1))    # naive: UTC
 (True, False)
 >>> StreamOverrides.parse(None) == StreamOverrides()
 True
