@@ -164,3 +164,11 @@ def test_saved_states_name_a_damaged_blob(store):
         damaged = bytes([blob[0] ^ 0xFF]) + blob[1:]
         conn.execute(sa.update(S.agent_state).where(S.agent_state.c.tick == 1).values(blob=damaged))
     assert store.saved_states() == [(2, None), (1, "its bytes do not match the SHA-256 recorded with them")]
+
+
+def test_overrides_of_the_wrong_kind_are_refused_before_anything_is_written(store):
+    with pytest.raises(ValueError, match="needs_approval must be true or false"):
+        with store.transaction() as tx:
+            tx.audit("user:ana", "require-approval", "stream:a")
+            tx.merge_overrides({0: {"needs_approval": "yes"}})
+    assert store.stream_overrides() == {} and store.audit_log().empty

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -82,11 +83,11 @@ class StreamOverrides:
         if not isinstance(approval, bool):
             raise ValueError(f"overrides.needs_approval must be true or false, got {approval!r}")
         delta = blob.get("delta")
-        if delta is not None and (isinstance(delta, bool) or not isinstance(delta, (int, float))
+        if delta is not None and (isinstance(delta, bool) or not isinstance(delta, numbers.Real)
                                   or not math.isfinite(delta)):
             raise ValueError(f"overrides.delta must be a finite number, got {delta!r}")
         cooldown = blob.get("cooldown_ticks")
-        if cooldown is not None and (isinstance(cooldown, bool) or not isinstance(cooldown, int)):
+        if cooldown is not None and (isinstance(cooldown, bool) or not isinstance(cooldown, numbers.Integral)):
             raise ValueError(f"overrides.cooldown_ticks must be an integer, got {cooldown!r}")
         return cls(until or None, approval, None if delta is None else float(delta),
                    None if cooldown is None else int(cooldown))

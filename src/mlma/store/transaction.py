@@ -30,6 +30,7 @@ import sqlalchemy as sa
 
 from mlma.store import schema as S
 from mlma.store import tokens
+from mlma.store.overrides import StreamOverrides
 from mlma.store.records import ChampionMove, NewVersion, check_actor
 from mlma.store.store import move_champions, record_versions
 from mlma.store.tokens import TokenInfo
@@ -71,7 +72,10 @@ class Transaction:
     # -- per-stream settings and queued actions -----------------------------------------------------------
     def merge_overrides(self, changes: Mapping[int, Mapping[str, Any] | None]) -> None:
         """Merge overrides into streams by id (a key set to None is removed; a stream's None clears all);
-        ``KeyError`` for an unknown id. The keys' meaning is :class:`mlma.store.overrides.StreamOverrides`'s."""
+        ``KeyError`` for an unknown id, ``ValueError`` naming a known key whose value is of the wrong kind
+        (the keys' meaning is :class:`~mlma.store.overrides.StreamOverrides`')."""
+        for change in changes.values():
+            StreamOverrides.parse({k: v for k, v in (change or {}).items() if v is not None})
         self._store._merge_json("overrides", changes, conn=self._connection())
 
     def add_abnormal_periods(self, stream_ids: Sequence[int | None], start: dt.datetime, end: dt.datetime, *,
