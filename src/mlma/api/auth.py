@@ -53,6 +53,7 @@ from mlma.store import Store, sessions, tokens
 from mlma.store.records import check_actor
 from mlma.store.schema import ROLES  # weakest first: a role may do everything the roles before it may
 from mlma.store.tokens import TokenInfo  # noqa: F401 - what list_tokens returns, named here for the API
+
 TOKEN_PREFIX = "mlma_"
 SESSION_COOKIE = "mlma_session"
 CSRF_COOKIE = "mlma_csrf"
