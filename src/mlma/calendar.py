@@ -220,7 +220,17 @@ def season_length(freq: Frequency | str) -> int:
     --------
     >>> season_length("h"), season_length("7h"), season_length("5D"), season_length("3W"), season_length("5MS")
     (24, 24, 7, 1, 1)
+
+    Business days, which a project's data cannot have but a model may be given, follow the same rule with a
+    week of five business days:
+
+    >>> season_length("B"), season_length("2B")
+    (5, 5)
     """
+    if isinstance(freq, str):
+        offset = _parse_offset(freq, "freq")
+        if type(offset) is pd.offsets.BusinessDay:
+            return _season_for_cycle(offset.n, 5, 5 * 52) or 1
     return int(Frequency.coerce(freq).season_length)
 
 
@@ -351,6 +361,42 @@ class Frequency:
             months = ns.view("datetime64[ns]").astype("datetime64[M]").view(np.int64)
             return (months - spec.phase) // spec.size
         return ns // spec.size
+
+    def at_positions(self, positions: np.ndarray, like: Any) -> np.ndarray:
+        """The grid timestamps (``datetime64[ns]``) at ``positions`` (see :meth:`positions`), on the grid
+        through the timestamp ``like``: the inverse of :meth:`positions` for timestamps on that grid.
+
+        >>> f = Frequency("W-SUN"); sunday = np.datetime64("2024-01-07", "ns")
+        >>> f.at_positions(f.positions([sunday]) + 1, sunday).astype("datetime64[D]").tolist()
+        [datetime.date(2024, 1, 14)]
+        """
+        positions = np.asarray(positions, dtype=np.int64)
+        spec = self._spec
+        like = np.datetime64(pd.Timestamp(like).as_unit("ns").value, "ns")
+        base = self.positions(np.array([like]))[0]
+        if spec.calendar:
+            like_month = like.astype("datetime64[M]").astype(np.int64)
+            months = (like_month + (positions - base) * spec.size).astype("datetime64[M]")
+            if spec.anchor == "start":
+                return months.astype("datetime64[ns]")
+            return (months + 1).astype("datetime64[ns]") - np.timedelta64(1, "D")
+        return (like.view(np.int64) + (positions - base) * spec.size).view("datetime64[ns]")
+
+    def between(self, start: Any, end: Any) -> np.ndarray:
+        """Timestamps of this frequency in ``[start, end)`` (``datetime64[ns]``): fixed steps count from
+        ``start`` (``W-XXX`` ones from its first such weekday), month-based ones take their anchors.
+
+        >>> Frequency("h").between("2024-01-01 00:00", "2024-01-01 03:00").astype(str).tolist()
+        ['2024-01-01T00:00:00.000000000', '2024-01-01T01:00:00.000000000', '2024-01-01T02:00:00.000000000']
+        """
+        start, end = pd.Timestamp(start).as_unit("ns"), pd.Timestamp(end).as_unit("ns")
+        spec = self._spec
+        if spec.calendar:
+            return pd.date_range(start, end, freq=self.offset, inclusive="left").as_unit("ns").to_numpy()
+        first = start.value
+        if spec.weekday is not None:  # pandas rolls W-XXX forward to that weekday, keeping the time of day
+            first += ((spec.weekday - (_EPOCH_WEEKDAY + first // _DAY)) % 7) * _DAY
+        return np.arange(first, end.value, spec.size, dtype=np.int64).view("datetime64[ns]")
 
     def future(self, last: Any, h: int) -> pd.DatetimeIndex:
         """The ``h`` timestamps that follow ``last``.
