@@ -654,7 +654,7 @@ def grid_stamps(freq: Frequency | str, tick: str | pd.DateOffset, start: Any, en
 
 
 def tick_alias(freq: Frequency | str, tick: str | pd.DateOffset | None = None) -> str:
-    """The tick as the project names it (``"7D"``, ``"12MS"``...): ``tick``, else the frequency's default
+    """The tick as the project names it (``"7D"``, ``"12MS"``...): ``tick``, else (None or "") the frequency's default
     (:meth:`Frequency.default_tick`); a tick that does not fit the frequency raises ValueError.
 
     >>> tick_alias("h"), tick_alias("D"), tick_alias("MS"), tick_alias("h", "1D")
@@ -665,7 +665,7 @@ def tick_alias(freq: Frequency | str, tick: str | pd.DateOffset | None = None) -
     ValueError: tick '90min' is not a whole number of 'h' steps
     """
     frequency = Frequency.coerce(freq)
-    offset = _parse_offset(tick, "tick") if tick is not None else frequency.default_tick()
+    offset = frequency.default_tick() if tick is None or tick == "" else _parse_offset(tick, "tick")
     _check_tick(frequency, offset)
     return offset.freqstr
 
