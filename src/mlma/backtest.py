@@ -24,7 +24,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from mlma.agent import Agent, AgentSettings, TickReport
-from mlma.calendar import TickClock, default_train_window
+from mlma.calendar import TickClock, default_train_window, tick_alias
 from mlma.data import Frequency, make_tick_grid, read_frame, validate
 from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext
@@ -323,11 +323,8 @@ def _add_gaps(summary: list[dict], per_stream: pd.DataFrame, n_boot: int) -> lis
 
 
 def _tick_offset(config: BacktestConfig, freq: Frequency):
-    if config.tick is not None:
-        return pd.tseries.frequencies.to_offset(config.tick)
-    if config.horizon is not None:
-        return pd.tseries.frequencies.to_offset(freq.alias) * config.horizon
-    return pd.tseries.frequencies.to_offset(freq.default_tick())
+    tick = freq.offset * config.horizon if config.horizon is not None else config.tick
+    return pd.tseries.frequencies.to_offset(tick_alias(freq, tick))
 
 
 def _record_fits(report: TickReport, acc: _Accumulator) -> None:

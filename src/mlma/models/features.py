@@ -21,6 +21,7 @@ import pandas as pd
 from pandas.tseries import offsets as _off
 from pandas.tseries.frequencies import to_offset
 
+from mlma.calendar import Frequency
 from mlma.models.base import ForecastContext
 
 __all__ = [
@@ -92,9 +93,14 @@ def freq_info(freq: str) -> FreqInfo:
     >>> freq_info("W-MON").steps_per_week, freq_info("QS").months
     (1, 3)
     """
-    offset = to_offset(freq)
-    if isinstance(offset, _off.Week):
-        return FreqInfo(freq, step_ns=7 * _NS_PER_DAY * offset.n, months=None)
+    try:
+        frequency = Frequency(freq)  # the project's calendar knows every frequency a project's data can have
+    except ValueError:
+        frequency = None
+    if frequency is not None:
+        step = frequency.step
+        return FreqInfo(freq, step_ns=None if step is None else int(step.value), months=frequency.months)
+    offset = to_offset(freq)  # business days and other offsets a model may be given directly
     for classes, months in ((_MONTHLY, 1), (_QUARTERLY, 3), (_YEARLY, 12)):
         if isinstance(offset, classes):
             return FreqInfo(freq, step_ns=None, months=months * offset.n)
