@@ -162,7 +162,7 @@ def test_the_stores_tick_alias_is_the_calendars():
 
 
 @pytest.mark.parametrize(("freq", "tick"), [("h", "1D"), ("W-SUN", "28D"), ("2D", "14D"), ("ME", "12MS"),
-                                            ("2MS", "12MS")])
+                                            ("2MS", "12MS"), ("2D", "MS"), ("h", "YS-JUL")])
 def test_fleet_data_grid_and_positions_are_the_calendars(freq, tick):
     from mlma.fleet import FleetData
 

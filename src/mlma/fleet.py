@@ -118,6 +118,13 @@ class FleetData:
         # One grid for the whole fleet: the data grid's timestamps from the first tick's start to the last
         # tick's end; rows before it are kept for history, at negative positions on the same grid.
         self.grid = frequency.between(self._boundaries[0], self._boundaries[-1])
+        step = frequency.step
+        if step is not None and len(self.ds) and len(self.grid):
+            # Fixed steps keep the data's phase (the project's grid, see mlma.calendar.on_tick_grid), which a
+            # multi-day step need not share with the first tick's start (2D data in monthly ticks).
+            b0 = self._boundaries[0].value
+            first = b0 + (int(self.ds[0].view(np.int64)) - b0) % step.value
+            self.grid = np.arange(first, self._boundaries[-1].value, step.value, dtype=np.int64).view("datetime64[ns]")
         if not len(self.grid):
             raise ValueError(f"the ticks from {self._boundaries[0]} to {self._boundaries[-1]} hold no "
                              f"{frequency.alias!r} timestamp")
