@@ -129,10 +129,13 @@ class FleetData:
             raise ValueError(f"the ticks from {self._boundaries[0]} to {self._boundaries[-1]} hold no "
                              f"{frequency.alias!r} timestamp")
         self.tick_grid_start = np.searchsorted(self.grid, self._boundaries.to_numpy(), side="left")
-        origin = frequency.positions(self.grid[:1])[0]
-        raw_pos = frequency.positions(self.ds)
-        self.grid_pos = raw_pos - origin
-        on_grid = frequency.at_positions(raw_pos, self.grid[0]) == self.ds
+        if step is not None:  # one pass: the quotient is the position, a remainder means off the grid
+            self.grid_pos, off = np.divmod(self.ds.view(np.int64) - self.grid[0].view(np.int64), step.value)
+            on_grid = off == 0
+        else:
+            raw_pos = frequency.positions(self.ds)
+            self.grid_pos = raw_pos - frequency.positions(self.grid[:1])[0]
+            on_grid = frequency.at_positions(raw_pos, self.grid[0]) == self.ds
         if not on_grid.all():
             bad = int(np.flatnonzero(~on_grid)[0])
             raise ValueError(
