@@ -49,13 +49,13 @@ __all__ = [
     "TickClock",
     "TickGrid",
     "default_train_window",
+    "grid_stamps",
     "make_tick_grid",
     "on_tick_grid",
     "season_length",
     "tick_alias",
 ]
 
-_NS = 1
 _US = 1_000
 _MS = 1_000_000
 _SECOND = 1_000_000_000
@@ -464,7 +464,8 @@ class Frequency:
 
 @dataclass(frozen=True)
 class TickGrid:
-    """The agent's clock: consecutive ticks, tick ``k`` covering ``[boundaries[k], boundaries[k + 1])``.
+    """A finite stretch of the agent's clock: consecutive ticks, tick ``k`` covering
+    ``[boundaries[k], boundaries[k + 1])`` (see :class:`TickClock` for the unbounded clock).
 
     Examples
     --------
