@@ -51,7 +51,7 @@ def test_specs_name_any_statsforecast_model_with_parameters_and_the_season_from_
     mstl = make_forecaster("statsforecast:MSTL:season_length=[24,168]", HOURLY)
     assert mstl.prototype.season_length == [24, 168] and mstl.min_history == 2 * 168
     assert make_forecaster("statsforecast:AutoETS", HOURLY, model="ZNZ").params["model"] == "ZNZ"
-    # The project's one season rule: a 2-day grid has no weekly season in whole steps.
+    # The project's one season rule: a 2-day grid comes back to the same weekday after 7 steps.
     two_day = ForecastContext("2D", season_length=Frequency("2D").season_length, horizon=3)
     assert make_forecaster("statsforecast:AutoETS", two_day).prototype.season_length == two_day.season_length
 

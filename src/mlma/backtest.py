@@ -24,6 +24,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from mlma.agent import Agent, AgentSettings, TickReport
+from mlma.calendar import TickClock, default_train_window, tick_alias
 from mlma.data import Frequency, make_tick_grid, read_frame, validate
 from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext
@@ -128,25 +129,6 @@ class BacktestResult:
         return pd.DataFrame(self.summary)
 
 
-def default_train_window(freq: Frequency, tick_offset) -> int | None:
-    """Training window in ticks: four weeks of daily ticks, a year of weekly ticks, else all history."""
-    tick_days = _offset_days(tick_offset)
-    if tick_days is None:
-        return None
-    if tick_days <= 1:
-        return 28
-    if tick_days <= 7:
-        return 52
-    return None
-
-
-def _offset_days(offset) -> float | None:
-    try:
-        return pd.Timedelta(offset).total_seconds() / 86400
-    except (ValueError, TypeError):
-        return None
-
-
 class _Accumulator:
     """Sums of errors per stream and per tick for one policy."""
 
@@ -197,7 +179,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     if fleet.n_ticks < 2:
         raise ValueError(f"the data spans {fleet.n_ticks} tick(s) of {tick_offset}; a backtest needs at least 2")
 
-    steps = max(fleet.steps_in_tick(k) for k in range(fleet.n_ticks))
+    # The horizon of the clock, not of this data's ticks, so that a live agent on the same data agrees.
+    steps = TickClock(freq.alias, tick_offset.freqstr, grid.boundaries[0]).horizon()
     ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=steps,
                           drivers=fleet.drivers)
     window = config.train_window_ticks or default_train_window(freq, tick_offset)
@@ -340,11 +323,8 @@ def _add_gaps(summary: list[dict], per_stream: pd.DataFrame, n_boot: int) -> lis
 
 
 def _tick_offset(config: BacktestConfig, freq: Frequency):
-    if config.tick is not None:
-        return pd.tseries.frequencies.to_offset(config.tick)
-    if config.horizon is not None:
-        return pd.tseries.frequencies.to_offset(freq.alias) * config.horizon
-    return pd.tseries.frequencies.to_offset(freq.default_tick())
+    tick = freq.offset * config.horizon if config.horizon is not None else config.tick
+    return pd.tseries.frequencies.to_offset(tick_alias(freq, tick))
 
 
 def _record_fits(report: TickReport, acc: _Accumulator) -> None:

@@ -4,8 +4,9 @@ Every stream of a fleet arrives as rows of one long frame (the Nixtla convention
 ``ds`` (tz-naive ``datetime64[ns]``), ``y`` (float64) and optional exogenous columns, sorted by
 ``unique_id`` then ``ds``. :func:`read_frame` brings a file or a frame into that shape by renaming columns,
 :func:`validate` checks and repairs it and says what it did (a :class:`ValidationReport` of
-:class:`Finding` objects: nothing is repaired or dropped silently), :func:`infer_frequency` finds the
-fleet's :class:`Frequency`, and :func:`make_tick_grid` cuts time into the agent's ticks (:class:`TickGrid`).
+:class:`Finding` objects: nothing is repaired or dropped silently) and :func:`infer_frequency` finds the
+fleet's :class:`Frequency`. The frequency, its season and the agent's ticks (:class:`TickGrid`,
+:func:`make_tick_grid`) belong to :mod:`mlma.calendar` and are re-exported here.
 
 Examples
 --------
@@ -44,6 +45,27 @@ import numpy as np
 import pandas as pd
 from pandas.tseries.frequencies import to_offset
 
+# The calendar (frequency, season rule, tick grid) lives in mlma.calendar; its names are re-exported here
+# because the data contract speaks of them (validate returns a Frequency) and many callers import them from
+# mlma.data.
+from mlma.calendar import (
+    _DAY,
+    _EPOCH_WEEKDAY,
+    _HOUR,
+    _MINUTE,
+    _NAT,
+    _SECOND,
+    _WEEK,
+    Frequency,
+    TickGrid,
+    _alias_from_spec,
+    _month_position,
+    _Spec,
+    _to_ns,
+    make_tick_grid,
+    on_tick_grid,
+)
+
 __all__ = [
     "CANONICAL_COLUMNS",
     "DataError",
@@ -64,19 +86,7 @@ ID, TIME, TARGET = "unique_id", "ds", "y"
 CANONICAL_COLUMNS = (ID, TIME, TARGET)
 SEVERITIES = ("error", "dropped", "repaired", "warning", "info")
 
-_NS = 1
-_US = 1_000
-_MS = 1_000_000
-_SECOND = 1_000_000_000
-_MINUTE = 60 * _SECOND
-_HOUR = 60 * _MINUTE
-_DAY = 24 * _HOUR
-_WEEK = 7 * _DAY
-# 1970-01-01 (the epoch) was a Thursday; weekday numbers follow pandas (Monday = 0).
-_EPOCH_WEEKDAY = 3
-_WEEKDAYS = ("MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN")
 _WEEKDAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 _MAX_EXAMPLES = 3
 _CSV_SUFFIXES = (".csv", ".txt")
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst")
@@ -264,273 +274,6 @@ class ValidatedData:
     frame: pd.DataFrame
     freq: Frequency | None
     report: ValidationReport
-
-
-# --------------------------------------------------------------------------------------------------------
-# Frequency
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Spec:
-    """A frequency reduced to integers: a fixed step in nanoseconds, or a step in calendar months."""
-
-    calendar: bool
-    size: int  # nanoseconds (fixed) or months (calendar)
-    weekday: int | None = None  # weekly fixed steps: the weekday of the timestamps
-    anchor: str = "start"  # calendar: timestamps on the first ("start") or last ("end") day of the month
-    phase: int = 0  # calendar: month index (0 = January) modulo 3 (quarters) or 12 (years)
-
-    @property
-    def phase_modulus(self) -> int:
-        return _phase_modulus(self.size) if self.calendar else 1
-
-
-def _phase_modulus(months: int) -> int:
-    # pandas can name the month of year of yearly steps and the month within the quarter of quarterly
-    # steps; other calendar steps (2MS, 5MS) carry no phase.
-    return 12 if months % 12 == 0 else 3 if months % 3 == 0 else 1
-
-
-def _spec_from_offset(offset: pd.DateOffset, what: str = "freq") -> _Spec:
-    n = offset.n
-    if n <= 0:
-        raise ValueError(f"{what} must be a positive period, got {offset.freqstr!r}")
-    if isinstance(offset, pd.offsets.Tick):
-        return _Spec(False, int(offset.nanos))
-    if type(offset) is pd.offsets.Day:
-        return _Spec(False, n * _DAY)
-    if type(offset) is pd.offsets.Week:
-        return _Spec(False, n * _WEEK, weekday=offset.weekday)
-    if type(offset) in (pd.offsets.MonthBegin, pd.offsets.MonthEnd):
-        return _Spec(True, n, anchor="start" if type(offset) is pd.offsets.MonthBegin else "end",
-                     phase=0)
-    if type(offset) in (pd.offsets.QuarterBegin, pd.offsets.QuarterEnd):
-        return _Spec(True, 3 * n, anchor="start" if type(offset) is pd.offsets.QuarterBegin else "end",
-                     phase=(offset.startingMonth - 1) % 3)
-    if type(offset) in (pd.offsets.YearBegin, pd.offsets.YearEnd):
-        return _Spec(True, 12 * n, anchor="start" if type(offset) is pd.offsets.YearBegin else "end",
-                     phase=offset.month - 1)
-    raise ValueError(
-        f"{what}={offset.freqstr!r} is not supported; use a fixed step (min, h, D, W-SUN ...) or a "
-        f"month-based one (MS, ME, QS, QE, YS, YE)")
-
-
-def _multiple(n: int, unit: str) -> str:
-    return unit if n == 1 else f"{n}{unit}"
-
-
-def _alias_from_spec(spec: _Spec) -> str:
-    if spec.calendar:
-        m = spec.size
-        suffix = "S" if spec.anchor == "start" else "E"
-        if m % 12 == 0:
-            alias = _multiple(m // 12, "Y" + suffix) + "-" + _MONTHS[spec.phase]
-            return alias.removesuffix("-JAN" if suffix == "S" else "-DEC")
-        if m % 3 == 0:
-            # pandas names a quarterly anchor by the first (QS) or last (QE) month of the first quarter.
-            month = spec.phase if suffix == "S" else spec.phase + 9
-            alias = _multiple(m // 3, "Q" + suffix) + "-" + _MONTHS[month]
-            return alias.removesuffix("-JAN" if suffix == "S" else "-DEC")
-        return _multiple(m, "M" + suffix)
-    step = spec.size
-    if step % _WEEK == 0 and spec.weekday is not None:
-        return _multiple(step // _WEEK, "W") + "-" + _WEEKDAYS[spec.weekday]
-    for unit, name in ((_DAY, "D"), (_HOUR, "h"), (_MINUTE, "min"), (_SECOND, "s"), (_MS, "ms"), (_US, "us")):
-        if step % unit == 0:
-            return _multiple(step // unit, name)
-    return _multiple(step, "ns")
-
-
-def _parse_offset(value: Any, what: str) -> pd.DateOffset:
-    if isinstance(value, pd.offsets.BaseOffset):
-        return value
-    if isinstance(value, (pd.Timedelta, np.timedelta64)) or hasattr(value, "total_seconds"):
-        nanos = pd.Timedelta(value).value
-        if nanos <= 0:
-            raise ValueError(f"{what} must be positive, got {value!r}")
-        return pd.offsets.Nano(nanos) if nanos % _SECOND else to_offset(pd.Timedelta(value))
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{what} must be a pandas offset alias such as 'h', '1D', '7D' or '12MS', "
-                         f"got {value!r}")
-    try:
-        return to_offset(value.strip())
-    except ValueError:
-        raise ValueError(f"{what}={value!r} is not a pandas offset alias; examples: 'h', '30min', "
-                         f"'1D', '7D', 'W-SUN', 'MS', '12MS', 'QS', 'YS'") from None
-
-
-_AUTO = "auto"
-
-
-@dataclass(frozen=True)
-class Frequency:
-    """The sampling frequency of a fleet: a pandas offset alias plus its seasonal periods.
-
-    Parameters
-    ----------
-    alias
-        A pandas offset alias: fixed steps (``"15min"``, ``"30min"``, ``"h"``, ``"D"``, ``"W-SUN"``) or
-        month-based ones (``"MS"``/``"ME"``, ``"QS"``/``"QE"``, ``"YS"``/``"YE"``, with anchors such as
-        ``"QS-FEB"``). It is normalised (``"1h"`` -> ``"h"``, ``"QS-JAN"`` -> ``"QS"``, ``"W"`` ->
-        ``"W-SUN"``).
-    season_length
-        Steps in the main seasonal cycle; derived when None: a day for sub-daily data (hourly 24,
-        half-hourly 48, 15-minute 96), a week for daily data (7), a year otherwise (weekly 52, monthly 12,
-        quarterly 4, yearly 1).
-    secondary_season
-        Steps in a second, longer cycle; derived when ``"auto"``: a week for sub-daily data (hourly 168,
-        half-hourly 336), else None.
-
-    Examples
-    --------
-    >>> Frequency("h")
-    Frequency(alias='h', season_length=24, secondary_season=168)
-    >>> Frequency("QS-JAN").alias, Frequency("MS").season_length, Frequency("W").alias
-    ('QS', 12, 'W-SUN')
-    >>> Frequency("h").steps_per("1D"), Frequency("MS").steps_per("12MS")
-    (24, 12)
-    >>> Frequency("D").default_tick()
-    <7 * Days>
-    >>> Frequency("MS").grid("2024-01-01", "2024-03-31").strftime("%Y-%m-%d").tolist()
-    ['2024-01-01', '2024-02-01', '2024-03-01']
-    """
-
-    alias: str
-    season_length: int | None = None
-    secondary_season: int | None | str = _AUTO
-    _spec: _Spec = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        offset = _parse_offset(self.alias, "freq")
-        spec = _spec_from_offset(offset)
-        object.__setattr__(self, "_spec", spec)
-        object.__setattr__(self, "alias", _alias_from_spec(spec))
-        if self.season_length is None:
-            object.__setattr__(self, "season_length", self._derived_season())
-        elif not isinstance(self.season_length, (int, np.integer)) or self.season_length < 1:
-            raise ValueError(f"season_length must be a positive integer, got {self.season_length!r}")
-        if isinstance(self.secondary_season, str):
-            if self.secondary_season != _AUTO:
-                raise ValueError(f"secondary_season must be an integer, None or 'auto', "
-                                 f"got {self.secondary_season!r}")
-            object.__setattr__(self, "secondary_season", self._derived_secondary())
-
-    @classmethod
-    def coerce(cls, value: Frequency | str) -> Frequency:
-        """Return ``value`` if it is a Frequency, else build one from an alias."""
-        return value if isinstance(value, Frequency) else cls(value)
-
-    # derived seasonal periods ---------------------------------------------------------------------------
-
-    def _derived_season(self) -> int:
-        spec = self._spec
-        if spec.calendar:
-            return 12 // spec.size if 12 % spec.size == 0 else 1
-        step = spec.size
-        if step < _DAY:
-            return _DAY // step if _DAY % step == 0 else 1
-        if step < _WEEK:
-            return _WEEK // step if _WEEK % step == 0 else 1
-        weeks = step // _WEEK if step % _WEEK == 0 else 0
-        return 52 // weeks if weeks and 52 % weeks == 0 else 1
-
-    def _derived_secondary(self) -> int | None:
-        step = self._spec.size
-        if not self._spec.calendar and step < _DAY and _WEEK % step == 0:
-            return _WEEK // step
-        return None
-
-    # properties -----------------------------------------------------------------------------------------
-
-    @property
-    def offset(self) -> pd.DateOffset:
-        """The pandas offset of one step."""
-        return to_offset(self.alias)
-
-    @property
-    def is_calendar(self) -> bool:
-        """True for month-based frequencies, whose steps vary in length."""
-        return self._spec.calendar
-
-    @property
-    def step(self) -> pd.Timedelta | None:
-        """The length of one step for fixed frequencies; None for month-based ones."""
-        return None if self._spec.calendar else pd.Timedelta(self._spec.size, unit="ns")
-
-    @property
-    def months(self) -> int | None:
-        """Calendar months per step for month-based frequencies; None for fixed ones."""
-        return self._spec.size if self._spec.calendar else None
-
-    # grids ----------------------------------------------------------------------------------------------
-
-    def grid(self, start: Any, end: Any) -> pd.DatetimeIndex:
-        """Timestamps of this frequency from ``start`` to ``end`` (both inclusive).
-
-        Fixed steps count from ``start``; month-based steps start at the first anchor at or after it.
-        """
-        start, end = pd.Timestamp(start), pd.Timestamp(end)
-        freq = self.step if self.step is not None else self.offset
-        return pd.date_range(start, end, freq=freq).as_unit("ns")
-
-    def future(self, last: Any, h: int) -> pd.DatetimeIndex:
-        """The ``h`` timestamps that follow ``last``.
-
-        Examples
-        --------
-        >>> Frequency("h").future("2024-01-01 23:00", 2).strftime("%d %H:%M").tolist()
-        ['02 00:00', '02 01:00']
-        """
-        if h < 0:
-            raise ValueError(f"h must be >= 0, got {h}")
-        last = pd.Timestamp(last)
-        freq = self.step if self.step is not None else self.offset
-        return pd.date_range(last, periods=h + 1, freq=freq)[1:].as_unit("ns")
-
-    def default_tick(self) -> pd.DateOffset:
-        """The tick this frequency is monitored in by default.
-
-        A tick is the batch of actuals that arrive together and whose losses are tested together:
-        sub-daily data: one day; daily: one week (Monday to Sunday); weekly: four weeks; monthly: twelve
-        months; quarterly: four quarters; yearly: one year. See ``docs/data.md`` for the reasons.
-        """
-        spec = self._spec
-        if spec.calendar:
-            months = math.lcm(spec.size, 12)
-            modulus = spec.phase_modulus
-            if modulus == 1:
-                return pd.offsets.MonthBegin(months)
-            # A period stamped at its end (QE-DEC, YE-JUN) starts the month after the previous end.
-            first_month = (spec.phase + (1 if spec.anchor == "end" else 0)) % modulus
-            if spec.size % 12 == 0:
-                return pd.offsets.YearBegin(months // 12, month=first_month + 1)
-            return pd.offsets.QuarterBegin(months // 3, startingMonth=first_month + 1)
-        step = spec.size
-        if step < _DAY:
-            cycle = _DAY
-        elif step < _WEEK:
-            cycle = _WEEK
-        else:
-            cycle = 4 * _WEEK
-        return pd.offsets.Day(math.lcm(step, cycle) // _DAY)
-
-    def steps_per(self, tick: str | pd.DateOffset) -> int:
-        """How many steps of this frequency one tick holds.
-
-        Raises ValueError when the tick is not a whole number of steps, or holds a varying number of them
-        (month-based ticks over fixed steps).
-        """
-        tick_spec = _spec_from_offset(_parse_offset(tick, "tick"), "tick")
-        spec = self._spec
-        if spec.calendar != tick_spec.calendar:
-            kind = "month-based" if tick_spec.calendar else "fixed-length"
-            raise ValueError(f"a {kind} tick {_alias_from_spec(tick_spec)!r} holds a varying or fractional "
-                             f"number of {self.alias!r} steps")
-        if tick_spec.size % spec.size:
-            raise ValueError(f"tick {_alias_from_spec(tick_spec)!r} is not a whole number of {self.alias!r} "
-                             f"steps")
-        return tick_spec.size // spec.size
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -751,14 +494,6 @@ def _number_text(value: Any) -> str | None:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _to_ns(values: pd.Series | pd.Index) -> np.ndarray:
-    """int64 nanoseconds since the epoch of a tz-naive datetime column (NaT -> the int64 minimum)."""
-    return np.asarray(pd.DatetimeIndex(values).as_unit("ns").asi8)
-
-
-_NAT = np.iinfo(np.int64).min
-
-
 def _parse_dates(column: pd.Series) -> tuple[np.ndarray, np.ndarray, str | None]:
     """Parse a timestamp column into ns since the epoch.
 
@@ -890,18 +625,6 @@ def _group_mode(groups: np.ndarray, values: np.ndarray, n_groups: int) -> tuple[
     mode[run_g[first]] = np.asarray(uniques)[run_v[first]]
     count[run_g[first]] = run_n[first]
     return mode, count
-
-
-def _month_position(ns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Months since 1970-01 and the anchor of each timestamp: 0 first day of the month at midnight,
-    1 last day of the month at midnight, 2 neither."""
-    months = ns.view("datetime64[ns]").astype("datetime64[M]")
-    start = months.astype("datetime64[ns]").view(np.int64)
-    next_start = (months + 1).astype("datetime64[ns]").view(np.int64)
-    anchor = np.full(len(ns), 2, dtype=np.int8)
-    anchor[ns == start] = 0
-    anchor[ns == next_start - _DAY] = 1
-    return months.astype(np.int64), anchor
 
 
 @dataclass
@@ -1828,32 +1551,6 @@ def _check_timezone_mix(v: _Validator, column: pd.Series, parsed: np.ndarray) ->
           examples=[v.example(p, None, f"ds={column.iloc[p]!r}") for p in naive_pos[:_MAX_EXAMPLES]])
 
 
-def on_tick_grid(ds: Any, freq: Frequency | str, tick: str | pd.DateOffset) -> np.ndarray:
-    """Whether each timestamp lies on the grid a project of this frequency and tick works on.
-
-    The grid starts at the tick boundaries (midnight, Monday, the 1st...; see :func:`make_tick_grid`) and
-    steps by ``freq``: hourly data on the hour, daily data at midnight, ``W-SUN`` data on Sundays at
-    midnight, ``MS`` data on the first of the month.
-
-    >>> on_tick_grid(pd.to_datetime(["2024-01-01 10:00", "2024-01-01 10:30"]), "h", "1D").tolist()
-    [True, False]
-    >>> on_tick_grid(pd.to_datetime(["2024-03-01", "2024-03-15"]), "MS", "12MS").tolist()
-    [True, False]
-    """
-    frequency = Frequency.coerce(freq)
-    ns = _to_ns(pd.DatetimeIndex(np.atleast_1d(pd.to_datetime(ds))))
-    spec = frequency._spec
-    if spec.calendar:
-        months, where = _month_position(ns)
-        on = where == (0 if spec.anchor == "start" else 1)
-        return on & ((months - spec.phase) % spec.size == 0)
-    _, _, origin = _tick_layout(_parse_offset(tick, "tick"))
-    if spec.weekday is not None:
-        origin_weekday = (_EPOCH_WEEKDAY + origin // _DAY) % 7
-        origin += ((spec.weekday - origin_weekday) % 7) * _DAY
-    return (ns - origin) % spec.size == 0
-
-
 def _check_against_context(v: _Validator, context: FleetContext, df: pd.DataFrame, alive: np.ndarray,
                            codes: np.ndarray, keys: pd.Index, ns: np.ndarray, y: np.ndarray) -> None:
     """Rows that break the project's boundary (see :class:`IngestLimits`) become bad rows."""
@@ -2035,159 +1732,6 @@ def infer_frequency(df: pd.DataFrame) -> Frequency:
         raise DataError(f"streams disagree on the frequency: {', '.join(parts)}", column=TIME,
                         streams=streams)
     return Frequency(_alias_from_spec(specs.spec(int(known[0]))))
-
-
-# --------------------------------------------------------------------------------------------------------
-# Ticks
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TickGrid:
-    """The agent's clock: consecutive ticks, tick ``k`` covering ``[boundaries[k], boundaries[k + 1])``.
-
-    Examples
-    --------
-    >>> grid = TickGrid(pd.DatetimeIndex(["2024-01-01", "2024-01-02", "2024-01-03"]), pd.offsets.Day(1))
-    >>> len(grid), grid.bounds(1)
-    (2, (Timestamp('2024-01-02 00:00:00'), Timestamp('2024-01-03 00:00:00')))
-    >>> grid.tick_of(pd.to_datetime(["2024-01-01 23:00", "2024-01-02 00:00", "2024-01-05 00:00"])).tolist()
-    [0, 1, -1]
-    """
-
-    boundaries: pd.DatetimeIndex
-    tick: pd.DateOffset
-
-    def __post_init__(self) -> None:
-        boundaries = pd.DatetimeIndex(self.boundaries).as_unit("ns")
-        if len(boundaries) < 2:
-            raise ValueError("a TickGrid needs at least two boundaries (one tick)")
-        if not boundaries.is_monotonic_increasing or not boundaries.is_unique:
-            raise ValueError("tick boundaries must be strictly increasing")
-        object.__setattr__(self, "boundaries", boundaries)
-
-    def __len__(self) -> int:
-        return len(self.boundaries) - 1
-
-    @property
-    def starts(self) -> pd.DatetimeIndex:
-        """The first instant of each tick."""
-        return self.boundaries[:-1]
-
-    def bounds(self, k: int) -> tuple[pd.Timestamp, pd.Timestamp]:
-        """Start (inclusive) and end (exclusive) of tick ``k``; negative ``k`` counts from the end."""
-        n = len(self)
-        if not -n <= k < n:
-            raise IndexError(f"tick {k} is outside the grid of {n} ticks")
-        k = k % n
-        return self.boundaries[k], self.boundaries[k + 1]
-
-    def tick_of(self, ds: Any) -> np.ndarray:
-        """The tick index of each timestamp; -1 for timestamps outside the grid."""
-        values = _to_ns(pd.DatetimeIndex(np.atleast_1d(pd.to_datetime(ds))))
-        edges = np.asarray(self.boundaries.asi8)
-        k = np.searchsorted(edges, values, side="right") - 1
-        k[(values < edges[0]) | (values >= edges[-1]) | (values == _NAT)] = -1
-        return k.astype(np.int64)
-
-
-def _tick_layout(offset: pd.DateOffset) -> tuple[bool, int, int]:
-    """(calendar, size, origin): fixed ticks are ``size`` ns long counted from ``origin`` ns; calendar ticks
-    are ``size`` months long and start in months congruent to ``origin`` modulo ``size``."""
-    spec = _spec_from_offset(offset, "tick")
-    if spec.calendar:
-        t = type(offset)
-        if t in (pd.offsets.MonthBegin, pd.offsets.MonthEnd):
-            origin = 0
-        elif t is pd.offsets.QuarterBegin:
-            origin = offset.startingMonth - 1
-        elif t is pd.offsets.QuarterEnd:
-            origin = offset.startingMonth % 12
-        elif t is pd.offsets.YearBegin:
-            origin = offset.month - 1
-        else:  # YearEnd: the year starts the month after its last month
-            origin = offset.month % 12
-        return True, spec.size, origin % spec.size
-    size = spec.size
-    if type(offset) is pd.offsets.Week:
-        first_day = 0 if offset.weekday is None else (offset.weekday + 1) % 7  # W-SUN weeks run Mon..Sun
-        origin = ((first_day - _EPOCH_WEEKDAY) % 7) * _DAY
-    elif size % _WEEK == 0:
-        origin = ((0 - _EPOCH_WEEKDAY) % 7) * _DAY  # weeks start on Monday
-    else:
-        origin = 0  # midnight
-    return False, size, origin
-
-
-def make_tick_grid(df_or_ds: Any, tick: str | pd.DateOffset, *, freq: Frequency | str) -> TickGrid:
-    """Cut time into ticks aligned to the calendar, covering every timestamp of the data.
-
-    Days start at midnight, weeks on Monday (or the day after a ``W-XXX`` anchor), months on the 1st,
-    quarters and years on their first month (``12MS`` and ``YS`` start in January, ``YS-JUL`` in July).
-    Alignment depends only on the tick, not on where the data starts, so a growing data set keeps its
-    grid.
-
-    Parameters
-    ----------
-    df_or_ds
-        A frame with a ``ds`` column, or timestamps.
-    tick
-        A pandas offset or alias: ``"1D"``, ``"7D"``, ``"W-SUN"``, ``"28D"``, ``"MS"``, ``"12MS"``,
-        ``"QS"``, ``"YS"``...
-    freq
-        The data's frequency; the tick must hold a whole number of its steps (month-based ticks over
-        fixed steps are allowed: their ticks hold varying numbers of steps).
-
-    Examples
-    --------
-    >>> ds = pd.date_range("2024-01-03 05:00", "2024-01-17", freq="h")
-    >>> grid = make_tick_grid(ds, "7D", freq="h")
-    >>> [str(b.date()) for b in grid.boundaries], len(grid)
-    (['2024-01-01', '2024-01-08', '2024-01-15', '2024-01-22'], 3)
-    >>> months = pd.date_range("1982-04-01", "1984-02-01", freq="MS")
-    >>> [str(b.date()) for b in make_tick_grid(months, "12MS", freq="MS").boundaries]
-    ['1982-01-01', '1983-01-01', '1984-01-01', '1985-01-01']
-    """
-    offset = _parse_offset(tick, "tick")
-    frequency = Frequency.coerce(freq)
-    calendar, size, origin = _tick_layout(offset)
-    if frequency.is_calendar:
-        if not calendar:
-            raise ValueError(f"tick={offset.freqstr!r} is fixed-length but freq={frequency.alias!r} is "
-                             f"month-based; use a month-based tick such as '12MS' or 'YS'")
-        frequency.steps_per(offset)  # raises when not a whole number of steps
-    elif not calendar:
-        frequency.steps_per(offset)
-    elif frequency.step is not None and frequency.step > pd.Timedelta(days=28):
-        raise ValueError(f"tick={offset.freqstr!r} is shorter than one {frequency.alias!r} step")
-
-    if isinstance(df_or_ds, pd.DataFrame):
-        if TIME not in df_or_ds.columns:
-            raise DataError(f"make_tick_grid needs a 'ds' column; columns present: "
-                            f"{', '.join(repr(str(c)) for c in df_or_ds.columns)}", column=TIME)
-        values = df_or_ds[TIME]
-    else:
-        values = df_or_ds
-    idx = pd.DatetimeIndex(np.atleast_1d(pd.to_datetime(values)))
-    if idx.tz is not None:
-        raise ValueError("timestamps must be tz-naive (validate converts time zones to UTC)")
-    ns = _to_ns(idx)
-    ns = ns[ns != _NAT]
-    if len(ns) == 0:
-        raise ValueError("make_tick_grid needs at least one timestamp")
-    lo, hi = int(ns.min()), int(ns.max())
-    if calendar:
-        m_lo = int(np.datetime64(lo, "ns").astype("datetime64[M]").astype(np.int64))
-        m_hi = int(np.datetime64(hi, "ns").astype("datetime64[M]").astype(np.int64))
-        first = m_lo - ((m_lo - origin) % size)
-        n_ticks = (m_hi - first) // size + 1
-        months = first + size * np.arange(n_ticks + 1)
-        edges = months.astype("datetime64[M]").astype("datetime64[ns]")
-    else:
-        first = lo - ((lo - origin) % size)
-        n_ticks = (hi - first) // size + 1
-        edges = (first + size * np.arange(n_ticks + 1, dtype=np.int64)).view("datetime64[ns]")
-    return TickGrid(pd.DatetimeIndex(edges), offset)
 
 
 # -- values of drivers known in advance ----------------------------------------------------------------------

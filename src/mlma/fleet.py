@@ -6,9 +6,11 @@ each tick starts inside each stream. Everything the agent needs per tick (the ac
 ``(n_streams, steps)`` matrix, one stream's history window) is then a slice, never a pandas group-by.
 
 Timestamps live on one global frequency grid shared by all streams (e.g. every hour from the first tick's
-start to the last tick's end). A row's grid position is its column in that grid, which turns "the same hour
-yesterday" into an integer subtraction and the tick's actuals into a dense matrix with NaN where a stream
-reported nothing.
+start to the last tick's end), laid by :mod:`mlma.calendar`. A row's grid position is its column in that grid
+(negative before the first loaded tick), which turns "the same hour yesterday" into an integer subtraction and
+the tick's actuals into a dense matrix with NaN where a stream reported nothing. The positions are handed to
+the models too (:attr:`StreamHistory.pos`, :meth:`FleetData.tick_positions`), so a model places a history on
+its grid without converting timestamps again (:func:`mlma.models.features.regularise`).
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mlma.calendar import Frequency
 from mlma.models.base import NO_DRIVERS, Drivers
 
 
 @dataclass(frozen=True)
 class StreamHistory:
-    """One stream's observations inside a window: timestamps and values, ascending."""
+    """One stream's observations inside a window: timestamps and values, ascending, and each row's position on
+    the fleet's grid (``pos``: integers that count grid steps, comparable with :meth:`FleetData.tick_positions`;
+    None when not known)."""
 
     ds: np.ndarray
     y: np.ndarray
+    pos: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -41,7 +47,8 @@ class FleetData:
         Canonical long frame ``unique_id, ds, y`` sorted by ``unique_id, ds`` (as :func:`mlma.data.validate`
         returns it).
     freq_alias
-        The pandas offset alias of the data's frequency (``"h"``, ``"D"``, ``"MS"``...).
+        The data's frequency: a :class:`~mlma.calendar.Frequency` or its pandas offset alias (``"h"``, ``"D"``,
+        ``"MS"``...).
     boundaries
         Tick boundaries: tick ``first_tick + j`` covers ``[boundaries[j], boundaries[j + 1])``.
     ids
@@ -77,11 +84,15 @@ class FleetData:
            [nan, 20., nan]])
     >>> fleet.history(1, end_tick=1).y
     array([20., 30., 40.])
+    >>> fleet.history(1, end_tick=1).pos, fleet.tick_positions(1)[:2]
+    (array([ 1, 24, 25]), array([24, 25]))
     """
 
     def __init__(self, frame: pd.DataFrame, freq_alias: str, boundaries, *, ids=None, first_tick: int = 0,
                  drivers: Drivers | None = None, future: pd.DataFrame | None = None) -> None:
-        self.freq_alias = freq_alias
+        frequency = Frequency.coerce(freq_alias)
+        self.frequency = frequency
+        self.freq_alias = frequency.alias
         self.tick_base = int(first_tick)
         self._boundaries = pd.DatetimeIndex(boundaries).as_unit("ns")
         if len(self._boundaries) < 2:
@@ -104,22 +115,32 @@ class FleetData:
         self.stream_of_row = np.repeat(np.arange(len(self.ids)), np.diff(self.offsets))
         starts = self.offsets[:-1]
 
-        # One grid for the whole fleet; rows outside the ticks' span are kept for history only.
-        self.grid = pd.date_range(self._boundaries[0], self._boundaries[-1], freq=freq_alias,
-                                  inclusive="left").as_unit("ns").to_numpy()
+        # One grid for the whole fleet: the data grid's timestamps from the first tick's start to the last
+        # tick's end; rows before it are kept for history, at negative positions on the same grid.
+        self.grid = frequency.between(self._boundaries[0], self._boundaries[-1])
+        step = frequency.step
+        if step is not None and len(self.ds) and len(self.grid):
+            # Fixed steps keep the data's phase (the project's grid, see mlma.calendar.on_tick_grid), which a
+            # multi-day step need not share with the first tick's start (2D data in monthly ticks).
+            b0 = self._boundaries[0].value
+            first = b0 + (int(self.ds[0].view(np.int64)) - b0) % step.value
+            self.grid = np.arange(first, self._boundaries[-1].value, step.value, dtype=np.int64).view("datetime64[ns]")
+        if not len(self.grid):
+            raise ValueError(f"the ticks from {self._boundaries[0]} to {self._boundaries[-1]} hold no "
+                             f"{frequency.alias!r} timestamp")
         self.tick_grid_start = np.searchsorted(self.grid, self._boundaries.to_numpy(), side="left")
-        first = min(self.ds.min(), self.grid[0]) if len(self.ds) else self.grid[0]
-        # Positions of rows before the first tick are counted backwards on the same grid.
-        full_grid = pd.date_range(first, self._boundaries[-1], freq=freq_alias,
-                                  inclusive="left").as_unit("ns").to_numpy()
-        self._grid_shift = len(full_grid) - len(self.grid)
-        self.grid_pos = np.searchsorted(full_grid, self.ds) - self._grid_shift
-        on_grid = full_grid[np.minimum(self.grid_pos + self._grid_shift, len(full_grid) - 1)] == self.ds
+        if step is not None:  # one pass: the quotient is the position, a remainder means off the grid
+            self.grid_pos, off = np.divmod(self.ds.view(np.int64) - self.grid[0].view(np.int64), step.value)
+            on_grid = off == 0
+        else:
+            raw_pos = frequency.positions(self.ds)
+            self.grid_pos = raw_pos - frequency.positions(self.grid[:1])[0]
+            on_grid = frequency.at_positions(raw_pos, self.grid[0]) == self.ds
         if not on_grid.all():
             bad = int(np.flatnonzero(~on_grid)[0])
             raise ValueError(
                 f"stream {self.ids[self.stream_of_row[bad]]!r} has a timestamp {self.ds[bad]} that is not on "
-                f"the {freq_alias!r} grid; validate the data first")
+                f"the {frequency.alias!r} grid; validate the data first")
 
         self.drivers = drivers or NO_DRIVERS
         self._index_drivers(frame, future)
@@ -279,6 +300,12 @@ class FleetData:
         j = self._local(k)
         return self.grid[self.tick_grid_start[j]:self.tick_grid_start[j + 1]]
 
+    def tick_positions(self, k: int) -> np.ndarray:
+        """The grid positions of tick ``k``'s timestamps (:meth:`tick_timestamps`), on the scale of
+        :attr:`StreamHistory.pos`: a model places a history and the tick to forecast on one grid with them."""
+        j = self._local(k)
+        return np.arange(self.tick_grid_start[j], self.tick_grid_start[j + 1], dtype=np.int64)
+
     def rows_in_tick(self, k: int) -> np.ndarray:
         """Indexes of all rows (every stream) observed in tick ``k``."""
         j = self._local(k)
@@ -315,7 +342,7 @@ class FleetData:
         abnormal = self.row_abnormal[lo:hi]
         if abnormal.any():
             y = np.where(abnormal, np.nan, y)
-        return StreamHistory(self.ds[lo:hi], y)
+        return StreamHistory(self.ds[lo:hi], y, self.grid_pos[lo:hi])
 
     def seasonal_naive_scale(self, season_length: int, before_tick: int | None = None) -> np.ndarray:
         """Each stream's mean absolute seasonal difference, the MASE denominator.
@@ -324,7 +351,7 @@ class FleetData:
         otherwise all of its rows. Pairs ``(t, t - season_length)`` are taken on the grid, so gaps do not
         pair unrelated hours. NaN for a stream with no such pair.
         """
-        pos = self.grid_pos + self._grid_shift
+        pos = self.grid_pos - (self.grid_pos.min() if len(self.grid_pos) else 0)
         width = int(pos.max()) + season_length + 1 if len(pos) else 1
         key = self.stream_of_row.astype(np.int64) * width + pos
         lag_idx = np.searchsorted(key, key - season_length)

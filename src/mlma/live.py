@@ -23,9 +23,10 @@ again from the same saved state and the same data, and the fits are deterministi
 result: no lost actuals, no double promotion. Artifacts written by a killed run are either reused (same
 content, same hash) or unreferenced files that :meth:`~mlma.registry.ModelRegistry.collect_garbage` removes.
 
-The tick clock is the data's: tick ``k`` covers ``[origin + k ticks, origin + (k + 1) ticks)``, aligned to
-the calendar (:func:`mlma.data.make_tick_grid`). The origin, frequency and tick length are fixed by the
-first tick and kept in the state, so later data never renumbers ticks.
+The tick clock is the data's (:class:`mlma.calendar.TickClock`): tick ``k`` covers
+``[origin + k ticks, origin + (k + 1) ticks)``, aligned to the calendar. The frequency and tick length are
+frozen by the first ingest (``Store.clock()``), the origin by the oldest observation; all three are kept in
+the state from the first tick on, so later data never renumbers ticks.
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ import sqlalchemy as sa
 from threadpoolctl import threadpool_limits
 
 from mlma.agent import NO_MODEL, Agent, AgentSettings, Controls, TickReport
-from mlma.data import Frequency, infer_frequency, make_tick_grid
+from mlma.calendar import TickClock
+from mlma.data import infer_frequency
 from mlma.escalations import Escalation
 from mlma.fleet import FleetData
 from mlma.models import ForecastContext
@@ -61,8 +63,9 @@ from mlma.training import FittedModel, ModelKey, ModelService, make_executor, te
 
 log = logging.getLogger(__name__)
 
-#: Data-time ticks to look ahead when sizing the forecast horizon of calendar ticks (months differ).
-_HORIZON_SCAN = 60
+#: The fleet's clock (frequency, tick length, origin) is :class:`mlma.calendar.TickClock`; ``Timing`` is its
+#: name in this module's signatures.
+Timing = TickClock
 
 
 class NotReady(RuntimeError):
@@ -83,55 +86,6 @@ class TickHeld(RuntimeError):
     def __init__(self, message: str, *, tick: int, missing: int, served: int) -> None:
         super().__init__(message)
         self.tick, self.missing, self.served = tick, missing, served
-
-
-@dataclass(frozen=True)
-class Timing:
-    """The fleet's clock: frequency, tick length and the first tick's start (tick 0)."""
-
-    freq: str
-    tick: str
-    origin: pd.Timestamp
-
-    @property
-    def frequency(self) -> Frequency:
-        return Frequency(self.freq)
-
-    def boundaries(self, first: int, last: int) -> pd.DatetimeIndex:
-        """Starts of ticks ``first..last`` (``last`` included: the end of tick ``last - 1``)."""
-        offset = pd.tseries.frequencies.to_offset(self.tick)
-        stamps = pd.date_range(self.origin, periods=last + 1, freq=offset)
-        return stamps[first:last + 1].as_unit("ns")
-
-    def tick_of(self, ds) -> int:
-        """The tick a timestamp falls in."""
-        ds = pd.Timestamp(ds)
-        guess = 0
-        while True:
-            bounds = self.boundaries(0, guess + 64)
-            if ds < bounds[-1]:
-                return int(np.searchsorted(bounds.to_numpy(), ds.to_datetime64(), side="right") - 1)
-            guess += 64
-
-    def last_timestamp(self, k: int) -> pd.Timestamp:
-        """The last grid timestamp inside tick ``k``: when it is in, the tick's actuals are complete."""
-        lo, hi = self.boundaries(k, k + 1)
-        grid = pd.date_range(lo, hi, freq=self.freq, inclusive="left")
-        return grid[-1]
-
-    def horizon(self) -> int:
-        bounds = self.boundaries(0, _HORIZON_SCAN)
-        grid = pd.date_range(bounds[0], bounds[-1], freq=self.freq, inclusive="left")
-        starts = np.searchsorted(grid.to_numpy(), bounds.to_numpy())
-        return int(np.diff(starts).max())
-
-    def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"meta.freq": np.array(self.freq), "meta.tick": np.array(self.tick),
-                "meta.origin": np.array(self.origin.to_datetime64(), dtype="datetime64[ns]")}
-
-    @classmethod
-    def from_arrays(cls, arrays) -> Timing:
-        return cls(str(arrays["meta.freq"]), str(arrays["meta.tick"]), pd.Timestamp(arrays["meta.origin"][()]))
 
 
 @dataclass
@@ -198,12 +152,12 @@ class LiveAgent:
         self.holder = agent_identity()
 
     # -- the clock ------------------------------------------------------------------------------------------
-    def timing(self) -> Timing:
+    def timing(self) -> TickClock:
         """The saved clock, or the one the data implies when no tick ran yet."""
         state = self._latest_state()
         if state is not None and "meta.freq" in state.arrays:
-            return Timing.from_arrays(state.arrays)
-        first, last = self._data_span()
+            return TickClock.from_arrays(state.arrays)
+        first, _ = self._data_span()
         if first is None:
             raise NotReady("the store has no observations yet: run `mlma ingest FILE` first")
         clock = self.store.clock()  # fixed by the first ingest that could tell it (mlma ingest)
@@ -211,10 +165,8 @@ class LiveAgent:
             freq, tick = clock.freq, clock.tick
         else:  # data written by Store.ingest_frame, which trusts its caller and fixes no clock
             freq = self.config.data.freq or infer_frequency(self._sample()).alias
-            tick = self.config.data.tick or Frequency(freq).default_tick()
-            tick = getattr(pd.tseries.frequencies.to_offset(tick), "freqstr", str(tick))
-        grid = make_tick_grid(pd.DatetimeIndex([first, last]), tick, freq=freq)
-        return Timing(freq, tick, pd.Timestamp(grid.boundaries[0]))
+            tick = self.config.data.tick
+        return TickClock.covering(freq, tick, first)
 
     def _latest_state(self):
         """The newest saved state; its clock is read before every tick, so it is not decoded twice."""
@@ -449,7 +401,7 @@ class LiveAgent:
     def _compute_and_write(self, k: int, start: bool, timing: Timing, lease, started: float) -> TickResult:
         cfg = self.config
         freq = timing.frequency
-        window = cfg.model.train_window_ticks or _default_window(timing)
+        window = cfg.model.train_window_ticks or timing.train_window()
         state = None if start else self._latest_state()
         if state is not None and state.tick != k - 1:
             state = self.store.load_state(k - 1)
@@ -896,12 +848,6 @@ def _artifact_error(exc: Exception) -> str:
     """One line on why an artifact cannot be loaded."""
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _default_window(timing: Timing) -> int | None:
-    from mlma.backtest import default_train_window
-
-    return default_train_window(timing.frequency, pd.tseries.frequencies.to_offset(timing.tick))
 
 
 def _pinned(until, now: pd.Timestamp) -> bool:

@@ -14,6 +14,8 @@ from typing import Protocol, Self, runtime_checkable
 import numpy as np
 from pandas.tseries.frequencies import to_offset
 
+from mlma.calendar import season_length
+
 __all__ = [
     "BaseForecaster",
     "Drivers",
@@ -29,29 +31,6 @@ __all__ = [
     "as_exog_array",
 ]
 
-# Keyed by the offset's rule-code prefix, so that "W-MON", "QS-JAN", "2h" all resolve.
-_SEASON_BY_PREFIX = {
-    "min": None,  # depends on the multiple: one day of steps
-    "h": None,
-    "s": None,
-    "D": 7,
-    "B": 5,
-    "W": 52,
-    "MS": 12,
-    "ME": 12,
-    "BMS": 12,
-    "BME": 12,
-    "QS": 4,
-    "QE": 4,
-    "BQS": 4,
-    "BQE": 4,
-    "YS": 1,
-    "YE": 1,
-    "BYS": 1,
-    "BYE": 1,
-}
-
-
 class InsufficientDataError(ValueError):
     """The history cannot support the model (too short, too sparse).
 
@@ -61,28 +40,24 @@ class InsufficientDataError(ValueError):
 
 
 def default_season_length(freq: str) -> int:
-    """The usual season length for a pandas frequency alias.
+    """The season length of a pandas frequency alias: the project's one season rule,
+    :func:`mlma.calendar.season_length` (steps until the data returns to the same phase of its natural
+    cycle: a day for sub-daily data, a week for daily, a year for weekly and month-based data).
 
-    Sub-daily frequencies get one day of steps (24 for ``"h"``, 48 for ``"30min"``), daily data a week, weekly
-    data a year of 52 weeks, monthly 12, quarterly 4 and anything else 1 (no seasonality).
+    Offsets the project's calendar does not support (custom calendars, business hours) have no season: 1.
 
     Examples
     --------
     >>> [default_season_length(f) for f in ["h", "30min", "D", "W-MON", "MS", "QS", "YS"]]
     [24, 48, 7, 52, 12, 4, 1]
+    >>> [default_season_length(f) for f in ["2D", "2W", "2MS", "3h"]]
+    [7, 26, 6, 8]
     """
-    offset = _offset_or_raise(freq, "freq")
-    prefix = offset.rule_code.split("-")[0]
-    if prefix in _SEASON_BY_PREFIX and _SEASON_BY_PREFIX[prefix] is not None:
-        return int(_SEASON_BY_PREFIX[prefix])
+    _offset_or_raise(freq, "freq")
     try:
-        step = int(np.timedelta64(offset.nanos, "ns").astype(np.int64))
-    except (ValueError, AttributeError):
+        return season_length(freq)
+    except ValueError:  # an offset the calendar does not support
         return 1
-    day = 86_400 * 10**9
-    if 0 < step < day and day % step == 0:
-        return day // step
-    return 1
 
 
 def _offset_or_raise(freq: str, name: str):

@@ -13,6 +13,7 @@ that hour; a rolling mean whose window is empty takes the last available one.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ import pandas as pd
 from pandas.tseries import offsets as _off
 from pandas.tseries.frequencies import to_offset
 
+from mlma.calendar import Frequency
 from mlma.models.base import ForecastContext
 
 __all__ = [
@@ -80,8 +82,9 @@ class FreqInfo:
         return None
 
 
+@functools.lru_cache(maxsize=256)
 def freq_info(freq: str) -> FreqInfo:
-    """Classify a pandas offset alias.
+    """Classify a pandas offset alias (cached: every forecast of a fleet asks for the same one).
 
     Examples
     --------
@@ -90,9 +93,14 @@ def freq_info(freq: str) -> FreqInfo:
     >>> freq_info("W-MON").steps_per_week, freq_info("QS").months
     (1, 3)
     """
-    offset = to_offset(freq)
-    if isinstance(offset, _off.Week):
-        return FreqInfo(freq, step_ns=7 * _NS_PER_DAY * offset.n, months=None)
+    try:
+        frequency = Frequency(freq)  # the project's calendar knows every frequency a project's data can have
+    except ValueError:
+        frequency = None
+    if frequency is not None:
+        step = frequency.step
+        return FreqInfo(freq, step_ns=None if step is None else int(step.value), months=frequency.months)
+    offset = to_offset(freq)  # business days and other offsets a model may be given directly
     for classes, months in ((_MONTHLY, 1), (_QUARTERLY, 3), (_YEARLY, 12)):
         if isinstance(offset, classes):
             return FreqInfo(freq, step_ns=None, months=months * offset.n)
@@ -193,7 +201,8 @@ class Grid:
 
 
 def regularise(
-    ds: np.ndarray, y: np.ndarray, freq: str | FreqInfo, future_ds: np.ndarray | None = None
+    ds: np.ndarray, y: np.ndarray, freq: str | FreqInfo, future_ds: np.ndarray | None = None, *,
+    positions: np.ndarray | None = None, future_positions: np.ndarray | None = None,
 ) -> Grid:
     """Place a history (and the timestamps to forecast) on the frequency grid.
 
@@ -205,6 +214,10 @@ def regularise(
         pandas offset alias, or a :class:`FreqInfo`.
     future_ds
         Timestamps to forecast; the grid is extended to cover them, with NaN values.
+    positions, future_positions
+        The grid positions of ``ds`` and ``future_ds`` when the caller knows them already (the agent's
+        :class:`~mlma.fleet.FleetData` holds every row's position on the fleet's grid): no timestamp is
+        converted then. Any integers that count grid steps will do; only differences matter.
 
     Raises
     ------
@@ -217,25 +230,43 @@ def regularise(
     >>> g = regularise(ds, np.array([1.0, 2.0, 4.0]), "h", future_ds=ds[-1:] + np.timedelta64(2, "h"))
     >>> g.y.tolist(), g.hist_rows.tolist(), g.future_rows.tolist()
     ([1.0, 2.0, nan, 4.0, nan, nan], [0, 1, 3], [5])
+    >>> g2 = regularise(ds, np.array([1.0, 2.0, 4.0]), "h", positions=np.array([7, 8, 10]),
+    ...                 future_positions=np.array([12]))
+    >>> g2.y.tolist() == g.y.tolist(), g2.start
+    (False, 7)
     """
-    info = freq if isinstance(freq, FreqInfo) else freq_info(freq)
-    ds = np.asarray(ds, dtype="datetime64[ns]")
-    n_hist = ds.size
-    stamps = ds if future_ds is None else np.concatenate([ds, np.asarray(future_ds, dtype="datetime64[ns]")])
-    pos = grid_positions(stamps, info)
+    if future_ds is not None and future_positions is None and positions is not None:
+        raise ValueError("give future_positions with positions (or neither)")
+    if positions is None:
+        info = freq if isinstance(freq, FreqInfo) else freq_info(freq)
+        ds = np.asarray(ds, dtype="datetime64[ns]")
+        stamps = ds if future_ds is None else np.concatenate([ds, np.asarray(future_ds, dtype="datetime64[ns]")])
+        pos = grid_positions(stamps, info)
+        name = info.freq
+    else:
+        pos = np.asarray(positions, dtype=np.int64)
+        if future_positions is not None:
+            pos = np.concatenate([pos, np.asarray(future_positions, dtype=np.int64)])
+        name = freq.freq if isinstance(freq, FreqInfo) else freq
+    n_hist = len(ds) if positions is None else len(positions)
     if pos.size == 0:
-        return Grid(0, np.zeros(0), np.zeros(0, np.int64), None if future_ds is None else np.zeros(0, np.int64))
+        has_future = future_ds is not None or future_positions is not None
+        return Grid(0, np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64) if has_future else None)
     start = int(pos.min())
     rows = pos - start
     hist_rows = rows[:n_hist]
-    if n_hist > 1 and np.unique(hist_rows).size != n_hist:
-        raise ValueError(
-            f"ds has {n_hist - np.unique(hist_rows).size} timestamp(s) falling on an already used "
-            f"{info.freq!r} grid slot; aggregate duplicates before forecasting"
-        )
+    # Histories arrive sorted: strictly increasing rows prove there is no shared slot without a sort.
+    if n_hist > 1 and not (np.diff(hist_rows) > 0).all():
+        shared = n_hist - np.unique(hist_rows).size
+        if shared:
+            raise ValueError(
+                f"ds has {shared} timestamp(s) falling on an already used "
+                f"{name!r} grid slot; aggregate duplicates before forecasting"
+            )
     values = np.full(int(rows.max()) + 1, np.nan)
     values[hist_rows] = y
-    return Grid(start, values, hist_rows, None if future_ds is None else rows[n_hist:])
+    has_future = future_ds is not None or future_positions is not None
+    return Grid(start, values, hist_rows, rows[n_hist:] if has_future else None)
 
 
 def calendar_codes(ds: np.ndarray, name: str, info: FreqInfo) -> np.ndarray:

@@ -153,11 +153,9 @@ def _tick_alias(freq, tick: str | None) -> str:
 
     A configured tick that does not fit the frequency is refused here, before anything is written.
     """
-    from mlma.data import make_tick_grid
+    from mlma.calendar import tick_alias
 
-    offset = pd.tseries.frequencies.to_offset(tick) if tick else freq.default_tick()
-    make_tick_grid(pd.DatetimeIndex([freq.grid("2024-01-01", "2024-12-31")[0]]), offset, freq=freq)
-    return getattr(offset, "freqstr", str(offset))
+    return tick_alias(freq, tick or None)
 
 
 def _infer_with_stored(store: Store, frame: pd.DataFrame, name: str):
