@@ -18,8 +18,8 @@ Examples
 from mlma.store.errors import (LockHeld, LockLost, SchemaError, StateCorrupted, StoreError,
                                TickAlreadyDone)
 from mlma.store.lock import Lease
-from mlma.store.records import (AgentState, ChampionMove, IngestReport, NewVersion, TickWrite,
-                                forecast_frame)
+from mlma.store.records import (AgentState, ChampionMove, IngestReport, NewVersion, TickRecord, TickSummary,
+                                TickWrite, VersionCheck, forecast_frame)
 from mlma.store.store import STATE_HISTORY, Store, file_sha256, frame_sha256
 
 __all__ = [
@@ -36,7 +36,10 @@ __all__ = [
     "Store",
     "StoreError",
     "TickAlreadyDone",
+    "TickRecord",
+    "TickSummary",
     "TickWrite",
+    "VersionCheck",
     "file_sha256",
     "forecast_frame",
     "frame_sha256",
