@@ -425,8 +425,8 @@ def describe_step(rec: dict, result, store) -> dict:
     state = store.load_state()
     rec.update(tick=int(result.tick), n_streams=int(result.n_streams), tick_seconds=float(result.seconds),
                state_bytes=int(state.size_bytes), state_arrays=len(state.arrays),
-               retrains=int(result.summary.get("retrains", 0)), initial_fits=int(result.summary.get("initial_fits", 0)),
-               escalations=len(result.escalation_ids), promoted=int(result.summary.get("promoted", 0)))
+               retrains=result.summary.retrains, initial_fits=result.summary.initial_fits,
+               escalations=len(result.escalation_ids), promoted=result.summary.promoted)
     return rec
 
 
