@@ -8,6 +8,7 @@ where they fail.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import multiprocessing
 import time
@@ -21,7 +22,7 @@ from mlma.data import validate
 from mlma.escalations import Escalation
 from mlma.policy import Decision, Verdict
 from mlma.store import (LockHeld, LockLost, SchemaError, StateCorrupted, Store, TickAlreadyDone,
-                        TickRecord, file_sha256, forecast_frame)
+                        TickRecord, TickSummary, file_sha256, forecast_frame)
 from mlma.store import schema as S
 from mlma.store.migrate import head_revision
 from mlma.store.testing import hold_lock, postgres_schema
@@ -626,3 +627,47 @@ def test_ingest_file_checks_rows_against_the_project(store, tmp_path):
     with pytest.raises(DataError, match="nothing was written"):
         store.ingest_file(strict, source="strict", on_bad_rows="raise")
     assert "strict" not in store.ingests()["source"].tolist()
+
+
+# -- the tick record ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("build, message", [
+    (lambda: TickRecord(-1), "tick must be a whole number >= 0, got -1"),
+    (lambda: TickRecord("3"), "tick must be a whole number >= 0, got '3'"),
+    (lambda: TickRecord(2, verdicts=[1, 2]), "tick record 2: verdicts must be a Decision or a DataFrame, got list"),
+    (lambda: TickRecord(2, verdicts=pd.DataFrame({"stream_id": [0]})), "needs columns stream_id and verdict"),
+    (lambda: TickRecord(2, forecasts=pd.DataFrame({"stream_id": [0], "y_hat": [1.0]})),
+     "the forecasts frame needs columns stream_id, ds, y_hat"),
+    (lambda: TickRecord(2, escalations=[("a", "b")]), r"escalations\[0\] is not an Escalation"),
+    (lambda: TickRecord(2, escalations="silent"), "escalations must be a list, got str"),
+    (lambda: TickRecord(2, expected_versions=[1, 2]), "expected_versions has 2 number\\(s\\) for 0 new version"),
+    (lambda: TickRecord(2, champion_moves=[(0, 1)]), r"champion_moves\[0\] must be a ChampionMove, got tuple"),
+    (lambda: TickRecord(2, version_checks=[(0, 1, {})]), r"version_checks\[0\] must be a VersionCheck"),
+    (lambda: TickRecord(2, audit=[{"action": "tick"}]), r"audit\[0\] must be a mapping with actor and action"),
+    (lambda: TickRecord(2, audit=[{"actor": "bob", "action": "tick"}]), "actor must be 'agent' or 'user:<name>'"),
+    (lambda: TickRecord(2, resolve_escalations={"sleepy": [1]}), r"unknown escalation kind\(s\) \['sleepy'\]"),
+    (lambda: TickRecord(2, applied_actions={1: 5}), "applied_actions must map a stream action id to its outcome"),
+    (lambda: TickRecord(2, summary={"n_streams": 3}), "summary must be a TickSummary, got dict"),
+    (lambda: TickSummary(retrains=-2), "tick summary: retrains must be a whole number >= 0, got -2"),
+    (lambda: TickSummary(verdicts={"ok": 1.5}), r"verdicts\['ok'\] must be a whole number >= 0, got 1.5"),
+    (lambda: TickSummary(loss="high"), "loss must be a number or None, got 'high'"),
+    (lambda: TickSummary.parse([1, 2]), "ticks.summary must be a JSON object, got list"),
+])
+def test_a_bad_tick_record_is_refused_with_a_message_naming_the_field(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_write_tick_takes_only_a_tick_record_and_summaries_read_back_typed(tmp_path):
+    with Store.create(f"sqlite:///{tmp_path / 's.db'}") as store:
+        with pytest.raises(TypeError, match="write_tick takes a TickRecord, got int"):
+            store.write_tick(3)
+        summary = TickSummary(n_streams=2, verdicts={"ok": 2}, retrains=1, loss=float("nan"), driver_values_filled=4)
+        store.write_tick(TickRecord(0, summary=summary))
+        store.write_tick(TickRecord(1))
+        # A row written by an earlier mlma: no escalations_resolved, and a key this version does not know.
+        with store.engine.begin() as conn:
+            conn.execute(sa.insert(S.ticks).values(tick=2, status="done", started_at=dt.datetime.now(dt.timezone.utc),
+                                                   attempts=1, summary={"n_streams": 2, "retrains": 3, "note": "x"}))
+        got = store.tick_summaries()
+    assert got[0] == summary and got[0].loss is None and got[1] is None
+    assert got[2] == TickSummary(n_streams=2, retrains=3)
