@@ -251,3 +251,37 @@ def test_escalation_book_resolves_what_the_store_resolves():
     assert 0 < resolved.sum() < len(resolved)
     np.testing.assert_array_equal(stored["status"].eq("resolved").to_numpy(), resolved)
     assert all(t is None or t > item.tick for item, t in zip(book.items, book.resolved_tick))
+
+
+def test_a_tick_report_names_every_model_the_tick_fitted_and_every_challenger_verdict():
+    from mlma.agent import Agent
+    from mlma.data import Frequency, make_tick_grid
+    from mlma.models import ForecastContext
+    from mlma.simulate import simulate_platform
+    from mlma.training import ModelService
+
+    frame = simulate_platform(12, 40, seed=5, event_rate=3).data
+    freq = Frequency("h")
+    fleet = FleetData(frame, freq.alias, make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"),
+                                                        freq=freq).boundaries)
+    service = ModelService(fleet, "ridge", ForecastContext(freq="h", season_length=24, horizon=24),
+                           train_window_ticks=14)
+    agent = Agent(make_policy("mlma"), service, season_length=24,
+                  scale=fleet.seasonal_naive_scale(24, before_tick=14))
+    reports = [agent.start(14)] + [agent.tick(k) for k in range(14, fleet.n_ticks)]
+    # The service counts its fits on its own: each one is a new model of exactly one report.
+    assert sum(len(r.new_models) for r in reports) == service.fits_done > fleet.n_streams
+    streams = np.arange(fleet.n_streams)
+    for r in reports:
+        fitted = [m.stream for m in r.new_models]
+        assert all(m.key.end_tick == r.tick for m in r.new_models) and len(set(fitted)) == len(fitted)
+        assert set(fitted) == set(np.flatnonzero((r.retrained | r.initial_fit) & ~np.isin(streams, list(r.failed))))
+        assert {s for s, c in r.checks.items() if c.result == "rejected"} == set(np.flatnonzero(r.rejected))
+        assert {s for s, c in r.checks.items() if c.result == "promoted"} <= set(np.flatnonzero(r.promoted))
+        assert r.stream_loss.shape == r.reference_loss.shape == (fleet.n_streams,)
+    # Every challenger put in shadow is judged by a later tick's report (or still in shadow at the end).
+    shadowed = [(r.tick, s) for r in reports for s in r.challengers]
+    judged = {(r.tick, s) for r in reports for s in r.checks}
+    assert shadowed and judged
+    for tick, s in shadowed:
+        assert any((t, s) in judged for t in range(tick + 1, fleet.n_ticks)) or agent.challenger[s] == tick
