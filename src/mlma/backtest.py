@@ -8,8 +8,9 @@ forecast and an actual arrived.
 
 Metrics per policy: MAE, RMSE, MASE (each stream's MAE divided by its in-sample seasonal-naive error, then
 averaged over streams), the number of re-trainings and their compute seconds, escalations; per stream and
-per tick too. Escalations are resolved by the rule live operation applies (:class:`mlma.escalations.EscalationBook`
-over each tick's ``TickReport.cleared``), so the escalation log says when each was resolved. :func:`write_outputs` writes ``summary.json``, ``per_stream.csv``, ``per_tick.csv``,
+per tick too. Escalations are resolved by the rule live operation applies (an
+:class:`~mlma.escalations.EscalationBook` over each tick's ``TickReport.cleared``), so the escalation log says
+when each was resolved. :func:`write_outputs` writes ``summary.json``, ``per_stream.csv``, ``per_tick.csv``,
 ``retrains.csv`` and ``report.html``.
 """
 
