@@ -270,10 +270,11 @@ def instrument(store) -> tuple[PhaseClock, SqlCounter]:
 
     for owner, names in (
             (live.LiveAgent, ("timing", "next_tick", "_run", "_compute_and_write", "_abnormal_periods",
-                              "_load_models", "_load_versions", "_controls", "_versions", "_latest_versions",
-                              "_verdicts", "_data_span", "_sample")),
-            (live, ("FleetData", "forecast_frame", "_summary", "_outcomes", "_holder_is_dead")),
-            (Store, ("begin_tick", "load_state", "streams", "observations", "write_tick", "last_done_tick",
+                              "_load_models", "_load_versions", "_controls", "_versions", "_data_span",
+                              "_sample")),
+            (live, ("FleetData", "forecast_frame", "_summary", "_outcomes", "_verdicts", "_holder_is_dead")),
+            (Store, ("begin_tick", "load_state", "streams", "observations", "write_tick", "latest_versions",
+                     "last_done_tick",
                      "lock_holder", "ingest_frame", "_ingest", "_ensure_streams", "_upsert_observations",
                      "_insert_verdicts", "_insert_forecasts", "_insert_escalations", "_save_state",
                      "_open_tick", "_known_ids", "_stream_names")),
@@ -425,8 +426,8 @@ def describe_step(rec: dict, result, store) -> dict:
     state = store.load_state()
     rec.update(tick=int(result.tick), n_streams=int(result.n_streams), tick_seconds=float(result.seconds),
                state_bytes=int(state.size_bytes), state_arrays=len(state.arrays),
-               retrains=int(result.summary.get("retrains", 0)), initial_fits=int(result.summary.get("initial_fits", 0)),
-               escalations=len(result.escalation_ids), promoted=int(result.summary.get("promoted", 0)))
+               retrains=result.summary.retrains, initial_fits=result.summary.initial_fits,
+               escalations=len(result.escalation_ids), promoted=result.summary.promoted)
     return rec
 
 

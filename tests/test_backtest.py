@@ -206,3 +206,82 @@ def test_frontier_settings_are_checked_early():
         BacktestConfig(bootstrap=-1)
     with pytest.raises(ValueError, match="policy adwin has no parameter 'delt'"):
         BacktestConfig(policies=["adwin:delt=0.1"])
+
+
+def test_the_backtest_resolves_a_silence_when_the_stream_reports_again():
+    # s1 stops reporting on days 12-16 and comes back on day 17; s2 stops on day 18 and never comes back.
+    frame = hourly_frame(n_streams=3, days=22, seed=3)
+    day = ((frame["ds"] - frame["ds"].min()) // pd.Timedelta("1D")).to_numpy()
+    frame = frame[~((frame["unique_id"] == "s1") & (day >= 12) & (day <= 16))
+                  & ~((frame["unique_id"] == "s2") & (day >= 18))]
+    result = run_backtest(frame, BacktestConfig(policies=["mlma"], model="seasonal-naive", initial_ticks=8,
+                                                sample_streams=0))
+    log = result.escalation_log
+    silent = log[log["kind"] == "silent"].set_index("unique_id")
+    # Silent for silent_ticks (3) ticks in a row: escalated at the end of day 14, resolved by day 17's tick.
+    assert silent.loc["s1", "tick"] == 14 and silent.loc["s1", "resolved_tick"] == 17
+    assert silent.loc["s2", "tick"] == 20 and pd.isna(silent.loc["s2", "resolved_tick"])
+    row = result.summary[0]
+    assert row["escalations_resolved"] == int(log["resolved_tick"].notna().sum()) >= 1
+    assert result.per_tick.set_index("tick").loc[17, "escalations_resolved"] >= 1
+
+
+def test_escalation_book_resolves_what_the_store_resolves():
+    """The backtest's in-memory rule and the store's write_tick agree on every escalation's status over random
+    ticks of new escalations and cleared conditions (also: a tick never resolves its own escalations)."""
+    from mlma.escalations import Escalation, EscalationBook
+    from mlma.store import Store, TickRecord
+
+    rng = np.random.default_rng(11)
+    kinds = ["silent", "cold", "challenger-lost", "data-quality"]
+    book = EscalationBook()
+    with Store.create("sqlite://") as store:
+        store.ingest_frame(pd.DataFrame({"unique_id": [f"z{i}" for i in range(6)], "ds": pd.Timestamp("2025-01-01"),
+                                         "y": 1.0}), "f")
+        for k in range(30):
+            new = [Escalation(int(s), k, str(rng.choice(kinds)), 1, "x") for s in rng.integers(0, 6, rng.integers(0, 4))]
+            cleared = {kind: np.flatnonzero(rng.random(6) < 0.2) for kind in kinds}
+            cleared = {kind: streams for kind, streams in cleared.items() if len(streams)}
+            counts = book.record(k, new, cleared)
+            written = store.write_tick(TickRecord(k, escalations=new, resolve_escalations=cleared))
+            assert dict(written.resolved) == counts
+        stored = store.escalations().sort_values("id")
+    assert len(stored) == len(book.items) > 20
+    resolved = np.array([t is not None for t in book.resolved_tick])
+    assert 0 < resolved.sum() < len(resolved)
+    np.testing.assert_array_equal(stored["status"].eq("resolved").to_numpy(), resolved)
+    assert all(t is None or t > item.tick for item, t in zip(book.items, book.resolved_tick))
+
+
+def test_a_tick_report_names_every_model_the_tick_fitted_and_every_challenger_verdict():
+    from mlma.agent import Agent
+    from mlma.data import Frequency, make_tick_grid
+    from mlma.models import ForecastContext
+    from mlma.simulate import simulate_platform
+    from mlma.training import ModelService
+
+    frame = simulate_platform(12, 40, seed=5, event_rate=3).data
+    freq = Frequency("h")
+    fleet = FleetData(frame, freq.alias, make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"),
+                                                        freq=freq).boundaries)
+    service = ModelService(fleet, "ridge", ForecastContext(freq="h", season_length=24, horizon=24),
+                           train_window_ticks=14)
+    agent = Agent(make_policy("mlma"), service, season_length=24,
+                  scale=fleet.seasonal_naive_scale(24, before_tick=14))
+    reports = [agent.start(14)] + [agent.tick(k) for k in range(14, fleet.n_ticks)]
+    # The service counts its fits on its own: each one is a new model of exactly one report.
+    assert sum(len(r.new_models) for r in reports) == service.fits_done > fleet.n_streams
+    streams = np.arange(fleet.n_streams)
+    for r in reports:
+        fitted = [m.stream for m in r.new_models]
+        assert all(m.key.end_tick == r.tick for m in r.new_models) and len(set(fitted)) == len(fitted)
+        assert set(fitted) == set(np.flatnonzero((r.retrained | r.initial_fit) & ~np.isin(streams, list(r.failed))))
+        assert {s for s, c in r.checks.items() if c.result == "rejected"} == set(np.flatnonzero(r.rejected))
+        assert {s for s, c in r.checks.items() if c.result == "promoted"} <= set(np.flatnonzero(r.promoted))
+        assert r.stream_loss.shape == r.reference_loss.shape == (fleet.n_streams,)
+    # Every challenger put in shadow is judged by a later tick's report (or still in shadow at the end).
+    shadowed = [(r.tick, s) for r in reports for s in r.challengers]
+    judged = {(r.tick, s) for r in reports for s in r.checks}
+    assert shadowed and judged
+    for tick, s in shadowed:
+        assert any((t, s) in judged for t in range(tick + 1, fleet.n_ticks)) or agent.challenger[s] == tick

@@ -293,7 +293,7 @@ def test_live_ticks_on_a_dask_cluster_by_address_equal_inline_ticks(cluster, tmp
                 Operations(store).force_retrain(sorted(frame["unique_id"].unique())[:6], direct=True,
                                                 by="user:test")
                 results = live.catch_up()                             # re-trains the 6 on the executor
-            assert results[0].summary["retrains"] == 6
+            assert results[0].summary.retrains == 6
             with store.engine.connect() as conn:
                 versions = conn.exec_driver_sql("SELECT stream_id, version, artifact_sha256 FROM model_versions "
                                                 "ORDER BY stream_id, version").all()

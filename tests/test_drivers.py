@@ -103,7 +103,7 @@ def test_live_future_drivers_change_the_issued_forecasts_in_their_direction(tmp_
         per_stream = b.groupby("stream_id")["y_hat"].sum() / a.groupby("stream_id")["y_hat"].sum()
         assert (per_stream > 1.2).all(), per_stream
     # Every value was ingested: the fallback filled none.
-    assert quiet[2].summary["driver_values_filled"] == 0 and promo[3].summary["driver_values_filled"] == 0
+    assert quiet[2].summary.driver_values_filled == 0 and promo[3].summary.driver_values_filled == 0
 
 
 def test_missing_future_values_fall_back_and_are_counted_not_a_crash(tmp_path, panel):
@@ -123,8 +123,8 @@ def test_missing_future_values_fall_back_and_are_counted_not_a_crash(tmp_path, p
         second = live.step()
         assert np.isfinite(issued(store, first.tick)["y_hat"]).all()
         assert np.isfinite(issued(store, second.tick)["y_hat"]).all()
-    assert first.summary["driver_values_filled"] == 4 * 24
-    assert second.summary["driver_values_filled"] == 4 * 12
+    assert first.summary.driver_values_filled == 4 * 24
+    assert second.summary.driver_values_filled == 4 * 12
 
 
 def test_fallback_takes_the_value_a_season_earlier_then_the_last_known():

@@ -114,9 +114,24 @@ def check_replay_matches_backtest(root: Path, frame: pd.DataFrame) -> None:
     resolved = escalations[escalations["status"] == "resolved"]
     assert len(resolved) and set(resolved["kind"]) <= {"silent", "cold", "challenger-lost", "repeated-trigger",
                                                        "data-quality"}
+    # The backtest resolved the same escalations, in the same ticks, by the same rule.
+    log = result.escalation_log
+    backtest_resolved = sorted(map(tuple, log.loc[log["resolved_tick"].notna(), ["unique_id", "tick", "kind"]]
+                                   .to_numpy().tolist()))
+    assert sorted(map(tuple, resolved[["unique_id", "tick", "kind"]].to_numpy().tolist())) == backtest_resolved
     with Store.open(config.store_url) as store:
-        assert store.audit_log(action="auto-resolve")["actor"].eq("agent").all()
+        audit = store.audit_log(action="auto-resolve")
+        summaries = store.tick_summaries()
         observations = store.observations()
+    assert audit["actor"].eq("agent").all()
+    live_counts = {(int(target.split(":")[1]), kind): n
+                   for target, params in zip(audit["target"], audit["params"])
+                   for kind, n in params["resolved"].items()}
+    backtest_counts = log.dropna(subset=["resolved_tick"]).groupby(["resolved_tick", "kind"]).size()
+    assert live_counts == {(int(t), kind): int(n) for (t, kind), n in backtest_counts.items()}
+    per_tick = result.per_tick.set_index("tick")["escalations_resolved"]
+    assert {k: s.escalations_resolved for k, s in summaries.items() if k >= FIRST_TICK} == per_tick.to_dict()
+    assert summary["escalations_resolved"] == len(backtest_resolved)
     tick_end = ticks.set_index("tick")["end_ds"]
     for row in resolved[resolved["kind"] == "silent"].itertuples():
         later = observations[(observations["unique_id"] == row.unique_id)
@@ -320,7 +335,7 @@ def test_a_hanging_fit_times_out_leaves_the_champion_and_escalates_after_repeats
             with LiveAgent(config, store=store) as live:
                 result = live.step()
             assert time.monotonic() - started < 60
-            assert result.summary["fit_failures"] == 1
+            assert result.summary.fit_failures == 1
         assert first.registry.champion(bad).version == champion          # the champion kept serving
         failures = store.audit_log(action="fit-failed")
         assert len(failures) == 3 and failures["reason"].str.contains("fit_timeout").all()

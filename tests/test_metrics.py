@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mlma.control import Operations
 from mlma.escalations import Escalation
 from mlma.metrics import MAX_ACTIONS, render_metrics
-from mlma.store import Store
+from mlma.store import Store, TickRecord, TickSummary
 from mlma.store import schema as S
 from mlma.store.testing import postgres_schema
 
@@ -42,12 +42,12 @@ def samples(body: bytes) -> dict[tuple[str, tuple], float]:
     return out
 
 
-def summary(**values) -> dict:
+def summary(**values) -> TickSummary:
     base = {"n_streams": 6, "verdicts": {"ok": 6}, "retrains": 0, "promoted": 0, "rejected": 0, "initial_fits": 0,
             "fit_failures": 0, "compute_seconds": 0.0, "loss": 1.0, "reference_loss": 1.0, "loss_ratio": 1.0,
             "escalations": 0, "awaiting_approval": 0, "pinned": 0, "duration_seconds": 1.0}
     base.update(values)
-    return base
+    return TickSummary(**base)
 
 
 def build(store: Store) -> dict:
@@ -57,17 +57,18 @@ def build(store: Store) -> dict:
     store.ingest_frame(frame, source="day-1.csv")
     store.set_attributes({f"zone-{i}": {"city": "Berlin" if i < 4 else "Paris"} for i in range(6)})
 
-    store.write_tick(0, summary=summary(initial_fits=6, compute_seconds=3.25, verdicts={"cold": 6},
-                                        duration_seconds=8.0))
-    store.write_tick(1, summary=summary(retrains=2, compute_seconds=1.5, rejected=1, fit_failures=1,
-                                        verdicts={"ok": 4, "degraded": 2}))
+    store.write_tick(TickRecord(0, summary=summary(initial_fits=6, compute_seconds=3.25, verdicts={"cold": 6},
+                                                   duration_seconds=8.0)))
+    store.write_tick(TickRecord(1, summary=summary(retrains=2, compute_seconds=1.5, rejected=1, fit_failures=1,
+                                                   verdicts={"ok": 4, "degraded": 2})))
     store.begin_tick(2)
     store.fail_tick(2, RuntimeError("database went away"))
     store.begin_tick(2)                      # second attempt
-    store.write_tick(2, summary=summary(retrains=3, promoted=2, compute_seconds=2.0, loss=1.3, reference_loss=1.0,
-                                        loss_ratio=1.3, awaiting_approval=1, duration_seconds=12.5,
-                                        verdicts={"ok": 3, "degraded": 1, "cooling-down": 1, "pinned": 1},
-                                        escalations=4))
+    store.write_tick(TickRecord(2, summary=summary(retrains=3, promoted=2, compute_seconds=2.0, loss=1.3,
+                                                   reference_loss=1.0, loss_ratio=1.3, awaiting_approval=1,
+                                                   duration_seconds=12.5,
+                                                   verdicts={"ok": 3, "degraded": 1, "cooling-down": 1, "pinned": 1},
+                                                   escalations=4)))
     store.fail_tick(3, "model service crashed")
     store.begin_tick(4)                      # running now
 
@@ -170,8 +171,8 @@ def test_empty_store_and_openmetrics(store):
     assert got[("mlma_retrains_total", ())] == 0 and got[("mlma_tick_attempts_total", ())] == 0
     assert not any(name in ("mlma_streams", "mlma_last_completed_tick", "mlma_fleet_loss_ratio")
                    for name, _ in got), "gauges of the last tick need a done tick"
-    store.write_tick(0)                              # a tick without a summary (written before migration 0003)
-    store.write_tick(1, summary=summary(retrains=2, verdicts={"ok": 5, "warming-up": 1}))
+    store.write_tick(TickRecord(0))                  # a tick without a summary (written before migration 0003)
+    store.write_tick(TickRecord(1, summary=summary(retrains=2, verdicts={"ok": 5, "warming-up": 1})))
     body, content_type = render_metrics(store, accept="application/openmetrics-text; version=1.0.0,text/plain;q=0.5")
     assert content_type.startswith("application/openmetrics-text; version=1.0.0")
     assert body.endswith(b"# EOF\n")

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from mlma.registry import ArtifactCorrupted, ArtifactMissing, ArtifactStore, ModelRegistry
-from mlma.store import ChampionMove, Store
+from mlma.store import ChampionMove, Store, TickRecord
 from mlma.store import schema as S
 from mlma.store.testing import postgres_schema
 
@@ -228,11 +228,11 @@ def test_a_tick_records_and_promotes_new_versions_atomically(registry):
     store = registry.store
     items = [registry.prepare(0, Level(1.0), spec="naive", promote=True, reason="initial"),
              registry.prepare(1, Level(2.0), spec="naive", check={"result": "rejected"})]
-    written = store.write_tick(5, new_versions=items, audit=[{"actor": "agent", "action": "tick"}])
+    written = store.write_tick(TickRecord(5, new_versions=items, audit=[{"actor": "agent", "action": "tick"}]))
     assert written.versions.tolist() == [1, 1]
     assert registry.champion(0).version == 1 and registry.champion(1) is None
     assert registry.history(0)[0].tick == 5 and registry.versions(1)[0].created_tick == 5
-    moved = store.write_tick(6, champion_moves=[ChampionMove(1, 1, "agent", "second look", "promote")])
+    moved = store.write_tick(TickRecord(6, champion_moves=[ChampionMove(1, 1, "agent", "second look", "promote")]))
     assert moved.versions.tolist() == [] and registry.champion(1).version == 1
     with store.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(S.champion_history)).scalar_one() == 2

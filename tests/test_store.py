@@ -8,6 +8,7 @@ where they fail.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import multiprocessing
 import time
@@ -21,7 +22,7 @@ from mlma.data import validate
 from mlma.escalations import Escalation
 from mlma.policy import Decision, Verdict
 from mlma.store import (LockHeld, LockLost, SchemaError, StateCorrupted, Store, TickAlreadyDone,
-                        file_sha256, forecast_frame)
+                        TickRecord, TickSummary, file_sha256, forecast_frame)
 from mlma.store import schema as S
 from mlma.store.migrate import head_revision
 from mlma.store.testing import hold_lock, postgres_schema
@@ -295,8 +296,8 @@ def test_a_tick_is_written_whole_and_only_once(store):
     store.ingest_frame(fleet_frame(n, 24), "day-1")
     decision, forecasts, state = _tick_outputs(store, n)
     store.begin_tick(0, start="2024-01-01", end="2024-01-02", agent_id="agent@test")
-    written = store.write_tick(0, verdicts=decision, forecasts=forecasts, state=state,
-                               escalations=[Escalation(3, 0, "repeated-trigger", 2, "again")])
+    written = store.write_tick(TickRecord(0, verdicts=decision, forecasts=forecasts, state=state,
+                                          escalations=[Escalation(3, 0, "repeated-trigger", 2, "again")]))
     assert (written.n_verdicts, written.n_forecasts, len(written.escalation_ids)) == (12, 44, 1)
 
     ticks = store.ticks()
@@ -316,7 +317,7 @@ def test_a_tick_is_written_whole_and_only_once(store):
     assert loaded.arrays["policy.ref"].dtype == np.float32 and loaded.arrays["policy.ref"].shape == (n, 3, 4)
 
     with pytest.raises(TickAlreadyDone):
-        store.write_tick(0, verdicts=decision)
+        store.write_tick(TickRecord(0, verdicts=decision))
     with pytest.raises(TickAlreadyDone):
         store.begin_tick(0)
     assert len(store.verdicts(0)) == 12
@@ -337,9 +338,9 @@ def test_a_failure_mid_write_leaves_nothing_of_the_tick(store, failure, tmp_path
     store.begin_tick(4, agent_id="agent@test")
     version = registry.prepare(0, {"m": 1}, spec="naive", promote=True, reason="first")
     with pytest.raises(ValueError, match="dtype object" if failure == "state" else "unknown stream id"):
-        store.write_tick(4, verdicts=decision, forecasts=forecasts, state=state, new_versions=[version],
-                         escalations=[Escalation(0, 4, "data-quality", 3, "flat line")],
-                         audit=[{"actor": "agent", "action": "tick", "target": "fleet"}])
+        store.write_tick(TickRecord(4, verdicts=decision, forecasts=forecasts, state=state, new_versions=[version],
+                                    escalations=[Escalation(0, 4, "data-quality", 3, "flat line")],
+                                    audit=[{"actor": "agent", "action": "tick", "target": "fleet"}]))
     for table in (S.verdicts, S.forecasts, S.escalations, S.agent_state, S.model_versions, S.champions,
                   S.champion_history, S.audit_log):
         assert count(store, table) == 0, table.name
@@ -350,7 +351,8 @@ def test_a_failure_mid_write_leaves_nothing_of_the_tick(store, failure, tmp_path
     # The tick can run again, and then commits everything.
     store.begin_tick(4)
     decision, forecasts, state = _tick_outputs(store, n)
-    written = store.write_tick(4, verdicts=decision, forecasts=forecasts, state=state, new_versions=[version])
+    written = store.write_tick(TickRecord(4, verdicts=decision, forecasts=forecasts, state=state,
+                                          new_versions=[version]))
     assert written.versions.tolist() == [1] and store.ticks()["attempts"].tolist() == [2]
     assert registry.champion(0).version == 1
 
@@ -360,16 +362,16 @@ def test_verdicts_and_forecasts_may_come_as_frames(store):
     verdicts = pd.DataFrame({"stream_id": [2, 0], "verdict": [int(Verdict.NO_DATA), int(Verdict.COLD)]})
     forecasts = pd.DataFrame({"stream_id": [0, 0], "ds": pd.to_datetime(["2024-01-01", "2024-01-02"]),
                               "y_hat": [1.5, 2.5]})
-    store.write_tick(1, verdicts=verdicts, forecasts=forecasts)
+    store.write_tick(TickRecord(1, verdicts=verdicts, forecasts=forecasts))
     out = store.verdicts(1)
     assert out[["unique_id", "label"]].values.tolist() == [["a", "cold"], ["c", "no-data"]]
     assert out["p_value"].isna().all() and not out["retrain"].any()
     issued = store.forecasts(1)
     assert issued["y_hat"].tolist() == [1.5, 2.5] and issued["model_version"].isna().all()
     with pytest.raises(ValueError, match="unknown stream id"):
-        store.write_tick(2, verdicts=pd.DataFrame({"stream_id": [3], "verdict": [0]}))
+        store.write_tick(TickRecord(2, verdicts=pd.DataFrame({"stream_id": [3], "verdict": [0]})))
     with pytest.raises(ValueError, match="finite"):
-        store.write_tick(2, forecasts=forecasts.assign(y_hat=np.nan))
+        store.write_tick(TickRecord(2, forecasts=forecasts.assign(y_hat=np.nan)))
     assert store.ticks()["tick"].tolist() == [1]
 
 
@@ -492,13 +494,13 @@ def test_a_lease_that_was_taken_over_cannot_commit(store):
     fresh = store.acquire_lock("agent@b", ttl=30)
     decision, _, _ = _tick_outputs(store, 3)
     with pytest.raises(LockLost, match="no longer held by 'agent@a'.*now: 'agent@b'"):
-        store.write_tick(0, verdicts=decision, lease=stale)
+        store.write_tick(TickRecord(0, verdicts=decision), lease=stale)
     assert count(store, S.verdicts) == 0 and count(store, S.ticks) == 0
     with pytest.raises(LockLost):
         stale.heartbeat()
     stale.release()  # harmless: it only removes its own lease
     assert store.lock_holder()["holder"] == "agent@b"
-    store.write_tick(0, verdicts=decision, lease=fresh)
+    store.write_tick(TickRecord(0, verdicts=decision), lease=fresh)
     assert store.ticks()["agent_id"].tolist() == ["agent@b"]
     fresh.release()
 
@@ -548,7 +550,7 @@ def test_bulk_ingest_and_tick_write_of_ten_thousand_streams(store, record_proper
     forecasts = forecast_frame(np.ones((n, 24)), pd.date_range("2024-01-02", periods=24, freq="h"),
                                np.ones(n, dtype=int))
     started = time.perf_counter()
-    store.write_tick(0, verdicts=decision, forecasts=forecasts, state=state)
+    store.write_tick(TickRecord(0, verdicts=decision, forecasts=forecasts, state=state))
     tick = time.perf_counter() - started
 
     figures = {"ingest_240k_s": ingest, "reingest_240k_s": reingest, "read_120k_s": read,
@@ -625,3 +627,47 @@ def test_ingest_file_checks_rows_against_the_project(store, tmp_path):
     with pytest.raises(DataError, match="nothing was written"):
         store.ingest_file(strict, source="strict", on_bad_rows="raise")
     assert "strict" not in store.ingests()["source"].tolist()
+
+
+# -- the tick record ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("build, message", [
+    (lambda: TickRecord(-1), "tick must be a whole number >= 0, got -1"),
+    (lambda: TickRecord("3"), "tick must be a whole number >= 0, got '3'"),
+    (lambda: TickRecord(2, verdicts=[1, 2]), "tick record 2: verdicts must be a Decision or a DataFrame, got list"),
+    (lambda: TickRecord(2, verdicts=pd.DataFrame({"stream_id": [0]})), "needs columns stream_id and verdict"),
+    (lambda: TickRecord(2, forecasts=pd.DataFrame({"stream_id": [0], "y_hat": [1.0]})),
+     "the forecasts frame needs columns stream_id, ds, y_hat"),
+    (lambda: TickRecord(2, escalations=[("a", "b")]), r"escalations\[0\] is not an Escalation"),
+    (lambda: TickRecord(2, escalations="silent"), "escalations must be a list, got str"),
+    (lambda: TickRecord(2, expected_versions=[1, 2]), "expected_versions has 2 number\\(s\\) for 0 new version"),
+    (lambda: TickRecord(2, champion_moves=[(0, 1)]), r"champion_moves\[0\] must be a ChampionMove, got tuple"),
+    (lambda: TickRecord(2, version_checks=[(0, 1, {})]), r"version_checks\[0\] must be a VersionCheck"),
+    (lambda: TickRecord(2, audit=[{"action": "tick"}]), r"audit\[0\] must be a mapping with actor and action"),
+    (lambda: TickRecord(2, audit=[{"actor": "bob", "action": "tick"}]), "actor must be 'agent' or 'user:<name>'"),
+    (lambda: TickRecord(2, resolve_escalations={"sleepy": [1]}), r"unknown escalation kind\(s\) \['sleepy'\]"),
+    (lambda: TickRecord(2, applied_actions={1: 5}), "applied_actions must map a stream action id to its outcome"),
+    (lambda: TickRecord(2, summary={"n_streams": 3}), "summary must be a TickSummary, got dict"),
+    (lambda: TickSummary(retrains=-2), "tick summary: retrains must be a whole number >= 0, got -2"),
+    (lambda: TickSummary(verdicts={"ok": 1.5}), r"verdicts\['ok'\] must be a whole number >= 0, got 1.5"),
+    (lambda: TickSummary(loss="high"), "loss must be a number or None, got 'high'"),
+    (lambda: TickSummary.parse([1, 2]), "ticks.summary must be a JSON object, got list"),
+])
+def test_a_bad_tick_record_is_refused_with_a_message_naming_the_field(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_write_tick_takes_only_a_tick_record_and_summaries_read_back_typed(tmp_path):
+    with Store.create(f"sqlite:///{tmp_path / 's.db'}") as store:
+        with pytest.raises(TypeError, match="write_tick takes a TickRecord, got int"):
+            store.write_tick(3)
+        summary = TickSummary(n_streams=2, verdicts={"ok": 2}, retrains=1, loss=float("nan"), driver_values_filled=4)
+        store.write_tick(TickRecord(0, summary=summary))
+        store.write_tick(TickRecord(1))
+        # A row written by an earlier mlma: no escalations_resolved, and a key this version does not know.
+        with store.engine.begin() as conn:
+            conn.execute(sa.insert(S.ticks).values(tick=2, status="done", started_at=dt.datetime.now(dt.timezone.utc),
+                                                   attempts=1, summary={"n_streams": 2, "retrains": 3, "note": "x"}))
+        got = store.tick_summaries()
+    assert got[0] == summary and got[0].loss is None and got[1] is None
+    assert got[2] == TickSummary(n_streams=2, retrains=3)

@@ -11,7 +11,13 @@ One :class:`Agent` serves one fleet under one :class:`~mlma.policy.Policy`. At t
 5. issues forecasts for tick ``k + 1`` from each stream's champion.
 
 The backtest drives this with a simulated clock; live operation drives the very same method with the wall
-clock. Nothing here does I/O.
+clock. Nothing here does I/O. Everything a tick did is in the :class:`TickReport` it returns, also which
+escalations' conditions cleared (:func:`mlma.escalations.cleared_conditions`), so that the live shell records
+the report without asking the agent anything else, and the backtest resolves escalations by the same rule.
+
+A model is named by its :class:`~mlma.training.ModelKey` ``(stream, end_tick)``: a stream is fitted at most
+once per tick. The registry numbers versions per stream; live operation keeps the map between the two
+(see docs/architecture.md, "Model identity").
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mlma.escalations import Escalation
+from mlma.escalations import Escalation, cleared_conditions
 from mlma.fleet import FleetData
 from mlma.policy import Decision, Policy, TickObservation, Verdict
-from mlma.training import ModelKey, ModelService
+from mlma.training import FittedModel, ModelKey, ModelService
 
 NO_MODEL = -1
 _PINNED = Verdict.PINNED
@@ -117,9 +123,44 @@ class Controls:
         return value
 
 
+@dataclass(frozen=True)
+class ChallengerCheck:
+    """The verdict on one challenger after its shadow ticks (``result``: promoted, rejected or
+    awaiting-approval), with the mean losses it was judged on and the paired test's p-value."""
+
+    result: str
+    looks: int
+    challenger_mean_loss: float
+    champion_mean_loss: float
+    p_value: float
+
+    def as_dict(self) -> dict:
+        """The check as it is recorded with the model version (``model_versions.check_result``)."""
+        return {"result": self.result, "looks": self.looks, "challenger_mean_loss": self.challenger_mean_loss,
+                "champion_mean_loss": self.champion_mean_loss, "p_value": self.p_value}
+
+
+@dataclass(frozen=True)
+class NewModel:
+    """A model fitted in this tick: it serves from the next forecasts on (``role="champion"``) or runs in shadow
+    as a challenger (``role="challenger"``); ``reason`` says why it was fitted."""
+
+    fitted: FittedModel
+    role: str
+    reason: str
+
+    @property
+    def key(self) -> ModelKey:
+        return self.fitted.key
+
+    @property
+    def stream(self) -> int:
+        return self.fitted.key.stream
+
+
 @dataclass
 class TickReport:
-    """What happened in one tick, arrays over all streams."""
+    """What happened in one tick, arrays over all streams: everything a shell needs to record the tick."""
 
     tick: int
     actuals: np.ndarray
@@ -135,8 +176,31 @@ class TickReport:
     rejected: np.ndarray | None = None
     #: Streams whose fit failed this tick, with the error.
     failed: dict = field(default_factory=dict)
-    #: Streams whose challenger won but waits for a person's approval.
+    #: Streams whose challenger won but waits for a person's approval (after the tick).
     awaiting: np.ndarray | None = None
+    #: Challengers judged this tick, by stream.
+    checks: dict[int, ChallengerCheck] = field(default_factory=dict)
+    #: For each stream whose fit failed this tick: its failures in a row so far.
+    failures_in_a_row: dict[int, int] = field(default_factory=dict)
+    #: Models fitted this tick, by stream order.
+    new_models: list[NewModel] = field(default_factory=list)
+    #: Escalation kind -> stream ids whose condition cleared this tick (resolved by the shell's record).
+    cleared: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Each stream's mean loss over the tick's scored timestamps (NaN: none scored).
+    stream_loss: np.ndarray | None = None
+    #: Each stream's mean reference loss at the start of the tick, what its losses were judged against.
+    reference_loss: np.ndarray | None = None
+    #: Streams whose data the policy flags as broken (data-quality), after the tick.
+    flagged: np.ndarray | None = None
+    #: Streams with a serving model, after the tick.
+    serving: np.ndarray | None = None
+    #: The forecasts issued at the end of the tick for the next one (streams x steps; None after the last tick).
+    issued: np.ndarray | None = None
+
+    @property
+    def challengers(self) -> list[int]:
+        """Streams whose model fitted this tick went into shadow."""
+        return [m.stream for m in self.new_models if m.role == "challenger"]
 
 
 class Agent:
@@ -152,7 +216,6 @@ class Agent:
         self.scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
         n = self.fleet.n_streams
         self.champion = np.full(n, NO_MODEL, dtype=np.int64)
-        self.version = np.zeros(n, dtype=np.int64)
         self.is_fallback = np.zeros(n, dtype=bool)
         self.fallback_rows = np.zeros(n, dtype=np.int64)
         self.silent_for = np.zeros(n, dtype=np.int64)
@@ -162,7 +225,6 @@ class Agent:
         self.fit_failures = np.zeros(n, dtype=np.int64)
         self.challenger_losses = np.zeros(n, dtype=np.int64)
         self.shadow: dict[int, list] = {}
-        self.last_check: dict[int, dict] = {}
         # One flag for the fleet (kept as an array so that it is saved with the state): the last tick's
         # re-trainings lost fleet-wide, already escalated.
         self.fleet_losing = np.zeros(1, dtype=bool)
@@ -170,7 +232,7 @@ class Agent:
 
     # -- state ----------------------------------------------------------------------------------------------
     #: The agent's own per-stream arrays (the policy has its own, see Policy.STATE).
-    STATE = ("champion", "version", "is_fallback", "fallback_rows", "silent_for", "challenger", "awaiting",
+    STATE = ("champion", "is_fallback", "fallback_rows", "silent_for", "challenger", "awaiting",
              "fit_failures", "challenger_losses", "scale", "fleet_losing")
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -219,13 +281,24 @@ class Agent:
     def start(self, first_tick: int) -> TickReport:
         """Fit initial models on the history before ``first_tick`` and forecast ``first_tick``."""
         n = self.fleet.n_streams
+        k = first_tick - 1
         empty = np.zeros(n, dtype=bool)
         zeros = np.zeros(n)
-        initial, initial_seconds = self._bring_up(first_tick - 1)
-        self._issue_forecasts(first_tick - 1)
+        new_models: list[NewModel] = []
+        # The start-up's fits are the fleet's first: a fall-back among them is not news (no "cold" escalation).
+        unreported: list[Escalation] = []
+        failed: dict[int, str] = {}
+        reference = self.policy.reference_mean()
+        initial, initial_seconds = self._bring_up(k, unreported, failed, new_models=new_models)
+        self._issue_forecasts(k)
         nan = np.full((n, 0), np.nan)
-        return TickReport(first_tick - 1, nan, nan, nan, Decision.nothing(n), empty, empty, initial,
-                          zeros, initial_seconds)
+        return TickReport(k, nan, nan, nan, Decision.nothing(n), empty, empty, initial, zeros, initial_seconds,
+                          [], empty.copy(), failed, self.awaiting != NO_MODEL,
+                          failures_in_a_row={s: int(self.fit_failures[s]) for s in failed},
+                          new_models=sorted(new_models, key=lambda m: m.stream),
+                          stream_loss=np.full(n, np.nan), reference_loss=reference,
+                          flagged=self.policy.flagged_streams(), serving=self.champion != NO_MODEL,
+                          issued=self.forecast)
 
     def tick(self, k: int, controls: Controls | None = None) -> TickReport:
         """Process the actuals of tick ``k`` and forecast tick ``k + 1``, doing what ``controls`` ask."""
@@ -240,6 +313,7 @@ class Agent:
         self.silent_for = np.where(observed > 0, 0, self.silent_for + 1)
 
         has_model = self.champion != NO_MODEL
+        reference = self.policy.reference_mean()
         obs = TickObservation(
             tick=k,
             actuals=actuals,
@@ -257,9 +331,11 @@ class Agent:
         promoted = np.zeros(n, dtype=bool)
         rejected = np.zeros(n, dtype=bool)
         failed: dict[int, str] = {}
+        new_models: list[NewModel] = []
+        checks: dict[int, ChallengerCheck] = {}
         if self.policy.checks_challenger:
-            self._judge_challengers(k, actuals, errors, promoted, rejected, escalations,
-                                    controls.mask("needs_approval", n))
+            checks = self._judge_challengers(k, actuals, errors, promoted, rejected, escalations,
+                                             controls.mask("needs_approval", n))
         self._decide_approvals(k, controls, promoted, rejected)
         self._adopt(k, controls.adopt, promoted)
 
@@ -287,12 +363,15 @@ class Agent:
                     continue
                 self.fit_failures[s] = 0
                 retrain_seconds[s] += fm.seconds
+                reason = str(decision.reason[s]) or "re-trained"
                 if self.policy.checks_challenger and not direct[s]:
                     self.challenger[s] = k
                     self.shadow[int(s)] = []
+                    new_models.append(NewModel(fm, "challenger", reason))
                 else:
                     self._serve(s, fm)
                     served.append(s)
+                    new_models.append(NewModel(fm, "champion", reason))
             if served:
                 promoted[served] = True
                 self.policy.on_new_model(np.array(served), k)
@@ -304,14 +383,24 @@ class Agent:
             self.policy.reset_reference(np.flatnonzero(resets & ~rebase), k)
             self.policy.reset_reference(np.flatnonzero(resets & rebase), k, rebase=True)
 
-        initial, initial_seconds = self._bring_up(k, escalations, failed, promoted | rejected | retrain)
+        initial, initial_seconds = self._bring_up(k, escalations, failed, promoted | rejected | retrain,
+                                                  new_models=new_models)
         if k + 1 < fleet.n_ticks:
             self._issue_forecasts(k)
         else:
             self.forecast = None
+        flagged = self.policy.flagged_streams()
+        serving = self.champion != NO_MODEL
+        cleared = cleared_conditions(
+            promoted=promoted, rejected=rejected, fitted=retrain & ~np.isin(np.arange(n), list(failed)),
+            initial_fit=initial, reported=observed > 0, flagged=flagged, on_model=serving & ~self.is_fallback)
         return TickReport(k, actuals, forecasts, losses, decision, retrain, promoted, initial,
                           retrain_seconds, initial_seconds, escalations, rejected, failed,
-                          self.awaiting != NO_MODEL)
+                          self.awaiting != NO_MODEL, checks=checks,
+                          failures_in_a_row={s: int(self.fit_failures[s]) for s in failed},
+                          new_models=sorted(new_models, key=lambda m: m.stream), cleared=cleared,
+                          stream_loss=stream_mean_loss(losses), reference_loss=reference, flagged=flagged,
+                          serving=serving, issued=self.forecast)
 
     def _decide_approvals(self, k: int, controls: Controls, promoted: np.ndarray, rejected: np.ndarray) -> None:
         """Serve or drop challengers that waited for a person's approval."""
@@ -356,7 +445,7 @@ class Agent:
     # -- steps ----------------------------------------------------------------------------------------------
     def _judge_challengers(self, k: int, actuals: np.ndarray, champion_errors: np.ndarray,
                            promoted: np.ndarray, rejected: np.ndarray, escalations: list,
-                           needs_approval: np.ndarray | None = None) -> None:
+                           needs_approval: np.ndarray | None = None) -> dict[int, ChallengerCheck]:
         """Compare each pending challenger with its champion on tick ``k``, which neither was fitted on.
 
         A challenger fitted at the end of tick ``j`` runs in shadow from tick ``j + 1``: its forecasts are
@@ -368,14 +457,13 @@ class Agent:
         Both are scored on the policy's loss (:meth:`~mlma.policy.Policy.challenger_loss`), and the policy
         hears every verdict's mean losses (what the re-training paid). When most re-trainings judged in a
         tick lose, across the fleet, the cause is shared (bad data in the training window, a model that
-        cannot fit it): that is escalated once, not re-tried stream by stream.
+        cannot fit it): that is escalated once, not re-tried stream by stream. Returns the verdicts, by stream.
         """
         from mlma.monitor import paired_noninferiority_test
 
-        self.last_check = {}
         pending = np.flatnonzero(self.challenger != NO_MODEL)
         if not len(pending):
-            return
+            return {}
         for s in pending:
             y_hat = self.service.predict(ModelKey(int(s), int(self.challenger[s])), k)
             if np.isfinite(actuals[s]).any():
@@ -384,7 +472,7 @@ class Agent:
         looked = np.array([len(self.shadow[int(s)]) > 0 for s in pending])
         pending = pending[looked]
         if not len(pending):
-            return
+            return {}
         width = max(sum(len(c) for c, _ in self.shadow[int(s)]) for s in pending)
         ch = np.full((len(pending), width), np.nan)
         cp = np.full((len(pending), width), np.nan)
@@ -405,19 +493,17 @@ class Agent:
         else:
             win = np.asarray(result.promote, dtype=bool)
         lose = ~win & (looks >= checks)
-        self.last_check = {int(pending[i]): {"result": "promoted" if win[i] else "rejected",
-                                             "looks": int(looks[i]),
-                                             "challenger_mean_loss": float(result.challenger_mean[i]),
-                                             "champion_mean_loss": float(result.champion_mean[i]),
-                                             "p_value": float(result.p_value[i])}
-                           for i in np.flatnonzero(win | lose)}
         held = np.zeros(len(pending), dtype=bool)
         if needs_approval is not None:
             held = win & needs_approval[pending]
+        checks = {int(pending[i]): ChallengerCheck("awaiting-approval" if held[i] else
+                                                   "promoted" if win[i] else "rejected",
+                                                   int(looks[i]), float(result.challenger_mean[i]),
+                                                   float(result.champion_mean[i]), float(result.p_value[i]))
+                  for i in np.flatnonzero(win | lose)}
         for i in np.flatnonzero(held):
             s = int(pending[i])
             self.awaiting[s] = self.challenger[s]
-            self.last_check[s]["result"] = "awaiting-approval"
             escalations.append(Escalation(
                 stream=s, tick=k, kind="approval-needed", severity=2,
                 message=(f"a re-trained model beat the serving one (mean loss {result.challenger_mean[i]:.4g} vs "
@@ -454,6 +540,7 @@ class Agent:
             self.policy.on_new_model(pending[win], k)
         if lose.any():
             self.policy.on_challenger_lost(pending[lose], k)
+        return checks
 
     def _check_fleet_wide_losses(self, k: int, streams: np.ndarray, challenger_mean: np.ndarray,
                                  champion_mean: np.ndarray, escalations: list) -> None:
@@ -483,13 +570,13 @@ class Agent:
 
     def _serve(self, s: int, fm) -> None:
         self.champion[s] = fm.key.end_tick
-        self.version[s] += 1
         self.is_fallback[s] = fm.fallback_reason is not None
         self.fallback_rows[s] = fm.n_train
 
-    def _bring_up(self, k: int, escalations: list | None = None, failed: dict | None = None,
-                  changed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """First models for new streams, and another try for streams on a fall-back model."""
+    def _bring_up(self, k: int, escalations: list, failed: dict, changed: np.ndarray | None = None, *,
+                  new_models: list) -> tuple[np.ndarray, np.ndarray]:
+        """First models for new streams, and another try for streams on a fall-back model; failures go to
+        ``failed`` (and may escalate), the new models to ``new_models``."""
         fleet = self.fleet
         rows = fleet.n_rows_before(k + 1)
         min_rows = max(int(self.settings.cold_min_seasons * self.season_length), 2)
@@ -511,15 +598,16 @@ class Agent:
             errors = {int(s): self.service.failures.get(ModelKey(int(s), k), "fit failed")
                       for s, ok in zip(todo, done) if not ok}
             if errors:
-                self._record_failures(k, errors, escalations if escalations is not None else [])
-                if failed is not None:
-                    failed.update(errors)
+                self._record_failures(k, errors, escalations)
+                failed.update(errors)
             todo, fitted = todo[done], [fm for fm in fitted if fm is not None]
             for s, fm in zip(todo, fitted):
                 seconds[s] = fm.seconds
-                if escalations is not None and self.champion[s] == NO_MODEL and fm.fallback_reason:
+                first = self.champion[s] == NO_MODEL
+                if first and fm.fallback_reason:
                     escalations.append(Escalation(int(s), k, "cold", 1,
                                                   f"new stream runs on a fall-back model: {fm.fallback_reason}"))
+                new_models.append(NewModel(fm, "champion", "first model" if first else "retry of a fall-back model"))
                 self._serve(s, fm)
                 # A retried fall-back keeps its place in the row count even when it falls back again.
                 self.fallback_rows[s] = max(self.fallback_rows[s], int(rows[s]))
@@ -543,3 +631,15 @@ class Agent:
         for slots in (self.champion, self.challenger, self.awaiting):
             keys |= {ModelKey(int(s), int(t)) for s, t in enumerate(slots) if t != NO_MODEL}
         return keys
+
+
+def stream_mean_loss(losses: np.ndarray) -> np.ndarray:
+    """Each stream's mean loss over a tick's scored timestamps (NaN for a stream with none).
+
+    >>> stream_mean_loss(np.array([[1.0, 3.0], [np.nan, np.nan]]))
+    array([ 2., nan])
+    """
+    finite = np.isfinite(losses)
+    counts = finite.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, np.where(finite, losses, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)

@@ -8,7 +8,9 @@ forecast and an actual arrived.
 
 Metrics per policy: MAE, RMSE, MASE (each stream's MAE divided by its in-sample seasonal-naive error, then
 averaged over streams), the number of re-trainings and their compute seconds, escalations; per stream and
-per tick too. :func:`write_outputs` writes ``summary.json``, ``per_stream.csv``, ``per_tick.csv``,
+per tick too. Escalations are resolved by the rule live operation applies (an
+:class:`~mlma.escalations.EscalationBook` over each tick's ``TickReport.cleared``), so the escalation log says
+when each was resolved. :func:`write_outputs` writes ``summary.json``, ``per_stream.csv``, ``per_tick.csv``,
 ``retrains.csv`` and ``report.html``.
 """
 
@@ -26,6 +28,7 @@ from threadpoolctl import threadpool_limits
 from mlma.agent import Agent, AgentSettings, TickReport
 from mlma.calendar import TickClock, default_train_window, tick_alias
 from mlma.data import Frequency, make_tick_grid, read_frame, validate
+from mlma.escalations import EscalationBook
 from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext
 from mlma.policy import Policy, Verdict, make_policy
@@ -141,6 +144,9 @@ class _Accumulator:
         self.initial_fits = np.zeros(n_streams, dtype=np.int64)
         self.initial_seconds = np.zeros(n_streams)
         self.escalations = 0
+        self.escalations_resolved = 0
+        #: The policy's escalations and when each was resolved (as live operation resolves them).
+        self.book = EscalationBook()
         self.stream_days = 0.0
         self.promotions = 0
         self.rejected = 0
@@ -212,7 +218,6 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     samples = _pick_samples(fleet, frame, events, config.sample_streams)
     forecast_rows: list[pd.DataFrame] = []
     retrain_rows: list[dict] = []
-    escalation_rows: list[dict] = []
 
     for agent, acc in zip(agents, accs):
         _record_fits(agent.start(first_tick), acc)
@@ -229,19 +234,15 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                 tick_days = (fleet.boundaries[k + 1] - tick_start) / pd.Timedelta(days=1)
                 streams_scored = int(scored.any(axis=1).sum())
                 for policy, report, acc in zip(policies, reports, accs):
-                    _record_tick(report, acc, scored, tick_start)
+                    resolved = acc.book.record(k, report.escalations, report.cleared)
+                    acc.escalations_resolved += sum(resolved.values())
+                    _record_tick(report, acc, scored, tick_start, sum(resolved.values()))
                     acc.stream_days += streams_scored * tick_days
                     _record_fits(report, acc)
                     for s in np.flatnonzero(report.retrained):
                         retrain_rows.append({
                             "policy": policy.name, "unique_id": fleet.ids[s], "tick": k, "tick_start": tick_start,
                             "reason": str(report.decision.reason[s]),
-                        })
-                    for esc in report.escalations:
-                        escalation_rows.append({
-                            "policy": policy.name, "unique_id": fleet.ids[esc.stream], "tick": esc.tick,
-                            "tick_start": fleet.boundaries[esc.tick], "kind": esc.kind, "severity": esc.severity,
-                            "message": esc.message,
                         })
                     if len(samples):
                         forecast_rows.append(pd.DataFrame({
@@ -265,8 +266,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         row["frontier_only"] = row["policy"] not in requested
     frontier, clairvoyant = _add_gaps(summary, per_stream, config.bootstrap)
     retrain_log = pd.DataFrame(retrain_rows, columns=["policy", "unique_id", "tick", "tick_start", "reason"])
-    escalation_log = pd.DataFrame(escalation_rows, columns=["policy", "unique_id", "tick", "tick_start", "kind",
-                                                            "severity", "message"])
+    escalation_log = _escalation_log(policies, accs, fleet)
     from mlma.detection import detection_scores, labour_scores
 
     for row, acc in zip(summary, accs):
@@ -338,7 +338,19 @@ def _record_fits(report: TickReport, acc: _Accumulator) -> None:
         acc.rejected += int(report.rejected.sum())
 
 
-def _record_tick(report: TickReport, acc: _Accumulator, scored: np.ndarray, tick_start) -> None:
+def _escalation_log(policies, accs, fleet: FleetData) -> pd.DataFrame:
+    """Every policy's escalations, with the tick that resolved each (missing while unresolved at the end)."""
+    rows = [{"policy": policy.name, "unique_id": fleet.ids[esc.stream], "tick": esc.tick,
+             "tick_start": fleet.boundaries[esc.tick], "kind": esc.kind, "severity": esc.severity,
+             "message": esc.message, "resolved_tick": resolved}
+            for policy, acc in zip(policies, accs) for esc, resolved in zip(acc.book.items, acc.book.resolved_tick)]
+    frame = pd.DataFrame(rows, columns=["policy", "unique_id", "tick", "tick_start", "kind", "severity", "message",
+                                        "resolved_tick"])
+    frame["resolved_tick"] = frame["resolved_tick"].astype("Int64")
+    return frame
+
+
+def _record_tick(report: TickReport, acc: _Accumulator, scored: np.ndarray, tick_start, resolved: int) -> None:
     err = np.where(scored, report.actuals - report.forecasts, 0.0)
     abs_err = np.abs(err).sum(axis=1)
     sq_err = (err ** 2).sum(axis=1)
@@ -359,6 +371,7 @@ def _record_tick(report: TickReport, acc: _Accumulator, scored: np.ndarray, tick
         "n_degraded": (float((verdict == Verdict.DEGRADED).sum())
                        if not (verdict == Verdict.UNMONITORED).all() else np.nan),
         "escalations": len(report.escalations),
+        "escalations_resolved": resolved,
     })
 
 
@@ -382,6 +395,7 @@ def _summarise(policies, accs, fleet: FleetData, scale: np.ndarray):
             "promotions": int(acc.promotions),
             "rejected_challengers": int(acc.rejected),
             "escalations": int(acc.escalations),
+            "escalations_resolved": int(acc.escalations_resolved),
             "n_streams": int((acc.n > 0).sum()),
             "n_scored": int(total),
         })

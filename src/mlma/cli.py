@@ -500,7 +500,7 @@ def status(
 ) -> None:
     """Fleet summary: streams, data span, ticks, what the last tick did, what waits for a person."""
     from mlma.live import LiveAgent, NotReady
-    from mlma.store import StateCorrupted, Store
+    from mlma.store import StateCorrupted, Store, TickSummary
 
     config = _project(project)
     with Store.open(config.store_url) as store:
@@ -533,12 +533,13 @@ def status(
         table.add_row("unfinished tick", f"tick {int(row['tick'])}: {row['status']}, {int(row['attempts'])} "
                                          f"attempt(s){'; ' + str(row['error']) if row['error'] else ''}")
     table.add_row("next tick due", due)
-    if len(done) and done.iloc[-1]["summary"]:
-        summary = done.iloc[-1]["summary"]
-        verdicts = ", ".join(f"{n} {label}" for label, n in summary.get("verdicts", {}).items() if n)
-        table.add_row("last tick", f"{verdicts or 'start-up'}; {summary.get('retrains', 0)} re-trained, "
-                                   f"{summary.get('promoted', 0)} promoted, {summary.get('fit_failures', 0)} "
-                                   f"failed fits")
+    stored = done.iloc[-1]["summary"] if len(done) else None
+    summary = TickSummary.parse(stored) if isinstance(stored, dict) else None  # None: written without one
+    if summary is not None:
+        verdicts = ", ".join(f"{n} {label}" for label, n in summary.verdicts.items() if n)
+        table.add_row("last tick", f"{verdicts or 'start-up'}; {summary.retrains} re-trained, "
+                                   f"{summary.promoted} promoted, {summary.fit_failures} failed fits, "
+                                   f"{summary.escalations_resolved} escalations resolved")
     if states:
         damaged = [f"tick {t} DAMAGED ({error})" for t, error in states if error]
         intact = [f"tick {t}" for t, error in states if not error]

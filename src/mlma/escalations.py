@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 #: Kinds of escalation and what each asks of the engineer.
 ESCALATION_KINDS = {
     "challenger-lost": "re-trained models lost to the serving one repeatedly; the champion keeps serving",
@@ -34,3 +36,75 @@ class Escalation:
     def __post_init__(self) -> None:
         if self.kind not in ESCALATION_KINDS:
             raise ValueError(f"unknown escalation kind {self.kind!r}; known: {', '.join(ESCALATION_KINDS)}")
+
+
+def cleared_conditions(*, promoted: np.ndarray, rejected: np.ndarray, fitted: np.ndarray, initial_fit: np.ndarray,
+                       reported: np.ndarray, flagged: np.ndarray, on_model: np.ndarray) -> dict[str, np.ndarray]:
+    """Escalation kinds whose condition cleared in a tick, with the stream ids, from boolean arrays over streams.
+
+    The one rule for resolving escalations without a person, applied by the live agent (through the store) and
+    by the backtest (:class:`EscalationBook`) alike:
+
+    - ``challenger-lost``, ``repeated-trigger``: a new model serves (promoted);
+    - ``approval-needed``: a new model serves or the waiting one was rejected;
+    - ``fit-failed``: a fit succeeded (``fitted``: re-trained without failure, or a first fit);
+    - ``silent``: the stream reported; ``data-quality``: it reported and the policy no longer flags its data;
+    - ``cold``: a regular (not fall-back) model serves it after a new model came in.
+
+    Kinds a person or the shell resolves (``artifact-broken``, ``budget``, ``fleet-retraining-lost``) are not
+    here. Kinds with no stream are left out.
+
+    >>> no, yes = np.zeros(2, dtype=bool), np.array([True, False])
+    >>> cleared = cleared_conditions(promoted=no, rejected=no, fitted=no, initial_fit=no, reported=yes,
+    ...                              flagged=no, on_model=yes)
+    >>> {kind: streams.tolist() for kind, streams in cleared.items()}
+    {'silent': [0], 'data-quality': [0]}
+    """
+    masks = {
+        "challenger-lost": promoted, "repeated-trigger": promoted, "approval-needed": promoted | rejected,
+        "fit-failed": fitted | initial_fit, "silent": reported, "data-quality": reported & ~flagged,
+        "cold": on_model & (promoted | initial_fit),
+    }
+    return {kind: np.flatnonzero(mask) for kind, mask in masks.items() if mask.any()}
+
+
+class EscalationBook:
+    """A fleet's escalations in memory, resolved by the rule the store applies (the backtest's queue).
+
+    Each tick first resolves the unresolved escalations whose condition cleared (every one of that kind for
+    the stream, as :meth:`mlma.store.Store.write_tick` does), then adds the tick's new ones: an escalation
+    raised in a tick is not resolved by that same tick.
+
+    >>> book = EscalationBook()
+    >>> book.record(5, [Escalation(0, 5, "silent", 1, "no actuals")], {})
+    {}
+    >>> book.record(6, [], {"silent": np.array([0, 1])})
+    {'silent': 1}
+    >>> book.resolved_tick
+    [6]
+    """
+
+    def __init__(self) -> None:
+        self.items: list[Escalation] = []
+        #: Per item (same order): the tick that resolved it, or None while it is unresolved.
+        self.resolved_tick: list[int | None] = []
+        self._open: dict[tuple[str, int], list[int]] = {}
+
+    def record(self, tick: int, new: list[Escalation], cleared: dict[str, np.ndarray]) -> dict[str, int]:
+        """Resolve what ``cleared`` names, then add ``new``; returns how many were resolved, by kind."""
+        counts: dict[str, int] = {}
+        for kind, streams in cleared.items():
+            for s in np.asarray(streams, dtype=np.int64).tolist():
+                for i in self._open.pop((kind, s), []):
+                    self.resolved_tick[i] = int(tick)
+                    counts[kind] = counts.get(kind, 0) + 1
+        for item in new:
+            self._open.setdefault((item.kind, int(item.stream)), []).append(len(self.items))
+            self.items.append(item)
+            self.resolved_tick.append(None)
+        return counts
+
+    @property
+    def n_open(self) -> int:
+        """Escalations not resolved."""
+        return sum(len(v) for v in self._open.values())

@@ -39,7 +39,7 @@ import os
 import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +58,7 @@ from mlma.project import ProjectConfig
 from mlma.registry import ModelRegistry
 from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store import schema as S
-from mlma.store.records import ChampionMove
+from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
 from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
 
 log = logging.getLogger(__name__)
@@ -95,20 +95,19 @@ class TickResult:
     tick: int
     start: bool
     n_streams: int
-    summary: dict
+    summary: TickSummary
     escalation_ids: list[int] = field(default_factory=list)
     seconds: float = 0.0
 
     def __str__(self) -> str:
         s = self.summary
         if self.start:
-            return (f"start-up (tick {self.tick}): {s.get('initial_fits', 0)} first models for {self.n_streams} "
+            return (f"start-up (tick {self.tick}): {s.initial_fits} first models for {self.n_streams} "
                     f"streams, forecasts for tick {self.tick + 1} issued ({self.seconds:.1f} s)")
-        v = s.get("verdicts", {})
-        return (f"tick {self.tick}: {self.n_streams} streams, {v.get('degraded', 0)} degraded, "
-                f"{s.get('retrains', 0)} re-trained, {s.get('promoted', 0)} promoted, "
-                f"{s.get('rejected', 0)} rejected, {s.get('fit_failures', 0)} failed fits, "
-                f"{len(self.escalation_ids)} escalations ({self.seconds:.1f} s)")
+        return (f"tick {self.tick}: {self.n_streams} streams, {s.verdicts.get('degraded', 0)} degraded, "
+                f"{s.retrains} re-trained, {s.promoted} promoted, {s.rejected} rejected, {s.fit_failures} failed "
+                f"fits, {len(self.escalation_ids)} escalations, {s.escalations_resolved} resolved "
+                f"({self.seconds:.1f} s)")
 
 
 def agent_identity() -> str:
@@ -453,8 +452,6 @@ class LiveAgent:
             self._load_models(service, agent, live, repair)
         controls, actions, approvers = self._controls(k, streams, agent, live, service, repair)
         self._fall_back(k, agent, live, service, controls, repair)
-        reference_before = (policy.reference_mean() if hasattr(policy, "reference_mean")
-                            else np.full(n, np.nan))
         serving_before = live["champion_version"].copy()
         _checkpoint("before-tick")
 
@@ -463,41 +460,43 @@ class LiveAgent:
             self._executor_dirty = True
         _checkpoint("after-fit")
 
-        new_versions, expected, moves, checks = self._versions(k, agent, report, service, live, approvers,
-                                                               start, repair.refit)
+        # From here on the tick is recorded from its report alone.
+        new_versions, expected, moves, checks = self._versions(k, report, fleet, service.train_window_ticks, live,
+                                                               approvers, repair.refit)
         moves += list(repair.moves.values())
-        checks += repair.checks
+        checks += [VersionCheck(*check) for check in repair.checks]
         report.escalations.extend(Escalation(s, k, "artifact-broken", severity, message)
                                   for s, severity, message in repair.escalations)
         _checkpoint("after-artifacts")
-        applied = {} if start else _outcomes(actions, agent, report, live)
-        verdicts = None if start else self._verdicts(report, reference_before, serving_before)
-        forecasts = (forecast_frame(agent.forecast, fleet.tick_timestamps(k + 1), live["champion_version"])
-                     if agent.forecast is not None else None)
+        applied = {} if start else _outcomes(actions, report, live)
+        verdicts = None if start else _verdicts(report, serving_before)
+        forecasts = (forecast_frame(report.issued, fleet.tick_timestamps(k + 1), live["champion_version"])
+                     if report.issued is not None else None)
         audit = [{"actor": "agent", "action": "fit-failed", "target": f"stream:{fleet.ids[s]}",
-                  "params": {"tick": k, "failures_in_a_row": int(agent.fit_failures[s])}, "reason": error}
+                  "params": {"tick": k, "failures_in_a_row": report.failures_in_a_row[s]}, "reason": error}
                  for s, error in report.failed.items()]
         audit += [{"actor": "agent", "action": "artifact-broken", "target": f"stream:{fleet.ids[s]}",
                    "params": {"tick": k, "version": version, "slot": slot}, "reason": message}
                   for s, version, slot, message in repair.audit]
-        cleared = {} if start else _cleared(fleet, agent, report)
-        summary = _summary(report, agent, n, start, time.perf_counter() - started)
+        filled = None
         if drivers.future:
             # Future driver values the forecasts of tick k + 1 needed but nobody ingested: filled by the
             # fallback of FleetData.future_driver_values (same time a season earlier, else the last value).
-            filled = service.driver_fills.get(k + 1, 0)
-            summary["driver_values_filled"] = filled
+            filled = int(service.driver_fills.get(k + 1, 0))
             if filled:
                 log.warning("tick %s: %s future driver value(s) for tick %s were not ingested (mlma ingest "
                             "--future); filled with the value a season earlier or the last known one", k, filled,
                             k + 1)
+        summary = _summary(report, n, start, time.perf_counter() - started, filled)
         arrays = agent.state_arrays() | timing.to_arrays() | {f"live.{name}": v for name, v in live.items()}
+        record = TickRecord(k, verdicts=verdicts, forecasts=forecasts, escalations=report.escalations,
+                            resolve_escalations={} if start else report.cleared, new_versions=new_versions,
+                            expected_versions=expected, champion_moves=moves, version_checks=checks, audit=audit,
+                            applied_actions=applied, state=arrays, summary=summary)
         _checkpoint("before-commit")
-        written = self.store.write_tick(
-            k, verdicts=verdicts, forecasts=forecasts, escalations=report.escalations, new_versions=new_versions,
-            expected_versions=expected, champion_moves=moves, version_checks=checks, audit=audit, state=arrays,
-            lease=lease, summary=summary, applied_actions=applied, resolve_escalations=cleared)
+        written = self.store.write_tick(record, lease=lease)
         _checkpoint("after-commit")
+        summary = replace(summary, escalations_resolved=sum(written.resolved.values()))
         return TickResult(k, start, n, summary, list(written.escalation_ids), time.perf_counter() - started)
 
     # -- pieces of the tick ---------------------------------------------------------------------------------
@@ -705,91 +704,59 @@ class LiveAgent:
                 live["awaiting_version"][s] = -1
         return controls, actions, approvers
 
-    def _versions(self, k, agent: Agent, report: TickReport, service: ModelService, live: dict, approvers: dict,
-                  start: bool, refit: dict[int, str]):
-        """Registry writes of this tick: new versions (artifacts written now), champion moves and checks."""
-        fitted_now = np.flatnonzero(report.initial_fit | report.retrained)
-        fitted_now = [int(s) for s in fitted_now if ModelKey(int(s), k) in service._models]
-        latest = self._latest_versions(fitted_now)
+    def _versions(self, k: int, report: TickReport, fleet: FleetData, window: int | None, live: dict,
+                  approvers: dict, refit: dict[int, str]):
+        """Registry writes of this tick: new versions (artifacts written now), champion moves and checks; the
+        map from the agent's model keys to registry versions (``live``) follows them."""
+        latest = self.store.latest_versions([m.stream for m in report.new_models])
         new_versions, expected = [], []
         checks, moves = [], []
         spec = str(self.config.model.spec)
         # Earlier challengers judged this tick, and approvals.
-        for s, check in agent.last_check.items():
+        for s, check in report.checks.items():
             version = int(live["challenger_version"][s])
             if version < 0:
                 continue  # a challenger fitted in this very tick is recorded below
-            checks.append((s, version, check))
-            if check["result"] == "promoted":
+            checks.append(VersionCheck(s, version, check.as_dict()))
+            if check.result == "promoted":
                 moves.append(ChampionMove(s, version, "agent",
                                           f"beat the serving model in shadow: mean loss "
-                                          f"{check['challenger_mean_loss']:.4g} vs {check['champion_mean_loss']:.4g}"))
+                                          f"{check.challenger_mean_loss:.4g} vs {check.champion_mean_loss:.4g}"))
                 live["champion_version"][s] = version
-            elif check["result"] == "awaiting-approval":
+            elif check.result == "awaiting-approval":
                 live["awaiting_version"][s] = version
             live["challenger_version"][s] = -1
         for s in np.flatnonzero(report.promoted):
             s = int(s)
-            if s in approvers and live["awaiting_version"][s] >= 0 and agent.awaiting[s] == NO_MODEL:
+            if s in approvers and live["awaiting_version"][s] >= 0 and not report.awaiting[s]:
                 version = int(live["awaiting_version"][s])
                 moves.append(ChampionMove(s, version, approvers[s], "approved"))
-                checks.append((s, version, {"result": "promoted", "approved_by": approvers[s]}))
+                checks.append(VersionCheck(s, version, {"result": "promoted", "approved_by": approvers[s]}))
                 live["champion_version"][s] = version
                 live["awaiting_version"][s] = -1
         for s, who in approvers.items():
             if report.rejected is not None and report.rejected[s] and live["awaiting_version"][s] >= 0:
-                checks.append((s, int(live["awaiting_version"][s]), {"result": "rejected", "rejected_by": who}))
+                checks.append(VersionCheck(s, int(live["awaiting_version"][s]),
+                                           {"result": "rejected", "rejected_by": who}))
                 live["awaiting_version"][s] = -1
-        for s in fitted_now:
-            key = ModelKey(s, k)
-            fm = service.get(key)
+        for new in report.new_models:
+            s, fm = new.stream, new.fitted
             latest[s] = latest.get(s, 0) + 1
-            challenger = agent.challenger[s] == k
-            if s in refit and report.initial_fit[s]:
-                reason = refit[s]
-            elif start or report.initial_fit[s]:
-                reason = "first model" if live["champion_version"][s] < 0 else "retry of a fall-back model"
-            else:
-                reason = str(report.decision.reason[s]) or "re-trained"
-            history = service.fleet.history(s, k, service.train_window_ticks)
+            challenger = new.role == "challenger"
+            reason = refit[s] if s in refit and report.initial_fit[s] else new.reason
+            history = fleet.history(s, k, window)
             new_versions.append(self.registry.prepare(
                 s, fm.model, spec=spec,
                 train_start=history.ds[0] if len(history) else None,
                 train_end=history.ds[-1] if len(history) else None,
-                params={"train_window_ticks": service.train_window_ticks, "tick": k},
+                params={"train_window_ticks": window, "tick": k},
                 metrics={"fit_seconds": round(float(fm.seconds), 6), "n_train": int(fm.n_train),
                          "fallback_reason": fm.fallback_reason},
                 check={"result": "pending"} if challenger else {"result": "not-checked", "why": reason},
                 promote=not challenger, by="agent", reason=reason))
             expected.append(latest[s])
-            if challenger:
-                live["challenger_version"][s] = latest[s]
-            else:
-                live["champion_version"][s] = latest[s]
+            live["challenger_version" if challenger else "champion_version"][s] = latest[s]
         return new_versions, expected, moves, checks
-
-    def _latest_versions(self, streams: list[int]) -> dict[int, int]:
-        if not streams:
-            return {}
-        mv = S.model_versions
-        with self.store._read() as conn:
-            rows = conn.execute(sa.select(mv.c.stream_id, sa.func.max(mv.c.version))
-                                .where(mv.c.stream_id.in_(streams)).group_by(mv.c.stream_id)).all()
-        return {int(s): int(v) for s, v in rows}
-
-    def _verdicts(self, report: TickReport, reference: np.ndarray, serving: np.ndarray) -> pd.DataFrame:
-        d = report.decision
-        n = len(d.verdict)
-        loss = _stream_mean_loss(report.losses, n)
-        reason = np.asarray(d.reason, dtype=object).copy()
-        for s, error in report.failed.items():
-            reason[s] = f"re-training failed: {error}"
-        nan = np.full(n, np.nan)
-        return pd.DataFrame({
-            "stream_id": np.arange(n), "verdict": d.verdict, "p_value": nan if d.p_value is None else d.p_value,
-            "effect": nan if d.effect is None else d.effect, "retrain": d.retrain, "reason": reason,
-            "loss": loss, "reference_loss": reference[:n], "model_version": np.where(serving >= 0, serving, -1),
-        }).assign(model_version=lambda f: f["model_version"].where(f["model_version"] >= 0))
 
     # -- exports --------------------------------------------------------------------------------------------
     def forecasts(self) -> pd.DataFrame:
@@ -860,21 +827,22 @@ def _pinned(until, now: pd.Timestamp) -> bool:
     return now < stamp
 
 
-def _outcomes(actions: pd.DataFrame, agent: Agent, report: TickReport, live: dict) -> dict[int, str]:
+def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict) -> dict[int, str]:
     """What this tick did with each queued action, for ``stream_actions.outcome``."""
     out = {}
+    challengers = set(report.challengers)
     for row in actions.itertuples(index=False):
         s = int(row.stream_id)
-        has_model = agent.champion[s] != NO_MODEL
         if row.kind == "retrain":
             if report.initial_fit[s] and not report.retrained[s]:
                 text = f"re-fitted on the stream's window (version {int(live['champion_version'][s])})"
             elif s in report.failed:
                 text = f"re-training failed: {report.failed[s]}"
             elif not report.retrained[s]:
-                text = ("no model yet: the first one comes when the stream has enough history" if not has_model
+                text = ("no model yet: the first one comes when the stream has enough history"
+                        if not report.serving[s]
                         else "not re-trained: a challenger is already in shadow or waiting for approval")
-            elif agent.challenger[s] == report.tick:
+            elif s in challengers:
                 text = "re-trained; the challenger runs in shadow before promotion"
             else:
                 text = f"re-trained and promoted (version {int(live['champion_version'][s])})"
@@ -890,57 +858,51 @@ def _outcomes(actions: pd.DataFrame, agent: Agent, report: TickReport, live: dic
     return out
 
 
-def _cleared(fleet: FleetData, agent: Agent, report: TickReport) -> dict[str, list[int]]:
-    """Escalation kinds whose condition cleared this tick, with the streams: resolved by the agent."""
-    promoted = report.promoted
-    fitted = report.retrained & ~np.isin(np.arange(len(promoted)), list(report.failed))
-    reported = fleet.observed_in_tick(report.tick) > 0
-    flagged = getattr(agent.policy, "flagged", np.zeros(len(promoted), dtype=bool))
-    on_model = (agent.champion != NO_MODEL) & ~agent.is_fallback
-    return {kind: np.flatnonzero(mask).tolist() for kind, mask in {
-        "challenger-lost": promoted, "repeated-trigger": promoted, "approval-needed": promoted | report.rejected,
-        "fit-failed": fitted | report.initial_fit, "silent": reported, "data-quality": reported & ~flagged,
-        "cold": on_model & (promoted | report.initial_fit),
-    }.items() if mask.any()}
+def _verdicts(report: TickReport, serving: np.ndarray) -> pd.DataFrame:
+    """The tick's verdicts as the store records them: the decision, each stream's mean loss and the reference
+    it was judged against, and the registry version that made the scored forecasts (``serving``)."""
+    d = report.decision
+    n = len(d.verdict)
+    reason = np.asarray(d.reason, dtype=object).copy()
+    for s, error in report.failed.items():
+        reason[s] = f"re-training failed: {error}"
+    nan = np.full(n, np.nan)
+    return pd.DataFrame({
+        "stream_id": np.arange(n), "verdict": d.verdict, "p_value": nan if d.p_value is None else d.p_value,
+        "effect": nan if d.effect is None else d.effect, "retrain": d.retrain, "reason": reason,
+        "loss": report.stream_loss[:n], "reference_loss": report.reference_loss[:n],
+        "model_version": np.where(serving >= 0, serving, -1),
+    }).assign(model_version=lambda f: f["model_version"].where(f["model_version"] >= 0))
 
 
-def _stream_mean_loss(losses: np.ndarray, n: int) -> np.ndarray:
-    """Each stream's mean loss over the tick's scored timestamps (NaN for a stream with none)."""
-    if not losses.size:
-        return np.full(n, np.nan)
-    finite = np.isfinite(losses)
-    counts = finite.sum(axis=1)
-    return np.where(counts > 0, np.where(finite, losses, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
-
-
-def _summary(report: TickReport, agent: Agent, n: int, start: bool, seconds: float) -> dict:
+def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_values_filled: int | None) -> TickSummary:
+    """The tick's :class:`~mlma.store.records.TickSummary`. The loss ratio compares the streams' losses with
+    the references they were judged against (the references at the start of the tick)."""
     verdicts = {v.label: 0 for v in Verdict}
     if not start:
         counts = np.bincount(report.decision.verdict.astype(np.int64), minlength=len(Verdict))
         verdicts = {v.label: int(counts[v]) for v in Verdict}
     finite = np.isfinite(report.losses)
-    stream_loss = _stream_mean_loss(report.losses, n)
-    loss = float(report.losses[finite].mean()) if finite.any() else None
-    reference = getattr(agent.policy, "reference_mean", None)
-    ref = reference() if reference is not None else np.full(n, np.nan)
+    stream_loss, ref = report.stream_loss[:n], report.reference_loss[:n]
     both = np.isfinite(stream_loss) & np.isfinite(ref) & (ref > 0)
-    return {
-        "n_streams": n,
-        "verdicts": verdicts,
-        "retrains": int(report.retrained.sum()),
-        "promoted": int(report.promoted.sum()),
-        "rejected": int(report.rejected.sum()) if report.rejected is not None else 0,
-        "initial_fits": int(report.initial_fit.sum()),
-        "fit_failures": len(report.failed),
-        "compute_seconds": round(float(report.retrain_seconds.sum() + report.initial_seconds.sum()), 4),
-        "loss": loss,
-        "reference_loss": float(ref[both].mean()) if both.any() else None,
-        "loss_ratio": float(stream_loss[both].sum() / ref[both].sum()) if both.any() else None,
-        "escalations": len(report.escalations),
-        "awaiting_approval": int((agent.awaiting != NO_MODEL).sum()),
-        "pinned": int((report.decision.verdict == Verdict.PINNED).sum()) if not start else 0,
-        "duration_seconds": round(seconds, 3),
-    }
+    return TickSummary(
+        n_streams=n,
+        verdicts=verdicts,
+        retrains=int(report.retrained.sum()),
+        promoted=int(report.promoted.sum()),
+        rejected=int(report.rejected.sum()) if report.rejected is not None else 0,
+        initial_fits=int(report.initial_fit.sum()),
+        fit_failures=len(report.failed),
+        compute_seconds=round(float(report.retrain_seconds.sum() + report.initial_seconds.sum()), 4),
+        loss=float(report.losses[finite].mean()) if finite.any() else None,
+        reference_loss=float(ref[both].mean()) if both.any() else None,
+        loss_ratio=float(stream_loss[both].sum() / ref[both].sum()) if both.any() else None,
+        escalations=len(report.escalations),
+        awaiting_approval=int(report.awaiting.sum()),
+        pinned=int((report.decision.verdict == Verdict.PINNED).sum()) if not start else 0,
+        duration_seconds=round(seconds, 3),
+        driver_values_filled=driver_values_filled,
+    )
 
 
 def _holder_is_dead(holder: str) -> bool:

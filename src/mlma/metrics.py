@@ -16,10 +16,10 @@ in one process do not mix.
 Examples
 --------
 >>> from prometheus_client.parser import text_string_to_metric_families
->>> from mlma.store import Store
+>>> from mlma.store import Store, TickRecord, TickSummary
 >>> store = Store.create("sqlite://")
->>> _ = store.write_tick(0, summary={"n_streams": 3, "verdicts": {"ok": 2, "degraded": 1}, "retrains": 1,
-...                                  "promoted": 1, "compute_seconds": 0.5, "loss_ratio": 1.2})
+>>> _ = store.write_tick(TickRecord(0, summary=TickSummary(n_streams=3, verdicts={"ok": 2, "degraded": 1}, retrains=1,
+...                                                        promoted=1, compute_seconds=0.5, loss_ratio=1.2)))
 >>> body, content_type = render_metrics(store)
 >>> content_type
 'text/plain; version=0.0.4; charset=utf-8'
@@ -44,6 +44,7 @@ from prometheus_client.exposition import choose_encoder
 from mlma.escalations import ESCALATION_KINDS
 from mlma.store.counts import StoreCounts, read_counts
 from mlma.store.schema import ESCALATION_STATUSES, STREAM_ACTION_KINDS, TICK_STATUSES
+from mlma.store.records import TickSummary
 
 #: Verdict labels (``mlma.policy.Verdict``), in code order.
 VERDICTS = ("ok", "degraded", "warming-up", "cooling-down", "pinned", "no-data", "unmonitored", "cold", "abnormal")
@@ -106,6 +107,16 @@ class StoreCollector:
 
 
 # -- families ------------------------------------------------------------------------------------------------------
+def _summary_json(stored: Any) -> dict[str, Any]:
+    """The last tick's summary through its typed parse (:class:`~mlma.store.records.TickSummary`), as a
+    mapping for the loops below; empty for a tick without one or with one that does not parse."""
+    try:
+        summary = TickSummary.parse(stored)
+    except (TypeError, ValueError):
+        return {}  # a damaged summary costs its gauges, never the whole scrape
+    return {} if summary is None else summary.to_json()
+
+
 def _families(facts: StoreCounts) -> Iterator[Metric]:
     from mlma import __version__
 
@@ -143,7 +154,7 @@ def _families(facts: StoreCounts) -> Iterator[Metric]:
 
     last = facts.last_done
     if last is not None:
-        summary = last.summary if isinstance(last.summary, dict) else {}
+        summary = _summary_json(last.summary)
         yield GaugeMetricFamily("mlma_last_completed_tick", "Number of the last completed tick.",
                                 value=float(last.tick))
         if last.finished_at is not None:

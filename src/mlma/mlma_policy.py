@@ -294,6 +294,10 @@ class MLMAPolicy(Policy):
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, self.ref_sum.sum(axis=1) / np.maximum(count, 1), np.nan)
 
+    def flagged_streams(self) -> np.ndarray:
+        """Streams whose recent batches the data-quality check flagged (their escalation stays open)."""
+        return self.flagged.copy()
+
     #: Per-stream arrays that make up the policy's state (saved and restored by live operation).
     STATE = ("ref", "ref_sum", "ref_count", "ref_bias", "ref_len", "ref_next", "ref_version", "ref_first_tick",
              "cooldown_until", "trigger_ticks", "silent_for", "flagged", "typical_count", "typical_level",

@@ -131,6 +131,15 @@ class Policy:
     def set_overrides(self, **overrides) -> None:
         """Per-stream monitoring parameters; policies without parameters ignore them."""
 
+    def reference_mean(self) -> np.ndarray:
+        """Each stream's mean reference loss (NaN while it has none); policies without references: all NaN."""
+        return np.full(self.n_streams, np.nan)
+
+    def flagged_streams(self) -> np.ndarray:
+        """Streams whose recent data the policy holds for broken (data-quality); none for policies that do not
+        look at the data."""
+        return np.zeros(self.n_streams, dtype=bool)
+
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The per-stream state, for saving (see :attr:`STATE`)."""
         return {name: getattr(self, name) for name in self.STATE}

@@ -39,7 +39,7 @@ import pandas as pd
 
 from mlma.escalations import Escalation
 from mlma.policy import Verdict
-from mlma.store import Store
+from mlma.store import Store, TickRecord, TickSummary
 
 HOURS = 24
 WARMUP_TICKS = 3
@@ -211,14 +211,16 @@ def build_sample_fleet(store: Store, artifacts: str | os.PathLike, *, n_streams:
         labels = pd.Series(verdict).map(lambda c: Verdict(int(c)).label).value_counts()
         counts = {v.label: int(labels.get(v.label, 0)) for v in Verdict}
         promoted = int(sum(1 for v in new_versions if v.promote))
-        summary = {"n_streams": n_streams, "verdicts": counts, "retrains": int(retrain.sum()), "promoted": promoted,
-                   "rejected": len(new_versions) - promoted, "initial_fits": n_streams if k == 0 else 0,
-                   "fit_failures": 0, "compute_seconds": round(0.8 * int(retrain.sum()) + 2e-4 * n_streams, 3),
-                   "loss": float(loss[:, k].sum()), "reference_loss": float(reference[:, k].sum()),
-                   "loss_ratio": float(loss[:, k].sum() / reference[:, k].sum()), "escalations": len(escalations),
-                   "awaiting_approval": 0, "pinned": 0, "duration_seconds": round(0.5 + 1e-4 * n_streams, 3)}
-        store.write_tick(k, verdicts=frame, forecasts=forecasts, escalations=escalations, new_versions=new_versions,
-                         start=lo, end=hi, agent_id="agent@sample", summary=summary)
+        summary = TickSummary(
+            n_streams=n_streams, verdicts=counts, retrains=int(retrain.sum()), promoted=promoted,
+            rejected=len(new_versions) - promoted, initial_fits=n_streams if k == 0 else 0, fit_failures=0,
+            compute_seconds=round(0.8 * int(retrain.sum()) + 2e-4 * n_streams, 3), loss=float(loss[:, k].sum()),
+            reference_loss=float(reference[:, k].sum()), loss_ratio=float(loss[:, k].sum() / reference[:, k].sum()),
+            escalations=len(escalations), awaiting_approval=0, pinned=0,
+            duration_seconds=round(0.5 + 1e-4 * n_streams, 3))
+        store.write_tick(TickRecord(k, verdicts=frame, forecasts=forecasts, escalations=escalations,
+                                    new_versions=new_versions, start=lo, end=hi, agent_id="agent@sample",
+                                    summary=summary))
     fleet.promoted = [uids[s] for s in np.flatnonzero(winners)]
     fleet.rejected = [uids[s] for s in np.flatnonzero(losers)]
     fleet.quality_stream = uids[quality]

@@ -23,7 +23,7 @@ from mlma.store.errors import (LockHeld, LockLost, SchemaError, StateCorrupted, 
 from mlma.store.lock import Lease
 from mlma.store.overrides import StreamOverrides
 from mlma.store.records import (AgentState, ChampionChange, ChampionMove, IngestReport, ModelVersion, NewVersion,
-                                TickWrite, forecast_frame)
+                                TickRecord, TickSummary, TickWrite, VersionCheck, forecast_frame)
 from mlma.store.store import STATE_HISTORY, Store, file_sha256, frame_sha256
 from mlma.store.transaction import Transaction
 
@@ -44,8 +44,11 @@ __all__ = [
     "StoreError",
     "StreamOverrides",
     "TickAlreadyDone",
+    "TickRecord",
+    "TickSummary",
     "TickWrite",
     "Transaction",
+    "VersionCheck",
     "file_sha256",
     "forecast_frame",
     "frame_sha256",

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from mlma.escalations import ESCALATION_KINDS
 from mlma.policy import Verdict
+from mlma.store.records import TickSummary
 from mlma.store import schema as S
 from mlma.store.overrides import StreamOverrides, pinned_now
 from mlma.store.store import Store
@@ -158,8 +159,9 @@ def fleet_summary(store: Store, ticks: int = 200) -> dict:
         done = last_done_tick(conn)
         counts = None
         latest_row = next((r for r in rows if r.status == "done"), None)
-        if latest_row is not None and isinstance(latest_row.summary, Mapping) and "verdicts" in latest_row.summary:
-            counts = dict(latest_row.summary["verdicts"])
+        latest_summary = _parsed_summary(latest_row.summary) if latest_row is not None else None
+        if latest_summary is not None and latest_summary.verdicts:
+            counts = dict(latest_summary.verdicts)
         elif done is not None:
             v = S.verdicts
             counts = {_label(code): int(n) for code, n in conn.execute(
@@ -199,7 +201,20 @@ def fleet_summary(store: Store, ticks: int = 200) -> dict:
 def _tick_json(row) -> dict:
     return {"tick": int(row.tick), "status": row.status, "start_ds": _iso(row.start_ds), "end_ds": _iso(row.end_ds),
             "started_at": _iso(row.started_at), "finished_at": _iso(row.finished_at),
-            "attempts": int(row.attempts), "error": row.error, "summary": row.summary or None}
+            "attempts": int(row.attempts), "error": row.error, "summary": _summary_json(row.summary)}
+
+
+def _parsed_summary(stored) -> TickSummary | None:
+    """A tick's stored summary through its typed parse; None when there is none or it does not parse."""
+    try:
+        return TickSummary.parse(stored)
+    except (TypeError, ValueError):
+        return None
+
+
+def _summary_json(stored) -> dict | None:
+    summary = _parsed_summary(stored)
+    return None if summary is None else summary.to_json()
 
 
 # -- streams -----------------------------------------------------------------------------------------------

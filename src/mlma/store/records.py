@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +113,8 @@ class AgentState:
 @dataclass(frozen=True)
 class TickWrite:
     """What :meth:`~mlma.store.Store.write_tick` wrote: row counts, the new escalations' ids, the numbers
-    given to the new model versions (in the order given) and the saved state's sha256."""
+    given to the new model versions (in the order given), the saved state's sha256 and how many earlier
+    escalations were resolved because their condition cleared, by kind."""
 
     tick: int
     n_verdicts: int
@@ -121,6 +122,7 @@ class TickWrite:
     escalation_ids: list[int]
     versions: np.ndarray
     state_sha256: str | None
+    resolved: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -251,3 +253,244 @@ def forecast_frame(y_hat: np.ndarray, ds: Any, model_version: np.ndarray | None 
             raise ValueError(f"model_version must have one entry per row of y_hat ({n}), got shape {mv.shape}")
         frame["model_version"] = mv[rows]
     return frame
+
+
+#: Verdict labels a summary counts (``mlma.policy.Verdict``, in code order); the store does not import the policy.
+SUMMARY_VERDICTS = ("ok", "degraded", "warming-up", "cooling-down", "pinned", "no-data", "unmonitored", "cold",
+                    "abnormal")
+
+
+@dataclass(frozen=True)
+class TickSummary:
+    """What one tick did fleet-wide: the ``ticks.summary`` column, for charts, metrics and ``mlma status``.
+
+    Written by :meth:`~mlma.store.Store.write_tick` as JSON (through :mod:`mlma.store.serial`, so a non-finite
+    number is stored as ``null``) and read back with :meth:`parse`, the one place that knows the stored shape.
+    The JSON keys are the field names; ``driver_values_filled`` is left out when it is None. Rows written
+    before a field existed parse with its default, and keys this version does not know are ignored.
+
+    >>> s = TickSummary(n_streams=3, verdicts={"ok": 2, "degraded": 1}, retrains=1, loss=float("nan"))
+    >>> TickSummary.parse(s.to_json()) == TickSummary(n_streams=3, verdicts={"ok": 2, "degraded": 1}, retrains=1)
+    True
+    >>> TickSummary.parse(None) is None
+    True
+    >>> TickSummary(n_streams=-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: tick summary: n_streams must be a whole number >= 0, got -1
+    """
+
+    n_streams: int = 0
+    #: Streams per verdict label (every label of :data:`SUMMARY_VERDICTS`, 0 included, for a tick that judged).
+    verdicts: Mapping[str, int] = field(default_factory=dict)
+    retrains: int = 0
+    promoted: int = 0
+    rejected: int = 0
+    initial_fits: int = 0
+    fit_failures: int = 0
+    #: Seconds spent fitting (re-trainings and first fits), summed over streams.
+    compute_seconds: float = 0.0
+    #: Fleet mean loss of the tick's scored timestamps (None: nothing was scored).
+    loss: float | None = None
+    #: Fleet mean of the streams' reference losses, over streams with both a loss and a reference.
+    reference_loss: float | None = None
+    #: Summed stream losses over summed references, same streams.
+    loss_ratio: float | None = None
+    escalations: int = 0
+    #: Earlier escalations the agent resolved this tick because their condition cleared.
+    escalations_resolved: int = 0
+    awaiting_approval: int = 0
+    pinned: int = 0
+    duration_seconds: float = 0.0
+    #: Future driver values the forecasts needed and nobody ingested (None: the project has no future drivers).
+    driver_values_filled: int | None = None
+
+    _COUNTS = ("n_streams", "retrains", "promoted", "rejected", "initial_fits", "fit_failures", "escalations",
+               "escalations_resolved", "awaiting_approval", "pinned")
+
+    def __post_init__(self) -> None:
+        for name in self._COUNTS:
+            _whole(getattr(self, name), name)
+        if self.driver_values_filled is not None:
+            _whole(self.driver_values_filled, "driver_values_filled")
+        for name in ("compute_seconds", "duration_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
+                raise ValueError(f"tick summary: {name} must be a number >= 0, got {value!r}")
+        for name in ("loss", "reference_loss", "loss_ratio"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
+                raise ValueError(f"tick summary: {name} must be a number or None, got {value!r}")
+            # NaN and infinities mean "no number": stored as null, so normalised to None here.
+            if value is not None and not np.isfinite(value):
+                object.__setattr__(self, name, None)
+        if not isinstance(self.verdicts, Mapping):
+            raise ValueError(f"tick summary: verdicts must map a verdict label to a count, got {self.verdicts!r}")
+        for label, count in self.verdicts.items():
+            _whole(count, f"verdicts[{label!r}]")
+        object.__setattr__(self, "verdicts", {str(k): int(v) for k, v in self.verdicts.items()})
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored JSON object (plain Python values; non-finite numbers already None)."""
+        out = {name: getattr(self, name) for name in _SUMMARY_FIELDS}
+        out["verdicts"] = dict(self.verdicts)
+        if out["driver_values_filled"] is None:
+            del out["driver_values_filled"]
+        return out
+
+    @classmethod
+    def parse(cls, value: Any) -> TickSummary | None:
+        """The summary stored in ``ticks.summary`` (a JSON object, or None for a tick written without one)."""
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise ValueError(f"ticks.summary must be a JSON object, got {type(value).__name__}")
+        known = {k: v for k, v in value.items() if k in _SUMMARY_FIELDS}
+        for name in ("compute_seconds", "duration_seconds"):
+            if known.get(name, 0) is None:
+                known[name] = 0.0
+        return cls(**known)
+
+
+_SUMMARY_FIELDS = tuple(name for name in TickSummary.__dataclass_fields__ if not name.startswith("_"))
+
+
+def _whole(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"tick summary: {name} must be a whole number >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class VersionCheck:
+    """The challenger check's outcome for a version recorded earlier (``model_versions.check_result``)."""
+
+    stream: int
+    version: int
+    check: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class TickRecord:
+    """Everything one tick produced, written by :meth:`~mlma.store.Store.write_tick` in one transaction.
+
+    Validated when built, so that a malformed record fails with a message naming the field before any
+    database work. Only ``tick`` is required.
+
+    Attributes
+    ----------
+    tick
+        The tick's number (>= 0).
+    verdicts
+        A :class:`~mlma.policy.Decision` (its arrays over stream ids ``0..n-1``) or a frame with
+        ``stream_id, verdict`` and optional ``p_value, effect, retrain, reason, loss, reference_loss,
+        model_version``.
+    forecasts
+        Frame ``stream_id, ds, y_hat`` and optional ``model_version`` (:func:`forecast_frame`): the forecasts
+        issued at the end of this tick.
+    escalations
+        New :class:`~mlma.escalations.Escalation` items (``stream`` -1 for none).
+    resolve_escalations
+        Escalation kind -> stream ids whose condition cleared this tick (``TickReport.cleared``): their
+        unresolved escalations of that kind are resolved by the agent before this tick's new ones are added.
+    new_versions, expected_versions
+        Model versions to record (:meth:`mlma.registry.ModelRegistry.prepare`), and the numbers the caller
+        expects them to get (it saves them in its state in the same transaction; a difference rolls back).
+    champion_moves
+        Champion moves to existing versions.
+    version_checks
+        :class:`VersionCheck` items: challenger outcomes for versions recorded earlier.
+    audit
+        Extra audit entries: mappings with ``actor, action`` and optional ``target, params, reason``.
+    applied_actions
+        Queued stream actions (``stream_actions`` ids) this tick carried out, with their outcome text.
+    state
+        The agent's and policy's per-stream arrays (see :meth:`~mlma.store.Store.save_state`).
+    summary
+        The tick's :class:`TickSummary`.
+    start, end, agent_id
+        The tick's data window and agent, when :meth:`~mlma.store.Store.begin_tick` was not called.
+
+    >>> TickRecord(3, expected_versions=[1])
+    Traceback (most recent call last):
+    ...
+    ValueError: tick record 3: expected_versions has 1 number(s) for 0 new version(s)
+    """
+
+    tick: int
+    verdicts: Any = None
+    forecasts: pd.DataFrame | None = None
+    escalations: tuple = ()
+    resolve_escalations: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    new_versions: tuple = ()
+    expected_versions: tuple | None = None
+    champion_moves: tuple = ()
+    version_checks: tuple = ()
+    audit: tuple = ()
+    applied_actions: Mapping[int, str] = field(default_factory=dict)
+    state: Mapping[str, np.ndarray] | None = None
+    summary: TickSummary | None = None
+    start: Any = None
+    end: Any = None
+    agent_id: str | None = None
+
+    def __post_init__(self) -> None:
+        tick = self.tick
+        if isinstance(tick, bool) or not isinstance(tick, (int, np.integer)) or tick < 0:
+            raise ValueError(f"tick record: tick must be a whole number >= 0, got {tick!r}")
+        where = f"tick record {int(tick)}"
+        for name in ("escalations", "new_versions", "champion_moves", "version_checks", "audit"):
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, Sequence):
+                raise ValueError(f"{where}: {name} must be a list, got {type(value).__name__}")
+            object.__setattr__(self, name, tuple(value))
+        if self.verdicts is not None and not isinstance(self.verdicts, pd.DataFrame) and not (
+                hasattr(self.verdicts, "verdict") and hasattr(self.verdicts, "retrain")):
+            raise ValueError(f"{where}: verdicts must be a Decision or a DataFrame, got "
+                             f"{type(self.verdicts).__name__}")
+        if isinstance(self.verdicts, pd.DataFrame) and not {"stream_id", "verdict"} <= set(self.verdicts.columns):
+            raise ValueError(f"{where}: the verdicts frame needs columns stream_id and verdict, has "
+                             f"{list(self.verdicts.columns)}")
+        if self.forecasts is not None:
+            if not isinstance(self.forecasts, pd.DataFrame):
+                raise ValueError(f"{where}: forecasts must be a DataFrame, got {type(self.forecasts).__name__}")
+            if not {"stream_id", "ds", "y_hat"} <= set(self.forecasts.columns):
+                raise ValueError(f"{where}: the forecasts frame needs columns stream_id, ds, y_hat, has "
+                                 f"{list(self.forecasts.columns)}")
+        for i, item in enumerate(self.escalations):
+            if not all(hasattr(item, a) for a in ("stream", "tick", "kind", "severity", "message")):
+                raise ValueError(f"{where}: escalations[{i}] is not an Escalation: {item!r}")
+        self._check_items("new_versions", NewVersion)
+        self._check_items("champion_moves", ChampionMove)
+        self._check_items("version_checks", VersionCheck)
+        if self.expected_versions is not None:
+            expected = tuple(int(v) for v in self.expected_versions)
+            if len(expected) != len(self.new_versions):
+                raise ValueError(f"{where}: expected_versions has {len(expected)} number(s) for "
+                                 f"{len(self.new_versions)} new version(s)")
+            object.__setattr__(self, "expected_versions", expected)
+        for i, entry in enumerate(self.audit):
+            if not isinstance(entry, Mapping) or not {"actor", "action"} <= set(entry):
+                raise ValueError(f"{where}: audit[{i}] must be a mapping with actor and action, got {entry!r}")
+            check_actor(entry["actor"], f"{where}: audit[{i}] actor")
+        if not isinstance(self.resolve_escalations, Mapping):
+            raise ValueError(f"{where}: resolve_escalations must map an escalation kind to stream ids")
+        from mlma.escalations import ESCALATION_KINDS  # plain data, no import cycle
+
+        unknown = sorted(set(self.resolve_escalations) - set(ESCALATION_KINDS))
+        if unknown:
+            raise ValueError(f"{where}: resolve_escalations names unknown escalation kind(s) {unknown}")
+        object.__setattr__(self, "resolve_escalations",
+                           {k: [int(s) for s in v] for k, v in self.resolve_escalations.items()})
+        if not isinstance(self.applied_actions, Mapping) or not all(
+                isinstance(t, str) for t in self.applied_actions.values()):
+            raise ValueError(f"{where}: applied_actions must map a stream action id to its outcome text")
+        if self.summary is not None and not isinstance(self.summary, TickSummary):
+            raise ValueError(f"{where}: summary must be a TickSummary, got {type(self.summary).__name__}")
+        if self.state is not None and not isinstance(self.state, Mapping):
+            raise ValueError(f"{where}: state must map array names to numpy arrays, got {type(self.state).__name__}")
+
+    def _check_items(self, name: str, kind: type) -> None:
+        for i, item in enumerate(getattr(self, name)):
+            if not isinstance(item, kind):
+                raise ValueError(f"tick record {int(self.tick)}: {name}[{i}] must be a {kind.__name__}, "
+                                 f"got {type(item).__name__}")

@@ -10,6 +10,7 @@ PostgreSQL), so their cost does not grow with the number of statements per strea
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -28,7 +29,8 @@ from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
 from mlma.store.errors import SchemaError, StoreError, TickAlreadyDone
 from mlma.store.overrides import StreamOverrides
-from mlma.store.records import AgentState, ChampionMove, Clock, IngestReport, NewVersion, TickWrite, check_actor
+from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, TickRecord, TickSummary,
+                                TickWrite, check_actor)
 from mlma.store.state import FORMAT, decode_state, encode_state
 
 if TYPE_CHECKING:
@@ -892,104 +894,99 @@ class Store:
             conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick)
                          .values(attempts=S.ticks.c.attempts + 1, **values))
 
-    def write_tick(self, tick: int, *, verdicts: Any = None, forecasts: pd.DataFrame | None = None,
-                   escalations: Sequence = (), new_versions: Sequence[NewVersion] = (),
-                   champion_moves: Sequence[ChampionMove] = (), audit: Sequence[Mapping[str, Any]] = (),
-                   state: Mapping[str, np.ndarray] | None = None, lease: lock.Lease | None = None,
-                   start: Any = None, end: Any = None, agent_id: str | None = None,
-                   summary: Mapping[str, Any] | None = None,
-                   applied_actions: Mapping[int, str] | None = None,
-                   version_checks: Sequence[tuple[int, int, Mapping[str, Any]]] = (),
-                   expected_versions: Sequence[int] | None = None,
-                   resolve_escalations: Mapping[str, Sequence[int]] | None = None) -> TickWrite:
-        """Write everything tick ``tick`` produced and mark it done, in one transaction: all or nothing.
+    def write_tick(self, record: TickRecord, *, lease: lock.Lease | None = None) -> TickWrite:
+        """Write everything one tick produced (a :class:`~mlma.store.records.TickRecord`) and mark the tick
+        done, in one transaction: all or nothing.
 
-        Parameters
-        ----------
-        verdicts
-            A :class:`~mlma.policy.Decision` (its arrays are over stream ids ``0..n-1``) or a frame with
-            ``stream_id, verdict`` and optional ``p_value, effect, retrain, reason``.
-        forecasts
-            Frame ``stream_id, ds, y_hat`` and optional ``model_version`` (see
-            :func:`~mlma.store.forecast_frame`): the forecasts issued at the end of this tick.
-        escalations
-            :class:`~mlma.escalations.Escalation` items (``stream`` is the stream id, -1 for none).
-        new_versions
-            Model versions to record (:meth:`mlma.registry.ModelRegistry.prepare`); those with
-            ``promote=True`` become champions. Their numbers are returned in ``TickWrite.versions``.
-        champion_moves
-            Champion moves to existing versions.
-        audit
-            Extra audit entries: mappings with ``actor, action`` and optional ``target, params, reason``.
-        state
-            The agent's and policy's per-stream arrays (see :meth:`save_state`).
-        lease
-            The tick lock's lease: checked inside the transaction, so a lease that was lost commits nothing.
-        start, end, agent_id
-            The tick's data window and agent, if :meth:`begin_tick` was not called.
-        summary
-            What the tick did fleet-wide (JSON-able), kept in ``ticks.summary`` for charts and metrics.
-        applied_actions
-            Queued stream actions (``stream_actions`` ids) this tick carried out, with their outcome text.
-        version_checks
-            ``(stream_id, version, check)``: the challenger check's outcome for versions recorded earlier
-            (promoted, rejected, awaiting approval), stored in ``model_versions.check_result``.
-        expected_versions
-            The numbers the caller expects ``new_versions`` to get (it saves them in its state in this same
-            transaction); any difference rolls the tick back.
-        resolve_escalations
-            Escalation kind -> stream ids whose condition cleared this tick (a new model serves, data came
-            back...): their unresolved escalations of that kind are resolved by the agent, before this tick's
-            new escalations are added; one audit entry counts them.
+        New versions with ``promote=True`` become champions; their numbers are returned in
+        ``TickWrite.versions`` (and must equal ``record.expected_versions`` when given). The escalations whose
+        condition cleared (``record.resolve_escalations``) are resolved before the tick's new escalations are
+        added, with one audit entry counting them. ``lease`` (the tick lock's) is checked inside the
+        transaction, so a lease that was lost commits nothing.
 
         Raises
         ------
         TickAlreadyDone, LockLost
             Nothing was written.
         """
-        tick = _tick_number(tick)
+        if not isinstance(record, TickRecord):
+            raise TypeError(f"write_tick takes a TickRecord, got {type(record).__name__}")
+        tick = _tick_number(record.tick)
         with self._write() as conn:
             if lease is not None:
                 lock.fence(conn, lease)
             now = self._now(conn)
-            self._open_tick(conn, tick, now, _timestamp(start, "start"), _timestamp(end, "end"),
-                            agent_id or (lease.holder if lease is not None else None), new_attempt=False)
+            self._open_tick(conn, tick, now, _timestamp(record.start, "start"), _timestamp(record.end, "end"),
+                            record.agent_id or (lease.holder if lease is not None else None), new_attempt=False)
+            verdicts, forecasts = record.verdicts, record.forecasts
             n_verdicts = self._insert_verdicts(conn, tick, verdicts) if verdicts is not None else 0
             n_forecasts = self._insert_forecasts(conn, tick, forecasts) if forecasts is not None else 0
-            self._auto_resolve(conn, resolve_escalations or {}, now, tick)
-            escalation_ids = self._insert_escalations(conn, escalations, now, tick)
+            resolved = self._auto_resolve(conn, record.resolve_escalations, now, tick)
+            escalation_ids = self._insert_escalations(conn, record.escalations, now, tick)
+            new_versions = record.new_versions
             versions = record_versions(self, conn, new_versions, now, tick)
-            if expected_versions is not None and list(map(int, versions)) != list(map(int, expected_versions)):
+            expected = record.expected_versions
+            if expected is not None and list(map(int, versions)) != list(expected):
                 raise StoreError(f"tick {tick}: new model versions were numbered {list(versions)[:5]}, not "
-                                 f"{list(expected_versions)[:5]} as expected; nothing was written")
-            if version_checks:
+                                 f"{list(expected)[:5]} as expected; nothing was written")
+            if record.version_checks:
                 mv = S.model_versions
                 conn.execute(sa.update(mv).where(mv.c.stream_id == sa.bindparam("sid"),
                                                  mv.c.version == sa.bindparam("ver"))
                              .values(check_result=sa.bindparam("check")),
-                             [{"sid": int(sid), "ver": int(ver), "check": _json_safe(dict(check))}
-                              for sid, ver, check in version_checks])
+                             [{"sid": int(c.stream), "ver": int(c.version), "check": _json_safe(dict(c.check))}
+                              for c in record.version_checks])
             moves = [ChampionMove(v.stream, int(n), v.by, v.reason) for v, n in zip(new_versions, versions)
                      if v.promote]
-            move_champions(self, conn, [*moves, *champion_moves], now, tick)
-            for entry in audit:
+            move_champions(self, conn, [*moves, *record.champion_moves], now, tick)
+            for entry in record.audit:
                 self._audit(conn, now, **entry)
+            state = record.state
             sha = self._save_state(conn, tick, state, now) if state is not None else None
-            if applied_actions:
+            if record.applied_actions:
                 conn.execute(sa.update(S.stream_actions)
                              .where(S.stream_actions.c.id == sa.bindparam("aid"),
                                     S.stream_actions.c.status == "pending")
                              .values(status="applied", applied_tick=tick, applied_at=now,
                                      outcome=sa.bindparam("text")),
-                             [{"aid": int(i), "text": str(t)} for i, t in applied_actions.items()])
+                             [{"aid": int(i), "text": str(t)} for i, t in record.applied_actions.items()])
             done = {"status": "done", "finished_at": now, "error": None}
-            if summary is not None:
-                done["summary"] = _json_safe(dict(summary))
+            if record.summary is not None:
+                # The store knows how many escalations were still unresolved, so it counts the resolutions.
+                summary = dataclasses.replace(record.summary, escalations_resolved=sum(resolved.values()))
+                done["summary"] = _json_safe(summary.to_json())
             conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick).values(**done))
-        return TickWrite(tick, n_verdicts, n_forecasts, escalation_ids, versions, sha)
+        return TickWrite(tick, n_verdicts, n_forecasts, escalation_ids, versions, sha, resolved)
+
+    def tick_summaries(self, ticks: Sequence[int] | None = None) -> dict[int, TickSummary | None]:
+        """The :class:`~mlma.store.records.TickSummary` of done ticks (all, or those in ``ticks``), by tick;
+        None for a tick written without one."""
+        t = S.ticks
+        query = sa.select(t.c.tick, t.c.summary).where(t.c.status == "done").order_by(t.c.tick)
+        if ticks is not None:
+            query = query.where(t.c.tick.in_([int(k) for k in ticks]))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return {int(k): TickSummary.parse(summary) for k, summary in rows}
+
+    def latest_versions(self, streams: Sequence[int]) -> dict[int, int]:
+        """Each stream's highest registry version number (streams without a version are left out)."""
+        ids = sorted({int(s) for s in streams})
+        if not ids:
+            return {}
+        mv = S.model_versions
+        out = {}
+        with self._read() as conn:
+            for lo in range(0, len(ids), 10_000):
+                rows = conn.execute(sa.select(mv.c.stream_id, sa.func.max(mv.c.version))
+                                    .where(mv.c.stream_id.in_(ids[lo:lo + 10_000])).group_by(mv.c.stream_id)).all()
+                out.update({int(s): int(v) for s, v in rows})
+        return out
 
     def _auto_resolve(self, conn: sa.Connection, cleared: Mapping[str, Sequence[int]], now: dt.datetime,
-                      tick: int) -> None:
+                      tick: int) -> dict[str, int]:
+        """Resolve the unresolved escalations of each kind for the streams whose condition cleared; returns
+        how many were resolved, by kind."""
         e = S.escalations
         counts = {}
         for kind, streams in cleared.items():
@@ -1004,6 +1001,7 @@ class Store:
         if counts:
             self._audit(conn, now, "agent", "auto-resolve", f"tick:{tick}", {"resolved": counts},
                         "the condition behind these escalations cleared")
+        return counts
 
     def fail_tick(self, tick: int, error: BaseException | str) -> None:
         """Mark tick ``tick`` failed with the error (the tick's own writes were rolled back)."""
