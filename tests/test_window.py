@@ -217,3 +217,43 @@ def test_an_ingest_that_commits_after_a_newer_one_is_read_when_it_commits(postgr
         assert window.last_refresh.ingests == 1 and -1.0 in after[2]
         assert_same(after, rows_of(store, T0, end, 2))
         store.close()
+
+
+# -- in the live agent -----------------------------------------------------------------------------------------
+def test_live_ticks_on_the_kept_window_equal_ticks_on_a_full_reread_with_revisions_inside_the_window(tmp_path):
+    """Two projects get the same days and the same late corrections of rows inside the training window. One
+    keeps its observation window between ticks (reading only what changed); the other forgets it before every
+    tick (a full read, as before the window existed). They must record the same verdicts, models and
+    forecasts, and the first must really have read incrementally."""
+    from test_live import FIRST_TICK, day_chunks, make_project, store_snapshot
+
+    from mlma.live import LiveAgent
+    from mlma.project import load_config
+    from mlma.simulate import simulate_platform
+
+    frame = simulate_platform(10, FIRST_TICK + 8, seed=11, event_rate=3).data
+    chunks = list(day_chunks(frame, FIRST_TICK))
+    roots = {"kept": make_project(tmp_path / "kept", train_window_ticks=5),
+             "reread": make_project(tmp_path / "reread", train_window_ticks=5)}
+    refreshes = []
+    for name, root in roots.items():
+        config = load_config(root)
+        with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+            for i, chunk in enumerate(chunks):
+                store.ingest_frame(chunk, f"day-{i}")
+                if i >= 2 and i % 2 == 0:
+                    # Corrections of last week's rows: some inside the 5-day window, some before it.
+                    old = store.observations(start=chunk["ds"].min() - pd.Timedelta("7D"), end=chunk["ds"].min())
+                    fix = old.sample(20, random_state=i)
+                    store.ingest_frame(fix.assign(y=fix["y"] * 3 + 1)[["unique_id", "ds", "y"]], f"fix-{i}")
+                if name == "reread":
+                    live.window_path.unlink(missing_ok=True)
+                    live._window = None
+                live.step()
+                if name == "kept":
+                    refreshes.append(live._window.last_refresh)
+    assert store_snapshot(roots["kept"]) == store_snapshot(roots["reread"])
+    # The start-up read everything; every tick after it read only the rows of its day and of the corrections.
+    assert refreshes[0].rebuilt and refreshes[0].rows_read > 10 * 24 * FIRST_TICK * 0.5
+    assert all(r.rebuilt is None for r in refreshes[1:])
+    assert all(0 < r.rows_read <= 10 * 24 + 20 for r in refreshes[1:])

@@ -163,16 +163,15 @@ class _Snapshot:
         return sid.astype(np.int64), self.grid[lo + col], block[sid, col]
 
     # -- the file ------------------------------------------------------------------------------------------
-    def to_bytes(self, store_key: str) -> bytes:
+    def write(self, file, store_key: str) -> None:
+        """Save to an open binary file (an uncompressed ``.npz`` with a SHA-256 of its content inside)."""
         meta = {"format": FORMAT, "store": store_key, "freq": self.freq, "origin": str(self.origin),
                 "whole": self.whole, "last": self.last, "sha": self.sha}
         arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), "values": self.values,
                   "pending": self.pending, "beyond_sid": self.beyond[0],
                   "beyond_ds": self.beyond[1].view(np.int64), "beyond_y": self.beyond[2]}
         arrays["digest"] = np.frombuffer(_digest(arrays), dtype=np.uint8)
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        return buffer.getvalue()
+        np.savez(file, **arrays)
 
     @classmethod
     def from_bytes(cls, blob: bytes, store_key: str, freq: str) -> _Snapshot:
@@ -251,7 +250,7 @@ class ObservationWindow:
         rebuilt = snap is None
         if rebuilt:
             self._snap = None  # a failed rebuild leaves nothing half-made behind
-            snap, n_rows = self._build(start)
+            snap, n_rows = self._build(start, end)
             log.info("observation window rebuilt (%s): %s rows", why, f"{n_rows:,}")
         end_before = snap.end
         if start is not None and (snap.whole or start > snap.origin):
@@ -326,7 +325,7 @@ class ObservationWindow:
     def _sha_of(self, ingest_id: int) -> str | None:
         return self.store.ingest_marks(ingest_id)[1]
 
-    def _build(self, start) -> tuple[_Snapshot, int]:
+    def _build(self, start, end) -> tuple[_Snapshot, int]:
         # The ingests first, then the rows: a row committed in between is read now and again next time.
         seen, _ = self.store.ingest_marks(0)
         ids = seen["id"].to_numpy(np.int64)
@@ -335,12 +334,11 @@ class ObservationWindow:
         pending = np.array([i for i in range(max(1, last - PENDING_SPAN + 1), last) if i not in visible],
                            dtype=np.int64)
         sid, ds, y = self.store.observation_arrays(None if start is None else pd.Timestamp(start))
-        origin = start if start is not None else (ds.min() if len(ds) else np.datetime64("1970-01-01", "ns"))
+        origin = start if start is not None else (ds.min() if len(ds) else end)
         empty = (np.empty(0, np.int64), np.empty(0, "datetime64[ns]"), np.empty(0))
         snap = _Snapshot(self.freq, origin, start is None, last, self._sha_of(last) if last else None, pending,
                          np.full((int(sid.max()) + 1 if len(sid) else 0, 0), np.nan), empty)
-        if len(ds):
-            snap.extend_to(ds.max() + np.timedelta64(1, "ns"))
+        snap.extend_to(end)  # rows dated after the end are kept aside (apply)
         snap.apply(sid, ds, y)
         return snap, len(sid)
 
@@ -365,7 +363,8 @@ class ObservationWindow:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_bytes(snap.to_bytes(self._store_key))
+            with open(tmp, "wb") as file:
+                snap.write(file, self._store_key)
             os.replace(tmp, self.path)
         except OSError as exc:  # a cache that cannot be written costs a full read next time, nothing more
             log.warning("could not save the observation window to %s: %s", self.path, exc)
