@@ -856,31 +856,32 @@ def reading(results: dict) -> str:
     obs = []
     for r in large_runs:
         reg = r["regular"]
-        read = inclusive(reg, "Store.observations", "LiveAgent._compute_and_write")
-        driver = (inclusive(reg, "driver execute", "Store.observations")
-                  + inclusive(reg, "driver fetchall", "Store.observations"))
+        read = inclusive(reg, "LiveAgent._window_frame")
+        fetched = inclusive(reg, "Store.observation_arrays", "LiveAgent._window_frame")
         rows = mean(s["sql"]["rows_read"] for s in reg)
-        obs.append(f"{label(r).split(',')[0]}: {fmt_s(read)} of {fmt_s(tick(r))} ({read / tick(r):.0%}) for "
-                   f"{rows / 1e6:.1f} M rows ({read / rows * 1e6:.1f} us a row), {fmt_s(driver)} of it in the "
-                   f"driver's execute and fetch and {fmt_s(read - driver)} in `Store.observations` itself")
+        saved = inclusive(reg, "ObservationWindow._save")
+        obs.append(f"{label(r).split(',')[0]}: {fmt_s(read)} of {fmt_s(tick(r))} ({read / tick(r):.0%}), "
+                   f"{rows / 1e6:.2f} M rows read in {fmt_s(fetched)}, {fmt_s(saved)} saving the window's file")
     if obs:
         lines.append(
-            "**What dominates: reading the training window again every tick.** Each tick loads every "
-            "observation of the training window (28 daily ticks by default for hourly data) with "
-            f"`Store.observations` ({source_line(live.LiveAgent._compute_and_write, 'self.store.observations(')}"
-            f") and builds `FleetData` from it, although only the newest day is new. At {sizes[-1]:,} zones: "
-            + "; ".join(obs) + ". The rows cross the driver as one Python tuple each "
-            f"({source_line(_store().Store.observations, 'fetchall')}), and `Store.observations` then "
-            "transposes the tuples into arrays, converts the timestamps, sorts by stream name and builds a frame "
-            "with a string `unique_id` per row, which `_compute_and_write` sorts again by stream id "
-            f"({source_line(live.LiveAgent._compute_and_write, 'sort_values')}). Forecasting every stream "
-            f"(`Agent._issue_forecasts`, one `predict` call per stream, "
-            f"{source_line(_agent().Agent._issue_forecasts, 'for s in serving')}) comes next at "
-            + ", ".join(f"{fmt_s(inclusive(r['regular'], 'Agent._issue_forecasts'))} "
-                        f"({label(r).split(',')[0]})" for r in large_runs)
-            + ", then writing the day's forecasts (24 rows per stream, `Store._insert_forecasts`) at "
-            + ", ".join(f"{fmt_s(inclusive(r['regular'], 'Store._insert_forecasts'))}" for r in large_runs)
-            + ".")
+            "**The data: only what changed.** Each tick takes its training window from the observation window "
+            "kept between ticks (`mlma.store.window.ObservationWindow`, "
+            f"{source_line(live.LiveAgent._window_frame, '.rows(')}) and reads from the store only the rows "
+            "of the ingests since the last tick (one day here). At "
+            f"{sizes[-1]:,} zones: " + "; ".join(obs) + ".")
+    # The children of the tick, by inclusive time: what dominates now.
+    for r in large_runs:
+        t = phase_table(r["regular"])
+        kids = sorted(((path[-1], v["seconds"]) for path, v in t.items()
+                       if len(path) >= 2 and path[-2] == "LiveAgent._compute_and_write"), key=lambda kv: -kv[1])[:3]
+        if kids:
+            lines.append(
+                f"**What dominates** ({label(r)}): "
+                + "; ".join(f"`{name}` {fmt_s(sec)} ({sec / tick(r):.0%})" for name, sec in kids)
+                + ". Forecasting every stream (`Agent._issue_forecasts`, one `predict` call per stream, "
+                f"{source_line(_agent().Agent._issue_forecasts, 'for s in serving')}) and writing the day's "
+                "forecasts (24 rows per stream, `Store._insert_forecasts`) are the agent's and the tick "
+                "record's own work.")
 
     # Statement counts: the same tick at two sizes, and the shapes sent once per row.
     sql_lines = []
@@ -946,8 +947,9 @@ def reading(results: dict) -> str:
             f"written as its own file, one after the other (`LiveAgent._versions`, "
             f"{source_line(live.LiveAgent._versions, 'self.registry.prepare(')}), each with an `fsync` of the "
             f"file and one of its directory ({source_line(_registry().ArtifactStore.put_bytes, 'os.fsync')}); "
-            "with a real model the fits come on top. Reading the observations takes "
-            + " and ".join(f"{inclusive([r['startup']], 'Store.observations') / r['startup']['seconds']:.0%} "
+            "with a real model the fits come on top. Reading the observations (the observation window's first, "
+            "full read) takes "
+            + " and ".join(f"{inclusive([r['startup']], 'LiveAgent._window_frame') / r['startup']['seconds']:.0%} "
                            f"({label(r).split(',')[0]})" for r in large_runs) + " of the step.")
 
     extra = []
@@ -1004,18 +1006,16 @@ def reading(results: dict) -> str:
     if large_runs:
         worst = max(large_runs, key=tick)
         longest = max(runs, key=lambda r: r["seconds"])
+        ratios = [f"{tick(r) / r['backtest']['tick_seconds']:.1f}x ({label(r)})" for r in runs if "backtest" in r]
+        peaks = [f"{r['tick_peak_rss_mb']:,.0f} MB ({label(r)})" for r in runs if r.get("tick_peak_rss_mb")]
         lines.append(
-            f"**Where it falls short.** At {sizes[-1]:,} hourly streams a daily tick costs up to "
-            f"{fmt_s(max(s['seconds'] for s in worst['regular']))} ({label(worst).split(',')[0]}) and the "
-            f"process {max(r['peak_rss_mb'] for r in large_runs):,.0f} MB at the peak, with the cheapest model. "
-            "That fits in a day many times over, but the tick re-reads and re-indexes the whole training window "
-            "each time, so its cost is streams x window length: ten times the streams again would be about "
-            f"{_minutes(tick(worst) * 10)} a tick on {label(worst).split(',')[0]} (a linear extrapolation, "
-            f"not measured). The writes are set-based already{', escalations on SQLite aside' if per_row else ''}; "
-            "the reads, and the per-stream loops around them "
-            "(artifact files at start-up, forecasts), are what would have to change. The whole run took "
-            f"{results['seconds'] / 60:.1f} minutes, {longest['seconds'] / 60:.1f} of them the "
-            f"{label(longest)} run.")
+            f"**Against the goal** (issue 12: a live tick at most 2x one more backtest tick, under 1 GB at "
+            f"10,000 streams). At {sizes[-1]:,} hourly streams a daily tick costs up to "
+            f"{fmt_s(max(s['seconds'] for s in worst['regular']))} ({label(worst).split(',')[0]}) with the "
+            f"`{results['plan']['model']}` model. Live tick over backtest tick: " + ", ".join(ratios)
+            + (". Peak RSS of the regular ticks: " + ", ".join(peaks) if peaks else "")
+            + f". The whole run took {results['seconds'] / 60:.1f} minutes, {longest['seconds'] / 60:.1f} of them "
+            f"the {label(longest)} run.")
     return "\n\n".join(lines)
 
 
