@@ -160,7 +160,9 @@ class _Snapshot:
         hi = int(np.searchsorted(self.grid, end, side="left"))
         block = self.values[:n_streams, lo:hi]
         sid, col = np.nonzero(~np.isnan(block))  # row-major: by stream, then time
-        return sid.astype(np.int64), self.grid[lo + col], block[sid, col]
+        values = block[sid, col]
+        col += lo
+        return sid.astype(np.int64, copy=False), self.grid[col], values
 
     # -- the file ------------------------------------------------------------------------------------------
     def write(self, file, store_key: str) -> None:
