@@ -363,7 +363,8 @@ class ObservationWindow:
         """Write the file under a temporary name, then rename it over the old one: a crash leaves the old
         file or the new one, and a torn file fails its SHA-256 and is rebuilt."""
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # The file holds the data's values: readable by the owner only, like the artifacts.
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             with open(tmp, "wb") as file:
                 snap.write(file, self._store_key)
