@@ -63,12 +63,12 @@ COUNTED_TABLES = ("ticks", "verdicts", "forecasts", "escalations", "audit_log", 
 
 
 # -- plans ---------------------------------------------------------------------------------------------------
-def plan(quick: bool, backends: list[str], ticks: int, sizes: list[int] | None = None) -> dict:
+def plan(quick: bool, backends: list[str], ticks: int, sizes: list[int] | None = None, model: str = MODEL) -> dict:
     sizes = sizes or ((300, 1_000) if quick else (1_000, 10_000))
     if quick:
         backends = [b for b in backends if b == "sqlite"] or ["sqlite"]
     return {"sizes": list(sizes), "backends": backends, "ticks": ticks, "seed": SEED,
-            "history_days": HISTORY_DAYS, "model": MODEL}
+            "history_days": HISTORY_DAYS, "model": model}
 
 
 # -- instruments ---------------------------------------------------------------------------------------------
@@ -243,20 +243,29 @@ def instrument(store) -> tuple[PhaseClock, SqlCounter]:
     from mlma.store.store import Store
     from mlma.training import ModelService
 
+    try:
+        from mlma.store.window import ObservationWindow, _Snapshot
+        window = [(ObservationWindow, ("rows", "_catch_up", "_build", "_load", "_save")),
+                  (_Snapshot, ("rows", "apply", "extend_to", "trim_before"))]
+    except ImportError:  # code from before the observation window
+        window = []
+
     clock, sql = PhaseClock(), SqlCounter(store.engine)
     time_the_driver(store, clock)
     # The two statements that go through the driver's cursor, not through SQLAlchemy.
-    read_observations = Store.observations
+    # (Code from before Store.observation_arrays read through Store.observations: measured there.)
+    reader = "observation_arrays" if hasattr(Store, "observation_arrays") else "observations"
+    read_observations = getattr(Store, reader)
 
-    def observations(self, *args, **kwargs):
+    def observation_arrays(self, *args, **kwargs):
         started = time.perf_counter()
-        frame = read_observations(self, *args, **kwargs)
+        arrays = read_observations(self, *args, **kwargs)
         if self.engine is store.engine:
             sql.raw("SELECT (driver cursor)", "SELECT observations (driver cursor)", time.perf_counter() - started)
-            sql.rows_read += len(frame)
-        return frame
+            sql.rows_read += len(arrays[0] if isinstance(arrays, tuple) else arrays)
+        return arrays
 
-    Store.observations = functools.wraps(read_observations)(observations)
+    setattr(Store, reader, functools.wraps(read_observations)(observation_arrays))
     insert_rows = bulk.insert_rows
 
     def counted_insert_rows(conn, table, columns, data):
@@ -271,10 +280,11 @@ def instrument(store) -> tuple[PhaseClock, SqlCounter]:
     for owner, names in (
             (live.LiveAgent, ("timing", "next_tick", "_run", "_compute_and_write", "_abnormal_periods",
                               "_load_models", "_load_versions", "_controls", "_versions", "_data_span",
-                              "_sample")),
+                              "_sample", *(("_window_frame",) if window else ()))),
             (live, ("FleetData", "forecast_frame", "_summary", "_outcomes", "_verdicts", "_holder_is_dead")),
-            (Store, ("begin_tick", "load_state", "streams", "observations", "write_tick", "latest_versions",
-                     "last_done_tick",
+            *window,
+            (Store, ("begin_tick", "load_state", "streams", "observations", *(("observation_arrays", "ingest_marks")
+                     if window else ()), "write_tick", "latest_versions", "last_done_tick",
                      "lock_holder", "ingest_frame", "_ingest", "_ensure_streams", "_upsert_observations",
                      "_insert_verdicts", "_insert_forecasts", "_insert_escalations", "_save_state",
                      "_open_tick", "_known_ids", "_stream_names")),
@@ -327,8 +337,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def reset_peak_rss() -> bool:
+    """Start a new resident-set high-water mark (Linux: ``/proc/self/clear_refs``); False where unsupported.
+    Memory freed but still held by the C allocator is handed back first, so that the mark starts from what
+    is in use."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_since_reset_mb() -> float | None:
+    """The high-water mark since :func:`reset_peak_rss` (``VmHWM``), None where unsupported."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
 # -- one configuration (in its own process) ------------------------------------------------------------------
-def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, say) -> dict:
+def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, say, model: str = MODEL) -> dict:
     import pandas as pd
 
     from mlma.live import LiveAgent
@@ -345,7 +383,8 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
     days = [data[day == HISTORY_DAYS + i].reset_index(drop=True) for i in range(ticks)]
     out = {"backend": backend, "zones": n_zones, "ticks": ticks, "seed": seed,
            "simulate_seconds": time.perf_counter() - started, "history_rows": len(history),
-           "streams_in_data": int(data["unique_id"].nunique())}
+           "streams_in_data": int(data["unique_id"].nunique()),
+           "observation_rows": int(len(history) + sum(len(f) for f in days))}
     say(f"{backend} {n_zones:,}: simulated {len(data):,} rows in {out['simulate_seconds']:.1f} s")
 
     with contextlib.ExitStack() as stack:
@@ -359,7 +398,7 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
                 raise SystemExit(reason)
             url = stack.enter_context(postgres_schema(prefix="mlma_bench"))
         root = workdir / "project"
-        init_project(root, db=url, model=MODEL)
+        init_project(root, db=url, model=model)
         toml = (root / CONFIG_NAME).read_text()
         toml = re.sub(r'(?m)^executor = "process"', 'executor = "inline"', toml)
         toml = re.sub(r"(?m)^initial_ticks = 0", f"initial_ticks = {HISTORY_DAYS}", toml)
@@ -402,6 +441,14 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
         steps.append(describe_step(rec, result, store))
         say(f"{backend} {n_zones:,}: {result} -> {rec['seconds']:.2f} s wall, {rec['sql']['total']} statements")
         ingests = []
+        # The ticks' own peak: the simulated data and the history's ingest above held more than a tick does.
+        del data, history, sim
+        import gc
+
+        gc.collect()
+        # (Resetting the mark resets ru_maxrss too: the process's peak so far is kept first.)
+        peak_before_ticks = peak_rss_mb()
+        tick_peak = reset_peak_rss()
         for i, frame in enumerate(days):
             report, irec = run(f"ingest day {i + 1}", lambda f=frame, i=i: store.ingest_frame(f, f"day-{i + 1}"),
                                rows_of_tables=False)
@@ -416,10 +463,57 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
         out["startup"], out["regular"], out["ingest_days"] = steps[0], steps[1:], ingests
         out["store_bytes"] = store_bytes(store, sqlite_path)
         out["artifact_files"] = sum(1 for f in config.artifacts_dir.glob("??/*") if not f.name.startswith("."))
-        out["observation_rows"] = int(len(history) + sum(len(f) for f in days))
-    out["peak_rss_mb"] = peak_rss_mb()
+        # Both before the backtest below, which holds all the data at once.
+        out["tick_peak_rss_mb"] = peak_rss_since_reset_mb() if tick_peak else None
+        out["peak_rss_mb"] = max(peak_before_ticks, peak_rss_mb())
+        del days
+        gc.collect()
+        out["backtest"] = backtest_ticks(simulate_platform(n_zones, HISTORY_DAYS + ticks, seed=seed).data, config,
+                                         ticks)
+        say(f"{backend} {n_zones:,}: one more backtest tick {out['backtest']['tick_seconds']:.2f} s "
+            f"(mean of {ticks}); live tick {mean(s['seconds'] for s in steps[1:]):.2f} s")
     out["seconds"] = time.perf_counter() - started
     return out
+
+
+def backtest_ticks(data, config, ticks: int) -> dict:
+    """The baseline: what one more tick of ``mlma backtest`` costs on the same data, model and policy.
+
+    The backtest runs over the whole simulated span with the project's model, policy, training window and
+    ``initial_ticks``, so that its last ``ticks`` ticks are the ones the live agent ran. A tick's cost is the
+    wall time of one pass of the backtest's tick loop (the agent's tick and the backtest's bookkeeping),
+    taken between the loop's progress calls; the data is already in memory, which is the point of the
+    comparison.
+    """
+    import mlma.backtest as backtest_module
+
+    marks: list[float] = []
+
+    class Marks:
+        def __init__(self, *args, **kwargs) -> None:
+            pass
+
+        def __enter__(self):
+            marks.append(time.perf_counter())
+            return lambda: marks.append(time.perf_counter())
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+    original = backtest_module._progress
+    backtest_module._progress = Marks
+    try:
+        started = time.perf_counter()
+        backtest_module.run_backtest(data, backtest_module.BacktestConfig(
+            policies=[config.agent.policy], model=config.model.spec, initial_ticks=HISTORY_DAYS,
+            train_window_ticks=config.model.train_window_ticks or None, executor="inline", sample_streams=0,
+            policy_params={config.agent.policy: config.policy_params()}, bootstrap=0))
+        seconds = time.perf_counter() - started
+    finally:
+        backtest_module._progress = original
+    per_tick = [b - a for a, b in zip(marks, marks[1:])]
+    return {"seconds": seconds, "ticks": len(per_tick), "tick_seconds": mean(per_tick[-ticks:]),
+            "per_tick": per_tick}
 
 
 def describe_step(rec: dict, result, store) -> dict:
@@ -432,12 +526,12 @@ def describe_step(rec: dict, result, store) -> dict:
 
 
 # -- running the plan ----------------------------------------------------------------------------------------
-def run_child(backend: str, n: int, ticks: int, seed: int, say) -> dict:
+def run_child(backend: str, n: int, ticks: int, seed: int, say, model: str = MODEL) -> dict:
     """Measure one configuration in a fresh interpreter and return its record."""
     with tempfile.TemporaryDirectory(prefix=f"mlma-bench-live-{backend}-{n}-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", f"{backend}:{n}", "--ticks", str(ticks),
-               "--seed", str(seed), "--child-out", str(out), "--workdir", tmp]
+               "--seed", str(seed), "--child-out", str(out), "--workdir", tmp, "--model", model]
         load_before = load_average()
         proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=None, env={**os.environ, "PYTHONHASHSEED": "0"})
         if proc.returncode != 0:
@@ -601,23 +695,33 @@ def render(results: dict) -> str:
             f"{fmt_s(r['ingest_history']['seconds'])} ({r['ingest_history']['rows_new'] / 1e6:.2f} M rows)",
             fmt_s(r["startup"]["seconds"]),
             fmt_s(mean(s["seconds"] for s in reg)), fmt_s(max(s["seconds"] for s in reg)),
+            *((fmt_s(r["backtest"]["tick_seconds"]),
+               f"{mean(s['seconds'] for s in reg) / r['backtest']['tick_seconds']:.1f}x") if "backtest" in r
+              else ("", "")),
             fmt_s(mean(i["seconds"] for i in r["ingest_days"])),
             f"{mean(s['sql']['rows_read'] for s in reg) / 1e6:.2f} M",
             fmt_n(mean(sum(s["rows"].values()) for s in reg)),
             f"{mean(s['state_bytes'] for s in reg) / n:.0f} B",
             fmt_n(mean(step_sql(s) for s in reg)),
-            f"{r['peak_rss_mb']:,.0f} MB"])
+            f"{r['peak_rss_mb']:,.0f} MB" if r.get("peak_rss_mb") else "",
+            f"{r['tick_peak_rss_mb']:,.0f} MB" if r.get("tick_peak_rss_mb") else ""])
     parts.append("### Cost per step\n\n" + table(
         ["store, zones", "streams", f"ingest {p['history_days']} days", "start-up step", "tick, mean",
-         "tick, max", "ingest 1 day, mean", "rows read / tick", "rows written / tick", "state / stream",
-         "SQL / tick", "peak RSS"], rows)
+         "tick, max", "backtest tick", "live / backtest", "ingest 1 day, mean", "rows read / tick", "rows written / tick", "state / stream",
+         "SQL / tick", "peak RSS", "peak RSS of the ticks"], rows)
         + "\n\nA tick is the wall time of one `LiveAgent.step()`: lock, clock, loading state, observations and "
-          "models, the agent's tick, registry writes and the one commit. Streams: those in the store at the "
+          "models, the agent's tick, registry writes and the one commit. Backtest tick: the baseline, one pass "
+          "of `mlma.backtest.run_backtest`'s tick loop on the same data, model, policy and training window "
+          "(the mean of the same last ticks; its data is in memory), measured in the same process after the "
+          "live steps; live / backtest is the ratio of the two means. Streams: those in the store at the "
           "last tick (the platform launches zones along the way). Rows read: observations "
-          "`Store.observations` returned. Rows written: rows gained by the tick's tables (verdicts, "
+          "`Store.observation_arrays` returned (the observation window's reads). Rows written: rows gained by the tick's tables (verdicts, "
           "forecasts, escalations, model versions, champions, audit, state, ticks). State: "
           "`Store.load_state().size_bytes` over the streams (compressed `.npz`). SQL: statements sent during "
-          "the step, all kinds.")
+          "the step, all kinds. Peak RSS: the process's high-water mark over the ingest, the start-up and the "
+          "ticks; of the ticks: the high-water mark reset (Linux `clear_refs`) after the start-up, with the "
+          "simulated data freed, so the regular ticks' own (the live agent keeps the 28-day window and its "
+          "models in memory).")
 
     for title, pick, threshold in (("Where a regular tick goes", lambda r: r["regular"], 0.02),
                                    ("Where the start-up step goes", lambda r: [r["startup"]], 0.03),
@@ -755,31 +859,32 @@ def reading(results: dict) -> str:
     obs = []
     for r in large_runs:
         reg = r["regular"]
-        read = inclusive(reg, "Store.observations", "LiveAgent._compute_and_write")
-        driver = (inclusive(reg, "driver execute", "Store.observations")
-                  + inclusive(reg, "driver fetchall", "Store.observations"))
+        read = inclusive(reg, "LiveAgent._window_frame")
+        fetched = inclusive(reg, "Store.observation_arrays", "LiveAgent._window_frame")
         rows = mean(s["sql"]["rows_read"] for s in reg)
-        obs.append(f"{label(r).split(',')[0]}: {fmt_s(read)} of {fmt_s(tick(r))} ({read / tick(r):.0%}) for "
-                   f"{rows / 1e6:.1f} M rows ({read / rows * 1e6:.1f} us a row), {fmt_s(driver)} of it in the "
-                   f"driver's execute and fetch and {fmt_s(read - driver)} in `Store.observations` itself")
+        saved = inclusive(reg, "ObservationWindow._save")
+        obs.append(f"{label(r).split(',')[0]}: {fmt_s(read)} of {fmt_s(tick(r))} ({read / tick(r):.0%}), "
+                   f"{rows / 1e6:.2f} M rows read in {fmt_s(fetched)}, {fmt_s(saved)} saving the window's file")
     if obs:
         lines.append(
-            "**What dominates: reading the training window again every tick.** Each tick loads every "
-            "observation of the training window (28 daily ticks by default for hourly data) with "
-            f"`Store.observations` ({source_line(live.LiveAgent._compute_and_write, 'self.store.observations(')}"
-            f") and builds `FleetData` from it, although only the newest day is new. At {sizes[-1]:,} zones: "
-            + "; ".join(obs) + ". The rows cross the driver as one Python tuple each "
-            f"({source_line(_store().Store.observations, 'fetchall')}), and `Store.observations` then "
-            "transposes the tuples into arrays, converts the timestamps, sorts by stream name and builds a frame "
-            "with a string `unique_id` per row, which `_compute_and_write` sorts again by stream id "
-            f"({source_line(live.LiveAgent._compute_and_write, 'sort_values')}). Forecasting every stream "
-            f"(`Agent._issue_forecasts`, one `predict` call per stream, "
-            f"{source_line(_agent().Agent._issue_forecasts, 'for s in serving')}) comes next at "
-            + ", ".join(f"{fmt_s(inclusive(r['regular'], 'Agent._issue_forecasts'))} "
-                        f"({label(r).split(',')[0]})" for r in large_runs)
-            + ", then writing the day's forecasts (24 rows per stream, `Store._insert_forecasts`) at "
-            + ", ".join(f"{fmt_s(inclusive(r['regular'], 'Store._insert_forecasts'))}" for r in large_runs)
-            + ".")
+            "**The data: only what changed.** Each tick takes its training window from the observation window "
+            "kept between ticks (`mlma.store.window.ObservationWindow`, "
+            f"{source_line(live.LiveAgent._window_frame, '.rows(')}) and reads from the store only the rows "
+            "of the ingests since the last tick (one day here). At "
+            f"{sizes[-1]:,} zones: " + "; ".join(obs) + ".")
+    # The children of the tick, by inclusive time: what dominates now.
+    for r in large_runs:
+        t = phase_table(r["regular"])
+        kids = sorted(((path[-1], v["seconds"]) for path, v in t.items()
+                       if len(path) >= 2 and path[-2] == "LiveAgent._compute_and_write"), key=lambda kv: -kv[1])[:3]
+        if kids:
+            lines.append(
+                f"**What dominates** ({label(r)}): "
+                + "; ".join(f"`{name}` {fmt_s(sec)} ({sec / tick(r):.0%})" for name, sec in kids)
+                + ". Forecasting every stream (`Agent._issue_forecasts`, one `predict` call per stream, "
+                f"{source_line(_agent().Agent._issue_forecasts, 'for s in serving')}) and writing the day's "
+                "forecasts (24 rows per stream, `Store._insert_forecasts`) are the agent's and the tick "
+                "record's own work.")
 
     # Statement counts: the same tick at two sizes, and the shapes sent once per row.
     sql_lines = []
@@ -845,8 +950,9 @@ def reading(results: dict) -> str:
             f"written as its own file, one after the other (`LiveAgent._versions`, "
             f"{source_line(live.LiveAgent._versions, 'self.registry.prepare(')}), each with an `fsync` of the "
             f"file and one of its directory ({source_line(_registry().ArtifactStore.put_bytes, 'os.fsync')}); "
-            "with a real model the fits come on top. Reading the observations takes "
-            + " and ".join(f"{inclusive([r['startup']], 'Store.observations') / r['startup']['seconds']:.0%} "
+            "with a real model the fits come on top. Reading the observations (the observation window's first, "
+            "full read) takes "
+            + " and ".join(f"{inclusive([r['startup']], 'LiveAgent._window_frame') / r['startup']['seconds']:.0%} "
                            f"({label(r).split(',')[0]})" for r in large_runs) + " of the step.")
 
     extra = []
@@ -903,18 +1009,16 @@ def reading(results: dict) -> str:
     if large_runs:
         worst = max(large_runs, key=tick)
         longest = max(runs, key=lambda r: r["seconds"])
+        ratios = [f"{tick(r) / r['backtest']['tick_seconds']:.1f}x ({label(r)})" for r in runs if "backtest" in r]
+        peaks = [f"{r['tick_peak_rss_mb']:,.0f} MB ({label(r)})" for r in runs if r.get("tick_peak_rss_mb")]
         lines.append(
-            f"**Where it falls short.** At {sizes[-1]:,} hourly streams a daily tick costs up to "
-            f"{fmt_s(max(s['seconds'] for s in worst['regular']))} ({label(worst).split(',')[0]}) and the "
-            f"process {max(r['peak_rss_mb'] for r in large_runs):,.0f} MB at the peak, with the cheapest model. "
-            "That fits in a day many times over, but the tick re-reads and re-indexes the whole training window "
-            "each time, so its cost is streams x window length: ten times the streams again would be about "
-            f"{_minutes(tick(worst) * 10)} a tick on {label(worst).split(',')[0]} (a linear extrapolation, "
-            f"not measured). The writes are set-based already{', escalations on SQLite aside' if per_row else ''}; "
-            "the reads, and the per-stream loops around them "
-            "(artifact files at start-up, forecasts), are what would have to change. The whole run took "
-            f"{results['seconds'] / 60:.1f} minutes, {longest['seconds'] / 60:.1f} of them the "
-            f"{label(longest)} run.")
+            f"**Against the goal** (issue 12: a live tick at most 2x one more backtest tick, under 1 GB at "
+            f"10,000 streams). At {sizes[-1]:,} hourly streams a daily tick costs up to "
+            f"{fmt_s(max(s['seconds'] for s in worst['regular']))} ({label(worst).split(',')[0]}) with the "
+            f"`{results['plan']['model']}` model. Live tick over backtest tick: " + ", ".join(ratios)
+            + (". Peak RSS of the regular ticks: " + ", ".join(peaks) if peaks else "")
+            + f". The whole run took {results['seconds'] / 60:.1f} minutes, {longest['seconds'] / 60:.1f} of them "
+            f"the {label(longest)} run.")
     return "\n\n".join(lines)
 
 
@@ -967,6 +1071,7 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also save the raw measurements here")
     parser.add_argument("--from-json", type=Path, metavar="PATH",
                         help="render (and write) the results saved with --json; measure nothing")
+    parser.add_argument("--model", default=MODEL, help=f"the project's model (default {MODEL}; e.g. ridge)")
     parser.add_argument("--seed", type=int, default=SEED, help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -1016,13 +1121,13 @@ def main(argv=None) -> int:
 
     if args.child:
         backend, n = args.child.split(":")
-        record = measure(backend, int(n), args.ticks, args.seed, args.workdir, say)
+        record = measure(backend, int(n), args.ticks, args.seed, args.workdir, say, args.model)
         args.child_out.write_text(json.dumps(record, default=float))
         return 0
     if args.from_json:
         publish(render(json.loads(args.from_json.read_text())), args)
         return 0
-    p = plan(args.quick, args.backends, args.ticks, args.sizes)
+    p = plan(args.quick, args.backends, args.ticks, args.sizes, args.model)
     if "postgresql" in p["backends"]:
         from mlma.store.testing import postgres_unavailable
 
@@ -1032,7 +1137,7 @@ def main(argv=None) -> int:
     results = {"quick": args.quick, "plan": p, "machine": machine_info(), "versions": versions(), "runs": []}
     for n in p["sizes"]:
         for backend in p["backends"]:
-            results["runs"].append(run_child(backend, n, p["ticks"], p["seed"], say))
+            results["runs"].append(run_child(backend, n, p["ticks"], p["seed"], say, p["model"]))
     results["load_average_end"] = load_average()
     results["seconds"] = time.perf_counter() - started
     if args.json:

@@ -59,6 +59,7 @@ from mlma.registry import ModelRegistry
 from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store import schema as S
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
+from mlma.store.window import ObservationWindow
 from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,8 @@ class LiveAgent:
         #: The MLflow mirror of the registry (None without an ``[mlflow]`` section in mlma.toml).
         self.mlflow = project_sync(config)
         self.holder = agent_identity()
+        #: Every stream's recent observations, kept between ticks (see _window_frame).
+        self._window: ObservationWindow | None = None
 
     # -- the clock ------------------------------------------------------------------------------------------
     def timing(self) -> TickClock:
@@ -223,6 +226,23 @@ class LiveAgent:
         ahead = values.merge(frame[["stream_id", "ds"]], on=["stream_id", "ds"], how="left", indicator=True)
         future = ahead.loc[ahead["_merge"] == "left_only"].drop(columns="_merge")
         return merged, future
+
+    def _window_frame(self, freq: str, start, end, n_streams: int) -> pd.DataFrame:
+        """``stream_id, ds, y`` of the observations with ``start <= ds < end`` (``start`` None: all), sorted by
+        stream then time, from the kept :class:`~mlma.store.window.ObservationWindow`: a tick reads only the rows
+        that changed since the last one (new actuals, revisions), not its whole training window again."""
+        if self._window is None or self._window.freq != freq:
+            self._window = ObservationWindow(self.store, freq, self.window_path)
+        sid, ds, y = self._window.rows(start, end, n_streams=n_streams)
+        return pd.DataFrame({"stream_id": sid, "ds": ds, "y": y}, copy=False)
+
+    @property
+    def window_path(self) -> Path | None:
+        """Where the observation window is saved between runs (a cache; see docs/operations.md), or None for
+        an in-memory store."""
+        if self.store.in_memory:
+            return None
+        return Path(self.config.root) / "cache" / "observations.window"
 
     def _sample(self) -> pd.DataFrame:
         ids = self.store.streams()["id"].to_numpy()[:200]
@@ -415,7 +435,7 @@ class LiveAgent:
         base = 0 if (start or window is None) else max(0, k - window)
         boundaries = timing.boundaries(base, k + 2)
         lo = boundaries[0] if base > 0 else None
-        frame = self.store.observations(start=lo, end=boundaries[k + 1 - base], with_ids=True, order="stream_id")
+        frame = self._window_frame(freq.alias, lo, boundaries[k + 1 - base], n)
         drivers = cfg.drivers()
         frame, future = self._with_drivers(frame, drivers, lo, boundaries[k + 2 - base])
         fleet = FleetData(frame, freq.alias, boundaries, ids=streams["unique_id"].to_numpy(dtype=object),

@@ -678,6 +678,35 @@ class Store:
         with_ids
             Add a ``stream_id`` column.
         """
+        if order not in ("unique_id", "stream_id"):
+            raise ValueError(f"order must be 'unique_id' or 'stream_id', got {order!r}")
+        sid, stamps, values = self.observation_arrays(start, end, streams)
+        names = self._stream_names(sid) if len(sid) else {}
+        distinct = np.unique(sid)
+        labels = np.array([names[i] for i in distinct.tolist()], dtype=object)
+        pos = np.searchsorted(distinct, sid)
+        if order == "stream_id":
+            order = np.lexsort((stamps, sid))
+        else:
+            rank = np.empty(len(distinct), dtype=np.int64)
+            rank[np.argsort(labels, kind="stable")] = np.arange(len(distinct))
+            order = np.lexsort((stamps, rank[pos]))
+        frame = pd.DataFrame({"unique_id": pd.Series(labels[pos][order], dtype="str"),
+                              "ds": stamps[order], "y": values[order]})
+        if with_ids:
+            frame["stream_id"] = sid[order]
+        return frame
+
+    def observation_arrays(self, start: Any = None, end: Any = None, streams: Sequence[int | str] | None = None,
+                           *, changed_after: int | None = None, also_ingests: Sequence[int] = ()
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Observations with ``start <= ds < end`` as three unsorted arrays: stream ids (int64), timestamps
+        (``datetime64[ns]``) and values (float64); no pandas frame, no names.
+
+        ``changed_after=M`` keeps only the rows whose current value came with an ingest newer than ``M`` or
+        with one of ``also_ingests``: what changed since a reader saw ingests up to ``M`` (a re-ingested row
+        with a new value carries the id of the ingest that revised it). See :meth:`ingest_marks`.
+        """
         lo, hi = _timestamp(start, "start"), _timestamp(end, "end")
         dialect = self.dialect
         mark = "?" if dialect == "sqlite" else "%s"
@@ -689,6 +718,11 @@ class Store:
             if bound is not None:
                 where.append(f"ds {op} {mark}")
                 params.append(bulk.ds_to_db([bound], dialect)[0])
+        if changed_after is not None:
+            # Whole numbers written into the statement: the list of extra ingests is short and unbounded.
+            extra = sorted({int(i) for i in also_ingests})
+            newer = f"ingest_id > {int(changed_after)}"
+            where.append(f"({newer} OR ingest_id IN ({', '.join(map(str, extra))}))" if extra else newer)
         wanted = None
         if streams is not None:
             wanted = self._ids_of(streams)
@@ -706,6 +740,7 @@ class Store:
                 cursor.close()
         if result:
             sid, ds, y = zip(*result)
+            del result
             sid = np.asarray(sid, dtype=np.int64)
             if dialect == "sqlite":
                 stamps = bulk.ds_from_db(ds, dialect)
@@ -717,23 +752,26 @@ class Store:
         if wanted is not None and len(wanted) > 1000:
             keep = np.isin(sid, wanted)
             sid, stamps, values = sid[keep], stamps[keep], values[keep]
-        if order not in ("unique_id", "stream_id"):
-            raise ValueError(f"order must be 'unique_id' or 'stream_id', got {order!r}")
-        names = self._stream_names(sid) if len(sid) else {}
-        distinct = np.unique(sid)
-        labels = np.array([names[i] for i in distinct.tolist()], dtype=object)
-        pos = np.searchsorted(distinct, sid)
-        if order == "stream_id":
-            order = np.lexsort((stamps, sid))
-        else:
-            rank = np.empty(len(distinct), dtype=np.int64)
-            rank[np.argsort(labels, kind="stable")] = np.arange(len(distinct))
-            order = np.lexsort((stamps, rank[pos]))
-        frame = pd.DataFrame({"unique_id": pd.Series(labels[pos][order], dtype="str"),
-                              "ds": stamps[order], "y": values[order]})
-        if with_ids:
-            frame["stream_id"] = sid[order]
-        return frame
+        return sid, stamps, values
+
+    def ingest_marks(self, after: int, also: Sequence[int] = ()) -> tuple[pd.DataFrame, str | None]:
+        """The committed ingests newer than ``after`` or among ``also`` (``id, first_ds, last_ds``, by id), and
+        the content hash of ingest ``after`` (None if there is no such ingest): what an incremental reader of
+        the observations (:class:`~mlma.store.window.ObservationWindow`) has not seen yet, and a check that
+        the ingest it saw last is still the store's (a store restored from an older backup is not)."""
+        i = S.ingests
+        wanted = i.c.id > int(after)
+        extra = sorted({int(x) for x in also})
+        if extra:
+            wanted = sa.or_(wanted, i.c.id.in_(extra))
+        with self._read() as conn:
+            rows = conn.execute(sa.select(i.c.id, i.c.first_ds, i.c.last_ds).where(wanted).order_by(i.c.id)).all()
+            sha = (conn.execute(sa.select(i.c.content_sha256).where(i.c.id == int(after))).scalar()
+                   if after > 0 else None)
+        frame = pd.DataFrame(rows, columns=["id", "first_ds", "last_ds"])
+        frame["first_ds"] = pd.to_datetime(frame["first_ds"])
+        frame["last_ds"] = pd.to_datetime(frame["last_ds"])
+        return frame, sha
 
     def _ids_of(self, streams: Sequence[int | str]) -> np.ndarray:
         items = list(streams)
@@ -1364,6 +1402,11 @@ class Store:
 
     @property
     def _in_memory(self) -> bool:
+        return self.in_memory
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the store lives in this process's memory only (an SQLite ``sqlite://`` store)."""
         return self.dialect == "sqlite" and self.engine.url.database in (None, "", ":memory:")
 
     @property

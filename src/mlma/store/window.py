@@ -1,0 +1,384 @@
+"""The recent observations of every stream, kept between ticks and brought up to date incrementally.
+
+A live tick needs each stream's training window (the last ``train_window_ticks`` ticks of observations).
+Reading that window from the store every tick re-reads almost the same rows every time: at 10,000 hourly
+streams and a 28-day window, 6.9 million rows to learn 240,000 new ones. An :class:`ObservationWindow`
+keeps the window as a dense ``(streams x grid steps)`` matrix of values on the data's frequency grid (NaN
+where a stream reported nothing) and, on each tick, reads only the rows that changed since it last looked.
+
+What changed is told by ingest ids. Every observation row carries the id of the ingest that wrote its
+current value (a re-ingested row with a new value takes the id of the ingest that revised it), and every
+ingest records the span of data time it covered (``first_ds``, ``last_ds``). The window remembers the
+newest ingest it has seen (its *mark*); the next refresh lists the committed ingests newer than the mark
+and reads, inside their spans, the rows whose ingest id is newer than the mark. A revision of an old row
+inside the window is therefore picked up like a new row, and a revision older than the window is ignored,
+exactly as a full re-read of the window would see them.
+
+On PostgreSQL ingest ids come from a sequence and two ingests may commit out of order: when ingest 8 is
+visible but 7 is still in flight, 7 is kept as *pending* and its rows are read once it commits (ids skipped
+by a rolled-back ingest stay pending until they are more than :data:`PENDING_SPAN` ingests behind the mark).
+The ingests are listed before the rows are read, so a row committed in between is at worst read twice.
+
+The window is a cache, never the truth: it is a function of the store's committed ingests alone, not of
+the ticks, so it needs no transaction with the tick's commit. It is saved to a file after each refresh
+(written to a temporary name, then renamed) with a SHA-256 of its content; a missing, damaged or foreign
+file (another store, another frequency, a store restored from a backup whose ingests differ: the content
+hash of the ingest at the mark must match) is rebuilt from a full read of the window.
+
+Examples
+--------
+>>> import pandas as pd
+>>> from mlma.store import Store
+>>> store = Store.create("sqlite://")
+>>> frame = pd.DataFrame({"unique_id": ["a", "a", "b"], "ds": pd.to_datetime(["2024-01-01 00:00",
+...                       "2024-01-01 01:00", "2024-01-01 01:00"]), "y": [1.0, 2.0, 3.0]})
+>>> _ = store.ingest_frame(frame, "day-1")
+>>> window = ObservationWindow(store, "h")
+>>> window.rows(None, pd.Timestamp("2024-01-01 02:00"), n_streams=2)
+(array([0, 0, 1]), array(['2024-01-01T00:00:00.000000000', '2024-01-01T01:00:00.000000000',
+       '2024-01-01T01:00:00.000000000'], dtype='datetime64[ns]'), array([1., 2., 3.]))
+>>> fix = pd.DataFrame({"unique_id": ["a"], "ds": pd.to_datetime(["2024-01-01 00:00"]), "y": [5.0]})
+>>> _ = store.ingest_frame(fix, "fix")
+>>> window.rows(None, pd.Timestamp("2024-01-01 02:00"), n_streams=2)[2]
+array([5., 2., 3.])
+>>> window.last_refresh.rows_read
+1
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: File format version: a file of another version is rebuilt.
+FORMAT = 1
+#: A pending ingest id (not visible when a later one was) is given up once the mark is this many ingests
+#: past it: an ingest's transaction never stays open while that many others commit, so such an id was
+#: rolled back (PostgreSQL's sequences never reuse an id).
+PENDING_SPAN = 1000
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """What the last :meth:`ObservationWindow.rows` call did: ``rebuilt`` (with why) or brought up to date
+    from ``ingests`` new ingests, reading ``rows_read`` rows."""
+
+    rebuilt: str | None
+    ingests: int
+    rows_read: int
+
+
+class _Snapshot:
+    """The window's content: observations with ``ds >= origin`` (all of them when ``whole``)."""
+
+    def __init__(self, freq: str, origin: np.datetime64, whole: bool, last: int, sha: str | None,
+                 pending: np.ndarray, values: np.ndarray, beyond: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        self.freq, self.origin, self.whole = freq, np.datetime64(origin, "ns"), whole
+        self.last, self.sha, self.pending = int(last), sha, np.asarray(pending, dtype=np.int64)
+        #: ``values[s, j]``: stream ``s`` at ``grid[j]``; NaN where it has no observation (``y`` is finite).
+        self.values = values
+        #: Rows dated at or after the grid's end (data ahead of the clock), as (stream, ds, y).
+        self.beyond = beyond
+        self.grid = self._grid(values.shape[1])
+
+    def _grid(self, n: int) -> np.ndarray:
+        return pd.date_range(self.origin, periods=n, freq=self.freq).as_unit("ns").to_numpy()
+
+    @property
+    def end(self) -> np.datetime64:
+        """Where the grid stops: the step after its last column."""
+        return pd.date_range(self.origin, periods=self.values.shape[1] + 1, freq=self.freq)[-1].to_datetime64()
+
+    # -- changes -------------------------------------------------------------------------------------------
+    def grow_streams(self, n: int) -> None:
+        if n > self.values.shape[0]:
+            extra = np.full((n - self.values.shape[0], self.values.shape[1]), np.nan)
+            self.values = np.concatenate([self.values, extra])
+
+    def extend_to(self, end: np.datetime64) -> None:
+        """Columns up to ``end`` (exclusive); rows kept beyond the old end move in."""
+        grid = pd.date_range(self.origin, end, freq=self.freq, inclusive="left").as_unit("ns").to_numpy()
+        if len(grid) > self.values.shape[1]:
+            extra = np.full((self.values.shape[0], len(grid) - self.values.shape[1]), np.nan)
+            self.values = np.concatenate([self.values, extra], axis=1)
+            self.grid = grid
+            sid, ds, y = self.beyond
+            inside = ds < self.end
+            self.beyond = (sid[~inside], ds[~inside], y[~inside])
+            self.apply(sid[inside], ds[inside], y[inside])
+
+    def trim_before(self, start: np.datetime64) -> None:
+        """Drop the columns before ``start`` (the window moved on)."""
+        cut = int(np.searchsorted(self.grid, start, side="left"))
+        if cut:
+            self.values = np.ascontiguousarray(self.values[:, cut:])
+            self.origin = self.grid[cut] if cut < len(self.grid) else np.datetime64(start, "ns")
+            self.grid = self._grid(self.values.shape[1])
+        self.whole = False
+
+    def apply(self, sid: np.ndarray, ds: np.ndarray, y: np.ndarray) -> None:
+        """Write rows in (newer values replace older ones); rows before the origin are not the window's."""
+        keep = ds >= self.origin
+        sid, ds, y = sid[keep], ds[keep], y[keep]
+        if not len(sid):
+            return
+        self.grow_streams(int(sid.max()) + 1)
+        later = ds >= self.end
+        if later.any():
+            old_sid, old_ds, old_y = self.beyond
+            all_sid = np.concatenate([old_sid, sid[later]])
+            all_ds = np.concatenate([old_ds, ds[later]])
+            all_y = np.concatenate([old_y, y[later]])
+            # One row per (stream, ds), the newest (last) one.
+            order = np.lexsort((np.arange(len(all_sid)), all_ds, all_sid))[::-1]
+            _, first = np.unique(np.stack([all_sid[order], all_ds[order].view(np.int64)]), axis=1, return_index=True)
+            pick = order[first]
+            self.beyond = (all_sid[pick], all_ds[pick], all_y[pick])
+            sid, ds, y = sid[~later], ds[~later], y[~later]
+        pos = np.searchsorted(self.grid, ds)
+        off = (pos >= len(self.grid)) | (self.grid[np.minimum(pos, len(self.grid) - 1)] != ds)
+        if off.any():
+            bad = int(np.flatnonzero(off)[0])
+            raise ValueError(f"stream id {int(sid[bad])} has a timestamp {ds[bad]} that is not on the "
+                             f"{self.freq!r} grid; validate the data first")
+        self.values[sid, pos] = y
+
+    def rows(self, start: np.datetime64 | None, end: np.datetime64, n_streams: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lo = 0 if start is None else int(np.searchsorted(self.grid, start, side="left"))
+        hi = int(np.searchsorted(self.grid, end, side="left"))
+        block = self.values[:n_streams, lo:hi]
+        sid, col = np.nonzero(~np.isnan(block))  # row-major: by stream, then time
+        values = block[sid, col]
+        col += lo
+        return sid.astype(np.int64, copy=False), self.grid[col], values
+
+    # -- the file ------------------------------------------------------------------------------------------
+    def write(self, file, store_key: str) -> None:
+        """Save to an open binary file (an uncompressed ``.npz`` with a SHA-256 of its content inside)."""
+        meta = {"format": FORMAT, "store": store_key, "freq": self.freq, "origin": str(self.origin),
+                "whole": self.whole, "last": self.last, "sha": self.sha}
+        arrays = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), "values": self.values,
+                  "pending": self.pending, "beyond_sid": self.beyond[0],
+                  "beyond_ds": self.beyond[1].view(np.int64), "beyond_y": self.beyond[2]}
+        arrays["digest"] = np.frombuffer(_digest(arrays), dtype=np.uint8)
+        np.savez(file, **arrays)
+
+    @classmethod
+    def from_bytes(cls, blob: bytes, store_key: str, freq: str) -> _Snapshot:
+        """The snapshot in ``blob``; ValueError when it is damaged or not this store's and frequency's."""
+        try:
+            with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is rebuilt
+            raise ValueError(f"unreadable ({type(exc).__name__}: {exc})") from None
+        digest = arrays.pop("digest", None)
+        if digest is None or digest.tobytes() != _digest(arrays):
+            raise ValueError("its content does not match its SHA-256")
+        meta = json.loads(arrays["meta"].tobytes())
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"format {meta.get('format')} (this mlma writes {FORMAT})")
+        if meta["store"] != store_key:
+            raise ValueError("it was written for another store")
+        if meta["freq"] != freq:
+            raise ValueError(f"it is on the {meta['freq']!r} grid, the data's frequency is {freq!r}")
+        beyond = (arrays["beyond_sid"], arrays["beyond_ds"].view("datetime64[ns]"), arrays["beyond_y"])
+        return cls(freq, np.datetime64(meta["origin"], "ns"), bool(meta["whole"]), meta["last"], meta["sha"],
+                   arrays["pending"], arrays["values"], beyond)
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> bytes:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        value = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}:{value.dtype.str}:{value.shape}".encode())
+        h.update(value.data)
+    return h.digest()
+
+
+class ObservationWindow:
+    """Every stream's observations from a moving start, refreshed from the store by what changed.
+
+    Parameters
+    ----------
+    store
+        The :class:`~mlma.store.Store` the observations live in.
+    freq
+        The data's pandas offset alias: the grid the values are kept on.
+    path
+        Where the window is saved between processes (None: kept in memory only). The file is a cache: it is
+        rebuilt when missing or not usable.
+    """
+
+    def __init__(self, store, freq: str, path: str | os.PathLike | None = None) -> None:
+        if not isinstance(freq, str) or not freq:
+            raise ValueError(f"freq must be a pandas offset alias, got {freq!r}")
+        self.store, self.freq = store, freq
+        self.path = None if path is None else Path(path)
+        self._snap: _Snapshot | None = None
+        self._loaded = False
+        #: What the last :meth:`rows` call did.
+        self.last_refresh: Refresh | None = None
+        # The URL without a password: a file written for another database is not used.
+        self._store_key = hashlib.sha256(_safe_url(store).encode()).hexdigest()
+
+    def rows(self, start, end, *, n_streams: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Observations with ``start <= ds < end`` (``start`` None: all of them) of streams ``0..n_streams-1``,
+        as they are in the store now: stream ids, timestamps and values, sorted by stream then time.
+
+        Rows older than ``start`` are dropped from the window for good: the next call's ``start`` must not
+        be earlier (an earlier one rebuilds it).
+        """
+        start = None if start is None else np.datetime64(pd.Timestamp(start), "ns")
+        end = np.datetime64(pd.Timestamp(end), "ns")
+        snap, why = self._usable(start)
+        n_ingests = n_rows = 0
+        if snap is not None:
+            try:
+                n_ingests, n_rows = self._catch_up(snap, start)
+            except _Stale as stale:
+                snap, why = None, str(stale)
+        rebuilt = snap is None
+        if rebuilt:
+            self._snap = None  # a failed rebuild leaves nothing half-made behind
+            snap, n_rows = self._build(start, end)
+            log.info("observation window rebuilt (%s): %s rows", why, f"{n_rows:,}")
+        end_before = snap.end
+        if start is not None and (snap.whole or start > snap.origin):
+            snap.trim_before(start)
+        snap.extend_to(end)
+        self._snap = snap
+        self.last_refresh = Refresh(why if rebuilt else None, n_ingests, n_rows)
+        if self.path is not None and (rebuilt or n_ingests or snap.end != end_before):
+            self._save(snap)
+        return snap.rows(start, end, n_streams)
+
+    def forget(self) -> None:
+        """Drop the window kept in memory (the file stays): the next call loads or rebuilds it."""
+        self._snap, self._loaded = None, False
+
+    # -- steps ---------------------------------------------------------------------------------------------
+    def _usable(self, start) -> tuple[_Snapshot | None, str | None]:
+        snap = self._snap
+        if snap is None and not self._loaded:
+            self._loaded = True
+            snap, why = self._load()
+            if snap is None:
+                return None, why
+        if snap is None:
+            return None, "no window in memory"
+        if start is None and not snap.whole:
+            return None, "the whole history is asked for"
+        if start is not None and not snap.whole and start < snap.origin:
+            return None, f"the window starts at {snap.origin}, {start} is asked for"
+        return snap, None
+
+    def _catch_up(self, snap: _Snapshot, start) -> tuple[int, int]:
+        """Bring ``snap`` up to date in place: the new ingests' rows from ``start``; how many ingests and
+        rows it read. :class:`_Stale` when it cannot be (the store is not the one it describes)."""
+        new, sha = self.store.ingest_marks(snap.last, snap.pending)
+        if snap.last > 0 and sha != snap.sha:
+            raise _Stale(f"ingest {snap.last} it saw last is {'gone' if sha is None else 'another one'}: "
+                         "the store was restored or replaced")
+        if not len(new):
+            return 0, 0
+        ids = new["id"].to_numpy(np.int64)
+        dated = new.dropna(subset=["first_ds", "last_ds"])
+        if snap.whole and len(dated) and (dated["first_ds"].min().to_datetime64() < snap.origin):
+            raise _Stale("an ingest brought rows older than the whole history kept")
+        # Data-time spans of the new ingests, from the window's start, merged where they overlap.
+        floor = snap.origin if start is None else max(snap.origin, start)
+        spans = sorted((max(a.to_datetime64(), floor), b.to_datetime64()) for a, b in
+                       zip(dated["first_ds"], dated["last_ds"]) if b.to_datetime64() >= floor)
+        merged: list[list[np.datetime64]] = []
+        for a, b in spans:
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        n_rows = 0
+        for a, b in merged:
+            sid, ds, y = self.store.observation_arrays(pd.Timestamp(a), pd.Timestamp(b) + pd.Timedelta(1, "us"),
+                                                       changed_after=snap.last, also_ingests=snap.pending)
+            snap.apply(sid, ds, y)
+            n_rows += len(sid)
+        newest = int(ids.max())
+        seen = set(ids.tolist())
+        pending = [int(i) for i in snap.pending if i not in seen]
+        pending += [i for i in range(snap.last + 1, newest) if i not in seen]
+        mark = max(newest, snap.last)
+        snap.pending = np.array([i for i in pending if i > mark - PENDING_SPAN], dtype=np.int64)
+        if newest > snap.last:
+            snap.last = newest
+            snap.sha = self._sha_of(newest)
+        return len(new), n_rows
+
+    def _sha_of(self, ingest_id: int) -> str | None:
+        return self.store.ingest_marks(ingest_id)[1]
+
+    def _build(self, start, end) -> tuple[_Snapshot, int]:
+        # The ingests first, then the rows: a row committed in between is read now and again next time.
+        seen, _ = self.store.ingest_marks(0)
+        ids = seen["id"].to_numpy(np.int64)
+        last = int(ids.max()) if len(ids) else 0
+        visible = set(ids.tolist())
+        pending = np.array([i for i in range(max(1, last - PENDING_SPAN + 1), last) if i not in visible],
+                           dtype=np.int64)
+        sid, ds, y = self.store.observation_arrays(None if start is None else pd.Timestamp(start))
+        origin = start if start is not None else (ds.min() if len(ds) else end)
+        empty = (np.empty(0, np.int64), np.empty(0, "datetime64[ns]"), np.empty(0))
+        snap = _Snapshot(self.freq, origin, start is None, last, self._sha_of(last) if last else None, pending,
+                         np.full((int(sid.max()) + 1 if len(sid) else 0, 0), np.nan), empty)
+        snap.extend_to(end)  # rows dated after the end are kept aside (apply)
+        snap.apply(sid, ds, y)
+        return snap, len(sid)
+
+    def _load(self) -> tuple[_Snapshot | None, str]:
+        if self.path is None:
+            return None, "no window kept yet"
+        try:
+            blob = self.path.read_bytes()
+        except FileNotFoundError:
+            return None, f"no saved window at {self.path}"
+        except OSError as exc:
+            return None, f"the saved window {self.path} cannot be read ({exc})"
+        try:
+            return _Snapshot.from_bytes(blob, self._store_key, self.freq), "loaded"
+        except ValueError as exc:
+            log.warning("the saved observation window %s is not used: %s; it is rebuilt", self.path, exc)
+            return None, f"the saved window is not usable: {exc}"
+
+    def _save(self, snap: _Snapshot) -> None:
+        """Write the file under a temporary name, then rename it over the old one: a crash leaves the old
+        file or the new one, and a torn file fails its SHA-256 and is rebuilt."""
+        try:
+            # The file holds the data's values: readable by the owner only, like the artifacts.
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as file:
+                snap.write(file, self._store_key)
+            os.replace(tmp, self.path)
+        except OSError as exc:  # a cache that cannot be written costs a full read next time, nothing more
+            log.warning("could not save the observation window to %s: %s", self.path, exc)
+
+
+class _Stale(Exception):
+    """The kept window no longer describes the store."""
+
+
+def _safe_url(store) -> str:
+    try:
+        return store.engine.url.render_as_string(hide_password=True)
+    except AttributeError:
+        return str(getattr(store, "url", ""))

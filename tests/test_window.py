@@ -1,0 +1,259 @@
+"""The observation window (mlma.store.window): incremental reads equal full re-reads, and a damaged, missing
+or foreign saved window is rebuilt."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlma.store import Store
+from mlma.store.window import ObservationWindow
+
+T0 = pd.Timestamp("2025-03-01")
+HOUR = pd.Timedelta("1h")
+
+
+def rows_of(store: Store, start, end, n_streams: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The full re-read the window must equal: every observation in [start, end), by stream then time."""
+    sid, ds, y = store.observation_arrays(start, end)
+    keep = sid < n_streams
+    sid, ds, y = sid[keep], ds[keep], y[keep]
+    order = np.lexsort((ds, sid))
+    return sid[order], ds[order], y[order]
+
+
+def assert_same(got, expected) -> None:
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def hours(uids, first: int, n: int, rng, *, offset: float = 0.0) -> pd.DataFrame:
+    ds = T0 + HOUR * np.arange(first, first + n)
+    frame = pd.DataFrame({"unique_id": np.repeat(uids, n), "ds": np.tile(ds, len(uids))})
+    frame["y"] = rng.normal(10, 3, len(frame)).round(3) + offset
+    # Streams do not report every hour: drop a few rows.
+    return frame[rng.random(len(frame)) > 0.1].reset_index(drop=True)
+
+
+def test_a_window_refreshed_by_what_changed_equals_a_full_reread_after_every_kind_of_ingest(tmp_path):
+    """Random days of new rows, revisions of old rows inside and before the window, late and early rows, new
+    streams and rows dated ahead of the window's end: after each, the incremental window equals a full read."""
+    rng = np.random.default_rng(3)
+    store = Store.create(f"sqlite:///{tmp_path / 'w.db'}")
+    window = ObservationWindow(store, "h", tmp_path / "w.window")
+    uids = [f"z{i}" for i in range(6)]
+    store.ingest_frame(hours(uids, 0, 24 * 5, rng), "history")
+    span = 3 * 24  # the window: the last three days before the tick's end
+    checked = refreshed = 0
+    for day in range(5, 14):
+        end = T0 + HOUR * 24 * (day + 1)
+        start = end - HOUR * (span + 24)
+        kind = day % 5
+        today = hours(uids if kind != 2 else uids + [f"new{day}"], 24 * day, 24, rng)
+        store.ingest_frame(today, f"day-{day}")
+        if kind in (0, 3):  # revise rows inside the window (and one before it, which must not matter)
+            old = store.observations(start=start, end=end - HOUR * 24).sample(5, random_state=day)
+            old["y"] = old["y"] + 100
+            before = store.observations(end=start).sample(1, random_state=day)
+            store.ingest_frame(pd.concat([old, before.assign(y=before["y"] - 50)])[["unique_id", "ds", "y"]],
+                               f"fix-{day}")
+        if kind == 1:  # rows dated ahead of the tick's end: kept aside until the window reaches them
+            store.ingest_frame(hours([f"ahead{day}"], 24 * (day + 2), 3, rng, offset=1000), f"ahead-{day}")
+        if kind == 4:  # a row that arrives late inside the window, and a stream's first row
+            late = pd.DataFrame({"unique_id": ["z0", f"late{day}"], "ds": [start + HOUR * 5, start + HOUR * 6],
+                                 "y": [-7.5, 42.0]})
+            store.ingest_frame(late, f"late-{day}")
+        n = len(store.streams())
+        got = window.rows(start, end, n_streams=n)
+        assert_same(got, rows_of(store, start, end, n))
+        checked += 1
+        refreshed += window.last_refresh.rebuilt is None
+    assert checked == 9 and refreshed == 8   # only the first call built the window from a full read
+    # The rows dated ahead (day 13, ingested on day 11) came in once the window reached them.
+    assert (got[2] > 900).sum() == ((store.observations(start=start, end=end)["y"] > 900).sum()) > 0
+    store.close()
+
+
+def test_a_refresh_reads_only_the_rows_that_changed(tmp_path):
+    rng = np.random.default_rng(4)
+    store = Store.create(f"sqlite:///{tmp_path / 'w.db'}")
+    uids = [f"z{i}" for i in range(20)]
+    store.ingest_frame(hours(uids, 0, 24 * 10, rng), "history")
+    window = ObservationWindow(store, "h")
+    end = T0 + HOUR * 24 * 10
+    full = window.rows(end - HOUR * 24 * 7, end, n_streams=20)
+    assert window.last_refresh.rebuilt and window.last_refresh.rows_read == len(full[0])
+    day = hours(uids, 24 * 10, 24, rng)
+    store.ingest_frame(day, "day")
+    revised = store.observations(start=end - HOUR * 24 * 5, end=end - HOUR * 24 * 4).head(3)
+    store.ingest_frame(revised.assign(y=revised["y"] + 1)[["unique_id", "ds", "y"]], "fix")
+    got = window.rows(end - HOUR * 24 * 6, end + HOUR * 24, n_streams=20)
+    assert window.last_refresh.rebuilt is None and window.last_refresh.ingests == 2
+    # The day's rows and the three revised ones; the revision's span holds other rows, which are not read.
+    assert window.last_refresh.rows_read == len(day) + 3
+    assert_same(got, rows_of(store, end - HOUR * 24 * 6, end + HOUR * 24, 20))
+    # Nothing new: nothing read.
+    window.rows(end - HOUR * 24 * 6, end + HOUR * 24, n_streams=20)
+    assert window.last_refresh.ingests == 0 and window.last_refresh.rows_read == 0
+    store.close()
+
+
+@pytest.fixture
+def filled(tmp_path):
+    rng = np.random.default_rng(5)
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    store = Store.create(url)
+    store.ingest_frame(hours(["a", "b", "c"], 0, 24 * 6, rng), "history")
+    path = tmp_path / "cache" / "w.window"
+    ObservationWindow(store, "h", path).rows(T0 + HOUR * 24, T0 + HOUR * 24 * 6, n_streams=3)
+    assert path.exists()
+    yield store, path, url, rng
+    store.close()
+
+
+def test_a_saved_window_is_used_by_the_next_process(filled):
+    store, path, _, rng = filled
+    store.ingest_frame(hours(["a", "b", "c"], 24 * 6, 24, rng), "day")
+    window = ObservationWindow(store, "h", path)
+    got = window.rows(T0 + HOUR * 48, T0 + HOUR * 24 * 7, n_streams=3)
+    assert window.last_refresh.rebuilt is None and window.last_refresh.ingests == 1
+    assert_same(got, rows_of(store, T0 + HOUR * 48, T0 + HOUR * 24 * 7, 3))
+
+
+@pytest.mark.parametrize("damage", ["deleted", "truncated", "flipped", "other-frequency", "earlier-start"])
+def test_a_missing_damaged_or_unfitting_saved_window_is_rebuilt(filled, damage):
+    store, path, _, rng = filled
+    store.ingest_frame(hours(["a", "b", "c"], 24 * 6, 24, rng), "day")
+    blob = path.read_bytes()
+    freq, start = "h", T0 + HOUR * 48
+    if damage == "deleted":
+        path.unlink()
+    elif damage == "truncated":
+        path.write_bytes(blob[: len(blob) // 2])
+    elif damage == "flipped":
+        values_at = blob.index(b"values.npy") + 200  # inside the values array
+        path.write_bytes(blob[:values_at] + bytes([blob[values_at] ^ 0xFF]) + blob[values_at + 1:])
+    elif damage == "other-frequency":
+        freq = "30min"
+    else:
+        start = T0  # older rows than the saved window holds
+    window = ObservationWindow(store, freq, path)
+    got = window.rows(start, T0 + HOUR * 24 * 7, n_streams=3)
+    assert window.last_refresh.rebuilt, damage
+    assert_same(got, rows_of(store, start, T0 + HOUR * 24 * 7, 3))
+    # The rebuilt window was saved and is used as it is next time.
+    again = ObservationWindow(store, freq, path)
+    again.rows(start, T0 + HOUR * 24 * 7, n_streams=3)
+    assert again.last_refresh.rebuilt is None
+
+
+def test_a_window_saved_for_a_store_that_was_replaced_is_rebuilt(filled, tmp_path):
+    """A store restored from an older backup (or re-created) under the same URL has other ingests with the
+    same ids: the window notices that the ingest it saw last is not the store's any more."""
+    store, path, url, rng = filled
+    store.close()
+    (tmp_path / "w.db").unlink()
+    fresh = Store.create(url)
+    fresh.ingest_frame(hours(["a", "b", "c"], 0, 24 * 6, rng, offset=500), "other history")
+    fresh.ingest_frame(hours(["a", "b", "c"], 24 * 6, 24, rng, offset=500), "other day")
+    window = ObservationWindow(fresh, "h", path)
+    got = window.rows(T0 + HOUR * 48, T0 + HOUR * 24 * 7, n_streams=3)
+    assert window.last_refresh.rebuilt and "restored or replaced" in window.last_refresh.rebuilt
+    assert (got[2] > 400).all()
+    assert_same(got, rows_of(fresh, T0 + HOUR * 48, T0 + HOUR * 24 * 7, 3))
+    fresh.close()
+
+
+def test_rows_off_the_frequency_grid_are_refused_with_the_stream_named(tmp_path):
+    store = Store.create("sqlite://")
+    frame = pd.DataFrame({"unique_id": ["a", "a"], "ds": [T0, T0 + pd.Timedelta("90min")], "y": [1.0, 2.0]})
+    store.ingest_frame(frame, "odd")
+    with pytest.raises(ValueError, match="stream id 0 has a timestamp .* not on the 'h' grid"):
+        ObservationWindow(store, "h").rows(T0, T0 + HOUR * 3, n_streams=1)
+    store.close()
+
+
+@pytest.mark.postgres
+def test_an_ingest_that_commits_after_a_newer_one_is_read_when_it_commits(postgres_server):
+    """PostgreSQL hands out ingest ids before commit: ingest 2 may commit after ingest 3. The window saw 3;
+    it must still read 2's rows once 2 commits."""
+    from mlma.store.testing import postgres_schema
+
+    rng = np.random.default_rng(6)
+    with postgres_schema(postgres_server, prefix="mlma_test_incremental") as url:
+        store = Store.create(url)
+        store.ingest_frame(hours(["a", "b"], 0, 48, rng), "history")
+        window = ObservationWindow(store, "h")
+        end = T0 + HOUR * 80
+        window.rows(T0, end, n_streams=2)
+        # A slow ingest (another process's): it has taken id 2 and waits before it writes its rows (ingests
+        # take turns on the streams table from there on), while a later ingest takes id 3 and commits.
+        slow_store = Store.open(url)
+        written, go_on = threading.Event(), threading.Event()
+        ensure = slow_store._ensure_streams
+
+        def wait_then_ensure(*args, **kwargs):
+            written.set()
+            assert go_on.wait(60)
+            return ensure(*args, **kwargs)
+
+        slow_store._ensure_streams = wait_then_ensure
+        late_row = pd.DataFrame({"unique_id": ["a"], "ds": [T0 + HOUR * 75], "y": [-1.0]})
+        slow = threading.Thread(target=slow_store.ingest_frame, args=(late_row, "slow"))
+        slow.start()
+        assert written.wait(60)
+        store.ingest_frame(hours(["a", "b"], 48, 24, rng), "fast")   # id 3, committed first
+        before = window.rows(T0, end, n_streams=2)
+        assert window.last_refresh.ingests == 1
+        assert -1.0 not in before[2]
+        go_on.set()
+        slow.join(60)
+        slow_store.close()
+        assert store.ingests()["source"].tolist() == ["history", "slow", "fast"]
+        after = window.rows(T0, end, n_streams=2)
+        assert window.last_refresh.ingests == 1 and -1.0 in after[2]
+        assert_same(after, rows_of(store, T0, end, 2))
+        store.close()
+
+
+# -- in the live agent -----------------------------------------------------------------------------------------
+def test_live_ticks_on_the_kept_window_equal_ticks_on_a_full_reread_with_revisions_inside_the_window(tmp_path):
+    """Two projects get the same days and the same late corrections of rows inside the training window. One
+    keeps its observation window between ticks (reading only what changed); the other forgets it before every
+    tick (a full read, as before the window existed). They must record the same verdicts, models and
+    forecasts, and the first must really have read incrementally."""
+    from test_live import FIRST_TICK, day_chunks, make_project, store_snapshot
+
+    from mlma.live import LiveAgent
+    from mlma.project import load_config
+    from mlma.simulate import simulate_platform
+
+    frame = simulate_platform(10, FIRST_TICK + 8, seed=11, event_rate=3).data
+    chunks = list(day_chunks(frame, FIRST_TICK))
+    roots = {"kept": make_project(tmp_path / "kept", train_window_ticks=5),
+             "reread": make_project(tmp_path / "reread", train_window_ticks=5)}
+    refreshes = []
+    for name, root in roots.items():
+        config = load_config(root)
+        with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+            for i, chunk in enumerate(chunks):
+                store.ingest_frame(chunk, f"day-{i}")
+                if i >= 2 and i % 2 == 0:
+                    # Corrections of last week's rows: some inside the 5-day window, some before it.
+                    old = store.observations(start=chunk["ds"].min() - pd.Timedelta("7D"), end=chunk["ds"].min())
+                    fix = old.sample(20, random_state=i)
+                    store.ingest_frame(fix.assign(y=fix["y"] * 3 + 1)[["unique_id", "ds", "y"]], f"fix-{i}")
+                if name == "reread":
+                    live.window_path.unlink(missing_ok=True)
+                    live._window = None
+                live.step()
+                if name == "kept":
+                    refreshes.append(live._window.last_refresh)
+    assert store_snapshot(roots["kept"]) == store_snapshot(roots["reread"])
+    # The start-up read everything; every tick after it read only the rows of its day and of the corrections.
+    assert refreshes[0].rebuilt and refreshes[0].rows_read > 10 * 24 * FIRST_TICK * 0.5
+    assert all(r.rebuilt is None for r in refreshes[1:])
+    assert all(0 < r.rows_read <= 10 * 24 + 20 for r in refreshes[1:])
