@@ -534,8 +534,10 @@ class Agent:
         steps = fleet.steps_in_tick(k + 1)
         forecast = np.full((fleet.n_streams, steps), np.nan)
         serving = np.flatnonzero((self.champion != NO_MODEL) & (self.silent_for < self.settings.silence_ticks))
-        for s in serving:
-            forecast[s] = self.service.predict(ModelKey(int(s), int(self.champion[s])), k + 1)
+        if len(serving):
+            # One fleet-wide call (sharded over the executor's slots), not one call per stream.
+            keys = [ModelKey(int(s), int(self.champion[s])) for s in serving]
+            forecast[serving] = self.service.predict_many(keys, k + 1)
         self.forecast = forecast
 
     def models_in_use(self) -> set[ModelKey]:

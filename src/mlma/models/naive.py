@@ -6,8 +6,8 @@ from typing import Self
 
 import numpy as np
 
-from mlma.models.base import BaseForecaster, ForecastContext, as_datetime_array, as_float_array
-from mlma.models.features import forward_fill, regularise, seasonal_ffill
+from mlma.models.base import BaseForecaster, FleetHistory, ForecastContext, as_datetime_array, as_float_array
+from mlma.models.features import forward_fill, forward_fill_rows, regularise, seasonal_ffill, seasonal_ffill_rows
 
 __all__ = ["SeasonalNaive", "MeanForecaster"]
 
@@ -81,6 +81,31 @@ class SeasonalNaive(BaseForecaster):
         before = rows - 1
         out = np.where(np.isnan(out) & (before >= 0), last[np.maximum(before, 0)], out)
         return np.where(np.isnan(out), getattr(self, "level_", np.nan), out)
+
+    @classmethod
+    def predict_many(cls, models: list, history: FleetHistory) -> np.ndarray:
+        """Every stream's :meth:`predict` at once, with array operations over the fleet's grid (the same
+        values: each forecast is one of the stream's values or its fitted level, picked by the same rule)."""
+        if cls.predict is not SeasonalNaive.predict:
+            return super().predict_many(models, history)  # a subclass forecasts its own way: ask it
+        out = np.empty((len(models), history.future.size))
+        if not models or not history.future.size:
+            return out
+        values = history.values()
+        columns = history.future_columns
+        seasons = np.array([model.season_length for model in models])
+        levels = np.array([getattr(model, "level_", np.nan) for model in models], dtype=np.float64)
+        for season in np.unique(seasons):
+            members = np.flatnonzero(seasons == season)
+            grid = values[members] if members.size < len(models) else values
+            seasonal = seasonal_ffill_rows(grid, int(season))
+            before = columns - season
+            part = np.where(before >= 0, seasonal[:, np.maximum(before, 0)], np.nan)
+            last = forward_fill_rows(grid)
+            before = columns - 1
+            part = np.where(np.isnan(part) & (before >= 0), last[:, np.maximum(before, 0)], part)
+            out[members] = np.where(np.isnan(part), levels[members, None], part)
+        return out
 
 
 class MeanForecaster(BaseForecaster):
