@@ -511,8 +511,9 @@ class LiveAgent:
             self._executor_dirty = True
         _checkpoint("after-fit")
 
-        new_versions, expected, moves, checks = self._versions(k, agent, report, service, live, approvers,
-                                                               start, repair.refit)
+        with self.registry.artifacts.batch():  # the tick's new artifacts reach the disk in one flush
+            new_versions, expected, moves, checks = self._versions(k, agent, report, service, live, approvers,
+                                                                   start, repair.refit)
         moves += list(repair.moves.values())
         checks += repair.checks
         report.escalations.extend(Escalation(s, k, "artifact-broken", severity, message)
