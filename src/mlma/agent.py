@@ -376,8 +376,8 @@ class Agent:
         pending = np.flatnonzero(self.challenger != NO_MODEL)
         if not len(pending):
             return
-        for s in pending:
-            y_hat = self.service.predict(ModelKey(int(s), int(self.challenger[s])), k)
+        shadow_forecasts = self.service.predict_many([ModelKey(int(s), int(self.challenger[s])) for s in pending], k)
+        for s, y_hat in zip(pending, shadow_forecasts):
             if np.isfinite(actuals[s]).any():
                 self.shadow[int(s)].append((self.policy.challenger_loss(actuals[s] - y_hat),
                                             self.policy.challenger_loss(champion_errors[s])))

@@ -778,8 +778,8 @@ class ModelService:
         The streams' histories are laid on the fleet's grid once (:func:`fleet_history`) and each model class
         forecasts all its streams in one call (:meth:`~mlma.models.BaseForecaster.predict_many`, vectorised
         for seasonal-naive and ridge), in calls of at most ``predict_chunk_size`` streams. With an executor
-        of more than one slot and at least ``parallel_threshold`` streams, the calls run there as shards, at
-        least one per slot; a model that uses drivers is predicted here, one stream at a time, with its
+        of more than one slot and at least ``parallel_threshold`` streams (and one per slot), the calls run
+        there as shards, at least one per slot; a model that uses drivers is predicted here, one stream at a time, with its
         driver values. Each stream's forecast is the one its model's own ``predict`` gives.
 
         Raises
@@ -824,7 +824,7 @@ class ModelService:
     def _predict_shards(self, models: list, history: FleetHistory, keys: list[ModelKey]) -> np.ndarray:
         """Fleet-wide forecasts of ``models``, in shards: on the executor when it has several slots."""
         slots = _slots(self.executor)
-        parallel = slots > 1 and len(models) >= self.parallel_threshold
+        parallel = slots > 1 and len(models) >= max(self.parallel_threshold, slots)
         executor = self.executor if parallel else self._inline
         shards = split_chunks(list(range(len(models))), self.predict_chunk_size, slots if parallel else 1)
         futures = []
