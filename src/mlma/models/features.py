@@ -666,10 +666,21 @@ class FeatureBuilder:
         csum = np.concatenate([np.zeros((n, 1)), np.cumsum(np.where(finite, filled, 0.0), axis=1)], axis=1)
         ccount = np.concatenate([np.zeros((n, 1), dtype=np.int64), np.cumsum(finite, axis=1)], axis=1)
         end = rows - spec.horizon
+        # The last finite column at or before each window's end: a window with nothing in it takes the mean
+        # of the last window that had something, the one ending ``width - 1`` columns after that column.
+        last = np.where(finite[:, np.maximum(end, 0)], np.maximum(end, 0)[None, :], -1)
+        if (last < 0).any():
+            seen = np.maximum.accumulate(np.where(finite, np.arange(filled.shape[1])[None, :], -1), axis=1)
+            last = seen[:, np.maximum(end, 0)]
         widths = list(spec.windows) + [self.level_window]
+        stream = np.arange(n)[:, None]
         for j, w in enumerate(widths):
-            means = _trailing_means_rows(csum, ccount, w)
-            cols[:, :, lags.size + j] = np.where(end >= 0, means[:, np.maximum(end, 0)], np.nan)
+            at = np.minimum(np.maximum(end, 0)[None, :], last + w - 1)  # the window whose mean is taken
+            hi = at + 1
+            lo = np.maximum(hi - w, 0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = (csum[stream, hi] - csum[stream, lo]) / (ccount[stream, hi] - ccount[stream, lo])
+            cols[:, :, lags.size + j] = np.where((end >= 0)[None, :] & (last >= 0), means, np.nan)
         return cols[:, :, :-1], cols[:, :, -1]
 
     def calendar_features(self, ds: np.ndarray) -> np.ndarray:
@@ -799,14 +810,3 @@ def _trailing_means(csum: np.ndarray, ccount: np.ndarray, width: int) -> np.ndar
     means[count == 0] = np.nan
     return forward_fill(means)
 
-
-def _trailing_means_rows(csum: np.ndarray, ccount: np.ndarray, width: int) -> np.ndarray:
-    """:func:`_trailing_means` of each row of 2-D cumulative sums and counts."""
-    n = csum.shape[1] - 1
-    hi = np.arange(1, n + 1)
-    lo = np.maximum(hi - width, 0)
-    count = ccount[:, hi] - ccount[:, lo]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = (csum[:, hi] - csum[:, lo]) / count
-    means[count == 0] = np.nan
-    return forward_fill_rows(means)
