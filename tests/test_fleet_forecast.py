@@ -181,7 +181,7 @@ def test_fleet_history_holds_exactly_each_streams_history():
         assert np.array_equal(history.future[0] - history.ds, (history.future_columns[0] - history.column) * step)
 
 
-class _TwoSlotExecutor(InlineExecutor):
+class _ThreeSlotExecutor(InlineExecutor):
     """Runs calls here but says it has three slots, so the service cuts the streams into shards."""
 
     slots = 3
@@ -201,13 +201,20 @@ def test_forecasts_go_through_an_executor_of_several_slots_in_shards_with_the_sa
     keys = [ModelKey(s, 9) for s in range(fleet.n_streams)]
     inline = ModelService(fleet, "ridge", ctx, train_window_ticks=7)
     inline.fit(keys)
-    executor = _TwoSlotExecutor()
-    sharded = ModelService(fleet, "ridge", ctx, train_window_ticks=7, executor=executor, parallel_threshold=1)
+    executor = _ThreeSlotExecutor()
+    sharded = ModelService(fleet, "ridge", ctx, train_window_ticks=7, executor=executor, parallel_threshold=1,
+                           shard_forecasts=True)
     sharded.fit(keys)
     fit_calls = executor.calls
     forecasts = sharded.predict_many(keys, 10)
     assert executor.calls - fit_calls == 3  # one shard per slot
     np.testing.assert_array_equal(forecasts, inline.predict_many(keys, 10))
+    # By default only a Dask executor takes forecasts: a local pool stays in this process.
+    local = ModelService(fleet, "ridge", ctx, train_window_ticks=7, executor=executor, parallel_threshold=1)
+    local.fit(keys)
+    calls = executor.calls
+    np.testing.assert_array_equal(local.predict_many(keys, 10), forecasts)
+    assert executor.calls == calls and not local.shard_forecasts
 
 
 class _Protocolonly:

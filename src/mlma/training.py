@@ -612,17 +612,29 @@ class ModelService:
     predict_chunk_size
         Most streams forecast in one fleet-wide call (:meth:`predict_many`); on an executor of several
         slots, the streams are cut into at least one shard per slot.
+    shard_forecasts
+        Send the forecasts to the executor in shards when it has several slots. Default (None): on a Dask
+        executor only; a local process pool forecasts slower than this process (the models and histories
+        would be pickled to it and back).
     """
 
     def __init__(self, fleet: FleetData, spec, ctx: ForecastContext, *, train_window_ticks: int | None,
                  executor: Executor | None = None, chunk_size: int = 64, model_params: dict | None = None,
                  parallel_threshold: int | None = None, fit_timeout: float | None = None,
-                 fit_cache: FitCache | str | None = None, predict_chunk_size: int = DEFAULT_PREDICT_CHUNK) -> None:
+                 fit_cache: FitCache | str | None = None, predict_chunk_size: int = DEFAULT_PREDICT_CHUNK,
+                 shard_forecasts: bool | None = None) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
         if isinstance(predict_chunk_size, bool) or not isinstance(predict_chunk_size, int) or predict_chunk_size < 1:
             raise ValueError(f"predict_chunk_size must be a whole number >= 1, got {predict_chunk_size!r}")
         self.predict_chunk_size = predict_chunk_size
+        if shard_forecasts not in (None, True, False):
+            raise ValueError(f"shard_forecasts must be True, False or None, got {shard_forecasts!r}")
+        #: Whether forecasts go to the executor in shards (when it has several slots). By default only on a
+        #: Dask cluster: a local process pool forecasts slower than this process, since the models and
+        #: histories must be pickled to it and back (docs/benchmarks.md, bench_forecast.py).
+        self.shard_forecasts = (isinstance(executor, DaskExecutor) if shard_forecasts is None
+                                else shard_forecasts)
         self.fleet = fleet
         self.spec = spec
         self.ctx = ctx
@@ -779,8 +791,9 @@ class ModelService:
         The streams' histories are laid on the fleet's grid once (:func:`fleet_history`) and each model class
         forecasts all its streams in one call (:meth:`~mlma.models.BaseForecaster.predict_many`, vectorised
         for seasonal-naive and ridge), in calls of at most ``predict_chunk_size`` streams. With an executor
-        of more than one slot and at least ``parallel_threshold`` streams (and one per slot), the calls run
-        there as shards, at least one per slot; a model that uses drivers is predicted here, one stream at a time, with its
+        of more than one slot that takes forecasts (``shard_forecasts``: a Dask cluster) and at least
+        ``parallel_threshold`` streams (and one per slot), the calls run there as shards, at least one per
+        slot; a model that uses drivers is predicted here, one stream at a time, with its
         driver values. Each stream's forecast is the one its model's own ``predict`` gives.
 
         Raises
@@ -825,7 +838,7 @@ class ModelService:
     def _predict_shards(self, models: list, history: FleetHistory, keys: list[ModelKey]) -> np.ndarray:
         """Fleet-wide forecasts of ``models``, in shards: on the executor when it has several slots."""
         slots = _slots(self.executor)
-        parallel = slots > 1 and len(models) >= max(self.parallel_threshold, slots)
+        parallel = self.shard_forecasts and slots > 1 and len(models) >= max(self.parallel_threshold, slots)
         executor = self.executor if parallel else self._inline
         shards = split_chunks(list(range(len(models))), self.predict_chunk_size, slots if parallel else 1)
         futures = []
