@@ -286,3 +286,18 @@ def test_fleet_history_rejects_a_future_inside_the_history():
     with pytest.raises(ValueError, match="already used 'h' grid slot"):
         FleetHistory.from_histories([(np.concatenate([ds, ds[:1]]), np.ones(6))], ds[-1:] + np.timedelta64(1, "h"),
                                     "h")
+
+
+def test_lightgbm_features_built_fleet_wide_give_its_own_forecasts():
+    """The regression models other than ridge share the fleet-wide features and predict their own rows."""
+    pytest.importorskip("lightgbm")
+    rng = np.random.default_rng(9)
+    ctx = ForecastContext("h", season_length=24, horizon=24)
+    base = pd.date_range("2023-01-01", periods=24 * 36, freq="h").as_unit("ns").to_numpy()
+    future = base[-24:]
+    train = [_random_history(rng, base[:-24], "full") for _ in range(5)]
+    recent = [_random_history(rng, base[:-24], str(kind)) for kind in ("full", "late", "new", "silent", "full")]
+    models = [fit_forecaster("lightgbm", ctx, ds, y).model for ds, y in train]
+    assert type(models[0]).__name__ == "LightGBMForecaster"
+    fleetwide = predict_fleet(models, FleetHistory.from_histories(recent, future, "h"))
+    np.testing.assert_array_equal(fleetwide, np.stack([m.predict(ds, y, future) for m, (ds, y) in zip(models, recent)]))
