@@ -535,7 +535,7 @@ class Agent:
         forecast = np.full((fleet.n_streams, steps), np.nan)
         serving = np.flatnonzero((self.champion != NO_MODEL) & (self.silent_for < self.settings.silence_ticks))
         if len(serving):
-            # One fleet-wide call (sharded over the executor's slots), not one call per stream.
+            # One fleet-wide call (in shards on a Dask cluster), not one call per stream.
             keys = [ModelKey(int(s), int(self.champion[s])) for s in serving]
             forecast[serving] = self.service.predict_many(keys, k + 1)
         self.forecast = forecast
