@@ -300,3 +300,51 @@ def test_live_ticks_on_a_dask_cluster_by_address_equal_inline_ticks(cluster, tmp
             outcomes.append(([tuple(v) for v in versions],
                              store.forecasts(store.last_done_tick())["y_hat"].round(9).tolist()))
     assert outcomes[0] == outcomes[1]
+
+
+def _predict_shard_tasks(dask_scheduler) -> int:
+    """Distinct ``_predict_shard`` tasks the scheduler has seen (runs on the scheduler)."""
+    return len({entry[0] for entry in dask_scheduler.transition_log
+                if isinstance(entry[0], str) and entry[0].startswith("_predict_shard-")})
+
+
+@needs_dask
+def test_forecasts_and_retraining_decisions_on_the_cluster_equal_inline_ones(client):
+    """A tick's forecasting and re-training both run as stream shards on the workers; every forecast (bit
+    for bit) and every decision equals the inline agent's, re-trainings and their challenger checks included."""
+    from mlma.agent import Agent
+    from mlma.policy import make_policy
+
+    frame = simulate_platform(8, 20, seed=2, event_rate=3).data
+    grid = make_tick_grid(frame, "1D", freq="h")
+    fleet = FleetData(frame, "h", grid.boundaries)
+    scale = fleet.seasonal_naive_scale(24, before_tick=10)
+
+    def run(executor):
+        service = ModelService(fleet, "ridge", CTX, train_window_ticks=10, executor=executor)
+        agent = Agent(make_policy("mlma"), service, season_length=24, scale=scale)
+        agent.start(10)
+        forecasts, decisions = [agent.forecast.copy()], []
+        for k in range(10, fleet.n_ticks):
+            report = agent.tick(k)
+            decisions.append((report.retrained.copy(), report.promoted.copy(), report.decision.verdict.copy(),
+                              [str(r) for r in report.decision.reason]))
+            forecasts.append(None if agent.forecast is None else agent.forecast.copy())
+        return forecasts, decisions
+
+    inline_forecasts, inline_decisions = run(InlineExecutor())
+    shards_before = client.run_on_scheduler(_predict_shard_tasks)
+    fits_before = client.run_on_scheduler(_fit_chunk_tasks)
+    with DaskExecutor(client) as executor:
+        assert executor.slots == 2
+        dask_forecasts, dask_decisions = run(executor)
+    # Each tick's forecasts went to both workers (two shards), and so did the fits.
+    assert client.run_on_scheduler(_predict_shard_tasks) - shards_before >= 2 * (fleet.n_ticks - 10)
+    assert client.run_on_scheduler(_fit_chunk_tasks) > fits_before
+    assert sum(int(r.sum()) for r, *_ in inline_decisions) > 0  # the policy did re-train
+    for (a, b) in zip(inline_forecasts[:-1], dask_forecasts[:-1]):
+        np.testing.assert_array_equal(a, b)
+    assert inline_forecasts[-1] is None and dask_forecasts[-1] is None
+    for inline, on_dask in zip(inline_decisions, dask_decisions):
+        for a, b in zip(inline, on_dask):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

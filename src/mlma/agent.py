@@ -464,8 +464,8 @@ class Agent:
         pending = np.flatnonzero(self.challenger != NO_MODEL)
         if not len(pending):
             return {}
-        for s in pending:
-            y_hat = self.service.predict(ModelKey(int(s), int(self.challenger[s])), k)
+        shadow_forecasts = self.service.predict_many([ModelKey(int(s), int(self.challenger[s])) for s in pending], k)
+        for s, y_hat in zip(pending, shadow_forecasts):
             if np.isfinite(actuals[s]).any():
                 self.shadow[int(s)].append((self.policy.challenger_loss(actuals[s] - y_hat),
                                             self.policy.challenger_loss(champion_errors[s])))
@@ -622,8 +622,10 @@ class Agent:
         steps = fleet.steps_in_tick(k + 1)
         forecast = np.full((fleet.n_streams, steps), np.nan)
         serving = np.flatnonzero((self.champion != NO_MODEL) & (self.silent_for < self.settings.silence_ticks))
-        for s in serving:
-            forecast[s] = self.service.predict(ModelKey(int(s), int(self.champion[s])), k + 1)
+        if len(serving):
+            # One fleet-wide call (in shards on a Dask cluster), not one call per stream.
+            keys = [ModelKey(int(s), int(self.champion[s])) for s in serving]
+            forecast[serving] = self.service.predict_many(keys, k + 1)
         self.forecast = forecast
 
     def models_in_use(self) -> set[ModelKey]:

@@ -481,8 +481,9 @@ class LiveAgent:
         _checkpoint("after-fit")
 
         # From here on the tick is recorded from its report alone.
-        new_versions, expected, moves, checks = self._versions(k, report, fleet, service.train_window_ticks, live,
-                                                               approvers, repair.refit)
+        with self.registry.artifacts.batch():  # the tick's new artifacts reach the disk in one flush
+            new_versions, expected, moves, checks = self._versions(k, report, fleet, service.train_window_ticks,
+                                                                   live, approvers, repair.refit)
         moves += list(repair.moves.values())
         checks += [VersionCheck(*check) for check in repair.checks]
         report.escalations.extend(Escalation(s, k, "artifact-broken", severity, message)

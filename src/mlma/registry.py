@@ -31,12 +31,16 @@ rollback to version 1 by user:ana: v2 over-forecasts the holiday
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import hashlib
 import logging
 import os
 import pickle
+import secrets
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -106,6 +110,7 @@ class ArtifactStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root).expanduser()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._batch = _OpenBatch()
 
     def path(self, sha: str) -> Path:
         """Where the artifact named ``sha`` lives."""
@@ -119,8 +124,108 @@ class ArtifactStore:
         """Pickle ``obj`` and store it; returns its sha256 and size in bytes."""
         return self.put_bytes(pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL))
 
+    def put_many(self, objs: Iterable[Any]) -> list[tuple[str, int]]:
+        """Pickle and store many objects with one flush to disk for all of them (see :meth:`put_bytes_many`)."""
+        return self.put_bytes_many([pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) for obj in objs])
+
+    def put_bytes_many(self, blobs: Iterable[bytes]) -> list[tuple[str, int]]:
+        """Store many artifacts; returns each one's sha256 and size, in order.
+
+        As crash-safe as :meth:`put_bytes` one by one, for a fraction of the cost: every new artifact is
+        written to a temporary file, the file system is flushed once (``syncfs``; where that is missing, each
+        file is fsynced), the files are renamed into place and their directories flushed once more. A crash
+        part-way leaves only temporary files (swept by :meth:`collect`) or complete artifacts, and the call
+        returns, so its hashes can be recorded, only once every artifact is on disk.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> artifacts = ArtifactStore(tempfile.mkdtemp())
+        >>> [(sha[:8], size) for sha, size in artifacts.put_bytes_many([b"a", b"bb", b"a"])]
+        [('ca978112', 1), ('3b64db95', 2), ('ca978112', 1)]
+        >>> artifacts.get_bytes(artifacts.put_bytes_many([b"bb"])[0][0])
+        b'bb'
+        """
+        results: list[tuple[str, int]] = []
+        todo: dict[str, bytes] = {}
+        for data in blobs:
+            sha = hashlib.sha256(data).hexdigest()
+            results.append((sha, len(data)))
+            if sha not in todo and not self._intact(sha):
+                todo[sha] = data
+        if todo:
+            self._write_durably(todo)
+        return results
+
+    def batch(self, max_bytes: int = 256 << 20) -> _ArtifactBatch:
+        """A context in which :meth:`put` and :meth:`put_bytes` return at once and write on leaving it, in one
+        :meth:`put_bytes_many` (or one per ``max_bytes`` of queued artifacts, to bound memory).
+
+        Record the hashes only after the ``with`` block: until then the artifacts may not be on disk
+        (:meth:`exists` is False for them, so :meth:`ModelRegistry.register_many` refuses them). When the
+        block raises, nothing more is written.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> artifacts = ArtifactStore(tempfile.mkdtemp())
+        >>> with artifacts.batch():
+        ...     sha, _ = artifacts.put({"coef": [1.0]})
+        ...     artifacts.exists(sha)
+        False
+        >>> artifacts.exists(sha), artifacts.load(sha)
+        (True, {'coef': [1.0]})
+        """
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ValueError(f"max_bytes must be a positive whole number, got {max_bytes!r}")
+        return _ArtifactBatch(self, max_bytes)
+
+    def _intact(self, sha: str) -> bool:
+        final = self.path(sha)
+        return final.is_file() and self._hash_file(final) == sha
+
+    def _write_durably(self, todo: dict[str, bytes]) -> None:
+        """Write ``todo`` (sha -> bytes, none on disk yet) with one flush before and one after the renames."""
+        written: list[tuple[str, Path]] = []
+        for parent in {self.path(sha).parent for sha in todo}:
+            parent.mkdir(parents=True, exist_ok=True)
+        # One random tag for the batch: with the hash and the process id it names each temporary file uniquely
+        # (O_EXCL says so if not), for less work per file than tempfile.mkstemp.
+        tag = f"{os.getpid()}.{secrets.token_hex(6)}"
+        try:
+            for sha, data in todo.items():
+                final = self.path(sha)
+                tmp = str(final.parent / f".{sha[:16]}.{tag}.tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                written.append((tmp, final))
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fchmod(fd, 0o644)  # whatever the umask
+                finally:
+                    os.close(fd)
+            # The data must be on disk before any name points at it, so that no crash leaves a named but
+            # incomplete artifact.
+            if not _syncfs(self.root):
+                for tmp, _ in written:
+                    _fsync_file(tmp)
+            for tmp, final in written:
+                os.replace(tmp, final)
+        except BaseException:
+            for tmp, _ in written:
+                with _suppress_os_errors():
+                    os.unlink(tmp)
+            raise
+        if not _syncfs(self.root):
+            for parent in sorted({final.parent for _, final in written}):
+                _fsync_dir(parent)
+
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         """Store raw bytes under their sha256 (no-op if an intact copy is already there)."""
+        batch = self._batch.current
+        if batch is not None:
+            return batch.add(data)
         sha = hashlib.sha256(data).hexdigest()
         final = self.path(sha)
         if final.is_file() and self._hash_file(final) == sha:
@@ -193,6 +298,69 @@ class ArtifactStore:
 
     def __repr__(self) -> str:
         return f"ArtifactStore({str(self.root)!r})"
+
+
+class _OpenBatch(threading.local):
+    """The batch open in this thread, if any (each thread batches its own writes)."""
+
+    current: _ArtifactBatch | None = None
+
+
+class _ArtifactBatch:
+    """Artifacts queued by :meth:`ArtifactStore.batch`, written by :meth:`ArtifactStore.put_bytes_many`."""
+
+    def __init__(self, store: ArtifactStore, max_bytes: int) -> None:
+        self.store, self.max_bytes = store, max_bytes
+        self.queued: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> tuple[str, int]:
+        self.queued.append(data)
+        self.size += len(data)
+        if self.size >= self.max_bytes:
+            self.flush()
+        return hashlib.sha256(data).hexdigest(), len(data)
+
+    def flush(self) -> None:
+        queued, self.queued, self.size = self.queued, [], 0
+        self.store.put_bytes_many(queued)
+
+    def __enter__(self) -> _ArtifactBatch:
+        if self.store._batch.current is not None:
+            raise RuntimeError("an artifact batch is already open in this thread")
+        self.store._batch.current = self
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        self.store._batch.current = None
+        if kind is None:
+            self.flush()
+
+
+def _syncfs(path: Path) -> bool:
+    """Flush the whole file system holding ``path`` to disk (Linux ``syncfs``); False where unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+        fd = os.open(path, os.O_RDONLY)
+    except (OSError, AttributeError):
+        return False
+    try:
+        if syncfs(fd) != 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"syncfs of {path} failed: {os.strerror(errno)}")
+        return True
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class _suppress_os_errors:

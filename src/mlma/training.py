@@ -25,10 +25,22 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mlma.fleet import FleetData
-from mlma.models import ForecastContext, fit_forecasters, make_forecaster, model_uses_drivers
+from mlma.models import (
+    FleetHistory,
+    ForecastContext,
+    fit_forecasters,
+    make_forecaster,
+    model_uses_drivers,
+    predict_fleet,
+)
 
 DEFAULT_PARALLEL_THRESHOLD = 32
 """Fewer missing fits than this run inline on a local pool: starting worker processes costs more."""
+
+DEFAULT_PREDICT_CHUNK = 512
+"""Most streams forecast in one fleet-wide call (one shard on a cluster): large enough that the per-call
+costs vanish, small enough to bound the memory of the grid and feature arrays and to keep a shard of hourly
+streams with a 28-day window (about 9 MB with ridge models) under Dask's 10 MB warning for large tasks."""
 
 
 @dataclass(frozen=True)
@@ -392,6 +404,45 @@ def split_chunks(jobs: list, chunk_size: int, min_chunks: int = 1) -> list[list]
     return chunks
 
 
+def fleet_history(fleet: FleetData, streams, target_tick: int, window_ticks: int | None) -> FleetHistory:
+    """The histories the models of ``streams`` forecast tick ``target_tick`` from, on the fleet's grid.
+
+    Stream ``i``'s rows are what ``fleet.history(streams[i], target_tick - 1, window_ticks)`` gives (values in
+    periods marked abnormal are NaN); their grid columns come from the fleet's own positions, so nothing is
+    placed on a grid again.
+    """
+    streams = np.asarray(streams, dtype=np.int64)
+    future = fleet.tick_timestamps(target_tick)  # checks that the tick is loaded
+    j = int(target_tick) - fleet.tick_base
+    hi = fleet.row_at_tick[streams, j]
+    start_tick = fleet.tick_base if window_ticks is None else int(target_tick) - int(window_ticks)
+    if start_tick <= fleet.tick_base:
+        lo = fleet.offsets[streams]
+    else:
+        lo = fleet.row_at_tick[streams, start_tick - fleet.tick_base]
+    counts = hi - lo
+    rows = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(int(counts.sum()))
+    y = np.where(fleet.row_abnormal[rows], np.nan, fleet.y[rows])
+    position = fleet.grid_pos[rows]
+    future_position = np.arange(fleet.tick_grid_start[j], fleet.tick_grid_start[j + 1], dtype=np.int64)
+    first = min(int(position.min()) if position.size else int(future_position[0]), int(future_position[0]))
+    return FleetHistory(fleet.ds[rows], y, np.concatenate([[0], np.cumsum(counts)]), position - first, future,
+                        future_position - first)
+
+
+def _predict_shard(models: list, history: FleetHistory) -> np.ndarray:
+    """Forecast one shard of streams (runs on a worker, so it takes and returns plain data)."""
+    return predict_fleet(models, history)
+
+
+class ForecastShardError(RuntimeError):
+    """Forecasting a shard of streams failed on the executor; names the shard's streams (``stream_ids``)."""
+
+    def __init__(self, message: str, *, stream_ids: list[str]):
+        super().__init__(message)
+        self.stream_ids = stream_ids
+
+
 def _fit_chunk(spec, ctx: ForecastContext, params: dict, jobs: list) -> list:
     """Fit one chunk of streams; runs inside a worker, so it takes and returns plain data.
 
@@ -558,14 +609,32 @@ class ModelService:
     fit_cache
         A :class:`FitCache` (or its directory) consulted before fitting and filled after: fits survive the
         run. Not for live operation, where each fit is new data.
+    predict_chunk_size
+        Most streams forecast in one fleet-wide call (:meth:`predict_many`); on an executor of several
+        slots, the streams are cut into at least one shard per slot.
+    shard_forecasts
+        Send the forecasts to the executor in shards when it has several slots. Default (None): on a Dask
+        executor only; a local process pool forecasts slower than this process (the models and histories
+        would be pickled to it and back).
     """
 
     def __init__(self, fleet: FleetData, spec, ctx: ForecastContext, *, train_window_ticks: int | None,
                  executor: Executor | None = None, chunk_size: int = 64, model_params: dict | None = None,
                  parallel_threshold: int | None = None, fit_timeout: float | None = None,
-                 fit_cache: FitCache | str | None = None) -> None:
+                 fit_cache: FitCache | str | None = None, predict_chunk_size: int = DEFAULT_PREDICT_CHUNK,
+                 shard_forecasts: bool | None = None) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
+        if isinstance(predict_chunk_size, bool) or not isinstance(predict_chunk_size, int) or predict_chunk_size < 1:
+            raise ValueError(f"predict_chunk_size must be a whole number >= 1, got {predict_chunk_size!r}")
+        self.predict_chunk_size = predict_chunk_size
+        if shard_forecasts not in (None, True, False):
+            raise ValueError(f"shard_forecasts must be True, False or None, got {shard_forecasts!r}")
+        #: Whether forecasts go to the executor in shards (when it has several slots). By default only on a
+        #: Dask cluster: a local process pool forecasts slower than this process, since the models and
+        #: histories must be pickled to it and back (docs/benchmarks.md, bench_forecast.py).
+        self.shard_forecasts = (isinstance(executor, DaskExecutor) if shard_forecasts is None
+                                else shard_forecasts)
         self.fleet = fleet
         self.spec = spec
         self.ctx = ctx
@@ -714,28 +783,79 @@ class ModelService:
 
     def predict(self, key: ModelKey, target_tick: int, context_ticks: int | None = None) -> np.ndarray:
         """Forecast tick ``target_tick`` with the model ``key``, using history up to that tick's start."""
-        cache_key = (key, target_tick)
-        cached = self._predictions.get(cache_key)
-        if cached is not None:
-            return cached
-        fitted = self._models[key]
-        window = context_ticks if context_ticks is not None else self.train_window_ticks
-        hist = self.fleet.history(key.stream, target_tick - 1, window)
+        return self.predict_many([key], target_tick, context_ticks)[0]
+
+    def predict_many(self, keys: list[ModelKey], target_tick: int, context_ticks: int | None = None) -> np.ndarray:
+        """Forecast tick ``target_tick`` with each model of ``keys``: a ``(len(keys), steps)`` array.
+
+        The streams' histories are laid on the fleet's grid once (:func:`fleet_history`) and each model class
+        forecasts all its streams in one call (:meth:`~mlma.models.BaseForecaster.predict_many`, vectorised
+        for seasonal-naive and ridge), in calls of at most ``predict_chunk_size`` streams. With an executor
+        of more than one slot that takes forecasts (``shard_forecasts``: a Dask cluster) and at least
+        ``parallel_threshold`` streams (and one per slot), the calls run there as shards, at least one per
+        slot; a model that uses drivers is predicted here, one stream at a time, with its
+        driver values. Each stream's forecast is the one its model's own ``predict`` gives.
+
+        Raises
+        ------
+        ForecastShardError
+            When a shard fails on the executor, naming its streams.
+        """
         future = self.fleet.tick_timestamps(target_tick)
-        if self.wants_drivers and model_uses_drivers(fitted.model):
-            X = self.fleet.driver_values(key.stream, hist.ds)
-            future_X, filled = self.fleet.future_driver_values(key.stream, target_tick, self.ctx.season_length)
-            if filled:
-                self.driver_fills[target_tick] = self.driver_fills.get(target_tick, 0) + filled
-            y_hat = fitted.model.predict(hist.ds, hist.y, future, X, future_X)
-        else:
-            y_hat = fitted.model.predict(hist.ds, hist.y, future)
-        y_hat = np.asarray(y_hat, dtype=np.float64)
+        window = context_ticks if context_ticks is not None else self.train_window_ticks
+        out = np.empty((len(keys), future.size))
+        fleetwide: list[int] = []
+        for i, key in enumerate(keys):
+            cached = self._predictions.get((key, target_tick))
+            if cached is not None:
+                out[i] = cached
+            elif self.wants_drivers and model_uses_drivers(self._models[key].model):
+                out[i] = self._predict_with_drivers(key, target_tick, window, future)
+            else:
+                fleetwide.append(i)
+        if fleetwide:
+            history = fleet_history(self.fleet, [keys[i].stream for i in fleetwide], target_tick, window)
+            models = [self._models[keys[i]].model for i in fleetwide]
+            out[fleetwide] = self._predict_shards(models, history, [keys[i] for i in fleetwide])
+        for i, key in enumerate(keys):
+            self._predictions[(key, target_tick)] = out[i]
+        return out
+
+    def _predict_with_drivers(self, key: ModelKey, target_tick: int, window: int | None,
+                              future: np.ndarray) -> np.ndarray:
+        model = self._models[key].model
+        hist = self.fleet.history(key.stream, target_tick - 1, window)
+        X = self.fleet.driver_values(key.stream, hist.ds)
+        future_X, filled = self.fleet.future_driver_values(key.stream, target_tick, self.ctx.season_length)
+        if filled:
+            self.driver_fills[target_tick] = self.driver_fills.get(target_tick, 0) + filled
+        y_hat = np.asarray(model.predict(hist.ds, hist.y, future, X, future_X), dtype=np.float64)
         if y_hat.shape != future.shape:
             raise ValueError(f"model for stream {self.fleet.ids[key.stream]!r} returned {y_hat.shape[0]} "
                              f"forecasts for {future.shape[0]} timestamps")
-        self._predictions[cache_key] = y_hat
         return y_hat
+
+    def _predict_shards(self, models: list, history: FleetHistory, keys: list[ModelKey]) -> np.ndarray:
+        """Fleet-wide forecasts of ``models``, in shards: on the executor when it has several slots."""
+        slots = _slots(self.executor)
+        parallel = self.shard_forecasts and slots > 1 and len(models) >= max(self.parallel_threshold, slots)
+        executor = self.executor if parallel else self._inline
+        shards = split_chunks(list(range(len(models))), self.predict_chunk_size, slots if parallel else 1)
+        futures = []
+        for shard in shards:
+            part = history if len(shard) == len(models) else history.take(shard)
+            futures.append(executor.submit(_predict_shard, [models[i] for i in shard], part))
+        out = np.empty((len(models), history.future.size))
+        for shard, future in zip(shards, futures):
+            try:
+                out[shard] = future.result()
+            except Exception as exc:
+                ids = [str(self.fleet.ids[keys[i].stream]) for i in shard]
+                shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
+                raise ForecastShardError(
+                    f"forecasting a shard of {len(ids)} stream(s) on {type(executor).__name__} failed with "
+                    f"{type(exc).__name__}: {exc}; streams: {shown}", stream_ids=ids) from exc
+        return out
 
     def forget(self, keep: set[ModelKey], tick: int) -> None:
         """Drop models no agent uses any more and predictions for past ticks, to bound memory."""

@@ -20,11 +20,14 @@ from mlma.models.base import (
     BaseForecaster,
     Drivers,
     FleetForecaster,
+    FleetHistory,
     ForecastContext,
     Forecaster,
     InsufficientDataError,
     default_season_length,
     model_uses_drivers,
+    predict_each,
+    predict_fleet,
 )
 from mlma.models.factory import (
     FitOutcome,
@@ -65,6 +68,9 @@ __all__ = [
     "fit_forecaster",
     "fit_forecasters",
     "FleetForecaster",
+    "FleetHistory",
+    "predict_fleet",
+    "predict_each",
     "FitOutcome",
     "import_object",
 ]

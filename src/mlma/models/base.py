@@ -21,9 +21,12 @@ __all__ = [
     "Drivers",
     "FIT_ERRORS",
     "FleetForecaster",
+    "FleetHistory",
     "ForecastContext",
     "Forecaster",
     "model_uses_drivers",
+    "predict_each",
+    "predict_fleet",
     "InsufficientDataError",
     "default_season_length",
     "as_datetime_array",
@@ -251,6 +254,193 @@ class BaseForecaster:
         """Whether ``fit``/``predict`` use the exogenous drivers ``X``/``future_X``. Default False: the
         agent then passes None and need not look the values up."""
         return False
+
+    @classmethod
+    def predict_many(cls, models: list, history: FleetHistory) -> np.ndarray:
+        """Forecast ``history.future`` for many streams in one call: row ``i`` by ``models[i]`` from stream
+        ``i`` of ``history``; returns a ``(len(models), len(history.future))`` float array.
+
+        The model service groups the streams of a tick by model class and calls this once per class (per
+        shard of streams on a cluster). Every model is an instance of ``cls``. The default asks each model's
+        :meth:`~Forecaster.predict` in turn (:func:`predict_each`); a subclass overrides it to forecast the
+        whole fleet with array operations, and must give each stream what its own ``predict`` gives (the
+        built-in ones are tested for it). Models that use drivers are not asked: they are predicted one by
+        one with their driver values.
+        """
+        return predict_each(models, history)
+
+
+class FleetHistory:
+    """The recent histories of many streams on one shared frequency grid, and the timestamps to forecast.
+
+    Row ``r`` of stream ``i`` sits in column ``column[r]`` of a grid whose consecutive columns are
+    consecutive grid timestamps; the forecast timestamps ``future`` sit in columns ``future_columns``,
+    after every history column. The grid is laid once for the fleet (the data already knows each row's
+    place on it), so no model has to derive it again from timestamps.
+
+    Parameters
+    ----------
+    ds, y
+        Every stream's rows, stream after stream, each stream's ascending: timestamps and values (NaN for
+        a value that is missing).
+    offsets
+        Stream ``i``'s rows are ``offsets[i]:offsets[i + 1]``.
+    column
+        Grid column of each row (at most one row per stream and column).
+    future, future_columns
+        The timestamps to forecast, the same for every stream, and their grid columns.
+
+    Examples
+    --------
+    >>> ds = np.array(["2024-01-01T00", "2024-01-01T02", "2024-01-01T01"], dtype="datetime64[ns]")
+    >>> future = np.array(["2024-01-01T03"], dtype="datetime64[ns]")
+    >>> h = FleetHistory.from_histories([(ds[:2], np.array([1.0, 3.0])), (ds[2:], np.array([5.0]))], future, "h")
+    >>> h.n_streams, h.values().tolist(), h.future_columns.tolist()
+    (2, [[1.0, nan, 3.0, nan], [nan, 5.0, nan, nan]], [3])
+    >>> [t.tolist() for t in h.stream(1)]
+    [[1704070800000000000], [5.0]]
+    """
+
+    def __init__(self, ds: np.ndarray, y: np.ndarray, offsets: np.ndarray, column: np.ndarray,
+                 future: np.ndarray, future_columns: np.ndarray) -> None:
+        self.ds = np.asarray(ds, dtype="datetime64[ns]")
+        self.y = np.asarray(y, dtype=np.float64)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.column = np.asarray(column, dtype=np.int64)
+        self.future = np.asarray(future, dtype="datetime64[ns]")
+        self.future_columns = np.asarray(future_columns, dtype=np.int64)
+        n_rows = self.ds.size
+        if self.y.shape != (n_rows,) or self.column.shape != (n_rows,):
+            raise ValueError(f"ds, y and column must have one entry per row, got {self.ds.shape}, {self.y.shape} "
+                             f"and {self.column.shape}")
+        if self.offsets.ndim != 1 or self.offsets.size < 1 or self.offsets[0] != 0 or self.offsets[-1] != n_rows \
+                or (np.diff(self.offsets) < 0).any():
+            raise ValueError(f"offsets must rise from 0 to the number of rows ({n_rows}), got {self.offsets}")
+        if self.future_columns.shape != self.future.shape:
+            raise ValueError(f"future_columns must have one column per future timestamp, got "
+                             f"{self.future_columns.shape} for {self.future.shape}")
+        if (self.column < 0).any():
+            raise ValueError("grid columns must be >= 0")
+        last_history = int(self.column.max()) if n_rows else -1
+        if self.future.size and int(self.future_columns.min()) <= last_history:
+            raise ValueError(f"the future's grid columns (from {int(self.future_columns.min())}) must come after "
+                             f"every history column (up to {last_history})")
+        self.width = max(last_history + 1, int(self.future_columns.max()) + 1 if self.future.size else 0)
+        self._values: np.ndarray | None = None
+
+    @classmethod
+    def from_histories(cls, histories: list[tuple[np.ndarray, np.ndarray]], future: np.ndarray,
+                       freq: str) -> FleetHistory:
+        """Lay per-stream histories ``(ds, y)`` and the ``future`` timestamps on the ``freq`` grid.
+
+        For callers that have separate histories (tests, a notebook); the model service builds its
+        :class:`FleetHistory` from the fleet's own grid positions instead.
+        """
+        from mlma.models.features import grid_positions
+
+        future = as_datetime_array(future, "future")
+        parts = [as_datetime_array(ds) for ds, _ in histories]
+        values = [as_float_array(y, ds.size) for ds, (_, y) in zip(parts, histories, strict=True)]
+        order = [np.argsort(ds, kind="stable") for ds in parts]
+        ds = np.concatenate([d[o] for d, o in zip(parts, order)] + [np.zeros(0, "datetime64[ns]")])
+        y = np.concatenate([v[o] for v, o in zip(values, order)] + [np.zeros(0)])
+        offsets = np.concatenate([[0], np.cumsum([d.size for d in parts])]).astype(np.int64)
+        position = grid_positions(np.concatenate([ds, future]), freq)
+        start = int(position.min()) if position.size else 0
+        column = position - start
+        for i in range(len(parts)):
+            own = column[offsets[i]:offsets[i + 1]]
+            if np.unique(own).size != own.size:
+                raise ValueError(f"stream {i} has {own.size - np.unique(own).size} timestamp(s) falling on an "
+                                 f"already used {freq!r} grid slot; aggregate duplicates before forecasting")
+        return cls(ds, y, offsets, column[:ds.size], future, column[ds.size:])
+
+    @property
+    def n_streams(self) -> int:
+        return self.offsets.size - 1
+
+    def stream(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Stream ``i``'s history ``(ds, y)``, as its model's ``predict`` takes it."""
+        lo, hi = self.offsets[i], self.offsets[i + 1]
+        return self.ds[lo:hi], self.y[lo:hi]
+
+    def values(self) -> np.ndarray:
+        """``(n_streams, width)`` values on the grid: NaN where a stream has no value, and at the future's
+        columns. Built once, on first use."""
+        if self._values is None:
+            out = np.full((self.n_streams, self.width), np.nan)
+            rows = np.repeat(np.arange(self.n_streams), np.diff(self.offsets))
+            out[rows, self.column] = self.y
+            self._values = out
+        return self._values
+
+    def take(self, streams) -> FleetHistory:
+        """The histories of ``streams`` (indexes into this one), on the same grid."""
+        streams = np.asarray(streams, dtype=np.int64)
+        counts = self.offsets[streams + 1] - self.offsets[streams]
+        starts = np.repeat(self.offsets[streams] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
+        rows = starts + np.arange(int(counts.sum()))
+        sub = FleetHistory(self.ds[rows], self.y[rows], np.concatenate([[0], np.cumsum(counts)]), self.column[rows],
+                           self.future, self.future_columns)
+        sub.width = self.width
+        if self._values is not None:
+            sub._values = self._values[streams]
+        return sub
+
+    def __repr__(self) -> str:
+        return (f"FleetHistory({self.n_streams} streams, {self.ds.size} rows, {self.width} grid columns, "
+                f"{self.future.size} to forecast)")
+
+
+def predict_each(models: list, history: FleetHistory) -> np.ndarray:
+    """Forecast ``history.future`` with each model's own ``predict``, one stream after another: the default
+    of :meth:`BaseForecaster.predict_many`, and the way for models that do not subclass it."""
+    out = np.empty((len(models), history.future.size))
+    if len(models) != history.n_streams:
+        raise ValueError(f"{len(models)} models for {history.n_streams} streams' histories")
+    for i, model in enumerate(models):
+        ds, y = history.stream(i)
+        y_hat = np.asarray(model.predict(ds, y, history.future), dtype=np.float64)
+        if y_hat.shape != history.future.shape:
+            raise ValueError(f"{type(model).__name__}.predict returned {y_hat.shape} forecasts for "
+                             f"{history.future.shape[0]} timestamps (stream {i} of the call)")
+        out[i] = y_hat
+    return out
+
+
+def predict_fleet(models: list, history: FleetHistory) -> np.ndarray:
+    """Forecast every stream of ``history`` with ``models[i]``: one :meth:`BaseForecaster.predict_many` call
+    per model class (models of other classes than :class:`BaseForecaster`'s go one by one).
+
+    Examples
+    --------
+    >>> from mlma.models import MeanForecaster, SeasonalNaive
+    >>> ctx = ForecastContext("h", season_length=2, horizon=2)
+    >>> ds = np.arange("2024-01-01T00", "2024-01-01T04", dtype="datetime64[h]").astype("datetime64[ns]")
+    >>> y = np.array([1.0, 2.0, 3.0, 4.0])
+    >>> history = FleetHistory.from_histories([(ds, y), (ds, y)], ds[-1] + np.array([1, 2], "timedelta64[h]"), "h")
+    >>> models = [SeasonalNaive(ctx).fit(ds, y), MeanForecaster(ctx).fit(ds, y)]
+    >>> predict_fleet(models, history).tolist()
+    [[3.0, 4.0], [2.5, 2.5]]
+    """
+    if len(models) != history.n_streams:
+        raise ValueError(f"{len(models)} models for {history.n_streams} streams' histories")
+    out = np.empty((len(models), history.future.size))
+    groups: dict[type, list[int]] = {}
+    for i, model in enumerate(models):
+        groups.setdefault(type(model), []).append(i)
+    for cls, members in groups.items():
+        part = history if len(members) == history.n_streams else history.take(members)
+        chosen = [models[i] for i in members]
+        if issubclass(cls, BaseForecaster):
+            y_hat = np.asarray(cls.predict_many(chosen, part), dtype=np.float64)
+        else:
+            y_hat = predict_each(chosen, part)
+        if y_hat.shape != (len(members), history.future.size):
+            raise ValueError(f"{cls.__name__}.predict_many returned shape {y_hat.shape} for {len(members)} streams "
+                             f"and {history.future.size} timestamps")
+        out[members] = y_hat
+    return out
 
 
 def model_uses_drivers(model) -> bool:

@@ -32,6 +32,8 @@ __all__ = [
     "regularise",
     "seasonal_ffill",
     "forward_fill",
+    "seasonal_ffill_rows",
+    "forward_fill_rows",
     "calendar_codes",
     "FeatureSpec",
     "FeatureBuilder",
@@ -184,6 +186,50 @@ def seasonal_ffill(values: np.ndarray, season_length: int) -> np.ndarray:
     filled = table[np.maximum(idx, 0), np.arange(m)[None, :]]
     filled[idx < 0] = np.nan
     return filled.reshape(-1)[:n]
+
+
+def forward_fill_rows(values: np.ndarray) -> np.ndarray:
+    """:func:`forward_fill` of each row of a 2-D array (many streams on one grid) at once.
+
+    Examples
+    --------
+    >>> forward_fill_rows(np.array([[np.nan, 1.0, np.nan], [2.0, np.nan, 3.0]])).tolist()
+    [[nan, 1.0, 1.0], [2.0, 2.0, 3.0]]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    idx = np.where(np.isfinite(values), np.arange(values.shape[1])[None, :], -1)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    out = np.take_along_axis(values, np.maximum(idx, 0), axis=1)
+    out[idx < 0] = np.nan
+    return out
+
+
+def seasonal_ffill_rows(values: np.ndarray, season_length: int) -> np.ndarray:
+    """:func:`seasonal_ffill` of each row of a 2-D array at once.
+
+    Which values share a phase depends only on their distance (a multiple of the season), so a row that
+    starts with NaN columns before its first value gets the same values as the row's own grid would.
+
+    Examples
+    --------
+    >>> v = np.array([[1.0, 2.0, 3.0, np.nan, 5.0, np.nan, np.nan], [np.nan, np.nan, 1.0, np.nan, np.nan, np.nan, 4.0]])
+    >>> seasonal_ffill_rows(v, 3).tolist()
+    [[1.0, 2.0, 3.0, 1.0, 5.0, 3.0, 1.0], [nan, nan, 1.0, nan, nan, 1.0, 4.0]]
+    """
+    values = np.asarray(values, dtype=np.float64)
+    n, width = values.shape
+    m = int(season_length)
+    if m <= 1:
+        return forward_fill_rows(values)
+    seasons = -(-width // m)
+    padded = np.full((n, seasons * m), np.nan)
+    padded[:, :width] = values
+    table = padded.reshape(n, seasons, m)
+    idx = np.where(np.isfinite(table), np.arange(seasons)[None, :, None], -1)
+    np.maximum.accumulate(idx, axis=1, out=idx)
+    filled = np.take_along_axis(table, np.maximum(idx, 0), axis=1)
+    filled[idx < 0] = np.nan
+    return filled.reshape(n, -1)[:, :width]
 
 
 @dataclass
@@ -634,6 +680,44 @@ class FeatureBuilder:
             cols[:, lags.size + j] = np.where(end >= 0, means[np.maximum(end, 0)], np.nan)
         return cols[:, :-1], cols[:, -1]
 
+    def value_features_rows(self, values: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_value_features` of many streams at once: ``values`` is ``(n_streams, width)`` on one grid,
+        ``rows`` the grid columns to build; returns ``(n_streams, len(rows), n_value_features)`` features and
+        the ``(n_streams, len(rows))`` local levels, equal to each stream's own."""
+        spec = self.spec
+        lags = np.asarray(spec.lags, dtype=np.int64)
+        n = values.shape[0]
+        filled = seasonal_ffill_rows(values, spec.season_length)
+        cols = np.empty((n, rows.size, spec.n_value_features + 1))
+        if lags.size:
+            idx = rows[:, None] - lags[None, :]
+            cols[:, :, : lags.size] = np.where(idx >= 0, filled[:, np.maximum(idx, 0)], np.nan)
+        finite = np.isfinite(filled)
+        # Columns before a stream's first value add exact zeros, so each sum is the stream's own.
+        csum = np.concatenate([np.zeros((n, 1)), np.cumsum(np.where(finite, filled, 0.0), axis=1)], axis=1)
+        ccount = np.concatenate([np.zeros((n, 1), dtype=np.int64), np.cumsum(finite, axis=1)], axis=1)
+        end = rows - spec.horizon
+        # The last finite column at or before each window's end: a window with nothing in it takes the mean
+        # of the last window that had something, the one ending ``width - 1`` columns after that column.
+        last = np.where(finite[:, np.maximum(end, 0)], np.maximum(end, 0)[None, :], -1)
+        if (last < 0).any():
+            seen = np.maximum.accumulate(np.where(finite, np.arange(filled.shape[1])[None, :], -1), axis=1)
+            last = seen[:, np.maximum(end, 0)]
+        widths = list(spec.windows) + [self.level_window]
+        stream = np.arange(n)[:, None]
+        for j, w in enumerate(widths):
+            at = np.minimum(np.maximum(end, 0)[None, :], last + w - 1)  # the window whose mean is taken
+            hi = at + 1
+            lo = np.maximum(hi - w, 0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                means = (csum[stream, hi] - csum[stream, lo]) / (ccount[stream, hi] - ccount[stream, lo])
+            cols[:, :, lags.size + j] = np.where((end >= 0)[None, :] & (last >= 0), means, np.nan)
+        return cols[:, :, :-1], cols[:, :, -1]
+
+    def calendar_features(self, ds: np.ndarray) -> np.ndarray:
+        """The calendar (and holiday) columns of timestamps ``ds``: the same for every stream of a spec."""
+        return self._calendar(np.asarray(ds, dtype="datetime64[ns]"))
+
     def _calendar(self, ds: np.ndarray) -> np.ndarray:
         spec = self.spec
         blocks = []
@@ -756,3 +840,4 @@ def _trailing_means(csum: np.ndarray, ccount: np.ndarray, width: int) -> np.ndar
         means = (csum[hi] - csum[lo]) / count
     means[count == 0] = np.nan
     return forward_fill(means)
+

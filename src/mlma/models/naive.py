@@ -6,8 +6,8 @@ from typing import Self
 
 import numpy as np
 
-from mlma.models.base import BaseForecaster, ForecastContext, as_datetime_array, as_float_array
-from mlma.models.features import forward_fill, regularise, seasonal_ffill
+from mlma.models.base import BaseForecaster, FleetHistory, ForecastContext, as_datetime_array, as_float_array
+from mlma.models.features import forward_fill, forward_fill_rows, regularise, seasonal_ffill, seasonal_ffill_rows
 
 __all__ = ["SeasonalNaive", "MeanForecaster"]
 
@@ -81,6 +81,61 @@ class SeasonalNaive(BaseForecaster):
         before = rows - 1
         out = np.where(np.isnan(out) & (before >= 0), last[np.maximum(before, 0)], out)
         return np.where(np.isnan(out), getattr(self, "level_", np.nan), out)
+
+    @classmethod
+    def predict_many(cls, models: list, history: FleetHistory) -> np.ndarray:
+        """Every stream's :meth:`predict` at once, with array operations over the fleet's grid.
+
+        The same values: a forecast column ``c`` takes the last observed value at the phase of ``c - m``
+        (every later grid column of that phase is a forecast column, so the last one in the history is the
+        one :meth:`predict` finds), else the last observed value, else the fitted level.
+        """
+        if cls.predict is not SeasonalNaive.predict:
+            return super().predict_many(models, history)  # a subclass forecasts its own way: ask it
+        out = np.empty((len(models), history.future.size))
+        if not models or not history.future.size:
+            return out
+        columns = history.future_columns
+        past = history.values()[:, : int(columns.min())]  # the history's columns
+        seasons = np.array([model.season_length for model in models])
+        levels = np.array([getattr(model, "level_", np.nan) for model in models], dtype=np.float64)
+        last = _last_finite(past)
+        for season in np.unique(seasons):
+            members = np.flatnonzero(seasons == season)
+            grid = past[members] if members.size < len(models) else past
+            by_phase, pad = _last_finite_by_phase(grid, int(season))
+            before = columns - season
+            phase = (before + pad) % season
+            part = np.where(before >= 0, by_phase[:, phase], np.nan)
+            part = np.where(np.isnan(part) & (columns >= 1), last[members, None], part)
+            out[members] = np.where(np.isnan(part), levels[members, None], part)
+        return out
+
+
+def _last_finite(values: np.ndarray) -> np.ndarray:
+    """The last finite value of each row of a 2-D array (NaN for a row without one)."""
+    finite = np.isfinite(values)
+    if values.shape[1] == 0:
+        return np.full(values.shape[0], np.nan)
+    last = values.shape[1] - 1 - np.argmax(finite[:, ::-1], axis=1)
+    return np.where(finite.any(axis=1), values[np.arange(values.shape[0]), last], np.nan)
+
+
+def _last_finite_by_phase(values: np.ndarray, season: int) -> tuple[np.ndarray, int]:
+    """``(rows, season)``: each row's last finite value at each phase, the phase of column ``j`` being
+    ``(j + pad) % season`` with ``pad`` (returned) the columns added in front to fill whole seasons."""
+    n, width = values.shape
+    seasons = -(-width // season)
+    pad = seasons * season - width
+    if seasons == 0:
+        return np.full((n, season), np.nan), pad
+    table = np.full((n, seasons * season), np.nan)
+    table[:, pad:] = values
+    table = table.reshape(n, seasons, season)
+    finite = np.isfinite(table)
+    last = seasons - 1 - np.argmax(finite[:, ::-1, :], axis=1)
+    picked = np.take_along_axis(table, last[:, None, :], axis=1)[:, 0, :]
+    return np.where(finite.any(axis=1), picked, np.nan), pad
 
 
 class MeanForecaster(BaseForecaster):

@@ -12,11 +12,13 @@ import numpy as np
 
 from mlma.models.base import (
     BaseForecaster,
+    FleetHistory,
     ForecastContext,
     InsufficientDataError,
     as_datetime_array,
     as_exog_array,
     as_float_array,
+    predict_each,
 )
 from mlma.models.features import Design, FeatureBuilder, FeatureSpec, supported_calendar
 
@@ -162,6 +164,15 @@ class FeatureForecaster(BaseForecaster):
     def _predict_matrix(self, Z: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    @classmethod
+    def _predict_matrices(cls, models: list, Z: np.ndarray) -> np.ndarray:
+        """``models[i]._predict_matrix(Z[i])`` for a stack ``Z`` of ``(streams, rows, columns)``; a subclass
+        whose prediction is arithmetic (ridge) does all streams at once."""
+        out = np.empty(Z.shape[:2])
+        for i, model in enumerate(models):
+            out[i] = model._predict_matrix(Z[i])
+        return out
+
     # -- target transform ----------------------------------------------------------------------------------
     def _divisor(self, level: np.ndarray) -> np.ndarray:
         """Per-row divisor of the target and past-value features."""
@@ -257,3 +268,57 @@ class FeatureForecaster(BaseForecaster):
         # training mean, so the forecast stays finite.
         Z = np.where(np.isfinite(Z), Z, self.fill_values_[None, :])
         return self._inverse_target(self._predict_matrix(Z), design.level)
+
+    @classmethod
+    def predict_many(cls, models: list, history: FleetHistory) -> np.ndarray:
+        """Every stream's :meth:`predict` at once: the lag, rolling-mean and calendar features of all streams
+        are built with array operations on the fleet's grid (equal to each stream's own), then
+        :meth:`_predict_matrices` predicts them. Models that use drivers are predicted one by one."""
+        if cls.predict is not FeatureForecaster.predict:
+            return predict_each(models, history)  # a subclass forecasts its own way: ask it
+        out = np.empty((len(models), history.future.size))
+        if not models or not history.future.size:
+            return out
+        for model in models:
+            if not hasattr(model, "scale_"):
+                raise RuntimeError(f"{type(model).__name__} is not fitted: call fit first")
+        groups: dict[tuple, list[int]] = {}
+        for i, model in enumerate(models):
+            # Models fitted on shorter windows may have kept fewer calendar features: one design per spec.
+            key = (model.spec, model.level_window, model.target_transform, model._relative_drivers)
+            groups.setdefault(key, []).append(i)
+        values = history.values()
+        for members in groups.values():
+            chosen = [models[i] for i in members]
+            if chosen[0].spec.n_drivers:
+                out[members] = predict_each(chosen, history.take(members))
+                continue
+            out[members] = cls._predict_group(chosen, values[members], history)
+        return out
+
+    @classmethod
+    def _predict_group(cls, models: list, values: np.ndarray, history: FleetHistory) -> np.ndarray:
+        """Forecasts of models that share one feature design, from their streams' ``values`` on the grid."""
+        first = models[0]
+        spec, builder = first.spec, first._builder
+        rows = history.future_columns
+        value_features, level = builder.value_features_rows(values, rows)
+        fitted_level = np.array([m.level_ for m in models])[:, None]
+        scale = np.array([m.scale_ for m in models])[:, None]
+        level = np.where(np.isfinite(level), level, fitted_level)
+        calendar = builder.calendar_features(history.future)
+        Z = np.concatenate([value_features, np.broadcast_to(calendar, (len(models),) + calendar.shape)], axis=2)
+        transform = first.target_transform
+        if transform == "ratio":
+            divisor = np.maximum(level, _RATIO_FLOOR * scale)
+        elif transform == "none":
+            divisor = np.ones_like(level)
+        else:
+            divisor = np.broadcast_to(scale, level.shape)
+        offset = level if transform == "local" else np.zeros_like(level)
+        if transform != "none":
+            nv = spec.n_value_features
+            Z[:, :, :nv] = (Z[:, :, :nv] - offset[:, :, None]) / divisor[:, :, None]
+        fill = np.stack([m.fill_values_ for m in models])[:, None, :]
+        Z = np.where(np.isfinite(Z), Z, fill)
+        return offset + cls._predict_matrices(models, Z) * divisor
