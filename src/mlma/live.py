@@ -56,6 +56,7 @@ from mlma.project import ProjectConfig
 from mlma.registry import ModelRegistry
 from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store import schema as S
+from mlma.store.glance import NextTick
 from mlma.store.records import ChampionMove
 from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
 
@@ -295,8 +296,7 @@ class LiveAgent:
             return first - 1, True
         k = done + 1
         if k >= complete:
-            raise NotReady(f"tick {k} ({timing.boundaries(k, k + 1)[0]} to {timing.boundaries(k, k + 1)[1]}) "
-                           f"is not complete: the newest actual is at {last_ds}")
+            raise NotReady(_next_tick(timing, k).not_complete(last_ds))
         return k, False
 
     # -- running --------------------------------------------------------------------------------------------
@@ -530,6 +530,7 @@ class LiveAgent:
                   for s, version, slot, message in repair.audit]
         cleared = {} if start else _cleared(fleet, agent, report)
         summary = _summary(report, agent, n, start, time.perf_counter() - started)
+        summary["next_tick"] = _next_tick(timing, k + 1).to_summary()  # for `mlma status` (mlma.store.glance)
         if drivers.future:
             # Future driver values the forecasts of tick k + 1 needed but nobody ingested: filled by the
             # fallback of FleetData.future_driver_values (same time a season earlier, else the last value).
@@ -965,6 +966,12 @@ def _stream_mean_loss(losses: np.ndarray, n: int) -> np.ndarray:
     finite = np.isfinite(losses)
     counts = finite.sum(axis=1)
     return np.where(counts > 0, np.where(finite, losses, 0.0).sum(axis=1) / np.maximum(counts, 1), np.nan)
+
+
+def _next_tick(timing: Timing, k: int) -> NextTick:
+    """Tick ``k``'s bounds and the timestamp whose actual completes it."""
+    lo, hi = timing.boundaries(k, k + 1)
+    return NextTick(k, str(lo), str(hi), str(timing.last_timestamp(k)))
 
 
 def _summary(report: TickReport, agent: Agent, n: int, start: bool, seconds: float) -> dict:
