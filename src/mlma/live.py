@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import os
 import signal
@@ -56,7 +55,7 @@ from mlma.project import ProjectConfig
 from mlma.registry import ModelRegistry
 from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store import schema as S
-from mlma.store.glance import NextTick
+from mlma.store.glance import NextTick, state_damage
 from mlma.store.records import ChampionMove
 from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
 
@@ -242,8 +241,7 @@ class LiveAgent:
         a = S.agent_state
         with self.store._read() as conn:
             rows = conn.execute(sa.select(a.c.tick, a.c.sha256, a.c.blob).order_by(a.c.tick.desc())).all()
-        return [(int(tick), None if hashlib.sha256(bytes(blob)).hexdigest() == sha
-                 else "its bytes do not match the SHA-256 recorded with them") for tick, sha, blob in rows]
+        return [(int(tick), state_damage(blob, sha)) for tick, sha, blob in rows]
 
     def _data_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
         """The oldest observation and the newest one the clock may reach: never later than now plus
