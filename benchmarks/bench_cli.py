@@ -39,16 +39,14 @@ from _machine import load_average, machine_info  # noqa: E402
 BEGIN, END = "<!-- cli-results:begin -->", "<!-- cli-results:end -->"
 RUN_CLI = "import sys; sys.argv[0] = 'mlma'; from mlma.cli import app; app()"
 # What `mlma status` imports, in the order it needs them; each step's time is what it adds to the ones before.
+# Once a tick ran, a SQLite project's status stops after mlma.store.glance; the last step is what the store
+# path (a PostgreSQL store, or no tick yet) adds.
 IMPORT_STEPS = [
     ("interpreter start", ""),
     ("mlma.cli (typer, rich)", "import mlma.cli"),
     ("typer's parameter parsing (pydantic)", "import typer._adapters"),
-    ("numpy", "import numpy"),
-    ("pandas", "import pandas"),
-    ("sqlalchemy", "import sqlalchemy, sqlalchemy.dialects.sqlite"),
-    ("alembic (the store's schema check)", "import alembic.runtime.migration, alembic.script"),
-    ("mlma.store", "import mlma.store"),
-    ("mlma.live", "import mlma.live"),
+    ("mlma.store.glance (sqlite3: the quick path)", "import mlma.store.glance"),
+    ("the store path: mlma.store.store, mlma.live (numpy, pandas, SQLAlchemy)", "import mlma.store.store, mlma.live"),
 ]
 
 
@@ -140,7 +138,7 @@ def markdown(result: dict) -> str:
     lines = ["## Start-up of the `mlma` command", "",
              "`benchmarks/bench_cli.py` runs `mlma --help` and `mlma status` (a SQLite project of 10 simulated zones "
              "replayed tick by tick) in fresh processes, as the console script does"
-             + (f", on this tree and on the `src` of {baseline[0]} (before the imports were made lazy), run by run "
+             + (f", on this tree and on the `src` of {baseline[0]} (the baseline: the code before the change measured), run by run "
                 "in turn" if baseline else "") + ".", "",
              f"Measured {m['date']} on {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, code {m['code']}; "
              f"load average {m['load_average_start']} at the start, {result['load_average_end']} at the end. "

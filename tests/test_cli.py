@@ -115,13 +115,67 @@ def test_help_loads_neither_the_web_stack_nor_the_data_stack(tmp_path):
     assert not modules & heavy, f"`mlma --help` imports {sorted(modules & heavy)}"
 
 
-def test_status_loads_the_store_but_not_the_statistics_models_or_web_stack(tmp_path):
+def test_status_before_any_tick_asks_the_store_but_loads_no_statistics_models_or_web_stack(tmp_path):
     ds = pd.date_range("2025-01-01", periods=72, freq="h")
     pd.DataFrame({"unique_id": "a", "ds": ds, "y": range(72)}).to_csv(tmp_path / "a.csv", index=False)
     assert run("init", "proj", "--model", "ridge", cwd=tmp_path).returncode == 0
     assert run("ingest", str(tmp_path / "a.csv"), cwd=tmp_path / "proj").returncode == 0
     output, modules = modules_loaded_by("status", cwd=tmp_path / "proj")
     assert "streams" in output and "next tick due" in output
-    assert {"sqlalchemy", "pandas"} <= modules   # the store needs them: the floor of `mlma status`
+    assert {"sqlalchemy", "pandas"} <= modules   # no tick ran: the clock is the live agent's to tell
     heavy = {"fastapi", "starlette", "uvicorn", "scipy", "sklearn", "lightgbm", "matplotlib", "river"}
     assert not modules & heavy, f"`mlma status` imports {sorted(modules & heavy)}"
+
+
+def _ticked_project(tmp_path: Path, days: int) -> Path:
+    """A seasonal-naive project of two hourly streams over ``days`` days, every due tick run."""
+    ds = pd.date_range("2025-01-01", periods=24 * days, freq="h")
+    frame = pd.concat([pd.DataFrame({"unique_id": uid, "ds": ds, "y": [(h % 24) * k for h in range(len(ds))]})
+                       for uid, k in (("a", 1.0), ("b", 2.0))])
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    assert run("init", "proj", "--model", "seasonal-naive", cwd=tmp_path).returncode == 0
+    project = tmp_path / "proj"
+    assert run("ingest", str(tmp_path / "a.csv"), cwd=project).returncode == 0
+    done = run("tick", "--all", cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return project
+
+
+def test_status_after_a_tick_reads_the_store_without_sqlalchemy_pandas_or_alembic(tmp_path):
+    project = _ticked_project(tmp_path, days=30)
+    output, modules = modules_loaded_by("status", cwd=project)
+    assert "ticks done" in output and "next tick due" in output and "intact: tick" in output
+    heavy = {"sqlalchemy", "alembic", "pandas", "numpy", "scipy", "sklearn", "fastapi"}
+    assert not modules & heavy, f"`mlma status` imports {sorted(modules & heavy)}"
+
+
+STATUS_THROUGH_THE_STORE = """
+import sys
+sys.argv = ["mlma", "status"]
+import mlma.store.glance
+mlma.store.glance.glance = lambda url: None   # as for a store the quick path does not read
+from mlma.cli import app
+app()
+"""
+
+
+def test_status_quick_path_prints_what_the_store_and_live_agent_say(tmp_path):
+    project = _ticked_project(tmp_path, days=30)
+
+    def both() -> tuple[str, str]:
+        quick = run("status", cwd=project)
+        full = subprocess.run([sys.executable, "-c", STATUS_THROUGH_THE_STORE], cwd=project, capture_output=True,
+                              text=True, timeout=300)
+        assert quick.returncode == 0 and full.returncode == 0, quick.stderr + full.stderr
+        return quick.stdout, full.stdout
+
+    quick, full = both()
+    assert quick == full and "is not complete" in quick   # every complete tick ran
+    # Half a day more: the next tick is still incomplete; a day more: it is due.
+    for hours, due in ((12, False), (24, True)):
+        ds = pd.date_range("2025-01-31", periods=hours, freq="h")
+        pd.DataFrame({"unique_id": "a", "ds": ds, "y": 1.0}).to_csv(tmp_path / f"more{hours}.csv", index=False)
+        assert run("ingest", str(tmp_path / f"more{hours}.csv"), cwd=project).returncode == 0
+        quick, full = both()
+        assert quick == full
+        assert ("is not complete" not in quick) == due, quick

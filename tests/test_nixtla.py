@@ -16,12 +16,15 @@ pytest.importorskip("mlforecast")
 from mlma.backtest import BacktestConfig, run_backtest  # noqa: E402
 from mlma.data import Frequency  # noqa: E402
 from mlma.live import LiveAgent, NotReady  # noqa: E402
-from mlma.models import ForecastContext, fit_forecaster, fit_forecasters, make_forecaster  # noqa: E402
+from mlma.models import Drivers, ForecastContext, fit_forecaster, fit_forecasters, make_forecaster  # noqa: E402
 from mlma.models.nixtla import MLForecastModel, StatsForecastModel  # noqa: E402
 from mlma.project import init_project, load_config  # noqa: E402
 from mlma.registry import ArtifactStore  # noqa: E402
 from mlma.simulate import simulate_platform  # noqa: E402
 from mlma.store import Store  # noqa: E402
+from test_drivers import FIRST_TICK as DRIVER_FIRST_TICK  # noqa: E402
+from test_drivers import PROMO_EFFECT, promo_panel, run_live  # noqa: E402
+from test_drivers import make_project as make_driver_project  # noqa: E402
 
 HOURLY = ForecastContext("h", season_length=24, horizon=24)
 
@@ -221,3 +224,83 @@ def small_platform() -> pd.DataFrame:
 @pytest.mark.parametrize("spec", ["statsforecast:AutoETS", "mlforecast"])
 def test_live_replay_equals_the_backtest(tmp_path, small_platform, spec):
     replay_matches_backtest(tmp_path / "p", small_platform, spec)
+
+
+# -- exogenous drivers -----------------------------------------------------------------------------------
+PROMO = ForecastContext("h", 24, 24, drivers=Drivers(future=("promo",)))
+# A seasonal ARIMA with the drivers as regressors (fixed orders: AutoARIMA's search at a season of 24 takes
+# minutes a fit on four weeks of hourly data).
+ARIMA_X = "statsforecast:ARIMA:order=(1,0,0),seasonal_order=(0,1,1)"
+
+
+def test_drivers_go_to_statsforecast_models_with_exogenous_regressors_and_to_every_pipeline():
+    assert make_forecaster("statsforecast:AutoARIMA", PROMO).uses_drivers
+    assert not make_forecaster("statsforecast:AutoETS", PROMO).uses_drivers   # ETS takes no regressors
+    assert not make_forecaster("statsforecast:AutoARIMA", PROMO, use_drivers=False).uses_drivers
+    assert not make_forecaster("statsforecast:AutoARIMA", HOURLY).uses_drivers  # no drivers declared
+    assert make_forecaster("mlforecast", PROMO).uses_drivers
+    assert not make_forecaster("mlforecast:use_drivers=False", PROMO).uses_drivers
+    assert repr(make_forecaster("mlforecast", PROMO, use_drivers=False)) == "MLForecastModel('default', use_drivers=False)"
+
+
+@pytest.mark.parametrize("spec", [ARIMA_X, "mlforecast"])
+def test_nixtla_models_learn_a_promotion_from_its_driver(spec):
+    """As test_drivers.py asks of the built-in driver models: over 7 forecast days (168 hours, about 50 on
+    promotion, each lifting demand by 80 %), knowing the promotion calendar cuts the MAE by more than a quarter."""
+    panel = promo_panel(1, days=49, seed=11)
+    ds, y, promo = panel["ds"].to_numpy(), panel["y"].to_numpy(), panel[["promo"]].to_numpy()
+    errors = {}
+    for use in (True, False):
+        err = []
+        for day in range(42, 49):
+            n = 24 * day
+            lo = n - 24 * 28
+            out = fit_forecaster(spec, PROMO, ds[lo:n], y[lo:n], promo[lo:n], use_drivers=use)
+            assert out.fallback_reason is None
+            assert out.model.uses_drivers is use
+            pred = out.model.predict(ds[lo:n], y[lo:n], ds[n:n + 24], promo[lo:n], promo[n:n + 24])
+            err.append(np.abs(pred - y[n:n + 24]).mean())
+        errors[use] = float(np.mean(err))
+    assert errors[True] < 0.75 * errors[False], errors
+
+
+@pytest.mark.parametrize("spec", [ARIMA_X, "mlforecast"])
+def test_a_driver_constant_in_the_window_is_left_out_and_historical_drivers_use_only_the_past(spec):
+    panel = promo_panel(1, days=35, seed=4)
+    ds, y = panel["ds"].to_numpy(), panel["y"].to_numpy()
+    ctx = ForecastContext("h", 24, 24, drivers=Drivers(future=("never",), historical=("promo",)))
+    n = 24 * 28
+    X = np.column_stack([np.zeros(ds.size), panel["promo"].to_numpy()])
+    model = fit_forecaster(spec, ctx, ds[:n], y[:n], X[:n]).model
+    assert model.regressors_.kept.tolist() == [False, True]   # a flag that never fired cannot be estimated
+    future = ds[n:n + 24]
+    base = model.predict(ds[:n], y[:n], future, X[:n], X[n:n + 24])
+    # The historical driver enters lagged by the horizon: values announced for the future change nothing ...
+    assert np.array_equal(base, model.predict(ds[:n], y[:n], future, X[:n], np.ones((24, 2))))
+    # ... while yesterday's observed values do.
+    flipped = X[:n].copy()
+    flipped[-24:, 1] = 1 - flipped[-24:, 1]
+    assert not np.allclose(base, model.predict(ds[:n], y[:n], future, flipped, X[n:n + 24]))
+
+
+@pytest.mark.parametrize("spec", [ARIMA_X, "mlforecast"])
+def test_live_ingest_of_an_announced_promotion_changes_the_nixtla_forecast(tmp_path, spec):
+    panel = promo_panel(n_streams=2)
+
+    def project(name: str) -> Path:
+        root = make_driver_project(tmp_path / name)
+        config = root / "mlma.toml"
+        config.write_text(re.sub(r'(?m)^spec = "ridge"', f'spec = "{spec}"', config.read_text()))
+        assert load_config(root).model.spec == spec
+        return root
+
+    quiet = run_live(project("quiet"), panel, [(DRIVER_FIRST_TICK, 0.0)], [(DRIVER_FIRST_TICK + 1, 0.0)])
+    promo = run_live(project("promo"), panel, [(DRIVER_FIRST_TICK, 0.0), (DRIVER_FIRST_TICK, 1.0)],
+                     [(DRIVER_FIRST_TICK + 1, 0.0), (DRIVER_FIRST_TICK + 1, 1.0)])
+    for step in (0, 1):  # the start-up step and a regular tick
+        a, b = quiet[step], promo[step]
+        assert (a["ds"].to_numpy() == b["ds"].to_numpy()).all() and len(a) == 2 * 24
+        # The promotion lifts demand by 80 %: the announced one raises every stream's forecast day by more
+        # than a third of that (the regression estimates it from 28 days, about 8 of them on promotion).
+        per_stream = b.groupby("stream_id")["y_hat"].sum() / a.groupby("stream_id")["y_hat"].sum()
+        assert (per_stream > 1 + PROMO_EFFECT / 3).all(), per_stream

@@ -80,6 +80,14 @@ def test_upgrade_from_empty_builds_the_schema_the_code_describes(url):
         assert Store.upgrade(url) == HEAD
 
 
+def test_the_revision_store_open_takes_for_current_is_the_migrations_head():
+    from mlma.store.migrate import SCHEMA_REVISION, known_revisions
+
+    # Store.open skips reading the migration scripts when a database is at SCHEMA_REVISION: it must be the
+    # newest migration (a new migration that forgets to move it fails here).
+    assert SCHEMA_REVISION == HEAD == known_revisions()[-1]
+
+
 def test_open_refuses_a_database_without_schema(url):
     with pytest.raises(SchemaError, match="no mlma schema.*Store.create") as info:
         Store.open(url)

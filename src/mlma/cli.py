@@ -265,11 +265,11 @@ def demo(
         uvicorn.run(create_app(project, group_by="city"), host="127.0.0.1", port=port, log_level="warning")
 
 
-def _project(project: Optional[Path]):
+def _project(project: Optional[Path], *, check_values: bool = True):
     from mlma.project import ConfigError, load_config
 
     try:
-        return load_config(project or Path.cwd())
+        return load_config(project or Path.cwd(), check_values=check_values)
     except ConfigError as exc:
         _fail(str(exc))
 
@@ -499,17 +499,88 @@ def status(
     project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
 ) -> None:
     """Fleet summary: streams, data span, ticks, what the last tick did, what waits for a person."""
-    from mlma.live import LiveAgent, NotReady
-    from mlma.store import StateCorrupted, Store, TickSummary
+    from mlma.store.glance import glance
 
-    config = _project(project)
+    # The values' checks need pandas; the commands that use the values check them (`mlma status` only reads).
+    config = _project(project, check_values=False)
+    # The quick path (standard library only) answers for a SQLite store once a tick ran; otherwise, or when
+    # it cannot answer exactly as the store would, the store and the live agent answer.
+    view = glance(config.store_url)
+    due = _due_from(view) if view is not None else None
+    if due is None:
+        view, due = _status_from_store(_project(project))
+    table = Table(title=f"mlma project {config.root.name}", show_header=False)
+    table.add_row("store", config.store_url + (" (read-only)" if view.read_only else ""))
+    table.add_row("streams", f"{view.n_streams:,}")
+    table.add_row("ingests", f"{view.n_ingests:,}" + (f" (last at {view.last_ingest_at:%Y-%m-%d %H:%M} UTC)"
+                                                      if view.n_ingests else ""))
+    done = view.last_done
+    table.add_row("ticks done", f"{view.done_ticks:,}" + (f" (last: tick {done.tick}, data up to {done.end_ds})"
+                                                         if done is not None else ""))
+    failed = view.last_unfinished
+    if failed is not None:
+        table.add_row("unfinished tick", f"tick {failed.tick}: {failed.status}, {failed.attempts} "
+                                         f"attempt(s){'; ' + str(failed.error) if failed.error else ''}")
+    table.add_row("next tick due", due)
+    if done is not None and done.summary:
+        summary = done.summary
+        verdicts = ", ".join(f"{n} {label}" for label, n in summary.get("verdicts", {}).items() if n)
+        table.add_row("last tick", f"{verdicts or 'start-up'}; {summary.get('retrains', 0)} re-trained, "
+                                   f"{summary.get('promoted', 0)} promoted, {summary.get('fit_failures', 0)} "
+                                   f"failed fits, {summary.get('escalations_resolved', 0)} escalations resolved")
+    states = view.saved_states
+    if states:
+        damaged = [f"tick {t} DAMAGED ({error})" for t, error in states if error]
+        intact = [f"tick {t}" for t, error in states if not error]
+        text = "; ".join(damaged + ([f"intact: {', '.join(intact)}"] if intact else ["no intact state"]))
+        if states[0][1]:
+            text += (f". The agent does not tick from a damaged state: restore a backup taken after tick "
+                     f"{states[0][0]} (docs/operations.md)")
+        table.add_row("saved states", text)
+    table.add_row("open escalations", f"{view.open_escalations:,}")
+    table.add_row("tick lock", "free" if view.lock is None else f"held by {view.lock[0]} until "
+                                                                 f"{view.lock[1]:%H:%M:%S} UTC")
+    console.print(table)
+
+
+def _due_from(view) -> str | None:
+    """``mlma status``'s "next tick due" from a quick look at the store, or None when only the live agent
+    can tell: no tick ran yet (the clock is not saved), the last tick did not record the next one (an older
+    mlma), or the newest observation is dated after now (the ingest boundary's limit would apply)."""
+    import datetime as dt
+
+    from mlma.store.glance import NextTick
+
+    nxt = NextTick.from_summary(view.last_done.summary if view.last_done is not None else None)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    if nxt is None or view.newest_ds is None or view.newest_ds > now or view.saved_states[:1] != [
+            (view.last_done.tick, None)]:
+        return None
+    return f"tick {nxt.tick}" if nxt.due(view.newest_ds) else f"none: {nxt.not_complete(view.newest_ds)}"
+
+
+def _status_from_store(config):
+    """What ``mlma status`` shows, read through the store and the live agent (see :func:`status`)."""
+    from mlma.live import LiveAgent, NotReady
+    from mlma.store import StateCorrupted, Store
+    from mlma.store.glance import Glance, TickRow
+
+    def row(frame) -> TickRow | None:
+        if not len(frame):
+            return None
+        last = frame.iloc[-1]
+        return TickRow(int(last["tick"]), last["status"], int(last["attempts"]), last["error"], last["end_ds"],
+                       last["summary"])
+
     with Store.open(config.store_url) as store:
-        streams = store.streams()
         ticks = store.ticks()
-        open_items = store.escalations(status="open")
         ingests = store.ingests()
         holder = store.lock_holder()
-        read_only = store.read_only
+        view_args = dict(read_only=store.read_only, n_streams=len(store.streams()), n_ingests=len(ingests),
+                         last_ingest_at=ingests["at"].max() if len(ingests) else None,
+                         open_escalations=len(store.escalations(status="open")),
+                         lock=None if holder is None else (holder["holder"], holder["expires_at"]),
+                         newest_ds=store.newest_ds())
         with LiveAgent(config, store=store, executor="inline") as live:
             states = live.saved_states()
             try:
@@ -519,39 +590,10 @@ def status(
                 due = f"none: {exc}"
             except StateCorrupted:
                 due = "none: the newest saved state is damaged (see 'saved states')"
-    table = Table(title=f"mlma project {config.root.name}", show_header=False)
-    table.add_row("store", config.store_url + (" (read-only)" if read_only else ""))
-    table.add_row("streams", f"{len(streams):,}")
-    table.add_row("ingests", f"{len(ingests):,}" + (f" (last at {ingests['at'].max():%Y-%m-%d %H:%M} UTC)"
-                                                   if len(ingests) else ""))
     done = ticks[ticks["status"] == "done"] if len(ticks) else ticks
-    table.add_row("ticks done", f"{len(done):,}" + (f" (last: tick {int(done['tick'].max())}, data up to "
-                                                    f"{done['end_ds'].max()})" if len(done) else ""))
     failed = ticks[ticks["status"] != "done"] if len(ticks) else ticks
-    if len(failed):
-        row = failed.iloc[-1]
-        table.add_row("unfinished tick", f"tick {int(row['tick'])}: {row['status']}, {int(row['attempts'])} "
-                                         f"attempt(s){'; ' + str(row['error']) if row['error'] else ''}")
-    table.add_row("next tick due", due)
-    stored = done.iloc[-1]["summary"] if len(done) else None
-    summary = TickSummary.parse(stored) if isinstance(stored, dict) else None  # None: written without one
-    if summary is not None:
-        verdicts = ", ".join(f"{n} {label}" for label, n in summary.verdicts.items() if n)
-        table.add_row("last tick", f"{verdicts or 'start-up'}; {summary.retrains} re-trained, "
-                                   f"{summary.promoted} promoted, {summary.fit_failures} failed fits, "
-                                   f"{summary.escalations_resolved} escalations resolved")
-    if states:
-        damaged = [f"tick {t} DAMAGED ({error})" for t, error in states if error]
-        intact = [f"tick {t}" for t, error in states if not error]
-        text = "; ".join(damaged + ([f"intact: {', '.join(intact)}"] if intact else ["no intact state"]))
-        if states[0][1]:
-            text += (f". The agent does not tick from a damaged state: restore a backup taken after tick "
-                     f"{states[0][0]} (docs/operations.md)")
-        table.add_row("saved states", text)
-    table.add_row("open escalations", f"{len(open_items):,}")
-    table.add_row("tick lock", "free" if holder is None else f"held by {holder['holder']} until "
-                                                              f"{holder['expires_at']:%H:%M:%S} UTC")
-    console.print(table)
+    return Glance(done_ticks=len(done), last_done=row(done), last_unfinished=row(failed), saved_states=states,
+                  **view_args), due
 
 
 @app.command()

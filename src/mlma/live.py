@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import logging
 import os
 import signal
@@ -58,6 +57,7 @@ from mlma.project import ProjectConfig
 from mlma.registry import ModelRegistry
 from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store import schema as S
+from mlma.store.glance import NextTick, state_damage
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
 from mlma.store.window import ObservationWindow
 from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
@@ -195,8 +195,7 @@ class LiveAgent:
         a = S.agent_state
         with self.store._read() as conn:
             rows = conn.execute(sa.select(a.c.tick, a.c.sha256, a.c.blob).order_by(a.c.tick.desc())).all()
-        return [(int(tick), None if hashlib.sha256(bytes(blob)).hexdigest() == sha
-                 else "its bytes do not match the SHA-256 recorded with them") for tick, sha, blob in rows]
+        return [(int(tick), state_damage(blob, sha)) for tick, sha, blob in rows]
 
     def _data_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
         """The oldest observation and the newest one the clock may reach: never later than now plus
@@ -266,8 +265,7 @@ class LiveAgent:
             return first - 1, True
         k = done + 1
         if k >= complete:
-            raise NotReady(f"tick {k} ({timing.boundaries(k, k + 1)[0]} to {timing.boundaries(k, k + 1)[1]}) "
-                           f"is not complete: the newest actual is at {last_ds}")
+            raise NotReady(_next_tick(timing, k).not_complete(last_ds))
         return k, False
 
     # -- running --------------------------------------------------------------------------------------------
@@ -508,7 +506,8 @@ class LiveAgent:
                 log.warning("tick %s: %s future driver value(s) for tick %s were not ingested (mlma ingest "
                             "--future); filled with the value a season earlier or the last known one", k, filled,
                             k + 1)
-        summary = _summary(report, n, start, time.perf_counter() - started, filled)
+        # The next tick's bounds go in the summary for `mlma status`'s quick path (mlma.store.glance).
+        summary = _summary(report, n, start, time.perf_counter() - started, filled, _next_tick(timing, k + 1))
         arrays = agent.state_arrays() | timing.to_arrays() | {f"live.{name}": v for name, v in live.items()}
         record = TickRecord(k, verdicts=verdicts, forecasts=forecasts, escalations=report.escalations,
                             resolve_escalations={} if start else report.cleared, new_versions=new_versions,
@@ -896,7 +895,14 @@ def _verdicts(report: TickReport, serving: np.ndarray) -> pd.DataFrame:
     }).assign(model_version=lambda f: f["model_version"].where(f["model_version"] >= 0))
 
 
-def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_values_filled: int | None) -> TickSummary:
+def _next_tick(timing: Timing, k: int) -> NextTick:
+    """Tick ``k``'s bounds and the timestamp whose actual completes it."""
+    lo, hi = timing.boundaries(k, k + 1)
+    return NextTick(k, str(lo), str(hi), str(timing.last_timestamp(k)))
+
+
+def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_values_filled: int | None,
+             next_tick: NextTick | None = None) -> TickSummary:
     """The tick's :class:`~mlma.store.records.TickSummary`. The loss ratio compares the streams' losses with
     the references they were judged against (the references at the start of the tick)."""
     verdicts = {v.label: 0 for v in Verdict}
@@ -923,6 +929,7 @@ def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_val
         pinned=int((report.decision.verdict == Verdict.PINNED).sum()) if not start else 0,
         duration_seconds=round(seconds, 3),
         driver_values_filled=driver_values_filled,
+        next_tick=None if next_tick is None else next_tick.to_summary(),
     )
 
 

@@ -206,8 +206,12 @@ class ConfigError(ValueError):
     """``mlma.toml`` is missing, unreadable or invalid; the message names the file and the key."""
 
 
-def load_config(root: str | Path) -> ProjectConfig:
+def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig:
     """Read and validate ``<root>/mlma.toml``.
+
+    ``check_values=False`` checks the file's structure (sections, keys, types) but not the values whose
+    check needs the data stack (durations, drivers, policy, holiday calendar): for ``mlma status``, which
+    reads only the store's address and must start quickly; every command that uses those values checks them.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -254,7 +258,8 @@ def load_config(root: str | Path) -> ProjectConfig:
             if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
                 raise ConfigError(f"{path}: [{name}] {key} must be {expected.__name__}, got {value!r}")
             setattr(section, key, value)
-    _check_values(config, path)
+    if check_values:
+        _check_values(config, path)
     return config
 
 

@@ -19,6 +19,15 @@ re-trains, checks, promotes and rolls back each stream's model on its own:
 Both work on the frequency grid: gaps and missing values in a history are filled with the value one season
 earlier (else the last value) before fitting or forecasting, since neither library accepts them.
 
+Exogenous drivers (:class:`~mlma.models.Drivers`): both adapters use the context's drivers when the model can
+(:attr:`~mlma.models.BaseForecaster.uses_drivers`): every mlforecast pipeline (as dynamic features, with the
+announced values as ``X_df`` when forecasting) and the statsforecast models that take exogenous regressors
+(``uses_exog``: ``AutoARIMA``, ``ARIMA``, ``AutoRegressive``, ``MFLES``...; ``AutoETS`` and the other models
+without them get none). Future drivers enter at the timestamp they describe (past values to fit, the values
+ingested ahead to forecast); historical drivers enter lagged by the tick's horizon, so only values known at
+the forecast origin are used. A driver that does not vary in the training window cannot be estimated and is
+left out of that fit. ``use_drivers=False`` (``statsforecast:AutoARIMA:use_drivers=False``) ignores them.
+
 Spec strings (``--model`` and ``[model] spec``)::
 
     statsforecast:AutoETS
@@ -46,9 +55,11 @@ import numpy as np
 import pandas as pd
 
 from mlma.models.base import (
+    BaseForecaster,
     FleetForecaster,
     ForecastContext,
     as_datetime_array,
+    as_exog_array,
     as_float_array,
 )
 from mlma.models.features import forward_fill, regularise, seasonal_ffill
@@ -154,17 +165,31 @@ def _filled(values: np.ndarray, season_length: int) -> np.ndarray:
     return forward_fill(seasonal_ffill(values, season_length))
 
 
-class _GridSeries:
-    """One stream's history laid on the frequency grid and filled, with the steps to forecast."""
+def _check_use_drivers(use_drivers) -> bool:
+    if not isinstance(use_drivers, (bool, np.bool_)):
+        raise ValueError(f"use_drivers must be True or False, got {use_drivers!r}")
+    return bool(use_drivers)
 
-    def __init__(self, ctx: ForecastContext, ds, y, future_ds=None, season_length: int | None = None):
+
+class _GridSeries:
+    """One stream's history laid on the frequency grid and filled, with the steps to forecast.
+
+    With driver values (``X`` with the history, ``future_X`` for ``future_ds``), :attr:`X` holds them on the
+    rows of :attr:`values` and :attr:`future_X` on the forecast steps ``1..steps.max()``: the future drivers
+    at their own timestamps, the historical ones lagged by the context's horizon (their value at the forecast
+    origin or before), gaps filled as the target's are. A leading gap stays NaN.
+    """
+
+    def __init__(self, ctx: ForecastContext, ds, y, future_ds=None, season_length: int | None = None,
+                 X=None, future_X=None):
         ds = as_datetime_array(ds)
         y = as_float_array(y, ds.size)
         if future_ds is not None:
             future_ds = as_datetime_array(future_ds, "future_ds")
         grid = regularise(ds, y, ctx.freq, future_ds=future_ds)
         n_hist = int(grid.hist_rows.max()) + 1 if ds.size else 0
-        values = _filled(grid.y[:n_hist], season_length or ctx.season_length)
+        season = season_length or ctx.season_length
+        values = _filled(grid.y[:n_hist], season)
         finite = np.flatnonzero(np.isfinite(values))
         self.first = int(finite[0]) if finite.size else n_hist
         #: The filled history from its first finite value on.
@@ -177,6 +202,31 @@ class _GridSeries:
             self.steps = grid.future_rows - (n_hist - 1)
             if self.steps.size and self.steps.min() < 1:
                 raise ValueError("future_ds must come after the history's last timestamp")
+        self.X = self.future_X = None
+        if X is not None or future_X is not None:
+            self._place_drivers(ctx, grid, n_hist, season, ds.size, X, future_X)
+
+    def _place_drivers(self, ctx, grid, n_hist: int, season: int, n_ds: int, X, future_X) -> None:
+        k, n_future = len(ctx.drivers.columns), len(ctx.drivers.future)
+        X = as_exog_array(X, n_ds, "X")
+        future_X = as_exog_array(future_X, 0 if grid.future_rows is None else grid.future_rows.size, "future_X")
+        for name, values in (("X", X), ("future_X", future_X)):
+            if values is not None and values.shape[1] != k:
+                raise ValueError(f"{name} has {values.shape[1]} column(s); the context declares {k} driver(s) "
+                                 f"{list(ctx.drivers.columns)}")
+        horizon = int(self.steps.max()) if self.steps is not None and self.steps.size else 0
+        table = np.full((n_hist + horizon, k), np.nan)
+        if X is not None and n_ds:
+            table[grid.hist_rows] = X
+        if future_X is not None and grid.future_rows is not None and grid.future_rows.size:
+            table[grid.future_rows, :n_future] = future_X[:, :n_future]  # historical ones are not known ahead
+        lag = ctx.horizon
+        lagged = np.full((table.shape[0], k - n_future), np.nan)
+        lagged[lag:] = table[:table.shape[0] - lag, n_future:]
+        table[:, n_future:] = lagged
+        table = np.column_stack([_filled(table[:, j], season) for j in range(k)]) if k else table
+        self.X = table[self.first:n_hist]
+        self.future_X = table[n_hist:] if self.steps is not None else None
 
     def timestamps(self, freq: str) -> pd.DatetimeIndex:
         stamps = pd.date_range(pd.Timestamp(self.start), periods=self.first + self.values.size, freq=freq)
@@ -216,6 +266,9 @@ class StatsForecastModel(FleetForecaster):
     n_jobs
         Processes statsforecast uses when a chunk of streams is fitted in one call (``-1``: every core). Keep
         1 with a process-pool or Dask executor, which already runs one chunk per core.
+    use_drivers
+        Give the context's drivers to a model that takes exogenous regressors (default True; see the module
+        docstring). A stream fitted with driver values is fitted alone, not in a joint call.
     **params
         The model's own parameters (e.g. ``model="ZZA"`` for AutoETS, ``max_p=3`` for AutoARIMA).
 
@@ -238,8 +291,10 @@ class StatsForecastModel(FleetForecaster):
     ValueError: statsforecast AutoETS does not take parameter(s) ['modle']; it takes: alias, damped, distribution, model, phi, prediction_intervals, season_length
     """
 
-    def __init__(self, ctx: ForecastContext, name: str = "AutoETS", n_jobs: int = 1, **params) -> None:
+    def __init__(self, ctx: ForecastContext, name: str = "AutoETS", n_jobs: int = 1, use_drivers: bool = True,
+                 **params) -> None:
         self.ctx = _check_ctx(ctx)
+        self.use_drivers = _check_use_drivers(use_drivers)
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"name must name a statsforecast model such as 'AutoETS', got {name!r}")
         self.name = name.strip()
@@ -265,16 +320,27 @@ class StatsForecastModel(FleetForecaster):
         """Two seasons of observations (at least 8)."""
         return max(2 * self.season_length, 8)
 
-    def _series(self, ds, y, future_ds=None) -> _GridSeries:
-        return _GridSeries(self.ctx, ds, y, future_ds, season_length=self.season_length)
+    @property
+    def uses_drivers(self) -> bool:
+        """True when the context declares drivers and the statsforecast model takes exogenous regressors."""
+        # ``uses_exog`` is statsforecast's own class attribute (False on its base class).
+        return self.use_drivers and bool(self.ctx.drivers) and bool(getattr(self.prototype, "uses_exog", False))
+
+    def _series(self, ds, y, future_ds=None, X=None, future_X=None) -> _GridSeries:
+        if not self.uses_drivers:
+            X = future_X = None
+        return _GridSeries(self.ctx, ds, y, future_ds, season_length=self.season_length, X=X, future_X=future_X)
 
     def fit(self, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None) -> Self:
-        series = self._series(ds, y)
-        self._adopt(_fit_one(self.prototype, series.values, self.name), series)
+        series = self._series(ds, y, X=X)
+        regressors = _Regressors.learn(series.X)
+        fitted = _fit_one(self.prototype, series.values, self.name, regressors.history(series.X))
+        self._adopt(fitted, series, regressors)
         return self
 
-    def _adopt(self, fitted, series: _GridSeries) -> None:
+    def _adopt(self, fitted, series: _GridSeries, regressors: _Regressors | None = None) -> None:
         self.model_ = fitted
+        self.regressors_ = regressors or _Regressors.none()
         self.n_train_ = series.n_obs
         self.level_ = float(series.values.mean()) if series.values.size else float("nan")
 
@@ -310,20 +376,25 @@ class StatsForecastModel(FleetForecaster):
         return [None] * len(models)
 
     def predict(self, ds, y, future_ds, X=None, future_X=None) -> np.ndarray:
-        series = self._series(ds, y, future_ds)
+        series = self._series(ds, y, future_ds, X, future_X)
         steps = series.steps
         if steps.size == 0:
             return np.zeros(0)
         if series.values.size < self.min_history:
             return _naive_forecast(self.ctx, ds, y, future_ds, self.level_)
+        regressors = self.regressors_
+        exog = {} if not regressors else {"X": regressors.history(series.X),
+                                          "X_future": regressors.ahead(series.future_X)}
         try:
-            mean = self.model_.forward(y=series.values, h=int(steps.max()))["mean"]
+            mean = self.model_.forward(y=series.values, h=int(steps.max()), **exog)["mean"]
         except Exception:  # noqa: BLE001 - statsforecast raises plain Exceptions for histories it cannot use
             return _naive_forecast(self.ctx, ds, y, future_ds, self.level_)
         return np.asarray(mean, dtype=np.float64)[steps - 1]
 
     def __repr__(self) -> str:
         shown = {k: v for k, v in self.params.items() if k != "season_length" or v != self.ctx.season_length}
+        if not self.use_drivers:
+            shown["use_drivers"] = False
         extra = "".join(f", {k}={v!r}" for k, v in shown.items())
         return f"StatsForecastModel({self.name!r}{extra})"
 
@@ -338,12 +409,60 @@ def _naive_forecast(ctx: ForecastContext, ds, y, future_ds, level: float) -> np.
     return naive.predict(ds, y, future_ds)
 
 
-def _fit_one(prototype, values: np.ndarray, name: str):
+class _Regressors:
+    """Which driver columns a fit used, and how their missing values are filled when forecasting.
+
+    A column that does not vary over the training window (a campaign flag that never fired, a driver never
+    observed) cannot be estimated, and a regression on it is singular: it is left out. A value still missing
+    after the grid's filling (a leading gap) takes the column's training mean.
+
+    >>> r = _Regressors.learn(np.array([[1.0, 0.0], [3.0, 0.0], [np.nan, 0.0]]))
+    >>> r.kept.tolist(), r.history(np.array([[np.nan, 5.0]])).tolist()
+    ([True, False], [[2.0]])
+    >>> bool(_Regressors.learn(None))
+    False
+    """
+
+    def __init__(self, kept: np.ndarray, means: np.ndarray) -> None:
+        self.kept = kept
+        self.means = means
+
+    @classmethod
+    def none(cls) -> _Regressors:
+        return cls(np.zeros(0, dtype=bool), np.zeros(0))
+
+    @classmethod
+    def learn(cls, X: np.ndarray | None) -> _Regressors:
+        if X is None or X.shape[1] == 0:
+            return cls.none()
+        finite = np.isfinite(X)
+        with np.errstate(invalid="ignore"):
+            lo = np.where(finite, X, np.inf).min(axis=0)
+            hi = np.where(finite, X, -np.inf).max(axis=0)
+            means = np.where(finite, X, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
+        return cls(finite.any(axis=0) & (hi > lo), means)
+
+    def __bool__(self) -> bool:
+        return bool(self.kept.any())
+
+    def history(self, X: np.ndarray | None) -> np.ndarray | None:
+        """The kept columns of ``X``, missing values filled; None when no column is kept."""
+        if not self or X is None:
+            return None
+        kept = X[:, self.kept]
+        return np.where(np.isfinite(kept), kept, self.means[self.kept][None, :])
+
+    def ahead(self, future_X: np.ndarray | None) -> np.ndarray | None:
+        """The same for the forecast steps."""
+        return self.history(future_X)
+
+
+def _fit_one(prototype, values: np.ndarray, name: str, X: np.ndarray | None = None):
     if values.size == 0:
         raise ValueError("history has no finite observation")
     model = prototype.new() if hasattr(prototype, "new") else copy.deepcopy(prototype)
     try:
-        return model.fit(y=values)
+        return model.fit(y=values) if X is None else model.fit(y=values, X=X)
     except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
         raise ValueError(f"statsforecast {name} fit failed: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - statsforecast raises plain Exceptions for series it cannot fit
@@ -409,7 +528,7 @@ def _lookback(pipeline) -> int:
     return longest
 
 
-class MLForecastModel:
+class MLForecastModel(BaseForecaster):
     """An ``mlforecast.MLForecast`` pipeline fitted on one stream's history.
 
     Parameters
@@ -426,6 +545,9 @@ class MLForecastModel:
     **params
         Keywords for the pipeline function (for the built-in one: ``n_estimators``, ``learning_rate``,
         ``num_leaves``, ``min_child_samples``, ``lags``).
+    use_drivers
+        Give the context's drivers to the pipeline as dynamic features (default True; see the module
+        docstring): their past values to fit, the values known ahead as ``X_df`` to forecast.
 
     Examples
     --------
@@ -440,8 +562,9 @@ class MLForecastModel:
     """
 
     def __init__(self, ctx: ForecastContext, pipeline: str | None = None, *, min_history: int | None = None,
-                 **params) -> None:
+                 use_drivers: bool = True, **params) -> None:
         self.ctx = _check_ctx(ctx)
+        self.use_drivers = _check_use_drivers(use_drivers)
         mlforecast = _mlforecast()
         self.pipeline = pipeline
         self.params = params
@@ -481,15 +604,35 @@ class MLForecastModel:
             raise ValueError(f"min_history must be a whole number >= 1, got {min_history!r}")
         self.min_history = default if min_history is None else max(int(min_history), self.lookback + 1)
 
+    @property
+    def uses_drivers(self) -> bool:
+        """True when the context declares drivers (and ``use_drivers`` is on)."""
+        return self.use_drivers and bool(self.ctx.drivers)
+
+    def _series(self, ds, y, future_ds=None, X=None, future_X=None) -> _GridSeries:
+        if not self.uses_drivers:
+            X = future_X = None
+        return _GridSeries(self.ctx, ds, y, future_ds, X=X, future_X=future_X)
+
     def _frame(self, series: _GridSeries) -> pd.DataFrame:
-        return pd.DataFrame({"unique_id": "stream", "ds": series.timestamps(self.ctx.freq), "y": series.values})
+        frame = pd.DataFrame({"unique_id": "stream", "ds": series.timestamps(self.ctx.freq), "y": series.values})
+        return self._with_drivers(frame, self.regressors_.history(series.X))
+
+    @staticmethod
+    def _with_drivers(frame: pd.DataFrame, values: np.ndarray | None) -> pd.DataFrame:
+        # Plain column names: LightGBM refuses some characters a driver's name may hold.
+        for j in range(0 if values is None else values.shape[1]):
+            frame[f"driver_{j}"] = values[:, j]
+        return frame
 
     def fit(self, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None = None) -> Self:
-        series = _GridSeries(self.ctx, ds, y)
+        series = self._series(ds, y, X=X)
         if series.values.size <= self.lookback:
             raise ValueError(f"history spans {series.values.size} grid steps; the pipeline looks back "
                              f"{self.lookback}")
+        self.regressors_ = _Regressors.learn(series.X)
         pipeline = copy.deepcopy(self.prototype)
+        # static_features=[]: every driver column is dynamic, its value at each timestamp (X_df ahead).
         pipeline.fit(self._frame(series), static_features=[], cache_train_df=False)
         self.model_ = pipeline
         (self.column_,) = pipeline.models_  # the one model's name is its forecast column
@@ -498,14 +641,22 @@ class MLForecastModel:
         return self
 
     def predict(self, ds, y, future_ds, X=None, future_X=None) -> np.ndarray:
-        series = _GridSeries(self.ctx, ds, y, future_ds)
+        series = self._series(ds, y, future_ds, X, future_X)
         steps = series.steps
         if steps.size == 0:
             return np.zeros(0)
         if series.values.size <= self.lookback:
             return _naive_forecast(self.ctx, ds, y, future_ds, self.level_)
-        out = self.model_.predict(int(steps.max()), new_df=self._frame(series))
+        horizon = int(steps.max())
+        frame = self._frame(series)
+        ahead = None
+        if self.regressors_:
+            stamps = pd.date_range(frame["ds"].iloc[-1], periods=horizon + 1, freq=self.ctx.freq)[1:]
+            ahead = self._with_drivers(pd.DataFrame({"unique_id": "stream", "ds": stamps}),
+                                       self.regressors_.ahead(series.future_X))
+        out = self.model_.predict(horizon, new_df=frame, X_df=ahead)
         return out[self.column_].to_numpy(dtype=np.float64)[steps - 1]
 
     def __repr__(self) -> str:
-        return f"MLForecastModel({self.pipeline or 'default'!r}{''.join(f', {k}={v!r}' for k, v in self.params.items())})"
+        extra = {**self.params, **({} if self.use_drivers else {"use_drivers": False})}
+        return f"MLForecastModel({self.pipeline or 'default'!r}{''.join(f', {k}={v!r}' for k, v in extra.items())})"

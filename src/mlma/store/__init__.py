@@ -18,14 +18,47 @@ Examples
 '0006'
 """
 
-from mlma.store.errors import (LockHeld, LockLost, SchemaError, StateCorrupted, StoreError,
-                               TickAlreadyDone)
-from mlma.store.lock import Lease
-from mlma.store.overrides import StreamOverrides
-from mlma.store.records import (AgentState, ChampionChange, ChampionMove, IngestReport, ModelVersion, NewVersion,
-                                TickRecord, TickSummary, TickWrite, VersionCheck, forecast_frame)
-from mlma.store.store import STATE_HISTORY, Store, file_sha256, frame_sha256
-from mlma.store.transaction import Transaction
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlma.store.errors import (LockHeld, LockLost, SchemaError, StateCorrupted, StoreError,
+                                   TickAlreadyDone)
+    from mlma.store.lock import Lease
+    from mlma.store.overrides import StreamOverrides
+    from mlma.store.records import (AgentState, ChampionChange, ChampionMove, IngestReport, ModelVersion,
+                                    NewVersion, TickRecord, TickSummary, TickWrite, VersionCheck, forecast_frame)
+    from mlma.store.store import STATE_HISTORY, Store, file_sha256, frame_sha256
+    from mlma.store.transaction import Transaction
+
+# Where each public name lives. They are imported on first use (PEP 562), so that a module of this package
+# that needs neither SQLAlchemy nor pandas (mlma.store.glance, for `mlma status`) can be imported alone.
+_HOMES = {
+    "mlma.store.errors": ("LockHeld", "LockLost", "SchemaError", "StateCorrupted", "StoreError", "TickAlreadyDone"),
+    "mlma.store.lock": ("Lease",),
+    "mlma.store.overrides": ("StreamOverrides",),
+    "mlma.store.records": ("AgentState", "ChampionChange", "ChampionMove", "IngestReport", "ModelVersion",
+                           "NewVersion", "TickRecord", "TickSummary", "TickWrite", "VersionCheck", "forecast_frame"),
+    "mlma.store.store": ("STATE_HISTORY", "Store", "file_sha256", "frame_sha256"),
+    "mlma.store.transaction": ("Transaction",),
+}
+_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mlma.store' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOME_OF))
+
 
 __all__ = [
     "STATE_HISTORY",

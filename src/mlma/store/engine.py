@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from mlma.store import serial
+from mlma.store.sqlite_files import sqlite_open_mode
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
                                   **_JSON_OPTIONS)
     else:
         path = Path(parsed.database).expanduser()
-        open_mode = _sqlite_open_mode(path)
+        open_mode = sqlite_open_mode(path)
         read_only = open_mode is not None
         if read_only:
             uri = f"file:{quote(str(path.resolve()))}?{open_mode}"
@@ -153,32 +154,6 @@ def _nearly_full(folder: Path) -> bool:
         return shutil.disk_usage(folder).free < (1 << 20)
     except OSError:
         return False
-
-
-def _read_only_file_system(folder: Path) -> bool:
-    try:
-        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
-    except (OSError, AttributeError):  # no statvfs (Windows): not known to be read-only
-        return False
-
-
-def _sqlite_open_mode(path: Path) -> str | None:
-    """None to open the file normally, else the URI parameter of a read-only open."""
-    if not path.is_file():
-        return None  # a new store: created, or the error says why not
-    folder = path.parent
-    if os.access(path, os.W_OK) and os.access(folder, os.W_OK):
-        return None
-    wal = Path(f"{path}-wal")
-    shm = Path(f"{path}-shm")
-    if os.access(folder, os.W_OK) or (shm.exists() and wal.exists()):
-        return "mode=ro"
-    if wal.exists() and wal.stat().st_size > 0:
-        # Committed changes wait in the log, which SQLite cannot read without its shared-memory file.
-        return "mode=ro"
-    if not _read_only_file_system(folder):
-        return "mode=ro"  # another user's store: its owner may write it while we read, so never immutable
-    return "immutable=1"  # nothing can change the file while it is on a read-only medium
 
 
 # -- PostgreSQL --------------------------------------------------------------------------------------------

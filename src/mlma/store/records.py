@@ -304,6 +304,9 @@ class TickSummary:
     duration_seconds: float = 0.0
     #: Future driver values the forecasts needed and nobody ingested (None: the project has no future drivers).
     driver_values_filled: int | None = None
+    #: The next tick's bounds (``mlma.store.glance.NextTick.to_summary``), so `mlma status` can tell whether it
+    #: is due without the clock (None: written by an mlma that did not record it).
+    next_tick: Mapping[str, Any] | None = None
 
     _COUNTS = ("n_streams", "retrains", "promoted", "rejected", "initial_fits", "fit_failures", "escalations",
                "escalations_resolved", "awaiting_approval", "pinned")
@@ -313,6 +316,8 @@ class TickSummary:
             _whole(getattr(self, name), name)
         if self.driver_values_filled is not None:
             _whole(self.driver_values_filled, "driver_values_filled")
+        if self.next_tick is not None and not isinstance(self.next_tick, Mapping):
+            raise ValueError(f"tick summary: next_tick must be a JSON object or None, got {self.next_tick!r}")
         for name in ("compute_seconds", "duration_seconds"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
@@ -334,8 +339,11 @@ class TickSummary:
         """The stored JSON object (plain Python values; non-finite numbers already None)."""
         out = {name: getattr(self, name) for name in _SUMMARY_FIELDS}
         out["verdicts"] = dict(self.verdicts)
-        if out["driver_values_filled"] is None:
-            del out["driver_values_filled"]
+        for optional in ("driver_values_filled", "next_tick"):
+            if out[optional] is None:
+                del out[optional]
+        if self.next_tick is not None:
+            out["next_tick"] = dict(self.next_tick)
         return out
 
     @classmethod

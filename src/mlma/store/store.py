@@ -218,9 +218,9 @@ class Store:
     def _check_schema(self) -> None:
         with self._read() as conn:
             current = migrate.current_revision(conn)
+        if current == migrate.SCHEMA_REVISION:
+            return  # the usual case, decided without reading the migration scripts (see mlma.store.migrate)
         expected = migrate.head_revision()
-        if current == expected:
-            return
         if current is None:
             raise SchemaError(f"{self.url} has no mlma schema; create it with Store.create({self.url!r}) "
                               f"(or `Store.upgrade(url)`)", url=self.url, current=None, expected=expected)

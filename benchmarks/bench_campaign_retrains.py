@@ -1,0 +1,73 @@
+"""Why announced campaigns still trigger re-trainings: MLMA's re-trainings in campaign stream-ticks, with and
+without the campaign flag as a future driver, split by whether the serving model's training window held a
+campaign of the stream's city (so that the flag could be learnt); and the MAE of the simulator's true mean
+(an oracle forecast) during a zone's first campaign against the 14 days before it.
+
+Usage (docs/results-drivers.md)::
+
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_campaign_retrains.py 60 120 7 3   # zones days seed rate
+
+The serving model of a stream-tick is taken to be the one fitted at the stream's last re-training before it
+(or the first model); a re-trained candidate that was not promoted is not told apart, so "seen" is an
+approximation.
+"""
+import json
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from mlma.backtest import BacktestConfig, run_backtest
+from mlma.models import Drivers
+from mlma.simulate import simulate_platform
+
+zones, days, seed, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+WINDOW = 28
+sim = simulate_platform(zones, days, seed, drivers=True, campaign_rate=rate)
+data = sim.data
+camp = sim.events[sim.events.kind == "campaign"]
+day0 = data["ds"].min().normalize()
+def dayn(t): return (pd.Timestamp(t) - day0) / pd.Timedelta("1D")
+spans = {}
+for r in camp.itertuples():
+    spans.setdefault(r.unique_id, []).append((dayn(r.start), dayn(r.end)))
+out = {}
+for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",)))):
+    t0 = time.time()
+    res = run_backtest(data, BacktestConfig(policies=["mlma"], model="ridge", executor="inline", drivers=drivers))
+    first = int(res.config["first_scored_tick"]); n = int(res.config["n_ticks"])
+    log = res.retrain_log
+    re = {}
+    for u, k in zip(log.unique_id, log.tick):
+        re.setdefault(u, []).append(int(k))
+    cells = {True: [0, 0], False: [0, 0]}   # seen -> [campaign stream-ticks, retrains]
+    for u, sp in spans.items():
+        ks = sorted(re.get(u, []))
+        for t in range(first, n):
+            # touched: tick t overlaps a campaign or is the day after it ends
+            if not any(a < t + 1 and b + 1 > t for a, b in sp):
+                continue
+            fit_end = max([k + 1 for k in ks if k + 1 <= t] + [first])
+            seen = any(a < fit_end and b > fit_end - WINDOW for a, b in sp)
+            cells[seen][0] += 1
+            cells[seen][1] += int(t in ks)
+    out[name] = {"seen": cells[True], "unseen": cells[False], "retrains": len(log), "mae": res.summary[0]["mae"],
+                 "s": round(time.time() - t0)}
+    print(name, out[name], flush=True)
+
+oracle = simulate_platform(zones, days, seed, drivers=True, campaign_rate=rate, expected=True).data
+oracle["err"] = (oracle["y"] - oracle["expected"]).abs()
+oracle["day"] = (oracle["ds"] - day0).dt.days
+daily = oracle.groupby(["unique_id", "day"]).agg(err=("err", "mean"), camp=("campaign", "max")).reset_index()
+ratios = []
+for u, g in daily.groupby("unique_id"):
+    g = g.set_index("day")
+    on = g.index[g.camp > 0]
+    if len(on):
+        ratios.append(g.loc[on, "err"].mean() / g.loc[on.min() - 14:on.min() - 1, "err"].mean())
+ratios = np.array(ratios)
+ratios = ratios[np.isfinite(ratios)]
+out["oracle_ratio_median"] = float(np.median(ratios))
+out["oracle_share_above_margin"] = float((ratios > 1.05).mean())
+print(json.dumps({"zones": zones, "days": days, "seed": seed, "rate": rate, **out}))

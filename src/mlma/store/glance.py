@@ -1,0 +1,224 @@
+"""A quick look at a SQLite store: what ``mlma status`` shows, read with the standard library alone.
+
+Opening a :class:`~mlma.store.Store` imports SQLAlchemy, and its frames pandas: most of a second before
+the first query, for a command that reads a dozen rows. :func:`glance` reads the same facts through
+:mod:`sqlite3` (the file opened as :mod:`mlma.store.engine` would open it, read-only where it cannot be
+written) in one read transaction, so they are one consistent snapshot.
+
+It answers only when it can answer exactly as the store would; otherwise it returns None and the caller
+uses :class:`~mlma.store.Store`. That is the case for a PostgreSQL store, an in-memory one, a file that does
+not exist, and a database whose schema revision is not :data:`mlma.store.migrate.SCHEMA_REVISION` (the
+store's own check then says what is wrong). ``tests/test_cli.py`` checks that ``mlma status`` prints the
+same through both paths.
+
+Examples
+--------
+>>> import tempfile, os
+>>> from mlma.store import Store
+>>> path = os.path.join(tempfile.mkdtemp(), "mlma.db")
+>>> Store.create(f"sqlite:///{path}").close()
+>>> view = glance(f"sqlite:///{path}")
+>>> view.n_streams, view.done_ticks, view.newest_ds, view.lock is None
+(0, 0, None, True)
+>>> glance("postgresql+psycopg://mlma@db/mlma") is None
+True
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from mlma.store.migrate import SCHEMA_REVISION, VERSION_TABLE
+from mlma.store.sqlite_files import sqlite_open_mode
+
+UTC = dt.timezone.utc
+#: The URL schemes of the standard SQLite driver (as :func:`mlma.store.engine.make_engine` accepts them).
+_SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
+
+
+@dataclass(frozen=True)
+class TickRow:
+    """One row of the ticks table, as ``mlma status`` shows it."""
+
+    tick: int
+    status: str
+    attempts: int
+    error: str | None
+    end_ds: dt.datetime | None
+    summary: dict | None
+
+
+@dataclass(frozen=True)
+class NextTick:
+    """The tick after the last one done: its bounds, and the grid timestamp whose actual completes it.
+
+    Each tick records the next one in its summary (``next_tick``), so that telling whether it is due needs
+    no clock arithmetic (pandas), only the newest observation.
+
+    >>> t = NextTick(5, "2025-01-06 00:00:00", "2025-01-07 00:00:00", "2025-01-06 23:00:00")
+    >>> t.due(dt.datetime(2025, 1, 6, 23)), t.due(dt.datetime(2025, 1, 6, 22))
+    (True, False)
+    >>> t.not_complete(dt.datetime(2025, 1, 6, 22))
+    'tick 5 (2025-01-06 00:00:00 to 2025-01-07 00:00:00) is not complete: the newest actual is at 2025-01-06 22:00:00'
+    """
+
+    tick: int
+    start: str
+    end: str
+    complete_at: str
+
+    def due(self, newest: dt.datetime) -> bool:
+        return newest >= dt.datetime.fromisoformat(self.complete_at)
+
+    def not_complete(self, newest: Any) -> str:
+        return (f"tick {self.tick} ({self.start} to {self.end}) is not complete: the newest actual is at "
+                f"{newest}")
+
+    def to_summary(self) -> dict[str, Any]:
+        return {"tick": self.tick, "start": self.start, "end": self.end, "complete_at": self.complete_at}
+
+    @classmethod
+    def from_summary(cls, summary: dict | None) -> NextTick | None:
+        """The next tick recorded in a tick's summary; None for a summary written before it was recorded."""
+        value = (summary or {}).get("next_tick")
+        return None if not isinstance(value, dict) else cls(int(value["tick"]), str(value["start"]),
+                                                             str(value["end"]), str(value["complete_at"]))
+
+
+@dataclass(frozen=True)
+class Glance:
+    """What ``mlma status`` shows about a store (see :func:`glance`)."""
+
+    read_only: bool
+    n_streams: int
+    n_ingests: int
+    last_ingest_at: dt.datetime | None
+    done_ticks: int
+    last_done: TickRow | None
+    last_unfinished: TickRow | None
+    newest_ds: dt.datetime | None
+    open_escalations: int
+    lock: tuple[str, dt.datetime] | None
+    saved_states: list[tuple[int, str | None]] = field(default_factory=list)
+
+
+def state_damage(blob: bytes, sha256: str) -> str | None:
+    """None when a saved agent state's bytes match the SHA-256 recorded with them, else why not.
+
+    >>> state_damage(b"abc", hashlib.sha256(b"abc").hexdigest()) is None
+    True
+    >>> state_damage(b"abd", hashlib.sha256(b"abc").hexdigest())
+    'its bytes do not match the SHA-256 recorded with them'
+    """
+    if hashlib.sha256(bytes(blob)).hexdigest() == sha256:
+        return None
+    return "its bytes do not match the SHA-256 recorded with them"
+
+
+def sqlite_file(url: str) -> tuple[Path, float | None] | None:
+    """The file and busy timeout of a plain SQLite file URL, or None for any other URL.
+
+    >>> sqlite_file("sqlite:///data/mlma.db?timeout=5")
+    (PosixPath('data/mlma.db'), 5.0)
+    >>> sqlite_file("sqlite://") is None, sqlite_file("postgresql://h/db") is None
+    (True, True)
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in _SQLITE_SCHEMES or parts.netloc or not parts.path.startswith("/"):
+        return None
+    database = unquote(parts.path[1:])
+    if database in ("", ":memory:"):
+        return None
+    query = dict(parse_qsl(parts.query))
+    if set(query) - {"timeout"}:
+        return None  # options only the full engine understands
+    try:
+        timeout = float(query["timeout"]) if "timeout" in query else None
+    except ValueError:
+        return None  # the store's own open gives the clear error
+    return Path(database).expanduser(), timeout
+
+
+def glance(url: str) -> Glance | None:
+    """What ``mlma status`` shows about the SQLite store at ``url``, or None when only :class:`Store` can
+    say it (see the module docstring)."""
+    target = sqlite_file(url)
+    if target is None:
+        return None
+    path, timeout = target
+    if not path.is_file():
+        return None
+    mode = sqlite_open_mode(path)
+    uri = f"file:{quote(str(path.resolve()))}" + (f"?{mode}" if mode else "")
+    connection = sqlite3.connect(uri, uri=True, timeout=60.0 if timeout is None else timeout,
+                                 isolation_level=None)
+    try:
+        connection.execute("BEGIN")  # one snapshot for every read below
+        try:
+            return _read(connection, read_only=mode is not None)
+        finally:
+            connection.execute("COMMIT")
+    except sqlite3.DatabaseError:
+        return None  # not a store this path understands: the store's open says why
+    finally:
+        connection.close()
+
+
+def _read(db: sqlite3.Connection, *, read_only: bool) -> Glance | None:
+    revision = db.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()
+    if revision != [(SCHEMA_REVISION,)]:
+        return None
+    now = dt.datetime.now(UTC)
+    ingests, last_ingest = db.execute("SELECT count(*), max(at) FROM ingests").fetchone()
+    done, = db.execute("SELECT count(*) FROM ticks WHERE status = 'done'").fetchone()
+    last_done = _tick_row(db, "status = 'done'")
+    unfinished = _tick_row(db, "status <> 'done'")
+    newest, = db.execute("SELECT max(ds) FROM observations").fetchone()
+    escalations = db.execute("SELECT status, silenced_until FROM escalations "
+                             "WHERE status IN ('open', 'silenced')").fetchall()
+    # A silenced escalation whose silence has passed counts as open again (as Store.escalations says).
+    open_now = sum(1 for status, until in escalations
+                   if status == "open" or (until is not None and _instant(until) <= now))
+    lock = db.execute("SELECT holder, expires_at FROM locks WHERE name = 'tick'").fetchone()
+    lock = None if lock is None or _instant(lock[1]) <= now else (lock[0], _instant(lock[1]))
+    states = [(int(tick), state_damage(blob, sha)) for tick, sha, blob in
+              db.execute("SELECT tick, sha256, blob FROM agent_state ORDER BY tick DESC")]
+    return Glance(read_only=read_only, n_streams=db.execute("SELECT count(*) FROM streams").fetchone()[0],
+                  n_ingests=ingests, last_ingest_at=_instant(last_ingest), done_ticks=done, last_done=last_done,
+                  last_unfinished=unfinished, newest_ds=_timestamp(newest), open_escalations=open_now, lock=lock,
+                  saved_states=states)
+
+
+def _tick_row(db: sqlite3.Connection, where: str) -> TickRow | None:
+    row = db.execute(f"SELECT tick, status, attempts, error, end_ds, summary FROM ticks WHERE {where} "
+                     f"ORDER BY tick DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    tick, status, attempts, error, end_ds, summary = row
+    return TickRow(int(tick), status, int(attempts), error, _timestamp(end_ds),
+                   None if summary is None else _json(summary))
+
+
+def _json(text: str) -> Any:
+    # Tokens an older mlma may have written (NaN, Infinity) read as None, as mlma.store.serial.loads does.
+    return json.loads(text, parse_constant=lambda _: None)
+
+
+def _timestamp(value: str | None) -> dt.datetime | None:
+    """A data timestamp (naive) as SQLAlchemy's SQLite dialect stores it."""
+    return None if value is None else dt.datetime.fromisoformat(value)
+
+
+def _instant(value: str | None) -> dt.datetime | None:
+    """A wall-clock instant (stored in UTC, without an offset) as an aware datetime."""
+    if value is None:
+        return None
+    moment = dt.datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
