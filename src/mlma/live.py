@@ -43,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 from threadpoolctl import threadpool_limits
 
 from mlma.agent import NO_MODEL, Agent, AgentSettings, Controls, TickReport
@@ -56,8 +55,8 @@ from mlma.policy import Verdict
 from mlma.project import ProjectConfig
 from mlma.registry import ModelRegistry
 from mlma.store import StateCorrupted, Store, forecast_frame
-from mlma.store import schema as S
-from mlma.store.glance import NextTick, state_damage
+from mlma.store.engine import shown_url, unreachable_reason
+from mlma.store.glance import NextTick
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
 from mlma.store.window import ObservationWindow
 from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
@@ -172,8 +171,7 @@ class LiveAgent:
 
     def _latest_state(self):
         """The newest saved state; its clock is read before every tick, so it is not decoded twice."""
-        with self.store._read() as conn:
-            newest = conn.execute(sa.select(sa.func.max(S.agent_state.c.tick))).scalar()
+        newest = self.store.newest_state_tick()
         cached = getattr(self, "_state_cache", None)
         if newest is None:
             return None
@@ -192,20 +190,15 @@ class LiveAgent:
     def saved_states(self) -> list[tuple[int, str | None]]:
         """Every saved agent state, newest first: its tick, and None if its bytes match their recorded
         SHA-256, else why not."""
-        a = S.agent_state
-        with self.store._read() as conn:
-            rows = conn.execute(sa.select(a.c.tick, a.c.sha256, a.c.blob).order_by(a.c.tick.desc())).all()
-        return [(int(tick), state_damage(blob, sha)) for tick, sha, blob in rows]
+        return self.store.saved_states()
 
     def _data_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
         """The oldest observation and the newest one the clock may reach: never later than now plus
         ``[data] max_future``, so that rows dated in the future (stored before the ingest boundary refused
         them, or by a trusted writer) cannot make ticks due."""
-        ds = S.observations.c.ds
         # Two scalar queries: each is one step down the ds index, where min and max together make SQLite
         # scan the whole index (measured 1.3 s at 10,000 streams).
-        with self.store._read() as conn:
-            lo = conn.execute(sa.select(sa.func.min(ds))).scalar()
+        lo = self.store.oldest_ds()
         if lo is None:
             return None, None
         hi = self.store.newest_ds(until=self._clock_limit())
@@ -521,12 +514,7 @@ class LiveAgent:
 
     # -- pieces of the tick ---------------------------------------------------------------------------------
     def _abnormal_periods(self) -> pd.DataFrame:
-        a = S.abnormal_periods
-        with self.store._read() as conn:
-            rows = conn.execute(sa.select(S.streams.c.unique_id, a.c.start_ds, a.c.end_ds)
-                                .outerjoin(S.streams, S.streams.c.id == a.c.stream_id)
-                                .where(a.c.cancelled_at.is_(None))).all()
-        return pd.DataFrame(rows, columns=["unique_id", "start", "end"])
+        return self.store.abnormal_periods(active_only=True)[["unique_id", "start", "end"]]
 
     def _model(self, stream: int, version: int) -> FittedModel | None:
         """A registry version as the service's fitted model, loaded once per process and verified; None when
@@ -545,16 +533,9 @@ class LiveAgent:
         missing = sorted({p for p in pairs if p not in self._loaded and p not in self._broken})
         if not missing:
             return
-        mv = S.model_versions
         wanted = set(missing)
-        streams = sorted({s for s, _ in missing})
-        rows = []
-        with self.store._read() as conn:
-            for lo in range(0, len(streams), 10_000):
-                rows += conn.execute(sa.select(mv.c.stream_id, mv.c.version, mv.c.created_tick, mv.c.metrics,
-                                               mv.c.artifact_sha256)
-                                     .where(mv.c.stream_id.in_(streams[lo:lo + 10_000]))).all()
-        found = {(int(r.stream_id), int(r.version)): r for r in rows if (int(r.stream_id), int(r.version)) in wanted}
+        rows = self.registry.tables.versions(sorted({s for s, _ in missing}))
+        found = {(r.stream_id, r.version): r for r in rows if (r.stream_id, r.version) in wanted}
         absent = wanted - set(found)
         if absent:
             s, v = sorted(absent)[0]
@@ -675,12 +656,9 @@ class LiveAgent:
         cooldown = overrides.map(lambda o: o.get("cooldown_ticks", -1)).to_numpy(dtype=np.int32)
         agent.policy.set_overrides(delta=delta, cooldown_ticks=cooldown)
         controls = Controls(pinned=pinned, needs_approval=approval)
-        t = S.stream_actions
-        with self.store._read() as conn:
-            actions = pd.DataFrame(conn.execute(
-                sa.select(t.c.id, t.c.stream_id, t.c.kind, t.c.params, t.c.created_by, t.c.reason)
-                .where(t.c.status == "pending").order_by(t.c.id)).all(),
-                columns=["id", "stream_id", "kind", "params", "created_by", "reason"])
+        # Carried out in the order they were queued (the store lists the newest first).
+        actions = self.store.stream_actions(status="pending").sort_values("id", kind="stable")[
+            ["id", "stream_id", "kind", "params", "created_by", "reason"]].reset_index(drop=True)
         masks = {name: np.zeros(n, dtype=bool) for name in ("force_retrain", "force_direct", "reset_reference",
                                                             "rebase_reference", "approve", "reject")}
         approvers = {}
@@ -799,10 +777,12 @@ def open_agent(config: ProjectConfig, *, executor=None, stopping=lambda: False, 
         attempt += 1
         try:
             return LiveAgent(config, executor=executor)
-        except sa.exc.OperationalError as exc:
-            reason = (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+        except Exception as exc:  # noqa: BLE001 - only a database that cannot be reached is retried
+            reason = unreachable_reason(exc)
+            if reason is None:
+                raise
             log.warning("the store %s cannot be reached (attempt %d: %s); retrying in %.3g s",
-                        sa.make_url(config.store_url).render_as_string(hide_password=True), attempt, reason, delay)
+                        shown_url(config.store_url), attempt, reason, delay)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline:
             if stopping():

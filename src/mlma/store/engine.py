@@ -199,3 +199,24 @@ def _timeout_fired(exc: BaseException) -> str | None:
     if "server closed the connection unexpectedly" in text or "connection reset" in text:
         return "keepalives"
     return None
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why the database could not be reached, in one line, when ``exc`` is the driver's failure to reach or use
+    it (an ``OperationalError``); None for any other error, which a caller should not retry.
+
+    >>> unreachable_reason(ValueError("x")) is None
+    True
+    """
+    if not isinstance(exc, sa.exc.OperationalError):
+        return None
+    return (str(exc.orig or exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def shown_url(url: str) -> str:
+    """A store URL as it may be shown in logs and messages: the password hidden.
+
+    >>> shown_url("postgresql+psycopg://mlma:secret@db/mlma")
+    'postgresql+psycopg://mlma:***@db/mlma'
+    """
+    return sa.make_url(url).render_as_string(hide_password=True)

@@ -50,12 +50,17 @@ class RegistryTables:
         mv = S.model_versions
         query = (sa.select(mv, S.streams.c.unique_id).join(S.streams, S.streams.c.id == mv.c.stream_id)
                  .order_by(mv.c.stream_id, mv.c.version))
-        if stream_ids is not None:
-            query = query.where(mv.c.stream_id.in_([int(i) for i in stream_ids]))
         if version is not None:
             query = query.where(mv.c.version == int(version))
+        ids = None if stream_ids is None else sorted({int(i) for i in stream_ids})
+        rows = []
         with self.store._read() as conn:
-            rows = conn.execute(query).all()
+            if ids is None:
+                rows = conn.execute(query).all()
+            # In batches: a statement has a bounded number of parameters (SQLite's limit is 32,766).
+            for lo in range(0, len(ids or ()), 10_000):
+                rows += conn.execute(query.where(mv.c.stream_id.in_(ids[lo:lo + 10_000]))).all()
+            rows.sort(key=lambda r: (r.stream_id, r.version))
         return [ModelVersion(
             stream_id=int(r.stream_id), unique_id=r.unique_id, version=int(r.version), created_at=r.created_at,
             created_tick=r.created_tick, train_start=None if r.train_start is None else pd.Timestamp(r.train_start),

@@ -1343,8 +1343,9 @@ class Store:
         a = S.agent_state
         with self._read() as conn:
             rows = conn.execute(sa.select(a.c.tick, a.c.sha256, a.c.blob).order_by(a.c.tick.desc())).all()
-        return [(int(tick), None if hashlib.sha256(bytes(blob)).hexdigest() == sha
-                 else "its bytes do not match the SHA-256 recorded with them") for tick, sha, blob in rows]
+        from mlma.store.glance import state_damage
+
+        return [(int(tick), state_damage(blob, sha)) for tick, sha, blob in rows]
 
     def load_state(self, tick: int | None = None) -> AgentState | None:
         """The saved state of ``tick`` (default: the latest), verified against its hash; None if none.
