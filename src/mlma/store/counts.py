@@ -7,9 +7,9 @@ transaction: one consistent moment. :mod:`mlma.metrics` turns them into Promethe
 
 Examples
 --------
->>> from mlma.store import Store
+>>> from mlma.store import Store, TickRecord, TickSummary
 >>> store = Store.create("sqlite://")
->>> _ = store.write_tick(0, summary={"retrains": 2})
+>>> _ = store.write_tick(TickRecord(0, summary=TickSummary(retrains=2)))
 >>> counts = read_counts(store, summary_keys=["retrains"])
 >>> counts.ticks, counts.summary_sums, counts.last_done.tick, counts.tick_lock_held
 ({'done': (1, 1)}, {'retrains': 2.0}, 0, False)
