@@ -44,7 +44,7 @@ from mlma.monitor import degradation_test, fdr_control
 from mlma.monitor.bias import bias_shift_test
 from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
 from mlma.monitor.gain import GainModel, decision_features
-from mlma.policy import Decision, Policy, TickObservation, Verdict
+from mlma.policy import Decision, PeriodicRetrain, Policy, TickObservation, Verdict
 from mlma.quality import check_batch
 
 #: The test needs at least this many reference blocks (ticks); see :func:`mlma.monitor.degradation_test`.
@@ -120,7 +120,8 @@ class MLMAPolicy(Policy):
                  budget: float | None = 0.05, refresh_ticks: int | None = None, min_gain: float = 0.005,
                  explore_factor: int = 10, gain_prior=DEFAULT_GAIN_PRIOR, gain_prior_strength: float = 100.0,
                  bias_test: bool = True, loss: str = "absolute", repeat_limit: int = 3, repeat_window: int = 14,
-                 silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7) -> None:
+                 silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7,
+                 backbone: str = "schedule", challenge: str = "triggers") -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:
@@ -133,6 +134,10 @@ class MLMAPolicy(Policy):
                                        and (budget < 1 or float(budget).is_integer())):
             raise ValueError(f"budget must be a whole number >= 1 (re-trainings per tick), a share of the fleet "
                              f"in (0, 1), or None, got {budget!r}")
+        if backbone not in ("schedule", "gain"):
+            raise ValueError(f"backbone must be 'schedule' or 'gain', got {backbone!r}")
+        if challenge not in ("triggers", "all", "none"):
+            raise ValueError(f"challenge must be 'triggers', 'all' or 'none', got {challenge!r}")
         if window_ticks < 1:
             raise ValueError(f"window_ticks must be a whole number >= 1, got {window_ticks!r}")
         for name, value in (("reference_ticks", reference_ticks), ("warmup_ticks", warmup_ticks)):
@@ -157,6 +162,8 @@ class MLMAPolicy(Policy):
         self.gain_prior, self.gain_prior_strength, self.bias_test = gain_prior, gain_prior_strength, bias_test
         self.repeat_limit, self.repeat_window, self.silent_ticks = repeat_limit, repeat_window, silent_ticks
         self.window_ticks = window_ticks
+        self.backbone, self.challenge = backbone, challenge
+        self._period = 0
         self.probation_ticks = max(probation_ticks, window_ticks)
         self.gain = GainModel(gain_prior, gain_prior_strength)
 
@@ -318,6 +325,17 @@ class MLMAPolicy(Policy):
         values = self.ref[s, order].ravel()
         return values[np.isfinite(values)]
 
+    def schedule_period(self, n_models: int) -> int:
+        """Ticks between a stream's scheduled refreshes that spend the budget: ``1 / budget`` for a share of
+        the fleet, ``n_models / budget`` for a number of re-trainings per tick (at least 1).
+
+        >>> MLMAPolicy(budget=0.05).schedule_period(200), MLMAPolicy(budget=20).schedule_period(200)
+        (20, 10)
+        """
+        share = self.budget if self.budget < 1 else self.budget / max(n_models, 1)
+        self._period = max(1, int(round(1.0 / share)))
+        return self._period
+
     def refresh_interval(self) -> int:
         """Ticks between refreshes now: ``refresh_ticks`` while the fleet's learned gain of a refresh (a
         model at refresh age, no test evidence) is at least ``min_gain``; ``explore_factor`` times more
@@ -405,8 +423,23 @@ class MLMAPolicy(Policy):
             due = eligible & (age >= interval - offset)
         else:
             due = np.zeros(n, dtype=bool)
+        scheduled = np.zeros(n, dtype=bool)
         if self.budget is None:
             chosen = reject | due
+            scheduled = due & ~reject
+            self._period = interval
+        elif self.backbone == "schedule":
+            period = self.schedule_period(int(obs.has_model.sum()))
+            on_phase = PeriodicRetrain(every=period).phase(n) == k % period
+            # Each stream is refreshed every `period` ticks at its own phase, served at once as a schedule
+            # serves its fits; a model re-trained earlier (a trigger) is next due `period` ticks after it,
+            # so a trigger moves the stream's slot instead of adding to the count.
+            first = self.ref_version <= 1
+            due = (has_batch & ~suspect & ~abnormal & obs.has_model
+                   & np.where(first, on_phase | (age > period), age >= period))
+            # Tests only add re-trainings on strong evidence, checked as challengers.
+            chosen = due | (reject & eligible & (expected >= self.min_gain))
+            scheduled = due
         else:
             size = int(self.budget) if self.budget >= 1 else max(1, round(self.budget * int(obs.has_model.sum())))
             # Only where a re-training is expected to pay at least min_gain, or a test found degradation.
@@ -428,14 +461,21 @@ class MLMAPolicy(Policy):
                     escalations.append(Escalation(int(s), k, "repeated-trigger", 2,
                                                   f"{c} triggers within {self.repeat_window} ticks"))
         decision.retrain = chosen
-        decision.reason[picked] = [self._explain(s, reject[s], age[s], decision, p_degradation[s], p_bias[s],
-                                                 expected[s]) for s in picked]
-        self.gain.decided(picked, features[picked])
+        # Scheduled refreshes serve at once, as a schedule's fits do; the other re-trainings are checked as
+        # challengers unless the policy is told otherwise.
+        decision.serve_at_once = {"triggers": scheduled, "none": chosen, "all": None}[self.challenge]
+        decision.reason[picked] = [self._explain(s, reject[s] and not scheduled[s], age[s], decision,
+                                                 p_degradation[s], p_bias[s], expected[s], scheduled[s])
+                                   for s in picked]
+        checked = picked[~scheduled[picked]]
+        self.gain.decided(checked, features[checked])
         decision.escalations = escalations
         return decision
 
-    def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected) -> str:
+    def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected, scheduled=False) -> str:
         gain = f"expected gain {100 * expected:+.1f} %"
+        if scheduled:
+            return f"schedule: model {int(age)} ticks old, refreshed every {self._period} ticks; {gain}"
         if triggered:
             if np.isfinite(p_degradation) and (not np.isfinite(p_bias) or p_degradation <= p_bias):
                 what = f"loss {decision.effect[s]:.2f}x reference"
