@@ -86,7 +86,7 @@ def test_ticks_roll_into_the_reference_after_probation():
 
 def test_budget_goes_to_the_highest_expected_gains():
     n = 10
-    policy = fresh_policy(n, budget=2, reference_ticks=14)
+    policy = fresh_policy(n, budget=2, reference_ticks=14, backbone="gain")
     run_ticks(policy, n, 14, seed=3)
     severity = np.linspace(1.0, 6.0, n)
     decision = run_ticks(policy, n, 1, scale_of=lambda t: severity, seed=4, start=14)[0]

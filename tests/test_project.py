@@ -20,7 +20,7 @@ def run(*args, cwd):
 
 def test_init_writes_a_valid_config_and_a_store(tmp_path):
     config = init_project(tmp_path / "p", model="ridge")
-    assert config.model.spec == "ridge" and config.monitor.alpha == 0.2
+    assert config.model.spec == "ridge" and config.monitor.alpha == 0.01 and config.monitor.budget == 0
     assert (tmp_path / "p" / "mlma.db").exists() and config.artifacts_dir.is_dir()
     assert config.store_url == f"sqlite:///{(tmp_path / 'p' / 'mlma.db').resolve()}"
     with pytest.raises(ConfigError, match="exists already"):

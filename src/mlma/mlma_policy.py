@@ -115,9 +115,9 @@ class MLMAPolicy(Policy):
     name = "mlma"
     checks_challenger = True
 
-    def __init__(self, *, alpha: float = 0.2, delta: float = 0.05, fdr: str = "bh",
+    def __init__(self, *, alpha: float = 0.01, delta: float = 0.05, fdr: str = "bh",
                  reference_ticks: int | None = None, warmup_ticks: int | None = None, cooldown_ticks: int = 2,
-                 budget: float | None = 0.05, refresh_ticks: int | None = None, min_gain: float = 0.005,
+                 budget: float | None = None, refresh_ticks: int | None = 0, min_gain: float = 0.005,
                  explore_factor: int = 10, gain_prior=DEFAULT_GAIN_PRIOR, gain_prior_strength: float = 100.0,
                  bias_test: bool = True, loss: str = "absolute", repeat_limit: int = 3, repeat_window: int = 14,
                  silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7,

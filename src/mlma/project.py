@@ -54,11 +54,11 @@ lock_ttl_seconds = 300    # a crashed agent's lock expires after this long
 hold_no_data_share = 0.9  # hold a tick when this share of the served streams has no data in it (docs/operations.md)
 
 [monitor]                 # the MLMA policy (docs/monitoring.md)
-alpha = 0.2               # false discovery rate across the streams tested in a tick
+alpha = 0.01              # false discovery rate across the streams tested in a tick
 delta = 0.05              # relevance margin: smaller rises are not worth a re-training
 fdr = "bh"                # bh | by | bonferroni | none
 cooldown_ticks = 2
-budget = 0.05             # re-trainings per tick: a share of the fleet (< 1) or a number; 0: no budget
+budget = 0                # a staggered refresh: a share of the fleet (< 1) or a number per tick; 0: tests only
 
 # Webhooks on new escalations (docs/alerts.md), one table per receiver:
 # [[alerts.receivers]]
@@ -116,11 +116,11 @@ class AgentSection:
 
 @dataclass
 class MonitorSection:
-    alpha: float = 0.2
+    alpha: float = 0.01
     delta: float = 0.05
     fdr: str = "bh"
     cooldown_ticks: int = 2
-    budget: float = 0.05
+    budget: float = 0.0
 
 
 @dataclass
