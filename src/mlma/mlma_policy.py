@@ -16,8 +16,10 @@ Each tick the tests' p-values are combined per stream (Bonferroni) and controlle
 streams whose model reached ``refresh_ticks`` ticks of age, staggered over the first period; while the fleet's
 learned gain of such a refresh is below ``min_gain`` the refresh slows down ``explore_factor`` times (it keeps
 exploring, so the evidence can turn). Tests only *add* re-trainings to the refresh. With a ``budget`` the policy
-instead spends exactly that many re-trainings per tick (a number, or a share of the fleet) on the highest
-expected gains, triggers and refreshes alike.
+instead spends that many re-trainings per tick (a number, or a share of the fleet) as a staggered schedule
+served at once, to which strong triggers are added (``backbone="schedule"``), or on the highest expected
+gains (``backbone="gain"``). The default has neither budget nor refresh: strict triggers alone (BH at
+``alpha=0.01``), which on the tuning seeds sat below the periodic frontier at their own count.
 
 Per stream the policy keeps a **reference**: the loss batches of the serving version's first ticks (the stream
 is *warming up* until there are ``warmup_ticks`` of them), rolled forward as later ticks finish a probation of
@@ -79,13 +81,16 @@ class MLMAPolicy(Policy):
     cooldown_ticks
         Ticks without a new trigger after a re-training attempt.
     budget
-        Re-trainings per tick: a whole number >= 1, or a share of the streams with a model in (0, 1); default
-        0.05 (a twentieth of the fleet per tick, about a refresh every 20 ticks if it were all spent). They
-        go to the highest expected gains among streams whose expected gain is at least ``min_gain`` or whose
-        tests triggered. ``None``: no budget; every trigger and every due refresh re-trains.
+        Re-trainings per tick: a whole number >= 1, or a share of the streams with a model in (0, 1). With
+        ``backbone="schedule"`` it is spent as a staggered schedule: each stream refreshed every
+        ``1 / budget`` ticks (``n / budget`` for a number) at its own phase and served at once, triggers with
+        an expected gain of at least ``min_gain`` added as challengers. With ``backbone="gain"`` it goes to
+        the highest expected gains among streams whose expected gain is at least ``min_gain`` or whose tests
+        triggered. ``None`` (default): no budget; every trigger (and every due refresh) re-trains.
     refresh_ticks
-        Age (in ticks) at which a model is refreshed; default: 28 daily ticks of sub-daily data, 4 ticks
-        otherwise (ticks of a week or longer). ``0`` turns the refresh off (tests only).
+        Without a budget: age (in ticks) at which a model is refreshed. Default ``0``: no refresh (tests
+        only; chosen on the tuning seeds, see docs/results.md). ``None``: 28 daily ticks of sub-daily data,
+        4 ticks otherwise; it is also the age unit of the gain model's features.
     min_gain
         Smallest expected gain worth a re-training (with a budget), and the smallest learned gain of a refresh
         that keeps the refresh at its pace (without one).
@@ -110,6 +115,11 @@ class MLMAPolicy(Policy):
     probation_ticks
         Ticks stay this long in the window before they enter the reference (at least ``window_ticks``), so
         that a sudden change is tested against the reference before it is absorbed.
+    backbone
+        How a budget is spent: ``"schedule"`` (default) or ``"gain"`` (see ``budget``).
+    challenge
+        Which re-trainings must beat the champion before they serve: ``"triggers"`` (default; scheduled
+        refreshes serve at once, as a schedule's fits do), ``"all"`` or ``"none"``.
     """
 
     name = "mlma"
