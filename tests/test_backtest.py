@@ -206,3 +206,20 @@ def test_frontier_settings_are_checked_early():
         BacktestConfig(bootstrap=-1)
     with pytest.raises(ValueError, match="policy adwin has no parameter 'delt'"):
         BacktestConfig(policies=["adwin:delt=0.1"])
+
+
+def test_a_budget_spent_as_a_schedule_re_trains_like_the_staggered_schedule_and_serves_at_once():
+    """MLMA with a budget of one re-training per tick over three streams is a staggered ``periodic:3``:
+    the same streams at the same ticks (its tests cannot fire: each new model warms up first), every fit
+    served at once rather than judged as a challenger."""
+    frame = hourly_frame(n_streams=3, days=16)
+    config = BacktestConfig(policies=["periodic:3", "mlma:budget=1"], model="ridge", initial_ticks=10,
+                            sample_streams=1)
+    result = run_backtest(frame, config)
+    logs = {policy: log.groupby("unique_id")["tick"].apply(sorted).to_dict()
+            for policy, log in result.retrain_log.groupby("policy")}
+    assert logs["mlma:budget=1"] == logs["periodic:3"] == {"s0": [12, 15], "s1": [10, 13], "s2": [12, 15]}
+    mlma = result.retrain_log[result.retrain_log.policy == "mlma:budget=1"]
+    assert mlma["reason"].str.startswith("schedule:").all()
+    summary = {row["policy"]: row for row in result.summary}
+    assert summary["mlma:budget=1"]["promotions"] == summary["mlma:budget=1"]["retrains"] == 6
