@@ -42,11 +42,13 @@ def simulate_errors(n: int, ticks: int, phi: float, t_df: float | None, rng) -> 
 
 
 def drive(policy: MLMAPolicy, errors: np.ndarray, rng, challenger_errors: np.ndarray | None = None,
-          retrain: bool = True):
+          retrain: bool = True, at_once: list | None = None, reasons: list | None = None):
     """Run the agent's loop over ``errors`` without any real change: a stream the policy re-trains at tick
     ``t`` gets a challenger judged on tick ``t + 1`` (its errors from ``challenger_errors``, the same
     process); it wins (new model, fresh reference) when its mean loss is at most the champion's, else it is
-    lost (the policy re-bases). With ``retrain=False`` nothing is ever re-trained (triggers change nothing).
+    lost (the policy re-bases). A re-training the decision serves at once (``serve_at_once``: the age backstop,
+    a schedule) is a new model at once, as in the agent; ``at_once`` and ``reasons``, when given, collect
+    those per tick and the decisions' reasons. With ``retrain=False`` nothing is ever re-trained.
     Returns per-tick arrays of p-values, triggers (test rejections) and
     re-trainings, and the fitted-at tick of each stream's model."""
     n, ticks, _ = errors.shape
@@ -74,7 +76,14 @@ def drive(policy: MLMAPolicy, errors: np.ndarray, rng, challenger_errors: np.nda
             policy.on_challenger_lost(lost, t)
             pending[judged] = -2
         chosen = decision.retrain & (pending < 0) & retrain  # the agent does not re-train a stream in shadow
-        pending[chosen] = t
+        direct = chosen & (decision.serve_at_once if decision.serve_at_once is not None else False)
+        fitted[direct] = t
+        policy.on_new_model(np.flatnonzero(direct), t)
+        pending[chosen & ~direct] = t
+        if at_once is not None:
+            at_once.append(direct)
+        if reasons is not None:
+            reasons.append(decision.reason.copy())
         p_values.append(decision.p_value)
         triggers.append(decision.verdict == 1)
         retrains.append(chosen)
@@ -171,18 +180,58 @@ def test_gain_ranked_budget_learns_that_retraining_does_not_pay_under_no_change(
 @pytest.mark.slow
 @pytest.mark.parametrize("alpha", [None, 0.2])
 def test_tests_only_policy_with_bh_retrains_rarely_under_no_change(alpha):
-    """Triggers alone (no budget, no refresh: the default), BH over the fleet at the default q (0.01) and at
-    0.2, 200 x 200: at most 0.005 re-trainings per stream-tick, and not rising."""
+    """Triggers (no budget, no refresh: the default) plus the default age backstop (365 ticks), BH over the
+    fleet at the default q (0.01) and at 0.2, 200 x 200: at most 0.005 re-trainings per stream-tick, and the
+    triggered ones not rising. The backstop is a schedule, not an alarm: in 200 ticks only its staggered first
+    round reaches the streams whose first due age is under 200; at its steady state it adds at most
+    1 / max_age per stream-tick, so the triggers' rate plus 1 / 365 must stay within the target too."""
     rng = np.random.default_rng(3)
     n, ticks = 200, 200
     errors = simulate_errors(n, ticks, 0.5, 4, rng)
     policy = MLMAPolicy() if alpha is None else MLMAPolicy(alpha=alpha)
-    assert policy.budget is None and policy.refresh_ticks == 0
-    _, _, retrains, _ = drive(policy, errors, rng)
-    rate = retrains.mean()
-    first, second = retrains[:100].mean(), retrains[100:].mean()
-    assert rate <= 0.005, rate
+    assert policy.budget is None and policy.refresh_ticks == 0 and policy.max_age == 365
+    at_once: list = []
+    _, _, retrains, _ = drive(policy, errors, rng, at_once=at_once)
+    backstop = np.array(at_once)
+    triggered = retrains & ~backstop
+    assert retrains.mean() <= 0.005, retrains.mean()
+    rate = triggered.mean()
+    assert rate + 1 / policy.max_age <= 0.005, rate
+    first, second = triggered[:100].mean(), triggered[100:].mean()
     assert second <= first + 2 * binomial_tolerance(max(rate, 1e-3), n * 100)
+    # Only the first round's staggered streams (stream s first due at age 365 - s % 365; ages here reach 200)
+    # can have met the backstop, each at most once.
+    assert backstop.sum(axis=0).max() <= 1
+    assert not backstop[:, np.arange(n) % 365 < 365 - ticks].any()
+
+
+def test_a_stream_whose_challengers_always_lose_is_refreshed_at_the_backstop_age():
+    """One stream over 1,000 ticks whose challengers are ten times worse than its model, so that each loses:
+    vic-elec's failure (its first model served all 1,069 days). With the default age backstop it gets a new
+    model served at once whenever its model reaches 365 ticks, explained as an age backstop, and no model
+    serves longer; without the backstop (max_age=0) its first model serves throughout."""
+    ticks = 1_000
+    for max_age in (365, 0):
+        rng = np.random.default_rng(11)
+        errors = simulate_errors(1, ticks, 0.5, 4, rng)
+        # Level shifts every 50 ticks make the tests trigger now and then; every challenger still loses.
+        errors[0] *= np.repeat(1 + 0.8 * (np.arange(ticks // 50) % 2), 50)[:, None]
+        policy = MLMAPolicy() if max_age else MLMAPolicy(max_age=0)
+        at_once: list = []
+        reasons: list = []
+        _, _, retrains, fitted = drive(policy, errors, rng, challenger_errors=10 * errors + 10,
+                                       at_once=at_once, reasons=reasons)
+        served = np.flatnonzero(np.array(at_once)[:, 0])
+        checked = np.flatnonzero(retrains[:, 0] & ~np.array(at_once)[:, 0])
+        if not max_age:
+            assert len(served) == 0 and fitted[0] == -1 and len(checked) >= 3, (served, checked)
+            continue
+        # Every new model came from the backstop (the challengers all lost), first at age 365 (fitted at -1).
+        assert list(served) == [364, 729], served
+        assert len(checked) >= 3, checked  # triggers fired and their challengers lost
+        assert fitted[0] == 729
+        for t in served:
+            assert reasons[t][0].startswith("age backstop: model 365 ticks old"), reasons[t][0]
 
 
 def detection(factor: float, share: float, phi: float, t_df: float | None, *, delta: float = 0.1,

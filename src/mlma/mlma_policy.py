@@ -21,6 +21,12 @@ served at once, to which strong triggers are added (``backbone="schedule"``), or
 gains (``backbone="gain"``). The default has neither budget nor refresh: strict triggers alone (BH at
 ``alpha=0.01``), which on the tuning seeds sat below the periodic frontier at their own count.
 
+Whatever the mode, an **age backstop** re-trains a stream whose serving model is ``max_age`` ticks old (365
+by default: a year of daily ticks), served at once: a model whose challengers keep losing on a few ticks of
+judgement would otherwise serve for years (vic-elec's first model served all 1,069 days). The first
+backstop is staggered over one ``max_age`` by stream, so that a fleet launched together is not re-trained at
+once.
+
 Per stream the policy keeps a **reference**: the loss batches of the serving version's first ticks (the stream
 is *warming up* until there are ``warmup_ticks`` of them), rolled forward as later ticks finish a probation of
 ``probation_ticks``. Admission does not depend on test outcomes (a reference that admits only ticks that
@@ -120,6 +126,13 @@ class MLMAPolicy(Policy):
     challenge
         Which re-trainings must beat the champion before they serve: ``"triggers"`` (default; scheduled
         refreshes serve at once, as a schedule's fits do), ``"all"`` or ``"none"``.
+    max_age
+        Age backstop: a stream whose serving model is this many ticks old is re-trained and the new model
+        served at once, whatever the tests say (``0``: off). Default 365, a year of daily ticks (the
+        monitoring clock of sub-daily data); chosen by reasoning, not tuned: it costs at most
+        ``1 / max_age`` = 0.0027 re-trainings per stream-tick, within the no-change target of 0.005. On
+        coarser clocks it is longer in calendar time (a tick of daily data is a week). The first backstop of
+        each stream is staggered over one ``max_age`` (stream ``s`` at age ``max_age - s % max_age``).
     """
 
     name = "mlma"
@@ -131,7 +144,7 @@ class MLMAPolicy(Policy):
                  explore_factor: int = 10, gain_prior=DEFAULT_GAIN_PRIOR, gain_prior_strength: float = 100.0,
                  bias_test: bool = True, loss: str = "absolute", repeat_limit: int = 3, repeat_window: int = 14,
                  silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7,
-                 backbone: str = "schedule", challenge: str = "triggers") -> None:
+                 backbone: str = "schedule", challenge: str = "triggers", max_age: int = 365) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:
@@ -158,6 +171,9 @@ class MLMAPolicy(Policy):
             raise ValueError(f"warmup_ticks ({warmup_ticks}) cannot exceed reference_ticks ({reference_ticks})")
         if refresh_ticks is not None and refresh_ticks < 0:
             raise ValueError(f"refresh_ticks must be >= 0 (0: no refresh), got {refresh_ticks!r}")
+        if isinstance(max_age, bool) or not isinstance(max_age, numbers.Integral) or max_age < 0:
+            raise ValueError(f"max_age (the age backstop, in ticks) must be a whole number >= 0 (0: off), "
+                             f"got {max_age!r}")
         if explore_factor < 1:
             raise ValueError(f"explore_factor must be >= 1, got {explore_factor!r}")
         for name, value in (("cooldown_ticks", cooldown_ticks), ("repeat_limit", repeat_limit),
@@ -173,6 +189,7 @@ class MLMAPolicy(Policy):
         self.repeat_limit, self.repeat_window, self.silent_ticks = repeat_limit, repeat_window, silent_ticks
         self.window_ticks = window_ticks
         self.backbone, self.challenge = backbone, challenge
+        self.max_age = int(max_age)
         self._period = 0
         self.probation_ticks = max(probation_ticks, window_ticks)
         self.gain = GainModel(gain_prior, gain_prior_strength)
@@ -457,6 +474,17 @@ class MLMAPolicy(Policy):
             chosen = _highest(eligible & ((expected >= self.min_gain) | reject), expected, size,
                               tiebreak=(np.nan_to_num(excess), age))
 
+        # The age backstop: however the tests and challengers went, no model serves longer than max_age ticks.
+        # It does not wait for warm-up or cool-down (a stream whose challengers keep losing keeps restarting
+        # both), only for clean data to train on.
+        backstop = np.zeros(n, dtype=bool)
+        if self.max_age > 0:
+            offset = np.where(self.ref_version <= 1, np.arange(n) % self.max_age, 0)
+            backstop = (has_batch & ~suspect & ~abnormal & obs.has_model & ~scheduled
+                        & (age >= self.max_age - offset))
+            chosen = chosen | backstop
+            scheduled = scheduled | backstop
+
         picked = np.flatnonzero(chosen)
         triggered = np.flatnonzero(chosen & reject)
         if len(triggered):
@@ -475,15 +503,20 @@ class MLMAPolicy(Policy):
         # challengers unless the policy is told otherwise.
         decision.serve_at_once = {"triggers": scheduled, "none": chosen, "all": None}[self.challenge]
         decision.reason[picked] = [self._explain(s, reject[s] and not scheduled[s], age[s], decision,
-                                                 p_degradation[s], p_bias[s], expected[s], scheduled[s])
+                                                 p_degradation[s], p_bias[s], expected[s], scheduled[s],
+                                                 backstop[s])
                                    for s in picked]
         checked = picked[~scheduled[picked]]
         self.gain.decided(checked, features[checked])
         decision.escalations = escalations
         return decision
 
-    def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected, scheduled=False) -> str:
+    def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected, scheduled=False,
+                 backstop=False) -> str:
         gain = f"expected gain {100 * expected:+.1f} %"
+        if backstop:
+            return (f"age backstop: model {int(age)} ticks old (max_age {self.max_age}), served at once; "
+                    f"{gain}")
         if scheduled:
             return f"schedule: model {int(age)} ticks old, refreshed every {self._period} ticks; {gain}"
         if triggered:
