@@ -160,6 +160,9 @@ def test_bad_parameters_are_named():
         MLMAPolicy(budget=0)
     with pytest.raises(ValueError, match="window_ticks"):
         MLMAPolicy(window_ticks=0)
+    for max_age in (-1, 2.5, True):
+        with pytest.raises(ValueError, match=r"max_age \(the age backstop, in ticks\) must be a whole number"):
+            MLMAPolicy(max_age=max_age)
 
 
 def test_quality_checks_flag_each_kind():
@@ -241,6 +244,7 @@ def test_page_hinkley_watches_increases_unless_told_otherwise():
     ("never:x=1", r"policy never has no parameter 'x'; its parameters are: \(none\)"),
     ("periodic:seven", r"unexpected argument 'seven'"),
     ("periodic:0", r"whole number of ticks >= 1"),
+    ("mlma:max_age=-5", r"max_age \(the age backstop, in ticks\) must be a whole number >= 0"),
     ("adwin:delta=2", r"policy adwin: delta must be in \(0, 1\)"),
     ("page-hinkley:mode=sideways", r"policy page-hinkley: .*mode"),
     ("", r"non-empty"),

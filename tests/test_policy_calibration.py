@@ -199,10 +199,32 @@ def test_tests_only_policy_with_bh_retrains_rarely_under_no_change(alpha):
     assert rate + 1 / policy.max_age <= 0.005, rate
     first, second = triggered[:100].mean(), triggered[100:].mean()
     assert second <= first + 2 * binomial_tolerance(max(rate, 1e-3), n * 100)
-    # Only the first round's staggered streams (stream s first due at age 365 - s % 365; ages here reach 200)
+    # Only the first round's staggered streams (stream s first due at age 365 - s % 182; ages here reach 200)
     # can have met the backstop, each at most once.
     assert backstop.sum(axis=0).max() <= 1
-    assert not backstop[:, np.arange(n) % 365 < 365 - ticks].any()
+    assert not backstop[:, np.arange(n) % 182 < 365 - ticks].any()
+
+
+def test_the_age_backstop_is_staggered_and_bounds_every_model_age():
+    """40 streams launched together, max_age 10, challengers that always lose: the first backstops are spread
+    over the second half of the backstop age (8 streams a tick over five ticks, not 40 at once), and
+    afterwards each stream keeps its phase; no model serves more than 10 ticks."""
+    rng = np.random.default_rng(2)
+    n, ticks = 40, 60
+    errors = simulate_errors(n, ticks, 0.5, 4, rng)
+    at_once: list = []
+    ages = []
+    policy = MLMAPolicy(max_age=10)
+    _, _, _, fitted = drive(policy, errors, rng, challenger_errors=10 * errors + 10, at_once=at_once)
+    backstop = np.array(at_once)
+    per_tick = backstop.sum(axis=1)
+    assert per_tick.max() == 8 and per_tick.sum() == n * ticks // 10, per_tick
+    # Each stream's backstops are exactly 10 ticks apart, the first one at age 10 - s % 5 (fitted at -1).
+    for s in range(n):
+        served = np.flatnonzero(backstop[:, s])
+        assert served[0] == 9 - s % 5 and np.all(np.diff(served) == 10), (s, served)
+        ages.append(np.diff(np.concatenate([[-1], served, [ticks]])).max())
+    assert max(ages) <= 10
 
 
 def test_a_stream_whose_challengers_always_lose_is_refreshed_at_the_backstop_age():

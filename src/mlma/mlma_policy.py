@@ -24,8 +24,8 @@ gains (``backbone="gain"``). The default has neither budget nor refresh: strict 
 Whatever the mode, an **age backstop** re-trains a stream whose serving model is ``max_age`` ticks old (365
 by default: a year of daily ticks), served at once: a model whose challengers keep losing on a few ticks of
 judgement would otherwise serve for years (vic-elec's first model served all 1,069 days). The first
-backstop is staggered over one ``max_age`` by stream, so that a fleet launched together is not re-trained at
-once.
+backstop is staggered by stream over the second half of ``max_age``, so that a fleet launched together is not
+re-trained at once and no model is refreshed younger than half the backstop age.
 
 Per stream the policy keeps a **reference**: the loss batches of the serving version's first ticks (the stream
 is *warming up* until there are ``warmup_ticks`` of them), rolled forward as later ticks finish a probation of
@@ -132,7 +132,9 @@ class MLMAPolicy(Policy):
         monitoring clock of sub-daily data); chosen by reasoning, not tuned: it costs at most
         ``1 / max_age`` = 0.0027 re-trainings per stream-tick, within the no-change target of 0.005. On
         coarser clocks it is longer in calendar time (a tick of daily data is a week). The first backstop of
-        each stream is staggered over one ``max_age`` (stream ``s`` at age ``max_age - s % max_age``).
+        each stream is staggered over the second half of ``max_age`` (stream ``s`` at age
+        ``max_age - s % (max_age // 2)``), so that a fleet launched together is re-trained a few streams a
+        tick; each stream keeps its phase afterwards.
     """
 
     name = "mlma"
@@ -479,7 +481,7 @@ class MLMAPolicy(Policy):
         # both), only for clean data to train on.
         backstop = np.zeros(n, dtype=bool)
         if self.max_age > 0:
-            offset = np.where(self.ref_version <= 1, np.arange(n) % self.max_age, 0)
+            offset = np.where(self.ref_version <= 1, self._backstop_stagger(n), 0)
             backstop = (has_batch & ~suspect & ~abnormal & obs.has_model & ~scheduled
                         & (age >= self.max_age - offset))
             chosen = chosen | backstop
@@ -511,12 +513,22 @@ class MLMAPolicy(Policy):
         decision.escalations = escalations
         return decision
 
+    def _backstop_stagger(self, n: int) -> np.ndarray:
+        """How many ticks before ``max_age`` each stream's first backstop comes: spread over the second half
+        of ``max_age``, so that the fleet is not re-trained at once and no young model is refreshed.
+
+        >>> MLMAPolicy(max_age=10)._backstop_stagger(7)
+        array([0, 1, 2, 3, 4, 0, 1])
+        """
+        return np.arange(n) % max(1, self.max_age // 2)
+
     def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected, scheduled=False,
                  backstop=False) -> str:
         gain = f"expected gain {100 * expected:+.1f} %"
         if backstop:
-            return (f"age backstop: model {int(age)} ticks old (max_age {self.max_age}), served at once; "
-                    f"{gain}")
+            when = (f"max_age {self.max_age}" if age >= self.max_age
+                    else f"its staggered turn before max_age {self.max_age}")
+            return f"age backstop: model {int(age)} ticks old ({when}), served at once; {gain}"
         if scheduled:
             return f"schedule: model {int(age)} ticks old, refreshed every {self._period} ticks; {gain}"
         if triggered:
