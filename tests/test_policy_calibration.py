@@ -227,6 +227,18 @@ def test_the_age_backstop_is_staggered_and_bounds_every_model_age():
     assert max(ages) <= 10
 
 
+def test_the_age_backstop_serves_at_once_even_when_every_other_retraining_is_checked():
+    """``challenge="all"`` checks every re-training but the backstop's: checked, it could lose like the
+    challengers before it."""
+    rng = np.random.default_rng(4)
+    errors = simulate_errors(3, 30, 0.5, 4, rng)
+    at_once: list = []
+    _, _, _, fitted = drive(MLMAPolicy(max_age=10, challenge="all"), errors, rng,
+                            challenger_errors=10 * errors + 10, at_once=at_once)
+    served = np.array(at_once)
+    assert served.sum(axis=0).tolist() == [3, 3, 3] and fitted.tolist() == [29, 28, 27], (served.sum(0), fitted)
+
+
 def test_a_stream_whose_challengers_always_lose_is_refreshed_at_the_backstop_age():
     """One stream over 1,000 ticks whose challengers are ten times worse than its model, so that each loses:
     vic-elec's failure (its first model served all 1,069 days). With the default age backstop it gets a new

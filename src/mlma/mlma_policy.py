@@ -125,7 +125,8 @@ class MLMAPolicy(Policy):
         How a budget is spent: ``"schedule"`` (default) or ``"gain"`` (see ``budget``).
     challenge
         Which re-trainings must beat the champion before they serve: ``"triggers"`` (default; scheduled
-        refreshes serve at once, as a schedule's fits do), ``"all"`` or ``"none"``.
+        refreshes serve at once, as a schedule's fits do), ``"all"`` (all but the age backstop's) or
+        ``"none"``.
     max_age
         Age backstop: a stream whose serving model is this many ticks old is re-trained and the new model
         served at once, whatever the tests say (``0``: off). Default 365, a year of daily ticks (the
@@ -502,8 +503,9 @@ class MLMAPolicy(Policy):
                                                   f"{c} triggers within {self.repeat_window} ticks"))
         decision.retrain = chosen
         # Scheduled refreshes serve at once, as a schedule's fits do; the other re-trainings are checked as
-        # challengers unless the policy is told otherwise.
-        decision.serve_at_once = {"triggers": scheduled, "none": chosen, "all": None}[self.challenge]
+        # challengers unless the policy is told otherwise. The age backstop always serves at once: checked,
+        # it could lose like the challengers before it and leave the model as old as it was.
+        decision.serve_at_once = {"triggers": scheduled, "none": chosen, "all": backstop}[self.challenge]
         decision.reason[picked] = [self._explain(s, reject[s] and not scheduled[s], age[s], decision,
                                                  p_degradation[s], p_bias[s], expected[s], scheduled[s],
                                                  backstop[s])
