@@ -10,7 +10,8 @@
 #
 # Usage: scripts/make_results.sh [OUT_DIR]     (default: results/)
 # Environment: SEEDS (default "7 11 13 17"; empty for none), PANELS (default: every bundled panel; empty for
-#              none), ZONES, DAYS, BOOTSTRAP,
+#              none), SWEEPS (default: the ADWIN and Page-Hinkley sweeps below; empty for none, e.g. to
+#              re-measure MLMA alone when only its code changed), ZONES, DAYS, BOOTSTRAP,
 #              EXECUTOR (e.g. process:2), MLMA and PYTHON (default: the project's .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +26,7 @@ EXECUTOR=${EXECUTOR:-inline}
 CACHE="$OUT/fit-cache"
 ADWIN_SWEEP="adwin:delta=0.0001,0.002,0.01,0.1,0.5"
 PH_SWEEP="page-hinkley:threshold=5,10,20,50,200"
+SWEEPS=${SWEEPS-"$ADWIN_SWEEP $PH_SWEEP"}
 BUDGET_SHARES="0.01 0.03 0.1 0.3"
 mkdir -p "$OUT"
 PANELS=${PANELS-$($MLMA datasets)}
@@ -59,8 +61,10 @@ run() {  # data file, output name
   local data=$1 name=$2
   local policies
   policies="mlma,$(budget_specs "$data")"
-  echo "== $name: $policies; sweeps $ADWIN_SWEEP, $PH_SWEEP" >&2
-  $MLMA backtest --data "$data" --model ridge --policies "$policies" --sweep "$ADWIN_SWEEP" --sweep "$PH_SWEEP" \
+  local sweep=()
+  for grid in $SWEEPS; do sweep+=(--sweep "$grid"); done
+  echo "== $name: $policies; sweeps ${SWEEPS:-none}" >&2
+  $MLMA backtest --data "$data" --model ridge --policies "$policies" "${sweep[@]}" \
       --bootstrap "$BOOTSTRAP" --executor "$EXECUTOR" --fit-cache "$CACHE" --out "$OUT/$name"
 }
 

@@ -285,3 +285,20 @@ def test_a_tick_report_names_every_model_the_tick_fitted_and_every_challenger_ve
     assert shadowed and judged
     for tick, s in shadowed:
         assert any((t, s) in judged for t in range(tick + 1, fleet.n_ticks)) or agent.challenger[s] == tick
+
+
+def test_a_budget_spent_as_a_schedule_re_trains_like_the_staggered_schedule_and_serves_at_once():
+    """MLMA with a budget of one re-training per tick over three streams is a staggered ``periodic:3``:
+    the same streams at the same ticks (its tests cannot fire: each new model warms up first), every fit
+    served at once rather than judged as a challenger."""
+    frame = hourly_frame(n_streams=3, days=16)
+    config = BacktestConfig(policies=["periodic:3", "mlma:budget=1"], model="ridge", initial_ticks=10,
+                            sample_streams=1)
+    result = run_backtest(frame, config)
+    logs = {policy: log.groupby("unique_id")["tick"].apply(sorted).to_dict()
+            for policy, log in result.retrain_log.groupby("policy")}
+    assert logs["mlma:budget=1"] == logs["periodic:3"] == {"s0": [12, 15], "s1": [10, 13], "s2": [12, 15]}
+    mlma = result.retrain_log[result.retrain_log.policy == "mlma:budget=1"]
+    assert mlma["reason"].str.startswith("schedule:").all()
+    summary = {row["policy"]: row for row in result.summary}
+    assert summary["mlma:budget=1"]["promotions"] == summary["mlma:budget=1"]["retrains"] == 6

@@ -103,7 +103,11 @@ def test_bad_new_parameters_are_named():
         with pytest.raises(ValueError, match=word):
             MLMAPolicy(**params)
     assert MLMAPolicy(budget=20.0).budget == 20 and isinstance(MLMAPolicy(budget=20.0).budget, int)
-    assert MLMAPolicy().get_params()["budget"] == 0.05
+    assert MLMAPolicy().get_params()["budget"] is None
+    with pytest.raises(ValueError, match="backbone"):
+        MLMAPolicy(backbone="cron")
+    with pytest.raises(ValueError, match="challenge"):
+        MLMAPolicy(challenge="some")
 
 
 def observation(t, errors, ages=None):
@@ -214,7 +218,7 @@ def test_refresh_is_staggered_and_budget_is_spent_on_old_models_first():
     # The first refresh of the fleet is spread over the period, never the whole fleet at once (2 streams a
     # tick; the 10 due while the first models warmed up go together when warm-up ends).
     assert max(counts) <= 10 and sum(counts) >= n // 2
-    budgeted = MLMAPolicy(budget=3)
+    budgeted = MLMAPolicy(budget=3, backbone="gain", refresh_ticks=None)
     budgeted.reset(n, STEPS, STEPS)
     budgeted.on_new_model(np.arange(n), -1)
     ages = np.arange(n) % 28 + 1
@@ -225,3 +229,39 @@ def test_refresh_is_staggered_and_budget_is_spent_on_old_models_first():
     np.testing.assert_array_equal(np.sort(ages[d.retrain]), [27, 28, 28])
     assert all("expected gain" in r for r in d.reason[d.retrain])
     assert (d.verdict[d.retrain] != Verdict.WARMING_UP).all()
+
+
+def test_the_schedule_backbone_spends_the_budget_as_a_staggered_schedule_served_at_once():
+    """``budget=0.1`` with the schedule backbone: every stream is refreshed every 10 ticks at its own phase
+    (about a tenth of the fleet per tick, never the fleet at once), the refreshes are served at once
+    (``serve_at_once``), and a model re-trained in between (a promoted trigger) moves its stream's next
+    refresh to 10 ticks after it, so the count does not grow."""
+    n, period = 100, 10
+    policy = MLMAPolicy(budget=0.1)
+    policy.reset(n, STEPS, STEPS)
+    policy.on_new_model(np.arange(n), -1)
+    rng = np.random.default_rng(2)
+    fitted = np.full(n, -1)
+    per_stream = np.zeros(n, dtype=int)
+    early = 4  # stream 0 is re-trained by "a trigger" at this tick
+    refreshed_at = []
+    for t in range(3 * period):
+        d = policy.decide(observation(t, rng.normal(0, 1, (n, STEPS)), ages=t - fitted))
+        scheduled = np.array([r.startswith("schedule:") for r in d.reason]) & d.retrain
+        # Every scheduled refresh is served at once; without change the tests add (almost) nothing.
+        np.testing.assert_array_equal(d.serve_at_once, scheduled)
+        assert d.retrain.sum() - scheduled.sum() <= 1
+        # Golden-ratio phases: each tick holds n / period streams, give or take two.
+        assert period - 2 <= scheduled.sum() <= period + 2, (t, scheduled.sum())
+        if scheduled[0]:
+            refreshed_at.append(t)
+        new = scheduled.copy()
+        if t == early:
+            new[0] = True
+        fitted[new] = t
+        per_stream += scheduled
+        policy.on_new_model(np.flatnonzero(new), t)
+    # Three periods: every stream refreshed three times (stream 0: its slot moved once, by the trigger).
+    assert (per_stream[1:] == 3).all(), np.bincount(per_stream)
+    # Stream 0 has phase 0: refreshed at tick 0, re-trained at tick 4, then due 10 ticks after that.
+    assert refreshed_at == [0, early + period, early + 2 * period]

@@ -75,8 +75,15 @@ def live_scores(store: Store) -> pd.DataFrame:
     return frame.groupby("unique_id")["err"].agg(["mean", "size"])
 
 
+#: The replay tests run MLMA at a looser false discovery rate than the default (0.01), so that this short
+#: replay holds enough triggers, promotions and lost challengers to compare the paths of the tick.
+REPLAY_ALPHA = 0.2
+
+
 def check_replay_matches_backtest(root: Path, frame: pd.DataFrame) -> None:
-    result = run_backtest(frame, BacktestConfig(policies=["mlma"], model="ridge", initial_ticks=FIRST_TICK,
+    """``root``: a project made with ``alpha=REPLAY_ALPHA``."""
+    result = run_backtest(frame, BacktestConfig(policies=[f"mlma:alpha={REPLAY_ALPHA}"], model="ridge",
+                                                initial_ticks=FIRST_TICK,
                                                 executor="inline", sample_streams=0))
     replay(root, frame)
     config = load_config(root)
@@ -90,7 +97,7 @@ def check_replay_matches_backtest(root: Path, frame: pd.DataFrame) -> None:
     # The same re-trainings, stream by stream and tick by tick.
     live_retrains = set(map(tuple, verdicts.loc[verdicts["retrain"], ["unique_id", "tick"]].to_numpy().tolist()))
     backtest_retrains = set(map(tuple, result.retrain_log[["unique_id", "tick"]].to_numpy().tolist()))
-    assert len(backtest_retrains) > 20, "the simulated events should cause re-trainings"
+    assert len(backtest_retrains) > 15, "the simulated events should cause re-trainings"
     assert {"cold", "silent"} <= set(result.escalation_log["kind"])
     # Lost challengers happened (their escalation needs three in a row, which this short replay need not see).
     assert result.summary[0]["rejected_challengers"] > 0
@@ -140,14 +147,14 @@ def check_replay_matches_backtest(root: Path, frame: pd.DataFrame) -> None:
 
 
 def test_live_replay_makes_the_same_decisions_and_metrics_as_the_backtest(tmp_path, platform):
-    check_replay_matches_backtest(make_project(tmp_path / "p"), platform)
+    check_replay_matches_backtest(make_project(tmp_path / "p", alpha=REPLAY_ALPHA), platform)
 
 
 def test_live_replay_on_postgresql_matches_the_backtest(tmp_path, platform, postgres_server):
     from mlma.store.testing import postgres_schema
 
     with postgres_schema(postgres_server) as url:
-        check_replay_matches_backtest(make_project(tmp_path / "p", db=url), platform)
+        check_replay_matches_backtest(make_project(tmp_path / "p", db=url, alpha=REPLAY_ALPHA), platform)
 
 
 # -- safety --------------------------------------------------------------------------------------------------

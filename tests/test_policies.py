@@ -86,7 +86,7 @@ def test_ticks_roll_into_the_reference_after_probation():
 
 def test_budget_goes_to_the_highest_expected_gains():
     n = 10
-    policy = fresh_policy(n, budget=2, reference_ticks=14)
+    policy = fresh_policy(n, budget=2, reference_ticks=14, backbone="gain")
     run_ticks(policy, n, 14, seed=3)
     severity = np.linspace(1.0, 6.0, n)
     decision = run_ticks(policy, n, 1, scale_of=lambda t: severity, seed=4, start=14)[0]
@@ -160,6 +160,9 @@ def test_bad_parameters_are_named():
         MLMAPolicy(budget=0)
     with pytest.raises(ValueError, match="window_ticks"):
         MLMAPolicy(window_ticks=0)
+    for max_age in (-1, 2.5, True):
+        with pytest.raises(ValueError, match=r"max_age \(the age backstop, in ticks\) must be a whole number"):
+            MLMAPolicy(max_age=max_age)
 
 
 def test_quality_checks_flag_each_kind():
@@ -241,6 +244,7 @@ def test_page_hinkley_watches_increases_unless_told_otherwise():
     ("never:x=1", r"policy never has no parameter 'x'; its parameters are: \(none\)"),
     ("periodic:seven", r"unexpected argument 'seven'"),
     ("periodic:0", r"whole number of ticks >= 1"),
+    ("mlma:max_age=-5", r"max_age \(the age backstop, in ticks\) must be a whole number >= 0"),
     ("adwin:delta=2", r"policy adwin: delta must be in \(0, 1\)"),
     ("page-hinkley:mode=sideways", r"policy page-hinkley: .*mode"),
     ("", r"non-empty"),

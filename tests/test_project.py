@@ -20,7 +20,7 @@ def run(*args, cwd):
 
 def test_init_writes_a_valid_config_and_a_store(tmp_path):
     config = init_project(tmp_path / "p", model="ridge")
-    assert config.model.spec == "ridge" and config.monitor.alpha == 0.2
+    assert config.model.spec == "ridge" and config.monitor.alpha == 0.01 and config.monitor.budget == 0
     assert (tmp_path / "p" / "mlma.db").exists() and config.artifacts_dir.is_dir()
     assert config.store_url == f"sqlite:///{(tmp_path / 'p' / 'mlma.db').resolve()}"
     with pytest.raises(ConfigError, match="exists already"):
@@ -32,6 +32,8 @@ def test_init_writes_a_valid_config_and_a_store(tmp_path):
     ("[monitor]\nalpha = 'high'\n", "alpha must be float"),
     ("[monitor]\nalpha = 1.5\n", "alpha must be in"),
     ("[monitor]\nfdr = 'holm'\n", "fdr must be"),
+    ("[monitor]\nmax_age = -1\n", "max_age \\(the age backstop, in ticks\\) must be a whole number >= 0"),
+    ("[monitor]\nmax_age = 2.5\n", "max_age must be int"),
     ("[store]\nurl = 'mysql://x'\n", "url must be"),
     ("[data\n", "not valid TOML"),
     ("[agent]\npolicy = 'sometimes'\n", "unknown policy 'sometimes'"),
@@ -94,5 +96,10 @@ def test_an_mlma_spec_keeps_its_own_settings_and_takes_the_rest_from_monitor(tmp
     assert params["alpha"] == 0.1 and params["delta"] == 0.2
     (tmp_path / "mlma.toml").write_text("[agent]\npolicy = 'mlma'\n[monitor]\nalpha = 0.3\n")
     assert load_config(tmp_path).build_policy().get_params()["alpha"] == 0.3
+    assert load_config(tmp_path).build_policy().max_age == 365  # the default age backstop
+    (tmp_path / "mlma.toml").write_text("[agent]\npolicy = 'mlma'\n[monitor]\nmax_age = 100\n")
+    assert load_config(tmp_path).build_policy().max_age == 100
+    (tmp_path / "mlma.toml").write_text("[agent]\npolicy = 'mlma:max_age=0'\n[monitor]\nmax_age = 100\n")
+    assert load_config(tmp_path).build_policy().max_age == 0
     (tmp_path / "mlma.toml").write_text("[agent]\npolicy = 'periodic:5'\n[monitor]\nalpha = 0.3\n")
     assert load_config(tmp_path).build_policy().every == 5

@@ -347,6 +347,8 @@ class Agent:
         decision.verdict[pinned & obs.scored] = int(_PINNED)
         forced = controls.mask("force_retrain", n) & has_model
         direct = forced & controls.mask("force_direct", n)
+        if decision.serve_at_once is not None:
+            direct = direct | (decision.serve_at_once & ~pinned)
         for s in np.flatnonzero(forced):
             decision.reason[s] = controls.reasons.get(int(s), "forced by a person")
         # A stream whose challenger is still being judged, or was just judged, waits for the verdict.

@@ -16,8 +16,16 @@ Each tick the tests' p-values are combined per stream (Bonferroni) and controlle
 streams whose model reached ``refresh_ticks`` ticks of age, staggered over the first period; while the fleet's
 learned gain of such a refresh is below ``min_gain`` the refresh slows down ``explore_factor`` times (it keeps
 exploring, so the evidence can turn). Tests only *add* re-trainings to the refresh. With a ``budget`` the policy
-instead spends exactly that many re-trainings per tick (a number, or a share of the fleet) on the highest
-expected gains, triggers and refreshes alike.
+instead spends that many re-trainings per tick (a number, or a share of the fleet) as a staggered schedule
+served at once, to which strong triggers are added (``backbone="schedule"``), or on the highest expected
+gains (``backbone="gain"``). The default has neither budget nor refresh: strict triggers alone (BH at
+``alpha=0.01``), which on the tuning seeds sat below the periodic frontier at their own count.
+
+Whatever the mode, an **age backstop** re-trains a stream whose serving model is ``max_age`` ticks old (365
+by default: a year of daily ticks), served at once: a model whose challengers keep losing on a few ticks of
+judgement would otherwise serve for years (vic-elec's first model served all 1,069 days). The first
+backstop is staggered by stream over the second half of ``max_age``, so that a fleet launched together is not
+re-trained at once and no model is refreshed younger than half the backstop age.
 
 Per stream the policy keeps a **reference**: the loss batches of the serving version's first ticks (the stream
 is *warming up* until there are ``warmup_ticks`` of them), rolled forward as later ticks finish a probation of
@@ -44,7 +52,7 @@ from mlma.monitor import degradation_test, fdr_control
 from mlma.monitor.bias import bias_shift_test
 from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
 from mlma.monitor.gain import GainModel, decision_features
-from mlma.policy import Decision, Policy, TickObservation, Verdict
+from mlma.policy import Decision, PeriodicRetrain, Policy, TickObservation, Verdict
 from mlma.quality import check_batch
 
 #: The test needs at least this many reference blocks (ticks); see :func:`mlma.monitor.degradation_test`.
@@ -79,13 +87,16 @@ class MLMAPolicy(Policy):
     cooldown_ticks
         Ticks without a new trigger after a re-training attempt.
     budget
-        Re-trainings per tick: a whole number >= 1, or a share of the streams with a model in (0, 1); default
-        0.05 (a twentieth of the fleet per tick, about a refresh every 20 ticks if it were all spent). They
-        go to the highest expected gains among streams whose expected gain is at least ``min_gain`` or whose
-        tests triggered. ``None``: no budget; every trigger and every due refresh re-trains.
+        Re-trainings per tick: a whole number >= 1, or a share of the streams with a model in (0, 1). With
+        ``backbone="schedule"`` it is spent as a staggered schedule: each stream refreshed every
+        ``1 / budget`` ticks (``n / budget`` for a number) at its own phase and served at once, triggers with
+        an expected gain of at least ``min_gain`` added as challengers. With ``backbone="gain"`` it goes to
+        the highest expected gains among streams whose expected gain is at least ``min_gain`` or whose tests
+        triggered. ``None`` (default): no budget; every trigger (and every due refresh) re-trains.
     refresh_ticks
-        Age (in ticks) at which a model is refreshed; default: 28 daily ticks of sub-daily data, 4 ticks
-        otherwise (ticks of a week or longer). ``0`` turns the refresh off (tests only).
+        Without a budget: age (in ticks) at which a model is refreshed. Default ``0``: no refresh (tests
+        only; chosen on the tuning seeds, see docs/results.md). ``None``: 28 daily ticks of sub-daily data,
+        4 ticks otherwise; it is also the age unit of the gain model's features.
     min_gain
         Smallest expected gain worth a re-training (with a budget), and the smallest learned gain of a refresh
         that keeps the refresh at its pace (without one).
@@ -110,17 +121,33 @@ class MLMAPolicy(Policy):
     probation_ticks
         Ticks stay this long in the window before they enter the reference (at least ``window_ticks``), so
         that a sudden change is tested against the reference before it is absorbed.
+    backbone
+        How a budget is spent: ``"schedule"`` (default) or ``"gain"`` (see ``budget``).
+    challenge
+        Which re-trainings must beat the champion before they serve: ``"triggers"`` (default; scheduled
+        refreshes serve at once, as a schedule's fits do), ``"all"`` (all but the age backstop's) or
+        ``"none"``.
+    max_age
+        Age backstop: a stream whose serving model is this many ticks old is re-trained and the new model
+        served at once, whatever the tests say (``0``: off). Default 365, a year of daily ticks (the
+        monitoring clock of sub-daily data); chosen by reasoning, not tuned: it costs at most
+        ``1 / max_age`` = 0.0027 re-trainings per stream-tick, within the no-change target of 0.005. On
+        coarser clocks it is longer in calendar time (a tick of daily data is a week). The first backstop of
+        each stream is staggered over the second half of ``max_age`` (stream ``s`` at age
+        ``max_age - s % (max_age // 2)``), so that a fleet launched together is re-trained a few streams a
+        tick; each stream keeps its phase afterwards.
     """
 
     name = "mlma"
     checks_challenger = True
 
-    def __init__(self, *, alpha: float = 0.2, delta: float = 0.05, fdr: str = "bh",
+    def __init__(self, *, alpha: float = 0.01, delta: float = 0.05, fdr: str = "bh",
                  reference_ticks: int | None = None, warmup_ticks: int | None = None, cooldown_ticks: int = 2,
-                 budget: float | None = 0.05, refresh_ticks: int | None = None, min_gain: float = 0.005,
+                 budget: float | None = None, refresh_ticks: int | None = 0, min_gain: float = 0.005,
                  explore_factor: int = 10, gain_prior=DEFAULT_GAIN_PRIOR, gain_prior_strength: float = 100.0,
                  bias_test: bool = True, loss: str = "absolute", repeat_limit: int = 3, repeat_window: int = 14,
-                 silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7) -> None:
+                 silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7,
+                 backbone: str = "schedule", challenge: str = "triggers", max_age: int = 365) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:
@@ -133,6 +160,10 @@ class MLMAPolicy(Policy):
                                        and (budget < 1 or float(budget).is_integer())):
             raise ValueError(f"budget must be a whole number >= 1 (re-trainings per tick), a share of the fleet "
                              f"in (0, 1), or None, got {budget!r}")
+        if backbone not in ("schedule", "gain"):
+            raise ValueError(f"backbone must be 'schedule' or 'gain', got {backbone!r}")
+        if challenge not in ("triggers", "all", "none"):
+            raise ValueError(f"challenge must be 'triggers', 'all' or 'none', got {challenge!r}")
         if window_ticks < 1:
             raise ValueError(f"window_ticks must be a whole number >= 1, got {window_ticks!r}")
         for name, value in (("reference_ticks", reference_ticks), ("warmup_ticks", warmup_ticks)):
@@ -143,6 +174,9 @@ class MLMAPolicy(Policy):
             raise ValueError(f"warmup_ticks ({warmup_ticks}) cannot exceed reference_ticks ({reference_ticks})")
         if refresh_ticks is not None and refresh_ticks < 0:
             raise ValueError(f"refresh_ticks must be >= 0 (0: no refresh), got {refresh_ticks!r}")
+        if isinstance(max_age, bool) or not isinstance(max_age, numbers.Integral) or max_age < 0:
+            raise ValueError(f"max_age (the age backstop, in ticks) must be a whole number >= 0 (0: off), "
+                             f"got {max_age!r}")
         if explore_factor < 1:
             raise ValueError(f"explore_factor must be >= 1, got {explore_factor!r}")
         for name, value in (("cooldown_ticks", cooldown_ticks), ("repeat_limit", repeat_limit),
@@ -157,6 +191,9 @@ class MLMAPolicy(Policy):
         self.gain_prior, self.gain_prior_strength, self.bias_test = gain_prior, gain_prior_strength, bias_test
         self.repeat_limit, self.repeat_window, self.silent_ticks = repeat_limit, repeat_window, silent_ticks
         self.window_ticks = window_ticks
+        self.backbone, self.challenge = backbone, challenge
+        self.max_age = int(max_age)
+        self._period = 0
         self.probation_ticks = max(probation_ticks, window_ticks)
         self.gain = GainModel(gain_prior, gain_prior_strength)
 
@@ -322,6 +359,17 @@ class MLMAPolicy(Policy):
         values = self.ref[s, order].ravel()
         return values[np.isfinite(values)]
 
+    def schedule_period(self, n_models: int) -> int:
+        """Ticks between a stream's scheduled refreshes that spend the budget: ``1 / budget`` for a share of
+        the fleet, ``n_models / budget`` for a number of re-trainings per tick (at least 1).
+
+        >>> MLMAPolicy(budget=0.05).schedule_period(200), MLMAPolicy(budget=20).schedule_period(200)
+        (20, 10)
+        """
+        share = self.budget if self.budget < 1 else self.budget / max(n_models, 1)
+        self._period = max(1, int(round(1.0 / share)))
+        return self._period
+
     def refresh_interval(self) -> int:
         """Ticks between refreshes now: ``refresh_ticks`` while the fleet's learned gain of a refresh (a
         model at refresh age, no test evidence) is at least ``min_gain``; ``explore_factor`` times more
@@ -409,14 +457,40 @@ class MLMAPolicy(Policy):
             due = eligible & (age >= interval - offset)
         else:
             due = np.zeros(n, dtype=bool)
+        scheduled = np.zeros(n, dtype=bool)
         if self.budget is None:
             chosen = reject | due
+            scheduled = due & ~reject
+            self._period = interval
+        elif self.backbone == "schedule":
+            period = self.schedule_period(int(obs.has_model.sum()))
+            on_phase = PeriodicRetrain(every=period).phase(n) == k % period
+            # Each stream is refreshed every `period` ticks at its own phase, served at once as a schedule
+            # serves its fits; a model re-trained earlier (a trigger) is next due `period` ticks after it,
+            # so a trigger moves the stream's slot instead of adding to the count.
+            first = self.ref_version <= 1
+            due = (has_batch & ~suspect & ~abnormal & obs.has_model
+                   & np.where(first, on_phase | (age > period), age >= period))
+            # Tests only add re-trainings on strong evidence, checked as challengers.
+            chosen = due | (reject & eligible & (expected >= self.min_gain))
+            scheduled = due
         else:
             size = int(self.budget) if self.budget >= 1 else max(1, round(self.budget * int(obs.has_model.sum())))
             # Only where a re-training is expected to pay at least min_gain, or a test found degradation.
             # Ties (evidence is capped) go to the larger excess loss, then to the older model.
             chosen = _highest(eligible & ((expected >= self.min_gain) | reject), expected, size,
                               tiebreak=(np.nan_to_num(excess), age))
+
+        # The age backstop: however the tests and challengers went, no model serves longer than max_age ticks.
+        # It does not wait for warm-up or cool-down (a stream whose challengers keep losing keeps restarting
+        # both), only for clean data to train on.
+        backstop = np.zeros(n, dtype=bool)
+        if self.max_age > 0:
+            offset = np.where(self.ref_version <= 1, self._backstop_stagger(n), 0)
+            backstop = (has_batch & ~suspect & ~abnormal & obs.has_model & ~scheduled
+                        & (age >= self.max_age - offset))
+            chosen = chosen | backstop
+            scheduled = scheduled | backstop
 
         picked = np.flatnonzero(chosen)
         triggered = np.flatnonzero(chosen & reject)
@@ -432,14 +506,37 @@ class MLMAPolicy(Policy):
                     escalations.append(Escalation(int(s), k, "repeated-trigger", 2,
                                                   f"{c} triggers within {self.repeat_window} ticks"))
         decision.retrain = chosen
-        decision.reason[picked] = [self._explain(s, reject[s], age[s], decision, p_degradation[s], p_bias[s],
-                                                 expected[s]) for s in picked]
-        self.gain.decided(picked, features[picked])
+        # Scheduled refreshes serve at once, as a schedule's fits do; the other re-trainings are checked as
+        # challengers unless the policy is told otherwise. The age backstop always serves at once: checked,
+        # it could lose like the challengers before it and leave the model as old as it was.
+        decision.serve_at_once = {"triggers": scheduled, "none": chosen, "all": backstop}[self.challenge]
+        decision.reason[picked] = [self._explain(s, reject[s] and not scheduled[s], age[s], decision,
+                                                 p_degradation[s], p_bias[s], expected[s], scheduled[s],
+                                                 backstop[s])
+                                   for s in picked]
+        checked = picked[~scheduled[picked]]
+        self.gain.decided(checked, features[checked])
         decision.escalations = escalations
         return decision
 
-    def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected) -> str:
+    def _backstop_stagger(self, n: int) -> np.ndarray:
+        """How many ticks before ``max_age`` each stream's first backstop comes: spread over the second half
+        of ``max_age``, so that the fleet is not re-trained at once and no young model is refreshed.
+
+        >>> MLMAPolicy(max_age=10)._backstop_stagger(7)
+        array([0, 1, 2, 3, 4, 0, 1])
+        """
+        return np.arange(n) % max(1, self.max_age // 2)
+
+    def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected, scheduled=False,
+                 backstop=False) -> str:
         gain = f"expected gain {100 * expected:+.1f} %"
+        if backstop:
+            when = (f"max_age {self.max_age}" if age >= self.max_age
+                    else f"its staggered turn before max_age {self.max_age}")
+            return f"age backstop: model {int(age)} ticks old ({when}), served at once; {gain}"
+        if scheduled:
+            return f"schedule: model {int(age)} ticks old, refreshed every {self._period} ticks; {gain}"
         if triggered:
             if np.isfinite(p_degradation) and (not np.isfinite(p_bias) or p_degradation <= p_bias):
                 what = f"loss {decision.effect[s]:.2f}x reference"

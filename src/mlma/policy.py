@@ -74,6 +74,9 @@ class Decision:
     p_value: np.ndarray | None = None
     effect: np.ndarray | None = None
     escalations: list = field(default_factory=list)
+    #: Re-trainings to serve at once, without a challenger check (a scheduled refresh, as a schedule serves
+    #: its fits); None: every re-training of a policy that checks challengers is checked.
+    serve_at_once: np.ndarray | None = None
 
     @classmethod
     def nothing(cls, n_streams: int, verdict: Verdict = Verdict.UNMONITORED) -> "Decision":

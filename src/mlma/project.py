@@ -54,11 +54,12 @@ lock_ttl_seconds = 300    # a crashed agent's lock expires after this long
 hold_no_data_share = 0.9  # hold a tick when this share of the served streams has no data in it (docs/operations.md)
 
 [monitor]                 # the MLMA policy (docs/monitoring.md)
-alpha = 0.2               # false discovery rate across the streams tested in a tick
+alpha = 0.01              # false discovery rate across the streams tested in a tick
 delta = 0.05              # relevance margin: smaller rises are not worth a re-training
 fdr = "bh"                # bh | by | bonferroni | none
 cooldown_ticks = 2
-budget = 0.05             # re-trainings per tick: a share of the fleet (< 1) or a number; 0: no budget
+budget = 0                # a staggered refresh: a share of the fleet (< 1) or a number per tick; 0: tests only
+max_age = 365             # age backstop: a model this many ticks old is re-trained and served at once; 0: off
 
 # Webhooks on new escalations (docs/alerts.md), one table per receiver:
 # [[alerts.receivers]]
@@ -116,11 +117,12 @@ class AgentSection:
 
 @dataclass
 class MonitorSection:
-    alpha: float = 0.2
+    alpha: float = 0.01
     delta: float = 0.05
     fdr: str = "bh"
     cooldown_ticks: int = 2
-    budget: float = 0.05
+    budget: float = 0.0
+    max_age: int = 365
 
 
 @dataclass
@@ -181,7 +183,7 @@ class ProjectConfig:
         """Keyword arguments for :class:`mlma.mlma_policy.MLMAPolicy`."""
         m = self.monitor
         return {"alpha": m.alpha, "delta": m.delta, "fdr": m.fdr, "cooldown_ticks": m.cooldown_ticks,
-                "budget": m.budget or None}
+                "budget": m.budget or None, "max_age": m.max_age}
 
     def build_policy(self):
         """The project's policy: ``[agent] policy`` with the ``[monitor]`` settings, for an MLMA policy.
@@ -222,7 +224,7 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
     >>> load_config(folder)
     Traceback (most recent call last):
     ...
-    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget
+    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age
     """
     root = Path(root)
     path = root / CONFIG_NAME
@@ -299,6 +301,9 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     for key in ("cooldown_ticks", "budget"):
         if getattr(m, key) < 0:
             raise ConfigError(f"{path}: [monitor] {key} must be >= 0, got {getattr(m, key)}")
+    if isinstance(m.max_age, bool) or not isinstance(m.max_age, int) or m.max_age < 0:
+        raise ConfigError(f"{path}: [monitor] max_age (the age backstop, in ticks) must be a whole number >= 0 "
+                          f"(0: off), got {m.max_age!r}")
     if m.budget >= 1 and not float(m.budget).is_integer():
         raise ConfigError(f"{path}: [monitor] budget must be a share of the fleet below 1 or a whole number of "
                           f"re-trainings per tick, got {m.budget}")
