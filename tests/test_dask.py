@@ -322,7 +322,9 @@ def test_forecasts_and_retraining_decisions_on_the_cluster_equal_inline_ones(cli
 
     def run(executor):
         service = ModelService(fleet, "ridge", CTX, train_window_ticks=10, executor=executor)
-        agent = Agent(make_policy("mlma"), service, season_length=24, scale=scale)
+        # alpha 0.2: the tests-only default (q = 0.01) re-trains nothing in 10 ticks of 8 zones, and the
+        # test is about re-trainings and their checks too.
+        agent = Agent(make_policy("mlma:alpha=0.2"), service, season_length=24, scale=scale)
         agent.start(10)
         forecasts, decisions = [agent.forecast.copy()], []
         for k in range(10, fleet.n_ticks):

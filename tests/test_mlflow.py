@@ -32,10 +32,18 @@ def platform() -> pd.DataFrame:
     return simulate_platform(12, 36, seed=5, event_rate=4).data
 
 
+#: The MLMA level of the replays below (see make_project).
+REPLAY_ALPHA = 0.5
+
+
 def make_project(root: Path, *, mlflow: bool = True) -> Path:
     init_project(root, model="ridge")
     text = (root / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
     text = text.replace("initial_ticks = 0", f"initial_ticks = {FIRST_TICK}")
+    # The replay must re-train, promote and reject, so that MLflow mirrors every kind of version: the tests-only
+    # default (q = 0.01) re-trains too few streams in these five weeks, and 0.2 rejects no challenger here.
+    text, found = re.subn(r"(?m)^alpha = .*$", f"alpha = {REPLAY_ALPHA}", text)
+    assert found == 1, "alpha is not in the template"
     if mlflow:
         text += '\n[mlflow]\ntracking_uri = "sqlite:///mlflow.db"\nexperiment = "zones"\n'
     (root / "mlma.toml").write_text(text)
