@@ -663,7 +663,7 @@ def run(
 
     import pandas as pd
 
-    from mlma.live import open_agent
+    from mlma.live import TickHeld, open_agent
     from mlma.store import LockHeld
 
     if not logging.getLogger().handlers:
@@ -683,6 +683,7 @@ def run(
 
     signal.signal(signal.SIGTERM, _stop)
     rounds = 0
+    held_tick = None  # the tick last found held, so a hold is reported once
     # The database may be down when the service starts (a reboot): wait for it, logging each try.
     live = open_agent(config, executor=executor, stopping=lambda: stopping["now"], max_delay=min(60.0, interval))
     if live is None:
@@ -696,6 +697,12 @@ def run(
                     console.print(str(result))
             except LockHeld as exc:
                 console.print(f"[yellow]skipped this round: {exc}[/yellow]")
+            except TickHeld as exc:
+                # Not a failure: the tick waits for a person (escalated once). Said once per held tick, not
+                # every round, so that the service's log stays readable while nobody has answered yet.
+                if exc.tick != held_tick:
+                    console.print(f"[yellow]waiting: {exc}[/yellow]")
+                held_tick = exc.tick
             except Exception as exc:  # noqa: BLE001 - a service logs the failure and tries again next round
                 console.print(f"[red]tick failed: {type(exc).__name__}: {exc}[/red]")
             if iterations is not None and rounds >= iterations:
