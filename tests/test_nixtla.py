@@ -180,13 +180,18 @@ def test_fitted_models_survive_the_artifact_store(tmp_path, spec):
 
 
 FIRST_TICK = 21
+#: The MLMA level of the replay: the tests-only default (q = 0.01) re-trains too few streams in this short replay of a few
+#: ticks to compare the live and backtest paths on re-trainings (0.2 still gives fewer than three here).
+REPLAY_ALPHA = 0.5
 
 
 def replay_matches_backtest(root: Path, frame: pd.DataFrame, spec: str) -> None:
-    result = run_backtest(frame, BacktestConfig(policies=["mlma"], model=spec, initial_ticks=FIRST_TICK,
-                                                executor="inline", sample_streams=0))
+    result = run_backtest(frame, BacktestConfig(policies=[f"mlma:alpha={REPLAY_ALPHA}"], model=spec,
+                                                initial_ticks=FIRST_TICK, executor="inline", sample_streams=0))
     init_project(root, model=spec)
     text = (root / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
+    text, found = re.subn(r"(?m)^alpha = .*$", f"alpha = {REPLAY_ALPHA}", text)
+    assert found == 1, "alpha is not in the template"
     (root / "mlma.toml").write_text(text.replace("initial_ticks = 0", f"initial_ticks = {FIRST_TICK}"))
     config = load_config(root)
     day0 = frame["ds"].min().normalize()
