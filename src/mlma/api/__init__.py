@@ -9,8 +9,9 @@ whichever door it came through. See docs/api.md and docs/dashboard.md.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from mlma._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from mlma.api.app import create_app
@@ -20,13 +21,5 @@ __all__ = ["ROLES", "Principal", "authenticate", "create_app", "create_token", "
 
 # The names above load on first use (PEP 562): ``mlma --help`` imports ``mlma.api.cli``, which must not pay
 # for FastAPI and SQLAlchemy; ``from mlma.api import create_app`` works as before.
-_HOMES = {"create_app": "mlma.api.app", **{name: "mlma.api.auth" for name in __all__ if name != "create_app"}}
-
-
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'mlma.api' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
+_HOMES = {"mlma.api.app": ("create_app",), "mlma.api.auth": tuple(n for n in __all__ if n != "create_app")}
+__getattr__, __dir__ = lazy_attributes(globals(), _HOMES)

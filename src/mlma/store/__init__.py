@@ -20,8 +20,9 @@ Examples
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from mlma._lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from mlma.store.errors import (LockHeld, LockLost, SchemaError, StateCorrupted, StoreError,
@@ -44,20 +45,7 @@ _HOMES = {
     "mlma.store.store": ("STATE_HISTORY", "Store", "file_sha256", "frame_sha256"),
     "mlma.store.transaction": ("Transaction",),
 }
-_HOME_OF = {name: module for module, names in _HOMES.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    module = _HOME_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'mlma.store' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOME_OF))
+__getattr__, __dir__ = lazy_attributes(globals(), _HOMES)
 
 
 __all__ = [
