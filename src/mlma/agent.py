@@ -8,7 +8,10 @@ One :class:`Agent` serves one fleet under one :class:`~mlma.policy.Policy`. At t
    re-trained *challenger* runs in shadow and must prove itself against the serving *champion* on the next
    tick(s), data neither was fitted on, before it is promoted; one that does not is rejected and escalated,
 4. brings up models for streams that have none yet (new streams) and retries fall-back models,
-5. issues forecasts for tick ``k + 1`` from each stream's champion.
+5. issues forecasts for tick ``k + 1`` from each stream's champion. A model whose forecast fails (raises,
+   or returns NaN, infinite values or the wrong length) costs only its own stream's forecast: the stream has
+   none for that tick, is escalated once (``forecast-failed``) and tried again at the next tick; a
+   challenger that cannot forecast in shadow is rejected.
 
 The backtest drives this with a simulated clock; live operation drives the very same method with the wall
 clock. Nothing here does I/O. Everything a tick did is in the :class:`TickReport` it returns, also which
@@ -196,6 +199,10 @@ class TickReport:
     serving: np.ndarray | None = None
     #: The forecasts issued at the end of the tick for the next one (streams x steps; None after the last tick).
     issued: np.ndarray | None = None
+    #: Streams whose serving model failed to forecast the next tick, with the error: no forecast for that tick.
+    forecast_failed: dict[int, str] = field(default_factory=dict)
+    #: Streams whose challenger failed to forecast in shadow, with the error: the challenger was rejected.
+    shadow_failed: dict[int, str] = field(default_factory=dict)
 
     @property
     def challengers(self) -> list[int]:
@@ -223,6 +230,9 @@ class Agent:
         self.challenger = np.full(n, NO_MODEL, dtype=np.int64)
         self.awaiting = np.full(n, NO_MODEL, dtype=np.int64)
         self.fit_failures = np.zeros(n, dtype=np.int64)
+        # The model (its end tick) whose failed forecasts were escalated, NO_MODEL while the stream forecasts:
+        # one escalation per failing model, not one per tick.
+        self.forecast_broken = np.full(n, NO_MODEL, dtype=np.int64)
         self.challenger_losses = np.zeros(n, dtype=np.int64)
         self.shadow: dict[int, list] = {}
         # One flag for the fleet (kept as an array so that it is saved with the state): the last tick's
@@ -233,7 +243,7 @@ class Agent:
     # -- state ----------------------------------------------------------------------------------------------
     #: The agent's own per-stream arrays (the policy has its own, see Policy.STATE).
     STATE = ("champion", "is_fallback", "fallback_rows", "silent_for", "challenger", "awaiting",
-             "fit_failures", "challenger_losses", "scale", "fleet_losing")
+             "fit_failures", "challenger_losses", "scale", "fleet_losing", "forecast_broken")
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything needed to carry on at the next tick in another process, as plain numpy arrays."""
@@ -290,10 +300,11 @@ class Agent:
         failed: dict[int, str] = {}
         reference = self.policy.reference_mean()
         initial, initial_seconds = self._bring_up(k, unreported, failed, new_models=new_models)
-        self._issue_forecasts(k)
+        escalations: list[Escalation] = []
+        forecast_failed = self._issue_forecasts(k, escalations)
         nan = np.full((n, 0), np.nan)
         return TickReport(k, nan, nan, nan, Decision.nothing(n), empty, empty, initial, zeros, initial_seconds,
-                          [], empty.copy(), failed, self.awaiting != NO_MODEL,
+                          escalations, empty.copy(), failed, self.awaiting != NO_MODEL, forecast_failed=forecast_failed,
                           failures_in_a_row={s: int(self.fit_failures[s]) for s in failed},
                           new_models=sorted(new_models, key=lambda m: m.stream),
                           stream_loss=np.full(n, np.nan), reference_loss=reference,
@@ -333,9 +344,10 @@ class Agent:
         failed: dict[int, str] = {}
         new_models: list[NewModel] = []
         checks: dict[int, ChallengerCheck] = {}
+        shadow_failed: dict[int, str] = {}
         if self.policy.checks_challenger:
             checks = self._judge_challengers(k, actuals, errors, promoted, rejected, escalations,
-                                             controls.mask("needs_approval", n))
+                                             controls.mask("needs_approval", n), shadow_failed)
         self._decide_approvals(k, controls, promoted, rejected)
         self._adopt(k, controls.adopt, promoted)
 
@@ -387,22 +399,27 @@ class Agent:
 
         initial, initial_seconds = self._bring_up(k, escalations, failed, promoted | rejected | retrain,
                                                   new_models=new_models)
+        forecasted = np.zeros(n, dtype=bool)
+        forecast_failed: dict[int, str] = {}
         if k + 1 < fleet.n_ticks:
-            self._issue_forecasts(k)
+            forecast_failed = self._issue_forecasts(k, escalations)
+            forecasted = np.isfinite(self.forecast).any(axis=1)
         else:
             self.forecast = None
         flagged = self.policy.flagged_streams()
         serving = self.champion != NO_MODEL
         cleared = cleared_conditions(
             promoted=promoted, rejected=rejected, fitted=retrain & ~np.isin(np.arange(n), list(failed)),
-            initial_fit=initial, reported=observed > 0, flagged=flagged, on_model=serving & ~self.is_fallback)
+            initial_fit=initial, reported=observed > 0, flagged=flagged, on_model=serving & ~self.is_fallback,
+            forecasted=forecasted)
         return TickReport(k, actuals, forecasts, losses, decision, retrain, promoted, initial,
                           retrain_seconds, initial_seconds, escalations, rejected, failed,
                           self.awaiting != NO_MODEL, checks=checks,
                           failures_in_a_row={s: int(self.fit_failures[s]) for s in failed},
                           new_models=sorted(new_models, key=lambda m: m.stream), cleared=cleared,
                           stream_loss=stream_mean_loss(losses), reference_loss=reference, flagged=flagged,
-                          serving=serving, issued=self.forecast)
+                          serving=serving, issued=self.forecast, forecast_failed=forecast_failed,
+                          shadow_failed=shadow_failed)
 
     def _decide_approvals(self, k: int, controls: Controls, promoted: np.ndarray, rejected: np.ndarray) -> None:
         """Serve or drop challengers that waited for a person's approval."""
@@ -447,7 +464,8 @@ class Agent:
     # -- steps ----------------------------------------------------------------------------------------------
     def _judge_challengers(self, k: int, actuals: np.ndarray, champion_errors: np.ndarray,
                            promoted: np.ndarray, rejected: np.ndarray, escalations: list,
-                           needs_approval: np.ndarray | None = None) -> dict[int, ChallengerCheck]:
+                           needs_approval: np.ndarray | None = None,
+                           shadow_failed: dict | None = None) -> dict[int, ChallengerCheck]:
         """Compare each pending challenger with its champion on tick ``k``, which neither was fitted on.
 
         A challenger fitted at the end of tick ``j`` runs in shadow from tick ``j + 1``: its forecasts are
@@ -459,22 +477,32 @@ class Agent:
         Both are scored on the policy's loss (:meth:`~mlma.policy.Policy.challenger_loss`), and the policy
         hears every verdict's mean losses (what the re-training paid). When most re-trainings judged in a
         tick lose, across the fleet, the cause is shared (bad data in the training window, a model that
-        cannot fit it): that is escalated once, not re-tried stream by stream. Returns the verdicts, by stream.
+        cannot fit it): that is escalated once, not re-tried stream by stream. A challenger whose forecast
+        fails (see :meth:`_issue_forecasts`) is rejected at once and escalated (``forecast-failed``); the
+        error goes to ``shadow_failed``. Returns the verdicts, by stream.
         """
         from mlma.monitor import paired_noninferiority_test
 
         pending = np.flatnonzero(self.challenger != NO_MODEL)
         if not len(pending):
             return {}
-        shadow_forecasts = self.service.predict_many([ModelKey(int(s), int(self.challenger[s])) for s in pending], k)
+        keys = [ModelKey(int(s), int(self.challenger[s])) for s in pending]
+        shadow_forecasts = self.service.predict_many(keys, k, on_error="skip")
+        broken = {int(s): self.service.forecast_failures[(key, k)] for s, key in zip(pending, keys)
+                  if (key, k) in self.service.forecast_failures}
+        dropped = self._drop_broken_challengers(k, broken, rejected, escalations)
+        if shadow_failed is not None:
+            shadow_failed |= broken
+        keep = ~np.isin(pending, list(broken))
+        pending, shadow_forecasts = pending[keep], shadow_forecasts[keep]
         for s, y_hat in zip(pending, shadow_forecasts):
             if np.isfinite(actuals[s]).any():
                 self.shadow[int(s)].append((self.policy.challenger_loss(actuals[s] - y_hat),
                                             self.policy.challenger_loss(champion_errors[s])))
-        looked = np.array([len(self.shadow[int(s)]) > 0 for s in pending])
+        looked = np.array([len(self.shadow[int(s)]) > 0 for s in pending], dtype=bool)
         pending = pending[looked]
         if not len(pending):
-            return {}
+            return dropped
         width = max(sum(len(c) for c, _ in self.shadow[int(s)]) for s in pending)
         ch = np.full((len(pending), width), np.nan)
         cp = np.full((len(pending), width), np.nan)
@@ -502,7 +530,7 @@ class Agent:
                                                    "promoted" if win[i] else "rejected",
                                                    int(looks[i]), float(result.challenger_mean[i]),
                                                    float(result.champion_mean[i]), float(result.p_value[i]))
-                  for i in np.flatnonzero(win | lose)}
+                  for i in np.flatnonzero(win | lose)} | dropped
         for i in np.flatnonzero(held):
             s = int(pending[i])
             self.awaiting[s] = self.challenger[s]
@@ -542,6 +570,24 @@ class Agent:
             self.policy.on_new_model(pending[win], k)
         if lose.any():
             self.policy.on_challenger_lost(pending[lose], k)
+        return checks
+
+    def _drop_broken_challengers(self, k: int, broken: dict[int, str], rejected: np.ndarray,
+                                 escalations: list) -> dict[int, ChallengerCheck]:
+        """Reject the challengers whose forecasts failed in shadow: a model that cannot forecast must not
+        serve. Each is escalated (``forecast-failed``, severity 2: the champion keeps serving)."""
+        checks = {}
+        for s, error in broken.items():
+            looks = len(self.shadow.pop(s, []))
+            checks[s] = ChallengerCheck("rejected", looks, float("nan"), float("nan"), float("nan"))
+            escalations.append(Escalation(
+                s, k, "forecast-failed", 2,
+                f"the re-trained model (trained through tick {int(self.challenger[s])}) failed to forecast in "
+                f"shadow and is rejected; the serving model stays. Error: {error}"))
+            self.challenger[s] = NO_MODEL
+            rejected[s] = True
+        if broken:
+            self.policy.on_challenger_lost(np.array(sorted(broken), dtype=np.int64), k)
         return checks
 
     def _check_fleet_wide_losses(self, k: int, streams: np.ndarray, challenger_mean: np.ndarray,
@@ -618,17 +664,38 @@ class Agent:
                 self.policy.on_new_model(todo, k)
         return initial, seconds
 
-    def _issue_forecasts(self, k: int) -> None:
-        """Forecast tick ``k + 1`` from each live stream's champion."""
+    def _issue_forecasts(self, k: int, escalations: list) -> dict[int, str]:
+        """Forecast tick ``k + 1`` from each live stream's champion; returns the streams whose forecast failed.
+
+        One stream's failure never stops the others (:meth:`ModelService.predict_many`): a stream whose
+        champion raises, or returns NaN, infinite values or the wrong length, gets no forecast for tick
+        ``k + 1`` (nothing is scored or written for it) and is tried again at the next tick. The first
+        failure of a model is escalated (``forecast-failed``, severity 3, naming the model and the error);
+        repeats of the same model are not, and the escalation clears once the stream forecasts again.
+        """
         fleet = self.fleet
         steps = fleet.steps_in_tick(k + 1)
         forecast = np.full((fleet.n_streams, steps), np.nan)
         serving = np.flatnonzero((self.champion != NO_MODEL) & (self.silent_for < self.settings.silence_ticks))
+        failed: dict[int, str] = {}
         if len(serving):
             # One fleet-wide call (in shards on a Dask cluster), not one call per stream.
             keys = [ModelKey(int(s), int(self.champion[s])) for s in serving]
-            forecast[serving] = self.service.predict_many(keys, k + 1)
+            forecast[serving] = self.service.predict_many(keys, k + 1, on_error="skip")
+            failures = self.service.forecast_failures
+            failed = {int(s): failures[(key, k + 1)] for s, key in zip(serving, keys) if (key, k + 1) in failures}
+        for s, error in failed.items():
+            if self.forecast_broken[s] != self.champion[s]:
+                escalations.append(Escalation(
+                    s, k, "forecast-failed", 3,
+                    f"the serving model (trained through tick {int(self.champion[s])}) failed to forecast tick "
+                    f"{k + 1}; the stream has no forecast until it succeeds (tried again every tick). Error: "
+                    f"{error}"))
+            self.forecast_broken[s] = self.champion[s]
+        ok = np.setdiff1d(serving, list(failed))
+        self.forecast_broken[ok] = NO_MODEL
         self.forecast = forecast
+        return failed
 
     def models_in_use(self) -> set[ModelKey]:
         keys = set()

@@ -145,6 +145,8 @@ class _Accumulator:
         self.initial_seconds = np.zeros(n_streams)
         self.escalations = 0
         self.escalations_resolved = 0
+        #: Models whose forecast failed (see TickReport.forecast_failed and shadow_failed).
+        self.forecast_failures = 0
         #: The policy's escalations and when each was resolved (as live operation resolves them).
         self.book = EscalationBook()
         self.stream_days = 0.0
@@ -220,7 +222,9 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     retrain_rows: list[dict] = []
 
     for agent, acc in zip(agents, accs):
-        _record_fits(agent.start(first_tick), acc)
+        started = agent.start(first_tick)
+        _record_fits(started, acc)
+        acc.book.record(started.tick, started.escalations, {})  # live operation records the start-up's too
 
     try:
         ticks = range(first_tick, fleet.n_ticks)
@@ -333,6 +337,7 @@ def _record_fits(report: TickReport, acc: _Accumulator) -> None:
     acc.initial_fits += report.initial_fit
     acc.initial_seconds += report.initial_seconds
     acc.escalations += len(report.escalations)
+    acc.forecast_failures += len(report.forecast_failed) + len(report.shadow_failed)
     acc.promotions += int(report.promoted.sum())
     if report.rejected is not None:
         acc.rejected += int(report.rejected.sum())
@@ -396,6 +401,7 @@ def _summarise(policies, accs, fleet: FleetData, scale: np.ndarray):
             "rejected_challengers": int(acc.rejected),
             "escalations": int(acc.escalations),
             "escalations_resolved": int(acc.escalations_resolved),
+            "forecast_failures": int(acc.forecast_failures),
             "n_streams": int((acc.n > 0).sum()),
             "n_scored": int(total),
         })

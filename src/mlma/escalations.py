@@ -18,6 +18,8 @@ ESCALATION_KINDS = {
     "approval-needed": "a re-trained model beat the serving one and waits for a person's approval",
     "artifact-broken": "a model file is missing or damaged; the stream fell back to an earlier version or was "
                        "re-fitted on its window",
+    "forecast-failed": ("a model failed to forecast (raised, or gave NaN, infinite values or the wrong length): the "
+                        "stream has no forecast until it succeeds, or the challenger was rejected"),
     "fleet-retraining-lost": ("most re-trainings of one tick lost to the serving models, fleet-wide: a shared cause "
                               "(broken data in the training window, a feature the window cannot estimate)"),
 }
@@ -39,7 +41,8 @@ class Escalation:
 
 
 def cleared_conditions(*, promoted: np.ndarray, rejected: np.ndarray, fitted: np.ndarray, initial_fit: np.ndarray,
-                       reported: np.ndarray, flagged: np.ndarray, on_model: np.ndarray) -> dict[str, np.ndarray]:
+                       reported: np.ndarray, flagged: np.ndarray, on_model: np.ndarray,
+                       forecasted: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Escalation kinds whose condition cleared in a tick, with the stream ids, from boolean arrays over streams.
 
     The one rule for resolving escalations without a person, applied by the live agent (through the store) and
@@ -49,7 +52,8 @@ def cleared_conditions(*, promoted: np.ndarray, rejected: np.ndarray, fitted: np
     - ``approval-needed``: a new model serves or the waiting one was rejected;
     - ``fit-failed``: a fit succeeded (``fitted``: re-trained without failure, or a first fit);
     - ``silent``: the stream reported; ``data-quality``: it reported and the policy no longer flags its data;
-    - ``cold``: a regular (not fall-back) model serves it after a new model came in.
+    - ``cold``: a regular (not fall-back) model serves it after a new model came in;
+    - ``forecast-failed``: the stream's forecast for the next tick was issued (``forecasted``).
 
     Kinds a person or the shell resolves (``artifact-broken``, ``budget``, ``fleet-retraining-lost``) are not
     here. Kinds with no stream are left out.
@@ -65,6 +69,8 @@ def cleared_conditions(*, promoted: np.ndarray, rejected: np.ndarray, fitted: np
         "fit-failed": fitted | initial_fit, "silent": reported, "data-quality": reported & ~flagged,
         "cold": on_model & (promoted | initial_fit),
     }
+    if forecasted is not None:
+        masks["forecast-failed"] = forecasted
     return {kind: np.flatnonzero(mask) for kind, mask in masks.items() if mask.any()}
 
 

@@ -464,6 +464,7 @@ class LiveAgent:
         controls, actions, approvers = self._controls(k, streams, agent, live, service, repair)
         self._fall_back(k, agent, live, service, controls, repair)
         serving_before = live["champion_version"].copy()
+        shadow_before = live["challenger_version"].copy()
         _checkpoint("before-tick")
 
         report = agent.start(k + 1) if start else agent.tick(k, controls)
@@ -487,6 +488,12 @@ class LiveAgent:
         audit = [{"actor": "agent", "action": "fit-failed", "target": f"stream:{fleet.ids[s]}",
                   "params": {"tick": k, "failures_in_a_row": report.failures_in_a_row[s]}, "reason": error}
                  for s, error in report.failed.items()]
+        # A failed forecast names the registry version that failed: the serving one, or the challenger in shadow.
+        audit += [{"actor": "agent", "action": "forecast-failed", "target": f"stream:{fleet.ids[s]}",
+                   "params": {"tick": k, "version": int(versions[s]), "slot": slot}, "reason": error}
+                  for slot, failed, versions in (("champion", report.forecast_failed, live["champion_version"]),
+                                                 ("challenger", report.shadow_failed, shadow_before))
+                  for s, error in failed.items()]
         audit += [{"actor": "agent", "action": "artifact-broken", "target": f"stream:{fleet.ids[s]}",
                    "params": {"tick": k, "version": version, "slot": slot}, "reason": message}
                   for s, version, slot, message in repair.audit]
@@ -900,6 +907,7 @@ def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_val
         rejected=int(report.rejected.sum()) if report.rejected is not None else 0,
         initial_fits=int(report.initial_fit.sum()),
         fit_failures=len(report.failed),
+        forecast_failures=len(report.forecast_failed) + len(report.shadow_failed),
         compute_seconds=round(float(report.retrain_seconds.sum() + report.initial_seconds.sum()), 4),
         loss=float(report.losses[finite].mean()) if finite.any() else None,
         reference_loss=float(ref[both].mean()) if both.any() else None,

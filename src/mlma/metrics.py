@@ -61,6 +61,8 @@ SUMMARY_COUNTERS = {
                                               "completed ticks."),
     "initial_fits": ("mlma_initial_fits", "First models fitted for new streams, summed over completed ticks."),
     "fit_failures": ("mlma_fit_failures", "Fits that failed or timed out, summed over completed ticks."),
+    "forecast_failures": ("mlma_forecast_failures", "Forecasts that failed (a model raised or gave NaN, infinite "
+                                                    "values or the wrong length), summed over completed ticks."),
     "compute_seconds": ("mlma_compute_seconds", "CPU seconds spent fitting models, summed over completed ticks."),
 }
 #: Gauges from the last completed tick's summary: summary key -> (metric, help).

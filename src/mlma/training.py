@@ -25,13 +25,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mlma.fleet import FleetData
+from mlma.models.base import describe_error
 from mlma.models import (
     FleetHistory,
     ForecastContext,
     fit_forecasters,
     make_forecaster,
     model_uses_drivers,
-    predict_fleet,
+    predict_fleet_isolated,
 )
 
 DEFAULT_PARALLEL_THRESHOLD = 32
@@ -430,17 +431,27 @@ def fleet_history(fleet: FleetData, streams, target_tick: int, window_ticks: int
                         future_position - first)
 
 
-def _predict_shard(models: list, history: FleetHistory) -> np.ndarray:
-    """Forecast one shard of streams (runs on a worker, so it takes and returns plain data)."""
-    return predict_fleet(models, history)
+def _predict_shard(models: list, history: FleetHistory) -> tuple[np.ndarray, dict[int, str]]:
+    """Forecast one shard of streams (runs on a worker, so it takes and returns plain data): the forecasts
+    and, by row, why a stream has none (:func:`~mlma.models.predict_fleet_isolated`)."""
+    return predict_fleet_isolated(models, history)
 
 
-class ForecastShardError(RuntimeError):
-    """Forecasting a shard of streams failed on the executor; names the shard's streams (``stream_ids``)."""
+class ForecastError(RuntimeError):
+    """Forecasting failed for some streams; names them (``stream_ids``)."""
 
     def __init__(self, message: str, *, stream_ids: list[str]):
         super().__init__(message)
         self.stream_ids = stream_ids
+
+
+#: The former name, when only a whole shard could fail.
+ForecastShardError = ForecastError
+
+
+def _shown(ids: list[str], most: int = 20) -> str:
+    """Stream ids for a message: the first ``most``, then how many more."""
+    return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
 
 
 def _fit_chunk(spec, ctx: ForecastContext, params: dict, jobs: list) -> list:
@@ -652,6 +663,8 @@ class ModelService:
         self.fit_timeout = fit_timeout
         #: Why the fit of a key failed, for keys :meth:`fit` gave up on (``on_error="skip"``).
         self.failures: dict[ModelKey, str] = {}
+        #: Why the forecast of ``(key, target_tick)`` failed, for forecasts :meth:`predict_many` gave up on.
+        self.forecast_failures: dict[tuple[ModelKey, int], str] = {}
         #: Whether a fit ran past ``fit_timeout``: its worker may still be busy, so a process pool should
         #: be torn down rather than reused (see :func:`terminate_executor`).
         self.timed_out = False
@@ -785,7 +798,8 @@ class ModelService:
         """Forecast tick ``target_tick`` with the model ``key``, using history up to that tick's start."""
         return self.predict_many([key], target_tick, context_ticks)[0]
 
-    def predict_many(self, keys: list[ModelKey], target_tick: int, context_ticks: int | None = None) -> np.ndarray:
+    def predict_many(self, keys: list[ModelKey], target_tick: int, context_ticks: int | None = None, *,
+                     on_error: str = "raise") -> np.ndarray:
         """Forecast tick ``target_tick`` with each model of ``keys``: a ``(len(keys), steps)`` array.
 
         The streams' histories are laid on the fleet's grid once (:func:`fleet_history`) and each model class
@@ -796,29 +810,51 @@ class ModelService:
         slot; a model that uses drivers is predicted here, one stream at a time, with its
         driver values. Each stream's forecast is the one its model's own ``predict`` gives.
 
+        One stream's failure costs only its own forecast (:func:`~mlma.models.predict_fleet_isolated`): a
+        fleet-wide call that raises is repeated stream by stream, a forecast with NaN or infinite values
+        or of the wrong length counts as failed, and a shard that fails on the executor (a lost worker) is
+        forecast again in this process. With ``on_error="skip"`` a failed stream's row is NaN and the reason
+        is in :attr:`forecast_failures`; a failed forecast is not memoised.
+
         Raises
         ------
-        ForecastShardError
-            When a shard fails on the executor, naming its streams.
+        ForecastError
+            With ``on_error="raise"`` (default), when some stream's forecast failed, naming the streams.
         """
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         future = self.fleet.tick_timestamps(target_tick)
         window = context_ticks if context_ticks is not None else self.train_window_ticks
         out = np.empty((len(keys), future.size))
+        errors: dict[int, str] = {}
         fleetwide: list[int] = []
         for i, key in enumerate(keys):
             cached = self._predictions.get((key, target_tick))
             if cached is not None:
                 out[i] = cached
             elif self.wants_drivers and model_uses_drivers(self._models[key].model):
-                out[i] = self._predict_with_drivers(key, target_tick, window, future)
+                try:
+                    out[i] = self._predict_with_drivers(key, target_tick, window, future)
+                except Exception as exc:  # noqa: BLE001 - one stream's failure is recorded, the others go on
+                    out[i], errors[i] = np.nan, describe_error(exc)
             else:
                 fleetwide.append(i)
         if fleetwide:
             history = fleet_history(self.fleet, [keys[i].stream for i in fleetwide], target_tick, window)
             models = [self._models[keys[i]].model for i in fleetwide]
-            out[fleetwide] = self._predict_shards(models, history, [keys[i] for i in fleetwide])
+            out[fleetwide], shard_errors = self._predict_shards(models, history, [keys[i] for i in fleetwide])
+            errors |= {fleetwide[j]: text for j, text in shard_errors.items()}
         for i, key in enumerate(keys):
-            self._predictions[(key, target_tick)] = out[i]
+            if i in errors:
+                out[i] = np.nan
+                self.forecast_failures[(key, target_tick)] = errors[i]
+            else:
+                self._predictions[(key, target_tick)] = out[i]
+        if errors and on_error == "raise":
+            ids = [str(self.fleet.ids[keys[i].stream]) for i in sorted(errors)]
+            first = errors[min(errors)]
+            raise ForecastError(f"forecasting {len(ids)} of {len(keys)} stream(s) for tick {target_tick} failed; "
+                                f"streams: {_shown(ids)}; first error: {first}", stream_ids=ids)
         return out
 
     def _predict_with_drivers(self, key: ModelKey, target_tick: int, window: int | None,
@@ -833,10 +869,20 @@ class ModelService:
         if y_hat.shape != future.shape:
             raise ValueError(f"model for stream {self.fleet.ids[key.stream]!r} returned {y_hat.shape[0]} "
                              f"forecasts for {future.shape[0]} timestamps")
+        if not np.isfinite(y_hat).all():
+            raise ValueError(f"{type(model).__name__} returned {int((~np.isfinite(y_hat)).sum())} non-finite "
+                             f"value(s) in {y_hat.size} forecasts")
         return y_hat
 
-    def _predict_shards(self, models: list, history: FleetHistory, keys: list[ModelKey]) -> np.ndarray:
-        """Fleet-wide forecasts of ``models``, in shards: on the executor when it has several slots."""
+    def _predict_shards(self, models: list, history: FleetHistory,
+                        keys: list[ModelKey]) -> tuple[np.ndarray, dict[int, str]]:
+        """Fleet-wide forecasts of ``models``, in shards (on the executor when it has several slots), with
+        the reason by row for the streams whose forecast failed.
+
+        Inside a shard each stream's failure is its own (:func:`predict_fleet_isolated`). A shard that fails
+        as a whole on the executor (a lost worker, a model that cannot be sent there) is forecast again in
+        this process, so that the tick does not depend on the cluster's health; a warning names its streams.
+        """
         slots = _slots(self.executor)
         parallel = self.shard_forecasts and slots > 1 and len(models) >= max(self.parallel_threshold, slots)
         executor = self.executor if parallel else self._inline
@@ -845,19 +891,28 @@ class ModelService:
         for shard in shards:
             part = history if len(shard) == len(models) else history.take(shard)
             futures.append(executor.submit(_predict_shard, [models[i] for i in shard], part))
-        out = np.empty((len(models), history.future.size))
+        out = np.full((len(models), history.future.size), np.nan)
+        errors: dict[int, str] = {}
         for shard, future in zip(shards, futures):
+            part = history if len(shard) == len(models) else history.take(shard)
             try:
-                out[shard] = future.result()
-            except Exception as exc:
+                values, shard_errors = future.result()
+            except Exception as exc:  # noqa: BLE001 - the shard as a whole: forecast it here instead
                 ids = [str(self.fleet.ids[keys[i].stream]) for i in shard]
-                shown = ", ".join(ids[:20]) + (f" and {len(ids) - 20} more" if len(ids) > 20 else "")
-                raise ForecastShardError(
-                    f"forecasting a shard of {len(ids)} stream(s) on {type(executor).__name__} failed with "
-                    f"{type(exc).__name__}: {exc}; streams: {shown}", stream_ids=ids) from exc
-        return out
+                warnings.warn(f"forecasting a shard of {len(ids)} stream(s) on {type(executor).__name__} failed "
+                              f"with {describe_error(exc)}; forecasting them in this process. Streams: "
+                              f"{_shown(ids)}", RuntimeWarning, stacklevel=4)
+                try:
+                    values, shard_errors = _predict_shard([models[i] for i in shard], part)
+                except Exception as again:  # noqa: BLE001 - nothing left to try: the shard's streams fail
+                    values = np.full((len(shard), history.future.size), np.nan)
+                    shard_errors = {j: describe_error(again) for j in range(len(shard))}
+            out[shard] = values
+            errors |= {shard[j]: text for j, text in shard_errors.items()}
+        return out, errors
 
     def forget(self, keep: set[ModelKey], tick: int) -> None:
         """Drop models no agent uses any more and predictions for past ticks, to bound memory."""
         self._models = {k: v for k, v in self._models.items() if k in keep or k.end_tick >= tick - 1}
         self._predictions = {k: v for k, v in self._predictions.items() if k[1] > tick}
+        self.forecast_failures = {k: v for k, v in self.forecast_failures.items() if k[1] > tick}

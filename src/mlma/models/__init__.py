@@ -28,6 +28,7 @@ from mlma.models.base import (
     model_uses_drivers,
     predict_each,
     predict_fleet,
+    predict_fleet_isolated,
 )
 from mlma.models.factory import (
     FitOutcome,
@@ -70,6 +71,7 @@ __all__ = [
     "FleetForecaster",
     "FleetHistory",
     "predict_fleet",
+    "predict_fleet_isolated",
     "predict_each",
     "FitOutcome",
     "import_object",

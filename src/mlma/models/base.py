@@ -27,6 +27,7 @@ __all__ = [
     "model_uses_drivers",
     "predict_each",
     "predict_fleet",
+    "predict_fleet_isolated",
     "InsufficientDataError",
     "default_season_length",
     "as_datetime_array",
@@ -410,7 +411,8 @@ def predict_each(models: list, history: FleetHistory) -> np.ndarray:
 
 def predict_fleet(models: list, history: FleetHistory) -> np.ndarray:
     """Forecast every stream of ``history`` with ``models[i]``: one :meth:`BaseForecaster.predict_many` call
-    per model class (models of other classes than :class:`BaseForecaster`'s go one by one).
+    per model class (models of other classes than :class:`BaseForecaster`'s go one by one). Any failure
+    raises; :func:`predict_fleet_isolated` keeps one stream's failure from costing the others.
 
     Examples
     --------
@@ -426,21 +428,87 @@ def predict_fleet(models: list, history: FleetHistory) -> np.ndarray:
     if len(models) != history.n_streams:
         raise ValueError(f"{len(models)} models for {history.n_streams} streams' histories")
     out = np.empty((len(models), history.future.size))
+    for cls, members in _class_groups(models).items():
+        part = history if len(members) == history.n_streams else history.take(members)
+        out[members] = _predict_class(cls, [models[i] for i in members], part)
+    return out
+
+
+def predict_fleet_isolated(models: list, history: FleetHistory) -> tuple[np.ndarray, dict[int, str]]:
+    """:func:`predict_fleet` where one stream's failure costs only that stream's forecast.
+
+    Returns the ``(len(models), len(history.future))`` forecasts and, by row, why a stream has none (its
+    row is NaN). A class's fleet-wide call that raises or returns the wrong shape is not trusted for any of
+    its streams: each is asked again alone (the same class's ``predict_many`` on that one stream, which
+    must give what the fleet-wide call gives), so that only the streams whose own forecast fails lose it. A
+    forecast with a NaN or infinite value, or of the wrong length, counts as failed: nothing downstream
+    (scoring, the store) is handed a forecast the model did not really make.
+
+    Examples
+    --------
+    >>> from mlma.models import SeasonalNaive
+    >>> class Broken(SeasonalNaive):
+    ...     def predict(self, ds, y, future_ds, X=None, future_X=None):
+    ...         if y[0] < 0:
+    ...             raise RuntimeError("cannot forecast a negative start")
+    ...         return super().predict(ds, y, future_ds, X, future_X)
+    ...     predict_many = classmethod(lambda cls, models, history: predict_each(models, history))
+    >>> ctx = ForecastContext("h", season_length=2, horizon=2)
+    >>> ds = np.arange("2024-01-01T00", "2024-01-01T04", dtype="datetime64[h]").astype("datetime64[ns]")
+    >>> good, bad = np.array([1.0, 2.0, 3.0, 4.0]), np.array([-1.0, 2.0, 3.0, 4.0])
+    >>> history = FleetHistory.from_histories([(ds, good), (ds, bad)], ds[-1] + np.array([1, 2], "timedelta64[h]"), "h")
+    >>> y_hat, errors = predict_fleet_isolated([Broken(ctx).fit(ds, good), Broken(ctx).fit(ds, good)], history)
+    >>> y_hat.tolist(), errors
+    ([[3.0, 4.0], [nan, nan]], {1: 'RuntimeError: cannot forecast a negative start'})
+    """
+    if len(models) != history.n_streams:
+        raise ValueError(f"{len(models)} models for {history.n_streams} streams' histories")
+    out = np.full((len(models), history.future.size), np.nan)
+    errors: dict[int, str] = {}
+    for cls, members in _class_groups(models).items():
+        part = history if len(members) == history.n_streams else history.take(members)
+        try:
+            out[members] = _predict_class(cls, [models[i] for i in members], part)
+            continue
+        except Exception:  # noqa: BLE001 - the fleet-wide call failed: find the streams that fail alone
+            pass
+        for j, i in enumerate(members):
+            try:
+                out[i] = _predict_class(cls, [models[i]], part.take([j]))[0]
+            except Exception as exc:  # noqa: BLE001 - recorded for the stream; the others go on
+                errors[i] = describe_error(exc)
+    for i in np.flatnonzero(~np.isfinite(out).all(axis=1)).tolist():
+        if i not in errors:
+            bad = out[i][~np.isfinite(out[i])]
+            errors[i] = (f"{type(models[i]).__name__} returned {bad.size} non-finite value(s) "
+                         f"({', '.join(sorted({str(v) for v in bad}))}) in {out.shape[1]} forecasts")
+        out[i] = np.nan
+    return out, errors
+
+
+def _class_groups(models: list) -> dict[type, list[int]]:
     groups: dict[type, list[int]] = {}
     for i, model in enumerate(models):
         groups.setdefault(type(model), []).append(i)
-    for cls, members in groups.items():
-        part = history if len(members) == history.n_streams else history.take(members)
-        chosen = [models[i] for i in members]
-        if issubclass(cls, BaseForecaster):
-            y_hat = np.asarray(cls.predict_many(chosen, part), dtype=np.float64)
-        else:
-            y_hat = predict_each(chosen, part)
-        if y_hat.shape != (len(members), history.future.size):
-            raise ValueError(f"{cls.__name__}.predict_many returned shape {y_hat.shape} for {len(members)} streams "
-                             f"and {history.future.size} timestamps")
-        out[members] = y_hat
-    return out
+    return groups
+
+
+def _predict_class(cls: type, models: list, history: FleetHistory) -> np.ndarray:
+    """One fleet-wide call of ``cls`` for ``models`` (all of that class), its shape checked."""
+    if issubclass(cls, BaseForecaster):
+        y_hat = np.asarray(cls.predict_many(models, history), dtype=np.float64)
+    else:
+        y_hat = predict_each(models, history)
+    if y_hat.shape != (len(models), history.future.size):
+        raise ValueError(f"{cls.__name__}.predict_many returned shape {y_hat.shape} for {len(models)} streams "
+                         f"and {history.future.size} timestamps")
+    return y_hat
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line on why a forecast failed: the exception's type and the first line of its message."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def model_uses_drivers(model) -> bool:

@@ -288,6 +288,8 @@ class TickSummary:
     rejected: int = 0
     initial_fits: int = 0
     fit_failures: int = 0
+    #: Models whose forecast failed this tick (the stream has no forecast, or the challenger was rejected).
+    forecast_failures: int = 0
     #: Seconds spent fitting (re-trainings and first fits), summed over streams.
     compute_seconds: float = 0.0
     #: Fleet mean loss of the tick's scored timestamps (None: nothing was scored).
@@ -308,7 +310,8 @@ class TickSummary:
     #: is due without the clock (None: written by an mlma that did not record it).
     next_tick: Mapping[str, Any] | None = None
 
-    _COUNTS = ("n_streams", "retrains", "promoted", "rejected", "initial_fits", "fit_failures", "escalations",
+    _COUNTS = ("n_streams", "retrains", "promoted", "rejected", "initial_fits", "fit_failures", "forecast_failures",
+               "escalations",
                "escalations_resolved", "awaiting_approval", "pinned")
 
     def __post_init__(self) -> None:
