@@ -10,7 +10,7 @@ import pytest
 from scipy import signal
 
 from mlma.agent import Agent, AgentSettings
-from mlma.mlma_policy import MLMAPolicy
+from mlma.mlma_policy import MLMAPolicy, stream_slots
 from mlma.monitor.bias import bias_shift_test
 from mlma.monitor.gain import GainModel, decision_features, realised_gain
 from mlma.policy import Policy, TickObservation, Verdict
@@ -235,11 +235,16 @@ def test_the_schedule_backbone_spends_the_budget_as_a_staggered_schedule_served_
     """``budget=0.1`` with the schedule backbone: every stream is refreshed every 10 ticks at its own phase
     (about a tenth of the fleet per tick, never the fleet at once), the refreshes are served at once
     (``serve_at_once``), and a model re-trained in between (a promoted trigger) moves its stream's next
-    refresh to 10 ticks after it, so the count does not grow."""
+    refresh to 10 ticks after it, so the count does not grow. Phases come from the streams' ids (a hash),
+    so a tick's count is binomial around n / period."""
     n, period = 100, 10
     policy = MLMAPolicy(budget=0.1)
     policy.reset(n, STEPS, STEPS)
+    policy.identify_streams([f"zone-{s}" for s in range(n)])
     policy.on_new_model(np.arange(n), -1)
+    phase = np.floor(stream_slots([f"zone-{s}" for s in range(n)]) * period).astype(int)
+    tracked = int(np.flatnonzero(phase == 0)[0])  # a stream of phase 0
+    sd = np.sqrt(n / period * (1 - 1 / period))
     rng = np.random.default_rng(2)
     fitted = np.full(n, -1)
     per_stream = np.zeros(n, dtype=int)
@@ -251,17 +256,19 @@ def test_the_schedule_backbone_spends_the_budget_as_a_staggered_schedule_served_
         # Every scheduled refresh is served at once; without change the tests add (almost) nothing.
         np.testing.assert_array_equal(d.serve_at_once, scheduled)
         assert d.retrain.sum() - scheduled.sum() <= 1
-        # Golden-ratio phases: each tick holds n / period streams, give or take two.
-        assert period - 2 <= scheduled.sum() <= period + 2, (t, scheduled.sum())
-        if scheduled[0]:
+        # Each tick holds the streams of its phase: n / period, within four binomial standard deviations.
+        others = np.arange(n) != tracked
+        np.testing.assert_array_equal(scheduled[others], (phase == t % period)[others])
+        assert abs(scheduled.sum() - n / period) <= 4 * sd, (t, scheduled.sum())
+        if scheduled[tracked]:
             refreshed_at.append(t)
         new = scheduled.copy()
         if t == early:
-            new[0] = True
+            new[tracked] = True
         fitted[new] = t
         per_stream += scheduled
         policy.on_new_model(np.flatnonzero(new), t)
-    # Three periods: every stream refreshed three times (stream 0: its slot moved once, by the trigger).
-    assert (per_stream[1:] == 3).all(), np.bincount(per_stream)
-    # Stream 0 has phase 0: refreshed at tick 0, re-trained at tick 4, then due 10 ticks after that.
+    # Three periods: every stream refreshed three times (the tracked one: its slot moved once, by the trigger).
+    assert (np.delete(per_stream, tracked) == 3).all(), np.bincount(per_stream)
+    # The tracked stream has phase 0: refreshed at tick 0, re-trained at tick 4, then due 10 ticks after that.
     assert refreshed_at == [0, early + period, early + 2 * period]

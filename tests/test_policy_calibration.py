@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from mlma.mlma_policy import MLMAPolicy
+from mlma.mlma_policy import MLMAPolicy, stream_slots
 from mlma.policy import TickObservation
 
 STEPS = 24
@@ -199,16 +199,17 @@ def test_tests_only_policy_with_bh_retrains_rarely_under_no_change(alpha):
     assert rate + 1 / policy.max_age <= 0.005, rate
     first, second = triggered[:100].mean(), triggered[100:].mean()
     assert second <= first + 2 * binomial_tolerance(max(rate, 1e-3), n * 100)
-    # Only the first round's staggered streams (stream s first due at age 365 - s % 182; ages here reach 200)
-    # can have met the backstop, each at most once.
+    # Only the first round's staggered streams (first due at age 365 - its phase in [0, 182), from its identity;
+    # ages here reach 200) can have met the backstop, each at most once.
     assert backstop.sum(axis=0).max() <= 1
-    assert not backstop[:, np.arange(n) % 182 < 365 - ticks].any()
+    assert not backstop[:, stream_slots(range(n)) * 182 // 1 < 365 - ticks].any()
 
 
 def test_the_age_backstop_is_staggered_and_bounds_every_model_age():
     """40 streams launched together, max_age 10, challengers that always lose: the first backstops are spread
-    over the second half of the backstop age (8 streams a tick over five ticks, not 40 at once), and
-    afterwards each stream keeps its phase; no model serves more than 10 ticks."""
+    over the second half of the backstop age (over five ticks by each stream's phase, from its identity: a
+    hash, so about 8 a tick, not 40 at once), and afterwards each stream keeps its phase; no model serves
+    more than 10 ticks."""
     rng = np.random.default_rng(2)
     n, ticks = 40, 60
     errors = simulate_errors(n, ticks, 0.5, 4, rng)
@@ -218,11 +219,14 @@ def test_the_age_backstop_is_staggered_and_bounds_every_model_age():
     _, _, _, fitted = drive(policy, errors, rng, challenger_errors=10 * errors + 10, at_once=at_once)
     backstop = np.array(at_once)
     per_tick = backstop.sum(axis=1)
-    assert per_tick.max() == 8 and per_tick.sum() == n * ticks // 10, per_tick
-    # Each stream's backstops are exactly 10 ticks apart, the first one at age 10 - s % 5 (fitted at -1).
+    phase = (stream_slots(range(n)) * 5 // 1).astype(int)
+    # Binomial counts per phase (n / 5 = 8, sd 2.5): within four standard deviations, never the fleet at once.
+    np.testing.assert_array_equal(per_tick[:10], np.bincount(9 - phase, minlength=10))
+    assert per_tick.max() <= 8 + 4 * np.sqrt(n * 0.2 * 0.8) < n and per_tick.sum() == n * ticks // 10, per_tick
+    # Each stream's backstops are exactly 10 ticks apart, the first one at age 10 - its phase (fitted at -1).
     for s in range(n):
         served = np.flatnonzero(backstop[:, s])
-        assert served[0] == 9 - s % 5 and np.all(np.diff(served) == 10), (s, served)
+        assert served[0] == 9 - phase[s] and np.all(np.diff(served) == 10), (s, served)
         ages.append(np.diff(np.concatenate([[-1], served, [ticks]])).max())
     assert max(ages) <= 10
 
@@ -236,7 +240,9 @@ def test_the_age_backstop_serves_at_once_even_when_every_other_retraining_is_che
     _, _, _, fitted = drive(MLMAPolicy(max_age=10, challenge="all"), errors, rng,
                             challenger_errors=10 * errors + 10, at_once=at_once)
     served = np.array(at_once)
-    assert served.sum(axis=0).tolist() == [3, 3, 3] and fitted.tolist() == [29, 28, 27], (served.sum(0), fitted)
+    phase = (stream_slots(range(3)) * 5 // 1).astype(int)  # first backstop at age 10 - phase, then every 10
+    assert served.sum(axis=0).tolist() == [3, 3, 3] and fitted.tolist() == (29 - phase).tolist(), (served.sum(0),
+                                                                                                 fitted)
 
 
 def test_a_stream_whose_challengers_always_lose_is_refreshed_at_the_backstop_age():
@@ -260,12 +266,14 @@ def test_a_stream_whose_challengers_always_lose_is_refreshed_at_the_backstop_age
         if not max_age:
             assert len(served) == 0 and fitted[0] == -1 and len(checked) >= 3, (served, checked)
             continue
-        # Every new model came from the backstop (the challengers all lost), first at age 365 (fitted at -1).
-        assert list(served) == [364, 729], served
+        # Every new model came from the backstop (the challengers all lost): first at its staggered turn,
+        # age 365 - phase (fitted at -1), then at age 365.
+        phase = int(stream_slots([0])[0] * 182)
+        assert list(served) == [364 - phase, 729 - phase], served
         assert len(checked) >= 3, checked  # triggers fired and their challengers lost
-        assert fitted[0] == 729
-        for t in served:
-            assert reasons[t][0].startswith("age backstop: model 365 ticks old"), reasons[t][0]
+        assert fitted[0] == 729 - phase
+        assert reasons[served[0]][0].startswith(f"age backstop: model {365 - phase} ticks old"), reasons[served[0]][0]
+        assert reasons[served[1]][0].startswith("age backstop: model 365 ticks old"), reasons[served[1]][0]
 
 
 def detection(factor: float, share: float, phi: float, t_df: float | None, *, delta: float = 0.1,

@@ -239,6 +239,8 @@ class Agent:
         # re-trainings lost fleet-wide, already escalated.
         self.fleet_losing = np.zeros(1, dtype=bool)
         policy.reset(n, season_length, self.fleet.steps_in_tick(self.fleet.tick_base))
+        # Schedules follow the stream's identity, not its index, which differs between backtest and live.
+        policy.identify_streams(self.fleet.ids)
 
     # -- state ----------------------------------------------------------------------------------------------
     #: The agent's own per-stream arrays (the policy has its own, see Policy.STATE).

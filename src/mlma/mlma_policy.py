@@ -27,6 +27,13 @@ judgement would otherwise serve for years (vic-elec's first model served all 1,0
 backstop is staggered by stream over the second half of ``max_age``, so that a fleet launched together is not
 re-trained at once and no model is refreshed younger than half the backstop age.
 
+Every stagger (the budget schedule's phase, the refresh's and the backstop's first offset) comes from the
+stream's **identity**, its ``unique_id`` (:func:`stream_slots`, a hash), never from its index: the backtest
+numbers streams in sorted order and a live store in the order they arrived, so an index-based phase scheduled
+a zone launched later at other ticks live than in the backtest, and the replay differed. Hashing spreads the
+phases evenly in expectation but not exactly: a tick's share of the schedule varies as a binomial count
+(with 40 streams and a period of 10, about 4 +- 2 a tick).
+
 Per stream the policy keeps a **reference**: the loss batches of the serving version's first ticks (the stream
 is *warming up* until there are ``warmup_ticks`` of them), rolled forward as later ticks finish a probation of
 ``probation_ticks``. Admission does not depend on test outcomes (a reference that admits only ticks that
@@ -41,6 +48,7 @@ triggering (``repeat_limit`` triggers within ``repeat_window`` ticks), a stream 
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import math
 import numbers
@@ -52,11 +60,26 @@ from mlma.monitor import degradation_test, fdr_control
 from mlma.monitor.bias import bias_shift_test
 from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
 from mlma.monitor.gain import GainModel, decision_features
-from mlma.policy import Decision, PeriodicRetrain, Policy, TickObservation, Verdict
+from mlma.policy import Decision, Policy, TickObservation, Verdict
 from mlma.quality import check_batch
 
 #: The test needs at least this many reference blocks (ticks); see :func:`mlma.monitor.degradation_test`.
 MIN_REFERENCE_TICKS = 4
+
+
+def stream_slots(ids) -> np.ndarray:
+    """Each stream's fixed place in ``[0, 1)``, from its identity (``unique_id``) alone: the first 8 bytes
+    of its BLAKE2b hash (53 bits, exact in a float). The same in every run, process and store, whatever the stream's index; a phase in a
+    period of ``p`` ticks is ``floor(slot * p)``.
+
+    >>> stream_slots(["zone-1", "zone-2"]).round(4).tolist() == stream_slots(["zone-2", "zone-1"])[::-1].round(4).tolist()
+    True
+    >>> bool(((stream_slots(range(1000)) * 10) // 1 == 3).sum() in range(70, 131))  # about a tenth per phase
+    True
+    """
+    out = np.array([int.from_bytes(hashlib.blake2b(str(u).encode(), digest_size=8).digest(), "big") >> 11
+                    for u in ids], dtype=np.float64)
+    return out / 2.0 ** 53
 
 #: Prior coefficients of the gain model (see :data:`mlma.monitor.gain.FEATURES`): a model at refresh age
 #: gains about 2 %, strong evidence of degradation or bias about 10 % more.
@@ -89,7 +112,8 @@ class MLMAPolicy(Policy):
     budget
         Re-trainings per tick: a whole number >= 1, or a share of the streams with a model in (0, 1). With
         ``backbone="schedule"`` it is spent as a staggered schedule: each stream refreshed every
-        ``1 / budget`` ticks (``n / budget`` for a number) at its own phase and served at once, triggers with
+        ``1 / budget`` ticks (``n / budget`` for a number) at its own phase (``floor(slot * period)``, from
+        its identity: :func:`stream_slots`, the same in a backtest and live) and served at once, triggers with
         an expected gain of at least ``min_gain`` added as challengers. With ``backbone="gain"`` it goes to
         the highest expected gains among streams whose expected gain is at least ``min_gain`` or whose tests
         triggered. ``None`` (default): no budget; every trigger (and every due refresh) re-trains.
@@ -133,9 +157,9 @@ class MLMAPolicy(Policy):
         monitoring clock of sub-daily data); chosen by reasoning, not tuned: it costs at most
         ``1 / max_age`` = 0.0027 re-trainings per stream-tick, within the no-change target of 0.005. On
         coarser clocks it is longer in calendar time (a tick of daily data is a week). The first backstop of
-        each stream is staggered over the second half of ``max_age`` (stream ``s`` at age
-        ``max_age - s % (max_age // 2)``), so that a fleet launched together is re-trained a few streams a
-        tick; each stream keeps its phase afterwards.
+        each stream is staggered over the second half of ``max_age`` (at age ``max_age - floor(slot *
+        (max_age // 2))``, ``slot`` in [0, 1) from the stream's identity, :func:`stream_slots`), so that a
+        fleet launched together is re-trained a few streams a tick; each stream keeps its phase afterwards.
     """
 
     name = "mlma"
@@ -453,7 +477,7 @@ class MLMAPolicy(Policy):
             # The first version of every stream starts at the same tick: stagger its first refresh over one
             # interval so that the fleet is not re-trained at once.
             first = self.ref_version <= 1
-            offset = np.where(first, np.arange(n) % interval, 0)
+            offset = np.where(first, self._stagger(n, interval), 0)
             due = eligible & (age >= interval - offset)
         else:
             due = np.zeros(n, dtype=bool)
@@ -464,7 +488,7 @@ class MLMAPolicy(Policy):
             self._period = interval
         elif self.backbone == "schedule":
             period = self.schedule_period(int(obs.has_model.sum()))
-            on_phase = PeriodicRetrain(every=period).phase(n) == k % period
+            on_phase = self._stagger(n, period) == k % period
             # Each stream is refreshed every `period` ticks at its own phase, served at once as a schedule
             # serves its fits; a model re-trained earlier (a trigger) is next due `period` ticks after it,
             # so a trigger moves the stream's slot instead of adding to the count.
@@ -486,7 +510,7 @@ class MLMAPolicy(Policy):
         # both), only for clean data to train on.
         backstop = np.zeros(n, dtype=bool)
         if self.max_age > 0:
-            offset = np.where(self.ref_version <= 1, self._backstop_stagger(n), 0)
+            offset = np.where(self.ref_version <= 1, self._stagger(n, max(1, self.max_age // 2)), 0)
             backstop = (has_batch & ~suspect & ~abnormal & obs.has_model & ~scheduled
                         & (age >= self.max_age - offset))
             chosen = chosen | backstop
@@ -519,14 +543,23 @@ class MLMAPolicy(Policy):
         decision.escalations = escalations
         return decision
 
-    def _backstop_stagger(self, n: int) -> np.ndarray:
-        """How many ticks before ``max_age`` each stream's first backstop comes: spread over the second half
-        of ``max_age``, so that the fleet is not re-trained at once and no young model is refreshed.
+    def identify_streams(self, ids) -> None:
+        self._slots = stream_slots(ids)
 
-        >>> MLMAPolicy(max_age=10)._backstop_stagger(7)
-        array([0, 1, 2, 3, 4, 0, 1])
+    def _stagger(self, n: int, period: int) -> np.ndarray:
+        """Each of the ``n`` streams' phase in ``[0, period)``, from its identity (:func:`stream_slots`): the
+        budget schedule's phase, the refresh's first offset, how many ticks before ``max_age`` the first
+        backstop comes. Streams the agent did not identify (a policy used alone) are identified by index.
+
+        >>> policy = MLMAPolicy()
+        >>> policy.identify_streams(["b", "a"])
+        >>> policy._stagger(2, 10).tolist() == [stream_slots(["b"])[0] * 10 // 1, stream_slots(["a"])[0] * 10 // 1]
+        True
         """
-        return np.arange(n) % max(1, self.max_age // 2)
+        slots = getattr(self, "_slots", np.zeros(0))
+        if len(slots) < n:
+            slots = np.concatenate([slots, stream_slots(range(len(slots), n))])
+        return np.floor(slots[:n] * period).astype(np.int64)
 
     def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected, scheduled=False,
                  backstop=False) -> str:

@@ -113,6 +113,12 @@ class Policy:
         """Make room for streams that appeared since :meth:`reset` (live operation)."""
         self.n_streams = n_streams
 
+    def identify_streams(self, ids) -> None:
+        """The streams' stable identities (their ``unique_id``), in index order; the agent gives them after
+        :meth:`reset`. A stream's index depends on the run (a backtest sorts the ids, a live store numbers
+        streams as they arrive), its identity does not: a policy that schedules streams (a phase, a stagger)
+        uses the identity, so that the backtest and live operation schedule each stream alike."""
+
     def on_new_model(self, streams: np.ndarray, tick: int) -> None:
         """Called after a new model version starts serving on ``streams`` (promotion or first fit)."""
 
