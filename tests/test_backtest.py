@@ -289,15 +289,21 @@ def test_a_tick_report_names_every_model_the_tick_fitted_and_every_challenger_ve
 
 def test_a_budget_spent_as_a_schedule_re_trains_like_the_staggered_schedule_and_serves_at_once():
     """MLMA with a budget of one re-training per tick over three streams is a staggered ``periodic:3``:
-    the same streams at the same ticks (its tests cannot fire: each new model warms up first), every fit
-    served at once rather than judged as a challenger."""
+    each stream every third tick (its tests cannot fire: each new model warms up first), at its own phase,
+    which comes from its id (:func:`mlma.mlma_policy.stream_slots`) rather than its index, every fit served
+    at once rather than judged as a challenger."""
     frame = hourly_frame(n_streams=3, days=16)
     config = BacktestConfig(policies=["periodic:3", "mlma:budget=1"], model="ridge", initial_ticks=10,
                             sample_streams=1)
     result = run_backtest(frame, config)
     logs = {policy: log.groupby("unique_id")["tick"].apply(sorted).to_dict()
             for policy, log in result.retrain_log.groupby("policy")}
-    assert logs["mlma:budget=1"] == logs["periodic:3"] == {"s0": [12, 15], "s1": [10, 13], "s2": [12, 15]}
+    assert logs["periodic:3"] == {"s0": [12, 15], "s1": [10, 13], "s2": [12, 15]}
+    from mlma.mlma_policy import stream_slots
+
+    phase = {u: int(slot * 3) for u, slot in zip(["s0", "s1", "s2"], stream_slots(["s0", "s1", "s2"]))}
+    first = {u: next(t for t in (10, 11, 12) if t % 3 == phase[u]) for u in phase}
+    assert logs["mlma:budget=1"] == {u: [t, t + 3] for u, t in first.items()}
     mlma = result.retrain_log[result.retrain_log.policy == "mlma:budget=1"]
     assert mlma["reason"].str.startswith("schedule:").all()
     summary = {row["policy"]: row for row in result.summary}
