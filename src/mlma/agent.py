@@ -670,7 +670,8 @@ class Agent:
         """Forecast tick ``k + 1`` from each live stream's champion; returns the streams whose forecast failed.
 
         One stream's failure never stops the others (:meth:`ModelService.predict_many`): a stream whose
-        champion raises, or returns NaN, infinite values or the wrong length, gets no forecast for tick
+        champion raises, or returns infinite values, the wrong length or NaN from a history that holds values
+        (:func:`mlma.models.base.non_finite_forecast`), gets no forecast for tick
         ``k + 1`` (nothing is scored or written for it) and is tried again at the next tick. The first
         failure of a model is escalated (``forecast-failed``, severity 3, naming the model and the error);
         repeats of the same model are not, and the escalation clears once the stream forecasts again.

@@ -25,7 +25,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mlma.fleet import FleetData
-from mlma.models.base import describe_error
+from mlma.models.base import describe_error, non_finite_forecast
 from mlma.models import (
     FleetHistory,
     ForecastContext,
@@ -814,7 +814,8 @@ class ModelService:
         fleet-wide call that raises is repeated stream by stream, a forecast with NaN or infinite values
         or of the wrong length counts as failed, and a shard that fails on the executor (a lost worker) is
         forecast again in this process. With ``on_error="skip"`` a failed stream's row is NaN and the reason
-        is in :attr:`forecast_failures`; a failed forecast is not memoised.
+        is in :attr:`forecast_failures`; a failed forecast is not memoised. A stream whose history holds no
+        value may get NaN (no forecast) without that counting as a failure.
 
         Raises
         ------
@@ -869,9 +870,9 @@ class ModelService:
         if y_hat.shape != future.shape:
             raise ValueError(f"model for stream {self.fleet.ids[key.stream]!r} returned {y_hat.shape[0]} "
                              f"forecasts for {future.shape[0]} timestamps")
-        if not np.isfinite(y_hat).all():
-            raise ValueError(f"{type(model).__name__} returned {int((~np.isfinite(y_hat)).sum())} non-finite "
-                             f"value(s) in {y_hat.size} forecasts")
+        problem = non_finite_forecast(y_hat, hist.y)
+        if problem is not None:
+            raise ValueError(f"{type(model).__name__} {problem}")
         return y_hat
 
     def _predict_shards(self, models: list, history: FleetHistory,

@@ -441,8 +441,9 @@ def predict_fleet_isolated(models: list, history: FleetHistory) -> tuple[np.ndar
     row is NaN). A class's fleet-wide call that raises or returns the wrong shape is not trusted for any of
     its streams: each is asked again alone (the same class's ``predict_many`` on that one stream, which
     must give what the fleet-wide call gives), so that only the streams whose own forecast fails lose it. A
-    forecast with a NaN or infinite value, or of the wrong length, counts as failed: nothing downstream
-    (scoring, the store) is handed a forecast the model did not really make.
+    forecast with an infinite value, of the wrong length, or with NaN although its history holds values
+    (:func:`non_finite_forecast`) counts as failed: nothing downstream (scoring, the store) is handed a
+    forecast the model did not really make.
 
     Examples
     --------
@@ -479,11 +480,29 @@ def predict_fleet_isolated(models: list, history: FleetHistory) -> tuple[np.ndar
                 errors[i] = describe_error(exc)
     for i in np.flatnonzero(~np.isfinite(out).all(axis=1)).tolist():
         if i not in errors:
-            bad = out[i][~np.isfinite(out[i])]
-            errors[i] = (f"{type(models[i]).__name__} returned {bad.size} non-finite value(s) "
-                         f"({', '.join(sorted({str(v) for v in bad}))}) in {out.shape[1]} forecasts")
+            problem = non_finite_forecast(out[i], history.stream(i)[1])
+            if problem is None:
+                continue  # NaN from a history without a value: nothing to forecast from, not a failure
+            errors[i] = f"{type(models[i]).__name__} {problem}"
         out[i] = np.nan
     return out, errors
+
+
+def non_finite_forecast(y_hat: np.ndarray, y: np.ndarray) -> str | None:
+    """What is wrong with a forecast's non-finite values, or None when nothing is: an infinite value always
+    is; NaN is, unless the history ``y`` the forecast was made from holds no value at all (a model may say
+    "no forecast" for a stream with nothing to forecast from; its row is left out, not escalated).
+
+    >>> non_finite_forecast(np.array([1.0, np.inf, np.nan]), np.array([2.0]))
+    'returned 2 non-finite value(s) (inf, nan) in 3 forecasts'
+    >>> non_finite_forecast(np.array([np.nan, np.nan]), np.array([np.nan])) is None
+    True
+    """
+    bad = y_hat[~np.isfinite(y_hat)]
+    if not bad.size or (not np.isinf(bad).any() and not np.isfinite(y).any()):
+        return None
+    return (f"returned {bad.size} non-finite value(s) ({', '.join(sorted({str(v) for v in bad}))}) in "
+            f"{y_hat.size} forecasts")
 
 
 def _class_groups(models: list) -> dict[type, list[int]]:
