@@ -350,3 +350,50 @@ def test_forecasts_and_retraining_decisions_on_the_cluster_equal_inline_ones(cli
     for inline, on_dask in zip(inline_decisions, dask_decisions):
         for a, b in zip(inline, on_dask):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+class ForecastFailingRidge(RidgeForecaster):
+    """Ridge whose forecasts raise for histories whose median exceeds ``fail_above`` (in ``predict`` and in
+    the fleet-wide call, which then fails for its whole shard): an error inside a shard on a worker."""
+
+    def __init__(self, ctx: ForecastContext, fail_above: float = np.inf, **options):
+        super().__init__(ctx, **options)
+        self.fail_above = fail_above
+
+    def predict(self, ds, y, future_ds, X=None, future_X=None):
+        if np.nanmedian(y) > self.fail_above:
+            raise RuntimeError("refusing to forecast the marked stream")
+        return super().predict(ds, y, future_ds, X, future_X)
+
+    @classmethod
+    def predict_many(cls, models, history):
+        for i, model in enumerate(models):
+            if np.nanmedian(history.stream(i)[1]) > model.fail_above:
+                raise RuntimeError("refusing to forecast the marked stream")
+        return super().predict_many(models, history)
+
+
+@needs_dask
+def test_a_forecast_failing_inside_a_shard_on_the_cluster_costs_only_its_stream(client):
+    """Forecasts in shards on two workers, one stream's model raising there: the tick goes on, every other
+    stream's forecast equals the inline one of the same models, and the failing stream is named."""
+    frame = simulate_platform(8, 17, seed=3).data
+    bad = sorted(frame["unique_id"].unique())[3]
+    frame.loc[frame["unique_id"] == bad, "y"] += 1e6
+    marked = FleetData(frame, "h", make_tick_grid(frame, "1D", freq="h").boundaries)
+    keys = [ModelKey(s, 12) for s in range(marked.n_streams)]
+    spec = ForecastFailingRidge(CTX, fail_above=5e5)
+    inline = ModelService(marked, spec, CTX, train_window_ticks=10)
+    inline.fit(keys)
+    expected = inline.predict_many(keys, 13, on_error="skip")
+    s_bad = int(np.flatnonzero(marked.ids == bad)[0])
+    assert set(k.stream for k, _ in inline.forecast_failures) == {s_bad}
+    with DaskExecutor(client) as executor:
+        service = ModelService(marked, spec, CTX, train_window_ticks=10, executor=executor, parallel_threshold=1)
+        service._models = dict(inline._models)
+        shards_before = client.run_on_scheduler(_predict_shard_tasks)
+        got = service.predict_many(keys, 13, on_error="skip")
+        assert client.run_on_scheduler(_predict_shard_tasks) - shards_before == 2  # forecast on the workers
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got[s_bad]).all() and np.isfinite(np.delete(got, s_bad, axis=0)).all()
+    assert service.forecast_failures == {(keys[s_bad], 13): "RuntimeError: refusing to forecast the marked stream"}
