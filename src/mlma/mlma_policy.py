@@ -72,9 +72,11 @@ def stream_slots(ids) -> np.ndarray:
     of its BLAKE2b hash (53 bits, exact in a float). The same in every run, process and store, whatever the stream's index; a phase in a
     period of ``p`` ticks is ``floor(slot * p)``.
 
-    >>> stream_slots(["zone-1", "zone-2"]).round(4).tolist() == stream_slots(["zone-2", "zone-1"])[::-1].round(4).tolist()
+    >>> a, b = stream_slots(["zone-1", "zone-2"]), stream_slots(["zone-2", "zone-1"])
+    >>> bool((a == b[::-1]).all())  # the identity decides, not the position
     True
-    >>> bool(((stream_slots(range(1000)) * 10) // 1 == 3).sum() in range(70, 131))  # about a tenth per phase
+    >>> # About a tenth per phase: 1000 x 0.1 = 100, sd 9.5; within three sd.
+    >>> bool(((stream_slots(range(1000)) * 10) // 1 == 3).sum() in range(71, 130))
     True
     """
     out = np.array([int.from_bytes(hashlib.blake2b(str(u).encode(), digest_size=8).digest(), "big") >> 11
@@ -553,7 +555,8 @@ class MLMAPolicy(Policy):
 
         >>> policy = MLMAPolicy()
         >>> policy.identify_streams(["b", "a"])
-        >>> policy._stagger(2, 10).tolist() == [stream_slots(["b"])[0] * 10 // 1, stream_slots(["a"])[0] * 10 // 1]
+        >>> expected = (stream_slots(["b", "a"]) * 10).astype(int)
+        >>> bool((policy._stagger(2, 10) == expected).all())
         True
         """
         slots = getattr(self, "_slots", np.zeros(0))

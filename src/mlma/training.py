@@ -25,7 +25,6 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from mlma.fleet import FleetData
-from mlma.models.base import describe_error, non_finite_forecast
 from mlma.models import (
     FleetHistory,
     ForecastContext,
@@ -34,6 +33,7 @@ from mlma.models import (
     model_uses_drivers,
     predict_fleet_isolated,
 )
+from mlma.models.base import describe_error, non_finite_forecast
 
 DEFAULT_PARALLEL_THRESHOLD = 32
 """Fewer missing fits than this run inline on a local pool: starting worker processes costs more."""
