@@ -293,3 +293,24 @@ def test_live_ticks_go_on_when_one_stream_cannot_be_forecast(tmp_path, frame, mo
     assert all(p["version"] >= 1 and p["slot"] == "champion" for p in audit["params"])
     assert "mlma_forecast_failures_total 3.0" in broken["metrics"]
     assert 'mlma_escalations' in broken["metrics"] and 'kind="forecast-failed"' in broken["metrics"]
+
+
+def test_a_challenger_that_cannot_forecast_in_shadow_is_rejected_and_escalated(fleet, frame, monkeypatch):
+    """A re-trained model in shadow whose forecast fails is rejected at once (it must not serve), with its own
+    escalation (severity 2), while the champion's failure to forecast is escalated separately."""
+    from mlma.agent import Controls
+
+    bad = int(np.flatnonzero(fleet.ids == bad_id(frame))[0])
+    force = np.arange(fleet.n_streams) == bad
+    issued, reports = run_agent(fleet, monkeypatch, "raise", 13, 14, "mlma",
+                                controls={12: Controls(force_retrain=force)})
+    by_tick = {r.tick: r for r in reports}
+    assert by_tick[12].challengers == [bad]
+    judged = by_tick[13]
+    assert set(judged.shadow_failed) == {bad} and judged.rejected[bad] and not judged.promoted[bad]
+    assert judged.checks[bad].result == "rejected"
+    assert set(judged.forecast_failed) == {bad}  # the champion failed too while the model failed
+    kinds = sorted((e.severity, e.message.split(" (")[0]) for e in judged.escalations if e.kind == "forecast-failed")
+    assert kinds == [(2, "the re-trained model"), (3, "the serving model")]
+    assert not by_tick[14].shadow_failed and not by_tick[14].forecast_failed
+    assert np.isfinite(issued[14 - 9][bad]).all()  # forecast again by the champion
