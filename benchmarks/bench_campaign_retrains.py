@@ -5,7 +5,11 @@ campaign of the stream's city (so that the flag could be learnt); and the MAE of
 
 Usage (docs/results-drivers.md)::
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_campaign_retrains.py 60 120 7 3   # zones days seed rate
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_campaign_retrains.py 60 120 7 3 [POLICY]
+    # zones days seed campaign-rate, policy spec (default "mlma", e.g. "mlma:loss=relative")
+
+"elsewhere" counts the re-trainings in all other scored stream-ticks (streams and days no campaign touched),
+the rate a campaign the model knows about should not exceed.
 
 The serving model of a stream-tick is taken to be the one fitted at the stream's last re-training before it
 (or the first model); a re-trained candidate that was not promoted is not told apart, so "seen" is an
@@ -23,6 +27,7 @@ from mlma.models import Drivers
 from mlma.simulate import simulate_platform
 
 zones, days, seed, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+POLICY = sys.argv[5] if len(sys.argv) > 5 else "mlma"
 WINDOW = 28
 sim = simulate_platform(zones, days, seed, drivers=True, campaign_rate=rate)
 data = sim.data
@@ -35,13 +40,14 @@ for r in camp.itertuples():
 out = {}
 for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",)))):
     t0 = time.time()
-    res = run_backtest(data, BacktestConfig(policies=["mlma"], model="ridge", executor="inline", drivers=drivers))
+    res = run_backtest(data, BacktestConfig(policies=[POLICY], model="ridge", executor="inline", drivers=drivers))
     first = int(res.config["first_scored_tick"]); n = int(res.config["n_ticks"])
     log = res.retrain_log
     re = {}
     for u, k in zip(log.unique_id, log.tick):
         re.setdefault(u, []).append(int(k))
     cells = {True: [0, 0], False: [0, 0]}   # seen -> [campaign stream-ticks, retrains]
+    scored_retrains = int(((log.tick >= first) & (log.tick < n)).sum())
     for u, sp in spans.items():
         ks = sorted(re.get(u, []))
         for t in range(first, n):
@@ -52,7 +58,11 @@ for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",))
             seen = any(a < fit_end and b > fit_end - WINDOW for a, b in sp)
             cells[seen][0] += 1
             cells[seen][1] += int(t in ks)
-    out[name] = {"seen": cells[True], "unseen": cells[False], "retrains": len(log), "mae": res.summary[0]["mae"],
+    touched = cells[True][0] + cells[False][0]
+    elsewhere = [data["unique_id"].nunique() * (n - first) - touched,
+                 scored_retrains - cells[True][1] - cells[False][1]]
+    out[name] = {"seen": cells[True], "unseen": cells[False], "elsewhere": elsewhere, "retrains": len(log),
+                 "mae": res.summary[0]["mae"],
                  "s": round(time.time() - t0)}
     print(name, out[name], flush=True)
 

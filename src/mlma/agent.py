@@ -324,6 +324,7 @@ class Agent:
             observed=observed,
             abnormal=fleet.abnormal_in_tick(k),
             errors=errors,
+            forecasts=forecasts,
         )
         decision = self.policy.decide(obs)
         escalations = list(decision.escalations)
@@ -469,8 +470,10 @@ class Agent:
         shadow_forecasts = self.service.predict_many([ModelKey(int(s), int(self.challenger[s])) for s in pending], k)
         for s, y_hat in zip(pending, shadow_forecasts):
             if np.isfinite(actuals[s]).any():
-                self.shadow[int(s)].append((self.policy.challenger_loss(actuals[s] - y_hat),
-                                            self.policy.challenger_loss(champion_errors[s])))
+                # Both on the serving model's forecasts as the common level (for a relative loss).
+                served = actuals[s] - champion_errors[s]
+                self.shadow[int(s)].append((self.policy.challenger_loss(actuals[s] - y_hat, served, int(s)),
+                                            self.policy.challenger_loss(champion_errors[s], served, int(s))))
         looked = np.array([len(self.shadow[int(s)]) > 0 for s in pending])
         pending = pending[looked]
         if not len(pending):
