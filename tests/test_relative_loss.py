@@ -173,3 +173,45 @@ def test_relative_loss_from_a_spec_and_a_clear_error_for_an_unknown_loss():
     assert policy.loss == "relative" and policy.name == "mlma:loss=relative"
     with pytest.raises(ValueError, match="loss must be one of 'absolute', 'squared', 'relative', got 'mape'"):
         MLMAPolicy(loss="mape")
+
+
+@pytest.mark.parametrize("spec", ["mlma:loss=relative", "mlma:loss=squared", "mlma"])
+def test_the_agent_reports_each_streams_loss_in_the_units_of_its_reference(spec):
+    """The tick report's stream loss and reference loss (the dashboard's loss chart and loss ratio) are
+    both in the policy's loss: their ratio is near 1 on simulated data. Before, the stream loss was always
+    the absolute error, hundreds of times the squared reference or a multiple of the relative one. The
+    served forecasts reach the policy (a relative loss from them is finite) and challengers are judged."""
+    import pandas as pd
+
+    from mlma.agent import Agent
+    from mlma.data import Frequency, make_tick_grid
+    from mlma.fleet import FleetData
+    from mlma.models import ForecastContext
+    from mlma.simulate import simulate_platform
+    from mlma.training import ModelService
+
+    frame = simulate_platform(12, 40, seed=5, event_rate=3).data
+    freq = Frequency("h")
+    fleet = FleetData(frame, freq.alias, make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"),
+                                                        freq=freq).boundaries)
+    service = ModelService(fleet, "ridge", ForecastContext(freq="h", season_length=24, horizon=24),
+                           train_window_ticks=14)
+    agent = Agent(make_policy(spec, alpha=0.2), service, season_length=24,
+                  scale=fleet.seasonal_naive_scale(24, before_tick=14))
+    reports = [agent.start(14)] + [agent.tick(k) for k in range(14, fleet.n_ticks)]
+    ratios = np.concatenate([r.stream_loss / r.reference_loss for r in reports[1:]])
+    ratios = ratios[np.isfinite(ratios)]
+    assert len(ratios) > 100 and 0.7 < np.median(ratios) < 1.5, np.median(ratios)
+    assert any(r.checks for r in reports)
+
+
+def test_the_project_file_sets_the_loss_and_rejects_an_unknown_one(tmp_path):
+    from mlma.project import ConfigError, load_config
+
+    (tmp_path / "mlma.toml").write_text('[monitor]\nloss = "relative"\n')
+    assert load_config(tmp_path).build_policy().loss == "relative"
+    (tmp_path / "mlma.toml").write_text('[agent]\npolicy = "mlma:loss=squared"\n[monitor]\nloss = "relative"\n')
+    assert load_config(tmp_path).build_policy().loss == "squared"  # the spec's own setting wins
+    (tmp_path / "mlma.toml").write_text('[monitor]\nloss = "mape"\n')
+    with pytest.raises(ConfigError, match=r"\[monitor\] loss must be absolute, squared, relative, got 'mape'"):
+        load_config(tmp_path)

@@ -402,7 +402,8 @@ class Agent:
                           self.awaiting != NO_MODEL, checks=checks,
                           failures_in_a_row={s: int(self.fit_failures[s]) for s in failed},
                           new_models=sorted(new_models, key=lambda m: m.stream), cleared=cleared,
-                          stream_loss=stream_mean_loss(losses), reference_loss=reference, flagged=flagged,
+                          stream_loss=(stream_mean_loss(losses) if decision.loss is None else decision.loss),
+                          reference_loss=reference, flagged=flagged,
                           serving=serving, issued=self.forecast)
 
     def _decide_approvals(self, k: int, controls: Controls, promoted: np.ndarray, rejected: np.ndarray) -> None:

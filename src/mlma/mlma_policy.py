@@ -449,6 +449,8 @@ class MLMAPolicy(Policy):
         decision = Decision.nothing(n, Verdict.OK)
         decision.p_value = np.full(n, np.nan)
         decision.effect = np.full(n, np.nan)
+        # In the reference's units, so that loss and reference compare (dashboards, loss ratio).
+        decision.loss = _mean_error(current, n)
         escalations: list[Escalation] = []
 
         has_batch = np.isfinite(current).any(axis=1) & obs.has_model

@@ -80,6 +80,9 @@ class Decision:
     #: Re-trainings to serve at once, without a challenger check (a scheduled refresh, as a schedule serves
     #: its fits); None: every re-training of a policy that checks challengers is checked.
     serve_at_once: np.ndarray | None = None
+    #: Each stream's mean loss of the tick in the policy's own loss, the units of its reference
+    #: (:meth:`Policy.reference_mean`); None: the mean absolute error.
+    loss: np.ndarray | None = None
 
     @classmethod
     def nothing(cls, n_streams: int, verdict: Verdict = Verdict.UNMONITORED) -> "Decision":
