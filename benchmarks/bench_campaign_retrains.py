@@ -80,4 +80,42 @@ ratios = np.array(ratios)
 ratios = ratios[np.isfinite(ratios)]
 out["oracle_ratio_median"] = float(np.median(ratios))
 out["oracle_share_above_margin"] = float((ratios > 1.05).mean())
+
+
+# The policy alone, on a perfect forecast (the simulator's true mean, which knows every campaign): the share
+# of campaign stream-ticks and of other stream-ticks whose tests trigger, per loss. Replayed tick by tick
+# without re-training (the reference keeps rolling), from day 14 (warm-up and reference first).
+def oracle_triggers(loss):
+    from mlma.mlma_policy import MLMAPolicy
+    from mlma.policy import TickObservation, Verdict
+
+    frame = oracle.assign(hour=oracle["ds"].dt.hour)
+    ids = sorted(frame["unique_id"].unique())
+    grid = pd.MultiIndex.from_product([ids, range(int(frame["day"].max()) + 1), range(24)])
+    cube = frame.set_index(["unique_id", "day", "hour"])[["y", "expected"]].reindex(grid)
+    y = cube["y"].to_numpy().reshape(len(ids), -1, 24)
+    f = cube["expected"].to_numpy().reshape(len(ids), -1, 24)
+    policy = MLMAPolicy(loss=loss)
+    policy.reset(len(ids), 24, 24)
+    hit = {True: [0, 0], False: [0, 0]}
+    for t in range(y.shape[1]):
+        e = y[:, t] - f[:, t]
+        d = policy.decide(TickObservation(t, actuals=y[:, t], losses=np.abs(e), scaled_losses=np.abs(e),
+                                          has_model=np.isfinite(f[:, t]).any(axis=1),
+                                          ticks_since_fit=np.full(len(ids), t),
+                                          observed=np.isfinite(y[:, t]).sum(axis=1), errors=e, forecasts=f[:, t]))
+        if t < 14:
+            continue
+        for i, u in enumerate(ids):
+            if not np.isfinite(e[i]).any():
+                continue
+            touched = any(a < t + 1 and b + 1 > t for a, b in spans.get(u, []))
+            hit[touched][0] += 1
+            hit[touched][1] += int(d.verdict[i] == Verdict.DEGRADED)
+    return {"campaign": hit[True], "elsewhere": hit[False]}
+
+
+for loss in ("absolute", "relative"):
+    out[f"oracle_triggers_{loss}"] = oracle_triggers(loss)
+    print(loss, out[f"oracle_triggers_{loss}"], flush=True)
 print(json.dumps({"zones": zones, "days": days, "seed": seed, "rate": rate, **out}))
