@@ -8,6 +8,10 @@ Usage (docs/results-drivers.md)::
     PYTHONPATH=src .venv/bin/python benchmarks/bench_campaign_retrains.py 60 120 7 3 [POLICY]
     # zones days seed campaign-rate, policy spec (default "mlma", e.g. "mlma:loss=relative")
 
+It also replays the policy alone (no re-training) over the simulator's true mean, a perfect forecast that
+knows every campaign, with the absolute and the relative loss, and counts triggers in campaign stream-ticks
+and elsewhere ("oracle_triggers_*").
+
 "elsewhere" counts the re-trainings in all other scored stream-ticks (streams and days no campaign touched),
 the rate a campaign the model knows about should not exceed.
 
