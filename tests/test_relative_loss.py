@@ -143,7 +143,13 @@ def test_relative_loss_policy_uses_its_floor_from_the_usual_level():
                           errors=errors.copy(), forecasts=np.zeros((2, STEPS)))
     losses, signed = policy._monitored_losses(obs)
     np.testing.assert_allclose(losses[0], 2.0)  # 1 / (0.1 x 5)
+    # No usual level yet: the floor comes from the tick's own actuals (mean 1), not 0 (which left a stream
+    # forecast at zero without any loss, so without a clean tick to learn its usual level from).
+    np.testing.assert_allclose(losses[1], 10.0)
+    obs.actuals = np.zeros((2, STEPS))
+    losses, signed = policy._monitored_losses(obs)
     assert np.isnan(losses[1]).all() and np.isnan(signed[1]).all()
+    obs.actuals = errors.copy()
     # Without forecasts the policy takes them from actuals - errors.
     obs.forecasts = None
     np.testing.assert_allclose(policy._monitored_losses(obs)[0][0], 2.0)

@@ -311,9 +311,17 @@ class MLMAPolicy(Policy):
         level = forecast_level(np.asarray(forecasts, dtype=np.float64).reshape(1, -1), floor)[0]
         return np.abs(errors) / level
 
-    def _floor(self, streams: np.ndarray) -> np.ndarray:
-        """The relative loss's floor of ``streams``: ``RELATIVE_FLOOR`` times their usual level (0 unknown)."""
-        return RELATIVE_FLOOR * np.nan_to_num(np.abs(self.typical_level[streams]), nan=0.0)
+    def _floor(self, streams: np.ndarray, actuals: np.ndarray | None = None) -> np.ndarray:
+        """The relative loss's floor of ``streams``: ``RELATIVE_FLOOR`` times their usual level; where that is
+        not known yet, times the level of the tick's own ``actuals`` (else 0). Without that fallback a stream
+        forecast at zero from its first tick would have no loss, so no clean tick to learn its level from."""
+        usual = np.abs(self.typical_level[streams])
+        if actuals is not None:
+            unknown = ~np.isfinite(usual)
+            if unknown.any():
+                usual = usual.copy()
+                usual[unknown] = _mean_error(np.abs(actuals[unknown]), int(unknown.sum()))
+        return RELATIVE_FLOOR * np.nan_to_num(usual, nan=0.0)
 
     def _monitored_losses(self, obs: TickObservation) -> tuple[np.ndarray, np.ndarray | None]:
         """The tick's losses in the policy's loss, and the signed errors in the same units (None unknown)."""
@@ -328,7 +336,7 @@ class MLMAPolicy(Policy):
             raise ValueError("loss='relative' needs the served forecasts (or the signed errors) in the "
                              "observation; this caller gives neither")
         # The floor comes from the usual level learnt before this tick, so the tick cannot lower its own.
-        level = forecast_level(forecasts, self._floor(np.arange(obs.n_streams)))[:, None]
+        level = forecast_level(forecasts, self._floor(np.arange(obs.n_streams), obs.actuals))[:, None]
         errors = None if obs.errors is None else obs.errors / level
         return obs.losses / level, errors
 
