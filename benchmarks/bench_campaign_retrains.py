@@ -5,7 +5,15 @@ campaign of the stream's city (so that the flag could be learnt); and the MAE of
 
 Usage (docs/results-drivers.md)::
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_campaign_retrains.py 60 120 7 3   # zones days seed rate
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_campaign_retrains.py 60 120 7 3 [POLICY]
+    # zones days seed campaign-rate, policy spec (default "mlma", e.g. "mlma:loss=relative")
+
+It also replays the policy alone (no re-training) over the simulator's true mean, a perfect forecast that
+knows every campaign, with the absolute and the relative loss, and counts triggers in campaign stream-ticks
+and elsewhere ("oracle_triggers_*").
+
+"elsewhere" counts the re-trainings in all other scored stream-ticks (streams and days no campaign touched),
+the rate a campaign the model knows about should not exceed.
 
 The serving model of a stream-tick is taken to be the one fitted at the stream's last re-training before it
 (or the first model); a re-trained candidate that was not promoted is not told apart, so "seen" is an
@@ -23,6 +31,7 @@ from mlma.models import Drivers
 from mlma.simulate import simulate_platform
 
 zones, days, seed, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+POLICY = sys.argv[5] if len(sys.argv) > 5 else "mlma"
 WINDOW = 28
 sim = simulate_platform(zones, days, seed, drivers=True, campaign_rate=rate)
 data = sim.data
@@ -35,13 +44,14 @@ for r in camp.itertuples():
 out = {}
 for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",)))):
     t0 = time.time()
-    res = run_backtest(data, BacktestConfig(policies=["mlma"], model="ridge", executor="inline", drivers=drivers))
+    res = run_backtest(data, BacktestConfig(policies=[POLICY], model="ridge", executor="inline", drivers=drivers))
     first = int(res.config["first_scored_tick"]); n = int(res.config["n_ticks"])
     log = res.retrain_log
     re = {}
     for u, k in zip(log.unique_id, log.tick):
         re.setdefault(u, []).append(int(k))
     cells = {True: [0, 0], False: [0, 0]}   # seen -> [campaign stream-ticks, retrains]
+    scored_retrains = int(((log.tick >= first) & (log.tick < n)).sum())
     for u, sp in spans.items():
         ks = sorted(re.get(u, []))
         for t in range(first, n):
@@ -52,7 +62,11 @@ for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",))
             seen = any(a < fit_end and b > fit_end - WINDOW for a, b in sp)
             cells[seen][0] += 1
             cells[seen][1] += int(t in ks)
-    out[name] = {"seen": cells[True], "unseen": cells[False], "retrains": len(log), "mae": res.summary[0]["mae"],
+    touched = cells[True][0] + cells[False][0]
+    elsewhere = [data["unique_id"].nunique() * (n - first) - touched,
+                 scored_retrains - cells[True][1] - cells[False][1]]
+    out[name] = {"seen": cells[True], "unseen": cells[False], "elsewhere": elsewhere, "retrains": len(log),
+                 "mae": res.summary[0]["mae"],
                  "s": round(time.time() - t0)}
     print(name, out[name], flush=True)
 
@@ -70,4 +84,42 @@ ratios = np.array(ratios)
 ratios = ratios[np.isfinite(ratios)]
 out["oracle_ratio_median"] = float(np.median(ratios))
 out["oracle_share_above_margin"] = float((ratios > 1.05).mean())
+
+
+# The policy alone, on a perfect forecast (the simulator's true mean, which knows every campaign): the share
+# of campaign stream-ticks and of other stream-ticks whose tests trigger, per loss. Replayed tick by tick
+# without re-training (the reference keeps rolling), from day 14 (warm-up and reference first).
+def oracle_triggers(loss):
+    from mlma.mlma_policy import MLMAPolicy
+    from mlma.policy import TickObservation, Verdict
+
+    frame = oracle.assign(hour=oracle["ds"].dt.hour)
+    ids = sorted(frame["unique_id"].unique())
+    grid = pd.MultiIndex.from_product([ids, range(int(frame["day"].max()) + 1), range(24)])
+    cube = frame.set_index(["unique_id", "day", "hour"])[["y", "expected"]].reindex(grid)
+    y = cube["y"].to_numpy().reshape(len(ids), -1, 24)
+    f = cube["expected"].to_numpy().reshape(len(ids), -1, 24)
+    policy = MLMAPolicy(loss=loss)
+    policy.reset(len(ids), 24, 24)
+    hit = {True: [0, 0], False: [0, 0]}
+    for t in range(y.shape[1]):
+        e = y[:, t] - f[:, t]
+        d = policy.decide(TickObservation(t, actuals=y[:, t], losses=np.abs(e), scaled_losses=np.abs(e),
+                                          has_model=np.isfinite(f[:, t]).any(axis=1),
+                                          ticks_since_fit=np.full(len(ids), t),
+                                          observed=np.isfinite(y[:, t]).sum(axis=1), errors=e, forecasts=f[:, t]))
+        if t < 14:
+            continue
+        for i, u in enumerate(ids):
+            if not np.isfinite(e[i]).any():
+                continue
+            touched = any(a < t + 1 and b + 1 > t for a, b in spans.get(u, []))
+            hit[touched][0] += 1
+            hit[touched][1] += int(d.verdict[i] == Verdict.DEGRADED)
+    return {"campaign": hit[True], "elsewhere": hit[False]}
+
+
+for loss in ("absolute", "relative"):
+    out[f"oracle_triggers_{loss}"] = oracle_triggers(loss)
+    print(loss, out[f"oracle_triggers_{loss}"], flush=True)
 print(json.dumps({"zones": zones, "days": days, "seed": seed, "rate": rate, **out}))

@@ -337,6 +337,7 @@ class Agent:
             observed=observed,
             abnormal=fleet.abnormal_in_tick(k),
             errors=errors,
+            forecasts=forecasts,
         )
         decision = self.policy.decide(obs)
         escalations = list(decision.escalations)
@@ -419,7 +420,8 @@ class Agent:
                           self.awaiting != NO_MODEL, checks=checks,
                           failures_in_a_row={s: int(self.fit_failures[s]) for s in failed},
                           new_models=sorted(new_models, key=lambda m: m.stream), cleared=cleared,
-                          stream_loss=stream_mean_loss(losses), reference_loss=reference, flagged=flagged,
+                          stream_loss=(stream_mean_loss(losses) if decision.loss is None else decision.loss),
+                          reference_loss=reference, flagged=flagged,
                           serving=serving, issued=self.forecast, forecast_failed=forecast_failed,
                           shadow_failed=shadow_failed)
 
@@ -499,8 +501,10 @@ class Agent:
         pending, shadow_forecasts = pending[keep], shadow_forecasts[keep]
         for s, y_hat in zip(pending, shadow_forecasts):
             if np.isfinite(actuals[s]).any():
-                self.shadow[int(s)].append((self.policy.challenger_loss(actuals[s] - y_hat),
-                                            self.policy.challenger_loss(champion_errors[s])))
+                # Both on the serving model's forecasts as the common level (for a relative loss).
+                served = actuals[s] - champion_errors[s]
+                self.shadow[int(s)].append((self.policy.challenger_loss(actuals[s] - y_hat, served, int(s)),
+                                            self.policy.challenger_loss(champion_errors[s], served, int(s))))
         looked = np.array([len(self.shadow[int(s)]) > 0 for s in pending], dtype=bool)
         pending = pending[looked]
         if not len(pending):

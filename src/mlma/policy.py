@@ -53,6 +53,9 @@ class TickObservation:
     abnormal: np.ndarray | None = None
     #: Signed errors (actual - forecast), ``(n_streams, steps)``, NaN like ``losses``; None when unknown.
     errors: np.ndarray | None = None
+    #: The served forecasts of the tick, ``(n_streams, steps)``, NaN where none (also where the actual is
+    #: missing); None when unknown (a policy needing them then uses ``actuals - errors``).
+    forecasts: np.ndarray | None = None
 
     @property
     def n_streams(self) -> int:
@@ -77,6 +80,9 @@ class Decision:
     #: Re-trainings to serve at once, without a challenger check (a scheduled refresh, as a schedule serves
     #: its fits); None: every re-training of a policy that checks challengers is checked.
     serve_at_once: np.ndarray | None = None
+    #: Each stream's mean loss of the tick in the policy's own loss, the units of its reference
+    #: (:meth:`Policy.reference_mean`); None: the mean absolute error.
+    loss: np.ndarray | None = None
 
     @classmethod
     def nothing(cls, n_streams: int, verdict: Verdict = Verdict.UNMONITORED) -> "Decision":
@@ -130,8 +136,12 @@ class Policy:
         """Called with the mean losses (in :meth:`challenger_loss`'s units) of every challenger judged this
         tick and of its champion on the same timestamps, won or lost: what the re-trainings paid."""
 
-    def challenger_loss(self, errors: np.ndarray) -> np.ndarray:
-        """The loss a challenger is judged on, from signed errors; the policy's own loss when it has one."""
+    def challenger_loss(self, errors: np.ndarray, forecasts: np.ndarray | None = None,
+                        stream: int | None = None) -> np.ndarray:
+        """The loss a challenger is judged on, from signed errors; the policy's own loss when it has one.
+
+        ``forecasts`` are the serving model's forecasts of the same timestamps and ``stream`` the stream's
+        index, for a loss relative to the forecast's level; the absolute error ignores them."""
         return np.abs(errors)
 
     def reset_reference(self, streams: np.ndarray, tick: int, *, rebase: bool = False) -> None:

@@ -60,6 +60,7 @@ fdr = "bh"                # bh | by | bonferroni | none
 cooldown_ticks = 2
 budget = 0                # a staggered refresh: a share of the fleet (< 1) or a number per tick; 0: tests only
 max_age = 365             # age backstop: a model this many ticks old is re-trained and served at once; 0: off
+loss = "absolute"         # absolute | squared | relative (errors / forecast level: for announced drivers on counts)
 
 # Webhooks on new escalations (docs/alerts.md), one table per receiver:
 # [[alerts.receivers]]
@@ -123,6 +124,7 @@ class MonitorSection:
     cooldown_ticks: int = 2
     budget: float = 0.0
     max_age: int = 365
+    loss: str = "absolute"
 
 
 @dataclass
@@ -183,7 +185,7 @@ class ProjectConfig:
         """Keyword arguments for :class:`mlma.mlma_policy.MLMAPolicy`."""
         m = self.monitor
         return {"alpha": m.alpha, "delta": m.delta, "fdr": m.fdr, "cooldown_ticks": m.cooldown_ticks,
-                "budget": m.budget or None, "max_age": m.max_age}
+                "budget": m.budget or None, "max_age": m.max_age, "loss": m.loss}
 
     def build_policy(self):
         """The project's policy: ``[agent] policy`` with the ``[monitor]`` settings, for an MLMA policy.
@@ -224,7 +226,7 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
     >>> load_config(folder)
     Traceback (most recent call last):
     ...
-    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age
+    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age, loss
     """
     root = Path(root)
     path = root / CONFIG_NAME
@@ -304,6 +306,10 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     if isinstance(m.max_age, bool) or not isinstance(m.max_age, int) or m.max_age < 0:
         raise ConfigError(f"{path}: [monitor] max_age (the age backstop, in ticks) must be a whole number >= 0 "
                           f"(0: off), got {m.max_age!r}")
+    from mlma.mlma_policy import LOSSES
+
+    if m.loss not in LOSSES:
+        raise ConfigError(f"{path}: [monitor] loss must be {', '.join(LOSSES)}, got {m.loss!r}")
     if m.budget >= 1 and not float(m.budget).is_integer():
         raise ConfigError(f"{path}: [monitor] budget must be a share of the fleet below 1 or a whole number of "
                           f"re-trainings per tick, got {m.budget}")

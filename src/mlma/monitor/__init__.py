@@ -10,7 +10,8 @@ from mlma.monitor.bias import bias_shift_test
 from mlma.monitor.challenger import ChallengerResult, paired_noninferiority_test
 from mlma.monitor.degradation import DegradationResult, TestResult, TestStatus, degradation_test
 from mlma.monitor.gain import GainModel, decision_features, realised_gain
-from mlma.monitor.losses import absolute_loss, pinball_loss, scaled_loss, seasonal_naive_scale, squared_loss
+from mlma.monitor.losses import (absolute_loss, forecast_level, pinball_loss, relative_loss, scaled_loss,
+                                 seasonal_naive_scale, squared_loss)
 from mlma.monitor.multiplicity import FDRResult, fdr_control
 
 __all__ = [
@@ -25,9 +26,11 @@ __all__ = [
     "decision_features",
     "degradation_test",
     "fdr_control",
+    "forecast_level",
     "paired_noninferiority_test",
     "pinball_loss",
     "realised_gain",
+    "relative_loss",
     "scaled_loss",
     "seasonal_naive_scale",
     "squared_loss",

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["absolute_loss", "squared_loss", "pinball_loss", "seasonal_naive_scale", "scaled_loss"]
+__all__ = ["absolute_loss", "squared_loss", "relative_loss", "forecast_level", "pinball_loss", "seasonal_naive_scale",
+           "scaled_loss"]
 
 
 def absolute_loss(y: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
@@ -42,6 +43,66 @@ def squared_loss(y: np.ndarray, y_hat: np.ndarray) -> np.ndarray:
     """
     diff = np.asarray(y, dtype=np.float64) - np.asarray(y_hat, dtype=np.float64)
     return diff * diff
+
+
+def forecast_level(y_hat: np.ndarray, floor: np.ndarray | float = 0.0) -> np.ndarray:
+    """Each row's forecast level: the mean ``|y_hat|`` over its finite forecasts, raised to ``floor``.
+
+    The denominator of :func:`relative_loss`. One number per row (per stream and tick), not one per
+    timestamp: dividing each hour by its own forecast would weight the quiet night hours, where a count's
+    relative noise is largest, far above the busy ones and make the tick's mean loss noisy.
+
+    Parameters
+    ----------
+    y_hat
+        ``(n_streams, n_values)`` forecasts, NaN where none.
+    floor
+        Smallest level used (scalar or one per row; NaN counts as 0): a forecast of (nearly) nothing would
+        make any error look infinitely large.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n_streams,)`` levels; NaN for a row without forecasts or whose level and floor are both zero
+        (such a row has no relative loss).
+
+    Examples
+    --------
+    >>> forecast_level(np.array([[2.0, 4.0, np.nan], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), np.array([0.0, 0.5, 0.0]))
+    array([3. , 0.5, nan])
+    """
+    values = np.abs(np.asarray(y_hat, dtype=np.float64))
+    if values.ndim == 1:
+        values = values[None, :]
+    finite = np.isfinite(values)
+    count = finite.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        level = np.where(count > 0, np.where(finite, values, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
+    low = np.nan_to_num(np.abs(np.asarray(floor, dtype=np.float64)), nan=0.0, posinf=0.0)
+    level = np.where(np.isfinite(level), np.maximum(level, low), np.nan)
+    return np.where(level > 0, level, np.nan)
+
+
+def relative_loss(y: np.ndarray, y_hat: np.ndarray, floor: np.ndarray | float = 0.0) -> np.ndarray:
+    """Absolute error divided by the forecast's own level, ``|y - y_hat| / forecast_level(y_hat, floor)``.
+
+    Scale-free in the way count data need: the noise of a count grows with its volume (a Poisson count's
+    standard deviation with the square root of its mean), so the absolute error of even a perfect forecast
+    rises when demand rises. Divided by the forecast's level, a rise the model *forecast* (a promotion it
+    was told about) leaves the loss unchanged or lower (``sqrt(level) / level`` falls), while a change it
+    did not forecast still raises it: after an unannounced jump or drop the forecast keeps its old level, so
+    the denominator stays and the error grows. Dividing by the actual instead (as the MAPE does) would
+    reward under-forecasting and make a level drop *raise* every ratio whether forecast or not.
+
+    Examples
+    --------
+    >>> relative_loss(np.array([[9.0, 12.0]]), np.array([[10.0, 10.0]]))
+    array([[0.1, 0.2]])
+    >>> relative_loss(np.array([[1.0, 0.0]]), np.array([[0.0, 0.0]]), floor=0.5)
+    array([[2., 0.]])
+    """
+    level = forecast_level(y_hat, floor)
+    return absolute_loss(y, y_hat) / level[:, None]
 
 
 def pinball_loss(y: np.ndarray, q_hat: np.ndarray, q: float | np.ndarray) -> np.ndarray:
