@@ -29,6 +29,24 @@ def check_actor(by: str, what: str = "by") -> str:
     return by
 
 
+def utc_instant(value: Any, what: str) -> dt.datetime:
+    """A wall-clock instant (when something happened) from anything pandas parses, as an aware UTC
+    ``datetime``; a naive value is taken as UTC. The store's instant columns hold these.
+
+    >>> utc_instant("2026-12-04 10:00+01:00", "when")
+    datetime.datetime(2026, 12, 4, 9, 0, tzinfo=datetime.timezone.utc)
+    >>> utc_instant(None, "since")
+    Traceback (most recent call last):
+    ...
+    ValueError: since must be a time, got None
+    """
+    stamp = pd.Timestamp(value)
+    if stamp is pd.NaT:
+        raise ValueError(f"{what} must be a time, got {value!r}")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
+
+
 @dataclass(frozen=True)
 class Clock:
     """The project's clock: its frequency and tick length, fixed once (``Store.clock()``)."""
