@@ -1,4 +1,5 @@
-"""How long the ``mlma`` command takes to start: ``mlma --help`` and ``mlma status`` on a small project.
+"""How long the ``mlma`` command takes to start: ``mlma --help`` and ``mlma status`` on a small project, its
+store a SQLite file and, with ``--postgres``, a PostgreSQL database.
 
 Each command runs in a fresh process, as the ``mlma`` console script runs it (``from mlma.cli import app;
 app()``), ``--repeats`` times after one warm-up run that also writes the byte-code caches; the median wall
@@ -12,13 +13,15 @@ lazy imports cannot go below.
 Usage::
 
     .venv/bin/python benchmarks/bench_cli.py                             # about 30 s
-    .venv/bin/python benchmarks/bench_cli.py --baseline fa8998c --write-docs --json /tmp/cli.json
+    .venv/bin/python benchmarks/bench_cli.py --baseline fa8998c --write-docs --json /tmp/cli.json \
+        --postgres postgresql+psycopg://postgres@127.0.0.1:5432/bench   # a throw-away schema in it
     .venv/bin/python benchmarks/bench_cli.py --from-json /tmp/cli.json --write-docs   # re-render only
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -39,24 +42,26 @@ from _machine import load_average, machine_info  # noqa: E402
 BEGIN, END = "<!-- cli-results:begin -->", "<!-- cli-results:end -->"
 RUN_CLI = "import sys; sys.argv[0] = 'mlma'; from mlma.cli import app; app()"
 # What `mlma status` imports, in the order it needs them; each step's time is what it adds to the ones before.
-# Once a tick ran, a SQLite project's status stops after mlma.store.glance; the last step is what the store
-# path (a PostgreSQL store, or no tick yet) adds.
+# Once a tick ran, a SQLite project's status stops after mlma.store.glance, a PostgreSQL one's after psycopg;
+# the last step is what the store path (no tick yet, or a schema to migrate) adds.
 IMPORT_STEPS = [
     ("interpreter start", ""),
     ("mlma.cli (typer, rich)", "import mlma.cli"),
     ("typer's parameter parsing (pydantic)", "import typer._adapters"),
     ("mlma.store.glance (sqlite3: the quick path)", "import mlma.store.glance"),
+    ("psycopg (the quick path on PostgreSQL)", "import psycopg"),
     ("the store path: mlma.store.store, mlma.live (numpy, pandas, SQLAlchemy)", "import mlma.store.store, mlma.live"),
 ]
 
 
-def make_project(folder: Path) -> Path:
-    """A SQLite project of 10 simulated zones over 35 days, replayed tick by tick (seasonal-naive)."""
+def make_project(folder: Path, db: str | None = None) -> Path:
+    """A project of 10 simulated zones over 35 days, replayed tick by tick (seasonal-naive); its store a SQLite
+    file, or the empty database at ``db``."""
     from mlma.demo import build_live_project
     from mlma.simulate import simulate_platform
 
-    config, _ = build_live_project(simulate_platform(10, 35, 7), folder / "project", model="seasonal-naive",
-                                   first_tick=28)
+    config, _ = build_live_project(simulate_platform(10, 35, 7), folder / ("project" if db is None else "pg"),
+                                   model="seasonal-naive", first_tick=28, db=db)
     return config.root
 
 
@@ -79,8 +84,10 @@ def run_once(args: list[str], src: Path, cwd: Path) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def time_commands(trees: dict[str, Path], project: Path, repeats: int) -> list[dict]:
+def time_commands(trees: dict[str, Path], project: Path, repeats: int, pg_project: Path | None = None) -> list[dict]:
     commands = {"mlma --help": (["--help"], project.parent), "mlma status": (["status"], project)}
+    if pg_project is not None:
+        commands["mlma status (PostgreSQL)"] = (["status"], pg_project)
     rows = []
     for command, (args, cwd) in commands.items():
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
@@ -94,7 +101,7 @@ def time_commands(trees: dict[str, Path], project: Path, repeats: int) -> list[d
             rows.append({"command": command, "tree": name, "repeats": repeats,
                          "median_wall_s": statistics.median(walls), "min_wall_s": min(walls),
                          "median_cpu_s": statistics.median(cpus)})
-            print(f"{command:12s} {name:10s} median {statistics.median(walls):.3f} s wall, "
+            print(f"{command:24s} {name:10s} median {statistics.median(walls):.3f} s wall, "
                   f"{statistics.median(cpus):.3f} s CPU ({repeats} runs)", file=sys.stderr)
     return rows
 
@@ -136,8 +143,11 @@ def markdown(result: dict) -> str:
     m = result["machine"]
     baseline = [row["tree"] for row in result["commands"] if row["tree"] != "this tree"]
     lines = ["## Start-up of the `mlma` command", "",
-             "`benchmarks/bench_cli.py` runs `mlma --help` and `mlma status` (a SQLite project of 10 simulated zones "
-             "replayed tick by tick) in fresh processes, as the console script does"
+             "`benchmarks/bench_cli.py` runs `mlma --help` and `mlma status` (a project of 10 simulated zones "
+             "replayed tick by tick, its store a SQLite file"
+             + (" and, in the row marked PostgreSQL, a database on the local PostgreSQL server"
+                if any("PostgreSQL" in row["command"] for row in result["commands"]) else "")
+             + ") in fresh processes, as the console script does"
              + (f", on this tree and on the `src` of {baseline[0]} (the baseline: the code before the change measured), run by run "
                 "in turn" if baseline else "") + ".", "",
              f"Measured {m['date']} on {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}, code {m['code']}; "
@@ -145,7 +155,9 @@ def markdown(result: dict) -> str:
              f"Median of {result['repeats']} runs each, after one warm-up run.", "",
              "| command | code | median wall | fastest | median CPU |", "| --- | --- | ---: | ---: | ---: |"]
     for row in result["commands"]:
-        lines.append(f"| `{row['command']}` | {row['tree']} | {row['median_wall_s']:.2f} s | "
+        command = row["command"].replace(" (PostgreSQL)", "")
+        shown = f"`{command}`" + (" (PostgreSQL)" if command != row["command"] else "")
+        lines.append(f"| {shown} | {row['tree']} | {row['median_wall_s']:.2f} s | "
                      f"{row['min_wall_s']:.2f} s | {row['median_cpu_s']:.2f} s |")
     lines += ["", "What `mlma status` cannot avoid: one process per row imports everything up to that row "
               f"(fastest of {result['repeats']}):", "",
@@ -164,6 +176,8 @@ def main() -> None:
     parser.add_argument("--write-docs", action="store_true", help="Write the tables into docs/benchmarks.md.")
     parser.add_argument("--json", type=Path, help="Keep the raw measurements in this file.")
     parser.add_argument("--from-json", type=Path, help="Render saved measurements instead of measuring.")
+    parser.add_argument("--postgres", help="Also time `mlma status` on a project whose store is a throw-away "
+                        "schema on this PostgreSQL server, e.g. postgresql+psycopg://postgres@127.0.0.1:5432/bench.")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
@@ -181,8 +195,15 @@ def main() -> None:
         trees = {"this tree": REPO / "src"}
         if args.baseline:
             trees[args.baseline] = baseline_tree(args.baseline, tmp)
-        result = {"machine": machine, "repeats": args.repeats,
-                  "commands": time_commands(trees, project, args.repeats),
+        with contextlib.ExitStack() as stack:
+            pg_project = None
+            if args.postgres:
+                from mlma.store.testing import postgres_schema
+
+                print("building it on PostgreSQL ...", file=sys.stderr)
+                pg_project = make_project(tmp, stack.enter_context(postgres_schema(args.postgres, "bench_cli")))
+            commands = time_commands(trees, project, args.repeats, pg_project)
+        result = {"machine": machine, "repeats": args.repeats, "commands": commands,
                   "floor": import_floor(REPO / "src", args.repeats), "load_average_end": load_average()}
     text = markdown(result)
     print(text)

@@ -127,13 +127,27 @@ def test_status_before_any_tick_asks_the_store_but_loads_no_statistics_models_or
     assert not modules & heavy, f"`mlma status` imports {sorted(modules & heavy)}"
 
 
-def _ticked_project(tmp_path: Path, days: int) -> Path:
-    """A seasonal-naive project of two hourly streams over ``days`` days, every due tick run."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request) -> str | None:
+    """None for the project's default SQLite file, else the URL of a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield None
+        return
+    from mlma.store.testing import postgres_schema
+
+    with postgres_schema(request.getfixturevalue("postgres_server"), prefix="status") as url:
+        yield url
+
+
+def _ticked_project(tmp_path: Path, days: int, db: str | None = None) -> Path:
+    """A seasonal-naive project of two hourly streams over ``days`` days, every due tick run; its store at
+    ``db`` (default: a SQLite file in the project)."""
     ds = pd.date_range("2025-01-01", periods=24 * days, freq="h")
     frame = pd.concat([pd.DataFrame({"unique_id": uid, "ds": ds, "y": [(h % 24) * k for h in range(len(ds))]})
                        for uid, k in (("a", 1.0), ("b", 2.0))])
     frame.to_csv(tmp_path / "a.csv", index=False)
-    assert run("init", "proj", "--model", "seasonal-naive", cwd=tmp_path).returncode == 0
+    assert run("init", "proj", "--model", "seasonal-naive", *(["--db", db] if db else []),
+               cwd=tmp_path).returncode == 0
     project = tmp_path / "proj"
     assert run("ingest", str(tmp_path / "a.csv"), cwd=project).returncode == 0
     done = run("tick", "--all", cwd=project)
@@ -141,12 +155,13 @@ def _ticked_project(tmp_path: Path, days: int) -> Path:
     return project
 
 
-def test_status_after_a_tick_reads_the_store_without_sqlalchemy_pandas_or_alembic(tmp_path):
-    project = _ticked_project(tmp_path, days=30)
+def test_status_after_a_tick_reads_the_store_without_sqlalchemy_pandas_or_alembic(tmp_path, store_url):
+    project = _ticked_project(tmp_path, days=30, db=store_url)
     output, modules = modules_loaded_by("status", cwd=project)
     assert "ticks done" in output and "next tick due" in output and "intact: tick" in output
     heavy = {"sqlalchemy", "alembic", "pandas", "numpy", "scipy", "sklearn", "fastapi"}
     assert not modules & heavy, f"`mlma status` imports {sorted(modules & heavy)}"
+    assert ("psycopg" in modules) == (store_url is not None)   # a SQLite store's status does not import it
 
 
 STATUS_THROUGH_THE_STORE = """
@@ -159,13 +174,19 @@ app()
 """
 
 
-def test_status_quick_path_prints_what_the_store_and_live_agent_say(tmp_path):
-    project = _ticked_project(tmp_path, days=30)
+def _status_both_ways(project: Path) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """``mlma status`` through the quick path, and through the store and live agent."""
+    quick = run("status", cwd=project)
+    full = subprocess.run([sys.executable, "-c", STATUS_THROUGH_THE_STORE], cwd=project, capture_output=True,
+                          text=True, timeout=300)
+    return quick, full
+
+
+def test_status_quick_path_prints_what_the_store_and_live_agent_say(tmp_path, store_url):
+    project = _ticked_project(tmp_path, days=30, db=store_url)
 
     def both() -> tuple[str, str]:
-        quick = run("status", cwd=project)
-        full = subprocess.run([sys.executable, "-c", STATUS_THROUGH_THE_STORE], cwd=project, capture_output=True,
-                              text=True, timeout=300)
+        quick, full = _status_both_ways(project)
         assert quick.returncode == 0 and full.returncode == 0, quick.stderr + full.stderr
         return quick.stdout, full.stdout
 
@@ -179,3 +200,63 @@ def test_status_quick_path_prints_what_the_store_and_live_agent_say(tmp_path):
         quick, full = both()
         assert quick == full
         assert ("is not complete" not in quick) == due, quick
+    # Escalations (one silenced until an hour ago counts as open again) and a held lock, compared with the
+    # database's clock on PostgreSQL.
+    import datetime as dt
+
+    from mlma.escalations import Escalation
+    from mlma.project import load_config
+    from mlma.store import Store
+
+    now = dt.datetime.now(dt.timezone.utc)
+    with Store.open(load_config(project).store_url) as store:
+        ids = store.add_escalations([Escalation(0, 30, "data-quality", 2, f"flat {i}") for i in range(3)])
+        store.set_escalation_status(ids[:1], "silenced", by="user:test", silenced_until=now - dt.timedelta(hours=1))
+        store.set_escalation_status(ids[1:2], "silenced", by="user:test", silenced_until=now + dt.timedelta(hours=1))
+        store.acquire_lock("another-agent", ttl=600)
+        quick, full = both()
+    assert quick == full
+    assert "open escalations │ 2 " in quick and "held by another-agent until" in quick, quick
+
+
+def test_status_on_postgresql_fails_as_the_store_does(tmp_path, postgres_server):
+    """Unreachable, silent, without mlma's schema, at an older schema revision: ``mlma status`` says it in
+    the store's words whether the quick path or the store answers."""
+    import socket
+
+    from mlma.store import Store
+    from mlma.store.testing import postgres_schema
+
+    assert run("init", "proj", "--model", "seasonal-naive", cwd=tmp_path).returncode == 0
+    project = tmp_path / "proj"
+    toml = project / "mlma.toml"
+    template = toml.read_text()
+    assert 'url = "sqlite:///mlma.db"' in template
+
+    def status_on(url: str) -> str:
+        toml.write_text(template.replace('url = "sqlite:///mlma.db"', f'url = "{url}"'))
+        quick, full = _status_both_ways(project)
+        assert (quick.returncode, quick.stdout, quick.stderr) == (full.returncode, full.stdout, full.stderr)
+        assert quick.returncode == 5 and "Traceback" not in quick.stderr, quick.stdout + quick.stderr
+        return quick.stderr
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()                                         # nothing listens on the port now
+    refused = status_on(f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")
+    assert refused.startswith("error: the PostgreSQL store cannot be used now: connection failed:"), refused
+    silent = socket.socket()                               # accepts TCP, never speaks
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        fired = status_on(f"postgresql+psycopg://postgres@127.0.0.1:{silent.getsockname()[1]}/test"
+                          f"?connect_timeout=2")
+    finally:
+        silent.close()
+    assert "PostgreSQL connect_timeout (2 s) fired on postgresql+psycopg://postgres@127.0.0.1:" in fired, fired
+    assert "error: the PostgreSQL store cannot be used now: connection timeout expired" in fired, fired
+    with postgres_schema(postgres_server, prefix="status") as url:
+        assert "has no mlma schema; create it with" in status_on(url)
+        Store.upgrade(url, "0005")
+        assert "has schema revision 0005, older than the revision" in status_on(url)

@@ -679,3 +679,20 @@ def test_write_tick_takes_only_a_tick_record_and_summaries_read_back_typed(tmp_p
         got = store.tick_summaries()
     assert got[0] == summary and got[0].loss is None and got[1] is None
     assert got[2] == TickSummary(n_streams=2, retrains=3)
+
+
+def test_every_tick_summary_field_is_checked_by_its_type():
+    """A field added to TickSummary is checked without being listed again: its annotation says how."""
+    import dataclasses
+
+    checks = {"int": (-1, "must be a whole number >= 0"), "int | None": (1.5, "must be a whole number >= 0"),
+              "float": (-0.5, "must be a number >= 0"), "float | None": ("x", "must be a number or None"),
+              "Mapping[str, int]": ({"ok": -1}, "must be a whole number >= 0"),
+              "Mapping[str, Any] | None": (3, "must be a JSON object or None")}
+    for f in dataclasses.fields(TickSummary):
+        assert f.type in checks, f"TickSummary.{f.name}: no check for the annotation {f.type!r}"
+        bad, message = checks[f.type]
+        with pytest.raises(ValueError, match=message):
+            TickSummary(**{f.name: bad})
+    assert set(TickSummary().to_json()) == {f.name for f in dataclasses.fields(TickSummary)} - {
+        "driver_values_filled", "next_tick"}

@@ -43,9 +43,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -57,6 +57,9 @@ from mlma.store.errors import StoreError
 from mlma.store.overrides import FOREVER, pin_stamp
 from mlma.store.records import check_actor
 from mlma.store.schema import STREAM_ACTION_STATUSES
+
+if TYPE_CHECKING:
+    from mlma.store.transaction import Transaction
 
 #: Monitoring parameters a stream may override, with their bounds (one table: :data:`mlma.params.PARAMETERS`).
 OVERRIDABLE = PARAMETERS
@@ -231,14 +234,8 @@ class Operations:
                             detail={"start": str(lo), "end": str(hi)})
 
     def cancel_abnormal(self, period_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
-        check_actor(by)
-        ids = row_ids(period_ids, "abnormal period ids")
-        with self.store.transaction() as tx:
-            changed = tx.cancel_abnormal_periods(ids)
-            if not changed:
-                raise ActionError(f"no active abnormal period with id(s) {ids}")
-            audit_id = tx.audit(by, "cancel-abnormal", "abnormal:" + ",".join(map(str, ids)), {"ids": ids}, reason)
-        return ActionResult("cancel-abnormal", changed=int(changed), audit_id=audit_id)
+        return self._cancel("cancel-abnormal", period_ids, "abnormal period ids", "abnormal",
+                            lambda tx, ids: tx.cancel_abnormal_periods(ids), "no active abnormal period", by, reason)
 
     def abnormal_periods(self, *, active_only: bool = True) -> pd.DataFrame:
         """Abnormal periods: id, unique_id (None: whole fleet), start, end, created_at, created_by, reason
@@ -282,14 +279,22 @@ class Operations:
 
     def cancel_action(self, action_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
         """Take back queued actions that no tick has carried out yet."""
+        return self._cancel("cancel-action", action_ids, "action ids", "actions",
+                            lambda tx, ids: tx.cancel_actions(ids), "no pending action", by, reason)
+
+    def _cancel(self, action: str, given: Sequence[int], what: str, target: str,
+                cancel: Callable[[Transaction, list[int]], int], none_active: str, by: str,
+                reason: str | None) -> ActionResult:
+        """Cancel the rows among the ids ``given`` that are still active (``cancel`` does it in the transaction
+        and says how many were) and audit it as ``action`` on ``target:ids``; an error when none was active."""
         check_actor(by)
-        ids = row_ids(action_ids, "action ids")
+        ids = row_ids(given, what)
         with self.store.transaction() as tx:
-            changed = tx.cancel_actions(ids)
+            changed = cancel(tx, ids)
             if not changed:
-                raise ActionError(f"no pending action with id(s) {ids}")
-            audit_id = tx.audit(by, "cancel-action", "actions:" + ",".join(map(str, ids)), {"ids": ids}, reason)
-        return ActionResult("cancel-action", changed=int(changed), audit_id=audit_id)
+                raise ActionError(f"{none_active} with id(s) {ids}")
+            audit_id = tx.audit(by, action, f"{target}:" + ",".join(map(str, ids)), {"ids": ids}, reason)
+        return ActionResult(action, changed=int(changed), audit_id=audit_id)
 
     def pending_actions(self, streams=None) -> pd.DataFrame:
         """Queued actions: id, stream_id, unique_id, kind, params, created_at, created_by, reason."""

@@ -16,8 +16,9 @@ from mlma.project import ProjectConfig, init_project, load_config
 
 
 def build_live_project(sim, root: str | Path, *, model: str = "ridge", first_tick: int = 28,
-                       progress: bool = False) -> tuple[ProjectConfig, str]:
-    """Create (or re-create) a SQLite project at ``root``, replay ``sim`` through it and make an admin token.
+                       progress: bool = False, db: str | None = None) -> tuple[ProjectConfig, str]:
+    """Create (or re-create) a project at ``root`` (its store a SQLite file in it, or the empty database at
+    ``db``), replay ``sim`` through it and make an admin token.
 
     Returns the project's configuration and the plain admin token (named ``demo``). Streams get their
     simulated ``city`` as an attribute, so that groups and the queue's grouping work.
@@ -29,7 +30,7 @@ def build_live_project(sim, root: str | Path, *, model: str = "ridge", first_tic
     root = Path(root)
     if root.exists():
         shutil.rmtree(root)
-    init_project(root, model=model)
+    init_project(root, db=db, model=model)
     toml = root / "mlma.toml"
     text = re.sub(r'(?m)^executor = .*$', 'executor = "inline"', toml.read_text())
     text = re.sub(r'(?m)^initial_ticks = .*$', f"initial_ticks = {first_tick}", text)

@@ -52,9 +52,8 @@ import pandas as pd
 
 from mlma.store import Store
 from mlma.store.errors import StoreError
-from mlma.store.records import ChampionChange, ChampionMove, ModelVersion, NewVersion, check_actor
+from mlma.store.records import ChampionChange, ChampionMove, ModelVersion, NewVersion, check_actor, utc_instant
 from mlma.store.registry_tables import RegistryTables
-from mlma.store.store import _instant
 
 __all__ = [
     "ArtifactCorrupted",
@@ -604,7 +603,7 @@ class ModelRegistry:
         """Which version served the stream at ``when`` (UTC; naive is taken as UTC), since when and why, and
         what replaced it and why; None if it had no champion then."""
         sid = self.store.resolve(stream)
-        at = _instant(when, "when")
+        at = utc_instant(when, "when")
         found = self.tables.serving_at(sid, at)
         if found is None:
             return None
@@ -616,7 +615,7 @@ class ModelRegistry:
 
         Columns: stream_id, unique_id, version, since, moved_by, action, reason.
         """
-        at = _instant(when, "when")
+        at = utc_instant(when, "when")
         return self.tables.champions_at(at, None if streams is None else self._ids(streams).tolist())
 
     # -- models ------------------------------------------------------------------------------------------

@@ -32,17 +32,14 @@ import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
 from mlma.store import serial
+from mlma.store.postgres_connect import POSTGRES_DEFAULTS, POSTGRES_STATEMENT_TIMEOUT  # noqa: F401 - re-exported
+from mlma.store.postgres_connect import limits, log_if_timeout, with_defaults
 from mlma.store.sqlite_files import sqlite_open_mode
 
 log = logging.getLogger(__name__)
 
 #: Seconds a SQLite connection waits for another process's write lock.
 SQLITE_BUSY_TIMEOUT = 60.0
-#: libpq connection parameters mlma sets on PostgreSQL unless the URL gives them.
-POSTGRES_DEFAULTS = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "30",
-                     "keepalives_interval": "10", "keepalives_count": "3", "tcp_user_timeout": "60000"}
-#: The server-side statement timeout unless the URL gives ``statement_timeout`` (PostgreSQL units).
-POSTGRES_STATEMENT_TIMEOUT = "15min"
 #: Every JSON column, whoever writes it, goes through the one serialiser (finite numbers, valid text).
 _JSON_OPTIONS = {"json_serializer": serial.dumps, "json_deserializer": serial.loads}
 
@@ -163,42 +160,17 @@ def _postgres_engine(parsed: sa.URL) -> sa.Engine:
     if parsed.drivername != "postgresql+psycopg":
         raise ValueError(f"PostgreSQL is supported through psycopg 3: use 'postgresql+psycopg://...', got "
                          f"{parsed.drivername!r}")
-    query = dict(parsed.query)
-    statement_timeout = str(query.pop("statement_timeout", POSTGRES_STATEMENT_TIMEOUT))
-    for key, value in POSTGRES_DEFAULTS.items():
-        query.setdefault(key, value)
-    options = query.get("options", "")
-    options = options if isinstance(options, str) else " ".join(options)
-    if "statement_timeout" not in options:
-        query["options"] = f"{options} -c statement_timeout={statement_timeout}".strip()
+    query, statement_timeout = with_defaults(parsed.query)
     parsed = parsed.set(query=query)
     engine = sa.create_engine(parsed, pool_pre_ping=True, **_JSON_OPTIONS)
     shown = parsed.set(query={}).render_as_string(hide_password=True)
-    limits = {"connect_timeout": f"{query['connect_timeout']} s", "statement_timeout": statement_timeout,
-              "tcp_user_timeout": f"{query['tcp_user_timeout']} ms"}
+    fired_limits = limits(query, statement_timeout)
 
     @sa.event.listens_for(engine, "handle_error")
     def _on_error(context) -> None:
-        fired = _timeout_fired(context.original_exception)
-        if fired is not None:
-            log.error("PostgreSQL %s (%s) fired on %s: %s", fired, limits.get(fired, "keepalives"), shown,
-                      str(context.original_exception).strip().splitlines()[0])
+        log_if_timeout(log, context.original_exception, fired_limits, shown)
 
     return engine
-
-
-def _timeout_fired(exc: BaseException) -> str | None:
-    """Which of the engine's limits an error from psycopg comes from, if any."""
-    text = str(exc).lower()
-    if "statement timeout" in text:
-        return "statement_timeout"
-    if "timeout expired" in text or "connection timeout" in text:
-        return "connect_timeout"
-    if "connection timed out" in text or "user timeout" in text:
-        return "tcp_user_timeout"
-    if "server closed the connection unexpectedly" in text or "connection reset" in text:
-        return "keepalives"
-    return None
 
 
 def unreachable_reason(exc: BaseException) -> str | None:

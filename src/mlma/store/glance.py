@@ -1,15 +1,19 @@
-"""A quick look at a SQLite store: what ``mlma status`` shows, read with the standard library alone.
+"""A quick look at a store: what ``mlma status`` shows, read without SQLAlchemy, Alembic or pandas.
 
 Opening a :class:`~mlma.store.Store` imports SQLAlchemy, and its frames pandas: most of a second before
-the first query, for a command that reads a dozen rows. :func:`glance` reads the same facts through
-:mod:`sqlite3` (the file opened as :mod:`mlma.store.engine` would open it, read-only where it cannot be
-written) in one read transaction, so they are one consistent snapshot.
+the first query, for a command that reads a dozen rows. :func:`glance` reads the same facts directly through
+the database's driver in one read-only transaction, so they are one consistent snapshot: :mod:`sqlite3` for a
+SQLite file (opened as :mod:`mlma.store.engine` would open it, read-only where it cannot be written), psycopg
+for PostgreSQL (connected with the engine's parameters and limits, :mod:`mlma.store.postgres_connect`; a
+``REPEATABLE READ READ ONLY`` transaction, instants compared with the server's clock as the store does).
 
 It answers only when it can answer exactly as the store would; otherwise it returns None and the caller
-uses :class:`~mlma.store.Store`. That is the case for a PostgreSQL store, an in-memory one, a file that does
-not exist, and a database whose schema revision is not :data:`mlma.store.migrate.SCHEMA_REVISION` (the
-store's own check then says what is wrong). ``tests/test_cli.py`` checks that ``mlma status`` prints the
-same through both paths.
+uses :class:`~mlma.store.Store`. That is the case for an in-memory store, a file that does not exist, a
+URL only SQLAlchemy should read (:func:`~mlma.store.postgres_connect.plain_connection`), and a database
+without mlma's schema or whose schema revision is not :data:`mlma.store.migrate.SCHEMA_REVISION` (the store's
+own check then says what is wrong, in its words). A PostgreSQL server that cannot be reached or used is
+reported as the store reports it: psycopg's ``OperationalError`` is raised, after the engine's log line when
+one of its limits fired. ``tests/test_cli.py`` checks that ``mlma status`` prints the same through both paths.
 
 Examples
 --------
@@ -20,7 +24,7 @@ Examples
 >>> view = glance(f"sqlite:///{path}")
 >>> view.n_streams, view.done_ticks, view.newest_ds, view.lock is None
 (0, 0, None, True)
->>> glance("postgresql+psycopg://mlma@db/mlma") is None
+>>> glance("sqlite://") is None
 True
 """
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +41,12 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from mlma.store.migrate import SCHEMA_REVISION, VERSION_TABLE
+from mlma.store.postgres_connect import Connection, log_if_timeout, plain_connection
 from mlma.store.sqlite_files import sqlite_open_mode
 
 UTC = dt.timezone.utc
+#: A PostgreSQL limit that fires is logged where the store's engine logs it, whichever path connected.
+_ENGINE_LOG = logging.getLogger("mlma.store.engine")
 #: The URL schemes of the standard SQLite driver (as :func:`mlma.store.engine.make_engine` accepts them).
 _SQLITE_SCHEMES = ("sqlite", "sqlite+pysqlite")
 
@@ -147,12 +155,16 @@ def sqlite_file(url: str) -> tuple[Path, float | None] | None:
 
 
 def glance(url: str) -> Glance | None:
-    """What ``mlma status`` shows about the SQLite store at ``url``, or None when only :class:`Store` can
-    say it (see the module docstring)."""
+    """What ``mlma status`` shows about the store at ``url``, or None when only :class:`Store` can say it
+    (see the module docstring)."""
     target = sqlite_file(url)
-    if target is None:
-        return None
-    path, timeout = target
+    if target is not None:
+        return _glance_sqlite(*target)
+    connection = plain_connection(url)
+    return None if connection is None else _glance_postgres(connection)
+
+
+def _glance_sqlite(path: Path, timeout: float | None) -> Glance | None:
     if not path.is_file():
         return None
     mode = sqlite_open_mode(path)
@@ -162,7 +174,7 @@ def glance(url: str) -> Glance | None:
     try:
         connection.execute("BEGIN")  # one snapshot for every read below
         try:
-            return _read(connection, read_only=mode is not None)
+            return _read(connection, read_only=mode is not None, now=dt.datetime.now(UTC))
         finally:
             connection.execute("COMMIT")
     except sqlite3.DatabaseError:
@@ -171,11 +183,31 @@ def glance(url: str) -> Glance | None:
         connection.close()
 
 
-def _read(db: sqlite3.Connection, *, read_only: bool) -> Glance | None:
+def _glance_postgres(target: Connection) -> Glance | None:
+    import psycopg  # here, not above: a SQLite store's status does not pay its import (0.15 s)
+
+    try:
+        with psycopg.connect(autocommit=True, **target.kwargs) as connection:
+            connection.read_only = True
+            connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ  # one snapshot for all reads
+            with connection.transaction():
+                # The server's clock, as the store's (agents and this command may run on other hosts).
+                now, = connection.execute("SELECT clock_timestamp()").fetchone()
+                return _read(connection, read_only=False, now=now.astimezone(UTC))
+    except psycopg.OperationalError as exc:
+        # Unreachable, timed out, refused: what the store would raise, logged as its engine logs it.
+        log_if_timeout(_ENGINE_LOG, exc, target.limits, target.shown)
+        raise
+    except psycopg.Error:
+        return None  # no mlma schema, no permission, ...: the store's open says why
+
+
+def _read(db: Any, *, read_only: bool, now: dt.datetime) -> Glance | None:
+    """The facts, from an open read transaction of ``db`` (a :mod:`sqlite3` or psycopg connection: the SQL
+    below is the same on both, and the values are converted by :func:`_timestamp` and :func:`_instant`)."""
     revision = db.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchall()
     if revision != [(SCHEMA_REVISION,)]:
         return None
-    now = dt.datetime.now(UTC)
     ingests, last_ingest = db.execute("SELECT count(*), max(at) FROM ingests").fetchone()
     done, = db.execute("SELECT count(*) FROM ticks WHERE status = 'done'").fetchone()
     last_done = _tick_row(db, "status = 'done'")
@@ -196,9 +228,10 @@ def _read(db: sqlite3.Connection, *, read_only: bool) -> Glance | None:
                   saved_states=states)
 
 
-def _tick_row(db: sqlite3.Connection, where: str) -> TickRow | None:
-    row = db.execute(f"SELECT tick, status, attempts, error, end_ds, summary FROM ticks WHERE {where} "
-                     f"ORDER BY tick DESC LIMIT 1").fetchone()
+def _tick_row(db: Any, where: str) -> TickRow | None:
+    # The summary as JSON text on both databases (JSONB on PostgreSQL), parsed as the store parses it.
+    row = db.execute(f"SELECT tick, status, attempts, error, end_ds, CAST(summary AS TEXT) FROM ticks "
+                     f"WHERE {where} ORDER BY tick DESC LIMIT 1").fetchone()
     if row is None:
         return None
     tick, status, attempts, error, end_ds, summary = row
@@ -211,14 +244,17 @@ def _json(text: str) -> Any:
     return json.loads(text, parse_constant=lambda _: None)
 
 
-def _timestamp(value: str | None) -> dt.datetime | None:
-    """A data timestamp (naive) as SQLAlchemy's SQLite dialect stores it."""
-    return None if value is None else dt.datetime.fromisoformat(value)
+def _timestamp(value: str | dt.datetime | None) -> dt.datetime | None:
+    """A data timestamp (naive): as SQLAlchemy's SQLite dialect stores it, or as psycopg reads it."""
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(value)
 
 
-def _instant(value: str | None) -> dt.datetime | None:
-    """A wall-clock instant (stored in UTC, without an offset) as an aware datetime."""
+def _instant(value: str | dt.datetime | None) -> dt.datetime | None:
+    """A wall-clock instant as an aware UTC datetime: stored in UTC without an offset on SQLite, read in the
+    session's time zone from PostgreSQL."""
     if value is None:
         return None
-    moment = dt.datetime.fromisoformat(value)
+    moment = value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value)
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

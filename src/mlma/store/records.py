@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,24 @@ def check_actor(by: str, what: str = "by") -> str:
     if not isinstance(by, str) or not _ACTOR.match(by):
         raise ValueError(f"{what} must be 'agent' or 'user:<name>', got {by!r}")
     return by
+
+
+def utc_instant(value: Any, what: str) -> dt.datetime:
+    """A wall-clock instant (when something happened) from anything pandas parses, as an aware UTC
+    ``datetime``; a naive value is taken as UTC. The store's instant columns hold these.
+
+    >>> utc_instant("2026-12-04 10:00+01:00", "when")
+    datetime.datetime(2026, 12, 4, 9, 0, tzinfo=datetime.timezone.utc)
+    >>> utc_instant(None, "since")
+    Traceback (most recent call last):
+    ...
+    ValueError: since must be a time, got None
+    """
+    stamp = pd.Timestamp(value)
+    if stamp is pd.NaT:
+        raise ValueError(f"{what} must be a time, got {value!r}")
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.to_pydatetime()
 
 
 @dataclass(frozen=True)
@@ -260,13 +278,17 @@ SUMMARY_VERDICTS = ("ok", "degraded", "warming-up", "cooling-down", "pinned", "n
                     "abnormal")
 
 
+#: A summary field left out of the stored JSON when it is None (rows written before it existed have no key).
+_LEFT_OUT_WHEN_NONE = {"left_out_when_none": True}
+
+
 @dataclass(frozen=True)
 class TickSummary:
     """What one tick did fleet-wide: the ``ticks.summary`` column, for charts, metrics and ``mlma status``.
 
     Written by :meth:`~mlma.store.Store.write_tick` as JSON (through :mod:`mlma.store.serial`, so a non-finite
     number is stored as ``null``) and read back with :meth:`parse`, the one place that knows the stored shape.
-    The JSON keys are the field names; ``driver_values_filled`` is left out when it is None. Rows written
+    The JSON keys are the field names; ``driver_values_filled`` and ``next_tick`` are left out when None. Rows written
     before a field existed parse with its default, and keys this version does not know are ignored.
 
     >>> s = TickSummary(n_streams=3, verdicts={"ok": 2, "degraded": 1}, retrains=1, loss=float("nan"))
@@ -305,27 +327,25 @@ class TickSummary:
     pinned: int = 0
     duration_seconds: float = 0.0
     #: Future driver values the forecasts needed and nobody ingested (None: the project has no future drivers).
-    driver_values_filled: int | None = None
+    driver_values_filled: int | None = field(default=None, metadata=_LEFT_OUT_WHEN_NONE)
     #: The next tick's bounds (``mlma.store.glance.NextTick.to_summary``), so `mlma status` can tell whether it
     #: is due without the clock (None: written by an mlma that did not record it).
-    next_tick: Mapping[str, Any] | None = None
-
-    _COUNTS = ("n_streams", "retrains", "promoted", "rejected", "initial_fits", "fit_failures", "forecast_failures",
-               "escalations",
-               "escalations_resolved", "awaiting_approval", "pinned")
+    next_tick: Mapping[str, Any] | None = field(default=None, metadata=_LEFT_OUT_WHEN_NONE)
 
     def __post_init__(self) -> None:
-        for name in self._COUNTS:
+        # Which check a field gets follows from its annotation (see _SUMMARY_KINDS below the class).
+        for name in _SUMMARY_KINDS["int"]:
             _whole(getattr(self, name), name)
-        if self.driver_values_filled is not None:
-            _whole(self.driver_values_filled, "driver_values_filled")
+        for name in _SUMMARY_KINDS["int | None"]:
+            if getattr(self, name) is not None:
+                _whole(getattr(self, name), name)
         if self.next_tick is not None and not isinstance(self.next_tick, Mapping):
             raise ValueError(f"tick summary: next_tick must be a JSON object or None, got {self.next_tick!r}")
-        for name in ("compute_seconds", "duration_seconds"):
+        for name in _SUMMARY_KINDS["float"]:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not value >= 0:
                 raise ValueError(f"tick summary: {name} must be a number >= 0, got {value!r}")
-        for name in ("loss", "reference_loss", "loss_ratio"):
+        for name in _SUMMARY_KINDS["float | None"]:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))):
                 raise ValueError(f"tick summary: {name} must be a number or None, got {value!r}")
@@ -342,7 +362,7 @@ class TickSummary:
         """The stored JSON object (plain Python values; non-finite numbers already None)."""
         out = {name: getattr(self, name) for name in _SUMMARY_FIELDS}
         out["verdicts"] = dict(self.verdicts)
-        for optional in ("driver_values_filled", "next_tick"):
+        for optional in _SUMMARY_LEFT_OUT_WHEN_NONE:
             if out[optional] is None:
                 del out[optional]
         if self.next_tick is not None:
@@ -357,13 +377,19 @@ class TickSummary:
         if not isinstance(value, Mapping):
             raise ValueError(f"ticks.summary must be a JSON object, got {type(value).__name__}")
         known = {k: v for k, v in value.items() if k in _SUMMARY_FIELDS}
-        for name in ("compute_seconds", "duration_seconds"):
+        for name in _SUMMARY_KINDS["float"]:
             if known.get(name, 0) is None:
                 known[name] = 0.0
         return cls(**known)
 
 
-_SUMMARY_FIELDS = tuple(name for name in TickSummary.__dataclass_fields__ if not name.startswith("_"))
+_SUMMARY_FIELDS = tuple(f.name for f in fields(TickSummary))
+#: The summary's fields by annotation (this module's annotations are strings): ``int`` whole numbers >= 0,
+#: ``int | None`` the same or None, ``float`` numbers >= 0 (a stored null reads as 0), ``float | None`` numbers
+#: where a non-finite one means None. A field annotated otherwise has its own check in ``__post_init__``.
+_SUMMARY_KINDS = {kind: tuple(f.name for f in fields(TickSummary) if f.type == kind)
+                  for kind in ("int", "int | None", "float", "float | None")}
+_SUMMARY_LEFT_OUT_WHEN_NONE = tuple(f.name for f in fields(TickSummary) if f.metadata.get("left_out_when_none"))
 
 
 def _whole(value: Any, name: str) -> None:

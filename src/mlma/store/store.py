@@ -30,7 +30,7 @@ from mlma.store import schema as S
 from mlma.store.errors import SchemaError, StoreError, TickAlreadyDone
 from mlma.store.overrides import StreamOverrides
 from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, TickRecord, TickSummary,
-                                TickWrite, check_actor)
+                                TickWrite, check_actor, utc_instant)
 from mlma.store.state import FORMAT, decode_state, encode_state
 
 if TYPE_CHECKING:
@@ -124,15 +124,6 @@ def _timestamp(value: Any, what: str) -> pd.Timestamp | None:
     if stamp.tzinfo is not None:
         raise ValueError(f"{what} must be tz-naive data time (like ds), got {value!r}")
     return stamp
-
-
-def _instant(value: Any, what: str) -> dt.datetime:
-    """A wall-clock instant in UTC; naive values are taken as UTC."""
-    stamp = pd.Timestamp(value)
-    if stamp is pd.NaT:
-        raise ValueError(f"{what} must be a time, got {value!r}")
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    return stamp.to_pydatetime()
 
 
 class Store:
@@ -1223,7 +1214,7 @@ class Store:
             raise ValueError(f"status must be one of {S.ESCALATION_STATUSES}, got {status!r}")
         if (status == "silenced") != (silenced_until is not None):
             raise ValueError("silenced_until is required with status 'silenced' and only then")
-        until = _instant(silenced_until, "silenced_until") if silenced_until is not None else None
+        until = utc_instant(silenced_until, "silenced_until") if silenced_until is not None else None
         ids = [int(i) for i in ids]
         with self._write() as conn:
             now = self._now(conn)
@@ -1260,7 +1251,7 @@ class Store:
         a = S.audit_log
         query = sa.select(a).order_by(a.c.id)
         if since is not None:
-            query = query.where(a.c.at >= _instant(since, "since"))
+            query = query.where(a.c.at >= utc_instant(since, "since"))
         for column, value in (("target", target), ("actor", actor), ("action", action)):
             if value is not None:
                 query = query.where(a.c[column] == value)

@@ -81,38 +81,44 @@ class Transaction:
     def add_abnormal_periods(self, stream_ids: Sequence[int | None], start: dt.datetime, end: dt.datetime, *,
                              by: str, reason: str | None = None) -> int:
         """Mark ``start <= ds < end`` abnormal for each stream id (None: the whole fleet); returns how many."""
-        check_actor(by)
-        rows = [{"stream_id": None if i is None else int(i), "start_ds": start, "end_ds": end,
-                 "created_at": self.now, "created_by": by, "reason": reason} for i in stream_ids]
-        if rows:
-            self._connection().execute(sa.insert(S.abnormal_periods), rows)
-        return len(rows)
+        made = self._made_by(by, reason)
+        return self._insert(S.abnormal_periods, [{"stream_id": None if i is None else int(i), "start_ds": start,
+                                                  "end_ds": end, **made} for i in stream_ids])
 
     def cancel_abnormal_periods(self, period_ids: Sequence[int]) -> int:
         """Cancel the active abnormal periods among ``period_ids``; returns how many were active."""
         a = S.abnormal_periods
-        return int(self._connection().execute(
-            sa.update(a).where(a.c.id.in_([int(i) for i in period_ids]), a.c.cancelled_at.is_(None))
-            .values(cancelled_at=self.now)).rowcount)
+        return self._update(a, period_ids, a.c.cancelled_at.is_(None), cancelled_at=self.now)
 
     def queue_actions(self, stream_ids: Sequence[int], kind: str, params: Mapping[str, Any], *, by: str,
                       reason: str | None = None) -> int:
         """Queue one ``pending`` action of ``kind`` for each stream id (the next tick carries them out)."""
-        check_actor(by)
+        made = self._made_by(by, reason)
         if kind not in S.STREAM_ACTION_KINDS:
             raise ValueError(f"kind must be one of {S.STREAM_ACTION_KINDS}, got {kind!r}")
-        rows = [{"stream_id": int(i), "kind": kind, "params": dict(params), "status": "pending",
-                 "created_at": self.now, "created_by": by, "reason": reason} for i in stream_ids]
-        if rows:
-            self._connection().execute(sa.insert(S.stream_actions), rows)
-        return len(rows)
+        return self._insert(S.stream_actions, [{"stream_id": int(i), "kind": kind, "params": dict(params),
+                                                "status": "pending", **made} for i in stream_ids])
 
     def cancel_actions(self, action_ids: Sequence[int]) -> int:
         """Cancel the pending actions among ``action_ids``; returns how many were pending."""
         t = S.stream_actions
+        return self._update(t, action_ids, t.c.status == "pending", status="cancelled", applied_at=self.now)
+
+    def _made_by(self, by: str, reason: str | None) -> dict[str, Any]:
+        """Who added a row, when and why: the columns every row a person or the agent adds carries."""
+        check_actor(by)
+        return {"created_at": self.now, "created_by": by, "reason": reason}
+
+    def _insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> int:
+        """Insert ``rows`` (no statement for none); returns how many."""
+        if rows:
+            self._connection().execute(sa.insert(table), rows)
+        return len(rows)
+
+    def _update(self, table: sa.Table, ids: Sequence[int], still: sa.ColumnElement[bool], **values: Any) -> int:
+        """Set ``values`` on the rows among ``ids`` that ``still`` holds for; returns how many it held for."""
         return int(self._connection().execute(
-            sa.update(t).where(t.c.id.in_([int(i) for i in action_ids]), t.c.status == "pending")
-            .values(status="cancelled", applied_at=self.now)).rowcount)
+            sa.update(table).where(table.c.id.in_([int(i) for i in ids]), still).values(**values)).rowcount)
 
     # -- the model registry's rows -----------------------------------------------------------------------
     def record_versions(self, items: Sequence[NewVersion], tick: int | None = None) -> np.ndarray:
