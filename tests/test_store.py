@@ -109,6 +109,46 @@ def test_open_refuses_an_outdated_schema_and_upgrade_keeps_the_data(url):
         assert store.ingests()["source"].tolist() == ["before-upgrade"]
 
 
+def test_forecast_rows_of_an_old_store_are_packed_by_the_upgrade_and_unpacked_by_the_downgrade(url):
+    from alembic import command
+
+    from mlma.store.migrate import alembic_config
+
+    # Rows as revision 0006 stored them: one per stream, tick and timestamp, in no particular order.
+    assert Store.upgrade(url, "0006") == "0006"
+    with Store.open(url, check_schema=False) as old:
+        old.stream_ids(["a", "b", "c"])
+        stamps = pd.date_range("2024-01-02", periods=3, freq="h")
+        rows = [{"issued_tick": tick, "stream_id": sid, "ds": stamps[step].to_pydatetime(),
+                 "y_hat": 100.0 * tick + 10.0 * sid + step + 0.25, "model_version": None if sid == 2 else sid + 1}
+                for tick in (4, 5) for sid in (2, 0) for step in (2, 0, 1)]
+        legacy = sa.Table("forecasts", sa.MetaData(), sa.Column("issued_tick", sa.Integer),
+                          sa.Column("stream_id", sa.BigInteger), sa.Column("ds", S.DataTime),
+                          sa.Column("y_hat", sa.Double), sa.Column("model_version", sa.Integer))
+        with old.engine.begin() as conn:
+            conn.execute(sa.insert(legacy), rows)
+    expected = (pd.DataFrame(rows).sort_values(["issued_tick", "stream_id", "ds"]).reset_index(drop=True)
+                .astype({"model_version": "Int64"}))
+    assert Store.upgrade(url) == HEAD
+    with Store.open(url) as store:
+        assert count(store, S.forecasts) == 4  # one row per stream and tick
+        issued = store.forecasts()
+        pd.testing.assert_frame_equal(issued[expected.columns], expected, check_dtype=False)
+        assert store.forecasts(5)["unique_id"].tolist() == ["a"] * 3 + ["c"] * 3
+        # New ticks write the packed rows next to the converted ones.
+        store.write_tick(TickRecord(6, forecasts=pd.DataFrame({"stream_id": [1], "ds": stamps[:1],
+                                                               "y_hat": [7.0]})))
+        assert store.forecasts(6)["y_hat"].tolist() == [7.0]
+    with Store.open(url) as store, store.engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0006")
+    with Store.open(url, check_schema=False) as old, old.engine.connect() as conn:
+        back = pd.DataFrame(conn.execute(sa.select(legacy).order_by(legacy.c.issued_tick, legacy.c.stream_id,
+                                                                    legacy.c.ds)).all(),
+                            columns=list(expected.columns))
+    assert len(back) == len(expected) + 1
+    pd.testing.assert_frame_equal(back.iloc[:-1].astype({"model_version": "Int64"}), expected, check_dtype=False)
+
+
 def test_open_refuses_a_schema_from_a_newer_mlma(store, url):
     with store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))

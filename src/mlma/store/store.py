@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from mlma.store import bulk, drivers, lock, migrate, serial
+from mlma.store import bulk, drivers, lock, migrate, packed, serial
 from mlma.store.engine import is_read_only
 from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
@@ -1089,17 +1089,33 @@ class Store:
         frame.insert(4, "label", [Verdict(int(c)).label for c in frame["verdict"]])
         return frame
 
-    def forecasts(self, issued_tick: int) -> pd.DataFrame:
-        """The forecasts issued at the end of ``issued_tick``: stream_id, unique_id, ds, y_hat, model_version."""
+    def forecasts(self, issued_tick: int | None = None, streams: Sequence[int | str] | None = None
+                  ) -> pd.DataFrame:
+        """The forecasts issued at the end of ``issued_tick`` (None: of every tick), of every stream or of
+        ``streams``: one row per stream and timestamp, ordered by issued_tick, stream_id and ds.
+
+        Columns: issued_tick, stream_id, unique_id, ds, y_hat, model_version (nullable Int64). Stored one packed
+        row per stream and tick (:mod:`mlma.store.packed`), unpacked here.
+        """
         f = S.forecasts
-        query = (sa.select(f.c.stream_id, S.streams.c.unique_id, f.c.ds, f.c.y_hat, f.c.model_version)
-                 .join(S.streams, S.streams.c.id == f.c.stream_id).where(f.c.issued_tick == int(issued_tick))
-                 .order_by(f.c.stream_id, f.c.ds))
+        query = (sa.select(f.c.issued_tick, f.c.stream_id, S.streams.c.unique_id, f.c.model_version, f.c.ds_packed,
+                           f.c.y_hat_packed)
+                 .join(S.streams, S.streams.c.id == f.c.stream_id).order_by(f.c.issued_tick, f.c.stream_id))
+        if issued_tick is not None:
+            query = query.where(f.c.issued_tick == int(issued_tick))
+        if streams is not None:
+            query = query.where(f.c.stream_id.in_(self._ids_of(streams).tolist()))
         with self._read() as conn:
             rows = conn.execute(query).all()
-        frame = pd.DataFrame(rows, columns=["stream_id", "unique_id", "ds", "y_hat", "model_version"])
-        frame["ds"] = pd.to_datetime(frame["ds"]).astype("datetime64[ns]")
-        return frame
+        ticks, sids, uids, versions, ds_parts, y_parts = (list(c) for c in zip(*rows)) if rows else ([],) * 6
+        ids, ds, y = packed.unpack(sids, ds_parts, y_parts)
+        steps = np.array([packed.row_steps(b) for b in ds_parts], dtype=np.int64)
+        version = pd.array(versions, dtype="Int64") if rows else pd.array([], dtype="Int64")
+        frame = pd.DataFrame({
+            "issued_tick": np.repeat(np.asarray(ticks, dtype=np.int64), steps), "stream_id": ids,
+            "unique_id": np.repeat(np.asarray(uids, dtype=object), steps), "ds": ds, "y_hat": y,
+            "model_version": version.take(np.repeat(np.arange(len(rows)), steps))})
+        return frame if issued_tick is None else frame.drop(columns="issued_tick")
 
     def _insert_verdicts(self, conn: sa.Connection, tick: int, verdicts: Any) -> int:
         if isinstance(verdicts, pd.DataFrame):
@@ -1145,19 +1161,23 @@ class Store:
         return ids
 
     def _insert_forecasts(self, conn: sa.Connection, tick: int, forecasts: pd.DataFrame) -> int:
+        """One packed row per stream (:mod:`mlma.store.packed`); returns the number of forecasts."""
         if not {"stream_id", "ds", "y_hat"} <= set(forecasts.columns):
             raise ValueError(f"forecasts frame needs columns stream_id, ds, y_hat, has {list(forecasts.columns)}")
-        n = len(forecasts)
-        y_hat = forecasts["y_hat"].to_numpy(dtype=np.float64)
-        if not np.isfinite(y_hat).all():
-            raise ValueError("forecasts y_hat must be finite; leave out streams without a forecast")
-        data = {"issued_tick": np.full(n, tick),
-                "stream_id": self._known_ids(conn, forecasts["stream_id"].to_numpy(), "forecasts"),
-                "ds": forecasts["ds"].to_numpy(dtype="datetime64[ns]"), "y_hat": y_hat,
-                "model_version": forecasts["model_version"].to_numpy() if "model_version" in forecasts
-                else np.full(n, np.nan)}
-        return bulk.insert_rows(conn, "forecasts", {"issued_tick": "int", "stream_id": "int", "ds": "ds",
-                                                    "y_hat": "float", "model_version": "int?"}, data)
+        ids = self._known_ids(conn, forecasts["stream_id"].to_numpy(), "forecasts")
+        rows = packed.pack(ids, forecasts["ds"].to_numpy(dtype="datetime64[ns]"),
+                           forecasts["y_hat"].to_numpy(dtype=np.float64),
+                           forecasts["model_version"].to_numpy() if "model_version" in forecasts else None)
+        n = len(rows)
+        bulk.insert_rows(conn, "forecasts",
+                         {"issued_tick": "int", "stream_id": "int", "first_ds": "ds", "last_ds": "ds", "steps": "int",
+                          "ds_packed": "blob", "y_hat_packed": "blob", "model_version": "int?"},
+                         {"issued_tick": np.full(n, tick), "stream_id": rows.stream_id, "first_ds": rows.first_ds,
+                          "last_ds": rows.last_ds, "steps": rows.steps, "ds_packed": rows.ds_packed,
+                          "y_hat_packed": rows.y_hat_packed,
+                          "model_version": rows.model_version if rows.model_version is not None
+                          else np.full(n, np.nan)})
+        return len(forecasts)
 
     # -- escalations and the audit log ------------------------------------------------------------------
     def add_escalations(self, escalations: Sequence, *, tick: int | None = None) -> list[int]:
