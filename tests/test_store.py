@@ -719,3 +719,61 @@ def test_write_tick_takes_only_a_tick_record_and_summaries_read_back_typed(tmp_p
         got = store.tick_summaries()
     assert got[0] == summary and got[0].loss is None and got[1] is None
     assert got[2] == TickSummary(n_streams=2, retrains=3)
+
+
+# -- packed forecasts, state encoding, stream columns (issue 12: a tick's store work) -------------------------
+def test_a_forecast_frame_that_cannot_be_packed_is_refused_by_name(store):
+    store.stream_ids(["a", "b"])
+    stamps = pd.to_datetime(["2024-01-01 00:00", "2024-01-01 01:00"])
+    twice = pd.DataFrame({"stream_id": [1, 1], "ds": [stamps[0], stamps[0]], "y_hat": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="stream id 1 has two forecasts for 2024-01-01 00:00"):
+        store.write_tick(TickRecord(0, forecasts=twice))
+    mixed = pd.DataFrame({"stream_id": [0, 0], "ds": stamps, "y_hat": [1.0, 2.0], "model_version": [1, 2]})
+    with pytest.raises(ValueError, match="stream id 0: its forecasts name several model versions"):
+        store.write_tick(TickRecord(0, forecasts=mixed))
+    assert count(store, S.forecasts) == 0 and store.ticks().empty
+    # Unordered rows come back ordered, each stream's horizon whole.
+    shuffled = pd.DataFrame({"stream_id": [1, 0, 1, 0], "ds": stamps[[1, 0, 0, 1]], "y_hat": [4.0, 1.0, 3.0, 2.0],
+                             "model_version": [5, None, 5, None]})
+    assert store.write_tick(TickRecord(0, forecasts=shuffled)).n_forecasts == 4
+    issued = store.forecasts(0)
+    assert issued["y_hat"].tolist() == [1.0, 2.0, 3.0, 4.0] and issued["ds"].tolist() == list(stamps) * 2
+    assert issued["model_version"].tolist() == [pd.NA, pd.NA, 5, 5]
+    assert store.forecasts(0, streams=["b"])["unique_id"].tolist() == ["b", "b"]
+
+
+def test_state_arrays_are_deflated_only_where_it_pays_and_old_blobs_still_load():
+    import io
+
+    from mlma.store.state import decode_state, encode_state
+
+    rng = np.random.default_rng(3)
+    zeros = np.zeros((2000, 24), dtype=np.float32)
+    noise = rng.random((2000, 24)).astype(np.float32)
+    small_zeros, _ = encode_state({"ref": zeros})
+    small_noise, _ = encode_state({"ref": noise})
+    assert len(small_zeros) < zeros.nbytes / 20          # deflated
+    assert noise.nbytes <= len(small_noise) < noise.nbytes + 1000  # stored as it is
+    blob, sha = encode_state({"ref": noise, "flags": np.zeros(2000, dtype=bool)})
+    back = decode_state(blob, sha)
+    assert np.array_equal(back["ref"], noise) and back["flags"].dtype == bool
+    # Blobs of the earlier encoder (np.savez_compressed) load as before.
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, ref=noise)
+    old = buffer.getvalue()
+    assert np.array_equal(decode_state(old, hashlib.sha256(old).hexdigest())["ref"], noise)
+
+
+def test_streams_can_be_read_column_by_column(store):
+    store.ingest_frame(fleet_frame(3, 2), "day-1")
+    store.stream_ids(["no-rows"])
+    store.set_attributes({"zone-00001": {"city": "Berlin"}})
+    whole = store.streams()
+    assert whole["attributes"].tolist() == [{}, {"city": "Berlin"}, {}, {}]
+    assert whole["last_ds"].tolist()[:3] == [pd.Timestamp("2024-01-01 01:00")] * 3 and pd.isna(whole["last_ds"][3])
+    assert str(whole["first_seen"].dtype).endswith("UTC]")
+    some = store.streams(columns=["id", "unique_id"])
+    assert list(some.columns) == ["id", "unique_id"]
+    pd.testing.assert_frame_equal(some, whole[["id", "unique_id"]])
+    with pytest.raises(ValueError, match="streams has columns"):
+        store.streams(columns=["id", "colour"])

@@ -1,8 +1,13 @@
-"""Issued forecasts packed one row per stream and tick (the horizon as two little-endian arrays).
+"""Issued forecasts packed one row per stream and tick (the horizon as two little-endian arrays); on
+PostgreSQL, agent state blobs stored without TOAST compression.
 
 A tick of 10,000 hourly streams wrote 240,000 forecast rows; packed it writes 10,000 (mlma.store.packed
 describes the format). Existing rows are converted one issuing tick at a time, so memory stays bounded by a
 tick's forecasts; the downgrade converts them back.
+
+The agent state blob is already deflated where that pays (mlma.store.state); PostgreSQL compressed it again
+(pglz, on every value over 2 kB), which cost most of a 20 MB state's write. ``STORAGE EXTERNAL`` keeps it out
+of line, uncompressed.
 
 Revision ID: 0007
 Revises: 0006
@@ -99,10 +104,14 @@ def upgrade() -> None:
         _pack_tick(conn, tick, "forecasts_v6", new)
     op.drop_table("forecasts_v6")
     op.create_index("ix_forecasts_stream_id_last_ds", "forecasts", ["stream_id", "last_ds"])
+    if conn.dialect.name == "postgresql":
+        op.execute("ALTER TABLE agent_state ALTER COLUMN blob SET STORAGE EXTERNAL")
 
 
 def downgrade() -> None:
     conn = op.get_bind()
+    if conn.dialect.name == "postgresql":
+        op.execute("ALTER TABLE agent_state ALTER COLUMN blob SET STORAGE EXTENDED")
     _set_aside(conn, "ix_forecasts_stream_id_last_ds", "forecasts_v7")
     op.create_table("forecasts", *_row_columns(),
                     sa.PrimaryKeyConstraint("issued_tick", "stream_id", "ds", name="pk_forecasts"))
