@@ -76,9 +76,13 @@ def pack(stream_id, ds, y_hat, model_version=None) -> PackedForecasts:
                          f"{len(y)} values")
     if not np.isfinite(y).all():
         raise ValueError("forecasts y_hat must be finite; leave out streams without a forecast")
-    order = np.lexsort((us, ids))
-    ids, us, y = ids[order], us[order], y[order]
     n = len(ids)
+    # Frames from forecast_frame come ordered by stream and time: then no sort (and no copy) is needed.
+    ordered = n < 2 or bool(np.all((ids[1:] > ids[:-1]) | ((ids[1:] == ids[:-1]) & (us[1:] > us[:-1]))))
+    order = None
+    if not ordered:
+        order = np.lexsort((us, ids))
+        ids, us, y = ids[order], us[order], y[order]
     new_stream = np.ones(n, dtype=bool)
     new_stream[1:] = ids[1:] != ids[:-1]
     if n > 1:
@@ -91,8 +95,10 @@ def pack(stream_id, ds, y_hat, model_version=None) -> PackedForecasts:
     bounds = np.append(starts, n)
     versions = None
     if model_version is not None:
-        v = pd.to_numeric(pd.Series(np.asarray(model_version)[order]), errors="raise").to_numpy(np.float64,
-                                                                                                  na_value=np.nan)
+        v = np.asarray(model_version)
+        v = v if order is None else v[order]
+        v = (v.astype(np.float64) if v.dtype.kind in "iuf"
+             else pd.to_numeric(pd.Series(v), errors="raise").to_numpy(np.float64, na_value=np.nan))
         head = np.repeat(v[starts], np.diff(bounds))
         mixed = ~((v == head) | (np.isnan(v) & np.isnan(head)))
         if mixed.any():
