@@ -65,12 +65,9 @@ def replay(root: Path, frame: pd.DataFrame) -> None:
 
 def live_scores(store: Store) -> pd.DataFrame:
     """Per-stream MAE of the forecasts the live agent issued, scored on the actuals."""
-    f, o = S.forecasts, S.observations
-    with store.engine.connect() as conn:
-        rows = conn.execute(sa.select(f.c.stream_id, f.c.y_hat, o.c.y)
-                            .join(o, sa.and_(o.c.stream_id == f.c.stream_id, o.c.ds == f.c.ds))).all()
-    frame = pd.DataFrame(rows, columns=["stream_id", "y_hat", "y"])
-    frame["unique_id"] = store.unique_ids(frame["stream_id"].to_numpy())
+    issued = store.forecasts()[["unique_id", "ds", "y_hat"]]
+    actuals = store.observations()[["unique_id", "ds", "y"]]
+    frame = issued.merge(actuals, on=["unique_id", "ds"], how="inner")
     frame["err"] = (frame["y"] - frame["y_hat"]).abs()
     return frame.groupby("unique_id")["err"].agg(["mean", "size"])
 

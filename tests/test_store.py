@@ -109,6 +109,46 @@ def test_open_refuses_an_outdated_schema_and_upgrade_keeps_the_data(url):
         assert store.ingests()["source"].tolist() == ["before-upgrade"]
 
 
+def test_forecast_rows_of_an_old_store_are_packed_by_the_upgrade_and_unpacked_by_the_downgrade(url):
+    from alembic import command
+
+    from mlma.store.migrate import alembic_config
+
+    # Rows as revision 0006 stored them: one per stream, tick and timestamp, in no particular order.
+    assert Store.upgrade(url, "0006") == "0006"
+    with Store.open(url, check_schema=False) as old:
+        old.stream_ids(["a", "b", "c"])
+        stamps = pd.date_range("2024-01-02", periods=3, freq="h")
+        rows = [{"issued_tick": tick, "stream_id": sid, "ds": stamps[step].to_pydatetime(),
+                 "y_hat": 100.0 * tick + 10.0 * sid + step + 0.25, "model_version": None if sid == 2 else sid + 1}
+                for tick in (4, 5) for sid in (2, 0) for step in (2, 0, 1)]
+        legacy = sa.Table("forecasts", sa.MetaData(), sa.Column("issued_tick", sa.Integer),
+                          sa.Column("stream_id", sa.BigInteger), sa.Column("ds", S.DataTime),
+                          sa.Column("y_hat", sa.Double), sa.Column("model_version", sa.Integer))
+        with old.engine.begin() as conn:
+            conn.execute(sa.insert(legacy), rows)
+    expected = (pd.DataFrame(rows).sort_values(["issued_tick", "stream_id", "ds"]).reset_index(drop=True)
+                .astype({"model_version": "Int64"}))
+    assert Store.upgrade(url) == HEAD
+    with Store.open(url) as store:
+        assert count(store, S.forecasts) == 4  # one row per stream and tick
+        issued = store.forecasts()
+        pd.testing.assert_frame_equal(issued[expected.columns], expected, check_dtype=False)
+        assert store.forecasts(5)["unique_id"].tolist() == ["a"] * 3 + ["c"] * 3
+        # New ticks write the packed rows next to the converted ones.
+        store.write_tick(TickRecord(6, forecasts=pd.DataFrame({"stream_id": [1], "ds": stamps[:1],
+                                                               "y_hat": [7.0]})))
+        assert store.forecasts(6)["y_hat"].tolist() == [7.0]
+    with Store.open(url) as store, store.engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0006")
+    with Store.open(url, check_schema=False) as old, old.engine.connect() as conn:
+        back = pd.DataFrame(conn.execute(sa.select(legacy).order_by(legacy.c.issued_tick, legacy.c.stream_id,
+                                                                    legacy.c.ds)).all(),
+                            columns=list(expected.columns))
+    assert len(back) == len(expected) + 1
+    pd.testing.assert_frame_equal(back.iloc[:-1].astype({"model_version": "Int64"}), expected, check_dtype=False)
+
+
 def test_open_refuses_a_schema_from_a_newer_mlma(store, url):
     with store.engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
@@ -696,3 +736,61 @@ def test_every_tick_summary_field_is_checked_by_its_type():
             TickSummary(**{f.name: bad})
     assert set(TickSummary().to_json()) == {f.name for f in dataclasses.fields(TickSummary)} - {
         "driver_values_filled", "next_tick"}
+
+
+# -- packed forecasts, state encoding, stream columns (issue 12: a tick's store work) -------------------------
+def test_a_forecast_frame_that_cannot_be_packed_is_refused_by_name(store):
+    store.stream_ids(["a", "b"])
+    stamps = pd.to_datetime(["2024-01-01 00:00", "2024-01-01 01:00"])
+    twice = pd.DataFrame({"stream_id": [1, 1], "ds": [stamps[0], stamps[0]], "y_hat": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="stream id 1 has two forecasts for 2024-01-01 00:00"):
+        store.write_tick(TickRecord(0, forecasts=twice))
+    mixed = pd.DataFrame({"stream_id": [0, 0], "ds": stamps, "y_hat": [1.0, 2.0], "model_version": [1, 2]})
+    with pytest.raises(ValueError, match="stream id 0: its forecasts name several model versions"):
+        store.write_tick(TickRecord(0, forecasts=mixed))
+    assert count(store, S.forecasts) == 0 and store.ticks().empty
+    # Unordered rows come back ordered, each stream's horizon whole.
+    shuffled = pd.DataFrame({"stream_id": [1, 0, 1, 0], "ds": stamps[[1, 0, 0, 1]], "y_hat": [4.0, 1.0, 3.0, 2.0],
+                             "model_version": [5, None, 5, None]})
+    assert store.write_tick(TickRecord(0, forecasts=shuffled)).n_forecasts == 4
+    issued = store.forecasts(0)
+    assert issued["y_hat"].tolist() == [1.0, 2.0, 3.0, 4.0] and issued["ds"].tolist() == list(stamps) * 2
+    assert issued["model_version"].tolist() == [pd.NA, pd.NA, 5, 5]
+    assert store.forecasts(0, streams=["b"])["unique_id"].tolist() == ["b", "b"]
+
+
+def test_state_arrays_are_deflated_only_where_it_pays_and_old_blobs_still_load():
+    import io
+
+    from mlma.store.state import decode_state, encode_state
+
+    rng = np.random.default_rng(3)
+    zeros = np.zeros((2000, 24), dtype=np.float32)
+    noise = rng.random((2000, 24)).astype(np.float32)
+    small_zeros, _ = encode_state({"ref": zeros})
+    small_noise, _ = encode_state({"ref": noise})
+    assert len(small_zeros) < zeros.nbytes / 20          # deflated
+    assert noise.nbytes <= len(small_noise) < noise.nbytes + 1000  # stored as it is
+    blob, sha = encode_state({"ref": noise, "flags": np.zeros(2000, dtype=bool)})
+    back = decode_state(blob, sha)
+    assert np.array_equal(back["ref"], noise) and back["flags"].dtype == bool
+    # Blobs of the earlier encoder (np.savez_compressed) load as before.
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, ref=noise)
+    old = buffer.getvalue()
+    assert np.array_equal(decode_state(old, hashlib.sha256(old).hexdigest())["ref"], noise)
+
+
+def test_streams_can_be_read_column_by_column(store):
+    store.ingest_frame(fleet_frame(3, 2), "day-1")
+    store.stream_ids(["no-rows"])
+    store.set_attributes({"zone-00001": {"city": "Berlin"}})
+    whole = store.streams()
+    assert whole["attributes"].tolist() == [{}, {"city": "Berlin"}, {}, {}]
+    assert whole["last_ds"].tolist()[:3] == [pd.Timestamp("2024-01-01 01:00")] * 3 and pd.isna(whole["last_ds"][3])
+    assert str(whole["first_seen"].dtype).endswith("UTC]")
+    some = store.streams(columns=["id", "unique_id"])
+    assert list(some.columns) == ["id", "unique_id"]
+    pd.testing.assert_frame_equal(some, whole[["id", "unique_id"]])
+    with pytest.raises(ValueError, match="streams has columns"):
+        store.streams(columns=["id", "colour"])

@@ -15,7 +15,7 @@ Examples
 >>> from mlma.store import Store
 >>> store = Store.create("sqlite://")
 >>> store.schema_revision()
-'0006'
+'0007'
 """
 
 from __future__ import annotations

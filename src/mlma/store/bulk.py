@@ -20,9 +20,10 @@ from mlma.store import serial
 # Column kinds of staging tables and their SQL types per dialect.
 _SQL_TYPES = {
     "sqlite": {"int": "INTEGER", "int?": "INTEGER", "float": "REAL", "ds": "TEXT", "text": "TEXT",
-               "bool": "INTEGER", "utc": "TEXT", "json": "TEXT"},
+               "bool": "INTEGER", "utc": "TEXT", "json": "TEXT", "blob": "BLOB"},
     "postgresql": {"int": "BIGINT", "int?": "BIGINT", "float": "DOUBLE PRECISION", "ds": "TIMESTAMP",
-                   "text": "TEXT", "bool": "BOOLEAN", "utc": "TIMESTAMPTZ", "json": "JSONB"},
+                   "text": "TEXT", "bool": "BOOLEAN", "utc": "TIMESTAMPTZ", "json": "JSONB",
+                   "blob": "BYTEA"},
 }
 # SQLAlchemy's text format for DateTime on SQLite; raw values must match it exactly for keys to compare.
 _SQLITE_DS_WIDTH = 26
@@ -92,6 +93,8 @@ def _column_values(kind: str, values, dialect: str) -> list:
         return [None if v is None else utc_to_db(v, dialect) for v in values]
     if kind == "json":
         return [serial.dumps(v) for v in values]
+    if kind == "blob":
+        return [bytes(v) for v in values]
     if kind == "text":
         return [None if (v is None or (isinstance(v, float) and np.isnan(v)) or v == "") else str(v)
                 for v in array.tolist()]
@@ -107,7 +110,7 @@ def insert_rows(conn: sa.Connection, table: str, columns: Mapping[str, str], dat
     """Insert columns of equal length into ``table``: COPY on PostgreSQL, executemany on SQLite.
 
     ``columns`` maps column names to kinds (``int``, ``int?`` (nullable), ``float`` (NaN is NULL), ``ds``,
-    ``text`` ('' is NULL), ``bool``, ``utc`` (aware datetimes), ``json``); ``data`` maps
+    ``text`` ('' is NULL), ``bool``, ``utc`` (aware datetimes), ``json``, ``blob`` (bytes)); ``data`` maps
     the same names to arrays. Rows go in batches of :data:`BATCH_ROWS`, so memory stays bounded whatever the
     number of rows. Returns the number of rows.
     """

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from mlma.escalations import ESCALATION_KINDS
 from mlma.policy import Verdict
 from mlma.store.records import TickSummary
+from mlma.store import packed
 from mlma.store import schema as S
 from mlma.store.overrides import StreamOverrides, pinned_now
 from mlma.store.store import Store
@@ -317,6 +318,23 @@ def attribute_values(store: Store, limit: int = 200) -> dict[str, list[dict]]:
     return out
 
 
+def _latest_forecasts(issue_rows: Sequence, since: Any) -> list[tuple[dt.datetime, float, int, int | None]]:
+    """``(ds, y_hat, issued_tick, model_version)`` per forecast timestamp from ``since`` on, in time order.
+
+    A timestamp may have been forecast by several ticks (horizons longer than a tick): the chart shows the
+    latest issue, which is the one that was scored. ``issue_rows`` are packed rows in issuing order.
+    """
+    latest: dict[int, tuple[float, int, int | None]] = {}
+    floor = None if since is None else int(pd.Timestamp(since).value // 1000)
+    for r in issue_rows:
+        _, ds, y = packed.unpack([0], [r.ds_packed], [r.y_hat_packed])
+        version = None if r.model_version is None else int(r.model_version)
+        for us, value in zip((ds.astype("datetime64[us]").astype("int64")).tolist(), y.tolist()):
+            if floor is None or us >= floor:
+                latest[us] = (value, int(r.issued_tick), version)
+    return [(pd.Timestamp(us, unit="us").to_pydatetime(), *latest[us]) for us in sorted(latest)]
+
+
 def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mapping[str, Any] | None = None) -> dict:
     """One stream: its state, the last ``ticks`` ticks of actuals, forecasts, losses against the reference,
     p-values and verdicts, its model versions and every move of its champion with who and why, and its
@@ -347,12 +365,14 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
             since = row.last_ds - dt.timedelta(days=14)
         o, f = S.observations, S.forecasts
         obs_query = sa.select(o.c.ds, o.c.y).where(o.c.stream_id == sid)
-        fc_query = sa.select(f.c.issued_tick, f.c.ds, f.c.y_hat, f.c.model_version).where(f.c.stream_id == sid)
+        fc_query = (sa.select(f.c.issued_tick, f.c.ds_packed, f.c.y_hat_packed, f.c.model_version)
+                    .where(f.c.stream_id == sid))
         if since is not None:
             obs_query = obs_query.where(o.c.ds >= since)
-            fc_query = fc_query.where(f.c.ds >= since)
+            fc_query = fc_query.where(f.c.last_ds >= since)
         actual_rows = conn.execute(obs_query.order_by(o.c.ds).limit(50_000)).all()
-        forecast_rows = conn.execute(fc_query.order_by(f.c.ds, f.c.issued_tick).limit(100_000)).all()
+        # One packed row per issuing tick (mlma.store.packed): the newest 5,000 issues at most.
+        issue_rows = conn.execute(fc_query.order_by(f.c.issued_tick.desc()).limit(5_000)).all()[::-1]
         mv, ch, h = S.model_versions, S.champions, S.champion_history
         versions = conn.execute(sa.select(mv).where(mv.c.stream_id == sid).order_by(mv.c.version.desc())
                                 .limit(100)).all()[::-1]
@@ -371,12 +391,7 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
         al = S.audit_log
         audit = conn.execute(sa.select(al).where(al.c.target == f"stream:{stream}").order_by(al.c.id.desc())
                              .limit(100)).all()
-    # A timestamp may have been forecast by several ticks (horizons longer than a tick): the chart shows the
-    # latest issue, which is the one that was scored.
-    latest_forecast: dict[Any, Any] = {}
-    for r in forecast_rows:
-        latest_forecast[r.ds] = r
-    forecasts = [latest_forecast[k] for k in sorted(latest_forecast)]
+    forecasts = _latest_forecasts(issue_rows, since)
     overrides = row.overrides or {}
     parsed = StreamOverrides.parse(overrides)
     params = dict(defaults or {})
@@ -400,9 +415,9 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
                    "model_version": None if r.model_version is None else int(r.model_version),
                    "retrain": bool(r.retrain), "reason": r.reason} for r in verdict_rows],
         "actuals": {"ds": [_iso(r.ds) for r in actual_rows], "y": [_num(r.y) for r in actual_rows]},
-        "forecasts": {"ds": [_iso(r.ds) for r in forecasts], "y_hat": [_num(r.y_hat) for r in forecasts],
-                      "issued_tick": [int(r.issued_tick) for r in forecasts],
-                      "model_version": [None if r.model_version is None else int(r.model_version) for r in forecasts]},
+        "forecasts": {"ds": [_iso(ds) for ds, _, _, _ in forecasts], "y_hat": [_num(y) for _, y, _, _ in forecasts],
+                      "issued_tick": [tick for _, _, tick, _ in forecasts],
+                      "model_version": [version for _, _, _, version in forecasts]},
         "versions": [{"version": int(m.version), "created_at": _iso(m.created_at), "created_tick": m.created_tick,
                       "train_start": _iso(m.train_start), "train_end": _iso(m.train_end), "spec": m.spec,
                       "params": m.params, "metrics": m.metrics, "check": m.check_result,

@@ -176,14 +176,20 @@ verdicts = sa.Table(
     sa.Index(None, "stream_id", "tick"),
 )
 
+# One row per stream and issuing tick, the horizon packed as two arrays (mlma.store.packed; migration 0007):
+# a tick writes one row per stream instead of one per stream and step. first_ds/last_ds bound the packed
+# timestamps, so that a reader can select rows by data time without unpacking them.
 forecasts = sa.Table(
     "forecasts", metadata,
-    sa.Column("issued_tick", sa.Integer, primary_key=True),
-    sa.Column("stream_id", sa.BigInteger, primary_key=True),
-    sa.Column("ds", DataTime, primary_key=True),
-    sa.Column("y_hat", Double, nullable=False),
+    sa.Column("issued_tick", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("stream_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("first_ds", DataTime, nullable=False),
+    sa.Column("last_ds", DataTime, nullable=False),
+    sa.Column("steps", sa.Integer, nullable=False),
+    sa.Column("ds_packed", sa.LargeBinary, nullable=False),
+    sa.Column("y_hat_packed", sa.LargeBinary, nullable=False),
     sa.Column("model_version", sa.Integer),
-    sa.Index(None, "stream_id", "ds"),
+    sa.Index(None, "stream_id", "last_ds"),
 )
 
 escalations = sa.Table(

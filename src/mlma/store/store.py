@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from mlma.store import bulk, drivers, lock, migrate, serial
+from mlma.store import bulk, drivers, lock, migrate, packed, serial
 from mlma.store.engine import is_read_only
 from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
@@ -342,12 +342,39 @@ class Store:
             raise KeyError(f"unknown stream {stream!r}")
         return int(found)
 
-    def streams(self) -> pd.DataFrame:
-        """All streams: id, unique_id, first/last seen (UTC), first/last ds, attributes, overrides."""
+    def streams(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """All streams, ordered by id: id, unique_id, first/last seen (UTC), first/last ds, attributes,
+        overrides; or only ``columns`` of them (``("id", "unique_id")`` is what a tick needs, and costs a
+        fraction of the whole table).
+        """
+        s = S.streams
+        names = [c.name for c in s.columns]
+        wanted = names if columns is None else list(columns)
+        unknown = [c for c in wanted if c not in names]
+        if unknown or not wanted:
+            raise ValueError(f"streams has columns {names}; asked for {wanted}")
+        # The driver's values, converted column by column: SQLAlchemy's per-value result processing (four
+        # timestamps and two JSON documents a row) cost most of the read at 10,000 streams.
+        raw = [sa.type_coerce(s.c[c], sa.types.NullType()).label(c) for c in wanted]
         with self._read() as conn:
-            rows = conn.execute(sa.select(S.streams).order_by(S.streams.c.id)).all()
-        frame = pd.DataFrame(rows, columns=[c.name for c in S.streams.columns])
-        return frame
+            rows = conn.execute(sa.select(*raw).order_by(s.c.id)).all()
+        values = dict(zip(wanted, zip(*rows))) if rows else {c: () for c in wanted}
+        sqlite = self.dialect == "sqlite"
+
+        def convert(name: str, column: Sequence):
+            if name == "id":
+                return np.asarray(column, dtype=np.int64)
+            if name in ("first_seen", "last_seen"):
+                return pd.Series(pd.to_datetime(list(column), utc=True, format="ISO8601"),
+                                 dtype="datetime64[us, UTC]")
+            if name in ("first_ds", "last_ds"):
+                return np.array(column, dtype="datetime64[us]")  # None is NaT
+            if name in ("attributes", "overrides"):  # psycopg parses jsonb itself (with serial.loads)
+                return pd.Series([serial.loads(v) if sqlite and v is not None else v for v in column],
+                                 dtype=object)
+            return list(column)
+
+        return pd.DataFrame({name: convert(name, values[name]) for name in wanted})
 
     def stream_count(self) -> int:
         """How many streams the store knows."""
@@ -1080,17 +1107,33 @@ class Store:
         frame.insert(4, "label", [Verdict(int(c)).label for c in frame["verdict"]])
         return frame
 
-    def forecasts(self, issued_tick: int) -> pd.DataFrame:
-        """The forecasts issued at the end of ``issued_tick``: stream_id, unique_id, ds, y_hat, model_version."""
+    def forecasts(self, issued_tick: int | None = None, streams: Sequence[int | str] | None = None
+                  ) -> pd.DataFrame:
+        """The forecasts issued at the end of ``issued_tick`` (None: of every tick), of every stream or of
+        ``streams``: one row per stream and timestamp, ordered by issued_tick, stream_id and ds.
+
+        Columns: issued_tick, stream_id, unique_id, ds, y_hat, model_version (nullable Int64). Stored one packed
+        row per stream and tick (:mod:`mlma.store.packed`), unpacked here.
+        """
         f = S.forecasts
-        query = (sa.select(f.c.stream_id, S.streams.c.unique_id, f.c.ds, f.c.y_hat, f.c.model_version)
-                 .join(S.streams, S.streams.c.id == f.c.stream_id).where(f.c.issued_tick == int(issued_tick))
-                 .order_by(f.c.stream_id, f.c.ds))
+        query = (sa.select(f.c.issued_tick, f.c.stream_id, S.streams.c.unique_id, f.c.model_version, f.c.ds_packed,
+                           f.c.y_hat_packed)
+                 .join(S.streams, S.streams.c.id == f.c.stream_id).order_by(f.c.issued_tick, f.c.stream_id))
+        if issued_tick is not None:
+            query = query.where(f.c.issued_tick == int(issued_tick))
+        if streams is not None:
+            query = query.where(f.c.stream_id.in_(self._ids_of(streams).tolist()))
         with self._read() as conn:
             rows = conn.execute(query).all()
-        frame = pd.DataFrame(rows, columns=["stream_id", "unique_id", "ds", "y_hat", "model_version"])
-        frame["ds"] = pd.to_datetime(frame["ds"]).astype("datetime64[ns]")
-        return frame
+        ticks, sids, uids, versions, ds_parts, y_parts = (list(c) for c in zip(*rows)) if rows else ([],) * 6
+        ids, ds, y = packed.unpack(sids, ds_parts, y_parts)
+        steps = np.array([packed.row_steps(b) for b in ds_parts], dtype=np.int64)
+        version = pd.array(versions, dtype="Int64") if rows else pd.array([], dtype="Int64")
+        frame = pd.DataFrame({
+            "issued_tick": np.repeat(np.asarray(ticks, dtype=np.int64), steps), "stream_id": ids,
+            "unique_id": np.repeat(np.asarray(uids, dtype=object), steps), "ds": ds, "y_hat": y,
+            "model_version": version.take(np.repeat(np.arange(len(rows)), steps))})
+        return frame if issued_tick is None else frame.drop(columns="issued_tick")
 
     def _insert_verdicts(self, conn: sa.Connection, tick: int, verdicts: Any) -> int:
         if isinstance(verdicts, pd.DataFrame):
@@ -1136,19 +1179,23 @@ class Store:
         return ids
 
     def _insert_forecasts(self, conn: sa.Connection, tick: int, forecasts: pd.DataFrame) -> int:
+        """One packed row per stream (:mod:`mlma.store.packed`); returns the number of forecasts."""
         if not {"stream_id", "ds", "y_hat"} <= set(forecasts.columns):
             raise ValueError(f"forecasts frame needs columns stream_id, ds, y_hat, has {list(forecasts.columns)}")
-        n = len(forecasts)
-        y_hat = forecasts["y_hat"].to_numpy(dtype=np.float64)
-        if not np.isfinite(y_hat).all():
-            raise ValueError("forecasts y_hat must be finite; leave out streams without a forecast")
-        data = {"issued_tick": np.full(n, tick),
-                "stream_id": self._known_ids(conn, forecasts["stream_id"].to_numpy(), "forecasts"),
-                "ds": forecasts["ds"].to_numpy(dtype="datetime64[ns]"), "y_hat": y_hat,
-                "model_version": forecasts["model_version"].to_numpy() if "model_version" in forecasts
-                else np.full(n, np.nan)}
-        return bulk.insert_rows(conn, "forecasts", {"issued_tick": "int", "stream_id": "int", "ds": "ds",
-                                                    "y_hat": "float", "model_version": "int?"}, data)
+        ids = self._known_ids(conn, forecasts["stream_id"].to_numpy(), "forecasts")
+        rows = packed.pack(ids, forecasts["ds"].to_numpy(dtype="datetime64[ns]"),
+                           forecasts["y_hat"].to_numpy(dtype=np.float64),
+                           forecasts["model_version"].to_numpy() if "model_version" in forecasts else None)
+        n = len(rows)
+        bulk.insert_rows(conn, "forecasts",
+                         {"issued_tick": "int", "stream_id": "int", "first_ds": "ds", "last_ds": "ds", "steps": "int",
+                          "ds_packed": "blob", "y_hat_packed": "blob", "model_version": "int?"},
+                         {"issued_tick": np.full(n, tick), "stream_id": rows.stream_id, "first_ds": rows.first_ds,
+                          "last_ds": rows.last_ds, "steps": rows.steps, "ds_packed": rows.ds_packed,
+                          "y_hat_packed": rows.y_hat_packed,
+                          "model_version": rows.model_version if rows.model_version is not None
+                          else np.full(n, np.nan)})
+        return len(forecasts)
 
     # -- escalations and the audit log ------------------------------------------------------------------
     def add_escalations(self, escalations: Sequence, *, tick: int | None = None) -> list[int]:
@@ -1316,7 +1363,9 @@ class Store:
         values = dict(saved_at=now, format=FORMAT, sha256=sha, size_bytes=len(blob),
                       n_streams=lengths.pop() if len(lengths) == 1 else None, blob=blob)
         insert = self._insert(S.agent_state).values(tick=tick, **values)
-        conn.execute(insert.on_conflict_do_update(index_elements=[S.agent_state.c.tick], set_=values))
+        # The update takes the inserted row's values: binding them again would send the blob twice.
+        conn.execute(insert.on_conflict_do_update(index_elements=[S.agent_state.c.tick],
+                                                  set_={c: insert.excluded[c] for c in values}))
         kept = [r for (r,) in conn.execute(sa.select(S.agent_state.c.tick).order_by(S.agent_state.c.tick.desc())
                                            .limit(STATE_HISTORY))]
         conn.execute(sa.delete(S.agent_state).where(S.agent_state.c.tick < min(kept)))
@@ -1347,14 +1396,29 @@ class Store:
             The blob does not match its recorded sha256.
         """
         a = S.agent_state
-        query = sa.select(a)
+        query = sa.select(a.c.tick, a.c.sha256, a.c.size_bytes, a.c.saved_at)
         query = query.where(a.c.tick == int(tick)) if tick is not None else query.order_by(a.c.tick.desc()).limit(1)
         with self._read() as conn:
             row = conn.execute(query).first()
-        if row is None:
-            return None
-        arrays = decode_state(bytes(row.blob), row.sha256)
+            if row is None:
+                return None
+            blob = self._state_blob(conn, int(row.tick))
+        if blob is None:  # deleted between the two reads by a newer tick's commit
+            return self.load_state(tick)
+        arrays = decode_state(blob, row.sha256)
         return AgentState(int(row.tick), arrays, row.sha256, int(row.size_bytes), row.saved_at)
+
+    @staticmethod
+    def _state_blob(conn: sa.Connection, tick: int) -> bytes | None:
+        if conn.dialect.name == "postgresql":
+            # bytea in the binary protocol: the text one sends it hex-encoded, three times slower for a
+            # state of tens of MB.
+            with conn.connection.driver_connection.cursor(binary=True) as cursor:
+                cursor.execute("SELECT blob FROM agent_state WHERE tick = %s", (tick,))
+                found = cursor.fetchone()
+        else:
+            found = conn.execute(sa.select(S.agent_state.c.blob).where(S.agent_state.c.tick == tick)).first()
+        return None if found is None else bytes(found[0])
 
     # -- locks -------------------------------------------------------------------------------------------
     def acquire_lock(self, holder: str, ttl: float = 300.0, *, name: str = "tick") -> lock.Lease:
