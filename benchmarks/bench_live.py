@@ -366,7 +366,11 @@ def peak_rss_since_reset_mb() -> float | None:
 
 
 # -- one configuration (in its own process) ------------------------------------------------------------------
-def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, say, model: str = MODEL) -> dict:
+def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, say, model: str = MODEL, *,
+            history_ingests: int = 1, baseline: bool = True) -> dict:
+    import types
+
+    import numpy as np
     import pandas as pd
 
     from mlma.live import LiveAgent
@@ -381,6 +385,8 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
     day = ((data["ds"] - data["ds"].min().normalize()) // pd.Timedelta("1D")).to_numpy()
     history = data[day < HISTORY_DAYS].reset_index(drop=True)
     days = [data[day == HISTORY_DAYS + i].reset_index(drop=True) for i in range(ticks)]
+    history_day = day[day < HISTORY_DAYS]
+    del day  # 8 bytes a row: not to be counted in the ticks' memory
     out = {"backend": backend, "zones": n_zones, "ticks": ticks, "seed": seed,
            "simulate_seconds": time.perf_counter() - started, "history_rows": len(history),
            "streams_in_data": int(data["unique_id"].nunique()),
@@ -428,7 +434,18 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
                 record["rows"] = {t: after[t] - before[t] for t in COUNTED_TABLES if after[t] != before[t]}
             return result, record
 
-        report, rec = run("ingest history", lambda: store.ingest_frame(history, "history"), rows_of_tables=False)
+        def ingest_history():
+            # In ``history_ingests`` files of whole days (one: the whole history at once). A 100,000-stream
+            # history (67 M rows) in one ingest would hold far more memory than the daily loop ever does.
+            if history_ingests <= 1:
+                return store.ingest_frame(history, "history")
+            groups = np.array_split(np.arange(HISTORY_DAYS), history_ingests)
+            rows = sum(store.ingest_frame(history[np.isin(history_day, g)].reset_index(drop=True),
+                                          f"history-{i + 1}").rows_new for i, g in enumerate(groups))
+            return types.SimpleNamespace(rows_new=rows)
+
+        report, rec = run("ingest history", ingest_history, rows_of_tables=False)
+        rec["ingests"] = max(1, history_ingests)
         rec["rows_new"] = int(report.rows_new)
         out["ingest_history"] = rec
         say(f"{backend} {n_zones:,}: ingested {report.rows_new:,} rows of {HISTORY_DAYS} days in "
@@ -442,7 +459,7 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
         say(f"{backend} {n_zones:,}: {result} -> {rec['seconds']:.2f} s wall, {rec['sql']['total']} statements")
         ingests = []
         # The ticks' own peak: the simulated data and the history's ingest above held more than a tick does.
-        del data, history, sim
+        del data, history, sim, history_day
         import gc
 
         gc.collect()
@@ -468,10 +485,11 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
         out["peak_rss_mb"] = max(peak_before_ticks, peak_rss_mb())
         del days
         gc.collect()
-        out["backtest"] = backtest_ticks(simulate_platform(n_zones, HISTORY_DAYS + ticks, seed=seed).data, config,
-                                         ticks)
-        say(f"{backend} {n_zones:,}: one more backtest tick {out['backtest']['tick_seconds']:.2f} s "
-            f"(mean of {ticks}); live tick {mean(s['seconds'] for s in steps[1:]):.2f} s")
+        if baseline:
+            out["backtest"] = backtest_ticks(simulate_platform(n_zones, HISTORY_DAYS + ticks, seed=seed).data,
+                                             config, ticks)
+            say(f"{backend} {n_zones:,}: one more backtest tick {out['backtest']['tick_seconds']:.2f} s "
+                f"(mean of {ticks}); live tick {mean(s['seconds'] for s in steps[1:]):.2f} s")
     out["seconds"] = time.perf_counter() - started
     return out
 
@@ -526,12 +544,14 @@ def describe_step(rec: dict, result, store) -> dict:
 
 
 # -- running the plan ----------------------------------------------------------------------------------------
-def run_child(backend: str, n: int, ticks: int, seed: int, say, model: str = MODEL) -> dict:
+def run_child(backend: str, n: int, ticks: int, seed: int, say, model: str = MODEL, *, history_ingests: int = 1,
+              baseline: bool = True) -> dict:
     """Measure one configuration in a fresh interpreter and return its record."""
     with tempfile.TemporaryDirectory(prefix=f"mlma-bench-live-{backend}-{n}-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", f"{backend}:{n}", "--ticks", str(ticks),
-               "--seed", str(seed), "--child-out", str(out), "--workdir", tmp, "--model", model]
+               "--seed", str(seed), "--child-out", str(out), "--workdir", tmp, "--model", model,
+               "--history-ingests", str(history_ingests), *(() if baseline else ("--no-backtest",))]
         load_before = load_average()
         proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=None, env={**os.environ, "PYTHONHASHSEED": "0"})
         if proc.returncode != 0:
@@ -1072,6 +1092,10 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--from-json", type=Path, metavar="PATH",
                         help="render (and write) the results saved with --json; measure nothing")
     parser.add_argument("--model", default=MODEL, help=f"the project's model (default {MODEL}; e.g. ridge)")
+    parser.add_argument("--history-ingests", type=int, default=1,
+                        help="ingest the 28 days of history in this many files of whole days (default 1)")
+    parser.add_argument("--no-backtest", action="store_true",
+                        help="skip the backtest baseline (it holds all the data at once: for 100,000 streams)")
     parser.add_argument("--seed", type=int, default=SEED, help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -1081,6 +1105,8 @@ def parse(argv=None) -> argparse.Namespace:
     unknown = [b for b in args.backends if b not in BACKENDS]
     if unknown or not args.backends:
         parser.error(f"--backends takes some of {', '.join(BACKENDS)}, got {','.join(args.backends)!r}")
+    if args.history_ingests < 1 or args.history_ingests > HISTORY_DAYS:
+        parser.error(f"--history-ingests must be 1 to {HISTORY_DAYS}, got {args.history_ingests}")
     if args.ticks < 1:
         parser.error(f"--ticks must be at least 1, got {args.ticks}")
     if args.sizes is not None:
@@ -1121,7 +1147,8 @@ def main(argv=None) -> int:
 
     if args.child:
         backend, n = args.child.split(":")
-        record = measure(backend, int(n), args.ticks, args.seed, args.workdir, say, args.model)
+        record = measure(backend, int(n), args.ticks, args.seed, args.workdir, say, args.model,
+                         history_ingests=args.history_ingests, baseline=not args.no_backtest)
         args.child_out.write_text(json.dumps(record, default=float))
         return 0
     if args.from_json:
@@ -1137,7 +1164,8 @@ def main(argv=None) -> int:
     results = {"quick": args.quick, "plan": p, "machine": machine_info(), "versions": versions(), "runs": []}
     for n in p["sizes"]:
         for backend in p["backends"]:
-            results["runs"].append(run_child(backend, n, p["ticks"], p["seed"], say, p["model"]))
+            results["runs"].append(run_child(backend, n, p["ticks"], p["seed"], say, p["model"],
+                                             history_ingests=args.history_ingests, baseline=not args.no_backtest))
     results["load_average_end"] = load_average()
     results["seconds"] = time.perf_counter() - started
     if args.json:
