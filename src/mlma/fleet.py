@@ -112,7 +112,10 @@ class FleetData:
             self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.ds = frame["ds"].to_numpy(dtype="datetime64[ns]")
         self.y = frame["y"].to_numpy(dtype=np.float64)
-        self.stream_of_row = np.repeat(np.arange(len(self.ids)), np.diff(self.offsets))
+        if ids is None:
+            self.stream_of_row = np.repeat(np.arange(len(self.ids)), np.diff(self.offsets))
+        else:  # the frame's own column (validated sorted above): not a second array of the same numbers
+            self.stream_of_row = position
         starts = self.offsets[:-1]
 
         # One grid for the whole fleet: the data grid's timestamps from the first tick's start to the last
@@ -161,7 +164,9 @@ class FleetData:
         low = min(int(pos.min()), 0) if len(pos) else 0
         high = max(int(pos.max()) if len(pos) else 0, int(np.max(grid_index, initial=0)))
         width = high - low + 1
-        key = self.stream_of_row.astype(np.int64) * width + (pos - low)
+        key = self.stream_of_row.astype(np.int64, copy=False) * width
+        key += pos
+        key -= low
         wanted = np.arange(self.n_streams, dtype=np.int64)[:, None] * width + (np.asarray(grid_index) - low)
         return np.searchsorted(key, wanted.ravel(), side="left").reshape(wanted.shape).astype(np.int64)
 

@@ -67,8 +67,9 @@ FORMAT = 1
 #: past it: an ingest's transaction never stays open while that many others commit, so such an id was
 #: rolled back (PostgreSQL's sequences never reuse an id).
 PENDING_SPAN = 1000
-#: A full read of the window fetches about this many rows per statement.
-CHUNK_ROWS = 1_000_000
+#: A full read of the window fetches about this many rows per statement (the driver's rows are Python
+#: objects, about 150 bytes each: 8 M rows hold some 1.2 GB while they are converted).
+CHUNK_ROWS = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -349,8 +350,12 @@ class ObservationWindow:
         # Read in pieces of about CHUNK_ROWS rows (by data time): the driver hands rows over as Python objects,
         # some 150 bytes each, so one read of a 100,000-stream window would hold gigabytes at once.
         n_rows = 0
-        for a, b in _pieces(origin, end, self.freq, CHUNK_ROWS // max(n_streams, 1)):
-            sid, ds, y = self.store.observation_arrays(pd.Timestamp(a), None if b is None else pd.Timestamp(b))
+        pieces = _pieces(origin, end, self.freq, CHUNK_ROWS // max(n_streams, 1))
+        if len(pieces) <= 2:  # one read, with no end (SQLite scans the table faster than it walks the ds index)
+            pieces = [(start, None)]
+        for a, b in pieces:
+            sid, ds, y = self.store.observation_arrays(None if a is None else pd.Timestamp(a),
+                                                       None if b is None else pd.Timestamp(b))
             snap.apply(sid, ds, y)
             n_rows += len(sid)
         return snap, n_rows
