@@ -1042,6 +1042,52 @@ def reading(results: dict) -> str:
     return "\n\n".join(lines)
 
 
+MORE_BEGIN, MORE_END = "<!-- live-more:begin -->", "<!-- live-more:end -->"
+
+
+def render_more(results: list[dict]) -> str:
+    """Runs of other models or sizes (``--more-json``): what each step costs and where a regular tick goes,
+    one column per run, with each run's model, ticks, history ingests and code named."""
+    runs = []
+    for res in results:
+        for r in res["runs"]:
+            runs.append({**r, "model": res["plan"]["model"], "code": res["machine"].get("code", "?"),
+                         "when": res["machine"].get("date", "")})
+
+    def name(r: dict) -> str:
+        return f"{label(r)}, {r['model']}"
+
+    rows = []
+    for r in runs:
+        reg = r["regular"]
+        tick_mean = mean(s["seconds"] for s in reg)
+        base = r.get("backtest")
+        files = r["ingest_history"].get("ingests", 1)
+        rows.append([name(r), f"{r['streams_in_data']:,}",
+                     f"{fmt_s(r['ingest_history']['seconds'])} ({files} file{'s' if files > 1 else ''}, "
+                     f"{r['ingest_history']['rows_new'] / 1e6:.1f} M rows)",
+                     fmt_s(r["startup"]["seconds"]), fmt_s(tick_mean), fmt_s(max(s["seconds"] for s in reg)),
+                     fmt_s(base["tick_seconds"]) if base else "not run",
+                     f"{tick_mean / base['tick_seconds']:.1f}x" if base else "",
+                     fmt_s(mean(i["seconds"] for i in r["ingest_days"])),
+                     f"{r['tick_peak_rss_mb']:,.0f} MB" if r.get("tick_peak_rss_mb") else "n/a",
+                     f"{r['peak_rss_mb']:,.0f} MB", f"{len(reg)}", f"{r['seconds'] / 60:.0f} min"])
+    parts = ["### Other models and sizes",
+             "The same benchmark with the `ridge` model (`--model ridge`) and at 100,000 zones on PostgreSQL "
+             "(`--sizes 100000 --ticks 2 --history-ingests 7 --no-backtest`: the history goes in as 7 files "
+             "of 4 days, since one ingest of 67 M rows holds far more memory than the daily loop ever does, and "
+             "the backtest baseline, which holds all the data at once, is not run). Columns as above.",
+             table(["configuration", "streams", "ingest 28 days", "start-up step", "tick, mean", "tick, max",
+                    "backtest tick", "live / backtest", "ingest 1 day, mean", "peak RSS of the ticks",
+                    "peak RSS", "ticks", "run"], rows)]
+    tables = {name(r): phase_table(r["regular"]) for r in runs}
+    totals = {name(r): mean(s["seconds"] for s in r["regular"]) for r in runs}
+    parts += ["Where a regular tick goes (calls taking at least 3% of the tick in some configuration, three "
+              "levels):", table(["phase", *tables], phase_rows(tables, totals, 0.03, depth=3))]
+    parts.append("Runs: " + "; ".join(f"{name(r)} at code {r['code']}, {r['when']}" for r in runs) + ".")
+    return "\n\n".join(parts)
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.0f} minutes" if seconds >= 120 else fmt_s(seconds)
 
@@ -1091,6 +1137,9 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also save the raw measurements here")
     parser.add_argument("--from-json", type=Path, metavar="PATH",
                         help="render (and write) the results saved with --json; measure nothing")
+    parser.add_argument("--more-json", metavar="PATHS",
+                        help="render (and write, between the live-more markers) runs saved with --json, "
+                             "comma-separated: other models and sizes; measure nothing")
     parser.add_argument("--model", default=MODEL, help=f"the project's model (default {MODEL}; e.g. ridge)")
     parser.add_argument("--history-ingests", type=int, default=1,
                         help="ingest the 28 days of history in this many files of whole days (default 1)")
@@ -1150,6 +1199,12 @@ def main(argv=None) -> int:
         record = measure(backend, int(n), args.ticks, args.seed, args.workdir, say, args.model,
                          history_ingests=args.history_ingests, baseline=not args.no_backtest)
         args.child_out.write_text(json.dumps(record, default=float))
+        return 0
+    if args.more_json:
+        text = render_more([json.loads(Path(f).read_text()) for f in args.more_json.split(",")])
+        print(text)
+        if args.write_docs:
+            write_section(DOC, MORE_BEGIN, MORE_END, text)
         return 0
     if args.from_json:
         publish(render(json.loads(args.from_json.read_text())), args)

@@ -106,7 +106,8 @@ class FleetData:
         else:
             self.ids = np.asarray(ids, dtype=object)
             position = frame["stream_id"].to_numpy(dtype=np.int64)
-            if len(position) and ((np.diff(position) < 0).any() or position[-1] >= len(self.ids) or position[0] < 0):
+            if len(position) and ((position[1:] < position[:-1]).any() or position[-1] >= len(self.ids)
+                                  or position[0] < 0):
                 raise ValueError("with ids, the frame's stream_id must index ids and be sorted")
             counts = np.bincount(position, minlength=len(self.ids))
             self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -133,8 +134,12 @@ class FleetData:
                              f"{frequency.alias!r} timestamp")
         self.tick_grid_start = np.searchsorted(self.grid, self._boundaries.to_numpy(), side="left")
         if step is not None:  # one pass: the quotient is the position, a remainder means off the grid
-            self.grid_pos, off = np.divmod(self.ds.view(np.int64) - self.grid[0].view(np.int64), step.value)
+            # In place: at 10,000 hourly streams each temporary is 54 MB of a tick's peak memory.
+            self.grid_pos = self.ds.view(np.int64) - self.grid[0].view(np.int64)
+            off = np.empty_like(self.grid_pos)
+            np.divmod(self.grid_pos, step.value, out=(self.grid_pos, off))
             on_grid = off == 0
+            del off
         else:
             raw_pos = frequency.positions(self.ds)
             self.grid_pos = raw_pos - frequency.positions(self.grid[:1])[0]

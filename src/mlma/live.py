@@ -58,6 +58,7 @@ from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store.engine import shown_url, unreachable_reason
 from mlma.store.glance import NextTick
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
+from mlma.store.serving import serving_versions
 from mlma.store.window import ObservationWindow
 from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
 
@@ -702,12 +703,9 @@ class LiveAgent:
         for name, mask in masks.items():
             setattr(controls, name, mask)
         # A champion moved in the registry by a person (roll-back, promotion) is adopted by the agent.
-        registry = self.registry.champions()
-        if len(registry):
-            sid = registry["stream_id"].to_numpy(dtype=np.int64)
-            ver = registry["version"].to_numpy(dtype=np.int64)
+        sid, ver, by = serving_versions(self.store)
+        if len(sid):
             moved = ver != live["champion_version"][sid]
-            by = registry["moved_by"].to_numpy(dtype=object)
             for s, v, who in zip(sid[moved], ver[moved], by[moved]):
                 fitted = self._model(int(s), int(v))
                 if fitted is None:
