@@ -1084,11 +1084,13 @@ def render_more(results: list[dict]) -> str:
                      fmt_s(mean(i["seconds"] for i in r["ingest_days"])),
                      f"{r['tick_peak_rss_mb']:,.0f} MB" if r.get("tick_peak_rss_mb") else "n/a",
                      f"{r['peak_rss_mb']:,.0f} MB", f"{len(reg)}", f"{r['seconds'] / 60:.0f} min"])
+    what = [f"the `{m}` model (`--model {m}`)" for m in dict.fromkeys(r["model"] for r in runs) if m != MODEL]
+    what += [f"{z:,} zones on PostgreSQL (`--sizes {z} --ticks 2 --history-ingests 7 --no-backtest`: the "
+             "history goes in as 7 files of 4 days, since one ingest of it would hold far more memory than the "
+             "daily loop ever does, and the backtest baseline, which holds all the data at once, is not run)"
+             for z in dict.fromkeys(r["zones"] for r in runs) if z > 10_000]
     parts = ["### Other models and sizes",
-             "The same benchmark with the `ridge` model (`--model ridge`) and at 100,000 zones on PostgreSQL "
-             "(`--sizes 100000 --ticks 2 --history-ingests 7 --no-backtest`: the history goes in as 7 files "
-             "of 4 days, since one ingest of 67 M rows holds far more memory than the daily loop ever does, and "
-             "the backtest baseline, which holds all the data at once, is not run). Columns as above.",
+             "The same benchmark with " + " and at ".join(what) + ". Columns as above.",
              table(["configuration", "streams", "ingest 28 days", "start-up step", "tick, mean", "tick, max",
                     "backtest tick", "live / backtest", "ingest 1 day, mean", "peak RSS of the ticks",
                     "peak RSS", "ticks", "run"], rows)]
