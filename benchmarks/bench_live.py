@@ -25,6 +25,11 @@ Usage::
     .venv/bin/python benchmarks/bench_live.py --quick          # 300 and 1,000 streams, SQLite: under 2 minutes
     .venv/bin/python benchmarks/bench_live.py --write-docs --json /tmp/live.json
     .venv/bin/python benchmarks/bench_live.py --from-json /tmp/live.json --write-docs
+    # other models and sizes, rendered into their own table (between the live-more markers):
+    .venv/bin/python benchmarks/bench_live.py --sizes 10000 --model ridge --json /tmp/ridge.json
+    .venv/bin/python benchmarks/bench_live.py --backends postgresql --sizes 100000 --ticks 2 \
+        --history-ingests 7 --no-backtest --json /tmp/100k.json
+    .venv/bin/python benchmarks/bench_live.py --more-json /tmp/ridge.json,/tmp/100k.json --write-docs
 """
 
 from __future__ import annotations
@@ -366,7 +371,11 @@ def peak_rss_since_reset_mb() -> float | None:
 
 
 # -- one configuration (in its own process) ------------------------------------------------------------------
-def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, say, model: str = MODEL) -> dict:
+def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, say, model: str = MODEL, *,
+            history_ingests: int = 1, baseline: bool = True) -> dict:
+    import types
+
+    import numpy as np
     import pandas as pd
 
     from mlma.live import LiveAgent
@@ -381,6 +390,8 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
     day = ((data["ds"] - data["ds"].min().normalize()) // pd.Timedelta("1D")).to_numpy()
     history = data[day < HISTORY_DAYS].reset_index(drop=True)
     days = [data[day == HISTORY_DAYS + i].reset_index(drop=True) for i in range(ticks)]
+    history_day = day[day < HISTORY_DAYS]
+    del day  # 8 bytes a row: not to be counted in the ticks' memory
     out = {"backend": backend, "zones": n_zones, "ticks": ticks, "seed": seed,
            "simulate_seconds": time.perf_counter() - started, "history_rows": len(history),
            "streams_in_data": int(data["unique_id"].nunique()),
@@ -428,7 +439,18 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
                 record["rows"] = {t: after[t] - before[t] for t in COUNTED_TABLES if after[t] != before[t]}
             return result, record
 
-        report, rec = run("ingest history", lambda: store.ingest_frame(history, "history"), rows_of_tables=False)
+        def ingest_history():
+            # In ``history_ingests`` files of whole days (one: the whole history at once). A 100,000-stream
+            # history (67 M rows) in one ingest would hold far more memory than the daily loop ever does.
+            if history_ingests <= 1:
+                return store.ingest_frame(history, "history")
+            groups = np.array_split(np.arange(HISTORY_DAYS), history_ingests)
+            rows = sum(store.ingest_frame(history[np.isin(history_day, g)].reset_index(drop=True),
+                                          f"history-{i + 1}").rows_new for i, g in enumerate(groups))
+            return types.SimpleNamespace(rows_new=rows)
+
+        report, rec = run("ingest history", ingest_history, rows_of_tables=False)
+        rec["ingests"] = max(1, history_ingests)
         rec["rows_new"] = int(report.rows_new)
         out["ingest_history"] = rec
         say(f"{backend} {n_zones:,}: ingested {report.rows_new:,} rows of {HISTORY_DAYS} days in "
@@ -442,7 +464,7 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
         say(f"{backend} {n_zones:,}: {result} -> {rec['seconds']:.2f} s wall, {rec['sql']['total']} statements")
         ingests = []
         # The ticks' own peak: the simulated data and the history's ingest above held more than a tick does.
-        del data, history, sim
+        del data, history, sim, history_day
         import gc
 
         gc.collect()
@@ -468,10 +490,11 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
         out["peak_rss_mb"] = max(peak_before_ticks, peak_rss_mb())
         del days
         gc.collect()
-        out["backtest"] = backtest_ticks(simulate_platform(n_zones, HISTORY_DAYS + ticks, seed=seed).data, config,
-                                         ticks)
-        say(f"{backend} {n_zones:,}: one more backtest tick {out['backtest']['tick_seconds']:.2f} s "
-            f"(mean of {ticks}); live tick {mean(s['seconds'] for s in steps[1:]):.2f} s")
+        if baseline:
+            out["backtest"] = backtest_ticks(simulate_platform(n_zones, HISTORY_DAYS + ticks, seed=seed).data,
+                                             config, ticks)
+            say(f"{backend} {n_zones:,}: one more backtest tick {out['backtest']['tick_seconds']:.2f} s "
+                f"(mean of {ticks}); live tick {mean(s['seconds'] for s in steps[1:]):.2f} s")
     out["seconds"] = time.perf_counter() - started
     return out
 
@@ -526,12 +549,14 @@ def describe_step(rec: dict, result, store) -> dict:
 
 
 # -- running the plan ----------------------------------------------------------------------------------------
-def run_child(backend: str, n: int, ticks: int, seed: int, say, model: str = MODEL) -> dict:
+def run_child(backend: str, n: int, ticks: int, seed: int, say, model: str = MODEL, *, history_ingests: int = 1,
+              baseline: bool = True) -> dict:
     """Measure one configuration in a fresh interpreter and return its record."""
     with tempfile.TemporaryDirectory(prefix=f"mlma-bench-live-{backend}-{n}-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", f"{backend}:{n}", "--ticks", str(ticks),
-               "--seed", str(seed), "--child-out", str(out), "--workdir", tmp, "--model", model]
+               "--seed", str(seed), "--child-out", str(out), "--workdir", tmp, "--model", model,
+               "--history-ingests", str(history_ingests), *(() if baseline else ("--no-backtest",))]
         load_before = load_average()
         proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=None, env={**os.environ, "PYTHONHASHSEED": "0"})
         if proc.returncode != 0:
@@ -986,11 +1011,18 @@ def reading(results: dict) -> str:
         first_tick = r["regular"][:1]
         loads.append(f"{calls(first_tick, 'ArtifactStore.load'):,.0f} files in "
                      f"{fmt_s(inclusive(first_tick, 'ArtifactStore.load'))} on {label(r).split(',')[0]}")
-    if loads:
+    read_back = sum(calls(r["regular"], "ArtifactStore.load") for r in large_runs)
+    if loads and read_back:
         notes.append(
             "Loading the serving models: the first tick after the start-up reads and verifies every artifact "
             f"(`ArtifactStore.load`: {', '.join(loads)}); later ticks of the same process find them cached. "
             "`mlma tick` run by cron starts a new process each time and pays this on every tick.")
+    elif loads:
+        notes.append(
+            "Loading the serving models: none is read back from its artifact in these ticks (`ArtifactStore.load`: "
+            f"{', '.join(loads)} in the first tick after the start-up): the models a tick fitted stay in the "
+            "process's memory under their registry versions. `mlma tick` run by cron starts a new process each "
+            "time and reads every serving model (7,226 files took 0.5-0.7 s at 10,000 zones in an earlier run).")
     if notes:
         lines.append("**Smaller costs worth knowing.** " + " ".join(notes))
 
@@ -1020,6 +1052,54 @@ def reading(results: dict) -> str:
             + f". The whole run took {results['seconds'] / 60:.1f} minutes, {longest['seconds'] / 60:.1f} of them "
             f"the {label(longest)} run.")
     return "\n\n".join(lines)
+
+
+MORE_BEGIN, MORE_END = "<!-- live-more:begin -->", "<!-- live-more:end -->"
+
+
+def render_more(results: list[dict]) -> str:
+    """Runs of other models or sizes (``--more-json``): what each step costs and where a regular tick goes,
+    one column per run, with each run's model, ticks, history ingests and code named."""
+    runs = []
+    for res in results:
+        for r in res["runs"]:
+            runs.append({**r, "model": res["plan"]["model"], "code": res["machine"].get("code", "?"),
+                         "when": res["machine"].get("date", "")})
+
+    def name(r: dict) -> str:
+        return f"{label(r)}, {r['model']}"
+
+    rows = []
+    for r in runs:
+        reg = r["regular"]
+        tick_mean = mean(s["seconds"] for s in reg)
+        base = r.get("backtest")
+        files = r["ingest_history"].get("ingests", 1)
+        rows.append([name(r), f"{r['streams_in_data']:,}",
+                     f"{fmt_s(r['ingest_history']['seconds'])} ({files} file{'s' if files > 1 else ''}, "
+                     f"{r['ingest_history']['rows_new'] / 1e6:.1f} M rows)",
+                     fmt_s(r["startup"]["seconds"]), fmt_s(tick_mean), fmt_s(max(s["seconds"] for s in reg)),
+                     fmt_s(base["tick_seconds"]) if base else "not run",
+                     f"{tick_mean / base['tick_seconds']:.1f}x" if base else "",
+                     fmt_s(mean(i["seconds"] for i in r["ingest_days"])),
+                     f"{r['tick_peak_rss_mb']:,.0f} MB" if r.get("tick_peak_rss_mb") else "n/a",
+                     f"{r['peak_rss_mb']:,.0f} MB", f"{len(reg)}", f"{r['seconds'] / 60:.0f} min"])
+    what = [f"the `{m}` model (`--model {m}`)" for m in dict.fromkeys(r["model"] for r in runs) if m != MODEL]
+    what += [f"{z:,} zones on PostgreSQL (`--sizes {z} --ticks 2 --history-ingests 7 --no-backtest`: the "
+             "history goes in as 7 files of 4 days, since one ingest of it would hold far more memory than the "
+             "daily loop ever does, and the backtest baseline, which holds all the data at once, is not run)"
+             for z in dict.fromkeys(r["zones"] for r in runs) if z > 10_000]
+    parts = ["### Other models and sizes",
+             "The same benchmark with " + " and at ".join(what) + ". Columns as above.",
+             table(["configuration", "streams", "ingest 28 days", "start-up step", "tick, mean", "tick, max",
+                    "backtest tick", "live / backtest", "ingest 1 day, mean", "peak RSS of the ticks",
+                    "peak RSS", "ticks", "run"], rows)]
+    tables = {name(r): phase_table(r["regular"]) for r in runs}
+    totals = {name(r): mean(s["seconds"] for s in r["regular"]) for r in runs}
+    parts += ["Where a regular tick goes (calls taking at least 3% of the tick in some configuration, three "
+              "levels):", table(["phase", *tables], phase_rows(tables, totals, 0.03, depth=3))]
+    parts.append("Runs: " + "; ".join(f"{name(r)} at code {r['code']}, {r['when']}" for r in runs) + ".")
+    return "\n\n".join(parts)
 
 
 def _minutes(seconds: float) -> str:
@@ -1071,7 +1151,14 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also save the raw measurements here")
     parser.add_argument("--from-json", type=Path, metavar="PATH",
                         help="render (and write) the results saved with --json; measure nothing")
+    parser.add_argument("--more-json", metavar="PATHS",
+                        help="render (and write, between the live-more markers) runs saved with --json, "
+                             "comma-separated: other models and sizes; measure nothing")
     parser.add_argument("--model", default=MODEL, help=f"the project's model (default {MODEL}; e.g. ridge)")
+    parser.add_argument("--history-ingests", type=int, default=1,
+                        help="ingest the 28 days of history in this many files of whole days (default 1)")
+    parser.add_argument("--no-backtest", action="store_true",
+                        help="skip the backtest baseline (it holds all the data at once: for 100,000 streams)")
     parser.add_argument("--seed", type=int, default=SEED, help=argparse.SUPPRESS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -1081,6 +1168,8 @@ def parse(argv=None) -> argparse.Namespace:
     unknown = [b for b in args.backends if b not in BACKENDS]
     if unknown or not args.backends:
         parser.error(f"--backends takes some of {', '.join(BACKENDS)}, got {','.join(args.backends)!r}")
+    if args.history_ingests < 1 or args.history_ingests > HISTORY_DAYS:
+        parser.error(f"--history-ingests must be 1 to {HISTORY_DAYS}, got {args.history_ingests}")
     if args.ticks < 1:
         parser.error(f"--ticks must be at least 1, got {args.ticks}")
     if args.sizes is not None:
@@ -1121,8 +1210,15 @@ def main(argv=None) -> int:
 
     if args.child:
         backend, n = args.child.split(":")
-        record = measure(backend, int(n), args.ticks, args.seed, args.workdir, say, args.model)
+        record = measure(backend, int(n), args.ticks, args.seed, args.workdir, say, args.model,
+                         history_ingests=args.history_ingests, baseline=not args.no_backtest)
         args.child_out.write_text(json.dumps(record, default=float))
+        return 0
+    if args.more_json:
+        text = render_more([json.loads(Path(f).read_text()) for f in args.more_json.split(",")])
+        print(text)
+        if args.write_docs:
+            write_section(DOC, MORE_BEGIN, MORE_END, text)
         return 0
     if args.from_json:
         publish(render(json.loads(args.from_json.read_text())), args)
@@ -1137,7 +1233,8 @@ def main(argv=None) -> int:
     results = {"quick": args.quick, "plan": p, "machine": machine_info(), "versions": versions(), "runs": []}
     for n in p["sizes"]:
         for backend in p["backends"]:
-            results["runs"].append(run_child(backend, n, p["ticks"], p["seed"], say, p["model"]))
+            results["runs"].append(run_child(backend, n, p["ticks"], p["seed"], say, p["model"],
+                                             history_ingests=args.history_ingests, baseline=not args.no_backtest))
     results["load_average_end"] = load_average()
     results["seconds"] = time.perf_counter() - started
     if args.json:

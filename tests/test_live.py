@@ -423,6 +423,28 @@ def test_forced_retrain_pin_and_approval_take_effect_and_are_audited(running):
         assert ops.registry.history(a)[-1].moved_by == "user:bob"
 
 
+def test_a_tick_reads_back_only_the_model_versions_new_to_its_process(running, monkeypatch):
+    """The models a tick fitted stay in the process's memory under their registry versions: the next tick
+    of the same process reads no artifact back; a new process reads every serving model once."""
+    store, live, ops, chunks = running
+    uid = store.streams()["unique_id"].iloc[3]
+    ops.force_retrain([uid], direct=True, by="user:ana")
+    next_tick(store, live, chunks)
+    assert ops.registry.champion(uid).version == 2
+    loads = []
+    load = live.registry.artifacts.load
+    monkeypatch.setattr(live.registry.artifacts, "load", lambda sha: loads.append(sha) or load(sha))
+    next_tick(store, live, chunks)
+    assert loads == []
+    fresh = LiveAgent(live.config, store=store)
+    fresh_load = fresh.registry.artifacts.load
+    monkeypatch.setattr(fresh.registry.artifacts, "load", lambda sha: loads.append(sha) or fresh_load(sha))
+    serving = set(ops.registry.champions()["artifact_sha256"])
+    next_tick(store, fresh, chunks)
+    fresh.close()
+    assert serving <= set(loads)
+
+
 def test_a_rollback_serves_the_chosen_version_from_the_next_tick(running):
     store, live, ops, chunks = running
     uid = store.streams()["unique_id"].iloc[5]

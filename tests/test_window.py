@@ -257,3 +257,36 @@ def test_live_ticks_on_the_kept_window_equal_ticks_on_a_full_reread_with_revisio
     assert refreshes[0].rebuilt and refreshes[0].rows_read > 10 * 24 * FIRST_TICK * 0.5
     assert all(r.rebuilt is None for r in refreshes[1:])
     assert all(0 < r.rows_read <= 10 * 24 + 20 for r in refreshes[1:])
+
+
+@pytest.mark.parametrize("start_hour", [None, 30])
+def test_a_window_built_in_pieces_equals_one_read(tmp_path, monkeypatch, start_hour):
+    """A large window is built from several reads (by data time, so that the driver never holds the whole
+    window as Python objects at once); rows dated after the end are kept aside as with one read."""
+    import mlma.store.window as window_module
+
+    rng = np.random.default_rng(11)
+    store = Store.create(f"sqlite:///{tmp_path / 'p.db'}")
+    uids = [f"z{i}" for i in range(5)]
+    store.ingest_frame(hours(uids, 0, 24 * 4, rng), "history")
+    store.ingest_frame(hours(["ahead"], 24 * 5, 6, rng, offset=1000), "ahead")
+    n = len(store.streams())
+    start = None if start_hour is None else T0 + HOUR * start_hour
+    end = T0 + HOUR * 24 * 4
+    reads = []
+    original = store.observation_arrays
+
+    def counted(*args, **kwargs):
+        reads.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "observation_arrays", counted)
+    monkeypatch.setattr(window_module, "CHUNK_ROWS", 5 * 7)  # seven hours of five streams per read
+    pieces = ObservationWindow(store, "h")
+    got = pieces.rows(start, end, n_streams=n)
+    assert len(reads) > 5 and pieces.last_refresh.rows_read == len(store.observation_arrays(start)[0])
+    assert_same(got, rows_of(store, start, end, n))
+    later = pieces.rows(start, end + HOUR * 24 * 2, n_streams=n)  # the rows dated ahead come in
+    assert_same(later, rows_of(store, start, end + HOUR * 24 * 2, n))
+    assert (later[2] > 900).sum() == 6
+    store.close()

@@ -106,13 +106,17 @@ class FleetData:
         else:
             self.ids = np.asarray(ids, dtype=object)
             position = frame["stream_id"].to_numpy(dtype=np.int64)
-            if len(position) and ((np.diff(position) < 0).any() or position[-1] >= len(self.ids) or position[0] < 0):
+            if len(position) and ((position[1:] < position[:-1]).any() or position[-1] >= len(self.ids)
+                                  or position[0] < 0):
                 raise ValueError("with ids, the frame's stream_id must index ids and be sorted")
             counts = np.bincount(position, minlength=len(self.ids))
             self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.ds = frame["ds"].to_numpy(dtype="datetime64[ns]")
         self.y = frame["y"].to_numpy(dtype=np.float64)
-        self.stream_of_row = np.repeat(np.arange(len(self.ids)), np.diff(self.offsets))
+        if ids is None:
+            self.stream_of_row = np.repeat(np.arange(len(self.ids)), np.diff(self.offsets))
+        else:  # the frame's own column (validated sorted above): not a second array of the same numbers
+            self.stream_of_row = position
         starts = self.offsets[:-1]
 
         # One grid for the whole fleet: the data grid's timestamps from the first tick's start to the last
@@ -130,8 +134,12 @@ class FleetData:
                              f"{frequency.alias!r} timestamp")
         self.tick_grid_start = np.searchsorted(self.grid, self._boundaries.to_numpy(), side="left")
         if step is not None:  # one pass: the quotient is the position, a remainder means off the grid
-            self.grid_pos, off = np.divmod(self.ds.view(np.int64) - self.grid[0].view(np.int64), step.value)
+            # In place: at 10,000 hourly streams each temporary is 54 MB of a tick's peak memory.
+            self.grid_pos = self.ds.view(np.int64) - self.grid[0].view(np.int64)
+            off = np.empty_like(self.grid_pos)
+            np.divmod(self.grid_pos, step.value, out=(self.grid_pos, off))
             on_grid = off == 0
+            del off
         else:
             raw_pos = frequency.positions(self.ds)
             self.grid_pos = raw_pos - frequency.positions(self.grid[:1])[0]
@@ -150,11 +158,22 @@ class FleetData:
         self.tick_abnormal = np.zeros((len(starts), len(self._boundaries) - 1), dtype=bool)
 
         # row_at_tick[s, j]: first row of stream s at or after the j-th loaded boundary.
-        bounds = self._boundaries.to_numpy()
-        self.row_at_tick = np.empty((self.n_streams, len(bounds)), dtype=np.int64)
-        for s in range(self.n_streams):
-            lo, hi = self.offsets[s], self.offsets[s + 1]
-            self.row_at_tick[s] = lo + np.searchsorted(self.ds[lo:hi], bounds, side="left")
+        # A row is at or after boundary j exactly when its grid position is at least tick_grid_start[j] (the
+        # grid holds every on-grid timestamp from the first boundary on), so one search over (stream, position)
+        # keys finds them all: rows are sorted by stream, then position.
+        self.row_at_tick = self._rows_at(self.tick_grid_start)
+
+    def _rows_at(self, grid_index: np.ndarray) -> np.ndarray:
+        """``out[s, j]``: the first row of stream ``s`` whose grid position is at least ``grid_index[j]``."""
+        pos = self.grid_pos.astype(np.int64, copy=False)
+        low = min(int(pos.min()), 0) if len(pos) else 0
+        high = max(int(pos.max()) if len(pos) else 0, int(np.max(grid_index, initial=0)))
+        width = high - low + 1
+        key = self.stream_of_row.astype(np.int64, copy=False) * width
+        key += pos
+        key -= low
+        wanted = np.arange(self.n_streams, dtype=np.int64)[:, None] * width + (np.asarray(grid_index) - low)
+        return np.searchsorted(key, wanted.ravel(), side="left").reshape(wanted.shape).astype(np.int64)
 
     # -- drivers -------------------------------------------------------------------------------------------
     def _index_drivers(self, frame: pd.DataFrame, future: pd.DataFrame | None) -> None:
@@ -344,26 +363,38 @@ class FleetData:
             y = np.where(abnormal, np.nan, y)
         return StreamHistory(self.ds[lo:hi], y, self.grid_pos[lo:hi])
 
-    def seasonal_naive_scale(self, season_length: int, before_tick: int | None = None) -> np.ndarray:
+    def seasonal_naive_scale(self, season_length: int, before_tick: int | None = None,
+                             streams: np.ndarray | None = None) -> np.ndarray:
         """Each stream's mean absolute seasonal difference, the MASE denominator.
 
         Uses the rows before ``boundaries[before_tick]`` when a stream has at least two seasons there,
         otherwise all of its rows. Pairs ``(t, t - season_length)`` are taken on the grid, so gaps do not
         pair unrelated hours. NaN for a stream with no such pair.
+
+        ``streams``: compute only these (each stream's scale depends on its own rows alone; the others are
+        NaN). A live tick keeps the scales in its state and needs only the streams that have none yet.
         """
-        pos = self.grid_pos - (self.grid_pos.min() if len(self.grid_pos) else 0)
+        if streams is None:
+            sor, pos, y, ds = self.stream_of_row, self.grid_pos, self.y, self.ds
+        else:
+            wanted = np.unique(np.asarray(streams, dtype=np.int64))
+            lo, hi = self.offsets[wanted], self.offsets[wanted + 1]
+            counts = hi - lo
+            rows = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(counts.sum())
+            sor, pos, y, ds = self.stream_of_row[rows], self.grid_pos[rows], self.y[rows], self.ds[rows]
+        pos = pos - (pos.min() if len(pos) else 0)
         width = int(pos.max()) + season_length + 1 if len(pos) else 1
-        key = self.stream_of_row.astype(np.int64) * width + pos
+        key = sor.astype(np.int64) * width + pos
         lag_idx = np.searchsorted(key, key - season_length)
         lag_idx = np.minimum(lag_idx, len(key) - 1)
         has_lag = key[lag_idx] == key - season_length
-        diff = np.where(has_lag, np.abs(self.y - self.y[lag_idx]), np.nan)
-        all_rows = _nanmean_by_stream(diff, self.stream_of_row, self.n_streams)
+        diff = np.where(has_lag, np.abs(y - y[lag_idx]), np.nan)
+        all_rows = _nanmean_by_stream(diff, sor, self.n_streams)
         if before_tick is None:
             return all_rows
-        early = self.ds < self.boundaries[before_tick].to_datetime64()
-        early_rows = _nanmean_by_stream(np.where(early, diff, np.nan), self.stream_of_row, self.n_streams)
-        enough = np.bincount(self.stream_of_row[early & has_lag], minlength=self.n_streams) >= season_length
+        early = ds < self.boundaries[before_tick].to_datetime64()
+        early_rows = _nanmean_by_stream(np.where(early, diff, np.nan), sor, self.n_streams)
+        enough = np.bincount(sor[early & has_lag], minlength=self.n_streams) >= season_length
         return np.where(enough, early_rows, all_rows)
 
 

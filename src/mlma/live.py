@@ -58,6 +58,7 @@ from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store.engine import shown_url, unreachable_reason
 from mlma.store.glance import NextTick
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
+from mlma.store.serving import serving_versions
 from mlma.store.window import ObservationWindow
 from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
 
@@ -443,10 +444,7 @@ class LiveAgent:
                                model_params=cfg.model_params())
         policy = cfg.build_policy()
         # The MASE scale is kept in the state; it is computed only while some stream has none yet.
-        saved_scale = None if state is None else np.asarray(state.arrays["agent.scale"])
-        complete = (saved_scale is not None and len(saved_scale) == n
-                    and bool((np.isfinite(saved_scale) & (saved_scale > 0)).all()))
-        scale = saved_scale if complete else fleet.seasonal_naive_scale(freq.season_length, before_tick=k + 1)
+        scale = self._scale(fleet, state, n, freq.season_length, k)
         agent = Agent(policy, service, season_length=freq.season_length, scale=scale, settings=AgentSettings())
         live = {"champion_version": np.full(n, -1, np.int64), "challenger_version": np.full(n, -1, np.int64),
                 "awaiting_version": np.full(n, -1, np.int64)}
@@ -516,10 +514,39 @@ class LiveAgent:
         _checkpoint("before-commit")
         written = self.store.write_tick(record, lease=lease)
         _checkpoint("after-commit")
+        self._keep_models(k, report, expected, live)
         summary = replace(summary, escalations_resolved=sum(written.resolved.values()))
         return TickResult(k, start, n, summary, list(written.escalation_ids), time.perf_counter() - started)
 
     # -- pieces of the tick ---------------------------------------------------------------------------------
+    @staticmethod
+    def _scale(fleet: FleetData, state, n: int, season_length: int, k: int) -> np.ndarray:
+        """The MASE scale for this tick's agent: kept in the state, so computed only for the streams that have
+        none yet (new streams, streams without a seasonal pair so far); NaN for the others, whose saved
+        scale the agent's state brings back (:meth:`Agent.load_state_arrays`)."""
+        if state is None:
+            return fleet.seasonal_naive_scale(season_length, before_tick=k + 1)
+        saved = np.full(n, np.nan)
+        kept = np.asarray(state.arrays["agent.scale"], dtype=np.float64)[:n]
+        saved[:len(kept)] = kept
+        missing = ~(np.isfinite(saved) & (saved > 0))
+        if not missing.any():
+            return saved
+        return fleet.seasonal_naive_scale(season_length, before_tick=k + 1, streams=np.flatnonzero(missing))
+
+    def _keep_models(self, k: int, report: TickReport, expected: list[int], live: dict) -> None:
+        """After the commit: keep the tick's new models in memory under their registry versions, so the next
+        tick of this process does not read back the artifacts it just wrote; forget the versions that no
+        longer serve, shadow or wait (a roll-back to one reads it again)."""
+        for new, version in zip(report.new_models, expected):
+            fm = new.fitted
+            if fm.key == ModelKey(new.stream, k):
+                self._loaded[(new.stream, int(version))] = FittedModel(fm.key, fm.model, 0.0, fm.fallback_reason,
+                                                                       int(fm.n_train))
+        held = {(int(s), int(v)) for name in ("champion_version", "challenger_version", "awaiting_version")
+                for s, v in zip(np.flatnonzero(live[name] >= 0), live[name][live[name] >= 0])}
+        self._loaded = {pair: fm for pair, fm in self._loaded.items() if pair in held}
+
     def _abnormal_periods(self) -> pd.DataFrame:
         return self.store.abnormal_periods(active_only=True)[["unique_id", "start", "end"]]
 
@@ -683,12 +710,9 @@ class LiveAgent:
         for name, mask in masks.items():
             setattr(controls, name, mask)
         # A champion moved in the registry by a person (roll-back, promotion) is adopted by the agent.
-        registry = self.registry.champions()
-        if len(registry):
-            sid = registry["stream_id"].to_numpy(dtype=np.int64)
-            ver = registry["version"].to_numpy(dtype=np.int64)
+        sid, ver, by = serving_versions(self.store)
+        if len(sid):
             moved = ver != live["champion_version"][sid]
-            by = registry["moved_by"].to_numpy(dtype=object)
             for s, v, who in zip(sid[moved], ver[moved], by[moved]):
                 fitted = self._model(int(s), int(v))
                 if fitted is None:

@@ -67,6 +67,9 @@ FORMAT = 1
 #: past it: an ingest's transaction never stays open while that many others commit, so such an id was
 #: rolled back (PostgreSQL's sequences never reuse an id).
 PENDING_SPAN = 1000
+#: A full read of the window fetches about this many rows per statement (the driver's rows are Python
+#: objects, about 150 bytes each: 8 M rows hold some 1.2 GB while they are converted).
+CHUNK_ROWS = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -252,7 +255,7 @@ class ObservationWindow:
         rebuilt = snap is None
         if rebuilt:
             self._snap = None  # a failed rebuild leaves nothing half-made behind
-            snap, n_rows = self._build(start, end)
+            snap, n_rows = self._build(start, end, n_streams)
             log.info("observation window rebuilt (%s): %s rows", why, f"{n_rows:,}")
         end_before = snap.end
         if start is not None and (snap.whole or start > snap.origin):
@@ -327,7 +330,7 @@ class ObservationWindow:
     def _sha_of(self, ingest_id: int) -> str | None:
         return self.store.ingest_marks(ingest_id)[1]
 
-    def _build(self, start, end) -> tuple[_Snapshot, int]:
+    def _build(self, start, end, n_streams: int) -> tuple[_Snapshot, int]:
         # The ingests first, then the rows: a row committed in between is read now and again next time.
         seen, _ = self.store.ingest_marks(0)
         ids = seen["id"].to_numpy(np.int64)
@@ -335,14 +338,27 @@ class ObservationWindow:
         visible = set(ids.tolist())
         pending = np.array([i for i in range(max(1, last - PENDING_SPAN + 1), last) if i not in visible],
                            dtype=np.int64)
-        sid, ds, y = self.store.observation_arrays(None if start is None else pd.Timestamp(start))
-        origin = start if start is not None else (ds.min() if len(ds) else end)
+        if start is None:
+            oldest = self.store.oldest_ds()
+            origin = end if oldest is None else np.datetime64(pd.Timestamp(oldest), "ns")
+        else:
+            origin = start
         empty = (np.empty(0, np.int64), np.empty(0, "datetime64[ns]"), np.empty(0))
         snap = _Snapshot(self.freq, origin, start is None, last, self._sha_of(last) if last else None, pending,
-                         np.full((int(sid.max()) + 1 if len(sid) else 0, 0), np.nan), empty)
+                         np.full((n_streams, 0), np.nan), empty)
         snap.extend_to(end)  # rows dated after the end are kept aside (apply)
-        snap.apply(sid, ds, y)
-        return snap, len(sid)
+        # Read in pieces of about CHUNK_ROWS rows (by data time): the driver hands rows over as Python objects,
+        # some 150 bytes each, so one read of a 100,000-stream window would hold gigabytes at once.
+        n_rows = 0
+        pieces = _pieces(origin, end, self.freq, CHUNK_ROWS // max(n_streams, 1))
+        if len(pieces) <= 2:  # one read, with no end (SQLite scans the table faster than it walks the ds index)
+            pieces = [(start, None)]
+        for a, b in pieces:
+            sid, ds, y = self.store.observation_arrays(None if a is None else pd.Timestamp(a),
+                                                       None if b is None else pd.Timestamp(b))
+            snap.apply(sid, ds, y)
+            n_rows += len(sid)
+        return snap, n_rows
 
     def _load(self) -> tuple[_Snapshot | None, str]:
         if self.path is None:
@@ -371,6 +387,21 @@ class ObservationWindow:
             os.replace(tmp, self.path)
         except OSError as exc:  # a cache that cannot be written costs a full read next time, nothing more
             log.warning("could not save the observation window to %s: %s", self.path, exc)
+
+
+def _pieces(lo: np.datetime64, end: np.datetime64, freq: str, steps: int) -> list[tuple]:
+    """``[lo, end)`` cut every ``steps`` steps of ``freq``, then ``[end, None)`` for rows dated later.
+
+    >>> [(str(a)[:13], str(b)[:13]) for a, b in _pieces(np.datetime64("2024-01-01T00"),
+    ...                                                np.datetime64("2024-01-01T05"), "h", 2)]
+    [('2024-01-01T00', '2024-01-01T02'), ('2024-01-01T02', '2024-01-01T04'), ('2024-01-01T04', '2024-01-01T05'), ('2024-01-01T05', 'None')]
+    """
+    cuts = [np.datetime64(lo, "ns")]
+    if lo < end:
+        stamps = pd.date_range(pd.Timestamp(lo), pd.Timestamp(end), freq=freq, inclusive="left")
+        cuts += [t.to_datetime64() for t in stamps[max(int(steps), 1)::max(int(steps), 1)] if t.to_datetime64() > lo]
+        cuts.append(np.datetime64(end, "ns"))
+    return list(zip(cuts, cuts[1:] + [None]))
 
 
 class _Stale(Exception):
