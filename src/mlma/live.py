@@ -238,7 +238,7 @@ class LiveAgent:
         return Path(self.config.root) / "cache" / "observations.window"
 
     def _sample(self) -> pd.DataFrame:
-        ids = self.store.streams()["id"].to_numpy()[:200]
+        ids = self.store.streams(columns=("id",))["id"].to_numpy()[:200]
         return self.store.observations(streams=[int(i) for i in ids])
 
     def next_tick(self, timing: Timing | None = None) -> tuple[int, bool]:
@@ -419,7 +419,7 @@ class LiveAgent:
         if not start and state is None:
             raise RuntimeError(f"no saved state for tick {k - 1}: the store's agent_state was lost; restore a "
                                "backup or start a new project")
-        streams = self.store.streams()
+        streams = self.store.streams(columns=("id", "unique_id", "overrides"))  # what a tick reads of them
         n = len(streams)
         if n and (streams["id"].to_numpy() != np.arange(n)).any():
             raise RuntimeError("stream ids are not dense 0..n-1; the store is damaged")
