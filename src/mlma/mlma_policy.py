@@ -61,14 +61,11 @@ from mlma.monitor.bias import bias_shift_test
 from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
 from mlma.monitor.gain import GainModel, decision_features
 from mlma.monitor.losses import forecast_level
-from mlma.policy import Decision, Policy, TickObservation, Verdict
+from mlma.policy import LOSSES, Decision, Policy, TickObservation, Verdict
 from mlma.quality import check_batch
 
 #: The test needs at least this many reference blocks (ticks); see :func:`mlma.monitor.degradation_test`.
 MIN_REFERENCE_TICKS = 4
-
-#: The losses the policy can test (see ``MLMAPolicy``'s ``loss``).
-LOSSES = ("absolute", "squared", "relative")
 
 #: The relative loss's floor, as a share of the level the stream's actuals normally have: a tick whose mean
 #: forecast is below a tenth of that is divided by the tenth instead (a near-zero forecast of an intermittent

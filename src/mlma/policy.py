@@ -16,6 +16,10 @@ from enum import IntEnum
 
 import numpy as np
 
+#: The losses the MLMA policy can test (see ``MLMAPolicy``'s ``loss``); here, in this light module, because
+#: the project's configuration checks ``[monitor] loss`` without loading the statistics stack.
+LOSSES = ("absolute", "squared", "relative")
+
 
 class Verdict(IntEnum):
     """The outcome of one stream's check in one tick."""

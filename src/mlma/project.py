@@ -306,7 +306,7 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     if isinstance(m.max_age, bool) or not isinstance(m.max_age, int) or m.max_age < 0:
         raise ConfigError(f"{path}: [monitor] max_age (the age backstop, in ticks) must be a whole number >= 0 "
                           f"(0: off), got {m.max_age!r}")
-    from mlma.mlma_policy import LOSSES
+    from mlma.policy import LOSSES
 
     if m.loss not in LOSSES:
         raise ConfigError(f"{path}: [monitor] loss must be {', '.join(LOSSES)}, got {m.loss!r}")
