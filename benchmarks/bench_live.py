@@ -906,9 +906,9 @@ def reading(results: dict) -> str:
             lines.append(
                 f"**What dominates** ({label(r)}): "
                 + "; ".join(f"`{name}` {fmt_s(sec)} ({sec / tick(r):.0%})" for name, sec in kids)
-                + ". Forecasting every stream (`Agent._issue_forecasts`, one `predict` call per stream, "
-                f"{source_line(_agent().Agent._issue_forecasts, 'for s in serving')}) and writing the day's "
-                "forecasts (24 rows per stream, `Store._insert_forecasts`) are the agent's and the tick "
+                + ". Forecasting every stream (`Agent._issue_forecasts`, one fleet-wide `predict_many` call, "
+                f"{source_line(_agent().Agent._issue_forecasts, 'forecast[serving] = self.service.predict_many')}) and writing the day's "
+                "forecasts (one packed row per stream, `Store._insert_forecasts`) are the agent's and the tick "
                 "record's own work.")
 
     # Statement counts: the same tick at two sizes, and the shapes sent once per row.
@@ -972,9 +972,9 @@ def reading(results: dict) -> str:
     if startup:
         lines.append(
             f"**The start-up step** at {sizes[-1]:,} zones: " + "; ".join(startup) + ". Every first model is "
-            f"written as its own file, one after the other (`LiveAgent._versions`, "
-            f"{source_line(live.LiveAgent._versions, 'self.registry.prepare(')}), each with an `fsync` of the "
-            f"file and one of its directory ({source_line(_registry().ArtifactStore.put_bytes, 'os.fsync')}); "
+            f"written as its own file (`LiveAgent._versions`, "
+            f"{source_line(live.LiveAgent._versions, 'self.registry.prepare(')}), in one batch flushed to disk "
+            f"once ({source_line(_registry().ArtifactStore.put_bytes_many, '_syncfs')}); "
             "with a real model the fits come on top. Reading the observations (the observation window's first, "
             "full read) takes "
             + " and ".join(f"{inclusive([r['startup']], 'LiveAgent._window_frame') / r['startup']['seconds']:.0%} "
