@@ -27,7 +27,7 @@ from mlma.models import (
     fit_forecaster,
     predict_fleet,
 )
-from mlma.training import InlineExecutor, ModelKey, ModelService, fleet_history
+from mlma.training import FittedModel, InlineExecutor, ModelKey, ModelService, fleet_history, fleet_history_shards
 
 SEEDS = range(16)
 
@@ -179,6 +179,66 @@ def test_fleet_history_holds_exactly_each_streams_history():
         assert np.array_equal(history.future - history.future[0],
                               (history.future_columns - history.future_columns[0]) * step)
         assert np.array_equal(history.future[0] - history.ds, (history.future_columns[0] - history.column) * step)
+
+
+def test_fleet_history_shards_are_the_fleet_wide_history_cut_into_shards():
+    rng = np.random.default_rng(11)
+    for _ in range(6):
+        fleet = _random_fleet(rng, 23)
+        streams = rng.permutation(fleet.n_streams)[: int(rng.integers(1, 24))]
+        window = [None, 1, 4, 9][int(rng.integers(0, 4))]
+        whole = fleet_history(fleet, streams, 12, window)
+        order = rng.permutation(streams.size)
+        shards = np.array_split(order, int(rng.integers(1, 5)))
+        for shard, part in zip(shards, fleet_history_shards(fleet, streams, 12, window, shards)):
+            cut = whole.take(shard)
+            assert part.width == cut.width and part.n_streams == len(shard)
+            for name in ("ds", "offsets", "column", "future", "future_columns"):
+                assert np.array_equal(getattr(part, name), getattr(cut, name)), name
+            assert np.array_equal(part.y, cut.y, equal_nan=True)
+            assert np.array_equal(part.values(), cut.values(), equal_nan=True)
+
+
+@pytest.mark.parametrize("spec", ["seasonal-naive", "ridge"])
+def test_predict_many_never_lays_more_streams_on_the_grid_than_a_chunk(spec, monkeypatch):
+    # A fleet-wide grid of 10,000 hourly streams is 50 MB an array: fresh memory from the kernel at every
+    # tick made the live forecast several times slower than the backtest's. The service builds a chunk's
+    # histories at a time. Models as a live tick has them (each loaded from its own artifact, so no two are
+    # one object) still go through their class's vectorised call, never one by one.
+    import pickle
+
+    from mlma.models import base
+
+    rng = np.random.default_rng(2)
+    fleet = _random_fleet(rng, 40)
+    ctx = ForecastContext("h", season_length=24, horizon=24)
+    keys = [ModelKey(s, 12) for s in range(fleet.n_streams)]
+    whole = ModelService(fleet, spec, ctx, train_window_ticks=None)
+    whole.fit(keys)
+    chunked = ModelService(fleet, spec, ctx, train_window_ticks=None, predict_chunk_size=6)
+    for key, fitted in whole._models.items():
+        chunked._models[key] = FittedModel(key, pickle.loads(pickle.dumps(fitted.model)), 0.0,
+                                           fitted.fallback_reason, fitted.n_train)
+    vectorised = {"seasonal-naive": SeasonalNaive, "ridge": RidgeForecaster}[spec]
+    assert sum(type(chunked.get(k).model) is vectorised for k in keys) >= 5  # enough streams not on fall-back models
+    sizes, one_by_one = [], []
+    init, each = FleetHistory.__init__, base.predict_each
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        sizes.append(self.n_streams)
+
+    def recording_each(models, history):
+        one_by_one.extend(type(m) for m in models)
+        return each(models, history)
+
+    monkeypatch.setattr(FleetHistory, "__init__", recording_init)
+    monkeypatch.setattr(base, "predict_each", recording_each)
+    forecasts = chunked.predict_many(keys, 13)
+    assert sizes and max(sizes) <= 6
+    assert vectorised not in one_by_one
+    monkeypatch.undo()
+    np.testing.assert_array_equal(forecasts, whole.predict_many(keys, 13))
 
 
 class _ThreeSlotExecutor(InlineExecutor):
