@@ -253,7 +253,9 @@ def test_escalation_book_resolves_what_the_store_resolves():
     assert all(t is None or t > item.tick for item, t in zip(book.items, book.resolved_tick))
 
 
-def test_a_tick_report_names_every_model_the_tick_fitted_and_every_challenger_verdict():
+def ridge_agent_reports(policy):
+    """An Agent with ridge on 12 simulated hourly zones x 40 days (daily ticks), run through every tick:
+    ``(fleet, service, agent, reports)``, the start-up's report first."""
     from mlma.agent import Agent
     from mlma.data import Frequency, make_tick_grid
     from mlma.models import ForecastContext
@@ -266,9 +268,13 @@ def test_a_tick_report_names_every_model_the_tick_fitted_and_every_challenger_ve
                                                         freq=freq).boundaries)
     service = ModelService(fleet, "ridge", ForecastContext(freq="h", season_length=24, horizon=24),
                            train_window_ticks=14)
-    agent = Agent(make_policy("mlma"), service, season_length=24,
-                  scale=fleet.seasonal_naive_scale(24, before_tick=14))
+    agent = Agent(policy, service, season_length=24, scale=fleet.seasonal_naive_scale(24, before_tick=14))
     reports = [agent.start(14)] + [agent.tick(k) for k in range(14, fleet.n_ticks)]
+    return fleet, service, agent, reports
+
+
+def test_a_tick_report_names_every_model_the_tick_fitted_and_every_challenger_verdict():
+    fleet, service, agent, reports = ridge_agent_reports(make_policy("mlma"))
     # The service counts its fits on its own: each one is a new model of exactly one report.
     assert sum(len(r.new_models) for r in reports) == service.fits_done > fleet.n_streams
     streams = np.arange(fleet.n_streams)

@@ -187,24 +187,9 @@ def test_the_agent_reports_each_streams_loss_in_the_units_of_its_reference(spec)
     both in the policy's loss: their ratio is near 1 on simulated data. Before, the stream loss was always
     the absolute error, hundreds of times the squared reference or a multiple of the relative one. The
     served forecasts reach the policy (a relative loss from them is finite) and challengers are judged."""
-    import pandas as pd
+    from test_backtest import ridge_agent_reports
 
-    from mlma.agent import Agent
-    from mlma.data import Frequency, make_tick_grid
-    from mlma.fleet import FleetData
-    from mlma.models import ForecastContext
-    from mlma.simulate import simulate_platform
-    from mlma.training import ModelService
-
-    frame = simulate_platform(12, 40, seed=5, event_rate=3).data
-    freq = Frequency("h")
-    fleet = FleetData(frame, freq.alias, make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"),
-                                                        freq=freq).boundaries)
-    service = ModelService(fleet, "ridge", ForecastContext(freq="h", season_length=24, horizon=24),
-                           train_window_ticks=14)
-    agent = Agent(make_policy(spec, alpha=0.2), service, season_length=24,
-                  scale=fleet.seasonal_naive_scale(24, before_tick=14))
-    reports = [agent.start(14)] + [agent.tick(k) for k in range(14, fleet.n_ticks)]
+    _, _, _, reports = ridge_agent_reports(make_policy(spec, alpha=0.2))
     ratios = np.concatenate([r.stream_loss / r.reference_loss for r in reports[1:]])
     ratios = ratios[np.isfinite(ratios)]
     assert len(ratios) > 100 and 0.7 < np.median(ratios) < 1.5, np.median(ratios)
