@@ -492,8 +492,7 @@ class Agent:
             return {}
         keys = [ModelKey(int(s), int(self.challenger[s])) for s in pending]
         shadow_forecasts = self.service.predict_many(keys, k, on_error="skip")
-        broken = {int(s): self.service.forecast_failures[(key, k)] for s, key in zip(pending, keys)
-                  if (key, k) in self.service.forecast_failures}
+        broken = {int(pending[i]): error for i, error in self.service.forecast_failures_of(keys, k).items()}
         dropped = self._drop_broken_challengers(k, broken, rejected, escalations)
         if shadow_failed is not None:
             shadow_failed |= broken
@@ -689,8 +688,7 @@ class Agent:
             # One fleet-wide call (in shards on a Dask cluster), not one call per stream.
             keys = [ModelKey(int(s), int(self.champion[s])) for s in serving]
             forecast[serving] = self.service.predict_many(keys, k + 1, on_error="skip")
-            failures = self.service.forecast_failures
-            failed = {int(s): failures[(key, k + 1)] for s, key in zip(serving, keys) if (key, k + 1) in failures}
+            failed = {int(serving[i]): error for i, error in self.service.forecast_failures_of(keys, k + 1).items()}
         for s, error in failed.items():
             if self.forecast_broken[s] != self.champion[s]:
                 escalations.append(Escalation(

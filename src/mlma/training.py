@@ -945,6 +945,11 @@ class ModelService:
             errors |= {shard[j]: text for j, text in shard_errors.items()}
         return out, errors
 
+    def forecast_failures_of(self, keys: list[ModelKey], target_tick: int) -> dict[int, str]:
+        """Why the forecasts of ``target_tick`` by ``keys`` failed, by position in ``keys`` (those that did)."""
+        failures = self.forecast_failures
+        return {i: failures[(key, target_tick)] for i, key in enumerate(keys) if (key, target_tick) in failures}
+
     def forget(self, keep: set[ModelKey], tick: int) -> None:
         """Drop models no agent uses any more and predictions for past ticks, to bound memory."""
         self._models = {k: v for k, v in self._models.items() if k in keep or k.end_tick >= tick - 1}
