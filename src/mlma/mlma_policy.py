@@ -239,6 +239,8 @@ class MLMAPolicy(Policy):
         self.backbone, self.challenge = backbone, challenge
         self.max_age = int(max_age)
         self._period = 0
+        # Each stream's place in [0, 1) from its identity (identify_streams); empty until the agent names them.
+        self._slots = np.zeros(0)
         self.probation_ticks = max(probation_ticks, window_ticks)
         self.gain = GainModel(gain_prior, gain_prior_strength)
 
@@ -331,7 +333,7 @@ class MLMAPolicy(Policy):
         if forecasts is None:
             raise ValueError("loss='relative' judges challengers relative to the serving model's forecasts; "
                              "pass forecasts=")
-        floor = 0.0 if stream is None or not hasattr(self, "typical_level") else self._floor(np.array([stream]))
+        floor = 0.0 if stream is None else self._floor(np.array([stream]))
         level = forecast_level(np.asarray(forecasts, dtype=np.float64).reshape(1, -1), floor)[0]
         return np.abs(errors) / level
 
@@ -627,7 +629,7 @@ class MLMAPolicy(Policy):
         >>> bool((policy._stagger(2, 10) == expected).all())
         True
         """
-        slots = getattr(self, "_slots", np.zeros(0))
+        slots = self._slots
         if len(slots) < n:
             slots = np.concatenate([slots, stream_slots(range(len(slots), n))])
         return np.floor(slots[:n] * period).astype(np.int64)
