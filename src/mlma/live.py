@@ -58,7 +58,6 @@ from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store.engine import shown_url, unreachable_reason
 from mlma.store.glance import NextTick
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
-from mlma.store.serving import serving_versions
 from mlma.store.window import ObservationWindow
 from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
 
@@ -710,7 +709,7 @@ class LiveAgent:
         for name, mask in masks.items():
             setattr(controls, name, mask)
         # A champion moved in the registry by a person (roll-back, promotion) is adopted by the agent.
-        sid, ver, by = serving_versions(self.store)
+        sid, ver, by = self.registry.tables.serving_versions()
         if len(sid):
             moved = ver != live["champion_version"][sid]
             for s, v, who in zip(sid[moved], ver[moved], by[moved]):
