@@ -12,6 +12,9 @@ It also replays the policy alone (no re-training) over the simulator's true mean
 knows every campaign, with the absolute and the relative loss, and counts triggers in campaign stream-ticks
 and elsewhere ("oracle_triggers_*").
 
+"seen_flag_unchanged" counts the "seen" re-trainings at a campaign's start or end (within a day) while
+another campaign runs across it: the 0/1 flag stays 1 there, so no driver can announce the change.
+
 "elsewhere" counts the re-trainings in all other scored stream-ticks (streams and days no campaign touched),
 the rate a campaign the model knows about should not exceed.
 
@@ -51,6 +54,9 @@ for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",))
     for u, k in zip(log.unique_id, log.tick):
         re.setdefault(u, []).append(int(k))
     cells = {True: [0, 0], False: [0, 0]}   # seen -> [campaign stream-ticks, retrains]
+    # Seen re-trainings where a campaign starts or ends (within a day) while another one runs across that
+    # moment: the 0/1 campaign flag stays 1, so no driver announces the change.
+    hidden = 0
     scored_retrains = int(((log.tick >= first) & (log.tick < n)).sum())
     for u, sp in spans.items():
         ks = sorted(re.get(u, []))
@@ -62,10 +68,14 @@ for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",))
             seen = any(a < fit_end and b > fit_end - WINDOW for a, b in sp)
             cells[seen][0] += 1
             cells[seen][1] += int(t in ks)
+            if seen and t in ks:
+                changes = [x for a, b in sp for x in (a, b) if t - 1 <= x < t + 1]
+                hidden += any(a < x < b for x in changes for a, b in sp)
     touched = cells[True][0] + cells[False][0]
     elsewhere = [data["unique_id"].nunique() * (n - first) - touched,
                  scored_retrains - cells[True][1] - cells[False][1]]
     out[name] = {"seen": cells[True], "unseen": cells[False], "elsewhere": elsewhere, "retrains": len(log),
+                 "seen_flag_unchanged": hidden,
                  "mae": res.summary[0]["mae"],
                  "s": round(time.time() - t0)}
     print(name, out[name], flush=True)

@@ -359,14 +359,14 @@ def test_a_driver_model_without_driver_values_still_fits_and_forecasts():
 
 
 def test_relative_drivers_are_the_change_from_the_recent_mean():
-    """Relative drivers (the default with the local transform) are named for what they are; absolute ones
-    (relative_drivers=False) are the raw values. Both learn the promotion's lift."""
+    """Additive drivers: relative ones (the default with the local transform) are named for what they are;
+    absolute ones (relative_drivers=False) are the raw values. Both learn the promotion's lift."""
     panel = promo_panel(1, days=40)
     ds, y, promo = panel["ds"].to_numpy(), panel["y"].to_numpy(), panel[["promo"]].to_numpy()
     ctx = ForecastContext("h", 24, 24, drivers=Drivers(future=("promo",)))
     n = 24 * 35
-    relative = RidgeForecaster(ctx).fit(ds[:n], y[:n], promo[:n])
-    absolute = RidgeForecaster(ctx, relative_drivers=False).fit(ds[:n], y[:n], promo[:n])
+    relative = RidgeForecaster(ctx, driver_effect="additive").fit(ds[:n], y[:n], promo[:n])
+    absolute = RidgeForecaster(ctx, driver_effect="additive", relative_drivers=False).fit(ds[:n], y[:n], promo[:n])
     assert relative.feature_names()[-2] == "promo-recent_mean" and absolute.feature_names()[-2] == "promo"
     assert make_forecaster("ridge:relative_drivers=false", ctx).relative_drivers is False
     # Both learn that a promotion day after a quiet day lifts demand.

@@ -456,7 +456,8 @@ def test_exogenous_regressor_is_used_at_the_target_time():
     y = y + 60.0 * promo
     n_fit = 8 * 7 * 24
     ctx = ForecastContext("h", 24, 24, drivers=Drivers(future=("promo",)))
-    model = RidgeForecaster(ctx).fit(ds[:n_fit], y[:n_fit], X=promo[:n_fit])
+    # An additive effect (the same 60 on every hour), fitted as driver columns.
+    model = RidgeForecaster(ctx, driver_effect="additive").fit(ds[:n_fit], y[:n_fit], X=promo[:n_fit])
     assert model.uses_drivers and model.feature_names()[-2:] == ["promo-recent_mean", "promo-recent_mean*seasonal"]
     future = ds[n_fit:]
     on = model.predict(ds[:n_fit], y[:n_fit], future, promo[:n_fit, None], future_X=np.ones((24, 1)))

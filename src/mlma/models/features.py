@@ -784,7 +784,7 @@ class FeatureBuilder:
         target = grid.y[rows]
         keep = np.isfinite(target) & np.isfinite(features).all(axis=1) & np.isfinite(level)
         return Design(features[keep], target[keep], level[keep], self.spec.n_value_features,
-                      np.asarray(ds, dtype="datetime64[ns]")[keep], drivers.shape[1])
+                      np.asarray(ds, dtype="datetime64[ns]")[keep], drivers.shape[1], np.flatnonzero(keep))
 
     def forecasting(
         self, ds: np.ndarray, y: np.ndarray, future_ds: np.ndarray, future_X: np.ndarray | None = None,
@@ -819,7 +819,8 @@ class FeatureBuilder:
 class Design:
     """A design matrix: ``features`` (rows x columns), ``target`` (None for forecast rows), the local
     ``level`` of each row, how many leading columns are computed from past values, the rows' timestamps, and how
-    many trailing columns are driver x seasonal-reference products (scaled like values, never offset)."""
+    many trailing columns are driver x seasonal-reference products (scaled like values, never offset); for
+    training rows, each row's index in the history passed to :meth:`FeatureBuilder.training`."""
 
     features: np.ndarray
     target: np.ndarray | None
@@ -827,6 +828,7 @@ class Design:
     n_value_features: int
     ds: np.ndarray | None = None
     n_interactions: int = 0
+    positions: np.ndarray | None = None
 
 
 def _trailing_means(csum: np.ndarray, ccount: np.ndarray, width: int) -> np.ndarray:

@@ -26,7 +26,9 @@ class RidgeForecaster(FeatureForecaster):
     **feature_options
         ``lags``, ``windows``, ``calendar``, ``calendar_encoding`` (default ``"onehot"``),
         ``target_transform`` (default ``"local"``), ``level_window``, ``min_train_rows``, ``holidays``,
-        ``use_drivers``: see :class:`~mlma.models.regression.FeatureForecaster`.
+        ``use_drivers``, ``relative_drivers``, ``driver_effect`` (default ``"multiplicative"``: a driver
+        known in advance scales the forecast, see :class:`~mlma.models.multiplier.DriverMultiplier`),
+        ``driver_alpha``: see :class:`~mlma.models.regression.FeatureForecaster`.
 
     Examples
     --------
@@ -39,6 +41,8 @@ class RidgeForecaster(FeatureForecaster):
     >>> bool(np.abs(model.predict(ds, y, future) - truth).max() < 0.05)  # the penalty shrinks a little
     True
     """
+
+    _default_driver_effect = "multiplicative"
 
     def __init__(self, ctx: ForecastContext, alpha: float = 10.0, **feature_options):
         super().__init__(ctx, **feature_options)

@@ -6,6 +6,7 @@ Subclasses only say how to fit a matrix and predict from one (:meth:`FeatureFore
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Self
 
 import numpy as np
@@ -20,11 +21,16 @@ from mlma.models.base import (
     as_float_array,
     predict_each,
 )
-from mlma.models.features import Design, FeatureBuilder, FeatureSpec, supported_calendar
+from mlma.models.features import Design, FeatureBuilder, FeatureSpec, forward_fill, supported_calendar
+from mlma.models.multiplier import DriverMultiplier
 
-__all__ = ["FeatureForecaster", "TARGET_TRANSFORMS"]
+__all__ = ["FeatureForecaster", "TARGET_TRANSFORMS", "DRIVER_EFFECTS"]
 
 TARGET_TRANSFORMS = ("none", "scale", "local", "ratio")
+DRIVER_EFFECTS = ("additive", "multiplicative")
+
+# Rounds of (fit the features on the deflated history, re-fit the drivers' factor) in a multiplicative fit.
+_MULTIPLIER_ROUNDS = 3
 
 # A ratio to a level near zero explodes; levels are floored at this fraction of the history's mean size.
 _RATIO_FLOOR = 0.05
@@ -52,6 +58,16 @@ class FeatureForecaster(BaseForecaster):
         Take each driver relative to its own mean over the level window (default: when the target transform
         is ``"local"`` or ``"ratio"``), or as its absolute value (False). See docs/models.md for what each
         measured.
+    driver_effect
+        How drivers known in advance (``Drivers.future``) act: ``"additive"`` (driver columns in the regression)
+        or ``"multiplicative"``: the forecast is a base forecast times ``exp(drivers . beta)``
+        (:class:`~mlma.models.multiplier.DriverMultiplier`), the base fitted on the history divided by the
+        drivers' factor. A campaign then lifts every stream by the same share whatever its level. Default:
+        the class's (multiplicative for ridge, additive for the tree and scikit-learn models). A stream with
+        negative values, or whose future drivers were never observed, is fitted additively
+        (``driver_effect_`` says which was used). Historical drivers are always columns.
+    driver_alpha
+        Ridge penalty of the multiplicative factor (see :class:`~mlma.models.multiplier.DriverMultiplier`).
     target_transform
         How values are normalised before the regression. The *local level* of a row is the mean of the
         ``level_window`` values ending ``horizon`` steps before its target (known at the origin); the *scale*
@@ -76,6 +92,11 @@ class FeatureForecaster(BaseForecaster):
 
     _default_encoding = "onehot"
     _default_transform = "local"
+    _default_driver_effect = "additive"
+
+    # Fitted attributes that models pickled before multiplicative drivers existed lack.
+    driver_effect_ = "additive"
+    multiplier_: DriverMultiplier | None = None
 
     def __init__(
         self,
@@ -91,6 +112,8 @@ class FeatureForecaster(BaseForecaster):
         holidays: str | None = None,
         use_drivers: bool = True,
         relative_drivers: bool | None = None,
+        driver_effect: str | None = None,
+        driver_alpha: float = 1.0,
     ):
         if not isinstance(ctx, ForecastContext):
             raise ValueError(f"ctx must be a ForecastContext, got {type(ctx).__name__}")
@@ -117,6 +140,11 @@ class FeatureForecaster(BaseForecaster):
         if not isinstance(relative_drivers, (bool, np.bool_)):
             raise ValueError(f"relative_drivers must be True, False or None, got {relative_drivers!r}")
         self.relative_drivers = self._relative_drivers = bool(relative_drivers)
+        self.driver_effect = driver_effect or self._default_driver_effect
+        if self.driver_effect not in DRIVER_EFFECTS:
+            raise ValueError(f"driver_effect must be one of {DRIVER_EFFECTS}, got {driver_effect!r}")
+        DriverMultiplier(driver_alpha)  # validates the penalty now rather than at the first fit
+        self.driver_alpha = float(driver_alpha)
         if level_window is None:
             level_window = ctx.season_length if ctx.season_length > 1 else max(self.spec.windows, default=1)
         if isinstance(level_window, bool) or not isinstance(level_window, (int, np.integer)) or level_window < 1:
@@ -141,8 +169,25 @@ class FeatureForecaster(BaseForecaster):
         return self.spec.n_drivers > 0
 
     def feature_names(self) -> list[str]:
-        """Names of the columns the regression sees (after fitting: the calendar features it kept)."""
-        return self.spec.feature_names(self._relative_drivers)
+        """Names of the columns the regression sees (after fitting: the calendar features it kept; drivers
+        fitted as a multiplicative factor are not columns)."""
+        return self._builder.spec.feature_names(self._relative_drivers)
+
+    def _new_builder(self) -> FeatureBuilder:
+        """The feature builder of ``self.spec``; the future drivers are left out of its columns when they act
+        as a multiplicative factor."""
+        spec = self.spec
+        if self.driver_effect_ == "multiplicative":
+            spec = dataclasses.replace(spec, future_drivers=())
+        return FeatureBuilder(spec, self.level_window, self._relative_drivers)
+
+    def _fitted_driver_effect(self, y: np.ndarray, X: np.ndarray | None) -> str:
+        n_future = len(self.spec.future_drivers)
+        if self.driver_effect != "multiplicative" or not n_future or X is None:
+            return "additive"
+        if self.dead_drivers_[:n_future].all() or np.nanmin(y, initial=0.0) < 0:
+            return "additive"  # nothing to learn, or a series a factor cannot describe
+        return "multiplicative"
 
     def _driver_matrix(self, X, n: int, name: str) -> np.ndarray | None:
         """``X`` checked against the drivers of the context; None when the model uses none."""
@@ -218,15 +263,42 @@ class FeatureForecaster(BaseForecaster):
             X = np.zeros((ds.size, self.spec.n_drivers))
         else:
             self.dead_drivers_ = np.zeros(0, dtype=bool)
-        if self.spec is not self._initial_spec:  # a refit starts again from the default calendar
+        effect = self._fitted_driver_effect(y, X)
+        if self.spec is not self._initial_spec or effect != self.driver_effect_:
+            # A refit starts again from the default calendar (and the columns of its driver effect).
             self.spec = self._initial_spec
-            self._builder = FeatureBuilder(self.spec, self.level_window, self._relative_drivers)
+            self.driver_effect_ = effect
+            self._builder = self._new_builder()
+        if effect == "additive":
+            self.multiplier_ = None
+            self._fit_features(ds, y, X)
+            return self
+        # Multiplicative drivers: alternate between the features fitted on the history divided by the drivers'
+        # factor and the factor fitted against those features' in-sample forecasts.
+        n_future = len(self.spec.future_drivers)
+        future = _filled_in_time(ds, X[:, :n_future])
+        self.multiplier_ = DriverMultiplier(self.driver_alpha)
+        factor = np.ones(ds.size)
+        for _ in range(_MULTIPLIER_ROUNDS):
+            design = self._fit_features(ds, y / factor, X[:, n_future:])
+            base = self._inverse_target(self._predict_matrix(self._transform(design)), design.level)
+            rows = design.positions
+            self.multiplier_.fit(future[rows], base, y[rows])
+            factor = self.multiplier_.factor(future)
+        self._fit_features(ds, y / factor, X[:, n_future:])
+        return self
+
+    def _fit_features(self, ds: np.ndarray, y: np.ndarray, X: np.ndarray | None) -> Design:
+        """Fit the regression on the features of ``(ds, y, X)``; returns the training design."""
+        if self.spec is not self._initial_spec:
+            self.spec = self._initial_spec
+            self._builder = self._new_builder()
         design = self._builder.training(ds, y, X)
         if self.calendar is None and self.spec.calendar:
             kept = supported_calendar(self.spec.calendar, design.ds)
             if kept != self.spec.calendar:
                 self.spec = self.spec.with_calendar(kept)
-                self._builder = FeatureBuilder(self.spec, self.level_window, self._relative_drivers)
+                self._builder = self._new_builder()
                 design = self._builder.training(ds, y, X)
         n = design.target.size
         if n < self.min_train_rows:
@@ -244,7 +316,7 @@ class FeatureForecaster(BaseForecaster):
         self.fill_values_ = Z.mean(axis=0)
         self._fit_matrix(Z, t)
         self.n_train_ = n
-        return self
+        return design
 
     def predict(self, ds, y, future_ds, X=None, future_X=None) -> np.ndarray:
         if not hasattr(self, "scale_"):
@@ -261,6 +333,23 @@ class FeatureForecaster(BaseForecaster):
             X = np.where(self.dead_drivers_[None, :], 0.0, X)
             if future_X is not None:
                 future_X = np.where(self.dead_drivers_[None, :], 0.0, future_X)
+        if self.driver_effect_ == "multiplicative":
+            return self._predict_multiplied(ds, y, future_ds, X, future_X)
+        return self._predict_features(ds, y, future_ds, X, future_X)
+
+    def _predict_multiplied(self, ds, y, future_ds, X, future_X) -> np.ndarray:
+        """The features' forecast from the history divided by its drivers' factor, times the factor of the
+        future drivers (a missing future value takes the last known one; none known: factor 1)."""
+        n_future = len(self.spec.future_drivers)
+        if future_X is None:
+            future_X = np.full((future_ds.size, n_future), np.nan)
+        both = np.concatenate([ds, future_ds])
+        filled = _filled_in_time(both, np.vstack([X[:, :n_future], future_X[:, :n_future]]))
+        factor = self.multiplier_.factor(filled)
+        base = self._predict_features(ds, y / factor[:ds.size], future_ds, X[:, n_future:], future_X[:, n_future:])
+        return base * factor[ds.size:]
+
+    def _predict_features(self, ds, y, future_ds, X, future_X) -> np.ndarray:
         design = self._builder.forecasting(ds, y, future_ds, future_X, X)
         design.level = np.where(np.isfinite(design.level), design.level, self.level_)
         Z = self._transform(design)
@@ -322,3 +411,12 @@ class FeatureForecaster(BaseForecaster):
         fill = np.stack([m.fill_values_ for m in models])[:, None, :]
         Z = np.where(np.isfinite(Z), Z, fill)
         return offset + cls._predict_matrices(models, Z) * divisor
+
+
+def _filled_in_time(ds: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` (rows aligned with ``ds``) with each missing value replaced by the last known one in time."""
+    order = np.argsort(ds, kind="stable")
+    out = np.empty_like(values, dtype=np.float64)
+    for j in range(values.shape[1]):
+        out[order, j] = forward_fill(values[order, j])
+    return out

@@ -1,0 +1,104 @@
+"""Multiplicative effects of drivers known in advance: ``y = base x exp(drivers . beta)``.
+
+A campaign, a holiday or a cold front multiplies a zone's demand: a zone with ten times the orders gains ten
+times the orders from the same campaign. A regression that adds a driver's effect must learn one lift per
+level, which a per-stream model fitted on a 28-day window cannot. :class:`DriverMultiplier` estimates the
+factor ``exp(d . beta)`` by which the drivers ``d`` scale a base forecast, by penalised Poisson regression with
+the base forecast as offset (a log-link generalised linear model): the natural model for counts, defined for
+zero actuals, and solved by a few Newton steps.
+
+The regression models use it through ``driver_effect="multiplicative"``
+(:class:`~mlma.models.regression.FeatureForecaster`): they deflate the history by the fitted factor, fit
+their features on the deflated series, and multiply the forecast by the factor of the drivers' future values.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+import numpy as np
+
+__all__ = ["DriverMultiplier"]
+
+# The linear predictor is clipped so that one extreme driver value cannot overflow the factor.
+_MAX_LOG_FACTOR = 5.0
+
+
+class DriverMultiplier:
+    """The factor ``exp((d - center) . beta)`` by which driver values ``d`` scale a base forecast.
+
+    Parameters
+    ----------
+    alpha
+        Ridge penalty on ``beta``, in units of the information of one average row at a unit driver change:
+        ``alpha=1`` weighs like one extra row saying "no effect", so a two-day campaign in hourly data is
+        barely shrunk while a driver seen in a handful of rows is.
+    max_iter
+        Newton steps; the objective is convex and a handful suffice.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> base = rng.uniform(5, 50, 4000)                     # streams of very different levels
+    >>> campaign = (rng.random(4000) < 0.1).astype(float)   # a 0/1 flag, on for 10 % of the rows
+    >>> y = rng.poisson(base * np.exp(np.log(1.3) * campaign))  # a campaign lifts demand by 30 %
+    >>> m = DriverMultiplier().fit(campaign[:, None], base, y)
+    >>> lift = float(np.exp(m.beta_[0]))   # the lift, recovered (about 10,000 campaign orders: 1 % error)
+    >>> abs(lift - 1.3) < 0.03
+    True
+    >>> m.factor(np.array([[0.0], [1.0]])).round(2).tolist()  # relative to the training rows' mean flag
+    [0.97, 1.25]
+    """
+
+    def __init__(self, alpha: float = 1.0, max_iter: int = 8):
+        if not np.isfinite(alpha) or alpha < 0:
+            raise ValueError(f"driver_alpha must be a non-negative number, got {alpha!r}")
+        if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+            raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
+        self.alpha = float(alpha)
+        self.max_iter = int(max_iter)
+
+    def fit(self, D: np.ndarray, base: np.ndarray, y: np.ndarray) -> Self:
+        """Fit ``y ~ Poisson(base x exp((D - center) . beta))`` on the rows where all three are finite.
+
+        ``base`` is floored at 5 % of its mean so that a zero or negative base forecast stays a valid offset.
+        """
+        D = np.asarray(D, dtype=np.float64)
+        base = np.asarray(base, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        keep = np.isfinite(D).all(axis=1) & np.isfinite(base) & np.isfinite(y)
+        D, base, y = D[keep], base[keep], y[keep]
+        k = D.shape[1]
+        self.center_ = D.mean(axis=0) if D.shape[0] else np.zeros(k)
+        self.low_ = D.min(axis=0) if D.shape[0] else np.zeros(k)
+        self.high_ = D.max(axis=0) if D.shape[0] else np.zeros(k)
+        self.beta_ = np.zeros(k)
+        if D.shape[0] == 0:
+            return self
+        floor = 0.05 * max(float(np.abs(base).mean()), 1e-12)
+        base = np.maximum(base, floor)
+        # A free intercept (first column, not penalised) takes up any bias of the base's level, so that
+        # beta is the drivers' effect alone; the factor leaves it out (the base is the level's model).
+        A = np.column_stack([np.ones(D.shape[0]), D - self.center_])
+        penalty = self.alpha * float(base.mean()) * np.diag(np.r_[0.0, np.ones(k)])
+        coef = np.zeros(k + 1)
+        for _ in range(self.max_iter):
+            mu = base * np.exp(np.clip(A @ coef, -_MAX_LOG_FACTOR, _MAX_LOG_FACTOR))
+            grad = A.T @ (mu - y) + penalty @ coef
+            hess = (A * mu[:, None]).T @ A + penalty + 1e-9 * np.eye(k + 1)
+            step = np.linalg.solve(hess, grad)
+            coef = coef - step
+            if np.abs(step).max() < 1e-8:
+                break
+        self.beta_ = coef[1:]
+        return self
+
+    def factor(self, D: np.ndarray) -> np.ndarray:
+        """The multiplicative factor of each row of driver values; a row with a missing value gets 1.
+
+        Values outside the range seen in training are clipped to it: an effect estimated from January's
+        temperatures is not extrapolated to May's (a model that is not re-trained would drift with it)."""
+        D = np.asarray(D, dtype=np.float64)
+        D = np.clip(D, self.low_, self.high_)
+        eta = np.clip((D - self.center_) @ self.beta_, -_MAX_LOG_FACTOR, _MAX_LOG_FACTOR)
+        return np.where(np.isfinite(eta), np.exp(eta), 1.0)
