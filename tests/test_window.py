@@ -92,8 +92,10 @@ def test_a_refresh_reads_only_the_rows_that_changed(tmp_path):
     store.ingest_frame(revised.assign(y=revised["y"] + 1)[["unique_id", "ds", "y"]], "fix")
     got = window.rows(end - HOUR * 24 * 6, end + HOUR * 24, n_streams=20)
     assert window.last_refresh.rebuilt is None and window.last_refresh.ingests == 2
-    # The day's rows and the three revised ones; the revision's span holds other rows, which are not read.
-    assert window.last_refresh.rows_read == len(day) + 3
+    # The day's rows and the three revised ones, from the two ingests' batches; the revision's span holds
+    # other rows, which are not read.
+    assert window.last_refresh.batches == 2 and window.last_refresh.batch_rows == len(day) + 3
+    assert window.last_refresh.rows_read == 0
     assert_same(got, rows_of(store, end - HOUR * 24 * 6, end + HOUR * 24, 20))
     # Nothing new: nothing read.
     window.rows(end - HOUR * 24 * 6, end + HOUR * 24, n_streams=20)
@@ -256,7 +258,7 @@ def test_live_ticks_on_the_kept_window_equal_ticks_on_a_full_reread_with_revisio
     # The start-up read everything; every tick after it read only the rows of its day and of the corrections.
     assert refreshes[0].rebuilt and refreshes[0].rows_read > 10 * 24 * FIRST_TICK * 0.5
     assert all(r.rebuilt is None for r in refreshes[1:])
-    assert all(0 < r.rows_read <= 10 * 24 + 20 for r in refreshes[1:])
+    assert all(0 < r.rows_read + r.batch_rows <= 10 * 24 + 20 for r in refreshes[1:])
 
 
 @pytest.mark.parametrize("start_hour", [None, 30])
@@ -290,3 +292,89 @@ def test_a_window_built_in_pieces_equals_one_read(tmp_path, monkeypatch, start_h
     assert_same(later, rows_of(store, start, end + HOUR * 24 * 2, n))
     assert (later[2] > 900).sum() == 6
     store.close()
+
+
+# -- the journal next to the saved window ----------------------------------------------------------------------
+def refresh_days(store, window, rng, days, uids=("a", "b", "c")):
+    """Ingest one day per ``days`` (plus a revision inside the window) and refresh after each; the last rows."""
+    got = None
+    for day in days:
+        store.ingest_frame(hours(list(uids), 24 * day, 24, rng), f"day-{day}")
+        fix = store.observations(start=T0 + HOUR * 24 * (day - 2), end=T0 + HOUR * 24 * day).head(2)
+        store.ingest_frame(fix.assign(y=fix["y"] + 50)[["unique_id", "ds", "y"]], f"fix-{day}")
+        got = window.rows(T0 + HOUR * 24 * (day - 3), T0 + HOUR * 24 * (day + 1), n_streams=len(uids))
+    return got
+
+
+def test_a_refresh_appends_to_the_journal_and_the_next_process_replays_it(filled, monkeypatch):
+    monkeypatch.setattr("mlma.store.window.JOURNAL_SHARE", 10.0)   # never folded here
+    store, path, _, rng = filled
+    window = ObservationWindow(store, "h", path)
+    window.rows(T0 + HOUR * 24, T0 + HOUR * 24 * 6, n_streams=3)   # loads the file, nothing new
+    written = path.read_bytes()
+    refresh_days(store, window, rng, [6, 7, 8])
+    assert path.read_bytes() == written                             # the file was not rewritten...
+    assert window.journal_path.stat().st_size > 0                   # ...the changes were appended
+    start, end = T0 + HOUR * 24 * 5, T0 + HOUR * 24 * 9
+    again = ObservationWindow(store, "h", path)
+    got = again.rows(start, end, n_streams=3)
+    assert again.replayed[0] == 3 and again.last_refresh.rebuilt is None and again.last_refresh.ingests == 0
+    assert_same(got, rows_of(store, start, end, 3))
+
+
+def test_the_journal_is_folded_into_the_file_once_it_outgrows_its_share(filled, monkeypatch):
+    monkeypatch.setattr("mlma.store.window.JOURNAL_SHARE", 2.0)
+    store, path, _, rng = filled
+    window = ObservationWindow(store, "h", path)
+    sizes, rewrites, before = [], 0, path.read_bytes()
+    for day in range(6, 14):
+        refresh_days(store, window, rng, [day])
+        journal = window.journal_path.stat().st_size if window.journal_path.exists() else 0
+        assert journal <= 2.0 * path.stat().st_size
+        rewrites += path.read_bytes() != before
+        before = path.read_bytes()
+        sizes.append(journal)
+    assert 0 < rewrites < 8 and max(sizes) > 0        # some refreshes appended, some rewrote the file
+    start, end = T0 + HOUR * 24 * 10, T0 + HOUR * 24 * 14
+    again = ObservationWindow(store, "h", path)
+    assert_same(again.rows(start, end, n_streams=3), rows_of(store, start, end, 3))
+    assert again.last_refresh.rebuilt is None
+
+
+@pytest.mark.parametrize("damage", ["torn", "flipped", "older-generation", "garbage"])
+def test_a_damaged_journal_gives_an_older_window_caught_up_never_a_wrong_one(filled, monkeypatch, damage):
+    monkeypatch.setattr("mlma.store.window.JOURNAL_SHARE", 10.0)
+    store, path, _, rng = filled
+    window = ObservationWindow(store, "h", path)
+    if damage == "older-generation":
+        refresh_days(store, window, rng, [6, 7])
+        stale = window.journal_path.read_bytes()
+        window.forget()
+        path.unlink()                                    # the next refresh rebuilds and writes a new file
+        refresh_days(store, window, rng, [8])
+        assert not window.journal_path.exists()
+        window.journal_path.write_bytes(stale)           # a journal left over from the old file
+    else:
+        refresh_days(store, window, rng, [6, 7, 8])
+        journal = window.journal_path.read_bytes()
+        if damage == "torn":
+            journal = journal[: len(journal) - 100]
+        elif damage == "flipped":
+            at = len(journal) // 2
+            journal = journal[:at] + bytes([journal[at] ^ 0x01]) + journal[at + 1:]
+        else:
+            journal = journal + b"\x00" * 57
+        window.journal_path.write_bytes(journal)
+    store.ingest_frame(hours(["a", "b", "c"], 24 * 9, 24, rng), "day-9")
+    start, end = T0 + HOUR * 24 * 6, T0 + HOUR * 24 * 10
+    again = ObservationWindow(store, "h", path)
+    got = again.rows(start, end, n_streams=3)
+    assert again.last_refresh.rebuilt is None, damage      # the file is good: caught up, not rebuilt
+    assert_same(got, rows_of(store, start, end, 3))
+    expected_records = {"torn": 2, "flipped": 1, "older-generation": 0, "garbage": 3}[damage]
+    assert again.replayed[0] == expected_records
+    # The damaged journal is not appended to: the file was rewritten and the next process needs no replay.
+    assert not again.journal_path.exists()
+    third = ObservationWindow(store, "h", path)
+    assert_same(third.rows(start, end, n_streams=3), got)
+    assert third.replayed[0] == 0 and third.last_refresh.ingests == 0

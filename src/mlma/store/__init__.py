@@ -15,7 +15,7 @@ Examples
 >>> from mlma.store import Store
 >>> store = Store.create("sqlite://")
 >>> store.schema_revision()
-'0007'
+'0008'
 """
 
 from __future__ import annotations

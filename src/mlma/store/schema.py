@@ -115,6 +115,18 @@ observations = sa.Table(
     sa.Index(None, "ds"),
 )
 
+# One row per recent ingest: its accepted rows as three little-endian arrays (mlma.store.batches; migration
+# 0008), written with the rows, for the newest batches.KEEP_INGESTS ingests. The observation window reads
+# these instead of the rows; the observations table stays the truth.
+observation_batches = sa.Table(
+    "observation_batches", metadata,
+    sa.Column("ingest_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("n_rows", sa.BigInteger, nullable=False),
+    sa.Column("stream_ids", sa.LargeBinary, nullable=False),
+    sa.Column("ds", sa.LargeBinary, nullable=False),
+    sa.Column("y", sa.LargeBinary, nullable=False),
+)
+
 #: Values of exogenous drivers, append-only: one row per (stream, ds, driver) and per ingest that brought it.
 #: ``observed``: it came with the actuals (what happened); otherwise it was known in advance (``mlma ingest
 #: --future``: a forecast, a plan). The value in force is the observed one, else the one of the newest

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from mlma.store import bulk, drivers, lock, migrate, packed, serial
+from mlma.store import batches, bulk, drivers, lock, migrate, packed, serial
 from mlma.store.engine import is_read_only
 from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
@@ -156,6 +156,9 @@ class Store:
     def __init__(self, engine: sa.Engine, url: str) -> None:
         self.engine = engine
         self.url = url
+        # Whether the schema has the observation_batches table (migration 0008): known once the schema was
+        # checked; a store opened without the check (an older schema) looks the first time it ingests.
+        self._has_batches: bool | None = None
 
     # -- opening, migrations ------------------------------------------------------------------------------
     @classmethod
@@ -210,6 +213,7 @@ class Store:
         with self._read() as conn:
             current = migrate.current_revision(conn)
         if current == migrate.SCHEMA_REVISION:
+            self._has_batches = True
             return  # the usual case, decided without reading the migration scripts (see mlma.store.migrate)
         expected = migrate.head_revision()
         if current is None:
@@ -639,6 +643,7 @@ class Store:
                 counts = self._upsert_observations(conn, ids[codes], ns.astype("datetime64[ns]"), y, ingest_id)
                 if extra is not None and extra[1]:
                     drivers.insert_values(conn, ids[codes], ns, extra[0], extra[1], ingest_id, observed=True)
+                self._keep_batch(conn, ingest_id, ids[codes], ns.astype("datetime64[ns]"), y)
                 first, last = pd.Timestamp(int(ns.min())), pd.Timestamp(int(ns.max()))
             conn.execute(sa.update(S.ingests).where(S.ingests.c.id == ingest_id).values(
                 rows_new=counts["new"], rows_revised=counts["revised"], rows_unchanged=counts["unchanged"],
@@ -681,6 +686,51 @@ class Store:
                           "revisions": obs.c.revisions + 1},
                     where=obs.c.y != insert.excluded.y))
         return {"new": total - existing, "revised": revised, "unchanged": existing - revised}
+
+    def _keep_batch(self, conn: sa.Connection, ingest_id: int, stream_id: np.ndarray, ds: np.ndarray,
+                    y: np.ndarray) -> None:
+        """Keep the ingest's rows packed (mlma.store.batches) for incremental readers, unless there are too
+        many, and drop the batches that are no longer among the newest ``KEEP_INGESTS`` ingests."""
+        table = S.observation_batches
+        if self._has_batches is None:
+            self._has_batches = sa.inspect(conn).has_table(table.name)
+        if not self._has_batches:
+            return  # a schema older than migration 0008, opened without the check
+        if len(stream_id) <= batches.MAX_ROWS:
+            packed = batches.pack(stream_id, ds, y)
+            conn.execute(sa.insert(table).values(ingest_id=ingest_id, n_rows=packed.n_rows,
+                                                 stream_ids=packed.stream_ids, ds=packed.ds, y=packed.y))
+        conn.execute(sa.delete(table).where(table.c.ingest_id <= ingest_id - batches.KEEP_INGESTS))
+
+    def observation_batches(self, ingest_ids: Sequence[int]
+                            ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """The rows each of ``ingest_ids`` accepted, as it wrote them: stream ids (int64), timestamps
+        (``datetime64[ns]``) and values (float64), by ingest id; ingests without a kept batch (older than the
+        newest :data:`~mlma.store.batches.KEEP_INGESTS`, larger than :data:`~mlma.store.batches.MAX_ROWS`
+        rows, written before migration 0008, or not committed) are left out: read their rows with
+        :meth:`observation_arrays`.
+
+        A batch holds every row the ingest accepted, unchanged ones included; applied in the order the
+        ingests committed, later values replacing earlier ones, they give the rows' current values.
+        """
+        wanted = sorted({int(i) for i in ingest_ids})
+        if not wanted:
+            return {}
+        # Whole numbers written into the statement (as in observation_arrays); the raw cursor hands bytes
+        # over as they are (PostgreSQL: in binary, not as hex text to decode).
+        sql = ("SELECT ingest_id, n_rows, stream_ids, ds, y FROM observation_batches "
+               f"WHERE ingest_id IN ({', '.join(map(str, wanted))})")
+        with self._read() as conn:
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                if self.dialect == "postgresql":
+                    cursor.execute(sql, binary=True)
+                else:
+                    cursor.execute(sql)
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        return {int(i): batches.unpack(int(n), bytes(sid), bytes(ds), bytes(y)) for i, n, sid, ds, y in rows}
 
     def observations(self, start: Any = None, end: Any = None, streams: Sequence[int | str] | None = None, *,
                      with_ids: bool = False, order: str = "unique_id") -> pd.DataFrame:
