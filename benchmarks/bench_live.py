@@ -250,8 +250,11 @@ def instrument(store) -> tuple[PhaseClock, SqlCounter]:
 
     try:
         from mlma.store.window import ObservationWindow, _Snapshot
-        window = [(ObservationWindow, ("rows", "_catch_up", "_build", "_load", "_save")),
+        window = [(ObservationWindow, ("rows", "_catch_up", "_build", "_load", "_save",
+                                       *(n for n in ("_write_file", "_append") if hasattr(ObservationWindow, n)))),
                   (_Snapshot, ("rows", "apply", "extend_to", "trim_before"))]
+        if hasattr(Store, "observation_batches"):
+            window.append((Store, ("observation_batches",)))
     except ImportError:  # code from before the observation window
         window = []
 

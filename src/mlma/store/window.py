@@ -257,33 +257,47 @@ class _Journal:
     @staticmethod
     def replay(snap: _Snapshot, blob: bytes) -> tuple[int, int, str | None]:
         """Apply the good records of ``blob`` to ``snap``: how many, the bytes they take, and why replay
-        stopped early (None: the journal was read to its end)."""
-        offset = seq = 0
+        stopped early (None: the journal was read to its end).
+
+        The records' rows are applied in order on a grid extended at once to the newest record's end, and the
+        window is trimmed once to the newest start: the same values as moving it record by record (a cell's
+        writes keep their order; a refresh's start is never before the one of the refresh before it, which
+        would have rebuilt the window), for one copy of the matrix instead of two per record.
+        """
+        offset, records, stopped = 0, [], None
         while offset < len(blob):
             head = blob[offset:offset + _HEADER.size]
             if len(head) < _HEADER.size:
-                return seq, offset, "a torn record"
+                stopped = "a torn record"
+                break
             magic, size, digest = _HEADER.unpack(head)
             payload = blob[offset + _HEADER.size:offset + _HEADER.size + size]
             if magic != JOURNAL_MAGIC or len(payload) != size or hashlib.sha256(payload).digest() != digest:
-                return seq, offset, "a torn or damaged record"
+                stopped = "a torn or damaged record"
+                break
             with np.load(io.BytesIO(payload), allow_pickle=False) as data:
                 arrays = {name: data[name] for name in data.files}
             meta = json.loads(arrays["meta"].tobytes())
             if meta["generation"] != snap.generation:
-                return seq, offset, "records of an older file"
-            if meta["seq"] != seq + 1:
-                return seq, offset, f"record {meta['seq']} where {seq + 1} was due"
-            bounds = np.concatenate([[0], np.cumsum(arrays["sizes"])]).tolist()
-            ds = arrays["ds"].view("datetime64[ns]")
-            for lo, hi in zip(bounds[:-1], bounds[1:]):
-                snap.apply(arrays["sid"][lo:hi], ds[lo:hi], arrays["y"][lo:hi])
-            snap.last, snap.sha, snap.pending = int(meta["last"]), meta["sha"], arrays["pending"]
-            start = None if meta["start"] is None else np.datetime64(meta["start"], "ns")
-            snap.advance(start, np.datetime64(meta["end"], "ns"))
-            seq += 1
+                stopped = "records of an older file"
+                break
+            if meta["seq"] != len(records) + 1:
+                stopped = f"record {meta['seq']} where {len(records) + 1} was due"
+                break
+            records.append((meta, arrays))
             offset += _HEADER.size + size
-        return seq, offset, None
+        if records:
+            snap.extend_to(max(np.datetime64(meta["end"], "ns") for meta, _ in records))
+            for meta, arrays in records:
+                bounds = np.concatenate([[0], np.cumsum(arrays["sizes"])]).tolist()
+                ds = arrays["ds"].view("datetime64[ns]")
+                for lo, hi in zip(bounds[:-1], bounds[1:]):
+                    snap.apply(arrays["sid"][lo:hi], ds[lo:hi], arrays["y"][lo:hi])
+            starts = [np.datetime64(meta["start"], "ns") for meta, _ in records if meta["start"] is not None]
+            meta, arrays = records[-1]
+            snap.advance(max(starts) if starts else None, np.datetime64(meta["end"], "ns"))
+            snap.last, snap.sha, snap.pending = int(meta["last"]), meta["sha"], arrays["pending"]
+        return len(records), offset, stopped
 
 
 def _digest(arrays: dict[str, np.ndarray]) -> bytes:
