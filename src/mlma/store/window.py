@@ -546,9 +546,13 @@ class ObservationWindow:
         when there is no change to append (it was rebuilt), no journal this process can trust, or the journal
         has grown past :data:`JOURNAL_SHARE` of the file."""
         if change is not None and self._journal_at is not None and snap.generation is not None:
-            record = _Journal.record(snap.generation, self._seq + 1, snap, *change)
-            if self._journal_at + len(record) <= JOURNAL_SHARE * self._file_size and self._append(record):
-                return
+            # A record's arrays take 24 bytes a row: a record that cannot fit is not built.
+            rows = sum(len(sid) for sid, _, _ in change[0])
+            room = JOURNAL_SHARE * self._file_size - self._journal_at
+            if 24 * rows < room:
+                record = _Journal.record(snap.generation, self._seq + 1, snap, *change)
+                if len(record) <= room and self._append(record):
+                    return
         self._write_file(snap)
 
     def _append(self, record: bytes) -> bool:
