@@ -471,6 +471,32 @@ def test_escalations_move_through_their_statuses_and_every_action_is_audited(sto
     assert log["at"].iloc[0].tzinfo is not None
 
 
+def test_write_tick_resolves_only_unresolved_escalations_of_cleared_streams_across_a_large_fleet(store):
+    """Auto-resolve with more cleared streams and more escalations to resolve than one statement binds
+    (10,000): each unresolved escalation of a cleared stream and kind is resolved, nothing else."""
+    n = 12_500
+    store.stream_ids([f"z{i:05d}" for i in range(n)])
+    silent = store.add_escalations([Escalation(s, 1, "silent", 1, "quiet") for s in range(n)])
+    others = store.add_escalations([Escalation(s, 1, "cold", 1, "cold") for s in range(0, n, 7)]
+                                   + [Escalation(-1, 1, "silent", 1, "fleet-wide")])
+    store.set_escalation_status(silent[:3], "acknowledged", by="user:ana")
+    store.set_escalation_status(silent[3:5], "resolved", by="user:ana")  # already resolved: not counted
+    store.set_escalation_status(silent[5:6], "silenced", by="user:ana",
+                                silenced_until=pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1))
+    cleared = np.arange(40_000) % n != 9  # every stream but 9 (and ids no stream has), several times over
+    written = store.write_tick(TickRecord(2, resolve_escalations={"silent": np.flatnonzero(cleared),
+                                                                  "cold": [5, 7, 14, 30_000]}))
+    assert dict(written.resolved) == {"silent": n - 3, "cold": 2}
+    status = store.escalations().set_index("id")["status"]
+    assert status[silent[9]] == "open" and (status[silent[:9]] == "resolved").all()
+    assert (status[silent[10:]] == "resolved").all()
+    assert status[others[-1]] == "open"  # a fleet-wide escalation has no stream that clears
+    cold = status[others[:-1]]
+    assert cold[cold == "resolved"].index.tolist() == [others[1], others[2]]  # streams 7 and 14
+    entry = store.audit_log(target="tick:2")
+    assert entry["params"].tolist() == [{"resolved": {"silent": n - 3, "cold": 2}}]
+
+
 def test_the_audit_log_is_append_only_in_the_database(store):
     store.add_audit("agent", "tick", "fleet", {"n": 1})
     for statement in ("UPDATE audit_log SET actor = 'user:eve'", "DELETE FROM audit_log"):
