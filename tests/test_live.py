@@ -445,6 +445,25 @@ def test_a_tick_reads_back_only_the_model_versions_new_to_its_process(running, m
     assert serving <= set(loads)
 
 
+def test_the_next_tick_starts_from_the_state_its_process_kept_which_equals_the_saved_one(running, monkeypatch):
+    """After a tick the process keeps the state it wrote (no read back by the next tick); it equals the
+    saved one array by array and the next tick does not change it in place."""
+    store, live, ops, chunks = running
+    result = next_tick(store, live, chunks)
+    load, reads = store.load_state, []
+    monkeypatch.setattr(store, "load_state", lambda *args, **kw: reads.append(args) or load(*args, **kw))
+    kept, saved = live._latest_state(), load(result.tick)
+    assert reads == [] and kept.tick == saved.tick == result.tick and kept.sha256 == saved.sha256
+    assert kept.arrays.keys() == saved.arrays.keys()
+    for name, value in saved.arrays.items():
+        np.testing.assert_array_equal(kept.arrays[name], value, err_msg=name)
+    before = {name: value.copy() for name, value in kept.arrays.items()}
+    following = next_tick(store, live, chunks)
+    assert following.tick == result.tick + 1 and reads == []
+    for name, value in before.items():
+        np.testing.assert_array_equal(kept.arrays[name], value, err_msg=name)
+
+
 def test_a_rollback_serves_the_chosen_version_from_the_next_tick(running):
     store, live, ops, chunks = running
     uid = store.streams()["unique_id"].iloc[5]

@@ -423,6 +423,32 @@ def test_verdicts_and_forecasts_may_come_as_frames(store):
     assert store.ticks()["tick"].tolist() == [1]
 
 
+def test_write_tick_hands_back_the_state_it_saved_as_read_only_copies_equal_to_a_read(store):
+    """TickWrite.state is what load_state reads back (values, dtypes, NaN and extremes, hash, size), and
+    changing the caller's arrays after the write does not change it."""
+    store.stream_ids(["a", "b", "c"])
+    f64 = np.array([np.nan, np.inf, -np.inf, 5e-324, np.finfo(np.float64).max])
+    state = {"agent.loss": f64, "agent.ref": np.arange(12, dtype=np.float32).reshape(3, 4),
+             "agent.version": np.array([np.iinfo(np.int64).min, -1, np.iinfo(np.int64).max]),
+             "agent.flag": np.array([True, False, True]), "meta.freq": np.array("h"),
+             "shadow.streams": np.empty(0, dtype=np.int64)}
+    written = store.write_tick(TickRecord(3, state=state))
+    kept, read = written.state, store.load_state(3)
+    assert (kept.tick, kept.sha256, kept.size_bytes) == (read.tick, read.sha256, read.size_bytes) == \
+        (3, written.state_sha256, read.size_bytes)
+    assert kept.saved_at == read.saved_at
+    assert kept.arrays.keys() == read.arrays.keys()
+    for name, value in read.arrays.items():
+        assert kept.arrays[name].dtype == value.dtype and kept.arrays[name].shape == value.shape, name
+        np.testing.assert_array_equal(kept.arrays[name], value)
+    state["agent.loss"][:] = 0.0  # the next tick changing its arrays in place
+    state["agent.version"][0] = 7
+    assert np.isnan(kept.arrays["agent.loss"][0]) and kept.arrays["agent.version"][0] == np.iinfo(np.int64).min
+    with pytest.raises(ValueError, match="read-only"):
+        kept.arrays["agent.ref"][0, 0] = 1.0
+    assert store.write_tick(TickRecord(4)).state is None
+
+
 def test_saved_state_is_verified_and_only_the_latest_are_kept(store):
     store.stream_ids(["a", "b"])
     for tick in range(5):

@@ -513,6 +513,8 @@ class LiveAgent:
         _checkpoint("before-commit")
         written = self.store.write_tick(record, lease=lease)
         _checkpoint("after-commit")
+        if written.state is not None:  # the state just saved, as the next tick would read it back
+            self._state_cache = written.state
         self._keep_models(k, report, expected, live)
         summary = replace(summary, escalations_resolved=sum(written.resolved.values()))
         return TickResult(k, start, n, summary, list(written.escalation_ids), time.perf_counter() - started)

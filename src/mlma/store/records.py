@@ -131,8 +131,10 @@ class AgentState:
 @dataclass(frozen=True)
 class TickWrite:
     """What :meth:`~mlma.store.Store.write_tick` wrote: row counts, the new escalations' ids, the numbers
-    given to the new model versions (in the order given), the saved state's sha256 and how many earlier
-    escalations were resolved because their condition cleared, by kind."""
+    given to the new model versions (in the order given), the saved state's sha256, how many earlier
+    escalations were resolved because their condition cleared, by kind, and the saved state itself (equal to
+    what :meth:`~mlma.store.Store.load_state` would read back; its arrays are read-only copies), so that the
+    next tick of the same process need not read it."""
 
     tick: int
     n_verdicts: int
@@ -141,6 +143,7 @@ class TickWrite:
     versions: np.ndarray
     state_sha256: str | None
     resolved: Mapping[str, int] = field(default_factory=dict)
+    state: AgentState | None = None
 
 
 @dataclass(frozen=True)

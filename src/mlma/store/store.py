@@ -9,6 +9,7 @@ PostgreSQL), so their cost does not grow with the number of statements per strea
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
@@ -1020,6 +1021,21 @@ class Store:
         if not isinstance(record, TickRecord):
             raise TypeError(f"write_tick takes a TickRecord, got {type(record).__name__}")
         tick = _tick_number(record.tick)
+        # The state is copied before anything is written: the caller may go on to change its arrays, and the
+        # copies are what TickWrite.state hands back (read-only) for the next tick instead of a read.
+        kept = None if record.state is None else _frozen_copies(record.state)
+        # The state's blob (deflating and hashing tens of MB, which release the GIL) is made in a thread while
+        # the tick's rows are written: its seconds overlap the database's.
+        encoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlma-encode-state")
+        try:
+            encoded = None if kept is None else encoder.submit(encode_state, kept)
+            return self._write_tick(record, tick, kept, encoded, lease)
+        finally:
+            encoder.shutdown(wait=False, cancel_futures=True)
+
+    def _write_tick(self, record: TickRecord, tick: int, kept: dict[str, np.ndarray] | None,
+                    encoded: concurrent.futures.Future | None, lease: lock.Lease | None) -> TickWrite:
+        """The transaction of :meth:`write_tick`; ``encoded`` gives ``encode_state(kept)``'s blob and hash."""
         with self._write() as conn:
             if lease is not None:
                 lock.fence(conn, lease)
@@ -1049,8 +1065,10 @@ class Store:
             move_champions(self, conn, [*moves, *record.champion_moves], now, tick)
             for entry in record.audit:
                 self._audit(conn, now, **entry)
-            state = record.state
-            sha = self._save_state(conn, tick, state, now) if state is not None else None
+            saved = None
+            if kept is not None:
+                sha, size = self._save_state(conn, tick, encoded.result(), kept, now)
+                saved = AgentState(tick, kept, sha, size, now)
             if record.applied_actions:
                 conn.execute(sa.update(S.stream_actions)
                              .where(S.stream_actions.c.id == sa.bindparam("aid"),
@@ -1064,7 +1082,8 @@ class Store:
                 summary = dataclasses.replace(record.summary, escalations_resolved=sum(resolved.values()))
                 done["summary"] = _json_safe(summary.to_json())
             conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick).values(**done))
-        return TickWrite(tick, n_verdicts, n_forecasts, escalation_ids, versions, sha, resolved)
+        return TickWrite(tick, n_verdicts, n_forecasts, escalation_ids, versions,
+                         None if saved is None else saved.sha256, resolved, saved)
 
     def tick_summaries(self, ticks: Sequence[int] | None = None) -> dict[int, TickSummary | None]:
         """The :class:`~mlma.store.records.TickSummary` of done ticks (all, or those in ``ticks``), by tick;
@@ -1416,10 +1435,14 @@ class Store:
         """
         tick = _tick_number(tick, allow_negative=True)
         with self._write() as conn:
-            return self._save_state(conn, tick, arrays, self._now(conn))
+            return self._save_state(conn, tick, encode_state(arrays), arrays, self._now(conn))[0]
 
-    def _save_state(self, conn: sa.Connection, tick: int, arrays: Mapping[str, np.ndarray], now: dt.datetime) -> str:
-        blob, sha = encode_state(arrays)
+    def _save_state(self, conn: sa.Connection, tick: int, encoded: tuple[bytes, str],
+                    arrays: Mapping[str, np.ndarray], now: dt.datetime) -> tuple[str, int]:
+        """Save the state of ``tick`` (``arrays``, encoded by :func:`~mlma.store.state.encode_state`),
+        replacing one saved before, and drop the oldest beyond :data:`STATE_HISTORY`; returns the blob's
+        sha256 and size."""
+        blob, sha = encoded
         lengths = {np.asarray(a).shape[0] for a in arrays.values() if np.ndim(a) >= 1}
         values = dict(saved_at=now, format=FORMAT, sha256=sha, size_bytes=len(blob),
                       n_streams=lengths.pop() if len(lengths) == 1 else None, blob=blob)
@@ -1430,7 +1453,7 @@ class Store:
         kept = [r for (r,) in conn.execute(sa.select(S.agent_state.c.tick).order_by(S.agent_state.c.tick.desc())
                                            .limit(STATE_HISTORY))]
         conn.execute(sa.delete(S.agent_state).where(S.agent_state.c.tick < min(kept)))
-        return sha
+        return sha, len(blob)
 
     def newest_state_tick(self) -> int | None:
         """The tick of the newest saved agent state, or None (reads no blob)."""
@@ -1574,6 +1597,23 @@ class Store:
             finally:
                 target.close()
         return destination
+
+
+def _frozen_copies(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Read-only copies of a state's arrays: what was saved stays what was saved, whoever holds them.
+
+    >>> kept = _frozen_copies({"a": np.arange(3)})["a"]
+    >>> kept.flags.writeable
+    False
+    """
+    if not isinstance(arrays, Mapping):
+        raise ValueError("state must be a non-empty mapping of names to numpy arrays")
+    copies = {}
+    for name, value in arrays.items():
+        copy = np.array(value, copy=True)
+        copy.flags.writeable = False
+        copies[name] = copy
+    return copies
 
 
 def _tick_number(tick: Any, allow_negative: bool = False) -> int:
