@@ -423,6 +423,37 @@ def test_verdicts_and_forecasts_may_come_as_frames(store):
     assert store.ticks()["tick"].tolist() == [1]
 
 
+def test_verdicts_and_forecasts_round_trip_with_missing_and_extreme_values(store):
+    """What a tick's bulk inserts (binary COPY on PostgreSQL, executemany on SQLite) write reads back the same:
+    NaN and infinities as missing, extreme floats and timestamps exact, texts with COPY's special characters."""
+    store.stream_ids(["a", "b", "c", "d"])
+    tiny, huge = 5e-324, np.finfo(np.float64).max
+    reasons = ["tab\there", "new\nline \\N", None, "ünïcode, 'quotes' \"and\" \\."]
+    verdicts = pd.DataFrame({"stream_id": [0, 1, 2, 3], "verdict": [0, 1, 2, 3],
+                             "p_value": [np.nan, 0.0, 1.0, tiny], "effect": [np.inf, -np.inf, -huge, huge],
+                             "retrain": [True, False, True, False], "reason": reasons,
+                             "loss": [1e-300, np.nan, 3.5, -0.0], "reference_loss": [1.0, 2.0, 3.0, 4.0],
+                             "model_version": [1, None, 2**31 - 1, 7]})
+    stamps = pd.to_datetime(["1970-01-01 00:00", "1999-12-31 23:59:59.999999", "2000-01-01 00:00",
+                             "2262-04-11 00:00"], format="ISO8601").values
+    forecasts = pd.DataFrame({"stream_id": [0, 0, 1, 3], "ds": stamps, "y_hat": [-huge, tiny, huge, -0.0],
+                              "model_version": [4, 4, None, 2]})
+    store.write_tick(TickRecord(2, verdicts=verdicts, forecasts=forecasts))
+    read = store.verdicts(tick=2)
+    assert read["stream_id"].tolist() == [0, 1, 2, 3] and read["verdict"].tolist() == [0, 1, 2, 3]
+    np.testing.assert_array_equal(read["p_value"].astype(float), [np.nan, 0.0, 1.0, tiny])
+    np.testing.assert_array_equal(read["effect"].astype(float), [np.nan, np.nan, -huge, huge])
+    np.testing.assert_array_equal(read["loss"].astype(float), [1e-300, np.nan, 3.5, 0.0])
+    assert read["retrain"].astype(bool).tolist() == [True, False, True, False]
+    assert [None if pd.isna(r) else r for r in read["reason"]] == reasons
+    assert [None if pd.isna(v) else int(v) for v in read["model_version"]] == [1, None, 2**31 - 1, 7]
+    back = store.forecasts(issued_tick=2)
+    assert back["stream_id"].tolist() == [0, 0, 1, 3]
+    np.testing.assert_array_equal(back["ds"].to_numpy(dtype="datetime64[ns]"), stamps)
+    np.testing.assert_array_equal(back["y_hat"].to_numpy(float), [-huge, tiny, huge, 0.0])
+    assert [None if pd.isna(v) else int(v) for v in back["model_version"]] == [4, 4, None, 2]
+
+
 def test_write_tick_hands_back_the_state_it_saved_as_read_only_copies_equal_to_a_read(store):
     """TickWrite.state is what load_state reads back (values, dtypes, NaN and extremes, hash, size), and
     changing the caller's arrays after the write does not change it."""

@@ -109,20 +109,50 @@ BATCH_ROWS = 100_000
 def insert_rows(conn: sa.Connection, table: str, columns: Mapping[str, str], data: Mapping[str, object]) -> int:
     """Insert columns of equal length into ``table``: COPY on PostgreSQL, executemany on SQLite.
 
-    ``columns`` maps column names to kinds (``int``, ``int?`` (nullable), ``float`` (NaN is NULL), ``ds``,
-    ``text`` ('' is NULL), ``bool``, ``utc`` (aware datetimes), ``json``, ``blob`` (bytes)); ``data`` maps
-    the same names to arrays. Rows go in batches of :data:`BATCH_ROWS`, so memory stays bounded whatever the
-    number of rows. Returns the number of rows.
+    ``columns`` maps column names to kinds (``int``, ``int?`` (nullable), ``float`` (NaN and infinities are
+    NULL), ``ds``, ``text`` ('' is NULL), ``bool``, ``utc`` (aware datetimes), ``json``, ``blob`` (bytes));
+    ``data`` maps the same names to arrays. Rows go in batches of :data:`BATCH_ROWS`, so memory stays
+    bounded whatever the number of rows. Returns the number of rows.
     """
     names = list(columns)
     lengths = {len(data[c]) for c in names}
     if len(lengths) > 1:
         raise ValueError(f"columns for {table} differ in length: {[len(data[c]) for c in names]}")
     n = lengths.pop() if lengths else 0
+    if n == 0:
+        return 0
+    copy_types = _binary_copy_types(conn, table, columns) if conn.dialect.name == "postgresql" else None
     for lo in range(0, n, BATCH_ROWS):
         batch = {c: _slice(data[c], lo, lo + BATCH_ROWS) for c in names}
-        _insert_batch(conn, table, columns, batch)
+        _insert_batch(conn, table, columns, batch, copy_types)
     return n
+
+
+#: Column kinds sent in COPY's binary format on PostgreSQL. JSON is not: psycopg's binary jsonb dumper
+#: would encode the already serialised text a second time.
+_BINARY_KINDS = frozenset({"int", "int?", "float", "bool", "ds", "text", "blob"})
+
+
+def _binary_copy_types(conn: sa.Connection, table: str, columns: Mapping[str, str]) -> list[int] | None:
+    """The type oids of ``table``'s ``columns`` for a binary COPY, or None to COPY as text.
+
+    Binary COPY sends numbers, timestamps and bytes as they are in memory (bytea as text doubles in size
+    and is escaped byte by byte): about three times faster for a tick's verdicts and packed forecasts. It
+    converts nothing on the server, so each value is sent as the column's exact type, read from the catalog.
+    """
+    if not set(columns.values()) <= _BINARY_KINDS:
+        return None
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.execute("SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s::regclass "
+                       "AND attnum > 0 AND NOT attisdropped", (table,))
+        oids = dict(cursor.fetchall())
+    finally:
+        cursor.close()
+    missing = [c for c in columns if c not in oids]
+    if missing:
+        raise ValueError(f"table {table} has no column(s) {missing}")
+    return [oids[c] for c in columns]
 
 
 def _slice(values, lo: int, hi: int):
@@ -133,7 +163,8 @@ def _slice(values, lo: int, hi: int):
     return list(values)[lo:hi]
 
 
-def _insert_batch(conn: sa.Connection, table: str, columns: Mapping[str, str], data: Mapping[str, object]) -> None:
+def _insert_batch(conn: sa.Connection, table: str, columns: Mapping[str, str], data: Mapping[str, object],
+                  copy_types: list[int] | None = None) -> None:
     dialect = conn.dialect.name
     names = list(columns)
     converted = [_column_values(columns[c], data[c], dialect) for c in names]
@@ -142,9 +173,12 @@ def _insert_batch(conn: sa.Connection, table: str, columns: Mapping[str, str], d
         return
     quoted = ", ".join(names)
     if dialect == "postgresql":
+        binary = " (FORMAT BINARY)" if copy_types is not None else ""
         cursor = conn.connection.driver_connection.cursor()
         try:
-            with cursor.copy(f"COPY {table} ({quoted}) FROM STDIN") as copy:
+            with cursor.copy(f"COPY {table} ({quoted}) FROM STDIN{binary}") as copy:
+                if copy_types is not None:
+                    copy.set_types(copy_types)
                 for row in zip(*converted):
                     copy.write_row(row)
         finally:
