@@ -454,6 +454,42 @@ def test_verdicts_and_forecasts_round_trip_with_missing_and_extreme_values(store
     assert [None if pd.isna(v) else int(v) for v in back["model_version"]] == [4, 4, None, 2]
 
 
+def test_bulk_rows_round_trip_every_column_kind_with_nulls_and_extremes(store, monkeypatch):
+    """bulk.insert_rows (binary COPY built from arrays on PostgreSQL, executemany on SQLite) into a staging
+    table and back: int64 and float extremes exact, NaN and infinities NULL, '' and None text NULL, empty
+    bytes kept, booleans, timestamps to the microsecond, and more rows than one batch."""
+    from mlma.store import bulk
+
+    monkeypatch.setattr(bulk, "BATCH_ROWS", 1_000)
+    i64 = np.iinfo(np.int64)
+    huge = np.finfo(np.float64).max
+    n = 2 * bulk.BATCH_ROWS + 3
+    ints = np.arange(n, dtype=np.int64)
+    ints[:3] = [i64.min, i64.max, -1]
+    floats = np.linspace(-1.0, 1.0, n)
+    floats[:5] = [np.nan, np.inf, -np.inf, huge, 5e-324]
+    maybe = np.full(n, np.nan)
+    maybe[::3] = np.arange(0, n, 3)
+    maybe[0] = 2.0 ** 53
+    texts = np.array(["a\tb", "", None, "\\N", "ünï\ncode"] * (n // 5) + ["x"] * (n % 5), dtype=object)
+    blobs = [b"", b"\x00\xff", bytes(range(256))] * (n // 3) + [b"z"] * (n % 3)
+    stamps = pd.Timestamp("2000-01-01") + pd.to_timedelta(np.arange(n) - n // 2, unit="us") * 7_919_000_001
+    flags = np.arange(n) % 3 == 0
+    columns = {"i": "int", "f": "float", "m": "int?", "t": "text", "b": "blob", "d": "ds", "o": "bool"}
+    data = {"i": ints, "f": floats, "m": maybe, "t": texts, "b": blobs, "d": stamps.values, "o": flags}
+    with store.engine.begin() as conn, bulk.staged(conn, "mlma_test_kinds", columns, data, key=("i",)) as st:
+        rows = conn.execute(sa.select(st).order_by(st.c.i)).all()
+    back = pd.DataFrame(rows, columns=list(columns)).set_index("i").loc[ints]
+    assert back.index.tolist() == ints.tolist()
+    expected = np.where(np.isfinite(floats), floats, np.nan)
+    np.testing.assert_array_equal(back["f"].to_numpy(dtype=float, na_value=np.nan), expected)
+    assert [None if pd.isna(v) else int(v) for v in back["m"]] == [None if np.isnan(v) else int(v) for v in maybe]
+    assert [None if pd.isna(v) else v for v in back["t"]] == [None if v in ("", None) else v for v in texts]
+    assert [bytes(v) for v in back["b"]] == blobs
+    np.testing.assert_array_equal(bulk.ds_from_db(back["d"].tolist(), store.engine.dialect.name), stamps.values)
+    assert back["o"].astype(bool).tolist() == flags.tolist()
+
+
 def test_write_tick_hands_back_the_state_it_saved_as_read_only_copies_equal_to_a_read(store):
     """TickWrite.state is what load_state reads back (values, dtypes, NaN and extremes, hash, size), and
     changing the caller's arrays after the write does not change it."""
@@ -877,3 +913,15 @@ def test_streams_can_be_read_column_by_column(store):
     pd.testing.assert_frame_equal(some, whole[["id", "unique_id"]])
     with pytest.raises(ValueError, match="streams has columns"):
         store.streams(columns=["id", "colour"])
+
+
+def test_binary_copy_refuses_a_value_its_column_type_cannot_hold():
+    from mlma.store import copybinary
+
+    with pytest.raises(ValueError, match="value 2147483648 does not fit the column's type int4"):
+        copybinary.encode([copybinary.Field("int4", np.array([1, 2**31]))])
+    with pytest.raises(ValueError, match="binary COPY of type 'jsonb' is not supported"):
+        copybinary.encode([copybinary.Field("jsonb", ["{}"])])
+    # A NULL row's placeholder is never checked against the type.
+    assert copybinary.encode([copybinary.Field("int2", np.array([2**40]), np.array([True]))]).endswith(
+        b"\x00\x01\xff\xff\xff\xff\xff\xff")
