@@ -11,6 +11,12 @@ start to the last tick's end), laid by :mod:`mlma.calendar`. A row's grid positi
 the tick's actuals into a dense matrix with NaN where a stream reported nothing. The positions are handed to
 the models too (:attr:`StreamHistory.pos`, :meth:`FleetData.tick_positions`), so a model places a history on
 its grid without converting timestamps again (:func:`mlma.models.features.regularise`).
+
+A fleet can also be built on a dense ``(streams x grid steps)`` matrix, the live agent's observation window
+(:meth:`FleetData.from_matrix`): the per-tick answers are then read from the matrix, and the flat arrays
+are built only if something asks for them. A NaN ``y`` counts as no observation either way: rows whose
+``y`` is not finite are dropped from a frame (validated data has none; the window keeps none), so a
+backtest on rows and a live tick on the matrix see the same observations.
 """
 
 from __future__ import annotations
@@ -90,13 +96,12 @@ class FleetData:
 
     def __init__(self, frame: pd.DataFrame, freq_alias: str, boundaries, *, ids=None, first_tick: int = 0,
                  drivers: Drivers | None = None, future: pd.DataFrame | None = None) -> None:
-        frequency = Frequency.coerce(freq_alias)
-        self.frequency = frequency
-        self.freq_alias = frequency.alias
-        self.tick_base = int(first_tick)
-        self._boundaries = pd.DatetimeIndex(boundaries).as_unit("ns")
-        if len(self._boundaries) < 2:
-            raise ValueError("at least one tick (two boundaries) is needed")
+        frequency = self._set_clock(freq_alias, boundaries, first_tick)
+        self._matrix = None
+        finite = np.isfinite(frame["y"].to_numpy(dtype=np.float64))
+        if not finite.all():  # a NaN y is no observation (see the module's docstring)
+            frame = frame.loc[finite]
+        del finite
         if ids is None:
             uids = frame["unique_id"].to_numpy()
             change = np.flatnonzero(uids[1:] != uids[:-1]) + 1
@@ -119,20 +124,8 @@ class FleetData:
             self.stream_of_row = position
         starts = self.offsets[:-1]
 
-        # One grid for the whole fleet: the data grid's timestamps from the first tick's start to the last
-        # tick's end; rows before it are kept for history, at negative positions on the same grid.
-        self.grid = frequency.between(self._boundaries[0], self._boundaries[-1])
+        self._lay_grid(self.ds[0] if len(self.ds) else None)
         step = frequency.step
-        if step is not None and len(self.ds) and len(self.grid):
-            # Fixed steps keep the data's phase (the project's grid, see mlma.calendar.on_tick_grid), which a
-            # multi-day step need not share with the first tick's start (2D data in monthly ticks).
-            b0 = self._boundaries[0].value
-            first = b0 + (int(self.ds[0].view(np.int64)) - b0) % step.value
-            self.grid = np.arange(first, self._boundaries[-1].value, step.value, dtype=np.int64).view("datetime64[ns]")
-        if not len(self.grid):
-            raise ValueError(f"the ticks from {self._boundaries[0]} to {self._boundaries[-1]} hold no "
-                             f"{frequency.alias!r} timestamp")
-        self.tick_grid_start = np.searchsorted(self.grid, self._boundaries.to_numpy(), side="left")
         if step is not None:  # one pass: the quotient is the position, a remainder means off the grid
             # In place: at 10,000 hourly streams each temporary is 54 MB of a tick's peak memory.
             self.grid_pos = self.ds.view(np.int64) - self.grid[0].view(np.int64)
@@ -152,6 +145,7 @@ class FleetData:
 
         self.drivers = drivers or NO_DRIVERS
         self._index_drivers(frame, future)
+        self._abnormal = None
 
         # Rows inside periods marked abnormal are kept out of training windows (see mark_abnormal).
         self.row_abnormal = np.zeros(len(self.y), dtype=bool)
@@ -162,6 +156,116 @@ class FleetData:
         # grid holds every on-grid timestamp from the first boundary on), so one search over (stream, position)
         # keys finds them all: rows are sorted by stream, then position.
         self.row_at_tick = self._rows_at(self.tick_grid_start)
+
+    @classmethod
+    def from_matrix(cls, values: np.ndarray, first_ds, freq_alias: str, boundaries, *, ids,
+                    first_tick: int = 0) -> FleetData:
+        """The fleet of a dense ``(streams x grid steps)`` matrix, kept as it is (not copied into flat rows).
+
+        ``values[s, c]`` is stream ``s`` at the ``c``-th grid timestamp from ``first_ds`` (NaN: no observation),
+        as the live agent's :meth:`~mlma.store.window.ObservationWindow.matrix` keeps it. Every method gives
+        what ``FleetData`` built from the matrix's finite entries as flat rows gives (the tests compare them);
+        the per-tick ones (:meth:`actuals`, :meth:`history`, the forecasting histories of
+        :func:`mlma.training.fleet_history_shards`...) read the matrix directly. The flat arrays (``ds``,
+        ``y``, ``grid_pos``, ``offsets``...) are built only if something asks for them. The matrix is not
+        copied: it must not change while the fleet is in use. No drivers (a project with drivers builds its
+        fleet from rows).
+
+        >>> values = np.array([[1.0, 2.0, np.nan, 4.0], [np.nan, 20.0, 30.0, 40.0]])
+        >>> bounds = pd.to_datetime(["2025-01-01 00:00", "2025-01-01 02:00", "2025-01-01 04:00"])
+        >>> fleet = FleetData.from_matrix(values, bounds[0], "h", bounds, ids=["a", "b"])
+        >>> fleet.actuals(1), fleet.history(1, end_tick=1).pos, fleet.y
+        (array([[nan,  4.],
+               [30., 40.]]), array([1, 2, 3]), array([ 1.,  2.,  4., 20., 30., 40.]))
+        """
+        self = cls.__new__(cls)
+        frequency = self._set_clock(freq_alias, boundaries, first_tick)
+        self.ids = np.asarray(ids, dtype=object)
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim != 2 or values.shape[0] != len(self.ids):
+            raise ValueError(f"the matrix must have one row per stream ({len(self.ids)}), got shape {values.shape}")
+        first_ds = np.datetime64(pd.Timestamp(first_ds).as_unit("ns").to_datetime64(), "ns")
+        self._lay_grid(first_ds)
+        # The matrix's first column on the fleet's grid (negative when it starts before the first tick).
+        position = frequency.positions(np.array([first_ds]))[0] - frequency.positions(self.grid[:1])[0]
+        if frequency.at_positions(np.array([frequency.positions(np.array([first_ds]))[0]]), first_ds)[0] != first_ds:
+            raise ValueError(f"the matrix's first timestamp {first_ds} is not on the {frequency.alias!r} grid")
+        self._col0 = int(position)
+        view = values.view()
+        view.flags.writeable = False
+        self._matrix = view
+        self.drivers = NO_DRIVERS
+        self._drv_offsets = None
+        self._abnormal = None  # (streams x matrix columns) bool, once a period is marked abnormal
+        self.tick_abnormal = np.zeros((len(self.ids), len(self._boundaries) - 1), dtype=bool)
+        return self
+
+    # What a fleet built from rows holds as arrays; from_matrix builds them on first use (__getattr__).
+    _FLAT = frozenset({"ds", "y", "grid_pos", "stream_of_row", "offsets", "row_at_tick", "row_abnormal"})
+
+    def __getattr__(self, name: str):
+        # Called only for attributes not set: the flat arrays of a fleet built from a matrix.
+        if name in FleetData._FLAT and self.__dict__.get("_matrix") is not None:
+            self._flatten()
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def _flatten(self) -> None:
+        """The flat arrays of a matrix-built fleet: its finite entries, by stream then time."""
+        m = self._matrix
+        finite = np.isfinite(m)
+        sid, col = np.nonzero(finite)
+        self.y = m[sid, col]
+        self.row_abnormal = (self._abnormal[sid, col] if self._abnormal is not None
+                             else np.zeros(len(sid), dtype=bool))
+        del finite
+        self.stream_of_row = sid.astype(np.int64, copy=False)
+        self.grid_pos = col.astype(np.int64, copy=False) + self._col0
+        self.ds = self.timestamps_at(self.grid_pos)
+        counts = np.bincount(self.stream_of_row, minlength=self.n_streams)
+        self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.row_at_tick = self._rows_at(self.tick_grid_start)
+
+    def _set_clock(self, freq_alias, boundaries, first_tick: int) -> Frequency:
+        frequency = Frequency.coerce(freq_alias)
+        self.frequency = frequency
+        self.freq_alias = frequency.alias
+        self.tick_base = int(first_tick)
+        self._boundaries = pd.DatetimeIndex(boundaries).as_unit("ns")
+        if len(self._boundaries) < 2:
+            raise ValueError("at least one tick (two boundaries) is needed")
+        return frequency
+
+    def _lay_grid(self, phase: np.datetime64 | None) -> None:
+        """One grid for the whole fleet: the data grid's timestamps from the first tick's start to the last
+        tick's end; rows before it are kept for history, at negative positions on the same grid. ``phase``:
+        a timestamp on the data's grid (the first row's)."""
+        frequency = self.frequency
+        self.grid = frequency.between(self._boundaries[0], self._boundaries[-1])
+        step = frequency.step
+        if step is not None and phase is not None and len(self.grid):
+            # Fixed steps keep the data's phase (the project's grid, see mlma.calendar.on_tick_grid), which a
+            # multi-day step need not share with the first tick's start (2D data in monthly ticks).
+            b0 = self._boundaries[0].value
+            first = b0 + (int(np.datetime64(phase, "ns").view(np.int64)) - b0) % step.value
+            self.grid = np.arange(first, self._boundaries[-1].value, step.value, dtype=np.int64).view("datetime64[ns]")
+        if not len(self.grid):
+            raise ValueError(f"the ticks from {self._boundaries[0]} to {self._boundaries[-1]} hold no "
+                             f"{frequency.alias!r} timestamp")
+        self.tick_grid_start = np.searchsorted(self.grid, self._boundaries.to_numpy(), side="left")
+
+    def timestamps_at(self, pos: np.ndarray) -> np.ndarray:
+        """The grid timestamps at fleet grid positions ``pos`` (negative: before the first tick)."""
+        step = self.frequency.step
+        if step is not None:
+            return (pos * step.value + self.grid[0].view(np.int64)).view("datetime64[ns]")
+        base = self.frequency.positions(self.grid[:1])[0]
+        return self.frequency.at_positions(pos + base, self.grid[0])
+
+    def matrix_columns(self, a: int, b: int) -> tuple[int, int]:
+        """Matrix-built fleet: the matrix columns of fleet grid positions ``[a, b)``, clipped to the matrix."""
+        n = self._matrix.shape[1]
+        return min(max(a - self._col0, 0), n), min(max(b - self._col0, 0), n)
 
     def _rows_at(self, grid_index: np.ndarray) -> np.ndarray:
         """``out[s, j]``: the first row of stream ``s`` whose grid position is at least ``grid_index[j]``."""
@@ -280,10 +384,41 @@ class FleetData:
                 streams = np.array([index[uid]])
             else:
                 continue  # a period for a stream this data does not have
-            in_period = (self.ds >= start) & (self.ds < end) & np.isin(self.stream_of_row, streams)
-            self.row_abnormal |= in_period
+            if self._matrix is not None:
+                self._mark_matrix(streams, start, end)
+            else:
+                in_period = (self.ds >= start) & (self.ds < end) & np.isin(self.stream_of_row, streams)
+                self.row_abnormal |= in_period
             overlaps = (bounds[:-1] < end) & (bounds[1:] > start)
             self.tick_abnormal[np.ix_(streams, overlaps)] = True
+
+    def _mark_matrix(self, streams: np.ndarray, start: np.datetime64, end: np.datetime64) -> None:
+        """mark_abnormal of a matrix-built fleet: a boolean matrix beside the values, made on first use."""
+        if self._abnormal is None:
+            self._abnormal = np.zeros(self._matrix.shape, dtype=bool)
+        ds = self.timestamps_at(self._col0 + np.arange(self._matrix.shape[1], dtype=np.int64))
+        cols = np.flatnonzero((ds >= start) & (ds < end))
+        if cols.size:
+            self._abnormal[np.ix_(streams, cols)] = True
+        self.__dict__.pop("row_abnormal", None)  # flat arrays made before: rebuilt with the marks
+        if "y" in self.__dict__:
+            self._flatten()
+
+    @property
+    def matrix(self) -> np.ndarray | None:
+        """The read-only ``(streams x columns)`` matrix of a fleet built :meth:`from_matrix` (None: built
+        from rows); its column ``c`` is grid position ``matrix_offset + c``."""
+        return self._matrix
+
+    @property
+    def matrix_offset(self) -> int:
+        """The grid position of the matrix's first column (:attr:`matrix`)."""
+        return self._col0
+
+    @property
+    def abnormal_matrix(self) -> np.ndarray | None:
+        """Beside :attr:`matrix`: True where a value is in a period marked abnormal (None: nothing marked)."""
+        return self._abnormal
 
     @property
     def n_streams(self) -> int:
@@ -335,9 +470,20 @@ class FleetData:
         starts = np.repeat(lo - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
         return starts + np.arange(counts.sum())
 
+    def _tick_columns(self, k: int) -> tuple[int, int, int]:
+        """Matrix-built fleet: tick ``k``'s first grid position and its matrix columns ``[a, b)``."""
+        j = self._local(k)
+        first = int(self.tick_grid_start[j])
+        return (first, *self.matrix_columns(first, int(self.tick_grid_start[j + 1])))
+
     def actuals(self, k: int) -> np.ndarray:
         """Tick ``k``'s actuals as a ``(n_streams, steps)`` matrix, NaN where nothing was reported."""
         out = np.full((self.n_streams, self.steps_in_tick(k)), np.nan)
+        if self._matrix is not None:
+            first, a, b = self._tick_columns(k)
+            at = a + self._col0 - first
+            out[:, at:at + b - a] = self._matrix[:, a:b]
+            return out
         rows = self.rows_in_tick(k)
         out[self.stream_of_row[rows], self.grid_pos[rows] - self.tick_grid_start[self._local(k)]] = self.y[rows]
         return out
@@ -345,15 +491,23 @@ class FleetData:
     def observed_in_tick(self, k: int) -> np.ndarray:
         """Number of rows each stream reported in tick ``k``."""
         j = self._local(k)
+        if self._matrix is not None:
+            _, a, b = self._tick_columns(k)
+            return np.isfinite(self._matrix[:, a:b]).sum(axis=1)
         return self.row_at_tick[:, j + 1] - self.row_at_tick[:, j]
 
     def n_rows_before(self, k: int) -> np.ndarray:
         """Rows each stream has before ``boundaries[k]`` (its history length at that point, within the
         loaded rows)."""
+        if self._matrix is not None:
+            _, b = self.matrix_columns(self._col0, int(self.tick_grid_start[self._local(k)]))
+            return np.isfinite(self._matrix[:, :b]).sum(axis=1)
         return self.row_at_tick[:, self._local(k)] - self.offsets[:-1]
 
     def history(self, s: int, end_tick: int, window_ticks: int | None = None) -> StreamHistory:
         """Stream ``s``'s rows up to the end of tick ``end_tick``, optionally only the last ``window_ticks``."""
+        if self._matrix is not None:
+            return self._matrix_history(s, end_tick, window_ticks)
         hi = self.row_at_tick[s, self._local(end_tick + 1)]
         start_tick = self.tick_base if window_ticks is None else end_tick + 1 - window_ticks
         lo = self.offsets[s] if start_tick <= self.tick_base else self.row_at_tick[s, self._local(start_tick)]
@@ -362,6 +516,24 @@ class FleetData:
         if abnormal.any():
             y = np.where(abnormal, np.nan, y)
         return StreamHistory(self.ds[lo:hi], y, self.grid_pos[lo:hi])
+
+    def history_columns(self, end_tick: int, window_ticks: int | None) -> tuple[int, int]:
+        """Matrix-built fleet: the matrix columns ``[a, b)`` of the histories :meth:`history` gives."""
+        hi = int(self.tick_grid_start[self._local(end_tick + 1)])
+        start_tick = self.tick_base if window_ticks is None else end_tick + 1 - window_ticks
+        if start_tick <= self.tick_base:
+            return self.matrix_columns(self._col0, hi)
+        return self.matrix_columns(int(self.tick_grid_start[self._local(start_tick)]), hi)
+
+    def _matrix_history(self, s: int, end_tick: int, window_ticks: int | None) -> StreamHistory:
+        a, b = self.history_columns(end_tick, window_ticks)
+        row = self._matrix[s, a:b]
+        cols = np.flatnonzero(np.isfinite(row))
+        y = row[cols]
+        if self._abnormal is not None:
+            y = np.where(self._abnormal[s, a:b][cols], np.nan, y)
+        pos = cols + (a + self._col0)
+        return StreamHistory(self.timestamps_at(pos), y, pos)
 
     def seasonal_naive_scale(self, season_length: int, before_tick: int | None = None,
                              streams: np.ndarray | None = None) -> np.ndarray:
@@ -374,6 +546,8 @@ class FleetData:
         ``streams``: compute only these (each stream's scale depends on its own rows alone; the others are
         NaN). A live tick keeps the scales in its state and needs only the streams that have none yet.
         """
+        if self._matrix is not None:
+            return self._matrix_scale(season_length, before_tick, streams)
         if streams is None:
             sor, pos, y, ds = self.stream_of_row, self.grid_pos, self.y, self.ds
         else:
@@ -396,6 +570,45 @@ class FleetData:
         early_rows = _nanmean_by_stream(np.where(early, diff, np.nan), sor, self.n_streams)
         enough = np.bincount(sor[early & has_lag], minlength=self.n_streams) >= season_length
         return np.where(enough, early_rows, all_rows)
+
+
+    def _matrix_scale(self, season_length: int, before_tick: int | None, streams) -> np.ndarray:
+        """seasonal_naive_scale on the matrix: the pairs ``(t, t - season_length)`` are columns apart."""
+        wanted = np.arange(self.n_streams) if streams is None else np.unique(np.asarray(streams, dtype=np.int64))
+        out = np.full(self.n_streams, np.nan)
+        n_cols = self._matrix.shape[1]
+        if season_length < 1 or not wanted.size:
+            return out
+        if before_tick is None:
+            cut = n_cols
+        else:  # the pairs whose later row is dated before the boundary
+            boundary = self.boundaries[before_tick].to_datetime64()
+            cut = int(np.searchsorted(self.timestamps_at(self._col0 + np.arange(n_cols, dtype=np.int64)), boundary))
+        total = np.zeros(wanted.size)
+        count = np.zeros(wanted.size, dtype=np.int64)
+        early_total = np.zeros(wanted.size)
+        early_count = np.zeros(wanted.size, dtype=np.int64)
+        # Chunks of streams: the differences are a temporary as large as the chunk's matrix.
+        for lo in range(0, wanted.size, 4096):
+            rows = wanted[lo:lo + 4096]
+            m = self._matrix[rows]
+            diff = np.abs(m[:, season_length:] - m[:, :-season_length]) if n_cols > season_length \
+                else np.empty((rows.size, 0))
+            # Sums in time order per stream, as the flat rows' bincount adds them: the same floating-point
+            # result, not one a rounding apart.
+            ok = np.isfinite(diff)
+            at, col = np.nonzero(ok)
+            pairs = diff[at, col]
+            total[lo:lo + rows.size] = np.bincount(at, weights=pairs, minlength=rows.size)
+            count[lo:lo + rows.size] = np.bincount(at, minlength=rows.size)
+            early = col < cut - season_length  # diff column c pairs matrix columns c + L and c
+            early_total[lo:lo + rows.size] = np.bincount(at[early], weights=pairs[early], minlength=rows.size)
+            early_count[lo:lo + rows.size] = np.bincount(at[early], minlength=rows.size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            all_rows = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            early_rows = np.where(early_count > 0, early_total / np.maximum(early_count, 1), np.nan)
+        out[wanted] = all_rows if before_tick is None else np.where(early_count >= season_length, early_rows, all_rows)
+        return out
 
 
 class _GlobalBoundaries:

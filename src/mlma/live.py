@@ -149,7 +149,7 @@ class LiveAgent:
         #: The MLflow mirror of the registry (None without an ``[mlflow]`` section in mlma.toml).
         self.mlflow = project_sync(config)
         self.holder = agent_identity()
-        #: Every stream's recent observations, kept between ticks (see _window_frame).
+        #: Every stream's recent observations, kept between ticks (see _window_fleet).
         self._window: ObservationWindow | None = None
 
     # -- the clock ------------------------------------------------------------------------------------------
@@ -219,13 +219,28 @@ class LiveAgent:
         future = ahead.loc[ahead["_merge"] == "left_only"].drop(columns="_merge")
         return merged, future
 
+    def _window_fleet(self, freq: str, boundaries, base: int, lo, k: int, ids: np.ndarray) -> FleetData:
+        """The tick's :class:`FleetData`: built on the observation window's matrix itself (no flat copy of the
+        training window), or, for a project with drivers, from its rows with the drivers joined on."""
+        end = boundaries[k + 1 - base]
+        drivers = self.config.drivers()
+        if not drivers:
+            values, first = self._window_for(freq).matrix(lo, end, n_streams=len(ids))
+            return FleetData.from_matrix(values, first, freq, boundaries, ids=ids, first_tick=base)
+        frame = self._window_frame(freq, lo, end, len(ids))
+        frame, future = self._with_drivers(frame, drivers, lo, boundaries[k + 2 - base])
+        return FleetData(frame, freq, boundaries, ids=ids, first_tick=base, drivers=drivers, future=future)
+
+    def _window_for(self, freq: str) -> ObservationWindow:
+        if self._window is None or self._window.freq != freq:
+            self._window = ObservationWindow(self.store, freq, self.window_path)
+        return self._window
+
     def _window_frame(self, freq: str, start, end, n_streams: int) -> pd.DataFrame:
         """``stream_id, ds, y`` of the observations with ``start <= ds < end`` (``start`` None: all), sorted by
         stream then time, from the kept :class:`~mlma.store.window.ObservationWindow`: a tick reads only the rows
         that changed since the last one (new actuals, revisions), not its whole training window again."""
-        if self._window is None or self._window.freq != freq:
-            self._window = ObservationWindow(self.store, freq, self.window_path)
-        sid, ds, y = self._window.rows(start, end, n_streams=n_streams)
+        sid, ds, y = self._window_for(freq).rows(start, end, n_streams=n_streams)
         return pd.DataFrame({"stream_id": sid, "ds": ds, "y": y}, copy=False)
 
     @property
@@ -426,11 +441,8 @@ class LiveAgent:
         base = 0 if (start or window is None) else max(0, k - window)
         boundaries = timing.boundaries(base, k + 2)
         lo = boundaries[0] if base > 0 else None
-        frame = self._window_frame(freq.alias, lo, boundaries[k + 1 - base], n)
+        fleet = self._window_fleet(freq.alias, boundaries, base, lo, k, streams["unique_id"].to_numpy(dtype=object))
         drivers = cfg.drivers()
-        frame, future = self._with_drivers(frame, drivers, lo, boundaries[k + 2 - base])
-        fleet = FleetData(frame, freq.alias, boundaries, ids=streams["unique_id"].to_numpy(dtype=object),
-                          first_tick=base, drivers=drivers, future=future)
         fleet.mark_abnormal(self._abnormal_periods())
         ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=timing.horizon(),
                               drivers=drivers)

@@ -420,36 +420,64 @@ def fleet_history_shards(fleet: FleetData, streams, target_tick: int, window_tic
                          shards: list) -> list[FleetHistory]:
     """:func:`fleet_history` of ``streams``, cut into ``shards`` (lists of indexes into ``streams``): shard
     ``i`` is what ``fleet_history(fleet, streams, ...).take(shards[i])`` gives, on the same grid columns and
-    width, but built shard by shard.
+    width, but built shard by shard (:class:`HistoryGrid`).
 
     Why: the fleet-wide arrays of 10,000 hourly streams with a 28-day window are 50 MB each, and each fresh
     array that large is new memory from the kernel (page faults; with transparent huge pages, sometimes a
     compaction stall): that made the live tick's forecast several times slower than the backtest's. A
     shard's arrays (512 streams: about 3 MB) reuse the process's heap.
     """
-    streams = np.asarray(streams, dtype=np.int64)
-    future = fleet.tick_timestamps(target_tick)  # checks that the tick is loaded
-    j = int(target_tick) - fleet.tick_base
-    hi = fleet.row_at_tick[streams, j]
-    start_tick = fleet.tick_base if window_ticks is None else int(target_tick) - int(window_ticks)
-    if start_tick <= fleet.tick_base:
-        lo = fleet.offsets[streams]
-    else:
-        lo = fleet.row_at_tick[streams, start_tick - fleet.tick_base]
-    counts = hi - lo
-    future_position = np.arange(fleet.tick_grid_start[j], fleet.tick_grid_start[j + 1], dtype=np.int64)
-    # The fleet-wide grid: its first column is the earliest row of any stream (each stream's rows ascend).
-    some = counts > 0
-    first = int(future_position[0])
-    last = -1
-    if some.any():
-        first = min(first, int(fleet.grid_pos[lo[some]].min()))
-        last = int(fleet.grid_pos[hi[some] - 1].max()) - first
-    width = max(last + 1, int(future_position[-1]) - first + 1 if future_position.size else 0)
-    out = []
-    for shard in shards:
+    grid = HistoryGrid(fleet, streams, target_tick, window_ticks)
+    return [grid.shard(shard) for shard in shards]
+
+
+class HistoryGrid:
+    """The grid columns the histories of ``streams`` sit on when forecasting ``target_tick``: column 0 is the
+    earliest row of any of them (or the tick's first timestamp), the same for every shard of them.
+
+    :meth:`shard` builds one shard's :class:`FleetHistory`. From a fleet built on a matrix
+    (:meth:`FleetData.from_matrix`) it is a block of that matrix (:meth:`FleetHistory.on_grid`), with no
+    flat rows; from a fleet of rows, the rows. Both give the same histories (the tests compare them).
+    """
+
+    def __init__(self, fleet: FleetData, streams, target_tick: int, window_ticks: int | None) -> None:
+        self.fleet = fleet
+        self.streams = streams = np.asarray(streams, dtype=np.int64)
+        self.future = fleet.tick_timestamps(target_tick)  # checks that the tick is loaded
+        j = int(target_tick) - fleet.tick_base
+        self.future_position = np.arange(fleet.tick_grid_start[j], fleet.tick_grid_start[j + 1], dtype=np.int64)
+        first, last = int(self.future_position[0]), None
+        if fleet.matrix is not None:
+            self.a, self.b = fleet.history_columns(int(target_tick) - 1, window_ticks)
+            occupied = np.zeros(self.b - self.a, dtype=bool)
+            for lo in range(0, streams.size, 4096):  # in chunks: a boolean temporary of the chunk's block
+                occupied |= np.isfinite(fleet.matrix[streams[lo:lo + 4096], self.a:self.b]).any(axis=0)
+            used = np.flatnonzero(occupied) + self.a + fleet.matrix_offset
+            if used.size:
+                first, last = min(first, int(used[0])), int(used[-1])
+        else:
+            self.hi = fleet.row_at_tick[streams, j]
+            start_tick = fleet.tick_base if window_ticks is None else int(target_tick) - int(window_ticks)
+            if start_tick <= fleet.tick_base:
+                self.lo = fleet.offsets[streams]
+            else:
+                self.lo = fleet.row_at_tick[streams, start_tick - fleet.tick_base]
+            self.counts = self.hi - self.lo
+            some = self.counts > 0
+            if some.any():
+                first = min(first, int(fleet.grid_pos[self.lo[some]].min()))
+                last = int(fleet.grid_pos[self.hi[some] - 1].max())
+        self.first = first
+        last_column = -1 if last is None else last - first
+        self.width = max(last_column + 1, int(self.future_position[-1]) - first + 1 if self.future_position.size else 0)
+
+    def shard(self, shard) -> FleetHistory:
+        """The histories of ``streams[shard]``."""
         shard = np.asarray(shard, dtype=np.int64)
-        c, start = counts[shard], lo[shard]
+        fleet = self.fleet
+        if fleet.matrix is not None:
+            return self._block(self.streams[shard])
+        c, start = self.counts[shard], self.lo[shard]
         offsets = np.zeros(shard.size + 1, dtype=np.int64)
         np.cumsum(c, out=offsets[1:])
         rows = np.arange(int(offsets[-1]), dtype=np.int64)
@@ -457,11 +485,28 @@ def fleet_history_shards(fleet: FleetData, streams, target_tick: int, window_tic
         y = fleet.y[rows]
         y[fleet.row_abnormal[rows]] = np.nan
         column = fleet.grid_pos[rows]
-        column -= first
-        history = FleetHistory(fleet.ds[rows], y, offsets, column, future, future_position - first)
-        history.width = width
-        out.append(history)
-    return out
+        column -= self.first
+        history = FleetHistory(fleet.ds[rows], y, offsets, column, self.future, self.future_position - self.first)
+        history.width = self.width
+        return history
+
+    def _block(self, streams: np.ndarray) -> FleetHistory:
+        fleet = self.fleet
+        a = self.first - fleet.matrix_offset  # the first column in use (>= self.a when any is)
+        n_history = max(self.b - a, 0)
+        values = np.full((streams.size, self.width), np.nan)
+        present = None
+        if n_history:
+            values[:, :n_history] = fleet.matrix[streams, a:self.b]
+            abnormal = fleet.abnormal_matrix
+            if abnormal is not None:  # a value in an abnormal period is a row with a NaN y
+                marked = abnormal[streams, a:self.b]
+                if marked.any():
+                    present = np.zeros(values.shape, dtype=bool)
+                    present[:, :n_history] = np.isfinite(values[:, :n_history])
+                    values[:, :n_history][marked] = np.nan
+        column_ds = fleet.timestamps_at(self.first + np.arange(self.width, dtype=np.int64))
+        return FleetHistory.on_grid(values, column_ds, self.future, self.future_position - self.first, present)
 
 
 def _predict_shard(models: list, history: FleetHistory) -> tuple[np.ndarray, dict[int, str]]:
@@ -923,14 +968,18 @@ class ModelService:
         parallel = self.shard_forecasts and slots > 1 and len(models) >= max(self.parallel_threshold, slots)
         executor = self.executor if parallel else self._inline
         shards = split_chunks(list(range(len(models))), self.predict_chunk_size, slots if parallel else 1)
-        parts = fleet_history_shards(self.fleet, [key.stream for key in keys], target_tick, window, shards)
-        futures = [executor.submit(_predict_shard, [models[i] for i in shard], part)
-                   for shard, part in zip(shards, parts)]
+        grid = HistoryGrid(self.fleet, [key.stream for key in keys], target_tick, window)
+        # In this process one shard's histories at a time: all of them at once would be the fleet's window again.
+        parts = [grid.shard(shard) for shard in shards] if parallel else None
+        futures = ([executor.submit(_predict_shard, [models[i] for i in shard], part)
+                    for shard, part in zip(shards, parts)] if parallel else None)
         out = np.full((len(models), self.fleet.steps_in_tick(target_tick)), np.nan)
         errors: dict[int, str] = {}
-        for shard, part, future in zip(shards, parts, futures):
+        for n_shard, shard in enumerate(shards):
+            part = parts[n_shard] if parallel else grid.shard(shard)
             try:
-                values, shard_errors = future.result()
+                values, shard_errors = (futures[n_shard].result() if parallel
+                                        else executor.submit(_predict_shard, [models[i] for i in shard], part).result())
             except Exception as exc:  # noqa: BLE001 - the shard as a whole: forecast it here instead
                 ids = [str(self.fleet.ids[keys[i].stream]) for i in shard]
                 warnings.warn(f"forecasting a shard of {len(ids)} stream(s) on {type(executor).__name__} failed "

@@ -328,6 +328,64 @@ class FleetHistory:
                              f"every history column (up to {last_history})")
         self.width = max(last_history + 1, int(self.future_columns.max()) + 1 if self.future.size else 0)
         self._values: np.ndarray | None = None
+        self._column_ds: np.ndarray | None = None  # set by on_grid only
+        self._present: np.ndarray | None = None
+
+    @classmethod
+    def on_grid(cls, values: np.ndarray, column_ds: np.ndarray, future: np.ndarray, future_columns: np.ndarray,
+                present: np.ndarray | None = None) -> FleetHistory:
+        """Histories given as the grid matrix itself: ``values[i, c]`` is stream ``i`` at grid column ``c``,
+        whose timestamp is ``column_ds[c]``; NaN where the stream has no value and at every future column.
+
+        A stream's rows are its finite entries, or those marked in ``present`` (same shape; a value in a
+        period marked abnormal is a row whose ``y`` is NaN). :meth:`values` is the matrix as given (no copy);
+        the flat ``ds``, ``y``, ``offsets`` and ``column`` are built only if something asks for them, and
+        :meth:`stream` reads one row of the matrix. The model service forecasts from such histories when the
+        fleet is kept as a matrix (:meth:`mlma.fleet.FleetData.from_matrix`).
+
+        >>> values = np.array([[1.0, np.nan, 3.0, np.nan], [np.nan, 5.0, np.nan, np.nan]])
+        >>> ds = np.arange(4).astype("timedelta64[h]") + np.datetime64("2024-01-01T00", "ns")
+        >>> h = FleetHistory.on_grid(values, ds, ds[3:], np.array([3]))
+        >>> h.n_streams, h.offsets.tolist(), h.column.tolist(), h.stream(1)[1].tolist()
+        (2, [0, 2, 3], [0, 2, 1], [5.0])
+        """
+        values = np.asarray(values, dtype=np.float64)
+        future_columns = np.asarray(future_columns, dtype=np.int64)
+        column_ds = np.asarray(column_ds, dtype="datetime64[ns]")
+        if values.ndim != 2 or column_ds.shape != (values.shape[1],):
+            raise ValueError(f"values must be (streams x columns) with one timestamp per column, got {values.shape} "
+                             f"and {column_ds.shape} timestamps")
+        if present is not None and present.shape != values.shape:
+            raise ValueError(f"present must have the shape of values {values.shape}, got {present.shape}")
+        first_future = int(future_columns.min()) if future_columns.size else values.shape[1]
+        occupied = np.isfinite(values) if present is None else present
+        if occupied[:, first_future:].any():
+            raise ValueError(f"the future's grid columns (from {first_future}) must come after every history "
+                             "column: values has entries there")
+        self = cls.__new__(cls)
+        self.future = np.asarray(future, dtype="datetime64[ns]")
+        self.future_columns = future_columns
+        if self.future_columns.shape != self.future.shape:
+            raise ValueError(f"future_columns must have one column per future timestamp, got "
+                             f"{self.future_columns.shape} for {self.future.shape}")
+        self.width = values.shape[1]
+        self._values, self._column_ds, self._present = values, column_ds, present
+        return self
+
+    # The row arrays of a history made on_grid: built on first use.
+    _FLAT = frozenset({"ds", "y", "offsets", "column"})
+
+    def __getattr__(self, name: str):
+        # Called only for attributes not set: the flat arrays of a history made on_grid.
+        if name in FleetHistory._FLAT and self.__dict__.get("_column_ds") is not None:
+            values = self._values
+            present = np.isfinite(values) if self._present is None else self._present
+            row, column = np.nonzero(present)
+            self.y, self.column, self.ds = values[row, column], column.astype(np.int64), self._column_ds[column]
+            counts = np.bincount(row, minlength=values.shape[0])
+            self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def from_histories(cls, histories: list[tuple[np.ndarray, np.ndarray]], future: np.ndarray,
@@ -358,10 +416,16 @@ class FleetHistory:
 
     @property
     def n_streams(self) -> int:
+        if self._column_ds is not None:
+            return self._values.shape[0]
         return self.offsets.size - 1
 
     def stream(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Stream ``i``'s history ``(ds, y)``, as its model's ``predict`` takes it."""
+        if self._column_ds is not None and "offsets" not in self.__dict__:
+            row = self._values[i]
+            columns = np.flatnonzero(np.isfinite(row) if self._present is None else self._present[i])
+            return self._column_ds[columns], row[columns]
         lo, hi = self.offsets[i], self.offsets[i + 1]
         return self.ds[lo:hi], self.y[lo:hi]
 
@@ -378,6 +442,9 @@ class FleetHistory:
     def take(self, streams) -> FleetHistory:
         """The histories of ``streams`` (indexes into this one), on the same grid."""
         streams = np.asarray(streams, dtype=np.int64)
+        if self._column_ds is not None:
+            return FleetHistory.on_grid(self._values[streams], self._column_ds, self.future, self.future_columns,
+                                        None if self._present is None else self._present[streams])
         counts = self.offsets[streams + 1] - self.offsets[streams]
         starts = np.repeat(self.offsets[streams] - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts)
         rows = starts + np.arange(int(counts.sum()))

@@ -194,6 +194,16 @@ class _Snapshot:
         col += lo
         return sid.astype(np.int64, copy=False), self.grid[col], values
 
+    def block(self, start: np.datetime64 | None, end: np.datetime64, n_streams: int) -> tuple[np.ndarray, np.datetime64]:
+        """A read-only view of the columns ``[start, end)`` of streams ``0..n_streams-1``, and the first
+        column's timestamp."""
+        lo = 0 if start is None else int(np.searchsorted(self.grid, start, side="left"))
+        hi = int(np.searchsorted(self.grid, end, side="left"))
+        view = self.values[:n_streams, lo:hi]
+        view.flags.writeable = False
+        first = self.grid[lo] if lo < len(self.grid) else np.datetime64(self.end, "ns")
+        return view, first
+
     # -- the file ------------------------------------------------------------------------------------------
     def write(self, file, store_key: str) -> None:
         """Save to an open binary file (an uncompressed ``.npz`` with a SHA-256 of its content inside)."""
@@ -348,6 +358,30 @@ class ObservationWindow:
         Rows older than ``start`` are dropped from the window for good: the next call's ``start`` must not
         be earlier (an earlier one rebuilds it).
         """
+        return self._refreshed(start, end, n_streams).rows(None if start is None else _ns(start), _ns(end), n_streams)
+
+    def matrix(self, start, end, *, n_streams: int) -> tuple[np.ndarray, np.datetime64]:
+        """The same observations as :meth:`rows`, as the kept dense matrix itself: a read-only
+        ``(n_streams x grid steps)`` view (NaN: no observation) and the timestamp of its first column. No
+        copy: the next call of :meth:`rows` or :meth:`matrix` may change the values under it.
+
+        >>> from mlma.store import Store
+        >>> store = Store.create("sqlite://")
+        >>> _ = store.ingest_frame(pd.DataFrame({"unique_id": ["a", "b"], "y": [1.0, 3.0],
+        ...     "ds": pd.to_datetime(["2024-01-01 00:00", "2024-01-01 01:00"])}), "day-1")
+        >>> values, first = ObservationWindow(store, "h").matrix(None, pd.Timestamp("2024-01-01 02:00"), n_streams=3)
+        >>> values, str(first)
+        (array([[ 1., nan],
+               [nan,  3.],
+               [nan, nan]]), '2024-01-01T00:00:00.000000000')
+        >>> store.close()
+        """
+        snap = self._refreshed(start, end, n_streams)
+        snap.grow_streams(n_streams)  # streams with no row yet: rows of NaN
+        return snap.block(None if start is None else _ns(start), _ns(end), n_streams)
+
+    def _refreshed(self, start, end, n_streams: int) -> _Snapshot:
+        """The kept snapshot brought up to date for ``[start, end)`` (see :meth:`rows`)."""
         start = None if start is None else np.datetime64(pd.Timestamp(start), "ns")
         end = np.datetime64(pd.Timestamp(end), "ns")
         snap, why = self._usable(start)
@@ -369,7 +403,7 @@ class ObservationWindow:
         self.last_refresh = Refresh(why if rebuilt else None, n_ingests, n_rows, n_batches, batch_rows)
         if self.path is not None and (rebuilt or n_ingests or snap.end != end_before):
             self._save(snap, None if rebuilt else (changes, start, end))
-        return snap.rows(start, end, n_streams)
+        return snap
 
     def forget(self) -> None:
         """Drop the window kept in memory (the file stays): the next call loads or rebuilds it."""
@@ -592,6 +626,10 @@ class ObservationWindow:
             log.warning("could not save the observation window to %s: %s", self.path, exc)
             return
         self._journal_at, self._seq, self._file_size = 0, 0, size
+
+
+def _ns(when) -> np.datetime64:
+    return np.datetime64(pd.Timestamp(when), "ns")
 
 
 def _pieces(lo: np.datetime64, end: np.datetime64, freq: str, steps: int) -> list[tuple]:
