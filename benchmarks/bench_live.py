@@ -97,7 +97,10 @@ class PhaseClock:
             original = owner.__dict__[name]
         else:
             original = getattr(owner, name)  # a module's function, or a method a subclass inherits
-        if isinstance(original, (staticmethod, classmethod)) or not callable(original):
+        bind = None
+        if isinstance(original, classmethod):  # timed as the function it wraps, re-wrapped below
+            original, bind = original.__func__, classmethod
+        if isinstance(original, staticmethod) or not callable(original):
             raise TypeError(f"{owner.__name__}.{name} is not a plain function; it cannot be timed here")
         label = label or name
         clock = self
@@ -116,7 +119,7 @@ class PhaseClock:
                 clock.calls[path] += 1
                 clock.stack.pop()
 
-        setattr(owner, name, timed)
+        setattr(owner, name, timed if bind is None else bind(timed))
 
     def snapshot(self) -> list[dict]:
         return [{"path": list(p), "seconds": s, "calls": self.calls[p]} for p, s in self.seconds.items()]
@@ -251,7 +254,7 @@ def instrument(store) -> tuple[PhaseClock, SqlCounter]:
     try:
         from mlma.store.window import ObservationWindow, _Snapshot
         window = [(ObservationWindow, ("rows", "_catch_up", "_build", "_load", "_save",
-                                       *(n for n in ("_write_file", "_append") if hasattr(ObservationWindow, n)))),
+                                       *(n for n in ("_write_file", "_append", "matrix") if hasattr(ObservationWindow, n)))),
                   (_Snapshot, ("rows", "apply", "extend_to", "trim_before"))]
         if hasattr(Store, "observation_batches"):
             window.append((Store, ("observation_batches",)))
@@ -288,8 +291,12 @@ def instrument(store) -> tuple[PhaseClock, SqlCounter]:
     for owner, names in (
             (live.LiveAgent, ("timing", "next_tick", "_run", "_compute_and_write", "_abnormal_periods",
                               "_load_models", "_load_versions", "_controls", "_versions", "_data_span",
-                              "_sample", *(("_window_frame",) if window else ()))),
-            (live, ("FleetData", "forecast_frame", "_summary", "_outcomes", "_verdicts", "_holder_is_dead")),
+                              "_sample", *(("_window_frame",) if window else ()),
+                              # The tick's fleet on the window's matrix (and the window's refresh in it).
+                              *(("_window_fleet",) if hasattr(live.LiveAgent, "_window_fleet") else ()))),
+            # FleetData() is the fleet's construction: from rows, or on the window's matrix.
+            *(((FleetData, ("from_matrix",)),) if hasattr(FleetData, "from_matrix") else ()),
+            (live, (*(() if hasattr(FleetData, "from_matrix") else ("FleetData",)), "forecast_frame", "_summary", "_outcomes", "_verdicts", "_holder_is_dead")),
             *window,
             (Store, ("begin_tick", "load_state", "streams", "observations", *(("observation_arrays", "ingest_marks")
                      if window else ()), "write_tick", "latest_versions", "last_done_tick",
@@ -309,7 +316,7 @@ def instrument(store) -> tuple[PhaseClock, SqlCounter]:
             (ModelRegistry, ("prepare", "champions")),
             (ArtifactStore, ("put", "load"))):
         for name in names:
-            if name == "FleetData":
+            if name in ("FleetData", "from_matrix"):
                 label = "FleetData()"
             elif isinstance(owner, type):
                 label = f"{owner.__name__}.{name}"
