@@ -344,6 +344,34 @@ def test_alert_rules_are_complete():
     assert [n for n in names if n not in documented] == [], "docs/alerts.md should explain every alert"
 
 
+# -- failure counters: none may go unwatched --------------------------------------------------------------------
+FAILURE_COUNTER = re.compile(r"mlma_\w+_failures_total")
+
+
+def unwatched(metrics: list[str], exprs: list[str]) -> list[str]:
+    """The metrics that no expression of ``exprs`` names."""
+    named = {metric for expr in exprs for metric, _ in promql_selectors(expr)}
+    return [m for m in metrics if m not in named]
+
+
+def test_every_failure_counter_has_an_alert_and_a_panel(served):
+    # A new mlma_*_failures_total on /metrics fails this test until a rule and a panel watch it.
+    failures = sorted(m for m in served if FAILURE_COUNTER.fullmatch(m))
+    assert {"mlma_fit_failures_total", "mlma_forecast_failures_total", "mlma_tick_failures_total"} <= set(failures)
+    panels = [t["expr"] for p in dashboard_panels(json.loads(DASHBOARD.read_text())) for t in p.get("targets", [])]
+    assert unwatched(failures, [r["expr"] for r in alert_rules()]) == [], "failure counters without an alert rule"
+    assert unwatched(failures, panels) == [], "failure counters without a dashboard panel"
+    # The check can fail: a counter the server might add tomorrow is caught.
+    assert unwatched([*failures, "mlma_ingest_failures_total"], panels) == ["mlma_ingest_failures_total"]
+
+
+def test_the_failure_panel_shows_fits_and_forecasts():
+    panel, = [p for p in dashboard_panels(json.loads(DASHBOARD.read_text()))
+              if p["title"] == "Failed fits and forecasts per hour"]
+    assert unwatched(["mlma_fit_failures_total", "mlma_forecast_failures_total"],
+                     [t["expr"] for t in panel["targets"]]) == []
+
+
 def _tool(name: str) -> str:
     """promtool or prometheus: on the PATH, or unpacked by `make prometheus`."""
     found = shutil.which(name) or shutil.which(name, path=str(REPO / ".mlma-cache" / "prometheus" / "usr" / "bin"))
