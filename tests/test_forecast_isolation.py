@@ -291,6 +291,9 @@ def test_live_ticks_go_on_when_one_stream_cannot_be_forecast(tmp_path, frame, mo
     audit = broken["audit"]
     assert len(audit) == 3 and (audit["target"] == f"stream:{bad}").all()
     assert all(p["version"] >= 1 and p["slot"] == "champion" for p in audit["params"])
+    # The escalation names the registry version that failed, the one the audit log records for that tick.
+    first, = [p["version"] for p in audit["params"] if p["tick"] == 14]
+    assert failed["message"].iloc[0].startswith(f"registry version {first}: the serving model")
     assert "mlma_forecast_failures_total 3.0" in broken["metrics"]
     assert 'mlma_escalations' in broken["metrics"] and 'kind="forecast-failed"' in broken["metrics"]
 
@@ -312,5 +315,26 @@ def test_a_challenger_that_cannot_forecast_in_shadow_is_rejected_and_escalated(f
     assert set(judged.forecast_failed) == {bad}  # the champion failed too while the model failed
     kinds = sorted((e.severity, e.message.split(" (")[0]) for e in judged.escalations if e.kind == "forecast-failed")
     assert kinds == [(2, "the re-trained model"), (3, "the serving model")]
+    slots = sorted((e.severity, e.slot) for e in judged.escalations if e.kind == "forecast-failed")
+    assert slots == [(2, "challenger"), (3, "champion")]
     assert not by_tick[14].shadow_failed and not by_tick[14].forecast_failed
     assert np.isfinite(issued[14 - 9][bad]).all()  # forecast again by the champion
+
+
+def test_live_operation_names_the_registry_version_of_the_model_in_its_slot():
+    from mlma.escalations import Escalation
+    from mlma.live import name_model_versions
+
+    versions = {"champion": np.array([3, 4, -1]), "challenger": np.array([-1, 9, -1])}
+    escalations = [Escalation(0, 5, "forecast-failed", 3, "the serving model failed", slot="champion"),
+                   Escalation(1, 5, "forecast-failed", 2, "the re-trained model failed", slot="challenger"),
+                   Escalation(1, 5, "forecast-failed", 3, "the serving model failed", slot="champion"),
+                   Escalation(2, 5, "forecast-failed", 3, "a model with no version", slot="champion"),
+                   Escalation(-1, 5, "data-quality", 3, "fleet-wide"), Escalation(0, 5, "silent", 1, "no actuals")]
+    assert [e.message for e in name_model_versions(escalations, versions)] == [
+        "registry version 3: the serving model failed", "registry version 9: the re-trained model failed",
+        "registry version 4: the serving model failed", "a model with no version", "fleet-wide", "no actuals"]
+    with pytest.raises(ValueError, match="not about one model"):
+        escalations[-1].naming_version(3)
+    with pytest.raises(ValueError, match="unknown model slot 'shadow'"):
+        Escalation(0, 5, "forecast-failed", 3, "x", slot="shadow")

@@ -588,7 +588,7 @@ class Agent:
             escalations.append(Escalation(
                 s, k, "forecast-failed", 2,
                 f"the re-trained model (trained through tick {int(self.challenger[s])}) failed to forecast in "
-                f"shadow and is rejected; the serving model stays. Error: {error}"))
+                f"shadow and is rejected; the serving model stays. Error: {error}", slot="challenger"))
             self.challenger[s] = NO_MODEL
             rejected[s] = True
         if broken:
@@ -695,7 +695,7 @@ class Agent:
                     s, k, "forecast-failed", 3,
                     f"the serving model (trained through tick {int(self.champion[s])}) failed to forecast tick "
                     f"{k + 1}; the stream has no forecast until it succeeds (tried again every tick). Error: "
-                    f"{error}"))
+                    f"{error}", slot="champion"))
             self.forecast_broken[s] = self.champion[s]
         ok = np.setdiff1d(serving, list(failed))
         self.forecast_broken[ok] = NO_MODEL

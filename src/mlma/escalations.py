@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -24,20 +24,44 @@ ESCALATION_KINDS = {
                               "(broken data in the training window, a feature the window cannot estimate)"),
 }
 
+#: Which of a stream's models an escalation is about (None: not about one model).
+MODEL_SLOTS = (None, "champion", "challenger")
+
 
 @dataclass(frozen=True)
 class Escalation:
-    """One item for the engineer: which stream, when, what kind, how severe (1 low - 3 high), and why."""
+    """One item for the engineer: which stream, when, what kind, how severe (1 low - 3 high), and why.
+
+    An escalation about one of the stream's models says which in ``slot`` (``"champion"``: the serving model,
+    ``"challenger"``: the re-trained one in shadow). The agent knows its models by the tick they were trained
+    through; live operation, which keeps the registry, names the model's registry version with
+    :meth:`naming_version` so the engineer can find it (the number ``mlma promote`` and ``mlma rollback`` take).
+
+    >>> e = Escalation(4, 17, "forecast-failed", 3, "the serving model failed to forecast tick 18", slot="champion")
+    >>> e.naming_version(7).message
+    'registry version 7: the serving model failed to forecast tick 18'
+    """
 
     stream: int
     tick: int
     kind: str
     severity: int
     message: str
+    slot: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ESCALATION_KINDS:
             raise ValueError(f"unknown escalation kind {self.kind!r}; known: {', '.join(ESCALATION_KINDS)}")
+        if self.slot not in MODEL_SLOTS:
+            raise ValueError(f"unknown model slot {self.slot!r} of a {self.kind} escalation; known: champion, "
+                             "challenger (or None when the escalation is not about one model)")
+
+    def naming_version(self, version: int) -> Escalation:
+        """This escalation with the registry version of its model at the start of the message."""
+        if self.slot is None:
+            raise ValueError(f"a {self.kind} escalation of stream {self.stream} is not about one model: it has no "
+                             "version to name")
+        return replace(self, message=f"registry version {int(version)}: {self.message}")
 
 
 def cleared_conditions(*, promoted: np.ndarray, rejected: np.ndarray, fitted: np.ndarray, initial_fit: np.ndarray,

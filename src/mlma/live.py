@@ -489,6 +489,9 @@ class LiveAgent:
         checks += [VersionCheck(*check) for check in repair.checks]
         report.escalations.extend(Escalation(s, k, "artifact-broken", severity, message)
                                   for s, severity, message in repair.escalations)
+        # The agent names a model by its training tick; the engineer finds it by its registry version.
+        report.escalations[:] = name_model_versions(report.escalations, {"champion": live["champion_version"],
+                                                                         "challenger": shadow_before})
         _checkpoint("after-artifacts")
         applied = {} if start else _outcomes(actions, report, live)
         verdicts = None if start else _verdicts(report, serving_before)
@@ -923,6 +926,26 @@ def _next_tick(timing: Timing, k: int) -> NextTick:
     """Tick ``k``'s bounds and the timestamp whose actual completes it."""
     lo, hi = timing.boundaries(k, k + 1)
     return NextTick(k, str(lo), str(hi), str(timing.last_timestamp(k)))
+
+
+def name_model_versions(escalations: list[Escalation], versions: dict[str, np.ndarray]) -> list[Escalation]:
+    """``escalations`` with the registry version named in each one about a model (:attr:`Escalation.slot`).
+
+    ``versions`` maps a slot to the registry version of each stream's model in it (-1: none); an escalation
+    whose model has no version is left as it is.
+
+    >>> from mlma.escalations import Escalation
+    >>> failed = Escalation(1, 5, "forecast-failed", 2, "the re-trained model failed", slot="challenger")
+    >>> out = name_model_versions([failed, Escalation(0, 5, "silent", 1, "no actuals")],
+    ...                           {"champion": np.array([3, 4]), "challenger": np.array([-1, 9])})
+    >>> [e.message for e in out]
+    ['registry version 9: the re-trained model failed', 'no actuals']
+    """
+    named = []
+    for e in escalations:
+        version = -1 if e.slot is None or e.stream < 0 else int(versions[e.slot][e.stream])
+        named.append(e.naming_version(version) if version >= 0 else e)
+    return named
 
 
 def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_values_filled: int | None,
