@@ -260,3 +260,22 @@ def test_status_on_postgresql_fails_as_the_store_does(tmp_path, postgres_server)
         assert "has no mlma schema; create it with" in status_on(url)
         Store.upgrade(url, "0005")
         assert "has schema revision 0005, older than the revision" in status_on(url)
+
+
+@pytest.mark.parametrize("start", [False, True])
+def test_the_tick_line_counts_failed_forecasts_only_when_there_are_some(start):
+    from mlma.live import TickResult
+    from mlma.store import TickSummary
+
+    def line(failures: int) -> str:
+        summary = TickSummary(n_streams=40, verdicts={"degraded": 3}, retrains=2, fit_failures=1,
+                              forecast_failures=failures)
+        return str(TickResult(12, start, 40, summary, [7, 8], 1.25))
+
+    assert "failed forecasts" not in line(0)
+    with_failures = line(3)
+    assert ", 3 failed forecasts" in with_failures
+    assert with_failures.replace(", 3 failed forecasts", "") == line(0)
+    if not start:
+        assert with_failures.startswith("tick 12: 40 streams, 3 degraded, 2 re-trained, 0 promoted, 0 rejected, "
+                                        "1 failed fits, 3 failed forecasts, 2 escalations, 0 resolved")

@@ -100,13 +100,15 @@ class TickResult:
     seconds: float = 0.0
 
     def __str__(self) -> str:
+        """The line `mlma tick` prints; failed forecasts are named only when there are some."""
         s = self.summary
+        failed = f", {s.forecast_failures} failed forecasts" if s.forecast_failures else ""
         if self.start:
             return (f"start-up (tick {self.tick}): {s.initial_fits} first models for {self.n_streams} "
-                    f"streams, forecasts for tick {self.tick + 1} issued ({self.seconds:.1f} s)")
+                    f"streams, forecasts for tick {self.tick + 1} issued{failed} ({self.seconds:.1f} s)")
         return (f"tick {self.tick}: {self.n_streams} streams, {s.verdicts.get('degraded', 0)} degraded, "
                 f"{s.retrains} re-trained, {s.promoted} promoted, {s.rejected} rejected, {s.fit_failures} failed "
-                f"fits, {len(self.escalation_ids)} escalations, {s.escalations_resolved} resolved "
+                f"fits{failed}, {len(self.escalation_ids)} escalations, {s.escalations_resolved} resolved "
                 f"({self.seconds:.1f} s)")
 
 
