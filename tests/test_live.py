@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -610,3 +611,25 @@ def test_the_service_loop_runs_due_ticks_and_stops_cleanly_on_sigterm(tmp_path, 
             service.kill()
     assert service.returncode == 0, err
     assert "stopped after" in out and f"tick {FIRST_TICK + 2}:" in out
+
+
+def test_a_tick_records_the_fleet_loss_in_the_policys_own_loss(tmp_path, platform):
+    """``TickSummary.policy_loss`` is the fleet mean of the per-stream losses the verdicts record, in the
+    policy's loss (squared here, so it differs from the summary's mean absolute error)."""
+    root = make_project(tmp_path / "p", loss='"squared"')
+    config = load_config(root)
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        for i, chunk in enumerate(itertools.islice(day_chunks(platform, FIRST_TICK), 4)):
+            store.ingest_frame(chunk, f"day-{i}")
+            live.step()
+        summaries = store.tick_summaries()
+        verdicts = store.verdicts()
+    assert summaries[FIRST_TICK - 1].policy_loss is None  # the start-up scores nothing
+    judged = [k for k in summaries if k >= FIRST_TICK]
+    assert len(judged) == 3
+    for k in judged:
+        losses = verdicts.loc[verdicts["tick"] == k, "loss"]
+        assert losses.notna().sum() > 10
+        assert summaries[k].policy_loss == pytest.approx(losses.mean())
+        # Squared errors of hourly orders are far above their absolute errors.
+        assert summaries[k].policy_loss > 2 * summaries[k].loss

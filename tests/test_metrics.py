@@ -64,7 +64,7 @@ def build(store: Store) -> dict:
     store.begin_tick(2)
     store.fail_tick(2, RuntimeError("database went away"))
     store.begin_tick(2)                      # second attempt
-    store.write_tick(TickRecord(2, summary=summary(retrains=3, promoted=2, compute_seconds=2.0, loss=1.3,
+    store.write_tick(TickRecord(2, summary=summary(retrains=3, promoted=2, compute_seconds=2.0, loss=1.3, policy_loss=0.21,
                                                    reference_loss=1.0, loss_ratio=1.3, awaiting_approval=1,
                                                    duration_seconds=12.5,
                                                    verdicts={"ok": 3, "degraded": 1, "cooling-down": 1, "pinned": 1},
@@ -125,6 +125,7 @@ def test_series_match_what_the_store_holds(store):
     assert value("mlma_fleet_loss_ratio") == pytest.approx(1.3) and value("mlma_fleet_loss") == pytest.approx(1.3)
     assert value("mlma_fleet_reference_loss") == 1.0 and value("mlma_streams_awaiting_approval") == 1
     assert value("mlma_tick_streams") == 6 and value("mlma_tick_escalations") == 4
+    assert value("mlma_fleet_policy_loss") == pytest.approx(0.21)
     # Escalations by current status; the silence that ran out counts as open.
     assert value("mlma_escalations", status="open", kind="data-quality", severity="2") == 3
     assert value("mlma_escalations", status="acknowledged", kind="data-quality", severity="2") == 1

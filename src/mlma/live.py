@@ -960,6 +960,7 @@ def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_val
         verdicts = {v.label: int(counts[v]) for v in Verdict}
     finite = np.isfinite(report.losses)
     stream_loss, ref = report.stream_loss[:n], report.reference_loss[:n]
+    scored = np.isfinite(stream_loss)
     both = np.isfinite(stream_loss) & np.isfinite(ref) & (ref > 0)
     return TickSummary(
         n_streams=n,
@@ -972,6 +973,7 @@ def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_val
         forecast_failures=len(report.forecast_failed) + len(report.shadow_failed),
         compute_seconds=round(float(report.retrain_seconds.sum() + report.initial_seconds.sum()), 4),
         loss=float(report.losses[finite].mean()) if finite.any() else None,
+        policy_loss=float(stream_loss[scored].mean()) if scored.any() else None,
         reference_loss=float(ref[both].mean()) if both.any() else None,
         loss_ratio=float(stream_loss[both].sum() / ref[both].sum()) if both.any() else None,
         escalations=len(report.escalations),

@@ -70,6 +70,8 @@ SUMMARY_GAUGES = {
     "loss_ratio": ("mlma_fleet_loss_ratio", "Fleet mean loss over the fleet mean reference loss, last completed tick."),
     "loss": ("mlma_fleet_loss", "Fleet mean loss of the last completed tick (in the data's units)."),
     "reference_loss": ("mlma_fleet_reference_loss", "Fleet mean reference loss of the last completed tick."),
+    "policy_loss": ("mlma_fleet_policy_loss", "Fleet mean of the streams' mean losses in the policy's own loss "
+                                              "([monitor] loss), the units of the reference, last completed tick."),
     "n_streams": ("mlma_tick_streams", "Streams the last completed tick looked at."),
     "escalations": ("mlma_tick_escalations", "Escalations the last completed tick raised."),
     "awaiting_approval": ("mlma_streams_awaiting_approval", "Streams whose challenger waits for a person's "

@@ -215,6 +215,7 @@ def build_sample_fleet(store: Store, artifacts: str | os.PathLike, *, n_streams:
             n_streams=n_streams, verdicts=counts, retrains=int(retrain.sum()), promoted=promoted,
             rejected=len(new_versions) - promoted, initial_fits=n_streams if k == 0 else 0, fit_failures=0,
             compute_seconds=round(0.8 * int(retrain.sum()) + 2e-4 * n_streams, 3), loss=float(loss[:, k].sum()),
+            policy_loss=float(loss[:, k].mean()),
             reference_loss=float(reference[:, k].sum()), loss_ratio=float(loss[:, k].sum() / reference[:, k].sum()),
             escalations=len(escalations), awaiting_approval=0, pinned=0,
             duration_seconds=round(0.5 + 1e-4 * n_streams, 3))

@@ -319,6 +319,9 @@ class TickSummary:
     compute_seconds: float = 0.0
     #: Fleet mean loss of the tick's scored timestamps (None: nothing was scored).
     loss: float | None = None
+    #: Fleet mean of the streams' mean losses in the policy's own loss (``[monitor] loss``: absolute, squared or
+    #: relative), the units of ``reference_loss``, over streams with a loss (None: nothing was scored).
+    policy_loss: float | None = None
     #: Fleet mean of the streams' reference losses, over streams with both a loss and a reference.
     reference_loss: float | None = None
     #: Summed stream losses over summed references, same streams.
