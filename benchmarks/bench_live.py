@@ -843,6 +843,10 @@ def reading(results: dict) -> str:
         t = phase_table(steps)
         return sum(v["seconds"] for path, v in t.items() if path[-1] == name and (under is None or under in path))
 
+    def _window_read(steps) -> float:
+        """Seconds of the observation window's read: the matrix-built fleet, or (older code) the rows."""
+        return inclusive(steps, "LiveAgent._window_fleet") or inclusive(steps, "LiveAgent._window_frame")
+
     def calls(steps, name):
         return sum(v["calls"] for path, v in phase_table(steps).items() if path[-1] == name)
 
@@ -856,7 +860,7 @@ def reading(results: dict) -> str:
             f"{fmt_s(tick(small))} at {n_small:,} streams and {fmt_s(tick(large))} at {n_large:,} on "
             f"{label(large).split(',')[0]} ({tick(large) / tick(small):.1f}x; {tick(small) / n_small * 1e3:.1f} "
             f"and {tick(large) / n_large * 1e3:.1f} ms per stream)")
-    if headline:
+    if headline and len(sizes) > 1:  # one size: nothing to say about growth
         growth = sizes[-1] / sizes[0]
         factors = [tick(by[(b, sizes[-1])]) / tick(by[(b, sizes[0])]) / growth
                    for b in results["plan"]["backends"] if (b, sizes[0]) in by and (b, sizes[-1]) in by]
@@ -894,12 +898,18 @@ def reading(results: dict) -> str:
     obs = []
     for r in large_runs:
         reg = r["regular"]
-        read = inclusive(reg, "LiveAgent._window_frame")
-        fetched = inclusive(reg, "Store.observation_arrays", "LiveAgent._window_frame")
+        # Projects without drivers build the tick's fleet on the window's matrix (_window_fleet); runs of
+        # older code read it as rows (_window_frame).
+        step = "LiveAgent._window_fleet" if inclusive(reg, "LiveAgent._window_fleet") else "LiveAgent._window_frame"
+        read = inclusive(reg, step)
+        fetched = inclusive(reg, "Store.observation_arrays", step)
+        batches = inclusive(reg, "Store.observation_batches")
         rows = mean(s["sql"]["rows_read"] for s in reg)
         saved = inclusive(reg, "ObservationWindow._save")
         obs.append(f"{label(r).split(',')[0]}: {fmt_s(read)} of {fmt_s(tick(r))} ({read / tick(r):.0%}), "
-                   f"{rows / 1e6:.2f} M rows read in {fmt_s(fetched)}, {fmt_s(saved)} saving the window's file")
+                   f"the ingests' packed batches read in {fmt_s(batches)}, "
+                   f"{rows / 1e6:.2f} M rows read in {fmt_s(fetched)}, {fmt_s(saved)} saving the window "
+                   "(its journal)")
     if obs:
         lines.append(
             "**The data: only what changed.** Each tick takes its training window from the observation window "
@@ -987,7 +997,7 @@ def reading(results: dict) -> str:
             f"once ({source_line(_registry().ArtifactStore.put_bytes_many, '_syncfs')}); "
             "with a real model the fits come on top. Reading the observations (the observation window's first, "
             "full read) takes "
-            + " and ".join(f"{inclusive([r['startup']], 'LiveAgent._window_frame') / r['startup']['seconds']:.0%} "
+            + " and ".join(f"{_window_read([r['startup']]) / r['startup']['seconds']:.0%} "
                            f"({label(r).split(',')[0]})" for r in large_runs) + " of the step.")
 
     extra = []
