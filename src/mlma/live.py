@@ -221,11 +221,11 @@ class LiveAgent:
         future = ahead.loc[ahead["_merge"] == "left_only"].drop(columns="_merge")
         return merged, future
 
-    def _window_fleet(self, freq: str, boundaries, base: int, lo, k: int, ids: np.ndarray) -> FleetData:
+    def _window_fleet(self, freq: str, boundaries, base: int, lo, k: int, ids: np.ndarray,
+                      drivers) -> FleetData:
         """The tick's :class:`FleetData`: built on the observation window's matrix itself (no flat copy of the
-        training window), or, for a project with drivers, from its rows with the drivers joined on."""
+        training window), or, for a project with ``drivers``, from its rows with the drivers joined on."""
         end = boundaries[k + 1 - base]
-        drivers = self.config.drivers()
         if not drivers:
             values, first = self._window_for(freq).matrix(lo, end, n_streams=len(ids))
             return FleetData.from_matrix(values, first, freq, boundaries, ids=ids, first_tick=base)
@@ -443,8 +443,9 @@ class LiveAgent:
         base = 0 if (start or window is None) else max(0, k - window)
         boundaries = timing.boundaries(base, k + 2)
         lo = boundaries[0] if base > 0 else None
-        fleet = self._window_fleet(freq.alias, boundaries, base, lo, k, streams["unique_id"].to_numpy(dtype=object))
         drivers = cfg.drivers()
+        fleet = self._window_fleet(freq.alias, boundaries, base, lo, k, streams["unique_id"].to_numpy(dtype=object),
+                                   drivers)
         fleet.mark_abnormal(self._abnormal_periods())
         ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=timing.horizon(),
                               drivers=drivers)
@@ -961,7 +962,7 @@ def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_val
     finite = np.isfinite(report.losses)
     stream_loss, ref = report.stream_loss[:n], report.reference_loss[:n]
     scored = np.isfinite(stream_loss)
-    both = np.isfinite(stream_loss) & np.isfinite(ref) & (ref > 0)
+    both = scored & np.isfinite(ref) & (ref > 0)
     return TickSummary(
         n_streams=n,
         verdicts=verdicts,

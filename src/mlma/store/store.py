@@ -644,10 +644,11 @@ class Store:
                 ids, n_new = self._ensure_streams(conn, distinct, lo.astype("datetime64[ns]"),
                                                   hi.astype("datetime64[ns]"), now)
                 n_streams = len(distinct)
-                counts = self._upsert_observations(conn, ids[codes], ns.astype("datetime64[ns]"), y, ingest_id)
+                stream_of_row, stamps = ids[codes], ns.astype("datetime64[ns]")
+                counts = self._upsert_observations(conn, stream_of_row, stamps, y, ingest_id)
                 if extra is not None and extra[1]:
-                    drivers.insert_values(conn, ids[codes], ns, extra[0], extra[1], ingest_id, observed=True)
-                self._keep_batch(conn, ingest_id, ids[codes], ns.astype("datetime64[ns]"), y)
+                    drivers.insert_values(conn, stream_of_row, ns, extra[0], extra[1], ingest_id, observed=True)
+                self._keep_batch(conn, ingest_id, stream_of_row, stamps, y)
                 first, last = pd.Timestamp(int(ns.min())), pd.Timestamp(int(ns.max()))
             conn.execute(sa.update(S.ingests).where(S.ingests.c.id == ingest_id).values(
                 rows_new=counts["new"], rows_revised=counts["revised"], rows_unchanged=counts["unchanged"],
