@@ -946,13 +946,17 @@ class Store:
 
     def reporting_streams(self, start: Any, end: Any) -> np.ndarray:
         """Ids of the streams with at least one observation in ``start <= ds < end`` (sorted)."""
-        o = S.observations
-        query = (sa.select(o.c.stream_id).distinct()
-                 .where(o.c.ds >= _timestamp(start, "start").to_pydatetime(),
-                        o.c.ds < _timestamp(end, "end").to_pydatetime()))
+        o, s = S.observations, S.streams
+        # One probe of the (stream_id, ds) key per stream: a tick's window holds a row per stream and step, so
+        # "distinct stream_id where ds in range" visits every row of it (240,000 at 10,000 hourly streams,
+        # 4x slower on SQLite), where each stream's probe stops at its first row.
+        in_range = (sa.select(sa.literal(1)).where(o.c.stream_id == s.c.id,
+                                                   o.c.ds >= _timestamp(start, "start").to_pydatetime(),
+                                                   o.c.ds < _timestamp(end, "end").to_pydatetime()))
+        query = sa.select(s.c.id).where(in_range.exists()).order_by(s.c.id)
         with self._read() as conn:
-            ids = [int(i) for (i,) in conn.execute(query)]
-        return np.array(sorted(ids), dtype=np.int64)
+            ids = conn.execute(query).scalars().all()
+        return np.asarray(ids, dtype=np.int64)
 
     def ingest_file(self, data, *, source: str | None = None, freq=None, tick=None, on_bad_rows: str = "drop",
                     limits=None, rejects: str | os.PathLike | None = None, **read_options) -> IngestReport:
