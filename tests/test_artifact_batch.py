@@ -1,6 +1,6 @@
 """Batched artifact writes (``ArtifactStore.put_bytes_many``, ``ArtifactStore.batch``): the same artifacts as
-one by one, one flush of the file system before the renames and one after, and nothing named before its
-bytes are on disk."""
+one by one, one flush of the file system before the renames and one after (an fsync per file and directory
+for small batches), and nothing named before its bytes are on disk."""
 
 from __future__ import annotations
 
@@ -45,8 +45,24 @@ def test_the_disk_is_flushed_before_any_rename_and_after_the_last(tmp_path, monk
     real_replace = os.replace
     monkeypatch.setattr(registry_module, "_syncfs", lambda path: events.append("sync") or True)
     monkeypatch.setattr(registry_module.os, "replace", lambda a, b: events.append("rename") or real_replace(a, b))
-    ArtifactStore(tmp_path).put_bytes_many([os.urandom(50) for _ in range(20)])
-    assert events == ["sync"] + ["rename"] * 20 + ["sync"]
+    n = registry_module.SYNCFS_MIN_FILES
+    ArtifactStore(tmp_path).put_bytes_many([os.urandom(50) for _ in range(n)])
+    assert events == ["sync"] + ["rename"] * n + ["sync"]
+
+
+def test_a_small_batch_fsyncs_its_files_and_directories_instead_of_the_whole_file_system(tmp_path, monkeypatch):
+    # syncfs would also flush every other program's dirty pages on the disk: a tick with a handful of new
+    # models must not wait for a database's ingest on the same file system.
+    events = []
+    real_replace = os.replace
+    monkeypatch.setattr(registry_module, "_syncfs", lambda path: events.append(("sync", path)) or True)
+    monkeypatch.setattr(registry_module, "_fsync_file", lambda path: events.append(("file", path)))
+    monkeypatch.setattr(registry_module, "_fsync_dir", lambda path: events.append(("dir", path)))
+    monkeypatch.setattr(registry_module.os, "replace", lambda a, b: events.append(("rename", b)) or real_replace(a, b))
+    n = registry_module.SYNCFS_MIN_FILES - 1
+    results = ArtifactStore(tmp_path).put_bytes_many([os.urandom(50) for _ in range(n)])
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["file"] * n + ["rename"] * n + ["dir"] * len({sha[:2] for sha, _ in results})
 
 
 def test_without_syncfs_each_file_and_each_directory_is_fsynced_once(tmp_path, monkeypatch):

@@ -186,6 +186,10 @@ class ArtifactStore:
     def _write_durably(self, todo: dict[str, bytes]) -> None:
         """Write ``todo`` (sha -> bytes, none on disk yet) with one flush before and one after the renames."""
         written: list[tuple[str, Path]] = []
+        # syncfs flushes every dirty page of the file system, other programs' too (a database ingesting on the
+        # same disk took 160 ms a tick for a handful of new models), so it pays only when the batch is large
+        # enough that one fsync per file and directory would cost more (the start-up's thousands of models).
+        many = len(todo) >= SYNCFS_MIN_FILES
         for parent in {self.path(sha).parent for sha in todo}:
             parent.mkdir(parents=True, exist_ok=True)
         # One random tag for the batch: with the hash and the process id it names each temporary file uniquely
@@ -206,7 +210,7 @@ class ArtifactStore:
                     os.close(fd)
             # The data must be on disk before any name points at it, so that no crash leaves a named but
             # incomplete artifact.
-            if not _syncfs(self.root):
+            if not (many and _syncfs(self.root)):
                 for tmp, _ in written:
                     _fsync_file(tmp)
             for tmp, final in written:
@@ -216,7 +220,7 @@ class ArtifactStore:
                 with _suppress_os_errors():
                     os.unlink(tmp)
             raise
-        if not _syncfs(self.root):
+        if not (many and _syncfs(self.root)):
             for parent in sorted({final.parent for _, final in written}):
                 _fsync_dir(parent)
 
@@ -334,6 +338,10 @@ class _ArtifactBatch:
         self.store._batch.current = None
         if kind is None:
             self.flush()
+
+
+#: Batches of at least this many new artifacts are flushed with one ``syncfs`` instead of an fsync per file.
+SYNCFS_MIN_FILES = 64
 
 
 def _syncfs(path: Path) -> bool:
