@@ -378,3 +378,26 @@ def test_a_damaged_journal_gives_an_older_window_caught_up_never_a_wrong_one(fil
     third = ObservationWindow(store, "h", path)
     assert_same(third.rows(start, end, n_streams=3), got)
     assert third.replayed[0] == 0 and third.last_refresh.ingests == 0
+
+
+def test_new_streams_join_the_kept_matrix_without_copying_it(tmp_path):
+    """A fleet gains a few streams most ticks: their rows go into the matrix's spare rows, so the 57 MB matrix
+    of 10,000 hourly streams is not copied for them; moving the window on copies it once."""
+    rng = np.random.default_rng(6)
+    store = Store.create(f"sqlite:///{tmp_path / 'w.db'}")
+    uids = [f"z{i}" for i in range(5)]
+    store.ingest_frame(hours(uids, 0, 24 * 3, rng), "history")
+    window = ObservationWindow(store, "h")
+    start, end = T0 + HOUR * 24, T0 + HOUR * 24 * 3
+    before, _ = window.matrix(start, end, n_streams=5)
+    store.ingest_frame(hours(["new0", "new1"], 24 * 2, 24, rng), "newcomers")
+    after, _ = window.matrix(start, end, n_streams=7)
+    assert after.shape == (7, before.shape[1]) and np.shares_memory(before, after)
+    assert_same(window.rows(start, end, n_streams=7), rows_of(store, start, end, 7))
+    # The next day moves the window: a new matrix, still equal to a full read.
+    store.ingest_frame(hours(uids + ["new0", "new1"], 24 * 3, 24, rng), "day")
+    moved, _ = window.matrix(start + HOUR * 24, end + HOUR * 24, n_streams=7)
+    assert not np.shares_memory(after, moved)
+    assert_same(window.rows(start + HOUR * 24, end + HOUR * 24, n_streams=7),
+                rows_of(store, start + HOUR * 24, end + HOUR * 24, 7))
+    store.close()

@@ -109,7 +109,10 @@ class _Snapshot:
         self.freq, self.origin, self.whole = freq, np.datetime64(origin, "ns"), whole
         self.last, self.sha, self.pending = int(last), sha, np.asarray(pending, dtype=np.int64)
         #: ``values[s, j]``: stream ``s`` at ``grid[j]``; NaN where it has no observation (``y`` is finite).
+        #: A view of the first rows of ``_rows``, whose spare rows (all NaN) let new streams join without
+        #: copying the matrix (57 MB at 10,000 hourly streams; a fleet gains a few streams most ticks).
         self.values = values
+        self._rows = values
         #: Rows dated at or after the grid's end (data ahead of the clock), as (stream, ds, y).
         self.beyond = beyond
         self.grid = self._grid(values.shape[1])
@@ -126,33 +129,53 @@ class _Snapshot:
 
     # -- changes -------------------------------------------------------------------------------------------
     def grow_streams(self, n: int) -> None:
-        if n > self.values.shape[0]:
-            extra = np.full((n - self.values.shape[0], self.values.shape[1]), np.nan)
-            self.values = np.concatenate([self.values, extra])
+        n_rows = self.values.shape[0]
+        if n <= n_rows:
+            return
+        if n > self._rows.shape[0]:
+            self._relayout(0, self.values.shape[1], rows=n)
+        self.values = self._rows[:n]  # the spare rows are NaN: no observation yet
+
+    def _relayout(self, cut: int, width: int, rows: int | None = None) -> None:
+        """Copy the matrix once into a new one of ``width`` columns that starts at column ``cut`` of the old
+        one (NaN where the old one has no column), with room for ``rows`` streams and an eighth more."""
+        n_rows, n_cols = self.values.shape
+        rows = max(rows or 0, n_rows)
+        new = np.full((rows + max(rows // 8, 64), width), np.nan)
+        keep = max(0, min(n_cols - cut, width))
+        new[:n_rows, :keep] = self.values[:, cut:cut + keep]
+        self._rows, self.values = new, new[:n_rows]
 
     def extend_to(self, end: np.datetime64) -> None:
         """Columns up to ``end`` (exclusive); rows kept beyond the old end move in."""
-        grid = pd.date_range(self.origin, end, freq=self.freq, inclusive="left").as_unit("ns").to_numpy()
-        if len(grid) > self.values.shape[1]:
-            extra = np.full((self.values.shape[0], len(grid) - self.values.shape[1]), np.nan)
-            self.values = np.concatenate([self.values, extra], axis=1)
-            self.grid = grid
-            sid, ds, y = self.beyond
-            inside = ds < self.end
-            self.beyond = (sid[~inside], ds[~inside], y[~inside])
-            self.apply(sid[inside], ds[inside], y[inside])
+        self.advance(None, end)
 
     def advance(self, start: np.datetime64 | None, end: np.datetime64) -> None:
-        """Move the window to ``[start, end)``: drop the columns before ``start``, add those up to ``end``."""
+        """Move the window to ``[start, end)``: drop the columns before ``start``, add those up to ``end``
+        (rows kept beyond the old end move in); the matrix is copied once, if at all."""
+        cut, origin = 0, self.origin
         if start is not None and (self.whole or start > self.origin):
-            self.trim_before(start)
-        self.extend_to(end)
+            cut = int(np.searchsorted(self.grid, start, side="left"))
+            if cut:
+                origin = self.grid[cut] if cut < len(self.grid) else np.datetime64(start, "ns")
+            self.whole = False
+        width = max(len(pd.date_range(origin, end, freq=self.freq, inclusive="left")), self.values.shape[1] - cut)
+        if not cut and width == self.values.shape[1]:
+            return
+        self._relayout(cut, width)
+        self.origin = origin
+        self.grid = self._grid(width)
+        sid, ds, y = self.beyond
+        inside = ds < self.end
+        if inside.any():
+            self.beyond = (sid[~inside], ds[~inside], y[~inside])
+            self.apply(sid[inside], ds[inside], y[inside])
 
     def trim_before(self, start: np.datetime64) -> None:
         """Drop the columns before ``start`` (the window moved on)."""
         cut = int(np.searchsorted(self.grid, start, side="left"))
         if cut:
-            self.values = np.ascontiguousarray(self.values[:, cut:])
+            self._relayout(cut, self.values.shape[1] - cut)
             self.origin = self.grid[cut] if cut < len(self.grid) else np.datetime64(start, "ns")
             self.grid = self._grid(self.values.shape[1])
         self.whole = False
