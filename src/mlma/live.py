@@ -50,6 +50,7 @@ from mlma.calendar import TickClock
 from mlma.data import infer_frequency
 from mlma.escalations import Escalation
 from mlma.fleet import FleetData
+from mlma.heap import LongLivedHeap
 from mlma.models import ForecastContext
 from mlma.policy import Verdict
 from mlma.project import ProjectConfig
@@ -153,6 +154,8 @@ class LiveAgent:
         self.holder = agent_identity()
         #: Every stream's recent observations, kept between ticks (see _window_fleet).
         self._window: ObservationWindow | None = None
+        #: What a tick leaves in memory (models, the window) is frozen out of the garbage collector's scans.
+        self._heap = LongLivedHeap()
 
     # -- the clock ------------------------------------------------------------------------------------------
     def timing(self) -> TickClock:
@@ -361,6 +364,7 @@ class LiveAgent:
         raise TickHeld(message, tick=k, missing=missing, served=len(served))
 
     def close(self) -> None:
+        self._heap.release()
         if self.notifier is not None and hasattr(self.notifier, "close"):
             self.notifier.close(timeout=10)
         if self._executor is not None and self._own_executor:
@@ -423,6 +427,7 @@ class LiveAgent:
         if self.mlflow is not None:
             # After the commit: MLflow mirrors what the store holds. Never raises; what fails is sent next tick.
             self.mlflow.sync(self.registry)
+        self._heap.settle()
         return result
 
     def _compute_and_write(self, k: int, start: bool, timing: Timing, lease, started: float) -> TickResult:
