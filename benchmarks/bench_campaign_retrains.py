@@ -5,12 +5,19 @@ campaign of the stream's city (so that the flag could be learnt); and the MAE of
 
 Usage (docs/results-drivers.md)::
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_campaign_retrains.py 60 120 7 3 [POLICY]
-    # zones days seed campaign-rate, policy spec (default "mlma", e.g. "mlma:loss=relative")
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_campaign_retrains.py 60 120 7 3 [POLICY [POWER]]
+    # zones days seed campaign-rate, policy spec (default "mlma", e.g. "mlma:loss=relative"), the explained
+    # scale's exponent (default mlma.explained.DEFAULT_POWER)
+
+Variants: "none" (no drivers), "campaign" (the flag as a future driver) and "events" (the flag also declared an
+event driver, ``Drivers(events=...)``: the monitor divides the errors by the level change the model attributes
+to it, to the power POWER; docs/monitoring.md "The loss").
 
 It also replays the policy alone (no re-training) over the simulator's true mean, a perfect forecast that
 knows every campaign, with the absolute and the relative loss, and counts triggers in campaign stream-ticks
-and elsewhere ("oracle_triggers_*").
+and elsewhere ("oracle_triggers_*"); "oracle_triggers_explained" is the absolute loss divided by the campaigns'
+true lift (the product of the running campaigns' magnitudes) to the power POWER: the explained scale of a
+perfect multiplicative model.
 
 "seen_flag_unchanged" counts the "seen" re-trainings at a campaign's start or end (within a day) while
 another campaign runs across it: the 0/1 flag stays 1 there, so no driver can announce the change.
@@ -29,12 +36,15 @@ import time
 import numpy as np
 import pandas as pd
 
+from mlma.agent import AgentSettings
 from mlma.backtest import BacktestConfig, run_backtest
+from mlma.explained import DEFAULT_POWER
 from mlma.models import Drivers
 from mlma.simulate import simulate_platform
 
 zones, days, seed, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 POLICY = sys.argv[5] if len(sys.argv) > 5 else "mlma"
+POWER = float(sys.argv[6]) if len(sys.argv) > 6 else DEFAULT_POWER
 WINDOW = 28
 sim = simulate_platform(zones, days, seed, drivers=True, campaign_rate=rate)
 data = sim.data
@@ -45,9 +55,11 @@ spans = {}
 for r in camp.itertuples():
     spans.setdefault(r.unique_id, []).append((dayn(r.start), dayn(r.end)))
 out = {}
-for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",)))):
+for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",))),
+                      ("events", Drivers(future=("campaign",), events=("campaign",)))):
     t0 = time.time()
-    res = run_backtest(data, BacktestConfig(policies=[POLICY], model="ridge", executor="inline", drivers=drivers))
+    res = run_backtest(data, BacktestConfig(policies=[POLICY], model="ridge", executor="inline", drivers=drivers,
+                                            agent=AgentSettings(explained_power=POWER)))
     first = int(res.config["first_scored_tick"]); n = int(res.config["n_ticks"])
     log = res.retrain_log
     re = {}
@@ -99,16 +111,27 @@ out["oracle_share_above_margin"] = float((ratios > 1.05).mean())
 # The policy alone, on a perfect forecast (the simulator's true mean, which knows every campaign): the share
 # of campaign stream-ticks and of other stream-ticks whose tests trigger, per loss. Replayed tick by tick
 # without re-training (the reference keeps rolling), from day 14 (warm-up and reference first).
-def oracle_triggers(loss):
+# The campaigns' true lift per stream and hour (overlapping campaigns multiply), for the explained scale.
+lift = pd.Series(1.0, index=pd.MultiIndex.from_frame(oracle[["unique_id", "ds"]]))
+for r in camp.itertuples():
+    hours = pd.date_range(r.start, r.end, freq="h", inclusive="left")
+    at = pd.MultiIndex.from_product([[r.unique_id], hours])
+    at = at[at.isin(lift.index)]
+    lift.loc[at] *= r.magnitude
+oracle["lift"] = lift.to_numpy()
+
+
+def oracle_triggers(loss, explained=False):
     from mlma.mlma_policy import MLMAPolicy
     from mlma.policy import TickObservation, Verdict
 
     frame = oracle.assign(hour=oracle["ds"].dt.hour)
     ids = sorted(frame["unique_id"].unique())
     grid = pd.MultiIndex.from_product([ids, range(int(frame["day"].max()) + 1), range(24)])
-    cube = frame.set_index(["unique_id", "day", "hour"])[["y", "expected"]].reindex(grid)
+    cube = frame.set_index(["unique_id", "day", "hour"])[["y", "expected", "lift"]].reindex(grid)
     y = cube["y"].to_numpy().reshape(len(ids), -1, 24)
     f = cube["expected"].to_numpy().reshape(len(ids), -1, 24)
+    scale = np.nan_to_num(cube["lift"].to_numpy().reshape(len(ids), -1, 24), nan=1.0) ** POWER
     policy = MLMAPolicy(loss=loss)
     policy.reset(len(ids), 24, 24)
     hit = {True: [0, 0], False: [0, 0]}
@@ -117,7 +140,8 @@ def oracle_triggers(loss):
         d = policy.decide(TickObservation(t, actuals=y[:, t], losses=np.abs(e), scaled_losses=np.abs(e),
                                           has_model=np.isfinite(f[:, t]).any(axis=1),
                                           ticks_since_fit=np.full(len(ids), t),
-                                          observed=np.isfinite(y[:, t]).sum(axis=1), errors=e, forecasts=f[:, t]))
+                                          observed=np.isfinite(y[:, t]).sum(axis=1), errors=e, forecasts=f[:, t],
+                                          explained=scale[:, t] if explained else None))
         if t < 14:
             continue
         for i, u in enumerate(ids):
@@ -132,4 +156,7 @@ def oracle_triggers(loss):
 for loss in ("absolute", "relative"):
     out[f"oracle_triggers_{loss}"] = oracle_triggers(loss)
     print(loss, out[f"oracle_triggers_{loss}"], flush=True)
-print(json.dumps({"zones": zones, "days": days, "seed": seed, "rate": rate, **out}))
+out["oracle_triggers_explained"] = oracle_triggers("absolute", explained=True)
+print("explained", out["oracle_triggers_explained"], flush=True)
+print(json.dumps({"zones": zones, "days": days, "seed": seed, "rate": rate, "policy": POLICY, "power": POWER,
+                  **out}))

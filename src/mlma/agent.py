@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlma.escalations import Escalation, cleared_conditions
+from mlma.explained import DEFAULT_POWER, ExplainedScale
 from mlma.fleet import FleetData
 from mlma.policy import Decision, Policy, TickObservation, Verdict
 from mlma.training import FittedModel, ModelKey, ModelService
@@ -69,6 +70,12 @@ class AgentSettings:
         A stream whose challengers lost to the champion this many times in a row is escalated. One lost
         challenger is routine (the champion keeps serving, the stream cools down and is tested again) and
         is recorded with the version, not put in the engineer's queue.
+    explained_power
+        Exponent of the explained ratio that discounts the monitor's loss where the fleet's declared event
+        drivers (:attr:`mlma.models.Drivers.events`) run: the serving model also forecasts such a tick with
+        the events at 0, and the policy divides the tick's errors by ``(served / counterfactual) ** power``
+        (:class:`mlma.explained.ExplainedScale`; 1 by default, measured in docs/results-drivers.md; 0: off).
+        Without declared events nothing is forecast twice and nothing changes.
     """
 
     silence_ticks: int = 3
@@ -86,6 +93,7 @@ class AgentSettings:
             raise ValueError(f"challenger_margin must be > -1, got {self.challenger_margin!r}")
         if not self.fleet_loss_ratio > 1:
             raise ValueError(f"fleet_loss_ratio must be > 1, got {self.fleet_loss_ratio!r}")
+        ExplainedScale(self.explained_power)  # validates it, naming the setting
         for name in ("fit_failure_limit", "challenger_lost_limit", "fleet_loss_min_judged"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a whole number >= 1, got {getattr(self, name)!r}")
@@ -94,6 +102,7 @@ class AgentSettings:
     challenger_lost_limit: int = 3
     fleet_loss_min_judged: int = 10
     fleet_loss_ratio: float = 1.2
+    explained_power: float = DEFAULT_POWER
 
 
 @dataclass
@@ -227,6 +236,10 @@ class Agent:
         self.fallback_rows = np.zeros(n, dtype=np.int64)
         self.silent_for = np.zeros(n, dtype=np.int64)
         self.forecast: np.ndarray | None = None
+        # The divisors of the issued forecasts' errors for the monitor (None: the fleet declares no events).
+        self.explained: np.ndarray | None = None
+        self.explained_scale = ExplainedScale(self.settings.explained_power)
+        self.events = tuple(self.fleet.drivers.events) if self.explained_scale.active else ()
         self.challenger = np.full(n, NO_MODEL, dtype=np.int64)
         self.awaiting = np.full(n, NO_MODEL, dtype=np.int64)
         self.fit_failures = np.zeros(n, dtype=np.int64)
@@ -253,6 +266,8 @@ class Agent:
         arrays |= {f"policy.{name}": value for name, value in self.policy.state_arrays().items()}
         if self.forecast is not None:
             arrays["agent.forecast"] = self.forecast
+        if self.explained is not None:
+            arrays["agent.explained"] = self.explained
         pending = np.array(sorted(self.shadow), dtype=np.int64)
         looks = np.array([len(self.shadow[int(s)]) for s in pending], dtype=np.int64)
         width = max((len(c) for s in pending for c, _ in self.shadow[int(s)]), default=0)
@@ -279,6 +294,10 @@ class Agent:
             saved = np.asarray(arrays["agent.forecast"])
             self.forecast = np.full((self.fleet.n_streams, saved.shape[1]), np.nan)
             self.forecast[:len(saved)] = saved
+        if "agent.explained" in arrays:
+            saved = np.asarray(arrays["agent.explained"])
+            self.explained = np.ones((self.fleet.n_streams, saved.shape[1]))
+            self.explained[:len(saved)] = saved
         self.shadow = {}
         for i, s in enumerate(np.asarray(arrays.get("shadow.streams", []), dtype=np.int64)):
             looks = []
@@ -338,6 +357,8 @@ class Agent:
             abnormal=fleet.abnormal_in_tick(k),
             errors=errors,
             forecasts=forecasts,
+            explained=self.explained if self.explained is not None and self.explained.shape == actuals.shape
+            else None,
         )
         decision = self.policy.decide(obs)
         escalations = list(decision.escalations)
@@ -350,7 +371,7 @@ class Agent:
         shadow_failed: dict[int, str] = {}
         if self.policy.checks_challenger:
             checks = self._judge_challengers(k, actuals, errors, promoted, rejected, escalations,
-                                             controls.mask("needs_approval", n), shadow_failed)
+                                             controls.mask("needs_approval", n), shadow_failed, obs.explained)
         self._decide_approvals(k, controls, promoted, rejected)
         self._adopt(k, controls.adopt, promoted)
 
@@ -469,7 +490,8 @@ class Agent:
     def _judge_challengers(self, k: int, actuals: np.ndarray, champion_errors: np.ndarray,
                            promoted: np.ndarray, rejected: np.ndarray, escalations: list,
                            needs_approval: np.ndarray | None = None,
-                           shadow_failed: dict | None = None) -> dict[int, ChallengerCheck]:
+                           shadow_failed: dict | None = None,
+                           explained: np.ndarray | None = None) -> dict[int, ChallengerCheck]:
         """Compare each pending challenger with its champion on tick ``k``, which neither was fitted on.
 
         A challenger fitted at the end of tick ``j`` runs in shadow from tick ``j + 1``: its forecasts are
@@ -500,10 +522,12 @@ class Agent:
         pending, shadow_forecasts = pending[keep], shadow_forecasts[keep]
         for s, y_hat in zip(pending, shadow_forecasts):
             if np.isfinite(actuals[s]).any():
-                # Both on the serving model's forecasts as the common level (for a relative loss).
+                # Both on the serving model's forecasts as the common level (for a relative loss), and on
+                # its explained scale as the common divisor.
                 served = actuals[s] - champion_errors[s]
-                self.shadow[int(s)].append((self.policy.challenger_loss(actuals[s] - y_hat, served, int(s)),
-                                            self.policy.challenger_loss(champion_errors[s], served, int(s))))
+                scale = None if explained is None else explained[s]
+                self.shadow[int(s)].append((self.policy.challenger_loss(actuals[s] - y_hat, served, int(s), scale),
+                                            self.policy.challenger_loss(champion_errors[s], served, int(s), scale)))
         looked = np.array([len(self.shadow[int(s)]) > 0 for s in pending], dtype=bool)
         pending = pending[looked]
         if not len(pending):
@@ -700,7 +724,18 @@ class Agent:
         ok = np.setdiff1d(serving, list(failed))
         self.forecast_broken[ok] = NO_MODEL
         self.forecast = forecast
+        self.explained = self._explained(k + 1, ok, forecast) if self.events else None
         return failed
+
+    def _explained(self, target_tick: int, streams: np.ndarray, forecast: np.ndarray) -> np.ndarray:
+        """The explained scale of tick ``target_tick``'s forecasts (see :class:`mlma.explained.ExplainedScale`):
+        the ``streams`` whose champion forecast it are forecast again with the event drivers at 0; the
+        service skips those with no event in the tick (their scale is 1)."""
+        counterfactual = np.full_like(forecast, np.nan)
+        if len(streams):
+            keys = [ModelKey(int(s), int(self.champion[s])) for s in streams]
+            counterfactual[streams] = self.service.predict_at_baseline(keys, target_tick, self.events)
+        return self.explained_scale.of(forecast, counterfactual)
 
     def models_in_use(self) -> set[ModelKey]:
         keys = set()

@@ -300,6 +300,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         "model": str(config.model),
         "future_drivers": list(fleet.drivers.future),
         "historical_drivers": list(fleet.drivers.historical),
+        "event_drivers": list(fleet.drivers.events),
         "driver_values_filled": int(sum(service.driver_fills.values())),
         "policies": names,
         "executor": config.executor or "inline",

@@ -177,6 +177,9 @@ def backtest(
                                 "time (docs/models.md)."),
     historical_drivers: str = typer.Option("", help="Comma-separated historical drivers: columns observed only "
                                            "up to the forecast origin, fed as lagged values."),
+    event_drivers: str = typer.Option("", help="Comma-separated future drivers that mark events (0 when none "
+                                      "runs, e.g. a campaign flag): the monitor discounts the level change the "
+                                      "model attributes to them (docs/monitoring.md)."),
 ) -> None:
     """Replay a data set tick by tick under several re-training policies and report the results."""
     import pandas as pd
@@ -195,7 +198,8 @@ def backtest(
                                 freq=freq, tick=tick, horizon=horizon, train_window_ticks=train_window,
                                 initial_ticks=initial_ticks, executor=executor, title=f"backtest of {data.name}",
                                 frontier=frontier, bootstrap=bootstrap, fit_cache=fit_cache,
-                                drivers=Drivers(future=drivers, historical=historical_drivers))
+                                drivers=Drivers(future=drivers, historical=historical_drivers,
+                                                events=event_drivers))
         truth = pd.read_csv(events) if events else read_events(data)
         started = time.perf_counter()
         marked = pd.read_csv(abnormal, parse_dates=["start", "end"]) if abnormal else None

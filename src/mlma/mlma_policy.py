@@ -317,15 +317,19 @@ class MLMAPolicy(Policy):
         self.gain.learn(np.asarray(streams, dtype=np.int64), realised_gain(challenger_loss, champion_loss))
 
     def challenger_loss(self, errors: np.ndarray, forecasts: np.ndarray | None = None,
-                        stream: int | None = None) -> np.ndarray:
+                        stream: int | None = None, explained: np.ndarray | None = None) -> np.ndarray:
         """The policy's loss of signed ``errors``; the relative loss divides them by the level of
         ``forecasts``, which the agent gives as the *serving* model's forecasts of the same timestamps for
         both the challenger and the champion: a common denominator, so that neither gains by forecasting
-        high. ``stream`` (its index) sets the floor from the stream's usual level.
+        high. ``stream`` (its index) sets the floor from the stream's usual level. ``explained``, the serving
+        model's explained scale (:attr:`~mlma.policy.TickObservation.explained`), divides the absolute and
+        squared losses' errors, the same for both sides.
 
         >>> MLMAPolicy(loss="relative").challenger_loss(np.array([1.0, -3.0]), forecasts=np.array([10.0, 30.0]))
         array([0.05, 0.15])
         """
+        if self.loss != "relative" and explained is not None:
+            errors = errors / explained
         if self.loss == "absolute":
             return np.abs(errors)
         if self.loss == "squared":
@@ -350,7 +354,15 @@ class MLMAPolicy(Policy):
         return RELATIVE_FLOOR * np.nan_to_num(usual, nan=0.0)
 
     def _monitored_losses(self, obs: TickObservation) -> tuple[np.ndarray, np.ndarray | None]:
-        """The tick's losses in the policy's loss, and the signed errors in the same units (None unknown)."""
+        """The tick's losses in the policy's loss, and the signed errors in the same units (None unknown).
+
+        The absolute and squared losses divide the errors by the observation's explained scale when it has
+        one (the level change the model attributes to known events; exactly 1 where none runs); the relative
+        loss's level already moves with the forecast, so it ignores the scale."""
+        if self.loss != "relative" and obs.explained is not None:
+            losses = obs.losses / obs.explained
+            errors = None if obs.errors is None else obs.errors / obs.explained
+            return (losses if self.loss == "absolute" else losses ** 2), errors
         if self.loss == "absolute":
             return obs.losses, obs.errors
         if self.loss == "squared":

@@ -60,6 +60,10 @@ class TickObservation:
     #: The served forecasts of the tick, ``(n_streams, steps)``, NaN where none (also where the actual is
     #: missing); None when unknown (a policy needing them then uses ``actuals - errors``).
     forecasts: np.ndarray | None = None
+    #: Divisors of the tick's errors, ``(n_streams, steps)``: the level change the serving model attributes
+    #: to the declared event drivers (:class:`mlma.explained.ExplainedScale`), 1 where no event runs; None
+    #: when the fleet declares no events. The MLMA policy's absolute and squared losses divide by it.
+    explained: np.ndarray | None = None
 
     @property
     def n_streams(self) -> int:
@@ -141,11 +145,13 @@ class Policy:
         tick and of its champion on the same timestamps, won or lost: what the re-trainings paid."""
 
     def challenger_loss(self, errors: np.ndarray, forecasts: np.ndarray | None = None,
-                        stream: int | None = None) -> np.ndarray:
+                        stream: int | None = None, explained: np.ndarray | None = None) -> np.ndarray:
         """The loss a challenger is judged on, from signed errors; the policy's own loss when it has one.
 
         ``forecasts`` are the serving model's forecasts of the same timestamps and ``stream`` the stream's
-        index, for a loss relative to the forecast's level; the absolute error ignores them."""
+        index, for a loss relative to the forecast's level; ``explained`` the serving model's explained
+        scale of those timestamps (:attr:`TickObservation.explained`), a common divisor for the challenger
+        and the champion. The absolute error here ignores them."""
         return np.abs(errors)
 
     def reset_reference(self, streams: np.ndarray, tick: int, *, rebase: bool = False) -> None:

@@ -30,6 +30,8 @@ freq = ""                 # pandas offset alias, e.g. "h", "D", "MS"; fixed by t
 tick = ""                 # actuals that arrive together, e.g. "1D"; fixed with freq
 drivers = []              # future drivers fed to the models, e.g. ["temperature", "campaign"] (docs/data.md)
 historical_drivers = []   # drivers observed only up to the forecast origin (used lagged)
+event_drivers = []        # future drivers that mark events, 0 when none runs (a campaign flag): the monitor
+                          # discounts the level change the model attributes to them (docs/monitoring.md)
 # The validation boundary of `mlma ingest` (docs/data.md): rows that break it are rejected and listed.
 max_ahead_ticks = 7       # rows more than this many ticks after the project's newest data; 0: no limit
 max_future = "1D"         # rows later than now (UTC) plus this; "off" for data dated in the future
@@ -87,6 +89,7 @@ class DataSection:
     tick: str = ""
     drivers: list = field(default_factory=list)
     historical_drivers: list = field(default_factory=list)
+    event_drivers: list = field(default_factory=list)
     max_ahead_ticks: int = 7
     max_future: str = "1D"
     value_range_factor: float = 100.0
@@ -175,7 +178,8 @@ class ProjectConfig:
         """The declared exogenous drivers as :class:`mlma.models.Drivers`."""
         from mlma.models import Drivers
 
-        return Drivers(future=self.data.drivers, historical=self.data.historical_drivers)
+        return Drivers(future=self.data.drivers, historical=self.data.historical_drivers,
+                       events=self.data.event_drivers)
 
     def model_params(self) -> dict[str, Any]:
         """Model options from ``[model]`` besides the spec (the holiday calendar)."""

@@ -748,6 +748,8 @@ class ModelService:
         self.timed_out = False
         self._models: dict[ModelKey, FittedModel] = {}
         self._predictions: dict[tuple[ModelKey, int], np.ndarray] = {}
+        # Counterfactual forecasts (predict_at_baseline) by (model, tick, event columns).
+        self._baselines: dict[tuple, np.ndarray] = {}
         self.fits_done = 0
         #: Fits taken from :attr:`fit_cache` instead of being done.
         self.fits_cached = 0
@@ -936,14 +938,65 @@ class ModelService:
                                 f"streams: {_shown(ids)}; first error: {first}", stream_ids=ids)
         return out
 
+    def predict_at_baseline(self, keys: list[ModelKey], target_tick: int, columns: tuple[str, ...],
+                            context_ticks: int | None = None) -> np.ndarray:
+        """Counterfactual forecasts of tick ``target_tick``: each model of ``keys`` told that the future
+        drivers ``columns`` (event drivers, :attr:`~mlma.models.Drivers.events`) are at their baseline 0, the
+        other drivers as served. A ``(len(keys), steps)`` array, NaN rows for the streams that need none (a
+        model without drivers, or every value of ``columns`` already 0 or unknown in the tick: the served
+        forecast is the counterfactual) and for a counterfactual that fails (it only discounts the monitor's
+        loss; the served forecast is unaffected). Only the streams with an event ahead pay a second forecast;
+        it is memoised like the served ones (the agents of several policies in a backtest share champions)."""
+        future = self.fleet.tick_timestamps(target_tick)
+        out = np.full((len(keys), future.size), np.nan)
+        if not self.wants_drivers or not columns:
+            return out
+        columns = tuple(columns)
+        window = context_ticks if context_ticks is not None else self.train_window_ticks
+        names = self.fleet.drivers.columns
+        unknown = [c for c in columns if c not in self.fleet.drivers.future]
+        if unknown:
+            raise ValueError(f"{unknown} are not future drivers of this fleet (future drivers: "
+                             f"{list(self.fleet.drivers.future)})")
+        at = [names.index(c) for c in columns]
+        for i, key in enumerate(keys):
+            memo = (key, target_tick, columns)
+            if memo in self._baselines:
+                out[i] = self._baselines[memo]
+                continue
+            out[i] = self._baseline_forecast(key, target_tick, window, future, at)
+            self._baselines[memo] = out[i].copy()
+        return out
+
+    def _baseline_forecast(self, key: ModelKey, target_tick: int, window: int | None, future: np.ndarray,
+                           at: list[int]) -> np.ndarray:
+        """One stream's forecast with the driver columns ``at`` set to 0; NaN when it needs none or fails."""
+        none = np.full(future.size, np.nan)
+        if not model_uses_drivers(self._models[key].model):
+            return none
+        future_X, _ = self.fleet.future_driver_values(key.stream, target_tick, self.ctx.season_length)
+        if future_X is None:
+            return none
+        events = future_X[:, at]
+        if not (np.isfinite(events) & (events != 0)).any():
+            return none
+        future_X[:, at] = 0.0
+        try:
+            return self._predict_with_drivers(key, target_tick, window, future, future_X)
+        except Exception:  # noqa: BLE001 - no counterfactual: the stream's loss is not discounted
+            return none
+
     def _predict_with_drivers(self, key: ModelKey, target_tick: int, window: int | None,
-                              future: np.ndarray) -> np.ndarray:
+                              future: np.ndarray, future_X: np.ndarray | None = None) -> np.ndarray:
+        """Forecast with driver values: the history's, and ``future_X`` for the tick (default: the values in
+        force, missing ones filled and counted in :attr:`driver_fills`)."""
         model = self._models[key].model
         hist = self.fleet.history(key.stream, target_tick - 1, window)
         X = self.fleet.driver_values(key.stream, hist.ds)
-        future_X, filled = self.fleet.future_driver_values(key.stream, target_tick, self.ctx.season_length)
-        if filled:
-            self.driver_fills[target_tick] = self.driver_fills.get(target_tick, 0) + filled
+        if future_X is None:
+            future_X, filled = self.fleet.future_driver_values(key.stream, target_tick, self.ctx.season_length)
+            if filled:
+                self.driver_fills[target_tick] = self.driver_fills.get(target_tick, 0) + filled
         y_hat = np.asarray(model.predict(hist.ds, hist.y, future, X, future_X), dtype=np.float64)
         if y_hat.shape != future.shape:
             raise ValueError(f"model for stream {self.fleet.ids[key.stream]!r} returned {y_hat.shape[0]} "
@@ -1003,4 +1056,5 @@ class ModelService:
         """Drop models no agent uses any more and predictions for past ticks, to bound memory."""
         self._models = {k: v for k, v in self._models.items() if k in keep or k.end_tick >= tick - 1}
         self._predictions = {k: v for k, v in self._predictions.items() if k[1] > tick}
+        self._baselines = {k: v for k, v in self._baselines.items() if k[1] > tick}
         self.forecast_failures = {k: v for k, v in self.forecast_failures.items() if k[1] > tick}

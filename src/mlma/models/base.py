@@ -8,7 +8,7 @@ needs from a model is in :class:`Forecaster`; everything a model needs to know a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
@@ -99,6 +99,12 @@ class Drivers:
         *Historical* exogenous drivers (``hist_exog``): observed only up to the forecast origin (measured
         rain, a competitor's observed price). Models may use only values known at the origin: their lag
         ``horizon``.
+    events
+        Future drivers that mark *events* (a campaign, a promotion, a closure): 0 when none runs, and the
+        level change a model forecasts from them is what the monitor discounts (``AgentSettings.explained_power``,
+        docs/monitoring.md "The loss"), so that an event the model knows about is not taken for a degradation.
+        Each must also be a future driver. They do not change what a model fits, so they are left out of the
+        repr (the fit cache's address of a model: declaring an event refits nothing).
 
     *Static* exogenous variables (``stat_exog``: constant per stream, a zone's city) are stream attributes in
     mlma (``mlma attributes``); a per-stream model cannot learn from a constant, so they are no drivers here.
@@ -115,10 +121,17 @@ class Drivers:
     Traceback (most recent call last):
     ...
     ValueError: driver 'price' is declared both future and historical
+    >>> Drivers(future=("temperature", "campaign"), events="campaign").events
+    ('campaign',)
+    >>> Drivers(future=["price"], events=["campaign"])
+    Traceback (most recent call last):
+    ...
+    ValueError: event driver 'campaign' must also be a future driver (its values known in advance), got future drivers ['price']
     """
 
     future: tuple[str, ...] = ()
     historical: tuple[str, ...] = ()
+    events: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         future = _names(self.future, "future drivers")
@@ -129,8 +142,16 @@ class Drivers:
         for names in (future, historical):
             if len(set(names)) != len(names):
                 raise ValueError(f"driver names must be unique, got {list(names)}")
+        events = _names(self.events, "event drivers")
+        if len(set(events)) != len(events):
+            raise ValueError(f"event driver names must be unique, got {list(events)}")
+        for name in events:
+            if name not in future:
+                raise ValueError(f"event driver {name!r} must also be a future driver (its values known in "
+                                 f"advance), got future drivers {list(future)}")
         object.__setattr__(self, "future", future)
         object.__setattr__(self, "historical", historical)
+        object.__setattr__(self, "events", events)
 
     @property
     def columns(self) -> tuple[str, ...]:
