@@ -300,3 +300,82 @@ def test_the_agent_passes_the_scale_of_its_issued_forecasts_and_keeps_it_in_its_
     restored = Agent(MLMAPolicy(), service, season_length=24, scale=np.ones(fleet.n_streams))
     restored.load_state_arrays(arrays)
     np.testing.assert_array_equal(restored.explained, agent.explained)
+
+
+# -- live operation ---------------------------------------------------------------------------------------------
+LIVE_FIRST = 28
+
+
+def live_project(root, event_drivers: str):
+    import re
+
+    from mlma.project import init_project
+
+    init_project(root, model="ridge")
+    text = (root / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
+    text = text.replace("initial_ticks = 0", f"initial_ticks = {LIVE_FIRST}")
+    for key, value in (("drivers", '["promo"]'), ("event_drivers", event_drivers)):
+        text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
+        assert found == 1
+    (root / "mlma.toml").write_text(text)
+    return root
+
+
+def run_live(root, panel: pd.DataFrame, plan) -> tuple[pd.DataFrame, dict]:
+    """History, then day by day: the day's actuals and the next day's promotion plan (``plan(rows)`` gives
+    the plan's values), a tick each. Returns the verdicts and the issued forecasts by tick."""
+    from mlma.live import LiveAgent
+    from mlma.project import load_config
+    from mlma.store import Store
+
+    config = load_config(root)
+    day0 = panel["ds"].min().normalize()
+    days = ((panel["ds"] - day0) // pd.Timedelta("1D")).to_numpy()
+    issued = {}
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        store.ingest_frame(panel[days < LIVE_FIRST], "history")
+        for day in range(LIVE_FIRST, int(days.max()) + 1):
+            rows = panel.loc[days == day, ["unique_id", "ds", "promo"]]
+            path = root / f"plan-{day}.csv"
+            rows.assign(promo=plan(rows)).to_csv(path, index=False)
+            store.ingest_future(path)
+            tick = live.step().tick
+            issued[tick + 1] = store.forecasts(tick).sort_values(["stream_id", "ds"])
+            if day < int(days.max()):
+                store.ingest_frame(panel[days == day], f"day-{day}")
+        return store.verdicts(), issued
+
+
+def test_live_operation_discounts_the_events_its_models_forecast(tmp_path):
+    """Three live projects on the same promotion panel: the promotion a plain future driver, declared an
+    event, and a third told every promotion plan is 0 (its forecasts are the counterfactual of the others':
+    same history, same models). The event project's recorded loss of a promotion day is the mean of
+    ``|y - forecast| / (forecast / counterfactual)``; on other days it is the plain project's, bit for bit."""
+    panel = promo_panel(days=34)
+    plain, plain_issued = run_live(live_project(tmp_path / "plain", "[]"), panel, lambda rows: rows["promo"])
+    events, events_issued = run_live(live_project(tmp_path / "events", '["promo"]'), panel,
+                                     lambda rows: rows["promo"])
+    _, quiet_issued = run_live(live_project(tmp_path / "quiet", "[]"), panel, lambda rows: 0.0)
+    actual = panel.set_index(["unique_id", "ds"])
+    checked = {"promotion": 0, "other": 0}
+    for tick in range(LIVE_FIRST, LIVE_FIRST + 5):
+        f, cf = events_issued[tick], quiet_issued[tick]
+        np.testing.assert_array_equal(f["y_hat"].to_numpy(), plain_issued[tick]["y_hat"].to_numpy())
+        for uid in sorted(panel["unique_id"].unique()):
+            mine = f[f["unique_id"] == uid]
+            rows = actual.loc[uid].loc[mine["ds"].to_numpy()]
+            served = mine["y_hat"].to_numpy()
+            counterfactual = cf[cf["unique_id"] == uid]["y_hat"].to_numpy()
+            loss_events = events[(events["tick"] == tick) & (events["unique_id"] == uid)]["loss"].item()
+            loss_plain = plain[(plain["tick"] == tick) & (plain["unique_id"] == uid)]["loss"].item()
+            errors = np.abs(rows["y"].to_numpy() - served)
+            if rows["promo"].any():
+                assert served.sum() > 1.3 * counterfactual.sum()  # the models learnt the lift
+                expected = np.mean(errors / (served / counterfactual))
+                assert loss_events == pytest.approx(expected, rel=1e-9)
+                assert loss_events < loss_plain / 1.3
+                checked["promotion"] += 1
+            else:
+                assert loss_events == loss_plain
+                checked["other"] += 1
+    assert checked["promotion"] >= 5 and checked["other"] >= 5, checked
