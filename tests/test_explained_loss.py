@@ -379,3 +379,15 @@ def test_live_operation_discounts_the_events_its_models_forecast(tmp_path):
                 assert loss_events == loss_plain
                 checked["other"] += 1
     assert checked["promotion"] >= 5 and checked["other"] >= 5, checked
+
+
+def test_the_project_declares_event_drivers_and_names_a_bad_one(tmp_path):
+    from mlma.project import ConfigError, load_config
+
+    root = live_project(tmp_path / "p", '["promo"]')
+    assert load_config(root).drivers() == Drivers(future=("promo",), events=("promo",))
+    assert load_config(root).drivers().events == ("promo",)
+    text = (root / "mlma.toml").read_text()
+    (root / "mlma.toml").write_text(text.replace('event_drivers = ["promo"]', 'event_drivers = ["campaign"]'))
+    with pytest.raises(ConfigError, match=r"\[data\] drivers: event driver 'campaign' must also be a future"):
+        load_config(root)
