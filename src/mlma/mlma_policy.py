@@ -58,6 +58,7 @@ import numpy as np
 from mlma.escalations import Escalation
 from mlma.monitor import degradation_test, fdr_control
 from mlma.monitor.bias import bias_shift_test
+from mlma.monitor.cusum import CUSUM
 from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
 from mlma.monitor.gain import GainModel, decision_features
 from mlma.monitor.losses import forecast_level
@@ -181,6 +182,21 @@ class MLMAPolicy(Policy):
         each stream is staggered over the second half of ``max_age`` (at age ``max_age - floor(slot *
         (max_age // 2))``, ``slot`` in [0, 1) from the stream's identity, :func:`stream_slots`), so that a
         fleet launched together is re-trained a few streams a tick; each stream keeps its phase afterwards.
+    cusum_threshold
+        An additional trigger (tests only add re-trainings): a one-sided CUSUM (:class:`mlma.monitor.cusum.CUSUM`)
+        of each tested stream's tick loss relative to its reference level, ``S <- max(0, S + loss / level - 1 -
+        delta)``, alarms when ``S`` exceeds this threshold, in reference mean losses (8: eight ticks' worth
+        of the normal loss in excess over the relevance margin; a stream at 2x its reference alarms after
+        9 ticks, one at 1.5x after 18, counted from 0). The level is the reference's when the statistic last
+        stood at 0, frozen while the excess accumulates. Where the tests react to the significance of a
+        rise, the CUSUM reacts to its size and duration. An alarm is a trigger like a test's rejection
+        (checked as a challenger, explained as ``CUSUM: ...``, not subject to the fleet's FDR control); the
+        statistic restarts after an alarm, with a new model and after a lost challenger. ``None`` or ``0``
+        (default): off. Not the default: on the tuning seeds no threshold beat the tests alone
+        (docs/results.md, "How the defaults were chosen").
+    cusum_at_once
+        Serve the CUSUM's re-trainings at once instead of checking them as challengers (default ``False``:
+        checked; serving at once measured worse on the tuning seeds).
     """
 
     name = "mlma"
@@ -192,7 +208,8 @@ class MLMAPolicy(Policy):
                  explore_factor: int = 10, gain_prior=DEFAULT_GAIN_PRIOR, gain_prior_strength: float = 100.0,
                  bias_test: bool = True, loss: str = "absolute", repeat_limit: int = 3, repeat_window: int = 14,
                  silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7,
-                 backbone: str = "schedule", challenge: str = "triggers", max_age: int = 365) -> None:
+                 backbone: str = "schedule", challenge: str = "triggers", max_age: int = 365,
+                 cusum_threshold: float | None = None, cusum_at_once: bool = False) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:
@@ -224,6 +241,11 @@ class MLMAPolicy(Policy):
                              f"got {max_age!r}")
         if explore_factor < 1:
             raise ValueError(f"explore_factor must be >= 1, got {explore_factor!r}")
+        if cusum_threshold is not None and (isinstance(cusum_threshold, bool)
+                                            or not isinstance(cusum_threshold, numbers.Real)
+                                            or not cusum_threshold >= 0 or not math.isfinite(cusum_threshold)):
+            raise ValueError(f"cusum_threshold (the CUSUM trigger's threshold, in reference mean losses) must be a "
+                             f"number > 0, or 0 / None for no CUSUM trigger, got {cusum_threshold!r}")
         for name, value in (("cooldown_ticks", cooldown_ticks), ("repeat_limit", repeat_limit),
                             ("repeat_window", repeat_window), ("silent_ticks", silent_ticks)):
             if value < 0:
@@ -238,6 +260,11 @@ class MLMAPolicy(Policy):
         self.window_ticks = window_ticks
         self.backbone, self.challenge = backbone, challenge
         self.max_age = int(max_age)
+        self.cusum_threshold = None if not cusum_threshold else float(cusum_threshold)
+        self.cusum_at_once = bool(cusum_at_once)
+        # The allowance is the relevance margin: a rise under delta is not worth a re-training, so it must not
+        # accumulate either (a stream's own delta override replaces it at update time).
+        self.cusum = CUSUM(self.cusum_threshold or 1.0, drift=delta)
         self._period = 0
         # Each stream's place in [0, 1) from its identity (identify_streams); empty until the agent names them.
         self._slots = np.zeros(0)
@@ -293,6 +320,9 @@ class MLMAPolicy(Policy):
         self.window_count = np.zeros((n, w))
         self.window_bias = np.full((n, w), np.nan)
         self.gain.reset(n)
+        self.cusum.reset(n)
+        # Each stream's full-tick reference level when its CUSUM run began (NaN: not started), see _cusum_excess.
+        self.cusum_baseline = np.full(n, np.nan)
 
     def on_new_model(self, streams: np.ndarray, tick: int) -> None:
         """A new version serves: its reference starts empty and fills with its own first losses."""
@@ -430,6 +460,9 @@ class MLMAPolicy(Policy):
         self.window_sum[streams] = 0.0
         self.window_count[streams] = 0.0
         self.window_bias[streams] = np.nan
+        # The CUSUM measured the old reference's excess: a new model (or, after a lost challenger, a new
+        # normal) starts it afresh, else the evidence that triggered would trigger again at once.
+        self.cusum.restart(streams)
 
     def reference_mean(self) -> np.ndarray:
         """Each stream's mean reference loss (NaN while it has none)."""
@@ -445,17 +478,26 @@ class MLMAPolicy(Policy):
     STATE = ("ref", "ref_sum", "ref_count", "ref_bias", "ref_len", "ref_next", "ref_version", "ref_first_tick",
              "cooldown_until", "trigger_ticks", "silent_for", "flagged", "typical_count", "typical_level",
              "typical_spread", "abnormal", "window", "window_len",
-             "window_sum", "window_count", "window_bias") + GainModel.STATE
+             "window_sum", "window_count", "window_bias", "cusum_baseline") + GainModel.STATE + CUSUM.STATE
+
+    def _owner(self, name: str):
+        return self.gain if name in GainModel.STATE else self.cusum if name in CUSUM.STATE else self
 
     def state_arrays(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self.gain if name in GainModel.STATE else self, name) for name in self.STATE}
+        return {name: getattr(self._owner(name), name) for name in self.STATE}
 
     def load_state_arrays(self, arrays) -> None:
-        for name in GainModel.STATE:
-            setattr(self, name, getattr(self.gain, name))
+        parts = GainModel.STATE + CUSUM.STATE
+        # A state saved before the CUSUM trigger existed lacks its statistic: it starts at 0 (the evidence of
+        # the last few ticks is lost, nothing else), rather than refusing the restart.
+        arrays = ({name: getattr(self.cusum, name) for name in CUSUM.STATE}
+                  | {"cusum_baseline": self.cusum_baseline} | dict(arrays))
+        for name in parts:
+            setattr(self, name, getattr(self._owner(name), name))
         super().load_state_arrays(arrays)
-        for name in GainModel.STATE:
-            setattr(self.gain, name, getattr(self, name))
+        for name in parts:
+            owner = self.gain if name in GainModel.STATE else self.cusum
+            setattr(owner, name, getattr(self, name))
             delattr(self, name)
         self.gain.state_changed()
 
@@ -542,12 +584,23 @@ class MLMAPolicy(Policy):
                 p = np.where(has_bias, np.minimum(1.0, 2 * np.fmin(p_deg, p_bias[idx])), p_deg)
             decision.p_value[idx] = p
             reject[idx], _ = fdr_control(p, alpha=self.alpha, method=self.fdr)
+        # The CUSUM trigger: the excess of each tested stream's tick over its reference accumulates.
+        alarm = np.zeros(n, dtype=bool)
+        cusum_level = np.zeros(n)
+        cusum_run = np.zeros(n, dtype=np.int32)
+        cusum_drift = np.full(n, self.delta)
+        if self.cusum_threshold and len(idx):
+            own = self.delta_override[idx]
+            cusum_drift[idx] = np.where(np.isfinite(own), own, self.delta)
+            alarm[idx], cusum_level[idx], cusum_run[idx] = self.cusum.update(
+                idx, self._cusum_excess(idx, current, decision.loss[idx]), cusum_drift[idx])
+        trigger = reject | alarm
 
         decision.verdict[~obs.has_model] = Verdict.COLD
         decision.verdict[obs.has_model & ~has_batch] = Verdict.NO_DATA
         decision.verdict[warming | (suspect & (self.ref_len < self.warmup))] = Verdict.WARMING_UP
         decision.verdict[cooling] = Verdict.COOLING_DOWN
-        decision.verdict[reject] = Verdict.DEGRADED
+        decision.verdict[trigger] = Verdict.DEGRADED
         decision.verdict[has_batch & abnormal & ~suspect] = Verdict.ABNORMAL
 
         # The expected gain of re-training each stream now.
@@ -567,8 +620,8 @@ class MLMAPolicy(Policy):
             due = np.zeros(n, dtype=bool)
         scheduled = np.zeros(n, dtype=bool)
         if self.budget is None:
-            chosen = reject | due
-            scheduled = due & ~reject
+            chosen = trigger | due
+            scheduled = due & ~trigger
             self._period = interval
         elif self.backbone == "schedule":
             period = self.schedule_period(int(obs.has_model.sum()))
@@ -580,13 +633,13 @@ class MLMAPolicy(Policy):
             due = (has_batch & ~suspect & ~abnormal & obs.has_model
                    & np.where(first, on_phase | (age > period), age >= period))
             # Tests only add re-trainings on strong evidence, checked as challengers.
-            chosen = due | (reject & eligible & (expected >= self.min_gain))
+            chosen = due | (eligible & ((reject & (expected >= self.min_gain)) | alarm))
             scheduled = due
         else:
             size = int(self.budget) if self.budget >= 1 else max(1, round(self.budget * int(obs.has_model.sum())))
             # Only where a re-training is expected to pay at least min_gain, or a test found degradation.
             # Ties (evidence is capped) go to the larger excess loss, then to the older model.
-            chosen = _highest(eligible & ((expected >= self.min_gain) | reject), expected, size,
+            chosen = _highest(eligible & ((expected >= self.min_gain) | trigger), expected, size,
                               tiebreak=(np.nan_to_num(excess), age))
 
         # The age backstop: however the tests and challengers went, no model serves longer than max_age ticks.
@@ -601,7 +654,7 @@ class MLMAPolicy(Policy):
             scheduled = scheduled | backstop
 
         picked = np.flatnonzero(chosen)
-        triggered = np.flatnonzero(chosen & reject)
+        triggered = np.flatnonzero(chosen & trigger)
         if len(triggered):
             earlier = self.trigger_ticks[triggered]
             # The ring holds repeat_limit ticks, so a count that reaches the limit is exact, and a larger one
@@ -618,11 +671,16 @@ class MLMAPolicy(Policy):
         # challengers unless the policy is told otherwise. The age backstop always serves at once: checked,
         # it could lose like the challengers before it and leave the model as old as it was.
         decision.serve_at_once = {"triggers": scheduled, "none": chosen, "all": backstop}[self.challenge]
+        at_once_alarm = chosen & alarm & ~scheduled & self.cusum_at_once
+        decision.serve_at_once = decision.serve_at_once | at_once_alarm
+        mean_ratio = 1.0 + cusum_drift + cusum_level / np.maximum(cusum_run, 1)
         decision.reason[picked] = [self._explain(s, reject[s] and not scheduled[s], age[s], decision,
                                                  p_degradation[s], p_bias[s], expected[s], scheduled[s],
-                                                 backstop[s])
+                                                 backstop[s],
+                                                 (cusum_level[s], cusum_run[s], mean_ratio[s], at_once_alarm[s])
+                                                 if alarm[s] and not scheduled[s] else None)
                                    for s in picked]
-        checked = picked[~scheduled[picked]]
+        checked = picked[~(scheduled | at_once_alarm)[picked]]
         self.gain.decided(checked, features[checked])
         decision.escalations = escalations
         return decision
@@ -647,7 +705,7 @@ class MLMAPolicy(Policy):
         return np.floor(slots[:n] * period).astype(np.int64)
 
     def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected, scheduled=False,
-                 backstop=False) -> str:
+                 backstop=False, cusum=None) -> str:
         gain = f"expected gain {100 * expected:+.1f} %"
         if backstop:
             when = (f"max_age {self.max_age}" if age >= self.max_age
@@ -655,12 +713,19 @@ class MLMAPolicy(Policy):
             return f"age backstop: model {int(age)} ticks old ({when}), served at once; {gain}"
         if scheduled:
             return f"schedule: model {int(age)} ticks old, refreshed every {self._period} ticks; {gain}"
+        if cusum is not None:
+            level, run, ratio, at_once = cusum
+            alarm = (f"CUSUM: loss {ratio:.2f}x reference over the last {int(run)} ticks (cumulative excess "
+                     f"{level:.2f} > threshold {self.cusum_threshold:g})" + (", served at once" if at_once else ""))
         if triggered:
             if np.isfinite(p_degradation) and (not np.isfinite(p_bias) or p_degradation <= p_bias):
                 what = f"loss {decision.effect[s]:.2f}x reference"
             else:
                 what = "mean error shifted from reference"
-            return f"{what} (p={decision.p_value[s]:.2g}); {gain}"
+            also = "" if cusum is None else f"; {alarm}"
+            return f"{what} (p={decision.p_value[s]:.2g}){also}; {gain}"
+        if cusum is not None:
+            return f"{alarm}; tests p={decision.p_value[s]:.2g}; {gain}"
         if self.budget is None:
             return f"refresh: model {int(age)} ticks old; {gain}"
         return f"budget: among the highest expected gains (model {int(age)} ticks old); {gain}"
@@ -710,6 +775,26 @@ class MLMAPolicy(Policy):
         effect = np.where(use_window, sustained.effect, effect)
         excess = np.where(use_window, sustained.current_mean - sustained.reference_mean, excess)
         return combined, effect, excess
+
+    def _cusum_excess(self, idx: np.ndarray, current: np.ndarray, tick_mean: np.ndarray) -> np.ndarray:
+        """The CUSUM's value for streams ``idx``: the tick's mean loss (``tick_mean``) relative to the stream's
+        reference level *when the CUSUM's run began*, minus 1 (NaN where there is no positive level).
+
+        Against the rolling reference a sustained rise would be absorbed after probation (7 ticks) and the
+        sum would stop growing, so only rises the tests find anyway could reach a threshold; the level is
+        therefore frozen while the statistic is above 0 (Page's estimate of when the rise began) and taken
+        afresh whenever it is back at 0. The hours the tick has are matched: the ratio to the reference's
+        block means over the same hours (as the test reads them) is carried over to the frozen full-tick
+        level, so that a tick without its busy hours looks neither better nor worse than it is.
+        """
+        full_means = _usable_means(self.ref_sum[idx], self.ref_count[idx], self.steps)
+        matched = self._phase_matched(idx, full_means, np.isfinite(current[idx]))
+        full, same_hours = _row_mean(full_means), _row_mean(matched)
+        start = self.cusum.ticks[idx] == 0
+        self.cusum_baseline[idx[start]] = full[start]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(same_hours > 0, tick_mean / same_hours, np.nan) * full / self.cusum_baseline[idx]
+        return np.where(np.isfinite(ratio), ratio - 1.0, np.nan)
 
     def _block_test(self, cur_means, ref_means, n_current, n_reference, idx=None):
         delta = self.delta
@@ -823,6 +908,13 @@ def _mean_error(errors: np.ndarray | None, n: int) -> np.ndarray:
     count = finite.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, np.where(finite, errors, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
+
+
+def _row_mean(values: np.ndarray) -> np.ndarray:
+    """Each row's mean of its finite values (NaN when none)."""
+    finite = np.isfinite(values)
+    count = finite.sum(axis=1)
+    return np.where(count > 0, np.where(finite, values, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
 
 
 def _finite_sum_count(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
