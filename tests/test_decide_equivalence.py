@@ -111,6 +111,8 @@ def run_side_by_side(optimised: MLMAPolicy, reference: MLMAPolicy, *, n: int, st
         assert fast.escalations == slow.escalations, where
         np.testing.assert_array_equal(optimised.window_len, reference.window_len, err_msg=where)
         np.testing.assert_array_equal(optimised.ref_len, reference.ref_len, err_msg=where)
+        np.testing.assert_allclose(optimised.cusum.statistic, reference.cusum.statistic, rtol=1e-9, atol=1e-12,
+                                   err_msg=where)
 
         tested = np.isfinite(fast.p_value)
         partial = tested & np.isnan(obs.losses).any(axis=1)
@@ -143,6 +145,9 @@ CASES = [
     pytest.param(dict(reference_ticks=7, warmup_ticks=4, probation_ticks=3), 24, 168, 300, id="short-ref"),
     pytest.param(dict(fdr="bonferroni"), 7, 7, 300, id="daily-weekly-ticks"),
     pytest.param(dict(), 24, 24, 15, id="too-few-to-moderate"),
+    # The CUSUM reuses the newest tick's reference block means from the fast test; the straightforward
+    # policy computes them afresh.
+    pytest.param(dict(cusum_threshold=2.0), 24, 24, 300, id="cusum"),
 ]
 
 

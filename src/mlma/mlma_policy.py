@@ -749,6 +749,8 @@ class MLMAPolicy(Policy):
         cur_means = np.where(n_current > 0, np.where(finite, cur, 0.0).sum(axis=1) / np.maximum(n_current, 1),
                              np.nan)[:, None]
         ref_means = self._phase_matched(idx, full_means, finite)
+        # The CUSUM (same streams, same tick) reads the same reference block means: kept for it, and only then.
+        self._newest_means = (idx, full_means, ref_means) if self.cusum_threshold else None
         newest = self._block_test(cur_means, ref_means, n_current, n_reference, idx)
         p = newest.p_value
         effect = newest.effect
@@ -787,8 +789,13 @@ class MLMAPolicy(Policy):
         block means over the same hours (as the test reads them) is carried over to the frozen full-tick
         level, so that a tick without its busy hours looks neither better nor worse than it is.
         """
-        full_means = _usable_means(self.ref_sum[idx], self.ref_count[idx], self.steps)
-        matched = self._phase_matched(idx, full_means, np.isfinite(current[idx]))
+        kept = getattr(self, "_newest_means", None)
+        if kept is not None and kept[0] is idx:
+            _, full_means, matched = kept
+        else:
+            full_means = _usable_means(self.ref_sum[idx], self.ref_count[idx], self.steps)
+            matched = self._phase_matched(idx, full_means, np.isfinite(current[idx]))
+        self._newest_means = None
         full, same_hours = _row_mean(full_means), _row_mean(matched)
         start = self.cusum.ticks[idx] == 0
         self.cusum_baseline[idx[start]] = full[start]
