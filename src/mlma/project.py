@@ -63,6 +63,7 @@ cooldown_ticks = 2
 budget = 0                # a staggered refresh: a share of the fleet (< 1) or a number per tick; 0: tests only
 max_age = 365             # age backstop: a model this many ticks old is re-trained and served at once; 0: off
 loss = "absolute"         # absolute | squared | relative (errors / forecast level: for announced drivers on counts)
+cusum_threshold = 0       # opt-in CUSUM trigger on the loss's cumulative excess over the reference (e.g. 24); 0: off
 
 # Webhooks on new escalations (docs/alerts.md), one table per receiver:
 # [[alerts.receivers]]
@@ -128,6 +129,7 @@ class MonitorSection:
     budget: float = 0.0
     max_age: int = 365
     loss: str = "absolute"
+    cusum_threshold: float = 0.0
 
 
 @dataclass
@@ -189,7 +191,8 @@ class ProjectConfig:
         """Keyword arguments for :class:`mlma.mlma_policy.MLMAPolicy`."""
         m = self.monitor
         return {"alpha": m.alpha, "delta": m.delta, "fdr": m.fdr, "cooldown_ticks": m.cooldown_ticks,
-                "budget": m.budget or None, "max_age": m.max_age, "loss": m.loss}
+                "budget": m.budget or None, "max_age": m.max_age, "loss": m.loss,
+                "cusum_threshold": m.cusum_threshold or None}
 
     def build_policy(self):
         """The project's policy: ``[agent] policy`` with the ``[monitor]`` settings, for an MLMA policy.
@@ -230,7 +233,7 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
     >>> load_config(folder)
     Traceback (most recent call last):
     ...
-    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age, loss
+    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age, loss, cusum_threshold
     """
     root = Path(root)
     path = root / CONFIG_NAME
@@ -304,7 +307,7 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
         raise ConfigError(f"{path}: [monitor] delta must be >= 0, got {m.delta}")
     if m.fdr not in ("bh", "by", "bonferroni", "none"):
         raise ConfigError(f"{path}: [monitor] fdr must be bh, by, bonferroni or none, got {m.fdr!r}")
-    for key in ("cooldown_ticks", "budget"):
+    for key in ("cooldown_ticks", "budget", "cusum_threshold"):
         if getattr(m, key) < 0:
             raise ConfigError(f"{path}: [monitor] {key} must be >= 0, got {getattr(m, key)}")
     if isinstance(m.max_age, bool) or not isinstance(m.max_age, int) or m.max_age < 0:
