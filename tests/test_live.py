@@ -162,6 +162,15 @@ def test_live_replay_with_a_budget_schedule_matches_the_backtest(tmp_path, platf
     assert ids != sorted(ids)  # the indexes differ from the backtest's
 
 
+def test_live_replay_with_the_cusum_trigger_matches_the_backtest(tmp_path, platform):
+    """The live agent rebuilds its policy every tick from the saved state: the CUSUM's statistic, run length
+    and frozen level must come back with it (``[monitor] cusum_threshold``), or the live re-trainings would
+    differ from the backtest's, where the policy lives in one process."""
+    root = make_project(tmp_path / "p", alpha=REPLAY_ALPHA, cusum_threshold=3)
+    result = check_replay_matches_backtest(root, platform, f"mlma:alpha={REPLAY_ALPHA}:cusum_threshold=3")
+    assert result.retrain_log["reason"].str.startswith("CUSUM:").sum() >= 5
+
+
 def test_live_replay_on_postgresql_matches_the_backtest(tmp_path, platform, postgres_server):
     from mlma.store.testing import postgres_schema
 
