@@ -15,8 +15,8 @@ Each tick the tests' p-values are combined per stream (Bonferroni) and controlle
 (Benjamini-Hochberg at ``alpha``); a rejection is a *trigger* and re-trains the stream. An opt-in **CUSUM**
 (``cusum_threshold``, :class:`mlma.monitor.cusum.CUSUM`) adds triggers where a stream's loss, relative to its
 reference level, has accumulated an excess over ``delta`` beyond the threshold: a rise's size and duration
-rather than its significance (off by default: it did not beat the tests alone on the tuning seeds). The refresh re-trains
-streams whose model reached ``refresh_ticks`` ticks of age, staggered over the first period; while the fleet's
+rather than its significance (off by default: it did not beat the tests alone on the tuning seeds). The refresh
+re-trains streams whose model reached ``refresh_ticks`` ticks of age, staggered over the first period; while the fleet's
 learned gain of such a refresh is below ``min_gain`` the refresh slows down ``explore_factor`` times (it keeps
 exploring, so the evidence can turn). Tests only *add* re-trainings to the refresh. With a ``budget`` the policy
 instead spends that many re-trainings per tick (a number, or a share of the fleet) as a staggered schedule
