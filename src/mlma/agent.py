@@ -32,6 +32,7 @@ import numpy as np
 from mlma.escalations import Escalation, cleared_conditions
 from mlma.explained import DEFAULT_POWER, ExplainedScale
 from mlma.fleet import FleetData
+from mlma.models.base import BaseForecaster
 from mlma.policy import Decision, Policy, TickObservation, Verdict
 from mlma.training import FittedModel, ModelKey, ModelService
 
@@ -251,6 +252,9 @@ class Agent:
         # One flag for the fleet (kept as an array so that it is saved with the state): the last tick's
         # re-trainings lost fleet-wide, already escalated.
         self.fleet_losing = np.zeros(1, dtype=bool)
+        # The fleet prior of the future drivers' effects: each stream's latest estimate from a fit whose window
+        # saw the driver vary (NaN: none yet); their median goes to the next fits (ForecastContext.driver_prior).
+        self.driver_beta = np.full((n, len(self.fleet.drivers.future)), np.nan)
         policy.reset(n, season_length, self.fleet.steps_in_tick(self.fleet.tick_base))
         # Schedules follow the stream's identity, not its index, which differs between backtest and live.
         policy.identify_streams(self.fleet.ids)
@@ -258,7 +262,7 @@ class Agent:
     # -- state ----------------------------------------------------------------------------------------------
     #: The agent's own per-stream arrays (the policy has its own, see Policy.STATE).
     STATE = ("champion", "is_fallback", "fallback_rows", "silent_for", "challenger", "awaiting",
-             "fit_failures", "challenger_losses", "scale", "fleet_losing", "forecast_broken")
+             "fit_failures", "challenger_losses", "scale", "fleet_losing", "forecast_broken", "driver_beta")
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything needed to carry on at the next tick in another process, as plain numpy arrays."""
@@ -286,8 +290,11 @@ class Agent:
             if f"agent.{name}" not in arrays:
                 continue  # a counter added by a later version of mlma starts from its initial value
             saved = np.asarray(arrays[f"agent.{name}"])
+            if saved.shape[1:] != getattr(self, name).shape[1:]:
+                continue  # per-driver estimates saved for other drivers: the fleet prior starts again
             getattr(self, name)[:len(saved)] = saved
         self.scale = np.where(np.isfinite(self.scale) & (self.scale > 0), self.scale, np.nan)
+        self._pass_driver_prior()
         self.policy.load_state_arrays({name[len("policy."):]: value for name, value in arrays.items()
                                        if name.startswith("policy.")})
         if "agent.forecast" in arrays:
@@ -322,6 +329,8 @@ class Agent:
         reference = self.policy.reference_mean()
         initial, initial_seconds = self._bring_up(k, unreported, failed, new_models=new_models)
         escalations: list[Escalation] = []
+        self._pool_driver_effects(new_models)
+        self._refit_with_prior(new_models, initial_seconds)
         forecast_failed = self._issue_forecasts(k, escalations)
         nan = np.full((n, 0), np.nan)
         return TickReport(k, nan, nan, nan, Decision.nothing(n), empty, empty, initial, zeros, initial_seconds,
@@ -423,6 +432,7 @@ class Agent:
 
         initial, initial_seconds = self._bring_up(k, escalations, failed, promoted | rejected | retrain,
                                                   new_models=new_models)
+        self._pool_driver_effects(new_models)
         forecasted = np.zeros(n, dtype=bool)
         forecast_failed: dict[int, str] = {}
         if k + 1 < fleet.n_ticks:
@@ -644,6 +654,57 @@ class Agent:
                          f"Look for a shared cause (broken data in the training window, a feature the window "
                          f"cannot estimate). This stream lost worst")))
         self.fleet_losing[0] = harmful
+
+    def _pool_driver_effects(self, new_models: list[NewModel]) -> None:
+        """Take this tick's fits' estimates of the future drivers' effects into the fleet prior and pass it to
+        the next fits. Fleet-wide: per-stream windows see too few campaigns for a prior per group (a city
+        holds a few streams). The median, not an information-weighted mean: a few large streams do not set
+        the effect of all, and a stream whose estimate leans on the prior counts once, as one vote."""
+        if not self.driver_beta.shape[1]:
+            return
+        for nm in new_models:
+            model = nm.fitted.model
+            effects = model.driver_effects() if isinstance(model, BaseForecaster) else None
+            if effects is None:
+                continue
+            beta, information = effects
+            learnt = (information > 0) & np.isfinite(beta)
+            self.driver_beta[nm.stream, learnt] = beta[learnt]
+        self._pass_driver_prior()
+
+    def _refit_with_prior(self, new_models: list[NewModel], seconds: np.ndarray) -> None:
+        """At start-up every stream is fitted in the same tick, before the fleet has a prior: the streams whose
+        window did not see a driver vary that now has a fleet estimate are fitted again with it (once; later
+        fits take the prior of the tick before)."""
+        prior = self.service.ctx.driver_prior
+        if prior is None:
+            return
+        has_prior = np.isfinite(np.asarray(prior))
+        redo = {}
+        for i, nm in enumerate(new_models):
+            model = nm.fitted.model
+            effects = model.driver_effects() if isinstance(model, BaseForecaster) else None
+            if effects is not None and ((effects[1] == 0) & has_prior).any():
+                redo[nm.key] = i
+        if not redo:
+            return
+        for fm in self.service.refit(list(redo)):
+            if fm is None:
+                continue  # the first fit stands
+            i = redo[fm.key]
+            new_models[i] = NewModel(fm, new_models[i].role, new_models[i].reason)
+            seconds[fm.key.stream] += fm.seconds
+            if self.champion[fm.key.stream] == fm.key.end_tick:
+                self._serve(fm.key.stream, fm)
+
+    def _pass_driver_prior(self) -> None:
+        known = np.isfinite(self.driver_beta)
+        if not self.driver_beta.shape[1] or not known.any():
+            return
+        prior = np.full(self.driver_beta.shape[1], np.nan)
+        for j in np.flatnonzero(known.any(axis=0)):
+            prior[j] = float(np.median(self.driver_beta[known[:, j], j]))
+        self.service.set_driver_prior(prior)
 
     def _serve(self, s: int, fm) -> None:
         self.champion[s] = fm.key.end_tick

@@ -14,6 +14,8 @@ their fitted models, so the data of a chunk crosses the network once, whatever t
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import time
 import warnings
@@ -763,6 +765,30 @@ class ModelService:
         #: Future driver values missing at forecast time and filled by the fallback (see
         #: FleetData.future_driver_values), per target tick.
         self.driver_fills: dict[int, int] = {}
+
+    def set_driver_prior(self, prior) -> None:
+        """Give the fits from now on the fleet's estimate of the future drivers' effects
+        (:attr:`ForecastContext.driver_prior`; None: none). Models already fitted keep theirs; the fit cache
+        keys follow the context, so a fit made under another prior is not served from it."""
+        prior = None if prior is None else tuple(float(v) for v in prior)
+        if prior == self.ctx.driver_prior:
+            return
+        self.ctx = dataclasses.replace(self.ctx, driver_prior=prior)
+        if self.fit_cache is not None:
+            self._cache_context = FitCache.context_digest(self.spec, self.ctx, self.model_params)
+
+    def refit(self, keys: list[ModelKey]) -> list[FittedModel | None]:
+        """Fit ``keys`` again under the current context (a new :meth:`set_driver_prior`), replacing their
+        models; a key whose new fit fails keeps its model and gives None."""
+        old = {k: self._models.pop(k) for k in dict.fromkeys(keys) if k in self._models}
+        for key in old:
+            for memo in (self._predictions, self._baselines):
+                for cached in [c for c in memo if c[0] == key]:
+                    del memo[cached]
+        fitted = self.fit(keys, on_error="skip")
+        for key, model in old.items():
+            self._models.setdefault(key, model)
+        return fitted
 
     def fit(self, keys: list[ModelKey], *, on_error: str = "raise") -> list[FittedModel | None]:
         """Fitted models for ``keys``, fitting only those not fitted before.

@@ -16,7 +16,7 @@ __all__ = ["SklearnForecaster", "import_object", "is_regressor_like"]
 # Options of the adapter itself; everything else given to the factory goes to the regressor.
 ADAPTER_OPTIONS = frozenset(
     {"lags", "windows", "calendar", "calendar_encoding", "target_transform", "level_window", "min_train_rows",
-     "holidays", "use_drivers", "relative_drivers", "driver_effect", "driver_alpha"}
+     "holidays", "use_drivers", "relative_drivers", "driver_effect", "driver_alpha", "driver_pooling"}
 )
 
 

@@ -184,6 +184,12 @@ class ForecastContext:
         Grid steps forecast at each tick, e.g. 24 for day-ahead hourly forecasts.
     drivers
         The fleet's exogenous driver columns (:class:`Drivers`); none by default.
+    driver_prior
+        The fleet's estimate of each future driver's multiplicative effect (log-factor per unit), one per name
+        in ``drivers.future``, NaN where the fleet has none; None (default) when there is none at all. The
+        agent pools it from the fleet's fits (:meth:`BaseForecaster.driver_effects`) and passes it to the
+        next fits, so that a stream whose window did not see a driver vary still applies the fleet's effect
+        (ridge's ``driver_pooling``); models that take no prior ignore it.
 
     Examples
     --------
@@ -201,6 +207,7 @@ class ForecastContext:
     season_length: int
     horizon: int
     drivers: Drivers = NO_DRIVERS
+    driver_prior: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         _offset_or_raise(self.freq, "freq")
@@ -208,6 +215,12 @@ class ForecastContext:
             object.__setattr__(self, "drivers", NO_DRIVERS)
         if not isinstance(self.drivers, Drivers):
             raise ValueError(f"drivers must be a Drivers, got {type(self.drivers).__name__}")
+        if self.driver_prior is not None:
+            prior = tuple(float(v) for v in np.asarray(self.driver_prior, dtype=np.float64).ravel())
+            if len(prior) != len(self.drivers.future) or any(np.isinf(prior)):
+                raise ValueError(f"driver_prior must hold one finite number (or NaN) per future driver "
+                                 f"{list(self.drivers.future)}, got {self.driver_prior!r}")
+            object.__setattr__(self, "driver_prior", prior)
         for name in ("season_length", "horizon"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -216,6 +229,8 @@ class ForecastContext:
 
     def __repr__(self) -> str:
         extra = f", drivers={self.drivers!r}" if self.drivers else ""
+        if self.driver_prior is not None:
+            extra += f", driver_prior={self.driver_prior!r}"
         return (f"ForecastContext(freq={self.freq!r}, season_length={self.season_length}, "
                 f"horizon={self.horizon}{extra})")
 
@@ -276,6 +291,13 @@ class BaseForecaster:
         """Whether ``fit``/``predict`` use the exogenous drivers ``X``/``future_X``. Default False: the
         agent then passes None and need not look the values up."""
         return False
+
+    def driver_effects(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The future drivers' multiplicative effects this fit estimated, for the fleet's prior
+        (:attr:`ForecastContext.driver_prior`): ``(beta, information)``, one entry per future driver, the
+        log-factor per unit and its Fisher information, information 0 where the window did not see the
+        driver vary (nothing learnt). Default None: the model estimates no such effects."""
+        return None
 
     @classmethod
     def predict_many(cls, models: list, history: FleetHistory) -> np.ndarray:

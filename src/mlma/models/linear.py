@@ -28,7 +28,8 @@ class RidgeForecaster(FeatureForecaster):
         ``target_transform`` (default ``"local"``), ``level_window``, ``min_train_rows``, ``holidays``,
         ``use_drivers``, ``relative_drivers``, ``driver_effect`` (default ``"multiplicative"``: a driver
         known in advance scales the forecast, see :class:`~mlma.models.multiplier.DriverMultiplier`),
-        ``driver_alpha``: see :class:`~mlma.models.regression.FeatureForecaster`.
+        ``driver_alpha``, ``driver_pooling`` (default True: the factor is shrunk toward the fleet's estimate,
+        ``ctx.driver_prior``): see :class:`~mlma.models.regression.FeatureForecaster`.
 
     Examples
     --------

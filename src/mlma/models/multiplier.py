@@ -35,6 +35,13 @@ class DriverMultiplier:
         barely shrunk while a driver seen in a handful of rows is.
     max_iter
         Newton steps; the objective is convex and a handful suffice.
+    prior
+        Prior mean of ``beta``, one per driver (NaN: none, i.e. 0): the penalty is
+        ``alpha x (beta - prior)^2``, so a driver seen in a handful of rows is shrunk toward the prior rather
+        than toward "no effect". A driver that does not vary in the training rows cannot be estimated at all:
+        its ``beta`` is the prior, and its values are not clipped to the (single) training value, so that a
+        future value that differs gets the prior's effect. None (default) or zeros: the plain ridge penalty,
+        exactly as without a prior. The agent passes the fleet's estimate (``ForecastContext.driver_prior``).
 
     Examples
     --------
@@ -48,15 +55,31 @@ class DriverMultiplier:
     True
     >>> m.factor(np.array([[0.0], [1.0]])).round(2).tolist()  # relative to the training rows' mean flag
     [0.97, 1.25]
+
+    A window where the campaign never ran learns nothing; with the fleet's estimate as prior, the campaign
+    still lifts the forecast:
+
+    >>> off = np.zeros((500, 1))
+    >>> DriverMultiplier().fit(off, base[:500], y[:500]).factor(np.array([[0.0], [1.0]])).tolist()
+    [1.0, 1.0]
+    >>> prior = DriverMultiplier(prior=[np.log(1.3)]).fit(off, base[:500], y[:500])
+    >>> prior.factor(np.array([[0.0], [1.0]])).round(2).tolist(), prior.information_.tolist()
+    ([1.0, 1.3], [0.0])
     """
 
-    def __init__(self, alpha: float = 1.0, max_iter: int = 8):
+    def __init__(self, alpha: float = 1.0, max_iter: int = 8, prior=None):
         if not np.isfinite(alpha) or alpha < 0:
             raise ValueError(f"driver_alpha must be a non-negative number, got {alpha!r}")
         if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
             raise ValueError(f"max_iter must be a positive integer, got {max_iter!r}")
         self.alpha = float(alpha)
         self.max_iter = int(max_iter)
+        if prior is not None:
+            prior = np.asarray(prior, dtype=np.float64)
+            if prior.ndim != 1 or np.isinf(prior).any():
+                raise ValueError(f"prior must be a 1-D array of finite numbers or NaN (no prior), got {prior!r}")
+            prior = np.nan_to_num(prior, nan=0.0)
+        self.prior = prior
 
     def fit(self, D: np.ndarray, base: np.ndarray, y: np.ndarray) -> Self:
         """Fit ``y ~ Poisson(base x exp((D - center) . beta))`` on the rows where all three are finite.
@@ -69,10 +92,21 @@ class DriverMultiplier:
         keep = np.isfinite(D).all(axis=1) & np.isfinite(base) & np.isfinite(y)
         D, base, y = D[keep], base[keep], y[keep]
         k = D.shape[1]
+        prior = np.zeros(k) if self.prior is None else self.prior
+        if prior.shape != (k,):
+            raise ValueError(f"prior has {prior.size} value(s), the drivers {k} column(s)")
         self.center_ = D.mean(axis=0) if D.shape[0] else np.zeros(k)
         self.low_ = D.min(axis=0) if D.shape[0] else np.zeros(k)
         self.high_ = D.max(axis=0) if D.shape[0] else np.zeros(k)
-        self.beta_ = np.zeros(k)
+        # A driver constant in the window (or with no rows) has no estimate: it takes the prior, and a future
+        # value that differs from the window's is not clipped back to it (else the prior would never act).
+        flat = (self.low_ == self.high_) & (prior != 0)
+        self.low_ = np.where(flat, -np.inf, self.low_)
+        self.high_ = np.where(flat, np.inf, self.high_)
+        self.beta_ = prior.copy()
+        #: Fisher information of each ``beta`` at the fit (0 where the driver did not vary): how much the
+        #: window said about the effect, for pooling it across the fleet.
+        self.information_ = np.zeros(k)
         if D.shape[0] == 0:
             return self
         floor = 0.05 * max(float(np.abs(base).mean()), 1e-12)
@@ -81,16 +115,23 @@ class DriverMultiplier:
         # beta is the drivers' effect alone; the factor leaves it out (the base is the level's model).
         A = np.column_stack([np.ones(D.shape[0]), D - self.center_])
         penalty = self.alpha * float(base.mean()) * np.diag(np.r_[0.0, np.ones(k)])
-        coef = np.zeros(k + 1)
+        # Shrunk toward the prior: the penalty acts on coef - target (a zero prior subtracts exact zeros).
+        target = np.r_[0.0, prior]
+        coef = target.copy()
         for _ in range(self.max_iter):
             mu = base * np.exp(np.clip(A @ coef, -_MAX_LOG_FACTOR, _MAX_LOG_FACTOR))
-            grad = A.T @ (mu - y) + penalty @ coef
+            grad = A.T @ (mu - y) + penalty @ (coef - target)
             hess = (A * mu[:, None]).T @ A + penalty + 1e-9 * np.eye(k + 1)
             step = np.linalg.solve(hess, grad)
             coef = coef - step
             if np.abs(step).max() < 1e-8:
                 break
-        self.beta_ = coef[1:]
+        varied = self.high_ > self.low_
+        varied &= np.isfinite(self.high_)
+        # (Where the prior is 0 the estimate stands as it is, so that a zero prior is bit for bit no prior.)
+        self.beta_ = np.where(varied | (prior == 0), coef[1:], prior)
+        mu = base * np.exp(np.clip(A @ coef, -_MAX_LOG_FACTOR, _MAX_LOG_FACTOR))
+        self.information_ = np.where(varied, ((A[:, 1:] ** 2) * mu[:, None]).sum(axis=0), 0.0)
         return self
 
     def factor(self, D: np.ndarray) -> np.ndarray:

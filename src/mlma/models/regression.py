@@ -68,6 +68,10 @@ class FeatureForecaster(BaseForecaster):
         (``driver_effect_`` says which was used). Historical drivers are always columns.
     driver_alpha
         Ridge penalty of the multiplicative factor (see :class:`~mlma.models.multiplier.DriverMultiplier`).
+    driver_pooling
+        Shrink the multiplicative factor toward the fleet's estimate (``ctx.driver_prior``, pooled by the
+        agent from the fleet's fits) rather than toward no effect; a driver the window never saw vary takes
+        the fleet's effect. Default True; False ignores the prior (docs/results-drivers.md "Pooling").
     target_transform
         How values are normalised before the regression. The *local level* of a row is the mean of the
         ``level_window`` values ending ``horizon`` steps before its target (known at the origin); the *scale*
@@ -97,6 +101,7 @@ class FeatureForecaster(BaseForecaster):
     # Fitted attributes that models pickled before multiplicative drivers existed lack.
     driver_effect_ = "additive"
     multiplier_: DriverMultiplier | None = None
+    driver_pooling = False
 
     def __init__(
         self,
@@ -114,6 +119,7 @@ class FeatureForecaster(BaseForecaster):
         relative_drivers: bool | None = None,
         driver_effect: str | None = None,
         driver_alpha: float = 1.0,
+        driver_pooling: bool = True,
     ):
         if not isinstance(ctx, ForecastContext):
             raise ValueError(f"ctx must be a ForecastContext, got {type(ctx).__name__}")
@@ -145,6 +151,9 @@ class FeatureForecaster(BaseForecaster):
             raise ValueError(f"driver_effect must be one of {DRIVER_EFFECTS}, got {driver_effect!r}")
         DriverMultiplier(driver_alpha)  # validates the penalty now rather than at the first fit
         self.driver_alpha = float(driver_alpha)
+        if not isinstance(driver_pooling, (bool, np.bool_)):
+            raise ValueError(f"driver_pooling must be True or False, got {driver_pooling!r}")
+        self.driver_pooling = bool(driver_pooling)
         if level_window is None:
             level_window = ctx.season_length if ctx.season_length > 1 else max(self.spec.windows, default=1)
         if isinstance(level_window, bool) or not isinstance(level_window, (int, np.integer)) or level_window < 1:
@@ -172,6 +181,14 @@ class FeatureForecaster(BaseForecaster):
         """Names of the columns the regression sees (after fitting: the calendar features it kept; drivers
         fitted as a multiplicative factor are not columns)."""
         return self._builder.spec.feature_names(self._relative_drivers)
+
+    def driver_effects(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The multiplicative factor's ``(beta, information)`` (:meth:`BaseForecaster.driver_effects`); None
+        when the drivers act additively or ``driver_pooling`` is off (a model that takes no prior gives none,
+        so a fleet of them keeps no prior and fits exactly as without pooling)."""
+        if self.multiplier_ is None or not self.driver_pooling:
+            return None
+        return self.multiplier_.beta_.copy(), self.multiplier_.information_.copy()
 
     def _new_builder(self) -> FeatureBuilder:
         """The feature builder of ``self.spec``; the future drivers are left out of its columns when they act
@@ -277,7 +294,8 @@ class FeatureForecaster(BaseForecaster):
         # factor and the factor fitted against those features' in-sample forecasts.
         n_future = len(self.spec.future_drivers)
         future = _filled_in_time(ds, X[:, :n_future])
-        self.multiplier_ = DriverMultiplier(self.driver_alpha)
+        prior = self.ctx.driver_prior if self.driver_pooling else None
+        self.multiplier_ = DriverMultiplier(self.driver_alpha, prior=prior)
         factor = np.ones(ds.size)
         for _ in range(_MULTIPLIER_ROUNDS):
             design = self._fit_features(ds, y / factor, X[:, n_future:])
