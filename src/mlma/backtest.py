@@ -214,8 +214,14 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
             if spec not in requested:
                 policies.append(make_policy(spec))
         names = [p.name for p in policies]
-    agents = [Agent(p, service, season_length=freq.season_length, scale=scale, settings=config.agent)
-              for p in policies]
+    # Future drivers: each agent pools its own fleet prior of the drivers' effects from its own models
+    # (Agent._pool_driver_effects) and passes it to its next fits, so policies cannot share fits (a fit at the
+    # same stream and tick differs with the prior); each gets its own service, as it would live.
+    services = [service] + [ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
+                                         fit_cache=service.fit_cache)
+                            for _ in policies[1:]] if fleet.drivers.future else [service] * len(policies)
+    agents = [Agent(p, svc, season_length=freq.season_length, scale=scale, settings=config.agent)
+              for p, svc in zip(policies, services)]
     accs = [_Accumulator(fleet.n_streams) for _ in agents]
     samples = _pick_samples(fleet, frame, events, config.sample_streams)
     forecast_rows: list[pd.DataFrame] = []
@@ -257,13 +263,14 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                             "y_hat": report.forecasts[samples].ravel(),
                         }))
                 keep = set().union(*(agent.models_in_use() for agent in agents))
-                service.forget(keep, k)
+                for svc in {id(svc): svc for svc in services}.values():
+                    svc.forget(keep, k)
                 advance()
     finally:
         if hasattr(executor, "shutdown"):
             executor.shutdown()
         if service.fit_cache is not None:
-            service.fit_cache.close()
+            service.fit_cache.close()  # one cache, shared by the services
     events_frame = _events_in_span(events, fleet)
     summary, per_stream, per_tick = _summarise(policies, accs, fleet, scale)
     for row in summary:
@@ -301,11 +308,11 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         "future_drivers": list(fleet.drivers.future),
         "historical_drivers": list(fleet.drivers.historical),
         "event_drivers": list(fleet.drivers.events),
-        "driver_values_filled": int(sum(service.driver_fills.values())),
+        "driver_values_filled": int(sum(service.driver_fills.values())),  # the same for every service
         "policies": names,
         "executor": config.executor or "inline",
-        "fits_done": service.fits_done,
-        "fits_from_cache": service.fits_cached,
+        "fits_done": sum(svc.fits_done for svc in {id(svc): svc for svc in services}.values()),
+        "fits_from_cache": sum(svc.fits_cached for svc in {id(svc): svc for svc in services}.values()),
         "bootstrap": config.bootstrap,
     }
     return BacktestResult(summary, per_stream, per_tick, forecasts, retrain_log, escalation_log, events_frame,
