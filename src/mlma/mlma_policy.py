@@ -65,6 +65,7 @@ from mlma.monitor.cusum import CUSUM
 from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
 from mlma.monitor.gain import GainModel, decision_features
 from mlma.monitor.losses import forecast_level
+from mlma.monitor.skill import SkillTest
 from mlma.policy import LOSSES, Decision, Policy, TickObservation, Verdict
 from mlma.quality import check_batch
 
@@ -200,6 +201,18 @@ class MLMAPolicy(Policy):
     cusum_at_once
         Serve the CUSUM's re-trainings at once instead of checking them as challengers (default ``False``:
         checked; serving at once measured worse on the tuning seeds).
+    skill_margin
+        An additional trigger for a model that is poor *from day one*, which a test against its own reference
+        never sees: the serving version's mean **scaled loss** (absolute errors over the stream's in-sample
+        seasonal-naive mean absolute error, MASE per step) over its last ``reference_ticks`` clean ticks
+        (its warm-up included) is tested one-sided against ``1 + skill_margin``
+        (:class:`mlma.monitor.skill.SkillTest`, a t-test of the tick means once a warm-up's worth is there).
+        The p-values form their own Benjamini-Hochberg family at ``alpha`` over the streams the tests test
+        (not merged with the degradation and bias tests' family, whose per-stream Bonferroni factor would
+        otherwise grow and weaken the default's triggers; the FDR of all triggers together stays below
+        ``2 alpha``). A rejection is a trigger like a test's (checked as a challenger, explained as
+        ``skill: ...``); the test starts afresh with a new model and after a lost challenger. ``None``
+        (default): off.
     """
 
     name = "mlma"
@@ -212,7 +225,8 @@ class MLMAPolicy(Policy):
                  bias_test: bool = True, loss: str = "absolute", repeat_limit: int = 3, repeat_window: int = 14,
                  silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7,
                  backbone: str = "schedule", challenge: str = "triggers", max_age: int = 365,
-                 cusum_threshold: float | None = None, cusum_at_once: bool = False) -> None:
+                 cusum_threshold: float | None = None, cusum_at_once: bool = False,
+                 skill_margin: float | None = None) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:
@@ -249,6 +263,11 @@ class MLMAPolicy(Policy):
                                             or not cusum_threshold >= 0 or not math.isfinite(cusum_threshold)):
             raise ValueError(f"cusum_threshold (the CUSUM trigger's threshold, in reference mean losses) must be a "
                              f"number > 0, or 0 / None for no CUSUM trigger, got {cusum_threshold!r}")
+        if skill_margin is not None and (isinstance(skill_margin, bool) or not isinstance(skill_margin, numbers.Real)
+                                         or not skill_margin >= 0 or not math.isfinite(skill_margin)):
+            raise ValueError(f"skill_margin (the skill trigger's accepted excess of the mean scaled loss over the "
+                             f"seasonal naive's 1) must be a finite number >= 0, or None for no skill trigger, "
+                             f"got {skill_margin!r}")
         for name, value in (("cooldown_ticks", cooldown_ticks), ("repeat_limit", repeat_limit),
                             ("repeat_window", repeat_window), ("silent_ticks", silent_ticks)):
             if value < 0:
@@ -268,6 +287,9 @@ class MLMAPolicy(Policy):
         # The allowance is the relevance margin: a rise under delta is not worth a re-training, so it must not
         # accumulate either (a stream's own delta override replaces it at update time).
         self.cusum = CUSUM(self.cusum_threshold or 1.0, drift=delta)
+        self.skill_margin = None if skill_margin is None else float(skill_margin)
+        # Sized in reset (its window is the reference's capacity, its minimum the warm-up).
+        self.skill = SkillTest(self.skill_margin or 0.0)
         self._period = 0
         # Each stream's place in [0, 1) from its identity (identify_streams); empty until the agent names them.
         self._slots = np.zeros(0)
@@ -326,6 +348,10 @@ class MLMAPolicy(Policy):
         self.cusum.reset(n)
         # Each stream's full-tick reference level when its CUSUM run began (NaN: not started), see _cusum_excess.
         self.cusum_baseline = np.full(n, np.nan)
+        # The skill test reads as many ticks as the reference holds, once the warm-up's worth is there.
+        self.skill = SkillTest(self.skill_margin or 0.0, window=max(self.capacity, 2),
+                               min_ticks=min(max(self.warmup, 2), max(self.capacity, 2)))
+        self.skill.reset(n)
 
     def on_new_model(self, streams: np.ndarray, tick: int) -> None:
         """A new version serves: its reference starts empty and fills with its own first losses."""
@@ -466,6 +492,9 @@ class MLMAPolicy(Policy):
         # The CUSUM measured the old reference's excess: a new model (or, after a lost challenger, a new
         # normal) starts it afresh, else the evidence that triggered would trigger again at once.
         self.cusum.restart(streams)
+        # Likewise the skill test: it judges the serving version from its own ticks, and after a lost
+        # challenger it waits for a new warm-up's worth of evidence before it may trigger again.
+        self.skill.restart(streams)
 
     def reference_mean(self) -> np.ndarray:
         """Each stream's mean reference loss (NaN while it has none)."""
@@ -478,29 +507,35 @@ class MLMAPolicy(Policy):
         return self.flagged.copy()
 
     #: Per-stream arrays that make up the policy's state (saved and restored by live operation).
-    STATE = ("ref", "ref_sum", "ref_count", "ref_bias", "ref_len", "ref_next", "ref_version", "ref_first_tick",
+    STATE = (("ref", "ref_sum", "ref_count", "ref_bias", "ref_len", "ref_next", "ref_version", "ref_first_tick",
              "cooldown_until", "trigger_ticks", "silent_for", "flagged", "typical_count", "typical_level",
              "typical_spread", "abnormal", "window", "window_len",
              "window_sum", "window_count", "window_bias", "cusum_baseline") + GainModel.STATE + CUSUM.STATE
+             + SkillTest.STATE)
 
     def _owner(self, name: str):
-        return self.gain if name in GainModel.STATE else self.cusum if name in CUSUM.STATE else self
+        if name in GainModel.STATE:
+            return self.gain
+        if name in CUSUM.STATE:
+            return self.cusum
+        return self.skill if name in SkillTest.STATE else self
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self._owner(name), name) for name in self.STATE}
 
     def load_state_arrays(self, arrays) -> None:
-        parts = GainModel.STATE + CUSUM.STATE
-        # A state saved before the CUSUM trigger existed lacks its statistic: it starts at 0 (the evidence of
-        # the last few ticks is lost, nothing else), rather than refusing the restart.
+        parts = GainModel.STATE + CUSUM.STATE + SkillTest.STATE
+        owners = {name: self._owner(name) for name in parts}
+        # A state saved before the CUSUM or skill trigger existed lacks their arrays: they start empty (the
+        # evidence of the last few ticks is lost, nothing else), rather than refusing the restart.
         arrays = ({name: getattr(self.cusum, name) for name in CUSUM.STATE}
+                  | {name: getattr(self.skill, name) for name in SkillTest.STATE}
                   | {"cusum_baseline": self.cusum_baseline} | dict(arrays))
         for name in parts:
-            setattr(self, name, getattr(self._owner(name), name))
+            setattr(self, name, getattr(owners[name], name))
         super().load_state_arrays(arrays)
         for name in parts:
-            owner = self.gain if name in GainModel.STATE else self.cusum
-            setattr(owner, name, getattr(self, name))
+            setattr(owners[name], name, getattr(self, name))
             delattr(self, name)
         self.gain.state_changed()
 
@@ -597,7 +632,25 @@ class MLMAPolicy(Policy):
             cusum_drift[idx] = np.where(np.isfinite(own), own, self.delta)
             alarm[idx], cusum_level[idx], cusum_run[idx] = self.cusum.update(
                 idx, self._cusum_excess(idx, current, decision.loss[idx]), cusum_drift[idx])
-        trigger = reject | alarm
+        # The skill trigger: every clean tick of the serving version enters its ring (warm-up included: a
+        # model mediocre from day one is what it is for); streams tested by the tests are tested, with their
+        # own Benjamini-Hochberg family at alpha (see the class docstring).
+        skill_reject = np.zeros(n, dtype=bool)
+        skill_p = np.full(n, np.nan)
+        skill_mean = np.full(n, np.nan)
+        skill_n = np.zeros(n, dtype=np.int64)
+        if self.skill_margin is not None:
+            fed = np.flatnonzero(clean)
+            if len(fed):
+                scaled = np.asarray(obs.scaled_losses, dtype=np.float64)[fed]
+                p_s, mean_s, n_s = self.skill.update(fed, _mean_error(scaled, len(fed)))
+                skill_p[fed], skill_mean[fed], skill_n[fed] = p_s, mean_s, n_s
+            if len(idx):
+                tested = skill_p[idx]
+                has = np.isfinite(tested)
+                if has.any():
+                    skill_reject[idx[has]], _ = fdr_control(tested[has], alpha=self.alpha, method=self.fdr)
+        trigger = reject | alarm | skill_reject
 
         decision.verdict[~obs.has_model] = Verdict.COLD
         decision.verdict[obs.has_model & ~has_batch] = Verdict.NO_DATA
@@ -636,7 +689,7 @@ class MLMAPolicy(Policy):
             due = (has_batch & ~suspect & ~abnormal & obs.has_model
                    & np.where(first, on_phase | (age > period), age >= period))
             # Tests only add re-trainings on strong evidence, checked as challengers.
-            chosen = due | (eligible & ((reject & (expected >= self.min_gain)) | alarm))
+            chosen = due | (eligible & ((reject & (expected >= self.min_gain)) | alarm | skill_reject))
             scheduled = due
         else:
             size = int(self.budget) if self.budget >= 1 else max(1, round(self.budget * int(obs.has_model.sum())))
@@ -681,7 +734,9 @@ class MLMAPolicy(Policy):
                                                  p_degradation[s], p_bias[s], expected[s], scheduled[s],
                                                  backstop[s],
                                                  (cusum_level[s], cusum_run[s], mean_ratio[s], at_once_alarm[s])
-                                                 if alarm[s] and not scheduled[s] else None)
+                                                 if alarm[s] and not scheduled[s] else None,
+                                                 (skill_mean[s], skill_n[s], skill_p[s])
+                                                 if skill_reject[s] and not scheduled[s] else None)
                                    for s in picked]
         checked = picked[~(scheduled | at_once_alarm)[picked]]
         self.gain.decided(checked, features[checked])
@@ -708,7 +763,7 @@ class MLMAPolicy(Policy):
         return np.floor(slots[:n] * period).astype(np.int64)
 
     def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected, scheduled=False,
-                 backstop=False, cusum=None) -> str:
+                 backstop=False, cusum=None, skill=None) -> str:
         gain = f"expected gain {100 * expected:+.1f} %"
         if backstop:
             when = (f"max_age {self.max_age}" if age >= self.max_age
@@ -720,15 +775,22 @@ class MLMAPolicy(Policy):
             level, run, ratio, at_once = cusum
             alarm = (f"CUSUM: loss {ratio:.2f}x reference over the last {int(run)} ticks (cumulative excess "
                      f"{level:.2f} > threshold {self.cusum_threshold:g})" + (", served at once" if at_once else ""))
+        extra = []
+        if cusum is not None:
+            extra.append(alarm)
+        if skill is not None:
+            mean, count, p_skill = skill
+            extra.append(f"skill: loss {mean:.2f}x the seasonal naive's in-sample error (MASE) over the last "
+                         f"{int(count)} ticks, above 1 + margin {self.skill_margin:g} (p={p_skill:.2g})")
         if triggered:
             if np.isfinite(p_degradation) and (not np.isfinite(p_bias) or p_degradation <= p_bias):
                 what = f"loss {decision.effect[s]:.2f}x reference"
             else:
                 what = "mean error shifted from reference"
-            also = "" if cusum is None else f"; {alarm}"
+            also = "".join(f"; {e}" for e in extra)
             return f"{what} (p={decision.p_value[s]:.2g}){also}; {gain}"
-        if cusum is not None:
-            return f"{alarm}; tests p={decision.p_value[s]:.2g}; {gain}"
+        if extra:
+            return f"{'; '.join(extra)}; tests p={decision.p_value[s]:.2g}; {gain}"
         if self.budget is None:
             return f"refresh: model {int(age)} ticks old; {gain}"
         return f"budget: among the highest expected gains (model {int(age)} ticks old); {gain}"
