@@ -183,5 +183,9 @@ def test_a_trigger_is_explained_checked_as_a_challenger_and_its_state_survives_a
             break
     assert reason is not None and reason.startswith("skill: loss 1.") and "margin 0.1" in reason, reason
     assert not decision.retrain[1:].any()
+    # A lost challenger silences the test for the stream until its next model, which restarts it.
+    policy.on_challenger_lost(np.array([0]), ticks)
+    assert policy.skill.skill_silent[0] and policy.state_arrays()["skill_silent"][0]
+    assert np.isnan(policy.skill.update(np.array([0]), np.array([5.0]))[0][0])
     policy.on_new_model(np.array([0]), ticks)
-    assert policy.skill.skill_len[0] == 0
+    assert policy.skill.skill_len[0] == 0 and not policy.skill.skill_silent[0]

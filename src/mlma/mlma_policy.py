@@ -211,8 +211,9 @@ class MLMAPolicy(Policy):
         (not merged with the degradation and bias tests' family, whose per-stream Bonferroni factor would
         otherwise grow and weaken the default's triggers; the FDR of all triggers together stays below
         ``2 alpha``). A rejection is a trigger like a test's (checked as a challenger, explained as
-        ``skill: ...``); the test starts afresh with a new model and after a lost challenger. ``None``
-        (default): off.
+        ``skill: ...``); the test starts afresh with a new model and is silent after a lost challenger until
+        the next model (a fresh fit that did not beat the champion shows that the poor skill is the
+        stream's, and another would not do better). ``None`` (default): off.
     """
 
     name = "mlma"
@@ -369,6 +370,9 @@ class MLMAPolicy(Policy):
         streams = np.asarray(streams, dtype=np.int64)
         self.reset_reference(streams, tick)
         self.cooldown_until[streams] = tick + np.maximum(self._cooldown(streams), 1)
+        # A fresh fit did not beat the champion: whatever skill the model lacks, re-training does not supply,
+        # so the skill test waits for the next model (the degradation and bias tests go on).
+        self.skill.silence(streams)
 
     def on_challenger_judged(self, streams, tick, challenger_loss, champion_loss) -> None:
         from mlma.monitor.gain import realised_gain
@@ -492,8 +496,8 @@ class MLMAPolicy(Policy):
         # The CUSUM measured the old reference's excess: a new model (or, after a lost challenger, a new
         # normal) starts it afresh, else the evidence that triggered would trigger again at once.
         self.cusum.restart(streams)
-        # Likewise the skill test: it judges the serving version from its own ticks, and after a lost
-        # challenger it waits for a new warm-up's worth of evidence before it may trigger again.
+        # Likewise the skill test: it judges the serving version from its own ticks (after a lost challenger,
+        # on_challenger_lost then silences it until the next model).
         self.skill.restart(streams)
 
     def reference_mean(self) -> np.ndarray:

@@ -11,6 +11,7 @@ default.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -64,6 +65,7 @@ budget = 0                # a staggered refresh: a share of the fleet (< 1) or a
 max_age = 365             # age backstop: a model this many ticks old is re-trained and served at once; 0: off
 loss = "absolute"         # absolute | squared | relative (errors / forecast level: for announced drivers on counts)
 cusum_threshold = 0       # opt-in CUSUM trigger on the loss's cumulative excess over the reference (e.g. 24); 0: off
+skill_margin = -1         # opt-in skill trigger: mean MASE significantly above 1 + this (e.g. 0.1); negative: off
 
 # Webhooks on new escalations (docs/alerts.md), one table per receiver:
 # [[alerts.receivers]]
@@ -130,6 +132,7 @@ class MonitorSection:
     max_age: int = 365
     loss: str = "absolute"
     cusum_threshold: float = 0.0
+    skill_margin: float = -1.0
 
 
 @dataclass
@@ -192,7 +195,8 @@ class ProjectConfig:
         m = self.monitor
         return {"alpha": m.alpha, "delta": m.delta, "fdr": m.fdr, "cooldown_ticks": m.cooldown_ticks,
                 "budget": m.budget or None, "max_age": m.max_age, "loss": m.loss,
-                "cusum_threshold": m.cusum_threshold or None}
+                "cusum_threshold": m.cusum_threshold or None,
+                "skill_margin": m.skill_margin if m.skill_margin >= 0 else None}
 
     def build_policy(self):
         """The project's policy: ``[agent] policy`` with the ``[monitor]`` settings, for an MLMA policy.
@@ -233,7 +237,7 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
     >>> load_config(folder)
     Traceback (most recent call last):
     ...
-    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age, loss, cusum_threshold
+    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age, loss, cusum_threshold, skill_margin
     """
     root = Path(root)
     path = root / CONFIG_NAME
@@ -310,6 +314,9 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     for key in ("cooldown_ticks", "budget", "cusum_threshold"):
         if getattr(m, key) < 0:
             raise ConfigError(f"{path}: [monitor] {key} must be >= 0, got {getattr(m, key)}")
+    if not math.isfinite(m.skill_margin):
+        raise ConfigError(f"{path}: [monitor] skill_margin must be a finite number (negative: off), "
+                          f"got {m.skill_margin}")
     if isinstance(m.max_age, bool) or not isinstance(m.max_age, int) or m.max_age < 0:
         raise ConfigError(f"{path}: [monitor] max_age (the age backstop, in ticks) must be a whole number >= 0 "
                           f"(0: off), got {m.max_age!r}")

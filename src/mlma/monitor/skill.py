@@ -17,7 +17,8 @@ correlated, the tick means much less so.
 
 State is a ring of ``window`` tick means per stream and its length, updated with array operations only, so a
 tick costs a few microseconds per thousand streams whatever the fleet's size; a stream that gets a new model
-starts afresh (:meth:`SkillTest.restart`).
+starts afresh (:meth:`SkillTest.restart`); one whose re-training lost to its serving model is not tested
+again until its next model (:meth:`SkillTest.silence`).
 """
 
 from __future__ import annotations
@@ -59,10 +60,21 @@ class SkillTest:
     >>> p, mean, n = test.update(np.arange(2), np.array([2.0, 0.7]))
     >>> p.round(3).tolist()[0], n.tolist()
     (nan, [1, 11])
+
+    A stream whose re-training did not beat its model is not tested again until its next model:
+
+    >>> test.silence(np.array([0]))
+    >>> for _ in range(10):
+    ...     p, mean, n = test.update(np.arange(2), np.array([2.0, 0.7]))
+    >>> p.tolist()[0], n.tolist()
+    (nan, [0, 14])
+    >>> test.restart(np.array([0]))
+    >>> bool(test.skill_silent[0])
+    False
     """
 
     #: Per-stream arrays that make up the state (saved with the policy's).
-    STATE = ("skill_ring", "skill_len")
+    STATE = ("skill_ring", "skill_len", "skill_silent")
 
     def __init__(self, margin: float, window: int = 14, min_ticks: int = 7) -> None:
         if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not 0 <= margin < np.inf:
@@ -80,11 +92,21 @@ class SkillTest:
         # Newest tick mean last; float32 as the policy's loss rings (the test's precision does not need more).
         self.skill_ring = np.full((n_streams, self.window), np.nan, dtype=np.float32)
         self.skill_len = np.zeros(n_streams, dtype=np.int16)
+        # Streams not to test until their next model (see silence).
+        self.skill_silent = np.zeros(n_streams, dtype=bool)
 
     def restart(self, streams: np.ndarray) -> None:
         """Forget the streams' tick means (a new model, or a new normal after a lost challenger)."""
         self.skill_ring[streams] = np.nan
         self.skill_len[streams] = 0
+        self.skill_silent[streams] = False
+
+    def silence(self, streams: np.ndarray) -> None:
+        """Stop testing the streams until they :meth:`restart` (their next model): a re-training that did not
+        beat the serving model says its poor skill is the stream's (its data are hard to forecast better than
+        the naive), not the model's, and another fit on the same data would not do better."""
+        self.restart(streams)
+        self.skill_silent[streams] = True
 
     def update(self, streams: np.ndarray, tick_means: np.ndarray):
         """Add one tick's mean scaled loss of ``streams`` (NaN: no value, nothing is added) and test them.
@@ -94,7 +116,7 @@ class SkillTest:
         """
         streams = np.asarray(streams, dtype=np.int64)
         values = np.asarray(tick_means, dtype=np.float64)
-        known = np.isfinite(values)
+        known = np.isfinite(values) & ~self.skill_silent[streams]
         add = streams[known]
         if len(add):
             # Shift left by one and write the newest at the end (only the rows that have a value).
@@ -114,5 +136,5 @@ class SkillTest:
             sd = np.sqrt((dev * dev).sum(axis=1) / np.maximum(n - 1, 1))
             t = (mean - (1.0 + self.margin)) / (sd / np.sqrt(np.maximum(n, 1)))
             p = special.stdtr(np.maximum(n - 1, 1), -t)
-        ok = (n >= self.min_ticks) & (sd > 0) & np.isfinite(t)
+        ok = (n >= self.min_ticks) & (sd > 0) & np.isfinite(t) & ~self.skill_silent[streams]
         return np.where(ok, p, np.nan), np.where(n > 0, mean, np.nan), n
