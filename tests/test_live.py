@@ -171,6 +171,14 @@ def test_live_replay_with_the_cusum_trigger_matches_the_backtest(tmp_path, platf
     assert result.retrain_log["reason"].str.startswith("CUSUM:").sum() >= 5
 
 
+def test_live_replay_with_the_skill_trigger_matches_the_backtest(tmp_path, platform):
+    """The skill test's ring of tick means and its silenced streams come back with the saved state
+    (``[monitor] skill_margin``), or the live re-trainings would differ from the backtest's."""
+    root = make_project(tmp_path / "p", alpha=REPLAY_ALPHA, skill_margin=0)
+    result = check_replay_matches_backtest(root, platform, f"mlma:alpha={REPLAY_ALPHA}:skill_margin=0")
+    assert result.retrain_log["reason"].str.contains("skill: ").sum() >= 3
+
+
 def test_live_replay_on_postgresql_matches_the_backtest(tmp_path, platform, postgres_server):
     from mlma.store.testing import postgres_schema
 

@@ -65,7 +65,7 @@ from mlma.monitor.cusum import CUSUM
 from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
 from mlma.monitor.gain import GainModel, decision_features
 from mlma.monitor.losses import forecast_level
-from mlma.monitor.skill import SkillTest
+from mlma.monitor.skill import SeasonalNaive, SkillTest
 from mlma.policy import LOSSES, Decision, Policy, TickObservation, Verdict
 from mlma.quality import check_batch
 
@@ -203,17 +203,21 @@ class MLMAPolicy(Policy):
         checked; serving at once measured worse on the tuning seeds).
     skill_margin
         An additional trigger for a model that is poor *from day one*, which a test against its own reference
-        never sees: the serving version's mean **scaled loss** (absolute errors over the stream's in-sample
-        seasonal-naive mean absolute error, MASE per step) over its last ``reference_ticks`` clean ticks
-        (its warm-up included) is tested one-sided against ``1 + skill_margin``
-        (:class:`mlma.monitor.skill.SkillTest`, a t-test of the tick means once a warm-up's worth is there).
+        never sees: the serving version's mean absolute error over its last ``reference_ticks`` clean ticks
+        (its warm-up included) is compared with the seasonal-naive forecast's on the same steps (the actual a
+        season earlier, kept by the policy: :class:`mlma.monitor.skill.SeasonalNaive`), one-sided, H0: model
+        error <= ``1 + skill_margin`` times the naive's (:class:`mlma.monitor.skill.SkillTest`, a paired
+        t-test of the tick means once a warm-up's worth is there). The absolute errors are the raw ones,
+        whatever ``loss`` is, so that the naive's compare.
         The p-values form their own Benjamini-Hochberg family at ``alpha`` over the streams the tests test
         (not merged with the degradation and bias tests' family, whose per-stream Bonferroni factor would
         otherwise grow and weaken the default's triggers; the FDR of all triggers together stays below
         ``2 alpha``). A rejection is a trigger like a test's (checked as a challenger, explained as
         ``skill: ...``); the test starts afresh with a new model and is silent after a lost challenger until
         the next model (a fresh fit that did not beat the champion shows that the poor skill is the
-        stream's, and another would not do better). ``None`` (default): off.
+        stream's, and another would not do better). Default ``0.1``: a model whose error is significantly
+        more than 10 % above the naive's (chosen on the tuning seeds, docs/results.md "Sixth pass"); ``None``:
+        off.
     """
 
     name = "mlma"
@@ -227,7 +231,7 @@ class MLMAPolicy(Policy):
                  silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7,
                  backbone: str = "schedule", challenge: str = "triggers", max_age: int = 365,
                  cusum_threshold: float | None = None, cusum_at_once: bool = False,
-                 skill_margin: float | None = None) -> None:
+                 skill_margin: float | None = 0.1) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:
@@ -353,6 +357,8 @@ class MLMAPolicy(Policy):
         self.skill = SkillTest(self.skill_margin or 0.0, window=max(self.capacity, 2),
                                min_ticks=min(max(self.warmup, 2), max(self.capacity, 2)))
         self.skill.reset(n)
+        self.naive = SeasonalNaive(max(int(season_length), 1))
+        self.naive.reset(n)
 
     def on_new_model(self, streams: np.ndarray, tick: int) -> None:
         """A new version serves: its reference starts empty and fills with its own first losses."""
@@ -515,25 +521,28 @@ class MLMAPolicy(Policy):
              "cooldown_until", "trigger_ticks", "silent_for", "flagged", "typical_count", "typical_level",
              "typical_spread", "abnormal", "window", "window_len",
              "window_sum", "window_count", "window_bias", "cusum_baseline") + GainModel.STATE + CUSUM.STATE
-             + SkillTest.STATE)
+             + SkillTest.STATE + SeasonalNaive.STATE)
 
     def _owner(self, name: str):
         if name in GainModel.STATE:
             return self.gain
         if name in CUSUM.STATE:
             return self.cusum
+        if name in SeasonalNaive.STATE:
+            return self.naive
         return self.skill if name in SkillTest.STATE else self
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self._owner(name), name) for name in self.STATE}
 
     def load_state_arrays(self, arrays) -> None:
-        parts = GainModel.STATE + CUSUM.STATE + SkillTest.STATE
+        parts = GainModel.STATE + CUSUM.STATE + SkillTest.STATE + SeasonalNaive.STATE
         owners = {name: self._owner(name) for name in parts}
         # A state saved before the CUSUM or skill trigger existed lacks their arrays: they start empty (the
         # evidence of the last few ticks is lost, nothing else), rather than refusing the restart.
         arrays = ({name: getattr(self.cusum, name) for name in CUSUM.STATE}
                   | {name: getattr(self.skill, name) for name in SkillTest.STATE}
+                  | {name: getattr(self.naive, name) for name in SeasonalNaive.STATE}
                   | {"cusum_baseline": self.cusum_baseline} | dict(arrays))
         for name in parts:
             setattr(self, name, getattr(owners[name], name))
@@ -644,10 +653,14 @@ class MLMAPolicy(Policy):
         skill_mean = np.full(n, np.nan)
         skill_n = np.zeros(n, dtype=np.int64)
         if self.skill_margin is not None:
+            # The naive's errors on this tick; broken actuals are not kept as the next season's forecast.
+            naive = _fit_width(self.naive.errors(k, np.where(suspect[:, None], np.nan, obs.actuals)), self.steps)
             fed = np.flatnonzero(clean)
             if len(fed):
-                scaled = np.asarray(obs.scaled_losses, dtype=np.float64)[fed]
-                p_s, mean_s, n_s = self.skill.update(fed, _mean_error(scaled, len(fed)))
+                model = _fit_width(np.asarray(obs.losses, dtype=np.float64), self.steps)[fed]
+                both = np.isfinite(model) & np.isfinite(naive[fed])
+                p_s, mean_s, n_s = self.skill.update(fed, _mean_error(np.where(both, model, np.nan), len(fed)),
+                                                     _mean_error(np.where(both, naive[fed], np.nan), len(fed)))
                 skill_p[fed], skill_mean[fed], skill_n[fed] = p_s, mean_s, n_s
             if len(idx):
                 tested = skill_p[idx]
@@ -784,8 +797,8 @@ class MLMAPolicy(Policy):
             extra.append(alarm)
         if skill is not None:
             mean, count, p_skill = skill
-            extra.append(f"skill: loss {mean:.2f}x the seasonal naive's in-sample error (MASE) over the last "
-                         f"{int(count)} ticks, above 1 + margin {self.skill_margin:g} (p={p_skill:.2g})")
+            extra.append(f"skill: error {mean:.2f}x the seasonal naive's on the same {int(count)} ticks, above "
+                         f"1 + margin {self.skill_margin:g} (p={p_skill:.2g})")
         if triggered:
             if np.isfinite(p_degradation) and (not np.isfinite(p_bias) or p_degradation <= p_bias):
                 what = f"loss {decision.effect[s]:.2f}x reference"
