@@ -84,7 +84,8 @@ def test_the_test_rejects_at_most_at_its_level_at_the_boundary_and_finds_a_clear
     p-values under 0.05 over all tests (a stream tested 34 times, windows overlapping) stays within 1.5 times
     the level, and above a fifth of it (measured 0.061: slightly liberal; the naive's tick errors are skewed
     to the right by the t(4) shocks and enter the difference negatively, which thickens its upper tail, and
-    the lag-1 covariance estimated from at most 14 ticks is biased low); at 1.6, at least 85 % of the tests (measured 0.91)."""
+    the lag-1 covariance estimated from at most 14 ticks is biased low); at 1.6, at least 85 % of the tests
+    (measured 0.91)."""
     rng = np.random.default_rng(11)
     n, ticks = 4000, 40
     for target, low, high in ((1 + MARGIN, None, None), (1.6, 0.85, 1.0)):

@@ -15,14 +15,19 @@ Each tick the tests' p-values are combined per stream (Bonferroni) and controlle
 (Benjamini-Hochberg at ``alpha``); a rejection is a *trigger* and re-trains the stream. An opt-in **CUSUM**
 (``cusum_threshold``, :class:`mlma.monitor.cusum.CUSUM`) adds triggers where a stream's loss, relative to its
 reference level, has accumulated an excess over ``delta`` beyond the threshold: a rise's size and duration
-rather than its significance (off by default: it did not beat the tests alone on the tuning seeds). The refresh
+rather than its significance (off by default: it did not beat the tests alone on the tuning seeds). The
+**skill** trigger (``skill_margin``, 0.1 by default, :mod:`mlma.monitor.skill`) adds triggers where the serving
+model's error is significantly more than ``1 + skill_margin`` times the seasonal naive's on the same ticks (a
+paired test, its own BH family): a model mediocre from day one, which a test against its own reference never
+sees; after a lost challenger it is silent until the next model. The refresh
 re-trains streams whose model reached ``refresh_ticks`` ticks of age, staggered over the first period; while the fleet's
 learned gain of such a refresh is below ``min_gain`` the refresh slows down ``explore_factor`` times (it keeps
 exploring, so the evidence can turn). Tests only *add* re-trainings to the refresh. With a ``budget`` the policy
 instead spends that many re-trainings per tick (a number, or a share of the fleet) as a staggered schedule
 served at once, to which strong triggers are added (``backbone="schedule"``), or on the highest expected
 gains (``backbone="gain"``). The default has neither budget nor refresh: strict triggers alone (BH at
-``alpha=0.01``), which on the tuning seeds sat below the periodic frontier at their own count.
+``alpha=0.01``, and the skill trigger), which on the tuning seeds sat below the periodic frontier at their own
+count.
 
 Whatever the mode, an **age backstop** re-trains a stream whose serving model is ``max_age`` ticks old (365
 by default: a year of daily ticks), served at once: a model whose challengers keep losing on a few ticks of

@@ -237,7 +237,7 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
     >>> load_config(folder)
     Traceback (most recent call last):
     ...
-    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age, loss, cusum_threshold, skill_margin
+    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age, loss, ..., skill_margin
     """
     root = Path(root)
     path = root / CONFIG_NAME
