@@ -173,7 +173,8 @@ def test_live_replay_with_the_cusum_trigger_matches_the_backtest(tmp_path, platf
 
 def test_live_replay_with_the_skill_trigger_matches_the_backtest(tmp_path, platform):
     """The skill test's ring of tick means and its silenced streams come back with the saved state
-    (``[monitor] skill_margin``), or the live re-trainings would differ from the backtest's."""
+    (``[monitor] skill_margin``), or the live re-trainings would differ from the backtest's (checked: with the
+    skill and naive arrays left out of the restore, two streams' re-trainings differ)."""
     root = make_project(tmp_path / "p", alpha=REPLAY_ALPHA, skill_margin=0)
     result = check_replay_matches_backtest(root, platform, f"mlma:alpha={REPLAY_ALPHA}:skill_margin=0")
     assert result.retrain_log["reason"].str.contains("skill: ").sum() >= 2
