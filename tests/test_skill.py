@@ -121,8 +121,8 @@ def test_bad_windows_are_refused(window, min_ticks):
         SkillTest(0.1, window=window, min_ticks=min_ticks)
 
 
-def test_on_by_default_at_a_tenth_and_in_the_params():
-    assert MLMAPolicy().get_params()["skill_margin"] == 0.1
+def test_off_by_default_and_in_the_params():
+    assert MLMAPolicy().get_params()["skill_margin"] is None
     assert MLMAPolicy(skill_margin=None).get_params()["skill_margin"] is None
     assert MLMAPolicy(skill_margin=0).get_params()["skill_margin"] == 0.0
     assert MLMAPolicy(skill_margin=0.25).get_params()["skill_margin"] == 0.25

@@ -65,7 +65,7 @@ budget = 0                # a staggered refresh: a share of the fleet (< 1) or a
 max_age = 365             # age backstop: a model this many ticks old is re-trained and served at once; 0: off
 loss = "absolute"         # absolute | squared | relative (errors / forecast level: for announced drivers on counts)
 cusum_threshold = 0       # opt-in CUSUM trigger on the loss's cumulative excess over the reference (e.g. 24); 0: off
-skill_margin = 0.1        # skill trigger: error significantly above (1 + this) x the seasonal naive's; negative: off
+skill_margin = -1         # skill trigger: error significantly above (1 + this) x the seasonal naive's (e.g. 0.1); negative: off
 
 # Webhooks on new escalations (docs/alerts.md), one table per receiver:
 # [[alerts.receivers]]
@@ -132,7 +132,7 @@ class MonitorSection:
     max_age: int = 365
     loss: str = "absolute"
     cusum_threshold: float = 0.0
-    skill_margin: float = 0.1
+    skill_margin: float = -1.0
 
 
 @dataclass
