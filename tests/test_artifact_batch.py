@@ -60,9 +60,19 @@ def test_a_small_batch_fsyncs_its_files_and_directories_instead_of_the_whole_fil
     monkeypatch.setattr(registry_module, "_fsync_dir", lambda path: events.append(("dir", path)))
     monkeypatch.setattr(registry_module.os, "replace", lambda a, b: events.append(("rename", b)) or real_replace(a, b))
     n = registry_module.SYNCFS_MIN_FILES - 1
-    results = ArtifactStore(tmp_path).put_bytes_many([os.urandom(50) for _ in range(n)])
+    artifacts = ArtifactStore(tmp_path)
+    results = artifacts.put_bytes_many([os.urandom(50) for _ in range(n)])
     kinds = [kind for kind, _ in events]
-    assert kinds == ["file"] * n + ["rename"] * n + ["dir"] * len({sha[:2] for sha, _ in results})
+    shards = {sha[:2] for sha, _ in results}
+    # The shard folders are new: their entries in the root folder are flushed too, after them.
+    assert kinds == ["file"] * n + ["rename"] * n + ["dir"] * (len(shards) + 1)
+    assert [p for kind, p in events if kind == "dir"][-1] == artifacts.root
+    # Into existing folders only: the root is not flushed again.
+    for i in range(256):
+        (artifacts.root / f"{i:02x}").mkdir(exist_ok=True)
+    events.clear()
+    artifacts.put_bytes_many([os.urandom(50) for _ in range(n)])
+    assert events and ("dir", artifacts.root) not in events
 
 
 def test_without_syncfs_each_file_and_each_directory_is_fsynced_once(tmp_path, monkeypatch):
@@ -75,8 +85,10 @@ def test_without_syncfs_each_file_and_each_directory_is_fsynced_once(tmp_path, m
     blobs = [os.urandom(50) for _ in range(40)]
     results = ArtifactStore(tmp_path).put_bytes_many(blobs)
     kinds = [kind for kind, _ in events]
-    assert kinds == ["file"] * 40 + ["rename"] * 40 + ["dir"] * len({sha[:2] for sha, _ in results})
-    assert sorted(p for kind, p in events if kind == "dir") == sorted({tmp_path / sha[:2] for sha, _ in results})
+    assert kinds == ["file"] * 40 + ["rename"] * 40 + ["dir"] * (len({sha[:2] for sha, _ in results}) + 1)
+    # Each shard folder, then the root that gained their entries.
+    assert sorted(p for kind, p in events if kind == "dir") == sorted({tmp_path / sha[:2] for sha, _ in results}
+                                                                        | {tmp_path})
 
 
 def test_a_failure_mid_batch_leaves_no_temporary_file_and_only_whole_artifacts(tmp_path, monkeypatch):

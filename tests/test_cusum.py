@@ -206,3 +206,25 @@ def test_a_sustained_rise_by_half_is_found_in_time_by_its_size():
     n_other = int((~hit).sum()) * post
     false = ((first > 0) & ~hit).sum() / n_other
     assert false <= 0.006 + binomial_tolerance(0.006, n_other), false
+
+
+@pytest.mark.parametrize("value", ["no", 1, None])
+def test_cusum_at_once_must_be_a_boolean(value):
+    with pytest.raises(ValueError, match="cusum_at_once must be True or False"):
+        MLMAPolicy(cusum_threshold=24, cusum_at_once=value)
+
+
+@pytest.mark.parametrize("key, value", [("cusum_threshold", "nan"), ("cusum_threshold", "inf"),
+                                        ("cusum_threshold", "-1.0"), ("skill_margin", "nan")])
+def test_the_triggers_settings_in_mlma_toml_are_checked_with_the_file_and_key_named(tmp_path, key, value):
+    from mlma.project import CONFIG_NAME, ConfigError, init_project, load_config
+
+    root = tmp_path / "p"
+    init_project(root)
+    toml = (root / CONFIG_NAME).read_text()
+    toml = toml.replace("[monitor]", f"[monitor]\n{key} = {value}", 1)
+    toml = "\n".join(line for line in toml.splitlines()
+                     if not (line.startswith(f"{key} =") and not line.startswith(f"{key} = {value}")))
+    (root / CONFIG_NAME).write_text(toml)
+    with pytest.raises(ConfigError, match=rf"mlma.toml: \[monitor\] {key} must be a finite number"):
+        load_config(root)

@@ -166,6 +166,17 @@ def test_a_fleet_without_drivers_gives_no_prior_and_the_pooled_fleet_one_near_th
     second.load_state_arrays(first.state_arrays())
     assert second.service.ctx.driver_prior == prior
     np.testing.assert_array_equal(second.driver_beta, first.driver_beta)
+    # Restarted with another driver declared before the campaign: the estimates follow the campaign's name,
+    # not its column, and the new driver starts without any.
+    reordered = Drivers(future=("temperature", "campaign"))
+    panel_t = panel.assign(temperature=10.0)
+    fleet_t = FleetData(panel_t, "h", bounds, drivers=reordered)
+    third = agent(ModelService(fleet_t, "ridge", ForecastContext("h", 24, 24, drivers=reordered),
+                               train_window_ticks=28))
+    third.load_state_arrays(first.state_arrays())
+    np.testing.assert_array_equal(third.driver_beta[:, 1], first.driver_beta[:, 0])
+    assert np.isnan(third.driver_beta[:, 0]).all()
+    assert np.isnan(third.service.ctx.driver_prior[0]) and third.service.ctx.driver_prior[1] == prior[0]
 
     plain = FleetData(panel.drop(columns="campaign"), "h", bounds)
     service = ModelService(plain, "ridge", ForecastContext("h", 24, 24), train_window_ticks=28)

@@ -267,5 +267,12 @@ def test_a_trigger_is_explained_checked_as_a_challenger_and_its_state_survives_a
     policy.on_challenger_lost(np.array([0]), ticks)
     assert policy.skill.skill_silent[0] and policy.state_arrays()["skill_silent"][0]
     assert np.isnan(policy.skill.update(np.array([0]), np.array([5.0]), np.array([1.0]))[0][0])
+    # A person's reset or rebase of the reference is about the reference: the same model stays silent, and
+    # another stream's evidence about its serving model is kept.
+    kept = policy.skill.skill_len[1]
+    assert kept > 0
+    policy.reset_reference(np.array([0, 1]), ticks, rebase=True)
+    policy.reset_reference(np.array([0, 1]), ticks)
+    assert policy.skill.skill_silent[0] and policy.skill.skill_len[1] == kept
     policy.on_new_model(np.array([0]), ticks)
     assert policy.skill.skill_len[0] == 0 and not policy.skill.skill_silent[0]

@@ -272,6 +272,9 @@ class Agent:
             arrays["agent.forecast"] = self.forecast
         if self.explained is not None:
             arrays["agent.explained"] = self.explained
+        # Which driver each column of driver_beta is: a restart with the drivers reordered or replaced maps the
+        # estimates by name, never by position.
+        arrays["agent.driver_names"] = np.array(self.fleet.drivers.future, dtype=np.str_)
         pending = np.array(sorted(self.shadow), dtype=np.int64)
         looks = np.array([len(self.shadow[int(s)]) for s in pending], dtype=np.int64)
         width = max((len(c) for s in pending for c, _ in self.shadow[int(s)]), default=0)
@@ -290,8 +293,9 @@ class Agent:
             if f"agent.{name}" not in arrays:
                 continue  # a counter added by a later version of mlma starts from its initial value
             saved = np.asarray(arrays[f"agent.{name}"])
-            if saved.shape[1:] != getattr(self, name).shape[1:]:
-                continue  # per-driver estimates saved for other drivers: the fleet prior starts again
+            if name == "driver_beta":
+                self._load_driver_beta(saved, arrays.get("agent.driver_names"))
+                continue
             getattr(self, name)[:len(saved)] = saved
         self.scale = np.where(np.isfinite(self.scale) & (self.scale > 0), self.scale, np.nan)
         self._pass_driver_prior()
@@ -535,9 +539,11 @@ class Agent:
                 # Both on the serving model's forecasts as the common level (for a relative loss), and on
                 # its explained scale as the common divisor.
                 served = actuals[s] - champion_errors[s]
-                scale = None if explained is None else explained[s]
-                self.shadow[int(s)].append((self.policy.challenger_loss(actuals[s] - y_hat, served, int(s), scale),
-                                            self.policy.challenger_loss(champion_errors[s], served, int(s), scale)))
+                # (The scale only by keyword, and only when there is one: a policy written before it existed
+                # overrides challenger_loss with three arguments and keeps working for fleets without events.)
+                extra = {} if explained is None else {"explained": explained[s]}
+                self.shadow[int(s)].append((self.policy.challenger_loss(actuals[s] - y_hat, served, int(s), **extra),
+                                            self.policy.challenger_loss(champion_errors[s], served, int(s), **extra)))
         looked = np.array([len(self.shadow[int(s)]) > 0 for s in pending], dtype=bool)
         pending = pending[looked]
         if not len(pending):
@@ -696,6 +702,19 @@ class Agent:
             seconds[fm.key.stream] += fm.seconds
             if self.champion[fm.key.stream] == fm.key.end_tick:
                 self._serve(fm.key.stream, fm)
+
+    def _load_driver_beta(self, saved: np.ndarray, names) -> None:
+        """Restore the per-stream driver estimates column by column, by driver name: a driver no longer
+        declared is dropped, a new one starts without estimates (a state saved without names is used only
+        if its drivers are the same in number, as it was written by this version's predecessor)."""
+        ours = list(self.fleet.drivers.future)
+        if names is None:
+            if saved.shape[1:] == self.driver_beta.shape[1:]:
+                self.driver_beta[:len(saved)] = saved
+            return
+        for j, name in enumerate(np.asarray(names).tolist()):
+            if name in ours and j < saved.shape[1]:
+                self.driver_beta[:len(saved), ours.index(name)] = saved[:, j]
 
     def _pass_driver_prior(self) -> None:
         known = np.isfinite(self.driver_beta)

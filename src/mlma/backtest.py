@@ -214,12 +214,13 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
             if spec not in requested:
                 policies.append(make_policy(spec))
         names = [p.name for p in policies]
-    # Future drivers: each agent pools its own fleet prior of the drivers' effects from its own models
-    # (Agent._pool_driver_effects) and passes it to its next fits, so policies cannot share fits (a fit at the
-    # same stream and tick differs with the prior); each gets its own service, as it would live.
+    # A model whose fits take the fleet's prior of the drivers' effects (ridge's multiplicative drivers with
+    # driver_pooling): each agent pools its own prior from its own models (Agent._pool_driver_effects) and
+    # passes it to its next fits, so policies cannot share fits (a fit at the same stream and tick differs
+    # with the prior); each gets its own service, as it would live. Other models share one.
     services = [service] + [ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
                                          fit_cache=service.fit_cache)
-                            for _ in policies[1:]] if fleet.drivers.future else [service] * len(policies)
+                            for _ in policies[1:]] if service.takes_driver_prior else [service] * len(policies)
     agents = [Agent(p, svc, season_length=freq.season_length, scale=scale, settings=config.agent)
               for p, svc in zip(policies, services)]
     accs = [_Accumulator(fleet.n_streams) for _ in agents]

@@ -10,6 +10,11 @@ millisecond instead of a tenth of a second.
 Frozen objects are never collected while frozen, so a cycle that becomes garbage later (an old model object
 referring to itself, say) would stay. Every ``full_every`` settles the heap is thawed and collected whole,
 which bounds what can linger to what ``full_every`` ticks leave behind.
+
+The collector is the process's: freezing covers every object the process holds, other threads' too, and a
+full settle thaws what anyone froze. It is meant for a process that runs one live agent (``mlma run``,
+``mlma tick``, the server's ticking loop); with several, each settle also serves the others, and the heap is
+thawed only when the last of them is released.
 """
 
 from __future__ import annotations
@@ -36,15 +41,19 @@ class LongLivedHeap:
     ('young', 'full')
     >>> gc.get_freeze_count() > 0
     True
-    >>> heap.release(); gc.get_freeze_count()
-    0
+    >>> heap.release()                       # thaws the heap unless another is still open
     """
+
+    #: Heaps created and not yet released in this process (the collector is one per process).
+    _open = 0
 
     def __init__(self, full_every: int = 16) -> None:
         if isinstance(full_every, bool) or not isinstance(full_every, numbers.Integral) or full_every < 1:
             raise ValueError(f"full_every must be a whole number >= 1, got {full_every!r}")
         self.full_every = int(full_every)
         self._settles = 0
+        self._released = False
+        LongLivedHeap._open += 1
 
     def settle(self) -> str:
         """Collect and freeze; returns ``"full"`` when everything was collected, ``"young"`` otherwise."""
@@ -57,6 +66,11 @@ class LongLivedHeap:
         return "full" if full else "young"
 
     def release(self) -> None:
-        """Thaw everything (the agent is closing): the collector sees all objects again."""
-        gc.unfreeze()
+        """The agent is closing: once no other heap of the process is open, thaw everything, so that the
+        collector sees all objects again. Releasing twice is harmless."""
+        if not self._released:
+            self._released = True
+            LongLivedHeap._open -= 1
+        if LongLivedHeap._open <= 0:
+            gc.unfreeze()
         self._settles = 0

@@ -27,7 +27,7 @@ exploring, so the evidence can turn). Tests only *add* re-trainings to the refre
 instead spends that many re-trainings per tick (a number, or a share of the fleet) as a staggered schedule
 served at once, to which strong triggers are added (``backbone="schedule"``), or on the highest expected
 gains (``backbone="gain"``). The default has neither budget nor refresh: strict triggers alone (BH at
-``alpha=0.01``, and the skill trigger), which on the tuning seeds sat below the periodic frontier at their own
+``alpha=0.01``), which on the tuning seeds sat below the periodic frontier at their own
 count.
 
 Whatever the mode, an **age backstop** re-trains a stream whose serving model is ``max_age`` ticks old (365
@@ -295,6 +295,8 @@ class MLMAPolicy(Policy):
         self.backbone, self.challenge = backbone, challenge
         self.max_age = int(max_age)
         self.cusum_threshold = None if not cusum_threshold else float(cusum_threshold)
+        if not isinstance(cusum_at_once, (bool, np.bool_)):
+            raise ValueError(f"cusum_at_once must be True or False, got {cusum_at_once!r}")
         self.cusum_at_once = bool(cusum_at_once)
         # The allowance is the relevance margin: a rise under delta is not worth a re-training, so it must not
         # accumulate either (a stream's own delta override replaces it at update time).
@@ -303,6 +305,8 @@ class MLMAPolicy(Policy):
         # Sized in reset (its window is the reference's capacity, its minimum the warm-up).
         self.skill = SkillTest(self.skill_margin or 0.0)
         self._period = 0
+        # The degradation test's block means of the newest tick, kept for the CUSUM (see _cusum_excess).
+        self._newest_means = None
         # Each stream's place in [0, 1) from its identity (identify_streams); empty until the agent names them.
         self._slots = np.zeros(0)
         self.probation_ticks = max(probation_ticks, window_ticks)
@@ -371,6 +375,10 @@ class MLMAPolicy(Policy):
         """A new version serves: its reference starts empty and fills with its own first losses."""
         streams = np.asarray(streams, dtype=np.int64)
         self._clear_reference(streams, tick)
+        # The skill test judges a serving version on its own ticks, whatever happens to the reference: only a
+        # new model starts it afresh (and ends a silence after a lost challenger); a person's reset or rebase
+        # of the reference does not.
+        self.skill.restart(streams)
         self.ref_version[streams] += 1
         self.cooldown_until[streams] = np.maximum(self.cooldown_until[streams], tick + self._cooldown(streams))
 
@@ -509,9 +517,6 @@ class MLMAPolicy(Policy):
         # The CUSUM measured the old reference's excess: a new model (or, after a lost challenger, a new
         # normal) starts it afresh, else the evidence that triggered would trigger again at once.
         self.cusum.restart(streams)
-        # Likewise the skill test: it judges the serving version from its own ticks (after a lost challenger,
-        # on_challenger_lost then silences it until the next model).
-        self.skill.restart(streams)
 
     def reference_mean(self) -> np.ndarray:
         """Each stream's mean reference loss (NaN while it has none)."""
@@ -878,7 +883,7 @@ class MLMAPolicy(Policy):
         block means over the same hours (as the test reads them) is carried over to the frozen full-tick
         level, so that a tick without its busy hours looks neither better nor worse than it is.
         """
-        kept = getattr(self, "_newest_means", None)
+        kept = self._newest_means
         if kept is not None and kept[0] is idx:
             _, full_means, matched = kept
         else:

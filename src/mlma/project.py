@@ -312,8 +312,8 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     if m.fdr not in ("bh", "by", "bonferroni", "none"):
         raise ConfigError(f"{path}: [monitor] fdr must be bh, by, bonferroni or none, got {m.fdr!r}")
     for key in ("cooldown_ticks", "budget", "cusum_threshold"):
-        if getattr(m, key) < 0:
-            raise ConfigError(f"{path}: [monitor] {key} must be >= 0, got {getattr(m, key)}")
+        if not getattr(m, key) >= 0 or not math.isfinite(getattr(m, key)):  # NaN fails both
+            raise ConfigError(f"{path}: [monitor] {key} must be a finite number >= 0, got {getattr(m, key)}")
     if not math.isfinite(m.skill_margin):
         raise ConfigError(f"{path}: [monitor] skill_margin must be a finite number (negative: off), "
                           f"got {m.skill_margin}")

@@ -190,7 +190,10 @@ class ArtifactStore:
         # same disk took 160 ms a tick for a handful of new models), so it pays only when the batch is large
         # enough that one fsync per file and directory would cost more (the start-up's thousands of models).
         many = len(todo) >= SYNCFS_MIN_FILES
+        # A shard folder made now is an entry in the root folder, which must reach the disk too.
+        created = False
         for parent in {self.path(sha).parent for sha in todo}:
+            created |= not parent.is_dir()
             parent.mkdir(parents=True, exist_ok=True)
         # One random tag for the batch: with the hash and the process id it names each temporary file uniquely
         # (O_EXCL says so if not), for less work per file than tempfile.mkstemp.
@@ -223,6 +226,8 @@ class ArtifactStore:
         if not (many and _syncfs(self.root)):
             for parent in sorted({final.parent for _, final in written}):
                 _fsync_dir(parent)
+            if created:
+                _fsync_dir(self.root)
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         """Store raw bytes under their sha256 (no-op if an intact copy is already there)."""

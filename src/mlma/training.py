@@ -35,7 +35,7 @@ from mlma.models import (
     model_uses_drivers,
     predict_fleet_isolated,
 )
-from mlma.models.base import describe_error, non_finite_forecast
+from mlma.models.base import describe_error, model_takes_driver_prior, non_finite_forecast
 
 DEFAULT_PARALLEL_THRESHOLD = 32
 """Fewer missing fits than this run inline on a local pool: starting worker processes costs more."""
@@ -762,6 +762,8 @@ class ModelService:
                                if fit_cache is not None else None)
         # Drivers are looked up only for a model that uses them (BaseForecaster.uses_drivers).
         self.wants_drivers = bool(ctx.drivers) and model_uses_drivers(probe)
+        #: Whether the fits depend on the fleet's prior of the drivers' effects (set_driver_prior).
+        self.takes_driver_prior = self.wants_drivers and model_takes_driver_prior(probe)
         #: Future driver values missing at forecast time and filled by the fallback (see
         #: FleetData.future_driver_values), per target tick.
         self.driver_fills: dict[int, int] = {}
@@ -771,7 +773,11 @@ class ModelService:
         (:attr:`ForecastContext.driver_prior`; None: none). Models already fitted keep theirs; the fit cache
         keys follow the context, so a fit made under another prior is not served from it."""
         prior = None if prior is None else tuple(float(v) for v in prior)
-        if prior == self.ctx.driver_prior:
+        old = self.ctx.driver_prior
+        # NaN (no estimate yet for a driver) equals NaN here: an unchanged prior keeps the context and the
+        # cache's digest of it.
+        if prior == old or (prior is not None and old is not None and len(prior) == len(old)
+                            and np.array_equal(prior, old, equal_nan=True)):
             return
         self.ctx = dataclasses.replace(self.ctx, driver_prior=prior)
         if self.fit_cache is not None:

@@ -292,6 +292,13 @@ class BaseForecaster:
         agent then passes None and need not look the values up."""
         return False
 
+    @property
+    def takes_driver_prior(self) -> bool:
+        """Whether this model's fits depend on :attr:`ForecastContext.driver_prior` (the fleet's estimate of
+        the drivers' effects). Default False. A backtest gives each policy a model service of its own only for
+        such models, since each policy's agent pools its own prior and their fits then differ."""
+        return False
+
     def driver_effects(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The future drivers' multiplicative effects this fit estimated, for the fleet's prior
         (:attr:`ForecastContext.driver_prior`): ``(beta, information)``, one entry per future driver, the
@@ -638,6 +645,12 @@ def describe_error(exc: BaseException) -> str:
     """One line on why a forecast failed: the exception's type and the first line of its message."""
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def model_takes_driver_prior(model) -> bool:
+    """:attr:`BaseForecaster.takes_driver_prior`, False for a model that does not subclass
+    :class:`BaseForecaster`."""
+    return isinstance(model, BaseForecaster) and bool(model.takes_driver_prior)
 
 
 def model_uses_drivers(model) -> bool:

@@ -182,6 +182,11 @@ class FeatureForecaster(BaseForecaster):
         fitted as a multiplicative factor are not columns)."""
         return self._builder.spec.feature_names(self._relative_drivers)
 
+    @property
+    def takes_driver_prior(self) -> bool:
+        """Multiplicative future drivers with ``driver_pooling``: the fit shrinks toward the fleet's prior."""
+        return self.driver_pooling and self.driver_effect == "multiplicative" and bool(self.ctx.drivers.future)
+
     def driver_effects(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The multiplicative factor's ``(beta, information)`` (:meth:`BaseForecaster.driver_effects`); None
         when the drivers act additively or ``driver_pooling`` is off (a model that takes no prior gives none,
