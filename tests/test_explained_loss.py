@@ -300,6 +300,14 @@ def test_the_agent_passes_the_scale_of_its_issued_forecasts_and_keeps_it_in_its_
     restored = Agent(MLMAPolicy(), service, season_length=24, scale=np.ones(fleet.n_streams))
     restored.load_state_arrays(arrays)
     np.testing.assert_array_equal(restored.explained, agent.explained)
+    # Restarted after the project stopped declaring the event: the saved scale is not applied.
+    plain = Drivers(future=("promo",))
+    plain_fleet = FleetData(panel, "h", bounds, drivers=plain)
+    undeclared = Agent(MLMAPolicy(), ModelService(plain_fleet, "ridge", ForecastContext("h", 24, 24, drivers=plain),
+                                                  train_window_ticks=28),
+                       season_length=24, scale=np.ones(fleet.n_streams))
+    undeclared.load_state_arrays(arrays)
+    assert undeclared.explained is None
 
 
 # -- live operation ---------------------------------------------------------------------------------------------

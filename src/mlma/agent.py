@@ -305,7 +305,8 @@ class Agent:
             saved = np.asarray(arrays["agent.forecast"])
             self.forecast = np.full((self.fleet.n_streams, saved.shape[1]), np.nan)
             self.forecast[:len(saved)] = saved
-        if "agent.explained" in arrays:
+        # The scale of forecasts issued before a restart; none when the project no longer declares events.
+        if "agent.explained" in arrays and self.events:
             saved = np.asarray(arrays["agent.explained"])
             self.explained = np.ones((self.fleet.n_streams, saved.shape[1]))
             self.explained[:len(saved)] = saved

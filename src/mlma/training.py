@@ -785,13 +785,19 @@ class ModelService:
 
     def refit(self, keys: list[ModelKey]) -> list[FittedModel | None]:
         """Fit ``keys`` again under the current context (a new :meth:`set_driver_prior`), replacing their
-        models; a key whose new fit fails keeps its model and gives None."""
+        models; a key whose new fit fails, or falls back to a simpler model where the first fit did not, keeps
+        its model and gives None."""
         old = {k: self._models.pop(k) for k in dict.fromkeys(keys) if k in self._models}
         for key in old:
             for memo in (self._predictions, self._baselines):
                 for cached in [c for c in memo if c[0] == key]:
                     del memo[cached]
         fitted = self.fit(keys, on_error="skip")
+        for i, fm in enumerate(fitted):
+            first = old.get(fm.key) if fm is not None else None
+            if first is not None and fm.fallback_reason is not None and first.fallback_reason is None:
+                self._models[fm.key] = first  # the prior cost the fit its model: the first fit stands
+                fitted[i] = None
         for key, model in old.items():
             self._models.setdefault(key, model)
         return fitted
