@@ -1003,19 +1003,15 @@ _NO_TICK = np.iinfo(np.int32).min // 2
 
 def _mean_error(errors: np.ndarray | None, n: int) -> np.ndarray:
     """Each stream's mean signed error in the tick (NaN when none or unknown)."""
-    if errors is None:
-        return np.full(n, np.nan)
-    finite = np.isfinite(errors)
-    count = finite.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, np.where(finite, errors, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
+    return np.full(n, np.nan) if errors is None else _row_mean(errors)
 
 
 def _row_mean(values: np.ndarray) -> np.ndarray:
     """Each row's mean of its finite values (NaN when none)."""
     finite = np.isfinite(values)
     count = finite.sum(axis=1)
-    return np.where(count > 0, np.where(finite, values, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.where(finite, values, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
 
 
 def _finite_sum_count(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
