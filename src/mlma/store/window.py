@@ -184,15 +184,6 @@ class _Snapshot:
             self.beyond = (sid[~inside], ds[~inside], y[~inside])
             self.apply(sid[inside], ds[inside], y[inside])
 
-    def trim_before(self, start: np.datetime64) -> None:
-        """Drop the columns before ``start`` (the window moved on)."""
-        cut = int(np.searchsorted(self.grid, start, side="left"))
-        if cut:
-            self._relayout(cut, self.values.shape[1] - cut)
-            self.origin = self.grid[cut] if cut < len(self.grid) else np.datetime64(start, "ns")
-            self.grid = self._grid(self.values.shape[1])
-        self.whole = False
-
     def apply(self, sid: np.ndarray, ds: np.ndarray, y: np.ndarray) -> None:
         """Write rows in (newer values replace older ones); rows before the origin are not the window's."""
         keep = ds >= self.origin
