@@ -776,8 +776,7 @@ class ModelService:
         old = self.ctx.driver_prior
         # NaN (no estimate yet for a driver) equals NaN here: an unchanged prior keeps the context and the
         # cache's digest of it.
-        if prior == old or (prior is not None and old is not None and len(prior) == len(old)
-                            and np.array_equal(prior, old, equal_nan=True)):
+        if (prior is None) == (old is None) and (prior is None or np.array_equal(prior, old, equal_nan=True)):
             return
         self.ctx = dataclasses.replace(self.ctx, driver_prior=prior)
         if self.fit_cache is not None:
@@ -788,10 +787,9 @@ class ModelService:
         models; a key whose new fit fails, or falls back to a simpler model where the first fit did not, keeps
         its model and gives None."""
         old = {k: self._models.pop(k) for k in dict.fromkeys(keys) if k in self._models}
-        for key in old:
-            for memo in (self._predictions, self._baselines):
-                for cached in [c for c in memo if c[0] == key]:
-                    del memo[cached]
+        for memo in (self._predictions, self._baselines):  # one pass over each memo, not one per key
+            for cached in [c for c in memo if c[0] in old]:
+                del memo[cached]
         fitted = self.fit(keys, on_error="skip")
         for i, fm in enumerate(fitted):
             first = old.get(fm.key) if fm is not None else None
