@@ -32,7 +32,7 @@ import numpy as np
 from mlma.escalations import Escalation, cleared_conditions
 from mlma.explained import DEFAULT_POWER, ExplainedScale
 from mlma.fleet import FleetData
-from mlma.models.base import BaseForecaster
+from mlma.models.base import model_driver_effects
 from mlma.policy import Decision, Policy, TickObservation, Verdict
 from mlma.training import FittedModel, ModelKey, ModelService
 
@@ -670,8 +670,7 @@ class Agent:
         if not self.driver_beta.shape[1]:
             return
         for nm in new_models:
-            model = nm.fitted.model
-            effects = model.driver_effects() if isinstance(model, BaseForecaster) else None
+            effects = model_driver_effects(nm.fitted.model)
             if effects is None:
                 continue
             beta, information = effects
@@ -689,8 +688,7 @@ class Agent:
         has_prior = np.isfinite(np.asarray(prior))
         redo = {}
         for i, nm in enumerate(new_models):
-            model = nm.fitted.model
-            effects = model.driver_effects() if isinstance(model, BaseForecaster) else None
+            effects = model_driver_effects(nm.fitted.model)
             if effects is not None and ((effects[1] == 0) & has_prior).any():
                 redo[nm.key] = i
         if not redo:

@@ -647,6 +647,11 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def model_driver_effects(model) -> tuple[np.ndarray, np.ndarray] | None:
+    """:meth:`BaseForecaster.driver_effects`, None for a model that does not subclass :class:`BaseForecaster`."""
+    return model.driver_effects() if isinstance(model, BaseForecaster) else None
+
+
 def model_takes_driver_prior(model) -> bool:
     """:attr:`BaseForecaster.takes_driver_prior`, False for a model that does not subclass
     :class:`BaseForecaster`."""
