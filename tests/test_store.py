@@ -743,7 +743,7 @@ def test_the_clock_is_fixed_once_in_the_ingests_transaction(store, tmp_path):
     assert len(store.observations()) == before and len(store.ingests()) == 1
 
 
-def test_value_ranges_and_reporting_streams_are_set_based_reads(store):
+def test_value_ranges_and_newest_ds_are_set_based_reads(store):
     frame = fleet_frame(3, 48)
     store.ingest_frame(frame, "f")
     ranges = store.value_ranges(["zone-00000", "zone-00002", "nobody"], since="2024-01-02")
@@ -752,8 +752,6 @@ def test_value_ranges_and_reporting_streams_are_set_based_reads(store):
     assert ranges["lo"].tolist() == late.loc[ranges.index, "min"].tolist()
     assert ranges["hi"].tolist() == late.loc[ranges.index, "max"].tolist()
     assert ranges["n"].tolist() == [24, 24]
-    assert store.reporting_streams("2024-01-01 23:00", "2024-01-02").tolist() == [0, 1, 2]
-    assert store.reporting_streams("2024-03-01", "2024-03-02").tolist() == []
     assert store.newest_ds() == pd.Timestamp("2024-01-02 23:00")
     assert store.newest_ds(until="2024-01-02 05:30") == pd.Timestamp("2024-01-02 05:00")
 

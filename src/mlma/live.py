@@ -154,6 +154,8 @@ class LiveAgent:
         self.holder = agent_identity()
         #: Every stream's recent observations, kept between ticks (see _window_fleet).
         self._window: ObservationWindow | None = None
+        #: Every stream's unique_id by id, kept between ticks (see _stream_names).
+        self._names = np.empty(0, dtype=object)
         #: What a tick leaves in memory (models, the window) is frozen out of the garbage collector's scans.
         self._heap = LongLivedHeap()
 
@@ -238,7 +240,10 @@ class LiveAgent:
 
     def _window_for(self, freq: str) -> ObservationWindow:
         if self._window is None or self._window.freq != freq:
-            self._window = ObservationWindow(self.store, freq, self.window_path)
+            if self._window is not None:
+                self._window.close()
+            # Saved in the background: the file is written while the tick works on the values.
+            self._window = ObservationWindow(self.store, freq, self.window_path, save_in_background=True)
         return self._window
 
     def _window_frame(self, freq: str, start, end, n_streams: int) -> pd.DataFrame:
@@ -334,8 +339,15 @@ class LiveAgent:
         if not len(served):
             return
         lo, hi = timing.boundaries(k, k + 1)
-        reporting = self.store.reporting_streams(lo, hi)
-        missing = int(len(served) - np.isin(served, reporting).sum())
+        # From the observation window the tick reads next anyway (the refresh happens here instead of there):
+        # one probe of the store per stream cost 25 ms a tick at 10,000 streams. Stored values are finite, so a
+        # stream reported in the tick exactly when its columns of the tick hold a value.
+        base, boundaries, start = self._training_span(k, False, timing)
+        names = self._stream_names()
+        values, first = self._window_for(timing.frequency.alias).matrix(start, boundaries[k + 1 - base],
+                                                                        n_streams=len(names))
+        fleet = FleetData.from_matrix(values, first, timing.frequency.alias, boundaries, ids=names, first_tick=base)
+        missing = int((fleet.observed_in_tick(k)[served] == 0).sum())
         held = self.store.fleet_escalation_ids("data-quality", k)
         if missing < self.config.agent.hold_no_data_share * len(served):
             if held:  # the actuals came in after all
@@ -365,6 +377,8 @@ class LiveAgent:
 
     def close(self) -> None:
         self._heap.release()
+        if self._window is not None:
+            self._window.close()
         if self.notifier is not None and hasattr(self.notifier, "close"):
             self.notifier.close(timeout=10)
         if self._executor is not None and self._own_executor:
@@ -433,24 +447,18 @@ class LiveAgent:
     def _compute_and_write(self, k: int, start: bool, timing: Timing, lease, started: float) -> TickResult:
         cfg = self.config
         freq = timing.frequency
-        window = cfg.model.train_window_ticks or timing.train_window()
         state = None if start else self._latest_state()
         if state is not None and state.tick != k - 1:
             state = self.store.load_state(k - 1)
         if not start and state is None:
             raise RuntimeError(f"no saved state for tick {k - 1}: the store's agent_state was lost; restore a "
                                "backup or start a new project")
-        streams = self.store.streams(columns=("id", "unique_id", "overrides"))  # what a tick reads of them
-        n = len(streams)
-        if n and (streams["id"].to_numpy() != np.arange(n)).any():
-            raise RuntimeError("stream ids are not dense 0..n-1; the store is damaged")
-        # Start-up fits and forecasts at the end of tick k = first - 1; a tick fits at its end too.
-        base = 0 if (start or window is None) else max(0, k - window)
-        boundaries = timing.boundaries(base, k + 2)
-        lo = boundaries[0] if base > 0 else None
+        names = self._stream_names()
+        n = len(names)
+        window = cfg.model.train_window_ticks or timing.train_window()
+        base, boundaries, lo = self._training_span(k, start, timing)
         drivers = cfg.drivers()
-        fleet = self._window_fleet(freq.alias, boundaries, base, lo, k, streams["unique_id"].to_numpy(dtype=object),
-                                   drivers)
+        fleet = self._window_fleet(freq.alias, boundaries, base, lo, k, names, drivers)
         fleet.mark_abnormal(self._abnormal_periods())
         ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=timing.horizon(),
                               drivers=drivers)
@@ -478,7 +486,7 @@ class LiveAgent:
         self._broken.clear()  # an artifact restored since the last tick loads again
         if state is not None:
             self._load_models(service, agent, live, repair)
-        controls, actions, approvers = self._controls(k, streams, agent, live, service, repair)
+        controls, actions, approvers = self._controls(k, n, agent, live, service, repair)
         self._fall_back(k, agent, live, service, controls, repair)
         serving_before = live["champion_version"].copy()
         shadow_before = live["challenger_version"].copy()
@@ -543,6 +551,15 @@ class LiveAgent:
         return TickResult(k, start, n, summary, list(written.escalation_ids), time.perf_counter() - started)
 
     # -- pieces of the tick ---------------------------------------------------------------------------------
+    def _training_span(self, k: int, start: bool, timing: Timing) -> tuple[int, list, pd.Timestamp | None]:
+        """What tick ``k`` reads: the first tick of its training window, the boundaries from there to tick
+        ``k + 2``, and the window's first timestamp (None: the whole history). The start-up fits and forecasts
+        at the end of tick k = first - 1 on the whole history; a tick fits at its end too."""
+        window = self.config.model.train_window_ticks or timing.train_window()
+        base = 0 if (start or window is None) else max(0, k - window)
+        boundaries = timing.boundaries(base, k + 2)
+        return base, boundaries, (boundaries[0] if base > 0 else None)
+
     @staticmethod
     def _scale(fleet: FleetData, state, n: int, season_length: int, k: int) -> np.ndarray:
         """The MASE scale for this tick's agent: kept in the state, so computed only for the streams that have
@@ -701,17 +718,39 @@ class LiveAgent:
                 return version, fitted
         return None
 
-    def _controls(self, k, streams: pd.DataFrame, agent: Agent, live: dict, service: ModelService,
-                  repair: _Repair):
+    def _stream_names(self) -> np.ndarray:
+        """Every stream's unique_id by id (a new array when streams were added). Kept between ticks: ids are
+        dense and never change, so a tick reads only the streams added since, and the last one it knew again,
+        as a check that the store is still the one the names came from (else all are read again)."""
+        known = self._names
+        first = max(len(known) - 1, 0)
+        rows = self.store.streams(columns=("id", "unique_id"), first_id=first)
+        ids = rows["id"].to_numpy()
+        if len(known) and (not len(ids) or ids[0] != first or rows["unique_id"].iat[0] != known[-1]):
+            log.info("the store's streams are not the ones this process read before (restored or replaced?); "
+                     "reading them all again")
+            known, first = known[:0], 0
+            rows = self.store.streams(columns=("id", "unique_id"))
+            ids = rows["id"].to_numpy()
+        if (ids != np.arange(first, first + len(ids))).any():
+            raise RuntimeError("stream ids are not dense 0..n-1; the store is damaged")
+        if len(ids) != 1 or not len(known):
+            self._names = np.concatenate([known[:first], rows["unique_id"].to_numpy(dtype=object)])
+        return self._names
+
+    def _controls(self, k, n: int, agent: Agent, live: dict, service: ModelService, repair: _Repair):
         """The engineer's settings and queued actions as this tick's :class:`Controls`, the queued actions, and
         who asked for each approval or rejection (by stream)."""
-        n = len(streams)
         now = pd.Timestamp.now(tz="UTC")
-        overrides = streams["overrides"].map(lambda o: o or {})
-        pinned = overrides.map(lambda o: _pinned(o.get("pinned_until"), now)).to_numpy(dtype=bool)
-        approval = overrides.map(lambda o: bool(o.get("needs_approval", False))).to_numpy(dtype=bool)
-        delta = overrides.map(lambda o: o.get("delta", np.nan)).to_numpy(dtype=np.float64)
-        cooldown = overrides.map(lambda o: o.get("cooldown_ticks", -1)).to_numpy(dtype=np.int32)
+        pinned, approval = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        delta, cooldown = np.full(n, np.nan), np.full(n, -1, dtype=np.int32)
+        # Only the few streams with overrides are read and looked at.
+        for s, o in self.store.stream_overrides().items():
+            if s < n:
+                pinned[s] = o.pinned_at(now)
+                approval[s] = o.needs_approval
+                delta[s] = np.nan if o.delta is None else o.delta
+                cooldown[s] = -1 if o.cooldown_ticks is None else o.cooldown_ticks
         agent.policy.set_overrides(delta=delta, cooldown_ticks=cooldown)
         controls = Controls(pinned=pinned, needs_approval=approval)
         # Carried out in the order they were queued (the store lists the newest first).
@@ -870,16 +909,6 @@ def _artifact_error(exc: Exception) -> str:
     """One line on why an artifact cannot be loaded."""
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _pinned(until, now: pd.Timestamp) -> bool:
-    if not until:
-        return False
-    if until == "forever":
-        return True
-    stamp = pd.Timestamp(until)
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
-    return now < stamp
 
 
 def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict) -> dict[int, str]:

@@ -82,16 +82,18 @@ def _column_values(kind: str, values, dialect: str) -> list:
         return array.astype(np.int64).tolist()
     if kind == "float":
         as_float = array.astype(np.float64)
-        out = as_float.tolist()
-        if not np.isfinite(as_float).all():
-            # NULL for NaN: both backends would otherwise store NaN, which SQL comparisons treat oddly.
-            bad = np.flatnonzero(~np.isfinite(as_float))
-            for i in bad:
-                out[i] = None
-        return out
+        bad = ~np.isfinite(as_float)
+        if not bad.any():
+            return as_float.tolist()
+        # NULL for NaN: both backends would otherwise store NaN, which SQL comparisons treat oddly.
+        out = as_float.astype(object)
+        out[bad] = None
+        return out.tolist()
     if kind == "int?":
-        as_float = pd.to_numeric(pd.Series(array), errors="raise").astype("Float64")
-        return [None if pd.isna(v) else int(v) for v in as_float.tolist()]
+        numbers = pd.to_numeric(pd.Series(array), errors="raise").astype("Float64")
+        out = numbers.to_numpy(np.float64, na_value=0.0).astype(np.int64).astype(object)
+        out[numbers.isna().to_numpy()] = None
+        return out.tolist()
     if kind == "bool":
         return array.astype(bool).tolist()
     if kind == "utc":

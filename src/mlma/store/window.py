@@ -55,6 +55,7 @@ array([5., 2., 3.])
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import json
@@ -358,13 +359,24 @@ class ObservationWindow:
     path
         Where the window is saved between processes (None: kept in memory only). The file is a cache: it is
         rebuilt when missing or not usable.
+    save_in_background
+        Write the file (or its journal record) in a thread of its own after each refresh, so that the caller
+        goes on with the values while they are saved (the live agent: the save overlaps the tick's work on
+        another core). The next refresh, :meth:`flush` and :meth:`close` wait for it. Default False: the file
+        is written before :meth:`rows` or :meth:`matrix` returns.
     """
 
-    def __init__(self, store, freq: str, path: str | os.PathLike | None = None) -> None:
+    def __init__(self, store, freq: str, path: str | os.PathLike | None = None, *,
+                 save_in_background: bool = False) -> None:
         if not isinstance(freq, str) or not freq:
             raise ValueError(f"freq must be a pandas offset alias, got {freq!r}")
         self.store, self.freq = store, freq
         self.path = None if path is None else Path(path)
+        self.save_in_background = bool(save_in_background)
+        # A refresh's save not yet started (the snapshot and what changed), and the one under way.
+        self._unsaved: tuple[_Snapshot, tuple | None] | None = None
+        self._saving: concurrent.futures.Future | None = None
+        self._saver: concurrent.futures.ThreadPoolExecutor | None = None
         self._snap: _Snapshot | None = None
         self._loaded = False
         # The journal as this process knows it: its size (None: not known, the next save rewrites the file),
@@ -385,7 +397,9 @@ class ObservationWindow:
         Rows older than ``start`` are dropped from the window for good: the next call's ``start`` must not
         be earlier (an earlier one rebuilds it).
         """
-        return self._refreshed(start, end, n_streams).rows(None if start is None else _ns(start), _ns(end), n_streams)
+        rows = self._refreshed(start, end, n_streams).rows(None if start is None else _ns(start), _ns(end), n_streams)
+        self._save_refresh()
+        return rows
 
     def matrix(self, start, end, *, n_streams: int) -> tuple[np.ndarray, np.datetime64]:
         """The same observations as :meth:`rows`, as the kept dense matrix itself: a read-only
@@ -405,12 +419,30 @@ class ObservationWindow:
         """
         snap = self._refreshed(start, end, n_streams)
         snap.grow_streams(n_streams)  # streams with no row yet: rows of NaN
+        # Saved once the snapshot is final: a save in the background must not see it change.
+        self._save_refresh()
         return snap.block(None if start is None else _ns(start), _ns(end), n_streams)
+
+    def flush(self) -> None:
+        """Wait until the last refresh is saved (at once when saving in the foreground)."""
+        saving, self._saving = self._saving, None
+        if saving is not None:
+            saving.result()  # _save_logged does not raise
+
+    def close(self) -> None:
+        """Finish the last save and stop the saving thread; the window stays usable (a new thread starts)."""
+        self.flush()
+        if self._saver is not None:
+            self._saver.shutdown(wait=True)
+            self._saver = None
 
     def _refreshed(self, start, end, n_streams: int) -> _Snapshot:
         """The kept snapshot brought up to date for ``[start, end)`` (see :meth:`rows`)."""
         start = None if start is None else np.datetime64(pd.Timestamp(start), "ns")
         end = np.datetime64(pd.Timestamp(end), "ns")
+        # The snapshot changes below: the last refresh's save (journal records go in order) must be done.
+        self._save_refresh()
+        self.flush()
         snap, why = self._usable(start)
         n_ingests = n_rows = n_batches = batch_rows = 0
         changes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # what the catch-up applied, in order
@@ -429,11 +461,34 @@ class ObservationWindow:
         self._snap = snap
         self.last_refresh = Refresh(why if rebuilt else None, n_ingests, n_rows, n_batches, batch_rows)
         if self.path is not None and (rebuilt or n_ingests or snap.end != end_before):
-            self._save(snap, None if rebuilt else (changes, start, end))
+            self._unsaved = (snap, None if rebuilt else (changes, start, end))
         return snap
 
+    def _save_refresh(self) -> None:
+        """Save what the last refresh left (if anything), now or in the saving thread."""
+        unsaved, self._unsaved = self._unsaved, None
+        if unsaved is None:
+            return
+        if not self.save_in_background:
+            self._save(*unsaved)
+            return
+        if self._saver is None:
+            self._saver = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlma-window-save")
+        self._saving = self._saver.submit(self._save_logged, *unsaved)
+
+    def _save_logged(self, snap: _Snapshot, change: tuple | None) -> None:
+        """:meth:`_save` for the saving thread: an unexpected error is logged, and the next save rewrites the
+        file (the journal's state is then unknown); the window in memory is not affected."""
+        try:
+            self._save(snap, change)
+        except Exception as exc:  # noqa: BLE001 - the file is a cache; the tick must not fail for it
+            log.warning("could not save the observation window to %s: %s: %s", self.path, type(exc).__name__, exc)
+            self._journal_at = None
+
     def forget(self) -> None:
-        """Drop the window kept in memory (the file stays): the next call loads or rebuilds it."""
+        """Drop the window kept in memory (the file stays, its last save finished): the next call loads or
+        rebuilds it."""
+        self.flush()
         self._snap, self._loaded, self._journal_at = None, False, None
 
     # -- steps ---------------------------------------------------------------------------------------------
