@@ -497,3 +497,38 @@ def test_a_window_saved_in_the_background_keeps_its_journal_in_order_and_survive
     # left), and the next days were appended again.
     assert any(journal_after[day] for day in range(20, 26)), journal_after
     assert not journal_after[27] and journal_after[28], journal_after
+
+
+def test_a_refresh_waits_for_the_save_under_way_only_when_it_changes_the_window(tmp_path, monkeypatch):
+    """The live agent refreshes the window twice a tick (its no-data hold check, then its data): the second
+    finds nothing new and must not wait for the first one's save; a refresh that brings new rows must wait,
+    or the save would write a window changing under it."""
+    rng = np.random.default_rng(9)
+    store = Store.create(f"sqlite:///{tmp_path / 'w.db'}")
+    uids = [f"z{i}" for i in range(3)]
+    store.ingest_frame(hours(uids, 0, 48, rng), "history")
+    window = ObservationWindow(store, "h", tmp_path / "w.window", save_in_background=True)
+    release = threading.Event()
+    save = ObservationWindow._save
+
+    def held_save(self, snap, change):
+        assert release.wait(30), "the test never released the save"
+        return save(self, snap, change)
+
+    monkeypatch.setattr(ObservationWindow, "_save", held_save)
+    end = T0 + HOUR * 48
+    window.matrix(T0, end, n_streams=3)  # its save is held
+    window.matrix(T0, end, n_streams=3)  # nothing new: returns while the save is still held
+    assert not release.is_set() and window._saving is not None and not window._saving.done()
+    store.ingest_frame(hours(uids, 48, 24, rng), "day")
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (window.matrix(T0, end + HOUR * 24, n_streams=3), done.set()))
+    worker.start()
+    assert not done.wait(0.5)  # new rows: the refresh waits for the held save
+    release.set()
+    worker.join(30)
+    assert done.is_set()
+    window.close()
+    fresh = ObservationWindow(store, "h", tmp_path / "w.window")
+    assert_same(fresh.rows(T0, end + HOUR * 24, n_streams=3), rows_of(store, T0, end + HOUR * 24, 3))
+    assert fresh.last_refresh.rebuilt is None and fresh.last_refresh.ingests == 0

@@ -164,16 +164,26 @@ class _Snapshot:
         """Columns up to ``end`` (exclusive); rows kept beyond the old end move in."""
         self.advance(None, end)
 
-    def advance(self, start: np.datetime64 | None, end: np.datetime64) -> None:
-        """Move the window to ``[start, end)``: drop the columns before ``start``, add those up to ``end``
-        (rows kept beyond the old end move in); the matrix is copied once, if at all (see _relayout)."""
-        cut, origin = 0, self.origin
+    def _plan(self, start: np.datetime64 | None, end: np.datetime64) -> tuple[int, np.datetime64, bool, int]:
+        """What :meth:`advance` would do: the columns to drop, the new origin, ``whole`` and the width."""
+        cut, origin, whole = 0, self.origin, self.whole
         if start is not None and (self.whole or start > self.origin):
             cut = int(np.searchsorted(self.grid, start, side="left"))
             if cut:
                 origin = self.grid[cut] if cut < len(self.grid) else np.datetime64(start, "ns")
-            self.whole = False
+            whole = False
         width = max(len(pd.date_range(origin, end, freq=self.freq, inclusive="left")), self.values.shape[1] - cut)
+        return cut, origin, whole, width
+
+    def moves(self, start: np.datetime64 | None, end: np.datetime64) -> bool:
+        """Whether :meth:`advance` to ``[start, end)`` would change anything."""
+        cut, _, whole, width = self._plan(start, end)
+        return bool(cut) or whole != self.whole or width != self.values.shape[1]
+
+    def advance(self, start: np.datetime64 | None, end: np.datetime64) -> None:
+        """Move the window to ``[start, end)``: drop the columns before ``start``, add those up to ``end``
+        (rows kept beyond the old end move in); the matrix is copied once, if at all (see _relayout)."""
+        cut, origin, self.whole, width = self._plan(start, end)
         if not cut and width == self.values.shape[1]:
             return
         self._relayout(cut, width)
@@ -418,7 +428,9 @@ class ObservationWindow:
         >>> store.close()
         """
         snap = self._refreshed(start, end, n_streams)
-        snap.grow_streams(n_streams)  # streams with no row yet: rows of NaN
+        if n_streams > snap.values.shape[0]:
+            self.flush()  # a save under way must not see the snapshot change
+            snap.grow_streams(n_streams)  # streams with no row yet: rows of NaN
         # Saved once the snapshot is final: a save in the background must not see it change.
         self._save_refresh()
         return snap.block(None if start is None else _ns(start), _ns(end), n_streams)
@@ -440,9 +452,8 @@ class ObservationWindow:
         """The kept snapshot brought up to date for ``[start, end)`` (see :meth:`rows`)."""
         start = None if start is None else np.datetime64(pd.Timestamp(start), "ns")
         end = np.datetime64(pd.Timestamp(end), "ns")
-        # The snapshot changes below: the last refresh's save (journal records go in order) must be done.
-        self._save_refresh()
-        self.flush()
+        # A save under way in the background reads the snapshot: it is waited for (flush) before anything
+        # changes the snapshot, and only then (a refresh that finds nothing new does not wait).
         snap, why = self._usable(start)
         n_ingests = n_rows = n_batches = batch_rows = 0
         changes: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # what the catch-up applied, in order
@@ -453,15 +464,24 @@ class ObservationWindow:
                 snap, why = None, str(stale)
         rebuilt = snap is None
         if rebuilt:
+            self.flush()
             self._snap = None  # a failed rebuild leaves nothing half-made behind
             snap, n_rows = self._build(start, end, n_streams)
             log.info("observation window rebuilt (%s): %s rows", why, f"{n_rows:,}")
         end_before = snap.end
-        snap.advance(start, end)
+        if snap.moves(start, end):
+            self.flush()
+            snap.advance(start, end)
         self._snap = snap
         self.last_refresh = Refresh(why if rebuilt else None, n_ingests, n_rows, n_batches, batch_rows)
         if self.path is not None and (rebuilt or n_ingests or snap.end != end_before):
-            self._unsaved = (snap, None if rebuilt else (changes, start, end))
+            change = None if rebuilt else (changes, start, end)
+            if self._unsaved is not None:
+                # The last refresh's save has not started: one journal record covers both (replaying records
+                # applies their rows in order and moves the window once, to the newest span: see _Journal).
+                earlier = self._unsaved[1]
+                change = None if earlier is None or change is None else (earlier[0] + changes, start, end)
+            self._unsaved = (snap, change)
         return snap
 
     def _save_refresh(self) -> None:
@@ -518,6 +538,7 @@ class ObservationWindow:
                          "the store was restored or replaced")
         if not len(new):
             return 0, 0, 0, 0
+        self.flush()  # the snapshot changes from here on
         ids = new["id"].to_numpy(np.int64)
         dated = new.dropna(subset=["first_ds", "last_ds"])
         if snap.whole and len(dated) and (dated["first_ds"].min().to_datetime64() < snap.origin):
