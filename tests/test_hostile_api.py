@@ -69,9 +69,7 @@ class Live:
         self.days_fed += 1
         with LiveAgent(self.config, store=self.store) as agent:
             result = agent.step()
-        with self.store._read() as conn:
-            forecast_streams = conn.execute(sa.select(sa.func.count(sa.distinct(S.forecasts.c.stream_id)))
-                                            .where(S.forecasts.c.issued_tick == result.tick)).scalar_one()
+        forecast_streams = self.store.forecasts(result.tick)["stream_id"].nunique()
         assert forecast_streams == N_ZONES, (result.tick, forecast_streams)
 
     def state(self) -> tuple:

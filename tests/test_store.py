@@ -131,7 +131,7 @@ def test_forecast_rows_of_an_old_store_are_packed_by_the_upgrade_and_unpacked_by
                 .astype({"model_version": "Int64"}))
     assert Store.upgrade(url) == HEAD
     with Store.open(url) as store:
-        assert count(store, S.forecasts) == 4  # one row per stream and tick
+        assert count(store, S.forecasts) == 2  # one row per tick and block of streams (both are in block 0)
         issued = store.forecasts()
         pd.testing.assert_frame_equal(issued[expected.columns], expected, check_dtype=False)
         assert store.forecasts(5)["unique_id"].tolist() == ["a"] * 3 + ["c"] * 3
@@ -147,6 +147,59 @@ def test_forecast_rows_of_an_old_store_are_packed_by_the_upgrade_and_unpacked_by
                             columns=list(expected.columns))
     assert len(back) == len(expected) + 1
     pd.testing.assert_frame_equal(back.iloc[:-1].astype({"model_version": "Int64"}), expected, check_dtype=False)
+
+
+def test_forecast_rows_per_stream_are_packed_into_blocks_by_the_upgrade_and_back_by_the_downgrade(url):
+    """Revision 0008 stored one packed row per stream and tick; 0009 one per tick and block of 64 stream ids.
+    Streams in three blocks, a block with a gap, streams with and without a model version: the upgrade keeps
+    every forecast, readers see the same frame, and the downgrade gives back the rows it started from."""
+    from alembic import command
+
+    from mlma.store import packed
+    from mlma.store.migrate import alembic_config
+
+    assert Store.upgrade(url, "0008") == "0008"
+    per_stream = sa.Table("forecasts", sa.MetaData(), sa.Column("issued_tick", sa.Integer),
+                          sa.Column("stream_id", sa.BigInteger), sa.Column("first_ds", S.DataTime),
+                          sa.Column("last_ds", S.DataTime), sa.Column("steps", sa.Integer),
+                          sa.Column("ds_packed", sa.LargeBinary), sa.Column("y_hat_packed", sa.LargeBinary),
+                          sa.Column("model_version", sa.Integer))
+    stamps = pd.date_range("2024-01-02", periods=4, freq="h")
+    rng = np.random.default_rng(4)
+    rows, long = [], []
+    streams = [0, 5, 63, 64, 70, 150]
+    with Store.open(url, check_schema=False) as old:
+        old.stream_ids([f"s{i:03d}" for i in range(151)])  # ids in name order
+        for tick in (3, 4):
+            for sid in streams[tick - 3:]:  # tick 3 forecasts stream 0 too
+                steps = 2 + sid % 3
+                us = stamps[:steps].values.astype("datetime64[us]").astype(np.int64)
+                y = rng.normal(size=steps).round(3)
+                version = None if sid == 63 else sid + tick
+                rows.append({"issued_tick": tick, "stream_id": sid, "first_ds": stamps[0].to_pydatetime(),
+                             "last_ds": stamps[steps - 1].to_pydatetime(), "steps": steps,
+                             "ds_packed": us.astype("<i8").tobytes(), "y_hat_packed": y.astype("<f8").tobytes(),
+                             "model_version": version})
+                long += [{"issued_tick": tick, "stream_id": sid, "unique_id": f"s{sid:03d}", "ds": stamps[i],
+                          "y_hat": y[i], "model_version": version} for i in range(steps)]
+        with old.engine.begin() as conn:
+            conn.execute(sa.insert(per_stream), rows)
+    expected = pd.DataFrame(long).astype({"model_version": "Int64"})
+    assert Store.upgrade(url) == HEAD
+    with Store.open(url) as store:
+        assert count(store, S.forecasts) == 3 + 3  # blocks 0, 1 and 2 at both ticks
+        pd.testing.assert_frame_equal(store.forecasts()[expected.columns], expected, check_dtype=False)
+        one = store.forecasts(4, streams=["s064"])
+        assert one["y_hat"].tolist() == expected.query("issued_tick == 4 and stream_id == 64")["y_hat"].tolist()
+        blocks = store.engine.connect().execute(sa.select(S.forecasts.c.block, S.forecasts.c.stream_ids)
+                                                .where(S.forecasts.c.issued_tick == 4)).all()
+        assert {b: np.frombuffer(ids, "<i8").tolist() for b, ids in blocks} == {0: [5, 63], 1: [64, 70], 2: [150]}
+        assert packed.block_of(150) == 2
+    with Store.open(url) as store, store.engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0008")
+    with Store.open(url, check_schema=False) as old, old.engine.connect() as conn:
+        back = conn.execute(sa.select(per_stream).order_by(per_stream.c.issued_tick, per_stream.c.stream_id)).all()
+    assert [dict(r._mapping) for r in back] == rows
 
 
 def test_open_refuses_a_schema_from_a_newer_mlma(store, url):

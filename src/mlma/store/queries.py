@@ -318,17 +318,22 @@ def attribute_values(store: Store, limit: int = 200) -> dict[str, list[dict]]:
     return out
 
 
-def _latest_forecasts(issue_rows: Sequence, since: Any) -> list[tuple[dt.datetime, float, int, int | None]]:
-    """``(ds, y_hat, issued_tick, model_version)`` per forecast timestamp from ``since`` on, in time order.
+def _latest_forecasts(issue_rows: Sequence, since: Any, stream: int
+                      ) -> list[tuple[dt.datetime, float, int, int | None]]:
+    """``(ds, y_hat, issued_tick, model_version)`` per forecast timestamp of ``stream`` from ``since`` on, in
+    time order.
 
     A timestamp may have been forecast by several ticks (horizons longer than a tick): the chart shows the
-    latest issue, which is the one that was scored. ``issue_rows`` are packed rows in issuing order.
+    latest issue, which is the one that was scored. ``issue_rows`` are packed rows of the stream's block in
+    issuing order.
     """
     latest: dict[int, tuple[float, int, int | None]] = {}
     floor = None if since is None else int(pd.Timestamp(since).value // 1000)
     for r in issue_rows:
-        _, ds, y = packed.unpack([0], [r.ds_packed], [r.y_hat_packed])
-        version = None if r.model_version is None else int(r.model_version)
+        part = packed.stream_part(r.stream_ids, r.steps, r.model_versions, r.ds_packed, r.y_hat_packed, stream)
+        if part is None:
+            continue
+        ds, y, version = part
         for us, value in zip((ds.astype("datetime64[us]").astype("int64")).tolist(), y.tolist()):
             if floor is None or us >= floor:
                 latest[us] = (value, int(r.issued_tick), version)
@@ -365,13 +370,13 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
             since = row.last_ds - dt.timedelta(days=14)
         o, f = S.observations, S.forecasts
         obs_query = sa.select(o.c.ds, o.c.y).where(o.c.stream_id == sid)
-        fc_query = (sa.select(f.c.issued_tick, f.c.ds_packed, f.c.y_hat_packed, f.c.model_version)
-                    .where(f.c.stream_id == sid))
+        fc_query = (sa.select(f.c.issued_tick, f.c.stream_ids, f.c.steps, f.c.model_versions, f.c.ds_packed,
+                              f.c.y_hat_packed).where(f.c.block == packed.block_of(sid)))
         if since is not None:
             obs_query = obs_query.where(o.c.ds >= since)
             fc_query = fc_query.where(f.c.last_ds >= since)
         actual_rows = conn.execute(obs_query.order_by(o.c.ds).limit(50_000)).all()
-        # One packed row per issuing tick (mlma.store.packed): the newest 5,000 issues at most.
+        # One packed row of the stream's block per issuing tick (mlma.store.packed): the newest 5,000 at most.
         issue_rows = conn.execute(fc_query.order_by(f.c.issued_tick.desc()).limit(5_000)).all()[::-1]
         mv, ch, h = S.model_versions, S.champions, S.champion_history
         versions = conn.execute(sa.select(mv).where(mv.c.stream_id == sid).order_by(mv.c.version.desc())
@@ -391,7 +396,7 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
         al = S.audit_log
         audit = conn.execute(sa.select(al).where(al.c.target == f"stream:{stream}").order_by(al.c.id.desc())
                              .limit(100)).all()
-    forecasts = _latest_forecasts(issue_rows, since)
+    forecasts = _latest_forecasts(issue_rows, since, sid)
     overrides = row.overrides or {}
     parsed = StreamOverrides.parse(overrides)
     params = dict(defaults or {})

@@ -188,20 +188,23 @@ verdicts = sa.Table(
     sa.Index(None, "stream_id", "tick"),
 )
 
-# One row per stream and issuing tick, the horizon packed as two arrays (mlma.store.packed; migration 0007):
-# a tick writes one row per stream instead of one per stream and step. first_ds/last_ds bound the packed
-# timestamps, so that a reader can select rows by data time without unpacking them.
+# One row per issuing tick and block of 64 consecutive stream ids, the streams' horizons packed as arrays
+# (mlma.store.packed; migration 0009, one row per stream before): a tick of 10,000 streams writes 157 rows.
+# first_ds/last_ds bound the row's timestamps, so that a reader can select rows by data time without unpacking
+# them; one stream's forecasts are in the rows of its block.
 forecasts = sa.Table(
     "forecasts", metadata,
     sa.Column("issued_tick", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("stream_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("block", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("first_ds", DataTime, nullable=False),
     sa.Column("last_ds", DataTime, nullable=False),
-    sa.Column("steps", sa.Integer, nullable=False),
+    sa.Column("n_values", sa.Integer, nullable=False),
+    sa.Column("stream_ids", sa.LargeBinary, nullable=False),
+    sa.Column("steps", sa.LargeBinary, nullable=False),
+    sa.Column("model_versions", sa.LargeBinary, nullable=False),
     sa.Column("ds_packed", sa.LargeBinary, nullable=False),
     sa.Column("y_hat_packed", sa.LargeBinary, nullable=False),
-    sa.Column("model_version", sa.Integer),
-    sa.Index(None, "stream_id", "last_ds"),
+    sa.Index(None, "block", "issued_tick"),
 )
 
 escalations = sa.Table(

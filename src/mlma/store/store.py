@@ -1188,26 +1188,31 @@ class Store:
         ``streams``: one row per stream and timestamp, ordered by issued_tick, stream_id and ds.
 
         Columns: issued_tick, stream_id, unique_id, ds, y_hat, model_version (nullable Int64). Stored one packed
-        row per stream and tick (:mod:`mlma.store.packed`), unpacked here.
+        row per tick and block of streams (:mod:`mlma.store.packed`), unpacked here.
         """
         f = S.forecasts
-        query = (sa.select(f.c.issued_tick, f.c.stream_id, S.streams.c.unique_id, f.c.model_version, f.c.ds_packed,
-                           f.c.y_hat_packed)
-                 .join(S.streams, S.streams.c.id == f.c.stream_id).order_by(f.c.issued_tick, f.c.stream_id))
+        query = (sa.select(f.c.issued_tick, f.c.n_values, f.c.stream_ids, f.c.steps, f.c.model_versions,
+                           f.c.ds_packed, f.c.y_hat_packed).order_by(f.c.issued_tick, f.c.block))
         if issued_tick is not None:
             query = query.where(f.c.issued_tick == int(issued_tick))
+        wanted = None
         if streams is not None:
-            query = query.where(f.c.stream_id.in_(self._ids_of(streams).tolist()))
+            wanted = self._ids_of(streams)
+            query = query.where(f.c.block.in_(np.unique(packed.block_of(wanted)).tolist()))
         with self._read() as conn:
             rows = conn.execute(query).all()
-        ticks, sids, uids, versions, ds_parts, y_parts = (list(c) for c in zip(*rows)) if rows else ([],) * 6
-        ids, ds, y = packed.unpack(sids, ds_parts, y_parts)
-        steps = np.array([packed.row_steps(b) for b in ds_parts], dtype=np.int64)
-        version = pd.array(versions, dtype="Int64") if rows else pd.array([], dtype="Int64")
+        ticks, sizes, *arrays = (list(c) for c in zip(*rows)) if rows else ([],) * 7
+        ids, ds, y, versions = packed.unpack(*arrays)
+        tick = np.repeat(np.asarray(ticks, dtype=np.int64), np.asarray(sizes, dtype=np.int64))
+        if wanted is not None:  # the rows hold the blocks' other streams too
+            keep = np.isin(ids, wanted)
+            tick, ids, ds, y, versions = tick[keep], ids[keep], ds[keep], y[keep], versions[keep]
+        distinct, at = np.unique(ids, return_inverse=True)
+        names = self._stream_names(distinct) if len(distinct) else {}
         frame = pd.DataFrame({
-            "issued_tick": np.repeat(np.asarray(ticks, dtype=np.int64), steps), "stream_id": ids,
-            "unique_id": np.repeat(np.asarray(uids, dtype=object), steps), "ds": ds, "y_hat": y,
-            "model_version": version.take(np.repeat(np.arange(len(rows)), steps))})
+            "issued_tick": tick, "stream_id": ids,
+            "unique_id": np.array([names[i] for i in distinct.tolist()], dtype=object)[at], "ds": ds, "y_hat": y,
+            "model_version": pd.array(versions, dtype="Float64").astype("Int64")})
         return frame if issued_tick is None else frame.drop(columns="issued_tick")
 
     def _insert_verdicts(self, conn: sa.Connection, tick: int, verdicts: Any) -> int:
@@ -1254,22 +1259,20 @@ class Store:
         return ids
 
     def _insert_forecasts(self, conn: sa.Connection, tick: int, forecasts: pd.DataFrame) -> int:
-        """One packed row per stream (:mod:`mlma.store.packed`); returns the number of forecasts."""
+        """One packed row per block of streams (:mod:`mlma.store.packed`); returns the number of forecasts."""
         if not {"stream_id", "ds", "y_hat"} <= set(forecasts.columns):
             raise ValueError(f"forecasts frame needs columns stream_id, ds, y_hat, has {list(forecasts.columns)}")
         ids = self._known_ids(conn, forecasts["stream_id"].to_numpy(), "forecasts")
         rows = packed.pack(ids, forecasts["ds"].to_numpy(dtype="datetime64[ns]"),
                            forecasts["y_hat"].to_numpy(dtype=np.float64),
                            forecasts["model_version"].to_numpy() if "model_version" in forecasts else None)
-        n = len(rows)
+        arrays = ("stream_ids", "steps", "model_versions", "ds_packed", "y_hat_packed")
         bulk.insert_rows(conn, "forecasts",
-                         {"issued_tick": "int", "stream_id": "int", "first_ds": "ds", "last_ds": "ds", "steps": "int",
-                          "ds_packed": "blob", "y_hat_packed": "blob", "model_version": "int?"},
-                         {"issued_tick": np.full(n, tick), "stream_id": rows.stream_id, "first_ds": rows.first_ds,
-                          "last_ds": rows.last_ds, "steps": rows.steps, "ds_packed": rows.ds_packed,
-                          "y_hat_packed": rows.y_hat_packed,
-                          "model_version": rows.model_version if rows.model_version is not None
-                          else np.full(n, np.nan)})
+                         {"issued_tick": "int", "block": "int", "first_ds": "ds", "last_ds": "ds", "n_values": "int",
+                          **{name: "blob" for name in arrays}},
+                         {"issued_tick": np.full(len(rows), tick), "block": rows.block, "first_ds": rows.first_ds,
+                          "last_ds": rows.last_ds, "n_values": rows.n_values,
+                          **{name: getattr(rows, name) for name in arrays}})
         return len(forecasts)
 
     # -- escalations and the audit log ------------------------------------------------------------------
