@@ -191,8 +191,9 @@ def test_forecast_rows_per_stream_are_packed_into_blocks_by_the_upgrade_and_back
         pd.testing.assert_frame_equal(store.forecasts()[expected.columns], expected, check_dtype=False)
         one = store.forecasts(4, streams=["s064"])
         assert one["y_hat"].tolist() == expected.query("issued_tick == 4 and stream_id == 64")["y_hat"].tolist()
-        blocks = store.engine.connect().execute(sa.select(S.forecasts.c.block, S.forecasts.c.stream_ids)
-                                                .where(S.forecasts.c.issued_tick == 4)).all()
+        with store.engine.connect() as conn:
+            blocks = conn.execute(sa.select(S.forecasts.c.block, S.forecasts.c.stream_ids)
+                                  .where(S.forecasts.c.issued_tick == 4)).all()
         assert {b: np.frombuffer(ids, "<i8").tolist() for b, ids in blocks} == {0: [5, 63], 1: [64, 70], 2: [150]}
         assert packed.block_of(150) == 2
     with Store.open(url) as store, store.engine.begin() as conn:

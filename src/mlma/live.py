@@ -59,6 +59,7 @@ from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store.engine import shown_url, unreachable_reason
 from mlma.store.glance import NextTick
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
+from mlma.store.state import StateEncoding
 from mlma.store.window import ObservationWindow
 from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
 
@@ -496,59 +497,65 @@ class LiveAgent:
         if getattr(service, "timed_out", False):
             self._executor_dirty = True
         _checkpoint("after-fit")
-
-        # From here on the tick is recorded from its report alone.
-        with self.registry.artifacts.batch():  # the tick's new artifacts reach the disk in one flush
-            new_versions, expected, moves, checks = self._versions(k, report, fleet, service.train_window_ticks,
-                                                                   live, approvers, repair.refit)
-        moves += list(repair.moves.values())
-        checks += [VersionCheck(*check) for check in repair.checks]
-        report.escalations.extend(Escalation(s, k, "artifact-broken", severity, message)
-                                  for s, severity, message in repair.escalations)
-        # The agent names a model by its training tick; the engineer finds it by its registry version.
-        report.escalations[:] = name_model_versions(report.escalations, {"champion": live["champion_version"],
-                                                                         "challenger": shadow_before})
-        _checkpoint("after-artifacts")
-        applied = {} if start else _outcomes(actions, report, live)
-        verdicts = None if start else _verdicts(report, serving_before)
-        forecasts = (forecast_frame(report.issued, fleet.tick_timestamps(k + 1), live["champion_version"])
-                     if report.issued is not None else None)
-        audit = [{"actor": "agent", "action": "fit-failed", "target": f"stream:{fleet.ids[s]}",
-                  "params": {"tick": k, "failures_in_a_row": report.failures_in_a_row[s]}, "reason": error}
-                 for s, error in report.failed.items()]
-        # A failed forecast names the registry version that failed: the serving one, or the challenger in shadow.
-        audit += [{"actor": "agent", "action": "forecast-failed", "target": f"stream:{fleet.ids[s]}",
-                   "params": {"tick": k, "version": int(versions[s]), "slot": slot}, "reason": error}
-                  for slot, failed, versions in (("champion", report.forecast_failed, live["champion_version"]),
-                                                 ("challenger", report.shadow_failed, shadow_before))
-                  for s, error in failed.items()]
-        audit += [{"actor": "agent", "action": "artifact-broken", "target": f"stream:{fleet.ids[s]}",
-                   "params": {"tick": k, "version": version, "slot": slot}, "reason": message}
-                  for s, version, slot, message in repair.audit]
-        filled = None
-        if drivers.future:
-            # Future driver values the forecasts of tick k + 1 needed but nobody ingested: filled by the
-            # fallback of FleetData.future_driver_values (same time a season earlier, else the last value).
-            filled = int(service.driver_fills.get(k + 1, 0))
-            if filled:
-                log.warning("tick %s: %s future driver value(s) for tick %s were not ingested (mlma ingest "
-                            "--future); filled with the value a season earlier or the last known one", k, filled,
-                            k + 1)
-        # The next tick's bounds go in the summary for `mlma status`'s quick path (mlma.store.glance).
-        summary = _summary(report, n, start, time.perf_counter() - started, filled, _next_tick(timing, k + 1))
-        arrays = agent.state_arrays() | timing.to_arrays() | {f"live.{name}": v for name, v in live.items()}
-        record = TickRecord(k, verdicts=verdicts, forecasts=forecasts, escalations=report.escalations,
-                            resolve_escalations={} if start else report.cleared, new_versions=new_versions,
-                            expected_versions=expected, champion_moves=moves, version_checks=checks, audit=audit,
-                            applied_actions=applied, state=arrays, summary=summary)
-        _checkpoint("before-commit")
-        written = self.store.write_tick(record, lease=lease)
-        _checkpoint("after-commit")
-        if written.state is not None:  # the state just saved, as the next tick would read it back
-            self._state_cache = written.state
-        self._keep_models(k, report, expected, live)
-        summary = replace(summary, escalations_resolved=sum(written.resolved.values()))
-        return TickResult(k, start, n, summary, list(written.escalation_ids), time.perf_counter() - started)
+        # The agent's arrays are final: their blob is made in a thread while the rest of the tick is recorded
+        # (it took longer than writing the tick's rows); the registry versions follow before the commit.
+        encoding = StateEncoding()
+        try:
+            encoding.add(agent.state_arrays() | timing.to_arrays())
+            # From here on the tick is recorded from its report alone.
+            with self.registry.artifacts.batch():  # the tick's new artifacts reach the disk in one flush
+                new_versions, expected, moves, checks = self._versions(k, report, fleet, service.train_window_ticks,
+                                                                       live, approvers, repair.refit)
+            moves += list(repair.moves.values())
+            checks += [VersionCheck(*check) for check in repair.checks]
+            report.escalations.extend(Escalation(s, k, "artifact-broken", severity, message)
+                                      for s, severity, message in repair.escalations)
+            # The agent names a model by its training tick; the engineer finds it by its registry version.
+            report.escalations[:] = name_model_versions(report.escalations, {"champion": live["champion_version"],
+                                                                             "challenger": shadow_before})
+            _checkpoint("after-artifacts")
+            applied = {} if start else _outcomes(actions, report, live)
+            verdicts = None if start else _verdicts(report, serving_before)
+            forecasts = (forecast_frame(report.issued, fleet.tick_timestamps(k + 1), live["champion_version"])
+                         if report.issued is not None else None)
+            audit = [{"actor": "agent", "action": "fit-failed", "target": f"stream:{fleet.ids[s]}",
+                      "params": {"tick": k, "failures_in_a_row": report.failures_in_a_row[s]}, "reason": error}
+                     for s, error in report.failed.items()]
+            # A failed forecast names the registry version that failed: the serving one, or the challenger in shadow.
+            audit += [{"actor": "agent", "action": "forecast-failed", "target": f"stream:{fleet.ids[s]}",
+                       "params": {"tick": k, "version": int(versions[s]), "slot": slot}, "reason": error}
+                      for slot, failed, versions in (("champion", report.forecast_failed, live["champion_version"]),
+                                                     ("challenger", report.shadow_failed, shadow_before))
+                      for s, error in failed.items()]
+            audit += [{"actor": "agent", "action": "artifact-broken", "target": f"stream:{fleet.ids[s]}",
+                       "params": {"tick": k, "version": version, "slot": slot}, "reason": message}
+                      for s, version, slot, message in repair.audit]
+            filled = None
+            if drivers.future:
+                # Future driver values the forecasts of tick k + 1 needed but nobody ingested: filled by the
+                # fallback of FleetData.future_driver_values (same time a season earlier, else the last value).
+                filled = int(service.driver_fills.get(k + 1, 0))
+                if filled:
+                    log.warning("tick %s: %s future driver value(s) for tick %s were not ingested (mlma ingest "
+                                "--future); filled with the value a season earlier or the last known one", k, filled,
+                                k + 1)
+            # The next tick's bounds go in the summary for `mlma status`'s quick path (mlma.store.glance).
+            summary = _summary(report, n, start, time.perf_counter() - started, filled, _next_tick(timing, k + 1))
+            encoding.add({f"live.{name}": v for name, v in live.items()})
+            record = TickRecord(k, verdicts=verdicts, forecasts=forecasts, escalations=report.escalations,
+                                resolve_escalations={} if start else report.cleared, new_versions=new_versions,
+                                expected_versions=expected, champion_moves=moves, version_checks=checks, audit=audit,
+                                applied_actions=applied, state=encoding, summary=summary)
+            _checkpoint("before-commit")
+            written = self.store.write_tick(record, lease=lease)
+            _checkpoint("after-commit")
+            if written.state is not None:  # the state just saved, as the next tick would read it back
+                self._state_cache = written.state
+            self._keep_models(k, report, expected, live)
+            summary = replace(summary, escalations_resolved=sum(written.resolved.values()))
+            return TickResult(k, start, n, summary, list(written.escalation_ids), time.perf_counter() - started)
+        finally:
+            encoding.close()
 
     # -- pieces of the tick ---------------------------------------------------------------------------------
     def _training_span(self, k: int, start: bool, timing: Timing) -> tuple[int, list, pd.Timestamp | None]:

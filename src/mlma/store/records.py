@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlma.store.state import StateEncoding
+
 _ACTOR = re.compile(r"^(agent|user:\S.*)$")
 
 
@@ -447,7 +449,9 @@ class TickRecord:
     applied_actions
         Queued stream actions (``stream_actions`` ids) this tick carried out, with their outcome text.
     state
-        The agent's and policy's per-stream arrays (see :meth:`~mlma.store.Store.save_state`).
+        The agent's and policy's per-stream arrays (see :meth:`~mlma.store.Store.save_state`), or a
+        :class:`~mlma.store.state.StateEncoding` of them already under way (the live agent starts it when its
+        tick is done, so that deflating the state overlaps the rest of the tick).
     summary
         The tick's :class:`TickSummary`.
     start, end, agent_id
@@ -470,7 +474,7 @@ class TickRecord:
     version_checks: tuple = ()
     audit: tuple = ()
     applied_actions: Mapping[int, str] = field(default_factory=dict)
-    state: Mapping[str, np.ndarray] | None = None
+    state: Mapping[str, np.ndarray] | StateEncoding | None = None
     summary: TickSummary | None = None
     start: Any = None
     end: Any = None
@@ -529,7 +533,7 @@ class TickRecord:
             raise ValueError(f"{where}: applied_actions must map a stream action id to its outcome text")
         if self.summary is not None and not isinstance(self.summary, TickSummary):
             raise ValueError(f"{where}: summary must be a TickSummary, got {type(self.summary).__name__}")
-        if self.state is not None and not isinstance(self.state, Mapping):
+        if self.state is not None and not isinstance(self.state, (Mapping, StateEncoding)):
             raise ValueError(f"{where}: state must map array names to numpy arrays, got {type(self.state).__name__}")
 
     def _check_items(self, name: str, kind: type) -> None:

@@ -9,6 +9,7 @@ its first 64 KiB shrink by half (empty references, counters, flags), stored as i
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import zipfile
@@ -39,6 +40,15 @@ def encode_state(arrays: Mapping[str, np.ndarray]) -> tuple[bytes, str]:
     """
     if not isinstance(arrays, Mapping) or not arrays:
         raise ValueError("state must be a non-empty mapping of names to numpy arrays")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", allowZip64=True) as archive:
+        for name, value in _checked(arrays).items():
+            _write_member(archive, name, value)
+    blob = buffer.getvalue()
+    return blob, hashlib.sha256(blob).hexdigest()
+
+
+def _checked(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     clean = {}
     for name, value in arrays.items():
         if not isinstance(name, str) or not name:
@@ -49,18 +59,82 @@ def encode_state(arrays: Mapping[str, np.ndarray]) -> tuple[bytes, str]:
                              "strings (e.g. np.array(list_of_str, dtype=str)), or a padded 2-d array for "
                              "ragged lists")
         clean[name] = value
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", allowZip64=True) as archive:
-        for name, value in clean.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, value, allow_pickle=False)
-            data = member.getbuffer()
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED if _deflates(data) else zipfile.ZIP_STORED
-            # The fastest level: the probe already said the data compresses well, so little is lost.
-            archive.writestr(info, data, compresslevel=1)
-    blob = buffer.getvalue()
-    return blob, hashlib.sha256(blob).hexdigest()
+    return clean
+
+
+def _write_member(archive: zipfile.ZipFile, name: str, value: np.ndarray) -> None:
+    member = io.BytesIO()
+    np.lib.format.write_array(member, value, allow_pickle=False)
+    data = member.getbuffer()
+    info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED if _deflates(data) else zipfile.ZIP_STORED
+    # The fastest level: the probe already said the data compresses well, so little is lost.
+    archive.writestr(info, data, compresslevel=1)
+
+
+class StateEncoding:
+    """A state encoded (as :func:`encode_state` does) in a thread of its own while the caller goes on, given
+    in parts: the parts that are final early start deflating early.
+
+    The live agent hands over the agent's arrays as soon as its tick is done (deflating them took longer
+    than writing the tick's rows) and the registry versions it names just before the commit. Each part is
+    copied when it is added (read-only copies: what is saved stays what was saved, whoever holds the
+    arrays), so the caller may change its arrays at once.
+
+    >>> encoding = StateEncoding()
+    >>> encoding.add({"agent.champion": np.array([3, -1])})
+    >>> encoding.add({"live.version": np.array([2, 0])})
+    >>> blob, sha = encoding.result()
+    >>> sorted(decode_state(blob, sha)), encoding.arrays["live.version"].flags.writeable
+    (['agent.champion', 'live.version'], False)
+    >>> encoding.close()
+    """
+
+    def __init__(self) -> None:
+        #: The read-only copies of every part added so far.
+        self.arrays: dict[str, np.ndarray] = {}
+        self._buffer = io.BytesIO()
+        self._archive = zipfile.ZipFile(self._buffer, "w", allowZip64=True)
+        self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlma-encode-state")
+        self._written: list[concurrent.futures.Future] = []
+        self._result: tuple[bytes, str] | None = None
+
+    def add(self, arrays: Mapping[str, np.ndarray]) -> None:
+        """Copy ``arrays`` and start writing them into the blob; names must be new."""
+        if self._result is not None:
+            raise RuntimeError("the state's blob is finished; nothing can be added to it")
+        if not isinstance(arrays, Mapping):
+            raise ValueError("state must be a non-empty mapping of names to numpy arrays")
+        twice = sorted(set(arrays) & set(self.arrays))
+        if twice:
+            raise ValueError(f"state arrays {twice[:3]} were given twice")
+        copies = {}
+        for name, value in _checked(arrays).items():
+            copy = np.array(value, copy=True)
+            copy.flags.writeable = False
+            copies[name] = copy
+        self.arrays.update(copies)
+        self._written.append(self._worker.submit(self._write, copies))
+
+    def _write(self, arrays: dict[str, np.ndarray]) -> None:
+        for name, value in arrays.items():
+            _write_member(self._archive, name, value)
+
+    def result(self) -> tuple[bytes, str]:
+        """The finished blob and its sha256 (waits for the parts still being written)."""
+        if self._result is None:
+            if not self.arrays:
+                raise ValueError("state must be a non-empty mapping of names to numpy arrays")
+            for written in self._written:
+                written.result()  # an error of the thread is raised here
+            self._archive.close()
+            blob = self._buffer.getvalue()
+            self._result = blob, hashlib.sha256(blob).hexdigest()
+        return self._result
+
+    def close(self) -> None:
+        """Stop the thread (parts not written yet are dropped); the result, if made, stays."""
+        self._worker.shutdown(wait=False, cancel_futures=True)
 
 
 def _deflates(data: memoryview) -> bool:

@@ -9,7 +9,6 @@ PostgreSQL), so their cost does not grow with the number of statements per strea
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as dt
@@ -33,7 +32,7 @@ from mlma.store.frames import VERDICT_COLUMNS, rows_frame, verdict_labels
 from mlma.store.overrides import StreamOverrides
 from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, TickRecord, TickSummary,
                                 TickWrite, check_actor, utc_instant)
-from mlma.store.state import FORMAT, decode_state, encode_state
+from mlma.store.state import FORMAT, StateEncoding, decode_state, encode_state
 
 if TYPE_CHECKING:
     from mlma.store.transaction import Transaction
@@ -1019,21 +1018,23 @@ class Store:
         if not isinstance(record, TickRecord):
             raise TypeError(f"write_tick takes a TickRecord, got {type(record).__name__}")
         tick = _tick_number(record.tick)
-        # The state is copied before anything is written: the caller may go on to change its arrays, and the
-        # copies are what TickWrite.state hands back (read-only) for the next tick instead of a read.
-        kept = None if record.state is None else _frozen_copies(record.state)
         # The state's blob (deflating and hashing tens of MB, which release the GIL) is made in a thread while
-        # the tick's rows are written: its seconds overlap the database's.
-        encoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlma-encode-state")
+        # the tick's rows are written: its seconds overlap the database's. Its arrays are copied first (the
+        # caller may go on to change its own); the copies are what TickWrite.state hands back (read-only) for
+        # the next tick instead of a read.
+        encoding = record.state
+        if isinstance(encoding, Mapping):
+            encoding = StateEncoding()
+            encoding.add(record.state)
         try:
-            encoded = None if kept is None else encoder.submit(encode_state, kept)
-            return self._write_tick(record, tick, kept, encoded, lease)
+            return self._write_tick(record, tick, encoding, lease)
         finally:
-            encoder.shutdown(wait=False, cancel_futures=True)
+            if encoding is not None:
+                encoding.close()
 
-    def _write_tick(self, record: TickRecord, tick: int, kept: dict[str, np.ndarray] | None,
-                    encoded: concurrent.futures.Future | None, lease: lock.Lease | None) -> TickWrite:
-        """The transaction of :meth:`write_tick`; ``encoded`` gives ``encode_state(kept)``'s blob and hash."""
+    def _write_tick(self, record: TickRecord, tick: int, encoding: StateEncoding | None,
+                    lease: lock.Lease | None) -> TickWrite:
+        """The transaction of :meth:`write_tick`."""
         with self._write() as conn:
             if lease is not None:
                 lock.fence(conn, lease)
@@ -1064,9 +1065,9 @@ class Store:
             for entry in record.audit:
                 self._audit(conn, now, **entry)
             saved = None
-            if kept is not None:
-                sha, size = self._save_state(conn, tick, encoded.result(), kept, now)
-                saved = AgentState(tick, kept, sha, size, now)
+            if encoding is not None:
+                sha, size = self._save_state(conn, tick, encoding.result(), encoding.arrays, now)
+                saved = AgentState(tick, encoding.arrays, sha, size, now)
             if record.applied_actions:
                 conn.execute(sa.update(S.stream_actions)
                              .where(S.stream_actions.c.id == sa.bindparam("aid"),
@@ -1595,23 +1596,6 @@ class Store:
             finally:
                 target.close()
         return destination
-
-
-def _frozen_copies(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Read-only copies of a state's arrays: what was saved stays what was saved, whoever holds them.
-
-    >>> kept = _frozen_copies({"a": np.arange(3)})["a"]
-    >>> kept.flags.writeable
-    False
-    """
-    if not isinstance(arrays, Mapping):
-        raise ValueError("state must be a non-empty mapping of names to numpy arrays")
-    copies = {}
-    for name, value in arrays.items():
-        copy = np.array(value, copy=True)
-        copy.flags.writeable = False
-        copies[name] = copy
-    return copies
 
 
 def _tick_number(tick: Any, allow_negative: bool = False) -> int:
