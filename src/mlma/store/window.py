@@ -208,10 +208,10 @@ class _Snapshot:
             all_sid = np.concatenate([old_sid, sid[later]])
             all_ds = np.concatenate([old_ds, ds[later]])
             all_y = np.concatenate([old_y, y[later]])
-            # One row per (stream, ds), the newest (last) one.
-            order = np.lexsort((np.arange(len(all_sid)), all_ds, all_sid))[::-1]
-            _, first = np.unique(np.stack([all_sid[order], all_ds[order].view(np.int64)]), axis=1, return_index=True)
-            pick = order[first]
+            # One row per (stream, ds), the newest (last) one: sorted by key then arrival, the last of each key.
+            order = np.lexsort((np.arange(len(all_sid)), all_ds, all_sid))
+            key_sid, key_ds = all_sid[order], all_ds[order]
+            pick = order[np.r_[(key_sid[1:] != key_sid[:-1]) | (key_ds[1:] != key_ds[:-1]), True]]
             self.beyond = (all_sid[pick], all_ds[pick], all_y[pick])
             sid, ds, y = sid[~later], ds[~later], y[~later]
         pos = np.searchsorted(self.grid, ds)
