@@ -977,3 +977,23 @@ def test_binary_copy_refuses_a_value_its_column_type_cannot_hold():
     # A NULL row's placeholder is never checked against the type.
     assert copybinary.encode([copybinary.Field("int2", np.array([2**40]), np.array([True]))]).endswith(
         b"\x00\x01\xff\xff\xff\xff\xff\xff")
+
+
+@pytest.mark.parametrize("size", [3, 5000])
+def test_binary_copy_of_variable_values_matches_the_format_row_by_row(size):
+    """Long values (packed forecast blocks) are copied into the stream one by one, short ones scattered at
+    once: both must give exactly the rows of PostgreSQL's binary COPY format, NULLs and empty values too."""
+    import struct
+
+    from mlma.store import copybinary
+
+    rng = np.random.default_rng(size)
+    values = [rng.bytes(int(rng.integers(0, 2 * size))) for _ in range(40)]
+    values[3], values[7] = None, b""
+    ints = np.arange(40)
+    stream = copybinary.encode([copybinary.Field("int8", ints), copybinary.Field("bytea", values)])
+    expected = copybinary.HEADER
+    for i, value in zip(ints.tolist(), values):
+        expected += struct.pack(">hiq", 2, 8, i)
+        expected += struct.pack(">i", -1) if value is None else struct.pack(">i", len(value)) + value
+    assert stream == expected + copybinary.TRAILER

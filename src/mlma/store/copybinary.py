@@ -67,14 +67,20 @@ def _fixed(field: Field, n: int) -> tuple[np.ndarray, np.ndarray]:
     return lengths, data
 
 
-def _variable(field: Field, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lengths (-1 for NULL) and the concatenated bytes of a text or bytea column."""
+def _variable(field: Field, n: int) -> tuple[np.ndarray, list[bytes]]:
+    """Lengths (-1 for NULL) and the bytes of the present values of a text or bytea column."""
     parts = [None if v is None else (v.encode("utf-8") if isinstance(v, str) else bytes(v))
              for v in field.values]
     if len(parts) != n:
         raise ValueError(f"a {field.type} column has {len(parts)} values for {n} rows")
     lengths = np.fromiter((-1 if p is None else len(p) for p in parts), dtype=np.int64, count=n)
-    return lengths, np.frombuffer(b"".join(p for p in parts if p is not None), dtype=np.uint8)
+    return lengths, [p for p in parts if p is not None]
+
+
+#: Mean bytes per value above which a variable column's values are copied into the stream one by one: the
+#: byte-wise scatter below builds an index of eight bytes per byte sent (32 MB for a tick's 4 MB of packed
+#: forecasts, 26 ms), where a copy per value costs a microsecond.
+COPY_EACH_ABOVE = 64
 
 
 def encode(fields: Sequence[Field]) -> bytes:
@@ -106,10 +112,15 @@ def encode(fields: Sequence[Field]) -> bytes:
         if fixed:
             _scatter(body, at[present], data[present])
         else:
-            # Row i's bytes start at at[i]; the concatenated bytes of the present rows follow each other.
             sizes = lengths[present]
-            shift = at[present] - (np.cumsum(sizes) - sizes)
-            body[np.repeat(shift, sizes) + np.arange(int(sizes.sum()))] = data
+            if len(sizes) and sizes.mean() > COPY_EACH_ABOVE:
+                for start, part in zip(at[present].tolist(), data):
+                    body[start:start + len(part)] = np.frombuffer(part, dtype=np.uint8)
+            elif len(sizes):
+                # Row i's bytes start at at[i]; the concatenated bytes of the present rows follow each other.
+                shift = at[present] - (np.cumsum(sizes) - sizes)
+                body[np.repeat(shift, sizes) + np.arange(int(sizes.sum()))] = np.frombuffer(b"".join(data),
+                                                                                            dtype=np.uint8)
         at = at + np.maximum(lengths, 0)
     return HEADER + body.tobytes() + TRAILER
 
