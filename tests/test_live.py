@@ -651,3 +651,38 @@ def test_a_tick_records_the_fleet_loss_in_the_policys_own_loss(tmp_path, platfor
         assert summaries[k].policy_loss == pytest.approx(losses.mean())
         # Squared errors of hourly orders are far above their absolute errors.
         assert summaries[k].policy_loss > 2 * summaries[k].loss
+
+
+def test_the_policy_arrays_handed_over_early_are_the_ones_the_tick_ends_with():
+    """The live agent starts saving the policy's arrays when the agent says they are final (before the fleet
+    is forecast): over 60 ticks with re-trainings, challengers, promotions, forced re-trainings and reset
+    references, what was handed over equals the policy's arrays at the end of every tick."""
+    from mlma.agent import Agent, Controls
+    from mlma.data import make_tick_grid
+    from mlma.fleet import FleetData
+    from mlma.models import ForecastContext
+    from mlma.policy import make_policy
+    from mlma.training import InlineExecutor, ModelService
+
+    frame = simulate_platform(12, 70, seed=3, event_rate=4).data
+    fleet = FleetData(frame, "h", make_tick_grid(frame, "1D", freq="h").boundaries)
+    service = ModelService(fleet, "ridge", ForecastContext(freq="h", season_length=24, horizon=24),
+                           train_window_ticks=10, executor=InlineExecutor())
+    agent = Agent(make_policy("mlma:alpha=0.2"), service, season_length=24,
+                  scale=fleet.seasonal_naive_scale(24, before_tick=10))
+    agent.start(10)
+    handed: list[dict] = []
+    agent.on_policy_settled = lambda arrays: handed.append({k: np.array(v, copy=True) for k, v in arrays.items()})
+    rng = np.random.default_rng(0)
+    retrained = promoted = 0
+    for k in range(10, fleet.n_ticks):
+        controls = Controls(force_retrain=rng.random(12) < 0.05, reset_reference=rng.random(12) < 0.03)
+        report = agent.tick(k, controls)
+        retrained += int(report.retrained.sum())
+        promoted += int(report.promoted.sum())
+        assert len(handed) == k - 9
+        final = agent.policy_state_arrays()
+        assert handed[-1].keys() == final.keys()
+        for name, value in final.items():
+            np.testing.assert_array_equal(handed[-1][name], value, err_msg=f"tick {k}: {name}")
+    assert retrained >= 10 and promoted >= 5  # the ticks re-trained, judged challengers and promoted some

@@ -25,6 +25,7 @@ once per tick. The registry numbers versions per stream; live operation keeps th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -249,6 +250,10 @@ class Agent:
         self.forecast_broken = np.full(n, NO_MODEL, dtype=np.int64)
         self.challenger_losses = np.zeros(n, dtype=np.int64)
         self.shadow: dict[int, list] = {}
+        #: Called during :meth:`tick` with the policy's state arrays (:meth:`policy_state_arrays`) as soon as
+        #: they are final for the tick, before the forecasts are issued: the live agent starts saving them
+        #: then, while the fleet is forecast. None: nobody is told.
+        self.on_policy_settled: Callable[[dict[str, np.ndarray]], None] | None = None
         # One flag for the fleet (kept as an array so that it is saved with the state): the last tick's
         # re-trainings lost fleet-wide, already escalated.
         self.fleet_losing = np.zeros(1, dtype=bool)
@@ -267,7 +272,7 @@ class Agent:
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything needed to carry on at the next tick in another process, as plain numpy arrays."""
         arrays = {f"agent.{name}": getattr(self, name) for name in self.STATE}
-        arrays |= {f"policy.{name}": value for name, value in self.policy.state_arrays().items()}
+        arrays |= self.policy_state_arrays()
         if self.forecast is not None:
             arrays["agent.forecast"] = self.forecast
         if self.explained is not None:
@@ -286,6 +291,10 @@ class Agent:
                 ch[i, j, :len(c)], cp[i, j, :len(p)] = c, p
         arrays |= {"shadow.streams": pending, "shadow.looks": looks, "shadow.challenger": ch, "shadow.champion": cp}
         return arrays
+
+    def policy_state_arrays(self) -> dict[str, np.ndarray]:
+        """The policy's part of :meth:`state_arrays` (names prefixed ``policy.``)."""
+        return {f"policy.{name}": value for name, value in self.policy.state_arrays().items()}
 
     def load_state_arrays(self, arrays) -> None:
         """Restore :meth:`state_arrays` (saved for the same or fewer streams) into this fresh agent."""
@@ -437,6 +446,9 @@ class Agent:
 
         initial, initial_seconds = self._bring_up(k, escalations, failed, promoted | rejected | retrain,
                                                   new_models=new_models)
+        # The policy's arrays do not change from here to the end of the tick.
+        if self.on_policy_settled is not None:
+            self.on_policy_settled(self.policy_state_arrays())
         self._pool_driver_effects(new_models)
         forecasted = np.zeros(n, dtype=bool)
         forecast_failed: dict[int, str] = {}

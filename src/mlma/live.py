@@ -493,15 +493,18 @@ class LiveAgent:
         shadow_before = live["challenger_version"].copy()
         _checkpoint("before-tick")
 
-        report = agent.start(k + 1) if start else agent.tick(k, controls)
-        if getattr(service, "timed_out", False):
-            self._executor_dirty = True
-        _checkpoint("after-fit")
-        # The agent's arrays are final: their blob is made in a thread while the rest of the tick is recorded
-        # (it took longer than writing the tick's rows); the registry versions follow before the commit.
+        # The state's blob is made in a thread while the tick goes on (deflating it took longer than writing the
+        # tick's rows): the policy's arrays as soon as they are final (before the fleet is forecast), the
+        # agent's after its tick, the registry versions before the commit.
         encoding = StateEncoding()
         try:
-            encoding.add(agent.state_arrays() | timing.to_arrays())
+            agent.on_policy_settled = encoding.add
+            report = agent.start(k + 1) if start else agent.tick(k, controls)
+            if getattr(service, "timed_out", False):
+                self._executor_dirty = True
+            _checkpoint("after-fit")
+            encoding.add({name: value for name, value in (agent.state_arrays() | timing.to_arrays()).items()
+                          if name not in encoding.arrays})
             # From here on the tick is recorded from its report alone.
             with self.registry.artifacts.batch():  # the tick's new artifacts reach the disk in one flush
                 new_versions, expected, moves, checks = self._versions(k, report, fleet, service.train_window_ticks,
