@@ -498,13 +498,14 @@ class LiveAgent:
         # agent's after its tick, the registry versions before the commit.
         encoding = StateEncoding()
         try:
-            agent.on_policy_settled = encoding.add
+            # The tick's agent and policy are dropped after it: their arrays are handed over, not copied.
+            agent.on_policy_settled = lambda arrays: encoding.add(arrays, copy=False)
             report = agent.start(k + 1) if start else agent.tick(k, controls)
             if getattr(service, "timed_out", False):
                 self._executor_dirty = True
             _checkpoint("after-fit")
             encoding.add({name: value for name, value in (agent.state_arrays() | timing.to_arrays()).items()
-                          if name not in encoding.arrays})
+                          if name not in encoding.arrays}, copy=False)
             # From here on the tick is recorded from its report alone.
             with self.registry.artifacts.batch():  # the tick's new artifacts reach the disk in one flush
                 new_versions, expected, moves, checks = self._versions(k, report, fleet, service.train_window_ticks,

@@ -99,8 +99,13 @@ class StateEncoding:
         self._written: list[concurrent.futures.Future] = []
         self._result: tuple[bytes, str] | None = None
 
-    def add(self, arrays: Mapping[str, np.ndarray]) -> None:
-        """Copy ``arrays`` and start writing them into the blob; names must be new."""
+    def add(self, arrays: Mapping[str, np.ndarray], *, copy: bool = True) -> None:
+        """Copy ``arrays`` and start writing them into the blob; names must be new.
+
+        ``copy=False`` hands the arrays over instead (a copy of the policy's 30 MB at 10,000 streams costs
+        10 ms): they are made read-only, so that a change by the caller after all fails loudly instead of
+        changing the saved state.
+        """
         if self._result is not None:
             raise RuntimeError("the state's blob is finished; nothing can be added to it")
         if not isinstance(arrays, Mapping):
@@ -110,9 +115,9 @@ class StateEncoding:
             raise ValueError(f"state arrays {twice[:3]} were given twice")
         copies = {}
         for name, value in _checked(arrays).items():
-            copy = np.array(value, copy=True)
-            copy.flags.writeable = False
-            copies[name] = copy
+            kept = np.array(value, copy=True) if copy else value
+            kept.flags.writeable = False
+            copies[name] = kept
         self.arrays.update(copies)
         self._written.append(self._worker.submit(self._write, copies))
 
