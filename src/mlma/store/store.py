@@ -321,11 +321,13 @@ class Store:
     def unique_ids(self, stream_ids: Sequence[int] | np.ndarray) -> np.ndarray:
         """The ``unique_id`` of each stream id (object array of str); unknown ids raise ``KeyError``."""
         ids = np.asarray(stream_ids, dtype=np.int64)
-        table = self._stream_names(ids)
-        missing = sorted(set(np.unique(ids).tolist()) - set(table))
+        distinct, at = np.unique(ids, return_inverse=True)
+        table = self._stream_names(distinct)
+        missing = [i for i in distinct.tolist() if i not in table]
         if missing:
             raise KeyError(f"unknown stream id(s): {missing[:5]}")
-        return np.array([table[i] for i in ids.tolist()], dtype=object)
+        # A name per distinct id, spread over the ids at once (a tick's forecasts repeat each id 24 times).
+        return np.array([table[i] for i in distinct.tolist()], dtype=object)[at.reshape(ids.shape)]
 
     def _stream_names(self, ids: np.ndarray) -> dict[int, str]:
         distinct = np.unique(ids)
@@ -1208,11 +1210,8 @@ class Store:
         if wanted is not None:  # the rows hold the blocks' other streams too
             keep = np.isin(ids, wanted)
             tick, ids, ds, y, versions = tick[keep], ids[keep], ds[keep], y[keep], versions[keep]
-        distinct, at = np.unique(ids, return_inverse=True)
-        names = self._stream_names(distinct) if len(distinct) else {}
         frame = pd.DataFrame({
-            "issued_tick": tick, "stream_id": ids,
-            "unique_id": np.array([names[i] for i in distinct.tolist()], dtype=object)[at], "ds": ds, "y_hat": y,
+            "issued_tick": tick, "stream_id": ids, "unique_id": self.unique_ids(ids), "ds": ds, "y_hat": y,
             "model_version": pd.array(versions, dtype="Float64").astype("Int64")})
         return frame if issued_tick is None else frame.drop(columns="issued_tick")
 

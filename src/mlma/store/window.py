@@ -372,8 +372,9 @@ class ObservationWindow:
     save_in_background
         Write the file (or its journal record) in a thread of its own after each refresh, so that the caller
         goes on with the values while they are saved (the live agent: the save overlaps the tick's work on
-        another core). The next refresh, :meth:`flush` and :meth:`close` wait for it. Default False: the file
-        is written before :meth:`rows` or :meth:`matrix` returns.
+        another core). :meth:`flush`, :meth:`close` and a refresh that will change the window wait for it (a
+        refresh that finds nothing new does not). Default False: the file is written before :meth:`rows` or
+        :meth:`matrix` returns.
     """
 
     def __init__(self, store, freq: str, path: str | os.PathLike | None = None, *,
