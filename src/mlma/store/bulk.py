@@ -90,9 +90,9 @@ def _column_values(kind: str, values, dialect: str) -> list:
         out[bad] = None
         return out.tolist()
     if kind == "int?":
-        numbers = pd.to_numeric(pd.Series(array), errors="raise").astype("Float64")
-        out = numbers.to_numpy(np.float64, na_value=0.0).astype(np.int64).astype(object)
-        out[numbers.isna().to_numpy()] = None
+        ints, null = _nullable_ints(array)
+        out = ints.astype(object)
+        out[null] = None
         return out.tolist()
     if kind == "bool":
         return array.astype(bool).tolist()
@@ -106,6 +106,12 @@ def _column_values(kind: str, values, dialect: str) -> list:
         return [None if (v is None or (isinstance(v, float) and np.isnan(v)) or v == "") else str(v)
                 for v in array.tolist()]
     raise ValueError(f"unknown column kind {kind!r}")
+
+
+def _nullable_ints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An ``int?`` column as int64 (0 where missing) and which rows are NULL (NaN, None, ``pd.NA``)."""
+    numbers = pd.to_numeric(pd.Series(values), errors="raise").astype("Float64")
+    return numbers.to_numpy(np.float64, na_value=0.0).astype(np.int64), numbers.isna().to_numpy()
 
 
 #: Rows converted to driver values at a time: the Python objects of a batch cost about 200 bytes a row, so
@@ -175,10 +181,7 @@ def _binary_fields(columns: Mapping[str, str], data: Mapping[str, object], types
         elif kind in ("text", "blob"):
             fields.append(copybinary.Field(pg_type, _column_values(kind, values, "postgresql")))
         elif kind == "int?":
-            numbers = pd.to_numeric(pd.Series(np.asarray(values)), errors="raise").astype("Float64")
-            null = numbers.isna().to_numpy()
-            fields.append(copybinary.Field(pg_type, numbers.to_numpy(np.float64, na_value=0.0).astype(np.int64),
-                                           null))
+            fields.append(copybinary.Field(pg_type, *_nullable_ints(np.asarray(values))))
         elif kind == "float":
             as_float = np.asarray(values).astype(np.float64)
             null = ~np.isfinite(as_float)
