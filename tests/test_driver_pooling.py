@@ -5,11 +5,14 @@ fleet's other models estimated (:meth:`mlma.agent.Agent._pool_driver_effects`) a
 (``ForecastContext.driver_prior``), where ridge's factor is shrunk toward it rather than toward no effect. These
 tests check that a zero prior is exactly no prior, that the never-seen streams' campaign forecasts improve
 (statistically, over many streams), that the prior survives the agent's saved state, and that a live replay
-with it equals the backtest.
+with it equals the backtest. A served model forecasts a driver its window never saw vary with the fleet's
+*current* prior, not the one of its fit (``BaseForecaster.for_context``): tested on one model, and
+statistically on models fitted under an early, low prior.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -22,7 +25,7 @@ from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext, RidgeForecaster
 from mlma.models.multiplier import DriverMultiplier
 from mlma.policy import make_policy
-from mlma.training import ModelService
+from mlma.training import ModelKey, ModelService
 
 LIFT = 1.4
 FIRST = 28
@@ -236,3 +239,131 @@ def test_a_live_replay_with_the_fleet_prior_issues_the_backtests_forecasts(tmp_p
                 & (both.unique_id == "z01")]   # the last campaign's first day, in a stream that saw none before
     other = alone.merge(late, on=["unique_id", "ds"], suffixes=("_alone", ""))
     assert len(other) == 24 and (other["y_hat"] > 1.2 * other["y_hat_alone"]).all()
+
+
+# -- the fleet's current prior at forecast time ------------------------------------------------------------------
+
+
+def test_a_served_model_forecasts_a_driver_it_never_saw_vary_with_the_current_prior():
+    """A model fitted under an early, low prior; then the fleet's estimate moves. The forecast of a stream whose
+    window never saw the campaign follows the current prior, the stream that saw campaigns keeps its own
+    estimate bit for bit, and the fitted models (the registry's artifacts) are not changed."""
+    import pickle
+
+    panel, _ = fleet_panel(n_streams=2)
+    bounds = pd.date_range("2025-03-03", periods=43, freq="D")
+    fleet = FleetData(panel, "h", bounds, drivers=CAMPAIGN)
+    service = ModelService(fleet, "ridge", ForecastContext("h", 24, 24, drivers=CAMPAIGN), train_window_ticks=28)
+    early, late = math.log(1.1), math.log(LIFT)
+    service.set_driver_prior([early])
+    seen, never = service.fit([ModelKey(0, 35), ModelKey(1, 35)])   # day 36 is a campaign for both
+    artifacts = [pickle.dumps(fm.model) for fm in (seen, never)]
+    keys = [seen.key, never.key]
+    under_early = service.predict_many(keys, 36)
+    baseline = service.predict_at_baseline(keys, 36, ("campaign",))
+    np.testing.assert_allclose(under_early[1] / baseline[1], 1.1, rtol=1e-9)
+
+    service.set_driver_prior([late])
+    under_late = service.predict_many(keys, 36)
+    np.testing.assert_allclose(under_late[1] / service.predict_at_baseline(keys, 36, ("campaign",))[1], LIFT,
+                               rtol=1e-9)
+    np.testing.assert_array_equal(under_late[0], under_early[0])       # its own estimate, whatever the fleet's
+    assert [pickle.dumps(fm.model) for fm in (seen, never)] == artifacts
+    assert never.model.multiplier_.beta_[0] == pytest.approx(early)   # the fit keeps the prior of its fit
+    # A model loaded from its artifact forecasts the same under the same prior (what a live tick does).
+    loaded = ModelService(fleet, "ridge", service.ctx, train_window_ticks=28)
+    for fm, blob in zip((seen, never), artifacts):
+        loaded._models[fm.key] = dataclasses.replace(fm, model=pickle.loads(blob))
+    np.testing.assert_array_equal(loaded.predict_many(keys, 36), under_late)
+    # No estimate for the driver yet (NaN): the prior of the fit stands.
+    service.set_driver_prior([np.nan])
+    np.testing.assert_array_equal(service.predict_many(keys, 36), under_early)
+
+
+def test_for_context_keeps_what_it_must_and_names_bad_contexts():
+    panel, _ = fleet_panel(n_streams=2)
+    rows = panel[panel.unique_id == "z01"]
+    ds, y, X = rows.ds.to_numpy(), rows.y.to_numpy(), rows[["campaign"]].to_numpy()
+    n = 24 * 36
+    ctx = ForecastContext("h", 24, 24, drivers=CAMPAIGN)
+    model = RidgeForecaster(ctx).fit(ds[:n], y[:n], X[:n])
+    assert model.for_context(ctx) is model                                        # no prior: the model itself
+    assert model.for_context(dataclasses.replace(ctx, driver_prior=(0.0,))) is model  # a zero prior is none
+    moved = model.for_context(dataclasses.replace(ctx, driver_prior=(0.3,)))
+    assert moved is not model and moved.multiplier_.beta_.tolist() == [0.3] and model.multiplier_.beta_[0] == 0
+    alone = RidgeForecaster(ctx, driver_pooling=False).fit(ds[:n], y[:n], X[:n])
+    assert alone.for_context(dataclasses.replace(ctx, driver_prior=(0.3,))) is alone   # pooling off: as fitted
+    with pytest.raises(ValueError, match="ctx must be a ForecastContext"):
+        model.for_context("h")
+    other = ForecastContext("h", 24, 24, drivers=Drivers(future=("price",)), driver_prior=(0.3,))
+    with pytest.raises(ValueError, match=r"prior is of the future drivers \['price'\]"):
+        model.for_context(other)
+    with pytest.raises(ValueError, match="prior has 2 value"):
+        model.multiplier_.with_prior([0.1, 0.2])
+    # A factor pickled before varied_ was kept reads it from its clipping bounds.
+    old = model.multiplier_.with_prior([0.0])
+    old.__dict__.pop("varied_", None)
+    assert old.varied_ is None and old.with_prior([0.3]).beta_.tolist() == [0.3]
+
+
+def moving_prior_panel(n_streams: int = 40, days: int = 40, seed: int = 5) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hourly Poisson demand. The even streams ran a weak campaign (x 1.1) on days 10-12 and a strong one
+    (x ``LIFT``) on days 29-31; the odd streams none until days 36-38, a strong one. (A fit on the 28 days
+    ending with day k trains on days k - 19 to k: the first eight days are its features' look-back.)"""
+    rng = np.random.default_rng(seed)
+    ds = pd.date_range("2025-03-03", periods=24 * days, freq="h")
+    hour = ds.hour.to_numpy()
+    day = np.arange(ds.size) // 24
+    profile = 1.0 + 2.0 * np.exp(-0.5 * ((hour - 18) / 2.5) ** 2)
+    frames, means = [], []
+    for s in range(n_streams):
+        weak = (s % 2 == 0) & (day >= 10) & (day <= 12)
+        strong = ((s % 2 == 0) & (day >= 29) & (day <= 31)) | ((s % 2 == 1) & (day >= 36) & (day <= 38))
+        mu = 4.0 * (1 + s % 5) * profile * np.where(weak, 1.1, 1.0) * np.where(strong, LIFT, 1.0)
+        frames.append(pd.DataFrame({"unique_id": f"z{s:02d}", "ds": ds, "y": rng.poisson(mu).astype(float),
+                                    "campaign": (weak | strong).astype(float)}))
+        means.append(pd.DataFrame({"unique_id": f"z{s:02d}", "ds": ds, "mu": mu}))
+    return pd.concat(frames, ignore_index=True), pd.concat(means, ignore_index=True)
+
+
+def test_models_fitted_under_an_early_prior_forecast_a_new_campaign_with_the_fleets_current_lift():
+    """The start-up's prior rests on a weak campaign (x 1.1); the even streams re-train after a strong one
+    (x 1.4), which moves the fleet's prior; the odd streams, never re-trained and whose windows never saw a
+    campaign, then meet a strong campaign. Their forecasts follow the current prior: their error against the
+    true mean on those days falls, against the same models forecasting with the prior of their fit, by more
+    than three standard errors of the mean per-stream difference."""
+    from mlma.agent import Controls
+
+    panel, means = moving_prior_panel()
+    n = panel.unique_id.nunique()
+    bounds = pd.date_range("2025-03-03", periods=41, freq="D")
+    fleet = FleetData(panel, "h", bounds, drivers=CAMPAIGN)
+    service = ModelService(fleet, "ridge", ForecastContext("h", 24, 24, drivers=CAMPAIGN), train_window_ticks=28)
+    agent = Agent(make_policy("never"), service, season_length=24,
+                  scale=fleet.seasonal_naive_scale(24, before_tick=FIRST))
+    agent.start(FIRST)
+    start_prior = service.ctx.driver_prior[0]
+    even = np.arange(n) % 2 == 0
+    for k in range(FIRST, 36):
+        # The even streams re-train once their training rows hold the strong campaign but no longer the weak one.
+        controls = Controls(force_retrain=even, force_direct=even) if k == 33 else None
+        agent.tick(k, controls)
+    current = service.ctx.driver_prior[0]
+    assert abs(start_prior - math.log(1.1)) < 0.1 and abs(current - math.log(LIFT)) < 0.1
+    odd = np.flatnonzero(~even)
+    assert (agent.champion[odd] == FIRST - 1).all()          # the start-up's models serve the odd streams
+    keys = [ModelKey(int(s), FIRST - 1) for s in odd]
+    truth = means.set_index(["unique_id", "ds"])["mu"]
+    errors = {}
+    for name, prior in (("current", current), ("of the fit", start_prior)):
+        service.set_driver_prior([prior])
+        per_stream = []
+        for s, key in zip(odd, keys):
+            y_hat = np.concatenate([service.predict(key, t) for t in (36, 37, 38)])
+            ds = np.concatenate([fleet.tick_timestamps(t) for t in (36, 37, 38)])
+            mu = truth.loc[[(fleet.ids[s], t) for t in pd.DatetimeIndex(ds)]].to_numpy()
+            per_stream.append(np.abs(y_hat - mu).mean())
+        errors[name] = np.array(per_stream)
+    gain = errors["of the fit"] - errors["current"]
+    assert gain.mean() > 3 * gain.std(ddof=1) / math.sqrt(gain.size), (gain.mean(), gain.std(ddof=1))
+    assert errors["current"].mean() < 0.6 * errors["of the fit"].mean()

@@ -258,7 +258,8 @@ class Agent:
         # re-trainings lost fleet-wide, already escalated.
         self.fleet_losing = np.zeros(1, dtype=bool)
         # The fleet prior of the future drivers' effects: each stream's latest estimate from a fit whose window
-        # saw the driver vary (NaN: none yet); their median goes to the next fits (ForecastContext.driver_prior).
+        # saw the driver vary (NaN: none yet); their median goes to the next fits and to the served models'
+        # forecasts of the drivers their windows did not see vary (ForecastContext.driver_prior).
         self.driver_beta = np.full((n, len(self.fleet.drivers.future)), np.nan)
         policy.reset(n, season_length, self.fleet.steps_in_tick(self.fleet.tick_base))
         # Schedules follow the stream's identity, not its index, which differs between backtest and live.
@@ -676,7 +677,8 @@ class Agent:
 
     def _pool_driver_effects(self, new_models: list[NewModel]) -> None:
         """Take this tick's fits' estimates of the future drivers' effects into the fleet prior and pass it to
-        the next fits. Fleet-wide: per-stream windows see too few campaigns for a prior per group (a city
+        the next fits and to the forecasts issued from now on (a served model forecasts a driver its window did
+        not see vary with the current prior, :meth:`mlma.models.BaseForecaster.for_context`). Fleet-wide: per-stream windows see too few campaigns for a prior per group (a city
         holds a few streams). The median, not an information-weighted mean: a few large streams do not set
         the effect of all, and a stream whose estimate leans on the prior counts once, as one vote."""
         if not self.driver_beta.shape[1]:
@@ -693,7 +695,9 @@ class Agent:
     def _refit_with_prior(self, new_models: list[NewModel], seconds: np.ndarray) -> None:
         """At start-up every stream is fitted in the same tick, before the fleet has a prior: the streams whose
         window did not see a driver vary that now has a fleet estimate are fitted again with it (once; later
-        fits take the prior of the tick before)."""
+        fits take the prior of the tick before). Their forecasts of such a driver take the fleet's current
+        prior in any case (:meth:`mlma.models.BaseForecaster.for_context`); the refit gives their registered
+        model that prior too, and shrinks the drivers their window did see vary toward the fleet's estimate."""
         prior = self.service.ctx.driver_prior
         if prior is None:
             return

@@ -35,7 +35,7 @@ from mlma.models import (
     model_uses_drivers,
     predict_fleet_isolated,
 )
-from mlma.models.base import describe_error, model_takes_driver_prior, non_finite_forecast
+from mlma.models.base import describe_error, model_for_context, model_takes_driver_prior, non_finite_forecast
 
 DEFAULT_PARALLEL_THRESHOLD = 32
 """Fewer missing fits than this run inline on a local pool: starting worker processes costs more."""
@@ -769,16 +769,21 @@ class ModelService:
         self.driver_fills: dict[int, int] = {}
 
     def set_driver_prior(self, prior) -> None:
-        """Give the fits from now on the fleet's estimate of the future drivers' effects
-        (:attr:`ForecastContext.driver_prior`; None: none). Models already fitted keep theirs; the fit cache
-        keys follow the context, so a fit made under another prior is not served from it."""
+        """Give the fits and forecasts from now on the fleet's estimate of the future drivers' effects
+        (:attr:`ForecastContext.driver_prior`; None: none). A fit shrinks its drivers' effects toward it; a
+        model already fitted keeps its own estimates of the drivers its window saw vary and forecasts the
+        others with this prior (:meth:`~mlma.models.BaseForecaster.for_context`), so the forecasts memoised
+        under the previous prior are dropped. The fit cache keys follow the context, so a fit made under
+        another prior is not served from it."""
         prior = None if prior is None else tuple(float(v) for v in prior)
         old = self.ctx.driver_prior
-        # NaN (no estimate yet for a driver) equals NaN here: an unchanged prior keeps the context and the
-        # cache's digest of it.
+        # NaN (no estimate yet for a driver) equals NaN here: an unchanged prior keeps the context, the
+        # cache's digest of it and the memoised forecasts.
         if (prior is None) == (old is None) and (prior is None or np.array_equal(prior, old, equal_nan=True)):
             return
         self.ctx = dataclasses.replace(self.ctx, driver_prior=prior)
+        self._predictions.clear()
+        self._baselines.clear()
         if self.fit_cache is not None:
             self._cache_context = FitCache.context_digest(self.spec, self.ctx, self.model_params)
 
@@ -923,8 +928,10 @@ class ModelService:
         for seasonal-naive and ridge), in calls of at most ``predict_chunk_size`` streams. With an executor
         of more than one slot that takes forecasts (``shard_forecasts``: a Dask cluster) and at least
         ``parallel_threshold`` streams (and one per slot), the calls run there as shards, at least one per
-        slot; a model that uses drivers is predicted here, one stream at a time, with its
-        driver values. Each stream's forecast is the one its model's own ``predict`` gives.
+        slot; a model that uses drivers is predicted here, one stream at a time, with its driver values and
+        under the fleet's current prior (:meth:`set_driver_prior`, through the model's
+        :meth:`~mlma.models.BaseForecaster.for_context`). Otherwise each stream's forecast is the one its
+        model's own ``predict`` gives.
 
         One stream's failure costs only its own forecast (:func:`~mlma.models.predict_fleet_isolated`): a
         fleet-wide call that raises is repeated stream by stream, a forecast with NaN or infinite values
@@ -1026,7 +1033,9 @@ class ModelService:
                               future: np.ndarray, future_X: np.ndarray | None = None) -> np.ndarray:
         """Forecast with driver values: the history's, and ``future_X`` for the tick (default: the values in
         force, missing ones filled and counted in :attr:`driver_fills`)."""
-        model = self._models[key].model
+        # Under the fleet's current prior: a driver the model's window never saw vary takes the fleet's latest
+        # estimate, not the one of the model's fit.
+        model = model_for_context(self._models[key].model, self.ctx)
         hist = self.fleet.history(key.stream, target_tick - 1, window)
         X = self.fleet.driver_values(key.stream, hist.ds)
         if future_X is None:

@@ -189,7 +189,9 @@ class ForecastContext:
         in ``drivers.future``, NaN where the fleet has none; None (default) when there is none at all. The
         agent pools it from the fleet's fits (:meth:`BaseForecaster.driver_effects`) and passes it to the
         next fits, so that a stream whose window did not see a driver vary still applies the fleet's effect
-        (ridge's ``driver_pooling``); models that take no prior ignore it.
+        (ridge's ``driver_pooling``), and to the forecasts of the models already serving
+        (:meth:`BaseForecaster.for_context`), so that such a driver follows the fleet's latest estimate, not the
+        one of the model's fit; models that take no prior ignore it.
 
     Examples
     --------
@@ -305,6 +307,22 @@ class BaseForecaster:
         log-factor per unit and its Fisher information, information 0 where the window did not see the
         driver vary (nothing learnt). Default None: the model estimates no such effects."""
         return None
+
+    def for_context(self, ctx: ForecastContext) -> Self:
+        """This model as it forecasts under the fleet's current context ``ctx`` (the model service's, whose
+        :attr:`~ForecastContext.driver_prior` is the fleet's latest estimate of the drivers' effects, possibly
+        newer than the one this model was fitted with). The model service asks it before each forecast of a
+        model that uses drivers. It must not change this model (return a copy if anything differs), and must
+        be deterministic: the same fit under the same context forecasts the same. Default: the model itself,
+        whose forecasts depend on its fit alone.
+
+        >>> class Flat(BaseForecaster):
+        ...     min_history = 1
+        >>> model = Flat()
+        >>> model.for_context(ForecastContext("h", 24, 24)) is model
+        True
+        """
+        return self
 
     @classmethod
     def predict_many(cls, models: list, history: FleetHistory) -> np.ndarray:
@@ -650,6 +668,12 @@ def describe_error(exc: BaseException) -> str:
 def model_driver_effects(model) -> tuple[np.ndarray, np.ndarray] | None:
     """:meth:`BaseForecaster.driver_effects`, None for a model that does not subclass :class:`BaseForecaster`."""
     return model.driver_effects() if isinstance(model, BaseForecaster) else None
+
+
+def model_for_context(model, ctx: ForecastContext):
+    """:meth:`BaseForecaster.for_context`: ``model`` as it forecasts under ``ctx``; the model itself for one that
+    does not subclass :class:`BaseForecaster`."""
+    return model.for_context(ctx) if isinstance(model, BaseForecaster) else model
 
 
 def model_takes_driver_prior(model) -> bool:

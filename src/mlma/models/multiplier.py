@@ -14,6 +14,7 @@ their features on the deflated series, and multiply the forecast by the factor o
 
 from __future__ import annotations
 
+import copy
 from typing import Self
 
 import numpy as np
@@ -42,6 +43,8 @@ class DriverMultiplier:
         its ``beta`` is the prior, and its values are not clipped to the (single) training value, so that a
         future value that differs gets the prior's effect. None (default) or zeros: the plain ridge penalty,
         exactly as without a prior. The agent passes the fleet's estimate (``ForecastContext.driver_prior``).
+        The prior of the fit is only where the fit starts: :meth:`with_prior` gives the drivers the fit did not
+        see vary (``varied_`` False) a later prior, the fleet's estimate at forecast time.
 
     Examples
     --------
@@ -65,7 +68,20 @@ class DriverMultiplier:
     >>> prior = DriverMultiplier(prior=[np.log(1.3)]).fit(off, base[:500], y[:500])
     >>> prior.factor(np.array([[0.0], [1.0]])).round(2).tolist(), prior.information_.tolist()
     ([1.0, 1.3], [0.0])
+
+    The fleet's estimate moves on after the fit: a driver the window never saw vary follows it, a driver it saw
+    keeps its own estimate:
+
+    >>> alone = DriverMultiplier().fit(off, base[:500], y[:500])
+    >>> alone.varied_.tolist(), alone.with_prior([np.log(1.4)]).factor(np.array([[0.0], [1.0]])).round(2).tolist()
+    ([False], [1.0, 1.4])
+    >>> m.with_prior([np.log(1.4)]) is m
+    True
     """
+
+    #: Which drivers the training rows saw vary (set by :meth:`fit`). None in a factor pickled before it was
+    #: recorded, where :meth:`with_prior` reads it from the clipping bounds.
+    varied_: np.ndarray | None = None
 
     def __init__(self, alpha: float = 1.0, max_iter: int = 8, prior=None):
         if not np.isfinite(alpha) or alpha < 0:
@@ -75,10 +91,7 @@ class DriverMultiplier:
         self.alpha = float(alpha)
         self.max_iter = int(max_iter)
         if prior is not None:
-            prior = np.asarray(prior, dtype=np.float64)
-            if prior.ndim != 1 or np.isinf(prior).any():
-                raise ValueError(f"prior must be a 1-D array of finite numbers or NaN (no prior), got {prior!r}")
-            prior = np.nan_to_num(prior, nan=0.0)
+            prior = np.nan_to_num(_prior_array(prior), nan=0.0)
         self.prior = prior
 
     def fit(self, D: np.ndarray, base: np.ndarray, y: np.ndarray) -> Self:
@@ -107,6 +120,7 @@ class DriverMultiplier:
         #: Fisher information of each ``beta`` at the fit (0 where the driver did not vary): how much the
         #: window said about the effect, for pooling it across the fleet.
         self.information_ = np.zeros(k)
+        self.varied_ = np.zeros(k, dtype=bool)
         if D.shape[0] == 0:
             return self
         floor = 0.05 * max(float(np.abs(base).mean()), 1e-12)
@@ -130,9 +144,41 @@ class DriverMultiplier:
         varied &= np.isfinite(self.high_)
         # (Where the prior is 0 the estimate stands as it is, so that a zero prior is bit for bit no prior.)
         self.beta_ = np.where(varied | (prior == 0), coef[1:], prior)
+        self.varied_ = varied
         mu = base * np.exp(np.clip(A @ coef, -_MAX_LOG_FACTOR, _MAX_LOG_FACTOR))
         self.information_ = np.where(varied, ((A[:, 1:] ** 2) * mu[:, None]).sum(axis=0), 0.0)
         return self
+
+    def with_prior(self, prior) -> DriverMultiplier:
+        """This fit with ``prior`` (one log-factor per driver, NaN: none) in force for the drivers its training
+        rows did not see vary: their ``beta`` is the prior and their values are not clipped (as if fitted with
+        it; such a driver left no trace in the rest of the fit, its training column being constant). The
+        drivers the fit saw vary keep their own estimate, and a NaN keeps the fit's value. Returns this factor
+        itself when nothing changes, else a copy (this one is not modified).
+
+        The model service calls it, through the model's :meth:`~mlma.models.BaseForecaster.for_context`, with
+        the fleet's current estimate at every forecast, so that a model fitted before the fleet knew a
+        campaign's lift applies the lift the fleet knows now.
+        """
+        prior = _prior_array(prior)
+        if not hasattr(self, "beta_"):
+            raise RuntimeError("DriverMultiplier is not fitted: call fit first")
+        if prior.shape != self.beta_.shape:
+            raise ValueError(f"prior has {prior.size} value(s), the drivers {self.beta_.size} column(s)")
+        varied = self.varied_
+        if varied is None:  # fitted before varied_ was kept: a varied driver has finite, distinct bounds
+            varied = (self.high_ > self.low_) & np.isfinite(self.high_)
+        unseen = ~varied & np.isfinite(prior)
+        beta = np.where(unseen, prior, self.beta_)
+        opened = unseen & (prior != 0)
+        low = np.where(opened, -np.inf, self.low_)
+        high = np.where(opened, np.inf, self.high_)
+        if (np.array_equal(beta, self.beta_) and np.array_equal(low, self.low_)
+                and np.array_equal(high, self.high_)):
+            return self
+        out = copy.copy(self)
+        out.beta_, out.low_, out.high_, out.varied_ = beta, low, high, varied
+        return out
 
     def factor(self, D: np.ndarray) -> np.ndarray:
         """The multiplicative factor of each row of driver values; a row with a missing value gets 1.
@@ -143,3 +189,11 @@ class DriverMultiplier:
         D = np.clip(D, self.low_, self.high_)
         eta = np.clip((D - self.center_) @ self.beta_, -_MAX_LOG_FACTOR, _MAX_LOG_FACTOR)
         return np.where(np.isfinite(eta), np.exp(eta), 1.0)
+
+
+def _prior_array(prior) -> np.ndarray:
+    """``prior`` as a 1-D float array of finite numbers or NaN (no prior for that driver)."""
+    prior = np.asarray(prior, dtype=np.float64)
+    if prior.ndim != 1 or np.isinf(prior).any():
+        raise ValueError(f"prior must be a 1-D array of finite numbers or NaN (no prior), got {prior!r}")
+    return prior

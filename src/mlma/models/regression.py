@@ -6,6 +6,7 @@ Subclasses only say how to fit a matrix and predict from one (:meth:`FeatureFore
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Self
 
@@ -194,6 +195,30 @@ class FeatureForecaster(BaseForecaster):
         if self.multiplier_ is None or not self.driver_pooling:
             return None
         return self.multiplier_.beta_.copy(), self.multiplier_.information_.copy()
+
+    def for_context(self, ctx: ForecastContext) -> Self:
+        """This model under the fleet's current context (:meth:`BaseForecaster.for_context`): with
+        ``driver_pooling`` and multiplicative drivers, a future driver the training window did not see vary
+        takes ``ctx.driver_prior``, the fleet's latest estimate, instead of the prior of the fit
+        (:meth:`~mlma.models.multiplier.DriverMultiplier.with_prior`); drivers the window saw vary keep this
+        fit's estimate. The model itself when nothing changes (no prior, pooling off, additive drivers, every
+        driver seen), else a shallow copy with its own factor; this model is not modified.
+
+        Raises ValueError for a prior of other future drivers than the ones this model was fitted with.
+        """
+        if not isinstance(ctx, ForecastContext):
+            raise ValueError(f"ctx must be a ForecastContext, got {type(ctx).__name__}")
+        if self.multiplier_ is None or not self.driver_pooling or ctx.driver_prior is None:
+            return self
+        if ctx.drivers.future != self.ctx.drivers.future:
+            raise ValueError(f"the context's prior is of the future drivers {list(ctx.drivers.future)}, this model "
+                             f"was fitted with {list(self.ctx.drivers.future)}")
+        multiplier = self.multiplier_.with_prior(ctx.driver_prior)
+        if multiplier is self.multiplier_:
+            return self
+        served = copy.copy(self)
+        served.multiplier_ = multiplier
+        return served
 
     def _new_builder(self) -> FeatureBuilder:
         """The feature builder of ``self.spec``; the future drivers are left out of its columns when they act
