@@ -7,7 +7,16 @@ loop would:
 
 1. one :meth:`~mlma.store.Store.ingest_frame` of 28 days of history;
 2. the start-up step (``LiveAgent.step``): first models for every stream and forecasts for the next day;
-3. three regular ticks, each preceded by the ingest of one day of actuals (timed on its own).
+3. ``--warm-ticks`` regular ticks (default 30, ``--quick`` 3) that are run but not counted: the monitoring
+   policy's reference and window arrays fill over the first 25-30 ticks after the start-up (the agent state
+   grows from 1 MB to 6 MB at 10,000 streams, then stays) and the live and the backtest tick grow with them,
+   so a tick right after the start-up is not the steady state;
+4. ``--ticks`` measured regular ticks (default three); every regular tick, warm-up or measured, is preceded
+   by the ingest of one day of actuals (timed on its own).
+
+The backtest baseline counts the same ticks (the same tick numbers after the start-up) as the live agent
+measured. Every regular tick's wall time, the warm-up's included, is kept (``tick_walls``) and rendered at a
+few tick numbers next to the backtest's, so that the growth is visible.
 
 The model is the cheapest there is, so that what is left is the store's and the agent's own overhead. For
 every step it records the wall time, where the time went (``LiveAgent``, ``Agent``, ``Store``, registry and
@@ -22,7 +31,7 @@ its own and the timers patched in do not leak between runs.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_live.py --quick          # 300 and 1,000 streams, SQLite: under 2 minutes
+    .venv/bin/python benchmarks/bench_live.py --quick          # 300 and 1,000 streams, SQLite, 3 warm-up ticks
     .venv/bin/python benchmarks/bench_live.py --write-docs --json /tmp/live.json
     .venv/bin/python benchmarks/bench_live.py --from-json /tmp/live.json --write-docs
     # other models and sizes, rendered into their own table (between the live-more markers):
@@ -61,6 +70,12 @@ BEGIN, END = "<!-- live-results:begin -->", "<!-- live-results:end -->"
 SEED = 7
 HISTORY_DAYS = 28
 MODEL = "seasonal-naive"
+#: Regular ticks run after the start-up step and before the measured ones, not counted: the monitoring
+#: policy's reference and window arrays fill over the first 25-30 ticks (the agent state grows from 1 MB to
+#: 6 MB at 10,000 streams, then stays), and the live and the backtest tick grow with them. A tick right
+#: after the start-up is not the steady state the 2x goal is about.
+WARM_TICKS = 30
+QUICK_WARM_TICKS = 3
 BACKENDS = ("sqlite", "postgresql")
 #: Tables whose rows are counted before and after each step (the observation tables are the ingest's).
 COUNTED_TABLES = ("ticks", "verdicts", "forecasts", "escalations", "audit_log", "agent_state", "locks",
@@ -68,11 +83,14 @@ COUNTED_TABLES = ("ticks", "verdicts", "forecasts", "escalations", "audit_log", 
 
 
 # -- plans ---------------------------------------------------------------------------------------------------
-def plan(quick: bool, backends: list[str], ticks: int, sizes: list[int] | None = None, model: str = MODEL) -> dict:
+def plan(quick: bool, backends: list[str], ticks: int, sizes: list[int] | None = None, model: str = MODEL,
+         warm_ticks: int | None = None) -> dict:
     sizes = sizes or ((300, 1_000) if quick else (1_000, 10_000))
     if quick:
         backends = [b for b in backends if b == "sqlite"] or ["sqlite"]
-    return {"sizes": list(sizes), "backends": backends, "ticks": ticks, "seed": SEED,
+    if warm_ticks is None:
+        warm_ticks = QUICK_WARM_TICKS if quick else WARM_TICKS
+    return {"sizes": list(sizes), "backends": backends, "ticks": ticks, "warm_ticks": warm_ticks, "seed": SEED,
             "history_days": HISTORY_DAYS, "model": model}
 
 
@@ -384,7 +402,7 @@ def peak_rss_since_reset_mb() -> float | None:
 
 # -- one configuration (in its own process) ------------------------------------------------------------------
 def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, say, model: str = MODEL, *,
-            history_ingests: int = 1, baseline: bool = True) -> dict:
+            history_ingests: int = 1, baseline: bool = True, warm_ticks: int = 0) -> dict:
     import types
 
     import numpy as np
@@ -397,15 +415,17 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
     from mlma.store.testing import postgres_schema, postgres_unavailable
 
     started = time.perf_counter()
-    # One day more than the live steps use: the backtest's baseline needs it (see backtest_ticks).
-    sim = simulate_platform(n_zones, HISTORY_DAYS + ticks + 1, seed=seed)
+    # A day for each warm-up and measured tick, and one day more than the live steps use: the backtest's
+    # baseline needs it (see backtest_ticks).
+    n_days = HISTORY_DAYS + warm_ticks + ticks + 1
+    sim = simulate_platform(n_zones, n_days, seed=seed)
     data = sim.data
     day = ((data["ds"] - data["ds"].min().normalize()) // pd.Timedelta("1D")).to_numpy()
     history = data[day < HISTORY_DAYS].reset_index(drop=True)
-    days = [data[day == HISTORY_DAYS + i].reset_index(drop=True) for i in range(ticks)]
+    days = [data[day == HISTORY_DAYS + i].reset_index(drop=True) for i in range(warm_ticks + ticks)]
     history_day = day[day < HISTORY_DAYS]
     del day  # 8 bytes a row: not to be counted in the ticks' memory
-    out = {"backend": backend, "zones": n_zones, "ticks": ticks, "seed": seed,
+    out = {"backend": backend, "zones": n_zones, "ticks": ticks, "warm_ticks": warm_ticks, "seed": seed,
            "simulate_seconds": time.perf_counter() - started, "history_rows": len(history),
            "streams_in_data": int(data["unique_id"].nunique()),
            "observation_rows": int(len(history) + sum(len(f) for f in days))}
@@ -484,30 +504,56 @@ def measure(backend: str, n_zones: int, ticks: int, seed: int, workdir: Path, sa
         # (Resetting the mark resets ru_maxrss too: the process's peak so far is kept first.)
         peak_before_ticks = peak_rss_mb()
         tick_peak = reset_peak_rss()
-        for i, frame in enumerate(days):
+        warm_peak = None  # the high-water mark over the warm-up ticks (reset again after them)
+        # Every regular tick's wall and its day's ingest, the warm-up's included: how a tick grows while the
+        # policy's reference and window arrays fill.
+        walls = []
+        for i in range(len(days)):
+            # Each day's frame is let go once ingested: 30 days of 10,000 zones are about 250 MB, which the
+            # ticks' peak is not to count.
+            frame, days[i] = days[i], None
+            warm = i < warm_ticks
+            if i == warm_ticks and warm_ticks:
+                # The measured ticks' own peak; the warm-up's is kept first (the state grows while it fills).
+                gc.collect()
+                warm_peak = peak_rss_since_reset_mb() if tick_peak else None
+                peak_before_ticks = max(peak_before_ticks, peak_rss_mb())
+                tick_peak = reset_peak_rss()
             report, irec = run(f"ingest day {i + 1}", lambda f=frame, i=i: store.ingest_frame(f, f"day-{i + 1}"),
                                rows_of_tables=False)
             irec["rows_new"] = int(report.rows_new)
-            ingests.append(irec)
-            result, rec = run(f"tick {i + 1}", agent.step, rows_of_tables=True)
+            del frame
+            # The warm-up ticks run exactly as the measured ones (timers on, rows counted, state read after).
+            result, rec = run(f"{'warm-up ' if warm else ''}tick {i + 1}", agent.step, rows_of_tables=True)
             if result.start:
                 raise RuntimeError("a regular tick ran as a start-up step")
-            steps.append(describe_step(rec, result, store))
-            say(f"{backend} {n_zones:,}: ingest {irec['seconds']:.2f} s; {result} -> {rec['seconds']:.2f} s wall, "
-                f"{rec['sql']['total']} statements")
+            rec = describe_step(rec, result, store)
+            walls.append({"after_startup": i + 1, "tick": rec["tick"], "seconds": rec["seconds"],
+                          "ingest_seconds": irec["seconds"], "state_bytes": rec["state_bytes"],
+                          "n_streams": rec["n_streams"], "warm": warm})
+            if not warm:
+                ingests.append(irec)
+                steps.append(rec)
+            say(f"{backend} {n_zones:,}: {'warm-up ' if warm else ''}{i + 1}/{len(days)} ingest "
+                f"{irec['seconds']:.2f} s; {result} -> {rec['seconds']:.2f} s wall, {rec['sql']['total']} "
+                f"statements, state {rec['state_bytes'] / 1e6:.1f} MB")
         out["startup"], out["regular"], out["ingest_days"] = steps[0], steps[1:], ingests
+        out["tick_walls"] = walls
         out["store_bytes"] = store_bytes(store, sqlite_path)
         out["artifact_files"] = sum(1 for f in config.artifacts_dir.glob("??/*") if not f.name.startswith("."))
-        # Both before the backtest below, which holds all the data at once.
+        # All before the backtest below, which holds all the data at once.
         out["tick_peak_rss_mb"] = peak_rss_since_reset_mb() if tick_peak else None
+        # Over the warm-up and the measured ticks (the same as the ticks' own without a warm-up).
+        out["warm_tick_peak_rss_mb"] = (None if out["tick_peak_rss_mb"] is None else
+                                        max(warm_peak or 0.0, out["tick_peak_rss_mb"]))
         out["peak_rss_mb"] = max(peak_before_ticks, peak_rss_mb())
         del days
         gc.collect()
         if baseline:
-            out["backtest"] = backtest_ticks(simulate_platform(n_zones, HISTORY_DAYS + ticks + 1, seed=seed).data,
-                                             config, ticks)
+            out["backtest"] = backtest_ticks(simulate_platform(n_zones, n_days, seed=seed).data, config, ticks)
             say(f"{backend} {n_zones:,}: one more backtest tick {out['backtest']['tick_seconds']:.2f} s "
-                f"(mean of {ticks}); live tick {mean(s['seconds'] for s in steps[1:]):.2f} s")
+                f"(mean of ticks {warm_ticks + 1}-{warm_ticks + ticks} after the start-up); live tick "
+                f"{mean(s['seconds'] for s in steps[1:]):.2f} s")
     out["seconds"] = time.perf_counter() - started
     return out
 
@@ -517,7 +563,9 @@ def backtest_ticks(data, config, ticks: int) -> dict:
 
     The backtest runs over the whole simulated span with the project's model, policy, training window and
     ``initial_ticks``, one day longer than the live steps ingested, so that its ``ticks`` ticks before the last
-    are the ones the live agent ran, each forecasting the next tick as the live tick does. A tick's cost is the
+    are the ones the live agent measured (after its warm-up ticks, which the backtest runs too and does not
+    count), each forecasting the next tick as the live tick does. ``per_tick`` holds every tick of its loop:
+    the ``k``-th regular tick after the start-up is ``per_tick[k - 1]``. A tick's cost is the
     wall time of one pass of the backtest's tick loop (the agent's tick and the backtest's bookkeeping),
     taken between the loop's progress calls; the data is already in memory, which is the point of the
     comparison.
@@ -567,13 +615,14 @@ def describe_step(rec: dict, result, store) -> dict:
 
 # -- running the plan ----------------------------------------------------------------------------------------
 def run_child(backend: str, n: int, ticks: int, seed: int, say, model: str = MODEL, *, history_ingests: int = 1,
-              baseline: bool = True) -> dict:
+              baseline: bool = True, warm_ticks: int = 0) -> dict:
     """Measure one configuration in a fresh interpreter and return its record."""
     with tempfile.TemporaryDirectory(prefix=f"mlma-bench-live-{backend}-{n}-") as tmp:
         out = Path(tmp) / "result.json"
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", f"{backend}:{n}", "--ticks", str(ticks),
                "--seed", str(seed), "--child-out", str(out), "--workdir", tmp, "--model", model,
-               "--history-ingests", str(history_ingests), *(() if baseline else ("--no-backtest",))]
+               "--history-ingests", str(history_ingests), "--warm-ticks", str(warm_ticks),
+               *(() if baseline else ("--no-backtest",))]
         load_before = load_average()
         proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=None, env={**os.environ, "PYTHONHASHSEED": "0"})
         if proc.returncode != 0:
@@ -698,6 +747,80 @@ PHASE_NOTE = ("Time inside each wrapped call, its children included, and its sha
               "are fetched, on PostgreSQL while it executes.")
 
 
+def warm_of(r: dict) -> int:
+    """A run's warm-up ticks (runs saved before ``--warm-ticks``: none)."""
+    return int(r.get("warm_ticks") or 0)
+
+
+def measured_span(warm: int, ticks: int) -> str:
+    """The measured regular ticks, numbered after the start-up: ``ticks 31-33``."""
+    return f"tick {warm + 1}" if ticks == 1 else f"ticks {warm + 1}-{warm + ticks}"
+
+
+def ticks_run(warm: int, ticks: int) -> str:
+    if not warm:
+        return f"{ticks} regular ticks (measured: {measured_span(0, ticks)} after the start-up)"
+    return (f"{warm} regular ticks as a warm-up, not counted (the monitoring policy's reference and window "
+            f"arrays fill over the first 25-30 ticks, and the ticks grow with them), then {ticks} measured "
+            f"ones ({measured_span(warm, ticks)} after the start-up)")
+
+
+def tick_walls(r: dict) -> list[dict]:
+    """Every regular tick's wall time, numbered after the start-up (``after_startup``); runs saved before
+    ``tick_walls`` have their measured ticks only."""
+    if r.get("tick_walls"):
+        return r["tick_walls"]
+    return [{"after_startup": warm_of(r) + i + 1, "tick": s["tick"], "seconds": s["seconds"],
+             "state_bytes": s["state_bytes"], "n_streams": s["n_streams"], "warm": False}
+            for i, s in enumerate(r["regular"])]
+
+
+def backtest_at(r: dict, k: int) -> float | None:
+    """The backtest's wall time of the ``k``-th regular tick after the start-up, None if it has none: its
+    loop's ticks end one past the live agent's last (see :func:`backtest_ticks`)."""
+    per_tick = (r.get("backtest") or {}).get("per_tick") or []
+    i = len(per_tick) - 1 - (warm_of(r) + len(r["regular"])) + k - 1
+    return per_tick[i] if 0 <= i < len(per_tick) - 1 else None
+
+
+def growth_picks(n: int, warm: int) -> list[int]:
+    """A few tick numbers after the start-up: the first, a quarter and half of the way, the first measured
+    and the last."""
+    return sorted({k for k in (1, round(n / 4), round(n / 2), warm + 1, n) if 1 <= k <= n})
+
+
+def growth_table(runs: list[dict], name=None) -> str:
+    """Live and backtest tick times, and the state per stream, at a few tick numbers after the start-up:
+    how a tick grows while the monitoring policy's arrays fill. Empty when there is one tick to show."""
+    name = name or label
+    picks = sorted({k for r in runs for k in growth_picks(len(tick_walls(r)), warm_of(r))})
+    if len(picks) < 2:
+        return ""
+    rows = []
+    for r in runs:
+        at = {w["after_startup"]: w for w in tick_walls(r)}
+        live_row, back_row, state_row = [name(r), "live tick"], ["", "backtest tick"], ["", "state / stream"]
+        for k in picks:
+            w = at.get(k)
+            live_row.append(fmt_s(w["seconds"]) if w else "")
+            state_row.append(f"{w['state_bytes'] / max(w['n_streams'], 1):,.0f} B" if w else "")
+            b = backtest_at(r, k)
+            back_row.append(fmt_s(b) if b is not None else "")
+        rows += [live_row, back_row] + ([state_row] if any(state_row[2:]) else [])
+    warm = sorted({warm_of(r) for r in runs} - {0})
+    marked = any(warm)
+    return (table(["run", "", *[f"tick {k}" + (" (measured)" if marked and all(k > warm_of(r) for r in runs)
+                                               else "") for k in picks]], rows, "ll" + "r" * len(picks))
+            + "\n\nWall time of single regular ticks, numbered after the start-up step (tick 1 is the first "
+              "after it)"
+            + (f", warm-up ticks included (the first {' or '.join(map(str, warm))} ran as a warm-up and are not "
+               "in the means above)" if marked else "")
+            + ": the live agent's `LiveAgent.step()`, and the backtest's pass of its tick loop for the same tick. "
+              "The monitoring policy's reference and window arrays fill over the first ticks after the start-up, "
+              "and the state per stream (compressed) with them. Every tick's wall is in the JSON "
+              "(`tick_walls`; the backtest's `backtest.per_tick`).")
+
+
 def render(results: dict) -> str:
     runs = results["runs"]
     m = results["machine"]
@@ -709,8 +832,9 @@ def render(results: dict) -> str:
              "that fitting costs next to nothing and what is left is the store's and the agent's own work. For "
              f"each store and fleet size: one `Store.ingest_frame` of {p['history_days']} days of history, the "
              f"start-up step (`[agent] initial_ticks = {p['history_days']}`: a first model for every stream and "
-             f"forecasts for the next day), then {p['ticks']} regular ticks, each after the ingest of one day "
-             "(timed apart). Fits run inline; one `LiveAgent` serves all steps, as under `mlma run`. The "
+             f"forecasts for the next day), then {ticks_run(p.get('warm_ticks', 0), p['ticks'])}, each after "
+             "the ingest of one day (timed apart). Fits run inline; one `LiveAgent` serves all steps, as under "
+             "`mlma run`. The "
              "breakdown comes from timers wrapped around `LiveAgent`, `Agent`, `Store`, registry and DB-API "
              "cursor methods at run time (nothing in `src` is changed); statements are counted with "
              "SQLAlchemy's `before_cursor_execute` event on the store's engine, plus the observation read and "
@@ -746,11 +870,18 @@ def render(results: dict) -> str:
             f"{mean(s['state_bytes'] for s in reg) / n:.0f} B",
             fmt_n(mean(step_sql(s) for s in reg)),
             f"{r['peak_rss_mb']:,.0f} MB" if r.get("peak_rss_mb") else "",
-            f"{r['tick_peak_rss_mb']:,.0f} MB" if r.get("tick_peak_rss_mb") else ""])
-    parts.append("### Cost per step\n\n" + table(
-        ["store, zones", "streams", f"ingest {p['history_days']} days", "start-up step", "tick, mean",
-         "tick, max", "backtest tick", "live / backtest", "ingest 1 day, mean", "rows read / tick", "rows written / tick", "state / stream",
-         "SQL / tick", "peak RSS", "peak RSS of the ticks"], rows)
+            (f"{r['tick_peak_rss_mb']:,.0f} MB" if r.get("tick_peak_rss_mb") else "")
+            + (f" ({r['warm_tick_peak_rss_mb']:,.0f} MB)" if warm_of(r) and r.get("warm_tick_peak_rss_mb") else "")])
+    warm, span = p.get("warm_ticks", 0), measured_span(p.get("warm_ticks", 0), p["ticks"])
+    parts.append("### Cost per step\n\n"
+                 + f"Regular ticks measured: {span} after the start-up"
+                 + (f" (the {warm} before them ran as a warm-up, not counted; see the next table)." if warm else
+                    " (no warm-up: the monitoring policy's arrays are still filling).")
+                 + "\n\n" + table(
+        ["store, zones", "streams", f"ingest {p['history_days']} days", "start-up step", f"{span}, mean",
+         f"{span}, max", f"backtest {span}", "live / backtest", "ingest 1 day, mean", "rows read / tick",
+         "rows written / tick", "state / stream", "SQL / tick", "peak RSS",
+         "peak RSS of the ticks" + (" (with the warm-up)" if warm else "")], rows)
         + "\n\nA tick is the wall time of one `LiveAgent.step()`: lock, clock, loading state, observations and "
           "models, the agent's tick, registry writes and the one commit. Backtest tick: the baseline, one pass "
           "of `mlma.backtest.run_backtest`'s tick loop on the same data, model, policy and training window "
@@ -765,7 +896,13 @@ def render(results: dict) -> str:
           "the step, all kinds. Peak RSS: the process's high-water mark over the ingest, the start-up and the "
           "ticks; of the ticks: the high-water mark reset (Linux `clear_refs`) after the start-up, with the "
           "simulated data freed, so the regular ticks' own (the live agent keeps the 28-day window and its "
-          "models in memory).")
+          "models in memory)"
+        + ("; with a warm-up, the mark is reset again after it, so it covers the measured ticks, and the "
+           "one in brackets covers the warm-up and the measured ticks (the state grows while it fills)."
+           if warm else "."))
+    growth = growth_table(runs)
+    if growth:
+        parts.append("### How a tick grows after the start-up\n\n" + growth)
 
     for title, pick, threshold in (("Where a regular tick goes", lambda r: r["regular"], 0.02),
                                    ("Where the start-up step goes", lambda r: [r["startup"]], 0.03),
@@ -803,7 +940,7 @@ def render(results: dict) -> str:
     parts.append("### SQL statements per step\n\n" + table(
         ["store, zones", "step", *[f"`{k}`" for k in kinds], "all", "commits", "rows in bulk"], rows,
         "ll" + "r" * (len(kinds) + 3))
-        + "\n\nStatements by first keyword (regular ticks and day ingests: mean of the three). `SELECT (driver "
+        + "\n\nStatements by first keyword (regular ticks and day ingests: mean of the measured ones). `SELECT (driver "
           "cursor)` is the observation read and `COPY` PostgreSQL's bulk load; both bypass SQLAlchemy and are "
           "counted where they are issued. Rows in bulk: rows sent by `executemany` (one statement for many "
           "rows) or `COPY`. SQLite's `BEGIN` goes through the engine and is counted; psycopg begins its "
@@ -1036,6 +1173,9 @@ def reading(results: dict) -> str:
                       for r in large_runs if r["backend"] == "postgresql")
             + ". It runs once per tick, twice in the start-up step.")
     loads = []
+    first_name = ("the first tick after the start-up" if not any(warm_of(r) for r in large_runs) else
+                  "the first measured tick (" + " or ".join(sorted({f"{warm_of(r) + 1} after the start-up"
+                                                                    for r in large_runs})) + ")")
     for r in large_runs:
         first_tick = r["regular"][:1]
         loads.append(f"{calls(first_tick, 'ArtifactStore.load'):,.0f} files in "
@@ -1043,13 +1183,13 @@ def reading(results: dict) -> str:
     read_back = sum(calls(r["regular"], "ArtifactStore.load") for r in large_runs)
     if loads and read_back:
         notes.append(
-            "Loading the serving models: the first tick after the start-up reads and verifies every artifact "
+            f"Loading the serving models: {first_name} reads and verifies every artifact "
             f"(`ArtifactStore.load`: {', '.join(loads)}); later ticks of the same process find them cached. "
             "`mlma tick` run by cron starts a new process each time and pays this on every tick.")
     elif loads:
         notes.append(
             "Loading the serving models: none is read back from its artifact in these ticks (`ArtifactStore.load`: "
-            f"{', '.join(loads)} in the first tick after the start-up): the models a tick fitted stay in the "
+            f"{', '.join(loads)} in {first_name}): the models a tick fitted stay in the "
             "process's memory under their registry versions. `mlma tick` run by cron starts a new process each "
             "time and reads every serving model (7,226 files took 0.5-0.7 s at 10,000 zones in an earlier run).")
     if notes:
@@ -1076,7 +1216,9 @@ def reading(results: dict) -> str:
             f"**Against the goal** (issue 12: a live tick at most 2x one more backtest tick, under 1 GB at "
             f"10,000 streams). At {sizes[-1]:,} hourly streams a daily tick costs up to "
             f"{fmt_s(max(s['seconds'] for s in worst['regular']))} ({label(worst).split(',')[0]}) with the "
-            f"`{results['plan']['model']}` model. Live tick over backtest tick: " + ", ".join(ratios)
+            f"`{results['plan']['model']}` model. Live tick over backtest tick (the mean of "
+            f"{measured_span(results['plan'].get('warm_ticks', 0), results['plan']['ticks'])} after the "
+            "start-up): " + ", ".join(ratios)
             + (". Peak RSS of the regular ticks: " + ", ".join(peaks) if peaks else "")
             + f". The whole run took {results['seconds'] / 60:.1f} minutes, {longest['seconds'] / 60:.1f} of them "
             f"the {label(longest)} run.")
@@ -1112,17 +1254,23 @@ def render_more(results: list[dict]) -> str:
                      f"{tick_mean / base['tick_seconds']:.1f}x" if base else "",
                      fmt_s(mean(i["seconds"] for i in r["ingest_days"])),
                      f"{r['tick_peak_rss_mb']:,.0f} MB" if r.get("tick_peak_rss_mb") else "n/a",
-                     f"{r['peak_rss_mb']:,.0f} MB", f"{len(reg)}", f"{r['seconds'] / 60:.0f} min"])
+                     f"{r['peak_rss_mb']:,.0f} MB", measured_span(warm_of(r), len(reg)),
+                     f"{r['seconds'] / 60:.0f} min"])
     what = [f"the `{m}` model (`--model {m}`)" for m in dict.fromkeys(r["model"] for r in runs) if m != MODEL]
     what += [f"{z:,} zones on PostgreSQL (`--sizes {z} --ticks 2 --history-ingests 7 --no-backtest`: the "
              "history goes in as 7 files of 4 days, since one ingest of it would hold far more memory than the "
              "daily loop ever does, and the backtest baseline, which holds all the data at once, is not run)"
              for z in dict.fromkeys(r["zones"] for r in runs) if z > 10_000]
     parts = ["### Other models and sizes",
-             "The same benchmark with " + " and at ".join(what) + ". Columns as above.",
+             ("The same benchmark with " + " and at ".join(what) if what else "The same benchmark")
+             + ". Columns as above; the measured ticks are numbered after the start-up step, and the ticks "
+               "before them ran as a warm-up (`--warm-ticks`), not counted.",
              table(["configuration", "streams", "ingest 28 days", "start-up step", "tick, mean", "tick, max",
                     "backtest tick", "live / backtest", "ingest 1 day, mean", "peak RSS of the ticks",
-                    "peak RSS", "ticks", "run"], rows)]
+                    "peak RSS", "ticks measured (after the start-up)", "run"], rows)]
+    growth = growth_table(runs, name)
+    if growth:
+        parts.append(growth)
     tables = {name(r): phase_table(r["regular"]) for r in runs}
     totals = {name(r): mean(s["seconds"] for s in r["regular"]) for r in runs}
     parts += ["Where a regular tick goes (calls taking at least 3% of the tick in some configuration, three "
@@ -1175,6 +1323,11 @@ def parse(argv=None) -> argparse.Namespace:
     parser.add_argument("--sizes", help="comma-separated fleet sizes in zones (default 1000,10000; "
                         "--quick: 300,1000)")
     parser.add_argument("--ticks", type=int, default=3, help="regular ticks measured per configuration (default 3)")
+    parser.add_argument("--warm-ticks", type=int, metavar="W",
+                        help=f"regular ticks run after the start-up step and before the measured ones, each after "
+                             f"its day's ingest as the measured ones, but not counted: the agent state fills over "
+                             f"the first 25-30 ticks, and the ticks grow with it (default {WARM_TICKS}; --quick: "
+                             f"{QUICK_WARM_TICKS}; 0 measures the ticks right after the start-up)")
     parser.add_argument("--write-docs", action="store_true",
                         help=f"put the results into {DOC.relative_to(REPO)} between its live markers")
     parser.add_argument("--json", type=Path, help="also save the raw measurements here")
@@ -1201,6 +1354,8 @@ def parse(argv=None) -> argparse.Namespace:
         parser.error(f"--history-ingests must be 1 to {HISTORY_DAYS}, got {args.history_ingests}")
     if args.ticks < 1:
         parser.error(f"--ticks must be at least 1, got {args.ticks}")
+    if args.warm_ticks is not None and args.warm_ticks < 0:
+        parser.error(f"--warm-ticks must be 0 or more, got {args.warm_ticks}")
     if args.sizes is not None:
         try:
             args.sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
@@ -1240,7 +1395,8 @@ def main(argv=None) -> int:
     if args.child:
         backend, n = args.child.split(":")
         record = measure(backend, int(n), args.ticks, args.seed, args.workdir, say, args.model,
-                         history_ingests=args.history_ingests, baseline=not args.no_backtest)
+                         history_ingests=args.history_ingests, baseline=not args.no_backtest,
+                         warm_ticks=args.warm_ticks or 0)
         args.child_out.write_text(json.dumps(record, default=float))
         return 0
     if args.more_json:
@@ -1252,7 +1408,7 @@ def main(argv=None) -> int:
     if args.from_json:
         publish(render(json.loads(args.from_json.read_text())), args)
         return 0
-    p = plan(args.quick, args.backends, args.ticks, args.sizes, args.model)
+    p = plan(args.quick, args.backends, args.ticks, args.sizes, args.model, args.warm_ticks)
     if "postgresql" in p["backends"]:
         from mlma.store.testing import postgres_unavailable
 
@@ -1263,7 +1419,8 @@ def main(argv=None) -> int:
     for n in p["sizes"]:
         for backend in p["backends"]:
             results["runs"].append(run_child(backend, n, p["ticks"], p["seed"], say, p["model"],
-                                             history_ingests=args.history_ingests, baseline=not args.no_backtest))
+                                             history_ingests=args.history_ingests, baseline=not args.no_backtest,
+                                             warm_ticks=p["warm_ticks"]))
     results["load_average_end"] = load_average()
     results["seconds"] = time.perf_counter() - started
     if args.json:
