@@ -501,6 +501,43 @@ def test_a_rollback_serves_the_chosen_version_from_the_next_tick(running):
     assert store.verdicts(tick=next_result.tick).set_index("unique_id").loc[uid, "label"] == "warming-up"
 
 
+def test_a_champion_moved_by_a_person_is_adopted_even_when_moved_while_a_tick_ran(running, monkeypatch):
+    """The tick compares the registry's 10,000 champions with its state only after a move it did not make
+    (the store counts champion moves): not on a quiet tick, but after a roll-back between ticks, and after one
+    committed while a tick was running (that tick served the old version; the next serves the chosen one)."""
+    store, live, ops, chunks = running
+    uid = store.streams()["unique_id"].iloc[6]
+    ops.force_retrain([uid], direct=True, by="user:ana")
+    next_tick(store, live, chunks)
+    assert ops.registry.champion(uid).version == 2
+    reads = []
+    serving = live.registry.tables.serving_versions
+    monkeypatch.setattr(live.registry.tables, "serving_versions", lambda: reads.append(1) or serving())
+    next_tick(store, live, chunks)
+    assert reads == []  # nobody moved a champion: nothing compared
+    ops.rollback(uid, 1, by="user:ana", reason="version 2 overshoots")
+    result = next_tick(store, live, chunks)
+    assert reads == [1] and set(store.forecasts(result.tick).set_index("unique_id").loc[uid, "model_version"]) == {1}
+    ops.force_retrain([uid], direct=True, by="user:ana")
+    next_tick(store, live, chunks)
+    assert ops.registry.champion(uid).version == 3
+    write_tick, moved = store.write_tick, []
+
+    def move_then_write(record, **kwargs):
+        if not moved:  # committed after the tick read the counts, before its own commit
+            moved.append(ops.rollback(uid, 1, by="user:bob", reason="back to the first model"))
+        return write_tick(record, **kwargs)
+
+    monkeypatch.setattr(store, "write_tick", move_then_write)
+    reads.clear()
+    during = next_tick(store, live, chunks)
+    assert moved and set(store.forecasts(during.tick).set_index("unique_id").loc[uid, "model_version"]) == {3}
+    after = next_tick(store, live, chunks)
+    assert reads == [1]  # the tick that ran during the move could not know; the next one compares
+    assert set(store.forecasts(after.tick).set_index("unique_id").loc[uid, "model_version"]) == {1}
+    assert ops.registry.champion(uid).version == 1
+
+
 def test_reset_reference_and_abnormal_periods_reach_the_policy(running):
     store, live, ops, chunks = running
     ids = store.streams()["unique_id"].tolist()

@@ -930,26 +930,32 @@ def test_a_forecast_frame_that_cannot_be_packed_is_refused_by_name(store):
     assert store.forecasts(0, streams=["b"])["unique_id"].tolist() == ["b", "b"]
 
 
-def test_state_arrays_are_deflated_only_where_it_pays_and_old_blobs_still_load():
+def test_state_arrays_are_compressed_and_old_npz_blobs_still_load():
     import io
 
-    from mlma.store.state import decode_state, encode_state
+    from mlma.store.state import FORMAT, decode_state, encode_state
 
     rng = np.random.default_rng(3)
     zeros = np.zeros((2000, 24), dtype=np.float32)
     noise = rng.random((2000, 24)).astype(np.float32)
+    # An empty reference (NaN) and typical losses: a float32 loss keeps only its mantissa's low bits random.
+    empty = np.full((2000, 24), np.nan, dtype=np.float32)
     small_zeros, _ = encode_state({"ref": zeros})
+    small_empty, _ = encode_state({"ref": empty})
     small_noise, _ = encode_state({"ref": noise})
-    assert len(small_zeros) < zeros.nbytes / 20          # deflated
-    assert noise.nbytes <= len(small_noise) < noise.nbytes + 1000  # stored as it is
-    blob, sha = encode_state({"ref": noise, "flags": np.zeros(2000, dtype=bool)})
+    assert FORMAT == "npz-zstd"
+    assert len(small_zeros) < zeros.nbytes / 20 and len(small_empty) < empty.nbytes / 20
+    assert len(small_noise) < noise.nbytes + 1000  # never much larger than the arrays themselves
+    blob, sha = encode_state({"ref": noise, "flags": np.zeros(2000, dtype=bool), "name": np.array(["a", "bc"])})
     back = decode_state(blob, sha)
-    assert np.array_equal(back["ref"], noise) and back["flags"].dtype == bool
-    # Blobs of the earlier encoder (np.savez_compressed) load as before.
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, ref=noise)
-    old = buffer.getvalue()
-    assert np.array_equal(decode_state(old, hashlib.sha256(old).hexdigest())["ref"], noise)
+    assert np.array_equal(back["ref"], noise) and back["ref"].dtype == np.float32
+    assert back["flags"].dtype == bool and back["name"].tolist() == ["a", "bc"]
+    # Blobs of the earlier format (.npy members, deflated or stored, as numpy.savez writes them) load as before.
+    for save in (np.savez_compressed, np.savez):
+        buffer = io.BytesIO()
+        save(buffer, ref=noise)
+        old = buffer.getvalue()
+        assert np.array_equal(decode_state(old, hashlib.sha256(old).hexdigest())["ref"], noise)
 
 
 def test_streams_can_be_read_column_by_column(store):
@@ -997,3 +1003,43 @@ def test_binary_copy_of_variable_values_matches_the_format_row_by_row(size):
         expected += struct.pack(">hiq", 2, 8, i)
         expected += struct.pack(">i", -1) if value is None else struct.pack(">i", len(value)) + value
     assert stream == expected + copybinary.TRAILER
+
+
+def test_champion_moves_and_override_changes_are_counted_in_their_own_transactions(store):
+    """The counts a live tick compares (instead of reading every champion) move with every committed change,
+    by a person or by a tick, and not with a rolled-back one; a tick names the kinds someone else changed
+    between the caller's read and its commit."""
+    from mlma.store import ChampionMove, NewVersion, TickRecord
+
+    sid = [int(i) for i in store.stream_ids(["zone-1", "zone-2"])]
+    assert store.change_counts() == {"champions": 0, "overrides": 0}
+    with store.transaction() as tx:
+        tx.record_versions([NewVersion(stream=s, artifact_sha256="ab" * 32, artifact_bytes=3, spec="naive")
+                            for s in [*sid, sid[0]]])
+    assert store.change_counts() == {"champions": 0, "overrides": 0}  # a new version moves no champion
+    with store.transaction() as tx:
+        tx.move_champions([ChampionMove(s, 1, "agent") for s in sid])
+    assert store.change_counts() == {"champions": 1, "overrides": 0}  # one transaction moved two champions
+    with pytest.raises(RuntimeError, match="changed my mind"), store.transaction() as tx:
+        tx.move_champions([ChampionMove(sid[0], 2, "user:ana")])
+        tx.merge_overrides({sid[1]: {"pinned": True}})
+        raise RuntimeError("changed my mind")
+    assert store.change_counts() == {"champions": 1, "overrides": 0}
+    store.set_overrides(["zone-2"], {"pinned": True}, by="user:ana")
+    assert store.change_counts() == {"champions": 1, "overrides": 1}
+    seen = store.change_counts()
+    # Nobody else moved anything: the tick's own move is counted and nothing is unseen.
+    written = store.write_tick(TickRecord(0, champion_moves=[ChampionMove(sid[0], 2, "agent")], seen_changes=seen))
+    assert written.changes == {"champions": 2, "overrides": 1} and written.unseen_changes == frozenset()
+    # A person moves a champion and changes an override after the caller's read: the tick says so, whether
+    # it moved champions itself or not.
+    seen = store.change_counts()
+    with store.transaction() as tx:
+        tx.move_champions([ChampionMove(sid[0], 1, "user:bob", action="rollback")])
+    store.set_overrides(["zone-1"], {"cooldown_ticks": 3}, by="user:bob")
+    written = store.write_tick(TickRecord(1, champion_moves=[ChampionMove(sid[1], 1, "agent")], seen_changes=seen))
+    assert written.changes == {"champions": 4, "overrides": 2}
+    assert written.unseen_changes == {"champions", "overrides"}
+    seen = store.change_counts()
+    assert store.write_tick(TickRecord(2, seen_changes=seen)).unseen_changes == frozenset()
+    assert store.write_tick(TickRecord(3)).unseen_changes == frozenset()  # the caller named no counts

@@ -159,6 +159,12 @@ class LiveAgent:
         self._names = np.empty(0, dtype=object)
         #: What a tick leaves in memory (models, the window) is frozen out of the garbage collector's scans.
         self._heap = LongLivedHeap()
+        #: The overrides of the streams that have any, and the store's count of override changes when read.
+        self._overrides: tuple[int, dict] | None = None
+        #: (saved state's sha256, count of champion moves): that state's serving versions agree with the
+        #: registry's champions as of that count, so a tick continuing from it need not compare 10,000 of them
+        #: while nobody moved one (see _controls).
+        self._champions_agree: tuple[str, int] | None = None
 
     # -- the clock ------------------------------------------------------------------------------------------
     def timing(self) -> TickClock:
@@ -487,7 +493,8 @@ class LiveAgent:
         self._broken.clear()  # an artifact restored since the last tick loads again
         if state is not None:
             self._load_models(service, agent, live, repair)
-        controls, actions, approvers = self._controls(k, n, agent, live, service, repair)
+        controls, actions, approvers, seen = self._controls(k, n, agent, live, service, repair,
+                                                            None if state is None else state.sha256)
         self._fall_back(k, agent, live, service, controls, repair)
         serving_before = live["champion_version"].copy()
         shadow_before = live["challenger_version"].copy()
@@ -549,12 +556,15 @@ class LiveAgent:
             record = TickRecord(k, verdicts=verdicts, forecasts=forecasts, escalations=report.escalations,
                                 resolve_escalations={} if start else report.cleared, new_versions=new_versions,
                                 expected_versions=expected, champion_moves=moves, version_checks=checks, audit=audit,
-                                applied_actions=applied, state=encoding, summary=summary)
+                                applied_actions=applied, state=encoding, summary=summary, seen_changes=seen)
             _checkpoint("before-commit")
             written = self.store.write_tick(record, lease=lease)
             _checkpoint("after-commit")
             if written.state is not None:  # the state just saved, as the next tick would read it back
                 self._state_cache = written.state
+            # The saved state's champions are the registry's, unless someone moved one while the tick ran.
+            self._champions_agree = (None if written.state is None or "champions" in written.unseen_changes
+                                     else (written.state.sha256, written.changes["champions"]))
             self._keep_models(k, report, expected, live)
             summary = replace(summary, escalations_resolved=sum(written.resolved.values()))
             return TickResult(k, start, n, summary, list(written.escalation_ids), time.perf_counter() - started)
@@ -749,14 +759,23 @@ class LiveAgent:
             self._names = np.concatenate([known[:first], rows["unique_id"].to_numpy(dtype=object)])
         return self._names
 
-    def _controls(self, k, n: int, agent: Agent, live: dict, service: ModelService, repair: _Repair):
-        """The engineer's settings and queued actions as this tick's :class:`Controls`, the queued actions, and
-        who asked for each approval or rejection (by stream)."""
+    def _controls(self, k, n: int, agent: Agent, live: dict, service: ModelService, repair: _Repair,
+                  state_sha256: str | None):
+        """The engineer's settings and queued actions as this tick's :class:`Controls`, the queued actions,
+        who asked for each approval or rejection (by stream), and the store's change counts they were read at.
+
+        ``state_sha256`` names the saved state ``live`` came from (None: none).
+        """
         now = pd.Timestamp.now(tz="UTC")
+        # Read first: a change after this read is seen by the next tick (or, for champions, by write_tick).
+        counts = self.store.change_counts()
         pinned, approval = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         delta, cooldown = np.full(n, np.nan), np.full(n, -1, dtype=np.int32)
-        # Only the few streams with overrides are read and looked at.
-        for s, o in self.store.stream_overrides().items():
+        # Only the few streams with overrides are looked at, and read again only after one changed. (A pin's
+        # end is a time: pinned_at is asked every tick.)
+        if self._overrides is None or self._overrides[0] != counts["overrides"]:
+            self._overrides = (counts["overrides"], self.store.stream_overrides())
+        for s, o in self._overrides[1].items():
             if s < n:
                 pinned[s] = o.pinned_at(now)
                 approval[s] = o.needs_approval
@@ -783,8 +802,10 @@ class LiveAgent:
                 approvers[s] = row.created_by
         for name, mask in masks.items():
             setattr(controls, name, mask)
-        # A champion moved in the registry by a person (roll-back, promotion) is adopted by the agent.
-        sid, ver, by = self.registry.tables.serving_versions()
+        # A champion moved in the registry by a person (roll-back, promotion) is adopted by the agent. Nobody
+        # moved one since the state this tick continues from was saved: nothing to compare.
+        unmoved = state_sha256 is not None and self._champions_agree == (state_sha256, counts["champions"])
+        sid, ver, by = (np.empty(0, np.int64),) * 3 if unmoved else self.registry.tables.serving_versions()
         if len(sid):
             moved = ver != live["champion_version"][sid]
             for s, v, who in zip(sid[moved], ver[moved], by[moved]):
@@ -805,7 +826,7 @@ class LiveAgent:
                 live["champion_version"][s] = v
                 live["challenger_version"][s] = -1
                 live["awaiting_version"][s] = -1
-        return controls, actions, approvers
+        return controls, actions, approvers, counts
 
     def _versions(self, k: int, report: TickReport, fleet: FleetData, window: int | None, live: dict,
                   approvers: dict, refit: dict[int, str]):

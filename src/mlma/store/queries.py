@@ -358,12 +358,12 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
         sid = int(row.id)
         window = conn.execute(sa.select(t.c.tick, t.c.start_ds, t.c.end_ds, t.c.status)
                               .where(t.c.status == "done").order_by(t.c.tick.desc()).limit(ticks)).all()[::-1]
-        first_tick = window[0].tick if window else None
         tick_bounds = {int(w.tick): (w.start_ds, w.end_ds) for w in window}
         verdict_rows = []
-        if first_tick is not None:
-            verdict_rows = conn.execute(sa.select(v).where(v.c.stream_id == sid, v.c.tick >= first_tick)
-                                        .order_by(v.c.tick)).all()
+        if window:
+            # By primary key, one (tick, stream) lookup per tick shown: verdicts have no index by stream.
+            verdict_rows = conn.execute(sa.select(v).where(v.c.tick.in_([int(w.tick) for w in window]),
+                                                           v.c.stream_id == sid).order_by(v.c.tick)).all()
         starts = [w.start_ds for w in window if w.start_ds is not None]
         since = min(starts) if starts else None
         if since is None and row.last_ds is not None:

@@ -136,7 +136,11 @@ class TickWrite:
     given to the new model versions (in the order given), the saved state's sha256, how many earlier
     escalations were resolved because their condition cleared, by kind, and the saved state itself (equal to
     what :meth:`~mlma.store.Store.load_state` would read back; its arrays are read-only copies), so that the
-    next tick of the same process need not read it."""
+    next tick of the same process need not read it.
+
+    ``changes`` are the :meth:`~mlma.store.Store.change_counts` as the tick committed them (its own champion
+    moves counted); ``unseen_changes`` the kinds that someone other than the tick changed after the
+    caller's ``TickRecord.seen_changes`` (empty when the record named none)."""
 
     tick: int
     n_verdicts: int
@@ -146,6 +150,8 @@ class TickWrite:
     state_sha256: str | None
     resolved: Mapping[str, int] = field(default_factory=dict)
     state: AgentState | None = None
+    changes: Mapping[str, int] = field(default_factory=dict)
+    unseen_changes: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -451,9 +457,13 @@ class TickRecord:
     state
         The agent's and policy's per-stream arrays (see :meth:`~mlma.store.Store.save_state`), or a
         :class:`~mlma.store.state.StateEncoding` of them already under way (the live agent starts it when its
-        tick is done, so that deflating the state overlaps the rest of the tick).
+        tick is done, so that compressing the state overlaps the rest of the tick).
     summary
         The tick's :class:`TickSummary`.
+    seen_changes
+        The :meth:`~mlma.store.Store.change_counts` the caller read when it looked at what it depends on
+        (the champions, the overrides): :attr:`TickWrite.unseen_changes` then names the kinds that someone
+        else changed since.
     start, end, agent_id
         The tick's data window and agent, when :meth:`~mlma.store.Store.begin_tick` was not called.
 
@@ -479,6 +489,7 @@ class TickRecord:
     start: Any = None
     end: Any = None
     agent_id: str | None = None
+    seen_changes: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
         tick = self.tick
