@@ -411,16 +411,17 @@ def test_new_streams_join_the_kept_matrix_without_copying_it(tmp_path):
 
 
 def test_the_matrix_slides_over_its_buffer_day_after_day_and_equals_a_full_read(tmp_path):
-    """Moving the window a day moves a view over a buffer with spare columns (no copy) until the buffer's end,
-    then copies once into a new buffer; with revisions, late rows and new streams along the way, every day's
-    matrix equals a full read."""
+    """Moving the window a day moves a view over a buffer twice the matrix's width (no copy) until the buffer's
+    end, then moves the kept columns back to its start in place (no new buffer); with revisions, late rows and
+    new streams along the way, every day's matrix equals a full read."""
     rng = np.random.default_rng(7)
     store = Store.create(f"sqlite:///{tmp_path / 'w.db'}")
     uids = [f"z{i}" for i in range(8)]
     store.ingest_frame(hours(uids, 0, 24 * 8, rng), "history")
     window = ObservationWindow(store, "h")
     span = 24 * 8  # a window of eight days: a buffer twice as wide holds eight more days
-    previous, in_place, copied = None, 0, 0
+    buffers, slides, moves_back = [], 0, 0
+    previous_c0 = None
     for day in range(8, 28):
         end = T0 + HOUR * 24 * day
         if day > 8:
@@ -435,14 +436,19 @@ def test_the_matrix_slides_over_its_buffer_day_after_day_and_equals_a_full_read(
         assert values.shape == (len(uids), span) and first == np.datetime64(end - HOUR * span, "ns")
         assert_same(window.rows(end - HOUR * span, end, n_streams=len(uids)),
                     rows_of(store, end - HOUR * span, end, len(uids)))
-        if previous is not None:
-            shared = np.shares_memory(previous, values)
-            in_place += shared
-            copied += not shared
-        previous = values
-    # 19 moves of a day: in place while the buffer has room, a copy when it runs out (and on the first move,
-    # whose matrix came from a full read without spare columns): at most one copy in eight moves.
-    assert in_place >= 15 and 2 <= copied <= 3
+        snap = window._snap
+        assert np.shares_memory(values, snap._buf)
+        if not buffers or buffers[-1] is not snap._buf:
+            buffers.append(snap._buf)
+        elif snap._c0 > previous_c0:
+            slides += 1
+        elif snap._c0 < previous_c0:
+            moves_back += 1
+        previous_c0 = snap._c0
+    # 19 moves of a day: a slide a day, and a move back in place when the view reaches the buffer's end
+    # (every eight days); never a new buffer beside the old one (the fleet gained four streams, within the
+    # buffer's spare rows).
+    assert len(buffers) == 1 and moves_back == 2 and slides == 17
     store.close()
 
 
