@@ -411,15 +411,15 @@ def test_new_streams_join_the_kept_matrix_without_copying_it(tmp_path):
 
 
 def test_the_matrix_slides_over_its_buffer_day_after_day_and_equals_a_full_read(tmp_path):
-    """Moving the window a day moves a view over a buffer twice the matrix's width (no copy) until the buffer's
-    end, then moves the kept columns back to its start in place (no new buffer); with revisions, late rows and
-    new streams along the way, every day's matrix equals a full read."""
+    """Moving the window a day moves a view over a buffer with spare columns (no copy) until the buffer's end,
+    then moves the kept columns back to its start in place (no new buffer); with revisions, late rows and new
+    streams along the way, every day's matrix equals a full read."""
     rng = np.random.default_rng(7)
     store = Store.create(f"sqlite:///{tmp_path / 'w.db'}")
     uids = [f"z{i}" for i in range(8)]
     store.ingest_frame(hours(uids, 0, 24 * 8, rng), "history")
     window = ObservationWindow(store, "h")
-    span = 24 * 8  # a window of eight days: a buffer twice as wide holds eight more days
+    span = 24 * 8  # a window of eight days: a quarter more columns hold two more days
     buffers, slides, moves_back = [], 0, 0
     previous_c0 = None
     for day in range(8, 28):
@@ -446,9 +446,9 @@ def test_the_matrix_slides_over_its_buffer_day_after_day_and_equals_a_full_read(
             moves_back += 1
         previous_c0 = snap._c0
     # 19 moves of a day: a slide a day, and a move back in place when the view reaches the buffer's end
-    # (every eight days); never a new buffer beside the old one (the fleet gained four streams, within the
-    # buffer's spare rows).
-    assert len(buffers) == 1 and moves_back == 2 and slides == 17
+    # (every third day: two days of spare columns); never a new buffer beside the old one (the fleet gained
+    # four streams, within the buffer's spare rows).
+    assert len(buffers) == 1 and moves_back == 6 and slides == 13
     store.close()
 
 
