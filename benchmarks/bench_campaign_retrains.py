@@ -5,9 +5,12 @@ campaign of the stream's city (so that the flag could be learnt); and the MAE of
 
 Usage (docs/results-drivers.md)::
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_campaign_retrains.py 60 120 7 3 [POLICY [POWER]]
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_campaign_retrains.py 60 120 7 3 [POLICY [POWER]] \
+        [--campaign-driver planned|flag] [--plan-sd SD]
     # zones days seed campaign-rate, policy spec (default "mlma", e.g. "mlma:loss=relative"), the explained
-    # scale's exponent (default mlma.explained.DEFAULT_POWER)
+    # scale's exponent (default mlma.explained.DEFAULT_POWER); what the simulator's campaign column announces
+    # (default "planned": the campaigns' planned uplift; "flag": 0/1 as before) and the planned uplift's error
+    # (log-sd, default the simulator's 0.2); docs/simulator.md
 
 Variants: "none" (no drivers), "campaign" (the flag as a future driver) and "events" (the flag also declared an
 event driver, ``Drivers(events=...)``: the monitor divides the errors by the level change the model attributes
@@ -20,7 +23,8 @@ true lift (the product of the running campaigns' magnitudes) to the power POWER:
 perfect multiplicative model.
 
 "seen_flag_unchanged" counts the "seen" re-trainings at a campaign's start or end (within a day) while
-another campaign runs across it: the 0/1 flag stays 1 there, so no driver can announce the change.
+another campaign runs across it: the 0/1 flag stays 1 there, so no driver can announce the change (the planned
+uplift does change there); "unseen_overlap" counts the never-seen ones at such a moment.
 
 "elsewhere" counts the re-trainings in all other scored stream-ticks (streams and days no campaign touched),
 the rate a campaign the model knows about should not exceed.
@@ -42,11 +46,18 @@ from mlma.explained import DEFAULT_POWER
 from mlma.models import Drivers
 from mlma.simulate import simulate_platform
 
-zones, days, seed, rate = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-POLICY = sys.argv[5] if len(sys.argv) > 5 else "mlma"
-POWER = float(sys.argv[6]) if len(sys.argv) > 6 else DEFAULT_POWER
+args = sys.argv[1:]
+SIM = {}
+for flag, key, kind in (("--campaign-driver", "campaign_driver", str), ("--plan-sd", "campaign_plan_sd", float)):
+    if flag in args:
+        i = args.index(flag)
+        SIM[key] = kind(args[i + 1])
+        del args[i:i + 2]
+zones, days, seed, rate = int(args[0]), int(args[1]), int(args[2]), float(args[3])
+POLICY = args[4] if len(args) > 4 else "mlma"
+POWER = float(args[5]) if len(args) > 5 else DEFAULT_POWER
 WINDOW = 28
-sim = simulate_platform(zones, days, seed, drivers=True, campaign_rate=rate)
+sim = simulate_platform(zones, days, seed, drivers=True, campaign_rate=rate, **SIM)
 data = sim.data
 camp = sim.events[sim.events.kind == "campaign"]
 day0 = data["ds"].min().normalize()
@@ -69,6 +80,7 @@ for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",))
     # Seen re-trainings where a campaign starts or ends (within a day) while another one runs across that
     # moment: the 0/1 campaign flag stays 1, so no driver announces the change.
     hidden = 0
+    hidden_unseen = 0
     scored_retrains = int(((log.tick >= first) & (log.tick < n)).sum())
     for u, sp in spans.items():
         ks = sorted(re.get(u, []))
@@ -80,19 +92,23 @@ for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",))
             seen = any(a < fit_end and b > fit_end - WINDOW for a, b in sp)
             cells[seen][0] += 1
             cells[seen][1] += int(t in ks)
-            if seen and t in ks:
+            if t in ks:
                 changes = [x for a, b in sp for x in (a, b) if t - 1 <= x < t + 1]
-                hidden += any(a < x < b for x in changes for a, b in sp)
+                overlap = any(a < x < b for x in changes for a, b in sp)
+                if seen:
+                    hidden += overlap
+                else:
+                    hidden_unseen += overlap
     touched = cells[True][0] + cells[False][0]
     elsewhere = [data["unique_id"].nunique() * (n - first) - touched,
                  scored_retrains - cells[True][1] - cells[False][1]]
     out[name] = {"seen": cells[True], "unseen": cells[False], "elsewhere": elsewhere, "retrains": len(log),
-                 "seen_flag_unchanged": hidden,
+                 "seen_flag_unchanged": hidden, "unseen_overlap": hidden_unseen,
                  "mae": res.summary[0]["mae"],
                  "s": round(time.time() - t0)}
     print(name, out[name], flush=True)
 
-oracle = simulate_platform(zones, days, seed, drivers=True, campaign_rate=rate, expected=True).data
+oracle = simulate_platform(zones, days, seed, drivers=True, campaign_rate=rate, expected=True, **SIM).data
 oracle["err"] = (oracle["y"] - oracle["expected"]).abs()
 oracle["day"] = (oracle["ds"] - day0).dt.days
 daily = oracle.groupby(["unique_id", "day"]).agg(err=("err", "mean"), camp=("campaign", "max")).reset_index()
@@ -159,4 +175,5 @@ for loss in ("absolute", "relative"):
 out["oracle_triggers_explained"] = oracle_triggers("absolute", explained=True)
 print("explained", out["oracle_triggers_explained"], flush=True)
 print(json.dumps({"zones": zones, "days": days, "seed": seed, "rate": rate, "policy": POLICY, "power": POWER,
+                  "campaign_driver": SIM.get("campaign_driver", "planned"), "plan_sd": SIM.get("campaign_plan_sd", 0.2),
                   **out}))

@@ -59,10 +59,14 @@ def main() -> None:
     parser.add_argument("--executor", default="inline")
     parser.add_argument("--campaign-rate", type=float, default=1.0, help="Scales how often campaigns run.")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="Comma-separated variant names.")
+    parser.add_argument("--campaign-driver", default="planned", choices=("planned", "flag"),
+                        help="What the campaign column announces: the planned uplift (default) or the 0/1 flag "
+                             "of the results measured before it (docs/simulator.md).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the measurements here.")
     args = parser.parse_args()
 
-    sim = simulate_platform(args.zones, args.days, args.seed, drivers=True, campaign_rate=args.campaign_rate)
+    sim = simulate_platform(args.zones, args.days, args.seed, drivers=True, campaign_rate=args.campaign_rate,
+                            campaign_driver=args.campaign_driver)
     data = sim.data
     n_campaigns = sim.events.loc[sim.events["kind"] == "campaign", "event_id"].nunique()
     print(f"simulated {args.zones} zones x {args.days} days, seed {args.seed}: {len(data):,} rows, "

@@ -189,11 +189,14 @@ def test_a_fleet_without_drivers_gives_no_prior_and_the_pooled_fleet_one_near_th
     assert service.ctx.driver_prior is None and no_drivers.driver_beta.shape == (10, 0)
 
 
-def test_a_live_replay_with_the_fleet_prior_issues_the_backtests_forecasts(tmp_path):
+@pytest.mark.parametrize("announce", ["flag", "planned"])
+def test_a_live_replay_with_the_fleet_prior_issues_the_backtests_forecasts(tmp_path, announce):
     """Live, each tick runs in a fresh service whose prior comes back with the agent's saved state; the
     campaign plan of the next day is ingested ahead (``mlma ingest --future``). The issued forecasts and the
     re-trainings equal the backtest's, and the prior is in force (the never-seen streams' forecasts of the
-    last campaign differ from a run without pooling)."""
+    last campaign differ from a run without pooling). "planned": the campaigns announced with a planned
+    intensity, 0.3 in the first window and 0.45 for the last one (beyond the range the windows saw, where the
+    fleet's effect per unit acts; tests/test_campaign_intensity.py)."""
     import re
 
     from mlma.live import LiveAgent
@@ -201,6 +204,9 @@ def test_a_live_replay_with_the_fleet_prior_issues_the_backtests_forecasts(tmp_p
     from mlma.store import Store
 
     panel, _ = fleet_panel(n_streams=10)
+    if announce == "planned":
+        days = (panel["ds"] - panel["ds"].min().normalize()) // pd.Timedelta("1D")
+        panel["campaign"] *= np.where(days >= 36, 0.45, 0.3)
     root = tmp_path / "p"
     init_project(root, model="ridge")
     text = (root / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')

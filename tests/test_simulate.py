@@ -529,12 +529,14 @@ def test_drivers_add_weather_and_campaign_columns_that_move_demand_as_documented
     assert (d.groupby([city, "ds"])["temperature"].nunique() == 1).all()
     # About 9 % of hours wet (stationary share of the rain chain 0.015 / 0.165); 30 zones x 60 days.
     assert 0.05 < (d["rain"] > 0).mean() < 0.14
-    # The campaign flag is 1 exactly inside the campaign events of the zone.
+    # The campaign driver (the planned uplift, tests/test_campaign_intensity.py) is positive exactly inside
+    # the campaign events of the zone, and 0 elsewhere.
     flag = np.zeros(len(d), dtype=bool)
     for ev in sim.events[sim.events["kind"] == "campaign"].itertuples():
         flag |= ((d["unique_id"] == ev.unique_id) & (d["ds"] >= ev.start) & (d["ds"] < ev.end)).to_numpy()
     assert flag.any()
-    assert np.array_equal(d["campaign"].to_numpy() == 1.0, flag)
+    assert np.array_equal(d["campaign"].to_numpy() > 0, flag)
+    assert (d["campaign"].to_numpy()[~flag] == 0).all()
     with pytest.raises(ValueError, match="drivers must be True or False"):
         simulate_platform(3, 2, drivers="yes")
 

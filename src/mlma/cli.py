@@ -106,6 +106,9 @@ def simulate(
     out: Path = typer.Option(..., help="Output file, .csv or .parquet; events and streams are written beside it."),
     drivers: bool = typer.Option(False, help="Simulate weather that moves demand and add the driver columns "
                                  "temperature, rain and campaign (docs/simulator.md)."),
+    campaign_driver: str = typer.Option("planned", help="With --drivers, what the campaign column announces: "
+                                        "'planned' (the campaigns' planned uplift, summed when they overlap) "
+                                        "or 'flag' (1 while any runs, as before)."),
 ) -> None:
     """Simulate a last-mile delivery platform with ground-truth events."""
     from mlma.simulate import simulate_platform, write_simulation
@@ -113,7 +116,7 @@ def simulate(
     if out.suffix.lower() not in (".csv", ".parquet"):
         _fail(f"--out must end in .csv or .parquet, got {out.name!r}")
     try:
-        sim = simulate_platform(zones, days, seed, n_cities=cities, drivers=drivers)
+        sim = simulate_platform(zones, days, seed, n_cities=cities, drivers=drivers, campaign_driver=campaign_driver)
         write_simulation(sim, out)
     except ValueError as exc:
         _fail(str(exc))

@@ -67,6 +67,8 @@ _MONTH_HOURS = 30 * 24
 _ZONE_RATES = {"level_shift": 0.10, "drift": 0.05, "profile_change": 0.04}
 _ZONE_OUTAGE_RATES = {"outage_zeros": 0.04, "outage_missing": 0.04}
 _CITY_RATES = {"holiday": 0.3, "storm": 0.8, "campaign": 0.3}
+# What the announced campaign driver carries (simulate_platform's campaign_driver).
+_CAMPAIGN_DRIVERS = ("planned", "flag")
 _CITY_OUTAGE_RATE = 0.05
 _LAUNCH_RATE = 0.03
 _CLOSURE_RATE = 0.015
@@ -220,7 +222,8 @@ class _Platform:
 def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int | None = None,
                       start: str | pd.Timestamp = "2025-01-06", event_rate: float = 1.0, outages: bool = True,
                       clean_days: float | None = None, expected: bool = False,
-                      drivers: bool = False, campaign_rate: float = 1.0) -> Simulation:
+                      drivers: bool = False, campaign_rate: float = 1.0, campaign_driver: str = "planned",
+                      campaign_plan_sd: float = 0.2) -> Simulation:
     """Simulate hourly orders of a delivery platform's zones, with ground-truth events.
 
     Parameters
@@ -253,14 +256,26 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
         loss), not a feature: keep it away from models.
     drivers
         Simulate weather that moves demand and add driver columns to ``data``: ``temperature`` (deg C) and
-        ``rain`` (mm in the hour) of the zone's city, and ``campaign`` (1 while an announced marketing
-        campaign of the zone's city runs, else 0). Demand is multiplied by ``exp(-0.02 (temperature - 12))``
+        ``rain`` (mm in the hour) of the zone's city, and ``campaign``: the announced marketing campaigns
+        of the zone's city, by default their planned uplift (see ``campaign_driver``), 0 when none runs.
+        Demand is multiplied by ``exp(-0.02 (temperature - 12))``
         (cold days, more orders) and ``1 + 0.1 min(rain, 5)`` (up to +50 % in heavy rain). The weather uses a
         random stream of its own: the events are the same as without drivers, the counts differ by the
         weather's effect. See docs/simulator.md.
     campaign_rate
         Scales the rate of marketing campaigns on top of ``event_rate`` (a platform that runs promotions
         often). Campaigns are drawn last, so the other events stay the same.
+    campaign_driver
+        What the ``campaign`` driver column announces (with ``drivers=True``): ``"planned"`` (default) the
+        sum of the planned relative uplifts of the campaigns running (0.3: +30 % planned; two overlapping
+        campaigns add up), ``"flag"`` 1 while any runs (the 0/1 flag of earlier versions). A campaign's
+        planned uplift is its realised one, ``magnitude - 1``, times ``exp(campaign_plan_sd x N(0, 1))``,
+        rounded to whole percent: a plan, not the answer. Drawn from a random stream of their own, so the
+        weather, events and counts are the same either way; only the column differs.
+    campaign_plan_sd
+        Standard deviation of the log ratio of a campaign's planned to its realised uplift (default 0.2:
+        plans within about -18 % / +22 % of the realised uplift two times in three); 0 announces the
+        realised uplift exactly.
 
     Returns
     -------
@@ -303,6 +318,9 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
         clean_days = min(14.0, days / 2)
     clean_days = _check_float("clean_days", clean_days, minimum=0.0)
     campaign_rate = _check_float("campaign_rate", campaign_rate, minimum=0.0)
+    if campaign_driver not in _CAMPAIGN_DRIVERS:
+        raise ValueError(f"campaign_driver must be one of {list(_CAMPAIGN_DRIVERS)}, got {campaign_driver!r}")
+    campaign_plan_sd = _check_float("campaign_plan_sd", campaign_plan_sd, minimum=0.0)
 
     hours = days * 24
     root = np.random.SeedSequence(seed)
@@ -316,6 +334,9 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
     if drivers:
         # A fifth child of the root: the four above, and so every event and the noise, stay as they were.
         plat.weather = _simulate_weather(np.random.default_rng(root.spawn(1)[0]), plat)
+        if campaign_driver == "planned":
+            # A sixth child: the weather's stream is left as it was.
+            _plan_campaigns(np.random.default_rng(root.spawn(1)[0]), events, campaign_plan_sd)
     data = _generate_data(plat, events, ss_noise, bool(expected))
     return Simulation(data=data, streams=_streams_frame(plat), events=_events_frame(plat, events))
 
@@ -768,13 +789,28 @@ def _chunk_mean(plat: _Platform, lo: int, hi: int, events: list[_Event]) -> np.n
     return mu
 
 
-def _campaign_flags(plat: _Platform, lo: int, hi: int, events: list[_Event]) -> np.ndarray:
-    """1.0 where an announced campaign runs for the zone (zones lo..hi x hours), else 0.0."""
-    flags = np.zeros((hi - lo, plat.hours))
+def _plan_campaigns(rng: np.random.Generator, events: list[_Event], sd: float) -> None:
+    """Give every campaign its announced (planned) relative uplift, ``params["planned"]``: the realised
+    uplift ``magnitude - 1`` times a log-normal error of log-sd ``sd``, rounded to whole percent (at least 1 %)."""
+    campaigns = [ev for ev in events if ev.kind == "campaign"]
+    errors = np.exp(sd * rng.standard_normal(len(campaigns)))
+    for ev, error in zip(campaigns, errors):
+        ev.params["planned"] = max(0.01, round((ev.magnitude - 1.0) * float(error), 2))
+
+
+def _campaign_driver(plat: _Platform, lo: int, hi: int, events: list[_Event]) -> np.ndarray:
+    """The announced campaign driver (zones lo..hi x hours): the sum of the planned uplifts of the campaigns
+    running for the zone, or 1.0 while any runs for campaigns without a plan (``campaign_driver="flag"``);
+    0.0 where none runs."""
+    values = np.zeros((hi - lo, plat.hours))
     for ev in events:
         if ev.kind == "campaign":
-            flags[_rows_in(ev, lo, hi), ev.start_h:ev.end_h] = 1.0
-    return flags
+            rows, hours = _rows_in(ev, lo, hi), slice(ev.start_h, ev.end_h)
+            if "planned" in ev.params:
+                values[rows, hours] += ev.params["planned"]
+            else:
+                values[rows, hours] = 1.0
+    return np.round(values, 2)  # whole percent also where plans add up (no 0.45000000000000007)
 
 
 def _chunk_counts(plat: _Platform, lo: int, hi: int, events: list[_Event], rng: np.random.Generator,
@@ -827,7 +863,7 @@ def _generate_data(plat: _Platform, events: list[_Event], ss_noise: np.random.Se
             city = plat.city_of_zone[rows + lo]
             for name in ("temperature", "rain"):
                 extra[name][off:off + count] = plat.weather[name][city, cols]
-            extra["campaign"][off:off + count] = _campaign_flags(plat, lo, hi, ev)[mask]
+            extra["campaign"][off:off + count] = _campaign_driver(plat, lo, hi, ev)[mask]
         off += count
     ids = pa.array(plat.ids.tolist(), type=pa.large_string())
     unique_id = pc.take(ids, pa.array(codes)).to_pandas()

@@ -31,9 +31,11 @@ class DriverMultiplier:
     Parameters
     ----------
     alpha
-        Ridge penalty on ``beta``, in units of the information of one average row at a unit driver change:
-        ``alpha=1`` weighs like one extra row saying "no effect", so a two-day campaign in hourly data is
-        barely shrunk while a driver seen in a handful of rows is.
+        Ridge penalty on ``beta``, in units of the information of one average row at a driver change of the
+        driver's typical size (the root mean square of its non-zero values in the training rows: 1 for a 0/1
+        flag, about 0.3 for a campaign's planned uplift of +30 %, so that the penalty does not depend on the
+        unit a driver is announced in): ``alpha=1`` weighs like one extra row saying "no effect", so a two-day
+        campaign in hourly data is barely shrunk while a driver seen in a handful of rows is.
     max_iter
         Newton steps; the objective is convex and a handful suffice.
     prior
@@ -45,6 +47,10 @@ class DriverMultiplier:
         exactly as without a prior. The agent passes the fleet's estimate (``ForecastContext.driver_prior``).
         The prior of the fit is only where the fit starts: :meth:`with_prior` gives the drivers the fit did not
         see vary (``varied_`` False) a later prior, the fleet's estimate at forecast time.
+        Beyond the range of values the training rows saw, a driver with a prior acts with the prior's effect
+        per unit (``outer_``) rather than stopping at the range's edge: a window that saw a campaign of
+        planned uplift 0.2 forecasts one of 0.5 with its own effect up to 0.2 and the fleet's for the rest.
+        Without a prior (or with a zero one) values are clipped to the range, as before.
 
     Examples
     --------
@@ -70,18 +76,34 @@ class DriverMultiplier:
     ([1.0, 1.3], [0.0])
 
     The fleet's estimate moves on after the fit: a driver the window never saw vary follows it, a driver it saw
-    keeps its own estimate:
+    keeps its own estimate inside the range it saw:
 
     >>> alone = DriverMultiplier().fit(off, base[:500], y[:500])
     >>> alone.varied_.tolist(), alone.with_prior([np.log(1.4)]).factor(np.array([[0.0], [1.0]])).round(2).tolist()
     ([False], [1.0, 1.4])
-    >>> m.with_prior([np.log(1.4)]) is m
-    True
+    >>> m.with_prior([np.log(1.4)]).factor(np.array([[0.0], [1.0]])).round(2).tolist()
+    [0.97, 1.25]
+
+    A driver's value is an intensity: the effect is per unit (a campaign planned at +40 % lifts more than one at
+    +20 %). Values beyond the training range get the prior's effect per unit for the part beyond it, none
+    without a prior:
+
+    >>> planned = np.where(campaign > 0, 0.2, 0.0)           # every campaign in the window planned at +20 %
+    >>> y2 = rng.poisson(base * np.exp(1.2 * planned))        # lift exp(1.2 x 0.2) = 1.27
+    >>> own = DriverMultiplier().fit(planned[:, None], base, y2)
+    >>> own.factor(np.array([[0.0], [0.2], [0.5]])).round(2).tolist()   # 0.5 clipped to 0.2
+    [0.97, 1.25, 1.25]
+    >>> fleet = DriverMultiplier(prior=[1.2]).fit(planned[:, None], base, y2)
+    >>> fleet.factor(np.array([[0.0], [0.2], [0.5]])).round(2).tolist()  # 1.25 x exp(1.2 x 0.3)
+    [0.97, 1.25, 1.79]
     """
 
     #: Which drivers the training rows saw vary (set by :meth:`fit`). None in a factor pickled before it was
     #: recorded, where :meth:`with_prior` reads it from the clipping bounds.
     varied_: np.ndarray | None = None
+    #: Effect per unit of a driver's value beyond the training range (the prior; 0: clipped). None in a factor
+    #: pickled before it was kept: clipped.
+    outer_: np.ndarray | None = None
 
     def __init__(self, alpha: float = 1.0, max_iter: int = 8, prior=None):
         if not np.isfinite(alpha) or alpha < 0:
@@ -117,6 +139,7 @@ class DriverMultiplier:
         self.low_ = np.where(flat, -np.inf, self.low_)
         self.high_ = np.where(flat, np.inf, self.high_)
         self.beta_ = prior.copy()
+        self.outer_ = prior.copy()
         #: Fisher information of each ``beta`` at the fit (0 where the driver did not vary): how much the
         #: window said about the effect, for pooling it across the fleet.
         self.information_ = np.zeros(k)
@@ -128,7 +151,11 @@ class DriverMultiplier:
         # A free intercept (first column, not penalised) takes up any bias of the base's level, so that
         # beta is the drivers' effect alone; the factor leaves it out (the base is the level's model).
         A = np.column_stack([np.ones(D.shape[0]), D - self.center_])
-        penalty = self.alpha * float(base.mean()) * np.diag(np.r_[0.0, np.ones(k)])
+        # The penalty per driver in units of its typical non-zero size (RMS of the non-zero values; 1 for a 0/1
+        # flag, bit for bit, and for a driver that is all zeros).
+        n_nonzero = (D != 0).sum(axis=0)
+        size2 = np.where(n_nonzero > 0, (D ** 2).sum(axis=0) / np.maximum(n_nonzero, 1), 1.0)
+        penalty = self.alpha * float(base.mean()) * np.diag(np.r_[0.0, size2])
         # Shrunk toward the prior: the penalty acts on coef - target (a zero prior subtracts exact zeros).
         target = np.r_[0.0, prior]
         coef = target.copy()
@@ -153,8 +180,9 @@ class DriverMultiplier:
         """This fit with ``prior`` (one log-factor per driver, NaN: none) in force for the drivers its training
         rows did not see vary: their ``beta`` is the prior and their values are not clipped (as if fitted with
         it; such a driver left no trace in the rest of the fit, its training column being constant). The
-        drivers the fit saw vary keep their own estimate, and a NaN keeps the fit's value. Returns this factor
-        itself when nothing changes, else a copy (this one is not modified).
+        drivers the fit saw vary keep their own estimate inside the range they saw, and take the prior's
+        effect per unit beyond it (``outer_``); a NaN keeps the fit's values. Returns this factor itself when
+        nothing changes, else a copy (this one is not modified).
 
         The model service calls it, through the model's :meth:`~mlma.models.BaseForecaster.for_context`, with
         the fleet's current estimate at every forecast, so that a model fitted before the fleet knew a
@@ -173,21 +201,29 @@ class DriverMultiplier:
         opened = unseen & (prior != 0)
         low = np.where(opened, -np.inf, self.low_)
         high = np.where(opened, np.inf, self.high_)
+        outer = np.zeros_like(self.beta_) if self.outer_ is None else self.outer_
+        outer = np.where(np.isfinite(prior), prior, outer)
         if (np.array_equal(beta, self.beta_) and np.array_equal(low, self.low_)
-                and np.array_equal(high, self.high_)):
+                and np.array_equal(high, self.high_)
+                and (np.array_equal(outer, self.outer_) or (self.outer_ is None and not outer.any()))):
             return self
         out = copy.copy(self)
-        out.beta_, out.low_, out.high_, out.varied_ = beta, low, high, varied
+        out.beta_, out.low_, out.high_, out.varied_, out.outer_ = beta, low, high, varied, outer
         return out
 
     def factor(self, D: np.ndarray) -> np.ndarray:
         """The multiplicative factor of each row of driver values; a row with a missing value gets 1.
 
         Values outside the range seen in training are clipped to it: an effect estimated from January's
-        temperatures is not extrapolated to May's (a model that is not re-trained would drift with it)."""
+        temperatures is not extrapolated to May's (a model that is not re-trained would drift with it). The
+        part beyond the range acts with the prior's effect per unit (``outer_``, the fleet's estimate), where
+        there is one: the fleet's effect rather than the stream's own extrapolated, or none."""
         D = np.asarray(D, dtype=np.float64)
-        D = np.clip(D, self.low_, self.high_)
-        eta = np.clip((D - self.center_) @ self.beta_, -_MAX_LOG_FACTOR, _MAX_LOG_FACTOR)
+        inside = np.clip(D, self.low_, self.high_)
+        eta = (inside - self.center_) @ self.beta_
+        if self.outer_ is not None and self.outer_.any():
+            eta = eta + (D - inside) @ self.outer_
+        eta = np.clip(eta, -_MAX_LOG_FACTOR, _MAX_LOG_FACTOR)
         return np.where(np.isfinite(eta), np.exp(eta), 1.0)
 
 

@@ -201,8 +201,9 @@ class FeatureForecaster(BaseForecaster):
         ``driver_pooling`` and multiplicative drivers, a future driver the training window did not see vary
         takes ``ctx.driver_prior``, the fleet's latest estimate, instead of the prior of the fit
         (:meth:`~mlma.models.multiplier.DriverMultiplier.with_prior`); drivers the window saw vary keep this
-        fit's estimate. The model itself when nothing changes (no prior, pooling off, additive drivers, every
-        driver seen), else a shallow copy with its own factor; this model is not modified.
+        fit's estimate inside the range of values the window saw, and take the current prior's effect per unit
+        beyond it. The model itself when nothing changes (no prior, pooling off, additive drivers, the prior of
+        the fit), else a shallow copy with its own factor; this model is not modified.
 
         Raises ValueError for a prior of other future drivers than the ones this model was fitted with.
         """
