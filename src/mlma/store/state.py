@@ -2,10 +2,11 @@
 
 The blob is a zip archive of ``.npy`` arrays, each compressed with Zstandard (``NAME.npy.zst``): the format
 ``npz-zstd``. Most of a fleet's state is float32 losses of the monitor's reference and window, which the
-stdlib's deflate could only shrink at several times the cost of storing them, and a live tick writes the state
-every tick. Measured on a steady-state fleet of 10,000 streams (33 MB of arrays): deflate (level 1, array by
-array where a probe said it paid) 268 ms into 5.9 MB; Zstandard level 3 55 ms into 3.0 MB. Blobs of the earlier
-``npz`` format (deflated or stored ``.npy`` members, what ``numpy.savez`` writes) are still read.
+stdlib's deflate shrinks only at several times the cost of storing them, and a live tick writes the state every
+tick. Measured on the state of a steady-state fleet of 10,000 streams (33 MB of arrays, seasonal naive's losses
+of counts): deflate (level 1, array by array where a probe said it paid) 246 ms into 6.2 MB; Zstandard level 3
+93 ms into 5.1 MB (best of three, beside other work). Blobs of the earlier ``npz`` format (deflated or stored
+``.npy`` members, what ``numpy.savez`` writes) are still read.
 """
 
 from __future__ import annotations
