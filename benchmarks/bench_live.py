@@ -1082,7 +1082,7 @@ def reading(results: dict) -> str:
                 + "; ".join(f"`{name}` {fmt_s(sec)} ({sec / tick(r):.0%})" for name, sec in kids)
                 + ". Forecasting every stream (`Agent._issue_forecasts`, one fleet-wide `predict_many` call, "
                 f"{source_line(_agent().Agent._issue_forecasts, 'forecast[serving] = self.service.predict_many')}) and writing the day's "
-                "forecasts (one packed row per stream, `Store._insert_forecasts`) are the agent's and the tick "
+                "forecasts (one packed row per tick and block of 64 streams, `Store._insert_forecasts`) are the agent's and the tick "
                 "record's own work.")
 
     # Statement counts: the same tick at two sizes, and the shapes sent once per row.
