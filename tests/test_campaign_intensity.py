@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from campaign_panels import campaign_panel
 from mlma.backtest import BacktestConfig, run_backtest
 from mlma.models import Drivers
 from mlma.models.multiplier import DriverMultiplier
@@ -169,23 +170,14 @@ def intensity_panel(announce: str, n_streams: int = 40, days: int = 42, seed: in
     campaigns in their first 28-day window (planned +20 % on days 10-12, +25 % on days 20-22), the odd ones
     none; every stream runs a big one on days 36-38 (+50 %). The realised lift is 1 + the planned uplift.
     ``announce``: "planned" (the uplift as the driver's value) or "flag" (0/1)."""
-    rng = np.random.default_rng(seed)
-    ds = pd.date_range("2025-03-03", periods=24 * days, freq="h")
-    hour = ds.hour.to_numpy()
-    day = np.arange(ds.size) // 24
-    profile = 1.0 + 2.0 * np.exp(-0.5 * ((hour - 18) / 2.5) ** 2)
-    frames, means = [], []
-    for s in range(n_streams):
+    def campaigns(s: int, day: np.ndarray):
         uplift = np.where((day >= 36) & (day <= 38), 0.5, 0.0)
         if s % 2 == 0:
             uplift = (uplift + np.where((day >= 10) & (day <= 12), 0.2, 0.0)
                       + np.where((day >= 20) & (day <= 22), 0.25, 0.0))
-        mu = 4.0 * (1 + s % 5) * profile * (1 + uplift)
-        driver = uplift if announce == "planned" else (uplift > 0).astype(float)
-        frames.append(pd.DataFrame({"unique_id": f"z{s:02d}", "ds": ds, "y": rng.poisson(mu).astype(float),
-                                    "campaign": driver}))
-        means.append(pd.DataFrame({"unique_id": f"z{s:02d}", "ds": ds, "mu": mu}))
-    return pd.concat(frames, ignore_index=True), pd.concat(means, ignore_index=True)
+        return (1 + uplift,), uplift if announce == "planned" else (uplift > 0).astype(float)
+
+    return campaign_panel(campaigns, n_streams, days, seed)
 
 
 def big_campaign_errors(announce: str) -> pd.Series:

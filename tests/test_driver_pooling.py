@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from campaign_panels import campaign_panel
 from mlma.agent import Agent
 from mlma.backtest import BacktestConfig, run_backtest
 from mlma.fleet import FleetData
@@ -32,25 +33,17 @@ FIRST = 28
 CAMPAIGN = Drivers(future=("campaign",))
 
 
-def fleet_panel(n_streams: int = 40, days: int = 42, seed: int = 11) -> tuple[pd.DataFrame, np.ndarray]:
+def fleet_panel(n_streams: int = 40, days: int = 42, seed: int = 11) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Hourly Poisson demand of ``n_streams`` zones of different levels. The even streams ran campaigns on
     days 10-12 and 20-22 (inside the first 28-day training window), the odd ones none; every stream runs one
     on days 36-38. Returns the panel (with the 0/1 ``campaign`` column) and its true mean."""
-    rng = np.random.default_rng(seed)
-    ds = pd.date_range("2025-03-03", periods=24 * days, freq="h")
-    hour = ds.hour.to_numpy()
-    day = np.arange(ds.size) // 24
-    profile = 1.0 + 2.0 * np.exp(-0.5 * ((hour - 18) / 2.5) ** 2)
-    frames, means = [], []
-    for s in range(n_streams):
+    def campaigns(s: int, day: np.ndarray):
         on = (day >= 36) & (day <= 38)
         if s % 2 == 0:
             on |= ((day >= 10) & (day <= 12)) | ((day >= 20) & (day <= 22))
-        mu = 4.0 * (1 + s % 5) * profile * np.where(on, LIFT, 1.0)
-        frames.append(pd.DataFrame({"unique_id": f"z{s:02d}", "ds": ds, "y": rng.poisson(mu).astype(float),
-                                    "campaign": on.astype(float)}))
-        means.append(pd.DataFrame({"unique_id": f"z{s:02d}", "ds": ds, "mu": mu}))
-    return pd.concat(frames, ignore_index=True), pd.concat(means, ignore_index=True)
+        return (np.where(on, LIFT, 1.0),), on.astype(float)
+
+    return campaign_panel(campaigns, n_streams, days, seed)
 
 
 def test_a_zero_prior_is_bit_for_bit_no_prior():
@@ -316,20 +309,12 @@ def moving_prior_panel(n_streams: int = 40, days: int = 40, seed: int = 5) -> tu
     """Hourly Poisson demand. The even streams ran a weak campaign (x 1.1) on days 10-12 and a strong one
     (x ``LIFT``) on days 29-31; the odd streams none until days 36-38, a strong one. (A fit on the 28 days
     ending with day k trains on days k - 19 to k: the first eight days are its features' look-back.)"""
-    rng = np.random.default_rng(seed)
-    ds = pd.date_range("2025-03-03", periods=24 * days, freq="h")
-    hour = ds.hour.to_numpy()
-    day = np.arange(ds.size) // 24
-    profile = 1.0 + 2.0 * np.exp(-0.5 * ((hour - 18) / 2.5) ** 2)
-    frames, means = [], []
-    for s in range(n_streams):
+    def campaigns(s: int, day: np.ndarray):
         weak = (s % 2 == 0) & (day >= 10) & (day <= 12)
         strong = ((s % 2 == 0) & (day >= 29) & (day <= 31)) | ((s % 2 == 1) & (day >= 36) & (day <= 38))
-        mu = 4.0 * (1 + s % 5) * profile * np.where(weak, 1.1, 1.0) * np.where(strong, LIFT, 1.0)
-        frames.append(pd.DataFrame({"unique_id": f"z{s:02d}", "ds": ds, "y": rng.poisson(mu).astype(float),
-                                    "campaign": (weak | strong).astype(float)}))
-        means.append(pd.DataFrame({"unique_id": f"z{s:02d}", "ds": ds, "mu": mu}))
-    return pd.concat(frames, ignore_index=True), pd.concat(means, ignore_index=True)
+        return (np.where(weak, 1.1, 1.0), np.where(strong, LIFT, 1.0)), (weak | strong).astype(float)
+
+    return campaign_panel(campaigns, n_streams, days, seed)
 
 
 def test_models_fitted_under_an_early_prior_forecast_a_new_campaign_with_the_fleets_current_lift():
