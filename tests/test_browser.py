@@ -164,6 +164,29 @@ def test_fleet_overview_streams_pages_and_a_group_action(page, site):
     assert sorted(names) == sorted(site["fleet"].degraded_now)
 
 
+def test_a_slow_redraw_never_replaces_the_page_navigated_to(page, site):
+    """An action redraws the page it was taken on; if that page loads slowly (the fleet page's 200 ticks) and
+    the user has moved on meanwhile, the late drawing must not replace the page the user is on."""
+    log_in(page, site)
+    page.click("#nav a[href='#/fleet']")
+    page.wait_for_selector(".page[data-page=fleet]")
+    # Hold the fleet page's data back for a second, so that its redraw ends after the streams page is drawn.
+    page.evaluate("""() => {
+      const fetchNow = window.fetch;
+      window.fetch = async (url, options) => {
+        const response = await fetchNow(url, options);
+        if (String(url).startsWith("/api/fleet")) await new Promise((resolve) => setTimeout(resolve, 1000));
+        return response;
+      };
+    }""")
+    # As act() does after an action: redraw the current page; the user goes to the streams page meanwhile.
+    page.evaluate("() => { window.redraw = route(); location.hash = '#/streams?per_page=10'; }")
+    page.wait_for_selector(".page[data-page=streams] .pager")
+    page.evaluate("() => window.redraw")                 # the fleet page's redraw has finished (or given way)
+    assert page.locator(".page[data-page=fleet]").count() == 0
+    assert "page 1 of 3" in page.inner_text(".page[data-page=streams] .pager")
+
+
 def test_the_page_survives_a_logout(page, site):
     log_in(page, site)
     page.click("#logout")

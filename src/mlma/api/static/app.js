@@ -666,7 +666,12 @@ async function renderTokens(main) {
 }
 
 // -- routing ------------------------------------------------------------------------------------------------
+// Each call of route() draws one page; only the newest may reach the screen. Without this, a page that loads
+// slowly (the fleet page redrawn after an action) would replace a page the user navigated to meanwhile.
+let routeGeneration = 0;
+
 async function route() {
+  const generation = ++routeGeneration;
   const hash = location.hash.replace(/^#/, "") || "/queue";
   const [path, query] = hash.split("?");
   const parts = path.split("/").filter(Boolean);
@@ -686,9 +691,9 @@ async function route() {
   try {
     if (parts[0] === "stream" && parts.length > 1) await renderStream(fresh, params, decodeURIComponent(parts.slice(1).join("/")));
     else await (pages[parts[0]] || renderQueue)(fresh, params);
-    main.replaceChildren(fresh);
+    if (generation === routeGeneration) main.replaceChildren(fresh);
   } catch (e) {
-    if (e.status === 401) return;
+    if (e.status === 401 || generation !== routeGeneration) return;
     main.replaceChildren(h("div", { class: "panel error", role: "alert", text: `Could not load this page: ${e.message}` }));
   }
 }
