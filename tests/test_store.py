@@ -80,6 +80,19 @@ def test_upgrade_from_empty_builds_the_schema_the_code_describes(url):
         assert Store.upgrade(url) == HEAD
 
 
+def test_postgresql_stores_the_compressed_state_blob_without_compressing_it_again(url):
+    if not url.startswith("postgresql"):
+        pytest.skip("storage settings are PostgreSQL's")
+    with Store.create(url) as store, store.engine.connect() as conn:
+        storage = conn.execute(sa.text("SELECT attstorage FROM pg_attribute WHERE attrelid = 'agent_state'::regclass "
+                                       "AND attname = 'blob'")).scalar_one()
+        assert storage == "e"           # EXTERNAL: out of line, no pglz attempt (EXTENDED, the default, is 'x')
+        # A state saved and read back is unchanged by it.
+        arrays = {"ref": np.random.default_rng(0).random((300, 14, 24)).astype(np.float32)}
+        store.save_state(3, arrays)
+        np.testing.assert_array_equal(store.load_state(3).arrays["ref"], arrays["ref"])
+
+
 def test_the_revision_store_open_takes_for_current_is_the_migrations_head():
     from mlma.store.migrate import SCHEMA_REVISION, known_revisions
 

@@ -238,6 +238,8 @@ audit_log = sa.Table(
     sa.Index(None, "at"),
 )
 
+# On PostgreSQL the blob column's storage is EXTERNAL (migration 0011): the blob is compressed already, and the
+# default storage's own compression attempt cost as much as storing it.
 agent_state = sa.Table(
     "agent_state", metadata,
     sa.Column("tick", sa.Integer, primary_key=True, autoincrement=False),
