@@ -80,17 +80,15 @@ def test_upgrade_from_empty_builds_the_schema_the_code_describes(url):
         assert Store.upgrade(url) == HEAD
 
 
-def test_postgresql_stores_the_compressed_state_blob_without_compressing_it_again(url):
+def test_postgresql_stores_the_compressed_state_blobs_without_compressing_them_again(url):
     if not url.startswith("postgresql"):
         pytest.skip("storage settings are PostgreSQL's")
     with Store.create(url) as store, store.engine.connect() as conn:
-        storage = conn.execute(sa.text("SELECT attstorage FROM pg_attribute WHERE attrelid = 'agent_state'::regclass "
-                                       "AND attname = 'blob'")).scalar_one()
-        assert storage == "e"           # EXTERNAL: out of line, no pglz attempt (EXTENDED, the default, is 'x')
-        # A state saved and read back is unchanged by it.
-        arrays = {"ref": np.random.default_rng(0).random((300, 14, 24)).astype(np.float32)}
-        store.save_state(3, arrays)
-        np.testing.assert_array_equal(store.load_state(3).arrays["ref"], arrays["ref"])
+        storage = dict(conn.execute(sa.text(
+            "SELECT attrelid::regclass::text, attstorage FROM pg_attribute WHERE attname = 'blob' "
+            "AND attrelid IN ('agent_state'::regclass, 'state_parts'::regclass)")).all())
+    # EXTERNAL (migrations 0007 and 0011): out of line, no pglz attempt on Zstandard bytes (EXTENDED is 'x').
+    assert storage == {"agent_state": "e", "state_parts": "e"}
 
 
 def test_the_revision_store_open_takes_for_current_is_the_migrations_head():
@@ -600,6 +598,98 @@ def test_saved_state_is_verified_and_only_the_latest_are_kept(store):
         conn.execute(sa.update(S.agent_state).where(S.agent_state.c.tick == 4).values(blob=bytes(damaged)))
     with pytest.raises(StateCorrupted, match="does not match its recorded sha256"):
         store.load_state()
+
+
+def _staged_tick(store, tick, ref, champion):
+    """A tick whose state has a part staged ahead of it, as the live agent stages the policy's arrays."""
+    from mlma.store.state import StateEncoding
+
+    encoding = StateEncoding()
+    encoding.add_part(store.stage_state_part(tick, {"policy.ref": ref}))
+    encoding.add({"agent.champion": champion})
+    try:
+        return store.write_tick(TickRecord(tick, state=encoding))
+    finally:
+        encoding.close()
+
+
+def test_a_part_staged_ahead_of_the_tick_is_saved_apart_on_postgresql_and_loads_with_the_state(store, url):
+    from mlma.store.glance import glance
+
+    store.stream_ids(["a", "b", "c"])
+    rng = np.random.default_rng(1)
+    refs = {tick: rng.random((3, 14, 24)).astype(np.float32) for tick in range(5)}
+    for tick in range(4):
+        written = _staged_tick(store, tick, refs[tick], np.array([tick, -1, 2]))
+    apart = url.startswith("postgresql")
+    with store.engine.connect() as conn:
+        parts = conn.execute(sa.select(S.state_parts.c.tick, S.state_parts.c.size_bytes)
+                             .order_by(S.state_parts.c.tick)).all()
+        state_size = conn.execute(sa.select(sa.func.length(S.agent_state.c.blob))
+                                  .where(S.agent_state.c.tick == 3)).scalar_one()
+    # PostgreSQL: one part per tick, dropped with its state (3 kept); SQLite: one blob per state, no parts.
+    assert [t for t, _ in parts] == ([1, 2, 3] if apart else [])
+    read = store.load_state(3)
+    assert sorted(read.arrays) == ["agent.champion", "policy.ref"]
+    np.testing.assert_array_equal(read.arrays["policy.ref"], refs[3])
+    assert read.arrays["agent.champion"].tolist() == [3, -1, 2]
+    assert read.size_bytes == written.state.size_bytes == state_size + (parts[-1][1] if apart else 0)
+    np.testing.assert_array_equal(written.state.arrays["policy.ref"], refs[3])
+    assert read.sha256 == written.state_sha256
+    # A part staged by a tick that then failed is named by no state: never loaded, dropped in time.
+    store.stage_state_part(4, {"policy.ref": refs[4]}).result() if apart else None
+    np.testing.assert_array_equal(store.load_state().arrays["policy.ref"], refs[3])
+    assert [t for t, e in store.saved_states()] == [3, 2, 1] and all(e is None for _, e in store.saved_states())
+    view = glance(url)
+    assert view is not None and [e for _, e in view.saved_states] == [None, None, None]
+
+
+def test_a_damaged_or_missing_state_part_is_refused_and_reported(store, url):
+    from mlma.store.glance import glance
+
+    if not url.startswith("postgresql"):
+        pytest.skip("parts are saved apart on PostgreSQL only")
+    store.stream_ids(["a", "b"])
+    ref = np.random.default_rng(2).random((2, 14, 24)).astype(np.float32)
+    for tick in (1, 2):
+        _staged_tick(store, tick, ref, np.array([tick, tick]))
+    with store.engine.begin() as conn:
+        ids = dict(conn.execute(sa.select(S.state_parts.c.tick, S.state_parts.c.id)).all())
+        blob = conn.execute(sa.select(S.state_parts.c.blob).where(S.state_parts.c.id == ids[2])).scalar_one()
+        damaged = bytearray(blob)
+        damaged[len(damaged) // 2] ^= 0xFF
+        # The sha256 beside the part is rewritten to match: the state's blob holds the one that counts.
+        conn.execute(sa.update(S.state_parts).where(S.state_parts.c.id == ids[2])
+                     .values(blob=bytes(damaged), sha256=hashlib.sha256(bytes(damaged)).hexdigest()))
+        conn.execute(sa.delete(S.state_parts).where(S.state_parts.c.id == ids[1]))
+    with pytest.raises(StateCorrupted, match="does not match its recorded sha256"):
+        store.load_state(2)
+    with pytest.raises(StateCorrupted, match=rf"tick 1 names part\(s\) \[{ids[1]}\] that are not in the store"):
+        store.load_state(1)
+    damage = dict(store.saved_states())
+    assert "does not match" in damage[2] and "not in the store" in damage[1]
+    quick = dict(glance(url).saved_states)
+    assert "does not match the SHA-256 the state records" in quick[2] and "is missing" in quick[1]
+
+
+def test_a_part_that_could_not_be_saved_fails_the_tick_and_commits_nothing(store):
+    from mlma.store.state import StagedPart, StateEncoding
+
+    store.stream_ids(["a"])
+    ref = np.zeros((1, 14, 24), dtype=np.float32)
+    _staged_tick(store, 1, ref, np.array([1]))
+
+    def save(blob, sha):
+        raise OSError("the part's connection dropped")
+
+    encoding = StateEncoding()
+    encoding.add_part(StagedPart({"policy.ref": ref}, save))
+    encoding.add({"agent.champion": np.array([2])})
+    with pytest.raises(OSError, match="connection dropped"):
+        store.write_tick(TickRecord(2, state=encoding))
+    encoding.close()
+    assert store.load_state().tick == 1 and store.newest_state_tick() == 1
+    assert list(store.tick_summaries()) == [1]
 
 
 # -- escalations and audit ------------------------------------------------------------------------------------

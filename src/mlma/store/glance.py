@@ -32,9 +32,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import logging
 import sqlite3
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +117,39 @@ class Glance:
     open_escalations: int
     lock: tuple[str, dt.datetime] | None
     saved_states: list[tuple[int, str | None]] = field(default_factory=list)
+
+
+#: The member of a state's blob naming the parts saved apart from it (``mlma.store.state.StagedPart``), in
+#: order: ``{"ids": [...], "sha256": [...]}``, so that the blob's own hash covers theirs.
+PARTS_MEMBER = "store.parts.json"
+
+
+def state_part_references(blob: bytes) -> tuple[list[int], list[str]]:
+    """The ids and sha256 of the parts a state's blob names; two empty lists for a state saved whole. The
+    blob's own hash is the caller's to check first.
+
+    >>> state_part_references(b"not a zip archive")
+    ([], [])
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(bytes(blob))) as archive:
+            if PARTS_MEMBER not in archive.namelist():
+                return [], []
+            named = json.loads(archive.read(PARTS_MEMBER))
+    except zipfile.BadZipFile:
+        return [], []  # not this format (an old or damaged blob): decoding it says what is wrong
+    return [int(i) for i in named["ids"]], [str(s) for s in named["sha256"]]
+
+
+def parts_damage(blob: bytes, parts: dict[int, tuple[str, bytes]]) -> str | None:
+    """None when every part a state's blob names is among ``parts`` (id -> (sha256, bytes)) and its bytes
+    match the SHA-256 the blob records for it (not the one stored beside the part), else why not."""
+    for i, sha in zip(*state_part_references(blob)):
+        if i not in parts:
+            return f"its part {i} (state_parts) is missing"
+        if hashlib.sha256(parts[i][1]).hexdigest() != sha:
+            return f"its part {i} does not match the SHA-256 the state records for it"
+    return None
 
 
 def state_damage(blob: bytes, sha256: str) -> str | None:
@@ -220,7 +255,8 @@ def _read(db: Any, *, read_only: bool, now: dt.datetime) -> Glance | None:
                    if status == "open" or (until is not None and _instant(until) <= now))
     lock = db.execute("SELECT holder, expires_at FROM locks WHERE name = 'tick'").fetchone()
     lock = None if lock is None or _instant(lock[1]) <= now else (lock[0], _instant(lock[1]))
-    states = [(int(tick), state_damage(blob, sha)) for tick, sha, blob in
+    parts = {int(i): (sha, bytes(blob)) for i, sha, blob in db.execute("SELECT id, sha256, blob FROM state_parts")}
+    states = [(int(tick), state_damage(blob, sha) or parts_damage(blob, parts)) for tick, sha, blob in
               db.execute("SELECT tick, sha256, blob FROM agent_state ORDER BY tick DESC")]
     return Glance(read_only=read_only, n_streams=db.execute("SELECT count(*) FROM streams").fetchone()[0],
                   n_ingests=ingests, last_ingest_at=_instant(last_ingest), done_ticks=done, last_done=last_done,

@@ -238,8 +238,6 @@ audit_log = sa.Table(
     sa.Index(None, "at"),
 )
 
-# On PostgreSQL the blob column's storage is EXTERNAL (migration 0011): the blob is compressed already, and the
-# default storage's own compression attempt cost as much as storing it.
 agent_state = sa.Table(
     "agent_state", metadata,
     sa.Column("tick", sa.Integer, primary_key=True, autoincrement=False),
@@ -248,6 +246,18 @@ agent_state = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("n_streams", sa.BigInteger),
+    sa.Column("blob", sa.LargeBinary, nullable=False),
+)
+
+# Parts of an agent state saved ahead of its row (PostgreSQL; migration 0011, Store.stage_state_part): the row's
+# blob names each part's id and sha256. Stored EXTERNAL on PostgreSQL, as the state's blob.
+state_parts = sa.Table(
+    "state_parts", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tick", sa.Integer, nullable=False),
+    sa.Column("saved_at", UTCDateTime, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
     sa.Column("blob", sa.LargeBinary, nullable=False),
 )
 

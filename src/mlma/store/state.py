@@ -14,13 +14,15 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import io
+import json
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import zstandard
 
 from mlma.store.errors import StateCorrupted
+from mlma.store.glance import PARTS_MEMBER
 
 #: The format name recorded with each blob (``agent_state.format``); ``npz`` blobs of earlier versions load too.
 FORMAT = "npz-zstd"
@@ -54,6 +56,8 @@ def _checked(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     for name, value in arrays.items():
         if not isinstance(name, str) or not name:
             raise ValueError(f"state array names must be non-empty strings, got {name!r}")
+        if name.startswith("store."):
+            raise ValueError(f"state array name {name!r}: names starting 'store.' are the store's own")
         value = np.asarray(value)
         if value.dtype.hasobject:
             raise ValueError(f"state array {name!r} has dtype object; store numbers, booleans or fixed-width "
@@ -72,6 +76,54 @@ def _write_member(archive: zipfile.ZipFile, name: str, value: np.ndarray) -> Non
     info = zipfile.ZipInfo(f"{name}{_COMPRESSED}", date_time=(1980, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_STORED
     archive.writestr(info, data)
+
+
+def _read_only(arrays: Mapping[str, np.ndarray], copy: bool) -> dict[str, np.ndarray]:
+    kept = {}
+    for name, value in _checked(arrays).items():
+        value = np.array(value, copy=True) if copy else value
+        value.flags.writeable = False
+        kept[name] = value
+    return kept
+
+
+class StagedPart:
+    """Arrays of a state that are final before the rest of it, encoded and saved in a thread of their own.
+
+    ``save(blob, sha256)`` stores the encoded part and returns its id; it runs in the thread, so that a
+    database writing tens of MB works while the caller goes on. The part counts only once the blob of a state
+    names it (:meth:`StateEncoding.add_part`). Without ``save`` the part is not saved apart: the state's own
+    blob takes its arrays. The arrays are kept read-only (copied first unless ``copy=False``).
+
+    >>> saved = {}
+    >>> part = StagedPart({"policy.ref": np.zeros((2, 3))}, lambda blob, sha: saved.setdefault(sha, 7))
+    >>> part.result()[0], part.arrays["policy.ref"].flags.writeable
+    (7, False)
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], save: Callable[[bytes, str], int] | None = None, *,
+                 copy: bool = True) -> None:
+        if not isinstance(arrays, Mapping) or not arrays:
+            raise ValueError("a state part must be a non-empty mapping of names to numpy arrays")
+        #: The part's arrays, read-only.
+        self.arrays = _read_only(arrays, copy)
+        #: Whether the part is saved apart from the state's blob.
+        self.apart = save is not None
+        self._future: concurrent.futures.Future | None = None
+        if save is not None:
+            worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlma-stage-state")
+            self._future = worker.submit(self._encode_and_save, save)
+            worker.shutdown(wait=False)  # the thread ends with its one task
+
+    def _encode_and_save(self, save: Callable[[bytes, str], int]) -> tuple[int, str, int]:
+        blob, sha = encode_state(self.arrays)
+        return int(save(blob, sha)), sha, len(blob)
+
+    def result(self) -> tuple[int, str, int]:
+        """The saved part's id, sha256 and size in bytes (waits for the thread; its error is raised here)."""
+        if self._future is None:
+            raise ValueError("this part is not saved apart: its arrays go into the state's own blob")
+        return self._future.result()
 
 
 class StateEncoding:
@@ -100,6 +152,8 @@ class StateEncoding:
         self._worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlma-encode-state")
         self._written: list[concurrent.futures.Future] = []
         self._result: tuple[bytes, str] | None = None
+        #: The parts saved apart from the blob, which it names (:meth:`add_part`).
+        self.parts: list[StagedPart] = []
 
     def add(self, arrays: Mapping[str, np.ndarray], *, copy: bool = True) -> None:
         """Copy ``arrays`` and start writing them into the blob; names must be new.
@@ -115,13 +169,24 @@ class StateEncoding:
         twice = sorted(set(arrays) & set(self.arrays))
         if twice:
             raise ValueError(f"state arrays {twice[:3]} were given twice")
-        copies = {}
-        for name, value in _checked(arrays).items():
-            kept = np.array(value, copy=True) if copy else value
-            kept.flags.writeable = False
-            copies[name] = kept
+        copies = _read_only(arrays, copy)
         self.arrays.update(copies)
         self._written.append(self._worker.submit(self._write, copies))
+
+    def add_part(self, part: StagedPart) -> None:
+        """Take a part of the state: one saved apart is named in the blob (its id and sha256, waited for
+        when the blob is finished: :data:`~mlma.store.glance.PARTS_MEMBER`); one that is not has its arrays
+        written into the blob."""
+        if not part.apart:
+            self.add(part.arrays, copy=False)
+            return
+        if self._result is not None:
+            raise RuntimeError("the state's blob is finished; nothing can be added to it")
+        twice = sorted(set(part.arrays) & set(self.arrays))
+        if twice:
+            raise ValueError(f"state arrays {twice[:3]} were given twice")
+        self.arrays.update(part.arrays)
+        self.parts.append(part)
 
     def _write(self, arrays: dict[str, np.ndarray]) -> None:
         for name, value in arrays.items():
@@ -134,6 +199,11 @@ class StateEncoding:
                 raise ValueError("state must be a non-empty mapping of names to numpy arrays")
             for written in self._written:
                 written.result()  # an error of the thread is raised here
+            if self.parts:
+                saved = [part.result() for part in self.parts]
+                info = zipfile.ZipInfo(PARTS_MEMBER, date_time=(1980, 1, 1, 0, 0, 0))
+                self._archive.writestr(info, json.dumps({"ids": [i for i, _, _ in saved],
+                                                         "sha256": [sha for _, sha, _ in saved]}))
             self._archive.close()
             blob = self._buffer.getvalue()
             self._result = blob, hashlib.sha256(blob).hexdigest()
@@ -141,7 +211,12 @@ class StateEncoding:
 
     def close(self) -> None:
         """Stop the thread (parts not written yet are dropped); the result, if made, stays."""
-        self._worker.shutdown(wait=False, cancel_futures=True)
+        if self._result is not None:
+            self._worker.shutdown(wait=False)
+            return
+        # Unfinished (the tick failed): the member being written ends, then the archive is dropped.
+        self._worker.shutdown(wait=True, cancel_futures=True)
+        self._archive.close()
 
 
 def decode_state(blob: bytes, sha256: str) -> dict[str, np.ndarray]:
@@ -161,6 +236,8 @@ def decode_state(blob: bytes, sha256: str) -> dict[str, np.ndarray]:
     decompressor = zstandard.ZstdDecompressor()
     with zipfile.ZipFile(io.BytesIO(blob)) as archive:
         for member in archive.namelist():
+            if member == PARTS_MEMBER:
+                continue  # the parts saved apart, which the store reads (state_part_references)
             data = archive.read(member)
             if member.endswith(_COMPRESSED):
                 name, data = member[:-len(_COMPRESSED)], decompressor.decompress(data)

@@ -27,12 +27,13 @@ from mlma.store import batches, bulk, drivers, lock, migrate, packed, serial
 from mlma.store.engine import is_read_only
 from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
-from mlma.store.errors import SchemaError, StoreError, TickAlreadyDone
+from mlma.store.errors import SchemaError, StateCorrupted, StoreError, TickAlreadyDone
 from mlma.store.frames import VERDICT_COLUMNS, rows_frame, verdict_labels
 from mlma.store.overrides import StreamOverrides
 from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, TickRecord, TickSummary,
                                 TickWrite, check_actor, utc_instant)
-from mlma.store.state import FORMAT, StateEncoding, decode_state, encode_state
+from mlma.store.glance import state_damage, state_part_references
+from mlma.store.state import FORMAT, StagedPart, StateEncoding, decode_state
 
 if TYPE_CHECKING:
     from mlma.store.transaction import Transaction
@@ -1102,7 +1103,7 @@ class Store:
                 self._audit(conn, now, **entry)
             saved = None
             if encoding is not None:
-                sha, size = self._save_state(conn, tick, encoding.result(), encoding.arrays, now)
+                sha, size = self._save_state(conn, tick, encoding, now)
                 saved = AgentState(tick, encoding.arrays, sha, size, now)
             if record.applied_actions:
                 conn.execute(sa.update(S.stream_actions)
@@ -1476,17 +1477,45 @@ class Store:
         this is for checkpoints outside ticks (e.g. the state after start-up).
         """
         tick = _tick_number(tick, allow_negative=True)
-        with self._write() as conn:
-            return self._save_state(conn, tick, encode_state(arrays), arrays, self._now(conn))[0]
+        encoding = StateEncoding()
+        try:
+            encoding.add(arrays)
+            with self._write() as conn:
+                return self._save_state(conn, tick, encoding, self._now(conn))[0]
+        finally:
+            encoding.close()
 
-    def _save_state(self, conn: sa.Connection, tick: int, encoded: tuple[bytes, str],
-                    arrays: Mapping[str, np.ndarray], now: dt.datetime) -> tuple[str, int]:
-        """Save the state of ``tick`` (``arrays``, encoded by :func:`~mlma.store.state.encode_state`),
-        replacing one saved before, and drop the oldest beyond :data:`STATE_HISTORY`; returns the blob's
-        sha256 and size."""
-        blob, sha = encoded
-        lengths = {np.asarray(a).shape[0] for a in arrays.values() if np.ndim(a) >= 1}
-        values = dict(saved_at=now, format=FORMAT, sha256=sha, size_bytes=len(blob),
+    def stage_state_part(self, tick: int, arrays: Mapping[str, np.ndarray], *, copy: bool = True) -> StagedPart:
+        """Start saving ``arrays``, a part of the state of ``tick`` that is final early, ahead of the rest.
+
+        On PostgreSQL the part is encoded and written in a thread, on a connection and in a transaction of its
+        own, while the caller goes on (tens of MB take PostgreSQL a few hundred ms); hand it to the state's
+        :class:`~mlma.store.state.StateEncoding` (``add_part``), whose blob then names it. It counts only once a
+        committed state names it; one that none names (the tick failed) is dropped with the states older than
+        the kept ones. On SQLite (one writer at a time) it is not saved apart: the state's own blob takes its
+        arrays. ``copy=False`` hands the arrays over (made read-only) instead of copying them.
+        """
+        tick = _tick_number(tick, allow_negative=True)
+        if self.engine.dialect.name != "postgresql":
+            return StagedPart(arrays, copy=copy)
+
+        def save(blob: bytes, sha: str) -> int:
+            with self._write() as conn:
+                return int(conn.execute(sa.insert(S.state_parts).values(
+                    tick=tick, saved_at=self._now(conn), sha256=sha, size_bytes=len(blob), blob=blob)
+                    .returning(S.state_parts.c.id)).scalar_one())
+
+        return StagedPart(arrays, save, copy=copy)
+
+    def _save_state(self, conn: sa.Connection, tick: int, encoding: StateEncoding,
+                    now: dt.datetime) -> tuple[str, int]:
+        """Save the state of ``tick`` (its :class:`~mlma.store.state.StateEncoding`), replacing one saved
+        before, and drop the oldest beyond :data:`STATE_HISTORY` with their parts; returns the blob's sha256
+        and the state's size (its parts' included)."""
+        blob, sha = encoding.result()  # waits for the parts saved apart, which the blob names
+        size = len(blob) + sum(part.result()[2] for part in encoding.parts)
+        lengths = {np.asarray(a).shape[0] for a in encoding.arrays.values() if np.ndim(a) >= 1}
+        values = dict(saved_at=now, format=FORMAT, sha256=sha, size_bytes=size,
                       n_streams=lengths.pop() if len(lengths) == 1 else None, blob=blob)
         insert = self._insert(S.agent_state).values(tick=tick, **values)
         # The update takes the inserted row's values: binding them again would send the blob twice.
@@ -1495,7 +1524,8 @@ class Store:
         kept = [r for (r,) in conn.execute(sa.select(S.agent_state.c.tick).order_by(S.agent_state.c.tick.desc())
                                            .limit(STATE_HISTORY))]
         conn.execute(sa.delete(S.agent_state).where(S.agent_state.c.tick < min(kept)))
-        return sha, len(blob)
+        conn.execute(sa.delete(S.state_parts).where(S.state_parts.c.tick < min(kept)))
+        return sha, size
 
     def newest_state_tick(self) -> int | None:
         """The tick of the newest saved agent state, or None (reads no blob)."""
@@ -1509,9 +1539,16 @@ class Store:
         a = S.agent_state
         with self._read() as conn:
             rows = conn.execute(sa.select(a.c.tick, a.c.sha256, a.c.blob).order_by(a.c.tick.desc())).all()
-        from mlma.store.glance import state_damage
-
-        return [(int(tick), state_damage(blob, sha)) for tick, sha, blob in rows]
+            out = []
+            for tick, sha, blob in rows:
+                damage = state_damage(blob, sha)
+                if damage is None:
+                    try:
+                        self._state_parts(conn, int(tick), *state_part_references(blob))
+                    except StateCorrupted as error:
+                        damage = str(error)
+                out.append((int(tick), damage))
+        return out
 
     def load_state(self, tick: int | None = None) -> AgentState | None:
         """The saved state of ``tick`` (default: the latest), verified against its hash; None if none.
@@ -1529,10 +1566,30 @@ class Store:
             if row is None:
                 return None
             blob = self._state_blob(conn, int(row.tick))
-        if blob is None:  # deleted between the two reads by a newer tick's commit
-            return self.load_state(tick)
-        arrays = decode_state(blob, row.sha256)
+            if blob is None:  # deleted between the two reads by a newer tick's commit
+                return self.load_state(tick)
+            arrays = decode_state(blob, row.sha256)
+            for part in self._state_parts(conn, int(row.tick), *state_part_references(blob)):
+                arrays.update(part)
         return AgentState(int(row.tick), arrays, row.sha256, int(row.size_bytes), row.saved_at)
+
+    @staticmethod
+    def _state_parts(conn: sa.Connection, tick: int, ids: list[int], shas: list[str]) -> list[dict[str, np.ndarray]]:
+        """The parts ``ids`` the state blob of ``tick`` names, each checked against the sha256 it records."""
+        if not ids:
+            return []
+        p = S.state_parts
+        if conn.dialect.name == "postgresql":
+            with conn.connection.driver_connection.cursor(binary=True) as cursor:  # see _state_blob
+                cursor.execute("SELECT id, blob FROM state_parts WHERE id = ANY(%s)", (ids,))
+                found = {int(i): bytes(b) for i, b in cursor.fetchall()}
+        else:
+            found = {int(i): bytes(b) for i, b in conn.execute(sa.select(p.c.id, p.c.blob).where(p.c.id.in_(ids)))}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise StateCorrupted(f"the agent state of tick {tick} names part(s) {missing} that are not in the "
+                                 "store (state_parts): restore the database from a backup")
+        return [decode_state(found[i], sha) for i, sha in zip(ids, shas)]
 
     @staticmethod
     def _state_blob(conn: sa.Connection, tick: int) -> bytes | None:
