@@ -953,9 +953,11 @@ def render(results: dict) -> str:
           "cursor)` is the observation read and `COPY` PostgreSQL's bulk load; both bypass SQLAlchemy and are "
           "counted where they are issued. Rows in bulk: rows sent by `executemany` (one statement for many "
           "rows) or `COPY`. SQLite's `BEGIN` goes through the engine and is counted; psycopg begins its "
-          "transactions itself. Lock heartbeats run on a thread of their own and are not counted "
+          "transactions itself. Statements of other threads are not counted "
           f"({sum(s['sql']['background'] for r in runs for s in [r['startup'], *r['regular']])} during the "
-          "measured steps).")
+          "measured steps): the lock's heartbeats, and on PostgreSQL the part of the state saved ahead of the "
+          "tick's transaction (`Store.stage_state_part`: its clock read through SQLAlchemy, its insert through "
+          "the driver's cursor).")
 
     shapes = sorted({k for r in runs for s in r["regular"] for k in s["sql"]["shapes"]})
     rows = []
