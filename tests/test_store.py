@@ -644,6 +644,20 @@ def test_a_part_staged_ahead_of_the_tick_is_saved_apart_on_postgresql_and_loads_
     assert view is not None and [e for _, e in view.saved_states] == [None, None, None]
 
 
+def test_an_empty_part_a_policy_without_state_stages_is_not_saved_apart(store):
+    store.stream_ids(["a"])
+    written = _staged_tick(store, 1, np.zeros((1, 2), dtype=np.float32), np.array([1]))
+    from mlma.store.state import StateEncoding
+
+    encoding = StateEncoding()
+    encoding.add_part(store.stage_state_part(2, {}))   # e.g. the periodic policy keeps no arrays
+    encoding.add({"agent.champion": np.array([2])})
+    store.write_tick(TickRecord(2, state=encoding))
+    encoding.close()
+    assert written.state.tick == 1
+    assert sorted(store.load_state(2).arrays) == ["agent.champion"]
+
+
 def test_a_damaged_or_missing_state_part_is_refused_and_reported(store, url):
     from mlma.store.glance import glance
 

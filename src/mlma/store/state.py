@@ -99,18 +99,21 @@ class StagedPart:
     >>> part = StagedPart({"policy.ref": np.zeros((2, 3))}, lambda blob, sha: saved.setdefault(sha, 7))
     >>> part.result()[0], part.arrays["policy.ref"].flags.writeable
     (7, False)
+    >>> StagedPart({}, lambda blob, sha: 8).apart
+    False
     """
 
     def __init__(self, arrays: Mapping[str, np.ndarray], save: Callable[[bytes, str], int] | None = None, *,
                  copy: bool = True) -> None:
-        if not isinstance(arrays, Mapping) or not arrays:
-            raise ValueError("a state part must be a non-empty mapping of names to numpy arrays")
+        if not isinstance(arrays, Mapping):
+            raise ValueError("a state part must be a mapping of names to numpy arrays")
         #: The part's arrays, read-only.
         self.arrays = _read_only(arrays, copy)
-        #: Whether the part is saved apart from the state's blob.
-        self.apart = save is not None
+        #: Whether the part is saved apart from the state's blob (an empty part, such as the state of a
+        #: policy that keeps none, is not).
+        self.apart = save is not None and bool(self.arrays)
         self._future: concurrent.futures.Future | None = None
-        if save is not None:
+        if self.apart:
             worker = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlma-stage-state")
             self._future = worker.submit(self._encode_and_save, save)
             worker.shutdown(wait=False)  # the thread ends with its one task
