@@ -9,9 +9,10 @@ import pytest
 from mlma.fleet import FleetData
 
 
-def ragged_fleet(rng, n_streams: int = 40) -> FleetData:
+def ragged_fleet(rng, n_streams: int = 40, times_after: tuple[int, float] | None = None) -> FleetData:
     """Hourly streams that start at different times (some before the first boundary), with gaps, and a few
-    streams with no rows at all."""
+    streams with no rows at all. ``times_after=(tick, factor)`` multiplies the values from that tick's
+    boundary on."""
     t0 = pd.Timestamp("2025-01-01")
     parts = []
     for s in range(n_streams):
@@ -24,6 +25,8 @@ def ragged_fleet(rng, n_streams: int = 40) -> FleetData:
                                    "y": rng.normal(10 + s, 2, len(hours))}))
     frame = pd.concat(parts, ignore_index=True)
     bounds = pd.date_range(t0, periods=9, freq="D")
+    if times_after is not None:
+        frame.loc[frame["ds"] >= bounds[times_after[0]], "y"] *= times_after[1]
     return FleetData(frame, "h", bounds, ids=[f"s{i}" for i in range(n_streams)], first_tick=3)
 
 
@@ -43,4 +46,42 @@ def test_the_scale_of_some_streams_equals_their_scale_computed_with_the_whole_fl
     part = fleet.seasonal_naive_scale(24, before_tick=before_tick, streams=some)
     np.testing.assert_array_equal(part[some], full[some])
     assert np.isnan(np.delete(part, some)).all()
-    assert np.isfinite(full[[0, 3, 17, 39]]).all() and np.isnan(full[5])  # stream 5 has no rows
+    assert np.isnan(full[5])  # stream 5 has no rows
+
+
+def _scale_by_definition(fleet: FleetData, s: int, season: int, before, since) -> float:
+    """Stream s's mean |y[t] - y[t - season]| over its hours t with both rows observed, t before
+    ``boundaries[before]`` and t - season from ``boundaries[since]``: a loop over the stream's own rows."""
+    lo, hi = fleet.offsets[s], fleet.offsets[s + 1]
+    values = dict(zip(fleet.ds[lo:hi].astype("datetime64[ns]").astype(np.int64).tolist(), fleet.y[lo:hi].tolist()))
+    lag = season * 3_600_000_000_000  # hours, in ns
+    end = None if before is None else fleet.boundaries[before].value
+    start = None if since is None else fleet.boundaries[since].value
+    diffs = [abs(y - values[t - lag]) for t, y in values.items()
+             if t - lag in values and (end is None or t < end) and (start is None or t - lag >= start)]
+    return float(np.mean(diffs)) if diffs else np.nan
+
+
+@pytest.mark.parametrize("before_tick, since_tick", [(None, None), (7, None), (4, None), (7, 4), (8, 6)])
+def test_the_scale_takes_only_the_pairs_known_before_the_boundary_never_a_later_row(before_tick, since_tick):
+    """Streams launched late get the scale of the few pairs they have before the boundary (NaN with none):
+    what a live agent knows then, not a scale taken from their future rows."""
+    fleet = ragged_fleet(np.random.default_rng(2))
+    scale = fleet.seasonal_naive_scale(24, before_tick=before_tick, since_tick=since_tick)
+    expected = [_scale_by_definition(fleet, s, 24, before_tick, since_tick) for s in range(fleet.n_streams)]
+    np.testing.assert_allclose(scale, expected, rtol=1e-12)
+    if before_tick == 4:  # some streams start after the boundary, or too late for a pair: no scale yet
+        assert 0 < np.isnan(scale).sum() < fleet.n_streams - 5
+    # Changing every row after the boundary changes nothing before it.
+    if before_tick is not None:
+        changed = ragged_fleet(np.random.default_rng(2), times_after=(before_tick, 100.0))
+        np.testing.assert_array_equal(changed.seasonal_naive_scale(24, before_tick=before_tick,
+                                                                   since_tick=since_tick), scale)
+        assert not np.array_equal(changed.seasonal_naive_scale(24), fleet.seasonal_naive_scale(24))
+
+
+def test_scale_known_at_a_tick_is_the_pairs_before_its_end_from_its_window():
+    fleet = ragged_fleet(np.random.default_rng(4))
+    np.testing.assert_array_equal(fleet.scale_known_at(24, 6, since_tick=3),
+                                  fleet.seasonal_naive_scale(24, before_tick=7, since_tick=3))
+    np.testing.assert_array_equal(fleet.scale_known_at(24, 6), fleet.seasonal_naive_scale(24, before_tick=7))

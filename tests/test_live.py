@@ -110,6 +110,13 @@ def check_replay_matches_backtest(root: Path, frame: pd.DataFrame, policy: str =
     assert set(scores.index) == set(scored.index)
     np.testing.assert_array_equal(scores.loc[scored.index, "size"].to_numpy(), scored["n_scored"].to_numpy())
     np.testing.assert_allclose(scores.loc[scored.index, "mean"].to_numpy(), scored["mae"].to_numpy(), rtol=1e-12)
+    # The same MASE scale, stream by stream, for zones launched late too (those get theirs from the pairs known
+    # at their first tick with one, in both: never from their future).
+    with Store.open(config.store_url) as store:
+        live_scale = store.load_state().arrays["agent.scale"][store.stream_ids(list(scored.index), create=False)]
+    np.testing.assert_allclose(live_scale, (scored["mae"] / scored["mase"]).to_numpy(), rtol=1e-12)
+    launched = frame.groupby("unique_id")["ds"].min()
+    assert (launched[scored.index] > frame["ds"].min() + pd.Timedelta(days=FIRST_TICK - 7)).any()
     # The same promotions: first models plus promoted challengers.
     summary = result.summary[0]
     promotions = history[history["action"] == "promote"]

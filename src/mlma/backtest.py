@@ -6,8 +6,9 @@ one :class:`~mlma.training.ModelService`, so a fit that two policies both need i
 both. Every policy is scored on exactly the same (stream, timestamp) points: those where every policy had a
 forecast and an actual arrived.
 
-Metrics per policy: MAE, RMSE, MASE (each stream's MAE divided by its in-sample seasonal-naive error, then
-averaged over streams), the number of re-trainings and their compute seconds, escalations; per stream and
+Metrics per policy: MAE, RMSE, MASE (each stream's MAE divided by its in-sample seasonal-naive error as a live
+agent knows it: the history before scoring starts, or for a stream launched later its pairs up to the first
+tick that has one, :meth:`~mlma.fleet.FleetData.scale_known_at`; then averaged over streams), the number of re-trainings and their compute seconds, escalations; per stream and
 per tick too. Escalations are resolved by the rule live operation applies (an
 :class:`~mlma.escalations.EscalationBook` over each tick's ``TickReport.cleared``), so the escalation log says
 when each was resolved. :func:`write_outputs` writes ``summary.json``, ``per_stream.csv``, ``per_tick.csv``,
@@ -199,7 +200,9 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     executor = make_executor(config.executor)
     service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
                            fit_cache=config.fit_cache)
-    scale = fleet.seasonal_naive_scale(freq.season_length, before_tick=first_tick)
+    # The start-up's scale, what a live agent knows at its start (the end of tick first_tick - 1); streams with
+    # none yet get theirs at the first tick with a seasonal pair, from what is known then (below).
+    scale = fleet.scale_known_at(freq.season_length, first_tick - 1)
     policies: list[Policy] = [make_policy(spec, **config.policy_params.get(spec, {})) for spec in config.policies]
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
@@ -237,6 +240,13 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         ticks = range(first_tick, fleet.n_ticks)
         with _progress(progress, len(ticks), config.title) as advance, threadpool_limits(limits=1):
             for k in ticks:
+                missing = ~(np.isfinite(scale) & (scale > 0))
+                if missing.any():
+                    since = max(0, k - window) if window else 0  # the live tick's training window
+                    known = fleet.scale_known_at(freq.season_length, k, since, streams=np.flatnonzero(missing))
+                    scale = np.where(missing, known, scale)
+                    for agent in agents:
+                        agent.scale = np.where(np.isfinite(agent.scale) & (agent.scale > 0), agent.scale, known)
                 reports = [agent.tick(k) for agent in agents]
                 scored = np.isfinite(reports[0].actuals)
                 for report in reports:

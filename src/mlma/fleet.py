@@ -536,18 +536,21 @@ class FleetData:
         return StreamHistory(self.timestamps_at(pos), y, pos)
 
     def seasonal_naive_scale(self, season_length: int, before_tick: int | None = None,
-                             streams: np.ndarray | None = None) -> np.ndarray:
+                             streams: np.ndarray | None = None, since_tick: int | None = None) -> np.ndarray:
         """Each stream's mean absolute seasonal difference, the MASE denominator.
 
-        Uses the rows before ``boundaries[before_tick]`` when a stream has at least two seasons there,
-        otherwise all of its rows. Pairs ``(t, t - season_length)`` are taken on the grid, so gaps do not
+        Over the pairs ``(t, t - season_length)`` whose later row is dated before ``boundaries[before_tick]``
+        (all pairs when None) and, with ``since_tick``, whose earlier row is dated from
+        ``boundaries[since_tick]``: what a live agent at tick ``before_tick - 1`` knows, its window starting at
+        ``since_tick``, and never a later row (a stream launched shortly before gets the scale of its few
+        pairs, as it would live, not one taken from its future). Pairs are taken on the grid, so gaps do not
         pair unrelated hours. NaN for a stream with no such pair.
 
         ``streams``: compute only these (each stream's scale depends on its own rows alone; the others are
         NaN). A live tick keeps the scales in its state and needs only the streams that have none yet.
         """
         if self._matrix is not None:
-            return self._matrix_scale(season_length, before_tick, streams)
+            return self._matrix_scale(season_length, before_tick, streams, since_tick)
         if streams is None:
             sor, pos, y, ds = self.stream_of_row, self.grid_pos, self.y, self.ds
         else:
@@ -563,31 +566,36 @@ class FleetData:
         lag_idx = np.minimum(lag_idx, len(key) - 1)
         has_lag = key[lag_idx] == key - season_length
         diff = np.where(has_lag, np.abs(y - y[lag_idx]), np.nan)
-        all_rows = _nanmean_by_stream(diff, sor, self.n_streams)
-        if before_tick is None:
-            return all_rows
-        early = ds < self.boundaries[before_tick].to_datetime64()
-        early_rows = _nanmean_by_stream(np.where(early, diff, np.nan), sor, self.n_streams)
-        enough = np.bincount(sor[early & has_lag], minlength=self.n_streams) >= season_length
-        return np.where(enough, early_rows, all_rows)
+        if before_tick is not None:
+            diff = np.where(ds < self.boundaries[before_tick].to_datetime64(), diff, np.nan)
+        if since_tick is not None:
+            diff = np.where(ds[lag_idx] >= self.boundaries[since_tick].to_datetime64(), diff, np.nan)
+        return _nanmean_by_stream(diff, sor, self.n_streams)
 
 
-    def _matrix_scale(self, season_length: int, before_tick: int | None, streams) -> np.ndarray:
+    def scale_known_at(self, season_length: int, tick: int, since_tick: int = 0,
+                       streams: np.ndarray | None = None) -> np.ndarray:
+        """The MASE scale an agent gives, at the end of tick ``tick``, to streams that have none yet: the
+        seasonal pairs dated before the tick's end, from ``since_tick`` (its training window's first tick;
+        0: the whole history). Live ticks and the backtest both take it, so that a stream launched late gets
+        the same scale in both, and never one taken from its future."""
+        return self.seasonal_naive_scale(season_length, before_tick=tick + 1, streams=streams,
+                                         since_tick=since_tick if since_tick > 0 else None)
+
+    def _matrix_scale(self, season_length: int, before_tick: int | None, streams,
+                      since_tick: int | None) -> np.ndarray:
         """seasonal_naive_scale on the matrix: the pairs ``(t, t - season_length)`` are columns apart."""
         wanted = np.arange(self.n_streams) if streams is None else np.unique(np.asarray(streams, dtype=np.int64))
         out = np.full(self.n_streams, np.nan)
         n_cols = self._matrix.shape[1]
         if season_length < 1 or not wanted.size:
             return out
-        if before_tick is None:
-            cut = n_cols
-        else:  # the pairs whose later row is dated before the boundary
-            boundary = self.boundaries[before_tick].to_datetime64()
-            cut = int(np.searchsorted(self.timestamps_at(self._col0 + np.arange(n_cols, dtype=np.int64)), boundary))
+        stamps = self.timestamps_at(self._col0 + np.arange(n_cols, dtype=np.int64))
+        # The pairs whose later column is dated before the boundary and whose earlier one from the window's start.
+        cut = n_cols if before_tick is None else int(np.searchsorted(stamps, self.boundaries[before_tick].to_datetime64()))
+        first = 0 if since_tick is None else int(np.searchsorted(stamps, self.boundaries[since_tick].to_datetime64()))
         total = np.zeros(wanted.size)
         count = np.zeros(wanted.size, dtype=np.int64)
-        early_total = np.zeros(wanted.size)
-        early_count = np.zeros(wanted.size, dtype=np.int64)
         # Chunks of streams: the differences are a temporary as large as the chunk's matrix.
         for lo in range(0, wanted.size, 4096):
             rows = wanted[lo:lo + 4096]
@@ -598,16 +606,12 @@ class FleetData:
             # result, not one a rounding apart.
             ok = np.isfinite(diff)
             at, col = np.nonzero(ok)
-            pairs = diff[at, col]
+            known = (col < cut - season_length) & (col >= first)  # diff column c pairs matrix columns c + L and c
+            at, pairs = at[known], diff[at[known], col[known]]
             total[lo:lo + rows.size] = np.bincount(at, weights=pairs, minlength=rows.size)
             count[lo:lo + rows.size] = np.bincount(at, minlength=rows.size)
-            early = col < cut - season_length  # diff column c pairs matrix columns c + L and c
-            early_total[lo:lo + rows.size] = np.bincount(at[early], weights=pairs[early], minlength=rows.size)
-            early_count[lo:lo + rows.size] = np.bincount(at[early], minlength=rows.size)
         with np.errstate(invalid="ignore", divide="ignore"):
-            all_rows = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-            early_rows = np.where(early_count > 0, early_total / np.maximum(early_count, 1), np.nan)
-        out[wanted] = all_rows if before_tick is None else np.where(early_count >= season_length, early_rows, all_rows)
+            out[wanted] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
         return out
 
 

@@ -478,7 +478,7 @@ class LiveAgent:
                                model_params=cfg.model_params())
         policy = cfg.build_policy()
         # The MASE scale is kept in the state; it is computed only while some stream has none yet.
-        scale = self._scale(fleet, state, n, freq.season_length, k)
+        scale = self._scale(fleet, state, n, freq.season_length, k, base)
         agent = Agent(policy, service, season_length=freq.season_length, scale=scale, settings=AgentSettings())
         live = {"champion_version": np.full(n, -1, np.int64), "challenger_version": np.full(n, -1, np.int64),
                 "awaiting_version": np.full(n, -1, np.int64)}
@@ -585,19 +585,20 @@ class LiveAgent:
         return base, boundaries, (boundaries[0] if base > 0 else None)
 
     @staticmethod
-    def _scale(fleet: FleetData, state, n: int, season_length: int, k: int) -> np.ndarray:
+    def _scale(fleet: FleetData, state, n: int, season_length: int, k: int, base: int) -> np.ndarray:
         """The MASE scale for this tick's agent: kept in the state, so computed only for the streams that have
-        none yet (new streams, streams without a seasonal pair so far); NaN for the others, whose saved
+        none yet (new streams, streams without a seasonal pair so far), from the pairs of the training window
+        known at tick ``k`` (:meth:`FleetData.scale_known_at`, as the backtest does); NaN for the others, whose saved
         scale the agent's state brings back (:meth:`Agent.load_state_arrays`)."""
         if state is None:
-            return fleet.seasonal_naive_scale(season_length, before_tick=k + 1)
+            return fleet.scale_known_at(season_length, k, base)
         saved = np.full(n, np.nan)
         kept = np.asarray(state.arrays["agent.scale"], dtype=np.float64)[:n]
         saved[:len(kept)] = kept
         missing = ~(np.isfinite(saved) & (saved > 0))
         if not missing.any():
             return saved
-        return fleet.seasonal_naive_scale(season_length, before_tick=k + 1, streams=np.flatnonzero(missing))
+        return fleet.scale_known_at(season_length, k, base, streams=np.flatnonzero(missing))
 
     def _keep_models(self, k: int, report: TickReport, expected: list[int], live: dict) -> None:
         """After the commit: keep the tick's new models in memory under their registry versions, so the next
