@@ -7,6 +7,10 @@ tick. Measured on the state of a steady-state fleet of 10,000 streams (33 MB of 
 of counts): deflate (level 1, array by array where a probe said it paid) 246 ms into 6.2 MB; Zstandard level 3
 93 ms into 5.1 MB (best of three, beside other work). Blobs of the earlier ``npz`` format (deflated or stored
 ``.npy`` members, what ``numpy.savez`` writes) are still read.
+
+A part of a state that is final early can be saved apart, ahead of the rest (:class:`StagedPart`; on
+PostgreSQL, ``Store.stage_state_part``); the state's blob then names it by id and sha256 in a member of its own
+(``store.parts.json``), so that its hash covers the part's.
 """
 
 from __future__ import annotations
