@@ -80,8 +80,24 @@ def test_the_scale_takes_only_the_pairs_known_before_the_boundary_never_a_later_
         assert not np.array_equal(changed.seasonal_naive_scale(24), fleet.seasonal_naive_scale(24))
 
 
-def test_scale_known_at_a_tick_is_the_pairs_before_its_end_from_its_window():
+def _pairs(fleet: FleetData, s: int, season: int, before, since) -> int:
+    lo, hi = fleet.offsets[s], fleet.offsets[s + 1]
+    hours = set(fleet.ds[lo:hi].astype("datetime64[h]").astype(np.int64).tolist())
+    end = None if before is None else fleet.boundaries[before].value // 3_600_000_000_000
+    start = None if since is None else fleet.boundaries[since].value // 3_600_000_000_000
+    return sum(1 for t in hours if t - season in hours and (end is None or t < end)
+               and (start is None or t - season >= start))
+
+
+@pytest.mark.parametrize("tick, since", [(3, 0), (6, 0), (6, 3)])
+def test_scale_known_at_a_tick_waits_for_a_season_of_pairs_before_the_ticks_end(tick, since):
+    """A stream gets its scale once a season's worth of pairs (24 here) is known before the tick's end, from
+    the window's first tick: NaN before that, then the mean of all of them."""
     fleet = ragged_fleet(np.random.default_rng(4))
-    np.testing.assert_array_equal(fleet.scale_known_at(24, 6, since_tick=3),
-                                  fleet.seasonal_naive_scale(24, before_tick=7, since_tick=3))
-    np.testing.assert_array_equal(fleet.scale_known_at(24, 6), fleet.seasonal_naive_scale(24, before_tick=7))
+    scale = fleet.scale_known_at(24, tick, since_tick=since)
+    before, start = tick + 1, (since or None)
+    counts = np.array([_pairs(fleet, s, 24, before, start) for s in range(fleet.n_streams)])
+    expected = [_scale_by_definition(fleet, s, 24, before, start) if counts[s] >= 24 else np.nan
+                for s in range(fleet.n_streams)]
+    np.testing.assert_allclose(scale, expected, rtol=1e-12)
+    assert ((counts > 0) & (counts < 24)).any(), "some stream should have a few pairs, not yet a season's"

@@ -83,6 +83,8 @@ def test_the_mase_scale_is_the_same_to_the_last_bit(seed):
             since = rows.tick_base + 2  # a training window's first tick
             np.testing.assert_array_equal(dense.seasonal_naive_scale(season, before, since_tick=since),
                                           rows.seasonal_naive_scale(season, before, since_tick=since))
+            np.testing.assert_array_equal(dense.seasonal_naive_scale(season, before, min_pairs=season),
+                                          rows.seasonal_naive_scale(season, before, min_pairs=season))
 
 
 def test_the_flat_arrays_are_built_on_demand_and_equal_the_rows():

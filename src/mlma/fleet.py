@@ -536,21 +536,22 @@ class FleetData:
         return StreamHistory(self.timestamps_at(pos), y, pos)
 
     def seasonal_naive_scale(self, season_length: int, before_tick: int | None = None,
-                             streams: np.ndarray | None = None, since_tick: int | None = None) -> np.ndarray:
+                             streams: np.ndarray | None = None, since_tick: int | None = None,
+                             min_pairs: int = 1) -> np.ndarray:
         """Each stream's mean absolute seasonal difference, the MASE denominator.
 
         Over the pairs ``(t, t - season_length)`` whose later row is dated before ``boundaries[before_tick]``
         (all pairs when None) and, with ``since_tick``, whose earlier row is dated from
         ``boundaries[since_tick]``: what a live agent at tick ``before_tick - 1`` knows, its window starting at
-        ``since_tick``, and never a later row (a stream launched shortly before gets the scale of its few
-        pairs, as it would live, not one taken from its future). Pairs are taken on the grid, so gaps do not
-        pair unrelated hours. NaN for a stream with no such pair.
+        ``since_tick``, and never a later row (a stream launched shortly before has only its own early
+        pairs, as it would live, not a scale taken from its future). Pairs are taken on the grid, so gaps do not
+        pair unrelated hours. NaN for a stream with fewer than ``min_pairs`` such pairs.
 
         ``streams``: compute only these (each stream's scale depends on its own rows alone; the others are
         NaN). A live tick keeps the scales in its state and needs only the streams that have none yet.
         """
         if self._matrix is not None:
-            return self._matrix_scale(season_length, before_tick, streams, since_tick)
+            return self._matrix_scale(season_length, before_tick, streams, since_tick, min_pairs)
         if streams is None:
             sor, pos, y, ds = self.stream_of_row, self.grid_pos, self.y, self.ds
         else:
@@ -570,20 +571,26 @@ class FleetData:
             diff = np.where(ds < self.boundaries[before_tick].to_datetime64(), diff, np.nan)
         if since_tick is not None:
             diff = np.where(ds[lag_idx] >= self.boundaries[since_tick].to_datetime64(), diff, np.nan)
-        return _nanmean_by_stream(diff, sor, self.n_streams)
+        mean = _nanmean_by_stream(diff, sor, self.n_streams)
+        if min_pairs > 1:
+            mean[np.bincount(sor[np.isfinite(diff)], minlength=self.n_streams) < min_pairs] = np.nan
+        return mean
 
 
     def scale_known_at(self, season_length: int, tick: int, since_tick: int = 0,
                        streams: np.ndarray | None = None) -> np.ndarray:
         """The MASE scale an agent gives, at the end of tick ``tick``, to streams that have none yet: the
         seasonal pairs dated before the tick's end, from ``since_tick`` (its training window's first tick;
-        0: the whole history). Live ticks and the backtest both take it, so that a stream launched late gets
-        the same scale in both, and never one taken from its future."""
+        0: the whole history), once there are a season's worth of them (``season_length`` pairs; NaN before:
+        a scale from a handful of pairs would be kept for good, and a small one would inflate every scaled
+        loss after it). Live ticks and the backtest both take it, so that a stream launched late gets the
+        same scale in both, and never one taken from its future."""
         return self.seasonal_naive_scale(season_length, before_tick=tick + 1, streams=streams,
-                                         since_tick=since_tick if since_tick > 0 else None)
+                                         since_tick=since_tick if since_tick > 0 else None,
+                                         min_pairs=max(1, season_length))
 
     def _matrix_scale(self, season_length: int, before_tick: int | None, streams,
-                      since_tick: int | None) -> np.ndarray:
+                      since_tick: int | None, min_pairs: int) -> np.ndarray:
         """seasonal_naive_scale on the matrix: the pairs ``(t, t - season_length)`` are columns apart."""
         wanted = np.arange(self.n_streams) if streams is None else np.unique(np.asarray(streams, dtype=np.int64))
         out = np.full(self.n_streams, np.nan)
@@ -611,7 +618,7 @@ class FleetData:
             total[lo:lo + rows.size] = np.bincount(at, weights=pairs, minlength=rows.size)
             count[lo:lo + rows.size] = np.bincount(at, minlength=rows.size)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[wanted] = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            out[wanted] = np.where(count >= max(min_pairs, 1), total / np.maximum(count, 1), np.nan)
         return out
 
 
