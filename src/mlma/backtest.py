@@ -8,8 +8,8 @@ forecast and an actual arrived.
 
 Metrics per policy: MAE, RMSE, MASE (each stream's MAE divided by its in-sample seasonal-naive error as a live
 agent knows it: the history before scoring starts, or for a stream launched later its pairs known at the first
-tick with a season's worth of them, :meth:`~mlma.fleet.FleetData.scale_known_at`; then averaged over streams), the number of re-trainings and their compute seconds, escalations; per stream and
-per tick too. Escalations are resolved by the rule live operation applies (an
+tick with a season's worth of them, :meth:`~mlma.fleet.FleetData.scale_known_at`; then averaged over streams),
+the number of re-trainings and their compute seconds, escalations; per stream and per tick too. Escalations are resolved by the rule live operation applies (an
 :class:`~mlma.escalations.EscalationBook` over each tick's ``TickReport.cleared``), so the escalation log says
 when each was resolved. :func:`write_outputs` writes ``summary.json``, ``per_stream.csv``, ``per_tick.csv``,
 ``retrains.csv`` and ``report.html``.
@@ -201,7 +201,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
                            fit_cache=config.fit_cache)
     # The start-up's scale, what a live agent knows at its start (the end of tick first_tick - 1); streams with
-    # none yet get theirs at the first tick with a seasonal pair, from what is known then (below).
+    # none yet get theirs at the first tick with a season's worth of pairs, from what is known then (below).
     scale = fleet.scale_known_at(freq.season_length, first_tick - 1)
     policies: list[Policy] = [make_policy(spec, **config.policy_params.get(spec, {})) for spec in config.policies]
     names = [p.name for p in policies]

@@ -587,9 +587,9 @@ class LiveAgent:
     @staticmethod
     def _scale(fleet: FleetData, state, n: int, season_length: int, k: int, base: int) -> np.ndarray:
         """The MASE scale for this tick's agent: kept in the state, so computed only for the streams that have
-        none yet (new streams, streams without a seasonal pair so far), from the pairs of the training window
-        known at tick ``k`` (:meth:`FleetData.scale_known_at`, as the backtest does); NaN for the others, whose saved
-        scale the agent's state brings back (:meth:`Agent.load_state_arrays`)."""
+        none yet (new streams, streams without a season's worth of pairs so far), from the pairs of the
+        training window known at tick ``k`` (:meth:`FleetData.scale_known_at`, as the backtest does); NaN for
+        the others, whose saved scale the agent's state brings back (:meth:`Agent.load_state_arrays`)."""
         if state is None:
             return fleet.scale_known_at(season_length, k, base)
         saved = np.full(n, np.nan)
