@@ -187,6 +187,25 @@ def test_a_slow_redraw_never_replaces_the_page_navigated_to(page, site):
     assert "page 1 of 3" in page.inner_text(".page[data-page=streams] .pager")
 
 
+def test_a_page_still_loading_at_logout_never_replaces_the_login_form(page, site):
+    log_in(page, site)
+    page.click("#nav a[href='#/fleet']")
+    page.wait_for_selector(".page[data-page=fleet]")
+    page.evaluate("""() => {
+      const fetchNow = window.fetch;
+      window.fetch = async (url, options) => {
+        const response = await fetchNow(url, options);
+        if (String(url).startsWith("/api/fleet")) await new Promise((resolve) => setTimeout(resolve, 1000));
+        return response;
+      };
+      window.redraw = route();
+    }""")
+    page.click("#logout")
+    page.wait_for_selector("#login")
+    page.evaluate("() => window.redraw")                 # the fleet page's data arrived after the logout
+    assert page.locator("#login").is_visible() and page.locator(".page[data-page=fleet]").count() == 0
+
+
 def test_the_page_survives_a_logout(page, site):
     log_in(page, site)
     page.click("#logout")

@@ -642,6 +642,12 @@ def test_a_part_staged_ahead_of_the_tick_is_saved_apart_on_postgresql_and_loads_
     assert [t for t, e in store.saved_states()] == [3, 2, 1] and all(e is None for _, e in store.saved_states())
     view = glance(url)
     assert view is not None and [e for _, e in view.saved_states] == [None, None, None]
+    # The tick's next attempt commits; the part its failed attempt left is dropped with that commit.
+    _staged_tick(store, 4, refs[4], np.array([4, -1, 2]))
+    with store.engine.connect() as conn:
+        at_4 = conn.execute(sa.select(sa.func.count()).where(S.state_parts.c.tick == 4)).scalar_one()
+    assert at_4 == (1 if apart else 0)
+    np.testing.assert_array_equal(store.load_state().arrays["policy.ref"], refs[4])
 
 
 def test_an_empty_part_a_policy_without_state_stages_is_not_saved_apart(store):
@@ -681,9 +687,30 @@ def test_a_damaged_or_missing_state_part_is_refused_and_reported(store, url):
     with pytest.raises(StateCorrupted, match=rf"tick 1 names part\(s\) \[{ids[1]}\] that are not in the store"):
         store.load_state(1)
     damage = dict(store.saved_states())
-    assert "does not match" in damage[2] and "not in the store" in damage[1]
+    assert "does not match the SHA-256 the state records" in damage[2] and "is missing" in damage[1]
     quick = dict(glance(url).saved_states)
     assert "does not match the SHA-256 the state records" in quick[2] and "is missing" in quick[1]
+
+
+def test_the_downgrade_puts_each_states_parts_back_in_its_own_blob(store, url):
+    from alembic import command
+
+    from mlma.store.migrate import alembic_config
+    from mlma.store.state import decode_state
+
+    store.stream_ids(["a", "b"])
+    refs = {tick: np.random.default_rng(tick).random((2, 14, 24)).astype(np.float32) for tick in (1, 2)}
+    for tick, ref in refs.items():
+        _staged_tick(store, tick, ref, np.array([tick, tick]))
+    with store.engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "0010")
+    with Store.open(url, check_schema=False) as old, old.engine.connect() as conn:
+        saved = conn.execute(sa.text("SELECT tick, sha256, blob FROM agent_state ORDER BY tick")).all()
+        assert not sa.inspect(conn).has_table("state_parts")
+    for tick, sha, blob in saved:   # what revision 0010's code reads: one blob, every array in it
+        arrays = decode_state(bytes(blob), sha)
+        assert sorted(arrays) == ["agent.champion", "policy.ref"]
+        np.testing.assert_array_equal(arrays["policy.ref"], refs[tick])
 
 
 def test_a_part_that_could_not_be_saved_fails_the_tick_and_commits_nothing(store):

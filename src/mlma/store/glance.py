@@ -136,18 +136,22 @@ def state_part_references(blob: bytes) -> tuple[list[int], list[str]]:
             if PARTS_MEMBER not in archive.namelist():
                 return [], []
             named = json.loads(archive.read(PARTS_MEMBER))
-    except zipfile.BadZipFile:
-        return [], []  # not this format (an old or damaged blob): decoding it says what is wrong
-    return [int(i) for i in named["ids"]], [str(s) for s in named["sha256"]]
+        return [int(i) for i in named["ids"]], [str(s) for s in named["sha256"]]
+    except (zipfile.BadZipFile, ValueError, KeyError, TypeError):
+        return [], []  # not this format, or damaged: the blob's own hash check says what is wrong
 
 
-def parts_damage(blob: bytes, parts: dict[int, tuple[str, bytes]]) -> str | None:
-    """None when every part a state's blob names is among ``parts`` (id -> (sha256, bytes)) and its bytes
-    match the SHA-256 the blob records for it (not the one stored beside the part), else why not."""
+def parts_damage(blob: bytes, parts: dict[int, bytes]) -> str | None:
+    """None when every part a state's blob names is among ``parts`` (id -> bytes) and its bytes match the
+    SHA-256 the blob records for it (not the one stored beside the part), else why not.
+
+    >>> parts_damage(b"a state saved whole", {}) is None
+    True
+    """
     for i, sha in zip(*state_part_references(blob)):
         if i not in parts:
             return f"its part {i} (state_parts) is missing"
-        if hashlib.sha256(parts[i][1]).hexdigest() != sha:
+        if hashlib.sha256(parts[i]).hexdigest() != sha:
             return f"its part {i} does not match the SHA-256 the state records for it"
     return None
 
@@ -255,9 +259,12 @@ def _read(db: Any, *, read_only: bool, now: dt.datetime) -> Glance | None:
                    if status == "open" or (until is not None and _instant(until) <= now))
     lock = db.execute("SELECT holder, expires_at FROM locks WHERE name = 'tick'").fetchone()
     lock = None if lock is None or _instant(lock[1]) <= now else (lock[0], _instant(lock[1]))
-    parts = {int(i): (sha, bytes(blob)) for i, sha, blob in db.execute("SELECT id, sha256, blob FROM state_parts")}
-    states = [(int(tick), state_damage(blob, sha) or parts_damage(blob, parts)) for tick, sha, blob in
-              db.execute("SELECT tick, sha256, blob FROM agent_state ORDER BY tick DESC")]
+    saved = db.execute("SELECT tick, sha256, blob FROM agent_state ORDER BY tick DESC").fetchall()
+    # Only the parts the states name (ids parsed as integers from the states' own blobs).
+    named = sorted({i for _, _, blob in saved for i in state_part_references(blob)[0]})
+    parts = {} if not named else {int(i): bytes(blob) for i, blob in db.execute(
+        f"SELECT id, blob FROM state_parts WHERE id IN ({', '.join(str(int(i)) for i in named)})")}
+    states = [(int(tick), state_damage(blob, sha) or parts_damage(blob, parts)) for tick, sha, blob in saved]
     return Glance(read_only=read_only, n_streams=db.execute("SELECT count(*) FROM streams").fetchone()[0],
                   n_ingests=ingests, last_ingest_at=_instant(last_ingest), done_ticks=done, last_done=last_done,
                   last_unfinished=unfinished, newest_ds=_timestamp(newest), open_escalations=open_now, lock=lock,

@@ -32,7 +32,7 @@ from mlma.store.frames import VERDICT_COLUMNS, rows_frame, verdict_labels
 from mlma.store.overrides import StreamOverrides
 from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, TickRecord, TickSummary,
                                 TickWrite, check_actor, utc_instant)
-from mlma.store.glance import state_damage, state_part_references
+from mlma.store.glance import parts_damage, state_damage, state_part_references
 from mlma.store.state import FORMAT, StagedPart, StateEncoding, decode_state
 
 if TYPE_CHECKING:
@@ -267,9 +267,15 @@ class Store:
             yield conn
 
     @contextlib.contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
+    def _read(self, *, snapshot: bool = False) -> Iterator[sa.Connection]:
+        """A read transaction; ``snapshot``: all its statements see one snapshot on PostgreSQL too (REPEATABLE
+        READ; by default each sees what committed before it), for reads of rows a tick's commit may change
+        between two statements (a state and its parts). SQLite's read transactions are snapshots already."""
         with self.engine.connect() as conn:
-            conn = conn.execution_options(mlma_read=True)
+            options = {"mlma_read": True}
+            if snapshot and conn.dialect.name == "postgresql":
+                options["isolation_level"] = "REPEATABLE READ"
+            conn = conn.execution_options(**options)
             with conn.begin():
                 yield conn
 
@@ -1528,7 +1534,12 @@ class Store:
         kept = [r for (r,) in conn.execute(sa.select(S.agent_state.c.tick).order_by(S.agent_state.c.tick.desc())
                                            .limit(STATE_HISTORY))]
         conn.execute(sa.delete(S.agent_state).where(S.agent_state.c.tick < min(kept)))
-        conn.execute(sa.delete(S.state_parts).where(S.state_parts.c.tick < min(kept)))
+        parts = S.state_parts
+        conn.execute(sa.delete(parts).where(parts.c.tick < min(kept)))
+        # Parts this tick's failed attempts staged, which no state names (under the tick's lock check: a part a
+        # stale agent is still writing would be refused at its commit anyway).
+        conn.execute(sa.delete(parts).where(parts.c.tick == tick,
+                                            parts.c.id.not_in([part.result()[0] for part in encoding.parts])))
         return sha, size
 
     def newest_state_tick(self) -> int | None:
@@ -1541,18 +1552,13 @@ class Store:
         """Every saved agent state, newest first: its tick, and None if its bytes match their recorded
         SHA-256, else why not."""
         a = S.agent_state
-        with self._read() as conn:
+        with self._read(snapshot=True) as conn:  # a tick committing meanwhile drops the oldest with its parts
             rows = conn.execute(sa.select(a.c.tick, a.c.sha256, a.c.blob).order_by(a.c.tick.desc())).all()
-            out = []
-            for tick, sha, blob in rows:
-                damage = state_damage(blob, sha)
-                if damage is None:
-                    try:
-                        self._state_parts(conn, int(tick), *state_part_references(blob))
-                    except StateCorrupted as error:
-                        damage = str(error)
-                out.append((int(tick), damage))
-        return out
+            named = sorted({i for _, _, blob in rows for i in state_part_references(blob)[0]})
+            parts = self._part_blobs(conn, named)
+        # The parts' bytes are hashed, not decoded: the hash each state's blob records for them is the check.
+        return [(int(tick), state_damage(blob, sha)
+                 or parts_damage(blob, parts)) for tick, sha, blob in rows]
 
     def load_state(self, tick: int | None = None) -> AgentState | None:
         """The saved state of ``tick`` (default: the latest), verified against its hash; None if none.
@@ -1565,30 +1571,37 @@ class Store:
         a = S.agent_state
         query = sa.select(a.c.tick, a.c.sha256, a.c.size_bytes, a.c.saved_at)
         query = query.where(a.c.tick == int(tick)) if tick is not None else query.order_by(a.c.tick.desc()).limit(1)
-        with self._read() as conn:
+        with self._read(snapshot=True) as conn:  # the state and its parts as one commit left them
             row = conn.execute(query).first()
             if row is None:
                 return None
             blob = self._state_blob(conn, int(row.tick))
-            if blob is None:  # deleted between the two reads by a newer tick's commit
-                return self.load_state(tick)
-            arrays = decode_state(blob, row.sha256)
-            for part in self._state_parts(conn, int(row.tick), *state_part_references(blob)):
-                arrays.update(part)
+            if blob is not None:
+                ids, shas = state_part_references(blob)
+                parts = self._part_blobs(conn, ids)
+        if blob is None:  # deleted between the two reads by a newer tick's commit (SQLite)
+            return self.load_state(tick)
+        arrays = decode_state(blob, row.sha256)
+        for part in self._decode_parts(int(row.tick), ids, shas, parts):
+            arrays.update(part)
         return AgentState(int(row.tick), arrays, row.sha256, int(row.size_bytes), row.saved_at)
 
     @staticmethod
-    def _state_parts(conn: sa.Connection, tick: int, ids: list[int], shas: list[str]) -> list[dict[str, np.ndarray]]:
-        """The parts ``ids`` the state blob of ``tick`` names, each checked against the sha256 it records."""
+    def _part_blobs(conn: sa.Connection, ids: list[int]) -> dict[int, bytes]:
+        """The bytes of the state parts ``ids`` that exist, by id."""
         if not ids:
-            return []
+            return {}
         p = S.state_parts
         if conn.dialect.name == "postgresql":
             with conn.connection.driver_connection.cursor(binary=True) as cursor:  # see _state_blob
-                cursor.execute("SELECT id, blob FROM state_parts WHERE id = ANY(%s)", (ids,))
-                found = {int(i): bytes(b) for i, b in cursor.fetchall()}
-        else:
-            found = {int(i): bytes(b) for i, b in conn.execute(sa.select(p.c.id, p.c.blob).where(p.c.id.in_(ids)))}
+                cursor.execute("SELECT id, blob FROM state_parts WHERE id = ANY(%s)", (list(ids),))
+                return {int(i): bytes(b) for i, b in cursor.fetchall()}
+        return {int(i): bytes(b) for i, b in conn.execute(sa.select(p.c.id, p.c.blob).where(p.c.id.in_(ids)))}
+
+    @staticmethod
+    def _decode_parts(tick: int, ids: list[int], shas: list[str],
+                      found: dict[int, bytes]) -> list[dict[str, np.ndarray]]:
+        """The parts ``ids`` the state blob of ``tick`` names, each checked against the sha256 it records."""
         missing = [i for i in ids if i not in found]
         if missing:
             raise StateCorrupted(f"the agent state of tick {tick} names part(s) {missing} that are not in the "

@@ -8,6 +8,10 @@ const VERDICT_COLORS = {
 };
 const SEVERITY = { 1: "low", 2: "medium", 3: "high" };
 let me = null;
+// Each call of route() draws one page; only the newest may reach the screen. Without this, a page that loads
+// slowly (the fleet page redrawn after an action) would replace a page the user navigated to meanwhile, or the
+// login form after a logout.
+let routeGeneration = 0;
 
 // -- small helpers ------------------------------------------------------------------------------------------
 function h(tag, attrs, ...children) {
@@ -172,6 +176,7 @@ function reasonField(placeholder) {
 
 // -- log in -------------------------------------------------------------------------------------------------
 function renderLogin(message) {
+  routeGeneration++;  // a page still loading must not replace the login form
   document.body.classList.add("logged-out");
   document.getElementById("who").textContent = "";
   const main = document.getElementById("main");
@@ -666,10 +671,6 @@ async function renderTokens(main) {
 }
 
 // -- routing ------------------------------------------------------------------------------------------------
-// Each call of route() draws one page; only the newest may reach the screen. Without this, a page that loads
-// slowly (the fleet page redrawn after an action) would replace a page the user navigated to meanwhile.
-let routeGeneration = 0;
-
 async function route() {
   const generation = ++routeGeneration;
   const hash = location.hash.replace(/^#/, "") || "/queue";
@@ -678,6 +679,7 @@ async function route() {
   const params = new URLSearchParams(query || "");
   if (!me) {
     try { me = await api("GET", "/api/me"); } catch (e) { if (e.status !== 401) renderLogin(e.message); return; }
+    if (generation !== routeGeneration) return;  // a newer navigation draws the page (and the tabs)
   }
   document.body.classList.remove("logged-out");
   document.getElementById("who").textContent = `${me.name} · ${me.role}`;

@@ -39,4 +39,25 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The code of revision 0010 reads a state as one blob: each state saved in parts gets them back in its
+    # own blob (its sha256 and size recomputed) before the parts' table goes.
+    from mlma.store.glance import state_part_references
+    from mlma.store.state import decode_state, encode_state
+
+    bind = op.get_bind()
+    for tick, sha, blob in bind.execute(sa.text("SELECT tick, sha256, blob FROM agent_state")).all():
+        ids, shas = state_part_references(bytes(blob))
+        if not ids:
+            continue
+        arrays = decode_state(bytes(blob), sha)
+        found = dict(bind.execute(sa.text("SELECT id, blob FROM state_parts WHERE id IN "
+                                          f"({', '.join(str(int(i)) for i in ids)})")).all())
+        for i, part_sha in zip(ids, shas):
+            if i not in found:
+                raise RuntimeError(f"the agent state of tick {tick} names part {i}, which is missing: it cannot be "
+                                   "put back in one blob; drop that state (or restore a backup) first")
+            arrays.update(decode_state(bytes(found[i]), part_sha))
+        whole, whole_sha = encode_state(arrays)
+        bind.execute(sa.text("UPDATE agent_state SET blob = :blob, sha256 = :sha, size_bytes = :size "
+                             "WHERE tick = :tick"), {"blob": whole, "sha": whole_sha, "size": len(whole), "tick": tick})
     op.drop_table("state_parts")
