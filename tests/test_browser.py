@@ -164,13 +164,12 @@ def test_fleet_overview_streams_pages_and_a_group_action(page, site):
     assert sorted(names) == sorted(site["fleet"].degraded_now)
 
 
-def test_a_slow_redraw_never_replaces_the_page_navigated_to(page, site):
-    """An action redraws the page it was taken on; if that page loads slowly (the fleet page's 200 ticks) and
-    the user has moved on meanwhile, the late drawing must not replace the page the user is on."""
+def on_a_fleet_page_that_loads_slowly(page, site) -> None:
+    """Log in, open the fleet page, then hold its data back for a second from now on, so that a redraw of it
+    ends after whatever the user does next."""
     log_in(page, site)
     page.click("#nav a[href='#/fleet']")
     page.wait_for_selector(".page[data-page=fleet]")
-    # Hold the fleet page's data back for a second, so that its redraw ends after the streams page is drawn.
     page.evaluate("""() => {
       const fetchNow = window.fetch;
       window.fetch = async (url, options) => {
@@ -179,6 +178,12 @@ def test_a_slow_redraw_never_replaces_the_page_navigated_to(page, site):
         return response;
       };
     }""")
+
+
+def test_a_slow_redraw_never_replaces_the_page_navigated_to(page, site):
+    """An action redraws the page it was taken on; if that page loads slowly (the fleet page's 200 ticks) and
+    the user has moved on meanwhile, the late drawing must not replace the page the user is on."""
+    on_a_fleet_page_that_loads_slowly(page, site)
     # As act() does after an action: redraw the current page; the user goes to the streams page meanwhile.
     page.evaluate("() => { window.redraw = route(); location.hash = '#/streams?per_page=10'; }")
     page.wait_for_selector(".page[data-page=streams] .pager")
@@ -188,18 +193,8 @@ def test_a_slow_redraw_never_replaces_the_page_navigated_to(page, site):
 
 
 def test_a_page_still_loading_at_logout_never_replaces_the_login_form(page, site):
-    log_in(page, site)
-    page.click("#nav a[href='#/fleet']")
-    page.wait_for_selector(".page[data-page=fleet]")
-    page.evaluate("""() => {
-      const fetchNow = window.fetch;
-      window.fetch = async (url, options) => {
-        const response = await fetchNow(url, options);
-        if (String(url).startsWith("/api/fleet")) await new Promise((resolve) => setTimeout(resolve, 1000));
-        return response;
-      };
-      window.redraw = route();
-    }""")
+    on_a_fleet_page_that_loads_slowly(page, site)
+    page.evaluate("() => { window.redraw = route(); }")
     page.click("#logout")
     page.wait_for_selector("#login")
     page.evaluate("() => window.redraw")                 # the fleet page's data arrived after the logout

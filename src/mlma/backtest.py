@@ -9,9 +9,9 @@ forecast and an actual arrived.
 Metrics per policy: MAE, RMSE, MASE (each stream's MAE divided by its in-sample seasonal-naive error as a live
 agent knows it: the history before scoring starts, or for a stream launched later its pairs known at the first
 tick with a season's worth of them, :meth:`~mlma.fleet.FleetData.scale_known_at`; then averaged over streams),
-the number of re-trainings and their compute seconds, escalations; per stream and per tick too. Escalations are resolved by the rule live operation applies (an
-:class:`~mlma.escalations.EscalationBook` over each tick's ``TickReport.cleared``), so the escalation log says
-when each was resolved. :func:`write_outputs` writes ``summary.json``, ``per_stream.csv``, ``per_tick.csv``,
+the number of re-trainings and their compute seconds, escalations; per stream and per tick too. Escalations
+are resolved by the rule live operation applies (an :class:`~mlma.escalations.EscalationBook` over each
+tick's ``TickReport.cleared``), so the escalation log says when each was resolved. :func:`write_outputs` writes ``summary.json``, ``per_stream.csv``, ``per_tick.csv``,
 ``retrains.csv`` and ``report.html``.
 """
 

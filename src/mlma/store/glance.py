@@ -37,6 +37,7 @@ import json
 import logging
 import sqlite3
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,20 @@ def parts_damage(blob: bytes, parts: dict[int, bytes]) -> str | None:
     return None
 
 
+def saved_states_damage(saved: list[tuple[int, str, bytes]],
+                        read_parts: Callable[[list[int]], dict[int, bytes]]) -> list[tuple[int, str | None]]:
+    """For each saved state ``(tick, sha256, blob)``: its tick, and None if its blob and the parts it names
+    match the SHA-256 recorded for them, else why not. ``read_parts(ids)`` reads the bytes of the named parts
+    (one call for all states); they are hashed, not decoded.
+
+    >>> saved_states_damage([(3, hashlib.sha256(b"abc").hexdigest(), b"abc")], lambda ids: {})
+    [(3, None)]
+    """
+    named = sorted({i for _, _, blob in saved for i in state_part_references(blob)[0]})
+    parts = read_parts(named) if named else {}
+    return [(int(tick), state_damage(blob, sha) or parts_damage(blob, parts)) for tick, sha, blob in saved]
+
+
 def state_damage(blob: bytes, sha256: str) -> str | None:
     """None when a saved agent state's bytes match the SHA-256 recorded with them, else why not.
 
@@ -260,11 +275,9 @@ def _read(db: Any, *, read_only: bool, now: dt.datetime) -> Glance | None:
     lock = db.execute("SELECT holder, expires_at FROM locks WHERE name = 'tick'").fetchone()
     lock = None if lock is None or _instant(lock[1]) <= now else (lock[0], _instant(lock[1]))
     saved = db.execute("SELECT tick, sha256, blob FROM agent_state ORDER BY tick DESC").fetchall()
-    # Only the parts the states name (ids parsed as integers from the states' own blobs).
-    named = sorted({i for _, _, blob in saved for i in state_part_references(blob)[0]})
-    parts = {} if not named else {int(i): bytes(blob) for i, blob in db.execute(
-        f"SELECT id, blob FROM state_parts WHERE id IN ({', '.join(str(int(i)) for i in named)})")}
-    states = [(int(tick), state_damage(blob, sha) or parts_damage(blob, parts)) for tick, sha, blob in saved]
+    # The ids are integers parsed from the states' own blobs, so they can stand in the statement.
+    states = saved_states_damage(saved, lambda ids: {int(i): bytes(blob) for i, blob in db.execute(
+        f"SELECT id, blob FROM state_parts WHERE id IN ({', '.join(str(int(i)) for i in ids)})")})
     return Glance(read_only=read_only, n_streams=db.execute("SELECT count(*) FROM streams").fetchone()[0],
                   n_ingests=ingests, last_ingest_at=_instant(last_ingest), done_ticks=done, last_done=last_done,
                   last_unfinished=unfinished, newest_ds=_timestamp(newest), open_escalations=open_now, lock=lock,

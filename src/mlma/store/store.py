@@ -32,7 +32,7 @@ from mlma.store.frames import VERDICT_COLUMNS, rows_frame, verdict_labels
 from mlma.store.overrides import StreamOverrides
 from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, TickRecord, TickSummary,
                                 TickWrite, check_actor, utc_instant)
-from mlma.store.glance import parts_damage, state_damage, state_part_references
+from mlma.store.glance import saved_states_damage, state_part_references
 from mlma.store.state import FORMAT, StagedPart, StateEncoding, decode_state
 
 if TYPE_CHECKING:
@@ -1554,11 +1554,7 @@ class Store:
         a = S.agent_state
         with self._read(snapshot=True) as conn:  # a tick committing meanwhile drops the oldest with its parts
             rows = conn.execute(sa.select(a.c.tick, a.c.sha256, a.c.blob).order_by(a.c.tick.desc())).all()
-            named = sorted({i for _, _, blob in rows for i in state_part_references(blob)[0]})
-            parts = self._part_blobs(conn, named)
-        # The parts' bytes are hashed, not decoded: the hash each state's blob records for them is the check.
-        return [(int(tick), state_damage(blob, sha)
-                 or parts_damage(blob, parts)) for tick, sha, blob in rows]
+            return saved_states_damage(rows, lambda ids: self._part_blobs(conn, ids))
 
     def load_state(self, tick: int | None = None) -> AgentState | None:
         """The saved state of ``tick`` (default: the latest), verified against its hash; None if none.
