@@ -234,6 +234,7 @@ class Agent:
         self.scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
         n = self.fleet.n_streams
         self.champion = np.full(n, NO_MODEL, dtype=np.int64)
+        self._rows_cache: tuple = (None, None)
         self.is_fallback = np.zeros(n, dtype=bool)
         self.fallback_rows = np.zeros(n, dtype=np.int64)
         self.silent_for = np.zeros(n, dtype=np.int64)
@@ -383,6 +384,7 @@ class Agent:
             forecasts=forecasts,
             explained=self.explained if self.explained is not None and self.explained.shape == actuals.shape
             else None,
+            train_rows=self._train_rows(k),
         )
         decision = self.policy.decide(obs)
         escalations = list(decision.escalations)
@@ -745,12 +747,29 @@ class Agent:
         self.is_fallback[s] = fm.fallback_reason is not None
         self.fallback_rows[s] = fm.n_train
 
+    def _rows_through(self, k: int) -> np.ndarray:
+        """Rows each stream has through tick ``k`` (kept for the tick: the policy and the bring-up read it)."""
+        key = (k, id(self.fleet), self.fleet.n_streams)
+        if self._rows_cache[0] != key:
+            self._rows_cache = (key, self.fleet.n_rows_before(k + 1))
+        return self._rows_cache[1]
+
+    def _train_rows(self, k: int) -> np.ndarray:
+        """Rows a model fitted at the end of tick ``k`` would train on: those of its training window's ticks
+        (all history without a window). Live operation loads the window's ticks, so it counts the same."""
+        rows = self._rows_through(k).astype(np.float64)
+        window = self.service.train_window_ticks
+        start = k + 1 - window if window else self.fleet.tick_base
+        if start > self.fleet.tick_base:
+            rows = rows - self.fleet.n_rows_before(start)
+        return rows
+
     def _bring_up(self, k: int, escalations: list, failed: dict, changed: np.ndarray | None = None, *,
                   new_models: list) -> tuple[np.ndarray, np.ndarray]:
         """First models for new streams, and another try for streams on a fall-back model; failures go to
         ``failed`` (and may escalate), the new models to ``new_models``."""
         fleet = self.fleet
-        rows = fleet.n_rows_before(k + 1)
+        rows = self._rows_through(k)
         min_rows = max(int(self.settings.cold_min_seasons * self.season_length), 2)
         cold = (self.champion == NO_MODEL) & (rows >= min_rows)
         # A fall-back model is retried once a season of new history has arrived since its fit.

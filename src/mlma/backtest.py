@@ -154,6 +154,8 @@ class _Accumulator:
         self.promotions = 0
         self.rejected = 0
         self.ticks: list[dict] = []
+        #: Stream -> its row of the re-training log while its challenger is in shadow.
+        self.open_challenges: dict[int, dict] = {}
 
 
 def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataFrame | None = None,
@@ -260,11 +262,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                     _record_tick(report, acc, scored, tick_start, sum(resolved.values()))
                     acc.stream_days += streams_scored * tick_days
                     _record_fits(report, acc)
-                    for s in np.flatnonzero(report.retrained):
-                        retrain_rows.append({
-                            "policy": policy.name, "unique_id": fleet.ids[s], "tick": k, "tick_start": tick_start,
-                            "reason": str(report.decision.reason[s]),
-                        })
+                    _record_retrains(report, policy.name, fleet.ids, tick_start, retrain_rows, acc.open_challenges)
                     if len(samples):
                         forecast_rows.append(pd.DataFrame({
                             "policy": policy.name,
@@ -287,7 +285,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     for row in summary:
         row["frontier_only"] = row["policy"] not in requested
     frontier, clairvoyant = _add_gaps(summary, per_stream, config.bootstrap)
-    retrain_log = pd.DataFrame(retrain_rows, columns=["policy", "unique_id", "tick", "tick_start", "reason"])
+    retrain_log = pd.DataFrame(retrain_rows, columns=RETRAIN_COLUMNS)
+    retrain_log["judged_tick"] = retrain_log["judged_tick"].astype("Int64")
     escalation_log = _escalation_log(policies, accs, fleet)
     from mlma.detection import detection_scores, labour_scores
 
@@ -360,6 +359,39 @@ def _record_fits(report: TickReport, acc: _Accumulator) -> None:
     acc.promotions += int(report.promoted.sum())
     if report.rejected is not None:
         acc.rejected += int(report.rejected.sum())
+
+
+#: The columns of the re-training log (``retrains.csv``): why each re-training was made and what came of it.
+#: ``outcome`` is ``served`` (the new model served at once: a schedule's or the age backstop's fit),
+#: ``promoted`` / ``rejected`` / ``awaiting-approval`` (a challenger, judged at ``judged_tick`` on the mean losses
+#: ``challenger_loss`` and ``champion_loss`` of its shadow ticks, with the paired test's ``p_value``), or
+#: ``pending`` (a challenger still in shadow when the backtest ended).
+RETRAIN_COLUMNS = ["policy", "unique_id", "tick", "tick_start", "reason", "outcome", "judged_tick",
+                   "challenger_loss", "champion_loss", "p_value"]
+
+
+def _record_retrains(report: TickReport, policy: str, ids, tick_start, rows: list[dict],
+                     open_challenges: dict[int, dict]) -> None:
+    """Close the rows of the challengers judged this tick, then add a row per re-training of this tick.
+
+    The agent judges the challengers of earlier ticks before it decides, so a stream re-trained this tick
+    is never one judged this tick; ``open_challenges`` maps a stream to its row while its challenger is in
+    shadow.
+    """
+    for s, check in report.checks.items():
+        row = open_challenges.pop(int(s), None)
+        if row is not None:
+            row.update(outcome=check.result, judged_tick=report.tick, challenger_loss=check.challenger_mean_loss,
+                       champion_loss=check.champion_mean_loss, p_value=check.p_value)
+    roles = {m.stream: m.role for m in report.new_models}
+    for s in np.flatnonzero(report.retrained):
+        challenger = roles.get(int(s)) == "challenger"
+        row = {"policy": policy, "unique_id": ids[s], "tick": report.tick, "tick_start": tick_start,
+               "reason": str(report.decision.reason[s]), "outcome": "pending" if challenger else "served",
+               "judged_tick": None, "challenger_loss": np.nan, "champion_loss": np.nan, "p_value": np.nan}
+        rows.append(row)
+        if challenger:
+            open_challenges[int(s)] = row
 
 
 def _escalation_log(policies, accs, fleet: FleetData) -> pd.DataFrame:

@@ -70,6 +70,7 @@ from mlma.monitor.bias import bias_shift_test
 from mlma.monitor.cusum import CUSUM
 from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
 from mlma.monitor.gain import GainModel, decision_features
+from mlma.monitor.growth import HistoryGrowth
 from mlma.monitor.losses import forecast_level
 from mlma.monitor.skill import SeasonalNaive, SkillTest
 from mlma.policy import LOSSES, Decision, Policy, TickObservation, Verdict
@@ -238,7 +239,8 @@ class MLMAPolicy(Policy):
                  silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7,
                  backbone: str = "schedule", challenge: str = "triggers", max_age: int = 365,
                  cusum_threshold: float | None = None, cusum_at_once: bool = False,
-                 skill_margin: float | None = None) -> None:
+                 skill_margin: float | None = None,
+                 growth: float | None = 2.0) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:
@@ -302,6 +304,13 @@ class MLMAPolicy(Policy):
         # accumulate either (a stream's own delta override replaces it at update time).
         self.cusum = CUSUM(self.cusum_threshold or 1.0, drift=delta)
         self.skill_margin = None if skill_margin is None else float(skill_margin)
+        if growth is not None and (isinstance(growth, bool) or not isinstance(growth, numbers.Real)
+                                   or not growth > 1 or not math.isfinite(growth)):
+            raise ValueError(f"growth (re-train a model fitted on a short history once the history a re-training "
+                             f"would use is this many times larger) must be a finite number > 1, or None for no "
+                             f"growth trigger, got {growth!r}")
+        self.growth = None if growth is None else float(growth)
+        self.history_growth = HistoryGrowth(self.growth or 2.0)
         # Sized in reset (its window is the reference's capacity, its minimum the warm-up).
         self.skill = SkillTest(self.skill_margin or 0.0)
         self._period = 0
@@ -362,6 +371,7 @@ class MLMAPolicy(Policy):
         self.window_bias = np.full((n, w), np.nan)
         self.gain.reset(n)
         self.cusum.reset(n)
+        self.history_growth.reset(n)
         # Each stream's full-tick reference level when its CUSUM run began (NaN: not started), see _cusum_excess.
         self.cusum_baseline = np.full(n, np.nan)
         # The skill test reads as many ticks as the reference holds, once the warm-up's worth is there.
@@ -379,6 +389,7 @@ class MLMAPolicy(Policy):
         # new model starts it afresh (and ends a silence after a lost challenger); a person's reset or rebase
         # of the reference does not.
         self.skill.restart(streams)
+        self.history_growth.served(streams)
         self.ref_version[streams] += 1
         self.cooldown_until[streams] = np.maximum(self.cooldown_until[streams], tick + self._cooldown(streams))
 
@@ -394,6 +405,7 @@ class MLMAPolicy(Policy):
         # A fresh fit did not beat the champion: whatever skill the model lacks, re-training does not supply,
         # so the skill test waits for the next model (the degradation and bias tests go on).
         self.skill.silence(streams)
+        self.history_growth.lost(streams)
 
     def on_challenger_judged(self, streams, tick, challenger_loss, champion_loss) -> None:
         from mlma.monitor.gain import realised_gain
@@ -533,7 +545,7 @@ class MLMAPolicy(Policy):
              "cooldown_until", "trigger_ticks", "silent_for", "flagged", "typical_count", "typical_level",
              "typical_spread", "abnormal", "window", "window_len",
              "window_sum", "window_count", "window_bias", "cusum_baseline") + GainModel.STATE + CUSUM.STATE
-             + SkillTest.STATE + SeasonalNaive.STATE)
+             + SkillTest.STATE + SeasonalNaive.STATE + HistoryGrowth.STATE)
 
     def _owner(self, name: str):
         if name in GainModel.STATE:
@@ -542,19 +554,23 @@ class MLMAPolicy(Policy):
             return self.cusum
         if name in SeasonalNaive.STATE:
             return self.naive
+        if name in HistoryGrowth.STATE:
+            return self.history_growth
         return self.skill if name in SkillTest.STATE else self
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self._owner(name), name) for name in self.STATE}
 
     def load_state_arrays(self, arrays) -> None:
-        parts = GainModel.STATE + CUSUM.STATE + SkillTest.STATE + SeasonalNaive.STATE
+        parts = GainModel.STATE + CUSUM.STATE + SkillTest.STATE + SeasonalNaive.STATE + HistoryGrowth.STATE
         owners = {name: self._owner(name) for name in parts}
-        # A state saved before the CUSUM or skill trigger existed lacks their arrays: they start empty (the
-        # evidence of the last few ticks is lost, nothing else), rather than refusing the restart.
+        # A state saved before the CUSUM, skill or growth trigger existed lacks their arrays: they start empty
+        # (the evidence of the last few ticks is lost, and the serving models' rows are taken to be those
+        # before the next tick), rather than refusing the restart.
         arrays = ({name: getattr(self.cusum, name) for name in CUSUM.STATE}
                   | {name: getattr(self.skill, name) for name in SkillTest.STATE}
                   | {name: getattr(self.naive, name) for name in SeasonalNaive.STATE}
+                  | {name: getattr(self.history_growth, name) for name in HistoryGrowth.STATE}
                   | {"cusum_baseline": self.cusum_baseline} | dict(arrays))
         for name in parts:
             setattr(self, name, getattr(owners[name], name))
@@ -679,7 +695,14 @@ class MLMAPolicy(Policy):
                 has = np.isfinite(tested)
                 if has.any():
                     skill_reject[idx[has]], _ = fdr_control(tested[has], alpha=self.alpha, method=self.fdr)
-        trigger = reject | alarm | skill_reject
+        # The growth trigger: a model fitted on a short history, once a re-training would use `growth` times
+        # as many rows (mlma.monitor.growth). Like the backstop it waits only for clean data, and a cool-down.
+        grown = np.zeros(n, dtype=bool)
+        if obs.train_rows is not None:
+            due_growth = self.history_growth.due(obs.train_rows, obs.observed, obs.has_model)
+            if self.growth is not None:
+                grown = due_growth & has_batch & ~suspect & ~abnormal & (k > self.cooldown_until)
+        trigger = reject | alarm | skill_reject | grown
 
         decision.verdict[~obs.has_model] = Verdict.COLD
         decision.verdict[obs.has_model & ~has_batch] = Verdict.NO_DATA
@@ -718,7 +741,7 @@ class MLMAPolicy(Policy):
             due = (has_batch & ~suspect & ~abnormal & obs.has_model
                    & np.where(first, on_phase | (age > period), age >= period))
             # Tests only add re-trainings on strong evidence, checked as challengers.
-            chosen = due | (eligible & ((reject & (expected >= self.min_gain)) | alarm | skill_reject))
+            chosen = due | grown | (eligible & ((reject & (expected >= self.min_gain)) | alarm | skill_reject))
             scheduled = due
         else:
             size = int(self.budget) if self.budget >= 1 else max(1, round(self.budget * int(obs.has_model.sum())))
@@ -739,6 +762,9 @@ class MLMAPolicy(Policy):
             scheduled = scheduled | backstop
 
         picked = np.flatnonzero(chosen)
+        fit_rows = self.history_growth.fit_rows.copy()
+        if obs.train_rows is not None:
+            self.history_growth.chosen(picked, obs.train_rows)
         triggered = np.flatnonzero(chosen & trigger)
         if len(triggered):
             earlier = self.trigger_ticks[triggered]
@@ -765,7 +791,9 @@ class MLMAPolicy(Policy):
                                                  (cusum_level[s], cusum_run[s], mean_ratio[s], at_once_alarm[s])
                                                  if alarm[s] and not scheduled[s] else None,
                                                  (skill_mean[s], skill_n[s], skill_p[s])
-                                                 if skill_reject[s] and not scheduled[s] else None)
+                                                 if skill_reject[s] and not scheduled[s] else None,
+                                                 (fit_rows[s], obs.train_rows[s])
+                                                 if grown[s] and not scheduled[s] else None)
                                    for s in picked]
         checked = picked[~(scheduled | at_once_alarm)[picked]]
         self.gain.decided(checked, features[checked])
@@ -792,7 +820,7 @@ class MLMAPolicy(Policy):
         return np.floor(slots[:n] * period).astype(np.int64)
 
     def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected, scheduled=False,
-                 backstop=False, cusum=None, skill=None) -> str:
+                 backstop=False, cusum=None, skill=None, growth=None) -> str:
         gain = f"expected gain {100 * expected:+.1f} %"
         if backstop:
             when = (f"max_age {self.max_age}" if age >= self.max_age
@@ -811,6 +839,10 @@ class MLMAPolicy(Policy):
             mean, count, p_skill = skill
             extra.append(f"skill: error {mean:.2f}x the seasonal naive's on the same {int(count)} ticks, above "
                          f"1 + margin {self.skill_margin:g} (p={p_skill:.2g})")
+        if growth is not None:
+            fitted, now = growth
+            extra.append(f"growth: model fitted on {int(fitted):,} rows, a re-training now has {int(now):,} "
+                         f"({now / fitted:.1f}x, at least {self.growth:g}x)")
         if triggered:
             if np.isfinite(p_degradation) and (not np.isfinite(p_bias) or p_degradation <= p_bias):
                 what = f"loss {decision.effect[s]:.2f}x reference"

@@ -64,6 +64,9 @@ class TickObservation:
     #: to the declared event drivers (:class:`mlma.explained.ExplainedScale`), 1 where no event runs; None
     #: when the fleet declares no events. The MLMA policy's absolute and squared losses divide by it.
     explained: np.ndarray | None = None
+    #: Rows of history a model fitted at the end of this tick would train on, per stream: the rows so far,
+    #: at most a training window's worth (its ticks times the tick's steps); None when unknown.
+    train_rows: np.ndarray | None = None
 
     @property
     def n_streams(self) -> int:

@@ -1,0 +1,114 @@
+"""Re-train a model fitted on a short history once its stream's history has grown: the **growth** trigger.
+
+A stream launched a few days ago gets its first model as soon as it has a season of data; that model is
+fitted on a fraction of the training window and is mediocre from day one, which a test against its own
+reference never sees (its reference *is* its mediocre first ticks). A schedule refreshes such a model by
+chance; a re-training on twice the data is a better model almost surely. So each stream remembers how many
+rows its serving model was fitted on, and the trigger fires once a re-training would train on ``factor``
+times as many (the history a re-training uses is capped by the training window, so a model fitted on a full
+window never fires). A launched stream is thus re-trained at about ``factor``, ``factor**2``, ... times its
+first history, until its window is full: ``log(window / first) / log(factor)`` re-trainings in its life, none
+for a stream with a full window. The trigger costs nothing under no change.
+
+The rows count is what the agent gives in :attr:`mlma.policy.TickObservation.train_rows`. A model whose rows
+are unknown (the first tick after a fit outside :meth:`HistoryGrowth.chosen`, e.g. a first model or a
+person's forced re-training, or a state saved before this trigger existed) is taken to have been fitted on
+the history before the tick just observed: exact for a model fitted at the end of the previous tick, and
+conservative for an older one.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+
+class HistoryGrowth:
+    """Per-stream rows of the serving model's training data, and the trigger when the history has grown.
+
+    Parameters
+    ----------
+    factor
+        How many times the rows a re-training would use must exceed the serving model's before the stream
+        is re-trained (> 1).
+
+    Examples
+    --------
+    Three streams: a launched one first fitted on 24 rows, one with a full window of 672 rows, and one whose
+    first model is not known yet. Each tick adds 24 rows (the window caps them at 672).
+
+    >>> growth = HistoryGrowth(factor=2.0)
+    >>> growth.reset(3)
+    >>> growth.served(np.array([0, 1]), rows=np.array([24.0, 672.0, np.nan]))
+    >>> growth.due(np.array([48.0, 672.0, 96.0]), observed=np.full(3, 24)).tolist()
+    [True, False, False]
+
+    The third stream's model is taken to have been fitted on the rows before this tick (72); the first is
+    re-trained on its 48 rows; the challenger loses, and the stream waits for the history to double again:
+
+    >>> growth.fit_rows.tolist()
+    [24.0, 672.0, 72.0]
+    >>> growth.chosen(np.array([0]), np.array([48.0, 672.0, 96.0]))
+    >>> growth.lost(np.array([0]))
+    >>> growth.due(np.array([72.0, 672.0, 120.0]), observed=np.full(3, 24)).tolist()
+    [False, False, False]
+    >>> growth.due(np.array([96.0, 672.0, 144.0]), observed=np.full(3, 24)).tolist()
+    [True, False, True]
+    """
+
+    #: Per-stream arrays that make up the state (saved with the policy's).
+    STATE = ("growth_fit_rows", "growth_pending_rows")
+
+    def __init__(self, factor: float = 2.0) -> None:
+        if isinstance(factor, bool) or not isinstance(factor, numbers.Real) or not factor > 1:
+            raise ValueError(f"the growth factor (how many times the history must grow before a model fitted on "
+                             f"a short one is re-trained) must be a number > 1, got {factor!r}")
+        self.factor = float(factor)
+        self.reset(0)
+
+    def reset(self, n_streams: int) -> None:
+        # Rows the serving model was fitted on (NaN: not known yet), and those of a re-training under way.
+        self.growth_fit_rows = np.full(n_streams, np.nan)
+        self.growth_pending_rows = np.full(n_streams, np.nan)
+
+    @property
+    def fit_rows(self) -> np.ndarray:
+        return self.growth_fit_rows
+
+    def due(self, rows: np.ndarray, observed: np.ndarray, has_model: np.ndarray | None = None) -> np.ndarray:
+        """Streams whose re-training now would use at least ``factor`` times the serving model's rows.
+
+        ``rows``: the rows a re-training at the end of this tick would train on; ``observed``: the rows this
+        tick added (models whose rows are unknown are taken to have been fitted on ``rows - observed``).
+        """
+        rows = np.asarray(rows, dtype=np.float64)
+        has_model = np.ones(len(rows), dtype=bool) if has_model is None else np.asarray(has_model, dtype=bool)
+        unknown = has_model & ~np.isfinite(self.growth_fit_rows)
+        before = rows - np.asarray(observed, dtype=np.float64)
+        self.growth_fit_rows[unknown] = np.maximum(before[unknown], 0.0)
+        fit = self.growth_fit_rows
+        with np.errstate(invalid="ignore"):
+            return has_model & np.isfinite(fit) & (fit > 0) & (rows >= self.factor * fit)
+
+    def chosen(self, streams: np.ndarray, rows: np.ndarray) -> None:
+        """``streams`` are re-trained at the end of this tick on ``rows[streams]`` rows each."""
+        streams = np.asarray(streams, dtype=np.int64)
+        self.growth_pending_rows[streams] = np.asarray(rows, dtype=np.float64)[streams]
+
+    def served(self, streams: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """New models serve on ``streams``: fitted on their pending re-training's rows, else on ``rows``
+        (or unknown until the next :meth:`due`)."""
+        streams = np.asarray(streams, dtype=np.int64)
+        pending = self.growth_pending_rows[streams]
+        fallback = np.full(len(streams), np.nan) if rows is None else np.asarray(rows, dtype=np.float64)[streams]
+        self.growth_fit_rows[streams] = np.where(np.isfinite(pending), pending, fallback)
+        self.growth_pending_rows[streams] = np.nan
+
+    def lost(self, streams: np.ndarray) -> None:
+        """The re-trainings of ``streams`` did not serve: the history must grow ``factor`` times beyond what
+        they were fitted on before the trigger fires again (else it would fire again at once)."""
+        streams = np.asarray(streams, dtype=np.int64)
+        pending = self.growth_pending_rows[streams]
+        self.growth_fit_rows[streams] = np.where(np.isfinite(pending), pending, self.growth_fit_rows[streams])
+        self.growth_pending_rows[streams] = np.nan
