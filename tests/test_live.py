@@ -156,6 +156,16 @@ def test_live_replay_makes_the_same_decisions_and_metrics_as_the_backtest(tmp_pa
     check_replay_matches_backtest(make_project(tmp_path / "p", alpha=REPLAY_ALPHA), platform)
 
 
+def test_live_replay_with_the_growth_trigger_matches_the_backtest(tmp_path, platform):
+    """Zones launched late are re-trained once their history doubled (``[monitor] growth``): the live agent
+    counts the rows of the window it loads as the backtest counts them, and each serving model's rows come
+    back with the saved state (checked: with the growth arrays left out of the saved state, the re-trainings
+    differ)."""
+    root = make_project(tmp_path / "p", alpha=REPLAY_ALPHA, growth=2)
+    result = check_replay_matches_backtest(root, platform, f"mlma:alpha={REPLAY_ALPHA}:growth=2")
+    assert result.retrain_log["reason"].str.startswith("growth:").sum() >= 2
+
+
 def test_live_replay_with_a_budget_schedule_matches_the_backtest(tmp_path, platform):
     """A budget spent as a staggered schedule refreshes each stream at its own phase. The phase follows the
     stream's identity: the store numbers zones in the order they arrived (late launches last), the backtest

@@ -20,7 +20,9 @@ rather than its significance (off by default: it did not beat the tests alone on
 model's error is significantly more than ``1 + skill_margin`` times the seasonal naive's on the same ticks (a
 paired test, its own BH family): a model mediocre from day one, which a test against its own reference never
 sees; after a lost challenger it is silent until the next model (off by default: it won on the tuning seeds by
-0.03-0.06 points but made two real panels significantly worse, docs/results.md). The refresh
+0.03-0.06 points but made two real panels significantly worse, docs/results.md). The **growth** trigger
+(``growth``, opt-in, :mod:`mlma.monitor.growth`) re-trains a model fitted on a short history (a stream launched
+lately) once a re-training would use ``growth`` times its rows. The refresh
 re-trains streams whose model reached ``refresh_ticks`` ticks of age, staggered over the first period; while the fleet's
 learned gain of such a refresh is below ``min_gain`` the refresh slows down ``explore_factor`` times (it keeps
 exploring, so the evidence can turn). Tests only *add* re-trainings to the refresh. With a ``budget`` the policy
@@ -226,6 +228,16 @@ class MLMAPolicy(Policy):
         significantly more than 10 % above the naive's) won on the tuning seeds by 0.03-0.06 points, within
         noise, and made two real panels significantly worse when measured afterwards (docs/results.md, "Sixth
         pass"), so it is opt-in.
+    growth
+        An additional trigger for a model fitted on a short history (a stream launched lately): once a
+        re-training would use ``growth`` times the rows the serving model was fitted on
+        (``TickObservation.train_rows``, the rows of the training window), the stream is re-trained as a
+        challenger, explained as ``growth: ...`` (:class:`mlma.monitor.growth.HistoryGrowth`; a lost
+        challenger sets the bar at ``growth`` times its rows). A model fitted on a full window never fires.
+        Default ``None``: off. ``2`` was below the default on every tuning seed, and its challengers mostly win,
+        but on short monthly series with all-history windows it re-trains nearly every series once and a
+        schedule spends those fits better (m3-monthly significantly above the frontier; docs/results.md,
+        "Seventh pass"), so it is opt-in.
     """
 
     name = "mlma"
@@ -240,7 +252,7 @@ class MLMAPolicy(Policy):
                  backbone: str = "schedule", challenge: str = "triggers", max_age: int = 365,
                  cusum_threshold: float | None = None, cusum_at_once: bool = False,
                  skill_margin: float | None = None,
-                 growth: float | None = 2.0) -> None:
+                 growth: float | None = None) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:

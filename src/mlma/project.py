@@ -66,6 +66,7 @@ max_age = 365             # age backstop: a model this many ticks old is re-trai
 loss = "absolute"         # absolute | squared | relative (errors / forecast level: for announced drivers on counts)
 cusum_threshold = 0       # opt-in CUSUM trigger on the loss's cumulative excess over the reference (e.g. 24); 0: off
 skill_margin = -1         # skill trigger: error significantly above (1 + this) x the seasonal naive's (e.g. 0.1); negative: off
+growth = 0                # opt-in growth trigger: a model fitted on a short history is re-trained once the history is this many times larger (e.g. 2); 0: off
 
 # Webhooks on new escalations (docs/alerts.md), one table per receiver:
 # [[alerts.receivers]]
@@ -133,6 +134,7 @@ class MonitorSection:
     loss: str = "absolute"
     cusum_threshold: float = 0.0
     skill_margin: float = -1.0
+    growth: float = 0.0
 
 
 @dataclass
@@ -196,7 +198,8 @@ class ProjectConfig:
         return {"alpha": m.alpha, "delta": m.delta, "fdr": m.fdr, "cooldown_ticks": m.cooldown_ticks,
                 "budget": m.budget or None, "max_age": m.max_age, "loss": m.loss,
                 "cusum_threshold": m.cusum_threshold or None,
-                "skill_margin": m.skill_margin if m.skill_margin >= 0 else None}
+                "skill_margin": m.skill_margin if m.skill_margin >= 0 else None,
+                "growth": m.growth or None}
 
     def build_policy(self):
         """The project's policy: ``[agent] policy`` with the ``[monitor]`` settings, for an MLMA policy.
@@ -237,7 +240,7 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
     >>> load_config(folder)
     Traceback (most recent call last):
     ...
-    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age, loss, ..., skill_margin
+    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age, loss, ..., skill_margin, growth
     """
     root = Path(root)
     path = root / CONFIG_NAME
@@ -317,6 +320,10 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     if not math.isfinite(m.skill_margin):
         raise ConfigError(f"{path}: [monitor] skill_margin must be a finite number (negative: off), "
                           f"got {m.skill_margin}")
+    if isinstance(m.growth, bool) or not isinstance(m.growth, (int, float)) or not (
+            m.growth == 0 or (m.growth > 1 and math.isfinite(m.growth))):
+        raise ConfigError(f"{path}: [monitor] growth (re-train a model fitted on a short history once the history "
+                          f"is this many times larger) must be a number > 1, or 0 for off, got {m.growth!r}")
     if isinstance(m.max_age, bool) or not isinstance(m.max_age, int) or m.max_age < 0:
         raise ConfigError(f"{path}: [monitor] max_age (the age backstop, in ticks) must be a whole number >= 0 "
                           f"(0: off), got {m.max_age!r}")

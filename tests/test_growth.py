@@ -1,0 +1,177 @@
+"""The growth trigger (``MLMAPolicy(growth=2)``, :mod:`mlma.monitor.growth`): a model fitted on a short history
+(a zone launched a few days ago) is re-trained, as a checked challenger, once a re-training would use
+``growth`` times its rows; a model fitted on a full training window never is.
+
+- the policy alone, driven tick by tick: when it fires, what it says, what a lost challenger and a restart do;
+- the backtest of a simulated platform whose zones launch during the run: growth re-trainings only for
+  launched zones, at double the rows, and they pay (their challengers' losses against the champions');
+- the backtest's re-training log records what came of each re-training (``outcome`` and the check's losses),
+  consistent with the summary's counts;
+- the live replay with the trigger equals the backtest (the rows each serving model was fitted on come back
+  with the saved state).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from mlma.backtest import BacktestConfig, run_backtest
+from mlma.mlma_policy import MLMAPolicy
+from mlma.monitor.growth import HistoryGrowth
+from mlma.policy import TickObservation
+from mlma.project import ConfigError, load_config
+from mlma.simulate import simulate_platform
+
+STEPS = 24
+WINDOW_ROWS = 28 * STEPS
+
+
+def _observation(t: int, rows: np.ndarray, fitted: np.ndarray, rng) -> TickObservation:
+    """A tick of i.i.d. losses (no change anywhere), each stream with ``rows`` of history so far."""
+    n = len(rows)
+    errors = rng.normal(size=(n, STEPS))
+    return TickObservation(t, actuals=10 + errors, losses=np.abs(errors), scaled_losses=np.abs(errors),
+                           has_model=np.ones(n, dtype=bool), ticks_since_fit=t - fitted,
+                           observed=np.full(n, STEPS), errors=errors, train_rows=rows.astype(float))
+
+
+@pytest.mark.parametrize("growth", [1, 0.5, -2, float("inf"), float("nan"), True, "2"])
+def test_bad_factors_are_refused_with_the_parameter_named(growth):
+    with pytest.raises(ValueError, match="growth"):
+        MLMAPolicy(growth=growth)
+    with pytest.raises(ValueError, match="growth factor"):
+        HistoryGrowth(factor=growth)
+
+
+def test_off_by_default_and_in_the_params():
+    assert MLMAPolicy().growth is None and MLMAPolicy().get_params()["growth"] is None
+    assert MLMAPolicy(growth=2).growth == 2.0
+
+
+@pytest.mark.parametrize("value, ok", [("0", True), ("3", True), ("1", False), ("0.5", False), ("true", False)])
+def test_the_project_setting_is_validated(tmp_path, value, ok):
+    from mlma.project import init_project
+
+    init_project(tmp_path / "p")
+    path = tmp_path / "p" / "mlma.toml"
+    path.write_text(path.read_text().replace("\ngrowth = 0 ", f"\ngrowth = {value} "))
+    if ok:
+        expected = None if value == "0" else float(value)
+        assert load_config(tmp_path / "p").build_policy().growth == expected
+    else:
+        with pytest.raises(ConfigError, match=r"\[monitor\] growth"):
+            load_config(tmp_path / "p")
+
+
+def test_a_launched_stream_is_retrained_at_double_rows_and_a_full_window_never():
+    """Stream 0 launched with one week of rows (168), stream 1 has a full window; both see no change. Stream 0
+    is re-trained when its rows reach 336, checked as a challenger, with a reason that names the rows; its
+    challenger loses, and it waits for 672 rows (the window's cap) before the next; stream 1 never fires.
+    The rows each model was fitted on come back with a restart, and a state saved before the trigger existed
+    still loads."""
+    rng = np.random.default_rng(3)
+    policy = MLMAPolicy(growth=2)
+    policy.reset(2, STEPS, STEPS)
+    policy.on_new_model(np.arange(2), -1)
+    fitted = np.full(2, -1)
+    rows = np.array([7 * STEPS, WINDOW_ROWS])
+    fired = []
+    for t in range(40):
+        rows = np.minimum(rows + STEPS, WINDOW_ROWS)
+        decision = policy.decide(_observation(t, rows, fitted, rng))
+        assert not decision.retrain[1]
+        if decision.retrain[0]:
+            fired.append((t, int(rows[0])))
+            assert not decision.serve_at_once[0]  # a challenger: it must beat the champion to serve
+            reason = decision.reason[0]
+            if len(fired) == 1:
+                assert reason.startswith("growth: model fitted on 168 rows, a re-training now has 336 (2.0x"), reason
+                policy.on_challenger_lost(np.array([0]), t + 1)
+            else:
+                assert "fitted on 336 rows" in reason, reason
+                policy.on_new_model(np.array([0]), t + 1)
+                fitted[0] = t
+        if t == 20:
+            saved = {k: v.copy() for k, v in policy.state_arrays().items()}
+            resumed = MLMAPolicy(growth=2)
+            resumed.reset(3, STEPS, STEPS)
+            resumed.load_state_arrays(saved)
+            np.testing.assert_array_equal(resumed.history_growth.fit_rows[:2], policy.history_growth.fit_rows)
+            older = MLMAPolicy(growth=2)
+            older.reset(2, STEPS, STEPS)
+            older.load_state_arrays({k: v for k, v in saved.items() if not k.startswith("growth_")})
+            assert np.isnan(older.history_growth.fit_rows).all()
+    assert [r for _, r in fired] == [336, WINDOW_ROWS], fired
+    # After the last re-training served, the model has a full window: nothing more, however long it serves.
+    assert policy.history_growth.fit_rows[0] == WINDOW_ROWS
+
+
+def test_off_it_never_fires_and_a_model_of_unknown_rows_is_taken_as_fitted_before_the_tick():
+    rng = np.random.default_rng(4)
+    off = MLMAPolicy(growth=None)
+    off.reset(1, STEPS, STEPS)
+    off.on_new_model(np.arange(1), -1)
+    for t in range(20):
+        assert not off.decide(_observation(t, np.array([(t + 2) * STEPS]), np.full(1, -1), rng)).retrain.any()
+    on = MLMAPolicy(growth=2)
+    on.reset(1, STEPS, STEPS)
+    on.on_new_model(np.arange(1), -1)
+    on.decide(_observation(0, np.array([5 * STEPS]), np.full(1, -1), rng))
+    assert on.history_growth.fit_rows[0] == 4 * STEPS
+
+
+@pytest.fixture(scope="module")
+def launched_platform():
+    """120 zones, 70 days; zones launch during the run at the simulator's rate, tripled."""
+    return simulate_platform(120, 70, seed=21, event_rate=3)
+
+
+@pytest.mark.slow
+def test_in_the_backtest_growth_retrains_launched_zones_once_their_rows_doubled_and_it_pays(launched_platform):
+    """Growth re-trainings go to zones launched after the training data began, never to the others, each at
+    twice the rows of the model it replaces (the window is 28 daily ticks of hourly rows). They pay: the
+    challengers' mean loss is below the champions' on the same shadow tick, significantly (one-sided
+    Wilcoxon signed-rank test over the growth re-trainings at 1 %), while a lost one is allowed (a
+    re-training is never certain to win)."""
+    sim = launched_platform
+    result = run_backtest(sim.data, BacktestConfig(policies=["mlma:growth=2"], model="ridge", executor="inline",
+                                                   frontier=False, sample_streams=0))
+    log = result.retrain_log
+    growth = log[log["reason"].str.startswith("growth:")]
+    first_rows = sim.data.groupby("unique_id")["ds"].min()
+    late = set(first_rows[first_rows > sim.data["ds"].min()].index)
+    assert len(growth) >= 8, "the tripled launch rate should launch zones to re-train"
+    assert set(growth["unique_id"]) <= late
+    ratio = growth["reason"].str.extract(r"\(([\d.]+)x, at least 2x\)")[0].astype(float)
+    assert ((ratio >= 2.0) & (ratio < 2.5)).all(), growth["reason"].tolist()
+    judged = growth[growth["outcome"].isin(["promoted", "rejected"])]
+    assert len(judged) >= 8
+    test = stats.wilcoxon(judged["challenger_loss"], judged["champion_loss"], alternative="less")
+    assert test.pvalue < 0.01, (test, judged[["challenger_loss", "champion_loss"]])
+    assert (judged["outcome"] == "promoted").mean() > 0.5
+
+
+def test_the_retrain_log_says_what_came_of_each_retraining(launched_platform):
+    """Served at once (a budget's schedule) or a challenger promoted, rejected or still in shadow at the end;
+    the counts agree with the summary's, and a judged challenger has its shadow losses and p-value."""
+    sim = launched_platform
+    data = sim.data[sim.data["ds"] < sim.data["ds"].min() + np.timedelta64(42, "D")]
+    result = run_backtest(data, BacktestConfig(policies=["mlma:alpha=0.2:budget=0.05"], model="ridge",
+                                               executor="inline", frontier=False, sample_streams=0))
+    log, summary = result.retrain_log, result.summary[0]
+    counts = log["outcome"].value_counts()
+    assert set(counts.index) <= {"served", "promoted", "rejected", "pending", "awaiting-approval"}
+    assert counts.get("served", 0) > 0 and counts.get("promoted", 0) > 0 and counts.get("rejected", 0) > 0
+    assert counts.get("served", 0) + counts.get("promoted", 0) == summary["promotions"]
+    assert counts.get("rejected", 0) == summary["rejected_challengers"]
+    assert log["reason"][log["outcome"] == "served"].str.startswith(("schedule:", "age backstop:")).all()
+    judged = log[log["outcome"].isin(["promoted", "rejected"])]
+    assert (judged["judged_tick"] > judged["tick"]).all()
+    assert np.isfinite(judged[["challenger_loss", "champion_loss", "p_value"]].to_numpy()).all()
+    # Pending challengers were re-trained at the last tick, so never judged.
+    pending = log[log["outcome"] == "pending"]
+    assert (pending["tick"] == result.config["n_ticks"] - 1).all() and pending["judged_tick"].isna().all()
+    served = log[log["outcome"] == "served"]
+    assert served["judged_tick"].isna().all() and served["challenger_loss"].isna().all()
