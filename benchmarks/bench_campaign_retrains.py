@@ -22,6 +22,10 @@ and elsewhere ("oracle_triggers_*"); "oracle_triggers_explained" is the absolute
 true lift (the product of the running campaigns' magnitudes) to the power POWER: the explained scale of a
 perfect multiplicative model.
 
+"outcomes" says what came of the re-trainings of each cell (retrains.csv's ``outcome``): how many of them were
+judged as challengers, how many were promoted, and their mean realised gain ``2 (champion - challenger) /
+(champion + challenger)`` on the shadow tick (positive: the re-training paid).
+
 "seen_flag_unchanged" counts the "seen" re-trainings at a campaign's start or end (within a day) while
 another campaign runs across it: the 0/1 flag stays 1 there, so no driver can announce the change (the planned
 uplift does change there); "unseen_overlap" counts the never-seen ones at such a moment.
@@ -76,6 +80,10 @@ for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",))
     re = {}
     for u, k in zip(log.unique_id, log.tick):
         re.setdefault(u, []).append(int(k))
+    # What came of each re-training (retrains.csv's outcome): its challenger's realised gain on the shadow tick.
+    paid = {(u, int(k)): (o, 2 * (cp - ch) / (cp + ch) if cp + ch > 0 else np.nan)
+            for u, k, o, ch, cp in zip(log.unique_id, log.tick, log.outcome, log.challenger_loss, log.champion_loss)}
+    outcomes = {"seen": [], "unseen": [], "elsewhere": []}
     cells = {True: [0, 0], False: [0, 0]}   # seen -> [campaign stream-ticks, retrains]
     # Seen re-trainings where a campaign starts or ends (within a day) while another one runs across that
     # moment: the 0/1 campaign flag stays 1, so no driver announces the change.
@@ -93,17 +101,30 @@ for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",))
             cells[seen][0] += 1
             cells[seen][1] += int(t in ks)
             if t in ks:
+                outcomes["seen" if seen else "unseen"].append(paid[(u, t)])
+            if t in ks:
                 changes = [x for a, b in sp for x in (a, b) if t - 1 <= x < t + 1]
                 overlap = any(a < x < b for x in changes for a, b in sp)
                 if seen:
                     hidden += overlap
                 else:
                     hidden_unseen += overlap
+    counted = {(u, t) for u, sp in spans.items() for t in range(first, n)
+               if any(a < t + 1 and b + 1 > t for a, b in sp)}
+    outcomes["elsewhere"] = [v for (u, t), v in paid.items() if first <= t < n and (u, t) not in counted]
+
+    def judged(cell):
+        won = [g for o, g in outcomes[cell] if o == "promoted"]
+        gains = [g for o, g in outcomes[cell] if o in ("promoted", "rejected") and np.isfinite(g)]
+        return {"promoted": len(won), "judged": len(gains),
+                "mean_gain": round(float(np.mean(gains)), 3) if gains else None}
+
     touched = cells[True][0] + cells[False][0]
     elsewhere = [data["unique_id"].nunique() * (n - first) - touched,
                  scored_retrains - cells[True][1] - cells[False][1]]
     out[name] = {"seen": cells[True], "unseen": cells[False], "elsewhere": elsewhere, "retrains": len(log),
                  "seen_flag_unchanged": hidden, "unseen_overlap": hidden_unseen,
+                 "outcomes": {cell: judged(cell) for cell in outcomes},
                  "mae": res.summary[0]["mae"],
                  "s": round(time.time() - t0)}
     print(name, out[name], flush=True)
