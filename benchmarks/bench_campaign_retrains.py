@@ -102,7 +102,6 @@ for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",))
             cells[seen][1] += int(t in ks)
             if t in ks:
                 outcomes["seen" if seen else "unseen"].append(paid[(u, t)])
-            if t in ks:
                 changes = [x for a, b in sp for x in (a, b) if t - 1 <= x < t + 1]
                 overlap = any(a < x < b for x in changes for a, b in sp)
                 if seen:
@@ -114,9 +113,9 @@ for name, drivers in (("none", None), ("campaign", Drivers(future=("campaign",))
     outcomes["elsewhere"] = [v for (u, t), v in paid.items() if first <= t < n and (u, t) not in counted]
 
     def judged(cell):
-        won = [g for o, g in outcomes[cell] if o == "promoted"]
-        gains = [g for o, g in outcomes[cell] if o in ("promoted", "rejected") and np.isfinite(g)]
-        return {"promoted": len(won), "judged": len(gains),
+        checked = [(o, g) for o, g in outcomes[cell] if o in ("promoted", "rejected")]
+        gains = [g for _, g in checked if np.isfinite(g)]
+        return {"promoted": sum(o == "promoted" for o, _ in checked), "judged": len(checked),
                 "mean_gain": round(float(np.mean(gains)), 3) if gains else None}
 
     touched = cells[True][0] + cells[False][0]

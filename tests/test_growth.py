@@ -19,6 +19,7 @@ from scipy import stats
 
 from mlma.backtest import BacktestConfig, run_backtest
 from mlma.mlma_policy import MLMAPolicy
+from mlma.models.linear import RidgeForecaster
 from mlma.monitor.growth import HistoryGrowth
 from mlma.policy import TickObservation
 from mlma.project import ConfigError, load_config
@@ -66,45 +67,55 @@ def test_the_project_setting_is_validated(tmp_path, value, ok):
 
 
 def test_a_launched_stream_is_retrained_at_double_rows_and_a_full_window_never():
-    """Stream 0 launched with one week of rows (168), stream 1 has a full window; both see no change. Stream 0
-    is re-trained when its rows reach 336, checked as a challenger, with a reason that names the rows; its
-    challenger loses, and it waits for 672 rows (the window's cap) before the next; stream 1 never fires.
-    The rows each model was fitted on come back with a restart, and a state saved before the trigger existed
-    still loads."""
+    """Driven in the agent's order (decide, then the verdict on the challenger of the tick before, then the new
+    fits with their rows): stream 0 launched with one week of rows (168), stream 1 has a full window; both see
+    no change. Stream 0 is re-trained when its rows reach 336, checked as a challenger, with a reason that
+    names the rows; not again while the challenger is in shadow; the challenger loses, and the stream waits for
+    672 rows (twice the lost one's, the window's cap) before the next, which wins. Stream 1 never fires. The
+    rows come back with a restart, and a state saved before the trigger existed still loads."""
     rng = np.random.default_rng(3)
     policy = MLMAPolicy(growth=2)
     policy.reset(2, STEPS, STEPS)
+    rows = np.array([7 * STEPS, WINDOW_ROWS])
+    policy.on_models_fitted(np.arange(2), -1, rows.astype(float))
     policy.on_new_model(np.arange(2), -1)
     fitted = np.full(2, -1)
-    rows = np.array([7 * STEPS, WINDOW_ROWS])
-    fired = []
+    fired, in_shadow, verdicts = [], None, iter(["lost", "won"])
     for t in range(40):
         rows = np.minimum(rows + STEPS, WINDOW_ROWS)
         decision = policy.decide(_observation(t, rows, fitted, rng))
         assert not decision.retrain[1]
-        if decision.retrain[0]:
-            fired.append((t, int(rows[0])))
+        if in_shadow is not None:
+            assert not decision.retrain[0], "re-trained again while its challenger was in shadow"
+            if next(verdicts) == "lost":
+                policy.on_challenger_lost(np.array([0]), t)
+            else:
+                policy.on_new_model(np.array([0]), t)
+                fitted[0] = in_shadow
+            in_shadow = None
+        elif decision.retrain[0]:
+            fired.append(int(rows[0]))
             assert not decision.serve_at_once[0]  # a challenger: it must beat the champion to serve
             reason = decision.reason[0]
-            if len(fired) == 1:
-                assert reason.startswith("growth: model fitted on 168 rows, a re-training now has 336 (2.0x"), reason
-                policy.on_challenger_lost(np.array([0]), t + 1)
-            else:
-                assert "fitted on 336 rows" in reason, reason
-                policy.on_new_model(np.array([0]), t + 1)
-                fitted[0] = t
+            expected = "fitted on 168 rows, a re-training now has 336 (2.0x" if len(fired) == 1 else "fitted on 336 rows"
+            assert expected in reason and reason.startswith("growth: "), reason
+            policy.on_models_fitted(np.array([0]), t, rows[:1].astype(float))
+            in_shadow = t
         if t == 20:
             saved = {k: v.copy() for k, v in policy.state_arrays().items()}
             resumed = MLMAPolicy(growth=2)
             resumed.reset(3, STEPS, STEPS)
             resumed.load_state_arrays(saved)
-            np.testing.assert_array_equal(resumed.history_growth.fit_rows[:2], policy.history_growth.fit_rows)
+            for name in HistoryGrowth.STATE:
+                np.testing.assert_array_equal(getattr(resumed.history_growth, name)[:2],
+                                              getattr(policy.history_growth, name))
+            assert resumed.history_growth.growth_pending_rows[0] == WINDOW_ROWS  # the challenger in shadow
             older = MLMAPolicy(growth=2)
             older.reset(2, STEPS, STEPS)
             older.load_state_arrays({k: v for k, v in saved.items() if not k.startswith("growth_")})
             assert np.isnan(older.history_growth.fit_rows).all()
-    assert [r for _, r in fired] == [336, WINDOW_ROWS], fired
-    # After the last re-training served, the model has a full window: nothing more, however long it serves.
+    assert fired == [336, WINDOW_ROWS], fired
+    # The model that serves now was fitted on a full window: nothing more, however long it serves.
     assert policy.history_growth.fit_rows[0] == WINDOW_ROWS
 
 
@@ -120,6 +131,8 @@ def test_off_it_never_fires_and_a_model_of_unknown_rows_is_taken_as_fitted_befor
     on.on_new_model(np.arange(1), -1)
     on.decide(_observation(0, np.array([5 * STEPS]), np.full(1, -1), rng))
     assert on.history_growth.fit_rows[0] == 4 * STEPS
+    # Off, the agent is not asked to count rows at all.
+    assert not off.needs_train_rows and on.needs_train_rows
 
 
 @pytest.fixture(scope="module")
@@ -175,3 +188,35 @@ def test_the_retrain_log_says_what_came_of_each_retraining(launched_platform):
     assert (pending["tick"] == result.config["n_ticks"] - 1).all() and pending["judged_tick"].isna().all()
     served = log[log["outcome"] == "served"]
     assert served["judged_tick"].isna().all() and served["challenger_loss"].isna().all()
+
+
+class RidgeFailingLate(RidgeForecaster):
+    """A ridge model whose fits on histories reaching past ``CUTOFF`` raise: first models fit, later
+    re-trainings fail (an error no fallback covers)."""
+
+    CUTOFF = np.datetime64("2025-02-16")
+
+    def fit(self, ds, y, X=None):
+        if np.asarray(ds)[-1] >= self.CUTOFF:
+            raise RuntimeError("refusing a history that reaches past the cut-off")
+        return super().fit(ds, y, X)
+
+
+def test_a_failed_fit_is_logged_as_failed_and_the_growth_rows_are_not_taken(launched_platform):
+    """Re-trainings whose fit fails are ``failed`` in the log (not ``served``), and the growth trigger keeps
+    the serving model's rows: a stream whose growth re-training failed is due again at the next tick."""
+    data = launched_platform.data
+    data = data[data["ds"] < data["ds"].min() + np.timedelta64(50, "D")]
+    result = run_backtest(data, BacktestConfig(policies=["mlma:growth=2:budget=0.05"], model=RidgeFailingLate,
+                                               executor="inline", frontier=False, sample_streams=0))
+    log = result.retrain_log
+    late = log["tick_start"] >= RidgeFailingLate.CUTOFF  # the fit reads the tick through its last hour
+    assert (log.loc[late, "outcome"] == "failed").all() and late.sum() > 5
+    assert (log.loc[~late, "outcome"] != "failed").all()
+    growth = log[log["reason"].str.contains("growth: ") & late]  # alone, or beside a test's reason
+    assert len(growth), "a growth re-training should have failed"
+    # The same stream is due again at the next tick: the failed fit did not count as its model.
+    for row in growth.itertuples():
+        again = growth[(growth["unique_id"] == row.unique_id) & (growth["tick"] == row.tick + 1)]
+        if row.tick + 1 < result.config["n_ticks"]:
+            assert len(again) == 1, (row.unique_id, row.tick)

@@ -384,7 +384,7 @@ class Agent:
             forecasts=forecasts,
             explained=self.explained if self.explained is not None and self.explained.shape == actuals.shape
             else None,
-            train_rows=self._train_rows(k),
+            train_rows=self._train_rows(k) if self.policy.needs_train_rows else None,
         )
         decision = self.policy.decide(obs)
         escalations = list(decision.escalations)
@@ -420,6 +420,7 @@ class Agent:
         streams = np.flatnonzero(retrain)
         if len(streams):
             fitted = self.service.fit([ModelKey(int(s), k) for s in streams], on_error="skip")
+            self._models_fitted(k, streams[[fm is not None for fm in fitted]])
             served = []
             for s, fm in zip(streams, fitted):
                 if fm is None:
@@ -754,6 +755,13 @@ class Agent:
             self._rows_cache = (key, self.fleet.n_rows_before(k + 1))
         return self._rows_cache[1]
 
+    def _models_fitted(self, k: int, streams: np.ndarray) -> None:
+        """Tell the policy which streams got a new model at the end of tick ``k``, and on how many rows."""
+        if len(streams):
+            rows = (self._train_rows(k)[streams] if self.policy.needs_train_rows
+                    else np.full(len(streams), np.nan))
+            self.policy.on_models_fitted(np.asarray(streams, dtype=np.int64), k, rows)
+
     def _train_rows(self, k: int) -> np.ndarray:
         """Rows a model fitted at the end of tick ``k`` would train on: those of its training window's ticks
         (all history without a window). Live operation loads the window's ticks, so it counts the same."""
@@ -792,6 +800,7 @@ class Agent:
                 self._record_failures(k, errors, escalations)
                 failed.update(errors)
             todo, fitted = todo[done], [fm for fm in fitted if fm is not None]
+            self._models_fitted(k, todo)
             for s, fm in zip(todo, fitted):
                 seconds[s] = fm.seconds
                 first = self.champion[s] == NO_MODEL

@@ -364,8 +364,9 @@ def _record_fits(report: TickReport, acc: _Accumulator) -> None:
 #: The columns of the re-training log (``retrains.csv``): why each re-training was made and what came of it.
 #: ``outcome`` is ``served`` (the new model served at once: a schedule's or the age backstop's fit),
 #: ``promoted`` / ``rejected`` / ``awaiting-approval`` (a challenger, judged at ``judged_tick`` on the mean losses
-#: ``challenger_loss`` and ``champion_loss`` of its shadow ticks, with the paired test's ``p_value``), or
-#: ``pending`` (a challenger still in shadow when the backtest ended).
+#: ``challenger_loss`` and ``champion_loss`` of its shadow ticks, with the paired test's ``p_value``),
+#: ``pending`` (a challenger still in shadow when the backtest ended) or ``failed`` (the fit failed: the
+#: serving model stays; the error is in the escalations when it repeats).
 RETRAIN_COLUMNS = ["policy", "unique_id", "tick", "tick_start", "reason", "outcome", "judged_tick",
                    "challenger_loss", "champion_loss", "p_value"]
 
@@ -386,8 +387,9 @@ def _record_retrains(report: TickReport, policy: str, ids, tick_start, rows: lis
     roles = {m.stream: m.role for m in report.new_models}
     for s in np.flatnonzero(report.retrained):
         challenger = roles.get(int(s)) == "challenger"
+        outcome = "failed" if int(s) in report.failed else "pending" if challenger else "served"
         row = {"policy": policy, "unique_id": ids[s], "tick": report.tick, "tick_start": tick_start,
-               "reason": str(report.decision.reason[s]), "outcome": "pending" if challenger else "served",
+               "reason": str(report.decision.reason[s]), "outcome": outcome,
                "judged_tick": None, "challenger_loss": np.nan, "champion_loss": np.nan, "p_value": np.nan}
         rows.append(row)
         if challenger:

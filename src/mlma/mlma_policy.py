@@ -419,6 +419,14 @@ class MLMAPolicy(Policy):
         self.skill.silence(streams)
         self.history_growth.lost(streams)
 
+    @property
+    def needs_train_rows(self) -> bool:
+        return self.growth is not None
+
+    def on_models_fitted(self, streams: np.ndarray, tick: int, train_rows: np.ndarray) -> None:
+        if self.growth is not None:
+            self.history_growth.fitted(streams, train_rows)
+
     def on_challenger_judged(self, streams, tick, challenger_loss, champion_loss) -> None:
         from mlma.monitor.gain import realised_gain
 
@@ -710,10 +718,9 @@ class MLMAPolicy(Policy):
         # The growth trigger: a model fitted on a short history, once a re-training would use `growth` times
         # as many rows (mlma.monitor.growth). Like the backstop it waits only for clean data, and a cool-down.
         grown = np.zeros(n, dtype=bool)
-        if obs.train_rows is not None:
-            due_growth = self.history_growth.due(obs.train_rows, obs.observed, obs.has_model)
-            if self.growth is not None:
-                grown = due_growth & has_batch & ~suspect & ~abnormal & (k > self.cooldown_until)
+        if self.growth is not None and obs.train_rows is not None:
+            grown = (self.history_growth.due(obs.train_rows, obs.observed, obs.has_model)
+                     & has_batch & ~suspect & ~abnormal & (k > self.cooldown_until))
         trigger = reject | alarm | skill_reject | grown
 
         decision.verdict[~obs.has_model] = Verdict.COLD
@@ -774,9 +781,7 @@ class MLMAPolicy(Policy):
             scheduled = scheduled | backstop
 
         picked = np.flatnonzero(chosen)
-        fit_rows = self.history_growth.fit_rows.copy()
-        if obs.train_rows is not None:
-            self.history_growth.chosen(picked, obs.train_rows)
+        fit_rows = self.history_growth.fit_rows
         triggered = np.flatnonzero(chosen & trigger)
         if len(triggered):
             earlier = self.trigger_ticks[triggered]

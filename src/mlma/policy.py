@@ -114,6 +114,8 @@ class Policy:
 
     name: str = "policy"
     checks_challenger: bool = False
+    #: Whether :meth:`decide` reads :attr:`TickObservation.train_rows` (the agent counts them only then).
+    needs_train_rows: bool = False
     #: Names of the per-stream numpy arrays (first axis: streams) that make up the policy's state.
     STATE: tuple[str, ...] = ()
 
@@ -141,6 +143,12 @@ class Policy:
 
     def on_challenger_lost(self, streams: np.ndarray, tick: int) -> None:
         """Called when the challengers of ``streams`` were rejected (the champion keeps serving)."""
+
+    def on_models_fitted(self, streams: np.ndarray, tick: int, train_rows: np.ndarray) -> None:
+        """Called after new models of ``streams`` were fitted at the end of ``tick`` (re-trainings and first
+        models, whether they serve at once or go into shadow; failed fits are not), before
+        :meth:`on_new_model`; ``train_rows[i]`` is the rows of history the model of ``streams[i]`` was fitted
+        on, in the units of :attr:`TickObservation.train_rows` (NaN when the policy does not read them)."""
 
     def on_challenger_judged(self, streams: np.ndarray, tick: int, challenger_loss: np.ndarray,
                              champion_loss: np.ndarray) -> None:

@@ -13,11 +13,13 @@ for a stream with a full window. The trigger costs nothing under no change. It i
 (``growth``): on short monthly series with all-history windows nearly every model is young, and a schedule
 spends the same number of fits better.
 
-The rows count is what the agent gives in :attr:`mlma.policy.TickObservation.train_rows`. A model whose rows
-are unknown (the first tick after a fit outside :meth:`HistoryGrowth.chosen`, e.g. a first model or a
-person's forced re-training, or a state saved before this trigger existed) is taken to have been fitted on
-the history before the tick just observed: exact for a model fitted at the end of the previous tick, and
-conservative for an older one.
+The rows are counted by the agent: :attr:`mlma.policy.TickObservation.train_rows` each tick, and for every model
+it fits (re-trainings, first models, a person's forced re-trainings) the same count at the fit's tick, through
+:meth:`mlma.policy.Policy.on_models_fitted`. A new model counts once it serves; until then (a challenger in
+shadow, or waiting for approval) the stream is not due. A model whose rows are unknown (one a person put back in
+service, a state saved before this trigger existed, a model fitted while the trigger was off) is taken to have
+been fitted on the history before the tick just observed: conservative for a model older than that. A roll-back
+while a challenger is in shadow takes the challenger's rows, so the trigger waits for a doubling from there.
 """
 
 from __future__ import annotations
@@ -38,24 +40,26 @@ class HistoryGrowth:
 
     Examples
     --------
-    Three streams: a launched one first fitted on 24 rows, one with a full window of 672 rows, and one whose
-    first model is not known yet. Each tick adds 24 rows (the window caps them at 672).
+    Three streams, each tick adding 24 rows (the window caps them at 672): a launched one whose first model was
+    fitted on 24 rows, one whose model was fitted on a full window, and one whose model's rows are not known.
 
     >>> growth = HistoryGrowth(factor=2.0)
     >>> growth.reset(3)
-    >>> growth.served(np.array([0, 1]), rows=np.array([24.0, 672.0, np.nan]))
+    >>> growth.fitted(np.array([0, 1]), np.array([24.0, 672.0]))
+    >>> growth.served(np.array([0, 1]))
     >>> growth.due(np.array([48.0, 672.0, 96.0]), observed=np.full(3, 24)).tolist()
     [True, False, False]
 
-    The third stream's model is taken to have been fitted on the rows before this tick (72); the first is
-    re-trained on its 48 rows; the challenger loses, and the stream waits for the history to double again:
+    The third stream's model is taken to have been fitted on the rows before this tick (72). The first is
+    re-trained on its 48 rows; while that challenger is in shadow the stream is not due again, and when it
+    loses, the stream waits for the history to double from the challenger's rows:
 
     >>> growth.fit_rows.tolist()
     [24.0, 672.0, 72.0]
-    >>> growth.chosen(np.array([0]), np.array([48.0, 672.0, 96.0]))
-    >>> growth.lost(np.array([0]))
+    >>> growth.fitted(np.array([0]), np.array([48.0]))
     >>> growth.due(np.array([72.0, 672.0, 120.0]), observed=np.full(3, 24)).tolist()
     [False, False, False]
+    >>> growth.lost(np.array([0]))
     >>> growth.due(np.array([96.0, 672.0, 144.0]), observed=np.full(3, 24)).tolist()
     [True, False, True]
     """
@@ -72,7 +76,8 @@ class HistoryGrowth:
         self.reset(0)
 
     def reset(self, n_streams: int) -> None:
-        # Rows the serving model was fitted on (NaN: not known yet), and those of a re-training under way.
+        # Rows the serving model was fitted on (NaN: not known yet), and those of a new model not serving yet
+        # (a challenger in shadow or waiting for approval; NaN: none).
         self.growth_fit_rows = np.full(n_streams, np.nan)
         self.growth_pending_rows = np.full(n_streams, np.nan)
 
@@ -81,7 +86,8 @@ class HistoryGrowth:
         return self.growth_fit_rows
 
     def due(self, rows: np.ndarray, observed: np.ndarray, has_model: np.ndarray | None = None) -> np.ndarray:
-        """Streams whose re-training now would use at least ``factor`` times the serving model's rows.
+        """Streams whose re-training now would use at least ``factor`` times the serving model's rows, and
+        that have no new model waiting to serve.
 
         ``rows``: the rows a re-training at the end of this tick would train on; ``observed``: the rows this
         tick added (models whose rows are unknown are taken to have been fitted on ``rows - observed``).
@@ -92,25 +98,25 @@ class HistoryGrowth:
         before = rows - np.asarray(observed, dtype=np.float64)
         self.growth_fit_rows[unknown] = np.maximum(before[unknown], 0.0)
         fit = self.growth_fit_rows
+        waiting = np.isfinite(self.growth_pending_rows)
         with np.errstate(invalid="ignore"):
-            return has_model & np.isfinite(fit) & (fit > 0) & (rows >= self.factor * fit)
+            return has_model & ~waiting & np.isfinite(fit) & (fit > 0) & (rows >= self.factor * fit)
 
-    def chosen(self, streams: np.ndarray, rows: np.ndarray) -> None:
-        """``streams`` are re-trained at the end of this tick on ``rows[streams]`` rows each."""
+    def fitted(self, streams: np.ndarray, rows: np.ndarray) -> None:
+        """New models of ``streams`` were fitted, on ``rows`` rows each (aligned with ``streams``); they count
+        once they serve (:meth:`served`)."""
         streams = np.asarray(streams, dtype=np.int64)
-        self.growth_pending_rows[streams] = np.asarray(rows, dtype=np.float64)[streams]
+        self.growth_pending_rows[streams] = np.asarray(rows, dtype=np.float64)
 
-    def served(self, streams: np.ndarray, rows: np.ndarray | None = None) -> None:
-        """New models serve on ``streams``: fitted on their pending re-training's rows, else on ``rows``
-        (or unknown until the next :meth:`due`)."""
+    def served(self, streams: np.ndarray) -> None:
+        """New models serve on ``streams``: fitted on the rows :meth:`fitted` gave, else unknown until the
+        next :meth:`due` (a model put back in service by a person)."""
         streams = np.asarray(streams, dtype=np.int64)
-        pending = self.growth_pending_rows[streams]
-        fallback = np.full(len(streams), np.nan) if rows is None else np.asarray(rows, dtype=np.float64)[streams]
-        self.growth_fit_rows[streams] = np.where(np.isfinite(pending), pending, fallback)
+        self.growth_fit_rows[streams] = self.growth_pending_rows[streams]
         self.growth_pending_rows[streams] = np.nan
 
     def lost(self, streams: np.ndarray) -> None:
-        """The re-trainings of ``streams`` did not serve: the history must grow ``factor`` times beyond what
+        """The new models of ``streams`` did not serve: the history must grow ``factor`` times beyond what
         they were fitted on before the trigger fires again (else it would fire again at once)."""
         streams = np.asarray(streams, dtype=np.int64)
         pending = self.growth_pending_rows[streams]
