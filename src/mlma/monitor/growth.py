@@ -3,7 +3,7 @@
 A stream launched a few days ago gets its first model as soon as it has a season of data; that model is
 fitted on a fraction of the training window and is mediocre from day one, which a test against its own
 reference never sees (its reference *is* its mediocre first ticks). A schedule refreshes such a model by
-chance; a re-training on twice the data is usually the better model (its challengers won 55-100 % of their
+chance; a re-training on twice the data is usually the better model (its challengers won 57-100 % of their
 checks on the simulator and the bundled panels, docs/results.md). So each stream remembers how many
 rows its serving model was fitted on, and the trigger fires once a re-training would train on ``factor``
 times as many (the history a re-training uses is capped by the training window, so a model fitted on a full
