@@ -281,6 +281,26 @@ def test_corrected_actuals_replace_old_values_and_the_revision_is_recorded(store
     assert len(store.revisions(["zone-00000"])) == 2
 
 
+def test_corrections_at_a_batchs_first_and_last_timestamps_count_and_rows_outside_it_are_untouched(store):
+    """A batch re-delivering part of the history, corrected exactly at its first and last timestamps: those
+    are revisions, the rest of the batch unchanged, and the stored rows outside its span keep their values."""
+    history = fleet_frame(3, 48)
+    store.ingest_frame(history, "history")
+    span = history[(history["ds"] >= "2024-01-01 10:00") & (history["ds"] <= "2024-01-01 20:00")].copy()
+    first, last = span["ds"].min(), span["ds"].max()
+    edges = span.index[(span["ds"] == first) | (span["ds"] == last)]
+    span.loc[edges, "y"] += 50.0
+    report = store.ingest_frame(span, "corrections")
+    assert (report.rows_new, report.rows_revised, report.rows_unchanged) == (0, len(edges), len(span) - len(edges))
+    assert len(edges) == 6
+    revisions = store.revisions()
+    assert set(revisions["ds"]) == {first, last} and len(revisions) == 6
+    stored = store.observations().set_index(["unique_id", "ds"])["y"]
+    expected = history.set_index(["unique_id", "ds"])["y"].copy()
+    expected.loc[span.set_index(["unique_id", "ds"]).index] = span["y"].to_numpy()
+    pd.testing.assert_series_equal(stored.sort_index(), expected.sort_index(), check_names=False)
+
+
 def test_ingest_keeps_the_validation_report_with_the_ingest(store):
     raw = fleet_frame(2, 30)
     raw.loc[3, "y"] = np.nan
