@@ -69,11 +69,13 @@ run() {  # data file, output name
 }
 
 RUNS=()
+SIM_RUNS=()
 for SEED in $SEEDS; do
   DATA="$OUT/platform-$SEED.parquet"
   [ -f "$DATA" ] || $MLMA simulate --zones "$ZONES" --days "$DAYS" --seed "$SEED" --out "$DATA"
   run "$DATA" "sim-$SEED-ridge"
   RUNS+=("$OUT/sim-$SEED-ridge")
+  SIM_RUNS+=("$OUT/sim-$SEED-ridge")
 done
 for PANEL in $PANELS; do
   DATA="$OUT/$PANEL.parquet"
@@ -91,6 +93,10 @@ done
   echo "agent's own re-training; precision against the simulator's events that need a person."
   # Several folders give the table over all runs; each run's full table follows.
   if [ "${#RUNS[@]}" -gt 1 ]; then echo; $MLMA table "${RUNS[@]}"; fi
+  # The simulator's seeds as one fleet: one interval over all their streams (mlma table --pooled).
+  if [ "${#SIM_RUNS[@]}" -gt 1 ]; then
+    echo; echo "## The simulator seeds pooled"; echo; $MLMA table --pooled --bootstrap "$BOOTSTRAP" "${SIM_RUNS[@]}"
+  fi
   for RUN in "${RUNS[@]}"; do
     echo
     echo "## $(basename "$RUN")"

@@ -33,3 +33,79 @@ def test_table_names_a_folder_without_summary(tmp_path):
     (tmp_path / "empty").mkdir()
     result = CliRunner().invoke(app, ["table", str(tmp_path / "empty")])
     assert result.exit_code == 2 and "no summary.json in" in result.output
+
+
+# -- --pooled: several backtests' streams as one fleet --------------------------------------------------------
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from mlma.backtest import BacktestConfig, run_backtest, write_outputs  # noqa: E402
+from mlma.evaluation import frontier_gaps, pool_runs  # noqa: E402
+from mlma.simulate import simulate_platform  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def seed_runs(tmp_path_factory):
+    """Two simulator seeds' backtests (40 zones, 40 days), written as `mlma backtest` writes them."""
+    root = tmp_path_factory.mktemp("runs")
+    folders = []
+    for seed in (3, 4):
+        sim = simulate_platform(40, 40, seed=seed)
+        result = run_backtest(sim.data, BacktestConfig(policies=["mlma:alpha=0.2", "periodic:5"], model="ridge",
+                                                       executor="inline", bootstrap=400, sample_streams=0,
+                                                       frontier=True))
+        write_outputs(result, root / f"seed-{seed}")
+        folders.append(root / f"seed-{seed}")
+    return folders
+
+
+def test_pooling_one_run_gives_its_own_gaps_and_two_copies_a_narrower_interval(seed_runs):
+    """Pooling is the same bootstrap over streams: one run pooled alone has exactly its own gaps and
+    intervals; the same run twice (as if two seeds had drawn the same fleet) has the same point gap and an
+    interval about 1 / sqrt(2) as wide."""
+    frame = pd.read_csv(seed_runs[0] / "per_stream.csv")
+    own = frontier_gaps(frame, n_boot=400)["gaps"]
+    alone = frontier_gaps(pool_runs({"a": frame})[0], n_boot=400)["gaps"]
+    assert alone == own
+    twice = frontier_gaps(pool_runs({"a": frame, "b": frame})[0], n_boot=400)["gaps"]
+    for policy in ("mlma:alpha=0.2", "periodic:5"):
+        assert twice[policy]["gap_pct"] == pytest.approx(own[policy]["gap_pct"], abs=1e-3)
+        ratio = ((twice[policy]["gap_high"] - twice[policy]["gap_low"])
+                 / (own[policy]["gap_high"] - own[policy]["gap_low"]))
+        assert 0.5 < ratio < 0.9, (policy, ratio)
+
+
+def test_the_pooled_table_has_a_row_per_policy_every_run_holds(seed_runs, tmp_path):
+    result = CliRunner().invoke(app, ["table", "--pooled", "--bootstrap", "300", *map(str, seed_runs)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("Pooled over 2 runs (seed-3, seed-4), 80 streams, 300 bootstrap replicates")
+    rows = [line for line in result.output.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[0][2:] for row in rows] == ["mlma:alpha=0.2", "periodic:5"]  # not never, always
+    frames = {folder.name: pd.read_csv(folder / "per_stream.csv") for folder in seed_runs}
+    expected = frontier_gaps(pool_runs(frames)[0], n_boot=300)["gaps"]["mlma:alpha=0.2"]
+    assert f"{expected['gap_pct']:+.2f} [{expected['gap_low']:+.2f}, {expected['gap_high']:+.2f}]" in rows[0]
+    total = sum(int(f.loc[f.policy == "mlma:alpha=0.2", "retrains"].sum()) for f in frames.values())
+    assert f"| {total:,} |" in rows[0]
+    # A policy missing from one run is left out, and said so.
+    other = tmp_path / "seed-x"
+    other.mkdir()
+    frames["seed-3"][frames["seed-3"].policy != "periodic:5"].to_csv(other / "per_stream.csv", index=False)
+    partial = CliRunner().invoke(app, ["table", "--pooled", str(seed_runs[0]), str(other)])
+    assert partial.exit_code == 0 and "Not in every run, left out: periodic:5." in partial.output
+
+
+def test_the_pooled_table_names_what_it_cannot_read(seed_runs, tmp_path):
+    (tmp_path / "empty").mkdir()
+    missing = CliRunner().invoke(app, ["table", "--pooled", str(seed_runs[0]), str(tmp_path / "empty")])
+    assert missing.exit_code == 2 and "no per_stream.csv in" in " ".join(missing.output.split())
+    (tmp_path / "bad").mkdir()
+    pd.DataFrame({"policy": ["mlma"], "unique_id": ["a"]}).to_csv(tmp_path / "bad" / "per_stream.csv", index=False)
+    bad = CliRunner().invoke(app, ["table", "--pooled", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "lacks mae, n_scored, retrains" in " ".join(bad.output.split())
+    twin = tmp_path / "again" / seed_runs[0].name
+    twin.parent.mkdir()
+    twin.mkdir()
+    (twin / "per_stream.csv").write_bytes((seed_runs[0] / "per_stream.csv").read_bytes())
+    same = CliRunner().invoke(app, ["table", "--pooled", str(seed_runs[0]), str(twin)])
+    assert same.exit_code == 2 and "two folders are named" in " ".join(same.output.split())

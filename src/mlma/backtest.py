@@ -635,6 +635,40 @@ def _beaten_by(row: dict) -> str:
     return "-" if not beaten else beaten[0] + (f" (+{len(beaten) - 1})" if len(beaten) > 1 else "")
 
 
+def pooled_markdown(per_stream: dict[str, pd.DataFrame], *, n_boot: int = 1000,
+                    frontier_only: set[str] = frozenset()) -> str:
+    """One Markdown table over several backtests' streams together (:func:`mlma.evaluation.pool_runs`): per
+    policy every run holds, its streams and re-trainings, MAE relative to ``always``, and its gap to the pooled
+    frontier with one bootstrap interval over all streams, and the clairvoyant headroom. Policies in
+    ``frontier_only`` (the schedules the backtests added for the frontier) draw the frontier but get no row.
+    """
+    from mlma.evaluation import frontier_gaps, pool_runs
+
+    pooled, dropped = pool_runs(per_stream)
+    result = frontier_gaps(pooled, n_boot=n_boot)
+    if not result:
+        raise ValueError("the pooled runs need 'always' and another schedule in every run to draw the frontier "
+                         "(back-tests with the frontier on, the default)")
+    totals = pooled.assign(abs_sum=pooled["mae"].fillna(0) * pooled["n_scored"]).groupby("policy", sort=False).agg(
+        abs_sum=("abs_sum", "sum"), n=("n_scored", "sum"), retrains=("retrains", "sum"))
+    mae = totals["abs_sum"] / totals["n"]
+    headers = ["policy", "runs", "streams", "re-trainings", "MAE / always", "gap % [95% CI]", "headroom %"]
+    lines = [f"Pooled over {len(per_stream)} runs ({', '.join(per_stream)}), {pooled['unique_id'].nunique():,} "
+             f"streams, {n_boot} bootstrap replicates over streams.", "",
+             "| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    for policy in totals.index:
+        if policy in frontier_only:
+            continue
+        gap = result["gaps"].get(policy, {})
+        cells = [policy, str(len(per_stream)), f"{pooled.loc[pooled['policy'] == policy, 'unique_id'].nunique():,}",
+                 f"{int(totals.loc[policy, 'retrains']):,}", f"{mae[policy] / mae['always']:.3f}",
+                 format_cell(gap, "gap_pct", "gap"), format_cell(gap, "headroom_pct", "{:.2f}")]
+        lines.append("| " + " | ".join(cells) + " |")
+    if dropped:
+        lines += ["", f"Not in every run, left out: {', '.join(dropped)}."]
+    return "\n".join(lines)
+
+
 def runs_markdown(runs: list[tuple[str, list[dict]]], *, include_frontier: bool = False) -> str:
     """One Markdown table over several backtests (e.g. data sets or seeds): per run and policy, MAE and
     re-trainings relative to ``always``, the gap to the frontier with its interval, the clairvoyant headroom

@@ -803,12 +803,20 @@ def gc(
 def table_command(
     results: list[Path] = typer.Argument(..., help="Backtest output folder(s) (with summary.json)."),
     all_rows: bool = typer.Option(False, "--all", help="Also list the schedules the frontier added."),
+    pooled: bool = typer.Option(False, "--pooled", help="One table over the folders' streams together (e.g. "
+                                "several simulator seeds): each policy's gap with one interval over all streams."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap replicates of the pooled interval."),
 ) -> None:
     """Print a backtest's results as a Markdown table (for docs and issues); with several folders, one
-    table of the gaps, headroom and labour over all of them, a row per folder and policy."""
+    table of the gaps, headroom and labour over all of them, a row per folder and policy; with ``--pooled``,
+    the folders' streams as one fleet (their per_stream.csv): a row per policy every folder holds."""
     import json
 
     from mlma.backtest import runs_markdown, summary_markdown
+
+    if pooled:
+        _pooled_table(results, bootstrap)
+        return
 
     runs = []
     for folder in results:
@@ -825,6 +833,43 @@ def table_command(
         print(summary_markdown(runs[0][1], include_frontier=all_rows))
     else:
         print(runs_markdown(runs, include_frontier=all_rows))
+
+
+def _pooled_table(results: list[Path], bootstrap: int) -> None:
+    import json
+
+    import pandas as pd
+
+    from mlma.backtest import pooled_markdown
+
+    if bootstrap < 0:
+        _fail(f"--bootstrap must be >= 0, got {bootstrap}")
+    frames, added = {}, set()
+    for folder in results:
+        path = folder / "per_stream.csv"
+        if not path.exists():
+            _fail(f"no per_stream.csv in {folder}: --pooled reads each backtest's per-stream results")
+        name = folder.name
+        if name in frames:
+            _fail(f"two folders are named {name!r}: the pooled streams are named after their folder")
+        try:
+            frames[name] = pd.read_csv(path)
+        except (ValueError, OSError) as exc:
+            _fail(f"{path} cannot be read ({type(exc).__name__}: {exc})")
+        missing = {"policy", "unique_id", "mae", "n_scored", "retrains"} - set(frames[name].columns)
+        if missing:
+            _fail(f"{path} is not a backtest's per_stream.csv: it lacks {', '.join(sorted(missing))}")
+        summary = folder / "summary.json"
+        if summary.exists():  # the schedules the backtest added for the frontier get no row
+            try:
+                added |= {row["policy"] for row in json.loads(summary.read_text())["policies"]
+                          if row.get("frontier_only")}
+            except (ValueError, KeyError, TypeError) as exc:
+                _fail(f"{summary} is not a backtest summary ({type(exc).__name__}: {exc})")
+    try:
+        print(pooled_markdown(frames, n_boot=bootstrap, frontier_only=added))
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 @app.command("datasets")

@@ -209,6 +209,33 @@ def frontier_gaps(per_stream: pd.DataFrame, *, n_boot: int = 1000, level: float 
     return out
 
 
+def pool_runs(per_stream: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
+    """Several backtests' ``per_stream`` frames as one fleet, for :func:`frontier_gaps` over all their streams
+    (e.g. the simulator's report seeds: 4 x 200 streams give one interval about half as wide as each seed's).
+
+    Each stream is named ``run/unique_id``, so that runs over the same ids (seeds of one simulated platform)
+    stay apart; only the policies every run holds are kept (returned second: the dropped ones). The streams of
+    different runs are independent draws, so resampling them together is the same bootstrap over streams; the
+    frontier is then the pooled fleet's, each schedule summed over the runs.
+
+    >>> one = pd.DataFrame({"policy": ["always", "never", "mlma"], "unique_id": "a", "mae": [1.0, 2.0, 1.5],
+    ...                     "n_scored": 10, "retrains": [5, 0, 1]})
+    >>> pooled, dropped = pool_runs({"seed-1": one, "seed-2": one.iloc[:2]})
+    >>> sorted(pooled["unique_id"].unique()), dropped
+    (['seed-1/a', 'seed-2/a'], ['mlma'])
+    """
+    if not per_stream:
+        raise ValueError("pool_runs needs at least one run")
+    common = set.intersection(*(set(frame["policy"]) for frame in per_stream.values()))
+    order = list(dict.fromkeys(p for frame in per_stream.values() for p in frame["policy"]))
+    frames = []
+    for name, frame in per_stream.items():
+        kept = frame[frame["policy"].isin(common)].copy()
+        kept["unique_id"] = f"{name}/" + kept["unique_id"].astype(str)
+        frames.append(kept)
+    return pd.concat(frames, ignore_index=True), [p for p in order if p not in common]
+
+
 def clairvoyant_curve(abs_sum: np.ndarray, retrains: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The least total absolute error reachable with each total of re-trainings when every stream may take
     any of the schedules, chosen in hindsight: ``(total re-trainings, total absolute error)`` at the corners.
