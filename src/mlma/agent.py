@@ -234,7 +234,8 @@ class Agent:
         self.scale = np.where(np.isfinite(scale) & (scale > 0), scale, np.nan)
         n = self.fleet.n_streams
         self.champion = np.full(n, NO_MODEL, dtype=np.int64)
-        self._rows_cache: tuple = (None, None)
+        # Row counts of the tick being run, keyed by what they count (read by the policy and the bring-up).
+        self._rows_cache: dict = {}
         self.is_fallback = np.zeros(n, dtype=bool)
         self.fallback_rows = np.zeros(n, dtype=np.int64)
         self.silent_for = np.zeros(n, dtype=np.int64)
@@ -748,12 +749,19 @@ class Agent:
         self.is_fallback[s] = fm.fallback_reason is not None
         self.fallback_rows[s] = fm.n_train
 
-    def _rows_through(self, k: int) -> np.ndarray:
-        """Rows each stream has through tick ``k`` (kept for the tick: the policy and the bring-up read it)."""
+    def _tick_rows(self, what: str, k: int, count) -> np.ndarray:
+        """``count()``, kept for tick ``k`` (of this fleet) under ``what``: a count of rows is read several
+        times a tick and costs a pass over the loaded rows."""
         key = (k, id(self.fleet), self.fleet.n_streams)
-        if self._rows_cache[0] != key:
-            self._rows_cache = (key, self.fleet.n_rows_before(k + 1))
-        return self._rows_cache[1]
+        if self._rows_cache.get("tick") != key:
+            self._rows_cache = {"tick": key}
+        if what not in self._rows_cache:
+            self._rows_cache[what] = count()
+        return self._rows_cache[what]
+
+    def _rows_through(self, k: int) -> np.ndarray:
+        """Rows each stream has through tick ``k``."""
+        return self._tick_rows("through", k, lambda: self.fleet.n_rows_before(k + 1))
 
     def _models_fitted(self, k: int, streams: np.ndarray) -> None:
         """Tell the policy which streams got a new model at the end of tick ``k``, and on how many rows."""
@@ -765,12 +773,15 @@ class Agent:
     def _train_rows(self, k: int) -> np.ndarray:
         """Rows a model fitted at the end of tick ``k`` would train on: those of its training window's ticks
         (all history without a window). Live operation loads the window's ticks, so it counts the same."""
-        rows = self._rows_through(k).astype(np.float64)
-        window = self.service.train_window_ticks
-        start = k + 1 - window if window else self.fleet.tick_base
-        if start > self.fleet.tick_base:
-            rows = rows - self.fleet.n_rows_before(start)
-        return rows
+        def count() -> np.ndarray:
+            rows = self._rows_through(k).astype(np.float64)
+            window = self.service.train_window_ticks
+            start = k + 1 - window if window else self.fleet.tick_base
+            if start > self.fleet.tick_base:
+                rows = rows - self.fleet.n_rows_before(start)
+            return rows
+
+        return self._tick_rows("train", k, count)
 
     def _bring_up(self, k: int, escalations: list, failed: dict, changed: np.ndarray | None = None, *,
                   new_models: list) -> tuple[np.ndarray, np.ndarray]:

@@ -642,26 +642,27 @@ def pooled_markdown(per_stream: dict[str, pd.DataFrame], *, n_boot: int = 1000,
     frontier with one bootstrap interval over all streams, and the clairvoyant headroom. Policies in
     ``frontier_only`` (the schedules the backtests added for the frontier) draw the frontier but get no row.
     """
-    from mlma.evaluation import frontier_gaps, pool_runs
+    from mlma.evaluation import frontier_gaps, pool_runs, stream_sums
 
     pooled, dropped = pool_runs(per_stream)
     result = frontier_gaps(pooled, n_boot=n_boot)
     if not result:
         raise ValueError("the pooled runs need 'always' and another schedule in every run to draw the frontier "
                          "(back-tests with the frontier on, the default)")
-    totals = pooled.assign(abs_sum=pooled["mae"].fillna(0) * pooled["n_scored"]).groupby("policy", sort=False).agg(
-        abs_sum=("abs_sum", "sum"), n=("n_scored", "sum"), retrains=("retrains", "sum"))
-    mae = totals["abs_sum"] / totals["n"]
+    policies, abs_sum, n, retrains = stream_sums(pooled)
+    mae = dict(zip(policies, abs_sum.sum(axis=0) / n.sum(axis=0)))
+    retrained = dict(zip(policies, retrains.sum(axis=0)))
+    streams = pooled.groupby("policy")["unique_id"].nunique()
     headers = ["policy", "runs", "streams", "re-trainings", "MAE / always", "gap % [95% CI]", "headroom %"]
     lines = [f"Pooled over {len(per_stream)} runs ({', '.join(per_stream)}), {pooled['unique_id'].nunique():,} "
              f"streams, {n_boot} bootstrap replicates over streams.", "",
              "| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
-    for policy in totals.index:
+    for policy in policies:
         if policy in frontier_only:
             continue
         gap = result["gaps"].get(policy, {})
-        cells = [policy, str(len(per_stream)), f"{pooled.loc[pooled['policy'] == policy, 'unique_id'].nunique():,}",
-                 f"{int(totals.loc[policy, 'retrains']):,}", f"{mae[policy] / mae['always']:.3f}",
+        cells = [policy, str(len(per_stream)), f"{streams[policy]:,}",
+                 f"{int(retrained[policy]):,}", f"{mae[policy] / mae['always']:.3f}",
                  format_cell(gap, "gap_pct", "gap"), format_cell(gap, "headroom_pct", "{:.2f}")]
         lines.append("| " + " | ".join(cells) + " |")
     if dropped:
