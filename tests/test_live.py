@@ -76,6 +76,8 @@ def live_scores(store: Store) -> pd.DataFrame:
 #: The replay tests run MLMA at a looser false discovery rate than the default (0.01), so that this short
 #: replay holds enough triggers, promotions and lost challengers to compare the paths of the tick.
 REPLAY_ALPHA = 0.2
+#: A Page-Hinkley threshold low enough to fire a few times in the short replay (the opt-in suggests 200).
+PH_THRESHOLD = 50
 
 
 def check_replay_matches_backtest(root: Path, frame: pd.DataFrame, policy: str = f"mlma:alpha={REPLAY_ALPHA}"):
@@ -186,6 +188,17 @@ def test_live_replay_with_the_cusum_trigger_matches_the_backtest(tmp_path, platf
     root = make_project(tmp_path / "p", alpha=REPLAY_ALPHA, cusum_threshold=3)
     result = check_replay_matches_backtest(root, platform, f"mlma:alpha={REPLAY_ALPHA}:cusum_threshold=3")
     assert result.retrain_log["reason"].str.startswith("CUSUM:").sum() >= 5
+
+
+def test_live_replay_with_the_page_hinkley_trigger_matches_the_backtest(tmp_path, platform):
+    """The Page-Hinkley trigger's losses seen, running mean and statistic come back with the saved state
+    (``[monitor] page_hinkley``), and the live agent's scaled losses are the backtest's (the same MASE scale),
+    or the live re-trainings would differ (checked: with the Page-Hinkley arrays left out of the restore,
+    they differ)."""
+    root = make_project(tmp_path / "p", alpha=REPLAY_ALPHA, page_hinkley=PH_THRESHOLD)
+    result = check_replay_matches_backtest(root, platform,
+                                           f"mlma:alpha={REPLAY_ALPHA}:page_hinkley={PH_THRESHOLD}")
+    assert result.retrain_log["reason"].str.contains("Page-Hinkley: ").sum() >= 3
 
 
 def test_live_replay_with_the_skill_trigger_matches_the_backtest(tmp_path, platform):

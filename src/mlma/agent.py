@@ -385,7 +385,7 @@ class Agent:
             forecasts=forecasts,
             explained=self.explained if self.explained is not None and self.explained.shape == actuals.shape
             else None,
-            train_rows=self._train_rows(k) if self.policy.needs_train_rows else None,
+            train_rows=self._train_rows(k) if self._counts_train_rows() else None,
         )
         decision = self.policy.decide(obs)
         escalations = list(decision.escalations)
@@ -766,9 +766,15 @@ class Agent:
     def _models_fitted(self, k: int, streams: np.ndarray) -> None:
         """Tell the policy which streams got a new model at the end of tick ``k``, and on how many rows."""
         if len(streams):
-            rows = (self._train_rows(k)[streams] if self.policy.needs_train_rows
+            rows = (self._train_rows(k)[streams] if self._counts_train_rows()
                     else np.full(len(streams), np.nan))
             self.policy.on_models_fitted(np.asarray(streams, dtype=np.int64), k, rows)
+
+    def _counts_train_rows(self) -> bool:
+        """Whether the policy is told the rows of the training window: only when it reads them and the window
+        is capped. With all history as the window every re-training uses more rows than the last, so "a
+        model fitted on part of its window" (the growth trigger) has no meaning there."""
+        return self.policy.needs_train_rows and bool(self.service.train_window_ticks)
 
     def _train_rows(self, k: int) -> np.ndarray:
         """Rows a model fitted at the end of tick ``k`` would train on: those of its training window's ticks

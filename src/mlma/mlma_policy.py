@@ -21,16 +21,19 @@ model's error is significantly more than ``1 + skill_margin`` times the seasonal
 paired test, its own BH family): a model mediocre from day one, which a test against its own reference never
 sees; after a lost challenger it is silent until the next model (off by default: it won on the tuning seeds by
 0.03-0.06 points but made two real panels significantly worse, docs/results.md). The **growth** trigger
-(``growth``, opt-in, :mod:`mlma.monitor.growth`) re-trains a model fitted on a short history (a stream launched
-lately) once a re-training would use ``growth`` times its rows. The refresh
+(``growth=2``, on by default, :mod:`mlma.monitor.growth`) re-trains a model fitted on part of a capped training
+window (a stream launched lately) once a re-training would use ``growth`` times its rows. An opt-in
+**Page-Hinkley** trigger (``page_hinkley``, :mod:`mlma.monitor.page_hinkley`) adds triggers where a stream's
+scaled losses have accumulated an excess over their mean since the model serves (off by default: it helped on
+the simulator and hurt two real panels). The refresh
 re-trains streams whose model reached ``refresh_ticks`` ticks of age, staggered over the first period; while the fleet's
 learned gain of such a refresh is below ``min_gain`` the refresh slows down ``explore_factor`` times (it keeps
 exploring, so the evidence can turn). Tests only *add* re-trainings to the refresh. With a ``budget`` the policy
 instead spends that many re-trainings per tick (a number, or a share of the fleet) as a staggered schedule
 served at once, to which strong triggers are added (``backbone="schedule"``), or on the highest expected
-gains (``backbone="gain"``). The default has neither budget nor refresh: strict triggers alone (BH at
-``alpha=0.01``), which on the tuning seeds sat below the periodic frontier at their own
-count.
+gains (``backbone="gain"``). The default has neither budget nor refresh: strict triggers (BH at
+``alpha=0.01``) and the growth trigger, which on the tuning seeds sat below the periodic frontier at their
+own count.
 
 Whatever the mode, an **age backstop** re-trains a stream whose serving model is ``max_age`` ticks old (365
 by default: a year of daily ticks), served at once: a model whose challengers keep losing on a few ticks of
@@ -70,6 +73,7 @@ from mlma.escalations import Escalation
 from mlma.monitor import degradation_test, fdr_control
 from mlma.monitor.bias import bias_shift_test
 from mlma.monitor.cusum import CUSUM
+from mlma.monitor.page_hinkley import PageHinkley
 from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
 from mlma.monitor.gain import GainModel, decision_features
 from mlma.monitor.growth import HistoryGrowth
@@ -228,16 +232,28 @@ class MLMAPolicy(Policy):
         significantly more than 10 % above the naive's) won on the tuning seeds by 0.03-0.06 points, within
         noise, and made two real panels significantly worse when measured afterwards (docs/results.md, "Sixth
         pass"), so it is opt-in.
+    page_hinkley
+        An additional trigger (tests only add re-trainings): the Page-Hinkley test
+        (:class:`mlma.monitor.page_hinkley.PageHinkley`) of each stream's scaled losses (errors over the
+        stream's seasonal-naive scale, divided by the explained scale of known events) against their mean
+        since the serving model started, with the relevance margin ``delta`` as a relative allowance: ``S <-
+        max(0, S + k (x - (1 + delta) m - 0.005))`` for a tick of ``k`` losses of mean ``x``. A stream alarms
+        when ``S`` exceeds this threshold (in scaled loss times losses: at 200 and 24 losses a tick, a doubled
+        loss alarms after about two weeks); it is re-trained as a challenger, explained as ``Page-Hinkley:
+        ...``. Every clean tick of the serving version counts, warm-up included; the test restarts after an
+        alarm and with a new model. ``None`` or ``0`` (default): off. 200 is the lowest threshold whose
+        no-change rate leaves room for the age backstop; it helped on the simulator and hurt two real panels
+        (docs/results.md, "Eighth pass"), so it is opt-in.
     growth
-        An additional trigger for a model fitted on a short history (a stream launched lately): once a
-        re-training would use ``growth`` times the rows the serving model was fitted on
+        An additional trigger for a model fitted on part of a capped training window (a stream launched
+        lately): once a re-training would use ``growth`` times the rows the serving model was fitted on
         (``TickObservation.train_rows``, the rows of the training window), the stream is re-trained as a
         challenger, explained as ``growth: ...`` (:class:`mlma.monitor.growth.HistoryGrowth`; a lost
-        challenger sets the bar at ``growth`` times its rows). A model fitted on a full window never fires.
-        Default ``None``: off. ``2`` was below the default on every tuning seed, and its challengers mostly win,
-        but on short monthly series with all-history windows it re-trains nearly every series once and a
-        schedule spends those fits better (m3-monthly significantly above the frontier; docs/results.md,
-        "Seventh pass"), so it is opt-in.
+        challenger sets the bar at ``growth`` times its rows). A model fitted on a full window never fires,
+        and with all history as the window the agent gives no rows, so it is silent there. Default ``2``:
+        below the tests-only default on every tuning seed, its challengers mostly win; ``None`` turns it off.
+        (It was opt-in while it also fired under all-history windows, where on short monthly series a
+        schedule spent the same fits better; docs/results.md, "Seventh pass" and "Eighth pass".)
     """
 
     name = "mlma"
@@ -251,8 +267,9 @@ class MLMAPolicy(Policy):
                  silent_ticks: int = 3, window_ticks: int = 3, probation_ticks: int = 7,
                  backbone: str = "schedule", challenge: str = "triggers", max_age: int = 365,
                  cusum_threshold: float | None = None, cusum_at_once: bool = False,
+                 page_hinkley: float | None = None,
                  skill_margin: float | None = None,
-                 growth: float | None = None) -> None:
+                 growth: float | None = 2.0) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if delta < 0:
@@ -316,6 +333,15 @@ class MLMAPolicy(Policy):
         # accumulate either (a stream's own delta override replaces it at update time).
         self.cusum = CUSUM(self.cusum_threshold or 1.0, drift=delta)
         self.skill_margin = None if skill_margin is None else float(skill_margin)
+        if page_hinkley is not None and (isinstance(page_hinkley, bool) or not isinstance(page_hinkley, numbers.Real)
+                                         or not page_hinkley >= 0 or not math.isfinite(page_hinkley)):
+            raise ValueError(f"page_hinkley (the Page-Hinkley trigger's threshold, in scaled loss times losses) "
+                             f"must be a finite number > 0, or 0 / None for no Page-Hinkley trigger, "
+                             f"got {page_hinkley!r}")
+        self.page_hinkley = None if not page_hinkley else float(page_hinkley)
+        # The relevance margin is its relative allowance: a rise under delta is not worth a re-training, so
+        # it must not add up to one either.
+        self.ph = PageHinkley(self.page_hinkley or 1.0, margin=delta)
         if growth is not None and (isinstance(growth, bool) or not isinstance(growth, numbers.Real)
                                    or not growth > 1 or not math.isfinite(growth)):
             raise ValueError(f"growth (re-train a model fitted on a short history once the history a re-training "
@@ -383,6 +409,7 @@ class MLMAPolicy(Policy):
         self.window_bias = np.full((n, w), np.nan)
         self.gain.reset(n)
         self.cusum.reset(n)
+        self.ph.reset(n)
         self.history_growth.reset(n)
         # Each stream's full-tick reference level when its CUSUM run began (NaN: not started), see _cusum_excess.
         self.cusum_baseline = np.full(n, np.nan)
@@ -401,6 +428,7 @@ class MLMAPolicy(Policy):
         # new model starts it afresh (and ends a silence after a lost challenger); a person's reset or rebase
         # of the reference does not.
         self.skill.restart(streams)
+        self.ph.restart(streams)
         self.history_growth.served(streams)
         self.ref_version[streams] += 1
         self.cooldown_until[streams] = np.maximum(self.cooldown_until[streams], tick + self._cooldown(streams))
@@ -565,13 +593,15 @@ class MLMAPolicy(Policy):
              "cooldown_until", "trigger_ticks", "silent_for", "flagged", "typical_count", "typical_level",
              "typical_spread", "abnormal", "window", "window_len",
              "window_sum", "window_count", "window_bias", "cusum_baseline") + GainModel.STATE + CUSUM.STATE
-             + SkillTest.STATE + SeasonalNaive.STATE + HistoryGrowth.STATE)
+             + PageHinkley.STATE + SkillTest.STATE + SeasonalNaive.STATE + HistoryGrowth.STATE)
 
     def _owner(self, name: str):
         if name in GainModel.STATE:
             return self.gain
         if name in CUSUM.STATE:
             return self.cusum
+        if name in PageHinkley.STATE:
+            return self.ph
         if name in SeasonalNaive.STATE:
             return self.naive
         if name in HistoryGrowth.STATE:
@@ -582,12 +612,14 @@ class MLMAPolicy(Policy):
         return {name: getattr(self._owner(name), name) for name in self.STATE}
 
     def load_state_arrays(self, arrays) -> None:
-        parts = GainModel.STATE + CUSUM.STATE + SkillTest.STATE + SeasonalNaive.STATE + HistoryGrowth.STATE
+        parts = (GainModel.STATE + CUSUM.STATE + PageHinkley.STATE + SkillTest.STATE + SeasonalNaive.STATE
+                 + HistoryGrowth.STATE)
         owners = {name: self._owner(name) for name in parts}
-        # A state saved before the CUSUM, skill or growth trigger existed lacks their arrays: they start empty
+        # A state saved before the CUSUM, Page-Hinkley, skill or growth trigger existed lacks their arrays: they start empty
         # (the evidence of the last few ticks is lost, and the serving models' rows are taken to be those
         # before the next tick), rather than refusing the restart.
         arrays = ({name: getattr(self.cusum, name) for name in CUSUM.STATE}
+                  | {name: getattr(self.ph, name) for name in PageHinkley.STATE}
                   | {name: getattr(self.skill, name) for name in SkillTest.STATE}
                   | {name: getattr(self.naive, name) for name in SeasonalNaive.STATE}
                   | {name: getattr(self.history_growth, name) for name in HistoryGrowth.STATE}
@@ -721,7 +753,18 @@ class MLMAPolicy(Policy):
         if self.growth is not None and obs.train_rows is not None:
             grown = (self.history_growth.due(obs.train_rows, obs.observed, obs.has_model)
                      & has_batch & ~suspect & ~abnormal & (k > self.cooldown_until))
-        trigger = reject | alarm | skill_reject | grown
+        # The Page-Hinkley trigger: every clean tick of the serving version, warm-up included, on the scaled
+        # losses (divided by the explained scale of known events, as the tests' losses are).
+        ph_alarm = np.zeros(n, dtype=bool)
+        ph_level, ph_mean, ph_run = np.zeros(n), np.full(n, np.nan), np.zeros(n, dtype=np.int32)
+        if self.page_hinkley is not None:
+            fed = np.flatnonzero(clean)
+            if len(fed):
+                scaled = obs.scaled_losses if obs.explained is None else obs.scaled_losses / obs.explained
+                scaled = _fit_width(np.asarray(scaled, dtype=np.float64), self.steps)[fed]
+                ph_alarm[fed], ph_level[fed], ph_mean[fed], ph_run[fed] = self.ph.update(
+                    fed, _row_mean(scaled), np.isfinite(scaled).sum(axis=1))
+        trigger = reject | alarm | ph_alarm | skill_reject | grown
 
         decision.verdict[~obs.has_model] = Verdict.COLD
         decision.verdict[obs.has_model & ~has_batch] = Verdict.NO_DATA
@@ -760,7 +803,8 @@ class MLMAPolicy(Policy):
             due = (has_batch & ~suspect & ~abnormal & obs.has_model
                    & np.where(first, on_phase | (age > period), age >= period))
             # Tests only add re-trainings on strong evidence, checked as challengers.
-            chosen = due | grown | (eligible & ((reject & (expected >= self.min_gain)) | alarm | skill_reject))
+            chosen = due | grown | (eligible & ((reject & (expected >= self.min_gain)) | alarm | ph_alarm
+                                                | skill_reject))
             scheduled = due
         else:
             size = int(self.budget) if self.budget >= 1 else max(1, round(self.budget * int(obs.has_model.sum())))
@@ -807,6 +851,8 @@ class MLMAPolicy(Policy):
                                                  backstop[s],
                                                  (cusum_level[s], cusum_run[s], mean_ratio[s], at_once_alarm[s])
                                                  if alarm[s] and not scheduled[s] else None,
+                                                 (ph_level[s], ph_run[s], ph_mean[s])
+                                                 if ph_alarm[s] and not scheduled[s] else None,
                                                  (skill_mean[s], skill_n[s], skill_p[s])
                                                  if skill_reject[s] and not scheduled[s] else None,
                                                  (fit_rows[s], obs.train_rows[s])
@@ -837,7 +883,7 @@ class MLMAPolicy(Policy):
         return np.floor(slots[:n] * period).astype(np.int64)
 
     def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected, scheduled=False,
-                 backstop=False, cusum=None, skill=None, growth=None) -> str:
+                 backstop=False, cusum=None, page_hinkley=None, skill=None, growth=None) -> str:
         gain = f"expected gain {100 * expected:+.1f} %"
         if backstop:
             when = (f"max_age {self.max_age}" if age >= self.max_age
@@ -852,6 +898,11 @@ class MLMAPolicy(Policy):
         extra = []
         if cusum is not None:
             extra.append(alarm)
+        if page_hinkley is not None:
+            level, run, mean = page_hinkley
+            extra.append(f"Page-Hinkley: scaled loss above {1 + self.delta:g}x its mean of {mean:.2f} since the model "
+                         f"serves, cumulative excess {level:.1f} > threshold {self.page_hinkley:g} over the last "
+                         f"{int(run)} ticks")
         if skill is not None:
             mean, count, p_skill = skill
             extra.append(f"skill: error {mean:.2f}x the seasonal naive's on the same {int(count)} ticks, above "

@@ -65,7 +65,8 @@ class TickObservation:
     #: when the fleet declares no events. The MLMA policy's absolute and squared losses divide by it.
     explained: np.ndarray | None = None
     #: Rows of history a model fitted at the end of this tick would train on, per stream: the rows so far,
-    #: at most a training window's worth (its ticks times the tick's steps); None when unknown.
+    #: at most a training window's worth (its ticks times the tick's steps); None when unknown, and when the
+    #: training window is all history (no window caps it).
     train_rows: np.ndarray | None = None
 
     @property

@@ -64,9 +64,10 @@ cooldown_ticks = 2
 budget = 0                # a staggered refresh: a share of the fleet (< 1) or a number per tick; 0: tests only
 max_age = 365             # age backstop: a model this many ticks old is re-trained and served at once; 0: off
 loss = "absolute"         # absolute | squared | relative (errors / forecast level: for announced drivers on counts)
+page_hinkley = 0          # opt-in Page-Hinkley trigger on the scaled losses' cumulative excess over their mean since the model serves (e.g. 200); 0: off
 cusum_threshold = 0       # opt-in CUSUM trigger on the loss's cumulative excess over the reference (e.g. 24); 0: off
 skill_margin = -1         # skill trigger: error significantly above (1 + this) x the seasonal naive's (e.g. 0.1); negative: off
-growth = 0                # opt-in growth trigger: a model fitted on a short history is re-trained once the history is this many times larger (e.g. 2); 0: off
+growth = 2                # growth trigger: a model fitted on part of a capped training window is re-trained once the window holds this many times its rows; 0: off
 
 # Webhooks on new escalations (docs/alerts.md), one table per receiver:
 # [[alerts.receivers]]
@@ -132,9 +133,10 @@ class MonitorSection:
     budget: float = 0.0
     max_age: int = 365
     loss: str = "absolute"
+    page_hinkley: float = 0.0
     cusum_threshold: float = 0.0
     skill_margin: float = -1.0
-    growth: float = 0.0
+    growth: float = 2.0
 
 
 @dataclass
@@ -197,7 +199,7 @@ class ProjectConfig:
         m = self.monitor
         return {"alpha": m.alpha, "delta": m.delta, "fdr": m.fdr, "cooldown_ticks": m.cooldown_ticks,
                 "budget": m.budget or None, "max_age": m.max_age, "loss": m.loss,
-                "cusum_threshold": m.cusum_threshold or None,
+                "page_hinkley": m.page_hinkley or None, "cusum_threshold": m.cusum_threshold or None,
                 "skill_margin": m.skill_margin if m.skill_margin >= 0 else None,
                 "growth": m.growth or None}
 
@@ -314,7 +316,7 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
         raise ConfigError(f"{path}: [monitor] delta must be >= 0, got {m.delta}")
     if m.fdr not in ("bh", "by", "bonferroni", "none"):
         raise ConfigError(f"{path}: [monitor] fdr must be bh, by, bonferroni or none, got {m.fdr!r}")
-    for key in ("cooldown_ticks", "budget", "cusum_threshold"):
+    for key in ("cooldown_ticks", "budget", "page_hinkley", "cusum_threshold"):
         if not getattr(m, key) >= 0 or not math.isfinite(getattr(m, key)):  # NaN fails both
             raise ConfigError(f"{path}: [monitor] {key} must be a finite number >= 0, got {getattr(m, key)}")
     if not math.isfinite(m.skill_margin):

@@ -9,9 +9,11 @@ rows its serving model was fitted on, and the trigger fires once a re-training w
 times as many (the history a re-training uses is capped by the training window, so a model fitted on a full
 window never fires). A launched stream is thus re-trained at about ``factor``, ``factor**2``, ... times its
 first history, until its window is full: ``log(window / first) / log(factor)`` re-trainings in its life, none
-for a stream with a full window. The trigger costs nothing under no change. It is opt-in in the MLMA policy
-(``growth``): on short monthly series with all-history windows nearly every model is young, and a schedule
-spends the same number of fits better.
+for a stream with a full window. The trigger costs nothing under no change. It is on in the MLMA policy
+(``growth=2``) **only under a capped training window**: with all history as the window (the default for
+monthly and coarser ticks) every re-training uses more rows than the last, nearly every model of a short
+series is "young", and there a schedule spent the same fits better (m3-monthly, docs/results.md), so the agent
+gives no row counts and the trigger is silent.
 
 The rows are counted by the agent: :attr:`mlma.policy.TickObservation.train_rows` each tick, and for every model
 it fits (re-trainings, first models, a person's forced re-trainings) the same count at the fit's tick, through
