@@ -215,7 +215,9 @@ def test_cusum_at_once_must_be_a_boolean(value):
 
 
 @pytest.mark.parametrize("key, value", [("cusum_threshold", "nan"), ("cusum_threshold", "inf"),
-                                        ("cusum_threshold", "-1.0"), ("skill_margin", "nan")])
+                                        ("cusum_threshold", "-1.0"), ("skill_margin", "nan"),
+                                        ("page_hinkley", "nan"), ("page_hinkley", "-200.0"),
+                                        ("page_hinkley", "inf"), ("delta", "inf"), ("delta", "nan")])
 def test_the_triggers_settings_in_mlma_toml_are_checked_with_the_file_and_key_named(tmp_path, key, value):
     from mlma.project import CONFIG_NAME, ConfigError, init_project, load_config
 

@@ -60,9 +60,35 @@ def test_the_statistic_is_rivers_page_hinkley_summed_over_a_tick():
     ours = 0
     for t in range(ticks):
         alarm, *_ = ph.update(np.arange(n), losses[:, t].mean(axis=1), np.full(n, STEPS))
+        ph.restart(np.flatnonzero(alarm))
         ours += int(alarm.sum())
     assert river_alarms > 10  # the comparison has something to compare
     assert abs(ours - river_alarms) <= 3 * np.sqrt(ours + river_alarms), (ours, river_alarms)
+
+
+def test_with_one_loss_a_tick_it_is_rivers_statistic_exactly():
+    """With one loss a tick there is nothing to sum: the statistic equals River's without forgetting
+    (``alpha=1``) loss by loss, and the alarms fall on the same losses, restarts included (heavy-tailed
+    losses whose level triples and falls back every 60 losses: 49 alarms at threshold 5)."""
+    from river import drift
+
+    rng = np.random.default_rng(2)
+    losses = np.concatenate([scale * np.abs(rng.standard_t(4, 60)) for _ in range(20) for scale in (1.0, 3.0)])
+    detector = drift.PageHinkley(mode="up", threshold=5.0, alpha=1.0)
+    ph = PageHinkley(5.0)
+    ph.reset(1)
+    river_alarms, our_alarms = [], []
+    for i, value in enumerate(losses):
+        detector.update(float(value))
+        alarm, level, *_ = ph.update(np.array([0]), np.array([value]), np.array([1]))
+        if detector.drift_detected:
+            river_alarms.append(i)
+        elif detector._x_mean.n >= 30:  # River's test statistic, where it has one
+            assert level[0] == pytest.approx(detector._sum_increase - detector._min_increase, abs=1e-9), i
+        if alarm[0]:
+            our_alarms.append(i)
+            ph.restart(np.array([0]))
+    assert len(river_alarms) >= 20 and our_alarms == river_alarms
 
 
 def test_missing_losses_change_nothing_and_a_new_model_starts_afresh():
@@ -79,16 +105,30 @@ def test_missing_losses_change_nothing_and_a_new_model_starts_afresh():
     assert ph.ph_count[0] == 0 and ph.ph_statistic[0] == 0 and ph.ph_count[1] == 48
 
 
-@pytest.mark.parametrize("value", [-1, True, float("nan"), "200"])
+@pytest.mark.parametrize("value", [-1, True, float("nan"), float("inf"), "200"])
 def test_bad_thresholds_are_refused_with_the_parameter_named(value):
     with pytest.raises(ValueError, match="page_hinkley"):
         MLMAPolicy(page_hinkley=value)
+
+
+def test_bad_statistic_settings_are_refused_with_the_setting_named():
     with pytest.raises(ValueError, match="Page-Hinkley threshold"):
         PageHinkley(threshold=0)
     with pytest.raises(ValueError, match="Page-Hinkley margin"):
         PageHinkley(threshold=1, margin=-0.1)
     with pytest.raises(ValueError, match="Page-Hinkley min_values"):
         PageHinkley(threshold=1, min_values=2.5)
+
+
+def test_the_project_setting_reaches_the_policy(tmp_path):
+    from mlma.project import CONFIG_NAME, init_project, load_config
+
+    init_project(tmp_path / "p")
+    path = tmp_path / "p" / CONFIG_NAME
+    assert load_config(tmp_path / "p").build_policy().page_hinkley is None  # the template: off
+    path.write_text(path.read_text().replace("\npage_hinkley = 0 ", "\npage_hinkley = 150 "))
+    policy = load_config(tmp_path / "p").build_policy()
+    assert policy.page_hinkley == 150.0 and policy.ph.threshold == 150.0
 
 
 def test_off_by_default_and_in_the_params():
@@ -130,12 +170,86 @@ def test_an_alarm_is_explained_checked_as_a_challenger_and_its_state_survives_a_
             older = MLMAPolicy(page_hinkley=200)
             older.reset(n, STEPS, STEPS)
             older.load_state_arrays({k: v for k, v in saved.items() if not k.startswith("ph_")})
+            # The rest of the state is restored; the trigger starts empty.
+            np.testing.assert_array_equal(older.ref_sum, policy.ref_sum)
             assert not older.ph.ph_statistic.any() and not older.ph.ph_count.any()
     assert reason is not None and reason.startswith("Page-Hinkley: scaled loss above 1.05x") \
         and "threshold 200" in reason, reason
+    # The alarm acted on started the statistic afresh.
+    assert policy.ph.ph_statistic[0] == 0 and policy.ph.ph_count[0] == 0
     # A new model restarts it.
     policy.on_new_model(np.array([0]), ticks)
     assert policy.ph.ph_statistic[0] == 0 and policy.ph.ph_count[0] == 0
+
+
+def _drive_one_rise(policy: MLMAPolicy, n: int = 20, ticks: int = 24, rise_at: int = 10, lost_at: int = -1):
+    """Constant losses of 1 (nothing to test, nothing random), then streams 0 and 1 at 3 from ``rise_at``.
+    With threshold 100 and 24 losses a tick the statistic climbs 42, 80, 115 (alarm), 148, 177, ... from
+    ``rise_at`` (the mean follows: 1.18, 1.33, 1.46, ...), and stays at 0 on a stream at its usual loss.
+    ``lost_at``: a lost challenger of stream 0 at that tick (a cool-down, no restart of the trigger; the
+    agent tells the policy on the next tick). Returns per tick the Page-Hinkley re-trainings of streams 0
+    and 1 and their statistics."""
+    errors = np.ones((n, ticks, STEPS))
+    errors[:2, rise_at:] = 3.0
+    policy.reset(n, STEPS, STEPS)
+    policy.on_new_model(np.arange(n), -1)
+    retrained, levels = [], []
+    for t in range(ticks):
+        if t == lost_at + 1:
+            policy.on_challenger_lost(np.array([0]), lost_at)
+        d = policy.decide(_observation(t, errors[:, t], np.full(n, -1)))
+        retrained.append([bool(d.retrain[s]) and "Page-Hinkley" in str(d.reason[s]) for s in (0, 1)])
+        levels.append(policy.ph.ph_statistic[:2].copy())
+    return np.array(retrained), np.array(levels)
+
+
+def test_an_alarm_waits_out_the_cool_down_and_then_retrains():
+    """Stream 0's loss triples at tick 10 and a challenger of it was lost at tick 10, so it cools down through
+    tick 15 (cool-down 5): its statistic passes the threshold at tick 12 and stands, nothing is re-trained
+    until tick 16, then it is and the statistic starts afresh. Stream 1, not cooling, re-trains at tick 12."""
+    policy = MLMAPolicy(page_hinkley=100, alpha=1e-12, max_age=0, cooldown_ticks=5)
+    retrained, levels = _drive_one_rise(policy, lost_at=10)
+    assert np.flatnonzero(retrained[:, 1]).tolist() == [12]
+    assert np.flatnonzero(retrained[:, 0]).tolist() == [16]
+    assert (levels[12:16, 0] > 100).all() and levels[16, 0] == 0
+
+
+@pytest.mark.parametrize("budget, backbone", [(0.05, "schedule"), (1, "gain")])
+def test_with_a_budget_the_alarm_retrains_or_waits_for_its_turn(budget, backbone):
+    """With a budget spent as a schedule, the alarms are added to it like the growth trigger's: both risen
+    streams re-train at tick 12. With the gain-ranked budget of one re-training a tick they compete for the
+    slot: one re-trains at tick 12, the other's alarm stands (its statistic kept above the threshold) and
+    re-trains at tick 13, instead of being lost."""
+    policy = MLMAPolicy(page_hinkley=100, alpha=1e-12, max_age=0, budget=budget, backbone=backbone)
+    retrained, levels = _drive_one_rise(policy)
+    first = [int(np.flatnonzero(retrained[:, s])[0]) for s in (0, 1)]
+    if backbone == "schedule":
+        assert first == [12, 12]
+    else:
+        assert sorted(first) == [12, 13]
+        waited = int(np.argmax(first))
+        assert levels[12, waited] > 100 and levels[13, waited] == 0
+
+
+def test_a_streams_own_relevance_margin_is_its_allowance():
+    """A person gives stream 0 a relevance margin of 30: a twentyfold rise is under 1 + 30 times the mean, so
+    it accumulates nothing there; stream 1, at the policy's margin, alarms, and says its margin."""
+    policy = MLMAPolicy(page_hinkley=50, alpha=1e-12, max_age=0)
+    rng = np.random.default_rng(4)
+    n = 20
+    errors = simulate_errors(n, 40, 0.5, 4, rng)
+    errors[:2, 10:] *= 20.0
+    policy.reset(n, STEPS, STEPS)
+    policy.set_overrides(delta=np.where(np.arange(n) == 0, 30.0, np.nan))
+    policy.on_new_model(np.arange(n), -1)
+    reasons = {0: [], 1: []}
+    for t in range(40):
+        d = policy.decide(_observation(t, errors[:, t], np.full(n, -1)))
+        for s in (0, 1):
+            if d.retrain[s] and "Page-Hinkley" in str(d.reason[s]):
+                reasons[s].append(d.reason[s])
+    assert not reasons[0] and reasons[1]
+    assert "above 1.05x" in reasons[1][0]
 
 
 def test_losses_explained_by_known_events_do_not_accumulate():

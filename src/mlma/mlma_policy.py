@@ -25,7 +25,7 @@ sees; after a lost challenger it is silent until the next model (off by default:
 window (a stream launched lately) once a re-training would use ``growth`` times its rows. An opt-in
 **Page-Hinkley** trigger (``page_hinkley``, :mod:`mlma.monitor.page_hinkley`) adds triggers where a stream's
 scaled losses have accumulated an excess over their mean since the model serves (off by default: it helped on
-the simulator and hurt two real panels). The refresh
+the simulator and made real panels worse, one significantly). The refresh
 re-trains streams whose model reached ``refresh_ticks`` ticks of age, staggered over the first period; while the fleet's
 learned gain of such a refresh is below ``min_gain`` the refresh slows down ``explore_factor`` times (it keeps
 exploring, so the evidence can turn). Tests only *add* re-trainings to the refresh. With a ``budget`` the policy
@@ -73,10 +73,10 @@ from mlma.escalations import Escalation
 from mlma.monitor import degradation_test, fdr_control
 from mlma.monitor.bias import bias_shift_test
 from mlma.monitor.cusum import CUSUM
-from mlma.monitor.page_hinkley import PageHinkley
 from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test_block_means
 from mlma.monitor.gain import GainModel, decision_features
 from mlma.monitor.growth import HistoryGrowth
+from mlma.monitor.page_hinkley import PageHinkley
 from mlma.monitor.losses import forecast_level
 from mlma.monitor.skill import SeasonalNaive, SkillTest
 from mlma.policy import LOSSES, Decision, Policy, TickObservation, Verdict
@@ -240,10 +240,12 @@ class MLMAPolicy(Policy):
         max(0, S + k (x - (1 + delta) m - 0.005))`` for a tick of ``k`` losses of mean ``x``. A stream alarms
         when ``S`` exceeds this threshold (in scaled loss times losses: at 200 and 24 losses a tick, a doubled
         loss alarms after about two weeks); it is re-trained as a challenger, explained as ``Page-Hinkley:
-        ...``. Every clean tick of the serving version counts, warm-up included; the test restarts after an
-        alarm and with a new model. ``None`` or ``0`` (default): off. 200 is the lowest threshold whose
-        no-change rate leaves room for the age backstop; it helped on the simulator and hurt two real panels
-        (docs/results.md, "Eighth pass"), so it is opt-in.
+        ...``. Every clean tick of the serving version counts, warm-up included; an alarm waits out the
+        cool-down, like the growth trigger's, and the test restarts once an alarm is acted on and with a new
+        model. A stream's own ``delta`` (``set_overrides``) is its allowance. ``None`` or ``0`` (default): off.
+        200 is the lowest threshold whose no-change rate leaves room for the age backstop; it helped on the
+        simulator and made real panels worse, aus-retail significantly (docs/results.md, "Eighth pass"), so
+        it is opt-in.
     growth
         An additional trigger for a model fitted on part of a capped training window (a stream launched
         lately): once a re-training would use ``growth`` times the rows the serving model was fitted on
@@ -272,8 +274,8 @@ class MLMAPolicy(Policy):
                  growth: float | None = 2.0) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-        if delta < 0:
-            raise ValueError(f"delta (the relevance margin) must be >= 0, got {delta!r}")
+        if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not (delta >= 0 and math.isfinite(delta)):
+            raise ValueError(f"delta (the relevance margin) must be a finite number >= 0, got {delta!r}")
         if fdr not in ("bh", "by", "bonferroni", "none"):
             raise ValueError(f"fdr must be 'bh', 'by', 'bonferroni' or 'none', got {fdr!r}")
         if loss not in LOSSES:
@@ -342,10 +344,12 @@ class MLMAPolicy(Policy):
         # The relevance margin is its relative allowance: a rise under delta is not worth a re-training, so
         # it must not add up to one either.
         self.ph = PageHinkley(self.page_hinkley or 1.0, margin=delta)
+        if not isinstance(growth, bool) and isinstance(growth, numbers.Real) and growth == 0:
+            growth = None  # 0 is off, as for the other triggers and in mlma.toml
         if growth is not None and (isinstance(growth, bool) or not isinstance(growth, numbers.Real)
                                    or not growth > 1 or not math.isfinite(growth)):
             raise ValueError(f"growth (re-train a model fitted on a short history once the history a re-training "
-                             f"would use is this many times larger) must be a finite number > 1, or None for no "
+                             f"would use is this many times larger) must be a finite number > 1, or 0 / None for no "
                              f"growth trigger, got {growth!r}")
         self.growth = None if growth is None else float(growth)
         self.history_growth = HistoryGrowth(self.growth or 2.0)
@@ -753,17 +757,21 @@ class MLMAPolicy(Policy):
         if self.growth is not None and obs.train_rows is not None:
             grown = (self.history_growth.due(obs.train_rows, obs.observed, obs.has_model)
                      & has_batch & ~suspect & ~abnormal & (k > self.cooldown_until))
-        # The Page-Hinkley trigger: every clean tick of the serving version, warm-up included, on the scaled
-        # losses (divided by the explained scale of known events, as the tests' losses are).
+        # The Page-Hinkley trigger: every clean tick of the serving version feeds it, warm-up included, on the
+        # scaled losses divided by the explained scale of known events (whatever `loss` is: the scaled losses
+        # are absolute errors). Like the growth trigger, an alarm waits out the cool-down (the statistic
+        # stands until then) and is restarted once acted on, below.
         ph_alarm = np.zeros(n, dtype=bool)
         ph_level, ph_mean, ph_run = np.zeros(n), np.full(n, np.nan), np.zeros(n, dtype=np.int32)
+        ph_margin = np.where(np.isfinite(self.delta_override), self.delta_override, self.delta)
         if self.page_hinkley is not None:
             fed = np.flatnonzero(clean)
             if len(fed):
                 scaled = obs.scaled_losses if obs.explained is None else obs.scaled_losses / obs.explained
                 scaled = _fit_width(np.asarray(scaled, dtype=np.float64), self.steps)[fed]
                 ph_alarm[fed], ph_level[fed], ph_mean[fed], ph_run[fed] = self.ph.update(
-                    fed, _row_mean(scaled), np.isfinite(scaled).sum(axis=1))
+                    fed, _row_mean(scaled), np.isfinite(scaled).sum(axis=1), margin=ph_margin[fed])
+            ph_alarm &= k > self.cooldown_until
         trigger = reject | alarm | ph_alarm | skill_reject | grown
 
         decision.verdict[~obs.has_model] = Verdict.COLD
@@ -803,8 +811,8 @@ class MLMAPolicy(Policy):
             due = (has_batch & ~suspect & ~abnormal & obs.has_model
                    & np.where(first, on_phase | (age > period), age >= period))
             # Tests only add re-trainings on strong evidence, checked as challengers.
-            chosen = due | grown | (eligible & ((reject & (expected >= self.min_gain)) | alarm | ph_alarm
-                                                | skill_reject))
+            chosen = due | grown | ph_alarm | (eligible & ((reject & (expected >= self.min_gain)) | alarm
+                                                           | skill_reject))
             scheduled = due
         else:
             size = int(self.budget) if self.budget >= 1 else max(1, round(self.budget * int(obs.has_model.sum())))
@@ -825,6 +833,9 @@ class MLMAPolicy(Policy):
             scheduled = scheduled | backstop
 
         picked = np.flatnonzero(chosen)
+        # A Page-Hinkley alarm acted on starts its stream afresh (one not chosen, e.g. outside a gain-ranked
+        # budget, stands for the next tick).
+        self.ph.restart(np.flatnonzero(chosen & ph_alarm))
         fit_rows = self.history_growth.fit_rows
         triggered = np.flatnonzero(chosen & trigger)
         if len(triggered):
@@ -851,7 +862,7 @@ class MLMAPolicy(Policy):
                                                  backstop[s],
                                                  (cusum_level[s], cusum_run[s], mean_ratio[s], at_once_alarm[s])
                                                  if alarm[s] and not scheduled[s] else None,
-                                                 (ph_level[s], ph_run[s], ph_mean[s])
+                                                 (ph_level[s], ph_run[s], ph_mean[s], ph_margin[s])
                                                  if ph_alarm[s] and not scheduled[s] else None,
                                                  (skill_mean[s], skill_n[s], skill_p[s])
                                                  if skill_reject[s] and not scheduled[s] else None,
@@ -899,10 +910,10 @@ class MLMAPolicy(Policy):
         if cusum is not None:
             extra.append(alarm)
         if page_hinkley is not None:
-            level, run, mean = page_hinkley
-            extra.append(f"Page-Hinkley: scaled loss above {1 + self.delta:g}x its mean of {mean:.2f} since the model "
-                         f"serves, cumulative excess {level:.1f} > threshold {self.page_hinkley:g} over the last "
-                         f"{int(run)} ticks")
+            level, run, mean, margin = page_hinkley
+            extra.append(f"Page-Hinkley: scaled loss above {1 + margin:g}x its mean of {mean:.2f} (since the model "
+                         f"serves or its last alarm), cumulative excess {level:.1f} > threshold "
+                         f"{self.page_hinkley:g} over the last {int(run)} ticks")
         if skill is not None:
             mean, count, p_skill = skill
             extra.append(f"skill: error {mean:.2f}x the seasonal naive's on the same {int(count)} ticks, above "

@@ -312,8 +312,8 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     m = config.monitor
     if not 0 < m.alpha < 1:
         raise ConfigError(f"{path}: [monitor] alpha must be in (0, 1), got {m.alpha}")
-    if m.delta < 0:
-        raise ConfigError(f"{path}: [monitor] delta must be >= 0, got {m.delta}")
+    if not (m.delta >= 0 and math.isfinite(m.delta)):  # NaN fails both
+        raise ConfigError(f"{path}: [monitor] delta must be a finite number >= 0, got {m.delta}")
     if m.fdr not in ("bh", "by", "bonferroni", "none"):
         raise ConfigError(f"{path}: [monitor] fdr must be bh, by, bonferroni or none, got {m.fdr!r}")
     for key in ("cooldown_ticks", "budget", "page_hinkley", "cusum_threshold"):

@@ -8,10 +8,13 @@ updates them as
     m <- m + k (x - m) / n                               (n: the losses so far, this tick's included)
     S <- max(0, S + k (x - (1 + margin) m - allowance))
 
-and the stream **alarms** when ``S > threshold`` after at least ``min_values`` losses; everything then starts
-afresh, as River's ``PageHinkley`` does after a detection. With ``margin = 0`` this is the detector River runs
-loss by loss (its ``S - min S`` of the cumulative deviations is the reflected sum above) at the granularity
-of a tick: at the same threshold it alarms about as often on the same losses (tests/test_page_hinkley.py).
+and the stream **alarms** when ``S > threshold`` after at least ``min_values`` losses; the caller then starts
+it afresh (:meth:`PageHinkley.restart`), as River's ``PageHinkley`` resets after a detection. With ``margin =
+0`` this is the detector River runs loss by loss with no forgetting (``alpha=1``; its ``S - min S`` of the
+cumulative deviations is the reflected sum above), at the granularity of a tick: with one loss a tick it is
+River's statistic exactly, and with 24 at the same threshold it alarms about as often on the same losses
+(tests/test_page_hinkley.py). River's default forgets a little (``alpha = 0.9999`` per loss; the
+``page-hinkley`` baseline policy uses it), which this one does not.
 
 How it differs from the reference-relative :class:`mlma.monitor.cusum.CUSUM`:
 
@@ -84,13 +87,12 @@ class PageHinkley:
     [True, False] [5.83, 0.0] [0.75, 0.5] [2, 0]
 
     The mean follows the rise (0.5, then 0.667 and 0.75), so a rise counts less the longer it lasts. The
-    alarmed stream starts afresh, its mean too; a new model does the same:
+    caller starts a stream it acted on afresh, its mean too (as River's detector resets after a detection);
+    a new model does the same:
 
+    >>> ph.restart(np.flatnonzero(alarm))
     >>> ph.ph_count.tolist(), ph.ph_statistic.tolist()
     ([0.0, 40.0], [0.0, 0.0])
-    >>> ph.restart(np.array([1]))
-    >>> ph.ph_count.tolist()
-    [0.0, 0.0]
 
     With a margin of 10 % a stream at its usual loss pays 10 % of its mean per loss back to 0:
 
@@ -125,27 +127,32 @@ class PageHinkley:
         for name in self.STATE:
             getattr(self, name)[streams] = 0
 
-    def update(self, streams: np.ndarray, tick_mean: np.ndarray, count: np.ndarray):
+    def update(self, streams: np.ndarray, tick_mean: np.ndarray, count: np.ndarray,
+               margin: np.ndarray | float | None = None):
         """Add one tick of ``streams``: the mean scaled loss ``tick_mean`` over ``count`` losses (NaN or no
-        losses: nothing changes).
+        losses: nothing changes); ``margin``, when given, replaces :attr:`margin` (per stream, e.g. a
+        person's own relevance margin for a stream).
 
         Returns, for ``streams``: the alarms, the statistic, the running mean and the run length (ticks since
-        the statistic last stood at 0) after the update; alarmed streams then start afresh.
+        the statistic last stood at 0) after the update. An alarm does not start the stream afresh: the
+        caller :meth:`restart` s the streams it acts on, so that an alarm it cannot act on yet (a stream
+        cooling down) stands until it can.
         """
         streams = np.asarray(streams, dtype=np.int64)
         x = np.asarray(tick_mean, dtype=np.float64)
         k = np.where(np.isfinite(x), np.asarray(count, dtype=np.float64), 0.0)
         x = np.where(k > 0, x, 0.0)
+        relative = self.margin if margin is None else np.asarray(margin, dtype=np.float64)
         old_mean = self.ph_mean[streams]
         n = self.ph_count[streams] + k
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(k > 0, old_mean + k * (x - old_mean) / np.maximum(n, 1.0), old_mean)
-        step = k * (x - mean * (1.0 + self.margin) - self.allowance)
+        step = k * (x - mean * (1.0 + relative) - self.allowance)
         level = np.where(k > 0, np.maximum(0.0, self.ph_statistic[streams] + step), self.ph_statistic[streams])
         run = np.where(k > 0, np.where(level > 0, self.ph_run[streams] + 1, 0), self.ph_run[streams]).astype(np.int32)
+        self.ph_count[streams] = n
+        self.ph_mean[streams] = mean
+        self.ph_statistic[streams] = level
+        self.ph_run[streams] = run
         alarm = (level > self.threshold) & (n >= self.min_values)
-        self.ph_count[streams] = np.where(alarm, 0.0, n)
-        self.ph_mean[streams] = np.where(alarm, 0.0, mean)
-        self.ph_statistic[streams] = np.where(alarm, 0.0, level)
-        self.ph_run[streams] = np.where(alarm, 0, run)
         return alarm, level, mean, run
