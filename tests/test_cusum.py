@@ -22,8 +22,8 @@ import pytest
 
 from mlma.mlma_policy import MLMAPolicy
 from mlma.monitor.cusum import CUSUM
-from mlma.policy import TickObservation
-from test_policy_calibration import STEPS, binomial_tolerance, drive, simulate_errors
+from test_policy_calibration import STEPS, binomial_tolerance, drive, first_retrains, simulate_errors
+from test_policy_calibration import tick_observation as _observation
 
 #: The threshold the statistical tests hold the trigger to (the opt-in value docs/monitoring.md suggests).
 THRESHOLD = 24.0
@@ -63,12 +63,6 @@ def test_off_by_default_and_in_the_params():
     params = MLMAPolicy(cusum_threshold=24, cusum_at_once=True).get_params()
     assert params["cusum_threshold"] == 24.0 and params["cusum_at_once"] is True
 
-
-def _observation(t: int, errors: np.ndarray, fitted: np.ndarray) -> TickObservation:
-    n = len(errors)
-    return TickObservation(t, actuals=10 + errors, losses=np.abs(errors), scaled_losses=np.abs(errors),
-                           has_model=np.ones(n, dtype=bool), ticks_since_fit=t - fitted,
-                           observed=np.full(n, STEPS), errors=errors)
 
 
 def test_an_alarm_is_explained_checked_as_a_challenger_and_its_state_survives_a_restart():
@@ -189,13 +183,7 @@ def test_a_sustained_rise_by_half_is_found_in_time_by_its_size():
     hit = np.arange(n) < n // 10
     errors[hit, pre:] *= 1.5
     policy = MLMAPolicy(cusum_threshold=8.0, alpha=1e-12, max_age=0)
-    policy.reset(n, STEPS, STEPS)
-    policy.on_new_model(np.arange(n), -1)
-    first = np.full(n, -1)
-    for t in range(pre + post):
-        d = policy.decide(_observation(t, errors[:, t], np.full(n, -1)))
-        new = d.retrain & (first < 0) & (t >= pre)
-        first[new] = t - pre + 1
+    first = first_retrains(policy, errors, pre)
     n_hit = int(hit.sum())
     found = first[hit]
     within_30 = (found > 0).mean()

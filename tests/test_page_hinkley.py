@@ -23,15 +23,9 @@ import pytest
 
 from mlma.mlma_policy import MLMAPolicy
 from mlma.monitor.page_hinkley import PageHinkley
-from mlma.policy import TickObservation
-from test_policy_calibration import STEPS, binomial_tolerance, drive, simulate_errors
+from test_policy_calibration import STEPS, binomial_tolerance, drive, first_retrains, simulate_errors
+from test_policy_calibration import tick_observation as _observation
 
-
-def _observation(t: int, errors: np.ndarray, fitted: np.ndarray, explained=None) -> TickObservation:
-    n = len(errors)
-    return TickObservation(t, actuals=10 + errors, losses=np.abs(errors), scaled_losses=np.abs(errors),
-                           has_model=np.ones(n, dtype=bool), ticks_since_fit=t - fitted,
-                           observed=np.full(n, STEPS), errors=errors, explained=explained)
 
 
 def _ph_alarms(reasons: list) -> np.ndarray:
@@ -317,13 +311,7 @@ def test_a_sustained_doubling_is_found_by_accumulation_and_a_rise_under_the_marg
     errors[half, pre:] *= 2.0
     errors[small, pre:] *= 1.04
     policy = MLMAPolicy(page_hinkley=200, alpha=1e-12, max_age=0)
-    policy.reset(n, STEPS, STEPS)
-    policy.on_new_model(np.arange(n), -1)
-    first = np.full(n, -1)
-    for t in range(pre + post):
-        d = policy.decide(_observation(t, errors[:, t], np.full(n, -1)))
-        new = d.retrain & (first < 0) & (t >= pre)
-        first[new] = t - pre + 1
+    first = first_retrains(policy, errors, pre)
     found = (first[half] > 0).mean()
     assert found >= 0.9 - binomial_tolerance(0.9, int(half.sum()), clusters=1.0), found
     assert not ((first[half] > 0) & (first[half] <= 5)).any()

@@ -41,6 +41,30 @@ def simulate_errors(n: int, ticks: int, phi: float, t_df: float | None, rng) -> 
     return (errors * daily).reshape(n, ticks, STEPS)
 
 
+def tick_observation(t: int, errors: np.ndarray, fitted: np.ndarray, explained=None) -> TickObservation:
+    """Tick ``t`` of signed ``errors`` ``(n, STEPS)`` as the agent gives it to a policy (actuals 10 + error, the
+    absolute errors as losses and scaled losses), each stream's model fitted at tick ``fitted``."""
+    n = len(errors)
+    return TickObservation(t, actuals=10 + errors, losses=np.abs(errors), scaled_losses=np.abs(errors),
+                           has_model=np.ones(n, dtype=bool), ticks_since_fit=t - fitted,
+                           observed=np.full(n, STEPS), errors=errors, explained=explained)
+
+
+def first_retrains(policy: MLMAPolicy, errors: np.ndarray, pre: int) -> np.ndarray:
+    """Drive ``policy`` over ``errors`` ``(n, ticks, STEPS)`` without re-training anything and return, per
+    stream, the tick (counted from 1 at tick ``pre``) of its first re-training from tick ``pre`` on; -1 for
+    none."""
+    n, ticks, _ = errors.shape
+    policy.reset(n, STEPS, STEPS)
+    policy.on_new_model(np.arange(n), -1)
+    first = np.full(n, -1)
+    for t in range(ticks):
+        d = policy.decide(tick_observation(t, errors[:, t], np.full(n, -1)))
+        new = d.retrain & (first < 0) & (t >= pre)
+        first[new] = t - pre + 1
+    return first
+
+
 def drive(policy: MLMAPolicy, errors: np.ndarray, rng, challenger_errors: np.ndarray | None = None,
           retrain: bool = True, at_once: list | None = None, reasons: list | None = None):
     """Run the agent's loop over ``errors`` without any real change: a stream the policy re-trains at tick
