@@ -777,12 +777,12 @@ class Agent:
         return self.policy.needs_train_rows and bool(self.service.train_window_ticks)
 
     def _train_rows(self, k: int) -> np.ndarray:
-        """Rows a model fitted at the end of tick ``k`` would train on: those of its training window's ticks
-        (all history without a window). Live operation loads the window's ticks, so it counts the same."""
+        """Rows a model fitted at the end of tick ``k`` would train on: those of its (capped) training window's
+        ticks; read only when :meth:`_counts_train_rows`. Live operation loads the window's ticks, so it
+        counts the same."""
         def count() -> np.ndarray:
             rows = self._rows_through(k).astype(np.float64)
-            window = self.service.train_window_ticks
-            start = k + 1 - window if window else self.fleet.tick_base
+            start = k + 1 - self.service.train_window_ticks
             if start > self.fleet.tick_base:
                 rows = rows - self.fleet.n_rows_before(start)
             return rows

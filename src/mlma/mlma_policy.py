@@ -303,11 +303,8 @@ class MLMAPolicy(Policy):
                              f"got {max_age!r}")
         if explore_factor < 1:
             raise ValueError(f"explore_factor must be >= 1, got {explore_factor!r}")
-        if cusum_threshold is not None and (isinstance(cusum_threshold, bool)
-                                            or not isinstance(cusum_threshold, numbers.Real)
-                                            or not cusum_threshold >= 0 or not math.isfinite(cusum_threshold)):
-            raise ValueError(f"cusum_threshold (the CUSUM trigger's threshold, in reference mean losses) must be a "
-                             f"number > 0, or 0 / None for no CUSUM trigger, got {cusum_threshold!r}")
+        _check_threshold("cusum_threshold", cusum_threshold, "the CUSUM trigger's threshold, in reference mean losses",
+                         "CUSUM")
         if skill_margin is not None and (isinstance(skill_margin, bool) or not isinstance(skill_margin, numbers.Real)
                                          or not skill_margin >= 0 or not math.isfinite(skill_margin)):
             raise ValueError(f"skill_margin (the skill trigger's accepted excess of the mean scaled loss over the "
@@ -335,11 +332,8 @@ class MLMAPolicy(Policy):
         # accumulate either (a stream's own delta override replaces it at update time).
         self.cusum = CUSUM(self.cusum_threshold or 1.0, drift=delta)
         self.skill_margin = None if skill_margin is None else float(skill_margin)
-        if page_hinkley is not None and (isinstance(page_hinkley, bool) or not isinstance(page_hinkley, numbers.Real)
-                                         or not page_hinkley >= 0 or not math.isfinite(page_hinkley)):
-            raise ValueError(f"page_hinkley (the Page-Hinkley trigger's threshold, in scaled loss times losses) "
-                             f"must be a finite number > 0, or 0 / None for no Page-Hinkley trigger, "
-                             f"got {page_hinkley!r}")
+        _check_threshold("page_hinkley", page_hinkley,
+                         "the Page-Hinkley trigger's threshold, in scaled loss times losses", "Page-Hinkley")
         self.page_hinkley = None if not page_hinkley else float(page_hinkley)
         # The relevance margin is its relative allowance: a rise under delta is not worth a re-training, so
         # it must not add up to one either.
@@ -725,8 +719,7 @@ class MLMAPolicy(Policy):
         cusum_run = np.zeros(n, dtype=np.int32)
         cusum_drift = np.full(n, self.delta)
         if self.cusum_threshold and len(idx):
-            own = self.delta_override[idx]
-            cusum_drift[idx] = np.where(np.isfinite(own), own, self.delta)
+            cusum_drift[idx] = self._deltas(idx)
             alarm[idx], cusum_level[idx], cusum_run[idx] = self.cusum.update(
                 idx, self._cusum_excess(idx, current, decision.loss[idx]), cusum_drift[idx])
         # The skill trigger: every clean tick of the serving version enters its ring (warm-up included: a
@@ -763,12 +756,13 @@ class MLMAPolicy(Policy):
         # stands until then) and is restarted once acted on, below.
         ph_alarm = np.zeros(n, dtype=bool)
         ph_level, ph_mean, ph_run = np.zeros(n), np.full(n, np.nan), np.zeros(n, dtype=np.int32)
-        ph_margin = np.where(np.isfinite(self.delta_override), self.delta_override, self.delta)
+        ph_margin = np.full(n, self.delta)
         if self.page_hinkley is not None:
             fed = np.flatnonzero(clean)
             if len(fed):
                 scaled = obs.scaled_losses if obs.explained is None else obs.scaled_losses / obs.explained
                 scaled = _fit_width(np.asarray(scaled, dtype=np.float64), self.steps)[fed]
+                ph_margin[fed] = self._deltas(fed)
                 ph_alarm[fed], ph_level[fed], ph_mean[fed], ph_run[fed] = self.ph.update(
                     fed, _row_mean(scaled), np.isfinite(scaled).sum(axis=1), margin=ph_margin[fed])
             ph_alarm &= k > self.cooldown_until
@@ -1008,12 +1002,16 @@ class MLMAPolicy(Policy):
             ratio = np.where(same_hours > 0, tick_mean / same_hours, np.nan) * full / self.cusum_baseline[idx]
         return np.where(np.isfinite(ratio), ratio - 1.0, np.nan)
 
+    def _deltas(self, streams: np.ndarray) -> np.ndarray:
+        """The relevance margin of each of ``streams``: its own where a person set one (``set_overrides``),
+        else ``delta``. The tests, the CUSUM's and Page-Hinkley's allowances all read it here."""
+        own = self.delta_override[streams]
+        return np.where(np.isfinite(own), own, self.delta)
+
     def _block_test(self, cur_means, ref_means, n_current, n_reference, idx=None):
         delta = self.delta
-        if idx is not None:
-            own = self.delta_override[idx]
-            if np.isfinite(own).any():
-                delta = np.where(np.isfinite(own), own, self.delta)[:, None]
+        if idx is not None and np.isfinite(self.delta_override[idx]).any():
+            delta = self._deltas(idx)[:, None]
         return _test_block_means(cur_means, ref_means, n_current, n_reference, delta=delta,
                                  **_TEST_DEFAULTS)
 
@@ -1035,9 +1033,7 @@ class MLMAPolicy(Policy):
         signed errors against the reference's. The relevance margin is the loss test's: a shift of the mean
         error by at most ``delta`` times the reference's mean absolute loss is not worth a re-training."""
         recent = self.window_bias[idx, -self.window_ticks:]
-        delta = np.full(len(idx), self.delta)
-        own = self.delta_override[idx]
-        delta = np.where(np.isfinite(own), own, delta)
+        delta = self._deltas(idx)
         count = self.ref_count[idx].sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             scale = np.where(count > 0, self.ref_sum[idx].sum(axis=1) / np.maximum(count, 1), np.nan)
@@ -1110,6 +1106,14 @@ _MIN_COVERAGE = _TEST_PARAMETERS["min_coverage"].default
 
 
 _NO_TICK = np.iinfo(np.int32).min // 2
+
+
+def _check_threshold(name: str, value, meaning: str, trigger: str) -> None:
+    """A cumulative trigger's threshold: a finite number > 0, or 0 / None for off."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                              or not value >= 0 or not math.isfinite(value)):
+        raise ValueError(f"{name} ({meaning}) must be a finite number > 0, or 0 / None for no {trigger} trigger, "
+                         f"got {value!r}")
 
 
 def _mean_error(errors: np.ndarray | None, n: int) -> np.ndarray:

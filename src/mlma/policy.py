@@ -149,7 +149,8 @@ class Policy:
         """Called after new models of ``streams`` were fitted at the end of ``tick`` (re-trainings and first
         models, whether they serve at once or go into shadow; failed fits are not), before
         :meth:`on_new_model`; ``train_rows[i]`` is the rows of history the model of ``streams[i]`` was fitted
-        on, in the units of :attr:`TickObservation.train_rows` (NaN when the policy does not read them)."""
+        on, in the units of :attr:`TickObservation.train_rows` (NaN when the policy does not read them or the
+        training window is all history)."""
 
     def on_challenger_judged(self, streams: np.ndarray, tick: int, challenger_loss: np.ndarray,
                              champion_loss: np.ndarray) -> None:
