@@ -97,7 +97,7 @@ def check_replay_matches_backtest(root: Path, frame: pd.DataFrame, policy: str =
     # The same re-trainings, stream by stream and tick by tick.
     live_retrains = set(map(tuple, verdicts.loc[verdicts["retrain"], ["unique_id", "tick"]].to_numpy().tolist()))
     backtest_retrains = set(map(tuple, result.retrain_log[["unique_id", "tick"]].to_numpy().tolist()))
-    assert len(backtest_retrains) > 15, "the simulated events should cause re-trainings"
+    assert len(backtest_retrains) >= 10, "the simulated events should cause re-trainings"
     assert {"cold", "silent"} <= set(result.escalation_log["kind"])
     # Lost challengers happened (their escalation needs three in a row, which this short replay need not see).
     assert result.summary[0]["rejected_challengers"] > 0
@@ -166,6 +166,16 @@ def test_live_replay_with_the_growth_trigger_matches_the_backtest(tmp_path, plat
     root = make_project(tmp_path / "p", alpha=REPLAY_ALPHA, growth=2)
     result = check_replay_matches_backtest(root, platform, f"mlma:alpha={REPLAY_ALPHA}:growth=2")
     assert result.retrain_log["reason"].str.startswith("growth:").sum() >= 2
+
+
+def test_live_replay_with_common_shock_holds_matches_the_backtest(tmp_path, platform):
+    """Ticks on which many zones trigger at once hold their triggers until the next ticks confirm them
+    (``[monitor] common_shock``, on by default): the holds must come back with the saved state, or a restarted
+    agent would take a confirmation for a fresh trigger (checked: with the hold's arrays left out of the saved
+    state, the re-trainings differ). On 40 zones the default share (2 %) means five triggers at once."""
+    root = make_project(tmp_path / "p", alpha=REPLAY_ALPHA, common_shock=0.02)
+    result = check_replay_matches_backtest(root, platform, f"mlma:alpha={REPLAY_ALPHA}:common_shock=0.02")
+    assert result.retrain_log["reason"].str.contains("confirmed after a hold").sum() >= 2
 
 
 def test_live_replay_with_a_budget_schedule_matches_the_backtest(tmp_path, platform):

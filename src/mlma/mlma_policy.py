@@ -77,6 +77,7 @@ from mlma.monitor.degradation import _as_loss_matrix, _masked_block_means, _test
 from mlma.monitor.gain import GainModel, decision_features
 from mlma.monitor.growth import HistoryGrowth
 from mlma.monitor.page_hinkley import PageHinkley
+from mlma.monitor.shock import CommonShockHold
 from mlma.monitor.losses import forecast_level
 from mlma.monitor.skill import SeasonalNaive, SkillTest
 from mlma.policy import LOSSES, Decision, Policy, TickObservation, Verdict
@@ -271,7 +272,7 @@ class MLMAPolicy(Policy):
                  cusum_threshold: float | None = None, cusum_at_once: bool = False,
                  page_hinkley: float | None = None,
                  skill_margin: float | None = None,
-                 growth: float | None = 2.0) -> None:
+                 growth: float | None = 2.0, common_shock: float | None = 0.02) -> None:
         if not 0 < alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
         if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not (delta >= 0 and math.isfinite(delta)):
@@ -347,6 +348,12 @@ class MLMAPolicy(Policy):
                              f"growth trigger, got {growth!r}")
         self.growth = None if growth is None else float(growth)
         self.history_growth = HistoryGrowth(self.growth or 2.0)
+        if not isinstance(common_shock, bool) and isinstance(common_shock, numbers.Real) and common_shock == 0:
+            common_shock = None  # 0 is off, as for the triggers and in mlma.toml
+        # A held trigger waits as long as its tick is in the stream's window of recent ticks.
+        self.shock = CommonShockHold(1.0 if common_shock is None else common_shock,
+                                     hold_ticks=max(int(window_ticks), 1))  # validates the share
+        self.common_shock = None if common_shock is None else float(common_shock)
         # Sized in reset (its window is the reference's capacity, its minimum the warm-up).
         self.skill = SkillTest(self.skill_margin or 0.0)
         self._period = 0
@@ -409,6 +416,7 @@ class MLMAPolicy(Policy):
         self.cusum.reset(n)
         self.ph.reset(n)
         self.history_growth.reset(n)
+        self.shock.reset(n)
         # Each stream's full-tick reference level when its CUSUM run began (NaN: not started), see _cusum_excess.
         self.cusum_baseline = np.full(n, np.nan)
         # The skill test reads as many ticks as the reference holds, once the warm-up's worth is there.
@@ -591,7 +599,8 @@ class MLMAPolicy(Policy):
              "cooldown_until", "trigger_ticks", "silent_for", "flagged", "typical_count", "typical_level",
              "typical_spread", "abnormal", "window", "window_len",
              "window_sum", "window_count", "window_bias", "cusum_baseline") + GainModel.STATE + CUSUM.STATE
-             + PageHinkley.STATE + SkillTest.STATE + SeasonalNaive.STATE + HistoryGrowth.STATE)
+             + PageHinkley.STATE + SkillTest.STATE + SeasonalNaive.STATE + HistoryGrowth.STATE
+             + CommonShockHold.STATE)
 
     def _owner(self, name: str):
         if name in GainModel.STATE:
@@ -604,6 +613,8 @@ class MLMAPolicy(Policy):
             return self.naive
         if name in HistoryGrowth.STATE:
             return self.history_growth
+        if name in CommonShockHold.STATE:
+            return self.shock
         return self.skill if name in SkillTest.STATE else self
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -611,16 +622,18 @@ class MLMAPolicy(Policy):
 
     def load_state_arrays(self, arrays) -> None:
         parts = (GainModel.STATE + CUSUM.STATE + PageHinkley.STATE + SkillTest.STATE + SeasonalNaive.STATE
-                 + HistoryGrowth.STATE)
+                 + HistoryGrowth.STATE + CommonShockHold.STATE)
         owners = {name: self._owner(name) for name in parts}
-        # A state saved before the CUSUM, Page-Hinkley, skill or growth trigger existed lacks their arrays: they start empty
-        # (the evidence of the last few ticks is lost, and the serving models' rows are taken to be those
-        # before the next tick), rather than refusing the restart.
+        # A state saved before the CUSUM, Page-Hinkley, skill or growth trigger or the common-shock hold existed
+        # lacks their arrays: they start empty (the evidence of the last few ticks is lost, the serving models'
+        # rows are taken to be those before the next tick, no trigger is held), rather than refusing the
+        # restart.
         arrays = ({name: getattr(self.cusum, name) for name in CUSUM.STATE}
                   | {name: getattr(self.ph, name) for name in PageHinkley.STATE}
                   | {name: getattr(self.skill, name) for name in SkillTest.STATE}
                   | {name: getattr(self.naive, name) for name in SeasonalNaive.STATE}
                   | {name: getattr(self.history_growth, name) for name in HistoryGrowth.STATE}
+                  | {name: getattr(self.shock, name) for name in CommonShockHold.STATE}
                   | {"cusum_baseline": self.cusum_baseline} | dict(arrays))
         for name in parts:
             setattr(self, name, getattr(owners[name], name))
@@ -702,7 +715,7 @@ class MLMAPolicy(Policy):
         p_bias = np.full(n, np.nan)
         idx = np.flatnonzero(testable)
         if len(idx):
-            p_deg, effect, excess_idx = self._test(idx, current)
+            p_deg, effect, excess_idx, p_recent = self._test(idx, current)
             p_degradation[idx] = p_deg
             decision.effect[idx] = effect
             excess[idx] = excess_idx
@@ -713,6 +726,15 @@ class MLMAPolicy(Policy):
                 p = np.where(has_bias, np.minimum(1.0, 2 * np.fmin(p_deg, p_bias[idx])), p_deg)
             decision.p_value[idx] = p
             reject[idx], _ = fdr_control(p, alpha=self.alpha, method=self.fdr)
+        # Many streams triggering in one tick is a shock common to them (a holiday, a storm over a city), and a
+        # model re-trained on it mostly loses the next day: such a tick's triggers wait for the next ticks'
+        # tests to confirm them (mlma.monitor.shock). They are still DEGRADED this tick.
+        found = reject
+        if self.common_shock is not None:
+            recent = np.full(n, np.nan)
+            if len(idx):
+                recent[idx] = p_recent
+            reject = self.shock.act(reject, len(idx), k, recent, self.alpha)
         # The CUSUM trigger: the excess of each tested stream's tick over its reference accumulates.
         alarm = np.zeros(n, dtype=bool)
         cusum_level = np.zeros(n)
@@ -772,7 +794,7 @@ class MLMAPolicy(Policy):
         decision.verdict[obs.has_model & ~has_batch] = Verdict.NO_DATA
         decision.verdict[warming | (suspect & (self.ref_len < self.warmup))] = Verdict.WARMING_UP
         decision.verdict[cooling] = Verdict.COOLING_DOWN
-        decision.verdict[trigger] = Verdict.DEGRADED
+        decision.verdict[trigger | found] = Verdict.DEGRADED
         decision.verdict[has_batch & abnormal & ~suspect] = Verdict.ABNORMAL
 
         # The expected gain of re-training each stream now.
@@ -861,7 +883,10 @@ class MLMAPolicy(Policy):
                                                  (skill_mean[s], skill_n[s], skill_p[s])
                                                  if skill_reject[s] and not scheduled[s] else None,
                                                  (fit_rows[s], obs.train_rows[s])
-                                                 if grown[s] and not scheduled[s] else None)
+                                                 if grown[s] and not scheduled[s] else None,
+                                                 self.shock.describe(s)
+                                                 if self.common_shock is not None and self.shock.confirmed[s]
+                                                 else None)
                                    for s in picked]
         checked = picked[~(scheduled | at_once_alarm)[picked]]
         self.gain.decided(checked, features[checked])
@@ -888,7 +913,7 @@ class MLMAPolicy(Policy):
         return np.floor(slots[:n] * period).astype(np.int64)
 
     def _explain(self, s, triggered, age, decision, p_degradation, p_bias, expected, scheduled=False,
-                 backstop=False, cusum=None, page_hinkley=None, skill=None, growth=None) -> str:
+                 backstop=False, cusum=None, page_hinkley=None, skill=None, growth=None, held=None) -> str:
         gain = f"expected gain {100 * expected:+.1f} %"
         if backstop:
             when = (f"max_age {self.max_age}" if age >= self.max_age
@@ -922,7 +947,8 @@ class MLMAPolicy(Policy):
             else:
                 what = "mean error shifted from reference"
             also = "".join(f"; {e}" for e in extra)
-            return f"{what} (p={decision.p_value[s]:.2g}){also}; {gain}"
+            confirmed = "" if held is None else f"; confirmed after a hold ({held})"
+            return f"{what} (p={decision.p_value[s]:.2g}){confirmed}{also}; {gain}"
         if extra:
             return f"{'; '.join(extra)}; tests p={decision.p_value[s]:.2g}; {gain}"
         if self.budget is None:
@@ -931,7 +957,9 @@ class MLMAPolicy(Policy):
 
     # -- helpers --------------------------------------------------------------------------------------------
     def _test(self, idx: np.ndarray, current: np.ndarray):
-        """p-value, effect and excess loss of streams ``idx``: newest tick and window, Bonferroni-combined.
+        """p-value, effect and excess loss of streams ``idx``: newest tick and window, Bonferroni-combined;
+        and the window test's own p-value (the newest tick's with a window of one tick), for the common-shock
+        hold's last check.
 
         The same tests as :func:`mlma.monitor.degradation_test` on the time-ordered reference (daily blocks,
         default parameters apart from ``delta``), computed from the block sums kept in the ring: the
@@ -955,7 +983,7 @@ class MLMAPolicy(Policy):
         effect = newest.effect
         excess = newest.current_mean - newest.reference_mean
         if self.window_ticks == 1:
-            return p, effect, excess
+            return p, effect, excess, p
         recent = slice(-self.window_ticks, None)
         counts = self.window_count[idx, recent]
         # A window with one complete tick covers every position; only the others need their positions
@@ -975,7 +1003,7 @@ class MLMAPolicy(Policy):
         combined = np.where(two, np.minimum(1.0, 2 * np.fmin(p, p_window)), p)
         effect = np.where(use_window, sustained.effect, effect)
         excess = np.where(use_window, sustained.current_mean - sustained.reference_mean, excess)
-        return combined, effect, excess
+        return combined, effect, excess, np.where(np.isfinite(p_window), p_window, p)
 
     def _cusum_excess(self, idx: np.ndarray, current: np.ndarray, tick_mean: np.ndarray) -> np.ndarray:
         """The CUSUM's value for streams ``idx``: the tick's mean loss (``tick_mean``) relative to the stream's

@@ -68,6 +68,7 @@ page_hinkley = 0          # opt-in Page-Hinkley trigger on the scaled losses' cu
 cusum_threshold = 0       # opt-in CUSUM trigger on the loss's cumulative excess over the reference (e.g. 24); 0: off
 skill_margin = -1         # skill trigger: error significantly above (1 + this) x the seasonal naive's (e.g. 0.1); negative: off
 growth = 2                # growth trigger: a model fitted on part of a capped training window is re-trained once the window holds this many times its rows; 0: off
+common_shock = 0.02       # when this share of the tested streams (and at least 5) trigger in one tick, their re-trainings wait for the next tick's tests to confirm them; 0: off
 
 # Webhooks on new escalations (docs/alerts.md), one table per receiver:
 # [[alerts.receivers]]
@@ -137,6 +138,7 @@ class MonitorSection:
     cusum_threshold: float = 0.0
     skill_margin: float = -1.0
     growth: float = 2.0
+    common_shock: float = 0.02
 
 
 @dataclass
@@ -201,7 +203,7 @@ class ProjectConfig:
                 "budget": m.budget or None, "max_age": m.max_age, "loss": m.loss,
                 "page_hinkley": m.page_hinkley or None, "cusum_threshold": m.cusum_threshold or None,
                 "skill_margin": m.skill_margin if m.skill_margin >= 0 else None,
-                "growth": m.growth or None}
+                "growth": m.growth or None, "common_shock": m.common_shock or None}
 
     def build_policy(self):
         """The project's policy: ``[agent] policy`` with the ``[monitor]`` settings, for an MLMA policy.
@@ -242,7 +244,7 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
     >>> load_config(folder)
     Traceback (most recent call last):
     ...
-    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age, loss, ..., skill_margin, growth
+    mlma.project.ConfigError: ...mlma.toml: unknown key 'alpah' in [monitor]; known: alpha, delta, fdr, cooldown_ticks, budget, max_age, loss, ..., growth, common_shock
     """
     root = Path(root)
     path = root / CONFIG_NAME
@@ -326,6 +328,11 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
             m.growth == 0 or (m.growth > 1 and math.isfinite(m.growth))):
         raise ConfigError(f"{path}: [monitor] growth (re-train a model fitted on a short history once the history "
                           f"is this many times larger) must be a number > 1, or 0 for off, got {m.growth!r}")
+    if isinstance(m.common_shock, bool) or not isinstance(m.common_shock, (int, float)) or not (
+            0 <= m.common_shock <= 1):  # NaN fails both
+        raise ConfigError(f"{path}: [monitor] common_shock (the share of the tested streams that, triggering in one "
+                          f"tick, have their re-trainings wait for the next tick's tests) must be in [0, 1] "
+                          f"(0: off), got {m.common_shock!r}")
     if isinstance(m.max_age, bool) or not isinstance(m.max_age, int) or m.max_age < 0:
         raise ConfigError(f"{path}: [monitor] max_age (the age backstop, in ticks) must be a whole number >= 0 "
                           f"(0: off), got {m.max_age!r}")
