@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mlma.mlma_policy import MLMAPolicy
+from mlma.policy import TickObservation
 from mlma.monitor.shock import MIN_COUNT, CommonShockHold
 from mlma.project import ConfigError, load_config
 from test_policy_calibration import STEPS, simulate_errors, tick_observation
@@ -22,10 +23,11 @@ N, TICKS, T0 = 200, 80, 50
 
 
 def run(policy: MLMAPolicy, hit: np.ndarray, *, shock: float = 1.0, shift: float = 1.0, seed: int = 1,
-        restart_at: int | None = None):
+        restart_at: int | None = None, also: tuple | None = None):
     """Drive ``policy``; streams ``hit`` get their errors times ``shock`` on tick T0 only and times ``shift``
     from T0 on while their serving model was fitted before T0 (a model fitted on tick T0 itself, the shock's
-    tick, errs 1.5 times afterwards). With ``restart_at`` the policy's state is saved after that tick and
+    tick, errs 1.5 times afterwards). ``also``, a pair (mask, factor): those streams' errors are times
+    ``factor`` from T0 + 1 on while their model was fitted before T0 + 1. With ``restart_at`` the policy's state is saved after that tick and
     loaded into a fresh policy with the same settings, as a restarted agent does. Returns per-tick re-trainings
     and the reasons of the re-trainings."""
     rng = np.random.default_rng(seed)
@@ -42,6 +44,8 @@ def run(policy: MLMAPolicy, hit: np.ndarray, *, shock: float = 1.0, shift: float
         factor[hit & (fit_tick == T0) & (t > T0)] = 1.5
         if t == T0:
             factor[hit] *= shock
+        if also is not None:
+            factor[also[0] & (t > T0) & (fit_tick <= T0)] = also[1]
         return base[:, t] * factor[:, None]
 
     for t in range(TICKS):
@@ -73,89 +77,153 @@ def share(n: int) -> np.ndarray:
 
 
 SEEDS = (1, 2, 3)
+HOLD = 0.02  # the share the docs suggest; on 200 streams the minimum of five triggers decides
 
 
-def test_a_one_tick_shock_across_a_third_of_the_fleet_is_not_retrained_on():
-    """Errors four times as large on one tick for 60 streams, nothing lasting (three seeds): without the hold
-    nearly all of them re-train on the shock (and their challengers, fitted on it, would lose); with it almost
-    none do. A false confirmation needs a Benjamini-Hochberg rejection at q = 0.01 of a stream back to normal,
-    in the fleet's family or the held streams': about 1 % of the 180 held streams (1.8) would be many; 5 is
-    more than two standard deviations beyond."""
+def first_retrains(retrains: np.ndarray) -> np.ndarray:
+    """Per stream, the first re-training from T0 on (ticks after T0), -1 for none within 20 ticks."""
+    window = retrains[T0:T0 + 20]
+    return np.where(window.any(axis=0), window.argmax(axis=0), -1)
+
+
+@pytest.mark.parametrize("size", [4.0, 8.0, 16.0])
+def test_a_one_tick_shock_across_a_third_of_the_fleet_is_not_retrained_on(size):
+    """Errors ``size`` times as large on one tick for 60 streams, nothing lasting (three seeds): without the
+    hold nearly all of them re-train on the shock (and their challengers, fitted on it, lose); with it none
+    should. The evidence that confirms a held stream leaves the shock's tick out, so a larger shock must not
+    confirm itself (a first design that let a new trigger confirm a hold re-trained 13 of 180 streams at 8x and
+    82 at 16x, whose window tests still held the shock). A false confirmation needs a rejection at 0.1 within
+    the family of 60 held streams back to normal, on one of three ticks: Benjamini-Hochberg keeps the chance of
+    any at about 0.1 a tick under that null, so 5 over the nine tick-families would be far beyond it."""
     hit = share(60)
     false = 0
     for seed in SEEDS:
-        held, _ = run(MLMAPolicy(), hit, shock=4.0, seed=seed)
-        unheld, _ = run(MLMAPolicy(common_shock=0), hit, shock=4.0, seed=seed)
+        held, reasons = run(MLMAPolicy(common_shock=HOLD), hit, shock=size, seed=seed)
+        unheld, _ = run(MLMAPolicy(), hit, shock=size, seed=seed)
         assert unheld[T0].sum() >= 40, unheld[T0].sum()  # the shock does trigger
         assert held[T0].sum() == 0
-        false += held[T0:T0 + 4].sum()
+        false += held[T0:T0 + 5, hit].sum()
+        assert sum(r.startswith("common shock: held on tick") for r in reasons[T0]) >= 40
     assert false <= 5, false
 
 
 def test_a_lasting_shift_of_many_streams_is_retrained_a_few_ticks_later():
     """Errors doubled from tick T0 on for 60 streams (three seeds): nearly every stream the loop without the
-    hold re-trains is re-trained with it too, most within the hold (three ticks). Streams that trigger on a
-    common-shock tick wait for a second trigger or for the hold's last check on the ticks after the shock;
-    confirming by a second trigger alone lost 8-22 % of them (marginal detections), which this fails on."""
+    hold re-trains is re-trained with it too, within the hold (its own three ticks after the shock), and the
+    reasons say what confirmed it. Confirming at the policy's strict level (0.01) lost 50 of 142 such streams,
+    marginal detections that a few ticks do not confirm as strongly."""
     hit = share(60)
-
-    def first(retrains):
-        window = retrains[T0:T0 + 20]
-        return np.where(window.any(axis=0), window.argmax(axis=0), -1)
-
-    caught = missed = delayed = within_hold = confirmed = 0
+    caught = missed = within = confirmed = 0
     for seed in SEEDS:
-        held, reasons = run(MLMAPolicy(), hit, shift=2.0, seed=seed)
-        unheld, _ = run(MLMAPolicy(common_shock=0), hit, shift=2.0, seed=seed)
-        first_held, first_unheld = first(held), first(unheld)
-        both = (first_unheld >= 0) & (first_held >= 0)
-        caught += (first_unheld >= 0).sum()
-        missed += ((first_unheld >= 0) & (first_held < 0)).sum()
-        delay = first_held[both] - first_unheld[both]
-        delayed += (delay > 0).sum()
-        within_hold += (delay <= 3).sum()
-        reasons_held = [r for tick in reasons[T0:T0 + 20] for r in tick if "confirmed after a hold" in r]
-        assert all("tested streams triggered at once" in r for r in reasons_held)
-        confirmed += len(reasons_held)
+        held, reasons = run(MLMAPolicy(common_shock=HOLD), hit, shift=2.0, seed=seed)
+        unheld, _ = run(MLMAPolicy(), hit, shift=2.0, seed=seed)
+        first_held, first_unheld = first_retrains(held), first_retrains(unheld)
+        found = first_unheld >= 0
+        caught += found.sum()
+        missed += (found & (first_held < 0)).sum()
+        both = found & (first_held >= 0)
+        within += (first_held[both] - first_unheld[both] <= 3).sum()
+        for tick in reasons[T0:T0 + 20]:
+            for r in tick:
+                if "confirmed by the" in r:
+                    confirmed += 1
+                    assert re.search(r"held on tick \d+, when \d+ of \d+ tested streams triggered at once; "
+                                     r"confirmed by the [123] ticks? after it \(p=[0-9.e-]+, among \d+ held\)", r), r
     assert caught >= 120, caught  # the shift is found at all (60 x 3 streams)
-    assert missed <= 0.1 * caught, (missed, caught)
-    assert within_hold >= 0.9 * (caught - missed), (within_hold, caught - missed)
-    assert delayed >= MIN_COUNT and confirmed >= delayed - 3, (delayed, confirmed)
+    assert missed <= 0.05 * caught, (missed, caught)
+    assert within >= 0.95 * (caught - missed), (within, caught - missed)
+    assert confirmed >= MIN_COUNT
 
 
-def test_a_stream_that_changes_alone_is_never_held():
-    """One stream's errors tripled from T0 on: it triggers alone, so it re-trains on the same tick with or
-    without the hold."""
-    hit = share(1)
-    held, _ = run(MLMAPolicy(), hit, shift=3.0)
-    unheld, _ = run(MLMAPolicy(common_shock=0), hit, shift=3.0)
-    assert held[T0:, 0].any()
-    assert held[T0:, 0].argmax() == unheld[T0:, 0].argmax()
+def test_a_lasting_level_drop_of_the_whole_fleet_is_still_retrained():
+    """The bias test's case of tests/test_policy_calibration.py, Poisson orders at 20 an hour falling to 8 for
+    all 400 streams (BH at 0.2): every tick's new triggers are many, so they are held, and a held stream is
+    confirmed by the bias test on its ticks since the shock, or re-trained when it triggers again soon after
+    its release (its window then holds only ticks after the shock). Without the hold 0.998 are re-trained
+    within ten ticks, with it 0.92 (0.78 without the rule for a released stream's new trigger); 0.85 is five
+    standard errors of 400 streams below 0.92."""
+    n, pre, post = 400, 16, 10
+
+    def retrained(policy: MLMAPolicy) -> float:
+        policy.reset(n, STEPS, STEPS)
+        policy.on_new_model(np.arange(n), -1)
+        rng = np.random.default_rng(3)
+        found = np.zeros(n, dtype=bool)
+        for t in range(pre + post):
+            y = rng.poisson(20.0 if t < pre else 8.0, (n, STEPS)).astype(float)
+            e = y - (20.0 if t < pre else 11.0) * (1 + 0.02 * rng.normal(size=(n, 1)))
+            d = policy.decide(TickObservation(t, actuals=y, losses=np.abs(e), scaled_losses=np.abs(e),
+                                              has_model=np.ones(n, dtype=bool), ticks_since_fit=np.full(n, t),
+                                              observed=np.full(n, STEPS), errors=e))
+            if t >= pre:
+                found |= d.retrain
+        return float(found.mean())
+
+    assert retrained(MLMAPolicy(alpha=0.2)) >= 0.95
+    assert retrained(MLMAPolicy(alpha=0.2, common_shock=HOLD)) >= 0.85
+
+
+def test_a_stream_that_changes_alone_is_not_held_during_another_shock():
+    """A one-tick shock on 60 streams and, from the tick after it, stream 100's errors tripled for good: it
+    triggers alone (the held streams' triggers are not counted as new ones), so its re-training is a plain
+    trigger's, at most a tick from the loop without the hold (the held streams stay in the tests' variance
+    moderation, which moves its p-value a little: 1e-4 against 9e-6 on seed 1's second tick)."""
+    hit = share(60)
+    lone = np.arange(N) == 100
+    for seed in SEEDS:
+        held, reasons = run(MLMAPolicy(common_shock=HOLD), hit, shock=4.0, seed=seed, also=(lone, 3.0))
+        unheld, _ = run(MLMAPolicy(), hit, shock=4.0, seed=seed, also=(lone, 3.0))
+        first, first_unheld = held[T0 + 1:, 100].argmax(), unheld[T0 + 1:, 100].argmax()
+        assert held[T0 + 1:, 100].any() and abs(first - first_unheld) <= 1, (first, first_unheld)
+        reason = reasons[T0 + 1 + first][100]
+        assert reason.startswith("loss ") and "common shock" not in reason, reason
 
 
 def test_a_hold_survives_a_restart_between_the_shock_and_its_confirmation():
     """The policy's state is saved on the shock's tick of a lasting shift and loaded into a fresh policy: the
-    held streams are confirmed on the next tick exactly as without the restart (fails if the hold is not part
-    of the saved state: the restarted policy would act on the confirmations as fresh triggers, held again)."""
+    held streams are confirmed on the following ticks exactly as without the restart (fails if the hold is not
+    part of the saved state: the restarted policy would take the held streams' next triggers for fresh ones)."""
     hit = share(60)
-    straight, reasons = run(MLMAPolicy(), hit, shift=2.0)
-    confirmed = [r for tick in reasons for r in tick if "confirmed after a hold" in r]
+    straight, reasons = run(MLMAPolicy(common_shock=HOLD), hit, shift=2.0)
+    confirmed = [r for tick in reasons for r in tick if "confirmed by the" in r]
     held_on = int(re.search(r"held on tick (\d+)", confirmed[0]).group(1))
-    restarted, _ = run(MLMAPolicy(), hit, shift=2.0, restart_at=held_on)
-    assert straight[held_on].sum() == 0 and straight[held_on + 1].sum() >= 1
+    restarted, _ = run(MLMAPolicy(common_shock=HOLD), hit, shift=2.0, restart_at=held_on)
+    assert straight[held_on].sum() == 0 and straight[held_on + 1:held_on + 4].sum() >= MIN_COUNT
     assert np.array_equal(straight, restarted)
+
+
+def test_a_new_model_or_a_fresh_reference_ends_a_hold():
+    """A hold is evidence against the serving model's reference: a new model (or a reference started afresh)
+    releases it, so that the next trigger is judged as a fresh one."""
+    policy = MLMAPolicy(common_shock=HOLD)
+    policy.reset(10, STEPS, STEPS)
+    policy.shock.act(np.ones(10, dtype=bool), n_tested=10, tick=5)
+    assert policy.shock.held.all()
+    policy.on_new_model(np.array([0, 1]), 6)
+    policy.reset_reference(np.array([2]), 6)
+    assert policy.shock.held.tolist() == [False] * 3 + [True] * 7
+
+
+def test_a_gain_ranked_budget_does_not_spend_on_held_streams():
+    """With ``backbone="gain"`` the budget goes to the highest expected gains, which a shock's p-values raise:
+    held streams are left out until confirmed, so the shock's tick re-trains none of them."""
+    hit = share(60)
+    params = dict(budget=20, backbone="gain", min_gain=1.0)  # only triggers qualify, at most 20 a tick
+    held, _ = run(MLMAPolicy(common_shock=HOLD, **params), hit, shock=4.0)
+    unheld, _ = run(MLMAPolicy(**params), hit, shock=4.0)
+    assert unheld[T0, hit].sum() >= 15
+    assert held[T0, hit].sum() == 0
 
 
 def test_the_share_is_relative_to_the_tested_streams():
     hold = CommonShockHold(share=0.1)
     assert not hold.is_shock(9, 100) and hold.is_shock(10, 100)
     assert not hold.is_shock(MIN_COUNT - 1, 10)
-    for bad in (0, -0.1, 1.5, float("nan"), True, "0.1"):
-        with pytest.raises(ValueError, match="common-shock share"):
-            CommonShockHold(bad)
-    with pytest.raises(ValueError, match="common-shock share"):
-        MLMAPolicy(common_shock=2)
+    for bad in (-0.1, 1.5, float("nan"), True, "0.1"):
+        with pytest.raises(ValueError, match="common_shock .* must be in \\(0, 1\\], or 0 / None for no hold"):
+            MLMAPolicy(common_shock=bad)
     assert MLMAPolicy(common_shock=0).common_shock is None
+    assert MLMAPolicy().common_shock is None  # opt-in
 
 
 def test_mlma_toml_sets_or_turns_off_the_hold(tmp_path):
@@ -164,7 +232,7 @@ def test_mlma_toml_sets_or_turns_off_the_hold(tmp_path):
     (tmp_path / "mlma.toml").write_text("[monitor]\ncommon_shock = 0\n")
     assert load_config(tmp_path).build_policy().common_shock is None
     (tmp_path / "mlma.toml").write_text("[monitor]\n")
-    assert load_config(tmp_path).build_policy().common_shock == 0.02
+    assert load_config(tmp_path).build_policy().common_shock is None
     (tmp_path / "mlma.toml").write_text("[monitor]\ncommon_shock = 1.5\n")
     with pytest.raises(ConfigError, match="common_shock"):
         load_config(tmp_path)

@@ -31,7 +31,7 @@ class StraightforwardPolicy(MLMAPolicy):
         effect = np.asarray(newest.effect, dtype=np.float64)
         excess = np.asarray(newest.current_mean) - np.asarray(newest.reference_mean)
         if self.window_ticks == 1:
-            return p, effect, excess, p
+            return p, effect, excess
         window = self.window[idx, -self.window_ticks:].reshape(len(idx), -1).astype(np.float64)
         sustained = degradation_test(window, reference, delta=self.delta, block_length=self.steps)
         p_window = np.asarray(sustained.p_value, dtype=np.float64)
@@ -41,7 +41,7 @@ class StraightforwardPolicy(MLMAPolicy):
         effect = np.where(use_window, sustained.effect, effect)
         excess = np.where(use_window, np.asarray(sustained.current_mean) - np.asarray(sustained.reference_mean),
                           excess)
-        return combined, effect, excess, np.where(np.isfinite(p_window), p_window, p)
+        return combined, effect, excess
 
 
 class IgnoresMissingHours(MLMAPolicy):

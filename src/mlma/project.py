@@ -68,7 +68,7 @@ page_hinkley = 0          # opt-in Page-Hinkley trigger on the scaled losses' cu
 cusum_threshold = 0       # opt-in CUSUM trigger on the loss's cumulative excess over the reference (e.g. 24); 0: off
 skill_margin = -1         # skill trigger: error significantly above (1 + this) x the seasonal naive's (e.g. 0.1); negative: off
 growth = 2                # growth trigger: a model fitted on part of a capped training window is re-trained once the window holds this many times its rows; 0: off
-common_shock = 0.02       # when this share of the tested streams (and at least 5) trigger in one tick, their re-trainings wait for the next tick's tests to confirm them; 0: off
+common_shock = 0          # opt-in: when this share of the tested streams (and at least 5) trigger in one tick, they re-train only once their ticks after it confirm the change (e.g. 0.02); 0: off
 
 # Webhooks on new escalations (docs/alerts.md), one table per receiver:
 # [[alerts.receivers]]
@@ -138,7 +138,7 @@ class MonitorSection:
     cusum_threshold: float = 0.0
     skill_margin: float = -1.0
     growth: float = 2.0
-    common_shock: float = 0.02
+    common_shock: float = 0.0
 
 
 @dataclass
@@ -331,7 +331,7 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     if isinstance(m.common_shock, bool) or not isinstance(m.common_shock, (int, float)) or not (
             0 <= m.common_shock <= 1):  # NaN fails both
         raise ConfigError(f"{path}: [monitor] common_shock (the share of the tested streams that, triggering in one "
-                          f"tick, have their re-trainings wait for the next tick's tests) must be in [0, 1] "
+                          f"tick, have their triggers held until the ticks after it confirm them) must be in [0, 1] "
                           f"(0: off), got {m.common_shock!r}")
     if isinstance(m.max_age, bool) or not isinstance(m.max_age, int) or m.max_age < 0:
         raise ConfigError(f"{path}: [monitor] max_age (the age backstop, in ticks) must be a whole number >= 0 "
