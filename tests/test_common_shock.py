@@ -23,11 +23,11 @@ N, TICKS, T0 = 200, 80, 50
 
 
 def run(policy: MLMAPolicy, hit: np.ndarray, *, shock: float = 1.0, shift: float = 1.0, seed: int = 1,
-        restart_at: int | None = None, also: tuple | None = None):
+        restart_at: int | None = None, also: tuple | None = None, also_from: int = T0 + 1):
     """Drive ``policy``; streams ``hit`` get their errors times ``shock`` on tick T0 only and times ``shift``
     from T0 on while their serving model was fitted before T0 (a model fitted on tick T0 itself, the shock's
     tick, errs 1.5 times afterwards). ``also``, a pair (mask, factor): those streams' errors are times
-    ``factor`` from T0 + 1 on while their model was fitted before T0 + 1. With ``restart_at`` the policy's state is saved after that tick and
+    ``factor`` from ``also_from`` on while their model was fitted before it. With ``restart_at`` the policy's state is saved after that tick and
     loaded into a fresh policy with the same settings, as a restarted agent does. Returns per-tick re-trainings
     and the reasons of the re-trainings."""
     rng = np.random.default_rng(seed)
@@ -45,7 +45,7 @@ def run(policy: MLMAPolicy, hit: np.ndarray, *, shock: float = 1.0, shift: float
         if t == T0:
             factor[hit] *= shock
         if also is not None:
-            factor[also[0] & (t > T0) & (fit_tick <= T0)] = also[1]
+            factor[also[0] & (t >= also_from) & (fit_tick < also_from)] = also[1]
         return base[:, t] * factor[:, None]
 
     for t in range(TICKS):
@@ -135,13 +135,13 @@ def test_a_lasting_shift_of_many_streams_is_retrained_a_few_ticks_later():
     assert confirmed >= MIN_COUNT
 
 
-def test_a_lasting_level_drop_of_the_whole_fleet_is_still_retrained():
+def test_a_lasting_level_drop_of_the_whole_fleet_is_mostly_retrained():
     """The bias test's case of tests/test_policy_calibration.py, Poisson orders at 20 an hour falling to 8 for
     all 400 streams (BH at 0.2): every tick's new triggers are many, so they are held, and a held stream is
-    confirmed by the bias test on its ticks since the shock, or re-trained when it triggers again soon after
-    its release (its window then holds only ticks after the shock). Without the hold 0.998 are re-trained
-    within ten ticks, with it 0.92 (0.78 without the rule for a released stream's new trigger); 0.85 is five
-    standard errors of 400 streams below 0.92."""
+    confirmed by the bias test on its ticks since the shock. A change of every stream at once is where the
+    hold costs most (docs/monitoring.md says so): without it 0.998 are re-trained within ten ticks, with it
+    0.78 (0.40 when the check read the loss test only, at alpha 0.05); 0.7 is four standard errors of 400
+    streams below 0.78."""
     n, pre, post = 400, 16, 10
 
     def retrained(policy: MLMAPolicy) -> float:
@@ -160,7 +160,23 @@ def test_a_lasting_level_drop_of_the_whole_fleet_is_still_retrained():
         return float(found.mean())
 
     assert retrained(MLMAPolicy(alpha=0.2)) >= 0.95
-    assert retrained(MLMAPolicy(alpha=0.2, common_shock=HOLD)) >= 0.85
+    assert retrained(MLMAPolicy(alpha=0.2, common_shock=HOLD)) >= 0.7
+
+
+def test_a_released_shock_does_not_hide_a_later_change():
+    """A 4x one-tick shock on 60 streams, then their errors doubled for good from nine ticks later. A hold
+    released unconfirmed drops the shock's tick from the stream's window, so it never enters the reference
+    (kept, it raised the reference and all 180 hit streams of three seeds missed the later doubling). Without
+    the hold the shock's challengers lose and the lost challenger re-bases the reference; measured: 63 of 180
+    hit streams not re-trained within 20 ticks of the doubling with the hold, 122 without."""
+    hit = share(60)
+    missed_held = missed_unheld = 0
+    for seed in SEEDS:
+        held, _ = run(MLMAPolicy(common_shock=HOLD), hit, shock=4.0, seed=seed, also=(hit, 2.0), also_from=T0 + 9)
+        unheld, _ = run(MLMAPolicy(), hit, shock=4.0, seed=seed, also=(hit, 2.0), also_from=T0 + 9)
+        missed_held += (~held[T0 + 9:T0 + 29, hit].any(axis=0)).sum()
+        missed_unheld += (~unheld[T0 + 9:T0 + 29, hit].any(axis=0)).sum()
+    assert missed_held <= missed_unheld, (missed_held, missed_unheld)
 
 
 def test_a_stream_that_changes_alone_is_not_held_during_another_shock():
@@ -179,17 +195,19 @@ def test_a_stream_that_changes_alone_is_not_held_during_another_shock():
         assert reason.startswith("loss ") and "common shock" not in reason, reason
 
 
-def test_a_hold_survives_a_restart_between_the_shock_and_its_confirmation():
-    """The policy's state is saved on the shock's tick of a lasting shift and loaded into a fresh policy: the
-    held streams are confirmed on the following ticks exactly as without the restart (fails if the hold is not
-    part of the saved state: the restarted policy would take the held streams' next triggers for fresh ones)."""
+@pytest.mark.parametrize("after", [0, 1, 2])
+def test_a_hold_survives_a_restart_between_the_shock_and_its_confirmation(after):
+    """The policy's state is saved ``after`` ticks after a common-shock tick of a lasting shift and loaded
+    into a fresh policy: the re-trainings and their reasons are exactly those without the restart (fails if
+    the hold's tick or its count of ticks since the shock is not part of the saved state)."""
     hit = share(60)
     straight, reasons = run(MLMAPolicy(common_shock=HOLD), hit, shift=2.0)
     confirmed = [r for tick in reasons for r in tick if "confirmed by the" in r]
     held_on = int(re.search(r"held on tick (\d+)", confirmed[0]).group(1))
-    restarted, _ = run(MLMAPolicy(common_shock=HOLD), hit, shift=2.0, restart_at=held_on)
+    restarted, restarted_reasons = run(MLMAPolicy(common_shock=HOLD), hit, shift=2.0, restart_at=held_on + after)
     assert straight[held_on].sum() == 0 and straight[held_on + 1:held_on + 4].sum() >= MIN_COUNT
     assert np.array_equal(straight, restarted)
+    assert np.array_equal(reasons, restarted_reasons)
 
 
 def test_a_new_model_or_a_fresh_reference_ends_a_hold():
@@ -205,14 +223,18 @@ def test_a_new_model_or_a_fresh_reference_ends_a_hold():
 
 
 def test_a_gain_ranked_budget_does_not_spend_on_held_streams():
-    """With ``backbone="gain"`` the budget goes to the highest expected gains, which a shock's p-values raise:
-    held streams are left out until confirmed, so the shock's tick re-trains none of them."""
+    """With ``backbone="gain"`` the budget (20 a tick) goes to the highest expected gains, which a shock's
+    p-values raise: held streams are left out until confirmed. Hit streams whose tests did not trigger can still
+    be ranked on the evidence the shock raised (docs/monitoring.md says so), so some of the 60 are re-trained on
+    the shock's tick, but fewer than the whole budget, which they take without the hold."""
     hit = share(60)
-    params = dict(budget=20, backbone="gain", min_gain=1.0)  # only triggers qualify, at most 20 a tick
-    held, _ = run(MLMAPolicy(common_shock=HOLD, **params), hit, shock=4.0)
-    unheld, _ = run(MLMAPolicy(**params), hit, shock=4.0)
-    assert unheld[T0, hit].sum() >= 15
-    assert held[T0, hit].sum() == 0
+    params = dict(budget=20, backbone="gain")
+    for seed in SEEDS:
+        held, reasons = run(MLMAPolicy(common_shock=HOLD, **params), hit, shock=4.0, seed=seed)
+        unheld, _ = run(MLMAPolicy(**params), hit, shock=4.0, seed=seed)
+        assert unheld[T0, hit].sum() >= 18, unheld[T0, hit].sum()
+        assert held[T0, hit].sum() <= 15, held[T0, hit].sum()
+        assert not any(r.startswith("common shock") for r in reasons[T0][held[T0]])
 
 
 def test_the_share_is_relative_to_the_tested_streams():

@@ -179,7 +179,7 @@ def test_live_replay_with_common_shock_holds_matches_the_backtest(tmp_path, plat
     shocks pass; none of the held zones is confirmed)."""
     root = make_project(tmp_path / "p", alpha=REPLAY_ALPHA, common_shock=0.02)
     result = check_replay_matches_backtest(root, platform, f"mlma:alpha={REPLAY_ALPHA}:common_shock=0.02",
-                                           min_retrains=8)
+                                           min_retrains=5)
     without = run_backtest(platform, BacktestConfig(policies=[f"mlma:alpha={REPLAY_ALPHA}"], model="ridge",
                                                     initial_ticks=FIRST_TICK, executor="inline", sample_streams=0))
     assert len(without.retrain_log) >= len(result.retrain_log) + 5

@@ -268,11 +268,13 @@ class MLMAPolicy(Policy):
         held stream is tested on its ticks since the shock alone (the degradation and bias tests on those
         window ticks, Bonferroni), and the streams whose p-values ``fdr`` rejects at
         :data:`mlma.monitor.shock.CONFIRM_LEVEL` (0.1) within the family of the held streams are re-trained,
-        explained as ``common shock: ... confirmed by ...``; a stream with
-        no such evidence after ``window_ticks`` of its ticks is released. Its own new triggers do not confirm
-        it (their window holds the shock's tick). ``None`` or ``0`` (default): off. ``0.02`` cut 15-51 % of
-        the re-trainings on the tuning seeds at about the same error, but its gap was 0.01 points above the
-        default's on one seed of six (docs/results.md, "Ninth pass"), so it is opt-in.
+        explained as ``common shock: ... confirmed by ...``; a stream with no such evidence after
+        ``window_ticks`` of its ticks is released and the shock's tick is dropped from its window (it never
+        enters the reference). Its own new triggers do not confirm it (their window holds the shock's tick). The
+        tests' triggers only are held, not the CUSUM's or Page-Hinkley's. ``None`` or ``0`` (default): off.
+        ``0.02`` cut 3-60 % of the re-trainings on the tuning seeds at about the same error, but its gap was
+        above the default's on one seed of six (seed 4, -2.75 against -2.89), and a change of every stream at
+        once is partly lost (docs/results.md, "Ninth pass"; docs/monitoring.md, step 7), so it is opt-in.
     """
 
     name = "mlma"
@@ -751,6 +753,10 @@ class MLMAPolicy(Policy):
                                                     errors is not None)
             reject = self.shock.act(reject, len(idx), k, after, method=self.fdr)
             held = self.shock.held
+            released = np.flatnonzero(self.shock.released)
+            if len(released):
+                # The shock did not last: its tick must not enter the reference, where it would hide a change.
+                self._drop_window_tick(released, self.shock.shock_seen[released])
         # The CUSUM trigger: the excess of each tested stream's tick over its reference accumulates.
         alarm = np.zeros(n, dtype=bool)
         cusum_level = np.zeros(n)
@@ -1016,6 +1022,8 @@ class MLMAPolicy(Policy):
     def _recent_test(self, idx: np.ndarray, ticks: int, full_means: np.ndarray | None = None):
         """The degradation test of streams ``idx``'s last ``ticks`` window ticks against their reference
         (``full_means``: the reference's block means over all positions, if already computed)."""
+        if ticks < 1:
+            raise ValueError(f"the recent window test needs at least one tick, got {ticks}")
         if full_means is None:
             full_means = _usable_means(self.ref_sum[idx], self.ref_count[idx], self.steps)
         recent = slice(-ticks, None)
@@ -1029,6 +1037,16 @@ class MLMAPolicy(Policy):
         window_means = _usable_means(self.window_sum[idx, recent], counts, positions.sum(axis=1, keepdims=True))
         ref_means = self._phase_matched(idx, full_means, positions)
         return self._block_test(window_means, ref_means, counts.sum(axis=1), self.ref_count[idx].sum(axis=1), idx)
+
+    def _drop_window_tick(self, streams: np.ndarray, back: np.ndarray) -> None:
+        """Blank the window tick ``back`` ticks before the newest of each of ``streams`` (0: the newest), so
+        that it never enters the reference; a tick that already left the window is left alone."""
+        inside = back < self.window_len[streams]
+        streams, slot = streams[inside], self.probation_ticks - 1 - back[inside]
+        self.window[streams, slot] = np.nan
+        self.window_sum[streams, slot] = 0.0
+        self.window_count[streams, slot] = 0.0
+        self.window_bias[streams, slot] = np.nan
 
     def _after_shock_p(self, idx: np.ndarray, ticks: np.ndarray, bias: bool) -> np.ndarray:
         """p-values of held streams ``idx`` from their last ``ticks`` window ticks (those since the shock, at
@@ -1099,7 +1117,7 @@ class MLMAPolicy(Policy):
         ``window_ticks``) mean signed errors against the reference's. The relevance margin is the loss test's: a
         shift of the mean error by at most ``delta`` times the reference's mean absolute loss is not worth a
         re-training."""
-        recent = self.window_bias[idx, -(ticks or self.window_ticks):]
+        recent = self.window_bias[idx, -(self.window_ticks if ticks is None else ticks):]
         delta = self._deltas(idx)
         count = self.ref_count[idx].sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
