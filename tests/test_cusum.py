@@ -22,7 +22,7 @@ import pytest
 
 from mlma.mlma_policy import MLMAPolicy
 from mlma.monitor.cusum import CUSUM
-from test_policy_calibration import STEPS, binomial_tolerance, drive, first_retrains, simulate_errors
+from test_policy_calibration import STEPS, binomial_tolerance, drive, first_alarm, first_retrains, simulate_errors
 from test_policy_calibration import tick_observation as _observation
 
 #: The threshold the statistical tests hold the trigger to (the opt-in value docs/monitoring.md suggests).
@@ -76,27 +76,22 @@ def test_an_alarm_is_explained_checked_as_a_challenger_and_its_state_survives_a_
     policy = MLMAPolicy(cusum_threshold=4.0, alpha=1e-12)
     policy.reset(n, STEPS, STEPS)
     policy.on_new_model(np.arange(n), -1)
-    fitted = np.full(n, -1)
-    reason = None
-    for t in range(ticks):
-        decision = policy.decide(_observation(t, errors[:, t], fitted))
-        if decision.retrain[0] and "CUSUM" in decision.reason[0]:
-            reason = decision.reason[0]
-            assert not decision.serve_at_once[0]  # checked as a challenger by default
-            break
-        if t == 22:
-            saved = {k: v.copy() for k, v in policy.state_arrays().items()}
-            assert saved["cusum_statistic"][0] > 0
-            resumed = MLMAPolicy(cusum_threshold=4.0)
-            resumed.reset(n + 2, STEPS, STEPS)
-            resumed.load_state_arrays(saved)
-            np.testing.assert_array_equal(resumed.cusum.statistic[:n], policy.cusum.statistic)
-            np.testing.assert_array_equal(resumed.cusum_baseline[:n], policy.cusum_baseline)
-            old = {k: v for k, v in saved.items() if not k.startswith("cusum_")}
-            older = MLMAPolicy(cusum_threshold=4.0)
-            older.reset(n, STEPS, STEPS)
-            older.load_state_arrays(old)
-            assert not older.cusum.statistic.any()
+    assert first_alarm(policy, errors, range(22), "CUSUM") is None
+    saved = {k: v.copy() for k, v in policy.state_arrays().items()}
+    assert saved["cusum_statistic"][0] > 0
+    resumed = MLMAPolicy(cusum_threshold=4.0)
+    resumed.reset(n + 2, STEPS, STEPS)
+    resumed.load_state_arrays(saved)
+    np.testing.assert_array_equal(resumed.cusum.statistic[:n], policy.cusum.statistic)
+    np.testing.assert_array_equal(resumed.cusum_baseline[:n], policy.cusum_baseline)
+    old = {k: v for k, v in saved.items() if not k.startswith("cusum_")}
+    older = MLMAPolicy(cusum_threshold=4.0)
+    older.reset(n, STEPS, STEPS)
+    older.load_state_arrays(old)
+    assert not older.cusum.statistic.any()
+    decision = first_alarm(policy, errors, range(22, ticks), "CUSUM")
+    assert decision is not None and not decision.serve_at_once[0]  # checked as a challenger by default
+    reason = decision.reason[0]
     assert reason is not None and reason.startswith("CUSUM: loss ") and "threshold 4" in reason, reason
     # A new model restarts the statistic.
     policy.on_new_model(np.array([0]), ticks)

@@ -23,7 +23,7 @@ import pytest
 
 from mlma.mlma_policy import MLMAPolicy
 from mlma.monitor.page_hinkley import PageHinkley
-from test_policy_calibration import STEPS, binomial_tolerance, drive, first_retrains, simulate_errors
+from test_policy_calibration import STEPS, binomial_tolerance, drive, first_alarm, first_retrains, simulate_errors
 from test_policy_calibration import tick_observation as _observation
 
 
@@ -145,28 +145,23 @@ def test_an_alarm_is_explained_checked_as_a_challenger_and_its_state_survives_a_
     policy = MLMAPolicy(page_hinkley=200, alpha=1e-12, max_age=0)
     policy.reset(n, STEPS, STEPS)
     policy.on_new_model(np.arange(n), -1)
-    fitted = np.full(n, -1)
-    reason = None
-    for t in range(ticks):
-        decision = policy.decide(_observation(t, errors[:, t], fitted))
-        if decision.retrain[0] and "Page-Hinkley" in decision.reason[0]:
-            reason = decision.reason[0]
-            assert not decision.serve_at_once[0]  # checked as a challenger
-            break
-        if t == 21:
-            saved = {k: v.copy() for k, v in policy.state_arrays().items()}
-            assert saved["ph_statistic"][0] > 0 and saved["ph_count"][0] == 22 * STEPS
-            resumed = MLMAPolicy(page_hinkley=200)
-            resumed.reset(n + 2, STEPS, STEPS)
-            resumed.load_state_arrays(saved)
-            for name in PageHinkley.STATE:
-                np.testing.assert_array_equal(getattr(resumed.ph, name)[:n], getattr(policy.ph, name))
-            older = MLMAPolicy(page_hinkley=200)
-            older.reset(n, STEPS, STEPS)
-            older.load_state_arrays({k: v for k, v in saved.items() if not k.startswith("ph_")})
-            # The rest of the state is restored; the trigger starts empty.
-            np.testing.assert_array_equal(older.ref_sum, policy.ref_sum)
-            assert not older.ph.ph_statistic.any() and not older.ph.ph_count.any()
+    assert first_alarm(policy, errors, range(22), "Page-Hinkley") is None
+    saved = {k: v.copy() for k, v in policy.state_arrays().items()}
+    assert saved["ph_statistic"][0] > 0 and saved["ph_count"][0] == 22 * STEPS
+    resumed = MLMAPolicy(page_hinkley=200)
+    resumed.reset(n + 2, STEPS, STEPS)
+    resumed.load_state_arrays(saved)
+    for name in PageHinkley.STATE:
+        np.testing.assert_array_equal(getattr(resumed.ph, name)[:n], getattr(policy.ph, name))
+    older = MLMAPolicy(page_hinkley=200)
+    older.reset(n, STEPS, STEPS)
+    older.load_state_arrays({k: v for k, v in saved.items() if not k.startswith("ph_")})
+    # The rest of the state is restored; the trigger starts empty.
+    np.testing.assert_array_equal(older.ref_sum, policy.ref_sum)
+    assert not older.ph.ph_statistic.any() and not older.ph.ph_count.any()
+    decision = first_alarm(policy, errors, range(22, ticks), "Page-Hinkley")
+    assert decision is not None and not decision.serve_at_once[0]  # checked as a challenger
+    reason = decision.reason[0]
     assert reason is not None and reason.startswith("Page-Hinkley: scaled loss above 1.05x") \
         and "threshold 200" in reason, reason
     # The alarm acted on started the statistic afresh.

@@ -65,6 +65,18 @@ def first_retrains(policy: MLMAPolicy, errors: np.ndarray, pre: int) -> np.ndarr
     return first
 
 
+def first_alarm(policy: MLMAPolicy, errors: np.ndarray, ticks, marker: str):
+    """Drive ``policy`` over ticks ``ticks`` (indexes into ``errors`` ``(n, ticks, STEPS)``) with every model
+    fitted before the first tick and nothing re-trained; return the first decision that re-trains stream 0
+    with ``marker`` in its reason, or None."""
+    n = len(errors)
+    for t in ticks:
+        decision = policy.decide(tick_observation(t, errors[:, t], np.full(n, -1)))
+        if decision.retrain[0] and marker in decision.reason[0]:
+            return decision
+    return None
+
+
 def drive(policy: MLMAPolicy, errors: np.ndarray, rng, challenger_errors: np.ndarray | None = None,
           retrain: bool = True, at_once: list | None = None, reasons: list | None = None):
     """Run the agent's loop over ``errors`` without any real change: a stream the policy re-trains at tick
