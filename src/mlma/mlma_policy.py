@@ -1009,7 +1009,7 @@ class MLMAPolicy(Policy):
         excess = newest.current_mean - newest.reference_mean
         if self.window_ticks == 1:
             return p, effect, excess
-        sustained = self._recent_test(idx, self.window_ticks, full_means)
+        sustained = self._recent_test(idx, self.window_ticks, full_means, n_reference)
         p_window = sustained.p_value
         # Only streams with more than one tick in their window have a second, different test.
         two = (self.window_len[idx] > 1) & np.isfinite(p_window)
@@ -1019,13 +1019,17 @@ class MLMAPolicy(Policy):
         excess = np.where(use_window, sustained.current_mean - sustained.reference_mean, excess)
         return combined, effect, excess
 
-    def _recent_test(self, idx: np.ndarray, ticks: int, full_means: np.ndarray | None = None):
+    def _recent_test(self, idx: np.ndarray, ticks: int, full_means: np.ndarray | None = None,
+                     n_reference: np.ndarray | None = None):
         """The degradation test of streams ``idx``'s last ``ticks`` window ticks against their reference
-        (``full_means``: the reference's block means over all positions, if already computed)."""
+        (``full_means``, ``n_reference``: the reference's block means over all positions and its number of
+        losses, if already computed)."""
         if ticks < 1:
             raise ValueError(f"the recent window test needs at least one tick, got {ticks}")
         if full_means is None:
             full_means = _usable_means(self.ref_sum[idx], self.ref_count[idx], self.steps)
+        if n_reference is None:
+            n_reference = self.ref_count[idx].sum(axis=1)
         recent = slice(-ticks, None)
         counts = self.window_count[idx, recent]
         # A window with one complete tick covers every position; only the others need their positions
@@ -1036,7 +1040,7 @@ class MLMAPolicy(Policy):
             positions[gappy] = np.isfinite(self.window[idx[gappy], recent]).any(axis=1)
         window_means = _usable_means(self.window_sum[idx, recent], counts, positions.sum(axis=1, keepdims=True))
         ref_means = self._phase_matched(idx, full_means, positions)
-        return self._block_test(window_means, ref_means, counts.sum(axis=1), self.ref_count[idx].sum(axis=1), idx)
+        return self._block_test(window_means, ref_means, counts.sum(axis=1), n_reference, idx)
 
     def _drop_window_tick(self, streams: np.ndarray, back: np.ndarray) -> None:
         """Blank the window tick ``back`` ticks before the newest of each of ``streams`` (0: the newest), so
