@@ -106,6 +106,11 @@ def test_the_forecasting_histories_and_forecasts_are_the_same(abnormal):
         np.testing.assert_array_equal(dense.abnormal_in_tick(8), rows.abnormal_in_tick(8))
         same_history(dense.history(3, 7, None), rows.history(3, 7, None))
         assert np.isnan(dense.history(3, 7, None).y).any()
+        for k in range(rows.tick_base, rows.n_ticks + 1):
+            np.testing.assert_array_equal(dense.n_rows_before(k, trainable=True),
+                                          rows.n_rows_before(k, trainable=True))
+        marked = rows.n_rows_before(rows.n_ticks) - rows.n_rows_before(rows.n_ticks, trainable=True)
+        assert marked[3] > 0 and (marked > 0).sum() > 1
     target = rows.n_ticks - 1
     streams = rng.permutation(rows.n_streams)[:30]
     shards = [np.arange(0, 11), np.arange(11, 30)]

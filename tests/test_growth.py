@@ -249,3 +249,56 @@ def test_with_all_history_as_the_window_growth_never_fires():
                                                frontier=False, sample_streams=0))
     reasons = result.retrain_log["reason"]
     assert not reasons.str.contains("growth:").any(), reasons.tolist()
+
+
+class RowSpy(MLMAPolicy):
+    """The default MLMA, remembering the training-window rows the agent tells it each tick."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.seen: dict[int, np.ndarray] = {}
+
+    def decide(self, obs):
+        self.seen[obs.tick] = np.array(obs.train_rows, copy=True)
+        return super().decide(obs)
+
+
+def test_rows_in_periods_marked_abnormal_are_not_counted_as_training_rows():
+    """A fit leaves out rows in periods marked abnormal (an outage, a festival), so the rows the growth
+    trigger compares are the window's other rows: a stream with two marked days in its 14-day window is
+    told 48 rows fewer than the same window unmarked while both marked days are inside it, 24 while one is,
+    and the same count again once they have left it; other streams are not touched."""
+    from mlma.agent import Agent
+    from mlma.data import Frequency, make_tick_grid
+    from mlma.fleet import FleetData
+    from mlma.models import ForecastContext
+    from mlma.training import ModelService
+
+    frame = simulate_platform(6, 36, seed=3, event_rate=0).data
+    freq = Frequency("h")
+    grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"), freq=freq).boundaries
+    counts = []
+    for marked in (False, True):
+        fleet = FleetData(frame, freq.alias, grid)
+        if marked:
+            start = grid[16]
+            fleet.mark_abnormal(pd.DataFrame({"unique_id": [fleet.ids[2]], "start": [start],
+                                              "end": [start + pd.Timedelta(days=2)]}))
+        service = ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
+                               train_window_ticks=14)
+        spy = RowSpy()
+        agent = Agent(spy, service, season_length=24, scale=fleet.seasonal_naive_scale(24, before_tick=14))
+        agent.start(14)
+        for k in range(14, fleet.n_ticks):
+            agent.tick(k)
+        counts.append(np.array([spy.seen[t] for t in sorted(spy.seen)]))
+    plain, with_marks = counts
+    ticks = np.array(sorted(spy.seen))
+    assert np.isfinite(plain).all() and (plain[:, 0] == 14 * STEPS).all()
+    others = np.arange(plain.shape[1]) != 2
+    np.testing.assert_array_equal(with_marks[:, others], plain[:, others])
+    # Tick t's window holds ticks t-13..t: both marked ticks (16, 17) for t = 17..29, one of them for t = 16
+    # and t = 30, none before or after.
+    in_window = ((ticks >= 16) & (ticks <= 29)).astype(int) + ((ticks >= 17) & (ticks <= 30))
+    np.testing.assert_array_equal(plain[:, 2] - with_marks[:, 2], in_window * STEPS)
+    assert in_window.max() == 2 and (in_window == 0).sum() >= 3

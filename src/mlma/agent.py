@@ -778,13 +778,14 @@ class Agent:
 
     def _train_rows(self, k: int) -> np.ndarray:
         """Rows a model fitted at the end of tick ``k`` would train on: those of its (capped) training window's
-        ticks; read only when :meth:`_counts_train_rows`. Live operation loads the window's ticks, so it
-        counts the same."""
+        ticks outside periods marked abnormal; read only when :meth:`_counts_train_rows`. Live operation loads
+        the window's ticks, so it counts the same."""
         def count() -> np.ndarray:
-            rows = self._rows_through(k).astype(np.float64)
+            # Rows in periods marked abnormal are left out of the fit (NaN in its history), so not counted.
+            rows = self.fleet.n_rows_before(k + 1, trainable=True).astype(np.float64)
             start = k + 1 - self.service.train_window_ticks
             if start > self.fleet.tick_base:
-                rows = rows - self.fleet.n_rows_before(start)
+                rows = rows - self.fleet.n_rows_before(start, trainable=True)
             return rows
 
         return self._tick_rows("train", k, count)

@@ -371,6 +371,7 @@ class FleetData:
         """
         if periods is None or not len(periods):
             return
+        self.__dict__.pop("_marked_prefix", None)
         index = {uid: i for i, uid in enumerate(self.ids)}
         bounds = self._boundaries.to_numpy()
         for row in periods.itertuples(index=False):
@@ -496,13 +497,38 @@ class FleetData:
             return np.isfinite(self._matrix[:, a:b]).sum(axis=1)
         return self.row_at_tick[:, j + 1] - self.row_at_tick[:, j]
 
-    def n_rows_before(self, k: int) -> np.ndarray:
+    def n_rows_before(self, k: int, *, trainable: bool = False) -> np.ndarray:
         """Rows each stream has before ``boundaries[k]`` (its history length at that point, within the
-        loaded rows)."""
+        loaded rows); ``trainable``: only those outside periods marked abnormal, the rows a fit learns from.
+
+        >>> bounds = pd.date_range("2025-01-01", periods=3, freq="2h")
+        >>> fleet = FleetData.from_matrix(np.ones((1, 4)), bounds[0], "h", bounds, ids=["a"])
+        >>> fleet.mark_abnormal(pd.DataFrame({"start": [bounds[0]], "end": [bounds[0] + pd.Timedelta("1h")]}))
+        >>> fleet.n_rows_before(2), fleet.n_rows_before(2, trainable=True)
+        (array([4]), array([3]))
+        """
         if self._matrix is not None:
             _, b = self.matrix_columns(self._col0, int(self.tick_grid_start[self._local(k)]))
-            return np.isfinite(self._matrix[:, :b]).sum(axis=1)
-        return self.row_at_tick[:, self._local(k)] - self.offsets[:-1]
+            present = np.isfinite(self._matrix[:, :b])
+            if trainable and self._abnormal is not None:
+                present &= ~self._abnormal[:, :b]
+            return present.sum(axis=1)
+        ends, starts = self.row_at_tick[:, self._local(k)], self.offsets[:-1]
+        rows = ends - starts
+        marked = self._marked_before_row() if trainable else None
+        if marked is not None:
+            rows = rows - (marked[ends] - marked[starts])
+        return rows
+
+    def _marked_before_row(self) -> np.ndarray | None:
+        """``marked[i]``: rows before flat row ``i`` in periods marked abnormal (None: no row is marked);
+        kept until the next mark."""
+        if "_marked_prefix" not in self.__dict__:
+            marked = self.row_abnormal
+            dtype = np.int32 if len(marked) < np.iinfo(np.int32).max else np.int64
+            self._marked_prefix = (np.concatenate([[0], np.cumsum(marked, dtype=dtype)]) if marked.any()
+                                   else None)
+        return self._marked_prefix
 
     def history(self, s: int, end_tick: int, window_ticks: int | None = None) -> StreamHistory:
         """Stream ``s``'s rows up to the end of tick ``end_tick``, optionally only the last ``window_ticks``."""
