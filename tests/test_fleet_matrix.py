@@ -191,3 +191,27 @@ def test_a_live_tick_reads_the_window_matrix_and_never_makes_flat_rows(tmp_path,
             assert live.step().tick == d - 1
     # The start-up builds one fleet; each regular tick two: its no-data hold check counts on one too.
     assert len(built) == 1 + 2 * 3
+
+
+def test_trainable_rows_leave_out_every_marked_row_and_follow_later_marks():
+    """``n_rows_before(k, trainable=True)`` counts the rows a fit learns from: those whose history value is
+    not NaN (a period marked abnormal turns its rows into NaN there). A period in the history before the
+    first loaded tick counts too, and a period marked after a first count is in the next one."""
+    rows, dense, _ = random_fleet(8)
+    last = rows.n_ticks - 1
+
+    def learnt(fleet):
+        return np.array([np.isfinite(fleet.history(s, last, None).y).sum() for s in range(fleet.n_streams)])
+
+    for fleet in (rows, dense):
+        assert (fleet.n_rows_before(last + 1, trainable=True) == fleet.n_rows_before(last + 1)).all()
+        fleet.mark_abnormal(pd.DataFrame({"unique_id": ["z0"], "start": [T0 - pd.Timedelta(hours=40)],
+                                          "end": [T0 - pd.Timedelta(hours=30)]}))
+        first = fleet.n_rows_before(last + 1, trainable=True)
+        np.testing.assert_array_equal(first, learnt(fleet))
+        assert first[0] < fleet.n_rows_before(last + 1)[0]
+        fleet.mark_abnormal(pd.DataFrame({"unique_id": [None], "start": [T0 + pd.Timedelta(days=2)],
+                                          "end": [T0 + pd.Timedelta(days=3)]}))
+        second = fleet.n_rows_before(last + 1, trainable=True)
+        np.testing.assert_array_equal(second, learnt(fleet))
+        assert (second <= first).all() and (second < first).sum() > fleet.n_streams // 2

@@ -136,6 +136,15 @@ def test_off_it_never_fires_and_a_model_of_unknown_rows_is_taken_as_fitted_befor
     on.on_new_model(np.arange(1), -1)
     on.decide(_observation(0, np.array([5 * STEPS]), np.full(1, -1), rng))
     assert on.history_growth.fit_rows[0] == 4 * STEPS
+    # On a tick marked abnormal the tick's rows are not in the count (a fit leaves them out), so a model of
+    # unknown rows is taken to have been fitted on all of them, not on the count less the tick's rows.
+    marked = MLMAPolicy(growth=2)
+    marked.reset(1, STEPS, STEPS)
+    marked.on_new_model(np.arange(1), -1)
+    obs = _observation(0, np.array([5 * STEPS]), np.full(1, -1), rng)
+    obs.abnormal = np.ones(1, dtype=bool)
+    marked.decide(obs)
+    assert marked.history_growth.fit_rows[0] == 5 * STEPS
     # Off, the agent is not asked to count rows at all.
     assert not off.needs_train_rows and on.needs_train_rows
 
@@ -262,12 +271,17 @@ class RowSpy(MLMAPolicy):
         self.seen[obs.tick] = np.array(obs.train_rows, copy=True)
         return super().decide(obs)
 
+    def on_models_fitted(self, streams, tick, rows):
+        self.fitted = getattr(self, "fitted", []) + [(tick, np.array(streams), np.array(rows))]
+        super().on_models_fitted(streams, tick, rows)
+
 
 def test_rows_in_periods_marked_abnormal_are_not_counted_as_training_rows():
     """A fit leaves out rows in periods marked abnormal (an outage, a festival), so the rows the growth
     trigger compares are the window's other rows: a stream with two marked days in its 14-day window is
     told 48 rows fewer than the same window unmarked while both marked days are inside it, 24 while one is,
-    and the same count again once they have left it; other streams are not touched."""
+    and the same count again once they have left it; other streams are not touched. Each count is the rows
+    the fit's history really holds, and models fitted are reported with the count of their tick."""
     from mlma.agent import Agent
     from mlma.data import Frequency, make_tick_grid
     from mlma.fleet import FleetData
@@ -286,12 +300,19 @@ def test_rows_in_periods_marked_abnormal_are_not_counted_as_training_rows():
                                               "end": [start + pd.Timedelta(days=2)]}))
         service = ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
                                train_window_ticks=14)
-        spy = RowSpy()
+        spy = RowSpy(budget=0.25)  # a schedule: models are fitted every tick, and reported
         agent = Agent(spy, service, season_length=24, scale=fleet.seasonal_naive_scale(24, before_tick=14))
         agent.start(14)
         for k in range(14, fleet.n_ticks):
             agent.tick(k)
         counts.append(np.array([spy.seen[t] for t in sorted(spy.seen)]))
+        for t in (16, 20, 30, fleet.n_ticks - 1):
+            learnt = [np.isfinite(fleet.history(s, t, 14).y).sum() for s in range(fleet.n_streams)]
+            np.testing.assert_array_equal(spy.seen[t], learnt)
+        refits = [(t, streams, rows) for t, streams, rows in spy.fitted if t in spy.seen]
+        assert sum(len(streams) for _, streams, _ in refits) >= 3, "the fleet should re-train some streams"
+        for t, streams, rows in refits:
+            np.testing.assert_array_equal(rows, spy.seen[t][streams])
     plain, with_marks = counts
     ticks = np.array(sorted(spy.seen))
     assert np.isfinite(plain).all() and (plain[:, 0] == 14 * STEPS).all()

@@ -781,8 +781,7 @@ class Agent:
         ticks outside periods marked abnormal; read only when :meth:`_counts_train_rows`. Live operation loads
         the window's ticks, so it counts the same."""
         def count() -> np.ndarray:
-            # Rows in periods marked abnormal are left out of the fit (NaN in its history), so not counted.
-            rows = self.fleet.n_rows_before(k + 1, trainable=True).astype(np.float64)
+            rows = (self._rows_through(k) - self.fleet.marked_rows_before(k + 1)).astype(np.float64)
             start = k + 1 - self.service.train_window_ticks
             if start > self.fleet.tick_base:
                 rows = rows - self.fleet.n_rows_before(start, trainable=True)

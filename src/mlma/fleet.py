@@ -371,7 +371,7 @@ class FleetData:
         """
         if periods is None or not len(periods):
             return
-        self.__dict__.pop("_marked_prefix", None)
+        self._marked_rows = None  # marks change: marked_rows_before finds them again
         index = {uid: i for i, uid in enumerate(self.ids)}
         bounds = self._boundaries.to_numpy()
         for row in periods.itertuples(index=False):
@@ -509,26 +509,26 @@ class FleetData:
         """
         if self._matrix is not None:
             _, b = self.matrix_columns(self._col0, int(self.tick_grid_start[self._local(k)]))
-            present = np.isfinite(self._matrix[:, :b])
-            if trainable and self._abnormal is not None:
-                present &= ~self._abnormal[:, :b]
-            return present.sum(axis=1)
-        ends, starts = self.row_at_tick[:, self._local(k)], self.offsets[:-1]
-        rows = ends - starts
-        marked = self._marked_before_row() if trainable else None
-        if marked is not None:
-            rows = rows - (marked[ends] - marked[starts])
-        return rows
+            rows = np.isfinite(self._matrix[:, :b]).sum(axis=1)
+        else:
+            rows = self.row_at_tick[:, self._local(k)] - self.offsets[:-1]
+        return rows - self.marked_rows_before(k) if trainable else rows
 
-    def _marked_before_row(self) -> np.ndarray | None:
-        """``marked[i]``: rows before flat row ``i`` in periods marked abnormal (None: no row is marked);
-        kept until the next mark."""
-        if "_marked_prefix" not in self.__dict__:
-            marked = self.row_abnormal
-            dtype = np.int32 if len(marked) < np.iinfo(np.int32).max else np.int64
-            self._marked_prefix = (np.concatenate([[0], np.cumsum(marked, dtype=dtype)]) if marked.any()
-                                   else None)
-        return self._marked_prefix
+    def marked_rows_before(self, k: int) -> np.ndarray:
+        """Rows each stream has before ``boundaries[k]`` inside periods marked abnormal (fits leave them out);
+        no pass over the rows while nothing is marked."""
+        if "_marked_rows" not in self.__dict__:  # mark_abnormal was never called
+            return np.zeros(self.n_streams, dtype=np.int64)
+        if self._matrix is not None:
+            if self._abnormal is None:  # every period named a stream this fleet does not have
+                return np.zeros(self.n_streams, dtype=np.int64)
+            _, b = self.matrix_columns(self._col0, int(self.tick_grid_start[self._local(k)]))
+            return (np.isfinite(self._matrix[:, :b]) & self._abnormal[:, :b]).sum(axis=1)
+        if self._marked_rows is None:  # the marked rows' flat positions, found once after each mark
+            self._marked_rows = np.flatnonzero(self.row_abnormal)
+        marked = self._marked_rows
+        return (np.searchsorted(marked, self.row_at_tick[:, self._local(k)])
+                - np.searchsorted(marked, self.offsets[:-1]))
 
     def history(self, s: int, end_tick: int, window_ticks: int | None = None) -> StreamHistory:
         """Stream ``s``'s rows up to the end of tick ``end_tick``, optionally only the last ``window_ticks``."""

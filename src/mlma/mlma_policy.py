@@ -253,7 +253,7 @@ class MLMAPolicy(Policy):
     growth
         An additional trigger for a model fitted on part of a capped training window (a stream launched
         lately): once a re-training would use ``growth`` times the rows the serving model was fitted on
-        (``TickObservation.train_rows``, the rows of the training window), the stream is re-trained as a
+        (``TickObservation.train_rows``, the rows of the training window outside periods marked abnormal), the stream is re-trained as a
         challenger, explained as ``growth: ...`` (:class:`mlma.monitor.growth.HistoryGrowth`; a lost
         challenger sets the bar at ``growth`` times its rows). A model fitted on a full window never fires,
         and with all history as the window the agent gives no rows, so it is silent there. Default ``2``:
@@ -792,7 +792,9 @@ class MLMAPolicy(Policy):
         # as many rows (mlma.monitor.growth). Like the backstop it waits only for clean data, and a cool-down.
         grown = np.zeros(n, dtype=bool)
         if self.growth is not None and obs.train_rows is not None:
-            grown = (self.history_growth.due(obs.train_rows, obs.observed, obs.has_model)
+            # A tick marked abnormal added no rows a fit learns from (train_rows leaves them out).
+            added = np.where(abnormal, 0, obs.observed)
+            grown = (self.history_growth.due(obs.train_rows, added, obs.has_model)
                      & has_batch & ~suspect & ~abnormal & (k > self.cooldown_until))
         # The Page-Hinkley trigger: every clean tick of the serving version feeds it, warm-up included, on the
         # scaled losses divided by the explained scale of known events (whatever `loss` is: the scaled losses

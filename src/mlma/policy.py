@@ -64,9 +64,10 @@ class TickObservation:
     #: to the declared event drivers (:class:`mlma.explained.ExplainedScale`), 1 where no event runs; None
     #: when the fleet declares no events. The MLMA policy's absolute and squared losses divide by it.
     explained: np.ndarray | None = None
-    #: Rows of history a model fitted at the end of this tick would train on, per stream: the rows so far,
-    #: at most a training window's worth (its ticks times the tick's steps); None when unknown, and when the
-    #: training window is all history (no window caps it).
+    #: Rows of history a model fitted at the end of this tick would train on, per stream: the rows of the
+    #: training window's ticks (at most its ticks times the tick's steps), leaving out rows in periods marked
+    #: abnormal, which the fit leaves out; None when unknown, and when the training window is all history
+    #: (no window caps it).
     train_rows: np.ndarray | None = None
 
     @property

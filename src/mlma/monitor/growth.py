@@ -15,7 +15,8 @@ monthly and coarser ticks) every re-training uses more rows than the last, nearl
 series is "young", and there a schedule spent the same fits better (m3-monthly, docs/results.md), so the agent
 gives no row counts and the trigger is silent.
 
-The rows are counted by the agent: :attr:`mlma.policy.TickObservation.train_rows` each tick, and for every model
+The rows are counted by the agent (those of the training window outside periods marked abnormal, which a fit
+leaves out): :attr:`mlma.policy.TickObservation.train_rows` each tick, and for every model
 it fits (re-trainings, first models, a person's forced re-trainings) the same count at the fit's tick, through
 :meth:`mlma.policy.Policy.on_models_fitted`. A new model counts once it serves; until then (a challenger in
 shadow, or waiting for approval) the stream is not due. A model whose rows are unknown (one a person put back in
@@ -92,7 +93,8 @@ class HistoryGrowth:
         that have no new model waiting to serve.
 
         ``rows``: the rows a re-training at the end of this tick would train on; ``observed``: the rows this
-        tick added (models whose rows are unknown are taken to have been fitted on ``rows - observed``).
+        tick added to them (0 on a tick marked abnormal; models whose rows are unknown are taken to have been
+        fitted on ``rows - observed``).
         """
         rows = np.asarray(rows, dtype=np.float64)
         has_model = np.ones(len(rows), dtype=bool) if has_model is None else np.asarray(has_model, dtype=bool)
