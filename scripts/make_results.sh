@@ -2,7 +2,9 @@
 # Measures what docs/results.md reports, by the standard of EVALUATION.md (docs/backtest.md, "Judging at
 # equal cost"): every policy's gap to the staggered-periodic frontier at its own re-training count with a
 # 95 % bootstrap interval over streams, the clairvoyant headroom and the labour, on
-#   - the simulator, report seeds only (seeds 1 to 6 are kept for tuning and never reported here);
+#   - the simulator, report seeds only (seeds 1 to 6 are kept for tuning and never reported here), 1,000 zones
+#     each: an edge of half a point of always's MAE needs about that many streams for a per-seed interval to
+#     exclude zero (at 200 zones the interval is about 1.3 points wide; docs/results.md, "Tenth pass");
 #   - every bundled real panel (`mlma datasets`), ridge model.
 # Each run holds the default MLMA, its budget swept at 1 %, 3 %, 10 % and 30 % of always's re-trainings,
 # ADWIN swept over delta and Page-Hinkley over threshold; the backtest adds the frontier's schedules. Fits
@@ -21,7 +23,7 @@ OUT=${1:-results}
 MLMA=${MLMA:-.venv/bin/mlma}
 PYTHON=${PYTHON:-.venv/bin/python}
 SEEDS=${SEEDS-"7 11 13 17"}
-ZONES=${ZONES:-200}
+ZONES=${ZONES:-1000}
 DAYS=${DAYS:-84}
 BOOTSTRAP=${BOOTSTRAP:-1000}
 EXECUTOR=${EXECUTOR:-inline}
@@ -73,7 +75,7 @@ run() {  # data file, output name
 RUNS=()
 SIM_RUNS=()
 for SEED in $SEEDS; do
-  DATA="$OUT/platform-$SEED.parquet"
+  DATA="$OUT/platform-$SEED-${ZONES}z-${DAYS}d.parquet"  # named by its size: another ZONES never reuses it
   [ -f "$DATA" ] || $MLMA simulate --zones "$ZONES" --days "$DAYS" --seed "$SEED" --out "$DATA"
   run "$DATA" "sim-$SEED-ridge"
   RUNS+=("$OUT/sim-$SEED-ridge")
