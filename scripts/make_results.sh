@@ -33,6 +33,14 @@ PH_SWEEP="page-hinkley:threshold=5,10,20,50,200"
 SWEEPS=${SWEEPS-"$ADWIN_SWEEP $PH_SWEEP"}
 BUDGET_SHARES="0.01 0.03 0.1 0.3"
 mkdir -p "$OUT"
+# The run folders (sim-SEED-ridge) and tables.md are not named by platform size: an OUT_DIR holds one size.
+PLATFORM="zones=$ZONES days=$DAYS"
+if [ -n "$SEEDS" ] && [ -f "$OUT/platform.txt" ] && [ "$(cat "$OUT/platform.txt")" != "$PLATFORM" ]; then
+  echo "$OUT holds results of simulated platforms of $(cat "$OUT/platform.txt"), not $PLATFORM; use another" \
+       "OUT_DIR (or set ZONES and DAYS to match)" >&2
+  exit 2
+fi
+[ -z "$SEEDS" ] || echo "$PLATFORM" > "$OUT/platform.txt"
 PANELS=${PANELS-$($MLMA datasets)}
 
 for SEED in $SEEDS; do
