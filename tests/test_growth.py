@@ -261,18 +261,20 @@ def test_with_all_history_as_the_window_growth_never_fires():
 
 
 class RowSpy(MLMAPolicy):
-    """The default MLMA, remembering the training-window rows the agent tells it each tick."""
+    """The default MLMA, remembering the training-window rows the agent tells it each tick and with each model
+    it fitted."""
 
     def __init__(self, **params):
         super().__init__(**params)
         self.seen: dict[int, np.ndarray] = {}
+        self.fitted: list[tuple[int, np.ndarray, np.ndarray]] = []
 
     def decide(self, obs):
         self.seen[obs.tick] = np.array(obs.train_rows, copy=True)
         return super().decide(obs)
 
     def on_models_fitted(self, streams, tick, rows):
-        self.fitted = getattr(self, "fitted", []) + [(tick, np.array(streams), np.array(rows))]
+        self.fitted.append((tick, np.array(streams), np.array(rows)))
         super().on_models_fitted(streams, tick, rows)
 
 

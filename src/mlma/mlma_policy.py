@@ -253,9 +253,10 @@ class MLMAPolicy(Policy):
     growth
         An additional trigger for a model fitted on part of a capped training window (a stream launched
         lately): once a re-training would use ``growth`` times the rows the serving model was fitted on
-        (``TickObservation.train_rows``, the rows of the training window outside periods marked abnormal), the stream is re-trained as a
-        challenger, explained as ``growth: ...`` (:class:`mlma.monitor.growth.HistoryGrowth`; a lost
-        challenger sets the bar at ``growth`` times its rows). A model fitted on a full window never fires,
+        (``TickObservation.train_rows``, the rows of the training window outside periods marked abnormal),
+        the stream is re-trained as a challenger, explained as ``growth: ...``
+        (:class:`mlma.monitor.growth.HistoryGrowth`; a lost challenger sets the bar at ``growth`` times its
+        rows). A model fitted on a full window never fires,
         and with all history as the window the agent gives no rows, so it is silent there. Default ``2``:
         below the tests-only default on every tuning seed, its challengers mostly win; ``None`` turns it off.
         (It was opt-in while it also fired under all-history windows, where on short monthly series a
