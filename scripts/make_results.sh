@@ -33,6 +33,12 @@ PH_SWEEP="page-hinkley:threshold=5,10,20,50,200"
 SWEEPS=${SWEEPS-"$ADWIN_SWEEP $PH_SWEEP"}
 BUDGET_SHARES="0.01 0.03 0.1 0.3"
 mkdir -p "$OUT"
+PANELS=${PANELS-$($MLMA datasets)}
+
+for SEED in $SEEDS; do
+  case " 1 2 3 4 5 6 " in *" $SEED "*) echo "seed $SEED is a tuning seed; not reported" >&2; exit 2 ;; esac
+done
+
 # The run folders (sim-SEED-ridge) and tables.md are not named by platform size: an OUT_DIR holds one size.
 PLATFORM="zones=$ZONES days=$DAYS"
 if [ -n "$SEEDS" ] && [ -f "$OUT/platform.txt" ] && [ "$(cat "$OUT/platform.txt")" != "$PLATFORM" ]; then
@@ -41,11 +47,6 @@ if [ -n "$SEEDS" ] && [ -f "$OUT/platform.txt" ] && [ "$(cat "$OUT/platform.txt"
   exit 2
 fi
 [ -z "$SEEDS" ] || echo "$PLATFORM" > "$OUT/platform.txt"
-PANELS=${PANELS-$($MLMA datasets)}
-
-for SEED in $SEEDS; do
-  case " 1 2 3 4 5 6 " in *" $SEED "*) echo "seed $SEED is a tuning seed; not reported" >&2; exit 2 ;; esac
-done
 
 # MLMA's budget at a share of always's re-trainings (always re-trains every stream every tick). A policy whose
 # budget takes a share of the fleet per tick gets the share itself; one that takes a whole number of
