@@ -14,10 +14,9 @@ import numpy as np
 import pytest
 
 from mlma.mlma_policy import MLMAPolicy
-from mlma.policy import TickObservation
 from mlma.monitor.shock import MIN_COUNT, CommonShockHold
 from mlma.project import ConfigError, load_config
-from test_policy_calibration import STEPS, simulate_errors, tick_observation
+from test_policy_calibration import STEPS, level_drop_retrained, simulate_errors, tick_observation
 
 N, TICKS, T0 = 200, 80, 50
 
@@ -142,25 +141,8 @@ def test_a_lasting_level_drop_of_the_whole_fleet_is_mostly_retrained():
     hold costs most (docs/monitoring.md says so): without it 0.998 are re-trained within ten ticks, with it
     0.78 (0.40 when the check read the loss test only, at alpha 0.05); 0.7 is four standard errors of 400
     streams below 0.78."""
-    n, pre, post = 400, 16, 10
-
-    def retrained(policy: MLMAPolicy) -> float:
-        policy.reset(n, STEPS, STEPS)
-        policy.on_new_model(np.arange(n), -1)
-        rng = np.random.default_rng(3)
-        found = np.zeros(n, dtype=bool)
-        for t in range(pre + post):
-            y = rng.poisson(20.0 if t < pre else 8.0, (n, STEPS)).astype(float)
-            e = y - (20.0 if t < pre else 11.0) * (1 + 0.02 * rng.normal(size=(n, 1)))
-            d = policy.decide(TickObservation(t, actuals=y, losses=np.abs(e), scaled_losses=np.abs(e),
-                                              has_model=np.ones(n, dtype=bool), ticks_since_fit=np.full(n, t),
-                                              observed=np.full(n, STEPS), errors=e))
-            if t >= pre:
-                found |= d.retrain
-        return float(found.mean())
-
-    assert retrained(MLMAPolicy(alpha=0.2)) >= 0.95
-    assert retrained(MLMAPolicy(alpha=0.2, common_shock=HOLD)) >= 0.7
+    assert level_drop_retrained(MLMAPolicy(alpha=0.2), post=10) >= 0.95
+    assert level_drop_retrained(MLMAPolicy(alpha=0.2, common_shock=HOLD), post=10) >= 0.7
 
 
 def test_a_released_shock_does_not_hide_a_later_change():

@@ -92,7 +92,7 @@ def test_an_alarm_is_explained_checked_as_a_challenger_and_its_state_survives_a_
     decision = first_alarm(policy, errors, range(22, ticks), "CUSUM")
     assert decision is not None and not decision.serve_at_once[0]  # checked as a challenger by default
     reason = decision.reason[0]
-    assert reason is not None and reason.startswith("CUSUM: loss ") and "threshold 4" in reason, reason
+    assert reason.startswith("CUSUM: loss ") and "threshold 4" in reason, reason
     # A new model restarts the statistic.
     policy.on_new_model(np.array([0]), ticks)
     assert policy.cusum.statistic[0] == 0

@@ -162,7 +162,7 @@ def test_an_alarm_is_explained_checked_as_a_challenger_and_its_state_survives_a_
     decision = first_alarm(policy, errors, range(22, ticks), "Page-Hinkley")
     assert decision is not None and not decision.serve_at_once[0]  # checked as a challenger
     reason = decision.reason[0]
-    assert reason is not None and reason.startswith("Page-Hinkley: scaled loss above 1.05x") \
+    assert reason.startswith("Page-Hinkley: scaled loss above 1.05x") \
         and "threshold 200" in reason, reason
     # The alarm acted on started the statistic afresh.
     assert policy.ph.ph_statistic[0] == 0 and policy.ph.ph_count[0] == 0
