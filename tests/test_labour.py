@@ -84,3 +84,28 @@ def test_a_backtest_reports_labour_per_policy():
     n = len(result.escalation_log[result.escalation_log.policy == "mlma"])
     assert mlma["escalations_per_1k_stream_days"] == pytest.approx(1000 * n / 45, abs=1e-3)
     assert mlma["data_escalation_precision"] == pytest.approx(1.0)
+
+
+def test_a_new_stream_short_of_history_is_not_escalated_but_one_that_cannot_get_its_model_is_once():
+    """Two zones launch on day 30 of 50: one with ordinary hourly orders, one that reports the same count every
+    hour. Both first run on a fall-back (a day of history, ridge needs nine). The ordinary zone's retries fit
+    ridge once its history is long enough, with no escalation; the flat zone's retry with enough history still
+    falls back (a constant series), which is escalated once, and its later retries are not."""
+    from mlma.simulate import simulate_platform
+
+    data = simulate_platform(6, 50, seed=1, event_rate=0).data
+    day30 = data["ds"].min().normalize() + pd.Timedelta(days=30)
+    hours = pd.date_range(day30, data["ds"].max(), freq="h")
+    ordinary = data[data["unique_id"] == data["unique_id"].iloc[0]].set_index("ds")["y"].reindex(hours).to_numpy()
+    launched = pd.DataFrame({"unique_id": "new-ordinary", "ds": hours, "y": ordinary})
+    flat = pd.DataFrame({"unique_id": "new-flat", "ds": hours, "y": 3.0})
+    frame = pd.concat([data, launched, flat], ignore_index=True)
+    result = run_backtest(frame, BacktestConfig(policies=["never"], model="ridge", initial_ticks=21,
+                                                frontier=False, executor="inline"))
+    log = result.escalation_log
+    cold = log[log["kind"] == "cold"]
+    assert cold["unique_id"].tolist() == ["new-flat"]
+    assert "series is constant" in cold["message"].iloc[0]
+    # Raised at the first retry with nine days of history (tick k holds day k; the zone's first day is 30).
+    assert 30 + 8 <= int(cold["tick"].iloc[0]) <= 30 + 10
+    assert not log["unique_id"].eq("new-ordinary").any()

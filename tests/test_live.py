@@ -30,8 +30,13 @@ FIRST_TICK = 28
 @pytest.fixture(scope="module")
 def platform() -> pd.DataFrame:
     """40 zones, 52 days of hourly orders with frequent events: re-trainings, promotions, rejected challengers,
-    zones that launch late or go silent, so that every path of the tick is exercised."""
-    return simulate_platform(40, 52, seed=5, event_rate=3).data
+    zones that launch late or go silent, so that every path of the tick is exercised; and one zone launched on
+    day 35 that reports the same count every hour, whose model cannot be fitted once its history is long enough
+    (a `cold` escalation: the simulated launches are only short of history, which is not escalated)."""
+    data = simulate_platform(40, 52, seed=5, event_rate=3).data
+    hours = pd.date_range(data["ds"].min() + pd.Timedelta(days=35), data["ds"].max(), freq="h")
+    flat = pd.DataFrame({"unique_id": "flat-zone", "ds": hours, "y": 3.0})
+    return pd.concat([data, flat[[c for c in data.columns if c in flat]]], ignore_index=True)
 
 
 def make_project(root: Path, *, db: str | None = None, model: str = "ridge", **agent) -> Path:
@@ -62,6 +67,29 @@ def replay(root: Path, frame: pd.DataFrame) -> None:
             assert live.step().tick == (FIRST_TICK - 1 if i == 0 else FIRST_TICK + i - 1)
         with pytest.raises(NotReady):
             live.step()
+
+
+def test_a_new_process_each_day_escalates_a_stream_that_cannot_get_its_model_as_the_backtest_does(tmp_path,
+                                                                                                 platform):
+    """The flat zone's first model falls back because its history is short (not escalated); its retry with
+    nine days of history falls back because the series is constant, which is escalated. Whether the serving
+    fall-back was only short of history must come back with the registry's model versions when every tick
+    runs in a new process (checked: read back as False, the escalation is lost)."""
+    root = make_project(tmp_path / "p")
+    zones = sorted(platform["unique_id"].unique())[:5] + ["flat-zone"]
+    frame = platform[platform["unique_id"].isin(zones)]
+    result = run_backtest(frame, BacktestConfig(policies=["mlma"], model="ridge", initial_ticks=FIRST_TICK,
+                                                executor="inline", frontier=False))
+    expected = result.escalation_log.loc[result.escalation_log["kind"] == "cold", ["unique_id", "tick"]]
+    assert expected["unique_id"].tolist() == ["flat-zone"]
+    config = load_config(root)
+    with Store.open(config.store_url) as store:
+        for i, chunk in enumerate(day_chunks(frame, FIRST_TICK)):
+            store.ingest_frame(chunk, f"day-{i}")
+            with LiveAgent(config, store=store) as live:
+                live.step()
+        live_cold = store.escalations().query("kind == 'cold'")[["unique_id", "tick"]]
+    assert live_cold.values.tolist() == expected.values.tolist()
 
 
 def live_scores(store: Store) -> pd.DataFrame:
@@ -645,8 +673,12 @@ def test_a_tick_posts_its_new_escalations_to_the_configured_webhook(tmp_path, pl
                        f'format = "slack"\ngroup_by = ["kind"]\n')
         config = load_config(root)
         assert config.alert_receivers[0].name == "ops"
+        # Three zones stop reporting on the same day: three silent escalations of one tick, one message.
+        day40 = platform["ds"].min().normalize() + pd.Timedelta(days=40)
+        reporting = sorted(platform.loc[platform["ds"] >= day40 + pd.Timedelta(days=5), "unique_id"].unique())[:3]
+        data = platform[~(platform["unique_id"].isin(reporting) & (platform["ds"] >= day40))]
         with Store.open(config.store_url) as store:
-            store.ingest_frame(platform, "all")
+            store.ingest_frame(data, "all")
             with LiveAgent(config, store=store) as live:
                 results = live.catch_up()
             escalated = [r for r in results if r.escalation_ids]

@@ -821,9 +821,15 @@ class Agent:
             for s, fm in zip(todo, fitted):
                 seconds[s] = fm.seconds
                 first = self.champion[s] == NO_MODEL
-                if first and fm.fallback_reason:
-                    escalations.append(Escalation(int(s), k, "cold", 1,
-                                                  f"new stream runs on a fall-back model: {fm.fallback_reason}"))
+                # A new stream only short of history is expected to fall back, and a retry once its history is
+                # long enough ends that without a person (the stream page names the fall-back meanwhile). Any
+                # other reason (a constant series, a failed fit) more history need not cure: escalated at a
+                # first fit, or at the retry where a stream short of history turns out to have that trouble
+                # (once: later retries of the same trouble are not news).
+                was_short = not first and self.service.get(ModelKey(int(s), int(self.champion[s]))).short_history
+                if fm.fallback_reason and not fm.short_history and (first or was_short):
+                    escalations.append(Escalation(int(s), k, "cold", 1, "new stream cannot get its model and runs "
+                                                  f"on a fall-back: {fm.fallback_reason}"))
                 new_models.append(NewModel(fm, "champion", "first model" if first else "retry of a fall-back model"))
                 self._serve(s, fm)
                 # A retried fall-back keeps its place in the row count even when it falls back again.

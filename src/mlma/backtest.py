@@ -247,8 +247,10 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                     since = max(0, k - window) if window else 0  # the live tick's training window
                     known = fleet.scale_known_at(freq.season_length, k, since, streams=np.flatnonzero(missing))
                     scale = np.where(missing, known, scale)
+                    # A constant stream's scale is 0: none, as the live agent takes it (Agent's constructor).
+                    usable = np.where(known > 0, known, np.nan)
                     for agent in agents:
-                        agent.scale = np.where(np.isfinite(agent.scale) & (agent.scale > 0), agent.scale, known)
+                        agent.scale = np.where(np.isfinite(agent.scale) & (agent.scale > 0), agent.scale, usable)
                 reports = [agent.tick(k) for agent in agents]
                 scored = np.isfinite(reports[0].actuals)
                 for report in reports:

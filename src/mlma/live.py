@@ -608,7 +608,7 @@ class LiveAgent:
             fm = new.fitted
             if fm.key == ModelKey(new.stream, k):
                 self._loaded[(new.stream, int(version))] = FittedModel(fm.key, fm.model, 0.0, fm.fallback_reason,
-                                                                       int(fm.n_train))
+                                                                       int(fm.n_train), fm.short_history)
         held = {(int(s), int(v)) for name in ("champion_version", "challenger_version", "awaiting_version")
                 for s, v in zip(np.flatnonzero(live[name] >= 0), live[name][live[name] >= 0])}
         self._loaded = {pair: fm for pair, fm in self._loaded.items() if pair in held}
@@ -656,7 +656,8 @@ class LiveAgent:
             metrics = row.metrics or {}
             # Identical artifacts (byte for byte) share one object: a fitted model is not changed by predict.
             self._loaded[(s, v)] = FittedModel(ModelKey(s, int(row.created_tick)), objects[sha], 0.0,
-                                               metrics.get("fallback_reason"), int(metrics.get("n_train", 0)))
+                                               metrics.get("fallback_reason"), int(metrics.get("n_train", 0)),
+                                               bool(metrics.get("short_history", False)))
 
     def _load_models(self, service: ModelService, agent: Agent, live: dict, repair: _Repair) -> None:
         """Put the serving, shadow and waiting models of the saved state into the service; models whose artifact
@@ -879,7 +880,7 @@ class LiveAgent:
                 train_end=history.ds[-1] if len(history) else None,
                 params={"train_window_ticks": window, "tick": k},
                 metrics={"fit_seconds": round(float(fm.seconds), 6), "n_train": int(fm.n_train),
-                         "fallback_reason": fm.fallback_reason},
+                         "fallback_reason": fm.fallback_reason, "short_history": bool(fm.short_history)},
                 check={"result": "pending"} if challenger else {"result": "not-checked", "why": reason},
                 promote=not challenger, by="agent", reason=reason))
             expected.append(latest[s])

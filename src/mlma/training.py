@@ -61,6 +61,9 @@ class FittedModel:
     seconds: float
     fallback_reason: str | None
     n_train: int
+    #: The fall-back was taken only because the history is shorter than the model needs (see
+    #: :class:`mlma.models.FitOutcome`): a new stream's expected start, which clears itself.
+    short_history: bool = False
 
 
 class ExecutorUnavailableError(ValueError):
@@ -543,7 +546,7 @@ def _fit_chunk(spec, ctx: ForecastContext, params: dict, jobs: list) -> list:
     with threadpool_limits(limits=1):
         # One call for the chunk: models that fit many streams at once (statsforecast) do so.
         outcomes = fit_forecasters(spec, ctx, [(ds, y, X) for _, ds, y, X in jobs], params=params)
-    return [FittedModel(job[0], o.model, o.cpu_seconds, o.fallback_reason, o.n_train)
+    return [FittedModel(job[0], o.model, o.cpu_seconds, o.fallback_reason, o.n_train, o.short_history)
             for job, o in zip(jobs, outcomes, strict=True)]
 
 
@@ -619,7 +622,7 @@ class FitCache:
         return h.hexdigest()
 
     def load(self, keys: list[str]) -> dict[str, tuple]:
-        """Stored ``(model, seconds, fallback_reason, n_train)`` by key, for the keys present."""
+        """Stored ``(model, seconds, fallback_reason, n_train, short_history)`` by key, for the keys present."""
         import pickle
 
         found: dict[str, tuple] = {}
@@ -853,8 +856,7 @@ class ModelService:
         left = []
         for job, address in zip(jobs, addresses):
             if address in found:
-                model, seconds, fallback_reason, n_train = found[address]
-                self._models[job[0]] = FittedModel(job[0], model, seconds, fallback_reason, n_train)
+                self._models[job[0]] = FittedModel(job[0], *found[address])
                 self.fits_cached += 1
             else:
                 left.append(job)
@@ -868,7 +870,7 @@ class ModelService:
             fm = self._models.get(key)
             if fm is not None:
                 address = FitCache.key(self._cache_context, self.fleet.ids[key.stream], ds, y, X)
-                entries[address] = (fm.model, fm.seconds, fm.fallback_reason, fm.n_train)
+                entries[address] = (fm.model, fm.seconds, fm.fallback_reason, fm.n_train, fm.short_history)
         self.fit_cache.store(entries)
 
     def _collect(self, chunks: list[list], futures: list[Future], executor: Executor) -> None:

@@ -296,6 +296,10 @@ class FitOutcome:
         Rows (or observations) the fitted model learnt from.
     requested
         Name of the requested spec.
+    short_history
+        The fallback was taken because the history is shorter than the model needs (``min_history``): the
+        expected start of a new stream, which clears itself as its history grows. False for every other reason
+        (no finite value, a constant series, a failed fit), which more history need not fix.
     """
 
     model: Forecaster
@@ -307,6 +311,7 @@ class FitOutcome:
     cpu_seconds: float | None = None
     """CPU seconds of this process spent on the fit (a share of a joint fit's; work that statsforecast hands
     to its own worker processes with ``n_jobs > 1`` is not counted)."""
+    short_history: bool = False
 
     @property
     def fell_back(self) -> bool:
@@ -348,19 +353,23 @@ def fit_forecaster(
     >>> ctx = ForecastContext("h", season_length=24, horizon=24)
     >>> ds = np.arange("2024-01-01", "2024-01-03", dtype="datetime64[h]").astype("datetime64[ns]")
     >>> out = fit_forecaster("ridge", ctx, ds, np.arange(48.0))
-    >>> out.spec, out.fallback_reason
-    ('seasonal-naive', 'history has 48 observations, ridge needs 216')
+    >>> out.spec, out.fallback_reason, out.short_history
+    ('seasonal-naive', 'history has 48 observations, ridge needs 216', True)
+    >>> week = np.arange("2024-01-01", "2024-01-11", dtype="datetime64[h]").astype("datetime64[ns]")
+    >>> flat = fit_forecaster("ridge", ctx, week, np.ones(week.size))
+    >>> flat.fallback_reason, flat.short_history
+    ('series is constant (every observation is 1)', False)
     """
     started, cpu = time.perf_counter(), time.process_time()
     requested = spec_name(spec)
     model = make_forecaster(spec, ctx, **{**(params or {}), **model_params})
-    ds, y, n_obs, reason = _check_history(model, requested, ds, y)
+    ds, y, n_obs, reason, short = _check_history(model, requested, ds, y)
     if reason is None:
         try:
             model.fit(ds, y, X)
         except FIT_ERRORS as exc:
             reason = f"{requested} fit failed: {exc}"
-    outcome = _outcome(model, requested, ctx, ds, y, X, n_obs, reason)
+    outcome = _outcome(model, requested, ctx, ds, y, X, n_obs, reason, short)
     outcome.seconds, outcome.cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     return outcome
 
@@ -396,32 +405,34 @@ def fit_forecasters(spec, ctx: ForecastContext, histories: list[tuple], *,
     shared = ((time.perf_counter() - clock[0]) / len(models), (time.process_time() - clock[1]) / len(models))
     reasons = {i: f"{requested} fit failed: {e}" for i, e in zip(ready, errors, strict=True) if e is not None}
     outcomes = []
-    for i, (model, (ds, y, n_obs, reason)) in enumerate(zip(models, checked)):
+    for i, (model, (ds, y, n_obs, reason, short)) in enumerate(zip(models, checked)):
         started, cpu = time.perf_counter(), time.process_time()
-        outcome = _outcome(model, requested, ctx, ds, y, None, n_obs, reason or reasons.get(i))
+        outcome = _outcome(model, requested, ctx, ds, y, None, n_obs, reason or reasons.get(i), short)
         outcome.seconds = shared[0] + time.perf_counter() - started
         outcome.cpu_seconds = shared[1] + time.process_time() - cpu
         outcomes.append(outcome)
     return outcomes
 
 
-def _check_history(model, requested: str, ds, y) -> tuple[np.ndarray, np.ndarray, int, str | None]:
-    """The history as arrays, its finite observations, and why it cannot support ``model`` (or None)."""
+def _check_history(model, requested: str, ds, y) -> tuple[np.ndarray, np.ndarray, int, str | None, bool]:
+    """The history as arrays, its finite observations, why it cannot support ``model`` (or None), and whether
+    that is only because it is shorter than the model needs."""
     ds = as_datetime_array(ds)
     y = as_float_array(y, ds.size)
     finite = np.isfinite(y)
     n_obs = int(finite.sum())
-    reason = None
+    reason, short = None, False
     if n_obs == 0:
         reason = "history has no finite observation"
     elif n_obs < model.min_history:
-        reason = f"history has {n_obs} observations, {requested} needs {model.min_history}"
+        reason, short = f"history has {n_obs} observations, {requested} needs {model.min_history}", True
     elif not _is_simple(model) and np.ptp(y[finite]) == 0:
         reason = f"series is constant (every observation is {y[finite][0]:g})"
-    return ds, y, n_obs, reason
+    return ds, y, n_obs, reason, short
 
 
-def _outcome(model, requested: str, ctx: ForecastContext, ds, y, X, n_obs: int, reason: str | None) -> FitOutcome:
+def _outcome(model, requested: str, ctx: ForecastContext, ds, y, X, n_obs: int, reason: str | None,
+             short_history: bool = False) -> FitOutcome:
     """The fitted model's outcome, or the fallback's when ``reason`` says the model could not be fitted."""
     if reason is None:
         return FitOutcome(model, requested, None, 0.0, int(getattr(model, "n_train_", n_obs)), requested)
@@ -433,4 +444,4 @@ def _outcome(model, requested: str, ctx: ForecastContext, ds, y, X, n_obs: int, 
         # The simple model itself was short of data: the mean is the only simpler one left.
         fallback, name = MeanForecaster(ctx), "mean"
     fallback.fit(ds, y, X)
-    return FitOutcome(fallback, name, reason, 0.0, fallback.n_train_, requested)
+    return FitOutcome(fallback, name, reason, 0.0, fallback.n_train_, requested, short_history=short_history)
