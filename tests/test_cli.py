@@ -279,3 +279,41 @@ def test_the_tick_line_counts_failed_forecasts_only_when_there_are_some(start):
     if not start:
         assert with_failures.startswith("tick 12: 40 streams, 3 degraded, 2 re-trained, 0 promoted, 0 rejected, "
                                         "1 failed fits, 3 failed forecasts, 2 escalations, 0 resolved")
+
+
+@pytest.mark.slow
+def test_backtest_counts_labour_in_queue_items_grouped_by_an_attribute(tmp_path):
+    """On 60 simulated zones a city-wide outage raises 20 data-quality escalations on one tick: one queue item
+    by the simulator's cities (its streams table beside the data), two when a file of attributes splits those
+    zones between two regions, one again with no grouping attribute (kind and tick only)."""
+    assert run("simulate", "--zones", "60", "--days", "40", "--seed", "2", "--out", "p.parquet",
+               cwd=tmp_path).returncode == 0
+
+    def backtest(out: str, *extra: str) -> tuple[dict, pd.DataFrame]:
+        done = run("backtest", "--data", "p.parquet", "--model", "seasonal-naive", "--policies", "mlma",
+                   "--no-frontier", "--bootstrap", "0", "--out", out, *extra, cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        summary = json.loads((tmp_path / out / "summary.json").read_text())
+        return summary, pd.read_csv(tmp_path / out / "escalations.csv")
+
+    summary, log = backtest("by-city")
+    outage = log[log["kind"] == "data-quality"]
+    assert len(outage) == 20 and outage["tick"].nunique() == 1
+    assert summary["config"]["queue_group_by"] == "city" and summary["config"]["queue_grouped_streams"] == 60
+    row = summary["policies"][0]
+    days = row["stream_days"]
+    assert row["escalations_per_1k_stream_days"] == round(1000 * len(log) / days, 4)
+    assert row["queue_items_per_1k_stream_days"] == round(1000 * log["queue_item"].nunique() / days, 4)
+    assert outage["queue_item"].nunique() == 1
+    zones = sorted(pd.read_csv(tmp_path / "p.streams.csv")["unique_id"])
+    pd.DataFrame({"unique_id": zones, "region": ["north", "south"] * 30}).to_csv(tmp_path / "regions.csv",
+                                                                                 index=False)
+    _, by_region = backtest("by-region", "--attributes", "regions.csv", "--group-by", "region")
+    assert by_region.loc[by_region["kind"] == "data-quality", "queue_item"].nunique() == 2
+    summary, flat = backtest("flat", "--group-by", "")
+    assert summary["config"]["queue_grouped_streams"] == 0
+    assert flat["queue_item"].nunique() == flat.groupby(["kind", "tick"]).ngroups
+    bad = run("backtest", "--data", "p.parquet", "--model", "seasonal-naive", "--policies", "mlma",
+              "--attributes", "regions.csv", "--out", "bad", cwd=tmp_path)
+    assert bad.returncode == 2 and "regions.csv: no column 'city' to group the queue by" in bad.stdout.replace(
+        "\n", "")

@@ -8,6 +8,10 @@ import pytest
 
 from mlma.backtest import BacktestConfig, run_backtest
 from mlma.detection import escalation_class, labour_scores
+from mlma.escalations import Escalation, queue_items
+from mlma.store import Store
+from mlma.store.queries import escalation_queue
+from mlma.store.testing import postgres_schema
 
 BOUNDS = pd.date_range("2025-01-01", periods=41, freq="D")
 
@@ -32,7 +36,7 @@ def test_rates_are_per_thousand_stream_days_by_class():
     esc = escalations(("a", 3, "silent"), ("b", 4, "repeated-trigger"), ("b", 9, "challenger-lost"))
     out = labour_scores(esc, 500.0)
     assert out == {"escalations_per_1k_stream_days": 6.0, "data_escalations_per_1k_stream_days": 2.0,
-                   "retraining_escalations_per_1k_stream_days": 4.0}
+                   "retraining_escalations_per_1k_stream_days": 4.0, "queue_items_per_1k_stream_days": 6.0}
     assert labour_scores(escalations(), 500.0)["escalations_per_1k_stream_days"] == 0.0
 
 
@@ -109,3 +113,67 @@ def test_a_new_stream_short_of_history_is_not_escalated_but_one_that_cannot_get_
     # Raised at the first retry with nine days of history (tick k holds day k; the zone's first day is 30).
     assert 30 + 8 <= int(cold["tick"].iloc[0]) <= 30 + 10
     assert not log["unique_id"].eq("new-ordinary").any()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        with Store.create(f"sqlite:///{tmp_path / 'mlma.db'}") as opened:
+            yield opened
+    else:
+        with postgres_schema(request.getfixturevalue("postgres_server")) as url, Store.create(url) as opened:
+            yield opened
+
+
+def test_queue_items_group_by_kind_tick_and_city_and_items_have_their_members_precision():
+    truth = events(("a", "outage_zeros", "2025-01-03", "2025-01-04"), ("b", "outage_zeros", "2025-01-03", "2025-01-04"))
+    esc = escalations(("a", 4, "data-quality"), ("b", 4, "data-quality"), ("c", 4, "data-quality"),
+                      ("d", 4, "data-quality"), ("a", 4, "silent"), ("e", 9, "silent"))
+    cities = {"a": "Berlin", "b": "Berlin", "c": "Berlin", "d": "Paris"}  # e has no city
+    assert queue_items(esc["kind"], esc["tick"], esc["unique_id"].map(cities)).tolist() == [0, 0, 0, 1, 2, 3]
+    out = labour_scores(esc, 1000.0, events=truth, boundaries=BOUNDS, groups=cities)
+    assert out["escalations_per_1k_stream_days"] == 6.0 and out["queue_items_per_1k_stream_days"] == 4.0
+    # Items: Berlin's data-quality (2 of 3 members match), Paris's (0 of 1), a's silent (1 of 1), e's (0 of 1).
+    assert out["escalation_precision"] == round(3 / 6, 4)
+    assert out["queue_item_precision"] == round((2 / 3 + 0 + 1 + 0) / 4, 4)
+    # Without the attribute, one kind and tick is one item, whatever the streams.
+    assert labour_scores(esc, 1000.0)["queue_items_per_1k_stream_days"] == 3.0
+
+
+def test_the_backtest_counts_labour_in_the_items_the_live_queue_shows(store):
+    """``queue_items``, by which the backtest counts its labour, makes the items the served queue
+    (:func:`mlma.store.queries.escalation_queue`, the dashboard's and the API's) makes of the same escalations:
+    120 random escalations of 40 streams, three cities and streams without one, three kinds, four ticks."""
+    rng = np.random.default_rng(3)
+    uids = [f"zone-{i:02d}" for i in range(40)]
+    ids = dict(zip(uids, store.stream_ids(uids).tolist()))
+    cities = {uid: ["Berlin", "Paris", "Rome"][i % 3] for i, uid in enumerate(uids) if i % 5}
+    store.set_attributes({uid: {"city": city} for uid, city in cities.items()})
+    picked = rng.choice(uids, 120)
+    kinds = rng.choice(["silent", "data-quality", "repeated-trigger"], 120)
+    ticks = rng.choice([3, 4, 5, 9], 120)
+    esc_ids = store.add_escalations([Escalation(ids[u], int(t), str(k), 1, "m")
+                                     for u, k, t in zip(picked, kinds, ticks)])
+    items = queue_items(kinds, ticks, [cities.get(u) for u in picked])
+    ours = sorted(sorted(np.asarray(esc_ids)[items == item].tolist()) for item in np.unique(items))
+    queue = escalation_queue(store, group_by="city", per_page=500)
+    assert ours == sorted(sorted(i["ids"]) for i in queue["items"]) and queue["total"] == len(ours)
+    frame = pd.DataFrame({"unique_id": picked, "tick": ticks, "kind": kinds})
+    assert labour_scores(frame, 1000.0, groups=cities)["queue_items_per_1k_stream_days"] == queue["total"]
+    # The random draw makes the grouping matter: items of several streams, a kind and tick split by city.
+    assert max(len(i) for i in ours) > 1 and len(ours) > frame.groupby(["kind", "tick"]).ngroups
+
+
+def test_attributes_that_cannot_group_the_queue_are_refused_before_any_work():
+    frame = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2025-01-01", periods=24 * 20, freq="h"),
+                          "y": 1.0})
+    config = BacktestConfig(policies=["never"], model="seasonal-naive")
+    cases = [(pd.DataFrame({"zone": ["a"], "city": ["Berlin"]}), "attributes: no column 'unique_id' naming the streams"),
+             (pd.DataFrame({"unique_id": ["a"], "region": ["north"]}), "no column 'city' to group the queue by"),
+             (pd.DataFrame({"unique_id": ["a", "a"], "city": ["Berlin", "Paris"]}), "stream 'a' appears twice")]
+    for attributes, message in cases:
+        with pytest.raises(ValueError, match=message):
+            run_backtest(frame, config, attributes=attributes)
+    # No attribute to group by: nothing is asked of the table.
+    run_backtest(frame, BacktestConfig(policies=["never"], model="seasonal-naive", group_by=None),
+                 attributes=pd.DataFrame({"zone": ["a"]}))

@@ -16,14 +16,16 @@ def write_summary(folder, policies):
 
 def test_table_over_several_runs_lists_each_run_and_policy(tmp_path):
     rows = [{"policy": "mlma", "mae": 1.1, "retrains": 2, "gap_pct": -0.5, "gap_low": -0.9, "gap_high": -0.1,
-             "escalations_per_1k_stream_days": 0.4, "escalation_precision": 0.9},
+             "escalations_per_1k_stream_days": 0.4, "escalation_precision": 0.9,
+             "queue_items_per_1k_stream_days": 0.2, "queue_item_precision": 0.8},
             {"policy": "always", "mae": 1.0, "retrains": 100, "gap_pct": 0.0, "frontier_only": True}]
     write_summary(tmp_path / "sim-7", rows)
     write_summary(tmp_path / "sim-11", rows)
     result = CliRunner().invoke(app, ["table", str(tmp_path / "sim-7"), str(tmp_path / "sim-11")])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
-    assert lines[2] == "| sim-7 | mlma | 1.100 | 0.020 | -0.50 [-0.90, -0.10] | - | - | 0.40 | - | - | 0.90 |"
+    assert lines[2] == ("| sim-7 | mlma | 1.100 | 0.020 | -0.50 [-0.90, -0.10] | - | - | 0.40 | - | - | 0.90 | 0.20 "
+                        "| 0.80 |")
     assert lines[3].startswith("| sim-11 | mlma |") and len(lines) == 4  # the added schedule is left out
     everything = CliRunner().invoke(app, ["table", "--all", str(tmp_path / "sim-7"), str(tmp_path / "sim-11")])
     assert "| sim-7 | always |" in everything.output

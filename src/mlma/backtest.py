@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 from mlma.agent import Agent, AgentSettings, TickReport
 from mlma.calendar import TickClock, default_train_window, tick_alias
 from mlma.data import Frequency, make_tick_grid, read_frame, validate
-from mlma.escalations import EscalationBook
+from mlma.escalations import EscalationBook, queue_items
 from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext
 from mlma.policy import Policy, Verdict, make_policy
@@ -73,6 +73,10 @@ class BacktestConfig:
         Exogenous driver columns of the data fed to the models (:class:`~mlma.models.Drivers`); default none.
         A backtest knows every realised value, so a future driver's forecast is its actual value (a perfect
         weather forecast): an upper bound of what a real forecast of it is worth. See docs/models.md.
+    group_by
+        The stream attribute (of :func:`run_backtest`'s ``attributes``) that groups escalations into the items
+        of the engineer's queue, as a server started with ``--group-by`` does (default ``city``); the labour is
+        also counted in those items (:func:`mlma.escalations.queue_items`). ``None``: by kind and tick only.
     """
 
     policies: list[str] = field(default_factory=lambda: ["never", "periodic:7", "always"])
@@ -91,6 +95,7 @@ class BacktestConfig:
     bootstrap: int = 1000
     fit_cache: str | Path | None = None
     drivers: Drivers | None = None
+    group_by: str | None = "city"
 
     def __post_init__(self) -> None:
         if not self.policies:
@@ -159,7 +164,8 @@ class _Accumulator:
 
 
 def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataFrame | None = None,
-                 abnormal: pd.DataFrame | None = None, progress: bool = False, **read_options) -> BacktestResult:
+                 abnormal: pd.DataFrame | None = None, attributes: pd.DataFrame | None = None,
+                 progress: bool = False, **read_options) -> BacktestResult:
     """Replay ``data`` tick by tick under each policy of ``config`` and measure the result.
 
     Parameters
@@ -175,10 +181,15 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         Periods an engineer marked abnormal in advance or afterwards (``start, end`` and optionally
         ``unique_id``; none means every stream): kept out of training windows and of references, and never a
         reason to re-train.
+    attributes
+        One row per stream: its id column and descriptive columns (the simulator's ``streams`` table, a file
+        for ``mlma attributes``); ``config.group_by`` names the one that groups the queue. Streams not in it
+        have no group.
     progress
         Show a progress bar (rich).
     """
     config = config or BacktestConfig()
+    groups = _queue_groups(attributes, config.group_by, read_options.get("id_col", "unique_id"))
     frame = read_frame(data, **read_options)
     checked = validate(frame, freq=config.freq, source=str(data) if isinstance(data, (str, Path)) else None,
                        on_bad_rows="drop")
@@ -289,13 +300,13 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     frontier, clairvoyant = _add_gaps(summary, per_stream, config.bootstrap)
     retrain_log = pd.DataFrame(retrain_rows, columns=RETRAIN_COLUMNS)
     retrain_log["judged_tick"] = retrain_log["judged_tick"].astype("Int64")
-    escalation_log = _escalation_log(policies, accs, fleet)
+    escalation_log = _escalation_log(policies, accs, fleet, groups)
     from mlma.detection import detection_scores, labour_scores
 
     for row, acc in zip(summary, accs):
         row["stream_days"] = round(acc.stream_days, 3)
         row.update(labour_scores(escalation_log[escalation_log.policy == row["policy"]], acc.stream_days,
-                                 events=events_frame, boundaries=fleet.boundaries))
+                                 events=events_frame, boundaries=fleet.boundaries, groups=groups))
     if events_frame is not None:
         for row in summary:
             row.update(detection_scores(retrain_log[retrain_log.policy == row["policy"]], events_frame, fleet,
@@ -326,6 +337,9 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         "fits_done": sum(svc.fits_done for svc in {id(svc): svc for svc in services}.values()),
         "fits_from_cache": sum(svc.fits_cached for svc in {id(svc): svc for svc in services}.values()),
         "bootstrap": config.bootstrap,
+        # What groups the queue items the labour is counted in, and how many streams had a value of it.
+        "queue_group_by": config.group_by,
+        "queue_grouped_streams": int(sum(uid in groups for uid in fleet.ids)),
     }
     return BacktestResult(summary, per_stream, per_tick, forecasts, retrain_log, escalation_log, events_frame,
                           run_config, checked.report.to_frame(), frontier, clairvoyant)
@@ -398,8 +412,9 @@ def _record_retrains(report: TickReport, policy: str, ids, tick_start, rows: lis
             open_challenges[int(s)] = row
 
 
-def _escalation_log(policies, accs, fleet: FleetData) -> pd.DataFrame:
-    """Every policy's escalations, with the tick that resolved each (missing while unresolved at the end)."""
+def _escalation_log(policies, accs, fleet: FleetData, groups: dict) -> pd.DataFrame:
+    """Every policy's escalations, with the tick that resolved each (missing while unresolved at the end) and
+    the item of the engineer's queue each joins (numbered per policy)."""
     rows = [{"policy": policy.name, "unique_id": fleet.ids[esc.stream], "tick": esc.tick,
              "tick_start": fleet.boundaries[esc.tick], "kind": esc.kind, "severity": esc.severity,
              "message": esc.message, "resolved_tick": resolved}
@@ -407,7 +422,30 @@ def _escalation_log(policies, accs, fleet: FleetData) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["policy", "unique_id", "tick", "tick_start", "kind", "severity", "message",
                                         "resolved_tick"])
     frame["resolved_tick"] = frame["resolved_tick"].astype("Int64")
+    frame["queue_item"] = np.zeros(len(frame), dtype=np.int64)
+    for _, part in frame.groupby("policy", sort=False):
+        frame.loc[part.index, "queue_item"] = queue_items(part["kind"], part["tick"], part["unique_id"].map(groups))
     return frame
+
+
+def _queue_groups(attributes: pd.DataFrame | None, group_by: str | None, id_col: str) -> dict:
+    """Each stream's value of the queue's grouping attribute (``unique_id -> value``; missing values left out)."""
+    if attributes is None or group_by is None:
+        return {}
+    source = attributes.attrs.get("source", "attributes")  # the file, when the command line read one
+    columns = ", ".join(map(str, attributes.columns))
+    if id_col not in attributes.columns:
+        raise ValueError(f"{source}: no column {id_col!r} naming the streams; columns: {columns}")
+    if group_by not in attributes.columns:
+        raise ValueError(f"{source}: no column {group_by!r} to group the queue by (group_by); columns: {columns}")
+    ids = attributes[id_col].astype(str)
+    twice = ids.duplicated()
+    if twice.any():
+        row = int(twice.to_numpy().argmax())
+        raise ValueError(f"{source}: stream {ids.iloc[row]!r} appears twice (row {row + 2}, counting the header "
+                         "as row 1); one row per stream")
+    values = attributes[group_by]
+    return {uid: str(value) for uid, value in zip(ids, values) if not pd.isna(value)}
 
 
 def _record_tick(report: TickReport, acc: _Accumulator, scored: np.ndarray, tick_start, resolved: int) -> None:
@@ -563,6 +601,8 @@ SUMMARY_COLUMNS = [
     ("promotions", "promotions", "{:,}"), ("escalations", "escalations", "{:,}"),
     ("esc. / 1k stream-days", "escalations_per_1k_stream_days", "{:.2f}"),
     ("esc. precision", "escalation_precision", "{:.2f}"),
+    ("queue items / 1k stream-days", "queue_items_per_1k_stream_days", "{:.2f}"),
+    ("item precision", "queue_item_precision", "{:.2f}"),
     ("trigger precision", "detection_precision", "{:.2f}"), ("trigger recall", "detection_recall", "{:.2f}"),
     ("delay (ticks)", "detection_delay_ticks", "{:.1f}"),
 ]
@@ -570,7 +610,7 @@ SUMMARY_COLUMNS = [
 
 #: The columns of the console table, which must fit a terminal; `mlma table` and summary.json have them all.
 CONSOLE_KEYS = ("policy", "mae", "mase", "retrains", "gap_pct", "headroom_pct", "escalations_per_1k_stream_days",
-                "escalation_precision", "detection_precision", "detection_recall")
+                "escalation_precision", "queue_items_per_1k_stream_days", "detection_precision", "detection_recall")
 
 
 def format_cell(row: dict, key: str, fmt: str) -> str:
@@ -680,13 +720,14 @@ def runs_markdown(runs: list[tuple[str, list[dict]]], *, include_frontier: bool 
     >>> print(runs_markdown([("seed-7", [{"policy": "always", "mae": 2.0, "retrains": 10, "gap_pct": 0.0},
     ...                                  {"policy": "mlma", "mae": 2.1, "retrains": 1, "gap_pct": -1.5,
     ...                                   "gap_low": -2.0, "gap_high": -1.0}])]))
-    | data | policy | MAE / always | re-trainings / always | gap % [95% CI] | headroom % | beaten by | esc. / 1k stream-days | data / 1k | re-training / 1k | esc. precision |
-    | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
-    | seed-7 | always | 1.000 | 1.000 | +0.00 | - | - | - | - | - | - |
-    | seed-7 | mlma | 1.050 | 0.100 | -1.50 [-2.00, -1.00] | - | - | - | - | - | - |
+    | data | policy | MAE / always | re-trainings / always | gap % [95% CI] | headroom % | beaten by | esc. / 1k stream-days | data / 1k | re-training / 1k | esc. precision | queue items / 1k | item precision |
+    | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+    | seed-7 | always | 1.000 | 1.000 | +0.00 | - | - | - | - | - | - | - | - |
+    | seed-7 | mlma | 1.050 | 0.100 | -1.50 [-2.00, -1.00] | - | - | - | - | - | - | - | - |
     """
     headers = ["data", "policy", "MAE / always", "re-trainings / always", "gap % [95% CI]", "headroom %",
-               "beaten by", "esc. / 1k stream-days", "data / 1k", "re-training / 1k", "esc. precision"]
+               "beaten by", "esc. / 1k stream-days", "data / 1k", "re-training / 1k", "esc. precision",
+               "queue items / 1k", "item precision"]
     lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     for name, summary in runs:
         always = next((row for row in summary if row["policy"] == "always"), {})
@@ -701,6 +742,8 @@ def runs_markdown(runs: list[tuple[str, list[dict]]], *, include_frontier: bool 
                      _beaten_by(row), format_cell(row, "escalations_per_1k_stream_days", "{:.2f}"),
                      format_cell(row, "data_escalations_per_1k_stream_days", "{:.2f}"),
                      format_cell(row, "retraining_escalations_per_1k_stream_days", "{:.2f}"),
-                     format_cell(row, "escalation_precision", "{:.2f}")]
+                     format_cell(row, "escalation_precision", "{:.2f}"),
+                     format_cell(row, "queue_items_per_1k_stream_days", "{:.2f}"),
+                     format_cell(row, "queue_item_precision", "{:.2f}")]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -183,6 +183,13 @@ def backtest(
     event_drivers: str = typer.Option("", help="Comma-separated future drivers that mark events (0 when none "
                                       "runs, e.g. a campaign flag): the monitor discounts the level change the "
                                       "model attributes to them (docs/monitoring.md)."),
+    attributes: Optional[Path] = typer.Option(None, help="CSV or Parquet file of the streams' attributes (the id "
+                                              "column and one column per attribute, as for `mlma attributes`); "
+                                              "default: the simulator's <stem>.streams.csv beside the data, if "
+                                              "present."),
+    group_by: str = typer.Option("city", help="Attribute that groups escalations into the items of the "
+                                 "engineer's queue, as `mlma serve --group-by` does; the labour is also counted "
+                                 "in those items. '' for kind and tick only."),
 ) -> None:
     """Replay a data set tick by tick under several re-training policies and report the results."""
     import pandas as pd
@@ -191,7 +198,7 @@ def backtest(
     from mlma.data import DataError
     from mlma.models import Drivers
     from mlma.policy import expand_grid
-    from mlma.simulate import read_events
+    from mlma.simulate import read_events, read_streams
 
     try:
         specs = [p.strip() for p in policies.split(",") if p.strip()]
@@ -202,12 +209,21 @@ def backtest(
                                 initial_ticks=initial_ticks, executor=executor, title=f"backtest of {data.name}",
                                 frontier=frontier, bootstrap=bootstrap, fit_cache=fit_cache,
                                 drivers=Drivers(future=drivers, historical=historical_drivers,
-                                                events=event_drivers))
+                                                events=event_drivers), group_by=group_by.strip() or None)
         truth = pd.read_csv(events) if events else read_events(data)
+        if attributes is not None:
+            try:
+                streams = (pd.read_parquet(attributes) if attributes.suffix == ".parquet"
+                           else pd.read_csv(attributes, dtype=str, keep_default_na=False, na_values=[""]))
+            except (OSError, ValueError) as exc:
+                _fail(f"{attributes}: cannot read: {exc}")
+            streams.attrs["source"] = str(attributes)
+        else:
+            streams = read_streams(data)
         started = time.perf_counter()
         marked = pd.read_csv(abnormal, parse_dates=["start", "end"]) if abnormal else None
-        result = run_backtest(data, config, events=truth, abnormal=marked, progress=True, id_col=id_col,
-                              time_col=time_col, target_col=target_col)
+        result = run_backtest(data, config, events=truth, abnormal=marked, attributes=streams, progress=True,
+                              id_col=id_col, time_col=time_col, target_col=target_col)
     except (DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     write_outputs(result, out)
@@ -247,7 +263,7 @@ def demo(
     config = BacktestConfig(policies=[p.strip() for p in policies.split(",")], model=model,
                             title=f"demo: {zones} zones x {days} days, model {model}", frontier=True)
     started = time.perf_counter()
-    result = run_backtest(sim.data, config, events=sim.events, progress=True)
+    result = run_backtest(sim.data, config, events=sim.events, attributes=sim.streams, progress=True)
     result.config["source"] = str(data_path)
     write_outputs(result, out)
     print_summary(result, title=config.title)

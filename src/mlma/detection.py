@@ -20,8 +20,12 @@ within ``window_ticks`` ticks before it, up to the end of its tick.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
+
+from mlma.escalations import queue_items
 
 
 def detection_scores(triggers: pd.DataFrame, events: pd.DataFrame, fleet, *, window_ticks: int = 7,
@@ -100,8 +104,9 @@ def escalation_class(kind: str) -> str:
 
 
 def labour_scores(escalations: pd.DataFrame, stream_days: float, *, events: pd.DataFrame | None = None,
-                  boundaries=None, window_ticks: int = 7) -> dict:
-    """Escalations per 1,000 stream-days, all and by class, and (with ``events``) their precision.
+                  boundaries=None, window_ticks: int = 7, groups: Mapping | None = None) -> dict:
+    """Escalations per 1,000 stream-days, all and by class, the engineer's queue items they make, and (with
+    ``events``) the precision of both.
 
     Parameters
     ----------
@@ -115,6 +120,12 @@ def labour_scores(escalations: pd.DataFrame, stream_days: float, *, events: pd.D
         The tick boundaries (tick ``k`` covers ``[boundaries[k], boundaries[k + 1])``); needed with events.
     window_ticks
         How many ticks before an escalation an event may have been active and still explain it.
+    groups
+        Each stream's value of the queue's grouping attribute (``unique_id -> city``); streams not in it, or
+        every stream when it is None, share the value None. Escalations of one kind, tick and group are one
+        item of the queue (:func:`mlma.escalations.queue_items`): ``queue_items_per_1k_stream_days`` counts
+        those, the labour a person meets. An item's precision is the share of its escalations that match an
+        event; ``queue_item_precision`` is the mean over items.
 
     Examples
     --------
@@ -125,15 +136,24 @@ def labour_scores(escalations: pd.DataFrame, stream_days: float, *, events: pd.D
     ...                     "kind": ["silent", "silent", "repeated-trigger"]})
     >>> labour_scores(esc, 2000.0, events=events, boundaries=bounds)  # doctest: +NORMALIZE_WHITESPACE
     {'escalations_per_1k_stream_days': 1.5, 'data_escalations_per_1k_stream_days': 1.0,
-     'retraining_escalations_per_1k_stream_days': 0.5, 'escalation_precision': 0.3333,
-     'data_escalation_precision': 0.5, 'retraining_escalation_precision': 0.0}
+     'retraining_escalations_per_1k_stream_days': 0.5, 'queue_items_per_1k_stream_days': 1.5,
+     'escalation_precision': 0.3333, 'data_escalation_precision': 0.5, 'retraining_escalation_precision': 0.0,
+     'queue_item_precision': 0.3333}
+    >>> esc = pd.DataFrame({"unique_id": ["a", "b", "c"], "tick": [4, 4, 4], "kind": ["silent"] * 3})
+    >>> labour_scores(esc, 2000.0, groups={"a": "Berlin", "b": "Berlin", "c": "Paris"})["queue_items_per_1k_stream_days"]
+    1.0
     """
     classes = escalations["kind"].map(escalation_class) if len(escalations) else pd.Series(dtype=object)
     per_1k = (lambda count: round(1000.0 * count / stream_days, 4)) if stream_days > 0 else (lambda count: None)
+    uids = escalations["unique_id"] if len(escalations) else pd.Series(dtype=object)
+    items = queue_items(escalations["kind"] if len(escalations) else [],
+                        escalations["tick"] if len(escalations) else [],
+                        uids.map(dict(groups)) if groups is not None else [None] * len(escalations))
     out = {
         "escalations_per_1k_stream_days": per_1k(len(escalations)),
         "data_escalations_per_1k_stream_days": per_1k(int((classes == "data").sum())),
         "retraining_escalations_per_1k_stream_days": per_1k(int((classes == "retraining").sum())),
+        "queue_items_per_1k_stream_days": per_1k(int(np.unique(items).size)),
     }
     if events is None or boundaries is None:
         return out
@@ -158,4 +178,6 @@ def labour_scores(escalations: pd.DataFrame, stream_days: float, *, events: pd.D
     out["escalation_precision"] = precision(np.ones(len(escalations), dtype=bool))
     out["data_escalation_precision"] = precision(classes == "data")
     out["retraining_escalation_precision"] = precision(classes == "retraining")
+    out["queue_item_precision"] = (round(float(pd.Series(hit).groupby(items).mean().mean()), 4) if len(items)
+                                   else None)
     return out

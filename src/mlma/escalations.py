@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 
 #: Kinds of escalation and what each asks of the engineer.
 ESCALATION_KINDS = {
@@ -64,6 +65,25 @@ class Escalation:
             raise ValueError(f"a {self.kind} escalation of stream {self.stream} is not about one model: it has no "
                              "version to name")
         return replace(self, message=f"registry version {int(version)}: {self.message}")
+
+
+def queue_items(kinds, ticks, groups) -> np.ndarray:
+    """The item of the engineer's queue each escalation joins, numbered 0, 1, ... in order of first appearance.
+
+    The queue's grouping rule (:func:`mlma.store.queries.escalation_queue`, which the dashboard, ``mlma
+    escalations`` and the API show): escalations of one kind, raised in one tick, by streams with the same value
+    of the grouping attribute (``city`` by default; streams without it share the value None) are one item, which
+    a person reads and acts on at once. The backtest counts its labour in these items, as a person meets them.
+
+    >>> queue_items(["silent", "silent", "silent", "cold", "silent"], [5, 5, 5, 5, 6],
+    ...             ["Berlin", "Berlin", "Paris", "Berlin", None]).tolist()
+    [0, 0, 1, 2, 3]
+    """
+    frame = pd.DataFrame({"kind": pd.Series(kinds, dtype=object), "tick": pd.Series(ticks, dtype=object),
+                          "group": pd.Series(groups, dtype=object)})
+    if frame.empty:
+        return np.empty(0, dtype=np.int64)
+    return frame.groupby(["kind", "tick", "group"], dropna=False, sort=False).ngroup().to_numpy(dtype=np.int64)
 
 
 def cleared_conditions(*, promoted: np.ndarray, rejected: np.ndarray, fitted: np.ndarray, initial_fit: np.ndarray,

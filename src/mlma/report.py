@@ -140,6 +140,8 @@ _TABLE_COLUMNS: tuple[tuple[str, str, str, str | None], ...] = (
     ("data_escalations_per_1k_stream_days", "of them about data", "float", None),
     ("retraining_escalations_per_1k_stream_days", "of them about re-training", "float", "lower"),
     ("escalation_precision", "escalation precision", "float", "higher"),
+    ("queue_items_per_1k_stream_days", "queue items / 1,000 stream-days", "float", "lower"),
+    ("queue_item_precision", "queue item precision", "float", "higher"),
     ("detection_precision", "detection precision", "float", "higher"),
     ("detection_recall", "detection recall", "float", "higher"),
     ("detection_delay_ticks", "detection delay (ticks)", "float", "lower"),
@@ -597,10 +599,13 @@ def _results_html(summary: pd.DataFrame, colors: Mapping[str, str]) -> str:
                     "recall: highest). “–”: not available.")
     if "escalations_per_1k_stream_days" in values and np.isfinite(values["escalations_per_1k_stream_days"]).any():
         notes.append("Escalations per 1,000 stream-days of scored data, split into those about the data (silent "
-                     "stream, broken actuals, new stream) and those about the agent's own re-training (repeated "
-                     "triggers, lost challengers, failed fits, budget): the labour to cut. Escalation precision "
+                     "stream, broken actuals, a new stream that cannot get its model) and those about the agent's "
+                     "own re-training (repeated triggers, lost challengers, failed fits, budget): the labour to "
+                     "cut. Escalation precision "
                      "(simulated data): the share whose stream had an event a person must act on (data fault, "
-                     "closure, launch) in the 7 ticks before.")
+                     "closure, launch) in the 7 ticks before. Queue items: the escalations as the engineer's "
+                     "queue shows them, one item per kind, tick and group of streams (city); an item's precision "
+                     "is its escalations' share, averaged over items.")
     if "gap_pct" in values and np.isfinite(values["gap_pct"]).any():
         notes.append("Gap: the policy's MAE minus the schedule frontier's at the policy's own number of "
                      "re-trainings, in % of always's MAE; negative beats every schedule at that cost. In "

@@ -1046,7 +1046,9 @@ def read_streams(data_path: str | Path) -> pd.DataFrame | None:
         return None
     frame = pd.read_csv(path, dtype={"unique_id": "str", "city": "str", "zone": "str"}, keep_default_na=False,
                         na_values={"launched": [""], "closed": [""]})
-    return _coerce(frame, _STREAM_DTYPES)
+    frame = _coerce(frame, _STREAM_DTYPES)
+    frame.attrs["source"] = str(path)  # named in errors about the table (mlma.backtest)
+    return frame
 
 
 def read_simulation(path: str | Path) -> Simulation:
