@@ -103,7 +103,8 @@ done
   echo "Gap: MAE minus the frontier's at the policy's re-trainings, % of always's MAE, 95 % bootstrap"
   echo "interval over streams (none for panels of fewer than 10 streams). Headroom: the frontier minus the"
   echo "clairvoyant bound at that cost. Labour: escalations per 1,000 stream-days, about data and about the"
-  echo "agent's own re-training; precision against the simulator's events that need a person."
+  echo "agent's own re-training; precision against the simulator's events that need a person; and the queue"
+  echo "items they make (one per kind, tick and city; on the panels, per kind and tick) with their precision."
   # Several folders give the table over all runs; each run's full table follows.
   if [ "${#RUNS[@]}" -gt 1 ]; then echo; $MLMA table "${RUNS[@]}"; fi
   # The simulator's seeds as one fleet: one interval over all their streams (mlma table --pooled).
