@@ -164,6 +164,32 @@ def test_the_backtest_counts_labour_in_the_items_the_live_queue_shows(store):
     assert max(len(i) for i in ours) > 1 and len(ours) > frame.groupby(["kind", "tick"]).ngroups
 
 
+def test_a_new_stream_whose_window_cannot_hold_what_its_model_needs_is_escalated_once_the_window_is_full():
+    """Ridge needs 216 hourly observations; a 7-day window holds 168. A zone launched on day 20 falls back at
+    its first fit, and its retries fall back for want of history for ever: escalated once, at the first retry
+    after its run of fall-backs is a whole window old, and not again. The zones fitted at start-up fall back
+    too (their window is as short), and are not news then; they are escalated once a window later, on one
+    tick: a project whose window is too short for its model hears of it once per stream."""
+    from mlma.simulate import simulate_platform
+
+    data = simulate_platform(4, 40, seed=1, event_rate=0).data
+    day20 = data["ds"].min().normalize() + pd.Timedelta(days=20)
+    hours = pd.date_range(day20, data["ds"].max(), freq="h")
+    ordinary = data[data["unique_id"] == data["unique_id"].iloc[0]].set_index("ds")["y"].reindex(hours).to_numpy()
+    frame = pd.concat([data, pd.DataFrame({"unique_id": "late", "ds": hours, "y": ordinary})], ignore_index=True)
+    result = run_backtest(frame, BacktestConfig(policies=["never"], model="ridge", initial_ticks=14,
+                                                train_window_ticks=7, frontier=False, executor="inline"))
+    cold = result.escalation_log[result.escalation_log["kind"] == "cold"]
+    assert sorted(cold["unique_id"]) == sorted(frame["unique_id"].unique())  # once per stream
+    late = cold[cold["unique_id"] == "late"]
+    assert "ridge needs 216" in late["message"].iloc[0]
+    assert "7-tick training window is full" in late["message"].iloc[0]
+    # Its first fall-back is fitted at the end of day 20 (a day of history), a retry each day after; seven days
+    # later the window holds nothing from before the run began.
+    assert int(late["tick"].iloc[0]) == 20 + 7
+    assert cold.loc[cold["unique_id"] != "late", "tick"].nunique() == 1
+
+
 def test_attributes_that_cannot_group_the_queue_are_refused_before_any_work():
     frame = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2025-01-01", periods=24 * 20, freq="h"),
                           "y": 1.0})
@@ -177,3 +203,14 @@ def test_attributes_that_cannot_group_the_queue_are_refused_before_any_work():
     # No attribute to group by: nothing is asked of the table.
     run_backtest(frame, BacktestConfig(policies=["never"], model="seasonal-naive", group_by=None),
                  attributes=pd.DataFrame({"zone": ["a"]}))
+
+
+def test_queue_items_take_their_inputs_by_position_not_by_index():
+    """A slice of a larger log (index 10..13) counts as a fresh one: two items, and precision computes."""
+    esc = escalations(("a", 4, "silent"), ("b", 4, "silent"), ("a", 5, "silent"), ("b", 5, "silent"))
+    esc.index = range(10, 14)
+    truth = events(("a", "closure", "2025-01-03", "2025-01-06"))
+    out = labour_scores(esc, 1000.0, events=truth, boundaries=BOUNDS)
+    assert out["queue_items_per_1k_stream_days"] == 2.0 and out["queue_item_precision"] == 0.5
+    with pytest.raises(ValueError, match="one kind, tick and group per escalation"):
+        queue_items(["silent"], [4, 5], [None])

@@ -72,9 +72,9 @@ def replay(root: Path, frame: pd.DataFrame) -> None:
 def test_a_new_process_each_day_escalates_a_stream_that_cannot_get_its_model_as_the_backtest_does(tmp_path,
                                                                                                  platform):
     """The flat zone's first model falls back because its history is short (not escalated); its retry with
-    nine days of history falls back because the series is constant, which is escalated. Whether the serving
-    fall-back was only short of history must come back with the registry's model versions when every tick
-    runs in a new process (checked: read back as False, the escalation is lost)."""
+    nine days of history falls back because the series is constant, which is escalated, once. When each tick
+    runs in a new process, the run of fall-backs (its start, whether it was escalated) must come back with the
+    saved state (checked: with those arrays left out of it, the live agent escalates other ticks)."""
     root = make_project(tmp_path / "p")
     zones = sorted(platform["unique_id"].unique())[:5] + ["flat-zone"]
     frame = platform[platform["unique_id"].isin(zones)]

@@ -238,6 +238,10 @@ class Agent:
         self._rows_cache: dict = {}
         self.is_fallback = np.zeros(n, dtype=bool)
         self.fallback_rows = np.zeros(n, dtype=np.int64)
+        # The tick a stream's run of fall-back models began (NO_MODEL while a regular model serves), and
+        # whether that run was escalated ("cold"), so it is escalated once.
+        self.fallback_since = np.full(n, NO_MODEL, dtype=np.int64)
+        self.cold_escalated = np.zeros(n, dtype=bool)
         self.silent_for = np.zeros(n, dtype=np.int64)
         self.forecast: np.ndarray | None = None
         # The divisors of the issued forecasts' errors for the monitor (None: the fleet declares no events).
@@ -269,7 +273,8 @@ class Agent:
 
     # -- state ----------------------------------------------------------------------------------------------
     #: The agent's own per-stream arrays (the policy has its own, see Policy.STATE).
-    STATE = ("champion", "is_fallback", "fallback_rows", "silent_for", "challenger", "awaiting",
+    STATE = ("champion", "is_fallback", "fallback_rows", "fallback_since", "cold_escalated", "silent_for",
+             "challenger", "awaiting",
              "fit_failures", "challenger_losses", "scale", "fleet_losing", "forecast_broken", "driver_beta")
 
     def state_arrays(self) -> dict[str, np.ndarray]:
@@ -748,6 +753,11 @@ class Agent:
         self.champion[s] = fm.key.end_tick
         self.is_fallback[s] = fm.fallback_reason is not None
         self.fallback_rows[s] = fm.n_train
+        if fm.fallback_reason is None:
+            self.fallback_since[s] = NO_MODEL
+            self.cold_escalated[s] = False
+        elif self.fallback_since[s] == NO_MODEL:
+            self.fallback_since[s] = fm.key.end_tick
 
     def _tick_rows(self, what: str, k: int, count) -> np.ndarray:
         """``count()``, kept for tick ``k`` (of this fleet) under ``what``: a count of rows is read several
@@ -821,23 +831,37 @@ class Agent:
             for s, fm in zip(todo, fitted):
                 seconds[s] = fm.seconds
                 first = self.champion[s] == NO_MODEL
-                # A new stream only short of history is expected to fall back, and a retry once its history is
-                # long enough ends that without a person (the stream page names the fall-back meanwhile). Any
-                # other reason (a constant series, a failed fit) more history need not cure: escalated at a
-                # first fit, or at the retry where a stream short of history turns out to have that trouble
-                # (once: later retries of the same trouble are not news).
-                was_short = not first and self.service.get(ModelKey(int(s), int(self.champion[s]))).short_history
-                if fm.fallback_reason and not fm.short_history and (first or was_short):
-                    escalations.append(Escalation(int(s), k, "cold", 1, "new stream cannot get its model and runs "
-                                                  f"on a fall-back: {fm.fallback_reason}"))
                 new_models.append(NewModel(fm, "champion", "first model" if first else "retry of a fall-back model"))
                 self._serve(s, fm)
+                self._escalate_lasting_fallback(k, int(s), fm, escalations)
                 # A retried fall-back keeps its place in the row count even when it falls back again.
                 self.fallback_rows[s] = max(self.fallback_rows[s], int(rows[s]))
             initial[todo] = True
             if len(todo):
                 self.policy.on_new_model(todo, k)
         return initial, seconds
+
+    def _escalate_lasting_fallback(self, k: int, s: int, fm, escalations: list) -> None:
+        """Escalate (``cold``, once per run of fall-backs) a stream whose fall-back more history will not end.
+
+        A new stream only short of history is expected to fall back, and a retry once its history is long
+        enough ends that without a person (the stream page names the fall-back meanwhile): not escalated. A
+        fall-back for another reason (a constant series, a failed fit) is, and so is one still short of
+        history once the training window has moved a whole window past the run's start: the window then holds
+        all it ever will (a window shorter than the model needs, a sparse stream). The start-up's fits go
+        through here too, but their escalations are not reported (:meth:`start`): a stream that is known to
+        be unfittable then is not news later either.
+        """
+        if fm.fallback_reason is None or self.cold_escalated[s]:
+            return
+        window = self.service.train_window_ticks
+        full = window is not None and k - self.fallback_since[s] >= window
+        if fm.short_history and not full:
+            return
+        self.cold_escalated[s] = True
+        why = f"; its {window}-tick training window is full" if fm.short_history else ""
+        escalations.append(Escalation(s, k, "cold", 1, "the stream runs on a fall-back model that more history "
+                                      f"will not end: {fm.fallback_reason}{why}"))
 
     def _issue_forecasts(self, k: int, escalations: list) -> dict[int, str]:
         """Forecast tick ``k + 1`` from each live stream's champion; returns the streams whose forecast failed.

@@ -211,15 +211,7 @@ def backtest(
                                 drivers=Drivers(future=drivers, historical=historical_drivers,
                                                 events=event_drivers), group_by=group_by.strip() or None)
         truth = pd.read_csv(events) if events else read_events(data)
-        if attributes is not None:
-            try:
-                streams = (pd.read_parquet(attributes) if attributes.suffix == ".parquet"
-                           else pd.read_csv(attributes, dtype=str, keep_default_na=False, na_values=[""]))
-            except (OSError, ValueError) as exc:
-                _fail(f"{attributes}: cannot read: {exc}")
-            streams.attrs["source"] = str(attributes)
-        else:
-            streams = read_streams(data)
+        streams = _read_attributes(attributes) if attributes is not None else read_streams(data)
         started = time.perf_counter()
         marked = pd.read_csv(abnormal, parse_dates=["start", "end"]) if abnormal else None
         result = run_backtest(data, config, events=truth, abnormal=marked, attributes=streams, progress=True,
@@ -477,6 +469,19 @@ def _future_columns(data: Path, d) -> list[str]:
     return [str(c) for c in names if c not in (d.id_col, d.time_col)]
 
 
+def _read_attributes(path: Path):
+    """A table of the streams' attributes (CSV as text, or Parquet), as ``mlma attributes`` and ``mlma backtest
+    --attributes`` read it; its source is named in later errors about it."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+    except (OSError, ValueError) as exc:
+        _fail(f"{path}: cannot read: {exc}")
+    frame.attrs["source"] = str(path)
+    return frame
+
+
 @app.command()
 def attributes(
     data: Path = typer.Argument(..., help="CSV or Parquet file: a unique_id column and one column per attribute "
@@ -491,10 +496,7 @@ def attributes(
 
     config = _project(project)
     id_col = id_col or config.data.id_col
-    try:
-        frame = pd.read_parquet(data) if data.suffix == ".parquet" else pd.read_csv(data, dtype=str)
-    except (OSError, ValueError) as exc:
-        _fail(f"{data}: cannot read: {exc}")
+    frame = _read_attributes(data)
     if id_col not in frame.columns:
         _fail(f"{data}: no column {id_col!r} naming the streams; columns: {', '.join(map(str, frame.columns))}")
     columns = [c for c in frame.columns if c != id_col]

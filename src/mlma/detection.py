@@ -10,12 +10,13 @@ is a false one, including triggers caused by one-off shocks and data outages, wh
 - delay: ticks from the event's start tick to its first trigger, averaged over detected events.
 
 Escalations are the labour a policy asks of people (:func:`labour_scores`). They come in two classes:
-escalations about the *data* (a stream that went silent, broken actuals, a new stream with too little
-history), where the queue does its job when the data really is in trouble; and escalations about the
-*agent's own re-training* (repeated triggers, lost challengers, failed fits, a spent budget), the labour to
-cut. Each is counted per 1,000 stream-days scored; with ground truth, an escalation is *precise* when its
-stream had an event that needs a person (:data:`NEEDS_A_PERSON`: a data fault, a closure or a launch) active
-within ``window_ticks`` ticks before it, up to the end of its tick.
+escalations about the *data* (a stream that went silent, broken actuals, a stream whose fall-back model more
+history will not end), where the queue does its job when the data really is in trouble; and escalations about
+the *agent's own re-training* (repeated triggers, lost challengers, failed fits, a spent budget), the labour to
+cut. Each is counted per 1,000 stream-days scored, and so are the items of the engineer's queue they make
+(escalations of one kind, tick and group of streams, :func:`mlma.escalations.queue_items`); with ground truth,
+an escalation is *precise* when its stream had an event that needs a person (:data:`NEEDS_A_PERSON`: a data
+fault, a closure or a launch) active within ``window_ticks`` ticks before it, up to the end of its tick.
 """
 
 from __future__ import annotations

@@ -74,13 +74,20 @@ def queue_items(kinds, ticks, groups) -> np.ndarray:
     escalations`` and the API show): escalations of one kind, raised in one tick, by streams with the same value
     of the grouping attribute (``city`` by default; streams without it share the value None) are one item, which
     a person reads and acts on at once. The backtest counts its labour in these items, as a person meets them.
+    (The served queue also keeps fleet-wide escalations, which have no stream, apart; the agent raises every
+    escalation about a stream, so the backtest has none.)
 
     >>> queue_items(["silent", "silent", "silent", "cold", "silent"], [5, 5, 5, 5, 6],
     ...             ["Berlin", "Berlin", "Paris", "Berlin", None]).tolist()
     [0, 0, 1, 2, 3]
     """
-    frame = pd.DataFrame({"kind": pd.Series(kinds, dtype=object), "tick": pd.Series(ticks, dtype=object),
-                          "group": pd.Series(groups, dtype=object)})
+    # By position: a Series argument's index (a slice of a larger frame) must not align the three.
+    columns = {name: np.asarray(list(values), dtype=object)
+               for name, values in (("kind", kinds), ("tick", ticks), ("group", groups))}
+    sizes = {name: len(values) for name, values in columns.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"queue_items needs one kind, tick and group per escalation, got lengths {sizes}")
+    frame = pd.DataFrame(columns)
     if frame.empty:
         return np.empty(0, dtype=np.int64)
     return frame.groupby(["kind", "tick", "group"], dropna=False, sort=False).ngroup().to_numpy(dtype=np.int64)

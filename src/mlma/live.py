@@ -727,6 +727,7 @@ class LiveAgent:
             else:
                 agent.champion[s] = NO_MODEL  # the tick fits a first model on the stream's window
                 agent.is_fallback[s] = False
+                agent.fallback_since[s] = NO_MODEL  # a fall-back of the re-fit starts a run of its own
                 repair.moves.pop(s, None)  # the new version is promoted as it is recorded
                 reason = (f"the serving version {version} cannot be loaded ({error}) and no earlier version "
                           "loads; re-fitted on the stream's training window")

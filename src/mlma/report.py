@@ -604,8 +604,9 @@ def _results_html(summary: pd.DataFrame, colors: Mapping[str, str]) -> str:
                      "cut. Escalation precision "
                      "(simulated data): the share whose stream had an event a person must act on (data fault, "
                      "closure, launch) in the 7 ticks before. Queue items: the escalations as the engineer's "
-                     "queue shows them, one item per kind, tick and group of streams (city); an item's precision "
-                     "is its escalations' share, averaged over items.")
+                     "queue shows them, one item per kind, tick and group of streams (the attribute the backtest "
+                     "grouped by, city for the simulator; without one, per kind and tick); an item's precision is "
+                     "its escalations' share, averaged over items.")
     if "gap_pct" in values and np.isfinite(values["gap_pct"]).any():
         notes.append("Gap: the policy's MAE minus the schedule frontier's at the policy's own number of "
                      "re-trainings, in % of always's MAE; negative beats every schedule at that cost. In "
