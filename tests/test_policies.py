@@ -122,6 +122,44 @@ def test_cooldown_after_a_new_model_and_repeated_triggers_escalate():
     assert "repeated-trigger" in kinds
 
 
+def test_a_stream_whose_retraining_is_being_judged_is_neither_chosen_nor_counted_as_a_trigger():
+    """The tick after a trigger the stream's challenger is still in shadow (the agent says so in
+    ``TickObservation.checking``) and its loss is as bad as before. The agent would not re-train it, so the
+    policy does not choose it: it stays DEGRADED, but the trigger ring holds one trigger, not two (with
+    ``repeat_limit=2`` a second would escalate a repeated trigger after a single re-training), and a budget's
+    slots go to other streams."""
+    from dataclasses import replace
+
+    n = 20
+    policy = fresh_policy(n, reference_ticks=14, repeat_limit=2, repeat_window=30)
+    run_ticks(policy, n, 14, seed=6)
+    worse = np.ones(n)
+    worse[0] = 4.0
+    assert run_ticks(policy, n, 1, scale_of=lambda t: worse, seed=7, start=14)[0].retrain[0]
+    checking = np.zeros(n, dtype=bool)
+    checking[0] = True
+    losses = np.abs(np.random.default_rng(8).normal(0, 1, (n, STEPS))) * worse[:, None]
+    d = policy.decide(replace(observation(15, losses), checking=checking))
+    assert not d.retrain[0] and d.verdict[0] == Verdict.DEGRADED
+    assert not any(e.kind == "repeated-trigger" for e in d.escalations)
+    assert (policy.trigger_ticks[0] == 15).sum() == 0 and (policy.trigger_ticks[0] == 14).sum() == 1
+    # The same tick without the flag: the stream is chosen again and the second trigger escalates.
+    again = fresh_policy(n, reference_ticks=14, repeat_limit=2, repeat_window=30)
+    run_ticks(again, n, 14, seed=6)
+    run_ticks(again, n, 1, scale_of=lambda t: worse, seed=7, start=14)
+    d = again.decide(observation(15, losses))
+    assert d.retrain[0] and any(e.kind == "repeated-trigger" and e.stream == 0 for e in d.escalations)
+
+    budget = fresh_policy(10, budget=2, reference_ticks=14, backbone="gain")
+    run_ticks(budget, 10, 14, seed=3)
+    severity = np.linspace(1.0, 6.0, 10)
+    losses = np.abs(np.random.default_rng(4).normal(0, 1, (10, STEPS))) * severity[:, None]
+    busy = np.zeros(10, dtype=bool)
+    busy[[8, 9]] = True  # the two most degraded streams are being judged
+    d = budget.decide(replace(observation(14, losses), checking=busy))
+    assert d.retrain.sum() == 2 and not d.retrain[[8, 9]].any()
+
+
 def test_a_data_outage_escalates_and_triggers_nothing():
     n = 5
     policy = fresh_policy(n, reference_ticks=14)
@@ -331,3 +369,45 @@ def test_a_stream_without_data_at_its_due_tick_catches_up_then_returns_to_its_ph
     # Stream 0 is due at ticks 14, 21, 28 ... (14 % 7 == 0); it has no data at tick 21.
     fits = periodic_run(PeriodicRetrain(7), 1, 30, scored=lambda k: np.array([k != 21]))
     assert fits[0] == [14, 22, 28, 35]
+
+
+def test_the_agent_tells_the_policy_which_streams_are_being_judged_and_acts_on_every_choice():
+    """On a simulated platform with frequent events, a loose MLMA re-trains streams as challengers; at every
+    tick the policy sees as ``checking`` exactly the streams with a challenger in shadow, and every stream it
+    chooses is re-trained (before, about half of its choices were streams in shadow, which the agent dropped:
+    69 of 143 on a tuning platform)."""
+    import pandas as pd
+
+    from mlma.agent import NO_MODEL, Agent
+    from mlma.data import Frequency, make_tick_grid
+    from mlma.fleet import FleetData
+    from mlma.models import ForecastContext
+    from mlma.simulate import simulate_platform
+    from mlma.training import ModelService
+
+    frame = simulate_platform(12, 40, seed=2, event_rate=3).data
+    freq = Frequency("h")
+    grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"), freq=freq).boundaries
+    fleet = FleetData(frame, freq.alias, grid)
+    service = ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
+                           train_window_ticks=14)
+    seen = []
+
+    class Spy(MLMAPolicy):
+        def decide(self, obs):
+            decision = super().decide(obs)
+            seen.append((obs.checking.copy(), decision.retrain.copy()))
+            return decision
+
+    agent = Agent(Spy(alpha=0.3, fdr="none", cooldown_ticks=0), service, season_length=24,
+                  scale=fleet.seasonal_naive_scale(24, before_tick=14))
+    agent.start(14)
+    in_shadow, acted = [], []
+    for k in range(14, fleet.n_ticks):
+        in_shadow.append((agent.challenger != NO_MODEL) | (agent.awaiting != NO_MODEL))
+        acted.append(agent.tick(k).decision.retrain)
+    assert sum(int(c.sum()) for c, _ in seen) >= 5, "some streams should be in shadow when the policy decides"
+    for (checking, chosen), shadow, retrained in zip(seen, in_shadow, acted):
+        np.testing.assert_array_equal(checking, shadow)
+        assert not (chosen & checking).any()
+        np.testing.assert_array_equal(chosen, retrained)

@@ -391,6 +391,7 @@ class Agent:
             explained=self.explained if self.explained is not None and self.explained.shape == actuals.shape
             else None,
             train_rows=self._train_rows(k) if self._counts_train_rows() else None,
+            checking=(self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL),
         )
         decision = self.policy.decide(obs)
         escalations = list(decision.escalations)

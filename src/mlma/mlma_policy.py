@@ -828,7 +828,11 @@ class MLMAPolicy(Policy):
         features = decision_features(age / self.refresh if self.refresh > 0 else np.zeros(n),
                                      p_degradation, p_bias)
         expected = self.gain.predict(features)
-        eligible = has_batch & ~suspect & ~abnormal & ~warming & ~cooling
+        # A stream whose last re-training is still being judged is not re-trained again (the agent would drop
+        # it): choosing it would spend a budget's slot, count its evidence as a trigger acted on (repeated
+        # triggers), restart the Page-Hinkley statistic and replace the features the gain model learns from.
+        free = ~obs.checking if obs.checking is not None else np.ones(n, dtype=bool)
+        eligible = has_batch & ~suspect & ~abnormal & ~warming & ~cooling & free
         if interval > 0:
             # The first version of every stream starts at the same tick: stagger its first refresh over one
             # interval so that the fleet is not re-trained at once.
@@ -873,6 +877,8 @@ class MLMAPolicy(Policy):
                         & (age >= self.max_age - offset))
             chosen = chosen | backstop
             scheduled = scheduled | backstop
+        chosen &= free
+        scheduled &= free
 
         picked = np.flatnonzero(chosen)
         # A Page-Hinkley alarm acted on starts its stream afresh (one not chosen, e.g. outside a gain-ranked
