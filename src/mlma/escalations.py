@@ -13,9 +13,9 @@ ESCALATION_KINDS = {
     "repeated-trigger": "the stream degraded again and again within a short window; re-training does not fix it",
     "data-quality": "the actuals look broken (outage, flat line, sudden zeros); no re-training on broken data",
     "silent": "the stream stopped reporting",
-    "cold": ("a new stream's model cannot be fitted on its history (a constant series, a failed fit) and it runs "
-             "on a fall-back; a new stream only short of history falls back too, but is not escalated: a retry "
-             "fits its model once the history is long enough"),
+    "cold": ("the stream runs on a fall-back model that more history will not end (a constant series, a failed "
+             "fit, a training window too short for the model); a new stream only short of history falls back "
+             "too, but is not escalated: a retry fits its model once the history is long enough"),
     "budget": "re-trainings were queued because the per-tick budget was spent",
     "fit-failed": "re-training failed or timed out repeatedly; the champion keeps serving",
     "approval-needed": "a re-trained model beat the serving one and waits for a person's approval",
