@@ -194,7 +194,8 @@ def test_attributes_that_cannot_group_the_queue_are_refused_before_any_work():
     frame = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2025-01-01", periods=24 * 20, freq="h"),
                           "y": 1.0})
     config = BacktestConfig(policies=["never"], model="seasonal-naive")
-    cases = [(pd.DataFrame({"zone": ["a"], "city": ["Berlin"]}), "attributes: no column 'unique_id' naming the streams"),
+    cases = [(pd.DataFrame({"zone": ["a"], "city": ["Berlin"]}),
+              "attributes: no column 'unique_id' naming the streams"),
              (pd.DataFrame({"unique_id": ["a"], "region": ["north"]}), "no column 'city' to group the queue by"),
              (pd.DataFrame({"unique_id": ["a", "a"], "city": ["Berlin", "Paris"]}), "stream 'a' appears twice")]
     for attributes, message in cases:

@@ -124,10 +124,11 @@ def test_cooldown_after_a_new_model_and_repeated_triggers_escalate():
 
 def test_a_stream_whose_retraining_is_being_judged_is_neither_chosen_nor_counted_as_a_trigger():
     """The tick after a trigger the stream's challenger is still in shadow (the agent says so in
-    ``TickObservation.checking``) and its loss is as bad as before. The agent would not re-train it, so the
-    policy does not choose it: it stays DEGRADED, but the trigger ring holds one trigger, not two (with
-    ``repeat_limit=2`` a second would escalate a repeated trigger after a single re-training), and a budget's
-    slots go to other streams."""
+    ``TickObservation.busy``) and its loss is as bad as before. The agent would not re-train it, so the policy
+    does not choose it: it stays DEGRADED, with its reason and why it waits, but the trigger ring holds one
+    trigger, not two (with ``repeat_limit=2`` a second would escalate a repeated trigger after a single
+    re-training), and a budget's slots go to other streams."""
+    from copy import deepcopy
     from dataclasses import replace
 
     n = 20
@@ -136,28 +137,28 @@ def test_a_stream_whose_retraining_is_being_judged_is_neither_chosen_nor_counted
     worse = np.ones(n)
     worse[0] = 4.0
     assert run_ticks(policy, n, 1, scale_of=lambda t: worse, seed=7, start=14)[0].retrain[0]
-    checking = np.zeros(n, dtype=bool)
-    checking[0] = True
+    unaware = deepcopy(policy)
+    busy = np.zeros(n, dtype=bool)
+    busy[0] = True
     losses = np.abs(np.random.default_rng(8).normal(0, 1, (n, STEPS))) * worse[:, None]
-    d = policy.decide(replace(observation(15, losses), checking=checking))
+    d = policy.decide(replace(observation(15, losses), busy=busy))
     assert not d.retrain[0] and d.verdict[0] == Verdict.DEGRADED
+    assert d.reason[0].startswith("loss ") and "still being judged" in d.reason[0]
     assert not any(e.kind == "repeated-trigger" for e in d.escalations)
     assert (policy.trigger_ticks[0] == 15).sum() == 0 and (policy.trigger_ticks[0] == 14).sum() == 1
     # The same tick without the flag: the stream is chosen again and the second trigger escalates.
-    again = fresh_policy(n, reference_ticks=14, repeat_limit=2, repeat_window=30)
-    run_ticks(again, n, 14, seed=6)
-    run_ticks(again, n, 1, scale_of=lambda t: worse, seed=7, start=14)
-    d = again.decide(observation(15, losses))
+    d = unaware.decide(observation(15, losses))
     assert d.retrain[0] and any(e.kind == "repeated-trigger" and e.stream == 0 for e in d.escalations)
 
+    # A gain-ranked budget of two: the streams it would choose are busy, so two others get the slots.
     budget = fresh_policy(10, budget=2, reference_ticks=14, backbone="gain")
     run_ticks(budget, 10, 14, seed=3)
     severity = np.linspace(1.0, 6.0, 10)
     losses = np.abs(np.random.default_rng(4).normal(0, 1, (10, STEPS))) * severity[:, None]
-    busy = np.zeros(10, dtype=bool)
-    busy[[8, 9]] = True  # the two most degraded streams are being judged
-    d = budget.decide(replace(observation(14, losses), checking=busy))
-    assert d.retrain.sum() == 2 and not d.retrain[[8, 9]].any()
+    first = deepcopy(budget).decide(observation(14, losses)).retrain
+    assert first.sum() == 2
+    d = budget.decide(replace(observation(14, losses), busy=first))
+    assert d.retrain.sum() == 2 and not (d.retrain & first).any()
 
 
 def test_a_data_outage_escalates_and_triggers_nothing():
@@ -371,19 +372,21 @@ def test_a_stream_without_data_at_its_due_tick_catches_up_then_returns_to_its_ph
     assert fits[0] == [14, 22, 28, 35]
 
 
-def test_the_agent_tells_the_policy_which_streams_are_being_judged_and_acts_on_every_choice():
-    """On a simulated platform with frequent events, a loose MLMA re-trains streams as challengers; at every
-    tick the policy sees as ``checking`` exactly the streams with a challenger in shadow, and every stream it
-    chooses is re-trained (before, about half of its choices were streams in shadow, which the agent dropped:
-    69 of 143 on a tuning platform)."""
+def test_the_agent_tells_the_policy_which_streams_are_busy_and_acts_on_every_choice():
+    """On a simulated platform with frequent events, a loose MLMA re-trains streams as challengers; three
+    streams need a person's approval (a winning challenger waits), and on one tick a person puts a stream's
+    serving model back in service (a roll-back). At every tick the policy sees as ``busy`` exactly the streams
+    with a challenger in shadow or waiting for approval, and the one rolled back, and every stream it chooses
+    is re-trained (before, about half of its choices were streams in shadow, which the agent dropped: 69 of
+    143 on a tuning platform)."""
     import pandas as pd
 
-    from mlma.agent import NO_MODEL, Agent
+    from mlma.agent import NO_MODEL, Agent, Controls
     from mlma.data import Frequency, make_tick_grid
     from mlma.fleet import FleetData
     from mlma.models import ForecastContext
     from mlma.simulate import simulate_platform
-    from mlma.training import ModelService
+    from mlma.training import ModelKey, ModelService
 
     frame = simulate_platform(12, 40, seed=2, event_rate=3).data
     freq = Frequency("h")
@@ -396,18 +399,30 @@ def test_the_agent_tells_the_policy_which_streams_are_being_judged_and_acts_on_e
     class Spy(MLMAPolicy):
         def decide(self, obs):
             decision = super().decide(obs)
-            seen.append((obs.checking.copy(), decision.retrain.copy()))
+            seen.append((obs.busy.copy(), decision.retrain.copy()))
             return decision
 
     agent = Agent(Spy(alpha=0.3, fdr="none", cooldown_ticks=0), service, season_length=24,
                   scale=fleet.seasonal_naive_scale(24, before_tick=14))
     agent.start(14)
-    in_shadow, acted = [], []
+    approval = np.zeros(fleet.n_streams, dtype=bool)
+    approval[:3] = True
+    expected, acted, adopted, waited = [], [], None, 0
     for k in range(14, fleet.n_ticks):
-        in_shadow.append((agent.challenger != NO_MODEL) | (agent.awaiting != NO_MODEL))
-        acted.append(agent.tick(k).decision.retrain)
-    assert sum(int(c.sum()) for c, _ in seen) >= 5, "some streams should be in shadow when the policy decides"
-    for (checking, chosen), shadow, retrained in zip(seen, in_shadow, acted):
-        np.testing.assert_array_equal(checking, shadow)
-        assert not (chosen & checking).any()
+        waited += int((agent.awaiting != NO_MODEL).sum())
+        controls = Controls(needs_approval=approval)
+        free = np.flatnonzero((agent.challenger == NO_MODEL) & (agent.awaiting == NO_MODEL)
+                              & (agent.champion != NO_MODEL))
+        if k == 25 and len(free):
+            adopted = int(free[-1])
+            controls.adopt = {adopted: ModelKey(adopted, int(agent.champion[adopted]))}
+        expected.append((agent.challenger != NO_MODEL) | (agent.awaiting != NO_MODEL))
+        if adopted is not None and k == 25:
+            expected[-1][adopted] = True
+        acted.append(agent.tick(k, controls).decision.retrain)
+    assert adopted is not None and waited > 0, "a roll-back and a challenger waiting for approval should occur"
+    assert sum(int(b.sum()) for b, _ in seen) >= 5, "some streams should be busy when the policy decides"
+    for (busy, chosen), shadow, retrained in zip(seen, expected, acted):
+        np.testing.assert_array_equal(busy, shadow)
+        assert not (chosen & busy).any()
         np.testing.assert_array_equal(chosen, retrained)

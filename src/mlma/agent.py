@@ -376,6 +376,10 @@ class Agent:
         self.silent_for = np.where(observed > 0, 0, self.silent_for + 1)
 
         has_model = self.champion != NO_MODEL
+        # Streams not re-trained this tick whatever the policy says: a re-trained model still being judged (in
+        # shadow or waiting for approval), or a model a person put in service now.
+        busy = (self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL)
+        busy[[s for s in controls.adopt if 0 <= s < n]] = True
         reference = self.policy.reference_mean()
         obs = TickObservation(
             tick=k,
@@ -391,7 +395,7 @@ class Agent:
             explained=self.explained if self.explained is not None and self.explained.shape == actuals.shape
             else None,
             train_rows=self._train_rows(k) if self._counts_train_rows() else None,
-            checking=(self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL),
+            busy=busy,
         )
         decision = self.policy.decide(obs)
         escalations = list(decision.escalations)
@@ -420,9 +424,9 @@ class Agent:
             direct = direct | (decision.serve_at_once & ~pinned)
         for s in np.flatnonzero(forced):
             decision.reason[s] = controls.reasons.get(int(s), "forced by a person")
-        # A stream whose challenger is still being judged, or was just judged, waits for the verdict.
-        busy = (self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL) | promoted | rejected
-        retrain = (decision.retrain | forced) & has_model & ~busy
+        # A stream whose challenger is still being judged, or was just judged, waits for the verdict (the
+        # policy was told, `busy`; a person's forced re-training waits too).
+        retrain = (decision.retrain | forced) & has_model & ~(busy | promoted | rejected)
         decision.retrain = retrain
         streams = np.flatnonzero(retrain)
         if len(streams):

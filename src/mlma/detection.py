@@ -141,7 +141,8 @@ def labour_scores(escalations: pd.DataFrame, stream_days: float, *, events: pd.D
      'escalation_precision': 0.3333, 'data_escalation_precision': 0.5, 'retraining_escalation_precision': 0.0,
      'queue_item_precision': 0.3333}
     >>> esc = pd.DataFrame({"unique_id": ["a", "b", "c"], "tick": [4, 4, 4], "kind": ["silent"] * 3})
-    >>> labour_scores(esc, 2000.0, groups={"a": "Berlin", "b": "Berlin", "c": "Paris"})["queue_items_per_1k_stream_days"]
+    >>> cities = {"a": "Berlin", "b": "Berlin", "c": "Paris"}
+    >>> labour_scores(esc, 2000.0, groups=cities)["queue_items_per_1k_stream_days"]
     1.0
     """
     classes = escalations["kind"].map(escalation_class) if len(escalations) else pd.Series(dtype=object)

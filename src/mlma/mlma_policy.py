@@ -828,10 +828,11 @@ class MLMAPolicy(Policy):
         features = decision_features(age / self.refresh if self.refresh > 0 else np.zeros(n),
                                      p_degradation, p_bias)
         expected = self.gain.predict(features)
-        # A stream whose last re-training is still being judged is not re-trained again (the agent would drop
-        # it): choosing it would spend a budget's slot, count its evidence as a trigger acted on (repeated
-        # triggers), restart the Page-Hinkley statistic and replace the features the gain model learns from.
-        free = ~obs.checking if obs.checking is not None else np.ones(n, dtype=bool)
+        # A stream the agent will not re-train this tick (its last re-training is still being judged, or a
+        # person put a model in service) is not chosen: choosing it would spend a budget's slot, count its
+        # evidence as a trigger acted on (repeated triggers), restart the Page-Hinkley statistic and replace
+        # the features the gain model learns from. Its verdict and the reason still say what was found.
+        free = ~obs.busy if obs.busy is not None else np.ones(n, dtype=bool)
         eligible = has_batch & ~suspect & ~abnormal & ~warming & ~cooling & free
         if interval > 0:
             # The first version of every stream starts at the same tick: stagger its first refresh over one
@@ -873,7 +874,7 @@ class MLMAPolicy(Policy):
         backstop = np.zeros(n, dtype=bool)
         if self.max_age > 0:
             offset = np.where(self.ref_version <= 1, self._stagger(n, max(1, self.max_age // 2)), 0)
-            backstop = (has_batch & ~suspect & ~abnormal & obs.has_model & ~scheduled
+            backstop = (has_batch & ~suspect & ~abnormal & obs.has_model & ~scheduled & free
                         & (age >= self.max_age - offset))
             chosen = chosen | backstop
             scheduled = scheduled | backstop
@@ -881,6 +882,8 @@ class MLMAPolicy(Policy):
         scheduled &= free
 
         picked = np.flatnonzero(chosen)
+        # Streams that would have been chosen but for a verdict in progress: their reason says so.
+        deferred = np.flatnonzero((trigger | found) & ~free & ~chosen)
         # A Page-Hinkley alarm acted on starts its stream afresh (one not chosen, e.g. outside a gain-ranked
         # budget, stands for the next tick).
         self.ph.restart(np.flatnonzero(chosen & ph_alarm))
@@ -905,22 +908,25 @@ class MLMAPolicy(Policy):
         at_once_alarm = chosen & alarm & ~scheduled & self.cusum_at_once
         decision.serve_at_once = decision.serve_at_once | at_once_alarm
         mean_ratio = 1.0 + cusum_drift + cusum_level / np.maximum(cusum_run, 1)
-        decision.reason[picked] = [self._explain(s, reject[s] and not scheduled[s], age[s], decision,
-                                                 p_degradation[s], p_bias[s], expected[s], scheduled[s],
-                                                 backstop[s],
-                                                 (cusum_level[s], cusum_run[s], mean_ratio[s], at_once_alarm[s])
-                                                 if alarm[s] and not scheduled[s] else None,
-                                                 (ph_level[s], ph_run[s], ph_mean[s], ph_margin[s])
-                                                 if ph_alarm[s] and not scheduled[s] else None,
-                                                 (skill_mean[s], skill_n[s], skill_p[s])
-                                                 if skill_reject[s] and not scheduled[s] else None,
-                                                 (fit_rows[s], obs.train_rows[s])
-                                                 if grown[s] and not scheduled[s] else None,
-                                                 self.shock.describe(s)
-                                                 if self.common_shock is not None and self.shock.confirmed[s]
-                                                 else None)
-                                   for s in picked]
-        waiting = np.flatnonzero(held & ~chosen)
+        explained = np.concatenate([picked, deferred])
+        decision.reason[explained] = [self._explain(s, reject[s] and not scheduled[s], age[s], decision,
+                                                    p_degradation[s], p_bias[s], expected[s], scheduled[s],
+                                                    backstop[s],
+                                                    (cusum_level[s], cusum_run[s], mean_ratio[s], at_once_alarm[s])
+                                                    if alarm[s] and not scheduled[s] else None,
+                                                    (ph_level[s], ph_run[s], ph_mean[s], ph_margin[s])
+                                                    if ph_alarm[s] and not scheduled[s] else None,
+                                                    (skill_mean[s], skill_n[s], skill_p[s])
+                                                    if skill_reject[s] and not scheduled[s] else None,
+                                                    (fit_rows[s], obs.train_rows[s])
+                                                    if grown[s] and not scheduled[s] else None,
+                                                    self.shock.describe(s)
+                                                    if self.common_shock is not None and self.shock.confirmed[s]
+                                                    else None)
+                                      for s in explained]
+        decision.reason[deferred] = [f"{r}; not re-trained: its last re-training is still being judged, or a "
+                                     f"person put a model in service" for r in decision.reason[deferred]]
+        waiting = np.flatnonzero(held & ~chosen & free)
         decision.reason[waiting] = [f"common shock: {self.shock.describe(s)}; re-trained once the ticks after it "
                                     f"confirm the change" for s in waiting]
         checked = picked[~(scheduled | at_once_alarm)[picked]]

@@ -69,10 +69,11 @@ class TickObservation:
     #: abnormal, which the fit leaves out; None when unknown, and when the training window is all history
     #: (no window caps it).
     train_rows: np.ndarray | None = None
-    #: Streams whose re-trained model is still in shadow or waits for approval: the agent re-trains none of
-    #: them this tick (the verdict on the last re-training comes first), so a policy should not choose them or
-    #: count their evidence as a trigger acted on; None when unknown.
-    checking: np.ndarray | None = None
+    #: Streams the agent re-trains in no case this tick: a re-trained model of theirs is still being judged (in
+    #: shadow, or waiting for approval), whose verdict comes first, or a person put a model in service for
+    #: them this tick (a roll-back). A policy should not choose them, nor count their evidence as a trigger
+    #: acted on; None when unknown.
+    busy: np.ndarray | None = None
 
     @property
     def n_streams(self) -> int:
