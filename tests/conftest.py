@@ -20,6 +20,21 @@ import pytest
 from mlma.store.testing import postgres_unavailable, postgres_url
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    """A fresh store, once on SQLite and once on PostgreSQL (a schema of its own); a test file may define its
+    own ``store`` instead."""
+    from mlma.store import Store
+    from mlma.store.testing import postgres_schema
+
+    if request.param == "sqlite":
+        with Store.create(f"sqlite:///{tmp_path / 'mlma.db'}") as opened:
+            yield opened
+    else:
+        with postgres_schema(request.getfixturevalue("postgres_server")) as url, Store.create(url) as opened:
+            yield opened
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
     """The URL of the machine's PostgreSQL; skipped when it is down, but a failure in CI."""

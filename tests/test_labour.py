@@ -9,9 +9,7 @@ import pytest
 from mlma.backtest import BacktestConfig, run_backtest
 from mlma.detection import escalation_class, labour_scores
 from mlma.escalations import Escalation, queue_items
-from mlma.store import Store
 from mlma.store.queries import escalation_queue
-from mlma.store.testing import postgres_schema
 
 BOUNDS = pd.date_range("2025-01-01", periods=41, freq="D")
 
@@ -113,16 +111,6 @@ def test_a_new_stream_short_of_history_is_not_escalated_but_one_that_cannot_get_
     # Raised at the first retry with nine days of history (tick k holds day k; the zone's first day is 30).
     assert 30 + 8 <= int(cold["tick"].iloc[0]) <= 30 + 10
     assert not log["unique_id"].eq("new-ordinary").any()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        with Store.create(f"sqlite:///{tmp_path / 'mlma.db'}") as opened:
-            yield opened
-    else:
-        with postgres_schema(request.getfixturevalue("postgres_server")) as url, Store.create(url) as opened:
-            yield opened
 
 
 def test_queue_items_group_by_kind_tick_and_city_and_items_have_their_members_precision():

@@ -15,20 +15,8 @@ from mlma.escalations import Escalation
 from mlma.metrics import MAX_ACTIONS, render_metrics
 from mlma.store import Store, TickRecord, TickSummary
 from mlma.store import schema as S
-from mlma.store.testing import postgres_schema
 
-BACKENDS = ["sqlite", "postgresql"]
 UTC = dt.timezone.utc
-
-
-@pytest.fixture(params=BACKENDS)
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        with Store.create(f"sqlite:///{tmp_path / 'mlma.db'}") as opened:
-            yield opened
-    else:
-        with postgres_schema(request.getfixturevalue("postgres_server")) as scoped, Store.create(scoped) as opened:
-            yield opened
 
 
 def samples(body: bytes) -> dict[tuple[str, tuple], float]:

@@ -19,17 +19,6 @@ import sqlalchemy as sa
 from mlma.registry import ArtifactCorrupted, ArtifactMissing, ArtifactStore, ModelRegistry
 from mlma.store import ChampionMove, Store, TickRecord
 from mlma.store import schema as S
-from mlma.store.testing import postgres_schema
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        with Store.create(f"sqlite:///{tmp_path / 'mlma.db'}") as opened:
-            yield opened
-    else:
-        with postgres_schema(request.getfixturevalue("postgres_server")) as url, Store.create(url) as opened:
-            yield opened
 
 
 @pytest.fixture

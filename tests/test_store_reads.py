@@ -11,17 +11,6 @@ from mlma.policy import Verdict
 from mlma.store import Store, TickRecord
 from mlma.store import frames
 from mlma.store import store as store_module
-from mlma.store.testing import postgres_schema
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request, tmp_path):
-    if request.param == "sqlite":
-        with Store.create(f"sqlite:///{tmp_path / 'mlma.db'}") as opened:
-            yield opened
-    else:
-        with postgres_schema(request.getfixturevalue("postgres_server")) as url, Store.create(url) as opened:
-            yield opened
 
 
 def rowwise(monkeypatch, read):
