@@ -115,6 +115,31 @@ def test_a_damaged_champion_falls_back_to_the_previous_good_version(project):
         assert not every_stream_forecast(store, tick)
 
 
+def test_a_damaged_challenger_is_dropped_and_the_policy_stops_waiting_for_it(project):
+    """A person's re-training puts a challenger in shadow; its artifact is damaged before the tick that would
+    judge it. The tick drops it (escalated, its check recorded as rejected) and tells the policy: the growth
+    trigger, which waits while a new model of the stream is pending, waits no more (before, it stayed silent
+    until the stream's next fit)."""
+    root, store, live, ops, chunks = project
+    config = load_config(root)
+    uid = store.streams()["unique_id"].iloc[4]
+    sid = int(store.stream_ids([uid], create=False)[0])
+    ops.force_retrain([uid], by="user:ana")
+    tick_next_day(store, live, chunks)
+    challenger = ops.registry.version(uid, 2)
+    assert challenger.check["result"] == "pending" and ops.registry.champion(uid).version == 1
+    assert np.isfinite(store.load_state().arrays["policy.growth_pending_rows"][sid])
+    corrupt(ops.registry, uid, 2)
+    live.close()
+    with fresh(store, config) as agent:
+        tick = tick_next_day(store, agent, chunks)
+    assert not every_stream_forecast(store, tick)
+    assert ops.registry.champion(uid).version == 1
+    assert ops.registry.version(uid, 2).check["result"] == "rejected"
+    assert "artifact-broken" in set(store.escalations(streams=[uid])["kind"])
+    assert np.isnan(store.load_state().arrays["policy.growth_pending_rows"][sid])
+
+
 def test_roll_back_or_promote_to_a_damaged_version_is_refused_and_changes_nothing(project):
     root, store, live, ops, chunks = project
     uid = store.streams()["unique_id"].iloc[7]

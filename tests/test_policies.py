@@ -374,11 +374,11 @@ def test_a_stream_without_data_at_its_due_tick_catches_up_then_returns_to_its_ph
 
 def test_the_agent_tells_the_policy_which_streams_are_busy_and_acts_on_every_choice():
     """On a simulated platform with frequent events, a loose MLMA re-trains streams as challengers; three
-    streams need a person's approval (a winning challenger waits), and on one tick a person puts a stream's
-    serving model back in service (a roll-back). At every tick the policy sees as ``busy`` exactly the streams
-    with a challenger in shadow or waiting for approval, and the one rolled back, and every stream it chooses
-    is re-trained (before, about half of its choices were streams in shadow, which the agent dropped: 69 of
-    143 on a tuning platform)."""
+    streams need a person's approval (a winning challenger waits), and a person rolls back two streams: one
+    with no challenger, one whose challenger waits for approval (dropped: the policy is told). At every tick
+    the policy sees as ``busy`` exactly the streams with a challenger in shadow or waiting for approval, and
+    those rolled back, and every stream it chooses is re-trained (before, about a third of its choices were
+    streams in shadow, which the agent dropped: 69 of 212 on a tuning platform)."""
     import pandas as pd
 
     from mlma.agent import NO_MODEL, Agent, Controls
@@ -396,31 +396,43 @@ def test_the_agent_tells_the_policy_which_streams_are_busy_and_acts_on_every_cho
                            train_window_ticks=14)
     seen = []
 
+    dropped = []
+
     class Spy(MLMAPolicy):
         def decide(self, obs):
             decision = super().decide(obs)
             seen.append((obs.busy.copy(), decision.retrain.copy()))
             return decision
 
+        def on_challenger_dropped(self, streams, tick):
+            dropped.append((tick, streams.tolist()))
+            super().on_challenger_dropped(streams, tick)
+
     agent = Agent(Spy(alpha=0.3, fdr="none", cooldown_ticks=0), service, season_length=24,
                   scale=fleet.seasonal_naive_scale(24, before_tick=14))
     agent.start(14)
     approval = np.zeros(fleet.n_streams, dtype=bool)
     approval[:3] = True
-    expected, acted, adopted, waited = [], [], None, 0
+    expected, acted, adopted, waited, rolled_back = [], [], None, 0, None
     for k in range(14, fleet.n_ticks):
         waited += int((agent.awaiting != NO_MODEL).sum())
         controls = Controls(needs_approval=approval)
-        free = np.flatnonzero((agent.challenger == NO_MODEL) & (agent.awaiting == NO_MODEL)
-                              & (agent.champion != NO_MODEL))
-        if k == 25 and len(free):
+        busy = (agent.challenger != NO_MODEL) | (agent.awaiting != NO_MODEL)
+        free = np.flatnonzero(~busy & (agent.champion != NO_MODEL))
+        if k == 25 and len(free):  # a roll-back of a stream with no challenger: nothing is dropped
             adopted = int(free[-1])
             controls.adopt = {adopted: ModelKey(adopted, int(agent.champion[adopted]))}
-        expected.append((agent.challenger != NO_MODEL) | (agent.awaiting != NO_MODEL))
-        if adopted is not None and k == 25:
-            expected[-1][adopted] = True
+        # A roll-back of a stream whose winning challenger waits for approval drops that challenger (one in
+        # shadow is judged earlier in the tick than a roll-back is taken).
+        waiting = np.flatnonzero(agent.awaiting != NO_MODEL)
+        if k > 25 and rolled_back is None and len(waiting):
+            rolled_back = (k, int(waiting[0]))
+            controls.adopt = {rolled_back[1]: ModelKey(rolled_back[1], int(agent.champion[rolled_back[1]]))}
+        expected.append(busy.copy())
+        expected[-1][list(controls.adopt)] = True
         acted.append(agent.tick(k, controls).decision.retrain)
     assert adopted is not None and waited > 0, "a roll-back and a challenger waiting for approval should occur"
+    assert rolled_back is not None and dropped == [(rolled_back[0], [rolled_back[1]])]
     assert sum(int(b.sum()) for b, _ in seen) >= 5, "some streams should be busy when the policy decides"
     for (busy, chosen), shadow, retrained in zip(seen, expected, acted):
         np.testing.assert_array_equal(busy, shadow)

@@ -510,13 +510,24 @@ class Agent:
         if not adopt:
             return
         streams = np.array(sorted(adopt), dtype=np.int64)
+        self.drop_challengers(streams, k)
         for s in streams:
             self._serve(int(s), self.service.get(adopt[int(s)]))
-            self.challenger[s] = NO_MODEL
-            self.awaiting[s] = NO_MODEL
-            self.shadow.pop(int(s), None)
         promoted[streams] = True
         self.policy.on_new_model(streams, k)
+
+    def drop_challengers(self, streams, k: int) -> None:
+        """Drop the challengers (in shadow or waiting for approval) of ``streams`` without a verdict, at tick
+        ``k``: a person put another model in service, or (live) their artifact cannot be loaded. The policy is
+        told (:meth:`Policy.on_challenger_dropped`) for the streams that had one."""
+        streams = np.asarray(streams, dtype=np.int64)
+        had = streams[(self.challenger[streams] != NO_MODEL) | (self.awaiting[streams] != NO_MODEL)]
+        self.challenger[streams] = NO_MODEL
+        self.awaiting[streams] = NO_MODEL
+        for s in streams:
+            self.shadow.pop(int(s), None)
+        if len(had):
+            self.policy.on_challenger_dropped(had, k)
 
     def _record_failures(self, k: int, failed: dict, escalations: list) -> None:
         """Count failed fits; escalate a stream whose fits failed ``fit_failure_limit`` times in a row."""

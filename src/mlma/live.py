@@ -699,9 +699,9 @@ class LiveAgent:
             slot = agent.challenger if name == "challenger_version" else agent.awaiting
             for s, version in repair.broken.get(name, {}).items():
                 error = self._broken[(s, version)]
-                slot[s] = NO_MODEL
+                if slot[s] != NO_MODEL:
+                    agent.drop_challengers([s], k)
                 live[name][s] = -1
-                agent.shadow.pop(s, None)
                 repair.checks.append((s, version, {"result": "rejected",
                                                    "why": f"artifact cannot be loaded: {error}"}))
                 repair.note(s, version, what, 2,
@@ -711,9 +711,8 @@ class LiveAgent:
                 continue  # a person put another (loadable) version in service this tick
             error = self._broken[(s, version)]
             # Its challenger was judged against the broken model's forecasts; the stream starts afresh.
-            agent.challenger[s] = agent.awaiting[s] = NO_MODEL
+            agent.drop_challengers([s], k)
             live["challenger_version"][s] = live["awaiting_version"][s] = -1
-            agent.shadow.pop(s, None)
             good = self._good_version(s, exclude={version})
             if good is not None:
                 previous, fitted = good

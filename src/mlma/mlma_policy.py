@@ -472,6 +472,10 @@ class MLMAPolicy(Policy):
         self.skill.silence(streams)
         self.history_growth.lost(streams)
 
+    def on_challenger_dropped(self, streams: np.ndarray, tick: int) -> None:
+        """A dropped challenger was fitted but never judged: the growth trigger stops waiting for it."""
+        self.history_growth.dropped(streams)
+
     @property
     def needs_train_rows(self) -> bool:
         return self.growth is not None

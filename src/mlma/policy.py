@@ -151,6 +151,11 @@ class Policy:
     def on_challenger_lost(self, streams: np.ndarray, tick: int) -> None:
         """Called when the challengers of ``streams`` were rejected (the champion keeps serving)."""
 
+    def on_challenger_dropped(self, streams: np.ndarray, tick: int) -> None:
+        """Called when the challengers (in shadow or waiting for approval) of ``streams`` were dropped without a
+        verdict: their artifact cannot be loaded, or a person put another model in service. Nothing was
+        learnt about re-training those streams."""
+
     def on_models_fitted(self, streams: np.ndarray, tick: int, train_rows: np.ndarray) -> None:
         """Called after new models of ``streams`` were fitted at the end of ``tick`` (re-trainings and first
         models, whether they serve at once or go into shadow; failed fits are not), before

@@ -119,6 +119,11 @@ class HistoryGrowth:
         self.growth_fit_rows[streams] = self.growth_pending_rows[streams]
         self.growth_pending_rows[streams] = np.nan
 
+    def dropped(self, streams: np.ndarray) -> None:
+        """The new models of ``streams`` were dropped unjudged (an artifact that cannot be loaded, a person's
+        roll-back): the serving model's rows stand, and the trigger may fire again."""
+        self.growth_pending_rows[np.asarray(streams, dtype=np.int64)] = np.nan
+
     def lost(self, streams: np.ndarray) -> None:
         """The new models of ``streams`` did not serve: the history must grow ``factor`` times beyond what
         they were fitted on before the trigger fires again (else it would fire again at once)."""
