@@ -962,7 +962,8 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict) -> dict[int
             elif not report.retrained[s]:
                 text = ("no model yet: the first one comes when the stream has enough history"
                         if not report.serving[s]
-                        else "not re-trained: a challenger is already in shadow or waiting for approval")
+                        else "not re-trained: its last re-training is still being judged (in shadow or waiting "
+                             "for approval), or another model was put in service this tick")
             elif s in challengers:
                 text = "re-trained; the challenger runs in shadow before promotion"
             else:
