@@ -79,7 +79,7 @@ def test_changed_data_or_settings_miss_the_cache(tmp_path):
     assert 3 * second.config["fits_done"] == first.config["fits_done"]
     assert second.config["fits_done"] + second.config["fits_from_cache"] == first.config["fits_done"]
     # Another training window: every fit is new.
-    third = run_backtest(frame, BacktestConfig(**settings, train_window_ticks=5))
+    third = run_backtest(frame, BacktestConfig(**settings, train_window_ticks=9))
     assert third.config["fits_from_cache"] == 0
 
 

@@ -152,30 +152,44 @@ def test_the_backtest_counts_labour_in_the_items_the_live_queue_shows(store):
     assert max(len(i) for i in ours) > 1 and len(ours) > frame.groupby(["kind", "tick"]).ngroups
 
 
-def test_a_new_stream_whose_window_cannot_hold_what_its_model_needs_is_escalated_once_the_window_is_full():
-    """Ridge needs 216 hourly observations; a 7-day window holds 168. A zone launched on day 20 falls back at
-    its first fit, and its retries fall back for want of history for ever: escalated once, at the first retry
-    after its run of fall-backs is a whole window old, and not again. The zones fitted at start-up fall back
-    too (their window is as short), and are not news then; they are escalated once a window later, on one
-    tick: a project whose window is too short for its model hears of it once per stream."""
+def test_a_sparse_new_stream_whose_window_cannot_hold_what_its_model_needs_is_escalated_once_the_window_is_full():
+    """Ridge needs 216 hourly observations; a 10-day window holds 240 hours, but a zone launched on day 20 that
+    reports only in the mornings (11 hours a day) has 110 in it. It falls back at its first fit, and its retries fall back for
+    want of history for ever: escalated once, at the first retry after its run of fall-backs is a whole window
+    old, and not again. The zones that report every hour fit ridge and are never escalated."""
     from mlma.simulate import simulate_platform
 
     data = simulate_platform(4, 40, seed=1, event_rate=0).data
     day20 = data["ds"].min().normalize() + pd.Timedelta(days=20)
     hours = pd.date_range(day20, data["ds"].max(), freq="h")
+    hours = hours[hours.hour < 11]
     ordinary = data[data["unique_id"] == data["unique_id"].iloc[0]].set_index("ds")["y"].reindex(hours).to_numpy()
     frame = pd.concat([data, pd.DataFrame({"unique_id": "late", "ds": hours, "y": ordinary})], ignore_index=True)
-    result = run_backtest(frame, BacktestConfig(policies=["never"], model="ridge", initial_ticks=14,
-                                                train_window_ticks=7, frontier=False, executor="inline"))
+    result = run_backtest(frame, BacktestConfig(policies=["never"], model="ridge", freq="h", initial_ticks=14,
+                                                train_window_ticks=10, frontier=False, executor="inline"))
     cold = result.escalation_log[result.escalation_log["kind"] == "cold"]
-    assert sorted(cold["unique_id"]) == sorted(frame["unique_id"].unique())  # once per stream
-    late = cold[cold["unique_id"] == "late"]
-    assert "ridge needs 216" in late["message"].iloc[0]
-    assert "7-tick training window is full" in late["message"].iloc[0]
-    # Its first fall-back is fitted at the end of day 20 (a day of history), a retry each day after; seven days
-    # later the window holds nothing from before the run began.
-    assert int(late["tick"].iloc[0]) == 20 + 7
-    assert cold.loc[cold["unique_id"] != "late", "tick"].nunique() == 1
+    assert list(cold["unique_id"]) == ["late"]  # once, and only the sparse stream
+    assert "110 observations" in cold["message"].iloc[0]
+    assert "ridge needs 216" in cold["message"].iloc[0]
+    assert "10-tick training window is full" in cold["message"].iloc[0]
+    # Its first model is fitted once it has a season (24) of rows, at the end of day 22 (33 rows), and a fall-back
+    # is retried once a season of rows has come since: days 25, 28, 31, 34. Day 34 is the first retry a whole
+    # window (10 ticks) after the run began, when the window holds nothing from before it.
+    assert int(cold["tick"].iloc[0]) == 34
+
+
+def test_a_window_too_short_for_the_model_is_refused_before_any_work():
+    """A 7-day window of hourly data holds 168 steps and ridge needs 216: every stream would serve a fall-back
+    for ever, so the backtest refuses the setting, naming it and the shortest window that works."""
+    frame = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2025-01-01", periods=24 * 20, freq="h"),
+                          "y": np.arange(24 * 20) % 24 + 1.0})
+    with pytest.raises(ValueError, match=r"train_window_ticks=7 holds at most 168 steps of 'h' data, but ridge "
+                                         r"needs 216 .* at least 9 ticks"):
+        run_backtest(frame, BacktestConfig(policies=["never"], model="ridge", train_window_ticks=7,
+                                           frontier=False, executor="inline"))
+    # Nine days hold 216 steps: accepted.
+    run_backtest(frame, BacktestConfig(policies=["never"], model="ridge", train_window_ticks=9, frontier=False,
+                                       executor="inline"))
 
 
 def test_attributes_that_cannot_group_the_queue_are_refused_before_any_work():

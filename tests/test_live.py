@@ -366,6 +366,29 @@ def test_two_agents_never_run_a_tick_at_once(tmp_path, platform):
         assert store.last_done_tick() == FIRST_TICK - 1
 
 
+def test_a_training_window_too_short_for_the_model_fails_the_tick_naming_the_key_and_writes_nothing(tmp_path,
+                                                                                                   platform):
+    """Ridge needs 216 hourly rows; a 5-day window holds 120. The project's frequency is fixed only by the first
+    ingest, so the tick says so (exit 2, naming the file, the key and the shortest window that works) and writes
+    no model; with the window mended the same tick runs."""
+    root = make_project(tmp_path / "p", train_window_ticks=5)
+    data = tmp_path / "data.parquet"
+    platform[platform["ds"] < platform["ds"].min().normalize() + pd.Timedelta(days=FIRST_TICK)].to_parquet(data)
+    assert run_cli(root, "ingest", str(data)).returncode == 0
+    refused = run_cli(root, "tick")
+    message = " ".join(refused.stdout.split())  # rich wraps long lines
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "mlma.toml: [model] train_window_ticks=5 holds at most 120 steps of 'h' data, but ridge needs 216" in message
+    assert "at least 9 ticks" in message and "Traceback" not in refused.stdout + refused.stderr
+    with Store.open(load_config(root).store_url) as store:
+        assert store.last_done_tick() is None and store.latest_versions(range(1000)) == {}
+    text = (root / "mlma.toml").read_text()
+    (root / "mlma.toml").write_text(re.sub(r"(?m)^train_window_ticks = 5", "train_window_ticks = 9", text))
+    assert run_cli(root, "tick").returncode == 0
+    with Store.open(load_config(root).store_url) as store:
+        assert store.last_done_tick() == FIRST_TICK - 1
+
+
 def test_ingesting_twice_and_ticking_when_nothing_is_due_change_nothing(tmp_path, platform):
     root = make_project(tmp_path / "p")
     data = tmp_path / "data.parquet"

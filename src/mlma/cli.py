@@ -640,6 +640,7 @@ def tick(
     served streams have no data in it (run again with --allow-no-data once a person decided it should run).
     """
     from mlma.live import LiveAgent, NotReady, TickHeld
+    from mlma.project import ConfigError
     from mlma.store import LockHeld
 
     config = _project(project)
@@ -663,6 +664,8 @@ def tick(
     except TickHeld as exc:
         console.print(f"[yellow]{exc}[/yellow]" + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
         raise typer.Exit(code=5)
+    except ConfigError as exc:
+        _fail(str(exc) + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
     except NotReady as exc:
         console.print(f"nothing to do: {exc}")
         raise typer.Exit(code=3)

@@ -53,7 +53,7 @@ from mlma.fleet import FleetData
 from mlma.heap import LongLivedHeap
 from mlma.models import ForecastContext
 from mlma.policy import Verdict
-from mlma.project import ProjectConfig
+from mlma.project import CONFIG_NAME, ConfigError, ProjectConfig
 from mlma.registry import ModelRegistry
 from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store.engine import shown_url, unreachable_reason
@@ -473,9 +473,14 @@ class LiveAgent:
         timeout = cfg.agent.fit_timeout_seconds or None
         # Only work handed to an executor can be timed out: with a timeout, even one fit goes to the pool.
         inline = type(executor).__name__ == "InlineExecutor"
-        service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
-                               fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None,
-                               model_params=cfg.model_params())
+        try:
+            service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
+                                   fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None,
+                                   model_params=cfg.model_params())
+        except ValueError as exc:
+            # A spec no history can fix, or a window too short for the model: only known once the clock is
+            # (the first ingest fixes the frequency), so said here, naming the file and its section.
+            raise ConfigError(f"{cfg.root / CONFIG_NAME}: [model] {exc}") from None
         policy = cfg.build_policy()
         # The MASE scale is kept in the state; it is computed only while some stream has none yet.
         scale = self._scale(fleet, state, n, freq.season_length, k, base)

@@ -30,10 +30,12 @@ from mlma.fleet import FleetData
 from mlma.models import (
     FleetHistory,
     ForecastContext,
+    check_train_window,
     fit_forecasters,
     make_forecaster,
     model_uses_drivers,
     predict_fleet_isolated,
+    spec_name,
 )
 from mlma.models.base import describe_error, model_for_context, model_takes_driver_prior, non_finite_forecast
 
@@ -740,6 +742,8 @@ class ModelService:
         # A spec no history can fix (unknown, not importable, a missing extra) fails here, naming it, rather
         # than as a fit failure of every stream.
         probe = make_forecaster(spec, ctx, **self.model_params)
+        # So does a window the model can never be fitted on: every stream would serve a fall-back for ever.
+        check_train_window(probe, ctx, train_window_ticks, name=spec_name(spec))
         if parallel_threshold is None:
             parallel_threshold = getattr(self.executor, "parallel_threshold", DEFAULT_PARALLEL_THRESHOLD)
         self.parallel_threshold = parallel_threshold

@@ -33,6 +33,7 @@ from mlma.models.base import (
 from mlma.models.factory import (
     FitOutcome,
     available_models,
+    check_train_window,
     fit_forecaster,
     fit_forecasters,
     make_forecaster,
@@ -66,6 +67,7 @@ __all__ = [
     "make_forecaster",
     "available_models",
     "spec_name",
+    "check_train_window",
     "fit_forecaster",
     "fit_forecasters",
     "FleetForecaster",

@@ -25,8 +25,8 @@ from mlma.models.gbm import LightGBMForecaster
 from mlma.models.linear import RidgeForecaster
 from mlma.models.naive import MeanForecaster, SeasonalNaive
 
-__all__ = ["make_forecaster", "available_models", "spec_name", "spec_options", "FitOutcome", "fit_forecaster",
-           "fit_forecasters"]
+__all__ = ["make_forecaster", "available_models", "spec_name", "spec_options", "check_train_window", "FitOutcome",
+           "fit_forecaster", "fit_forecasters"]
 
 _BUILTINS = {
     "seasonal-naive": SeasonalNaive,
@@ -61,6 +61,38 @@ def spec_name(spec) -> str:
         return spec.strip()
     cls = spec if isinstance(spec, type) else type(spec)
     return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def check_train_window(model: Forecaster, ctx: ForecastContext, window_ticks: int | None, *,
+                       name: str | None = None) -> None:
+    """Refuse a training window too short for ``model`` ever to be fitted.
+
+    A window of ``window_ticks`` ticks holds at most ``window_ticks * ctx.horizon`` steps of the grid (the
+    horizon is the steps of one tick). A model whose ``min_history`` is larger than that falls back to a simpler
+    model at every fit of every stream, however long the stream has run, so the fleet would never serve the
+    model that was asked for: that is a configuration error, not a stream's trouble. ``None`` (all history)
+    is always accepted. ``name`` names the model in the message (default: :func:`spec_name` of ``model``).
+
+    >>> ctx = ForecastContext("h", season_length=24, horizon=24)
+    >>> ridge = make_forecaster("ridge", ctx)
+    >>> check_train_window(ridge, ctx, 28)
+    >>> check_train_window(ridge, ctx, None)
+    >>> check_train_window(ridge, ctx, 7, name="ridge")
+    Traceback (most recent call last):
+    ...
+    ValueError: train_window_ticks=7 holds at most 168 steps of 'h' data, but ridge needs 216 (its min_history): every fit would fall back to a simpler model; use a window of at least 9 ticks, or all history
+    """
+    if window_ticks is None:
+        return
+    if isinstance(window_ticks, bool) or not isinstance(window_ticks, (int, np.integer)) or window_ticks < 1:
+        raise ValueError(f"train_window_ticks must be a whole number >= 1 or None (all history), got {window_ticks!r}")
+    steps = int(window_ticks) * ctx.horizon
+    needs = int(model.min_history)
+    if steps < needs:
+        shortest = -(-needs // ctx.horizon)
+        raise ValueError(f"train_window_ticks={window_ticks} holds at most {steps} steps of {ctx.freq!r} data, but "
+                         f"{name or spec_name(model)} needs {needs} (its min_history): every fit would fall back to "
+                         f"a simpler model; use a window of at least {shortest} ticks, or all history")
 
 
 def _context_parameter(cls: type) -> str | None:
