@@ -864,7 +864,8 @@ class Agent:
         enough ends that without a person (the stream page names the fall-back meanwhile): not escalated. A
         fall-back for another reason (a constant series, a failed fit) is, and so is one still short of
         history once the training window has moved a whole window past the run's start: the window then holds
-        all it ever will (a window shorter than the model needs, a sparse stream). The start-up's fits go
+        all it ever will (a sparse stream; a window too short for the model on every stream is refused when the
+        model service is built, :func:`mlma.models.check_train_window`). The start-up's fits go
         through here too, but their escalations are not reported (:meth:`start`): a stream that is known to
         be unfittable then is not news later either.
         """

@@ -124,6 +124,12 @@ def simulate(
                   f"events to {out}")
 
 
+def _unreadable(data: Path, exc: Exception) -> str:
+    """A reader's error (pandas' parser, pyarrow, the file system) as a message that names the file."""
+    text = str(exc).strip() or type(exc).__name__
+    return text if str(data) in text else f"cannot read {data}: {text}"
+
+
 @app.command("validate")
 def validate_command(
     data: Path = typer.Argument(..., help="Long-format CSV or Parquet file."),
@@ -135,11 +141,15 @@ def validate_command(
     """Check a data file against the data contract and print what would be repaired or dropped."""
     from mlma.data import DataError, read_frame, validate
 
+    if data.is_dir():
+        _fail(f"{data} is a folder; give a CSV or Parquet file")
     try:
         checked = validate(read_frame(data, id_col=id_col, time_col=time_col, target_col=target_col),
                            freq=freq, source=str(data), on_bad_rows="drop")
     except DataError as exc:
         _fail(str(exc))
+    except (ValueError, OSError) as exc:  # unreadable (a parser's or pyarrow's error), or a bad --freq
+        _fail(_unreadable(data, exc))
     console.print(str(checked.report))
     console.print(f"frequency: {checked.freq.alias} (season length {checked.freq.season_length}), "
                   f"{checked.frame['unique_id'].nunique():,} streams, {len(checked.frame):,} rows")
@@ -238,7 +248,7 @@ def demo(
                                          "(demo-output/project) for the dashboard."),
     serve: Optional[bool] = typer.Option(None, help="Start the dashboard at the end (default: when run from a "
                                                     "terminal)."),
-    port: int = typer.Option(8000, help="Dashboard port."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Dashboard port."),
 ) -> None:
     """Simulate a delivery platform, backtest the policies on it, print the table and write the report; then
     run the live agent over the same data and show its fleet on the dashboard."""
@@ -278,6 +288,18 @@ def demo(
         from mlma.api.app import create_app
 
         uvicorn.run(create_app(project, group_by="city"), host="127.0.0.1", port=port, log_level="warning")
+
+
+def _executor_option(executor: Optional[str]) -> Optional[str]:
+    """``--executor`` checked in form before any work (as ``[agent] executor`` is when the project is read)."""
+    from mlma.training import check_executor_spec
+
+    if executor is None:
+        return None
+    try:
+        return check_executor_spec(executor)
+    except ValueError as exc:
+        _fail(f"--executor: {exc}")
 
 
 def _project(project: Optional[Path], *, check_values: bool = True):
@@ -383,6 +405,10 @@ def ingest(
     d = config.data
     if not data.exists():
         _fail(f"{data}: no such file")
+    if data.is_dir():
+        _fail(f"{data} is a folder; give a CSV or Parquet file")
+    if rejects is not None and rejects.is_dir():
+        _fail(f"--rejects {rejects} is a folder; give the CSV file to write the rejected rows to")
     if future:
         _ingest_future(config, data)
         return
@@ -393,8 +419,10 @@ def ingest(
                                        time_col=d.time_col, target_col=d.target_col,
                                        on_bad_rows="raise" if strict else "drop", limits=config.ingest_limits(),
                                        rejects=target)
-    except (DataError, ValueError, FileNotFoundError) as exc:
+    except (DataError, ValueError) as exc:
         _fail(str(exc))
+    except OSError as exc:
+        _fail(_unreadable(data, exc))
     if report.duplicate:
         console.print(f"{data}: already ingested (same content); nothing changed")
         return
@@ -514,7 +542,11 @@ def attributes(
                                           known >= 0) if ok}
         if values:
             store.set_attributes(values)
+    # A blank cell removes that attribute of its stream (how a file says a stream no longer has one): said.
+    blanks = {c: sum(v[c] is None for v in values.values()) for c in columns}
+    removed = ", ".join(f"{c} on {n:,} stream(s)" for c, n in blanks.items() if n)
     console.print(f"{data}: attributes {', '.join(columns)} set on {len(values):,} streams"
+                  + (f"; removed (blank cells): {removed}" if removed else "")
                   + (f"; {len(unknown):,} unknown stream(s) skipped, e.g. {unknown.iloc[0]!r} (ingest their "
                      f"actuals first)" if len(unknown) else ""))
 
@@ -643,7 +675,10 @@ def tick(
     from mlma.project import ConfigError
     from mlma.store import LockHeld
 
+    if (by is not None or reason is not None) and not allow_no_data:
+        _fail("--by and --reason go with --allow-no-data (they are what the audit log records for it)")
     config = _project(project)
+    executor = _executor_option(executor)
     allow = None
     if allow_no_data:
         from mlma.api.cli import actor
@@ -682,7 +717,7 @@ def run(
     every: str = typer.Option("1h", help="How often to look for due ticks, e.g. 15min, 1h, 1D."),
     project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
     executor: Optional[str] = typer.Option(None, help="Override [agent] executor."),
-    iterations: Optional[int] = typer.Option(None, help="Stop after this many rounds (default: run until "
+    iterations: Optional[int] = typer.Option(None, min=1, help="Stop after this many rounds (default: run until "
                                              "stopped with Ctrl-C or SIGTERM)."),
 ) -> None:
     """Run as a service: every interval, run all due ticks. SIGTERM finishes the running tick, then stops."""
@@ -704,6 +739,7 @@ def run(
     if interval <= 0:
         _fail(f"--every must be positive, got {every!r}")
     config = _project(project)
+    executor = _executor_option(executor)
     stopping = {"now": False}
 
     def _stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
@@ -757,14 +793,17 @@ def forecast(
         _fail(str(exc))
     if out is None:
         print(frame.to_csv(index=False), end="")
-    elif out.suffix == ".parquet":
-        frame.to_parquet(out, index=False)
-        console.print(f"wrote {len(frame):,} forecasts to {out}")
-    elif out.suffix == ".csv":
-        frame.to_csv(out, index=False)
-        console.print(f"wrote {len(frame):,} forecasts to {out}")
-    else:
+        return
+    if out.suffix not in (".csv", ".parquet"):
         _fail(f"--out must end in .csv or .parquet, got {out}")
+    try:
+        if out.suffix == ".parquet":
+            frame.to_parquet(out, index=False)
+        else:
+            frame.to_csv(out, index=False)
+    except OSError as exc:
+        _fail(f"cannot write --out {out}: {exc.strerror or exc}")
+    console.print(f"wrote {len(frame):,} forecasts to {out}")
 
 
 @app.command()
@@ -790,23 +829,30 @@ def upgrade(
 def backup(
     destination: Path = typer.Argument(..., help="File to write (SQLite) - for PostgreSQL use pg_dump."),
     project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing file (never the store itself)."),
 ) -> None:
     """Copy a SQLite store consistently while the agent may be running; artifacts are plain files (copy
     the artifacts folder too, after the database)."""
+    import shutil
+
     from mlma.store import Store
 
     config = _project(project)
     with Store.open(config.store_url) as store:
         try:
-            path = store.backup(destination)
-        except NotImplementedError as exc:
+            path = store.backup(destination, overwrite=force)
+        except (NotImplementedError, shutil.SameFileError) as exc:
             _fail(str(exc))
+        except FileExistsError as exc:
+            _fail(f"{exc}, or pass --force to overwrite it")
+        except OSError as exc:
+            _fail(f"cannot write the backup to {destination}: {exc}")
     console.print(f"wrote {path}; now copy {config.artifacts_dir} as well")
 
 
 @app.command()
 def gc(
-    min_age: float = typer.Option(3600.0, help="Only artifacts older than this many seconds (a tick that is "
+    min_age: float = typer.Option(3600.0, min=0, help="Only artifacts older than this many seconds (a tick that is "
                                                "running may have written newer ones)."),
     project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
 ) -> None:

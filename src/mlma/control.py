@@ -357,9 +357,10 @@ class Operations:
         ids = row_ids(ids, "escalation ids")
         if not ids:
             raise ActionError("no escalation ids given")
-        changed = self.store.set_escalation_status(ids, status, by=by, reason=reason, silenced_until=until)
-        if not changed:
-            raise ActionError(f"no escalation with id(s) {ids}")
+        try:
+            changed = self.store.set_escalation_status(ids, status, by=by, reason=reason, silenced_until=until)
+        except LookupError as exc:
+            raise ActionError(str(exc)) from None
         return ActionResult({"acknowledged": "acknowledge", "resolved": "resolve", "open": "reopen",
                              "silenced": "silence"}[status], changed=changed,
                             detail={} if until is None else {"until": until.isoformat()})

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -224,6 +225,10 @@ _SECTIONS = {"data": DataSection, "store": StoreSection, "model": ModelSection, 
              "monitor": MonitorSection}
 
 
+MAX_LOCK_TTL_SECONDS = 86_400
+"""Longest ``[agent] lock_ttl_seconds``: a crashed agent's lock must expire within a day."""
+
+
 class ConfigError(ValueError):
     """``mlma.toml`` is missing, unreadable or invalid; the message names the file and the key."""
 
@@ -251,9 +256,11 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
     if not path.exists():
         raise ConfigError(f"no {CONFIG_NAME} in {root.resolve()}: run `mlma init {root}` first, or pass --project")
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
     config = ProjectConfig(root=root.resolve())
     if "alerts" in raw:
         _load_alerts(config, raw.pop("alerts"), path)
@@ -345,13 +352,17 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
                           f"re-trainings per tick, got {m.budget}")
     a = config.agent
     for key in ("initial_ticks", "fit_timeout_seconds"):
-        if getattr(a, key) < 0:
-            raise ConfigError(f"{path}: [agent] {key} must be >= 0, got {getattr(a, key)}")
-    if a.lock_ttl_seconds < 5:
-        raise ConfigError(f"{path}: [agent] lock_ttl_seconds must be >= 5, got {a.lock_ttl_seconds}")
-    if not (a.executor in ("inline", "process") or a.executor.startswith(("process:", "dask://", "tcp://"))):
-        raise ConfigError(f"{path}: [agent] executor must be inline, process[:N] or dask://host:port, "
-                          f"got {a.executor!r}")
+        if not (getattr(a, key) >= 0 and math.isfinite(getattr(a, key))):  # NaN fails both
+            raise ConfigError(f"{path}: [agent] {key} must be a finite number >= 0, got {getattr(a, key)}")
+    if not 5 <= a.lock_ttl_seconds <= MAX_LOCK_TTL_SECONDS:  # NaN fails both
+        raise ConfigError(f"{path}: [agent] lock_ttl_seconds must be between 5 and {MAX_LOCK_TTL_SECONDS:,} "
+                          f"seconds, got {a.lock_ttl_seconds}")
+    from mlma.training import check_executor_spec
+
+    try:
+        check_executor_spec(a.executor)
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [agent] executor: {exc}") from None
     from mlma.policy import policy_kind
 
     try:
@@ -361,10 +372,14 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     if kind in ("adwin", "page-hinkley"):
         raise ConfigError(f"{path}: [agent] policy {a.policy!r} is a backtest baseline; live operation runs "
                           "mlma, never, always or periodic:K")
+    try:
+        config.build_policy()  # the spec's own settings (mlma:alpha=0.1) are checked here, not at the first tick
+    except ValueError as exc:
+        raise ConfigError(f"{path}: [agent] policy {a.policy!r}: {exc}") from None
     if config.model.train_window_ticks < 0:
         raise ConfigError(f"{path}: [model] train_window_ticks must be >= 0")
     try:
-        config.drivers()
+        config.drivers().check_columns(config.data.id_col, config.data.time_col, config.data.target_col)
     except ValueError as exc:
         raise ConfigError(f"{path}: [data] drivers: {exc}") from None
     if config.model.holidays:
@@ -383,18 +398,39 @@ def init_project(root: str | Path, *, db: str | None = None, model: str = "light
     """Create a project folder with ``mlma.toml`` and an up-to-date store; refuses to overwrite one."""
     from mlma.store import Store
 
+    from mlma.models import ForecastContext, make_forecaster
+
     root = Path(root)
-    # The project holds the fleet's data, models and possibly a database password: its owner's only.
-    _private_dir(root)
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root} is a file; give a folder for the project")
     path = root / CONFIG_NAME
     if path.exists():
         raise ConfigError(f"{path} exists already; this folder is a project")
+    try:
+        # A spec no data can fix (unknown, not importable, a missing extra) is refused now, not at the first
+        # tick; built under an hourly context, as the frequency is only known after the first ingest.
+        make_forecaster(model, ForecastContext("h", season_length=24, horizon=24))
+    except ValueError as exc:
+        raise ConfigError(f"model {model!r}: {exc}") from None
+    created = not root.exists()
+    # The project holds the fleet's data, models and possibly a database password: its owner's only.
+    _private_dir(root)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(TEMPLATE.format(url=db or "sqlite:///mlma.db", model=model))
-    config = load_config(root)
-    _private_dir(config.artifacts_dir)
-    Store.create(config.store_url).close()
+    try:
+        config = load_config(root)
+        _private_dir(config.artifacts_dir)
+        Store.create(config.store_url).close()
+    except Exception as exc:
+        # Nothing half-made stays behind: a retry with a mended --db must not find "a project" here.
+        path.unlink()
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"cannot create the project's store: {type(exc).__name__}: "
+                          f"{(str(exc).strip().splitlines() or [''])[0]}") from None
     return config
 
 

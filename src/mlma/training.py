@@ -276,19 +276,45 @@ def make_executor(spec=None, *, connect_timeout: float = 10.0) -> Executor:
     if not isinstance(spec, str):
         raise ValueError(f"executor must be a spec string, an Executor or a distributed.Client, got "
                          f"{type(spec).__name__}")
-    spec = spec.strip()
+    spec = check_executor_spec(spec)
     if spec == "inline":
         return InlineExecutor()
     if spec == "process" or spec.startswith("process:"):
         _, _, workers = spec.partition(":")
-        if workers and not (workers.isdigit() and int(workers) >= 1):
-            raise ValueError(f"process executor needs a whole number of workers >= 1, got {spec!r}")
         return _process_pool(int(workers) if workers else None)
+    return DaskExecutor.connect("tcp://" + spec.split("://", 1)[1], timeout=connect_timeout)
+
+
+def check_executor_spec(spec: str) -> str:
+    """The executor spec string, stripped, if :func:`make_executor` could build it; ValueError otherwise. It
+    checks the form only (no pool is started, no scheduler asked), so a project file or a command-line
+    option is refused before any work.
+
+    >>> check_executor_spec(" process:2 ")
+    'process:2'
+    >>> check_executor_spec("process:0")
+    Traceback (most recent call last):
+    ...
+    ValueError: process executor needs a whole number of workers >= 1, got 'process:0'
+    >>> check_executor_spec("dask://")
+    Traceback (most recent call last):
+    ...
+    ValueError: executor 'dask://' names no scheduler; use 'dask://host:port' (default port 8786)
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"executor must be a spec string, got {type(spec).__name__}")
+    spec = spec.strip()
+    if spec == "inline":
+        return spec
+    if spec == "process" or spec.startswith("process:"):
+        _, _, workers = spec.partition(":")
+        if spec != "process" and not (workers.isdigit() and int(workers) >= 1):
+            raise ValueError(f"process executor needs a whole number of workers >= 1, got {spec!r}")
+        return spec
     if spec.startswith(("dask://", "tcp://")):
-        address = "tcp://" + spec.split("://", 1)[1]
-        if address == "tcp://":
+        if not spec.split("://", 1)[1].strip():
             raise ValueError(f"executor {spec!r} names no scheduler; use 'dask://host:port' (default port 8786)")
-        return DaskExecutor.connect(address, timeout=connect_timeout)
+        return spec
     raise ValueError(f"unknown executor {spec!r}; use 'inline', 'process[:N]', 'dask://host:port' or a "
                      "distributed.Client")
 

@@ -139,7 +139,7 @@ def register(app: typer.Typer) -> None:
 
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface; put TLS in front)."),
-    port: int = typer.Option(8000, help="Port."),
+    port: int = typer.Option(8000, min=1, max=65535, help="Port."),
     project: Optional[Path] = typer.Option(None, help=PROJECT_HELP),
     group_by: str = typer.Option("city", help="Stream attribute that groups escalations in the queue."),
     public_metrics: bool = typer.Option(False, help="Serve /metrics without a token."),
@@ -402,7 +402,7 @@ def cancel_action(ids: list[int] = typer.Argument(..., help="Queued action ids (
 # -- reads ---------------------------------------------------------------------------------------------------
 def escalations(status: str = typer.Option("open", help="open, acknowledged, silenced or resolved (comma-separated)."),
                 group_by: str = typer.Option("city", help="Attribute that groups streams; '' for none."),
-                limit: int = typer.Option(20, help="Items to show."),
+                limit: int = typer.Option(20, min=1, max=500, help="Items to show."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                 project: Optional[Path] = PROJECT_OPT) -> None:
     """The engineer's queue: escalations grouped (same kind, tick and group) and ranked by severity and size."""
@@ -429,7 +429,7 @@ def escalations(status: str = typer.Option("open", help="open, acknowledged, sil
     console.print(table)
 
 
-def audit(limit: int = typer.Option(20, help="Entries to show (newest first)."),
+def audit(limit: int = typer.Option(20, min=1, max=500, help="Entries to show (newest first)."),
           actor_: Optional[str] = typer.Option(None, "--actor", help="Only this actor, e.g. user:ana or agent."),
           action: Optional[str] = typer.Option(None, help="Only this action, e.g. pin."),
           target: Optional[str] = typer.Option(None, help="Only this target, e.g. stream:zone-417."),
@@ -452,7 +452,7 @@ def audit(limit: int = typer.Option(20, help="Entries to show (newest first)."),
 
 def actions(status: Optional[str] = typer.Option(None, help="pending, applied or cancelled."),
             stream: Optional[str] = typer.Option(None, help="Only this stream."),
-            limit: int = typer.Option(20, help="Actions to show (newest first)."),
+            limit: int = typer.Option(20, min=1, max=500, help="Actions to show (newest first)."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON."),
             project: Optional[Path] = PROJECT_OPT) -> None:
     """Queued and carried-out stream actions (re-trainings, reference resets, approvals)."""

@@ -158,6 +158,25 @@ class Drivers:
         """Column order of ``X`` and ``future_X``: future drivers, then historical ones."""
         return self.future + self.historical
 
+    def check_columns(self, id_col: str = "unique_id", time_col: str = "ds", target_col: str = "y") -> None:
+        """Refuse a driver named like the data's id, time or target column (as the file names them, or as mlma
+        does after reading it): the target as its own driver would leak the actuals into the forecasts.
+
+        >>> Drivers(future=["temperature"]).check_columns(target_col="orders")
+        >>> Drivers(future=["orders"]).check_columns(target_col="orders")
+        Traceback (most recent call last):
+        ...
+        ValueError: driver 'orders' is the target column (target_col='orders'); a driver must be another column
+        """
+        roles = {id_col: ("id", "id_col"), time_col: ("time", "time_col"), target_col: ("target", "target_col"),
+                 "unique_id": ("id", "id_col"), "ds": ("time", "time_col"), "y": ("target", "target_col")}
+        for name in self.columns:
+            if name in roles:
+                role, key = roles[name]
+                given = {"id_col": id_col, "time_col": time_col, "target_col": target_col}[key]
+                raise ValueError(f"driver {name!r} is the {role} column ({key}={given!r}); a driver must be "
+                                 "another column")
+
     def __len__(self) -> int:
         return len(self.future) + len(self.historical)
 

@@ -93,6 +93,16 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
                             f"project's frequency never changes (start a new project for data of another "
                             f"frequency); nothing was written", source=name, column="ds")
         frequency, tick_alias, note = Frequency(clock.freq), clock.tick, f"fixed by {clock.fixed_by}"
+        if tick:
+            try:
+                configured_tick = _tick_alias(frequency, tick)
+            except ValueError as exc:
+                raise DataError(f"{name}: mlma.toml [data] tick: {exc}; nothing was written", source=name,
+                                column="ds") from None
+            if not _same_tick(configured_tick, clock.tick):
+                raise DataError(f"{name}: mlma.toml sets [data] tick = {tick!r}, but the project's clock is {clock}; "
+                                f"a project's tick never changes (start a new project for another tick); nothing "
+                                f"was written", source=name, column="ds")
     else:
         frequency = configured
         tick_alias = _tick_alias(frequency, tick) if frequency is not None else None
@@ -156,6 +166,23 @@ def _tick_alias(freq, tick: str | None) -> str:
     from mlma.calendar import tick_alias
 
     return tick_alias(freq, tick or None)
+
+
+def _same_tick(a: str, b: str) -> bool:
+    """Whether two tick aliases are one length ("24h" and "D" are; "7D" and "W-MON" are not, a week is anchored).
+
+    >>> _same_tick("24h", "D"), _same_tick("12MS", "12MS"), _same_tick("7D", "D")
+    (True, True, False)
+    """
+    from pandas.tseries.frequencies import to_offset
+
+    first, second = to_offset(a), to_offset(b)
+    if first == second:
+        return True
+    try:
+        return pd.Timedelta(first) == pd.Timedelta(second)
+    except (ValueError, TypeError):  # a calendar offset (months) has no fixed length
+        return False
 
 
 def _infer_with_stored(store: Store, frame: pd.DataFrame, name: str):

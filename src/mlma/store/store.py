@@ -1384,7 +1384,10 @@ class Store:
 
     def set_escalation_status(self, ids: Sequence[int], status: str, *, by: str, reason: str | None = None,
                               silenced_until: Any = None) -> int:
-        """Acknowledge, resolve, silence (until a time) or re-open escalations; audited. Returns rows changed."""
+        """Acknowledge, resolve, silence (until a time) or re-open escalations; audited. Returns rows changed.
+
+        All or nothing: when some of ``ids`` name no escalation, nothing changes and LookupError names them (a
+        mistyped id among several must not leave the others changed without the person noticing)."""
         check_actor(by)
         if status not in S.ESCALATION_STATUSES:
             raise ValueError(f"status must be one of {S.ESCALATION_STATUSES}, got {status!r}")
@@ -1393,6 +1396,10 @@ class Store:
         until = utc_instant(silenced_until, "silenced_until") if silenced_until is not None else None
         ids = [int(i) for i in ids]
         with self._write() as conn:
+            known = set(conn.execute(sa.select(S.escalations.c.id).where(S.escalations.c.id.in_(ids))).scalars())
+            unknown = [i for i in dict.fromkeys(ids) if i not in known]
+            if unknown:
+                raise LookupError(f"no escalation with id(s) {unknown}; nothing changed")
             now = self._now(conn)
             changed = conn.execute(sa.update(S.escalations).where(S.escalations.c.id.in_(ids))
                                    .values(status=status, updated_at=now, silenced_until=until)).rowcount
@@ -1689,25 +1696,44 @@ class Store:
         return row is not None
 
     # -- backup -------------------------------------------------------------------------------------------
-    def backup(self, destination: str | os.PathLike) -> Path:
+    def backup(self, destination: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Copy a SQLite store to ``destination`` with SQLite's online backup (consistent while in use).
 
+        An existing ``destination`` is refused unless ``overwrite`` (FileExistsError: it may be an earlier
+        backup, or another project's store), and the store's own file always is (``shutil.SameFileError``). The copy is written beside
+        the destination and moved into place only when complete, so a failed backup leaves it as it was.
         For PostgreSQL use ``pg_dump`` (docs/store.md).
         """
         if self.dialect != "sqlite":
             raise NotImplementedError("backup() copies SQLite stores; back PostgreSQL up with pg_dump "
                                       "(see docs/store.md)")
+        import shutil
         import sqlite3
+        import tempfile
 
         destination = Path(destination)
+        own = self.engine.url.database
+        if own and destination.resolve() == Path(own).resolve():
+            raise shutil.SameFileError(f"{destination} is this store's own database; back it up to another file")
+        if destination.is_dir():
+            raise IsADirectoryError(f"{destination} is a folder; give the backup's file name")
+        if destination.exists() and not overwrite:
+            raise FileExistsError(f"{destination} exists already; choose a new file")
         destination.parent.mkdir(parents=True, exist_ok=True)
-        with self.engine.connect() as conn:
-            source = conn.connection.driver_connection
-            target = sqlite3.connect(destination)
-            try:
-                source.backup(target)
-            finally:
-                target.close()
+        fd, partial = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
+        os.close(fd)
+        try:
+            with self.engine.connect() as conn:
+                source = conn.connection.driver_connection
+                target = sqlite3.connect(partial)
+                try:
+                    source.backup(target)
+                finally:
+                    target.close()
+            os.replace(partial, destination)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
         return destination
 
 

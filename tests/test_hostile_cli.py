@@ -1,0 +1,208 @@
+"""Bad settings and options get a clear error and change nothing (a sweep of the commands a user runs).
+
+Each case was found by feeding the CLI and ``mlma.toml`` hostile values: before, each ended in a Python
+traceback, ran with a silently wrong meaning, or overwrote data. Now each is refused with a message that names
+the file, key or option, exits 2, and leaves what was already accepted as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_hostile_data import cli, days, make_project, write_csv
+
+from mlma.backtest import BacktestConfig, run_backtest
+from mlma.escalations import Escalation
+from mlma.models import Drivers
+from mlma.project import ConfigError, load_config
+from mlma.store import Store
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlma.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def said(result: subprocess.CompletedProcess) -> str:
+    """What the command printed, on one line (rich wraps long messages)."""
+    return " ".join((result.stdout + result.stderr).split())
+
+
+def refused(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    text = said(result)
+    assert result.returncode == 2, text
+    assert "Traceback" not in text, text
+    for fragment in fragments:
+        assert fragment in text, (fragment, text)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def edit(root: Path, key: str, value: str) -> None:
+    path = root / "mlma.toml"
+    text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", path.read_text())
+    assert found == 1, key
+    path.write_text(text)
+
+
+@pytest.fixture(scope="module")
+def fleet() -> pd.DataFrame:
+    from mlma.simulate import simulate_platform
+
+    return simulate_platform(4, 32, seed=5).data
+
+
+@pytest.fixture()
+def project(tmp_path, fleet) -> Path:
+    """A project with 29 days ingested and its start-up step run."""
+    root = make_project(tmp_path / "p")
+    assert cli(root, "ingest", str(write_csv(days(fleet, 0, 29), tmp_path / "history.csv"))).returncode == 0
+    assert cli(root, "tick").returncode == 0
+    return root
+
+
+@pytest.mark.parametrize("key, value, fragment", [
+    ("executor", '"process:0"', "[agent] executor: process executor needs a whole number of workers >= 1"),
+    ("executor", '"dask://"', "[agent] executor: executor 'dask://' names no scheduler"),
+    ("policy", '"mlma:alpha=oops"', "[agent] policy 'mlma:alpha=oops'"),
+    ("policy", '"mlma:nosuchkey=1"', "[agent] policy 'mlma:nosuchkey=1'"),
+    ("lock_ttl_seconds", "nan", "[agent] lock_ttl_seconds must be between 5 and 86,400 seconds, got nan"),
+    ("lock_ttl_seconds", "1e300", "[agent] lock_ttl_seconds must be between 5 and 86,400 seconds"),
+    ("fit_timeout_seconds", "nan", "[agent] fit_timeout_seconds must be a finite number >= 0, got nan"),
+    ("drivers", '["y"]', "[data] drivers: driver 'y' is the target column (target_col='y')"),
+    ("historical_drivers", '["unique_id"]', "driver 'unique_id' is the id column (id_col='unique_id')"),
+])
+def test_a_bad_setting_is_refused_when_the_file_is_read_naming_the_key(tmp_path, key, value, fragment):
+    root = make_project(tmp_path / "p")
+    load_config(root)  # the template is valid
+    edit(root, key, value)
+    with pytest.raises(ConfigError) as caught:
+        load_config(root)
+    assert fragment in str(caught.value) and str(root / "mlma.toml") in str(caught.value)
+    # What the user meets: the command says it and stops, before touching the store.
+    refused(cli(root, "tick"), fragment)
+
+
+def test_a_project_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    root = make_project(tmp_path / "p")
+    (root / "mlma.toml").write_bytes((root / "mlma.toml").read_bytes() + "# caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(root)
+
+
+def test_a_driver_that_is_the_target_is_refused_by_the_backtest(fleet):
+    for drivers, fragment in [(Drivers(future=["y"]), "driver 'y' is the target column"),
+                              (Drivers(future=["orders"]), "driver 'orders' is the target column")]:
+        frame = fleet.rename(columns={"y": "orders"}) if "orders" in fragment else fleet
+        options = {"target_col": "orders"} if "orders" in fragment else {}
+        with pytest.raises(ValueError, match=fragment):
+            run_backtest(frame, BacktestConfig(policies=["never"], model="seasonal-naive", frontier=False,
+                                               drivers=drivers), **options)
+
+
+def test_an_executor_option_that_cannot_work_is_refused_before_the_tick(project):
+    for bad, fragment in [("bogus", "unknown executor 'bogus'"), ("process:0", "whole number of workers >= 1"),
+                          ("dask://", "names no scheduler")]:
+        refused(cli(project, "tick", "--executor", bad), "--executor: ", fragment)
+    with Store.open(load_config(project).store_url) as store:
+        assert store.last_done_tick() == 27  # the start-up only: no tick ran, none failed
+        assert store.ticks()["status"].eq("done").all()
+
+
+def test_a_reason_without_allow_no_data_is_refused(project):
+    refused(cli(project, "tick", "--reason", "storm"), "--by and --reason go with --allow-no-data")
+
+
+def test_backup_never_overwrites_a_file_without_force_and_never_the_store_itself(project, tmp_path):
+    other = make_project(tmp_path / "other")
+    target = load_config(other).root / "mlma.db"
+    before = sha(target)
+    refused(cli(project, "backup", str(target)), "exists already; choose a new file, or pass --force")
+    assert sha(target) == before  # the other project's store is untouched
+    refused(cli(project, "backup", str(project / "mlma.db"), "--force"), "this store's own database")
+    refused(cli(project, "backup", str(tmp_path)), "is a folder")
+    copy = tmp_path / "copy.db"
+    assert cli(project, "backup", str(copy)).returncode == 0
+    refused(cli(project, "backup", str(copy)), "exists already")
+    assert cli(project, "backup", str(copy), "--force").returncode == 0
+    with Store.open(f"sqlite:///{copy}") as store:
+        assert store.last_done_tick() == 27
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+def test_init_refuses_what_cannot_work_and_leaves_nothing_behind(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    refused(run("init", str(tmp_path / "a-file")), "a-file is a file; give a folder")
+    refused(run("init", str(tmp_path / "m"), "--model", "nosuch"), "model 'nosuch': unknown model spec")
+    refused(run("init", str(tmp_path / "d"), "--db", "sqlite:////proc/no/x.db"),
+            "cannot create the project's store")
+    assert not (tmp_path / "m").exists() and not (tmp_path / "d").exists()
+    # Nothing half-made blocks the retry.
+    assert run("init", str(tmp_path / "d"), "--model", "seasonal-naive").returncode == 0
+    load_config(tmp_path / "d")
+
+
+def test_validate_and_ingest_name_the_file_they_cannot_read(project, fleet, tmp_path):
+    text = tmp_path / "text.parquet"
+    text.write_text("this is not parquet\n")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    for path in (text, empty):
+        refused(run("validate", str(path)), f"cannot read {path}")
+    refused(run("validate", str(tmp_path)), "is a folder; give a CSV or Parquet file")
+    with Store.open(load_config(project).store_url) as store:
+        rows = len(store.observations())
+    refused(cli(project, "ingest", str(tmp_path)), "is a folder; give a CSV or Parquet file")
+    good = write_csv(days(fleet, 29, 30), tmp_path / "day.csv")
+    refused(cli(project, "ingest", str(good), "--rejects", str(tmp_path)), "--rejects", "is a folder")
+    with Store.open(load_config(project).store_url) as store:
+        assert len(store.observations()) == rows
+
+
+def test_a_changed_tick_in_the_file_is_refused_at_the_next_ingest(project, fleet, tmp_path):
+    edit(project, "tick", '"7D"')
+    day = write_csv(days(fleet, 29, 30), tmp_path / "day.csv")
+    refused(cli(project, "ingest", str(day)), "mlma.toml sets [data] tick = '7D'", "nothing was written")
+    edit(project, "tick", '"bogus"')
+    refused(cli(project, "ingest", str(day)), "mlma.toml [data] tick:", "nothing was written")
+    edit(project, "tick", '"24h"')  # the same length as the clock's "D": fine
+    assert cli(project, "ingest", str(day)).returncode == 0
+
+
+def test_forecast_out_that_cannot_be_written_is_refused(project, tmp_path):
+    refused(cli(project, "forecast", "--out", str(tmp_path / "no" / "such" / "f.csv")), "cannot write --out")
+
+
+def test_acknowledging_several_escalations_with_one_wrong_id_changes_none(project):
+    with Store.open(load_config(project).store_url) as store:
+        store.add_escalations([Escalation(0, 27, "silent", 2, "no data")], tick=27)
+        ids = store.escalations()["id"].tolist()
+        audited = len(store.audit_log())
+    refused(cli(project, "ack", str(ids[0]), "999"), "no escalation with id(s) [999]; nothing changed")
+    with Store.open(load_config(project).store_url) as store:
+        assert store.escalations()["status"].tolist() == ["open"]
+        assert len(store.audit_log()) == audited
+    assert cli(project, "ack", str(ids[0])).returncode == 0
+
+
+def test_blank_attribute_cells_are_said_to_remove_the_attribute(project, fleet, tmp_path):
+    table = tmp_path / "zones.csv"
+    ids = sorted(fleet["unique_id"].unique())
+    pd.DataFrame({"unique_id": ids, "city": ["c1"] * len(ids)}).to_csv(table, index=False)
+    assert cli(project, "attributes", str(table)).returncode == 0
+    pd.DataFrame({"unique_id": ids, "city": [None] + ["c2"] * (len(ids) - 1)}).to_csv(table, index=False)
+    done = cli(project, "attributes", str(table))
+    assert done.returncode == 0 and "removed (blank cells): city on 1 stream(s)" in said(done)
+
+
+def test_a_port_out_of_range_is_refused_by_the_option(project):
+    result = cli(project, "serve", "--port", "99999")
+    assert result.returncode == 2 and "less than or equal to 65535" in said(result)
+
