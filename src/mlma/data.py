@@ -95,6 +95,7 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 _ATTR_SOURCE = "mlma.source"
 _ATTR_FIRST_LINE = "mlma.first_data_line"
 _ATTR_DROPPED = "mlma.dropped_columns"
+_ATTR_TIME_COL = "mlma.time_col"
 # An observation window is only inferred from streams that span this many cycles (days or weeks):
 # with fewer, a slot that is never observed may be chance rather than a schedule.
 _WINDOW_MIN_CYCLES = 3
@@ -323,7 +324,8 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
     Raises
     ------
     DataError
-        When a configured column is missing or would collide with a canonical name.
+        When a configured column is missing or would collide with a canonical name, or when a column name
+        appears more than once (in the CSV header as written, the Parquet schema or the frame).
     ValueError
         For a file suffix other than CSV or Parquet.
 
@@ -366,6 +368,7 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
             frame = _read_csv(path, id_cols)
             first_line = 2
         elif suffix in _PARQUET_SUFFIXES:
+            _refuse_duplicate_columns(_parquet_columns(path), label)
             frame = pd.read_parquet(path)
         else:
             raise ValueError(f"cannot read {label}: unknown file type {suffix or '(no suffix)'!r}; "
@@ -375,6 +378,7 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
                         f"got {type(source).__name__}")
 
     where = label or "input frame"
+    _refuse_duplicate_columns(list(frame.columns), where, source=label)
     index_names = [n for n in frame.index.names if n is not None]
     wanted = [*id_cols, time_col, target_col, *(exog or [])]
     moved_index = any(c not in frame.columns and c in index_names for c in wanted)
@@ -426,8 +430,42 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
     if isinstance(source, pd.DataFrame) and not moved_index:
         # Keep the caller's index labels so that validate can name rows the way the caller knows them.
         out.index = frame.index
-    out.attrs = {_ATTR_SOURCE: label, _ATTR_FIRST_LINE: first_line, _ATTR_DROPPED: dropped}
+    out.attrs = {_ATTR_SOURCE: label, _ATTR_FIRST_LINE: first_line, _ATTR_DROPPED: dropped,
+                 _ATTR_TIME_COL: time_col}
     return out
+
+
+def _refuse_duplicate_columns(names: Sequence[Any], where: str, source: str | None = None) -> None:
+    """Raise a :class:`DataError` when a column name appears more than once (positions are 1-based).
+
+    pandas reads a CSV header ``y,...,y`` as ``y`` and ``y.1``, and the second would pass as a driver: which of
+    the two is the target is the sender's to say. Empty names (a trailing comma) are not names and not checked.
+    """
+    seen: dict[str, list[int]] = {}
+    for i, name in enumerate(names, start=1):
+        if name is None or (isinstance(name, float) and math.isnan(name)) or str(name) == "":
+            continue
+        seen.setdefault(str(name), []).append(i)
+    repeated = {name: at for name, at in seen.items() if len(at) > 1}
+    if not repeated:
+        return
+    parts = [f"{name!r} (columns {', '.join(str(i) for i in at)})" for name, at in repeated.items()]
+    noun = "name" if len(repeated) == 1 else "names"
+    raise DataError(f"{where}: duplicate column {noun} {', '.join(parts)}; each column needs its own name, "
+                    f"so that which one is the target (or a driver) is not guessed", source=source,
+                    column=next(iter(repeated)))
+
+
+def _parquet_columns(path: Path) -> list[str]:
+    """The column names of a Parquet file as stored (pandas cannot read a file that repeats one)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        return []
+    schema = pq.read_schema(path)
+    meta = schema.pandas_metadata or {}
+    index_columns = {c for c in meta.get("index_columns", []) if isinstance(c, str)}
+    return [n for n in schema.names if n not in index_columns]
 
 
 #: Rows read from a CSV file at a time; each chunk's text columns become categoricals at once, so reading
@@ -436,6 +474,10 @@ CSV_CHUNK_ROWS = 500_000
 
 
 def _read_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None) -> pd.DataFrame:
+    # The header as written: read_csv's own header renames a repeated name ('y', 'y.1').
+    raw_header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    if len(raw_header):
+        _refuse_duplicate_columns(raw_header.iloc[0].tolist(), str(path), source=str(path))
     header = pd.read_csv(path, nrows=0).columns
     # Missing-value markers apply to every column except the stream key, where "NA" may be a real id
     # (Namibia) and must stay text.
@@ -494,51 +536,43 @@ def _number_text(value: Any) -> str | None:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _parse_dates(column: pd.Series) -> tuple[np.ndarray, np.ndarray, str | None]:
+def _parse_dates(column: pd.Series) -> tuple[np.ndarray, np.ndarray, str | None, _NonISODates | None]:
     """Parse a timestamp column into ns since the epoch.
 
-    Returns the values, a mask of rows that could not be parsed, and a note when time zones were
-    converted to UTC (None otherwise).
+    Datetime columns (tz-aware ones are converted to UTC) are taken as they are; text must be ISO 8601.
+    Returns the values, a mask of rows that could not be parsed, a note when time zones were converted to
+    UTC (None otherwise), and a :class:`_NonISODates` when most of the column's text is not ISO 8601 (then
+    the column is refused whole: its layout would have to be guessed), else None.
     """
     dtype = column.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
         converted = column.dt.tz_convert("UTC").dt.tz_localize(None)
         ns = _to_ns(converted)
-        return ns, ns == _NAT, f"time zone {dtype.tz} converted to UTC"
+        return ns, ns == _NAT, f"time zone {dtype.tz} converted to UTC", None
     if pd.api.types.is_datetime64_dtype(dtype):
         ns = _to_ns(column)
-        return ns, ns == _NAT, None
+        return ns, ns == _NAT, None, None
     if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
         raise DataError(f"column 'ds' holds numbers ({dtype}), not timestamps; convert them to dates first "
                         f"(e.g. pd.to_datetime(...) with the right unit or format)", column=TIME)
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    parsed, note = _parse_unique_dates(pd.Index(np.asarray(uniques, dtype=object)))
+    values = pd.Index(np.asarray(uniques, dtype=object))
+    parsed, note = _parse_unique_dates(values)
     ns_unique = np.append(parsed, _NAT)  # code -1 (missing) maps to the last slot
     ns = ns_unique[codes]
-    return ns, ns == _NAT, note
+    return ns, ns == _NAT, note, _NonISODates.find(values, parsed, codes)
 
 
 def _parse_unique_dates(values: pd.Index) -> tuple[np.ndarray, str | None]:
-    """Parse distinct timestamp values (strings, datetimes) once each.
+    """Parse distinct timestamp values (ISO 8601 strings, datetimes) once each, with one known format.
 
-    ISO 8601 first, then the format pandas guesses from the first value; the best of the two wins, so
-    one format holds for the whole column and stray values are reported rather than guessed. Only when
-    both leave most values unparsed is each value parsed on its own (formats like '1982 Apr').
+    Only ISO 8601 is read (pandas' ``format="ISO8601"``: year first, with or without a time, ``T``, fractions
+    and UTC offsets). Nothing else is guessed: ``03/02/2025`` is 3 February to some senders and 2 March to
+    others, and a wrong guess moves the data by weeks. Values that do not parse come back as NaT.
     """
     if len(values) == 0:
         return np.empty(0, dtype=np.int64), None
-    best: pd.DatetimeIndex | None = None
-    note = None
-    for fmt in ("ISO8601", None, "mixed"):
-        if fmt == "mixed" and (best is not None and best.isna().sum() * 2 <= len(values) or len(values) > 100_000):
-            break
-        parsed, tz_note = _to_datetime_quietly(values, fmt)
-        if parsed is None:
-            continue
-        if best is None or parsed.isna().sum() < best.isna().sum():
-            best, note = parsed, tz_note
-        if not best.isna().any():
-            break
+    best, note = _to_datetime_quietly(values, "ISO8601")
     if best is None:
         return np.full(len(values), _NAT, dtype=np.int64), None
     if best.tz is not None:
@@ -546,6 +580,70 @@ def _parse_unique_dates(values: pd.Index) -> tuple[np.ndarray, str | None]:
         best = best.tz_convert("UTC").tz_localize(None)
     best = best.where((best >= pd.Timestamp.min) & (best <= pd.Timestamp.max))
     return np.asarray(best.as_unit("ns").asi8), note
+
+
+# A date written day or month first (03/02/2025, 3.2.25, 03-02-2025): which field is the month is not in the text.
+_DAY_MONTH_FIRST = r"^\s*(\d{1,2})[./-](\d{1,2})[./-](\d{2}|\d{4})(?!\d)"
+
+
+@dataclass(frozen=True)
+class _NonISODates:
+    """A text time column most of whose values are not ISO 8601: refused whole, never guessed."""
+
+    n_rows: int
+    rows: np.ndarray  # positions of the rows whose value is not ISO 8601
+    examples: tuple[str, ...]
+    ambiguity: str
+
+    @classmethod
+    def find(cls, values: pd.Index, parsed: np.ndarray, codes: np.ndarray) -> _NonISODates | None:
+        """The column's non-ISO values when they are most of its non-blank rows (else None: a few stray values
+        are bad rows, reported one by one)."""
+        failed = parsed == _NAT
+        if not failed.any():
+            return None
+        text = pd.Series(values[failed], dtype=object).str.strip()  # non-text values become NaN
+        blank = np.zeros(len(values), dtype=bool)  # an empty cell is a missing timestamp, not a format
+        blank[failed] = (text == "").to_numpy(dtype=bool)
+        per_value = np.bincount(codes[codes >= 0], minlength=len(values))
+        n_present = int(per_value[~blank].sum())
+        n_failed = int(per_value[failed & ~blank].sum())
+        if n_failed == 0 or 2 * n_failed <= n_present:
+            return None
+        foreign = failed & ~blank
+        rows = np.flatnonzero(foreign[np.where(codes >= 0, codes, 0)] & (codes >= 0))
+        text = pd.Series(values[foreign], dtype=object).astype(str).str.strip()
+        examples = tuple(text.head(_MAX_EXAMPLES))
+        fields = text.str.extract(_DAY_MONTH_FIRST)
+        matched = fields.notna().all(axis=1).to_numpy()
+        ambiguity = ""
+        if matched.any():
+            first, second = (fields[i][matched].astype(int).to_numpy() for i in (0, 1))
+            either = (first <= 12) & (second <= 12)
+            pick = int(np.flatnonzero(either)[0]) if either.any() else 0
+            shown = str(text[matched].iloc[pick])
+            a, b = int(first[pick]), int(second[pick])
+            readings = (f"{shown!r} is {a} {_month_name(b)} read day first, {b} {_month_name(a)} read month first"
+                        if either.any() else "")
+            if either.all():
+                ambiguity = f"; day and month could be swapped in every one of them ({readings})"
+            elif either.any():
+                ambiguity = f"; day and month could be swapped ({readings})"
+            else:
+                ambiguity = f"; dates written day or month first ({shown!r}) are not guessed"
+        return cls(n_failed, rows, examples, ambiguity)
+
+    def message(self, column: str, where: str = "") -> str:
+        shown = ", ".join([repr(self.examples[0]) + where, *(repr(e) for e in self.examples[1:])])
+        return (f"the time column {column!r} holds {self.n_rows:,} timestamp{'s' if self.n_rows != 1 else ''} that "
+                f"{'are' if self.n_rows != 1 else 'is'} not ISO 8601 (e.g. {shown}){self.ambiguity}; text "
+                f"timestamps must be ISO dates, YYYY-MM-DD with an optional time (2025-02-03 or "
+                f"2025-02-03 14:00): rewrite the column, or parse it with an explicit format "
+                f"(pandas.to_datetime(..., format=...)) and pass datetimes")
+
+
+def _month_name(month: int) -> str:
+    return pd.Timestamp(2000, month, 1).month_name() if 1 <= month <= 12 else f"month {month}"
 
 
 def _to_datetime_quietly(values: pd.Index, fmt: str | None) -> tuple[pd.DatetimeIndex | None, str | None]:
@@ -580,12 +678,18 @@ def _parse_target(column: pd.Series) -> np.ndarray:
 
 
 def _stream_keys(column: pd.Series) -> tuple[np.ndarray, pd.Index, np.ndarray]:
-    """Codes of the stream keys in sorted order, the sorted keys as text, and a mask of missing keys."""
+    """Codes of the stream keys in sorted order, the sorted keys as text, and a mask of missing keys.
+
+    A key that is missing (None, NaN) or empty or blank text (``""``, ``"  "``) names no stream: code -1.
+    """
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     text = pd.Index(uniques).astype("str")
+    blank = np.asarray(text.str.strip() == "", dtype=bool)
     # Different raw values may print alike (1 and "1"); they are one stream.
-    merged, keys = pd.factorize(text, sort=True)
-    codes = np.where(codes >= 0, merged[np.maximum(codes, 0)], -1)
+    merged_named, keys = pd.factorize(text[~blank], sort=True)
+    merged = np.full(len(text) + 1, -1, dtype=np.int64)  # the last slot: code -1 (missing)
+    merged[np.flatnonzero(~blank)] = merged_named
+    codes = merged[np.where(codes >= 0, codes, len(text))]
     return codes.astype(np.int64), pd.Index(keys, dtype="str"), codes < 0
 
 
@@ -941,6 +1045,7 @@ def validate(data: Any, *, freq: Frequency | str | None = None, source: str | No
         given = context.freq
     df = data if isinstance(data, pd.DataFrame) else read_frame(data)
     source = source if source is not None else df.attrs.get(_ATTR_SOURCE)
+    _refuse_duplicate_columns(list(df.columns), source or "input frame", source=source)
     missing = [c for c in CANONICAL_COLUMNS if c not in df.columns]
     if missing:
         where = f"{source}: " if source else ""
@@ -979,12 +1084,22 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
 
     # stream key ------------------------------------------------------------------------------------------
     bad = np.flatnonzero(id_missing)
-    v.bad_rows("missing-id", bad, None, "row" + ("s" if len(bad) != 1 else "") + " without a unique_id",
-               ID, [v.example(p, None, "unique_id is empty") for p in bad[:_MAX_EXAMPLES]])
+    raw_id = df[ID]
+    v.bad_rows("missing-id", bad, None, "row" + ("s" if len(bad) != 1 else "") + " without a unique_id "
+               "(missing, empty or blank)", ID,
+               [v.example(p, None, "unique_id is missing" if pd.isna(raw_id.iloc[p]) else f"unique_id={raw_id.iloc[p]!r}")
+                for p in bad[:_MAX_EXAMPLES]])
     alive[bad] = False
 
     # timestamps ------------------------------------------------------------------------------------------
-    ns, ds_bad, tz_note = _parse_dates(df[TIME])
+    ns, ds_bad, tz_note, foreign = _parse_dates(df[TIME])
+    if foreign is not None:
+        # Refused whole in both modes: dropping every row would only hide that the layout is not ISO 8601.
+        shown = foreign.rows[:1]
+        v.add("non-iso-date", "error", foreign.message(df.attrs.get(_ATTR_TIME_COL) or TIME, f" on {v.where(shown)}"),
+              n_rows=foreign.n_rows, column=TIME, positions=foreign.rows,
+              examples=[v.example(p, key_of(p), f"ds={df[TIME].iloc[p]!r}") for p in foreign.rows[:_MAX_EXAMPLES]])
+        ValidationReport(tuple(v.findings), v.source, n, 0).raise_if_errors()
     if tz_note is not None:
         _check_timezone_mix(v, df[TIME], ~ds_bad)
     bad = np.flatnonzero(ds_bad & alive)
@@ -1706,7 +1821,9 @@ def infer_frequency(df: pd.DataFrame) -> Frequency:
         raise DataError(f"missing column {missing[0]!r}; columns present: "
                         f"{', '.join(repr(str(c)) for c in df.columns)}", column=missing[0])
     codes, keys, id_missing = _stream_keys(df[ID])
-    ns, bad, _ = _parse_dates(df[TIME])
+    ns, bad, _, foreign = _parse_dates(df[TIME])
+    if foreign is not None:
+        raise DataError(foreign.message(TIME), column=TIME)
     ok = ~bad & ~id_missing
     c, t = codes[ok], ns[ok]
     order = np.lexsort((t, c))
@@ -1774,7 +1891,15 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME,
         label = str(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
-        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+        if path.suffix.lower() in (".parquet", ".pq"):
+            _refuse_duplicate_columns(_parquet_columns(path), label, source=label)
+            frame = pd.read_parquet(path)
+        else:
+            raw_header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+            if len(raw_header):
+                _refuse_duplicate_columns(raw_header.iloc[0].tolist(), label, source=label)
+            frame = pd.read_csv(path)
+    _refuse_duplicate_columns(list(frame.columns), label, source=label)
     # Line numbers as the user sees them in a CSV file (header on line 1), index labels otherwise.
     line = (lambda i: i + 2) if not isinstance(source, pd.DataFrame) else (lambda i: frame.index[i])
     missing = [c for c in (id_col, time_col) if c not in frame.columns]
@@ -1788,15 +1913,24 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME,
     if not drivers:
         raise DataError(f"{label}: no driver column besides {id_col!r} and {time_col!r}", source=label)
     ids = frame[id_col]
-    bad = np.flatnonzero(ids.isna().to_numpy())
+    bad = np.flatnonzero(ids.isna().to_numpy() | (ids.astype(str).str.strip() == "").to_numpy(dtype=bool))
     if bad.size:
-        raise DataError(f"{label}: {bad.size} row(s) without a {id_col}, first on line/row {line(bad[0])}",
+        raise DataError(f"{label}: {bad.size} row(s) without a {id_col} (missing, empty or blank), first on "
+                        f"line/row {line(bad[0])}",
                         source=label, column=id_col, rows=[line(i) for i in bad[:20]])
-    stamps = pd.to_datetime(frame[time_col], errors="coerce")
-    if getattr(stamps.dt, "tz", None) is not None:
+    try:  # ISO 8601 text or datetimes only, as for the actuals: a day-first date is never guessed
+        ns, unread, tz_note, foreign = _parse_dates(frame[time_col])
+    except DataError:
+        raise DataError(f"{label}: column {time_col!r} holds numbers ({frame[time_col].dtype}), not timestamps; "
+                        f"give ISO dates (YYYY-MM-DD HH:MM)", source=label, column=time_col) from None
+    if foreign is not None:
+        raise DataError(f"{label}: " + foreign.message(time_col, f" on line/row {line(foreign.rows[0])}"),
+                        source=label, column=time_col, rows=[line(i) for i in foreign.rows[:20]])
+    if tz_note is not None:
         raise DataError(f"{label}: column {time_col!r} has time zones; give tz-naive local timestamps like the "
                         "actuals", source=label, column=time_col)
-    bad = np.flatnonzero(stamps.isna().to_numpy())
+    stamps = pd.Series(ns.view("datetime64[ns]"), index=frame.index)
+    bad = np.flatnonzero(unread)
     if bad.size:
         raise DataError(f"{label}: {bad.size} timestamp(s) in {time_col!r} cannot be read, first "
                         f"{frame[time_col].iloc[bad[0]]!r} on line/row {line(bad[0])}", source=label,
