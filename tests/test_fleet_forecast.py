@@ -148,18 +148,18 @@ def _own_predictions(service: ModelService, keys: list[ModelKey], target: int, w
 @pytest.mark.parametrize("spec", ["seasonal-naive", "ridge"])
 def test_model_service_predict_many_equals_the_per_stream_path(seed, spec):
     rng = np.random.default_rng(100 + seed)
-    fleet = _random_fleet(rng, int(rng.integers(3, 30)), days=21)
+    fleet = _random_fleet(rng, int(rng.integers(3, 30)), days=22)
     ctx = ForecastContext("h", season_length=24, horizon=24)
     # Capped windows that hold what ridge needs (216 hourly rows) on most streams despite their gaps, shorter
     # than the 18 ticks of history.
-    window = [None, 12, 16][seed % 3]
+    window = [None, 14, 16][seed % 3]
     service = ModelService(fleet, spec, ctx, train_window_ticks=window, predict_chunk_size=int(rng.integers(1, 9)))
     end = 18
     keys = [ModelKey(s, end) for s in range(fleet.n_streams)]
     fitted = service.fit(keys)
     # Both paths are exercised: the requested model where the window holds enough rows, fall-backs elsewhere.
     assert any(fm.fallback_reason is None for fm in fitted) and any(fm.fallback_reason for fm in fitted)
-    for target in (end + 1, end + 2):  # also a model two ticks old, forecasting from newer data
+    for target in (end + 1, end + 3):  # also a model several ticks old, forecasting from newer data
         expected = _own_predictions(service, keys, target, window)
         np.testing.assert_array_equal(service.predict_many(keys, target), expected)
         # Served again from the cache, and one by one the same.

@@ -71,8 +71,6 @@ def project(tmp_path, fleet) -> Path:
 @pytest.mark.parametrize("key, value, fragment", [
     ("executor", '"process:0"', "[agent] executor: process executor needs a whole number of workers >= 1"),
     ("executor", '"dask://"', "[agent] executor: executor 'dask://' names no scheduler"),
-    ("policy", '"mlma:alpha=oops"', "[agent] policy 'mlma:alpha=oops'"),
-    ("policy", '"mlma:nosuchkey=1"', "[agent] policy 'mlma:nosuchkey=1'"),
     ("lock_ttl_seconds", "nan", "[agent] lock_ttl_seconds must be between 5 and 86,400 seconds, got nan"),
     ("lock_ttl_seconds", "1e300", "[agent] lock_ttl_seconds must be between 5 and 86,400 seconds"),
     ("fit_timeout_seconds", "nan", "[agent] fit_timeout_seconds must be a finite number >= 0, got nan"),
@@ -88,6 +86,19 @@ def test_a_bad_setting_is_refused_when_the_file_is_read_naming_the_key(tmp_path,
     assert fragment in str(caught.value) and str(root / "mlma.toml") in str(caught.value)
     # What the user meets: the command says it and stops, before touching the store.
     refused(cli(root, "tick"), fragment)
+
+
+@pytest.mark.parametrize("spec", ["mlma:alpha=oops", "mlma:nosuchkey=1"])
+def test_a_policy_spec_whose_settings_cannot_work_fails_the_tick_naming_it(project, fleet, tmp_path, spec):
+    """The spec's settings are checked when the policy is built (at the tick: checking them when the file is
+    read would load the statistics stack for every command): exit 2 naming the key, nothing of the tick kept."""
+    assert cli(project, "ingest", str(write_csv(days(fleet, 29, 30), tmp_path / "day.csv"))).returncode == 0
+    edit(project, "policy", f'"{spec}"')
+    refused(cli(project, "tick"), f"mlma.toml: [agent] policy '{spec}'")
+    with Store.open(load_config(project).store_url) as store:
+        assert store.last_done_tick() == 27
+    edit(project, "policy", '"mlma"')
+    assert cli(project, "tick").returncode == 0
 
 
 def test_a_project_file_that_is_not_utf8_is_a_config_error(tmp_path):
@@ -155,7 +166,7 @@ def test_validate_and_ingest_name_the_file_they_cannot_read(project, fleet, tmp_
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     for path in (text, empty):
-        refused(run("validate", str(path)), f"cannot read {path}")
+        refused(run("validate", str(path)), str(path))
     refused(run("validate", str(tmp_path)), "is a folder; give a CSV or Parquet file")
     with Store.open(load_config(project).store_url) as store:
         rows = len(store.observations())

@@ -164,18 +164,24 @@ def test_a_sparse_new_stream_whose_window_cannot_hold_what_its_model_needs_is_es
     hours = pd.date_range(day20, data["ds"].max(), freq="h")
     hours = hours[hours.hour < 11]
     ordinary = data[data["unique_id"] == data["unique_id"].iloc[0]].set_index("ds")["y"].reindex(hours).to_numpy()
-    frame = pd.concat([data, pd.DataFrame({"unique_id": "late", "ds": hours, "y": ordinary})], ignore_index=True)
+    # A second sparse stream reports mornings from the start: its fall-back begins at the start-up's fits.
+    always = data[(data["unique_id"] == data["unique_id"].iloc[1]) & (data["ds"].dt.hour < 11)]
+    frame = pd.concat([data, pd.DataFrame({"unique_id": "late", "ds": hours, "y": ordinary}),
+                       always.assign(unique_id="mornings")], ignore_index=True)
     result = run_backtest(frame, BacktestConfig(policies=["never"], model="ridge", freq="h", initial_ticks=14,
                                                 train_window_ticks=10, frontier=False, executor="inline"))
-    cold = result.escalation_log[result.escalation_log["kind"] == "cold"]
-    assert list(cold["unique_id"]) == ["late"]  # once, and only the sparse stream
-    assert "110 observations" in cold["message"].iloc[0]
-    assert "ridge needs 216" in cold["message"].iloc[0]
-    assert "10-tick training window is full" in cold["message"].iloc[0]
+    cold = result.escalation_log[result.escalation_log["kind"] == "cold"].set_index("unique_id")
+    assert sorted(cold.index) == ["late", "mornings"]  # once each, and only the sparse streams
+    late = cold.loc["late"]
+    assert "110 observations" in late["message"] and "ridge needs 216" in late["message"]
+    assert "10-tick training window is full" in late["message"]
     # Its first model is fitted once it has a season (24) of rows, at the end of day 22 (33 rows), and a fall-back
     # is retried once a season of rows has come since: days 25, 28, 31, 34. Day 34 is the first retry a whole
     # window (10 ticks) after the run began, when the window holds nothing from before it.
-    assert int(cold["tick"].iloc[0]) == 34
+    assert int(late["tick"]) == 34
+    # The start-up's fall-back is not news at start-up (tick 13, not reported); its retries come every three
+    # days (16, 19, 22, 25): tick 25 is the first a whole window after the start-up.
+    assert int(cold.loc["mornings", "tick"]) == 25
 
 
 def test_a_window_too_short_for_the_model_is_refused_before_any_work():
@@ -190,6 +196,21 @@ def test_a_window_too_short_for_the_model_is_refused_before_any_work():
     # Nine days hold 216 steps: accepted.
     run_backtest(frame, BacktestConfig(policies=["never"], model="ridge", train_window_ticks=9, frontier=False,
                                        executor="inline"))
+    # Month-based ticks over weekly data: 24 months hold at most 105 weeks (not 24 x 5, the longest month's
+    # five weeks), and ridge needs 112 rows of weekly data.
+    weeks = pd.DataFrame({"unique_id": "w", "ds": pd.date_range("2015-01-04", periods=520, freq="W-SUN"),
+                          "y": 10 + np.sin(np.arange(520) / 8.3)})
+    with pytest.raises(ValueError, match=r"train_window_ticks=24 holds at most 105 steps of 'W-SUN' data, but "
+                                         r"ridge needs 112 .* at least 26 ticks"):
+        run_backtest(weeks, BacktestConfig(policies=["never"], model="ridge", tick="MS", train_window_ticks=24,
+                                           frontier=False, executor="inline"))
+    # Left unset, a window too short is the default one, and the message says so: daily data in daily ticks.
+    days = pd.DataFrame({"unique_id": "d", "ds": pd.date_range("2024-01-01", periods=200, freq="D"),
+                         "y": 5 + np.arange(200) % 7})
+    with pytest.raises(ValueError, match=r"the default training window for this frequency and tick, "
+                                         r"train_window_ticks=28 holds at most 28 steps"):
+        run_backtest(days, BacktestConfig(policies=["never"], model="ridge", tick="1D", frontier=False,
+                                          executor="inline"))
 
 
 def test_attributes_that_cannot_group_the_queue_are_refused_before_any_work():

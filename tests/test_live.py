@@ -382,6 +382,12 @@ def test_a_training_window_too_short_for_the_model_fails_the_tick_naming_the_key
     assert "at least 9 ticks" in message and "Traceback" not in refused.stdout + refused.stderr
     with Store.open(load_config(root).store_url) as store:
         assert store.last_done_tick() is None and store.latest_versions(range(1000)) == {}
+    # The status names the failed tick with its message, section included (not taken for markup).
+    assert "[model] train_window_ticks=5" in " ".join(run_cli(root, "status").stdout.split())
+    # The service read the file when it started, so it stops instead of failing the same way every round.
+    service = run_cli(root, "run", "--every", "1s", "--iterations", "3")
+    assert service.returncode == 2, service.stdout + service.stderr
+    assert "start the service again" in " ".join(service.stdout.split())
     text = (root / "mlma.toml").read_text()
     (root / "mlma.toml").write_text(re.sub(r"(?m)^train_window_ticks = 5", "train_window_ticks = 9", text))
     assert run_cli(root, "tick").returncode == 0

@@ -205,7 +205,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         raise ValueError(f"the data spans {fleet.n_ticks} tick(s) of {tick_offset}; a backtest needs at least 2")
 
     # The horizon of the clock, not of this data's ticks, so that a live agent on the same data agrees.
-    steps = TickClock(freq.alias, tick_offset.freqstr, grid.boundaries[0]).horizon()
+    clock = TickClock(freq.alias, tick_offset.freqstr, grid.boundaries[0])
+    steps = clock.horizon()
     ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=steps,
                           drivers=fleet.drivers)
     window = config.train_window_ticks or default_train_window(freq, tick_offset)
@@ -215,7 +216,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
 
     executor = make_executor(config.executor)
     service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
-                           fit_cache=config.fit_cache)
+                           fit_cache=config.fit_cache, window_steps=clock.most_steps,
+                           default_window=config.train_window_ticks is None)
     # The start-up's scale, what a live agent knows at its start (the end of tick first_tick - 1); streams with
     # none yet get theirs at the first tick with a season's worth of pairs, from what is known then (below).
     scale = fleet.scale_known_at(freq.season_length, first_tick - 1)

@@ -815,15 +815,27 @@ class TickClock:
     def horizon(self) -> int:
         """Grid steps forecast at each tick: the most any tick holds (month-based ticks over fixed steps
         vary; the longest is found over the first 60 ticks)."""
+        return self.most_steps(1)
+
+    def most_steps(self, ticks: int) -> int:
+        """The most grid steps any ``ticks`` consecutive ticks hold: what a training window of that many ticks
+        can hold at best. Exact multiples for ticks of one length; month-based ticks over fixed steps are
+        scanned over 60 windows.
+
+        >>> TickClock("h", "1D", "2025-01-01").most_steps(28)
+        672
+        >>> TickClock("W-SUN", "MS", "2025-01-01").most_steps(24)  # 24 months of weeks: 105, not 24 x 5
+        105
+        """
         calendar, _, _ = self._layout
         if calendar == self._frequency.is_calendar:
-            return self._frequency.steps_per(self.tick_offset)
-        edges = self.boundaries(0, _HORIZON_SCAN).asi8
+            return self._frequency.steps_per(self.tick_offset) * int(ticks)
+        edges = self.boundaries(0, _HORIZON_SCAN + int(ticks)).asi8
         step = self._frequency._spec.size
         phase = _grid_phase(self._frequency._spec, self.tick_offset)
         # Grid stamps before an instant t: ceil((t - phase) / step), counted from the phase.
         before = -((phase - edges) // step)
-        return int(np.diff(before).max())
+        return int((before[ticks:] - before[:-ticks]).max())
 
     def train_window(self) -> int | None:
         """The default training window in ticks (:func:`default_train_window`)."""

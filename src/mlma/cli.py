@@ -292,7 +292,7 @@ def demo(
 
 def _executor_option(executor: Optional[str]) -> Optional[str]:
     """``--executor`` checked in form before any work (as ``[agent] executor`` is when the project is read)."""
-    from mlma.training import check_executor_spec
+    from mlma.executor_spec import check_executor_spec
 
     if executor is None:
         return None
@@ -419,10 +419,8 @@ def ingest(
                                        time_col=d.time_col, target_col=d.target_col,
                                        on_bad_rows="raise" if strict else "drop", limits=config.ingest_limits(),
                                        rejects=target)
-    except (DataError, ValueError) as exc:
+    except (DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
-    except OSError as exc:
-        _fail(_unreadable(data, exc))
     if report.duplicate:
         console.print(f"{data}: already ingested (same content); nothing changed")
         return
@@ -556,6 +554,8 @@ def status(
     project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
 ) -> None:
     """Fleet summary: streams, data span, ticks, what the last tick did, what waits for a person."""
+    from rich.markup import escape
+
     from mlma.store.glance import glance
 
     # The values' checks need pandas; the commands that use the values check them (`mlma status` only reads).
@@ -577,8 +577,8 @@ def status(
     failed = view.last_unfinished
     if failed is not None:
         table.add_row("unfinished tick", f"tick {failed.tick}: {failed.status}, {failed.attempts} "
-                                         f"attempt(s){'; ' + str(failed.error) if failed.error else ''}")
-    table.add_row("next tick due", due)
+                                         f"attempt(s){'; ' + escape(str(failed.error)) if failed.error else ''}")
+    table.add_row("next tick due", escape(due))
     if done is not None and done.summary:
         summary = done.summary
         verdicts = ", ".join(f"{n} {label}" for label, n in summary.get("verdicts", {}).items() if n)
@@ -667,10 +667,13 @@ def tick(
 ) -> None:
     """Run the next due tick: score, test, re-train, check challengers, forecast; commit it all at once.
 
-    Prints each tick as it commits. Exits 0 when a tick ran, 3 when none was due (data for the next tick not
-    complete), 4 when another agent holds the tick lock, 5 when the next tick is held because nearly all
-    served streams have no data in it (run again with --allow-no-data once a person decided it should run).
+    Prints each tick as it commits. Exits 0 when a tick ran, 2 when mlma.toml or an option cannot work (the
+    message names it), 3 when none was due (data for the next tick not complete), 4 when another agent holds
+    the tick lock, 5 when the next tick is held because nearly all served streams have no data in it (run
+    again with --allow-no-data once a person decided it should run).
     """
+    from rich.markup import escape
+
     from mlma.live import LiveAgent, NotReady, TickHeld
     from mlma.project import ConfigError
     from mlma.store import LockHeld
@@ -688,7 +691,7 @@ def tick(
 
     def progress(result) -> None:
         ran.append(result)
-        console.print(str(result))
+        console.print(escape(str(result)))
 
     try:
         with LiveAgent(config, executor=executor) as live:
@@ -702,7 +705,7 @@ def tick(
     except ConfigError as exc:
         _fail(str(exc) + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
     except NotReady as exc:
-        console.print(f"nothing to do: {exc}")
+        console.print(f"nothing to do: {escape(str(exc))}")
         raise typer.Exit(code=3)
     except LockHeld as exc:
         console.print(f"[red]{exc}[/red]")
@@ -726,7 +729,10 @@ def run(
 
     import pandas as pd
 
-    from mlma.live import TickHeld, open_agent
+    from rich.markup import escape
+
+    from mlma.live import NotReady, TickHeld, open_agent
+    from mlma.project import ConfigError
     from mlma.store import LockHeld
 
     if not logging.getLogger().handlers:
@@ -748,6 +754,7 @@ def run(
     signal.signal(signal.SIGTERM, _stop)
     rounds = 0
     held_tick = None  # the tick last found held, so a hold is reported once
+    waiting_for = None  # the same for what keeps the clock from starting
     # The database may be down when the service starts (a reboot): wait for it, logging each try.
     live = open_agent(config, executor=executor, stopping=lambda: stopping["now"], max_delay=min(60.0, interval))
     if live is None:
@@ -758,17 +765,26 @@ def run(
             rounds += 1
             try:
                 for result in live.catch_up():
-                    console.print(str(result))
+                    console.print(escape(str(result)))
             except LockHeld as exc:
                 console.print(f"[yellow]skipped this round: {exc}[/yellow]")
             except TickHeld as exc:
                 # Not a failure: the tick waits for a person (escalated once). Said once per held tick, not
                 # every round, so that the service's log stays readable while nobody has answered yet.
                 if exc.tick != held_tick:
-                    console.print(f"[yellow]waiting: {exc}[/yellow]")
+                    console.print(f"[yellow]waiting: {escape(str(exc))}[/yellow]")
                 held_tick = exc.tick
+            except NotReady as exc:
+                # Not a failure either: the data cannot start the clock yet (a frequency still pending).
+                if str(exc) != waiting_for:
+                    console.print(f"[yellow]waiting: {escape(str(exc))}[/yellow]")
+                waiting_for = str(exc)
+            except ConfigError as exc:
+                # The service read mlma.toml when it started: a mended file takes effect only on a restart
+                # (a unit with Restart=always does that), so it stops rather than retry with the stale file.
+                _fail(f"{exc}; mend mlma.toml and start the service again")
             except Exception as exc:  # noqa: BLE001 - a service logs the failure and tries again next round
-                console.print(f"[red]tick failed: {type(exc).__name__}: {exc}[/red]")
+                console.print(f"[red]tick failed: {type(exc).__name__}: {escape(str(exc))}[/red]")
             if iterations is not None and rounds >= iterations:
                 break
             deadline = time.monotonic() + interval

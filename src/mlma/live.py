@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import json
 import logging
 import os
 import signal
@@ -47,14 +49,14 @@ from threadpoolctl import threadpool_limits
 
 from mlma.agent import NO_MODEL, Agent, AgentSettings, Controls, TickReport
 from mlma.calendar import TickClock
-from mlma.data import infer_frequency
+from mlma.data import DataError, infer_frequency
 from mlma.escalations import Escalation
 from mlma.fleet import FleetData
 from mlma.heap import LongLivedHeap
 from mlma.models import ForecastContext
 from mlma.policy import Verdict
 from mlma.project import CONFIG_NAME, ConfigError, ProjectConfig
-from mlma.registry import ModelRegistry
+from mlma.registry import ArtifactMissing, ModelRegistry
 from mlma.store import StateCorrupted, Store, forecast_frame
 from mlma.store.engine import shown_url, unreachable_reason
 from mlma.store.glance import NextTick
@@ -100,18 +102,23 @@ class TickResult:
     summary: TickSummary
     escalation_ids: list[int] = field(default_factory=list)
     seconds: float = 0.0
+    #: What else the tick did that a person should know, e.g. that it took up a changed ``[agent] policy``
+    #: (also in the audit log, ``policy-changed``).
+    notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        """The line `mlma tick` prints; failed forecasts are named only when there are some."""
+        """The line `mlma tick` prints (and the tick's notes, one per line); failed forecasts are named only when
+        there are some."""
         s = self.summary
         failed = f", {s.forecast_failures} failed forecasts" if s.forecast_failures else ""
+        notes = "".join(f"\n  note: {note}" for note in self.notes)
         if self.start:
             return (f"start-up (tick {self.tick}): {s.initial_fits} first models for {self.n_streams} "
-                    f"streams, forecasts for tick {self.tick + 1} issued{failed} ({self.seconds:.1f} s)")
+                    f"streams, forecasts for tick {self.tick + 1} issued{failed} ({self.seconds:.1f} s){notes}")
         return (f"tick {self.tick}: {self.n_streams} streams, {s.verdicts.get('degraded', 0)} degraded, "
                 f"{s.retrains} re-trained, {s.promoted} promoted, {s.rejected} rejected, {s.fit_failures} failed "
                 f"fits{failed}, {len(self.escalation_ids)} escalations, {s.escalations_resolved} resolved "
-                f"({self.seconds:.1f} s)")
+                f"({self.seconds:.1f} s){notes}")
 
 
 def agent_identity() -> str:
@@ -147,6 +154,8 @@ class LiveAgent:
         self._loaded: dict[tuple[int, int], FittedModel] = {}
         #: Registry versions whose artifact could not be loaded (missing, altered, unpicklable), with the error.
         self._broken: dict[tuple[int, int], str] = {}
+        #: Those of them whose artifact file is absent from the folder (not damaged), with the artifact's sha256.
+        self._absent: dict[tuple[int, int], str] = {}
         self.notifier = notifier if notifier is not None else _project_notifier(config, self.store)
         from mlma.mlflow_sync import project_sync  # does not import mlflow itself
 
@@ -178,10 +187,27 @@ class LiveAgent:
         clock = self.store.clock()  # fixed by the first ingest that could tell it (mlma ingest)
         if clock is not None:
             freq, tick = clock.freq, clock.tick
-        else:  # data written by Store.ingest_frame, which trusts its caller and fixes no clock
-            freq = self.config.data.freq or infer_frequency(self._sample()).alias
+        else:
+            # Not fixed yet: the first files held one timestamp per stream (a daily panel fed a day per file;
+            # `mlma ingest` reports the frequency as pending), or the data was written by Store.ingest_frame,
+            # which trusts its caller and fixes no clock.
+            freq = self.config.data.freq or self._inferred_frequency()
             tick = self.config.data.tick
         return TickClock.covering(freq, tick, first)
+
+    def _inferred_frequency(self) -> str:
+        """The frequency the stored data implies; :class:`NotReady` while it cannot tell (every stream has a
+        single timestamp so far), as no tick can run before the frequency is known."""
+        try:
+            return infer_frequency(self._sample()).alias
+        except DataError as exc:
+            if "single timestamp" in str(exc):
+                raise NotReady(f"the frequency is not known yet: every stream has a single timestamp so far; it is "
+                               f"fixed by the first ingested file that, with the rows already stored, gives a stream "
+                               f"two timestamps (or set freq in the data section of {CONFIG_NAME}), so no tick can run "
+                               f"until a later file") from None
+            raise NotReady(f"the frequency cannot be inferred from the stored data ({exc}); set freq in the data "
+                           f"section of {CONFIG_NAME}") from None
 
     def _latest_state(self):
         """The newest saved state; its clock is read before every tick, so it is not decoded twice."""
@@ -476,26 +502,46 @@ class LiveAgent:
         try:
             service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
                                    fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None,
-                                   model_params=cfg.model_params())
+                                   model_params=cfg.model_params(), window_steps=timing.most_steps,
+                                   default_window=not cfg.model.train_window_ticks)
         except ValueError as exc:
             # A spec no history can fix, or a window too short for the model: only known once the clock is
             # (the first ingest fixes the frequency), so said here, naming the file and its section.
-            raise ConfigError(f"{cfg.root / CONFIG_NAME}: [model] {exc}") from None
-        policy = cfg.build_policy()
+            raise ConfigError(f"{cfg.root / CONFIG_NAME}: [model] {exc}") from exc
+        try:
+            policy = cfg.build_policy()
+        except ValueError as exc:
+            # The spec's own settings (mlma:alpha=0.1) are checked here: checking them when the file is read
+            # would load the statistics stack for every command (`mlma status` too).
+            raise ConfigError(f"{cfg.root / CONFIG_NAME}: [agent] policy {cfg.agent.policy!r}: {exc}") from exc
         # The MASE scale is kept in the state; it is computed only while some stream has none yet.
         scale = self._scale(fleet, state, n, freq.season_length, k, base)
         agent = Agent(policy, service, season_length=freq.season_length, scale=scale, settings=AgentSettings())
         live = {"champion_version": np.full(n, -1, np.int64), "challenger_version": np.full(n, -1, np.int64),
                 "awaiting_version": np.full(n, -1, np.int64)}
+        # Which policy, with which settings, the state is saved for: a change in mlma.toml is seen by the next
+        # tick, which keeps or restarts the policy's state (see _policy_change).
+        policy_meta = _policy_meta(cfg)
+        change = None
         if state is not None:
             fresh_scale = agent.scale.copy()
-            agent.load_state_arrays(state.arrays)
+            arrays, change = _policy_change(state.arrays, agent.policy, policy_meta)
+            agent.load_state_arrays(arrays)
             agent.scale = np.where(np.isfinite(agent.scale), agent.scale, fresh_scale)
+            if change is not None and change.fresh:
+                # The new policy meets the serving models as it meets a new stream's first model: its references
+                # warm up from the next ticks' losses.
+                served = np.flatnonzero(agent.champion != NO_MODEL)
+                if len(served):
+                    agent.policy.on_new_model(served, k - 1)
             for name in live:
                 saved = state.arrays[f"live.{name}"]
                 live[name][:len(saved)] = saved
         repair = _Repair()
+        if state is not None and not agent.policy.checks_challenger:
+            self._drop_unjudged(k, agent, live, repair, change)
         self._broken.clear()  # an artifact restored since the last tick loads again
+        self._absent.clear()
         if state is not None:
             self._load_models(service, agent, live, repair)
         controls, actions, approvers, seen = self._controls(k, n, agent, live, service, repair,
@@ -521,10 +567,22 @@ class LiveAgent:
             _checkpoint("after-fit")
             encoding.add({name: value for name, value in (agent.state_arrays() | timing.to_arrays()).items()
                           if name not in encoding.arrays}, copy=False)
+            encoding.add({"meta.policy": np.array(json.dumps(policy_meta, sort_keys=True))})
             # From here on the tick is recorded from its report alone.
-            with self.registry.artifacts.batch():  # the tick's new artifacts reach the disk in one flush
-                new_versions, expected, moves, checks = self._versions(k, report, fleet, service.train_window_ticks,
-                                                                       live, approvers, repair.refit)
+            try:
+                with self.registry.artifacts.batch():  # the tick's new artifacts reach the disk in one flush
+                    new_versions, expected, moves, checks = self._versions(k, report, fleet,
+                                                                           service.train_window_ticks, live,
+                                                                           approvers, repair.refit)
+            except OSError as exc:
+                # A folder that cannot be made or written (a parent that does not exist, a file in the way, no
+                # permission) is the configuration's fault; a full or read-only disk is said as the store says it.
+                if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM):
+                    raise
+                raise ConfigError(f"{cfg.root / CONFIG_NAME}: [store] artifacts = {cfg.store.artifacts!r}: the "
+                                  f"model files cannot be written into {self.registry.artifacts.root} "
+                                  f"({exc.strerror or exc}: {exc.filename}); nothing of the tick was committed. Point "
+                                  f"[store] artifacts at a folder this agent can create and write") from None
             moves += list(repair.moves.values())
             checks += [VersionCheck(*check) for check in repair.checks]
             report.escalations.extend(Escalation(s, k, "artifact-broken", severity, message)
@@ -549,6 +607,15 @@ class LiveAgent:
             audit += [{"actor": "agent", "action": "artifact-broken", "target": f"stream:{fleet.ids[s]}",
                        "params": {"tick": k, "version": version, "slot": slot}, "reason": message}
                       for s, version, slot, message in repair.audit]
+            notes = []
+            if change is not None:
+                # Committed with the tick: a crash before the commit finds the old state again and does the same.
+                audit.append({"actor": "agent", "action": "policy-changed", "target": "mlma.toml:agent.policy",
+                              "params": {"tick": k, "from": change.before, "to": change.after,
+                                         "state": change.state, "challengers_dropped": change.dropped},
+                              "reason": change.message})
+                notes.append(change.message)
+                log.warning("tick %s: %s", k, change.message)
             filled = None
             if drivers.future:
                 # Future driver values the forecasts of tick k + 1 needed but nobody ingested: filled by the
@@ -575,7 +642,8 @@ class LiveAgent:
                                      else (written.state.sha256, written.changes["champions"]))
             self._keep_models(k, report, expected, live)
             summary = replace(summary, escalations_resolved=sum(written.resolved.values()))
-            return TickResult(k, start, n, summary, list(written.escalation_ids), time.perf_counter() - started)
+            return TickResult(k, start, n, summary, list(written.escalation_ids), time.perf_counter() - started,
+                              notes)
         finally:
             encoding.close()
 
@@ -628,13 +696,14 @@ class LiveAgent:
             self._load_versions([(stream, version)])
         return self._loaded.get((stream, version))
 
-    def _load_versions(self, pairs: list[tuple[int, int]]) -> None:
+    def _load_versions(self, pairs: list[tuple[int, int]], *, log_absent: bool = True) -> None:
         """Load registry versions not loaded yet: their rows in one query per 10,000, then each artifact
         (verified against its SHA-256; models that share an artifact are read once).
 
         An artifact that is missing, altered or cannot be unpickled is not an error of the whole tick: the
         versions that use it are put in ``self._broken`` with the reason, and the tick isolates their streams
-        (:meth:`_fall_back`)."""
+        (:meth:`_fall_back`). ``log_absent=False`` leaves the log line of a missing file to the caller (see
+        :meth:`_load_models`: a wrong folder is one error, not one line per model)."""
         missing = sorted({p for p in pairs if p not in self._loaded and p not in self._broken})
         if not missing:
             return
@@ -647,6 +716,7 @@ class LiveAgent:
             raise RuntimeError(f"the state names version {v} of stream {s}, which the registry does not have")
         objects: dict[str, object] = {}
         errors: dict[str, str] = {}
+        absent: set[str] = set()
         for (s, v), row in found.items():
             sha = row.artifact_sha256
             if sha not in objects and sha not in errors:
@@ -654,9 +724,14 @@ class LiveAgent:
                     objects[sha] = self.registry.artifacts.load(sha)
                 except Exception as exc:  # noqa: BLE001 - any unloadable artifact is isolated to its streams
                     errors[sha] = _artifact_error(exc)
-                    log.error("model version %s of stream %s cannot be loaded: %s", v, s, errors[sha])
+                    if isinstance(exc, ArtifactMissing):
+                        absent.add(sha)
+                    if log_absent or sha not in absent:
+                        log.error("model version %s of stream %s cannot be loaded: %s", v, s, errors[sha])
             if sha in errors:
                 self._broken[(s, v)] = errors[sha]
+                if sha in absent:
+                    self._absent[(s, v)] = sha
                 continue
             metrics = row.metrics or {}
             # Identical artifacts (byte for byte) share one object: a fitted model is not changed by predict.
@@ -676,7 +751,12 @@ class LiveAgent:
                 if version < 0:
                     raise RuntimeError(f"state names a model for stream {s} but no registry version")
                 pairs.append((int(s), version))
-        self._load_versions(pairs)
+        new = sorted({pair for pair in pairs if pair not in self._loaded})
+        self._load_versions(pairs, log_absent=False)
+        self._check_artifacts_folder(new)
+        for s, v in new:
+            if (s, v) in self._absent:  # a loss of these streams' files, not a wrong folder
+                log.error("model version %s of stream %s cannot be loaded: %s", v, s, self._broken[(s, v)])
         for slot, name in slots:
             for s in np.flatnonzero(slot != NO_MODEL):
                 pair = (int(s), int(live[name][s]))
@@ -688,6 +768,60 @@ class LiveAgent:
                     raise RuntimeError(f"stream {s}: registry version {int(live[name][s])} was fitted at tick "
                                        f"{fitted.key.end_tick}, the state says {int(slot[s])}")
                 service._models[fitted.key] = fitted
+
+    def _drop_unjudged(self, k: int, agent: Agent, live: dict, repair: _Repair, change: _PolicyChange | None) -> None:
+        """Drop the challengers in shadow that the policy will never judge: a policy that does not check
+        challengers (the baselines) took over from one that does. Kept, each would leave its stream waiting for a
+        verdict for good (never re-trained, a person's re-training never done). Their version checks say why;
+        models waiting for a person's approval stay (approving and rejecting do not need the policy)."""
+        shadow = np.flatnonzero((agent.challenger != NO_MODEL) & (agent.awaiting == NO_MODEL))
+        if not len(shadow):
+            return
+        why = f"dropped without a verdict: the policy {self.config.agent.policy.strip()!r} does not judge challengers"
+        for s in shadow:
+            version = int(live["challenger_version"][s])
+            if version >= 0:
+                repair.checks.append((int(s), version, {"result": "rejected", "why": why}))
+            live["challenger_version"][s] = -1
+        agent.drop_challengers(shadow, k)
+        if change is not None:
+            change.message += f"; {len(shadow):,} challenger(s) in shadow {why}"
+            change.dropped = [str(name) for name in self._names[shadow]] if len(self._names) else []
+
+    def _check_artifacts_folder(self, read: list[tuple[int, int]]) -> None:
+        """Refuse the tick (:class:`ConfigError`, nothing written) when ``[store] artifacts`` points at the wrong
+        folder: the registry versions the tick just read (``read``: the saved state's serving, shadow and waiting
+        models this process did not hold yet) have artifacts, and not one of their files is in the folder
+        (it does not exist, or holds none of them).
+
+        Re-fitting every such stream, as :meth:`_fall_back` does for a stream whose artifact is lost, would
+        replace the whole fleet's models because of a typo, and fixing the typo would not undo it. A file that
+        is there but damaged is a real fault of that stream, and as long as one of the files is there, the
+        missing ones are a partial loss: both stay with their streams. A stream whose loss a person
+        acknowledged by queueing ``mlma retrain`` for it is not counted (the way out when the folder is right
+        and every file the tick needs was lost, e.g. the one model of a one-stream project).
+        """
+        if not read or any(pair not in self._absent for pair in read):
+            return
+        queued = self.store.stream_actions(status="pending")
+        acknowledged = {int(s) for s in queued.loc[queued["kind"] == "retrain", "stream_id"]}
+        lost = [pair for pair in read if pair[0] not in acknowledged]
+        if not lost:
+            return
+        folder = self.registry.artifacts.root
+        names = self._names
+        shown = ", ".join(f"version {v} of {names[s] if s < len(names) else s}" for s, v in lost[:3])
+        more = f" and {len(lost) - 3:,} more" if len(lost) > 3 else ""
+        where = "does not exist" if not folder.is_dir() else f"holds none of {'them' if len(lost) > 1 else 'it'}"
+        s0, v0 = lost[0]
+        raise ConfigError(
+            f"{self.config.root / CONFIG_NAME}: [store] artifacts = {self.config.store.artifacts!r}: the tick needs "
+            f"the model files of {len(lost):,} registry version(s) ({shown}{more}; the first is expected at "
+            f"{self.registry.artifacts.path(self._absent[(s0, v0)])}), and the folder {folder} {where}. The tick "
+            f"did not run: no model was re-fitted, no champion moved. Point [store] artifacts at the folder that "
+            f"holds the model files (the default is \"artifacts\", in the project folder). If this is the right "
+            f"folder and the files were lost, restore them from a backup, or queue `mlma retrain STREAM` for each "
+            f"stream to re-fit it on its training window")
 
     def _fall_back(self, k: int, agent: Agent, live: dict, service: ModelService, controls: Controls,
                    repair: _Repair) -> None:
@@ -945,6 +1079,125 @@ class _Repair:
     def note(self, stream: int, version: int, slot: str, severity: int, message: str) -> None:
         self.escalations.append((stream, severity, message))
         self.audit.append((stream, version, slot, message))
+
+
+def _policy_meta(config: ProjectConfig) -> dict:
+    """The project's policy as the saved state records it (``meta.policy``, JSON): its kind, its spec and, for
+    the MLMA policy, the ``[monitor]`` settings it is built with."""
+    from mlma.policy import PolicySpec, policy_kind
+
+    spec = config.agent.policy.strip()
+    kind = policy_kind(spec)
+    settings = {}
+    if kind == "mlma":  # as ProjectConfig.build_policy: settings written in the spec take precedence
+        own = {key for key, _ in PolicySpec.parse(spec).params}
+        settings = {key: value for key, value in config.policy_params().items() if key not in own}
+    return {"kind": kind, "spec": spec, "settings": settings}
+
+
+def _describe_policy(meta: dict | None) -> str:
+    if meta is None:
+        return "a baseline policy (never, always or periodic:K)"
+    return repr(meta["spec"])
+
+
+def _changed_settings(before: dict, after: dict) -> str:
+    keys = sorted(set(before) | set(after))
+    return ", ".join(f"{key} {before.get(key)!r} -> {after.get(key)!r}" for key in keys
+                     if before.get(key) != after.get(key))
+
+
+@dataclass
+class _PolicyChange:
+    """``[agent] policy`` (or the MLMA policy's ``[monitor]`` settings) differ from those the state was saved
+    with."""
+
+    before: dict | None
+    after: dict
+    #: "kept": the saved state carries on; "started afresh": the policy starts its own state for every stream;
+    #: "none": the new policy keeps no state.
+    state: str
+    message: str
+    #: Streams whose challenger in shadow was dropped: the new policy does not judge challengers.
+    dropped: list = field(default_factory=list)
+
+    @property
+    def fresh(self) -> bool:
+        return self.state == "started afresh"
+
+
+def _policy_state_problem(policy, saved: dict) -> tuple[str, str] | None:
+    """Why the policy's saved arrays do not fit ``policy`` (freshly reset), as (kind, text), kind "missing" or
+    "shape"; None when they fit."""
+    optional = policy.optional_state()
+    fresh = policy.state_arrays()
+    for name in policy.STATE:
+        if name not in saved:
+            if name in optional:
+                continue
+            return "missing", f"it has no {name!r}"
+        have, want = np.shape(saved[name]), np.shape(fresh[name])
+        if have[1:] != want[1:] or have[0] > want[0]:
+            return "shape", f"{name!r} has shape {have}, the policy now needs {want}"
+    return None
+
+
+def _policy_change(arrays, policy, meta: dict) -> tuple[dict, _PolicyChange | None]:
+    """The saved state's arrays to load into an agent running ``policy`` (built from ``meta``), and the policy
+    change the tick takes up, if any.
+
+    A change of ``[agent] policy`` in mlma.toml is a supported operation. A policy of another kind than the one
+    that saved the state (``never`` to ``mlma``, ``mlma`` to ``periodic:7`` and back) starts its own state afresh
+    for the existing streams, as it would for new ones (the MLMA policy's references warm up again); so does a
+    policy of the same kind whose saved arrays no longer fit its settings (e.g. ``reference_ticks``). Otherwise
+    (``budget``, ``alpha``, ``periodic:7`` to ``periodic:14``...) the state is kept. The rest of the state
+    (models, champions, forecasts, counters) is untouched either way. A state saved before the policy was
+    recorded (``meta.policy``) tells a stateful policy's state (MLMA's) by its arrays.
+
+    A saved MLMA state that lacks some of its arrays while the policy and its settings are unchanged is left to
+    fail to load as before: it was saved by an incompatible version of mlma, and is not silently replaced.
+    """
+    raw = arrays["meta.policy"] if "meta.policy" in arrays else None
+    before = json.loads(str(np.asarray(raw)[()])) if raw is not None else None
+    saved = {name[len("policy."):]: value for name, value in arrays.items() if name.startswith("policy.")}
+    # Before meta.policy was saved: only the MLMA policy keeps per-stream state of its own.
+    was = before["kind"] if before is not None else ("mlma" if saved else None)
+    if before is not None:
+        changed = before != meta
+    else:
+        changed = was != meta["kind"] and not (was is None and not policy.STATE)
+    if not policy.STATE:
+        if not changed:
+            return arrays, None
+        return arrays, _PolicyChange(before, meta, "none", f"{_what_changed(before, meta)}; the new policy keeps no "
+                                     f"state of its own (models, champions and forecasts carry on)")
+    fresh_why = None
+    if was != meta["kind"]:
+        fresh_why = "it is another policy"
+    else:
+        problem = _policy_state_problem(policy, saved)
+        if problem is not None and problem[0] == "shape" and (changed or before is None):
+            fresh_why = f"its saved state does not fit the new settings ({problem[1]})"
+    if fresh_why is None:
+        if not changed:
+            return arrays, None
+        return arrays, _PolicyChange(before, meta, "kept", f"{_what_changed(before, meta)}; its saved state "
+                                     f"carries on")
+    kept = {name: value for name, value in arrays.items() if not name.startswith("policy.")}
+    kept |= {f"policy.{name}": value for name, value in policy.state_arrays().items()}
+    message = (f"{_what_changed(before, meta)}; {fresh_why}, so it starts its own state afresh for the existing "
+               f"streams, as for new streams (references warm up again); models, champions and forecasts carry on")
+    return kept, _PolicyChange(before, meta, "started afresh", message)
+
+
+def _what_changed(before: dict | None, after: dict) -> str:
+    """The policy change in words (without brackets: `mlma tick` prints it through rich, which takes them for
+    markup)."""
+    if before is not None and before["spec"] == after["spec"]:
+        what = _changed_settings(before["settings"], after["settings"])
+        return (f"the policy {after['spec']!r} (mlma.toml, agent.policy) runs with changed monitor settings"
+                + (f" ({what})" if what else ""))
+    return f"the policy in mlma.toml (agent.policy) changed from {_describe_policy(before)} to {after['spec']!r}"
 
 
 def _artifact_error(exc: Exception) -> str:

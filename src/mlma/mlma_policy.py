@@ -643,10 +643,18 @@ class MLMAPolicy(Policy):
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self._owner(name), name) for name in self.STATE}
 
+    @classmethod
+    def optional_state(cls) -> frozenset[str]:
+        """The arrays of :attr:`STATE` a saved state may lack (those of parts added later, and the CUSUM's level):
+        :meth:`load_state_arrays` starts them fresh. Any other missing array means the state was saved by
+        another policy or an incompatible version."""
+        return frozenset(name for _, part, optional in cls._PARTS if optional for name in part.STATE) | {
+            "cusum_baseline"}
+
     def load_state_arrays(self, arrays) -> None:
         parts = [name for _, part, _ in self._PARTS for name in part.STATE]
         owners = {name: self._owner(name) for name in parts}
-        # Arrays of parts added later (and the CUSUM's level) default to their fresh values.
+        # Arrays of parts added later (and the CUSUM's level) default to their fresh values (optional_state).
         fresh = {name: getattr(getattr(self, attribute), name)
                  for attribute, part, optional in self._PARTS if optional for name in part.STATE}
         arrays = fresh | {"cusum_baseline": self.cusum_baseline} | dict(arrays)

@@ -197,6 +197,12 @@ class Policy:
         """The per-stream state, for saving (see :attr:`STATE`)."""
         return {name: getattr(self, name) for name in self.STATE}
 
+    @classmethod
+    def optional_state(cls) -> frozenset[str]:
+        """The arrays of :attr:`STATE` a saved state may lack (:meth:`load_state_arrays` starts them fresh);
+        none by default: any missing array means the state was saved by another policy or version."""
+        return frozenset()
+
     def load_state_arrays(self, arrays) -> None:
         """Restore saved state into a policy :meth:`reset` for at least as many streams as were saved.
 

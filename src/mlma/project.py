@@ -357,7 +357,7 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     if not 5 <= a.lock_ttl_seconds <= MAX_LOCK_TTL_SECONDS:  # NaN fails both
         raise ConfigError(f"{path}: [agent] lock_ttl_seconds must be between 5 and {MAX_LOCK_TTL_SECONDS:,} "
                           f"seconds, got {a.lock_ttl_seconds}")
-    from mlma.training import check_executor_spec
+    from mlma.executor_spec import check_executor_spec
 
     try:
         check_executor_spec(a.executor)
@@ -372,10 +372,6 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     if kind in ("adwin", "page-hinkley"):
         raise ConfigError(f"{path}: [agent] policy {a.policy!r} is a backtest baseline; live operation runs "
                           "mlma, never, always or periodic:K")
-    try:
-        config.build_policy()  # the spec's own settings (mlma:alpha=0.1) are checked here, not at the first tick
-    except ValueError as exc:
-        raise ConfigError(f"{path}: [agent] policy {a.policy!r}: {exc}") from None
     if config.model.train_window_ticks < 0:
         raise ConfigError(f"{path}: [model] train_window_ticks must be >= 0")
     try:
@@ -406,12 +402,15 @@ def init_project(root: str | Path, *, db: str | None = None, model: str = "light
     path = root / CONFIG_NAME
     if path.exists():
         raise ConfigError(f"{path} exists already; this folder is a project")
-    try:
-        # A spec no data can fix (unknown, not importable, a missing extra) is refused now, not at the first
-        # tick; built under an hourly context, as the frequency is only known after the first ingest.
-        make_forecaster(model, ForecastContext("h", season_length=24, horizon=24))
-    except ValueError as exc:
-        raise ConfigError(f"model {model!r}: {exc}") from None
+    if ":" not in model:
+        # A built-in name that does not exist is refused now, not at the first tick (built under an hourly
+        # context, as the frequency is only known after the first ingest). A spec with an import path or a
+        # file (package.module:Class, pickle:...) is not: the service that runs the ticks may have a path or
+        # an environment this command does not; the first tick says if it cannot be built.
+        try:
+            make_forecaster(model, ForecastContext("h", season_length=24, horizon=24))
+        except ValueError as exc:
+            raise ConfigError(f"model {model!r}: {exc}") from None
     created = not root.exists()
     # The project holds the fleet's data, models and possibly a database password: its owner's only.
     _private_dir(root)

@@ -92,8 +92,10 @@ class ArtifactStore:
     Parameters
     ----------
     root
-        The directory (created if needed). For a team on PostgreSQL it must be shared by every agent and
-        person that loads models (a network file system or a mounted bucket).
+        The directory, created when the first artifact is written into it (not before: a store opened on a
+        folder that does not exist, e.g. a typo in ``mlma.toml``'s ``[store] artifacts``, only reads, and
+        finds nothing there, instead of leaving an empty folder behind). For a team on PostgreSQL it must be
+        shared by every agent and person that loads models (a network file system or a mounted bucket).
 
     Examples
     --------
@@ -108,7 +110,6 @@ class ArtifactStore:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root).expanduser()
-        self.root.mkdir(parents=True, exist_ok=True)
         self._batch = _OpenBatch()
 
     def path(self, sha: str) -> Path:
@@ -190,8 +191,11 @@ class ArtifactStore:
         # same disk took 160 ms a tick for a handful of new models), so it pays only when the batch is large
         # enough that one fsync per file and directory would cost more (the start-up's thousands of models).
         many = len(todo) >= SYNCFS_MIN_FILES
-        # A shard folder made now is an entry in the root folder, which must reach the disk too.
-        created = False
+        # A shard folder made now is an entry in the root folder, which must reach the disk too (and the root
+        # folder, made now, an entry in its parent).
+        made_root = not self.root.is_dir()
+        created = made_root
+        self.root.mkdir(parents=True, exist_ok=True)
         for parent in {self.path(sha).parent for sha in todo}:
             created |= not parent.is_dir()
             parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +232,8 @@ class ArtifactStore:
                 _fsync_dir(parent)
             if created:
                 _fsync_dir(self.root)
+            if made_root:
+                _fsync_dir(self.root.parent)
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         """Store raw bytes under their sha256 (no-op if an intact copy is already there)."""
@@ -260,7 +266,7 @@ class ArtifactStore:
         path = self.path(sha)
         try:
             data = path.read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # NotADirectoryError: a file where a folder should be
             raise ArtifactMissing(f"artifact {sha} is not in {self.root} (expected at {path})") from None
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha:

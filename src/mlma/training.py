@@ -19,6 +19,7 @@ import dataclasses
 import math
 import time
 import warnings
+from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from mlma.executor_spec import check_executor_spec
 from mlma.fleet import FleetData
 from mlma.models import (
     FleetHistory,
@@ -283,40 +285,6 @@ def make_executor(spec=None, *, connect_timeout: float = 10.0) -> Executor:
         _, _, workers = spec.partition(":")
         return _process_pool(int(workers) if workers else None)
     return DaskExecutor.connect("tcp://" + spec.split("://", 1)[1], timeout=connect_timeout)
-
-
-def check_executor_spec(spec: str) -> str:
-    """The executor spec string, stripped, if :func:`make_executor` could build it; ValueError otherwise. It
-    checks the form only (no pool is started, no scheduler asked), so a project file or a command-line
-    option is refused before any work.
-
-    >>> check_executor_spec(" process:2 ")
-    'process:2'
-    >>> check_executor_spec("process:0")
-    Traceback (most recent call last):
-    ...
-    ValueError: process executor needs a whole number of workers >= 1, got 'process:0'
-    >>> check_executor_spec("dask://")
-    Traceback (most recent call last):
-    ...
-    ValueError: executor 'dask://' names no scheduler; use 'dask://host:port' (default port 8786)
-    """
-    if not isinstance(spec, str):
-        raise ValueError(f"executor must be a spec string, got {type(spec).__name__}")
-    spec = spec.strip()
-    if spec == "inline":
-        return spec
-    if spec == "process" or spec.startswith("process:"):
-        _, _, workers = spec.partition(":")
-        if spec != "process" and not (workers.isdigit() and int(workers) >= 1):
-            raise ValueError(f"process executor needs a whole number of workers >= 1, got {spec!r}")
-        return spec
-    if spec.startswith(("dask://", "tcp://")):
-        if not spec.split("://", 1)[1].strip():
-            raise ValueError(f"executor {spec!r} names no scheduler; use 'dask://host:port' (default port 8786)")
-        return spec
-    raise ValueError(f"unknown executor {spec!r}; use 'inline', 'process[:N]', 'dask://host:port' or a "
-                     "distributed.Client")
 
 
 def _process_pool(workers: int | None) -> ProcessPoolExecutor:
@@ -734,6 +702,12 @@ class ModelService:
     predict_chunk_size
         Most streams forecast in one fleet-wide call (:meth:`predict_many`); on an executor of several
         slots, the streams are cut into at least one shard per slot.
+    window_steps
+        The most grid steps ``n`` consecutive ticks hold (the agent's clock's
+        :meth:`~mlma.calendar.TickClock.most_steps`), to refuse a training window too short for the model
+        (:func:`mlma.models.check_train_window`); default ``n * ctx.horizon``, exact for ticks of one length.
+    default_window
+        ``train_window_ticks`` is the frequency's default, not a setting (said in that refusal).
     shard_forecasts
         Send the forecasts to the executor in shards when it has several slots. Default (None): on a Dask
         executor only; a local process pool forecasts slower than this process (the models and histories
@@ -744,7 +718,8 @@ class ModelService:
                  executor: Executor | None = None, chunk_size: int = 64, model_params: dict | None = None,
                  parallel_threshold: int | None = None, fit_timeout: float | None = None,
                  fit_cache: FitCache | str | None = None, predict_chunk_size: int = DEFAULT_PREDICT_CHUNK,
-                 shard_forecasts: bool | None = None) -> None:
+                 shard_forecasts: bool | None = None, window_steps: Callable[[int], int] | None = None,
+                 default_window: bool = False) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
         if isinstance(predict_chunk_size, bool) or not isinstance(predict_chunk_size, int) or predict_chunk_size < 1:
@@ -769,7 +744,8 @@ class ModelService:
         # than as a fit failure of every stream.
         probe = make_forecaster(spec, ctx, **self.model_params)
         # So does a window the model can never be fitted on: every stream would serve a fall-back for ever.
-        check_train_window(probe, ctx, train_window_ticks, name=spec_name(spec))
+        check_train_window(probe, ctx, train_window_ticks, name=spec_name(spec), steps_in=window_steps,
+                           is_default=default_window)
         if parallel_threshold is None:
             parallel_threshold = getattr(self.executor, "parallel_threshold", DEFAULT_PARALLEL_THRESHOLD)
         self.parallel_threshold = parallel_threshold

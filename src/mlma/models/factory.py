@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import math
 import pickle
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,14 +66,18 @@ def spec_name(spec) -> str:
 
 
 def check_train_window(model: Forecaster, ctx: ForecastContext, window_ticks: int | None, *,
-                       name: str | None = None) -> None:
+                       name: str | None = None, steps_in: Callable[[int], int] | None = None,
+                       is_default: bool = False) -> None:
     """Refuse a training window too short for ``model`` ever to be fitted.
 
-    A window of ``window_ticks`` ticks holds at most ``window_ticks * ctx.horizon`` steps of the grid (the
-    horizon is the steps of one tick). A model whose ``min_history`` is larger than that falls back to a simpler
-    model at every fit of every stream, however long the stream has run, so the fleet would never serve the
-    model that was asked for: that is a configuration error, not a stream's trouble. ``None`` (all history)
-    is always accepted. ``name`` names the model in the message (default: :func:`spec_name` of ``model``).
+    A window of ``window_ticks`` ticks holds at most ``steps_in(window_ticks)`` steps of the grid (default:
+    ``window_ticks * ctx.horizon``, exact for ticks of one length; the agent's clock gives the exact most for
+    month-based ticks over fixed steps, :meth:`mlma.calendar.TickClock.most_steps`). A model whose
+    ``min_history`` is larger falls back to a simpler model at every fit of every stream, however long the
+    stream has run, so the fleet would never serve the model that was asked for: that is a configuration
+    error, not a stream's trouble. ``None`` (all history) is always accepted. ``name`` names the model in the
+    message (default: :func:`spec_name` of ``model``); ``is_default`` says the window was not set but is the
+    frequency's default.
 
     >>> ctx = ForecastContext("h", season_length=24, horizon=24)
     >>> ridge = make_forecaster("ridge", ctx)
@@ -80,19 +86,24 @@ def check_train_window(model: Forecaster, ctx: ForecastContext, window_ticks: in
     >>> check_train_window(ridge, ctx, 7, name="ridge")
     Traceback (most recent call last):
     ...
-    ValueError: train_window_ticks=7 holds at most 168 steps of 'h' data, but ridge needs 216 (its min_history): every fit would fall back to a simpler model; use a window of at least 9 ticks, or all history
+    ValueError: train_window_ticks=7 holds at most 168 steps of 'h' data, but ridge needs 216 (its min_history): every fit would fall back to a simpler model; use a window of at least 9 ticks
     """
     if window_ticks is None:
         return
     if isinstance(window_ticks, bool) or not isinstance(window_ticks, (int, np.integer)) or window_ticks < 1:
         raise ValueError(f"train_window_ticks must be a whole number >= 1 or None (all history), got {window_ticks!r}")
-    steps = int(window_ticks) * ctx.horizon
-    needs = int(model.min_history)
-    if steps < needs:
-        shortest = -(-needs // ctx.horizon)
-        raise ValueError(f"train_window_ticks={window_ticks} holds at most {steps} steps of {ctx.freq!r} data, but "
-                         f"{name or spec_name(model)} needs {needs} (its min_history): every fit would fall back to "
-                         f"a simpler model; use a window of at least {shortest} ticks, or all history")
+    steps_in = steps_in or (lambda ticks: ticks * ctx.horizon)
+    steps = steps_in(int(window_ticks))
+    needs = math.ceil(model.min_history)
+    if steps >= needs:
+        return
+    shortest = int(window_ticks) + 1
+    while steps_in(shortest) < needs:
+        shortest += 1
+    which = "the default training window for this frequency and tick, " if is_default else ""
+    raise ValueError(f"{which}train_window_ticks={window_ticks} holds at most {steps} steps of {ctx.freq!r} data, "
+                     f"but {name or spec_name(model)} needs {needs} (its min_history): every fit would fall back "
+                     f"to a simpler model; use a window of at least {shortest} ticks")
 
 
 def _context_parameter(cls: type) -> str | None:

@@ -1,0 +1,43 @@
+"""The form of an executor spec (``inline``, ``process[:N]``, ``dask://host:port``), checked without building it.
+
+Kept apart from :mod:`mlma.training`, which builds executors, so that reading ``mlma.toml`` (``mlma status`` too)
+checks ``[agent] executor`` without importing the model stack.
+"""
+
+from __future__ import annotations
+
+__all__ = ["check_executor_spec"]
+
+
+def check_executor_spec(spec: str) -> str:
+    """The executor spec string, stripped, if :func:`mlma.training.make_executor` could build it; ValueError otherwise. It
+    checks the form only (no pool is started, no scheduler asked), so a project file or a command-line
+    option is refused before any work.
+
+    >>> check_executor_spec(" process:2 ")
+    'process:2'
+    >>> check_executor_spec("process:0")
+    Traceback (most recent call last):
+    ...
+    ValueError: process executor needs a whole number of workers >= 1, got 'process:0'
+    >>> check_executor_spec("dask://")
+    Traceback (most recent call last):
+    ...
+    ValueError: executor 'dask://' names no scheduler; use 'dask://host:port' (default port 8786)
+    """
+    if not isinstance(spec, str):
+        raise ValueError(f"executor must be a spec string, got {type(spec).__name__}")
+    spec = spec.strip()
+    if spec == "inline":
+        return spec
+    if spec == "process" or spec.startswith("process:"):
+        _, _, workers = spec.partition(":")
+        if spec != "process" and not (workers.isdigit() and int(workers) >= 1):
+            raise ValueError(f"process executor needs a whole number of workers >= 1, got {spec!r}")
+        return spec
+    if spec.startswith(("dask://", "tcp://")):
+        if not spec.split("://", 1)[1].strip():
+            raise ValueError(f"executor {spec!r} names no scheduler; use 'dask://host:port' (default port 8786)")
+        return spec
+    raise ValueError(f"unknown executor {spec!r}; use 'inline', 'process[:N]', 'dask://host:port' or a "
+                     "distributed.Client")
