@@ -314,3 +314,26 @@ def test_a_budget_spent_as_a_schedule_re_trains_like_the_staggered_schedule_and_
     assert mlma["reason"].str.startswith("schedule:").all()
     summary = {row["policy"]: row for row in result.summary}
     assert summary["mlma:budget=1"]["promotions"] == summary["mlma:budget=1"]["retrains"] == 6
+
+
+def test_the_fits_that_fell_back_are_counted_by_cause():
+    """A backtest says what really made its forecasts: fits the data could not support fell back to seasonal
+    naive or the mean, and the run counts them by cause (short history, constant series...)."""
+    hours = pd.date_range("2025-01-01", periods=24 * 30, freq="h")
+    pattern = 10 + 5 * np.sin(2 * np.pi * np.arange(hours.size) / 24)
+    frame = pd.concat([pd.DataFrame({"unique_id": "ok", "ds": hours, "y": pattern}),
+                       pd.DataFrame({"unique_id": "flat", "ds": hours, "y": 3.0}),
+                       pd.DataFrame({"unique_id": "new", "ds": hours[-24 * 5:], "y": pattern[-24 * 5:]})],
+                      ignore_index=True)
+    config = BacktestConfig(policies=["always"], model="ridge", initial_ticks=14, frontier=False, executor="inline")
+    result = run_backtest(frame, config)
+    fell_back = result.config["fits_fell_back"]
+    # "always" re-fits every stream every tick: "flat" falls back at each of its fits (the start-up's and one a
+    # scored tick: constant), "new" at each of its five (its first once it has a day of rows, at tick 25, then
+    # one a tick to 29: at most five days of rows, ridge needs nine), "ok" never.
+    scored = result.config["n_ticks"] - 14
+    assert fell_back == {"constant series": scored + 1, "short history": 5}
+    assert result.config["fits_done"] == 2 * (scored + 1) + 5
+    # A fleet its model can fit: nothing fell back.
+    plain = run_backtest(frame[frame["unique_id"] == "ok"], config)
+    assert plain.config["fits_fell_back"] == {}

@@ -17,6 +17,7 @@ tick's ``TickReport.cleared``), so the escalation log says when each was resolve
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 from dataclasses import dataclass, field
@@ -341,6 +342,9 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         "executor": config.executor or "inline",
         "fits_done": sum(svc.fits_done for svc in {id(svc): svc for svc in services}.values()),
         "fits_from_cache": sum(svc.fits_cached for svc in {id(svc): svc for svc in services}.values()),
+        # Fits that fell back to seasonal naive or the mean, by cause: a model the data cannot support is seen.
+        "fits_fell_back": dict(sum((svc.fallbacks for svc in {id(svc): svc for svc in services}.values()),
+                                   collections.Counter())),
         "bootstrap": config.bootstrap,
         # What groups the queue items the labour is counted in, and how many streams had a value of it.
         "queue_group_by": config.group_by,

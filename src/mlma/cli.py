@@ -230,6 +230,12 @@ def backtest(
         _fail(str(exc))
     write_outputs(result, out)
     print_summary(result, title=f"{data.name}: {result.config['n_streams']:,} streams, model {model}")
+    fell_back = result.config["fits_fell_back"]
+    if fell_back:
+        fits = result.config["fits_done"] + result.config["fits_from_cache"]
+        causes = ", ".join(f"{cause} {n:,}" for cause, n in sorted(fell_back.items(), key=lambda kv: -kv[1]))
+        console.print(f"{sum(fell_back.values()):,} of {fits:,} fits fell back to a simpler model ({causes}): "
+                      f"those streams were forecast by seasonal naive or the mean, not {model} (docs/models.md)")
     cached = (f", {result.config['fits_from_cache']:,} from the fit cache" if fit_cache is not None else "")
     console.print(f"done in {time.perf_counter() - started:.1f} s ({result.config['fits_done']:,} fits{cached}); "
                   f"wrote {out}/summary.json and {out}/report.html")

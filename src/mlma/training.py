@@ -14,6 +14,7 @@ their fitted models, so the data of a chunk crosses the network once, whatever t
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import math
@@ -33,6 +34,7 @@ from mlma.models import (
     FleetHistory,
     ForecastContext,
     check_train_window,
+    fallback_cause,
     fit_forecasters,
     make_forecaster,
     model_uses_drivers,
@@ -764,6 +766,9 @@ class ModelService:
         self.fits_done = 0
         #: Fits taken from :attr:`fit_cache` instead of being done.
         self.fits_cached = 0
+        #: Fits (done or from the cache) that fell back to a simpler model, by cause
+        #: (:func:`mlma.models.fallback_cause`): what a backtest's forecasts were really made by.
+        self.fallbacks: collections.Counter[str] = collections.Counter()
         if fit_cache is not None and not isinstance(fit_cache, FitCache):
             fit_cache = FitCache(fit_cache)
         self.fit_cache = fit_cache
@@ -862,11 +867,18 @@ class ModelService:
         left = []
         for job, address in zip(jobs, addresses):
             if address in found:
-                self._models[job[0]] = FittedModel(job[0], *found[address])
+                self._hold(FittedModel(job[0], *found[address]))
                 self.fits_cached += 1
             else:
                 left.append(job)
         return left
+
+    def _hold(self, model: FittedModel) -> None:
+        """Keep a new fit (made now, or from the fit cache), counting it in :attr:`fallbacks` if it fell back."""
+        self._models[model.key] = model
+        cause = fallback_cause(model.fallback_reason, model.short_history)
+        if cause is not None:
+            self.fallbacks[cause] += 1
 
     def _to_cache(self, jobs: list) -> None:
         if self.fit_cache is None or self._cache_context is None:
@@ -902,7 +914,7 @@ class ModelService:
                 failures.append((chunk, exc))
                 continue
             for model in fitted:
-                self._models[model.key] = model
+                self._hold(model)
             self.fits_done += len(fitted)
         for chunk, exc in failures:
             for key, *_ in chunk:

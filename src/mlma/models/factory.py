@@ -28,7 +28,7 @@ from mlma.models.linear import RidgeForecaster
 from mlma.models.naive import MeanForecaster, SeasonalNaive
 
 __all__ = ["make_forecaster", "available_models", "spec_name", "spec_options", "check_train_window", "FitOutcome",
-           "fit_forecaster", "fit_forecasters"]
+           "fallback_cause", "fit_forecaster", "fit_forecasters"]
 
 _BUILTINS = {
     "seasonal-naive": SeasonalNaive,
@@ -359,6 +359,26 @@ class FitOutcome:
     @property
     def fell_back(self) -> bool:
         return self.fallback_reason is not None
+
+
+def fallback_cause(reason: str | None, short_history: bool = False) -> str | None:
+    """A fall-back's reason in one of a few words, to count them: ``short history``, ``no finite value``,
+    ``constant series`` or ``fit failed`` (None when the fit did not fall back).
+
+    >>> fallback_cause("history has 72 observations, lightgbm needs 216", short_history=True)
+    'short history'
+    >>> fallback_cause("series is constant (every observation is 3)"), fallback_cause(None)
+    ('constant series', None)
+    """
+    if reason is None:
+        return None
+    if short_history:
+        return "short history"
+    if reason.startswith("history has no finite"):
+        return "no finite value"
+    if reason.startswith("series is constant"):
+        return "constant series"
+    return "fit failed"
 
 
 def _is_simple(model) -> bool:
