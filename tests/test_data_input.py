@@ -129,6 +129,42 @@ def test_iso_text_with_offsets_still_converts_to_utc():
     assert "timezone-converted" in checked.report.codes
 
 
+@pytest.mark.parametrize("zone", ["UTC", "GMT"])
+def test_year_first_text_with_a_zone_name_is_read_as_utc(zone):
+    """BigQuery exports timestamps as '2025-02-03 00:00:00 UTC': year first, so nothing to guess."""
+    checked = validate(as_text(hourly(), f"%Y-%m-%d %H:%M:%S {zone}"), min_length=1)
+    assert checked.frame["ds"].min() == DAY and "timezone-converted" in checked.report.codes
+    with pytest.raises(DataError, match="not ISO 8601"):  # day first with a zone name is still not guessed
+        validate(as_text(hourly(), f"%d/%m/%Y %H:%M {zone}"), on_bad_rows="drop")
+
+
+def test_datetimes_of_several_time_zones_in_one_column_are_instants_in_utc():
+    """Frames of several time zones concatenated give a column of objects: each value is an instant."""
+    utc = hourly(n_streams=1).assign(ds=lambda f: f["ds"].dt.tz_localize("UTC"))
+    paris = hourly(n_streams=1).assign(unique_id="p", ds=lambda f: f["ds"].dt.tz_localize("Europe/Paris"))
+    mixed = pd.concat([utc, paris], ignore_index=True)
+    assert mixed["ds"].dtype == object
+    checked = validate(mixed, min_length=1)
+    frame = checked.frame.set_index("unique_id")
+    assert frame.loc["z0", "ds"].min() == DAY and frame.loc["p", "ds"].min() == DAY - pd.Timedelta(hours=1)
+    assert "timezone-converted" in checked.report.codes
+
+
+def test_a_parquet_dataset_folder_is_read_whole(tmp_path):
+    """Spark, Dask and pyarrow write a data set as a folder of part files: one schema, read as one table."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "fleet.parquet"
+    folder.mkdir()
+    frame = hourly()
+    for i, part in enumerate([frame.iloc[:40], frame.iloc[40:]]):
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), folder / f"part-{i}.parquet")
+    assert len(read_frame(folder)) == 72
+    done = cli("validate", str(folder))
+    assert done.returncode == 0 and "3 streams, 72 rows" in one_line(done.stdout)
+
+
 def test_datetime_columns_and_parquet_dates_still_work(tmp_path):
     frame = hourly()
     assert validate(frame, min_length=1).frame["ds"].min() == DAY

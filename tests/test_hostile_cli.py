@@ -158,6 +158,15 @@ def test_init_refuses_what_cannot_work_and_leaves_nothing_behind(tmp_path):
     # Nothing half-made blocks the retry.
     assert run("init", str(tmp_path / "d"), "--model", "seasonal-naive").returncode == 0
     load_config(tmp_path / "d")
+    # Neither in a folder that was there (left as it was) nor under parents it made (removed with it).
+    (tmp_path / "there").mkdir()
+    unreachable = "postgresql+psycopg://postgres@127.0.0.1:1/nodb"
+    refused(run("init", str(tmp_path / "there"), "--db", unreachable), "cannot create the project's store")
+    assert list((tmp_path / "there").iterdir()) == []
+    refused(run("init", str(tmp_path / "new" / "deep" / "p"), "--db", unreachable), "cannot create")
+    assert not (tmp_path / "new").exists()
+    # A spec that needs an extra or a path the ticks' environment may have is left to the first tick.
+    assert run("init", str(tmp_path / "nixtla"), "--model", "mlforecast").returncode == 0
 
 
 def test_validate_and_ingest_name_the_file_they_cannot_read(project, fleet, tmp_path):
@@ -170,7 +179,7 @@ def test_validate_and_ingest_name_the_file_they_cannot_read(project, fleet, tmp_
     refused(run("validate", str(tmp_path)), "is a folder; give a CSV or Parquet file")
     with Store.open(load_config(project).store_url) as store:
         rows = len(store.observations())
-    refused(cli(project, "ingest", str(tmp_path)), "is a folder; give a CSV or Parquet file")
+    refused(cli(project, "ingest", str(tmp_path)), "is a folder; `mlma ingest` takes one CSV or Parquet file")
     good = write_csv(days(fleet, 29, 30), tmp_path / "day.csv")
     refused(cli(project, "ingest", str(good), "--rejects", str(tmp_path)), "--rejects", "is a folder")
     with Store.open(load_config(project).store_url) as store:

@@ -204,13 +204,14 @@ def test_a_window_too_short_for_the_model_is_refused_before_any_work():
                                          r"ridge needs 112 .* at least 26 ticks"):
         run_backtest(weeks, BacktestConfig(policies=["never"], model="ridge", tick="MS", train_window_ticks=24,
                                            frontier=False, executor="inline"))
-    # Left unset, a window too short is the default one, and the message says so: daily data in daily ticks.
+    # Left unset, the frequency's default is lengthened to what the model needs, not refused: daily data in daily
+    # ticks defaults to four weeks (28 rows) and ridge needs 52; the fits then use ridge, none falls back.
     days = pd.DataFrame({"unique_id": "d", "ds": pd.date_range("2024-01-01", periods=200, freq="D"),
-                         "y": 5 + np.arange(200) % 7})
-    with pytest.raises(ValueError, match=r"the default training window for this frequency and tick, "
-                                         r"train_window_ticks=28 holds at most 28 steps"):
-        run_backtest(days, BacktestConfig(policies=["never"], model="ridge", tick="1D", frontier=False,
-                                          executor="inline"))
+                         "y": 5 + np.arange(200) % 7 + np.sin(np.arange(200) / 5)})
+    lengthened = run_backtest(days, BacktestConfig(policies=["always"], model="ridge", tick="1D", frontier=False,
+                                                   executor="inline"))
+    assert lengthened.config["train_window_ticks"] == 52
+    assert lengthened.config["fits_fell_back"] == {} and lengthened.config["fits_done"] > 100
 
 
 def test_attributes_that_cannot_group_the_queue_are_refused_before_any_work():

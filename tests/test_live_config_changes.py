@@ -213,6 +213,23 @@ def test_every_file_lost_in_the_right_folder_is_refused_until_a_person_queues_re
         assert store.forecasts(28)["unique_id"].nunique() == 5
 
 
+def test_every_file_lost_is_mended_for_the_whole_fleet_with_retrain_all(make_project):
+    """A database restored without its artifacts: one command queues every stream's re-fit, the message says it."""
+    root = make_project()
+    config = load_config(root)
+    for path in config.artifacts_dir.glob("??/*"):
+        path.unlink()
+    refused = ok(run_cli(root, "tick"), 2)
+    assert "mlma retrain --all" in " ".join(refused.stdout.split())
+    ok(run_cli(root, "retrain", "zone-0000", "--all"), 2)  # --all names no streams
+    ok(run_cli(root, "retrain", "--all", "--by", "ana", "--reason", "restored without artifacts"))
+    ok(run_cli(root, "tick"))
+    with Store.open(config.store_url) as store:
+        uids = set(store.streams()["unique_id"])
+        assert set(store.escalations().query("kind == 'artifact-broken'")["unique_id"]) == uids
+        assert store.forecasts(28)["unique_id"].nunique() == len(uids) == 5
+
+
 # -- 2. a change of [agent] policy ------------------------------------------------------------------------------
 def policy_audit(root: Path) -> list[dict]:
     with Store.open(load_config(root).store_url) as store:
@@ -326,7 +343,7 @@ def test_a_state_saved_before_the_policy_was_recorded_is_read_by_its_arrays():
             policy = "mlma"
 
         @staticmethod
-        def policy_params():
+        def monitor_settings():
             return {}
 
     meta = _policy_meta(Config)
@@ -346,6 +363,31 @@ def test_a_state_saved_before_the_policy_was_recorded_is_read_by_its_arrays():
     other.reset(3, 24, 24)
     with pytest.raises(ValueError, match="lacks 'ref_sum'"):
         other.load_state_arrays({name[7:]: v for name, v in arrays.items() if name.startswith("policy.")})
+    # An MLMA state of that age under a baseline now: said as the MLMA policy's, and recorded as such.
+    periodic = make_policy("periodic:7")
+    periodic.reset(3, 24, 24)
+    old_mlma = {f"policy.{name}": value for name, value in policy.state_arrays().items()}
+    _, change = _policy_change(old_mlma, periodic, {"kind": "periodic", "spec": "periodic:7", "settings": {}})
+    assert "changed from the MLMA policy" in change.message and change.before["kind"] == "mlma"
+
+
+def test_a_monitor_key_added_by_a_later_mlma_is_no_policy_change():
+    """A state records the [monitor] settings it was saved with; a key a later mlma adds is absent from it, and is
+    not a change (else every upgrade would note and audit one). A recorded key that changed still is."""
+    from mlma.live import _policy_change
+
+    policy = make_policy("mlma")
+    policy.reset(3, 24, 24)
+    now = {"kind": "mlma", "spec": "mlma", "settings": {"alpha": 0.01, "common_shock": 0.0}}
+    saved = {f"policy.{name}": value for name, value in policy.state_arrays().items()}
+    older = saved | {"meta.policy": np.array(json.dumps({"kind": "mlma", "spec": "mlma",
+                                                         "settings": {"alpha": 0.01}}))}
+    assert _policy_change(older, policy, now)[1] is None
+    changed = saved | {"meta.policy": np.array(json.dumps({"kind": "mlma", "spec": "mlma",
+                                                           "settings": {"alpha": 0.05}}))}
+    _, change = _policy_change(changed, policy, now)
+    assert change.state == "kept" and "alpha 0.05 -> 0.01" in change.message
+    assert "common_shock" not in change.message
 
 
 # -- 3. a frequency still pending -------------------------------------------------------------------------------

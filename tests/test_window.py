@@ -236,9 +236,10 @@ def test_live_ticks_on_the_kept_window_equal_ticks_on_a_full_reread_with_revisio
 
     frame = simulate_platform(10, FIRST_TICK + 8, seed=11, event_rate=3).data
     chunks = list(day_chunks(frame, FIRST_TICK))
-    # Seasonal naive: a 5-day window is too short for ridge (216 hourly rows), and ridge would be refused.
-    roots = {"kept": make_project(tmp_path / "kept", model="seasonal-naive", train_window_ticks=5),
-             "reread": make_project(tmp_path / "reread", model="seasonal-naive", train_window_ticks=5)}
+    # Ridge (it reads its whole window, so a row of the window read wrong would show) on a 9-day window, the
+    # shortest that holds its 216 hourly rows.
+    roots = {"kept": make_project(tmp_path / "kept", train_window_ticks=9),
+             "reread": make_project(tmp_path / "reread", train_window_ticks=9)}
     # Every refresh of the kept window, by step: a tick refreshes for its no-data hold check, then for its
     # data (which then finds nothing new unless an ingest came in between).
     refreshes, seen = [], []
@@ -256,8 +257,8 @@ def test_live_ticks_on_the_kept_window_equal_ticks_on_a_full_reread_with_revisio
             for i, chunk in enumerate(chunks):
                 store.ingest_frame(chunk, f"day-{i}")
                 if i >= 2 and i % 2 == 0:
-                    # Corrections of last week's rows: some inside the 5-day window, some before it.
-                    old = store.observations(start=chunk["ds"].min() - pd.Timedelta("7D"), end=chunk["ds"].min())
+                    # Corrections of the last 12 days' rows: some inside the 9-day window, some before it.
+                    old = store.observations(start=chunk["ds"].min() - pd.Timedelta("12D"), end=chunk["ds"].min())
                     fix = old.sample(20, random_state=i)
                     store.ingest_frame(fix.assign(y=fix["y"] * 3 + 1)[["unique_id", "ds", "y"]], f"fix-{i}")
                 if name == "reread":

@@ -32,7 +32,7 @@ from mlma.calendar import TickClock, default_train_window, tick_alias
 from mlma.data import Frequency, make_tick_grid, read_frame, validate
 from mlma.escalations import EscalationBook, queue_items
 from mlma.fleet import FleetData
-from mlma.models import Drivers, ForecastContext
+from mlma.models import Drivers, ForecastContext, fitting_train_window, make_forecaster, spec_name
 from mlma.policy import Policy, Verdict, make_policy
 from mlma.training import ModelService, make_executor
 
@@ -210,15 +210,18 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     steps = clock.horizon()
     ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=steps,
                           drivers=fleet.drivers)
-    window = config.train_window_ticks or default_train_window(freq, tick_offset)
+    # The window asked for (refused if too short for the model), else the frequency's default, lengthened to what
+    # the model needs.
+    window = fitting_train_window(make_forecaster(config.model, ctx), ctx, config.train_window_ticks,
+                                  default_train_window(freq, tick_offset), name=spec_name(config.model),
+                                  steps_in=clock.most_steps)
     first_tick = config.initial_ticks or max(1, min(window or math.ceil(fleet.n_ticks / 3), fleet.n_ticks // 2))
     if first_tick >= fleet.n_ticks:
         raise ValueError(f"initial_ticks={first_tick} leaves no tick to score (the data has {fleet.n_ticks})")
 
     executor = make_executor(config.executor)
     service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
-                           fit_cache=config.fit_cache, window_steps=clock.most_steps,
-                           default_window=config.train_window_ticks is None)
+                           fit_cache=config.fit_cache, window_steps=clock.most_steps)
     # The start-up's scale, what a live agent knows at its start (the end of tick first_tick - 1); streams with
     # none yet get theirs at the first tick with a season's worth of pairs, from what is known then (below).
     scale = fleet.scale_known_at(freq.season_length, first_tick - 1)

@@ -141,8 +141,8 @@ def validate_command(
     """Check a data file against the data contract and print what would be repaired or dropped."""
     from mlma.data import DataError, read_frame, validate
 
-    if data.is_dir():
-        _fail(f"{data} is a folder; give a CSV or Parquet file")
+    if data.is_dir() and data.suffix.lower() not in (".parquet", ".pq"):
+        _fail(f"{data} is a folder; give a CSV or Parquet file (or a Parquet dataset folder named *.parquet)")
     try:
         checked = validate(read_frame(data, id_col=id_col, time_col=time_col, target_col=target_col),
                            freq=freq, source=str(data), on_bad_rows="drop")
@@ -412,7 +412,8 @@ def ingest(
     if not data.exists():
         _fail(f"{data}: no such file")
     if data.is_dir():
-        _fail(f"{data} is a folder; give a CSV or Parquet file")
+        _fail(f"{data} is a folder; `mlma ingest` takes one CSV or Parquet file (write a Parquet dataset folder to "
+              f"one file, or ingest its part files one by one)")
     if rejects is not None and rejects.is_dir():
         _fail(f"--rejects {rejects} is a folder; give the CSV file to write the rejected rows to")
     if future:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ __all__ = [
     "CANONICAL_COLUMNS",
     "DataError",
     "FleetContext",
+    "FrequencyPending",
     "Finding",
     "Frequency",
     "IngestLimits",
@@ -144,6 +146,11 @@ class DataError(ValueError):
         self.unique_id = unique_id
         self.streams = tuple(streams)
         self.report = report
+
+
+class FrequencyPending(DataError):
+    """The data cannot tell its frequency yet: every stream has a single timestamp so far (a daily panel fed a
+    day per file). Not broken data: a later file settles it."""
 
 
 @dataclass(frozen=True)
@@ -368,7 +375,7 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
             frame = _read_csv(path, id_cols)
             first_line = 2
         elif suffix in _PARQUET_SUFFIXES:
-            _refuse_duplicate_columns(_parquet_columns(path), label)
+            _refuse_duplicate_columns(_file_columns(path, parquet=True), label)
             frame = pd.read_parquet(path)
         else:
             raise ValueError(f"cannot read {label}: unknown file type {suffix or '(no suffix)'!r}; "
@@ -456,13 +463,24 @@ def _refuse_duplicate_columns(names: Sequence[Any], where: str, source: str | No
                     column=next(iter(repeated)))
 
 
+def _file_columns(path: Path, parquet: bool) -> list:
+    """A file's column names as written, before pandas renames a repeated one (``y``, ``y.1``) or fails on it:
+    the Parquet schema, or the CSV file's first line."""
+    if parquet:
+        return _parquet_columns(path)
+    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return header.iloc[0].tolist() if len(header) else []
+
+
 def _parquet_columns(path: Path) -> list[str]:
-    """The column names of a Parquet file as stored (pandas cannot read a file that repeats one)."""
+    """The column names of a Parquet file (or dataset folder) as stored (pandas cannot read a file that repeats
+    one)."""
     try:
         import pyarrow.parquet as pq
     except ImportError:  # pragma: no cover - pyarrow is a dependency
         return []
-    schema = pq.read_schema(path)
+    # A folder (a dataset written by Spark, Dask or pyarrow in parts) has one schema for all its parts.
+    schema = pq.ParquetDataset(path).schema if path.is_dir() else pq.read_schema(path)
     meta = schema.pandas_metadata or {}
     index_columns = {c for c in meta.get("index_columns", []) if isinstance(c, str)}
     return [n for n in schema.names if n not in index_columns]
@@ -474,10 +492,7 @@ CSV_CHUNK_ROWS = 500_000
 
 
 def _read_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None) -> pd.DataFrame:
-    # The header as written: read_csv's own header renames a repeated name ('y', 'y.1').
-    raw_header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
-    if len(raw_header):
-        _refuse_duplicate_columns(raw_header.iloc[0].tolist(), str(path), source=str(path))
+    _refuse_duplicate_columns(_file_columns(path, parquet=False), str(path), source=str(path))
     header = pd.read_csv(path, nrows=0).columns
     # Missing-value markers apply to every column except the stream key, where "NA" may be a real id
     # (Namibia) and must stay text.
@@ -572,14 +587,36 @@ def _parse_unique_dates(values: pd.Index) -> tuple[np.ndarray, str | None]:
     """
     if len(values) == 0:
         return np.empty(0, dtype=np.int64), None
-    best, note = _to_datetime_quietly(values, "ISO8601")
-    if best is None:
-        return np.full(len(values), _NAT, dtype=np.int64), None
-    if best.tz is not None:
-        note = note or f"time zone {best.tz} converted to UTC"
-        best = best.tz_convert("UTC").tz_localize(None)
-    best = best.where((best >= pd.Timestamp.min) & (best <= pd.Timestamp.max))
-    return np.asarray(best.as_unit("ns").asi8), note
+    is_text = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
+    out = np.full(len(values), _NAT, dtype=np.int64)
+    notes = []
+    if is_text.any():
+        # Year first and then a zone's name ("2025-02-04 00:00:00 UTC", as BigQuery exports timestamps) cannot
+        # be misread: the name is read as the offset it stands for.
+        text = pd.Index([_ZONE_NAME.sub("+00:00", v) for v in values[is_text]], dtype=object)
+        best, note = _to_datetime_quietly(text, "ISO8601")
+        if best is not None:
+            if best.tz is not None:
+                note = note or f"time zone {best.tz} converted to UTC"
+                best = best.tz_convert("UTC").tz_localize(None)
+            best = best.where((best >= pd.Timestamp.min) & (best <= pd.Timestamp.max))
+            out[is_text] = np.asarray(best.as_unit("ns").asi8)
+            notes.append(note)
+    if not is_text.all():
+        # Datetime objects in a column of objects (e.g. frames of several time zones concatenated): each is an
+        # instant already, taken in UTC; anything else is not a timestamp (NaT, reported as a bad row).
+        objects = values[~is_text]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            instants = pd.to_datetime(pd.Series(objects, dtype=object), errors="coerce", utc=True)
+        aware = any(getattr(v, "tzinfo", None) is not None for v in objects)
+        out[~is_text] = np.asarray(pd.DatetimeIndex(instants).tz_localize(None).as_unit("ns").asi8)
+        notes.append("time zones converted to UTC" if aware else None)
+    return out, next((n for n in notes if n), None)
+
+
+# A year-first timestamp followed by a zone's name that means UTC ("2025-02-04 00:00:00 UTC").
+_ZONE_NAME = re.compile(r"(?<=\d)\s*(?:UTC|GMT)\s*$")
 
 
 # A date written day or month first (03/02/2025, 3.2.25, 03-02-2025): which field is the month is not in the text.
@@ -602,7 +639,8 @@ class _NonISODates:
         failed = parsed == _NAT
         if not failed.any():
             return None
-        text = pd.Series(values[failed], dtype=object).str.strip()  # non-text values become NaN
+        # Non-text values (an object that is no timestamp) are never blank.
+        text = pd.Series([v.strip() if isinstance(v, str) else None for v in values[failed]], dtype=object)
         blank = np.zeros(len(values), dtype=bool)  # an empty cell is a missing timestamp, not a format
         blank[failed] = (text == "").to_numpy(dtype=bool)
         per_value = np.bincount(codes[codes >= 0], minlength=len(values))
@@ -1838,7 +1876,7 @@ def infer_frequency(df: pd.DataFrame) -> Frequency:
     specs = _infer_stream_specs(stream, t, len(stream_keys))
     known = np.flatnonzero(specs.kind > 0)
     if len(known) == 0:
-        raise DataError("cannot infer the frequency: every stream has a single timestamp", column=TIME)
+        raise FrequencyPending("cannot infer the frequency: every stream has a single timestamp", column=TIME)
     described: dict[str, list[str]] = {}
     for s in known:
         described.setdefault(_describe_stream_spec(specs, s), []).append(str(stream_keys[s]))
@@ -1891,14 +1929,9 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME,
         label = str(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
-        if path.suffix.lower() in (".parquet", ".pq"):
-            _refuse_duplicate_columns(_parquet_columns(path), label, source=label)
-            frame = pd.read_parquet(path)
-        else:
-            raw_header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
-            if len(raw_header):
-                _refuse_duplicate_columns(raw_header.iloc[0].tolist(), label, source=label)
-            frame = pd.read_csv(path)
+        parquet = path.suffix.lower() in (".parquet", ".pq")
+        _refuse_duplicate_columns(_file_columns(path, parquet), label, source=label)
+        frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
     _refuse_duplicate_columns(list(frame.columns), label, source=label)
     # Line numbers as the user sees them in a CSV file (header on line 1), index labels otherwise.
     line = (lambda i: i + 2) if not isinstance(source, pd.DataFrame) else (lambda i: frame.index[i])

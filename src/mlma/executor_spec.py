@@ -36,8 +36,11 @@ def check_executor_spec(spec: str) -> str:
             raise ValueError(f"process executor needs a whole number of workers >= 1, got {spec!r}")
         return spec
     if spec.startswith(("dask://", "tcp://")):
-        if not spec.split("://", 1)[1].strip():
+        address = spec.split("://", 1)[1]
+        if not address:
             raise ValueError(f"executor {spec!r} names no scheduler; use 'dask://host:port' (default port 8786)")
+        if any(c.isspace() for c in address):
+            raise ValueError(f"executor {spec!r}: the scheduler's address has a space in it; use 'dask://host:port'")
         return spec
     raise ValueError(f"unknown executor {spec!r}; use 'inline', 'process[:N]', 'dask://host:port' or a "
                      "distributed.Client")

@@ -49,11 +49,11 @@ from threadpoolctl import threadpool_limits
 
 from mlma.agent import NO_MODEL, Agent, AgentSettings, Controls, TickReport
 from mlma.calendar import TickClock
-from mlma.data import DataError, infer_frequency
+from mlma.data import FrequencyPending, infer_frequency
 from mlma.escalations import Escalation
 from mlma.fleet import FleetData
 from mlma.heap import LongLivedHeap
-from mlma.models import ForecastContext
+from mlma.models import ForecastContext, fitting_train_window, make_forecaster, spec_name
 from mlma.policy import Verdict
 from mlma.project import CONFIG_NAME, ConfigError, ProjectConfig
 from mlma.registry import ArtifactMissing, ModelRegistry
@@ -164,6 +164,8 @@ class LiveAgent:
         self.holder = agent_identity()
         #: Every stream's recent observations, kept between ticks (see _window_fleet).
         self._window: ObservationWindow | None = None
+        #: The training window worked out for a clock, ((frequency, tick), ticks): see _train_window.
+        self._window_ticks: tuple[tuple[str, str], int | None] | None = None
         #: Every stream's unique_id by id, kept between ticks (see _stream_names).
         self._names = np.empty(0, dtype=object)
         #: What a tick leaves in memory (models, the window) is frozen out of the garbage collector's scans.
@@ -200,14 +202,11 @@ class LiveAgent:
         single timestamp so far), as no tick can run before the frequency is known."""
         try:
             return infer_frequency(self._sample()).alias
-        except DataError as exc:
-            if "single timestamp" in str(exc):
-                raise NotReady(f"the frequency is not known yet: every stream has a single timestamp so far; it is "
-                               f"fixed by the first ingested file that, with the rows already stored, gives a stream "
-                               f"two timestamps (or set freq in the data section of {CONFIG_NAME}), so no tick can run "
-                               f"until a later file") from None
-            raise NotReady(f"the frequency cannot be inferred from the stored data ({exc}); set freq in the data "
-                           f"section of {CONFIG_NAME}") from None
+        except FrequencyPending:
+            raise NotReady(f"the frequency is not known yet: every stream has a single timestamp so far; it is "
+                           f"fixed by the first ingested file that, with the rows already stored, gives a stream "
+                           f"two timestamps (or set freq in the data section of {CONFIG_NAME}), so no tick can run "
+                           f"until a later file") from None
 
     def _latest_state(self):
         """The newest saved state; its clock is read before every tick, so it is not decoded twice."""
@@ -488,7 +487,7 @@ class LiveAgent:
                                "backup or start a new project")
         names = self._stream_names()
         n = len(names)
-        window = cfg.model.train_window_ticks or timing.train_window()
+        window = self._train_window(timing)
         base, boundaries, lo = self._training_span(k, start, timing)
         drivers = cfg.drivers()
         fleet = self._window_fleet(freq.alias, boundaries, base, lo, k, names, drivers)
@@ -502,8 +501,7 @@ class LiveAgent:
         try:
             service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
                                    fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None,
-                                   model_params=cfg.model_params(), window_steps=timing.most_steps,
-                                   default_window=not cfg.model.train_window_ticks)
+                                   model_params=cfg.model_params(), window_steps=timing.most_steps)
         except ValueError as exc:
             # A spec no history can fix, or a window too short for the model: only known once the clock is
             # (the first ingest fixes the frequency), so said here, naming the file and its section.
@@ -575,8 +573,8 @@ class LiveAgent:
                                                                            service.train_window_ticks, live,
                                                                            approvers, repair.refit)
             except OSError as exc:
-                # A folder that cannot be made or written (a parent that does not exist, a file in the way, no
-                # permission) is the configuration's fault; a full or read-only disk is said as the store says it.
+                # A folder that cannot be made or written (a file in the way, no permission) is the
+                # configuration's fault; a full or read-only disk is said as the store says it.
                 if exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EPERM):
                     raise
                 raise ConfigError(f"{cfg.root / CONFIG_NAME}: [store] artifacts = {cfg.store.artifacts!r}: the "
@@ -648,11 +646,29 @@ class LiveAgent:
             encoding.close()
 
     # -- pieces of the tick ---------------------------------------------------------------------------------
+    def _train_window(self, timing: Timing) -> int | None:
+        """The training window in ticks: ``[model] train_window_ticks``, else the frequency's default lengthened
+        to what the model needs (:func:`mlma.models.fitting_train_window`); a window set too short for the model
+        is a :class:`ConfigError` naming the key. Worked out once per clock (it builds the model once)."""
+        key = (timing.frequency.alias, timing.tick)
+        if self._window_ticks is None or self._window_ticks[0] != key:
+            cfg = self.config
+            ctx = ForecastContext(freq=timing.frequency.alias, season_length=timing.frequency.season_length,
+                                  horizon=timing.horizon(), drivers=cfg.drivers())
+            try:
+                window = fitting_train_window(make_forecaster(cfg.model.spec, ctx, **cfg.model_params()), ctx,
+                                              cfg.model.train_window_ticks or None, timing.train_window(),
+                                              name=spec_name(cfg.model.spec), steps_in=timing.most_steps)
+            except ValueError as exc:
+                raise ConfigError(f"{cfg.root / CONFIG_NAME}: [model] {exc}") from exc
+            self._window_ticks = (key, window)
+        return self._window_ticks[1]
+
     def _training_span(self, k: int, start: bool, timing: Timing) -> tuple[int, list, pd.Timestamp | None]:
         """What tick ``k`` reads: the first tick of its training window, the boundaries from there to tick
         ``k + 2``, and the window's first timestamp (None: the whole history). The start-up fits and forecasts
         at the end of tick k = first - 1 on the whole history; a tick fits at its end too."""
-        window = self.config.model.train_window_ticks or timing.train_window()
+        window = self._train_window(timing)
         base = 0 if (start or window is None) else max(0, k - window)
         boundaries = timing.boundaries(base, k + 2)
         return base, boundaries, (boundaries[0] if base > 0 else None)
@@ -820,8 +836,8 @@ class LiveAgent:
             f"{self.registry.artifacts.path(self._absent[(s0, v0)])}), and the folder {folder} {where}. The tick "
             f"did not run: no model was re-fitted, no champion moved. Point [store] artifacts at the folder that "
             f"holds the model files (the default is \"artifacts\", in the project folder). If this is the right "
-            f"folder and the files were lost, restore them from a backup, or queue `mlma retrain STREAM` for each "
-            f"stream to re-fit it on its training window")
+            f"folder and the files were lost, restore them from a backup, or queue `mlma retrain --all` (or `mlma "
+            f"retrain STREAM ...`) to re-fit those streams on their training windows")
 
     def _fall_back(self, k: int, agent: Agent, live: dict, service: ModelService, controls: Controls,
                    repair: _Repair) -> None:
@@ -1084,27 +1100,35 @@ class _Repair:
 def _policy_meta(config: ProjectConfig) -> dict:
     """The project's policy as the saved state records it (``meta.policy``, JSON): its kind, its spec and, for
     the MLMA policy, the ``[monitor]`` settings it is built with."""
-    from mlma.policy import PolicySpec, policy_kind
+    from mlma.policy import policy_kind
 
     spec = config.agent.policy.strip()
-    kind = policy_kind(spec)
-    settings = {}
-    if kind == "mlma":  # as ProjectConfig.build_policy: settings written in the spec take precedence
-        own = {key for key, _ in PolicySpec.parse(spec).params}
-        settings = {key: value for key, value in config.policy_params().items() if key not in own}
-    return {"kind": kind, "spec": spec, "settings": settings}
+    return {"kind": policy_kind(spec), "spec": spec, "settings": config.monitor_settings()}
 
 
-def _describe_policy(meta: dict | None) -> str:
-    if meta is None:
-        return "a baseline policy (never, always or periodic:K)"
-    return repr(meta["spec"])
+def _differs(before: dict, after: dict) -> bool:
+    """Whether the recorded policy differs from the project's: its kind, its spec, or a setting recorded in both
+    (a ``[monitor]`` key added by a later mlma is not in states saved before it, and is no change)."""
+    if before["kind"] != after["kind"] or before["spec"] != after["spec"]:
+        return True
+    saved = before["settings"]
+    return any(saved[key] != value for key, value in after["settings"].items() if key in saved)
+
+
+def _describe_policy(meta: dict | None, kind: str | None = None) -> str:
+    """The policy a state was saved for, in words; ``kind`` tells a state saved before policies were recorded
+    (``meta`` None) by its arrays: ``"mlma"``, or None for a baseline."""
+    if meta is not None:
+        return repr(meta["spec"])
+    if kind == "mlma":
+        return "the MLMA policy (its settings were not recorded then)"
+    return "a baseline policy (never, always or periodic:K)"
 
 
 def _changed_settings(before: dict, after: dict) -> str:
-    keys = sorted(set(before) | set(after))
-    return ", ".join(f"{key} {before.get(key)!r} -> {after.get(key)!r}" for key in keys
-                     if before.get(key) != after.get(key))
+    """The settings recorded in both that changed, in words (as :func:`_differs` compares them)."""
+    return ", ".join(f"{key} {before[key]!r} -> {after[key]!r}" for key in sorted(set(before) & set(after))
+                     if before[key] != after[key])
 
 
 @dataclass
@@ -1162,14 +1186,16 @@ def _policy_change(arrays, policy, meta: dict) -> tuple[dict, _PolicyChange | No
     saved = {name[len("policy."):]: value for name, value in arrays.items() if name.startswith("policy.")}
     # Before meta.policy was saved: only the MLMA policy keeps per-stream state of its own.
     was = before["kind"] if before is not None else ("mlma" if saved else None)
+    # What the audit log records as "from": for a state saved before policies were recorded, what its arrays tell.
+    recorded = before if before is not None else {"kind": was or "baseline", "spec": None, "settings": None}
     if before is not None:
-        changed = before != meta
+        changed = _differs(before, meta)
     else:
         changed = was != meta["kind"] and not (was is None and not policy.STATE)
     if not policy.STATE:
         if not changed:
             return arrays, None
-        return arrays, _PolicyChange(before, meta, "none", f"{_what_changed(before, meta)}; the new policy keeps no "
+        return arrays, _PolicyChange(recorded, meta, "none", f"{_what_changed(before, meta, was)}; the new policy keeps no "
                                      f"state of its own (models, champions and forecasts carry on)")
     fresh_why = None
     if was != meta["kind"]:
@@ -1181,23 +1207,24 @@ def _policy_change(arrays, policy, meta: dict) -> tuple[dict, _PolicyChange | No
     if fresh_why is None:
         if not changed:
             return arrays, None
-        return arrays, _PolicyChange(before, meta, "kept", f"{_what_changed(before, meta)}; its saved state "
+        return arrays, _PolicyChange(recorded, meta, "kept", f"{_what_changed(before, meta, was)}; its saved state "
                                      f"carries on")
     kept = {name: value for name, value in arrays.items() if not name.startswith("policy.")}
     kept |= {f"policy.{name}": value for name, value in policy.state_arrays().items()}
-    message = (f"{_what_changed(before, meta)}; {fresh_why}, so it starts its own state afresh for the existing "
+    message = (f"{_what_changed(before, meta, was)}; {fresh_why}, so it starts its own state afresh for the existing "
                f"streams, as for new streams (references warm up again); models, champions and forecasts carry on")
-    return kept, _PolicyChange(before, meta, "started afresh", message)
+    return kept, _PolicyChange(recorded, meta, "started afresh", message)
 
 
-def _what_changed(before: dict | None, after: dict) -> str:
+def _what_changed(before: dict | None, after: dict, was: str | None = None) -> str:
     """The policy change in words (without brackets: `mlma tick` prints it through rich, which takes them for
     markup)."""
     if before is not None and before["spec"] == after["spec"]:
         what = _changed_settings(before["settings"], after["settings"])
         return (f"the policy {after['spec']!r} (mlma.toml, agent.policy) runs with changed monitor settings"
                 + (f" ({what})" if what else ""))
-    return f"the policy in mlma.toml (agent.policy) changed from {_describe_policy(before)} to {after['spec']!r}"
+    return (f"the policy in mlma.toml (agent.policy) changed from {_describe_policy(before, was)} to "
+            f"{after['spec']!r}")
 
 
 def _artifact_error(exc: Exception) -> str:

@@ -211,14 +211,20 @@ class ProjectConfig:
 
         Settings written in the spec itself (``policy = "mlma:alpha=0.1"``) take precedence over ``[monitor]``.
         """
-        from mlma.policy import PolicySpec, make_policy, policy_kind
+        from mlma.policy import make_policy
+
+        return make_policy(self.agent.policy, **self.monitor_settings())
+
+    def monitor_settings(self) -> dict[str, Any]:
+        """The ``[monitor]`` settings the policy is built with: none for a baseline; for an MLMA policy those the
+        spec does not set itself (``policy = "mlma:alpha=0.1"`` takes its alpha from the spec)."""
+        from mlma.policy import PolicySpec, policy_kind
 
         spec = self.agent.policy
-        params = {}
-        if policy_kind(spec) == "mlma":
-            own = {key for key, _ in PolicySpec.parse(spec).params}
-            params = {key: value for key, value in self.policy_params().items() if key not in own}
-        return make_policy(spec, **params)
+        if policy_kind(spec) != "mlma":
+            return {}
+        own = {key for key, _ in PolicySpec.parse(spec).params}
+        return {key: value for key, value in self.policy_params().items() if key not in own}
 
 
 _SECTIONS = {"data": DataSection, "store": StoreSection, "model": ModelSection, "agent": AgentSection,
@@ -392,9 +398,8 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
 
 def init_project(root: str | Path, *, db: str | None = None, model: str = "lightgbm") -> ProjectConfig:
     """Create a project folder with ``mlma.toml`` and an up-to-date store; refuses to overwrite one."""
-    from mlma.store import Store
-
     from mlma.models import ForecastContext, make_forecaster
+    from mlma.store import Store
 
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -402,30 +407,36 @@ def init_project(root: str | Path, *, db: str | None = None, model: str = "light
     path = root / CONFIG_NAME
     if path.exists():
         raise ConfigError(f"{path} exists already; this folder is a project")
-    if ":" not in model:
+    if ":" not in model and model.strip() != "mlforecast":
         # A built-in name that does not exist is refused now, not at the first tick (built under an hourly
-        # context, as the frequency is only known after the first ingest). A spec with an import path or a
-        # file (package.module:Class, pickle:...) is not: the service that runs the ticks may have a path or
-        # an environment this command does not; the first tick says if it cannot be built.
+        # context, as the frequency is only known after the first ingest). A spec with an import path, a file
+        # or an extra (package.module:Class, pickle:..., statsforecast:..., mlforecast) is not: the service that
+        # runs the ticks may have a path or an environment this command does not; the first tick says if it
+        # cannot be built.
         try:
             make_forecaster(model, ForecastContext("h", season_length=24, horizon=24))
         except ValueError as exc:
             raise ConfigError(f"model {model!r}: {exc}") from None
-    created = not root.exists()
+    # The highest folder this call creates (the project's, or a missing parent of it), removed on failure.
+    created = next((folder for folder in reversed([root, *root.parents]) if not folder.exists()), None)
     # The project holds the fleet's data, models and possibly a database password: its owner's only.
     _private_dir(root)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(TEMPLATE.format(url=db or "sqlite:///mlma.db", model=model))
+    artifacts = None
     try:
         config = load_config(root)
+        artifacts = None if config.artifacts_dir.exists() else config.artifacts_dir
         _private_dir(config.artifacts_dir)
         Store.create(config.store_url).close()
     except Exception as exc:
         # Nothing half-made stays behind: a retry with a mended --db must not find "a project" here.
         path.unlink()
-        if created:
-            shutil.rmtree(root, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        elif artifacts is not None:
+            shutil.rmtree(artifacts, ignore_errors=True)
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"cannot create the project's store: {type(exc).__name__}: "

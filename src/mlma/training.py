@@ -708,8 +708,6 @@ class ModelService:
         The most grid steps ``n`` consecutive ticks hold (the agent's clock's
         :meth:`~mlma.calendar.TickClock.most_steps`), to refuse a training window too short for the model
         (:func:`mlma.models.check_train_window`); default ``n * ctx.horizon``, exact for ticks of one length.
-    default_window
-        ``train_window_ticks`` is the frequency's default, not a setting (said in that refusal).
     shard_forecasts
         Send the forecasts to the executor in shards when it has several slots. Default (None): on a Dask
         executor only; a local process pool forecasts slower than this process (the models and histories
@@ -720,8 +718,7 @@ class ModelService:
                  executor: Executor | None = None, chunk_size: int = 64, model_params: dict | None = None,
                  parallel_threshold: int | None = None, fit_timeout: float | None = None,
                  fit_cache: FitCache | str | None = None, predict_chunk_size: int = DEFAULT_PREDICT_CHUNK,
-                 shard_forecasts: bool | None = None, window_steps: Callable[[int], int] | None = None,
-                 default_window: bool = False) -> None:
+                 shard_forecasts: bool | None = None, window_steps: Callable[[int], int] | None = None) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
         if isinstance(predict_chunk_size, bool) or not isinstance(predict_chunk_size, int) or predict_chunk_size < 1:
@@ -746,8 +743,7 @@ class ModelService:
         # than as a fit failure of every stream.
         probe = make_forecaster(spec, ctx, **self.model_params)
         # So does a window the model can never be fitted on: every stream would serve a fall-back for ever.
-        check_train_window(probe, ctx, train_window_ticks, name=spec_name(spec), steps_in=window_steps,
-                           is_default=default_window)
+        check_train_window(probe, ctx, train_window_ticks, name=spec_name(spec), steps_in=window_steps)
         if parallel_threshold is None:
             parallel_threshold = getattr(self.executor, "parallel_threshold", DEFAULT_PARALLEL_THRESHOLD)
         self.parallel_threshold = parallel_threshold

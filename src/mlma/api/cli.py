@@ -240,10 +240,24 @@ def unpin(streams: Optional[list[str]] = STREAMS_ARG, group: Optional[list[str]]
 
 
 def retrain(streams: Optional[list[str]] = STREAMS_ARG, group: Optional[list[str]] = GROUP_OPT,
+            all_streams: bool = typer.Option(False, "--all", help="Every stream of the fleet (e.g. after the model "
+                                             "files were lost: docs/operations.md)."),
             direct: bool = typer.Option(False, help="Promote the new model at once, without the challenger check."),
             reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
             project: Optional[Path] = PROJECT_OPT) -> None:
     """Force a re-training at the next tick."""
+    if all_streams:
+        if streams or group:
+            _fail("--all re-trains every stream: name no streams and no --group with it")
+
+        def every_stream(ops):
+            names = ops.store.streams(("id", "unique_id"))["unique_id"].tolist()
+            if not names:
+                _fail("the project has no streams yet")
+            return ops.force_retrain(streams=names, direct=direct, by=actor(by), reason=reason)
+
+        _run(project, every_stream)
+        return
     target = _target(streams, group)
     _run(project, lambda ops: ops.force_retrain(**target, direct=direct, by=actor(by), reason=reason))
 

@@ -37,7 +37,9 @@ from mlma.models.factory import (
     fallback_cause,
     fit_forecaster,
     fit_forecasters,
+    fitting_train_window,
     make_forecaster,
+    shortest_train_window,
     spec_name,
 )
 from mlma.models.features import FeatureBuilder, FeatureSpec, grid_positions, regularise, seasonal_ffill
@@ -70,6 +72,8 @@ __all__ = [
     "spec_name",
     "check_train_window",
     "fallback_cause",
+    "fitting_train_window",
+    "shortest_train_window",
     "fit_forecaster",
     "fit_forecasters",
     "FleetForecaster",

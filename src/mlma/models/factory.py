@@ -27,8 +27,9 @@ from mlma.models.gbm import LightGBMForecaster
 from mlma.models.linear import RidgeForecaster
 from mlma.models.naive import MeanForecaster, SeasonalNaive
 
-__all__ = ["make_forecaster", "available_models", "spec_name", "spec_options", "check_train_window", "FitOutcome",
-           "fallback_cause", "fit_forecaster", "fit_forecasters"]
+__all__ = ["make_forecaster", "available_models", "spec_name", "spec_options", "check_train_window",
+           "shortest_train_window", "fitting_train_window", "FitOutcome", "fallback_cause", "fit_forecaster",
+           "fit_forecasters"]
 
 _BUILTINS = {
     "seasonal-naive": SeasonalNaive,
@@ -66,8 +67,7 @@ def spec_name(spec) -> str:
 
 
 def check_train_window(model: Forecaster, ctx: ForecastContext, window_ticks: int | None, *,
-                       name: str | None = None, steps_in: Callable[[int], int] | None = None,
-                       is_default: bool = False) -> None:
+                       name: str | None = None, steps_in: Callable[[int], int] | None = None) -> None:
     """Refuse a training window too short for ``model`` ever to be fitted.
 
     A window of ``window_ticks`` ticks holds at most ``steps_in(window_ticks)`` steps of the grid (default:
@@ -76,8 +76,8 @@ def check_train_window(model: Forecaster, ctx: ForecastContext, window_ticks: in
     ``min_history`` is larger falls back to a simpler model at every fit of every stream, however long the
     stream has run, so the fleet would never serve the model that was asked for: that is a configuration
     error, not a stream's trouble. ``None`` (all history) is always accepted. ``name`` names the model in the
-    message (default: :func:`spec_name` of ``model``); ``is_default`` says the window was not set but is the
-    frequency's default.
+    message (default: :func:`spec_name` of ``model``). A window nobody set is lengthened instead
+    (:func:`fitting_train_window`).
 
     >>> ctx = ForecastContext("h", season_length=24, horizon=24)
     >>> ridge = make_forecaster("ridge", ctx)
@@ -92,18 +92,50 @@ def check_train_window(model: Forecaster, ctx: ForecastContext, window_ticks: in
         return
     if isinstance(window_ticks, bool) or not isinstance(window_ticks, (int, np.integer)) or window_ticks < 1:
         raise ValueError(f"train_window_ticks must be a whole number >= 1 or None (all history), got {window_ticks!r}")
-    steps_in = steps_in or (lambda ticks: ticks * ctx.horizon)
-    steps = steps_in(int(window_ticks))
+    steps = (steps_in or (lambda ticks: ticks * ctx.horizon))(int(window_ticks))
     needs = math.ceil(model.min_history)
-    if steps >= needs:
-        return
-    shortest = int(window_ticks) + 1
-    while steps_in(shortest) < needs:
-        shortest += 1
-    which = "the default training window for this frequency and tick, " if is_default else ""
-    raise ValueError(f"{which}train_window_ticks={window_ticks} holds at most {steps} steps of {ctx.freq!r} data, "
-                     f"but {name or spec_name(model)} needs {needs} (its min_history): every fit would fall back "
-                     f"to a simpler model; use a window of at least {shortest} ticks")
+    if steps < needs:
+        raise ValueError(f"train_window_ticks={window_ticks} holds at most {steps} steps of {ctx.freq!r} data, but "
+                         f"{name or spec_name(model)} needs {needs} (its min_history): every fit would fall back to "
+                         f"a simpler model; use a window of at least {shortest_train_window(model, ctx, steps_in)} "
+                         f"ticks")
+
+
+def shortest_train_window(model: Forecaster, ctx: ForecastContext,
+                          steps_in: Callable[[int], int] | None = None) -> int:
+    """The fewest ticks whose steps (``steps_in``, as in :func:`check_train_window`) hold ``model``'s
+    ``min_history``.
+
+    >>> ctx = ForecastContext("D", season_length=7, horizon=1)
+    >>> shortest_train_window(make_forecaster("ridge", ctx), ctx)
+    52
+    """
+    steps_in = steps_in or (lambda ticks: ticks * ctx.horizon)
+    needs = math.ceil(model.min_history)
+    ticks = max(1, -(-needs // max(ctx.horizon, 1)))  # no tick holds more than the horizon: a lower bound
+    while steps_in(ticks) < needs:
+        ticks += 1
+    return ticks
+
+
+def fitting_train_window(model: Forecaster, ctx: ForecastContext, configured: int | None, default: int | None, *,
+                         name: str | None = None, steps_in: Callable[[int], int] | None = None) -> int | None:
+    """The training window a fleet of ``model`` trains on, in ticks (None: all history): ``configured`` when
+    set, refused if too short (:func:`check_train_window`); else the frequency's ``default``
+    (:func:`mlma.calendar.default_train_window`), lengthened to the shortest window that holds the model's
+    ``min_history`` (daily data in daily ticks: four weeks are 28 rows, ridge needs 52).
+
+    >>> ctx = ForecastContext("D", season_length=7, horizon=1)
+    >>> ridge = make_forecaster("ridge", ctx)
+    >>> fitting_train_window(ridge, ctx, None, 28), fitting_train_window(ridge, ctx, 60, 28)
+    (52, 60)
+    """
+    if configured:
+        check_train_window(model, ctx, configured, name=name, steps_in=steps_in)
+        return int(configured)
+    if default is None:
+        return None
+    return max(int(default), shortest_train_window(model, ctx, steps_in))
 
 
 def _context_parameter(cls: type) -> str | None:
