@@ -195,39 +195,42 @@ def test_a_few_lost_or_damaged_model_files_still_stay_with_their_streams(make_pr
         assert [registry.champion(uid).version for uid in uids] == [2, 2, 2, 2, 1]
 
 
+def lose_every_model_file(root: Path) -> str:
+    """Delete every model file of the project (its folder stays): the next tick is refused; what it said."""
+    for path in load_config(root).artifacts_dir.glob("??/*"):
+        path.unlink()
+    return " ".join(ok(run_cli(root, "tick"), 2).stdout.split())
+
+
+def every_stream_refitted(root: Path) -> list[str]:
+    """After the tick that re-fitted them: every stream escalated artifact-broken and forecast; the streams."""
+    with Store.open(load_config(root).store_url) as store:
+        uids = list(store.streams()["unique_id"])
+        assert set(store.escalations().query("kind == 'artifact-broken'")["unique_id"]) == set(uids)
+        assert store.forecasts(28)["unique_id"].nunique() == len(uids) == 5
+    return uids
+
+
 def test_every_file_lost_in_the_right_folder_is_refused_until_a_person_queues_retrain(make_project):
     root = make_project()
-    config = load_config(root)
-    for path in config.artifacts_dir.glob("??/*"):
-        path.unlink()
-    refused = ok(run_cli(root, "tick"), 2)
-    assert "holds none of them" in " ".join(refused.stdout.split())
-    with Store.open(config.store_url) as store:
+    assert "holds none of them" in lose_every_model_file(root)
+    with Store.open(load_config(root).store_url) as store:
         uids = list(store.streams()["unique_id"])
     ok(run_cli(root, "retrain", *uids[:4], "--by", "ana", "--reason", "model files lost"))
     ok(run_cli(root, "tick"), 2)                                        # one stream still unaccounted for
     quick(root, "retrain", uids[4], "--by", "ana")
     ok(run_cli(root, "tick"))
-    with Store.open(config.store_url) as store:
-        assert set(store.escalations().query("kind == 'artifact-broken'")["unique_id"]) == set(uids)
-        assert store.forecasts(28)["unique_id"].nunique() == 5
+    assert every_stream_refitted(root) == uids
 
 
 def test_every_file_lost_is_mended_for_the_whole_fleet_with_retrain_all(make_project):
     """A database restored without its artifacts: one command queues every stream's re-fit, the message says it."""
     root = make_project()
-    config = load_config(root)
-    for path in config.artifacts_dir.glob("??/*"):
-        path.unlink()
-    refused = ok(run_cli(root, "tick"), 2)
-    assert "mlma retrain --all" in " ".join(refused.stdout.split())
+    assert "mlma retrain --all" in lose_every_model_file(root)
     ok(run_cli(root, "retrain", "zone-0000", "--all"), 2)  # --all names no streams
     ok(run_cli(root, "retrain", "--all", "--by", "ana", "--reason", "restored without artifacts"))
     ok(run_cli(root, "tick"))
-    with Store.open(config.store_url) as store:
-        uids = set(store.streams()["unique_id"])
-        assert set(store.escalations().query("kind == 'artifact-broken'")["unique_id"]) == uids
-        assert store.forecasts(28)["unique_id"].nunique() == len(uids) == 5
+    every_stream_refitted(root)
 
 
 # -- 2. a change of [agent] policy ------------------------------------------------------------------------------
