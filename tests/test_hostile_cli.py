@@ -226,3 +226,32 @@ def test_a_port_out_of_range_is_refused_by_the_option(project):
     result = cli(project, "serve", "--port", "99999")
     assert result.returncode == 2 and "less than or equal to 65535" in said(result)
 
+
+
+def test_silence_names_what_is_wrong_with_its_duration(project):
+    with Store.open(load_config(project).store_url) as store:
+        store.add_escalations([Escalation(0, 27, "silent", 2, "no data")], tick=27)
+        first = str(store.escalations()["id"].iloc[0])
+    refused(cli(project, "silence", first, "--for", "-4h"), "a silence must last a positive time, got '-4h'")
+    refused(cli(project, "silence", first, "--for", "1000000d"), "a silence of '1000000d' is too long")
+    refused(cli(project, "silence", first, "--for", "4 parsecs"), "'4 parsecs' is not a duration such as 4h")
+    refused(cli(project, "silence", first, "--for", "4h", "--until", "2030-01-01"), "not both")
+    with Store.open(load_config(project).store_url) as store:
+        assert store.escalations()["status"].tolist() == ["open"]
+
+
+def test_a_key_before_any_section_is_said_to_be_outside_one(tmp_path):
+    root = make_project(tmp_path / "p")
+    (root / "mlma.toml").write_text("alpha = 0.1\n" + (root / "mlma.toml").read_text())
+    with pytest.raises(ConfigError, match=r"key 'alpha' is outside any section; it belongs under \[monitor\]"):
+        load_config(root)
+
+
+def test_simulate_and_backtest_name_the_option_that_is_wrong(tmp_path):
+    refused(run("simulate", "--days", "100000", "--zones", "2", "--out", str(tmp_path / "x.parquet")),
+            "days must be at most 3,660")
+    data = tmp_path / "fleet.parquet"
+    assert run("simulate", "--days", "6", "--zones", "3", "--out", str(data)).returncode == 0
+    # The data's missing column is named as the data's, not as its attributes sidecar's (fleet.streams.csv).
+    refused(run("backtest", "--data", str(data), "--id-col", "zone", "--model", "seasonal-naive", "--no-frontier"),
+            f"{data}: missing column 'zone' (id_col)")

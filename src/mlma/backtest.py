@@ -193,8 +193,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     if config.drivers is not None:
         config.drivers.check_columns(**{key: read_options[key] for key in ("id_col", "time_col", "target_col")
                                         if key in read_options})
+    frame = read_frame(data, **read_options)  # first: a column missing from the data is named as the data's
     groups = _queue_groups(attributes, config.group_by, read_options.get("id_col", "unique_id"))
-    frame = read_frame(data, **read_options)
     checked = validate(frame, freq=config.freq, source=str(data) if isinstance(data, (str, Path)) else None,
                        on_bad_rows="drop")
     frame, freq = checked.frame, checked.freq

@@ -369,20 +369,31 @@ class Operations:
 # -- parsing --------------------------------------------------------------------------------------------------
 def _until(value: Any) -> dt.datetime:
     """An instant in the future, or a duration from now (``"4h"``, ``"2d"``)."""
-    if isinstance(value, str):
+    if isinstance(value, str) and not value.strip():
+        raise ActionError(f"until must be a duration such as 4h or 2d, or a date-time, got {value!r}")
+    if isinstance(value, str) and _DURATION.match(value):
+        # A number and a unit ("4h", "2d", "-4h", "90 min") is a duration, whatever its sign or size.
         try:
             # "2d" is what people write; pandas is retiring the lower-case unit in favour of "2D".
             delta = pd.Timedelta(re.sub(r"(?<=\d)\s*d(?![a-z])", "D", value.strip()))
-        except (ValueError, OverflowError):
-            delta = None
-        if delta is not None and pd.isna(delta):
-            raise ActionError(f"until must be a duration such as 4h or 2d, or a date-time, got {value!r}")
-        if delta is not None and not any(c in value for c in "-:T"):
-            if delta <= pd.Timedelta(0):
-                raise ActionError(f"a silence must last a positive time, got {value!r}")
-            now = dt.datetime.now(dt.timezone.utc)
+        except (OverflowError, pd.errors.OutOfBoundsTimedelta):
+            raise ActionError(f"a silence of {value.strip()!r} is too long; silence for days or weeks, or until a "
+                              "date-time") from None
+        except ValueError:
+            raise ActionError(f"{value.strip()!r} is not a duration such as 4h or 2d") from None
+        if delta <= pd.Timedelta(0):
+            raise ActionError(f"a silence must last a positive time, got {value!r}")
+        now = dt.datetime.now(dt.timezone.utc)
+        try:
             return check_future(now + delta.to_pytimedelta(), "until", value, now)
+        except OverflowError:
+            raise ActionError(f"a silence of {value.strip()!r} is too long; silence for days or weeks, or until a "
+                              "date-time") from None
     return future_instant(value, "until")
+
+
+# A duration as people write one: a signed number and a unit ("4h", "2d", "-4h", "1.5 days", "90min").
+_DURATION = re.compile(r"^\s*[-+]?\d+(\.\d+)?\s*[a-zA-Z]+\s*$")
 
 
 def _version_numbers(values) -> list[int]:

@@ -278,6 +278,12 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     for name, values in raw.items():
+        if name not in _SECTIONS and not isinstance(values, dict):
+            # A key before the first [section] header: say where it could go.
+            homes = [section for section, kind in _SECTIONS.items() if name in {f.name for f in fields(kind)}]
+            where = f"; it belongs under [{homes[0]}]" if homes else ""
+            raise ConfigError(f"{path}: key {name!r} is outside any section{where}; sections: "
+                              f"{', '.join(_SECTIONS)}, alerts, mlflow")
         if name not in _SECTIONS:
             raise ConfigError(f"{path}: unknown section [{name}]; known: {', '.join(_SECTIONS)}, alerts, mlflow")
         if not isinstance(values, dict):

@@ -219,6 +219,10 @@ class _Platform:
         return len(self.city_bounds) - 1
 
 
+MAX_DAYS = 3_660
+"""Longest run :func:`simulate_platform` simulates."""
+
+
 def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int | None = None,
                       start: str | pd.Timestamp = "2025-01-06", event_rate: float = 1.0, outages: bool = True,
                       clean_days: float | None = None, expected: bool = False,
@@ -231,7 +235,7 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
     n_zones
         Number of delivery zones (streams), at least 1.
     days
-        Length of the run in days, at least 1; the data are hourly.
+        Length of the run in days, 1 to :data:`MAX_DAYS` (ten years); the data are hourly.
     seed
         Seed of the random generator (non-negative). The same arguments give identical frames.
     n_cities
@@ -297,7 +301,8 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
     True
     """
     n_zones = _check_int("n_zones", n_zones, minimum=1)
-    days = _check_int("days", days, minimum=1)
+    days = _check_int("days", days, minimum=1, maximum=MAX_DAYS,
+                      why=" (ten years: the platform's growth and events are made for weeks to a few years)")
     seed = _check_int("seed", seed, minimum=0)
     if n_cities is None:
         n_cities = min(n_zones, max(1, round(math.sqrt(n_zones) / 2)))
@@ -344,11 +349,13 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
 # --------------------------------------------------------------------------------------------- validation
 
 
-def _check_int(name: str, value, *, minimum: int) -> int:
+def _check_int(name: str, value, *, minimum: int, maximum: int | None = None, why: str = "") -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum:,}{why}, got {value:,}")
     return int(value)
 
 

@@ -333,7 +333,9 @@ def silence(ids: list[int] = typer.Argument(..., help="Escalation ids."),
             reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
             project: Optional[Path] = PROJECT_OPT) -> None:
     """Hide escalations for a while."""
-    if (for_ is None) == (until is None):
+    if for_ is not None and until is not None:
+        _fail("give --for DURATION (e.g. 4h) or --until TIME, not both")
+    if for_ is None and until is None:
         _fail("give --for DURATION (e.g. 4h) or --until TIME")
     _run(project, lambda ops: ops.silence(ids, for_ or until, by=actor(by), reason=reason))
 
