@@ -255,3 +255,23 @@ def test_simulate_and_backtest_name_the_option_that_is_wrong(tmp_path):
     # The data's missing column is named as the data's, not as its attributes sidecar's (fleet.streams.csv).
     refused(run("backtest", "--data", str(data), "--id-col", "zone", "--model", "seasonal-naive", "--no-frontier"),
             f"{data}: missing column 'zone' (id_col)")
+
+
+def test_future_driver_values_a_model_would_never_read_are_refused(project, fleet, tmp_path):
+    day = fleet["ds"].min().normalize() + pd.Timedelta(days=29)
+    zones = sorted(fleet["unique_id"].unique())
+
+    def plan(stamps, name: str) -> Path:
+        path = tmp_path / name
+        pd.DataFrame([(z, t, 1.0) for z in zones for t in stamps], columns=["unique_id", "ds", "promo"]).to_csv(
+            path, index=False)
+        return path
+
+    hours = pd.date_range(day, periods=24, freq="h")
+    refused(cli(project, "ingest", "--future", str(plan(hours + pd.Timedelta(minutes=30), "half.csv"))),
+            "future driver row(s) are off the project's grid", "nothing was written")
+    refused(cli(project, "ingest", "--future", str(plan(hours.map(lambda t: t.replace(year=2200)), "far.csv"))),
+            "more than three years after the project's newest actuals")
+    with Store.open(load_config(project).store_url) as store:
+        assert store.driver_values(["promo"]).empty
+    assert cli(project, "ingest", "--future", str(plan(hours, "ok.csv"))).returncode == 0
