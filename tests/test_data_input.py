@@ -150,6 +150,14 @@ def test_datetimes_of_several_time_zones_in_one_column_are_instants_in_utc():
     assert "timezone-converted" in checked.report.codes
 
 
+def test_numbers_among_text_timestamps_are_bad_rows_not_1970():
+    frame = hourly(n_streams=1).assign(ds=lambda f: f["ds"].dt.strftime("%Y-%m-%d %H:%M").astype(object))
+    frame.loc[3, "ds"] = 0
+    checked = validate(frame, on_bad_rows="drop", min_length=1)
+    assert len(checked.frame) == 23 and checked.frame["ds"].min() == DAY
+    assert "unparsable-date" in checked.report.codes
+
+
 def test_a_parquet_dataset_folder_is_read_whole(tmp_path):
     """Spark, Dask and pyarrow write a data set as a folder of part files: one schema, read as one table."""
     import pyarrow as pa

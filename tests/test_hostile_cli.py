@@ -236,6 +236,7 @@ def test_silence_names_what_is_wrong_with_its_duration(project):
     refused(cli(project, "silence", first, "--for", "1000000d"), "a silence of '1000000d' is too long")
     refused(cli(project, "silence", first, "--for", "4 parsecs"), "'4 parsecs' is not a duration such as 4h")
     refused(cli(project, "silence", first, "--for", "4h", "--until", "2030-01-01"), "not both")
+    refused(cli(project, "silence", first, "--for", "tomorrow"), "'tomorrow' is neither a duration")
     with Store.open(load_config(project).store_url) as store:
         assert store.escalations()["status"].tolist() == ["open"]
 
@@ -257,7 +258,7 @@ def test_simulate_and_backtest_name_the_option_that_is_wrong(tmp_path):
             f"{data}: missing column 'zone' (id_col)")
 
 
-def test_future_driver_values_a_model_would_never_read_are_refused(project, fleet, tmp_path):
+def test_future_driver_values_off_the_grid_are_refused_and_far_ones_kept(project, fleet, tmp_path):
     day = fleet["ds"].min().normalize() + pd.Timedelta(days=29)
     zones = sorted(fleet["unique_id"].unique())
 
@@ -270,8 +271,19 @@ def test_future_driver_values_a_model_would_never_read_are_refused(project, flee
     hours = pd.date_range(day, periods=24, freq="h")
     refused(cli(project, "ingest", "--future", str(plan(hours + pd.Timedelta(minutes=30), "half.csv"))),
             "future driver row(s) are off the project's grid", "nothing was written")
-    refused(cli(project, "ingest", "--future", str(plan(hours.map(lambda t: t.replace(year=2200)), "far.csv"))),
-            "more than three years after the project's newest actuals")
     with Store.open(load_config(project).store_url) as store:
         assert store.driver_values(["promo"]).empty
     assert cli(project, "ingest", "--future", str(plan(hours, "ok.csv"))).returncode == 0
+    # A calendar years ahead is kept: the models read it once the actuals catch up.
+    far = hours.map(lambda t: t.replace(year=t.year + 4))
+    assert cli(project, "ingest", "--future", str(plan(far, "far.csv"))).returncode == 0
+
+
+def test_compound_durations_and_dates_are_told_apart():
+    from mlma.control import _until
+
+    now = pd.Timestamp.now(tz="UTC")
+    for text, hours in [("1h30min", 1.5), ("2d4h", 52), ("1 day 2 hours", 26), ("P2D", 48), ("90min", 1.5)]:
+        assert abs((_until(text) - now).total_seconds() / 3600 - hours) < 0.1, text
+    assert _until("2030-01-01T10:00") == pd.Timestamp("2030-01-01T10:00", tz="UTC")
+    assert _until("20300101") == pd.Timestamp("2030-01-01", tz="UTC")

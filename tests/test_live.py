@@ -393,6 +393,17 @@ def test_a_training_window_too_short_for_the_model_fails_the_tick_naming_the_key
     assert run_cli(root, "tick").returncode == 0
     with Store.open(load_config(root).store_url) as store:
         assert store.last_done_tick() == FIRST_TICK - 1
+        # A later tick too (past the no-data hold check, which reads the window first) is recorded as failed.
+        store.ingest_frame(platform[(platform["ds"] >= platform["ds"].min().normalize()
+                                     + pd.Timedelta(days=FIRST_TICK))
+                                    & (platform["ds"] < platform["ds"].min().normalize()
+                                       + pd.Timedelta(days=FIRST_TICK + 1))], "next-day")
+    (root / "mlma.toml").write_text(re.sub(r"(?m)^train_window_ticks = 9", "train_window_ticks = 5",
+                                           (root / "mlma.toml").read_text()))
+    assert run_cli(root, "tick").returncode == 2
+    with Store.open(load_config(root).store_url) as store:
+        ticks = store.ticks().set_index("tick")
+        assert ticks.loc[FIRST_TICK, "status"] == "failed" and "train_window_ticks=5" in ticks.loc[FIRST_TICK, "error"]
 
 
 def test_ingesting_twice_and_ticking_when_nothing_is_due_change_nothing(tmp_path, platform):

@@ -54,7 +54,9 @@ class BacktestConfig:
     horizon
         Steps per tick; an alternative to ``tick`` (``tick = horizon x freq``).
     train_window_ticks
-        Training window in ticks; default 28 for sub-daily data, 52 for daily, all history otherwise.
+        Training window in ticks (refused when too short for the model); default by tick length (28 ticks of a
+        day or less, 52 of a week or less, all history otherwise; :func:`mlma.calendar.default_train_window`),
+        lengthened to what the model needs (:func:`mlma.models.fitting_train_window`).
     initial_ticks
         Ticks of history before the first scored tick; default: the training window, at most half the data.
     executor

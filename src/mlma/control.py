@@ -368,28 +368,46 @@ class Operations:
 
 # -- parsing --------------------------------------------------------------------------------------------------
 def _until(value: Any) -> dt.datetime:
-    """An instant in the future, or a duration from now (``"4h"``, ``"2d"``)."""
+    """An instant in the future, or a duration from now (``"4h"``, ``"2d"``, ``"1h30min"``, ``"P2D"``)."""
     if isinstance(value, str) and not value.strip():
         raise ActionError(f"until must be a duration such as 4h or 2d, or a date-time, got {value!r}")
-    if isinstance(value, str) and _DURATION.match(value):
-        # A number and a unit ("4h", "2d", "-4h", "90 min") is a duration, whatever its sign or size.
-        try:
-            # "2d" is what people write; pandas is retiring the lower-case unit in favour of "2D".
-            delta = pd.Timedelta(re.sub(r"(?<=\d)\s*d(?![a-z])", "D", value.strip()))
-        except (OverflowError, pd.errors.OutOfBoundsTimedelta):
-            raise ActionError(f"a silence of {value.strip()!r} is too long; silence for days or weeks, or until a "
-                              "date-time") from None
-        except ValueError:
-            raise ActionError(f"{value.strip()!r} is not a duration such as 4h or 2d") from None
-        if delta <= pd.Timedelta(0):
-            raise ActionError(f"a silence must last a positive time, got {value!r}")
-        now = dt.datetime.now(dt.timezone.utc)
-        try:
-            return check_future(now + delta.to_pytimedelta(), "until", value, now)
-        except OverflowError:
-            raise ActionError(f"a silence of {value.strip()!r} is too long; silence for days or weeks, or until a "
-                              "date-time") from None
+    if isinstance(value, str):
+        text = value.strip()
+        # A signed number and a unit is a duration whatever its size; other text that is no date (no -, : or /,
+        # not all digits) may be one too ("1h30min", "2 days 4 hours", "P2D").
+        maybe_date = text.isdigit() or (any(c in text for c in "-:/") and not _DURATION.match(text))
+        if not maybe_date:
+            delta = _duration(text)
+            if delta is not None:
+                if delta <= pd.Timedelta(0):
+                    raise ActionError(f"a silence must last a positive time, got {value!r}")
+                now = dt.datetime.now(dt.timezone.utc)
+                try:
+                    return check_future(now + delta.to_pytimedelta(), "until", value, now)
+                except OverflowError:
+                    raise ActionError(f"a silence of {text!r} is too long; silence for days or weeks, or until a "
+                                      "date-time") from None
+            if _DURATION.match(text):
+                raise ActionError(f"{text!r} is not a duration such as 4h or 2d")
+            try:
+                return future_instant(value, "until")
+            except (ActionError, ParameterError):
+                raise ActionError(f"{text!r} is neither a duration such as 4h, 2d or 1h30min nor a date-time such as "
+                                  "2026-12-24T00:00") from None
     return future_instant(value, "until")
+
+
+def _duration(text: str) -> pd.Timedelta | None:
+    """``text`` as a duration (None when it is not one); ActionError when it is one too long to be a silence."""
+    try:
+        # "2d" is what people write; pandas is retiring the lower-case unit in favour of "2D".
+        delta = pd.Timedelta(re.sub(r"(?<=\d)\s*d(?![a-z])", "D", text))
+    except (OverflowError, pd.errors.OutOfBoundsTimedelta):
+        raise ActionError(f"a silence of {text!r} is too long; silence for days or weeks, or until a "
+                          "date-time") from None
+    except ValueError:
+        return None
+    return None if pd.isna(delta) else delta
 
 
 # A duration as people write one: a signed number and a unit ("4h", "2d", "-4h", "1.5 days", "90min").

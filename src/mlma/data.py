@@ -33,6 +33,7 @@ Examples
 
 from __future__ import annotations
 
+import datetime
 import math
 import os
 import re
@@ -597,7 +598,8 @@ def _parse_unique_dates(values: pd.Index) -> tuple[np.ndarray, str | None]:
         best, note = _to_datetime_quietly(text, "ISO8601")
         if best is not None:
             if best.tz is not None:
-                note = note or f"time zone {best.tz} converted to UTC"
+                note = note or (f"time zone {best.tz} converted to UTC" if str(best.tz) != "UTC"
+                                else "UTC timestamps made tz-naive")
                 best = best.tz_convert("UTC").tz_localize(None)
             best = best.where((best >= pd.Timestamp.min) & (best <= pd.Timestamp.max))
             out[is_text] = np.asarray(best.as_unit("ns").asi8)
@@ -605,10 +607,12 @@ def _parse_unique_dates(values: pd.Index) -> tuple[np.ndarray, str | None]:
     if not is_text.all():
         # Datetime objects in a column of objects (e.g. frames of several time zones concatenated): each is an
         # instant already, taken in UTC; anything else is not a timestamp (NaT, reported as a bad row).
-        objects = values[~is_text]
+        # Numbers are not instants (pandas would read them as nanoseconds since 1970): NaT, a bad row.
+        objects = pd.Series([v if isinstance(v, (datetime.date, np.datetime64)) else None for v in values[~is_text]],
+                            dtype=object)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            instants = pd.to_datetime(pd.Series(objects, dtype=object), errors="coerce", utc=True)
+            instants = pd.to_datetime(objects, errors="coerce", utc=True)
         aware = any(getattr(v, "tzinfo", None) is not None for v in objects)
         out[~is_text] = np.asarray(pd.DatetimeIndex(instants).tz_localize(None).as_unit("ns").asi8)
         notes.append("time zones converted to UTC" if aware else None)

@@ -374,7 +374,10 @@ class LiveAgent:
         # From the observation window the tick reads next anyway (the refresh happens here instead of there):
         # one probe of the store per stream cost 25 ms a tick at 10,000 streams. Stored values are finite, so a
         # stream reported in the tick exactly when its columns of the tick hold a value.
-        base, boundaries, start = self._training_span(k, False, timing)
+        try:
+            base, boundaries, start = self._training_span(k, False, timing)
+        except ConfigError:
+            return  # the tick says so itself, and is recorded as failed with the message (_run)
         names = self._stream_names()
         values, first = self._window_for(timing.frequency.alias).matrix(start, boundaries[k + 1 - base],
                                                                         n_streams=len(names))

@@ -69,15 +69,11 @@ def insert_values(conn: sa.Connection, stream_id: np.ndarray, ns: np.ndarray, fr
     return bulk.insert_rows(conn, "driver_values", _COLUMNS, data)
 
 
-#: Future driver values further ahead of the project's newest actuals than this are refused: a plan or forecast
-#: that far ahead is a typo (a year 2200), not data a model will meet.
-MAX_FUTURE_AHEAD = pd.Timedelta(days=3 * 366)
-
-
-def check_future_times(frame: pd.DataFrame, clock, newest, source: str) -> None:
-    """Refuse (:class:`mlma.data.DataError`, nothing written) future driver values a model would never read: off
-    the project's grid (``00:30`` in an hourly project: no forecast asks for that time), or more than
-    :data:`MAX_FUTURE_AHEAD` past the newest actuals. Nothing is checked before the clock is fixed."""
+def check_future_times(frame: pd.DataFrame, clock, source: str) -> None:
+    """Refuse (:class:`mlma.data.DataError`, nothing written) future driver values off the project's grid
+    (``00:30`` in an hourly project): no forecast ever asks for such a time, so they would never be read (a
+    shifted time zone?). Nothing is checked before the clock is fixed. Values far ahead are kept: a calendar of
+    holidays or campaigns may run years past the actuals."""
     from mlma.calendar import on_tick_grid
     from mlma.data import DataError
 
@@ -91,15 +87,6 @@ def check_future_times(frame: pd.DataFrame, clock, newest, source: str) -> None:
                         f"e.g. {ds[first]} for stream {frame['unique_id'].iloc[first]!r}: no forecast asks for that "
                         f"time (a shifted time zone?); nothing was written", source=source, column="ds",
                         unique_id=str(frame["unique_id"].iloc[first]))
-    if newest is not None:
-        limit = pd.Timestamp(newest) + MAX_FUTURE_AHEAD
-        late = ds > limit
-        if late.any():
-            first = int(np.flatnonzero(late)[0])
-            raise DataError(f"{source}: {int(late.sum()):,} future driver row(s) lie more than three years after the "
-                            f"project's newest actuals ({pd.Timestamp(newest)}), e.g. {ds[first]}: a mistyped "
-                            f"date?; nothing was written", source=source, column="ds",
-                            unique_id=str(frame["unique_id"].iloc[first]))
 
 
 def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):

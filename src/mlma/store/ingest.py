@@ -187,7 +187,7 @@ def _same_tick(a: str, b: str) -> bool:
 
 def _infer_with_stored(store: Store, frame: pd.DataFrame, name: str):
     """The frequency told by this file's rows together with the stored rows of the same streams, if any."""
-    from mlma.data import DataError, infer_frequency
+    from mlma.data import DataError, FrequencyPending, infer_frequency
 
     if not len(frame):
         return None
@@ -197,9 +197,9 @@ def _infer_with_stored(store: Store, frame: pd.DataFrame, name: str):
                                                                          frame[["unique_id", "ds"]]])
     try:
         return infer_frequency(both)
+    except FrequencyPending:
+        return None
     except DataError as exc:
-        if "single timestamp" in str(exc):
-            return None
         raise DataError(f"{name}: together with the rows already stored, {exc}; nothing was written",
                         source=name, column="ds", streams=exc.streams) from None
 

@@ -643,7 +643,7 @@ class Store:
                 return seen
             frame = read_future_drivers(data, **read_options)
             label = source or Path(data).name
-        drivers.check_future_times(frame, self.clock(), self.newest_ds(), label)
+        drivers.check_future_times(frame, self.clock(), label)
         return drivers.ingest_future(self, frame, label, sha)
 
     def driver_values(self, names: Sequence[str], start: Any = None, end: Any = None, *,
