@@ -287,3 +287,14 @@ def test_compound_durations_and_dates_are_told_apart():
         assert abs((_until(text) - now).total_seconds() / 3600 - hours) < 0.1, text
     assert _until("2030-01-01T10:00") == pd.Timestamp("2030-01-01T10:00", tz="UTC")
     assert _until("20300101") == pd.Timestamp("2030-01-01", tz="UTC")
+
+
+def test_an_ingest_without_a_declared_driver_column_says_so(tmp_path, fleet):
+    root = make_project(tmp_path / "p")
+    edit(root, "drivers", '["promo"]')
+    done = cli(root, "ingest", str(write_csv(days(fleet, 0, 29), tmp_path / "history.csv")))
+    assert done.returncode == 0
+    assert "note: declared driver column(s) promo (mlma.toml [data]) are not in history.csv" in said(done)
+    with_promo = write_csv(days(fleet, 29, 30).assign(promo=0.0), tmp_path / "day.csv")
+    done = cli(root, "ingest", str(with_promo))
+    assert done.returncode == 0 and "declared driver" not in said(done)

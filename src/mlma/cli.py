@@ -434,6 +434,13 @@ def ingest(
     console.print(f"{data}: {report.rows_new:,} new, {report.rows_revised:,} revised, "
                   f"{report.rows_unchanged:,} unchanged, {report.rows_dropped:,} dropped rows; "
                   f"{report.new_streams:,} new streams")
+    declared = config.drivers().columns
+    absent = [c for c in declared if c not in _columns_besides_keys(data, d)] if declared else []
+    if absent:
+        # markup=False: rich would take "[data]" for a style tag and drop it.
+        console.print(f"note: declared driver column(s) {', '.join(absent)} (mlma.toml [data]) are not in {data.name}: "
+                      "their observed values for these rows are unknown (a forecast takes a value nobody ingested "
+                      "from a season earlier, else the last known one; docs/data.md)", markup=False, highlight=False)
     if report.validation is not None:
         _print_findings(report.validation, verbose)
     if report.rejected_path is not None:
@@ -479,7 +486,7 @@ def _ingest_future(config, data: Path) -> None:
         console.print(f"{data}: already ingested (same content); nothing changed")
         return
     declared = set(config.drivers().future)
-    columns = [c for c in _future_columns(data, d) if c not in declared]
+    columns = [c for c in _columns_besides_keys(data, d) if c not in declared]
     console.print(f"{data}: {report.rows_new:,} future driver values for {report.n_streams:,} streams"
                   + (f", {report.first_ds} to {report.last_ds}" if report.first_ds is not None else "")
                   + (f"; skipped {report.rows_dropped:,} rows of streams without actuals" if report.rows_dropped
@@ -490,7 +497,7 @@ def _ingest_future(config, data: Path) -> None:
                       "mlma.toml, so no model uses them", markup=False, highlight=False)
 
 
-def _future_columns(data: Path, d) -> list[str]:
+def _columns_besides_keys(data: Path, d) -> list[str]:
     if data.suffix.lower() in (".parquet", ".pq"):
         import pyarrow.parquet as pq
 
