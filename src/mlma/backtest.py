@@ -325,6 +325,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     forecasts = (pd.concat(forecast_rows, ignore_index=True) if forecast_rows
                  else pd.DataFrame(columns=["policy", "unique_id", "ds", "y", "y_hat"]))
     forecasts = forecasts.dropna(subset=["y", "y_hat"], how="all")
+    distinct_services = list({id(svc): svc for svc in services}.values())  # policies may share one
     run_config = {
         "title": config.title,
         "source": str(data) if isinstance(data, (str, Path)) else "in-memory frame",
@@ -345,11 +346,10 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         "driver_values_filled": int(sum(service.driver_fills.values())),  # the same for every service
         "policies": names,
         "executor": config.executor or "inline",
-        "fits_done": sum(svc.fits_done for svc in {id(svc): svc for svc in services}.values()),
-        "fits_from_cache": sum(svc.fits_cached for svc in {id(svc): svc for svc in services}.values()),
+        "fits_done": sum(svc.fits_done for svc in distinct_services),
+        "fits_from_cache": sum(svc.fits_cached for svc in distinct_services),
         # Fits that fell back to seasonal naive or the mean, by cause: a model the data cannot support is seen.
-        "fits_fell_back": dict(sum((svc.fallbacks for svc in {id(svc): svc for svc in services}.values()),
-                                   collections.Counter())),
+        "fits_fell_back": dict(sum((svc.fallbacks for svc in distinct_services), collections.Counter())),
         "bootstrap": config.bootstrap,
         # What groups the queue items the labour is counted in, and how many streams had a value of it.
         "queue_group_by": config.group_by,

@@ -435,12 +435,14 @@ def ingest(
                   f"{report.rows_unchanged:,} unchanged, {report.rows_dropped:,} dropped rows; "
                   f"{report.new_streams:,} new streams")
     declared = config.drivers().columns
-    absent = [c for c in declared if c not in _columns_besides_keys(data, d)] if declared else []
+    present = set(_columns_besides_keys(data, d)) if declared else set()
+    absent = [c for c in declared if c not in present]
     if absent:
         # markup=False: rich would take "[data]" for a style tag and drop it.
-        console.print(f"note: declared driver column(s) {', '.join(absent)} (mlma.toml [data]) are not in {data.name}: "
-                      "their observed values for these rows are unknown (a forecast takes a value nobody ingested "
-                      "from a season earlier, else the last known one; docs/data.md)", markup=False, highlight=False)
+        console.print(f"note: declared driver column(s) {', '.join(absent)} (mlma.toml [data]) are not in "
+                      f"{data.name}: their observed values for these rows are unknown (a forecast takes a value "
+                      "nobody ingested from a season earlier, else the last known one; docs/data.md)",
+                      markup=False, highlight=False)
     if report.validation is not None:
         _print_findings(report.validation, verbose)
     if report.rejected_path is not None:
@@ -498,15 +500,10 @@ def _ingest_future(config, data: Path) -> None:
 
 
 def _columns_besides_keys(data: Path, d) -> list[str]:
-    if data.suffix.lower() in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
+    """The file's columns other than the stream and time keys (its drivers), as written."""
+    from mlma.data import file_columns
 
-        names = pq.read_schema(data).names
-    else:
-        import pandas as pd
-
-        names = pd.read_csv(data, nrows=0).columns
-    return [str(c) for c in names if c not in (d.id_col, d.time_col)]
+    return [str(c) for c in file_columns(data) if c not in (d.id_col, d.time_col)]
 
 
 def _read_attributes(path: Path):

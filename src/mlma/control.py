@@ -369,10 +369,10 @@ class Operations:
 # -- parsing --------------------------------------------------------------------------------------------------
 def _until(value: Any) -> dt.datetime:
     """An instant in the future, or a duration from now (``"4h"``, ``"2d"``, ``"1h30min"``, ``"P2D"``)."""
-    if isinstance(value, str) and not value.strip():
-        raise ActionError(f"until must be a duration such as 4h or 2d, or a date-time, got {value!r}")
     if isinstance(value, str):
         text = value.strip()
+        if not text:
+            raise ActionError(f"until must be a duration such as 4h or 2d, or a date-time, got {value!r}")
         # A signed number and a unit is a duration whatever its size; other text that is no date (no -, : or /,
         # not all digits) may be one too ("1h30min", "2 days 4 hours", "P2D").
         maybe_date = text.isdigit() or (any(c in text for c in "-:/") and not _DURATION.match(text))

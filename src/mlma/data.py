@@ -73,6 +73,7 @@ __all__ = [
     "DataError",
     "FleetContext",
     "FrequencyPending",
+    "file_columns",
     "Finding",
     "Frequency",
     "IngestLimits",
@@ -376,7 +377,7 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
             frame = _read_csv(path, id_cols)
             first_line = 2
         elif suffix in _PARQUET_SUFFIXES:
-            _refuse_duplicate_columns(_file_columns(path, parquet=True), label)
+            _refuse_duplicate_columns(file_columns(path), label)
             frame = pd.read_parquet(path)
         else:
             raise ValueError(f"cannot read {label}: unknown file type {suffix or '(no suffix)'!r}; "
@@ -464,10 +465,11 @@ def _refuse_duplicate_columns(names: Sequence[Any], where: str, source: str | No
                     column=next(iter(repeated)))
 
 
-def _file_columns(path: Path, parquet: bool) -> list:
-    """A file's column names as written, before pandas renames a repeated one (``y``, ``y.1``) or fails on it:
-    the Parquet schema, or the CSV file's first line."""
-    if parquet:
+def file_columns(path: str | os.PathLike) -> list:
+    """A CSV or Parquet file's column names as written, before pandas renames a repeated one (``y``, ``y.1``)
+    or fails on it: the Parquet schema (of a file, or of a dataset folder), or the CSV file's first line."""
+    path = Path(path)
+    if _source_suffix(path) in _PARQUET_SUFFIXES:
         return _parquet_columns(path)
     header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
     return header.iloc[0].tolist() if len(header) else []
@@ -493,7 +495,7 @@ CSV_CHUNK_ROWS = 500_000
 
 
 def _read_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None) -> pd.DataFrame:
-    _refuse_duplicate_columns(_file_columns(path, parquet=False), str(path), source=str(path))
+    _refuse_duplicate_columns(file_columns(path), str(path), source=str(path))
     header = pd.read_csv(path, nrows=0).columns
     # Missing-value markers apply to every column except the stream key, where "NA" may be a real id
     # (Namibia) and must stay text.
@@ -1129,8 +1131,8 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
     raw_id = df[ID]
     v.bad_rows("missing-id", bad, None, "row" + ("s" if len(bad) != 1 else "") + " without a unique_id "
                "(missing, empty or blank)", ID,
-               [v.example(p, None, "unique_id is missing" if pd.isna(raw_id.iloc[p]) else f"unique_id={raw_id.iloc[p]!r}")
-                for p in bad[:_MAX_EXAMPLES]])
+               [v.example(p, None, "unique_id is missing" if pd.isna(raw_id.iloc[p])
+                          else f"unique_id={raw_id.iloc[p]!r}") for p in bad[:_MAX_EXAMPLES]])
     alive[bad] = False
 
     # timestamps ------------------------------------------------------------------------------------------
@@ -1933,9 +1935,8 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME,
         label = str(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
-        parquet = path.suffix.lower() in (".parquet", ".pq")
-        _refuse_duplicate_columns(_file_columns(path, parquet), label, source=label)
-        frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
+        _refuse_duplicate_columns(file_columns(path), label, source=label)
+        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
     _refuse_duplicate_columns(list(frame.columns), label, source=label)
     # Line numbers as the user sees them in a CSV file (header on line 1), index labels otherwise.
     line = (lambda i: i + 2) if not isinstance(source, pd.DataFrame) else (lambda i: frame.index[i])

@@ -10,9 +10,9 @@ __all__ = ["check_executor_spec"]
 
 
 def check_executor_spec(spec: str) -> str:
-    """The executor spec string, stripped, if :func:`mlma.training.make_executor` could build it; ValueError otherwise. It
-    checks the form only (no pool is started, no scheduler asked), so a project file or a command-line
-    option is refused before any work.
+    """The executor spec string, stripped, if :func:`mlma.training.make_executor` could build it; ValueError
+    otherwise. It checks the form only (no pool is started, no scheduler asked), so a project file or a
+    command-line option is refused before any work.
 
     >>> check_executor_spec(" process:2 ")
     'process:2'

@@ -495,20 +495,15 @@ class LiveAgent:
         drivers = cfg.drivers()
         fleet = self._window_fleet(freq.alias, boundaries, base, lo, k, names, drivers)
         fleet.mark_abnormal(self._abnormal_periods())
-        ctx = ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=timing.horizon(),
-                              drivers=drivers)
+        ctx = self._forecast_context(timing)
         executor = self.executor()
         timeout = cfg.agent.fit_timeout_seconds or None
         # Only work handed to an executor can be timed out: with a timeout, even one fit goes to the pool.
         inline = type(executor).__name__ == "InlineExecutor"
-        try:
-            service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
-                                   fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None,
-                                   model_params=cfg.model_params(), window_steps=timing.most_steps)
-        except ValueError as exc:
-            # A spec no history can fix, or a window too short for the model: only known once the clock is
-            # (the first ingest fixes the frequency), so said here, naming the file and its section.
-            raise ConfigError(f"{cfg.root / CONFIG_NAME}: [model] {exc}") from exc
+        # The spec and the window were checked by _train_window (a ConfigError naming [model]).
+        service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
+                               fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None,
+                               model_params=cfg.model_params(), window_steps=timing.most_steps)
         try:
             policy = cfg.build_policy()
         except ValueError as exc:
@@ -649,15 +644,21 @@ class LiveAgent:
             encoding.close()
 
     # -- pieces of the tick ---------------------------------------------------------------------------------
+    def _forecast_context(self, timing: Timing) -> ForecastContext:
+        """What every model of the fleet knows of the clock: frequency, season, horizon and the drivers."""
+        freq = timing.frequency
+        return ForecastContext(freq=freq.alias, season_length=freq.season_length, horizon=timing.horizon(),
+                               drivers=self.config.drivers())
+
     def _train_window(self, timing: Timing) -> int | None:
         """The training window in ticks: ``[model] train_window_ticks``, else the frequency's default lengthened
         to what the model needs (:func:`mlma.models.fitting_train_window`); a window set too short for the model
-        is a :class:`ConfigError` naming the key. Worked out once per clock (it builds the model once)."""
+        is a :class:`ConfigError` naming the key, and so is a model spec that cannot be built. Worked out once
+        per clock (it builds the model once)."""
         key = (timing.frequency.alias, timing.tick)
         if self._window_ticks is None or self._window_ticks[0] != key:
             cfg = self.config
-            ctx = ForecastContext(freq=timing.frequency.alias, season_length=timing.frequency.season_length,
-                                  horizon=timing.horizon(), drivers=cfg.drivers())
+            ctx = self._forecast_context(timing)
             try:
                 window = fitting_train_window(make_forecaster(cfg.model.spec, ctx, **cfg.model_params()), ctx,
                                               cfg.model.train_window_ticks or None, timing.train_window(),
@@ -788,7 +789,8 @@ class LiveAgent:
                                        f"{fitted.key.end_tick}, the state says {int(slot[s])}")
                 service._models[fitted.key] = fitted
 
-    def _drop_unjudged(self, k: int, agent: Agent, live: dict, repair: _Repair, change: _PolicyChange | None) -> None:
+    def _drop_unjudged(self, k: int, agent: Agent, live: dict, repair: _Repair,
+                       change: _PolicyChange | None) -> None:
         """Drop the challengers in shadow that the policy will never judge: a policy that does not check
         challengers (the baselines) took over from one that does. Kept, each would leave its stream waiting for a
         verdict for good (never re-trained, a person's re-training never done). Their version checks say why;
@@ -1153,19 +1155,20 @@ class _PolicyChange:
         return self.state == "started afresh"
 
 
-def _policy_state_problem(policy, saved: dict) -> tuple[str, str] | None:
-    """Why the policy's saved arrays do not fit ``policy`` (freshly reset), as (kind, text), kind "missing" or
-    "shape"; None when they fit."""
+def _unfitting_state(policy, saved: dict) -> str | None:
+    """Why a saved array does not fit ``policy`` (freshly reset) in shape, e.g. a longer reference ring; None
+    when they fit, and when a required one is missing: that state was saved by an incompatible version, and
+    :meth:`~mlma.policy.Policy.load_state_arrays` refuses it, naming the array, rather than it being replaced."""
     optional = policy.optional_state()
     fresh = policy.state_arrays()
     for name in policy.STATE:
         if name not in saved:
             if name in optional:
                 continue
-            return "missing", f"it has no {name!r}"
+            return None
         have, want = np.shape(saved[name]), np.shape(fresh[name])
         if have[1:] != want[1:] or have[0] > want[0]:
-            return "shape", f"{name!r} has shape {have}, the policy now needs {want}"
+            return f"{name!r} has shape {have}, the policy now needs {want}"
     return None
 
 
@@ -1198,15 +1201,15 @@ def _policy_change(arrays, policy, meta: dict) -> tuple[dict, _PolicyChange | No
     if not policy.STATE:
         if not changed:
             return arrays, None
-        return arrays, _PolicyChange(recorded, meta, "none", f"{_what_changed(before, meta, was)}; the new policy keeps no "
-                                     f"state of its own (models, champions and forecasts carry on)")
+        return arrays, _PolicyChange(recorded, meta, "none", f"{_what_changed(before, meta, was)}; the new policy "
+                                     f"keeps no state of its own (models, champions and forecasts carry on)")
     fresh_why = None
     if was != meta["kind"]:
         fresh_why = "it is another policy"
     else:
-        problem = _policy_state_problem(policy, saved)
-        if problem is not None and problem[0] == "shape" and (changed or before is None):
-            fresh_why = f"its saved state does not fit the new settings ({problem[1]})"
+        problem = _unfitting_state(policy, saved)
+        if problem is not None and (changed or before is None):
+            fresh_why = f"its saved state does not fit the new settings ({problem})"
     if fresh_why is None:
         if not changed:
             return arrays, None

@@ -1701,8 +1701,9 @@ class Store:
         """Copy a SQLite store to ``destination`` with SQLite's online backup (consistent while in use).
 
         An existing ``destination`` is refused unless ``overwrite`` (FileExistsError: it may be an earlier
-        backup, or another project's store), and the store's own file always is (``shutil.SameFileError``). The copy is written beside
-        the destination and moved into place only when complete, so a failed backup leaves it as it was.
+        backup, or another project's store), and the store's own file always is (``shutil.SameFileError``).
+        The copy is written beside the destination and moved into place only when complete, so a failed
+        backup leaves it as it was.
         For PostgreSQL use ``pg_dump`` (docs/store.md).
         """
         if self.dialect != "sqlite":
