@@ -147,7 +147,8 @@ def same(a: dict, b: dict) -> None:
 def test_a_wrong_artifacts_folder_fails_the_tick_naming_the_key_and_changes_nothing(make_project):
     """A typo, an empty value (the project folder itself), a folder that cannot exist and a path through a
     file: each refuses the tick with one error naming the key and the folder; nothing is re-fitted, moved or
-    escalated, and no folder is left behind. Fixed, the tick runs on the registry's models."""
+    escalated about a stream, and no folder is left behind; the failed tick is one `tick-failed` item for the
+    engineer, however often it is retried. Fixed, the tick runs on the registry's models and resolves it."""
     root = make_project()
     (root / "a-file").write_text("not a folder")
     before = snapshot(root)
@@ -160,16 +161,58 @@ def test_a_wrong_artifacts_folder_fails_the_tick_naming_the_key_and_changes_noth
         assert "error:" in message and "mlma.toml: [store] artifacts" in message, message
         assert f"the folder {shown} " in message and "did not run" in message, message
         assert "cannot be loaded" not in message, message             # one error, not one line per model
-        same(before, snapshot(root))                                  # no re-fit, no champion moved, no escalation
+        now = snapshot(root)
+        same({**before, "escalations": 1}, now)                       # no re-fit, no champion moved
     assert not (root / "artifactz").exists()
     assert "failed" in ok(run_cli(root, "status")).stdout              # the refused tick is shown
+    with Store.open(load_config(root).store_url) as store:
+        item = store.escalations().iloc[0]
+    assert item["kind"] == "tick-failed" and item["tick"] == 28 and item["status"] == "open"
+    assert "mlma.toml: [store] artifacts" in item["message"] and pd.isna(item["unique_id"])
     set_key(root, "artifacts", '"artifacts"')
     assert "tick 28" in ok(run_cli(root, "tick")).stdout
     after = snapshot(root)
     assert after["versions"] == before["versions"] and after["serving"] == before["serving"]
     with Store.open(load_config(root).store_url) as store:
-        assert "artifact-broken" not in set(store.escalations()["kind"])
+        escalations = store.escalations()
+        assert "artifact-broken" not in set(escalations["kind"])
+        assert escalations.set_index("id").loc[item["id"], "status"] == "resolved"
         assert store.forecasts(28)["unique_id"].nunique() == 5
+
+
+def test_a_failed_tick_reaches_the_alert_receiver_before_the_command_exits(make_project):
+    """The engineer who reads a chat channel, not the terminal, hears of a tick that fails: `mlma tick` posts
+    the `tick-failed` item to the configured webhook before it exits; its retry posts nothing new."""
+    import http.server
+    import threading
+
+    received: list[dict] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        root = make_project()
+        with open(root / "mlma.toml", "a") as toml:
+            toml.write(f'\n[[alerts.receivers]]\nname = "ops"\nurl = "http://127.0.0.1:{server.server_port}/hook"\n')
+        set_key(root, "artifacts", '"artifactz"')
+        ok(run_cli(root, "tick"), 2)
+        assert len(received) == 1, received
+        alerts = received[0]["alerts"]
+        assert [a["labels"]["kind"] for a in alerts] == ["tick-failed"]
+        assert alerts[0]["labels"]["severity"] == "3" and "tick 28 failed" in alerts[0]["annotations"]["message"]
+        ok(run_cli(root, "tick"), 2)
+        assert len(received) == 1, received                           # the same item: not sent again
+    finally:
+        server.shutdown()
 
 
 def test_a_few_lost_or_damaged_model_files_still_stay_with_their_streams(make_project):

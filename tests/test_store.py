@@ -490,6 +490,47 @@ def test_a_failure_mid_write_leaves_nothing_of_the_tick(store, failure, tmp_path
     assert registry.champion(0).version == 1
 
 
+def test_a_failed_tick_is_escalated_once_and_resolved_by_its_commit(store):
+    """A tick that fails raises one fleet-wide `tick-failed` item (its retries add none while it is unresolved);
+    the commit of that tick resolves it, audited, and the next tick's failure is a new item. A failure recorded
+    after the tick committed, or without escalation (a stop), raises none."""
+    store.stream_ids(["a", "b"])
+    store.write_tick(TickRecord(1))
+    store.begin_tick(2)
+    first = store.fail_tick(2, RuntimeError("the database went away\nsecond line"))
+    for _ in range(2):                                                    # two retries fail again
+        store.begin_tick(2)
+        assert store.fail_tick(2, ValueError("mlma.toml: [store] artifacts")) is None
+    open_ = store.escalations(status="open")
+    assert open_["id"].tolist() == [first]
+    item = open_.iloc[0]
+    assert item["kind"] == "tick-failed" and item["severity"] == 3 and item["tick"] == 2
+    assert pd.isna(item["unique_id"])
+    assert item["message"].startswith("tick 2 failed: RuntimeError: the database went away. Nothing")
+    assert "second line" not in item["message"]
+    assert store.ticks().set_index("tick").loc[2, "error"] == "ValueError: mlma.toml: [store] artifacts"
+
+    store.begin_tick(2)
+    store.write_tick(TickRecord(2, summary=TickSummary(n_streams=2)))
+    assert store.escalations(status="open").empty
+    resolved = store.escalations(status="resolved")
+    assert resolved["id"].tolist() == [first]
+    assert TickSummary.parse(store.ticks().set_index("tick").loc[2, "summary"]).escalations_resolved == 1
+    entry = store.audit_log(action="auto-resolve").iloc[0]
+    assert entry["target"] == "tick:2" and entry["params"]["resolved"] == {"tick-failed": 1}
+    assert store.fail_tick(2, RuntimeError("after the commit")) is None    # a committed tick did not fail
+    assert store.ticks().set_index("tick").loc[2, "status"] == "done"
+
+    store.begin_tick(3)
+    assert store.fail_tick(3, KeyboardInterrupt(), escalate=False) is None
+    third = store.fail_tick(3, RuntimeError("a bug"))
+    assert store.escalations(status="open")["id"].tolist() == [third] != [first]
+    store.set_escalation_status([third], "silenced", by="user:ana", silenced_until="2999-01-01")
+    assert store.fail_tick(3, RuntimeError("a bug")) is None              # silenced: the person knows
+    store.set_escalation_status([third], "resolved", by="user:ana", reason="fixed, I think")
+    assert store.fail_tick(3, RuntimeError("a bug")) is not None          # it was not fixed: a new item
+
+
 def test_verdicts_and_forecasts_may_come_as_frames(store):
     store.stream_ids(["a", "b", "c"])
     verdicts = pd.DataFrame({"stream_id": [2, 0], "verdict": [int(Verdict.NO_DATA), int(Verdict.COLD)]})

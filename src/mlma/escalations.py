@@ -25,6 +25,8 @@ ESCALATION_KINDS = {
                         "stream has no forecast until it succeeds, or the challenger was rejected"),
     "fleet-retraining-lost": ("most re-trainings of one tick lost to the serving models, fleet-wide: a shared cause "
                               "(broken data in the training window, a feature the window cannot estimate)"),
+    "tick-failed": ("the agent's tick failed (a configuration error, the database, a bug): no stream is scored, "
+                    "re-trained or forecast until it runs; resolved by the agent when the tick commits"),
 }
 
 #: Which of a stream's models an escalation is about (None: not about one model).
@@ -109,7 +111,7 @@ def cleared_conditions(*, promoted: np.ndarray, rejected: np.ndarray, fitted: np
     - ``forecast-failed``: the stream's forecast for the next tick was issued (``forecasted``).
 
     Kinds a person or the shell resolves (``artifact-broken``, ``budget``, ``fleet-retraining-lost``) are not
-    here. Kinds with no stream are left out.
+    here. Kinds with no stream are left out (the store resolves ``tick-failed`` when a tick commits).
 
     >>> no, yes = np.zeros(2, dtype=bool), np.array([True, False])
     >>> cleared = cleared_conditions(promoted=no, rejected=no, fitted=no, initial_fit=no, reported=yes,

@@ -57,7 +57,7 @@ from mlma.models import ForecastContext, fitting_train_window, make_forecaster, 
 from mlma.policy import Verdict
 from mlma.project import CONFIG_NAME, ConfigError, ProjectConfig
 from mlma.registry import ArtifactMissing, ModelRegistry
-from mlma.store import StateCorrupted, Store, forecast_frame
+from mlma.store import LockLost, StateCorrupted, Store, TickAlreadyDone, forecast_frame
 from mlma.store.engine import shown_url, unreachable_reason
 from mlma.store.glance import NextTick
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
@@ -456,28 +456,39 @@ class LiveAgent:
             with threadpool_limits(limits=1):
                 result = self._compute_and_write(k, start, timing, lease, started)
         except BaseException as exc:
+            # Escalated, so that a person hears the agent is stuck: not a stop (Ctrl-C, SIGTERM), nor a lease
+            # another agent took over, nor a tick another agent committed (those ticks run on).
+            escalate = isinstance(exc, Exception) and not isinstance(exc, (LockLost, TickAlreadyDone))
             try:
-                self.store.fail_tick(k, exc)
+                self.store.fail_tick(k, exc, escalate=escalate)
             except Exception as record_error:  # noqa: BLE001 - the original error matters more
                 # One line: a full disk or a lost database fails this too, and the tick's own error follows.
                 log.error("could not record the failure of tick %s: %s: %s", k, type(record_error).__name__,
                           (str(record_error).strip().splitlines() or [""])[0])
+            else:
+                if escalate:
+                    self._notify(k)
             raise
         if getattr(self, "_executor_dirty", False) and self._own_executor and self._executor is not None:
             # A timed-out fit may still occupy a worker: the next tick gets a fresh pool.
             terminate_executor(self._executor)
             self._executor, self._executor_dirty = None, False
-        if self.notifier is not None:
-            # Every tick, not only ticks with new escalations: reminders and retries of failed deliveries too.
-            try:
-                self.notifier.notify(tick=k)
-            except Exception:  # noqa: BLE001 - alerts never fail a tick that is already committed
-                log.exception("alerts for tick %s could not be queued", k)
+        # Every tick, not only ticks with new escalations: reminders and retries of failed deliveries too.
+        self._notify(k)
         if self.mlflow is not None:
             # After the commit: MLflow mirrors what the store holds. Never raises; what fails is sent next tick.
             self.mlflow.sync(self.registry)
         self._heap.settle()
         return result
+
+    def _notify(self, k: int) -> None:
+        """Hand the open escalations to the alert receivers (in the background; never raises)."""
+        if self.notifier is None:
+            return
+        try:
+            self.notifier.notify(tick=k)
+        except Exception:  # noqa: BLE001 - alerts never fail a tick, nor hide the error of a failed one
+            log.exception("alerts for tick %s could not be queued", k)
 
     def _compute_and_write(self, k: int, start: bool, timing: Timing, lease, started: float) -> TickResult:
         cfg = self.config

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from mlma.escalations import Escalation
 from mlma.store import batches, bulk, drivers, lock, migrate, packed, serial
 from mlma.store.engine import is_read_only
 from mlma.store.engine import make_engine as _make_engine
@@ -1170,12 +1171,19 @@ class Store:
         PostgreSQL at 10,000 streams.
         """
         e = S.escalations
-        wanted = {kind: {int(i) for i in streams} for kind, streams in cleared.items() if len(streams)}
-        if not wanted:
-            return {}
-        rows = conn.execute(sa.select(e.c.id, e.c.kind, e.c.stream_id)
-                            .where(e.c.status.in_(_UNRESOLVED), e.c.kind.in_(sorted(wanted)))).all()
         counts = {}
+        # A tick that commits ends the failure of the tick it retried (failed ticks are retried until one
+        # commits, and the next tick cannot run before), so the fleet-wide `tick-failed` items are resolved.
+        failed = [int(i) for (i,) in conn.execute(
+            sa.select(e.c.id).where(e.c.kind == "tick-failed", e.c.stream_id.is_(None),
+                                    e.c.status.in_(_UNRESOLVED), e.c.tick <= tick))]
+        if failed:
+            conn.execute(sa.update(e).where(e.c.id.in_(failed))
+                         .values(status="resolved", updated_at=now, silenced_until=None))
+            counts["tick-failed"] = len(failed)
+        wanted = {kind: {int(i) for i in streams} for kind, streams in cleared.items() if len(streams)}
+        rows = conn.execute(sa.select(e.c.id, e.c.kind, e.c.stream_id)
+                            .where(e.c.status.in_(_UNRESOLVED), e.c.kind.in_(sorted(wanted)))).all() if wanted else []
         for kind, streams in wanted.items():
             ids = [int(i) for i, k, s in rows if k == kind and s is not None and int(s) in streams]
             for lo in range(0, len(ids), 10_000):
@@ -1188,8 +1196,14 @@ class Store:
                         "the condition behind these escalations cleared")
         return counts
 
-    def fail_tick(self, tick: int, error: BaseException | str) -> None:
-        """Mark tick ``tick`` failed with the error (the tick's own writes were rolled back)."""
+    def fail_tick(self, tick: int, error: BaseException | str, *, escalate: bool = True) -> int | None:
+        """Mark tick ``tick`` failed with the error (the tick's own writes were rolled back).
+
+        With ``escalate``, the same transaction raises one fleet-wide ``tick-failed`` escalation (severity 3)
+        for the tick, so the engineer's queue and the alert receivers hear that the agent itself is stuck;
+        a retry that fails again adds none while the tick's item is unresolved, and the tick's commit
+        resolves it (:meth:`write_tick`). Returns the new escalation's id, or None.
+        """
         tick = _tick_number(tick)
         text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
         with self._write() as conn:
@@ -1197,11 +1211,25 @@ class Store:
             done = conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick, S.ticks.c.status != "done")
                                 .values(status="failed", finished_at=now, error=text[:_ERROR_CHARS])).rowcount
             if not done:
-                exists = conn.execute(sa.select(S.ticks.c.tick).where(S.ticks.c.tick == tick)).first()
-                if exists is None:
-                    conn.execute(sa.insert(S.ticks).values(tick=tick, status="failed", started_at=now,
-                                                           finished_at=now, attempts=1,
-                                                           error=text[:_ERROR_CHARS]))
+                status = conn.execute(sa.select(S.ticks.c.status).where(S.ticks.c.tick == tick)).scalar()
+                if status == "done":
+                    return None  # committed before the error: the tick did not fail
+                conn.execute(sa.insert(S.ticks).values(tick=tick, status="failed", started_at=now, finished_at=now,
+                                                       attempts=1, error=text[:_ERROR_CHARS]))
+            return self._escalate_failed_tick(conn, tick, text, now) if escalate else None
+
+    def _escalate_failed_tick(self, conn: sa.Connection, tick: int, text: str, now: dt.datetime) -> int | None:
+        """The ``tick-failed`` escalation of :meth:`fail_tick`: new unless the tick has an unresolved one."""
+        e = S.escalations
+        known = conn.execute(sa.select(e.c.id).where(e.c.kind == "tick-failed", e.c.tick == tick,
+                                                     e.c.stream_id.is_(None), e.c.status.in_(_UNRESOLVED))).first()
+        if known is not None:
+            return None
+        lines = text.strip().splitlines() or [""]
+        first = lines[0] if len(lines[0]) <= 500 else lines[0][:499] + "\u2026"
+        message = (f"tick {tick} failed: {first.rstrip('.')}. Nothing of the tick was committed; it runs again whole "
+                   "at the next `mlma tick` or round of `mlma run` (`mlma status` shows the whole error).")
+        return self._insert_escalations(conn, [Escalation(-1, tick, "tick-failed", 3, message)], now, None)[0]
 
     def ticks(self) -> pd.DataFrame:
         """Every tick: tick, start_ds, end_ds, status, started_at, finished_at, agent_id, attempts, error."""
