@@ -291,6 +291,46 @@ def test_future_driver_file_refuses_empty_ids(tmp_path):
         read_future_drivers(frame)
 
 
+def test_ids_with_spaces_around_them_are_the_stream_without_them(tmp_path, project):
+    """A CSV written with ", " gives ids like " z1": they are the stream "z1", said as a repair, not streams of
+    their own (which split a zone's rows; on a new project they made the frequency look 3-hourly, for good)."""
+    frame = hourly(days=1)
+    frame["unique_id"] = frame["unique_id"].astype(object)
+    frame.loc[1::3, "unique_id"] = " " + frame.loc[1::3, "unique_id"]
+    frame.loc[2::3, "unique_id"] = frame.loc[2::3, "unique_id"] + "\t"
+    done = validate(frame)
+    assert sorted(done.frame["unique_id"].unique()) == ["z0", "z1", "z2"] and done.freq.alias == "h"
+    found = {f.code: f for f in done.report.findings}["id-spaces"]
+    assert found.severity == "repaired" and found.n_rows == 48
+    assert found.message.startswith("removed the spaces around 6 unique_id values (' z0', 'z0\\t', ' z1' and 3 more")
+
+    path = tmp_path / "day.csv"
+    hourly(days=1, start=DAY).assign(unique_id=lambda f: " " + f["unique_id"]).to_csv(path, index=False)
+    done = cli("ingest", str(path), "--project", str(project))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "repaired id-spaces 72 rows: removed the spaces around 3 unique_id values" in one_line(done.stdout)
+    assert "72 new, 0 revised, 0 unchanged, 0 dropped rows; 0 new streams" in one_line(done.stdout)
+    assert snapshot(project)["streams"] == ["z0", "z1", "z2"]
+
+    future = tmp_path / "future.csv"
+    hourly(days=1, start=DAY + pd.Timedelta(days=1)).drop(columns="y").assign(
+        unique_id=lambda f: f["unique_id"] + " ", temperature=3.0).to_csv(future, index=False)
+    assert sorted(read_future_drivers(future)["unique_id"].unique()) == ["z0", "z1", "z2"]
+
+
+def test_a_dropped_rows_message_names_its_count_in_plain_words(tmp_path, project):
+    """The noun of a dropped-rows finding takes the plural, not the end of the sentence (it read
+    "dropped 2 timestamp off the project's h grid (...)s in streams")."""
+    path = tmp_path / "off-grid.csv"
+    day = hourly(days=1, start=DAY)
+    stray = day[day["unique_id"] == "z1"].head(2).assign(ds=lambda f: f["ds"] + pd.Timedelta(minutes=30))
+    pd.concat([day, stray]).to_csv(path, index=False)
+    done = cli("ingest", str(path), "--project", str(project))
+    text = one_line(done.stdout + done.stderr)
+    assert done.returncode == 0 and "dropped 2 timestamps off the project's h grid (" in text, text
+    assert ")s in stream" not in text and "grid (fixed by the ingest of history.parquet) in stream 'z1'" in text
+
+
 # -- 3. repeated column names are refused ----------------------------------------------------------------------
 
 def test_duplicate_csv_header_is_refused(tmp_path):

@@ -298,3 +298,24 @@ def test_an_ingest_without_a_declared_driver_column_says_so(tmp_path, fleet):
     with_promo = write_csv(days(fleet, 29, 30).assign(promo=0.0), tmp_path / "day.csv")
     done = cli(root, "ingest", str(with_promo))
     assert done.returncode == 0 and "declared driver" not in said(done)
+
+
+def test_a_store_url_naming_no_file_is_said_so_and_nothing_is_created(project, tmp_path):
+    """A moved database or a typo in `[store] url`: every command says there is no file at that path and
+    creates neither the file nor its folder (before, an empty database appeared there, and every command,
+    this one and the next, said it had no mlma schema)."""
+    for url in ("sqlite:///typo.db", "sqlite:///gone/mlma.db"):
+        edit(project, "url", f'"{url}"')
+        missing = project / url.removeprefix("sqlite:///")
+        for command in (["status"], ["tick"], ["escalations"]):
+            result = cli(project, *command)
+            text = said(result)
+            assert result.returncode == 5 and "Traceback" not in text, text
+            assert f"there is no database file at {missing}" in text and "nothing was created" in text, text
+        assert not missing.exists() and not missing.parent.joinpath("mlma.db-journal").exists()
+        assert missing.parent == project or not missing.parent.exists()
+    with pytest.raises(Exception, match="no database file"):
+        Store.open(f"sqlite:///{tmp_path / 'none.db'}")
+    assert not (tmp_path / "none.db").exists()
+    with Store.create(f"sqlite:///{tmp_path / 'new' / 'made.db'}") as store:  # creating still makes both
+        assert store.last_done_tick() is None

@@ -721,20 +721,30 @@ def _parse_target(column: pd.Series) -> np.ndarray:
     return np.append(numbers, np.nan)[codes]
 
 
-def _stream_keys(column: pd.Series) -> tuple[np.ndarray, pd.Index, np.ndarray]:
-    """Codes of the stream keys in sorted order, the sorted keys as text, and a mask of missing keys.
+def _stream_keys(column: pd.Series) -> tuple[np.ndarray, pd.Index, np.ndarray, np.ndarray]:
+    """Codes of the stream keys in sorted order, the sorted keys as text, a mask of missing keys, and a mask
+    of the keys that had spaces around them.
 
     A key that is missing (None, NaN) or empty or blank text (``""``, ``"  "``) names no stream: code -1.
+    A key is its text without surrounding white space: ``"zone-1 "`` (a CSV written with ", ") is
+    ``"zone-1"``, not a stream of its own that would split the zone's rows and mislead the frequency.
+
+    >>> codes, keys, missing, padded = _stream_keys(pd.Series(["b", " a", "a ", "", None, 1, "1"]))
+    >>> codes.tolist(), keys.tolist(), missing.tolist(), np.flatnonzero(padded).tolist()
+    ([2, 1, 1, -1, -1, 0, 0], ['1', 'a', 'b'], [False, False, False, True, True, False, False], [1, 2])
     """
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    text = pd.Index(uniques).astype("str")
-    blank = np.asarray(text.str.strip() == "", dtype=bool)
-    # Different raw values may print alike (1 and "1"); they are one stream.
+    raw = pd.Index(uniques).astype("str")
+    text = raw.str.strip()
+    blank = np.asarray(text == "", dtype=bool)
+    padded = np.append(np.asarray(raw != text, dtype=bool) & ~blank, False)  # the last slot: a missing key
+    # Different raw values may print alike (1 and "1", "a" and "a "); they are one stream.
     merged_named, keys = pd.factorize(text[~blank], sort=True)
     merged = np.full(len(text) + 1, -1, dtype=np.int64)  # the last slot: code -1 (missing)
     merged[np.flatnonzero(~blank)] = merged_named
-    codes = merged[np.where(codes >= 0, codes, len(text))]
-    return codes.astype(np.int64), pd.Index(keys, dtype="str"), codes < 0
+    slots = np.where(codes >= 0, codes, len(text))
+    codes = merged[slots]
+    return codes.astype(np.int64), pd.Index(keys, dtype="str"), codes < 0, padded[slots]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -1116,8 +1126,14 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
                 context: FleetContext | None = None) -> tuple[pd.DataFrame, Frequency | None]:
     n = len(df)
     alive = np.ones(n, dtype=bool)
-    codes, keys, id_missing = _stream_keys(df[ID])
+    codes, keys, id_missing, padded = _stream_keys(df[ID])
     key_of = lambda pos: keys[codes[pos]] if codes[pos] >= 0 else None  # noqa: E731
+    if padded.any():
+        rows = np.flatnonzero(padded)
+        values = [repr(str(k)) for k in pd.unique(df[ID].iloc[rows])]
+        v.add("id-spaces", "repaired", f"removed the spaces around {len(values):,} unique_id value"
+              f"{'s' if len(values) != 1 else ''} ({_fmt_list(values)}) on {v.where(rows)}: a stream's id is its "
+              "text without them", column=ID, n_rows=len(rows), positions=rows)
 
     dropped_columns = df.attrs.get(_ATTR_DROPPED) or []
     if dropped_columns:
@@ -1717,9 +1733,12 @@ def _check_against_context(v: _Validator, context: FleetContext, df: pd.DataFram
     raw_y, raw_ds = df[TARGET], df[TIME]
 
     def reject(code: str, mask: np.ndarray, what: str, column: str, detail) -> None:
+        """Drop (or refuse) the live rows of ``mask``; ``what`` says what one is, its first word the noun."""
         bad = np.flatnonzero(mask & alive)
         if len(bad):
-            v.bad_rows(code, bad, keys[codes[bad]].to_numpy(), what + ("" if len(bad) == 1 else "s"), column,
+            noun, _, rest = what.partition(" ")
+            what = f"{noun}{'' if len(bad) == 1 else 's'} {rest}".rstrip()
+            v.bad_rows(code, bad, keys[codes[bad]].to_numpy(), what, column,
                        [v.example(p, str(keys[codes[p]]), detail(p)) for p in bad[:_MAX_EXAMPLES]])
             alive[bad] = False
 
@@ -1864,7 +1883,7 @@ def infer_frequency(df: pd.DataFrame) -> Frequency:
     if missing:
         raise DataError(f"missing column {missing[0]!r}; columns present: "
                         f"{', '.join(repr(str(c)) for c in df.columns)}", column=missing[0])
-    codes, keys, id_missing = _stream_keys(df[ID])
+    codes, keys, id_missing, _ = _stream_keys(df[ID])
     ns, bad, _, foreign = _parse_dates(df[TIME])
     if foreign is not None:
         raise DataError(foreign.message(TIME), column=TIME)
@@ -1973,7 +1992,8 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME,
         raise DataError(f"{label}: {bad.size} timestamp(s) in {time_col!r} cannot be read, first "
                         f"{frame[time_col].iloc[bad[0]]!r} on line/row {line(bad[0])}", source=label,
                         column=time_col, rows=[line(i) for i in bad[:20]])
-    out = pd.DataFrame({ID: ids.astype(str).to_numpy(), TIME: stamps.to_numpy(dtype="datetime64[ns]")})
+    # Ids as the actuals' (_stream_keys): the text without surrounding white space.
+    out = pd.DataFrame({ID: ids.astype(str).str.strip().to_numpy(), TIME: stamps.to_numpy(dtype="datetime64[ns]")})
     out[ID] = out[ID].astype("str")
     for c in drivers:
         values = pd.to_numeric(frame[c], errors="coerce")

@@ -77,6 +77,24 @@ def make_engine(url: str | sa.URL) -> sa.Engine:
                      f"'postgresql+psycopg://user@host/db'")
 
 
+def missing_sqlite_file(url: str | sa.URL) -> Path | None:
+    """The file of a SQLite URL when it does not exist; None when it does, or for memory and PostgreSQL.
+
+    >>> missing_sqlite_file("sqlite:////no/such/folder/mlma.db")
+    PosixPath('/no/such/folder/mlma.db')
+    >>> missing_sqlite_file("sqlite://") is None, missing_sqlite_file("postgresql+psycopg://u@h/db") is None
+    (True, True)
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        return None  # make_engine says what is wrong with it
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database).expanduser()
+    return None if path.exists() else path
+
+
 def is_read_only(engine: sa.Engine) -> bool:
     """True when the engine opened a SQLite file read-only (see the module docstring)."""
     return bool(getattr(engine, "mlma_read_only", False))

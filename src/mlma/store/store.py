@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from mlma.escalations import Escalation
 from mlma.store import batches, bulk, drivers, lock, migrate, packed, serial
-from mlma.store.engine import is_read_only
+from mlma.store.engine import is_read_only, missing_sqlite_file
 from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
 from mlma.store.errors import SchemaError, StateCorrupted, StoreError, TickAlreadyDone
@@ -178,6 +178,15 @@ class Store:
             The database has no mlma schema (use :meth:`create`), an older one (run :meth:`upgrade`
             after a backup), or a newer one (upgrade mlma).
         """
+        missing = missing_sqlite_file(url)
+        if missing is not None:
+            # Not created here: a moved file or a typo in the URL would leave an empty database (and its
+            # folder) behind, and every later command would say it has no schema instead of what is wrong.
+            shown = sa.make_url(url).render_as_string(hide_password=True)
+            raise SchemaError(f"{shown}: there is no database file at {missing} (moved, deleted, or a typo in the "
+                              "URL?); nothing was created. `mlma init` makes a new project's store, "
+                              "Store.create(url) an empty one", url=shown, current=None,
+                              expected=migrate.SCHEMA_REVISION)
         engine = _make_engine(url)
         shown = sa.make_url(url).render_as_string(hide_password=True)  # as given, without engine defaults
         store = cls(engine, shown)
