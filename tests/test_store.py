@@ -12,6 +12,7 @@ import datetime as dt
 import hashlib
 import multiprocessing
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -100,6 +101,12 @@ def test_the_revision_store_open_takes_for_current_is_the_migrations_head():
 
 
 def test_open_refuses_a_database_without_schema(url):
+    if url.startswith("sqlite"):
+        path = Path(sa.make_url(url).database)
+        with pytest.raises(SchemaError, match="there is no database file at .*nothing was created") as info:
+            Store.open(url)                   # no file: said so, and none made (the next open would say "schema")
+        assert not path.exists() and info.value.current is None
+        path.touch()                          # an empty file is an empty SQLite database
     with pytest.raises(SchemaError, match="no mlma schema.*Store.create") as info:
         Store.open(url)
     assert info.value.current is None and info.value.expected == HEAD

@@ -893,6 +893,57 @@ def gc(
     console.print(f"removed {len(removed)} unreferenced artifact(s)")
 
 
+@app.command()
+def prune(
+    keep: Optional[str] = typer.Option(None, help="Keep this much data time before the end of the last done tick, "
+                                       "e.g. 400D or 13W; older data is deleted."),
+    before: Optional[str] = typer.Option(None, help="Delete the data before this data time (ISO 8601, e.g. "
+                                         "2025-01-01), instead of --keep."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be deleted."),
+    reason: Optional[str] = typer.Option(None, "--reason", "-r", help="Why (kept in the audit log)."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who acts, for the audit log (default: $MLMA_USER, else "
+                                     "the login name)."),
+    project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+) -> None:
+    """Delete old data the agent no longer reads: observations, driver values and revisions before a time,
+    and the verdicts and forecasts of the ticks that ended by then (a store otherwise grows for ever). Refused
+    inside the next tick's training window. Later ingests drop rows older than that time."""
+    import pandas as pd
+
+    from mlma.api.cli import actor
+    from mlma.live import LiveAgent, NotReady
+    from mlma.project import ConfigError
+
+    if (keep is None) == (before is None):
+        _fail("give one of --keep (e.g. 400D) or --before (a data time)")
+    config = _project(project)
+    who = actor(by)
+    try:
+        with LiveAgent(config, executor="inline") as live:
+            if keep is not None:
+                try:
+                    span = pd.Timedelta(keep)
+                except ValueError:
+                    _fail(f"--keep must be a duration such as 400D or 13W, got {keep!r}")
+                if span <= pd.Timedelta(0):
+                    _fail(f"--keep must be positive, got {keep!r}")
+                done = live.store.last_done_tick()
+                if done is None:
+                    raise NotReady("no tick has run yet: nothing can be pruned before the agent knows its windows")
+                cut = live.timing().boundaries(done, done + 1)[1] - span
+            else:
+                try:
+                    cut = pd.Timestamp(before)
+                except ValueError:
+                    _fail(f"--before must be an ISO 8601 data time such as 2025-01-01, got {before!r}")
+                if cut.tzinfo is not None:
+                    _fail(f"--before is data time, like the ds column: give it without a time zone, got {before!r}")
+            report = live.prune(cut, by=who, reason=reason, dry_run=dry_run)
+    except (NotReady, ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(str(report))
+
+
 @app.command("table")
 def table_command(
     results: list[Path] = typer.Argument(..., help="Backtest output folder(s) (with summary.json)."),

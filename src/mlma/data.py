@@ -1679,6 +1679,8 @@ class FleetContext:
         :class:`IngestLimits`.
     clock_note
         How the clock was set, for messages (e.g. ``"fixed by the first ingest, day-1.csv"``).
+    kept_from
+        The time before which the project was pruned (``Store.kept_from``): older rows are dropped.
     """
 
     freq: Frequency | None = None
@@ -1689,6 +1691,7 @@ class FleetContext:
     limits: IngestLimits = field(default_factory=IngestLimits)
     clock_note: str = "the project's clock"
     n_streams: int = 0
+    kept_from: pd.Timestamp | None = None
 
 
 _OFFSET_AT_END = r":\d{2}(?::\d{2})?(?:[.,]\d+)?\s*(?:[Zz]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$"
@@ -1745,6 +1748,16 @@ def _check_against_context(v: _Validator, context: FleetContext, df: pd.DataFram
     reject("out-of-range", (y > limits.max_abs_value) | (y < -limits.max_abs_value),
            f"row whose |y| exceeds max_abs_value={limits.max_abs_value:g}", TARGET,
            lambda p: f"y={raw_y.iloc[p]!r}")
+    if context.kept_from is not None:
+        # Dropped in both modes, as exact duplicates are: a file re-sent whole (the usual daily export) holds
+        # them, they are not bad data, and the project chose not to keep them.
+        old = np.flatnonzero((ns < context.kept_from.value) & alive)
+        if len(old):
+            v.add("before-kept", "dropped", f"dropped {len(old):,} row{'s' if len(old) != 1 else ''} older than the "
+                  f"data the project keeps (pruned before {context.kept_from}): {v.where(old)}", n_rows=len(old),
+                  positions=old, column=TIME,
+                  examples=[v.example(p, str(keys[codes[p]]), f"ds={raw_ds.iloc[p]!r}") for p in old[:_MAX_EXAMPLES]])
+            alive[old] = False
     now = context.now if context.now is not None else pd.Timestamp.now(tz="UTC").tz_localize(None)
     if limits.max_future is not None:
         latest = now + limits.max_future

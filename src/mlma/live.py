@@ -1058,6 +1058,31 @@ class LiveAgent:
             live["challenger_version" if challenger else "champion_version"][s] = latest[s]
         return new_versions, expected, moves, checks
 
+    # -- retention ------------------------------------------------------------------------------------------
+    def earliest_prune_time(self) -> pd.Timestamp:
+        """The latest time the store can be pruned to (:meth:`prune`): the first timestamp of the next tick's
+        training window, the oldest data a tick still reads (later ticks read later data only). Raises
+        :class:`NotReady` before the first tick, and :class:`ConfigError` when the model trains on all history
+        (``[model] train_window_ticks`` 0 on data whose default window is the whole history)."""
+        done = self.store.last_done_tick()
+        if done is None:
+            raise NotReady("no tick has run yet: nothing can be pruned before the agent knows its windows")
+        timing = self.timing()
+        _, _, first = self._training_span(done + 1, False, timing)
+        if first is None:
+            raise ConfigError(f"{CONFIG_NAME}: [model] train_window_ticks: the model trains on all history, so no "
+                              "observation can be pruned; set a window in ticks to keep less")
+        return first
+
+    def prune(self, before: pd.Timestamp, *, by: str, reason: str | None = None, dry_run: bool = False):
+        """Prune the store (:meth:`mlma.store.Store.prune`) before ``before``, refused (ValueError, nothing
+        deleted) when that would take rows a tick still reads (:meth:`earliest_prune_time`)."""
+        limit = self.earliest_prune_time()
+        if before > limit:
+            raise ValueError(f"pruning before {before} would delete data of the next tick's training window, which "
+                             f"starts at {limit}: the latest time to prune to is {limit}")
+        return self.store.prune(before, by=by, reason=reason, dry_run=dry_run)
+
     # -- exports --------------------------------------------------------------------------------------------
     def forecasts(self) -> pd.DataFrame:
         """The forecasts issued by the last done tick: unique_id, ds, y_hat, model_version."""

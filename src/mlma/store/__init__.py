@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from mlma.store.lock import Lease
     from mlma.store.overrides import StreamOverrides
     from mlma.store.records import (AgentState, ChampionChange, ChampionMove, IngestReport, ModelVersion,
-                                    NewVersion, TickRecord, TickSummary, TickWrite, VersionCheck, forecast_frame)
+                                    NewVersion, PruneReport, TickRecord, TickSummary, TickWrite, VersionCheck,
+                                    forecast_frame)
     from mlma.store.store import STATE_HISTORY, Store, file_sha256, frame_sha256
     from mlma.store.transaction import Transaction
 
@@ -41,7 +42,8 @@ _HOMES = {
     "mlma.store.lock": ("Lease",),
     "mlma.store.overrides": ("StreamOverrides",),
     "mlma.store.records": ("AgentState", "ChampionChange", "ChampionMove", "IngestReport", "ModelVersion",
-                           "NewVersion", "TickRecord", "TickSummary", "TickWrite", "VersionCheck", "forecast_frame"),
+                           "NewVersion", "PruneReport", "TickRecord", "TickSummary", "TickWrite", "VersionCheck",
+                           "forecast_frame"),
     "mlma.store.store": ("STATE_HISTORY", "Store", "file_sha256", "frame_sha256"),
     "mlma.store.transaction": ("Transaction",),
 }
@@ -59,6 +61,7 @@ __all__ = [
     "LockHeld",
     "LockLost",
     "NewVersion",
+    "PruneReport",
     "SchemaError",
     "StateCorrupted",
     "Store",

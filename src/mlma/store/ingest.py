@@ -115,8 +115,9 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
     uids = _distinct_ids(raw)
     ranges = store.value_ranges(uids, since=since)[["lo", "hi"]] if len(uids) else None
     n_known = len(store.streams()) if front is not None else 0
+    kept_from = store.kept_from()
     context = FleetContext(freq=frequency, tick=tick_alias, front=front, ranges=ranges, limits=limits,
-                           clock_note=note or "the project's clock", n_streams=n_known)
+                           clock_note=note or "the project's clock", n_streams=n_known, kept_from=kept_from)
 
     def check(ctx):
         try:
@@ -139,7 +140,8 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
                               else "mlma.toml")
             # Now that the clock is known, the rows are checked against its grid and its reach too.
             context = FleetContext(freq=inferred, tick=tick_alias, front=front, ranges=ranges, limits=limits,
-                                   clock_note=f"fixed by this ingest of {name}", n_streams=n_known)
+                                   clock_note=f"fixed by this ingest of {name}", n_streams=n_known,
+                                   kept_from=kept_from)
             del checked
             checked = check(context)
     written = _write_rejects(rejects, raw, checked.report)
@@ -155,7 +157,8 @@ def _distinct_ids(raw: pd.DataFrame) -> np.ndarray:
         return np.empty(0, dtype=object)
     column = raw["unique_id"]
     values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column.dropna())
-    return np.unique(np.asarray(pd.Index(values).astype(str), dtype=object))
+    # Stripped as validate strips them (mlma.data._stream_keys), so that " zone-1" finds the ranges of "zone-1".
+    return np.unique(np.asarray(pd.Index(values).astype(str).str.strip(), dtype=object))
 
 
 def _tick_alias(freq, tick: str | None) -> str:

@@ -412,6 +412,35 @@ def _whole(value: Any, name: str) -> None:
 
 
 @dataclass(frozen=True)
+class PruneReport:
+    """What :meth:`~mlma.store.Store.prune` deleted (or, with ``dry_run``, would delete).
+
+    Attributes
+    ----------
+    kept_from
+        The data time before which the store keeps nothing now (observations, driver values, revisions).
+    through_tick
+        The last tick whose verdicts and forecasts went (the last that ended by ``kept_from``); None: none.
+    rows
+        Rows deleted per table: ``observations``, ``driver_values``, ``observation_revisions``, ``verdicts``,
+        ``forecasts`` (a forecast row holds one block of streams' forecasts for one tick).
+    dry_run
+        True when nothing was deleted.
+    """
+
+    kept_from: pd.Timestamp
+    through_tick: int | None
+    rows: Mapping[str, int]
+    dry_run: bool = False
+
+    def __str__(self) -> str:
+        verb = "would delete" if self.dry_run else "deleted"
+        counts = ", ".join(f"{n:,} {table}" for table, n in self.rows.items())
+        ticks = f"; verdicts and forecasts through tick {self.through_tick}" if self.through_tick is not None else ""
+        return f"{verb} the rows before {self.kept_from}: {counts}{ticks}"
+
+
+@dataclass(frozen=True)
 class VersionCheck:
     """The challenger check's outcome for a version recorded earlier (``model_versions.check_result``)."""
 

@@ -410,6 +410,19 @@ clock = sa.Table(
     sa.CheckConstraint("id = 1", name="one_row"),
 )
 
+# -- what the store keeps (migration 0012) -----------------------------------------------------------------
+retention = sa.Table(
+    "retention", metadata,
+    # One row once the store was pruned (Store.prune): observations, driver values and revisions before
+    # kept_from are gone, and so are the verdicts and forecasts of the ticks that ended by then; ingests drop
+    # rows older than it. Only ever moved later.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("kept_from", DataTime, nullable=False),
+    sa.Column("set_at", UTCDateTime, nullable=False),
+    sa.Column("set_by", sa.Text, nullable=False),
+    sa.CheckConstraint("id = 1", name="one_row"),
+)
+
 # -- what changed, counted (migration 0010) -----------------------------------------------------------------
 #: What :class:`change_counts` counts: champion moves (by anyone, in or outside a tick) and per-stream overrides.
 CHANGE_KINDS = ("champions", "overrides")

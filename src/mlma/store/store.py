@@ -31,8 +31,8 @@ from mlma.store import schema as S
 from mlma.store.errors import SchemaError, StateCorrupted, StoreError, TickAlreadyDone
 from mlma.store.frames import VERDICT_COLUMNS, rows_frame, verdict_labels
 from mlma.store.overrides import StreamOverrides
-from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, TickRecord, TickSummary,
-                                TickWrite, check_actor, utc_instant)
+from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, PruneReport, TickRecord,
+                                TickSummary, TickWrite, check_actor, utc_instant)
 from mlma.store.glance import saved_states_damage, state_part_references
 from mlma.store.state import FORMAT, StagedPart, StateEncoding, decode_state
 
@@ -45,6 +45,8 @@ STATE_HISTORY = 3
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ERROR_CHARS = 20_000
 #: The statuses of an escalation that still needs someone (every status but resolved).
+#: Observations deleted in one transaction of :meth:`Store.prune` (about; a slice is a span of data time).
+PRUNE_SLICE_ROWS = 500_000
 _UNRESOLVED = tuple(status for status in S.ESCALATION_STATUSES if status != "resolved")
 
 
@@ -571,6 +573,83 @@ class Store:
         c = S.change_counts
         if not conn.execute(sa.update(c).where(c.c.name == kind).values(value=c.c.value + 1)).rowcount:
             conn.execute(sa.insert(c).values(name=kind, value=1))  # a row deleted by hand: counting starts again
+
+    # -- what the store keeps ----------------------------------------------------------------------------
+    def kept_from(self) -> pd.Timestamp | None:
+        """The data time before which the store was pruned (:meth:`prune`), or None: it keeps everything."""
+        with self._read() as conn:
+            value = conn.execute(sa.select(S.retention.c.kept_from)).scalar()
+        return None if value is None else pd.Timestamp(value)
+
+    def prune(self, before: Any, *, by: str, reason: str | None = None, dry_run: bool = False) -> PruneReport:
+        """Delete the data before ``before`` (data time): observations, driver values and revisions with an
+        earlier ``ds``, and the verdicts and forecasts of the ticks that ended by then; audited (``prune``).
+
+        What a tick needs is the caller's to guard (the live agent's :meth:`~mlma.live.LiveAgent.prune`
+        refuses a time inside the next tick's training window); the store keeps at least the newest done
+        tick's verdicts and forecasts (the next tick scores those forecasts). Records, the audit log,
+        escalations, model versions and the ticks' summaries stay. ``before`` is recorded first (only ever
+        moved later), then the rows go in slices of one tick of data time, each slice a transaction of its
+        own, so that a tick or an ingest running meanwhile waits for one slice at most, and a prune that is
+        stopped part way leaves a store that works and is finished by the next prune. From then on, an
+        ingest drops the rows older than ``before``: a file re-sent whole would otherwise bring them back.
+        """
+        check_actor(by)
+        before = _timestamp(before, "before")
+        if before is None:
+            raise ValueError("prune needs a time: the data before it is deleted")
+        t, obs, drv, rev = S.ticks, S.observations, S.driver_values, S.observation_revisions
+        with self._read() as conn:
+            last_done = conn.execute(sa.select(sa.func.max(t.c.tick)).where(t.c.status == "done")).scalar()
+            ended = conn.execute(sa.select(sa.func.max(t.c.tick)).where(
+                t.c.status == "done", t.c.end_ds <= before.to_pydatetime())).scalar()
+            oldest = conn.execute(sa.select(sa.func.min(obs.c.ds))).scalar()
+        through = None if ended is None else min(int(ended), int(last_done) - 1)
+        through = through if through is not None and through >= 0 else None
+        cut = before.to_pydatetime()
+        with self._read() as conn:
+            rows = {"observations": conn.execute(sa.select(sa.func.count()).where(obs.c.ds < cut)).scalar(),
+                    "driver_values": conn.execute(sa.select(sa.func.count()).select_from(drv)
+                                                  .where(drv.c.ds < cut)).scalar(),
+                    "observation_revisions": conn.execute(sa.select(sa.func.count()).select_from(rev)
+                                                          .where(rev.c.ds < cut)).scalar(),
+                    "verdicts": 0 if through is None else conn.execute(
+                        sa.select(sa.func.count()).select_from(S.verdicts).where(S.verdicts.c.tick <= through)).scalar(),
+                    "forecasts": 0 if through is None else conn.execute(
+                        sa.select(sa.func.count()).select_from(S.forecasts)
+                        .where(S.forecasts.c.issued_tick < through)).scalar()}
+        rows = {table: int(n or 0) for table, n in rows.items()}
+        report = PruneReport(before, through, rows, dry_run=dry_run)
+        if dry_run:
+            return report
+        with self._write() as conn:
+            now = self._now(conn)
+            kept = conn.execute(sa.select(S.retention.c.kept_from)).scalar()
+            if kept is None:
+                conn.execute(sa.insert(S.retention).values(id=1, kept_from=cut, set_at=now, set_by=by))
+            elif pd.Timestamp(kept) < before:
+                conn.execute(sa.update(S.retention).values(kept_from=cut, set_at=now, set_by=by))
+            self._audit(conn, now, by, "prune", "store", {"before": str(before), "through_tick": through,
+                                                          "rows": rows}, reason)
+        # Slices of data time holding about PRUNE_SLICE_ROWS observations each, oldest first, down the ds
+        # indexes: the first prune of a long history is many slices, the later ones (a tick or two) one.
+        if oldest is not None and pd.Timestamp(oldest) < before:
+            start = pd.Timestamp(oldest)
+            slices = max(1, -(-rows["observations"] // PRUNE_SLICE_ROWS))
+            edges = [start + (before - start) * (i / slices) for i in range(1, slices)] + [before]
+            for edge in edges:
+                cut = edge.to_pydatetime()
+                with self._write() as conn:
+                    for table in (obs, drv, rev):
+                        conn.execute(sa.delete(table).where(table.c.ds < cut))
+        if through is not None:
+            for tick in range(through, -1, -64):
+                with self._write() as conn:
+                    conn.execute(sa.delete(S.verdicts).where(S.verdicts.c.tick <= tick,
+                                                             S.verdicts.c.tick > tick - 64))
+                    conn.execute(sa.delete(S.forecasts).where(S.forecasts.c.issued_tick < tick,
+                                                              S.forecasts.c.issued_tick >= tick - 64))
+        return report
 
     # -- observations ------------------------------------------------------------------------------------
     def ingest_frame(self, frame: pd.DataFrame, source: str, content_hash: str | None = None, *,

@@ -1,0 +1,216 @@
+"""Retention: `Store.prune` and `mlma prune` delete the data a live agent no longer reads, so a store does not
+grow for ever, and nothing a later tick computes changes.
+
+- the store deletes exactly the rows before the time (observations, driver values, revisions) and the
+  verdicts and forecasts of the ticks that ended by then, keeps the newest done tick's forecasts, records the
+  time (only ever later) and audits it; a dry run counts the same rows and deletes none; the slices of a long
+  history give the same result as one;
+- ingests drop rows older than the kept time in both modes (a file re-sent whole brings nothing back);
+- the live agent refuses a time inside the next tick's training window and a model that trains on all
+  history, and a pruned project's later ticks are those of the same project never pruned.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from test_store import _tick_outputs, count, fleet_frame
+
+from mlma.store import Store, TickRecord
+from mlma.store import schema as S
+
+
+def _store_with_ticks(store: Store, n: int = 4, days: int = 6) -> pd.DataFrame:
+    """``n`` hourly streams over ``days`` days, with driver values, a revision, and a done tick per day (its
+    verdicts and forecasts) whose span is that day."""
+    frame = fleet_frame(n, 24 * days).assign(price=1.5)
+    store.ingest_frame(frame, "history")
+    fix = frame.iloc[[3]].assign(y=999.0)  # a revised value, on day 0
+    store.ingest_frame(fix, "fix")
+    day0 = pd.Timestamp("2024-01-01")
+    for k in range(days):
+        decision, forecasts, _ = _tick_outputs(store, n)
+        store.write_tick(TickRecord(k, verdicts=decision, forecasts=forecasts, start=day0 + pd.Timedelta(days=k),
+                                    end=day0 + pd.Timedelta(days=k + 1)))
+    return frame
+
+
+def _ds_before(store: Store, table: sa.Table, cut: pd.Timestamp) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)
+                                .where(table.c.ds < cut.to_pydatetime())).scalar_one())
+
+
+def _ticks_of(store: Store, table: sa.Table, column: str) -> list[int]:
+    with store.engine.connect() as conn:
+        return sorted({int(t) for (t,) in conn.execute(sa.select(table.c[column]))})
+
+
+@pytest.mark.parametrize("slice_rows", [500_000, 7])
+def test_prune_deletes_exactly_the_rows_before_the_time_and_records_it(store, monkeypatch, slice_rows):
+    import mlma.store.store as store_module
+
+    monkeypatch.setattr(store_module, "PRUNE_SLICE_ROWS", slice_rows)   # 7: dozens of slices, same result
+    frame = _store_with_ticks(store)
+    cut = pd.Timestamp("2024-01-03 05:00")
+    expected_obs = int((frame["ds"] < cut).sum())
+    before = {t.name: count(store, t) for t in (S.observations, S.driver_values, S.observation_revisions,
+                                                S.verdicts, S.forecasts)}
+    assert store.kept_from() is None and before["observation_revisions"] == 1
+
+    dry = store.prune(cut, by="user:ana", dry_run=True)
+    assert dry.dry_run and dry.rows["observations"] == expected_obs and dry.through_tick == 1
+    assert {t.name: count(store, t) for t in (S.observations, S.verdicts)} == {
+        "observations": before["observations"], "verdicts": before["verdicts"]}
+    assert store.kept_from() is None and store.audit_log(action="prune").empty
+
+    done = store.prune(cut, by="user:ana", reason="disk")
+    assert done.rows == dry.rows and not done.dry_run
+    assert "deleted the rows before 2024-01-03 05:00:00" in str(done) and "through tick 1" in str(done)
+    assert count(store, S.observations) == before["observations"] - expected_obs
+    assert _ds_before(store, S.observations, cut) == 0 and _ds_before(store, S.driver_values, cut) == 0
+    assert count(store, S.observation_revisions) == 0                  # its row was on day 0
+    assert _ds_before(store, S.observations, cut + pd.Timedelta(hours=1)) == 4   # the hour at the cut stays
+    # Ticks 0 and 1 ended by the cut (day 2 00:00): their verdicts go, and the forecasts issued before tick 1.
+    assert _ticks_of(store, S.verdicts, "tick") == [2, 3, 4, 5]
+    assert _ticks_of(store, S.forecasts, "issued_tick") == [1, 2, 3, 4, 5]
+    assert store.kept_from() == cut
+    entry = store.audit_log(action="prune").iloc[0]
+    assert entry["actor"] == "user:ana" and entry["reason"] == "disk" and entry["params"]["through_tick"] == 1
+    assert entry["params"]["rows"]["observations"] == expected_obs
+    assert len(store.ticks()) == 6                                    # the ticks' records and summaries stay
+
+    # An earlier time deletes nothing more and does not move the kept time back; the newest done tick's
+    # forecasts (for the next tick) stay even when every tick ended by the time given, and so do its verdicts
+    # and the forecasts they scored.
+    assert store.prune(pd.Timestamp("2024-01-02"), by="agent").rows["observations"] == 0
+    assert store.kept_from() == cut
+    store.prune(pd.Timestamp("2024-01-07"), by="agent")
+    assert _ticks_of(store, S.forecasts, "issued_tick") == [4, 5] and _ticks_of(store, S.verdicts, "tick") == [5]
+    assert count(store, S.observations) == 0 and store.kept_from() == pd.Timestamp("2024-01-07")
+
+
+def test_prune_refuses_a_bad_time_or_actor(store):
+    _store_with_ticks(store, days=2)
+    with pytest.raises(ValueError, match="tz-naive"):
+        store.prune(pd.Timestamp("2024-01-02", tz="UTC"), by="agent")
+    with pytest.raises(ValueError, match="by"):
+        store.prune(pd.Timestamp("2024-01-02"), by="ana")
+    with pytest.raises(ValueError, match="needs a time"):
+        store.prune(None, by="agent")
+    assert store.kept_from() is None and count(store, S.observations) == 4 * 48
+
+
+@pytest.mark.parametrize("on_bad_rows", ["drop", "raise"])
+def test_an_ingest_drops_rows_older_than_the_kept_time_in_both_modes(store, tmp_path, on_bad_rows):
+    from mlma.store.ingest import ingest_checked
+
+    frame = _store_with_ticks(store, n=3, days=4)
+    cut = pd.Timestamp("2024-01-03")
+    store.prune(cut, by="agent")
+    kept = count(store, S.observations)
+    resent = frame.assign(y=frame["y"] + 1.0)                        # the whole history again, every value new
+    path = tmp_path / "resent.csv"
+    resent.to_csv(path, index=False)
+    report = ingest_checked(store, path, on_bad_rows=on_bad_rows)
+    old = int((frame["ds"] < cut).sum())
+    found = {f.code: f for f in report.validation.findings}["before-kept"]
+    assert found.severity == "dropped" and found.n_rows == old
+    assert "older than the data the project keeps (pruned before 2024-01-03 00:00:00)" in found.message
+    assert report.rows_revised == len(frame) - old and report.rows_new == 0
+    assert count(store, S.observations) == kept and _ds_before(store, S.observations, cut) == 0
+
+
+def test_the_cli_refuses_the_training_window_and_a_pruned_project_ticks_as_one_never_pruned(tmp_path):
+    """Two copies of one live project; one is pruned right up to the next tick's training window (ridge, 28
+    daily ticks), then both re-train every stream, ingest twelve more days and tick: their verdicts and forecasts
+    are identical."""
+    from mlma.project import load_config
+    from mlma.simulate import simulate_platform
+
+    data = simulate_platform(5, 72, seed=3).data[["unique_id", "ds", "y"]]
+    day0 = data["ds"].min().normalize()
+    first, later = data[data["ds"] < day0 + pd.Timedelta(days=60)], data[data["ds"] >= day0 + pd.Timedelta(days=60)]
+    first.to_csv(tmp_path / "first.csv", index=False)
+    later.to_csv(tmp_path / "later.csv", index=False)
+
+    def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mlma.cli", *args, "--project", str(root)], capture_output=True,
+                              text=True, timeout=600, env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"})
+
+    def ok(result: subprocess.CompletedProcess, code: int = 0) -> str:
+        assert result.returncode == code and "Traceback" not in result.stderr, result.stdout + result.stderr
+        return " ".join(result.stdout.split())
+
+    pruned = tmp_path / "pruned"
+    ok(subprocess.run([sys.executable, "-m", "mlma.cli", "init", str(pruned), "--model", "ridge"],
+                      capture_output=True, text=True, timeout=300))
+    toml = pruned / "mlma.toml"
+    toml.write_text(toml.read_text().replace('executor = "process"', 'executor = "inline"')
+                    .replace("initial_ticks = 0 ", "initial_ticks = 20 "))
+    ok(cli(pruned, "ingest", str(tmp_path / "first.csv")))
+    ok(cli(pruned, "tick", "--all"))
+    kept = pruned.parent / "kept"
+    shutil.copytree(pruned, kept)
+    said = ok(cli(pruned, "prune", "--keep", "10D"), 2)
+    assert "error:" in said and "would delete data of the next tick's training window, which starts at" in said
+    limit = pd.Timestamp(said.split("the latest time to prune to is ")[1].strip())
+    assert "give one of --keep" in ok(cli(pruned, "prune"), 2)
+    assert "would delete" in ok(cli(pruned, "prune", "--keep", "40D", "--dry-run"))
+    ok(cli(pruned, "prune", "--before", str(limit + pd.Timedelta(hours=1))), 2)
+    # Right up to the limit: what the next ticks read is all still there.
+    said = ok(cli(pruned, "prune", "--before", str(limit), "--by", "ana", "--reason", "disk"))
+    assert said.startswith(f"deleted the rows before {limit}") and "through tick" in said
+
+    config = {name: load_config(root) for name, root in (("pruned", pruned), ("kept", kept))}
+    # The copy names the same SQLite file by a relative URL, so each project has its own store.
+    assert config["pruned"].store_url != config["kept"].store_url
+    for root in (pruned, kept):
+        # The agent keeps its window in a cache file, rebuilt from the store when lost (a new machine): lost
+        # here, so that the ticks read what the store holds; and every stream re-fits in the next tick.
+        shutil.rmtree(root / "cache")
+        ok(cli(root, "retrain", "--all"))
+        ok(cli(root, "ingest", str(tmp_path / "later.csv")))
+        ok(cli(root, "tick", "--all"))
+    with Store.open(config["pruned"].store_url) as a, Store.open(config["kept"].store_url) as b:
+        cut = a.kept_from()
+        assert cut is not None and b.kept_from() is None
+        assert a.oldest_ds() >= cut > b.oldest_ds()
+        pruned_through = int(a.audit_log(action="prune").iloc[0]["params"]["through_tick"])
+        last = a.last_done_tick()
+        assert last == b.last_done_tick() and last >= 68
+        for k in range(pruned_through + 1, last + 1):
+            va, vb = a.verdicts(k), b.verdicts(k)
+            assert len(va) == 5
+            pd.testing.assert_frame_equal(va.reset_index(drop=True), vb.reset_index(drop=True))
+        fa, fb = a.forecasts(last), b.forecasts(last)
+        assert fa["unique_id"].nunique() >= 4 and len(fa) == 24 * fa["unique_id"].nunique()
+        pd.testing.assert_frame_equal(fa.reset_index(drop=True), fb.reset_index(drop=True))
+        assert a.verdicts(pruned_through).empty and not b.verdicts(pruned_through).empty
+        assert a.audit_log(action="prune").iloc[0]["actor"] == "user:ana"
+
+
+def test_a_model_that_trains_on_all_history_cannot_be_pruned(tmp_path):
+    from mlma.live import LiveAgent
+    from mlma.project import ConfigError, init_project, load_config
+
+    root = tmp_path / "monthly"
+    init_project(root, model="seasonal-naive")
+    months = pd.date_range("2015-01-01", periods=60, freq="MS")
+    frame = pd.DataFrame({"unique_id": np.repeat(["a", "b"], len(months)), "ds": np.tile(months, 2),
+                          "y": np.arange(120, dtype=float)})
+    config = load_config(root)
+    with Store.open(config.store_url) as store:
+        store.ingest_frame(frame, "months")
+    with LiveAgent(config, executor="inline") as live:
+        live.catch_up()
+        with pytest.raises(ConfigError, match="trains on all history, so no observation can be pruned"):
+            live.prune(pd.Timestamp("2016-01-01"), by="agent")
+        assert live.store.kept_from() is None
