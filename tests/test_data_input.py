@@ -318,6 +318,54 @@ def test_ids_with_spaces_around_them_are_the_stream_without_them(tmp_path, proje
     assert sorted(read_future_drivers(future)["unique_id"].unique()) == ["z0", "z1", "z2"]
 
 
+def test_ids_a_store_already_holds_with_spaces_keep_their_streams(tmp_path):
+    """A store written before ids were stripped may hold " z0": its feed keeps going to that stream (stripping
+    it would start a new stream "z0" and leave the old one silent), while ids the store does not hold with
+    their spaces are stripped as usual; an attributes file is read the same way."""
+    from mlma.store.ingest import ingest_checked
+
+    with Store.create(f"sqlite:///{tmp_path / 'legacy.db'}") as store:
+        old = hourly(n_streams=2, days=2, start=DAY - pd.Timedelta(days=2))
+        old["unique_id"] = " " + old["unique_id"]
+        store.ingest_frame(old, "before the change")                  # as an older mlma stored them
+        assert sorted(store.streams()["unique_id"]) == [" z0", " z1"]
+        day = hourly(n_streams=3, days=1)
+        day["unique_id"] = " " + day["unique_id"]                     # " z2" is new: stripped
+        path = tmp_path / "day.csv"
+        day.to_csv(path, index=False)
+        report = ingest_checked(store, path)
+        assert sorted(store.streams()["unique_id"]) == [" z0", " z1", "z2"]
+        assert report.rows_new == 72 and report.new_streams == 1
+        found = {f.code: f for f in report.validation.findings}["id-spaces"]
+        assert found.n_rows == 24 and "(' z2')" in found.message
+
+
+def test_attribute_and_abnormal_period_files_read_ids_as_the_actuals_are(tmp_path, project):
+    from mlma.backtest import _queue_groups
+    from mlma.fleet import FleetData
+
+    path = tmp_path / "attributes.csv"
+    pd.DataFrame({"unique_id": [" z0", "z1 ", "z9"], "city": ["berlin", "paris", "rome"]}).to_csv(path, index=False)
+    done = cli("attributes", str(path), "--project", str(project))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "set on 2 streams; 1 unknown stream(s) skipped, e.g. 'z9'" in one_line(done.stdout)
+    with Store.open(load_config(project).store_url) as store:
+        cities = store.streams().set_index("unique_id")["attributes"]
+    assert cities["z0"] == {"city": "berlin"} and cities["z1"] == {"city": "paris"}
+    twice = tmp_path / "twice.csv"
+    pd.DataFrame({"unique_id": ["z0", "z0 "], "city": ["a", "b"]}).to_csv(twice, index=False)
+    done = cli("attributes", str(twice), "--project", str(project))
+    assert done.returncode == 2 and "stream 'z0' appears twice (row 3)" in one_line(done.stdout)
+
+    frame = pd.DataFrame({"unique_id": [" z0", "z1"], "city": ["berlin", "paris"]})
+    assert _queue_groups(frame, "city", "unique_id") == {"z0": "berlin", "z1": "paris"}
+    frame = hourly(days=2).assign(stream_id=lambda f: f["unique_id"].str[1:].astype(int))
+    fleet = FleetData(frame[["stream_id", "ds", "y"]], "h", pd.date_range(DAY, periods=3, freq="D"),
+                      ids=["z0", "z1", "z2"])
+    fleet.mark_abnormal(pd.DataFrame({"unique_id": ["z1 "], "start": [DAY], "end": [DAY + pd.Timedelta(hours=5)]}))
+    assert fleet.tick_abnormal[:, 0].tolist() == [False, True, False]
+
+
 def test_a_dropped_rows_message_names_its_count_in_plain_words(tmp_path, project):
     """The noun of a dropped-rows finding takes the plural, not the end of the sentence (it read
     "dropped 2 timestamp off the project's h grid (...)s in streams")."""

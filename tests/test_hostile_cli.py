@@ -307,11 +307,12 @@ def test_a_store_url_naming_no_file_is_said_so_and_nothing_is_created(project, t
     for url in ("sqlite:///typo.db", "sqlite:///gone/mlma.db"):
         edit(project, "url", f'"{url}"')
         missing = project / url.removeprefix("sqlite:///")
-        for command in (["status"], ["tick"], ["escalations"]):
+        for command in (["status"], ["tick"], ["escalations"], ["upgrade"]):
             result = cli(project, *command)
             text = said(result)
             assert result.returncode == 5 and "Traceback" not in text, text
             assert f"there is no database file at {missing}" in text and "nothing was created" in text, text
+            assert "[store] url in mlma.toml" in text, text
         assert not missing.exists() and not missing.parent.joinpath("mlma.db-journal").exists()
         assert missing.parent == project or not missing.parent.exists()
     with pytest.raises(Exception, match="no database file"):

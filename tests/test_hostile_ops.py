@@ -488,6 +488,12 @@ def test_a_damaged_saved_state_is_reported_by_status_refused_by_tick_and_a_backu
     assert f"saved agent state of tick {newest} is damaged" in line and f"tick {newest - 1}" in line
     assert "backup" in line
     assert store_content(root)["done"] == before["done"]
+    # The damage stops every tick before it begins: the engineer's queue and receivers hear it all the same.
+    with Store.open(load_config(root).store_url) as store:
+        items = store.escalations(status="open")
+    failed = items[items["kind"] == "tick-failed"]
+    assert len(failed) == 1 and failed.iloc[0]["tick"] == newest + 1, items
+    assert f"saved agent state of tick {newest} is damaged" in failed.iloc[0]["message"]
     # The documented way out: restore the backup, then the data that follows ticks on.
     for suffix in ("-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)

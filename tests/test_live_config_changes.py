@@ -487,3 +487,29 @@ def test_a_challenger_in_shadow_is_dropped_when_a_baseline_takes_over(make_proje
         assert "does not judge challengers" in registry.version(uid, 2).check["why"]
         assert registry.champion(uid).version == 3                  # the person's re-training was done
         assert set(store.stream_actions()["status"]) == {"applied"} or store.stream_actions(status="pending").empty
+
+
+@pytest.mark.parametrize("error, escalated", [
+    (RuntimeError("a bug in a model plug-in"), True),
+    (KeyboardInterrupt(), False),                         # a person stopped it: not a failure to page about
+    ("lock-lost", False),                                 # another agent took the lock: the tick is its now
+])
+def test_what_a_failing_tick_escalates(make_project, monkeypatch, error, escalated):
+    from mlma.live import LiveAgent
+    from mlma.store import LockLost
+
+    root = make_project()
+    config = load_config(root)
+    raised = LockLost("lock 'tick' is no longer held") if error == "lock-lost" else error
+
+    def fail(*args, **kwargs):
+        raise raised
+
+    with LiveAgent(config, executor="inline") as live:
+        monkeypatch.setattr(live, "_compute_and_write", fail)
+        with pytest.raises(type(raised)):
+            live.step()
+        items = live.store.escalations(status="open")
+        ticks = live.store.ticks().set_index("tick")
+    assert ticks.loc[28, "status"] == "failed"
+    assert list(items["kind"]) == (["tick-failed"] if escalated else [])

@@ -498,30 +498,31 @@ def test_a_failure_mid_write_leaves_nothing_of_the_tick(store, failure, tmp_path
 
 
 def test_a_failed_tick_is_escalated_once_and_resolved_by_its_commit(store):
-    """A tick that fails raises one fleet-wide `tick-failed` item (its retries add none while it is unresolved);
-    the commit of that tick resolves it, audited, and the next tick's failure is a new item. A failure recorded
-    after the tick committed, or without escalation (a stop), raises none."""
+    """A tick that fails raises one fleet-wide `tick-failed` item; failing again adds none while it is unresolved
+    (the item says the newest failure); the commit of that tick resolves it, audited, and the next tick's
+    failure is a new item. A failure recorded after the tick committed, or without escalation (a stop), or by
+    an agent whose lease another agent took, raises none."""
     store.stream_ids(["a", "b"])
     store.write_tick(TickRecord(1))
     store.begin_tick(2)
     first = store.fail_tick(2, RuntimeError("the database went away\nsecond line"))
+    item = store.escalations(status="open").iloc[0]
+    assert item["kind"] == "tick-failed" and item["severity"] == 3 and item["tick"] == 2
+    assert pd.isna(item["unique_id"])
+    assert item["message"].startswith("tick 2 failed: RuntimeError: the database went away. Nothing")
+    assert "second line" not in item["message"]
     for _ in range(2):                                                    # two retries fail again
         store.begin_tick(2)
         assert store.fail_tick(2, ValueError("mlma.toml: [store] artifacts")) is None
     open_ = store.escalations(status="open")
     assert open_["id"].tolist() == [first]
-    item = open_.iloc[0]
-    assert item["kind"] == "tick-failed" and item["severity"] == 3 and item["tick"] == 2
-    assert pd.isna(item["unique_id"])
-    assert item["message"].startswith("tick 2 failed: RuntimeError: the database went away. Nothing")
-    assert "second line" not in item["message"]
+    assert open_.iloc[0]["message"].startswith("tick 2 failed: ValueError: mlma.toml: [store] artifacts. Nothing")
     assert store.ticks().set_index("tick").loc[2, "error"] == "ValueError: mlma.toml: [store] artifacts"
 
     store.begin_tick(2)
     store.write_tick(TickRecord(2, summary=TickSummary(n_streams=2)))
     assert store.escalations(status="open").empty
-    resolved = store.escalations(status="resolved")
-    assert resolved["id"].tolist() == [first]
+    assert store.escalations(status="resolved")["id"].tolist() == [first]
     assert TickSummary.parse(store.ticks().set_index("tick").loc[2, "summary"]).escalations_resolved == 1
     entry = store.audit_log(action="auto-resolve").iloc[0]
     assert entry["target"] == "tick:2" and entry["params"]["resolved"] == {"tick-failed": 1}
@@ -530,12 +531,29 @@ def test_a_failed_tick_is_escalated_once_and_resolved_by_its_commit(store):
 
     store.begin_tick(3)
     assert store.fail_tick(3, KeyboardInterrupt(), escalate=False) is None
+    assert store.escalations(status="open").empty
     third = store.fail_tick(3, RuntimeError("a bug"))
     assert store.escalations(status="open")["id"].tolist() == [third] != [first]
     store.set_escalation_status([third], "silenced", by="user:ana", silenced_until="2999-01-01")
     assert store.fail_tick(3, RuntimeError("a bug")) is None              # silenced: the person knows
     store.set_escalation_status([third], "resolved", by="user:ana", reason="fixed, I think")
-    assert store.fail_tick(3, RuntimeError("a bug")) is not None          # it was not fixed: a new item
+    fourth = store.fail_tick(3, RuntimeError("a bug"))                    # it was not fixed: a new item
+    assert fourth not in (None, third)
+    # A start-up tick moves as data arrives: its failure at tick 3 is resolved by a commit of tick 4.
+    assert store.fail_tick(4, RuntimeError("a bug"), mark=False) is None  # the same item, now saying tick 4
+    assert store.escalations(status="open")[["id", "tick"]].values.tolist() == [[fourth, 4]]
+    assert 4 not in set(store.ticks()["tick"])                             # escalated, not marked
+    store.write_tick(TickRecord(5))
+    assert store.escalations(status="open").empty
+
+    # An agent whose lease was taken over marks and escalates nothing: the tick is the other agent's now.
+    with store.tick_lock("agent@a", ttl=60.0, heartbeat=False) as lease:
+        store.break_lock(by="user:ana", reason="agent a looked dead")
+        with store.tick_lock("agent@b", ttl=60.0, heartbeat=False):
+            store.begin_tick(6, agent_id="agent@b")
+            assert store.fail_tick(6, RuntimeError("late error of agent a"), lease=lease) is None
+            assert store.ticks().set_index("tick").loc[6, "status"] == "running"
+            assert store.escalations(status="open").empty
 
 
 def test_verdicts_and_forecasts_may_come_as_frames(store):

@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from mlma.agent import Agent, AgentSettings, TickReport
 from mlma.calendar import TickClock, default_train_window, tick_alias
-from mlma.data import Frequency, make_tick_grid, read_frame, validate
+from mlma.data import Frequency, make_tick_grid, read_frame, stream_id_text, validate
 from mlma.escalations import EscalationBook, queue_items
 from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext, fitting_train_window, make_forecaster, spec_name
@@ -452,7 +452,7 @@ def _queue_groups(attributes: pd.DataFrame | None, group_by: str | None, id_col:
         raise ValueError(f"{source}: no column {id_col!r} naming the streams; columns: {columns}")
     if group_by not in attributes.columns:
         raise ValueError(f"{source}: no column {group_by!r} to group the queue by (group_by); columns: {columns}")
-    ids = attributes[id_col].astype(str)
+    ids = stream_id_text(attributes[id_col].astype(str))  # as the data's ids were read
     twice = ids.duplicated()
     if twice.any():
         row = int(twice.to_numpy().argmax())

@@ -529,6 +529,7 @@ def attributes(
     """Set the streams' attributes, which groups are made of (--group city=Berlin, the queue's grouping)."""
     import pandas as pd
 
+    from mlma.data import stream_id_text
     from mlma.store import Store
 
     config = _project(project)
@@ -539,16 +540,18 @@ def attributes(
     columns = [c for c in frame.columns if c != id_col]
     if not columns:
         _fail(f"{data}: no attribute columns besides {id_col!r}")
-    duplicated = frame[id_col].duplicated()
-    if duplicated.any():
-        row = int(duplicated.to_numpy().argmax())
-        _fail(f"{data}: stream {frame[id_col].iloc[row]!r} appears twice (row {row + 2}); one row per stream")
     with Store.open(config.store_url) as store:
-        known = store.stream_ids(frame[id_col].astype(str).to_numpy(), create=False)
-        unknown = frame[id_col].astype(str)[known < 0]
+        # An id as the actuals' ingest read it: without spaces around it, unless the store holds it with them.
+        raw_ids = frame[id_col].astype(str)
+        ids = raw_ids.where(store.stream_ids(raw_ids.to_numpy(), create=False) >= 0, stream_id_text(raw_ids))
+        duplicated = ids.duplicated()
+        if duplicated.any():
+            row = int(duplicated.to_numpy().argmax())
+            _fail(f"{data}: stream {ids.iloc[row]!r} appears twice (row {row + 2}); one row per stream")
+        known = store.stream_ids(ids.to_numpy(), create=False)
+        unknown = ids[known < 0]
         values = {str(uid): {c: (None if pd.isna(v) else str(v)) for c, v in zip(columns, row)}
-                  for uid, row, ok in zip(frame[id_col].astype(str), frame[columns].itertuples(index=False),
-                                          known >= 0) if ok}
+                  for uid, row, ok in zip(ids, frame[columns].itertuples(index=False), known >= 0) if ok}
         if values:
             store.set_attributes(values)
     # A blank cell removes that attribute of its stream (how a file says a stream no longer has one): said.
@@ -840,8 +843,10 @@ def upgrade(
     """Migrate the project's store to the schema this version of mlma needs (stop the agent first)."""
     from mlma.store import Store
     from mlma.store.migrate import head_revision
+    from mlma.store.store import refuse_missing_file
 
     config = _project(project)
+    refuse_missing_file(config.store_url)  # a moved file or a typo is said, not made into an empty store
     before = None
     try:
         with Store.open(config.store_url, check_schema=False) as store:

@@ -721,21 +721,42 @@ def _parse_target(column: pd.Series) -> np.ndarray:
     return np.append(numbers, np.nan)[codes]
 
 
-def _stream_keys(column: pd.Series) -> tuple[np.ndarray, pd.Index, np.ndarray, np.ndarray]:
+def stream_id_text(values: Any) -> pd.Series:
+    """Stream ids as mlma knows them: text without surrounding white space (missing values stay missing).
+
+    ``"zone-1 "`` (a CSV written with ``", "``) is ``"zone-1"``, not a stream of its own, wherever an id is read
+    from a file: actuals, future drivers, attributes, abnormal periods. Stripped once per distinct value.
+
+    >>> stream_id_text([" a", "a", None, 7]).tolist()
+    ['a', 'a', nan, '7']
+    """
+    series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    text = np.append(np.asarray(pd.Index(uniques).astype("str").str.strip(), dtype=object), np.nan)
+    return pd.Series(text[codes], index=series.index, dtype=object)
+
+
+def _stream_keys(column: pd.Series, verbatim: frozenset[str] = frozenset()
+                 ) -> tuple[np.ndarray, pd.Index, np.ndarray, np.ndarray]:
     """Codes of the stream keys in sorted order, the sorted keys as text, a mask of missing keys, and a mask
-    of the keys that had spaces around them.
+    of the keys whose spaces around them were removed.
 
     A key that is missing (None, NaN) or empty or blank text (``""``, ``"  "``) names no stream: code -1.
-    A key is its text without surrounding white space: ``"zone-1 "`` (a CSV written with ", ") is
-    ``"zone-1"``, not a stream of its own that would split the zone's rows and mislead the frequency.
+    A key is its text without surrounding white space (:func:`stream_id_text`), except the keys in
+    ``verbatim``: ids a project already holds with their spaces (stored before mlma stripped them), whose
+    rows must stay with their streams.
 
     >>> codes, keys, missing, padded = _stream_keys(pd.Series(["b", " a", "a ", "", None, 1, "1"]))
     >>> codes.tolist(), keys.tolist(), missing.tolist(), np.flatnonzero(padded).tolist()
     ([2, 1, 1, -1, -1, 0, 0], ['1', 'a', 'b'], [False, False, False, True, True, False, False], [1, 2])
+    >>> _stream_keys(pd.Series([" a", "a "]), verbatim=frozenset({" a"}))[1].tolist()
+    [' a', 'a']
     """
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     raw = pd.Index(uniques).astype("str")
     text = raw.str.strip()
+    if verbatim:
+        text = pd.Index(np.where(raw.isin(list(verbatim)), raw, text), dtype="str")
     blank = np.asarray(text == "", dtype=bool)
     padded = np.append(np.asarray(raw != text, dtype=bool) & ~blank, False)  # the last slot: a missing key
     # Different raw values may print alike (1 and "1", "a" and "a "); they are one stream.
@@ -1126,7 +1147,8 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
                 context: FleetContext | None = None) -> tuple[pd.DataFrame, Frequency | None]:
     n = len(df)
     alive = np.ones(n, dtype=bool)
-    codes, keys, id_missing, padded = _stream_keys(df[ID])
+    codes, keys, id_missing, padded = _stream_keys(df[ID], context.verbatim_ids if context is not None
+                                                   else frozenset())
     key_of = lambda pos: keys[codes[pos]] if codes[pos] >= 0 else None  # noqa: E731
     if padded.any():
         rows = np.flatnonzero(padded)
@@ -1681,6 +1703,8 @@ class FleetContext:
         How the clock was set, for messages (e.g. ``"fixed by the first ingest, day-1.csv"``).
     kept_from
         The time before which the project was pruned (``Store.kept_from``): older rows are dropped.
+    verbatim_ids
+        Ids with spaces around them that the project already holds as they are: not stripped.
     """
 
     freq: Frequency | None = None
@@ -1692,6 +1716,7 @@ class FleetContext:
     clock_note: str = "the project's clock"
     n_streams: int = 0
     kept_from: pd.Timestamp | None = None
+    verbatim_ids: frozenset[str] = frozenset()
 
 
 _OFFSET_AT_END = r":\d{2}(?::\d{2})?(?:[.,]\d+)?\s*(?:[Zz]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$"
@@ -2005,8 +2030,7 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME,
         raise DataError(f"{label}: {bad.size} timestamp(s) in {time_col!r} cannot be read, first "
                         f"{frame[time_col].iloc[bad[0]]!r} on line/row {line(bad[0])}", source=label,
                         column=time_col, rows=[line(i) for i in bad[:20]])
-    # Ids as the actuals' (_stream_keys): the text without surrounding white space.
-    out = pd.DataFrame({ID: ids.astype(str).str.strip().to_numpy(), TIME: stamps.to_numpy(dtype="datetime64[ns]")})
+    out = pd.DataFrame({ID: stream_id_text(ids).to_numpy(), TIME: stamps.to_numpy(dtype="datetime64[ns]")})
     out[ID] = out[ID].astype("str")
     for c in drivers:
         values = pd.to_numeric(frame[c], errors="coerce")

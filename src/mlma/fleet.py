@@ -381,8 +381,8 @@ class FleetData:
             uid = getattr(row, "unique_id", None)
             if uid is None or (isinstance(uid, float) and np.isnan(uid)) or uid == "":
                 streams = np.arange(self.n_streams)
-            elif uid in index:
-                streams = np.array([index[uid]])
+            elif uid in index or str(uid).strip() in index:  # an id from a file, maybe with spaces around it
+                streams = np.array([index[uid if uid in index else str(uid).strip()]])
             else:
                 continue  # a period for a stream this data does not have
             if self._matrix is not None:

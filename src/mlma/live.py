@@ -324,10 +324,7 @@ class LiveAgent:
         :class:`TickHeld` when it would find no data for nearly all served streams (see
         :meth:`check_no_data`; ``allow_no_data=(by, reason)`` is a person's say-so to run it anyway)."""
         with self._lock() as lease:
-            timing = self.timing()
-            k, start = self.next_tick(timing)
-            if not start:
-                self.check_no_data(k, timing, allow=allow_no_data)
+            k, start, timing = self._due(lease, allow_no_data)
             return self._run(k, start, timing, lease)
 
     def catch_up(self, max_ticks: int | None = None, *, on_tick=None,
@@ -341,17 +338,59 @@ class LiveAgent:
         results = []
         with self._lock() as lease:
             while max_ticks is None or len(results) < max_ticks:
-                timing = self.timing()
-                try:
-                    k, start = self.next_tick(timing)
-                except NotReady:
+                due = self._due(lease, allow_no_data, none_when_idle=True)
+                if due is None:
                     break
-                if not start:
-                    self.check_no_data(k, timing, allow=allow_no_data)
+                k, start, timing = due
                 results.append(self._run(k, start, timing, lease))
                 if on_tick is not None:
                     on_tick(results[-1])
         return results
+
+    def _due(self, lease, allow_no_data, *, none_when_idle: bool = False) -> tuple[int, bool, Timing] | None:
+        """The next tick to run, its start-up flag and clock, once it may run (:meth:`check_no_data`); with
+        ``none_when_idle``, None when no tick is due instead of :class:`NotReady` (a clock that cannot start
+        yet still raises it). An error on the way (a damaged saved state, the database) is that tick's
+        failure, recorded and escalated as one inside it is (:meth:`_record_failure`); nothing due and a held
+        tick are not failures."""
+        k = None
+        try:
+            timing = self.timing()
+            try:
+                k, start = self.next_tick(timing)
+            except NotReady:
+                if none_when_idle:
+                    return None
+                raise
+            if not start:
+                self.check_no_data(k, timing, allow=allow_no_data)
+        except (NotReady, TickHeld):
+            raise
+        except BaseException as exc:
+            self._record_failure(k, exc, lease)
+            raise
+        return k, start, timing
+
+    def _record_failure(self, k: int | None, exc: BaseException, lease) -> None:
+        """Mark tick ``k`` failed and escalate it (``tick-failed``, posted to the alert receivers at once); with
+        ``k`` None (the clock could not be read), escalate it as the tick after the last done, unmarked. Never
+        raises: the tick's own error matters more."""
+        # Escalated, so that a person hears the agent is stuck: not a stop (Ctrl-C, SIGTERM), nor a lease
+        # another agent took over, nor a tick another agent committed (those ticks run on).
+        escalate = isinstance(exc, Exception) and not isinstance(exc, (LockLost, TickAlreadyDone))
+        try:
+            known = k is not None
+            if not known:  # which tick is not known (the clock could not be read): escalated, no tick marked
+                done = self.store.last_done_tick()
+                k = 0 if done is None else done + 1
+            self.store.fail_tick(k, exc, escalate=escalate, lease=lease, mark=known)
+        except Exception as record_error:  # noqa: BLE001 - the original error matters more
+            # One line: a full disk or a lost database fails this too, and the tick's own error follows.
+            log.error("could not record the failure of tick %s: %s: %s", k, type(record_error).__name__,
+                      (str(record_error).strip().splitlines() or [""])[0])
+        else:
+            if escalate:
+                self._notify(k)
 
     def check_no_data(self, k: int, timing: Timing, *, allow: tuple[str, str | None] | None = None) -> None:
         """Hold tick ``k`` (raise :class:`TickHeld`) when at least ``[agent] hold_no_data_share`` of the streams
@@ -456,18 +495,7 @@ class LiveAgent:
             with threadpool_limits(limits=1):
                 result = self._compute_and_write(k, start, timing, lease, started)
         except BaseException as exc:
-            # Escalated, so that a person hears the agent is stuck: not a stop (Ctrl-C, SIGTERM), nor a lease
-            # another agent took over, nor a tick another agent committed (those ticks run on).
-            escalate = isinstance(exc, Exception) and not isinstance(exc, (LockLost, TickAlreadyDone))
-            try:
-                self.store.fail_tick(k, exc, escalate=escalate)
-            except Exception as record_error:  # noqa: BLE001 - the original error matters more
-                # One line: a full disk or a lost database fails this too, and the tick's own error follows.
-                log.error("could not record the failure of tick %s: %s: %s", k, type(record_error).__name__,
-                          (str(record_error).strip().splitlines() or [""])[0])
-            else:
-                if escalate:
-                    self._notify(k)
+            self._record_failure(k, exc, lease)
             raise
         if getattr(self, "_executor_dirty", False) and self._own_executor and self._executor is not None:
             # A timed-out fit may still occupy a worker: the next tick gets a fresh pool.

@@ -84,6 +84,8 @@ def missing_sqlite_file(url: str | sa.URL) -> Path | None:
     PosixPath('/no/such/folder/mlma.db')
     >>> missing_sqlite_file("sqlite://") is None, missing_sqlite_file("postgresql+psycopg://u@h/db") is None
     (True, True)
+    >>> missing_sqlite_file("sqlite:///file:/no/such.db?mode=ro&uri=true") is None  # SQLite reads URIs itself
+    True
     """
     try:
         parsed = sa.make_url(url)
@@ -91,6 +93,8 @@ def missing_sqlite_file(url: str | sa.URL) -> Path | None:
         return None  # make_engine says what is wrong with it
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
+    if parsed.database.startswith("file:") or str(parsed.query.get("uri", "")).lower() in ("true", "1"):
+        return None  # a SQLite URI filename (file:...?mode=ro): SQLite itself says what is wrong with it
     path = Path(parsed.database).expanduser()
     return None if path.exists() else path
 

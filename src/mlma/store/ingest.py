@@ -112,12 +112,18 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
     since = None
     if front is not None and tick_alias is not None:
         since = front - RANGE_TICKS * pd.tseries.frequencies.to_offset(tick_alias)
-    uids = _distinct_ids(raw)
+    raw_ids = _distinct_ids(raw)
+    stripped = np.array([uid.strip() for uid in raw_ids], dtype=object)
+    padded = raw_ids[raw_ids != stripped]
+    # Ids the store already holds with their spaces (from before ids were stripped) keep their streams.
+    verbatim = frozenset(padded[store.stream_ids(padded, create=False) >= 0]) if len(padded) else frozenset()
+    uids = np.unique(np.where(np.isin(raw_ids, list(verbatim)), raw_ids, stripped)) if len(raw_ids) else raw_ids
     ranges = store.value_ranges(uids, since=since)[["lo", "hi"]] if len(uids) else None
     n_known = len(store.streams()) if front is not None else 0
     kept_from = store.kept_from()
     context = FleetContext(freq=frequency, tick=tick_alias, front=front, ranges=ranges, limits=limits,
-                           clock_note=note or "the project's clock", n_streams=n_known, kept_from=kept_from)
+                           clock_note=note or "the project's clock", n_streams=n_known, kept_from=kept_from,
+                           verbatim_ids=verbatim)
 
     def check(ctx):
         try:
@@ -141,7 +147,7 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
             # Now that the clock is known, the rows are checked against its grid and its reach too.
             context = FleetContext(freq=inferred, tick=tick_alias, front=front, ranges=ranges, limits=limits,
                                    clock_note=f"fixed by this ingest of {name}", n_streams=n_known,
-                                   kept_from=kept_from)
+                                   kept_from=kept_from, verbatim_ids=verbatim)
             del checked
             checked = check(context)
     written = _write_rejects(rejects, raw, checked.report)
@@ -157,8 +163,7 @@ def _distinct_ids(raw: pd.DataFrame) -> np.ndarray:
         return np.empty(0, dtype=object)
     column = raw["unique_id"]
     values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column.dropna())
-    # Stripped as validate strips them (mlma.data._stream_keys), so that " zone-1" finds the ranges of "zone-1".
-    return np.unique(np.asarray(pd.Index(values).astype(str).str.strip(), dtype=object))
+    return np.unique(np.asarray(pd.Index(values).astype(str), dtype=object))
 
 
 def _tick_alias(freq, tick: str | None) -> str:

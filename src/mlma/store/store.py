@@ -28,7 +28,7 @@ from mlma.store import batches, bulk, drivers, lock, migrate, packed, serial
 from mlma.store.engine import is_read_only, missing_sqlite_file
 from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
-from mlma.store.errors import SchemaError, StateCorrupted, StoreError, TickAlreadyDone
+from mlma.store.errors import LockLost, SchemaError, StateCorrupted, StoreError, TickAlreadyDone
 from mlma.store.frames import VERDICT_COLUMNS, rows_frame, verdict_labels
 from mlma.store.overrides import StreamOverrides
 from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, PruneReport, TickRecord,
@@ -133,6 +133,20 @@ def _timestamp(value: Any, what: str) -> pd.Timestamp | None:
     return stamp
 
 
+def refuse_missing_file(url: str) -> None:
+    """Raise :class:`SchemaError` for a SQLite URL whose file does not exist, creating nothing.
+
+    Opening or upgrading must not create it: a moved file or a typo in the URL would leave an empty database
+    (and its folder) behind, and every later command would say it has no schema instead of what is wrong.
+    """
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        shown = sa.make_url(url).render_as_string(hide_password=True)
+        raise SchemaError(f"{shown}: there is no database file at {missing} (moved, deleted, or a typo in the URL?); "
+                          "nothing was created. Mend the URL ([store] url in mlma.toml), or restore the file from "
+                          "a backup", url=shown, current=None, expected=migrate.SCHEMA_REVISION)
+
+
 class Store:
     """mlma's database: open one with :meth:`open` (existing) or :meth:`create` (new or to be upgraded).
 
@@ -180,15 +194,7 @@ class Store:
             The database has no mlma schema (use :meth:`create`), an older one (run :meth:`upgrade`
             after a backup), or a newer one (upgrade mlma).
         """
-        missing = missing_sqlite_file(url)
-        if missing is not None:
-            # Not created here: a moved file or a typo in the URL would leave an empty database (and its
-            # folder) behind, and every later command would say it has no schema instead of what is wrong.
-            shown = sa.make_url(url).render_as_string(hide_password=True)
-            raise SchemaError(f"{shown}: there is no database file at {missing} (moved, deleted, or a typo in the "
-                              "URL?); nothing was created. `mlma init` makes a new project's store, "
-                              "Store.create(url) an empty one", url=shown, current=None,
-                              expected=migrate.SCHEMA_REVISION)
+        refuse_missing_file(url)
         engine = _make_engine(url)
         shown = sa.make_url(url).render_as_string(hide_password=True)  # as given, without engine defaults
         store = cls(engine, shown)
@@ -217,7 +223,8 @@ class Store:
     def upgrade(url: str, revision: str = "head") -> str | None:
         """Run the packaged migrations on the database at ``url`` up to ``revision``; returns where it is.
 
-        Back the database up first (see docs/store.md). Safe to run on an up-to-date database.
+        Back the database up first (see docs/store.md). Safe to run on an up-to-date database; a SQLite file
+        that does not exist is created (a project's ``mlma upgrade`` refuses one: :func:`refuse_missing_file`).
         """
         engine = _make_engine(url)
         try:
@@ -1284,18 +1291,29 @@ class Store:
                         "the condition behind these escalations cleared")
         return counts
 
-    def fail_tick(self, tick: int, error: BaseException | str, *, escalate: bool = True) -> int | None:
+    def fail_tick(self, tick: int, error: BaseException | str, *, escalate: bool = True,
+                  lease: lock.Lease | None = None, mark: bool = True) -> int | None:
         """Mark tick ``tick`` failed with the error (the tick's own writes were rolled back).
 
-        With ``escalate``, the same transaction raises one fleet-wide ``tick-failed`` escalation (severity 3)
-        for the tick, so the engineer's queue and the alert receivers hear that the agent itself is stuck;
-        a retry that fails again adds none while the tick's item is unresolved, and the tick's commit
-        resolves it (:meth:`write_tick`). Returns the new escalation's id, or None.
+        With ``escalate``, the same transaction raises one fleet-wide ``tick-failed`` escalation (severity 3),
+        so the engineer's queue and the alert receivers hear that the agent itself is stuck. While one is
+        unresolved, a failure again (a retry, or the start-up tick, which moves as data arrives) raises none:
+        it updates that item's tick and message; the commit of a tick resolves it (:meth:`write_tick`).
+        ``lease`` (the tick lock's): when another agent holds the lock now, nothing is marked or escalated
+        (the tick is that agent's, running). ``mark=False`` only escalates (a failure before the agent knew
+        which tick was due). Returns the new escalation's id, or None.
         """
         tick = _tick_number(tick)
         text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
         with self._write() as conn:
+            if lease is not None:
+                try:
+                    lock.fence(conn, lease)
+                except LockLost:
+                    return None
             now = self._now(conn)
+            if not mark:
+                return self._escalate_failed_tick(conn, tick, text, now) if escalate else None
             done = conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick, S.ticks.c.status != "done")
                                 .values(status="failed", finished_at=now, error=text[:_ERROR_CHARS])).rowcount
             if not done:
@@ -1307,16 +1325,18 @@ class Store:
             return self._escalate_failed_tick(conn, tick, text, now) if escalate else None
 
     def _escalate_failed_tick(self, conn: sa.Connection, tick: int, text: str, now: dt.datetime) -> int | None:
-        """The ``tick-failed`` escalation of :meth:`fail_tick`: new unless the tick has an unresolved one."""
+        """The ``tick-failed`` escalation of :meth:`fail_tick`: new unless one is unresolved, which then says
+        this failure (its tick and message; the same item, so receivers are not told again)."""
         e = S.escalations
-        known = conn.execute(sa.select(e.c.id).where(e.c.kind == "tick-failed", e.c.tick == tick,
-                                                     e.c.stream_id.is_(None), e.c.status.in_(_UNRESOLVED))).first()
-        if known is not None:
-            return None
         lines = text.strip().splitlines() or [""]
         first = lines[0] if len(lines[0]) <= 500 else lines[0][:499] + "\u2026"
         message = (f"tick {tick} failed: {first.rstrip('.')}. Nothing of the tick was committed; it runs again whole "
                    "at the next `mlma tick` or round of `mlma run` (`mlma status` shows the whole error).")
+        known = conn.execute(sa.select(e.c.id).where(e.c.kind == "tick-failed", e.c.stream_id.is_(None),
+                                                     e.c.status.in_(_UNRESOLVED))).first()
+        if known is not None:
+            conn.execute(sa.update(e).where(e.c.id == known.id).values(tick=tick, message=message, updated_at=now))
+            return None
         return self._insert_escalations(conn, [Escalation(-1, tick, "tick-failed", 3, message)], now, None)[0]
 
     def ticks(self) -> pd.DataFrame:
