@@ -650,7 +650,11 @@ class Store:
                     for table in (obs, drv, rev):
                         conn.execute(sa.delete(table).where(table.c.ds < cut))
         if through is not None:
-            for tick in range(through, -1, -64):
+            with self._read() as conn:  # from the newest pruned tick down to the oldest left, 64 ticks at a time
+                oldest_left = [t for t in (conn.execute(sa.select(sa.func.min(S.verdicts.c.tick))).scalar(),
+                                           conn.execute(sa.select(sa.func.min(S.forecasts.c.issued_tick))).scalar())
+                               if t is not None]
+            for tick in range(through, min(oldest_left, default=through) - 1, -64):
                 with self._write() as conn:
                     conn.execute(sa.delete(S.verdicts).where(S.verdicts.c.tick <= tick,
                                                              S.verdicts.c.tick > tick - 64))
