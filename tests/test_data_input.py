@@ -338,7 +338,10 @@ def test_ids_a_store_already_holds_with_spaces_keep_their_streams(tmp_path):
         assert report.rows_new == 72 and report.new_streams == 1
         found = {f.code: f for f in report.validation.findings}["id-spaces"]
         assert found.n_rows == 24 and "(' z2')" in found.message
-
+        future = hourly(n_streams=3, days=1, start=DAY + pd.Timedelta(days=1)).drop(columns="y").assign(price=2.0)
+        future["unique_id"] = " " + future["unique_id"]
+        done = store.ingest_future(future)                            # the same rule for future driver values
+        assert done.rows_new == 72 and done.rows_dropped == 0
 
 def test_attribute_and_abnormal_period_files_read_ids_as_the_actuals_are(tmp_path, project):
     from mlma.backtest import _queue_groups

@@ -53,11 +53,11 @@ def _ticks_of(store: Store, table: sa.Table, column: str) -> list[int]:
         return sorted({int(t) for (t,) in conn.execute(sa.select(table.c[column]))})
 
 
-@pytest.mark.parametrize("slice_rows", [500_000, 7])
+@pytest.mark.parametrize("slice_rows", [500_000, 7, 3])  # 3: fewer than the rows of one timestamp (4)
 def test_prune_deletes_exactly_the_rows_before_the_time_and_records_it(store, monkeypatch, slice_rows):
     import mlma.store.store as store_module
 
-    monkeypatch.setattr(store_module, "PRUNE_SLICE_ROWS", slice_rows)   # 7: dozens of slices, same result
+    monkeypatch.setattr(store_module, "PRUNE_SLICE_ROWS", slice_rows)   # dozens of slices, same result
     frame = _store_with_ticks(store)
     cut = pd.Timestamp("2024-01-03 05:00")
     expected_obs = int((frame["ds"] < cut).sum())
@@ -103,13 +103,30 @@ def test_prune_refuses_a_bad_time_or_actor(store):
         store.prune(pd.Timestamp("2024-01-02", tz="UTC"), by="agent")
     with pytest.raises(ValueError, match="by"):
         store.prune(pd.Timestamp("2024-01-02"), by="ana")
-    with pytest.raises(ValueError, match="needs a time"):
-        store.prune(None, by="agent")
-    assert store.kept_from() is None and count(store, S.observations) == 4 * 48
+    for nothing in (None, pd.NaT, ""):        # "" is pandas' NaT: it deleted verdicts and blocked every ingest
+        with pytest.raises(ValueError, match="needs a data time"):
+            store.prune(nothing, by="agent")
+    assert store.kept_from() is None and count(store, S.observations) == 4 * 48 and count(store, S.verdicts) == 8
+
+
+def test_driver_values_before_the_time_go_even_without_older_observations(store):
+    """Future driver values dated before the first observation, and an ingest of such values after the prune."""
+    store.ingest_frame(fleet_frame(2, 48, start="2024-01-10"), "actuals")
+    early = pd.DataFrame({"unique_id": np.repeat(["zone-00000", "zone-00001"], 96),
+                          "ds": np.tile(pd.date_range("2024-01-01", periods=96, freq="h"), 2), "price": 2.0})
+    store.ingest_future(early)
+    cut = pd.Timestamp("2024-01-03")
+    done = store.prune(cut, by="agent")
+    assert done.rows["driver_values"] == 2 * 48 and done.rows["observations"] == 0
+    assert _ds_before(store, S.driver_values, cut) == 0 and count(store, S.driver_values) == 2 * 48
+    again = store.ingest_future(early.assign(price=3.0))
+    assert again.rows_dropped == 2 * 48 and again.rows_new == 2 * 48
+    assert _ds_before(store, S.driver_values, cut) == 0
 
 
 @pytest.mark.parametrize("on_bad_rows", ["drop", "raise"])
 def test_an_ingest_drops_rows_older_than_the_kept_time_in_both_modes(store, tmp_path, on_bad_rows):
+    from mlma.data import DataError
     from mlma.store.ingest import ingest_checked
 
     frame = _store_with_ticks(store, n=3, days=4)
@@ -126,6 +143,11 @@ def test_an_ingest_drops_rows_older_than_the_kept_time_in_both_modes(store, tmp_
     assert "older than the data the project keeps (pruned before 2024-01-03 00:00:00)" in found.message
     assert report.rows_revised == len(frame) - old and report.rows_new == 0
     assert count(store, S.observations) == kept and _ds_before(store, S.observations, cut) == 0
+    path = tmp_path / "old.csv"
+    resent[resent["ds"] < cut].assign(y=7.0).to_csv(path, index=False)
+    with pytest.raises(DataError, match="every row is older than the data the project keeps .pruned before "
+                                        "2024-01-03 00:00:00."):
+        ingest_checked(store, path, on_bad_rows=on_bad_rows)
 
 
 def test_the_cli_refuses_the_training_window_and_a_pruned_project_ticks_as_one_never_pruned(tmp_path):
@@ -163,6 +185,8 @@ def test_the_cli_refuses_the_training_window_and_a_pruned_project_ticks_as_one_n
     assert "error:" in said and "would delete data of the next tick's training window, which starts at" in said
     limit = pd.Timestamp(said.split("the latest time to prune to is ")[1].strip())
     assert "give one of --keep" in ok(cli(pruned, "prune"), 2)
+    assert "--before must be an ISO 8601 data time" in ok(cli(pruned, "prune", "--before", ""), 2)
+    assert "--keep must be a positive duration" in ok(cli(pruned, "prune", "--keep", "nan"), 2)
     assert "would delete" in ok(cli(pruned, "prune", "--keep", "40D", "--dry-run"))
     ok(cli(pruned, "prune", "--before", str(limit + pd.Timedelta(hours=1))), 2)
     # Right up to the limit: what the next ticks read is all still there.
@@ -195,6 +219,34 @@ def test_the_cli_refuses_the_training_window_and_a_pruned_project_ticks_as_one_n
         pd.testing.assert_frame_equal(fa.reset_index(drop=True), fb.reset_index(drop=True))
         assert a.verdicts(pruned_through).empty and not b.verdicts(pruned_through).empty
         assert a.audit_log(action="prune").iloc[0]["actor"] == "user:ana"
+
+
+def test_the_limit_in_a_young_project_and_with_a_window_shorter_than_the_ingests_range_check(tmp_path):
+    """While the window still reaches the first tick nothing can be pruned (said so, not "all history"); a
+    window of 3 ticks is not the limit, the ingest's check of value ranges over 7 ticks is."""
+    from mlma.live import LiveAgent, NotReady
+    from mlma.project import init_project, load_config
+    from mlma.store.ingest import RANGE_TICKS
+
+    root = tmp_path / "p"
+    init_project(root, model="seasonal-naive")
+    toml = root / "mlma.toml"
+    toml.write_text(toml.read_text().replace("initial_ticks = 0 ", "initial_ticks = 2 ")
+                    .replace("train_window_ticks = 0 ", "train_window_ticks = 3 "))
+    config = load_config(root)
+    with Store.open(config.store_url) as store:
+        store.ingest_frame(fleet_frame(3, 24 * 20), "history")
+    with LiveAgent(config, executor="inline") as live:
+        live.step()                                                  # the start-up, tick 1
+        with pytest.raises(NotReady, match="still starts at the first tick: nothing can be pruned before tick 3"):
+            live.earliest_prune_time()
+        live.catch_up()
+        done = live.store.last_done_tick()
+        limit = live.earliest_prune_time()
+        window_start = live.timing().boundaries(done + 1 - 3, done + 2)[0]
+        assert limit == live.timing().boundaries(done + 1 - RANGE_TICKS, done + 2)[0] < window_start
+        with pytest.raises(ValueError, match="needs a data time"):
+            live.prune(pd.NaT, by="agent")
 
 
 def test_a_model_that_trains_on_all_history_cannot_be_pruned(tmp_path):

@@ -554,6 +554,9 @@ def test_a_failed_tick_is_escalated_once_and_resolved_by_its_commit(store):
             assert store.fail_tick(6, RuntimeError("late error of agent a"), lease=lease) is None
             assert store.ticks().set_index("tick").loc[6, "status"] == "running"
             assert store.escalations(status="open").empty
+        # A lock broken and held by nobody does not stop the record: the tick would stay `running` for ever.
+        assert store.fail_tick(6, RuntimeError("agent a's error"), lease=lease) is not None
+        assert store.ticks().set_index("tick").loc[6, "status"] == "failed"
 
 
 def test_verdicts_and_forecasts_may_come_as_frames(store):

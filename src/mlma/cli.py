@@ -491,8 +491,8 @@ def _ingest_future(config, data: Path) -> None:
     columns = [c for c in _columns_besides_keys(data, d) if c not in declared]
     console.print(f"{data}: {report.rows_new:,} future driver values for {report.n_streams:,} streams"
                   + (f", {report.first_ds} to {report.last_ds}" if report.first_ds is not None else "")
-                  + (f"; skipped {report.rows_dropped:,} rows of streams without actuals" if report.rows_dropped
-                     else ""))
+                  + (f"; skipped {report.rows_dropped:,} rows (of streams without actuals, or older than the data "
+                     "the project keeps)" if report.rows_dropped else ""))
     if columns:
         # markup=False: rich would take "[data]" for a style tag and drop it.
         console.print(f"note: column(s) {', '.join(columns)} are stored but not declared in [data] drivers of "
@@ -929,9 +929,9 @@ def prune(
                 try:
                     span = pd.Timedelta(keep)
                 except ValueError:
-                    _fail(f"--keep must be a duration such as 400D or 13W, got {keep!r}")
-                if span <= pd.Timedelta(0):
-                    _fail(f"--keep must be positive, got {keep!r}")
+                    span = pd.NaT
+                if pd.isna(span) or span <= pd.Timedelta(0):
+                    _fail(f"--keep must be a positive duration such as 400D or 13W, got {keep!r}")
                 done = live.store.last_done_tick()
                 if done is None:
                     raise NotReady("no tick has run yet: nothing can be pruned before the agent knows its windows")
@@ -940,6 +940,8 @@ def prune(
                 try:
                     cut = pd.Timestamp(before)
                 except ValueError:
+                    cut = pd.NaT
+                if pd.isna(cut):  # an empty --before "$CUT" of a cron line with the variable unset
                     _fail(f"--before must be an ISO 8601 data time such as 2025-01-01, got {before!r}")
                 if cut.tzinfo is not None:
                     _fail(f"--before is data time, like the ds column: give it without a time zone, got {before!r}")

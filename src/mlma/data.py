@@ -721,18 +721,24 @@ def _parse_target(column: pd.Series) -> np.ndarray:
     return np.append(numbers, np.nan)[codes]
 
 
-def stream_id_text(values: Any) -> pd.Series:
-    """Stream ids as mlma knows them: text without surrounding white space (missing values stay missing).
+def stream_id_text(values: Any, verbatim: frozenset[str] = frozenset()) -> pd.Series:
+    """Stream ids as mlma knows them: text without surrounding white space (missing values stay missing),
+    except the ids in ``verbatim``, which a project already holds with their spaces (stored before mlma
+    stripped them) and which keep their streams.
 
     ``"zone-1 "`` (a CSV written with ``", "``) is ``"zone-1"``, not a stream of its own, wherever an id is read
     from a file: actuals, future drivers, attributes, abnormal periods. Stripped once per distinct value.
 
-    >>> stream_id_text([" a", "a", None, 7]).tolist()
-    ['a', 'a', nan, '7']
+    >>> stream_id_text([" a", "a", None, 7, " b"], verbatim=frozenset({" b"})).tolist()
+    ['a', 'a', nan, '7', ' b']
     """
     series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    text = np.append(np.asarray(pd.Index(uniques).astype("str").str.strip(), dtype=object), np.nan)
+    raw = pd.Index(uniques).astype("str")
+    text = raw.str.strip()
+    if verbatim:
+        text = np.where(raw.isin(list(verbatim)), raw, text)
+    text = np.append(np.asarray(text, dtype=object), np.nan)
     return pd.Series(text[codes], index=series.index, dtype=object)
 
 
@@ -1239,7 +1245,10 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
             idx, c, t = _resolve_duplicates(v, df, idx, c, t, y, same, keys)
 
     if len(idx) == 0:
-        v.add("empty", "error", "no usable rows left")
+        pruned = [f for f in v.findings if f.code == "before-kept"]
+        v.add("empty", "error", "no usable rows left" + (
+            f": every row is older than the data the project keeps (pruned before {context.kept_from}), or was "
+            "dropped for the reasons above" if pruned and context is not None else ""))
         ValidationReport(tuple(v.findings), v.source, n, 0).raise_if_errors()
 
     # streams and frequency -------------------------------------------------------------------------------
@@ -1953,8 +1962,8 @@ def infer_frequency(df: pd.DataFrame) -> Frequency:
 
 
 # -- values of drivers known in advance ----------------------------------------------------------------------
-def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME,
-                        target_col: str = TARGET) -> pd.DataFrame:
+def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, target_col: str = TARGET,
+                        verbatim_ids: frozenset[str] = frozenset()) -> pd.DataFrame:
     """Read and check a file (or frame) of driver values known in advance, for ``mlma ingest --future``.
 
     The rows carry ``unique_id``, ``ds`` and one numeric column per driver (a weather forecast, a planned
@@ -2030,7 +2039,8 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME,
         raise DataError(f"{label}: {bad.size} timestamp(s) in {time_col!r} cannot be read, first "
                         f"{frame[time_col].iloc[bad[0]]!r} on line/row {line(bad[0])}", source=label,
                         column=time_col, rows=[line(i) for i in bad[:20]])
-    out = pd.DataFrame({ID: stream_id_text(ids).to_numpy(), TIME: stamps.to_numpy(dtype="datetime64[ns]")})
+    out = pd.DataFrame({ID: stream_id_text(ids, verbatim_ids).to_numpy(),
+                        TIME: stamps.to_numpy(dtype="datetime64[ns]")})
     out[ID] = out[ID].astype("str")
     for c in drivers:
         values = pd.to_numeric(frame[c], errors="coerce")

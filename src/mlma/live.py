@@ -1089,22 +1089,33 @@ class LiveAgent:
     # -- retention ------------------------------------------------------------------------------------------
     def earliest_prune_time(self) -> pd.Timestamp:
         """The latest time the store can be pruned to (:meth:`prune`): the first timestamp of the next tick's
-        training window, the oldest data a tick still reads (later ticks read later data only). Raises
-        :class:`NotReady` before the first tick, and :class:`ConfigError` when the model trains on all history
-        (``[model] train_window_ticks`` 0 on data whose default window is the whole history)."""
+        training window, the oldest data a tick still reads (later ticks read later data only), or earlier
+        where the ingest's check of each stream's value range reads further back (a window shorter than
+        :data:`mlma.store.ingest.RANGE_TICKS`). Raises :class:`NotReady` before the first tick and while the
+        window still reaches back to the first tick, and :class:`ConfigError` when the model trains on all
+        history (``[model] train_window_ticks`` 0 on data whose default window is the whole history)."""
+        from mlma.store.ingest import RANGE_TICKS
+
         done = self.store.last_done_tick()
         if done is None:
             raise NotReady("no tick has run yet: nothing can be pruned before the agent knows its windows")
         timing = self.timing()
-        _, _, first = self._training_span(done + 1, False, timing)
-        if first is None:
+        window = self._train_window(timing)
+        if window is None:
             raise ConfigError(f"{CONFIG_NAME}: [model] train_window_ticks: the model trains on all history, so no "
                               "observation can be pruned; set a window in ticks to keep less")
-        return first
+        k = done + 1
+        _, _, first = self._training_span(k, False, timing)
+        if first is None:
+            raise NotReady(f"the next tick's training window ({window} ticks) still starts at the first tick: "
+                           f"nothing can be pruned before tick {window} has run")
+        return min(first, timing.boundaries(max(0, k - RANGE_TICKS), k)[0])
 
     def prune(self, before: pd.Timestamp, *, by: str, reason: str | None = None, dry_run: bool = False):
         """Prune the store (:meth:`mlma.store.Store.prune`) before ``before``, refused (ValueError, nothing
         deleted) when that would take rows a tick still reads (:meth:`earliest_prune_time`)."""
+        if before is None or pd.isna(before):
+            raise ValueError(f"prune needs a data time: the data before it is deleted (got {before!r})")
         limit = self.earliest_prune_time()
         if before > limit:
             raise ValueError(f"pruning before {before} would delete data of the next tick's training window, which "

@@ -93,11 +93,25 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
     """Store a checked frame of future driver values (:func:`mlma.data.read_future_drivers`) as one ingest.
 
     Rows of streams the store has not seen are skipped (their actuals must come first: a stream is created
-    by its actuals) and counted in ``rows_dropped``, with a finding naming an example.
+    by its actuals) and counted in ``rows_dropped``, with a finding naming an example; so are rows older than
+    the data the store keeps (:meth:`~mlma.store.Store.prune`).
     """
     from mlma.store.records import IngestReport
 
     columns = [c for c in frame.columns if c not in ("unique_id", "ds")]
+    kept_from = store.kept_from()
+    findings = []
+    if kept_from is not None:
+        old = (frame["ds"] < kept_from).to_numpy()
+        if old.any():
+            findings.append({"code": "before-kept", "severity": "dropped",
+                             "message": f"dropped {int(old.sum()):,} row(s) older than the data the project keeps "
+                                        f"(pruned before {kept_from})"})
+            rows_read, frame = len(frame), frame.loc[~old]
+        else:
+            rows_read = len(frame)
+    else:
+        rows_read = len(frame)
     uid = frame["unique_id"].astype(str).to_numpy(dtype=object)
     ns = frame["ds"].to_numpy(dtype="datetime64[ns]")
     with store._write() as conn:
@@ -108,7 +122,6 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
         distinct, codes = np.unique(uid, return_inverse=True) if len(uid) else (np.empty(0, object), np.empty(0, int))
         ids = store._lookup_streams(conn, distinct) if len(distinct) else np.empty(0, np.int64)
         known = ids[codes] >= 0 if len(uid) else np.zeros(0, bool)
-        findings = []
         if (~known).any():
             unknown = distinct[ids < 0]
             findings.append({"code": "future-unknown-streams", "severity": "warning",
@@ -116,8 +129,8 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
                                         f"the store has no actuals for, e.g. {unknown[0]!r}: ingest their "
                                         "actuals first"})
         ingest_id = conn.execute(sa.insert(S.ingests).values(
-            source=source, content_sha256=sha, at=now, findings=findings, rows_read=len(frame),
-            rows_accepted=int(known.sum()), rows_dropped=int((~known).sum()), rows_new=0, rows_revised=0,
+            source=source, content_sha256=sha, at=now, findings=findings, rows_read=rows_read,
+            rows_accepted=int(known.sum()), rows_dropped=rows_read - int(known.sum()), rows_new=0, rows_revised=0,
             rows_unchanged=0, n_streams=int(len(np.unique(codes[known]))) if known.any() else 0, new_streams=0,
             first_ds=pd.Timestamp(ns[known].min()).to_pydatetime() if known.any() else None,
             last_ds=pd.Timestamp(ns[known].max()).to_pydatetime() if known.any() else None,
@@ -128,7 +141,7 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
     first = pd.Timestamp(ns[known].min()) if known.any() else None
     last = pd.Timestamp(ns[known].max()) if known.any() else None
     return IngestReport(ingest_id=ingest_id, source=source, content_sha256=sha, duplicate=False, at=now,
-                        rows_read=len(frame), rows_accepted=int(known.sum()), rows_dropped=int((~known).sum()),
+                        rows_read=rows_read, rows_accepted=int(known.sum()), rows_dropped=rows_read - int(known.sum()),
                         rows_new=n, n_streams=int(len(np.unique(codes[known]))) if known.any() else 0,
                         first_ds=first, last_ds=last)
 

@@ -152,6 +152,7 @@ observation_revisions = sa.Table(
     sa.Column("old_ingest_id", sa.Integer, nullable=False),
     sa.Column("ingest_id", sa.Integer, nullable=False),
     sa.Index(None, "stream_id", "ds"),
+    sa.Index(None, "ds"),  # migration 0012: Store.prune deletes by ds
 )
 
 ticks = sa.Table(

@@ -28,7 +28,7 @@ from mlma.store import batches, bulk, drivers, lock, migrate, packed, serial
 from mlma.store.engine import is_read_only, missing_sqlite_file
 from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
-from mlma.store.errors import LockLost, SchemaError, StateCorrupted, StoreError, TickAlreadyDone
+from mlma.store.errors import SchemaError, StateCorrupted, StoreError, TickAlreadyDone
 from mlma.store.frames import VERDICT_COLUMNS, rows_frame, verdict_labels
 from mlma.store.overrides import StreamOverrides
 from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, PruneReport, TickRecord,
@@ -44,9 +44,9 @@ UTC = dt.timezone.utc
 STATE_HISTORY = 3
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _ERROR_CHARS = 20_000
-#: The statuses of an escalation that still needs someone (every status but resolved).
-#: Observations deleted in one transaction of :meth:`Store.prune` (about; a slice is a span of data time).
+#: Observations deleted in one transaction of :meth:`Store.prune` (at most, but for rows of one timestamp).
 PRUNE_SLICE_ROWS = 500_000
+#: The statuses of an escalation that still needs someone (every status but resolved).
 _UNRESOLVED = tuple(status for status in S.ESCALATION_STATUSES if status != "resolved")
 
 
@@ -596,21 +596,20 @@ class Store:
         refuses a time inside the next tick's training window); the store keeps at least the newest done
         tick's verdicts and forecasts (the next tick scores those forecasts). Records, the audit log,
         escalations, model versions and the ticks' summaries stay. ``before`` is recorded first (only ever
-        moved later), then the rows go in slices of one tick of data time, each slice a transaction of its
-        own, so that a tick or an ingest running meanwhile waits for one slice at most, and a prune that is
-        stopped part way leaves a store that works and is finished by the next prune. From then on, an
+        moved later), then the rows go in slices of about :data:`PRUNE_SLICE_ROWS` rows, each a transaction of
+        its own (:meth:`_prune_table`), so that a tick or an ingest running meanwhile waits for one slice at
+        most, and a prune that is stopped part way leaves a store that works and is finished by the next prune. From then on, an
         ingest drops the rows older than ``before``: a file re-sent whole would otherwise bring them back.
         """
         check_actor(by)
         before = _timestamp(before, "before")
-        if before is None:
-            raise ValueError("prune needs a time: the data before it is deleted")
+        if before is None or pd.isna(before):
+            raise ValueError(f"prune needs a data time: the data before it is deleted (got {before!r})")
         t, obs, drv, rev = S.ticks, S.observations, S.driver_values, S.observation_revisions
         with self._read() as conn:
             last_done = conn.execute(sa.select(sa.func.max(t.c.tick)).where(t.c.status == "done")).scalar()
             ended = conn.execute(sa.select(sa.func.max(t.c.tick)).where(
                 t.c.status == "done", t.c.end_ds <= before.to_pydatetime())).scalar()
-            oldest = conn.execute(sa.select(sa.func.min(obs.c.ds))).scalar()
         through = None if ended is None else min(int(ended), int(last_done) - 1)
         through = through if through is not None and through >= 0 else None
         cut = before.to_pydatetime()
@@ -638,17 +637,8 @@ class Store:
                 conn.execute(sa.update(S.retention).values(kept_from=cut, set_at=now, set_by=by))
             self._audit(conn, now, by, "prune", "store", {"before": str(before), "through_tick": through,
                                                           "rows": rows}, reason)
-        # Slices of data time holding about PRUNE_SLICE_ROWS observations each, oldest first, down the ds
-        # indexes: the first prune of a long history is many slices, the later ones (a tick or two) one.
-        if oldest is not None and pd.Timestamp(oldest) < before:
-            start = pd.Timestamp(oldest)
-            slices = max(1, -(-rows["observations"] // PRUNE_SLICE_ROWS))
-            edges = [start + (before - start) * (i / slices) for i in range(1, slices)] + [before]
-            for edge in edges:
-                cut = edge.to_pydatetime()
-                with self._write() as conn:
-                    for table in (obs, drv, rev):
-                        conn.execute(sa.delete(table).where(table.c.ds < cut))
+        for table in (obs, drv, rev):
+            self._prune_table(table, cut)
         if through is not None:
             with self._read() as conn:  # from the newest pruned tick down to the oldest left, 64 ticks at a time
                 oldest_left = [t for t in (conn.execute(sa.select(sa.func.min(S.verdicts.c.tick))).scalar(),
@@ -661,6 +651,28 @@ class Store:
                     conn.execute(sa.delete(S.forecasts).where(S.forecasts.c.issued_tick < tick,
                                                               S.forecasts.c.issued_tick >= tick - 64))
         return report
+
+    def _prune_table(self, table: sa.Table, cut: dt.datetime) -> None:
+        """Delete ``table``'s rows before ``cut`` in slices of about PRUNE_SLICE_ROWS rows, oldest first, a
+        transaction each, down the table's ds index: each slice ends at the timestamp of the row that many rows
+        on, found from where the last slice ended (so the index's dead entries are not walked again). The rows
+        of one timestamp go in one slice, however many."""
+        ds, lower = table.c.ds, None
+        while True:
+            query = sa.select(ds).where(ds < cut)
+            if lower is not None:
+                query = query.where(ds >= lower)
+            with self._read() as conn:
+                edge = conn.execute(query.order_by(ds).offset(PRUNE_SLICE_ROWS).limit(1)).scalar()
+            with self._write() as conn:
+                if edge is None:
+                    conn.execute(sa.delete(table).where(ds < cut))
+                    return
+                if lower is not None and edge <= lower:  # this slice is rows of one timestamp
+                    conn.execute(sa.delete(table).where(ds <= edge))
+                else:
+                    conn.execute(sa.delete(table).where(ds < edge))
+            lower = edge
 
     # -- observations ------------------------------------------------------------------------------------
     def ingest_frame(self, frame: pd.DataFrame, source: str, content_hash: str | None = None, *,
@@ -731,6 +743,11 @@ class Store:
         same timestamps, and the older ones stay on record. Idempotent per content hash."""
         from mlma.data import read_future_drivers
 
+        # Ids the store holds with spaces around them (stored before ids were stripped) keep their streams.
+        with self._read() as conn:
+            verbatim = frozenset(uid for (uid,) in conn.execute(sa.select(S.streams.c.unique_id))
+                                 if uid != uid.strip())
+        read_options = {**read_options, "verbatim_ids": verbatim}
         if isinstance(data, pd.DataFrame):
             frame = read_future_drivers(data, **read_options)
             sha = drivers.content_hash(frame, [c for c in frame.columns if c not in ("unique_id", "ds")],
@@ -1304,17 +1321,16 @@ class Store:
         unresolved, a failure again (a retry, or the start-up tick, which moves as data arrives) raises none:
         it updates that item's tick and message; the commit of a tick resolves it (:meth:`write_tick`).
         ``lease`` (the tick lock's): when another agent holds the lock now, nothing is marked or escalated
-        (the tick is that agent's, running). ``mark=False`` only escalates (a failure before the agent knew
+        (the tick is that agent's, running); a lock nobody holds (broken by a person) does not stop it. ``mark=False`` only escalates (a failure before the agent knew
         which tick was due). Returns the new escalation's id, or None.
         """
         tick = _tick_number(tick)
         text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
         with self._write() as conn:
             if lease is not None:
-                try:
-                    lock.fence(conn, lease)
-                except LockLost:
-                    return None
+                holder = conn.execute(sa.select(S.locks.c.token).where(S.locks.c.name == lease.name)).scalar()
+                if holder is not None and holder != lease.token:
+                    return None  # another agent holds the lock: the tick is its, running
             now = self._now(conn)
             if not mark:
                 return self._escalate_failed_tick(conn, tick, text, now) if escalate else None

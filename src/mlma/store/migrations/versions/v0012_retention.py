@@ -1,7 +1,8 @@
 """What the store keeps: the data time before which observations, verdicts and forecasts were pruned.
 
 One row, written by ``Store.prune`` before it deletes anything and only ever moved later; an ingest drops the
-rows older than it (a file re-sent whole would otherwise bring the pruned rows back).
+rows older than it (a file re-sent whole would otherwise bring the pruned rows back). Also an index of the
+revisions by ``ds``, which the prune deletes by.
 
 Revision ID: 0012
 Revises: 0011
@@ -29,7 +30,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_retention"),
         sa.CheckConstraint("id = 1", name="ck_retention_one_row"),
     )
+    # Store.prune deletes revisions by ds, slice by slice: without this index each slice read the whole table.
+    op.create_index("ix_observation_revisions_ds", "observation_revisions", ["ds"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_observation_revisions_ds", table_name="observation_revisions")
     op.drop_table("retention")
