@@ -183,36 +183,23 @@ def test_a_wrong_artifacts_folder_fails_the_tick_naming_the_key_and_changes_noth
 def test_a_failed_tick_reaches_the_alert_receiver_before_the_command_exits(make_project):
     """The engineer who reads a chat channel, not the terminal, hears of a tick that fails: `mlma tick` posts
     the `tick-failed` item to the configured webhook before it exits; its retry posts nothing new."""
-    import http.server
-    import threading
+    from test_alerts import Hook
 
-    received: list[dict] = []
-
-    class Receiver(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 - http.server's name
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = Hook()
     try:
         root = make_project()
         with open(root / "mlma.toml", "a") as toml:
-            toml.write(f'\n[[alerts.receivers]]\nname = "ops"\nurl = "http://127.0.0.1:{server.server_port}/hook"\n')
+            toml.write(f'\n[[alerts.receivers]]\nname = "ops"\nurl = "{hook.url}"\n')
         set_key(root, "artifacts", '"artifactz"')
         ok(run_cli(root, "tick"), 2)
-        assert len(received) == 1, received
-        alerts = received[0]["alerts"]
+        assert len(hook.requests) == 1, hook.requests
+        alerts = hook.requests[0]["json"]["alerts"]
         assert [a["labels"]["kind"] for a in alerts] == ["tick-failed"]
         assert alerts[0]["labels"]["severity"] == "3" and "tick 28 failed" in alerts[0]["annotations"]["message"]
         ok(run_cli(root, "tick"), 2)
-        assert len(received) == 1, received                           # the same item: not sent again
+        assert len(hook.requests) == 1, hook.requests                 # the same item: not sent again
     finally:
-        server.shutdown()
+        hook.close()
 
 
 def test_a_few_lost_or_damaged_model_files_still_stay_with_their_streams(make_project):
