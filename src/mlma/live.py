@@ -1090,8 +1090,8 @@ class LiveAgent:
     def earliest_prune_time(self) -> pd.Timestamp:
         """The latest time the store can be pruned to (:meth:`prune`): the first timestamp of the next tick's
         training window, the oldest data a tick still reads (later ticks read later data only), or earlier
-        where the ingest's check of each stream's value range reads further back (a window shorter than
-        :data:`mlma.store.ingest.RANGE_TICKS`). Raises :class:`NotReady` before the first tick and while the
+        where the ingest's check of each stream's value range reads further back (the newest data less
+        :data:`mlma.store.ingest.RANGE_TICKS` ticks, which matters for a window shorter than that). Raises :class:`NotReady` before the first tick and while the
         window still reaches back to the first tick, and :class:`ConfigError` when the model trains on all
         history (``[model] train_window_ticks`` 0 on data whose default window is the whole history)."""
         from mlma.store.ingest import RANGE_TICKS
@@ -1109,7 +1109,10 @@ class LiveAgent:
         if first is None:
             raise NotReady(f"the next tick's training window ({window} ticks) still starts at the first tick: "
                            f"nothing can be pruned before tick {window} has run")
-        return min(first, timing.boundaries(max(0, k - RANGE_TICKS), k)[0])
+        # The ingest's own reach (store/ingest.py), from the newest data, which only ever moves later.
+        newest = self.store.newest_ds()
+        checked = newest - RANGE_TICKS * pd.tseries.frequencies.to_offset(timing.tick) if newest is not None else first
+        return min(first, checked)
 
     def prune(self, before: pd.Timestamp, *, by: str, reason: str | None = None, dry_run: bool = False):
         """Prune the store (:meth:`mlma.store.Store.prune`) before ``before``, refused (ValueError, nothing
@@ -1118,8 +1121,8 @@ class LiveAgent:
             raise ValueError(f"prune needs a data time: the data before it is deleted (got {before!r})")
         limit = self.earliest_prune_time()
         if before > limit:
-            raise ValueError(f"pruning before {before} would delete data of the next tick's training window, which "
-                             f"starts at {limit}: the latest time to prune to is {limit}")
+            raise ValueError(f"pruning before {before} would delete data the next ticks read (their training window, "
+                             f"or the values new data is checked against): the latest time to prune to is {limit}")
         return self.store.prune(before, by=by, reason=reason, dry_run=dry_run)
 
     # -- exports --------------------------------------------------------------------------------------------

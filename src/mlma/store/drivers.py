@@ -99,26 +99,22 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
     from mlma.store.records import IngestReport
 
     columns = [c for c in frame.columns if c not in ("unique_id", "ds")]
-    kept_from = store.kept_from()
-    findings = []
-    if kept_from is not None:
-        old = (frame["ds"] < kept_from).to_numpy()
-        if old.any():
-            findings.append({"code": "before-kept", "severity": "dropped",
-                             "message": f"dropped {int(old.sum()):,} row(s) older than the data the project keeps "
-                                        f"(pruned before {kept_from})"})
-            rows_read, frame = len(frame), frame.loc[~old]
-        else:
-            rows_read = len(frame)
-    else:
-        rows_read = len(frame)
-    uid = frame["unique_id"].astype(str).to_numpy(dtype=object)
-    ns = frame["ds"].to_numpy(dtype="datetime64[ns]")
+    rows_read, findings = len(frame), []
     with store._write() as conn:
         seen = store._seen_ingest(conn, sha)
         if seen is not None:
             return seen
         now = store._now(conn)
+        kept_from = conn.execute(sa.select(S.retention.c.kept_from)).scalar()  # in the transaction: a prune
+        if kept_from is not None:                                                 # cannot slip in between
+            old = (frame["ds"] < pd.Timestamp(kept_from)).to_numpy()
+            if old.any():
+                findings.append({"code": "before-kept", "severity": "dropped",
+                                 "message": f"dropped {int(old.sum()):,} row(s) older than the data the project "
+                                            f"keeps (pruned before {pd.Timestamp(kept_from)})"})
+                frame = frame.loc[~old]
+        uid = frame["unique_id"].astype(str).to_numpy(dtype=object)
+        ns = frame["ds"].to_numpy(dtype="datetime64[ns]")
         distinct, codes = np.unique(uid, return_inverse=True) if len(uid) else (np.empty(0, object), np.empty(0, int))
         ids = store._lookup_streams(conn, distinct) if len(distinct) else np.empty(0, np.int64)
         known = ids[codes] >= 0 if len(uid) else np.zeros(0, bool)

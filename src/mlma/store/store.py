@@ -664,14 +664,17 @@ class Store:
                 query = query.where(ds >= lower)
             with self._read() as conn:
                 edge = conn.execute(query.order_by(ds).offset(PRUNE_SLICE_ROWS).limit(1)).scalar()
+            # Bounded below too: an index range from where the last slice ended (without it PostgreSQL's estimate
+            # of the rows before the edge grows with every slice, until it scans the whole table).
+            done = ds >= lower if lower is not None else sa.true()
             with self._write() as conn:
                 if edge is None:
-                    conn.execute(sa.delete(table).where(ds < cut))
+                    conn.execute(sa.delete(table).where(ds < cut))  # unbounded: rows written meanwhile go too
                     return
                 if lower is not None and edge <= lower:  # this slice is rows of one timestamp
-                    conn.execute(sa.delete(table).where(ds <= edge))
+                    conn.execute(sa.delete(table).where(done, ds <= edge))
                 else:
-                    conn.execute(sa.delete(table).where(ds < edge))
+                    conn.execute(sa.delete(table).where(done, ds < edge))
             lower = edge
 
     # -- observations ------------------------------------------------------------------------------------
@@ -1328,7 +1331,10 @@ class Store:
         text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
         with self._write() as conn:
             if lease is not None:
-                holder = conn.execute(sa.select(S.locks.c.token).where(S.locks.c.name == lease.name)).scalar()
+                query = sa.select(S.locks.c.token).where(S.locks.c.name == lease.name)
+                if conn.dialect.name == "postgresql":
+                    query = query.with_for_update()  # held to the commit: no agent takes the lock in between
+                holder = conn.execute(query).scalar()
                 if holder is not None and holder != lease.token:
                     return None  # another agent holds the lock: the tick is its, running
             now = self._now(conn)
