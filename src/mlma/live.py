@@ -1091,9 +1091,10 @@ class LiveAgent:
         """The latest time the store can be pruned to (:meth:`prune`): the first timestamp of the next tick's
         training window, the oldest data a tick still reads (later ticks read later data only), or earlier
         where the ingest's check of each stream's value range reads further back (the newest data less
-        :data:`mlma.store.ingest.RANGE_TICKS` ticks, which matters for a window shorter than that). Raises :class:`NotReady` before the first tick and while the
-        window still reaches back to the first tick, and :class:`ConfigError` when the model trains on all
-        history (``[model] train_window_ticks`` 0 on data whose default window is the whole history)."""
+        :data:`mlma.store.ingest.RANGE_TICKS` ticks, which matters for a window shorter than that). Raises
+        :class:`NotReady` before the first tick and while the window still reaches back to the first tick, and
+        :class:`ConfigError` when the model trains on all history (``[model] train_window_ticks`` 0 on data
+        whose default window is the whole history)."""
         from mlma.store.ingest import RANGE_TICKS
 
         done = self.store.last_done_tick()

@@ -598,8 +598,9 @@ class Store:
         escalations, model versions and the ticks' summaries stay. ``before`` is recorded first (only ever
         moved later), then the rows go in slices of about :data:`PRUNE_SLICE_ROWS` rows, each a transaction of
         its own (:meth:`_prune_table`), so that a tick or an ingest running meanwhile waits for one slice at
-        most, and a prune that is stopped part way leaves a store that works and is finished by the next prune. From then on, an
-        ingest drops the rows older than ``before``: a file re-sent whole would otherwise bring them back.
+        most, and a prune that is stopped part way leaves a store that works and is finished by the next
+        prune. From then on, an ingest drops the rows older than ``before``: a file re-sent whole would
+        otherwise bring them back.
         """
         check_actor(by)
         before = _timestamp(before, "before")
@@ -620,7 +621,8 @@ class Store:
                     "observation_revisions": conn.execute(sa.select(sa.func.count()).select_from(rev)
                                                           .where(rev.c.ds < cut)).scalar(),
                     "verdicts": 0 if through is None else conn.execute(
-                        sa.select(sa.func.count()).select_from(S.verdicts).where(S.verdicts.c.tick <= through)).scalar(),
+                        sa.select(sa.func.count()).select_from(S.verdicts)
+                        .where(S.verdicts.c.tick <= through)).scalar(),
                     "forecasts": 0 if through is None else conn.execute(
                         sa.select(sa.func.count()).select_from(S.forecasts)
                         .where(S.forecasts.c.issued_tick < through)).scalar()}
@@ -1324,8 +1326,9 @@ class Store:
         unresolved, a failure again (a retry, or the start-up tick, which moves as data arrives) raises none:
         it updates that item's tick and message; the commit of a tick resolves it (:meth:`write_tick`).
         ``lease`` (the tick lock's): when another agent holds the lock now, nothing is marked or escalated
-        (the tick is that agent's, running); a lock nobody holds (broken by a person) does not stop it. ``mark=False`` only escalates (a failure before the agent knew
-        which tick was due). Returns the new escalation's id, or None.
+        (the tick is that agent's, running); a lock nobody holds (broken by a person) does not stop it.
+        ``mark=False`` only escalates (a failure before the agent knew which tick was due). Returns the new
+        escalation's id, or None.
         """
         tick = _tick_number(tick)
         text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(error)
