@@ -923,29 +923,26 @@ def prune(
         _fail("give one of --keep (e.g. 400D) or --before (a data time)")
     config = _project(project)
     who = actor(by)
+    span = cut = None
+    if keep is not None:
+        try:
+            span = pd.Timedelta(keep)
+        except ValueError:
+            span = pd.NaT
+        if pd.isna(span) or span <= pd.Timedelta(0):
+            _fail(f"--keep must be a positive duration such as 400D or 13W, got {keep!r}")
+    else:
+        try:
+            cut = pd.Timestamp(before)
+        except ValueError:
+            cut = pd.NaT
+        if pd.isna(cut):  # an empty --before "$CUT" of a cron line with the variable unset
+            _fail(f"--before must be an ISO 8601 data time such as 2025-01-01, got {before!r}")
+        if cut.tzinfo is not None:
+            _fail(f"--before is data time, like the ds column: give it without a time zone, got {before!r}")
     try:
         with LiveAgent(config, executor="inline") as live:
-            if keep is not None:
-                try:
-                    span = pd.Timedelta(keep)
-                except ValueError:
-                    span = pd.NaT
-                if pd.isna(span) or span <= pd.Timedelta(0):
-                    _fail(f"--keep must be a positive duration such as 400D or 13W, got {keep!r}")
-                done = live.store.last_done_tick()
-                if done is None:
-                    raise NotReady("no tick has run yet: nothing can be pruned before the agent knows its windows")
-                cut = live.timing().boundaries(done, done + 1)[1] - span
-            else:
-                try:
-                    cut = pd.Timestamp(before)
-                except ValueError:
-                    cut = pd.NaT
-                if pd.isna(cut):  # an empty --before "$CUT" of a cron line with the variable unset
-                    _fail(f"--before must be an ISO 8601 data time such as 2025-01-01, got {before!r}")
-                if cut.tzinfo is not None:
-                    _fail(f"--before is data time, like the ds column: give it without a time zone, got {before!r}")
-            report = live.prune(cut, by=who, reason=reason, dry_run=dry_run)
+            report = live.prune(cut, keep=span, by=who, reason=reason, dry_run=dry_run)
     except (NotReady, ConfigError, ValueError) as exc:
         _fail(str(exc))
     console.print(str(report))

@@ -734,12 +734,14 @@ def stream_id_text(values: Any, verbatim: frozenset[str] = frozenset()) -> pd.Se
     """
     series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    raw = pd.Index(uniques).astype("str")
-    text = raw.str.strip()
-    if verbatim:
-        text = np.where(raw.isin(list(verbatim)), raw, text)
-    text = np.append(np.asarray(text, dtype=object), np.nan)
+    text = np.append(np.asarray(_id_texts(pd.Index(uniques).astype("str"), verbatim), dtype=object), np.nan)
     return pd.Series(text[codes], index=series.index, dtype=object)
+
+
+def _id_texts(raw: pd.Index, verbatim: frozenset[str]) -> pd.Index:
+    """The rule of :func:`stream_id_text` on distinct ids as text: stripped, but for those in ``verbatim``."""
+    text = raw.str.strip()
+    return pd.Index(np.where(raw.isin(list(verbatim)), raw, text), dtype="str") if verbatim else text
 
 
 def _stream_keys(column: pd.Series, verbatim: frozenset[str] = frozenset()
@@ -760,9 +762,7 @@ def _stream_keys(column: pd.Series, verbatim: frozenset[str] = frozenset()
     """
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
     raw = pd.Index(uniques).astype("str")
-    text = raw.str.strip()
-    if verbatim:
-        text = pd.Index(np.where(raw.isin(list(verbatim)), raw, text), dtype="str")
+    text = _id_texts(raw, verbatim)
     blank = np.asarray(text == "", dtype=bool)
     padded = np.append(np.asarray(raw != text, dtype=bool) & ~blank, False)  # the last slot: a missing key
     # Different raw values may print alike (1 and "1", "a" and "a "); they are one stream.

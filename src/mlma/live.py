@@ -1115,12 +1115,17 @@ class LiveAgent:
         checked = newest - RANGE_TICKS * pd.tseries.frequencies.to_offset(timing.tick) if newest is not None else first
         return min(first, checked)
 
-    def prune(self, before: pd.Timestamp, *, by: str, reason: str | None = None, dry_run: bool = False):
-        """Prune the store (:meth:`mlma.store.Store.prune`) before ``before``, refused (ValueError, nothing
-        deleted) when that would take rows a tick still reads (:meth:`earliest_prune_time`)."""
+    def prune(self, before: pd.Timestamp | None = None, *, keep: pd.Timedelta | None = None, by: str,
+              reason: str | None = None, dry_run: bool = False):
+        """Prune the store (:meth:`mlma.store.Store.prune`) before ``before``, or keeping ``keep`` of data time
+        before the end of the last done tick; refused (ValueError, nothing deleted) when that would take rows a
+        tick still reads (:meth:`earliest_prune_time`)."""
+        limit = self.earliest_prune_time()  # first: it says when no tick has run yet
+        if keep is not None:
+            done = self.store.last_done_tick()
+            before = self.timing().boundaries(done, done + 1)[1] - keep
         if before is None or pd.isna(before):
             raise ValueError(f"prune needs a data time: the data before it is deleted (got {before!r})")
-        limit = self.earliest_prune_time()
         if before > limit:
             raise ValueError(f"pruning before {before} would delete data the next ticks read (their training window, "
                              f"or the values new data is checked against): the latest time to prune to is {limit}")

@@ -71,7 +71,7 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
         The file cannot be used (a wrong frequency, mixed time zones, missing columns, or any bad row with
         ``on_bad_rows="raise"``); the message says so and that nothing was written.
     """
-    from mlma.data import DataError, FleetContext, Frequency, IngestLimits, read_frame, validate
+    from mlma.data import DataError, FleetContext, Frequency, IngestLimits, read_frame, stream_id_text, validate
     from mlma.store.store import file_sha256
 
     limits = limits if limits is not None else IngestLimits()
@@ -113,11 +113,10 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
     if front is not None and tick_alias is not None:
         since = front - RANGE_TICKS * pd.tseries.frequencies.to_offset(tick_alias)
     raw_ids = _distinct_ids(raw)
-    stripped = np.array([uid.strip() for uid in raw_ids], dtype=object)
-    padded = raw_ids[raw_ids != stripped]
+    padded = raw_ids[raw_ids != stream_id_text(raw_ids).to_numpy(dtype=object)]
     # Ids the store already holds with their spaces (from before ids were stripped) keep their streams.
     verbatim = frozenset(padded[store.stream_ids(padded, create=False) >= 0]) if len(padded) else frozenset()
-    uids = np.unique(np.where(np.isin(raw_ids, list(verbatim)), raw_ids, stripped)) if len(raw_ids) else raw_ids
+    uids = np.unique(stream_id_text(raw_ids, verbatim).to_numpy(dtype=object)) if len(raw_ids) else raw_ids
     ranges = store.value_ranges(uids, since=since)[["lo", "hi"]] if len(uids) else None
     n_known = len(store.streams()) if front is not None else 0
     kept_from = store.kept_from()

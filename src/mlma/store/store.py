@@ -607,11 +607,11 @@ class Store:
         if before is None or pd.isna(before):
             raise ValueError(f"prune needs a data time: the data before it is deleted (got {before!r})")
         t, obs, drv, rev = S.ticks, S.observations, S.driver_values, S.observation_revisions
+        last_done = self.last_done_tick()
         with self._read() as conn:
-            last_done = conn.execute(sa.select(sa.func.max(t.c.tick)).where(t.c.status == "done")).scalar()
             ended = conn.execute(sa.select(sa.func.max(t.c.tick)).where(
                 t.c.status == "done", t.c.end_ds <= before.to_pydatetime())).scalar()
-        through = None if ended is None else min(int(ended), int(last_done) - 1)
+        through = None if ended is None else min(int(ended), last_done - 1)
         through = through if through is not None and through >= 0 else None
         cut = before.to_pydatetime()
         with self._read() as conn:
