@@ -215,8 +215,17 @@ def test_status_quick_path_prints_what_the_store_and_live_agent_say(tmp_path, st
         store.set_escalation_status(ids[1:2], "silenced", by="user:test", silenced_until=now + dt.timedelta(hours=1))
         store.acquire_lock("another-agent", ttl=600)
         quick, full = both()
-    assert quick == full
-    assert "open escalations │ 2 " in quick and "held by another-agent until" in quick, quick
+        assert quick == full
+        assert "open escalations │ 2 " in quick and "held by another-agent until" in quick, quick
+        # A tick before the first done one (a start-up that died and then moved) is not unfinished work; one
+        # after the last done tick is.
+        done = store.ticks()["tick"]
+        store.begin_tick(int(done.min()) - 1)
+        quick, full = both()
+        assert quick == full and "unfinished tick" not in quick, quick
+        store.begin_tick(int(done.max()) + 1)
+        quick, full = both()
+    assert quick == full and f"tick {int(done.max()) + 1}: running, 1 attempt(s)" in quick, quick
 
 
 def test_status_on_postgresql_fails_as_the_store_does(tmp_path, postgres_server):

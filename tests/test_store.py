@@ -559,6 +559,28 @@ def test_a_failed_tick_is_escalated_once_and_resolved_by_its_commit(store):
         assert store.ticks().set_index("tick").loc[6, "status"] == "failed"
 
 
+def test_a_tick_left_unfinished_before_a_committed_one_is_closed_and_not_shown_as_unfinished(store, url):
+    """A start-up tick whose agent died stays `running`; once data moves the start-up and a later tick commits,
+    the dead tick will never run: the commit marks it failed (no tick in progress for ever on the `mlma_ticks`
+    gauge and the stuck-tick alert) and `mlma status`'s glance shows no unfinished tick, while one after the
+    last done tick still shows."""
+    from mlma.store.glance import glance
+
+    store.stream_ids(["a"])
+    store.begin_tick(3)                              # the agent was killed mid-tick: no fail_tick
+    store.begin_tick(4)
+    store.fail_tick(4, RuntimeError("short history"))
+    assert glance(url).last_unfinished.tick == 4
+    store.write_tick(TickRecord(6))                  # the start-up moved on as data arrived
+    ticks = store.ticks().set_index("tick")
+    assert ticks["status"].to_dict() == {3: "failed", 4: "failed", 6: "done"}
+    assert ticks.loc[3, "error"] == "never finished; tick 6 was committed after it, so it will not run"
+    assert ticks.loc[4, "error"] == "RuntimeError: short history"   # a failure keeps its own error
+    assert glance(url).last_unfinished is None
+    store.begin_tick(7)
+    assert (glance(url).last_unfinished.tick, glance(url).last_unfinished.status) == (7, "running")
+
+
 def test_verdicts_and_forecasts_may_come_as_frames(store):
     store.stream_ids(["a", "b", "c"])
     verdicts = pd.DataFrame({"stream_id": [2, 0], "verdict": [int(Verdict.NO_DATA), int(Verdict.COLD)]})

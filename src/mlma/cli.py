@@ -662,7 +662,9 @@ def _status_from_store(config):
             except StateCorrupted:
                 due = "none: the newest saved state is damaged (see 'saved states')"
     done = ticks[ticks["status"] == "done"] if len(ticks) else ticks
-    failed = ticks[ticks["status"] != "done"] if len(ticks) else ticks
+    # As the glance: a tick before the last done one will not run again (the start-up tick moves).
+    failed = ticks[(ticks["status"] != "done") & (ticks["tick"] > (done["tick"].max() if len(done) else -1))] \
+        if len(ticks) else ticks
     return Glance(done_ticks=len(done), last_done=row(done), last_unfinished=row(failed), saved_states=states,
                   **view_args), due
 

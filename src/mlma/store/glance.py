@@ -265,7 +265,9 @@ def _read(db: Any, *, read_only: bool, now: dt.datetime) -> Glance | None:
     ingests, last_ingest = db.execute("SELECT count(*), max(at) FROM ingests").fetchone()
     done, = db.execute("SELECT count(*) FROM ticks WHERE status = 'done'").fetchone()
     last_done = _tick_row(db, "status = 'done'")
-    unfinished = _tick_row(db, "status <> 'done'")
+    # A tick before the last done one will not run again (the start-up tick moves as data arrives).
+    unfinished = _tick_row(db, "status <> 'done' AND tick > (SELECT coalesce(max(tick), -1) FROM ticks "
+                               "WHERE status = 'done')")
     newest, = db.execute("SELECT max(ds) FROM observations").fetchone()
     escalations = db.execute("SELECT status, silenced_until FROM escalations "
                              "WHERE status IN ('open', 'silenced')").fetchall()

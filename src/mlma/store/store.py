@@ -1247,6 +1247,12 @@ class Store:
                 summary = dataclasses.replace(record.summary, escalations_resolved=sum(resolved.values()))
                 done["summary"] = _json_safe(summary.to_json())
             conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick).values(**done))
+            # An earlier tick still marked running never finished (its agent died) and never will: ticks run in
+            # order, and the start-up tick moves as data arrives. Left running, it would read as a tick in
+            # progress for ever (`mlma status`, the `mlma_ticks` gauge and the stuck-tick alert).
+            conn.execute(sa.update(S.ticks).where(S.ticks.c.tick < tick, S.ticks.c.status == "running")
+                         .values(status="failed", finished_at=now,
+                                 error=f"never finished; tick {tick} was committed after it, so it will not run"))
             changes = self._change_counts(conn)
             unseen = frozenset()
             if record.seen_changes is not None:
