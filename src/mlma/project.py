@@ -400,6 +400,11 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     if not (config.store.url.startswith("sqlite:") or config.store.url.startswith("postgresql")):
         raise ConfigError(f"{path}: [store] url must be sqlite:///FILE or postgresql+psycopg://..., "
                           f"got {config.store.url!r}")
+    # An empty value would make the project folder itself the artifact store (`mlma gc` sweeping it): a
+    # template variable left blank, not a choice.
+    if not config.store.artifacts.strip():
+        raise ConfigError(f"{path}: [store] artifacts must name a folder for the model files (relative to the "
+                          f"project folder, or absolute), got {config.store.artifacts!r}")
 
 
 def init_project(root: str | Path, *, db: str | None = None, model: str = "lightgbm") -> ProjectConfig:
