@@ -158,7 +158,7 @@ def bench_artifacts(models: list, directory: Path) -> list[dict]:
     blobs = [pickle.dumps(m, protocol=pickle.HIGHEST_PROTOCOL) for m in models]
     distinct = len({hash(b) for b in blobs})
     rows = []
-    real_syncfs = registry_module._syncfs
+    real_syncfs = registry_module.durable.syncfs
 
     def one_by_one(root: Path) -> None:
         store = ArtifactStore(root)
@@ -169,11 +169,11 @@ def bench_artifacts(models: list, directory: Path) -> list[dict]:
         ArtifactStore(root).put_bytes_many(blobs)
 
     def batched_without_syncfs(root: Path) -> None:
-        registry_module._syncfs = lambda path: False
+        registry_module.durable.syncfs = lambda path: False
         try:
             ArtifactStore(root).put_bytes_many(blobs)
         finally:
-            registry_module._syncfs = real_syncfs
+            registry_module.durable.syncfs = real_syncfs
 
     for name, fn in (("one by one (put_bytes)", one_by_one), ("batched (put_bytes_many, syncfs)", batched),
                      ("batched, fallback without syncfs", batched_without_syncfs)):

@@ -1151,7 +1151,7 @@ def reading(results: dict) -> str:
             f"**The start-up step** at {sizes[-1]:,} zones: " + "; ".join(startup) + ". Every first model is "
             f"written as its own file (`LiveAgent._versions`, "
             f"{source_line(live.LiveAgent._versions, 'self.registry.prepare(')}), in one batch flushed to disk "
-            f"once ({source_line(_registry().ArtifactStore.put_bytes_many, '_syncfs')}); "
+            f"once ({source_line(_registry().ArtifactStore.put_bytes_many, 'durable.syncfs')}); "
             "with a real model the fits come on top. Reading the observations (the observation window's first, "
             "full read) takes "
             + " and ".join(f"{_window_read([r['startup']]) / r['startup']['seconds']:.0%} "

@@ -43,7 +43,7 @@ def test_a_damaged_artifact_is_rewritten(tmp_path):
 def test_the_disk_is_flushed_before_any_rename_and_after_the_last(tmp_path, monkeypatch):
     events = []
     real_replace = os.replace
-    monkeypatch.setattr(registry_module, "_syncfs", lambda path: events.append("sync") or True)
+    monkeypatch.setattr(registry_module.durable, "syncfs", lambda path: events.append("sync") or True)
     monkeypatch.setattr(registry_module.os, "replace", lambda a, b: events.append("rename") or real_replace(a, b))
     n = registry_module.SYNCFS_MIN_FILES
     ArtifactStore(tmp_path).put_bytes_many([os.urandom(50) for _ in range(n)])
@@ -55,9 +55,9 @@ def test_a_small_batch_fsyncs_its_files_and_directories_instead_of_the_whole_fil
     # models must not wait for a database's ingest on the same file system.
     events = []
     real_replace = os.replace
-    monkeypatch.setattr(registry_module, "_syncfs", lambda path: events.append(("sync", path)) or True)
-    monkeypatch.setattr(registry_module, "_fsync_file", lambda path: events.append(("file", path)))
-    monkeypatch.setattr(registry_module, "_fsync_dir", lambda path: events.append(("dir", path)))
+    monkeypatch.setattr(registry_module.durable, "syncfs", lambda path: events.append(("sync", path)) or True)
+    monkeypatch.setattr(registry_module.durable, "fsync_file", lambda path: events.append(("file", path)))
+    monkeypatch.setattr(registry_module.durable, "fsync_dir", lambda path: events.append(("dir", path)))
     monkeypatch.setattr(registry_module.os, "replace", lambda a, b: events.append(("rename", b)) or real_replace(a, b))
     n = registry_module.SYNCFS_MIN_FILES - 1
     artifacts = ArtifactStore(tmp_path)
@@ -78,9 +78,9 @@ def test_a_small_batch_fsyncs_its_files_and_directories_instead_of_the_whole_fil
 def test_without_syncfs_each_file_and_each_directory_is_fsynced_once(tmp_path, monkeypatch):
     events = []
     real_replace = os.replace
-    monkeypatch.setattr(registry_module, "_syncfs", lambda path: False)
-    monkeypatch.setattr(registry_module, "_fsync_file", lambda path: events.append(("file", path)))
-    monkeypatch.setattr(registry_module, "_fsync_dir", lambda path: events.append(("dir", path)))
+    monkeypatch.setattr(registry_module.durable, "syncfs", lambda path: False)
+    monkeypatch.setattr(registry_module.durable, "fsync_file", lambda path: events.append(("file", path)))
+    monkeypatch.setattr(registry_module.durable, "fsync_dir", lambda path: events.append(("dir", path)))
     monkeypatch.setattr(registry_module.os, "replace", lambda a, b: events.append(("rename", b)) or real_replace(a, b))
     blobs = [os.urandom(50) for _ in range(40)]
     results = ArtifactStore(tmp_path).put_bytes_many(blobs)

@@ -415,6 +415,29 @@ def test_backup_of_a_sqlite_store_is_a_working_store(tmp_path):
         assert len(restored.observations()) == 15
 
 
+def test_a_backup_is_flushed_to_disk_before_its_rename_and_its_folder_after(tmp_path, monkeypatch):
+    """A backup reported written survives a power cut: the copy's bytes are fsynced before the rename puts it
+    in place, and the folder that gained its name after (what each fsync was given is read back through
+    /proc, so the test checks the real calls, not a stand-in)."""
+    if not Path("/proc/self/fd").is_dir():
+        pytest.skip("reads file descriptors' paths from /proc")
+    import os
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+                        or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("rename", str(b))) or real_replace(a, b))
+    with Store.create(f"sqlite:///{tmp_path / 'live.db'}") as store:
+        store.ingest_frame(fleet_frame(3, 5), "x")
+        events.clear()
+        copy = store.backup(tmp_path / "backup" / "copy.db")
+    folder = str((tmp_path / "backup").resolve())
+    assert [kind for kind, _ in events] == ["fsync", "rename", "fsync"], events
+    assert Path(events[0][1]).parent == Path(folder) and Path(events[0][1]).name.startswith(".copy.db.")
+    assert events[1][1] == str(copy) and events[2][1] == folder
+
+
 # -- ticks and state ------------------------------------------------------------------------------------------
 def _tick_outputs(store: Store, n: int, steps: int = 4):
     decision = Decision.nothing(n, Verdict.OK)

@@ -31,14 +31,12 @@ rollback to version 1 by user:ana: v2 over-forecasts the holiday
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import hashlib
 import logging
 import os
 import pickle
 import secrets
-import sys
 import tempfile
 import threading
 import time
@@ -50,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mlma import durable
 from mlma.store import Store
 from mlma.store.errors import StoreError
 from mlma.store.records import ChampionChange, ChampionMove, ModelVersion, NewVersion, check_actor, utc_instant
@@ -217,9 +216,9 @@ class ArtifactStore:
                     os.close(fd)
             # The data must be on disk before any name points at it, so that no crash leaves a named but
             # incomplete artifact.
-            if not (many and _syncfs(self.root)):
+            if not (many and durable.syncfs(self.root)):
                 for tmp, _ in written:
-                    _fsync_file(tmp)
+                    durable.fsync_file(tmp)
             for tmp, final in written:
                 os.replace(tmp, final)
         except BaseException:
@@ -227,13 +226,13 @@ class ArtifactStore:
                 with _suppress_os_errors():
                     os.unlink(tmp)
             raise
-        if not (many and _syncfs(self.root)):
+        if not (many and durable.syncfs(self.root)):
             for parent in sorted({final.parent for _, final in written}):
-                _fsync_dir(parent)
+                durable.fsync_dir(parent)
             if created:
-                _fsync_dir(self.root)
+                durable.fsync_dir(self.root)
             if made_root:
-                _fsync_dir(self.root.parent)
+                durable.fsync_dir(self.root.parent)
 
     def put_bytes(self, data: bytes) -> tuple[str, int]:
         """Store raw bytes under their sha256 (no-op if an intact copy is already there)."""
@@ -258,7 +257,7 @@ class ArtifactStore:
             with _suppress_os_errors():
                 os.unlink(tmp)
             raise
-        _fsync_dir(final.parent)
+        durable.fsync_dir(final.parent)
         return sha, len(data)
 
     def get_bytes(self, sha: str) -> bytes:
@@ -355,52 +354,12 @@ class _ArtifactBatch:
 SYNCFS_MIN_FILES = 64
 
 
-def _syncfs(path: Path) -> bool:
-    """Flush the whole file system holding ``path`` to disk (Linux ``syncfs``); False where unavailable."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
-        fd = os.open(path, os.O_RDONLY)
-    except (OSError, AttributeError):
-        return False
-    try:
-        if syncfs(fd) != 0:
-            errno = ctypes.get_errno()
-            raise OSError(errno, f"syncfs of {path} failed: {os.strerror(errno)}")
-        return True
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _suppress_os_errors:
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind, value, tb) -> bool:
         return kind is not None and issubclass(kind, OSError)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # -- records ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from mlma import durable
 from mlma.escalations import Escalation
 from mlma.store import batches, bulk, drivers, lock, migrate, packed, serial
 from mlma.store.engine import is_read_only, missing_sqlite_file
@@ -1874,7 +1875,8 @@ class Store:
         An existing ``destination`` is refused unless ``overwrite`` (FileExistsError: it may be an earlier
         backup, or another project's store), and the store's own file always is (``shutil.SameFileError``).
         The copy is written beside the destination and moved into place only when complete, so a failed
-        backup leaves it as it was.
+        backup leaves it as it was; its bytes and the rename are flushed to disk before this returns, so a
+        power cut after a reported backup does not leave an empty or missing file.
         For PostgreSQL use ``pg_dump`` (docs/store.md).
         """
         if self.dialect != "sqlite":
@@ -1903,7 +1905,9 @@ class Store:
                     source.backup(target)
                 finally:
                     target.close()
+            durable.fsync_file(partial)
             os.replace(partial, destination)
+            durable.fsync_dir(destination.parent)
         finally:
             if os.path.exists(partial):
                 os.unlink(partial)
