@@ -235,6 +235,7 @@ def test_silence_names_what_is_wrong_with_its_duration(project):
     refused(cli(project, "silence", first, "--for", "-4h"), "a silence must last a positive time, got '-4h'")
     refused(cli(project, "silence", first, "--for", "1000000d"), "a silence of '1000000d' is too long")
     refused(cli(project, "silence", first, "--for", "4 parsecs"), "'4 parsecs' is not a duration such as 4h")
+    refused(cli(project, "silence", first, "--for", "10 years"), "'10 years': months and years have no fixed length")
     refused(cli(project, "silence", first, "--for", "4h", "--until", "2030-01-01"), "not both")
     refused(cli(project, "silence", first, "--for", "tomorrow"), "'tomorrow' is neither a duration")
     with Store.open(load_config(project).store_url) as store:

@@ -387,6 +387,9 @@ def _until(value: Any) -> dt.datetime:
                 except OverflowError:
                     raise ActionError(f"a silence of {text!r} is too long; silence for days or weeks, or until a "
                                       "date-time") from None
+            if _CALENDAR_UNIT.match(text):
+                raise ActionError(f"{text!r}: months and years have no fixed length; give days (e.g. 90d, "
+                                  "365d) or a date-time such as 2026-12-24T00:00")
             if _DURATION.match(text):
                 raise ActionError(f"{text!r} is not a duration such as 4h or 2d")
             try:
@@ -412,6 +415,8 @@ def _duration(text: str) -> pd.Timedelta | None:
 
 # A duration as people write one: a signed number and a unit ("4h", "2d", "-4h", "1.5 days", "90min").
 _DURATION = re.compile(r"^\s*[-+]?\d+(\.\d+)?\s*[a-zA-Z]+\s*$")
+# A duration in months or years ("10 years", "6mo", "1y"), which pandas cannot take: say what can.
+_CALENDAR_UNIT = re.compile(r"^\s*[-+]?\d+(\.\d+)?\s*(y|yr|yrs|years?|mo|mos|months?)\s*$", re.IGNORECASE)
 
 
 def _version_numbers(values) -> list[int]:
