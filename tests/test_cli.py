@@ -217,6 +217,11 @@ def test_status_quick_path_prints_what_the_store_and_live_agent_say(tmp_path, st
         quick, full = both()
         assert quick == full
         assert "open escalations │ 2 " in quick and "held by another-agent until" in quick, quick
+        assert "data kept │ all │" in " ".join(quick.split())
+        cut = store.oldest_ds() + pd.Timedelta(days=1)
+        store.prune(cut, by="user:test")
+        quick, full = both()
+        assert quick == full and f"data kept │ from {cut:%Y-%m-%d %H:%M} │" in " ".join(quick.split()), quick
         # A tick before the first done one (a start-up that died and then moved) is not unfinished work; one
         # after the last done tick is.
         done = store.ticks()["tick"]

@@ -36,6 +36,8 @@ def test_init_writes_a_valid_config_and_a_store(tmp_path):
     ("[monitor]\nmax_age = 2.5\n", "max_age must be int"),
     ("[store]\nurl = 'mysql://x'\n", "url must be"),
     ("[store]\nartifacts = ' '\n", "artifacts must name a folder for the model files"),
+    ("[store]\nkeep = '1 year'\n", "\\[store\\] keep must be a positive duration in days or weeks"),
+    ("[store]\nkeep = '-4D'\n", "\\[store\\] keep must be a positive duration"),
     ("[data\n", "not valid TOML"),
     ("[agent]\npolicy = 'sometimes'\n", "unknown policy 'sometimes'"),
     ("[agent]\npolicy = 'periodic:0'\n", "whole number of ticks >= 1"),

@@ -271,3 +271,99 @@ def test_a_model_that_trains_on_all_history_cannot_be_pruned(tmp_path):
         with pytest.raises(ConfigError, match="trains on all history, so no observation can be pruned"):
             live.prune(pd.Timestamp("2016-01-01"), by="agent")
         assert live.store.kept_from() is None
+
+
+def _keep_project(root: Path, keep: str, window: int = 3) -> None:
+    """A seasonal-naive project of 3 hourly streams over 20 days, daily ticks from the third, ``[store] keep``."""
+    from mlma.project import init_project, load_config
+
+    init_project(root, model="seasonal-naive")
+    toml = root / "mlma.toml"
+    toml.write_text(toml.read_text().replace("initial_ticks = 0 ", "initial_ticks = 2 ")
+                    .replace("train_window_ticks = 0 ", f"train_window_ticks = {window} ")
+                    .replace('executor = "process"', 'executor = "inline"')
+                    .replace('keep = ""', f'keep = "{keep}"'))
+    with Store.open(load_config(root).store_url) as store:
+        store.ingest_frame(fleet_frame(3, 24 * 20), "history")
+
+
+def test_keep_prunes_after_the_ticks_once_per_new_cut_and_never_what_a_tick_reads(tmp_path, caplog):
+    """`[store] keep`: nothing before the first tick or while the window reaches it; then the data older than
+    `keep` before the last tick's end, audited by the agent, and nothing again (no audit entry) until a tick
+    moves the cut; a `keep` shorter than what the ticks read keeps from the limit instead, said once."""
+    import logging
+
+    from mlma.live import LiveAgent
+    from mlma.project import load_config
+
+    root = tmp_path / "p"
+    _keep_project(root, "10D")
+    config = load_config(root)
+    with LiveAgent(config, executor="inline") as live:
+        assert live.apply_retention() is None                      # no tick yet
+        live.step()
+        assert live.apply_retention() is None                      # the window still reaches the first tick
+        live.catch_up()
+        end = live.timing().boundaries(live.store.last_done_tick(), live.store.last_done_tick() + 1)[1]
+        report = live.apply_retention()
+        assert report.kept_from == end - pd.Timedelta(days=10) < live.earliest_prune_time()
+        assert report.rows["observations"] > 0 and live.store.oldest_ds() == report.kept_from
+        assert live.apply_retention() is None                      # nothing new to delete: no second entry
+        entries = live.store.audit_log(action="prune")
+        assert len(entries) == 1 and entries.iloc[0]["actor"] == "agent"
+        assert entries.iloc[0]["reason"] == "[store] keep = '10D'"
+        day = fleet_frame(3, 24 * 21).query("ds >= @end")
+        live.store.ingest_frame(day, "day 21")
+        live.step()
+        assert live.apply_retention().kept_from == end - pd.Timedelta(days=9)
+        assert len(live.store.audit_log(action="prune")) == 2
+
+    short = tmp_path / "short"
+    _keep_project(short, "2D")
+    with LiveAgent(load_config(short), executor="inline") as live, caplog.at_level(logging.WARNING, "mlma.live"):
+        live.catch_up()
+        limit = live.earliest_prune_time()
+        assert live.apply_retention().kept_from == limit           # not 2 days: the ticks read 7 (range check)
+        newest = live.store.newest_ds()
+        live.store.ingest_frame(fleet_frame(3, 24 * 21).query("ds > @newest"), "day 21")
+        live.step()
+        assert live.apply_retention().kept_from == live.earliest_prune_time() == limit + pd.Timedelta(days=1)
+        said = [r.getMessage() for r in caplog.records if "keep" in r.getMessage()]
+        assert len(said) == 1 and "is shorter than the data the next ticks read" in said[0], said
+
+
+def test_mlma_tick_and_run_apply_keep_and_a_keep_that_cannot_work_does_not_stop_the_ticks(tmp_path):
+    from mlma.project import load_config
+
+    def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "mlma.cli", *args, "--project", str(root)], capture_output=True,
+                              text=True, timeout=600, env={"COLUMNS": "300", "PATH": "/usr/bin:/bin"})
+
+    root = tmp_path / "p"
+    _keep_project(root, "10D")
+    done = cli(root, "tick", "--all")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "retention: deleted the rows before" in done.stdout
+    with Store.open(load_config(root).store_url) as store:
+        assert store.kept_from() is not None and len(store.audit_log(action="prune")) == 1
+        store.ingest_frame(fleet_frame(3, 24 * 21).query("ds >= '2024-01-21'"), "day 21")
+    ran = cli(root, "run", "--iterations", "1")
+    assert ran.returncode == 0 and ran.stdout.count("retention: deleted the rows before") == 1, ran.stdout
+    # A model on all history cannot be pruned: said once over two rounds, and the ticks run all the same.
+    from mlma.project import init_project
+
+    monthly = tmp_path / "monthly"
+    init_project(monthly, model="seasonal-naive")
+    toml = monthly / "mlma.toml"
+    toml.write_text(toml.read_text().replace('keep = ""', 'keep = "400D"'))
+    months = pd.date_range("2015-01-01", periods=60, freq="MS")
+    with Store.open(load_config(monthly).store_url) as store:
+        store.ingest_frame(pd.DataFrame({"unique_id": np.repeat(["a", "b"], 60), "ds": np.tile(months, 2),
+                                         "y": np.arange(120, dtype=float)}), "months")
+    ran = cli(monthly, "run", "--iterations", "2", "--every", "0.2s")
+    said = " ".join(ran.stdout.split())
+    assert ran.returncode == 0 and "Traceback" not in ran.stderr, ran.stdout + ran.stderr
+    assert said.count("retention ([store] keep) did not run: ConfigError:") == 1, said
+    assert "trains on all history" in said and "stopped after 2 round(s)" in said
+    with Store.open(load_config(monthly).store_url) as store:
+        assert store.last_done_tick() is not None and store.kept_from() is None

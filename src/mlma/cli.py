@@ -608,6 +608,8 @@ def status(
             text += (f". The agent does not tick from a damaged state: restore a backup taken after tick "
                      f"{states[0][0]} (docs/operations.md)")
         table.add_row("saved states", text)
+    keep = f" ([store] keep = {config.store.keep!r})" if config.store.keep.strip() else ""
+    table.add_row("data kept", ("all" if view.kept_from is None else f"from {view.kept_from:%Y-%m-%d %H:%M}") + keep)
     table.add_row("open escalations", f"{view.open_escalations:,}")
     table.add_row("tick lock", "free" if view.lock is None else f"held by {view.lock[0]} until "
                                                                  f"{view.lock[1]:%H:%M:%S} UTC")
@@ -651,7 +653,7 @@ def _status_from_store(config):
                          last_ingest_at=ingests["at"].max() if len(ingests) else None,
                          open_escalations=len(store.escalations(status="open")),
                          lock=None if holder is None else (holder["holder"], holder["expires_at"]),
-                         newest_ds=store.newest_ds())
+                         newest_ds=store.newest_ds(), kept_from=store.kept_from())
         with LiveAgent(config, store=store, executor="inline") as live:
             states = live.saved_states()
             try:
@@ -711,10 +713,14 @@ def tick(
 
     try:
         with LiveAgent(config, executor=executor) as live:
-            if all_due:
-                live.catch_up(on_tick=progress, allow_no_data=allow)
-            else:
-                progress(live.step(allow_no_data=allow))
+            try:
+                if all_due:
+                    live.catch_up(on_tick=progress, allow_no_data=allow)
+                else:
+                    progress(live.step(allow_no_data=allow))
+            finally:
+                if ran:
+                    _apply_retention(live)
     except TickHeld as exc:
         console.print(f"[yellow]{exc}[/yellow]" + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
         raise typer.Exit(code=5)
@@ -729,6 +735,25 @@ def tick(
     if not ran:
         console.print("nothing to do: no tick is due")
         raise typer.Exit(code=3)
+
+
+def _apply_retention(live, said: set[str] | None = None) -> None:
+    """``[store] keep`` after the ticks of ``mlma tick`` and each round of ``mlma run``: print what a prune
+    deleted, or why none could run (each reason once in ``said``). Never an exit code of its own: the ticks
+    committed, and the next round or tick tries again."""
+    from rich.markup import escape
+
+    try:
+        report = live.apply_retention()
+    except Exception as exc:  # noqa: BLE001 - retention must not stop the agent; the message says why it did not run
+        text = f"retention ([store] keep) did not run: {type(exc).__name__}: {exc}"
+        if said is None or text not in said:
+            console.print(f"[yellow]{escape(text)}[/yellow]")
+        if said is not None:
+            said.add(text)
+        return
+    if report is not None:
+        console.print(f"retention: {escape(str(report))}")
 
 
 @app.command()
@@ -771,6 +796,7 @@ def run(
     rounds = 0
     held_tick = None  # the tick last found held, so a hold is reported once
     waiting_for = None  # the same for what keeps the clock from starting
+    retention_said: set[str] = set()  # why [store] keep could not prune, said once each
     # The database may be down when the service starts (a reboot): wait for it, logging each try.
     live = open_agent(config, executor=executor, stopping=lambda: stopping["now"], max_delay=min(60.0, interval))
     if live is None:
@@ -801,6 +827,7 @@ def run(
                 _fail(f"{exc}; mend mlma.toml and start the service again")
             except Exception as exc:  # noqa: BLE001 - a service logs the failure and tries again next round
                 console.print(f"[red]tick failed: {type(exc).__name__}: {escape(str(exc))}[/red]")
+            _apply_retention(live, said=retention_said)
             if iterations is not None and rounds >= iterations:
                 break
             deadline = time.monotonic() + interval
@@ -919,7 +946,7 @@ def prune(
 
     from mlma.api.cli import actor
     from mlma.live import LiveAgent, NotReady
-    from mlma.project import ConfigError
+    from mlma.project import ConfigError, parse_keep
 
     if (keep is None) == (before is None):
         _fail("give one of --keep (e.g. 400D) or --before (a data time)")
@@ -928,10 +955,10 @@ def prune(
     span = cut = None
     if keep is not None:
         try:
-            span = pd.Timedelta(keep)
-        except ValueError:
-            span = pd.NaT
-        if pd.isna(span) or span <= pd.Timedelta(0):
+            span = parse_keep(keep, "--keep")
+        except ValueError as exc:
+            _fail(str(exc))
+        if span is None:
             _fail(f"--keep must be a positive duration such as 400D or 13W, got {keep!r}")
     else:
         try:

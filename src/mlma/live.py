@@ -176,6 +176,8 @@ class LiveAgent:
         #: registry's champions as of that count, so a tick continuing from it need not compare 10,000 of them
         #: while nobody moved one (see _controls).
         self._champions_agree: tuple[str, int] | None = None
+        #: ``[store] keep`` was found shorter than what the ticks read (said once: see apply_retention).
+        self._retention_capped = False
 
     # -- the clock ------------------------------------------------------------------------------------------
     def timing(self) -> TickClock:
@@ -1122,14 +1124,45 @@ class LiveAgent:
         tick still reads (:meth:`earliest_prune_time`)."""
         limit = self.earliest_prune_time()  # first: it says when no tick has run yet
         if keep is not None:
-            done = self.store.last_done_tick()
-            before = self.timing().boundaries(done, done + 1)[1] - keep
+            before = self._last_tick_end() - keep
         if before is None or pd.isna(before):
             raise ValueError(f"prune needs a data time: the data before it is deleted (got {before!r})")
         if before > limit:
             raise ValueError(f"pruning before {before} would delete data the next ticks read (their training window, "
                              f"or the values new data is checked against): the latest time to prune to is {limit}")
         return self.store.prune(before, by=by, reason=reason, dry_run=dry_run)
+
+    def apply_retention(self):
+        """Prune by ``[store] keep`` (:meth:`mlma.project.ProjectConfig.retention`), as ``mlma run`` and
+        ``mlma tick`` do after their ticks: the data older than ``keep`` before the end of the last done tick,
+        but never what a tick still reads (:meth:`earliest_prune_time`: the store then keeps more than
+        ``keep``, said once in the log). Returns the :class:`~mlma.store.records.PruneReport`, or None when
+        nothing is to go: no ``keep``, no tick yet, a window still at the first tick, or nothing new since the
+        last prune (no audit entry then). :class:`ConfigError` when the model trains on all history."""
+        keep = self.config.retention()
+        if keep is None:
+            return None
+        try:
+            limit = self.earliest_prune_time()
+        except NotReady:
+            return None
+        before = self._last_tick_end() - keep
+        if before > limit:
+            if not self._retention_capped:
+                log.warning("[store] keep = %r is shorter than the data the next ticks read: the store keeps the "
+                            "data from %s on (the training window, or the values new data is checked against)",
+                            self.config.store.keep, limit)
+                self._retention_capped = True
+            before = limit
+        kept = self.store.kept_from()
+        if kept is not None and before <= kept:
+            return None
+        return self.store.prune(before, by="agent", reason=f"[store] keep = {self.config.store.keep!r}")
+
+    def _last_tick_end(self) -> pd.Timestamp:
+        """The data time at which the last done tick ends (there must be one)."""
+        done = self.store.last_done_tick()
+        return self.timing().boundaries(done, done + 1)[1]
 
     # -- exports --------------------------------------------------------------------------------------------
     def forecasts(self) -> pd.DataFrame:

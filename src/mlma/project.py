@@ -43,6 +43,8 @@ max_abs_value = 1e15      # |y| above this is refused for every stream (new ones
 [store]
 url = "{url}"
 artifacts = "artifacts"   # model files, addressed by content hash (relative to this folder)
+keep = ""                 # retention: after their ticks, `mlma run` and `mlma tick` delete data older than this
+                          # before the last tick's end, e.g. "400D" (never what a tick reads); "": keep all
 
 [model]
 spec = "{model}"         # seasonal-naive | ridge | lightgbm | sklearn:module.Class | statsforecast:AutoETS | mlforecast | package.module:Class
@@ -107,6 +109,7 @@ class DataSection:
 class StoreSection:
     url: str = "sqlite:///mlma.db"
     artifacts: str = "artifacts"
+    keep: str = ""
 
 
 @dataclass
@@ -186,6 +189,10 @@ class ProjectConfig:
                             max_future=None if d.max_future.strip().lower() == "off" else d.max_future,
                             value_range_factor=d.value_range_factor, max_abs_value=d.max_abs_value)
 
+    def retention(self):
+        """``[store] keep``, the data time to keep, as a positive :class:`pandas.Timedelta`; None: keep all."""
+        return parse_keep(self.store.keep, "[store] keep")
+
     def drivers(self):
         """The declared exogenous drivers as :class:`mlma.models.Drivers`."""
         from mlma.models import Drivers
@@ -237,6 +244,31 @@ MAX_LOCK_TTL_SECONDS = 86_400
 
 class ConfigError(ValueError):
     """``mlma.toml`` is missing, unreadable or invalid; the message names the file and the key."""
+
+
+def parse_keep(text: str, what: str = "keep"):
+    """A retention span (``[store] keep``, ``mlma prune --keep``): a positive duration such as ``400D`` or
+    ``13W`` as a :class:`pandas.Timedelta`; None for an empty text (keep everything).
+
+    >>> parse_keep("400D"), parse_keep("")
+    (Timedelta('400 days 00:00:00'), None)
+    >>> parse_keep("1 year", "[store] keep")
+    Traceback (most recent call last):
+    ...
+    ValueError: [store] keep must be a positive duration in days or weeks such as 400D or 13W (months and years have no fixed length), got '1 year'
+    """
+    import pandas as pd
+
+    if not text.strip():
+        return None
+    try:
+        span = pd.Timedelta(text.strip())
+    except ValueError:
+        span = pd.NaT
+    if pd.isna(span) or span <= pd.Timedelta(0):
+        raise ValueError(f"{what} must be a positive duration in days or weeks such as 400D or 13W (months and "
+                         f"years have no fixed length), got {text!r}")
+    return span
 
 
 def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig:
@@ -400,6 +432,10 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     if not (config.store.url.startswith("sqlite:") or config.store.url.startswith("postgresql")):
         raise ConfigError(f"{path}: [store] url must be sqlite:///FILE or postgresql+psycopg://..., "
                           f"got {config.store.url!r}")
+    try:
+        config.retention()
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     # An empty value would make the project folder itself the artifact store (`mlma gc` sweeping it): a
     # template variable left blank, not a choice.
     if not config.store.artifacts.strip():

@@ -118,6 +118,8 @@ class Glance:
     open_escalations: int
     lock: tuple[str, dt.datetime] | None
     saved_states: list[tuple[int, str | None]] = field(default_factory=list)
+    #: The data time before which the store was pruned (``Store.kept_from``); None: it keeps everything.
+    kept_from: dt.datetime | None = None
 
 
 #: The member of a state's blob naming the parts saved apart from it (``mlma.store.state.StagedPart``), in
@@ -269,6 +271,7 @@ def _read(db: Any, *, read_only: bool, now: dt.datetime) -> Glance | None:
     unfinished = _tick_row(db, "status <> 'done' AND tick > (SELECT coalesce(max(tick), -1) FROM ticks "
                                "WHERE status = 'done')")
     newest, = db.execute("SELECT max(ds) FROM observations").fetchone()
+    kept = db.execute("SELECT kept_from FROM retention").fetchone()
     escalations = db.execute("SELECT status, silenced_until FROM escalations "
                              "WHERE status IN ('open', 'silenced')").fetchall()
     # A silenced escalation whose silence has passed counts as open again (as Store.escalations says).
@@ -283,7 +286,7 @@ def _read(db: Any, *, read_only: bool, now: dt.datetime) -> Glance | None:
     return Glance(read_only=read_only, n_streams=db.execute("SELECT count(*) FROM streams").fetchone()[0],
                   n_ingests=ingests, last_ingest_at=_instant(last_ingest), done_ticks=done, last_done=last_done,
                   last_unfinished=unfinished, newest_ds=_timestamp(newest), open_escalations=open_now, lock=lock,
-                  saved_states=states)
+                  saved_states=states, kept_from=None if kept is None else _timestamp(kept[0]))
 
 
 def _tick_row(db: Any, where: str) -> TickRow | None:
