@@ -604,6 +604,22 @@ def test_a_tick_left_unfinished_before_a_committed_one_is_closed_and_not_shown_a
     assert (glance(url).last_unfinished.tick, glance(url).last_unfinished.status) == (7, "running")
 
 
+def test_a_stream_named_with_spaces_around_it_resolves_as_its_file_ids_do(store):
+    """`mlma retrain ' zone-1'` (a pasted id) names zone-1, as an id with those spaces in a file does; an id a
+    store holds with its spaces (written before they were stripped) is matched as given first."""
+    ids = store.stream_ids(["zone-1", " legacy", "b", " b"])
+    assert store.resolve(" zone-1\t") == store.resolve("zone-1") == ids[0]
+    assert store.resolve(" legacy") == ids[1]
+    assert (store.resolve(" b"), store.resolve("b"), store.resolve("b ")) == (ids[3], ids[2], ids[2])
+    with pytest.raises(KeyError, match="unknown stream 'legacy'"):
+        store.resolve("legacy")
+    from mlma.control import ActionError, Operations
+
+    assert Operations(store).select([" zone-1 "])[1] == "stream:zone-1"
+    with pytest.raises(ActionError, match="unknown stream ' zone-2'"):
+        Operations(store).select([" zone-2"])
+
+
 def test_verdicts_and_forecasts_may_come_as_frames(store):
     store.stream_ids(["a", "b", "c"])
     verdicts = pd.DataFrame({"stream_id": [2, 0], "verdict": [int(Verdict.NO_DATA), int(Verdict.COLD)]})

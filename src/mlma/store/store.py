@@ -365,11 +365,17 @@ class Store:
             return {int(i): u for i, u in conn.execute(query)}
 
     def resolve(self, stream: int | str | np.integer) -> int:
-        """The id of one stream given by id or ``unique_id``; ``KeyError`` naming it if unknown."""
+        """The id of one stream given by id or ``unique_id``; ``KeyError`` naming it if unknown.
+
+        A ``unique_id`` is matched as given, else without the white space around it, the rule every file's
+        ids follow (:func:`mlma.data.stream_id_text`): ``" zone-1"`` typed or pasted names ``zone-1``.
+        """
         if isinstance(stream, (int, np.integer)) and not isinstance(stream, bool):
             query = sa.select(S.streams.c.id).where(S.streams.c.id == int(stream))
         elif isinstance(stream, str):
-            query = sa.select(S.streams.c.id).where(S.streams.c.unique_id == stream)
+            # The id as given wins: a store may hold ids with their spaces (written before they were stripped).
+            query = (sa.select(S.streams.c.id).where(S.streams.c.unique_id.in_({stream, stream.strip()}))
+                     .order_by((S.streams.c.unique_id == stream).desc()).limit(1))
         else:
             raise TypeError(f"stream must be a stream id (int) or a unique_id (str), got {stream!r}")
         with self._read() as conn:
