@@ -194,6 +194,43 @@ def test_store_keeps_what_was_known_when_and_names_bad_future_files(tmp_path, pa
         read_future_drivers(path)
 
 
+def test_future_timestamps_with_zones_are_placed_on_the_actuals_clock_or_refused(tmp_path, panel, store_url):
+    """Actuals sent with UTC offsets were converted to UTC, so a future file with offsets is converted the same
+    way (and says so); actuals sent tz-naive are on a local clock the offsets cannot be mapped to: refused.
+    A future file mixing naive and zoned timestamps is refused either way."""
+    history = panel[panel["ds"] < "2025-03-05"]
+    day = pd.Timestamp("2025-03-05")
+    plan = future_file(tmp_path / "plan.csv", panel, day, 1.0)
+    zoned = pd.read_csv(plan)
+    zoned["ds"] = pd.to_datetime(zoned["ds"]).dt.strftime("%Y-%m-%dT%H:%M:%S+01:00")
+    zoned.to_csv(tmp_path / "zoned.csv", index=False)
+    with Store.create(f"sqlite:///{tmp_path / 'naive.db'}") as store:
+        store.ingest_frame(history, "history")
+        with pytest.raises(DataError, match="zoned.csv: column 'ds' carries time zones, and this project's actuals "
+                                            "did not"):
+            store.ingest_future(tmp_path / "zoned.csv")
+        assert store.driver_values(["promo"], day).empty
+    sent = history.assign(ds=(history["ds"] + pd.Timedelta(hours=1)).dt.strftime("%Y-%m-%dT%H:%M:%S+01:00"))
+    sent.to_csv(tmp_path / "history.csv", index=False)
+    with Store.create(store_url) as store:
+        report = store.ingest_file(tmp_path / "history.csv")
+        assert "timezone-converted" in {f.code for f in report.validation.findings}
+        assert store.newest_ds() == history["ds"].max()               # the offsets became UTC
+        done = store.ingest_future(tmp_path / "zoned.csv")
+        assert done.rows_new == 4 * 24 and any("time zone" in n and "as this project's actuals" in n
+                                                for n in done.notes), done.notes
+        # 00:00+01:00 to 23:00+01:00 is 23:00 the day before to 22:00 UTC (23:00 itself was observed already).
+        values = store.driver_values(["promo"], day)
+        assert values["ds"].max() == day + pd.Timedelta(hours=22) and len(values) == 4 * 23
+        assert (values["promo"] == 1.0).all()
+        mixed = zoned.copy()
+        mixed.loc[5, "ds"] = "2025-03-05T05:00:00"
+        mixed.to_csv(tmp_path / "mixed.csv", index=False)
+        with pytest.raises(DataError, match=r"mixed.csv: the ds column mixes 1 timestamp without a time zone "
+                                            r"\(line 7"):
+            store.ingest_future(tmp_path / "mixed.csv")
+
+
 def test_the_checked_ingest_stores_driver_columns_as_observed_values(tmp_path, panel):
     """`mlma ingest` (Store.ingest_file, the validation boundary) keeps the driver columns of a file or a
     frame of actuals, and a frame that differs only in a driver's values is new content, not a duplicate."""
@@ -336,12 +373,17 @@ def test_cli_ingest_future_stores_values_and_names_bad_files(tmp_path, panel):
     assert "wind are stored but not declared" in " ".join(done.stdout.split())
     again = run("ingest", "--future", str(plan))
     assert "already ingested" in again.stdout
+    ghost = tmp_path / "ghost.csv"
+    pd.DataFrame({"unique_id": ["s0", "ghost"], "ds": ["2025-03-07 00:00"] * 2, "promo": 1.0}).to_csv(ghost, index=False)
+    said = " ".join(run("ingest", "--future", str(ghost)).stdout.split())
+    assert "1 future driver values for 1 streams" in said
+    assert "note: skipped 1 row(s) of 1 stream(s) the store has no actuals for, e.g. 'ghost'" in said, said
     bad = tmp_path / "bad.csv"
     pd.read_csv(plan).assign(y=1.0).to_csv(bad, index=False)
     failed = run("ingest", "--future", str(bad))
     assert failed.returncode != 0 and "has no target column 'y'" in failed.stdout + failed.stderr
     with Store.open(load_config(root).store_url) as store:
-        assert len(store.driver_values(["promo"], "2025-03-05")) == 4 * 24
+        assert len(store.driver_values(["promo"], "2025-03-05", "2025-03-06")) == 4 * 24
 
 
 def test_a_driver_model_without_driver_values_still_fits_and_forecasts():

@@ -490,9 +490,9 @@ def _ingest_future(config, data: Path) -> None:
     declared = set(config.drivers().future)
     columns = [c for c in _columns_besides_keys(data, d) if c not in declared]
     console.print(f"{data}: {report.rows_new:,} future driver values for {report.n_streams:,} streams"
-                  + (f", {report.first_ds} to {report.last_ds}" if report.first_ds is not None else "")
-                  + (f"; skipped {report.rows_dropped:,} rows (of streams without actuals, or older than the data "
-                     "the project keeps)" if report.rows_dropped else ""))
+                  + (f", {report.first_ds} to {report.last_ds}" if report.first_ds is not None else ""))
+    for note in report.notes:  # what was skipped and why, or repaired
+        console.print(f"note: {note}", markup=False, highlight=False)
     if columns:
         # markup=False: rich would take "[data]" for a style tag and drop it.
         console.print(f"note: column(s) {', '.join(columns)} are stored but not declared in [data] drivers of "

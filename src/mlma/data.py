@@ -1963,13 +1963,15 @@ def infer_frequency(df: pd.DataFrame) -> Frequency:
 
 # -- values of drivers known in advance ----------------------------------------------------------------------
 def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, target_col: str = TARGET,
-                        verbatim_ids: frozenset[str] = frozenset()) -> pd.DataFrame:
+                        verbatim_ids: frozenset[str] = frozenset(), zones_to_utc: bool = False) -> pd.DataFrame:
     """Read and check a file (or frame) of driver values known in advance, for ``mlma ingest --future``.
 
     The rows carry ``unique_id``, ``ds`` and one numeric column per driver (a weather forecast, a planned
     campaign flag, a price), and no target: these timestamps have not happened yet. Empty cells are allowed
     (a value not known for that timestamp: the forecast then uses the documented fallback, see
-    docs/data.md).
+    docs/data.md). Timestamps with time zones are refused, unless ``zones_to_utc`` (the project's actuals
+    carried zones and were converted to UTC: :meth:`mlma.store.Store.ingest_future` knows): then they are
+    converted the same way, the note in ``attrs["timezone_note"]``.
 
     Returns
     -------
@@ -2030,9 +2032,20 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
     if foreign is not None:
         raise DataError(f"{label}: " + foreign.message(time_col, f" on line/row {line(foreign.rows[0])}"),
                         source=label, column=time_col, rows=[line(i) for i in foreign.rows[:20]])
+    if tz_note is not None and not zones_to_utc:
+        raise DataError(f"{label}: column {time_col!r} carries time zones, and this project's actuals did not: "
+                        "their timestamps are on their own local clock, which these cannot be placed on (the "
+                        "offset between them cannot be guessed); give tz-naive timestamps on the actuals' clock",
+                        source=label, column=time_col)
     if tz_note is not None:
-        raise DataError(f"{label}: column {time_col!r} has time zones; give tz-naive local timestamps like the "
-                        "actuals", source=label, column=time_col)
+        # As the actuals: converted to UTC, but a column mixing naive timestamps with zoned ones is refused.
+        checked = frame.rename(columns={time_col: TIME})
+        if not isinstance(source, pd.DataFrame):
+            checked.attrs[_ATTR_FIRST_LINE] = 2  # line numbers of the CSV file, as `line` counts them
+        check = _Validator(checked, label, "raise")
+        _check_timezone_mix(check, frame[time_col], ~unread)
+        if check.findings:
+            raise DataError(f"{label}: {check.findings[0].message}", source=label, column=time_col)
     stamps = pd.Series(ns.view("datetime64[ns]"), index=frame.index)
     bad = np.flatnonzero(unread)
     if bad.size:
@@ -2055,4 +2068,6 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
         raise DataError(f"{label}: {dup.size} rows repeat a ({id_col}, {time_col}), first {out[ID].iloc[dup[0]]!r} "
                         f"at {out[TIME].iloc[dup[0]]} on line/row {line(dup[0])}", source=label,
                         rows=[line(i) for i in dup[:20]], unique_id=str(out[ID].iloc[dup[0]]))
+    if tz_note is not None:
+        out.attrs["timezone_note"] = tz_note
     return out

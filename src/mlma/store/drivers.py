@@ -100,6 +100,11 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
 
     columns = [c for c in frame.columns if c not in ("unique_id", "ds")]
     rows_read, findings = len(frame), []
+    zones = frame.attrs.get("timezone_note")  # read_future_drivers converted zones to UTC, as the actuals' were
+    if zones:
+        findings.append({"code": "timezone-converted", "severity": "repaired",
+                         "message": f"timestamps carried time zones: {zones} and made tz-naive, as this project's "
+                                    "actuals were"})
     with store._write() as conn:
         seen = store._seen_ingest(conn, sha)
         if seen is not None:
@@ -139,7 +144,7 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
     return IngestReport(ingest_id=ingest_id, source=source, content_sha256=sha, duplicate=False, at=now,
                         rows_read=rows_read, rows_accepted=int(known.sum()), rows_dropped=rows_read - int(known.sum()),
                         rows_new=n, n_streams=int(len(np.unique(codes[known]))) if known.any() else 0,
-                        first_ds=first, last_ds=last)
+                        first_ds=first, last_ds=last, notes=tuple(f["message"] for f in findings))
 
 
 def driver_values(store, names, start=None, end=None, *, as_of_ingest: int | None = None) -> pd.DataFrame:
