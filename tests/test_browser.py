@@ -124,6 +124,25 @@ def test_log_in_find_a_degraded_stream_in_the_queue_pin_it_and_see_it_audited(pa
     assert (entry["actor"], entry["action"], entry["target"]) == ("user:ana", "pin", f"stream:{uid}")
 
 
+def test_a_fleet_wide_item_in_the_queue_says_so_instead_of_counting_one_stream(page, site):
+    from mlma.escalations import Escalation
+
+    store = site["store"]
+    tick = int(store.last_done_tick())
+    [fleet_item] = store.add_escalations([Escalation(-1, tick, "tick-failed", 3, "tick 99 failed: a test")])
+    try:
+        log_in(page, site)
+        item = page.locator(".queue-item[data-kind=tick-failed]")
+        assert item.count() == 1 and item.get_attribute("data-scope") == "fleet"
+        assert item.locator(".count").inner_text() == "fleet-wide"
+        assert page.locator(".queue-item[data-scope=fleet] .count").all_inner_texts() == ["fleet-wide"] * len(
+            page.locator(".queue-item[data-scope=fleet]").all())
+        others = page.locator(".queue-item:not([data-scope=fleet]) .count").all_inner_texts()
+        assert others and all(re.fullmatch(r"\d+ streams?", text) for text in others), others
+    finally:
+        store.set_escalation_status([fleet_item], "resolved", by="user:test")
+
+
 def test_a_wrong_token_is_refused_and_a_viewer_gets_no_buttons(page, site):
     page.goto(site["url"] + "/")
     page.fill("#token", "mlma_not-a-token")

@@ -370,7 +370,7 @@ async function renderQueue(main, params) {
       group ? h("button", { type: "button", class: "secondary", text: `Re-train ${item.scope}`, onclick: () => act("retrain", { group, reason: reasonOf(main) }) }) : null);
     main.appendChild(h("article", { class: `queue-item sev${item.severity}`, dataset: { kind: item.kind, scope: item.scope } },
       h("div", { class: "queue-head" }, sevBadge(item.severity), h("strong", { text: item.kind }),
-        h("span", { class: "scope", text: item.scope }), h("span", { class: "count", text: `${item.count} stream${item.count === 1 ? "" : "s"}` }),
+        h("span", { class: "scope", text: item.scope }), h("span", { class: "count", text: item.scope === "fleet" ? "fleet-wide" : `${item.count} stream${item.count === 1 ? "" : "s"}` }),
         h("span", { class: "muted", text: `size ${fmt(item.size)} · tick ${item.tick ?? "–"}${item.tick_start_ds ? " · data " + item.tick_start_ds.slice(0, 10) : ""} · ${when(item.last_created_at)}` })),
       h("div", { class: "muted kind-text", text: item.kind_text }),
       h("div", { class: "message", text: item.message || "" }),
