@@ -708,7 +708,7 @@ def test_one_row_per_stream_leaves_the_frequency_pending_in_a_project():
     from mlma.data import FleetContext
 
     frame = pd.DataFrame({"unique_id": ["a", "b"], "ds": ["2024-01-01", "2024-01-01"], "y": [1.0, 2.0]})
-    with pytest.raises(DataError, match="single row"):
+    with pytest.raises(DataError, match="single row; give it, e.g. .h. or .D. \\(`--freq` of `mlma backtest`"):
         validate(frame)
     checked = validate(frame, context=FleetContext())
     assert checked.freq is None and checked.report.codes == ("frequency-pending",) and len(checked.frame) == 2

@@ -1278,7 +1278,8 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
                   f"starts (MS) or ends (ME)", streams=[stream_keys[s] for s in calendar_like])
         else:
             v.add("unknown-frequency", "error",
-                  "cannot infer the frequency: every stream has a single row; pass freq=")
+                  "cannot infer the frequency: every stream has a single row; give it, e.g. 'h' or 'D' "
+                  "(`--freq` of `mlma backtest`, `[data] freq` in mlma.toml, `freq=` in Python)")
         ValidationReport(tuple(v.findings), v.source, n, 0).raise_if_errors()
     fleet_freq = given if given is not None else Frequency(_alias_from_spec(fleet))
     if disagree.any():
