@@ -92,7 +92,7 @@ def check_train_window(model: Forecaster, ctx: ForecastContext, window_ticks: in
         return
     if isinstance(window_ticks, bool) or not isinstance(window_ticks, (int, np.integer)) or window_ticks < 1:
         raise ValueError(f"train_window_ticks must be a whole number >= 1 or None (all history), got {window_ticks!r}")
-    steps = (steps_in or (lambda ticks: ticks * ctx.horizon))(int(window_ticks))
+    steps = _steps_in(ctx, steps_in)(int(window_ticks))
     needs = math.ceil(model.min_history)
     if steps < needs:
         raise ValueError(f"train_window_ticks={window_ticks} holds at most {steps} steps of {ctx.freq!r} data, but "
@@ -110,12 +110,17 @@ def shortest_train_window(model: Forecaster, ctx: ForecastContext,
     >>> shortest_train_window(make_forecaster("ridge", ctx), ctx)
     52
     """
-    steps_in = steps_in or (lambda ticks: ticks * ctx.horizon)
+    steps_in = _steps_in(ctx, steps_in)
     needs = math.ceil(model.min_history)
     ticks = max(1, -(-needs // max(ctx.horizon, 1)))  # no tick holds more than the horizon: a lower bound
     while steps_in(ticks) < needs:
         ticks += 1
     return ticks
+
+
+def _steps_in(ctx: ForecastContext, steps_in: Callable[[int], int] | None) -> Callable[[int], int]:
+    """``steps_in``, or the default of :func:`check_train_window`: ticks of one length, ``ctx.horizon`` steps."""
+    return steps_in or (lambda ticks: ticks * ctx.horizon)
 
 
 def fitting_train_window(model: Forecaster, ctx: ForecastContext, configured: int | None, default: int | None, *,
