@@ -220,8 +220,11 @@ def test_status_quick_path_prints_what_the_store_and_live_agent_say(tmp_path, st
         assert "data kept │ all │" in " ".join(quick.split())
         cut = store.oldest_ds() + pd.Timedelta(days=1)
         store.prune(cut, by="user:test")
+        toml = project / "mlma.toml"
+        toml.write_text(toml.read_text().replace('keep = ""', 'keep = "400D"'))
         quick, full = both()
-        assert quick == full and f"data kept │ from {cut:%Y-%m-%d %H:%M} │" in " ".join(quick.split()), quick
+        assert quick == full, (quick, full)
+        assert f"data kept │ from {cut:%Y-%m-%d %H:%M} ([store] keep = '400D') │" in " ".join(quick.split()), quick
         # A tick before the first done one (a start-up that died and then moved) is not unfinished work; one
         # after the last done tick is.
         done = store.ticks()["tick"]

@@ -186,7 +186,7 @@ def test_the_cli_refuses_the_training_window_and_a_pruned_project_ticks_as_one_n
     limit = pd.Timestamp(said.split("the latest time to prune to is ")[1].strip())
     assert "give one of --keep" in ok(cli(pruned, "prune"), 2)
     assert "--before must be an ISO 8601 data time" in ok(cli(pruned, "prune", "--before", ""), 2)
-    assert "--keep must be a positive duration" in ok(cli(pruned, "prune", "--keep", "nan"), 2)
+    assert "--keep must be a whole number of days or weeks" in ok(cli(pruned, "prune", "--keep", "nan"), 2)
     assert "would delete" in ok(cli(pruned, "prune", "--keep", "40D", "--dry-run"))
     ok(cli(pruned, "prune", "--before", str(limit + pd.Timedelta(hours=1))), 2)
     # Right up to the limit: what the next ticks read is all still there.
@@ -317,6 +317,17 @@ def test_keep_prunes_after_the_ticks_once_per_new_cut_and_never_what_a_tick_read
         live.step()
         assert live.apply_retention().kept_from == end - pd.Timedelta(days=9)
         assert len(live.store.audit_log(action="prune")) == 2
+    # A window lengthened after the prune reaches before the kept data: said once, and the ticks go on.
+    toml = root / "mlma.toml"
+    toml.write_text(toml.read_text().replace("train_window_ticks = 3 ", "train_window_ticks = 15 "))
+    with LiveAgent(load_config(root), executor="inline") as live, caplog.at_level(logging.WARNING, "mlma.live"):
+        for day in (22, 23):
+            newest = live.store.newest_ds()
+            live.store.ingest_frame(fleet_frame(3, 24 * day).query("ds > @newest"), f"day {day}")
+            live.step()
+        said = [r.getMessage() for r in caplog.records if "training window starts at" in r.getMessage()]
+        assert len(said) == 1 and "before the data the store keeps" in said[0], said
+    caplog.clear()
 
     short = tmp_path / "short"
     _keep_project(short, "2D")
@@ -367,3 +378,30 @@ def test_mlma_tick_and_run_apply_keep_and_a_keep_that_cannot_work_does_not_stop_
     assert "trains on all history" in said and "stopped after 2 round(s)" in said
     with Store.open(load_config(monthly).store_url) as store:
         assert store.last_done_tick() is not None and store.kept_from() is None
+
+
+def test_a_keep_prune_stopped_part_way_is_finished_by_the_next_round(tmp_path, monkeypatch):
+    """The kept time is recorded before the rows go: a prune killed after that (SIGKILL mid-slice) left rows
+    before it, and the next round finishes them although the cut has not moved."""
+    from mlma.live import LiveAgent
+    from mlma.project import load_config
+
+    root = tmp_path / "p"
+    _keep_project(root, "10D")
+    with LiveAgent(load_config(root), executor="inline") as live:
+        live.catch_up()
+        store = live.store
+        real = store._prune_table
+
+        def killed(table, cut):
+            raise KeyboardInterrupt  # as if the process died in the first slice
+
+        monkeypatch.setattr(store, "_prune_table", killed)
+        with pytest.raises(KeyboardInterrupt):
+            live.apply_retention()
+        kept = store.kept_from()
+        assert kept is not None and store.oldest_ds() < kept
+        monkeypatch.setattr(store, "_prune_table", real)
+        report = live.apply_retention()
+        assert report is not None and report.kept_from == kept and report.rows["observations"] > 0
+        assert store.oldest_ds() == kept and live.apply_retention() is None

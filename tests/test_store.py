@@ -431,11 +431,17 @@ def test_a_backup_is_flushed_to_disk_before_its_rename_and_its_folder_after(tmp_
     with Store.create(f"sqlite:///{tmp_path / 'live.db'}") as store:
         store.ingest_frame(fleet_frame(3, 5), "x")
         events.clear()
-        copy = store.backup(tmp_path / "backup" / "copy.db")
-    folder = str((tmp_path / "backup").resolve())
-    assert [kind for kind, _ in events] == ["fsync", "rename", "fsync"], events
-    assert Path(events[0][1]).parent == Path(folder) and Path(events[0][1]).name.startswith(".copy.db.")
-    assert events[1][1] == str(copy) and events[2][1] == folder
+        copy = store.backup(tmp_path / "backup" / "daily" / "copy.db")
+        folder = str((tmp_path / "backup").resolve())
+        # The two new folders' entries (their parents), then the copy, its rename, and the folder that got it.
+        assert [kind for kind, _ in events] == ["fsync", "fsync", "fsync", "rename", "fsync"], events
+        assert [p for _, p in events[:2]] == [str(tmp_path.resolve()), folder]
+        assert Path(events[2][1]).parent == Path(folder) / "daily"
+        assert Path(events[2][1]).name.startswith(".copy.db.")
+        assert events[3][1] == str(copy) and events[4][1] == str(Path(folder) / "daily")
+        events.clear()
+        store.backup(tmp_path / "backup" / "daily" / "copy.db", overwrite=True)   # no new folder this time
+        assert [kind for kind, _ in events] == ["fsync", "rename", "fsync"], events
 
 
 # -- ticks and state ------------------------------------------------------------------------------------------

@@ -157,10 +157,17 @@ def validate_command(
 
 @app.command()
 def backtest(
-    data: Path = typer.Option(..., help="Long-format CSV or Parquet file."),
-    policies: str = typer.Option("never,periodic:7,always", help="Comma-separated policies: never, periodic:K "
-                                 "(staggered), periodic:K:sync, always, mlma, adwin, page-hinkley; settings as "
-                                 "name:key=value, e.g. mlma:alpha=0.1, adwin:delta=0.01."),
+    data: Optional[Path] = typer.Option(None, help="Long-format CSV or Parquet file (or --project)."),
+    project: Optional[Path] = typer.Option(None, "--project", help="Instead of --data: a project's own stored "
+                                           "history, replayed with its mlma.toml (clock, model, window, drivers, "
+                                           "policy) and its streams' attributes and abnormal periods."),
+    sample: Optional[int] = typer.Option(None, min=1, help="With --project: replay this many streams drawn at "
+                                         "random (seed 0), for a large fleet."),
+    policies: Optional[str] = typer.Option(None, help="Comma-separated policies: never, periodic:K "
+                                           "(staggered), periodic:K:sync, always, mlma, adwin, page-hinkley; "
+                                           "settings as name:key=value, e.g. mlma:alpha=0.1, adwin:delta=0.01; "
+                                           "with --project, 'project' is the project's own policy. Default: "
+                                           "never,periodic:7,always, or project with --project."),
     out: Path = typer.Option(Path("backtest-output"), help="Folder for summary.json, CSVs and report.html."),
     frontier: bool = typer.Option(True, help="Also run the schedules of the frontier (never, staggered "
                                   "periodic:K over a range of K, always) and give each policy its gap to it."),
@@ -171,7 +178,8 @@ def backtest(
                                               "repeat for several."),
     fit_cache: Optional[Path] = typer.Option(None, help="Folder of fitted models kept across runs: later runs "
                                              "on the same data fit only what is new."),
-    model: str = typer.Option("lightgbm", help="seasonal-naive | ridge | lightgbm | package.module:Class"),
+    model: Optional[str] = typer.Option(None, help="seasonal-naive | ridge | lightgbm | package.module:Class "
+                                        "(default lightgbm, or the project's)."),
     freq: Optional[str] = typer.Option(None, help="Frequency alias, e.g. h, 30min, D, MS (inferred)."),
     tick: Optional[str] = typer.Option(None, help="Tick length, e.g. 1D, 7D, 12MS (inferred)."),
     horizon: Optional[int] = typer.Option(None, help="Steps per tick, instead of --tick."),
@@ -201,7 +209,8 @@ def backtest(
                                  "engineer's queue, as `mlma serve --group-by` does; the labour is also counted "
                                  "in those items. '' for kind and tick only."),
 ) -> None:
-    """Replay a data set tick by tick under several re-training policies and report the results."""
+    """Replay a data set tick by tick under several re-training policies and report the results; with
+    --project, a project's own history under its settings, against the schedules at equal compute."""
     import pandas as pd
 
     from mlma.backtest import BacktestConfig, run_backtest, write_outputs
@@ -210,26 +219,56 @@ def backtest(
     from mlma.policy import expand_grid
     from mlma.simulate import read_events, read_streams
 
+    if (data is None) == (project is None):
+        _fail("give one of --data FILE or --project FOLDER (a project's own history)")
+    if project is not None:
+        given = [name for name, value in (("--freq", freq), ("--tick", tick), ("--horizon", horizon),
+                                          ("--events", events), ("--abnormal", abnormal),
+                                          ("--attributes", attributes), ("--drivers", drivers),
+                                          ("--historical-drivers", historical_drivers),
+                                          ("--event-drivers", event_drivers))
+                 if value] + [name for name, value, default in (("--id-col", id_col, "unique_id"),
+                                                                ("--time-col", time_col, "ds"),
+                                                                ("--target-col", target_col, "y"))
+                              if value != default]
+        if given:
+            _fail(f"{', '.join(given)}: with --project the data, its clock, drivers, attributes and abnormal "
+                  "periods are the project's (mlma.toml and its store)")
+    elif sample is not None:
+        _fail("--sample goes with --project (draw from a file yourself)")
     try:
-        specs = [p.strip() for p in policies.split(",") if p.strip()]
+        if project is not None:
+            history = _project_history(project, sample)
+            settings = dict(history.settings)
+            model = model or settings.pop("model")
+            settings.pop("model", None)
+            if train_window is not None:
+                settings["train_window_ticks"] = train_window
+            source, label = history.data, f"project {_project(project).root.name}"
+            truth, streams, marked = None, history.attributes, history.abnormal
+            wanted = [p.strip() for p in (policies or "project").split(",") if p.strip()]
+            specs = list(dict.fromkeys(history.policy if p == "project" else p for p in wanted))
+        else:
+            model = model or "lightgbm"
+            settings = dict(freq=freq, tick=tick, horizon=horizon, train_window_ticks=train_window,
+                            drivers=Drivers(future=drivers, historical=historical_drivers, events=event_drivers))
+            source, label = data, data.name
+            truth = pd.read_csv(events) if events else read_events(data)
+            streams = _read_attributes(attributes) if attributes is not None else read_streams(data)
+            marked = pd.read_csv(abnormal, parse_dates=["start", "end"]) if abnormal else None
+            specs = [p.strip() for p in (policies or "never,periodic:7,always").split(",") if p.strip()]
         for grid in sweep or []:
             specs += [spec for spec in expand_grid(grid) if spec not in specs]
-        config = BacktestConfig(policies=specs, model=model,
-                                freq=freq, tick=tick, horizon=horizon, train_window_ticks=train_window,
-                                initial_ticks=initial_ticks, executor=executor, title=f"backtest of {data.name}",
-                                frontier=frontier, bootstrap=bootstrap, fit_cache=fit_cache,
-                                drivers=Drivers(future=drivers, historical=historical_drivers,
-                                                events=event_drivers), group_by=group_by.strip() or None)
-        truth = pd.read_csv(events) if events else read_events(data)
-        streams = _read_attributes(attributes) if attributes is not None else read_streams(data)
+        config = BacktestConfig(policies=specs, model=model, initial_ticks=initial_ticks, executor=executor,
+                                title=f"backtest of {label}", frontier=frontier, bootstrap=bootstrap,
+                                fit_cache=fit_cache, group_by=group_by.strip() or None, **settings)
         started = time.perf_counter()
-        marked = pd.read_csv(abnormal, parse_dates=["start", "end"]) if abnormal else None
-        result = run_backtest(data, config, events=truth, abnormal=marked, attributes=streams, progress=True,
+        result = run_backtest(source, config, events=truth, abnormal=marked, attributes=streams, progress=True,
                               id_col=id_col, time_col=time_col, target_col=target_col)
     except (DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     write_outputs(result, out)
-    print_summary(result, title=f"{data.name}: {result.config['n_streams']:,} streams, model {model}")
+    print_summary(result, title=f"{label}: {result.config['n_streams']:,} streams, model {model}")
     fell_back = result.config["fits_fell_back"]
     if fell_back:
         fits = result.config["fits_done"] + result.config["fits_from_cache"]
@@ -239,6 +278,18 @@ def backtest(
     cached = (f", {result.config['fits_from_cache']:,} from the fit cache" if fit_cache is not None else "")
     console.print(f"done in {time.perf_counter() - started:.1f} s ({result.config['fits_done']:,} fits{cached}); "
                   f"wrote {out}/summary.json and {out}/report.html")
+
+
+def _project_history(project: Path, sample: Optional[int]):
+    """``mlma backtest --project``'s input: the project's history and settings (:meth:`LiveAgent.history`)."""
+    from mlma.live import LiveAgent, NotReady
+    from mlma.project import ConfigError
+
+    try:
+        with LiveAgent(_project(project), executor="inline") as live:
+            return live.history(sample=sample)
+    except (NotReady, ConfigError) as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -609,7 +660,8 @@ def status(
                      f"{states[0][0]} (docs/operations.md)")
         table.add_row("saved states", text)
     keep = f" ([store] keep = {config.store.keep!r})" if config.store.keep.strip() else ""
-    table.add_row("data kept", ("all" if view.kept_from is None else f"from {view.kept_from:%Y-%m-%d %H:%M}") + keep)
+    table.add_row("data kept", escape(("all" if view.kept_from is None else f"from {view.kept_from:%Y-%m-%d %H:%M}")
+                                      + keep))
     table.add_row("open escalations", f"{view.open_escalations:,}")
     table.add_row("tick lock", "free" if view.lock is None else f"held by {view.lock[0]} until "
                                                                  f"{view.lock[1]:%H:%M:%S} UTC")
@@ -713,14 +765,11 @@ def tick(
 
     try:
         with LiveAgent(config, executor=executor) as live:
-            try:
-                if all_due:
-                    live.catch_up(on_tick=progress, allow_no_data=allow)
-                else:
-                    progress(live.step(allow_no_data=allow))
-            finally:
-                if ran:
-                    _apply_retention(live)
+            if all_due:
+                live.catch_up(on_tick=progress, allow_no_data=allow)
+            else:
+                progress(live.step(allow_no_data=allow))
+            _apply_retention(live)  # only after ticks that ran to the end: not after an error or Ctrl-C
     except TickHeld as exc:
         console.print(f"[yellow]{exc}[/yellow]" + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
         raise typer.Exit(code=5)
@@ -739,8 +788,8 @@ def tick(
 
 def _apply_retention(live, said: set[str] | None = None) -> None:
     """``[store] keep`` after the ticks of ``mlma tick`` and each round of ``mlma run``: print what a prune
-    deleted, or why none could run (each reason once in ``said``). Never an exit code of its own: the ticks
-    committed, and the next round or tick tries again."""
+    deleted, or why none could run (each reason once in ``said`` until a round succeeds again). Never an exit
+    code of its own: the ticks committed, and the next round or tick tries again."""
     from rich.markup import escape
 
     try:
@@ -752,6 +801,8 @@ def _apply_retention(live, said: set[str] | None = None) -> None:
         if said is not None:
             said.add(text)
         return
+    if said is not None:
+        said.clear()  # a failure that comes back later is said again
     if report is not None:
         console.print(f"retention: {escape(str(report))}")
 
@@ -827,7 +878,8 @@ def run(
                 _fail(f"{exc}; mend mlma.toml and start the service again")
             except Exception as exc:  # noqa: BLE001 - a service logs the failure and tries again next round
                 console.print(f"[red]tick failed: {type(exc).__name__}: {escape(str(exc))}[/red]")
-            _apply_retention(live, said=retention_said)
+            if not stopping["now"]:  # a stop (SIGTERM) waits for no prune
+                _apply_retention(live, said=retention_said)
             if iterations is not None and rounds >= iterations:
                 break
             deadline = time.monotonic() + interval
@@ -959,7 +1011,7 @@ def prune(
         except ValueError as exc:
             _fail(str(exc))
         if span is None:
-            _fail(f"--keep must be a positive duration such as 400D or 13W, got {keep!r}")
+            _fail(f"--keep must be a whole number of days or weeks such as 400D or 13W, got {keep!r}")
     else:
         try:
             cut = pd.Timestamp(before)

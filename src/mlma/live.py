@@ -178,6 +178,8 @@ class LiveAgent:
         self._champions_agree: tuple[str, int] | None = None
         #: ``[store] keep`` was found shorter than what the ticks read (said once: see apply_retention).
         self._retention_capped = False
+        #: The training window was found reaching before the kept data (said once: see _warn_if_pruned_into).
+        self._pruned_window_said = False
 
     # -- the clock ------------------------------------------------------------------------------------------
     def timing(self) -> TickClock:
@@ -533,6 +535,7 @@ class LiveAgent:
         n = len(names)
         window = self._train_window(timing)
         base, boundaries, lo = self._training_span(k, start, timing)
+        self._warn_if_pruned_into(lo)
         drivers = cfg.drivers()
         fleet = self._window_fleet(freq.alias, boundaries, base, lo, k, names, drivers)
         fleet.mark_abnormal(self._abnormal_periods())
@@ -1138,7 +1141,8 @@ class LiveAgent:
         but never what a tick still reads (:meth:`earliest_prune_time`: the store then keeps more than
         ``keep``, said once in the log). Returns the :class:`~mlma.store.records.PruneReport`, or None when
         nothing is to go: no ``keep``, no tick yet, a window still at the first tick, or nothing new since the
-        last prune (no audit entry then). :class:`ConfigError` when the model trains on all history."""
+        last prune (no audit entry then; a prune stopped part way, whose observations before the kept time are
+        still there, is finished). :class:`ConfigError` when the model trains on all history."""
         keep = self.config.retention()
         if keep is None:
             return None
@@ -1156,13 +1160,85 @@ class LiveAgent:
             before = limit
         kept = self.store.kept_from()
         if kept is not None and before <= kept:
-            return None
+            oldest = self.store.oldest_ds()
+            if oldest is None or oldest >= kept:
+                return None
+            before = kept  # a prune stopped part way (the kept time is recorded first) is finished now
         return self.store.prune(before, by="agent", reason=f"[store] keep = {self.config.store.keep!r}")
+
+    def _warn_if_pruned_into(self, window_start: pd.Timestamp | None) -> None:
+        """Say once per process when the training window reaches before the data the store keeps (a window
+        lengthened after a prune): the models then train on less history than the window asks for."""
+        if self._pruned_window_said:
+            return
+        kept = self.store.kept_from()
+        if kept is not None and (window_start is None or window_start < kept):
+            log.warning("the training window starts at %s, before the data the store keeps (pruned before %s): "
+                        "the models train on the data from %s on", "the first tick" if window_start is None
+                        else window_start, kept, kept)
+            self._pruned_window_said = True
 
     def _last_tick_end(self) -> pd.Timestamp:
         """The data time at which the last done tick ends (there must be one)."""
         done = self.store.last_done_tick()
         return self.timing().boundaries(done, done + 1)[1]
+
+    # -- the project's history, for a backtest ---------------------------------------------------------------
+    def history(self, *, sample: int | None = None, seed: int = 0) -> ProjectHistory:
+        """The stored history and the project's settings as :func:`mlma.backtest.run_backtest` replays them
+        (``mlma backtest --project``): would a schedule have done better on this fleet at equal compute?
+
+        The observations (as the store keeps them: a pruned store replays what is left) with the values in force
+        of the declared drivers; the streams' attributes (the queue's groups) and the active abnormal periods;
+        the clock, model (with ``[model] holidays``), training window and drivers of ``mlma.toml``, and its policy
+        with the ``[monitor]`` settings. Per-stream overrides (``mlma set-params``), pins and the actions people
+        took are not replayed. ``sample``: that many streams drawn at random (``seed``), for a large fleet.
+        """
+        from mlma.models.factory import available_models
+
+        store, cfg = self.store, self.config
+        timing = self.timing()
+        frame = store.observations(with_ids=True)
+        if frame.empty:
+            raise NotReady("the store has no observations yet: run `mlma ingest FILE` first")
+        names = sorted({str(u) for u in frame["unique_id"].unique()})
+        if sample is not None:
+            if sample < 1:
+                raise ValueError(f"sample must be a number of streams >= 1, got {sample}")
+            if sample < len(names):
+                chosen = set(np.random.default_rng(seed).choice(names, size=sample, replace=False).tolist())
+                frame = frame[frame["unique_id"].isin(chosen)]
+                names = sorted(chosen)
+        drivers = cfg.drivers()
+        declared = list(dict.fromkeys([*drivers.future, *drivers.historical]))
+        if declared:
+            values = store.driver_values(declared)
+            frame = frame.merge(values, on=["stream_id", "ds"], how="left")
+        data = frame.drop(columns="stream_id").reset_index(drop=True)
+        streams = store.streams(("unique_id", "attributes"))
+        streams = streams[streams["unique_id"].isin(names)]
+        rows = [{"unique_id": u, **a} for u, a in zip(streams["unique_id"], streams["attributes"]) if a]
+        attributes = pd.DataFrame(rows) if rows else None
+        abnormal = self._abnormal_periods()
+        abnormal = abnormal[abnormal["unique_id"].isna() | abnormal["unique_id"].isin(names)]
+        model = cfg.model.spec.strip()
+        if cfg.model.holidays:
+            if model.partition(":")[0].lower().replace("_", "-") not in available_models():
+                raise ConfigError(f"{cfg.root / CONFIG_NAME}: [model] holidays = {cfg.model.holidays!r} is given to "
+                                  f"the built-in models in a backtest, not to {model!r}; backtest without it, or "
+                                  "with --model")
+            model = f"{model}:holidays={cfg.model.holidays}"
+        # The policy as a spec of its own: the [monitor] settings that differ from mlma's defaults written in it,
+        # so that the backtest's tables name what the project runs ("mlma:budget=0.05"), beside plain "mlma".
+        defaults = ProjectConfig(root=cfg.root).policy_params()
+        own = {key: value for key, value in cfg.monitor_settings().items() if value != defaults[key]}
+        policy = cfg.agent.policy.strip() + "".join(
+            f":{key}={'none' if value is None else value}" for key, value in own.items())
+        return ProjectHistory(
+            data=data, attributes=attributes, abnormal=abnormal.reset_index(drop=True),
+            settings=dict(model=model, freq=timing.frequency.alias, tick=timing.tick,
+                          train_window_ticks=cfg.model.train_window_ticks or None, drivers=drivers),
+            policy=policy)
 
     # -- exports --------------------------------------------------------------------------------------------
     def forecasts(self) -> pd.DataFrame:
@@ -1171,6 +1247,32 @@ class LiveAgent:
         if tick is None:
             raise NotReady("no tick has run yet: run `mlma tick` first")
         return self.store.forecasts(tick)
+
+
+@dataclass(frozen=True)
+class ProjectHistory:
+    """A project's stored history and settings, as a backtest replays them (:meth:`LiveAgent.history`).
+
+    Attributes
+    ----------
+    data
+        ``unique_id, ds, y`` and a column per declared driver (its values in force), long format.
+    attributes, abnormal
+        The streams' attributes (``unique_id`` and one column each; None without any) and the active abnormal
+        periods (``unique_id`` (None: the fleet), ``start``, ``end``).
+    settings
+        :class:`mlma.backtest.BacktestConfig` keywords from ``mlma.toml`` and the clock: ``model``, ``freq``,
+        ``tick``, ``train_window_ticks``, ``drivers``.
+    policy
+        ``[agent] policy`` as a spec with the ``[monitor]`` settings that differ from the defaults
+        (``"mlma:budget=0.05"``).
+    """
+
+    data: pd.DataFrame
+    attributes: pd.DataFrame | None
+    abnormal: pd.DataFrame
+    settings: dict
+    policy: str
 
 
 def open_agent(config: ProjectConfig, *, executor=None, stopping=lambda: False, first_delay: float = 1.0,

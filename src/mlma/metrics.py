@@ -142,7 +142,8 @@ def _families(facts: StoreCounts) -> Iterator[Metric]:
                               value=float(attempts))
     # Every attempt ends done, failed or is still running; so these are the attempts that failed or crashed.
     failed = attempts - ticks.get("done", (0, 0))[0] - ticks.get("running", (0, 0))[0]
-    yield CounterMetricFamily("mlma_tick_failures", "Tick attempts that failed or crashed.",
+    yield CounterMetricFamily("mlma_tick_failures", "Tick attempts that failed or crashed (a crash counts once "
+                                                    "its tick is marked failed).",
                               value=float(max(failed, 0)))
 
     lock = GaugeMetricFamily("mlma_tick_lock_held", "1 while an agent holds an unexpired tick lock.",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -252,23 +253,27 @@ def parse_keep(text: str, what: str = "keep"):
 
     >>> parse_keep("400D"), parse_keep("")
     (Timedelta('400 days 00:00:00'), None)
-    >>> parse_keep("1 year", "[store] keep")
+    >>> parse_keep("13 weeks"), parse_keep("90d")
+    (Timedelta('91 days 00:00:00'), Timedelta('90 days 00:00:00'))
+    >>> parse_keep("400", "[store] keep")
     Traceback (most recent call last):
     ...
-    ValueError: [store] keep must be a positive duration in days or weeks such as 400D or 13W (months and years have no fixed length), got '1 year'
+    ValueError: [store] keep must be a whole number of days or weeks such as 400D or 13W (months and years have no fixed length), got '400'
     """
     import pandas as pd
 
     if not text.strip():
         return None
-    try:
-        span = pd.Timedelta(text.strip())
-    except ValueError:
-        span = pd.NaT
-    if pd.isna(span) or span <= pd.Timedelta(0):
-        raise ValueError(f"{what} must be a positive duration in days or weeks such as 400D or 13W (months and "
-                         f"years have no fixed length), got {text!r}")
-    return span
+    # Days or weeks only: a bare "400" is 400 nanoseconds to pandas and "6m" six minutes (meant as months),
+    # either of which would prune the store down to what the ticks read.
+    match = _KEEP.match(text)
+    if match is None or int(match["n"]) < 1:
+        raise ValueError(f"{what} must be a whole number of days or weeks such as 400D or 13W (months and years "
+                         f"have no fixed length), got {text!r}")
+    return pd.Timedelta(days=int(match["n"]) * (7 if match["unit"][0].lower() == "w" else 1))
+
+
+_KEEP = re.compile(r"^\s*(?P<n>\d+)\s*(?P<unit>d|days?|w|weeks?)\s*$", re.IGNORECASE)
 
 
 def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig:
@@ -438,9 +443,11 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
         raise ConfigError(f"{path}: {exc}") from None
     # An empty value would make the project folder itself the artifact store (`mlma gc` sweeping it): a
     # template variable left blank, not a choice.
-    if not config.store.artifacts.strip():
-        raise ConfigError(f"{path}: [store] artifacts must name a folder for the model files (relative to the "
-                          f"project folder, or absolute), got {config.store.artifacts!r}")
+    if not config.store.artifacts.strip() or config.artifacts_dir.resolve() == config.root.resolve():
+        raise ConfigError(f"{path}: [store] artifacts must name a folder for the model files other than the "
+                          f"project folder itself (relative to it, or absolute; the default is 'artifacts'), got "
+                          f"{config.store.artifacts!r}; a project that kept its model files there: move its "
+                          "two-letter folders into that folder")
 
 
 def init_project(root: str | Path, *, db: str | None = None, model: str = "lightgbm") -> ProjectConfig:

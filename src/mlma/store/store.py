@@ -639,11 +639,12 @@ class Store:
             return report
         with self._write() as conn:
             now = self._now(conn)
-            kept = conn.execute(sa.select(S.retention.c.kept_from)).scalar()
-            if kept is None:
-                conn.execute(sa.insert(S.retention).values(id=1, kept_from=cut, set_at=now, set_by=by))
-            elif pd.Timestamp(kept) < before:
-                conn.execute(sa.update(S.retention).values(kept_from=cut, set_at=now, set_by=by))
+            # Only ever later, also when two agents prune at once: the comparison is the update's own, and the
+            # first prune's row is inserted by one of them.
+            conn.execute(self._insert(S.retention).values(id=1, kept_from=cut, set_at=now, set_by=by)
+                         .on_conflict_do_nothing(index_elements=[S.retention.c.id]))
+            conn.execute(sa.update(S.retention).where(S.retention.c.kept_from < cut)
+                         .values(kept_from=cut, set_at=now, set_by=by))
             self._audit(conn, now, by, "prune", "store", {"before": str(before), "through_tick": through,
                                                           "rows": rows}, reason)
         for table in (obs, drv, rev):
@@ -1910,7 +1911,10 @@ class Store:
             raise IsADirectoryError(f"{destination} is a folder; give the backup's file name")
         if destination.exists() and not overwrite:
             raise FileExistsError(f"{destination} exists already; choose a new file")
+        made = [folder for folder in (destination.parent, *destination.parent.parents) if not folder.exists()]
         destination.parent.mkdir(parents=True, exist_ok=True)
+        for folder in reversed(made):  # the new folders' own entries, or the backup goes with them in a power cut
+            durable.fsync_dir(folder.parent)
         fd, partial = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".partial", dir=destination.parent)
         os.close(fd)
         try:
