@@ -126,8 +126,10 @@ def test_pin_unpin_streams_and_a_group_with_until(project):
 def test_retrain_reset_reference_approve_reject_are_queued(project):
     _, fleet = project
     uid = fleet.unique_ids[3]
-    assert "1 queued for the next tick" in run(project, "retrain", uid, "--direct").output
-    run(project, "retrain", "--group", "city=c01", "--reason", "new depot")
+    said = run(project, "retrain", uid, "--direct").output
+    assert "1 queued for the next tick; direct [audit #" in said, said
+    said = run(project, "retrain", "--group", "city=c01", "--reason", "new depot").output
+    assert "queued for the next tick [audit #" in said and "False" not in said, said
     run(project, "reset-reference", uid, "--rebase")
     assert last_audit(project)["action"] == "rebase-reference"
     run(project, "reset-reference", uid)
@@ -265,6 +267,7 @@ def test_dates_out_of_range_or_in_the_past_and_ids_beyond_64_bits_are_refused(pr
     (("retrain", "--group", "city"), "key=value"),
     (("retrain", "--group", "city=atlantis"), "no stream has the attributes"),
     (("promote", "zone-0001", "9"), "no model version 9"),
+    (("rollback", "no-such-zone"), "error: unknown stream 'no-such-zone'\n"),
     (("ack", "987654"), "no escalation"),
 ])
 def test_bad_input_exits_2_with_the_reason(project, args, message):

@@ -228,6 +228,17 @@ def test_a_port_out_of_range_is_refused_by_the_option(project):
 
 
 
+def test_text_with_square_brackets_is_printed_as_it_is_not_taken_for_styles(project):
+    """A reason like "[red]holiday[/red] and [store] note", the audit suffix "[audit #N]" and an error naming
+    "[store] artifacts" are what people and the store wrote; the terminal's styling must not eat them."""
+    reason = "[red]holiday[/red] and [store] note"
+    pinned = cli(project, "pin", "c00-z00", "--reason", reason, "--by", "ana")
+    assert pinned.returncode == 0 and re.search(r"\[audit #\d+\]", pinned.stdout), pinned.stdout
+    audit = cli(project, "audit")
+    assert reason in said(audit), said(audit)
+    refused(cli(project, "pin", "[bold]zone[/bold]"), "unknown stream '[bold]zone[/bold]'")
+
+
 def test_silence_names_what_is_wrong_with_its_duration(project):
     with Store.open(load_config(project).store_url) as store:
         store.add_escalations([Escalation(0, 27, "silent", 2, "no data")], tick=27)

@@ -316,7 +316,7 @@ class Operations:
         try:
             version = registry.rollback(stream, to_version, by=check_actor(by), reason=reason)
         except KeyError as exc:
-            raise ActionError(str(exc).strip("'\"")) from None
+            raise ActionError(str(exc.args[0]) if exc.args else str(exc)) from None
         except (ValueError, StoreError) as exc:  # StoreError: the version's artifact does not verify
             raise ActionError(str(exc)) from None
         return ActionResult("rollback", [self.store.unique_ids([self.store.resolve(stream)])[0]], changed=1,
@@ -329,7 +329,7 @@ class Operations:
         try:
             registry.promote(stream, version, by=check_actor(by), reason=reason)
         except KeyError as exc:
-            raise ActionError(str(exc).strip("'\"")) from None
+            raise ActionError(str(exc.args[0]) if exc.args else str(exc)) from None
         except StoreError as exc:  # the version's artifact does not verify
             raise ActionError(str(exc)) from None
         return ActionResult("promote", [self.store.unique_ids([self.store.resolve(stream)])[0]], changed=1,

@@ -601,7 +601,7 @@ def _parse_unique_dates(values: pd.Index) -> tuple[np.ndarray, str | None]:
         if best is not None:
             if best.tz is not None:
                 note = note or (f"time zone {best.tz} converted to UTC" if str(best.tz) != "UTC"
-                                else "UTC timestamps made tz-naive")
+                                else "already in UTC")
                 best = best.tz_convert("UTC").tz_localize(None)
             best = best.where((best >= pd.Timestamp.min) & (best <= pd.Timestamp.max))
             out[is_text] = np.asarray(best.as_unit("ns").asi8)

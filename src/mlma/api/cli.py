@@ -19,9 +19,12 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-console = Console()
+# Text from people and the store (reasons, messages, stream ids, "[store] keep") is printed as it is: markup is
+# off, and the few styled lines ask for it themselves with their variable parts escaped.
+console = Console(markup=False)
 if not console.is_terminal:
     console.width = 140
 
@@ -31,7 +34,7 @@ GROUP_HELP = "Act on every stream with this attribute, e.g. --group city=Berlin 
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code=2)
 
 
@@ -107,7 +110,8 @@ def _run(project: Optional[Path], call) -> None:
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     what = f"{len(names)} stream{'s' if len(names) != 1 else ''} ({shown})" if names else f"{result.changed} item(s)"
     extra = f"; {result.queued} queued for the next tick" if result.queued else ""
-    detail = "".join(f"; {k} {v}" for k, v in result.detail.items())
+    # A flag reads as its name when set ("; direct") and not at all when not.
+    detail = "".join(f"; {k}" if v is True else "" if v is False else f"; {k} {v}" for k, v in result.detail.items())
     audit = f" [audit #{result.audit_id}]" if result.audit_id is not None else ""
     console.print(f"{result.action}: {what}{extra}{detail}{audit}", highlight=False)
 
@@ -157,7 +161,8 @@ def serve(
     app = create_app(config, group_by=group_by or None, public_metrics=public_metrics, secure_cookies=secure_cookies,
                      max_body_bytes=max(1024, int(max_body_mb * 1024 * 1024)))
     if not list_tokens(app.state.mlma.store):
-        console.print("no API token yet: create one with [bold]mlma token create NAME --role admin[/]", highlight=False)
+        console.print("no API token yet: create one with [bold]mlma token create NAME --role admin[/]", highlight=False,
+                      markup=True)
     console.print(f"mlma dashboard on http://{host}:{port}/ (project {config.root}, store {config.store_url})",
                   highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="info")
