@@ -169,6 +169,21 @@ def test_init_refuses_what_cannot_work_and_leaves_nothing_behind(tmp_path):
     assert run("init", str(tmp_path / "nixtla"), "--model", "mlforecast").returncode == 0
 
 
+def test_init_on_a_store_that_holds_a_project_is_refused_unless_attached(project, tmp_path):
+    """`mlma init q --db <p's store>` would share and change p's fleet, and q's failed ticks would reach p's
+    queue: refused, naming what the store holds; `--attach` is the way to a second front of the same project."""
+    url = load_config(project).store_url
+    with Store.open(url) as store:
+        before = (len(store.streams()), len(store.ticks()), len(store.audit_log()))
+    refused(run("init", str(tmp_path / "q"), "--db", url, "--model", "seasonal-naive"),
+            f"the store {url} already holds a project (4 streams, 1 tick)", "--attach")
+    assert not (tmp_path / "q").exists()
+    with Store.open(url) as store:
+        assert (len(store.streams()), len(store.ticks()), len(store.audit_log())) == before
+    attached = run("init", str(tmp_path / "q"), "--db", url, "--model", "seasonal-naive", "--attach")
+    assert attached.returncode == 0 and load_config(tmp_path / "q").store_url == url, said(attached)
+
+
 def test_validate_and_ingest_name_the_file_they_cannot_read(project, fleet, tmp_path):
     text = tmp_path / "text.parquet"
     text.write_text("this is not parquet\n")

@@ -626,6 +626,15 @@ def test_a_stream_named_with_spaces_around_it_resolves_as_its_file_ids_do(store)
         Operations(store).select([" zone-2"])
 
 
+def test_a_store_says_whether_it_holds_a_project(store):
+    assert store.holds_a_project() is None
+    store.stream_ids(["a"])
+    assert store.holds_a_project() == "1 stream, 0 ticks"
+    store.write_tick(TickRecord(0))
+    store.stream_ids(["b"])
+    assert store.holds_a_project() == "2 streams, 1 tick"
+
+
 def test_verdicts_and_forecasts_may_come_as_frames(store):
     store.stream_ids(["a", "b", "c"])
     verdicts = pd.DataFrame({"stream_id": [2, 0], "verdict": [int(Verdict.NO_DATA), int(Verdict.COLD)]})

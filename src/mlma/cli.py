@@ -378,8 +378,11 @@ def init(
                                               "models:/NAME/VERSION or models:/NAME@ALIAS (docs/mlflow.md)."),
     mlflow_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI for --from-mlflow; the project "
                                              "mirrors its registry there too."),
+    attach: bool = typer.Option(False, "--attach", help="The --db store already holds a project: make this folder "
+                                "another front of it (a second machine), instead of refusing."),
 ) -> None:
-    """Create a project: a validated mlma.toml and an up-to-date store."""
+    """Create a project: a validated mlma.toml and an up-to-date store (refused on a store that already holds a
+    project, unless --attach)."""
     from mlma.project import CONFIG_NAME, ConfigError, init_project
 
     if from_mlflow is not None and mlflow_uri is None:
@@ -398,7 +401,7 @@ def init(
             _fail(str(exc))
         model = f"pickle:{path}"
     try:
-        config = init_project(folder, db=db, model=model)
+        config = init_project(folder, db=db, model=model, attach=attach)
         if mlflow_uri is not None:
             config_file = config.root / CONFIG_NAME
             text = config_file.read_text()

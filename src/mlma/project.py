@@ -450,8 +450,15 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
                           "two-letter folders into that folder")
 
 
-def init_project(root: str | Path, *, db: str | None = None, model: str = "lightgbm") -> ProjectConfig:
-    """Create a project folder with ``mlma.toml`` and an up-to-date store; refuses to overwrite one."""
+def init_project(root: str | Path, *, db: str | None = None, model: str = "lightgbm",
+                 attach: bool = False) -> ProjectConfig:
+    """Create a project folder with ``mlma.toml`` and an up-to-date store; refuses to overwrite one.
+
+    A store (``db``) that already holds a project's data (streams or ticks) is refused: a second folder on it
+    would share and change that fleet, and its failures would reach that project's queue. ``attach=True``
+    makes the folder another front of the same project (a second machine, docs/cluster.md): then give it the
+    same ``[model]``, ``[data]`` and ``[monitor]`` settings and artifacts folder as the first.
+    """
     from mlma.models import ForecastContext, make_forecaster
     from mlma.store import Store
 
@@ -483,7 +490,13 @@ def init_project(root: str | Path, *, db: str | None = None, model: str = "light
         config = load_config(root)
         artifacts = None if config.artifacts_dir.exists() else config.artifacts_dir
         _private_dir(config.artifacts_dir)
-        Store.create(config.store_url).close()
+        with Store.create(config.store_url) as store:
+            held = None if attach else store.holds_a_project()
+        if held:
+            raise ConfigError(f"the store {config.store_url} already holds a project ({held}); a new project needs "
+                              "a store of its own (another database, or another schema: "
+                              "?options=-csearch_path%3DNAME), or pass --attach to make this folder another front "
+                              "of that project (docs/cluster.md)")
     except Exception as exc:
         # Nothing half-made stays behind: a retry with a mended --db must not find "a project" here.
         path.unlink()

@@ -589,6 +589,16 @@ class Store:
             conn.execute(sa.insert(c).values(name=kind, value=1))  # a row deleted by hand: counting starts again
 
     # -- what the store keeps ----------------------------------------------------------------------------
+    def holds_a_project(self) -> str | None:
+        """What of a project this store holds (``"4 streams, 12 ticks"``), or None for an empty store: a new
+        project folder must not take over another's store unknowingly (:func:`mlma.project.init_project`)."""
+        with self._read() as conn:
+            streams = conn.execute(sa.select(sa.func.count()).select_from(S.streams)).scalar_one()
+            ticks = conn.execute(sa.select(sa.func.count()).select_from(S.ticks)).scalar_one()
+        if not streams and not ticks:
+            return None
+        return f"{streams:,} stream{'s' if streams != 1 else ''}, {ticks:,} tick{'s' if ticks != 1 else ''}"
+
     def kept_from(self) -> pd.Timestamp | None:
         """The data time before which the store was pruned (:meth:`prune`), or None: it keeps everything."""
         with self._read() as conn:
