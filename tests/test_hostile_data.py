@@ -330,6 +330,39 @@ def test_a_file_mixing_naive_and_offset_timestamps_is_refused(project, fleet):
     carries_on(project, fleet, HISTORY_DAYS)
 
 
+def test_a_file_of_the_other_kind_of_timestamps_than_the_projects_is_refused(project, fleet, tmp_path):
+    """A project fed tz-naive timestamps is on its files' local clock: a file with offsets, converted to UTC,
+    would be shifted by them; a project fed offsets is kept in UTC: a file of local times read as UTC would be
+    shifted by their offset (a sensor's Melbourne wall-clock file moved 11 hours). Both are refused whole."""
+    nxt = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1).copy()
+    zoned = nxt.assign(ds=(nxt["ds"] - pd.Timedelta(hours=1)).dt.strftime("%Y-%m-%dT%H:%M:%S-01:00"))
+    before = snapshot(project)
+    done = cli(project, "ingest", str(write_csv(zoned, tmp_path / "zoned.csv")))
+    said = " ".join(done.stdout.split())
+    assert done.returncode == 2 and "carry time zones, but this project's are tz-naive" in said, said
+    assert "nothing was written" in said and snapshot(project) == before
+    carries_on(project, fleet, HISTORY_DAYS)
+
+    utc = make_project(tmp_path / "utc")
+    history = days(fleet, 0, HISTORY_DAYS).copy()
+    history["ds"] = history["ds"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert cli(utc, "ingest", str(write_csv(history, tmp_path / "history-z.csv"))).returncode == 0
+    local = nxt.assign(ds=(nxt["ds"] + pd.Timedelta(hours=11)).dt.strftime("%Y-%m-%d %H:%M:%S"))
+    with Store.open(load_config(utc).store_url) as store:
+        assert store.time_zones() == "zoned"
+        rows = len(store.observations())
+    done = cli(utc, "ingest", str(write_csv(local, tmp_path / "local.csv")))
+    said = " ".join(done.stdout.split())
+    assert done.returncode == 2 and "carry no time zone, but this project's came with time zones" in said, said
+    plan = write_csv(local[["unique_id", "ds"]].assign(temperature=1.0), tmp_path / "plan.csv")
+    done = cli(utc, "ingest", "--future", str(plan))
+    assert done.returncode == 2 and "carries no time zone" in " ".join(done.stdout.split()), done.stdout
+    with Store.open(load_config(utc).store_url) as store:
+        assert len(store.observations()) == rows
+    nxt_z = nxt.assign(ds=nxt["ds"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    assert cli(utc, "ingest", str(write_csv(nxt_z, tmp_path / "next-z.csv"))).returncode == 0
+
+
 # -- issue 12: a daily panel fed one day per file ---------------------------------------------------------------------
 def test_a_daily_panel_fed_one_day_per_file_ingests_and_ticks_with_no_settings(tmp_path):
     root = tmp_path / "daily"

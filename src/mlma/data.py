@@ -1190,6 +1190,8 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
         ValidationReport(tuple(v.findings), v.source, n, 0).raise_if_errors()
     if tz_note is not None:
         _check_timezone_mix(v, df[TIME], ~ds_bad)
+    if context is not None and (~ds_bad).any():
+        _check_time_zones_match(v, context.time_zones, tz_note is not None)
     bad = np.flatnonzero(ds_bad & alive)
     raw_ds = df[TIME]
     v.bad_rows("unparsable-date", bad, keys[codes[bad]].to_numpy() if len(bad) else None,
@@ -1715,6 +1717,10 @@ class FleetContext:
         The time before which the project was pruned (``Store.kept_from``): older rows are dropped.
     verbatim_ids
         Ids with spaces around them that the project already holds as they are: not stripped.
+    time_zones
+        How the project's timestamps came (``Store.time_zones``): ``"zoned"`` (with time zones or offsets, kept
+        in UTC), ``"naive"`` (on the local clock of its first files), or None (no data yet). A file of the other
+        kind is refused whole: converting or not converting it would shift it by its offset.
     """
 
     freq: Frequency | None = None
@@ -1727,6 +1733,7 @@ class FleetContext:
     n_streams: int = 0
     kept_from: pd.Timestamp | None = None
     verbatim_ids: frozenset[str] = frozenset()
+    time_zones: str | None = None
 
 
 _OFFSET_AT_END = r":\d{2}(?::\d{2})?(?:[.,]\d+)?\s*(?:[Zz]|UTC|GMT|[+-]\d{2}(?::?\d{2})?)$"
@@ -1762,6 +1769,20 @@ def _check_timezone_mix(v: _Validator, column: pd.Series, parsed: np.ndarray) ->
           f"naive ones are on cannot be guessed: give every timestamp an offset, or none",
           n_rows=len(naive_pos), column=TIME, positions=naive_pos,
           examples=[v.example(p, None, f"ds={column.iloc[p]!r}") for p in naive_pos[:_MAX_EXAMPLES]])
+
+
+def _check_time_zones_match(v: _Validator, project: str | None, zoned: bool) -> None:
+    """Refuse a file whose timestamps are not of the project's kind (:attr:`FleetContext.time_zones`)."""
+    if project == "zoned" and not zoned:
+        v.add("timezone-mismatch", "error",
+              "the ds timestamps carry no time zone, but this project's came with time zones and are kept in UTC: "
+              "give each timestamp its offset (2025-02-03T14:00:00+01:00, or Z for UTC); read as UTC, local times "
+              "would be shifted by their offset", column=TIME)
+    elif project == "naive" and zoned:
+        v.add("timezone-mismatch", "error",
+              "the ds timestamps carry time zones, but this project's are tz-naive, on the clock of its first "
+              "files: give tz-naive timestamps on that clock; converted to UTC, they would be shifted by their "
+              "offset", column=TIME)
 
 
 def _check_against_context(v: _Validator, context: FleetContext, df: pd.DataFrame, alive: np.ndarray,
@@ -1964,15 +1985,15 @@ def infer_frequency(df: pd.DataFrame) -> Frequency:
 
 # -- values of drivers known in advance ----------------------------------------------------------------------
 def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, target_col: str = TARGET,
-                        verbatim_ids: frozenset[str] = frozenset(), zones_to_utc: bool = False) -> pd.DataFrame:
+                        verbatim_ids: frozenset[str] = frozenset(), time_zones: str | None = None) -> pd.DataFrame:
     """Read and check a file (or frame) of driver values known in advance, for ``mlma ingest --future``.
 
     The rows carry ``unique_id``, ``ds`` and one numeric column per driver (a weather forecast, a planned
     campaign flag, a price), and no target: these timestamps have not happened yet. Empty cells are allowed
     (a value not known for that timestamp: the forecast then uses the documented fallback, see
-    docs/data.md). Timestamps with time zones are refused, unless ``zones_to_utc`` (the project's actuals
-    carried zones and were converted to UTC: :meth:`mlma.store.Store.ingest_future` knows): then they are
-    converted the same way, the note in ``attrs["timezone_note"]``.
+    docs/data.md). Their timestamps must be of the project's kind (``time_zones``, as
+    :attr:`FleetContext.time_zones`; :meth:`mlma.store.Store.ingest_future` knows it): with time zones in a
+    ``"zoned"`` project (converted to UTC, the note in ``attrs["timezone_note"]``), tz-naive otherwise.
 
     Returns
     -------
@@ -2033,11 +2054,15 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
     if foreign is not None:
         raise DataError(f"{label}: " + foreign.message(time_col, f" on line/row {line(foreign.rows[0])}"),
                         source=label, column=time_col, rows=[line(i) for i in foreign.rows[:20]])
-    if tz_note is not None and not zones_to_utc:
+    if tz_note is not None and time_zones != "zoned":
         raise DataError(f"{label}: column {time_col!r} carries time zones, and this project's actuals did not: "
                         "their timestamps are on their own local clock, which these cannot be placed on (the "
                         "offset between them cannot be guessed); give tz-naive timestamps on the actuals' clock",
                         source=label, column=time_col)
+    if tz_note is None and time_zones == "zoned" and (~unread).any():
+        raise DataError(f"{label}: column {time_col!r} carries no time zone, but this project's actuals came with "
+                        "time zones and are kept in UTC: give each timestamp its offset (or Z for UTC); read as "
+                        "UTC, local times would be shifted by their offset", source=label, column=time_col)
     if tz_note is not None:
         # As the actuals: converted to UTC, but a column mixing naive timestamps with zoned ones is refused.
         checked = frame.rename(columns={time_col: TIME})

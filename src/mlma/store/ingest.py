@@ -120,9 +120,10 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
     ranges = store.value_ranges(uids, since=since)[["lo", "hi"]] if len(uids) else None
     n_known = len(store.streams()) if front is not None else 0
     kept_from = store.kept_from()
+    zones = store.time_zones()
     context = FleetContext(freq=frequency, tick=tick_alias, front=front, ranges=ranges, limits=limits,
                            clock_note=note or "the project's clock", n_streams=n_known, kept_from=kept_from,
-                           verbatim_ids=verbatim)
+                           verbatim_ids=verbatim, time_zones=zones)
 
     def check(ctx):
         try:
@@ -146,7 +147,7 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
             # Now that the clock is known, the rows are checked against its grid and its reach too.
             context = FleetContext(freq=inferred, tick=tick_alias, front=front, ranges=ranges, limits=limits,
                                    clock_note=f"fixed by this ingest of {name}", n_streams=n_known,
-                                   kept_from=kept_from, verbatim_ids=verbatim)
+                                   kept_from=kept_from, verbatim_ids=verbatim, time_zones=zones)
             del checked
             checked = check(context)
     written = _write_rejects(rejects, raw, checked.report)

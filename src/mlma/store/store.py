@@ -770,7 +770,7 @@ class Store:
         with self._read() as conn:
             verbatim = frozenset(uid for (uid,) in conn.execute(sa.select(S.streams.c.unique_id))
                                  if uid != uid.strip())
-        read_options = {**read_options, "verbatim_ids": verbatim, "zones_to_utc": self._actuals_carried_zones()}
+        read_options = {**read_options, "verbatim_ids": verbatim, "time_zones": self.time_zones()}
         if isinstance(data, pd.DataFrame):
             frame = read_future_drivers(data, **read_options)
             sha = drivers.content_hash(frame, [c for c in frame.columns if c not in ("unique_id", "ds")],
@@ -786,15 +786,18 @@ class Store:
         drivers.check_future_times(frame, self.clock(), label)
         return drivers.ingest_future(self, frame, label, sha)
 
-    def _actuals_carried_zones(self) -> bool:
-        """Whether an ingest of this project's actuals carried time zones (converted to UTC, recorded as its
-        ``timezone-converted`` finding): then the project's data time is UTC, and so is a future file's."""
+    def time_zones(self) -> str | None:
+        """How this project's timestamps came: ``"zoned"`` when an ingest's carried time zones (converted to UTC,
+        recorded as its ``timezone-converted`` finding: the project's data time is UTC), else ``"naive"`` once it
+        holds observations (on the local clock of its files), else None. New files must be of its kind."""
         i = S.ingests
         with self._read() as conn:  # the text search narrows; the code is then checked on the parsed findings
             rows = conn.execute(sa.select(i.c.findings)
                                 .where(sa.cast(i.c.findings, sa.Text).like("%timezone-converted%"))).all()
-        return any(isinstance(f, Mapping) and f.get("code") == "timezone-converted"
-                   for (findings,) in rows for f in (findings or []))
+        if any(isinstance(f, Mapping) and f.get("code") == "timezone-converted"
+               for (findings,) in rows for f in (findings or [])):
+            return "zoned"
+        return "naive" if self.newest_ds() is not None else None
 
     def driver_values(self, names: Sequence[str], start: Any = None, end: Any = None, *,
                       as_of_ingest: int | None = None) -> pd.DataFrame:
