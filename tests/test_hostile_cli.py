@@ -169,6 +169,20 @@ def test_init_refuses_what_cannot_work_and_leaves_nothing_behind(tmp_path):
     assert run("init", str(tmp_path / "nixtla"), "--model", "mlforecast").returncode == 0
 
 
+def test_a_file_with_other_column_names_is_told_where_a_project_names_them(project, fleet, tmp_path):
+    renamed = days(fleet, 29, 30).rename(columns={"unique_id": "store_id", "ds": "date", "y": "sales"})
+    refused(cli(project, "ingest", str(write_csv(renamed.rename(columns={"date": "ds"}), tmp_path / "r.csv"))),
+            "missing column", "'unique_id'", "[data] section of mlma.toml")
+    edit(project, "id_col", '"store_id"')
+    edit(project, "time_col", '"date"')
+    edit(project, "target_col", '"sales"')
+    frame = renamed.copy()
+    frame["date"] = frame["date"].dt.strftime("%Y-%m-%d %H:%M:%S")
+    frame.to_csv(tmp_path / "renamed.csv", index=False)
+    done = cli(project, "ingest", str(tmp_path / "renamed.csv"))
+    assert done.returncode == 0 and "96 new" in said(done), said(done)
+
+
 def test_init_on_a_store_that_holds_a_project_is_refused_unless_attached(project, tmp_path):
     """`mlma init q --db <p's store>` would share and change p's fleet, and q's failed ticks would reach p's
     queue: refused, naming what the store holds; `--attach` is the way to a second front of the same project."""

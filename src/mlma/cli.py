@@ -481,7 +481,9 @@ def ingest(
                                        on_bad_rows="raise" if strict else "drop", limits=config.ingest_limits(),
                                        rejects=target)
     except (DataError, ValueError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        named = isinstance(exc, DataError) and exc.column in (d.id_col, d.time_col, d.target_col)
+        _fail(str(exc) + ("; a project reads its files' column names from id_col, time_col and target_col in the "
+                          "[data] section of mlma.toml" if named and "missing column" in str(exc) else ""))
     if report.duplicate:
         console.print(f"{data}: already ingested (same content); nothing changed")
         return
