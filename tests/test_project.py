@@ -35,6 +35,7 @@ def test_init_writes_a_valid_config_and_a_store(tmp_path):
     ("[monitor]\nmax_age = -1\n", "max_age \\(the age backstop, in ticks\\) must be a whole number >= 0"),
     ("[monitor]\nmax_age = 2.5\n", "max_age must be int"),
     ("[store]\nurl = 'mysql://x'\n", "url must be"),
+    ("[model]\nspec = 'rigde'\n", "\\[model\\] spec 'rigde' is not a built-in model \\(lightgbm, mean, ridge"),
     ("[store]\nartifacts = ' '\n", "artifacts must name a folder for the model files other than the project"),
     ("[store]\nartifacts = './'\n", "artifacts must name a folder .* got './'; a project that kept"),
     ("[store]\nkeep = '1 year'\n", "\\[store\\] keep must be a whole number of days or weeks"),

@@ -423,6 +423,15 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
                           "mlma, never, always or periodic:K")
     if config.model.train_window_ticks < 0:
         raise ConfigError(f"{path}: [model] train_window_ticks must be >= 0")
+    from mlma.model_names import BUILTIN_MODELS
+
+    # A plain name must be a built-in (a typo fails here, not at the first tick); a spec with ":" (an import
+    # path, a file, an extra) is left to the tick, whose environment may have what this command's has not.
+    spec = config.model.spec.strip()
+    if ":" not in spec and spec != "mlforecast" and spec.lower().replace("_", "-") not in BUILTIN_MODELS:
+        raise ConfigError(f"{path}: [model] spec {spec!r} is not a built-in model ({', '.join(BUILTIN_MODELS)}) "
+                          "nor a spec with an import path (package.module:Class, sklearn:..., statsforecast:..., "
+                          "mlforecast, pickle:FILE)")
     try:
         config.drivers().check_columns(config.data.id_col, config.data.time_col, config.data.target_col)
     except ValueError as exc:

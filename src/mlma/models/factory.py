@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlma.model_names import BUILTIN_MODELS
 from mlma.models.adapters import ADAPTER_OPTIONS, SklearnForecaster, import_object, is_regressor_like
 from mlma.models.base import (
     FIT_ERRORS,
@@ -37,6 +38,7 @@ _BUILTINS = {
     "lightgbm": LightGBMForecaster,
     "mean": MeanForecaster,
 }
+assert tuple(sorted(_BUILTINS)) == BUILTIN_MODELS, "mlma.model_names.BUILTIN_MODELS must name the built-ins"
 _SPEC_FORMS = ("'sklearn:<module>.<Class>', 'statsforecast:<Model>[:key=value,...]', "
                "'mlforecast[:package.module:function][:key=value,...]', 'pickle:<file>' or 'package.module:Class'")
 
