@@ -285,6 +285,8 @@ def test_tick_all_prints_each_tick_as_it_commits(project, fleet, tmp_path):
 
     data = write_csv(days(fleet, HISTORY_DAYS, HISTORY_DAYS + 8), project.parent / "week.csv")
     assert cli(project, "ingest", str(data)).returncode == 0
+    one = cli(project, "tick")                   # one of the eight: and it says the others are due
+    assert one.returncode == 0 and f"tick {HISTORY_DAYS + 1} is due too: run `mlma tick --all`" in one.stdout
     script = tmp_path / "hold_second_commit.py"
     script.write_text(HOLD_SECOND_COMMIT)
     go_on = tmp_path / "go-on"
@@ -300,8 +302,8 @@ def test_tick_all_prints_each_tick_as_it_commits(project, fleet, tmp_path):
     go_on.touch()
     rest, err = proc.communicate(timeout=300)
     assert first is not None, "nothing was printed before the catch-up ended"
-    assert first.startswith(f"tick {HISTORY_DAYS}:") and proc.returncode == 0, err
-    assert (first + rest).count("tick ") == 8
+    assert first.startswith(f"tick {HISTORY_DAYS + 1}:") and proc.returncode == 0, err
+    assert (first + rest).count("tick ") == 7
 
 
 # -- finding: `mlma ingest` hid validation warnings and guessed naive times as UTC -------------------------------------

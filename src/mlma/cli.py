@@ -774,6 +774,7 @@ def tick(
                 live.catch_up(on_tick=progress, allow_no_data=allow)
             else:
                 progress(live.step(allow_no_data=allow))
+                _say_if_more_are_due(live)
             _apply_retention(live)  # only after ticks that ran to the end: not after an error or Ctrl-C
     except TickHeld as exc:
         console.print(f"[yellow]{exc}[/yellow]" + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
@@ -789,6 +790,17 @@ def tick(
     if not ran:
         console.print("nothing to do: no tick is due")
         raise typer.Exit(code=3)
+
+
+def _say_if_more_are_due(live) -> None:
+    """After one tick, whether the data holds the next ones too (a project that fell behind)."""
+    from mlma.live import NotReady
+
+    try:
+        k, _ = live.next_tick()
+    except NotReady:
+        return
+    console.print(f"tick {k} is due too: run `mlma tick --all` for every due tick")
 
 
 def _apply_retention(live, said: set[str] | None = None) -> None:

@@ -1052,9 +1052,12 @@ class LiveAgent:
                 continue  # a challenger fitted in this very tick is recorded below
             checks.append(VersionCheck(s, version, check.as_dict()))
             if check.result == "promoted":
+                # The rule is "not worse" (within the margin), so a tie promotes too: say what was measured.
+                better = check.challenger_mean_loss < check.champion_mean_loss
                 moves.append(ChampionMove(s, version, "agent",
-                                          f"beat the serving model in shadow: mean loss "
-                                          f"{check.challenger_mean_loss:.4g} vs {check.champion_mean_loss:.4g}"))
+                                          f"{'beat' if better else 'was not worse than'} the serving model in "
+                                          f"shadow: mean loss {check.challenger_mean_loss:.4g} vs "
+                                          f"{check.champion_mean_loss:.4g}"))
                 live["champion_version"][s] = version
             elif check.result == "awaiting-approval":
                 live["awaiting_version"][s] = version
