@@ -294,6 +294,51 @@ def test_pool_workers_exit_when_a_tick_is_killed_with_sigkill_mid_fit(tmp_path, 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
 
 
+def test_ctrl_c_mid_fit_is_said_in_one_line_and_the_tick_runs_again(tmp_path, platform):
+    """A terminal's Ctrl-C reaches the whole process group: the pool's workers leave it to the agent (no
+    traceback of theirs), the agent says the tick was not committed (exit 130, not a silent exit), the tick's
+    row says it was stopped (not "KeyboardInterrupt:" with no message), nothing is escalated, and the next run
+    does the tick."""
+    (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
+    started = tmp_path / "fit-started"
+    root = make_project(tmp_path / "p", model="slowmodel:Slow")
+    root.joinpath("mlma.toml").write_text(root.joinpath("mlma.toml").read_text()
+                                          .replace('executor = "inline"', 'executor = "process:2"'))
+    data = tmp_path / "history.csv"
+    day0 = platform["ds"].min().normalize()
+    platform[platform["ds"] < day0 + pd.Timedelta(days=FIRST_TICK)].to_csv(data, index=False)
+    assert run_cli(root, "ingest", str(data)).returncode == 0
+    env = {**os.environ, "SLOW_FIT_STARTED": str(started),
+           "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # A group of its own, as a terminal's foreground job, with SIGINT's default action (a shell may ignore it).
+    tick = subprocess.Popen([sys.executable, "-m", "mlma.cli", "tick", "--project", str(root)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 120
+        while not (started.exists() and len(started.read_text().split()) >= 2):
+            assert tick.poll() is None, tick.stderr.read()
+            assert time.monotonic() < deadline, "no fit started"
+            time.sleep(0.05)
+        os.killpg(tick.pid, signal.SIGINT)
+        out, err = tick.communicate(timeout=60)
+    finally:
+        if tick.poll() is None:
+            os.killpg(tick.pid, signal.SIGKILL)
+    assert tick.returncode == 130, out + err
+    assert "interrupted: the running tick was not committed" in " ".join(out.split()), out
+    assert "Traceback" not in err, err
+    with Store.open(load_config(root).store_url) as store:
+        row = store.ticks().iloc[-1]
+        assert row["status"] == "failed" and row["error"].startswith("stopped (KeyboardInterrupt: Ctrl-C or a signal)")
+        assert store.escalations().empty and store.last_done_tick() is None
+    root.joinpath("mlma.toml").write_text(root.joinpath("mlma.toml").read_text()
+                                          .replace('spec = "slowmodel:Slow"', 'spec = "ridge"')
+                                          .replace('executor = "process:2"', 'executor = "inline"'))
+    rerun = run_cli(root, "tick")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+
+
 # -- shared by the store faults ---------------------------------------------------------------------------------
 def small_project(root: Path, platform: pd.DataFrame, days: int = FIRST_TICK + 2, *, db: str | None = None,
                   url_suffix: str = "") -> tuple[Path, pd.DataFrame]:

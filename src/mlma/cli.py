@@ -776,6 +776,11 @@ def tick(
                 progress(live.step(allow_no_data=allow))
                 _say_if_more_are_due(live)
             _apply_retention(live)  # only after ticks that ran to the end: not after an error or Ctrl-C
+    except KeyboardInterrupt:
+        # Said, not a silent exit 130: the tick that ran was not committed, and runs again whole.
+        console.print(f"interrupted: the running tick was not committed (nothing of it was written); run `mlma tick` "
+                      f"again" + (f" ({len(ran)} tick(s) committed before)" if ran else ""), highlight=False)
+        raise typer.Exit(code=130)
     except TickHeld as exc:
         console.print(f"[yellow]{exc}[/yellow]" + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
         raise typer.Exit(code=5)
@@ -876,6 +881,10 @@ def run(
             try:
                 for result in live.catch_up():
                     console.print(escape(str(result)))
+            except KeyboardInterrupt:
+                console.print(f"interrupted (Ctrl-C) after {rounds} round(s): a tick that was running was not "
+                              "committed and runs again whole at the next start", highlight=False)
+                raise typer.Exit(code=130)
             except LockHeld as exc:
                 console.print(f"[yellow]skipped this round: {exc}[/yellow]")
             except TickHeld as exc:

@@ -387,7 +387,11 @@ class LiveAgent:
             if not known:  # which tick is not known (the clock could not be read): escalated, no tick marked
                 done = self.store.last_done_tick()
                 k = 0 if done is None else done + 1
-            self.store.fail_tick(k, exc, escalate=escalate, lease=lease, mark=known)
+            # A stop is not an error: said as what it was, with no empty "KeyboardInterrupt:" for a message.
+            error = exc if isinstance(exc, Exception) else (
+                f"stopped ({type(exc).__name__}: Ctrl-C or a signal) before the commit; nothing of it was written "
+                "and it runs again whole")
+            self.store.fail_tick(k, error, escalate=escalate, lease=lease, mark=known)
         except Exception as record_error:  # noqa: BLE001 - the original error matters more
             # One line: a full disk or a lost database fails this too, and the tick's own error follows.
             log.error("could not record the failure of tick %s: %s: %s", k, type(record_error).__name__,
@@ -499,6 +503,10 @@ class LiveAgent:
             with threadpool_limits(limits=1):
                 result = self._compute_and_write(k, start, timing, lease, started)
         except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # Ctrl-C or a signal: the pool's workers ignore SIGINT and would finish their fits before the
+                # process could exit; they are killed at close instead.
+                self._executor_dirty = True
             self._record_failure(k, exc, lease)
             raise
         if getattr(self, "_executor_dirty", False) and self._own_executor and self._executor is not None:

@@ -311,15 +311,18 @@ def _process_pool(workers: int | None) -> ProcessPoolExecutor:
 
 
 def _exit_with_parent(parent: int, death_signal: bool, poll_seconds: float = 0.5) -> None:
-    """Worker initializer: exit as soon as ``parent`` (the process that made the pool) is gone."""
+    """Worker initializer: exit as soon as ``parent`` (the process that made the pool) is gone; and leave
+    Ctrl-C to the parent (a terminal sends SIGINT to the whole process group: each worker would print a
+    traceback of its own, while the parent ends the pool anyway)."""
     import os
+    import signal
     import sys
     import threading
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     launcher = os.getppid()
     if death_signal and sys.platform.startswith("linux") and launcher == parent:
         import ctypes
-        import signal
 
         try:
             ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
