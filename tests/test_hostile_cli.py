@@ -183,6 +183,24 @@ def test_a_file_with_other_column_names_is_told_where_a_project_names_them(proje
     assert done.returncode == 0 and "96 new" in said(done), said(done)
 
 
+def test_a_lock_of_a_dead_agent_is_broken_with_mlma_unlock_audited(project, fleet, tmp_path):
+    with Store.open(load_config(project).store_url) as store:
+        store.acquire_lock("agent@dead-host:4242", ttl=3600)
+    assert cli(project, "ingest", str(write_csv(days(fleet, 29, 30), tmp_path / "day.csv"))).returncode == 0
+    held = cli(project, "tick")
+    assert held.returncode == 4 and "`mlma unlock --reason ...`" in said(held), said(held)
+    assert cli(project, "unlock").returncode == 2                          # a reason is required
+    done = cli(project, "unlock", "--reason", "the host died", "--by", "ana")
+    assert done.returncode == 0 and "broke the tick lock of agent@dead-host:4242" in said(done), said(done)
+    with Store.open(load_config(project).store_url) as store:
+        entry = store.audit_log(action="break-lock").iloc[-1]
+        assert (entry["actor"], entry["reason"], entry["params"]["holder"]) == (
+            "user:ana", "the host died", "agent@dead-host:4242")
+    assert cli(project, "tick").returncode == 0
+    again = cli(project, "unlock", "--reason", "sure?", "--by", "ana")
+    assert again.returncode == 0 and "was not held" in said(again)
+
+
 def test_init_on_a_store_that_holds_a_project_is_refused_unless_attached(project, tmp_path):
     """`mlma init q --db <p's store>` would share and change p's fleet, and q's failed ticks would reach p's
     queue: refused, naming what the store holds; `--attach` is the way to a second front of the same project."""

@@ -1006,6 +1006,33 @@ def gc(
 
 
 @app.command()
+def unlock(
+    reason: str = typer.Option(..., "--reason", "-r", help="Why (kept in the audit log), e.g. 'agent host died'."),
+    by: Optional[str] = typer.Option(None, "--by", help="Who acts, for the audit log (default: $MLMA_USER, else "
+                                     "the login name)."),
+    project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
+) -> None:
+    """Break the tick lock of an agent that is gone (its host died) before the lock expires; audited. A tick
+    that agent was running is not committed: its lease is checked at the commit."""
+    from mlma.api.cli import actor
+    from mlma.store import Store
+
+    config = _project(project)
+    who = actor(by)
+    if not reason.strip():
+        _fail("--reason must say why the lock is broken (kept in the audit log)")
+    with Store.open(config.store_url) as store:
+        holder = store.lock_holder()
+        held = store.break_lock(by=who, reason=reason)
+    if not held:
+        console.print("the tick lock was not held; nothing to break (audited all the same)")
+        return
+    expired = holder is None
+    console.print(f"broke the tick lock{'' if expired else ' of ' + holder['holder']}; the next `mlma tick` takes it",
+                  highlight=False, markup=False)
+
+
+@app.command()
 def prune(
     keep: Optional[str] = typer.Option(None, help="Keep this much data time before the end of the last done tick, "
                                        "e.g. 400D or 13W; older data is deleted."),

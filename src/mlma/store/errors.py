@@ -49,7 +49,7 @@ class LockHeld(StoreError):
             f"lock {name!r} is held by {holder!r} (acquired {_fmt(acquired_at)}, last heartbeat "
             f"{_fmt(heartbeat_at)}, expires {_fmt(expires_at)}): another agent is working on this store. "
             f"If that agent crashed, the lock can be taken once it expires, or a person can break it with "
-            f"Store.break_lock({name!r}, by='user:NAME', reason=...).")
+            f"`mlma unlock --reason ...` (Store.break_lock({name!r}, by='user:NAME', reason=...)).")
 
 
 class LockLost(StoreError):
