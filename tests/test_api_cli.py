@@ -279,6 +279,23 @@ def test_bad_input_exits_2_with_the_reason(project, args, message):
         assert len(store.audit_log()) == before
 
 
+def test_versions_lists_what_rollback_and_promote_choose_from(project):
+    _, fleet = project
+    uid = fleet.unique_ids[1]
+    listed = json.loads(run(project, "versions", uid, "--json").output)
+    assert listed and [v["version"] for v in listed] == sorted(v["version"] for v in listed)
+    assert sum(v["serving"] for v in listed) == 1
+    with store_of(project) as store:
+        registry = ModelRegistry(store, project[0].artifacts_dir)
+        assert [v["version"] for v in listed] == [v.version for v in registry.versions(uid)]
+        serving = registry.champion(uid).version
+    assert [v["version"] for v in listed if v["serving"]] == [serving]
+    table = " ".join(run(project, "versions", uid).output.split())
+    assert f"{uid}: {len(listed)} model version(s)" in table and "yes" in table
+    bad = run(project, "versions", "no-such-zone", ok=False)
+    assert bad.exit_code == 2 and "unknown stream 'no-such-zone'" in bad.output
+
+
 def test_commands_need_a_project(tmp_path):
     result = runner.invoke(APP, ["pin", "zone-1", "--project", str(tmp_path)])
     assert result.exit_code == 2 and "mlma.toml" in result.output

@@ -137,7 +137,7 @@ def register(app: typer.Typer) -> None:
                            ("ack", ack), ("resolve", resolve), ("reopen", reopen), ("approve", approve),
                            ("reject", reject), ("require-approval", require_approval), ("set-params", set_params),
                            ("cancel-action", cancel_action), ("escalations", escalations), ("audit", audit),
-                           ("actions", actions)):
+                           ("actions", actions), ("versions", versions)):
         app.command(name)(function)
 
 
@@ -468,6 +468,36 @@ def audit(limit: int = typer.Option(20, min=1, max=500, help="Entries to show (n
     for a in page["items"]:
         table.add_row(str(a["id"]), a["at"][:19].replace("T", " "), a["actor"], a["action"], a["target"] or "",
                       json.dumps(a["params"]), a["reason"] or "")
+    console.print(table)
+
+
+def versions(stream: str = typer.Argument(..., help="unique_id"),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+             project: Optional[Path] = PROJECT_OPT) -> None:
+    """A stream's model versions, the one serving marked, with their training data and challenger checks: what
+    `mlma rollback --to-version` and `mlma promote` choose from."""
+    with _operations(project) as ops:
+        try:
+            found = ops.registry.versions(stream)
+            serving = ops.registry.champion(stream)
+        except KeyError as exc:
+            _fail(str(exc.args[0]) if exc.args else str(exc))
+    serving = None if serving is None else serving.version
+    if as_json:
+        return _print_json([{"version": v.version, "serving": v.version == serving, "created_at": str(v.created_at),
+                             "created_tick": v.created_tick, "spec": v.spec, "train_start": str(v.train_start),
+                             "train_end": str(v.train_end), "check": dict(v.check)} for v in found])
+    table = Table("version", "serving", "created (UTC)", "tick", "model", "trained on", "challenger check",
+                  title=f"{stream}: {len(found)} model version(s)")
+    for v in found:
+        check = dict(v.check)
+        verdict = check.get("result") or ""
+        mine, theirs = check.get("challenger_mean_loss"), check.get("champion_mean_loss")
+        losses = (f" (mean loss {mine:.4g} vs {theirs:.4g})"
+                  if isinstance(mine, (int, float)) and isinstance(theirs, (int, float)) else "")
+        table.add_row(str(v.version), "yes" if v.version == serving else "", f"{v.created_at:%Y-%m-%d %H:%M}",
+                      "" if v.created_tick is None else str(v.created_tick), v.spec,
+                      f"{v.train_start} to {v.train_end}" if v.train_end is not None else "", verdict + losses)
     console.print(table)
 
 
