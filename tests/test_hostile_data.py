@@ -153,6 +153,18 @@ def test_a_file_of_a_coarser_frequency_is_refused_whole_and_nothing_is_written(p
     carries_on(project, fleet, HISTORY_DAYS)
 
 
+def test_a_file_shifted_by_half_an_hour_is_said_to_be_shifted_not_another_frequency(project, fleet):
+    shifted = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1).copy()
+    shifted["ds"] = shifted["ds"] + pd.Timedelta(minutes=30)
+    before = snapshot(project)
+    done = cli(project, "ingest", str(write_csv(shifted, project.parent / "shifted.csv")))
+    said = " ".join(done.stdout.split())
+    assert done.returncode == 2 and "every one by the same 30 min after it" in said, said
+    assert "shifted clock" in said and "another frequency" not in said and "nothing was written" in said
+    assert snapshot(project) == before
+    carries_on(project, fleet, HISTORY_DAYS)
+
+
 # -- finding: y = 1e308 reached the tick summary as Infinity -------------------------------------------------------
 def test_values_out_of_any_plausible_range_are_rejected_and_the_fleet_ticks_on(project, fleet):
     real = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1).copy()

@@ -625,6 +625,26 @@ def on_tick_grid(ds: Any, freq: Frequency | str, tick: str | pd.DateOffset) -> n
     return (ns - _grid_phase(spec, _parse_offset(tick, "tick"))) % spec.size == 0
 
 
+def grid_offsets(ds: Any, freq: Frequency | str, tick: str | pd.DateOffset) -> np.ndarray | None:
+    """How far each timestamp lies after the grid of :func:`on_tick_grid` (ns; 0 on the grid), for a frequency
+    of fixed steps; None for a calendar frequency (months), whose grid is not a fixed step.
+
+    One offset shared by a file's timestamps off the grid is a shifted clock (a time zone of +05:30, a logger
+    stamping at :30), not data of another frequency.
+
+    >>> grid_offsets(pd.to_datetime(["2024-01-01 10:30", "2024-01-01 11:30"]), "h", "1D") // 60_000_000_000
+    array([30, 30])
+    >>> grid_offsets(pd.to_datetime(["2024-03-01"]), "MS", "12MS") is None
+    True
+    """
+    frequency = Frequency.coerce(freq)
+    spec = frequency._spec
+    if spec.calendar:
+        return None
+    ns = _to_ns(pd.DatetimeIndex(np.atleast_1d(pd.to_datetime(ds))))
+    return (ns - _grid_phase(spec, _parse_offset(tick, "tick"))) % spec.size
+
+
 def _grid_phase(spec: _Spec, tick: pd.DateOffset) -> int:
     """One instant (ns) of the data grid of fixed steps: the tick layout's origin (month-based ticks start at
     midnight), moved to the frequency's weekday for ``W-XXX`` data."""

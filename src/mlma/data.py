@@ -64,6 +64,7 @@ from mlma.calendar import (
     _month_position,
     _Spec,
     _to_ns,
+    grid_offsets,
     make_tick_grid,
     on_tick_grid,
 )
@@ -1861,10 +1862,22 @@ def _check_project_grid(v: _Validator, context: FleetContext, alive: np.ndarray,
     if other.any():
         names = [str(k) for k in keys[np.flatnonzero(other)]]
         rows = np.flatnonzero(off & other[np.maximum(codes, 0)])
+        offsets = grid_offsets(ns[rows].view("datetime64[ns]"), context.freq, context.tick)
+        if offsets is not None and len(np.unique(offsets)) == 1:
+            # Every row off the grid by the same amount: the project's frequency with a shifted clock.
+            minutes, seconds = divmod(int(offsets[0]) // 1_000_000_000, 60)
+            shift = " ".join(part for part in (f"{minutes // 60} h" if minutes >= 60 else "",
+                                               f"{minutes % 60} min" if minutes % 60 else "",
+                                               f"{seconds} s" if seconds else "") if part) or "under a second"
+            what = (f"off the project's {context.freq.alias} grid ({context.clock_note}), every one by the same "
+                    f"{shift} after it: the project's frequency with a shifted clock (a time zone with a "
+                    f"{shift} offset, a logger stamping late?); give timestamps on the grid")
+        else:
+            what = (f"off the project's {context.freq.alias} grid ({context.clock_note}): this looks like data of "
+                    "another frequency")
         v.add("mixed-frequency", "error",
               f"stream{'s' if len(names) != 1 else ''} {_fmt_list([repr(k) for k in names])} "
-              f"{'have' if len(names) != 1 else 'has'} most timestamps off the project's {context.freq.alias} grid "
-              f"({context.clock_note}): this looks like data of another frequency, e.g. {v.where(rows)}",
+              f"{'have' if len(names) != 1 else 'has'} most timestamps {what}, e.g. {v.where(rows)}",
               streams=names, n_rows=len(rows), column=TIME, positions=rows,
               examples=[v.example(p, str(keys[codes[p]]), f"ds={raw_ds.iloc[p]!r}") for p in rows[:_MAX_EXAMPLES]])
         off &= ~other[np.maximum(codes, 0)]
