@@ -205,6 +205,8 @@ def test_conflicting_duplicates_raise_or_keep_the_last():
     (finding,) = checked.report.by_code("duplicate-conflict")
     assert finding.severity == "dropped" and finding.n_rows == 1 and finding.rows.tolist() == [10]
     assert checked.frame.loc[checked.frame["ds"] == df.loc[10, "ds"], "y"].item() == -99.0
+    # The message says which row won and its value, not only the one dropped.
+    assert f"rows 10, 60 have y = {df.loc[10, 'y']:g}, -99 (row 60 kept)" in finding.message, finding.message
 
 
 def test_duplicates_that_differ_only_in_an_exogenous_column_conflict():

@@ -1365,16 +1365,18 @@ def _resolve_duplicates(v: _Validator, df: pd.DataFrame, idx: np.ndarray, c: np.
         for g in keys_hit[:_MAX_EXAMPLES]:
             members = np.flatnonzero(group == g)
             ys = ", ".join(f"{y[idx[m]]:g}" for m in members)
+            kept = f" ({v.row_word} {v.row_numbers[idx[members[-1]]]} kept)" if v.drop else ""
             examples.append(f"{keys[c[members[0]]]!r} at {_fmt_ts(t[members[0]])}: "
                             f"{v.row_word}s {', '.join(str(v.row_numbers[idx[m]]) for m in members)} "
-                            f"have y = {ys}")
+                            f"have y = {ys}{kept}")
         streams = sorted(set(keys[c[clash]].tolist()))
         in_streams = f"in stream{'s' if len(streams) != 1 else ''} {_fmt_list([repr(s) for s in streams])}"
         if v.drop:
             v.add("duplicate-conflict", "dropped",
                   f"dropped {len(clash):,} row{'s' if len(clash) != 1 else ''} whose (unique_id, ds) repeats "
                   f"with different values {in_streams}, keeping the last occurrence of each: "
-                  f"{v.where(idx[clash])}", streams=streams, n_rows=len(clash), positions=idx[clash],
+                  f"{v.where(idx[clash])}; e.g. {examples[0]}", streams=streams, n_rows=len(clash),
+                  positions=idx[clash],
                   examples=examples, column=TARGET)
         else:
             v.add("duplicate-conflict", "error",
