@@ -50,6 +50,11 @@ def make_project(root: Path, drivers: str = '["promo"]') -> Path:
     return root
 
 
+def _csv_of(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
 def future_file(path: Path, panel: pd.DataFrame, day: pd.Timestamp, promo: float) -> Path:
     """Promotion plan for one day of every stream, as a CSV file like a user would write it."""
     ds = pd.date_range(day, periods=24, freq="h")
@@ -205,7 +210,10 @@ def test_future_timestamps_with_zones_are_placed_on_the_actuals_clock_or_refused
     zoned["ds"] = pd.to_datetime(zoned["ds"]).dt.strftime("%Y-%m-%dT%H:%M:%S+01:00")
     zoned.to_csv(tmp_path / "zoned.csv", index=False)
     with Store.create(f"sqlite:///{tmp_path / 'naive.db'}") as store:
-        store.ingest_frame(history, "history")
+        with pytest.raises(DataError, match="no checked file of actuals tells yet which clock"):
+            store.ingest_future(tmp_path / "zoned.csv")
+        store.ingest_file(_csv_of(history, tmp_path / "naive-history.csv"))
+        assert store.time_zones() == "naive"
         with pytest.raises(DataError, match="zoned.csv: column 'ds' carries time zones, and this project's actuals "
                                             "did not"):
             store.ingest_future(tmp_path / "zoned.csv")

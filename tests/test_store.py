@@ -635,6 +635,40 @@ def test_a_store_says_whether_it_holds_a_project(store):
     assert store.holds_a_project() == "2 streams, 1 tick"
 
 
+def test_the_kind_of_timestamps_is_the_latest_checked_ingests_and_a_checked_frame_of_the_other_is_refused(store):
+    from mlma.data import validate
+
+    hours = pd.date_range("2024-01-01", periods=48, freq="h")
+    naive = pd.DataFrame({"unique_id": "a", "ds": hours.strftime("%Y-%m-%d %H:%M"), "y": 1.0})
+    zoned = naive.assign(ds=hours.strftime("%Y-%m-%dT%H:%M:%SZ"))
+    store.ingest_frame(validate(naive).frame.iloc[:0], "empty")           # nothing checked yet: no kind
+    store.ingest_frame(fleet_frame(1, 24), "trusted")                     # a trusted frame has no report
+    assert store.time_zones() is None
+    checked = validate(naive)
+    store.ingest_frame(checked.frame, "naive", report=checked.report)
+    assert store.time_zones() == "naive"
+    checked = validate(zoned)
+    with pytest.raises(ValueError, match="its timestamps are zoned .* but this project's actuals are naive"):
+        store.ingest_frame(checked.frame.assign(y=2.0), "zoned", report=checked.report)
+    # A store that took one zoned file among its naive ones before files were checked for it (an older mlma)
+    # goes on with its feed: the latest checked ingest decides, not any zoned one.
+    def recorded(name: str, codes: list[str]) -> None:
+        with store.engine.begin() as conn:
+            conn.execute(sa.insert(S.ingests).values(
+                source=name, content_sha256=hashlib.sha256(name.encode()).hexdigest(),
+                at=pd.Timestamp("2024-01-03").to_pydatetime(), rows_read=1, rows_accepted=1, rows_dropped=0,
+                rows_new=1, rows_revised=0, rows_unchanged=0, n_streams=1, new_streams=0,
+                findings=[{"code": code} for code in codes]))
+
+    recorded("old-zoned", ["timezone-converted", "summary"])
+    assert store.time_zones() == "zoned"
+    recorded("old-naive", ["summary"])
+    recorded("future drivers", ["future-unknown-streams"])               # not a checked ingest of actuals
+    assert store.time_zones() == "naive"
+    later = validate(naive.assign(ds=(hours + pd.Timedelta(days=2)).strftime("%Y-%m-%d %H:%M")))
+    assert store.ingest_frame(later.frame, "naive again", report=later.report).rows_new == 48
+
+
 def test_verdicts_and_forecasts_may_come_as_frames(store):
     store.stream_ids(["a", "b", "c"])
     verdicts = pd.DataFrame({"stream_id": [2, 0], "verdict": [int(Verdict.NO_DATA), int(Verdict.COLD)]})

@@ -2069,6 +2069,10 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
     if foreign is not None:
         raise DataError(f"{label}: " + foreign.message(time_col, f" on line/row {line(foreign.rows[0])}"),
                         source=label, column=time_col, rows=[line(i) for i in foreign.rows[:20]])
+    if tz_note is not None and time_zones is None:
+        raise DataError(f"{label}: column {time_col!r} carries time zones, and no checked file of actuals tells yet "
+                        "which clock this project's timestamps are on: ingest its actuals first",
+                        source=label, column=time_col)
     if tz_note is not None and time_zones != "zoned":
         raise DataError(f"{label}: column {time_col!r} carries time zones, and this project's actuals did not: "
                         "their timestamps are on their own local clock, which these cannot be placed on (the "

@@ -749,6 +749,11 @@ class Store:
         rows_read = int(report.n_rows_in) if report is not None else len(codes)
         rows_dropped = int(report.n_rows_in - report.n_rows_out) if report is not None else 0
         findings = [_finding_json(f) for f in report.findings] if report is not None else []
+        kind = _time_zones_of([f["code"] for f in findings])
+        if kind is not None and self.time_zones() not in (None, kind):
+            raise ValueError(f"{source}: its timestamps are {kind} (the check's report says so), but this project's "
+                             f"actuals are {self.time_zones()} (Store.time_zones): converting or not would shift "
+                             "them by their offset; nothing was written")
         try:
             return self._ingest(uid, ns, y, source, sha, rows_read, rows_dropped, findings, clock=clock,
                                 extra=(frame, extra))
@@ -787,17 +792,21 @@ class Store:
         return drivers.ingest_future(self, frame, label, sha)
 
     def time_zones(self) -> str | None:
-        """How this project's timestamps came: ``"zoned"`` when an ingest's carried time zones (converted to UTC,
-        recorded as its ``timezone-converted`` finding: the project's data time is UTC), else ``"naive"`` once it
-        holds observations (on the local clock of its files), else None. New files must be of its kind."""
+        """How this project's actuals come: the kind of its latest checked ingest of actuals (one whose record
+        holds the check's ``summary``): ``"zoned"`` when its timestamps carried time zones (converted to UTC, a
+        ``timezone-converted`` finding: the project's data time is UTC), else ``"naive"`` (on the local clock of
+        its files); None before any. A file of the other kind is refused (``timezone-mismatch``). The latest,
+        not the first: a store that once took a file of the other kind (before files were checked for it) goes
+        on with its feed."""
         i = S.ingests
-        with self._read() as conn:  # the text search narrows; the code is then checked on the parsed findings
-            rows = conn.execute(sa.select(i.c.findings)
-                                .where(sa.cast(i.c.findings, sa.Text).like("%timezone-converted%"))).all()
-        if any(isinstance(f, Mapping) and f.get("code") == "timezone-converted"
-               for (findings,) in rows for f in (findings or [])):
-            return "zoned"
-        return "naive" if self.newest_ds() is not None else None
+        with self._read() as conn:  # newest first, down the primary key: the latest checked ingest is near
+            rows = conn.execute(sa.select(i.c.findings).where(sa.cast(i.c.findings, sa.Text).like('%"summary"%'))
+                                .order_by(i.c.id.desc()).limit(20)).all()
+        for (findings,) in rows:
+            kind = _time_zones_of([f.get("code") for f in findings or [] if isinstance(f, Mapping)])
+            if kind is not None:
+                return kind
+        return None
 
     def driver_values(self, names: Sequence[str], start: Any = None, end: Any = None, *,
                       as_of_ingest: int | None = None) -> pd.DataFrame:
@@ -1945,6 +1954,14 @@ class Store:
             if os.path.exists(partial):
                 os.unlink(partial)
         return destination
+
+
+def _time_zones_of(codes: Sequence[str]) -> str | None:
+    """The kind of timestamps of a checked ingest of actuals from its findings' codes (:meth:`Store.time_zones`):
+    None for an ingest that was not checked (no ``summary``: a trusted frame, or future drivers)."""
+    if "summary" not in codes:
+        return None
+    return "zoned" if "timezone-converted" in codes else "naive"
 
 
 def _tick_number(tick: Any, allow_negative: bool = False) -> int:
