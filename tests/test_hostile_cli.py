@@ -212,6 +212,20 @@ def test_init_on_a_store_that_holds_a_project_is_refused_unless_attached(project
     assert not (tmp_path / "q").exists()
     with Store.open(url) as store:
         assert (len(store.streams()), len(store.ticks()), len(store.audit_log())) == before
+    # A store of an older mlma is refused as it is: not migrated under the other project's agent first.
+    import sqlite3
+
+    from mlma.store import migrate
+
+    older = [r for r in migrate.known_revisions() if r != migrate.SCHEMA_REVISION][-1]
+    database = url.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = ?", (older,))
+    refused(run("init", str(tmp_path / "q"), "--db", url, "--model", "seasonal-naive"),
+            f"already holds a project (an mlma schema at revision {older}, of another mlma version)")
+    with sqlite3.connect(database) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == (older,)
+        conn.execute("UPDATE alembic_version SET version_num = ?", (migrate.SCHEMA_REVISION,))
     attached = run("init", str(tmp_path / "q"), "--db", url, "--model", "seasonal-naive", "--attach")
     assert attached.returncode == 0 and load_config(tmp_path / "q").store_url == url, said(attached)
 

@@ -459,6 +459,21 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
                           "two-letter folders into that folder")
 
 
+def _project_in_store(url: str) -> str | None:
+    """What of a project the store at ``url`` holds (``"4 streams, 12 ticks"``, or the schema of another mlma
+    version), read without creating or migrating anything; None for a new or empty store."""
+    from mlma.store import SchemaError, Store
+    from mlma.store.engine import missing_sqlite_file
+
+    if missing_sqlite_file(url) is not None:
+        return None
+    try:
+        with Store.open(url) as store:
+            return store.holds_a_project()
+    except SchemaError as exc:
+        return None if exc.current is None else f"an mlma schema at revision {exc.current}, of another mlma version"
+
+
 def init_project(root: str | Path, *, db: str | None = None, model: str = "lightgbm",
                  attach: bool = False) -> ProjectConfig:
     """Create a project folder with ``mlma.toml`` and an up-to-date store; refuses to overwrite one.
@@ -499,8 +514,10 @@ def init_project(root: str | Path, *, db: str | None = None, model: str = "light
         config = load_config(root)
         artifacts = None if config.artifacts_dir.exists() else config.artifacts_dir
         _private_dir(config.artifacts_dir)
-        with Store.create(config.store_url) as store:
-            held = None if attach else store.holds_a_project()
+        # Looked at before Store.create, which would migrate another project's older schema under its agent.
+        held = None if attach else _project_in_store(config.store_url)
+        if not held:
+            Store.create(config.store_url).close()
         if held:
             raise ConfigError(f"the store {config.store_url} already holds a project ({held}); a new project needs "
                               "a store of its own (another database, or another schema: "
