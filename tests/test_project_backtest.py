@@ -74,13 +74,24 @@ def test_the_projects_settings_name_its_policy_and_model(tmp_path, platform):
                                                                                         "max_age = 0 "))
     with LiveAgent(load_config(root), executor="inline") as live:
         history = live.history(sample=5)
+        again = live.history(sample=5)
+        other = live.history(sample=5, seed=1)
     assert history.policy == "mlma:budget=0.05:max_age=0"
     assert history.settings["model"] == "ridge:holidays=DE"
     assert history.data["unique_id"].nunique() == 5 == len(history.attributes)
+    # The same seed draws the same streams; their driver values and attributes are theirs only.
+    pd.testing.assert_frame_equal(history.data, again.data)
+    assert set(other.data["unique_id"]) != set(history.data["unique_id"])
+    assert set(history.attributes["unique_id"]) == set(history.data["unique_id"])
+    assert history.data["temperature"].notna().all()
+    full = platform.data.set_index(["unique_id", "ds"])["temperature"]
+    np.testing.assert_allclose(history.data.set_index(["unique_id", "ds"])["temperature"],
+                               full.loc[history.data.set_index(["unique_id", "ds"]).index])
     toml.write_text(toml.read_text().replace('spec = "ridge"', 'spec = "sklearn:linear_model.Ridge"'))
-    with LiveAgent(load_config(root), executor="inline") as live, pytest.raises(
-            ConfigError, match="holidays = 'DE' is given to the built-in models in a backtest"):
-        live.history()
+    with LiveAgent(load_config(root), executor="inline") as live:
+        with pytest.raises(ConfigError, match="holidays = 'DE' is given to the built-in models in a backtest"):
+            live.history()
+        assert live.history(model="ridge").settings["model"] == "ridge"     # --model: the way past it
 
 
 def test_mlma_backtest_project_writes_the_report_and_refuses_options_of_a_file(tmp_path, platform):

@@ -238,10 +238,9 @@ def backtest(
         _fail("--sample goes with --project (draw from a file yourself)")
     try:
         if project is not None:
-            history = _project_history(project, sample)
+            history = _project_history(project, sample, model)
             settings = dict(history.settings)
-            model = model or settings.pop("model")
-            settings.pop("model", None)
+            model = settings.pop("model")
             if train_window is not None:
                 settings["train_window_ticks"] = train_window
             source, label = history.data, f"project {_project(project).root.name}"
@@ -280,14 +279,14 @@ def backtest(
                   f"wrote {out}/summary.json and {out}/report.html")
 
 
-def _project_history(project: Path, sample: Optional[int]):
+def _project_history(project: Path, sample: Optional[int], model: Optional[str]):
     """``mlma backtest --project``'s input: the project's history and settings (:meth:`LiveAgent.history`)."""
     from mlma.live import LiveAgent, NotReady
     from mlma.project import ConfigError
 
     try:
         with LiveAgent(_project(project), executor="inline") as live:
-            return live.history(sample=sample)
+            return live.history(sample=sample, model=model)
     except (NotReady, ConfigError) as exc:
         _fail(str(exc))
 

@@ -1195,7 +1195,7 @@ class LiveAgent:
         return self.timing().boundaries(done, done + 1)[1]
 
     # -- the project's history, for a backtest ---------------------------------------------------------------
-    def history(self, *, sample: int | None = None, seed: int = 0) -> ProjectHistory:
+    def history(self, *, sample: int | None = None, seed: int = 0, model: str | None = None) -> ProjectHistory:
         """The stored history and the project's settings as :func:`mlma.backtest.run_backtest` replays them
         (``mlma backtest --project``): would a schedule have done better on this fleet at equal compute?
 
@@ -1203,27 +1203,31 @@ class LiveAgent:
         of the declared drivers; the streams' attributes (the queue's groups) and the active abnormal periods;
         the clock, model (with ``[model] holidays``), training window and drivers of ``mlma.toml``, and its policy
         with the ``[monitor]`` settings. Per-stream overrides (``mlma set-params``), pins and the actions people
-        took are not replayed. ``sample``: that many streams drawn at random (``seed``), for a large fleet.
+        took are not replayed. ``sample``: that many streams drawn at random (``seed``), for a large fleet (only
+        their rows are read). ``model``: another model spec than the project's (its ``[model] holidays`` then
+        does not apply).
         """
-        from mlma.models.factory import available_models
+        from mlma.model_names import BUILTIN_MODELS
 
         store, cfg = self.store, self.config
         timing = self.timing()
-        frame = store.observations(with_ids=True)
-        if frame.empty:
-            raise NotReady("the store has no observations yet: run `mlma ingest FILE` first")
-        names = sorted({str(u) for u in frame["unique_id"].unique()})
+        chosen = None
         if sample is not None:
             if sample < 1:
                 raise ValueError(f"sample must be a number of streams >= 1, got {sample}")
-            if sample < len(names):
-                chosen = set(np.random.default_rng(seed).choice(names, size=sample, replace=False).tolist())
-                frame = frame[frame["unique_id"].isin(chosen)]
-                names = sorted(chosen)
+            known = sorted(store.streams(("unique_id",))["unique_id"].astype(str))
+            if sample < len(known):
+                chosen = sorted(np.random.default_rng(seed).choice(known, size=sample, replace=False).tolist())
+        frame = store.observations(streams=chosen, with_ids=True)
+        if frame.empty:
+            raise NotReady("the store has no observations yet: run `mlma ingest FILE` first")
+        names = sorted({str(u) for u in frame["unique_id"].unique()})
         drivers = cfg.drivers()
         declared = list(dict.fromkeys([*drivers.future, *drivers.historical]))
         if declared:
             values = store.driver_values(declared)
+            if chosen is not None:
+                values = values[values["stream_id"].isin(frame["stream_id"].unique())]
             frame = frame.merge(values, on=["stream_id", "ds"], how="left")
         data = frame.drop(columns="stream_id").reset_index(drop=True)
         streams = store.streams(("unique_id", "attributes"))
@@ -1232,9 +1236,9 @@ class LiveAgent:
         attributes = pd.DataFrame(rows) if rows else None
         abnormal = self._abnormal_periods()
         abnormal = abnormal[abnormal["unique_id"].isna() | abnormal["unique_id"].isin(names)]
-        model = cfg.model.spec.strip()
-        if cfg.model.holidays:
-            if model.partition(":")[0].lower().replace("_", "-") not in available_models():
+        model = model.strip() if model is not None else cfg.model.spec.strip()
+        if cfg.model.holidays and model == cfg.model.spec.strip():
+            if model.partition(":")[0].lower().replace("_", "-") not in BUILTIN_MODELS:
                 raise ConfigError(f"{cfg.root / CONFIG_NAME}: [model] holidays = {cfg.model.holidays!r} is given to "
                                   f"the built-in models in a backtest, not to {model!r}; backtest without it, or "
                                   "with --model")
