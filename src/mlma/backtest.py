@@ -34,7 +34,7 @@ from mlma.escalations import EscalationBook, queue_items
 from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext, fitting_train_window, make_forecaster, spec_name
 from mlma.policy import Policy, Verdict, make_policy
-from mlma.training import ModelService, make_executor
+from mlma.training import ModelService, make_executor, terminate_executor
 
 
 @dataclass
@@ -222,6 +222,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         raise ValueError(f"initial_ticks={first_tick} leaves no tick to score (the data has {fleet.n_ticks})")
 
     executor = make_executor(config.executor)
+    owned = config.executor is None or isinstance(config.executor, str)  # a caller's executor is not killed
     service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
                            fit_cache=config.fit_cache, window_steps=clock.most_steps)
     # The start-up's scale, what a live agent knows at its start (the end of tick first_tick - 1); streams with
@@ -299,8 +300,15 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                 for svc in {id(svc): svc for svc in services}.values():
                     svc.forget(keep, k)
                 advance()
+    except BaseException:
+        # A failure or Ctrl-C: queued fits are dropped and running ones killed (the pool's workers leave SIGINT
+        # to this process), not waited for.
+        if owned and executor is not None:
+            terminate_executor(executor)
+            executor = None
+        raise
     finally:
-        if hasattr(executor, "shutdown"):
+        if executor is not None and hasattr(executor, "shutdown"):
             executor.shutdown()
         if service.fit_cache is not None:
             service.fit_cache.close()  # one cache, shared by the services
