@@ -190,7 +190,10 @@ def test_a_lock_of_a_dead_agent_is_broken_with_mlma_unlock_audited(project, flee
     held = cli(project, "tick")
     assert held.returncode == 4 and "`mlma unlock --reason ...`" in said(held), said(held)
     assert cli(project, "unlock").returncode == 2                          # a reason is required
-    done = cli(project, "unlock", "--reason", "the host died", "--by", "ana")
+    # Renewed a moment ago: its holder looks alive, and breaking the lock would lose its tick.
+    refused(cli(project, "unlock", "--reason", "the host died", "--by", "ana"),
+            "the tick lock's holder agent@dead-host:4242 renewed it", "looks alive", "--force")
+    done = cli(project, "unlock", "--reason", "the host died", "--by", "ana", "--force")
     assert done.returncode == 0 and "broke the tick lock of agent@dead-host:4242" in said(done), said(done)
     with Store.open(load_config(project).store_url) as store:
         entry = store.audit_log(action="break-lock").iloc[-1]
@@ -199,6 +202,21 @@ def test_a_lock_of_a_dead_agent_is_broken_with_mlma_unlock_audited(project, flee
     assert cli(project, "tick").returncode == 0
     again = cli(project, "unlock", "--reason", "sure?", "--by", "ana")
     assert again.returncode == 0 and "was not held" in said(again)
+    # Not renewed for 50 of its 60 minutes: its holder is gone, no --force needed.
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from mlma.store import schema as S
+
+    with Store.open(load_config(project).store_url) as store:
+        store.acquire_lock("agent@gone:1", ttl=3600)
+        renewed = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=50)   # as its last renewal wrote it
+        with store.engine.begin() as conn:
+            conn.execute(sa.update(S.locks).values(heartbeat_at=renewed,
+                                                   expires_at=renewed + dt.timedelta(minutes=60)))
+    stale = cli(project, "unlock", "--reason", "its host is gone", "--by", "ana")
+    assert stale.returncode == 0 and "broke the tick lock of agent@gone:1" in said(stale), said(stale)
 
 
 def test_init_on_a_store_that_holds_a_project_is_refused_unless_attached(project, tmp_path):

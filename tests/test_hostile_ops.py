@@ -358,6 +358,29 @@ def small_project(root: Path, platform: pd.DataFrame, days: int = FIRST_TICK + 2
     return root, frame[frame["ds"] >= day0 + pd.Timedelta(days=days)]
 
 
+def test_ctrl_c_while_mlma_run_waits_between_rounds_stops_it_cleanly(tmp_path, platform):
+    root, rest = small_project(tmp_path / "p", platform)
+    run_cli(root, "ingest", str(next_day_file(rest, tmp_path)))
+    service = subprocess.Popen([sys.executable, "-m", "mlma.cli", "run", "--every", "1h", "--project", str(root)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        with Store.open(load_config(root).store_url) as store:
+            done = store.last_done_tick()
+            deadline = time.monotonic() + 120
+            while store.last_done_tick() == done:            # the round's tick, then the hour's wait
+                assert service.poll() is None and time.monotonic() < deadline, service.stderr.read()
+                time.sleep(0.2)
+        time.sleep(1.0)
+        os.killpg(service.pid, signal.SIGINT)
+        out, err = service.communicate(timeout=30)
+    finally:
+        if service.poll() is None:
+            os.killpg(service.pid, signal.SIGKILL)
+    assert service.returncode == 0 and "stopped after 1 round(s)" in out, out + err
+    assert "Traceback" not in err, err
+
+
 def next_day_file(rest: pd.DataFrame, folder: Path, day: int = 0) -> Path:
     day0 = rest["ds"].min().normalize()
     path = folder / f"day-{day}.csv"

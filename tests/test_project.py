@@ -43,6 +43,7 @@ def test_init_writes_a_valid_config_and_a_store(tmp_path):
     ("[store]\nkeep = '400'\n", "\\[store\\] keep must be a whole number of days or weeks .* got '400'"),
     ("[store]\nkeep = '6m'\n", "\\[store\\] keep must be a whole number of days or weeks .* got '6m'"),
     ("[store]\nkeep = '0D'\n", "\\[store\\] keep must be a whole number of days or weeks .* got '0D'"),
+    ("[store]\nkeep = '1000000D'\n", "keep must be a whole number of days or weeks .*at most 36,525 days"),
     ("[data\n", "not valid TOML"),
     ("[agent]\npolicy = 'sometimes'\n", "unknown policy 'sometimes'"),
     ("[agent]\npolicy = 'periodic:0'\n", "whole number of ticks >= 1"),

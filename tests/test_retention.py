@@ -393,15 +393,26 @@ def test_a_keep_prune_stopped_part_way_is_finished_by_the_next_round(tmp_path, m
         store = live.store
         real = store._prune_table
 
-        def killed(table, cut):
-            raise KeyboardInterrupt  # as if the process died in the first slice
+        def killed_at(which: str):
+            def prune_table(table, cut):
+                if table.name == which:
+                    raise KeyboardInterrupt  # as if the process died in this table's first slice
+                real(table, cut)
+            return prune_table
 
-        monkeypatch.setattr(store, "_prune_table", killed)
-        with pytest.raises(KeyboardInterrupt):
-            live.apply_retention()
-        kept = store.kept_from()
-        assert kept is not None and store.oldest_ds() < kept
-        monkeypatch.setattr(store, "_prune_table", real)
-        report = live.apply_retention()
-        assert report is not None and report.kept_from == kept and report.rows["observations"] > 0
-        assert store.oldest_ds() == kept and live.apply_retention() is None
+        for which in ("observations", "driver_values"):   # stopped before any row went, and after the observations
+            store.ingest_frame(fleet_frame(3, 24 * 20).assign(price=1.0), f"drivers for {which}")
+            monkeypatch.setattr(store, "_prune_table", killed_at(which))
+            if which == "driver_values":
+                newest = store.newest_ds()
+                store.ingest_frame(fleet_frame(3, 24 * 21).query("ds > @newest"), "a day")
+                live.step()
+            with pytest.raises(KeyboardInterrupt):
+                live.apply_retention()
+            kept = store.kept_from()
+            assert kept is not None and store.prune_unfinished()
+            monkeypatch.setattr(store, "_prune_table", real)
+            report = live.apply_retention()
+            assert report is not None and report.kept_from == kept and report.rows["driver_values"] > 0
+            assert not store.prune_unfinished() and live.apply_retention() is None
+        assert store.oldest_ds() == kept

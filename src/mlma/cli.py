@@ -762,6 +762,7 @@ def tick(
 
         allow = (actor(by), reason)
     ran = []
+    ticking = True  # a Ctrl-C until the ticks are done stops a tick; after, the pruning or the due check
 
     def progress(result) -> None:
         ran.append(result)
@@ -773,12 +774,19 @@ def tick(
                 live.catch_up(on_tick=progress, allow_no_data=allow)
             else:
                 progress(live.step(allow_no_data=allow))
+            ticking = False  # what follows runs after the commits
+            if not all_due:
                 _say_if_more_are_due(live)
             _apply_retention(live)  # only after ticks that ran to the end: not after an error or Ctrl-C
     except KeyboardInterrupt:
-        # Said, not a silent exit 130: the tick that ran was not committed, and runs again whole.
-        console.print(f"interrupted: the running tick was not committed (nothing of it was written); run `mlma tick` "
-                      f"again" + (f" ({len(ran)} tick(s) committed before)" if ran else ""), highlight=False)
+        # Said, not a silent exit 130: a tick that was running was not committed, and runs again whole.
+        if ticking:
+            console.print(f"interrupted: the running tick was not committed (nothing of it was written); run "
+                          f"`mlma tick` again" + (f" ({len(ran)} tick(s) committed before)" if ran else ""),
+                          highlight=False)
+        else:
+            console.print(f"interrupted after {len(ran)} committed tick(s), while pruning or checking what is due; "
+                          "no tick was lost", highlight=False)
         raise typer.Exit(code=130)
     except TickHeld as exc:
         console.print(f"[yellow]{exc}[/yellow]" + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
@@ -881,7 +889,7 @@ def run(
                 for result in live.catch_up():
                     console.print(escape(str(result)))
             except KeyboardInterrupt:
-                console.print(f"interrupted (Ctrl-C) after {rounds} round(s): a tick that was running was not "
+                console.print(f"interrupted (Ctrl-C) in round {rounds}: the tick that was running was not "
                               "committed and runs again whole at the next start", highlight=False)
                 raise typer.Exit(code=130)
             except LockHeld as exc:
@@ -903,13 +911,16 @@ def run(
                 _fail(f"{exc}; mend mlma.toml and start the service again")
             except Exception as exc:  # noqa: BLE001 - a service logs the failure and tries again next round
                 console.print(f"[red]tick failed: {type(exc).__name__}: {escape(str(exc))}[/red]")
-            if not stopping["now"]:  # a stop (SIGTERM) waits for no prune
-                _apply_retention(live, said=retention_said)
-            if iterations is not None and rounds >= iterations:
-                break
-            deadline = time.monotonic() + interval
-            while not stopping["now"] and time.monotonic() < deadline:
-                time.sleep(min(1.0, deadline - time.monotonic()))
+            try:
+                if not stopping["now"]:  # a stop (SIGTERM) waits for no prune
+                    _apply_retention(live, said=retention_said)
+                if iterations is not None and rounds >= iterations:
+                    break
+                deadline = time.monotonic() + interval
+                while not stopping["now"] and time.monotonic() < deadline:
+                    time.sleep(min(1.0, deadline - time.monotonic()))
+            except KeyboardInterrupt:
+                stopping["now"] = True  # between ticks (pruning, waiting): a stop like SIGTERM's, no tick lost
     console.print(f"stopped after {rounds} round(s)")
 
 
@@ -1009,10 +1020,14 @@ def unlock(
     reason: str = typer.Option(..., "--reason", "-r", help="Why (kept in the audit log), e.g. 'agent host died'."),
     by: Optional[str] = typer.Option(None, "--by", help="Who acts, for the audit log (default: $MLMA_USER, else "
                                      "the login name)."),
+    force: bool = typer.Option(False, "--force", help="Break it even though its holder renewed it lately (an "
+                               "agent that is alive: its running tick is then lost)."),
     project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
 ) -> None:
     """Break the tick lock of an agent that is gone (its host died) before the lock expires; audited. A tick
     that agent was running is not committed: its lease is checked at the commit."""
+    import datetime as dt
+
     from mlma.api.cli import actor
     from mlma.store import Store
 
@@ -1022,6 +1037,13 @@ def unlock(
         _fail("--reason must say why the lock is broken (kept in the audit log)")
     with Store.open(config.store_url) as store:
         holder = store.lock_holder()
+        if holder is not None and not force:
+            # A live holder renews its lease every third of its length: one renewed within two thirds is alive.
+            ttl = holder["expires_at"] - holder["heartbeat_at"]
+            age = dt.datetime.now(dt.timezone.utc) - holder["heartbeat_at"]
+            if age < ttl * 2 / 3:
+                _fail(f"the tick lock's holder {holder['holder']} renewed it {age.total_seconds():.0f} s ago: it "
+                      "looks alive (its tick would be lost); wait, stop it, or pass --force")
         held = store.break_lock(by=who, reason=reason)
     if not held:
         console.print("the tick lock was not held; nothing to break (audited all the same)")

@@ -1060,10 +1060,11 @@ class LiveAgent:
                 continue  # a challenger fitted in this very tick is recorded below
             checks.append(VersionCheck(s, version, check.as_dict()))
             if check.result == "promoted":
-                # The rule is "not worse" (within the margin), so a tie promotes too: say what was measured.
+                # The rule is "not worse" (within the challenger margin), so a tie promotes too: say what it was.
                 better = check.challenger_mean_loss < check.champion_mean_loss
                 moves.append(ChampionMove(s, version, "agent",
-                                          f"{'beat' if better else 'was not worse than'} the serving model in "
+                                          f"{'beat' if better else 'was within the challenger margin of'} the "
+                                          f"serving model in "
                                           f"shadow: mean loss {check.challenger_mean_loss:.4g} vs "
                                           f"{check.champion_mean_loss:.4g}"))
                 live["champion_version"][s] = version
@@ -1152,8 +1153,8 @@ class LiveAgent:
         but never what a tick still reads (:meth:`earliest_prune_time`: the store then keeps more than
         ``keep``, said once in the log). Returns the :class:`~mlma.store.records.PruneReport`, or None when
         nothing is to go: no ``keep``, no tick yet, a window still at the first tick, or nothing new since the
-        last prune (no audit entry then; a prune stopped part way, whose observations before the kept time are
-        still there, is finished). :class:`ConfigError` when the model trains on all history."""
+        last prune (no audit entry then; a prune stopped part way, whose rows before the kept time are still
+        there, is finished). :class:`ConfigError` when the model trains on all history."""
         keep = self.config.retention()
         if keep is None:
             return None
@@ -1171,8 +1172,7 @@ class LiveAgent:
             before = limit
         kept = self.store.kept_from()
         if kept is not None and before <= kept:
-            oldest = self.store.oldest_ds()
-            if oldest is None or oldest >= kept:
+            if not self.store.prune_unfinished():
                 return None
             before = kept  # a prune stopped part way (the kept time is recorded first) is finished now
         return self.store.prune(before, by="agent", reason=f"[store] keep = {self.config.store.keep!r}")

@@ -253,12 +253,12 @@ def parse_keep(text: str, what: str = "keep"):
 
     >>> parse_keep("400D"), parse_keep("")
     (Timedelta('400 days 00:00:00'), None)
-    >>> parse_keep("13 weeks"), parse_keep("90d")
-    (Timedelta('91 days 00:00:00'), Timedelta('90 days 00:00:00'))
+    >>> parse_keep("13 weeks"), parse_keep("90d"), parse_keep("P400D")
+    (Timedelta('91 days 00:00:00'), Timedelta('90 days 00:00:00'), Timedelta('400 days 00:00:00'))
     >>> parse_keep("400", "[store] keep")
     Traceback (most recent call last):
     ...
-    ValueError: [store] keep must be a whole number of days or weeks such as 400D or 13W (months and years have no fixed length), got '400'
+    ValueError: [store] keep must be a whole number of days or weeks such as 400D or 13W, at most 36,525 days (months and years have no fixed length), got '400'
     """
     import pandas as pd
 
@@ -266,14 +266,18 @@ def parse_keep(text: str, what: str = "keep"):
         return None
     # Days or weeks only: a bare "400" is 400 nanoseconds to pandas and "6m" six minutes (meant as months),
     # either of which would prune the store down to what the ticks read.
-    match = _KEEP.match(text)
-    if match is None or int(match["n"]) < 1:
-        raise ValueError(f"{what} must be a whole number of days or weeks such as 400D or 13W (months and years "
-                         f"have no fixed length), got {text!r}")
-    return pd.Timedelta(days=int(match["n"]) * (7 if match["unit"][0].lower() == "w" else 1))
+    match = _KEEP.match(text) or _KEEP_ISO.match(text)
+    days = 0 if match is None else int(match["n"]) * (7 if match["unit"][0].lower() == "w" else 1)
+    if not 1 <= days <= _KEEP_MOST_DAYS:
+        raise ValueError(f"{what} must be a whole number of days or weeks such as 400D or 13W, at most "
+                         f"{_KEEP_MOST_DAYS:,} days (months and years have no fixed length), got {text!r}")
+    return pd.Timedelta(days=days)
 
 
-_KEEP = re.compile(r"^\s*(?P<n>\d+)\s*(?P<unit>d|days?|w|weeks?)\s*$", re.IGNORECASE)
+_KEEP = re.compile(r"^\s*(?P<n>\d{1,9})\s*(?P<unit>d|days?|w|weeks?)\s*$", re.IGNORECASE)
+_KEEP_ISO = re.compile(r"^\s*P(?P<n>\d{1,9})(?P<unit>[DW])\s*$", re.IGNORECASE)  # ISO 8601: P400D, P13W
+#: A century: longer would overflow the data times it is subtracted from (pandas' range ends in 2262).
+_KEEP_MOST_DAYS = 36_525
 
 
 def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig:

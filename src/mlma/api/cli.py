@@ -110,10 +110,16 @@ def _run(project: Optional[Path], call) -> None:
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     what = f"{len(names)} stream{'s' if len(names) != 1 else ''} ({shown})" if names else f"{result.changed} item(s)"
     extra = f"; {result.queued} queued for the next tick" if result.queued else ""
-    # A flag reads as its name when set ("; direct") and not at all when not.
-    detail = "".join(f"; {k}" if v is True else "" if v is False else f"; {k} {v}" for k, v in result.detail.items())
+    # A queued action's flag reads as its name when set ("; direct") and not at all when not; other values
+    # (a parameter set to false) as they are.
+    detail = "".join(("" if not v else f"; {k}") if k in _ACTION_FLAGS else f"; {k} {v}"
+                     for k, v in result.detail.items())
     audit = f" [audit #{result.audit_id}]" if result.audit_id is not None else ""
     console.print(f"{result.action}: {what}{extra}{detail}{audit}", highlight=False)
+
+
+#: Options of queued actions that are flags (``mlma retrain --direct``, ``mlma reset-reference --rebase``).
+_ACTION_FLAGS = frozenset({"direct", "rebase"})
 
 
 def _print_json(payload) -> None:

@@ -589,6 +589,17 @@ class Store:
             conn.execute(sa.insert(c).values(name=kind, value=1))  # a row deleted by hand: counting starts again
 
     # -- what the store keeps ----------------------------------------------------------------------------
+    def prune_unfinished(self) -> bool:
+        """Whether a prune stopped part way left rows before the kept time (:meth:`kept_from`): observations,
+        driver values or revisions, each one step down its ds index."""
+        kept = self.kept_from()
+        if kept is None:
+            return False
+        with self._read() as conn:
+            oldest = [conn.execute(sa.select(sa.func.min(table.c.ds))).scalar()
+                      for table in (S.observations, S.driver_values, S.observation_revisions)]
+        return any(value is not None and pd.Timestamp(value) < kept for value in oldest)
+
     def holds_a_project(self) -> str | None:
         """What of a project this store holds (``"4 streams, 12 ticks"``), or None for an empty store: a new
         project folder must not take over another's store unknowingly (:func:`mlma.project.init_project`)."""
