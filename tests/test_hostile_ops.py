@@ -249,9 +249,9 @@ def alive(pids: set[int]) -> set[int]:
     return out
 
 
-@pytest.mark.slow  # real mlma processes, one after another
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_pool_workers_exit_when_a_tick_is_killed_with_sigkill_mid_fit(tmp_path, platform):
+def slow_pool_project(tmp_path: Path, platform: pd.DataFrame) -> tuple[Path, Path, dict]:
+    """A project whose model's fits take a minute in a pool of two workers, its history ingested: the project,
+    the file each fit writes its pid to when it starts, and the environment a tick needs to import the model."""
     (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
     started = tmp_path / "fit-started"
     root = make_project(tmp_path / "p", model="slowmodel:Slow")
@@ -263,15 +263,32 @@ def test_pool_workers_exit_when_a_tick_is_killed_with_sigkill_mid_fit(tmp_path, 
     assert run_cli(root, "ingest", str(data)).returncode == 0
     env = {**os.environ, "SLOW_FIT_STARTED": str(started),
            "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return root, started, env
+
+
+def wait_for_two_fits(process: subprocess.Popen, started: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not (started.exists() and len(started.read_text().split()) >= 2):
+        assert process.poll() is None, process.stderr.read()
+        assert time.monotonic() < deadline, "no fit started"
+        time.sleep(0.05)
+
+
+def back_to_a_quick_model(root: Path) -> None:
+    root.joinpath("mlma.toml").write_text(root.joinpath("mlma.toml").read_text()
+                                          .replace('spec = "slowmodel:Slow"', 'spec = "ridge"')
+                                          .replace('executor = "process:2"', 'executor = "inline"'))
+
+
+@pytest.mark.slow  # real mlma processes, one after another
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pool_workers_exit_when_a_tick_is_killed_with_sigkill_mid_fit(tmp_path, platform):
+    root, started, env = slow_pool_project(tmp_path, platform)
     tick = subprocess.Popen([sys.executable, "-m", "mlma.cli", "tick", "--project", str(root)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     workers: set[int] = set()
     try:
-        deadline = time.monotonic() + 120
-        while not (started.exists() and len(started.read_text().split()) >= 2):
-            assert tick.poll() is None, tick.stderr.read().decode()
-            assert time.monotonic() < deadline, "no fit started"
-            time.sleep(0.05)
+        wait_for_two_fits(tick, started)
         workers = children(tick.pid)
         fitting = {int(p) for p in started.read_text().split()}
         assert fitting <= workers and len(workers) >= 2
@@ -287,9 +304,7 @@ def test_pool_workers_exit_when_a_tick_is_killed_with_sigkill_mid_fit(tmp_path, 
         for pid in alive(workers):
             os.kill(pid, signal.SIGKILL)
     # The store is as a crash leaves it: the next run (inline) does the start-up and ticks on.
-    root.joinpath("mlma.toml").write_text(root.joinpath("mlma.toml").read_text()
-                                          .replace('spec = "slowmodel:Slow"', 'spec = "ridge"')
-                                          .replace('executor = "process:2"', 'executor = "inline"'))
+    back_to_a_quick_model(root)
     rerun = run_cli(root, "tick")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
 
@@ -299,27 +314,13 @@ def test_ctrl_c_mid_fit_is_said_in_one_line_and_the_tick_runs_again(tmp_path, pl
     traceback of theirs), the agent says the tick was not committed (exit 130, not a silent exit), the tick's
     row says it was stopped (not "KeyboardInterrupt:" with no message), nothing is escalated, and the next run
     does the tick."""
-    (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
-    started = tmp_path / "fit-started"
-    root = make_project(tmp_path / "p", model="slowmodel:Slow")
-    root.joinpath("mlma.toml").write_text(root.joinpath("mlma.toml").read_text()
-                                          .replace('executor = "inline"', 'executor = "process:2"'))
-    data = tmp_path / "history.csv"
-    day0 = platform["ds"].min().normalize()
-    platform[platform["ds"] < day0 + pd.Timedelta(days=FIRST_TICK)].to_csv(data, index=False)
-    assert run_cli(root, "ingest", str(data)).returncode == 0
-    env = {**os.environ, "SLOW_FIT_STARTED": str(started),
-           "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    root, started, env = slow_pool_project(tmp_path, platform)
     # A group of its own, as a terminal's foreground job, with SIGINT's default action (a shell may ignore it).
     tick = subprocess.Popen([sys.executable, "-m", "mlma.cli", "tick", "--project", str(root)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
-        deadline = time.monotonic() + 120
-        while not (started.exists() and len(started.read_text().split()) >= 2):
-            assert tick.poll() is None, tick.stderr.read()
-            assert time.monotonic() < deadline, "no fit started"
-            time.sleep(0.05)
+        wait_for_two_fits(tick, started)
         os.killpg(tick.pid, signal.SIGINT)
         out, err = tick.communicate(timeout=60)
     finally:
@@ -332,9 +333,7 @@ def test_ctrl_c_mid_fit_is_said_in_one_line_and_the_tick_runs_again(tmp_path, pl
         row = store.ticks().iloc[-1]
         assert row["status"] == "failed" and row["error"].startswith("stopped (KeyboardInterrupt: Ctrl-C or a signal)")
         assert store.escalations().empty and store.last_done_tick() is None
-    root.joinpath("mlma.toml").write_text(root.joinpath("mlma.toml").read_text()
-                                          .replace('spec = "slowmodel:Slow"', 'spec = "ridge"')
-                                          .replace('executor = "process:2"', 'executor = "inline"'))
+    back_to_a_quick_model(root)
     rerun = run_cli(root, "tick")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
 
