@@ -145,14 +145,20 @@ def same(a: dict, b: dict) -> None:
 
 # -- 1. a wrong [store] artifacts folder -----------------------------------------------------------------------
 def test_a_wrong_artifacts_folder_fails_the_tick_naming_the_key_and_changes_nothing(make_project):
-    """A typo, an empty value (the project folder itself), a folder that cannot exist and a path through a
-    file: each refuses the tick with one error naming the key and the folder; nothing is re-fitted, moved or
-    escalated about a stream, and no folder is left behind; the failed tick is one `tick-failed` item for the
-    engineer, however often it is retried. Fixed, the tick runs on the registry's models and resolves it."""
+    """A typo, a folder that cannot exist and a path through a file: each refuses the tick with one error
+    naming the key and the folder; nothing is re-fitted, moved or escalated about a stream, and no folder is
+    left behind; the failed tick is one `tick-failed` item for the engineer, however often it is retried. An
+    empty value (the project folder itself) is refused when mlma.toml is read. Fixed, the tick runs on the
+    registry's models and resolves it."""
     root = make_project()
     (root / "a-file").write_text("not a folder")
     before = snapshot(root)
-    wrong = ["artifactz", "", "a-file/x"] + (["/proc/mlma-artifacts"] if Path("/proc").is_dir() else [])
+    set_key(root, "artifacts", '""')
+    message = " ".join(ok(run_cli(root, "tick"), 2).stdout.split())
+    assert "mlma.toml: [store] artifacts must name a folder for the model files other than the project" in message
+    set_key(root, "artifacts", '"artifacts"')
+    same(before, snapshot(root))
+    wrong = ["artifactz", "a-file/x"] + (["/proc/mlma-artifacts"] if Path("/proc").is_dir() else [])
     for folder in wrong:
         set_key(root, "artifacts", json.dumps(folder))
         refused = ok(run_cli(root, "tick"), 2)
