@@ -178,6 +178,8 @@ def test_store_keeps_what_was_known_when_and_names_bad_future_files(tmp_path, pa
         now = store.driver_values(["promo"], day)
         then = store.driver_values(["promo"], day, as_of_ingest=first.ingest_id)
         assert (now["promo"] == 1.0).all() and (then["promo"] == 0.0).all() and len(now) == 4 * 24
+        two = store.driver_values(["promo"], day, streams=[2, 0])          # only those streams' rows
+        pd.testing.assert_frame_equal(two, now[now["stream_id"].isin([0, 2])].reset_index(drop=True))
         # Observed values (with the actuals) came with the history and are in force there.
         history = store.driver_values(["promo"], end=day)
         assert len(history) == len(panel[panel["ds"] < "2025-03-05"])

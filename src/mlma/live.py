@@ -1225,10 +1225,8 @@ class LiveAgent:
         drivers = cfg.drivers()
         declared = list(dict.fromkeys([*drivers.future, *drivers.historical]))
         if declared:
-            values = store.driver_values(declared)
-            if chosen is not None:
-                values = values[values["stream_id"].isin(frame["stream_id"].unique())]
-            frame = frame.merge(values, on=["stream_id", "ds"], how="left")
+            ids = None if chosen is None else frame["stream_id"].unique().tolist()
+            frame = frame.merge(store.driver_values(declared, streams=ids), on=["stream_id", "ds"], how="left")
         data = frame.drop(columns="stream_id").reset_index(drop=True)
         streams = store.streams(("unique_id", "attributes"))
         streams = streams[streams["unique_id"].isin(names)]

@@ -147,7 +147,8 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
                         first_ds=first, last_ds=last, notes=tuple(f["message"] for f in findings))
 
 
-def driver_values(store, names, start=None, end=None, *, as_of_ingest: int | None = None) -> pd.DataFrame:
+def driver_values(store, names, start=None, end=None, *, as_of_ingest: int | None = None,
+                  streams=None) -> pd.DataFrame:
     """The driver values in force, as a wide frame ``stream_id, ds, <name>...`` sorted by stream and time.
 
     Parameters
@@ -158,6 +159,8 @@ def driver_values(store, names, start=None, end=None, *, as_of_ingest: int | Non
         Data-time bounds ``start <= ds < end`` (tz-naive), either may be None.
     as_of_ingest
         Only what the store knew after this ingest (earlier ingests included): what was known when.
+    streams
+        Only these stream ids (read down the primary key, 10,000 ids a statement); default all.
     """
     names = [str(n) for n in names]
     t = S.driver_values
@@ -173,7 +176,12 @@ def driver_values(store, names, start=None, end=None, *, as_of_ingest: int | Non
     if as_of_ingest is not None:
         query = query.where(t.c.ingest_id <= int(as_of_ingest))
     with store._read() as conn:
-        rows = conn.execute(query).all()
+        if streams is None:
+            rows = conn.execute(query).all()
+        else:
+            ids = sorted({int(i) for i in streams})
+            rows = [row for lo in range(0, len(ids), 10_000)
+                    for row in conn.execute(query.where(t.c.stream_id.in_(ids[lo:lo + 10_000]))).all()]
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c == "stream_id" else "datetime64[ns]" if c == "ds"
                                           else "float64") for c in columns})

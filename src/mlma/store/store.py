@@ -820,11 +820,11 @@ class Store:
         return None
 
     def driver_values(self, names: Sequence[str], start: Any = None, end: Any = None, *,
-                      as_of_ingest: int | None = None) -> pd.DataFrame:
+                      as_of_ingest: int | None = None, streams: Sequence[int] | None = None) -> pd.DataFrame:
         """Driver values in force (observed, else the newest known in advance) as a wide frame
-        ``stream_id, ds, <name>...``; see :func:`mlma.store.drivers.driver_values`."""
+        ``stream_id, ds, <name>...`` (of ``streams``, ids, if given); see :func:`mlma.store.drivers.driver_values`."""
         return drivers.driver_values(self, names, _timestamp(start, "start"), _timestamp(end, "end"),
-                                     as_of_ingest=as_of_ingest)
+                                     as_of_ingest=as_of_ingest, streams=streams)
 
     def _ingest_by_hash(self, sha: str) -> IngestReport | None:
         with self._read() as conn:
