@@ -183,6 +183,18 @@ def test_a_file_with_other_column_names_is_told_where_a_project_names_them(proje
     assert done.returncode == 0 and "96 new" in said(done), said(done)
 
 
+def test_monthly_data_is_told_its_tick_when_the_clock_is_fixed(tmp_path):
+    """Monthly data ticks every 12 months by default: said when the first ingest fixes the clock, the moment
+    another tick length can still be chosen (a project fed a month per file was surprised a year later)."""
+    root = make_project(tmp_path / "monthly")
+    months = pd.date_range("2015-01-01", periods=36, freq="MS")
+    frame = pd.DataFrame({"unique_id": ["a"] * 36 + ["b"] * 36, "ds": list(months.strftime("%Y-%m-%d")) * 2,
+                          "y": 1.0})
+    done = cli(root, "ingest", str(write_csv(frame, tmp_path / "months.csv")))
+    assert done.returncode == 0 and "clock: frequency MS, tick 12MS" in said(done), said(done)
+    assert "note: each tick holds 12 step(s) of MS data" in said(done) and "set [data] tick" in said(done)
+
+
 def test_a_lock_of_a_dead_agent_is_broken_with_mlma_unlock_audited(project, fleet, tmp_path):
     with Store.open(load_config(project).store_url) as store:
         store.acquire_lock("agent@dead-host:4242", ttl=3600)

@@ -393,8 +393,11 @@ def test_a_daily_panel_fed_one_day_per_file_ingests_and_ticks_with_no_settings(t
     assert first.returncode == 0 and "frequency-pending" in first.stdout, first.stdout + first.stderr
     second = cli(root, "ingest", str(files[1]))
     assert second.returncode == 0 and "clock: frequency D, tick 7D" in second.stdout, second.stdout
+    assert "note: each tick holds 7 step(s) of D data" in " ".join(second.stdout.split())   # said once, now
+    third = cli(root, "ingest", str(files[2]))
+    assert third.returncode == 0 and "each tick holds" not in third.stdout
     with Store.open(load_config(root).store_url) as store:
-        for path in files[2:35]:
+        for path in files[3:35]:
             report = store.ingest_file(path)
             assert report.rows_new == 4 and report.rows_dropped == 0
     started = cli(root, "tick", "--all", "--executor", "inline")

@@ -503,7 +503,16 @@ def ingest(
     if report.rejected_path is not None:
         console.print(f"every rejected row, with the reason: {report.rejected_path}")
     if report.clock is not None:
-        console.print(f"clock: {report.clock}")
+        console.print(f"clock: {report.clock}", markup=False, highlight=False)
+        if report.clock.fixed_by == f"the ingest of {data.name}":
+            # Said when the clock is fixed, the one moment it can still be chosen: monthly data's default tick
+            # of 12 steps surprised a project fed a month per file (a tick a year).
+            from mlma.calendar import TickClock
+
+            steps = TickClock.covering(report.clock.freq, report.clock.tick, report.first_ds).horizon()
+            console.print(f"note: each tick holds {steps} step(s) of {report.clock.freq} data, and runs once they "
+                          f"are all in; for another tick length, set [data] tick in mlma.toml and start the project "
+                          f"again before it ticks (a project's clock never changes)", markup=False, highlight=False)
 
 
 def _print_findings(report, verbose: bool) -> None:
