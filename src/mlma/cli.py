@@ -238,12 +238,13 @@ def backtest(
         _fail("--sample goes with --project (draw from a file yourself)")
     try:
         if project is not None:
-            history = _project_history(project, sample, model)
+            project_config = _project(project)
+            history = _project_history(project_config, sample, model)
             settings = dict(history.settings)
             model = settings.pop("model")
             if train_window is not None:
                 settings["train_window_ticks"] = train_window
-            source, label = history.data, f"project {_project(project).root.name}"
+            source, label = history.data, f"project {project_config.root.name}"
             truth, streams, marked = None, history.attributes, history.abnormal
             wanted = [p.strip() for p in (policies or "project").split(",") if p.strip()]
             specs = list(dict.fromkeys(history.policy if p == "project" else p for p in wanted))
@@ -279,13 +280,13 @@ def backtest(
                   f"wrote {out}/summary.json and {out}/report.html")
 
 
-def _project_history(project: Path, sample: Optional[int], model: Optional[str]):
+def _project_history(config, sample: Optional[int], model: Optional[str]):
     """``mlma backtest --project``'s input: the project's history and settings (:meth:`LiveAgent.history`)."""
     from mlma.live import LiveAgent, NotReady
     from mlma.project import ConfigError
 
     try:
-        with LiveAgent(_project(project), executor="inline") as live:
+        with LiveAgent(config, executor="inline") as live:
             return live.history(sample=sample, model=model)
     except (NotReady, ConfigError) as exc:
         _fail(str(exc))
@@ -504,7 +505,7 @@ def ingest(
         console.print(f"every rejected row, with the reason: {report.rejected_path}")
     if report.clock is not None:
         console.print(f"clock: {report.clock}", markup=False, highlight=False)
-        if report.clock.fixed_by == f"the ingest of {data.name}":
+        if report.clock_fixed:
             # Said when the clock is fixed, the one moment it can still be chosen: monthly data's default tick
             # of 12 steps surprised a project fed a month per file (a tick a year).
             from mlma.calendar import TickClock

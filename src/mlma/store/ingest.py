@@ -154,7 +154,8 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
     del raw
     # A frame's content hash (sha None) is ingest_frame's, which covers its driver columns too.
     report = store.ingest_frame(checked.frame, name, sha, report=checked.report, clock=new_clock)
-    return dataclasses.replace(report, validation=checked.report, rejected_path=written, clock=new_clock or clock)
+    return dataclasses.replace(report, validation=checked.report, rejected_path=written, clock=new_clock or clock,
+                               clock_fixed=new_clock is not None)
 
 
 def _distinct_ids(raw: pd.DataFrame) -> np.ndarray:

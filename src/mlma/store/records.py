@@ -104,6 +104,8 @@ class IngestReport:
     rejected_path: Any = field(default=None, repr=False, compare=False)
     #: The project's clock after this ingest, if it is known.
     clock: Any = field(default=None, repr=False, compare=False)
+    #: Whether this ingest fixed that clock (the first that could tell the frequency).
+    clock_fixed: bool = field(default=False, repr=False, compare=False)
     #: What a future drivers' ingest (``Store.ingest_future``) dropped or repaired, one message each (its
     #: findings, also kept with the ingest's record); a checked ingest's are in ``validation``.
     notes: tuple[str, ...] = field(default=(), repr=False, compare=False)

@@ -761,10 +761,11 @@ class Store:
         rows_dropped = int(report.n_rows_in - report.n_rows_out) if report is not None else 0
         findings = [_finding_json(f) for f in report.findings] if report is not None else []
         kind = _time_zones_of([f["code"] for f in findings])
-        if kind is not None and self.time_zones() not in (None, kind):
+        project = self.time_zones() if kind is not None else None
+        if project not in (None, kind):
             raise ValueError(f"{source}: its timestamps are {kind} (the check's report says so), but this project's "
-                             f"actuals are {self.time_zones()} (Store.time_zones): converting or not would shift "
-                             "them by their offset; nothing was written")
+                             f"actuals are {project} (Store.time_zones): converting or not would shift them by "
+                             "their offset; nothing was written")
         try:
             return self._ingest(uid, ns, y, source, sha, rows_read, rows_dropped, findings, clock=clock,
                                 extra=(frame, extra))
