@@ -216,8 +216,8 @@ def test_future_timestamps_with_zones_are_placed_on_the_actuals_clock_or_refused
             store.ingest_future(tmp_path / "zoned.csv")
         store.ingest_file(_csv_of(history, tmp_path / "naive-history.csv"))
         assert store.time_zones() == "naive"
-        with pytest.raises(DataError, match="zoned.csv: column 'ds' carries time zones, and this project's actuals "
-                                            "did not"):
+        with pytest.raises(DataError, match="zoned.csv: the ds timestamps carry time zones, but this project's "
+                                            "are tz-naive"):
             store.ingest_future(tmp_path / "zoned.csv")
         assert store.driver_values(["promo"], day).empty
     sent = history.assign(ds=(history["ds"] + pd.Timedelta(hours=1)).dt.strftime("%Y-%m-%dT%H:%M:%S+01:00"))

@@ -370,7 +370,8 @@ def test_a_file_of_the_other_kind_of_timestamps_than_the_projects_is_refused(pro
     assert done.returncode == 2 and "carry no time zone, but this project's came with time zones" in said, said
     plan = write_csv(local[["unique_id", "ds"]].assign(temperature=1.0), tmp_path / "plan.csv")
     done = cli(utc, "ingest", "--future", str(plan))
-    assert done.returncode == 2 and "carries no time zone" in " ".join(done.stdout.split()), done.stdout
+    assert done.returncode == 2 and "the ds timestamps carry no time zone, but this project's came with time zones" in " ".join(
+        done.stdout.split()), done.stdout
     with Store.open(load_config(utc).store_url) as store:
         assert len(store.observations()) == rows
     nxt_z = nxt.assign(ds=nxt["ds"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))

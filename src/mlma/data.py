@@ -2073,24 +2073,17 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
         raise DataError(f"{label}: column {time_col!r} carries time zones, and no checked file of actuals tells yet "
                         "which clock this project's timestamps are on: ingest its actuals first",
                         source=label, column=time_col)
-    if tz_note is not None and time_zones != "zoned":
-        raise DataError(f"{label}: column {time_col!r} carries time zones, and this project's actuals did not: "
-                        "their timestamps are on their own local clock, which these cannot be placed on (the "
-                        "offset between them cannot be guessed); give tz-naive timestamps on the actuals' clock",
-                        source=label, column=time_col)
-    if tz_note is None and time_zones == "zoned" and (~unread).any():
-        raise DataError(f"{label}: column {time_col!r} carries no time zone, but this project's actuals came with "
-                        "time zones and are kept in UTC: give each timestamp its offset (or Z for UTC); read as "
-                        "UTC, local times would be shifted by their offset", source=label, column=time_col)
-    if tz_note is not None:
-        # As the actuals: converted to UTC, but a column mixing naive timestamps with zoned ones is refused.
-        checked = frame.rename(columns={time_col: TIME})
-        if not isinstance(source, pd.DataFrame):
-            checked.attrs[_ATTR_FIRST_LINE] = 2  # line numbers of the CSV file, as `line` counts them
-        check = _Validator(checked, label, "raise")
-        _check_timezone_mix(check, frame[time_col], ~unread)
-        if check.findings:
-            raise DataError(f"{label}: {check.findings[0].message}", source=label, column=time_col)
+    # The project's kind of timestamps and a naive/zoned mix, by the checks of the actuals' files.
+    checked = frame.rename(columns={time_col: TIME})
+    if not isinstance(source, pd.DataFrame):
+        checked.attrs[_ATTR_FIRST_LINE] = 2  # line numbers of the CSV file, as `line` counts them
+    check = _Validator(checked, label, "raise")
+    if (~unread).any():
+        _check_time_zones_match(check, time_zones or "naive", tz_note is not None)
+    if tz_note is not None and not check.findings:
+        _check_timezone_mix(check, frame[time_col], ~unread)  # converted to UTC, as the actuals, unless mixed
+    if check.findings:
+        raise DataError(f"{label}: {check.findings[0].message}", source=label, column=time_col)
     stamps = pd.Series(ns.view("datetime64[ns]"), index=frame.index)
     bad = np.flatnonzero(unread)
     if bad.size:
