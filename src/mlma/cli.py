@@ -1040,6 +1040,7 @@ def unlock(
 
     from mlma.api.cli import actor
     from mlma.store import Store
+    from mlma.store.lock import renewed_lately
 
     config = _project(project)
     who = actor(by)
@@ -1047,20 +1048,17 @@ def unlock(
         _fail("--reason must say why the lock is broken (kept in the audit log)")
     with Store.open(config.store_url) as store:
         holder = store.lock_holder()
-        if holder is not None and not force:
-            # A live holder renews its lease every third of its length: one renewed within two thirds is alive.
-            ttl = holder["expires_at"] - holder["heartbeat_at"]
-            age = dt.datetime.now(dt.timezone.utc) - holder["heartbeat_at"]
-            if age < ttl * 2 / 3:
-                _fail(f"the tick lock's holder {holder['holder']} renewed it {age.total_seconds():.0f} s ago: it "
-                      "looks alive (its tick would be lost); wait, stop it, or pass --force")
+        now = dt.datetime.now(dt.timezone.utc)
+        if holder is not None and not force and renewed_lately(holder["heartbeat_at"], holder["expires_at"], now):
+            age = (now - holder["heartbeat_at"]).total_seconds()
+            _fail(f"the tick lock's holder {holder['holder']} renewed it {age:.0f} s ago: it looks alive (its tick "
+                  "would be lost); wait, stop it, or pass --force")
         held = store.break_lock(by=who, reason=reason)
     if not held:
         console.print("the tick lock was not held; nothing to break (audited all the same)")
         return
-    expired = holder is None
-    console.print(f"broke the tick lock{'' if expired else ' of ' + holder['holder']}; the next `mlma tick` takes it",
-                  highlight=False, markup=False)
+    console.print(f"broke the tick lock{'' if holder is None else ' of ' + holder['holder']}; the next `mlma tick` "
+                  "takes it", highlight=False, markup=False)
 
 
 @app.command()

@@ -34,6 +34,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: A held lease is renewed this many times per ``ttl`` (the heartbeat's default interval is ``ttl`` over it).
+RENEWALS_PER_TTL = 3
+
+
+def renewed_lately(heartbeat_at: dt.datetime, expires_at: dt.datetime, now: dt.datetime) -> bool:
+    """Whether a lease was renewed within two of its heartbeat intervals before ``now``: its holder looks alive
+    (one that died stops renewing; ``mlma unlock`` breaks only such a lock without ``--force``).
+
+    >>> t = dt.datetime(2025, 1, 1, 12, 0)
+    >>> renewed_lately(t, t + dt.timedelta(minutes=60), t + dt.timedelta(minutes=39))
+    True
+    >>> renewed_lately(t, t + dt.timedelta(minutes=60), t + dt.timedelta(minutes=41))
+    False
+    """
+    return now - heartbeat_at < (expires_at - heartbeat_at) * 2 / RENEWALS_PER_TTL
+
 
 class Lease:
     """A held lock. Returned by :meth:`mlma.store.Store.acquire_lock` and ``Store.tick_lock``.
@@ -97,10 +113,10 @@ class Lease:
 
     # -- heartbeats in the background ---------------------------------------------------------------------
     def start_heartbeats(self, interval: float | None = None) -> None:
-        """Renew the lease every ``interval`` seconds (default ``ttl / 3``) from a daemon thread."""
+        """Renew the lease every ``interval`` seconds (default ``ttl / RENEWALS_PER_TTL``) from a daemon thread."""
         if self._thread is not None:
             return
-        interval = self.ttl / 3 if interval is None else interval
+        interval = self.ttl / RENEWALS_PER_TTL if interval is None else interval
         self._thread = threading.Thread(target=self._beat, args=(interval,), daemon=True,
                                         name=f"mlma-lock-{self.name}")
         self._thread.start()
