@@ -214,10 +214,10 @@ import os, time
 from mlma.models import SeasonalNaive
 
 class Slow(SeasonalNaive):
-    """Seasonal naive whose fit takes a minute and says when it started."""
+    """Seasonal naive whose fit takes a minute (or $SLOW_FIT_SECONDS) and says when it started."""
     def fit(self, ds, y, X=None):
         open(os.environ["SLOW_FIT_STARTED"], "a").write(f"{os.getpid()}\\n")
-        time.sleep(60)
+        time.sleep(float(os.environ.get("SLOW_FIT_SECONDS", "60")))
         return super().fit(ds, y, X)
 '''
 
@@ -249,9 +249,10 @@ def alive(pids: set[int]) -> set[int]:
     return out
 
 
-def slow_pool_project(tmp_path: Path, platform: pd.DataFrame) -> tuple[Path, Path, dict]:
-    """A project whose model's fits take a minute in a pool of two workers, its history ingested: the project,
-    the file each fit writes its pid to when it starts, and the environment a tick needs to import the model."""
+def slow_pool_project(tmp_path: Path, platform: pd.DataFrame, days: int = FIRST_TICK) -> tuple[Path, Path, dict]:
+    """A project whose model's fits take a minute in a pool of two workers, its first ``days`` days ingested
+    (more than the history: a backlog of due ticks): the project, the file each fit writes its pid to when it
+    starts, and the environment a tick needs to import the model."""
     (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
     started = tmp_path / "fit-started"
     root = make_project(tmp_path / "p", model="slowmodel:Slow")
@@ -259,7 +260,7 @@ def slow_pool_project(tmp_path: Path, platform: pd.DataFrame) -> tuple[Path, Pat
                                           .replace('executor = "inline"', 'executor = "process:2"'))
     data = tmp_path / "history.csv"
     day0 = platform["ds"].min().normalize()
-    platform[platform["ds"] < day0 + pd.Timedelta(days=FIRST_TICK)].to_csv(data, index=False)
+    platform[platform["ds"] < day0 + pd.Timedelta(days=days)].to_csv(data, index=False)
     assert run_cli(root, "ingest", str(data)).returncode == 0
     env = {**os.environ, "SLOW_FIT_STARTED": str(started),
            "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -336,6 +337,73 @@ def test_ctrl_c_mid_fit_is_said_in_one_line_and_the_tick_runs_again(tmp_path, pl
     back_to_a_quick_model(root)
     rerun = run_cli(root, "tick")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+
+
+@pytest.mark.slow  # real mlma processes
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_ends_mlma_tick_as_ctrl_c_does_and_releases_the_lock(tmp_path, platform):
+    """A job's deadline or a pod's stop sends SIGTERM, often to the whole group (systemd: the whole unit): the
+    workers leave it to the agent, which marks the tick stopped, releases the lock (so that the next run, on any
+    host, need not wait out the lease) and exits 143 with one line, no traceback; the next run does the tick."""
+    root, started, env = slow_pool_project(tmp_path, platform)
+    tick = subprocess.Popen([sys.executable, "-m", "mlma.cli", "tick", "--project", str(root)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0)
+    workers: set[int] = set()
+    try:
+        wait_for_two_fits(tick, started)
+        workers = children(tick.pid)
+        os.killpg(tick.pid, signal.SIGTERM)
+        out, err = tick.communicate(timeout=60)
+    finally:
+        if tick.poll() is None:
+            os.killpg(tick.pid, signal.SIGKILL)
+    assert tick.returncode == 143, out + err
+    assert "terminated (SIGTERM): the running tick was not committed" in " ".join(out.split()), out
+    assert "Traceback" not in err, err
+    assert not alive(workers), f"pool workers {sorted(alive(workers))} outlived the stopped tick"
+    with Store.open(load_config(root).store_url) as store:
+        row = store.ticks().iloc[-1]
+        assert row["status"] == "failed" and row["error"].startswith("stopped (Terminated: Ctrl-C or a signal)")
+        assert store.lock_holder() is None
+        assert store.escalations().empty and store.last_done_tick() is None
+    back_to_a_quick_model(root)
+    rerun = run_cli(root, "tick")
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+
+
+@pytest.mark.slow  # real mlma processes
+@pytest.mark.parametrize("signals", [1, 2])
+def test_sigterm_lets_mlma_run_finish_the_running_tick_and_a_second_one_stops_it(tmp_path, platform, signals):
+    """systemd's stop: SIGTERM to the whole unit while the start-up tick's fits run in the pool, with three more
+    ticks due. One SIGTERM: the running tick commits, the due ones wait for the next start (exit 0). A second
+    SIGTERM (the supervisor will not wait): the running tick stops uncommitted, the lock is released, exit 143."""
+    root, started, env = slow_pool_project(tmp_path, platform, days=FIRST_TICK + 3)
+    env["SLOW_FIT_SECONDS"] = "1.5"  # 12 fits in a pool of two: about 9 s
+    service = subprocess.Popen([sys.executable, "-m", "mlma.cli", "run", "--every", "1h", "--project", str(root)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0)
+    try:
+        wait_for_two_fits(service, started)
+        for _ in range(signals):
+            os.killpg(service.pid, signal.SIGTERM)
+            time.sleep(0.5)
+        out, err = service.communicate(timeout=120)
+    finally:
+        if service.poll() is None:
+            os.killpg(service.pid, signal.SIGKILL)
+    assert "Traceback" not in err, err
+    with Store.open(load_config(root).store_url) as store:
+        ticks = store.ticks()
+        assert store.lock_holder() is None
+        if signals == 1:
+            assert service.returncode == 0 and "stopped after 1 round(s)" in out, out + err
+            assert "SIGTERM: stopping after the running tick commits" in err, err
+            assert ticks["status"].tolist() == ["done"], ticks  # the start-up tick, and not the three due after it
+            assert store.last_done_tick() == FIRST_TICK - 1
+        else:
+            assert service.returncode == 143, out + err
+            assert "terminated (a second SIGTERM) in round 1" in " ".join(out.split()), out
+            assert ticks["status"].tolist() == ["failed"] and store.last_done_tick() is None, ticks
+            assert len(started.read_text().split()) < 12  # it did not wait for the rest of the fits
 
 
 # -- shared by the store faults ---------------------------------------------------------------------------------

@@ -89,6 +89,18 @@ if not console.is_terminal:
     console.width = 140
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM as an exception, so that a tick it stops ends as on Ctrl-C: the pool killed, the tick's row
+    marked stopped, the lock released, so that the next agent (another pod too) need not wait out the lease."""
+
+
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
+
+
+def _raise_terminated(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise Terminated("SIGTERM")
+
+
 def _fail(message: str) -> None:
     from rich.markup import escape
 
@@ -778,6 +790,11 @@ def tick(
         ran.append(result)
         console.print(escape(str(result)))
 
+    import signal
+
+    # A scheduler's stop (a job's deadline, `timeout`, Kubernetes) is SIGTERM: end like Ctrl-C, not killed
+    # mid-tick with the lock held until its lease runs out.
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         with LiveAgent(config, executor=executor) as live:
             if all_due:
@@ -788,16 +805,17 @@ def tick(
             if not all_due:
                 _say_if_more_are_due(live)
             _apply_retention(live)  # only after ticks that ran to the end: not after an error or Ctrl-C
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # Said, not a silent exit 130: a tick that was running was not committed, and runs again whole.
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         if ticking:
-            console.print(f"interrupted: the running tick was not committed (nothing of it was written); run "
+            console.print(f"{what}: the running tick was not committed (nothing of it was written); run "
                           f"`mlma tick` again" + (f" ({len(ran)} tick(s) committed before)" if ran else ""),
                           highlight=False)
         else:
-            console.print(f"interrupted after {len(ran)} committed tick(s), while pruning or checking what is due; "
+            console.print(f"{what} after {len(ran)} committed tick(s), while pruning or checking what is due; "
                           "no tick was lost", highlight=False)
-        raise typer.Exit(code=130)
+        raise typer.Exit(code=EXIT_TERMINATED if isinstance(exc, Terminated) else 130)
     except TickHeld as exc:
         console.print(f"[yellow]{exc}[/yellow]" + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
         raise typer.Exit(code=5)
@@ -854,7 +872,8 @@ def run(
     iterations: Optional[int] = typer.Option(None, min=1, help="Stop after this many rounds (default: run until "
                                              "stopped with Ctrl-C or SIGTERM)."),
 ) -> None:
-    """Run as a service: every interval, run all due ticks. SIGTERM finishes the running tick, then stops."""
+    """Run as a service: every interval, run all due ticks. SIGTERM finishes the running tick, then stops; a
+    second SIGTERM stops the running tick too (not committed: it runs again whole at the next start)."""
     import logging
     import signal
 
@@ -878,9 +897,15 @@ def run(
     config = _project(project)
     executor = _executor_option(executor)
     stopping = {"now": False}
+    ticking = {"now": False}  # inside a catch-up, where a second SIGTERM stops the running tick
 
     def _stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+        if stopping["now"] and ticking["now"]:
+            raise Terminated("SIGTERM")  # asked twice: the supervisor will not wait for the tick
         stopping["now"] = True
+        if ticking["now"]:
+            logging.getLogger("mlma.cli").warning(
+                "SIGTERM: stopping after the running tick commits (a second SIGTERM stops it uncommitted)")
 
     signal.signal(signal.SIGTERM, _stop)
     rounds = 0
@@ -896,12 +921,14 @@ def run(
         while not stopping["now"] and (iterations is None or rounds < iterations):
             rounds += 1
             try:
-                for result in live.catch_up():
-                    console.print(escape(str(result)))
-            except KeyboardInterrupt:
-                console.print(f"interrupted (Ctrl-C) in round {rounds}: the tick that was running was not "
-                              "committed and runs again whole at the next start", highlight=False)
-                raise typer.Exit(code=130)
+                ticking["now"] = True
+                live.catch_up(on_tick=lambda result: console.print(escape(str(result))),
+                              stopping=lambda: stopping["now"])
+            except KeyboardInterrupt as exc:
+                what = "terminated (a second SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+                console.print(f"{what} in round {rounds}: the tick that was running was not committed and runs "
+                              "again whole at the next start", highlight=False)
+                raise typer.Exit(code=EXIT_TERMINATED if isinstance(exc, Terminated) else 130)
             except LockHeld as exc:
                 console.print(f"[yellow]skipped this round: {exc}[/yellow]")
             except TickHeld as exc:
@@ -921,6 +948,8 @@ def run(
                 _fail(f"{exc}; mend mlma.toml and start the service again")
             except Exception as exc:  # noqa: BLE001 - a service logs the failure and tries again next round
                 console.print(f"[red]tick failed: {type(exc).__name__}: {escape(str(exc))}[/red]")
+            finally:
+                ticking["now"] = False
             try:
                 if not stopping["now"]:  # a stop (SIGTERM) waits for no prune
                     _apply_retention(live, said=retention_said)

@@ -332,16 +332,18 @@ class LiveAgent:
             return self._run(k, start, timing, lease)
 
     def catch_up(self, max_ticks: int | None = None, *, on_tick=None,
-                 allow_no_data: tuple[str, str | None] | None = None) -> list[TickResult]:
+                 allow_no_data: tuple[str, str | None] | None = None, stopping=lambda: False) -> list[TickResult]:
         """Run every due tick (at most ``max_ticks``), holding the lock throughout.
 
-        ``on_tick(result)`` is called as each tick commits (progress for a long catch-up). A tick that would
+        ``on_tick(result)`` is called as each tick commits (progress for a long catch-up); ``stopping()`` is
+        asked before each tick, and a true answer ends the catch-up there (a service told to stop finishes
+        the running tick, not the backlog). A tick that would
         find no data for nearly all served streams stops the catch-up with :class:`TickHeld` (the ticks before
         it are committed) unless ``allow_no_data=(by, reason)`` allows it.
         """
         results = []
         with self._lock() as lease:
-            while max_ticks is None or len(results) < max_ticks:
+            while (max_ticks is None or len(results) < max_ticks) and not stopping():
                 due = self._due(lease, allow_no_data, none_when_idle=True)
                 if due is None:
                     break

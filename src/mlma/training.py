@@ -312,14 +312,16 @@ def _process_pool(workers: int | None) -> ProcessPoolExecutor:
 
 def _exit_with_parent(parent: int, death_signal: bool, poll_seconds: float = 0.5) -> None:
     """Worker initializer: exit as soon as ``parent`` (the process that made the pool) is gone; and leave
-    Ctrl-C to the parent (a terminal sends SIGINT to the whole process group: each worker would print a
-    traceback of its own, while the parent ends the pool anyway)."""
+    Ctrl-C and SIGTERM to the parent (a terminal sends SIGINT to the whole process group, systemd SIGTERM to
+    the whole unit: each worker would print a traceback of its own or die under the tick that `mlma run` is
+    finishing, while the parent ends the pool itself when it stops)."""
     import os
     import signal
     import sys
     import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     launcher = os.getppid()
     if death_signal and sys.platform.startswith("linux") and launcher == parent:
         import ctypes
