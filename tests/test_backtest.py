@@ -337,3 +337,21 @@ def test_the_fits_that_fell_back_are_counted_by_cause():
     # A fleet its model can fit: nothing fell back.
     plain = run_backtest(frame[frame["unique_id"] == "ok"], config)
     assert plain.config["fits_fell_back"] == {}
+
+
+def test_a_callers_executor_stays_open_across_runs_and_failures():
+    """An executor the caller made (a pool shared by several backtests) is the caller's to shut down: a run, and a
+    run that fails, leave it working; one made from a spec string is the run's own."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    frame = hourly_frame(n_streams=3, days=12)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        config = BacktestConfig(policies=["never"], model="seasonal-naive", initial_ticks=4, frontier=False,
+                                executor=pool, bootstrap=0)
+        first = run_backtest(frame, config)
+        with pytest.raises(ValueError, match="policies must differ"):
+            run_backtest(frame, BacktestConfig(policies=["never", "never"], model="seasonal-naive",
+                                               initial_ticks=4, frontier=False, executor=pool))
+        again = run_backtest(frame, config)
+        assert again.summary[0]["mae"] == first.summary[0]["mae"]
+        assert pool.submit(lambda: 42).result(timeout=5) == 42

@@ -339,6 +339,41 @@ def test_ctrl_c_mid_fit_is_said_in_one_line_and_the_tick_runs_again(tmp_path, pl
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
 
 
+@pytest.mark.slow  # a real mlma process
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_stops_a_backtest_at_once_and_ends_its_pool(tmp_path):
+    """40 streams' first fits run in a pool of two (minute-long fits: 20 minutes of queued work): Ctrl-C ends
+    the run within seconds, with one line and no traceback; the workers do not outlive it; no output is half
+    written."""
+    (tmp_path / "slowmodel.py").write_text(SLOW_MODEL)
+    started = tmp_path / "fit-started"
+    data = tmp_path / "platform.csv"
+    simulate_platform(40, 30, seed=3).data.to_csv(data, index=False)
+    out = tmp_path / "out"
+    env = {**os.environ, "SLOW_FIT_STARTED": str(started),
+           "PYTHONPATH": str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    run = subprocess.Popen([sys.executable, "-m", "mlma.cli", "backtest", "--data", str(data), "--model",
+                            "slowmodel:Slow", "--executor", "process:2", "--policies", "never", "--no-frontier",
+                            "--bootstrap", "0", "--out", str(out)], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, process_group=0,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    workers: set[int] = set()
+    try:
+        wait_for_two_fits(run, started)
+        workers = children(run.pid)
+        assert {int(p) for p in started.read_text().split()} <= workers
+        os.killpg(run.pid, signal.SIGINT)
+        out_text, err = run.communicate(timeout=30)  # not the 60 s of the running fits, nor the queue's
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+    assert run.returncode == 130, out_text + err
+    assert "interrupted: the backtest stopped before its end and wrote nothing" in " ".join(out_text.split())
+    assert "Traceback" not in err, err
+    assert not alive(workers), f"pool workers {sorted(alive(workers))} outlived the interrupted backtest"
+    assert not out.exists()
+
+
 @pytest.mark.slow  # real mlma processes
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_sigterm_ends_mlma_tick_as_ctrl_c_does_and_releases_the_lock(tmp_path, platform):

@@ -223,45 +223,45 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
 
     executor = make_executor(config.executor)
     owned = config.executor is None or isinstance(config.executor, str)  # a caller's executor is not killed
-    service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
-                           fit_cache=config.fit_cache, window_steps=clock.most_steps)
-    # The start-up's scale, what a live agent knows at its start (the end of tick first_tick - 1); streams with
-    # none yet get theirs at the first tick with a season's worth of pairs, from what is known then (below).
-    scale = fleet.scale_known_at(freq.season_length, first_tick - 1)
-    policies: list[Policy] = [make_policy(spec, **config.policy_params.get(spec, {})) for spec in config.policies]
-    names = [p.name for p in policies]
-    if len(set(names)) != len(names):
-        raise ValueError(f"policies must differ, got {names}")
-    requested = set(names)
-    if config.frontier is not False:
-        from mlma.evaluation import default_periods
-
-        periods = (default_periods(fleet.n_ticks - first_tick) if config.frontier is True
-                   else sorted(set(int(k) for k in config.frontier)))
-        for spec in ["never", *(f"periodic:{k}" for k in periods), "always"]:
-            if spec not in requested:
-                policies.append(make_policy(spec))
-        names = [p.name for p in policies]
-    # A model whose fits take the fleet's prior of the drivers' effects (ridge's multiplicative drivers with
-    # driver_pooling): each agent pools its own prior from its own models (Agent._pool_driver_effects) and
-    # passes it to its next fits, so policies cannot share fits (a fit at the same stream and tick differs
-    # with the prior); each gets its own service, as it would live. Other models share one.
-    services = [service] + [ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
-                                         fit_cache=service.fit_cache)
-                            for _ in policies[1:]] if service.takes_driver_prior else [service] * len(policies)
-    agents = [Agent(p, svc, season_length=freq.season_length, scale=scale, settings=config.agent)
-              for p, svc in zip(policies, services)]
-    accs = [_Accumulator(fleet.n_streams) for _ in agents]
-    samples = _pick_samples(fleet, frame, events, config.sample_streams)
-    forecast_rows: list[pd.DataFrame] = []
-    retrain_rows: list[dict] = []
-
-    for agent, acc in zip(agents, accs):
-        started = agent.start(first_tick)
-        _record_fits(started, acc)
-        acc.book.record(started.tick, started.escalations, {})  # live operation records the start-up's too
-
+    service = None
     try:
+        service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
+                               fit_cache=config.fit_cache, window_steps=clock.most_steps)
+        # The start-up's scale, what a live agent knows at its start (the end of tick first_tick - 1); streams with
+        # none yet get theirs at the first tick with a season's worth of pairs, from what is known then (below).
+        scale = fleet.scale_known_at(freq.season_length, first_tick - 1)
+        policies: list[Policy] = [make_policy(spec, **config.policy_params.get(spec, {})) for spec in config.policies]
+        names = [p.name for p in policies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"policies must differ, got {names}")
+        requested = set(names)
+        if config.frontier is not False:
+            from mlma.evaluation import default_periods
+
+            periods = (default_periods(fleet.n_ticks - first_tick) if config.frontier is True
+                       else sorted(set(int(k) for k in config.frontier)))
+            for spec in ["never", *(f"periodic:{k}" for k in periods), "always"]:
+                if spec not in requested:
+                    policies.append(make_policy(spec))
+            names = [p.name for p in policies]
+        # A model whose fits take the fleet's prior of the drivers' effects (ridge's multiplicative drivers with
+        # driver_pooling): each agent pools its own prior from its own models (Agent._pool_driver_effects) and
+        # passes it to its next fits, so policies cannot share fits (a fit at the same stream and tick differs
+        # with the prior); each gets its own service, as it would live. Other models share one.
+        services = [service] + [ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
+                                             fit_cache=service.fit_cache)
+                                for _ in policies[1:]] if service.takes_driver_prior else [service] * len(policies)
+        agents = [Agent(p, svc, season_length=freq.season_length, scale=scale, settings=config.agent)
+                  for p, svc in zip(policies, services)]
+        accs = [_Accumulator(fleet.n_streams) for _ in agents]
+        samples = _pick_samples(fleet, frame, events, config.sample_streams)
+        forecast_rows: list[pd.DataFrame] = []
+        retrain_rows: list[dict] = []
+
+        for agent, acc in zip(agents, accs):
+            started = agent.start(first_tick)
+            _record_fits(started, acc)
+            acc.book.record(started.tick, started.escalations, {})  # live operation records the start-up's too
         ticks = range(first_tick, fleet.n_ticks)
         with _progress(progress, len(ticks), config.title) as advance, threadpool_limits(limits=1):
             for k in ticks:
@@ -308,9 +308,9 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
             executor = None
         raise
     finally:
-        if executor is not None and hasattr(executor, "shutdown"):
-            executor.shutdown()
-        if service.fit_cache is not None:
+        if owned and executor is not None and hasattr(executor, "shutdown"):
+            executor.shutdown()  # a caller's executor stays open for the caller's next run
+        if service is not None and service.fit_cache is not None:
             service.fit_cache.close()  # one cache, shared by the services
     events_frame = _events_in_span(events, fleet)
     summary, per_stream, per_tick = _summarise(policies, accs, fleet, scale)

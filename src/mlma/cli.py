@@ -279,6 +279,12 @@ def backtest(
                               id_col=id_col, time_col=time_col, target_col=target_col)
     except (DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        # Said, not Typer's silent exit 130: the outputs are written only at the end.
+        kept = f"; the fits already in {fit_cache} are kept for the next run" if fit_cache is not None else ""
+        console.print(f"interrupted: the backtest stopped before its end and wrote nothing to {out}{kept}",
+                      highlight=False)
+        raise typer.Exit(code=130)
     write_outputs(result, out)
     print_summary(result, title=f"{label}: {result.config['n_streams']:,} streams, model {model}")
     fell_back = result.config["fits_fell_back"]
