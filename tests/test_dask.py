@@ -213,7 +213,9 @@ def test_backtest_on_dask_gives_the_inline_summary_and_closes_its_client(cluster
 
 
 @needs_dask
-def test_a_failing_chunk_names_its_streams_and_the_other_chunks_are_kept(client, fleet):
+def test_a_stream_whose_fit_raises_fails_alone_named_and_its_chunk_is_kept(client, fleet):
+    """A model's error (not one it falls back from) for one stream costs that stream's model only, on the
+    cluster as inline: the error names the stream and the model's message; every other model is stored."""
     keys = _keys(fleet)
     means = [np.nanmean(fleet.history(k.stream, k.end_tick, 14).y) for k in keys]
     worst = int(np.argmax(means))
@@ -225,13 +227,12 @@ def test_a_failing_chunk_names_its_streams_and_the_other_chunks_are_kept(client,
         service.fit(keys)
 
     error = caught.value
-    assert str(fleet.ids[worst]) in error.stream_ids
-    assert str(fleet.ids[worst]) in str(error) and "refusing a history" in str(error)
-    assert isinstance(error.__cause__, RuntimeError)
-    assert error.failed_chunks == 1
-    # The chunk that succeeded was stored; only the failed chunk's streams are missing.
+    assert error.stream_ids == [str(fleet.ids[worst])] and error.failed_chunks == 0
+    assert str(fleet.ids[worst]) in str(error) and "RuntimeError: refusing a history" in str(error)
+    assert service.failures == {keys[worst]: service.failures[keys[worst]]}
+    assert "refusing a history" in service.failures[keys[worst]]
     stored = {k for k in keys if k in service._models}
-    assert stored == set(keys) - set(error.keys) and stored
+    assert stored == set(keys) - {keys[worst]}
     assert service.fits_done == len(stored)
 
 

@@ -534,10 +534,12 @@ class Agent:
         for s, error in failed.items():
             self.fit_failures[s] += 1
             if self.fit_failures[s] == self.settings.fit_failure_limit:
+                what = ("re-training failed {n} times in a row; the serving model stays" if self.champion[s] != NO_MODEL
+                        else "fitting its first model failed {n} times in a row; no model serves it, so it gets "
+                             "no forecast")
                 escalations.append(Escalation(
                     int(s), k, "fit-failed", 3,
-                    f"re-training failed {self.fit_failures[s]} times in a row; the serving model stays. "
-                    f"Last error: {error}"))
+                    what.format(n=self.fit_failures[s]) + f". Last error: {error}"))
 
     # -- steps ----------------------------------------------------------------------------------------------
     def _judge_challengers(self, k: int, actuals: np.ndarray, champion_errors: np.ndarray,

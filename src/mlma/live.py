@@ -557,7 +557,8 @@ class LiveAgent:
         # The spec and the window were checked by _train_window (a ConfigError naming [model]).
         service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
                                fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None,
-                               model_params=cfg.model_params(), window_steps=timing.most_steps)
+                               model_params=cfg.model_params(), window_steps=timing.most_steps,
+                               stores_models=True)
         try:
             policy = cfg.build_policy()
         except ValueError as exc:

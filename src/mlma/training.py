@@ -18,6 +18,7 @@ import collections
 import dataclasses
 
 import math
+import pickle
 import time
 import warnings
 from collections.abc import Callable
@@ -81,14 +82,15 @@ class ExecutorUnavailableError(ValueError):
 
 
 class ChunkFitError(RuntimeError):
-    """Fitting a chunk of streams failed on the executor.
+    """Fits failed: a chunk of streams as a whole on the executor (an error of the executor, a lost worker, a
+    timeout), or single streams whose own fit failed (:class:`FitFailure`; then ``failed_chunks`` is 0).
 
     Attributes
     ----------
     stream_ids
-        ``unique_id`` of every stream in the failed chunk.
+        ``unique_id`` of every stream in the failed chunk (or of each stream that failed alone).
     keys
-        The chunk's :class:`ModelKey` s.
+        Their :class:`ModelKey` s.
     failed_chunks
         How many chunks of the same call failed (this error describes the first of them).
     """
@@ -540,17 +542,56 @@ def _shown(ids: list[str], most: int = 20) -> str:
     return ", ".join(ids[:most]) + (f" and {len(ids) - most} more" if len(ids) > most else "")
 
 
-def _fit_chunk(spec, ctx: ForecastContext, params: dict, jobs: list) -> list:
+@dataclass(frozen=True)
+class FitFailure:
+    """One stream's fit that failed on its own: its model raised an error it does not fall back from (a bug in
+    the model, ``sys.exit``), or the fitted model cannot be pickled (mlma stores and ships models pickled).
+    The other streams of its chunk keep their models."""
+
+    key: ModelKey
+    error: str
+
+
+def _fit_chunk(spec, ctx: ForecastContext, params: dict, jobs: list,
+               pickled: bool = True) -> list[FittedModel | FitFailure]:
     """Fit one chunk of streams; runs inside a worker, so it takes and returns plain data.
 
     BLAS is held to one thread: parallelism comes from chunks, and small per-stream matrices run several
-    times slower when BLAS threads compete for the same cores.
+    times slower when BLAS threads compete for the same cores. One stream's error costs only that stream:
+    when the chunk's call raises, each stream is fitted again alone; and when the models will be ``pickled``,
+    each is pickled once here (about a thousandth of a fit's time), so that a model that cannot be is that
+    stream's failure, not its chunk's (a pool pickles the chunk's result whole; the registry and the fit
+    cache pickle every model they store).
     """
     with threadpool_limits(limits=1):
-        # One call for the chunk: models that fit many streams at once (statsforecast) do so.
-        outcomes = fit_forecasters(spec, ctx, [(ds, y, X) for _, ds, y, X in jobs], params=params)
-    return [FittedModel(job[0], o.model, o.cpu_seconds, o.fallback_reason, o.n_train, o.short_history)
-            for job, o in zip(jobs, outcomes, strict=True)]
+        try:
+            # One call for the chunk: models that fit many streams at once (statsforecast) do so.
+            outcomes = fit_forecasters(spec, ctx, [(ds, y, X) for _, ds, y, X in jobs], params=params)
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - a user's model: isolated to its stream below
+            outcomes = [exc] if len(jobs) == 1 else [_fit_alone(spec, ctx, params, job) for job in jobs]
+    return [_fitted_or_failure(job[0], o, pickled) for job, o in zip(jobs, outcomes, strict=True)]
+
+
+def _fit_alone(spec, ctx: ForecastContext, params: dict, job: tuple):
+    _, ds, y, X = job
+    try:
+        return fit_forecasters(spec, ctx, [(ds, y, X)], params=params)[0]
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the stream's own failure
+        return exc
+
+
+def _fitted_or_failure(key: ModelKey, outcome, pickled: bool) -> FittedModel | FitFailure:
+    if isinstance(outcome, BaseException):
+        return FitFailure(key, f"the model's fit raised {describe_error(outcome)}")
+    try:
+        if pickled:
+            pickle.dumps(outcome.model, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - any pickling error of a user's model
+        return FitFailure(key, f"the fitted model cannot be pickled ({describe_error(exc)}); mlma stores and "
+                               "ships models with pickle")
+    return FittedModel(key, outcome.model, outcome.cpu_seconds, outcome.fallback_reason, outcome.n_train,
+                       outcome.short_history)
+
 
 
 class FitCache:
@@ -717,13 +758,18 @@ class ModelService:
         Send the forecasts to the executor in shards when it has several slots. Default (None): on a Dask
         executor only; a local process pool forecasts slower than this process (the models and histories
         would be pickled to it and back).
+    stores_models
+        The caller pickles the fitted models (the live agent's registry): a model that cannot be pickled is
+        then its stream's failed fit. Fits on a pool or a cluster, and with a fit cache, are checked anyway;
+        an inline backtest keeps models in memory and does not need it.
     """
 
     def __init__(self, fleet: FleetData, spec, ctx: ForecastContext, *, train_window_ticks: int | None,
                  executor: Executor | None = None, chunk_size: int = 64, model_params: dict | None = None,
                  parallel_threshold: int | None = None, fit_timeout: float | None = None,
                  fit_cache: FitCache | str | None = None, predict_chunk_size: int = DEFAULT_PREDICT_CHUNK,
-                 shard_forecasts: bool | None = None, window_steps: Callable[[int], int] | None = None) -> None:
+                 shard_forecasts: bool | None = None, window_steps: Callable[[int], int] | None = None,
+                 stores_models: bool = False) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
         if isinstance(predict_chunk_size, bool) or not isinstance(predict_chunk_size, int) or predict_chunk_size < 1:
@@ -744,6 +790,7 @@ class ModelService:
         self._inline = InlineExecutor()
         self.chunk_size = chunk_size
         self.model_params = model_params or {}
+        self.stores_models = stores_models
         # A spec no history can fix (unknown, not importable, a missing extra) fails here, naming it, rather
         # than as a fit failure of every stream.
         probe = make_forecaster(spec, ctx, **self.model_params)
@@ -847,7 +894,9 @@ class ModelService:
             parallel = len(jobs) >= self.parallel_threshold
             executor = self.executor if parallel else self._inline
             chunks = split_chunks(jobs, self.chunk_size, _slots(executor) if parallel else 1)
-            futures = [executor.submit(_fit_chunk, self.spec, self.ctx, self.model_params, chunk)
+            # Pickled on the way back from a pool or a cluster, into the fit cache, or into the live registry.
+            pickled = not isinstance(executor, InlineExecutor) or self.fit_cache is not None or self.stores_models
+            futures = [executor.submit(_fit_chunk, self.spec, self.ctx, self.model_params, chunk, pickled)
                        for chunk in chunks]
             try:
                 self._collect(chunks, futures, executor)
@@ -895,6 +944,7 @@ class ModelService:
     def _collect(self, chunks: list[list], futures: list[Future], executor: Executor) -> None:
         """Store every chunk's models; then raise for the first chunk that failed, naming its streams."""
         failures: list[tuple[list, BaseException]] = []
+        alone: list[FitFailure] = []  # streams whose own fit failed, in chunks that came back
         deadline = None if self.fit_timeout is None else time.monotonic() + self.fit_timeout
         for chunk, future in zip(chunks, futures):
             try:
@@ -911,15 +961,26 @@ class ModelService:
                 if [f.key for f in fitted] != expected:
                     raise RuntimeError(f"the executor returned models for {len(fitted)} keys, not for the "
                                        f"chunk's {len(expected)}")
-            except Exception as exc:  # noqa: BLE001 - re-raised below with the chunk's streams
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - re-raised below with the chunk's streams
                 failures.append((chunk, exc))
                 continue
             for model in fitted:
+                if isinstance(model, FitFailure):
+                    alone.append(model)
+                    continue
                 self._hold(model)
-            self.fits_done += len(fitted)
+                self.fits_done += 1
         for chunk, exc in failures:
             for key, *_ in chunk:
-                self.failures[key] = f"{type(exc).__name__}: {exc}"
+                self.failures[key] = describe_error(exc)
+        for failure in alone:
+            self.failures[failure.key] = failure.error
+        if alone and not failures:
+            ids = [str(self.fleet.ids[f.key.stream]) for f in alone]
+            shown = "; ".join(f"{uid}: {f.error}" for uid, f in zip(ids[:5], alone))
+            raise ChunkFitError(f"the fit of {len(ids)} stream(s) failed: {shown}"
+                                + (f"; and {len(ids) - 5} more" if len(ids) > 5 else ""),
+                                stream_ids=ids, keys=[f.key for f in alone], failed_chunks=0)
         if failures:
             chunk, exc = failures[0]
             chunk_keys = [job[0] for job in chunk]

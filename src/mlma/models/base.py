@@ -8,6 +8,7 @@ needs from a model is in :class:`Forecaster`; everything a model needs to know a
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Protocol, Self, runtime_checkable
 
@@ -395,7 +396,7 @@ class FleetHistory:
         self.y = np.asarray(y, dtype=np.float64)
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.column = np.asarray(column, dtype=np.int64)
-        self.future = np.asarray(future, dtype="datetime64[ns]")
+        self.future = _read_only_copy(future)
         self.future_columns = np.asarray(future_columns, dtype=np.int64)
         n_rows = self.ds.size
         if self.y.shape != (n_rows,) or self.column.shape != (n_rows,):
@@ -450,7 +451,7 @@ class FleetHistory:
             raise ValueError(f"the future's grid columns (from {first_future}) must come after every history "
                              "column: values has entries there")
         self = cls.__new__(cls)
-        self.future = np.asarray(future, dtype="datetime64[ns]")
+        self.future = _read_only_copy(future)
         self.future_columns = future_columns
         if self.future_columns.shape != self.future.shape:
             raise ValueError(f"future_columns must have one column per future timestamp, got "
@@ -508,13 +509,14 @@ class FleetHistory:
         return self.offsets.size - 1
 
     def stream(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Stream ``i``'s history ``(ds, y)``, as its model's ``predict`` takes it."""
+        """Stream ``i``'s history ``(ds, y)``, as its model's ``predict`` takes it: read-only, as :attr:`future`
+        is (a model that wrote into them would change what other streams' models and the scoring read)."""
         if self._column_ds is not None and "offsets" not in self.__dict__:
             row = self._values[i]
             columns = np.flatnonzero(np.isfinite(row) if self._present is None else self._present[i])
-            return self._column_ds[columns], row[columns]
+            return _read_only(self._column_ds[columns]), _read_only(row[columns])
         lo, hi = self.offsets[i], self.offsets[i + 1]
-        return self.ds[lo:hi], self.y[lo:hi]
+        return _read_only(self.ds[lo:hi]), _read_only(self.y[lo:hi])
 
     def values(self) -> np.ndarray:
         """``(n_streams, width)`` values on the grid: NaN where a stream has no value, and at the future's
@@ -547,6 +549,18 @@ class FleetHistory:
                 f"{self.future.size} to forecast)")
 
 
+def _read_only(values: np.ndarray) -> np.ndarray:
+    view = values.view()
+    view.flags.writeable = False
+    return view
+
+
+def _read_only_copy(values) -> np.ndarray:
+    """The forecast timestamps a history hands to every model: its own copy (not a view of the fleet's grid),
+    read-only, so that a model writing into them fails alone instead of moving every stream's forecasts."""
+    return _read_only(np.array(values, dtype="datetime64[ns]"))
+
+
 def predict_each(models: list, history: FleetHistory) -> np.ndarray:
     """Forecast ``history.future`` with each model's own ``predict``, one stream after another: the default
     of :meth:`BaseForecaster.predict_many`, and the way for models that do not subclass it."""
@@ -555,10 +569,10 @@ def predict_each(models: list, history: FleetHistory) -> np.ndarray:
         raise ValueError(f"{len(models)} models for {history.n_streams} streams' histories")
     for i, model in enumerate(models):
         ds, y = history.stream(i)
-        y_hat = np.asarray(model.predict(ds, y, history.future), dtype=np.float64)
+        y_hat = as_forecast(model.predict(ds, y, history.future), f"{type(model).__name__}.predict")
         if y_hat.shape != history.future.shape:
             raise ValueError(f"{type(model).__name__}.predict returned {y_hat.shape} forecasts for "
-                             f"{history.future.shape[0]} timestamps (stream {i} of the call)")
+                             f"{history.future.shape[0]} timestamps")
         out[i] = y_hat
     return out
 
@@ -625,12 +639,12 @@ def predict_fleet_isolated(models: list, history: FleetHistory) -> tuple[np.ndar
         try:
             out[members] = _predict_class(cls, [models[i] for i in members], part)
             continue
-        except Exception:  # noqa: BLE001 - the fleet-wide call failed: find the streams that fail alone
+        except (Exception, SystemExit):  # noqa: BLE001 - the fleet-wide call failed: find the streams that fail alone
             pass
         for j, i in enumerate(members):
             try:
                 out[i] = _predict_class(cls, [models[i]], part.take([j]))[0]
-            except Exception as exc:  # noqa: BLE001 - recorded for the stream; the others go on
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - recorded for the stream; the others go on
                 errors[i] = describe_error(exc)
     for i in np.flatnonzero(~np.isfinite(out).all(axis=1)).tolist():
         if i not in errors:
@@ -659,6 +673,27 @@ def non_finite_forecast(y_hat: np.ndarray, y: np.ndarray) -> str | None:
             f"{y_hat.size} forecasts")
 
 
+def as_forecast(values, who: str) -> np.ndarray:
+    """A model's forecasts as float64, refusing values that are not real numbers (text, booleans, complex
+    numbers), which a plain conversion would turn into numbers silently. The values are used by position: an
+    index (of a Series) is not read.
+
+    >>> as_forecast([1, 2.5], "Mine.predict").tolist()
+    [1.0, 2.5]
+    >>> as_forecast(np.array([1 + 2j]), "Mine.predict")
+    Traceback (most recent call last):
+    ...
+    TypeError: Mine.predict returned complex128 values as forecasts, not real numbers
+    """
+    raw = np.asarray(values)
+    if raw.dtype.kind == "O" and all(v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+                                     for v in raw.ravel()):
+        return raw.astype(np.float64)  # numbers and None (NaN: a failed forecast, said by the caller)
+    if raw.dtype.kind in "iuf":
+        return raw.astype(np.float64, copy=False)
+    raise TypeError(f"{who} returned {raw.dtype} values as forecasts, not real numbers")
+
+
 def _class_groups(models: list) -> dict[type, list[int]]:
     groups: dict[type, list[int]] = {}
     for i, model in enumerate(models):
@@ -669,7 +704,7 @@ def _class_groups(models: list) -> dict[type, list[int]]:
 def _predict_class(cls: type, models: list, history: FleetHistory) -> np.ndarray:
     """One fleet-wide call of ``cls`` for ``models`` (all of that class), its shape checked."""
     if issubclass(cls, BaseForecaster):
-        y_hat = np.asarray(cls.predict_many(models, history), dtype=np.float64)
+        y_hat = as_forecast(cls.predict_many(models, history), f"{cls.__name__}.predict_many")
     else:
         y_hat = predict_each(models, history)
     if y_hat.shape != (len(models), history.future.size):
@@ -679,7 +714,14 @@ def _predict_class(cls: type, models: list, history: FleetHistory) -> np.ndarray
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line on why a forecast failed: the exception's type and the first line of its message."""
+    """One line on why a model failed: the exception's type and the first line of its message (``sys.exit`` in a
+    model is said as such).
+
+    >>> describe_error(KeyError("x")), describe_error(SystemExit(3))
+    ("KeyError: 'x'", 'SystemExit(3): the model called sys.exit')
+    """
+    if isinstance(exc, SystemExit):
+        return f"SystemExit({exc.code!r}): the model called sys.exit"
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

@@ -1,0 +1,163 @@
+"""A team's own model that misbehaves for one stream costs that stream only: in a backtest and live, inline and
+on a process pool, the other streams get their models and forecasts, and the culprit is named with its error."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlma.backtest import BacktestConfig, run_backtest
+from mlma.live import LiveAgent
+from mlma.project import load_config
+from mlma.simulate import simulate_platform
+from mlma.store import Store
+from test_live import FIRST_TICK, day_chunks, make_project
+
+# Each model misbehaves only for histories whose mean is above $BAD_ABOVE: the busiest zone.
+HOSTILE_MODELS = '''
+import os, sys, threading
+import numpy as np
+from mlma.models import SeasonalNaive
+
+
+def bad(y):
+    return np.nanmean(y) > float(os.environ["BAD_ABOVE"])
+
+
+class FitRaises(SeasonalNaive):
+    def fit(self, ds, y, X=None):
+        if bad(y):
+            {}["a key the model's author forgot"]
+        return super().fit(ds, y, X)
+
+
+class FitExits(SeasonalNaive):
+    def fit(self, ds, y, X=None):
+        if bad(y):
+            sys.exit(3)
+        return super().fit(ds, y, X)
+
+
+class Unpicklable(SeasonalNaive):
+    def fit(self, ds, y, X=None):
+        super().fit(ds, y, X)
+        if bad(y):
+            self.guard = threading.Lock()  # pickle refuses a lock
+        return self
+
+
+class PredictExits(SeasonalNaive):
+    def predict(self, ds, y, future_ds, X=None, future_X=None):
+        if bad(y):
+            sys.exit(4)
+        return super().predict(ds, y, future_ds, X, future_X)
+
+
+class ShiftsTheFuture(SeasonalNaive):
+    def predict(self, ds, y, future_ds, X=None, future_X=None):
+        if bad(y):
+            future_ds += np.timedelta64(1, "h")  # in place: the timestamps every stream's forecasts carry
+        return super().predict(ds, y, future_ds, X, future_X)
+
+
+class ComplexForecasts(SeasonalNaive):
+    def predict(self, ds, y, future_ds, X=None, future_X=None):
+        y_hat = super().predict(ds, y, future_ds, X, future_X)
+        return y_hat + 1j if bad(y) else y_hat
+'''
+
+TICKS = 5  # after the start-up: the culprit's first fit fails at the start-up and on every retry
+
+
+@pytest.fixture(scope="module")
+def platform() -> pd.DataFrame:
+    return simulate_platform(10, FIRST_TICK + TICKS, seed=4, event_rate=0).data
+
+
+@pytest.fixture()
+def hostile(tmp_path, platform, monkeypatch):
+    """The module importable here and in pool workers (forked), and the busiest zone as the culprit."""
+    (tmp_path / "hostile.py").write_text(HOSTILE_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("hostile", None)
+    day0 = platform["ds"].min().normalize()
+    history = platform[platform["ds"] < day0 + pd.Timedelta(days=FIRST_TICK)]
+    means = history.groupby("unique_id")["y"].mean().sort_values()
+    monkeypatch.setenv("BAD_ABOVE", str((means.iloc[-1] + means.iloc[-2]) / 2))
+    # A stream's mean moves a little as the window slides; the gap between the two busiest is wide enough here.
+    assert means.iloc[-1] > 1.2 * means.iloc[-2]
+    return str(means.index[-1])
+
+
+def run_live(root, platform) -> tuple[Store, pd.DataFrame]:
+    config = load_config(root)
+    store = Store.open(config.store_url)
+    with LiveAgent(config, store=store) as live:
+        for chunk in list(day_chunks(platform, FIRST_TICK))[:TICKS + 1]:
+            store.ingest_frame(chunk, f"day-{chunk['ds'].min()}")
+            live.step()
+    return store, store.escalations()
+
+
+@pytest.mark.parametrize("model, error", [
+    ("FitRaises", "the model's fit raised KeyError: \"a key the model's author forgot\""),
+    ("FitExits", "the model's fit raised SystemExit(3): the model called sys.exit"),
+    ("Unpicklable", "the fitted model cannot be pickled (TypeError: cannot pickle '_thread.lock' object)"),
+])
+@pytest.mark.parametrize("executor", ['"inline"', '"process:2"'])
+def test_a_fit_that_fails_for_one_stream_costs_that_stream_only(tmp_path, platform, hostile, model, error,
+                                                               executor):
+    root = make_project(tmp_path / "p", model=f"hostile:{model}", executor=executor)
+    store, escalations = run_live(root, platform)
+    with store:
+        done = store.ticks()
+        assert (done["status"] == "done").sum() == TICKS + 1
+        served = store.forecasts(store.last_done_tick())
+        others = set(platform["unique_id"]) - {hostile}
+        assert set(served["unique_id"]) == others  # every other stream has a model and its forecasts
+        failed = escalations[escalations["kind"] == "fit-failed"]
+        assert failed["unique_id"].tolist() == [hostile], escalations
+        message = failed["message"].iloc[0]
+        assert message.startswith("fitting its first model failed 3 times in a row; no model serves it"), message
+        assert error in message, message
+
+
+@pytest.mark.parametrize("model, error", [
+    ("PredictExits", "SystemExit(4): the model called sys.exit"),
+    ("ShiftsTheFuture", "ValueError: output array is read-only"),
+    ("ComplexForecasts", "ComplexForecasts.predict returned complex128 values as forecasts, not real numbers"),
+])
+def test_a_forecast_that_fails_for_one_stream_costs_that_streams_forecast_only(tmp_path, platform, hostile,
+                                                                              model, error):
+    root = make_project(tmp_path / "p", model=f"hostile:{model}")
+    store, escalations = run_live(root, platform)
+    with store:
+        assert (store.ticks()["status"] == "done").sum() == TICKS + 1
+        k = store.last_done_tick()
+        served = store.forecasts(k)
+        assert set(served["unique_id"]) == set(platform["unique_id"]) - {hostile}
+        # Every stream's forecasts carry the tick's own timestamps (a model that shifted them in place moved
+        # every stream's before: the fleet shares them).
+        day0 = platform["ds"].min().normalize()
+        tick_hours = pd.date_range(day0 + pd.Timedelta(days=k + 1), periods=24, freq="h")
+        for _, rows in served.groupby("unique_id"):
+            assert pd.DatetimeIndex(rows["ds"]).equals(tick_hours)
+        failed = escalations[escalations["kind"] == "forecast-failed"]
+        assert set(failed["unique_id"]) == {hostile}, escalations
+        assert all(error in m for m in failed["message"]), failed["message"].tolist()
+
+
+# Not Unpicklable: an inline backtest keeps its models in memory and never pickles them.
+@pytest.mark.parametrize("model", ["FitRaises", "FitExits", "PredictExits", "ShiftsTheFuture"])
+def test_a_backtest_scores_every_other_stream_of_a_model_that_fails_for_one(tmp_path, platform, hostile, model):
+    config = BacktestConfig(policies=["never", "always"], model=f"hostile:{model}", initial_ticks=FIRST_TICK,
+                            frontier=False, bootstrap=0, sample_streams=0)
+    result = run_backtest(platform, config)
+    per_stream = result.per_stream.set_index(["policy", "unique_id"])
+    scored = per_stream["n_scored"].unstack("policy")
+    assert (scored.loc[hostile] == 0).all()
+    assert (scored.drop(index=hostile) == TICKS * 24).all().all(), scored
+    assert np.isfinite(result.summary[0]["mae"])
