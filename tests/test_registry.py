@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from mlma.registry import ArtifactCorrupted, ArtifactMissing, ArtifactStore, ModelRegistry
-from mlma.store import ChampionMove, Store, TickRecord
+from mlma.store import ChampionMove, ChampionMoved, Store, TickRecord
 from mlma.store import schema as S
 
 
@@ -249,3 +249,50 @@ def test_moves_to_a_version_whose_artifact_is_damaged_or_missing_are_refused(reg
     with pytest.raises(ArtifactMissing, match="to version 3: .* is missing"):
         registry.promote_many(["zone-0"], [3], by="user:ana")
     assert registry.champion("zone-0").version == 2 and len(registry.history("zone-0")) == 2
+
+
+@pytest.mark.parametrize("move", ["rollback", "promote"])
+def test_the_same_move_sent_twice_at_once_moves_once(registry, move):
+    """Two people (or a retried request) roll back or promote the same stream at the same instant: both read
+    version 2 serving before either moves. One move is made; the other is refused, naming what serves now,
+    and the history and the audit log hold one move."""
+    import threading
+
+    for level in (1.0, 2.0):
+        registry.register("zone-1", Level(level), spec="naive", promote=True, tick=0)
+    registry.register("zone-1", Level(3.0), spec="naive", tick=1)
+    both_read = threading.Barrier(2, timeout=30)
+    checked = registry._check_loadable
+
+    def wait_for_the_other(*args):  # called after the champion was read, before the move
+        checked(*args)
+        both_read.wait()
+
+    registry._check_loadable = wait_for_the_other
+    outcomes: list = []
+
+    def act():
+        try:
+            if move == "rollback":
+                outcomes.append(registry.rollback("zone-1", by="user:ana").version)
+            else:
+                outcomes.append(registry.promote("zone-1", 3, by="user:ana").version)
+        except ValueError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=act) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    target = 1 if move == "rollback" else 3
+    assert sorted(outcomes, key=str)[0] == target, outcomes
+    refused = [o for o in outcomes if isinstance(o, ValueError)]
+    assert len(refused) == 1 and isinstance(refused[0], ChampionMoved), outcomes
+    assert str(refused[0]) == (f"stream 'zone-1': version {target} serves now, not version 2 as when this {move} "
+                               "was asked: another move came first; nothing was moved")
+    assert registry.champion("zone-1").version == target
+    history = registry.history("zone-1")
+    assert [(h.version, h.previous_version) for h in history][-1] == (target, 2)
+    assert len(history) == 3  # the two first promotions, and one move
+    assert registry.store.audit_log()["action"].tolist() == [move]

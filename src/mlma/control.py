@@ -278,9 +278,21 @@ class Operations:
                             audit_id=audit_id, detail=dict(params))
 
     def cancel_action(self, action_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
-        """Take back queued actions that no tick has carried out yet."""
-        return self._cancel("cancel-action", action_ids, "action ids", "actions",
-                            lambda tx, ids: tx.cancel_actions(ids), "no pending action", by, reason)
+        """Take back queued actions that no tick has carried out yet. Refused (nothing cancelled) for actions
+        a running tick has taken up: its re-trainings may be under way, and it carries them out when it
+        commits; undo their effect afterwards (e.g. roll the stream back)."""
+
+        def cancel(tx, ids: list[int]) -> int:
+            taken = tx.actions_taken_up(ids)
+            if taken:
+                which = sorted(taken)
+                raise ActionError(f"action(s) {which} were taken up by tick {taken[which[0]]}, which is running: "
+                                  "they can no longer be cancelled (nothing was); once it commits, undo what they "
+                                  "did (e.g. `mlma rollback STREAM`)")
+            return tx.cancel_actions(ids)
+
+        return self._cancel("cancel-action", action_ids, "action ids", "actions", cancel, "no pending action", by,
+                            reason)
 
     def _cancel(self, action: str, given: Sequence[int], what: str, target: str,
                 cancel: Callable[[Transaction, list[int]], int], none_active: str, by: str,
@@ -323,17 +335,21 @@ class Operations:
                             detail={"version": version.version})
 
     def promote(self, stream, version: int, *, by: str, reason: str | None = None) -> ActionResult:
-        """Put a chosen version of the stream in service now."""
+        """Put a chosen version of the stream in service now (``changed`` 0 and nothing audited when it already
+        serves: a retried request changes nothing)."""
         registry = self._registry()
         (version,) = _version_numbers([version])
         try:
+            current = registry.champion(stream)
             registry.promote(stream, version, by=check_actor(by), reason=reason)
         except KeyError as exc:
             raise ActionError(str(exc.args[0]) if exc.args else str(exc)) from None
-        except StoreError as exc:  # the version's artifact does not verify
-            raise ActionError(str(exc)) from None
-        return ActionResult("promote", [self.store.unique_ids([self.store.resolve(stream)])[0]], changed=1,
-                            detail={"version": int(version)})
+        except (ValueError, StoreError) as exc:  # it serves already, or another move came first; StoreError:
+            raise ActionError(str(exc)) from None  # the version's artifact does not verify
+        served = current is not None and current.version == int(version)
+        return ActionResult("promote", [self.store.unique_ids([self.store.resolve(stream)])[0]],
+                            changed=0 if served else 1,
+                            detail={"version": int(version)} | ({"note": "it already served"} if served else {}))
 
     def _registry(self):
         if self.registry is None:

@@ -595,10 +595,12 @@ class LiveAgent:
         self._absent.clear()
         if state is not None:
             self._load_models(service, agent, live, repair)
-        controls, actions, approvers, seen = self._controls(k, n, agent, live, service, repair,
-                                                            None if state is None else state.sha256)
+        # The versions that issued the forecasts this tick scores (the verdicts name them), before a person's
+        # move is adopted below.
+        scored_by = live["champion_version"].copy()
+        controls, actions, approvers, seen, champions_read = self._controls(
+            k, n, agent, live, service, repair, None if state is None else state.sha256)
         self._fall_back(k, agent, live, service, controls, repair)
-        serving_before = live["champion_version"].copy()
         shadow_before = live["challenger_version"].copy()
         _checkpoint("before-tick")
 
@@ -643,7 +645,7 @@ class LiveAgent:
                                                                              "challenger": shadow_before})
             _checkpoint("after-artifacts")
             applied = {} if start else _outcomes(actions, report, live)
-            verdicts = None if start else _verdicts(report, serving_before)
+            verdicts = None if start else _verdicts(report, scored_by)
             forecasts = (forecast_frame(report.issued, fleet.tick_timestamps(k + 1), live["champion_version"])
                          if report.issued is not None else None)
             audit = [{"actor": "agent", "action": "fit-failed", "target": f"stream:{fleet.ids[s]}",
@@ -682,12 +684,20 @@ class LiveAgent:
             record = TickRecord(k, verdicts=verdicts, forecasts=forecasts, escalations=report.escalations,
                                 resolve_escalations={} if start else report.cleared, new_versions=new_versions,
                                 expected_versions=expected, champion_moves=moves, version_checks=checks, audit=audit,
-                                applied_actions=applied, state=encoding, summary=summary, seen_changes=seen)
+                                applied_actions=applied, state=encoding, summary=summary, seen_changes=seen,
+                                champions_read=champions_read)
             _checkpoint("before-commit")
             written = self.store.write_tick(record, lease=lease)
             _checkpoint("after-commit")
             if written.state is not None:  # the state just saved, as the next tick would read it back
                 self._state_cache = written.state
+            if written.moves_left_out:
+                # A person moved these streams while the tick ran: their choice stands, the next tick adopts it.
+                shown = ", ".join(f"{fleet.ids[m.stream]} (version {m.version})" for m in written.moves_left_out[:5])
+                note = (f"{len(written.moves_left_out)} champion move(s) of this tick left out because a person "
+                        f"moved the stream while it ran (their choice stands): {shown}")
+                notes.append(note)
+                log.warning("tick %s: %s", k, note)
             # The saved state's champions are the registry's, unless someone moved one while the tick ran.
             self._champions_agree = (None if written.state is None or "champions" in written.unseen_changes
                                      else (written.state.sha256, written.changes["champions"]))
@@ -1003,8 +1013,8 @@ class LiveAgent:
                 cooldown[s] = -1 if o.cooldown_ticks is None else o.cooldown_ticks
         agent.policy.set_overrides(delta=delta, cooldown_ticks=cooldown)
         controls = Controls(pinned=pinned, needs_approval=approval)
-        # Carried out in the order they were queued (the store lists the newest first).
-        actions = self.store.stream_actions(status="pending").sort_values("id", kind="stable")[
+        # The actions this tick took up when it began (no longer cancellable), in the order they were queued.
+        actions = self.store.taken_up_actions(k)[
             ["id", "stream_id", "kind", "params", "created_by", "reason"]].reset_index(drop=True)
         masks = {name: np.zeros(n, dtype=bool) for name in ("force_retrain", "force_direct", "reset_reference",
                                                             "rebase_reference", "approve", "reject")}
@@ -1026,6 +1036,12 @@ class LiveAgent:
         # moved one since the state this tick continues from was saved: nothing to compare.
         unmoved = state_sha256 is not None and self._champions_agree == (state_sha256, counts["champions"])
         sid, ver, by = (np.empty(0, np.int64),) * 3 if unmoved else self.registry.tables.serving_versions()
+        # The champions as read now: the tick's own moves are made only where they still serve at its commit.
+        read = live["champion_version"].copy()
+        if not unmoved:
+            read[:] = -1
+            inside = sid < n
+            read[sid[inside]] = ver[inside]
         if len(sid):
             moved = ver != live["champion_version"][sid]
             for s, v, who in zip(sid[moved], ver[moved], by[moved]):
@@ -1046,7 +1062,7 @@ class LiveAgent:
                 live["champion_version"][s] = v
                 live["challenger_version"][s] = -1
                 live["awaiting_version"][s] = -1
-        return controls, actions, approvers, counts
+        return controls, actions, approvers, counts, read
 
     def _versions(self, k: int, report: TickReport, fleet: FleetData, window: int | None, live: dict,
                   approvers: dict, refit: dict[int, str]):

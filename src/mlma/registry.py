@@ -481,13 +481,17 @@ class ModelRegistry:
         return numbers
 
     def promote(self, stream: int | str, version: int, *, by: str, reason: str | None = None) -> ModelVersion:
-        """Make ``version`` the stream's champion (no-op if it already is); ``by`` is 'agent' or 'user:<name>'."""
+        """Make ``version`` the stream's champion (no-op if it already is: a retried promotion changes nothing);
+        ``by`` is 'agent' or 'user:<name>'. :class:`~mlma.store.ChampionMoved` (a ``ValueError``) if another
+        version was put in service between this call's read and its move (two people at once: the first
+        one's stands)."""
         check_actor(by)
         sid = self.store.resolve(stream)
         current = self.champion(sid)
         if current is None or current.version != int(version):
             self._check_loadable(stream, self.version(stream, int(version)), "promote")
-            self._move([ChampionMove(sid, int(version), by, reason, "promote")])
+            self._move([ChampionMove(sid, int(version), by, reason, "promote",
+                                     if_serving=0 if current is None else current.version)])
         return self.version(sid, int(version))
 
     def promote_many(self, streams: Sequence[int | str], versions: Sequence[int], *, by: str,
@@ -519,7 +523,8 @@ class ModelRegistry:
         if int(to_version) == current.version:
             raise ValueError(f"version {to_version} of stream {stream!r} is already the champion")
         self._check_loadable(stream, self.version(stream, int(to_version)), "roll back")
-        self._move([ChampionMove(sid, int(to_version), by, reason, "rollback")])
+        # Conditional on the version read above: the same roll-back sent twice at once moves once.
+        self._move([ChampionMove(sid, int(to_version), by, reason, "rollback", if_serving=current.version)])
         return self.version(sid, int(to_version))
 
     def _check_loadable(self, stream: int | str, model: ModelVersion, what: str) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from mlma._lazy import lazy_attributes
 
 if TYPE_CHECKING:
-    from mlma.store.errors import (LockHeld, LockLost, SchemaError, StateCorrupted, StoreError,
+    from mlma.store.errors import (ChampionMoved, LockHeld, LockLost, SchemaError, StateCorrupted, StoreError,
                                    TickAlreadyDone)
     from mlma.store.lock import Lease
     from mlma.store.overrides import StreamOverrides
@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 # Where each public name lives. They are imported on first use (PEP 562), so that a module of this package
 # that needs neither SQLAlchemy nor pandas (mlma.store.glance, for `mlma status`) can be imported alone.
 _HOMES = {
-    "mlma.store.errors": ("LockHeld", "LockLost", "SchemaError", "StateCorrupted", "StoreError", "TickAlreadyDone"),
+    "mlma.store.errors": ("ChampionMoved", "LockHeld", "LockLost", "SchemaError", "StateCorrupted", "StoreError",
+                          "TickAlreadyDone"),
     "mlma.store.lock": ("Lease",),
     "mlma.store.overrides": ("StreamOverrides",),
     "mlma.store.records": ("AgentState", "ChampionChange", "ChampionMove", "IngestReport", "ModelVersion",
@@ -55,6 +56,7 @@ __all__ = [
     "AgentState",
     "ChampionChange",
     "ChampionMove",
+    "ChampionMoved",
     "IngestReport",
     "Lease",
     "ModelVersion",

@@ -64,6 +64,11 @@ class StateCorrupted(StoreError):
     """A saved agent state's bytes do not match the hash recorded with them."""
 
 
+class ChampionMoved(ValueError):
+    """A conditional champion move (:attr:`~mlma.store.ChampionMove.if_serving`) found another version serving
+    than the mover saw: someone else moved the stream first. Nothing of its batch was moved."""
+
+
 def _fmt(when: dt.datetime | None) -> str:
     if when is None:
         return "?"

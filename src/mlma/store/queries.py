@@ -449,7 +449,8 @@ def _escalation_json(r, status: str, unique_id: str | None) -> dict:
 def _action_json(r, unique_id: str) -> dict:
     return {"id": int(r.id), "stream_id": int(r.stream_id), "unique_id": unique_id, "kind": r.kind,
             "params": r.params or {}, "status": r.status, "created_at": _iso(r.created_at), "created_by": r.created_by,
-            "reason": r.reason, "applied_tick": r.applied_tick, "applied_at": _iso(r.applied_at),
+            "reason": r.reason, "applied_tick": r.applied_tick if r.status == "applied" else None,
+            "applied_at": _iso(r.applied_at),
             "outcome": r.outcome}
 
 

@@ -145,7 +145,8 @@ class TickWrite:
 
     ``changes`` are the :meth:`~mlma.store.Store.change_counts` as the tick committed them (its own champion
     moves counted); ``unseen_changes`` the kinds that someone other than the tick changed after the
-    caller's ``TickRecord.seen_changes`` (empty when the record named none)."""
+    caller's ``TickRecord.seen_changes`` (empty when the record named none); ``moves_left_out`` the tick's
+    champion moves a person's move made while it ran took precedence over."""
 
     tick: int
     n_verdicts: int
@@ -157,6 +158,9 @@ class TickWrite:
     state: AgentState | None = None
     changes: Mapping[str, int] = field(default_factory=dict)
     unseen_changes: frozenset[str] = frozenset()
+    #: The tick's champion moves not made because a person moved the stream while it ran
+    #: (:attr:`TickRecord.champions_read`).
+    moves_left_out: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -189,13 +193,20 @@ class NewVersion:
 
 @dataclass(frozen=True)
 class ChampionMove:
-    """Move a stream's champion alias to an existing version (``action``: promote or rollback)."""
+    """Move a stream's champion alias to an existing version (``action``: promote or rollback).
+
+    ``if_serving`` makes the move conditional on what the mover saw serving: the version (0: no champion)
+    that must still serve when the move commits, checked under the row's lock. A move asked on a stale view
+    (a person rolled the stream back while a tick ran; the same roll-back sent twice at once) is then refused
+    or left out (:func:`mlma.store.store.move_champions`) instead of overwriting the other. None: unconditional.
+    """
 
     stream: int
     version: int
     by: str
     reason: str | None = None
     action: str = "promote"
+    if_serving: int | None = None
 
     def __post_init__(self) -> None:
         check_actor(self.by)
@@ -498,6 +509,11 @@ class TickRecord:
         The :meth:`~mlma.store.Store.change_counts` the caller read when it looked at what it depends on
         (the champions, the overrides): :attr:`TickWrite.unseen_changes` then names the kinds that someone
         else changed since.
+    champions_read
+        Each stream's serving version (by stream id; -1 or 0: none) as the caller read the registry. The
+        tick's champion moves (promoted new versions and ``champion_moves``) are then made only where it still
+        serves: a person's roll-back or promotion committed while the tick ran stands, and the tick's move of
+        that stream is left out (:attr:`TickWrite.moves_left_out`). None: unconditional.
     start, end, agent_id
         The tick's data window and agent, when :meth:`~mlma.store.Store.begin_tick` was not called.
 
@@ -524,6 +540,7 @@ class TickRecord:
     end: Any = None
     agent_id: str | None = None
     seen_changes: Mapping[str, int] | None = None
+    champions_read: Any = None
 
     def __post_init__(self) -> None:
         tick = self.tick

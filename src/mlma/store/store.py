@@ -29,7 +29,7 @@ from mlma.store import batches, bulk, drivers, lock, migrate, packed, serial
 from mlma.store.engine import is_read_only, missing_sqlite_file
 from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
-from mlma.store.errors import SchemaError, StateCorrupted, StoreError, TickAlreadyDone
+from mlma.store.errors import ChampionMoved, SchemaError, StateCorrupted, StoreError, TickAlreadyDone
 from mlma.store.frames import VERDICT_COLUMNS, rows_frame, verdict_labels
 from mlma.store.overrides import StreamOverrides
 from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, PruneReport, TickRecord,
@@ -1189,6 +1189,12 @@ class Store:
         Committed at once, so that a crash leaves a visible ``running`` row. A tick that ``failed`` or was
         left ``running`` may begin again (its ``attempts`` count grows); a ``done`` tick raises
         :class:`~mlma.store.TickAlreadyDone`.
+
+        In the same transaction the tick **takes up** every pending stream action (their ``applied_tick`` is
+        set to it while they stay ``pending``): those are the actions it carries out (:meth:`taken_up_actions`),
+        and while it runs a person can no longer cancel them (:meth:`Transaction.actions_taken_up`), since its
+        re-trainings may already be under way. Actions queued later wait for the next tick; actions of a tick
+        that failed are taken up again by the next.
         """
         tick = _tick_number(tick)
         with self._write() as conn:
@@ -1196,6 +1202,18 @@ class Store:
                 lock.fence(conn, lease)
             self._open_tick(conn, tick, self._now(conn), _timestamp(start, "start"), _timestamp(end, "end"),
                             agent_id or (lease.holder if lease is not None else None))
+            a = S.stream_actions
+            conn.execute(sa.update(a).where(a.c.status == "pending").values(applied_tick=tick))
+
+    def taken_up_actions(self, tick: int) -> pd.DataFrame:
+        """The pending stream actions tick ``tick`` took up when it began (:meth:`begin_tick`): what it carries
+        out, oldest first; columns as :meth:`stream_actions`'."""
+        t = S.stream_actions
+        query = (sa.select(t, S.streams.c.unique_id).join(S.streams, S.streams.c.id == t.c.stream_id)
+                 .where(t.c.status == "pending", t.c.applied_tick == int(tick)).order_by(t.c.id))
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return pd.DataFrame(rows, columns=[*[c.name for c in t.columns], "unique_id"])
 
     def _open_tick(self, conn, tick, now, start, end, agent_id, *, new_attempt: bool = True) -> None:
         """Mark the tick running; a new attempt unless ``new_attempt`` is False and it is already running."""
@@ -1279,7 +1297,15 @@ class Store:
             moves = [ChampionMove(v.stream, int(n), v.by, v.reason) for v, n in zip(new_versions, versions)
                      if v.promote]
             moves += record.champion_moves
-            move_champions(self, conn, moves, now, tick)
+            left_out: list[ChampionMove] = []
+            if record.champions_read is not None:
+                read = np.asarray(record.champions_read, dtype=np.int64)
+                moves = [dataclasses.replace(m, if_serving=max(0, int(read[m.stream])))
+                         if m.if_serving is None and int(m.stream) < len(read) else m for m in moves]
+                left_out = move_champions(self, conn, moves, now, tick, on_conflict="skip")
+                moves = [m for m in moves if m not in left_out]
+            else:
+                move_champions(self, conn, moves, now, tick)
             for entry in record.audit:
                 self._audit(conn, now, **entry)
             saved = None
@@ -1287,6 +1313,7 @@ class Store:
                 sha, size = self._save_state(conn, tick, encoding, now)
                 saved = AgentState(tick, encoding.arrays, sha, size, now)
             if record.applied_actions:
+                # Still pending: a tick's actions cannot be cancelled while it runs (begin_tick took them up).
                 conn.execute(sa.update(S.stream_actions)
                              .where(S.stream_actions.c.id == sa.bindparam("aid"),
                                     S.stream_actions.c.status == "pending")
@@ -1312,7 +1339,7 @@ class Store:
                 unseen = frozenset(kind for kind, seen in record.seen_changes.items()
                                    if changes.get(kind, 0) - own.get(kind, 0) != seen)
         return TickWrite(tick, n_verdicts, n_forecasts, escalation_ids, versions,
-                         None if saved is None else saved.sha256, resolved, saved, changes, unseen)
+                         None if saved is None else saved.sha256, resolved, saved, changes, unseen, tuple(left_out))
 
     def tick_summaries(self, ticks: Sequence[int] | None = None) -> dict[int, TickSummary | None]:
         """The :class:`~mlma.store.records.TickSummary` of done ticks (all, or those in ``ticks``), by tick;
@@ -2022,10 +2049,15 @@ def record_versions(store: Store, conn: sa.Connection, items: Sequence[NewVersio
 
 
 def move_champions(store: Store, conn: sa.Connection, moves: Sequence[ChampionMove], now: dt.datetime,
-                   tick: int | None) -> None:
-    """Point streams' champion alias at versions, appending to the history; users' moves are audited."""
+                   tick: int | None, *, on_conflict: str = "raise") -> list[ChampionMove]:
+    """Point streams' champion alias at versions, appending to the history; users' moves are audited.
+
+    A move whose :attr:`~ChampionMove.if_serving` no longer holds raises :class:`ChampionMoved`
+    (``on_conflict="raise"``), or is left out (``"skip"``: a tick's own moves, so that a person's move made
+    while the tick ran stands); returns the moves left out. The champion rows are locked while they are
+    compared (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction holds the whole database)."""
     if not moves:
-        return
+        return []
     streams = np.array([int(m.stream) for m in moves], dtype=np.int64)
     values, counts = np.unique(streams, return_counts=True)
     if (counts > 1).any():
@@ -2037,9 +2069,22 @@ def move_champions(store: Store, conn: sa.Connection, moves: Sequence[ChampionMo
             sa.select(mv.c.stream_id, mv.c.version).join(st, sa.and_(st.c.stream_id == mv.c.stream_id,
                                                                       st.c.version == mv.c.version)))}
         previous = dict(conn.execute(sa.select(ch.c.stream_id, ch.c.version)
-                                     .join(st, st.c.stream_id == ch.c.stream_id)).all())
+                                     .join(st, st.c.stream_id == ch.c.stream_id).with_for_update(of=ch)).all())
         names = dict(conn.execute(sa.select(S.streams.c.id, S.streams.c.unique_id)
                                   .join(st, st.c.stream_id == S.streams.c.id)).all())
+    stale = [m for m in moves if m.if_serving is not None and previous.get(int(m.stream), 0) != int(m.if_serving)]
+    if stale and on_conflict == "raise":
+        m = stale[0]
+        now_serving = previous.get(int(m.stream))
+        raise ChampionMoved(
+            f"stream {names.get(int(m.stream), m.stream)!r}: "
+            + (f"version {now_serving} serves now" if now_serving is not None else "no version serves now")
+            + (f", not version {m.if_serving}" if m.if_serving else ", not none")
+            + f" as when this {m.action} was asked: another move came first; nothing was moved")
+    if stale:
+        moves = [m for m in moves if m not in stale]
+        if not moves:
+            return stale
     missing = [(int(m.stream), int(m.version)) for m in moves if (int(m.stream), int(m.version)) not in exists]
     if missing:
         s, v = missing[0]
@@ -2062,3 +2107,4 @@ def move_champions(store: Store, conn: sa.Connection, moves: Sequence[ChampionMo
             store._audit(conn, now, m.by, m.action, f"stream:{names[int(m.stream)]}",
                          {"stream_id": int(m.stream), "version": int(m.version),
                           "previous_version": previous.get(int(m.stream))}, m.reason)
+    return stale

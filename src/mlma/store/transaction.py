@@ -99,8 +99,26 @@ class Transaction:
         return self._insert(S.stream_actions, [{"stream_id": int(i), "kind": kind, "params": dict(params),
                                                 "status": "pending", **made} for i in stream_ids])
 
+    def actions_taken_up(self, action_ids: Sequence[int]) -> dict[int, int]:
+        """The pending actions among ``action_ids`` that a running tick took up (id -> tick): it carries them
+        out when it commits, so they can no longer be cancelled. Their rows stay locked until this transaction
+        ends, so that no tick takes up one of the others meanwhile (PostgreSQL; SQLite's write transaction
+        holds the whole database)."""
+        t, ticks = S.stream_actions, S.ticks
+        conn = self._connection()
+        rows = conn.execute(sa.select(t.c.id, t.c.applied_tick)
+                            .where(t.c.id.in_([int(i) for i in action_ids]), t.c.status == "pending")
+                            .with_for_update()).all()
+        taken = {int(r.id): int(r.applied_tick) for r in rows if r.applied_tick is not None}
+        if not taken:
+            return {}
+        running = set(conn.execute(sa.select(ticks.c.tick).where(ticks.c.tick.in_(set(taken.values())),
+                                                                  ticks.c.status == "running")).scalars())
+        return {i: k for i, k in taken.items() if k in running}
+
     def cancel_actions(self, action_ids: Sequence[int]) -> int:
-        """Cancel the pending actions among ``action_ids``; returns how many were pending."""
+        """Cancel the pending actions among ``action_ids``; returns how many were pending (see
+        :meth:`actions_taken_up` for those a running tick is carrying out)."""
         t = S.stream_actions
         return self._update(t, action_ids, t.c.status == "pending", status="cancelled", applied_at=self.now)
 
@@ -126,7 +144,9 @@ class Transaction:
         return record_versions(self._store, self._connection(), items, self.now, tick)
 
     def move_champions(self, moves: Sequence[ChampionMove], tick: int | None = None) -> None:
-        """Point streams' champion alias at versions, appending to the history; users' moves are audited."""
+        """Point streams' champion alias at versions, appending to the history; users' moves are audited. A
+        move whose :attr:`~mlma.store.ChampionMove.if_serving` no longer holds raises
+        :class:`~mlma.store.ChampionMoved` (nothing moved)."""
         move_champions(self._store, self._connection(), moves, self.now, tick)
 
     # -- API tokens ----------------------------------------------------------------------------------------

@@ -1,0 +1,133 @@
+"""A person's actions made while a tick runs, on SQLite and PostgreSQL: a roll-back during the tick stands (the
+tick's own move of that stream is left out), the actions the tick took up can no longer be cancelled, and the
+verdicts name the version that made the forecasts they score, whatever a person moved since."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pandas as pd
+import pytest
+
+import mlma.live
+from mlma.control import ActionError, Operations
+from mlma.live import LiveAgent
+from mlma.project import load_config
+from mlma.registry import ModelRegistry
+from mlma.simulate import simulate_platform
+from mlma.store import Store
+from test_live import FIRST_TICK, day_chunks, make_project
+
+STREAM = "c00-z01"
+
+
+@pytest.fixture(scope="module")
+def platform() -> pd.DataFrame:
+    return simulate_platform(6, FIRST_TICK + 8, seed=2, event_rate=0).data
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def project(request, tmp_path, platform):
+    """A live project on each backend after its start-up tick (seasonal naive: quick fits), the agent, the store
+    a person acts through (a connection of their own), and the days to come."""
+    with contextlib.ExitStack() as stack:
+        db = None
+        if request.param == "postgresql":
+            from mlma.store.testing import postgres_schema
+
+            db = stack.enter_context(postgres_schema(request.getfixturevalue("postgres_server")))
+        root = make_project(tmp_path / "p", db=db, model="seasonal-naive")
+        config = load_config(root)
+        agent_store = stack.enter_context(Store.open(config.store_url))
+        person_store = stack.enter_context(Store.open(config.store_url))
+        chunks = iter(day_chunks(platform, FIRST_TICK))
+        live = stack.enter_context(LiveAgent(config, store=agent_store))
+        ops = Operations(person_store, registry=ModelRegistry(person_store, config.artifacts_dir))
+        agent_store.ingest_frame(next(chunks), "history")
+        live.step()
+        yield live, agent_store, ops, chunks
+
+
+def tick(live, store, chunks, *, during=None, monkeypatch=None):
+    """Ingest the next day and run its tick; ``during()`` runs just before the tick commits (a person acting
+    while it runs)."""
+    chunk = next(chunks)
+    store.ingest_frame(chunk, f"day-{chunk['ds'].min()}")
+    if during is not None:
+        def checkpoint(name: str) -> None:
+            if name == "before-commit":
+                during()
+        monkeypatch.setattr(mlma.live, "_checkpoint", checkpoint)
+    try:
+        return live.step()
+    finally:
+        if monkeypatch is not None:
+            monkeypatch.undo()
+
+
+def test_a_roll_back_while_the_tick_runs_stands_and_the_taken_up_action_cannot_be_cancelled(project, monkeypatch):
+    live, store, ops, chunks = project
+    ops.force_retrain([STREAM], direct=True, by="user:ana")
+    tick(live, store, chunks)
+    registry = ops.registry
+    assert registry.champion(STREAM).version == 2
+    queued = ops.force_retrain([STREAM], direct=True, by="user:ana", reason="before the campaign")
+    action_id = int(ops.pending_actions()["id"].iloc[0])
+    acted = {}
+
+    def person():
+        with pytest.raises(ActionError) as refused:
+            ops.cancel_action([action_id], by="user:bob")
+        acted["refusal"] = str(refused.value)
+        acted["rollback"] = ops.rollback(STREAM, 1, by="user:bob", reason="v2 over-forecasts")
+
+    result = tick(live, store, chunks, during=person, monkeypatch=monkeypatch)
+    assert queued.queued == 1
+    assert acted["refusal"].startswith(f"action(s) [{action_id}] were taken up by tick {result.tick}, which is "
+                                       "running: they can no longer be cancelled")
+    # The tick re-trained the stream (version 3) and would have put it in service; bob's roll-back came first.
+    assert registry.champion(STREAM).version == 1
+    assert [v.version for v in registry.versions(STREAM)] == [1, 2, 3]
+    history = registry.history(STREAM)
+    assert (history[-1].version, history[-1].previous_version, history[-1].moved_by) == (1, 2, "user:bob")
+    assert any("left out because a person moved the stream" in note for note in result.notes), result.notes
+    actions = ops.actions()
+    assert actions.set_index("id").loc[action_id, "status"] == "applied"  # carried out: the fit was made
+    # The next tick adopts bob's choice: its forecasts are version 1's; its verdicts name version 3, whose
+    # forecasts (issued by the tick above, in its own view) it scores.
+    after = tick(live, store, chunks)
+    forecasts = store.forecasts(after.tick).set_index("unique_id")
+    assert (forecasts.loc[STREAM, "model_version"] == 1).all()
+    issued_before = store.forecasts(result.tick).set_index("unique_id")
+    verdict = store.verdicts(tick=after.tick).set_index("unique_id").loc[STREAM]
+    assert verdict["model_version"] == issued_before.loc[STREAM, "model_version"].iloc[0]
+    assert registry.champion(STREAM).version == 1
+
+
+def test_verdicts_name_the_version_that_made_the_scored_forecasts_after_a_persons_move(project):
+    live, store, ops, chunks = project
+    ops.force_retrain([STREAM], direct=True, by="user:ana")
+    first = tick(live, store, chunks)
+    assert ops.registry.champion(STREAM).version == 2
+    ops.rollback(STREAM, 1, by="user:bob")  # between ticks: the forecasts to score were version 2's
+    scored = tick(live, store, chunks)
+    issued = store.forecasts(first.tick).set_index("unique_id").loc[STREAM, "model_version"]
+    assert set(issued) == {2}
+    assert store.verdicts(tick=scored.tick).set_index("unique_id").loc[STREAM, "model_version"] == 2
+    assert (store.forecasts(scored.tick).set_index("unique_id").loc[STREAM, "model_version"] == 1).all()
+
+
+def test_an_action_queued_while_a_tick_runs_waits_for_the_next_and_can_be_cancelled(project, monkeypatch):
+    live, store, ops, chunks = project
+    late = {}
+
+    def person():
+        ops.force_retrain([STREAM], by="user:ana")
+        late["id"] = int(ops.pending_actions()["id"].iloc[0])
+
+    tick(live, store, chunks, during=person, monkeypatch=monkeypatch)
+    assert ops.actions().set_index("id").loc[late["id"], "status"] == "pending"
+    assert ops.cancel_action([late["id"]], by="user:ana").changed == 1
+    tick(live, store, chunks)
+    assert ops.actions().set_index("id").loc[late["id"], "status"] == "cancelled"
+    assert [v.version for v in ops.registry.versions(STREAM)] == [1]
