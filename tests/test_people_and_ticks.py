@@ -131,3 +131,26 @@ def test_an_action_queued_while_a_tick_runs_waits_for_the_next_and_can_be_cancel
     tick(live, store, chunks)
     assert ops.actions().set_index("id").loc[late["id"], "status"] == "cancelled"
     assert [v.version for v in ops.registry.versions(STREAM)] == [1]
+
+
+def test_a_pinned_young_stream_on_its_fall_back_is_not_re_fitted_until_unpinned(tmp_path, platform):
+    """A zone launched two days before the start-up serves seasonal naive (ridge needs nine days) and is retried
+    each day as its history grows; pinned, it keeps its model: a pin means no automatic re-training."""
+    day0 = platform["ds"].min().normalize()
+    young = platform[(platform["unique_id"] != STREAM) | (platform["ds"] >= day0 + pd.Timedelta(days=FIRST_TICK - 2))]
+    root = make_project(tmp_path / "p", model="ridge")
+    config = load_config(root)
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        ops = Operations(store, registry=ModelRegistry(store, config.artifacts_dir))
+        chunks = iter(day_chunks(young, FIRST_TICK))
+        store.ingest_frame(next(chunks), "history")
+        live.step()
+        first = ops.registry.champion(STREAM)
+        assert "ridge needs" in first.metrics["fallback_reason"]  # seasonal naive, its fall-back
+        ops.pin([STREAM], by="user:ana", reason="launch week")
+        for _ in range(3):
+            tick(live, store, chunks)
+        assert [v.version for v in ops.registry.versions(STREAM)] == [1]
+        ops.unpin([STREAM], by="user:ana")
+        tick(live, store, chunks)
+        assert [v.version for v in ops.registry.versions(STREAM)] == [1, 2]  # retried once unpinned

@@ -459,7 +459,9 @@ class Agent:
             self.policy.reset_reference(np.flatnonzero(resets & ~rebase), k)
             self.policy.reset_reference(np.flatnonzero(resets & rebase), k, rebase=True)
 
-        initial, initial_seconds = self._bring_up(k, escalations, failed, promoted | rejected | retrain,
+        # Not retried on a fall-back: a stream whose model changed this tick, or a pinned one (never re-trained
+        # automatically, a young stream on its fall-back too).
+        initial, initial_seconds = self._bring_up(k, escalations, failed, promoted | rejected | retrain | pinned,
                                                   new_models=new_models)
         # The policy's arrays do not change from here to the end of the tick.
         if self.on_policy_settled is not None:
