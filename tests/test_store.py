@@ -1386,3 +1386,23 @@ def test_champion_moves_and_override_changes_are_counted_in_their_own_transactio
     seen = store.change_counts()
     assert store.write_tick(TickRecord(2, seen_changes=seen)).unseen_changes == frozenset()
     assert store.write_tick(TickRecord(3)).unseen_changes == frozenset()  # the caller named no counts
+
+
+def test_a_repeated_escalation_request_changes_and_audits_nothing_and_a_resolved_item_stays_resolved(store):
+    """Two people resolve the same item, or a request is retried: one change, one audit entry. Silencing or
+    acknowledging an item resolved meanwhile does not bring it back to the queue; re-opening does."""
+    ids = [int(i) for i in store.stream_ids(["a", "b"])]
+    e = store.add_escalations([Escalation(s, 1, "data-quality", 2, "flat line") for s in ids])
+    assert store.set_escalation_status([e[0]], "resolved", by="user:ana") == 1
+    assert store.set_escalation_status([e[0]], "resolved", by="user:bob") == 0
+    assert store.set_escalation_status([e[0]], "silenced", by="user:bob", silenced_until="2999-01-01") == 0
+    assert store.set_escalation_status([e[0]], "acknowledged", by="user:bob") == 0
+    assert store.set_escalation_status(e, "acknowledged", by="user:bob") == 1  # the open one only
+    assert store.set_escalation_status([e[1]], "silenced", by="user:bob", silenced_until="2999-01-01") == 1
+    assert store.set_escalation_status([e[1]], "silenced", by="user:bob", silenced_until="2999-06-01") == 1  # longer
+    status = store.escalations().set_index("id")["status"]
+    assert status[e[0]] == "resolved" and status[e[1]] == "silenced"
+    assert store.audit_log()["action"].tolist() == [
+        "escalation-resolved", "escalation-acknowledged", "escalation-silenced", "escalation-silenced"]
+    assert store.set_escalation_status([e[0]], "open", by="user:ana") == 1
+    assert store.escalations().set_index("id")["status"][e[0]] == "open"

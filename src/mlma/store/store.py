@@ -1635,7 +1635,9 @@ class Store:
 
     def set_escalation_status(self, ids: Sequence[int], status: str, *, by: str, reason: str | None = None,
                               silenced_until: Any = None) -> int:
-        """Acknowledge, resolve, silence (until a time) or re-open escalations; audited. Returns rows changed.
+        """Acknowledge, resolve, silence (until a time) or re-open escalations; audited. Returns rows changed:
+        an escalation already in that status is left as it is (a silence is extended), and a resolved one is
+        neither acknowledged nor silenced (re-open it first); nothing is audited when no row changed.
 
         All or nothing: when some of ``ids`` name no escalation, nothing changes and LookupError names them (a
         mistyped id among several must not leave the others changed without the person noticing)."""
@@ -1652,7 +1654,13 @@ class Store:
             if unknown:
                 raise LookupError(f"no escalation with id(s) {unknown}; nothing changed")
             now = self._now(conn)
-            changed = conn.execute(sa.update(S.escalations).where(S.escalations.c.id.in_(ids))
+            # Only rows the request changes, so that a repeated request is neither audited again nor, for a
+            # silence or an acknowledgement, re-opens what was resolved meanwhile (re-open does that).
+            e = S.escalations
+            unchanged = e.c.status == "resolved" if status in ("silenced", "acknowledged") else e.c.status == status
+            if status == "acknowledged":
+                unchanged = sa.or_(unchanged, e.c.status == "acknowledged")
+            changed = conn.execute(sa.update(e).where(e.c.id.in_(ids), sa.not_(unchanged))
                                    .values(status=status, updated_at=now, silenced_until=until)).rowcount
             if not changed:
                 return 0  # nothing happened, so nothing is audited
