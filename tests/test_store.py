@@ -1406,3 +1406,20 @@ def test_a_repeated_escalation_request_changes_and_audits_nothing_and_a_resolved
         "escalation-resolved", "escalation-acknowledged", "escalation-silenced", "escalation-silenced"]
     assert store.set_escalation_status([e[0]], "open", by="user:ana") == 1
     assert store.escalations().set_index("id")["status"][e[0]] == "open"
+
+
+def test_taking_the_lock_while_its_holder_commits_says_it_is_held_at_once(postgres_server):
+    """PostgreSQL: a tick's commit holds the lock row (the fence) for as long as it writes; a second agent
+    started meanwhile hears the lock is held within seconds (exit 4 from `mlma tick`), not when that commit
+    ends, and takes it once the holder released it."""
+    with postgres_schema(postgres_server) as url, Store.create(url) as store, Store.open(url) as other:
+        lease = store.acquire_lock("agent-a", ttl=600)
+        with store.engine.connect() as committing:  # the holder's commit, under way
+            committing.execute(sa.select(S.locks).where(S.locks.c.name == "tick").with_for_update())
+            started = time.monotonic()
+            with pytest.raises(LockHeld, match="agent-a"):
+                other.acquire_lock("agent-b", ttl=600)
+            assert time.monotonic() - started < 10
+            committing.rollback()
+        lease.release()
+        other.acquire_lock("agent-b", ttl=600).release()
