@@ -49,6 +49,16 @@ class Unpicklable(SeasonalNaive):
         return self
 
 
+class KillsItsWorker(SeasonalNaive):
+    """Ends the process fitting it, as a crash in native code or the out-of-memory killer would; in a pool
+    worker only (inline it would end the agent itself, which no isolation in the same process can prevent)."""
+    def fit(self, ds, y, X=None):
+        import multiprocessing
+        if bad(y) and multiprocessing.current_process().name != "MainProcess":
+            os._exit(7)
+        return super().fit(ds, y, X)
+
+
 class PredictExits(SeasonalNaive):
     def predict(self, ds, y, future_ds, X=None, future_X=None):
         if bad(y):
@@ -77,9 +87,9 @@ def platform() -> pd.DataFrame:
     return simulate_platform(10, FIRST_TICK + TICKS, seed=4, event_rate=0).data
 
 
-@pytest.fixture()
-def hostile(tmp_path, platform, monkeypatch):
-    """The module importable here and in pool workers (forked), and the busiest zone as the culprit."""
+def make_hostile(tmp_path, monkeypatch, platform: pd.DataFrame) -> str:
+    """The module importable here and in pool workers (forked), and the busiest zone of ``platform`` as the
+    culprit."""
     (tmp_path / "hostile.py").write_text(HOSTILE_MODELS)
     monkeypatch.syspath_prepend(str(tmp_path))
     sys.modules.pop("hostile", None)
@@ -90,6 +100,11 @@ def hostile(tmp_path, platform, monkeypatch):
     # A stream's mean moves a little as the window slides; the gap between the two busiest is wide enough here.
     assert means.iloc[-1] > 1.2 * means.iloc[-2]
     return str(means.index[-1])
+
+
+@pytest.fixture()
+def hostile(tmp_path, platform, monkeypatch):
+    return make_hostile(tmp_path, monkeypatch, platform)
 
 
 def run_live(root, platform) -> tuple[Store, pd.DataFrame]:
@@ -123,6 +138,35 @@ def test_a_fit_that_fails_for_one_stream_costs_that_stream_only(tmp_path, platfo
         message = failed["message"].iloc[0]
         assert message.startswith("fitting its first model failed 3 times in a row; no model serves it"), message
         assert error in message, message
+
+
+def test_a_fit_that_kills_its_pool_worker_costs_that_stream_only_and_the_pool_is_renewed(tmp_path, platform,
+                                                                                         hostile):
+    """The worker's death fails every chunk the pool had; those streams are fitted again one at a time on a
+    fresh pool, so only the stream that kills its worker fails, at every tick, and the others are served."""
+    root = make_project(tmp_path / "p", model="hostile:KillsItsWorker", executor='"process:2"')
+    store, escalations = run_live(root, platform)
+    with store:
+        assert (store.ticks()["status"] == "done").sum() == TICKS + 1
+        assert set(store.forecasts(store.last_done_tick())["unique_id"]) == set(platform["unique_id"]) - {hostile}
+        failed = escalations[escalations["kind"] == "fit-failed"]
+        assert failed["unique_id"].tolist() == [hostile], escalations
+        assert "the worker process fitting it died" in failed["message"].iloc[0]
+
+
+def test_a_backtest_on_a_pool_whose_worker_dies_scores_every_other_stream(tmp_path, monkeypatch):
+    """40 streams: the start-up's fits go to the pool (fewer than 32 run inline), where one stream's fit ends its
+    worker. Every other stream is fitted and scored on every tick; the culprit fails there alone (its retry of
+    a first model at the next tick, one fit, runs inline, where this model does not crash)."""
+    wide = simulate_platform(40, FIRST_TICK + 3, seed=4, event_rate=0).data
+    culprit = make_hostile(tmp_path, monkeypatch, wide)
+    config = BacktestConfig(policies=["never"], model="hostile:KillsItsWorker", initial_ticks=FIRST_TICK,
+                            frontier=False, bootstrap=0, executor="process:2", sample_streams=0)
+    result = run_backtest(wide, config)
+    scored = result.per_stream.set_index("unique_id")["n_scored"]
+    assert scored[culprit] < 3 * 24
+    assert (scored.drop(index=culprit) == 3 * 24).all(), scored
+    assert result.summary[0]["fit_failures"] == 1
 
 
 @pytest.mark.parametrize("model, error", [

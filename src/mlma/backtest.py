@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from mlma.escalations import EscalationBook, queue_items
 from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext, fitting_train_window, make_forecaster, spec_name
 from mlma.policy import Policy, Verdict, make_policy
-from mlma.training import ModelService, make_executor, terminate_executor
+from mlma.training import ModelService, make_executor, pool_broken, terminate_executor
 
 
 @dataclass
@@ -156,6 +157,8 @@ class _Accumulator:
         self.escalations_resolved = 0
         #: Models whose forecast failed (see TickReport.forecast_failed and shadow_failed).
         self.forecast_failures = 0
+        #: Fits that failed (TickReport.failed): the stream kept its model, or had none.
+        self.fit_failures = 0
         #: The policy's escalations and when each was resolved (as live operation resolves them).
         self.book = EscalationBook()
         self.stream_days = 0.0
@@ -225,8 +228,20 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     owned = config.executor is None or isinstance(config.executor, str)  # a caller's executor is not killed
     service = None
     try:
+        def renew() -> Executor:
+            # A worker died (a crash in a model, out of memory): the services go on with a fresh pool, as a
+            # live agent's do; the streams of the chunks it failed are fitted again one at a time.
+            nonlocal executor
+            terminate_executor(executor)
+            executor = make_executor(config.executor)
+            for svc in services:
+                svc.executor = executor
+            return executor
+
+        services: list[ModelService] = []
         service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
-                               fit_cache=config.fit_cache, window_steps=clock.most_steps)
+                               fit_cache=config.fit_cache, window_steps=clock.most_steps,
+                               renew_executor=renew if owned and config.executor not in (None, "inline") else None)
         # The start-up's scale, what a live agent knows at its start (the end of tick first_tick - 1); streams with
         # none yet get theirs at the first tick with a season's worth of pairs, from what is known then (below).
         scale = fleet.scale_known_at(freq.season_length, first_tick - 1)
@@ -248,9 +263,10 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         # driver_pooling): each agent pools its own prior from its own models (Agent._pool_driver_effects) and
         # passes it to its next fits, so policies cannot share fits (a fit at the same stream and tick differs
         # with the prior); each gets its own service, as it would live. Other models share one.
-        services = [service] + [ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
-                                             fit_cache=service.fit_cache)
-                                for _ in policies[1:]] if service.takes_driver_prior else [service] * len(policies)
+        services[:] = [service] + [ModelService(fleet, config.model, ctx, train_window_ticks=window,
+                                                executor=executor, fit_cache=service.fit_cache,
+                                                renew_executor=service.renew_executor)
+                                   for _ in policies[1:]] if service.takes_driver_prior else [service] * len(policies)
         agents = [Agent(p, svc, season_length=freq.season_length, scale=scale, settings=config.agent)
                   for p, svc in zip(policies, services)]
         accs = [_Accumulator(fleet.n_streams) for _ in agents]
@@ -258,8 +274,14 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         forecast_rows: list[pd.DataFrame] = []
         retrain_rows: list[dict] = []
 
+        def renew_if_broken() -> None:
+            # A pool that broke in a forecast's shard or was left broken: the next tick's fits get a fresh one.
+            if owned and pool_broken(executor):
+                renew()
+
         for agent, acc in zip(agents, accs):
             started = agent.start(first_tick)
+            renew_if_broken()
             _record_fits(started, acc)
             acc.book.record(started.tick, started.escalations, {})  # live operation records the start-up's too
         ticks = range(first_tick, fleet.n_ticks)
@@ -274,7 +296,10 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                     usable = np.where(known > 0, known, np.nan)
                     for agent in agents:
                         agent.scale = np.where(np.isfinite(agent.scale) & (agent.scale > 0), agent.scale, usable)
-                reports = [agent.tick(k) for agent in agents]
+                reports = []
+                for agent in agents:
+                    reports.append(agent.tick(k))
+                    renew_if_broken()
                 scored = np.isfinite(reports[0].actuals)
                 for report in reports:
                     scored &= np.isfinite(report.forecasts)
@@ -394,6 +419,7 @@ def _record_fits(report: TickReport, acc: _Accumulator) -> None:
     acc.initial_seconds += report.initial_seconds
     acc.escalations += len(report.escalations)
     acc.forecast_failures += len(report.forecast_failed) + len(report.shadow_failed)
+    acc.fit_failures += len(report.failed)
     acc.promotions += int(report.promoted.sum())
     if report.rejected is not None:
         acc.rejected += int(report.rejected.sum())
@@ -517,6 +543,7 @@ def _summarise(policies, accs, fleet: FleetData, scale: np.ndarray):
             "escalations": int(acc.escalations),
             "escalations_resolved": int(acc.escalations_resolved),
             "forecast_failures": int(acc.forecast_failures),
+            "fit_failures": int(acc.fit_failures),
             "n_streams": int((acc.n > 0).sum()),
             "n_scored": int(total),
         })

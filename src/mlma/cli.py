@@ -293,9 +293,25 @@ def backtest(
         causes = ", ".join(f"{cause} {n:,}" for cause, n in sorted(fell_back.items(), key=lambda kv: -kv[1]))
         console.print(f"{sum(fell_back.values()):,} of {fits:,} fits fell back to a simpler model ({causes}): "
                       f"those streams were forecast by seasonal naive or the mean, not {model} (docs/models.md)")
+    _say_failures(result.summary, result.config["n_streams"])
     cached = (f", {result.config['fits_from_cache']:,} from the fit cache" if fit_cache is not None else "")
     console.print(f"done in {time.perf_counter() - started:.1f} s ({result.config['fits_done']:,} fits{cached}); "
                   f"wrote {out}/summary.json and {out}/report.html")
+
+
+def _say_failures(summary: list[dict], n_streams: int) -> None:
+    """A model whose fits or forecasts failed leaves streams (or ticks) unscored, and an MAE over fewer streams
+    can look better: say so, per policy, instead of leaving it to summary.json."""
+    from rich.markup import escape
+
+    for row in summary:
+        fits, forecasts = row.get("fit_failures", 0), row.get("forecast_failures", 0)
+        if fits or forecasts:
+            console.print(escape(
+                f"warning: {row['policy']}: {fits:,} fit(s) and {forecasts:,} forecast(s) failed: the ticks they "
+                f"cost were not scored ({row['n_streams']:,} of {n_streams:,} streams were scored at all; "
+                "per_stream.csv: n_scored), so its MAE leaves them out (why: the escalations, docs/models.md)"),
+                style="yellow", highlight=False)
 
 
 def _project_history(config, sample: Optional[int], model: Optional[str]):

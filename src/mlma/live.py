@@ -63,7 +63,7 @@ from mlma.store.glance import NextTick
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
 from mlma.store.state import StateEncoding
 from mlma.store.window import ObservationWindow
-from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
+from mlma.training import FittedModel, ModelKey, ModelService, make_executor, pool_broken, terminate_executor
 
 log = logging.getLogger(__name__)
 
@@ -495,6 +495,12 @@ class LiveAgent:
             self._executor = make_executor(self._executor_spec)
         return self._executor
 
+    def _renew_executor(self):
+        """A fresh process pool in place of one that broke (:attr:`ModelService.renew_executor`)."""
+        terminate_executor(self._executor)
+        self._executor = None
+        return self.executor()
+
     # -- one tick -------------------------------------------------------------------------------------------
     def _run(self, k: int, start: bool, timing: Timing, lease) -> TickResult:
         started = time.perf_counter()
@@ -558,7 +564,8 @@ class LiveAgent:
         service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
                                fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None,
                                model_params=cfg.model_params(), window_steps=timing.most_steps,
-                               stores_models=True)
+                               stores_models=True,
+                               renew_executor=self._renew_executor if self._own_executor and not inline else None)
         try:
             policy = cfg.build_policy()
         except ValueError as exc:
@@ -615,8 +622,8 @@ class LiveAgent:
             agent.on_policy_settled = lambda arrays: encoding.add_part(
                 self.store.stage_state_part(k, arrays, copy=False))
             report = agent.start(k + 1) if start else agent.tick(k, controls)
-            if getattr(service, "timed_out", False):
-                self._executor_dirty = True
+            if service.timed_out or pool_broken(service.executor):
+                self._executor_dirty = True  # the next tick gets a fresh pool
             _checkpoint("after-fit")
             encoding.add({name: value for name, value in (agent.state_arrays() | timing.to_arrays()).items()
                           if name not in encoding.arrays}, copy=False)

@@ -854,7 +854,10 @@ def _frontier_figure(summary: pd.DataFrame, colors: Mapping[str, str], clairvoya
         return None
     rows = summary.assign(x=[_as_float(v) for v in summary["retrains"]], y=[_as_float(v) for v in summary["mae"]])
     rows = rows[np.isfinite(rows["x"]) & np.isfinite(rows["y"])]
-    schedules = rows[[is_schedule(p) for p in rows["policy"]]]
+    # Boolean masks, not lists: an empty list would select no columns (a run whose MAE is not finite).
+    schedules = rows[np.array([is_schedule(p) for p in rows["policy"]], dtype=bool)]
+    if schedules.empty:
+        return None
     fx, fy = frontier_points(schedules["x"], schedules["y"])
     fig = _new_figure(4.2)
     ax = fig.subplots()
@@ -874,7 +877,7 @@ def _frontier_figure(summary: pd.DataFrame, colors: Mapping[str, str], clairvoya
                     fontsize=7, color=grey)
     always = rows.loc[rows["policy"] == "always", "y"]
     scale = float(always.iloc[0]) / 100 if len(always) else math.nan
-    others = rows[[not is_schedule(p) for p in rows["policy"]]]
+    others = rows[np.array([not is_schedule(p) for p in rows["policy"]], dtype=bool)]
     handles, labels = [], []
     for family, members in others.groupby(others["policy"].str.split(":").str[0], sort=False):
         color = colors.get(members["policy"].iloc[0], "#000")  # one colour per family: a sweep reads as a curve

@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
@@ -353,6 +354,23 @@ def _exit_with_parent(parent: int, death_signal: bool, poll_seconds: float = 0.5
     if orphaned():
         os._exit(1)
     threading.Thread(target=watch, daemon=True, name="mlma-parent-watch").start()
+
+
+def pool_broken(executor: Executor) -> bool:
+    """Whether ``executor`` is a process pool that broke (a worker died: a crash in a model, out of memory, a
+    kill): it takes no more work, and its owner replaces it (:func:`terminate_executor`, then a new one)."""
+    return isinstance(executor, ProcessPoolExecutor) and bool(getattr(executor, "_broken", False))
+
+
+def _submit(executor: Executor, fn, *args) -> Future:
+    """``executor.submit``; a pool that broke earlier gives a failed future (its chunk fails, named, like the
+    chunks a worker's death failed) instead of an error that stops the whole call."""
+    try:
+        return executor.submit(fn, *args)
+    except BrokenProcessPool as exc:
+        failed: Future = Future()
+        failed.set_exception(exc)
+        return failed
 
 
 def terminate_executor(executor: Executor) -> None:
@@ -762,6 +780,10 @@ class ModelService:
         The caller pickles the fitted models (the live agent's registry): a model that cannot be pickled is
         then its stream's failed fit. Fits on a pool or a cluster, and with a fit cache, are checked anyway;
         an inline backtest keeps models in memory and does not need it.
+    renew_executor
+        For the owner of a process pool: ends the pool (broken: a worker died) and returns a fresh one, which
+        the service then uses. With it, the streams of chunks a dead worker failed are fitted again one at a
+        time, so that only the stream that kills its worker fails (:meth:`_collect`).
     """
 
     def __init__(self, fleet: FleetData, spec, ctx: ForecastContext, *, train_window_ticks: int | None,
@@ -769,7 +791,7 @@ class ModelService:
                  parallel_threshold: int | None = None, fit_timeout: float | None = None,
                  fit_cache: FitCache | str | None = None, predict_chunk_size: int = DEFAULT_PREDICT_CHUNK,
                  shard_forecasts: bool | None = None, window_steps: Callable[[int], int] | None = None,
-                 stores_models: bool = False) -> None:
+                 stores_models: bool = False, renew_executor: Callable[[], Executor] | None = None) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
         if isinstance(predict_chunk_size, bool) or not isinstance(predict_chunk_size, int) or predict_chunk_size < 1:
@@ -791,6 +813,7 @@ class ModelService:
         self.chunk_size = chunk_size
         self.model_params = model_params or {}
         self.stores_models = stores_models
+        self.renew_executor = renew_executor
         # A spec no history can fix (unknown, not importable, a missing extra) fails here, naming it, rather
         # than as a fit failure of every stream.
         probe = make_forecaster(spec, ctx, **self.model_params)
@@ -896,10 +919,10 @@ class ModelService:
             chunks = split_chunks(jobs, self.chunk_size, _slots(executor) if parallel else 1)
             # Pickled on the way back from a pool or a cluster, into the fit cache, or into the live registry.
             pickled = not isinstance(executor, InlineExecutor) or self.fit_cache is not None or self.stores_models
-            futures = [executor.submit(_fit_chunk, self.spec, self.ctx, self.model_params, chunk, pickled)
+            futures = [_submit(executor, _fit_chunk, self.spec, self.ctx, self.model_params, chunk, pickled)
                        for chunk in chunks]
             try:
-                self._collect(chunks, futures, executor)
+                self._collect(chunks, futures, executor, pickled)
             except ChunkFitError:
                 if on_error == "raise":
                     raise
@@ -941,8 +964,13 @@ class ModelService:
                 entries[address] = (fm.model, fm.seconds, fm.fallback_reason, fm.n_train, fm.short_history)
         self.fit_cache.store(entries)
 
-    def _collect(self, chunks: list[list], futures: list[Future], executor: Executor) -> None:
-        """Store every chunk's models; then raise for the first chunk that failed, naming its streams."""
+    def _collect(self, chunks: list[list], futures: list[Future], executor: Executor, pickled: bool = True) -> None:
+        """Store every chunk's models; then raise for the first chunk that failed, naming its streams.
+
+        A worker that died (a crash in a model, out of memory) fails every chunk the pool had: with
+        ``renew_executor``, those chunks' streams are fitted again one at a time on a fresh pool, so that only
+        the stream whose fit kills its worker fails (else the streams that share its chunk would fail with it
+        at every tick)."""
         failures: list[tuple[list, BaseException]] = []
         alone: list[FitFailure] = []  # streams whose own fit failed, in chunks that came back
         deadline = None if self.fit_timeout is None else time.monotonic() + self.fit_timeout
@@ -970,6 +998,15 @@ class ModelService:
                     continue
                 self._hold(model)
                 self.fits_done += 1
+        died = [job for chunk, exc in failures if isinstance(exc, BrokenProcessPool) for job in chunk]
+        if died and self.renew_executor is not None:
+            failures = [(chunk, exc) for chunk, exc in failures if not isinstance(exc, BrokenProcessPool)]
+            for model in self._fit_one_at_a_time(died, pickled):
+                if isinstance(model, FitFailure):
+                    alone.append(model)
+                else:
+                    self._hold(model)
+                    self.fits_done += 1
         for chunk, exc in failures:
             for key, *_ in chunk:
                 self.failures[key] = describe_error(exc)
@@ -993,6 +1030,28 @@ class ModelService:
                 f"{type(exc).__name__}: {exc}; streams: {shown}{others}",
                 stream_ids=ids, keys=chunk_keys, failed_chunks=len(failures),
             ) from exc
+
+    def _fit_one_at_a_time(self, jobs: list, pickled: bool) -> list[FittedModel | FitFailure]:
+        """Fit ``jobs`` one stream after another on a fresh pool (``renew_executor``); a stream whose fit kills
+        its worker again fails alone, and the next streams get another fresh pool."""
+        executor = self.executor = self.renew_executor()
+        out: list[FittedModel | FitFailure] = []
+        for job in jobs:
+            try:
+                out += _submit(executor, _fit_chunk, self.spec, self.ctx, self.model_params, [job],
+                               pickled).result(timeout=self.fit_timeout)
+                continue
+            except BrokenProcessPool:
+                error = ("the worker process fitting it died (a crash in the model's native code, os._exit, or "
+                         "out of memory); the stream was fitted alone to find it")
+            except FutureTimeout:
+                self.timed_out = True
+                error = f"no result within fit_timeout={self.fit_timeout:g} s (fitted alone)"
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the stream's own failure
+                error = describe_error(exc)
+            out.append(FitFailure(job[0], error))
+            executor = self.executor = self.renew_executor()
+        return out
 
     def get(self, key: ModelKey) -> FittedModel:
         return self._models[key]
