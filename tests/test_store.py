@@ -1423,3 +1423,18 @@ def test_taking_the_lock_while_its_holder_commits_says_it_is_held_at_once(postgr
             committing.rollback()
         lease.release()
         other.acquire_lock("agent-b", ttl=600).release()
+
+
+def test_a_persons_reason_longer_than_the_api_allows_is_refused_by_every_door_and_changes_nothing(store):
+    """The REST API refuses a reason over 2,000 characters; the CLI and Python go through the same check (in
+    the audit entry's transaction), so the change it came with is rolled back too."""
+    from mlma.control import Operations
+
+    ids = store.stream_ids(["a"])
+    with pytest.raises(ValueError, match="reason must be at most 2,000 characters, got 5,010"):
+        Operations(store).pin(["a"], by="user:ana", reason="x" * 5010)
+    with pytest.raises(ValueError, match="NUL"):
+        Operations(store).force_retrain(["a"], by="user:ana", reason="a\x00b")
+    assert store.stream_overrides() == {} and store.stream_actions().empty and store.audit_log().empty
+    Operations(store).pin(["a"], by="user:ana", reason="x" * 2000)
+    assert store.stream_overrides()[int(ids[0])].pinned_until == "forever"

@@ -31,6 +31,32 @@ def check_actor(by: str, what: str = "by") -> str:
     return by
 
 
+#: The longest reason a person may give for an action (the audit log keeps it); the REST API's limit too.
+MAX_REASON = 2000
+
+
+def check_reason(reason: str | None) -> str | None:
+    """Validate a person's reason for the audit log: text of at most :data:`MAX_REASON` characters, none of
+    them NUL (which PostgreSQL cannot store). One check for every door (CLI, API, Python).
+
+    >>> check_reason("before the holiday")
+    'before the holiday'
+    >>> check_reason("x" * 2001)
+    Traceback (most recent call last):
+    ...
+    ValueError: reason must be at most 2,000 characters, got 2,001
+    """
+    if reason is None:
+        return None
+    if not isinstance(reason, str):
+        raise ValueError(f"reason must be text, got {type(reason).__name__}")
+    if len(reason) > MAX_REASON:
+        raise ValueError(f"reason must be at most {MAX_REASON:,} characters, got {len(reason):,}")
+    if "\x00" in reason:
+        raise ValueError("reason must not contain a NUL character")
+    return reason
+
+
 def utc_instant(value: Any, what: str) -> dt.datetime:
     """A wall-clock instant (when something happened) from anything pandas parses, as an aware UTC
     ``datetime``; a naive value is taken as UTC. The store's instant columns hold these.
@@ -210,6 +236,8 @@ class ChampionMove:
 
     def __post_init__(self) -> None:
         check_actor(self.by)
+        if self.by != "agent":
+            check_reason(self.reason)
         if self.action not in ("promote", "rollback"):
             raise ValueError(f"action must be 'promote' or 'rollback', got {self.action!r}")
 

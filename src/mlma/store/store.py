@@ -33,7 +33,7 @@ from mlma.store.errors import ChampionMoved, SchemaError, StateCorrupted, StoreE
 from mlma.store.frames import VERDICT_COLUMNS, rows_frame, verdict_labels
 from mlma.store.overrides import StreamOverrides
 from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, PruneReport, TickRecord,
-                                TickSummary, TickWrite, check_actor, utc_instant)
+                                TickSummary, TickWrite, check_actor, check_reason, utc_instant)
 from mlma.store.glance import saved_states_damage, state_part_references
 from mlma.store.state import FORMAT, StagedPart, StateEncoding, decode_state
 
@@ -1681,6 +1681,8 @@ class Store:
     def _audit(self, conn: sa.Connection, now: dt.datetime, actor: str, action: str, target: str | None = None,
                params: Mapping[str, Any] | None = None, reason: str | None = None) -> int:
         check_actor(actor, "actor")
+        if actor != "agent":
+            check_reason(reason)  # a person's, whichever door it came through (the agent's are error texts)
         if not isinstance(action, str) or not action:
             raise ValueError(f"action must be a non-empty string, got {action!r}")
         return int(conn.execute(sa.insert(S.audit_log).values(

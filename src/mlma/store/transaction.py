@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from mlma.store import schema as S
 from mlma.store import tokens
 from mlma.store.overrides import StreamOverrides
-from mlma.store.records import ChampionMove, NewVersion, check_actor
+from mlma.store.records import ChampionMove, NewVersion, check_actor, check_reason
 from mlma.store.store import move_champions, record_versions
 from mlma.store.tokens import TokenInfo
 
@@ -125,7 +125,7 @@ class Transaction:
     def _made_by(self, by: str, reason: str | None) -> dict[str, Any]:
         """Who added a row, when and why: the columns every row a person or the agent adds carries."""
         check_actor(by)
-        return {"created_at": self.now, "created_by": by, "reason": reason}
+        return {"created_at": self.now, "created_by": by, "reason": check_reason(reason)}
 
     def _insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> int:
         """Insert ``rows`` (no statement for none); returns how many."""

@@ -19,6 +19,7 @@ from mlma.api.deps import AppContext, context, operator
 from mlma.api.inputs import Body, RowId, check_request_text
 from mlma.control import ActionError, ActionResult
 from mlma.params import ParameterError
+from mlma.store.records import MAX_REASON
 
 router = APIRouter(prefix="/api/actions", tags=["actions"], dependencies=[Depends(check_request_text)])
 #: How many stream names an action's answer lists (a group may have thousands).
@@ -52,7 +53,7 @@ _FIELD_OF_MESSAGE = [
 
 
 class _Body(Body):
-    reason: str | None = Field(None, max_length=2000, description="Why: kept in the audit log.")
+    reason: str | None = Field(None, max_length=MAX_REASON, description="Why: kept in the audit log.")
 
 
 class Streams(_Body):
