@@ -154,3 +154,47 @@ def test_a_pinned_young_stream_on_its_fall_back_is_not_re_fitted_until_unpinned(
         ops.unpin([STREAM], by="user:ana")
         tick(live, store, chunks)
         assert [v.version for v in ops.registry.versions(STREAM)] == [1, 2]  # retried once unpinned
+
+
+def _until_awaiting(live, store, chunks, registry, version: int, ticks: int = 5) -> None:
+    """Tick until ``version`` of the stream waits for approval (seasonal naive re-fitted ties its champion in
+    shadow, and a tie is promoted: with approval required, it waits)."""
+    for _ in range(ticks):
+        tick(live, store, chunks)
+        if registry.version(STREAM, version).check.get("result") == "awaiting-approval":
+            return
+    raise AssertionError(f"version {version} never waited for approval: {registry.version(STREAM, version).check}")
+
+
+@pytest.mark.parametrize("answer", ["approve", "reject"])
+def test_an_approval_overtaken_by_a_persons_move_says_so_and_the_waiting_version_is_marked_dropped(project, answer):
+    live, store, ops, chunks = project
+    registry = ops.registry
+    ops.force_retrain([STREAM], direct=True, by="user:ana")
+    tick(live, store, chunks)                                    # version 2 serves
+    ops.require_approval([STREAM], by="user:ana")
+    ops.force_retrain([STREAM], by="user:ana")                   # version 3: judged in shadow, then waits
+    _until_awaiting(live, store, chunks, registry, 3)
+    getattr(ops, answer)(STREAM, by="user:ana")
+    ops.rollback(STREAM, 1, by="user:bob")                       # before the tick that carries the answer out
+    tick(live, store, chunks)
+    outcome = ops.actions().query("kind == @answer")["outcome"].iloc[0]
+    assert outcome == ("not carried out: a person put version 1 in service, which dropped version 3 that waited "
+                       "for approval"), outcome
+    assert registry.champion(STREAM).version == 1
+    assert registry.version(STREAM, 3).check == {"result": "dropped", "why": "user:bob put version 1 in service"}
+
+
+def test_an_approval_carried_out_and_one_with_nothing_waiting_say_what_happened(project):
+    live, store, ops, chunks = project
+    registry = ops.registry
+    ops.require_approval([STREAM], by="user:ana")
+    ops.approve(STREAM, by="user:ana", reason="nothing waits yet")
+    tick(live, store, chunks)
+    assert ops.actions()["outcome"].iloc[0] == "nothing waited for approval"
+    ops.force_retrain([STREAM], by="user:ana")
+    _until_awaiting(live, store, chunks, registry, 2)
+    ops.approve(STREAM, by="user:ana")
+    tick(live, store, chunks)
+    assert ops.actions().query("kind == 'approve'")["outcome"].iloc[0] == "approved: version 2 serves"
+    assert registry.champion(STREAM).version == 2

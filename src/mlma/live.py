@@ -602,9 +602,10 @@ class LiveAgent:
         self._absent.clear()
         if state is not None:
             self._load_models(service, agent, live, repair)
-        # The versions that issued the forecasts this tick scores (the verdicts name them), before a person's
-        # move is adopted below.
+        # The versions that issued the forecasts this tick scores (the verdicts name them), and those waiting
+        # for approval, before a person's move is adopted below.
         scored_by = live["champion_version"].copy()
+        waited = live["awaiting_version"].copy()
         controls, actions, approvers, seen, champions_read = self._controls(
             k, n, agent, live, service, repair, None if state is None else state.sha256)
         self._fall_back(k, agent, live, service, controls, repair)
@@ -651,7 +652,7 @@ class LiveAgent:
             report.escalations[:] = name_model_versions(report.escalations, {"champion": live["champion_version"],
                                                                              "challenger": shadow_before})
             _checkpoint("after-artifacts")
-            applied = {} if start else _outcomes(actions, report, live)
+            applied = {} if start else _outcomes(actions, report, live, waited, controls.adopt)
             verdicts = None if start else _verdicts(report, scored_by)
             forecasts = (forecast_frame(report.issued, fleet.tick_timestamps(k + 1), live["champion_version"])
                          if report.issued is not None else None)
@@ -1066,6 +1067,13 @@ class LiveAgent:
                     continue
                 service._models[fitted.key] = fitted
                 controls.adopt[int(s)] = fitted.key
+                # A challenger in shadow or waiting for approval is dropped with the person's choice: its check
+                # says so (not "awaiting-approval" for ever).
+                for slot in ("challenger_version", "awaiting_version"):
+                    dropped = int(live[slot][s])
+                    if dropped >= 0 and dropped != int(v):
+                        repair.checks.append((int(s), dropped, {"result": "dropped",
+                                                                "why": f"{who} put version {int(v)} in service"}))
                 live["champion_version"][s] = v
                 live["challenger_version"][s] = -1
                 live["awaiting_version"][s] = -1
@@ -1497,8 +1505,10 @@ def _artifact_error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict) -> dict[int, str]:
-    """What this tick did with each queued action, for ``stream_actions.outcome``."""
+def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.ndarray,
+              adopted: dict) -> dict[int, str]:
+    """What this tick did with each queued action, for ``stream_actions.outcome``: ``waited`` holds each
+    stream's version that waited for approval when the tick began, ``adopted`` the streams a person moved."""
     out = {}
     challengers = set(report.challengers)
     for row in actions.itertuples(index=False):
@@ -1518,15 +1528,40 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict) -> dict[int
             else:
                 text = f"re-trained and promoted (version {int(live['champion_version'][s])})"
         elif row.kind == "reset-reference":
-            text = "reference re-based on the recent losses" if (row.params or {}).get("rebase") else "reference reset"
-        elif row.kind == "approve":
-            text = (f"approved: version {int(live['champion_version'][s])} serves" if report.promoted[s]
-                    else "nothing waited for approval")
-        else:
-            text = ("rejected: the challenger is dropped" if report.rejected is not None and report.rejected[s]
-                    else "nothing waited for approval")
+            if not report.serving[s] and s not in adopted:
+                text = "nothing to reset: no model serves the stream yet (its reference starts with its first model)"
+            else:
+                text = ("reference re-based on the recent losses" if (row.params or {}).get("rebase")
+                        else "reference reset")
+        else:  # approve, reject: of the version that waited when the tick began
+            text = _approval_outcome(row.kind, int(waited[s]) if s < len(waited) else -1,
+                                     int(live["champion_version"][s]), s in adopted,
+                                     report.rejected is not None and bool(report.rejected[s]))
         out[int(row.id)] = text
     return out
+
+
+def _approval_outcome(kind: str, waiting: int, serving: int, moved_by_a_person: bool, rejected: bool) -> str:
+    """What an ``approve`` or ``reject`` did with the version that waited for approval (``waiting``, -1: none).
+
+    >>> _approval_outcome("approve", 3, 3, False, False)
+    'approved: version 3 serves'
+    >>> _approval_outcome("approve", 3, 1, True, False)
+    'not carried out: a person put version 1 in service, which dropped version 3 that waited for approval'
+    >>> _approval_outcome("reject", -1, 2, False, False)
+    'nothing waited for approval'
+    """
+    if waiting < 0:
+        return "nothing waited for approval"
+    if moved_by_a_person and serving != waiting:
+        return (f"not carried out: a person put version {serving} in service, which dropped version {waiting} "
+                "that waited for approval")
+    if kind == "approve":
+        return f"approved: version {waiting} serves" if serving == waiting else \
+            f"not carried out: version {waiting} was not promoted (version {serving} serves)"
+    if serving == waiting:
+        return f"not carried out: version {waiting} serves (approved, or put in service by a person)"
+    return f"rejected: version {waiting} is dropped" if rejected else f"version {waiting} no longer waited"
 
 
 def _verdicts(report: TickReport, serving: np.ndarray) -> pd.DataFrame:
