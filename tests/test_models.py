@@ -621,3 +621,33 @@ def test_month_dummies_from_one_year_hurt_and_the_default_avoids_them():
     default, with_month = np.array(pairs).T
     assert default.mean() < with_month.mean()
     assert stats.ttest_rel(default, with_month, alternative="less").pvalue < 1e-3
+
+
+class _RaisingConstructor(SeasonalNaive):
+    def __init__(self, ctx):
+        raise RuntimeError("needs a licence server")
+
+
+class _NoHistoryNeed:
+    min_history = None
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def fit(self, ds, y, X=None):
+        return self
+
+    def predict(self, ds, y, future_ds, X=None, future_X=None):
+        return np.zeros(len(future_ds))
+
+
+@pytest.mark.parametrize("cls, message", [
+    (_RaisingConstructor, "its constructor raised RuntimeError: needs a licence server"),
+    (_NoHistoryNeed, "min_history must be a number of observations >= 0, got None"),
+])
+def test_a_user_class_that_cannot_be_built_is_refused_naming_the_spec(cls, message):
+    """A constructor's error or an unusable min_history is a problem of the spec, said when it is built (exit 2
+    from the CLI, a ConfigError naming [model] live), not a traceback at the first fit."""
+    ctx = ForecastContext("h", season_length=24, horizon=24)
+    with pytest.raises(ValueError, match="model spec .*" + message.replace("(", r"\(").replace(")", r"\)")):
+        make_forecaster(cls, ctx)

@@ -6,6 +6,7 @@ import copy
 import functools
 import inspect
 import math
+import numbers
 import pickle
 import time
 from collections.abc import Callable
@@ -191,6 +192,8 @@ def _from_object(obj, ctx: ForecastContext, params: dict, spec) -> Forecaster:
             model = obj(**kwargs)
         except TypeError as exc:
             raise ValueError(f"cannot instantiate model spec {label!r} with {sorted(kwargs)}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a user's constructor: no history would fix it
+            raise ValueError(f"model spec {label!r}: its constructor raised {type(exc).__name__}: {exc}") from None
     elif isinstance(obj, Forecaster):
         if params:
             raise ValueError(f"model spec {label!r} is an instance; parameters {sorted(params)} cannot be applied")
@@ -202,6 +205,9 @@ def _from_object(obj, ctx: ForecastContext, params: dict, spec) -> Forecaster:
     if not isinstance(model, Forecaster):
         missing = [a for a in ("fit", "predict", "min_history") if not hasattr(model, a)]
         raise ValueError(f"model spec {label!r} does not follow the Forecaster protocol (missing {missing})")
+    need = getattr(model, "min_history", None)
+    if isinstance(need, bool) or not isinstance(need, numbers.Real) or not math.isfinite(need) or need < 0:
+        raise ValueError(f"model spec {label!r}: min_history must be a number of observations >= 0, got {need!r}")
     return model
 
 
