@@ -294,6 +294,16 @@ def test_versions_lists_what_rollback_and_promote_choose_from(project):
     assert f"{uid}: {len(listed)} model version(s)" in table and "yes" in table
     bad = run(project, "versions", "no-such-zone", ok=False)
     assert bad.exit_code == 2 and "unknown stream 'no-such-zone'" in bad.output
+    # A version that serves a fall-back says so (its spec names the model that was asked for).
+    reason = "history has 30 observations, ridge needs 216"
+    with store_of(project) as store:
+        registry = ModelRegistry(store, project[0].artifacts_dir)
+        version = registry.register(uid, registry.load(uid, serving), spec="ridge",
+                                    metrics={"fallback_reason": reason}).version
+    listed = {v["version"]: v for v in json.loads(run(project, "versions", uid, "--json").output)}
+    assert listed[version]["fallback_reason"] == reason
+    table = run(project, "versions", uid).output  # the cell wraps: its words, in order, on the row
+    assert "(fell" in table and "back:" in table and "needs" in table
 
 
 def test_commands_need_a_project(tmp_path):

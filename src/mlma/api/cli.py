@@ -492,7 +492,8 @@ def versions(stream: str = typer.Argument(..., help="unique_id"),
     if as_json:
         return _print_json([{"version": v.version, "serving": v.version == serving, "created_at": str(v.created_at),
                              "created_tick": v.created_tick, "spec": v.spec, "train_start": str(v.train_start),
-                             "train_end": str(v.train_end), "check": dict(v.check)} for v in found])
+                             "train_end": str(v.train_end), "check": dict(v.check),
+                             "fallback_reason": v.metrics.get("fallback_reason")} for v in found])
     table = Table("version", "serving", "created (UTC)", "tick", "model", "trained on", "challenger check",
                   title=f"{stream}: {len(found)} model version(s)")
     for v in found:
@@ -501,8 +502,11 @@ def versions(stream: str = typer.Argument(..., help="unique_id"),
         mine, theirs = check.get("challenger_mean_loss"), check.get("champion_mean_loss")
         losses = (f" (mean loss {mine:.4g} vs {theirs:.4g})"
                   if isinstance(mine, (int, float)) and isinstance(theirs, (int, float)) else "")
+        # A fall-back says so: the version is named after the requested model, but serves a simpler one.
+        fell_back = v.metrics.get("fallback_reason")
+        model = f"{v.spec} (fell back: {fell_back})" if fell_back else v.spec
         table.add_row(str(v.version), "yes" if v.version == serving else "", f"{v.created_at:%Y-%m-%d %H:%M}",
-                      "" if v.created_tick is None else str(v.created_tick), v.spec,
+                      "" if v.created_tick is None else str(v.created_tick), model,
                       f"{v.train_start} to {v.train_end}" if v.train_end is not None else "", verdict + losses)
     console.print(table)
 
