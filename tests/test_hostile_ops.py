@@ -409,9 +409,10 @@ def test_sigterm_ends_mlma_tick_as_ctrl_c_does_and_releases_the_lock(tmp_path, p
 @pytest.mark.slow  # real mlma processes
 @pytest.mark.parametrize("signals", [1, 2])
 def test_sigterm_lets_mlma_run_finish_the_running_tick_and_a_second_one_stops_it(tmp_path, platform, signals):
-    """systemd's stop: SIGTERM to the whole unit while the start-up tick's fits run in the pool, with three more
-    ticks due. One SIGTERM: the running tick commits, the due ones wait for the next start (exit 0). A second
-    SIGTERM (the supervisor will not wait): the running tick stops uncommitted, the lock is released, exit 143."""
+    """systemd's stop with KillMode=mixed (docs/operations.md): SIGTERM to the agent while the start-up tick's fits
+    run in the pool, with three more ticks due. One SIGTERM: the running tick commits, the due ones wait for the
+    next start (exit 0). A second SIGTERM (the supervisor will not wait): the running tick stops uncommitted,
+    the lock is released, exit 143."""
     root, started, env = slow_pool_project(tmp_path, platform, days=FIRST_TICK + 3)
     env["SLOW_FIT_SECONDS"] = "1.5"  # 12 fits in a pool of two: about 9 s
     service = subprocess.Popen([sys.executable, "-m", "mlma.cli", "run", "--every", "1h", "--project", str(root)],
@@ -419,7 +420,7 @@ def test_sigterm_lets_mlma_run_finish_the_running_tick_and_a_second_one_stops_it
     try:
         wait_for_two_fits(service, started)
         for _ in range(signals):
-            os.killpg(service.pid, signal.SIGTERM)
+            os.kill(service.pid, signal.SIGTERM)
             time.sleep(0.5)
         out, err = service.communicate(timeout=120)
     finally:

@@ -48,24 +48,21 @@ def project(request, tmp_path, platform):
         yield live, agent_store, ops, chunks
 
 
-def tick(live, store, chunks, *, during=None, monkeypatch=None):
-    """Ingest the next day and run its tick; ``during()`` runs just before the tick commits (a person acting
-    while it runs)."""
+def tick(live, store, chunks, *, during=None, at: str = "before-commit"):
+    """Ingest the next day and run its tick; ``during()`` runs at the tick's checkpoint ``at`` (a person acting
+    while it runs: after it began, or just before it commits)."""
     chunk = next(chunks)
     store.ingest_frame(chunk, f"day-{chunk['ds'].min()}")
-    if during is not None:
-        def checkpoint(name: str) -> None:
-            if name == "before-commit":
-                during()
-        monkeypatch.setattr(mlma.live, "_checkpoint", checkpoint)
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        if during is not None:
+            def checkpoint(name: str) -> None:
+                if name == at:
+                    during()
+            patch.setattr(mlma.live, "_checkpoint", checkpoint)
         return live.step()
-    finally:
-        if monkeypatch is not None:
-            monkeypatch.undo()
 
 
-def test_a_roll_back_while_the_tick_runs_stands_and_the_taken_up_action_cannot_be_cancelled(project, monkeypatch):
+def test_a_roll_back_while_the_tick_runs_stands_and_the_taken_up_action_cannot_be_cancelled(project):
     live, store, ops, chunks = project
     ops.force_retrain([STREAM], direct=True, by="user:ana")
     tick(live, store, chunks)
@@ -81,7 +78,7 @@ def test_a_roll_back_while_the_tick_runs_stands_and_the_taken_up_action_cannot_b
         acted["refusal"] = str(refused.value)
         acted["rollback"] = ops.rollback(STREAM, 1, by="user:bob", reason="v2 over-forecasts")
 
-    result = tick(live, store, chunks, during=person, monkeypatch=monkeypatch)
+    result = tick(live, store, chunks, during=person)
     assert queued.queued == 1
     assert acted["refusal"].startswith(f"action(s) [{action_id}] were taken up by tick {result.tick}, which is "
                                        "running: they can no longer be cancelled")
@@ -91,8 +88,11 @@ def test_a_roll_back_while_the_tick_runs_stands_and_the_taken_up_action_cannot_b
     history = registry.history(STREAM)
     assert (history[-1].version, history[-1].previous_version, history[-1].moved_by) == (1, 2, "user:bob")
     assert any("left out because a person moved the stream" in note for note in result.notes), result.notes
-    actions = ops.actions()
-    assert actions.set_index("id").loc[action_id, "status"] == "applied"  # carried out: the fit was made
+    actions = ops.actions().set_index("id")
+    assert actions.loc[action_id, "status"] == "applied"  # carried out: the fit was made, but does not serve
+    assert actions.loc[action_id, "outcome"].endswith("; version 3 was not put in service: a person moved the "
+                                                      "stream while the tick ran, and their choice stands")
+    assert result.summary.promoted == 0 and store.tick_summaries([result.tick])[result.tick].promoted == 0
     # The next tick adopts bob's choice: its forecasts are version 1's; its verdicts name version 3, whose
     # forecasts (issued by the tick above, in its own view) it scores.
     after = tick(live, store, chunks)
@@ -117,7 +117,7 @@ def test_verdicts_name_the_version_that_made_the_scored_forecasts_after_a_person
     assert (store.forecasts(scored.tick).set_index("unique_id").loc[STREAM, "model_version"] == 1).all()
 
 
-def test_an_action_queued_while_a_tick_runs_waits_for_the_next_and_can_be_cancelled(project, monkeypatch):
+def test_an_action_queued_while_a_tick_runs_waits_for_the_next_and_can_be_cancelled(project):
     live, store, ops, chunks = project
     late = {}
 
@@ -125,7 +125,7 @@ def test_an_action_queued_while_a_tick_runs_waits_for_the_next_and_can_be_cancel
         ops.force_retrain([STREAM], by="user:ana")
         late["id"] = int(ops.pending_actions()["id"].iloc[0])
 
-    tick(live, store, chunks, during=person, monkeypatch=monkeypatch)
+    tick(live, store, chunks, during=person, at="after-begin")  # queued after the tick took up the actions
     assert ops.actions().set_index("id").loc[late["id"], "status"] == "pending"
     assert ops.cancel_action([late["id"]], by="user:ana").changed == 1
     tick(live, store, chunks)

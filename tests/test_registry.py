@@ -251,48 +251,77 @@ def test_moves_to_a_version_whose_artifact_is_damaged_or_missing_are_refused(reg
     assert registry.champion("zone-0").version == 2 and len(registry.history("zone-0")) == 2
 
 
-@pytest.mark.parametrize("move", ["rollback", "promote"])
-def test_the_same_move_sent_twice_at_once_moves_once(registry, move):
-    """Two people (or a retried request) roll back or promote the same stream at the same instant: both read
-    version 2 serving before either moves. One move is made; the other is refused, naming what serves now,
-    and the history and the audit log hold one move."""
+def _at_once(registry, *moves) -> list:
+    """Run the moves (callables) in threads that all read the serving version before any of them moves;
+    returns what each returned or raised, in order."""
     import threading
 
-    for level in (1.0, 2.0):
-        registry.register("zone-1", Level(level), spec="naive", promote=True, tick=0)
-    registry.register("zone-1", Level(3.0), spec="naive", tick=1)
-    both_read = threading.Barrier(2, timeout=30)
+    both_read = threading.Barrier(len(moves), timeout=30)
     checked = registry._check_loadable
 
-    def wait_for_the_other(*args):  # called after the champion was read, before the move
+    def wait_for_the_others(*args):  # called after the champion was read, before the move
         checked(*args)
         both_read.wait()
 
-    registry._check_loadable = wait_for_the_other
-    outcomes: list = []
+    registry._check_loadable = wait_for_the_others
+    outcomes: list = [None] * len(moves)
 
-    def act():
+    def run(i, move):
         try:
-            if move == "rollback":
-                outcomes.append(registry.rollback("zone-1", by="user:ana").version)
-            else:
-                outcomes.append(registry.promote("zone-1", 3, by="user:ana").version)
+            outcomes[i] = move()
         except ValueError as exc:
-            outcomes.append(exc)
+            outcomes[i] = exc
 
-    threads = [threading.Thread(target=act) for _ in range(2)]
+    threads = [threading.Thread(target=run, args=(i, m)) for i, m in enumerate(moves)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+    registry._check_loadable = checked
+    return outcomes
+
+
+@pytest.mark.parametrize("move", ["rollback", "promote"])
+def test_the_same_move_sent_twice_at_once_moves_once(registry, move):
+    """Two people (or a retried request) roll back or promote the same stream at the same instant: both read
+    version 2 serving before either moves. One moves; the other finds its version serving and changes nothing;
+    the history and the audit log hold one move."""
+    for level in (1.0, 2.0):
+        registry.register("zone-1", Level(level), spec="naive", promote=True, tick=0)
+    registry.register("zone-1", Level(3.0), spec="naive", tick=1)
     target = 1 if move == "rollback" else 3
-    assert sorted(outcomes, key=str)[0] == target, outcomes
-    refused = [o for o in outcomes if isinstance(o, ValueError)]
-    assert len(refused) == 1 and isinstance(refused[0], ChampionMoved), outcomes
-    assert str(refused[0]) == (f"stream 'zone-1': version {target} serves now, not version 2 as when this {move} "
-                               "was asked: another move came first; nothing was moved")
+    act = ((lambda: registry.roll_back("zone-1", by="user:ana")) if move == "rollback"
+           else (lambda: (3, registry.put_in_service("zone-1", 3, by="user:ana"))))
+    outcomes = _at_once(registry, act, act)
+    assert sorted(outcomes) == [(target, False), (target, True)], outcomes
     assert registry.champion("zone-1").version == target
     history = registry.history("zone-1")
-    assert [(h.version, h.previous_version) for h in history][-1] == (target, 2)
-    assert len(history) == 3  # the two first promotions, and one move
+    assert len(history) == 3 and (history[-1].version, history[-1].previous_version) == (target, 2)
     assert registry.store.audit_log()["action"].tolist() == [move]
+
+
+def test_two_different_moves_at_once_one_wins_and_the_other_is_refused(registry):
+    """A roll-back and a promotion of the same stream at the same instant, both read on version 2: the first to
+    commit stands, the other is refused naming what serves now; and two first promotions of a stream that has
+    no champion yet (no row to lock on PostgreSQL but the stream's)."""
+    for level in (1.0, 2.0):
+        registry.register("zone-1", Level(level), spec="naive", promote=True, tick=0)
+    registry.register("zone-1", Level(3.0), spec="naive", tick=1)
+    outcomes = _at_once(registry, lambda: registry.roll_back("zone-1", 1, by="user:ana"),
+                        lambda: (3, registry.put_in_service("zone-1", 3, by="user:bob")))
+    won = [o for o in outcomes if not isinstance(o, Exception)]
+    lost = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(won) == 1 and len(lost) == 1 and isinstance(lost[0], ChampionMoved), outcomes
+    serving = won[0][0]
+    assert registry.champion("zone-1").version == serving
+    assert str(lost[0]).startswith(f"stream 'zone-1': version {serving} serves now, not version 2, when this ")
+    assert len(registry.history("zone-1")) == 3 and len(registry.store.audit_log()) == 1
+
+    for level in (1.0, 2.0):
+        registry.register("zone-2", Level(level), spec="naive", tick=0)
+    outcomes = _at_once(registry, lambda: registry.put_in_service("zone-2", 1, by="user:ana"),
+                        lambda: registry.put_in_service("zone-2", 2, by="user:bob"))
+    assert sorted(map(type, outcomes), key=str) == sorted([bool, ChampionMoved], key=str), outcomes
+    lost = next(o for o in outcomes if isinstance(o, ChampionMoved))
+    assert "serves now, although none did when this promote was asked" in str(lost)
+    assert len(registry.history("zone-2")) == 1

@@ -1412,15 +1412,29 @@ def test_taking_the_lock_while_its_holder_commits_says_it_is_held_at_once(postgr
     """PostgreSQL: a tick's commit holds the lock row (the fence) for as long as it writes; a second agent
     started meanwhile hears the lock is held within seconds (exit 4 from `mlma tick`), not when that commit
     ends, and takes it once the holder released it."""
+    import threading
+
     with postgres_schema(postgres_server) as url, Store.create(url) as store, Store.open(url) as other:
         lease = store.acquire_lock("agent-a", ttl=600)
+        answer: list = []
+
+        def second_agent() -> None:
+            try:
+                other.acquire_lock("agent-b", ttl=600)
+                answer.append("taken")
+            except LockHeld as exc:
+                answer.append(exc)
+
         with store.engine.connect() as committing:  # the holder's commit, under way
             committing.execute(sa.select(S.locks).where(S.locks.c.name == "tick").with_for_update())
-            started = time.monotonic()
-            with pytest.raises(LockHeld, match="agent-a"):
-                other.acquire_lock("agent-b", ttl=600)
-            assert time.monotonic() - started < 10
-            committing.rollback()
+            thread = threading.Thread(target=second_agent)
+            thread.start()
+            thread.join(timeout=10)
+            waited = thread.is_alive()
+            committing.rollback()  # a waiting second agent goes on (not the suite hung) if the answer did not come
+        thread.join(timeout=30)
+        assert not waited, "the second agent waited for the commit to end"
+        assert isinstance(answer[0], LockHeld) and "agent-a" in str(answer[0])
         lease.release()
         other.acquire_lock("agent-b", ttl=600).release()
 

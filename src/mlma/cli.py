@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import Optional
@@ -788,7 +789,8 @@ def tick(
     Prints each tick as it commits. Exits 0 when a tick ran, 2 when mlma.toml or an option cannot work (the
     message names it), 3 when none was due (data for the next tick not complete), 4 when another agent holds
     the tick lock, 5 when the next tick is held because nearly all served streams have no data in it (run
-    again with --allow-no-data once a person decided it should run).
+    again with --allow-no-data once a person decided it should run), 130 on Ctrl-C and 143 on SIGTERM (the
+    running tick is not committed, unless the stop came after its commit: the message says which).
     """
     from rich.markup import escape
 
@@ -807,51 +809,81 @@ def tick(
         allow = (actor(by), reason)
     ran = []
     ticking = True  # a Ctrl-C until the ticks are done stops a tick; after, the pruning or the due check
+    agent = []  # the agent, once open: which tick it last committed, when a stop comes
 
     def progress(result) -> None:
         ran.append(result)
         console.print(escape(str(result)))
 
-    import signal
-
     # A scheduler's stop (a job's deadline, `timeout`, Kubernetes) is SIGTERM: end like Ctrl-C, not killed
     # mid-tick with the lock held until its lease runs out.
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        with LiveAgent(config, executor=executor) as live:
-            if all_due:
-                live.catch_up(on_tick=progress, allow_no_data=allow)
-            else:
-                progress(live.step(allow_no_data=allow))
-            ticking = False  # what follows runs after the commits
-            if not all_due:
-                _say_if_more_are_due(live)
-            _apply_retention(live)  # only after ticks that ran to the end: not after an error or Ctrl-C
-    except KeyboardInterrupt as exc:
-        # Said, not a silent exit 130: a tick that was running was not committed, and runs again whole.
-        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        if ticking:
-            console.print(f"{what}: the running tick was not committed (nothing of it was written); run "
-                          f"`mlma tick` again" + (f" ({len(ran)} tick(s) committed before)" if ran else ""),
-                          highlight=False)
-        else:
-            console.print(f"{what} after {len(ran)} committed tick(s), while pruning or checking what is due; "
-                          "no tick was lost", highlight=False)
-        raise typer.Exit(code=EXIT_TERMINATED if isinstance(exc, Terminated) else 130)
-    except TickHeld as exc:
-        console.print(f"[yellow]{exc}[/yellow]" + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
-        raise typer.Exit(code=5)
-    except ConfigError as exc:
-        _fail(str(exc) + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
-    except NotReady as exc:
-        console.print(f"nothing to do: {escape(str(exc))}")
-        raise typer.Exit(code=3)
-    except LockHeld as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(code=4)
+    with _sigterm_raises():
+        try:
+            with LiveAgent(config, executor=executor) as live:
+                agent.append(live)
+                _tick_or_catch_up(live, all_due, allow, progress)
+                ticking = False  # what follows runs after the commits
+                if not all_due:
+                    _say_if_more_are_due(live)
+                _apply_retention(live)  # only after ticks that ran to the end: not after an error or Ctrl-C
+        except KeyboardInterrupt as exc:
+            _say_stopped(exc, ticking, ran, agent[0].last_committed if agent else None)
+            raise typer.Exit(code=EXIT_TERMINATED if isinstance(exc, Terminated) else 130)
+        except TickHeld as exc:
+            console.print(f"[yellow]{exc}[/yellow]" + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
+            raise typer.Exit(code=5)
+        except ConfigError as exc:
+            _fail(str(exc) + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
+        except NotReady as exc:
+            console.print(f"nothing to do: {escape(str(exc))}")
+            raise typer.Exit(code=3)
+        except LockHeld as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(code=4)
     if not ran:
         console.print("nothing to do: no tick is due")
         raise typer.Exit(code=3)
+
+
+def _tick_or_catch_up(live, all_due: bool, allow, progress) -> None:
+    if all_due:
+        live.catch_up(on_tick=progress, allow_no_data=allow)
+    else:
+        progress(live.step(allow_no_data=allow))
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """SIGTERM raises :class:`Terminated` in the block (on the main thread; elsewhere signals cannot be
+    handled); the handler before it is put back after, for callers that run the CLI in their own process."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def _say_stopped(exc: KeyboardInterrupt, ticking: bool, ran: list, last_committed: int | None) -> None:
+    """Said, not a silent exit 130: whether the tick that was running committed (the stop came after its
+    transaction: it is done) or not (nothing of it was written, and it runs again whole)."""
+    what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+    printed = {r.tick for r in ran}
+    if ticking and last_committed is not None and last_committed not in printed:
+        console.print(f"{what} after tick {last_committed} committed (it is done; its alerts are sent by the next "
+                      f"run); {len(ran) + 1} tick(s) committed", highlight=False)
+    elif ticking:
+        console.print(f"{what}: the running tick was not committed (nothing of it was written); run "
+                      f"`mlma tick` again" + (f" ({len(ran)} tick(s) committed before)" if ran else ""),
+                      highlight=False)
+    else:
+        console.print(f"{what} after {len(ran)} committed tick(s), while pruning or checking what is due; "
+                      "no tick was lost", highlight=False)
 
 
 def _say_if_more_are_due(live) -> None:
@@ -929,60 +961,73 @@ def run(
             logging.getLogger("mlma.cli").warning(
                 "SIGTERM: stopping after the running tick commits (a second SIGTERM stops it uncommitted)")
 
-    signal.signal(signal.SIGTERM, _stop)
-    rounds = 0
-    held_tick = None  # the tick last found held, so a hold is reported once
-    waiting_for = None  # the same for what keeps the clock from starting
-    retention_said: set[str] = set()  # why [store] keep could not prune, said once each
-    # The database may be down when the service starts (a reboot): wait for it, logging each try.
-    live = open_agent(config, executor=executor, stopping=lambda: stopping["now"], max_delay=min(60.0, interval))
-    if live is None:
-        console.print("stopped before the store could be reached")
-        return
-    with live:
-        while not stopping["now"] and (iterations is None or rounds < iterations):
-            rounds += 1
-            try:
-                ticking["now"] = True
-                live.catch_up(on_tick=lambda result: console.print(escape(str(result))),
-                              stopping=lambda: stopping["now"])
-            except KeyboardInterrupt as exc:
-                what = "terminated (a second SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
-                console.print(f"{what} in round {rounds}: the tick that was running was not committed and runs "
-                              "again whole at the next start", highlight=False)
-                raise typer.Exit(code=EXIT_TERMINATED if isinstance(exc, Terminated) else 130)
-            except LockHeld as exc:
-                console.print(f"[yellow]skipped this round: {exc}[/yellow]")
-            except TickHeld as exc:
-                # Not a failure: the tick waits for a person (escalated once). Said once per held tick, not
-                # every round, so that the service's log stays readable while nobody has answered yet.
-                if exc.tick != held_tick:
-                    console.print(f"[yellow]waiting: {escape(str(exc))}[/yellow]")
-                held_tick = exc.tick
-            except NotReady as exc:
-                # Not a failure either: the data cannot start the clock yet (a frequency still pending).
-                if str(exc) != waiting_for:
-                    console.print(f"[yellow]waiting: {escape(str(exc))}[/yellow]")
-                waiting_for = str(exc)
-            except ConfigError as exc:
-                # The service read mlma.toml when it started: a mended file takes effect only on a restart
-                # (a unit with Restart=always does that), so it stops rather than retry with the stale file.
-                _fail(f"{exc}; mend mlma.toml and start the service again")
-            except Exception as exc:  # noqa: BLE001 - a service logs the failure and tries again next round
-                console.print(f"[red]tick failed: {type(exc).__name__}: {escape(str(exc))}[/red]")
-            finally:
-                ticking["now"] = False
-            try:
-                if not stopping["now"]:  # a stop (SIGTERM) waits for no prune
-                    _apply_retention(live, said=retention_said)
-                if iterations is not None and rounds >= iterations:
-                    break
-                deadline = time.monotonic() + interval
-                while not stopping["now"] and time.monotonic() < deadline:
-                    time.sleep(min(1.0, deadline - time.monotonic()))
-            except KeyboardInterrupt:
-                stopping["now"] = True  # between ticks (pruning, waiting): a stop like SIGTERM's, no tick lost
-    console.print(f"stopped after {rounds} round(s)")
+    before = signal.signal(signal.SIGTERM, _stop)
+    try:
+        rounds = 0
+        held_tick = None  # the tick last found held, so a hold is reported once
+        waiting_for = None  # the same for what keeps the clock from starting
+        retention_said: set[str] = set()  # why [store] keep could not prune, said once each
+        # The database may be down when the service starts (a reboot): wait for it, logging each try.
+        live = open_agent(config, executor=executor, stopping=lambda: stopping["now"], max_delay=min(60.0, interval))
+        if live is None:
+            console.print("stopped before the store could be reached")
+            return
+        with live:
+            while not stopping["now"] and (iterations is None or rounds < iterations):
+                rounds += 1
+                printed: set[int] = set()
+
+                def show(result) -> None:
+                    printed.add(result.tick)
+                    console.print(escape(str(result)))
+
+                try:
+                    ticking["now"] = True
+                    live.catch_up(on_tick=show, stopping=lambda: stopping["now"])
+                except KeyboardInterrupt as exc:
+                    what = "terminated (a second SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
+                    if live.last_committed is not None and live.last_committed not in printed and (
+                            not printed or live.last_committed > max(printed)):
+                        console.print(f"{what} in round {rounds}, after tick {live.last_committed} committed (it is "
+                                      "done; its alerts are sent at the next start)", highlight=False)
+                    else:
+                        console.print(f"{what} in round {rounds}: the tick that was running was not committed and "
+                                      "runs again whole at the next start", highlight=False)
+                    raise typer.Exit(code=EXIT_TERMINATED if isinstance(exc, Terminated) else 130)
+                except LockHeld as exc:
+                    console.print(f"[yellow]skipped this round: {exc}[/yellow]")
+                except TickHeld as exc:
+                    # Not a failure: the tick waits for a person (escalated once). Said once per held tick, not
+                    # every round, so that the service's log stays readable while nobody has answered yet.
+                    if exc.tick != held_tick:
+                        console.print(f"[yellow]waiting: {escape(str(exc))}[/yellow]")
+                    held_tick = exc.tick
+                except NotReady as exc:
+                    # Not a failure either: the data cannot start the clock yet (a frequency still pending).
+                    if str(exc) != waiting_for:
+                        console.print(f"[yellow]waiting: {escape(str(exc))}[/yellow]")
+                    waiting_for = str(exc)
+                except ConfigError as exc:
+                    # The service read mlma.toml when it started: a mended file takes effect only on a restart
+                    # (a unit with Restart=always does that), so it stops rather than retry with the stale file.
+                    _fail(f"{exc}; mend mlma.toml and start the service again")
+                except Exception as exc:  # noqa: BLE001 - a service logs the failure and tries again next round
+                    console.print(f"[red]tick failed: {type(exc).__name__}: {escape(str(exc))}[/red]")
+                finally:
+                    ticking["now"] = False
+                try:
+                    if not stopping["now"]:  # a stop (SIGTERM) waits for no prune
+                        _apply_retention(live, said=retention_said)
+                    if iterations is not None and rounds >= iterations:
+                        break
+                    deadline = time.monotonic() + interval
+                    while not stopping["now"] and time.monotonic() < deadline:
+                        time.sleep(min(1.0, deadline - time.monotonic()))
+                except KeyboardInterrupt:
+                    stopping["now"] = True  # between ticks (pruning, waiting): a stop like SIGTERM's, no tick lost
+        console.print(f"stopped after {rounds} round(s)")
+    finally:
+        signal.signal(signal.SIGTERM, before)  # for callers that run the CLI in their own process
 
 
 @app.command()

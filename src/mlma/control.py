@@ -326,13 +326,13 @@ class Operations:
         if to_version is not None:
             (to_version,) = _version_numbers([to_version])
         try:
-            version = registry.rollback(stream, to_version, by=check_actor(by), reason=reason)
+            version, moved = registry.roll_back(stream, to_version, by=check_actor(by), reason=reason)
         except KeyError as exc:
             raise ActionError(str(exc.args[0]) if exc.args else str(exc)) from None
         except (ValueError, StoreError) as exc:  # StoreError: the version's artifact does not verify
             raise ActionError(str(exc)) from None
-        return ActionResult("rollback", [self.store.unique_ids([self.store.resolve(stream)])[0]], changed=1,
-                            detail={"version": version.version})
+        return ActionResult("rollback", [self.store.unique_ids([self.store.resolve(stream)])[0]], changed=int(moved),
+                            detail={"version": version} | ({} if moved else {"note": "it already served"}))
 
     def promote(self, stream, version: int, *, by: str, reason: str | None = None) -> ActionResult:
         """Put a chosen version of the stream in service now (``changed`` 0 and nothing audited when it already
@@ -340,16 +340,14 @@ class Operations:
         registry = self._registry()
         (version,) = _version_numbers([version])
         try:
-            current = registry.champion(stream)
-            registry.promote(stream, version, by=check_actor(by), reason=reason)
+            moved = registry.put_in_service(stream, version, by=check_actor(by), reason=reason)
         except KeyError as exc:
             raise ActionError(str(exc.args[0]) if exc.args else str(exc)) from None
-        except (ValueError, StoreError) as exc:  # it serves already, or another move came first; StoreError:
-            raise ActionError(str(exc)) from None  # the version's artifact does not verify
-        served = current is not None and current.version == int(version)
+        except (ValueError, StoreError) as exc:  # another version was put in service first (ChampionMoved), or
+            raise ActionError(str(exc)) from None  # the version's artifact does not verify (StoreError)
         return ActionResult("promote", [self.store.unique_ids([self.store.resolve(stream)])[0]],
-                            changed=0 if served else 1,
-                            detail={"version": int(version)} | ({"note": "it already served"} if served else {}))
+                            changed=int(moved),
+                            detail={"version": int(version)} | ({} if moved else {"note": "it already served"}))
 
     def _registry(self):
         if self.registry is None:

@@ -151,6 +151,8 @@ class LiveAgent:
         self._executor_spec = executor if executor is not None else config.agent.executor
         self._own_executor = executor is None or isinstance(executor, str)
         self._executor = None
+        #: The last tick this agent committed (None: none yet), set as its transaction returns.
+        self.last_committed: int | None = None
         self._loaded: dict[tuple[int, int], FittedModel] = {}
         #: Registry versions whose artifact could not be loaded (missing, altered, unpicklable), with the error.
         self._broken: dict[tuple[int, int], str] = {}
@@ -505,7 +507,7 @@ class LiveAgent:
     def _run(self, k: int, start: bool, timing: Timing, lease) -> TickResult:
         started = time.perf_counter()
         bounds = timing.boundaries(k, k + 1)
-        self.store.begin_tick(k, start=bounds[0], end=bounds[1], lease=lease)
+        self.store.begin_tick(k, start=bounds[0], end=bounds[1], lease=lease, take_up_actions=not start)
         _checkpoint("after-begin")
         try:
             with threadpool_limits(limits=1):
@@ -696,6 +698,7 @@ class LiveAgent:
                                 champions_read=champions_read)
             _checkpoint("before-commit")
             written = self.store.write_tick(record, lease=lease)
+            self.last_committed = k  # a stop from here on finds the tick done (what mlma tick says)
             _checkpoint("after-commit")
             if written.state is not None:  # the state just saved, as the next tick would read it back
                 self._state_cache = written.state
@@ -710,7 +713,8 @@ class LiveAgent:
             self._champions_agree = (None if written.state is None or "champions" in written.unseen_changes
                                      else (written.state.sha256, written.changes["champions"]))
             self._keep_models(k, report, expected, live)
-            summary = replace(summary, escalations_resolved=sum(written.resolved.values()))
+            summary = replace(summary, escalations_resolved=sum(written.resolved.values()),
+                              promoted=max(0, summary.promoted - len(written.moves_left_out)))
             return TickResult(k, start, n, summary, list(written.escalation_ids), time.perf_counter() - started,
                               notes)
         finally:

@@ -485,14 +485,20 @@ class ModelRegistry:
         ``by`` is 'agent' or 'user:<name>'. :class:`~mlma.store.ChampionMoved` (a ``ValueError``) if another
         version was put in service between this call's read and its move (two people at once: the first
         one's stands)."""
+        self.put_in_service(stream, version, by=by, reason=reason)
+        return self.version(stream, int(version))
+
+    def put_in_service(self, stream: int | str, version: int, *, by: str, reason: str | None = None) -> bool:
+        """:meth:`promote`, saying whether it moved the champion (False: the version served already, also when
+        the same promotion sent at the same time moved it first)."""
         check_actor(by)
         sid = self.store.resolve(stream)
         current = self.champion(sid)
-        if current is None or current.version != int(version):
-            self._check_loadable(stream, self.version(stream, int(version)), "promote")
-            self._move([ChampionMove(sid, int(version), by, reason, "promote",
-                                     if_serving=0 if current is None else current.version)])
-        return self.version(sid, int(version))
+        if current is not None and current.version == int(version):
+            return False
+        self._check_loadable(stream, self.version(stream, int(version)), "promote")
+        return bool(self._move([ChampionMove(sid, int(version), by, reason, "promote",
+                                             if_serving=0 if current is None else current.version)]))
 
     def promote_many(self, streams: Sequence[int | str], versions: Sequence[int], *, by: str,
                      reason: str | None = None) -> None:
@@ -510,6 +516,12 @@ class ModelRegistry:
     def rollback(self, stream: int | str, to_version: int | None = None, *, by: str,
                  reason: str | None = None) -> ModelVersion:
         """Put an earlier version back in service; default: the one that served before the current one."""
+        return self.version(stream, self.roll_back(stream, to_version, by=by, reason=reason)[0])
+
+    def roll_back(self, stream: int | str, to_version: int | None = None, *, by: str,
+                  reason: str | None = None) -> tuple[int, bool]:
+        """:meth:`rollback`, returning the version rolled back to and whether this call moved the champion
+        (False: the same roll-back, sent at the same time, moved it first)."""
         check_actor(by)
         sid = self.store.resolve(stream)
         current = self.champion(sid)
@@ -523,9 +535,10 @@ class ModelRegistry:
         if int(to_version) == current.version:
             raise ValueError(f"version {to_version} of stream {stream!r} is already the champion")
         self._check_loadable(stream, self.version(stream, int(to_version)), "roll back")
-        # Conditional on the version read above: the same roll-back sent twice at once moves once.
-        self._move([ChampionMove(sid, int(to_version), by, reason, "rollback", if_serving=current.version)])
-        return self.version(sid, int(to_version))
+        # Conditional on the version read above: the same roll-back sent twice at once moves once (the second
+        # finds the version it rolls back to serving: nothing to do, as for a retried promotion).
+        moved = self._move([ChampionMove(sid, int(to_version), by, reason, "rollback", if_serving=current.version)])
+        return int(to_version), bool(moved)
 
     def _check_loadable(self, stream: int | str, model: ModelVersion, what: str) -> None:
         """Refuse to put a version in service whose artifact is missing or does not match its hash: the next
@@ -538,9 +551,9 @@ class ModelRegistry:
                             f"{model.artifact_sha256[:12]}... is {kind}. Choose another version, or queue a "
                             f"re-fit with `mlma retrain {model.unique_id}`") from None
 
-    def _move(self, moves: list[ChampionMove]) -> None:
+    def _move(self, moves: list[ChampionMove]) -> list[ChampionMove]:
         with self.store.transaction() as tx:
-            tx.move_champions(moves)
+            return tx.move_champions(moves)
 
     def _ids(self, streams: Sequence[int | str]) -> np.ndarray:
         items = list(streams)

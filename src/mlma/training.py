@@ -315,16 +315,17 @@ def _process_pool(workers: int | None) -> ProcessPoolExecutor:
 
 def _exit_with_parent(parent: int, death_signal: bool, poll_seconds: float = 0.5) -> None:
     """Worker initializer: exit as soon as ``parent`` (the process that made the pool) is gone; and leave
-    Ctrl-C and SIGTERM to the parent (a terminal sends SIGINT to the whole process group, systemd SIGTERM to
-    the whole unit: each worker would print a traceback of its own or die under the tick that `mlma run` is
-    finishing, while the parent ends the pool itself when it stops)."""
+    Ctrl-C to the parent (a terminal sends SIGINT to the whole process group: each worker would print a
+    traceback of its own, while the parent ends the pool itself when it stops). SIGTERM keeps its default
+    action (a forked worker would otherwise inherit the agent's handler): Python's pool ends its workers
+    with it when one of them died."""
     import os
     import signal
     import sys
     import threading
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     launcher = os.getppid()
     if death_signal and sys.platform.startswith("linux") and launcher == parent:
         import ctypes
@@ -778,8 +779,8 @@ class ModelService:
         would be pickled to it and back).
     stores_models
         The caller pickles the fitted models (the live agent's registry): a model that cannot be pickled is
-        then its stream's failed fit. Fits on a pool or a cluster, and with a fit cache, are checked anyway;
-        an inline backtest keeps models in memory and does not need it.
+        then its stream's failed fit. Fits on a local pool, and with a fit cache, are checked anyway; an
+        inline backtest keeps models in memory and does not need it.
     renew_executor
         For the owner of a process pool: ends the pool (broken: a worker died) and returns a fresh one, which
         the service then uses. With it, the streams of chunks a dead worker failed are fitted again one at a
@@ -917,8 +918,9 @@ class ModelService:
             parallel = len(jobs) >= self.parallel_threshold
             executor = self.executor if parallel else self._inline
             chunks = split_chunks(jobs, self.chunk_size, _slots(executor) if parallel else 1)
-            # Pickled on the way back from a pool or a cluster, into the fit cache, or into the live registry.
-            pickled = not isinstance(executor, InlineExecutor) or self.fit_cache is not None or self.stores_models
+            # Pickled on the way back from a local pool, into the fit cache, or into the live registry (a Dask
+            # cluster ships them with cloudpickle, which takes more).
+            pickled = isinstance(executor, ProcessPoolExecutor) or self.fit_cache is not None or self.stores_models
             futures = [_submit(executor, _fit_chunk, self.spec, self.ctx, self.model_params, chunk, pickled)
                        for chunk in chunks]
             try:

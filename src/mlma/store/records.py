@@ -222,9 +222,10 @@ class ChampionMove:
     """Move a stream's champion alias to an existing version (``action``: promote or rollback).
 
     ``if_serving`` makes the move conditional on what the mover saw serving: the version (0: no champion)
-    that must still serve when the move commits, checked under the row's lock. A move asked on a stale view
-    (a person rolled the stream back while a tick ran; the same roll-back sent twice at once) is then refused
-    or left out (:func:`mlma.store.store.move_champions`) instead of overwriting the other. None: unconditional.
+    that must still serve when the move commits, checked under the stream's row lock. A move asked on a
+    stale view (a person rolled the stream back while a tick ran) is then refused or left out
+    (:func:`mlma.store.store.move_champions`) instead of overwriting the other; one whose version serves
+    already (the same move sent twice at once) changes nothing. None: unconditional.
     """
 
     stream: int

@@ -17,7 +17,7 @@ import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -1183,7 +1183,7 @@ class Store:
 
     # -- ticks ------------------------------------------------------------------------------------------
     def begin_tick(self, tick: int, *, start: Any = None, end: Any = None, agent_id: str | None = None,
-                   lease: lock.Lease | None = None) -> None:
+                   lease: lock.Lease | None = None, take_up_actions: bool = True) -> None:
         """Record that tick ``tick`` (covering data ``start <= ds < end``) is running.
 
         Committed at once, so that a crash leaves a visible ``running`` row. A tick that ``failed`` or was
@@ -1194,7 +1194,8 @@ class Store:
         set to it while they stay ``pending``): those are the actions it carries out (:meth:`taken_up_actions`),
         and while it runs a person can no longer cancel them (:meth:`Transaction.actions_taken_up`), since its
         re-trainings may already be under way. Actions queued later wait for the next tick; actions of a tick
-        that failed are taken up again by the next.
+        that failed are taken up again by the next. A start-up tick, which carries out none, passes
+        ``take_up_actions=False``.
         """
         tick = _tick_number(tick)
         with self._write() as conn:
@@ -1202,8 +1203,13 @@ class Store:
                 lock.fence(conn, lease)
             self._open_tick(conn, tick, self._now(conn), _timestamp(start, "start"), _timestamp(end, "end"),
                             agent_id or (lease.holder if lease is not None else None))
-            a = S.stream_actions
-            conn.execute(sa.update(a).where(a.c.status == "pending").values(applied_tick=tick))
+            if take_up_actions:
+                a = S.stream_actions
+                # Locked in id order first, as a cancel locks them (Transaction.actions_taken_up): no deadlock.
+                pending = list(conn.execute(sa.select(a.c.id).where(a.c.status == "pending").order_by(a.c.id)
+                                            .with_for_update()).scalars())
+                if pending:
+                    conn.execute(sa.update(a).where(a.c.id.in_(pending)).values(applied_tick=tick))
 
     def taken_up_actions(self, tick: int) -> pd.DataFrame:
         """The pending stream actions tick ``tick`` took up when it began (:meth:`begin_tick`): what it carries
@@ -1297,15 +1303,13 @@ class Store:
             moves = [ChampionMove(v.stream, int(n), v.by, v.reason) for v, n in zip(new_versions, versions)
                      if v.promote]
             moves += record.champion_moves
-            left_out: list[ChampionMove] = []
             if record.champions_read is not None:
                 read = np.asarray(record.champions_read, dtype=np.int64)
                 moves = [dataclasses.replace(m, if_serving=max(0, int(read[m.stream])))
                          if m.if_serving is None and int(m.stream) < len(read) else m for m in moves]
-                left_out = move_champions(self, conn, moves, now, tick, on_conflict="skip")
-                moves = [m for m in moves if m not in left_out]
-            else:
-                move_champions(self, conn, moves, now, tick)
+            made = move_champions(self, conn, moves, now, tick,
+                                  on_conflict="skip" if record.champions_read is not None else "raise")
+            moves, left_out = made.made, made.left_out
             for entry in record.audit:
                 self._audit(conn, now, **entry)
             saved = None
@@ -1313,17 +1317,29 @@ class Store:
                 sha, size = self._save_state(conn, tick, encoding, now)
                 saved = AgentState(tick, encoding.arrays, sha, size, now)
             if record.applied_actions:
+                outcomes = {int(i): str(t) for i, t in record.applied_actions.items()}
+                if left_out:
+                    # The tick's texts were written before its moves were decided: a re-training it put in
+                    # service says it was not, where a person's move came first.
+                    moved = {int(m.stream): int(m.version) for m in left_out}
+                    a = S.stream_actions
+                    for aid, sid in conn.execute(sa.select(a.c.id, a.c.stream_id).where(a.c.id.in_(list(outcomes)))):
+                        if int(sid) in moved:
+                            outcomes[int(aid)] += (f"; version {moved[int(sid)]} was not put in service: a person "
+                                                   "moved the stream while the tick ran, and their choice stands")
                 # Still pending: a tick's actions cannot be cancelled while it runs (begin_tick took them up).
                 conn.execute(sa.update(S.stream_actions)
                              .where(S.stream_actions.c.id == sa.bindparam("aid"),
                                     S.stream_actions.c.status == "pending")
                              .values(status="applied", applied_tick=tick, applied_at=now,
                                      outcome=sa.bindparam("text")),
-                             [{"aid": int(i), "text": str(t)} for i, t in record.applied_actions.items()])
+                             [{"aid": i, "text": t} for i, t in outcomes.items()])
             done = {"status": "done", "finished_at": now, "error": None}
             if record.summary is not None:
-                # The store knows how many escalations were still unresolved, so it counts the resolutions.
-                summary = dataclasses.replace(record.summary, escalations_resolved=sum(resolved.values()))
+                # The store knows how many escalations were still unresolved, so it counts the resolutions, and
+                # which promotions a person's move overtook.
+                summary = dataclasses.replace(record.summary, escalations_resolved=sum(resolved.values()),
+                                              promoted=max(0, record.summary.promoted - len(left_out)))
                 done["summary"] = _json_safe(summary.to_json())
             conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == tick).values(**done))
             # An earlier tick still marked running never finished (its agent died) and never will: ticks run in
@@ -1741,7 +1757,11 @@ class Store:
             query = query.limit(int(limit))
         with self._read() as conn:
             rows = conn.execute(query).all()
-        return pd.DataFrame(rows, columns=[*[c.name for c in t.columns], "unique_id"])
+        frame = pd.DataFrame(rows, columns=[*[c.name for c in t.columns], "unique_id"])
+        # A pending action's applied_tick names the tick that took it up (taken_up_actions), not one that
+        # carried it out: left blank here.
+        frame["applied_tick"] = frame["applied_tick"].astype(object).where(frame["status"] == "applied", None)
+        return frame
 
     # -- agent state --------------------------------------------------------------------------------------
     def save_state(self, tick: int, arrays: Mapping[str, np.ndarray]) -> str:
@@ -2059,15 +2079,17 @@ def record_versions(store: Store, conn: sa.Connection, items: Sequence[NewVersio
 
 
 def move_champions(store: Store, conn: sa.Connection, moves: Sequence[ChampionMove], now: dt.datetime,
-                   tick: int | None, *, on_conflict: str = "raise") -> list[ChampionMove]:
+                   tick: int | None, *, on_conflict: str = "raise") -> MovesMade:
     """Point streams' champion alias at versions, appending to the history; users' moves are audited.
 
-    A move whose :attr:`~ChampionMove.if_serving` no longer holds raises :class:`ChampionMoved`
-    (``on_conflict="raise"``), or is left out (``"skip"``: a tick's own moves, so that a person's move made
-    while the tick ran stands); returns the moves left out. The champion rows are locked while they are
-    compared (``FOR UPDATE`` on PostgreSQL; SQLite's write transaction holds the whole database)."""
+    A conditional move (:attr:`~ChampionMove.if_serving`) whose version already serves is done already (a
+    retry, or the same move sent twice at once): left out without a history row. One that found another
+    version serving raises :class:`ChampionMoved` (``on_conflict="raise"``), or is left out (``"skip"``: a
+    tick's own moves, so that a person's move made while the tick ran stands). The compared rows are locked
+    first, by stream id in order (PostgreSQL: the streams' rows, which exist also before a stream's first
+    champion; SQLite's write transaction holds the whole database)."""
     if not moves:
-        return []
+        return MovesMade([], [])
     streams = np.array([int(m.stream) for m in moves], dtype=np.int64)
     values, counts = np.unique(streams, return_counts=True)
     if (counts > 1).any():
@@ -2075,31 +2097,30 @@ def move_champions(store: Store, conn: sa.Connection, moves: Sequence[ChampionMo
     mv, ch = S.model_versions, S.champions
     with bulk.staged(conn, "mlma_stage_moves", {"stream_id": "int", "version": "int"},
                      {"stream_id": streams, "version": [int(m.version) for m in moves]}, key=("stream_id",)) as st:
+        names = dict(conn.execute(sa.select(S.streams.c.id, S.streams.c.unique_id)
+                                  .join(st, st.c.stream_id == S.streams.c.id).order_by(S.streams.c.id)
+                                  .with_for_update(of=S.streams)).all())
         exists = {(int(s), int(v)) for s, v in conn.execute(
             sa.select(mv.c.stream_id, mv.c.version).join(st, sa.and_(st.c.stream_id == mv.c.stream_id,
                                                                       st.c.version == mv.c.version)))}
         previous = dict(conn.execute(sa.select(ch.c.stream_id, ch.c.version)
-                                     .join(st, st.c.stream_id == ch.c.stream_id).with_for_update(of=ch)).all())
-        names = dict(conn.execute(sa.select(S.streams.c.id, S.streams.c.unique_id)
-                                  .join(st, st.c.stream_id == S.streams.c.id)).all())
-    stale = [m for m in moves if m.if_serving is not None and previous.get(int(m.stream), 0) != int(m.if_serving)]
+                                     .join(st, st.c.stream_id == ch.c.stream_id)).all())
+    conditional = [m for m in moves if m.if_serving is not None]
+    done_already = {int(m.stream) for m in conditional if previous.get(int(m.stream)) == int(m.version)}
+    stale = [m for m in conditional if int(m.stream) not in done_already
+             and previous.get(int(m.stream), 0) != int(m.if_serving)]
     if stale and on_conflict == "raise":
         m = stale[0]
         now_serving = previous.get(int(m.stream))
         raise ChampionMoved(
             f"stream {names.get(int(m.stream), m.stream)!r}: "
             + (f"version {now_serving} serves now" if now_serving is not None else "no version serves now")
-            + (f", not version {m.if_serving}" if m.if_serving else ", not none")
-            + f" as when this {m.action} was asked: another move came first; nothing was moved")
-    if stale:
-        moves = [m for m in moves if m not in stale]
-        if not moves:
-            return stale
-    missing = [(int(m.stream), int(m.version)) for m in moves if (int(m.stream), int(m.version)) not in exists]
-    if missing:
-        s, v = missing[0]
-        raise KeyError(f"stream {names.get(s, s)!r} has no model version {v}"
-                       + (f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""))
+            + (f", not version {m.if_serving}," if m.if_serving else ", although none did")
+            + f" when this {m.action} was asked: another move came first; nothing was moved")
+    left_out = {int(m.stream) for m in stale} | done_already
+    moves = [m for m in moves if int(m.stream) not in left_out]
+    if not moves:
+        return MovesMade([], stale)
     rows = [{"stream_id": int(m.stream), "version": int(m.version), "since": now, "moved_by": m.by,
              "reason": m.reason, "tick": tick} for m in moves]
     insert = store._insert(ch)
@@ -2117,4 +2138,12 @@ def move_champions(store: Store, conn: sa.Connection, moves: Sequence[ChampionMo
             store._audit(conn, now, m.by, m.action, f"stream:{names[int(m.stream)]}",
                          {"stream_id": int(m.stream), "version": int(m.version),
                           "previous_version": previous.get(int(m.stream))}, m.reason)
-    return stale
+    return MovesMade(list(moves), stale)
+
+
+class MovesMade(NamedTuple):
+    """What :func:`move_champions` did: the moves made, and those left out because another version served
+    than the mover saw (``on_conflict="skip"``); a move whose version served already is in neither."""
+
+    made: list
+    left_out: list

@@ -108,7 +108,7 @@ class Transaction:
         conn = self._connection()
         rows = conn.execute(sa.select(t.c.id, t.c.applied_tick)
                             .where(t.c.id.in_([int(i) for i in action_ids]), t.c.status == "pending")
-                            .with_for_update()).all()
+                            .order_by(t.c.id).with_for_update()).all()
         taken = {int(r.id): int(r.applied_tick) for r in rows if r.applied_tick is not None}
         if not taken:
             return {}
@@ -143,11 +143,11 @@ class Transaction:
         """Record model versions, numbering each stream's on from its latest; returns the numbers."""
         return record_versions(self._store, self._connection(), items, self.now, tick)
 
-    def move_champions(self, moves: Sequence[ChampionMove], tick: int | None = None) -> None:
-        """Point streams' champion alias at versions, appending to the history; users' moves are audited. A
-        move whose :attr:`~mlma.store.ChampionMove.if_serving` no longer holds raises
-        :class:`~mlma.store.ChampionMoved` (nothing moved)."""
-        move_champions(self._store, self._connection(), moves, self.now, tick)
+    def move_champions(self, moves: Sequence[ChampionMove], tick: int | None = None) -> list[ChampionMove]:
+        """Point streams' champion alias at versions, appending to the history; users' moves are audited;
+        returns the moves made. A move whose :attr:`~mlma.store.ChampionMove.if_serving` no longer holds raises
+        :class:`~mlma.store.ChampionMoved` (nothing moved); one whose version serves already is left out."""
+        return move_champions(self._store, self._connection(), moves, self.now, tick).made
 
     # -- API tokens ----------------------------------------------------------------------------------------
     def add_token(self, name: str, role: str, token_sha256: str, *, by: str) -> TokenInfo:
