@@ -310,29 +310,41 @@ def test_pool_workers_exit_when_a_tick_is_killed_with_sigkill_mid_fit(tmp_path, 
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
 
 
-def test_ctrl_c_mid_fit_is_said_in_one_line_and_the_tick_runs_again(tmp_path, platform):
-    """A terminal's Ctrl-C reaches the whole process group: the pool's workers leave it to the agent (no
-    traceback of theirs), the agent says the tick was not committed (exit 130, not a silent exit), the tick's
-    row says it was stopped (not "KeyboardInterrupt:" with no message), nothing is escalated, and the next run
-    does the tick."""
+@pytest.mark.slow  # real mlma processes, one after another
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("stop, code, said, recorded", [
+    (signal.SIGINT, 130, "interrupted", "KeyboardInterrupt"),
+    (signal.SIGTERM, 143, "terminated (SIGTERM)", "Terminated"),
+])
+def test_ctrl_c_or_sigterm_mid_fit_is_said_in_one_line_and_the_tick_runs_again(tmp_path, platform, stop, code,
+                                                                                said, recorded):
+    """A terminal's Ctrl-C reaches the whole process group, and so does systemd's SIGTERM by default (a job's
+    deadline, `timeout` and a pod's stop send it too): the agent says the tick was not committed (exit 130 or
+    143, not a silent exit), the tick's row says it was stopped (not "KeyboardInterrupt:" with no message),
+    nothing is escalated, no pool worker outlives it (they leave Ctrl-C to the agent, which ends them), the lock
+    is released (the next run, on any host, need not wait out the lease), and the next run does the tick."""
     root, started, env = slow_pool_project(tmp_path, platform)
     # A group of its own, as a terminal's foreground job, with SIGINT's default action (a shell may ignore it).
     tick = subprocess.Popen([sys.executable, "-m", "mlma.cli", "tick", "--project", str(root)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    workers: set[int] = set()
     try:
         wait_for_two_fits(tick, started)
-        os.killpg(tick.pid, signal.SIGINT)
+        workers = children(tick.pid)
+        os.killpg(tick.pid, stop)
         out, err = tick.communicate(timeout=60)
     finally:
         if tick.poll() is None:
             os.killpg(tick.pid, signal.SIGKILL)
-    assert tick.returncode == 130, out + err
-    assert "interrupted: the running tick was not committed" in " ".join(out.split()), out
+    assert tick.returncode == code, out + err
+    assert f"{said}: the running tick was not committed" in " ".join(out.split()), out
     assert "Traceback" not in err, err
+    assert not alive(workers), f"pool workers {sorted(alive(workers))} outlived the stopped tick"
     with Store.open(load_config(root).store_url) as store:
         row = store.ticks().iloc[-1]
-        assert row["status"] == "failed" and row["error"].startswith("stopped (KeyboardInterrupt: Ctrl-C or a signal)")
+        assert row["status"] == "failed" and row["error"].startswith(f"stopped ({recorded}: Ctrl-C or a signal)")
+        assert store.lock_holder() is None
         assert store.escalations().empty and store.last_done_tick() is None
     back_to_a_quick_model(root)
     rerun = run_cli(root, "tick")
@@ -372,38 +384,6 @@ def test_ctrl_c_stops_a_backtest_at_once_and_ends_its_pool(tmp_path):
     assert "Traceback" not in err, err
     assert not alive(workers), f"pool workers {sorted(alive(workers))} outlived the interrupted backtest"
     assert not out.exists()
-
-
-@pytest.mark.slow  # real mlma processes
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_sigterm_ends_mlma_tick_as_ctrl_c_does_and_releases_the_lock(tmp_path, platform):
-    """A job's deadline or a pod's stop sends SIGTERM, often to the whole group (systemd: the whole unit): the
-    workers leave it to the agent, which marks the tick stopped, releases the lock (so that the next run, on any
-    host, need not wait out the lease) and exits 143 with one line, no traceback; the next run does the tick."""
-    root, started, env = slow_pool_project(tmp_path, platform)
-    tick = subprocess.Popen([sys.executable, "-m", "mlma.cli", "tick", "--project", str(root)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, process_group=0)
-    workers: set[int] = set()
-    try:
-        wait_for_two_fits(tick, started)
-        workers = children(tick.pid)
-        os.killpg(tick.pid, signal.SIGTERM)
-        out, err = tick.communicate(timeout=60)
-    finally:
-        if tick.poll() is None:
-            os.killpg(tick.pid, signal.SIGKILL)
-    assert tick.returncode == 143, out + err
-    assert "terminated (SIGTERM): the running tick was not committed" in " ".join(out.split()), out
-    assert "Traceback" not in err, err
-    assert not alive(workers), f"pool workers {sorted(alive(workers))} outlived the stopped tick"
-    with Store.open(load_config(root).store_url) as store:
-        row = store.ticks().iloc[-1]
-        assert row["status"] == "failed" and row["error"].startswith("stopped (Terminated: Ctrl-C or a signal)")
-        assert store.lock_holder() is None
-        assert store.escalations().empty and store.last_done_tick() is None
-    back_to_a_quick_model(root)
-    rerun = run_cli(root, "tick")
-    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
 
 
 @pytest.mark.slow  # real mlma processes
