@@ -612,7 +612,6 @@ def _fitted_or_failure(key: ModelKey, outcome, pickled: bool) -> FittedModel | F
                        outcome.short_history)
 
 
-
 class FitCache:
     """Fitted models on disk, so that backtests of the same data (other policies, other settings, a re-run)
     fit each model once across runs.
