@@ -651,3 +651,13 @@ def test_a_user_class_that_cannot_be_built_is_refused_naming_the_spec(cls, messa
     ctx = ForecastContext("h", season_length=24, horizon=24)
     with pytest.raises(ValueError, match="model spec .*" + message.replace("(", r"\(").replace(")", r"\)")):
         make_forecaster(cls, ctx)
+
+
+def test_a_user_class_takes_options_in_its_spec_as_a_built_in_does():
+    """`[model] spec` and `--model` carry no other parameters: "package.module:Class:damping=0.8" gives the
+    class its constructor's options (docs/models.md); a typo in them is the constructor's error, named."""
+    ctx = ForecastContext("h", season_length=24, horizon=24)
+    model = make_forecaster("mlma.models:RidgeForecaster:alpha=7.5", ctx)
+    assert type(model).__name__ == "RidgeForecaster" and model.alpha == 7.5
+    with pytest.raises(ValueError, match="cannot instantiate model spec 'mlma.models:RidgeForecaster:alpah=7'"):
+        make_forecaster("mlma.models:RidgeForecaster:alpah=7", ctx)

@@ -260,7 +260,8 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
         One of :func:`available_models` (``"seasonal-naive"``, ``"ridge"``, ``"lightgbm"``, ``"mean"``),
         optionally with options (``"ridge:alpha=3:holidays=DE"``, see :func:`spec_options`);
         ``"sklearn:<module>.<Class>"`` for a scikit-learn-style regressor (``"sklearn:linear_model.Ridge"`` is
-        read as ``sklearn.linear_model.Ridge``); ``"package.module:Class"`` for a user class, which is
+        read as ``sklearn.linear_model.Ridge``); ``"package.module:Class"`` for a user class (options after
+        it, ``"package.module:Class:damping=0.8"``, go to its constructor), which is
         instantiated (with ``ctx`` passed as its ``ctx`` or ``context`` argument if it has one) when it
         follows the :class:`Forecaster` protocol, or wrapped in :class:`SklearnForecaster` when it is a
         regressor. A class or an instance may also be passed directly; instances are copied.
@@ -326,6 +327,11 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
             raise ValueError(f"model spec {spec!r} does not name a regressor with fit(X, y) and predict(X)")
         return _wrap_regressor(regressor, ctx, params, spec)
     if ":" in key:
+        # "package.module:Class:damping=0.8": options after the class, as a built-in's, go to its constructor.
+        module, _, rest = key.partition(":")
+        cls, _, options = rest.partition(":")
+        if options and all("=" in part for part in options.split(":")):
+            key, params = f"{module}:{cls}", {**spec_options(options, spec), **params}
         try:
             obj = import_object(key)
         except ValueError as exc:
