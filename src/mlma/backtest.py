@@ -35,7 +35,7 @@ from mlma.escalations import EscalationBook, queue_items
 from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext, fitting_train_window, make_forecaster, spec_name
 from mlma.policy import Policy, Verdict, make_policy
-from mlma.training import ModelService, make_executor, pool_broken, terminate_executor
+from mlma.training import ModelService, make_executor, terminate_executor
 
 
 @dataclass
@@ -274,14 +274,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         forecast_rows: list[pd.DataFrame] = []
         retrain_rows: list[dict] = []
 
-        def renew_if_broken() -> None:
-            # A pool that broke in a forecast's shard or was left broken: the next tick's fits get a fresh one.
-            if owned and pool_broken(executor):
-                renew()
-
         for agent, acc in zip(agents, accs):
             started = agent.start(first_tick)
-            renew_if_broken()
             _record_fits(started, acc)
             acc.book.record(started.tick, started.escalations, {})  # live operation records the start-up's too
         ticks = range(first_tick, fleet.n_ticks)
@@ -296,10 +290,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                     usable = np.where(known > 0, known, np.nan)
                     for agent in agents:
                         agent.scale = np.where(np.isfinite(agent.scale) & (agent.scale > 0), agent.scale, usable)
-                reports = []
-                for agent in agents:
-                    reports.append(agent.tick(k))
-                    renew_if_broken()
+                reports = [agent.tick(k) for agent in agents]
                 scored = np.isfinite(reports[0].actuals)
                 for report in reports:
                     scored &= np.isfinite(report.forecasts)

@@ -817,7 +817,7 @@ def tick(
 
     # A scheduler's stop (a job's deadline, `timeout`, Kubernetes) is SIGTERM: end like Ctrl-C, not killed
     # mid-tick with the lock held until its lease runs out.
-    with _sigterm_raises():
+    with _on_sigterm(_raise_terminated):
         try:
             with LiveAgent(config, executor=executor) as live:
                 agent.append(live)
@@ -853,16 +853,16 @@ def _tick_or_catch_up(live, all_due: bool, allow, progress) -> None:
 
 
 @contextlib.contextmanager
-def _sigterm_raises():
-    """SIGTERM raises :class:`Terminated` in the block (on the main thread; elsewhere signals cannot be
-    handled); the handler before it is put back after, for callers that run the CLI in their own process."""
+def _on_sigterm(handler):
+    """``handler`` answers SIGTERM in the block (on the main thread; elsewhere signals cannot be handled); the
+    handler before it is put back after, for callers that run the CLI in their own process."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.signal(signal.SIGTERM, _raise_terminated)
+    before = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
@@ -929,7 +929,6 @@ def run(
     """Run as a service: every interval, run all due ticks. SIGTERM finishes the running tick, then stops; a
     second SIGTERM stops the running tick too (not committed: it runs again whole at the next start)."""
     import logging
-    import signal
 
     import pandas as pd
 
@@ -961,8 +960,7 @@ def run(
             logging.getLogger("mlma.cli").warning(
                 "SIGTERM: stopping after the running tick commits (a second SIGTERM stops it uncommitted)")
 
-    before = signal.signal(signal.SIGTERM, _stop)
-    try:
+    with _on_sigterm(_stop):
         rounds = 0
         held_tick = None  # the tick last found held, so a hold is reported once
         waiting_for = None  # the same for what keeps the clock from starting
@@ -1026,8 +1024,6 @@ def run(
                 except KeyboardInterrupt:
                     stopping["now"] = True  # between ticks (pruning, waiting): a stop like SIGTERM's, no tick lost
         console.print(f"stopped after {rounds} round(s)")
-    finally:
-        signal.signal(signal.SIGTERM, before)  # for callers that run the CLI in their own process
 
 
 @app.command()

@@ -63,7 +63,7 @@ from mlma.store.glance import NextTick
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
 from mlma.store.state import StateEncoding
 from mlma.store.window import ObservationWindow
-from mlma.training import FittedModel, ModelKey, ModelService, make_executor, pool_broken, terminate_executor
+from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
 
 log = logging.getLogger(__name__)
 
@@ -625,8 +625,8 @@ class LiveAgent:
             agent.on_policy_settled = lambda arrays: encoding.add_part(
                 self.store.stage_state_part(k, arrays, copy=False))
             report = agent.start(k + 1) if start else agent.tick(k, controls)
-            if service.timed_out or pool_broken(service.executor):
-                self._executor_dirty = True  # the next tick gets a fresh pool
+            if service.timed_out:
+                self._executor_dirty = True  # a timed-out fit may hold a worker: the next tick gets a fresh pool
             _checkpoint("after-fit")
             encoding.add({name: value for name, value in (agent.state_arrays() | timing.to_arrays()).items()
                           if name not in encoding.arrays}, copy=False)

@@ -357,7 +357,7 @@ def _exit_with_parent(parent: int, death_signal: bool, poll_seconds: float = 0.5
     threading.Thread(target=watch, daemon=True, name="mlma-parent-watch").start()
 
 
-def pool_broken(executor: Executor) -> bool:
+def _pool_broken(executor: Executor) -> bool:
     """Whether ``executor`` is a process pool that broke (a worker died: a crash in a model, out of memory, a
     kill): it takes no more work, and its owner replaces it (:func:`terminate_executor`, then a new one)."""
     return isinstance(executor, ProcessPoolExecutor) and bool(getattr(executor, "_broken", False))
@@ -915,6 +915,8 @@ class ModelService:
             jobs = self._from_cache(jobs)
         if missing and jobs:
             parallel = len(jobs) >= self.parallel_threshold
+            if parallel and self.renew_executor is not None and _pool_broken(self.executor):
+                self.executor = self.renew_executor()  # left broken (by a forecast's shard): fresh before the fits
             executor = self.executor if parallel else self._inline
             chunks = split_chunks(jobs, self.chunk_size, _slots(executor) if parallel else 1)
             # Pickled on the way back from a local pool, into the fit cache, or into the live registry (a Dask

@@ -158,10 +158,10 @@ def acquire(store: Store, name: str, holder: str, ttl: float) -> Lease:
         if getattr(getattr(exc, "orig", None), "sqlstate", None) != "55P03":
             raise
     with store._read() as conn:
-        row = conn.execute(sa.select(S.locks).where(S.locks.c.name == name)).first()
-    if row is None:  # released meanwhile: free now
+        held = _held(conn, name)
+    if held is None:  # released meanwhile: free now
         return _take(store, name, holder, token, float(ttl))
-    raise LockHeld(name, row.holder, row.acquired_at, row.heartbeat_at, row.expires_at)
+    raise held
 
 
 #: How long taking the lock waits for a row another agent holds while it commits (PostgreSQL), in ms.
@@ -185,9 +185,14 @@ def _take(store: Store, name: str, holder: str, token: str, ttl: float) -> Lease
         ).returning(S.locks.c.token)
         taken = conn.execute(statement).scalar()
         if taken != token:
-            row = conn.execute(sa.select(S.locks).where(S.locks.c.name == name)).one()
-            raise LockHeld(name, row.holder, row.acquired_at, row.heartbeat_at, row.expires_at)
+            raise _held(conn, name)
     return Lease(store, name, holder, token, ttl, now, expires)
+
+
+def _held(conn: sa.Connection, name: str) -> LockHeld | None:
+    """The :class:`LockHeld` error naming lock ``name``'s holder (None: nobody holds it)."""
+    row = conn.execute(sa.select(S.locks).where(S.locks.c.name == name)).first()
+    return None if row is None else LockHeld(name, row.holder, row.acquired_at, row.heartbeat_at, row.expires_at)
 
 
 def fence(conn: sa.Connection, lease: Lease) -> None:

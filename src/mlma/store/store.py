@@ -1215,8 +1215,13 @@ class Store:
         """The pending stream actions tick ``tick`` took up when it began (:meth:`begin_tick`): what it carries
         out, oldest first; columns as :meth:`stream_actions`'."""
         t = S.stream_actions
-        query = (sa.select(t, S.streams.c.unique_id).join(S.streams, S.streams.c.id == t.c.stream_id)
-                 .where(t.c.status == "pending", t.c.applied_tick == int(tick)).order_by(t.c.id))
+        return self._actions_frame(lambda query: query.where(t.c.status == "pending", t.c.applied_tick == int(tick))
+                                   .order_by(t.c.id))
+
+    def _actions_frame(self, narrow) -> pd.DataFrame:
+        """Stream actions with their stream's unique_id, as ``narrow(select)`` filters and orders them."""
+        t = S.stream_actions
+        query = narrow(sa.select(t, S.streams.c.unique_id).join(S.streams, S.streams.c.id == t.c.stream_id))
         with self._read() as conn:
             rows = conn.execute(query).all()
         return pd.DataFrame(rows, columns=[*[c.name for c in t.columns], "unique_id"])
@@ -1745,19 +1750,18 @@ class Store:
         created_by, reason, applied_tick, applied_at, outcome), then unique_id.
         """
         t = S.stream_actions
-        query = (sa.select(t, S.streams.c.unique_id).join(S.streams, S.streams.c.id == t.c.stream_id)
-                 .order_by(t.c.id.desc()))
-        if status is not None:
-            if status not in S.STREAM_ACTION_STATUSES:
-                raise ValueError(f"status must be one of {S.STREAM_ACTION_STATUSES}, got {status!r}")
-            query = query.where(t.c.status == status)
-        if stream_ids is not None:
-            query = query.where(t.c.stream_id.in_([int(i) for i in stream_ids]))
-        if limit is not None:
-            query = query.limit(int(limit))
-        with self._read() as conn:
-            rows = conn.execute(query).all()
-        frame = pd.DataFrame(rows, columns=[*[c.name for c in t.columns], "unique_id"])
+        if status is not None and status not in S.STREAM_ACTION_STATUSES:
+            raise ValueError(f"status must be one of {S.STREAM_ACTION_STATUSES}, got {status!r}")
+
+        def narrow(query):
+            query = query.order_by(t.c.id.desc())
+            if status is not None:
+                query = query.where(t.c.status == status)
+            if stream_ids is not None:
+                query = query.where(t.c.stream_id.in_([int(i) for i in stream_ids]))
+            return query if limit is None else query.limit(int(limit))
+
+        frame = self._actions_frame(narrow)
         # A pending action's applied_tick names the tick that took it up (taken_up_actions), not one that
         # carried it out: left blank here.
         frame["applied_tick"] = frame["applied_tick"].astype(object).where(frame["status"] == "applied", None)
