@@ -40,6 +40,7 @@ class Env:
     tokens: dict[str, str]
     registry: ModelRegistry
     backend: str
+    last_act: httpx.Response | None = None
 
     def auth(self, role: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -48,7 +49,8 @@ class Env:
         return self.client.get(path, headers=self.auth(role), **kw)
 
     def act(self, name: str, body: dict, role: str = "operator") -> httpx.Response:
-        return self.client.post(f"/api/actions/{name}", json=body, headers=self.auth(role))
+        self.last_act = self.client.post(f"/api/actions/{name}", json=body, headers=self.auth(role))
+        return self.last_act
 
     def last_audit(self) -> pd.Series:
         return self.store.audit_log().iloc[-1]
@@ -224,8 +226,12 @@ def test_unknown_stream_is_404(env):
 
 
 # -- every action, carried out by an operator --------------------------------------------------------------
-def _check_audit(env: Env, action: str, target: str | None, reason: str | None) -> pd.Series:
+def _check_audit(env: Env, action: str, target: str | None, reason: str | None,
+                 answer: httpx.Response | None = None) -> pd.Series:
+    """The audit log's last entry is the action's, and the action's answer (default: the last ``env.act``'s)
+    names it."""
     entry = env.last_audit()
+    assert (answer or env.last_act).json()["audit_id"] == int(entry["id"])
     assert entry["actor"] == "user:operator-1"
     assert entry["action"] == action
     if target is not None:
@@ -383,14 +389,19 @@ def test_escalations_acknowledge_silence_resolve_reopen(env):
     assert (frame.loc[ids, "status"] == "acknowledged").all()
     r = env.act("silence", {"ids": ids[:1], "until": "2h", "reason": "depot closed"})
     assert r.status_code == 200
+    _check_audit(env, "escalation-silenced", None, "depot closed")
     frame = env.store.escalations().set_index("id")
     until = frame.loc[ids[0], "silenced_until"]
     assert frame.loc[ids[0], "status"] == "silenced"
     assert pd.Timedelta(hours=1.9) < until - pd.Timestamp.now(tz="UTC") < pd.Timedelta(hours=2.1)
     assert env.act("silence", {"ids": ids[:1], "until": "2030-01-01T00:00"}).status_code == 200
     assert env.act("resolve", {"ids": ids}).status_code == 200
+    _check_audit(env, "escalation-resolved", None, None)
     assert (env.store.escalations().set_index("id").loc[ids, "status"] == "resolved").all()
+    r = env.act("resolve", {"ids": ids})  # a retried request: nothing changed, no entry to name
+    assert r.status_code == 200 and (r.json()["changed"], r.json()["audit_id"]) == (0, None)
     assert env.act("reopen", {"ids": ids, "reason": "came back"}).status_code == 200
+    _check_audit(env, "escalation-open", None, "came back")
     assert (env.store.escalations().set_index("id").loc[ids, "status"] == "open").all()
 
 
@@ -536,7 +547,7 @@ def test_session_cookie_login_csrf_and_logout(env):
     assert "pinned_until" not in env.overrides(uid)
     ok = client.post("/api/actions/pin", json=body, headers={"X-CSRF-Token": login.json()["csrf"]})
     assert ok.status_code == 200 and env.overrides(uid)["pinned_until"] == "forever"
-    _check_audit(env, "pin", f"stream:{uid}", "from the page")
+    _check_audit(env, "pin", f"stream:{uid}", "from the page", answer=ok)
     # A forged or altered cookie is no session.
     forged = TestClient(env.client.app)
     value = client.cookies.get(auth.SESSION_COOKIE)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mlma.registry import ArtifactCorrupted, ArtifactMissing, ArtifactStore, ModelRegistry
+from mlma.registry import ArtifactCorrupted, ArtifactMissing, ArtifactStore, ModelRegistry, MoveOutcome
 from mlma.store import ChampionMove, ChampionMoved, Store, TickRecord
 from mlma.store import schema as S
 
@@ -291,13 +291,15 @@ def test_the_same_move_sent_twice_at_once_moves_once(registry, move):
     registry.register("zone-1", Level(3.0), spec="naive", tick=1)
     target = 1 if move == "rollback" else 3
     act = ((lambda: registry.roll_back("zone-1", by="user:ana")) if move == "rollback"
-           else (lambda: (3, registry.put_in_service("zone-1", 3, by="user:ana"))))
+           else (lambda: registry.put_in_service("zone-1", 3, by="user:ana")))
     outcomes = _at_once(registry, act, act)
-    assert sorted(outcomes) == [(target, False), (target, True)], outcomes
+    assert sorted(o[:2] for o in outcomes) == [(target, False), (target, True)], outcomes
     assert registry.champion("zone-1").version == target
     history = registry.history("zone-1")
     assert len(history) == 3 and (history[-1].version, history[-1].previous_version) == (target, 2)
-    assert registry.store.audit_log()["action"].tolist() == [move]
+    log = registry.store.audit_log()
+    assert log["action"].tolist() == [move]
+    assert sorted(o.audit_id or 0 for o in outcomes) == [0, int(log["id"].iloc[0])]  # the mover names its entry
 
 
 def test_two_different_moves_at_once_one_wins_and_the_other_is_refused(registry):
@@ -308,7 +310,7 @@ def test_two_different_moves_at_once_one_wins_and_the_other_is_refused(registry)
         registry.register("zone-1", Level(level), spec="naive", promote=True, tick=0)
     registry.register("zone-1", Level(3.0), spec="naive", tick=1)
     outcomes = _at_once(registry, lambda: registry.roll_back("zone-1", 1, by="user:ana"),
-                        lambda: (3, registry.put_in_service("zone-1", 3, by="user:bob")))
+                        lambda: registry.put_in_service("zone-1", 3, by="user:bob"))
     won = [o for o in outcomes if not isinstance(o, Exception)]
     lost = [o for o in outcomes if isinstance(o, Exception)]
     assert len(won) == 1 and len(lost) == 1 and isinstance(lost[0], ChampionMoved), outcomes
@@ -321,7 +323,7 @@ def test_two_different_moves_at_once_one_wins_and_the_other_is_refused(registry)
         registry.register("zone-2", Level(level), spec="naive", tick=0)
     outcomes = _at_once(registry, lambda: registry.put_in_service("zone-2", 1, by="user:ana"),
                         lambda: registry.put_in_service("zone-2", 2, by="user:bob"))
-    assert sorted(map(type, outcomes), key=str) == sorted([bool, ChampionMoved], key=str), outcomes
+    assert sorted(map(type, outcomes), key=str) == sorted([MoveOutcome, ChampionMoved], key=str), outcomes
     lost = next(o for o in outcomes if isinstance(o, ChampionMoved))
     assert "serves now, although none did when this promote was asked" in str(lost)
     assert len(registry.history("zone-2")) == 1

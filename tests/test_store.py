@@ -1393,18 +1393,23 @@ def test_a_repeated_escalation_request_changes_and_audits_nothing_and_a_resolved
     acknowledging an item resolved meanwhile does not bring it back to the queue; re-opening does."""
     ids = [int(i) for i in store.stream_ids(["a", "b"])]
     e = store.add_escalations([Escalation(s, 1, "data-quality", 2, "flat line") for s in ids])
-    assert store.set_escalation_status([e[0]], "resolved", by="user:ana") == 1
-    assert store.set_escalation_status([e[0]], "resolved", by="user:bob") == 0
-    assert store.set_escalation_status([e[0]], "silenced", by="user:bob", silenced_until="2999-01-01") == 0
-    assert store.set_escalation_status([e[0]], "acknowledged", by="user:bob") == 0
-    assert store.set_escalation_status(e, "acknowledged", by="user:bob") == 1  # the open one only
-    assert store.set_escalation_status([e[1]], "silenced", by="user:bob", silenced_until="2999-01-01") == 1
-    assert store.set_escalation_status([e[1]], "silenced", by="user:bob", silenced_until="2999-06-01") == 1  # longer
+    assert store.set_escalation_status([e[0]], "resolved", by="user:ana").changed == 1
+    assert store.set_escalation_status([e[0]], "resolved", by="user:bob").changed == 0
+    assert store.set_escalation_status([e[0]], "silenced", by="user:bob", silenced_until="2999-01-01").changed == 0
+    assert store.set_escalation_status([e[0]], "acknowledged", by="user:bob").changed == 0
+    assert store.set_escalation_status(e, "acknowledged", by="user:bob").changed == 1  # the open one only
+    assert store.set_escalation_status([e[1]], "silenced", by="user:bob", silenced_until="2999-01-01").changed == 1
+    assert store.set_escalation_status([e[1]], "silenced", by="user:bob", silenced_until="2999-06-01").changed == 1  # longer
     status = store.escalations().set_index("id")["status"]
     assert status[e[0]] == "resolved" and status[e[1]] == "silenced"
-    assert store.audit_log()["action"].tolist() == [
+    log = store.audit_log()
+    assert log["action"].tolist() == [
         "escalation-resolved", "escalation-acknowledged", "escalation-silenced", "escalation-silenced"]
-    assert store.set_escalation_status([e[0]], "open", by="user:ana") == 1
+    # The change names its audit entry (a person, or the API's answer, can find it); none when nothing changed.
+    again = store.set_escalation_status([e[1]], "silenced", by="user:bob", silenced_until="2999-07-01")
+    assert again.audit_id == int(store.audit_log()["id"].iloc[-1]) and again.audit_id not in set(log["id"])
+    assert store.set_escalation_status([e[0]], "resolved", by="user:bob").audit_id is None
+    assert store.set_escalation_status([e[0]], "open", by="user:ana").changed == 1
     assert store.escalations().set_index("id")["status"][e[0]] == "open"
 
 

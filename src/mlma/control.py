@@ -326,13 +326,12 @@ class Operations:
         if to_version is not None:
             (to_version,) = _version_numbers([to_version])
         try:
-            version, moved = registry.roll_back(stream, to_version, by=check_actor(by), reason=reason)
+            outcome = registry.roll_back(stream, to_version, by=check_actor(by), reason=reason)
         except KeyError as exc:
             raise ActionError(str(exc.args[0]) if exc.args else str(exc)) from None
         except (ValueError, StoreError) as exc:  # StoreError: the version's artifact does not verify
             raise ActionError(str(exc)) from None
-        return ActionResult("rollback", [self.store.unique_ids([self.store.resolve(stream)])[0]], changed=int(moved),
-                            detail={"version": version} | ({} if moved else {"note": "it already served"}))
+        return self._moved("rollback", stream, outcome)
 
     def promote(self, stream, version: int, *, by: str, reason: str | None = None) -> ActionResult:
         """Put a chosen version of the stream in service now (``changed`` 0 and nothing audited when it already
@@ -340,14 +339,20 @@ class Operations:
         registry = self._registry()
         (version,) = _version_numbers([version])
         try:
-            moved = registry.put_in_service(stream, version, by=check_actor(by), reason=reason)
+            outcome = registry.put_in_service(stream, version, by=check_actor(by), reason=reason)
         except KeyError as exc:
             raise ActionError(str(exc.args[0]) if exc.args else str(exc)) from None
         except (ValueError, StoreError) as exc:  # another version was put in service first (ChampionMoved), or
             raise ActionError(str(exc)) from None  # the version's artifact does not verify (StoreError)
-        return ActionResult("promote", [self.store.unique_ids([self.store.resolve(stream)])[0]],
-                            changed=int(moved),
-                            detail={"version": int(version)} | ({} if moved else {"note": "it already served"}))
+        return self._moved("promote", stream, outcome)
+
+    def _moved(self, action: str, stream, outcome) -> ActionResult:
+        """The result of a roll-back or promotion: ``changed`` 0, a note and no audit entry when the version
+        served already."""
+        return ActionResult(action, [self.store.unique_ids([self.store.resolve(stream)])[0]],
+                            changed=int(outcome.moved), audit_id=outcome.audit_id,
+                            detail={"version": outcome.version} | ({} if outcome.moved else
+                                                                   {"note": "it already served"}))
 
     def _registry(self):
         if self.registry is None:
@@ -372,11 +377,12 @@ class Operations:
         if not ids:
             raise ActionError("no escalation ids given")
         try:
-            changed = self.store.set_escalation_status(ids, status, by=by, reason=reason, silenced_until=until)
+            changed, audit_id = self.store.set_escalation_status(ids, status, by=by, reason=reason,
+                                                                 silenced_until=until)
         except LookupError as exc:
             raise ActionError(str(exc)) from None
         return ActionResult({"acknowledged": "acknowledge", "resolved": "resolve", "open": "reopen",
-                             "silenced": "silence"}[status], changed=changed,
+                             "silenced": "silence"}[status], changed=changed, audit_id=audit_id,
                             detail={} if until is None else {"until": until.isoformat()})
 
 

@@ -43,7 +43,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -53,6 +53,7 @@ from mlma.store import Store
 from mlma.store.errors import StoreError
 from mlma.store.records import ChampionChange, ChampionMove, ModelVersion, NewVersion, check_actor, utc_instant
 from mlma.store.registry_tables import RegistryTables
+from mlma.store.store import MovesMade
 
 __all__ = [
     "ArtifactCorrupted",
@@ -63,6 +64,7 @@ __all__ = [
     "ChampionMove",
     "ModelRegistry",
     "ModelVersion",
+    "MoveOutcome",
     "NewVersion",
     "PublishReport",
     "RegistryListener",
@@ -363,6 +365,16 @@ class _suppress_os_errors:
 
 
 # -- records ---------------------------------------------------------------------------------------------
+class MoveOutcome(NamedTuple):
+    """What a person's promotion or roll-back did: the version it put in service, whether this call moved the
+    champion (False: that version served already), and the audit entry of the move (None when not moved, or
+    for the agent's moves, which are not audited)."""
+
+    version: int
+    moved: bool
+    audit_id: int | None = None
+
+
 @dataclass(frozen=True)
 class ChampionAt:
     """Which version served a stream at a moment, since when and why, and what replaced it (if anything)."""
@@ -488,17 +500,18 @@ class ModelRegistry:
         self.put_in_service(stream, version, by=by, reason=reason)
         return self.version(stream, int(version))
 
-    def put_in_service(self, stream: int | str, version: int, *, by: str, reason: str | None = None) -> bool:
-        """:meth:`promote`, saying whether it moved the champion (False: the version served already, also when
-        the same promotion sent at the same time moved it first)."""
+    def put_in_service(self, stream: int | str, version: int, *, by: str,
+                       reason: str | None = None) -> MoveOutcome:
+        """:meth:`promote`, saying what it changed (``moved`` False: the version served already, also when the
+        same promotion sent at the same time moved it first)."""
         check_actor(by)
         sid = self.store.resolve(stream)
         current = self.champion(sid)
         if current is not None and current.version == int(version):
-            return False
+            return MoveOutcome(int(version), False)
         self._check_loadable(stream, self.version(stream, int(version)), "promote")
-        return bool(self._move([ChampionMove(sid, int(version), by, reason, "promote",
-                                             if_serving=0 if current is None else current.version)]))
+        return self._move_one(ChampionMove(sid, int(version), by, reason, "promote",
+                                           if_serving=0 if current is None else current.version))
 
     def promote_many(self, streams: Sequence[int | str], versions: Sequence[int], *, by: str,
                      reason: str | None = None) -> None:
@@ -516,12 +529,12 @@ class ModelRegistry:
     def rollback(self, stream: int | str, to_version: int | None = None, *, by: str,
                  reason: str | None = None) -> ModelVersion:
         """Put an earlier version back in service; default: the one that served before the current one."""
-        return self.version(stream, self.roll_back(stream, to_version, by=by, reason=reason)[0])
+        return self.version(stream, self.roll_back(stream, to_version, by=by, reason=reason).version)
 
     def roll_back(self, stream: int | str, to_version: int | None = None, *, by: str,
-                  reason: str | None = None) -> tuple[int, bool]:
-        """:meth:`rollback`, returning the version rolled back to and whether this call moved the champion
-        (False: the same roll-back, sent at the same time, moved it first)."""
+                  reason: str | None = None) -> MoveOutcome:
+        """:meth:`rollback`, saying what it changed: the version rolled back to and whether this call moved the
+        champion (False: the same roll-back, sent at the same time, moved it first)."""
         check_actor(by)
         sid = self.store.resolve(stream)
         current = self.champion(sid)
@@ -537,8 +550,8 @@ class ModelRegistry:
         self._check_loadable(stream, self.version(stream, int(to_version)), "roll back")
         # Conditional on the version read above: the same roll-back sent twice at once moves once (the second
         # finds the version it rolls back to serving: nothing to do, as for a retried promotion).
-        moved = self._move([ChampionMove(sid, int(to_version), by, reason, "rollback", if_serving=current.version)])
-        return int(to_version), bool(moved)
+        return self._move_one(ChampionMove(sid, int(to_version), by, reason, "rollback",
+                                           if_serving=current.version))
 
     def _check_loadable(self, stream: int | str, model: ModelVersion, what: str) -> None:
         """Refuse to put a version in service whose artifact is missing or does not match its hash: the next
@@ -551,9 +564,13 @@ class ModelRegistry:
                             f"{model.artifact_sha256[:12]}... is {kind}. Choose another version, or queue a "
                             f"re-fit with `mlma retrain {model.unique_id}`") from None
 
-    def _move(self, moves: list[ChampionMove]) -> list[ChampionMove]:
+    def _move(self, moves: list[ChampionMove]) -> MovesMade:
         with self.store.transaction() as tx:
             return tx.move_champions(moves)
+
+    def _move_one(self, move: ChampionMove) -> MoveOutcome:
+        made = self._move([move])
+        return MoveOutcome(int(move.version), bool(made.made), made.audit_ids.get(int(move.stream)))
 
     def _ids(self, streams: Sequence[int | str]) -> np.ndarray:
         items = list(streams)

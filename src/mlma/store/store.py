@@ -1655,10 +1655,11 @@ class Store:
                                         e.c.status.in_(("open", "acknowledged"))))]
 
     def set_escalation_status(self, ids: Sequence[int], status: str, *, by: str, reason: str | None = None,
-                              silenced_until: Any = None) -> int:
-        """Acknowledge, resolve, silence (until a time) or re-open escalations; audited. Returns rows changed:
-        an escalation already in that status is left as it is (a silence is extended), and a resolved one is
-        neither acknowledged nor silenced (re-open it first); nothing is audited when no row changed.
+                              silenced_until: Any = None) -> EscalationsChanged:
+        """Acknowledge, resolve, silence (until a time) or re-open escalations; audited. Returns the rows
+        changed and the audit entry: an escalation already in that status is left as it is (a silence is
+        extended), and a resolved one is neither acknowledged nor silenced (re-open it first); nothing is audited
+        when no row changed (``audit_id`` None).
 
         All or nothing: when some of ``ids`` name no escalation, nothing changes and LookupError names them (a
         mistyped id among several must not leave the others changed without the person noticing)."""
@@ -1684,10 +1685,12 @@ class Store:
             changed = conn.execute(sa.update(e).where(e.c.id.in_(ids), sa.not_(unchanged))
                                    .values(status=status, updated_at=now, silenced_until=until)).rowcount
             if not changed:
-                return 0  # nothing happened, so nothing is audited
-            self._audit(conn, now, by, f"escalation-{status}", "escalations:" + ",".join(map(str, ids[:20])),
-                        {"ids": ids, "silenced_until": None if until is None else until.isoformat()}, reason)
-        return int(changed)
+                return EscalationsChanged(0, None)  # nothing happened, so nothing is audited
+            audit_id = self._audit(conn, now, by, f"escalation-{status}",
+                                   "escalations:" + ",".join(map(str, ids[:20])),
+                                   {"ids": ids, "silenced_until": None if until is None else until.isoformat()},
+                                   reason)
+        return EscalationsChanged(int(changed), audit_id)
 
     def add_audit(self, actor: str, action: str, target: str | None = None, params: Mapping[str, Any] | None = None,
                   reason: str | None = None) -> int:
@@ -2093,7 +2096,7 @@ def move_champions(store: Store, conn: sa.Connection, moves: Sequence[ChampionMo
     first, by stream id in order (PostgreSQL: the streams' rows, which exist also before a stream's first
     champion; SQLite's write transaction holds the whole database)."""
     if not moves:
-        return MovesMade([], [])
+        return MovesMade([], [], {})
     streams = np.array([int(m.stream) for m in moves], dtype=np.int64)
     values, counts = np.unique(streams, return_counts=True)
     if (counts > 1).any():
@@ -2124,7 +2127,7 @@ def move_champions(store: Store, conn: sa.Connection, moves: Sequence[ChampionMo
     left_out = {int(m.stream) for m in stale} | done_already
     moves = [m for m in moves if int(m.stream) not in left_out]
     if not moves:
-        return MovesMade([], stale)
+        return MovesMade([], stale, {})
     rows = [{"stream_id": int(m.stream), "version": int(m.version), "since": now, "moved_by": m.by,
              "reason": m.reason, "tick": tick} for m in moves]
     insert = store._insert(ch)
@@ -2137,17 +2140,26 @@ def move_champions(store: Store, conn: sa.Connection, moves: Sequence[ChampionMo
     conn.execute(sa.insert(S.champion_history), [
         {"stream_id": int(m.stream), "version": int(m.version), "previous_version": previous.get(int(m.stream)),
          "action": m.action, "moved_by": m.by, "reason": m.reason, "at": now, "tick": tick} for m in moves])
-    for m in moves:
-        if m.by.startswith("user:"):
-            store._audit(conn, now, m.by, m.action, f"stream:{names[int(m.stream)]}",
-                         {"stream_id": int(m.stream), "version": int(m.version),
-                          "previous_version": previous.get(int(m.stream))}, m.reason)
-    return MovesMade(list(moves), stale)
+    audit_ids = {int(m.stream): store._audit(conn, now, m.by, m.action, f"stream:{names[int(m.stream)]}",
+                                             {"stream_id": int(m.stream), "version": int(m.version),
+                                              "previous_version": previous.get(int(m.stream))}, m.reason)
+                 for m in moves if m.by.startswith("user:")}
+    return MovesMade(list(moves), stale, audit_ids)
+
+
+class EscalationsChanged(NamedTuple):
+    """What :meth:`Store.set_escalation_status` did: the rows it changed and its audit entry (None when it
+    changed none)."""
+
+    changed: int
+    audit_id: int | None
 
 
 class MovesMade(NamedTuple):
     """What :func:`move_champions` did: the moves made, and those left out because another version served
-    than the mover saw (``on_conflict="skip"``); a move whose version served already is in neither."""
+    than the mover saw (``on_conflict="skip"``); a move whose version served already is in neither.
+    ``audit_ids``: the audit entry of each person's move made, by stream id (the agent's are not audited)."""
 
     made: list
     left_out: list
+    audit_ids: dict

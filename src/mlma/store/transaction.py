@@ -32,7 +32,7 @@ from mlma.store import schema as S
 from mlma.store import tokens
 from mlma.store.overrides import StreamOverrides
 from mlma.store.records import ChampionMove, NewVersion, check_actor, check_reason
-from mlma.store.store import move_champions, record_versions
+from mlma.store.store import MovesMade, move_champions, record_versions
 from mlma.store.tokens import TokenInfo
 
 if TYPE_CHECKING:
@@ -143,11 +143,12 @@ class Transaction:
         """Record model versions, numbering each stream's on from its latest; returns the numbers."""
         return record_versions(self._store, self._connection(), items, self.now, tick)
 
-    def move_champions(self, moves: Sequence[ChampionMove], tick: int | None = None) -> list[ChampionMove]:
+    def move_champions(self, moves: Sequence[ChampionMove], tick: int | None = None) -> MovesMade:
         """Point streams' champion alias at versions, appending to the history; users' moves are audited;
-        returns the moves made. A move whose :attr:`~mlma.store.ChampionMove.if_serving` no longer holds raises
-        :class:`~mlma.store.ChampionMoved` (nothing moved); one whose version serves already is left out."""
-        return move_champions(self._store, self._connection(), moves, self.now, tick).made
+        returns the moves made and their audit entries. A move whose
+        :attr:`~mlma.store.ChampionMove.if_serving` no longer holds raises :class:`~mlma.store.ChampionMoved`
+        (nothing moved); one whose version serves already is left out."""
+        return move_champions(self._store, self._connection(), moves, self.now, tick)
 
     # -- API tokens ----------------------------------------------------------------------------------------
     def add_token(self, name: str, role: str, token_sha256: str, *, by: str) -> TokenInfo:
