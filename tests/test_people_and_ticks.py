@@ -198,3 +198,30 @@ def test_an_approval_carried_out_and_one_with_nothing_waiting_say_what_happened(
     tick(live, store, chunks)
     assert ops.actions().query("kind == 'approve'")["outcome"].iloc[0] == "approved: version 2 serves"
     assert registry.champion(STREAM).version == 2
+
+
+@pytest.mark.parametrize("order", [("approve", "reject"), ("reject", "approve")])
+def test_approve_and_reject_queued_for_one_tick_the_later_decision_stands(project, order):
+    """A person approves, then changes their mind and rejects before the tick (or the other way round): the
+    later decision is carried out and the earlier one's outcome names the action that replaced it."""
+    live, store, ops, chunks = project
+    registry = ops.registry
+    ops.require_approval([STREAM], by="user:ana")
+    ops.force_retrain([STREAM], by="user:ana")
+    _until_awaiting(live, store, chunks, registry, 2)
+    first, then = order
+    getattr(ops, first)(STREAM, by="user:ana")
+    later = getattr(ops, then)(STREAM, by="user:bob")
+    tick(live, store, chunks)
+    actions = ops.actions().set_index("kind")
+    later_id = int(actions.loc[then, "id"])
+    assert actions.loc[first, "outcome"] == (f"not carried out: a later {then} (action {later_id} by user:bob) "
+                                             "replaced it")
+    assert later.audit_id is not None
+    if then == "approve":
+        assert actions.loc[then, "outcome"] == "approved: version 2 serves"
+        assert registry.champion(STREAM).version == 2
+    else:
+        assert actions.loc[then, "outcome"] == "rejected: version 2 is dropped"
+        assert registry.champion(STREAM).version == 1
+        assert registry.version(STREAM, 2).check.get("result") == "rejected"

@@ -1040,6 +1040,9 @@ class LiveAgent:
             elif row.kind == "reset-reference":
                 masks["rebase_reference" if params.get("rebase") else "reset_reference"][s] = True
             elif row.kind in ("approve", "reject"):
+                # Both queued for one stream before a tick: the later decision stands (a person who changed
+                # their mind), whatever the order; the earlier one's outcome says so (_outcomes).
+                masks["reject" if row.kind == "approve" else "approve"][s] = False
                 masks[row.kind][s] = True
                 approvers[s] = row.created_by
         for name, mask in masks.items():
@@ -1515,9 +1518,14 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.
     stream's version that waited for approval when the tick began, ``adopted`` the streams a person moved."""
     out = {}
     challengers = set(report.challengers)
+    decisions = actions[actions["kind"].isin(["approve", "reject"])]
+    last_decision = dict(zip(decisions["stream_id"].astype(int), decisions.itertuples(index=False)))
     for row in actions.itertuples(index=False):
         s = int(row.stream_id)
-        if row.kind == "retrain":
+        later = last_decision.get(s) if row.kind in ("approve", "reject") else None
+        if later is not None and later.id != row.id and later.kind != row.kind:
+            text = f"not carried out: a later {later.kind} (action {later.id} by {later.created_by}) replaced it"
+        elif row.kind == "retrain":
             if report.initial_fit[s] and not report.retrained[s]:
                 text = f"re-fitted on the stream's window (version {int(live['champion_version'][s])})"
             elif s in report.failed:
