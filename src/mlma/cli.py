@@ -230,7 +230,7 @@ def backtest(
     from mlma.data import DataError
     from mlma.models import Drivers
     from mlma.policy import expand_grid
-    from mlma.simulate import read_events, read_streams
+    from mlma.simulate import read_events, read_events_file, read_streams
 
     if (data is None) == (project is None):
         _fail("give one of --data FILE or --project FOLDER (a project's own history)")
@@ -266,9 +266,12 @@ def backtest(
             settings = dict(freq=freq, tick=tick, horizon=horizon, train_window_ticks=train_window,
                             drivers=Drivers(future=drivers, historical=historical_drivers, events=event_drivers))
             source, label = data, data.name
-            truth = pd.read_csv(events) if events else read_events(data)
+            truth = read_events_file(events) if events else read_events(data)
             streams = _read_attributes(attributes) if attributes is not None else read_streams(data)
-            marked = pd.read_csv(abnormal, parse_dates=["start", "end"]) if abnormal else None
+            # Ids stay text ("007" is not "7"); an empty id marks the whole fleet.
+            marked = pd.read_csv(abnormal, parse_dates=["start", "end"], dtype={"unique_id": "str"},
+                                 keep_default_na=False, na_values={"unique_id": [""], "start": [""],
+                                                                   "end": [""]}) if abnormal else None
             specs = [p.strip() for p in (policies or "never,periodic:7,always").split(",") if p.strip()]
         for grid in sweep or []:
             specs += [spec for spec in expand_grid(grid) if spec not in specs]

@@ -2041,7 +2041,8 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
         _refuse_duplicate_columns(file_columns(path), label, source=label)
-        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+        # Ids stay text, as in the actuals' files: "007" is not stream "7", and "NA" is an id, not missing.
+        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else _read_csv(path, [id_col])
     _refuse_duplicate_columns(list(frame.columns), label, source=label)
     # Line numbers as the user sees them in a CSV file (header on line 1), index labels otherwise.
     line = (lambda i: i + 2) if not isinstance(source, pd.DataFrame) else (lambda i: frame.index[i])

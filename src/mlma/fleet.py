@@ -336,7 +336,9 @@ class FleetData:
 
         Future drivers take the values known for the tick's timestamps; a missing one takes the stream's
         value of that driver one season earlier (e.g. the same hour yesterday: a daily cycle of temperature
-        is kept), else its last value known before the tick. Historical drivers are NaN (not known yet).
+        is kept), else its last value known before the tick. A missing value of an event driver is 0, as
+        declared (no event runs), not filled: a campaign that ended must not run on in the forecasts.
+        Historical drivers are NaN (not known yet).
         """
         future = self.tick_timestamps(k)
         values = self.driver_values(s, future)
@@ -344,6 +346,8 @@ class FleetData:
             return None, 0
         n_f = len(self.drivers.future)
         values[:, n_f:] = np.nan
+        for c in self._event_columns:
+            values[~np.isfinite(values[:, c]), c] = 0.0
         gaps = ~np.isfinite(values[:, :n_f])
         if not gaps.any():
             return values, 0
@@ -362,6 +366,11 @@ class FleetData:
                     fill[np.isnan(fill[:, c]), c] = known[-1]
         values[:, :n_f] = fill
         return values, int(gaps.sum())
+
+    @property
+    def _event_columns(self) -> list[int]:
+        """Where the event drivers are among the future drivers' columns."""
+        return [self.drivers.future.index(name) for name in self.drivers.events]
 
     def mark_abnormal(self, periods: pd.DataFrame) -> None:
         """Mark periods as abnormal (a holiday, an outage): kept out of training and of references.

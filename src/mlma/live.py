@@ -54,6 +54,7 @@ from mlma.escalations import Escalation
 from mlma.fleet import FleetData
 from mlma.heap import LongLivedHeap
 from mlma.models import ForecastContext, fitting_train_window, make_forecaster, spec_name
+from mlma.models.base import DriversChanged, driver_view
 from mlma.policy import Verdict
 from mlma.project import CONFIG_NAME, ConfigError, ProjectConfig
 from mlma.registry import ArtifactMissing, ModelRegistry
@@ -158,6 +159,10 @@ class LiveAgent:
         self._broken: dict[tuple[int, int], str] = {}
         #: Those of them whose artifact file is absent from the folder (not damaged), with the artifact's sha256.
         self._absent: dict[tuple[int, int], str] = {}
+        #: The declared drivers (future, historical) every model in service was last checked against, and the
+        #: versions loaded since, whose drivers are not checked yet (:meth:`_refit_for_drivers`).
+        self._drivers_checked: tuple | None = None
+        self._unchecked_loads: set[tuple[int, int]] = set()
         self.notifier = notifier if notifier is not None else _project_notifier(config, self.store)
         from mlma.mlflow_sync import project_sync  # does not import mlflow itself
 
@@ -611,6 +616,7 @@ class LiveAgent:
         controls, actions, approvers, seen, champions_read = self._controls(
             k, n, agent, live, service, repair, None if state is None else state.sha256)
         self._fall_back(k, agent, live, service, controls, repair)
+        self._refit_for_drivers(k, agent, live, service, controls, repair)
         shadow_before = live["challenger_version"].copy()
         _checkpoint("before-tick")
 
@@ -670,7 +676,8 @@ class LiveAgent:
             audit += [{"actor": "agent", "action": "artifact-broken", "target": f"stream:{fleet.ids[s]}",
                        "params": {"tick": k, "version": version, "slot": slot}, "reason": message}
                       for s, version, slot, message in repair.audit]
-            notes = []
+            audit += repair.agent_audit
+            notes = list(repair.notes)
             if change is not None:
                 # Committed with the tick: a crash before the commit finds the old state again and does the same.
                 audit.append({"actor": "agent", "action": "policy-changed", "target": "mlma.toml:agent.policy",
@@ -831,6 +838,7 @@ class LiveAgent:
                     self._absent[(s, v)] = sha
                 continue
             metrics = row.metrics or {}
+            self._unchecked_loads.add((s, v))
             # Identical artifacts (byte for byte) share one object: a fitted model is not changed by predict.
             self._loaded[(s, v)] = FittedModel(ModelKey(s, int(row.created_tick)), objects[sha], 0.0,
                                                metrics.get("fallback_reason"), int(metrics.get("n_train", 0)),
@@ -969,6 +977,76 @@ class LiveAgent:
                           "loads; re-fitted on the stream's training window")
                 repair.refit[s] = reason
                 repair.note(s, version, "champion", 3, reason)
+
+    def _refit_for_drivers(self, k: int, agent: Agent, live: dict, service: ModelService, controls: Controls,
+                           repair: _Repair) -> None:
+        """Fit again the streams whose model uses a driver that mlma.toml no longer declares, or declares of the
+        other kind (:class:`~mlma.models.base.DriversChanged`): it cannot forecast. A driver added, or the list
+        re-ordered, needs nothing: such a model gets its own columns by name (:func:`~mlma.models.base.driver_view`)
+        and the new drivers at its next re-training.
+
+        A challenger or a model waiting for approval is dropped; a serving model is replaced by one the tick
+        fits on the stream's training window, as for a new stream (a person's roll-back to such a model this
+        tick too). A person changed the configuration, so this is one audit entry (``drivers-changed``), a note
+        of the tick and a log line, not an escalation per stream. Models are checked when the declared drivers
+        differ from the last check, and when loaded from the registry."""
+        drivers = service.ctx.drivers
+        declared = (drivers.future, drivers.historical)
+        every = declared != self._drivers_checked
+        loaded, self._unchecked_loads = self._unchecked_loads, set()
+        self._drivers_checked = declared
+        slots = ((agent.awaiting, "awaiting_version"), (agent.challenger, "challenger_version"),
+                 (agent.champion, "champion_version"))
+        if every:
+            candidates = [(int(s), slot, name) for slot, name in slots for s in np.flatnonzero(slot != NO_MODEL)]
+        else:
+            candidates = [(s, slot, name) for s, v in sorted(loaded) for slot, name in slots
+                          if s < len(slot) and slot[s] != NO_MODEL and live[name][s] == v]
+        candidates += [(s, None, "champion_version") for s in controls.adopt]  # a person's move this tick
+        stale: dict[tuple[int, str], tuple[int, str]] = {}
+        for s, slot, name in candidates:
+            key = controls.adopt[s] if slot is None else ModelKey(s, int(slot[s]))
+            fitted = service._models.get(key)
+            if fitted is None or (s, name) in stale:
+                continue
+            try:
+                driver_view(fitted.model, service.ctx)
+            except DriversChanged as exc:
+                stale[(s, name)] = (int(live[name][s]) if slot is not None else -1, str(exc))
+        if not stale:
+            return
+        dropped = refitted = 0
+        for (s, name), (version, error) in stale.items():  # challengers first (slots' order), then champions
+            if name != "champion_version":
+                if live[name][s] >= 0:
+                    agent.drop_challengers([s], k)
+                    live[name][s] = -1
+                    repair.checks.append((s, version, {"result": "dropped", "why": error}))
+                    dropped += 1
+                continue
+            agent.drop_challengers([s], k)
+            for other in ("challenger_version", "awaiting_version"):
+                if live[other][s] >= 0:
+                    repair.checks.append((s, int(live[other][s]), {"result": "dropped", "why": error}))
+                    live[other][s] = -1
+                    dropped += 1
+            agent.champion[s] = NO_MODEL  # the tick fits a first model on the stream's window
+            agent.is_fallback[s] = False
+            agent.fallback_since[s] = NO_MODEL
+            repair.moves.pop(s, None)
+            controls.adopt.pop(s, None)
+            repair.refit[s] = f"the serving model cannot forecast: {error}; re-fitted on the stream's training window"
+            refitted += 1
+        example = next(iter(stale.values()))[1]
+        message = (f"the drivers in mlma.toml ([data] drivers, historical_drivers) changed: {refitted:,} serving "
+                   f"model(s) used a driver no longer declared and are re-fitted this tick, {dropped:,} challenger(s) "
+                   f"dropped (e.g. {example})")
+        repair.notes.append(message)
+        repair.agent_audit.append({"actor": "agent", "action": "drivers-changed", "target": "mlma.toml:data.drivers",
+                                   "params": {"tick": k, "future": list(drivers.future),
+                                              "historical": list(drivers.historical), "refitted": refitted,
+                                              "challengers_dropped": dropped}, "reason": message})
+        log.warning("tick %s: %s", k, message)
 
     def _good_version(self, stream: int, exclude: set[int]) -> tuple[int, FittedModel] | None:
         """The newest version that served the stream before (other than ``exclude``) and loads, or None."""
@@ -1358,7 +1436,7 @@ def open_agent(config: ProjectConfig, *, executor=None, stopping=lambda: False, 
 # -- helpers ----------------------------------------------------------------------------------------------------
 @dataclass
 class _Repair:
-    """What a tick did about models that could not be loaded: recorded with the tick."""
+    """What a tick did about models that could not be loaded or cannot forecast: recorded with the tick."""
 
     #: slot name ('champion_version', ...) -> {stream: version} whose artifact cannot be loaded
     broken: dict = field(default_factory=dict)
@@ -1369,6 +1447,9 @@ class _Repair:
     checks: list = field(default_factory=list)
     escalations: list = field(default_factory=list)
     audit: list = field(default_factory=list)
+    #: the agent's audit entries (dicts) and the tick's notes about the fleet as a whole (drivers changed)
+    agent_audit: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
 
     def note(self, stream: int, version: int, slot: str, severity: int, message: str) -> None:
         self.escalations.append((stream, severity, message))

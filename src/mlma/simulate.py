@@ -1031,8 +1031,12 @@ def read_events(data_path: str | Path) -> pd.DataFrame | None:
     True
     """
     path = _sidecar(data_path, "events")
-    if not path.exists():
-        return None
+    return read_events_file(path) if path.exists() else None
+
+
+def read_events_file(path: str | Path) -> pd.DataFrame:
+    """Read a table of events (the simulator's ``orders.events.csv``, or one given with ``mlma backtest
+    --events``): ids and kinds stay text ("007" is not "7")."""
     frame = pd.read_csv(path, dtype={"kind": "str", "scope": "str", "city": "str", "unique_id": "str",
                                      "description": "str"}, keep_default_na=False, na_values={
         "start": [""], "end": [""], "magnitude": ["", "NaN", "nan"]})

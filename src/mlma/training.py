@@ -43,7 +43,8 @@ from mlma.models import (
     predict_fleet_isolated,
     spec_name,
 )
-from mlma.models.base import describe_error, model_for_context, model_takes_driver_prior, non_finite_forecast
+from mlma.models.base import (describe_error, driver_view, model_for_context, model_takes_driver_prior,
+                              non_finite_forecast)
 
 DEFAULT_PARALLEL_THRESHOLD = 32
 """Fewer missing fits than this run inline on a local pool: starting worker processes costs more."""
@@ -1178,14 +1179,19 @@ class ModelService:
         """Forecast with driver values: the history's, and ``future_X`` for the tick (default: the values in
         force, missing ones filled and counted in :attr:`driver_fills`)."""
         # Under the fleet's current prior: a driver the model's window never saw vary takes the fleet's latest
-        # estimate, not the one of the model's fit.
-        model = model_for_context(self._models[key].model, self.ctx)
+        # estimate, not the one of the model's fit. A model fitted before the project's drivers were re-ordered
+        # or extended gets its own columns, by name (DriversChanged when one of them is gone).
+        model = self._models[key].model
+        view, columns = driver_view(model, self.ctx)
+        model = model_for_context(model, view)
         hist = self.fleet.history(key.stream, target_tick - 1, window)
         X = self.fleet.driver_values(key.stream, hist.ds)
         if future_X is None:
             future_X, filled = self.fleet.future_driver_values(key.stream, target_tick, self.ctx.season_length)
             if filled:
                 self.driver_fills[target_tick] = self.driver_fills.get(target_tick, 0) + filled
+        if columns is not None:
+            X, future_X = X[:, columns], future_X[:, columns]
         y_hat = np.asarray(model.predict(hist.ds, hist.y, future, X, future_X), dtype=np.float64)
         if y_hat.shape != future.shape:
             raise ValueError(f"model for stream {self.fleet.ids[key.stream]!r} returned {y_hat.shape[0]} "

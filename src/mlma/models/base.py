@@ -9,6 +9,7 @@ needs from a model is in :class:`Forecaster`; everything a model needs to know a
 from __future__ import annotations
 
 import numbers
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Protocol, Self, runtime_checkable
 
@@ -25,6 +26,8 @@ __all__ = [
     "FleetHistory",
     "ForecastContext",
     "Forecaster",
+    "DriversChanged",
+    "driver_view",
     "model_uses_drivers",
     "predict_each",
     "predict_fleet",
@@ -320,6 +323,15 @@ class BaseForecaster:
         the drivers' effects). Default False. A backtest gives each policy a model service of its own only for
         such models, since each policy's agent pools its own prior and their fits then differ."""
         return False
+
+    @property
+    def fitted_drivers(self) -> Drivers | None:
+        """The drivers whose values this model's ``X`` and ``future_X`` columns hold, in their order: those of
+        the context it was built with, when it uses drivers. Default None: the model does not say, and gets the
+        fleet's columns as they are. The model service then gives it its own columns by name when the
+        project's drivers changed since (:func:`driver_view`: a driver added or the list re-ordered in
+        mlma.toml), and the live agent re-fits it when one of them is no longer declared."""
+        return None
 
     def driver_effects(self) -> tuple[np.ndarray, np.ndarray] | None:
         """The future drivers' multiplicative effects this fit estimated, for the fleet's prior
@@ -735,6 +747,49 @@ def model_for_context(model, ctx: ForecastContext):
     """:meth:`BaseForecaster.for_context`: ``model`` as it forecasts under ``ctx``; the model itself for one that
     does not subclass :class:`BaseForecaster`."""
     return model.for_context(ctx) if isinstance(model, BaseForecaster) else model
+
+
+class DriversChanged(ValueError):
+    """A fitted model uses a driver that the fleet no longer declares, or no longer of the same kind (future or
+    historical): it cannot forecast under the fleet's drivers and must be fitted again."""
+
+
+def driver_view(model, ctx: ForecastContext) -> tuple[ForecastContext, np.ndarray | None]:
+    """The context ``model`` forecasts under, and which columns of the fleet's ``X`` (``ctx.drivers.columns``)
+    its own ``X`` columns are: None when they are the fleet's, in order (a model fitted under the fleet's
+    drivers, or one that does not say: :attr:`BaseForecaster.fitted_drivers`). A model fitted before the
+    fleet's drivers were re-ordered or extended gets its own columns by name, and the fleet's prior of their
+    effects; :class:`DriversChanged` when one of its drivers is gone.
+
+    >>> class Fitted(BaseForecaster):
+    ...     fitted_drivers = Drivers(future=("rain", "temperature"))
+    >>> now = ForecastContext("h", 24, 24, drivers=Drivers(future=("temperature", "campaign", "rain")),
+    ...                       driver_prior=(0.0, 0.3, 0.1))
+    >>> view, columns = driver_view(Fitted(), now)
+    >>> columns.tolist(), view.drivers.future, view.driver_prior
+    ([2, 0], ('rain', 'temperature'), (0.1, 0.0))
+    >>> driver_view(Fitted(), ForecastContext("h", 24, 24, drivers=Drivers(future=("temperature",))))
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    mlma.models.base.DriversChanged: the model was fitted with the future driver(s) ... (rain is gone)
+    """
+    fitted = model.fitted_drivers if isinstance(model, BaseForecaster) else None
+    now = ctx.drivers
+    if fitted is None or (fitted.future == now.future and fitted.historical == now.historical):
+        return ctx, None
+    for kind, theirs, ours in (("future", fitted.future, now.future),
+                               ("historical", fitted.historical, now.historical)):
+        gone = [name for name in theirs if name not in ours]
+        if gone:
+            raise DriversChanged(f"the model was fitted with the {kind} driver(s) {list(theirs)}; the fleet "
+                                 f"declares {list(ours)} now ({', '.join(gone)} {'is' if len(gone) == 1 else 'are'} "
+                                 "gone)")
+    columns = np.array([now.columns.index(name) for name in fitted.columns], dtype=np.int64)
+    prior = (None if ctx.driver_prior is None
+             else tuple(ctx.driver_prior[now.future.index(name)] for name in fitted.future))
+    drivers = Drivers(fitted.future, fitted.historical, tuple(n for n in now.events if n in fitted.future))
+    return dataclasses.replace(ctx, drivers=drivers, driver_prior=prior), columns
 
 
 def model_takes_driver_prior(model) -> bool:

@@ -56,6 +56,7 @@ import pandas as pd
 
 from mlma.models.base import (
     BaseForecaster,
+    Drivers,
     FleetForecaster,
     ForecastContext,
     as_datetime_array,
@@ -325,6 +326,11 @@ class StatsForecastModel(FleetForecaster):
         """True when the context declares drivers and the statsforecast model takes exogenous regressors."""
         # ``uses_exog`` is statsforecast's own class attribute (False on its base class).
         return self.use_drivers and bool(self.ctx.drivers) and bool(getattr(self.prototype, "uses_exog", False))
+
+    @property
+    def fitted_drivers(self) -> Drivers | None:
+        """The context's drivers, when the model uses them."""
+        return self.ctx.drivers if self.uses_drivers else None
 
     def _series(self, ds, y, future_ds=None, X=None, future_X=None) -> _GridSeries:
         if not self.uses_drivers:
@@ -608,6 +614,11 @@ class MLForecastModel(BaseForecaster):
     def uses_drivers(self) -> bool:
         """True when the context declares drivers (and ``use_drivers`` is on)."""
         return self.use_drivers and bool(self.ctx.drivers)
+
+    @property
+    def fitted_drivers(self) -> Drivers | None:
+        """The context's drivers, when the model uses them."""
+        return self.ctx.drivers if self.uses_drivers else None
 
     def _series(self, ds, y, future_ds=None, X=None, future_X=None) -> _GridSeries:
         if not self.uses_drivers:

@@ -14,6 +14,7 @@ import numpy as np
 
 from mlma.models.base import (
     BaseForecaster,
+    Drivers,
     FleetHistory,
     ForecastContext,
     InsufficientDataError,
@@ -177,6 +178,11 @@ class FeatureForecaster(BaseForecaster):
     def uses_drivers(self) -> bool:
         """True when the context declares drivers and ``use_drivers`` is on."""
         return self.spec.n_drivers > 0
+
+    @property
+    def fitted_drivers(self) -> Drivers | None:
+        """The context's drivers, when the model uses them."""
+        return self.ctx.drivers if self.uses_drivers else None
 
     def feature_names(self) -> list[str]:
         """Names of the columns the regression sees (after fitting: the calendar features it kept; drivers

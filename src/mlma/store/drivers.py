@@ -94,7 +94,8 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
 
     Rows of streams the store has not seen are skipped (their actuals must come first: a stream is created
     by its actuals) and counted in ``rows_dropped``, with a finding naming an example; so are rows older than
-    the data the store keeps (:meth:`~mlma.store.Store.prune`).
+    the data the store keeps (:meth:`~mlma.store.Store.prune`). The same content sent again once those
+    streams' actuals are in is not a duplicate: their rows are stored then.
     """
     from mlma.store.records import IngestReport
 
@@ -106,9 +107,6 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
                          "message": f"timestamps carried time zones: {zones} and made tz-naive, as this project's "
                                     "actuals were"})
     with store._write() as conn:
-        seen = store._seen_ingest(conn, sha)
-        if seen is not None:
-            return seen
         now = store._now(conn)
         kept_from = conn.execute(sa.select(S.retention.c.kept_from)).scalar()  # in the transaction: a prune
         if kept_from is not None:                                                 # cannot slip in between
@@ -123,6 +121,13 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
         distinct, codes = np.unique(uid, return_inverse=True) if len(uid) else (np.empty(0, object), np.empty(0, int))
         ids = store._lookup_streams(conn, distinct) if len(distinct) else np.empty(0, np.int64)
         known = ids[codes] >= 0 if len(uid) else np.zeros(0, bool)
+        # A file with rows of streams not known yet is recorded under its content and those streams, so that
+        # the same file sent again after their actuals came is not taken for a duplicate: their rows go in then.
+        sha = sha if known.all() else hashlib.sha256(
+            "\x1f".join([sha, "unknown streams", *map(str, distinct[ids < 0])]).encode()).hexdigest()
+        seen = store._seen_ingest(conn, sha)
+        if seen is not None:
+            return seen
         if (~known).any():
             unknown = distinct[ids < 0]
             findings.append({"code": "future-unknown-streams", "severity": "warning",

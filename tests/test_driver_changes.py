@@ -1,0 +1,165 @@
+"""The declared drivers edited in mlma.toml while models serve: re-ordered or extended, every model goes on
+forecasting with its own columns (by name, not by position); a driver removed re-fits the streams whose models
+used it, once, audited, and the fleet never stops forecasting. Also how values of drivers reach a forecast when
+the files are imperfect: an event driver not announced for a tick is 0, and ids of a future file stay text."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlma.fleet import FleetData
+from mlma.live import LiveAgent
+from mlma.models import Drivers
+from mlma.project import init_project, load_config
+from mlma.registry import ModelRegistry
+from mlma.store import Store
+
+FIRST_TICK = 28
+DAYS = FIRST_TICK + 4
+
+
+def panel(n_streams: int = 4, seed: int = 5) -> pd.DataFrame:
+    """Hourly demand that a promotion lifts by 80 % and warm hours by a little: two future drivers."""
+    rng = np.random.default_rng(seed)
+    ds = pd.date_range("2025-03-03", periods=24 * DAYS, freq="h")
+    hour = ds.hour.to_numpy()
+    profile = 1.0 + 3.0 * np.exp(-0.5 * ((hour - 19) / 2.0) ** 2)
+    frames = []
+    for s in range(n_streams):
+        promo = np.repeat(rng.random(DAYS) < 0.3, 24).astype(float)
+        temp = 10 + 5 * np.sin(2 * np.pi * hour / 24) + rng.normal(0, 2, ds.size)
+        mu = 20.0 * (1 + s) * profile * (1 + 0.8 * promo) * (1 + 0.02 * (temp - 10))
+        frames.append(pd.DataFrame({"unique_id": f"s{s}", "ds": ds, "y": rng.poisson(mu).astype(float),
+                                    "promo": promo, "temp": temp}))
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def data() -> pd.DataFrame:
+    return panel()
+
+
+def make_project(root: Path, drivers: str, model: str = "ridge") -> Path:
+    init_project(root, model=model)
+    text = (root / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
+    text = text.replace("initial_ticks = 0", f"initial_ticks = {FIRST_TICK}")
+    text = text.replace('policy = "mlma"', 'policy = "never"')  # no re-training: the serving models are compared
+    set_drivers(root, drivers, text)
+    return root
+
+
+def set_drivers(root: Path, drivers: str, text: str | None = None) -> None:
+    text, found = re.subn(r"(?m)^drivers = .*$", f"drivers = {drivers}",
+                          text if text is not None else (root / "mlma.toml").read_text())
+    assert found == 1
+    (root / "mlma.toml").write_text(text)
+
+
+def day_of(frame: pd.DataFrame) -> np.ndarray:
+    return ((frame["ds"] - frame["ds"].min().normalize()) // pd.Timedelta("1D")).to_numpy()
+
+
+def step(root: Path, data: pd.DataFrame, day: int):
+    """Ingest a day's actuals (all history before the first tick) and the next day's driver values known in
+    advance, then run one tick with a new agent (as `mlma tick` does: the configuration is read afresh)."""
+    config = load_config(root)
+    days = day_of(data)
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        store.ingest_frame(data[days < day] if day == FIRST_TICK else data[days == day - 1], f"day-{day}")
+        store.ingest_future(data.loc[days == day, ["unique_id", "ds", "promo", "temp"]].reset_index(drop=True),
+                            source=f"plan-{day}")
+        result = live.step()
+        forecasts = store.forecasts(result.tick).sort_values(["stream_id", "ds"]).reset_index(drop=True)
+        versions = pd.DataFrame([{"unique_id": v.unique_id, "version": v.version, "why": v.check.get("why", "")}
+                                 for v in ModelRegistry(store, config.artifacts_dir).tables.versions()])
+        return result, forecasts, store.audit_log(action="drivers-changed"), versions
+
+
+@pytest.mark.parametrize("model", ["ridge", "ridge:driver_pooling=false"])
+@pytest.mark.parametrize("edited", ['["temp", "promo"]', '["promo", "temp", "extra"]'])
+def test_drivers_reordered_or_added_keep_every_model_forecasting_with_its_own_columns(tmp_path, data, edited,
+                                                                                      model):
+    """A twin project keeps ["promo", "temp"]; the other's list is re-ordered or gets a driver more. Until a
+    re-training, each serving model forecasts from the columns it was fitted on, by name: the issued forecasts
+    are the twin's, nothing is re-fitted, nothing fails. (Before, a re-ordered list fed `temp` where a model had
+    learnt `promo`, silently, without pooling, and failed every forecast with it; a driver more failed every
+    stream's forecast at every tick.)"""
+    twin = make_project(tmp_path / "twin", '["promo", "temp"]', model)
+    edit = make_project(tmp_path / "edit", '["promo", "temp"]', model)
+    for day in (FIRST_TICK, FIRST_TICK + 1):
+        step(twin, data, day), step(edit, data, day)
+    set_drivers(edit, edited)
+    for day in (FIRST_TICK + 2, FIRST_TICK + 3):
+        want, want_forecasts, _, want_versions = step(twin, data, day)
+        got, got_forecasts, audit, versions = step(edit, data, day)
+        assert got.summary.forecast_failures == 0 and not audit.shape[0], (got.summary, audit)
+        assert len(versions) == len(want_versions) == 4  # the first models, still serving
+        np.testing.assert_allclose(got_forecasts["y_hat"], want_forecasts["y_hat"], rtol=1e-12)
+
+
+def test_a_driver_removed_refits_the_streams_that_used_it_once_and_says_so(tmp_path, data):
+    root = make_project(tmp_path / "p", '["promo", "temp"]')
+    for day in (FIRST_TICK, FIRST_TICK + 1):
+        step(root, data, day)
+    set_drivers(root, '["promo"]')
+    result, forecasts, audit, versions = step(root, data, FIRST_TICK + 2)
+    assert result.summary.forecast_failures == 0
+    assert np.isfinite(forecasts["y_hat"]).all() and len(forecasts) == 4 * 24
+    new = versions[versions["version"] == 2]
+    assert len(new) == 4, versions  # every stream's model used temp: each is fitted again, this tick
+    for why in new["why"]:
+        assert why.startswith("the serving model cannot forecast: the model was fitted with the future driver(s) "
+                              "['promo', 'temp']; the fleet declares ['promo'] now (temp is gone); re-fitted"), why
+    assert len(audit) == 1
+    entry = audit.iloc[0]
+    assert entry["params"]["refitted"] == 4 and entry["params"]["future"] == ["promo"]
+    assert "temp is gone" in entry["reason"] and any("temp is gone" in n for n in result.notes)
+    # The new models serve under the new drivers: the next tick changes nothing more.
+    result, forecasts, audit, versions = step(root, data, FIRST_TICK + 3)
+    assert result.summary.forecast_failures == 0 and len(audit) == 1 and versions["version"].max() == 2
+
+
+def test_an_event_driver_not_announced_for_a_tick_is_zero_not_the_last_campaign():
+    """A campaign ran until yesterday; today's file carries the weather only. The campaign (an event driver:
+    0 when none runs) must not run on in the forecasts; a missing temperature still takes yesterday's."""
+    ds = pd.date_range("2025-01-01", periods=72, freq="h")
+    frame = pd.DataFrame({"unique_id": "a", "ds": ds[:48], "y": 1.0, "campaign": 1.0,
+                          "temp": np.arange(48, dtype=float)})
+    fleet = FleetData(frame, "h", pd.DatetimeIndex(ds[::24]).append(pd.DatetimeIndex([ds[-1] + pd.Timedelta("1h")])),
+                      drivers=Drivers(future=("campaign", "temp"), events=("campaign",)))
+    values, filled = fleet.future_driver_values(0, 2, 24)
+    assert (values[:, 0] == 0).all()
+    np.testing.assert_array_equal(values[:, 1], np.arange(24, 48, dtype=float))
+    assert filled == 24  # the temperatures; an event's 0 is what it means, not a guess
+    plain = FleetData(frame, "h", pd.DatetimeIndex(ds[::24]).append(pd.DatetimeIndex([ds[-1] + pd.Timedelta("1h")])),
+                      drivers=Drivers(future=("campaign", "temp")))
+    assert (plain.future_driver_values(0, 2, 24)[0][:, 0] == 1).all()  # not declared an event: filled
+
+
+def test_a_future_file_keeps_ids_as_text_and_waits_for_streams_it_names_before_their_actuals(tmp_path):
+    """Zero-padded ids are other streams than their numbers; a file naming streams whose actuals have not come
+    yet stores their rows when it is sent again after them (it was "already ingested" before, and lost)."""
+    store = Store.create(f"sqlite:///{tmp_path}/s.db")
+    ds = pd.date_range("2025-01-01", periods=24, freq="h")
+    actuals = pd.DataFrame({"unique_id": np.repeat(["007", "7"], 24), "ds": np.tile(ds, 2), "y": 1.0})
+    store.ingest_frame(actuals, "actuals")
+    plan = tmp_path / "plan.csv"
+    pd.DataFrame({"unique_id": ["007"] * 3 + ["NA"] * 3, "ds": np.tile(ds[:3] + pd.Timedelta("1D"), 2),
+                  "promo": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]}).to_csv(plan, index=False)
+    first = store.ingest_future(plan)
+    assert first.rows_accepted == 3 and first.rows_dropped == 3 and not first.duplicate
+    values = store.driver_values(["promo"])
+    ids = dict(zip(store.streams()["id"], store.streams()["unique_id"]))
+    assert {ids[s] for s in values["stream_id"]} == {"007"} and values["promo"].tolist() == [1.0, 2.0, 3.0]
+    assert store.ingest_future(plan).duplicate  # the same content, the same streams unknown: nothing to do
+    store.ingest_frame(pd.DataFrame({"unique_id": "NA", "ds": ds, "y": 1.0}), "late stream")
+    again = store.ingest_future(plan)
+    assert not again.duplicate and again.rows_accepted == 6
+    values = store.driver_values(["promo"])
+    assert sorted(values["promo"].tolist()) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    store.close()
