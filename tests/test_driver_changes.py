@@ -163,3 +163,44 @@ def test_a_future_file_keeps_ids_as_text_and_waits_for_streams_it_names_before_t
     values = store.driver_values(["promo"])
     assert sorted(values["promo"].tolist()) == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     store.close()
+
+
+def test_one_bad_cell_of_a_driver_column_loses_that_cell_only_and_is_named(tmp_path):
+    """A typo in one cell of the temperature column made pandas read the whole column as text, and mlma
+    dropped every temperature of the file with an "ignored non-numeric column" note. Now the cell is named by
+    its line and the other values, and that row's actuals, are stored."""
+    ds = pd.date_range("2025-01-01", periods=200, freq="h")
+    frame = pd.DataFrame({"unique_id": "a", "ds": ds.strftime("%Y-%m-%d %H:%M"), "y": 1.0,
+                          "temperature": np.arange(200).astype(float).astype(str), "city": "Berlin"})
+    frame.loc[100, "temperature"] = "abc"  # line 102 of the file: the header is line 1
+    path = tmp_path / "day.csv"
+    frame.to_csv(path, index=False)
+    store = Store.create(f"sqlite:///{tmp_path}/s.db")
+    report = store.ingest_file(path)
+    assert report.rows_new == 200
+    unread = report.validation.by_code("values-unread")
+    assert len(unread) == 1 and "'abc' on line 102" in unread[0].message and unread[0].column == "temperature"
+    dropped = report.validation.by_code("columns-dropped")
+    assert [f.column for f in dropped] == ["city"] and "first value 'Berlin'" in dropped[0].message
+    values = store.driver_values(["temperature"])
+    assert len(values) == 199 and 100.0 not in set(values["temperature"])
+    store.close()
+
+
+def test_the_cli_says_when_a_declared_driver_column_holds_text(tmp_path, data):
+    """European decimals ("3,5") in a declared driver: nothing of the column can be read; the ingest says that
+    a declared driver was not stored, instead of an info line about an ignored column."""
+    import subprocess
+    import sys
+
+    root = make_project(tmp_path / "p", '["promo", "temp"]')
+    days = day_of(data)
+    first = data[days < 3].copy()
+    first["temp"] = first["temp"].map(lambda t: f"{t:.1f}".replace(".", ","))
+    first.to_csv(root / "history.csv", index=False)
+    done = subprocess.run([str(Path(sys.executable).parent / "mlma"), "ingest", "history.csv"], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "note: declared driver column(s) temp (mlma.toml [data]) hold text, not numbers, in history.csv" \
+        in done.stdout, done.stdout
+    assert "columns-dropped" in done.stdout and "first value '" in done.stdout

@@ -538,6 +538,11 @@ def ingest(
                       "nobody ingested from a season earlier, else the last known one; docs/data.md)",
                       markup=False, highlight=False)
     if report.validation is not None:
+        text = [f.column for f in report.validation.findings if f.code == "columns-dropped" and f.column in declared]
+        if text:
+            console.print(f"note: declared driver column(s) {', '.join(text)} (mlma.toml [data]) hold text, not "
+                          f"numbers, in {data.name}: none of their values were stored (the finding below shows one; "
+                          "decimals must be written with a point)", markup=False, highlight=False)
         _print_findings(report.validation, verbose)
     if report.rejected_path is not None:
         console.print(f"every rejected row, with the reason: {report.rejected_path}")

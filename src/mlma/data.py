@@ -100,6 +100,8 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 _ATTR_SOURCE = "mlma.source"
 _ATTR_FIRST_LINE = "mlma.first_data_line"
 _ATTR_DROPPED = "mlma.dropped_columns"
+#: Cells of numeric columns that hold no number: column -> (positions, the first such cell's text).
+_ATTR_UNREAD = "mlma.unread_values"
 _ATTR_TIME_COL = "mlma.time_col"
 # An observation window is only inferred from streams that span this many cycles (days or weeks):
 # with fewer, a slot that is never observed may be chance rather than a schedule.
@@ -413,10 +415,28 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
                             column=canonical)
 
     extra = [c for c in frame.columns if c not in used]
-    dropped: list[str] = []
+    dropped: dict[str, str] = {}
+    numbers: dict[Any, pd.Series] = {}
+    unread: dict[str, tuple[np.ndarray, str]] = {}
     if exog is None:
-        keep = [c for c in extra if pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])]
-        dropped = [str(c) for c in extra if c not in keep]
+        keep = []
+        for c in extra:
+            if pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]):
+                keep.append(c)
+                continue
+            # A column of numbers with a few cells of text (a typo, "n/a") keeps its numbers; the cells that are
+            # no number are reported. A column of mostly text (a region's name, "3,5" decimals) is dropped.
+            values, filled = _numbers_in(frame[c])
+            parsed = values.notna().to_numpy()
+            if parsed.any() and parsed.sum() * 2 >= filled.sum():
+                keep.append(c)
+                numbers[c] = values
+                bad = np.flatnonzero(filled & ~parsed)
+                if bad.size:
+                    unread[str(c)] = (bad, str(frame[c].iloc[bad[0]]))
+            else:
+                first = np.flatnonzero(filled)
+                dropped[str(c)] = str(frame[c].iloc[first[0]]) if first.size else ""
     else:
         keep = list(exog)
         duplicate = {c for c in keep if keep.count(c) > 1}
@@ -436,13 +456,37 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
             ids = ids + " / " + frame[c].astype("str")
     out = pd.DataFrame({ID: ids.array, TIME: frame[time_col].array, TARGET: frame[target_col].array})
     for c in keep:
-        out[c] = frame[c].array
+        out[c] = numbers[c].to_numpy(dtype=np.float64) if c in numbers else frame[c].array
     if isinstance(source, pd.DataFrame) and not moved_index:
         # Keep the caller's index labels so that validate can name rows the way the caller knows them.
         out.index = frame.index
     out.attrs = {_ATTR_SOURCE: label, _ATTR_FIRST_LINE: first_line, _ATTR_DROPPED: dropped,
-                 _ATTR_TIME_COL: time_col}
+                 _ATTR_UNREAD: unread, _ATTR_TIME_COL: time_col}
     return out
+
+
+def _numbers_in(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """The numbers of a column of text (NaN where a cell is none), and which cells are filled (not missing or
+    blank). A categorical column is read by its categories, once each.
+
+    >>> numbers, filled = _numbers_in(pd.Series(["1.5", "abc", None, " "]))
+    >>> numbers.tolist(), filled.tolist()
+    ([1.5, nan, nan, nan], [True, True, False, False])
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        categories = values.cat.categories.astype(object)
+        parsed = pd.to_numeric(pd.Series(categories), errors="coerce").to_numpy(dtype=np.float64)
+        blank = pd.Series(categories).astype(str).str.strip().eq("").to_numpy()
+        codes = values.cat.codes.to_numpy()
+        have = codes >= 0
+        numbers = np.full(len(values), np.nan)
+        numbers[have] = parsed[codes[have]]
+        filled = have.copy()
+        filled[have] = ~blank[codes[have]]
+        return pd.Series(numbers, index=values.index), filled
+    text = values.astype(object)
+    filled = (text.notna() & text.astype(str).str.strip().ne("")).to_numpy(dtype=bool)
+    return pd.to_numeric(text, errors="coerce").astype(np.float64), filled
 
 
 def _refuse_duplicate_columns(names: Sequence[Any], where: str, source: str | None = None) -> None:
@@ -1164,12 +1208,16 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
               f"{'s' if len(values) != 1 else ''} ({_fmt_list(values)}) on {v.where(rows)}: a stream's id is its "
               "text without them", column=ID, n_rows=len(rows), positions=rows)
 
-    dropped_columns = df.attrs.get(_ATTR_DROPPED) or []
-    if dropped_columns:
+    for column, first in (df.attrs.get(_ATTR_DROPPED) or {}).items():
         v.add("columns-dropped", "info",
-              f"ignored {len(dropped_columns)} non-numeric column{'s' if len(dropped_columns) > 1 else ''} "
-              f"{_fmt_list([repr(c) for c in dropped_columns])} (pass exog=[...] to read_frame to keep them)",
-              column=dropped_columns[0])
+              f"ignored the non-numeric column {column!r}" + (f" (first value {first!r})" if first else "")
+              + ": no driver value of it is stored (pass exog=[...] to read_frame to keep it)", column=column)
+    for column, (rows, first) in (df.attrs.get(_ATTR_UNREAD) or {}).items():
+        cells = f"{len(rows):,} cell that is" if len(rows) == 1 else f"{len(rows):,} cells that are"
+        v.add("values-unread", "warning",
+              f"column {column!r}: {cells} no number, first {first!r} on {v.where(rows)}: not stored as driver "
+              "values (the column's other values and these rows' actuals are)", column=column, n_rows=len(rows),
+              positions=rows)
 
     # stream key ------------------------------------------------------------------------------------------
     bad = np.flatnonzero(id_missing)

@@ -289,7 +289,9 @@ class FleetData:
             return
         missing = [c for c in columns if c not in frame.columns]
         if missing:
-            raise ValueError(f"driver column(s) {missing} are not in the data (columns: {list(frame.columns)})")
+            raise ValueError(f"driver column(s) {missing} are not in the data as numbers (columns read: "
+                             f"{list(frame.columns)}; a column of mostly text is not read, and its name is in the "
+                             "validation's columns-dropped finding)")
         parts = [pd.DataFrame({"s": self.stream_of_row, "ds": self.ds, "src": 0,
                                **{c: pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64)
                                   for c in columns}})]
