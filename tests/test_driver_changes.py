@@ -204,3 +204,29 @@ def test_the_cli_says_when_a_declared_driver_column_holds_text(tmp_path, data):
     assert "note: declared driver column(s) temp (mlma.toml [data]) hold text, not numbers, in history.csv" \
         in done.stdout, done.stdout
     assert "columns-dropped" in done.stdout and "first value '" in done.stdout
+
+
+def test_a_future_value_far_outside_the_streams_window_fails_that_forecast_with_a_reason(tmp_path, data):
+    """A campaign share sent in percent (80 for 0.8) or a temperature in the wrong unit was forecast from: a
+    forecast 100 times the stream's history, served without a word. Now that stream's forecast is refused and
+    escalated with the driver, the time and the window's values; the other streams are forecast as before."""
+    root = make_project(tmp_path / "p", '["promo", "temp"]')
+    step(root, data, FIRST_TICK)
+    days = day_of(data)
+    plan = data.loc[days == FIRST_TICK + 1, ["unique_id", "ds", "promo", "temp"]].reset_index(drop=True)
+    plan.loc[plan["unique_id"] == "s1", "promo"] = 80.0
+    config = load_config(root)
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        store.ingest_frame(data[days == FIRST_TICK], "day")
+        store.ingest_future(plan, source="plan in percent")
+        result = live.step()
+        forecasts = store.forecasts(result.tick)
+        escalations = store.escalations()
+        culprit = int(store.stream_ids(["s1"])[0])
+    assert result.summary.forecast_failures == 1
+    failed = escalations[escalations["kind"] == "forecast-failed"]
+    assert failed["stream_id"].tolist() == [culprit]
+    assert "the future value of driver 'promo' at 2025-04-01T00:00" in failed["message"].iloc[0]
+    assert "far outside the values of the stream's window (0 to 1)" in failed["message"].iloc[0]
+    assert sorted(set(forecasts["stream_id"])) == sorted({0, 1, 2, 3} - {culprit})
+    assert np.isfinite(forecasts["y_hat"]).all()

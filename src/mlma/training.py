@@ -75,6 +75,39 @@ class FittedModel:
     short_history: bool = False
 
 
+#: A future driver value further outside the values of the stream's window than this many times their scale
+#: (the larger of their span and their bounds' sizes, as ``IngestLimits.value_range_factor`` judges ``y``) is
+#: taken for a file's error (a unit, a percent for a share, an overflow), not forecast from.
+DRIVER_RANGE_FACTOR = 10.0
+
+
+def _implausible_drivers(X: np.ndarray | None, future_X: np.ndarray | None, names, future_ds) -> str | None:
+    """Why a forecast must not be made from these future driver values, or None: a value far outside what the
+    stream's history window holds of that driver (:data:`DRIVER_RANGE_FACTOR`), which a model would extrapolate
+    into an absurd forecast. A driver the window holds no value or only one value of is not judged.
+
+    >>> X = np.array([[0.0, 10.0], [1.0, 20.0]])
+    >>> when = np.array(["2025-01-01T05"], "M8[h]")
+    >>> _implausible_drivers(X, np.array([[1.0, 25.0]]), ("campaign", "temp"), when)
+    >>> print(_implausible_drivers(X, np.array([[80.0, 25.0]]), ("campaign", "temp"), when))  # doctest: +ELLIPSIS
+    the future value of driver 'campaign' at 2025-01-01T05 is 80, far outside ... window (0 to 1): ...
+    """
+    if X is None or future_X is None or not X.size or not future_X.size:
+        return None
+    known = np.isfinite(X)
+    lo, hi = np.where(known, X, np.inf).min(axis=0), np.where(known, X, -np.inf).max(axis=0)
+    judged = hi > lo  # two different values at least (none: lo is inf)
+    with np.errstate(invalid="ignore"):
+        scale = np.where(judged, np.maximum(hi - lo, np.maximum(np.abs(lo), np.abs(hi))), 0.0)
+    far = judged & ((future_X < lo - DRIVER_RANGE_FACTOR * scale) | (future_X > hi + DRIVER_RANGE_FACTOR * scale))
+    if not far.any():
+        return None
+    row, c = np.argwhere(far)[0]
+    return (f"the future value of driver {names[c]!r} at {np.datetime_as_string(np.asarray(future_ds)[row])} is "
+            f"{future_X[row, c]:.6g}, far outside the values of the stream's window ({lo[c]:.6g} to {hi[c]:.6g}): a "
+            "file's error (units, a percent for a share)? Correct it with mlma ingest --future")
+
+
 class ExecutorUnavailableError(ValueError):
     """The executor that was asked for cannot be built: a missing extra, or a cluster that does not answer.
 
@@ -1190,6 +1223,9 @@ class ModelService:
             future_X, filled = self.fleet.future_driver_values(key.stream, target_tick, self.ctx.season_length)
             if filled:
                 self.driver_fills[target_tick] = self.driver_fills.get(target_tick, 0) + filled
+        problem = _implausible_drivers(X, future_X, self.ctx.drivers.columns, future)
+        if problem is not None:
+            raise ValueError(problem)
         if columns is not None:
             X, future_X = X[:, columns], future_X[:, columns]
         y_hat = np.asarray(model.predict(hist.ds, hist.y, future, X, future_X), dtype=np.float64)
