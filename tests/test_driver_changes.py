@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlma.data import DataError
 from mlma.fleet import FleetData
 from mlma.live import LiveAgent
 from mlma.models import Drivers
@@ -230,3 +231,73 @@ def test_a_future_value_far_outside_the_streams_window_fails_that_forecast_with_
     assert "far outside the values of the stream's window (0 to 1)" in failed["message"].iloc[0]
     assert sorted(set(forecasts["stream_id"])) == sorted({0, 1, 2, 3} - {culprit})
     assert np.isfinite(forecasts["y_hat"]).all()
+
+
+def test_infinite_driver_values_are_refused_in_a_future_file_and_said_in_actuals(tmp_path):
+    store = Store.create(f"sqlite:///{tmp_path}/s.db")
+    ds = pd.date_range("2025-01-01", periods=48, freq="h")
+    actuals = pd.DataFrame({"unique_id": "a", "ds": ds, "y": 1.0, "rain": np.r_[np.inf, np.zeros(47)]})
+    report = store.ingest_file(actuals)
+    unread = report.validation.by_code("values-unread")
+    assert len(unread) == 1 and unread[0].column == "rain" and "first 'inf'" in unread[0].message
+    assert len(store.driver_values(["rain"])) == 47
+    plan = tmp_path / "plan.csv"
+    pd.DataFrame({"unique_id": "a", "ds": ds[-1] + pd.to_timedelta([1, 2], "h"), "rain": [0.5, float("inf")]}) \
+        .to_csv(plan, index=False)
+    with pytest.raises(DataError, match=r"driver column 'rain' has 1 infinite value\(s\), first 'inf' on line/row 3"):
+        store.ingest_future(plan)
+    assert len(store.driver_values(["rain"])) == 47  # nothing of the file was stored
+    store.close()
+
+
+def test_a_daily_calendar_in_an_hourly_project_is_noted(tmp_path):
+    store = Store.create(f"sqlite:///{tmp_path}/s.db")
+    ds = pd.date_range("2025-01-01", periods=48, freq="h")
+    store.ingest_file(pd.DataFrame({"unique_id": "a", "ds": ds, "y": 1.0}))
+    days = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2025-01-03", periods=3, freq="D"), "campaign": 1.0})
+    report = store.ingest_future(days)
+    assert any(note.startswith("every row is at midnight, one per stream and day, but the project steps every "
+                               "1 hour") for note in report.notes), report.notes
+    hourly = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2025-01-03", periods=24, freq="h"), "campaign": 1.0})
+    assert not any("midnight" in note for note in store.ingest_future(hourly).notes)
+    store.close()
+
+
+def test_the_holidays_error_names_the_unknown_subdivision_not_the_country():
+    from mlma.models.features import check_holiday_country
+
+    with pytest.raises(ValueError, match=r"holidays='US-XX': country 'US' has no subdivision 'XX' .*\(it has AK, AL"):
+        check_holiday_country("US-XX")
+    assert check_holiday_country("US-CA") == "US-CA"
+
+
+def test_ingest_notes_for_drivers_that_no_model_uses(tmp_path, data, caplog):
+    """Undeclared numeric columns of actuals are stored and said; a declared historical driver's values known in
+    advance are not what models use, and are said; a model that takes no drivers is said once by the tick."""
+    import logging
+    import subprocess
+    import sys
+
+    mlma = str(Path(sys.executable).parent / "mlma")
+    root = make_project(tmp_path / "p", '["promo"]')
+    text = (root / "mlma.toml").read_text()
+    (root / "mlma.toml").write_text(re.sub(r"(?m)^historical_drivers = .*$", 'historical_drivers = ["temp"]', text))
+    days = day_of(data)
+    data[days < FIRST_TICK].assign(wind=1.0).to_csv(root / "history.csv", index=False)
+    done = subprocess.run([mlma, "ingest", "history.csv"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "note: column(s) wind are stored as observed driver values but not declared" in " ".join(
+        done.stdout.split()), done.stdout
+    data.loc[days == FIRST_TICK, ["unique_id", "ds", "promo", "temp"]].to_csv(root / "plan.csv", index=False)
+    done = subprocess.run([mlma, "ingest", "--future", "plan.csv"], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "note: column(s) temp are declared historical drivers" in " ".join(done.stdout.split()), done.stdout
+    text = (root / "mlma.toml").read_text()
+    (root / "mlma.toml").write_text(text.replace('spec = "ridge"', 'spec = "seasonal-naive"'))
+    config = load_config(root)
+    with caplog.at_level(logging.WARNING, logger="mlma.live"), Store.open(config.store_url) as store, \
+            LiveAgent(config, store=store) as live:
+        live.step()
+    said = [r.getMessage() for r in caplog.records if "takes no drivers" in r.getMessage()]
+    assert len(said) == 1 and "'seasonal-naive' takes no drivers" in said[0], said

@@ -529,7 +529,8 @@ def ingest(
                   f"{report.rows_unchanged:,} unchanged, {report.rows_dropped:,} dropped rows; "
                   f"{report.new_streams:,} new streams")
     declared = config.drivers().columns
-    present = set(_columns_besides_keys(data, d)) if declared else set()
+    given = [c for c in _columns_besides_keys(data, d) if c != d.target_col]
+    present = set(given)
     absent = [c for c in declared if c not in present]
     if absent:
         # markup=False: rich would take "[data]" for a style tag and drop it.
@@ -538,7 +539,13 @@ def ingest(
                       "nobody ingested from a season earlier, else the last known one; docs/data.md)",
                       markup=False, highlight=False)
     if report.validation is not None:
-        text = [f.column for f in report.validation.findings if f.code == "columns-dropped" and f.column in declared]
+        dropped = {f.column for f in report.validation.findings if f.code == "columns-dropped"}
+        text = [c for c in declared if c in dropped]
+        undeclared = [c for c in given if c not in declared and c not in dropped]
+        if undeclared:
+            console.print(f"note: column(s) {', '.join(undeclared)} are stored as observed driver values but not "
+                          "declared in [data] drivers of mlma.toml, so no model uses them", markup=False,
+                          highlight=False)
         if text:
             console.print(f"note: declared driver column(s) {', '.join(text)} (mlma.toml [data]) hold text, not "
                           f"numbers, in {data.name}: none of their values were stored (the finding below shows one; "
@@ -595,8 +602,10 @@ def _ingest_future(config, data: Path) -> None:
     if report.duplicate:
         console.print(f"{data}: already ingested (same content); nothing changed")
         return
-    declared = set(config.drivers().future)
-    columns = [c for c in _columns_besides_keys(data, d) if c not in declared]
+    drivers = config.drivers()
+    given = _columns_besides_keys(data, d)
+    columns = [c for c in given if c not in drivers.columns]
+    historical = [c for c in given if c in drivers.historical]
     console.print(f"{data}: {report.rows_new:,} future driver values for {report.n_streams:,} streams"
                   + (f", {report.first_ds} to {report.last_ds}" if report.first_ds is not None else ""))
     for note in report.notes:  # what was skipped and why, or repaired
@@ -605,6 +614,10 @@ def _ingest_future(config, data: Path) -> None:
         # markup=False: rich would take "[data]" for a style tag and drop it.
         console.print(f"note: column(s) {', '.join(columns)} are stored but not declared in [data] drivers of "
                       "mlma.toml, so no model uses them", markup=False, highlight=False)
+    if historical:
+        console.print(f"note: column(s) {', '.join(historical)} are declared historical drivers (mlma.toml [data] "
+                      "historical_drivers): models use their observed values only, lagged, not values known in "
+                      "advance; declare them in [data] drivers to use these", markup=False, highlight=False)
 
 
 def _columns_besides_keys(data: Path, d) -> list[str]:

@@ -423,6 +423,12 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
         for c in extra:
             if pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c]):
                 keep.append(c)
+                if pd.api.types.is_float_dtype(frame[c]):  # inf is no value: read as missing, and said
+                    values = frame[c].to_numpy(dtype=np.float64, na_value=np.nan)
+                    bad = np.flatnonzero(np.isinf(values))
+                    if bad.size:
+                        numbers[c] = pd.Series(np.where(np.isinf(values), np.nan, values), index=frame.index)
+                        unread[str(c)] = (bad, str(frame[c].iloc[bad[0]]))
                 continue
             # A column of numbers with a few cells of text (a typo, "n/a") keeps its numbers; the cells that are
             # no number are reported. A column of mostly text (a region's name, "3,5" decimals) is dropped.
@@ -2149,6 +2155,11 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
             raise DataError(f"{label}: driver column {c!r} has {bad.size} non-numeric value(s), first "
                             f"{frame[c].iloc[bad[0]]!r} on line/row {line(bad[0])}", source=label, column=str(c),
                             rows=[line(i) for i in bad[:20]])
+        bad = np.flatnonzero(np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)))
+        if bad.size:
+            raise DataError(f"{label}: driver column {c!r} has {bad.size} infinite value(s), first "
+                            f"{str(frame[c].iloc[bad[0]])!r} on line/row {line(bad[0])}: give a number, or leave the cell "
+                            "empty (not known)", source=label, column=str(c), rows=[line(i) for i in bad[:20]])
         out[str(c)] = values.to_numpy(dtype=np.float64)
     dup = np.flatnonzero(out.duplicated([ID, TIME], keep=False).to_numpy())
     if dup.size:

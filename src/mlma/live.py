@@ -162,6 +162,7 @@ class LiveAgent:
         #: The declared drivers (future, historical) every model in service was last checked against, and the
         #: versions loaded since, whose drivers are not checked yet (:meth:`_refit_for_drivers`).
         self._drivers_checked: tuple | None = None
+        self._said_drivers_unused = False
         self._unchecked_loads: set[tuple[int, int]] = set()
         self.notifier = notifier if notifier is not None else _project_notifier(config, self.store)
         from mlma.mlflow_sync import project_sync  # does not import mlflow itself
@@ -573,6 +574,12 @@ class LiveAgent:
                                model_params=cfg.model_params(), window_steps=timing.most_steps,
                                stores_models=True,
                                renew_executor=self._renew_executor if self._own_executor and not inline else None)
+        if drivers and not service.wants_drivers and not self._said_drivers_unused:
+            self._said_drivers_unused = True  # once per process
+            log.warning("the model %r takes no drivers: the drivers declared in mlma.toml ([data] drivers %s, "
+                        "historical_drivers %s) are not used by its forecasts, and event drivers are not discounted "
+                        "from its losses; use a model that takes them (ridge, lightgbm, docs/models.md)",
+                        cfg.model.spec, list(drivers.future), list(drivers.historical))
         try:
             policy = cfg.build_policy()
         except ValueError as exc:

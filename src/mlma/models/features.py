@@ -357,6 +357,10 @@ def check_holiday_country(country) -> str:
     Traceback (most recent call last):
     ...
     ValueError: holidays='XX': the holidays package has no calendar for country 'XX' (use an ISO 3166-1 code such as 'DE', optionally with a subdivision: 'US-CA')
+    >>> check_holiday_country("DE-XX")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: holidays='DE-XX': country 'DE' has no subdivision 'XX' in the holidays package (it has ...)
     """
     import holidays
 
@@ -364,12 +368,20 @@ def check_holiday_country(country) -> str:
         raise ValueError(f"holidays must be a country code such as 'DE' or 'US-CA', got {country!r}")
     code, subdiv = _split_country(country)
     try:
-        holidays.country_holidays(code, subdiv=subdiv, years=2000)
+        holidays.country_holidays(code, years=2000)
     except NotImplementedError:
         raise ValueError(f"holidays={country!r}: the holidays package has no calendar for country {code!r} (use "
                          "an ISO 3166-1 code such as 'DE', optionally with a subdivision: 'US-CA')") from None
     except (ValueError, KeyError) as exc:
         raise ValueError(f"holidays={country!r}: {exc}") from None
+    if subdiv is not None:
+        try:
+            holidays.country_holidays(code, subdiv=subdiv, years=2000)
+        except (NotImplementedError, ValueError, KeyError):
+            known = sorted(holidays.country_holidays(code, years=2000).subdivisions)
+            raise ValueError(f"holidays={country!r}: country {code!r} has no subdivision {subdiv!r} in the holidays "
+                             f"package" + (f" (it has {', '.join(known[:12])}" + (", ..." if len(known) > 12 else "")
+                                           + ")" if known else "")) from None
     return code if subdiv is None else f"{code}-{subdiv}"
 
 

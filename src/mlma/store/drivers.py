@@ -89,6 +89,34 @@ def check_future_times(frame: pd.DataFrame, clock, source: str) -> None:
                         unique_id=str(frame["unique_id"].iloc[first]))
 
 
+def calendar_note(frame: pd.DataFrame, clock) -> str | None:
+    """A note when a file of future values looks like a daily calendar in a project whose grid is finer (every
+    row at midnight, one a stream and day): each value applies to its own timestamp only, so the day's other
+    hours get none (they are filled, or 0 for an event driver), which is seldom what was meant.
+
+    >>> from types import SimpleNamespace
+    >>> days = pd.DataFrame({"unique_id": "a", "ds": pd.date_range("2025-01-01", periods=3, freq="D")})
+    >>> calendar_note(days, SimpleNamespace(freq="h")).split(":")[0]
+    'every row is at midnight, one per stream and day, but the project steps every 1 hour'
+    >>> calendar_note(days, SimpleNamespace(freq="D")) is None
+    True
+    """
+    if clock is None or not len(frame):
+        return None
+    try:
+        step = pd.Timedelta(pd.tseries.frequencies.to_offset(clock.freq))
+    except ValueError:  # months, quarters: no fixed step, and finer than a day they are not
+        return None
+    ds = pd.DatetimeIndex(frame["ds"])
+    if step >= pd.Timedelta("1D") or (ds != ds.normalize()).any():  # (unique_id, ds) is unique: one a day
+        return None
+    hours = step.total_seconds() / 3600
+    every = f"{hours:g} hour" + ("s" if hours != 1 else "") if hours >= 1 else f"{step.total_seconds() / 60:g} min"
+    return (f"every row is at midnight, one per stream and day, but the project steps every {every}: a value "
+            f"applies to its own timestamp only, so the day's other steps get none (filled: an event driver's with "
+            f"0, another's from a season earlier). A daily calendar needs one row per step of the day")
+
+
 def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
     """Store a checked frame of future driver values (:func:`mlma.data.read_future_drivers`) as one ingest.
 
@@ -102,6 +130,9 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
     columns = [c for c in frame.columns if c not in ("unique_id", "ds")]
     rows_read, findings = len(frame), []
     zones = frame.attrs.get("timezone_note")  # read_future_drivers converted zones to UTC, as the actuals' were
+    calendar = calendar_note(frame, store.clock())
+    if calendar:
+        findings.append({"code": "daily-calendar", "severity": "warning", "message": calendar})
     if zones:
         findings.append({"code": "timezone-converted", "severity": "repaired",
                          "message": f"timestamps carried time zones: {zones} and made tz-naive, as this project's "
