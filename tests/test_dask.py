@@ -398,3 +398,81 @@ def test_a_forecast_failing_inside_a_shard_on_the_cluster_costs_only_its_stream(
     np.testing.assert_array_equal(got, expected)
     assert np.isnan(got[s_bad]).all() and np.isfinite(np.delete(got, s_bad, axis=0)).all()
     assert service.forecast_failures == {(keys[s_bad], 13): "RuntimeError: refusing to forecast the marked stream"}
+
+
+class HangingRidge(RidgeForecaster):
+    """Ridge whose fit of the stream with the highest mean hangs (sleeps ``hang`` seconds): a fit that never
+    ends on its worker, which Dask cannot stop."""
+
+    def __init__(self, ctx: ForecastContext, hang_above: float = np.inf, hang: float = 0.0, **options):
+        super().__init__(ctx, **options)
+        self.hang_above, self.hang = hang_above, hang
+
+    def fit(self, ds, y, X=None):
+        if np.nanmean(y) > self.hang_above:
+            time.sleep(self.hang)
+        return super().fit(ds, y, X)
+
+
+@needs_dask
+def test_a_fit_that_hangs_on_the_cluster_costs_its_chunk_and_the_forecasts_do_not_wait_behind_it(cluster, fleet):
+    """fit_timeout bounds the fits on a cluster, and the forecasts that follow: they are not sent to workers
+    that may still run the abandoned fit (before, they queued behind it, and the tick waited for ever)."""
+    keys = _keys(fleet)
+    means = [np.nanmean(fleet.history(k.stream, k.end_tick, 14).y) for k in keys]
+    threshold = float(np.sort(means)[-2] + np.sort(means)[-1]) / 2  # only the busiest stream hangs
+    with distributed.Client(cluster, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+        executor = DaskExecutor(client)
+        service = ModelService(fleet, HangingRidge, CTX, train_window_ticks=14, executor=executor, fit_timeout=8,
+                               model_params={"hang_above": threshold, "hang": 120.0})
+        started = time.monotonic()
+        fitted = service.fit(keys, on_error="skip")
+        served = [k for k, f in zip(keys, fitted) if f is not None]
+        forecasts = service.predict_many(served, END_TICK + 1)
+        took = time.monotonic() - started
+        # End the worker that still sleeps in the abandoned fit (its nanny starts another).
+        busy = [worker for worker, tasks in client.processing().items() if tasks]
+        for pid in client.run(os.getpid, workers=busy).values():
+            os.kill(pid, signal.SIGKILL)
+    assert service.timed_out and len(served) < len(keys)
+    assert all("no result within fit_timeout=8 s" in service.failures[k] for k in keys if k not in served)
+    assert np.isfinite(forecasts).all()
+    assert took < 60, f"the fits and forecasts took {took:.0f} s; the hung fit sleeps 120 s"
+
+
+def test_an_address_that_answers_but_is_no_scheduler_is_refused_in_bounded_time():
+    """The Dask dashboard's port (an HTTP server) for the scheduler's: the client's handshake never ended."""
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ExecutorUnavailableError, match=r"answers, but no Dask scheduler replied within 7 s"):
+            make_executor(f"dask://127.0.0.1:{server.server_address[1]}", connect_timeout=2)
+        assert time.monotonic() - started < 30
+    finally:
+        server.shutdown()
+
+
+@needs_dask
+def test_a_live_agent_makes_a_new_client_after_its_scheduler_was_lost(cluster, tmp_path):
+    """Dask closes a client whose scheduler stayed away longer than it waits; `mlma run` kept that client and
+    failed every tick after the cluster came back ("Client is closed"). The agent now makes a new one."""
+    from mlma.live import LiveAgent
+    from mlma.project import init_project, load_config
+    from mlma.training import executor_usable
+
+    root = tmp_path / "p"
+    init_project(root, model="ridge")
+    config = load_config(root)
+    address = "dask://" + cluster.scheduler_address.split("://", 1)[1]
+    with LiveAgent(config, executor=address) as live:
+        first = live.executor()
+        assert executor_usable(first)
+        first.client.close()  # as Dask does after its reconnection attempts failed
+        assert not executor_usable(first)
+        second = live.executor()
+        assert second is not first and executor_usable(second) and second.submit(sum, [1, 2]).result() == 3

@@ -807,8 +807,8 @@ def tick(
 ) -> None:
     """Run the next due tick: score, test, re-train, check challengers, forecast; commit it all at once.
 
-    Prints each tick as it commits. Exits 0 when a tick ran, 2 when mlma.toml or an option cannot work (the
-    message names it), 3 when none was due (data for the next tick not complete), 4 when another agent holds
+    Prints each tick as it commits. Exits 0 when a tick ran, 2 when mlma.toml or an option cannot work, or the
+    executor's cluster cannot be reached (the message names it), 3 when none was due (data for the next tick not complete), 4 when another agent holds
     the tick lock, 5 when the next tick is held because nearly all served streams have no data in it (run
     again with --allow-no-data once a person decided it should run), 130 on Ctrl-C and 143 on SIGTERM (the
     running tick is not committed, unless the stop came after its commit: the message says which).
@@ -818,6 +818,7 @@ def tick(
     from mlma.live import LiveAgent, NotReady, TickHeld
     from mlma.project import ConfigError
     from mlma.store import LockHeld
+    from mlma.training import ExecutorUnavailableError
 
     if (by is not None or reason is not None) and not allow_no_data:
         _fail("--by and --reason go with --allow-no-data (they are what the audit log records for it)")
@@ -853,7 +854,7 @@ def tick(
         except TickHeld as exc:
             console.print(f"[yellow]{exc}[/yellow]" + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
             raise typer.Exit(code=5)
-        except ConfigError as exc:
+        except (ConfigError, ExecutorUnavailableError) as exc:  # a cluster that cannot be reached: said in a line
             _fail(str(exc) + (f" ({len(ran)} tick(s) ran before)" if ran else ""))
         except NotReady as exc:
             console.print(f"nothing to do: {escape(str(exc))}")

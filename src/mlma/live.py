@@ -64,7 +64,8 @@ from mlma.store.glance import NextTick
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
 from mlma.store.state import StateEncoding
 from mlma.store.window import ObservationWindow
-from mlma.training import FittedModel, ModelKey, ModelService, make_executor, terminate_executor
+from mlma.training import (FittedModel, ModelKey, ModelService, executor_usable, make_executor,
+                           terminate_executor)
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,8 @@ class LiveAgent:
         self._executor_spec = executor if executor is not None else config.agent.executor
         self._own_executor = executor is None or isinstance(executor, str)
         self._executor = None
+        #: The executor may hold a fit that ran past its timeout, or was stopped: made afresh after the tick.
+        self._executor_dirty = False
         #: The last tick this agent committed (None: none yet), set as its transaction returns.
         self.last_committed: int | None = None
         self._loaded: dict[tuple[int, int], FittedModel] = {}
@@ -474,7 +477,7 @@ class LiveAgent:
         if self.notifier is not None and hasattr(self.notifier, "close"):
             self.notifier.close(timeout=10)
         if self._executor is not None and self._own_executor:
-            if getattr(self, "_executor_dirty", False):
+            if self._executor_dirty:
                 terminate_executor(self._executor)
             elif hasattr(self._executor, "shutdown"):
                 self._executor.shutdown()
@@ -499,6 +502,14 @@ class LiveAgent:
             yield lease
 
     def executor(self):
+        """The executor of this agent's fits (made at first use). One it made itself that can no longer take
+        work is made again: a Dask client closed after its scheduler was lost for a while (the cluster may be
+        back), a process pool that broke."""
+        if self._executor is not None and self._own_executor and not executor_usable(self._executor):
+            log.warning("the executor %r can no longer take work (its cluster was lost, or its pool broke): "
+                        "making a new one", self._executor_spec)
+            terminate_executor(self._executor)
+            self._executor = None
         if self._executor is None:
             self._executor = make_executor(self._executor_spec)
         return self._executor
@@ -525,7 +536,7 @@ class LiveAgent:
                 self._executor_dirty = True
             self._record_failure(k, exc, lease)
             raise
-        if getattr(self, "_executor_dirty", False) and self._own_executor and self._executor is not None:
+        if self._executor_dirty and self._own_executor and self._executor is not None:
             # A timed-out fit may still occupy a worker: the next tick gets a fresh pool.
             terminate_executor(self._executor)
             self._executor, self._executor_dirty = None, False

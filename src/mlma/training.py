@@ -19,6 +19,7 @@ import dataclasses
 
 import math
 import pickle
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -198,13 +199,32 @@ class DaskExecutor(Executor):
             message names the address.
         """
         Client = _import_dask_client(address)
-        try:
-            client = Client(address, timeout=timeout, set_as_default=False)
-        except (OSError, TimeoutError) as exc:
+        # Dask's timeout covers reaching the address, not a handshake that never ends: a service that is no
+        # scheduler (its dashboard's port, 8787, for 8786) kept the client waiting for ever. Our own deadline.
+        made: dict = {}
+
+        def connect() -> None:
+            try:
+                made["client"] = Client(address, timeout=timeout, set_as_default=False)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+                made["error"] = exc
+
+        thread = threading.Thread(target=connect, name="mlma-dask-connect", daemon=True)
+        thread.start()
+        thread.join(timeout + 5.0)
+        if thread.is_alive():
             raise ExecutorUnavailableError(
-                f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({exc}); start one with "
+                f"{address} answers, but no Dask scheduler replied within {timeout + 5.0:g} s: is it another "
+                f"service (the Dask dashboard's port, 8787 by default, instead of the scheduler's, 8786)?")
+        error = made.get("error")
+        if isinstance(error, (OSError, TimeoutError)):
+            raise ExecutorUnavailableError(
+                f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({error}); start one with "
                 f"'dask scheduler' and workers with 'dask worker {address}', or check the host and port"
-            ) from exc
+            ) from error
+        if error is not None:
+            raise error
+        client = made["client"]
         executor = cls(client, close_client=True)
         executor.check_workers()
         return executor
@@ -217,6 +237,12 @@ class DaskExecutor(Executor):
     def slots(self) -> int:
         """Worker threads in the cluster now (at least 1): the number of chunks that can run at once."""
         return max(1, sum(self.client.nthreads().values()))
+
+    @property
+    def usable(self) -> bool:
+        """Whether the client is still connected: Dask closes one that lost its scheduler for longer than it
+        waits to reconnect, and a closed client never connects again (a new executor must be made)."""
+        return not self._closed and self.client.status in ("running", "connecting")
 
     def check_workers(self) -> None:
         """Warn when the cluster has no worker yet; fail when a worker cannot import mlma.
@@ -250,7 +276,8 @@ class DaskExecutor(Executor):
         if self._closed:
             return
         self._closed = True
-        self._executor.shutdown(wait=wait and not cancel_futures)
+        if self.client.status in ("running", "connecting"):  # a closed client's calls are gone with it
+            self._executor.shutdown(wait=wait and not cancel_futures)
         if self.close_client:
             self.client.close()
 
@@ -398,11 +425,12 @@ def _pool_broken(executor: Executor) -> bool:
 
 
 def _submit(executor: Executor, fn, *args) -> Future:
-    """``executor.submit``; a pool that broke earlier gives a failed future (its chunk fails, named, like the
-    chunks a worker's death failed) instead of an error that stops the whole call."""
+    """``executor.submit``; a pool that broke earlier, or a cluster that went away, gives a failed future (its
+    chunk fails, named, like the chunks a worker's death failed) instead of an error that stops the whole
+    call."""
     try:
         return executor.submit(fn, *args)
-    except BrokenProcessPool as exc:
+    except Exception as exc:  # noqa: BLE001 - a broken pool, a cluster gone (a closed client): that chunk fails
         failed: Future = Future()
         failed.set_exception(exc)
         return failed
@@ -432,11 +460,24 @@ def _is_dask_client(obj) -> bool:
 
 
 def _slots(executor: Executor) -> int:
-    """How many chunks ``executor`` runs at once (1 when unknown)."""
+    """How many chunks ``executor`` runs at once (1 when unknown, or when a cluster cannot be asked: its
+    submissions then fail, each chunk named)."""
     if isinstance(executor, ProcessPoolExecutor):
         return executor._max_workers
-    slots = getattr(executor, "slots", 1)
-    return max(1, int(slots))
+    try:
+        return max(1, int(getattr(executor, "slots", 1)))  # an executor may say how many (DaskExecutor does)
+    except Exception:  # noqa: BLE001 - a cluster whose scheduler is gone: the chunks fail when submitted
+        return 1
+
+
+def executor_usable(executor: Executor | None) -> bool:
+    """Whether ``executor`` can take work: not a process pool that broke, not a Dask executor whose client
+    was closed (its scheduler was lost for good). An owner makes a new one otherwise."""
+    if isinstance(executor, ProcessPoolExecutor):
+        return not _pool_broken(executor)
+    if isinstance(executor, DaskExecutor):
+        return executor.usable
+    return executor is not None
 
 
 def split_chunks(jobs: list, chunk_size: int, min_chunks: int = 1) -> list[list]:
@@ -1246,10 +1287,13 @@ class ModelService:
         the whole fleet's would have. Inside a shard each stream's failure is its own
         (:func:`predict_fleet_isolated`). A shard that fails as a whole on the executor (a lost worker, a
         model that cannot be sent there) is forecast again in this process, so that the tick does not depend
-        on the cluster's health; a warning names its streams.
+        on the cluster's health; a warning names its streams. So is one still not back ``fit_timeout`` seconds
+        after the shards were sent; and after a fit ran past ``fit_timeout`` the shards are not sent at all:
+        its worker may still be busy (a cluster cannot stop a running task), and they would wait behind it.
         """
         slots = _slots(self.executor)
-        parallel = self.shard_forecasts and slots > 1 and len(models) >= max(self.parallel_threshold, slots)
+        parallel = (self.shard_forecasts and not self.timed_out and slots > 1
+                    and len(models) >= max(self.parallel_threshold, slots))
         executor = self.executor if parallel else self._inline
         shards = split_chunks(list(range(len(models))), self.predict_chunk_size, slots if parallel else 1)
         grid = HistoryGrid(self.fleet, [key.stream for key in keys], target_tick, window)
@@ -1259,11 +1303,19 @@ class ModelService:
                     for shard, part in zip(shards, parts)] if parallel else None)
         out = np.full((len(models), self.fleet.steps_in_tick(target_tick)), np.nan)
         errors: dict[int, str] = {}
+        deadline = None if self.fit_timeout is None else time.monotonic() + self.fit_timeout
         for n_shard, shard in enumerate(shards):
             part = parts[n_shard] if parallel else grid.shard(shard)
             try:
-                values, shard_errors = (futures[n_shard].result() if parallel
-                                        else executor.submit(_predict_shard, [models[i] for i in shard], part).result())
+                if parallel:
+                    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                    try:
+                        values, shard_errors = futures[n_shard].result(timeout=wait)
+                    except FutureTimeout:
+                        futures[n_shard].cancel()
+                        raise TimeoutError(f"no forecasts within fit_timeout={self.fit_timeout:g} s") from None
+                else:
+                    values, shard_errors = executor.submit(_predict_shard, [models[i] for i in shard], part).result()
             except Exception as exc:  # noqa: BLE001 - the shard as a whole: forecast it here instead
                 ids = [str(self.fleet.ids[keys[i].stream]) for i in shard]
                 warnings.warn(f"forecasting a shard of {len(ids)} stream(s) on {type(executor).__name__} failed "
