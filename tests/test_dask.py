@@ -476,3 +476,20 @@ def test_a_live_agent_makes_a_new_client_after_its_scheduler_was_lost(cluster, t
         assert not executor_usable(first)
         second = live.executor()
         assert second is not first and executor_usable(second) and second.submit(sum, [1, 2]).result() == 3
+
+
+@needs_dask
+def test_a_scheduler_lost_before_the_fits_fails_them_named_and_the_forecasts_are_made_here(cluster, fleet):
+    """The tick died in asking the lost scheduler for its workers, and the fleet got no forecasts at all; now
+    the fits fail (named, the champions keep serving) and the serving models forecast in this process."""
+    keys = _keys(fleet)
+    inline = ModelService(fleet, RidgeForecaster, CTX, train_window_ticks=14)
+    inline.fit(keys)
+    client = distributed.Client(cluster, set_as_default=False)
+    executor = DaskExecutor(client)
+    client.close()  # the scheduler is gone, for this client
+    service = ModelService(fleet, RidgeForecaster, CTX, train_window_ticks=14, executor=executor)
+    assert service.fit([ModelKey(0, END_TICK - 1)], on_error="skip") == [None]
+    assert service.failures[ModelKey(0, END_TICK - 1)].startswith("ClosedClientError: Client is closed")
+    service._models.update(inline._models)  # the models serving before the cluster was lost
+    np.testing.assert_allclose(service.predict_many(keys, END_TICK + 1), inline.predict_many(keys, END_TICK + 1))

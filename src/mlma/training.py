@@ -1299,7 +1299,7 @@ class ModelService:
         grid = HistoryGrid(self.fleet, [key.stream for key in keys], target_tick, window)
         # In this process one shard's histories at a time: all of them at once would be the fleet's window again.
         parts = [grid.shard(shard) for shard in shards] if parallel else None
-        futures = ([executor.submit(_predict_shard, [models[i] for i in shard], part)
+        futures = ([_submit(executor, _predict_shard, [models[i] for i in shard], part)
                     for shard, part in zip(shards, parts)] if parallel else None)
         out = np.full((len(models), self.fleet.steps_in_tick(target_tick)), np.nan)
         errors: dict[int, str] = {}
