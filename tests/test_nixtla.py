@@ -70,6 +70,9 @@ def test_specs_name_any_statsforecast_model_with_parameters_and_the_season_from_
     ("mlforecast:no_such_module_xyz:make", {}, "cannot import module 'no_such_module_xyz'"),
     ("mlforecast:numbr=3", {}, "built-in mlforecast pipeline.*numbr"),
     ("mlforecast:json:dumps", {}, "cannot be called as|returned"),
+    ("statsforecast:AutoETS:season_length=abc", {}, r"statsforecast AutoETS: season_length must be a whole number"),
+    ("statsforecast:AutoETS:season_length=0", {}, r"statsforecast AutoETS: season_length must be a whole number"),
+    ("statsforecast:CrostonClassic", {}, r"'CrostonClassic' cannot forecast from a fitted model .*no forward"),
 ])
 def test_bad_nixtla_specs_are_named(spec, params, message):
     with pytest.raises(ValueError, match=message):
@@ -119,6 +122,17 @@ def test_one_stream_the_model_cannot_fit_falls_back_alone():
     assert out[1].spec == "seasonal-naive"
     assert re.search("statsforecast AutoETS fit failed: .*negative or zero", out[1].fallback_reason)
     assert out[2].spec == "seasonal-naive" and "needs 48" in out[2].fallback_reason
+
+
+def test_a_forecast_statsforecast_cannot_make_fails_named_instead_of_a_silent_seasonal_naive():
+    """ConstantModel with a text constant fits, then raises in forward(): its forecasts were seasonal naive in
+    the model's name, with no fall-back reason and no escalation. Now predict raises, naming the model."""
+    (y,) = seasonal_streams(1, 24 * 14, seed=4)
+    ds = hours(y.size)
+    outcome = fit_forecaster("statsforecast:ConstantModel:constant=abc", HOURLY, ds, y)
+    assert outcome.fallback_reason is None  # the fit itself succeeds
+    with pytest.raises(ValueError, match=r"statsforecast ConstantModel could not forecast from the recent history"):
+        outcome.model.predict(ds, y, ds[-24:] + np.timedelta64(24, "h"))
 
 
 def test_gaps_and_missing_values_are_filled_on_the_grid():

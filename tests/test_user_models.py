@@ -73,6 +73,12 @@ class ShiftsTheFuture(SeasonalNaive):
         return super().predict(ds, y, future_ds, X, future_X)
 
 
+class AlwaysFallsBack(SeasonalNaive):
+    """A ValueError is "this history cannot support the model": the stream falls back to seasonal naive."""
+    def fit(self, ds, y, X=None):
+        raise ValueError("option 'damping' must be below 1")
+
+
 class ComplexForecasts(SeasonalNaive):
     def predict(self, ds, y, future_ds, X=None, future_X=None):
         y_hat = super().predict(ds, y, future_ds, X, future_X)
@@ -205,3 +211,18 @@ def test_a_backtest_scores_every_other_stream_of_a_model_that_fails_for_one(tmp_
     assert (scored.loc[hostile] == 0).all()
     assert (scored.drop(index=hostile) == TICKS * 24).all().all(), scored
     assert np.isfinite(result.summary[0]["mae"])
+
+
+def test_a_model_that_falls_back_on_every_stream_is_said_with_the_tick(tmp_path, platform, hostile):
+    """A wrong option that every fit refuses put the whole fleet on seasonal naive in the model's place, and the
+    start-up said "10 first models for 10 streams"; now the tick's line says they run on a fall-back, and why."""
+    root = make_project(tmp_path / "p", model="hostile:AlwaysFallsBack")
+    config = load_config(root)
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        store.ingest_frame(next(iter(day_chunks(platform, FIRST_TICK))), "history")
+        started = live.step()
+    assert started.summary.initial_fits == 10
+    assert any(note.startswith("10 of the 10 models fitted this tick run on a fall-back because the model's fit "
+                               "failed (e.g. ") and "option 'damping' must be below 1" in note
+               for note in started.notes), started.notes
+    assert "note: 10 of the 10 models" in str(started)

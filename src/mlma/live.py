@@ -54,6 +54,7 @@ from mlma.escalations import Escalation
 from mlma.fleet import FleetData
 from mlma.heap import LongLivedHeap
 from mlma.models import ForecastContext, fitting_train_window, make_forecaster, spec_name
+from mlma.models.factory import fallback_cause
 from mlma.models.base import DriversChanged, driver_view
 from mlma.policy import Verdict
 from mlma.project import CONFIG_NAME, ConfigError, ProjectConfig
@@ -696,6 +697,15 @@ class LiveAgent:
                       for s, version, slot, message in repair.audit]
             audit += repair.agent_audit
             notes = list(repair.notes)
+            fell_back = [(nm.stream, nm.fitted.fallback_reason) for nm in report.new_models
+                         if fallback_cause(nm.fitted.fallback_reason, nm.fitted.short_history) == "fit failed"]
+            if fell_back:
+                # A model that fails on most streams (a wrong option in [model] spec) serves seasonal naive in its
+                # place: said with the tick, not only on each stream's page.
+                s, why = fell_back[0]
+                notes.append(f"{len(fell_back):,} of the {len(report.new_models):,} models fitted this tick run on "
+                             f"a fall-back because the model's fit failed (e.g. {fleet.ids[s]}: {why}); check [model] "
+                             f"spec in mlma.toml if that is most of them (`mlma versions STREAM` shows each)")
             if change is not None:
                 # Committed with the tick: a crash before the commit finds the old state again and does the same.
                 audit.append({"actor": "agent", "action": "policy-changed", "target": "mlma.toml:agent.policy",

@@ -246,10 +246,15 @@ def _statsforecast_models():
 def _statsforecast_class(name: str):
     models = _statsforecast_models()
     cls = getattr(models, name, None)
-    if not (isinstance(cls, type) and callable(getattr(cls, "fit", None)) and callable(getattr(cls, "forward", None))):
-        known = sorted(n for n, c in vars(models).items()
-                       if isinstance(c, type) and not n.startswith("_") and callable(getattr(c, "forward", None))
-                       and c.__module__ == models.__name__)
+    known = sorted(n for n, c in vars(models).items()
+                   if isinstance(c, type) and not n.startswith("_") and callable(getattr(c, "forward", None))
+                   and c.__module__ == models.__name__)
+    if isinstance(cls, type) and callable(getattr(cls, "fit", None)) and not callable(getattr(cls, "forward", None)):
+        # Croston's family, TSB, ADIDA, IMAPA, MFLES: statsforecast refits them on every forecast; mlma forecasts
+        # from a fitted model and the recent history (forward), which they do not have.
+        raise ValueError(f"statsforecast model {name!r} cannot forecast from a fitted model and a newer history "
+                         f"(it has no forward()), which mlma needs; models that can: {', '.join(known)}")
+    if not (isinstance(cls, type) and callable(getattr(cls, "fit", None))):
         raise ValueError(f"statsforecast has no model {name!r}; models: {', '.join(known)}")
     return cls
 
@@ -308,6 +313,8 @@ class StatsForecastModel(FleetForecaster):
                              f"{', '.join(sorted(accepted))}")
         if "season_length" in accepted and "season_length" not in params:
             params["season_length"] = ctx.season_length
+        if "season_length" in params:
+            params["season_length"] = _season_lengths(params["season_length"], self.name)
         self.params = params
         try:
             self.prototype = cls(**params)
@@ -393,8 +400,11 @@ class StatsForecastModel(FleetForecaster):
                                           "X_future": regressors.ahead(series.future_X)}
         try:
             mean = self.model_.forward(y=series.values, h=int(steps.max()), **exog)["mean"]
-        except Exception:  # noqa: BLE001 - statsforecast raises plain Exceptions for histories it cannot use
-            return _naive_forecast(self.ctx, ds, y, future_ds, self.level_)
+        except Exception as exc:  # noqa: BLE001 - statsforecast raises plain Exceptions for histories it cannot use
+            # Not a seasonal naive in the model's name, which nobody would hear of: the stream's forecast fails,
+            # named (forecast-failed), and the agent deals with it as with any model that cannot forecast.
+            raise ValueError(f"statsforecast {self.name} could not forecast from the recent history: "
+                             f"{type(exc).__name__}: {exc}") from exc
         return np.asarray(mean, dtype=np.float64)[steps - 1]
 
     def __repr__(self) -> str:
@@ -403,6 +413,34 @@ class StatsForecastModel(FleetForecaster):
             shown["use_drivers"] = False
         extra = "".join(f", {k}={v!r}" for k, v in shown.items())
         return f"StatsForecastModel({self.name!r}{extra})"
+
+
+def _season_lengths(value, model: str):
+    """``season_length`` as statsforecast takes it: a whole number >= 1, or a list of them (MSTL), checked with
+    a message naming the parameter and the model (a spec's text such as ``season_length=abc`` failed deep
+    inside int()).
+
+    >>> _season_lengths("24", "AutoETS"), _season_lengths([24, 168], "MSTL")
+    (24, [24, 168])
+    >>> _season_lengths(0, "AutoETS")
+    Traceback (most recent call last):
+    ...
+    ValueError: statsforecast AutoETS: season_length must be a whole number >= 1 (or a list of them), got 0
+    """
+    many = isinstance(value, (list, tuple, np.ndarray))
+    out = []
+    for item in (value if many else [value]):
+        try:
+            number = int(item) if not isinstance(item, bool) and float(item) == int(float(item)) else None
+        except (TypeError, ValueError, OverflowError):
+            number = None
+        if number is None or number < 1:
+            raise ValueError(f"statsforecast {model}: season_length must be a whole number >= 1 (or a list of "
+                             f"them), got {value!r}")
+        out.append(number)
+    if many and not out:
+        raise ValueError(f"statsforecast {model}: season_length must not be an empty list")
+    return out if many else out[0]
 
 
 def _naive_forecast(ctx: ForecastContext, ds, y, future_ds, level: float) -> np.ndarray:
