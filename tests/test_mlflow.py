@@ -153,11 +153,14 @@ def test_a_failed_delivery_is_logged_not_raised_and_completed_next_time_without_
 
         monkeypatch.setattr(sync.client, "create_model_version", flaky)
         report = sync.sync(registry)
-        assert report.error == "OSError: disk full" and report.versions == 4
+        # That stream's items wait for the next publish; the other streams' are delivered (one stream's trouble
+        # used to stop the mirror for the whole fleet).
+        assert report.error.endswith(": OSError: disk full") and report.failed_streams == 1
+        assert (report.versions, report.champions, report.pending) == (11, 11, 2)
         assert "disk full" in caplog.text
         # The next publish (the next tick) delivers the rest; nothing twice.
         report = sync.sync(registry)
-        assert report.error is None and report.versions == 8 and report.champions == 12
+        assert report.error is None and report.versions == 1 and report.champions == 1
         in_mlflow, aliases = mlflow_state(sync)
         assert len(in_mlflow) == 12 and aliases == {uid: 1 for uid in frame["unique_id"].unique()}
         # A fresh process reads back what MLflow holds and has nothing to add.
@@ -184,6 +187,11 @@ def test_an_unreachable_mlflow_never_breaks_the_caller(tmp_path):
     ("[mlflow]\ntracking_uri = 'sqlite:///m.db'\nprefix = 'x'\n", "unknown key 'prefix' in \\[mlflow\\]"),
     ("[mlflow]\ntracking_uri = 'sqlite:///m.db'\nmodel_prefix = 'a/b'\n", "cannot contain"),
     ("[mlflow]\ntracking_uri = 'mlflow.db'\n", "must be a URI"),
+    ("[mlflow]\ntracking_uri = 'htp://typo:5000'\n", "must be a URI .*got 'htp://typo:5000'"),
+    ("[mlflow]\ntracking_uri = 'http://'\n", "must be a URI"),
+    ("[mlflow]\ntracking_uri = 'sqlite:///m.db'\nalias = 'latest'\n", "neither 'latest' nor v<number>"),
+    ("[mlflow]\ntracking_uri = 'sqlite:///m.db'\nalias = 'my champion!'\n", "alias must be letters"),
+    ("[mlflow]\ntracking_uri = 'sqlite:///m.db'\nmax_seconds = inf\n", "max_seconds must be a number of seconds"),
 ])
 def test_bad_mlflow_settings_are_named(tmp_path, section, message):
     root = make_project(tmp_path / "p", mlflow=False)
@@ -233,3 +241,100 @@ def test_a_project_starts_from_a_model_registered_in_mlflow(tmp_path):
                                       "--mlflow-uri", uri])
     assert result.exit_code == 2 and re.search(r"has no model .models:/nope@champion.", " ".join(result.output.split()))
     assert not (tmp_path / "bad" / "mlma.toml").exists()
+
+
+def _started_replica(tmp_path, platform):
+    """A project after its start-up tick (one version per zone), its config and the mirror, synced once."""
+    root = make_project(tmp_path / "p")
+    config = load_config(root)
+    frame = platform[platform["ds"] < platform["ds"].min() + pd.Timedelta(days=FIRST_TICK)]
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        store.ingest_frame(frame, "history")
+        live.step()
+    return config, sorted(frame["unique_id"].unique())
+
+
+def test_one_streams_trouble_in_mlflow_stays_with_that_stream(tmp_path, platform):
+    """A registered model deleted by a person in MLflow, and a model file lost from the artifacts: each stopped
+    the mirror for the whole fleet (for the agent's life, or for good), and a lost file left a run behind on
+    every attempt. Now the other streams are mirrored, and the deleted model is made again."""
+    config, zones = _started_replica(tmp_path, platform)
+    deleted, lost = zones[0], zones[1]
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        sync = project_sync(config)
+        assert sync.sync(registry).error is None
+        sync.client.delete_registered_model(registered_name("mlma.", deleted))
+        for uid in zones:  # a second version of every zone (the lost zone's is not put in service)
+            registry.register(uid, {"refit of": uid}, spec="ridge", promote=uid != lost)
+        registry.artifacts.path(registry.version(lost, 2).artifact_sha256).unlink()
+        report = sync.sync(registry)
+        assert report.failed_streams == 2, report  # the deleted model (until read back) and the lost file
+        assert (report.versions, report.champions) == (len(zones) - 2, len(zones) - 2)
+        again = sync.sync(registry)  # read back: the deleted zone is registered again and gets its versions
+        assert again.failed_streams == 1 and again.error.startswith(f"stream {lost!r}: ArtifactMissing")
+        assert (again.versions, again.champions) == (2, 1)
+        in_mlflow, aliases = mlflow_state(sync)
+        assert set(in_mlflow) == {(uid, v) for uid in zones for v in (1, 2)} - {(lost, 2)}
+        assert aliases == {uid: 1 if uid == lost else 2 for uid in zones}
+        # No run is left behind for the version whose file is lost.
+        runs = sync.client.search_runs([sync._experiment()],
+                                       filter_string=f"tags.`mlma.unique_id` = '{lost}' and tags.`mlma.version` = '2'")
+        assert len(runs) == 0
+
+
+def test_versions_left_for_later_are_read_back_so_another_process_delivering_them_makes_no_duplicates(
+        tmp_path, platform):
+    """The agent's publish runs out of max_seconds; `mlma mlflow sync` then delivers the rest; the agent's next
+    publish delivered them again (its picture of MLflow was kept after a publish that left items)."""
+    import time
+
+    config, zones = _started_replica(tmp_path, platform)
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        for uid in zones:  # the start-up's versions are in MLflow (the agent mirrored them): new ones
+            registry.register(uid, {"refit of": uid}, spec="ridge", promote=True)
+        agent = project_sync(config)
+        object.__setattr__(agent.settings, "max_seconds", 3.0)
+        real = agent.on_version_created
+
+        def slow(version):  # the first delivery outlasts max_seconds: the publish stops after it
+            real(version)
+            time.sleep(3.5)
+
+        agent.on_version_created = slow
+        first = agent.sync(registry)
+        assert first.versions == 1 and first.pending == 2 * len(zones) - 1
+        assert project_sync(config).sync(registry).pending == 0  # the operator's `mlma mlflow sync`
+        agent.on_version_created = real
+        assert (agent.sync(registry).versions, agent.sync(registry).versions) == (0, 0)
+        in_mlflow, aliases = mlflow_state(agent)  # (it fails on a version that is in MLflow twice)
+        assert set(in_mlflow) == {(uid, v) for uid in zones for v in (1, 2)} and set(aliases.values()) == {2}
+
+
+def test_an_mlflow_server_that_never_answers_does_not_hold_the_tick(tmp_path, platform):
+    """A server that accepts connections and never answers held `mlma tick` (and the tick lock) for 4 to 20
+    minutes after the tick was done. Now the tick returns after max_seconds (+5 s) and the sync goes on in the
+    background; the lock is free once the tick is done."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    root = make_project(tmp_path / "p")
+    text = (root / "mlma.toml").read_text().replace('tracking_uri = "sqlite:///mlflow.db"',
+                                                    f'tracking_uri = "http://127.0.0.1:{listener.getsockname()[1]}"')
+    (root / "mlma.toml").write_text(text + "max_seconds = 2\n")
+    config = load_config(root)
+    frame = platform[platform["ds"] < platform["ds"].min() + pd.Timedelta(days=FIRST_TICK)]
+    try:
+        with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+            store.ingest_frame(frame, "history")
+            started = time.monotonic()
+            live.step()
+            took = time.monotonic() - started
+            assert store.lock_holder() is None
+        assert took < 40, f"the tick took {took:.0f} s with max_seconds = 2"
+    finally:
+        listener.close()

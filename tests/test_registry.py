@@ -327,3 +327,17 @@ def test_two_different_moves_at_once_one_wins_and_the_other_is_refused(registry)
     lost = next(o for o in outcomes if isinstance(o, ChampionMoved))
     assert "serves now, although none did when this promote was asked" in str(lost)
     assert len(registry.history("zone-2")) == 1
+
+
+def test_champions_read_when_one_version_has_no_training_span(registry):
+    """A version registered without its training span (a model imported from MLflow, the Python API) beside
+    versions with one: reading the champions failed ("Could not convert object to NumPy datetime"), and with it
+    the MLflow mirror of the whole fleet."""
+    registry.store.ingest_frame(pd.DataFrame({"unique_id": "zone-9", "ds": pd.date_range("2025-01-01", periods=3,
+                                                                                           freq="h"), "y": 1.0}), "z9")
+    registry.register("zone-9", Level(1.0), spec="naive", promote=True, tick=0,
+                      train_start=pd.Timestamp("2025-01-01"), train_end=pd.Timestamp("2025-01-02"))
+    registry.register("zone-1", Level(2.0), spec="naive", promote=True, tick=0)
+    champions = registry.champions().set_index("unique_id")
+    assert pd.isna(champions.loc["zone-1", "train_start"])
+    assert champions.loc["zone-9", "train_start"] == pd.Timestamp("2025-01-01")

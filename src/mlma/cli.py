@@ -472,8 +472,10 @@ def mlflow_sync_command(
     with Store.open(config.store_url) as store:
         report = sync.sync(ModelRegistry(store, config.artifacts_dir))
     if report.error is not None:
-        _fail(f"MLflow at {config.mlflow.tracking_uri}: {report.error} (logged {report.versions} version(s) "
-              f"and {report.champions} champion move(s) before it)")
+        failed = (f"{report.failed_streams} stream(s) failed, first {report.error}" if report.failed_streams
+                  else report.error)
+        _fail(f"MLflow at {config.mlflow.tracking_uri}: {failed} (logged {report.versions} version(s) and "
+              f"{report.champions} champion move(s); what failed is offered again by the next sync)")
     console.print(f"MLflow at {config.mlflow.tracking_uri}: logged {report.versions} version(s) and "
                   f"{report.champions} champion move(s)"
                   + (f"; {report.pending} left for the next sync" if report.pending else ""))

@@ -39,6 +39,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -171,8 +172,10 @@ class LiveAgent:
         self.notifier = notifier if notifier is not None else _project_notifier(config, self.store)
         from mlma.mlflow_sync import project_sync  # does not import mlflow itself
 
-        #: The MLflow mirror of the registry (None without an ``[mlflow]`` section in mlma.toml).
+        #: The MLflow mirror of the registry (None without an ``[mlflow]`` section in mlma.toml), and the
+        #: thread of its last sync (:meth:`_mirror`).
         self.mlflow = project_sync(config)
+        self._mirroring: threading.Thread | None = None
         self.holder = agent_identity()
         #: Every stream's recent observations, kept between ticks (see _window_fleet).
         self._window: ObservationWindow | None = None
@@ -341,7 +344,9 @@ class LiveAgent:
         :meth:`check_no_data`; ``allow_no_data=(by, reason)`` is a person's say-so to run it anyway)."""
         with self._lock() as lease:
             k, start, timing = self._due(lease, allow_no_data)
-            return self._run(k, start, timing, lease)
+            result = self._run(k, start, timing, lease)
+        self._mirror()
+        return result
 
     def catch_up(self, max_ticks: int | None = None, *, on_tick=None,
                  allow_no_data: tuple[str, str | None] | None = None, stopping=lambda: False) -> list[TickResult]:
@@ -363,7 +368,29 @@ class LiveAgent:
                 results.append(self._run(k, start, timing, lease))
                 if on_tick is not None:
                     on_tick(results[-1])
+        if results:
+            self._mirror()
         return results
+
+    def _mirror(self) -> None:
+        """Mirror the registry into MLflow (``[mlflow]``), after the ticks' commits and outside the tick lock,
+        waiting at most ``max_seconds`` (+5 s): a sync still running then goes on in the background, and the
+        next one is skipped while it does. Never raises (what fails is offered again next time). An MLflow
+        server that does not answer held the tick's process and its lock for 4 to 20 minutes before."""
+        if self.mlflow is None:
+            return
+        running = self._mirroring
+        if running is not None and running.is_alive():
+            log.warning("the last MLflow sync is still running (a server that answers slowly?); this one is "
+                        "skipped: the next tick offers what is left")
+            return
+        self._mirroring = threading.Thread(target=self.mlflow.sync, args=(self.registry,), name="mlma-mlflow-sync",
+                                           daemon=True)
+        self._mirroring.start()
+        self._mirroring.join(self.mlflow.settings.max_seconds + 5.0)
+        if self._mirroring.is_alive():
+            log.warning("the MLflow sync is not done after max_seconds=%g; it goes on in the background (an "
+                        "MLflow server that answers slowly?)", self.mlflow.settings.max_seconds)
 
     def _due(self, lease, allow_no_data, *, none_when_idle: bool = False) -> tuple[int, bool, Timing] | None:
         """The next tick to run, its start-up flag and clock, once it may run (:meth:`check_no_data`); with
@@ -472,6 +499,8 @@ class LiveAgent:
         raise TickHeld(message, tick=k, missing=missing, served=len(served))
 
     def close(self) -> None:
+        if self._mirroring is not None:
+            self._mirroring.join(5.0)  # a sync under way gets a moment to finish its delivery (else: next run)
         self._heap.release()
         if self._window is not None:
             self._window.close()
@@ -543,9 +572,6 @@ class LiveAgent:
             self._executor, self._executor_dirty = None, False
         # Every tick, not only ticks with new escalations: reminders and retries of failed deliveries too.
         self._notify(k)
-        if self.mlflow is not None:
-            # After the commit: MLflow mirrors what the store holds. Never raises; what fails is sent next tick.
-            self.mlflow.sync(self.registry)
         self._heap.settle()
         return result
 

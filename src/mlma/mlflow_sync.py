@@ -23,13 +23,16 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import os
 import pickle
+import re
 import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mlma.registry import ArtifactStore, ChampionChange, ModelRegistry, ModelVersion, PublishReport, RegistryListener
 
@@ -39,6 +42,8 @@ log = logging.getLogger("mlma.mlflow")
 
 _INSTALL = "pip install 'mlma[mlflow]'"
 _KEYS = ("tracking_uri", "experiment", "model_prefix", "alias", "max_seconds")
+#: Where MLflow keeps its tracking store: a server, a file store, or a database (MLflow's SQLAlchemy stores).
+_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,14 @@ def parse_settings(raw: Any, *, root: Path, source: str = "mlma.toml") -> Mlflow
     Traceback (most recent call last):
     ...
     ValueError: mlma.toml: [mlflow] alias must be a non-empty string, got ''
+    >>> parse_settings({"tracking_uri": "sqlite:///m.db", "alias": "latest"}, root=Path("/p"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: mlma.toml: [mlflow] alias must be letters, digits, '_' or '-', and neither 'latest' nor ...
+    >>> parse_settings({"tracking_uri": "htp://typo:5000"}, root=Path("/p"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: mlma.toml: [mlflow] tracking_uri must be a URI such as ... got 'htp://typo:5000'
     """
     if not isinstance(raw, Mapping):
         raise ValueError(f"{source}: [mlflow] must be a table of keys ({', '.join(_KEYS)})")
@@ -93,17 +106,26 @@ def parse_settings(raw: Any, *, root: Path, source: str = "mlma.toml") -> Mlflow
     if any(c in values.get("model_prefix", "") for c in "/:'%"):
         raise ValueError(f"{source}: [mlflow] model_prefix cannot contain '/', ':' (MLflow refuses them in model "
                          "names), a quote or '%'")
+    alias = values.get("alias", "champion").strip()
+    # MLflow's own rules, checked when the alias is first set (after the versions were logged): said here.
+    if not re.fullmatch(r"[\w-]+", alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
+        raise ValueError(f"{source}: [mlflow] alias must be letters, digits, '_' or '-', and neither 'latest' nor "
+                         f"v<number> (MLflow reserves them), got {alias!r}")
+    values["alias"] = alias
     seconds = values.get("max_seconds", 60.0)
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-        raise ValueError(f"{source}: [mlflow] max_seconds must be a number > 0, got {seconds!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 3600:
+        raise ValueError(f"{source}: [mlflow] max_seconds must be a number of seconds from 0 (excluded) to 3600, "
+                         f"got {seconds!r}")
     values["max_seconds"] = float(seconds)
     uri = values["tracking_uri"].strip()
     prefix = "sqlite:///"
+    scheme, _, rest = uri.partition("://")
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         uri = prefix + str((Path(root) / uri[len(prefix):]).resolve())
-    elif "://" not in uri:
+    elif not rest or scheme.lower() not in _SCHEMES or (scheme.lower() in ("http", "https")
+                                                         and not urlsplit(uri).hostname):
         raise ValueError(f"{source}: [mlflow] tracking_uri must be a URI such as sqlite:///mlflow.db or "
-                         f"http://host:5000, got {uri!r}")
+                         f"http://host:5000 (schemes: {', '.join(_SCHEMES)}), got {uri!r}")
     values["tracking_uri"] = uri
     return MlflowSettings(**values)
 
@@ -125,11 +147,19 @@ def registered_name(prefix: str, unique_id: str) -> str:
     return prefix + name
 
 
+#: MLflow's HTTP client waits 120 s a request and retries 7 times with back-off by default: an unreachable
+#: server held a tick's process (and its lock) for 4 to 20 minutes. Bounded unless the environment sets them.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+
+
 def _client(uri: str):
     try:
         from mlflow import MlflowClient  # noqa: PLC0415 - optional extra
     except ImportError as exc:
         raise ValueError(f"the MLflow integration needs MLflow: {_INSTALL}") from exc
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)  # read by MLflow at each request
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -175,8 +205,11 @@ class MlflowSync(RegistryListener):
     def sync(self, registry: ModelRegistry) -> PublishReport:
         """Publish what MLflow does not hold yet (within ``max_seconds``); never raises."""
         report = registry.publish(self, max_seconds=self.settings.max_seconds)
-        if report.error is not None:
-            self._seen_versions = None  # read MLflow again next time: it may hold part of a failed delivery
+        if report.error is not None or report.pending:
+            # Read MLflow again next time: it may hold part of a failed delivery, another process (`mlma mlflow
+            # sync`) may deliver what was left meanwhile, and a person may have deleted a registered model.
+            self._seen_versions = None
+            self._registered.clear()
         return report
 
     # -- what MLflow holds ---------------------------------------------------------------------------------
@@ -252,6 +285,8 @@ class MlflowSync(RegistryListener):
         return name
 
     def on_version_created(self, version: ModelVersion) -> None:
+        # The model file first: a version whose file is lost fails before it leaves a run behind in MLflow.
+        model_bytes = self.artifacts.get_bytes(version.artifact_sha256)
         name = self._registered_model(version.unique_id)
         client = self.client
         tags = {"mlma.unique_id": version.unique_id, "mlma.version": str(version.version),
@@ -275,7 +310,7 @@ class MlflowSync(RegistryListener):
             client.set_tag(run_id, "mlma.reason", str(reason)[:5000])
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "model.pkl"
-            path.write_bytes(self.artifacts.get_bytes(version.artifact_sha256))
+            path.write_bytes(model_bytes)
             client.log_artifact(run_id, str(path), artifact_path="model")
         client.set_terminated(run_id, end_time=stamp)
         mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run_id,

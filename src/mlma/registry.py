@@ -423,7 +423,9 @@ class PublishReport:
     versions: int
     champions: int
     pending: int
+    #: The first error (None: none); ``failed_streams`` streams had one, their items are left for next time.
     error: str | None = None
+    failed_streams: int = 0
 
 
 # -- the registry ----------------------------------------------------------------------------------------
@@ -654,12 +656,15 @@ class ModelRegistry:
     def publish(self, listener: RegistryListener, *, max_seconds: float | None = None) -> PublishReport:
         """Deliver to ``listener`` the versions and champion moves it has not seen; never raises.
 
-        A stream's new versions go first, oldest first, then its champion. Delivery stops at the listener's
-        first error (logged, and in the report) or after ``max_seconds``; what is left is offered again by the
-        next call, since the listener's :meth:`~RegistryListener.seen` does not include it.
+        Stream by stream: first the champion moves of streams with no new version (a person's roll-back waits
+        for no backlog), then each other stream's new versions, oldest first, and its champion. An error
+        leaves that stream's remaining items for the next call and goes on with the next stream (a model
+        deleted on the listener's side, a lost artifact file: that stream's trouble); three streams failing in
+        a row stop the call (the listener's side is down). It also stops after ``max_seconds``. What is left
+        is offered again by the next call, since the listener's :meth:`~RegistryListener.seen` does not
+        include it.
         """
         deadline = None if max_seconds is None else time.monotonic() + max_seconds
-        done_versions = done_champions = 0
         try:
             seen_versions, seen_champions = listener.seen()
             behind = {sid: int(seen_versions.get(uid, 0)) for sid, uid, top in self.tables.latest_versions()
@@ -668,25 +673,52 @@ class ModelRegistry:
                    for v in self.tables.versions(sorted(behind)[lo:lo + 10_000])
                    if v.version > behind[v.stream_id]]
             champions = self.champions()
-            moved = champions[[int(seen_champions.get(u, -1)) != int(v)
-                               for u, v in zip(champions["unique_id"], champions["version"])]]
-            pending = len(new) + len(moved)
-            for version in new:
-                if deadline is not None and time.monotonic() > deadline:
-                    return PublishReport(done_versions, done_champions, pending - done_versions)
-                listener.on_version_created(version)
-                done_versions += 1
-            for row in moved.itertuples(index=False):
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-                listener.on_champion_moved(row.unique_id, self.history(int(row.stream_id))[-1])
-                done_champions += 1
-            return PublishReport(done_versions, done_champions, pending - done_versions - done_champions)
         except Exception as exc:  # noqa: BLE001 - a listener never breaks the caller (a tick, an action)
-            log.warning("publishing the registry to %r failed after %d version(s) and %d champion(s); the rest "
-                        "is offered again next time: %s: %s", listener, done_versions, done_champions,
-                        type(exc).__name__, exc)
-            return PublishReport(done_versions, done_champions, -1, f"{type(exc).__name__}: {exc}")
+            log.warning("publishing the registry to %r failed before anything was delivered; offered again next "
+                        "time: %s: %s", listener, type(exc).__name__, exc)
+            return PublishReport(0, 0, -1, f"{type(exc).__name__}: {exc}")
+        moved = {int(sid): uid for sid, uid, v in zip(champions["stream_id"], champions["unique_id"],
+                                                        champions["version"])
+                 if int(seen_champions.get(uid, -1)) != int(v)}
+        versions: dict[int, list[ModelVersion]] = {}
+        for version in new:
+            versions.setdefault(version.stream_id, []).append(version)
+        order = [sid for sid in sorted(moved) if sid not in versions] + sorted(versions)
+        pending = len(new) + len(moved)
+        done_versions = done_champions = in_a_row = 0
+        errors: list[str] = []
+        out_of_time = False
+        for sid in order:
+            try:
+                for version in versions.get(sid, ()):
+                    if deadline is not None and time.monotonic() > deadline:
+                        out_of_time = True
+                        break
+                    listener.on_version_created(version)
+                    done_versions += 1
+                if out_of_time or (deadline is not None and time.monotonic() > deadline):
+                    out_of_time = True
+                    break
+                if sid in moved:
+                    listener.on_champion_moved(moved[sid], self.history(sid)[-1])
+                    done_champions += 1
+                in_a_row = 0
+            except Exception as exc:  # noqa: BLE001 - this stream's items wait for the next call
+                errors.append(f"stream {moved.get(sid) or versions[sid][0].unique_id!r}: {type(exc).__name__}: "
+                              f"{exc}")
+                in_a_row += 1
+                if in_a_row >= 3:
+                    break
+        left = pending - done_versions - done_champions
+        if errors:
+            log.warning("publishing the registry to %r: %d stream(s) failed (first %s); delivered %d version(s) "
+                        "and %d champion(s), %d item(s) offered again next time", listener, len(errors),
+                        errors[0], done_versions, done_champions, left)
+        elif out_of_time:
+            log.warning("publishing the registry to %r stopped after max_seconds=%g: delivered %d version(s) and "
+                        "%d champion(s), %d item(s) left for next time", listener, max_seconds, done_versions,
+                        done_champions, left)
+        return PublishReport(done_versions, done_champions, left, errors[0] if errors else None, len(errors))
 
     def collect_garbage(self, *, min_age_seconds: float = 3600.0) -> list[str]:
         """Delete artifacts no recorded version refers to (older than ``min_age_seconds``)."""

@@ -116,7 +116,9 @@ class RegistryTables:
         frame["since"] = pd.Series(pd.to_datetime(frame["since"].tolist(), utc=True, format="ISO8601"),
                                    dtype="datetime64[us, UTC]")
         for name in ("train_start", "train_end"):
-            frame[name] = np.array(frame[name].tolist(), dtype="datetime64[us]")  # None is NaT
+            # None is NaT: pandas made it NaN in a column of text (a version registered without its training
+            # span beside others), which numpy could not convert.
+            frame[name] = pd.to_datetime(frame[name].tolist(), format="ISO8601").to_numpy().astype("datetime64[us]")
         return frame
 
     def serving_versions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
