@@ -369,17 +369,18 @@ class Trickler:
     """A receiver that reads the request, then trickles a valid answer one byte every ``pause`` seconds: no
     single read waits long, but the answer takes ``len(answer) * pause`` seconds."""
 
-    def __init__(self, pause: float = 0.2) -> None:
+    def __init__(self, pause: float = 0.2, tls=None) -> None:
         self.pause = pause
         self.connections = 0
         self.stop = threading.Event()
+        self.tls = tls  # an ssl.SSLContext of the server: HTTPS
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.2)
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        return f"http{'s' if self.tls else ''}://127.0.0.1:{self.listener.getsockname()[1]}/hook"
 
     def _accept(self) -> None:
         while not self.stop.is_set():
@@ -396,6 +397,8 @@ class Trickler:
             conn.settimeout(5)
             data = b""
             try:
+                if self.tls is not None:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
                 while b"\r\n\r\n" not in data:
                     data += conn.recv(65536)
                 for i in range(len(answer)):
@@ -444,6 +447,39 @@ def test_a_receiver_that_trickles_its_answer_is_cut_at_its_deadline_and_starves_
         assert notifier.close(5)
     finally:
         slow.close()
+
+
+def test_an_https_receiver_that_trickles_its_answer_is_cut_at_its_deadline(sqlite_store, tmp_path, monkeypatch):
+    """Over HTTPS the deadline shut the socket TLS had taken over (a closed descriptor, the error swallowed), so
+    an attempt ran for as long as the receiver trickled; Slack's webhooks are all HTTPS."""
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the client trusts this receiver's certificate
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    ids = [int(i) for i in sqlite_store.stream_ids(["zone-1"])]
+    escalate(sqlite_store, ids)
+    slow = Trickler(pause=0.2, tls=tls)
+    try:
+        notifier = Notifier(sqlite_store, [receiver(slow.url, name="slow", timeout_seconds=1.5, attempts=1)])
+        (delivery,) = notifier.notify(tick=1).result(30)
+        assert (delivery.status, delivery.error) == ("failed", "timed out after 1.5 s"), delivery
+        assert 1.4 <= delivery.seconds < 3.0, delivery.seconds
+        assert notifier.close(5)
+    finally:
+        slow.close()
+
+
+def test_a_webhook_address_with_a_port_that_cannot_be_used_is_refused_when_read():
+    for url in ("http://127.0.0.1:99999/hook", "http://127.0.0.1:abc/hook"):
+        with pytest.raises(AlertConfigError, match=r"url must be an http:// or https:// address, got one that "
+                                                   r"cannot be used"):
+            parse_receivers([{"name": "ops", "url": url}])
 
 
 def test_close_waits_a_bounded_time(sqlite_store, hook, hook2):
@@ -532,3 +568,15 @@ def test_notify_takes_a_tick_or_the_ticks_escalation_ids(sqlite_store, hook):
     with pytest.raises(TypeError):
         notifier.notify("3")
     assert notifier.close(5)
+
+
+def test_a_dashboard_address_that_is_no_url_is_refused_when_mlma_toml_is_read(tmp_path):
+    """It was accepted, then every tick stopped with a traceback when the notifier was built."""
+    from mlma.project import ConfigError, init_project, load_config
+
+    init_project(tmp_path / "p")
+    path = tmp_path / "p" / "mlma.toml"
+    path.write_text(path.read_text() + '\n[alerts]\nexternal_url = "dashboard.internal"\n')
+    with pytest.raises(ConfigError, match=r"mlma.toml: \[alerts\] external_url must be an http:// or https:// "
+                                          r"address with a host"):
+        load_config(tmp_path / "p")

@@ -194,7 +194,7 @@ class Receiver:
                                    f"variable that holds it); got url={_shown_url(self.url)!r}, "
                                    f"url_env={self.url_env!r}")
         if self.url:
-            _check_url(self.url, "url")
+            check_url(self.url, "url")
         if self.url_env and (not isinstance(self.url_env, str) or not _ENV_NAME.match(self.url_env)):
             raise bad("url_env", "an environment variable name such as MLMA_SLACK_URL", self.url_env)
         if self.format not in FORMATS:
@@ -258,7 +258,7 @@ class Receiver:
         url = os.environ.get(self.url_env, "").strip()
         if not url:
             raise AlertConfigError(f"receiver {self.name!r}: environment variable {self.url_env} is not set")
-        return _check_url(url, f"environment variable {self.url_env}")
+        return check_url(url, f"environment variable {self.url_env}")
 
     def accepts(self, kind: str, severity: int) -> bool:
         """Whether an escalation of this kind and severity goes to this receiver."""
@@ -280,16 +280,35 @@ def _shown_url(url: str) -> str:
     except ValueError:
         return "<invalid url>"
     host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
+    try:
+        port = parts.port
+    except ValueError:  # out of range, not a number: the address is refused where it is checked
+        return "<invalid url>"
+    if port:
+        host += f":{port}"
     rest = "/..." if parts.path not in ("", "/") or parts.query else ""
     return f"{parts.scheme}://{host}{rest}" if parts.scheme else "<invalid url>"
 
 
-def _check_url(url: Any, what: str) -> str:
+def check_url(url: Any, what: str) -> str:
+    """``url`` if it is an http(s) address with a host and a usable port, else an :class:`AlertConfigError`
+    naming ``what``.
+
+    >>> check_url("https://hooks.example.com/x", "url")
+    'https://hooks.example.com/x'
+    >>> check_url("http://127.0.0.1:99999/hook", "url")
+    Traceback (most recent call last):
+    ...
+    mlma.alerts.AlertConfigError: url must be an http:// or https:// address, got one that cannot be used (Port out of range 0-65535)
+    """
     if not isinstance(url, str):
         raise AlertConfigError(f"{what} must be an http:// or https:// address, got {url!r}")
-    parts = urllib.parse.urlsplit(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        raise AlertConfigError(f"{what} must be an http:// or https:// address, got one that cannot be used "
+                               f"({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise AlertConfigError(f"{what} must be an http:// or https:// address with a host, got {_shown_url(url)!r}")
     return url
@@ -622,6 +641,12 @@ def _watched(connection_class: type, deadline: _Deadline) -> type:
             create = self._create_connection
             self._create_connection = lambda *a, **k: deadline.watch(create(*a, **k))
 
+        def connect(self) -> None:
+            super().connect()
+            # HTTPS wraps the socket in TLS, which takes over (detaches) the one watched while connecting: the
+            # deadline must shut the TLS socket, or a receiver that answers a byte at a time is never cut off.
+            deadline.watch(self.sock)
+
     return Watched
 
 
@@ -820,7 +845,7 @@ class Notifier:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValueError(f"max_workers must be a whole number >= 1, got {max_workers!r}")
         if external_url is not None:
-            _check_url(external_url, "external_url")
+            check_url(external_url, "external_url")
         self.store = store
         self._log = NotificationLog(store)
         self.receivers = receivers

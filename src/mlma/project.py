@@ -346,7 +346,7 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
 
 
 def _load_alerts(config: ProjectConfig, alerts: Any, path: Path) -> None:
-    from mlma.alerts import AlertConfigError, parse_receivers
+    from mlma.alerts import AlertConfigError, check_url, parse_receivers
 
     if not isinstance(alerts, dict):
         raise ConfigError(f"{path}: [alerts] must be a table with [[alerts.receivers]] entries")
@@ -360,6 +360,11 @@ def _load_alerts(config: ProjectConfig, alerts: Any, path: Path) -> None:
     url = alerts.get("external_url")
     if url is not None and not isinstance(url, str):
         raise ConfigError(f"{path}: [alerts] external_url must be a string (the dashboard's address)")
+    if url:
+        try:  # here, not when the first tick builds its notifier (which stopped every tick, with a traceback)
+            check_url(url, "[alerts] external_url")
+        except AlertConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     config.alert_options = {"external_url": url} if url else {}
 
 
