@@ -532,6 +532,24 @@ def test_slack_payload_has_text_blocks_and_truncation(sqlite_store, hook):
     assert notifier.close(5) and generic.close(5)
 
 
+def test_a_storm_in_slack_keeps_within_slack_limits_and_counts_what_it_leaves_out(sqlite_store, hook):
+    """max_alerts = 1000 of long messages: the payload cut its blocks at 50 (376 alerts and the trailer went,
+    unsaid) and its text ran to 223,000 characters, past Slack's limit. Now what does not fit is counted."""
+    ids = fleet(sqlite_store, {"Berlin": 1000})
+    escalate(sqlite_store, ids["Berlin"], message="x" * 280)
+    notifier = Notifier(sqlite_store, [receiver(hook.url, format="slack", max_alerts=1000)],
+                        external_url="http://mlma.internal:8000")
+    (delivery,) = notifier.notify(tick=1).result(30)
+    assert delivery.status == "sent"
+    body = hook.requests[0]["json"]
+    assert len(body["blocks"]) <= 50 and len(body["text"]) <= 40_000
+    shown = sum(line.startswith("• [new] berlin-") for line in body["text"].splitlines())
+    assert 50 < shown < 1000
+    assert f"… and {1000 - shown} more (<http://mlma.internal:8000|dashboard>)" in body["text"]
+    assert body["blocks"][-1]["type"] == "context" and "group " in body["blocks"][-1]["elements"][0]["text"]
+    assert notifier.close(5)
+
+
 def test_notify_without_receivers_and_send_test(sqlite_store, hook):
     assert Notifier(sqlite_store, []).notify(tick=1).result(1) == []
     notifier = Notifier(sqlite_store, [receiver(hook.url, format="slack")])

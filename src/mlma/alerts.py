@@ -96,6 +96,9 @@ _ERROR_CHARS = 2000
 _LINE_CHARS = 300
 _SLACK_SECTION_CHARS = 3000
 _SLACK_HEADER_CHARS = 150
+#: Slack's limits for one message: blocks, and characters of ``text`` (it truncates beyond; kept under).
+_SLACK_BLOCKS = 50
+_SLACK_TEXT_CHARS = 38_000
 
 
 class AlertConfigError(ValueError):
@@ -541,14 +544,40 @@ def _alert_line(alert: Alert, new: bool) -> str:
     return _cut(f"• {mark}{subject} (severity {alert.severity}{tick}): {alert.message}", _LINE_CHARS)
 
 
+def _fitting_lines(lines: list[str], sections: int, chars: int) -> int:
+    """How many of ``lines`` fit in at most ``sections`` sections of :data:`_SLACK_SECTION_CHARS` each and
+    ``chars`` characters in all.
+
+    >>> _fitting_lines(["x" * 1000] * 10, sections=2, chars=40_000)
+    4
+    >>> _fitting_lines(["x" * 10] * 10, sections=5, chars=50)
+    4
+    """
+    used, total, section = 1, 0, 0
+    for i, line in enumerate(lines):
+        total += len(line) + 1
+        if total > chars:
+            return i
+        section = len(line) if not section else section + 1 + len(line)
+        if section > _SLACK_SECTION_CHARS:
+            used, section = used + 1, len(line)
+            if used > sections:
+                return i
+    return len(lines)
+
+
 def slack_payload(note: Notification, external_url: str | None = None) -> dict[str, Any]:
     """Slack's incoming-webhook JSON: a readable ``text`` (also the notification's fallback) and ``blocks``."""
     shown = note.alerts[:note.receiver.max_alerts]
-    more = len(note.alerts) - len(shown)
     title = headline(note)
     kinds = sorted({a.kind for a in note.alerts})
     explain = ESCALATION_KINDS.get(kinds[0], "") if len(kinds) == 1 else ""
     lines = [_slack_escape(_alert_line(a, note.is_new(a))) for a in shown]
+    # Slack takes 50 blocks and about 40,000 characters of text: the lines that fit (in sections of at most
+    # 3,000 characters, beside the header, the explanation and the trailer), and "and N more" for the rest.
+    kept = _fitting_lines(lines, _SLACK_BLOCKS - 4, _SLACK_TEXT_CHARS)
+    lines = lines[:kept]
+    more = len(note.alerts) - kept
     if more:
         lines.append(f"… and {more} more" + (f" (<{external_url}|dashboard>)" if external_url else ""))
     tail = [f"group {_slack_escape(note.group_key)}"]
@@ -575,7 +604,7 @@ def slack_payload(note: Notification, external_url: str | None = None) -> dict[s
     if chunk:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(tail)}]})
-    return {"text": "\n".join(text_parts), "blocks": blocks[:50]}
+    return {"text": "\n".join(text_parts), "blocks": blocks}
 
 
 # -- HTTP -------------------------------------------------------------------------------------------------------
