@@ -103,6 +103,20 @@ def test_drivers_reordered_or_added_keep_every_model_forecasting_with_its_own_co
         np.testing.assert_allclose(got_forecasts["y_hat"], want_forecasts["y_hat"], rtol=1e-12)
 
 
+def test_a_driver_added_is_not_judged_for_models_that_do_not_use_it_yet(tmp_path, data):
+    """The range check of future driver values looks at a model's own drivers only: a driver declared after
+    the model was fitted, with values far from its history, fails no forecast of that model."""
+    twin, edit = make_project(tmp_path / "twin", '["promo"]'), make_project(tmp_path / "edit", '["promo"]')
+    wild = data.assign(temp=np.where(day_of(data) >= FIRST_TICK + 1, 1e6, data["temp"]))
+    for day in (FIRST_TICK, FIRST_TICK + 1):
+        step(twin, wild, day), step(edit, wild, day)
+    set_drivers(edit, '["promo", "temp"]')
+    want, want_forecasts, _, _ = step(twin, wild, FIRST_TICK + 2)
+    got, got_forecasts, _, _ = step(edit, wild, FIRST_TICK + 2)
+    assert got.summary.forecast_failures == 0
+    np.testing.assert_allclose(got_forecasts["y_hat"], want_forecasts["y_hat"], rtol=1e-12)
+
+
 def test_a_driver_removed_refits_the_streams_that_used_it_once_and_says_so(tmp_path, data):
     root = make_project(tmp_path / "p", '["promo", "temp"]')
     for day in (FIRST_TICK, FIRST_TICK + 1):
@@ -125,6 +139,36 @@ def test_a_driver_removed_refits_the_streams_that_used_it_once_and_says_so(tmp_p
     assert result.summary.forecast_failures == 0 and len(audit) == 1 and versions["version"].max() == 2
 
 
+def test_a_tick_that_fails_after_a_driver_was_removed_leaves_the_refit_to_the_next_one(tmp_path, data, monkeypatch):
+    """`mlma run`: the tick that found the models using a removed driver failed before its commit (a full
+    disk); the process took them as checked, and every later tick failed their forecasts."""
+    import mlma.live
+
+    root = make_project(tmp_path / "p", '["promo", "temp"]')
+    for day in (FIRST_TICK, FIRST_TICK + 1):
+        step(root, data, day)
+    set_drivers(root, '["promo"]')
+    config = load_config(root)
+    days = day_of(data)
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        for day in (FIRST_TICK + 2, FIRST_TICK + 3):
+            store.ingest_frame(data[days == day - 1], f"day-{day}")
+            store.ingest_future(data.loc[days == day, ["unique_id", "ds", "promo", "temp"]].reset_index(drop=True),
+                                source=f"plan-{day}")
+        with monkeypatch.context() as patch:
+            def disk_full(name: str) -> None:
+                if name == "after-fit":
+                    raise OSError("no space left on device")
+
+            patch.setattr(mlma.live, "_checkpoint", disk_full)
+            with pytest.raises(OSError):
+                live.step()
+        result = live.step()  # the same process: the tick again, then the next
+        results = [result] + live.catch_up()
+    assert [r.summary.forecast_failures for r in results] == [0, 0]
+    assert "temp is gone" in " ".join(results[0].notes)
+
+
 def test_an_event_driver_not_announced_for_a_tick_is_zero_not_the_last_campaign():
     """A campaign ran until yesterday; today's file carries the weather only. The campaign (an event driver:
     0 when none runs) must not run on in the forecasts; a missing temperature still takes yesterday's."""
@@ -140,6 +184,11 @@ def test_an_event_driver_not_announced_for_a_tick_is_zero_not_the_last_campaign(
     plain = FleetData(frame, "h", pd.DatetimeIndex(ds[::24]).append(pd.DatetimeIndex([ds[-1] + pd.Timedelta("1h")])),
                       drivers=Drivers(future=("campaign", "temp")))
     assert (plain.future_driver_values(0, 2, 24)[0][:, 0] == 1).all()  # not declared an event: filled
+    # In training too: a campaign file that lists only the hours a campaign runs (no rows, no 0s in between).
+    sparse = frame.assign(campaign=np.where(np.arange(48) < 6, 1.0, np.nan))
+    fleet = FleetData(sparse, "h", pd.DatetimeIndex(ds[::24]).append(pd.DatetimeIndex([ds[-1] + pd.Timedelta("1h")])),
+                      drivers=Drivers(future=("campaign", "temp"), events=("campaign",)))
+    np.testing.assert_array_equal(fleet.driver_values(0, ds[:48])[:, 0], np.r_[np.ones(6), np.zeros(42)])
 
 
 def test_a_future_file_keeps_ids_as_text_and_waits_for_streams_it_names_before_their_actuals(tmp_path):
@@ -174,17 +223,21 @@ def test_one_bad_cell_of_a_driver_column_loses_that_cell_only_and_is_named(tmp_p
     frame = pd.DataFrame({"unique_id": "a", "ds": ds.strftime("%Y-%m-%d %H:%M"), "y": 1.0,
                           "temperature": np.arange(200).astype(float).astype(str), "city": "Berlin"})
     frame.loc[100, "temperature"] = "abc"  # line 102 of the file: the header is line 1
+    frame.loc[150, "temperature"] = "inf"  # no number either (it was dropped unsaid)
+    # Codes, nine in ten of which look like numbers: not a driver (it was stored as 42.0, 17.0, ...).
+    frame["store_code"] = np.where(np.arange(200) % 10 == 0, "A17", "0042")
     path = tmp_path / "day.csv"
     frame.to_csv(path, index=False)
     store = Store.create(f"sqlite:///{tmp_path}/s.db")
     report = store.ingest_file(path)
     assert report.rows_new == 200
     unread = report.validation.by_code("values-unread")
-    assert len(unread) == 1 and "'abc' on line 102" in unread[0].message and unread[0].column == "temperature"
+    assert len(unread) == 1 and unread[0].column == "temperature"
+    assert "2 cells that are no number, first 'abc' on lines 102, 152" in unread[0].message, unread[0].message
     dropped = report.validation.by_code("columns-dropped")
-    assert [f.column for f in dropped] == ["city"] and "first value 'Berlin'" in dropped[0].message
+    assert [f.column for f in dropped] == ["city", "store_code"] and "first value 'Berlin'" in dropped[0].message
     values = store.driver_values(["temperature"])
-    assert len(values) == 199 and 100.0 not in set(values["temperature"])
+    assert len(values) == 198 and not {100.0, 150.0} & set(values["temperature"])
     store.close()
 
 
@@ -208,14 +261,17 @@ def test_the_cli_says_when_a_declared_driver_column_holds_text(tmp_path, data):
 
 
 def test_a_future_value_far_outside_the_streams_window_fails_that_forecast_with_a_reason(tmp_path, data):
-    """A campaign share sent in percent (80 for 0.8) or a temperature in the wrong unit was forecast from: a
-    forecast 100 times the stream's history, served without a word. Now that stream's forecast is refused and
-    escalated with the driver, the time and the window's values; the other streams are forecast as before."""
+    """A value in the wrong unit (a share sent per mille, 800 for 0.8) or an overflow was forecast from: a
+    forecast far beyond anything the stream has seen, served without a word. Now that stream's forecast is
+    refused and escalated with the driver, the time and the window's values (the rule y is checked by,
+    value_range_factor 100); a value new but plausible (a campaign 12 times the largest seen) is forecast from,
+    and the other streams are forecast as before."""
     root = make_project(tmp_path / "p", '["promo", "temp"]')
     step(root, data, FIRST_TICK)
     days = day_of(data)
     plan = data.loc[days == FIRST_TICK + 1, ["unique_id", "ds", "promo", "temp"]].reset_index(drop=True)
-    plan.loc[plan["unique_id"] == "s1", "promo"] = 80.0
+    plan.loc[plan["unique_id"] == "s1", "promo"] = 800.0
+    plan.loc[plan["unique_id"] == "s2", "promo"] = 12.0
     config = load_config(root)
     with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
         store.ingest_frame(data[days == FIRST_TICK], "day")
@@ -227,8 +283,9 @@ def test_a_future_value_far_outside_the_streams_window_fails_that_forecast_with_
     assert result.summary.forecast_failures == 1
     failed = escalations[escalations["kind"] == "forecast-failed"]
     assert failed["stream_id"].tolist() == [culprit]
-    assert "the future value of driver 'promo' at 2025-04-01T00:00" in failed["message"].iloc[0]
-    assert "far outside the values of the stream's window (0 to 1)" in failed["message"].iloc[0]
+    assert "the future value of driver 'promo' at 2025-04-01 00:00 is 800," in failed["message"].iloc[0]
+    assert "far outside the values of the stream's window (0 to 1; value_range_factor 100)" in \
+        failed["message"].iloc[0]
     assert sorted(set(forecasts["stream_id"])) == sorted({0, 1, 2, 3} - {culprit})
     assert np.isfinite(forecasts["y_hat"]).all()
 

@@ -331,10 +331,14 @@ def test_an_mlflow_server_that_never_answers_does_not_hold_the_tick(tmp_path, pl
     try:
         with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
             store.ingest_frame(frame, "history")
+            holders = []
+            sync = live.mlflow.sync
+            live.mlflow.sync = lambda registry: (holders.append(store.lock_holder()), sync(registry))
             started = time.monotonic()
             live.step()
             took = time.monotonic() - started
-            assert store.lock_holder() is None
-        assert took < 40, f"the tick took {took:.0f} s with max_seconds = 2"
+        assert holders == [None]  # the mirror runs once the tick lock is released
+        # max_seconds (2) + 5 s for the sync, and the tick itself (about a second here; a loaded machine slower)
+        assert took < 15, f"the tick took {took:.0f} s with max_seconds = 2"
     finally:
         listener.close()

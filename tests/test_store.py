@@ -1399,7 +1399,8 @@ def test_a_repeated_escalation_request_changes_and_audits_nothing_and_a_resolved
     assert store.set_escalation_status([e[0]], "acknowledged", by="user:bob").changed == 0
     assert store.set_escalation_status(e, "acknowledged", by="user:bob").changed == 1  # the open one only
     assert store.set_escalation_status([e[1]], "silenced", by="user:bob", silenced_until="2999-01-01").changed == 1
-    assert store.set_escalation_status([e[1]], "silenced", by="user:bob", silenced_until="2999-06-01").changed == 1  # longer
+    longer = store.set_escalation_status([e[1]], "silenced", by="user:bob", silenced_until="2999-06-01")
+    assert longer.changed == 1  # a silence extended
     status = store.escalations().set_index("id")["status"]
     assert status[e[0]] == "resolved" and status[e[1]] == "silenced"
     log = store.audit_log()

@@ -810,10 +810,11 @@ def tick(
     """Run the next due tick: score, test, re-train, check challengers, forecast; commit it all at once.
 
     Prints each tick as it commits. Exits 0 when a tick ran, 2 when mlma.toml or an option cannot work, or the
-    executor's cluster cannot be reached (the message names it), 3 when none was due (data for the next tick not complete), 4 when another agent holds
-    the tick lock, 5 when the next tick is held because nearly all served streams have no data in it (run
-    again with --allow-no-data once a person decided it should run), 130 on Ctrl-C and 143 on SIGTERM (the
-    running tick is not committed, unless the stop came after its commit: the message says which).
+    executor's cluster cannot be reached (the message names it), 3 when none was due (data for the next tick not
+    complete), 4 when another agent holds the tick lock, 5 when the next tick is held because nearly all served
+    streams have no data in it (run again with --allow-no-data once a person decided it should run), 130 on Ctrl-C
+    and 143 on SIGTERM (the running tick is not committed, unless the stop came after its commit: the message says
+    which).
     """
     from rich.markup import escape
 

@@ -431,10 +431,11 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
                         unread[str(c)] = (bad, str(frame[c].iloc[bad[0]]))
                 continue
             # A column of numbers with a few cells of text (a typo, "n/a") keeps its numbers; the cells that are
-            # no number are reported. A column of mostly text (a region's name, "3,5" decimals) is dropped.
+            # no number are reported. A column with more text (a region's name, codes such as "0042"/"A17",
+            # "3,5" decimals) is dropped.
             values, filled = _numbers_in(frame[c])
-            parsed = values.notna().to_numpy()
-            if parsed.any() and parsed.sum() * 2 >= filled.sum():
+            parsed = np.isfinite(values.to_numpy())
+            if parsed.any() and parsed.sum() >= 0.95 * filled.sum():
                 keep.append(c)
                 numbers[c] = values
                 bad = np.flatnonzero(filled & ~parsed)
@@ -472,27 +473,27 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
 
 
 def _numbers_in(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """The numbers of a column of text (NaN where a cell is none), and which cells are filled (not missing or
-    blank). A categorical column is read by its categories, once each.
+    """The numbers of a column of text (NaN where a cell is none; infinite ones are no number either), and
+    which cells are filled (not missing or blank). Each distinct text is read once.
 
-    >>> numbers, filled = _numbers_in(pd.Series(["1.5", "abc", None, " "]))
+    >>> numbers, filled = _numbers_in(pd.Series(["1.5", "abc", None, " ", "inf"]))
     >>> numbers.tolist(), filled.tolist()
-    ([1.5, nan, nan, nan], [True, True, False, False])
+    ([1.5, nan, nan, nan, nan], [True, True, False, False, True])
     """
     if isinstance(values.dtype, pd.CategoricalDtype):
-        categories = values.cat.categories.astype(object)
-        parsed = pd.to_numeric(pd.Series(categories), errors="coerce").to_numpy(dtype=np.float64)
-        blank = pd.Series(categories).astype(str).str.strip().eq("").to_numpy()
-        codes = values.cat.codes.to_numpy()
-        have = codes >= 0
-        numbers = np.full(len(values), np.nan)
-        numbers[have] = parsed[codes[have]]
-        filled = have.copy()
-        filled[have] = ~blank[codes[have]]
-        return pd.Series(numbers, index=values.index), filled
-    text = values.astype(object)
-    filled = (text.notna() & text.astype(str).str.strip().ne("")).to_numpy(dtype=bool)
-    return pd.to_numeric(text, errors="coerce").astype(np.float64), filled
+        codes, distinct = values.cat.codes.to_numpy(), pd.Series(values.cat.categories.astype(object))
+    else:
+        codes, uniques = pd.factorize(values.astype(object), use_na_sentinel=True)
+        distinct = pd.Series(uniques, dtype=object)
+    parsed = pd.to_numeric(distinct, errors="coerce").to_numpy(dtype=np.float64, copy=True)
+    parsed[~np.isfinite(parsed)] = np.nan
+    blank = distinct.astype(str).str.strip().eq("").to_numpy(dtype=bool)
+    have = codes >= 0
+    numbers = np.full(len(values), np.nan)
+    numbers[have] = parsed[codes[have]]
+    filled = have.copy()
+    filled[have] = ~blank[codes[have]]
+    return pd.Series(numbers, index=values.index), filled
 
 
 def _refuse_duplicate_columns(names: Sequence[Any], where: str, source: str | None = None) -> None:
@@ -1941,6 +1942,24 @@ def _check_project_grid(v: _Validator, context: FleetContext, alive: np.ndarray,
            lambda p: f"ds={raw_ds.iloc[p]!r}")
 
 
+def range_bounds(lo, hi, factor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds beyond which a value is out of a range ``lo..hi`` (arrays): further outside than ``factor`` times
+    the range's scale, the larger of its width and its bounds' sizes, so that 0..120 accepts -12,000..12,120
+    with the factor 100. -inf/inf where the range cannot judge: no value (NaN), all zeros, or ``factor`` 0.
+    The rule of ``IngestLimits.value_range_factor`` for ``y``, and of the future drivers' values a forecast is
+    made from (:class:`mlma.training.ModelService`).
+
+    >>> low, high = range_bounds(np.array([0.0, 0.0, np.nan]), np.array([120.0, 0.0, np.nan]), 100)
+    >>> low.tolist(), high.tolist()
+    ([-12000.0, -inf, -inf], [12120.0, inf, inf])
+    """
+    lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        scale = np.maximum(hi - lo, np.maximum(np.abs(lo), np.abs(hi)))
+    judged = np.isfinite(scale) & (scale > 0) & (factor > 0)
+    return np.where(judged, lo - factor * scale, -np.inf), np.where(judged, hi + factor * scale, np.inf)
+
+
 def _check_value_range(v: _Validator, context: FleetContext, idx: np.ndarray, c: np.ndarray, t: np.ndarray,
                        y: np.ndarray, keys: pd.Index, raw_y: pd.Series):
     """Rows whose ``y`` lies far outside the stream's range (see :class:`IngestLimits`), on rows sorted by
@@ -1961,10 +1980,7 @@ def _check_value_range(v: _Validator, context: FleetContext, idx: np.ndarray, c:
         known = stored["lo"].notna().to_numpy()
         lo[known] = stored["lo"].to_numpy(dtype=np.float64)[known]
         hi[known] = stored["hi"].to_numpy(dtype=np.float64)[known]
-    scale = np.maximum(hi - lo, np.maximum(np.abs(lo), np.abs(hi)))
-    judged = np.isfinite(scale) & (scale > 0)
-    low = np.where(judged, lo - factor * scale, -np.inf)
-    high = np.where(judged, hi + factor * scale, np.inf)
+    low, high = range_bounds(lo, hi, factor)
     bad = []
     for a, b in _stream_blocks(c):
         yb, cb = y[idx[a:b]], c[a:b]
@@ -2158,8 +2174,8 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
         bad = np.flatnonzero(np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)))
         if bad.size:
             raise DataError(f"{label}: driver column {c!r} has {bad.size} infinite value(s), first "
-                            f"{str(frame[c].iloc[bad[0]])!r} on line/row {line(bad[0])}: give a number, or leave the cell "
-                            "empty (not known)", source=label, column=str(c), rows=[line(i) for i in bad[:20]])
+                            f"{str(frame[c].iloc[bad[0]])!r} on line/row {line(bad[0])}: give a number, or leave the "
+                            "cell empty (not known)", source=label, column=str(c), rows=[line(i) for i in bad[:20]])
         out[str(c)] = values.to_numpy(dtype=np.float64)
     dup = np.flatnonzero(out.duplicated([ID, TIME], keep=False).to_numpy())
     if dup.size:

@@ -320,7 +320,9 @@ class FleetData:
 
     def driver_values(self, s: int, ds: np.ndarray) -> np.ndarray | None:
         """Stream ``s``'s driver values at timestamps ``ds`` (rows) in :attr:`drivers` column order, NaN where
-        none is known; None when the fleet has no drivers."""
+        none is known, but 0 for an event driver (no event ran: a file that lists only the hours a campaign
+        runs must not have its last campaign carried on, in training as in forecasts); None when the fleet has
+        no drivers."""
         if self._drv_offsets is None:
             return None
         lo, hi = self._drv_offsets[s], self._drv_offsets[s + 1]
@@ -331,6 +333,8 @@ class FleetData:
         if hi > lo:
             hit = own[idx] == ds
             out[hit] = self._drv_values[lo + idx[hit]]
+        for c in self._event_columns:
+            out[np.isnan(out[:, c]), c] = 0.0
         return out
 
     def future_driver_values(self, s: int, k: int, season_length: int) -> tuple[np.ndarray | None, int]:
@@ -348,9 +352,7 @@ class FleetData:
             return None, 0
         n_f = len(self.drivers.future)
         values[:, n_f:] = np.nan
-        for c in self._event_columns:
-            values[~np.isfinite(values[:, c]), c] = 0.0
-        gaps = ~np.isfinite(values[:, :n_f])
+        gaps = ~np.isfinite(values[:, :n_f])  # none for event drivers (driver_values: 0)
         if not gaps.any():
             return values, 0
         j = self._local(k)

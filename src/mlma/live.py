@@ -55,8 +55,8 @@ from mlma.escalations import Escalation
 from mlma.fleet import FleetData
 from mlma.heap import LongLivedHeap
 from mlma.models import ForecastContext, fitting_train_window, make_forecaster, spec_name
-from mlma.models.factory import fallback_cause
 from mlma.models.base import DriversChanged, driver_view
+from mlma.models.factory import fallback_cause
 from mlma.policy import Verdict
 from mlma.project import CONFIG_NAME, ConfigError, ProjectConfig
 from mlma.registry import ArtifactMissing, ModelRegistry
@@ -610,7 +610,7 @@ class LiveAgent:
         service = ModelService(fleet, cfg.model.spec, ctx, train_window_ticks=window, executor=executor,
                                fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None,
                                model_params=cfg.model_params(), window_steps=timing.most_steps,
-                               stores_models=True,
+                               stores_models=True, driver_range_factor=cfg.ingest_limits().value_range_factor,
                                renew_executor=self._renew_executor if self._own_executor and not inline else None)
         if drivers and not service.wants_drivers and not self._said_drivers_unused:
             self._said_drivers_unused = True  # once per process
@@ -725,13 +725,14 @@ class LiveAgent:
             notes = list(repair.notes)
             fell_back = [(nm.stream, nm.fitted.fallback_reason) for nm in report.new_models
                          if fallback_cause(nm.fitted.fallback_reason, nm.fitted.short_history) == "fit failed"]
-            if fell_back:
+            if len(fell_back) * 2 >= len(report.new_models) > 0 and fell_back:
                 # A model that fails on most streams (a wrong option in [model] spec) serves seasonal naive in its
-                # place: said with the tick, not only on each stream's page.
+                # place: said with the tick, not only on each stream's page (a few streams' fall-backs are not
+                # news every tick of a large fleet).
                 s, why = fell_back[0]
                 notes.append(f"{len(fell_back):,} of the {len(report.new_models):,} models fitted this tick run on "
                              f"a fall-back because the model's fit failed (e.g. {fleet.ids[s]}: {why}); check [model] "
-                             f"spec in mlma.toml if that is most of them (`mlma versions STREAM` shows each)")
+                             f"spec in mlma.toml (`mlma versions STREAM` shows each)")
             if change is not None:
                 # Committed with the tick: a crash before the commit finds the old state again and does the same.
                 audit.append({"actor": "agent", "action": "policy-changed", "target": "mlma.toml:agent.policy",
@@ -760,6 +761,9 @@ class LiveAgent:
             _checkpoint("before-commit")
             written = self.store.write_tick(record, lease=lease)
             self.last_committed = k  # a stop from here on finds the tick done (what mlma tick says)
+            if repair.drivers_checked is not None:
+                self._drivers_checked = repair.drivers_checked[0]
+                self._unchecked_loads -= repair.drivers_checked[1]
             _checkpoint("after-commit")
             if written.state is not None:  # the state just saved, as the next tick would read it back
                 self._state_cache = written.state
@@ -1047,8 +1051,10 @@ class LiveAgent:
         drivers = service.ctx.drivers
         declared = (drivers.future, drivers.historical)
         every = declared != self._drivers_checked
-        loaded, self._unchecked_loads = self._unchecked_loads, set()
-        self._drivers_checked = declared
+        loaded = set(self._unchecked_loads)
+        # Taken as checked once the tick commits (a tick that fails is redone from its saved state, whose models
+        # must be checked again).
+        repair.drivers_checked = (declared, loaded)
         slots = ((agent.awaiting, "awaiting_version"), (agent.challenger, "challenger_version"),
                  (agent.champion, "champion_version"))
         if every:
@@ -1060,7 +1066,7 @@ class LiveAgent:
         stale: dict[tuple[int, str], tuple[int, str]] = {}
         for s, slot, name in candidates:
             key = controls.adopt[s] if slot is None else ModelKey(s, int(slot[s]))
-            fitted = service._models.get(key)
+            fitted = service.fitted(key)
             if fitted is None or (s, name) in stale:
                 continue
             try:
@@ -1504,6 +1510,9 @@ class _Repair:
     #: the agent's audit entries (dicts) and the tick's notes about the fleet as a whole (drivers changed)
     agent_audit: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    #: the declared drivers and the loaded versions the models in service were checked against (taken as
+    #: checked when the tick commits)
+    drivers_checked: tuple | None = None
 
     def note(self, stream: int, version: int, slot: str, severity: int, message: str) -> None:
         self.escalations.append((stream, severity, message))

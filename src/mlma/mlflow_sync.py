@@ -42,7 +42,8 @@ log = logging.getLogger("mlma.mlflow")
 
 _INSTALL = "pip install 'mlma[mlflow]'"
 _KEYS = ("tracking_uri", "experiment", "model_prefix", "alias", "max_seconds")
-#: Where MLflow keeps its tracking store: a server, a file store, or a database (MLflow's SQLAlchemy stores).
+#: Where MLflow keeps its tracking store: a server, a file store, or a database (MLflow's SQLAlchemy stores,
+#: also with a driver: ``postgresql+psycopg2://``).
 _SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks")
 
 
@@ -122,8 +123,8 @@ def parse_settings(raw: Any, *, root: Path, source: str = "mlma.toml") -> Mlflow
     scheme, _, rest = uri.partition("://")
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
         uri = prefix + str((Path(root) / uri[len(prefix):]).resolve())
-    elif not rest or scheme.lower() not in _SCHEMES or (scheme.lower() in ("http", "https")
-                                                         and not urlsplit(uri).hostname):
+    elif not rest or scheme.lower().split("+")[0] not in _SCHEMES or (scheme.lower() in ("http", "https")
+                                                                      and not urlsplit(uri).hostname):
         raise ValueError(f"{source}: [mlflow] tracking_uri must be a URI such as sqlite:///mlflow.db or "
                          f"http://host:5000 (schemes: {', '.join(_SCHEMES)}), got {uri!r}")
     values["tracking_uri"] = uri
@@ -158,8 +159,6 @@ def _client(uri: str):
         from mlflow import MlflowClient  # noqa: PLC0415 - optional extra
     except ImportError as exc:
         raise ValueError(f"the MLflow integration needs MLflow: {_INSTALL}") from exc
-    for name, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(name, value)  # read by MLflow at each request
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
@@ -183,6 +182,8 @@ class MlflowSync(RegistryListener):
     """
 
     def __init__(self, settings: MlflowSettings, artifacts: ArtifactStore) -> None:
+        for name, value in HTTP_DEFAULTS.items():  # here, in the thread that builds it, not in a sync's thread
+            os.environ.setdefault(name, value)  # read by MLflow at each request
         self.settings = settings
         self.artifacts = artifacts
         self._mlflow = None

@@ -660,13 +660,15 @@ class ModelRegistry:
         for no backlog), then each other stream's new versions, oldest first, and its champion. An error
         leaves that stream's remaining items for the next call and goes on with the next stream (a model
         deleted on the listener's side, a lost artifact file: that stream's trouble); three streams failing in
-        a row stop the call (the listener's side is down). It also stops after ``max_seconds``. What is left
-        is offered again by the next call, since the listener's :meth:`~RegistryListener.seen` does not
-        include it.
+        a row stop the call (the listener's side is down; errors of mlma's own artifact store, such as a lost
+        file, are the stream's and do not count). It also stops ``max_seconds`` after the listener said what it
+        holds (reading it back may be long, and must not use up the time for deliveries). What is left is
+        offered again by the next call, since the listener's :meth:`~RegistryListener.seen` does not include
+        it.
         """
-        deadline = None if max_seconds is None else time.monotonic() + max_seconds
         try:
             seen_versions, seen_champions = listener.seen()
+            deadline = None if max_seconds is None else time.monotonic() + max_seconds
             behind = {sid: int(seen_versions.get(uid, 0)) for sid, uid, top in self.tables.latest_versions()
                       if top > int(seen_versions.get(uid, 0))}
             new = [v for lo in range(0, len(behind), 10_000)
@@ -706,6 +708,8 @@ class ModelRegistry:
             except Exception as exc:  # noqa: BLE001 - this stream's items wait for the next call
                 errors.append(f"stream {moved.get(sid) or versions[sid][0].unique_id!r}: {type(exc).__name__}: "
                               f"{exc}")
+                if isinstance(exc, StoreError):  # a lost or damaged model file: this stream's for good
+                    continue
                 in_a_row += 1
                 if in_a_row >= 3:
                     break

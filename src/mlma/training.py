@@ -29,8 +29,10 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from threadpoolctl import threadpool_limits
 
+from mlma.data import range_bounds
 from mlma.executor_spec import check_executor_spec
 from mlma.fleet import FleetData
 from mlma.models import (
@@ -76,37 +78,35 @@ class FittedModel:
     short_history: bool = False
 
 
-#: A future driver value further outside the values of the stream's window than this many times their scale
-#: (the larger of their span and their bounds' sizes, as ``IngestLimits.value_range_factor`` judges ``y``) is
-#: taken for a file's error (a unit, a percent for a share, an overflow), not forecast from.
-DRIVER_RANGE_FACTOR = 10.0
+def _implausible_drivers(X: np.ndarray | None, future_X: np.ndarray | None, names, future_ds,
+                         factor: float) -> str | None:
+    """Why a forecast must not be made from these future driver values, or None: a value further outside what
+    the stream's history window holds of that driver than ``factor`` times their scale (the rule ``y`` is
+    checked by at ingest, :func:`mlma.data.range_bounds`; 0: not checked), which a model would extrapolate into
+    an absurd forecast (a unit error, an overflow). A driver the window holds no value of, or only zeros, is
+    not judged.
 
-
-def _implausible_drivers(X: np.ndarray | None, future_X: np.ndarray | None, names, future_ds) -> str | None:
-    """Why a forecast must not be made from these future driver values, or None: a value far outside what the
-    stream's history window holds of that driver (:data:`DRIVER_RANGE_FACTOR`), which a model would extrapolate
-    into an absurd forecast. A driver the window holds no value or only one value of is not judged.
-
-    >>> X = np.array([[0.0, 10.0], [1.0, 20.0]])
-    >>> when = np.array(["2025-01-01T05"], "M8[h]")
-    >>> _implausible_drivers(X, np.array([[1.0, 25.0]]), ("campaign", "temp"), when)
-    >>> print(_implausible_drivers(X, np.array([[80.0, 25.0]]), ("campaign", "temp"), when))  # doctest: +ELLIPSIS
-    the future value of driver 'campaign' at 2025-01-01T05 is 80, far outside ... window (0 to 1): ...
+    >>> X, names = np.array([[0.0, 10.0], [1.0, 20.0]]), ("campaign", "temp")
+    >>> when = np.array(["2025-01-01T05"], "M8[ns]")
+    >>> _implausible_drivers(X, np.array([[12.0, 25.0]]), names, when, 100.0)
+    >>> print(_implausible_drivers(X, np.array([[8000.0, 25.0]]), names, when, 100.0))  # doctest: +ELLIPSIS
+    the future value of driver 'campaign' at 2025-01-01 05:00 is 8000, far outside ... window (0 to 1; ...
     """
-    if X is None or future_X is None or not X.size or not future_X.size:
+    if X is None or future_X is None or not X.size or not future_X.size or not factor:
         return None
     known = np.isfinite(X)
-    lo, hi = np.where(known, X, np.inf).min(axis=0), np.where(known, X, -np.inf).max(axis=0)
-    judged = hi > lo  # two different values at least (none: lo is inf)
     with np.errstate(invalid="ignore"):
-        scale = np.where(judged, np.maximum(hi - lo, np.maximum(np.abs(lo), np.abs(hi))), 0.0)
-    far = judged & ((future_X < lo - DRIVER_RANGE_FACTOR * scale) | (future_X > hi + DRIVER_RANGE_FACTOR * scale))
+        lo = np.where(known.any(axis=0), np.where(known, X, np.inf).min(axis=0), np.nan)
+        hi = np.where(known.any(axis=0), np.where(known, X, -np.inf).max(axis=0), np.nan)
+    low, high = range_bounds(lo, hi, factor)
+    far = (future_X < low) | (future_X > high)
     if not far.any():
         return None
     row, c = np.argwhere(far)[0]
-    return (f"the future value of driver {names[c]!r} at {np.datetime_as_string(np.asarray(future_ds)[row])} is "
-            f"{future_X[row, c]:.6g}, far outside the values of the stream's window ({lo[c]:.6g} to {hi[c]:.6g}): a "
-            "file's error (units, a percent for a share)? Correct it with mlma ingest --future")
+    when = pd.Timestamp(np.asarray(future_ds)[row]).strftime("%Y-%m-%d %H:%M")
+    return (f"the future value of driver {names[c]!r} at {when} is {future_X[row, c]:.6g}, far outside the values "
+            f"of the stream's window ({lo[c]:.6g} to {hi[c]:.6g}; value_range_factor {factor:g}): a unit or file "
+            "error? Correct it with mlma ingest --future")
 
 
 class ExecutorUnavailableError(ValueError):
@@ -859,6 +859,10 @@ class ModelService:
         For the owner of a process pool: ends the pool (broken: a worker died) and returns a fresh one, which
         the service then uses. With it, the streams of chunks a dead worker failed are fitted again one at a
         time, so that only the stream that kills its worker fails (:meth:`_collect`).
+    driver_range_factor
+        A forecast is not made from a future driver value further outside the stream's window than this many
+        times its scale (:func:`mlma.data.range_bounds`; the project's ``[data] value_range_factor``, as ``y``
+        is checked by at ingest); its stream's forecast fails, naming the driver and the value. 0: not checked.
     """
 
     def __init__(self, fleet: FleetData, spec, ctx: ForecastContext, *, train_window_ticks: int | None,
@@ -866,7 +870,8 @@ class ModelService:
                  parallel_threshold: int | None = None, fit_timeout: float | None = None,
                  fit_cache: FitCache | str | None = None, predict_chunk_size: int = DEFAULT_PREDICT_CHUNK,
                  shard_forecasts: bool | None = None, window_steps: Callable[[int], int] | None = None,
-                 stores_models: bool = False, renew_executor: Callable[[], Executor] | None = None) -> None:
+                 stores_models: bool = False, renew_executor: Callable[[], Executor] | None = None,
+                 driver_range_factor: float = 100.0) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
         if isinstance(predict_chunk_size, bool) or not isinstance(predict_chunk_size, int) or predict_chunk_size < 1:
@@ -898,6 +903,7 @@ class ModelService:
             parallel_threshold = getattr(self.executor, "parallel_threshold", DEFAULT_PARALLEL_THRESHOLD)
         self.parallel_threshold = parallel_threshold
         self.fit_timeout = fit_timeout
+        self.driver_range_factor = float(driver_range_factor)
         #: Why the fit of a key failed, for keys :meth:`fit` gave up on (``on_error="skip"``).
         self.failures: dict[ModelKey, str] = {}
         #: Why the forecast of ``(key, target_tick)`` failed, for forecasts :meth:`predict_many` gave up on.
@@ -1134,6 +1140,10 @@ class ModelService:
     def get(self, key: ModelKey) -> FittedModel:
         return self._models[key]
 
+    def fitted(self, key: ModelKey) -> FittedModel | None:
+        """The model of ``key`` if the service holds it, else None."""
+        return self._models.get(key)
+
     def predict(self, key: ModelKey, target_tick: int, context_ticks: int | None = None) -> np.ndarray:
         """Forecast tick ``target_tick`` with the model ``key``, using history up to that tick's start."""
         return self.predict_many([key], target_tick, context_ticks)[0]
@@ -1264,11 +1274,11 @@ class ModelService:
             future_X, filled = self.fleet.future_driver_values(key.stream, target_tick, self.ctx.season_length)
             if filled:
                 self.driver_fills[target_tick] = self.driver_fills.get(target_tick, 0) + filled
-        problem = _implausible_drivers(X, future_X, self.ctx.drivers.columns, future)
-        if problem is not None:
-            raise ValueError(problem)
         if columns is not None:
             X, future_X = X[:, columns], future_X[:, columns]
+        problem = _implausible_drivers(X, future_X, view.drivers.columns, future, self.driver_range_factor)
+        if problem is not None:
+            raise ValueError(problem)
         y_hat = np.asarray(model.predict(hist.ds, hist.y, future, X, future_X), dtype=np.float64)
         if y_hat.shape != future.shape:
             raise ValueError(f"model for stream {self.fleet.ids[key.stream]!r} returned {y_hat.shape[0]} "

@@ -9,8 +9,7 @@ needs from a model is in :class:`Forecaster`; everything a model needs to know a
 from __future__ import annotations
 
 import numbers
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol, Self, runtime_checkable
 
 import numpy as np
@@ -789,7 +788,7 @@ def driver_view(model, ctx: ForecastContext) -> tuple[ForecastContext, np.ndarra
     prior = (None if ctx.driver_prior is None
              else tuple(ctx.driver_prior[now.future.index(name)] for name in fitted.future))
     drivers = Drivers(fitted.future, fitted.historical, tuple(n for n in now.events if n in fitted.future))
-    return dataclasses.replace(ctx, drivers=drivers, driver_prior=prior), columns
+    return replace(ctx, drivers=drivers, driver_prior=prior), columns
 
 
 def model_takes_driver_prior(model) -> bool:
