@@ -344,3 +344,22 @@ def test_an_mlflow_server_that_never_answers_does_not_hold_the_tick(tmp_path, pl
         assert took < 15, f"the tick took {took:.0f} s with max_seconds = 2"
     finally:
         listener.close()
+
+
+def test_an_alias_moved_or_deleted_by_hand_in_mlflow_is_put_back(tmp_path, platform):
+    """A person moved one stream's champion alias in MLflow and deleted another's: mlma's own tag still said
+    the champion was delivered, and the alias stayed wrong for good."""
+    config, zones = _started_replica(tmp_path, platform)
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        for uid in zones[:2]:
+            registry.register(uid, {"refit of": uid}, spec="ridge", promote=True)
+        sync = project_sync(config)
+        assert sync.sync(registry).champions == 2
+        moved, deleted = (registered_name("mlma.", uid) for uid in zones[:2])
+        sync.client.set_registered_model_alias(moved, "champion", "1")
+        sync.client.delete_registered_model_alias(deleted, "champion")
+        fresh = project_sync(config)  # a process that reads MLflow back (the next start, or after an error)
+        assert fresh.sync(registry).champions == 2
+        _, aliases = mlflow_state(fresh)
+        assert aliases[zones[0]] == aliases[zones[1]] == 2

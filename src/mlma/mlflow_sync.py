@@ -244,7 +244,10 @@ class MlflowSync(RegistryListener):
                                                         page_token=token)
             for rm in page:
                 uid, champion = rm.tags.get("mlma.unique_id"), rm.tags.get("mlma.champion")
-                if uid is not None and champion is not None and rm.name == registered_name(prefix, uid):
+                # The champion is delivered when the alias still points at its MLflow version: one moved or
+                # deleted by hand in MLflow is put back by the next publish.
+                if uid is not None and champion is not None and rm.name == registered_name(prefix, uid) \
+                        and str((rm.aliases or {}).get(self.settings.alias)) == numbers.get((uid, int(champion))):
                     champions[uid] = int(champion)
                 self._registered.add(rm.name)
             token = page.token
