@@ -1027,13 +1027,9 @@ class LiveAgent:
                 repair.moves[s] = ChampionMove(s, previous, "agent", reason, "rollback")
                 repair.note(s, version, "champion", 3, reason)
             else:
-                agent.champion[s] = NO_MODEL  # the tick fits a first model on the stream's window
-                agent.is_fallback[s] = False
-                agent.fallback_since[s] = NO_MODEL  # a fall-back of the re-fit starts a run of its own
-                repair.moves.pop(s, None)  # the new version is promoted as it is recorded
                 reason = (f"the serving version {version} cannot be loaded ({error}) and no earlier version "
                           "loads; re-fitted on the stream's training window")
-                repair.refit[s] = reason
+                repair.refit_from_window(agent, s, reason)
                 repair.note(s, version, "champion", 3, reason)
 
     def _refit_for_drivers(self, k: int, agent: Agent, live: dict, service: ModelService, controls: Controls,
@@ -1090,12 +1086,9 @@ class LiveAgent:
                     repair.checks.append((s, int(live[other][s]), {"result": "dropped", "why": error}))
                     live[other][s] = -1
                     dropped += 1
-            agent.champion[s] = NO_MODEL  # the tick fits a first model on the stream's window
-            agent.is_fallback[s] = False
-            agent.fallback_since[s] = NO_MODEL
-            repair.moves.pop(s, None)
             controls.adopt.pop(s, None)
-            repair.refit[s] = f"the serving model cannot forecast: {error}; re-fitted on the stream's training window"
+            repair.refit_from_window(agent, s, f"the serving model cannot forecast: {error}; re-fitted on the "
+                                               "stream's training window")
             refitted += 1
         example = next(iter(stale.values()))[1]
         message = (f"the drivers in mlma.toml ([data] drivers, historical_drivers) changed: {refitted:,} serving "
@@ -1513,6 +1506,15 @@ class _Repair:
     #: the declared drivers and the loaded versions the models in service were checked against (taken as
     #: checked when the tick commits)
     drivers_checked: tuple | None = None
+
+    def refit_from_window(self, agent: Agent, stream: int, reason: str) -> None:
+        """The stream gets no model for a moment: the tick fits a first one on its training window, as for a
+        new stream, promoted as it is recorded, with ``reason``."""
+        agent.champion[stream] = NO_MODEL
+        agent.is_fallback[stream] = False
+        agent.fallback_since[stream] = NO_MODEL  # a fall-back of the re-fit starts a run of its own
+        self.moves.pop(stream, None)
+        self.refit[stream] = reason
 
     def note(self, stream: int, version: int, slot: str, severity: int, message: str) -> None:
         self.escalations.append((stream, severity, message))

@@ -690,15 +690,18 @@ class ModelRegistry:
         done_versions = done_champions = in_a_row = 0
         errors: list[str] = []
         out_of_time = False
+
+        def expired() -> bool:
+            return deadline is not None and time.monotonic() > deadline
+
         for sid in order:
             try:
                 for version in versions.get(sid, ()):
-                    if deadline is not None and time.monotonic() > deadline:
-                        out_of_time = True
+                    if expired():
                         break
                     listener.on_version_created(version)
                     done_versions += 1
-                if out_of_time or (deadline is not None and time.monotonic() > deadline):
+                if expired():  # the stream's champion waits for its versions
                     out_of_time = True
                     break
                 if sid in moved:

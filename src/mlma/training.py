@@ -240,9 +240,14 @@ class DaskExecutor(Executor):
 
     @property
     def usable(self) -> bool:
-        """Whether the client is still connected: Dask closes one that lost its scheduler for longer than it
-        waits to reconnect, and a closed client never connects again (a new executor must be made)."""
-        return not self._closed and self.client.status in ("running", "connecting")
+        """Whether this executor can still take work: not shut down, and its client still connected (Dask closes
+        one that lost its scheduler for longer than it waits to reconnect, and a closed client never connects
+        again: a new executor must be made)."""
+        return not self._closed and self._connected
+
+    @property
+    def _connected(self) -> bool:
+        return self.client.status in ("running", "connecting")
 
     def check_workers(self) -> None:
         """Warn when the cluster has no worker yet; fail when a worker cannot import mlma.
@@ -276,7 +281,7 @@ class DaskExecutor(Executor):
         if self._closed:
             return
         self._closed = True
-        if self.client.status in ("running", "connecting"):  # a closed client's calls are gone with it
+        if self._connected:  # a closed client's calls are gone with it
             self._executor.shutdown(wait=wait and not cancel_futures)
         if self.close_client:
             self.client.close()
@@ -1060,15 +1065,7 @@ class ModelService:
         deadline = None if self.fit_timeout is None else time.monotonic() + self.fit_timeout
         for chunk, future in zip(chunks, futures):
             try:
-                if deadline is None:
-                    fitted = future.result()
-                else:
-                    try:
-                        fitted = future.result(timeout=max(0.0, deadline - time.monotonic()))
-                    except FutureTimeout:
-                        future.cancel()
-                        self.timed_out = True
-                        raise TimeoutError(f"no result within fit_timeout={self.fit_timeout:g} s") from None
+                fitted = self._result_by(future, deadline, "result", marks_timed_out=True)
                 expected = [job[0] for job in chunk]
                 if [f.key for f in fitted] != expected:
                     raise RuntimeError(f"the executor returned models for {len(fitted)} keys, not for the "
@@ -1114,6 +1111,19 @@ class ModelService:
                 f"{type(exc).__name__}: {exc}; streams: {shown}{others}",
                 stream_ids=ids, keys=chunk_keys, failed_chunks=len(failures),
             ) from exc
+
+    def _result_by(self, future: Future, deadline: float | None, what: str, *, marks_timed_out: bool = False):
+        """``future``'s result, waiting until ``deadline`` (``time.monotonic()``, from ``fit_timeout``; None: for
+        as long as it takes); past it the call is cancelled and TimeoutError says no ``what`` came. A fit's
+        call that ran over ``marks_timed_out``: its worker may still be busy (:attr:`timed_out`)."""
+        if deadline is None:
+            return future.result()
+        try:
+            return future.result(timeout=max(0.0, deadline - time.monotonic()))
+        except FutureTimeout:
+            future.cancel()
+            self.timed_out |= marks_timed_out
+            raise TimeoutError(f"no {what} within fit_timeout={self.fit_timeout:g} s") from None
 
     def _fit_one_at_a_time(self, jobs: list, pickled: bool) -> list[FittedModel | FitFailure]:
         """Fit ``jobs`` one stream after another on a fresh pool (``renew_executor``); a stream whose fit kills
@@ -1318,12 +1328,7 @@ class ModelService:
             part = parts[n_shard] if parallel else grid.shard(shard)
             try:
                 if parallel:
-                    wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                    try:
-                        values, shard_errors = futures[n_shard].result(timeout=wait)
-                    except FutureTimeout:
-                        futures[n_shard].cancel()
-                        raise TimeoutError(f"no forecasts within fit_timeout={self.fit_timeout:g} s") from None
+                    values, shard_errors = self._result_by(futures[n_shard], deadline, "forecasts")
                 else:
                     values, shard_errors = executor.submit(_predict_shard, [models[i] for i in shard], part).result()
             except Exception as exc:  # noqa: BLE001 - the shard as a whole: forecast it here instead
