@@ -375,10 +375,39 @@ def test_rollback_and_promote_move_the_champion_with_who_and_why(env):
     history = env.get(f"/api/streams/{uid}").json()["champion_history"]
     assert (history[-1]["action"], history[-1]["version"], history[-1]["moved_by"], history[-1]["reason"]) == (
         "rollback", 1, "user:operator-1", "v2 over-forecasts")
-    assert env.act("rollback", {"stream": uid, "to_version": 1}).status_code == 422      # already serving
+    again = env.act("rollback", {"stream": uid, "to_version": 1})       # a retry of a chosen version: a no-op
+    assert again.status_code == 200 and again.json()["changed"] == 0 and again.json()["audit_id"] is None
     r = env.act("promote", {"stream": uid, "version": 2, "reason": "fixed the feature"})
     assert r.status_code == 200 and env.registry.champion(uid).version == 2
     _check_audit(env, "promote", f"stream:{uid}", "fixed the feature")
+
+
+def test_a_retried_rollback_with_from_version_changes_nothing_and_a_stale_one_is_refused(env):
+    """Without from_version, "roll back to the previous version" sent twice (a client's retry after a timeout)
+    rolls back from the version the first one put in service: it undoes the first. With it, the second changes
+    nothing; and a roll-back from a version that no longer serves, because another move came between, is
+    refused naming the move."""
+    uid = env.fleet.promoted[0]
+    assert env.registry.champion(uid).version == 2
+    moves = len(env.registry.history(uid))
+    first = env.act("rollback", {"stream": uid, "from_version": 2, "reason": "v2 over-forecasts"})
+    assert first.status_code == 200 and first.json()["changed"] == 1 and env.registry.champion(uid).version == 1
+    retry = env.act("rollback", {"stream": uid, "from_version": 2, "reason": "v2 over-forecasts"})
+    assert retry.status_code == 200 and retry.json()["changed"] == 0 and retry.json()["audit_id"] is None
+    assert env.registry.champion(uid).version == 1 and len(env.registry.history(uid)) == moves + 1
+    env.act("promote", {"stream": uid, "version": 2, "reason": "fixed"})
+    env.act("rollback", {"stream": uid, "to_version": 1, "reason": "not fixed"})
+    stale = env.act("rollback", {"stream": uid, "from_version": 2, "to_version": 1})  # v2 serves no more, and
+    assert stale.status_code == 200 and stale.json()["changed"] == 0                # this roll-back was made
+    env.act("promote", {"stream": uid, "version": 2, "reason": "fixed again"})
+    env.act("promote", {"stream": uid, "version": 1, "reason": "a person's promotion, not a roll-back"})
+    refused = env.act("rollback", {"stream": uid, "from_version": 2})
+    assert refused.status_code == 422 and env.registry.champion(uid).version == 1
+    problem = refused.json()["detail"][0]
+    assert problem["loc"] == ["body", "from_version"]
+    assert "version 2 does not serve stream" in problem["msg"] and "promotion of version 1" in problem["msg"]
+    without = env.act("rollback", {"stream": uid})                      # the old way: a retry toggles
+    assert without.status_code == 200 and env.registry.champion(uid).version == 2
 
 
 def test_escalations_acknowledge_silence_resolve_reopen(env):

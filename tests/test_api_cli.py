@@ -160,6 +160,13 @@ def test_rollback_and_promote(project):
         assert registry.champion(uid).version == 2
         run(project, "rollback", uid, "--to-version", "1")
         assert registry.champion(uid).version == 1
+        run(project, "promote", uid, "2")
+        for _ in range(2):  # run again by a script's retry: the second changes nothing
+            run(project, "rollback", uid, "--from-version", "2")
+            assert registry.champion(uid).version == 1 and registry.history(uid)[-1].previous_version == 2
+        assert len(registry.history(uid)) == 7  # two promotions, then three moves each way, then one roll-back
+        stale = run(project, "rollback", uid, "--from-version", "3", ok=False)
+        assert stale.exit_code == 2 and "version 3 does not serve stream" in stale.output
         refused = run(project, "rollback", uid, "--to-version", "7", ok=False)
         assert refused.exit_code == 2 and "no model version 7" in refused.output
     finally:

@@ -53,7 +53,8 @@ def site(tmp_path_factory):
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "store": store, "fleet": fleet, "tokens": tokens}
+    yield {"url": f"http://127.0.0.1:{port}", "store": store, "fleet": fleet, "tokens": tokens,
+           "artifacts": folder / "artifacts"}
     server.should_exit = True
     thread.join(10)
     store.close()
@@ -182,6 +183,30 @@ def test_fleet_overview_streams_pages_and_a_group_action(page, site):
     names = page.locator("table.streams tbody tr td:first-child").all_inner_texts()
     assert sorted(names) == sorted(site["fleet"].degraded_now)
 
+
+def test_a_roll_back_clicked_on_a_page_older_than_the_last_move_is_refused_not_made_blind(page, site):
+    """The version table's roll-back sends the version the page shows serving: when a colleague put another
+    version in service since the page loaded, the click is refused, saying what serves, instead of replacing a
+    version the person never saw; on the reloaded page the same click rolls back."""
+    from mlma.registry import ModelRegistry
+
+    uid = site["fleet"].promoted[0]
+    registry = ModelRegistry(site["store"], site["artifacts"])
+    assert registry.champion(uid).version == 2
+    log_in(page, site)
+    page.goto(site["url"] + f"/#/stream/{uid}")
+    page.wait_for_selector(".page[data-page=stream] button:has-text('Roll back to v1')")
+    registry.register(uid, {"sample": True, "version": 3}, spec="seasonal-naive", promote=True,
+                      reason="a colleague's fix")                       # behind the page's back
+    page.click("button:has-text('Roll back to v1')")
+    page.wait_for_selector("#toast.show:has-text('rollback refused')")
+    assert "version 2 does not serve stream" in page.inner_text("#toast")
+    assert registry.champion(uid).version == 3
+    page.reload()
+    page.wait_for_selector(".page[data-page=stream] button:has-text('Roll back to v2')")
+    page.click("button:has-text('Roll back to v1')")
+    page.wait_for_selector("#toast.show:has-text('rollback by user:ana')")
+    assert registry.champion(uid).version == 1 and registry.history(uid)[-1].previous_version == 3
 
 def on_a_fleet_page_that_loads_slowly(page, site) -> None:
     """Log in, open the fleet page, then hold its data back for a second from now on, so that a redraw of it

@@ -320,13 +320,19 @@ class Operations:
         return self.store.stream_actions(status=status, stream_ids=ids, limit=limit)
 
     # -- now -------------------------------------------------------------------------------------------------
-    def rollback(self, stream, to_version: int | None = None, *, by: str, reason: str | None = None) -> ActionResult:
-        """Put an earlier version of the stream back in service now (default: the one before the current)."""
+    def rollback(self, stream, to_version: int | None = None, *, by: str, reason: str | None = None,
+                 from_version: int | None = None) -> ActionResult:
+        """Put an earlier version of the stream back in service now (default: the one before the current).
+        ``from_version``: the version the caller saw serving, so that a retried request changes nothing
+        (:meth:`mlma.registry.ModelRegistry.roll_back`)."""
         registry = self._registry()
         if to_version is not None:
             (to_version,) = _version_numbers([to_version])
+        if from_version is not None:
+            (from_version,) = _version_numbers([from_version])
         try:
-            outcome = registry.roll_back(stream, to_version, by=check_actor(by), reason=reason)
+            outcome = registry.roll_back(stream, to_version, by=check_actor(by), reason=reason,
+                                         from_version=from_version)
         except KeyError as exc:
             raise ActionError(str(exc.args[0]) if exc.args else str(exc)) from None
         except (ValueError, StoreError) as exc:  # StoreError: the version's artifact does not verify

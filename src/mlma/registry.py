@@ -529,26 +529,42 @@ class ModelRegistry:
         self._move([ChampionMove(int(s), int(v), by, reason, "promote") for s, v in zip(ids, versions)])
 
     def rollback(self, stream: int | str, to_version: int | None = None, *, by: str,
-                 reason: str | None = None) -> ModelVersion:
+                 reason: str | None = None, from_version: int | None = None) -> ModelVersion:
         """Put an earlier version back in service; default: the one that served before the current one."""
-        return self.version(stream, self.roll_back(stream, to_version, by=by, reason=reason).version)
+        return self.version(stream, self.roll_back(stream, to_version, by=by, reason=reason,
+                                                   from_version=from_version).version)
 
     def roll_back(self, stream: int | str, to_version: int | None = None, *, by: str,
-                  reason: str | None = None) -> MoveOutcome:
+                  reason: str | None = None, from_version: int | None = None) -> MoveOutcome:
         """:meth:`rollback`, saying what it changed: the version rolled back to and whether this call moved the
-        champion (False: the same roll-back, sent at the same time, moved it first)."""
+        champion (False: that version served already, e.g. the same roll-back was sent twice).
+
+        ``from_version`` is the version the caller saw serving, the one to roll back *from*. A script that may
+        send its request again (a timeout, a retry) should give it: without it a second "roll back to the
+        previous version" rolls back from the version the first one put in service, which undoes it. With it,
+        a roll-back from that version that already happened changes nothing, and one asked while another move
+        came between is refused, naming the move.
+        """
         check_actor(by)
         sid = self.store.resolve(stream)
         current = self.champion(sid)
         if current is None:
             raise ValueError(f"stream {stream!r} has no champion to roll back")
+        if from_version is not None and int(from_version) != current.version:
+            last = self.history(sid)[-1]
+            if (last.action == "rollback" and last.previous_version == int(from_version)
+                    and to_version in (None, last.version)):
+                return MoveOutcome(current.version, False)  # this roll-back was made already
+            raise ValueError(f"version {int(from_version)} does not serve stream {stream!r}: version "
+                             f"{current.version} does since {last.at:%Y-%m-%d %H:%M} UTC ({last}); nothing was "
+                             "rolled back")
         if to_version is None:
             to_version = self.history(sid)[-1].previous_version
             if to_version is None:
                 raise ValueError(f"stream {stream!r} has had only one champion (version {current.version}); "
                                  "give to_version")
-        if int(to_version) == current.version:
-            raise ValueError(f"version {to_version} of stream {stream!r} is already the champion")
+        if int(to_version) == current.version:  # a retried roll-back to a chosen version, as a retried promotion
+            return MoveOutcome(current.version, False)
         self._check_loadable(stream, self.version(stream, int(to_version)), "roll back")
         # Conditional on the version read above: the same roll-back sent twice at once moves once (the second
         # finds the version it rolls back to serving: nothing to do, as for a retried promotion).

@@ -275,10 +275,13 @@ def retrain(streams: Optional[list[str]] = STREAMS_ARG, group: Optional[list[str
 
 def rollback(stream: str = typer.Argument(..., help="unique_id"),
              to_version: Optional[int] = typer.Option(None, help="Version to serve (default: the previous one)."),
+             from_version: Optional[int] = typer.Option(
+                 None, help="The version you saw serving; with it, running the command again changes nothing."),
              reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
              project: Optional[Path] = PROJECT_OPT) -> None:
     """Put an earlier model version back in service now."""
-    _run(project, lambda ops: ops.rollback(stream, to_version, by=actor(by), reason=reason))
+    _run(project, lambda ops: ops.rollback(stream, to_version, by=actor(by), reason=reason,
+                                           from_version=from_version))
 
 
 def promote(stream: str = typer.Argument(..., help="unique_id"), version: int = typer.Argument(..., help="Version."),

@@ -46,7 +46,8 @@ _FIELD_OF_MESSAGE = [
     (re.compile(r"^parameter (\w+) "), "params.{0}"),
     (re.compile(r"unknown parameter|no parameters given"), "params"),
     (re.compile(r"no stream has the attributes|a group is a mapping"), "group"),
-    (re.compile(r"has no model version|only one champion|already the champion"), "version"),
+    (re.compile(r"^version \d+ does not serve stream"), "from_version"),
+    (re.compile(r"has no model version|only one champion"), "version"),
     (re.compile(r"no escalation with id|no active abnormal period|no pending action|no escalation ids|"
                 r"ids are whole numbers"), "ids"),
 ]
@@ -120,6 +121,9 @@ class OneStream(_Body):
 
 class Rollback(OneStream):
     to_version: RowId | None = Field(None, description="default: the version that served before the current")
+    from_version: RowId | None = Field(
+        None, description="the version you saw serving: give it when the request may be sent again (a retry "
+                          "then changes nothing; a roll-back after another move came between is refused)")
 
 
 class Promote(OneStream):
@@ -218,7 +222,8 @@ def cancel_action(body: Ids, who: Principal = Depends(operator), ctx: AppContext
 @router.post("/rollback", summary="Put an earlier model version back in service now")
 def rollback(body: Rollback, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     try:
-        return _run(lambda: ctx.operations.rollback(body.stream, body.to_version, by=who.actor, reason=body.reason),
+        return _run(lambda: ctx.operations.rollback(body.stream, body.to_version, by=who.actor, reason=body.reason,
+                                                       from_version=body.from_version),
                     who, "stream")
     except FieldError as exc:
         raise FieldError("to_version" if exc.field == "version" else exc.field, str(exc)) from None

@@ -539,7 +539,9 @@ function versionTable(s, root, bounds) {
     if (!can("operator") || m.serving) return null;
     if (serving !== null && m.version < serving) {
       return h("button", { type: "button", class: "small", text: `Roll back to v${m.version}`,
-        onclick: () => act("rollback", { stream: s.unique_id, to_version: m.version, reason: reasonOf(root) }) });
+        // from_version: what this page shows serving, so a move made since the page loaded is not undone blind
+        onclick: () => act("rollback", { stream: s.unique_id, to_version: m.version, from_version: serving,
+          reason: reasonOf(root) }) });
     }
     return h("button", { type: "button", class: "small", text: `Promote v${m.version}`,
       onclick: () => act("promote", { stream: s.unique_id, version: m.version, reason: reasonOf(root) }) });
