@@ -18,7 +18,7 @@ from mlma.data import make_tick_grid
 from mlma.escalations import EscalationBook
 from mlma.fleet import FleetData
 from mlma.models import FleetHistory, ForecastContext, RidgeForecaster, predict_fleet, predict_fleet_isolated
-from mlma.policy import make_policy
+from mlma.policy import Verdict, make_policy
 from mlma.simulate import simulate_platform
 from mlma.training import ForecastError, InlineExecutor, ModelKey, ModelService
 
@@ -131,6 +131,18 @@ def test_a_failing_forecast_costs_only_its_own_stream_in_the_agent(fleet, frame,
     item = book.items.index(escalations[0])
     assert book.resolved_tick[item] == 15
 
+
+@pytest.mark.parametrize("policy", ["mlma", "page-hinkley"])
+def test_actuals_without_a_forecast_are_no_data_saying_why(fleet, frame, monkeypatch, policy):
+    """The ticks whose actuals found no forecast (the model failed the tick before) are not scored: no-data,
+    with a reason that tells them from a silent stream's."""
+    bad = int(np.flatnonzero(fleet.ids == bad_id(frame))[0])
+    _, reports = run_agent(fleet, monkeypatch, "raise", 12, 15, policy)
+    for r in reports[1:]:
+        unscored = r.tick in (13, 14, 15)
+        assert (r.decision.verdict[bad] == Verdict.NO_DATA) == unscored, r.tick
+        assert ("no forecast was served" in str(r.decision.reason[bad])) == unscored, r.tick
+        assert not any("no forecast was served" in str(x) for i, x in enumerate(r.decision.reason) if i != bad)
 
 def test_failures_repeat_as_one_escalation_per_failing_model(fleet, frame, monkeypatch):
     """A new model that fails too is escalated again (a new fact); the same model failing again is not."""

@@ -398,6 +398,10 @@ class Agent:
             busy=busy,
         )
         decision = self.policy.decide(obs)
+        # "no-data" for a stream whose actuals came but had no forecast to be scored against (its model's
+        # forecast failed last tick, escalated as forecast-failed): say so, or it reads as a silent stream.
+        unscored = (decision.verdict == int(Verdict.NO_DATA)) & (observed > 0) & ~np.isfinite(forecasts).any(axis=1)
+        decision.reason[unscored & (decision.reason == "")] = "actuals came, but no forecast was served for them"
         escalations = list(decision.escalations)
         retrain_seconds = np.zeros(n)
         promoted = np.zeros(n, dtype=bool)
