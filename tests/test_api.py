@@ -365,6 +365,30 @@ def test_mark_a_city_group_abnormal(env):
     _check_audit(env, "mark-abnormal", "group:city=c00", "holiday in c00")
 
 
+def test_an_action_on_many_streams_is_found_from_each_of_them(env):
+    """A pin of two named streams (target ``streams:2``) or of a city (``group:city=c02``) is one audit entry;
+    each stream it touched finds it on its page, with ``?stream=``, and in ``Store.audit_log(stream=)``; a
+    stream it did not touch does not."""
+    city = [u for u, c in zip(env.fleet.unique_ids, _cities(env)) if c == "c02"]
+    other = [u for u in env.fleet.unique_ids if u not in city]
+    two = env.act("set-params", {"streams": other[:2], "params": {"delta": 0.15}, "reason": "two noisy zones"})
+    assert two.status_code == 200, two.text
+    _check_audit(env, "set-params", "streams:2", "two noisy zones", two)
+    group = env.act("require-approval", {"group": {"city": "c02"}, "reason": "c02 depot move"})
+    _check_audit(env, "require-approval", "group:city=c02", "c02 depot move", group)
+    found = {two.json()["audit_id"]: other[:2], group.json()["audit_id"]: city}
+    for entry, members in found.items():
+        for uid in members + other[2:4]:
+            named = uid in members
+            assert (entry in [a["id"] for a in env.get(f"/api/streams/{uid}").json()["audit"]]) == named, uid
+            page = env.get("/api/audit", params={"stream": uid, "per_page": 200}).json()
+            assert (entry in [a["id"] for a in page["items"]]) == named, uid
+            assert (entry in env.store.audit_log(stream=uid)["id"].tolist()) == named, uid
+    unknown = env.get("/api/audit", params={"stream": "no-such-zone"})
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["query", "stream"]
+    env.act("require-approval", {"group": {"city": "c02"}, "required": False, "reason": "done"})
+    env.act("set-params", {"streams": other[:2], "params": {"delta": None}, "reason": "done"})
+
 def test_rollback_and_promote_move_the_champion_with_who_and_why(env):
     uid = env.fleet.promoted[0]
     assert env.registry.champion(uid).version == 2

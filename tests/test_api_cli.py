@@ -328,6 +328,15 @@ def test_read_commands(project):
     pins = json.loads(run(project, "audit", "--action", "pin", "--json").output)
     assert pins and all(a["action"] == "pin" for a in pins)
     assert "audit log" in run(project, "audit").output
+    _, fleet = project
+    a, b, c = fleet.unique_ids[9:12]
+    run(project, "pin", a, b, "--reason", "two zones")                  # one entry, target streams:2
+    about = {u: [e["target"] for e in json.loads(run(project, "audit", "--stream", u, "--json").output)]
+             for u in (a, b, c)}
+    assert "streams:2" in about[a] and "streams:2" in about[b] and "streams:2" not in about[c]
+    unknown = run(project, "audit", "--stream", "no-such-zone", ok=False)
+    assert unknown.exit_code == 2 and "unknown stream 'no-such-zone'" in unknown.output
+    run(project, "unpin", a, b)
 
 
 def test_serve_runs_the_dashboard_on_localhost(project):

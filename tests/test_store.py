@@ -988,12 +988,17 @@ def test_write_tick_resolves_only_unresolved_escalations_of_cleared_streams_acro
 
 
 def test_the_audit_log_is_append_only_in_the_database(store):
+    ids = store.stream_ids(["zone-1", "zone-2", "zone-3"])
     store.add_audit("agent", "tick", "fleet", {"n": 1})
-    for statement in ("UPDATE audit_log SET actor = 'user:eve'", "DELETE FROM audit_log"):
+    store.add_audit("user:ana", "pin", "streams:2", {"streams": 2}, streams=ids[:2])
+    for statement in ("UPDATE audit_log SET actor = 'user:eve'", "DELETE FROM audit_log",
+                      "UPDATE audit_streams SET stream_id = 99", "DELETE FROM audit_streams"):
         with pytest.raises(sa.exc.DatabaseError, match="append-only"):
             with store.engine.begin() as conn:
                 conn.execute(sa.text(statement))
-    assert store.audit_log()["actor"].tolist() == ["agent"]
+    assert store.audit_log()["actor"].tolist() == ["agent", "user:ana"]
+    assert [store.audit_log(stream=s)["target"].tolist() for s in ("zone-1", "zone-2", "zone-3")] == [
+        ["streams:2"], ["streams:2"], []]
 
 
 # -- the lock -------------------------------------------------------------------------------------------------

@@ -206,7 +206,7 @@ class Operations:
         check_actor(by)
         with self.store.transaction() as tx:
             tx.merge_overrides({int(i): changes for i in ids})
-            audit_id = tx.audit(by, action, target, {"streams": len(ids), **changes}, reason)
+            audit_id = tx.audit(by, action, target, {"streams": len(ids), **changes}, reason, streams=ids)
         return ActionResult(action, self.store.unique_ids(ids).tolist(), changed=len(ids), audit_id=audit_id,
                             detail=dict(changes))
 
@@ -228,7 +228,7 @@ class Operations:
         with self.store.transaction() as tx:
             tx.add_abnormal_periods(ids, lo.to_pydatetime(), hi.to_pydatetime(), by=by, reason=reason)
             audit_id = tx.audit(by, "mark-abnormal", target, {"start": str(lo), "end": str(hi), "streams": len(ids)},
-                                reason)
+                                reason, streams=None if target == "fleet" else ids)
         names = [] if target == "fleet" else self.store.unique_ids(ids).tolist()
         return ActionResult("mark-abnormal", names, changed=len(ids), audit_id=audit_id,
                             detail={"start": str(lo), "end": str(hi)})
@@ -273,7 +273,7 @@ class Operations:
         ids, target = self.select(streams, group=group)
         with self.store.transaction() as tx:
             tx.queue_actions(ids, kind, params, by=by, reason=reason)
-            audit_id = tx.audit(by, action or kind, target, {"streams": len(ids), **params}, reason)
+            audit_id = tx.audit(by, action or kind, target, {"streams": len(ids), **params}, reason, streams=ids)
         return ActionResult(action or kind, self.store.unique_ids(ids).tolist(), queued=len(ids),
                             audit_id=audit_id, detail=dict(params))
 

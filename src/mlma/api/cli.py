@@ -463,13 +463,19 @@ def audit(limit: int = typer.Option(20, min=1, max=500, help="Entries to show (n
           actor_: Optional[str] = typer.Option(None, "--actor", help="Only this actor, e.g. user:ana or agent."),
           action: Optional[str] = typer.Option(None, help="Only this action, e.g. pin."),
           target: Optional[str] = typer.Option(None, help="Only this target, e.g. stream:zone-417."),
+          stream: Optional[str] = typer.Option(None, help="Only entries about this stream: alone, or among the "
+                                                           "streams or group an action touched."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON."),
           project: Optional[Path] = PROJECT_OPT) -> None:
     """The audit log: who did what, when and why."""
-    from mlma.store.queries import audit_page
+    from mlma.store.queries import QueryError, audit_page
 
     with _operations(project) as ops:
-        page = audit_page(ops.store, actor=actor_, action=action, target=target, per_page=max(1, min(limit, 500)))
+        try:
+            page = audit_page(ops.store, actor=actor_, action=action, target=target, stream=stream,
+                              per_page=max(1, min(limit, 500)))
+        except QueryError as exc:
+            _fail(str(exc))
     if as_json:
         return _print_json(page["items"])
     table = Table("#", "when (UTC)", "who", "action", "target", "parameters", "reason",

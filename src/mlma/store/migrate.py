@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # imported where used: the revision constants below are read 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: The newest revision of the packaged migrations, which :mod:`mlma.store.schema` describes; a store at this
 #: revision is opened without reading the migration scripts (``tests/test_store.py`` checks it is the head).
-SCHEMA_REVISION = "0012"
+SCHEMA_REVISION = "0013"
 #: Alembic's table holding the revision a database is at.
 VERSION_TABLE = "alembic_version"
 

@@ -36,7 +36,7 @@ from mlma.store.records import TickSummary
 from mlma.store import packed
 from mlma.store import schema as S
 from mlma.store.overrides import StreamOverrides, pinned_now
-from mlma.store.store import Store
+from mlma.store.store import Store, about_stream
 
 #: Verdict codes by label ('ok', 'degraded', ...), and back.
 VERDICT_CODES = {v.label: int(v) for v in Verdict}
@@ -394,7 +394,7 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
                                                    sa.or_(a.c.stream_id == sid, a.c.stream_id.is_(None)))
                                 .order_by(a.c.start_ds)).all()
         al = S.audit_log
-        audit = conn.execute(sa.select(al).where(al.c.target == f"stream:{stream}").order_by(al.c.id.desc())
+        audit = conn.execute(sa.select(al).where(about_stream(sid, row.unique_id)).order_by(al.c.id.desc())
                              .limit(100)).all()
     forecasts = _latest_forecasts(issue_rows, since, sid)
     overrides = row.overrides or {}
@@ -619,14 +619,21 @@ def actions_page(store: Store, *, status: str | None = None, stream: str | None 
 
 
 def audit_page(store: Store, *, actor: str | None = None, action: str | None = None, target: str | None = None,
-               q: str | None = None, page: int = 1, per_page: int = 50) -> dict:
-    """The audit log, newest first; ``target`` matches exactly, ``q`` a part of the target or reason."""
+               q: str | None = None, stream: str | None = None, page: int = 1, per_page: int = 50) -> dict:
+    """The audit log, newest first; ``target`` matches exactly, ``q`` a part of the target or reason,
+    ``stream`` the entries about that stream (alone, or among the many an action touched)."""
     offset, limit = _page(page, per_page)
     al = S.audit_log
     where = []
     for column, value in (("actor", actor), ("action", action), ("target", target)):
         if value:
             where.append(al.c[column] == value)
+    if stream is not None:
+        try:
+            sid = store.resolve(stream)
+        except KeyError:
+            raise QueryError("stream", f"unknown stream {stream!r}") from None
+        where.append(about_stream(sid, str(store.unique_ids([sid])[0])))
     if q:
         pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         where.append(sa.or_(al.c.target.ilike(pattern, escape="\\"), al.c.reason.ilike(pattern, escape="\\")))

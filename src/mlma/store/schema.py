@@ -239,6 +239,14 @@ audit_log = sa.Table(
     sa.Index(None, "at"),
 )
 
+# Which streams an audit entry's action touched when its target names many (migration 0013): one row per
+# stream and entry, so that a stream's page finds a pin of its city. Append-only, as the log is.
+audit_streams = sa.Table(
+    "audit_streams", metadata,
+    sa.Column("stream_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("audit_id", sa.BigInteger, primary_key=True, autoincrement=False),
+)
+
 agent_state = sa.Table(
     "agent_state", metadata,
     sa.Column("tick", sa.Integer, primary_key=True, autoincrement=False),

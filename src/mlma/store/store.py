@@ -148,6 +148,16 @@ def refuse_missing_file(url: str) -> None:
                           "a backup", url=shown, current=None, expected=migrate.SCHEMA_REVISION)
 
 
+
+def about_stream(stream_id: int, unique_id: str) -> sa.ColumnElement[bool]:
+    """The condition on ``audit_log`` rows that are about one stream: their target names it alone
+    (``stream:zone-4``), or the action touched it among many (``streams:40``, ``group:city=c03``: the rows of
+    ``audit_streams``, migration 0013)."""
+    a, members = S.audit_log, S.audit_streams
+    return sa.or_(a.c.target == f"stream:{unique_id}",
+                  a.c.id.in_(sa.select(members.c.audit_id).where(members.c.stream_id == int(stream_id))))
+
+
 class Store:
     """mlma's database: open one with :meth:`open` (existing) or :meth:`create` (new or to be upgraded).
 
@@ -1693,29 +1703,38 @@ class Store:
         return EscalationsChanged(int(changed), audit_id)
 
     def add_audit(self, actor: str, action: str, target: str | None = None, params: Mapping[str, Any] | None = None,
-                  reason: str | None = None) -> int:
+                  reason: str | None = None, *, streams: Sequence[int] | None = None) -> int:
         """Append one entry to the audit log (who, what, on what, with which parameters, why); returns its id.
 
         ``actor`` is ``'agent'`` or ``'user:<name>'``; ``target`` e.g. ``'stream:zone-417'`` or
-        ``'group:city=Berlin'``. The log is append-only: the database refuses updates and deletes.
+        ``'group:city=Berlin'``. ``streams``: the ids of the streams the action touched, when the target does
+        not name each one (``streams:40``, a group), so that :meth:`audit_log` ``(stream=)`` finds the entry.
+        The log is append-only: the database refuses updates and deletes.
         """
         with self._write() as conn:
-            return self._audit(conn, self._now(conn), actor, action, target, params, reason)
+            return self._audit(conn, self._now(conn), actor, action, target, params, reason, streams=streams)
 
     def _audit(self, conn: sa.Connection, now: dt.datetime, actor: str, action: str, target: str | None = None,
-               params: Mapping[str, Any] | None = None, reason: str | None = None) -> int:
+               params: Mapping[str, Any] | None = None, reason: str | None = None, *,
+               streams: Sequence[int] | None = None) -> int:
         check_actor(actor, "actor")
         if actor != "agent":
             check_reason(reason)  # a person's, whichever door it came through (the agent's are error texts)
         if not isinstance(action, str) or not action:
             raise ValueError(f"action must be a non-empty string, got {action!r}")
-        return int(conn.execute(sa.insert(S.audit_log).values(
+        audit_id = int(conn.execute(sa.insert(S.audit_log).values(
             at=now, actor=actor, action=action, target=target, params=_json_safe(dict(params or {})),
             reason=reason).returning(S.audit_log.c.id)).scalar_one())
+        if streams is not None and len(streams):
+            conn.execute(sa.insert(S.audit_streams), [{"stream_id": int(s), "audit_id": audit_id}
+                                                      for s in sorted({int(s) for s in streams})])
+        return audit_id
 
     def audit_log(self, *, since: Any = None, target: str | None = None, actor: str | None = None,
-                  action: str | None = None) -> pd.DataFrame:
-        """Audit entries, oldest first, optionally since an instant (UTC) and for a target, actor or action."""
+                  action: str | None = None, stream: int | str | None = None) -> pd.DataFrame:
+        """Audit entries, oldest first, optionally since an instant (UTC) and for a target, actor or action;
+        ``stream``: the entries about that stream, whether their target names it alone or many streams
+        (``streams:40``, a group) it was one of."""
         a = S.audit_log
         query = sa.select(a).order_by(a.c.id)
         if since is not None:
@@ -1723,6 +1742,9 @@ class Store:
         for column, value in (("target", target), ("actor", actor), ("action", action)):
             if value is not None:
                 query = query.where(a.c[column] == value)
+        if stream is not None:
+            sid = self.resolve(stream)
+            query = query.where(about_stream(sid, str(self.unique_ids([sid])[0])))
         with self._read() as conn:
             rows = conn.execute(query).all()
         return pd.DataFrame(rows, columns=[c.name for c in a.columns])

@@ -65,9 +65,10 @@ class Transaction:
 
     # -- the audit log ------------------------------------------------------------------------------------
     def audit(self, actor: str, action: str, target: str | None = None, params: Mapping[str, Any] | None = None,
-              reason: str | None = None) -> int:
+              reason: str | None = None, *, streams: Sequence[int] | None = None) -> int:
         """Append an audit entry (see :meth:`mlma.store.Store.add_audit`); returns its id."""
-        return self._store._audit(self._connection(), self.now, actor, action, target, params, reason)
+        return self._store._audit(self._connection(), self.now, actor, action, target, params, reason,
+                                  streams=streams)
 
     # -- per-stream settings and queued actions -----------------------------------------------------------
     def merge_overrides(self, changes: Mapping[int, Mapping[str, Any] | None]) -> None:

@@ -111,11 +111,13 @@ def audit(
     actor: str | None = None, action: str | None = None,
     target: Annotated[str | None, Query(description="Exact target, e.g. stream:zone-417 or group:city=c03")] = None,
     q: Annotated[str | None, Query(max_length=200, description="Part of the target or reason")] = None,
+    stream: Annotated[str | None, Query(description="The entries about this stream (unique_id): alone, or among "
+                                                    "the streams or group an action touched")] = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
     _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
 ) -> dict:
-    return queries.audit_page(ctx.store, actor=actor, action=action, target=target, q=q, page=page,
+    return queries.audit_page(ctx.store, actor=actor, action=action, target=target, q=q, stream=stream, page=page,
                               per_page=per_page)
 
 
