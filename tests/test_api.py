@@ -523,6 +523,20 @@ def test_stream_detail_matches_store_and_registry(env):
     assert [v["version"] for v in d["versions"]] == [1, 2] and d["versions"][1]["check"]["result"] == "promoted"
 
 
+def test_a_stream_page_with_more_actuals_than_it_shows_keeps_the_newest(env, monkeypatch):
+    """High-frequency data gives a page more actuals than it draws: it keeps the newest (the oldest made the
+    chart stop days before the data did), and its forecasts start where its actuals do."""
+    from mlma.store import queries
+
+    uid = env.fleet.promoted[1]
+    start = pd.Timestamp(env.get(f"/api/streams/{uid}?ticks=5").json()["ticks"][0]["start_ds"])
+    every = env.store.observations(start=start, streams=[uid])
+    monkeypatch.setattr(queries, "MAX_ACTUALS", 30)
+    d = env.get(f"/api/streams/{uid}?ticks=5").json()
+    assert d["actuals"]["y"] == pytest.approx(every["y"].tail(30).tolist())
+    assert pd.Timestamp(d["actuals"]["ds"][-1]) == every["ds"].max()
+    assert min(pd.Timestamp(t) for t in d["forecasts"]["ds"]) == pd.Timestamp(d["actuals"]["ds"][0])
+
 def _expected_queue(env: Env) -> pd.DataFrame:
     """The queue computed with pandas from the store's readers: open escalations grouped by kind, tick and
     city, ranked by highest severity, then the members' reference loss in the last tick, then count."""

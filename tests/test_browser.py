@@ -260,3 +260,23 @@ def test_the_session_cookie_is_http_only_and_lax(page, site):
     assert cookies["mlma_session"]["httpOnly"] is True and cookies["mlma_session"]["sameSite"] == "Lax"
     assert cookies["mlma_csrf"]["httpOnly"] is False
     assert page.evaluate("document.cookie").count("mlma_session") == 0      # scripts cannot read the session
+
+
+def test_a_daily_stream_s_chart_draws_its_actuals_as_a_line(page, site):
+    """A stream of daily data gets its actuals drawn as a line: the chart broke the line at every gap of more
+    than three hours, so a daily series drew nothing. Runs last: it adds a stream to the module's fleet."""
+    import pandas as pd
+
+    days = pd.date_range("2026-10-20", "2026-11-10", freq="D")
+    site["store"].ingest_frame(pd.DataFrame({"unique_id": "daily-zone", "ds": days, "y": 50.0 + (days.day % 7)}),
+                               source="daily-zone")
+    log_in(page, site)
+    page.goto(site["url"] + "/#/stream/daily-zone")
+    page.wait_for_selector(".page[data-page=stream]")
+    assert page.inner_text(".stream-head h1") == "daily-zone"
+    drawn = page.evaluate("""() => {
+      const box = [...document.querySelectorAll('.chart-box')].find((b) => /Actuals and forecasts/.test(b.textContent));
+      return [...box.querySelectorAll('path.series')].map((p) => (p.getAttribute('d').match(/L/g) || []).length);
+    }""")
+    shown = sum(1 for d in days if d >= pd.Timestamp(site["fleet"].start))
+    assert drawn and drawn[0] == shown - 1, drawn   # one line through the page's daily actuals

@@ -340,6 +340,10 @@ def _latest_forecasts(issue_rows: Sequence, since: Any, stream: int
     return [(pd.Timestamp(us, unit="us").to_pydatetime(), *latest[us]) for us in sorted(latest)]
 
 
+#: The most actuals a stream's page gets (the newest): 35 days of minute data.
+MAX_ACTUALS = 50_000
+
+
 def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mapping[str, Any] | None = None) -> dict:
     """One stream: its state, the last ``ticks`` ticks of actuals, forecasts, losses against the reference,
     p-values and verdicts, its model versions and every move of its champion with who and why, and its
@@ -375,7 +379,9 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
         if since is not None:
             obs_query = obs_query.where(o.c.ds >= since)
             fc_query = fc_query.where(f.c.last_ds >= since)
-        actual_rows = conn.execute(obs_query.order_by(o.c.ds).limit(50_000)).all()
+        # The newest actuals when there are more than the page can draw (minute data over many ticks): the
+        # forecasts are cut to the same span below, so the chart does not show an outage that is not there.
+        actual_rows = conn.execute(obs_query.order_by(o.c.ds.desc()).limit(MAX_ACTUALS)).all()[::-1]
         # One packed row of the stream's block per issuing tick (mlma.store.packed): the newest 5,000 at most.
         issue_rows = conn.execute(fc_query.order_by(f.c.issued_tick.desc()).limit(5_000)).all()[::-1]
         mv, ch, h = S.model_versions, S.champions, S.champion_history
@@ -396,6 +402,8 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
         al = S.audit_log
         audit = conn.execute(sa.select(al).where(about_stream(sid, row.unique_id)).order_by(al.c.id.desc())
                              .limit(100)).all()
+    if len(actual_rows) == MAX_ACTUALS:
+        since = actual_rows[0].ds
     forecasts = _latest_forecasts(issue_rows, since, sid)
     overrides = row.overrides or {}
     parsed = StreamOverrides.parse(overrides)

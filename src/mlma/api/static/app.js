@@ -445,10 +445,12 @@ async function renderStream(main, params, uid) {
     if (a !== b && b !== null) markers.push({ x: t(s.forecasts.ds[i]), label: `v${b}`, title: `version ${b} forecasts from ${ds(s.forecasts.ds[i])}` });
   }
   const spans = s.abnormal_periods.map((p) => ({ x0: t(p.start), x1: t(p.end), color: "#f3d9b8", label: `abnormal (${p.scope}): ${p.reason || ""}` }));
+  // A line breaks where more than three of the data's own steps are missing (hourly data: 3 h; daily: 3 days).
+  const maxGap = 3 * typicalStep((s.actuals.ds.length > 1 ? s.actuals.ds : s.forecasts.ds).map(t));
   chart("Actuals and forecasts", (box) => Charts.line(box, { xType: "time", label: "actuals and forecasts", markers, spans, width: 1520, height: 250,
     series: [
-      { name: "actual", color: "#222", points: s.actuals.ds.map((d, i) => [t(d), s.actuals.y[i]]), maxGap: 3 * 3600e3 },
-      { name: "forecast", color: "#3a73c4", dash: "5 3", points: s.forecasts.ds.map((d, i) => [t(d), s.forecasts.y_hat[i]]), maxGap: 3 * 3600e3 }],
+      { name: "actual", color: "#222", points: s.actuals.ds.map((d, i) => [t(d), s.actuals.y[i]]), maxGap },
+      { name: "forecast", color: "#3a73c4", dash: "5 3", points: s.forecasts.ds.map((d, i) => [t(d), s.forecasts.y_hat[i]]), maxGap }],
     extraLegend: spans.length ? [{ name: "abnormal period", color: "#f3d9b8", kind: "area" }] : [] }), true);
   const ticks = s.ticks;
   const vm = [];
@@ -531,6 +533,15 @@ function checkText(check) {
   const rest = Object.keys(check).filter((k) => k !== "result" && !(k === "why" && head !== null))
     .sort((a, b) => rank(a) - rank(b)).map((k) => `${CHECK_LABELS[k] || k.replace(/_/g, " ")} ${show(check[k])}`);
   return [head, ...rest].filter(Boolean).join(" · ");
+}
+
+// The median spacing of sorted instants (ms); an hour when there are fewer than two.
+function typicalStep(times) {
+  const steps = [];
+  for (let i = 1; i < times.length; i++) if (times[i] > times[i - 1]) steps.push(times[i] - times[i - 1]);
+  if (!steps.length) return 3600e3;
+  steps.sort((a, b) => a - b);
+  return steps[Math.floor(steps.length / 2)];
 }
 
 function versionTable(s, root, bounds) {
