@@ -471,6 +471,21 @@ def test_fleet_summary_matches_the_store(env):
     assert len(env.get("/api/fleet?ticks=3").json()["series"]) == 3
 
 
+def test_the_fleet_summary_keeps_the_last_done_tick_when_the_newest_failed(tmp_path):
+    """A failed (or running) newest tick: ``latest`` is still the last done tick's, whatever ``ticks`` asks,
+    and ``verdicts`` has every label, zeros included."""
+    from mlma.api.sample import build_sample_fleet
+    from mlma.store import Store, queries
+
+    with Store.create(f"sqlite:///{tmp_path}/mlma.db") as store:
+        fleet = build_sample_fleet(store, tmp_path / "artifacts", n_streams=8, n_ticks=6)
+        store.begin_tick(fleet.n_ticks)
+        store.fail_tick(fleet.n_ticks, RuntimeError("the database went away"))
+        summary = queries.fleet_summary(store, ticks=1)
+    assert [t["status"] for t in summary["series"]] == ["failed"]
+    assert summary["last_tick"] == summary["latest"]["tick"] == fleet.n_ticks - 1
+    assert list(summary["verdicts"]) == list(queries.VERDICT_LABELS) and sum(summary["verdicts"].values()) == 8
+
 def test_stream_list_pages_sort_and_filter_like_pandas(env):
     last = env.store.verdicts(env.store.last_done_tick())
     everything = []

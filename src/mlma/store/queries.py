@@ -146,6 +146,10 @@ def parse_attributes(items: Sequence[str] | None, field: str = "attr") -> dict[s
 
 
 # -- the fleet ---------------------------------------------------------------------------------------------
+#: The verdict labels, in code order (``mlma.policy.Verdict``).
+VERDICT_LABELS = tuple(v.label for v in Verdict)
+
+
 def fleet_summary(store: Store, ticks: int = 200) -> dict:
     """The latest tick's summary, the summaries of the last ``ticks`` ticks, and the queue's size."""
     if not 1 <= ticks <= 10_000:
@@ -160,6 +164,10 @@ def fleet_summary(store: Store, ticks: int = 200) -> dict:
         done = last_done_tick(conn)
         counts = None
         latest_row = next((r for r in rows if r.status == "done"), None)
+        if latest_row is None and done is not None:  # the newest ticks shown failed or run: the done one still counts
+            latest_row = conn.execute(sa.select(t.c.tick, t.c.start_ds, t.c.end_ds, t.c.status, t.c.started_at,
+                                                t.c.finished_at, t.c.attempts, t.c.error, t.c.summary)
+                                      .where(t.c.tick == done)).first()
         latest_summary = _parsed_summary(latest_row.summary) if latest_row is not None else None
         if latest_summary is not None and latest_summary.verdicts:
             counts = dict(latest_summary.verdicts)
@@ -186,7 +194,8 @@ def fleet_summary(store: Store, ticks: int = 200) -> dict:
         "last_tick": done,
         "latest": None if latest_row is None else _tick_json(latest_row),
         "running": next((_tick_json(r) for r in rows if r.status == "running"), None),
-        "verdicts": counts or {},
+        # Every label, zeros included, once a tick is done: a script reads counts["degraded"] without a guard.
+        "verdicts": {} if counts is None else {label: int(counts.get(label, 0)) for label in VERDICT_LABELS},
         "escalations": {"open": int(sum(by_severity.values())),
                         "open_by_severity": {str(int(k)): int(n) for k, n in sorted(by_severity.items())},
                         "acknowledged": int(status_counts.get("acknowledged", 0)),
