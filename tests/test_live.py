@@ -616,6 +616,23 @@ def test_a_rollback_serves_the_chosen_version_from_the_next_tick(running):
     assert store.verdicts(tick=next_result.tick).set_index("unique_id").loc[uid, "label"] == "warming-up"
 
 
+def test_a_challenger_a_person_promotes_in_shadow_is_checked_as_theirs_not_pending_nor_the_agents(running):
+    """A person puts the challenger in shadow in service before its check ends: its check says who did (it read
+    "pending" for good), and the tick's summary does not count it among the agent's promotions."""
+    store, live, ops, chunks = running
+    uid = store.streams()["unique_id"].iloc[6]
+    ops.force_retrain([uid], by="user:ana", reason="new depot")
+    next_tick(store, live, chunks)
+    assert ops.registry.version(uid, 2).check == {"result": "pending"}
+    ops.promote(uid, 2, by="user:bob", reason="no need to wait")
+    result = next_tick(store, live, chunks)
+    assert ops.registry.version(uid, 2).check == {
+        "result": "promoted", "promoted_by": "user:bob",
+        "why": "put in service by a person before the agent's check ended"}
+    assert ops.registry.champion(uid).version == 2
+    agents = [m for m in ops.registry.history(uid) if m.moved_by == "agent" and m.tick == result.tick]
+    assert store.tick_summaries([result.tick])[result.tick].promoted == len(agents) == 0
+
 def test_a_champion_moved_by_a_person_is_adopted_even_when_moved_while_a_tick_ran(running, monkeypatch):
     """The tick compares the registry's 10,000 champions with its state only after a move it did not make
     (the store counts champion moves): not on a quiet tick, but after a roll-back between ticks, and after one

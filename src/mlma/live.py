@@ -41,6 +41,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -751,7 +752,8 @@ class LiveAgent:
                                 "--future); filled with the value a season earlier or the last known one", k, filled,
                                 k + 1)
             # The next tick's bounds go in the summary for `mlma status`'s quick path (mlma.store.glance).
-            summary = _summary(report, n, start, time.perf_counter() - started, filled, _next_tick(timing, k + 1))
+            summary = _summary(report, n, start, time.perf_counter() - started, filled, _next_tick(timing, k + 1),
+                               moved_by_people=list(controls.adopt))
             encoding.add({f"live.{name}": v for name, v in live.items()})
             record = TickRecord(k, verdicts=verdicts, forecasts=forecasts, escalations=report.escalations,
                                 resolve_escalations={} if start else report.cleared, new_versions=new_versions,
@@ -1212,6 +1214,10 @@ class LiveAgent:
                     if dropped >= 0 and dropped != int(v):
                         repair.checks.append((int(s), dropped, {"result": "dropped",
                                                                 "why": f"{who} put version {int(v)} in service"}))
+                    elif dropped == int(v):  # the person promoted the challenger itself before its check ended
+                        repair.checks.append((int(s), dropped, {"result": "promoted", "promoted_by": who,
+                                                                "why": "put in service by a person before the "
+                                                                       "agent's check ended"}))
                 live["champion_version"][s] = v
                 live["challenger_version"][s] = -1
                 live["awaiting_version"][s] = -1
@@ -1766,9 +1772,13 @@ def name_model_versions(escalations: list[Escalation], versions: dict[str, np.nd
 
 
 def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_values_filled: int | None,
-             next_tick: NextTick | None = None) -> TickSummary:
+             next_tick: NextTick | None = None, moved_by_people: Sequence[int] = ()) -> TickSummary:
     """The tick's :class:`~mlma.store.records.TickSummary`. The loss ratio compares the streams' losses with
-    the references they were judged against (the references at the start of the tick)."""
+    the references they were judged against (the references at the start of the tick). ``promoted`` counts the
+    agent's promotions: the ``moved_by_people`` models a person put in service, which the agent serves from
+    this tick (their streams), are not among them (the audit log has those)."""
+    promoted = report.promoted.copy()
+    promoted[[s for s in moved_by_people if 0 <= s < len(promoted)]] = False
     verdicts = {v.label: 0 for v in Verdict}
     if not start:
         counts = np.bincount(report.decision.verdict.astype(np.int64), minlength=len(Verdict))
@@ -1781,7 +1791,7 @@ def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_val
         n_streams=n,
         verdicts=verdicts,
         retrains=int(report.retrained.sum()),
-        promoted=int(report.promoted.sum()),
+        promoted=int(promoted.sum()),
         rejected=int(report.rejected.sum()) if report.rejected is not None else 0,
         initial_fits=int(report.initial_fit.sum()),
         fit_failures=len(report.failed),
