@@ -273,7 +273,16 @@ def test_pin_until_a_date_then_forever_then_unpin(env):
     assert uid in [s["unique_id"] for s in listed["items"]]
     assert env.act("unpin", {"streams": [uid], "reason": "holiday over"}).status_code == 200
     assert "pinned_until" not in env.overrides(uid)
-    _check_audit(env, "unpin", f"stream:{uid}", "holiday over")
+    entry = _check_audit(env, "unpin", f"stream:{uid}", "holiday over")
+    # Sent again (a retry), or on a stream that is not pinned: nothing changes and nothing is audited.
+    again = env.act("unpin", {"streams": [uid], "reason": "holiday over"})
+    assert again.status_code == 200 and again.json()["changed"] == 0 and again.json()["audit_id"] is None
+    assert "nothing changed" in again.json()["detail"]["note"] and env.last_audit()["id"] == entry["id"]
+    mixed = env.act("pin", {"streams": [uid, env.fleet.unique_ids[6]], "reason": "one of two"})
+    env.act("pin", {"streams": [uid], "reason": "one of two"})
+    assert mixed.json()["changed"] == 2 and env.last_act.json()["changed"] == 0
+    both = env.act("unpin", {"streams": [uid, env.fleet.unique_ids[6]]})
+    assert both.json()["changed"] == 2 and both.json()["audit_id"] == int(env.last_audit()["id"])
 
 
 def test_pin_a_city_group(env):
@@ -484,7 +493,7 @@ def test_the_fleet_summary_keeps_the_last_done_tick_when_the_newest_failed(tmp_p
         summary = queries.fleet_summary(store, ticks=1)
     assert [t["status"] for t in summary["series"]] == ["failed"]
     assert summary["last_tick"] == summary["latest"]["tick"] == fleet.n_ticks - 1
-    assert list(summary["verdicts"]) == list(queries.VERDICT_LABELS) and sum(summary["verdicts"].values()) == 8
+    assert list(summary["verdicts"]) == list(queries.VERDICT_LABELS.values()) and sum(summary["verdicts"].values()) == 8
 
 def test_stream_list_pages_sort_and_filter_like_pandas(env):
     last = env.store.verdicts(env.store.last_done_tick())

@@ -202,13 +202,18 @@ class Operations:
         return self._write_overrides(action, ids, target, changes, by, reason)
 
     def _write_overrides(self, action, ids, target, changes, by, reason) -> ActionResult:
-        """Merge ``changes`` into the overrides of the streams ``ids``, with one audit entry for ``target``."""
+        """Merge ``changes`` into the overrides of the streams ``ids``, with one audit entry for ``target``.
+
+        ``changed`` counts the streams that were not so already; when none changed (an unpin of unpinned
+        streams, a retried pin) nothing is written or audited, as for a retried promotion."""
         check_actor(by)
         with self.store.transaction() as tx:
-            tx.merge_overrides({int(i): changes for i in ids})
-            audit_id = tx.audit(by, action, target, {"streams": len(ids), **changes}, reason, streams=ids)
-        return ActionResult(action, self.store.unique_ids(ids).tolist(), changed=len(ids), audit_id=audit_id,
-                            detail=dict(changes))
+            changed = tx.merge_overrides({int(i): changes for i in ids})
+            audit_id = (tx.audit(by, action, target, {"streams": len(ids), **changes}, reason, streams=ids)
+                        if changed else None)
+        detail = dict(changes) | ({} if changed else {"note": "every stream was so already: nothing changed"})
+        return ActionResult(action, self.store.unique_ids(ids).tolist(), changed=len(changed), audit_id=audit_id,
+                            detail=detail)
 
     def mark_abnormal(self, start: Any, end: Any, streams=None, *, group=None, by: str,
                       reason: str | None = None) -> ActionResult:

@@ -146,10 +146,6 @@ def parse_attributes(items: Sequence[str] | None, field: str = "attr") -> dict[s
 
 
 # -- the fleet ---------------------------------------------------------------------------------------------
-#: The verdict labels, in code order (``mlma.policy.Verdict``).
-VERDICT_LABELS = tuple(v.label for v in Verdict)
-
-
 def fleet_summary(store: Store, ticks: int = 200) -> dict:
     """The latest tick's summary, the summaries of the last ``ticks`` ticks, and the queue's size."""
     if not 1 <= ticks <= 10_000:
@@ -195,7 +191,7 @@ def fleet_summary(store: Store, ticks: int = 200) -> dict:
         "latest": None if latest_row is None else _tick_json(latest_row),
         "running": next((_tick_json(r) for r in rows if r.status == "running"), None),
         # Every label, zeros included, once a tick is done: a script reads counts["degraded"] without a guard.
-        "verdicts": {} if counts is None else {label: int(counts.get(label, 0)) for label in VERDICT_LABELS},
+        "verdicts": {} if counts is None else {label: int(counts.get(label, 0)) for label in VERDICT_LABELS.values()},
         "escalations": {"open": int(sum(by_severity.values())),
                         "open_by_severity": {str(int(k)): int(n) for k, n in sorted(by_severity.items())},
                         "acknowledged": int(status_counts.get("acknowledged", 0)),

@@ -520,7 +520,7 @@ class Store:
         with self._write() as conn:
             self._merge_json("overrides", changes, conn=conn)
             self._audit(conn, self._now(conn), by, "set-overrides", target,
-                        {"streams": uids.tolist(), "overrides": _json_safe(overrides)}, reason)
+                        {"streams": uids.tolist(), "overrides": _json_safe(overrides)}, reason, streams=ids)
 
     def stream_overrides(self, streams: Sequence[int | str] | None = None) -> dict[int, StreamOverrides]:
         """The overrides of every stream that has any (or of ``streams``), typed, by stream id.
@@ -537,7 +537,9 @@ class Store:
             rows = conn.execute(query).all()
         return {int(i): StreamOverrides.parse(blob) for i, blob in rows if blob}
 
-    def _merge_json(self, column: str, changes: Mapping, conn: sa.Connection | None = None) -> None:
+    def _merge_json(self, column: str, changes: Mapping, conn: sa.Connection | None = None) -> list[int]:
+        """Merge ``changes`` into the JSON ``column`` of the streams; returns the ids whose value changed (only
+        those are written: a change that is already so, e.g. an unpin of an unpinned stream, writes nothing)."""
         if conn is None:
             resolved = {self.resolve(stream): value for stream, value in changes.items()}
             with self._write() as conn:
@@ -561,11 +563,15 @@ class Store:
                     merged.pop(key, None)
                 else:
                     merged[key] = value
-            rows.append({"sid": i, "value": _json_safe(merged)})
-        conn.execute(sa.update(S.streams).where(S.streams.c.id == sa.bindparam("sid"))
-                     .values({column: sa.bindparam("value")}), rows)
-        if column == "overrides":
-            self._count_change(conn, "overrides")
+            value = _json_safe(merged)
+            if value != _json_safe(dict(current[i] or {})):
+                rows.append({"sid": i, "value": value})
+        if rows:
+            conn.execute(sa.update(S.streams).where(S.streams.c.id == sa.bindparam("sid"))
+                         .values({column: sa.bindparam("value")}), rows)
+            if column == "overrides":
+                self._count_change(conn, "overrides")
+        return [row["sid"] for row in rows]
 
     def change_counts(self) -> dict[str, int]:
         """How often each kind of change a live tick must notice happened (:data:`~mlma.store.schema.CHANGE_KINDS`:

@@ -71,13 +71,14 @@ class Transaction:
                                   streams=streams)
 
     # -- per-stream settings and queued actions -----------------------------------------------------------
-    def merge_overrides(self, changes: Mapping[int, Mapping[str, Any] | None]) -> None:
+    def merge_overrides(self, changes: Mapping[int, Mapping[str, Any] | None]) -> list[int]:
         """Merge overrides into streams by id (a key set to None is removed; a stream's None clears all);
         ``KeyError`` for an unknown id, ``ValueError`` naming a known key whose value is of the wrong kind
-        (the keys' meaning is :class:`~mlma.store.overrides.StreamOverrides`')."""
+        (the keys' meaning is :class:`~mlma.store.overrides.StreamOverrides`'). Returns the ids whose overrides
+        changed (a stream already so is left as it is)."""
         for change in changes.values():
             StreamOverrides.parse({k: v for k, v in (change or {}).items() if v is not None})
-        self._store._merge_json("overrides", changes, conn=self._connection())
+        return self._store._merge_json("overrides", changes, conn=self._connection())
 
     def add_abnormal_periods(self, stream_ids: Sequence[int | None], start: dt.datetime, end: dt.datetime, *,
                              by: str, reason: str | None = None) -> int:
