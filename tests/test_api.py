@@ -300,6 +300,11 @@ def test_require_approval_and_approve_or_reject(env):
     assert env.act("require-approval", {"streams": [uid], "reason": "big client"}).status_code == 200
     assert env.overrides(uid)["needs_approval"] is True
     _check_audit(env, "require-approval", f"stream:{uid}", "big client")
+    for action in ("approve", "reject"):  # nothing waits yet: refused, rather than queued to do nothing
+        r = env.act(action, {"stream": uid, "reason": "too early"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "stream"]
+        assert "no model waiting for approval" in r.json()["detail"][0]["msg"]
+    env.registry.register(uid, {"sample": True}, spec="seasonal-naive", check={"result": "awaiting-approval"})
     for action in ("approve", "reject"):
         r = env.act(action, {"stream": uid, "reason": f"{action} after a look"})
         assert r.status_code == 200 and r.json()["queued"] == 1

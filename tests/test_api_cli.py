@@ -133,6 +133,12 @@ def test_retrain_reset_reference_approve_reject_are_queued(project):
     run(project, "reset-reference", uid, "--rebase")
     assert last_audit(project)["action"] == "rebase-reference"
     run(project, "reset-reference", uid)
+    refused = run(project, "approve", uid, "-r", "looks right", ok=False)   # nothing waits for approval
+    assert refused.exit_code == 2 and "nothing to approve" in refused.output
+    config, _ = project
+    with Store.open(config.store_url) as store:
+        ModelRegistry(store, config.artifacts_dir).register(uid, {"sample": True}, spec="seasonal-naive",
+                                                            check={"result": "awaiting-approval"})
     run(project, "approve", uid, "-r", "looks right")
     run(project, "reject", uid)
     listed = json.loads(run(project, "actions", "--status", "pending", "--stream", uid, "--json").output)

@@ -189,15 +189,25 @@ def test_an_approval_carried_out_and_one_with_nothing_waiting_say_what_happened(
     live, store, ops, chunks = project
     registry = ops.registry
     ops.require_approval([STREAM], by="user:ana")
-    ops.approve(STREAM, by="user:ana", reason="nothing waits yet")
-    tick(live, store, chunks)
-    assert ops.actions()["outcome"].iloc[0] == "nothing waited for approval"
+    with pytest.raises(ActionError, match="no model waiting for approval and no challenger in shadow"):
+        ops.approve(STREAM, by="user:ana", reason="nothing waits yet")   # refused, not queued to do nothing
+    assert len(ops.actions()) == 0
     ops.force_retrain([STREAM], by="user:ana")
-    _until_awaiting(live, store, chunks, registry, 2)
+    tick(live, store, chunks)
+    assert registry.version(STREAM, 2).check == {"result": "pending"}
+    ops.approve(STREAM, by="user:ana", reason="approved ahead of its check")  # in shadow: it may come to wait
+    tick(live, store, chunks)
+    # Its check ended in that tick (seasonal naive re-fitted ties its champion, and a tie is promoted: with
+    # approval required, it waits) and the approval decided it there.
+    assert ops.actions().query("kind == 'approve'")["outcome"].iloc[0] == "approved: version 2 serves"
+    assert registry.version(STREAM, 2).check == {"result": "promoted", "approved_by": "user:ana"}
+    assert registry.champion(STREAM).version == 2
+    ops.force_retrain([STREAM], by="user:ana")
+    _until_awaiting(live, store, chunks, registry, 3)
     ops.approve(STREAM, by="user:ana")
     tick(live, store, chunks)
-    assert ops.actions().query("kind == 'approve'")["outcome"].iloc[0] == "approved: version 2 serves"
-    assert registry.champion(STREAM).version == 2
+    assert ops.actions().query("kind == 'approve'")["outcome"].iloc[0] == "approved: version 3 serves"
+    assert registry.champion(STREAM).version == 3
 
 
 @pytest.mark.parametrize("order", [("approve", "reject"), ("reject", "approve")])

@@ -267,11 +267,27 @@ class Operations:
 
     def approve(self, stream, *, by: str, reason: str | None = None) -> ActionResult:
         """Promote the stream's challenger that waits for approval (at the next tick)."""
+        self._check_something_waits(stream, "approve")
         return self._queue("approve", [stream], None, {}, by, reason)
 
     def reject(self, stream, *, by: str, reason: str | None = None) -> ActionResult:
         """Drop the stream's challenger that waits for approval (at the next tick); the champion stays."""
+        self._check_something_waits(stream, "reject")
         return self._queue("reject", [stream], None, {}, by, reason)
+
+    def _check_something_waits(self, stream, action: str) -> None:
+        """Refuse an approval or rejection for a stream with no version waiting for approval and no challenger
+        in shadow (whose check, at the next tick, may make it wait): it would be queued, then do nothing."""
+        from mlma.store.registry_tables import RegistryTables
+
+        try:
+            sid = self.store.resolve(stream)
+        except KeyError:
+            raise ActionError(f"unknown stream {stream!r}") from None
+        results = {str(v.check.get("result")) for v in RegistryTables(self.store).versions([sid]) if v.check}
+        if not results & {"awaiting-approval", "pending"}:
+            raise ActionError(f"stream {stream!r} has no model waiting for approval and no challenger in shadow: "
+                              f"nothing to {action} (its versions and their checks: `mlma versions {stream}`)")
 
     def _queue(self, kind, streams, group, params, by, reason, action=None) -> ActionResult:
         check_actor(by)

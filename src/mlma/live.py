@@ -706,6 +706,11 @@ class LiveAgent:
             report.escalations[:] = name_model_versions(report.escalations, {"champion": live["champion_version"],
                                                                              "challenger": shadow_before})
             _checkpoint("after-artifacts")
+            # A challenger in shadow when the tick began whose check made it wait for approval this tick: an
+            # approval queued before the tick decided it in the same tick.
+            for st, check in report.checks.items():
+                if check.result == "awaiting-approval" and waited[st] < 0 and shadow_before[st] >= 0:
+                    waited[st] = shadow_before[st]
             applied = {} if start else _outcomes(actions, report, live, waited, controls.adopt)
             verdicts = None if start else _verdicts(report, scored_by)
             forecasts = (forecast_frame(report.issued, fleet.tick_timestamps(k + 1), live["champion_version"])
@@ -1667,7 +1672,8 @@ def _artifact_error(exc: Exception) -> str:
 def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.ndarray,
               adopted: dict) -> dict[int, str]:
     """What this tick did with each queued action, for ``stream_actions.outcome``: ``waited`` holds each
-    stream's version that waited for approval when the tick began, ``adopted`` the streams a person moved."""
+    stream's version that waited for approval when the tick began or came to wait in it, ``adopted`` the
+    streams a person moved."""
     out = {}
     challengers = set(report.challengers)
     decisions = actions[actions["kind"].isin(["approve", "reject"])]
@@ -1697,7 +1703,7 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.
             else:
                 text = ("reference re-based on the recent losses" if (row.params or {}).get("rebase")
                         else "reference reset")
-        else:  # approve, reject: of the version that waited when the tick began
+        else:  # approve, reject: of the version that waited
             text = _approval_outcome(row.kind, int(waited[s]) if s < len(waited) else -1,
                                      int(live["champion_version"][s]), s in adopted,
                                      report.rejected is not None and bool(report.rejected[s]))
