@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 CHROMIUM = "/usr/bin/chromium"
@@ -280,3 +281,23 @@ def test_a_daily_stream_s_chart_draws_its_actuals_as_a_line(page, site):
     }""")
     shown = sum(1 for d in days if d >= pd.Timestamp(site["fleet"].start))
     assert drawn and drawn[0] == shown - 1, drawn   # one line through the page's daily actuals
+
+
+def test_a_pin_until_typed_in_the_browser_s_time_zone_ends_at_that_instant(browser, site):
+    """The pin's end is typed in the browser's wall clock (Berlin: UTC+1 in January) and sent as that instant
+    in UTC; it was sent as typed, so the pin ended an hour late."""
+    context = browser.new_context(viewport={"width": 1366, "height": 800}, timezone_id="Europe/Berlin")
+    tab = context.new_page()
+    tab.set_default_timeout(15_000)
+    try:
+        uid = site["fleet"].unique_ids[11]
+        log_in(tab, site)
+        tab.goto(site["url"] + f"/#/stream/{uid}")
+        tab.wait_for_selector("#pin-until")
+        tab.fill("#pin-until", "2027-01-01T12:00")
+        tab.click("#btn-pin")
+        tab.wait_for_selector("#pinned-chip")
+        overrides = site["store"].streams().set_index("unique_id").loc[uid, "overrides"]
+        assert pd.Timestamp(overrides["pinned_until"]) == pd.Timestamp("2027-01-01T11:00:00Z")
+    finally:
+        context.close()

@@ -306,7 +306,7 @@ function groupActionForm(attrs) {
   const direct = h("input", { name: "direct", type: "checkbox" });
   const rows = {
     period: h("div", { class: "row" }, h("label", {}, "from ", start), h("label", {}, " to ", end)),
-    until: h("div", { class: "row" }, h("label", {}, "pinned until (empty: until unpinned) ", until)),
+    until: h("div", { class: "row" }, h("label", {}, "pinned until (your local time; empty: until unpinned) ", until)),
     direct: h("div", { class: "row" }, h("label", {}, direct, " promote directly (skip the challenger check)")),
   };
   const form = h("form", { class: "panel", id: "group-form" }, h("h2", { text: "Act ahead: a holiday, a promotion, an outage" }),
@@ -330,7 +330,7 @@ function groupActionForm(attrs) {
     else if (action.value !== "mark-abnormal") { toast("only abnormal periods apply to the whole fleet: choose a group", true); return; }
     const a = action.value;
     if (a === "mark-abnormal") { body.start = start.value; body.end = end.value; return act("mark-abnormal", body); }
-    if (a === "pin") { if (until.value) body.until = until.value; return act("pin", body); }
+    if (a === "pin") { if (until.value) body.until = localToUtc(until.value); return act("pin", body); }
     if (a === "retrain") { body.direct = direct.checked; return act("retrain", body); }
     if (a === "rebase-reference") { body.rebase = true; return act("reset-reference", body); }
     if (a === "require-approval" || a === "no-approval") { body.required = a === "require-approval"; return act("require-approval", body); }
@@ -535,6 +535,10 @@ function checkText(check) {
   return [head, ...rest].filter(Boolean).join(" · ");
 }
 
+// A datetime-local field's value (the browser's wall clock) as the UTC instant the API takes: a pin ends at an
+// instant, unlike abnormal periods, which are in the data's own time and are sent as typed.
+const localToUtc = (value) => new Date(value).toISOString();
+
 // The median spacing of sorted instants (ms); an hour when there are fewer than two.
 function typicalStep(times) {
   const steps = [];
@@ -590,8 +594,8 @@ function streamActions(s) {
   const r = () => reasonOf(box);
   box.append(reason,
     h("div", { class: "row" },
-      h("button", { type: "button", id: "btn-pin", text: "Pin", onclick: () => act("pin", { ...one, until: until.value || null, reason: r() }) }),
-      h("label", {}, " until ", until, h("span", { class: "muted", text: " (empty: until unpinned) " })),
+      h("button", { type: "button", id: "btn-pin", text: "Pin", onclick: () => act("pin", { ...one, until: until.value ? localToUtc(until.value) : null, reason: r() }) }),
+      h("label", {}, " until ", until, h("span", { class: "muted", text: " (your local time; empty: until unpinned) " })),
       h("button", { type: "button", id: "btn-unpin", text: "Unpin", disabled: !s.pinned_until, onclick: () => act("unpin", { ...one, reason: r() }) })),
     h("div", { class: "row" },
       h("button", { type: "button", id: "btn-retrain", text: "Re-train at the next tick", onclick: () => act("retrain", { ...one, direct: direct.checked, reason: r() }) }),
