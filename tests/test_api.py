@@ -358,7 +358,7 @@ def test_mark_a_stream_and_the_fleet_abnormal_and_cancel(env):
     r = env.act("mark-abnormal", {"start": "2026-11-05 06:00", "end": "2026-11-05 09:00", "reason": "feed outage"})
     assert r.status_code == 200
     _check_audit(env, "mark-abnormal", "fleet", "feed outage")
-    periods = env.get("/api/abnormal-periods").json()
+    periods = env.get("/api/abnormal-periods").json()["items"]
     mine = [p for p in periods if p["unique_id"] == uid]
     fleet = [p for p in periods if p["scope"] == "fleet" and p["reason"] == "feed outage"]
     assert mine[0]["start"] == "2026-12-24T00:00:00" and fleet[0]["end"] == "2026-11-05T09:00:00"
@@ -366,8 +366,28 @@ def test_mark_a_stream_and_the_fleet_abnormal_and_cancel(env):
     shown = {p["id"] for p in env.get(f"/api/streams/{uid}").json()["abnormal_periods"]}
     assert {mine[0]["id"], fleet[0]["id"]} <= shown
     assert env.act("cancel-abnormal", {"ids": [mine[0]["id"]], "reason": "plan changed"}).status_code == 200
-    assert mine[0]["id"] not in [p["id"] for p in env.get("/api/abnormal-periods").json()]
-    assert mine[0]["id"] in [p["id"] for p in env.get("/api/abnormal-periods?active=false").json()]
+    assert mine[0]["id"] not in [p["id"] for p in env.get("/api/abnormal-periods").json()["items"]]
+    assert mine[0]["id"] in [p["id"] for p in env.get("/api/abnormal-periods?active=false").json()["items"]]
+
+
+def test_abnormal_periods_are_paged_with_their_total(env):
+    """A city's holiday is a period per zone: the list is paged with its total (it was cut at 500 without a
+    word, and the older periods could be neither seen nor cancelled), newest first, and filters by stream."""
+    members = [u for u, c in zip(env.fleet.unique_ids, _cities(env)) if c == "c01"]
+    marked = env.act("mark-abnormal", {"group": {"city": "c01"}, "start": "2027-01-01", "end": "2027-01-02",
+                                       "reason": "new year"}).json()
+    everything = env.get("/api/abnormal-periods?per_page=500").json()
+    pages = [env.get(f"/api/abnormal-periods?per_page=2&page={k}").json() for k in (1, 2)]
+    assert pages[0]["total"] == everything["total"] >= len(members) and pages[0]["pages"] == -(-pages[0]["total"] // 2)
+    ids = [p["id"] for page in pages for p in page["items"]]
+    assert ids == [p["id"] for p in everything["items"]][:4] and ids == sorted(ids, reverse=True)
+    one = env.get("/api/abnormal-periods", params={"stream": members[0], "per_page": 500}).json()
+    assert {p["unique_id"] for p in one["items"]} <= {members[0], None} and members[0] in {
+        p["unique_id"] for p in one["items"]}
+    assert env.get("/api/abnormal-periods?stream=no-such-zone").status_code == 422
+    listed = [p["id"] for p in everything["items"] if p["reason"] == "new year"]
+    assert len(listed) == len(members) == len(marked["streams"])
+    env.act("cancel-abnormal", {"ids": listed, "reason": "not needed"})
 
 
 def test_mark_a_city_group_abnormal(env):

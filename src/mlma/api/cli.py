@@ -325,16 +325,25 @@ def abnormal_cancel(ids: list[int] = typer.Argument(..., help="Abnormal period i
 
 @abnormal_app.command("list")
 def abnormal_list(all_: bool = typer.Option(False, "--all", help="Include cancelled periods."),
+                  stream: Optional[str] = typer.Option(None, help="Only this stream's periods and the fleet's."),
+                  limit: int = typer.Option(50, min=1, max=500, help="Periods per page (newest first)."),
+                  page: int = typer.Option(1, min=1, help="Which page."),
                   as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                   project: Optional[Path] = PROJECT_OPT) -> None:
-    """List abnormal periods."""
-    from mlma.store.queries import abnormal_periods
+    """List abnormal periods, newest first."""
+    from mlma.store.queries import QueryError, abnormal_periods
 
     with _operations(project) as ops:
-        periods = abnormal_periods(ops.store, active=not all_)
+        try:
+            found = abnormal_periods(ops.store, active=not all_, stream=stream, page=page, per_page=limit)
+        except QueryError as exc:
+            _fail(str(exc))
+    periods = found["items"]
     if as_json:
         return _print_json(periods)
-    table = Table("id", "scope", "stream", "start", "end", "by", "reason", "cancelled")
+    table = Table("id", "scope", "stream", "start", "end", "by", "reason", "cancelled",
+                  title=f"abnormal periods: {len(periods)} of {found['total']:,}"
+                        + (f" (page {page} of {found['pages']}: --page, --limit)" if found["pages"] > 1 else ""))
     for p in periods:
         table.add_row(str(p["id"]), p["scope"], p["unique_id"] or "-", p["start"], p["end"], p["created_by"],
                       p["reason"] or "", p["cancelled_at"] or "")

@@ -657,16 +657,26 @@ def audit_page(store: Store, *, actor: str | None = None, action: str | None = N
             "items": [_audit_json(r) for r in rows]}
 
 
-def abnormal_periods(store: Store, *, active: bool = True, limit: int = 500) -> list[dict]:
-    """Abnormal periods (newest first), with the stream's unique_id (None: the whole fleet)."""
+def abnormal_periods(store: Store, *, active: bool = True, stream: str | None = None, page: int = 1,
+                     per_page: int = 50) -> dict:
+    """Abnormal periods, newest first, with the stream's unique_id (None: the whole fleet), paginated in SQL:
+    a city's holiday marked on 600 zones is 600 periods. ``stream``: that stream's and the fleet's."""
+    offset, limit = _page(page, per_page)
     a, s = S.abnormal_periods, S.streams
-    query = (sa.select(a, s.c.unique_id).select_from(a.outerjoin(s, s.c.id == a.c.stream_id))
-             .order_by(a.c.id.desc()).limit(limit))
-    if active:
-        query = query.where(a.c.cancelled_at.is_(None))
+    where = [a.c.cancelled_at.is_(None)] if active else []
+    if stream is not None:
+        try:
+            sid = store.resolve(stream)
+        except KeyError:
+            raise QueryError("stream", f"unknown stream {stream!r}") from None
+        where.append(sa.or_(a.c.stream_id == sid, a.c.stream_id.is_(None)))
+    joined = a.outerjoin(s, s.c.id == a.c.stream_id)
     with store._read() as conn:
-        rows = conn.execute(query).all()
-    return [{"id": int(r.id), "unique_id": r.unique_id, "scope": "fleet" if r.stream_id is None else "stream",
-             "start": _iso(r.start_ds), "end": _iso(r.end_ds), "created_at": _iso(r.created_at),
-             "created_by": r.created_by, "reason": r.reason, "cancelled_at": _iso(r.cancelled_at)} for r in rows]
-
+        total = int(conn.execute(sa.select(sa.func.count()).select_from(a).where(*where)).scalar_one())
+        rows = conn.execute(sa.select(a, s.c.unique_id).select_from(joined).where(*where)
+                            .order_by(a.c.id.desc()).offset(offset).limit(limit)).all()
+    return {"total": total, "page": page, "per_page": per_page, "pages": _pages(total, per_page),
+            "items": [{"id": int(r.id), "unique_id": r.unique_id, "scope": "fleet" if r.stream_id is None else "stream",
+                       "start": _iso(r.start_ds), "end": _iso(r.end_ds), "created_at": _iso(r.created_at),
+                       "created_by": r.created_by, "reason": r.reason, "cancelled_at": _iso(r.cancelled_at)}
+                      for r in rows]}

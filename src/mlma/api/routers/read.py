@@ -121,7 +121,12 @@ def audit(
                               per_page=per_page)
 
 
-@router.get("/abnormal-periods", summary="Periods marked abnormal (active ones unless active=false)")
-def abnormal_periods(active: bool = True, _: Principal = Depends(viewer),
-                     ctx: AppContext = Depends(context)) -> list[dict]:
-    return queries.abnormal_periods(ctx.store, active=active)
+@router.get("/abnormal-periods", summary="Periods marked abnormal, newest first (active ones unless active=false)")
+def abnormal_periods(
+    active: bool = True,
+    stream: Annotated[str | None, Query(description="Only this stream's periods and the fleet's")] = None,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
+    _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
+) -> dict:
+    return queries.abnormal_periods(ctx.store, active=active, stream=stream, page=page, per_page=per_page)

@@ -210,7 +210,7 @@ async function logout() {
 // -- fleet overview -----------------------------------------------------------------------------------------
 async function renderFleet(main) {
   const [f, attrs, periods] = await Promise.all([api("GET", "/api/fleet?ticks=200"), api("GET", "/api/attributes"),
-    api("GET", "/api/abnormal-periods")]);
+    api("GET", "/api/abnormal-periods?per_page=50")]);
   const s = (f.latest && f.latest.summary) || {};
   const v = f.verdicts || {};
   const n = f.n_streams;
@@ -278,12 +278,15 @@ async function renderFleet(main) {
   chart("New escalations per tick", (box) => Charts.bars(box, { xs, yLabel: "escalations", label: "escalations", minY: 1, integer: true, layers: [
     { name: "escalations", color: "#d0a040", values: get("escalations") }] }));
 
+  const more = periods.total > periods.items.length
+    ? h("p", { class: "muted", text: `the newest ${periods.items.length} of ${fmt(periods.total)} active periods; all of them: mlma abnormal list --limit 500 --page N, or GET /api/abnormal-periods?page=N` })
+    : null;
   main.appendChild(section("Abnormal periods",
-    periods.length ? table(["id", "scope", "stream", "from", "to", "by", "reason", ""], periods.map((p) => h("tr", {},
+    periods.items.length ? table(["id", "scope", "stream", "from", "to", "by", "reason", ""], periods.items.map((p) => h("tr", {},
       h("td", { text: p.id }), h("td", { text: p.scope }), h("td", {}, p.unique_id ? streamLink(p.unique_id) : "all"),
       h("td", { text: ds(p.start) }), h("td", { text: ds(p.end) }), h("td", { text: p.created_by }), h("td", { text: p.reason || "" }),
       h("td", {}, can("operator") ? h("button", { type: "button", class: "small", text: "cancel",
-        onclick: () => act("cancel-abnormal", { ids: [p.id], reason: reasonOf(main) }) }) : null)))) : h("p", { class: "muted", text: "none active" })));
+        onclick: () => act("cancel-abnormal", { ids: [p.id], reason: reasonOf(main) }) }) : null)))) : h("p", { class: "muted", text: "none active" }), more));
   if (can("operator")) main.appendChild(groupActionForm(attrs));
 }
 
