@@ -537,6 +537,20 @@ def test_stream_list_pages_sort_and_filter_like_pandas(env):
     expected = last.sort_values(["effect", "stream_id"], ascending=[False, True], na_position="last")
     assert [s["unique_id"] for s in by_effect] == expected["unique_id"].tolist()
     assert np.allclose([s["effect"] for s in by_effect], expected["effect"].to_numpy(), equal_nan=True)
+    # model_version sorts by the version the verdict scored (the field of that name), champion by the serving
+    # one; they differ for a stream a person rolled back since the last tick.
+    moved = env.fleet.promoted[-1]
+    assert env.registry.champion(moved).version == 2
+    env.registry.rollback(moved, 1, by="user:ana", reason="sorting check")
+    try:
+        for key in ("model_version", "champion"):
+            items = env.get(f"/api/streams?sort=-{key}&per_page=500").json()["items"]
+            values = [s[key] for s in items if s[key] is not None]
+            assert values == sorted(values, reverse=True) and len(set(values)) > 1, key
+            mine = next(s for s in items if s["unique_id"] == moved)
+            assert (mine["model_version"], mine["champion"]) == (2, 1)
+    finally:
+        env.registry.promote(moved, 2, by="user:ana", reason="sorting check done")
 
     degraded = env.get("/api/streams?verdict=degraded").json()
     assert sorted(s["unique_id"] for s in degraded["items"]) == sorted(last.loc[last["label"] == "degraded",

@@ -43,7 +43,7 @@ VERDICT_CODES = {v.label: int(v) for v in Verdict}
 VERDICT_LABELS = {int(v): v.label for v in Verdict}
 #: Sort keys of the stream list and the columns they sort by.
 STREAM_SORTS = ("unique_id", "verdict", "p_value", "effect", "loss", "reference_loss", "escalations", "last_ds",
-                "model_version")
+                "model_version", "champion")
 MAX_PER_PAGE = 500
 #: The largest page number a list accepts (beyond it every page is empty anyway; the offset stays in 64 bits).
 MAX_PAGE = 10**9
@@ -282,7 +282,8 @@ def list_streams(store: Store, *, verdict: Sequence[str] | None = None, attribut
         columns = {"unique_id": s.c.unique_id, "verdict": v.c.verdict, "p_value": v.c.p_value, "effect": v.c.effect,
                    "loss": v.c.loss, "reference_loss": v.c.reference_loss,
                    "escalations": sa.func.coalesce(esc.c.n, 0), "last_ds": s.c.last_ds,
-                   "model_version": ch.c.version}
+                   # the version the verdict scored, and the one that serves now (a person may have moved it)
+                   "model_version": v.c.model_version, "champion": ch.c.version}
         order = columns[key].desc() if descending else columns[key].asc()
         query = (sa.select(s.c.id, s.c.unique_id, s.c.attributes, s.c.overrides, s.c.last_ds, v.c.verdict,
                            v.c.p_value, v.c.effect, v.c.loss, v.c.reference_loss, v.c.model_version, v.c.retrain,

@@ -397,8 +397,8 @@ async function renderStreams(main, params) {
     Object.keys(VERDICT_COLORS).map((x) => h("option", { value: x, text: x, selected: params.get("verdict") === x })));
   const attr = h("select", { id: "stream-attr" }, h("option", { value: "", text: "any group" }),
     Object.entries(attrs).map(([k, vs]) => vs.map((x) => h("option", { value: `${k}=${x.value}`, text: `${k}=${x.value}`, selected: params.get("attr") === `${k}=${x.value}` }))));
-  const sorts = [["unique_id", "name"], ["-effect", "loss ratio ↓"], ["p_value", "p-value ↑"], ["-reference_loss", "size (reference loss) ↓"],
-    ["-loss", "loss ↓"], ["-escalations", "open escalations ↓"], ["verdict", "verdict"], ["-last_ds", "latest data ↓"]];
+  const sorts = [["unique_id", "name"], ["-effect", "effect ↓"], ["p_value", "p-value ↑"], ["-reference_loss", "size (reference loss) ↓"],
+    ["-loss", "loss ↓"], ["-escalations", "open escalations ↓"], ["verdict", "verdict"], ["-last_ds", "latest data ↓"], ["-champion", "serving version ↓"]];
   const sort = h("select", { id: "stream-sort" }, sorts.map(([v, t]) => h("option", { value: v, text: `sort: ${t}`, selected: (params.get("sort") || "unique_id") === v })));
   const pinned = h("select", { id: "stream-pinned" }, [["", "pinned or not"], ["true", "pinned only"], ["false", "not pinned"]].map(([v, t]) => h("option", { value: v, text: t, selected: (params.get("pinned") || "") === v })));
   const form = h("form", { class: "toolbar", id: "stream-filters" }, search, verdict, attr, pinned, sort, h("button", { type: "submit", text: "Filter" }));
@@ -406,7 +406,9 @@ async function renderStreams(main, params) {
   [verdict, attr, sort, pinned].forEach((s) => s.addEventListener("change", () => form.requestSubmit()));
   main.append(h("h1", { text: "Streams" }), form,
     h("p", { class: "muted", text: `${data.total} stream${data.total === 1 ? "" : "s"} · verdicts of tick ${data.tick ?? "–"}` }),
-    table(["stream", "group", "verdict", "loss / ref.", "p-value", "loss", "reference", "version", "escalations", "pinned", "latest data"],
+    // "effect" is the test's: the recent losses against the reference, matched by season over the test's
+    // window, so it differs from this tick's loss / reference.
+    table(["stream", "group", "verdict", "effect", "p-value", "loss", "reference", "serving version", "escalations", "pinned", "latest data"],
       data.items.map((s) => h("tr", {},
         h("td", {}, streamLink(s.unique_id)), h("td", { text: Object.entries(s.attributes).map(([k, v]) => `${k}=${v}`).join(" ") }),
         h("td", {}, badge(s.verdict)), h("td", { class: "num", text: fmt(s.effect) }), h("td", { class: "num", text: fmt(s.p_value) }),
