@@ -566,6 +566,14 @@ def test_stream_list_pages_sort_and_filter_like_pandas(env):
     assert env.get("/api/streams?q=%25").json()["total"] == 0                  # a literal %, not a wildcard
 
 
+def test_a_search_folds_the_case_of_any_letter_on_both_backends(env):
+    """``q`` ignores case beyond ASCII on SQLite as on PostgreSQL (SQLite's lower() folded ASCII only)."""
+    entry = env.store.add_audit("user:ana", "note", "fleet", {}, reason="Überschwemmung in ÅRHUS")
+    for q in ("überschwemmung", "århus", "ÜBERSCHWEMMUNG IN århus"):
+        found = env.get("/api/audit", params={"q": q}).json()["items"]
+        assert [a["id"] for a in found] == [entry], q
+
+
 def test_stream_detail_matches_store_and_registry(env):
     uid = env.fleet.promoted[1]
     d = env.get(f"/api/streams/{uid}?ticks=5").json()

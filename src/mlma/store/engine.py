@@ -149,6 +149,9 @@ def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
     def _on_connect(dbapi_connection, _record) -> None:
         # Transactions are begun by the "begin" hook below, not implicitly by the driver.
         dbapi_connection.isolation_level = None
+        # SQLite's lower() folds ASCII only, so a search (ILIKE, which SQLAlchemy writes with lower() on SQLite)
+        # for "über" missed "Über" where PostgreSQL found it: Python's folding, as PostgreSQL's UTF-8 locale does.
+        dbapi_connection.create_function("lower", 1, _lower, deterministic=True)
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys = ON")
         if not memory and not read_only:
@@ -166,6 +169,11 @@ def _sqlite_engine(parsed: sa.URL) -> sa.Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def _lower(value):
+    """SQLite's lower() with Unicode case folding (text only: SQLite's own passes other values through)."""
+    return value.lower() if isinstance(value, str) else value
 
 
 def _nearly_full(folder: Path) -> bool:
