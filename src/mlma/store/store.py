@@ -148,7 +148,6 @@ def refuse_missing_file(url: str) -> None:
                           "a backup", url=shown, current=None, expected=migrate.SCHEMA_REVISION)
 
 
-
 def about_stream(stream_id: int, unique_id: str) -> sa.ColumnElement[bool]:
     """The condition on ``audit_log`` rows that are about one stream: their target names it alone
     (``stream:zone-4``), or the action touched it among many (``streams:40``, ``group:city=c03``: the rows of
