@@ -869,3 +869,36 @@ def test_the_parent_watchdog_alone_ends_pool_workers_of_a_killed_process(tmp_pat
             parent.kill()
         for pid in alive(workers):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slow  # real mlma processes
+def test_a_tick_whose_lock_is_broken_before_its_commit_says_so_in_a_line_and_the_next_tick_does_it(
+        tmp_path, platform):
+    """A person breaks the lock of a tick that stalled (or its lease ran out): the tick must not commit, and
+    says so in one line with the lock's exit code (4), not a traceback; the next run does the tick."""
+    root, rest = small_project(tmp_path / "p", platform)
+    ran = run_cli(root, "ingest", str(next_day_file(rest, tmp_path)))
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    with Store.open(load_config(root).store_url) as store:
+        done = store.last_done_tick()
+    driver = (
+        "import subprocess, sys\n"
+        "import mlma.live\n"
+        "def checkpoint(name):\n"
+        "    if name == 'before-commit':  # a person breaks the lock while the tick is about to commit\n"
+        "        subprocess.run([sys.executable, '-m', 'mlma.cli', 'unlock', '--force', '--by', 'ana', '--reason',\n"
+        f"                        'host died', '--project', {str(root)!r}], check=True, capture_output=True)\n"
+        "mlma.live._checkpoint = checkpoint\n"
+        "from mlma.cli import app\n"
+        f"sys.argv = ['mlma', 'tick', '--project', {str(root)!r}]\n"
+        "app()\n")
+    broken = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=180)
+    assert broken.returncode == 4, broken.stdout + broken.stderr
+    line = one_line_error(broken)
+    assert "nothing of what this command was doing was committed" in line
+    with Store.open(load_config(root).store_url) as store:
+        assert store.last_done_tick() == done
+    ran = run_cli(root, "tick")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    with Store.open(load_config(root).store_url) as store:
+        assert store.last_done_tick() == done + 1

@@ -41,7 +41,7 @@ def store_failure(exc: BaseException) -> tuple[int, str] | None:
     import errno
     import sqlite3
 
-    from mlma.store.errors import LockHeld, SchemaError, StateCorrupted
+    from mlma.store.errors import LockHeld, LockLost, SchemaError, StateCorrupted
 
     seen = set()
     chain = []
@@ -53,6 +53,9 @@ def store_failure(exc: BaseException) -> tuple[int, str] | None:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         if isinstance(error, LockHeld):
             return EXIT_LOCKED, first
+        if isinstance(error, LockLost):  # its lease expired (the process stalled) or a person broke the lock
+            return EXIT_LOCKED, (f"{first.rstrip('.')}: nothing of what this command was doing was committed (the "
+                                 "store is as it was); the next run does it again")
         if isinstance(error, (StateCorrupted, SchemaError)):
             return EXIT_STORE, first
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
