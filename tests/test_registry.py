@@ -95,6 +95,29 @@ def test_garbage_collection_spares_referenced_and_young_artifacts(registry):
     assert registry.artifacts.exists(kept.artifact_sha256) and registry.artifacts.exists(young)
 
 
+@pytest.mark.parametrize("how", ["one", "many"])
+def test_an_old_artifact_a_new_tick_reuses_is_young_again_and_gc_waits_for_running_ticks(registry, how):
+    """A crashed tick's artifacts are what `mlma gc` is for, and exactly what its redo writes again (the same
+    bytes, the same hash): the redo finds them on disk and must make them young, or gc deletes them between the
+    redo's write and its commit and the committed versions point at missing files. gc also waits for a running
+    tick: it holds the tick lock."""
+    from mlma.store import LockHeld
+
+    left, _ = registry.artifacts.put(Level(4.0))                       # by a tick that crashed 2 hours ago
+    old = time.time() - 7200
+    os.utime(registry.artifacts.path(left), (old, old))
+    if how == "one":
+        again, _ = registry.artifacts.put(Level(4.0))                  # its redo
+    else:
+        with registry.artifacts.batch():
+            again, _ = registry.artifacts.put(Level(4.0))
+    assert again == left and registry.artifacts.path(left).stat().st_mtime > old + 3600
+    assert registry.collect_garbage() == [] and registry.artifacts.exists(left)
+    with registry.store.tick_lock("agent@host:1", heartbeat=False):
+        with pytest.raises(LockHeld, match="agent@host:1"):
+            registry.collect_garbage()
+
+
 # -- versions and the champion alias -------------------------------------------------------------------------
 def test_versions_are_numbered_per_stream_and_keep_their_record(registry):
     first = registry.register("zone-1", Level(1.0), spec="ridge", train_start="2024-01-01",

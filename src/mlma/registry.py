@@ -182,8 +182,15 @@ class ArtifactStore:
         return _ArtifactBatch(self, max_bytes)
 
     def _intact(self, sha: str) -> bool:
+        """Whether an intact copy of ``sha`` is on disk; one that is counts as written now: its time is
+        refreshed, so that :meth:`collect`'s age guard spares it until the tick reusing it has committed (a
+        crashed tick's artifacts, the ones `mlma gc` is for, are exactly those its redo reuses)."""
         final = self.path(sha)
-        return final.is_file() and self._hash_file(final) == sha
+        if not (final.is_file() and self._hash_file(final) == sha):
+            return False
+        with _suppress_os_errors():  # a read-only artifact folder still serves what it holds
+            os.utime(final)
+        return True
 
     def _write_durably(self, todo: dict[str, bytes]) -> None:
         """Write ``todo`` (sha -> bytes, none on disk yet) with one flush before and one after the renames."""
@@ -243,7 +250,7 @@ class ArtifactStore:
             return batch.add(data)
         sha = hashlib.sha256(data).hexdigest()
         final = self.path(sha)
-        if final.is_file() and self._hash_file(final) == sha:
+        if self._intact(sha):
             return sha, len(data)
         final.parent.mkdir(parents=True, exist_ok=True)
         # Same directory as the target, so the rename is atomic (same file system).
@@ -287,7 +294,8 @@ class ArtifactStore:
     def collect(self, keep: Iterable[str], *, min_age_seconds: float = 3600.0) -> list[str]:
         """Delete artifacts not in ``keep`` and older than ``min_age_seconds``; returns the removed hashes.
 
-        The age guard spares artifacts written for a tick that has not committed yet.
+        The age guard spares artifacts written (or reused, :meth:`_intact`) for a tick that has not committed
+        yet; :meth:`ModelRegistry.collect_garbage` also holds the tick lock, so no tick runs meanwhile.
         """
         keep = set(keep)
         cutoff = time.time() - min_age_seconds
@@ -743,6 +751,15 @@ class ModelRegistry:
                         done_champions, left)
         return PublishReport(done_versions, done_champions, left, errors[0] if errors else None, len(errors))
 
-    def collect_garbage(self, *, min_age_seconds: float = 3600.0) -> list[str]:
-        """Delete artifacts no recorded version refers to (older than ``min_age_seconds``)."""
-        return self.artifacts.collect(self.tables.artifact_hashes(), min_age_seconds=min_age_seconds)
+    def collect_garbage(self, *, min_age_seconds: float = 3600.0, holder: str | None = None) -> list[str]:
+        """Delete artifacts no recorded version refers to (older than ``min_age_seconds``).
+
+        Holds the tick lock while it reads the recorded hashes and deletes (``holder`` names it; default
+        ``gc@host:pid``): a tick records its new versions at its commit, so artifacts it wrote or reused would
+        otherwise look unreferenced. Raises :class:`~mlma.store.LockHeld` while a tick runs.
+        """
+        import socket
+
+        who = holder or f"gc@{socket.gethostname()}:{os.getpid()}"
+        with self.store.tick_lock(who):
+            return self.artifacts.collect(self.tables.artifact_hashes(), min_age_seconds=min_age_seconds)
