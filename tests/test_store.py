@@ -115,7 +115,7 @@ def test_open_refuses_a_database_without_schema(url):
 def test_open_refuses_an_outdated_schema_and_upgrade_keeps_the_data(url):
     assert Store.upgrade(url, "0001") == "0001"
     with pytest.raises(SchemaError, match=r"revision 0001, older than the revision " + HEAD
-                       + r".*Store.upgrade") as info:
+                       + r".*`mlma upgrade`.*Store.upgrade") as info:
         Store.open(url)
     assert info.value.current == "0001"
     # The core tables exist at 0001: data written then survives the upgrade.

@@ -255,7 +255,8 @@ class Store:
         if current in migrate.known_revisions():
             raise SchemaError(
                 f"{self.url} has schema revision {current}, older than the revision {expected} this version of "
-                f"mlma needs: back the database up (docs/store.md), then run Store.upgrade(url) to migrate it",
+                f"mlma needs: back the database up (docs/store.md), then migrate it with `mlma upgrade` in the "
+                f"project's folder (from Python: Store.upgrade(url))",
                 url=self.url, current=current, expected=expected)
         raise SchemaError(f"{self.url} has schema revision {current}, which this version of mlma does not know "
                           f"(it expects {expected}): it was migrated by a newer mlma; upgrade mlma",
