@@ -1196,6 +1196,29 @@ def test_ingest_file_checks_rows_against_the_project(store, tmp_path):
     assert "strict" not in store.ingests()["source"].tolist()
 
 
+
+def test_a_file_whose_rows_were_dropped_is_checked_again_when_sent_again(store, tmp_path):
+    """A file that lost rows to a limit is not "already ingested" when it comes again after the limit was
+    raised (as the rejection's message says to do): its dropped rows are checked again and stored, and a copy
+    sent after it took every row is a duplicate. A file taken whole is a duplicate at once, as ever."""
+    from mlma.data import IngestLimits
+
+    store.ingest_file(fleet_frame(2, 72), source="history")
+    day = fleet_frame(2, 24, start="2024-01-04").astype({"y": np.float64})
+    day.loc[[0, 5], "y"] = 1e6                                         # a real surge, beyond the default limit
+    path = tmp_path / "day.csv"
+    day.to_csv(path, index=False)
+    first = store.ingest_file(path)
+    assert (first.rows_new, first.rows_dropped) == (46, 2)
+    same_limits = store.ingest_file(path)                              # sent again: checked again, still out
+    assert not same_limits.duplicate and (same_limits.rows_unchanged, same_limits.rows_dropped) == (46, 2)
+    raised = store.ingest_file(path, limits=IngestLimits(value_range_factor=0))
+    assert not raised.duplicate and (raised.rows_new, raised.rows_unchanged, raised.rows_dropped) == (2, 46, 0)
+    assert (store.observations()["y"] == 1e6).sum() == 2
+    again = store.ingest_file(path, limits=IngestLimits(value_range_factor=0))
+    assert again.duplicate and again.ingest_id == raised.ingest_id
+    assert count(store, S.ingests) == 4 and count(store, S.observations) == 2 * 72 + 48
+
 # -- the tick record ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("build, message", [
     (lambda: TickRecord(-1), "tick must be a whole number >= 0, got -1"),

@@ -79,7 +79,7 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
     is_path = isinstance(data, (str, os.PathLike))
     sha = file_sha256(data) if is_path else None
     if sha is not None:
-        seen = store._ingest_by_hash(sha)
+        seen = store._ingest_by_hash(sha, actuals=True)
         if seen is not None:
             return seen
     name = source or (Path(data).name if is_path else "frame")

@@ -15,6 +15,7 @@ import datetime as dt
 import hashlib
 import os
 import re
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -146,6 +147,12 @@ def refuse_missing_file(url: str) -> None:
         raise SchemaError(f"{shown}: there is no database file at {missing} (moved, deleted, or a typo in the URL?); "
                           "nothing was created. Mend the URL ([store] url in mlma.toml), or restore the file from "
                           "a backup", url=shown, current=None, expected=migrate.SCHEMA_REVISION)
+
+
+def _completed_key(sha: str) -> str:
+    """The content key of actuals sent again and then taken whole, after an earlier ingest dropped some rows
+    (:meth:`Store._actuals_key`)."""
+    return hashlib.sha256(f"{sha}\x1fcompleted".encode()).hexdigest()
 
 
 def about_stream(stream_id: int, unique_id: str) -> sa.ColumnElement[bool]:
@@ -787,7 +794,7 @@ class Store:
                                 extra=(frame, extra))
         except sa.exc.IntegrityError:
             # The same content ingested concurrently by another process: it won; this is a duplicate.
-            seen = self._ingest_by_hash(sha)
+            seen = self._ingest_by_hash(sha, actuals=True)
             if seen is None:
                 raise
             return seen
@@ -843,9 +850,35 @@ class Store:
         return drivers.driver_values(self, names, _timestamp(start, "start"), _timestamp(end, "end"),
                                      as_of_ingest=as_of_ingest, streams=streams)
 
-    def _ingest_by_hash(self, sha: str) -> IngestReport | None:
+    def _ingest_by_hash(self, sha: str, *, actuals: bool = False) -> IngestReport | None:
         with self._read() as conn:
-            return self._seen_ingest(conn, sha)
+            return self._seen_actuals(conn, sha) if actuals else self._seen_ingest(conn, sha)
+
+    @classmethod
+    def _seen_actuals(cls, conn, sha: str) -> IngestReport | None:
+        """The earlier ingest of the same actuals that stored every row of them, reported as a duplicate; None
+        if there is none. Content an earlier ingest took only in part (rows out of range, ahead of the fleet,
+        in the future) is checked again when it is sent again: the limits, the clock or the fleet may have moved
+        since, and "nothing changed" would be untrue while its rows are missing."""
+        whole = cls._seen_ingest(conn, sha)
+        if whole is not None:
+            dropped = conn.execute(sa.select(S.ingests.c.rows_dropped)
+                                   .where(S.ingests.c.id == whole.ingest_id)).scalar_one()
+            if not dropped:
+                return whole
+        return cls._seen_ingest(conn, _completed_key(sha))
+
+    @staticmethod
+    def _actuals_key(conn, sha: str, rows_dropped: int) -> str:
+        """The content key a new ingest of actuals is recorded under (``ingests.content_sha256``, unique): the
+        content's sha256 the first time; when the content comes again after rows of it were dropped, the key of
+        its completion if nothing is dropped now (so that the next copy is a duplicate), else one of its own."""
+        first = conn.execute(sa.select(S.ingests.c.id).where(S.ingests.c.content_sha256 == sha)).first()
+        if first is None:
+            return sha
+        if not rows_dropped:
+            return _completed_key(sha)
+        return hashlib.sha256(f"{sha}\x1fchecked again\x1f{uuid.uuid4().hex}".encode()).hexdigest()
 
     @staticmethod
     def _seen_ingest(conn, sha: str) -> IngestReport | None:
@@ -859,9 +892,10 @@ class Store:
     def _ingest(self, uid, ns, y, source, sha, rows_read, rows_dropped, findings, *, clock=None,
                 extra=None) -> IngestReport:
         with self._write() as conn:
-            seen = self._seen_ingest(conn, sha)
+            seen = self._seen_actuals(conn, sha)
             if seen is not None:
                 return seen
+            sha = self._actuals_key(conn, sha, rows_dropped)
             now = self._now(conn)
             if clock is not None:
                 self._fix_clock(conn, clock, now)
