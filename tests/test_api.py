@@ -8,6 +8,7 @@ the reads are compared with the same facts computed independently from the store
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import threading
@@ -15,17 +16,21 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import fastapi.routing
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from fastapi.encoders import jsonable_encoder
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from mlma.api import auth, create_app
+from mlma.api import auth, create_app, schemas
 from mlma.api.sample import SampleFleet, build_sample_fleet
 from mlma.registry import ModelRegistry
 from mlma.store import Store
+from mlma.store import queries
 from mlma.store import schema as S
 from mlma.store.testing import postgres_schema
 
@@ -728,6 +733,123 @@ def test_openapi_schema_no_cdn_docs_and_security_headers(env):
     assert "default-src 'self'" in csp and "script-src 'self'" in csp
     assert page.headers["x-frame-options"] == "DENY"
     assert env.client.get("/healthz").json() == {"status": "ok", "schema": env.store.schema_revision()}
+
+
+def _api_routes(app) -> list:
+    """The app's FastAPI routes with their full paths. Newer FastAPI keeps an included router as one entry of
+    ``app.routes``, which ``iter_route_contexts`` walks into; older versions listed each route there."""
+    walk = getattr(fastapi.routing, "iter_route_contexts", list)
+    return [r for r in walk(app.routes) if isinstance(getattr(r, "original_route", r), APIRoute)]
+
+
+def test_every_json_endpoint_declares_a_model_and_the_openapi_schema_shows_it():
+    """Every endpoint but the page and /metrics (HTML, Prometheus text) has a response model: /openapi.json
+    names a model for its answer, not a free-form object, and the model forbids keys it does not declare."""
+    with Store.create("sqlite://") as store:
+        app = create_app(store)
+        schema = TestClient(app).get("/openapi.json").json()
+    components = schema["components"]["schemas"]
+    routes = [r for r in _api_routes(app) if r.path not in ("/", "/metrics")]
+    assert len(routes) >= 33, [r.path for r in routes]   # 10 reads, 17 actions, 5 session and token ones, /healthz
+    for route in routes:
+        assert route.response_model is not None, route.path
+        path = re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path)   # /api/streams/{unique_id:path} in the schema
+        for method in route.methods:
+            answers = schema["paths"][path][method.lower()]["responses"]
+            success = [answers[code] for code in ("200", "201") if code in answers]
+            assert len(success) == 1, (method, path, answers)
+            body = success[0]["content"]["application/json"]["schema"]
+            if body.get("type") == "array":
+                body = body["items"]
+            assert set(body) == {"$ref"}, (method, path, body)
+            model = components[body["$ref"].rsplit("/", 1)[1]]
+            # Attributes is the one map: its values are typed (a list of a model) instead.
+            closed = model.get("additionalProperties") is False or "$ref" in str(model.get("additionalProperties"))
+            assert model["type"] == "object" and closed, (method, path, model)
+
+
+def _typed(value):
+    """``value`` with every leaf tagged by its type: Python finds 1, 1.0 and True equal, a JSON client may not."""
+    if isinstance(value, dict):
+        return {k: _typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_typed(v) for v in value]
+    return type(value).__name__, value
+
+
+def _as_served_before(answer: dict) -> dict:
+    """What the API sent for a query's dict before it had models: FastAPI's encoding, through JSON."""
+    return json.loads(json.dumps(jsonable_encoder(answer)))
+
+
+def _stream(env: Env, which: str) -> str:
+    """A stream whose page has much to show: one with a promoted model, or one with escalations."""
+    if which == "promoted":
+        return env.fleet.promoted[1]
+    return next(e["unique_id"] for e in queries.escalation_items(env.store, per_page=500)["items"] if e["unique_id"])
+
+
+def _detail(env: Env, which: str) -> dict:
+    return queries.stream_detail(env.store, _stream(env, which), ticks=5, defaults=env.client.app.state.mlma.defaults)
+
+
+ALL_STATUSES = ["open", "acknowledged", "resolved", "silenced"]
+RICH_READS = {
+    "/api/fleet": (schemas.Fleet, lambda env: queries.fleet_summary(env.store)),
+    "/api/streams?per_page=500&sort=-loss": (
+        schemas.StreamPage, lambda env: queries.list_streams(env.store, per_page=500, sort="-loss")),
+    "/api/streams/{promoted}?ticks=5": (schemas.StreamDetail, lambda env: _detail(env, "promoted")),
+    "/api/streams/{escalated}?ticks=5": (schemas.StreamDetail, lambda env: _detail(env, "escalated")),
+    f"/api/escalations?status={','.join(ALL_STATUSES)}&per_page=500": (
+        schemas.EscalationQueue,
+        lambda env: queries.escalation_queue(env.store, status=ALL_STATUSES, group_by="city", per_page=500)),
+}
+
+
+@pytest.mark.parametrize("path", list(RICH_READS))
+def test_rich_answers_are_their_models_and_the_queries_dicts_key_for_key(env, path):
+    """The models change nothing in what clients get: no key dropped, renamed or added, no whole number turned
+    into a float, and times as the query writes them (the agent's lease too)."""
+    model, query = RICH_READS[path]
+    lease = env.store.acquire_lock("agent@test:1")   # so that the fleet's "agent" is not None
+    try:
+        answer = env.get(path.format(promoted=_stream(env, "promoted"), escalated=_stream(env, "escalated")))
+        assert answer.status_code == 200, answer.text
+        expected = _as_served_before(query(env))
+    finally:
+        lease.release()
+    model.model_validate(answer.json())
+    assert _typed(answer.json()) == _typed(expected)
+    body = answer.json()
+    if path == "/api/fleet":
+        assert body["agent"]["holder"] == "agent@test:1" and body["latest"]["summary"]
+    elif "{promoted}" in path:
+        assert len(body["versions"]) == 2 and body["champion_history"] and body["champion"]
+    elif "{escalated}" in path:
+        assert body["escalations"]
+    else:
+        assert len(body["items"]) > 1
+
+
+def test_a_tick_summary_s_optional_keys_are_sent_only_when_the_tick_recorded_them(tmp_path):
+    """A summary leaves out ``driver_values_filled`` and ``next_tick`` when None: the answer leaves them out
+    too (rather than sending null), and sends them when a tick recorded them."""
+    from mlma.store.records import TickSummary
+
+    with Store.create(f"sqlite:///{tmp_path}/mlma.db") as store:
+        fleet = build_sample_fleet(store, tmp_path / "artifacts", n_streams=8, n_ticks=6)
+        full = TickSummary(n_streams=8, driver_values_filled=3, next_tick={
+            "tick": fleet.n_ticks, "start": "2026-12-03 00:00:00", "end": "2026-12-04 00:00:00",
+            "complete_at": "2026-12-03 23:00:00"}).to_json()
+        with store._write() as conn:   # as a tick of a project with future drivers would have written it
+            conn.execute(sa.update(S.ticks).where(S.ticks.c.tick == fleet.n_ticks - 1).values(summary=full))
+        _, token = auth.create_token(store, "ana", "viewer", by="user:root")
+        answer = TestClient(create_app(store)).get("/api/fleet", headers={"Authorization": f"Bearer {token}"})
+        expected = _as_served_before(queries.fleet_summary(store))
+    assert answer.status_code == 200 and _typed(answer.json()) == _typed(expected)
+    before, last = (t["summary"] for t in answer.json()["series"][-2:])
+    assert "next_tick" not in before and "driver_values_filled" not in before
+    assert last["next_tick"] == full["next_tick"] and last["driver_values_filled"] == 3
 
 
 def test_the_page_loads_nothing_from_other_sites():

@@ -37,6 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from mlma.api import auth
 from mlma.api.deps import AppContext, viewer
 from mlma.api.guard import MAX_BODY_BYTES, RequestGuard
+from mlma.api.schemas import Health
 from mlma.store.queries import QueryError
 from mlma.api.routers import actions, admin, read
 from mlma.control import Operations
@@ -206,7 +207,8 @@ def _add_pages(app: FastAPI, ctx: AppContext) -> None:
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    @app.get("/healthz", tags=["meta"], summary="Liveness: the store answers (no token needed)")
+    @app.get("/healthz", tags=["meta"], response_model=Health,
+             summary="Liveness: the store answers (no token needed)")
     def healthz() -> dict:
         return {"status": "ok", "schema": ctx.store.schema_revision()}
 

@@ -17,11 +17,17 @@ from pydantic import Field, field_validator
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, context, operator
 from mlma.api.inputs import Body, RowId, check_request_text
+from mlma.api.schemas import ActionAnswer, Problem
 from mlma.control import ActionError, ActionResult
 from mlma.params import ParameterError
 from mlma.store.records import MAX_REASON
 
-router = APIRouter(prefix="/api/actions", tags=["actions"], dependencies=[Depends(check_request_text)])
+# Every action needs an operator token: 401 without a valid one, 403 for a viewer's (or a cookie request
+# without its CSRF header).
+router = APIRouter(prefix="/api/actions", tags=["actions"], dependencies=[Depends(check_request_text)],
+                   responses={401: {"model": Problem}, 403: {"model": Problem}})
+#: The answer of a roll-back or promotion when the server has no model registry.
+NO_REGISTRY = {503: {"model": Problem, "description": "The server was started without the artifact folder."}}
 #: How many stream names an action's answer lists (a group may have thousands).
 LISTED_STREAMS = 200
 
@@ -153,27 +159,29 @@ def _stream_field(body: Streams) -> str:
     return "streams" if body.streams is not None else "group"
 
 
-@router.post("/retrain", summary="Force a re-training at the next tick (one stream, several, or a group)")
+@router.post("/retrain", response_model=ActionAnswer,
+             summary="Force a re-training at the next tick (one stream, several, or a group)")
 def retrain(body: Retrain, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     target = body.target()
     return _run(lambda: ctx.operations.force_retrain(**target, direct=body.direct, by=who.actor, reason=body.reason),
                 who, _stream_field(body))
 
 
-@router.post("/pin", summary="No automatic re-training until unpinned or until a date")
+@router.post("/pin", response_model=ActionAnswer, summary="No automatic re-training until unpinned or until a date")
 def pin(body: Pin, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     target = body.target()
     return _run(lambda: ctx.operations.pin(**target, until=body.until, by=who.actor, reason=body.reason), who,
                 _stream_field(body))
 
 
-@router.post("/unpin", summary="Automatic re-training again")
+@router.post("/unpin", response_model=ActionAnswer, summary="Automatic re-training again")
 def unpin(body: Streams, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     target = body.target()
     return _run(lambda: ctx.operations.unpin(**target, by=who.actor, reason=body.reason), who, _stream_field(body))
 
 
-@router.post("/reset-reference", summary="Reset (or, with rebase, re-base) the reference at the next tick")
+@router.post("/reset-reference", response_model=ActionAnswer,
+             summary="Reset (or, with rebase, re-base) the reference at the next tick")
 def reset_reference(body: ResetReference, who: Principal = Depends(operator),
                     ctx: AppContext = Depends(context)) -> dict:
     target = body.target()
@@ -181,7 +189,8 @@ def reset_reference(body: ResetReference, who: Principal = Depends(operator),
                                                        reason=body.reason), who, _stream_field(body))
 
 
-@router.post("/require-approval", summary="Promotions of re-trained models wait for a person's approval")
+@router.post("/require-approval", response_model=ActionAnswer,
+             summary="Promotions of re-trained models wait for a person's approval")
 def require_approval(body: RequireApproval, who: Principal = Depends(operator),
                      ctx: AppContext = Depends(context)) -> dict:
     target = body.target()
@@ -189,14 +198,16 @@ def require_approval(body: RequireApproval, who: Principal = Depends(operator),
                                                         reason=body.reason), who, _stream_field(body))
 
 
-@router.post("/set-params", summary="Override monitoring parameters (delta, cooldown_ticks) for streams")
+@router.post("/set-params", response_model=ActionAnswer,
+             summary="Override monitoring parameters (delta, cooldown_ticks) for streams")
 def set_params(body: SetParams, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     target = body.target()
     return _run(lambda: ctx.operations.set_params(**target, params=body.params, by=who.actor, reason=body.reason),
                 who, "params")
 
 
-@router.post("/mark-abnormal", summary="Mark a period abnormal for streams, a group or the whole fleet")
+@router.post("/mark-abnormal", response_model=ActionAnswer,
+             summary="Mark a period abnormal for streams, a group or the whole fleet")
 def mark_abnormal(body: MarkAbnormal, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     if body.streams is not None and body.group is not None:
         raise FieldError("streams", "give streams, a group, or neither (the whole fleet), not both")
@@ -209,17 +220,19 @@ def mark_abnormal(body: MarkAbnormal, who: Principal = Depends(operator), ctx: A
                 who, "group" if body.group is not None else "streams")
 
 
-@router.post("/cancel-abnormal", summary="Take back abnormal periods by id")
+@router.post("/cancel-abnormal", response_model=ActionAnswer, summary="Take back abnormal periods by id")
 def cancel_abnormal(body: Ids, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     return _run(lambda: ctx.operations.cancel_abnormal(body.ids, by=who.actor, reason=body.reason), who, "ids")
 
 
-@router.post("/cancel-action", summary="Take back queued actions that no tick has carried out yet")
+@router.post("/cancel-action", response_model=ActionAnswer,
+             summary="Take back queued actions that no tick has carried out yet")
 def cancel_action(body: Ids, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     return _run(lambda: ctx.operations.cancel_action(body.ids, by=who.actor, reason=body.reason), who, "ids")
 
 
-@router.post("/rollback", summary="Put an earlier model version back in service now")
+@router.post("/rollback", response_model=ActionAnswer, responses=NO_REGISTRY,
+             summary="Put an earlier model version back in service now")
 def rollback(body: Rollback, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     try:
         return _run(lambda: ctx.operations.rollback(body.stream, body.to_version, by=who.actor, reason=body.reason,
@@ -229,37 +242,40 @@ def rollback(body: Rollback, who: Principal = Depends(operator), ctx: AppContext
         raise FieldError("to_version" if exc.field == "version" else exc.field, str(exc)) from None
 
 
-@router.post("/promote", summary="Put a chosen model version in service now")
+@router.post("/promote", response_model=ActionAnswer, responses=NO_REGISTRY,
+             summary="Put a chosen model version in service now")
 def promote(body: Promote, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     return _run(lambda: ctx.operations.promote(body.stream, body.version, by=who.actor, reason=body.reason), who,
                 "stream")
 
 
-@router.post("/approve", summary="Promote the challenger that waits for approval, at the next tick")
+@router.post("/approve", response_model=ActionAnswer,
+             summary="Promote the challenger that waits for approval, at the next tick")
 def approve(body: OneStream, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     return _run(lambda: ctx.operations.approve(body.stream, by=who.actor, reason=body.reason), who, "stream")
 
 
-@router.post("/reject", summary="Drop the challenger that waits for approval, at the next tick")
+@router.post("/reject", response_model=ActionAnswer,
+             summary="Drop the challenger that waits for approval, at the next tick")
 def reject(body: OneStream, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     return _run(lambda: ctx.operations.reject(body.stream, by=who.actor, reason=body.reason), who, "stream")
 
 
-@router.post("/silence", summary="Hide escalations for a duration or until a time")
+@router.post("/silence", response_model=ActionAnswer, summary="Hide escalations for a duration or until a time")
 def silence(body: Silence, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     return _run(lambda: ctx.operations.silence(body.ids, body.until, by=who.actor, reason=body.reason), who, "until")
 
 
-@router.post("/acknowledge", summary="Escalations are being looked at")
+@router.post("/acknowledge", response_model=ActionAnswer, summary="Escalations are being looked at")
 def acknowledge(body: Ids, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     return _run(lambda: ctx.operations.acknowledge(body.ids, by=who.actor, reason=body.reason), who, "ids")
 
 
-@router.post("/resolve", summary="Escalations are dealt with")
+@router.post("/resolve", response_model=ActionAnswer, summary="Escalations are dealt with")
 def resolve(body: Ids, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     return _run(lambda: ctx.operations.resolve(body.ids, by=who.actor, reason=body.reason), who, "ids")
 
 
-@router.post("/reopen", summary="Escalations need attention again")
+@router.post("/reopen", response_model=ActionAnswer, summary="Escalations need attention again")
 def reopen(body: Ids, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     return _run(lambda: ctx.operations.reopen(body.ids, by=who.actor, reason=body.reason), who, "ids")

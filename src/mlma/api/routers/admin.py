@@ -11,8 +11,11 @@ from mlma.api import auth
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, admin, context, principal, unauthorized
 from mlma.api.inputs import Body, check_request_text
+from mlma.api.schemas import CreatedToken, LoggedOut, Problem, Revoked, Session, Token
 
 router = APIRouter(prefix="/api", tags=["access"], dependencies=[Depends(check_request_text)])
+#: The error answers of the token endpoints: no valid token (401), not an admin's (403).
+ADMIN_ONLY = {401: {"model": Problem}, 403: {"model": Problem}}
 
 
 class Login(Body):
@@ -35,7 +38,8 @@ def _set_session_cookies(response: Response, ctx: AppContext, token_id: int) -> 
     return session.csrf
 
 
-@router.post("/session", summary="Log the web page in: exchange a token for a session cookie")
+@router.post("/session", response_model=Session, responses={401: {"model": Problem}},
+             summary="Log the web page in: exchange a token for a session cookie")
 def login(body: Login, response: Response, ctx: AppContext = Depends(context)) -> dict:
     found = auth.authenticate(ctx.store, body.token)
     if found is None:
@@ -44,7 +48,8 @@ def login(body: Login, response: Response, ctx: AppContext = Depends(context)) -
     return {"name": found.name, "role": found.role, "csrf": csrf}
 
 
-@router.delete("/session", summary="Log the web page out: the session ends on the server too")
+@router.delete("/session", response_model=LoggedOut, responses={401: {"model": Problem}, 403: {"model": Problem}},
+               summary="Log the web page out: the session ends on the server too")
 def logout(request: Request, response: Response, _: Principal = Depends(principal),
            ctx: AppContext = Depends(context)) -> dict:
     session = getattr(request.state, "session", None)
@@ -55,12 +60,14 @@ def logout(request: Request, response: Response, _: Principal = Depends(principa
     return {"logged_out": True}
 
 
-@router.get("/tokens", summary="API tokens (never their secrets)")
+@router.get("/tokens", response_model=list[Token], responses=ADMIN_ONLY, summary="API tokens (never their secrets)")
 def tokens(include_revoked: bool = False, _: Principal = Depends(admin), ctx: AppContext = Depends(context)) -> list:
     return [t.as_dict() for t in auth.list_tokens(ctx.store, include_revoked=include_revoked)]
 
 
-@router.post("/tokens", status_code=201, summary="Create a token; its secret is in this answer only")
+@router.post("/tokens", status_code=201, response_model=CreatedToken,
+             responses={**ADMIN_ONLY, 409: {"model": Problem, "description": "A token of that name exists."}},
+             summary="Create a token; its secret is in this answer only")
 def create(body: NewToken, who: Principal = Depends(admin), ctx: AppContext = Depends(context)) -> dict:
     try:
         info, plain = auth.create_token(ctx.store, body.name, body.role, by=who.actor)
@@ -69,7 +76,9 @@ def create(body: NewToken, who: Principal = Depends(admin), ctx: AppContext = De
     return {**info.as_dict(), "token": plain}
 
 
-@router.delete("/tokens/{name}", summary="Revoke a token (its web sessions end too)")
+@router.delete("/tokens/{name}", response_model=Revoked,
+               responses={**ADMIN_ONLY, 404: {"model": Problem, "description": "No active token has that name."}},
+               summary="Revoke a token (its web sessions end too)")
 def revoke(name: str, who: Principal = Depends(admin), ctx: AppContext = Depends(context)) -> dict:
     if not auth.revoke_token(ctx.store, name, by=who.actor):
         raise HTTPException(404, f"no active token named {name!r}")

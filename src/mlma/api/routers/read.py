@@ -10,9 +10,13 @@ from mlma.store import queries
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, context, viewer
 from mlma.api.inputs import check_request_text
+from mlma.api.schemas import (AbnormalPeriod, Attributes, AuditEntry, Escalation, EscalationQueue,
+                               Fleet, Me, Page, Problem, StreamAction, StreamDetail, StreamPage)
 from mlma.store.queries import MAX_PAGE
 
-router = APIRouter(prefix="/api", tags=["read"], dependencies=[Depends(check_request_text)])
+# Every read needs a token (any role reads): 401 without a valid one.
+router = APIRouter(prefix="/api", tags=["read"], dependencies=[Depends(check_request_text)],
+                   responses={401: {"model": Problem}})
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -23,18 +27,20 @@ def _split(values: list[str] | None) -> list[str]:
     return out
 
 
-@router.get("/me", summary="Who the token belongs to and its role")
+@router.get("/me", response_model=Me, summary="Who the token belongs to and its role")
 def me(who: Principal = Depends(viewer)) -> dict:
     return {"name": who.name, "role": who.role, "actor": who.actor}
 
 
-@router.get("/fleet", summary="Fleet summary: the latest tick and the time series of tick summaries")
+@router.get("/fleet", response_model=Fleet,
+            summary="Fleet summary: the latest tick and the time series of tick summaries")
 def fleet(ticks: Annotated[int, Query(ge=1, le=10_000, description="How many recent ticks to return.")] = 200,
           _: Principal = Depends(viewer), ctx: AppContext = Depends(context)) -> dict:
     return queries.fleet_summary(ctx.store, ticks)
 
 
-@router.get("/streams", summary="Streams with their current verdict: filtered, sorted and paginated in SQL")
+@router.get("/streams", response_model=StreamPage,
+            summary="Streams with their current verdict: filtered, sorted and paginated in SQL")
 def streams(
     verdict: Annotated[list[str] | None, Query(description="Verdict labels (ok, degraded, warming-up, cooling-down, "
                                                            "pinned, no-data, unmonitored, cold, abnormal, none); "
@@ -53,8 +59,9 @@ def streams(
                                 q=q, pinned=pinned, sort=sort, page=page, per_page=per_page)
 
 
-@router.get("/streams/{unique_id:path}", summary="One stream: actuals, forecasts, losses, p-values, versions, "
-                                                 "champion history, escalations, actions, audit")
+@router.get("/streams/{unique_id:path}", response_model=StreamDetail, responses={404: {"model": Problem}},
+            summary="One stream: actuals, forecasts, losses, p-values, versions, champion history, escalations, "
+                    "actions, audit")
 def stream(unique_id: str, ticks: Annotated[int, Query(ge=1, le=2000, description="Ticks of history.")] = 30,
            _: Principal = Depends(viewer), ctx: AppContext = Depends(context)) -> dict:
     try:
@@ -63,12 +70,14 @@ def stream(unique_id: str, ticks: Annotated[int, Query(ge=1, le=2000, descriptio
         raise HTTPException(404, f"unknown stream {unique_id!r}") from None
 
 
-@router.get("/attributes", summary="Attribute keys and values with their stream counts (the groups one can act on)")
+@router.get("/attributes", response_model=Attributes,
+            summary="Attribute keys and values with their stream counts (the groups one can act on)")
 def attributes(_: Principal = Depends(viewer), ctx: AppContext = Depends(context)) -> dict:
     return queries.attribute_values(ctx.store)
 
 
-@router.get("/escalations", summary="The engineer's queue: escalations grouped and ranked")
+@router.get("/escalations", response_model=EscalationQueue,
+            summary="The engineer's queue: escalations grouped and ranked")
 def escalation_queue(
     status: Annotated[list[str] | None, Query(description="Effective statuses to include (open, acknowledged, "
                                                           "resolved, silenced); default open.")] = None,
@@ -84,7 +93,8 @@ def escalation_queue(
                                     per_page=per_page, members=members)
 
 
-@router.get("/escalations/items", summary="Escalations one by one, newest first")
+@router.get("/escalations/items", response_model=Page[Escalation],
+            summary="Escalations one by one, newest first")
 def escalation_items(
     status: Annotated[list[str] | None, Query()] = None, stream: str | None = None, kind: str | None = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
@@ -95,7 +105,8 @@ def escalation_items(
                                     per_page=per_page)
 
 
-@router.get("/actions", summary="Queued and carried-out stream actions, newest first")
+@router.get("/actions", response_model=Page[StreamAction],
+            summary="Queued and carried-out stream actions, newest first")
 def actions(
     status: Annotated[str | None, Query(description="pending, applied or cancelled")] = None,
     stream: str | None = None,
@@ -106,7 +117,7 @@ def actions(
     return queries.actions_page(ctx.store, status=status, stream=stream, page=page, per_page=per_page)
 
 
-@router.get("/audit", summary="The audit log, newest first")
+@router.get("/audit", response_model=Page[AuditEntry], summary="The audit log, newest first")
 def audit(
     actor: str | None = None, action: str | None = None,
     target: Annotated[str | None, Query(description="Exact target, e.g. stream:zone-417 or group:city=c03")] = None,
@@ -121,7 +132,8 @@ def audit(
                               per_page=per_page)
 
 
-@router.get("/abnormal-periods", summary="Periods marked abnormal, newest first (active ones unless active=false)")
+@router.get("/abnormal-periods", response_model=Page[AbnormalPeriod],
+            summary="Periods marked abnormal, newest first (active ones unless active=false)")
 def abnormal_periods(
     active: bool = True,
     stream: Annotated[str | None, Query(description="Only this stream's periods and the fleet's")] = None,
