@@ -714,3 +714,39 @@ def test_one_row_per_stream_leaves_the_frequency_pending_in_a_project():
         validate(frame)
     checked = validate(frame, context=FleetContext())
     assert checked.freq is None and checked.report.codes == ("frequency-pending",) and len(checked.frame) == 2
+
+
+@pytest.mark.parametrize("kind", ["cp1252", "cp1252-gzip", "utf-16"])
+def test_a_file_that_is_not_utf8_is_refused_naming_its_line_and_what_it_likely_is(tmp_path, kind):
+    """A spreadsheet's default export (a Windows code page, or UTF-16) stopped ingest with Python's bare
+    "'utf-8' codec can't decode byte 0xfc in position 1", naming neither the file nor the line."""
+    import gzip
+
+    text = "unique_id,ds,y\nz1,2024-01-01 00:00,1\nZürich,2024-01-01 00:00,2\n"
+    path = tmp_path / ("orders.csv.gz" if kind == "cp1252-gzip" else "orders.csv")
+    data = text.encode("utf-16") if kind == "utf-16" else text.encode("cp1252")
+    path.write_bytes(gzip.compress(data) if kind == "cp1252-gzip" else data)
+    with pytest.raises(DataError) as info:
+        read_frame(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: line ") and "not UTF-8" in message and "nothing was written" in message
+    if kind == "utf-16":
+        assert "line 1 is" in message and "UTF-16 byte-order mark" in message and "iconv -f utf-16" in message
+    else:
+        assert "line 3 is" in message and "cp1252" in message and info.value.rows.tolist() == [3]
+
+
+def test_a_file_whose_every_y_has_a_decimal_comma_is_refused_saying_so(tmp_path):
+    """The whole file's rows dropped: the error (often all a person reads) said only "no usable rows left";
+    it names the reason that took the most rows, and a decimal comma as such."""
+    path = tmp_path / "orders.csv"
+    path.write_text('unique_id,ds,y\nz1,2024-01-01 00:00,"1,5"\nz1,2024-01-01 01:00,"2,25"\nz1,2024-01-01 02:00,x\n')
+    with pytest.raises(DataError) as info:
+        validate(read_frame(path), on_bad_rows="drop")
+    message = str(info.value)
+    assert "no usable rows left; most rows (3) were dropped as non-finite-target" in message
+    assert "decimal comma, e.g. '1,5'" in message
+    fine = tmp_path / "fine.csv"
+    fine.write_text("unique_id,ds,y\nz1,2024-01-01 00:00,x\nz1,2024-01-01 01:00,2\nz1,2024-01-01 02:00,3\n")
+    found = validate(read_frame(fine), on_bad_rows="drop").report.findings
+    assert "decimal comma" not in next(f for f in found if f.code == "non-finite-target").message

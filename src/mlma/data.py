@@ -547,6 +547,52 @@ CSV_CHUNK_ROWS = 500_000
 
 
 def _read_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None) -> pd.DataFrame:
+    try:
+        return _read_utf8_csv(path, id_cols, chunk_rows)
+    except UnicodeDecodeError as exc:
+        line = _first_line_not_utf8(path)
+        why, encoding = _likely_encoding(path)
+        raise DataError(f"{path}: {'line ' + str(line) + ' is' if line else 'it is'} not UTF-8 text (byte "
+                        f"{exc.object[exc.start:exc.start + 1]!r}{why}); save the file as UTF-8 (a spreadsheet's "
+                        f"'CSV UTF-8', or `iconv -f {encoding} -t utf-8`) and ingest it again; nothing was written",
+                        source=str(path), rows=[line] if line else None) from None
+
+
+def _first_line_not_utf8(path: Path) -> int | None:
+    """The 1-based line of a CSV file (plain or compressed as pandas reads it) where UTF-8 decoding fails."""
+    import codecs
+
+    from pandas.io.common import get_handle
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    line = 1
+    try:
+        with get_handle(path, "rb", compression="infer", is_text=False) as handle:
+            while block := handle.handle.read(1 << 16):
+                try:
+                    decoder.decode(block)
+                except UnicodeDecodeError as exc:
+                    return line + block.count(b"\n", 0, exc.start)
+                line += block.count(b"\n")
+    except OSError:
+        return None
+    return None
+
+
+def _likely_encoding(path: Path) -> tuple[str, str]:
+    """What a file that is not UTF-8 likely is, said and as iconv names it: UTF-16 by its byte-order mark, else
+    a Windows code page (what spreadsheets write by default)."""
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(2)
+    except OSError:
+        start = b""
+    if start in (b"\xff\xfe", b"\xfe\xff"):
+        return ": it begins with a UTF-16 byte-order mark, so it is UTF-16", "utf-16"
+    return ", as a Windows code page such as cp1252 writes letters like ü or é", "cp1252"
+
+
+def _read_utf8_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None) -> pd.DataFrame:
     _refuse_duplicate_columns(file_columns(path), str(path), source=str(path))
     header = pd.read_csv(path, nrows=0).columns
     # Missing-value markers apply to every column except the stream key, where "NA" may be a real id
@@ -1263,9 +1309,13 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
     y = _parse_target(df[TARGET])
     bad = np.flatnonzero(~np.isfinite(y) & alive)
     raw_y = df[TARGET]
+    # A decimal comma (a spreadsheet in a German or French locale) is the usual reason a whole column fails.
+    comma = bool(len(bad)) and bool(pd.Series(raw_y.iloc[bad[:1000]], dtype=object).astype(str)
+                                    .str.fullmatch(r"\s*[-+]?\d+,\d+\s*").any())
     v.bad_rows("non-finite-target", bad, keys[codes[bad]].to_numpy() if len(bad) else None,
-               "row" + ("s" if len(bad) != 1 else "") + " whose y is missing, infinite or not a number", TARGET,
-               [v.example(p, key_of(p), f"y={raw_y.iloc[p]!r}") for p in bad[:_MAX_EXAMPLES]])
+               "row" + ("s" if len(bad) != 1 else "") + " whose y is missing, infinite or not a number"
+               + (" (written with a decimal comma, e.g. '1,5': write decimals with a point)" if comma else ""),
+               TARGET, [v.example(p, key_of(p), f"y={raw_y.iloc[p]!r}") for p in bad[:_MAX_EXAMPLES]])
     alive[bad] = False
 
     # the project's boundary --------------------------------------------------------------------------------
@@ -1304,9 +1354,13 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
 
     if len(idx) == 0:
         pruned = [f for f in v.findings if f.code == "before-kept"]
+        dropped = sorted((f for f in v.findings if f.severity == "dropped"), key=lambda f: -f.n_rows)
+        # The error is often all a person reads: it names the reason that took the most rows.
+        most = (f"; most rows ({dropped[0].n_rows:,}) were dropped as {dropped[0].code}: {dropped[0].message}"
+                if dropped and not pruned else "")
         v.add("empty", "error", "no usable rows left" + (
             f": every row is older than the data the project keeps (pruned before {context.kept_from}), or was "
-            "dropped for the reasons above" if pruned and context is not None else ""))
+            "dropped for the reasons above" if pruned and context is not None else "") + most)
         ValidationReport(tuple(v.findings), v.source, n, 0).raise_if_errors()
 
     # streams and frequency -------------------------------------------------------------------------------
