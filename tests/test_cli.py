@@ -46,6 +46,16 @@ def test_simulate_then_backtest_a_file(tmp_path):
     assert "detection_recall" in row["mlma"]
     per_stream = pd.read_csv(tmp_path / "res" / "per_stream.csv")
     assert per_stream["unique_id"].nunique() == 6
+    assert "dropped" not in bt.stdout
+    # Bad rows are dropped, as ingest drops them, and the console says so (it was only in validation.csv).
+    frame = pd.read_csv(tmp_path / "zones.csv", dtype={"y": object})
+    frame.loc[frame.index[:40], "y"] = "n/a"
+    frame.to_csv(tmp_path / "bad.csv", index=False)
+    bt = run("backtest", "--data", "bad.csv", "--policies", "never", "--model", "seasonal-naive", "--out", "bad",
+             cwd=tmp_path)
+    assert bt.returncode == 0, bt.stdout + bt.stderr
+    said = " ".join(bt.stdout.split())
+    assert "warning: 40 row(s) of the data were dropped and left out of the backtest (non-finite-target 40)" in said
 
 
 @pytest.mark.slow

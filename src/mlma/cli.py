@@ -294,6 +294,7 @@ def backtest(
         raise typer.Exit(code=130)
     write_outputs(result, out)
     print_summary(result, title=f"{label}: {result.config['n_streams']:,} streams, model {model}")
+    _say_dropped_rows(result.validation, out)
     fell_back = result.config["fits_fell_back"]
     if fell_back:
         fits = result.config["fits_done"] + result.config["fits_from_cache"]
@@ -304,6 +305,21 @@ def backtest(
     cached = (f", {result.config['fits_from_cache']:,} from the fit cache" if fit_cache is not None else "")
     console.print(f"done in {time.perf_counter() - started:.1f} s ({result.config['fits_done']:,} fits{cached}); "
                   f"wrote {out}/summary.json and {out}/report.html")
+
+
+def _say_dropped_rows(findings, out: Path) -> None:
+    """Rows of the data the backtest left out (bad rows are dropped, as ingest drops them): said, by reason,
+    since its table covers only the rest (validation.csv lists the findings)."""
+    from rich.markup import escape
+
+    if findings is None or not len(findings):
+        return
+    dropped = findings[findings["severity"] == "dropped"]
+    if len(dropped):
+        by_code = dropped.groupby("code")["n_rows"].sum().sort_values(ascending=False)
+        console.print(escape(f"warning: {int(by_code.sum()):,} row(s) of the data were dropped and left out of the "
+                             "backtest (" + ", ".join(f"{code} {int(n):,}" for code, n in by_code.items())
+                             + f"): {out}/validation.csv says which and why"))
 
 
 def _say_failures(summary: list[dict], n_streams: int) -> None:
