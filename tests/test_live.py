@@ -351,6 +351,30 @@ def test_a_tick_killed_with_sigkill_is_redone_by_the_next_run(tmp_path, crash_re
     assert store_snapshot(crashed) == expected
 
 
+def test_a_lock_holder_is_taken_for_dead_only_in_this_process_s_pid_namespace(tmp_path):
+    """A holder on this host whose process is gone is dead, but the same number in another PID namespace (a
+    container sharing the host's name) says nothing about it: an agent there broke a live agent's lock at once,
+    calling it "no longer running on this host"."""
+    from mlma.live import _holder_is_dead, agent_identity
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    me = agent_identity()
+    assert "/pidns:" in me                                   # Linux: the namespace is part of the identity
+    dead = me.split(":")[0] + f":{gone.pid}/pidns:" + me.split("/pidns:")[1]
+    assert _holder_is_dead(dead)
+    assert not _holder_is_dead(dead.replace("/pidns:", "/pidns:1"))          # another namespace
+    assert not _holder_is_dead(dead.split("/pidns:")[0])                     # an identity without one
+    assert not _holder_is_dead(me)                                           # this process
+    # From inside a new PID namespace (a container): the host's agent is not taken for dead.
+    probe = ("import sys; from mlma.live import _holder_is_dead; "
+             f"sys.exit(3 if _holder_is_dead({me!r}) or _holder_is_dead({dead!r}) else 0)")
+    inside = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", probe],
+                            capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    if inside.returncode not in (0, 3):
+        pytest.skip(f"no new PID namespace here (unshare: {inside.stderr.strip()[:200]})")
+    assert inside.returncode == 0, inside.stderr
+
 def test_two_agents_never_run_a_tick_at_once(tmp_path, platform):
     root = make_project(tmp_path / "p")
     config = load_config(root)
