@@ -1219,6 +1219,28 @@ def test_a_file_whose_rows_were_dropped_is_checked_again_when_sent_again(store, 
     assert again.duplicate and again.ingest_id == raised.ingest_id
     assert count(store, S.ingests) == 4 and count(store, S.observations) == 2 * 72 + 48
 
+
+def test_observed_driver_values_sent_again_unchanged_are_not_stored_again(store, tmp_path):
+    """A feed that re-sends its last days (in another row order, so another file) stored every driver value
+    again each time: 7,999 keys became 31,996 rows after three re-sends, all read by each tick's window. Only
+    changed values are stored again, and the newest value is the one in force."""
+    frame = fleet_frame(3, 48).assign(temperature=lambda f: 10.0 + f.index % 7, rain=0.5)
+    store.ingest_frame(frame, "day-1")
+    assert count(store, S.driver_values) == 2 * len(frame)
+    for k, order in enumerate((frame.iloc[::-1], frame.sample(frac=1.0, random_state=1))):
+        order.to_csv(tmp_path / f"resent-{k}.csv", index=False)
+        again = store.ingest_file(tmp_path / f"resent-{k}.csv")
+        assert not again.duplicate and again.rows_unchanged == len(frame)
+        assert count(store, S.driver_values) == 2 * len(frame)
+    changed = frame.copy()
+    changed.loc[changed.index[:5], "temperature"] = -3.0          # a corrected reading
+    changed.to_csv(tmp_path / "corrected.csv", index=False)
+    store.ingest_file(tmp_path / "corrected.csv")
+    assert count(store, S.driver_values) == 2 * len(frame) + 5
+    values = store.driver_values(["temperature", "rain"]).sort_values(["stream_id", "ds"])
+    assert len(values) == len(frame) and (values["temperature"].to_numpy()[:5] == -3.0).all()
+    assert np.allclose(values["temperature"].to_numpy()[5:], frame["temperature"].to_numpy()[5:])
+
 # -- the tick record ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("build, message", [
     (lambda: TickRecord(-1), "tick must be a whole number >= 0, got -1"),

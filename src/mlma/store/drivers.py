@@ -66,7 +66,25 @@ def insert_values(conn: sa.Connection, stream_id: np.ndarray, ns: np.ndarray, fr
     if not columns:
         return 0
     data = {k: np.concatenate(v) for k, v in parts.items()}
-    return bulk.insert_rows(conn, "driver_values", _COLUMNS, data)
+    if not observed:
+        return bulk.insert_rows(conn, "driver_values", _COLUMNS, data)
+    # Observed values sent again unchanged (a feed that re-sends its last days every day) are not stored again:
+    # each copy added a row per value, read by every tick's window. A changed value is stored (the newest wins).
+    d = S.driver_values
+    with bulk.staged(conn, "mlma_stage_drivers", {"stream_id": "int", "ds": "ds", "name": "text", "value": "float"},
+                     {k: data[k] for k in ("stream_id", "ds", "name", "value")},
+                     key=("stream_id", "ds", "name")) as st:
+        def same_key(t):
+            return sa.and_(t.c.stream_id == st.c.stream_id, t.c.ds == st.c.ds, t.c.name == st.c.name)
+
+        other = d.alias("newest")  # its own name: the subquery must not correlate to the row it is compared with
+        newest = sa.select(sa.func.max(other.c.ingest_id)).where(same_key(other)).scalar_subquery()
+        unchanged = sa.select(d.c.ingest_id).where(same_key(d), d.c.ingest_id == newest, d.c.value == st.c.value,
+                                                   d.c.observed == sa.true())
+        return conn.execute(sa.insert(d).from_select(
+            ["stream_id", "ds", "name", "ingest_id", "value", "observed"],
+            sa.select(st.c.stream_id, st.c.ds, st.c.name, sa.literal(ingest_id, sa.Integer), st.c.value,
+                      sa.true()).where(~sa.exists(unchanged)))).rowcount
 
 
 def check_future_times(frame: pd.DataFrame, clock, source: str) -> None:
