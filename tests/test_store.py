@@ -1241,6 +1241,25 @@ def test_observed_driver_values_sent_again_unchanged_are_not_stored_again(store,
     assert len(values) == len(frame) and (values["temperature"].to_numpy()[:5] == -3.0).all()
     assert np.allclose(values["temperature"].to_numpy()[5:], frame["temperature"].to_numpy()[5:])
 
+
+def test_an_id_whose_letters_come_composed_or_decomposed_is_one_stream(store, tmp_path):
+    """ "Zürich-z00" with its ü as one character (NFC) or as u and a combining mark (NFD, as some exports and
+    a Mac's file names write it) looked the same everywhere and became two streams. Ids are composed when
+    read; a store that holds a decomposed id from before keeps its stream."""
+    composed, decomposed = "Z\u00fcrich-z00", "Zu\u0308rich-z00"
+    day = fleet_frame(1, 24)
+    day.assign(unique_id=composed).to_csv(tmp_path / "a.csv", index=False)
+    day.assign(unique_id=decomposed, y=day["y"] + 1).to_csv(tmp_path / "b.csv", index=False)
+    store.ingest_file(tmp_path / "a.csv")
+    second = store.ingest_file(tmp_path / "b.csv")
+    assert store.streams()["unique_id"].tolist() == [composed] and second.rows_revised == 24
+    assert store.resolve(decomposed) == store.resolve(composed)
+    store.ingest_frame(fleet_frame(1, 24).assign(unique_id="Mu\u0308nchen"), "from before")   # stored as written
+    (tmp_path / "c.csv").write_text(fleet_frame(1, 24, start="2024-01-02").assign(unique_id="Mu\u0308nchen")
+                                    .to_csv(index=False), encoding="utf-8")
+    assert store.ingest_file(tmp_path / "c.csv").new_streams == 0
+    assert sorted(store.streams()["unique_id"]) == sorted([composed, "Mu\u0308nchen"])
+
 # -- the tick record ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("build, message", [
     (lambda: TickRecord(-1), "tick must be a whole number >= 0, got -1"),

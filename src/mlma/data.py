@@ -37,6 +37,7 @@ import datetime
 import math
 import os
 import re
+import unicodedata
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -820,15 +821,19 @@ def _parse_target(column: pd.Series) -> np.ndarray:
 
 
 def stream_id_text(values: Any, verbatim: frozenset[str] = frozenset()) -> pd.Series:
-    """Stream ids as mlma knows them: text without surrounding white space (missing values stay missing),
-    except the ids in ``verbatim``, which a project already holds with their spaces (stored before mlma
-    stripped them) and which keep their streams.
+    """Stream ids as mlma knows them: text without surrounding white space, in Unicode's composed form (NFC;
+    missing values stay missing), except the ids in ``verbatim``, which a project already holds as they are
+    written (stored before mlma stripped and composed them) and which keep their streams.
 
-    ``"zone-1 "`` (a CSV written with ``", "``) is ``"zone-1"``, not a stream of its own, wherever an id is read
-    from a file: actuals, future drivers, attributes, abnormal periods. Stripped once per distinct value.
+    ``"zone-1 "`` (a CSV written with ``", "``) is ``"zone-1"``, not a stream of its own, and ``"Zürich"`` is one
+    stream whether its ``ü`` came as one character or as ``u`` and a combining mark (a Mac's file names, some
+    exports): wherever an id is read from a file (actuals, future drivers, attributes, abnormal periods) or
+    named by a person (:meth:`mlma.store.Store.resolve`). Done once per distinct value.
 
     >>> stream_id_text([" a", "a", None, 7, " b"], verbatim=frozenset({" b"})).tolist()
     ['a', 'a', nan, '7', ' b']
+    >>> stream_id_text(["Zu\u0308rich", "Z\u00fcrich"]).nunique()
+    1
     """
     series = values if isinstance(values, pd.Series) else pd.Series(list(values), dtype=object)
     codes, uniques = pd.factorize(series, use_na_sentinel=True)
@@ -837,9 +842,19 @@ def stream_id_text(values: Any, verbatim: frozenset[str] = frozenset()) -> pd.Se
 
 
 def _id_texts(raw: pd.Index, verbatim: frozenset[str]) -> pd.Index:
-    """The rule of :func:`stream_id_text` on distinct ids as text: stripped, but for those in ``verbatim``."""
-    text = raw.str.strip()
+    """The rule of :func:`stream_id_text` on distinct ids as text: stripped and composed, but for those in
+    ``verbatim``."""
+    text = raw.str.strip().str.normalize("NFC")
     return pd.Index(np.where(raw.isin(list(verbatim)), raw, text), dtype="str") if verbatim else text
+
+
+def id_text(uid: str) -> str:
+    """One stream id by the rule of :func:`stream_id_text` (without white space around it, composed).
+
+    >>> id_text(" zone-1 "), id_text("Zu\u0308rich") == "Z\u00fcrich"
+    ('zone-1', True)
+    """
+    return unicodedata.normalize("NFC", uid.strip())
 
 
 def _stream_keys(column: pd.Series, verbatim: frozenset[str] = frozenset()
@@ -1258,8 +1273,9 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
         rows = np.flatnonzero(padded)
         values = [repr(str(k)) for k in pd.unique(df[ID].iloc[rows])]
         v.add("id-spaces", "repaired", f"removed the spaces around {len(values):,} unique_id value"
-              f"{'s' if len(values) != 1 else ''} ({_fmt_list(values)}) on {v.where(rows)}: a stream's id is its "
-              "text without them", column=ID, n_rows=len(rows), positions=rows)
+              f"{'s' if len(values) != 1 else ''} ({_fmt_list(values)}), or composed their letters, on "
+              f"{v.where(rows)}: a stream's id is its text without them, its letters composed (NFC: ü as one "
+              "character, not u and a combining mark)", column=ID, n_rows=len(rows), positions=rows)
 
     for column, first in (df.attrs.get(_ATTR_DROPPED) or {}).items():
         v.add("columns-dropped", "info",

@@ -384,14 +384,17 @@ class Store:
     def resolve(self, stream: int | str | np.integer) -> int:
         """The id of one stream given by id or ``unique_id``; ``KeyError`` naming it if unknown.
 
-        A ``unique_id`` is matched as given, else without the white space around it, the rule every file's
-        ids follow (:func:`mlma.data.stream_id_text`): ``" zone-1"`` typed or pasted names ``zone-1``.
+        A ``unique_id`` is matched as given, else without the white space around it and composed, the rule
+        every file's ids follow (:func:`mlma.data.stream_id_text`): ``" zone-1"`` typed or pasted names
+        ``zone-1``.
         """
+        from mlma.data import id_text
+
         if isinstance(stream, (int, np.integer)) and not isinstance(stream, bool):
             query = sa.select(S.streams.c.id).where(S.streams.c.id == int(stream))
         elif isinstance(stream, str):
             # The id as given wins: a store may hold ids with their spaces (written before they were stripped).
-            query = (sa.select(S.streams.c.id).where(S.streams.c.unique_id.in_({stream, stream.strip()}))
+            query = (sa.select(S.streams.c.id).where(S.streams.c.unique_id.in_({stream, id_text(stream)}))
                      .order_by((S.streams.c.unique_id == stream).desc()).limit(1))
         else:
             raise TypeError(f"stream must be a stream id (int) or a unique_id (str), got {stream!r}")
@@ -804,12 +807,13 @@ class Store:
         --future``. ``data`` is a CSV/Parquet path or a frame with ``unique_id``, ``ds`` and driver columns
         (checked by :func:`mlma.data.read_future_drivers`); a newer ingest's values replace older ones for the
         same timestamps, and the older ones stay on record. Idempotent per content hash."""
-        from mlma.data import read_future_drivers
+        from mlma.data import id_text, read_future_drivers
 
-        # Ids the store holds with spaces around them (stored before ids were stripped) keep their streams.
+        # Ids the store holds as written (spaces around them, decomposed letters: stored before ids were
+        # stripped and composed) keep their streams.
         with self._read() as conn:
             verbatim = frozenset(uid for (uid,) in conn.execute(sa.select(S.streams.c.unique_id))
-                                 if uid != uid.strip())
+                                 if uid != id_text(uid))
         read_options = {**read_options, "verbatim_ids": verbatim, "time_zones": self.time_zones()}
         if isinstance(data, pd.DataFrame):
             frame = read_future_drivers(data, **read_options)
