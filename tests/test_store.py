@@ -1260,6 +1260,25 @@ def test_an_id_whose_letters_come_composed_or_decomposed_is_one_stream(store, tm
     assert store.ingest_file(tmp_path / "c.csv").new_streams == 0
     assert sorted(store.streams()["unique_id"]) == sorted([composed, "Mu\u0308nchen"])
 
+
+def test_new_numeric_ids_that_are_stored_ids_without_their_leading_zeros_are_warned_of(store, tmp_path):
+    """Ids 00001-00003, then a day whose ids lost their zeros (a number column, a spreadsheet): three new
+    streams, as before (they may be other zones), but the ingest says which stored ids they look like."""
+    history = fleet_frame(3, 48).assign(unique_id=lambda f: f["unique_id"].str.replace("zone-", ""))
+    history.to_csv(tmp_path / "history.csv", index=False)
+    store.ingest_file(tmp_path / "history.csv")
+    day = fleet_frame(3, 24, start="2024-01-03").assign(unique_id=lambda f: f["unique_id"].str.replace("zone-", "")
+                                                        .str.lstrip("0").replace("", "0"))
+    day.to_csv(tmp_path / "day.csv", index=False)
+    report = store.ingest_file(tmp_path / "day.csv")
+    assert report.new_streams == 3
+    (found,) = report.validation.by_code("id-like-stored")
+    assert found.severity == "warning" and found.n_rows == 72 and set(found.streams) == {"0", "1", "2"}
+    assert "'1' (stored: '00001')" in found.message
+    again = fleet_frame(3, 24, start="2024-01-04").assign(unique_id=lambda f: f["unique_id"].str.replace("zone-", ""))
+    again.to_csv(tmp_path / "again.csv", index=False)
+    assert not store.ingest_file(tmp_path / "again.csv").validation.by_code("id-like-stored")
+
 # -- the tick record ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("build, message", [
     (lambda: TickRecord(-1), "tick must be a whole number >= 0, got -1"),

@@ -150,12 +150,47 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
                                    kept_from=kept_from, verbatim_ids=verbatim, time_zones=zones)
             del checked
             checked = check(context)
+    similar = _ids_like_stored(store, checked.frame)
+    if similar is not None:
+        checked = dataclasses.replace(checked, report=dataclasses.replace(
+            checked.report, findings=checked.report.findings + (similar,)))
     written = _write_rejects(rejects, raw, checked.report)
     del raw
     # A frame's content hash (sha None) is ingest_frame's, which covers its driver columns too.
     report = store.ingest_frame(checked.frame, name, sha, report=checked.report, clock=new_clock)
     return dataclasses.replace(report, validation=checked.report, rejected_path=written, clock=new_clock or clock,
                                clock_fixed=new_clock is not None)
+
+
+def _ids_like_stored(store: Store, frame: pd.DataFrame):
+    """A warning when new numeric stream ids are stored ids without their leading zeros, or with more (``1``
+    against ``00001``: a file whose ids went through a spreadsheet or a number column): they would become
+    streams of their own, with models and, later, ``silent`` escalations for the originals. None otherwise.
+    Only new all-digit ids are looked at, so a usual ingest reads no stored ids."""
+    from mlma.data import Finding
+
+    uids = pd.unique(frame["unique_id"]) if len(frame) else np.empty(0, dtype=object)
+    digits = np.array([u for u in uids if isinstance(u, str) and u.isdigit()], dtype=object)
+    if not len(digits):
+        return None
+    new = digits[store.stream_ids(digits, create=False) < 0]
+    if not len(new):
+        return None
+    stored = [u for u in store.streams()["unique_id"] if isinstance(u, str) and u.isdigit()]
+    by_number: dict[str, str] = {}
+    for uid in stored:
+        by_number.setdefault(uid.lstrip("0") or "0", uid)
+    pairs = [(uid, by_number[uid.lstrip("0") or "0"]) for uid in new if (uid.lstrip("0") or "0") in by_number]
+    if not pairs:
+        return None
+    shown = ", ".join(f"{a!r} (stored: {b!r})" for a, b in pairs[:5]) + (f" and {len(pairs) - 5:,} more"
+                                                                         if len(pairs) > 5 else "")
+    rows = int(frame["unique_id"].isin([a for a, _ in pairs]).sum())
+    return Finding("id-like-stored", "warning",
+                   f"{len(pairs):,} new stream id(s) are stored ids with their leading zeros lost or added: "
+                   f"{shown}; they were stored as new streams. If they are the same zones, fix the ids where the "
+                   "file is made (keep the id column as text) and send the file again", column="unique_id",
+                   n_rows=rows, streams=tuple(a for a, _ in pairs))
 
 
 def _distinct_ids(raw: pd.DataFrame) -> np.ndarray:
