@@ -750,3 +750,20 @@ def test_a_file_whose_every_y_has_a_decimal_comma_is_refused_saying_so(tmp_path)
     fine.write_text("unique_id,ds,y\nz1,2024-01-01 00:00,x\nz1,2024-01-01 01:00,2\nz1,2024-01-01 02:00,3\n")
     found = validate(read_frame(fine), on_bad_rows="drop").report.findings
     assert "decimal comma" not in next(f for f in found if f.code == "non-finite-target").message
+
+
+def test_whole_days_written_at_local_midnight_with_their_offset_are_said_to_be_so(tmp_path):
+    """Daily data stamped at local midnight with a UTC offset (Berlin: +01:00, +02:00 in summer) is read as
+    the instants it names, 23:00 and 22:00 UTC the day before: one season falls off the daily grid. The rows
+    dropped say why and what to write instead (they said only "off the stream's D grid")."""
+    days = pd.date_range("2024-01-01", "2024-05-31", freq="D", tz="Europe/Berlin")
+    path = tmp_path / "daily.csv"
+    pd.DataFrame({"unique_id": "z1", "ds": [t.isoformat() for t in days], "y": np.arange(len(days)) % 5}
+                 ).to_csv(path, index=False)
+    checked = validate(read_frame(path), on_bad_rows="drop")
+    (off,) = checked.report.by_code("off-grid")
+    assert off.n_rows == 61 and "dates written at local midnight with their offset land off their day" in off.message
+    hourly = pd.date_range("2024-03-30", "2024-04-01", freq="h", tz="Europe/Berlin")
+    path.write_text(pd.DataFrame({"unique_id": "z1", "ds": [t.isoformat() for t in hourly], "y": 1.0})
+                    .to_csv(index=False))
+    assert not validate(read_frame(path), on_bad_rows="drop").report.by_code("off-grid")

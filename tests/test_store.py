@@ -1279,6 +1279,24 @@ def test_new_numeric_ids_that_are_stored_ids_without_their_leading_zeros_are_war
     again.to_csv(tmp_path / "again.csv", index=False)
     assert not store.ingest_file(tmp_path / "again.csv").validation.by_code("id-like-stored")
 
+
+def test_a_daily_file_at_local_midnight_with_offsets_is_refused_saying_why(store, tmp_path):
+    """The whole file is off the daily grid once its offsets are applied: the refusal said "23 h after the
+    grid ... a time zone with a 23 h offset" (and, across the summer time change, "data of another
+    frequency"); it says the dates carry an offset and what to write instead."""
+    from mlma.data import DataError
+
+    days = pd.date_range("2024-01-01", "2024-05-31", freq="D", tz="Europe/Berlin")
+    path = tmp_path / "daily.csv"
+    pd.DataFrame({"unique_id": "z1", "ds": [t.isoformat() for t in days], "y": 1.0 + days.day % 3}
+                 ).to_csv(path, index=False)
+    with pytest.raises(DataError) as info:
+        store.ingest_file(path)
+    message = str(info.value)
+    assert "they carry a UTC offset ('2024-01-01T00:00:00+01:00' is 2023-12-31 23:00:00 in UTC" in message
+    assert "write the dates without an offset" in message and "another frequency" not in message
+    assert count(store, S.observations) == 0
+
 # -- the tick record ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("build, message", [
     (lambda: TickRecord(-1), "tick must be a whole number >= 0, got -1"),

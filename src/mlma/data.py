@@ -1538,6 +1538,12 @@ def _check_grid(v: _Validator, fleet: _Spec, idx: np.ndarray, c: np.ndarray, t: 
     share = np.bincount(stream[off], minlength=n_streams) / np.bincount(stream, minlength=n_streams)
     hint = (" (most rows of some streams are off the grid: is this event data? aggregate it to a regular "
             "frequency first)" if share.max() > 0.5 else "")
+    if (fleet.calendar or fleet.size >= 86_400 * 10**9) and any(f.code == "timezone-converted" for f in v.findings):
+        # Dates at local midnight with their UTC offset: converted to UTC, they leave their day (23:00 the day
+        # before in winter, 22:00 in summer in Berlin), and one of the two seasons is off the grid.
+        hint += (" (the timestamps carried UTC offsets and were converted to UTC: dates written at local midnight "
+                 "with their offset land off their day, by another amount in summer time; for data of whole "
+                 "days write the dates without an offset, e.g. 2024-01-01)")
     v.bad_rows("off-grid", idx[off], keys[c[off]].to_numpy(),
                f"timestamp{'s' if len(off) != 1 else ''} off {grid_name}{hint}", TIME,
                [v.example(idx[p], str(keys[c[p]]), f"ds={_fmt_ts(t[p])}") for p in off[:_MAX_EXAMPLES]])
@@ -1986,11 +1992,14 @@ def _check_project_grid(v: _Validator, context: FleetContext, alive: np.ndarray,
     n_all = np.bincount(codes[alive & (codes >= 0)], minlength=len(keys))
     n_off = np.bincount(codes[off], minlength=len(keys))
     other = (2 * n_off > n_all) & (n_all >= 2)
+    zoned_days = _zoned_days_hint(context, raw_ds, np.flatnonzero(off))
     if other.any():
         names = [str(k) for k in keys[np.flatnonzero(other)]]
         rows = np.flatnonzero(off & other[np.maximum(codes, 0)])
         offsets = grid_offsets(ns[rows].view("datetime64[ns]"), context.freq, context.tick)
-        if offsets is not None and len(np.unique(offsets)) == 1:
+        if zoned_days:
+            what = f"off the project's {context.freq.alias} grid ({context.clock_note}): {zoned_days}"
+        elif offsets is not None and len(np.unique(offsets)) == 1:
             # Every row off the grid by the same amount: the project's frequency with a shifted clock.
             minutes, seconds = divmod(int(offsets[0]) // 1_000_000_000, 60)
             shift = " ".join(part for part in (f"{minutes // 60} h" if minutes >= 60 else "",
@@ -2008,8 +2017,25 @@ def _check_project_grid(v: _Validator, context: FleetContext, alive: np.ndarray,
               streams=names, n_rows=len(rows), column=TIME, positions=rows,
               examples=[v.example(p, str(keys[codes[p]]), f"ds={raw_ds.iloc[p]!r}") for p in rows[:_MAX_EXAMPLES]])
         off &= ~other[np.maximum(codes, 0)]
-    reject("off-grid", off, f"timestamp off the project's {context.freq.alias} grid ({context.clock_note})", TIME,
-           lambda p: f"ds={raw_ds.iloc[p]!r}")
+    reject("off-grid", off, f"timestamp off the project's {context.freq.alias} grid ({context.clock_note})"
+           + (f" ({zoned_days})" if zoned_days else ""), TIME, lambda p: f"ds={raw_ds.iloc[p]!r}")
+
+
+def _zoned_days_hint(context: FleetContext, raw_ds: pd.Series, rows: np.ndarray) -> str:
+    """Why rows of whole days are off the grid when their timestamps carry a UTC offset, or "": dates written at
+    local midnight with their offset (``2024-01-01T00:00+01:00``) are converted to UTC on reading, which moves
+    them off their day (to 23:00 the day before; to 22:00 in summer time)."""
+    whole_days = context.freq.is_calendar or context.freq.step >= pd.Timedelta(days=1)
+    if not whole_days or not len(rows):
+        return ""
+    zoned = [text for text in (str(raw_ds.iloc[p]).strip() for p in rows[:20])
+             if re.search(r"(Z|[+-]\d\d:?\d\d)$", text)]
+    if not zoned:
+        return ""
+    utc = pd.Timestamp(zoned[0]).tz_convert("UTC").tz_localize(None)
+    return (f"they carry a UTC offset ({zoned[0]!r} is {utc} in UTC, the time mlma reads it as), so dates written "
+            "at local midnight land off their day, by another amount in summer time; for data of whole days write "
+            "the dates without an offset (2024-01-01)")
 
 
 def range_bounds(lo, hi, factor: float) -> tuple[np.ndarray, np.ndarray]:
