@@ -212,6 +212,12 @@ def _add_pages(app: FastAPI, ctx: AppContext) -> None:
     def healthz() -> dict:
         return {"status": "ok", "schema": ctx.store.schema_revision()}
 
+    # HEAD too (load balancers and uptime checkers often probe with it): the same check, no body.
+    @app.head("/healthz", include_in_schema=False)
+    def healthz_head() -> Response:
+        ctx.store.schema_revision()
+        return Response(status_code=200)
+
     @app.get("/metrics", tags=["meta"], summary="Prometheus metrics (viewer token unless served publicly)",
              dependencies=[] if ctx.public_metrics else [Depends(viewer)])
     def metrics(request: Request) -> Response:

@@ -86,6 +86,15 @@ def _label(code: Any) -> str | None:
     return None if code is None else VERDICT_LABELS.get(int(code), str(code))
 
 
+def _stream_named(store: Store, stream: str) -> int:
+    """The id of the stream a list is filtered by (named as a person names it: ``Store.resolve``); an unknown
+    one is a 422 naming ``stream``, not an empty list that looks like "nothing happened to it"."""
+    try:
+        return store.resolve(stream)
+    except KeyError:
+        raise QueryError("stream", f"unknown stream {stream!r}") from None
+
+
 def _page(page: int, per_page: int) -> tuple[int, int]:
     if not 1 <= page <= MAX_PAGE:
         raise QueryError("page", f"page counts from 1 (at most {MAX_PAGE}), got {page}")
@@ -244,7 +253,7 @@ def list_streams(store: Store, *, verdict: Sequence[str] | None = None, attribut
     """
     offset, limit = _page(page, per_page)
     descending = sort.startswith("-")
-    key = sort.lstrip("-")
+    key = sort[1:] if descending else sort  # one "-" only: "--loss" is refused below
     if key not in STREAM_SORTS:
         raise QueryError("sort", f"sort must be one of {', '.join(STREAM_SORTS)} (prefix - for descending), "
                                  f"got {sort!r}")
@@ -622,7 +631,7 @@ def actions_page(store: Store, *, status: str | None = None, stream: str | None 
             raise QueryError("status", f"status must be one of {', '.join(S.STREAM_ACTION_STATUSES)}, got {status!r}")
         where.append(t.c.status == status)
     if stream is not None:
-        where.append(s.c.unique_id == stream)
+        where.append(t.c.stream_id == _stream_named(store, stream))
     joined = t.join(s, s.c.id == t.c.stream_id)
     with store._read() as conn:
         total = conn.execute(sa.select(sa.func.count()).select_from(joined).where(*where)).scalar_one()
@@ -643,10 +652,7 @@ def audit_page(store: Store, *, actor: str | None = None, action: str | None = N
         if value:
             where.append(al.c[column] == value)
     if stream is not None:
-        try:
-            sid = store.resolve(stream)
-        except KeyError:
-            raise QueryError("stream", f"unknown stream {stream!r}") from None
+        sid = _stream_named(store, stream)
         where.append(about_stream(sid, str(store.unique_ids([sid])[0])))
     if q:
         pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -666,10 +672,7 @@ def abnormal_periods(store: Store, *, active: bool = True, stream: str | None = 
     a, s = S.abnormal_periods, S.streams
     where = [a.c.cancelled_at.is_(None)] if active else []
     if stream is not None:
-        try:
-            sid = store.resolve(stream)
-        except KeyError:
-            raise QueryError("stream", f"unknown stream {stream!r}") from None
+        sid = _stream_named(store, stream)
         where.append(sa.or_(a.c.stream_id == sid, a.c.stream_id.is_(None)))
     joined = a.outerjoin(s, s.c.id == a.c.stream_id)
     with store._read() as conn:
