@@ -319,13 +319,21 @@ def test_require_approval_and_approve_or_reject(env):
         r = env.act(action, {"stream": uid, "reason": "too early"})
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "stream"]
         assert "no model waiting for approval" in r.json()["detail"][0]["msg"]
-    env.registry.register(uid, {"sample": True}, spec="seasonal-naive", check={"result": "awaiting-approval"})
+    waiting = env.registry.register(uid, {"sample": True}, spec="seasonal-naive",
+                                    check={"result": "awaiting-approval"})
     for action in ("approve", "reject"):
         r = env.act(action, {"stream": uid, "reason": f"{action} after a look"})
         assert r.status_code == 200 and r.json()["queued"] == 1
         _check_audit(env, action, f"stream:{uid}", f"{action} after a look")
     kinds = [a["kind"] for a in env.get(f"/api/actions?stream={uid}&status=pending").json()["items"]]
     assert kinds[:2] == ["reject", "approve"]
+    for action in ("reject", "approve"):
+        env.act("cancel-action", {"ids": [a["id"] for a in env.get(
+            f"/api/actions?stream={uid}&status=pending").json()["items"] if a["kind"] == action][:1]})
+    # Put in service by hand: its check still reads awaiting-approval (as stores of older versions keep it),
+    # but nothing newer than the serving version waits.
+    env.registry.promote(uid, waiting.version, by="user:ana", reason="by hand")
+    assert env.act("approve", {"stream": uid}).status_code == 422
     assert env.act("require-approval", {"streams": [uid], "required": False}).status_code == 200
     assert "needs_approval" not in env.overrides(uid)
 
@@ -438,6 +446,7 @@ def test_an_action_on_many_streams_is_found_from_each_of_them(env):
     env.act("require-approval", {"group": {"city": "c02"}, "required": False, "reason": "done"})
     env.act("set-params", {"streams": other[:2], "params": {"delta": None}, "reason": "done"})
 
+
 def test_rollback_and_promote_move_the_champion_with_who_and_why(env):
     uid = env.fleet.promoted[0]
     assert env.registry.champion(uid).version == 2
@@ -535,6 +544,7 @@ def test_the_fleet_summary_keeps_the_last_done_tick_when_the_newest_failed(tmp_p
     assert summary["last_tick"] == summary["latest"]["tick"] == fleet.n_ticks - 1
     assert list(summary["verdicts"]) == list(queries.VERDICT_LABELS.values()) and sum(summary["verdicts"].values()) == 8
 
+
 def test_stream_list_pages_sort_and_filter_like_pandas(env):
     last = env.store.verdicts(env.store.last_done_tick())
     everything = []
@@ -622,6 +632,7 @@ def test_a_stream_page_with_more_actuals_than_it_shows_keeps_the_newest(env, mon
     assert d["actuals"]["y"] == pytest.approx(every["y"].tail(30).tolist())
     assert pd.Timestamp(d["actuals"]["ds"][-1]) == every["ds"].max()
     assert min(pd.Timestamp(t) for t in d["forecasts"]["ds"]) == pd.Timestamp(d["actuals"]["ds"][0])
+
 
 def _expected_queue(env: Env) -> pd.DataFrame:
     """The queue computed with pandas from the store's readers: open escalations grouped by kind, tick and

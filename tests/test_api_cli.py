@@ -194,8 +194,10 @@ def test_abnormal_mark_list_cancel(project):
     assert wrong.exit_code == 2 and "must end after it starts" in wrong.output
     # Paged, newest first, with the total in the title; by stream (its own and the fleet's).
     run(project, "abnormal", "mark", "2027-01-01", "2027-01-02", "--group", "city=c01", "--reason", "new year")
-    first = json.loads(run(project, "abnormal", "list", "--limit", "2", "--json").output)
-    second = json.loads(run(project, "abnormal", "list", "--limit", "2", "--page", "2", "--json").output)
+    listed = run(project, "abnormal", "list", "--limit", "2", "--json")
+    first = json.loads(listed.stdout)          # the JSON stays a list; that there is more is said on stderr
+    assert "note: the newest 2 of " in listed.stderr and "--page, --limit" in listed.stderr
+    second = json.loads(run(project, "abnormal", "list", "--limit", "2", "--page", "2", "--json").stdout)
     assert len(first) == len(second) == 2 and first[0]["id"] > first[1]["id"] > second[0]["id"] > second[1]["id"]
     assert "abnormal periods: 2 of " in run(project, "abnormal", "list", "--limit", "2").output
     theirs = json.loads(run(project, "abnormal", "list", "--stream", uid, "--json").output)

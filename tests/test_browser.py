@@ -209,6 +209,7 @@ def test_a_roll_back_clicked_on_a_page_older_than_the_last_move_is_refused_not_m
     page.wait_for_selector("#toast.show:has-text('rollback by user:ana')")
     assert registry.champion(uid).version == 1 and registry.history(uid)[-1].previous_version == 3
 
+
 def on_a_fleet_page_that_loads_slowly(page, site) -> None:
     """Log in, open the fleet page, then hold its data back for a second from now on, so that a redraw of it
     ends after whatever the user does next."""
@@ -265,9 +266,8 @@ def test_the_session_cookie_is_http_only_and_lax(page, site):
 
 def test_a_daily_stream_s_chart_draws_its_actuals_as_a_line(page, site):
     """A stream of daily data gets its actuals drawn as a line: the chart broke the line at every gap of more
-    than three hours, so a daily series drew nothing. Runs last: it adds a stream to the module's fleet."""
-    import pandas as pd
-
+    than three hours, so a daily series drew nothing. It adds a stream to the module's fleet: the tests
+    after it do not count streams."""
     days = pd.date_range("2026-10-20", "2026-11-10", freq="D")
     site["store"].ingest_frame(pd.DataFrame({"unique_id": "daily-zone", "ds": days, "y": 50.0 + (days.day % 7)}),
                                source="daily-zone")

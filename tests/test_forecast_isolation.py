@@ -144,6 +144,7 @@ def test_actuals_without_a_forecast_are_no_data_saying_why(fleet, frame, monkeyp
         assert ("no forecast was served" in str(r.decision.reason[bad])) == unscored, r.tick
         assert not any("no forecast was served" in str(x) for i, x in enumerate(r.decision.reason) if i != bad)
 
+
 def test_failures_repeat_as_one_escalation_per_failing_model(fleet, frame, monkeypatch):
     """A new model that fails too is escalated again (a new fact); the same model failing again is not."""
     from mlma.agent import Controls

@@ -895,7 +895,7 @@ def test_a_tick_whose_lock_is_broken_before_its_commit_says_so_in_a_line_and_the
     broken = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=180)
     assert broken.returncode == 4, broken.stdout + broken.stderr
     line = one_line_error(broken)
-    assert "nothing of what this command was doing was committed" in line
+    assert "the tick it was running was not committed" in line
     with Store.open(load_config(root).store_url) as store:
         assert store.last_done_tick() == done
     ran = run_cli(root, "tick")

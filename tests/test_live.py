@@ -375,6 +375,7 @@ def test_a_lock_holder_is_taken_for_dead_only_in_this_process_s_pid_namespace(tm
         pytest.skip(f"no new PID namespace here (unshare: {inside.stderr.strip()[:200]})")
     assert inside.returncode == 0, inside.stderr
 
+
 def test_two_agents_never_run_a_tick_at_once(tmp_path, platform):
     root = make_project(tmp_path / "p")
     config = load_config(root)
@@ -656,6 +657,7 @@ def test_a_challenger_a_person_promotes_in_shadow_is_checked_as_theirs_not_pendi
     assert ops.registry.champion(uid).version == 2
     agents = [m for m in ops.registry.history(uid) if m.moved_by == "agent" and m.tick == result.tick]
     assert store.tick_summaries([result.tick])[result.tick].promoted == len(agents) == 0
+
 
 def test_a_champion_moved_by_a_person_is_adopted_even_when_moved_while_a_tick_ran(running, monkeypatch):
     """The tick compares the registry's 10,000 champions with its state only after a move it did not make

@@ -388,6 +388,34 @@ def test_concurrent_ingests_keep_stream_ids_dense_and_ingest_shared_content_once
     assert reports[0].ingest_id == reports[1].ingest_id
 
 
+def test_the_same_file_with_rows_to_check_again_ingested_twice_at_once_is_once_and_a_duplicate(
+        store, tmp_path, monkeypatch):
+    """Two processes send the same file, one of whose rows is out of range, at the same moment: both find no
+    earlier ingest, the second one's insert meets the first one's key; it is a duplicate, not a crash."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite takes one writer at a time: the two cannot meet inside their transactions")
+    store.ingest_file(fleet_frame(2, 72), source="history")
+    day = fleet_frame(2, 24, start="2024-01-04").astype({"y": np.float64})
+    day.loc[0, "y"] = 1e6
+    day.to_csv(tmp_path / "day.csv", index=False)
+    both_decided = threading.Barrier(2, timeout=30)
+    key = Store._actuals_key
+
+    def decided(conn, sha, findings):
+        found = key(conn, sha, findings)
+        both_decided.wait()                 # both chose the content's own key before either inserts
+        return found
+
+    monkeypatch.setattr(Store, "_actuals_key", staticmethod(decided))
+    with ThreadPoolExecutor(2) as pool:
+        reports = list(pool.map(lambda _: store.ingest_file(tmp_path / "day.csv"), range(2)))
+    assert sorted(r.duplicate for r in reports) == [False, True]
+    assert count(store, S.ingests) == 2 and count(store, S.observations) == 2 * 72 + 47
+
+
 @pytest.mark.parametrize("problem, message", [
     ("duplicate", "repeated"), ("nan", "non-finite"), ("tz", "tz-naive"), ("nanoseconds", "microsecond"),
 ])
@@ -1216,8 +1244,14 @@ def test_a_file_whose_rows_were_dropped_is_checked_again_when_sent_again(store, 
     assert not raised.duplicate and (raised.rows_new, raised.rows_unchanged, raised.rows_dropped) == (2, 46, 0)
     assert (store.observations()["y"] == 1e6).sum() == 2
     again = store.ingest_file(path, limits=IngestLimits(value_range_factor=0))
-    assert again.duplicate and again.ingest_id == raised.ingest_id
+    assert again.duplicate and again.ingest_id == raised.ingest_id and again.content_sha256 == first.content_sha256
     assert count(store, S.ingests) == 4 and count(store, S.observations) == 2 * 72 + 48
+    # Rows that can never pass (a missing y, a repeated row) do not make a copy worth checking again.
+    bad = fleet_frame(2, 24, start="2024-01-05").astype({"y": np.float64})
+    bad.loc[3, "y"] = np.nan
+    pd.concat([bad, bad.iloc[:1]]).to_csv(tmp_path / "bad.csv", index=False)
+    assert store.ingest_file(tmp_path / "bad.csv").rows_dropped == 2
+    assert store.ingest_file(tmp_path / "bad.csv").duplicate and count(store, S.ingests) == 5
 
 
 def test_observed_driver_values_sent_again_unchanged_are_not_stored_again(store, tmp_path):

@@ -54,8 +54,8 @@ def store_failure(exc: BaseException) -> tuple[int, str] | None:
         if isinstance(error, LockHeld):
             return EXIT_LOCKED, first
         if isinstance(error, LockLost):  # its lease expired (the process stalled) or a person broke the lock
-            return EXIT_LOCKED, (f"{first.rstrip('.')}: nothing of what this command was doing was committed (the "
-                                 "store is as it was); the next run does it again")
+            return EXIT_LOCKED, (f"{first.rstrip('.')}: the tick it was running was not committed (ticks it "
+                                 "finished before were); the next run does that tick again")
         if isinstance(error, (StateCorrupted, SchemaError)):
             return EXIT_STORE, first
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):

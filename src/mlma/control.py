@@ -284,7 +284,12 @@ class Operations:
             sid = self.store.resolve(stream)
         except KeyError:
             raise ActionError(f"unknown stream {stream!r}") from None
-        results = {str(v.check.get("result")) for v in RegistryTables(self.store).versions([sid]) if v.check}
+        tables = RegistryTables(self.store)
+        serving = tables.champions([sid])["version"]
+        newest_serving = int(serving.iloc[0]) if len(serving) else 0
+        # Only versions made after the serving one can still wait: an older "pending" check is a challenger a
+        # person put in service or dropped before its check ended (recorded so by older mlma versions).
+        results = {str(v.check.get("result")) for v in tables.versions([sid]) if v.check and v.version > newest_serving}
         if not results & {"awaiting-approval", "pending"}:
             raise ActionError(f"stream {stream!r} has no model waiting for approval and no challenger in shadow: "
                               f"nothing to {action} (its versions and their checks: `mlma versions {stream}`)")

@@ -583,9 +583,11 @@ def _first_line_not_utf8(path: Path) -> int | None:
 def _likely_encoding(path: Path) -> tuple[str, str]:
     """What a file that is not UTF-8 likely is, said and as iconv names it: UTF-16 by its byte-order mark, else
     a Windows code page (what spreadsheets write by default)."""
+    from pandas.io.common import get_handle
+
     try:
-        with open(path, "rb") as handle:
-            start = handle.read(2)
+        with get_handle(path, "rb", compression="infer", is_text=False) as handle:  # a .csv.gz's own bytes
+            start = handle.handle.read(2)
     except OSError:
         start = b""
     if start in (b"\xff\xfe", b"\xfe\xff"):

@@ -339,6 +339,9 @@ def abnormal_list(all_: bool = typer.Option(False, "--all", help="Include cancel
         except QueryError as exc:
             _fail(str(exc))
     periods = found["items"]
+    if found["pages"] > 1:  # on stderr, so that --json stays a list a script reads
+        typer.echo(f"note: the newest {len(periods)} of {found['total']:,} periods (page {page} of "
+                   f"{found['pages']}): --page, --limit", err=True)
     if as_json:
         return _print_json(periods)
     table = Table("id", "scope", "stream", "start", "end", "by", "reason", "cancelled",

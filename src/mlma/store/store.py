@@ -149,6 +149,16 @@ def refuse_missing_file(url: str) -> None:
                           "a backup", url=shown, current=None, expected=migrate.SCHEMA_REVISION)
 
 
+#: Why an ingest drops rows that may pass when the same file comes again: a limit raised in mlma.toml
+#: (out-of-range), the fleet's data moving on (ahead-of-fleet), time passing (future-timestamp).
+RECHECKED = frozenset({"out-of-range", "ahead-of-fleet", "future-timestamp"})
+
+
+def _may_pass_now(findings: Sequence[Mapping] | None) -> bool:
+    """Whether an ingest's findings (as stored) dropped rows that may pass later (:data:`RECHECKED`)."""
+    return any(f.get("severity") == "dropped" and f.get("code") in RECHECKED for f in findings or ())
+
+
 def _completed_key(sha: str) -> str:
     """The content key of actuals sent again and then taken whole, after an earlier ingest dropped some rows
     (:meth:`Store._actuals_key`)."""
@@ -796,8 +806,9 @@ class Store:
             return self._ingest(uid, ns, y, source, sha, rows_read, rows_dropped, findings, clock=clock,
                                 extra=(frame, extra))
         except sa.exc.IntegrityError:
-            # The same content ingested concurrently by another process: it won; this is a duplicate.
-            seen = self._ingest_by_hash(sha, actuals=True)
+            # The same content ingested concurrently by another process: it won (and did what this one would
+            # have done, checks included); this is a duplicate.
+            seen = self._ingest_by_hash(sha, actuals=True) or self._ingest_by_hash(sha)
             if seen is None:
                 raise
             return seen
@@ -860,27 +871,31 @@ class Store:
 
     @classmethod
     def _seen_actuals(cls, conn, sha: str) -> IngestReport | None:
-        """The earlier ingest of the same actuals that stored every row of them, reported as a duplicate; None
-        if there is none. Content an earlier ingest took only in part (rows out of range, ahead of the fleet,
-        in the future) is checked again when it is sent again: the limits, the clock or the fleet may have moved
-        since, and "nothing changed" would be untrue while its rows are missing."""
+        """The earlier ingest of the same actuals, reported as a duplicate; None if there is none, or if it
+        dropped rows that may pass now (out of range, ahead of the fleet, in the future: :data:`RECHECKED`) and
+        no later copy took them: those are checked again, since the limits, the clock or the fleet may have
+        moved, and "nothing changed" would be untrue while its rows are missing. Rows that can never pass (a
+        missing ``y``, a repeated row) do not make a copy worth checking again."""
         whole = cls._seen_ingest(conn, sha)
-        if whole is not None:
-            dropped = conn.execute(sa.select(S.ingests.c.rows_dropped)
-                                   .where(S.ingests.c.id == whole.ingest_id)).scalar_one()
-            if not dropped:
-                return whole
-        return cls._seen_ingest(conn, _completed_key(sha))
+        if whole is None:
+            return None
+        findings = conn.execute(sa.select(S.ingests.c.findings)
+                                .where(S.ingests.c.id == whole.ingest_id)).scalar_one()
+        if not _may_pass_now(findings):
+            return whole
+        completed = cls._seen_ingest(conn, _completed_key(sha))
+        return None if completed is None else dataclasses.replace(completed, content_sha256=sha)
 
     @staticmethod
-    def _actuals_key(conn, sha: str, rows_dropped: int) -> str:
+    def _actuals_key(conn, sha: str, findings: list[dict]) -> str:
         """The content key a new ingest of actuals is recorded under (``ingests.content_sha256``, unique): the
-        content's sha256 the first time; when the content comes again after rows of it were dropped, the key of
-        its completion if nothing is dropped now (so that the next copy is a duplicate), else one of its own."""
+        content's sha256 the first time; when the content comes again to be checked again, the key of its
+        completion once no row that may pass later is dropped (so that the next copy is a duplicate), else one
+        of its own."""
         first = conn.execute(sa.select(S.ingests.c.id).where(S.ingests.c.content_sha256 == sha)).first()
         if first is None:
             return sha
-        if not rows_dropped:
+        if not _may_pass_now(findings):
             return _completed_key(sha)
         return hashlib.sha256(f"{sha}\x1fchecked again\x1f{uuid.uuid4().hex}".encode()).hexdigest()
 
@@ -899,7 +914,7 @@ class Store:
             seen = self._seen_actuals(conn, sha)
             if seen is not None:
                 return seen
-            sha = self._actuals_key(conn, sha, rows_dropped)
+            key = self._actuals_key(conn, sha, findings)
             now = self._now(conn)
             if clock is not None:
                 self._fix_clock(conn, clock, now)
@@ -907,7 +922,7 @@ class Store:
             zero = dict(rows_read=rows_read, rows_accepted=len(codes), rows_dropped=rows_dropped, rows_new=0,
                         rows_revised=0, rows_unchanged=0, n_streams=0, new_streams=0)
             ingest_id = conn.execute(
-                sa.insert(S.ingests).values(source=source, content_sha256=sha, at=now, findings=findings, **zero)
+                sa.insert(S.ingests).values(source=source, content_sha256=key, at=now, findings=findings, **zero)
                 .returning(S.ingests.c.id)).scalar_one()
             counts = dict(new=0, revised=0, unchanged=0)
             n_streams = n_new = 0
