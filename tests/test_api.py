@@ -514,6 +514,11 @@ def test_escalations_acknowledge_silence_resolve_reopen(env):
     assert env.act("reopen", {"ids": ids, "reason": "came back"}).status_code == 200
     _check_audit(env, "escalation-open", None, "came back")
     assert (env.store.escalations().set_index("id").loc[ids, "status"] == "open").all()
+    # The log is filtered by the action's name as the API and CLI give it, or as the log records it.
+    for named, recorded in (("silence", "escalation-silenced"), ("reopen", "escalation-open")):
+        by_name = env.get("/api/audit", params={"action": named}).json()["items"]
+        assert by_name and {a["action"] for a in by_name} == {recorded}
+        assert by_name == env.get("/api/audit", params={"action": recorded}).json()["items"]
 
 
 # -- reads, against the store's own readers --------------------------------------------------------------------

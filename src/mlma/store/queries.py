@@ -86,6 +86,12 @@ def _label(code: Any) -> str | None:
     return None if code is None else VERDICT_LABELS.get(int(code), str(code))
 
 
+#: The escalation actions as the API and CLI name them, and as the audit log records them (a person filtering
+#: the log by the action they took finds it either way).
+AUDITED_AS = {"acknowledge": "escalation-acknowledged", "resolve": "escalation-resolved",
+              "reopen": "escalation-open", "silence": "escalation-silenced"}
+
+
 def _stream_named(store: Store, stream: str) -> int:
     """The id of the stream a list is filtered by (named as a person names it: ``Store.resolve``); an unknown
     one is a 422 naming ``stream``, not an empty list that looks like "nothing happened to it"."""
@@ -648,6 +654,7 @@ def audit_page(store: Store, *, actor: str | None = None, action: str | None = N
     offset, limit = _page(page, per_page)
     al = S.audit_log
     where = []
+    action = AUDITED_AS.get(action, action) if action else action
     for column, value in (("actor", actor), ("action", action), ("target", target)):
         if value:
             where.append(al.c[column] == value)
