@@ -64,7 +64,7 @@ def head_revision() -> str:
     """The schema revision this version of mlma works with.
 
     >>> head_revision()
-    '0012'
+    '0013'
     """
     return _scripts().get_current_head()
 
@@ -73,7 +73,7 @@ def known_revisions() -> list[str]:
     """Every revision the packaged migrations know, oldest first.
 
     >>> known_revisions()
-    ['0001', '0002', '0003', '0004', '0005', '0006', '0007', '0008', '0009', '0010', '0011', '0012']
+    ['0001', '0002', '0003', '0004', '0005', '0006', '0007', '0008', '0009', '0010', '0011', '0012', '0013']
     """
     return [s.revision for s in reversed(list(_scripts().walk_revisions()))]
 

@@ -13,10 +13,10 @@ Examples
 >>> store = Store.create("sqlite://")
 >>> ids = store.stream_ids(["a", "b"])
 >>> with store.transaction() as tx:
-...     tx.merge_overrides({int(i): {"needs_approval": True} for i in ids})
-...     entry = tx.audit("user:ana", "require-approval", "streams:2", {"streams": 2})
->>> store.audit_log()["action"].tolist(), store.stream_overrides()[0].needs_approval
-(['require-approval'], True)
+...     changed = tx.merge_overrides({int(i): {"needs_approval": True} for i in ids})
+...     entry = tx.audit("user:ana", "require-approval", "streams:2", {"streams": 2}, streams=changed)
+>>> changed, store.audit_log(stream="b")["action"].tolist(), store.stream_overrides()[0].needs_approval
+([0, 1], ['require-approval'], True)
 """
 
 from __future__ import annotations
