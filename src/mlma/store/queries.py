@@ -168,17 +168,15 @@ def fleet_summary(store: Store, ticks: int = 200) -> dict:
     t, e = S.ticks, S.escalations
     with store._read() as conn:
         now = store._now(conn)
-        rows = conn.execute(sa.select(t.c.tick, t.c.start_ds, t.c.end_ds, t.c.status, t.c.started_at,
-                                      t.c.finished_at, t.c.attempts, t.c.error, t.c.summary)
-                            .order_by(t.c.tick.desc()).limit(ticks)).all()
+        shown = sa.select(t.c.tick, t.c.start_ds, t.c.end_ds, t.c.status, t.c.started_at, t.c.finished_at,
+                          t.c.attempts, t.c.error, t.c.summary)
+        rows = conn.execute(shown.order_by(t.c.tick.desc()).limit(ticks)).all()
         n_streams = conn.execute(sa.select(sa.func.count()).select_from(S.streams)).scalar_one()
         done = last_done_tick(conn)
         counts = None
         latest_row = next((r for r in rows if r.status == "done"), None)
         if latest_row is None and done is not None:  # the newest ticks shown failed or run: the done one still counts
-            latest_row = conn.execute(sa.select(t.c.tick, t.c.start_ds, t.c.end_ds, t.c.status, t.c.started_at,
-                                                t.c.finished_at, t.c.attempts, t.c.error, t.c.summary)
-                                      .where(t.c.tick == done)).first()
+            latest_row = conn.execute(shown.where(t.c.tick == done)).first()
         latest_summary = _parsed_summary(latest_row.summary) if latest_row is not None else None
         if latest_summary is not None and latest_summary.verdicts:
             counts = dict(latest_summary.verdicts)
