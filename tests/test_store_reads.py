@@ -74,3 +74,30 @@ def test_rows_and_columns_must_agree():
         frames.rows_frame([(1, 2)], {"a": frames.INT, "b": frames.INT, "c": frames.INT})
     with pytest.raises(ValueError, match="unknown column kind 'date'"):
         frames.rows_frame([(1,)], {"a": "date"})
+
+
+def test_a_tick_committing_between_two_statements_of_a_read_is_not_seen_by_it(store):
+    """Every statement of one read sees the same commits: a summary whose tick list was read before a tick
+    committed and whose "last done tick" after it named a tick its list did not hold (READ COMMITTED on
+    PostgreSQL; SQLite's read transactions were snapshots already)."""
+    import sqlalchemy as sa
+
+    from mlma.store import queries
+
+    write_verdicts(store, n=3)
+    committed = []
+
+    def commit_a_tick_once(conn, cursor, statement, parameters, context, executemany):
+        # After the read's first query (SQLite's BEGIN takes its snapshot at the first read, not at BEGIN).
+        if conn.get_execution_options().get("mlma_read") and statement.startswith("SELECT") and not committed:
+            committed.append(True)
+            store.write_tick(TickRecord(3))   # from another connection, while the read's is open
+
+    sa.event.listen(store.engine, "after_cursor_execute", commit_a_tick_once)
+    try:
+        summary = queries.fleet_summary(store)
+    finally:
+        sa.event.remove(store.engine, "after_cursor_execute", commit_a_tick_once)
+    assert committed   # the tick did commit in the middle of the read
+    assert summary["last_tick"] == summary["latest"]["tick"] == summary["series"][-1]["tick"] == 2
+    assert queries.fleet_summary(store)["last_tick"] == 3   # and the next read sees it

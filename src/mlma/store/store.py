@@ -314,13 +314,14 @@ class Store:
             yield conn
 
     @contextlib.contextmanager
-    def _read(self, *, snapshot: bool = False) -> Iterator[sa.Connection]:
-        """A read transaction; ``snapshot``: all its statements see one snapshot on PostgreSQL too (REPEATABLE
-        READ; by default each sees what committed before it), for reads of rows a tick's commit may change
-        between two statements (a state and its parts). SQLite's read transactions are snapshots already."""
+    def _read(self) -> Iterator[sa.Connection]:
+        """A read transaction whose statements all see one snapshot, as SQLite's read transactions do: on
+        PostgreSQL REPEATABLE READ, where READ COMMITTED would let each statement see what committed before it,
+        so a tick committing between two statements of one read (a summary's counts, a state and its parts)
+        would give a view no commit ever left. A read-only transaction cannot fail to serialize."""
         with self.engine.connect() as conn:
             options = {"mlma_read": True}
-            if snapshot and conn.dialect.name == "postgresql":
+            if conn.dialect.name == "postgresql":
                 options["isolation_level"] = "REPEATABLE READ"
             conn = conn.execution_options(**options)
             with conn.begin():
@@ -1928,7 +1929,7 @@ class Store:
         """Every saved agent state, newest first: its tick, and None if its bytes match their recorded
         SHA-256, else why not."""
         a = S.agent_state
-        with self._read(snapshot=True) as conn:  # a tick committing meanwhile drops the oldest with its parts
+        with self._read() as conn:  # a tick committing meanwhile drops the oldest with its parts
             rows = conn.execute(sa.select(a.c.tick, a.c.sha256, a.c.blob).order_by(a.c.tick.desc())).all()
             return saved_states_damage(rows, lambda ids: self._part_blobs(conn, ids))
 
@@ -1943,7 +1944,7 @@ class Store:
         a = S.agent_state
         query = sa.select(a.c.tick, a.c.sha256, a.c.size_bytes, a.c.saved_at)
         query = query.where(a.c.tick == int(tick)) if tick is not None else query.order_by(a.c.tick.desc()).limit(1)
-        with self._read(snapshot=True) as conn:  # the state and its parts as one commit left them
+        with self._read() as conn:  # the state and its parts as one commit left them
             row = conn.execute(query).first()
             if row is None:
                 return None
