@@ -197,6 +197,11 @@ def _bad_inputs(env: Env) -> list[tuple[str, dict, str]]:
         ("promote", {"stream": uid}, "version"),
         ("approve", {}, "stream"),
         ("reject", {"stream": "no-such-zone"}, "stream"),
+        # Text no database can store is refused by the field it is in (it was named ["body"] alone).
+        ("pin", {"streams": [uid], "reason": "a\x00b"}, "reason"),
+        ("retrain", {"streams": [uid + "\x00"]}, "streams"),
+        ("unpin", {"group": {"city": "c\x0001"}}, "group"),
+        ("mark-abnormal", {"start": "2026-12-24\x00", "end": "2026-12-27"}, "start"),
     ]
 
 
@@ -238,6 +243,31 @@ def test_a_list_filtered_by_an_unknown_stream_is_422_not_empty(env, path):
 
 def test_unknown_stream_is_404(env):
     assert env.get("/api/streams/no-such-zone").status_code == 404
+
+
+def test_every_route_answers_the_same_with_a_trailing_slash_and_never_redirects(env):
+    """``/api/fleet/`` was a redirect to an absolute URL built from the scheme the server sees, which behind a
+    proxy that ends TLS is http: a client following it sent its token in the clear. Every route now answers
+    with or without the slash, as it is."""
+    proxied = {**env.auth("admin"), "X-Forwarded-Proto": "https"}
+    routes = _api_routes(env.client.app)
+    assert len(routes) >= 36, [r.path for r in routes]
+    # A stream id may hold a slash: /api/streams/zone-1/ is the stream 'zone-1/', and /api/streams/ the stream
+    # '' (404 unknown stream), the stream route's paths as they are, not the list's.
+    ids_take_slashes = tuple(r.path.split("{")[0] for r in routes if r.path.endswith(":path}"))
+    for route in routes:
+        path = route.path.replace("{name}", "no-such-token")
+        if (path + "/").startswith(ids_take_slashes):
+            continue
+        for method in route.methods:
+            # An empty body: every action and the log-in refuse it (422), so nothing is done twice.
+            body = {} if method == "POST" else None
+            plain = env.client.request(method, path, headers=proxied, json=body, follow_redirects=False)
+            slashed = env.client.request(method, path + "/", headers=proxied, json=body, follow_redirects=False)
+            assert "location" not in slashed.headers, (method, path, slashed.headers["location"])
+            assert slashed.status_code == plain.status_code, (method, path, slashed.status_code, slashed.text)
+    assert env.get("/api/fleet/").json() == env.get("/api/fleet").json()
+    assert env.client.get("/api/nowhere/", headers=proxied, follow_redirects=False).status_code == 404
 
 
 # -- every action, carried out by an operator --------------------------------------------------------------
@@ -308,6 +338,18 @@ def test_pin_a_city_group(env):
     _check_audit(env, "pin", "group:city=c02", "city festival")
     assert env.act("unpin", {"group": {"city": "c02"}}).status_code == 200
     assert not any("pinned_until" in env.overrides(u) for u in members)
+
+
+def test_a_refused_pin_names_the_streams_it_was_for(env):
+    members = [u for u, c in zip(env.fleet.unique_ids, _cities(env)) if c == "c02"]
+    before = len(env.store.audit_log())
+    r = env.act("pin", {"group": {"city": "c02"}, "until": "2020-01-01T00:00"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "until"], r.json()
+    named = f"nothing was pinned (group:city=c02, {len(members)} streams: {', '.join(members[:3])} and "
+    assert "until must be in the future" in r.json()["detail"][0]["msg"] and named in r.json()["detail"][0]["msg"]
+    r = env.act("pin", {"streams": members[:1], "until": "2020-01-01T00:00"})
+    assert r.json()["detail"][0]["msg"].endswith(f"; nothing was pinned (1 stream: {members[0]})"), r.json()
+    assert len(env.store.audit_log()) == before and not any("pinned_until" in env.overrides(u) for u in members)
 
 
 def test_require_approval_and_approve_or_reject(env):

@@ -265,6 +265,12 @@ def test_set_params_refuses_values_out_of_bounds_and_writes_nothing(project, opt
     (("abnormal", "mark", "2025-01-01", "2262-05-01"), "end must be a data time"),
     (("pin", "zone-0001", "--until", "2001-01-01"), "until must be in the future"),
     (("pin", "zone-0001", "--until", "2999-01-01"), "until must be at most 3650 days ahead"),
+    # A refused pin says which streams it was for (a script pins group after group).
+    (("pin", "zone-0001", "--until", "2001-01-01"), "; nothing was pinned (1 stream: zone-0001)"),
+    (("pin", "zone-0004", "zone-0001", "zone-0002", "zone-0003", "--until", "2001-01-01"),
+     "; nothing was pinned (4 streams: zone-0001, zone-0002, zone-0003 and 1 more)"),
+    (("pin", "--group", "city=c02", "--until", "2999-01-01"),
+     "; nothing was pinned (group:city=c02, 3 streams: zone-0002, zone-0006, zone-0010)"),
     (("silence", "1", "--until", "2001-01-01T00:00"), "until must be in the future"),
     (("silence", "1", "--for", "100000d"), "until must be at most 3650 days ahead"),
     (("ack", str(2**70)), "escalation ids are whole numbers from 1 to 9223372036854775807"),
@@ -327,6 +333,21 @@ def test_versions_lists_what_rollback_and_promote_choose_from(project):
     assert listed[version]["fallback_reason"] == reason
     table = run(project, "versions", uid).output  # the cell wraps: its words, in order, on the row
     assert "(fell" in table and "back:" in table and "needs" in table
+
+
+def test_the_queue_command_groups_as_the_served_queue_by_default():
+    """The served queue's grouping is `mlma serve --group-by` (no mlma.toml key): `mlma escalations` takes the
+    same default and option, so both show the same items unless one is told otherwise."""
+    import inspect
+
+    from mlma.api.app import create_app
+    from mlma.api.cli import escalations, serve
+
+    def default(function) -> str:
+        value = inspect.signature(function).parameters["group_by"].default
+        return getattr(value, "default", value)   # a typer option, or a plain default
+
+    assert default(escalations) == default(serve) == default(create_app) == "city"
 
 
 def test_commands_need_a_project(tmp_path):

@@ -111,13 +111,16 @@ def test_live_future_drivers_change_the_issued_forecasts_in_their_direction(tmp_
     assert quiet[2].summary.driver_values_filled == 0 and promo[3].summary.driver_values_filled == 0
 
 
-def test_missing_future_values_fall_back_and_are_counted_not_a_crash(tmp_path, panel):
+def test_missing_future_values_fall_back_and_are_counted_not_a_crash(tmp_path, panel, caplog):
     # No plan at all for the tick forecast at start-up; a plan for only 12 of the 24 hours of the next one.
+    import logging
+
     root = make_project(tmp_path / "none")
     config = load_config(root)
     day0 = panel["ds"].min().normalize()
     days = ((panel["ds"] - day0) // pd.Timedelta("1D")).to_numpy()
-    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live, \
+            caplog.at_level(logging.WARNING, logger="mlma.live"):
         store.ingest_frame(panel[days < FIRST_TICK], "history")
         first = live.step()
         store.ingest_frame(panel[days == FIRST_TICK], "day")
@@ -130,6 +133,14 @@ def test_missing_future_values_fall_back_and_are_counted_not_a_crash(tmp_path, p
         assert np.isfinite(issued(store, second.tick)["y_hat"]).all()
     assert first.summary.driver_values_filled == 4 * 24
     assert second.summary.driver_values_filled == 4 * 12
+    # The warning names the driver and its streams (it gave only the count): whose plans are missing is known.
+    said = [r.getMessage() for r in caplog.records if "were not ingested" in r.getMessage()]
+    assert said == [f"tick {first.tick}: 96 future driver value(s) for tick {first.tick + 1} were not ingested (mlma "
+                    "ingest --future): promo of 4 stream(s) (s0, s1, s2, s3); filled with the value a season "
+                    "earlier or the last known one",
+                    f"tick {second.tick}: 48 future driver value(s) for tick {second.tick + 1} were not ingested "
+                    "(mlma ingest --future): promo of 4 stream(s) (s0, s1, s2, s3); filled with the value a "
+                    "season earlier or the last known one"], said
 
 
 def test_fallback_takes_the_value_a_season_earlier_then_the_last_known():
@@ -145,6 +156,29 @@ def test_fallback_takes_the_value_a_season_earlier_then_the_last_known():
     # With a season longer than the history, the last known value.
     values, _ = fleet.future_driver_values(0, 2, season_length=24 * 7)
     assert values[2:, 0].tolist() == [47.0] * 22
+
+
+def test_the_fill_warning_names_the_drivers_and_their_streams():
+    """The warning that future values were filled said only how many: it names each driver nobody sent values of
+    and its streams (the first few, then how many more), so that the feed to mend is known."""
+    from mlma.training import ModelKey, ModelService
+
+    data = promo_panel(7, days=12).assign(temp=12.0)
+    last = data["ds"] >= "2025-03-14"                               # tick 11
+    data.loc[last & (data["unique_id"] != "s0"), "promo"] = np.nan   # six streams' plans missing
+    data.loc[last & (data["unique_id"] == "s0"), "temp"] = np.nan    # and one stream's weather
+    drivers = Drivers(future=("promo", "temp"))
+    fleet = FleetData(data, "h", pd.date_range("2025-03-03", periods=13, freq="D"), drivers=drivers)
+    service = ModelService(fleet, "ridge", ForecastContext("h", 24, 24, drivers=drivers), train_window_ticks=10)
+    keys = [ModelKey(s, 10) for s in range(7)]
+    service.fit(keys)
+    service.predict_many(keys, 11)
+    assert service.driver_fills[11] == 7 * 24
+    assert service.driver_fill_message(11) == (
+        "168 future driver value(s) for tick 11 were not ingested (mlma ingest --future): promo of 6 stream(s) (s1, "
+        "s2, s3, s4, s5 and 1 more); temp of 1 stream(s) (s0); filled with the value a season earlier or the last "
+        "known one")
+    assert service.driver_fill_message(10) is None
 
 
 def test_observed_values_win_over_values_known_in_advance():
@@ -259,11 +293,124 @@ def test_the_checked_ingest_stores_driver_columns_as_observed_values(tmp_path, p
         same = store.ingest_file(day.copy(), source="same day")
         revised = store.ingest_file(day.assign(promo=1.0 - day["promo"]), source="flags corrected")
         assert not revised.duplicate and revised.ingest_id != same.ingest_id
-        assert revised.rows_unchanged == len(day)  # y is the same; only the driver values changed
+        # y is the same, but every row's driver value changed: revised, not "unchanged" (they said 0 revised).
+        assert (revised.rows_revised, revised.rows_unchanged) == (len(day), 0)
+        assert revised.drivers_revised == {"promo": len(day)}
         now = store.driver_values(["promo"], "2025-03-04", "2025-03-05")
         assert len(now) == len(day)
         flipped = day.sort_values(["unique_id", "ds"])["promo"].to_numpy()
         assert (now.sort_values(["stream_id", "ds"])["promo"].to_numpy() == 1.0 - flipped).all()
+
+
+def test_resent_actuals_with_corrected_driver_values_count_them_revised_and_store_them(panel, store_url):
+    """A file of actuals sent again with some driver values corrected said "0 revised" (its y were the same)
+    while the new values were stored: the rows are revised, the values counted per driver, and in force."""
+    day = panel[(panel["ds"] >= "2025-03-04") & (panel["ds"] < "2025-03-05")].reset_index(drop=True)
+    day = day.assign(temp=np.arange(len(day), dtype=float))
+    day.loc[40, "temp"] = np.nan                                    # not observed at first
+    fixed = day.copy()
+    fixed.loc[0:9, "promo"] = 1.0 - day.loc[0:9, "promo"]           # 10 flags corrected
+    fixed.loc[5:14, "temp"] += 0.5                                  # 10 temperatures, 5 in the same rows
+    fixed.loc[20, ["y", "promo"]] = [day.loc[20, "y"] + 1.0, 1.0 - day.loc[20, "promo"]]  # y and a flag
+    fixed.loc[40, "temp"] = 7.0                                     # a value the row had none of
+    with Store.create(store_url) as store:
+        store.ingest_frame(day, "first")
+        # A value known in advance for an observed hour (stored, unused) is no reason to count that row: the
+        # observed value sent again is compared with the observed one.
+        store.ingest_future(day.loc[[50], ["unique_id", "ds", "promo"]].assign(promo=5.0), source="late plan")
+        report = store.ingest_frame(fixed, "corrected")
+        # Rows 0-14, 20 and 40 changed; row 20's y too, counted once.
+        assert (report.rows_new, report.rows_revised, report.rows_unchanged) == (0, 17, len(day) - 17)
+        assert report.drivers_revised == {"promo": 11, "temp": 11}
+        assert str(report).endswith("; driver values revised: 11 promo, 11 temp"), str(report)
+        assert store.ingests()["rows_revised"].iloc[-1] == 17                   # the ingest's record says so too
+        now = store.driver_values(["promo", "temp"], "2025-03-04", "2025-03-05")
+        ids = dict(zip(store.streams()["id"], store.streams()["unique_id"]))
+        now = now.assign(unique_id=now["stream_id"].map(ids)).sort_values(["unique_id", "ds"])
+        expected = fixed.sort_values(["unique_id", "ds"])
+        np.testing.assert_array_equal(now["promo"].to_numpy(), expected["promo"].to_numpy())
+        np.testing.assert_array_equal(now["temp"].to_numpy(), expected["temp"].to_numpy())
+        assert not store.ingest_frame(fixed.assign(y=fixed["y"]), "corrected again").drivers_revised
+
+
+def test_a_rolling_feed_stores_unchanged_observed_values_once_and_counts_only_its_corrections(store_url):
+    """A feed that sends each day the days before again (a rolling window) stored the older days' driver values
+    once more each time, and its corrections were miscounted: the newest earlier value was looked up over the
+    whole file (the newest ingest of any of its keys), not per stream, time and driver."""
+    from test_store import count
+
+    from mlma.store import schema as S
+
+    ds = pd.date_range("2025-03-01", periods=72, freq="h")
+    feed = pd.DataFrame({"unique_id": np.repeat(["a", "b"], 72), "ds": np.tile(ds, 2), "y": 1.0,
+                         "temp": np.arange(144.0)})
+    days = (feed["ds"] - ds[0]) // pd.Timedelta("1D")
+    with Store.create(store_url) as store:
+        for d in (1, 2):
+            report = store.ingest_frame(feed[days < d], f"days 0-{d - 1}")
+            assert report.rows_revised == 0 and not report.drivers_revised
+        assert count(store, S.driver_values) == 2 * 48                  # day 0's values once, not twice
+        last = feed[days < 3].copy()
+        last.loc[(last["unique_id"] == "a") & (last["ds"] == ds[3]), "temp"] = -1.0   # one of day 0 corrected
+        report = store.ingest_frame(last, "days 0-2")
+        assert (report.rows_new, report.rows_revised, report.drivers_revised) == (48, 1, {"temp": 1})
+        assert count(store, S.driver_values) == 2 * 72 + 1
+
+
+def test_a_later_future_file_over_the_same_hours_says_how_many_values_it_replaced(tmp_path, panel, store_url):
+    """Last writer wins, but not silently: a campaign file over hours an earlier one declared says how many of
+    its values differ from those, per driver. Equal values, new hours, new drivers and blank cells replace
+    nothing."""
+    day = pd.Timestamp("2025-03-05")
+    with Store.create(store_url) as store:
+        store.ingest_frame(panel[panel["ds"] < day], "history")
+        first = pd.read_csv(future_file(tmp_path / "a.csv", panel, day, 0.0)).assign(temp=10.0)
+        done = store.ingest_future(first)
+        assert done.drivers_revised == {} and not any("replaced" in n for n in done.notes)
+        later = first.copy()
+        hour = pd.to_datetime(later["ds"]).dt.hour
+        later.loc[hour < 6, "promo"] = 1.0                          # 6 hours x 4 streams changed
+        later.loc[hour == 6, "temp"] = 12.5                         # 4 values of the other driver
+        later.loc[hour == 7, "temp"] = np.nan                       # blank: the earlier value stays in force
+        later = pd.concat([later.assign(wind=2.0), pd.DataFrame(    # a new hour, and a new driver
+            {"unique_id": ["s0"], "ds": ["2025-03-06 00:00:00"], "promo": [1.0], "temp": [3.0]})])
+        report = store.ingest_future(later)
+        assert report.drivers_revised == {"promo": 24, "temp": 4}
+        said = [n for n in report.notes if "replaced" in n]
+        assert said == ["replaced 28 value(s) that an earlier file gave for the same stream and time with different "
+                        "ones (24 promo, 4 temp): this file's values are in force"], report.notes
+        assert "future-replaced" in {f["code"] for f in store.ingests()["findings"].iloc[-1]}  # on record
+        now = store.driver_values(["promo", "temp"], day, day + pd.Timedelta("1D"))
+        hours = now["ds"].dt.hour
+        assert (now.loc[hours < 6, "promo"] == 1.0).all() and (now.loc[hours >= 6, "promo"] == 0.0).all()
+        assert (now.loc[hours == 6, "temp"] == 12.5).all() and (now.loc[hours == 7, "temp"] == 10.0).all()
+
+
+def test_a_future_file_none_of_whose_rows_is_taken_is_refused_naming_the_reason(panel, store_url):
+    """Every row skipped (streams without actuals, rows older than the data kept) was an ingest of nothing that
+    `mlma ingest --future` reported as done, and the same file sent again "already ingested". It is refused as
+    a file of actuals without a usable row is, naming the reason that took the most rows; nothing is written."""
+    with Store.create(store_url) as store:
+        store.ingest_frame(panel[panel["ds"] < "2025-03-05"], "history")
+        n_ingests = len(store.ingests())
+        ghosts = pd.DataFrame({"unique_id": ["ghost", "ghost", "phantom"], "promo": 1.0,
+                               "ds": pd.to_datetime(["2025-03-05 00:00", "2025-03-05 01:00", "2025-03-05 00:00"])})
+        for _ in range(2):  # not recorded: the second copy is refused the same way, not "already ingested"
+            with pytest.raises(DataError, match=r"^future drivers: no usable rows left: none of its 3 row\(s\) was "
+                                                r"taken; most rows \(3\) were dropped as future-unknown-streams: "
+                                                r"skipped 3 row\(s\) of 2 stream\(s\) the store has no actuals "
+                                                r"for, e.g. 'ghost'.*; nothing was written$"):
+                store.ingest_future(ghosts)
+        assert len(store.ingests()) == n_ingests and store.driver_values(["promo"], "2025-03-05").empty
+        store.prune(pd.Timestamp("2025-03-03 12:00"), by="agent")
+        old = pd.DataFrame({"unique_id": "s0", "promo": 1.0, "ds": pd.date_range("2025-03-03", periods=5, freq="h")})
+        with pytest.raises(DataError, match=r"most rows \(5\) were dropped as before-kept: dropped 5 row\(s\) older "
+                                            r"than the data the project keeps"):
+            store.ingest_future(pd.concat([old, ghosts.iloc[:2]]))
+        # Once a stream's actuals are in, the same file's rows of it go in.
+        store.ingest_frame(pd.DataFrame({"unique_id": "ghost", "ds": [pd.Timestamp("2025-03-04 23:00")], "y": 1.0}),
+                           "ghost")
+        assert store.ingest_future(ghosts).rows_new == 2
 
 
 def test_project_config_declares_drivers_and_holidays(tmp_path):
@@ -394,6 +541,79 @@ def test_cli_ingest_future_stores_values_and_names_bad_files(tmp_path, panel):
     assert failed.returncode != 0 and "has no target column 'y'" in failed.stdout + failed.stderr
     with Store.open(load_config(root).store_url) as store:
         assert len(store.driver_values(["promo"], "2025-03-05", "2025-03-06")) == 4 * 24
+
+
+def test_the_backtest_names_the_streams_that_hold_no_value_of_a_driver_the_model_uses(tmp_path, caplog):
+    """A stream whose driver column is empty (another city's weather feed) is fitted and forecast without it: the
+    backtest said nothing. It warns, naming the driver and the streams (the first few, then how many more), in
+    its log, its summary and `mlma backtest`'s output. An event driver nobody gave is 0 by declaration, and a
+    model that takes no drivers uses none: neither is warned about."""
+    import logging
+    import subprocess
+    import sys
+
+    data = promo_panel(7, days=12).assign(campaign=np.nan)
+    data.loc[data["unique_id"] != "s0", "promo"] = np.nan
+    drivers = Drivers(future=("promo", "campaign"), events=("campaign",))
+    config = BacktestConfig(policies=["never"], model="ridge", executor="inline", drivers=drivers, frontier=False,
+                            bootstrap=0, sample_streams=0)
+    with caplog.at_level(logging.WARNING, logger="mlma.backtest"):
+        result = run_backtest(data, config)
+    message = ("the model uses driver promo, but 6 of 7 streams hold no value of it (s1, s2, s3, s4, s5 and 1 "
+               "more): they are fitted and forecast without it")
+    assert [r.getMessage() for r in caplog.records if r.name == "mlma.backtest"] == [message]
+    assert result.config["streams_without_drivers"] == {"promo": {"n_streams": 6,
+                                                                  "first": ["s1", "s2", "s3", "s4", "s5"]}}
+    plain = run_backtest(data, BacktestConfig(policies=["never"], model="seasonal-naive", executor="inline",
+                                              drivers=drivers, frontier=False, bootstrap=0, sample_streams=0))
+    assert plain.config["streams_without_drivers"] == {}
+    data.to_csv(tmp_path / "data.csv", index=False)
+    done = subprocess.run([str(Path(sys.executable).parent / "mlma"), "backtest", "--data", "data.csv", "--model",
+                           "ridge", "--drivers", "promo,campaign", "--event-drivers", "campaign", "--policies", "never",
+                           "--no-frontier", "--bootstrap", "0", "--executor", "inline"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"warning: {message}" in " ".join(done.stdout.split()), done.stdout
+
+
+def test_cli_ingest_says_what_driver_values_changed_and_refuses_a_future_file_it_took_nothing_of(tmp_path, panel):
+    """What `mlma ingest` prints is true: corrected observed driver values are revised rows, named by driver;
+    a plan over hours an earlier one gave says how many values it replaced; a future file none of whose rows
+    is taken exits 2 saying why, as a file of actuals without a usable row does (it exited 0)."""
+    import subprocess
+    import sys
+
+    root = make_project(tmp_path / "cli")
+    history = panel[panel["ds"] < "2025-03-05"]
+    history.to_csv(tmp_path / "history.csv", index=False)
+    corrected = history.copy()
+    first_day = (corrected["unique_id"] == "s0") & (corrected["ds"] < "2025-03-04")
+    corrected.loc[first_day, "promo"] = 1.0 - corrected.loc[first_day, "promo"]
+    corrected.to_csv(tmp_path / "corrected.csv", index=False)
+    day = pd.Timestamp("2025-03-05")
+    future_file(tmp_path / "plan.csv", panel, day, 0.0)
+    future_file(tmp_path / "revised-plan.csv", panel, day, 1.0)
+    pd.DataFrame({"unique_id": ["ghost", "phantom"], "ds": ["2025-03-05 00:00"] * 2, "promo": 1.0}).to_csv(
+        tmp_path / "ghosts.csv", index=False)
+
+    def run(*args):
+        done = subprocess.run([str(Path(sys.executable).parent / "mlma"), *args, "--project", str(root)],
+                              capture_output=True, text=True, timeout=300)
+        return done.returncode, " ".join((done.stdout + done.stderr).split())
+
+    assert run("ingest", str(tmp_path / "history.csv"))[0] == 0
+    code, said = run("ingest", str(tmp_path / "corrected.csv"))
+    assert code == 0 and f"0 new, 24 revised, {len(history) - 24:,} unchanged, 0 dropped rows; 0 new streams; " \
+        "driver values revised: 24 promo" in said, said
+    assert run("ingest", "--future", str(tmp_path / "plan.csv"))[0] == 0
+    code, said = run("ingest", "--future", str(tmp_path / "revised-plan.csv"))
+    assert code == 0 and "note: replaced 96 value(s) that an earlier file gave for the same stream and time with " \
+        "different ones (96 promo): this file's values are in force" in said, said
+    for _ in range(2):  # nothing recorded: sent again, it is refused again, not "already ingested"
+        code, said = run("ingest", "--future", str(tmp_path / "ghosts.csv"))
+        assert code == 2 and "error: ghosts.csv: no usable rows left: none of its 2 row(s) was taken; most rows (2) " \
+            "were dropped as future-unknown-streams: skipped 2 row(s) of 2 stream(s) the store has no actuals for" \
+            in said, said
 
 
 def test_a_driver_model_without_driver_values_still_fits_and_forecasts():

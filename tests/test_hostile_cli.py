@@ -8,6 +8,7 @@ the file, key or option, exits 2, and leaves what was already accepted as it was
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 import subprocess
 import sys
@@ -19,8 +20,8 @@ from test_hostile_data import cli, days, make_project, write_csv
 
 from mlma.backtest import BacktestConfig, run_backtest
 from mlma.escalations import Escalation
-from mlma.models import Drivers
-from mlma.project import ConfigError, load_config
+from mlma.models import Drivers, SeasonalNaive
+from mlma.project import ConfigError, check_model_spec, load_config
 from mlma.store import Store
 
 
@@ -165,8 +166,41 @@ def test_init_refuses_what_cannot_work_and_leaves_nothing_behind(tmp_path):
     assert list((tmp_path / "there").iterdir()) == []
     refused(run("init", str(tmp_path / "new" / "deep" / "p"), "--db", unreachable), "cannot create")
     assert not (tmp_path / "new").exists()
-    # A spec that needs an extra or a path the ticks' environment may have is left to the first tick.
-    assert run("init", str(tmp_path / "nixtla"), "--model", "mlforecast").returncode == 0
+    # A spec that needs an extra or a path the ticks' environment may have is left to the first tick, said.
+    nixtla = run("init", str(tmp_path / "nixtla"), "--model", "mlforecast")
+    assert nixtla.returncode == 0 and ("could not be checked in this environment" in said(nixtla)
+                                       or importlib.util.find_spec("mlforecast") is not None), said(nixtla)
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("ridge:alpha=abc", "model 'ridge:alpha=abc': alpha must be a non-negative number, got 'abc'"),
+    ("ridge:alpah=3", "unexpected keyword argument 'alpah'"),
+    ("lightgbm:lags=x", "lags must be whole numbers of steps"),
+    ("seasonal-naive:season", "model 'seasonal-naive:season': option 'season' is not name=value"),
+    ("sklearn:linear_model.Ridgee", "module 'sklearn.linear_model' has no attribute 'Ridgee'"),
+    ("sklearn:linear_model.Ridge:alpha=2", "e.g. 'sklearn.linear_model:Ridge:alpha=2'"),
+    ("mlma.models.linear:RidgeForecaster:alpha=-1", "alpha must be a non-negative number, got -1"),
+    ("statsforecast:AutoETS:ZZA", "name one statsforecast model"),
+])
+def test_init_refuses_a_model_spec_the_agent_cannot_build_and_writes_nothing(tmp_path, spec, fragment):
+    """Such a spec made a project whose every tick then failed; the agent's own factory now builds it first."""
+    refused(run("init", str(tmp_path / "p"), "--model", spec), fragment)
+    assert not (tmp_path / "p").exists()
+
+
+class DailyOnly(SeasonalNaive):
+    """A user's model that only daily data suits: its error depends on the clock, unknown at init."""
+
+    def __init__(self, ctx):
+        if ctx.freq != "D":
+            raise ValueError("DailyOnly needs daily data")
+        super().__init__(ctx)
+
+
+def test_a_spec_that_only_some_clocks_refuse_is_left_to_the_first_tick():
+    assert check_model_spec("test_hostile_cli:DailyOnly") is None
+    with pytest.raises(ConfigError, match="model 'test_hostile_cli:DailyOnly:x=1'"):
+        check_model_spec("test_hostile_cli:DailyOnly:x=1")  # no clock takes an unknown option
 
 
 def test_a_file_with_other_column_names_is_told_where_a_project_names_them(project, fleet, tmp_path):

@@ -16,7 +16,15 @@ pytest.importorskip("mlforecast")
 from mlma.backtest import BacktestConfig, run_backtest  # noqa: E402
 from mlma.data import Frequency  # noqa: E402
 from mlma.live import LiveAgent, NotReady  # noqa: E402
-from mlma.models import Drivers, ForecastContext, fit_forecaster, fit_forecasters, make_forecaster  # noqa: E402
+from mlma.models import (  # noqa: E402
+    Drivers,
+    ForecastContext,
+    check_train_window,
+    fit_forecaster,
+    fit_forecasters,
+    fitting_train_window,
+    make_forecaster,
+)
 from mlma.models.nixtla import MLForecastModel, StatsForecastModel  # noqa: E402
 from mlma.project import init_project, load_config  # noqa: E402
 from mlma.registry import ArtifactStore  # noqa: E402
@@ -77,6 +85,26 @@ def test_specs_name_any_statsforecast_model_with_parameters_and_the_season_from_
 def test_bad_nixtla_specs_are_named(spec, params, message):
     with pytest.raises(ValueError, match=message):
         make_forecaster(spec, HOURLY, **params)
+
+
+def test_lags_are_checked_when_the_pipeline_is_built():
+    """Scikit-learn style: a lag no history can hold is refused when the model is built, not by every fit
+    falling back. A long lag a history can hold builds; the training window, which the model does not know,
+    is checked where it is known (model service, backtest, live agent: check_train_window)."""
+    for lags in ("[0]", "[-3]", "[1.5]", "[]", "24"):
+        with pytest.raises(ValueError, match=r"lags must be a list of whole numbers >= 1"):
+            make_forecaster(f"mlforecast:lags={lags}", HOURLY)
+    with pytest.raises(ValueError, match=r"looks back 1,000,000,024 steps of 'h' data .* more than any history"):
+        make_forecaster("mlforecast:lags=[1000000000]", HOURLY)
+    with pytest.raises(ValueError, match=r"looks back 100,000,007 steps of 'D' data"):
+        make_forecaster("mlforecast:lags=[100000000]", ForecastContext("D", season_length=7, horizon=7))
+    with pytest.raises(ValueError, match=r"min_history must be a whole number from 1 to 5,124,094"):
+        MLForecastModel(HOURLY, min_history=10**9)
+    model = make_forecaster("mlforecast:lags=[2000]", HOURLY)   # 12 weeks of hours: a history can hold it
+    assert model.min_history == 2000 + 24 + 2 * 24              # the lag, the seasonal difference, two seasons
+    with pytest.raises(ValueError, match=r"train_window_ticks=28 .* needs 2072 .* at least 87 ticks"):
+        check_train_window(model, HOURLY, 28)
+    assert fitting_train_window(model, HOURLY, None, 28) == 87  # a window nobody set is lengthened to hold it
 
 
 def make_pipeline(ctx, *, trees: int = 30):

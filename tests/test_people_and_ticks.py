@@ -235,3 +235,85 @@ def test_approve_and_reject_queued_for_one_tick_the_later_decision_stands(projec
         assert actions.loc[then, "outcome"] == "rejected: version 2 is dropped"
         assert registry.champion(STREAM).version == 1
         assert registry.version(STREAM, 2).check.get("result") == "rejected"
+
+
+def _slots(store, stream: str) -> tuple[int, int, int]:
+    """The stream's registry versions in the saved state's slots: serving, in shadow, waiting for approval (-1:
+    none), as the next tick starts from them."""
+    arrays = store.load_state().arrays
+    sid = int(store.stream_ids([stream], create=False)[0])
+    return tuple(int(arrays[f"live.{slot}_version"][sid]) for slot in ("champion", "challenger", "awaiting"))
+
+
+def test_a_forced_re_training_replaces_the_challenger_in_shadow(project):
+    """A person forces a re-training while the stream's last one runs in shadow: the request is carried out (it
+    used to be lost: "still being judged"), the challenger in shadow is dropped with a check saying who replaced
+    it, and the new one runs in shadow in its place and is judged at the next tick."""
+    live, store, ops, chunks = project
+    registry = ops.registry
+    ops.force_retrain([STREAM], by="user:ana")
+    tick(live, store, chunks)
+    assert registry.version(STREAM, 2).check == {"result": "pending"}
+    queued = ops.force_retrain([STREAM], by="user:bob", reason="depot data fixed")
+    # The answer says what the tick will do with the challenger (the CLI prints it, the API returns it).
+    assert queued.detail["note"].startswith(f"1 stream has a challenger ({STREAM}: version 2 in shadow): the "
+                                            "re-training replaces it"), queued.detail
+    result = tick(live, store, chunks)
+    assert registry.version(STREAM, 2).check == {"result": "dropped", "why": "replaced by version 3, a re-training "
+                                                                              "forced by user:bob: depot data fixed"}
+    assert registry.version(STREAM, 3).check == {"result": "pending"}
+    assert registry.champion(STREAM).version == 1 and _slots(store, STREAM) == (1, 3, -1)
+    outcome = ops.actions().query("reason == 'depot data fixed'")["outcome"].iloc[0]
+    assert outcome == "re-trained; the challenger runs in shadow before promotion; it replaced version 2, which was " \
+                      "in shadow", outcome
+    assert store.verdicts(tick=result.tick).set_index("unique_id").loc[STREAM, "reason"].startswith("forced by "
+                                                                                                   "user:bob")
+    # The next tick judges the new challenger (seasonal naive re-fitted ties its champion, and a tie is
+    # promoted); the dropped one stays dropped.
+    tick(live, store, chunks)
+    assert registry.version(STREAM, 3).check["result"] == "promoted" and registry.champion(STREAM).version == 3
+    assert registry.version(STREAM, 2).check["result"] == "dropped" and _slots(store, STREAM) == (3, -1, -1)
+
+
+def test_a_direct_forced_re_training_replaces_the_challenger_in_shadow_and_serves_at_once(project):
+    live, store, ops, chunks = project
+    registry = ops.registry
+    ops.force_retrain([STREAM], by="user:ana")
+    tick(live, store, chunks)
+    assert registry.version(STREAM, 2).check == {"result": "pending"}
+    ops.force_retrain([STREAM], direct=True, by="user:bob")
+    result = tick(live, store, chunks)
+    assert registry.version(STREAM, 2).check == {"result": "dropped",
+                                                 "why": "replaced by version 3, a re-training forced by user:bob"}
+    assert registry.champion(STREAM).version == 3 and _slots(store, STREAM) == (3, -1, -1)
+    assert (store.forecasts(result.tick).set_index("unique_id").loc[STREAM, "model_version"] == 3).all()
+    outcome = ops.actions().query("created_by == 'user:bob'")["outcome"].iloc[0]
+    assert outcome == "re-trained and promoted (version 3); it replaced version 2, which was in shadow", outcome
+    after = tick(live, store, chunks)
+    assert registry.champion(STREAM).version == 3 and _slots(store, STREAM) == (3, -1, -1)
+    assert [v.version for v in registry.versions(STREAM)] == [1, 2, 3]
+    assert (store.forecasts(after.tick).set_index("unique_id").loc[STREAM, "model_version"] == 3).all()
+
+
+def test_a_forced_re_training_replaces_the_version_waiting_for_approval_and_resolves_its_escalation(project):
+    live, store, ops, chunks = project
+    registry = ops.registry
+    ops.require_approval([STREAM], by="user:ana")
+    ops.force_retrain([STREAM], by="user:ana")
+    _until_awaiting(live, store, chunks, registry, 2)
+    assert "approval-needed" in set(store.escalations(streams=[STREAM], status="open")["kind"])
+    queued = ops.force_retrain([STREAM], by="user:bob", reason="campaign data came late")
+    assert f"({STREAM}: version 2 waits for approval)" in queued.detail["note"], queued.detail
+    tick(live, store, chunks)
+    assert registry.version(STREAM, 2).check == {
+        "result": "dropped", "why": "replaced by version 3, a re-training forced by user:bob: campaign data came late"}
+    assert registry.version(STREAM, 3).check == {"result": "pending"}
+    assert registry.champion(STREAM).version == 1 and _slots(store, STREAM) == (1, 3, -1)
+    outcome = ops.actions().query("created_by == 'user:bob'")["outcome"].iloc[0]
+    assert outcome == "re-trained; the challenger runs in shadow before promotion; it replaced version 2, which was " \
+                      "waiting for approval", outcome
+    # Nothing waits for approval any more: its escalation is resolved with the tick that dropped the version.
+    assert "approval-needed" not in set(store.escalations(streams=[STREAM], status="open")["kind"])
+    tick(live, store, chunks)
+    assert registry.version(STREAM, 3).check["result"] == "awaiting-approval"
+    assert registry.champion(STREAM).version == 1 and _slots(store, STREAM) == (1, -1, 3)

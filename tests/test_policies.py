@@ -438,3 +438,90 @@ def test_the_agent_tells_the_policy_which_streams_are_busy_and_acts_on_every_cho
         np.testing.assert_array_equal(busy, shadow)
         assert not (chosen & busy).any()
         np.testing.assert_array_equal(chosen, retrained)
+
+
+def test_a_forced_re_training_replaces_a_pending_challenger_and_the_policy_hears_it_as_dropped():
+    """A person forces a re-training of streams whose last re-training is in shadow or waits for approval: the
+    agent drops that challenger without a verdict (the policy is told, and is not told the stream is busy, as
+    it is re-trained this tick), re-trains the stream and puts the new model in shadow, or in service with
+    ``direct``. A person's approval, rejection or roll-back of the same tick is carried out first: an approved or
+    rolled-back stream is not re-trained (their choice of the serving model stands), a rejected one is. The
+    backtest's re-training log closes the dropped challenger's row."""
+    import pandas as pd
+
+    from mlma.agent import NO_MODEL, Agent, Controls
+    from mlma.backtest import _record_retrains
+    from mlma.data import Frequency, make_tick_grid
+    from mlma.fleet import FleetData
+    from mlma.models import ForecastContext
+    from mlma.simulate import simulate_platform
+    from mlma.training import ModelKey, ModelService
+
+    frame = simulate_platform(8, 22, seed=3, event_rate=0).data
+    freq = Frequency("h")
+    grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"), freq=freq).boundaries
+    fleet = FleetData(frame, freq.alias, grid)
+    service = ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
+                           train_window_ticks=14)
+    heard = []
+
+    class Spy(MLMAPolicy):
+        def decide(self, obs):
+            heard.append(("busy", obs.tick, np.flatnonzero(obs.busy).tolist()))
+            return super().decide(obs)
+
+        def on_challenger_dropped(self, streams, tick):
+            heard.append(("dropped", tick, np.asarray(streams).tolist()))
+            super().on_challenger_dropped(streams, tick)
+
+        def on_models_fitted(self, streams, tick, train_rows):
+            heard.append(("fitted", tick, np.asarray(streams).tolist()))
+            super().on_models_fitted(streams, tick, train_rows)
+
+    # Growth on, so that the policy keeps per-stream state about a pending model (growth_pending_rows).
+    agent = Agent(Spy(growth=2.0, cooldown_ticks=0), service, season_length=24,
+                  scale=fleet.seasonal_naive_scale(24, before_tick=14))
+    agent.start(14)
+    n = fleet.n_streams
+    approval = np.zeros(n, dtype=bool)
+    approval[[1, 2, 3]] = True
+
+    def forced(streams, **extra):
+        mask = np.zeros(n, dtype=bool)
+        mask[streams] = True
+        return Controls(force_retrain=mask, needs_approval=approval, **extra)
+
+    rows, open_rows, ids = [], {}, fleet.ids
+    first = agent.tick(14, forced([0, 1, 2, 3, 4]))
+    _record_retrains(first, "mlma", ids, None, rows, open_rows)
+    assert (agent.challenger[:5] == 14).all()
+    # Seasonal naive re-fitted ties its champion in shadow, and a tie is promoted: with approval, it waits.
+    second = agent.tick(15, forced([0, 5]))       # 0: its challenger in shadow is replaced before it is judged
+    _record_retrains(second, "mlma", ids, None, rows, open_rows)
+    assert second.replaced == {0: ModelKey(0, 14)} and 0 not in second.checks
+    assert agent.challenger[0] == 15 and agent.shadow[0] == [] and second.retrained[0]
+    assert [r["outcome"] for r in rows if r["unique_id"] == ids[0]] == ["dropped", "pending"]
+    assert ("dropped", 15, [0]) in heard and ("busy", 15, [1, 2, 3, 4]) in heard
+    assert ("fitted", 15, [0, 5]) in heard and np.isfinite(agent.policy.history_growth.growth_pending_rows[0])
+    assert (agent.awaiting[[1, 2, 3]] == 14).all() and agent.champion[4] == 14  # 4's challenger was promoted
+    heard.clear()
+    reject, approve = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    reject[2], approve[3] = True, True
+    direct = np.zeros(n, dtype=bool)
+    direct[1] = True
+    adopt = {4: ModelKey(4, 13)}  # a roll-back of 4 to its first model
+    third = agent.tick(16, forced([1, 2, 3, 4], force_direct=direct, reject=reject, approve=approve,
+                                  adopt=adopt))
+    _record_retrains(third, "mlma", ids, None, rows, open_rows)
+    # 1: its version waiting for approval is replaced, the new model serves at once (direct).
+    assert third.replaced == {1: ModelKey(1, 14)} and agent.champion[1] == 16 and agent.awaiting[1] == NO_MODEL
+    assert third.promoted[1] and third.retrained[1] and 1 in third.cleared["approval-needed"]
+    # 2: rejected by the person, then re-trained; 3: approved by the person, and 4: rolled back by the person,
+    # whose choice of the serving model stands.
+    assert third.rejected[2] and third.retrained[2] and agent.challenger[2] == 16
+    assert third.promoted[3] and not third.retrained[3] and agent.champion[3] == 14
+    assert third.promoted[4] and not third.retrained[4] and agent.champion[4] == 13
+    assert heard[0] == ("dropped", 16, [1]) and ("fitted", 16, [1, 2]) in heard
+    # Busy when the policy decides: 0 and 5 (in shadow since the last tick, not forced), 2 and 3 (waiting for the
+    # person's rejection and approval, carried out first) and 4 (rolled back); not 1, re-trained this tick.
+    assert ("busy", 16, [0, 2, 3, 4, 5]) in heard

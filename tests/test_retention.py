@@ -187,6 +187,9 @@ def test_the_cli_refuses_the_training_window_and_a_pruned_project_ticks_as_one_n
     assert "give one of --keep" in ok(cli(pruned, "prune"), 2)
     assert "--before must be an ISO 8601 data time" in ok(cli(pruned, "prune", "--before", ""), 2)
     assert "--keep must be a whole number of days or weeks" in ok(cli(pruned, "prune", "--keep", "nan"), 2)
+    # An empty --keep "$KEEP" of a cron line with the variable unset: the option and what it takes are named.
+    assert "--keep must be a whole number of days or weeks such as 400D or 13W, got ''" in ok(
+        cli(pruned, "prune", "--keep", ""), 2)
     assert "would delete" in ok(cli(pruned, "prune", "--keep", "40D", "--dry-run"))
     ok(cli(pruned, "prune", "--before", str(limit + pd.Timedelta(hours=1))), 2)
     # Right up to the limit: what the next ticks read is all still there.

@@ -214,6 +214,10 @@ class TickReport:
     forecast_failed: dict[int, str] = field(default_factory=dict)
     #: Streams whose challenger failed to forecast in shadow, with the error: the challenger was rejected.
     shadow_failed: dict[int, str] = field(default_factory=dict)
+    #: Streams whose challenger (in shadow, or waiting for approval) a person's forced re-training replaced this
+    #: tick, with the dropped model: dropped without a verdict before the challengers were judged, and the
+    #: stream re-trained (the fit may still have failed: ``failed``).
+    replaced: dict[int, ModelKey] = field(default_factory=dict)
 
     @property
     def challengers(self) -> list[int]:
@@ -376,10 +380,23 @@ class Agent:
         self.silent_for = np.where(observed > 0, 0, self.silent_for + 1)
 
         has_model = self.champion != NO_MODEL
+        adopted = np.zeros(n, dtype=bool)
+        adopted[[s for s in controls.adopt if 0 <= s < n]] = True
+        forced = controls.mask("force_retrain", n) & has_model
+        # A person's forced re-training replaces the stream's challenger (in shadow or waiting for approval): it
+        # is dropped now, before the challengers are judged, and the stream is re-trained below. Not when the
+        # person also approved or rejected that challenger for this tick (their decision about it is carried
+        # out first), nor when they put another model in service (which drops it anyway).
+        decided = controls.mask("approve", n) | controls.mask("reject", n)
+        pending = (self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL)
+        replace = np.flatnonzero(forced & pending & ~adopted & ~decided)
+        replaced = {int(s): ModelKey(int(s), int(max(self.challenger[s], self.awaiting[s]))) for s in replace}
+        replaced_waiting = np.zeros(n, dtype=bool)
+        replaced_waiting[replace] = self.awaiting[replace] != NO_MODEL
+        self.drop_challengers(replace, k)
         # Streams not re-trained this tick whatever the policy says: a re-trained model still being judged (in
         # shadow or waiting for approval), or a model a person put in service now.
-        busy = (self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL)
-        busy[[s for s in controls.adopt if 0 <= s < n]] = True
+        busy = (self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL) | adopted
         reference = self.policy.reference_mean()
         obs = TickObservation(
             tick=k,
@@ -413,8 +430,12 @@ class Agent:
         if self.policy.checks_challenger:
             checks = self._judge_challengers(k, actuals, errors, promoted, rejected, escalations,
                                              controls.mask("needs_approval", n), shadow_failed, obs.explained)
+        judged_promoted = promoted.copy()
         self._decide_approvals(k, controls, promoted, rejected)
         self._adopt(k, controls.adopt, promoted)
+        # A model a person put in service this tick (an approval, a roll-back, a promotion): their choice stands.
+        # (A rolled-back stream's challenger in shadow was judged before the roll-back was taken: so by mask.)
+        by_person = adopted | (promoted & ~judged_promoted)
 
         # A pinned stream keeps its model: the verdict says what the policy would have done.
         pinned = controls.mask("pinned", n) & has_model
@@ -422,15 +443,17 @@ class Agent:
         decision.retrain = decision.retrain & ~pinned
         decision.reason[held] = [f"pinned; would re-train: {r}" for r in decision.reason[held]]
         decision.verdict[pinned & obs.scored] = int(_PINNED)
-        forced = controls.mask("force_retrain", n) & has_model
         direct = forced & controls.mask("force_direct", n)
         if decision.serve_at_once is not None:
             direct = direct | (decision.serve_at_once & ~pinned)
         for s in np.flatnonzero(forced):
             decision.reason[s] = controls.reasons.get(int(s), "forced by a person")
         # A stream whose challenger is still being judged, or was just judged, waits for the verdict (the
-        # policy was told, `busy`; a person's forced re-training waits too).
-        retrain = (decision.retrain | forced) & has_model & ~(busy | promoted | rejected)
+        # policy was told, `busy`). A person's forced re-training does not wait: its challenger was replaced
+        # above, or was just judged; it yields only to a model a person put in service this tick, and to a
+        # challenger the person's own approval or rejection left in shadow (its check not over).
+        idle = (self.challenger == NO_MODEL) & (self.awaiting == NO_MODEL)
+        retrain = has_model & ((decision.retrain & ~(busy | promoted | rejected)) | (forced & idle & ~by_person))
         decision.retrain = retrain
         streams = np.flatnonzero(retrain)
         if len(streams):
@@ -483,7 +506,7 @@ class Agent:
         cleared = cleared_conditions(
             promoted=promoted, rejected=rejected, fitted=retrain & ~np.isin(np.arange(n), list(failed)),
             initial_fit=initial, reported=observed > 0, flagged=flagged, on_model=serving & ~self.is_fallback,
-            forecasted=forecasted)
+            forecasted=forecasted, dropped=replaced_waiting)
         return TickReport(k, actuals, forecasts, losses, decision, retrain, promoted, initial,
                           retrain_seconds, initial_seconds, escalations, rejected, failed,
                           self.awaiting != NO_MODEL, checks=checks,
@@ -492,7 +515,7 @@ class Agent:
                           stream_loss=(stream_mean_loss(losses) if decision.loss is None else decision.loss),
                           reference_loss=reference, flagged=flagged,
                           serving=serving, issued=self.forecast, forecast_failed=forecast_failed,
-                          shadow_failed=shadow_failed)
+                          shadow_failed=shadow_failed, replaced=replaced)
 
     def _decide_approvals(self, k: int, controls: Controls, promoted: np.ndarray, rejected: np.ndarray) -> None:
         """Serve or drop challengers that waited for a person's approval."""
@@ -524,8 +547,9 @@ class Agent:
 
     def drop_challengers(self, streams, k: int) -> None:
         """Drop the challengers (in shadow or waiting for approval) of ``streams`` without a verdict, at tick
-        ``k``: a person put another model in service, or (live) their artifact cannot be loaded. The policy is
-        told (:meth:`Policy.on_challenger_dropped`) for the streams that had one."""
+        ``k``: a person put another model in service or forced a re-training that replaces them, or (live) their
+        artifact cannot be loaded. The policy is told (:meth:`Policy.on_challenger_dropped`) for the streams that
+        had one."""
         streams = np.asarray(streams, dtype=np.int64)
         had = streams[(self.challenger[streams] != NO_MODEL) | (self.awaiting[streams] != NO_MODEL)]
         self.challenger[streams] = NO_MODEL

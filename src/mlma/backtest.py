@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import math
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext, fitting_train_window, make_forecaster, spec_name
 from mlma.policy import Policy, Verdict, make_policy
 from mlma.training import ModelService, make_executor, terminate_executor
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -169,6 +172,35 @@ class _Accumulator:
         self.open_challenges: dict[int, dict] = {}
 
 
+#: Streams a driver is missing from, named in the warning (the rest counted).
+SHOWN_STREAMS = 5
+
+
+def _streams_without_drivers(fleet: FleetData, service: ModelService) -> dict[str, dict]:
+    """The drivers the model uses that some streams hold no value of, with how many streams and the first few
+    (:data:`SHOWN_STREAMS`): those streams are fitted and forecast without the driver, which a backtest should
+    not leave unsaid (the column was empty for them: another city's weather feed, a join that missed). Event
+    drivers are left out: one nobody gave is 0 by declaration (no event ran)."""
+    if not service.wants_drivers:
+        return {}
+    names = [c for c in fleet.drivers.columns if c not in fleet.drivers.events]
+    return {name: {"n_streams": int(len(streams)), "first": [str(fleet.ids[s]) for s in streams[:SHOWN_STREAMS]]}
+            for name, streams in fleet.streams_without_values(names).items()}
+
+
+def driver_gaps_message(name: str, gap: dict, n_streams: int) -> str:
+    """The warning for a driver some streams hold no value of (an entry of :func:`_streams_without_drivers`).
+
+    >>> driver_gaps_message("temperature", {"n_streams": 7, "first": ["a", "b"]}, 40)
+    'the model uses driver temperature, but 7 of 40 streams hold no value of it (a, b and 5 more): they are \
+fitted and forecast without it'
+    """
+    more = gap["n_streams"] - len(gap["first"])
+    return (f"the model uses driver {name}, but {gap['n_streams']:,} of {n_streams:,} streams hold no value of it "
+            f"({', '.join(gap['first'])}{f' and {more:,} more' if more > 0 else ''}): they are fitted and forecast "
+            "without it")
+
+
 def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataFrame | None = None,
                  abnormal: pd.DataFrame | None = None, attributes: pd.DataFrame | None = None,
                  progress: bool = False, **read_options) -> BacktestResult:
@@ -242,6 +274,9 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
                                fit_cache=config.fit_cache, window_steps=clock.most_steps,
                                renew_executor=renew if owned and config.executor not in (None, "inline") else None)
+        driver_gaps = _streams_without_drivers(fleet, service)
+        for name, gap in driver_gaps.items():
+            log.warning("%s", driver_gaps_message(name, gap, fleet.n_streams))
         # The start-up's scale, what a live agent knows at its start (the end of tick first_tick - 1); streams with
         # none yet get theirs at the first tick with a season's worth of pairs, from what is known then (below).
         scale = fleet.scale_known_at(freq.season_length, first_tick - 1)
@@ -368,6 +403,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         "historical_drivers": list(fleet.drivers.historical),
         "event_drivers": list(fleet.drivers.events),
         "driver_values_filled": int(sum(service.driver_fills.values())),  # the same for every service
+        # Drivers the model uses that some streams hold no value of: {driver: {"n_streams", "first"}}.
+        "streams_without_drivers": driver_gaps,
         "policies": names,
         "executor": config.executor or "inline",
         "fits_done": sum(svc.fits_done for svc in distinct_services),
@@ -420,7 +457,9 @@ def _record_fits(report: TickReport, acc: _Accumulator) -> None:
 #: ``outcome`` is ``served`` (the new model served at once: a schedule's or the age backstop's fit),
 #: ``promoted`` / ``rejected`` / ``awaiting-approval`` (a challenger, judged at ``judged_tick`` on the mean losses
 #: ``challenger_loss`` and ``champion_loss`` of its shadow ticks, with the paired test's ``p_value``),
-#: ``pending`` (a challenger still in shadow when the backtest ended) or ``failed`` (the fit failed: the
+#: ``pending`` (a challenger still in shadow when the backtest ended), ``dropped`` (a challenger replaced,
+#: without a verdict, by a person's forced re-training at ``judged_tick``: only when the agent is given
+#: :class:`~mlma.agent.Controls`, which the backtest's own loop does not) or ``failed`` (the fit failed: the
 #: serving model stays; the error is in the escalations when it repeats).
 RETRAIN_COLUMNS = ["policy", "unique_id", "tick", "tick_start", "reason", "outcome", "judged_tick",
                    "challenger_loss", "champion_loss", "p_value"]
@@ -430,15 +469,19 @@ def _record_retrains(report: TickReport, policy: str, ids, tick_start, rows: lis
                      open_challenges: dict[int, dict]) -> None:
     """Close the rows of the challengers judged this tick, then add a row per re-training of this tick.
 
-    The agent judges the challengers of earlier ticks before it decides, so a stream re-trained this tick
-    is never one judged this tick; ``open_challenges`` maps a stream to its row while its challenger is in
-    shadow.
+    The agent judges (or, for a person's forced re-training, drops) the challengers of earlier ticks before
+    it re-trains, so the rows of a stream's earlier challenger are closed before its new one opens;
+    ``open_challenges`` maps a stream to its row while its challenger is in shadow.
     """
     for s, check in report.checks.items():
         row = open_challenges.pop(int(s), None)
         if row is not None:
             row.update(outcome=check.result, judged_tick=report.tick, challenger_loss=check.challenger_mean_loss,
                        champion_loss=check.champion_mean_loss, p_value=check.p_value)
+    for s in report.replaced:
+        row = open_challenges.pop(int(s), None)
+        if row is not None:
+            row.update(outcome="dropped", judged_tick=report.tick)
     roles = {m.stream: m.role for m in report.new_models}
     for s in np.flatnonzero(report.retrained):
         challenger = roles.get(int(s)) == "challenger"

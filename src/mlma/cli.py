@@ -302,6 +302,11 @@ def backtest(
         console.print(f"{sum(fell_back.values()):,} of {fits:,} fits fell back to a simpler model ({causes}): "
                       f"those streams were forecast by seasonal naive or the mean, not {model} (docs/models.md)")
     _say_failures(result.summary, result.config["n_streams"])
+    from mlma.backtest import driver_gaps_message
+
+    for name, gap in result.config["streams_without_drivers"].items():  # an empty column is not left unsaid
+        console.print(f"warning: {driver_gaps_message(name, gap, result.config['n_streams'])}", style="yellow",
+                      markup=False, highlight=False)
     cached = (f", {result.config['fits_from_cache']:,} from the fit cache" if fit_cache is not None else "")
     console.print(f"done in {time.perf_counter() - started:.1f} s ({result.config['fits_done']:,} fits{cached}); "
                   f"wrote {out}/summary.json and {out}/report.html")
@@ -440,7 +445,7 @@ def init(
 ) -> None:
     """Create a project: a validated mlma.toml and an up-to-date store (refused on a store that already holds a
     project, unless --attach)."""
-    from mlma.project import CONFIG_NAME, ConfigError, init_project
+    from mlma.project import CONFIG_NAME, ConfigError, check_model_spec, init_project
 
     if from_mlflow is not None and mlflow_uri is None:
         _fail("--from-mlflow needs --mlflow-uri (e.g. sqlite:///mlflow.db)")
@@ -458,6 +463,8 @@ def init(
             _fail(str(exc))
         model = f"pickle:{path}"
     try:
+        # Refused here, naming what is wrong, when no clock could build it (init_project checks it again).
+        unchecked = check_model_spec(model)
         config = init_project(folder, db=db, model=model, attach=attach)
         if mlflow_uri is not None:
             config_file = config.root / CONFIG_NAME
@@ -469,6 +476,10 @@ def init(
         _fail(str(exc))
     console.print(f"created project {config.root} (store {config.store_url})"
                   + (f", model {source} from MLflow" if source else ""))
+    if unchecked:
+        console.print(f"note: model {model!r} could not be checked in this environment ({unchecked}); the "
+                      "environment that runs the ticks needs it, or the first tick stops naming it",
+                      style="yellow", markup=False, highlight=False)
 
 
 mlflow_app = typer.Typer(help="The MLflow mirror of the model registry (docs/mlflow.md).", no_args_is_help=True)
@@ -546,9 +557,14 @@ def ingest(
     if report.duplicate:
         console.print(f"{data}: already ingested (same content); nothing changed")
         return
+    from mlma.store.records import driver_counts
+
+    # A row whose y is the same but whose observed driver values changed is revised: which drivers, said.
     console.print(f"{data}: {report.rows_new:,} new, {report.rows_revised:,} revised, "
                   f"{report.rows_unchanged:,} unchanged, {report.rows_dropped:,} dropped rows; "
-                  f"{report.new_streams:,} new streams")
+                  f"{report.new_streams:,} new streams"
+                  + (f"; driver values revised: {driver_counts(report.drivers_revised)}"
+                     if report.drivers_revised else ""))
     declared = config.drivers().columns
     given = [c for c in _columns_besides_keys(data, d) if c != d.target_col]
     present = set(given)

@@ -42,6 +42,7 @@ Examples
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,12 +62,15 @@ from mlma.store.schema import STREAM_ACTION_STATUSES
 if TYPE_CHECKING:
     from mlma.store.transaction import Transaction
 
+log = logging.getLogger(__name__)
+
 #: Monitoring parameters a stream may override, with their bounds (one table: :data:`mlma.params.PARAMETERS`).
 OVERRIDABLE = PARAMETERS
 
 #: What ``Operations`` can do, for the CLI's and the API's help texts.
 ACTIONS = {
-    "retrain": "force a re-training at the next tick (the challenger check still applies unless direct)",
+    "retrain": ("force a re-training at the next tick (the challenger check still applies unless direct); it "
+                "replaces a challenger in shadow or waiting for approval"),
     "pin": "no automatic re-training until unpinned or until a date; monitoring goes on",
     "unpin": "automatic re-training again",
     "rollback": "put an earlier model version back in service now",
@@ -164,9 +168,20 @@ class Operations:
 
     # -- settings read by every tick ------------------------------------------------------------------------
     def pin(self, streams=None, *, group=None, until: Any = None, by: str, reason: str | None = None) -> ActionResult:
-        """No automatic re-training for the streams until :meth:`unpin` or until ``until`` (an instant)."""
-        value = FOREVER if until is None else pin_stamp(future_instant(until, "until"))
-        return self._override("pin", streams, group, {"pinned_until": value}, by, reason)
+        """No automatic re-training for the streams until :meth:`unpin` or until ``until`` (an instant).
+
+        A refused ``until`` names the streams the pin was for (the first three and how many), after the reason,
+        so that a script pinning group after group says which pin failed."""
+        ids, target = self.select(streams, group=group)
+        try:
+            value = FOREVER if until is None else pin_stamp(future_instant(until, "until"))
+        except ParameterError as exc:
+            names = self.store.unique_ids(ids[:3]).tolist()
+            listed = ", ".join(names) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+            group_of = f"{target}, " if target.startswith("group:") else ""
+            raise ParameterError(f"{exc}; nothing was pinned ({group_of}{len(ids)} stream"
+                                 f"{'' if len(ids) == 1 else 's'}: {listed})") from None
+        return self._write_overrides("pin", ids, target, {"pinned_until": value}, by, reason)
 
     def unpin(self, streams=None, *, group=None, by: str, reason: str | None = None) -> ActionResult:
         return self._override("unpin", streams, group, {"pinned_until": None}, by, reason)
@@ -255,8 +270,43 @@ class Operations:
         By default the re-trained model must still beat the serving one in shadow before it is promoted
         (the same check as automatic re-trainings); ``direct=True`` promotes it at once, for when the
         engineer knows the serving model is wrong (e.g. after a product launch changed the stream).
+
+        A stream whose last re-training is still in shadow or waits for approval is re-trained all the same:
+        the new model replaces that challenger, which is dropped without its check (its check says so), unless
+        the person approves or rejects it, or puts a version in service, for the same tick. The answer's
+        ``detail["note"]`` names the challengers it will replace.
         """
-        return self._queue("retrain", streams, group, {"direct": bool(direct)}, by, reason)
+        return self._queue("retrain", streams, group, {"direct": bool(direct)}, by, reason,
+                           note=self._replaced_note)
+
+    def _replaced_note(self, ids: np.ndarray) -> str | None:
+        """The challengers (in shadow or waiting for approval) a forced re-training of ``ids`` will replace, in
+        words; None: none of the streams has one."""
+        from mlma.store.registry_tables import RegistryTables
+
+        tables = RegistryTables(self.store)
+        sid, serving, _ = tables.serving_versions()
+        serving_of = dict(zip(sid.tolist(), serving.tolist()))
+        wanted = set(ids.tolist())
+        # Only a stream with a version newer than its serving one can have a challenger; a large selection
+        # asks for every stream's newest version at once (one statement, no list of ids to bound).
+        latest = tables.latest_versions(None if len(wanted) > 1000 else sorted(wanted))
+        newer = [s for s, _, top in latest if s in wanted and top > serving_of.get(s, 0)]
+        found = {}
+        for v in tables.versions(newer) if newer else ():
+            if v.version > serving_of.get(v.stream_id, 0) and (v.check or {}).get("result") in ("pending",
+                                                                                             "awaiting-approval"):
+                found[v.unique_id] = (v.version, "waits for approval" if v.check["result"] == "awaiting-approval"
+                                      else "in shadow")
+        if not found:
+            return None
+        shown = ", ".join(f"{uid}: version {version} {where}" for uid, (version, where) in list(found.items())[:5])
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        one = len(found) == 1
+        return (f"{len(found)} stream{'' if one else 's'} {'has a challenger' if one else 'have challengers'} "
+                f"({shown}{more}): the re-training replaces {'it' if one else 'them'}, dropped without "
+                f"{'its' if one else 'their'} check, unless a person approves, rejects or puts a version in "
+                "service for the same tick")
 
     def reset_reference(self, streams=None, *, group=None, rebase: bool = False, by: str,
                         reason: str | None = None) -> ActionResult:
@@ -294,14 +344,26 @@ class Operations:
             raise ActionError(f"stream {stream!r} has no model waiting for approval and no challenger in shadow: "
                               f"nothing to {action} (its versions and their checks: `mlma versions {stream}`)")
 
-    def _queue(self, kind, streams, group, params, by, reason, action=None) -> ActionResult:
+    def _queue(self, kind, streams, group, params, by, reason, action=None,
+               note: Callable[[np.ndarray], str | None] | None = None) -> ActionResult:
+        """Queue ``kind`` for the chosen streams with its audit entry; ``note(ids)``, when given, may add a
+        ``note`` to the answer's detail (what the action will do besides, read once it is queued)."""
         check_actor(by)
         ids, target = self.select(streams, group=group)
         with self.store.transaction() as tx:
             tx.queue_actions(ids, kind, params, by=by, reason=reason)
             audit_id = tx.audit(by, action or kind, target, {"streams": len(ids), **params}, reason, streams=ids)
+        detail = dict(params)
+        said = None
+        if note is not None:
+            try:
+                said = note(ids)
+            except Exception:  # noqa: BLE001 - the action is queued: an answer saying it failed would be retried
+                log.exception("%s queued for %d stream(s); its note could not be read", kind, len(ids))
+        if said:
+            detail["note"] = said
         return ActionResult(action or kind, self.store.unique_ids(ids).tolist(), queued=len(ids),
-                            audit_id=audit_id, detail=dict(params))
+                            audit_id=audit_id, detail=detail)
 
     def cancel_action(self, action_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
         """Take back queued actions that no tick has carried out yet. Refused (nothing cancelled) for actions

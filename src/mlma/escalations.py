@@ -97,14 +97,16 @@ def queue_items(kinds, ticks, groups) -> np.ndarray:
 
 def cleared_conditions(*, promoted: np.ndarray, rejected: np.ndarray, fitted: np.ndarray, initial_fit: np.ndarray,
                        reported: np.ndarray, flagged: np.ndarray, on_model: np.ndarray,
-                       forecasted: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                       forecasted: np.ndarray | None = None,
+                       dropped: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Escalation kinds whose condition cleared in a tick, with the stream ids, from boolean arrays over streams.
 
     The one rule for resolving escalations without a person, applied by the live agent (through the store) and
     by the backtest (:class:`EscalationBook`) alike:
 
     - ``challenger-lost``, ``repeated-trigger``: a new model serves (promoted);
-    - ``approval-needed``: a new model serves or the waiting one was rejected;
+    - ``approval-needed``: a new model serves, or the waiting one was rejected or ``dropped`` (replaced by a
+      person's forced re-training);
     - ``fit-failed``: a fit succeeded (``fitted``: re-trained without failure, or a first fit);
     - ``silent``: the stream reported; ``data-quality``: it reported and the policy no longer flags its data;
     - ``cold``: a regular (not fall-back) model serves it after a new model came in;
@@ -126,6 +128,8 @@ def cleared_conditions(*, promoted: np.ndarray, rejected: np.ndarray, fitted: np
     }
     if forecasted is not None:
         masks["forecast-failed"] = forecasted
+    if dropped is not None:
+        masks["approval-needed"] = masks["approval-needed"] | dropped
     return {kind: np.flatnonzero(mask) for kind, mask in masks.items() if mask.any()}
 
 

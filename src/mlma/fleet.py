@@ -344,17 +344,23 @@ class FleetData:
         value of that driver one season earlier (e.g. the same hour yesterday: a daily cycle of temperature
         is kept), else its last value known before the tick. A missing value of an event driver is 0, as
         declared (no event runs), not filled: a campaign that ended must not run on in the forecasts.
-        Historical drivers are NaN (not known yet).
+        Historical drivers are NaN (not known yet). :meth:`future_driver_fills` gives the fills per driver.
         """
+        values, filled = self.future_driver_fills(s, k, season_length)
+        return values, int(filled.sum())
+
+    def future_driver_fills(self, s: int, k: int, season_length: int) -> tuple[np.ndarray | None, np.ndarray]:
+        """As :meth:`future_driver_values`, with the values filled counted per future driver (in
+        ``drivers.future`` order), so that a warning can name the drivers nobody sent."""
         future = self.tick_timestamps(k)
         values = self.driver_values(s, future)
-        if values is None:
-            return None, 0
         n_f = len(self.drivers.future)
+        if values is None:
+            return None, np.zeros(n_f, dtype=np.int64)
         values[:, n_f:] = np.nan
         gaps = ~np.isfinite(values[:, :n_f])  # none for event drivers (driver_values: 0)
         if not gaps.any():
-            return values, 0
+            return values, np.zeros(n_f, dtype=np.int64)
         j = self._local(k)
         pos = self.tick_grid_start[j] + np.arange(future.size) - season_length
         earlier = self.grid[np.maximum(pos, 0)]
@@ -369,7 +375,34 @@ class FleetData:
                 if known.size:
                     fill[np.isnan(fill[:, c]), c] = known[-1]
         values[:, :n_f] = fill
-        return values, int(gaps.sum())
+        return values, gaps.sum(axis=0).astype(np.int64)
+
+    def streams_without_values(self, names) -> dict[str, np.ndarray]:
+        """For each driver of ``names`` (columns of :attr:`drivers`), the streams (indices, ascending) that
+        hold no value of it at all, observed or known in advance; drivers every stream has a value of are left
+        out. A model that uses the driver is fitted and forecast without it for those streams.
+
+        >>> from mlma.models import Drivers
+        >>> frame = pd.DataFrame({"unique_id": np.repeat(["a", "b"], 48), "y": 1.0, "t": np.r_[np.ones(48),
+        ...                       np.full(48, np.nan)], "ds": np.tile(pd.date_range("2025-01-01", periods=48,
+        ...                       freq="h"), 2)})
+        >>> fleet = FleetData(frame, "h", pd.date_range("2025-01-01", periods=3, freq="D"),
+        ...                   drivers=Drivers(future=("t",)))
+        >>> fleet.streams_without_values(["t"])
+        {'t': array([1])}
+        """
+        if self._drv_offsets is None:
+            return {}
+        counts = np.diff(self._drv_offsets)
+        stream = np.repeat(np.arange(self.n_streams), counts)
+        out = {}
+        for name in names:
+            c = list(self.drivers.columns).index(name)
+            held = np.bincount(stream, weights=np.isfinite(self._drv_values[:, c]), minlength=self.n_streams)
+            none = np.flatnonzero(held == 0)
+            if none.size:
+                out[name] = none
+        return out
 
     @property
     def _event_columns(self) -> list[int]:

@@ -695,11 +695,14 @@ class LiveAgent:
                           if name not in encoding.arrays}, copy=False)
             encoding.add({"meta.policy": np.array(json.dumps(policy_meta, sort_keys=True))})
             # From here on the tick is recorded from its report alone.
+            # The challengers a person's forced re-training replaced, by registry version (read before
+            # _versions moves the slots).
+            replaced = _replaced_versions(report, live)
             try:
                 with self.registry.artifacts.batch():  # the tick's new artifacts reach the disk in one flush
                     new_versions, expected, moves, checks = self._versions(k, report, fleet,
                                                                            service.train_window_ticks, live,
-                                                                           approvers, repair.refit)
+                                                                           approvers, repair.refit, replaced)
             except OSError as exc:
                 # A folder that cannot be made or written (a file in the way, no permission) is the
                 # configuration's fault; a full or read-only disk is said as the store says it.
@@ -722,7 +725,7 @@ class LiveAgent:
             for st, check in report.checks.items():
                 if check.result == "awaiting-approval" and waited[st] < 0 and shadow_before[st] >= 0:
                     waited[st] = shadow_before[st]
-            applied = {} if start else _outcomes(actions, report, live, waited, controls.adopt)
+            applied = {} if start else _outcomes(actions, report, live, waited, controls.adopt, replaced)
             verdicts = None if start else _verdicts(report, scored_by)
             forecasts = (forecast_frame(report.issued, fleet.tick_timestamps(k + 1), live["champion_version"])
                          if report.issued is not None else None)
@@ -763,10 +766,8 @@ class LiveAgent:
                 # Future driver values the forecasts of tick k + 1 needed but nobody ingested: filled by the
                 # fallback of FleetData.future_driver_values (same time a season earlier, else the last value).
                 filled = int(service.driver_fills.get(k + 1, 0))
-                if filled:
-                    log.warning("tick %s: %s future driver value(s) for tick %s were not ingested (mlma ingest "
-                                "--future); filled with the value a season earlier or the last known one", k, filled,
-                                k + 1)
+                if filled:  # naming the drivers and streams: whose feed to mend
+                    log.warning("tick %s: %s", k, service.driver_fill_message(k + 1))
             # The next tick's bounds go in the summary for `mlma status`'s quick path (mlma.store.glance).
             summary = _summary(report, n, start, time.perf_counter() - started, filled, _next_tick(timing, k + 1),
                                moved_by_people=list(controls.adopt))
@@ -1240,9 +1241,11 @@ class LiveAgent:
         return controls, actions, approvers, counts, read
 
     def _versions(self, k: int, report: TickReport, fleet: FleetData, window: int | None, live: dict,
-                  approvers: dict, refit: dict[int, str]):
+                  approvers: dict, refit: dict[int, str], replaced: dict[int, tuple[int, str]] | None = None):
         """Registry writes of this tick: new versions (artifacts written now), champion moves and checks; the
-        map from the agent's model keys to registry versions (``live``) follows them."""
+        map from the agent's model keys to registry versions (``live``) follows them. ``replaced``: the
+        versions a person's forced re-training replaced (:func:`_replaced_versions`), checked as dropped."""
+        replaced = replaced or {}
         latest = self.store.latest_versions([m.stream for m in report.new_models])
         new_versions, expected = [], []
         checks, moves = [], []
@@ -1278,6 +1281,9 @@ class LiveAgent:
                 checks.append(VersionCheck(s, int(live["awaiting_version"][s]),
                                            {"result": "rejected", "rejected_by": who}))
                 live["awaiting_version"][s] = -1
+        # A challenger a person's forced re-training replaced leaves its slot before the new model takes one.
+        for s in replaced:
+            live["challenger_version"][s] = live["awaiting_version"][s] = -1
         for new in report.new_models:
             s, fm = new.stream, new.fitted
             latest[s] = latest.get(s, 0) + 1
@@ -1295,6 +1301,13 @@ class LiveAgent:
                 promote=not challenger, by="agent", reason=reason))
             expected.append(latest[s])
             live["challenger_version" if challenger else "champion_version"][s] = latest[s]
+        # Its check says why it was dropped (not "pending" or "awaiting-approval" for ever), naming the person and
+        # the version that replaced it; the replacing fit may have failed, which leaves the stream without one.
+        for s, (version, _) in replaced.items():
+            forced = str(report.decision.reason[s])
+            why = (f"dropped for a re-training {forced}, which failed: {report.failed[s]}" if s in report.failed
+                   else f"replaced by version {latest[s]}, a re-training {forced}")
+            checks.append(VersionCheck(s, version, {"result": "dropped", "why": why}))
         return new_versions, expected, moves, checks
 
     # -- retention ------------------------------------------------------------------------------------------
@@ -1680,12 +1693,25 @@ def _artifact_error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _replaced_versions(report: TickReport, live: dict) -> dict[int, tuple[int, str]]:
+    """The registry versions a person's forced re-training replaced this tick (:attr:`TickReport.replaced`),
+    by stream, with where each was (``"in shadow"``, ``"waiting for approval"``), read from the version map
+    ``live`` as the tick began (before :meth:`LiveAgent._versions` moves it)."""
+    out = {}
+    for s in report.replaced:
+        waiting = int(live["awaiting_version"][s])
+        out[int(s)] = ((waiting, "waiting for approval") if waiting >= 0
+                       else (int(live["challenger_version"][s]), "in shadow"))
+    return out
+
+
 def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.ndarray,
-              adopted: dict) -> dict[int, str]:
+              adopted: dict, replaced: dict[int, tuple[int, str]] | None = None) -> dict[int, str]:
     """What this tick did with each queued action, for ``stream_actions.outcome``: ``waited`` holds each
     stream's version that waited for approval when the tick began or came to wait in it, ``adopted`` the
-    streams a person moved."""
+    streams a person moved, ``replaced`` the versions a forced re-training replaced (:func:`_replaced_versions`)."""
     out = {}
+    replaced = replaced or {}
     challengers = set(report.challengers)
     decisions = actions[actions["kind"].isin(["approve", "reject"])]
     last_decision = dict(zip(decisions["stream_id"].astype(int), decisions.itertuples(index=False)))
@@ -1695,19 +1721,27 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.
         if later is not None and later.id != row.id and later.kind != row.kind:
             text = f"not carried out: a later {later.kind} (action {later.id} by {later.created_by}) replaced it"
         elif row.kind == "retrain":
+            version, where = replaced.get(s, (-1, ""))
             if report.initial_fit[s] and not report.retrained[s]:
                 text = f"re-fitted on the stream's window (version {int(live['champion_version'][s])})"
             elif s in report.failed:
                 text = f"re-training failed: {report.failed[s]}"
+                if version >= 0:
+                    text += f"; version {version}, which was {where}, was dropped for it"
             elif not report.retrained[s]:
-                text = ("no model yet: the first one comes when the stream has enough history"
-                        if not report.serving[s]
-                        else "not re-trained: its last re-training is still being judged (in shadow or waiting "
-                             "for approval), or another model was put in service this tick")
-            elif s in challengers:
-                text = "re-trained; the challenger runs in shadow before promotion"
+                if not report.serving[s]:
+                    text = "no model yet: the first one comes when the stream has enough history"
+                elif report.promoted[s]:
+                    text = (f"not re-trained: a person put version {int(live['champion_version'][s])} in service "
+                            "this tick (a roll-back, a promotion or an approval), and their choice stands")
+                else:
+                    text = ("not re-trained: its challenger is still in shadow, and the approval or rejection queued "
+                            "for it comes first; queue the re-training again to replace it")
             else:
-                text = f"re-trained and promoted (version {int(live['champion_version'][s])})"
+                text = ("re-trained; the challenger runs in shadow before promotion" if s in challengers
+                        else f"re-trained and promoted (version {int(live['champion_version'][s])})")
+                if version >= 0:
+                    text += f"; it replaced version {version}, which was {where}"
         elif row.kind == "reset-reference":
             if not report.serving[s] and s not in adopted:
                 text = "nothing to reset: no model serves the stream yet (its reference starts with its first model)"

@@ -71,8 +71,9 @@ class TickObservation:
     train_rows: np.ndarray | None = None
     #: Streams the agent re-trains in no case this tick: a re-trained model of theirs is still being judged (in
     #: shadow, or waiting for approval), whose verdict comes first, or a person put a model in service for
-    #: them this tick (a roll-back). A policy should not choose them, nor count their evidence as a trigger
-    #: acted on; None when unknown.
+    #: them this tick (a roll-back). (Not a stream whose challenger a person's forced re-training replaces: it is
+    #: re-trained this tick.) A policy should not choose them, nor count their evidence as a trigger acted on;
+    #: None when unknown.
     busy: np.ndarray | None = None
 
     @property

@@ -485,14 +485,14 @@ def _project_in_store(url: str) -> str | None:
 
 def init_project(root: str | Path, *, db: str | None = None, model: str = "lightgbm",
                  attach: bool = False) -> ProjectConfig:
-    """Create a project folder with ``mlma.toml`` and an up-to-date store; refuses to overwrite one.
+    """Create a project folder with ``mlma.toml`` and an up-to-date store; refuses to overwrite one, and a model
+    spec that cannot be built (:func:`check_model_spec`), before writing anything.
 
     A store (``db``) that already holds a project's data (streams or ticks) is refused: a second folder on it
     would share and change that fleet, and its failures would reach that project's queue. ``attach=True``
     makes the folder another front of the same project (a second machine, docs/cluster.md): then give it the
     same ``[model]``, ``[data]`` and ``[monitor]`` settings and artifacts folder as the first.
     """
-    from mlma.models import ForecastContext, make_forecaster
     from mlma.store import Store
 
     root = Path(root)
@@ -501,16 +501,7 @@ def init_project(root: str | Path, *, db: str | None = None, model: str = "light
     path = root / CONFIG_NAME
     if path.exists():
         raise ConfigError(f"{path} exists already; this folder is a project")
-    if ":" not in model and model.strip() != "mlforecast":
-        # A built-in name that does not exist is refused now, not at the first tick (built under an hourly
-        # context, as the frequency is only known after the first ingest). A spec with an import path, a file
-        # or an extra (package.module:Class, pickle:..., statsforecast:..., mlforecast) is not: the service that
-        # runs the ticks may have a path or an environment this command does not; the first tick says if it
-        # cannot be built.
-        try:
-            make_forecaster(model, ForecastContext("h", season_length=24, horizon=24))
-        except ValueError as exc:
-            raise ConfigError(f"model {model!r}: {exc}") from None
+    check_model_spec(model)  # a wrong spec is refused now, before anything is written, not at the first tick
     # The highest folder this call creates (the project's, or a missing parent of it), removed on failure.
     created = next((folder for folder in reversed([root, *root.parents]) if not folder.exists()), None)
     # The project holds the fleet's data, models and possibly a database password: its owner's only.
@@ -544,6 +535,48 @@ def init_project(root: str | Path, *, db: str | None = None, model: str = "light
         raise ConfigError(f"cannot create the project's store: {type(exc).__name__}: "
                           f"{(str(exc).strip().splitlines() or [''])[0]}") from None
     return config
+
+
+#: The clocks a model spec is built for before the data fixes the project's: hourly data in daily ticks, and
+#: daily data in daily ticks (one step a tick, the fewest; a lag must be at least a tick long, for instance).
+_PROBE_CLOCKS = (("h", 24, 24), ("D", 7, 1))
+
+
+def check_model_spec(spec: str) -> str | None:
+    """Build ``spec`` as the agent will (:func:`mlma.models.make_forecaster`, the same parser and factory),
+    before a project is written: a ``ConfigError`` naming the spec and what is wrong with it when no clock
+    could build it; None when it builds.
+
+    The frequency is known only once the first ingest fixes it, so the spec is built for a few likely clocks
+    (``_PROBE_CLOCKS``) and refused only when it fails for every one of them; an error that depends on the
+    clock is left to the first tick, which knows it. A spec that names what this environment cannot import or
+    read (an optional extra, a package not on the path, a model file: :class:`mlma.models.SpecUnavailable`)
+    is not refused either, as the environment that runs the ticks may have it: the reason is returned, for
+    ``mlma init`` to say.
+
+    >>> check_model_spec("ridge:alpha=3") is None
+    True
+    >>> check_model_spec("ridge:alpha=-1")
+    Traceback (most recent call last):
+    ...
+    mlma.project.ConfigError: model 'ridge:alpha=-1': alpha must be a non-negative number, got -1
+    >>> check_model_spec("no_such_package_xyz:Model")[:72]
+    "model spec 'no_such_package_xyz:Model': cannot import module 'no_such_pa"
+    """
+    from mlma.models import ForecastContext, SpecUnavailable, make_forecaster
+
+    first = None
+    for freq, season, horizon in _PROBE_CLOCKS:
+        try:
+            make_forecaster(spec, ForecastContext(freq, season_length=season, horizon=horizon))
+            return None
+        except SpecUnavailable as exc:
+            return str(exc)
+        except ValueError as exc:
+            first = first or exc
+    text = str(first)
+    said = f"model spec {spec.strip()!r}: "  # the factory's own prefix, not said twice
+    raise ConfigError(f"model {spec!r}: {text[len(said):] if text.startswith(said) else text}")
 
 
 def _private_dir(path: Path) -> None:

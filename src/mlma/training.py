@@ -938,6 +938,9 @@ class ModelService:
         #: Future driver values missing at forecast time and filled by the fallback (see
         #: FleetData.future_driver_values), per target tick.
         self.driver_fills: dict[int, int] = {}
+        #: The streams (indices) whose values of each future driver were filled, per target tick: the
+        #: newest two target ticks only (a tick forecasts the next one), for :meth:`driver_fill_message`.
+        self.driver_fill_streams: dict[int, dict[str, set[int]]] = {}
 
     def set_driver_prior(self, prior) -> None:
         """Give the fits and forecasts from now on the fleet's estimate of the future drivers' effects
@@ -1268,6 +1271,32 @@ class ModelService:
         except Exception:  # noqa: BLE001 - no counterfactual: the stream's loss is not discounted
             return none
 
+    def _count_fills(self, stream: int, target_tick: int, filled: np.ndarray) -> None:
+        """Count a stream's filled future driver values (``filled``: per future driver) for ``target_tick``."""
+        self.driver_fills[target_tick] = self.driver_fills.get(target_tick, 0) + int(filled.sum())
+        if target_tick not in self.driver_fill_streams:
+            for old in [t for t in self.driver_fill_streams if t < target_tick - 1]:
+                del self.driver_fill_streams[old]  # a long live run keeps only what a tick's warning reads
+        by_driver = self.driver_fill_streams.setdefault(target_tick, {})
+        for name, n in zip(self.fleet.drivers.future, filled):
+            if n:
+                by_driver.setdefault(name, set()).add(int(stream))
+
+    def driver_fill_message(self, target_tick: int, most: int = 5) -> str | None:
+        """What the forecasts of ``target_tick`` filled (future driver values nobody sent), naming each driver
+        and its streams (the first ``most``, then how many more); None when nothing was filled. A model that uses
+        drivers asks for them stream by stream (:meth:`predict_many`), in this process, so every fill is seen here.
+        """
+        total = self.driver_fills.get(target_tick, 0)
+        if not total:
+            return None
+        by_driver = self.driver_fill_streams.get(target_tick, {})
+        named = "; ".join(f"{name} of {len(by_driver[name]):,} stream(s) "
+                          f"({_shown([str(self.fleet.ids[s]) for s in sorted(by_driver[name])], most)})"
+                          for name in self.fleet.drivers.future if name in by_driver)  # in the declared order
+        return (f"{total:,} future driver value(s) for tick {target_tick} were not ingested (mlma ingest --future)"
+                + (f": {named}" if named else "") + "; filled with the value a season earlier or the last known one")
+
     def _predict_with_drivers(self, key: ModelKey, target_tick: int, window: int | None,
                               future: np.ndarray, future_X: np.ndarray | None = None) -> np.ndarray:
         """Forecast with driver values: the history's, and ``future_X`` for the tick (default: the values in
@@ -1281,9 +1310,9 @@ class ModelService:
         hist = self.fleet.history(key.stream, target_tick - 1, window)
         X = self.fleet.driver_values(key.stream, hist.ds)
         if future_X is None:
-            future_X, filled = self.fleet.future_driver_values(key.stream, target_tick, self.ctx.season_length)
-            if filled:
-                self.driver_fills[target_tick] = self.driver_fills.get(target_tick, 0) + filled
+            future_X, filled = self.fleet.future_driver_fills(key.stream, target_tick, self.ctx.season_length)
+            if filled.any():
+                self._count_fills(key.stream, target_tick, filled)
         if columns is not None:
             X, future_X = X[:, columns], future_X[:, columns]
         problem = _implausible_drivers(X, future_X, view.drivers.columns, future, self.driver_range_factor)

@@ -33,6 +33,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Match
 
 from mlma.api import auth
 from mlma.api.deps import AppContext, viewer
@@ -116,9 +117,12 @@ def create_app(source: Any, *, artifacts: str | Path | None = None, secret: byte
         if ctx.owns_store:
             store.close()
 
+    # No redirect_slashes: its redirect names an absolute URL built from the request's own scheme, which behind
+    # a proxy that ends TLS is http. SlashTolerant below serves such paths in place instead.
     app = FastAPI(title="mlma", summary="The Machine Learning Monitoring Agent's API: the fleet, the engineer's "
                                         "queue and the actions on it.", version=_version(),
-                  docs_url=None, redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan)
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json", lifespan=lifespan,
+                  redirect_slashes=False)
     app.state.mlma = ctx
     app.include_router(read.router)
     app.include_router(actions.router)
@@ -139,7 +143,49 @@ def create_app(source: Any, *, artifacts: str | Path | None = None, secret: byte
             response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    # Added last, so it runs first: the guard (the log-in's exemption) and the headers see the route's path.
+    app.add_middleware(SlashTolerant, router=app.router)
     return app
+
+
+class SlashTolerant:
+    """ASGI middleware: a path that names no route but does with its trailing slash removed (``/api/fleet/``),
+    or with one added, is served as that route's path, for every router, without a redirect.
+
+    Starlette's own answer (``redirect_slashes``) is a redirect to an absolute URL made from the request's
+    scheme and host. Behind a reverse proxy that ends TLS the scheme the server sees is http (unless uvicorn
+    trusts that proxy's ``X-Forwarded-Proto``, by default only one on the same host), so a client that follows
+    it sends its token and body again in the clear; a client that follows no redirect (httpx by default) gets
+    an empty 307 instead of the answer. Serving the path in place needs no URL at all. A path that a route
+    matches as it is (a stream id ending in ``/`` under ``/api/streams/{unique_id:path}``) is left alone; one
+    that matches neither way is a 404.
+
+    >>> from fastapi.testclient import TestClient
+    >>> client = TestClient(create_app(Store.create("sqlite://")))
+    >>> answer = client.get("/healthz/", headers={"X-Forwarded-Proto": "https"}, follow_redirects=False)
+    >>> answer.status_code, "location" in answer.headers
+    (200, False)
+    """
+
+    def __init__(self, app, router) -> None:
+        self.app = app
+        self.router = router
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["path"] != "/" and not self._routed(scope, scope["path"]):
+            path = scope["path"]
+            other = (path.rstrip("/") or "/") if path.endswith("/") else path + "/"
+            if self._routed(scope, other):
+                scope = {**scope, "path": other}
+                raw = scope.get("raw_path")
+                if isinstance(raw, bytes):  # what uvicorn logs: the path served
+                    scope["raw_path"] = (raw.rstrip(b"/") or b"/") if path.endswith("/") else raw + b"/"
+        await self.app(scope, receive, send)
+
+    def _routed(self, scope, path: str) -> bool:
+        """Whether a route takes ``path`` (for any method: a wrong one is the route's 405, as before)."""
+        probe = {**scope, "path": path}
+        return any(route.matches(probe)[0] is not Match.NONE for route in self.router.routes)
 
 
 def _version() -> str:

@@ -443,7 +443,9 @@ def cancel_action(ids: list[int] = typer.Argument(..., help="Queued action ids (
 
 # -- reads ---------------------------------------------------------------------------------------------------
 def escalations(status: str = typer.Option("open", help="open, acknowledged, silenced or resolved (comma-separated)."),
-                group_by: str = typer.Option("city", help="Attribute that groups streams; '' for none."),
+                group_by: str = typer.Option("city", help="Attribute that groups streams; '' for none. Give the "
+                                             "served queue's (mlma serve --group-by, city by default) to see "
+                                             "its items."),
                 limit: int = typer.Option(20, min=1, max=500, help="Items to show."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                 project: Optional[Path] = PROJECT_OPT) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import HTTPException, Request
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 #: The largest integer a database column holds (64-bit signed).
 MAX_INT64 = 2**63 - 1
@@ -56,12 +56,19 @@ class Body(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _storable_text(cls, data: Any) -> Any:
+    def _storable_names(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            for key, value in data.items():
+            for key in data:
                 _walk(key, "a field name")
-                _walk(value, str(key))
         return data
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _storable_text(cls, value: Any, info: ValidationInfo) -> Any:
+        # A field's own validator, not the model's: its error's loc is the field's (["body", "reason"]), as
+        # FastAPI's other 422s are, where a model validator's would be ["body"] alone.
+        _walk(value, info.field_name)
+        return value
 
 
 def check_request_text(request: Request) -> None:

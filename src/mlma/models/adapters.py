@@ -8,7 +8,7 @@ import inspect
 
 import numpy as np
 
-from mlma.models.base import ForecastContext
+from mlma.models.base import ForecastContext, SpecUnavailable
 from mlma.models.regression import FeatureForecaster
 
 __all__ = ["SklearnForecaster", "import_object", "is_regressor_like"]
@@ -26,7 +26,9 @@ def import_object(path: str):
     Raises
     ------
     ValueError
-        Naming the path and why the import failed.
+        Naming the path and why the import failed: :class:`~mlma.models.SpecUnavailable` when the module
+        cannot be imported here (not installed, not on the path), a plain ``ValueError`` when the path is
+        malformed or the module has no such name.
 
     Examples
     --------
@@ -47,7 +49,7 @@ def import_object(path: str):
     try:
         obj = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import module {module_name!r} for {path!r}: {exc}") from None
+        raise SpecUnavailable(f"cannot import module {module_name!r} for {path!r}: {exc}") from None
     for part in qualname.split("."):
         try:
             obj = getattr(obj, part)

@@ -18,6 +18,7 @@ from pandas.tseries.frequencies import to_offset
 from mlma.calendar import season_length
 
 __all__ = [
+    "SpecUnavailable",
     "BaseForecaster",
     "Drivers",
     "FIT_ERRORS",
@@ -43,6 +44,17 @@ class InsufficientDataError(ValueError):
 
     Raised by the built-in models from ``fit``; :func:`mlma.models.fit_forecaster` catches it and falls back to a
     simpler model, keeping the message as the ``fallback_reason``.
+    """
+
+
+class SpecUnavailable(ValueError):
+    """A model spec that may well be right but needs what this Python environment lacks: a module or package
+    it cannot import (an optional extra such as ``mlma[nixtla]``, a user's package not on the path) or a model
+    file it cannot read.
+
+    Raised by :func:`mlma.models.make_forecaster`, where it is a ``ValueError`` like any spec that cannot be
+    built; ``mlma init`` tells it apart, since the environment that runs the ticks may have what this one
+    lacks (:func:`mlma.project.check_model_spec`).
     """
 
 

@@ -22,6 +22,7 @@ from mlma.models.base import (
     FleetForecaster,
     ForecastContext,
     Forecaster,
+    SpecUnavailable,
     as_datetime_array,
     as_float_array,
 )
@@ -192,6 +193,9 @@ def _from_object(obj, ctx: ForecastContext, params: dict, spec) -> Forecaster:
             model = obj(**kwargs)
         except TypeError as exc:
             raise ValueError(f"cannot instantiate model spec {label!r} with {sorted(kwargs)}: {exc}") from None
+        except ImportError as exc:  # a package the constructor imports is missing here, not the spec wrong
+            raise SpecUnavailable(f"model spec {label!r}: its constructor raised {type(exc).__name__}: {exc}") \
+                from None
         except Exception as exc:  # noqa: BLE001 - a user's constructor: no history would fix it
             raise ValueError(f"model spec {label!r}: its constructor raised {type(exc).__name__}: {exc}") from None
     elif isinstance(obj, Forecaster):
@@ -244,9 +248,12 @@ def _from_pickle(key: str, ctx: ForecastContext, params: dict) -> Forecaster:
     path = Path(key[len("pickle:"):].strip()).expanduser()
     try:
         obj = _unpickle(str(path.resolve()), path.stat().st_mtime_ns)
-    except OSError as exc:
-        raise ValueError(f"model spec {key!r}: cannot read {path}: {exc.strerror or exc}") from None
-    except (pickle.UnpicklingError, AttributeError, ImportError, EOFError) as exc:
+    except OSError as exc:  # not on this machine, or not for this user: the agent's may read it
+        raise SpecUnavailable(f"model spec {key!r}: cannot read {path}: {exc.strerror or exc}") from None
+    except ImportError as exc:  # the pickled class's package is not installed here
+        raise SpecUnavailable(f"model spec {key!r}: {path} needs a module this environment cannot import "
+                              f"({type(exc).__name__}: {exc})") from None
+    except (pickle.UnpicklingError, AttributeError, EOFError) as exc:
         raise ValueError(f"model spec {key!r}: {path} is not a loadable pickle ({type(exc).__name__}: {exc})") from None
     return _from_object(obj, ctx, params, key)
 
@@ -280,7 +287,9 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     Raises
     ------
     ValueError
-        For an unknown spec, an import failure or bad parameters, naming the spec and what is available.
+        For an unknown spec, an import failure or bad parameters, naming the spec and what is available;
+        :class:`~mlma.models.SpecUnavailable` (a ``ValueError``) when what it names cannot be imported or read
+        in this environment (a missing extra, a package not on the path, a model file not on this machine).
 
     Examples
     --------
@@ -311,16 +320,27 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
         return _build_nixtla(key, ctx, params)
     if key.startswith("sklearn:"):
         path = key[len("sklearn:"):].strip()
+        head, _, options = path.rpartition(":")
+        if head and options and all("=" in part for part in options.split(",")):
+            # Read as a module named "linear_model.Ridge", it would pass for a package missing here.
+            raise ValueError(f"model spec {spec!r}: an 'sklearn:' spec takes no options after the class "
+                             f"({options!r}); name the class as package.module:Class to give them, e.g. "
+                             "'sklearn.linear_model:Ridge:alpha=2'")
+        regressor = in_sklearn = None
         if ":" not in path and not path.startswith("sklearn.") and "." in path:
             try:
                 regressor = import_object("sklearn." + path)
-            except ValueError:
-                regressor = None
-        else:
-            regressor = None
+            except SpecUnavailable:
+                pass  # no such module in scikit-learn: a path of its own
+            except ValueError as exc:
+                in_sklearn = exc  # scikit-learn has the module but not the name
         if regressor is None:
             try:
                 regressor = import_object(path)
+            except SpecUnavailable as exc:
+                # "linear_model.Nope" is scikit-learn's module without the name, not a package missing here.
+                raise (ValueError if in_sklearn else SpecUnavailable)(
+                    f"model spec {spec!r}: {in_sklearn or exc}") from None
             except ValueError as exc:
                 raise ValueError(f"model spec {spec!r}: {exc}") from None
         if not is_regressor_like(regressor):
@@ -334,8 +354,8 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
             key, params = f"{module}:{cls}", {**spec_options(options, spec), **params}
         try:
             obj = import_object(key)
-        except ValueError as exc:
-            raise ValueError(f"model spec {spec!r}: {exc}; built-ins are {', '.join(available_models())}") from None
+        except ValueError as exc:  # the same class: a module missing here stays SpecUnavailable
+            raise type(exc)(f"model spec {spec!r}: {exc}; built-ins are {', '.join(available_models())}") from None
         return _from_object(obj, ctx, params, spec)
     raise ValueError(
         f"unknown model spec {spec!r}; available: {', '.join(available_models())}, or {_SPEC_FORMS}"

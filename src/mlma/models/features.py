@@ -536,7 +536,10 @@ class FeatureSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "info", freq_info(self.freq))
-        lags = tuple(int(k) for k in self.lags)
+        try:
+            lags = tuple(int(k) for k in self.lags)
+        except (TypeError, ValueError):  # text from a spec ("lightgbm:lags=x"): named, not int()'s message
+            raise ValueError(f"lags must be whole numbers of steps, got {self.lags!r}") from None
         short = [k for k in lags if k < self.horizon]
         if short:
             raise ValueError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from mlma.models.base import ForecastContext
@@ -47,7 +49,8 @@ class RidgeForecaster(FeatureForecaster):
 
     def __init__(self, ctx: ForecastContext, alpha: float = 10.0, **feature_options):
         super().__init__(ctx, **feature_options)
-        if not np.isfinite(alpha) or alpha < 0:
+        # Text from a spec ("ridge:alpha=abc") is refused by name, not by numpy's TypeError.
+        if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not np.isfinite(alpha) or alpha < 0:
             raise ValueError(f"alpha must be a non-negative number, got {alpha!r}")
         self.alpha = float(alpha)
 

@@ -49,6 +49,7 @@ import ast
 import copy
 import inspect
 import re
+import sys
 from typing import Any, Self
 
 import numpy as np
@@ -59,6 +60,7 @@ from mlma.models.base import (
     Drivers,
     FleetForecaster,
     ForecastContext,
+    SpecUnavailable,
     as_datetime_array,
     as_exog_array,
     as_float_array,
@@ -239,7 +241,7 @@ def _statsforecast_models():
     try:
         from statsforecast import models  # noqa: PLC0415 - optional extra
     except ImportError as exc:
-        raise ValueError(f"statsforecast models need the statsforecast package: {_INSTALL}") from exc
+        raise SpecUnavailable(f"statsforecast models need the statsforecast package: {_INSTALL}") from exc
     return models
 
 
@@ -518,7 +520,7 @@ def _mlforecast():
     try:
         import mlforecast  # noqa: PLC0415 - optional extra
     except ImportError as exc:
-        raise ValueError(f"mlforecast pipelines need the mlforecast package: {_INSTALL}") from exc
+        raise SpecUnavailable(f"mlforecast pipelines need the mlforecast package: {_INSTALL}") from exc
     return mlforecast
 
 
@@ -549,7 +551,9 @@ def default_pipeline(ctx: ForecastContext, *, n_estimators: int = 100, learning_
     m = ctx.season_length
     if lags is None:
         lags = sorted({1, 2, 3, m})
-    if not lags or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in lags):
+    # A bare number (lags=24) is refused by name too, not by Python's "'int' object is not iterable".
+    listed = isinstance(lags, (list, tuple))
+    if not listed or not lags or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in lags):
         raise ValueError(f"lags must be a list of whole numbers >= 1, got {lags!r}")
     regressor = lgb.LGBMRegressor(n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
                                   min_child_samples=min_child_samples, n_jobs=1, random_state=0,
@@ -570,6 +574,25 @@ def _lookback(pipeline) -> int:
     for target in ts.target_transforms or []:
         longest += int(sum(getattr(target, "differences", []) or []))
     return longest
+
+
+def _most_steps(freq: str) -> int:
+    """Grid steps of ``freq`` between the earliest and the latest timestamp pandas holds (1677 to 2262): more
+    than any history has. A frequency mlma's calendar does not lay out (``B``, outside a project) has no bound.
+
+    >>> _most_steps("h"), _most_steps("MS"), _most_steps("2D")
+    (5124095, 7015, 106751)
+    """
+    from mlma.calendar import Frequency  # noqa: PLC0415 - as the other imports of this module's helpers
+
+    try:
+        frequency = Frequency.coerce(freq)
+    except ValueError:
+        return sys.maxsize
+    first, last = pd.Timestamp.min, pd.Timestamp.max
+    if frequency.months is not None:
+        return ((last.year - first.year) * 12 + last.month - first.month) // frequency.months
+    return (last.value - first.value) // frequency.step.value
 
 
 class MLForecastModel(BaseForecaster):
@@ -642,10 +665,19 @@ class MLForecastModel(BaseForecaster):
                              f"{sorted(prototype.models)}")
         self.prototype = prototype
         self.lookback = _lookback(prototype)
+        most = _most_steps(ctx.freq)
+        if self.lookback >= most:
+            # No history is that long, so every fit would fall back. The training window is the tighter bound,
+            # but the service that knows it checks it (check_train_window); a window nobody set is lengthened.
+            raise ValueError(f"the mlforecast pipeline looks back {self.lookback:,} steps of {ctx.freq!r} data "
+                             f"(lags {list(prototype.ts.lags or [])} with its rolling windows and differences), "
+                             f"more than any history holds ({most:,} steps span the timestamps from "
+                             f"{pd.Timestamp.min:%Y} to {pd.Timestamp.max:%Y}); give lags a history can hold")
         default = self.lookback + max(2 * ctx.season_length, 12)
         if min_history is not None and (isinstance(min_history, bool) or not isinstance(min_history, int)
-                                        or min_history < 1):
-            raise ValueError(f"min_history must be a whole number >= 1, got {min_history!r}")
+                                        or not 1 <= min_history < most):
+            raise ValueError(f"min_history must be a whole number from 1 to {most - 1:,} (the steps of {ctx.freq!r} "
+                             f"data any history can hold), got {min_history!r}")
         self.min_history = default if min_history is None else max(int(min_history), self.lookback + 1)
 
     @property

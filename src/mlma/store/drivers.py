@@ -16,6 +16,7 @@ any, else the one from the newest ingest (:func:`driver_values`).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ import sqlalchemy as sa
 from mlma.store import bulk
 from mlma.store import schema as S
 
-__all__ = ["driver_columns", "content_hash", "insert_values", "ingest_future", "driver_values"]
+__all__ = ["driver_columns", "content_hash", "DriverWrite", "insert_values", "ingest_future", "driver_values"]
 
 _COLUMNS = {"stream_id": "int", "ds": "ds", "name": "text", "ingest_id": "int", "value": "float",
             "observed": "bool"}
@@ -49,10 +50,27 @@ def content_hash(frame: pd.DataFrame, columns: list[str], base: str) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class DriverWrite:
+    """What :func:`insert_values` stored: ``n`` values; ``revised``, per driver, the values that changed one the
+    store held for the same ``(stream, ds, driver)``: for observed values, of rows the store held, a value that
+    differs from the row's newest observed one or that the row had none of; for values known in advance, a value
+    that differs from the newest an earlier file gave (the new one is in force: last writer wins). ``rows``
+    (observed values only): rows the store held with the same ``y`` that such a value changed."""
+
+    n: int = 0
+    revised: dict[str, int] = field(default_factory=dict)
+    rows: int = 0
+
+
 def insert_values(conn: sa.Connection, stream_id: np.ndarray, ns: np.ndarray, frame: pd.DataFrame,
-                  columns: list[str], ingest_id: int, *, observed: bool) -> int:
-    """Append the finite values of ``columns`` (aligned with ``stream_id``/``ns``); returns how many."""
+                  columns: list[str], ingest_id: int, *, observed: bool, y: np.ndarray | None = None) -> DriverWrite:
+    """Append the finite values of ``columns`` (aligned with ``stream_id``/``ns``, and with ``y``, the rows'
+    targets, for observed values) and count what they changed (:class:`DriverWrite`). Observed values are
+    written before the rows' observations are: the rows the store held are the rows it held before the
+    ingest."""
     parts = {k: [] for k in _COLUMNS}
+    ys = []
     for name in columns:
         values = pd.to_numeric(frame[name], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         keep = np.isfinite(values)
@@ -63,28 +81,86 @@ def insert_values(conn: sa.Connection, stream_id: np.ndarray, ns: np.ndarray, fr
         parts["ingest_id"].append(np.full(n, ingest_id, dtype=np.int64))
         parts["value"].append(values[keep])
         parts["observed"].append(np.full(n, observed))
+        if y is not None:
+            ys.append(np.asarray(y, dtype=np.float64)[keep])
     if not columns:
-        return 0
+        return DriverWrite()
     data = {k: np.concatenate(v) for k, v in parts.items()}
-    if not observed:
-        return bulk.insert_rows(conn, "driver_values", _COLUMNS, data)
-    # Observed values sent again unchanged (a feed that re-sends its last days every day) are not stored again:
-    # each copy added a row per value, read by every tick's window. A changed value is stored (the newest wins).
+    staged = {"stream_id": "int", "ds": "ds", "name": "text", "value": "float"}
+    rows = {k: data[k] for k in staged}
+    if observed and y is not None:
+        staged["y"], rows["y"] = "float", np.concatenate(ys)
     d = S.driver_values
-    with bulk.staged(conn, "mlma_stage_drivers", {"stream_id": "int", "ds": "ds", "name": "text", "value": "float"},
-                     {k: data[k] for k in ("stream_id", "ds", "name", "value")},
-                     key=("stream_id", "ds", "name")) as st:
+    with bulk.staged(conn, "mlma_stage_drivers", staged, rows, key=("stream_id", "ds", "name")) as st:
         def same_key(t):
             return sa.and_(t.c.stream_id == st.c.stream_id, t.c.ds == st.c.ds, t.c.name == st.c.name)
 
-        other = d.alias("newest")  # its own name: the subquery must not correlate to the row it is compared with
-        newest = sa.select(sa.func.max(other.c.ingest_id)).where(same_key(other)).scalar_subquery()
-        unchanged = sa.select(d.c.ingest_id).where(same_key(d), d.c.ingest_id == newest, d.c.value == st.c.value,
-                                                   d.c.observed == sa.true())
-        return conn.execute(sa.insert(d).from_select(
+        if observed:
+            # Observed values sent again unchanged (a feed that re-sends its last days every day) are not stored
+            # again: each copy added a row per value, read by every tick's window. A changed value is stored (the
+            # newest wins).
+            # Correlated by name to the staged row: nested two levels down, it was not correlated by itself (it
+            # took the newest ingest of any staged key, so rows re-sent by a rolling feed were stored again).
+            other = d.alias("newest")
+            newest_any = sa.select(sa.func.max(other.c.ingest_id)).where(same_key(other)).correlate(st) \
+                .scalar_subquery()
+            unchanged = sa.select(d.c.ingest_id).where(same_key(d), d.c.ingest_id == newest_any,
+                                                       d.c.value == st.c.value, d.c.observed == sa.true())
+            keep = ~sa.exists(unchanged)
+        else:
+            keep = sa.true()  # every value known in advance is kept: what was known when stays on record
+        # preserve_rowcount: SQLAlchemy gives an INSERT ... SELECT's row count on PostgreSQL only when asked.
+        n = conn.execute(sa.insert(d).from_select(
             ["stream_id", "ds", "name", "ingest_id", "value", "observed"],
             sa.select(st.c.stream_id, st.c.ds, st.c.name, sa.literal(ingest_id, sa.Integer), st.c.value,
-                      sa.true()).where(~sa.exists(unchanged)))).rowcount
+                      sa.true() if observed else sa.false()).where(keep))
+            .execution_options(preserve_rowcount=True)).rowcount
+        if not n:  # nothing stored, nothing changed: a feed that re-sends its last days unchanged pays no count
+            return DriverWrite()
+        # Nothing to compare with in the values' time span (a new day's actuals, a plan for hours no earlier plan
+        # gave: most ingests), found down the ds index: no count, whose joins grow with the table.
+        obs = S.observations
+        lo, hi = (pd.Timestamp(t).to_pydatetime() for t in (data["ds"].min(), data["ds"].max()))
+        if observed:
+            before = sa.select(obs.c.ds).where(obs.c.ds >= lo, obs.c.ds <= hi)
+        else:
+            before = sa.select(d.c.ds).where(d.c.ds >= lo, d.c.ds <= hi, d.c.observed == sa.false(),
+                                             d.c.ingest_id < ingest_id)
+        if conn.execute(before.limit(1)).first() is None:
+            return DriverWrite(n=int(n))
+        # What changed, counted against earlier ingests' values of the same kind (observed, or known in advance).
+        other = d.alias("newest_earlier")  # its own name: it must not correlate to the row it is compared with
+        newest = sa.select(sa.func.max(other.c.ingest_id)).where(
+            same_key(other), other.c.observed == (sa.true() if observed else sa.false()),
+            other.c.ingest_id < ingest_id).correlate(st).scalar_subquery()
+        earlier = d.alias("earlier")
+        # The time span said again (same_key implies it): the planner then reads that span of the table down the
+        # ds index, not the whole table.
+        span = sa.and_(earlier.c.ds >= lo, earlier.c.ds <= hi)
+        same = sa.exists(sa.select(earlier.c.ingest_id).where(same_key(earlier), span, earlier.c.ingest_id == newest,
+                                                               earlier.c.value == st.c.value))
+        if observed:
+            # A value of a row the store held that differs from the row's newest observed one, or that it had none
+            # of (a corrected temperature, a campaign flag sent late).
+            held = sa.exists(sa.select(obs.c.ingest_id).where(obs.c.stream_id == st.c.stream_id,
+                                                              obs.c.ds == st.c.ds))
+            changed = sa.and_(held, ~same)
+        else:
+            # A value an earlier file gave, replaced by a different one (last writer wins).
+            had = sa.exists(sa.select(earlier.c.ingest_id).where(same_key(earlier), span,
+                                                                 earlier.c.ingest_id == newest))
+            changed = sa.and_(had, ~same)
+        counted = dict(conn.execute(sa.select(st.c.name, sa.func.count()).where(changed).group_by(st.c.name)).all())
+        revised = {name: int(counted[name]) for name in columns if counted.get(name)}  # in the file's order
+        n_rows = 0
+        if observed and y is not None and revised:
+            # Rows whose y is the same but a driver value changed: revised rows too, not unchanged ones (a row
+            # whose y changed is counted as revised already).
+            same_y = sa.exists(sa.select(obs.c.ingest_id).where(obs.c.stream_id == st.c.stream_id,
+                                                                obs.c.ds == st.c.ds, obs.c.y == st.c.y))
+            keys = sa.select(st.c.stream_id, st.c.ds).where(changed, same_y).distinct().subquery()
+            n_rows = int(conn.execute(sa.select(sa.func.count()).select_from(keys)).scalar_one())
+    return DriverWrite(n=int(n), revised=revised, rows=n_rows)
 
 
 def check_future_times(frame: pd.DataFrame, clock, source: str) -> None:
@@ -141,9 +217,13 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
     Rows of streams the store has not seen are skipped (their actuals must come first: a stream is created
     by its actuals) and counted in ``rows_dropped``, with a finding naming an example; so are rows older than
     the data the store keeps (:meth:`~mlma.store.Store.prune`). The same content sent again once those
-    streams' actuals are in is not a duplicate: their rows are stored then.
+    streams' actuals are in is not a duplicate: their rows are stored then. A file none of whose rows is taken
+    is refused (:class:`mlma.data.DataError` naming the reason that took the most rows; nothing is written), as
+    a file of actuals with no usable row is. Values that replace a different one an earlier file gave are
+    counted per driver (``drivers_revised``) and said in a finding (``future-replaced``).
     """
-    from mlma.store.records import IngestReport
+    from mlma.data import DataError
+    from mlma.store.records import IngestReport, driver_counts
 
     columns = [c for c in frame.columns if c not in ("unique_id", "ds")]
     rows_read, findings = len(frame), []
@@ -163,7 +243,8 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
             if old.any():
                 findings.append({"code": "before-kept", "severity": "dropped",
                                  "message": f"dropped {int(old.sum()):,} row(s) older than the data the project "
-                                            f"keeps (pruned before {pd.Timestamp(kept_from)})"})
+                                            f"keeps (pruned before {pd.Timestamp(kept_from)})",
+                                 "n_rows": int(old.sum())})
                 frame = frame.loc[~old]
         uid = frame["unique_id"].astype(str).to_numpy(dtype=object)
         ns = frame["ds"].to_numpy(dtype="datetime64[ns]")
@@ -182,7 +263,15 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
             findings.append({"code": "future-unknown-streams", "severity": "warning",
                              "message": f"skipped {int((~known).sum()):,} row(s) of {len(unknown):,} stream(s) "
                                         f"the store has no actuals for, e.g. {unknown[0]!r}: ingest their "
-                                        "actuals first"})
+                                        "actuals first", "n_rows": int((~known).sum())})
+        if rows_read and not known.any():
+            # Nothing to take: refused as a file of actuals without a usable row is (recording an empty ingest
+            # made the command succeed, and the same file sent again "already ingested").
+            skipped = [f for f in findings if f.get("n_rows")]
+            top = max(skipped, key=lambda f: f["n_rows"])
+            raise DataError(f"{source}: no usable rows left: none of its {rows_read:,} row(s) was taken; most rows "
+                            f"({top['n_rows']:,}) were dropped as {top['code']}: {top['message']}; nothing was "
+                            "written", source=source)
         ingest_id = conn.execute(sa.insert(S.ingests).values(
             source=source, content_sha256=sha, at=now, findings=findings, rows_read=rows_read,
             rows_accepted=int(known.sum()), rows_dropped=rows_read - int(known.sum()), rows_new=0, rows_revised=0,
@@ -191,14 +280,22 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
             last_ds=pd.Timestamp(ns[known].max()).to_pydatetime() if known.any() else None,
         ).returning(S.ingests.c.id)).scalar_one()
         sub = frame.loc[known]
-        n = insert_values(conn, ids[codes][known], ns[known], sub, columns, ingest_id, observed=False)
-        conn.execute(sa.update(S.ingests).where(S.ingests.c.id == ingest_id).values(rows_new=n))
+        written = insert_values(conn, ids[codes][known], ns[known], sub, columns, ingest_id, observed=False)
+        n = written.n
+        if written.revised:
+            # Last writer wins, but not unsaid: how many values an earlier file gave this one replaced.
+            findings.append({"code": "future-replaced", "severity": "info",
+                             "message": f"replaced {sum(written.revised.values()):,} value(s) that an earlier file "
+                                        f"gave for the same stream and time with different ones "
+                                        f"({driver_counts(written.revised)}): this file's values are in force"})
+        conn.execute(sa.update(S.ingests).where(S.ingests.c.id == ingest_id).values(rows_new=n, findings=findings))
     first = pd.Timestamp(ns[known].min()) if known.any() else None
     last = pd.Timestamp(ns[known].max()) if known.any() else None
     return IngestReport(ingest_id=ingest_id, source=source, content_sha256=sha, duplicate=False, at=now,
                         rows_read=rows_read, rows_accepted=int(known.sum()), rows_dropped=rows_read - int(known.sum()),
                         rows_new=n, n_streams=int(len(np.unique(codes[known]))) if known.any() else 0,
-                        first_ds=first, last_ds=last, notes=tuple(f["message"] for f in findings))
+                        first_ds=first, last_ds=last, notes=tuple(f["message"] for f in findings),
+                        drivers_revised=written.revised)
 
 
 def driver_values(store, names, start=None, end=None, *, as_of_ingest: int | None = None,

@@ -88,6 +88,15 @@ class Clock:
         return f"frequency {self.freq}, tick {self.tick}" + (f" (fixed by {self.fixed_by})" if self.fixed_by else "")
 
 
+def driver_counts(counts: Mapping[str, int]) -> str:
+    """Counts per driver for a message.
+
+    >>> driver_counts({"temperature": 1200, "promo": 3})
+    '1,200 temperature, 3 promo'
+    """
+    return ", ".join(f"{n:,} {name}" for name, n in counts.items())
+
+
 @dataclass(frozen=True)
 class IngestReport:
     """What one call of :meth:`~mlma.store.Store.ingest_frame` did.
@@ -103,8 +112,15 @@ class IngestReport:
     rows_accepted
         Rows offered to the store (= ``rows_new + rows_revised + rows_unchanged``).
     rows_new, rows_revised, rows_unchanged
-        Observations added, corrected (a different ``y`` for an existing ``unique_id, ds``; the old value
-        is kept in ``observation_revisions``) and already present with the same value.
+        Observations added, corrected (a different ``y`` for an existing ``unique_id, ds``, the old value kept
+        in ``observation_revisions``; or the same ``y`` with changed observed driver values) and already present
+        with the same values. For values known in advance (``Store.ingest_future``), ``rows_new`` is the
+        values stored.
+    drivers_revised
+        Per driver, the values this ingest changed: observed values of rows the store held that differ from
+        their newest observed value (or that the row had none of); values known in advance that replace a
+        different value an earlier file gave for the same ``(unique_id, ds)`` (the newest is in force). The
+        old values stay in the store.
     n_streams, new_streams
         Streams in the frame, and how many of them the store had not seen before.
     """
@@ -132,13 +148,15 @@ class IngestReport:
     clock: Any = field(default=None, repr=False, compare=False)
     #: Whether this ingest fixed that clock (the first that could tell the frequency).
     clock_fixed: bool = field(default=False, repr=False, compare=False)
-    #: What a future drivers' ingest (``Store.ingest_future``) dropped or repaired, one message each (its
-    #: findings, also kept with the ingest's record); a checked ingest's are in ``validation``.
+    #: What a future drivers' ingest (``Store.ingest_future``) dropped, repaired or replaced, one message each
+    #: (its findings, also kept with the ingest's record); a checked ingest's are in ``validation``.
     notes: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    #: Driver name -> values changed (see above); empty when none changed.
+    drivers_revised: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def changed(self) -> bool:
-        """Whether the store's observations changed."""
+        """Whether the store's observations (or their observed driver values) changed."""
         return self.rows_new + self.rows_revised > 0
 
     def __str__(self) -> str:
@@ -147,7 +165,8 @@ class IngestReport:
                     f"#{self.ingest_id}); nothing changed")
         return (f"{self.source}: ingest #{self.ingest_id}: {self.rows_new} new, {self.rows_revised} revised, "
                 f"{self.rows_unchanged} unchanged of {self.rows_accepted} rows ({self.rows_dropped} dropped by "
-                f"validation) in {self.n_streams} streams ({self.new_streams} new)")
+                f"validation) in {self.n_streams} streams ({self.new_streams} new)"
+                + (f"; driver values revised: {driver_counts(self.drivers_revised)}" if self.drivers_revised else ""))
 
 
 @dataclass(frozen=True)

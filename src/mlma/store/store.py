@@ -775,7 +775,9 @@ class Store:
         -------
         IngestReport
             A re-delivered row with the same value is ``unchanged``; one with a new value replaces the old
-            one (``revised``; the old value is kept in ``observation_revisions``).
+            one (``revised``; the old value is kept in ``observation_revisions``). A row with the same ``y`` whose
+            observed driver values changed (a corrected value, or one it had none of) is ``revised`` too; the
+            changed values are counted per driver in ``drivers_revised`` (the old ones stay in the store).
         """
         if not isinstance(source, str) or not source:
             raise ValueError(f"source must be a non-empty string naming the data, got {source!r}")
@@ -926,6 +928,7 @@ class Store:
                 sa.insert(S.ingests).values(source=source, content_sha256=key, at=now, findings=findings, **zero)
                 .returning(S.ingests.c.id)).scalar_one()
             counts = dict(new=0, revised=0, unchanged=0)
+            revised_drivers: dict[str, int] = {}
             n_streams = n_new = 0
             first = last = None
             if len(codes):
@@ -937,9 +940,15 @@ class Store:
                                                   hi.astype("datetime64[ns]"), now)
                 n_streams = len(distinct)
                 stream_of_row, stamps = ids[codes], ns.astype("datetime64[ns]")
+                # Driver values first: what they changed is counted against the rows the store held before.
+                written = (drivers.insert_values(conn, stream_of_row, ns, extra[0], extra[1], ingest_id,
+                                                 observed=True, y=y)
+                           if extra is not None and extra[1] else drivers.DriverWrite())
                 counts = self._upsert_observations(conn, stream_of_row, stamps, y, ingest_id)
-                if extra is not None and extra[1]:
-                    drivers.insert_values(conn, stream_of_row, ns, extra[0], extra[1], ingest_id, observed=True)
+                # A row whose y is the same but whose observed driver values changed is revised, not unchanged.
+                counts["revised"] += written.rows
+                counts["unchanged"] -= written.rows
+                revised_drivers = written.revised
                 self._keep_batch(conn, ingest_id, stream_of_row, stamps, y)
                 first, last = pd.Timestamp(int(ns.min())), pd.Timestamp(int(ns.max()))
             conn.execute(sa.update(S.ingests).where(S.ingests.c.id == ingest_id).values(
@@ -951,7 +960,7 @@ class Store:
                             rows_read=rows_read, rows_accepted=len(codes), rows_dropped=rows_dropped,
                             rows_new=counts["new"], rows_revised=counts["revised"],
                             rows_unchanged=counts["unchanged"], n_streams=n_streams, new_streams=n_new,
-                            first_ds=first, last_ds=last)
+                            first_ds=first, last_ds=last, drivers_revised=revised_drivers)
 
     def _upsert_observations(self, conn: sa.Connection, stream_id: np.ndarray, ds: np.ndarray, y: np.ndarray,
                              ingest_id: int) -> dict[str, int]:
