@@ -335,19 +335,36 @@ def test_versions_lists_what_rollback_and_promote_choose_from(project):
     assert "(fell" in table and "back:" in table and "needs" in table
 
 
-def test_the_queue_command_groups_as_the_served_queue_by_default():
-    """The served queue's grouping is `mlma serve --group-by` (no mlma.toml key): `mlma escalations` takes the
-    same default and option, so both show the same items unless one is told otherwise."""
-    import inspect
+def test_the_queue_groups_by_the_projects_setting_in_the_cli_and_the_served_api(tmp_path):
+    """`[queue] group_by` in mlma.toml groups `mlma escalations` and the served queue alike (the dashboard showed
+    items by city whatever the CLI was told, and the other way round); `--group-by` overrides it."""
+    from fastapi.testclient import TestClient
 
     from mlma.api.app import create_app
-    from mlma.api.cli import escalations, serve
+    from mlma.project import load_config
 
-    def default(function) -> str:
-        value = inspect.signature(function).parameters["group_by"].default
-        return getattr(value, "default", value)   # a typer option, or a plain default
+    config = init_project(tmp_path / "project", model="seasonal-naive")
+    with Store.open(config.store_url) as store:
+        build_sample_fleet(store, config.artifacts_dir, n_streams=12, n_ticks=6)
+        _, admin = auth.create_token(store, "admin", role="admin", by="user:test")
+    here = (config, None)
 
-    assert default(escalations) == default(serve) == default(create_app) == "city"
+    def scopes(*options: str) -> set[str]:
+        return {item["scope"] for item in json.loads(run(here, "escalations", "--json", *options).stdout)["items"]}
+
+    def served_scopes() -> set[str]:
+        with TestClient(create_app(load_config(config.root))) as client:
+            answer = client.get("/api/escalations", headers={"Authorization": f"Bearer {admin}"})
+        assert answer.status_code == 200, answer.text
+        return {item["scope"] for item in answer.json()["items"]}
+
+    by_city = scopes()
+    assert any(scope.startswith("city=") for scope in by_city) and served_scopes() == by_city   # the default
+    toml = config.root / "mlma.toml"
+    toml.write_text(toml.read_text().replace('group_by = "city"', 'group_by = ""'))
+    ungrouped = scopes()
+    assert not any(scope.startswith("city=") for scope in ungrouped) and served_scopes() == ungrouped
+    assert scopes("--group-by", "city") == by_city   # the option still overrides the file
 
 
 def test_commands_need_a_project(tmp_path):

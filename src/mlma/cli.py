@@ -406,7 +406,7 @@ def demo(
 
         from mlma.api.app import create_app
 
-        uvicorn.run(create_app(project, group_by="city"), host="127.0.0.1", port=port, log_level="warning")
+        uvicorn.run(create_app(project), host="127.0.0.1", port=port, log_level="warning")
 
 
 def _executor_option(executor: Optional[str]) -> Optional[str]:

@@ -74,6 +74,9 @@ skill_margin = -1         # skill trigger: error significantly above (1 + this) 
 growth = 2                # growth trigger: a model fitted on part of a capped training window is re-trained once the window holds this many times its rows; 0: off
 common_shock = 0          # opt-in: when this share of the tested streams (and at least 5) trigger in one tick, they re-train only once their ticks after it confirm the change (e.g. 0.02); 0: off
 
+[queue]                   # the engineer's queue (docs/api.md): the dashboard, the API and `mlma escalations`
+group_by = "city"         # stream attribute whose value groups escalations of one kind and tick into one item; "": none
+
 # Webhooks on new escalations (docs/alerts.md), one table per receiver:
 # [[alerts.receivers]]
 # name = "ops-slack"
@@ -147,6 +150,15 @@ class MonitorSection:
 
 
 @dataclass
+class QueueSection:
+    group_by: str = "city"
+
+    def grouping(self) -> str | None:
+        """The attribute that groups the queue's items; None: no grouping by attribute."""
+        return self.group_by.strip() or None
+
+
+@dataclass
 class ProjectConfig:
     """The validated content of ``mlma.toml``; paths are resolved against the project folder."""
 
@@ -156,6 +168,7 @@ class ProjectConfig:
     model: ModelSection = field(default_factory=ModelSection)
     agent: AgentSection = field(default_factory=AgentSection)
     monitor: MonitorSection = field(default_factory=MonitorSection)
+    queue: QueueSection = field(default_factory=QueueSection)
     #: Webhook receivers from ``[[alerts.receivers]]`` (see docs/alerts.md), parsed by :mod:`mlma.alerts`.
     alert_receivers: list = field(default_factory=list)
     alert_options: dict = field(default_factory=dict)
@@ -236,7 +249,7 @@ class ProjectConfig:
 
 
 _SECTIONS = {"data": DataSection, "store": StoreSection, "model": ModelSection, "agent": AgentSection,
-             "monitor": MonitorSection}
+             "monitor": MonitorSection, "queue": QueueSection}
 
 
 MAX_LOCK_TTL_SECONDS = 86_400

@@ -26,6 +26,7 @@ import math
 import secrets
 from contextlib import asynccontextmanager
 from pathlib import Path
+from types import EllipsisType
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request, Response
@@ -53,7 +54,7 @@ _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'
 
 
 def create_app(source: Any, *, artifacts: str | Path | None = None, secret: bytes | None = None,
-               group_by: str | None = "city", public_metrics: bool = False, secure_cookies: bool = False,
+               group_by: str | None | EllipsisType = ..., public_metrics: bool = False, secure_cookies: bool = False,
                max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """Build the API and dashboard for a project or a store.
 
@@ -70,7 +71,7 @@ def create_app(source: Any, *, artifacts: str | Path | None = None, secret: byte
         use); for a bare store, a random key, so sessions end when the server stops.
     group_by
         The stream attribute that groups escalations in the queue (e.g. ``city``); None: no grouping by
-        attribute.
+        attribute. Default: the project's ``[queue] group_by`` (``city`` for a bare store, as in a new project).
     public_metrics
         Serve ``/metrics`` without a token (for a Prometheus that cannot send one).
     secure_cookies
@@ -79,7 +80,7 @@ def create_app(source: Any, *, artifacts: str | Path | None = None, secret: byte
         The largest request body accepted (413 beyond). Every body but the log-in's is read only after the
         sender was authenticated (:mod:`mlma.api.guard`).
     """
-    from mlma.project import MonitorSection, ProjectConfig, load_config
+    from mlma.project import MonitorSection, ProjectConfig, QueueSection, load_config
 
     if secret is not None and (not isinstance(secret, bytes) or len(secret) < 16):
         raise ValueError("secret must be at least 16 random bytes")
@@ -95,14 +96,16 @@ def create_app(source: Any, *, artifacts: str | Path | None = None, secret: byte
         store, owns = Store.open(source), True
     else:
         raise TypeError(f"source must be a ProjectConfig, a project folder, a store URL or a Store, got {source!r}")
-    # A bare store has no mlma.toml: the monitoring defaults are those of a new project.
-    monitor = MonitorSection()
+    # A bare store has no mlma.toml: the monitoring and queue defaults are those of a new project.
+    monitor, queue = MonitorSection(), QueueSection()
     if config is not None:
-        monitor = config.monitor
+        monitor, queue = config.monitor, config.queue
         store, owns = Store.open(config.store_url), True
         artifacts = artifacts or config.artifacts_dir
         if secret is None:
             secret = auth.load_or_create_secret(config.root / SECRET_FILE)
+    if group_by is ...:
+        group_by = queue.grouping()
     defaults = {"alpha": monitor.alpha, "delta": monitor.delta, "cooldown_ticks": monitor.cooldown_ticks}
     if secret is None:
         secret = secrets.token_bytes(32)

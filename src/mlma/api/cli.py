@@ -151,7 +151,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface; put TLS in front)."),
     port: int = typer.Option(8000, min=1, max=65535, help="Port."),
     project: Optional[Path] = typer.Option(None, help=PROJECT_HELP),
-    group_by: str = typer.Option("city", help="Stream attribute that groups escalations in the queue."),
+    group_by: Optional[str] = typer.Option(None, help="Stream attribute that groups escalations in the queue; '' "
+                                           "for none. Default: mlma.toml's [queue] group_by (city)."),
     public_metrics: bool = typer.Option(False, help="Serve /metrics without a token."),
     secure_cookies: bool = typer.Option(False, help="Mark session cookies Secure (when served over HTTPS)."),
     max_body_mb: float = typer.Option(8.0, min=0.001, max=1024.0,
@@ -164,7 +165,8 @@ def serve(
     from mlma.api.auth import list_tokens
 
     config = _config(project)
-    app = create_app(config, group_by=group_by or None, public_metrics=public_metrics, secure_cookies=secure_cookies,
+    grouping = config.queue.grouping() if group_by is None else group_by.strip() or None
+    app = create_app(config, group_by=grouping, public_metrics=public_metrics, secure_cookies=secure_cookies,
                      max_body_bytes=max(1024, int(max_body_mb * 1024 * 1024)))
     if not list_tokens(app.state.mlma.store):
         console.print("no API token yet: create one with [bold]mlma token create NAME --role admin[/]", highlight=False,
@@ -443,19 +445,20 @@ def cancel_action(ids: list[int] = typer.Argument(..., help="Queued action ids (
 
 # -- reads ---------------------------------------------------------------------------------------------------
 def escalations(status: str = typer.Option("open", help="open, acknowledged, silenced or resolved (comma-separated)."),
-                group_by: str = typer.Option("city", help="Attribute that groups streams; '' for none. Give the "
-                                             "served queue's (mlma serve --group-by, city by default) to see "
-                                             "its items."),
+                group_by: Optional[str] = typer.Option(None, help="Attribute that groups streams; '' for none. "
+                                                       "Default: mlma.toml's [queue] group_by (city), as the "
+                                                       "dashboard's queue."),
                 limit: int = typer.Option(20, min=1, max=500, help="Items to show."),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON."),
                 project: Optional[Path] = PROJECT_OPT) -> None:
     """The engineer's queue: escalations grouped (same kind, tick and group) and ranked by severity and size."""
     from mlma.store.queries import QueryError, escalation_queue
 
+    grouping = _config(project).queue.grouping() if group_by is None else group_by.strip() or None
     with _operations(project) as ops:
         try:
             queue = escalation_queue(ops.store, status=[s.strip() for s in status.split(",") if s.strip()],
-                                     group_by=group_by or None, per_page=limit, members=5)
+                                     group_by=grouping, per_page=limit, members=5)
         except QueryError as exc:
             _fail(str(exc))
     if as_json:
