@@ -525,3 +525,43 @@ def test_a_forced_re_training_replaces_a_pending_challenger_and_the_policy_hears
     # Busy when the policy decides: 0 and 5 (in shadow since the last tick, not forced), 2 and 3 (waiting for the
     # person's rejection and approval, carried out first) and 4 (rolled back); not 1, re-trained this tick.
     assert ("busy", 16, [0, 2, 3, 4, 5]) in heard
+
+
+def test_a_challenger_in_shadow_of_a_stream_a_person_rolls_back_is_dropped_not_judged():
+    """A person puts a model in service (a roll-back) while the stream's challenger is in shadow: the challenger
+    is out of the running, so the agent drops it before judging (the policy hears it dropped); judged, it was
+    promoted or lost for a model nobody could serve any more, with a verdict, an escalation or a re-based
+    reference to match."""
+    import pandas as pd
+
+    from mlma.agent import NO_MODEL, Agent, Controls
+    from mlma.data import Frequency, make_tick_grid
+    from mlma.fleet import FleetData
+    from mlma.models import ForecastContext
+    from mlma.simulate import simulate_platform
+    from mlma.training import ModelKey, ModelService
+
+    frame = simulate_platform(4, 20, seed=5, event_rate=0).data
+    freq = Frequency("h")
+    grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"), freq=freq).boundaries
+    fleet = FleetData(frame, freq.alias, grid)
+    service = ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
+                           train_window_ticks=14)
+    heard = []
+
+    class Spy(MLMAPolicy):
+        def on_challenger_dropped(self, streams, tick):
+            heard.append(("dropped", tick, np.asarray(streams).tolist()))
+            super().on_challenger_dropped(streams, tick)
+
+    agent = Agent(Spy(cooldown_ticks=0), service, season_length=24, scale=fleet.seasonal_naive_scale(24, before_tick=14))
+    agent.start(14)
+    force = np.zeros(fleet.n_streams, dtype=bool)
+    force[[0, 1]] = True
+    agent.tick(14, Controls(force_retrain=force))
+    assert (agent.challenger[[0, 1]] == 14).all()
+    report = agent.tick(15, Controls(adopt={0: ModelKey(0, 13)}))   # stream 0 rolled back to its first model
+    assert 0 not in report.checks and 1 in report.checks   # 1's check ends as usual
+    assert heard == [("dropped", 15, [0])]
+    assert agent.champion[0] == 13 and agent.challenger[0] == NO_MODEL and agent.awaiting[0] == NO_MODEL
+    assert report.promoted[0] and not report.retrained[0]

@@ -393,7 +393,10 @@ class Agent:
         replaced = {int(s): ModelKey(int(s), int(max(self.challenger[s], self.awaiting[s]))) for s in replace}
         replaced_waiting = np.zeros(n, dtype=bool)
         replaced_waiting[replace] = self.awaiting[replace] != NO_MODEL
-        self.drop_challengers(replace, k)
+        # A stream whose serving model a person chose this tick (a roll-back, a promotion in the registry) drops
+        # its challenger too, before the judging: judged, it would be promoted or lost (a `challenger-lost`
+        # escalation, a re-based reference) for a model the person's choice put out of the running.
+        self.drop_challengers(np.union1d(replace, np.flatnonzero(adopted & pending)), k)
         # Streams not re-trained this tick whatever the policy says: a re-trained model still being judged (in
         # shadow or waiting for approval), or a model a person put in service now.
         busy = (self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL) | adopted
@@ -434,7 +437,6 @@ class Agent:
         self._decide_approvals(k, controls, promoted, rejected)
         self._adopt(k, controls.adopt, promoted)
         # A model a person put in service this tick (an approval, a roll-back, a promotion): their choice stands.
-        # (A rolled-back stream's challenger in shadow was judged before the roll-back was taken: so by mask.)
         by_person = adopted | (promoted & ~judged_promoted)
 
         # A pinned stream keeps its model: the verdict says what the policy would have done.
