@@ -239,3 +239,52 @@ def test_queue_items_take_their_inputs_by_position_not_by_index():
     assert out["queue_items_per_1k_stream_days"] == 2.0 and out["queue_item_precision"] == 0.5
     with pytest.raises(ValueError, match="one kind, tick and group per escalation"):
         queue_items(["silent"], [4, 5], [None])
+
+
+def test_a_fall_back_more_history_does_not_end_is_retried_ever_more_rarely_and_one_short_of_history_each_season():
+    """A zone that reports the same count every hour runs on a fall-back model (a constant series) however much
+    history it has: retried every season (here every tick), it got an identical new model version each tick. Its
+    retries now wait twice as long each time, up to a training window (28 ticks): over 46 ticks, at ticks 1, 3, 7,
+    15 and 31 after its first fall-back. A zone launched late, only short of history, is still retried every
+    tick until it has its model; once a regular model serves, the spacing starts again from a season."""
+    from mlma.agent import Agent
+    from mlma.data import Frequency, make_tick_grid
+    from mlma.fleet import FleetData
+    from mlma.mlma_policy import MLMAPolicy
+    from mlma.models import ForecastContext
+    from mlma.simulate import simulate_platform
+    from mlma.training import ModelService
+
+    data = simulate_platform(4, 60, seed=2, event_rate=0).data
+    start = data["ds"].min()
+    hours = pd.date_range(start, data["ds"].max(), freq="h")
+    flat = pd.DataFrame({"unique_id": "flat", "ds": hours, "y": 3.0})
+    late = data[data["unique_id"] == data["unique_id"].iloc[0]].assign(unique_id="late")
+    late = late[late["ds"] >= start + pd.Timedelta(days=20)]
+    frame = pd.concat([data, flat, late], ignore_index=True)
+    freq = Frequency("h")
+    grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"), freq=freq).boundaries
+    fleet = FleetData(frame, freq.alias, grid)
+    service = ModelService(fleet, "ridge", ForecastContext(freq="h", season_length=24, horizon=24),
+                           train_window_ticks=28)
+    fits = []
+    fit = service.fit
+
+    def counted(keys, **options):
+        fits.extend((int(key.stream), int(key.end_tick)) for key in keys)
+        return fit(keys, **options)
+
+    service.fit = counted
+    agent = Agent(MLMAPolicy(), service, season_length=24, scale=fleet.seasonal_naive_scale(24, before_tick=14))
+    ids = list(fleet.ids)
+    s_flat, s_late = ids.index("flat"), ids.index("late")
+    agent.start(14)
+    for k in range(14, 60):
+        agent.tick(k)
+    flat_fits = [k for s, k in fits if s == s_flat]
+    assert flat_fits == [13, 14, 16, 20, 28, 44], flat_fits   # gaps of 1, 2, 4, 8 and 16 seasons
+    assert agent.is_fallback[s_flat] and agent.fallback_retries[s_flat] == 5
+    late_fits = [k for s, k in fits if s == s_late]
+    assert not agent.is_fallback[s_late] and agent.fallback_retries[s_late] == 0
+    # First fitted with one day of history, then again each tick until ridge has enough (nine days).
+    assert late_fits[:9] == list(range(late_fits[0], late_fits[0] + 9)), late_fits

@@ -246,6 +246,9 @@ class Agent:
         # whether that run was escalated ("cold"), so it is escalated once.
         self.fallback_since = np.full(n, NO_MODEL, dtype=np.int64)
         self.cold_escalated = np.zeros(n, dtype=bool)
+        # Retries in a row that fell back again for a reason more history does not end (a constant series, a
+        # failed fit): each doubles the history the next retry waits for (_retry_gap).
+        self.fallback_retries = np.zeros(n, dtype=np.int64)
         self.silent_for = np.zeros(n, dtype=np.int64)
         self.forecast: np.ndarray | None = None
         # The divisors of the issued forecasts' errors for the monitor (None: the fleet declares no events).
@@ -277,7 +280,8 @@ class Agent:
 
     # -- state ----------------------------------------------------------------------------------------------
     #: The agent's own per-stream arrays (the policy has its own, see Policy.STATE).
-    STATE = ("champion", "is_fallback", "fallback_rows", "fallback_since", "cold_escalated", "silent_for",
+    STATE = ("champion", "is_fallback", "fallback_rows", "fallback_since", "cold_escalated", "fallback_retries",
+             "silent_for",
              "challenger", "awaiting",
              "fit_failures", "challenger_losses", "scale", "fleet_losing", "forecast_broken", "driver_beta")
 
@@ -806,6 +810,7 @@ class Agent:
         if fm.fallback_reason is None:
             self.fallback_since[s] = NO_MODEL
             self.cold_escalated[s] = False
+            self.fallback_retries[s] = 0
         elif self.fallback_since[s] == NO_MODEL:
             self.fallback_since[s] = fm.key.end_tick
 
@@ -857,8 +862,9 @@ class Agent:
         rows = self._rows_through(k)
         min_rows = max(int(self.settings.cold_min_seasons * self.season_length), 2)
         cold = (self.champion == NO_MODEL) & (rows >= min_rows)
-        # A fall-back model is retried once a season of new history has arrived since its fit.
-        retry = self.is_fallback & (rows >= self.fallback_rows + self.season_length) & (self.silent_for == 0)
+        # A fall-back model is retried once a season of new history has arrived since its fit (more, after
+        # retries that fell back for a reason more history does not end: _retry_gap).
+        retry = self.is_fallback & (rows >= self.fallback_rows + self._retry_gap(k)) & (self.silent_for == 0)
         # Not a stream whose new model is already in shadow or waiting: one fit per stream and tick.
         retry &= (self.challenger == NO_MODEL) & (self.awaiting == NO_MODEL) & (self.champion != k)
         if changed is not None:
@@ -881,6 +887,8 @@ class Agent:
             for s, fm in zip(todo, fitted):
                 seconds[s] = fm.seconds
                 first = self.champion[s] == NO_MODEL
+                if not first and fm.fallback_reason is not None and not fm.short_history:
+                    self.fallback_retries[s] += 1
                 new_models.append(NewModel(fm, "champion", "first model" if first else "retry of a fall-back model"))
                 self._serve(s, fm)
                 self._escalate_lasting_fallback(k, int(s), fm, escalations)
@@ -890,6 +898,22 @@ class Agent:
             if len(todo):
                 self.policy.on_new_model(todo, k)
         return initial, seconds
+
+    #: A fall-back retried while its stream's window holds no training window (all history as the window) waits at
+    #: most this many seasons of new history between retries.
+    MAX_RETRY_SEASONS = 8
+
+    def _retry_gap(self, k: int) -> np.ndarray:
+        """Rows of new history a stream on a fall-back model waits for before it is fitted again: a season, so
+        that a new stream short of history gets its model as soon as it has enough; doubled by each retry in a
+        row that fell back for another reason (a constant series, a failed fit), which more history ends only
+        if the data change: re-fitting such a stream every season made an identical version each time (hourly
+        data in daily ticks: every tick). At most the rows of a training window (by then the fit sees none of
+        the rows the last one saw), or :data:`MAX_RETRY_SEASONS` seasons when the window is all history."""
+        gap = self.season_length * np.exp2(np.minimum(self.fallback_retries, 30))
+        window = self.service.train_window_ticks
+        most = (window * self.fleet.steps_in_tick(k) if window else self.MAX_RETRY_SEASONS * self.season_length)
+        return np.minimum(gap, max(most, self.season_length))
 
     def _escalate_lasting_fallback(self, k: int, s: int, fm, escalations: list) -> None:
         """Escalate (``cold``, once per run of fall-backs) a stream whose fall-back more history will not end.
