@@ -317,3 +317,48 @@ def test_a_forced_re_training_replaces_the_version_waiting_for_approval_and_reso
     tick(live, store, chunks)
     assert registry.version(STREAM, 3).check["result"] == "awaiting-approval"
     assert registry.champion(STREAM).version == 1 and _slots(store, STREAM) == (1, -1, 3)
+
+
+def test_an_approval_of_a_version_a_forced_re_training_replaced_is_not_carried_out_for_its_successor(project):
+    """Ana approves version 2, which waits for approval, while the tick that replaces it (Bob's forced
+    re-training) runs: her approval is of version 2. It used to be carried out at the next tick for version 3,
+    which had come to wait in its place and which she never saw; now it is not, and its outcome says why."""
+    live, store, ops, chunks = project
+    registry = ops.registry
+    ops.require_approval([STREAM], by="user:ana")
+    ops.force_retrain([STREAM], by="user:ana")
+    _until_awaiting(live, store, chunks, registry, 2)
+    ops.force_retrain([STREAM], by="user:bob", reason="campaign data came late")
+    approved = {}
+    tick(live, store, chunks, during=lambda: approved.update(answer=ops.approve(STREAM, by="user:ana")),
+         at="after-begin")
+    assert approved["answer"].queued == 1 and approved["answer"].detail["version"] == 2
+    assert _slots(store, STREAM) == (1, 3, -1)   # version 3 in shadow in version 2's place
+    tick(live, store, chunks)
+    assert registry.version(STREAM, 3).check["result"] == "awaiting-approval"   # still waits: nobody approved it
+    assert registry.champion(STREAM).version == 1 and _slots(store, STREAM) == (1, -1, 3)
+    outcome = ops.actions().query("kind == 'approve'")["outcome"].iloc[0]
+    assert outcome.startswith("not carried out: version 2 no longer waits; version 3 took its place"), outcome
+    # An approval of version 3 itself is carried out.
+    ops.approve(STREAM, by="user:ana")
+    tick(live, store, chunks)
+    assert registry.champion(STREAM).version == 3
+    assert registry.version(STREAM, 3).check == {"result": "promoted", "approved_by": "user:ana"}
+
+
+def test_a_challenger_a_person_promotes_while_the_tick_that_replaces_it_runs_is_recorded_as_their_promotion(project):
+    """Bob's forced re-training replaces version 2 (in shadow) while Carl promotes version 2 during that tick: Carl's
+    move stands and version 2 serves, so its check records his promotion, not the tick's "dropped" (which stayed for
+    good: the next tick adopts his move by the slots, which by then name version 3)."""
+    live, store, ops, chunks = project
+    registry = ops.registry
+    ops.force_retrain([STREAM], by="user:ana")
+    tick(live, store, chunks)
+    ops.force_retrain([STREAM], by="user:bob", reason="fix")
+    tick(live, store, chunks, during=lambda: ops.promote(STREAM, 2, by="user:carl"), at="after-fit")
+    assert registry.champion(STREAM).version == 2
+    assert registry.version(STREAM, 2).check == {"result": "promoted", "promoted_by": "user:carl", "why": "put in "
+                                                 "service by a person while the tick that replaced it ran"}
+    tick(live, store, chunks)
+    assert registry.champion(STREAM).version == 2 and registry.version(STREAM, 2).check["result"] == "promoted"
+    assert registry.version(STREAM, 3).check["result"] == "dropped" and _slots(store, STREAM) == (2, -1, -1)

@@ -284,20 +284,11 @@ class Operations:
         words; None: none of the streams has one."""
         from mlma.store.registry_tables import RegistryTables
 
-        tables = RegistryTables(self.store)
-        sid, serving, _ = tables.serving_versions()
-        serving_of = dict(zip(sid.tolist(), serving.tolist()))
         wanted = set(ids.tolist())
-        # Only a stream with a version newer than its serving one can have a challenger; a large selection
-        # asks for every stream's newest version at once (one statement, no list of ids to bound).
-        latest = tables.latest_versions(None if len(wanted) > 1000 else sorted(wanted))
-        newer = [s for s, _, top in latest if s in wanted and top > serving_of.get(s, 0)]
-        found = {}
-        for v in tables.versions(newer) if newer else ():
-            if v.version > serving_of.get(v.stream_id, 0) and (v.check or {}).get("result") in ("pending",
-                                                                                             "awaiting-approval"):
-                found[v.unique_id] = (v.version, "waits for approval" if v.check["result"] == "awaiting-approval"
-                                      else "in shadow")
+        # A large selection asks about every stream at once (one statement, no list of ids to bound).
+        undecided = RegistryTables(self.store).undecided_versions(None if len(wanted) > 10_000 else sorted(wanted))
+        found = {uid: (version, "waits for approval" if result == "awaiting-approval" else "in shadow")
+                 for s, uid, version, result in undecided if s in wanted}
         if not found:
             return None
         shown = ", ".join(f"{uid}: version {version} {where}" for uid, (version, where) in list(found.items())[:5])
@@ -316,33 +307,35 @@ class Operations:
                            action="rebase-reference" if rebase else "reset-reference")
 
     def approve(self, stream, *, by: str, reason: str | None = None) -> ActionResult:
-        """Promote the stream's challenger that waits for approval (at the next tick)."""
-        self._check_something_waits(stream, "approve")
-        return self._queue("approve", [stream], None, {}, by, reason)
+        """Promote the stream's challenger that waits for approval (at the next tick). The approval is of that
+        version: if a forced re-training replaces it before the tick, the tick does not carry it out (it would
+        promote a model the person never saw) and its outcome says so."""
+        version = self._check_something_waits(stream, "approve")
+        return self._queue("approve", [stream], None, {"version": version}, by, reason)
 
     def reject(self, stream, *, by: str, reason: str | None = None) -> ActionResult:
-        """Drop the stream's challenger that waits for approval (at the next tick); the champion stays."""
-        self._check_something_waits(stream, "reject")
-        return self._queue("reject", [stream], None, {}, by, reason)
+        """Drop the stream's challenger that waits for approval (at the next tick); the champion stays. Like an
+        approval, it is of the version that waits now."""
+        version = self._check_something_waits(stream, "reject")
+        return self._queue("reject", [stream], None, {"version": version}, by, reason)
 
-    def _check_something_waits(self, stream, action: str) -> None:
-        """Refuse an approval or rejection for a stream with no version waiting for approval and no challenger
-        in shadow (whose check, at the next tick, may make it wait): it would be queued, then do nothing."""
+    def _check_something_waits(self, stream, action: str) -> int:
+        """The version an approval or rejection is about: the stream's newest version waiting for approval or in
+        shadow (whose check, at the next tick, may make it wait). Refused when there is none: it would be
+        queued, then do nothing."""
         from mlma.store.registry_tables import RegistryTables
 
         try:
             sid = self.store.resolve(stream)
         except KeyError:
             raise ActionError(f"unknown stream {stream!r}") from None
-        tables = RegistryTables(self.store)
-        serving = tables.champions([sid])["version"]
-        newest_serving = int(serving.iloc[0]) if len(serving) else 0
         # Only versions made after the serving one can still wait: an older "pending" check is a challenger a
         # person put in service or dropped before its check ended (recorded so by older mlma versions).
-        results = {str(v.check.get("result")) for v in tables.versions([sid]) if v.check and v.version > newest_serving}
-        if not results & {"awaiting-approval", "pending"}:
+        waiting = [version for _, _, version, _ in RegistryTables(self.store).undecided_versions([sid])]
+        if not waiting:
             raise ActionError(f"stream {stream!r} has no model waiting for approval and no challenger in shadow: "
                               f"nothing to {action} (its versions and their checks: `mlma versions {stream}`)")
+        return int(max(waiting))
 
     def _queue(self, kind, streams, group, params, by, reason, action=None,
                note: Callable[[np.ndarray], str | None] | None = None) -> ActionResult:

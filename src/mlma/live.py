@@ -670,7 +670,7 @@ class LiveAgent:
         # for approval, before a person's move is adopted below.
         scored_by = live["champion_version"].copy()
         waited = live["awaiting_version"].copy()
-        controls, actions, approvers, seen, champions_read = self._controls(
+        controls, actions, approvers, seen, champions_read, stale = self._controls(
             k, n, agent, live, service, repair, None if state is None else state.sha256)
         self._fall_back(k, agent, live, service, controls, repair)
         self._refit_for_drivers(k, agent, live, service, controls, repair)
@@ -725,7 +725,7 @@ class LiveAgent:
             for st, check in report.checks.items():
                 if check.result == "awaiting-approval" and waited[st] < 0 and shadow_before[st] >= 0:
                     waited[st] = shadow_before[st]
-            applied = {} if start else _outcomes(actions, report, live, waited, controls.adopt, replaced)
+            applied = {} if start else _outcomes(actions, report, live, waited, controls.adopt, replaced, stale)
             verdicts = None if start else _verdicts(report, scored_by)
             forecasts = (forecast_frame(report.issued, fleet.tick_timestamps(k + 1), live["champion_version"])
                          if report.issued is not None else None)
@@ -1181,6 +1181,9 @@ class LiveAgent:
         masks = {name: np.zeros(n, dtype=bool) for name in ("force_retrain", "force_direct", "reset_reference",
                                                             "rebase_reference", "approve", "reject")}
         approvers = {}
+        # Approvals and rejections of a version that no longer waits nor runs in shadow (a forced re-training
+        # replaced it after they were queued), by action id: (that version, the stream's pending one or -1).
+        stale: dict[int, tuple[int, int]] = {}
         for row in actions.itertuples(index=False):
             s, params = int(row.stream_id), row.params or {}
             if row.kind == "retrain":
@@ -1190,6 +1193,12 @@ class LiveAgent:
             elif row.kind == "reset-reference":
                 masks["rebase_reference" if params.get("rebase") else "reset_reference"][s] = True
             elif row.kind in ("approve", "reject"):
+                meant = params.get("version")
+                pending = int(live["awaiting_version"][s]) if live["awaiting_version"][s] >= 0 \
+                    else int(live["challenger_version"][s])
+                if meant is not None and int(meant) != pending:
+                    stale[int(row.id)] = (int(meant), pending)   # the person decided about another model
+                    continue
                 # Both queued for one stream before a tick: the later decision stands (a person who changed
                 # their mind), whatever the order; the earlier one's outcome says so (_outcomes).
                 masks["reject" if row.kind == "approve" else "approve"][s] = False
@@ -1238,7 +1247,7 @@ class LiveAgent:
                 live["champion_version"][s] = v
                 live["challenger_version"][s] = -1
                 live["awaiting_version"][s] = -1
-        return controls, actions, approvers, counts, read
+        return controls, actions, approvers, counts, read, stale
 
     def _versions(self, k: int, report: TickReport, fleet: FleetData, window: int | None, live: dict,
                   approvers: dict, refit: dict[int, str], replaced: dict[int, tuple[int, str]] | None = None):
@@ -1706,19 +1715,26 @@ def _replaced_versions(report: TickReport, live: dict) -> dict[int, tuple[int, s
 
 
 def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.ndarray,
-              adopted: dict, replaced: dict[int, tuple[int, str]] | None = None) -> dict[int, str]:
+              adopted: dict, replaced: dict[int, tuple[int, str]] | None = None,
+              stale: dict[int, tuple[int, int]] | None = None) -> dict[int, str]:
     """What this tick did with each queued action, for ``stream_actions.outcome``: ``waited`` holds each
     stream's version that waited for approval when the tick began or came to wait in it, ``adopted`` the
-    streams a person moved, ``replaced`` the versions a forced re-training replaced (:func:`_replaced_versions`)."""
+    streams a person moved, ``replaced`` the versions a forced re-training replaced (:func:`_replaced_versions`),
+    ``stale`` the approvals and rejections of a version that no longer waited (:meth:`LiveAgent._controls`)."""
     out = {}
-    replaced = replaced or {}
+    replaced, stale = replaced or {}, stale or {}
     challengers = set(report.challengers)
     decisions = actions[actions["kind"].isin(["approve", "reject"])]
     last_decision = dict(zip(decisions["stream_id"].astype(int), decisions.itertuples(index=False)))
     for row in actions.itertuples(index=False):
         s = int(row.stream_id)
         later = last_decision.get(s) if row.kind in ("approve", "reject") else None
-        if later is not None and later.id != row.id and later.kind != row.kind:
+        if int(row.id) in stale:
+            meant, pending = stale[int(row.id)]
+            text = (f"not carried out: version {meant} no longer waits" + (
+                f"; version {pending} took its place (a forced re-training replaced it): {row.kind} that one anew "
+                "if you mean it" if pending >= 0 else ""))
+        elif later is not None and later.id != row.id and later.kind != row.kind:
             text = f"not carried out: a later {later.kind} (action {later.id} by {later.created_by}) replaced it"
         elif row.kind == "retrain":
             version, where = replaced.get(s, (-1, ""))

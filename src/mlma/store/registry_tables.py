@@ -81,6 +81,30 @@ class RegistryTables:
             rows = conn.execute(query).all()
         return [(int(sid), uid, int(top)) for sid, uid, top in rows]
 
+    def undecided_versions(self, stream_ids: Sequence[int] | None = None) -> list[tuple[int, str, int, str]]:
+        """``(stream_id, unique_id, version, result)`` of the versions newer than their stream's serving one whose
+        challenger check is not over: ``pending`` (in shadow) or ``awaiting-approval``; of every stream, or of
+        ``stream_ids``. One statement (per 10,000 ids), whatever the streams' histories hold.
+
+        >>> from mlma.store import Store
+        >>> RegistryTables(Store.create("sqlite://")).undecided_versions([1, 2])
+        []
+        """
+        mv, ch = S.model_versions, S.champions
+        result = mv.c.check_result["result"].as_string()
+        query = (sa.select(mv.c.stream_id, S.streams.c.unique_id, mv.c.version, result)
+                 .join(ch, sa.and_(ch.c.stream_id == mv.c.stream_id, mv.c.version > ch.c.version))
+                 .join(S.streams, S.streams.c.id == mv.c.stream_id)
+                 .where(result.in_(["pending", "awaiting-approval"])).order_by(mv.c.stream_id, mv.c.version))
+        ids = None if stream_ids is None else sorted({int(i) for i in stream_ids})
+        with self.store._read() as conn:
+            if ids is None:
+                rows = conn.execute(query).all()
+            else:
+                rows = [r for lo in range(0, len(ids), 10_000)
+                        for r in conn.execute(query.where(mv.c.stream_id.in_(ids[lo:lo + 10_000])))]
+        return [(int(sid), uid, int(version), str(res)) for sid, uid, version, res in rows]
+
     def artifact_hashes(self) -> set[str]:
         """The sha256 of every artifact a recorded version refers to."""
         with self.store._read() as conn:

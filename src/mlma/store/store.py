@@ -114,6 +114,32 @@ def _canonical_columns(frame: pd.DataFrame) -> tuple[tuple[np.ndarray, np.ndarra
     return (inverse.astype(np.int64)[raw_codes], distinct), ns, y
 
 
+def _unless_put_in_service(conn: sa.Connection, checks: Sequence) -> list:
+    """The tick's version checks, but for a version it dropped (a challenger a forced re-training replaced) that a
+    person put in service while the tick ran: that one is recorded as their promotion. Written as "dropped", it
+    stayed so while the version served (the next tick adopts the person's move by the slots, which no longer
+    name it). The champions' rows are locked until the tick commits, so no move slips in between."""
+    checks = list(checks)
+    dropped = {int(c.stream) for c in checks if c.check.get("result") == "dropped"}
+    if not dropped:
+        return checks
+    ch, ids = S.champions, sorted(dropped)
+    serving = {}
+    for lo in range(0, len(ids), 10_000):   # under PostgreSQL's 65,535 bind parameters
+        serving.update({int(r.stream_id): (int(r.version), r.moved_by) for r in conn.execute(
+            sa.select(ch.c.stream_id, ch.c.version, ch.c.moved_by)
+            .where(ch.c.stream_id.in_(ids[lo:lo + 10_000])).with_for_update())})
+    out = []
+    for c in checks:
+        version, by = serving.get(int(c.stream), (None, None))
+        if c.check.get("result") == "dropped" and version == int(c.version) and by != "agent":
+            c = dataclasses.replace(c, check={"result": "promoted", "promoted_by": by,
+                                              "why": "put in service by a person while the tick that replaced it "
+                                                     "ran"})
+        out.append(c)
+    return out
+
+
 def _json_safe(value: Any) -> Any:
     """JSON-ready values for params, metrics, findings, summaries: :func:`mlma.store.serial.finite_json`."""
     return serial.finite_json(value)
@@ -1383,7 +1409,7 @@ class Store:
                                                  mv.c.version == sa.bindparam("ver"))
                              .values(check_result=sa.bindparam("check")),
                              [{"sid": int(c.stream), "ver": int(c.version), "check": _json_safe(dict(c.check))}
-                              for c in record.version_checks])
+                              for c in _unless_put_in_service(conn, record.version_checks)])
             moves = [ChampionMove(v.stream, int(n), v.by, v.reason) for v, n in zip(new_versions, versions)
                      if v.promote]
             moves += record.champion_moves
