@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -201,6 +202,96 @@ def test_a_spec_that_only_some_clocks_refuse_is_left_to_the_first_tick():
     assert check_model_spec("test_hostile_cli:DailyOnly") is None
     with pytest.raises(ConfigError, match="model 'test_hostile_cli:DailyOnly:x=1'"):
         check_model_spec("test_hostile_cli:DailyOnly:x=1")  # no clock takes an unknown option
+
+
+class OneClockOnly(SeasonalNaive):
+    """A user's model for one frequency (weekly retail, monthly, quarterly or yearly figures, minutes of a
+    sensor) and, optionally, ticks of at least some steps: its error depends on the clock, unknown at init."""
+
+    def __init__(self, ctx, freq: str, horizon: int = 1):
+        if ctx.freq != freq or ctx.horizon < horizon:
+            raise ValueError(f"OneClockOnly needs {freq!r} data forecast {horizon} steps ahead")
+        super().__init__(ctx)
+
+
+@pytest.mark.parametrize("options", ["freq=min", "freq=5min", "freq=15min", "freq=30min", "freq=h:horizon=24",
+                                     "freq=D:horizon=7", "freq=W-SUN", "freq=W-SUN:horizon=4", "freq=MS",
+                                     "freq=ME:horizon=12", "freq=QS", "freq=QE:horizon=4", "freq=YS", "freq=YE"])
+def test_a_spec_that_builds_on_any_clock_a_project_can_have_is_taken(options):
+    """Only hourly and daily data were tried, so a model for weekly (or monthly...) data was refused at init."""
+    assert check_model_spec(f"test_hostile_cli:OneClockOnly:{options}") is None
+
+
+def test_a_spec_no_clock_builds_is_still_refused():
+    with pytest.raises(ConfigError, match="OneClockOnly needs 'fortnightly' data"):
+        check_model_spec("test_hostile_cli:OneClockOnly:freq=fortnightly")  # no project has that clock
+    with pytest.raises(ConfigError, match="unexpected keyword argument 'x'"):
+        check_model_spec("test_hostile_cli:OneClockOnly:freq=W-SUN:x=1")  # nor takes an unknown option
+
+
+class NeedsWeights(SeasonalNaive):
+    """A user's model that reads its weights when built, from a file on the agent's machine."""
+
+    def __init__(self, ctx, weights: str = "/srv/no-such-folder/weights.npy"):
+        with open(weights, "rb"):
+            pass
+        super().__init__(ctx)
+
+
+def test_a_file_the_constructor_cannot_read_here_is_said_not_refused(tmp_path):
+    """An OSError of the constructor was refused, though a pickle: file missing here was taken with a note."""
+    said_here = check_model_spec("test_hostile_cli:NeedsWeights")
+    assert "FileNotFoundError" in said_here and "/srv/no-such-folder/weights.npy" in said_here, said_here
+    weights = tmp_path / "weights.npy"
+    weights.write_bytes(b"")
+    assert check_model_spec(f"test_hostile_cli:NeedsWeights:weights={weights}") is None
+
+
+def with_modules(folder: Path, modules: dict[str, str]) -> dict[str, str]:
+    """Write a user's modules to ``folder``; the environment of a command that imports them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in modules.items():
+        (folder / f"{name}.py").write_text(text)
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.mark.parametrize("text, raised", [
+    ("import numpy\nCONSTANT = undefined_name * 2\n", "raised NameError: name 'undefined_name' is not defined"),
+    ("x = (\n", "raised SyntaxError: '(' was never closed"),
+    ("import os\nCONFIG = os.environ['MLMA_TEST_MODEL_CONFIG']\n", "raised KeyError: 'MLMA_TEST_MODEL_CONFIG'"),
+    ("raise RuntimeError('the model server is not reachable')\n", "raised RuntimeError: the model server is not"),
+    ("import sys\nsys.exit(3)\n", "raised SystemExit: 3"),
+])
+def test_a_module_that_raises_at_import_is_said_not_a_traceback(tmp_path, monkeypatch, text, raised):
+    """Only ImportError was caught: any other error of the user's module at import crashed `mlma init`."""
+    name = f"mlma_test_user_module_{tmp_path.name.replace('-', '_')}"
+    with_modules(tmp_path / "mods", {name: text})
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    said_here = check_model_spec(f"{name}:Model")
+    assert f"importing {name!r} for '{name}:Model' {raised}" in said_here, said_here
+
+
+def test_init_takes_a_module_that_raises_at_import_and_the_first_tick_names_it(tmp_path, fleet):
+    """The ticks' environment may import what this one cannot (a config file or a variable it reads): init says
+    why it could not check the spec, and the first tick, where it fails too, says the same, without a traceback."""
+    env = with_modules(tmp_path / "mods", {"brokenmod": "import numpy\nCONSTANT = undefined_name * 2\n",
+                                           "weightsmod": "from test_hostile_cli import NeedsWeights as Model\n"})
+    env["PYTHONPATH"] += os.pathsep + str(Path(__file__).parent)
+    for spec, reason in [("brokenmod:Model", "importing 'brokenmod' for 'brokenmod:Model' raised NameError: name "
+                                             "'undefined_name' is not defined"),
+                         ("weightsmod:Model", "its constructor raised FileNotFoundError: [Errno 2] No such file or "
+                                              "directory: '/srv/no-such-folder/weights.npy'")]:
+        root = tmp_path / spec.partition(":")[0]
+        done = subprocess.run([sys.executable, "-m", "mlma.cli", "init", str(root), "--model", spec],
+                              capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+        assert done.returncode == 0 and "Traceback" not in said(done), said(done)
+        assert f"could not be checked in this environment (model spec {spec!r}: {reason}" in said(done), said(done)
+        assert load_config(root).model.spec == spec
+    root = make_project(tmp_path / "ticks")
+    edit(root, "spec", '"brokenmod:Model"')
+    assert cli(root, "ingest", str(write_csv(days(fleet, 0, 29), tmp_path / "h.csv")), env=env).returncode == 0
+    refused(cli(root, "tick", env=env), "[model] model spec 'brokenmod:Model': importing 'brokenmod' for "
+            "'brokenmod:Model' raised NameError: name 'undefined_name' is not defined")
 
 
 def test_a_file_with_other_column_names_is_told_where_a_project_names_them(project, fleet, tmp_path):

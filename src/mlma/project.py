@@ -550,9 +550,30 @@ def init_project(root: str | Path, *, db: str | None = None, model: str = "light
     return config
 
 
-#: The clocks a model spec is built for before the data fixes the project's: hourly data in daily ticks, and
-#: daily data in daily ticks (one step a tick, the fewest; a lag must be at least a tick long, for instance).
-_PROBE_CLOCKS = (("h", 24, 24), ("D", 7, 1))
+#: The frequencies a project's data can have (mlma.calendar.Frequency's aliases), the clocks a model spec is
+#: built for before the first ingest fixes one: hourly first, whose error is the one said when none builds.
+_PROBE_FREQUENCIES = ("h", "D", "min", "5min", "15min", "30min", "W-SUN", "MS", "ME", "QS", "QE", "YS", "YE")
+
+
+def _probe_clocks() -> list[tuple[str, int, int]]:
+    """``(freq, season_length, horizon)`` of every clock a project could have: each frequency of
+    ``_PROBE_FREQUENCIES`` with its season (the season rule), in its default tick (:meth:`Frequency.default_tick`:
+    hourly data in daily ticks, horizon 24) and in a tick of one step (horizon 1, the fewest: a lag must be at
+    least a tick long, for instance); a project's ``[data] tick`` may be either, or any multiple of a step.
+
+    >>> _probe_clocks()[:3]
+    [('h', 24, 24), ('h', 24, 1), ('D', 7, 7)]
+    >>> sorted({freq for freq, _, _ in _probe_clocks()}) == sorted(_PROBE_FREQUENCIES)
+    True
+    """
+    from mlma.calendar import Frequency
+
+    clocks = []
+    for alias in _PROBE_FREQUENCIES:
+        frequency = Frequency(alias)
+        for horizon in dict.fromkeys((frequency.steps_per(frequency.default_tick()), 1)):
+            clocks.append((frequency.alias, frequency.season_length, horizon))
+    return clocks
 
 
 def check_model_spec(spec: str) -> str | None:
@@ -560,12 +581,15 @@ def check_model_spec(spec: str) -> str | None:
     before a project is written: a ``ConfigError`` naming the spec and what is wrong with it when no clock
     could build it; None when it builds.
 
-    The frequency is known only once the first ingest fixes it, so the spec is built for a few likely clocks
-    (``_PROBE_CLOCKS``) and refused only when it fails for every one of them; an error that depends on the
-    clock is left to the first tick, which knows it. A spec that names what this environment cannot import or
-    read (an optional extra, a package not on the path, a model file: :class:`mlma.models.SpecUnavailable`)
-    is not refused either, as the environment that runs the ticks may have it: the reason is returned, for
-    ``mlma init`` to say.
+    The frequency is known only once the first ingest fixes it, so the spec is built for every clock a project
+    could have (:func:`_probe_clocks`: minutes to years, each in its default tick and in a one-step tick) and
+    refused only when it fails for every one of them (an unknown option, a malformed spec, a bad value); an
+    error that depends on the clock (a model for weekly data only) is left to the first tick, which knows it.
+    A spec that names what this environment cannot import or read (:class:`mlma.models.SpecUnavailable`: an
+    optional extra, a package not on the path, a module whose code raises at import, say reading a config file
+    or a variable this environment lacks, a model file or a file the constructor reads, an ``OSError``) is not
+    refused either, as the environment that runs the ticks may have it: the reason is returned, for
+    ``mlma init`` to say (the first tick names it too, if it is missing there as well).
 
     >>> check_model_spec("ridge:alpha=3") is None
     True
@@ -579,7 +603,7 @@ def check_model_spec(spec: str) -> str | None:
     from mlma.models import ForecastContext, SpecUnavailable, make_forecaster
 
     first = None
-    for freq, season, horizon in _PROBE_CLOCKS:
+    for freq, season, horizon in _probe_clocks():
         try:
             make_forecaster(spec, ForecastContext(freq, season_length=season, horizon=horizon))
             return None

@@ -27,8 +27,9 @@ def import_object(path: str):
     ------
     ValueError
         Naming the path and why the import failed: :class:`~mlma.models.SpecUnavailable` when the module
-        cannot be imported here (not installed, not on the path), a plain ``ValueError`` when the path is
-        malformed or the module has no such name.
+        cannot be imported here (not installed, not on the path) or its own code raised while importing
+        (a ``NameError``, a ``SyntaxError``, a config file or variable it reads missing here), a plain
+        ``ValueError`` when the path is malformed or the module has no such name.
 
     Examples
     --------
@@ -50,12 +51,22 @@ def import_object(path: str):
         obj = importlib.import_module(module_name)
     except ImportError as exc:
         raise SpecUnavailable(f"cannot import module {module_name!r} for {path!r}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the module's own code failed, not a missing module
+        # A module that reads a file, a variable or a service at import may import where the ticks run, and a
+        # bug in it is the user's to see by name: said, never a traceback (nor an exit, for a SystemExit).
+        raise SpecUnavailable(f"importing {module_name!r} for {path!r} raised {type(exc).__name__}: "
+                              f"{_first_line(exc)}") from None
     for part in qualname.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
             raise ValueError(f"module {module_name!r} has no attribute {qualname!r} (from {path!r})") from None
     return obj
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception's message on one line (a SyntaxError's names the file and line)."""
+    return (str(exc).strip().splitlines() or [""])[0]
 
 
 def is_regressor_like(obj) -> bool:

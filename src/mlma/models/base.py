@@ -49,8 +49,9 @@ class InsufficientDataError(ValueError):
 
 class SpecUnavailable(ValueError):
     """A model spec that may well be right but needs what this Python environment lacks: a module or package
-    it cannot import (an optional extra such as ``mlma[nixtla]``, a user's package not on the path) or a model
-    file it cannot read.
+    it cannot import (an optional extra such as ``mlma[nixtla]``, a user's package not on the path, a module
+    whose code raises at import, reading a config file or a variable this one lacks) or a file it cannot read
+    (a model file, or one the model's constructor reads: an ``OSError``).
 
     Raised by :func:`mlma.models.make_forecaster`, where it is a ``ValueError`` like any spec that cannot be
     built; ``mlma init`` tells it apart, since the environment that runs the ticks may have what this one

@@ -193,7 +193,9 @@ def _from_object(obj, ctx: ForecastContext, params: dict, spec) -> Forecaster:
             model = obj(**kwargs)
         except TypeError as exc:
             raise ValueError(f"cannot instantiate model spec {label!r} with {sorted(kwargs)}: {exc}") from None
-        except ImportError as exc:  # a package the constructor imports is missing here, not the spec wrong
+        except (ImportError, OSError) as exc:
+            # A package the constructor imports, or a file it reads (weights, a config; FileNotFoundError,
+            # PermissionError), is missing here: the agent's machine may have it, as a pickle: spec's file.
             raise SpecUnavailable(f"model spec {label!r}: its constructor raised {type(exc).__name__}: {exc}") \
                 from None
         except Exception as exc:  # noqa: BLE001 - a user's constructor: no history would fix it
@@ -289,7 +291,8 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
     ValueError
         For an unknown spec, an import failure or bad parameters, naming the spec and what is available;
         :class:`~mlma.models.SpecUnavailable` (a ``ValueError``) when what it names cannot be imported or read
-        in this environment (a missing extra, a package not on the path, a model file not on this machine).
+        in this environment (a missing extra, a package not on the path, a module whose code raised at import,
+        a model file or a file a constructor reads, ``OSError``, not on this machine).
 
     Examples
     --------
