@@ -288,3 +288,43 @@ def test_a_fall_back_more_history_does_not_end_is_retried_ever_more_rarely_and_o
     assert not agent.is_fallback[s_late] and agent.fallback_retries[s_late] == 0
     # First fitted with one day of history, then again each tick until ridge has enough (nine days).
     assert late_fits[:9] == list(range(late_fits[0], late_fits[0] + 9)), late_fits
+
+
+def test_on_a_clock_whose_season_spans_many_ticks_a_fall_back_is_still_retried_each_season():
+    """Monthly data in monthly ticks: a season is a year of ticks, so retrying a constant series' fall-back each
+    season costs one fit a year; the wait does not double there (a series that starts with years of zeros gets
+    its model within a year of its first sales, as before)."""
+    from mlma.agent import Agent
+    from mlma.data import Frequency, make_tick_grid
+    from mlma.fleet import FleetData
+    from mlma.mlma_policy import MLMAPolicy
+    from mlma.models import ForecastContext
+    from mlma.training import ModelService
+
+    months = pd.date_range("2000-01-01", periods=120, freq="MS")
+    rng = np.random.default_rng(4)
+    frame = pd.concat([pd.DataFrame({"unique_id": f"s{i}", "ds": months,
+                                     "y": 100 + 10 * np.sin(np.arange(120) * np.pi / 6) + rng.normal(0, 2, 120)})
+                       for i in range(3)] + [pd.DataFrame({"unique_id": "flat", "ds": months, "y": 0.0})],
+                      ignore_index=True)
+    freq = Frequency("MS")
+    grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("MS"), freq=freq).boundaries
+    fleet = FleetData(frame, freq.alias, grid)
+    service = ModelService(fleet, "ridge", ForecastContext(freq="MS", season_length=12, horizon=1),
+                           train_window_ticks=None)
+    fits = []
+    fit = service.fit
+
+    def counted(keys, **options):
+        fits.extend((int(key.stream), int(key.end_tick)) for key in keys)
+        return fit(keys, **options)
+
+    service.fit = counted
+    agent = Agent(MLMAPolicy(), service, season_length=12, scale=fleet.seasonal_naive_scale(12, before_tick=48))
+    s_flat = list(fleet.ids).index("flat")
+    agent.start(48)
+    for k in range(48, 120):
+        agent.tick(k)
+    flat_fits = [k for s, k in fits if s == s_flat]
+    assert np.diff(flat_fits).tolist() == [12] * (len(flat_fits) - 1) and len(flat_fits) == 7, flat_fits
+    assert agent.fallback_retries[s_flat] == 6   # counted, but on this clock they do not stretch the wait

@@ -899,21 +899,24 @@ class Agent:
                 self.policy.on_new_model(todo, k)
         return initial, seconds
 
-    #: A fall-back retried while its stream's window holds no training window (all history as the window) waits at
-    #: most this many seasons of new history between retries.
-    MAX_RETRY_SEASONS = 8
+    #: With all history as the training window, the longest wait between retries of a fall-back, in ticks (the
+    #: default window of hourly data in daily ticks).
+    MAX_RETRY_TICKS = 28
 
     def _retry_gap(self, k: int) -> np.ndarray:
         """Rows of new history a stream on a fall-back model waits for before it is fitted again: a season, so
-        that a new stream short of history gets its model as soon as it has enough; doubled by each retry in a
-        row that fell back for another reason (a constant series, a failed fit), which more history ends only
-        if the data change: re-fitting such a stream every season made an identical version each time (hourly
-        data in daily ticks: every tick). At most the rows of a training window (by then the fit sees none of
-        the rows the last one saw), or :data:`MAX_RETRY_SEASONS` seasons when the window is all history."""
+        that a new stream short of history gets its model as soon as it has enough. Where a season is a tick or
+        less (hourly data in daily ticks), that retried a fall-back for another reason (a constant series, a
+        failed fit), which more history ends only if the data change, every tick, with an identical new version
+        each time: there each retry in a row that fell back so doubles the wait, up to the rows of a training
+        window (by then the fit sees none of the rows the last one saw; :data:`MAX_RETRY_TICKS` ticks with all
+        history as the window). Coarser clocks (monthly data: a season is a year of ticks) keep a season."""
+        steps = self.fleet.steps_in_tick(k)
+        if self.season_length > steps:
+            return np.full(len(self.fallback_retries), float(self.season_length))
+        window = self.service.train_window_ticks or self.MAX_RETRY_TICKS
         gap = self.season_length * np.exp2(np.minimum(self.fallback_retries, 30))
-        window = self.service.train_window_ticks
-        most = (window * self.fleet.steps_in_tick(k) if window else self.MAX_RETRY_SEASONS * self.season_length)
-        return np.minimum(gap, max(most, self.season_length))
+        return np.minimum(gap, max(window * steps, self.season_length))
 
     def _escalate_lasting_fallback(self, k: int, s: int, fm, escalations: list) -> None:
         """Escalate (``cold``, once per run of fall-backs) a stream whose fall-back more history will not end.
