@@ -143,7 +143,7 @@ def test_retrain_reset_reference_approve_reject_are_queued(project):
     run(project, "reject", uid)
     listed = json.loads(run(project, "actions", "--status", "pending", "--stream", uid, "--json").output)
     assert [(a["kind"], a["params"]) for a in listed] == [
-        ("reject", {}), ("approve", {}), ("reset-reference", {"rebase": False}),
+        ("reject", {"version": 2}), ("approve", {"version": 2}), ("reset-reference", {"rebase": False}),
         ("reset-reference", {"rebase": True}), ("retrain", {"direct": True})]
     assert all(a["created_by"] == "user:ana" for a in listed)
     run(project, "cancel-action", str(listed[0]["id"]), "--reason", "changed my mind")
