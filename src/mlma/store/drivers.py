@@ -55,7 +55,8 @@ class DriverWrite:
     """What :func:`insert_values` stored: ``n`` values; ``revised``, per driver, the values that changed one the
     store held for the same ``(stream, ds, driver)``: for observed values, of rows the store held, a value that
     differs from the row's newest observed one or that the row had none of; for values known in advance, a value
-    that differs from the newest an earlier file gave (the new one is in force: last writer wins). ``rows``
+    that differs from the newest an earlier file gave where there is no observed value (the new one is in force:
+    last writer wins; an observed value would be instead). ``rows``
     (observed values only): rows the store held with the same ``y`` that such a value changed."""
 
     n: int = 0
@@ -90,77 +91,104 @@ def insert_values(conn: sa.Connection, stream_id: np.ndarray, ns: np.ndarray, fr
     rows = {k: data[k] for k in staged}
     if observed and y is not None:
         staged["y"], rows["y"] = "float", np.concatenate(ys)
-    d = S.driver_values
+    d, obs = S.driver_values, S.observations
+    lo, hi = (pd.Timestamp(t).to_pydatetime() for t in (data["ds"].min(), data["ds"].max()))
+    # Anything to compare with in the values' time span? Not for most ingests (a new day's actuals, a plan for
+    # hours no earlier plan gave): found down the ds index, they are stored without counting, whose joins grow
+    # with the table.
+    if observed:
+        before = sa.select(obs.c.ds).where(obs.c.ds >= lo, obs.c.ds <= hi)
+    else:
+        before = sa.select(d.c.ds).where(d.c.ds >= lo, d.c.ds <= hi, d.c.observed == sa.false(),
+                                         d.c.ingest_id < ingest_id)
+    compare = conn.execute(before.limit(1)).first() is not None
     with bulk.staged(conn, "mlma_stage_drivers", staged, rows, key=("stream_id", "ds", "name")) as st:
-        def same_key(t):
-            return sa.and_(t.c.stream_id == st.c.stream_id, t.c.ds == st.c.ds, t.c.name == st.c.name)
-
-        if observed:
-            # Observed values sent again unchanged (a feed that re-sends its last days every day) are not stored
-            # again: each copy added a row per value, read by every tick's window. A changed value is stored (the
-            # newest wins).
-            # Correlated by name to the staged row: nested two levels down, it was not correlated by itself (it
-            # took the newest ingest of any staged key, so rows re-sent by a rolling feed were stored again).
-            other = d.alias("newest")
-            newest_any = sa.select(sa.func.max(other.c.ingest_id)).where(same_key(other)).correlate(st) \
-                .scalar_subquery()
-            unchanged = sa.select(d.c.ingest_id).where(same_key(d), d.c.ingest_id == newest_any,
-                                                       d.c.value == st.c.value, d.c.observed == sa.true())
-            keep = ~sa.exists(unchanged)
-        else:
-            keep = sa.true()  # every value known in advance is kept: what was known when stays on record
-        # preserve_rowcount: SQLAlchemy gives an INSERT ... SELECT's row count on PostgreSQL only when asked.
-        n = conn.execute(sa.insert(d).from_select(
-            ["stream_id", "ds", "name", "ingest_id", "value", "observed"],
-            sa.select(st.c.stream_id, st.c.ds, st.c.name, sa.literal(ingest_id, sa.Integer), st.c.value,
-                      sa.true() if observed else sa.false()).where(keep))
-            .execution_options(preserve_rowcount=True)).rowcount
-        if not n:  # nothing stored, nothing changed: a feed that re-sends its last days unchanged pays no count
-            return DriverWrite()
-        # Nothing to compare with in the values' time span (a new day's actuals, a plan for hours no earlier plan
-        # gave: most ingests), found down the ds index: no count, whose joins grow with the table.
-        obs = S.observations
-        lo, hi = (pd.Timestamp(t).to_pydatetime() for t in (data["ds"].min(), data["ds"].max()))
-        if observed:
-            before = sa.select(obs.c.ds).where(obs.c.ds >= lo, obs.c.ds <= hi)
-        else:
-            before = sa.select(d.c.ds).where(d.c.ds >= lo, d.c.ds <= hi, d.c.observed == sa.false(),
-                                             d.c.ingest_id < ingest_id)
-        if conn.execute(before.limit(1)).first() is None:
+        if not observed:
+            # Every value known in advance is kept: what was known when stays on record. preserve_rowcount (here
+            # and below): SQLAlchemy gives an INSERT ... SELECT's row count on PostgreSQL only when asked.
+            n = conn.execute(sa.insert(d).from_select(list(_COLUMNS), sa.select(
+                st.c.stream_id, st.c.ds, st.c.name, sa.literal(ingest_id, sa.Integer), st.c.value, sa.false()))
+                .execution_options(preserve_rowcount=True)).rowcount
+            if not (n and compare):
+                return DriverWrite(n=int(n))
+            counted = dict(conn.execute(sa.select(st.c.name, sa.func.count())
+                                        .where(_changed(st, ingest_id, lo, hi, observed=False))
+                                        .group_by(st.c.name)).all())
+            return DriverWrite(n=int(n), revised={name: int(counted[name]) for name in columns if counted.get(name)})
+        # Observed values sent again unchanged (a feed that re-sends its last days every day) are not stored again:
+        # each copy added a row per value, read by every tick's window. A changed value is stored (the newest wins).
+        # The newest is correlated by name to the staged row: nested two levels down, it was not correlated by
+        # itself (it took the newest ingest of any staged key, so rows re-sent by a rolling feed were stored again).
+        other = d.alias("newest")
+        newest_any = sa.select(sa.func.max(other.c.ingest_id)).where(_same_key(other, st)).correlate(st) \
+            .scalar_subquery()
+        keep = ~sa.exists(sa.select(d.c.ingest_id).where(_same_key(d, st), d.c.ingest_id == newest_any,
+                                                         d.c.value == st.c.value, d.c.observed == sa.true()))
+        if not compare:
+            n = conn.execute(sa.insert(d).from_select(list(_COLUMNS), sa.select(
+                st.c.stream_id, st.c.ds, st.c.name, sa.literal(ingest_id, sa.Integer), st.c.value, sa.true())
+                .where(keep)).execution_options(preserve_rowcount=True)).rowcount
             return DriverWrite(n=int(n))
-        # What changed, counted against earlier ingests' values of the same kind (observed, or known in advance).
-        other = d.alias("newest_earlier")  # its own name: it must not correlate to the row it is compared with
-        newest = sa.select(sa.func.max(other.c.ingest_id)).where(
-            same_key(other), other.c.observed == (sa.true() if observed else sa.false()),
-            other.c.ingest_id < ingest_id).correlate(st).scalar_subquery()
-        earlier = d.alias("earlier")
-        # The time span said again (same_key implies it): the planner then reads that span of the table down the
-        # ds index, not the whole table.
-        span = sa.and_(earlier.c.ds >= lo, earlier.c.ds <= hi)
-        same = sa.exists(sa.select(earlier.c.ingest_id).where(same_key(earlier), span, earlier.c.ingest_id == newest,
-                                                               earlier.c.value == st.c.value))
-        if observed:
-            # A value of a row the store held that differs from the row's newest observed one, or that it had none
-            # of (a corrected temperature, a campaign flag sent late).
-            held = sa.exists(sa.select(obs.c.ingest_id).where(obs.c.stream_id == st.c.stream_id,
-                                                              obs.c.ds == st.c.ds))
-            changed = sa.and_(held, ~same)
-        else:
-            # A value an earlier file gave, replaced by a different one (last writer wins).
-            had = sa.exists(sa.select(earlier.c.ingest_id).where(same_key(earlier), span,
-                                                                 earlier.c.ingest_id == newest))
-            changed = sa.and_(had, ~same)
-        counted = dict(conn.execute(sa.select(st.c.name, sa.func.count()).where(changed).group_by(st.c.name)).all())
-        revised = {name: int(counted[name]) for name in columns if counted.get(name)}  # in the file's order
-        n_rows = 0
-        if observed and y is not None and revised:
-            # Rows whose y is the same but a driver value changed: revised rows too, not unchanged ones (a row
-            # whose y changed is counted as revised already).
-            same_y = sa.exists(sa.select(obs.c.ingest_id).where(obs.c.stream_id == st.c.stream_id,
-                                                                obs.c.ds == st.c.ds, obs.c.y == st.c.y))
-            keys = sa.select(st.c.stream_id, st.c.ds).where(changed, same_y).distinct().subquery()
-            n_rows = int(conn.execute(sa.select(sa.func.count()).select_from(keys)).scalar_one())
+        # A value not stored is unchanged (the newest value of its key is an observed one, and equal), so what
+        # changed is among the values stored: those are picked out of the staged ones once, into a table of their
+        # own, and counted there. Counting over all the staged values again took two more passes over them on every
+        # rolling re-send, most of whose values are unchanged and not stored.
+        kept = {"stream_id": "int", "ds": "ds", "name": "text", "value": "float", "y": "float"}
+        with bulk.staged(conn, "mlma_stage_drivers_kept", kept, {k: [] for k in kept}) as new:
+            conn.execute(sa.insert(new).from_select(list(kept), sa.select(
+                st.c.stream_id, st.c.ds, st.c.name, st.c.value, st.c.y if "y" in staged else sa.null()).where(keep)))
+            n = conn.execute(sa.insert(d).from_select(list(_COLUMNS), sa.select(
+                new.c.stream_id, new.c.ds, new.c.name, sa.literal(ingest_id, sa.Integer), new.c.value, sa.true()))
+                .execution_options(preserve_rowcount=True)).rowcount
+            changed = _changed(new, ingest_id, lo, hi, observed=True)
+            counted = dict(conn.execute(sa.select(new.c.name, sa.func.count()).where(changed)
+                                        .group_by(new.c.name)).all())
+            revised = {name: int(counted[name]) for name in columns if counted.get(name)}  # in the file's order
+            n_rows = 0
+            if y is not None and revised:
+                # Rows whose y is the same but a driver value changed: revised rows too, not unchanged ones (a row
+                # whose y changed is counted as revised already).
+                same_y = sa.exists(sa.select(obs.c.ingest_id).where(obs.c.stream_id == new.c.stream_id,
+                                                                    obs.c.ds == new.c.ds, obs.c.y == new.c.y))
+                keys = sa.select(new.c.stream_id, new.c.ds).where(changed, same_y).distinct().subquery()
+                n_rows = int(conn.execute(sa.select(sa.func.count()).select_from(keys)).scalar_one())
     return DriverWrite(n=int(n), revised=revised, rows=n_rows)
+
+
+def _same_key(t, values) -> sa.ColumnElement:
+    """``t``'s row is of the same ``(stream, ds, driver)`` as the row of ``values``."""
+    return sa.and_(t.c.stream_id == values.c.stream_id, t.c.ds == values.c.ds, t.c.name == values.c.name)
+
+
+def _changed(values, ingest_id: int, lo, hi, *, observed: bool) -> sa.ColumnElement:
+    """Whether a row of ``values`` (a table of ``stream_id, ds, name, value`` in ``lo..hi``) changed what earlier
+    ingests held for its ``(stream, ds, driver)``, compared with their newest value of the same kind. Observed: a
+    value of a row the store held (an observation) that differs from the row's newest observed one, or that it
+    had none of (a corrected temperature, a campaign flag sent late). Known in advance: a value an earlier file
+    gave, replaced by a different one (last writer wins), where no observed value is, which would be in force
+    instead of either (so the note that this file's values are in force is true of those it counts)."""
+    d, obs = S.driver_values, S.observations
+    # The newest per (stream, ds, driver), correlated by name to the row: nested two levels down, it was not
+    # correlated by itself (it took the newest ingest of any of the rows' keys).
+    other = d.alias("newest_earlier")  # its own name: it must not correlate to the row it is compared with
+    newest = sa.select(sa.func.max(other.c.ingest_id)).where(
+        _same_key(other, values), other.c.observed == (sa.true() if observed else sa.false()),
+        other.c.ingest_id < ingest_id).correlate(values).scalar_subquery()
+    earlier = d.alias("earlier")
+    # The time span said again (the key implies it): the planner then reads that span of the table down the ds
+    # index, not the whole table. Not said for the lookups by key without ingest_id below: there SQLite, and
+    # PostgreSQL with the statistics of before a large ingest, took it for the way in and read the span's index
+    # row by row (30 s, not 1 s, for 200,000 corrected values).
+    span = sa.and_(earlier.c.ds >= lo, earlier.c.ds <= hi)
+    of_newest = sa.select(earlier.c.ingest_id).where(_same_key(earlier, values), span, earlier.c.ingest_id == newest)
+    same = sa.exists(of_newest.where(earlier.c.value == values.c.value))
+    if observed:
+        held = sa.exists(sa.select(obs.c.ingest_id).where(obs.c.stream_id == values.c.stream_id,
+                                                          obs.c.ds == values.c.ds))
+        return sa.and_(held, ~same)
+    seen = d.alias("observed_value")
+    observed_value = sa.exists(sa.select(seen.c.ingest_id).where(_same_key(seen, values), seen.c.observed == sa.true()))
+    return sa.and_(sa.exists(of_newest), ~same, ~observed_value)
 
 
 def check_future_times(frame: pd.DataFrame, clock, source: str) -> None:
@@ -219,8 +247,9 @@ def ingest_future(store, frame: pd.DataFrame, source: str, sha: str):
     the data the store keeps (:meth:`~mlma.store.Store.prune`). The same content sent again once those
     streams' actuals are in is not a duplicate: their rows are stored then. A file none of whose rows is taken
     is refused (:class:`mlma.data.DataError` naming the reason that took the most rows; nothing is written), as
-    a file of actuals with no usable row is. Values that replace a different one an earlier file gave are
-    counted per driver (``drivers_revised``) and said in a finding (``future-replaced``).
+    a file of actuals with no usable row is. Values that replace a different one an earlier file gave, for
+    hours without an observed value of the driver (in force where there is one), are counted per driver
+    (``drivers_revised``) and said in a finding (``future-replaced``).
     """
     from mlma.data import DataError
     from mlma.store.records import IngestReport, driver_counts

@@ -119,8 +119,8 @@ class IngestReport:
     drivers_revised
         Per driver, the values this ingest changed: observed values of rows the store held that differ from
         their newest observed value (or that the row had none of); values known in advance that replace a
-        different value an earlier file gave for the same ``(unique_id, ds)`` (the newest is in force). The
-        old values stay in the store.
+        different value an earlier file gave for the same ``(unique_id, ds)`` (the newest is in force), where no
+        observed value of the driver is (which would be in force instead). The old values stay in the store.
     n_streams, new_streams
         Streams in the frame, and how many of them the store had not seen before.
     """
