@@ -1194,8 +1194,7 @@ class LiveAgent:
                 masks["rebase_reference" if params.get("rebase") else "reset_reference"][s] = True
             elif row.kind in ("approve", "reject"):
                 meant = params.get("version")
-                pending = int(live["awaiting_version"][s]) if live["awaiting_version"][s] >= 0 \
-                    else int(live["challenger_version"][s])
+                pending, _ = _undecided_version(live, s)
                 if meant is not None and int(meant) != pending:
                     stale[int(row.id)] = (int(meant), pending)   # the person decided about another model
                     continue
@@ -1706,12 +1705,14 @@ def _replaced_versions(report: TickReport, live: dict) -> dict[int, tuple[int, s
     """The registry versions a person's forced re-training replaced this tick (:attr:`TickReport.replaced`),
     by stream, with where each was (``"in shadow"``, ``"waiting for approval"``), read from the version map
     ``live`` as the tick began (before :meth:`LiveAgent._versions` moves it)."""
-    out = {}
-    for s in report.replaced:
-        waiting = int(live["awaiting_version"][s])
-        out[int(s)] = ((waiting, "waiting for approval") if waiting >= 0
-                       else (int(live["challenger_version"][s]), "in shadow"))
-    return out
+    return {int(s): _undecided_version(live, int(s)) for s in report.replaced}
+
+
+def _undecided_version(live: dict, s: int) -> tuple[int, str]:
+    """The stream's version whose check is not over in the version map ``live``, with where it is: the one
+    waiting for approval, else the one in shadow (-1 when neither slot holds one)."""
+    waiting = int(live["awaiting_version"][s])
+    return (waiting, "waiting for approval") if waiting >= 0 else (int(live["challenger_version"][s]), "in shadow")
 
 
 def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.ndarray,
