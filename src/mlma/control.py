@@ -145,13 +145,10 @@ class Operations:
             items = list(streams)
             if not items:
                 raise ActionError("no streams given")
-            ids = []
-            for s in items:
-                try:
-                    ids.append(self.store.resolve(s))
-                except KeyError:
-                    raise ActionError(f"unknown stream {s!r}") from None
-            ids = np.unique(np.asarray(ids, dtype=np.int64))
+            try:
+                ids = np.unique(self.store.resolve_many(items))
+            except KeyError as exc:
+                raise ActionError(exc.args[0]) from None
             names = self.store.unique_ids(ids)
             target = f"stream:{names[0]}" if len(ids) == 1 else f"streams:{len(ids)}"
             return ids, target

@@ -599,13 +599,7 @@ class ModelRegistry:
         return MoveOutcome(int(move.version), bool(made.made), made.audit_ids.get(int(move.stream)))
 
     def _ids(self, streams: Sequence[int | str]) -> np.ndarray:
-        items = list(streams)
-        if all(isinstance(s, str) for s in items):
-            ids = self.store.stream_ids(items, create=False)
-            if (ids < 0).any():
-                raise KeyError(f"unknown stream {items[int(np.flatnonzero(ids < 0)[0])]!r}")
-            return ids
-        return np.array([self.store.resolve(s) for s in items], dtype=np.int64)
+        return self.store.resolve_many(streams)
 
     # -- reading -----------------------------------------------------------------------------------------
     def version(self, stream: int | str, version: int) -> ModelVersion:

@@ -423,23 +423,50 @@ class Store:
 
         A ``unique_id`` is matched as given, else without the white space around it and composed, the rule
         every file's ids follow (:func:`mlma.data.stream_id_text`): ``" zone-1"`` typed or pasted names
-        ``zone-1``.
+        ``zone-1``. :meth:`resolve_many` is the same for many streams at once.
         """
+        return int(self.resolve_many([stream])[0])
+
+    def resolve_many(self, streams: Sequence[int | str | np.integer]) -> np.ndarray:
+        """The id of each stream given by id or ``unique_id``, in the order given (``int64``), by the rule of
+        :meth:`resolve`, in one read whatever their number: a person's action on a city's 100,000 named zones
+        is not 100,000 queries. ``KeyError`` naming the first unknown stream (and how many more there are)."""
         from mlma.data import id_text
 
-        if isinstance(stream, (int, np.integer)) and not isinstance(stream, bool):
-            query = sa.select(S.streams.c.id).where(S.streams.c.id == int(stream))
-        elif isinstance(stream, str):
-            # The id as given wins: a store may hold ids with their spaces (written before they were stripped).
-            query = (sa.select(S.streams.c.id).where(S.streams.c.unique_id.in_({stream, id_text(stream)}))
-                     .order_by((S.streams.c.unique_id == stream).desc()).limit(1))
-        else:
-            raise TypeError(f"stream must be a stream id (int) or a unique_id (str), got {stream!r}")
+        items = list(streams)
+        for stream in items:
+            is_id = isinstance(stream, (int, np.integer)) and not isinstance(stream, bool)
+            if not (is_id or isinstance(stream, str)):
+                raise TypeError(f"stream must be a stream id (int) or a unique_id (str), got {stream!r}")
+        texts = {s for s in items if isinstance(s, str)}
+        # The id as given wins: a store may hold ids with their spaces (written before they were stripped).
+        candidates = np.array(sorted(texts | {id_text(s) for s in texts}), dtype=object)
+        numbers = sorted({int(s) for s in items if not isinstance(s, str) and 0 <= int(s) < 2**63})
+        ids, names = S.streams.c.id, S.streams.c.unique_id
         with self._read() as conn:
-            found = conn.execute(query).scalar()
-        if found is None:
-            raise KeyError(f"unknown stream {stream!r}")
-        return int(found)
+            if not texts:
+                found = {}
+            elif len(candidates) <= 1000:  # a staged table costs more than it saves for a stream or a page of them
+                found = {u: int(i) for u, i in conn.execute(sa.select(names, ids)
+                                                           .where(names.in_(candidates.tolist())))}
+            else:
+                found = dict(zip(candidates.tolist(), self._lookup_streams(conn, candidates).tolist()))
+            known = set()
+            for lo in range(0, len(numbers), 10_000):  # under PostgreSQL's 65,535 bind parameters
+                known.update(conn.execute(sa.select(ids).where(ids.in_(numbers[lo:lo + 10_000]))).scalars())
+
+        def id_of(stream) -> int:
+            if not isinstance(stream, str):
+                return int(stream) if int(stream) in known else -1
+            given = found.get(stream, -1)
+            return given if given >= 0 else found.get(id_text(stream), -1)
+
+        out = np.array([id_of(s) for s in items], dtype=np.int64)
+        if (out < 0).any():
+            unknown = [s if isinstance(s, str) else int(s) for s in (items[i] for i in np.flatnonzero(out < 0))]
+            more = f" (and {len(unknown) - 1:,} more unknown)" if len(unknown) > 1 else ""
+            raise KeyError(f"unknown stream {unknown[0]!r}{more}")
+        return out
 
     def streams(self, columns: Sequence[str] | None = None, *, first_id: int = 0) -> pd.DataFrame:
         """All streams, ordered by id: id, unique_id, first/last seen (UTC), first/last ds, attributes,
@@ -558,7 +585,7 @@ class Store:
         ``target`` names the group in the audit log (default: the stream, or the number of streams).
         """
         check_actor(by)
-        ids = [self.resolve(s) for s in streams]
+        ids = self.resolve_many(streams).tolist()
         if not ids:
             return
         changes = {i: (None if overrides is None else dict(overrides)) for i in ids}
@@ -588,17 +615,18 @@ class Store:
         """Merge ``changes`` into the JSON ``column`` of the streams; returns the ids whose value changed (only
         those are written: a change that is already so, e.g. an unpin of an unpinned stream, writes nothing)."""
         if conn is None:
-            resolved = {self.resolve(stream): value for stream, value in changes.items()}
+            resolved = dict(zip(self.resolve_many(list(changes)).tolist(), changes.values()))
             with self._write() as conn:
                 return self._merge_json(column, resolved, conn=conn)
         ids = {int(stream): value for stream, value in changes.items()}
         col = S.streams.c[column]
-        current = {}
         keys = list(ids)
-        # Chunks keep the IN list under PostgreSQL's 65,535 bind parameters for fleet-wide changes.
-        for lo in range(0, len(keys), 10_000):
-            current.update(conn.execute(sa.select(S.streams.c.id, col)
-                                        .where(S.streams.c.id.in_(keys[lo:lo + 10_000]))).all())
+        if len(keys) > 1000:  # a fleet-wide change joins a staged list: an IN list of 100,000 costs seconds to parse
+            with bulk.staged(conn, "mlma_stage_ids", {"sid": "int"}, {"sid": keys}, key=("sid",)) as st:
+                current = dict(conn.execute(sa.select(S.streams.c.id, col).select_from(
+                    S.streams.join(st, st.c.sid == S.streams.c.id))).all())
+        else:
+            current = dict(conn.execute(sa.select(S.streams.c.id, col).where(S.streams.c.id.in_(keys))).all())
         unknown = set(ids) - set(current)
         if unknown:
             raise KeyError(f"unknown stream id(s): {sorted(unknown)[:5]}")
@@ -613,9 +641,17 @@ class Store:
             value = _json_safe(merged)
             if value != _json_safe(dict(current[i] or {})):
                 rows.append({"sid": i, "value": value})
-        if rows:
+        if len(rows) > 1000:
+            # A fleet-wide pin: one UPDATE joined to the staged values, not 100,000 statements (14 s on PostgreSQL).
+            with bulk.staged(conn, "mlma_stage_json", {"sid": "int", "value": "json"},
+                             {"sid": [r["sid"] for r in rows], "value": [r["value"] for r in rows]},
+                             key=("sid",)) as st:
+                conn.exec_driver_sql(f"UPDATE streams SET {column} = {st.name}.value FROM {st.name} "
+                                     f"WHERE streams.id = {st.name}.sid")
+        elif rows:
             conn.execute(sa.update(S.streams).where(S.streams.c.id == sa.bindparam("sid"))
                          .values({column: sa.bindparam("value")}), rows)
+        if rows:
             if column == "overrides":
                 self._count_change(conn, "overrides")
         return [row["sid"] for row in rows]
@@ -1821,8 +1857,9 @@ class Store:
             at=now, actor=actor, action=action, target=target, params=_json_safe(dict(params or {})),
             reason=reason).returning(S.audit_log.c.id)).scalar_one())
         if streams is not None and len(streams):
-            conn.execute(sa.insert(S.audit_streams), [{"stream_id": int(s), "audit_id": audit_id}
-                                                      for s in sorted({int(s) for s in streams})])
+            ids = np.unique(np.asarray(streams, dtype=np.int64))
+            bulk.insert_rows(conn, "audit_streams", {"stream_id": "int", "audit_id": "int"},
+                             {"stream_id": ids, "audit_id": np.full(len(ids), audit_id, dtype=np.int64)})
         return audit_id
 
     def audit_log(self, *, since: Any = None, target: str | None = None, actor: str | None = None,

@@ -1,0 +1,116 @@
+"""A person's action on thousands of named streams: one read to find them, one statement to write them.
+
+Above 1,000 streams the store stages the names and the new values in temporary tables (an IN list or a
+statement per stream cost a minute at 100,000 streams; ``benchmarks/bench_actions.py``), so these tests use
+1,500 streams, on SQLite and PostgreSQL, and check that exactly the chosen streams got exactly what was asked.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlma.control import ActionError, Operations
+
+N = 1_500
+
+
+@pytest.fixture
+def fleet(store):
+    names = [f"zone-{i:05d}" for i in range(N)]
+    ids = store.stream_ids(names)
+    # A stream stored with the spaces around its id (written before ids were stripped), and one whose id has
+    # a composed character.
+    legacy, composed = store.stream_ids([" legacy ", "Z\u00fcrich"])
+    return store, dict(zip(names, ids.tolist())) | {" legacy ": int(legacy), "Z\u00fcrich": int(composed)}
+
+
+@pytest.mark.parametrize("size", [10, N], ids=["a page", "a fleet"])
+def test_resolve_many_finds_each_stream_in_the_order_given(fleet, size):
+    store, ids = fleet
+    rng = np.random.default_rng(size)
+    names = [f"zone-{i:05d}" for i in rng.permutation(N)[:size]]
+    given = names + [f"  {names[0]}\t", ids[names[1]], " legacy ", unicodedata.normalize("NFD", "Z\u00fcrich ")]
+    expected = [ids[n] for n in names] + [ids[names[0]], ids[names[1]], ids[" legacy "], ids["Z\u00fcrich"]]
+    assert store.resolve_many(given).tolist() == expected
+    assert store.resolve_many([]).tolist() == []
+
+
+def test_resolve_many_names_the_unknown_streams(fleet):
+    store, ids = fleet
+    names = [f"zone-{i:05d}" for i in range(N)]
+    with pytest.raises(KeyError, match=r"unknown stream 'nowhere' \(and 2 more unknown\)"):
+        store.resolve_many(names + ["nowhere", "legacy", 10**9])  # "legacy" is stored as " legacy ", not so
+    with pytest.raises(KeyError, match=r"^'unknown stream 1000000000'$"):
+        store.resolve_many([10**9, names[0]])
+    with pytest.raises(TypeError, match="got True"):
+        store.resolve_many([names[0], True])
+
+
+def test_a_pin_of_thousands_of_streams_sets_each_one_once(fleet):
+    store, ids = fleet
+    ops = Operations(store)
+    chosen = [f"zone-{i:05d}" for i in range(N) if i % 7] + [f"zone-{i:05d}" for i in range(1200, N)]
+    until = pd.Timestamp.now(tz="UTC").floor("s") + pd.Timedelta(days=3)
+    done = ops.pin(streams=chosen + [" zone-00001"], until=until, by="user:ana", reason="city launch")
+    wanted = {ids[n] for n in chosen}
+    assert len(wanted) > 1000  # the staged path
+    assert done.changed == len(wanted) == len(done.streams)
+    overrides = store.stream_overrides()
+    assert set(overrides) == wanted
+    assert {pd.Timestamp(o.pinned_until) for o in overrides.values()} == {until}
+
+    again = ops.pin(streams=chosen, until=until, by="user:ana")
+    assert again.changed == 0 and again.audit_id is None  # a retried pin writes nothing
+
+    audit = store.audit_log(action="pin")
+    assert len(audit) == 1 and audit["id"].iloc[0] == done.audit_id
+    assert len(store.audit_log(stream="zone-00003")) == 1 and len(store.audit_log(stream="zone-00007")) == 0
+
+    cleared = ops.unpin(streams=[f"zone-{i:05d}" for i in range(N)], by="user:ana")
+    assert cleared.changed == len(wanted) and store.stream_overrides() == {}
+
+
+def test_parameters_set_and_cleared_on_thousands_of_streams_leave_the_others_alone(fleet):
+    store, ids = fleet
+    ops = Operations(store)
+    ops.pin(streams=["zone-00007"], by="user:ana")
+    first = [f"zone-{i:05d}" for i in range(1100)]
+    ops.set_params(streams=first, params={"cooldown_ticks": 5}, by="user:ana")
+    overrides = store.stream_overrides()
+    assert {i for i, o in overrides.items() if o.cooldown_ticks == 5} == {ids[n] for n in first}
+    assert overrides[ids["zone-00007"]].pinned_until is not None
+
+    ops.set_params(streams=first, params={"cooldown_ticks": None}, by="user:ana")
+    overrides = store.stream_overrides()
+    assert set(overrides) == {ids["zone-00007"]} and overrides[ids["zone-00007"]].cooldown_ticks is None
+
+
+def test_actions_queued_and_periods_marked_on_thousands_of_streams_are_one_row_each(fleet):
+    store, ids = fleet
+    ops = Operations(store)
+    chosen = [f"zone-{i:05d}" for i in range(100, 1300)]
+    queued = ops.force_retrain(streams=chosen + chosen[:50], by="user:bob", reason="new promo calendar")
+    assert queued.queued == len(chosen)
+    pending = ops.pending_actions()
+    assert sorted(pending["stream_id"].tolist()) == sorted(ids[n] for n in chosen)
+    assert set(pending["kind"]) == {"retrain"} and set(pending["created_by"]) == {"user:bob"}
+    assert set(pending["reason"]) == {"new promo calendar"}
+    assert all(p == {"direct": False} for p in pending["params"])
+
+    marked = ops.mark_abnormal("2024-03-01", "2024-03-04", streams=chosen[:1001], by="user:bob", reason=None)
+    periods = ops.abnormal_periods()
+    assert marked.changed == 1001 and sorted(periods["stream_id"].tolist()) == sorted(ids[n] for n in chosen[:1001])
+    assert set(pd.to_datetime(periods["start"])) == {pd.Timestamp("2024-03-01")}
+    assert set(pd.to_datetime(periods["end"])) == {pd.Timestamp("2024-03-04")}
+    assert periods["reason"].isna().all()
+
+    fleet_wide = ops.mark_abnormal("2024-05-01", "2024-05-02", by="user:bob")
+    assert fleet_wide.changed == 1 and ops.abnormal_periods()["stream_id"].isna().sum() == 1
+
+    with pytest.raises(ActionError, match=r"unknown stream 'zone-99999' \(and 1 more unknown\)"):
+        ops.force_retrain(streams=chosen + ["zone-99999", "zone-99998"], by="user:bob")
+    assert len(ops.pending_actions()) == len(chosen)  # nothing queued by the refused request
