@@ -114,3 +114,31 @@ def test_actions_queued_and_periods_marked_on_thousands_of_streams_are_one_row_e
     with pytest.raises(ActionError, match=r"unknown stream 'zone-99999' \(and 1 more unknown\)"):
         ops.force_retrain(streams=chosen + ["zone-99999", "zone-99998"], by="user:bob")
     assert len(ops.pending_actions()) == len(chosen)  # nothing queued by the refused request
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_a_blank_name_among_thousands_is_an_unknown_stream(fleet, blank):
+    """Staged, a blank name became NULL, which PostgreSQL's staged key refused: a 500 from the API, where a page
+    of names gave the 422 of an unknown stream."""
+    store, ids = fleet
+    ops = Operations(store)
+    names = [f"zone-{i:05d}" for i in range(1200)]
+    with pytest.raises(ActionError, match=f"^unknown stream {blank!r}$"):
+        ops.pin(streams=names + [blank], by="user:ana")
+    with pytest.raises(ActionError, match=r"unknown stream 'nowhere' \(and 1 more unknown\)"):
+        ops.pin(streams=names + ["nowhere", "nowhere", ""], by="user:ana")  # a repeated name is one stream
+    assert store.stream_overrides() == {}
+
+
+def test_what_a_person_adds_keeps_their_reason_as_given_and_takes_any_collection_of_ids(fleet):
+    store, ids = fleet
+    chosen = {ids[f"zone-{i:05d}"] for i in range(10)}
+    with store.transaction() as tx:
+        tx.queue_actions(chosen, "retrain", {"direct": False}, by="user:ana", reason="")
+        tx.add_abnormal_periods(sorted(chosen), pd.Timestamp("2024-01-01").to_pydatetime(),
+                                pd.Timestamp("2024-01-02").to_pydatetime(), by="user:ana", reason="")
+        tx.audit("user:ana", "retrain", "streams:10", {}, "", streams=dict.fromkeys(chosen).keys())
+    ops = Operations(store)
+    assert sorted(ops.pending_actions()["stream_id"]) == sorted(chosen)
+    assert set(ops.pending_actions()["reason"]) == {""} and set(ops.abnormal_periods()["reason"]) == {""}
+    assert len(store.audit_log(stream="zone-00004")) == 1

@@ -19,10 +19,10 @@ from mlma.store import copybinary, serial
 
 # Column kinds of staging tables and their SQL types per dialect.
 _SQL_TYPES = {
-    "sqlite": {"int": "INTEGER", "int?": "INTEGER", "float": "REAL", "ds": "TEXT", "text": "TEXT",
+    "sqlite": {"int": "INTEGER", "int?": "INTEGER", "float": "REAL", "ds": "TEXT", "text": "TEXT", "str": "TEXT",
                "bool": "INTEGER", "utc": "TEXT", "json": "TEXT", "blob": "BLOB"},
     "postgresql": {"int": "BIGINT", "int?": "BIGINT", "float": "DOUBLE PRECISION", "ds": "TIMESTAMP",
-                   "text": "TEXT", "bool": "BOOLEAN", "utc": "TIMESTAMPTZ", "json": "JSONB",
+                   "text": "TEXT", "str": "TEXT", "bool": "BOOLEAN", "utc": "TIMESTAMPTZ", "json": "JSONB",
                    "blob": "BYTEA"},
 }
 # SQLAlchemy's text format for DateTime on SQLite; raw values must match it exactly for keys to compare.
@@ -105,6 +105,8 @@ def _column_values(kind: str, values, dialect: str) -> list:
     if kind == "text":
         return [None if (v is None or (isinstance(v, float) and np.isnan(v)) or v == "") else str(v)
                 for v in array.tolist()]
+    if kind == "str":
+        return [None if v is None else str(v) for v in values]
     raise ValueError(f"unknown column kind {kind!r}")
 
 
@@ -140,8 +142,8 @@ def insert_rows(conn: sa.Connection, table: str, columns: Mapping[str, str], dat
     """Insert columns of equal length into ``table``: COPY on PostgreSQL, executemany on SQLite.
 
     ``columns`` maps column names to kinds (``int``, ``int?`` (nullable), ``float`` (NaN and infinities are
-    NULL), ``ds``, ``text`` ('' is NULL), ``bool``, ``utc`` (aware datetimes), ``json``, ``blob`` (bytes));
-    ``data`` maps the same names to arrays. Rows go in batches of :data:`BATCH_ROWS`, so memory stays
+    NULL), ``ds``, ``text`` ('' is NULL), ``str`` (text as given: '' stays ''), ``bool``, ``utc`` (aware
+    datetimes), ``json``, ``blob`` (bytes)); ``data`` maps the same names to arrays. Rows go in batches of :data:`BATCH_ROWS`, so memory stays
     bounded whatever the number of rows. Returns the number of rows.
     """
     names = list(columns)
@@ -162,7 +164,7 @@ def insert_rows(conn: sa.Connection, table: str, columns: Mapping[str, str], dat
 #: nothing on the server. Anything else (JSON, aware timestamps, a kind sent to another type) goes as text.
 _BINARY_TYPES = {"int": ("int2", "int4", "int8", "float8"), "int?": ("int2", "int4", "int8", "float8"),
                  "float": ("float8",), "bool": ("bool",), "ds": ("timestamp",), "text": ("text", "varchar"),
-                 "blob": ("bytea",)}
+                 "str": ("text", "varchar"), "blob": ("bytea",)}
 
 
 def _binary_copy_types(conn: sa.Connection, table: str, columns: Mapping[str, str]) -> list[str] | None:
@@ -195,7 +197,7 @@ def _binary_fields(columns: Mapping[str, str], data: Mapping[str, object], types
         values = data[name]
         if kind == "ds":
             fields.append(copybinary.Field(pg_type, _ds_microseconds(values)))
-        elif kind in ("text", "blob"):
+        elif kind in ("text", "str", "blob"):
             fields.append(copybinary.Field(pg_type, _column_values(kind, values, "postgresql")))
         elif kind == "int?":
             fields.append(copybinary.Field(pg_type, *_nullable_ints(np.asarray(values))))

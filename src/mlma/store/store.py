@@ -425,6 +425,14 @@ class Store:
         every file's ids follow (:func:`mlma.data.stream_id_text`): ``" zone-1"`` typed or pasted names
         ``zone-1``. :meth:`resolve_many` is the same for many streams at once.
         """
+        if isinstance(stream, (int, np.integer)) and not isinstance(stream, bool):
+            # One indexed read: the registry's reads by stream id are frequent, and resolve_many's sets cost more.
+            with self._read() as conn:
+                found = conn.execute(sa.select(S.streams.c.id).where(S.streams.c.id == int(stream))).scalar() \
+                    if 0 <= int(stream) < 2**63 else None
+            if found is None:
+                raise KeyError(f"unknown stream {int(stream)!r}")
+            return int(found)
         return int(self.resolve_many([stream])[0])
 
     def resolve_many(self, streams: Sequence[int | str | np.integer]) -> np.ndarray:
@@ -463,7 +471,8 @@ class Store:
 
         out = np.array([id_of(s) for s in items], dtype=np.int64)
         if (out < 0).any():
-            unknown = [s if isinstance(s, str) else int(s) for s in (items[i] for i in np.flatnonzero(out < 0))]
+            unknown = list(dict.fromkeys(s if isinstance(s, str) else int(s)
+                                         for s in (items[i] for i in np.flatnonzero(out < 0))))
             more = f" (and {len(unknown) - 1:,} more unknown)" if len(unknown) > 1 else ""
             raise KeyError(f"unknown stream {unknown[0]!r}{more}")
         return out
@@ -512,7 +521,8 @@ class Store:
             return int(conn.execute(sa.select(sa.func.count()).select_from(S.streams)).scalar_one())
 
     def _lookup_streams(self, conn: sa.Connection, uids: np.ndarray) -> np.ndarray:
-        with bulk.staged(conn, "mlma_stage_uid", {"unique_id": "text"}, {"unique_id": uids},
+        # "str": an empty name stays '' (no stream has it: -1), where NULL broke the staged key on PostgreSQL.
+        with bulk.staged(conn, "mlma_stage_uid", {"unique_id": "str"}, {"unique_id": uids},
                          key=("unique_id",)) as st:
             rows = conn.execute(sa.select(st.c.unique_id, S.streams.c.id)
                                 .select_from(st.join(S.streams, S.streams.c.unique_id == st.c.unique_id))).all()
@@ -1857,7 +1867,7 @@ class Store:
             at=now, actor=actor, action=action, target=target, params=_json_safe(dict(params or {})),
             reason=reason).returning(S.audit_log.c.id)).scalar_one())
         if streams is not None and len(streams):
-            ids = np.unique(np.asarray(streams, dtype=np.int64))
+            ids = np.unique(np.fromiter((int(s) for s in streams), dtype=np.int64))  # a list, a set, dict keys
             bulk.insert_rows(conn, "audit_streams", {"stream_id": "int", "audit_id": "int"},
                              {"stream_id": ids, "audit_id": np.full(len(ids), audit_id, dtype=np.int64)})
         return audit_id

@@ -99,7 +99,7 @@ class Transaction:
         """Queue one ``pending`` action of ``kind`` for each stream id (the next tick carries them out)."""
         if kind not in S.STREAM_ACTION_KINDS:
             raise ValueError(f"kind must be one of {S.STREAM_ACTION_KINDS}, got {kind!r}")
-        ids = np.asarray(stream_ids, dtype=np.int64)
+        ids = np.fromiter((int(i) for i in stream_ids), dtype=np.int64)  # any iterable: a list, a set, dict keys
         return self._insert_made("stream_actions", {"stream_id": "int", "kind": "text", "params": "json",
                                                     "status": "text"},
                                  {"stream_id": ids, "kind": [kind] * len(ids), "params": [dict(params)] * len(ids),
@@ -141,7 +141,7 @@ class Transaction:
         n = len(next(iter(data.values())))
         made = self._made_by(by, reason)
         return bulk.insert_rows(self._connection(), table,
-                                {**columns, "created_at": "utc", "created_by": "text", "reason": "text"},
+                                {**columns, "created_at": "utc", "created_by": "str", "reason": "str"},
                                 {**data, **{key: [value] * n for key, value in made.items()}})
 
     def _update(self, table: sa.Table, ids: Sequence[int], still: sa.ColumnElement[bool], **values: Any) -> int:
