@@ -295,6 +295,41 @@ def test_a_direct_forced_re_training_replaces_the_challenger_in_shadow_and_serve
     assert (store.forecasts(after.tick).set_index("unique_id").loc[STREAM, "model_version"] == 3).all()
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["in shadow", "direct"])
+def test_a_forced_re_training_whose_fit_fails_leaves_the_challenger_in_its_place(project, direct):
+    """The challenger used to be dropped before the replacing fit: a fit that failed left the stream with neither
+    (the person's action lost the re-training that was being judged). It now stays, and is judged next tick."""
+    from mlma.training import ModelService
+
+    live, store, ops, chunks = project
+    registry = ops.registry
+    ops.force_retrain([STREAM], by="user:ana")
+    tick(live, store, chunks)
+    assert registry.version(STREAM, 2).check == {"result": "pending"} and _slots(store, STREAM) == (1, 2, -1)
+    ops.force_retrain([STREAM], direct=direct, by="user:bob", reason="depot data fixed")
+    sid, fit = store.resolve(STREAM), ModelService.fit
+
+    def failing_fit(self, keys, **kw):
+        fitted = fit(self, keys, **kw)
+        for i, key in enumerate(keys):
+            if key.stream == sid:
+                fitted[i] = None
+                self.failures[key] = "RuntimeError: the feature store timed out"
+        return fitted
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ModelService, "fit", failing_fit)
+        tick(live, store, chunks)
+    assert registry.version(STREAM, 2).check == {"result": "pending"}
+    assert [v.version for v in registry.versions(STREAM)] == [1, 2] and _slots(store, STREAM) == (1, 2, -1)
+    outcome = ops.actions().query("reason == 'depot data fixed'")["outcome"].iloc[0]
+    assert outcome == ("re-training failed: RuntimeError: the feature store timed out; version 2, in shadow, stays "
+                       "in its place"), outcome
+    # Its check goes on: the next tick judges it (seasonal naive re-fitted ties its champion: promoted).
+    tick(live, store, chunks)
+    assert registry.version(STREAM, 2).check["result"] == "promoted" and _slots(store, STREAM) == (2, -1, -1)
+
+
 def test_a_forced_re_training_replaces_the_version_waiting_for_approval_and_resolves_its_escalation(project):
     live, store, ops, chunks = project
     registry = ops.registry

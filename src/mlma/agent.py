@@ -388,19 +388,21 @@ class Agent:
         adopted[[s for s in controls.adopt if 0 <= s < n]] = True
         forced = controls.mask("force_retrain", n) & has_model
         # A person's forced re-training replaces the stream's challenger (in shadow or waiting for approval): it
-        # is dropped now, before the challengers are judged, and the stream is re-trained below. Not when the
-        # person also approved or rejected that challenger for this tick (their decision about it is carried
-        # out first), nor when they put another model in service (which drops it anyway).
+        # is not judged this tick, the stream is re-trained below, and the challenger is dropped once the new
+        # model is fitted (a fit that fails leaves it in its place, its check going on). Not when the person
+        # also approved or rejected that challenger for this tick (their decision about it is carried out
+        # first), nor when they put another model in service (which drops it anyway).
         decided = controls.mask("approve", n) | controls.mask("reject", n)
         pending = (self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL)
-        replace = np.flatnonzero(forced & pending & ~adopted & ~decided)
-        replaced = {int(s): ModelKey(int(s), int(max(self.challenger[s], self.awaiting[s]))) for s in replace}
+        replacing = forced & pending & ~adopted & ~decided
+        old_keys = {int(s): ModelKey(int(s), int(max(self.challenger[s], self.awaiting[s])))
+                    for s in np.flatnonzero(replacing)}
+        replaced: dict[int, ModelKey] = {}
         replaced_waiting = np.zeros(n, dtype=bool)
-        replaced_waiting[replace] = self.awaiting[replace] != NO_MODEL
         # A stream whose serving model a person chose this tick (a roll-back, a promotion in the registry) drops
-        # its challenger too, before the judging: judged, it would be promoted or lost (a `challenger-lost`
+        # its challenger before the judging: judged, it would be promoted or lost (a `challenger-lost`
         # escalation, a re-based reference) for a model the person's choice put out of the running.
-        self.drop_challengers(np.union1d(replace, np.flatnonzero(adopted & pending)), k)
+        self.drop_challengers(np.flatnonzero(adopted & pending), k)
         # Streams not re-trained this tick whatever the policy says: a re-trained model still being judged (in
         # shadow or waiting for approval), or a model a person put in service now.
         busy = (self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL) | adopted
@@ -436,7 +438,8 @@ class Agent:
         shadow_failed: dict[int, str] = {}
         if self.policy.checks_challenger:
             checks = self._judge_challengers(k, actuals, errors, promoted, rejected, escalations,
-                                             controls.mask("needs_approval", n), shadow_failed, obs.explained)
+                                             controls.mask("needs_approval", n), shadow_failed, obs.explained,
+                                             skip=replacing)
         judged_promoted = promoted.copy()
         self._decide_approvals(k, controls, promoted, rejected)
         self._adopt(k, controls.adopt, promoted)
@@ -455,16 +458,24 @@ class Agent:
         for s in np.flatnonzero(forced):
             decision.reason[s] = controls.reasons.get(int(s), "forced by a person")
         # A stream whose challenger is still being judged, or was just judged, waits for the verdict (the
-        # policy was told, `busy`). A person's forced re-training does not wait: its challenger was replaced
-        # above, or was just judged; it yields only to a model a person put in service this tick, and to a
-        # challenger the person's own approval or rejection left in shadow (its check not over).
+        # policy was told, `busy`). A person's forced re-training does not wait: its challenger is replaced, or
+        # was just judged; it yields only to a model a person put in service this tick, and to a challenger the
+        # person's own approval or rejection left in shadow (its check not over).
         idle = (self.challenger == NO_MODEL) & (self.awaiting == NO_MODEL)
-        retrain = has_model & ((decision.retrain & ~(busy | promoted | rejected)) | (forced & idle & ~by_person))
+        retrain = has_model & ((decision.retrain & ~(busy | promoted | rejected))
+                               | (forced & (idle | replacing) & ~by_person))
         decision.retrain = retrain
         streams = np.flatnonzero(retrain)
         if len(streams):
             fitted = self.service.fit([ModelKey(int(s), k) for s in streams], on_error="skip")
-            self._models_fitted(k, streams[[fm is not None for fm in fitted]])
+            made = streams[[fm is not None for fm in fitted]]
+            # The replaced challengers leave their slots for the new models (those whose fit failed stay), and the
+            # policy hears of the drop before it hears of the new models.
+            swapped = made[replacing[made]]
+            replaced = {int(s): old_keys[int(s)] for s in swapped}
+            replaced_waiting[swapped] = self.awaiting[swapped] != NO_MODEL
+            self.drop_challengers(swapped, k)
+            self._models_fitted(k, made)
             served = []
             for s, fm in zip(streams, fitted):
                 if fm is None:
@@ -582,7 +593,8 @@ class Agent:
                            promoted: np.ndarray, rejected: np.ndarray, escalations: list,
                            needs_approval: np.ndarray | None = None,
                            shadow_failed: dict | None = None,
-                           explained: np.ndarray | None = None) -> dict[int, ChallengerCheck]:
+                           explained: np.ndarray | None = None,
+                           skip: np.ndarray | None = None) -> dict[int, ChallengerCheck]:
         """Compare each pending challenger with its champion on tick ``k``, which neither was fitted on.
 
         A challenger fitted at the end of tick ``j`` runs in shadow from tick ``j + 1``: its forecasts are
@@ -596,11 +608,13 @@ class Agent:
         tick lose, across the fleet, the cause is shared (bad data in the training window, a model that
         cannot fit it): that is escalated once, not re-tried stream by stream. A challenger whose forecast
         fails (see :meth:`_issue_forecasts`) is rejected at once and escalated (``forecast-failed``); the
-        error goes to ``shadow_failed``. Returns the verdicts, by stream.
+        error goes to ``shadow_failed``. Returns the verdicts, by stream. Streams in ``skip`` (a mask) are
+        neither scored nor judged this tick: a person's forced re-training is replacing their challenger.
         """
         from mlma.monitor import paired_noninferiority_test
 
-        pending = np.flatnonzero(self.challenger != NO_MODEL)
+        judged = self.challenger != NO_MODEL
+        pending = np.flatnonzero(judged if skip is None else judged & ~skip)
         if not len(pending):
             return {}
         keys = [ModelKey(int(s), int(self.challenger[s])) for s in pending]

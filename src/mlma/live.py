@@ -1310,11 +1310,9 @@ class LiveAgent:
             expected.append(latest[s])
             live["challenger_version" if challenger else "champion_version"][s] = latest[s]
         # Its check says why it was dropped (not "pending" or "awaiting-approval" for ever), naming the person and
-        # the version that replaced it; the replacing fit may have failed, which leaves the stream without one.
+        # the version that replaced it (a replacing fit that failed left the challenger in its place).
         for s, (version, _) in replaced.items():
-            forced = str(report.decision.reason[s])
-            why = (f"dropped for a re-training {forced}, which failed: {report.failed[s]}" if s in report.failed
-                   else f"replaced by version {latest[s]}, a re-training {forced}")
+            why = f"replaced by version {latest[s]}, a re-training {report.decision.reason[s]}"
             checks.append(VersionCheck(s, version, {"result": "dropped", "why": why}))
         return new_versions, expected, moves, checks
 
@@ -1743,8 +1741,9 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.
                 text = f"re-fitted on the stream's window (version {int(live['champion_version'][s])})"
             elif s in report.failed:
                 text = f"re-training failed: {report.failed[s]}"
-                if version >= 0:
-                    text += f"; version {version}, which was {where}, was dropped for it"
+                kept, where = _undecided_version(live, s)
+                if kept >= 0:
+                    text += f"; version {kept}, {where}, stays in its place"
             elif not report.retrained[s]:
                 if not report.serving[s]:
                     text = "no model yet: the first one comes when the stream has enough history"
