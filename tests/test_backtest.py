@@ -86,6 +86,26 @@ def test_every_policy_scored_on_the_same_points_and_outputs_written(tmp_path):
     assert (out / "report.html").stat().st_size > 1000
 
 
+def test_summary_json_is_strict_json_with_null_for_values_that_could_not_be_computed(tmp_path):
+    from dataclasses import replace
+
+    frame = hourly_frame(n_streams=2, days=6)
+    result = run_backtest(frame, BacktestConfig(policies=["never", "always"], model="seasonal-naive",
+                                                initial_ticks=2, frontier=False))
+    # What constant data gives: a gap and headroom in % of an MAE of 0, and an interval of nothing.
+    summary = [{**row, "headroom_pct": float("nan"), "gap_low": np.float64("-inf")} for row in result.summary]
+    result = replace(result, summary=summary, frontier=[{"policy": "never", "retrains": 0, "mae": float("nan")}])
+    out = write_outputs(result, tmp_path / "out")
+
+    def refuse(word):
+        raise ValueError(f"summary.json holds {word}, which is not JSON")
+
+    payload = json.loads((out / "summary.json").read_text(), parse_constant=refuse)
+    assert [row["headroom_pct"] for row in payload["policies"]] == [None, None]
+    assert payload["policies"][0]["gap_low"] is None and payload["frontier"][0]["mae"] is None
+    assert payload["policies"][1]["mae"] == result.summary[1]["mae"]  # finite values are kept as they were
+
+
 def test_streams_that_start_late_get_a_model_once_they_have_a_season():
     frame = hourly_frame(n_streams=2, days=8)
     late = frame[(frame.unique_id == "s1") & (frame.ds < "2025-03-07")].index

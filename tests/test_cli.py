@@ -214,9 +214,12 @@ def test_status_quick_path_prints_what_the_store_and_live_agent_say(tmp_path, st
     # database's clock on PostgreSQL.
     import datetime as dt
 
+    import sqlalchemy as sa
+
     from mlma.escalations import Escalation
     from mlma.project import load_config
     from mlma.store import Store
+    from mlma.store import schema as S
 
     now = dt.datetime.now(dt.timezone.utc)
     with Store.open(load_config(project).store_url) as store:
@@ -235,6 +238,23 @@ def test_status_quick_path_prints_what_the_store_and_live_agent_say(tmp_path, st
         quick, full = both()
         assert quick == full, (quick, full)
         assert f"data kept │ from {cut:%Y-%m-%d %H:%M} ([store] keep = '400D') │" in " ".join(quick.split()), quick
+        # A prune killed part way (its time recorded, older rows not all deleted yet) was shown as done; a
+        # [store] keep that every command reading the values refuses was shown as in force by the quick path.
+        later = cut + pd.Timedelta(hours=6)
+        with store.engine.begin() as conn:
+            conn.execute(sa.update(S.retention).values(kept_from=later.to_pydatetime()))
+        quick, full = both()
+        assert quick == full, (quick, full)
+        assert f"from {later:%Y-%m-%d %H:%M}; a prune stopped part way: older rows remain" in quick, quick
+        assert f"--before {later:%Y-%m-%dT%H:%M:%S}" in quick, quick
+        store.prune(later, by="user:test")
+        quick, full = both()
+        assert quick == full and "stopped part way" not in quick, quick
+        toml.write_text(toml.read_text().replace('keep = "400D"', 'keep = "1M"'))
+        for refused in _status_both_ways(project):
+            assert refused.returncode == 2, refused.stdout
+            assert "[store] keep must be a whole number of days or weeks" in " ".join(refused.stdout.split())
+        toml.write_text(toml.read_text().replace('keep = "1M"', 'keep = "400D"'))
         # A tick before the first done one (a start-up that died and then moved) is not unfinished work; one
         # after the last done tick is.
         done = store.ticks()["tick"]

@@ -88,3 +88,72 @@ def test_a_cache_folder_that_cannot_be_used_is_a_clear_error(tmp_path):
     blocker.write_text("not a folder")
     with pytest.raises(ValueError, match="cannot use .* as a fit cache"):
         FitCache(blocker)
+
+
+def test_a_pickle_spec_whose_file_changes_misses_the_cache(tmp_path):
+    import os
+    import pickle
+
+    from sklearn.linear_model import Ridge
+
+    model = tmp_path / "model.pkl"
+    model.write_bytes(pickle.dumps(Ridge(alpha=1.0)))
+    frame = hourly_frame(n_streams=2, days=16)
+    settings = dict(policies=["always"], model=f"pickle:{model}", initial_ticks=10, sample_streams=0,
+                    fit_cache=tmp_path / "fits")
+    first = run_backtest(frame, BacktestConfig(**settings))
+    assert first.config["fits_done"] > 0
+    assert run_backtest(frame, BacktestConfig(**settings)).config["fits_done"] == 0
+    # Same path, another model: every fit is new. The mtime is moved on explicitly, as the model factory
+    # memoises the unpickled object by it and two writes within a clock tick can share one.
+    model.write_bytes(pickle.dumps(Ridge(alpha=1000.0)))
+    stat = model.stat()
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    third = run_backtest(frame, BacktestConfig(**settings))
+    assert third.config["fits_from_cache"] == 0
+    assert third.config["fits_done"] == first.config["fits_done"]
+    assert not third.per_stream["mae"].equals(first.per_stream["mae"])
+
+
+def _user_package(root, base_body="pass"):
+    """mypkg: api.py re-exports Reg from impl.py, whose base class lives in base.py (on scikit-learn's Ridge)."""
+    package = root / "mypkg"
+    package.mkdir(exist_ok=True)
+    (package / "__init__.py").write_text("")
+    (package / "base.py").write_text(f"from sklearn.linear_model import Ridge\n\n\nclass Base(Ridge):\n"
+                                     f"    {base_body}\n")
+    (package / "impl.py").write_text("from mypkg.base import Base\n\n\nclass Reg(Base):\n    pass\n")
+    (package / "api.py").write_text("from mypkg.impl import Reg  # noqa: F401\n")
+    return package
+
+
+@pytest.fixture
+def user_package(tmp_path, monkeypatch):
+    import sys
+
+    package = _user_package(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield package
+    for name in [name for name in sys.modules if name == "mypkg" or name.startswith("mypkg.")]:
+        del sys.modules[name]  # the next test's mypkg is another folder's
+
+
+def test_a_model_class_from_another_module_is_part_of_the_key(user_package):
+    before = FitCache.context_digest("mypkg.api:Reg", CTX, {})
+    assert FitCache.context_digest("mypkg.api:Reg", CTX, {}) == before
+    (user_package / "impl.py").write_text("from mypkg.base import Base\n\n\nclass Reg(Base):\n    extra = 1\n")
+    after_impl = FitCache.context_digest("mypkg.api:Reg", CTX, {})
+    assert after_impl != before  # the class's own module, not the one the spec names
+    (user_package / "base.py").write_text("from sklearn.linear_model import Ridge\n\n\nclass Base(Ridge):\n"
+                                          "    changed = True\n")
+    assert FitCache.context_digest("mypkg.api:Reg", CTX, {}) not in (before, after_impl)  # the user's base class
+
+
+def test_only_the_users_sources_of_a_model_class_are_hashed(user_package):
+    from mlma.training import _spec_object, _user_class_files
+
+    # Not scikit-learn's Ridge and its bases (an installed package) nor object (built in): hashing them would
+    # read much of site-packages for nothing, as the library versions are in the key already.
+    assert _user_class_files(_spec_object("mypkg.api:Reg:alpha=2")) == [(user_package / "impl.py").resolve(),
+                                                                       (user_package / "base.py").resolve()]
+    assert _user_class_files(_spec_object("sklearn:linear_model.Ridge")) == []

@@ -548,3 +548,18 @@ def test_a_store_url_naming_no_file_is_said_so_and_nothing_is_created(project, t
     assert not (tmp_path / "none.db").exists()
     with Store.create(f"sqlite:///{tmp_path / 'new' / 'made.db'}") as store:  # creating still makes both
         assert store.last_done_tick() is None
+
+
+@pytest.mark.parametrize("every, fragment", [
+    ("3600", "--every needs a unit: '3600' would be read as nanoseconds; write e.g. 3600s"),
+    ("60", "write e.g. 60s, 15min or 1h"),
+    ("1us", "--every must be at least 10ms, got '1us'"),
+    ("-1h", "--every must be at least 10ms"),
+    ("soon", "--every must be a duration such as 15min, 1h or 1D, got 'soon'"),
+    ("", "--every must be a duration such as 15min, 1h or 1D, got ''"),
+])
+def test_a_service_interval_without_a_unit_or_too_short_is_refused(tmp_path, every, fragment):
+    """pandas reads a bare `--every 3600` as 3,600 nanoseconds: the service crashed in time.sleep within seconds
+    (a negative sleep) or read the store in a busy loop, 1,327 rounds in 20 s."""
+    root = make_project(tmp_path / "p")
+    refused(cli(root, "run", "--every", every, "--iterations", "1"), fragment)

@@ -652,3 +652,34 @@ def test_without_gaps_the_plain_cost_accuracy_plot_stays(tmp_path):
     result = make_result(policies=("never", "mlma"), n_samples=0)
     page = render_report(result)
     assert 'id="fig-cost-accuracy"' in page and 'id="fig-frontier"' not in page
+
+
+def events_table(page: str) -> dict[str, list[str]]:
+    """The ground-truth events table: kind -> its cells, by the column headers."""
+    section = page[page.index('id="events"'):]
+    table = section[:section.index("</table>")]
+    head = re.findall(r"<th(?: [^>]*)?>(.*?)</th>", table)
+    rows = re.findall(r"<tr>(<td.*?)</tr>", table)
+    cells = [re.findall(r"<td[^>]*>(.*?)</td>", row) for row in rows]
+    return {row[0]: dict(zip(head, row)) for row in cells}
+
+
+def test_the_events_table_counts_events_not_the_rows_of_each_stream_they_hit(tmp_path):
+    result = make_result(policies=("never", "mlma"), n_samples=1)
+    start = result.forecasts["ds"].iloc[50]
+    # The simulator writes an event once per stream it hits: a city's storm over five zones is five rows.
+    events = pd.DataFrame({
+        "event_id": [0, 0, 0, 0, 0, 4, 4, 5, 6, 9],
+        "kind": ["storm"] * 5 + ["level_shift"] * 2 + ["outage_zeros"] * 2 + ["holiday"],
+        "unique_id": [f"zone-00{i}" for i in range(5)] + ["zone-000", "zone-001", "zone-002", "zone-003", None],
+        "start": start, "end": start + pd.Timedelta(hours=6),
+        "is_data_fault": [False] * 7 + [True, True, False],
+        "relevant": [False] * 5 + [True, True, False, False, False],
+    })
+    page, _ = render(replace(result, events=events), tmp_path)
+    table = events_table(page)
+    assert table["storm"] == {"kind": "storm", "events": "1", "stream rows": "5", "streams hit": "5",
+                              "fleet-wide": "0", "relevant": "0", "data faults": "0"}
+    assert (table["level_shift"]["events"], table["level_shift"]["relevant"]) == ("1", "1")
+    assert (table["outage_zeros"]["events"], table["outage_zeros"]["data faults"]) == ("2", "2")
+    assert (table["holiday"]["events"], table["holiday"]["fleet-wide"]) == ("1", "1")

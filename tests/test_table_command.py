@@ -111,3 +111,22 @@ def test_the_pooled_table_names_what_it_cannot_read(seed_runs, tmp_path):
     (twin / "per_stream.csv").write_bytes((seed_runs[0] / "per_stream.csv").read_bytes())
     same = CliRunner().invoke(app, ["table", "--pooled", str(seed_runs[0]), str(twin)])
     assert same.exit_code == 2 and "two folders are named" in " ".join(same.output.split())
+
+
+def test_values_that_could_not_be_computed_print_as_a_dash_not_nan(tmp_path):
+    # summary.json files written before non-finite values became null hold the bare word NaN.
+    folder = tmp_path / "const"
+    folder.mkdir()
+    (folder / "summary.json").write_text(
+        '{"config": {}, "frontier": [], "policies": ['
+        '{"policy": "always", "mae": NaN, "retrains": 10, "gap_pct": 0.0, "headroom_pct": NaN},'
+        '{"policy": "mlma", "mae": 0.0, "retrains": 1, "gap_pct": NaN, "gap_low": NaN, "gap_high": NaN,'
+        ' "headroom_pct": Infinity}]}')
+    single = CliRunner().invoke(app, ["table", str(folder)])
+    several = CliRunner().invoke(app, ["table", str(folder), str(folder)])
+    for result in (single, several):
+        assert result.exit_code == 0, result.output
+        assert "nan" not in result.output.lower() and "inf" not in result.output.lower()
+    lines = several.output.strip().splitlines()
+    assert lines[3].startswith("| const | mlma | - | 0.100 | - | - |")
+    assert "| always | - | - | 10 | 1.000 | +0.00 | - |" in single.output

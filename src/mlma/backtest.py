@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from mlma.agent import Agent, AgentSettings, TickReport
 from mlma.calendar import TickClock, default_train_window, tick_alias
-from mlma.data import Frequency, make_tick_grid, read_frame, stream_id_text, validate
+from mlma.data import DataError, Frequency, make_tick_grid, read_frame, stream_id_text, validate
 from mlma.escalations import EscalationBook, queue_items
 from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext, fitting_train_window, make_forecaster, spec_name
@@ -232,8 +232,12 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                                         if key in read_options})
     frame = read_frame(data, **read_options)  # first: a column missing from the data is named as the data's
     groups = _queue_groups(attributes, config.group_by, read_options.get("id_col", "unique_id"))
-    checked = validate(frame, freq=config.freq, source=str(data) if isinstance(data, (str, Path)) else None,
-                       on_bad_rows="drop")
+    source = str(data) if isinstance(data, (str, Path)) else None
+    checked = validate(frame, freq=config.freq, source=source, on_bad_rows="drop")
+    shifted = [f for f in checked.report.findings if f.code == "shifted-grid"]
+    if shifted:  # each stream on its own grid passes validation, but the fleet is replayed on one grid
+        raise DataError(f"{source + ': ' if source else ''}{shifted[0].message}", source=source,
+                        streams=shifted[0].streams, report=checked.report)
     frame, freq = checked.frame, checked.freq
     tick_offset = _tick_offset(config, freq)
     grid = make_tick_grid(frame, tick_offset, freq=freq)
@@ -648,14 +652,51 @@ class _progress:
             self._bar.__exit__(*exc)
 
 
+def check_output_dir(out_dir: str | Path) -> Path:
+    """Refuse, before any work, an output folder :func:`write_outputs` could not write: an existing file, a path
+    under a file, or a place this user may not write to. Nothing is created.
+
+    Raises
+    ------
+    ValueError
+        Naming the path and the problem.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile() as f:
+    ...     check_output_dir(f.name)
+    Traceback (most recent call last):
+    ...
+    ValueError: --out ... is a file, not a folder: give a folder for the backtest's outputs
+    """
+    import os
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: give a folder for the backtest's outputs")
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {out}: {existing} is a file, so no folder can be made under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = "write to" if existing == out else f"create folders in {existing} for"
+        raise ValueError(f"--out {out}: this user cannot {what} it (permission denied or a read-only file system)")
+    return out
+
+
 def write_outputs(result: BacktestResult, out_dir: str | Path) -> Path:
     """Write ``summary.json``, ``per_stream.csv``, ``per_tick.csv``, ``retrains.csv``, ``escalations.csv``
     and ``report.html`` into ``out_dir`` (created if needed)."""
-    out = Path(out_dir)
+    out = check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"config": result.config, "policies": result.summary, "frontier": result.frontier,
                "clairvoyant": result.clairvoyant}
-    (out / "summary.json").write_text(json.dumps(payload, indent=2, default=_json_default) + "\n")
+    # NaN and infinity are not JSON (json.dumps would write the bare word NaN, which strict readers refuse):
+    # a value that could not be computed (a gap in % of an MAE of 0 on constant data) is written null.
+    text = json.dumps(_finite_or_null(payload), indent=2, default=_json_default, allow_nan=False)
+    (out / "summary.json").write_text(text + "\n")
     result.per_stream.to_csv(out / "per_stream.csv", index=False)
     result.per_tick.to_csv(out / "per_tick.csv", index=False)
     result.retrain_log.to_csv(out / "retrains.csv", index=False)
@@ -666,6 +707,21 @@ def write_outputs(result: BacktestResult, out_dir: str | Path) -> Path:
 
     write_report(result, out / "report.html")
     return out
+
+
+def _finite_or_null(value):
+    """``value`` with every non-finite float (in dicts, lists and tuples) replaced by ``None``.
+
+    >>> _finite_or_null({"gap": float("nan"), "rows": [1.5, float("inf"), np.float64("nan")], "n": 3})
+    {'gap': None, 'rows': [1.5, None, None], 'n': 3}
+    """
+    if isinstance(value, dict):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value):
@@ -703,15 +759,31 @@ def format_cell(row: dict, key: str, fmt: str) -> str:
     '+0.41 [-0.53, +1.52]'
     >>> format_cell({"mae": None}, "mae", "{:.3f}")
     '-'
+    >>> format_cell({"headroom_pct": float("nan")}, "headroom_pct", "{:.2f}")  # an older summary.json's NaN
+    '-'
     """
-    value = row.get(key)
+    value = _number_or_none(row.get(key))
     if value is None:
         return "-"
     if fmt == "gap":
-        low, high = row.get("gap_low"), row.get("gap_high")
+        low, high = _number_or_none(row.get("gap_low")), _number_or_none(row.get("gap_high"))
         interval = f" [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else ""
         return f"{value:+.2f}{interval}"
     return fmt.format(value)
+
+
+def _number_or_none(value):
+    """``None`` for a value that is no number to show: missing, NaN or infinite (summary.json files written
+    before non-finite values became null hold NaN)."""
+    if value is None or (isinstance(value, (float, np.floating)) and not math.isfinite(value)):
+        return None
+    return value
+
+
+def _ratio(value, base) -> str:
+    """``value / base`` as a table cell, ``-`` when either is missing or not finite, or ``base`` is 0."""
+    value, base = _number_or_none(value), _number_or_none(base)
+    return f"{value / base:.3f}" if value is not None and base else "-"
 
 
 def summary_rows(summary: list[dict], *, include_frontier: bool = False) -> list[dict]:
@@ -746,8 +818,7 @@ def summary_markdown(summary: list[dict], *, include_frontier: bool = False) -> 
             value = row.get(key)
             line.append(format_cell(row, key, fmt))
             if always is not None and key in ("mae", "retrains"):
-                base = always.get(key)
-                line.append(f"{value / base:.3f}" if value is not None and base else "-")
+                line.append(_ratio(value, always.get(key)))
         cells.append(line)
     out = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
     out += ["| " + " | ".join(line) + " |" for line in cells]
@@ -816,8 +887,7 @@ def runs_markdown(runs: list[tuple[str, list[dict]]], *, include_frontier: bool 
         always = next((row for row in summary if row["policy"] == "always"), {})
 
         def rel(row: dict, key: str) -> str:
-            value, base = row.get(key), always.get(key)
-            return f"{value / base:.3f}" if value is not None and base else "-"
+            return _ratio(row.get(key), always.get(key))
 
         for row in summary_rows(summary, include_frontier=include_frontier):
             cells = [name, row["policy"], rel(row, "mae"), rel(row, "retrains"),

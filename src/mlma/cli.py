@@ -229,7 +229,7 @@ def backtest(
     --project, a project's own history under its settings, against the schedules at equal compute."""
     import pandas as pd
 
-    from mlma.backtest import BacktestConfig, run_backtest, write_outputs
+    from mlma.backtest import BacktestConfig, check_output_dir, run_backtest, write_outputs
     from mlma.data import DataError
     from mlma.models import Drivers
     from mlma.policy import expand_grid
@@ -237,6 +237,10 @@ def backtest(
 
     if (data is None) == (project is None):
         _fail("give one of --data FILE or --project FOLDER (a project's own history)")
+    try:
+        check_output_dir(out)  # the outputs are written at the end: a bad --out must not cost the replay
+    except ValueError as exc:
+        _fail(str(exc))
     if project is not None:
         given = [name for name, value in (("--freq", freq), ("--tick", tick), ("--horizon", horizon),
                                           ("--events", events), ("--abnormal", abnormal),
@@ -292,7 +296,10 @@ def backtest(
         console.print(f"interrupted: the backtest stopped before its end and wrote nothing to {out}{kept}",
                       highlight=False)
         raise typer.Exit(code=130)
-    write_outputs(result, out)
+    try:
+        write_outputs(result, out)
+    except (ValueError, OSError) as exc:  # checked before the replay, but a disk can fill or a folder go
+        _fail(f"cannot write the backtest's outputs to {out}: {exc}")
     print_summary(result, title=f"{label}: {result.config['n_streams']:,} streams, model {model}")
     _say_dropped_rows(result.validation, out)
     fell_back = result.config["fits_fell_back"]
@@ -732,6 +739,7 @@ def status(
 
     # The values' checks need pandas; the commands that use the values check them (`mlma status` only reads).
     config = _project(project, check_values=False)
+    _check_keep(config)
     # The quick path (standard library only) answers for a SQLite store once a tick ran; otherwise, or when
     # it cannot answer exactly as the store would, the store and the live agent answer.
     view = glance(config.store_url)
@@ -766,13 +774,32 @@ def status(
             text += (f". The agent does not tick from a damaged state: restore a backup taken after tick "
                      f"{states[0][0]} (docs/operations.md)")
         table.add_row("saved states", text)
-    keep = f" ([store] keep = {config.store.keep!r})" if config.store.keep.strip() else ""
-    table.add_row("data kept", escape(("all" if view.kept_from is None else f"from {view.kept_from:%Y-%m-%d %H:%M}")
-                                      + keep))
+    table.add_row("data kept", escape(_data_kept(view, config.store.keep)))
     table.add_row("open escalations", f"{view.open_escalations:,}")
     table.add_row("tick lock", "free" if view.lock is None else f"held by {view.lock[0]} until "
                                                                  f"{view.lock[1]:%H:%M:%S} UTC")
     console.print(table)
+
+
+def _check_keep(config) -> None:
+    """Refuse a ``[store] keep`` that every command reading the values refuses (the quick path of ``mlma
+    status`` reads none: it showed such a keep as in force while `mlma run` would not start)."""
+    from mlma.project import CONFIG_NAME, keep_days
+
+    try:
+        keep_days(config.store.keep, "[store] keep")
+    except ValueError as exc:
+        _fail(f"{config.root / CONFIG_NAME}: {exc}")
+
+
+def _data_kept(view, keep: str) -> str:
+    """``mlma status``'s "data kept": from when, the project's ``[store] keep``, and a prune that stopped part
+    way (its time recorded, older rows not all deleted yet)."""
+    text = "all" if view.kept_from is None else f"from {view.kept_from:%Y-%m-%d %H:%M}"
+    if view.prune_unfinished:
+        text += (f"; a prune stopped part way: older rows remain (`mlma prune --before "
+                 f"{view.kept_from.isoformat()}` deletes them)")
+    return text + (f" ([store] keep = {keep!r})" if keep.strip() else "")
 
 
 def _due_from(view) -> str | None:
@@ -812,7 +839,8 @@ def _status_from_store(config):
                          last_ingest_at=ingests["at"].max() if len(ingests) else None,
                          open_escalations=len(store.escalations(status="open")),
                          lock=None if holder is None else (holder["holder"], holder["expires_at"]),
-                         newest_ds=store.newest_ds(), kept_from=store.kept_from())
+                         newest_ds=store.newest_ds(), kept_from=store.kept_from(),
+                         prune_unfinished=store.prune_unfinished())
         with LiveAgent(config, store=store, executor="inline") as live:
             states = live.saved_states()
             try:
@@ -978,6 +1006,33 @@ def _apply_retention(live, said: set[str] | None = None) -> None:
         console.print(f"retention: {escape(str(report))}")
 
 
+
+#: The shortest `mlma run --every`: each round reads the store (what is due, what retention asks).
+MIN_SERVICE_INTERVAL = 0.01
+
+
+def _service_interval(every: str) -> float:
+    """``mlma run --every`` in seconds: a duration with its unit. A bare number is refused: pandas reads
+    ``3600`` as 3,600 nanoseconds, a service that would read the store in a busy loop."""
+    import pandas as pd
+
+    text = str(every).strip()
+    try:
+        float(text)
+    except ValueError:
+        pass
+    else:
+        _fail(f"--every needs a unit: {text!r} would be read as nanoseconds; write e.g. {text}s, 15min or 1h")
+    try:
+        interval = pd.Timedelta(text).total_seconds()
+    except ValueError:
+        interval = float("nan")
+    if interval != interval:  # NaN: not a duration ("soon"), or pandas' NaT for an empty text
+        _fail(f"--every must be a duration such as 15min, 1h or 1D, got {every!r}")
+    if not interval >= MIN_SERVICE_INTERVAL:
+        _fail(f"--every must be at least {MIN_SERVICE_INTERVAL * 1000:g}ms, got {every!r}")
+    return interval
+
 @app.command()
 def run(
     every: str = typer.Option("1h", help="How often to look for due ticks, e.g. 15min, 1h, 1D."),
@@ -990,8 +1045,6 @@ def run(
     second SIGTERM stops the running tick too (not committed: it runs again whole at the next start)."""
     import logging
 
-    import pandas as pd
-
     from rich.markup import escape
 
     from mlma.live import NotReady, TickHeld, open_agent
@@ -1001,12 +1054,7 @@ def run(
     if not logging.getLogger().handlers:
         # A service's log: store retries, timeouts and alert deliveries, with times.
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        interval = pd.Timedelta(every).total_seconds()
-    except ValueError:
-        _fail(f"--every must be a duration such as 15min, 1h or 1D, got {every!r}")
-    if interval <= 0:
-        _fail(f"--every must be positive, got {every!r}")
+    interval = _service_interval(every)
     config = _project(project)
     executor = _executor_option(executor)
     stopping = {"now": False}
@@ -1080,7 +1128,7 @@ def run(
                         break
                     deadline = time.monotonic() + interval
                     while not stopping["now"] and time.monotonic() < deadline:
-                        time.sleep(min(1.0, deadline - time.monotonic()))
+                        time.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
                 except KeyboardInterrupt:
                     stopping["now"] = True  # between ticks (pruning, waiting): a stop like SIGTERM's, no tick lost
         console.print(f"stopped after {rounds} round(s)")
@@ -1255,11 +1303,19 @@ def prune(
             _fail(f"--before must be an ISO 8601 data time such as 2025-01-01, got {before!r}")
         if cut.tzinfo is not None:
             _fail(f"--before is data time, like the ds column: give it without a time zone, got {before!r}")
+        if cut.nanosecond:  # the store keeps microseconds: the time applied would not be the one printed
+            _fail(f"--before must not be finer than a microsecond, got {before!r}")
     try:
         with LiveAgent(config, executor="inline") as live:
             report = live.prune(cut, keep=span, by=who, reason=reason, dry_run=dry_run)
     except (NotReady, ConfigError, ValueError) as exc:
         _fail(str(exc))
+    except KeyboardInterrupt:
+        if not dry_run:
+            console.print("interrupted (Ctrl-C): what the prune deleted before it stopped stays deleted and the store "
+                          "works as it is; `mlma prune` again (or the next `mlma run` round, with [store] keep) "
+                          "deletes the rest (`mlma status` says whether any is left)", highlight=False, markup=False)
+        raise typer.Exit(code=130) from None
     console.print(str(report))
 
 

@@ -1436,6 +1436,8 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
     if len(idx):
         idx, c, t, stream, stream_keys, n_streams = _check_grid(v, fleet, idx, c, t, stream, stream_keys,
                                                                 n_streams, keys)
+    if len(idx) and context is None and not fleet.calendar:  # a project's grid is checked against its clock
+        _check_phases(v, fleet, t, stream, stream_keys, n_streams)
     if len(idx):
         _check_gaps(v, fleet, t, stream, stream_keys, n_streams)
         if context is None:  # a project's file is a slice of streams whose history is in the store
@@ -1556,6 +1558,43 @@ def _check_grid(v: _Validator, fleet: _Spec, idx: np.ndarray, c: np.ndarray, t: 
     present = np.bincount(stream, minlength=n_streams) > 0
     remap = np.cumsum(present) - 1
     return idx, c, t, remap[stream], stream_keys[present], int(present.sum())
+
+
+def _check_phases(v: _Validator, fleet: _Spec, t: np.ndarray, stream: np.ndarray, stream_keys: pd.Index,
+                  n_streams: int) -> None:
+    """Streams on their own grid but not the fleet's: hourly at :30 where the others are at :00.
+
+    Each stream is on its own grid by now (:func:`_check_grid`), which is all the data contract asks. But a
+    backtest replays the fleet on one grid (:class:`mlma.fleet.FleetData`), so a warning names the shifted
+    streams (``shifted-grid``) and :func:`mlma.backtest.run_backtest` refuses the data with it. The fleet's
+    grid is the one most streams share (ties: most rows, then the earliest in the step).
+    """
+    firsts = np.flatnonzero(np.r_[True, stream[1:] != stream[:-1]])  # rows are sorted by stream
+    phase = np.zeros(n_streams, dtype=np.int64)
+    phase[stream[firsts]] = t[firsts] % fleet.size
+    if (phase == phase[0]).all():
+        return
+    rows = np.bincount(stream, minlength=n_streams)
+    values, inverse, counts = np.unique(phase, return_inverse=True, return_counts=True)
+    row_counts = np.bincount(inverse.ravel(), weights=rows)
+    best = sorted(range(len(values)), key=lambda i: (-counts[i], -row_counts[i], values[i]))[0]
+    shifted = phase != values[best]
+    groups: dict[int, list[str]] = {}
+    for s in np.flatnonzero(shifted):
+        groups.setdefault(int((phase[s] - values[best]) % fleet.size), []).append(repr(str(stream_keys[s])))
+    parts = [f"{_fmt_list(names)} {'is' if len(names) == 1 else 'are'} {_fmt_duration(offset)} after it"
+             for offset, names in sorted(groups.items(), key=lambda kv: -len(kv[1]))]
+    on = firsts[~shifted[stream[firsts]]][0]  # the first row of the first stream on the fleet's grid
+    first_rows = firsts[shifted[stream[firsts]]]
+    v.add("shifted-grid", "warning",
+          f"streams are on shifted {_alias_from_spec(fleet)} grids: {int(counts[best]):,} of {n_streams:,} "
+          f"streams share the grid of {str(stream_keys[stream[on]])!r} (from {_fmt_ts(int(t[on]))}), but "
+          f"{'; '.join(parts)}; a backtest replays the fleet on one grid and refuses this: move their "
+          "timestamps onto the others' (or resample them)",
+          streams=[str(stream_keys[s]) for s in np.flatnonzero(shifted)],
+          n_rows=int(rows[shifted].sum()),
+          examples=[f"{str(stream_keys[stream[p]])!r} from {_fmt_ts(int(t[p]))}"
+                    for p in first_rows[:_MAX_EXAMPLES]])
 
 
 def _check_gaps(v: _Validator, fleet: _Spec, t: np.ndarray, stream: np.ndarray, stream_keys: pd.Index,

@@ -44,6 +44,48 @@ def detector_parameters(detector: str) -> dict:
     return accepted
 
 
+# The values each River parameter takes, checked before any data: River checks few itself, and some values it
+# takes crash its Rust core mid-run with a PanicException (ADWIN's clock=0 and max_buckets=0, River 0.26),
+# which is no Exception and ends the whole backtest. Others run but mean nothing (Page-Hinkley's alpha > 1
+# lets the cumulative sum grow without bound; threshold <= 0 fires at every loss).
+_RANGES = {
+    "adwin": {
+        "delta": (lambda v: 0 < v < 1, "in (0, 1)"),
+        "clock": (lambda v: v >= 1, "a whole number >= 1 (how many losses between two checks)"),
+        "max_buckets": (lambda v: v >= 1, "a whole number >= 1"),
+        "min_window_length": (lambda v: v >= 1, "a whole number >= 1 (losses in a sub-window)"),
+        "grace_period": (lambda v: v >= 0, "a whole number >= 0 (losses before the first check)"),
+    },
+    "page-hinkley": {
+        "threshold": (lambda v: 0 < v < float("inf"), "a finite number > 0"),
+        "delta": (lambda v: 0 <= v < float("inf"), "a finite number >= 0"),
+        "alpha": (lambda v: 0 < v <= 1, "in (0, 1] (the forgetting factor)"),
+        "min_instances": (lambda v: v >= 1, "a whole number >= 1"),
+    },
+}
+
+
+def _check_ranges(detector: str, params: dict) -> None:
+    """Refuse a parameter value outside its range, naming the parameter and the range.
+
+    >>> _check_ranges("adwin", {"clock": 0})
+    Traceback (most recent call last):
+    ...
+    ValueError: policy adwin: clock must be a whole number >= 1 (how many losses between two checks), got 0
+    >>> _check_ranges("page-hinkley", {"alpha": 1.0, "threshold": 20.0})
+    """
+    import numbers
+
+    for key, value in params.items():
+        rule = _RANGES.get(detector, {}).get(key)
+        if rule is None:
+            continue
+        accepts, allowed = rule
+        # NaN fails every comparison, so it is refused with the rest; a bool is no count.
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not accepts(value):
+            raise ValueError(f"policy {detector}: {key} must be {allowed}, got {value!r}")
+
+
 class DriftDetectorPolicy(Policy):
     """Re-train a stream when its drift detector signals a change in the (scaled) loss.
 
@@ -53,7 +95,10 @@ class DriftDetectorPolicy(Policy):
         ``"adwin"`` or ``"page-hinkley"``.
     params
         Passed to the River detector (e.g. ``delta`` for ADWIN, ``threshold`` for Page-Hinkley); a name the
-        detector does not take is an error listing the ones it does.
+        detector does not take is an error listing the ones it does, a value outside the parameter's range
+        (see ``_RANGES``: ADWIN's ``delta`` in (0, 1), ``clock``, ``max_buckets`` and ``min_window_length``
+        >= 1, ``grace_period`` >= 0; Page-Hinkley's ``threshold`` > 0, ``delta`` >= 0, ``alpha`` in (0, 1],
+        ``min_instances`` >= 1) an error naming the parameter and the range.
     """
 
     def __init__(self, detector: str = "adwin", **params) -> None:
@@ -64,8 +109,7 @@ class DriftDetectorPolicy(Policy):
         self.params = convert_params(detector, params, accepted)
         self.detector = detector
         self.name = detector
-        if detector == "adwin" and "delta" in self.params and not 0 < self.params["delta"] < 1:
-            raise ValueError(f"policy adwin: delta must be in (0, 1), got {self.params['delta']!r}")
+        _check_ranges(detector, self.params)
         try:
             self._new_detector()  # River checks the values now, not at the first tick
         except (ValueError, TypeError) as exc:

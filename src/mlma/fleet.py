@@ -138,10 +138,20 @@ class FleetData:
             self.grid_pos = raw_pos - frequency.positions(self.grid[:1])[0]
             on_grid = frequency.at_positions(raw_pos, self.grid[0]) == self.ds
         if not on_grid.all():
-            bad = int(np.flatnonzero(~on_grid)[0])
+            bad, whose = int(np.flatnonzero(~on_grid)[0]), ""
+            if step is not None:
+                # The grid is laid through the first row: when that stream is the one shifted (at :30 where the
+                # others are at :00), its rows are "on" the grid and the first good stream would be blamed.
+                # The fleet's grid is the phase most streams start on; blame the first row off it.
+                rem = (self.ds.view(np.int64) - self.grid[0].view(np.int64)) % step.value
+                starts_of = self.offsets[:-1][np.diff(self.offsets) > 0]
+                phases, counts = np.unique(rem[starts_of], return_counts=True)
+                common = phases[np.argmax(counts)]
+                bad = int(np.flatnonzero(rem != common)[0])
+                whose = f" of most streams ({int(counts.max()):,} of {len(starts_of):,})"
             raise ValueError(
                 f"stream {self.ids[self.stream_of_row[bad]]!r} has a timestamp {self.ds[bad]} that is not on "
-                f"the {frequency.alias!r} grid; validate the data first")
+                f"the {frequency.alias!r} grid{whose}; validate the data first")
 
         self.drivers = drivers or NO_DRIVERS
         self._index_drivers(frame, future)

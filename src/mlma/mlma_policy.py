@@ -178,9 +178,10 @@ class MLMAPolicy(Policy):
         by forecasting high. For data that take both signs (a level near zero means nothing) use
         ``"absolute"``.
     repeat_limit, repeat_window
-        Escalate a stream whose tests triggered ``repeat_limit`` times within ``repeat_window`` ticks.
+        Escalate a stream whose tests triggered ``repeat_limit`` times within ``repeat_window`` ticks;
+        ``repeat_limit=0`` never escalates repeated triggers (off).
     silent_ticks
-        Escalate a stream with no actuals for this many ticks in a row.
+        Escalate a stream with no actuals for this many ticks in a row (>= 1).
     window_ticks
         The degradation test runs on the newest tick alone (quick on abrupt change) and on the stream's last
         ``window_ticks`` clean ticks (a sustained worsening gains evidence tick after tick); the bias test on
@@ -331,9 +332,13 @@ class MLMAPolicy(Policy):
                              f"seasonal naive's 1) must be a finite number >= 0, or None for no skill trigger, "
                              f"got {skill_margin!r}")
         for name, value in (("cooldown_ticks", cooldown_ticks), ("repeat_limit", repeat_limit),
-                            ("repeat_window", repeat_window), ("silent_ticks", silent_ticks)):
+                            ("repeat_window", repeat_window)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
+        if silent_ticks < 1:
+            # A stream is silent after a tick without actuals: 0 would escalate every stream that reported.
+            raise ValueError(f"silent_ticks (ticks without actuals before a stream is escalated as silent) must "
+                             f"be >= 1, got {silent_ticks!r}")
         self.alpha, self.delta, self.fdr, self.loss = alpha, delta, fdr, loss
         self.reference_ticks, self.warmup_ticks = reference_ticks, warmup_ticks
         self.cooldown_ticks = cooldown_ticks

@@ -497,6 +497,10 @@ def make_policy(spec: str, **params) -> Policy:
     Traceback (most recent call last):
     ...
     ValueError: policy periodic: unexpected argument 'often' in 'periodic:7:often'; use 'periodic:K' or 'periodic:K:sync'
+    >>> make_policy("periodic")
+    Traceback (most recent call last):
+    ...
+    ValueError: policy 'periodic' needs its period in ticks: write it 'periodic:K' (staggered) or ...
     """
     parsed = PolicySpec.parse(spec)
     name = {"pagehinkley": "page-hinkley", "ph": "page-hinkley"}.get(parsed.name, parsed.name)
@@ -527,6 +531,10 @@ def make_policy(spec: str, **params) -> Policy:
             else:
                 raise ValueError(f"policy periodic: unexpected argument {arg!r} in {spec!r}; use 'periodic:K' or "
                                  f"'periodic:K:sync'")
+        if "every" not in positional and "every" not in raw and "every" not in params:
+            # A bare 'periodic' would silently be PeriodicRetrain's default of 7: the period is the policy.
+            raise ValueError(f"policy {spec!r} needs its period in ticks: write it 'periodic:K' (staggered) or "
+                             f"'periodic:K:sync', e.g. 'periodic:7'")
         policy = build(PeriodicRetrain, parameter_types(PeriodicRetrain), positional)
     else:
         if parsed.args:

@@ -275,6 +275,16 @@ def parse_keep(text: str, what: str = "keep"):
     """
     import pandas as pd
 
+    days = keep_days(text, what)
+    return None if days is None else pd.Timedelta(days=days)
+
+
+def keep_days(text: str, what: str = "keep") -> int | None:
+    """:func:`parse_keep` in days, with the standard library alone (``mlma status`` loads no pandas).
+
+    >>> keep_days("13W"), keep_days(" ")
+    (91, None)
+    """
     if not text.strip():
         return None
     # Days or weeks only: a bare "400" is 400 nanoseconds to pandas and "6m" six minutes (meant as months),
@@ -284,7 +294,7 @@ def parse_keep(text: str, what: str = "keep"):
     if not 1 <= days <= _KEEP_MOST_DAYS:
         raise ValueError(f"{what} must be a whole number of days or weeks such as 400D or 13W, at most "
                          f"{_KEEP_MOST_DAYS:,} days (months and years have no fixed length), got {text!r}")
-    return pd.Timedelta(days=days)
+    return days
 
 
 _KEEP = re.compile(r"^\s*(?P<n>\d{1,9})\s*(?P<unit>d|days?|w|weeks?)\s*$", re.IGNORECASE)

@@ -664,21 +664,28 @@ def _events_html(events: pd.DataFrame) -> str:
     else:
         fleet_wide = pd.Series(True, index=frame.index)
         streams = pd.Series(None, index=frame.index, dtype=object)
+    # The simulator writes one row per (event, stream): a city's storm is one event over many rows. Events are
+    # counted by event_id; a row without one is an event of its own.
+    row_label = pd.Series([f"row {i}" for i in range(len(frame))], index=frame.index, dtype=object)
+    event = frame["event_id"].astype(object).where(frame["event_id"].notna(), row_label) \
+        if "event_id" in frame else row_label
     grouped = pd.DataFrame({"kind": kind, "fault": fault, "relevant": relevant, "fleet": fleet_wide,
-                            "stream": streams}).groupby("kind", sort=True)
+                            "stream": streams, "event": event}).groupby("kind", sort=True)
     rows = []
     for name, g in grouped:
         rows.append(
-            f'<tr><td class="text">{_esc(name)}</td><td>{len(g):,}</td><td>{g["stream"].nunique():,}</td>'
-            f'<td>{int(g["fleet"].sum()):,}</td><td>{int(g["relevant"].sum()):,}</td>'
-            f'<td>{int(g["fault"].sum()):,}</td></tr>'
+            f'<tr><td class="text">{_esc(name)}</td><td>{g["event"].nunique():,}</td><td>{len(g):,}</td>'
+            f'<td>{g["stream"].nunique():,}</td><td>{g.loc[g["fleet"], "event"].nunique():,}</td>'
+            f'<td>{g.loc[g["relevant"], "event"].nunique():,}</td><td>{g.loc[g["fault"], "event"].nunique():,}</td>'
+            "</tr>"
         )
-    head = ('<th class="text">kind</th><th>events</th><th>streams hit</th><th>fleet-wide</th>'
-            "<th>relevant</th><th>data faults</th>")
+    head = ('<th class="text">kind</th><th>events</th><th>stream rows</th><th>streams hit</th>'
+            "<th>fleet-wide</th><th>relevant</th><th>data faults</th>")
     return (
         f'<table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
-        '<p class="note">Relevant events change the data so that re-training should help; data faults '
-        "should be escalated to a person rather than trained on. Sample stream plots shade the events "
+        '<p class="note">Events are counted once however many streams they hit (stream rows: one per event and '
+        "stream in the events file). Relevant events change the data so that re-training should help; data "
+        "faults should be escalated to a person rather than trained on. Sample stream plots shade the events "
         "that hit them.</p>"
     )
 

@@ -27,6 +27,7 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -700,8 +701,9 @@ class FitCache:
     timestamps and values, and its driver values for a model that uses drivers (the data fingerprint: any
     changed, added or masked row gives another key), the model spec and parameters, the forecast context
     (frequency, season, horizon, drivers), the versions of mlma and of
-    numpy, scikit-learn and LightGBM, and the source code of :mod:`mlma.models` (and of a custom model's
-    module, when the spec names one), so an edited model is never served from an old fit. The entry keeps the
+    numpy, scikit-learn and LightGBM, the source code of :mod:`mlma.models`, of a custom model's module and of
+    the user's classes in its class's MRO (not the standard library's or an installed package's), and a
+    ``pickle:`` spec's file content, so an edited model is never served from an old fit. The entry keeps the
     fit's measured CPU seconds, so a cached run charges each policy what the fit cost when it was made and
     gives the same results as an uncached one.
 
@@ -790,11 +792,11 @@ class FitCache:
 
 
 def _model_code_digest(spec) -> str:
-    """A digest of the code a fit runs: mlma.models' sources, library versions and a custom model's module."""
+    """A digest of the code a fit runs: mlma.models' sources, library versions, a custom model's module, the
+    sources of its class and of the user's classes it derives from, and a ``pickle:`` spec's file content."""
     import hashlib
     import importlib.util
     from importlib import metadata
-    from pathlib import Path
 
     h = hashlib.blake2b(digest_size=20)
     for name in ("mlma", "numpy", "scikit-learn", "lightgbm"):
@@ -803,7 +805,14 @@ def _model_code_digest(spec) -> str:
         except metadata.PackageNotFoundError:
             h.update(f"{name}=none;".encode())
     files = sorted(Path(__file__).with_name("models").glob("*.py"))
-    if isinstance(spec, str) and ":" in spec:
+    if isinstance(spec, str) and spec.strip().startswith("pickle:"):
+        # The spec names a file whose content is the model: the same path with new bytes is another model.
+        path = Path(spec.strip()[len("pickle:"):].strip()).expanduser()
+        try:
+            h.update(b"pickle:" + hashlib.blake2b(path.read_bytes(), digest_size=20).digest())
+        except OSError as exc:  # the fit will fail on it too; a later readable file gives another key
+            h.update(f"pickle-unreadable:{type(exc).__name__}".encode())
+    elif isinstance(spec, str) and ":" in spec:
         module = spec.split(":", 1)[1 if spec.startswith("sklearn:") else 0]
         module = module.rsplit(".", 1)[0] if spec.startswith("sklearn:") else module
         try:
@@ -812,10 +821,80 @@ def _model_code_digest(spec) -> str:
             found = None
         if found is not None and found.origin and found.origin.endswith(".py"):
             files.append(Path(found.origin))
-    for path in files:
+    files += _user_class_files(_spec_object(spec))
+    # A file named twice (the spec's module is the class's) is hashed once.
+    for path in dict.fromkeys(path.resolve() for path in files):
         h.update(path.name.encode())
-        h.update(path.read_bytes())
+        try:
+            h.update(path.read_bytes())
+        except OSError as exc:
+            h.update(f"unreadable:{type(exc).__name__}".encode())
     return h.hexdigest()
+
+
+def _spec_object(spec):
+    """The object a model spec names (a class, an instance, a function), without fitting anything; ``None`` for
+    a built-in, a Nixtla spec or one that does not load (its fits fail and are not cached)."""
+    from mlma.models.adapters import import_object
+
+    if not isinstance(spec, str):
+        return spec
+    key = spec.strip()
+    try:
+        if key.startswith("pickle:"):
+            from mlma.models.factory import _unpickle
+
+            # The model's class lives outside the pickle: its source is part of the fit too. _unpickle is the
+            # factory's memoised loader (keyed by path and mtime), so the fits load the file no second time.
+            path = Path(key[len("pickle:"):].strip()).expanduser().resolve()
+            return _unpickle(str(path), path.stat().st_mtime_ns)
+        if key.startswith("sklearn:"):
+            path = key[len("sklearn:"):].strip()
+            if ":" not in path and not path.startswith("sklearn.") and "." in path:
+                try:
+                    return import_object("sklearn." + path)
+                except Exception:  # noqa: BLE001 - not scikit-learn's: the user's own path, tried below
+                    pass
+            return import_object(path)
+        if key.startswith(("statsforecast:", "mlforecast:")) or ":" not in key:
+            return None
+        module, _, rest = key.partition(":")
+        return import_object(f"{module}:{rest.partition(':')[0]}")
+    except Exception:  # noqa: BLE001 - a spec that does not load fails its fits, which are never cached
+        return None
+
+
+def _user_class_files(obj) -> list[Path]:
+    """Source files of ``obj``'s class (or of ``obj``, a class or function) and of every class in its MRO that
+    is the user's: not the standard library's nor an installed package's (their versions are not ours to
+    track, and hashing them would read half of site-packages); mlma's own are hashed already."""
+    import inspect
+    import site
+    import sys
+    import sysconfig
+
+    if obj is None:
+        return []
+    if inspect.isclass(obj):
+        owners = list(obj.__mro__)
+    elif inspect.isfunction(obj):
+        owners = [obj]
+    else:
+        owners = list(type(obj).__mro__)
+    roots = [sysconfig.get_paths().get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")]
+    roots += [*site.getsitepackages(), site.getusersitepackages()]
+    installed = {Path(root).resolve() for root in roots if root}
+    files = []
+    for owner in owners:
+        module = sys.modules.get(getattr(owner, "__module__", None) or "")
+        origin = getattr(module, "__file__", None)
+        if not origin or not origin.endswith(".py"):
+            continue  # a built-in or compiled class: no source to read
+        path = Path(origin).resolve()
+        if any(path.is_relative_to(root) for root in installed):
+            continue
+        files.append(path)
+    return files
 
 
 class ModelService:

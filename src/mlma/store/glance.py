@@ -120,6 +120,8 @@ class Glance:
     saved_states: list[tuple[int, str | None]] = field(default_factory=list)
     #: The data time before which the store was pruned (``Store.kept_from``); None: it keeps everything.
     kept_from: dt.datetime | None = None
+    #: Rows older than ``kept_from`` remain: a prune stopped part way (``Store.prune_unfinished``).
+    prune_unfinished: bool = False
 
 
 #: The member of a state's blob naming the parts saved apart from it (``mlma.store.state.StagedPart``), in
@@ -272,6 +274,11 @@ def _read(db: Any, *, read_only: bool, now: dt.datetime) -> Glance | None:
                                "WHERE status = 'done')")
     newest, = db.execute("SELECT max(ds) FROM observations").fetchone()
     kept = db.execute("SELECT kept_from FROM retention").fetchone()
+    kept_from = None if kept is None else _timestamp(kept[0])
+    # As Store.prune_unfinished: the oldest row of each pruned table, one step down its ds index.
+    oldest = [db.execute(f"SELECT min(ds) FROM {table}").fetchone()[0]
+              for table in ("observations", "driver_values", "observation_revisions")] if kept_from else []
+    rows_left = any(value is not None and _timestamp(value) < kept_from for value in oldest)
     escalations = db.execute("SELECT status, silenced_until FROM escalations "
                              "WHERE status IN ('open', 'silenced')").fetchall()
     # A silenced escalation whose silence has passed counts as open again (as Store.escalations says).
@@ -286,7 +293,7 @@ def _read(db: Any, *, read_only: bool, now: dt.datetime) -> Glance | None:
     return Glance(read_only=read_only, n_streams=db.execute("SELECT count(*) FROM streams").fetchone()[0],
                   n_ingests=ingests, last_ingest_at=_instant(last_ingest), done_ticks=done, last_done=last_done,
                   last_unfinished=unfinished, newest_ds=_timestamp(newest), open_escalations=open_now, lock=lock,
-                  saved_states=states, kept_from=None if kept is None else _timestamp(kept[0]))
+                  saved_states=states, kept_from=kept_from, prune_unfinished=rows_left)
 
 
 def _tick_row(db: Any, where: str) -> TickRow | None:

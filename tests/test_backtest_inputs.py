@@ -1,0 +1,123 @@
+"""`mlma backtest`'s inputs checked before the replay: the output folder, the policy specs, the data's grid."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mlma.cli import app
+
+from test_backtest import hourly_frame
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "fleet.csv"
+    hourly_frame(n_streams=2, days=6).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def no_replay(monkeypatch):
+    """The replay fails the test if reached: a bad input must be refused before it."""
+    def replay(*args, **kwargs):
+        raise AssertionError("the backtest replayed before refusing its input")
+
+    monkeypatch.setattr("mlma.backtest.run_backtest", replay)
+
+
+def backtest(*args):
+    return CliRunner().invoke(app, ["backtest", *map(str, args), "--model", "seasonal-naive", "--no-frontier"])
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_replay(tmp_path, data_file, no_replay):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x\n")
+    result = backtest("--data", data_file, "--out", blocker)
+    assert result.exit_code == 2, result.output
+    assert "is a file, not a folder" in result.output and str(blocker) in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    assert blocker.read_text() == "x\n"
+
+
+def test_an_out_under_a_file_is_refused_before_the_replay(tmp_path, data_file, no_replay):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x\n")
+    result = backtest("--data", data_file, "--out", blocker / "results")
+    assert result.exit_code == 2, result.output
+    assert f"{blocker} is a file, so no folder can be made under it" in " ".join(result.output.split())
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_an_out_this_user_cannot_write_is_refused_before_the_replay(tmp_path, data_file, no_replay):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = backtest("--data", data_file, "--out", locked / "results")
+    finally:
+        locked.chmod(0o700)
+    assert result.exit_code == 2, result.output
+    assert "cannot create folders in" in result.output
+    assert not (locked / "results").exists()
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("adwin:clock=0", "policy adwin: clock must be a whole number >= 1"),
+    ("adwin:max_buckets=0", "policy adwin: max_buckets must be a whole number >= 1, got 0"),
+    ("periodic", "policy 'periodic' needs its period in ticks"),
+])
+def test_a_policy_spec_out_of_range_is_refused_before_the_replay(tmp_path, data_file, spec, message):
+    # ADWIN's clock=0 and max_buckets=0 used to panic in River's Rust core at the first loss: an exception that
+    # is no Exception, so the whole backtest ended in a traceback.
+    result = backtest("--data", data_file, "--out", tmp_path / "out", "--policies", f"never,{spec}")
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+
+
+def shifted_fleet():
+    """Three hourly streams; the first, s0, stamped at :30 where the others are at :00."""
+    frame = hourly_frame(n_streams=3, days=6)
+    frame.loc[frame["unique_id"] == "s0", "ds"] += pd.Timedelta(minutes=30)
+    return frame
+
+
+def test_validate_names_the_stream_on_a_shifted_grid(tmp_path):
+    path = tmp_path / "phase.csv"
+    shifted_fleet().to_csv(path, index=False)
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    # Each stream is on its own grid, which is all the data contract asks: a warning, since the backtest
+    # (one grid for the fleet) refuses it.
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "warning" in text and "shifted-grid" in text
+    assert "streams are on shifted h grids: 2 of 3 streams share the grid of 's1'" in text
+    assert "but 's0' is 30 minutes after it; a backtest replays the fleet on one grid and refuses this" in text
+
+
+def test_the_backtest_names_the_stream_on_a_shifted_grid_not_a_good_one(tmp_path):
+    path = tmp_path / "phase.csv"
+    shifted_fleet().to_csv(path, index=False)
+    result = backtest("--data", path, "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "'s0' is 30 minutes after it" in text and "'s1' has a timestamp" not in text
+
+
+def test_a_fleet_built_without_validation_blames_the_shifted_stream():
+    from mlma.fleet import FleetData
+
+    frame = shifted_fleet()
+    bounds = pd.date_range("2025-03-03", periods=7, freq="D")
+    with pytest.raises(ValueError, match=r"stream 's0' has a timestamp 2025-03-03T00:30:00.* not on the 'h' grid "
+                                         r"of most streams \(2 of 3\)"):
+        FleetData(frame, "h", bounds)
+    # A stray row in a good stream is still the one named.
+    stray = hourly_frame(n_streams=3, days=6)
+    stray.loc[30, "ds"] += pd.Timedelta(minutes=17)
+    with pytest.raises(ValueError, match=r"stream 's0' has a timestamp 2025-03-04T06:17:00"):
+        FleetData(stray, "h", bounds)
