@@ -65,6 +65,18 @@ def test_an_out_this_user_cannot_write_is_refused_before_the_replay(tmp_path, da
     assert not (locked / "results").exists()
 
 
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_an_out_holding_an_output_this_user_cannot_overwrite_is_refused_before_the_replay(tmp_path, data_file,
+                                                                                          no_replay):
+    out = tmp_path / "shared"
+    out.mkdir()
+    (out / "summary.json").write_text("{}\n")
+    (out / "summary.json").chmod(0o444)
+    result = backtest("--data", data_file, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert "cannot overwrite summary.json there" in " ".join(result.output.split())
+
+
 @pytest.mark.parametrize("spec,message", [
     ("adwin:clock=0", "policy adwin: clock must be a whole number >= 1"),
     ("adwin:max_buckets=0", "policy adwin: max_buckets must be a whole number >= 1, got 0"),

@@ -149,6 +149,36 @@ def test_a_model_class_from_another_module_is_part_of_the_key(user_package):
     assert FitCache.context_digest("mypkg.api:Reg", CTX, {}) not in (before, after_impl)  # the user's base class
 
 
+def test_a_pipeline_holding_a_users_step_is_keyed_by_that_steps_source(user_package):
+    """A pickled scikit-learn pipeline is an installed class: the user's transformer inside it was not hashed, so
+    an edited step was served from old fits."""
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+
+    from mlma.training import _user_class_files
+
+    (user_package / "step.py").write_text("from sklearn.base import BaseEstimator, TransformerMixin\n\n\n"
+                                          "class Shift(BaseEstimator, TransformerMixin):\n"
+                                          "    def fit(self, X, y=None):\n        return self\n\n"
+                                          "    def transform(self, X):\n        return X\n")
+    from mypkg.step import Shift
+
+    files = _user_class_files(Pipeline([("shift", Shift()), ("ridge", Ridge())]))
+    assert files == [(user_package / "step.py").resolve()]
+
+
+def test_a_built_in_model_with_options_imports_no_module_of_that_name(tmp_path, monkeypatch):
+    """'ridge:alpha=2' is mlma's ridge with an option: the key imported a module called ridge, running a local
+    ridge.py (a notebook's folder is on sys.path)."""
+    from mlma.training import _model_code_digest, _spec_object
+
+    (tmp_path / "ridge.py").write_text(f"open({str(tmp_path / 'ran.txt')!r}, 'w').write('ran')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert _spec_object("ridge:alpha=2") is None and _spec_object("Seasonal_Naive:season_length=7") is None
+    _model_code_digest("ridge:alpha=2")
+    assert not (tmp_path / "ran.txt").exists()
+
+
 def test_only_the_users_sources_of_a_model_class_are_hashed(user_package):
     from mlma.training import _spec_object, _user_class_files
 

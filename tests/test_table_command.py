@@ -130,3 +130,18 @@ def test_values_that_could_not_be_computed_print_as_a_dash_not_nan(tmp_path):
     lines = several.output.strip().splitlines()
     assert lines[3].startswith("| const | mlma | - | 0.100 | - | - |")
     assert "| always | - | - | 10 | 1.000 | +0.00 | - |" in single.output
+
+
+def test_the_pooled_table_prints_a_dash_where_always_has_no_error(tmp_path):
+    """On constant data always's MAE is 0: the pooled table divided by it and printed nan."""
+    import pandas as pd
+
+    from mlma.backtest import BacktestConfig, run_backtest, write_outputs
+
+    ds = pd.date_range("2025-01-06", periods=24 * 50, freq="h")
+    data = pd.concat([pd.DataFrame({"unique_id": f"z{i}", "ds": ds, "y": 5.0}) for i in range(4)])
+    config = BacktestConfig(model="seasonal-naive", policies=("never", "always", "periodic:7"), bootstrap=0)
+    write_outputs(run_backtest(data, config), tmp_path / "const")
+    pooled = CliRunner().invoke(app, ["table", "--pooled", "--bootstrap", "20", str(tmp_path / "const")])
+    assert pooled.exit_code == 0, pooled.output
+    assert "nan" not in pooled.output.lower() and "| always | 1 | 4 |" in pooled.output, pooled.output

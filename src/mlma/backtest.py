@@ -652,6 +652,10 @@ class _progress:
             self._bar.__exit__(*exc)
 
 
+#: What :func:`write_outputs` writes into the output folder.
+OUTPUT_FILES = ("summary.json", "per_stream.csv", "per_tick.csv", "retrains.csv", "escalations.csv", "report.html")
+
+
 def check_output_dir(out_dir: str | Path) -> Path:
     """Refuse, before any work, an output folder :func:`write_outputs` could not write: an existing file, a path
     under a file, or a place this user may not write to. Nothing is created.
@@ -683,6 +687,11 @@ def check_output_dir(out_dir: str | Path) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         what = "write to" if existing == out else f"create folders in {existing} for"
         raise ValueError(f"--out {out}: this user cannot {what} it (permission denied or a read-only file system)")
+    # A re-run in a folder another user (a container, a CI job) wrote before: its files must be writable too.
+    locked = [name for name in OUTPUT_FILES if (out / name).exists() and not os.access(out / name, os.W_OK)]
+    if locked:
+        raise ValueError(f"--out {out}: this user cannot overwrite {', '.join(locked)} there (written by another "
+                         "user?): give another folder, or remove them")
     return out
 
 
@@ -858,7 +867,7 @@ def pooled_markdown(per_stream: dict[str, pd.DataFrame], *, n_boot: int = 1000,
             continue
         gap = result["gaps"].get(policy, {})
         cells = [policy, str(len(per_stream)), f"{streams[policy]:,}",
-                 f"{int(retrained[policy]):,}", f"{mae[policy] / mae['always']:.3f}",
+                 f"{int(retrained[policy]):,}", _ratio(mae[policy], mae["always"]),
                  format_cell(gap, "gap_pct", "gap"), format_cell(gap, "headroom_pct", "{:.2f}")]
         lines.append("| " + " | ".join(cells) + " |")
     if dropped:

@@ -702,8 +702,10 @@ class FitCache:
     changed, added or masked row gives another key), the model spec and parameters, the forecast context
     (frequency, season, horizon, drivers), the versions of mlma and of
     numpy, scikit-learn and LightGBM, the source code of :mod:`mlma.models`, of a custom model's module and of
-    the user's classes in its class's MRO (not the standard library's or an installed package's), and a
-    ``pickle:`` spec's file content, so an edited model is never served from an old fit. The entry keeps the
+    the user's classes in its class's MRO and its estimator parameters' (not the standard library's or an
+    installed package's), and a ``pickle:`` spec's file content. Not in the key (docs/backtest.md lists them):
+    modules the model's code only imports, classes without a source file, an ``mlforecast:`` spec's function
+    module, code edited while the process runs. The entry keeps the
     fit's measured CPU seconds, so a cached run charges each policy what the fit cost when it was made and
     gives the same results as an uncached one.
 
@@ -837,9 +839,13 @@ def _spec_object(spec):
     a built-in, a Nixtla spec or one that does not load (its fits fail and are not cached)."""
     from mlma.models.adapters import import_object
 
+    from mlma.model_names import BUILTIN_MODELS
+
     if not isinstance(spec, str):
         return spec
     key = spec.strip()
+    if key.partition(":")[0].strip().lower().replace("_", "-") in BUILTIN_MODELS:
+        return None  # 'ridge:alpha=2' names mlma's ridge with options, not a module 'ridge' to import
     try:
         if key.startswith("pickle:"):
             from mlma.models.factory import _unpickle
@@ -881,6 +887,12 @@ def _user_class_files(obj) -> list[Path]:
         owners = [obj]
     else:
         owners = list(type(obj).__mro__)
+        # A scikit-learn pipeline (or any estimator holding others) is an installed class around the user's
+        # steps: the classes of its parameters' estimators are part of the fit too.
+        params = obj.get_params(deep=True) if callable(getattr(obj, "get_params", None)) else {}
+        for value in params.values() if isinstance(params, dict) else ():
+            if hasattr(value, "fit") and not inspect.isclass(value):
+                owners += list(type(value).__mro__)
     roots = [sysconfig.get_paths().get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")]
     roots += [*site.getsitepackages(), site.getusersitepackages()]
     installed = {Path(root).resolve() for root in roots if root}
