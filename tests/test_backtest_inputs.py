@@ -121,15 +121,47 @@ def test_the_backtest_names_the_stream_on_a_shifted_grid_not_a_good_one(tmp_path
 
 
 def test_a_fleet_built_without_validation_blames_the_shifted_stream():
+    from mlma.data import validate
     from mlma.fleet import FleetData
 
     frame = shifted_fleet()
     bounds = pd.date_range("2025-03-03", periods=7, freq="D")
     with pytest.raises(ValueError, match=r"stream 's0' has a timestamp 2025-03-03T00:30:00.* not on the 'h' grid "
-                                         r"of most streams \(2 of 3\)"):
+                                         r"that 2 of the 3 streams are on"):
         FleetData(frame, "h", bounds)
+    # Half and half, on ticks laid from the shifted stream's first row (as make_tick_grid lays them): the same
+    # stream as mlma validate names (the tie goes to the earlier phase, :00); the good one was blamed.
+    two = frame[frame["unique_id"] != "s2"]
+    with pytest.raises(ValueError, match=r"stream 's0' has a timestamp .* that 1 of the 2 streams are on"):
+        FleetData(two, "h", bounds + pd.Timedelta(minutes=30))
+    messages = [f.message for f in validate(two).report.findings if f.code == "shifted-grid"]
+    assert len(messages) == 1 and "'s0' is 30 minutes after it" in messages[0], messages
     # A stray row in a good stream is still the one named.
     stray = hourly_frame(n_streams=3, days=6)
     stray.loc[30, "ds"] += pd.Timedelta(minutes=17)
     with pytest.raises(ValueError, match=r"stream 's0' has a timestamp 2025-03-04T06:17:00"):
         FleetData(stray, "h", bounds)
+
+
+@pytest.mark.parametrize("option, content, message", [
+    ("--events", "", "cannot read it as events: No columns to parse from file"),
+    ("--events", "kind,scope,start,end\nstorm,fleet,garbage,2025-03-04\n", "cannot read it as events:"),
+    ("--abnormal", "unique_id,begin,finish\ns0,2025-03-03,2025-03-04\n",
+     "cannot read it as abnormal periods (unique_id, start, end): Missing column"),
+])
+def test_a_side_file_that_cannot_be_read_is_named(tmp_path, data_file, no_replay, option, content, message):
+    """pandas' own words ("No columns to parse from file") named no file: which of the data, events and abnormal
+    periods was it?"""
+    side = tmp_path / "side.csv"
+    side.write_text(content)
+    result = backtest("--data", data_file, option, side, "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert f"{side}: {message}" in " ".join(result.output.split()), result.output
+
+
+def test_a_data_file_that_is_not_parquet_is_named(tmp_path):
+    broken = tmp_path / "fleet.parquet"
+    broken.write_text("not parquet\n")
+    result = backtest("--data", broken, "--out", tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert f"{broken}: cannot read it as Parquet: Parquet magic bytes not found" in " ".join(result.output.split())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -226,10 +227,25 @@ def test_status_quick_path_prints_what_the_store_and_live_agent_say(tmp_path, st
         ids = store.add_escalations([Escalation(0, 30, "data-quality", 2, f"flat {i}") for i in range(3)])
         store.set_escalation_status(ids[:1], "silenced", by="user:test", silenced_until=now - dt.timedelta(hours=1))
         store.set_escalation_status(ids[1:2], "silenced", by="user:test", silenced_until=now + dt.timedelta(hours=1))
-        store.acquire_lock("another-agent", ttl=600)
+        lease = store.acquire_lock("another-agent", ttl=600)
         quick, full = both()
         assert quick == full
         assert "open escalations │ 2 " in quick and "held by another-agent until" in quick, quick
+        assert "no longer runs" not in quick, quick
+        # A holder on this host that was killed (kill -9 mid-tick): status said it held the lock, where the next
+        # tick here takes it over at once.
+        from mlma.lock_holder import agent_identity
+
+        gone = subprocess.Popen([sys.executable, "-c", "pass"])
+        gone.wait()
+        me = agent_identity()
+        lease.release()
+        dead_lease = store.acquire_lock(me.split(":")[0] + f":{gone.pid}" + me.partition(f":{os.getpid()}")[2],
+                                        ttl=600)
+        quick, full = both()
+        assert quick == full and "its process no longer runs" in quick, quick
+        dead_lease.release()
+        store.acquire_lock("another-agent", ttl=600)
         assert "data kept │ all │" in " ".join(quick.split())
         cut = store.oldest_ds() + pd.Timedelta(days=1)
         store.prune(cut, by="user:test")

@@ -362,6 +362,19 @@ def test_attribute_and_abnormal_period_files_read_ids_as_the_actuals_are(tmp_pat
 
     frame = pd.DataFrame({"unique_id": [" z0", "z1"], "city": ["berlin", "paris"]})
     assert _queue_groups(frame, "city", "unique_id") == {"z0": "berlin", "z1": "paris"}
+    # "NA" (Namibia) and "nan" are ids as the actuals' reader keeps them, and "NA" a region: only an empty cell
+    # is missing (the stream NA lost its group; NA and nan together were "stream nan appears twice").
+    countries = hourly(n_streams=2, days=1)
+    countries["unique_id"] = countries["unique_id"].map({"z0": "NA", "z1": "nan"})
+    countries.to_csv(tmp_path / "countries.csv", index=False)
+    assert cli("ingest", str(tmp_path / "countries.csv"), "--project", str(project)).returncode == 0
+    pd.DataFrame({"unique_id": ["NA", "nan"], "region": ["AF", "NA"], "city": ["windhoek", ""]}).to_csv(
+        tmp_path / "countries.attributes.csv", index=False)
+    done = cli("attributes", str(tmp_path / "countries.attributes.csv"), "--project", str(project))
+    assert done.returncode == 0, done.stdout + done.stderr
+    with Store.open(load_config(project).store_url) as store:
+        found = store.streams().set_index("unique_id")["attributes"]
+    assert found["NA"] == {"region": "AF", "city": "windhoek"} and found["nan"] == {"region": "NA"}
     frame = hourly(days=2).assign(stream_id=lambda f: f["unique_id"].str[1:].astype(int))
     fleet = FleetData(frame[["stream_id", "ds", "y"]], "h", pd.date_range(DAY, periods=3, freq="D"),
                       ids=["z0", "z1", "z2"])

@@ -273,12 +273,13 @@ def backtest(
             settings = dict(freq=freq, tick=tick, horizon=horizon, train_window_ticks=train_window,
                             drivers=Drivers(future=drivers, historical=historical_drivers, events=event_drivers))
             source, label = data, data.name
-            truth = read_events_file(events) if events else read_events(data)
+            truth = _side_file(events or f"the events file beside {data}", "events",
+                               lambda: read_events_file(events) if events else read_events(data))
             streams = _read_attributes(attributes) if attributes is not None else read_streams(data)
             # Ids stay text ("007" is not "7"); an empty id marks the whole fleet.
-            marked = pd.read_csv(abnormal, parse_dates=["start", "end"], dtype={"unique_id": "str"},
-                                 keep_default_na=False, na_values={"unique_id": [""], "start": [""],
-                                                                   "end": [""]}) if abnormal else None
+            marked = _side_file(abnormal, "abnormal periods (unique_id, start, end)", lambda: pd.read_csv(
+                abnormal, parse_dates=["start", "end"], dtype={"unique_id": "str"}, keep_default_na=False,
+                na_values={"unique_id": [""], "start": [""], "end": [""]})) if abnormal else None
             specs = [p.strip() for p in (policies or "never,periodic:7,always").split(",") if p.strip()]
         for grid in sweep or []:
             specs += [spec for spec in expand_grid(grid) if spec not in specs]
@@ -671,13 +672,26 @@ def _columns_besides_keys(data: Path, d) -> list[str]:
     return [str(c) for c in file_columns(data) if c not in (d.id_col, d.time_col)]
 
 
+def _side_file(path, what: str, read):
+    """``read()``, a file given beside the data (events, abnormal periods); an error that would not say which
+    file it is about (pandas' "No columns to parse from file") names it and what it should hold."""
+    import pandas as pd
+
+    try:
+        return read()
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as exc:  # EmptyDataError is a ValueError
+        _fail(f"{path}: cannot read it as {what}: {exc}")
+
+
 def _read_attributes(path: Path):
     """A table of the streams' attributes (CSV as text, or Parquet), as ``mlma attributes`` and ``mlma backtest
     --attributes`` read it; its source is named in later errors about it."""
     import pandas as pd
 
     try:
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+        # Only an empty cell is missing: "NA" is Namibia's id (as the actuals' reader keeps it) or a region.
+        frame = (pd.read_parquet(path) if path.suffix == ".parquet"
+                 else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]))
     except (OSError, ValueError) as exc:
         _fail(f"{path}: cannot read: {exc}")
     frame.attrs["source"] = str(path)
@@ -776,9 +790,20 @@ def status(
         table.add_row("saved states", text)
     table.add_row("data kept", escape(_data_kept(view, config.store.keep)))
     table.add_row("open escalations", f"{view.open_escalations:,}")
-    table.add_row("tick lock", "free" if view.lock is None else f"held by {view.lock[0]} until "
-                                                                 f"{view.lock[1]:%H:%M:%S} UTC")
+    table.add_row("tick lock", escape(_tick_lock(view.lock)))
     console.print(table)
+
+
+def _tick_lock(lock) -> str:
+    """``mlma status``'s "tick lock": free, or who holds it until when, and whether that process is gone (killed:
+    the next tick on its host takes the lock over at once, elsewhere when the lease runs out)."""
+    from mlma.lock_holder import holder_is_dead
+
+    if lock is None:
+        return "free"
+    holder, until = lock
+    gone = "; its process no longer runs: the next tick here takes it over" if holder_is_dead(holder) else ""
+    return f"held by {holder} until {until:%H:%M:%S} UTC{gone}"
 
 
 def _check_keep(config) -> None:

@@ -536,7 +536,10 @@ def _parquet_columns(path: Path) -> list[str]:
     except ImportError:  # pragma: no cover - pyarrow is a dependency
         return []
     # A folder (a dataset written by Spark, Dask or pyarrow in parts) has one schema for all its parts.
-    schema = pq.ParquetDataset(path).schema if path.is_dir() else pq.read_schema(path)
+    try:
+        schema = pq.ParquetDataset(path).schema if path.is_dir() else pq.read_schema(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError: "magic bytes not found"
+        raise ValueError(f"{path}: cannot read it as Parquet: {exc}") from None
     meta = schema.pandas_metadata or {}
     index_columns = {c for c in meta.get("index_columns", []) if isinstance(c, str)}
     return [n for n in schema.names if n not in index_columns]

@@ -143,12 +143,16 @@ class FleetData:
                 # The grid is laid through the first row: when that stream is the one shifted (at :30 where the
                 # others are at :00), its rows are "on" the grid and the first good stream would be blamed.
                 # The fleet's grid is the phase most streams start on; blame the first row off it.
-                rem = (self.ds.view(np.int64) - self.grid[0].view(np.int64)) % step.value
-                starts_of = self.offsets[:-1][np.diff(self.offsets) > 0]
-                phases, counts = np.unique(rem[starts_of], return_counts=True)
-                common = phases[np.argmax(counts)]
-                bad = int(np.flatnonzero(rem != common)[0])
-                whose = f" of most streams ({int(counts.max()):,} of {len(starts_of):,})"
+                # The same choice as mlma.data's shifted-grid check: the phase most streams start on, then the
+                # one with most rows, then the earliest in the step (phases counted from the epoch).
+                rem = self.ds.view(np.int64) % step.value
+                sizes = np.diff(self.offsets)
+                starts_of = self.offsets[:-1][sizes > 0]
+                phases, inverse, counts = np.unique(rem[starts_of], return_inverse=True, return_counts=True)
+                rows = np.bincount(inverse.ravel(), weights=sizes[sizes > 0])
+                best = min(range(len(phases)), key=lambda i: (-counts[i], -rows[i], phases[i]))
+                bad = int(np.flatnonzero(rem != phases[best])[0])
+                whose = f" that {int(counts[best]):,} of the {len(starts_of):,} streams are on"
             raise ValueError(
                 f"stream {self.ids[self.stream_of_row[bad]]!r} has a timestamp {self.ds[bad]} that is not on "
                 f"the {frequency.alias!r} grid{whose}; validate the data first")

@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -55,6 +54,8 @@ from mlma.data import FrequencyPending, infer_frequency
 from mlma.escalations import Escalation
 from mlma.fleet import FleetData
 from mlma.heap import LongLivedHeap
+from mlma.lock_holder import agent_identity
+from mlma.lock_holder import holder_is_dead as _holder_is_dead
 from mlma.models import ForecastContext, fitting_train_window, make_forecaster, spec_name
 from mlma.models.base import DriversChanged, driver_view
 from mlma.models.factory import fallback_cause
@@ -124,22 +125,6 @@ class TickResult:
                 f"{s.retrains} re-trained, {s.promoted} promoted, {s.rejected} rejected, {s.fit_failures} failed "
                 f"fits{failed}, {len(self.escalation_ids)} escalations, {s.escalations_resolved} resolved "
                 f"({self.seconds:.1f} s){notes}")
-
-
-def agent_identity() -> str:
-    """Who holds the lock: ``mlma-agent@host:pid``, and the process's PID namespace where it has one
-    (``mlma-agent@host:pid/pidns:4026531836``): two containers on one host may share its name but not their
-    process numbers, and a pid is looked up only in the namespace it belongs to (:func:`_holder_is_dead`)."""
-    namespace = _pid_namespace()
-    return f"mlma-agent@{socket.gethostname()}:{os.getpid()}" + (f"/pidns:{namespace}" if namespace else "")
-
-
-def _pid_namespace() -> int | None:
-    """The inode of this process's PID namespace (Linux), or None where there is none to read."""
-    try:
-        return os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return None
 
 
 class LiveAgent:
@@ -1875,39 +1860,6 @@ def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_val
         driver_values_filled=driver_values_filled,
         next_tick=None if next_tick is None else next_tick.to_summary(),
     )
-
-
-def _holder_is_dead(holder: str) -> bool:
-    """True when the lock's holder is an mlma agent process on this host, in this process's PID namespace,
-    that no longer runs. A holder in another namespace (a container on the same host), or one whose namespace
-    cannot be told, is never taken for dead: its lease runs out instead."""
-    prefix = f"mlma-agent@{socket.gethostname()}:"
-    if not holder.startswith(prefix):
-        return False
-    pid_text, _, namespace = holder[len(prefix):].partition("/pidns:")
-    ours = _pid_namespace()
-    if (str(ours) if ours is not None else "") != namespace:
-        return False
-    try:
-        pid = int(pid_text)
-    except ValueError:
-        return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
 
 
 def _checkpoint(name: str) -> None:
