@@ -1226,7 +1226,7 @@ class Store:
         if all(isinstance(s, str) for s in items):
             ids = self.stream_ids(items, create=False)
             return np.unique(ids[ids >= 0])
-        return np.unique(np.array([self.resolve(s) for s in items], dtype=np.int64))
+        return np.unique(self.resolve_many(items))
 
     def ingests(self) -> pd.DataFrame:
         """Every ingest, oldest first."""
