@@ -452,3 +452,42 @@ def test_a_keep_prune_stopped_part_way_is_finished_by_the_next_round(tmp_path, m
             assert report is not None and report.kept_from == kept and report.rows["driver_values"] > 0
             assert not store.prune_unfinished() and live.apply_retention() is None
         assert store.oldest_ds() == kept
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "Ctrl-C"])
+def test_a_stop_while_mlma_run_prunes_ends_the_prune_at_once_and_the_next_start_finishes_it(tmp_path, monkeypatch,
+                                                                                            stop):
+    """A prune of a large store can outlast a supervisor's grace period before its SIGKILL: `mlma run` stops it
+    at once (the round's ticks are committed already), says so, exits 0, and the next start finishes it."""
+    import os
+    import signal
+
+    from typer.testing import CliRunner
+
+    from mlma.cli import app
+    from mlma.project import load_config
+
+    root = tmp_path / "p"
+    _keep_project(root, "10D")
+    real = Store._prune_table
+    pruned: list[str] = []
+
+    def stopped_in_the_first_table(self, table, cut):
+        pruned.append(table.name)
+        if len(pruned) == 1:
+            os.kill(os.getpid(), signal.SIGTERM if stop == "SIGTERM" else signal.SIGINT)
+        real(self, table, cut)
+
+    monkeypatch.setattr(Store, "_prune_table", stopped_in_the_first_table)
+    ran = CliRunner().invoke(app, ["run", "--every", "1s", "--iterations", "3", "--project", str(root)])
+    said = " ".join(ran.output.split())
+    assert ran.exit_code == 0, said
+    assert f"retention stopped part way ({stop})" in said and "stopped after 1 round(s)" in said, said
+    assert pruned == ["observations"]                       # no table after the one it stopped in
+    with Store.open(load_config(root).store_url) as store:
+        assert store.last_done_tick() is not None and store.prune_unfinished()
+    monkeypatch.setattr(Store, "_prune_table", real)
+    again = CliRunner().invoke(app, ["run", "--every", "1s", "--iterations", "1", "--project", str(root)])
+    assert again.exit_code == 0 and "retention: deleted the rows before" in again.output, again.output
+    with Store.open(load_config(root).store_url) as store:
+        assert not store.prune_unfinished() and store.oldest_ds() == store.kept_from()

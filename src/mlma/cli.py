@@ -1031,7 +1031,6 @@ def _apply_retention(live, said: set[str] | None = None) -> None:
         console.print(f"retention: {escape(str(report))}")
 
 
-
 #: The shortest `mlma run --every`: each round reads the store (what is due, what retention asks).
 MIN_SERVICE_INTERVAL = 0.01
 
@@ -1057,6 +1056,7 @@ def _service_interval(every: str) -> float:
     if not interval >= MIN_SERVICE_INTERVAL:
         _fail(f"--every must be at least {MIN_SERVICE_INTERVAL * 1000:g}ms, got {every!r}")
     return interval
+
 
 @app.command()
 def run(
@@ -1084,11 +1084,16 @@ def run(
     executor = _executor_option(executor)
     stopping = {"now": False}
     ticking = {"now": False}  # inside a catch-up, where a second SIGTERM stops the running tick
+    pruning = {"now": False}  # inside [store] keep's prune, which a SIGTERM stops at once
 
     def _stop(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
         if stopping["now"] and ticking["now"]:
             raise Terminated("SIGTERM")  # asked twice: the supervisor will not wait for the tick
         stopping["now"] = True
+        if pruning["now"]:
+            # A prune of a large store can outlast a supervisor's grace period (then SIGKILL); stopped here it
+            # is finished by the next start (the kept time is recorded before any row goes), and no tick is lost.
+            raise Terminated("SIGTERM")
         if ticking["now"]:
             logging.getLogger("mlma.cli").warning(
                 "SIGTERM: stopping after the running tick commits (a second SIGTERM stops it uncommitted)")
@@ -1148,7 +1153,16 @@ def run(
                     ticking["now"] = False
                 try:
                     if not stopping["now"]:  # a stop (SIGTERM) waits for no prune
-                        _apply_retention(live, said=retention_said)
+                        pruning["now"] = True
+                        try:
+                            _apply_retention(live, said=retention_said)
+                        except KeyboardInterrupt as exc:
+                            stopping["now"] = True
+                            what = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+                            console.print(f"retention stopped part way ({what}): the rows it deleted are gone, the "
+                                          "rest is pruned by the next round or start", highlight=False)
+                        finally:
+                            pruning["now"] = False
                     if iterations is not None and rounds >= iterations:
                         break
                     deadline = time.monotonic() + interval
