@@ -165,3 +165,54 @@ def test_a_data_file_that_is_not_parquet_is_named(tmp_path):
     result = backtest("--data", broken, "--out", tmp_path / "out")
     assert result.exit_code == 2, result.output
     assert f"{broken}: cannot read it as Parquet: Parquet magic bytes not found" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("row, problem", [
+    ("s1,2025-03-05,2025-03-04", "it ends before or when it starts"),
+    ("s1,2025-03-05,2025-03-05", "it ends before or when it starts"),
+    ("s1,soon,2025-03-05", "its start or end is missing or not a time"),
+    ("s1,2025-03-05,", "its start or end is missing or not a time"),
+])
+def test_an_abnormal_period_that_cannot_be_meant_is_refused_by_file_and_row(tmp_path, data_file, row, problem):
+    """Before, a period without an end (or with an unreadable start) marked nothing and said nothing, and an
+    end before the start was refused without the file, row or stream."""
+    periods = tmp_path / "periods.csv"
+    periods.write_text(f"unique_id,start,end\ns0,2025-03-04,2025-03-05\n,2025-03-06,2025-03-07\n{row}\n")
+    result = backtest("--data", data_file, "--abnormal", periods, "--out", tmp_path / "out")
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2, said
+    assert f"{periods}: row 4 (counting the header as row 1;" in said and "stream 's1'" in said, said
+    assert problem in said, said
+    assert not (tmp_path / "out").exists()
+
+
+def test_abnormal_periods_and_attributes_naming_streams_the_data_does_not_have_are_said(caplog, monkeypatch):
+    """The data has streams s0 and s1: a period for 'S1' or a typo marks nothing, and an attributes table whose
+    ids match none of the data's groups nothing; each is said, naming the file and the ids."""
+    import logging
+
+    from mlma.backtest import BacktestConfig, run_backtest
+    from mlma.fleet import FleetData
+
+    frame = hourly_frame(n_streams=2, days=6)
+    periods = pd.DataFrame({"unique_id": ["s0", "S1", "s9", "", " s1"],
+                            "start": ["2025-03-05"] * 5, "end": ["2025-03-06"] * 5})
+    periods.attrs["source"] = "periods.csv"
+    attributes = pd.DataFrame({"unique_id": ["0", "1"], "city": ["x", "y"]})
+    attributes.attrs["source"] = "cities.csv"
+    config = BacktestConfig(policies=["never"], model="seasonal-naive", initial_ticks=2, sample_streams=0,
+                            frontier=False, group_by="city")
+    marked = []
+    real = FleetData.mark_abnormal
+    monkeypatch.setattr(FleetData, "mark_abnormal", lambda fleet, p: (marked.append(p), real(fleet, p))[1])
+    with caplog.at_level(logging.WARNING, logger="mlma.backtest"):
+        result = run_backtest(frame, config, abnormal=periods, attributes=attributes)
+    said = [r.getMessage() for r in caplog.records]
+    assert ("periods.csv: 2 of 5 abnormal periods name streams the data does not have (S1, s9): they are "
+            "ignored") in said, said
+    assert any(m.startswith("cities.csv: none of its 2 streams is in the data (e.g. 0; the data's: s0, s1)")
+               for m in said), said
+    assert result.config["queue_grouped_streams"] == 0
+    # The ids are read as the data's are (spaces around them dropped); an empty one still marks every stream.
+    given = marked[0]["unique_id"].tolist()
+    assert given[:3] + given[4:] == ["s0", "S1", "s9", "s1"] and pd.isna(given[3])

@@ -242,7 +242,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     tick_offset = _tick_offset(config, freq)
     grid = make_tick_grid(frame, tick_offset, freq=freq)
     fleet = FleetData(frame, freq.alias, grid.boundaries, drivers=config.drivers)
-    fleet.mark_abnormal(abnormal)
+    fleet.mark_abnormal(_checked_abnormal(abnormal, fleet.ids))
+    _warn_of_groups_not_in_data(groups, attributes, fleet.ids)
     if fleet.n_ticks < 2:
         raise ValueError(f"the data spans {fleet.n_ticks} tick(s) of {tick_offset}; a backtest needs at least 2")
 
@@ -532,6 +533,73 @@ def _queue_groups(attributes: pd.DataFrame | None, group_by: str | None, id_col:
                          "as row 1); one row per stream")
     values = attributes[group_by]
     return {uid: str(value) for uid, value in zip(ids, values) if not pd.isna(value)}
+
+
+def not_in_data_message(source: str, what: str, unknown: list, n_unknown: int, n_given: int,
+                        consequence: str) -> str:
+    """The warning for ``n_unknown`` of ``n_given`` rows of a side table (abnormal periods, attributes) that name
+    streams the data does not have, ``unknown`` (their distinct ids).
+
+    >>> not_in_data_message("periods.csv", "abnormal periods", ["z9", "z7", "z8"], 4, 10, "they are ignored")
+    'periods.csv: 4 of 10 abnormal periods name streams the data does not have (z7, z8 and 1 more): they are \
+ignored'
+    """
+    first = sorted(map(str, unknown))[:2]
+    more = len(unknown) - len(first)
+    return (f"{source}: {n_unknown:,} of {n_given:,} {what} name streams the data does not have "
+            f"({', '.join(first)}{f' and {more:,} more' if more > 0 else ''}): {consequence}")
+
+
+def _checked_abnormal(periods: pd.DataFrame | None, ids) -> pd.DataFrame | None:
+    """``periods`` (abnormal periods given to :func:`run_backtest`) with their ids read as stream ids are,
+    after refusing a period that cannot be meant (no start or end, an end not after its start), named by its
+    row; periods for streams the data does not have are ignored, with a warning that names them."""
+    if periods is None or not len(periods):
+        return periods
+    source = periods.attrs.get("source", "abnormal periods")
+    missing = [column for column in ("start", "end") if column not in periods.columns]
+    if missing:
+        raise ValueError(f"{source}: no column {missing[0]!r}; an abnormal period has start, end and optionally "
+                         f"unique_id (empty: every stream); columns: {', '.join(map(str, periods.columns))}")
+    start = pd.to_datetime(periods["start"], errors="coerce")
+    end = pd.to_datetime(periods["end"], errors="coerce")
+    bad = (start.isna() | end.isna() | (end <= start)).to_numpy()
+    if bad.any():
+        row = int(bad.argmax())
+        stream = periods["unique_id"].iloc[row] if "unique_id" in periods.columns else None
+        problem = ("its start or end is missing or not a time" if pd.isna(start.iloc[row]) or pd.isna(end.iloc[row])
+                   else "it ends before or when it starts")
+        named = "" if stream is None or pd.isna(stream) else f", stream {stream!r}"
+        raise ValueError(f"{source}: row {row + 2} (counting the header as row 1; start "
+                         f"{periods['start'].iloc[row]!r}, end {periods['end'].iloc[row]!r}{named}): {problem}")
+    periods = periods.assign(start=start, end=end)
+    if "unique_id" not in periods.columns:
+        return periods
+    named = stream_id_text(periods["unique_id"].astype(object).where(periods["unique_id"].notna()))
+    named = named.where(named != "")  # an empty id marks the whole fleet, as a missing one does
+    unknown = set(named.dropna()) - set(map(str, ids))
+    if unknown:
+        log.warning("%s", not_in_data_message(source, "abnormal periods", sorted(unknown),
+                                              int(named.isin(unknown).sum()), len(named), "they are ignored"))
+    return periods.assign(unique_id=named.to_numpy())
+
+
+def _warn_of_groups_not_in_data(groups: dict, attributes: pd.DataFrame | None, ids) -> None:
+    """Say which streams of the attributes that group the queue the data does not have, and loudly when none of
+    the data's streams has a group (ids written otherwise, e.g. ``7`` for ``007``): every item is then one
+    stream's."""
+    if not groups:
+        return
+    source = attributes.attrs.get("source", "attributes") if attributes is not None else "attributes"
+    known = set(map(str, ids))
+    unknown = [uid for uid in groups if uid not in known]
+    if len(unknown) == len(groups):
+        log.warning("%s: none of its %s streams is in the data (e.g. %s; the data's: %s): the queue items are "
+                    "counted per stream, not per group", source, f"{len(groups):,}", sorted(groups)[0],
+                    ", ".join(sorted(known)[:2]))
+    elif unknown:
+        log.warning("%s", not_in_data_message(source, "attribute rows", unknown, len(unknown), len(groups),
+                                              "they are ignored"))
 
 
 def _record_tick(report: TickReport, acc: _Accumulator, scored: np.ndarray, tick_start, resolved: int) -> None:

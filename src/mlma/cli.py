@@ -280,6 +280,8 @@ def backtest(
             marked = _side_file(abnormal, "abnormal periods (unique_id, start, end)", lambda: pd.read_csv(
                 abnormal, parse_dates=["start", "end"], dtype={"unique_id": "str"}, keep_default_na=False,
                 na_values={"unique_id": [""], "start": [""], "end": [""]})) if abnormal else None
+            if marked is not None:
+                marked.attrs["source"] = str(abnormal)  # named in errors and warnings about its rows
             specs = [p.strip() for p in (policies or "never,periodic:7,always").split(",") if p.strip()]
         for grid in sweep or []:
             specs += [spec for spec in expand_grid(grid) if spec not in specs]
