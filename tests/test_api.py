@@ -158,8 +158,45 @@ def test_only_an_admin_manages_tokens_and_tokens_are_stored_hashed(env):
 
 
 def test_a_token_records_when_it_was_last_used(env):
+    assert env.get("/api/me").status_code == 200          # the viewer's token, used by this test itself
     info = {t.name: t for t in auth.list_tokens(env.store)}
     assert info["viewer-1"].last_used_at is not None
+
+
+def test_a_read_neither_waits_for_nor_fails_on_recording_its_tokens_use(tmp_path, monkeypatch):
+    """Recording a token's last use is a write: while a tick's commit held SQLite's write lock, a scrape of
+    /metrics or any read waited out the busy timeout and answered 500; on a read-only store every token's first
+    request each minute did. Now the touch is made only if it can be at once, and tried again later."""
+    import sqlite3
+
+    import mlma.store.engine as engine
+
+    path = tmp_path / "mlma.db"
+    store = Store.create(f"sqlite:///{path}?timeout=1")
+    _, plain = auth.create_token(store, "scraper", "viewer", by="user:test")
+    client = TestClient(create_app(store), raise_server_exceptions=False)
+    headers = {"Authorization": f"Bearer {plain}"}
+    tick = sqlite3.connect(path, isolation_level=None)
+    tick.execute("BEGIN IMMEDIATE")                        # what a tick's write transaction holds
+    try:
+        for route in ("/api/me", "/metrics"):
+            answer = client.get(route, headers=headers)
+            assert answer.status_code == 200, (route, answer.text)
+    finally:
+        tick.execute("ROLLBACK")
+        tick.close()
+    assert auth.list_tokens(store)[0].last_used_at is None  # not recorded while locked...
+    assert client.get("/api/me", headers=headers).status_code == 200
+    assert auth.list_tokens(store)[0].last_used_at is not None  # ...but by the next request, within the minute
+    store.close()
+
+    monkeypatch.setattr(engine, "sqlite_open_mode", lambda path: "mode=ro")  # as for a file this user cannot write
+    read_only = Store.open(f"sqlite:///{path}")
+    assert read_only.read_only
+    client = TestClient(create_app(read_only), raise_server_exceptions=False)
+    for _ in range(2):
+        assert client.get("/api/fleet", headers=headers).status_code == 200
+    read_only.close()
 
 
 # -- bad input: 422 naming the field -----------------------------------------------------------------------

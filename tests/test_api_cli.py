@@ -88,6 +88,11 @@ def test_token_bootstrap_list_and_revoke_without_any_token(project):
     assert bad.exit_code == 2 and "role must be one of viewer, operator, admin" in bad.output
     again = run(project, "token", "create", "root-admin", ok=False)
     assert again.exit_code == 2 and "exists" in again.output
+    long = run(project, "token", "revoke", "root-admin", "--reason", "x" * 3000, ok=False)
+    assert long.exit_code == 2 and "reason must be at most" in " ".join(long.output.split()), long.output
+    assert isinstance(long.exception, SystemExit)                  # said in a line, no traceback; nothing revoked
+    with store_of(project) as store:
+        assert auth.authenticate(store, plain).role == "admin"
     run(project, "token", "revoke", "root-admin", "--reason", "rotated")
     with store_of(project) as store:
         assert auth.authenticate(store, plain) is None
@@ -418,3 +423,61 @@ def test_serve_runs_the_dashboard_on_localhost(project):
     finally:
         server.terminate()
         server.wait(15)
+
+
+def test_the_session_key_file_never_exists_half_written(tmp_path, monkeypatch):
+    """Server processes starting at once on one project: the key was created empty and written afterwards, so
+    a process starting in between read an empty key and signed its sessions with it (8 of 150 rounds of four
+    processes). Now it is written under another name and linked into place whole; the first link wins."""
+    path = tmp_path / ".mlma" / "session-key"
+    seen_while_writing: list[bool] = []
+    real_fdopen = os.fdopen
+
+    class Watched:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            self.handle.__enter__()
+            return self
+
+        def __exit__(self, *exc):
+            return self.handle.__exit__(*exc)
+
+        def write(self, text):
+            seen_while_writing.append(path.exists())       # what another process starting now would find
+            return self.handle.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+    monkeypatch.setattr(os, "fdopen", lambda *a, **kw: Watched(real_fdopen(*a, **kw)))
+    key = auth.load_or_create_secret(path)
+    assert seen_while_writing == [False]
+    assert len(key) == 32 and bytes.fromhex(path.read_text().strip()) == key
+    assert path.stat().st_mode & 0o077 == 0 and [p.name for p in path.parent.iterdir()] == ["session-key"]
+    assert auth.load_or_create_secret(path) == key           # the next process reads it
+
+
+def test_a_session_key_file_that_holds_no_key_is_refused_by_name(project, tmp_path):
+    """An empty file (left by a crash) or a mangled one was taken as the key b"" or crashed `mlma serve` with
+    fromhex's words and no file."""
+    for text in ("", "not hex\n", "ab" * 8 + "\n"):
+        path = tmp_path / "session-key"
+        path.write_text(text)
+        with pytest.raises(ValueError, match="does not hold a session key"):
+            auth.load_or_create_secret(path)
+    config, _ = project
+    key_file = config.root / ".mlma" / "session-key"
+    before = key_file.read_text() if key_file.exists() else None
+    key_file.parent.mkdir(exist_ok=True)
+    key_file.write_text("")
+    try:
+        result = run(project, "serve", "--port", "1", ok=False)
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and f"{key_file} does not hold a session key" in said, said
+    finally:
+        if before is None:
+            key_file.unlink()
+        else:
+            key_file.write_text(before)

@@ -145,7 +145,8 @@ def revoke_token(store: Store, name: str, *, by: str, reason: str | None = None)
 
 
 class _Toucher:
-    """Records when tokens were last used, at most once a minute per token."""
+    """Records when tokens were last used, at most once a minute per token; a touch that could not be made at
+    once (another writer held the lock) is tried again by the token's next request."""
 
     def __init__(self) -> None:
         self._seen: dict[tuple[str, int], float] = {}
@@ -158,7 +159,10 @@ class _Toucher:
             if now - self._seen.get(key, -1e18) < _TOUCH_EVERY_SECONDS:
                 return
             self._seen[key] = now
-        tokens.touch(store, token_id)
+        if not tokens.touch(store, token_id):
+            with self._lock:
+                if self._seen.get(key) == now:
+                    del self._seen[key]
 
 
 _touch = _Toucher()
@@ -249,18 +253,45 @@ def end_session(store: Store, session: Session) -> bool:
 
 
 def load_or_create_secret(path: str | os.PathLike) -> bytes:
-    """The key that signs session cookies, kept in a file readable by its owner only; made on first use."""
+    """The key that signs session cookies, kept in a file readable by its owner only; made on first use.
+
+    Several server processes may start at once on one project folder (docs/api.md): the key is written whole
+    under a temporary name and then linked into place, so a process never reads a file being written (it read
+    an empty one and signed with an empty key), and the first link wins. A file that does not hold a 32-byte key
+    is refused, naming it.
+    """
+    import tempfile
+
     path = Path(path)
     try:
-        return bytes.fromhex(path.read_text().strip())
+        return _read_secret(path)
     except FileNotFoundError:
         pass
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
+    fd, written = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # readable by its owner only
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another server process made it first: use theirs
-        return bytes.fromhex(path.read_text().strip())
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex() + "\n")
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key.hex() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(written, path)
+        except FileExistsError:  # another server process made it first: use theirs
+            return _read_secret(path)
+    finally:
+        os.unlink(written)
+    return key
+
+
+def _read_secret(path: Path) -> bytes:
+    text = path.read_text().strip()
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise ValueError(f"{path} does not hold a session key (64 hexadecimal digits, {len(text)} characters "
+                         "found): delete it and start the server processes again (web sessions then end; API "
+                         "tokens are not affected)")
     return key

@@ -166,8 +166,11 @@ def serve(
 
     config = _config(project)
     grouping = config.queue.grouping() if group_by is None else group_by.strip() or None
-    app = create_app(config, group_by=grouping, public_metrics=public_metrics, secure_cookies=secure_cookies,
-                     max_body_bytes=max(1024, int(max_body_mb * 1024 * 1024)))
+    try:
+        app = create_app(config, group_by=grouping, public_metrics=public_metrics, secure_cookies=secure_cookies,
+                         max_body_bytes=max(1024, int(max_body_mb * 1024 * 1024)))
+    except ValueError as exc:  # a session key file that holds no key, named
+        _fail(str(exc))
     if not list_tokens(app.state.mlma.store):
         console.print("no API token yet: create one with [bold]mlma token create NAME --role admin[/]", highlight=False,
                       markup=True)
@@ -224,7 +227,11 @@ def token_revoke(
     from mlma.api.auth import revoke_token
 
     with _operations(project) as ops:
-        if not revoke_token(ops.store, name, by=actor(by), reason=reason):
+        try:
+            revoked = revoke_token(ops.store, name, by=actor(by), reason=reason)
+        except ValueError as exc:  # a reason too long for the audit log, named
+            _fail(str(exc))
+        if not revoked:
             _fail(f"no active token named {name!r} (mlma token list)")
     console.print(f"revoked token {name}", highlight=False)
 

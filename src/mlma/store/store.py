@@ -340,6 +340,26 @@ class Store:
             yield conn
 
     @contextlib.contextmanager
+    def _write_at_once(self) -> Iterator[sa.Connection]:
+        """A write transaction that does not queue behind another writer (a tick's commit): it fails at once
+        (SQLite, ``sqlalchemy.exc.OperationalError``) or after 100 ms on a row lock (PostgreSQL), for
+        bookkeeping a request must not wait for, such as a token's last use."""
+        with self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                raw = conn.connection.dbapi_connection
+                waited = raw.execute("PRAGMA busy_timeout").fetchone()[0]
+                raw.execute("PRAGMA busy_timeout = 0")
+                try:
+                    with conn.begin():
+                        yield conn
+                finally:
+                    raw.execute(f"PRAGMA busy_timeout = {int(waited)}")
+            else:
+                with conn.begin():
+                    conn.exec_driver_sql("SET LOCAL lock_timeout = '100ms'")
+                    yield conn
+
+    @contextlib.contextmanager
     def _read(self) -> Iterator[sa.Connection]:
         """A read transaction whose statements all see one snapshot, as SQLite's read transactions do: on
         PostgreSQL REPEATABLE READ, where READ COMMITTED would let each statement see what committed before it,

@@ -90,8 +90,16 @@ def active_token(store, token_sha256: str) -> tuple[int, str, str] | None:
     return None if row is None else (int(row.id), row.name, row.role)
 
 
-def touch(store, token_id: int) -> None:
-    """Record that the token was used now."""
-    with store._write() as conn:
-        conn.execute(sa.update(S.api_tokens).where(S.api_tokens.c.id == int(token_id))
-                     .values(last_used_at=store._now(conn)))
+def touch(store, token_id: int) -> bool:
+    """Record that the token was used now, if that can be done at once: False (nothing written) on a
+    read-only store or while another writer holds the lock (a tick's commit), so that a read never waits for,
+    or fails on, this bookkeeping."""
+    if store.read_only:
+        return False
+    try:
+        with store._write_at_once() as conn:
+            conn.execute(sa.update(S.api_tokens).where(S.api_tokens.c.id == int(token_id))
+                         .values(last_used_at=store._now(conn)))
+    except sa.exc.OperationalError:  # SQLite's "database is locked", PostgreSQL's lock_timeout
+        return False
+    return True
