@@ -721,3 +721,57 @@ def test_relative_drivers_are_the_change_from_the_recent_mean():
         assert on.sum() > 1.4 * off.sum()
     with pytest.raises(ValueError, match="relative_drivers must be"):
         RidgeForecaster(ctx, relative_drivers="yes")
+
+
+def test_a_file_whose_driver_cells_are_all_blank_stores_its_actuals_and_no_driver_value(tmp_path, panel, store_url):
+    """A day without a campaign (the flag left empty) or a weather feed that was down: every driver cell blank.
+    The whole file was refused ("zero-size array to reduction operation minimum"), a day of actuals lost for
+    the fleet; so was a future file of blank cells, which the docs allow."""
+    with Store.create(store_url) as store:
+        store.ingest_file(panel[panel["ds"] < "2025-03-04"], source="history")
+        held = len(store.driver_values(["promo"]))
+        day = panel[(panel["ds"] >= "2025-03-04") & (panel["ds"] < "2025-03-05")].assign(promo=np.nan)
+        path = tmp_path / "day.csv"
+        day.to_csv(path, index=False)
+        report = store.ingest_file(path)
+        assert report.rows_new == len(day) and not report.drivers_revised
+        assert len(store.driver_values(["promo"])) == held
+        blank = pd.DataFrame({"unique_id": ["s0", "s1"], "ds": ["2025-03-05 00:00"] * 2, "promo": [np.nan] * 2})
+        assert store.ingest_future(blank).rows_new == 0
+        assert len(store.driver_values(["promo"])) == held
+
+
+@pytest.mark.parametrize("name", ["s", "src"])
+def test_a_driver_named_like_an_internal_column_keeps_each_streams_values(name):
+    """The fleet's driver table kept its keys in columns "s" and "src": a driver of that name took their place,
+    and streams a, b, c read NaN instead of 5, 7, 9."""
+    ds = pd.date_range("2025-01-01", periods=48, freq="h")
+    frame = pd.DataFrame({"unique_id": np.repeat(["a", "b", "c"], 48), "ds": np.tile(ds, 3), "y": 1.0,
+                          name: np.repeat([5.0, 7.0, 9.0], 48)})
+    fleet = FleetData(frame, "h", pd.date_range("2025-01-01", periods=3, freq="D"), drivers=Drivers(future=(name,)))
+    assert [fleet.driver_values(s, ds[:2].to_numpy())[:, 0].tolist() for s in range(3)] == [[5.0] * 2, [7.0] * 2,
+                                                                                             [9.0] * 2]
+
+
+def test_future_files_that_pandas_alone_would_describe_are_named(tmp_path):
+    """An empty file, a quote left open, a header ending in a comma (a driver called "Unnamed: 3") and a
+    Parquet column of times (stored as a driver of epoch nanoseconds) are refused, naming the file."""
+    cases = {"empty.csv": "", "quote.csv": 'unique_id,ds,promo\ns0,"2025-03-05 00:00,1\n',
+             "comma.csv": "unique_id,ds,promo,\ns0,2025-03-05 00:00,1,\n"}
+    said = {"empty.csv": "the file is empty (not even a header line)", "quote.csv": "cannot read it as CSV",
+            "comma.csv": "column 4 of the header has no name (a comma at the end of the header line?)"}
+    for name, text in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(DataError) as caught:
+            read_future_drivers(path)
+        assert str(caught.value).startswith(f"{path}: {said[name]}"), caught.value
+    times = tmp_path / "times.parquet"
+    pd.DataFrame({"unique_id": ["s0", "s0"], "ds": pd.to_datetime(["2025-03-05 00:00", "2025-03-05 01:00"]),
+                  "promo": [1.0, None], "updated": pd.to_datetime(["2025-03-01", "2025-03-01"])}).to_parquet(times)
+    with pytest.raises(DataError, match=r"column 'updated' holds times \(datetime64"):
+        read_future_drivers(times)
+    late = tmp_path / "late.parquet"
+    pd.DataFrame({"unique_id": ["s0", "s0"], "ds": ["2025-03-05 00:00", "soon"], "promo": [1.0, 0.0]}).to_parquet(late)
+    with pytest.raises(DataError, match=r"first 'soon' on line/row 2"):    # its second row, not "line 3"
+        read_future_drivers(late)

@@ -33,6 +33,7 @@ Examples
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import math
 import os
@@ -524,8 +525,22 @@ def file_columns(path: str | os.PathLike) -> list:
     path = Path(path)
     if _source_suffix(path) in _PARQUET_SUFFIXES:
         return _parquet_columns(path)
-    header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    with _csv_errors_named(path):
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
     return header.iloc[0].tolist() if len(header) else []
+
+
+@contextlib.contextmanager
+def _csv_errors_named(path: Path):
+    """pandas' own words for a CSV file it cannot parse ("No columns to parse from file", "EOF inside string")
+    named no file: say which, and what is wrong in a user's terms."""
+    try:
+        yield
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path}: the file is empty (not even a header line)", source=str(path)) from None
+    except pd.errors.ParserError as exc:
+        raise DataError(f"{path}: cannot read it as CSV ({exc}); a quote left open, or a line with more fields "
+                        "than the header?", source=str(path)) from None
 
 
 def _parquet_columns(path: Path) -> list[str]:
@@ -552,7 +567,8 @@ CSV_CHUNK_ROWS = 500_000
 
 def _read_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None) -> pd.DataFrame:
     try:
-        return _read_utf8_csv(path, id_cols, chunk_rows)
+        with _csv_errors_named(path):
+            return _read_utf8_csv(path, id_cols, chunk_rows)
     except UnicodeDecodeError as exc:
         line = _first_line_not_utf8(path)
         why, encoding = _likely_encoding(path)
@@ -2250,12 +2266,24 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
         label = str(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
-        _refuse_duplicate_columns(file_columns(path), label, source=label)
+        columns = file_columns(path)
+        _refuse_duplicate_columns(columns, label, source=label)
+        unnamed = [i for i, name in enumerate(columns) if not str(name).strip()]
+        if unnamed:  # pandas would call it "Unnamed: 3" and every other column is a driver: one of that name
+            raise DataError(f"{label}: column {unnamed[0] + 1} of the header has no name (a comma at the end of "
+                            "the header line?); every column besides the id and time is a driver and needs one",
+                            source=label)
         # Ids stay text, as in the actuals' files: "007" is not stream "7", and "NA" is an id, not missing.
         frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else _read_csv(path, [id_col])
     _refuse_duplicate_columns(list(frame.columns), label, source=label)
-    # Line numbers as the user sees them in a CSV file (header on line 1), index labels otherwise.
-    line = (lambda i: i + 2) if not isinstance(source, pd.DataFrame) else (lambda i: frame.index[i])
+    # Line numbers as the user sees them in a CSV file (header on line 1), rows of a Parquet file from 1, index
+    # labels of a frame.
+    if isinstance(source, pd.DataFrame):
+        line = lambda i: frame.index[i]  # noqa: E731 - one of three numberings
+    elif Path(source).suffix.lower() in (".parquet", ".pq"):
+        line = lambda i: i + 1  # noqa: E731
+    else:
+        line = lambda i: i + 2  # noqa: E731
     missing = [c for c in (id_col, time_col) if c not in frame.columns]
     if missing:
         raise DataError(f"{label}: missing column(s) {missing}; columns present: {list(frame.columns)}",
@@ -2287,7 +2315,7 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
     # The project's kind of timestamps and a naive/zoned mix, by the checks of the actuals' files.
     checked = frame.rename(columns={time_col: TIME})
     if not isinstance(source, pd.DataFrame):
-        checked.attrs[_ATTR_FIRST_LINE] = 2  # line numbers of the CSV file, as `line` counts them
+        checked.attrs[_ATTR_FIRST_LINE] = line(0)  # the file's numbering, as `line` counts
     check = _Validator(checked, label, "raise")
     if (~unread).any():
         _check_time_zones_match(check, time_zones or "naive", tz_note is not None)
@@ -2305,6 +2333,11 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
                         TIME: stamps.to_numpy(dtype="datetime64[ns]")})
     out[ID] = out[ID].astype("str")
     for c in drivers:
+        if pd.api.types.is_datetime64_any_dtype(frame[c]) or pd.api.types.is_timedelta64_dtype(frame[c]):
+            # to_numeric would make nanoseconds of them: a driver of epoch numbers no model can use
+            raise DataError(f"{label}: column {c!r} holds times ({frame[c].dtype}), not numbers; every column "
+                            f"besides {id_col!r} and {time_col!r} is a driver: drop it from the file",
+                            source=label, column=str(c))
         values = pd.to_numeric(frame[c], errors="coerce")
         bad = np.flatnonzero(values.isna().to_numpy() & frame[c].notna().to_numpy())
         if bad.size:

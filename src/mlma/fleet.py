@@ -306,16 +306,18 @@ class FleetData:
             raise ValueError(f"driver column(s) {missing} are not in the data as numbers (columns read: "
                              f"{list(frame.columns)}; a column of mostly text is not read, and its name is in the "
                              "validation's columns-dropped finding)")
+        # The drivers by position ("d0", "d1", ...) beside the keys: a driver named "s" or "src" took the key's
+        # place and mixed up the streams' values.
         parts = [pd.DataFrame({"s": self.stream_of_row, "ds": self.ds, "src": 0,
-                               **{c: pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64)
-                                  for c in columns}})]
+                               **{f"d{i}": pd.to_numeric(frame[c], errors="coerce").to_numpy(np.float64)
+                                  for i, c in enumerate(columns)}})]
         if future is not None and len(future):
             parts.append(self._future_part(future, columns))
         table = pd.concat(parts, ignore_index=True).sort_values(["s", "ds", "src"], kind="stable")
         # Per (stream, ds): the first finite value in source order (observed before known in advance).
         table = table.groupby(["s", "ds"], sort=True).first().reset_index()
         self._drv_ds = table["ds"].to_numpy(dtype="datetime64[ns]")
-        self._drv_values = table[columns].to_numpy(dtype=np.float64)
+        self._drv_values = table[[f"d{i}" for i in range(len(columns))]].to_numpy(dtype=np.float64)
         counts = np.bincount(table["s"].to_numpy(np.int64), minlength=self.n_streams)
         self._drv_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
@@ -326,9 +328,9 @@ class FleetData:
             index = {uid: i for i, uid in enumerate(self.ids)}
             s = np.array([index.get(u, -1) for u in future["unique_id"]], dtype=np.int64)
         keep = (s >= 0) & (s < self.n_streams)
-        values = {c: (pd.to_numeric(future[c], errors="coerce").to_numpy(np.float64)[keep]
-                      if c in future.columns and c in self.drivers.future else np.full(int(keep.sum()), np.nan))
-                  for c in columns}
+        values = {f"d{i}": (pd.to_numeric(future[c], errors="coerce").to_numpy(np.float64)[keep]
+                            if c in future.columns and c in self.drivers.future else np.full(int(keep.sum()), np.nan))
+                  for i, c in enumerate(columns)}
         return pd.DataFrame({"s": s[keep], "ds": pd.to_datetime(future["ds"]).to_numpy("datetime64[ns]")[keep],
                              "src": 1, **values})
 

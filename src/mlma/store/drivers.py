@@ -87,6 +87,8 @@ def insert_values(conn: sa.Connection, stream_id: np.ndarray, ns: np.ndarray, fr
     if not columns:
         return DriverWrite()
     data = {k: np.concatenate(v) for k, v in parts.items()}
+    if not len(data["ds"]):  # every cell blank (no campaign that day, a weather feed down): nothing to write
+        return DriverWrite()
     staged = {"stream_id": "int", "ds": "ds", "name": "text", "value": "float"}
     rows = {k: data[k] for k in staged}
     if observed and y is not None:
