@@ -41,6 +41,9 @@ def fleet(ticks: Annotated[int, Query(ge=1, le=10_000, description="How many rec
 
 @router.get("/streams", response_model=StreamPage,
             summary="Streams with their current verdict: filtered, sorted and paginated in SQL")
+# With a trailing slash too: "/streams/" is matched as it is by the stream route below (an empty id), so the
+# app's slash tolerance (mlma.api.app.SlashTolerant) never served it as the list.
+@router.get("/streams/", response_model=StreamPage, include_in_schema=False)
 def streams(
     verdict: Annotated[list[str] | None, Query(description="Verdict labels (ok, degraded, warming-up, cooling-down, "
                                                            "pinned, no-data, unmonitored, cold, abnormal, none); "
