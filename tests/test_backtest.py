@@ -369,9 +369,20 @@ def test_a_callers_executor_stays_open_across_runs_and_failures():
         config = BacktestConfig(policies=["never"], model="seasonal-naive", initial_ticks=4, frontier=False,
                                 executor=pool, bootstrap=0)
         first = run_backtest(frame, config)
-        with pytest.raises(ValueError, match="policies must differ"):
-            run_backtest(frame, BacktestConfig(policies=["never", "never"], model="seasonal-naive",
+        with pytest.raises(ValueError, match="unknown policy 'sometimes'"):
+            run_backtest(frame, BacktestConfig(policies=["never", "sometimes"], model="seasonal-naive",
                                                initial_ticks=4, frontier=False, executor=pool))
         again = run_backtest(frame, config)
         assert again.summary[0]["mae"] == first.summary[0]["mae"]
         assert pool.submit(lambda: 42).result(timeout=5) == 42
+
+
+def test_one_policy_written_two_ways_runs_once_under_its_first_name():
+    """`--policies periodic:3 --sweep periodic:every=3` named one policy twice, and the backtest stopped with
+    "policies must differ"; it runs once, under the name it was first given."""
+    frame = hourly_frame(n_streams=3, days=12)
+    config = BacktestConfig(policies=["periodic:3", "never", "periodic:every=3", "ph:threshold=20",
+                                      "page-hinkley:threshold=20"],
+                            model="seasonal-naive", initial_ticks=4, frontier=False, bootstrap=0)
+    result = run_backtest(frame, config)
+    assert [row["policy"] for row in result.summary] == ["periodic:3", "never", "page-hinkley:threshold=20"]

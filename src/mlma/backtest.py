@@ -285,10 +285,15 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         # The start-up's scale, what a live agent knows at its start (the end of tick first_tick - 1); streams with
         # none yet get theirs at the first tick with a season's worth of pairs, from what is known then (below).
         scale = fleet.scale_known_at(freq.season_length, first_tick - 1)
-        policies: list[Policy] = [make_policy(spec, **config.policy_params.get(spec, {})) for spec in config.policies]
+        policies: list[Policy] = []
+        for spec in config.policies:
+            policy = make_policy(spec, **config.policy_params.get(spec, {}))
+            same = next((p for p in policies if p.name == policy.name), None)
+            if same is not None:  # "periodic:every=3" of a sweep beside "periodic:3": one policy, run once
+                log.info("policy %r is %s, given already: run once", spec, same.name)
+                continue
+            policies.append(policy)
         names = [p.name for p in policies]
-        if len(set(names)) != len(names):
-            raise ValueError(f"policies must differ, got {names}")
         requested = set(names)
         if config.frontier is not False:
             from mlma.evaluation import default_periods
