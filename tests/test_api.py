@@ -282,6 +282,24 @@ def test_unknown_stream_is_404(env):
     assert env.get("/api/streams/no-such-zone").status_code == 404
 
 
+def test_an_unknown_query_parameter_is_refused_naming_it(env):
+    """A misspelled filter was ignored: /api/streams?verdit=degraded answered every stream, which read as a
+    filter that found them all. Every route refuses a parameter it does not take (as bodies refuse fields)."""
+    answer = env.get("/api/streams", params={"verdit": "degraded"})
+    assert answer.status_code == 422, answer.text
+    detail = answer.json()["detail"][0]
+    assert detail["loc"] == ["query", "verdit"] and "unknown query parameter 'verdit'" in detail["msg"]
+    assert "verdict" in detail["msg"]                               # what it takes, to mend the typo
+    assert env.get("/api/streams", params={"verdict": "degraded"}).status_code == 200
+    # Parameters of the route's dependencies count as its own; a route without any refuses every one.
+    assert env.get("/api/streams/" + env.fleet.unique_ids[0], params={"ticks": 5}).status_code == 200
+    assert env.get("/api/me", params={"x": "1"}).status_code == 422
+    acted = env.client.post("/api/actions/pin", params={"dry_run": "1"}, headers=env.auth("operator"),
+                            json={"streams": [env.fleet.unique_ids[0]]})
+    assert acted.status_code == 422 and acted.json()["detail"][0]["loc"] == ["query", "dry_run"], acted.text
+    assert not env.store.stream_overrides([env.fleet.unique_ids[0]])        # nothing was done
+
+
 def test_every_route_answers_the_same_with_a_trailing_slash_and_never_redirects(env):
     """``/api/fleet/`` was a redirect to an absolute URL built from the scheme the server sees, which behind a
     proxy that ends TLS is http: a client following it sent its token in the clear. Every route now answers

@@ -84,3 +84,25 @@ def check_request_text(request: Request) -> None:
             if problem:
                 raise HTTPException(422, [{"type": "value_error", "loc": ["path", name],
                                            "msg": f"path parameter {name!r} {problem}"}])
+
+
+def check_known_query(request: Request) -> None:
+    """A dependency: every query parameter is one the route takes (422 naming it otherwise). A misspelled
+    filter (``?verdit=degraded``) was ignored, and the answer looked like a filtered one that found everything.
+    Bodies refuse unknown fields the same way (:class:`Body`)."""
+    route = request.scope.get("route")
+    if route is None or not request.query_params:
+        return
+    unknown = sorted(set(request.query_params) - _query_names(route.dependant))
+    if unknown:
+        takes = ", ".join(sorted(_query_names(route.dependant))) or "no query parameters"
+        raise HTTPException(422, [{"type": "extra_forbidden", "loc": ["query", unknown[0]],
+                                   "msg": f"unknown query parameter {unknown[0]!r}; this endpoint takes: {takes}"}])
+
+
+def _query_names(dependant) -> set[str]:
+    """The query parameters a route's function and its dependencies take, by the names a URL gives them."""
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, context, operator
-from mlma.api.inputs import Body, RowId, check_request_text
+from mlma.api.inputs import Body, RowId, check_known_query, check_request_text
 from mlma.api.schemas import ActionAnswer, Problem
 from mlma.control import ActionError, ActionResult
 from mlma.params import ParameterError
@@ -24,7 +24,8 @@ from mlma.store.records import MAX_REASON
 
 # Every action needs an operator token: 401 without a valid one, 403 for a viewer's (or a cookie request
 # without its CSRF header).
-router = APIRouter(prefix="/api/actions", tags=["actions"], dependencies=[Depends(check_request_text)],
+router = APIRouter(prefix="/api/actions", tags=["actions"],
+                   dependencies=[Depends(check_request_text), Depends(check_known_query)],
                    responses={401: {"model": Problem}, 403: {"model": Problem}})
 #: The answer of a roll-back or promotion when the server has no model registry.
 NO_REGISTRY = {503: {"model": Problem, "description": "The server was started without the artifact folder."}}

@@ -10,10 +10,11 @@ from pydantic import Field
 from mlma.api import auth
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, admin, context, principal, unauthorized
-from mlma.api.inputs import Body, check_request_text
+from mlma.api.inputs import Body, check_known_query, check_request_text
 from mlma.api.schemas import CreatedToken, LoggedOut, Problem, Revoked, Session, Token
 
-router = APIRouter(prefix="/api", tags=["access"], dependencies=[Depends(check_request_text)])
+router = APIRouter(prefix="/api", tags=["access"],
+                   dependencies=[Depends(check_request_text), Depends(check_known_query)])
 #: The error answers of the token endpoints: no valid token (401), not an admin's (403).
 ADMIN_ONLY = {401: {"model": Problem}, 403: {"model": Problem}}
 

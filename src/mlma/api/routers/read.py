@@ -9,13 +9,13 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from mlma.store import queries
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, context, viewer
-from mlma.api.inputs import check_request_text
+from mlma.api.inputs import check_known_query, check_request_text
 from mlma.api.schemas import (AbnormalPeriod, Attributes, AuditEntry, Escalation, EscalationQueue,
                                Fleet, Me, Page, Problem, StreamAction, StreamDetail, StreamPage)
 from mlma.store.queries import MAX_PAGE
 
 # Every read needs a token (any role reads): 401 without a valid one.
-router = APIRouter(prefix="/api", tags=["read"], dependencies=[Depends(check_request_text)],
+router = APIRouter(prefix="/api", tags=["read"], dependencies=[Depends(check_request_text), Depends(check_known_query)],
                    responses={401: {"model": Problem}})
 
 
