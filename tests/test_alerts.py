@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import http.server
 import json
+import logging
 import socket
 import threading
 import time
@@ -12,7 +13,8 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from mlma.alerts import (AlertConfigError, Notifier, Receiver, parse_duration, parse_receivers,
+from mlma import alerts
+from mlma.alerts import (AlertConfigError, Notifier, Receiver, parse_duration, parse_receivers, post_json,
                          retry_after_seconds)
 from mlma.escalations import Escalation
 from mlma.store import Store
@@ -27,12 +29,15 @@ class Hook:
     """A local HTTP server that records every POST and answers from a script.
 
     ``script`` is a list of (status, headers) for the first requests, then 200. ``hang`` makes it wait that
-    many seconds (or until released) before answering.
+    many seconds (or until released) before answering. ``gates`` holds one event for each of the first
+    requests: each waits for its own (at most 10 s) before answering.
     """
 
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.script: list[tuple[int, dict]] = []
+        self.gates: list[threading.Event] = []
+        self.answer = "nope"  # the body of an answer other than 200; {path} is the path posted to
         self.hang = 0.0
         self.release = threading.Event()
         self._lock = threading.Lock()
@@ -46,13 +51,16 @@ class Hook:
                     hook.requests.append({"at": time.monotonic(), "path": self.path, "headers": dict(self.headers),
                                           "json": json.loads(body)})
                     status, headers = hook.script.pop(0) if hook.script else (200, {})
+                    gate = hook.gates.pop(0) if hook.gates else None
+                if gate is not None:
+                    gate.wait(10)
                 if hook.hang:
                     hook.release.wait(hook.hang)
                 try:
                     self.send_response(status)
                     for k, v in headers.items():
                         self.send_header(k, v)
-                    payload = b"ok" if status == 200 else b"nope"
+                    payload = b"ok" if status == 200 else hook.answer.format(path=self.path).encode()
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
@@ -598,3 +606,192 @@ def test_a_dashboard_address_that_is_no_url_is_refused_when_mlma_toml_is_read(tm
     with pytest.raises(ConfigError, match=r"mlma.toml: \[alerts\] external_url must be an http:// or https:// "
                                           r"address with a host"):
         load_config(tmp_path / "p")
+
+
+# -- secrets, odd settings and odd failures (review) ---------------------------------------------------------------
+def config_error(item: dict) -> str:
+    with pytest.raises(AlertConfigError) as info:
+        parse_receivers([item])
+    return str(info.value)
+
+
+def test_an_address_with_spaces_or_control_characters_is_refused_and_the_secret_path_never_shown(
+        sqlite_store, monkeypatch, caplog):
+    """A stray space or tab from a paste was accepted; every delivery then failed and recorded (and logged)
+    http.client's InvalidURL, whose text quotes the whole secret path. The URL itself put in url_env was
+    echoed in full."""
+    secret = "s3cr3tT0k3n"
+    for url in (f"https://hooks.example.org/services/T0/{secret} xyz", f"https://hooks.example.org/{secret}\tx",
+                f"https://hooks.example.org/{secret}\n", f"https://hooks.example.org/{secret}\x00",
+                f"https://hooks.example.org/{secret}\u00a0"):
+        message = config_error({"name": "ops", "url": url})
+        assert message == ("mlma.toml: [[alerts.receivers]] #1 ('ops'): url must be an http:// or https:// address "
+                           "without spaces or control characters (a tab or line break from a paste?)"), message
+    message = config_error({"name": "ops", "url_env": f"https://hooks.example.org/services/T0/{secret}"})
+    assert "url_env must be the name of an environment variable" in message
+    assert "'https://hooks.example.org/...'" in message and secret not in message
+    message = config_error({"name": "ops", "url": "https://a.example/h",
+                            "url_env": f"https://hooks.example.org/services/T0/{secret}"})
+    assert "exactly one of url" in message and secret not in message
+
+    ids = fleet(sqlite_store, {"Berlin": 1})
+    escalate(sqlite_store, ids["Berlin"])
+    monkeypatch.setenv("MLMA_TEST_HOOK_URL", f"http://127.0.0.1:9/services/T0/{secret} xyz")
+    notifier = Notifier(sqlite_store, parse_receivers([{"name": "ops", "url_env": "MLMA_TEST_HOOK_URL",
+                                                        "attempts": 3, "backoff_seconds": 0.05}]))
+    with caplog.at_level(logging.INFO, logger="mlma.alerts"):
+        (refused,) = notifier.notify(tick=1).result(10)
+        assert (refused.status, refused.attempts) == ("failed", 0)
+        assert refused.error.startswith("environment variable MLMA_TEST_HOOK_URL must be an http:// or https:// "
+                                        "address without spaces")
+        # An address that gets past the check all the same: http.client refuses it with a text quoting the
+        # path; what is recorded and logged is the type and the masked address, and it is not retried.
+        monkeypatch.setattr(alerts, "check_url", lambda url, what: url)
+        (invalid,) = notifier.notify(tick=1).result(10)
+    assert (invalid.status, invalid.attempts, invalid.error) == ("failed", 1, "InvalidURL (http://127.0.0.1:9/...)")
+    assert [r.error for r in records(sqlite_store)] == [refused.error, invalid.error]
+    assert "InvalidURL" in caplog.text and secret not in caplog.text
+    assert notifier.close(5)
+
+
+def test_a_receivers_answer_that_quotes_the_secret_path_is_recorded_without_it(sqlite_store, hook):
+    """Web servers answer an unknown path with "Cannot POST /services/..."; that text went into the record."""
+    ids = fleet(sqlite_store, {"Berlin": 1})
+    escalate(sqlite_store, ids["Berlin"])
+    hook.script = [(404, {})]
+    hook.answer = "Cannot POST {path}"
+    notifier = Notifier(sqlite_store, [receiver(hook.url.replace("/hook", "/services/T0/s3cr3t"), attempts=1)])
+    (failed,) = notifier.notify(tick=1).result(10)
+    assert hook.requests[0]["path"] == "/services/T0/s3cr3t"
+    assert failed.error == "HTTP 404 Not Found: Cannot POST ..."
+    assert notifier.close(5)
+
+
+def test_credentials_in_the_address_and_a_header_that_is_not_latin1_are_refused_by_name(monkeypatch):
+    """Both were accepted and failed every delivery: urllib sends no user:password@ (the host did not
+    resolve), and a pasted '…' in a header failed as a UnicodeEncodeError naming no header."""
+    message = config_error({"name": "ops", "url": "https://hookuser:s3cretpass@hooks.example.org/h"})
+    assert "url must be an http:// or https:// address without a user name or password" in message
+    assert "s3cretpass" not in message
+    message = config_error({"name": "ops", "url": "https://hooks.example.org/h",
+                            "headers": {"X-Team": "ops", "Authorization": "Bearer s3cret\u2026"}})
+    assert "headers: 'Authorization' must have a value of Latin-1 characters" in message
+    assert "s3cret" not in message
+    # Latin-1 beyond ASCII is what HTTP can carry: accepted.
+    (r,) = parse_receivers([{"name": "ops", "url": "https://hooks.example.org/h", "headers": {"X-City": "Köln"}}])
+    assert r.headers == (("X-City", "Köln"),)
+    # The same check applies to the address read from url_env at delivery, naming the variable.
+    (r,) = parse_receivers([{"name": "ops", "url_env": "MLMA_TEST_HOOK_URL"}])
+    monkeypatch.setenv("MLMA_TEST_HOOK_URL", "https://hookuser:s3cretpass@hooks.example.org/h")
+    with pytest.raises(AlertConfigError, match="environment variable MLMA_TEST_HOOK_URL must be .* without a user "
+                                               "name or password") as info:
+        r.resolved_url()
+    assert "s3cretpass" not in str(info.value)
+
+
+def test_timeouts_and_backoffs_out_of_range_are_refused_naming_key_and_range():
+    """timeout_seconds = 1e10 was accepted; each delivery then raised OverflowError in a timer."""
+    good = {"name": "ops", "url": "http://127.0.0.1:1/h"}
+    assert config_error({**good, "timeout_seconds": 1e10}).endswith(
+        "timeout_seconds must be a number > 0 and at most 3600 (seconds), got 10000000000.0")
+    assert "timeout_seconds must be a number > 0 and at most 3600" in config_error({**good, "timeout_seconds": 0})
+    for key in ("backoff_seconds", "max_backoff_seconds"):
+        assert config_error({**good, key: 1e10}).endswith(f"{key} must be a number of seconds from 0 to 86400, "
+                                                          "got 10000000000.0")
+        assert f"{key} must be a number of seconds from 0 to 86400" in config_error({**good, key: -1})
+    (r,) = parse_receivers([{**good, "timeout_seconds": 3600, "backoff_seconds": 86400,
+                             "max_backoff_seconds": 86400}])
+    assert (r.timeout_seconds, r.backoff_seconds, r.max_backoff_seconds) == (3600.0, 86400.0, 86400.0)
+
+
+def test_an_unexpected_error_in_a_delivery_is_logged_and_recorded_as_failed(sqlite_store, hook, monkeypatch, caplog):
+    """Only the expected errors were caught: anything else ended in an unobserved future, with no log line and
+    no failed row (so MlmaAlertDeliveryFailing never fired)."""
+    ids = fleet(sqlite_store, {"Berlin": 1})
+    escalate(sqlite_store, ids["Berlin"])
+    notifier = Notifier(sqlite_store, [receiver(hook.url)])
+
+    def broken(url, *args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(alerts, "post_json", broken)
+    with caplog.at_level(logging.WARNING, logger="mlma.alerts"):
+        (delivery,) = notifier.notify(tick=1).result(10)
+    assert (delivery.status, delivery.attempts) == ("failed", 1)
+    assert delivery.error == "unexpected error: RuntimeError: a bug"
+    (row,) = records(sqlite_store)
+    assert (row.status, row.attempts, row.error) == ("failed", 1, delivery.error)
+    (logged,) = [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    assert logged.levelno == logging.WARNING and logged.exc_info is not None   # with its traceback
+
+    # One whose text quotes the address: masked, and logged without the traceback that would show it.
+    def quoting(url, *args):
+        raise RuntimeError(f"cannot post to {url}")
+
+    monkeypatch.setattr(alerts, "post_json", quoting)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mlma.alerts"):
+        (again,) = notifier.notify(tick=1).result(10)
+    assert again.error == f"unexpected error: RuntimeError: cannot post to {hook.url[:-len('/hook')]}/..."
+    assert "/hook" not in caplog.text and all(r.exc_info is None for r in caplog.records)
+    assert [r.status for r in records(sqlite_store)] == ["failed", "failed"]
+    assert notifier.close(5)
+
+
+def test_a_group_is_not_sent_again_while_a_newer_delivery_of_it_is_in_flight(sqlite_store, hook):
+    """Each notification of a group overwrote its "in flight" marker, and the first to end removed it: with a
+    slow receiver, the next plan sent the group again while the newer delivery was still under way. And
+    delivered side by side, an older notification that ended after the newer one was recorded last, so the
+    next plan took it for the last one sent and sent the newer one's members again."""
+    ids = fleet(sqlite_store, {"Berlin": 2})
+    first_gate, second_gate = threading.Event(), threading.Event()
+    hook.gates = [first_gate, second_gate]
+    notifier = Notifier(sqlite_store, [receiver(hook.url)])
+
+    def wait_for(condition) -> None:
+        deadline = time.monotonic() + 5
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert condition()
+
+    try:
+        (first_id,) = escalate(sqlite_store, ids["Berlin"][:1], tick=1)
+        first = notifier.notify(tick=1)
+        wait_for(lambda: len(hook.requests) == 1)
+        (second_id,) = escalate(sqlite_store, ids["Berlin"][1:], tick=2)
+        second = notifier.notify(tick=2)
+        # Once the second notification (both members) is planned, nothing more is due ...
+        wait_for(lambda: notifier.plan(tick=2) == [])
+        # ... and it waits for the first delivery of its group to end.
+        time.sleep(0.2)
+        assert len(hook.requests) == 1
+        first_gate.set()
+        assert [(d.status, d.escalation_ids) for d in first.result(5)] == [("sent", [first_id])]
+        wait_for(lambda: len(hook.requests) == 2)
+        # The second delivery is in flight: the first one's end did not make the group due again.
+        assert notifier.plan(tick=2) == []
+        second_gate.set()
+        assert [(d.status, d.escalation_ids) for d in second.result(5)] == [("sent", [first_id, second_id])]
+        assert notifier.plan(tick=2) == [] and len(hook.requests) == 2
+        assert [r.escalation_ids for r in records(sqlite_store)] == [[first_id], [first_id, second_id]]
+    finally:
+        first_gate.set()
+        second_gate.set()
+    assert notifier.close(5)
+
+
+def test_a_lookup_that_fails_after_the_deadline_keeps_its_own_error(monkeypatch):
+    """A failed attempt whose deadline had passed was reported as "timed out", also when the deadline never
+    cut it off: a resolver that failed after 4 s hid its error behind "timed out after 1 s"."""
+    real = socket.getaddrinfo
+
+    def slow_failing_lookup(host, *args, **kwargs):
+        if host == "hook.invalid":
+            time.sleep(0.5)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", slow_failing_lookup)
+    answer = post_json("http://hook.invalid/services/s3cret", b"{}", (), 0.2)
+    assert (answer.ok, answer.retryable) == (False, True)
+    assert answer.error == f"gaierror: [Errno {socket.EAI_AGAIN}] Temporary failure in name resolution"
