@@ -12,6 +12,8 @@ import pytest
 
 pytest.importorskip("mlflow")
 
+from mlflow.entities import ViewType  # noqa: E402
+
 from mlma.control import Operations  # noqa: E402
 from mlma.live import LiveAgent, NotReady  # noqa: E402
 from mlma.mlflow_sync import MlflowSync, project_sync, registered_name  # noqa: E402
@@ -363,3 +365,211 @@ def test_an_alias_moved_or_deleted_by_hand_in_mlflow_is_put_back(tmp_path, platf
         assert fresh.sync(registry).champions == 2
         _, aliases = mlflow_state(fresh)
         assert aliases[zones[0]] == aliases[zones[1]] == 2
+
+
+def test_a_champion_version_deleted_in_mlflow_is_logged_again_when_the_alias_needs_it(tmp_path, platform):
+    """A person cleaning up old versions in MLflow deleted the champion's version of three streams: the alias
+    could never be set again ("not in MLflow yet" at every publish), and those three failing first stopped every
+    publish, so the other streams were never mirrored again (after a read-back and with a process's warm view)."""
+    config, zones = _started_replica(tmp_path, platform)
+    cleaned, later = zones[:3], zones[3:6]
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        for uid in zones:  # rejected challengers: version 1 serves on
+            registry.register(uid, {"refit of": uid}, spec="ridge")
+        sync = project_sync(config)
+        assert sync.sync(registry).versions == len(zones)
+        for uid in cleaned:
+            sync.client.delete_model_version(registered_name("mlma.", uid), "1")
+        for uid in zones:
+            registry.register(uid, {"third of": uid}, spec="ridge")
+        report = project_sync(config).sync(registry)  # a process that reads MLflow back
+        assert (report.error, report.pending) == (None, 0), report
+        # (version 1 of the cleaned streams is logged again by the alias's delivery, not counted as a version)
+        assert (report.versions, report.champions) == (len(zones), len(cleaned))
+        in_mlflow, aliases = mlflow_state(sync)
+        assert set(in_mlflow) == {(uid, v) for uid in zones for v in (1, 2, 3)}
+        assert aliases == {uid: 1 for uid in zones}
+        # A process whose view is warm: all promoted, then version 1 deleted in MLflow, then rolled back to it.
+        for uid in zones:
+            registry.promote(uid, 2, by="agent")
+        assert sync.sync(registry).champions == len(zones)
+        for uid in later:
+            sync.client.delete_model_version(registered_name("mlma.", uid), in_mlflow[(uid, 1)].version)
+            registry.rollback(uid, 1, by="user:ana", reason="test")
+        report = sync.sync(registry)
+        assert (report.error, report.champions) == (None, len(later)), report
+        in_mlflow, aliases = mlflow_state(sync)
+        assert set(in_mlflow) == {(uid, v) for uid in zones for v in (1, 2, 3)}
+        assert aliases == {uid: 1 if uid in later else 2 for uid in zones}
+
+
+def test_streams_mlflow_refuses_do_not_stop_the_mirror_but_a_server_that_fails_does(tmp_path, platform):
+    """MLflow's answer "does not exist" for the first three streams (their registered models deleted by a
+    person) was taken for the server being down: the publish stopped there, and the other streams waited."""
+    from mlflow.exceptions import MlflowException
+
+    config, zones = _started_replica(tmp_path, platform)
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        sync = project_sync(config)
+        assert sync.sync(registry).error is None  # its view of MLflow is warm
+        for uid in zones[:3]:
+            sync.client.delete_registered_model(registered_name("mlma.", uid))
+        for uid in zones:
+            registry.register(uid, {"refit of": uid}, spec="ridge", promote=True)
+        report = sync.sync(registry)
+        assert report.failed_streams == 3 and "RESOURCE_DOES_NOT_EXIST" in report.error, report
+        assert (report.versions, report.champions) == (len(zones) - 3, len(zones) - 3)
+        assert sync.sync(registry).pending == 0  # read back: those registered models are made again
+        # A server that fails (no answer about the stream) still stops the publish after three streams.
+        for uid in zones:
+            registry.register(uid, {"third of": uid}, spec="ridge")
+
+        def unreachable(*args, **kwargs):
+            raise MlflowException("API request to http://mlflow:5000/api/2.0/mlflow/runs/create failed with "
+                                  "exception ConnectionError")
+
+        sync.client.create_run = unreachable
+        report = sync.sync(registry)
+        assert (report.failed_streams, report.versions, report.pending) == (3, 0, len(zones)), report
+
+
+def test_a_malformed_mlma_tag_in_mlflow_is_skipped_with_a_warning_naming_it(tmp_path, platform, caplog):
+    """One hand-edited tag (mlma.version = 'one') stopped the whole mirror with "invalid literal for int()",
+    naming neither the model nor the tag."""
+    config, zones = _started_replica(tmp_path, platform)
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        sync = project_sync(config)
+        edited_version, edited_champion = (registered_name("mlma.", uid) for uid in zones[:2])
+        sync.client.set_model_version_tag(edited_version, "1", "mlma.version", "one")
+        sync.client.set_registered_model_tag(edited_champion, "mlma.champion", "first")
+        for uid in zones:
+            registry.register(uid, {"refit of": uid}, spec="ridge", promote=True)
+        report = project_sync(config).sync(registry)  # a process that reads MLflow back
+    # (the edited one is not taken for mlma's version 1, which is logged again)
+    assert (report.error, report.pending, report.versions) == (None, 0, len(zones) + 1), report
+    assert f"model version 1 of {edited_version!r} has the tag mlma.version='one'" in caplog.text
+    assert f"registered model {edited_champion!r} has the tag mlma.champion='first'" in caplog.text
+    client = sync.client
+    assert {int(client.get_model_version_by_alias(registered_name("mlma.", uid), "champion").tags["mlma.version"])
+            for uid in zones} == {2}
+    assert client.get_registered_model(edited_champion).tags["mlma.champion"] == "2"
+
+
+@pytest.mark.parametrize("server_filters_tags", [True, False])
+def test_a_version_another_process_logged_since_the_agent_read_mlflow_is_not_logged_twice(tmp_path, platform,
+                                                                                          server_filters_tags):
+    """A person registered a version and ran `mlma mlflow sync`; the running agent, whose view of MLflow was
+    warm, logged it a second time at its next publish. (Also against a server that searches model versions by
+    name only, as older MLflow servers do.)"""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    config, zones = _started_replica(tmp_path, platform)
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        agent = project_sync(config)
+        if not server_filters_tags:
+            search = agent.client.search_model_versions
+
+            def by_name_only(query, *args, **kwargs):
+                if "tags." in query:
+                    raise MlflowException("Invalid attribute key 'tags.mlma.version'",
+                                          error_code=INVALID_PARAMETER_VALUE)
+                return search(query, *args, **kwargs)
+
+            agent.client.search_model_versions = by_name_only
+        assert agent.sync(registry).error is None
+        registry.register(zones[0], {"by hand": 1}, spec="ridge", promote=True)
+        assert project_sync(config).sync(registry).versions == 1  # the person's `mlma mlflow sync`
+        report = agent.sync(registry)
+        assert (report.error, report.versions, report.champions) == (None, 1, 1), report  # found, not logged
+        in_mlflow, aliases = mlflow_state(agent)  # (it fails on a version that is in MLflow twice)
+        assert (zones[0], 2) in in_mlflow and aliases[zones[0]] == 2
+        # Found by asking MLflow first: no second run logged (not even one deleted afterwards).
+        runs = agent.client.search_runs([agent._experiment()], filter_string=f"tags.`mlma.unique_id` = '{zones[0]}' "
+                                        "and tags.`mlma.version` = '2'", run_view_type=ViewType.ALL)
+        assert len(runs) == 1
+
+
+def test_two_processes_logging_one_version_at_once_keep_one_of_it(tmp_path, platform):
+    """`mlma mlflow sync` and the agent's publish at once: both asked MLflow, found nothing, and logged every
+    new version, each one twice. The later MLflow version now gives way to the first."""
+    config, zones = _started_replica(tmp_path, platform)
+    with Store.open(config.store_url) as store, Store.open(config.store_url) as other_store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        for uid in zones:
+            registry.register(uid, {"refit of": uid}, spec="ridge", promote=True)
+        agent, person = project_sync(config), project_sync(config)
+        asked = agent._held_number
+        raced = []
+
+        def ask_then_race(name, unique_id, version):
+            found = asked(name, unique_id, version)
+            if not raced:  # right after the agent asked about its first version, the other process logs it all
+                raced.append(person.sync(ModelRegistry(other_store, config.artifacts_dir)))
+            return found
+
+        agent._held_number = ask_then_race
+        report = agent.sync(registry)
+        assert raced[0].versions == len(zones) and (report.error, report.pending) == (None, 0), (raced, report)
+        in_mlflow, aliases = mlflow_state(agent)  # (it fails on a version that is in MLflow twice)
+        assert set(in_mlflow) == {(uid, v) for uid in zones for v in (1, 2)} and set(aliases.values()) == {2}
+        runs = agent.client.search_runs([agent._experiment()], filter_string=f"tags.`mlma.unique_id` = '{zones[0]}' "
+                                                                           "and tags.`mlma.version` = '2'",
+                                        run_view_type=ViewType.ALL)  # the run of the version that gave way: deleted
+        assert sorted(run.info.lifecycle_stage for run in runs) == ["active", "deleted"]
+
+
+def test_init_checks_and_escapes_the_mlflow_uri_before_making_the_project(tmp_path):
+    """`mlma init --mlflow-uri ./mlruns` made a project no command could load (and `init` again refused: it
+    existed); a URI with a quote was written into mlma.toml as is, which was then not TOML."""
+    from typer.testing import CliRunner
+
+    from mlma.cli import app
+
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "rel"), "--model", "ridge", "--mlflow-uri", "./mlruns"])
+    assert result.exit_code == 2 and "tracking_uri must be a URI" in " ".join(result.output.split())
+    assert not (tmp_path / "rel").exists()
+    odd = tmp_path / 'say "hi" \\ there'
+    odd.mkdir()
+    uri = f"sqlite:///{odd}/mlflow.db"
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "ok"), "--model", "ridge", "--mlflow-uri", uri])
+    assert result.exit_code == 0, result.output
+    settings = load_config(tmp_path / "ok").mlflow
+    assert (settings.tracking_uri, settings.model_prefix, settings.experiment) == (uri, "ok.", "ok")
+
+
+def test_a_project_made_from_mlflow_has_registered_models_of_its_own(tmp_path):
+    """`mlma init --from-mlflow` wrote the default prefix: in the source project's tracking store the new project
+    took the source's versions for its own (its first version was "already in MLflow") and moved the source's
+    champion alias onto its own models."""
+    from typer.testing import CliRunner
+
+    from mlma.cli import app
+
+    source = load_config(make_project(tmp_path / "source"))
+    ctx = ForecastContext("h", season_length=24, horizon=24)
+    ds = np.arange("2024-01-01", "2024-02-01", dtype="datetime64[h]").astype("datetime64[ns]")
+    fitted = make_forecaster("ridge", ctx).fit(ds, 50 + 10 * np.sin(2 * np.pi * np.arange(ds.size) / 24))
+    with Store.open(source.store_url) as store:
+        registry = ModelRegistry(store, source.artifacts_dir)
+        registry.register(int(store.stream_ids(["zone-9"])[0]), fitted, spec="ridge", promote=True)
+        assert project_sync(source).sync(registry).error is None
+    # A folder named like the default prefix, which the source project uses in that store.
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "mlma"), "--from-mlflow", "models:/mlma.zone-9@champion",
+                                      "--mlflow-uri", source.mlflow.tracking_uri])
+    assert result.exit_code == 0, result.output
+    new = load_config(tmp_path / "mlma")
+    assert (new.mlflow.model_prefix, new.mlflow.experiment) == ("mlma-2.", "mlma-2")
+    with Store.open(new.store_url) as store:
+        registry = ModelRegistry(store, new.artifacts_dir)
+        registry.register(int(store.stream_ids(["zone-9"])[0]), fitted, spec=new.model.spec, promote=True)
+        report = project_sync(new).sync(registry)
+    assert (report.error, report.versions, report.champions) == (None, 1, 1), report
+    client = project_sync(source).client
+    assert client.get_model_version_by_alias("mlma-2.zone-9", "champion").tags["mlma.version"] == "1"
+    ours = client.search_model_versions("name = 'mlma.zone-9'")
+    assert len(ours) == 1 and client.get_registered_model("mlma.zone-9").aliases == {"champion": 1}

@@ -455,37 +455,70 @@ def init(
 ) -> None:
     """Create a project: a validated mlma.toml and an up-to-date store (refused on a store that already holds a
     project, unless --attach)."""
+    import dataclasses
+    import shutil
+
     from mlma.project import CONFIG_NAME, ConfigError, check_model_spec, init_project
 
     if from_mlflow is not None and mlflow_uri is None:
         _fail("--from-mlflow needs --mlflow-uri (e.g. sqlite:///mlflow.db)")
-    if mlflow_uri is not None and mlflow_uri.startswith("sqlite:///") and not mlflow_uri.startswith("sqlite:////"):
-        mlflow_uri = "sqlite:///" + str(Path(mlflow_uri[len("sqlite:///"):]).resolve())  # as given, from here
     source = ""
-    if from_mlflow is not None:
-        from mlma.mlflow_sync import import_model
+    mlflow_settings = None
+    # The highest folder the MLflow import creates (the model is copied before the project is made): removed
+    # if the project is not made after all.
+    models = folder.resolve() / "models"
+    created = next((f for f in reversed([models, *models.parents]) if not f.exists()), None)
+    if mlflow_uri is not None:
+        from mlma.mlflow_sync import free_project_stem, import_model, parse_settings, project_stem
 
         if (folder / CONFIG_NAME).exists():
             _fail(f"{folder / CONFIG_NAME} exists already; choose a new project folder")
+        if mlflow_uri.startswith("sqlite:///") and not mlflow_uri.startswith("sqlite:////"):
+            mlflow_uri = "sqlite:///" + str(Path(mlflow_uri[len("sqlite:///"):]).resolve())  # as given, from here
         try:
-            path, source = import_model(from_mlflow, mlflow_uri, folder.resolve() / "models")
+            # Checked now as loading the project will: a URI it refuses made a project no command could load.
+            mlflow_settings = parse_settings({"tracking_uri": mlflow_uri}, root=folder.resolve(),
+                                             source="--mlflow-uri")
         except ValueError as exc:
             _fail(str(exc))
-        model = f"pickle:{path}"
+        # The project's own registered models and experiment: with the default prefix it would take another
+        # project's models in that store (the --from-mlflow model's, say) for its own and move their alias.
+        stem = project_stem(folder.resolve())
+        try:
+            stem = free_project_stem(stem, mlflow_settings.tracking_uri)
+        except Exception as exc:  # noqa: BLE001 - the project can still be made; said below
+            if from_mlflow is not None:
+                _fail(f"MLflow at {mlflow_settings.tracking_uri} cannot be read: {type(exc).__name__}: {exc}")
+            console.print(f"note: MLflow at {mlflow_settings.tracking_uri} cannot be read now ({type(exc).__name__}: "
+                          f"{exc}); the project's registered models are named {stem}.<unique_id>: if another "
+                          "project there uses that prefix, change model_prefix and experiment in mlma.toml",
+                          style="yellow", markup=False, highlight=False)
+        mlflow_settings = dataclasses.replace(mlflow_settings, experiment=stem, model_prefix=f"{stem}.")
+        if from_mlflow is not None:
+            try:
+                path, source = import_model(from_mlflow, mlflow_settings.tracking_uri, models)
+            except ValueError as exc:
+                _fail(str(exc))
+            model = f"pickle:{path}"
     try:
         # Refused here, naming what is wrong, when no clock could build it (init_project checks it again).
         unchecked = check_model_spec(model)
         config = init_project(folder, db=db, model=model, attach=attach)
-        if mlflow_uri is not None:
-            config_file = config.root / CONFIG_NAME
-            text = config_file.read_text()
-            text += (f'\n[mlflow]\ntracking_uri = "{mlflow_uri}"\n'
-                     + (f'# the project started from {source}\n' if source else ""))
-            config_file.write_text(text)
     except (ConfigError, ValueError) as exc:
+        if source and created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         _fail(str(exc))
+    if mlflow_settings is not None:
+        from mlma.mlflow_sync import settings_toml
+
+        config_file = config.root / CONFIG_NAME
+        text = config_file.read_text(encoding="utf-8")
+        text += "\n" + settings_toml(mlflow_settings, comment=f"the project started from {source}" if source else None)
+        config_file.write_text(text, encoding="utf-8")
     console.print(f"created project {config.root} (store {config.store_url})"
-                  + (f", model {source} from MLflow" if source else ""))
+                  + (f", model {source} from MLflow" if source else "")
+                  + (f"; mirrored to MLflow as {mlflow_settings.model_prefix}<unique_id>, experiment "
+                     f"{mlflow_settings.experiment!r}" if mlflow_settings is not None else ""))
     if unchecked:
         console.print(f"note: model {model!r} could not be checked in this environment ({unchecked}); the "
                       "environment that runs the ticks needs it, or the first tick stops naming it",

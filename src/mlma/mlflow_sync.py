@@ -12,7 +12,9 @@ tracking store (a local SQLite file or any tracking server):
 It is a :class:`~mlma.registry.RegistryListener`: :meth:`mlma.registry.ModelRegistry.publish` offers it what
 it has not seen, and what it has seen is read back from MLflow itself (the tags above), so the registry's
 tables are the outbox: a failed delivery (MLflow down, a full disk) is logged, never raised, and offered again
-at the next publish. Nothing is delivered twice, since a version is marked as seen only once MLflow holds it.
+at the next publish. Nothing is delivered twice, since a version is marked as seen only once MLflow holds it,
+and MLflow is asked (by the version's tags) before a version is logged. A champion's version deleted in MLflow
+is logged again when the alias needs it.
 
 :func:`import_model` copies a model registered in MLflow into a project folder so that a project can start
 from it (``mlma init --from-mlflow``).
@@ -21,6 +23,7 @@ from it (``mlma init --from-mlflow``).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -28,15 +31,26 @@ import pickle
 import re
 import tempfile
 import time
-from collections.abc import Mapping
+import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from mlma.registry import ArtifactStore, ChampionChange, ModelRegistry, ModelVersion, PublishReport, RegistryListener
+from mlma.registry import (
+    ArtifactStore,
+    ChampionChange,
+    DeliveryRefused,
+    ModelRegistry,
+    ModelVersion,
+    PublishReport,
+    RegistryListener,
+)
 
-__all__ = ["MlflowSettings", "MlflowSync", "parse_settings", "project_sync", "registered_name", "import_model"]
+__all__ = ["MlflowSettings", "MlflowSync", "parse_settings", "project_sync", "registered_name", "import_model",
+           "project_stem", "free_project_stem", "settings_toml"]
 
 log = logging.getLogger("mlma.mlflow")
 
@@ -154,7 +168,13 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_R
                  "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
+def _bound_http_requests() -> None:
+    for name, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)  # read by MLflow at each request
+
+
 def _client(uri: str):
+    _bound_http_requests()
     try:
         from mlflow import MlflowClient  # noqa: PLC0415 - optional extra
     except ImportError as exc:
@@ -164,6 +184,47 @@ def _client(uri: str):
 
 def _missing(exc: Exception) -> bool:
     return getattr(exc, "error_code", "") == "RESOURCE_DOES_NOT_EXIST"
+
+
+#: MLflow's answers about one stream's own items (its registered model or a version deleted there, a value it
+#: does not take). Connection, permission and server errors have other codes (or none): those count towards
+#: "three streams failing in a row", the server being down.
+_REFUSALS = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "RESOURCE_ALREADY_EXISTS")
+
+
+@contextmanager
+def _refusals_are_the_streams() -> Iterator[None]:
+    """Around calls on one stream's registered model, model versions and run (not the shared experiment: a
+    deleted experiment also answers INVALID_PARAMETER_VALUE, for every stream)."""
+    try:
+        yield
+    except DeliveryRefused:
+        raise
+    except Exception as exc:
+        code = getattr(exc, "error_code", None)
+        if code in _REFUSALS:
+            raise DeliveryRefused(f"MLflow refused it ({code}): {exc}") from exc
+        raise
+
+
+def _tag_number(value: str) -> int | None:
+    """An ``mlma.version`` / ``mlma.champion`` tag's version number; None for a tag edited into something else.
+
+    >>> _tag_number("12"), _tag_number("one"), _tag_number("0"), _tag_number("-1")
+    (12, None, None, None)
+    """
+    value = str(value).strip()
+    return int(value) if value.isascii() and value.isdigit() and int(value) > 0 else None
+
+
+def _pages(search, query: str) -> Iterator[Any]:
+    token = None
+    while True:
+        page = search(query, max_results=1000, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def _ms(when) -> int | None:
@@ -182,8 +243,7 @@ class MlflowSync(RegistryListener):
     """
 
     def __init__(self, settings: MlflowSettings, artifacts: ArtifactStore) -> None:
-        for name, value in HTTP_DEFAULTS.items():  # here, in the thread that builds it, not in a sync's thread
-            os.environ.setdefault(name, value)  # read by MLflow at each request
+        _bound_http_requests()  # here, in the thread that builds it, not in a sync's thread
         self.settings = settings
         self.artifacts = artifacts
         self._mlflow = None
@@ -193,6 +253,10 @@ class MlflowSync(RegistryListener):
         self._seen_champions: dict[str, int] = {}
         #: MLflow's version number of each (unique_id, mlma version).
         self._numbers: dict[tuple[str, int], str] = {}
+        #: Whether the server takes ``tags.`` in a model-version search (an older one takes the name only).
+        self._tag_filters = True
+        #: The registry of the running :meth:`sync`: a champion's version deleted in MLflow is logged again from it.
+        self._registry: ModelRegistry | None = None
 
     def __repr__(self) -> str:
         return f"MlflowSync({self.settings.tracking_uri!r}, prefix={self.settings.model_prefix!r})"
@@ -205,12 +269,18 @@ class MlflowSync(RegistryListener):
 
     def sync(self, registry: ModelRegistry) -> PublishReport:
         """Publish what MLflow does not hold yet (within ``max_seconds``); never raises."""
-        report = registry.publish(self, max_seconds=self.settings.max_seconds)
+        self._registry = registry
+        try:
+            report = registry.publish(self, max_seconds=self.settings.max_seconds)
+        finally:
+            self._registry = None
         if report.error is not None or report.pending:
             # Read MLflow again next time: it may hold part of a failed delivery, another process (`mlma mlflow
-            # sync`) may deliver what was left meanwhile, and a person may have deleted a registered model.
+            # sync`) may deliver what was left meanwhile, and a person may have deleted a registered model or
+            # the experiment (a new one of that name has another id).
             self._seen_versions = None
             self._registered.clear()
+            self._experiment_id = None
         return report
 
     # -- what MLflow holds ---------------------------------------------------------------------------------
@@ -224,36 +294,58 @@ class MlflowSync(RegistryListener):
         prefix = self.settings.model_prefix  # LIKE's '_' matches any character: names are checked below
         versions: dict[str, int] = {}
         numbers: dict[tuple[str, int], str] = {}
-        token = None
-        while True:
-            page = self.client.search_model_versions(f"name LIKE '{prefix}%'", max_results=1000, page_token=token)
-            for mv in page:
-                uid, version = mv.tags.get("mlma.unique_id"), mv.tags.get("mlma.version")
-                if uid is None or version is None or mv.name != registered_name(prefix, uid):
-                    continue
-                numbers[(uid, int(version))] = str(mv.version)
-                versions[uid] = max(versions.get(uid, 0), int(version))
-                self._registered.add(mv.name)
-            token = page.token
-            if not token:
-                break
+        for mv in _pages(self.client.search_model_versions, f"name LIKE '{prefix}%'"):
+            uid, tag = mv.tags.get("mlma.unique_id"), mv.tags.get("mlma.version")
+            if uid is None or tag is None or mv.name != registered_name(prefix, uid):
+                continue
+            version = _tag_number(tag)
+            if version is None:  # edited by hand: that one MLflow version is not taken for any of mlma's
+                log.warning("MLflow model version %s of %r has the tag mlma.version=%r, not a version number: "
+                            "skipped (taken for no mlma version: mlma logs its own again if needed)", mv.version,
+                            mv.name, tag)
+                continue
+            # A version logged twice (a process that ended between logging it and giving way): the first counts.
+            if (uid, version) not in numbers or int(mv.version) < int(numbers[(uid, version)]):
+                numbers[(uid, version)] = str(mv.version)
+            versions[uid] = max(versions.get(uid, 0), version)
+            self._registered.add(mv.name)
         champions: dict[str, int] = {}
-        token = None
-        while True:
-            page = self.client.search_registered_models(f"name LIKE '{prefix}%'", max_results=1000,
-                                                        page_token=token)
-            for rm in page:
-                uid, champion = rm.tags.get("mlma.unique_id"), rm.tags.get("mlma.champion")
-                # The champion is delivered when the alias still points at its MLflow version: one moved or
-                # deleted by hand in MLflow is put back by the next publish.
-                if uid is not None and champion is not None and rm.name == registered_name(prefix, uid) \
-                        and str((rm.aliases or {}).get(self.settings.alias)) == numbers.get((uid, int(champion))):
-                    champions[uid] = int(champion)
-                self._registered.add(rm.name)
-            token = page.token
-            if not token:
-                break
+        for rm in _pages(self.client.search_registered_models, f"name LIKE '{prefix}%'"):
+            uid, tag = rm.tags.get("mlma.unique_id"), rm.tags.get("mlma.champion")
+            if uid is None or rm.name != registered_name(prefix, uid):
+                continue
+            self._registered.add(rm.name)
+            champion = None if tag is None else _tag_number(tag)
+            if tag is not None and champion is None:
+                log.warning("MLflow registered model %r has the tag mlma.champion=%r, not a version number: "
+                            "skipped (the next publish sets its alias and tag again)", rm.name, tag)
+            # The champion is delivered when the alias still points at its MLflow version: one moved or
+            # deleted by hand in MLflow is put back by the next publish.
+            if champion is not None and str((rm.aliases or {}).get(self.settings.alias)) == numbers.get(
+                    (uid, champion)):
+                champions[uid] = champion
         self._seen_versions, self._seen_champions, self._numbers = versions, champions, numbers
+
+    def _held_number(self, name: str, unique_id: str, version: int) -> str | None:
+        """MLflow's number of this mlma version (the first, if it was logged twice), or None: one search by
+        the registered model's name and the version's tag."""
+        tag = f" AND tags.`mlma.version` = '{version}'" if self._tag_filters else ""
+        quote = next((q for q in "'\"" if q not in name), None)
+        if quote is not None:
+            query = f"name = {quote}{name}{quote}{tag}"
+        else:  # a filter cannot spell a name holding both quotes: all of the prefix's, sorted out below
+            query = f"name LIKE '{self.settings.model_prefix}%'{tag}"
+        try:
+            found = list(_pages(self.client.search_model_versions, query))
+        except Exception as exc:
+            if not (self._tag_filters and getattr(exc, "error_code", None) == "INVALID_PARAMETER_VALUE"):
+                raise
+            # A server that filters model versions by name only (an older MLflow): the tags are compared here.
+            self._tag_filters = False
+            return self._held_number(name, unique_id, version)
+        numbers = [int(mv.version) for mv in found if mv.name == name and mv.tags.get("mlma.unique_id") == unique_id
+                   and mv.tags.get("mlma.version") == str(version)]
+        return str(min(numbers)) if numbers else None
 
     # -- deliveries ---------------------------------------------------------------------------------------
     def _experiment(self) -> str:
@@ -291,7 +383,17 @@ class MlflowSync(RegistryListener):
     def on_version_created(self, version: ModelVersion) -> None:
         # The model file first: a version whose file is lost fails before it leaves a run behind in MLflow.
         model_bytes = self.artifacts.get_bytes(version.artifact_sha256)
-        name = self._registered_model(version.unique_id)
+        with _refusals_are_the_streams():
+            name = self._registered_model(version.unique_id)
+            # Another process (`mlma mlflow sync`, a second agent) may have logged it since this one read MLflow.
+            number = self._held_number(name, version.unique_id, version.version)
+        if number is None:
+            number = self._log_version(name, version, model_bytes)
+        self._numbers[(version.unique_id, version.version)] = number
+        self._seen_versions[version.unique_id] = max(self._seen_versions.get(version.unique_id, 0), version.version)
+
+    def _log_version(self, name: str, version: ModelVersion, model_bytes: bytes) -> str:
+        """A run and a model version for ``version``; returns MLflow's version number."""
         client = self.client
         tags = {"mlma.unique_id": version.unique_id, "mlma.version": str(version.version),
                 "mlma.spec": version.spec, "mlma.artifact_sha256": version.artifact_sha256,
@@ -307,31 +409,66 @@ class MlflowSync(RegistryListener):
         from mlflow.entities import Metric, Param  # noqa: PLC0415 - optional extra
 
         stamp = _ms(version.created_at) or int(time.time() * 1000)
-        client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items() if v is not None],
-                         metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()])
-        reason = version.check.get("why") or version.metrics.get("fallback_reason")
-        if reason:
-            client.set_tag(run_id, "mlma.reason", str(reason)[:5000])
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "model.pkl"
-            path.write_bytes(model_bytes)
-            client.log_artifact(run_id, str(path), artifact_path="model")
-        client.set_terminated(run_id, end_time=stamp)
-        mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
-                                         tags={k: v for k, v in tags.items() if not k.startswith("mlflow.")},
-                                         description=f"mlma version {version.version} of {version.unique_id}")
-        self._numbers[(version.unique_id, version.version)] = str(mv.version)
-        self._seen_versions[version.unique_id] = version.version
+        with _refusals_are_the_streams():
+            client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items() if v is not None],
+                             metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()])
+            reason = version.check.get("why") or version.metrics.get("fallback_reason")
+            if reason:
+                client.set_tag(run_id, "mlma.reason", str(reason)[:5000])
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "model.pkl"
+                path.write_bytes(model_bytes)
+                client.log_artifact(run_id, str(path), artifact_path="model")
+            client.set_terminated(run_id, end_time=stamp)
+            mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
+                                             tags={k: v for k, v in tags.items() if not k.startswith("mlflow.")},
+                                             description=f"mlma version {version.version} of {version.unique_id}")
+            # Two processes that asked at once both logged it: the later MLflow version gives way to the first.
+            # Both see the first once both have logged, and whichever asks before the other has logged is first.
+            first = self._held_number(name, version.unique_id, version.version)
+            if first is not None and first != str(mv.version):
+                log.info("mlma version %d of %r was logged to MLflow by another process meanwhile: its MLflow "
+                         "version %s is kept, %s deleted", version.version, version.unique_id, first, mv.version)
+                client.delete_model_version(name, str(mv.version))
+                client.delete_run(run_id)
+                return first
+        return str(mv.version)
 
     def on_champion_moved(self, unique_id: str, change: ChampionChange) -> None:
-        number = self._numbers.get((unique_id, change.version))
-        if number is None:
-            raise RuntimeError(f"version {change.version} of {unique_id!r} is not in MLflow yet")
-        name = self._registered_model(unique_id)
-        self.client.set_registered_model_alias(name, self.settings.alias, number)
-        self.client.set_registered_model_tag(name, "mlma.champion", str(change.version))
-        self.client.set_registered_model_tag(name, "mlma.champion_moved", f"{change}"[:5000])
+        if (unique_id, change.version) not in self._numbers or not self._alias_moved(unique_id, change):
+            # Not in MLflow: a person deleted that version there (cleaning up old versions) since it was logged.
+            self._log_again(unique_id, change)
+            if not self._alias_moved(unique_id, change):
+                raise DeliveryRefused(f"version {change.version} of {unique_id!r} was deleted in MLflow again "
+                                      "while it was logged again")
         self._seen_champions[unique_id] = change.version
+
+    def _alias_moved(self, unique_id: str, change: ChampionChange) -> bool:
+        """Points the alias at the champion's MLflow version; False if MLflow no longer has that version."""
+        with _refusals_are_the_streams():
+            name = self._registered_model(unique_id)
+            try:
+                self.client.set_registered_model_alias(name, self.settings.alias,
+                                                       self._numbers[(unique_id, change.version)])
+            except Exception as exc:
+                if not _missing(exc):
+                    raise
+                # The version or its whole registered model was deleted: both are asked for again.
+                del self._numbers[(unique_id, change.version)]
+                self._registered.discard(name)
+                return False
+            self.client.set_registered_model_tag(name, "mlma.champion", str(change.version))
+            self.client.set_registered_model_tag(name, "mlma.champion_moved", f"{change}"[:5000])
+        return True
+
+    def _log_again(self, unique_id: str, change: ChampionChange) -> None:
+        """Logs the champion's version from mlma's registry and artifact, as its first delivery did."""
+        if self._registry is None:  # ModelRegistry.publish called with this listener directly
+            raise DeliveryRefused(f"version {change.version} of {unique_id!r} is not in MLflow; "
+                                  "MlflowSync.sync(registry) logs it again")
+        log.info("version %d of %r, the champion, is not in MLflow (deleted there?): logged again", change.version,
+                 unique_id)
+        self.on_version_created(self._registry.version(change.stream_id, change.version))
 
 
 def project_sync(config) -> MlflowSync | None:
@@ -343,6 +480,61 @@ def project_sync(config) -> MlflowSync | None:
 
 
 # -- starting from MLflow --------------------------------------------------------------------------------
+def project_stem(folder: Path) -> str:
+    """A new project's name in MLflow, from its folder: its registered models are ``<stem>.<unique_id>`` and
+    its experiment ``<stem>``, so that it does not take another project's models in a shared tracking store.
+
+    >>> project_stem(Path("/srv/Demand forecasts"))
+    'Demand-forecasts'
+    >>> project_stem(Path("/"))
+    'project'
+    """
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", Path(folder).name).strip("-") or "project"
+
+
+def free_project_stem(stem: str, tracking_uri: str) -> str:
+    """``stem``, or ``stem-2``, ``stem-3``..., the first with no registered model named ``<stem>.*`` and no
+    experiment ``<stem>`` in the tracking store (one left by a project that was there before, or a folder
+    named like the default prefix, ``mlma``). Raises what MLflow raises when the store cannot be read."""
+    client = _client(tracking_uri)
+    for n in range(1, 1000):
+        candidate = stem if n == 1 else f"{stem}-{n}"
+        # LIKE's '_' matches any character: a model named with another character there only skips a stem.
+        if not client.search_registered_models(f"name LIKE '{candidate}.%'", max_results=1) \
+                and client.get_experiment_by_name(candidate) is None:
+            return candidate
+    raise ValueError(f"MLflow at {tracking_uri} has registered models under {stem}. to {stem}-999.")
+
+
+def _toml_string(text: str) -> str:
+    # JSON's escapes are TOML's; TOML takes no surrogate pairs (so non-ASCII stays as is) and wants DEL escaped.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def settings_toml(settings: MlflowSettings, *, comment: str | None = None) -> str:
+    """The ``[mlflow]`` section of ``mlma.toml`` for ``settings`` (``mlma init``), with every value escaped.
+
+    >>> print(settings_toml(MlflowSettings('sqlite:////p/"x"/m.db', experiment="demand", model_prefix="demand."),
+    ...                     comment="from models:/a/1"), end="")
+    [mlflow]
+    # from models:/a/1
+    tracking_uri = "sqlite:////p/\\"x\\"/m.db"
+    experiment = "demand"
+    model_prefix = "demand."
+    """
+    lines = ["[mlflow]"]
+    if comment:
+        lines.append("# " + _toml_string(comment)[1:-1])  # escaped too: a comment holds no control characters
+    lines += [f"{key} = {_toml_string(getattr(settings, key))}" for key in ("tracking_uri", "experiment",
+                                                                           "model_prefix")]
+    text = "\n".join(lines) + "\n"
+    written = tomllib.loads(text)["mlflow"]
+    if written != {"tracking_uri": settings.tracking_uri, "experiment": settings.experiment,
+                   "model_prefix": settings.model_prefix}:  # cannot happen with JSON's escapes; said if it did
+        raise ValueError(f"cannot write the [mlflow] settings as TOML: {written!r}")
+    return text
+
+
 def import_model(model_uri: str, tracking_uri: str, folder: Path) -> tuple[Path, str]:
     """Copy a model registered in MLflow into ``folder`` as a pickle; returns the file and the resolved URI.
 

@@ -62,6 +62,7 @@ __all__ = [
     "ChampionAt",
     "ChampionChange",
     "ChampionMove",
+    "DeliveryRefused",
     "ModelRegistry",
     "ModelVersion",
     "MoveOutcome",
@@ -403,6 +404,12 @@ class ChampionAt:
 
 
 # -- listeners -------------------------------------------------------------------------------------------
+class DeliveryRefused(Exception):
+    """Raised by a :class:`RegistryListener` whose side answered and refused one stream's item (e.g. a model
+    deleted there): that stream's trouble, which :meth:`ModelRegistry.publish` does not take for the listener's
+    side being down."""
+
+
 class RegistryListener:
     """Something outside mlma that follows the registry (e.g. :class:`mlma.mlflow_sync.MlflowSync`).
 
@@ -679,10 +686,10 @@ class ModelRegistry:
         leaves that stream's remaining items for the next call and goes on with the next stream (a model
         deleted on the listener's side, a lost artifact file: that stream's trouble); three streams failing in
         a row stop the call (the listener's side is down; errors of mlma's own artifact store, such as a lost
-        file, are the stream's and do not count). It also stops ``max_seconds`` after the listener said what it
-        holds (reading it back may be long, and must not use up the time for deliveries). What is left is
-        offered again by the next call, since the listener's :meth:`~RegistryListener.seen` does not include
-        it.
+        file, and a :class:`DeliveryRefused` are the stream's and do not count). It also stops ``max_seconds``
+        after the listener said what it holds (reading it back may be long, and must not use up the time for
+        deliveries). What is left is offered again by the next call, since the listener's
+        :meth:`~RegistryListener.seen` does not include it.
         """
         try:
             seen_versions, seen_champions = listener.seen()
@@ -729,7 +736,7 @@ class ModelRegistry:
             except Exception as exc:  # noqa: BLE001 - this stream's items wait for the next call
                 errors.append(f"stream {moved.get(sid) or versions[sid][0].unique_id!r}: {type(exc).__name__}: "
                               f"{exc}")
-                if isinstance(exc, StoreError):  # a lost or damaged model file: this stream's for good
+                if isinstance(exc, (StoreError, DeliveryRefused)):  # a lost model file, a refusal: this stream's
                     continue
                 in_a_row += 1
                 if in_a_row >= 3:
