@@ -216,3 +216,18 @@ def test_abnormal_periods_and_attributes_naming_streams_the_data_does_not_have_a
     # The ids are read as the data's are (spaces around them dropped); an empty one still marks every stream.
     given = marked[0]["unique_id"].tolist()
     assert given[:3] + given[4:] == ["s0", "S1", "s9", "s1"] and pd.isna(given[3])
+
+
+def test_a_users_streams_table_beside_the_data_groups_the_queue(tmp_path):
+    """`<stem>.streams.csv` beside the data is the default --attributes: any attribute columns, as `mlma
+    attributes` takes them. It was read as the simulator's own table and refused ("columns ['city', 'zone',
+    'scale', ...] missing")."""
+    import json
+
+    data = tmp_path / "fleet.csv"
+    hourly_frame(n_streams=3, days=8).to_csv(data, index=False)
+    (tmp_path / "fleet.streams.csv").write_text("unique_id,region\ns0,north\ns1,south\ns2,north\n")
+    result = backtest("--data", data, "--group-by", "region", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "out" / "summary.json").read_text())["config"]
+    assert config["queue_group_by"] == "region" and config["queue_grouped_streams"] == 3

@@ -233,7 +233,7 @@ def backtest(
     from mlma.data import DataError
     from mlma.models import Drivers
     from mlma.policy import expand_grid
-    from mlma.simulate import read_events, read_events_file, read_streams
+    from mlma.simulate import read_events, read_events_file, sidecar_path
 
     if (data is None) == (project is None):
         _fail("give one of --data FILE or --project FOLDER (a project's own history)")
@@ -275,7 +275,11 @@ def backtest(
             source, label = data, data.name
             truth = _side_file(events or f"the events file beside {data}", "events",
                                lambda: read_events_file(events) if events else read_events(data))
-            streams = _read_attributes(attributes) if attributes is not None else read_streams(data)
+            # The streams table beside the data (the simulator's, or a user's) holds attributes of any names: it
+            # is read as --attributes is, not as the simulator's own schema (which refused a user's table).
+            beside = sidecar_path(data, "streams")
+            streams = (_read_attributes(attributes) if attributes is not None
+                       else _read_attributes(beside) if beside.exists() else None)
             # Ids stay text ("007" is not "7"); an empty id marks the whole fleet.
             marked = _side_file(abnormal, "abnormal periods (unique_id, start, end)", lambda: pd.read_csv(
                 abnormal, parse_dates=["start", "end"], dtype={"unique_id": "str"}, keep_default_na=False,

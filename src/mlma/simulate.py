@@ -947,7 +947,12 @@ def _data_format(path: Path) -> str:
     return suffix[1:]
 
 
-def _sidecar(data_path: str | Path, what: str) -> Path:
+def sidecar_path(data_path: str | Path, what: str) -> Path:
+    """The file written beside a data file: ``<stem>.<what>.csv`` (events, streams).
+
+    >>> sidecar_path("runs/orders.parquet", "streams").as_posix()
+    'runs/orders.streams.csv'
+    """
     path = Path(data_path)
     return path.with_name(f"{path.stem}.{what}.csv")
 
@@ -987,7 +992,7 @@ def write_simulation(sim: Simulation, path: str | Path) -> dict[str, Path]:
         sim.data.to_parquet(path, index=False)
     else:
         _write_data_csv(sim.data, path)
-    events_path, streams_path = _sidecar(path, "events"), _sidecar(path, "streams")
+    events_path, streams_path = sidecar_path(path, "events"), sidecar_path(path, "streams")
     sim.events.to_csv(events_path, index=False, date_format="%Y-%m-%d %H:%M:%S")
     sim.streams.to_csv(streams_path, index=False, date_format="%Y-%m-%d %H:%M:%S")
     return {"data": path, "events": events_path, "streams": streams_path}
@@ -1030,7 +1035,7 @@ def read_events(data_path: str | Path) -> pd.DataFrame | None:
     >>> read_events("/nonexistent/orders.csv") is None
     True
     """
-    path = _sidecar(data_path, "events")
+    path = sidecar_path(data_path, "events")
     return read_events_file(path) if path.exists() else None
 
 
@@ -1052,7 +1057,7 @@ def read_streams(data_path: str | Path) -> pd.DataFrame | None:
         The data file (``orders.csv`` or ``orders.parquet``); the streams are read from
         ``orders.streams.csv`` beside it.
     """
-    path = _sidecar(data_path, "streams")
+    path = sidecar_path(data_path, "streams")
     if not path.exists():
         return None
     frame = pd.read_csv(path, dtype={"unique_id": "str", "city": "str", "zone": "str"}, keep_default_na=False,
@@ -1079,7 +1084,7 @@ def read_simulation(path: str | Path) -> Simulation:
     data = _coerce(data, {"unique_id": "str", "ds": "datetime64[ns]", "y": "float64"})
     events, streams = read_events(path), read_streams(path)
     if events is None or streams is None:
-        missing = _sidecar(path, "events" if events is None else "streams")
+        missing = sidecar_path(path, "events" if events is None else "streams")
         raise FileNotFoundError(f"{missing} not found beside {path}")
     return Simulation(data=data, streams=streams, events=events)
 
