@@ -51,7 +51,8 @@ from mlma.models.base import (describe_error, driver_view, model_for_context, mo
                               non_finite_forecast)
 
 DEFAULT_PARALLEL_THRESHOLD = 32
-"""Fewer missing fits than this run inline on a local pool: starting worker processes costs more."""
+"""Fewer missing fits than this run inline on an executor given without a ``parallel_threshold`` of its own (a
+caller's thread or process pool); mlma's own pools and clusters take every fit (``parallel_threshold = 1``)."""
 
 DEFAULT_PREDICT_CHUNK = 512
 """Most streams forecast in one fleet-wide call (one shard on a cluster): large enough that the per-call
@@ -375,6 +376,11 @@ def _process_pool(workers: int | None) -> ProcessPoolExecutor:
     eager = (threading.current_thread() is threading.main_thread()
              and multiprocessing.get_start_method(allow_none=False) == "fork")
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_exit_with_parent, initargs=(os.getpid(), eager))
+    # Every fit goes to the pool once one was asked for, as on a cluster: a batch of a few fits run in this
+    # process took the agent (or the backtest) down with a model that crashes (native code, os._exit, the
+    # out-of-memory killer), which is what a pool is asked for. The workers live as long as the pool, so a
+    # small batch costs a task's pickling, not a process start.
+    pool.parallel_threshold = 1
     if eager:
         pool.submit(int).result()  # a fork pool starts all its workers at the first task: fork them here
     return pool
