@@ -775,3 +775,159 @@ def test_future_files_that_pandas_alone_would_describe_are_named(tmp_path):
     pd.DataFrame({"unique_id": ["s0", "s0"], "ds": ["2025-03-05 00:00", "soon"], "promo": [1.0, 0.0]}).to_parquet(late)
     with pytest.raises(DataError, match=r"first 'soon' on line/row 2"):    # its second row, not "line 3"
         read_future_drivers(late)
+
+
+def _day_of(panel: pd.DataFrame, day: str) -> pd.DataFrame:
+    start = pd.Timestamp(day)
+    return panel[(panel["ds"] >= start) & (panel["ds"] < start + pd.Timedelta("1D"))].reset_index(drop=True)
+
+
+def _promo_at(store: Store, unique_id: str, ds: str) -> list[float]:
+    """The promo values in force for one stream and hour ([] when none is stored)."""
+    sid = int(store.stream_ids([unique_id], create=False)[0])
+    held = store.driver_values(["promo"], ds, pd.Timestamp(ds) + pd.Timedelta("1h"), streams=[sid])
+    return held["promo"].tolist()
+
+
+def test_an_observed_driver_value_far_outside_its_range_is_dropped_and_its_row_kept(tmp_path, panel, store_url):
+    """One promo=1000 typed into a 0/1 flag was stored silently: it moved the stream's forecasts by -40 % and
+    widened the range a forecast's future values are checked against. It is dropped, the value before stays in
+    force, the row's y is stored, and the finding names the stream, driver and value; a value within the bounds
+    (50 against 0..1 with the factor 100) is stored. s3 has no promotion that day (its values in the file are all
+    0): its stored recent ones (0 and 1) judge it."""
+    from mlma.data import IngestLimits
+
+    with Store.create(store_url) as store:
+        store.ingest_file(panel[panel["ds"] < "2025-03-10"], source="history")
+        assert store.driver_ranges(["s3", "nobody"], ["promo"]).values.tolist() == [[0.0, 1.0, 24 * 7]]
+        day = _day_of(panel, "2025-03-10")
+        at = (day["unique_id"] == "s3") & (day["ds"] == "2025-03-10 10:00")
+        day.loc[at, "promo"] = 1000.0
+        day.loc[(day["unique_id"] == "s2") & (day["ds"] == "2025-03-10 10:00"), "promo"] = 50.0
+        path = _csv_of(day, tmp_path / "day.csv")
+        report = store.ingest_file(path, rejects=tmp_path / "rejects.csv")
+        assert report.rows_new == len(day) and report.rows_dropped == 0       # every row's y is stored
+        (found,) = report.validation.by_code("driver-out-of-range")
+        assert (found.severity, found.unique_id, found.column, found.n_rows) == ("dropped", "s3", "promo", 1)
+        assert "promo=1000, range 0 to 1" in found.examples[0] and "the row kept" in found.message
+        assert _promo_at(store, "s3", "2025-03-10 10:00") == []                # not stored: none was before
+        assert _promo_at(store, "s2", "2025-03-10 10:00") == [50.0]
+        sid = int(store.stream_ids(["s3"], create=False)[0])
+        kept = store.observations(streams=[sid])
+        assert kept.loc[kept["ds"] == pd.Timestamp("2025-03-10 10:00"), "y"].tolist() == day.loc[at, "y"].tolist()
+        listed = pd.read_csv(tmp_path / "rejects.csv")
+        assert listed[["code", "column", "unique_id"]].values.tolist() == [["driver-out-of-range", "promo", "s3"]]
+        assert listed["reason"].iloc[0].startswith("promo=1000.0: dropped 1 value of driver 'promo'")
+        # The same day sent again with a typo in an hour whose value is stored: that value stays in force.
+        before = _promo_at(store, "s3", "2025-03-10 11:00")
+        again = day.assign(promo=day["promo"].where(~at, 1.0))
+        again.loc[(again["unique_id"] == "s3") & (again["ds"] == "2025-03-10 11:00"), "promo"] = -1e300
+        report = store.ingest_file(again, source="day again")
+        assert report.validation.by_code("driver-out-of-range")[0].examples[0].endswith("promo=-1e+300, range 0 to 1)")
+        assert len(before) == 1 and _promo_at(store, "s3", "2025-03-10 11:00") == before
+        assert _promo_at(store, "s3", "2025-03-10 10:00") == [1.0]             # the corrected value is stored
+        # Sent again once the factor is raised (a real change of scale), the file is checked again, not a
+        # duplicate, and the value is stored then.
+        raised = store.ingest_file(path, limits=IngestLimits(value_range_factor=5000))
+        assert not raised.duplicate and not raised.validation.by_code("driver-out-of-range")
+        assert _promo_at(store, "s3", "2025-03-10 10:00") == [1000.0]
+
+
+def test_driver_values_are_not_range_checked_with_the_factor_0_and_refuse_the_file_with_strict(tmp_path, panel,
+                                                                                                store_url):
+    from mlma.data import IngestLimits
+
+    with Store.create(store_url) as store:
+        store.ingest_file(panel[panel["ds"] < "2025-03-10"], source="history")
+        day = _day_of(panel, "2025-03-10")
+        day.loc[(day["unique_id"] == "s3") & (day["ds"] == "2025-03-10 10:00"), "promo"] = 1000.0
+        path = _csv_of(day, tmp_path / "day.csv")
+        held = len(store.observations())
+        with pytest.raises(DataError, match=r"1 value of driver 'promo' .* in stream 's3': line 84\n"
+                                            r"nothing was written"):
+            store.ingest_file(path, on_bad_rows="raise")
+        assert len(store.observations()) == held
+        report = store.ingest_file(path, limits=IngestLimits(value_range_factor=0))
+        assert report.rows_new == len(day) and not report.validation.by_code("driver-out-of-range")
+        assert _promo_at(store, "s3", "2025-03-10 10:00") == [1000.0]
+
+
+def test_a_streams_first_driver_values_are_judged_by_the_interquartile_range_of_its_values_in_the_file(store_url):
+    """A stream or driver without stored values in the window is judged against the interquartile range of its
+    values in the file, as y is (1e6 among temperatures of 10 to 20 is dropped); the stored range
+    (Store.driver_ranges) is of observed values in the window only."""
+    ds = pd.date_range("2025-03-01", periods=48, freq="h")
+    temp = 10.0 + np.arange(48) % 11
+    first = pd.DataFrame({"unique_id": "a", "ds": ds, "y": 5.0, "temp": temp})
+    first.loc[30, "temp"] = 1e6
+    with Store.create(store_url) as store:
+        report = store.ingest_file(first, source="first")
+        (found,) = report.validation.by_code("driver-out-of-range")
+        assert found.unique_id == "a" and "temp=1e+06" in found.examples[0]
+        assert store.driver_values(["temp"])["temp"].max() == 20.0 and report.rows_new == 48
+        ranges = store.driver_ranges(["a", "nobody"], ["temp", "rain"], since=ds[24])
+        assert ranges.index.tolist() == [("a", "temp")] and store.driver_ranges(["a"], ["rain"]).empty
+        assert ranges.loc[("a", "temp")].tolist() == [10.0, 20.0, 23.0]      # 1e6 at ds[30] was never stored
+        # Values known in advance are not part of it: they are not checked when they come.
+        store.ingest_future(pd.DataFrame({"unique_id": "a", "ds": [ds[-1] + pd.Timedelta("1h")], "temp": [9e9]}))
+        assert store.driver_ranges(["a"], ["temp"]).loc[("a", "temp"), "hi"] == 20.0
+
+
+def test_driver_values_are_judged_by_the_recent_window_the_y_check_uses(store_url):
+    """The range is that of the last 7 ticks before the project's newest data, as for y: values of before (a feed
+    in another unit then) do not widen it."""
+    from mlma.data import IngestLimits
+
+    ds = pd.date_range("2025-03-01", periods=240, freq="h")
+    history = pd.DataFrame({"unique_id": "a", "ds": ds, "y": 5.0, "temp": 10.0 + np.arange(240) % 11})
+    history.loc[:47, "temp"] = 100_000.0                    # days 0 and 1: stored while the check was off
+    day = pd.DataFrame({"unique_id": "a", "ds": ds[-1] + pd.Timedelta("1h") * np.arange(1, 25), "y": 5.0,
+                        "temp": 15.0})
+    day.loc[3, "temp"] = 5000.0
+    with Store.create(store_url) as store:
+        store.ingest_file(history, source="history", limits=IngestLimits(value_range_factor=0))
+        report = store.ingest_file(day, source="day")
+        (found,) = report.validation.by_code("driver-out-of-range")
+        assert "temp=5000, range 10 to 20" in found.examples[0]
+        assert store.driver_values(["temp"], day["ds"].min())["temp"].max() == 15.0
+
+
+def test_a_flag_without_an_event_in_the_window_is_judged_by_the_drivers_range_over_the_files_streams(
+        tmp_path, panel, store_url):
+    """A 0/1 flag is mostly 0: a stream without a promotion in the window has a range of 0 to 0, which has no
+    scale and judged nothing, so the review's promo=1000 went through. Such a stream (and a new one whose values
+    in the file are all 0 but the typo) is judged by the driver's range over the file's streams; an event that
+    starts (promo=1) is stored."""
+    history = panel[panel["ds"] < "2025-03-10"].copy()
+    history.loc[history["unique_id"] == "s3", "promo"] = 0.0
+    day = _day_of(panel, "2025-03-10")
+    day.loc[day["unique_id"] == "s3", "promo"] = 0.0
+    new = day[day["unique_id"] == "s3"].assign(unique_id="s9")
+    day = pd.concat([day, new], ignore_index=True)
+    day.loc[(day["unique_id"].isin(["s3", "s9"])) & (day["ds"] == "2025-03-10 10:00"), "promo"] = 1000.0
+    day.loc[(day["unique_id"] == "s3") & (day["ds"] >= "2025-03-10 20:00"), "promo"] = 1.0
+    with Store.create(store_url) as store:
+        store.ingest_file(history, source="history")
+        assert store.driver_ranges(["s3"], ["promo"]).values.tolist() == [[0.0, 0.0, 24 * 7]]
+        report = store.ingest_file(_csv_of(day, tmp_path / "day.csv"))
+        (found,) = report.validation.by_code("driver-out-of-range")
+        assert found.streams == ("s3", "s9") and found.n_rows == 2 and report.rows_new == len(day)
+        assert found.examples[0].endswith("promo=1000, range 0 to 1 (the driver's over the file's streams: the "
+                                          "stream's own is all 0))")
+        assert _promo_at(store, "s3", "2025-03-10 10:00") == [] and _promo_at(store, "s9", "2025-03-10 10:00") == []
+        assert _promo_at(store, "s3", "2025-03-10 21:00") == [1.0]
+
+
+def test_a_projects_first_file_judges_an_all_zero_flag_by_the_columns_interquartile_range():
+    """Nothing stored yet: a stream whose flag is 0 but for one typo is judged by the column's interquartile
+    range over the file's streams (0 to 1 here), since its own (0 to 0) has no scale."""
+    from mlma.data import FleetContext, validate
+
+    ds = pd.date_range("2025-03-01", periods=48, freq="h")
+    frame = pd.DataFrame({"unique_id": np.repeat(["a", "b"], 48), "ds": np.tile(ds, 2), "y": 1.0,
+                          "promo": np.r_[np.zeros(48), np.arange(48) % 2].astype(float)})
+    frame.loc[5, "promo"] = 1e4
+    checked = validate(frame, on_bad_rows="drop", context=FleetContext())
+    (found,) = checked.report.by_code("driver-out-of-range")
+    assert found.unique_id == "a" and "promo=10000, range 0 to 1 (the driver's over" in found.examples[0]
+    assert checked.frame["promo"].isna().sum() == 1 and len(checked.frame) == 96

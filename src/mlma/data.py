@@ -1218,7 +1218,8 @@ def validate(data: Any, *, freq: Frequency | str | None = None, source: str | No
         What a project already holds (:class:`FleetContext`): its frequency and tick, its newest data and
         each stream's recent range of values. Rows are then also checked against it, with the limits of
         ``context.limits`` (:class:`IngestLimits`): values out of range, timestamps in the future, far
-        ahead of the project's data or off its grid are bad rows (raised or dropped like the others), and
+        ahead of the project's data or off its grid are bad rows (raised or dropped like the others), an
+        observed driver value out of its range is an error (raise) or dropped from its row (drop), and
         a file whose frequency differs from the project's is refused. Without a frequency in the context,
         data that cannot tell its frequency yet gives ``freq=None`` instead of an error.
 
@@ -1417,6 +1418,7 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
                   f"first file that, with the rows already stored, gives a stream two timestamps",
                   n_rows=len(idx), column=TIME)
             frame = _assemble(df, idx, keys, c, t, y)
+            _check_driver_ranges(v, context, frame, idx, c, keys)
             return frame, None
         if len(calendar_like):
             names = [repr(stream_keys[s]) for s in calendar_like]
@@ -1466,6 +1468,8 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
     frame = _assemble(df, idx, keys, c, t, y)
     if len(idx):
         _check_exog(v, frame)
+        if context is not None:  # after _check_exog: a value dropped here is said once, not as missing too
+            _check_driver_ranges(v, context, frame, idx, c, keys)
         first, last = _fmt_ts(t.min()), _fmt_ts(t.max())
         v.add("summary", "info",
               f"{n_streams:,} stream{'s' if n_streams != 1 else ''}, "
@@ -1838,12 +1842,18 @@ class IngestLimits:
         for local time stamps. None: no limit (for replaying data dated in the future).
     value_range_factor
         ``y`` is rejected (``out-of-range``) when it lies further outside the stream's range than this
-        many times the range's scale. The range is the stream's stored values of its last 28 ticks (min
+        many times the range's scale. The range is the stream's stored values of its last 7 ticks (min
         to max; trusted, since they were accepted); for a stream without stored values, the interquartile
         range of its values in this file (robust: a few wild values cannot widen it). The scale is the
         largest of the range's width and its bounds' absolute values, so a stream of orders between 0 and
         120 accepts -12,000 to 12,120 with the default 100: real surges pass, unit errors and overflowing
         values do not. Streams whose range is all zeros are not checked this way. 0: off.
+        The file's observed driver values (its numeric columns besides ``y``) are checked by the same rule,
+        each against its stream's and driver's range (``FleetContext.driver_ranges``, else the interquartile
+        range of that stream's values of the driver in this file; where that is all 0, the driver's range over
+        the file's streams): a value outside is dropped, not stored, and its row is kept
+        (``driver-out-of-range``), since one typed ``promo=1000`` in a 0/1 flag moved the stream's forecasts by
+        40 % and widened the range a forecast's future values are checked against.
     max_abs_value
         ``|y|`` above this is rejected for every stream, new ones included (``out-of-range``): far below
         the float64 overflow that turned one value of 1e308 into infinite losses and a tick that could not
@@ -1901,6 +1911,10 @@ class FleetContext:
         How many streams the project knows: a file with at least half of them may move ``front`` forward.
     ranges
         Per stream (index ``unique_id``): ``lo`` and ``hi``, the min and max of its recently stored values.
+    driver_ranges
+        Per stream and driver (index ``unique_id, name``): ``lo`` and ``hi``, the min and max of its recently
+        stored observed driver values (``Store.driver_ranges``); the file's observed driver values are checked
+        against them (``driver-out-of-range``, see :class:`IngestLimits`). None: taken from the file alone.
     now
         The current time, UTC, tz-naive (default: the time of the check).
     limits
@@ -1921,6 +1935,7 @@ class FleetContext:
     tick: str | None = None
     front: pd.Timestamp | None = None
     ranges: pd.DataFrame | None = None
+    driver_ranges: pd.DataFrame | None = None
     now: pd.Timestamp | None = None
     limits: IngestLimits = field(default_factory=IngestLimits)
     clock_note: str = "the project's clock"
@@ -2152,6 +2167,90 @@ def _check_value_range(v: _Validator, context: FleetContext, idx: np.ndarray, c:
     keep = np.ones(len(idx), dtype=bool)
     keep[bad] = False
     return idx[keep], c[keep], t[keep]
+
+
+def _check_driver_ranges(v: _Validator, context: FleetContext, frame: pd.DataFrame, idx: np.ndarray,
+                         c: np.ndarray, keys: pd.Index) -> None:
+    """Observed driver values far outside their stream's and driver's range (the rule of ``y``,
+    :class:`IngestLimits`): set missing in ``frame`` (rows aligned with ``idx``/``c``, sorted by stream), so that
+    they are not stored, and reported per driver (``driver-out-of-range``); their rows are kept. The range is
+    the stored recent one (``context.driver_ranges``), else the interquartile range of the stream's values of
+    the driver in this file, as for ``y``; where that is all 0 (no scale), the driver's range over the file's
+    streams."""
+    factor = context.limits.value_range_factor
+    if not factor or not len(idx):
+        return
+    stored = context.driver_ranges
+    names = set(stored.index.get_level_values("name")) if stored is not None and len(stored) else set()
+    text_keys = pd.Index(keys, dtype=object).astype(str)
+    for col in frame.columns:
+        if col in CANONICAL_COLUMNS or pd.api.types.is_bool_dtype(frame[col].dtype) \
+                or not pd.api.types.is_numeric_dtype(frame[col].dtype):
+            continue  # a flag of True/False cannot stray, and non-numbers are not stored as driver values
+        values = frame[col].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)  # set below: not a view
+        finite = np.isfinite(values)
+        if not finite.any():
+            continue
+        lo, hi = np.full(len(keys), np.nan), np.full(len(keys), np.nan)
+        known = np.zeros(len(keys), dtype=bool)
+        if str(col) in names:
+            held = stored.xs(str(col), level="name").reindex(text_keys)
+            known = held["lo"].notna().to_numpy()
+            lo[known] = held["lo"].to_numpy(dtype=np.float64)[known]
+            hi[known] = held["hi"].to_numpy(dtype=np.float64)[known]
+        # Streams without a stored range: the interquartile range of their values here, only computed for them
+        # (a daily file of known streams sorts nothing), in blocks of whole streams (bounded temporaries).
+        fresh = finite & ~known[c]
+        for a, b in _stream_blocks(c) if fresh.any() else ():
+            vf, cf = values[a:b][fresh[a:b]], c[a:b][fresh[a:b]]
+            if not len(vf):
+                continue
+            order = np.lexsort((vf, cf))
+            cs = cf[order]
+            starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
+            counts = np.diff(np.r_[starts, len(cs)])
+            lo[cs[starts]] = vf[order[starts + (counts - 1) // 4]]
+            hi[cs[starts]] = vf[order[starts + (3 * (counts - 1)) // 4]]
+        # A stream whose range is all 0 has no scale: for y (a stream starting up) any value may come, but a
+        # driver is one column of one unit for every stream, and a 0/1 flag without an event in the window (the
+        # usual case) let a typed promo=1000 through. Such a stream is judged by the driver's range over the
+        # file's streams instead: their stored ranges, else the interquartile range of the column here.
+        flat = (lo == 0) & (hi == 0)
+        if flat.any():
+            if known.any():
+                lo[flat], hi[flat] = lo[known].min(), hi[known].max()
+            else:
+                column = values[finite]
+                k = [(len(column) - 1) // 4, (3 * (len(column) - 1)) // 4]
+                lo[flat], hi[flat] = np.partition(column, k)[k]
+                del column
+        low, high = range_bounds(lo, hi, factor)
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(finite & ((values < low[c]) | (values > high[c])))
+        if not len(bad):
+            continue
+        streams = sorted(set(text_keys[c[bad]].tolist()))
+        n = len(bad)
+        what = (f"{n:,} value{'s' if n != 1 else ''} of driver {col!r} lying more than value_range_factor="
+                f"{factor:g} times the scale outside the stream's recent range of the driver"
+                + (" (the driver's over the file's streams where the stream's own is all 0)" if flat[c[bad]].any()
+                   else "")
+                + f", in stream{'s' if len(streams) != 1 else ''} {_fmt_list([repr(s) for s in streams])}: "
+                f"{v.where(idx[bad])}")
+        examples = [v.example(idx[p], str(text_keys[c[p]]), f"{col}={values[p]:g}, range {lo[c[p]]:g} to "
+                              f"{hi[c[p]]:g}" + (" (the driver's over the file's streams: the stream's own is all 0)"
+                                                 if flat[c[p]] else "")) for p in bad[:_MAX_EXAMPLES]]
+        if v.drop:
+            v.add("driver-out-of-range", "dropped",
+                  f"dropped {what}; {'that value was' if n == 1 else 'those values were'} not stored (a value "
+                  f"stored before stays in force), the row{'s' if n != 1 else ''} kept (y and the other values "
+                  "stored)", streams=streams, n_rows=n, examples=examples,
+                  column=str(col), positions=idx[bad])
+        else:
+            v.add("driver-out-of-range", "error", what, streams=streams, n_rows=n, examples=examples,
+                  column=str(col), positions=idx[bad])
+        values[bad] = np.nan
+        frame[col] = values  # float: an integer column cannot hold the missing value
 
 
 # --------------------------------------------------------------------------------------------------------

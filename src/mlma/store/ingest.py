@@ -8,11 +8,12 @@ goes through:
    ``[data] freq`` / ``tick`` in mlma.toml) and never changed after. A file whose frequency differs is
    refused whole, naming the streams and what they look like; nothing is written.
 3. The rows are validated (:func:`mlma.data.validate`) with a :class:`~mlma.data.FleetContext`: the
-   project's newest data and each stream's recent range of values, checked with
-   :class:`~mlma.data.IngestLimits`. With ``on_bad_rows="drop"`` (the default) bad rows are rejected and
-   the good ones kept; with ``"raise"`` (``mlma ingest --strict``) one bad row rejects the file.
+   project's newest data and each stream's recent range of values, and of each of its drivers' observed
+   values, checked with :class:`~mlma.data.IngestLimits`. With ``on_bad_rows="drop"`` (the default) bad rows
+   are rejected and the good ones kept, and a driver value out of range is dropped from its row, which is kept
+   (``driver-out-of-range``); with ``"raise"`` (``mlma ingest --strict``) one bad row or value rejects the file.
 4. Every rejected row is listed in a CSV file (``rejects=``): its line, stream, raw values, the finding's
-   code and column, and why.
+   code and column, and why; so is every row whose driver value was dropped, its value in the reason.
 5. The good rows are upserted in one transaction, together with the clock if this ingest fixed it, and
    their further numeric columns as observed driver values (:mod:`mlma.store.drivers`).
 
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mlma.store.drivers import driver_columns
 from mlma.store.records import Clock, IngestReport  # noqa: F401 - IngestReport is what ingest_checked returns
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -117,12 +119,17 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
     verbatim = frozenset(padded[store.stream_ids(padded, create=False) >= 0]) if len(padded) else frozenset()
     uids = np.unique(stream_id_text(raw_ids, verbatim).to_numpy(dtype=object)) if len(raw_ids) else raw_ids
     ranges = store.value_ranges(uids, since=since)[["lo", "hi"]] if len(uids) else None
+    # The file's observed driver values are checked against the same recent window of stored ones (not read at
+    # all when the check is off or the file has no driver column).
+    names = driver_columns(raw)
+    driver_ranges = (store.driver_ranges(uids, names, since=since)[["lo", "hi"]]
+                     if len(uids) and names and limits.value_range_factor > 0 else None)
     n_known = len(store.streams()) if front is not None else 0
     kept_from = store.kept_from()
     zones = store.time_zones()
     context = FleetContext(freq=frequency, tick=tick_alias, front=front, ranges=ranges, limits=limits,
-                           clock_note=note or "the project's clock", n_streams=n_known, kept_from=kept_from,
-                           verbatim_ids=verbatim, time_zones=zones)
+                           driver_ranges=driver_ranges, clock_note=note or "the project's clock", n_streams=n_known,
+                           kept_from=kept_from, verbatim_ids=verbatim, time_zones=zones)
 
     def check(ctx):
         try:
@@ -145,8 +152,8 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
                               else "mlma.toml")
             # Now that the clock is known, the rows are checked against its grid and its reach too.
             context = FleetContext(freq=inferred, tick=tick_alias, front=front, ranges=ranges, limits=limits,
-                                   clock_note=f"fixed by this ingest of {name}", n_streams=n_known,
-                                   kept_from=kept_from, verbatim_ids=verbatim, time_zones=zones)
+                                   driver_ranges=driver_ranges, clock_note=f"fixed by this ingest of {name}",
+                                   n_streams=n_known, kept_from=kept_from, verbatim_ids=verbatim, time_zones=zones)
             del checked
             checked = check(context)
     similar = _ids_like_stored(store, checked.frame)
@@ -256,9 +263,15 @@ _REASON_COLUMNS = ["line", "code", "column", "unique_id", "ds", "y", "reason"]
 NOT_LISTED = frozenset({"before-kept"})
 
 
+#: Findings that drop one value of a row, not the row: the rejects file lists the row with that value.
+VALUE_LEVEL = frozenset({"driver-out-of-range"})
+
+
 def _write_rejects(path, raw: pd.DataFrame, report) -> Path | None:
     """List every row a finding rejected (dropped, or an error naming rows) in a CSV file; its path or None.
-    Rows older than the data the project keeps (:data:`NOT_LISTED`) are counted in the report, not listed."""
+    Rows older than the data the project keeps (:data:`NOT_LISTED`) are counted in the report, not listed. A row
+    whose driver value alone was dropped (:data:`VALUE_LEVEL`) is listed too, the column naming the driver and
+    the reason starting with its value as read (``promo=1000.0: dropped 1 value ...``)."""
     if path is None or report is None:
         return None
     bad = [f for f in report.findings
@@ -274,9 +287,13 @@ def _write_rejects(path, raw: pd.DataFrame, report) -> Path | None:
         # As read, each value as its own text: a column of midnights would lose its time of day in to_csv.
         column = {name: (sub[name].map(_as_read).to_numpy() if name in sub.columns else None)
                   for name in ("unique_id", "ds", "y")}
+        reason = f.message if len(f.message) < 300 else f.message[:297] + "..."
+        if f.code in VALUE_LEVEL and f.column in sub.columns:
+            # The row is kept and only this value dropped: the reason starts with the value, which the row's
+            # unique_id, ds and y do not show.
+            reason = (f.column + "=" + sub[f.column].map(_as_read).fillna("") + ": " + reason).to_numpy()
         frames.append(pd.DataFrame({"line": numbers[present], "code": f.code, "column": f.column or "", **column,
-                                    "reason": f.message if len(f.message) < 300 else f.message[:297] + "..."},
-                                   columns=_REASON_COLUMNS))
+                                    "reason": reason}, columns=_REASON_COLUMNS))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

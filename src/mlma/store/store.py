@@ -175,9 +175,10 @@ def refuse_missing_file(url: str) -> None:
                           "a backup", url=shown, current=None, expected=migrate.SCHEMA_REVISION)
 
 
-#: Why an ingest drops rows that may pass when the same file comes again: a limit raised in mlma.toml
-#: (out-of-range), the fleet's data moving on (ahead-of-fleet), time passing (future-timestamp).
-RECHECKED = frozenset({"out-of-range", "ahead-of-fleet", "future-timestamp"})
+#: Why an ingest drops rows (or driver values) that may pass when the same file comes again: a limit raised in
+#: mlma.toml (out-of-range, driver-out-of-range), the fleet's data moving on (ahead-of-fleet), time passing
+#: (future-timestamp).
+RECHECKED = frozenset({"out-of-range", "driver-out-of-range", "ahead-of-fleet", "future-timestamp"})
 
 
 def _may_pass_now(findings: Sequence[Mapping] | None) -> bool:
@@ -1336,6 +1337,41 @@ class Store:
             return empty
         frame = pd.DataFrame(rows, columns=["unique_id", "lo", "hi", "n"]).set_index("unique_id")
         return frame.astype({"lo": np.float64, "hi": np.float64, "n": np.int64})
+
+    def driver_ranges(self, unique_ids: Sequence[str], names: Sequence[str], *, since: Any = None) -> pd.DataFrame:
+        """Per stream and driver (index ``unique_id, name``): ``lo``, ``hi`` and ``n``, the min, max and count of
+        its stored observed driver values with ``ds >= since`` (values known in advance are left out: they are not
+        checked when they come); pairs without such values are left out. One set-based query, as
+        :meth:`value_ranges` for ``y``: the range an ingest checks a file's observed driver values against.
+
+        Every observed value stored counts, a corrected one's earlier value too: keeping only the newest of each
+        ``(stream, ds, driver)`` took a lookup per value, which doubled the query (+1 s on SQLite, +1.8 s on
+        PostgreSQL for 5,000 hourly streams with 2 drivers), for a range wider only until that value leaves the
+        window."""
+        uids = np.unique(np.asarray(pd.Series(unique_ids, dtype=object).astype(str), dtype=object))
+        names = sorted({str(n) for n in names})
+        empty = pd.DataFrame({"lo": [], "hi": [], "n": []},
+                             index=pd.MultiIndex.from_arrays([[], []], names=["unique_id", "name"]))
+        if len(uids) == 0 or not names:
+            return empty
+        d, st_ = S.driver_values, S.streams
+        with self._read() as conn, bulk.staged(conn, "mlma_stage_driver_range", {"unique_id": "text"},
+                                              {"unique_id": uids}, key=("unique_id",)) as st:
+            ids = sa.select(st_.c.id).select_from(st.join(st_, st_.c.unique_id == st.c.unique_id))
+            where = [d.c.stream_id.in_(ids), d.c.name.in_(names), d.c.observed == sa.true()]
+            if since is not None:
+                where.append(d.c.ds >= _timestamp(since, "since").to_pydatetime())
+            # Grouped by stream id before the ids are joined: grouped by the ids' text after the join, the same
+            # query took three times as long on SQLite.
+            agg = (sa.select(d.c.stream_id, d.c.name, sa.func.min(d.c.value).label("lo"),
+                             sa.func.max(d.c.value).label("hi"), sa.func.count().label("n"))
+                   .where(*where).group_by(d.c.stream_id, d.c.name).subquery())
+            rows = conn.execute(sa.select(st_.c.unique_id, agg.c.name, agg.c.lo, agg.c.hi, agg.c.n)
+                                .select_from(agg.join(st_, st_.c.id == agg.c.stream_id))).all()
+        if not rows:
+            return empty
+        frame = pd.DataFrame(rows, columns=["unique_id", "name", "lo", "hi", "n"]).set_index(["unique_id", "name"])
+        return frame.astype({"lo": np.float64, "hi": np.float64, "n": np.int64}).sort_index()
 
     def ingest_file(self, data, *, source: str | None = None, freq=None, tick=None, on_bad_rows: str = "drop",
                     limits=None, rejects: str | os.PathLike | None = None, **read_options) -> IngestReport:
