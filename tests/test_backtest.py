@@ -386,3 +386,44 @@ def test_one_policy_written_two_ways_runs_once_under_its_first_name():
                             model="seasonal-naive", initial_ticks=4, frontier=False, bootstrap=0)
     result = run_backtest(frame, config)
     assert [row["policy"] for row in result.summary] == ["periodic:3", "never", "page-hinkley:threshold=20"]
+
+
+def test_a_backtest_whose_cluster_is_lost_connects_again_or_stops_naming_it(monkeypatch):
+    """A Dask scheduler lost mid-run closes the client, and every later fit failed: the run went on to its end
+    with most fits failed and exited 0. At the next tick it makes a new executor (the cluster may be back) or
+    stops, naming the tick and the executor."""
+    import mlma.backtest as backtest_module
+    from mlma.training import ExecutorUnavailableError, InlineExecutor
+
+    frame = hourly_frame(n_streams=3, days=12)
+    made, lost_at = [], 6
+
+    class Cluster(InlineExecutor):
+        """Takes work until the replay reaches tick ``lost_at``, as a client whose scheduler then went away."""
+
+    def make(spec):
+        if made:
+            raise ExecutorUnavailableError(f"cannot reach the Dask scheduler at {spec[len('dask://'):]} within 10 s")
+        made.append(Cluster())
+        return made[-1]
+
+    ticked = []
+    real_tick = backtest_module.Agent.tick
+    monkeypatch.setattr(backtest_module.Agent, "tick", lambda agent, k: (ticked.append(k), real_tick(agent, k))[1])
+    monkeypatch.setattr(backtest_module, "make_executor", make)
+    monkeypatch.setattr(backtest_module, "executor_usable",
+                        lambda executor: not (isinstance(executor, Cluster) and ticked and max(ticked) >= lost_at))
+    config = BacktestConfig(policies=["always"], model="seasonal-naive", initial_ticks=4, frontier=False,
+                            bootstrap=0, executor="dask://10.0.0.7:8786")
+    with pytest.raises(ValueError, match=r"tick 7: the executor 'dask://10.0.0.7:8786' can no longer take work "
+                                         r"\(its cluster was lost\) and no new one could be made: cannot reach the "
+                                         r"Dask scheduler at 10.0.0.7:8786"):
+        run_backtest(frame, config)
+    # A cluster that is back: a new client, and the run goes on to its end.
+    made.clear()
+    ticked.clear()
+    monkeypatch.setattr(backtest_module, "make_executor", lambda spec: (made.append(Cluster()), made[-1])[1])
+    monkeypatch.setattr(backtest_module, "executor_usable",
+                        lambda executor: executor is not made[0] or not ticked or max(ticked) < lost_at)
+    result = run_backtest(frame, config)
+    assert len(made) == 2 and result.summary[0]["fit_failures"] == 0

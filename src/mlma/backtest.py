@@ -36,7 +36,7 @@ from mlma.escalations import EscalationBook, queue_items
 from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext, fitting_train_window, make_forecaster, spec_name
 from mlma.policy import Policy, Verdict, make_policy
-from mlma.training import ModelService, make_executor, terminate_executor
+from mlma.training import ModelService, executor_usable, make_executor, terminate_executor
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +326,15 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         ticks = range(first_tick, fleet.n_ticks)
         with _progress(progress, len(ticks), config.title) as advance, threadpool_limits(limits=1):
             for k in ticks:
+                if owned and not executor_usable(executor):
+                    # A cluster whose scheduler was lost closes its client, and every later fit failed: a run went
+                    # on to its end with 54 of 60 fits failed, its table's MAE that of stale models, exit 0. A new
+                    # client, or a stop that names why.
+                    try:
+                        renew()
+                    except ValueError as exc:
+                        raise ValueError(f"tick {k}: the executor {config.executor!r} can no longer take work (its "
+                                         f"cluster was lost) and no new one could be made: {exc}") from None
                 missing = ~(np.isfinite(scale) & (scale > 0))
                 if missing.any():
                     since = max(0, k - window) if window else 0  # the live tick's training window
