@@ -931,3 +931,52 @@ def test_a_projects_first_file_judges_an_all_zero_flag_by_the_columns_interquart
     (found,) = checked.report.by_code("driver-out-of-range")
     assert found.unique_id == "a" and "promo=10000, range 0 to 1 (the driver's over" in found.examples[0]
     assert checked.frame["promo"].isna().sum() == 1 and len(checked.frame) == 96
+
+
+def test_a_file_sent_again_says_when_later_ingests_replaced_its_values_and_again_puts_them_in_force(tmp_path,
+                                                                                                    panel):
+    """Plan A, then plan B over the same hours, then plan A again to restore it: A was "already ingested;
+    nothing changed" and B stayed in force, said nowhere. Now the duplicate names the later ingests that cover
+    its times, and --again stores it, its values in force; the same for actuals, whose corrections it undoes."""
+    from typer.testing import CliRunner
+
+    from mlma.cli import app
+
+    root = make_project(tmp_path / "p")
+    history = tmp_path / "history.csv"
+    panel[panel["ds"] < "2025-03-05"].to_csv(history, index=False)
+    day = pd.Timestamp("2025-03-05")
+    plan_a = future_file(tmp_path / "plan_a.csv", panel, day, 1.0)
+    plan_b = future_file(tmp_path / "plan_b.csv", panel, day, 0.0)
+
+    def ingest(*args):
+        result = CliRunner().invoke(app, ["ingest", *map(str, args), "--project", str(root)])
+        assert result.exit_code == 0, result.output
+        return " ".join(result.output.split())
+
+    def promo_in_force():
+        with Store.open(load_config(root).store_url) as store:
+            return set(store.driver_values(["promo"], day, day + pd.Timedelta(days=1))["promo"])
+
+    ingest(history)
+    ingest("--future", plan_a)
+    assert "already ingested" in ingest("--future", plan_a) and "note:" not in ingest("--future", plan_a)
+    ingest("--future", plan_b)
+    said = ingest("--future", plan_a)
+    assert "plan_a.csv: already ingested (same content, ingest #2); nothing changed" in said, said
+    assert "note: ingest #3 since covers the same times" in said and "mlma ingest --again" in said, said
+    assert promo_in_force() == {0.0}
+    assert "96 future driver values for 4 streams" in ingest("--future", plan_a, "--again")
+    assert promo_in_force() == {1.0}
+    # Actuals: a day, its correction, the first version again on purpose.
+    first = panel[(panel["ds"] >= "2025-03-05") & (panel["ds"] < "2025-03-06")]
+    original, corrected = tmp_path / "day.csv", tmp_path / "day-corrected.csv"
+    first.to_csv(original, index=False)
+    first.assign(y=first["y"] + 1.0).to_csv(corrected, index=False)
+    ingest(original)
+    ingest(corrected)
+    assert "note: ingest #6 since covers the same times" in ingest(original)
+    assert "0 new, 96 revised" in ingest(original, "--again")
+    with Store.open(load_config(root).store_url) as store:
+        stored = store.observations(start="2025-03-05", end="2025-03-06")
+    assert np.allclose(np.sort(stored["y"].to_numpy()), np.sort(first["y"].to_numpy()))

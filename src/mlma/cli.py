@@ -570,11 +570,13 @@ def ingest(
     future: bool = typer.Option(False, "--future", help="The file holds driver values known in advance "
                                 "(unique_id, ds and driver columns, no target): a weather forecast, a campaign "
                                 "calendar. A newer file replaces older values for the same timestamps."),
+    again: bool = typer.Option(False, "--again", help="Store the file even if its content was ingested before: "
+                               "its values are in force again where later files replaced them."),
 ) -> None:
-    """Validate and store actuals. Idempotent: the same file twice changes nothing; corrected values replace
-    old ones and are recorded as revisions. Rows that break the project's boundary (docs/data.md) are rejected
-    and listed; exits 2 when the file is refused (nothing is written then). Further numeric columns are kept
-    as observed driver values. With --future, store driver values known in advance instead."""
+    """Validate and store actuals. Idempotent: the same file twice changes nothing (unless --again); corrected
+    values replace old ones and are recorded as revisions. Rows that break the project's boundary (docs/data.md)
+    are rejected and listed; exits 2 when the file is refused (nothing is written then). Further numeric columns
+    are kept as observed driver values. With --future, store driver values known in advance instead."""
     from mlma.data import DataError
     from mlma.store import Store, file_sha256
 
@@ -588,7 +590,7 @@ def ingest(
     if rejects is not None and rejects.is_dir():
         _fail(f"--rejects {rejects} is a folder; give the CSV file to write the rejected rows to")
     if future:
-        _ingest_future(config, data)
+        _ingest_future(config, data, again=again)
         return
     target = rejects or config.rejected_dir / f"{data.name}.{file_sha256(data)[:12]}.csv"
     try:
@@ -596,13 +598,14 @@ def ingest(
             report = store.ingest_file(data, freq=d.freq or None, tick=d.tick or None, id_col=d.id_col,
                                        time_col=d.time_col, target_col=d.target_col,
                                        on_bad_rows="raise" if strict else "drop", limits=config.ingest_limits(),
-                                       rejects=target)
+                                       rejects=target, again=again)
+            later = store.ingests_over(report.ingest_id) if report.duplicate else []
     except (DataError, ValueError, FileNotFoundError) as exc:
         named = isinstance(exc, DataError) and exc.column in (d.id_col, d.time_col, d.target_col)
         _fail(str(exc) + ("; a project reads its files' column names from id_col, time_col and target_col in the "
                           "[data] section of mlma.toml" if named and "missing column" in str(exc) else ""))
     if report.duplicate:
-        console.print(f"{data}: already ingested (same content); nothing changed")
+        _say_duplicate(data, report, later)
         return
     from mlma.store.records import driver_counts
 
@@ -673,18 +676,34 @@ def _print_findings(report, verbose: bool) -> None:
                           highlight=False)
 
 
-def _ingest_future(config, data: Path) -> None:
+def _say_duplicate(data: Path, report, later: list[int]) -> None:
+    """A file ingested before, as it is: nothing changed. When later ingests cover the same times, its values
+    may not be in force any more, which "nothing changed" alone hid (an earlier plan sent again to restore
+    it stayed replaced): say so, and how to send it again on purpose."""
+    console.print(f"{data}: already ingested (same content, ingest #{report.ingest_id}); nothing changed",
+                  highlight=False)
+    if later:
+        shown = ", ".join(f"#{i}" for i in later[:5]) + (f" and {len(later) - 5:,} more" if len(later) > 5 else "")
+        console.print(f"note: {'ingests' if len(later) != 1 else 'ingest'} {shown} since "
+                      f"{'cover' if len(later) != 1 else 'covers'} the same times; where "
+                      "they gave other values, theirs are in force, not this file's: `mlma ingest --again` stores "
+                      "it again, its values then in force", highlight=False)
+
+
+def _ingest_future(config, data: Path, *, again: bool = False) -> None:
     from mlma.data import DataError
     from mlma.store import Store
 
     d = config.data
     try:
         with Store.open(config.store_url) as store:
-            report = store.ingest_future(data, id_col=d.id_col, time_col=d.time_col, target_col=d.target_col)
+            report = store.ingest_future(data, id_col=d.id_col, time_col=d.time_col, target_col=d.target_col,
+                                         again=again)
+            later = store.ingests_over(report.ingest_id) if report.duplicate else []
     except (DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     if report.duplicate:
-        console.print(f"{data}: already ingested (same content); nothing changed")
+        _say_duplicate(data, report, later)
         return
     drivers = config.drivers()
     given = _columns_besides_keys(data, d)

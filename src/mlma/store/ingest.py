@@ -43,7 +43,8 @@ RANGE_TICKS = 7
 
 def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: str | None = None,
                    tick: str | None = None, on_bad_rows: str = "drop", limits=None,
-                   rejects: str | os.PathLike | None = None, read_options: dict | None = None) -> IngestReport:
+                   rejects: str | os.PathLike | None = None, read_options: dict | None = None,
+                   again: bool = False) -> IngestReport:
     """Check ``data`` (a CSV/Parquet path or a raw frame) against the project and store the good rows.
 
     Parameters
@@ -65,6 +66,9 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
         A CSV file to list every rejected row in (written only when a row was rejected).
     read_options
         ``id_col``, ``time_col``, ``target_col``, ``exog`` for :func:`mlma.data.read_frame`.
+    again
+        Store it even if the same content was ingested before (``mlma ingest --again``): its values are then in
+        force again where later ingests replaced them. Otherwise the same content is a no-op.
 
     Raises
     ------
@@ -73,13 +77,15 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
         ``on_bad_rows="raise"``); the message says so and that nothing was written.
     """
     from mlma.data import DataError, FleetContext, Frequency, IngestLimits, read_frame, stream_id_text, validate
-    from mlma.store.store import file_sha256
+    from mlma.store.store import again_key, file_sha256
 
     limits = limits if limits is not None else IngestLimits()
     read_options = dict(read_options or {})
     is_path = isinstance(data, (str, os.PathLike))
     sha = file_sha256(data) if is_path else None
-    if sha is not None:
+    if again:  # recorded under a key of its own: no earlier ingest is its duplicate
+        sha = again_key(sha)
+    elif sha is not None:
         seen = store._ingest_by_hash(sha, actuals=True)
         if seen is not None:
             return seen

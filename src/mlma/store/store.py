@@ -181,6 +181,16 @@ def refuse_missing_file(url: str) -> None:
 RECHECKED = frozenset({"out-of-range", "driver-out-of-range", "ahead-of-fleet", "future-timestamp"})
 
 
+def again_key(sha: str | None) -> str:
+    """The key an ingest sent again on purpose (``mlma ingest --again``) is recorded under: its own, so that no
+    earlier ingest of the same content (``ingests.content_sha256`` is unique) makes it a duplicate.
+
+    >>> len(again_key("ab" * 32)), again_key("ab" * 32) != again_key("ab" * 32)
+    (64, True)
+    """
+    return hashlib.sha256(f"{sha or 'frame'}\x1fsent again\x1f{uuid.uuid4().hex}".encode()).hexdigest()
+
+
 def _may_pass_now(findings: Sequence[Mapping] | None) -> bool:
     """Whether an ingest's findings (as stored) dropped rows that may pass later (:data:`RECHECKED`)."""
     return any(f.get("severity") == "dropped" and f.get("code") in RECHECKED for f in findings or ())
@@ -909,11 +919,13 @@ class Store:
                 raise
             return seen
 
-    def ingest_future(self, data, *, source: str | None = None, **read_options) -> IngestReport:
+    def ingest_future(self, data, *, source: str | None = None, again: bool = False,
+                      **read_options) -> IngestReport:
         """Store driver values known in advance (a weather forecast, a campaign calendar): ``mlma ingest
         --future``. ``data`` is a CSV/Parquet path or a frame with ``unique_id``, ``ds`` and driver columns
         (checked by :func:`mlma.data.read_future_drivers`); a newer ingest's values replace older ones for the
-        same timestamps, and the older ones stay on record. Idempotent per content hash."""
+        same timestamps, and the older ones stay on record. Idempotent per content hash, unless ``again``
+        (``mlma ingest --future --again``: an earlier plan sent again to be in force again)."""
         from mlma.data import id_text, read_future_drivers
 
         # Ids the store holds as written (spaces around them, decomposed letters: stored before ids were
@@ -929,13 +941,24 @@ class Store:
             label = source or "future drivers"
         else:
             sha = file_sha256(data)
-            seen = self._ingest_by_hash(sha)
+            seen = None if again else self._ingest_by_hash(sha)
             if seen is not None:
                 return seen
             frame = read_future_drivers(data, **read_options)
             label = source or Path(data).name
         drivers.check_future_times(frame, self.clock(), label)
-        return drivers.ingest_future(self, frame, label, sha)
+        return drivers.ingest_future(self, frame, label, again_key(sha) if again else sha)
+
+    def ingests_over(self, ingest_id: int) -> list[int]:
+        """The ingests after ``ingest_id`` whose data times overlap its own (``first_ds`` to ``last_ds``): where
+        they gave other values for the same stream and time, theirs are in force, not its. What a duplicate's
+        report adds (``mlma ingest`` of content ingested before: nothing changes, unless ``--again``)."""
+        i, later = S.ingests, S.ingests.alias("later")
+        with self._read() as conn:
+            rows = conn.execute(sa.select(later.c.id).select_from(later.join(i, i.c.id == int(ingest_id))).where(
+                later.c.id > i.c.id, later.c.first_ds <= i.c.last_ds, later.c.last_ds >= i.c.first_ds)
+                .order_by(later.c.id)).all()
+        return [int(r.id) for r in rows]
 
     def time_zones(self) -> str | None:
         """How this project's actuals come: the kind of its latest checked ingest of actuals (one whose record
@@ -1374,19 +1397,21 @@ class Store:
         return frame.astype({"lo": np.float64, "hi": np.float64, "n": np.int64}).sort_index()
 
     def ingest_file(self, data, *, source: str | None = None, freq=None, tick=None, on_bad_rows: str = "drop",
-                    limits=None, rejects: str | os.PathLike | None = None, **read_options) -> IngestReport:
+                    limits=None, rejects: str | os.PathLike | None = None, again: bool = False,
+                    **read_options) -> IngestReport:
         """Read, check and store an untrusted CSV or Parquet file (or a raw frame): the validation boundary.
 
         The rows are validated (:func:`mlma.data.validate`) and checked against what the project holds: its
         clock (fixed by the first ingest that can tell the frequency; a file of another frequency is refused
         whole), its newest data, each stream's recent range of values, and ``limits``
         (:class:`mlma.data.IngestLimits`). See :func:`mlma.store.ingest.ingest_checked` for the details.
-        A file's sha256 is its content hash, checked before it is parsed: the same file twice is a no-op.
+        A file's sha256 is its content hash, checked before it is parsed: the same file twice is a no-op, unless
+        ``again`` (``mlma ingest --again``).
         """
         from mlma.store.ingest import ingest_checked
 
         return ingest_checked(self, data, source=source, freq=freq, tick=tick, on_bad_rows=on_bad_rows,
-                              limits=limits, rejects=rejects, read_options=read_options)
+                              limits=limits, rejects=rejects, read_options=read_options, again=again)
 
     # -- ticks ------------------------------------------------------------------------------------------
     def begin_tick(self, tick: int, *, start: Any = None, end: Any = None, agent_id: str | None = None,
