@@ -823,7 +823,9 @@ def test_an_observed_driver_value_far_outside_its_range_is_dropped_and_its_row_k
         again = day.assign(promo=day["promo"].where(~at, 1.0))
         again.loc[(again["unique_id"] == "s3") & (again["ds"] == "2025-03-10 11:00"), "promo"] = -1e300
         report = store.ingest_file(again, source="day again")
-        assert report.validation.by_code("driver-out-of-range")[0].examples[0].endswith("promo=-1e+300, range 0 to 1)")
+        # The range is the driver's over the file's streams: s2's 50, stored above, is part of it now.
+        (typo,) = report.validation.by_code("driver-out-of-range")
+        assert typo.examples[0].endswith("promo=-1e+300, range 0 to 50 (the driver's over the file's streams))")
         assert len(before) == 1 and _promo_at(store, "s3", "2025-03-10 11:00") == before
         assert _promo_at(store, "s3", "2025-03-10 10:00") == [1.0]             # the corrected value is stored
         # Sent again once the factor is raised (a real change of scale), the file is checked again, not a
@@ -912,8 +914,7 @@ def test_a_flag_without_an_event_in_the_window_is_judged_by_the_drivers_range_ov
         report = store.ingest_file(_csv_of(day, tmp_path / "day.csv"))
         (found,) = report.validation.by_code("driver-out-of-range")
         assert found.streams == ("s3", "s9") and found.n_rows == 2 and report.rows_new == len(day)
-        assert found.examples[0].endswith("promo=1000, range 0 to 1 (the driver's over the file's streams: the "
-                                          "stream's own is all 0))")
+        assert found.examples[0].endswith("promo=1000, range 0 to 1 (the driver's over the file's streams))")
         assert _promo_at(store, "s3", "2025-03-10 10:00") == [] and _promo_at(store, "s9", "2025-03-10 10:00") == []
         assert _promo_at(store, "s3", "2025-03-10 21:00") == [1.0]
 
@@ -980,3 +981,30 @@ def test_a_file_sent_again_says_when_later_ingests_replaced_its_values_and_again
     with Store.open(load_config(root).store_url) as store:
         stored = store.observations(start="2025-03-05", end="2025-03-06")
     assert np.allclose(np.sort(stored["y"].to_numpy()), np.sort(first["y"].to_numpy()))
+
+
+def test_a_storm_in_a_stream_whose_own_window_was_dry_is_kept_when_the_fleet_saw_rain(store_url):
+    """Rain is zero most hours: a stream whose window held one drizzle of 0.1 mm has a range whose scale caps it
+    near 10 mm, so a storm of 15 and 22 mm there was dropped as a typo, the very shock the driver explains.
+    The range is the driver's over the file's streams: another stream's 20 mm last week makes room for it,
+    while a typed 5,000 mm is still dropped."""
+    ds = pd.date_range("2025-03-01", periods=24 * 7, freq="h")
+    dry = np.zeros(len(ds))
+    dry[30] = 0.1
+    wet = np.zeros(len(ds))
+    wet[60:64] = [3.0, 12.0, 20.0, 5.0]
+    history = pd.concat([pd.DataFrame({"unique_id": "dry", "ds": ds, "y": 5.0, "rain": dry}),
+                         pd.DataFrame({"unique_id": "wet", "ds": ds, "y": 5.0, "rain": wet})], ignore_index=True)
+    day = ds[-1] + pd.Timedelta("1h") * np.arange(1, 25)
+    storm = np.zeros(24)
+    storm[5:8] = [4.0, 15.0, 22.0]
+    storm[12] = 5000.0
+    file = pd.concat([pd.DataFrame({"unique_id": "dry", "ds": day, "y": 5.0, "rain": storm}),
+                      pd.DataFrame({"unique_id": "wet", "ds": day, "y": 5.0, "rain": 0.0})], ignore_index=True)
+    with Store.create(store_url) as store:
+        store.ingest_file(history, source="history")
+        report = store.ingest_file(file, source="storm")
+        (found,) = report.validation.by_code("driver-out-of-range")
+        assert found.n_rows == 1 and "rain=5000, range 0 to 20" in found.examples[0], found.examples
+        kept = store.driver_values(["rain"], day[0])
+        assert sorted(kept["rain"])[-3:] == [4.0, 15.0, 22.0]

@@ -1849,9 +1849,9 @@ class IngestLimits:
         120 accepts -12,000 to 12,120 with the default 100: real surges pass, unit errors and overflowing
         values do not. Streams whose range is all zeros are not checked this way. 0: off.
         The file's observed driver values (its numeric columns besides ``y``) are checked by the same rule,
-        each against its stream's and driver's range (``FleetContext.driver_ranges``, else the interquartile
-        range of that stream's values of the driver in this file; where that is all 0, the driver's range over
-        the file's streams): a value outside is dropped, not stored, and its row is kept
+        each against the driver's recent range over the file's streams (the union of their stored ranges,
+        ``FleetContext.driver_ranges``, else of the interquartile ranges of their values of the driver in this
+        file): a value outside is dropped, not stored, and its row is kept
         (``driver-out-of-range``), since one typed ``promo=1000`` in a 0/1 flag moved the stream's forecasts by
         40 % and widened the range a forecast's future values are checked against.
     max_abs_value
@@ -2171,12 +2171,16 @@ def _check_value_range(v: _Validator, context: FleetContext, idx: np.ndarray, c:
 
 def _check_driver_ranges(v: _Validator, context: FleetContext, frame: pd.DataFrame, idx: np.ndarray,
                          c: np.ndarray, keys: pd.Index) -> None:
-    """Observed driver values far outside their stream's and driver's range (the rule of ``y``,
-    :class:`IngestLimits`): set missing in ``frame`` (rows aligned with ``idx``/``c``, sorted by stream), so that
-    they are not stored, and reported per driver (``driver-out-of-range``); their rows are kept. The range is
-    the stored recent one (``context.driver_ranges``), else the interquartile range of the stream's values of
-    the driver in this file, as for ``y``; where that is all 0 (no scale), the driver's range over the file's
-    streams."""
+    """Observed driver values far outside the driver's recent range (the rule of ``y``, :class:`IngestLimits`):
+    set missing in ``frame`` (rows aligned with ``idx``/``c``, sorted by stream), so that they are not stored,
+    and reported per driver (``driver-out-of-range``); their rows are kept.
+
+    The range is the driver's over the file's streams: the union of each stream's stored recent range
+    (``context.driver_ranges``), or, for a stream without one, of the interquartile range of its values in this
+    file; where that union is all 0, the column's interquartile range in this file. Over the streams, not per
+    stream as for ``y``: a driver is one quantity in one unit for the fleet, and a stream's own window is often
+    flat or nearly (a 0/1 flag without a promotion; a dry week's 0.1 mm of rain), against which a real event
+    (a storm of 20 mm) would be dropped where a typed ``promo=1000`` should be."""
     factor = context.limits.value_range_factor
     if not factor or not len(idx):
         return
@@ -2198,8 +2202,8 @@ def _check_driver_ranges(v: _Validator, context: FleetContext, frame: pd.DataFra
             known = held["lo"].notna().to_numpy()
             lo[known] = held["lo"].to_numpy(dtype=np.float64)[known]
             hi[known] = held["hi"].to_numpy(dtype=np.float64)[known]
-        # Streams without a stored range: the interquartile range of their values here, only computed for them
-        # (a daily file of known streams sorts nothing), in blocks of whole streams (bounded temporaries).
+        # Streams without a stored range: the interquartile range of their values here (robust: the typo among
+        # them cannot widen it), only computed for them, in blocks of whole streams (bounded temporaries).
         fresh = finite & ~known[c]
         for a, b in _stream_blocks(c) if fresh.any() else ():
             vf, cf = values[a:b][fresh[a:b]], c[a:b][fresh[a:b]]
@@ -2211,35 +2215,25 @@ def _check_driver_ranges(v: _Validator, context: FleetContext, frame: pd.DataFra
             counts = np.diff(np.r_[starts, len(cs)])
             lo[cs[starts]] = vf[order[starts + (counts - 1) // 4]]
             hi[cs[starts]] = vf[order[starts + (3 * (counts - 1)) // 4]]
-        # A stream whose range is all 0 has no scale: for y (a stream starting up) any value may come, but a
-        # driver is one column of one unit for every stream, and a 0/1 flag without an event in the window (the
-        # usual case) let a typed promo=1000 through. Such a stream is judged by the driver's range over the
-        # file's streams instead: their stored ranges, else the interquartile range of the column here.
-        flat = (lo == 0) & (hi == 0)
-        if flat.any():
-            if known.any():
-                lo[flat], hi[flat] = lo[known].min(), hi[known].max()
-            else:
-                column = values[finite]
-                k = [(len(column) - 1) // 4, (3 * (len(column) - 1)) // 4]
-                lo[flat], hi[flat] = np.partition(column, k)[k]
-                del column
-        low, high = range_bounds(lo, hi, factor)
+        low_value, high_value = np.nanmin(lo), np.nanmax(hi)
+        if low_value == 0 and high_value == 0:  # every stream flat at 0: the column's spread in this file
+            column = values[finite]
+            k = [(len(column) - 1) // 4, (3 * (len(column) - 1)) // 4]
+            low_value, high_value = np.partition(column, k)[k]
+            del column
+        (low,), (high,) = range_bounds([low_value], [high_value], factor)
         with np.errstate(invalid="ignore"):
-            bad = np.flatnonzero(finite & ((values < low[c]) | (values > high[c])))
+            bad = np.flatnonzero(finite & ((values < low) | (values > high)))
         if not len(bad):
             continue
         streams = sorted(set(text_keys[c[bad]].tolist()))
         n = len(bad)
         what = (f"{n:,} value{'s' if n != 1 else ''} of driver {col!r} lying more than value_range_factor="
-                f"{factor:g} times the scale outside the stream's recent range of the driver"
-                + (" (the driver's over the file's streams where the stream's own is all 0)" if flat[c[bad]].any()
-                   else "")
-                + f", in stream{'s' if len(streams) != 1 else ''} {_fmt_list([repr(s) for s in streams])}: "
-                f"{v.where(idx[bad])}")
-        examples = [v.example(idx[p], str(text_keys[c[p]]), f"{col}={values[p]:g}, range {lo[c[p]]:g} to "
-                              f"{hi[c[p]]:g}" + (" (the driver's over the file's streams: the stream's own is all 0)"
-                                                 if flat[c[p]] else "")) for p in bad[:_MAX_EXAMPLES]]
+                f"{factor:g} times the scale outside the driver's recent range over the file's streams "
+                f"({low_value:g} to {high_value:g}), in stream{'s' if len(streams) != 1 else ''} "
+                f"{_fmt_list([repr(s) for s in streams])}: {v.where(idx[bad])}")
+        examples = [v.example(idx[p], str(text_keys[c[p]]), f"{col}={values[p]:g}, range {low_value:g} to "
+                              f"{high_value:g} (the driver's over the file's streams)") for p in bad[:_MAX_EXAMPLES]]
         if v.drop:
             v.add("driver-out-of-range", "dropped",
                   f"dropped {what}; {'that value was' if n == 1 else 'those values were'} not stored (a value "
