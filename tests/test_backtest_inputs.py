@@ -231,3 +231,18 @@ def test_a_users_streams_table_beside_the_data_groups_the_queue(tmp_path):
     assert result.exit_code == 0, result.output
     config = json.loads((tmp_path / "out" / "summary.json").read_text())["config"]
     assert config["queue_group_by"] == "region" and config["queue_grouped_streams"] == 3
+
+
+def test_abnormal_periods_in_mixed_formats_are_read_each_on_its_own(tmp_path, data_file):
+    """Whole days above times, offsets that change at summer time, a start with an offset beside an end without:
+    read cell by cell, as before the periods were checked (a column parsed at once took its format from its
+    first row and refused the file, or crashed on comparing zoned with naive times)."""
+    periods = tmp_path / "periods.csv"
+    periods.write_text("unique_id,start,end\n"
+                       "s0,2025-03-03,2025-03-04\n"
+                       "s1,2025-03-05 06:00,2025-03-05 18:00\n"
+                       "s0,2025-03-06 01:00+01:00,2025-03-06 05:00+02:00\n"
+                       "s1,2025-03-07 00:00+00:00,2025-03-07 06:00\n")
+    result = backtest("--data", data_file, "--abnormal", periods, "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "summary.json").exists()

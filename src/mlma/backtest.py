@@ -575,8 +575,11 @@ def _checked_abnormal(periods: pd.DataFrame | None, ids) -> pd.DataFrame | None:
     if missing:
         raise ValueError(f"{source}: no column {missing[0]!r}; an abnormal period has start, end and optionally "
                          f"unique_id (empty: every stream); columns: {', '.join(map(str, periods.columns))}")
-    start = pd.to_datetime(periods["start"], errors="coerce")
-    end = pd.to_datetime(periods["end"], errors="coerce")
+    # Each cell on its own, as FleetData.mark_abnormal reads them: a column parsed at once takes its format from
+    # its first row, and refused whole days beside times, offsets that change at summer time, or a start with an
+    # offset beside an end without.
+    start = pd.Series([_period_time(value) for value in periods["start"]], index=periods.index, dtype="datetime64[ns]")
+    end = pd.Series([_period_time(value) for value in periods["end"]], index=periods.index, dtype="datetime64[ns]")
     bad = (start.isna() | end.isna() | (end <= start)).to_numpy()
     if bad.any():
         row = int(bad.argmax())
@@ -596,6 +599,22 @@ def _checked_abnormal(periods: pd.DataFrame | None, ids) -> pd.DataFrame | None:
         log.warning("%s", not_in_data_message(source, "abnormal periods", sorted(unknown),
                                               int(named.isin(unknown).sum()), len(named), "they are ignored"))
     return periods.assign(unique_id=named.to_numpy())
+
+
+def _period_time(value) -> pd.Timestamp:
+    """One start or end of an abnormal period as a tz-naive time (one with an offset in UTC, as the data's
+    zoned timestamps are kept), or NaT when it is missing or no time.
+
+    >>> _period_time("2024-03-31 03:00+02:00"), _period_time("2024-03-01"), _period_time("soon")
+    (Timestamp('2024-03-31 01:00:00'), Timestamp('2024-03-01 00:00:00'), NaT)
+    """
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError):
+        return pd.NaT
+    if stamp is pd.NaT or pd.isna(stamp):
+        return pd.NaT
+    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
 
 
 def _warn_of_groups_not_in_data(groups: dict, attributes: pd.DataFrame | None, ids) -> None:
