@@ -937,8 +937,9 @@ def test_a_projects_first_file_judges_an_all_zero_flag_by_the_columns_interquart
 def test_a_file_sent_again_says_when_later_ingests_replaced_its_values_and_again_puts_them_in_force(tmp_path,
                                                                                                     panel):
     """Plan A, then plan B over the same hours, then plan A again to restore it: A was "already ingested;
-    nothing changed" and B stayed in force, said nowhere. Now the duplicate names the later ingests that cover
-    its times, and --again stores it, its values in force; the same for actuals, whose corrections it undoes."""
+    nothing changed" and B stayed in force, said nowhere. Now the duplicate names the later ingests that gave
+    other values for its streams and times, and --again stores it, its values in force; the same for actuals,
+    whose corrections it undoes."""
     from typer.testing import CliRunner
 
     from mlma.cli import app
@@ -965,10 +966,12 @@ def test_a_file_sent_again_says_when_later_ingests_replaced_its_values_and_again
     ingest("--future", plan_b)
     said = ingest("--future", plan_a)
     assert "plan_a.csv: already ingested (same content, ingest #2); nothing changed" in said, said
-    assert "note: ingest #3 since covers the same times" in said and "mlma ingest --again" in said, said
+    assert "note: ingest #3 since gave other values for some of its streams and times" in said, said
+    assert "mlma ingest --again" in said
     assert promo_in_force() == {0.0}
     assert "96 future driver values for 4 streams" in ingest("--future", plan_a, "--again")
     assert promo_in_force() == {1.0}
+    assert "note:" not in ingest("--future", plan_a)          # its values are in force again: nothing to say
     # Actuals: a day, its correction, the first version again on purpose.
     first = panel[(panel["ds"] >= "2025-03-05") & (panel["ds"] < "2025-03-06")]
     original, corrected = tmp_path / "day.csv", tmp_path / "day-corrected.csv"
@@ -976,10 +979,18 @@ def test_a_file_sent_again_says_when_later_ingests_replaced_its_values_and_again
     first.assign(y=first["y"] + 1.0).to_csv(corrected, index=False)
     ingest(original)
     ingest(corrected)
-    assert "note: ingest #6 since covers the same times" in ingest(original)
+    assert "note: ingest #6 since gave other values" in ingest(original)
     assert "0 new, 96 revised" in ingest(original, "--again")
+    # Sent again after its own --again, or after a file of other streams over the same hours: nothing to say.
+    assert "note:" not in ingest(original)
+    other = first[first["unique_id"] == "s0"].assign(unique_id="s0-new")
+    elsewhere = tmp_path / "elsewhere.csv"
+    other.to_csv(elsewhere, index=False)
+    ingest(elsewhere)
+    assert "already ingested" in ingest(original) and "note:" not in ingest(original)
     with Store.open(load_config(root).store_url) as store:
         stored = store.observations(start="2025-03-05", end="2025-03-06")
+    stored = stored[stored["unique_id"].isin(first["unique_id"])]
     assert np.allclose(np.sort(stored["y"].to_numpy()), np.sort(first["y"].to_numpy()))
 
 

@@ -599,7 +599,7 @@ def ingest(
                                        time_col=d.time_col, target_col=d.target_col,
                                        on_bad_rows="raise" if strict else "drop", limits=config.ingest_limits(),
                                        rejects=target, again=again)
-            later = store.ingests_over(report.ingest_id) if report.duplicate else []
+            later = store.ingests_replacing(report.ingest_id) if report.duplicate else []
     except (DataError, ValueError, FileNotFoundError) as exc:
         named = isinstance(exc, DataError) and exc.column in (d.id_col, d.time_col, d.target_col)
         _fail(str(exc) + ("; a project reads its files' column names from id_col, time_col and target_col in the "
@@ -677,17 +677,16 @@ def _print_findings(report, verbose: bool) -> None:
 
 
 def _say_duplicate(data: Path, report, later: list[int]) -> None:
-    """A file ingested before, as it is: nothing changed. When later ingests cover the same times, its values
-    may not be in force any more, which "nothing changed" alone hid (an earlier plan sent again to restore
-    it stayed replaced): say so, and how to send it again on purpose."""
+    """A file ingested before, as it is: nothing changed. When later ingests gave other values for some of its
+    streams and times, its values are not all in force, which "nothing changed" alone hid (an earlier plan sent
+    again to restore it stayed replaced): say so, and how to send it again on purpose."""
     console.print(f"{data}: already ingested (same content, ingest #{report.ingest_id}); nothing changed",
                   highlight=False)
     if later:
         shown = ", ".join(f"#{i}" for i in later[:5]) + (f" and {len(later) - 5:,} more" if len(later) > 5 else "")
-        console.print(f"note: {'ingests' if len(later) != 1 else 'ingest'} {shown} since "
-                      f"{'cover' if len(later) != 1 else 'covers'} the same times; where "
-                      "they gave other values, theirs are in force, not this file's: `mlma ingest --again` stores "
-                      "it again, its values then in force", highlight=False)
+        console.print(f"note: {'ingests' if len(later) != 1 else 'ingest'} {shown} since gave other values for some "
+                      "of its streams and times, which are in force, not this file's: `mlma ingest --again` "
+                      "stores it again, its values then in force", highlight=False)
 
 
 def _ingest_future(config, data: Path, *, again: bool = False) -> None:
@@ -699,7 +698,7 @@ def _ingest_future(config, data: Path, *, again: bool = False) -> None:
         with Store.open(config.store_url) as store:
             report = store.ingest_future(data, id_col=d.id_col, time_col=d.time_col, target_col=d.target_col,
                                          again=again)
-            later = store.ingests_over(report.ingest_id) if report.duplicate else []
+            later = store.ingests_replacing(report.ingest_id) if report.duplicate else []
     except (DataError, ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     if report.duplicate:

@@ -949,16 +949,38 @@ class Store:
         drivers.check_future_times(frame, self.clock(), label)
         return drivers.ingest_future(self, frame, label, again_key(sha) if again else sha)
 
-    def ingests_over(self, ingest_id: int) -> list[int]:
-        """The ingests after ``ingest_id`` whose data times overlap its own (``first_ds`` to ``last_ds``): where
-        they gave other values for the same stream and time, theirs are in force, not its. What a duplicate's
-        report adds (``mlma ingest`` of content ingested before: nothing changes, unless ``--again``)."""
-        i, later = S.ingests, S.ingests.alias("later")
+    def ingests_replacing(self, ingest_id: int) -> list[int]:
+        """The later ingests whose values are in force, in place of other ones of ``ingest_id``, for some of its
+        streams and times (``y``; a driver value, the newest given for that stream, time and driver). What a
+        duplicate's report adds (``mlma ingest`` of content ingested before: nothing changes, unless
+        ``--again``). Ingests of other streams over the same hours, and corrections undone since (the same
+        content sent again with ``--again``), are not among them."""
+        i, rev, obs, d = S.ingests, S.observation_revisions, S.observations, S.driver_values
+        newest = d.alias("newest")
         with self._read() as conn:
-            rows = conn.execute(sa.select(later.c.id).select_from(later.join(i, i.c.id == int(ingest_id))).where(
-                later.c.id > i.c.id, later.c.first_ds <= i.c.last_ds, later.c.last_ds >= i.c.first_ds)
-                .order_by(later.c.id)).all()
-        return [int(r.id) for r in rows]
+            span = conn.execute(sa.select(i.c.first_ds, i.c.last_ds).where(i.c.id == int(ingest_id))).first()
+            if span is None or span.first_ds is None:
+                return []
+            # Bounded by the ingest's span (the ds indexes): neither table is indexed by ingest.
+            y_replaced = (sa.select(obs.c.ingest_id.label("id"))
+                          .select_from(rev.join(obs, sa.and_(obs.c.stream_id == rev.c.stream_id,
+                                                             obs.c.ds == rev.c.ds)))
+                          .where(rev.c.ds >= span.first_ds, rev.c.ds <= span.last_ds,
+                                 rev.c.old_ingest_id == int(ingest_id), obs.c.y != rev.c.old_y,
+                                 obs.c.ingest_id != int(ingest_id)))
+            in_force = (sa.select(sa.func.max(newest.c.ingest_id))
+                        .where(newest.c.stream_id == d.c.stream_id, newest.c.ds == d.c.ds, newest.c.name == d.c.name)
+                        .correlate(d).scalar_subquery())
+            later = d.alias("later")
+            value_replaced = (sa.select(later.c.ingest_id.label("id"))
+                              .select_from(d.join(later, sa.and_(later.c.stream_id == d.c.stream_id,
+                                                                 later.c.ds == d.c.ds, later.c.name == d.c.name,
+                                                                 later.c.ingest_id == in_force)))
+                              .where(d.c.ds >= span.first_ds, d.c.ds <= span.last_ds,
+                                     d.c.ingest_id == int(ingest_id), later.c.ingest_id > d.c.ingest_id,
+                                     later.c.value != d.c.value))
+            rows = conn.execute(sa.union(y_replaced, value_replaced)).all()
+        return sorted({int(r.id) for r in rows})
 
     def time_zones(self) -> str | None:
         """How this project's actuals come: the kind of its latest checked ingest of actuals (one whose record
