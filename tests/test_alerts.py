@@ -622,11 +622,14 @@ def test_an_address_with_spaces_or_control_characters_is_refused_and_the_secret_
     echoed in full."""
     secret = "s3cr3tT0k3n"
     for url in (f"https://hooks.example.org/services/T0/{secret} xyz", f"https://hooks.example.org/{secret}\tx",
-                f"https://hooks.example.org/{secret}\n", f"https://hooks.example.org/{secret}\x00",
-                f"https://hooks.example.org/{secret}\u00a0"):
+                f"https://hooks.example.org/{secret}\nx", f"https://hooks.example.org/{secret}\x00",
+                f"https://hooks.example.org/{secret}\u00a0x"):
         message = config_error({"name": "ops", "url": url})
         assert message == ("mlma.toml: [[alerts.receivers]] #1 ('ops'): url must be an http:// or https:// address "
                            "without spaces or control characters (a tab or line break from a paste?)"), message
+    # Spaces around it (a paste) are dropped, as urllib drops them: that URL worked, and must go on working.
+    (around,) = parse_receivers([{"name": "ops", "url": f" https://hooks.example.org/{secret}\n"}])
+    assert around.url == f"https://hooks.example.org/{secret}"
     message = config_error({"name": "ops", "url_env": f"https://hooks.example.org/services/T0/{secret}"})
     assert "url_env must be the name of an environment variable" in message
     assert "'https://hooks.example.org/...'" in message and secret not in message

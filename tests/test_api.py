@@ -282,6 +282,23 @@ def test_unknown_stream_is_404(env):
     assert env.get("/api/streams/no-such-zone").status_code == 404
 
 
+def test_a_read_on_a_postgresql_store_that_refuses_writes_does_not_fail_on_the_tokens_use(postgres_server):
+    """A read-only PostgreSQL (a standby, default_transaction_read_only, a role that may not write) refused the
+    last-use write with an error other than a lock's: the token's first request each minute answered 500."""
+    with postgres_schema(postgres_server) as url:
+        with Store.create(url) as store:
+            _, plain = auth.create_token(store, "scraper", "viewer", by="user:test")
+        parsed = sa.make_url(url)
+        schema = parsed.query["options"].split("=", 1)[1]
+        read_only = parsed.update_query_dict({"options": f"-csearch_path={schema} "
+                                                         "-cdefault_transaction_read_only=on"})
+        with Store.open(read_only.render_as_string(hide_password=False)) as store:
+            client = TestClient(create_app(store), raise_server_exceptions=False)
+            for route in ("/api/me", "/api/fleet", "/metrics"):
+                answer = client.get(route, headers={"Authorization": f"Bearer {plain}"})
+                assert answer.status_code == 200, (route, answer.text)
+
+
 def test_an_unknown_query_parameter_is_refused_naming_it(env):
     """A misspelled filter was ignored: /api/streams?verdit=degraded answered every stream, which read as a
     filter that found them all. Every route refuses a parameter it does not take (as bodies refuse fields)."""

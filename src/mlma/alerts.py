@@ -205,7 +205,7 @@ class Receiver:
                                    f"variable that holds it); got url={_shown_url(self.url)!r}, "
                                    f"url_env={_shown_env(self.url_env)!r}")
         if self.url:
-            check_url(self.url, "url")
+            object.__setattr__(self, "url", check_url(self.url, "url"))  # spaces around it dropped
         if self.url_env and (not isinstance(self.url_env, str) or not _ENV_NAME.match(self.url_env)):
             if isinstance(self.url_env, str) and re.search(r"[:/@]", self.url_env):
                 # The URL itself where its variable's name belongs: its path is the secret, never echo it.
@@ -369,10 +369,10 @@ def _quotes_secret(exc: BaseException, url: str) -> bool:
 
 
 def check_url(url: Any, what: str) -> str:
-    """``url`` if it is an http(s) address with a host and a usable port, else an :class:`AlertConfigError`
-    naming ``what``.
+    """``url`` (without spaces around it) if it is an http(s) address with a host and a usable port, else an
+    :class:`AlertConfigError` naming ``what``.
 
-    >>> check_url("https://hooks.example.com/x", "url")
+    >>> check_url(" https://hooks.example.com/x ", "url")
     'https://hooks.example.com/x'
     >>> check_url("http://127.0.0.1:99999/hook", "url")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -381,8 +381,10 @@ def check_url(url: Any, what: str) -> str:
     """
     if not isinstance(url, str):
         raise AlertConfigError(f"{what} must be an http:// or https:// address, got {url!r}")
-    # A stray space or tab from a paste: urlsplit silently drops tabs and newlines, and http.client refuses
-    # the URL at every delivery with an error that quotes it whole. The URL is a secret: it is not echoed.
+    # Spaces around it (a paste into mlma.toml) are dropped, as urllib drops them. One inside it, or a control
+    # character: urlsplit silently drops tabs and newlines, and http.client refused the URL at every delivery
+    # with an error that quotes it whole. The URL is a secret: it is not echoed.
+    url = url.strip()
     if any(c.isspace() or unicodedata.category(c) == "Cc" for c in url):
         raise AlertConfigError(f"{what} must be an http:// or https:// address without spaces or control "
                                "characters (a tab or line break from a paste?)")
@@ -975,7 +977,7 @@ class Notifier:
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValueError(f"max_workers must be a whole number >= 1, got {max_workers!r}")
         if external_url is not None:
-            check_url(external_url, "external_url")
+            external_url = check_url(external_url, "external_url")
         self.store = store
         self._log = NotificationLog(store)
         self.receivers = receivers

@@ -92,14 +92,14 @@ def active_token(store, token_sha256: str) -> tuple[int, str, str] | None:
 
 def touch(store, token_id: int) -> bool:
     """Record that the token was used now, if that can be done at once: False (nothing written) on a
-    read-only store or while another writer holds the lock (a tick's commit), so that a read never waits for,
-    or fails on, this bookkeeping."""
+    read-only store, one the database refuses the write to, or while another writer holds the lock (a tick's
+    commit), so that a read never waits for, or fails on, this bookkeeping."""
     if store.read_only:
         return False
     try:
         with store._write_at_once() as conn:
             conn.execute(sa.update(S.api_tokens).where(S.api_tokens.c.id == int(token_id))
                          .values(last_used_at=store._now(conn)))
-    except sa.exc.OperationalError:  # SQLite's "database is locked", PostgreSQL's lock_timeout
-        return False
+    except sa.exc.DBAPIError:  # SQLite's "database is locked"; PostgreSQL's lock_timeout, a read-only transaction
+        return False           # (default_transaction_read_only, a standby) or a role that may not write
     return True
