@@ -481,3 +481,17 @@ def test_a_session_key_file_that_holds_no_key_is_refused_by_name(project, tmp_pa
             key_file.unlink()
         else:
             key_file.write_text(before)
+
+
+def test_the_session_key_is_made_on_a_file_system_without_hard_links(tmp_path, monkeypatch):
+    """Some network and FUSE mounts refuse hard links: the key is then created in place, as it was before."""
+    import errno
+
+    def no_links(*args, **kwargs):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    path = tmp_path / ".mlma" / "session-key"
+    key = auth.load_or_create_secret(path)
+    assert len(key) == 32 and auth.load_or_create_secret(path) == key
+    assert [p.name for p in path.parent.iterdir()] == ["session-key"] and path.stat().st_mode & 0o077 == 0

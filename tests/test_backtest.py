@@ -386,6 +386,12 @@ def test_one_policy_written_two_ways_runs_once_under_its_first_name():
                             model="seasonal-naive", initial_ticks=4, frontier=False, bootstrap=0)
     result = run_backtest(frame, config)
     assert [row["policy"] for row in result.summary] == ["periodic:3", "never", "page-hinkley:threshold=20"]
+    # Named alike but set otherwise from Python (policy_params): two policies, which the tables could not tell
+    # apart; refused, as all policies of the same name were before.
+    differ = BacktestConfig(policies=["ph", "page-hinkley"], policy_params={"ph": {"threshold": 5.0}},
+                            model="seasonal-naive", initial_ticks=4, frontier=False, bootstrap=0)
+    with pytest.raises(ValueError, match="'ph' and 'page-hinkley' are both named 'page-hinkley' but have different"):
+        run_backtest(frame, differ)
 
 
 def test_a_backtest_whose_cluster_is_lost_connects_again_or_stops_naming_it(monkeypatch):

@@ -286,13 +286,19 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         # none yet get theirs at the first tick with a season's worth of pairs, from what is known then (below).
         scale = fleet.scale_known_at(freq.season_length, first_tick - 1)
         policies: list[Policy] = []
+        given: list[str] = []  # the spec each policy was made from
         for spec in config.policies:
             policy = make_policy(spec, **config.policy_params.get(spec, {}))
-            same = next((p for p in policies if p.name == policy.name), None)
+            same = next((i for i, p in enumerate(policies) if p.name == policy.name), None)
             if same is not None:  # "periodic:every=3" of a sweep beside "periodic:3": one policy, run once
-                log.info("policy %r is %s, given already: run once", spec, same.name)
+                first = given[same]
+                if config.policy_params.get(first, {}) != config.policy_params.get(spec, {}):
+                    raise ValueError(f"policies {first!r} and {spec!r} are both named {policy.name!r} but have "
+                                     "different settings (policy_params): write the settings in the specs")
+                log.info("policy %r is %s, given already: run once", spec, policies[same].name)
                 continue
             policies.append(policy)
+            given.append(spec)
         names = [p.name for p in policies]
         requested = set(names)
         if config.frontier is not False:

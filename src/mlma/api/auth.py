@@ -279,6 +279,13 @@ def load_or_create_secret(path: str | os.PathLike) -> bytes:
             os.link(written, path)
         except FileExistsError:  # another server process made it first: use theirs
             return _read_secret(path)
+        except OSError:  # a file system without hard links (some network or FUSE mounts): create it in place
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                return _read_secret(path)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(key.hex() + "\n")
     finally:
         os.unlink(written)
     return key
