@@ -1156,17 +1156,7 @@ class Notifier:
                     del self._tails[key]
 
         def start(_=None) -> None:
-            try:
-                delivered = self._pools[note.receiver.name].submit(self._deliver_and_release, note)
-            except RuntimeError as exc:  # the pool shut down (the notifier closed) while the one before ran
-                with self._state:
-                    if self._inflight.get(key) is note:
-                        del self._inflight[key]
-                    if self._tails.get(key) is part:
-                        del self._tails[key]
-                part.set_exception(exc)  # not recorded: the next plan sends the group again
-                return
-            delivered.add_done_callback(finish)
+            self._pools[note.receiver.name].submit(self._deliver_and_release, note).add_done_callback(finish)
 
         if before is None:
             start()
