@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 import uuid
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -493,3 +494,138 @@ def test_a_scheduler_lost_before_the_fits_fails_them_named_and_the_forecasts_are
     assert service.failures[ModelKey(0, END_TICK - 1)].startswith("ClosedClientError: Client is closed")
     service._models.update(inline._models)  # the models serving before the cluster was lost
     np.testing.assert_allclose(service.predict_many(keys, END_TICK + 1), inline.predict_many(keys, END_TICK + 1))
+
+
+# -- one stream's hang or crash on the cluster: its chunk's other streams, and later tasks, are spared ------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _lost_workers_are_not_closed_while_restarting():
+    """A LocalCluster (a SpecCluster) closes the nanny of a worker that left ``lost-worker-timeout`` (15 s) before
+    if no worker of its name is there at that instant: a worker restarted by mlma (or by its nanny after a kill)
+    15 s after it last left was lost for good. Not so for ``dask worker`` processes; kept away from the tests."""
+    if distributed is None:
+        yield
+        return
+    import dask
+
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1h"}):
+        yield
+
+
+class DyingRidge(RidgeForecaster):
+    """Ridge whose fit of the stream with the highest mean ends its worker process (as the out-of-memory killer
+    or a crash in native code would); in a Dask worker only."""
+
+    def __init__(self, ctx: ForecastContext, die_above: float = np.inf, **options):
+        super().__init__(ctx, **options)
+        self.die_above = die_above
+
+    def fit(self, ds, y, X=None):
+        import multiprocessing
+
+        if np.nanmean(y) > self.die_above and multiprocessing.current_process().name != "MainProcess":
+            os._exit(9)
+        return super().fit(ds, y, X)
+
+
+def _busiest(fleet: FleetData, keys: list[ModelKey]) -> tuple[int, float]:
+    """The stream whose window has the highest mean, and a threshold only it is above."""
+    means = np.array([np.nanmean(fleet.history(k.stream, k.end_tick, 14).y) for k in keys])
+    top, second = np.sort(means)[-1], np.sort(means)[-2]
+    return int(np.argmax(means)), float(top + second) / 2
+
+
+@needs_dask
+def test_a_hung_fit_on_the_cluster_restarts_its_worker_and_costs_its_chunk_mates_once(cluster, fleet):
+    """A cancelled task keeps running on its worker: the scheduler saw the thread free and sent it the next
+    ticks' chunks and forecast shards, which timed out behind the hung fit, every tick. The worker is now
+    restarted (and named), and the streams of the hung chunk are suspects whose next fits run one per task:
+    the chunk's healthy streams fail once, told they may only have shared a chunk with a hung fit; then only the
+    culprit fails, fitted alone."""
+    keys, later = _keys(fleet), [ModelKey(s, END_TICK - 1) for s in range(fleet.n_streams)]
+    worst, threshold = _busiest(fleet, keys)
+    assert _busiest(fleet, later)[0] == worst and _busiest(fleet, later)[1] < threshold
+    with distributed.Client(cluster, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+        executor = DaskExecutor(client)
+        service = ModelService(fleet, HangingRidge, CTX, train_window_ticks=14, executor=executor, fit_timeout=2,
+                               model_params={"hang_above": threshold, "hang": 120.0})
+        restarted = (r"the Dask worker\(s\) tcp://\S+ at tcp://\S+ held tasks given up on after fit_timeout=2 s "
+                     r"\(a fit that hung, in this tick or an earlier one\); restarted them")
+        with pytest.warns(RuntimeWarning, match=restarted):
+            first = service.fit(keys, on_error="skip")
+        chunk = [k for k, f in zip(keys, first) if f is None]
+        assert len(chunk) == 4 and keys[worst] in chunk  # 8 streams on 2 threads: chunks of 4
+        for key in chunk:
+            assert "on Dask worker tcp://" in service.failures[key] and "(restarted)" in service.failures[key]
+            if key != keys[worst]:
+                assert "may only have shared its chunk of 4 streams with a fit that hung" in service.failures[key]
+        assert set(service.suspects) == {k.stream for k in chunk}
+
+        with pytest.warns(RuntimeWarning, match=restarted):  # the next tick: the culprit hangs again, alone
+            second = service.fit(later, on_error="skip")
+        alone = service.failures[later[worst]]
+        assert alone.startswith("TimeoutError: no result within fit_timeout=2 s on Dask worker tcp://"), alone
+        assert alone.endswith("(restarted) (fitted alone)"), alone
+        # The other streams of the chunk got their models, but for one the scheduler may have queued behind the
+        # culprit on its one-thread worker: not blamed (still to be told), and the culprit, proven now, goes last.
+        failed = {k.stream: service.failures[k] for k, f in zip(later, second) if f is None}
+        assert set(failed) - {worst} <= {k.stream for k in chunk} and len(failed) <= 2, failed
+        assert all("its chunk had not started" in failed[s] for s in set(failed) - {worst}), failed
+        assert service.suspects in ([worst], [*(set(failed) - {worst}), worst]), service.suspects
+
+        # No worker still runs an abandoned fit: a healthy fleet's fits all come back, well within the limit.
+        healthy = ModelService(fleet, RidgeForecaster, CTX, train_window_ticks=14, executor=executor, fit_timeout=10)
+        healthy.fit([ModelKey(s, END_TICK - 2) for s in range(fleet.n_streams)])
+        assert not any(client.run(lambda dask_worker: len(dask_worker.state.executing)).values())
+
+
+@needs_dask
+def test_a_fit_that_kills_its_workers_fails_alone_on_the_cluster(client, fleet):
+    """A chunk whose fit kept killing its workers failed with KilledWorker for every stream in it, naming none.
+    Its streams are fitted again at once, one per task: only the culprit fails, and its error says so."""
+    keys = _keys(fleet)
+    worst, threshold = _busiest(fleet, keys)
+    service = ModelService(fleet, DyingRidge, CTX, train_window_ticks=14, executor=make_executor(client),
+                           fit_timeout=120, model_params={"die_above": threshold})
+    started = time.monotonic()
+    fitted = service.fit(keys, on_error="skip")
+    took = time.monotonic() - started
+    assert [f is None for f in fitted] == [k.stream == worst for k in keys]
+    error = service.failures[keys[worst]]
+    assert error.startswith("KilledWorker:") and "the stream was fitted alone to find it: its fit ends the " \
+                                                  "workers that run it" in error, error
+    assert service.suspects == [worst]
+    assert took < 90, f"{took:.0f} s"
+
+
+@needs_dask
+def test_a_worker_still_in_an_abandoned_task_is_restarted_when_a_forecast_shard_waits_behind_it(cluster, fleet):
+    """A worker left running a cancelled task (a hung fit of a tick stopped by Ctrl-C, or of an mlma before this
+    one) made every later tick wait fit_timeout for the forecast shard queued behind it, then forecast it here.
+    The shard's worker is now restarted, named, and the next forecasts come back from the cluster in time."""
+    keys, earlier = _keys(fleet), [ModelKey(s, END_TICK - 1) for s in range(fleet.n_streams)]
+    with distributed.Client(cluster, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+        service = ModelService(fleet, RidgeForecaster, CTX, train_window_ticks=14, executor=DaskExecutor(client),
+                               fit_timeout=2, predict_chunk_size=1)  # a shard per stream: some on each worker
+        service.fit(keys + earlier)
+        stuck = sorted(client.scheduler_info()["workers"])[0]
+        hung = client.submit(time.sleep, 120, workers=[stuck], pure=False)
+        deadline = time.monotonic() + 30
+        while not any(client.run(lambda dask_worker: len(dask_worker.state.executing), workers=[stuck]).values()):
+            assert time.monotonic() < deadline, "the sleeping task never started"
+            time.sleep(0.05)
+        hung.cancel()  # the scheduler now sees the worker free; its thread still sleeps
+        with pytest.warns(RuntimeWarning) as caught:
+            first = service.predict_many(keys, END_TICK + 1)
+        said = [str(w.message) for w in caught]
+        assert any(f"the Dask worker(s) {stuck} at " in m and "restarted them" in m for m in said), said
+        assert any(m.startswith("forecasting a shard of 1 stream(s) on DaskExecutor failed with TimeoutError: no "
+                                "forecasts within fit_timeout=2 s") for m in said), said
+        assert np.isfinite(first).all()  # the shards behind it were forecast in this process
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message="forecasting a shard", category=RuntimeWarning)
+            second = service.predict_many(earlier, END_TICK)
+        assert np.isfinite(second).all()

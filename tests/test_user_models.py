@@ -4,6 +4,7 @@ on a process pool, the other streams get their models and forecasts, and the cul
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -228,3 +229,116 @@ def test_a_model_that_falls_back_on_every_stream_is_said_with_the_tick(tmp_path,
                                "failed (e.g. ") and "option 'damping' must be below 1" in note
                for note in started.notes), started.notes
     assert "note: 10 of the 10 models" in str(started)
+
+
+# -- fits that hang or crash on a pool: the culprit's trouble costs its stream only -----------------------------
+# Each model misbehaves only in a pool worker (inline it would hang or end the test itself), and only for the
+# histories whose mean is in $HANG_MEANS / $CRASH_MEANS (rounded): the test picks its culprits by stream.
+STUCK_MODELS = '''
+import multiprocessing, os, time
+import numpy as np
+from mlma.models import SeasonalNaive
+
+
+def listed(y, name):
+    means = {round(float(m), 6) for m in os.environ.get(name, "").split(",") if m}
+    return round(float(np.nanmean(y)), 6) in means
+
+
+class HangsOrCrashes(SeasonalNaive):
+    def fit(self, ds, y, X=None):
+        if multiprocessing.current_process().name != "MainProcess":
+            if listed(y, "CRASH_MEANS"):
+                os._exit(7)
+            if listed(y, "HANG_MEANS"):
+                time.sleep(120)
+        return super().fit(ds, y, X)
+
+
+class HangsAboveBadAbove(SeasonalNaive):
+    """Hangs for the busiest stream (as the hostile models pick it), in a pool worker."""
+    def fit(self, ds, y, X=None):
+        if multiprocessing.current_process().name != "MainProcess" and np.nanmean(y) > float(os.environ["BAD_ABOVE"]):
+            time.sleep(120)
+        return super().fit(ds, y, X)
+'''
+
+
+def make_stuck(tmp_path, monkeypatch) -> None:
+    (tmp_path / "stuck.py").write_text(STUCK_MODELS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("stuck", None)
+
+
+def test_a_fit_that_hangs_on_a_pool_costs_its_chunk_once_then_only_its_own_stream(tmp_path, platform, hostile,
+                                                                                  monkeypatch):
+    """A chunk not back within fit_timeout failed every stream in it, at every tick, and they were all escalated
+    fit-failed. Its streams are now suspects, kept in the agent's state: their next fits run one stream per task,
+    so the healthy ones get their models and only the stream whose fit hangs fails (escalated), fitted alone."""
+    make_stuck(tmp_path, monkeypatch)
+    root = make_project(tmp_path / "p", model="stuck:HangsAboveBadAbove", executor='"process:2"',
+                        fit_timeout_seconds=2)
+    started = time.monotonic()
+    store, escalations = run_live(root, platform)
+    took = time.monotonic() - started
+    with store:
+        assert (store.ticks()["status"] == "done").sum() == TICKS + 1
+        others = set(platform["unique_id"]) - {hostile}
+        assert set(store.forecasts(store.last_done_tick())["unique_id"]) == others
+        failed = escalations[escalations["kind"] == "fit-failed"]
+        assert failed["unique_id"].tolist() == [hostile], escalations
+        assert "no result within fit_timeout=2 s (fitted alone)" in failed["message"].iloc[0]
+        audit = store.audit_log(action="fit-failed")
+        # The start-up's fits of the culprit's chunk: the streams that shared it are told they may be innocent.
+        mates = audit[audit["target"] != f"stream:{hostile}"]
+        assert len(mates) >= 1 and mates["reason"].str.contains("may only have shared its chunk of").all(), mates
+        assert (audit["target"] == f"stream:{hostile}").sum() == TICKS + 1   # the culprit fails every tick
+    assert took < 60, f"{took:.0f} s"
+
+
+def test_after_a_pool_crash_the_streams_are_refitted_at_once_within_the_calls_fit_timeout(tmp_path, platform,
+                                                                                         monkeypatch):
+    """After a worker's death broke the pool, its chunks' streams were fitted again one at a time, each with a
+    fit_timeout of its own: one crash and two hangs took three times fit_timeout. They now run at once, one
+    stream per single-worker pool, and the call's own deadline bounds them; the crash still names its stream,
+    and the two hung fits, holding as many pools as the pool had workers, do not starve the others."""
+    from mlma.data import make_tick_grid
+    from mlma.fleet import FleetData
+    from mlma.models import ForecastContext
+    from mlma.training import ModelKey, ModelService, make_executor, terminate_executor
+
+    make_stuck(tmp_path, monkeypatch)
+    grid = make_tick_grid(platform, "1D", freq="h")
+    fleet = FleetData(platform, "h", grid.boundaries)
+    ctx = ForecastContext("h", season_length=24, horizon=24)
+    end, window = FIRST_TICK, 14
+    keys = [ModelKey(s, end) for s in range(fleet.n_streams)]
+    means = [round(float(np.nanmean(fleet.history(k.stream, end, window).y)), 6) for k in keys]
+    assert len(set(means)) == len(means)
+    # process:2 makes 2 chunks of 5 streams: stream 0 crashes at the head of one (stream 1 would hang after
+    # it), stream 5 hangs at the head of the other.
+    crash, hangs = 0, (1, 5)
+    monkeypatch.setenv("CRASH_MEANS", str(means[crash]))
+    monkeypatch.setenv("HANG_MEANS", ",".join(str(means[s]) for s in hangs))
+    pools = [make_executor("process:2")]
+
+    def renew():
+        terminate_executor(pools[-1])
+        pools.append(make_executor("process:2"))
+        return pools[-1]
+
+    timeout = 3.0
+    service = ModelService(fleet, "stuck:HangsOrCrashes", ctx, train_window_ticks=window, executor=pools[0],
+                           fit_timeout=timeout, stores_models=True, renew_executor=renew)
+    try:
+        started = time.monotonic()
+        fitted = service.fit(keys, on_error="skip")
+        took = time.monotonic() - started
+    finally:
+        terminate_executor(pools[-1])
+    assert [f is None for f in fitted] == [s in (crash, *hangs) for s in range(len(keys))]
+    assert service.failures[keys[crash]].startswith("the worker process fitting it died")
+    for s in hangs:
+        assert service.failures[keys[s]] == "no result within fit_timeout=3 s (fitted alone)"
+    assert set(service.suspects) == {crash, *hangs}   # their next fits run alone, after the chunks
+    assert took < timeout + 1.5, f"the call took {took:.1f} s for a fit_timeout of {timeout:g} s"

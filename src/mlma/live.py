@@ -608,7 +608,8 @@ class LiveAgent:
                                fit_timeout=timeout, parallel_threshold=1 if timeout and not inline else None,
                                model_params=cfg.model_params(), window_steps=timing.most_steps,
                                stores_models=True, driver_range_factor=cfg.ingest_limits().value_range_factor,
-                               renew_executor=self._renew_executor if self._own_executor and not inline else None)
+                               renew_executor=self._renew_executor if self._own_executor and not inline else None,
+                               fit_suspects=[] if state is None else state.arrays.get("live.fit_suspects", []))
         if drivers and not service.wants_drivers and not self._said_drivers_unused:
             self._said_drivers_unused = True  # once per process
             log.warning("the model %r takes no drivers: the drivers declared in mlma.toml ([data] drivers %s, "
@@ -756,7 +757,9 @@ class LiveAgent:
             # The next tick's bounds go in the summary for `mlma status`'s quick path (mlma.store.glance).
             summary = _summary(report, n, start, time.perf_counter() - started, filled, _next_tick(timing, k + 1),
                                moved_by_people=list(controls.adopt))
-            encoding.add({f"live.{name}": v for name, v in live.items()})
+            # Streams whose next fit runs alone (ModelService.suspects): the next tick may be another process.
+            encoding.add({f"live.{name}": v for name, v in live.items()}
+                         | {"live.fit_suspects": np.array([s for s in service.suspects if s < n], np.int64)})
             record = TickRecord(k, verdicts=verdicts, forecasts=forecasts, escalations=report.escalations,
                                 resolve_escalations={} if start else report.cleared, new_versions=new_versions,
                                 expected_versions=expected, champion_moves=moves, version_checks=checks, audit=audit,

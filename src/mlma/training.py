@@ -23,7 +23,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -189,6 +189,16 @@ class DaskExecutor(Executor):
         self.close_client = close_client
         self._executor = client.get_executor(pure=False)
         self._closed = False
+        wrap = getattr(self._executor, "_wrap_future", None)
+        if wrap is not None:
+            # The concurrent.futures Future handed back hides its Dask task; its key finds the worker of a task
+            # given up on (placed). Without the hook (another Dask version) no worker is named.
+            def keyed(future, wrap=wrap):
+                wrapped = wrap(future)
+                wrapped.dask_key = future.key
+                return wrapped
+
+            self._executor._wrap_future = keyed
 
     @classmethod
     def connect(cls, address: str, *, timeout: float = 10.0) -> DaskExecutor:
@@ -277,6 +287,43 @@ class DaskExecutor(Executor):
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self._executor.submit(fn, *args, **kwargs)
+
+    def placed(self, futures: list[Future]) -> list[tuple[str, bool] | None] | None:
+        """Where each of ``futures`` (from :meth:`submit`) is, by the scheduler: its worker and whether it is
+        executing there (as heard at the workers' last heartbeat, half a second apart on a small cluster) or
+        waits there behind other work; None for a task still in the scheduler's queue. None when the scheduler
+        cannot tell (it is gone, or the futures carry no key)."""
+        keys = [getattr(future, "dask_key", None) for future in futures]
+        if None in keys:
+            return None
+
+        def where(dask_scheduler, keys):  # runs on the scheduler, which need not have mlma: sent by value
+            on = {}
+            for key in keys:
+                task = dask_scheduler.tasks.get(key)
+                worker = None if task is None else task.processing_on
+                if worker is not None:
+                    on[key] = (worker.address, task in worker.executing)
+            return on
+
+        try:
+            on = self.client.run_on_scheduler(where, keys=keys)
+        except Exception:  # noqa: BLE001 - a scheduler that is gone, or that refuses to run code
+            return None
+        return [on.get(key) for key in keys]
+
+    def restart_workers(self, workers: list[str], timeout: float = 20.0) -> str | None:
+        """Restart ``workers`` through their nannies, waiting up to ``timeout`` seconds for them to be back (a
+        cancelled task that is still running keeps its worker's thread for good: the scheduler sees the thread
+        free and gives it more work, which waits behind it). None when done, else why not.
+
+        A nanny gives its worker 4 seconds to stop before it kills it, so a restart takes about 5 seconds."""
+        try:
+            result = self.client.restart_workers(list(workers), timeout=timeout, raise_for_error=False)
+        except Exception as exc:  # noqa: BLE001 - a worker without a nanny (ValueError), a scheduler gone
+            return describe_error(exc)
+        bad = {worker: status for worker, status in result.items() if status != "OK"}
+        return ", ".join(f"{worker}: {status}" for worker, status in bad.items()) or None
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Wait for (or cancel) submitted calls, then close the client if this executor created it."""
@@ -462,6 +509,11 @@ def terminate_executor(executor: Executor) -> None:
                 process.kill()
         for process in workers:
             process.join(timeout=5)
+        # The pool's manager thread closes its wake-up pipe once it sees its workers gone; if the interpreter
+        # exits meanwhile, CPython (3.11) writes to the closed pipe at exit and prints "Bad file descriptor".
+        manager = getattr(executor, "_executor_manager_thread", None)
+        if manager is not None:
+            manager.join(timeout=5)
     elif hasattr(executor, "shutdown"):
         executor.shutdown(wait=False, cancel_futures=True)
 
@@ -656,6 +708,27 @@ class FitFailure:
 
     key: ModelKey
     error: str
+
+
+class _Overdue(TimeoutError):
+    """A task not back within ``fit_timeout`` (:meth:`ModelService._result_by`), told apart from any other
+    TimeoutError an executor may raise."""
+
+
+def _killed_worker(error: BaseException) -> bool:
+    """Whether ``error`` is Dask's ``KilledWorker``: the task's workers kept dying while they ran it (out of
+    memory, a crash), up to ``distributed.scheduler.allowed-failures`` times. Told by name: no Dask import."""
+    return type(error).__name__ == "KilledWorker"
+
+
+def _in_suspect_order(jobs: list, suspects: dict[int, None]) -> list:
+    """The jobs of ``suspects``' streams, in the suspects' order."""
+    order = {stream: i for i, stream in enumerate(suspects)}
+    return sorted((job for job in jobs if job[0].stream in order), key=lambda job: order[job[0].stream])
+
+
+_KILLED_ALONE = ("; the stream was fitted alone to find it: its fit ends the workers that run it (out of memory, a "
+                 "crash)")
 
 
 def _fit_chunk(spec, ctx: ForecastContext, params: dict, jobs: list,
@@ -937,8 +1010,9 @@ class ModelService:
         Fewer missing fits than this run inline; default: the executor's ``parallel_threshold`` attribute
         (1 for :class:`DaskExecutor`), else :data:`DEFAULT_PARALLEL_THRESHOLD`.
     fit_timeout
-        Seconds one call of :meth:`fit` may wait for its chunks (``None``: no limit). Chunks not back in
-        time count as failed; see :attr:`timed_out`.
+        Seconds one call of :meth:`fit` may wait for its chunks, the refits one stream per task after a worker's
+        death included (``None``: no limit; a Dask worker's restart, :meth:`_abandon`, comes on top). Chunks not
+        back in time count as failed, and their streams become :attr:`suspects`; see :attr:`timed_out`.
     fit_cache
         A :class:`FitCache` (or its directory) consulted before fitting and filled after: fits survive the
         run. Not for live operation, where each fit is new data.
@@ -959,8 +1033,11 @@ class ModelService:
         inline backtest keeps models in memory and does not need it.
     renew_executor
         For the owner of a process pool: ends the pool (broken: a worker died) and returns a fresh one, which
-        the service then uses. With it, the streams of chunks a dead worker failed are fitted again one at a
-        time, so that only the stream that kills its worker fails (:meth:`_collect`).
+        the service then uses. With it, the streams of chunks a dead worker failed are fitted again one per
+        task, so that only the stream that kills its worker fails (:meth:`_collect`).
+    fit_suspects
+        Streams (indices) whose next fits run one per task, put last (:attr:`suspects`): those the previous
+        calls could not clear (a live agent keeps them in its state from tick to tick).
     driver_range_factor
         A forecast is not made from a future driver value further outside the stream's window than this many
         times its scale (:func:`mlma.data.range_bounds`; the project's ``[data] value_range_factor``, as ``y``
@@ -973,7 +1050,7 @@ class ModelService:
                  fit_cache: FitCache | str | None = None, predict_chunk_size: int = DEFAULT_PREDICT_CHUNK,
                  shard_forecasts: bool | None = None, window_steps: Callable[[int], int] | None = None,
                  stores_models: bool = False, renew_executor: Callable[[], Executor] | None = None,
-                 driver_range_factor: float = 100.0) -> None:
+                 driver_range_factor: float = 100.0, fit_suspects=()) -> None:
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size!r}")
         if isinstance(predict_chunk_size, bool) or not isinstance(predict_chunk_size, int) or predict_chunk_size < 1:
@@ -1013,6 +1090,9 @@ class ModelService:
         #: Whether a fit ran past ``fit_timeout``: its worker may still be busy, so a process pool should
         #: be torn down rather than reused (see :func:`terminate_executor`).
         self.timed_out = False
+        # Streams (indices) whose next fit runs in a task of its own, after the chunks (see suspects), in the
+        # order they are sent: a dict for its order.
+        self._suspects: dict[int, None] = dict.fromkeys(int(s) for s in fit_suspects)
         self._models: dict[ModelKey, FittedModel] = {}
         self._predictions: dict[tuple[ModelKey, int], np.ndarray] = {}
         # Counterfactual forecasts (predict_at_baseline) by (model, tick, event columns).
@@ -1038,6 +1118,23 @@ class ModelService:
         #: The streams (indices) whose values of each future driver were filled, per target tick: the
         #: newest two target ticks only (a tick forecasts the next one), for :meth:`driver_fill_message`.
         self.driver_fill_streams: dict[int, dict[str, set[int]]] = {}
+
+    @property
+    def suspects(self) -> list[int]:
+        """Streams (indices) whose next fit runs in a task of its own, sent after the chunks, in this order: they
+        were in a chunk that ran past ``fit_timeout`` (which of its streams hung cannot be told), or their own fit
+        hung or killed its worker, fitted alone (those go last: a task queued behind a hung fit on its worker
+        would time out with it). Fitted alone, the healthy ones succeed (and leave the list) and only the culprit
+        fails again; the fleet's other streams keep their chunks."""
+        return list(self._suspects)
+
+    def _suspect(self, streams, *, proven: bool = False) -> None:
+        """Add ``streams`` to :attr:`suspects`: at the end if ``proven`` (fitted alone and failed: a culprit), else
+        where they are (or at the end when new)."""
+        for stream in streams:
+            if proven:
+                self._suspects.pop(int(stream), None)
+            self._suspects.setdefault(int(stream))
 
     def set_driver_prior(self, prior) -> None:
         """Give the fits and forecasts from now on the fleet's estimate of the future drivers' effects
@@ -1104,7 +1201,13 @@ class ModelService:
             if parallel and self.renew_executor is not None and _pool_broken(self.executor):
                 self.executor = self.renew_executor()  # left broken (by a forecast's shard): fresh before the fits
             executor = self.executor if parallel else self._inline
-            chunks = split_chunks(jobs, self.chunk_size, _slots(executor) if parallel else 1)
+            alone = _in_suspect_order(jobs, self._suspects) if parallel and self._suspects else []
+            if alone:
+                # Last, so that no chunk waits behind one that hangs again (a pool takes its tasks in order).
+                chunks = split_chunks([job for job in jobs if job[0].stream not in self._suspects], self.chunk_size,
+                                      _slots(executor)) + [[job] for job in alone]
+            else:
+                chunks = split_chunks(jobs, self.chunk_size, _slots(executor) if parallel else 1)
             # Pickled on the way back from a local pool, into the fit cache, or into the live registry (a Dask
             # cluster ships them with cloudpickle, which takes more).
             pickled = isinstance(executor, ProcessPoolExecutor) or self.fit_cache is not None or self.stores_models
@@ -1156,41 +1259,55 @@ class ModelService:
     def _collect(self, chunks: list[list], futures: list[Future], executor: Executor, pickled: bool = True) -> None:
         """Store every chunk's models; then raise for the first chunk that failed, naming its streams.
 
-        A worker that died (a crash in a model, out of memory) fails every chunk the pool had: with
-        ``renew_executor``, those chunks' streams are fitted again one at a time on a fresh pool, so that only
-        the stream whose fit kills its worker fails (else the streams that share its chunk would fail with it
-        at every tick)."""
+        One stream's trouble costs that stream only, as far as it can be told:
+
+        - A worker that died (a crash in a model, out of memory) fails every chunk the pool had; a Dask chunk
+          whose workers kept dying fails with ``KilledWorker``. Those chunks' streams are fitted again at once,
+          one per task, by the same deadline (:meth:`_refit_alone`; on a pool only with ``renew_executor``),
+          so that only the stream whose fit kills its worker fails (else the streams that share its chunk
+          would fail with it at every tick).
+        - A chunk not back within ``fit_timeout`` cannot tell which of its streams hung: its streams become
+          :attr:`suspects`, fitted one per task next time, and their error says they may only have shared a
+          chunk with a fit that hung. A chunk that had not even started when the time ran out (it waited for a
+          busy worker) suspects nobody. On Dask, the workers of abandoned tasks are restarted (:meth:`_abandon`).
+        """
         failures: list[tuple[list, BaseException]] = []
         alone: list[FitFailure] = []  # streams whose own fit failed, in chunks that came back
+        overdue: list[tuple[list, Future]] = []
         deadline = None if self.fit_timeout is None else time.monotonic() + self.fit_timeout
         for chunk, future in zip(chunks, futures):
             try:
-                fitted = self._result_by(future, deadline, "result", marks_timed_out=True)
+                fitted = self._result_by(future, deadline, "result", marks_timed_out=True, cancel=False)
                 expected = [job[0] for job in chunk]
                 if [f.key for f in fitted] != expected:
                     raise RuntimeError(f"the executor returned models for {len(fitted)} keys, not for the "
                                        f"chunk's {len(expected)}")
+            except _Overdue:
+                overdue.append((chunk, future))
+                continue
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - re-raised below with the chunk's streams
                 failures.append((chunk, exc))
                 continue
-            for model in fitted:
-                if isinstance(model, FitFailure):
-                    alone.append(model)
-                    continue
-                self._hold(model)
-                self.fits_done += 1
+            self._take(fitted, alone)
+        if overdue:
+            failures += self._overdue_failures(overdue, executor)
         died = [job for chunk, exc in failures if isinstance(exc, BrokenProcessPool) for job in chunk]
-        if died and self.renew_executor is not None:
-            failures = [(chunk, exc) for chunk, exc in failures if not isinstance(exc, BrokenProcessPool)]
-            for model in self._fit_one_at_a_time(died, pickled):
-                if isinstance(model, FitFailure):
-                    alone.append(model)
-                else:
-                    self._hold(model)
-                    self.fits_done += 1
+        if died and self.renew_executor is None:
+            died = []  # a caller's pool: nobody to make another
+        killed = [job for chunk, exc in failures if len(chunk) > 1 and _killed_worker(exc) for job in chunk]
+        if died or killed:
+            again = {job[0] for job in died + killed}
+            failures = [(chunk, exc) for chunk, exc in failures if chunk[0][0] not in again]
+            for jobs, pool in ((died, True), (killed, False)):
+                if jobs:
+                    self._take(self._refit_alone(jobs, pickled, deadline, pool=pool), alone, clears=False)
         for chunk, exc in failures:
+            error = describe_error(exc)
+            if len(chunk) == 1 and _killed_worker(exc):
+                self._suspect([chunk[0][0].stream], proven=True)  # its own fit ends its workers: alone, last
+                error += _KILLED_ALONE
             for key, *_ in chunk:
-                self.failures[key] = describe_error(exc)
+                self.failures[key] = error
         for failure in alone:
             self.failures[failure.key] = failure.error
         if alone and not failures:
@@ -1212,40 +1329,180 @@ class ModelService:
                 stream_ids=ids, keys=chunk_keys, failed_chunks=len(failures),
             ) from exc
 
-    def _result_by(self, future: Future, deadline: float | None, what: str, *, marks_timed_out: bool = False):
+    def _take(self, fitted: list[FittedModel | FitFailure], alone: list[FitFailure], *, clears: bool = True) -> None:
+        """Keep the models of a chunk that came back (its streams are no suspects: ``clears``), or of single
+        streams (:meth:`_refit_alone`, which said who is)."""
+        for model in fitted:
+            if clears:
+                self._suspects.pop(model.key.stream, None)
+            if isinstance(model, FitFailure):
+                alone.append(model)
+                continue
+            self._hold(model)
+            self.fits_done += 1
+
+    def _overdue_failures(self, overdue: list[tuple[list, Future]], executor: Executor) -> list[tuple[list, Exception]]:
+        """The errors of the chunks not back by the deadline, after giving up on them (:meth:`_abandon`); the
+        streams of those that had started become :attr:`suspects`."""
+        started, places = self._abandon([future for _, future in overdue], executor)
+        limit = f"no result within fit_timeout={self.fit_timeout:g} s"
+        out = []
+        for (chunk, _), began, where in zip(overdue, started, places):
+            if not began:
+                text = (f"{limit}{where}: its chunk had not started (the workers were busy, with a fit that hung or "
+                        "with more fits than fit_timeout allows)")
+            elif len(chunk) == 1:
+                text = f"{limit}{where} (fitted alone)"
+            else:
+                text = (f"{limit}{where}; the stream may only have shared its chunk of {len(chunk)} streams with a "
+                        "fit that hung: its next fit runs alone to tell")
+            if began:
+                self._suspect([job[0].stream for job in chunk], proven=len(chunk) == 1)
+            out.append((chunk, TimeoutError(text)))
+        return out
+
+    def _result_by(self, future: Future, deadline: float | None, what: str, *, marks_timed_out: bool = False,
+                   cancel: bool = True):
         """``future``'s result, waiting until ``deadline`` (``time.monotonic()``, from ``fit_timeout``; None: for
-        as long as it takes); past it the call is cancelled and TimeoutError says no ``what`` came. A fit's
-        call that ran over ``marks_timed_out``: its worker may still be busy (:attr:`timed_out`)."""
+        as long as it takes); past it the call is cancelled (unless not ``cancel``: the caller gives up on it,
+        :meth:`_abandon`) and :class:`_Overdue` (a TimeoutError) says no ``what`` came. A fit's call that ran
+        over ``marks_timed_out``: its worker may still be busy (:attr:`timed_out`)."""
         if deadline is None:
             return future.result()
         try:
             return future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            future.cancel()
+            if cancel:
+                future.cancel()
             self.timed_out |= marks_timed_out
-            raise TimeoutError(f"no {what} within fit_timeout={self.fit_timeout:g} s") from None
+            raise _Overdue(f"no {what} within fit_timeout={self.fit_timeout:g} s") from None
 
-    def _fit_one_at_a_time(self, jobs: list, pickled: bool) -> list[FittedModel | FitFailure]:
-        """Fit ``jobs`` one stream after another on a fresh pool (``renew_executor``); a stream whose fit kills
-        its worker again fails alone, and the next streams get another fresh pool."""
-        executor = self.executor = self.renew_executor()
+    def _abandon(self, futures: list[Future], executor: Executor) -> tuple[list[bool], list[str]]:
+        """Give up on ``futures`` (not back by the deadline): cancel them, and say which had started and where, for
+        their errors (on Dask: `` on Dask worker ADDRESS (restarted)``; else empty).
+
+        A Dask worker keeps running a cancelled task to its end (a hung fit: for good) while the scheduler sees
+        its thread free and sends it the next ticks' chunks and forecast shards, which then wait behind it: the
+        workers that held the tasks given up on (running them, or holding them queued behind such work) are
+        restarted through their nannies, named in a warning. On a pool a future that its worker took is
+        ``running``; the owner ends the pool (:attr:`timed_out`)."""
+        workers: list[str | None] = [None] * len(futures)
+        if isinstance(executor, DaskExecutor):
+            found = executor.placed(futures)
+            # Not known (the scheduler cannot be asked): counted as started, so that a hung fit's chunk is split.
+            started = [True] * len(futures) if found is None else [bool(f and f[1]) for f in found]
+            # A task still waiting on its worker at the deadline waited behind work that ran past it there: an
+            # abandoned one of this call, or of an earlier process (a tick stopped by Ctrl-C, an older mlma).
+            workers = workers if found is None else [f and f[0] for f in found]
+        else:
+            started = [future.running() for future in futures]  # a pool's: handed to its workers
+        for future in futures:
+            future.cancel()
+        stuck = sorted({w for w in workers if w})
+        problem = None
+        if stuck:
+            problem = executor.restart_workers(stuck)
+            said = ("restarted them so that later tasks do not wait behind the hung work" if problem is None else
+                    f"they could not be restarted ({problem}): tasks sent there wait behind the abandoned work "
+                    "until they are (restart them, or run 'dask worker' with its nanny)")
+            warnings.warn(f"the Dask worker(s) {', '.join(stuck)} at {executor.address} held tasks given up on after "
+                          f"fit_timeout={self.fit_timeout:g} s (a fit that hung, in this tick or an earlier one); "
+                          f"{said}", RuntimeWarning, stacklevel=4)
+        state = " (restarted)" if problem is None else " (not restarted)"
+        return started, [f" on Dask worker {w}{state}" if w else "" for w in workers]
+
+    def _refit_alone(self, jobs: list, pickled: bool, deadline: float | None, *,
+                     pool: bool) -> list[FittedModel | FitFailure]:
+        """Fit ``jobs`` (the streams of chunks that a dying worker failed) one per task, at once, by ``deadline``:
+        the call's own, so that ``fit_timeout`` bounds the whole call, the retries included. :attr:`suspects` go
+        last, so that a fit that hung before does not hold a worker the others need.
+
+        After a broken ``pool`` they run on pools of one worker each ("lanes"), as many at a time as the pool
+        had workers: a fit that kills its worker breaks only its own lane (named exactly; the next job gets a
+        new lane), and one that hangs holds only its own. A lane whose fit has run ten times longer than the
+        typical fit of this retry (at least a second) no longer counts (up to four times as many lanes), so
+        that a few hung fits do not starve the rest; every lane is ended at the return. On Dask
+        (``KilledWorker``) all go at once to the cluster, whose scheduler retries each task on its own. Those
+        not back by the deadline fail with a TimeoutError."""
         out: list[FittedModel | FitFailure] = []
-        for job in jobs:
-            try:
-                out += _submit(executor, _fit_chunk, self.spec, self.ctx, self.model_params, [job],
-                               pickled).result(timeout=self.fit_timeout)
-                continue
-            except BrokenProcessPool:
-                error = ("the worker process fitting it died (a crash in the model's native code, os._exit, or "
-                         "out of memory); the stream was fitted alone to find it")
-            except FutureTimeout:
-                self.timed_out = True
-                error = f"no result within fit_timeout={self.fit_timeout:g} s (fitted alone)"
-            except (Exception, SystemExit) as exc:  # noqa: BLE001 - the stream's own failure
-                error = describe_error(exc)
-            out.append(FitFailure(job[0], error))
-            executor = self.executor = self.renew_executor()
+        queue = collections.deque([job for job in jobs if job[0].stream not in self._suspects]
+                                  + _in_suspect_order(jobs, self._suspects))
+        width = _slots(self.executor) if pool else len(jobs)
+        in_flight: dict[Future, tuple] = {}  # future: (job, its lane or None, when it was sent)
+        lanes: list[Executor] = []
+        idle: list[Executor] = []
+        took: list[float] = []  # seconds of the single fits back so far
+        try:
+            while queue or in_flight:
+                now = time.monotonic()
+                stuck = 0
+                if pool and took:
+                    slow = max(1.0, 10 * float(np.median(took)))
+                    stuck = sum(now - sent > slow for _, _, sent in in_flight.values())
+                while (queue and len(in_flight) < min(width + stuck, 4 * width)
+                       and (deadline is None or time.monotonic() < deadline)):
+                    job, lane = queue.popleft(), None
+                    if pool:
+                        lane = idle.pop() if idle else _process_pool(1)
+                        if lane not in lanes:
+                            lanes.append(lane)
+                    in_flight[_submit(lane if pool else self.executor, _fit_chunk, self.spec, self.ctx,
+                                      self.model_params, [job], pickled)] = (job, lane, time.monotonic())
+                if not in_flight:
+                    break  # the time ran out before the rest could be sent
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if pool and queue:
+                    left = 0.5 if left is None else min(left, 0.5)  # to look for lanes held by a hung fit
+                done, _ = wait(in_flight, timeout=left, return_when=FIRST_COMPLETED)
+                if not done and deadline is not None and time.monotonic() >= deadline:
+                    break
+                for future in done:
+                    job, lane, sent = in_flight.pop(future)
+                    took.append(time.monotonic() - sent)
+                    if self._one_back(future, job, out):
+                        if pool:
+                            idle.append(lane)
+                    elif pool:
+                        terminate_executor(lane)  # broken; the next job gets a new lane
+                        lanes.remove(lane)
+            if in_flight or queue:  # only with a deadline
+                limit = f"no result within fit_timeout={self.fit_timeout:g} s"
+                self.timed_out |= bool(in_flight)
+                started, where = self._abandon(list(in_flight), self.executor)
+                for (job, _, _), began, at in zip(in_flight.values(), started, where):
+                    if began:
+                        self._suspect([job[0].stream], proven=True)
+                    out.append(FitFailure(job[0], f"{limit}{at} (fitted alone)"))
+                out += [FitFailure(job[0], f"{limit}: a worker died fitting its chunk, and the time left did not "
+                                           "suffice to fit it again alone") for job in queue]
+        finally:
+            for lane in lanes:
+                terminate_executor(lane)  # also ends a fit that hangs in it
         return out
+
+    def _one_back(self, future: Future, job: tuple, out: list) -> bool:
+        """Take the result of ``job``'s task (one stream) into ``out``; False when its worker died (then the
+        stream's fit killed it, and it becomes a suspect)."""
+        try:
+            fitted = future.result()
+            if [f.key for f in fitted] != [job[0]]:
+                raise RuntimeError(f"the executor returned models for {len(fitted)} keys, not for the stream's")
+            out += fitted
+            self._suspects.pop(job[0].stream, None)
+            return True
+        except BrokenProcessPool:
+            error = ("the worker process fitting it died (a crash in the model's native code, os._exit, or out of "
+                     "memory); the stream was fitted alone to find it")
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the stream's own failure
+            error = describe_error(exc)
+            if not _killed_worker(exc):
+                self._suspects.pop(job[0].stream, None)
+                out.append(FitFailure(job[0], error))
+                return True
+            error += _KILLED_ALONE
+        self._suspect([job[0].stream], proven=True)
+        out.append(FitFailure(job[0], error))
+        return False
 
     def get(self, key: ModelKey) -> FittedModel:
         return self._models[key]
@@ -1434,8 +1691,9 @@ class ModelService:
         (:func:`predict_fleet_isolated`). A shard that fails as a whole on the executor (a lost worker, a
         model that cannot be sent there) is forecast again in this process, so that the tick does not depend
         on the cluster's health; a warning names its streams. So is one still not back ``fit_timeout`` seconds
-        after the shards were sent; and after a fit ran past ``fit_timeout`` the shards are not sent at all:
-        its worker may still be busy (a cluster cannot stop a running task), and they would wait behind it.
+        after the shards were sent (on Dask its worker is then restarted: it may be held by an earlier fit that
+        hung, :meth:`_abandon`); and after a fit ran past ``fit_timeout`` the shards are not sent at all: its
+        worker may still be busy (a cluster cannot stop a running task), and they would wait behind it.
         """
         slots = _slots(self.executor)
         parallel = (self.shard_forecasts and not self.timed_out and slots > 1
@@ -1450,11 +1708,16 @@ class ModelService:
         out = np.full((len(models), self.fleet.steps_in_tick(target_tick)), np.nan)
         errors: dict[int, str] = {}
         deadline = None if self.fit_timeout is None else time.monotonic() + self.fit_timeout
+        overdue: list[Future] = []
         for n_shard, shard in enumerate(shards):
             part = parts[n_shard] if parallel else grid.shard(shard)
             try:
                 if parallel:
-                    values, shard_errors = self._result_by(futures[n_shard], deadline, "forecasts")
+                    try:
+                        values, shard_errors = self._result_by(futures[n_shard], deadline, "forecasts", cancel=False)
+                    except _Overdue as exc:
+                        overdue.append(futures[n_shard])
+                        raise TimeoutError(str(exc)) from None  # said as the TimeoutError it is
                 else:
                     values, shard_errors = executor.submit(_predict_shard, [models[i] for i in shard], part).result()
             except Exception as exc:  # noqa: BLE001 - the shard as a whole: forecast it here instead
@@ -1469,6 +1732,8 @@ class ModelService:
                     shard_errors = {j: describe_error(again) for j in range(len(shard))}
             out[shard] = values
             errors |= {shard[j]: text for j, text in shard_errors.items()}
+        if overdue:
+            self._abandon(overdue, executor)  # a Dask worker still busy (an earlier hung fit?) is restarted
         return out, errors
 
     def forecast_failures_of(self, keys: list[ModelKey], target_tick: int) -> dict[int, str]:
