@@ -2131,6 +2131,24 @@ def range_bounds(lo, hi, factor: float) -> tuple[np.ndarray, np.ndarray]:
     return np.where(judged, lo - factor * scale, -np.inf), np.where(judged, hi + factor * scale, np.inf)
 
 
+def _set_quartiles(lo: np.ndarray, hi: np.ndarray, values: np.ndarray, codes: np.ndarray) -> None:
+    """Each stream's first and third quartile of ``values`` (its rows' stream ``codes``, a block of whole
+    streams) into ``lo`` and ``hi`` at its code: the interquartile range a range check judges a stream by when
+    nothing of it is stored (robust: a few wild values cannot widen it).
+
+    >>> lo, hi = np.full(2, np.nan), np.full(2, np.nan)
+    >>> _set_quartiles(lo, hi, np.array([5.0, 1.0, 9.0, 3.0, 7.0, 40.0]), np.array([0, 0, 0, 0, 0, 1]))
+    >>> lo.tolist(), hi.tolist()
+    ([3.0, 40.0], [7.0, 40.0])
+    """
+    order = np.lexsort((values, codes))
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    counts = np.diff(np.r_[starts, len(sorted_codes)])
+    lo[sorted_codes[starts]] = values[order[starts + (counts - 1) // 4]]
+    hi[sorted_codes[starts]] = values[order[starts + (3 * (counts - 1)) // 4]]
+
+
 def _check_value_range(v: _Validator, context: FleetContext, idx: np.ndarray, c: np.ndarray, t: np.ndarray,
                        y: np.ndarray, keys: pd.Index, raw_y: pd.Series):
     """Rows whose ``y`` lies far outside the stream's range (see :class:`IngestLimits`), on rows sorted by
@@ -2139,13 +2157,7 @@ def _check_value_range(v: _Validator, context: FleetContext, idx: np.ndarray, c:
     factor = context.limits.value_range_factor
     lo, hi = np.full(len(keys), np.nan), np.full(len(keys), np.nan)
     for a, b in _stream_blocks(c):
-        yb, cb = y[idx[a:b]], c[a:b]
-        order = np.lexsort((yb, cb))
-        cs = cb[order]
-        starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
-        counts = np.diff(np.r_[starts, len(cs)])
-        lo[cs[starts]] = yb[order[starts + (counts - 1) // 4]]
-        hi[cs[starts]] = yb[order[starts + (3 * (counts - 1)) // 4]]
+        _set_quartiles(lo, hi, y[idx[a:b]], c[a:b])
     if context.ranges is not None and len(context.ranges):
         stored = context.ranges.reindex(pd.Index(keys, dtype=object).astype(str))
         known = stored["lo"].notna().to_numpy()
@@ -2206,15 +2218,8 @@ def _check_driver_ranges(v: _Validator, context: FleetContext, frame: pd.DataFra
         # them cannot widen it), only computed for them, in blocks of whole streams (bounded temporaries).
         fresh = finite & ~known[c]
         for a, b in _stream_blocks(c) if fresh.any() else ():
-            vf, cf = values[a:b][fresh[a:b]], c[a:b][fresh[a:b]]
-            if not len(vf):
-                continue
-            order = np.lexsort((vf, cf))
-            cs = cf[order]
-            starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
-            counts = np.diff(np.r_[starts, len(cs)])
-            lo[cs[starts]] = vf[order[starts + (counts - 1) // 4]]
-            hi[cs[starts]] = vf[order[starts + (3 * (counts - 1)) // 4]]
+            if fresh[a:b].any():
+                _set_quartiles(lo, hi, values[a:b][fresh[a:b]], c[a:b][fresh[a:b]])
         low_value, high_value = np.nanmin(lo), np.nanmax(hi)
         if low_value == 0 and high_value == 0:  # every stream flat at 0: the column's spread in this file
             column = values[finite]
