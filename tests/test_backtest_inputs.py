@@ -91,6 +91,19 @@ def test_a_policy_spec_out_of_range_is_refused_before_the_replay(tmp_path, data_
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("options,message", [
+    (["--fit-timeout", "5"], "fit_timeout needs an executor that runs fits elsewhere"),
+    (["--fit-timeout", "5", "--executor", "inline"], "fit_timeout needs an executor that runs fits elsewhere"),
+    (["--fit-timeout", "0", "--executor", "process:2"], "fit_timeout must be a number of seconds > 0"),
+    (["--fit-timeout", "-1", "--executor", "process:2"], "--fit-timeout"),
+])
+def test_a_fit_timeout_that_cannot_work_is_refused_before_the_replay(tmp_path, data_file, no_replay, options,
+                                                                     message):
+    result = backtest("--data", data_file, "--out", tmp_path / "out", *options)
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+
+
 def shifted_fleet():
     """Three hourly streams; the first, s0, stamped at :30 where the others are at :00."""
     frame = hourly_frame(n_streams=3, days=6)

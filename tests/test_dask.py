@@ -442,6 +442,38 @@ def test_a_fit_that_hangs_on_the_cluster_costs_its_chunk_and_the_forecasts_do_no
     assert took < 60, f"the fits and forecasts took {took:.0f} s; the hung fit sleeps 120 s"
 
 
+class HangsOnAHugeLevel(RidgeForecaster):
+    """Ridge whose fit hangs (two minutes) for a history whose level is above a million: the stream a test
+    scales so, picked by its data since a backtest gives its model no options."""
+
+    def fit(self, ds, y, X=None):
+        if np.nanmean(y) > 1e6:
+            time.sleep(120)
+        return super().fit(ds, y, X)
+
+
+@needs_dask
+def test_a_backtest_on_the_cluster_with_a_fit_timeout_ends_and_scores_the_other_streams(cluster):
+    """A backtest on a cluster had no fit timeout: a stream whose fit hung kept the run waiting for good. With
+    ``fit_timeout`` the hung fit fails, its worker is restarted, and every other stream is scored."""
+    frame = simulate_platform(6, 17, seed=3).data
+    culprit = frame["unique_id"].unique()[2]
+    frame.loc[frame["unique_id"] == culprit, "y"] *= 1e7
+    config = BacktestConfig(policies=["never"], model=HangsOnAHugeLevel, initial_ticks=14,
+                            executor=cluster.scheduler_address, fit_timeout=3, frontier=False, bootstrap=0,
+                            sample_streams=0)
+    started = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the restarted worker is named in a warning
+        result = run_backtest(frame, config)
+    took = time.monotonic() - started
+    scored = result.per_stream.set_index("unique_id")["n_scored"]
+    assert scored[culprit] == 0
+    # The culprit's start-up chunk-mates fail once with it and get their models at the next tick.
+    assert (scored.drop(index=culprit) >= 2 * 24).all() and (scored == 3 * 24).any(), scored
+    assert took < 90, f"{took:.0f} s; the hung fit sleeps 120 s"
+
+
 def test_an_address_that_answers_but_is_no_scheduler_is_refused_in_bounded_time():
     """The Dask dashboard's port (an HTTP server) for the scheduler's: the client's handshake never ended."""
     import http.server

@@ -296,6 +296,36 @@ def test_a_fit_that_hangs_on_a_pool_costs_its_chunk_once_then_only_its_own_strea
     assert took < 60, f"{took:.0f} s"
 
 
+def test_a_backtest_with_a_fit_timeout_ends_and_scores_every_stream_but_the_one_whose_fit_hangs(tmp_path, platform,
+                                                                                             hostile, monkeypatch):
+    """A backtest had no fit timeout: one stream whose fit hung kept a pool or cluster backtest waiting for
+    good (only Ctrl-C ended it). With ``fit_timeout`` the hung fits fail, and the run scores every other stream
+    at every tick, under each policy."""
+    make_stuck(tmp_path, monkeypatch)
+    config = BacktestConfig(policies=["never", "always"], model="stuck:HangsAboveBadAbove", initial_ticks=FIRST_TICK,
+                            executor="process:2", fit_timeout=2, frontier=False, bootstrap=0, sample_streams=0)
+    started = time.monotonic()
+    result = run_backtest(platform, config)
+    took = time.monotonic() - started
+    scored = result.per_stream.set_index(["policy", "unique_id"])["n_scored"].unstack("policy")
+    assert (scored.loc[hostile] == 0).all(), scored
+    # The start-up's chunk-mates of the culprit fail with it once (which stream of a chunk hung cannot be told)
+    # and get their models at the next tick, as live; the other chunks' streams are scored from the first tick.
+    others = scored.drop(index=hostile)
+    assert (others >= (TICKS - 1) * 24).all().all() and (others == TICKS * 24).any().all(), scored
+    failures = {row["policy"]: row["fit_failures"] for row in result.summary}
+    # The culprit fails at the start-up of each policy and, under `always`, at each tick.
+    assert failures["never"] >= 1 and failures["always"] >= TICKS + 1, failures
+    assert took < 60, f"{took:.0f} s"
+
+
+def test_a_backtest_fit_timeout_is_refused_without_an_executor_that_can_stop_a_fit():
+    with pytest.raises(ValueError, match="fit_timeout needs an executor that runs fits elsewhere"):
+        BacktestConfig(policies=["never"], fit_timeout=5)
+    with pytest.raises(ValueError, match="fit_timeout must be a number of seconds > 0"):
+        BacktestConfig(policies=["never"], executor="process:2", fit_timeout=0)
+
+
 def test_after_a_pool_crash_the_streams_are_refitted_at_once_within_the_calls_fit_timeout(tmp_path, platform,
                                                                                          monkeypatch):
     """After a worker's death broke the pool, its chunks' streams were fitted again one at a time, each with a

@@ -65,6 +65,12 @@ class BacktestConfig:
         Ticks of history before the first scored tick; default: the training window, at most half the data.
     executor
         ``"inline"``, ``"process[:N]"`` or ``"dask://host:port"`` for the fits.
+    fit_timeout
+        Seconds a tick's re-trainings (one call per policy and tick) may take before the fits not back count as
+        failed, as ``[agent] fit_timeout_seconds`` does live: a model whose fit hangs then costs that stream its
+        re-trainings, not the whole run. Needs a pool or a cluster (``executor``): a fit in this process cannot
+        be stopped. ``None`` (default): no limit. A fit that failed so is not stored in ``fit_cache``: a later
+        run tries it again.
     frontier
         Also run the schedules of the frontier (``never``, staggered ``periodic:K`` for a range of K,
         ``always``; see :mod:`mlma.evaluation`) and give every policy its gap to the frontier at its own
@@ -94,6 +100,7 @@ class BacktestConfig:
     train_window_ticks: int | None = None
     initial_ticks: int | None = None
     executor: object = None
+    fit_timeout: float | None = None
     sample_streams: int = 6
     title: str = "mlma backtest"
     policy_params: dict = field(default_factory=dict)
@@ -119,6 +126,14 @@ class BacktestConfig:
             make_policy(spec)  # fails early, naming the bad policy, before any data is read
         if self.horizon is not None and self.tick is not None:
             raise ValueError("give either tick or horizon, not both")
+        if self.fit_timeout is not None:
+            if isinstance(self.fit_timeout, bool) or not isinstance(self.fit_timeout, (int, float, np.number)) \
+                    or not math.isfinite(self.fit_timeout) or self.fit_timeout <= 0:
+                raise ValueError(f"fit_timeout must be a number of seconds > 0 (or None: no limit), got "
+                                 f"{self.fit_timeout!r}")
+            if self.executor is None or self.executor == "inline":
+                raise ValueError("fit_timeout needs an executor that runs fits elsewhere ('process[:N]' or "
+                                 "'dask://host:port'): an inline fit runs in this process and cannot be stopped")
         for name in ("horizon", "train_window_ticks", "initial_ticks"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
@@ -276,9 +291,12 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
             return executor
 
         services: list[ModelService] = []
+        # As live: with a timeout, even one fit goes to the pool, since only work handed over can be timed out.
+        timed = {"fit_timeout": config.fit_timeout, "parallel_threshold": 1} if config.fit_timeout else {}
         service = ModelService(fleet, config.model, ctx, train_window_ticks=window, executor=executor,
                                fit_cache=config.fit_cache, window_steps=clock.most_steps,
-                               renew_executor=renew if owned and config.executor not in (None, "inline") else None)
+                               renew_executor=renew if owned and config.executor not in (None, "inline") else None,
+                               **timed)
         driver_gaps = _streams_without_drivers(fleet, service)
         for name, gap in driver_gaps.items():
             log.warning("%s", driver_gaps_message(name, gap, fleet.n_streams))
@@ -316,7 +334,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         # with the prior); each gets its own service, as it would live. Other models share one.
         services[:] = [service] + [ModelService(fleet, config.model, ctx, train_window_ticks=window,
                                                 executor=executor, fit_cache=service.fit_cache,
-                                                renew_executor=service.renew_executor)
+                                                renew_executor=service.renew_executor, **timed)
                                    for _ in policies[1:]] if service.takes_driver_prior else [service] * len(policies)
         agents = [Agent(p, svc, season_length=freq.season_length, scale=scale, settings=config.agent)
                   for p, svc in zip(policies, services)]
@@ -325,10 +343,20 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         forecast_rows: list[pd.DataFrame] = []
         retrain_rows: list[dict] = []
 
+        def renew_if_timed_out() -> None:
+            # A fit past fit_timeout may still hold its pool worker (a cluster's was restarted, but its client
+            # is renewed all the same, as live): the next fits get a fresh executor, as a live agent's next tick
+            # does, or they would queue behind the hung one and time out in turn.
+            if owned and config.executor not in (None, "inline") and any(svc.timed_out for svc in services):
+                renew()
+                for svc in services:
+                    svc.timed_out = False
+
         for agent, acc in zip(agents, accs):
             started = agent.start(first_tick)
             _record_fits(started, acc)
             acc.book.record(started.tick, started.escalations, {})  # live operation records the start-up's too
+            renew_if_timed_out()
         ticks = range(first_tick, fleet.n_ticks)
         with _progress(progress, len(ticks), config.title) as advance, threadpool_limits(limits=1):
             for k in ticks:
@@ -350,7 +378,10 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                     usable = np.where(known > 0, known, np.nan)
                     for agent in agents:
                         agent.scale = np.where(np.isfinite(agent.scale) & (agent.scale > 0), agent.scale, usable)
-                reports = [agent.tick(k) for agent in agents]
+                reports = []
+                for agent in agents:
+                    reports.append(agent.tick(k))
+                    renew_if_timed_out()
                 scored = np.isfinite(reports[0].actuals)
                 for report in reports:
                     scored &= np.isfinite(report.forecasts)

@@ -202,6 +202,10 @@ def backtest(
     train_window: Optional[int] = typer.Option(None, help="Training window in ticks (default by frequency)."),
     initial_ticks: Optional[int] = typer.Option(None, help="Ticks of history before scoring starts."),
     executor: Optional[str] = typer.Option(None, help="inline | process[:N] | dask://host:port"),
+    fit_timeout: Optional[float] = typer.Option(None, min=0, help="Seconds a tick's re-trainings "
+                                                "may take; the fits not back by then fail (their streams keep "
+                                                "their models), as [agent] fit_timeout_seconds does live. Needs "
+                                                "--executor process[:N] or dask://host:port."),
     events: Optional[Path] = typer.Option(None, help="Ground-truth events file (default: the simulator's "
                                           "<stem>.events.csv beside the data, if present)."),
     abnormal: Optional[Path] = typer.Option(None, help="CSV of periods marked abnormal (start, end, optional "
@@ -290,8 +294,9 @@ def backtest(
         for grid in sweep or []:
             specs += [spec for spec in expand_grid(grid) if spec not in specs]
         config = BacktestConfig(policies=specs, model=model, initial_ticks=initial_ticks, executor=executor,
-                                title=f"backtest of {label}", frontier=frontier, bootstrap=bootstrap,
-                                fit_cache=fit_cache, group_by=group_by.strip() or None, **settings)
+                                fit_timeout=fit_timeout, title=f"backtest of {label}", frontier=frontier,
+                                bootstrap=bootstrap, fit_cache=fit_cache, group_by=group_by.strip() or None,
+                                **settings)
         started = time.perf_counter()
         result = run_backtest(source, config, events=truth, abnormal=marked, attributes=streams, progress=True,
                               id_col=id_col, time_col=time_col, target_col=target_col)
