@@ -442,6 +442,41 @@ def test_a_fit_that_hangs_on_the_cluster_costs_its_chunk_and_the_forecasts_do_no
     assert took < 60, f"the fits and forecasts took {took:.0f} s; the hung fit sleeps 120 s"
 
 
+def _running_fit_chunks(dask_scheduler) -> list[str]:
+    return [key for key, task in dask_scheduler.tasks.items()
+            if isinstance(key, str) and key.startswith("_fit_chunk-") and task.state in ("processing", "waiting")]
+
+
+@needs_dask
+def test_a_fit_the_cluster_dropped_says_so_not_a_bare_cancelled_error(cluster, fleet):
+    """A scheduler lost mid-tick (or another client's cancel) drops the tasks, and each stream's fit failed with
+    a bare "CancelledError", which mlma never asked for: the error now says the cluster dropped the task."""
+    import threading
+
+    keys = _keys(fleet)[:2]
+    with distributed.Client(cluster, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=60)
+        service = ModelService(fleet, HangingRidge, CTX, train_window_ticks=14, executor=DaskExecutor(client),
+                               model_params={"hang_above": -np.inf, "hang": 5.0})
+
+        def cancel_when_running() -> None:
+            for _ in range(100):
+                running = client.run_on_scheduler(_running_fit_chunks)
+                if running:
+                    client.cancel([distributed.Future(key, client) for key in running], force=True)
+                    return
+                time.sleep(0.05)
+
+        canceller = threading.Thread(target=cancel_when_running)
+        canceller.start()
+        fitted = service.fit(keys, on_error="skip")
+        canceller.join()
+    assert fitted == [None, None]
+    for key in keys:
+        assert service.failures[key].startswith("CancelledError"), service.failures
+        assert "(the Dask cluster dropped the task: its scheduler at tcp://" in service.failures[key]
+
+
 class HangsOnAHugeLevel(RidgeForecaster):
     """Ridge whose fit hangs (two minutes) for a history whose level is above a million: the stream a test
     scales so, picked by its data since a backtest gives its model no options."""

@@ -23,7 +23,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Executor, Future, ProcessPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -244,6 +244,16 @@ class DaskExecutor(Executor):
     @property
     def address(self) -> str:
         return self.client.scheduler.address
+
+    def why_cancelled(self) -> str:
+        """Why a task mlma never cancelled came back cancelled, for its error: the cluster dropped it (a bare
+        ``CancelledError`` said nothing)."""
+        try:
+            address = self.address
+        except Exception:  # noqa: BLE001 - a client too far gone to name its scheduler
+            address = "its address"
+        return (f" (the Dask cluster dropped the task: its scheduler at {address} was lost or restarted while the "
+                "task ran, or another client cancelled it; the next tick connects again)")
 
     @property
     def slots(self) -> int:
@@ -1301,8 +1311,12 @@ class ModelService:
             for jobs, pool in ((died, True), (killed, False)):
                 if jobs:
                     self._take(self._refit_alone(jobs, pickled, deadline, pool=pool), alone, clears=False)
+        errors = []
         for chunk, exc in failures:
             error = describe_error(exc)
+            if isinstance(exc, CancelledError) and isinstance(executor, DaskExecutor):
+                error += executor.why_cancelled()
+            errors.append(error)
             if len(chunk) == 1 and _killed_worker(exc):
                 self._suspect([chunk[0][0].stream], proven=True)  # its own fit ends its workers: alone, last
                 error += _KILLED_ALONE
@@ -1325,7 +1339,7 @@ class ModelService:
                       else "")
             raise ChunkFitError(
                 f"fitting a chunk of {len(ids)} stream(s) on {type(executor).__name__} failed with "
-                f"{type(exc).__name__}: {exc}; streams: {shown}{others}",
+                f"{errors[0]}; streams: {shown}{others}",
                 stream_ids=ids, keys=chunk_keys, failed_chunks=len(failures),
             ) from exc
 
