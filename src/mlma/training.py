@@ -152,6 +152,57 @@ class InlineExecutor(Executor):
         return future
 
 
+def _check_dask_handshake(address: str, timeout: float) -> None:
+    """Raise :class:`ExecutorUnavailableError` unless a Dask server at ``address`` completes Dask's handshake
+    within ``timeout`` seconds.
+
+    A client whose handshake never ends cannot be stopped: each attempt at a port that answers but is no
+    scheduler (a web server) left a thread and its sockets behind, and ``mlma run`` tries again every round.
+    Dask's own ``connect`` bounds the handshake and closes the connection when it fails.
+    """
+    import asyncio
+    import socket
+    from urllib.parse import urlsplit
+
+    from distributed.comm import connect
+
+    async def handshake() -> None:
+        # connect bounds reaching the address, not the handshake after it (a web server never answers it).
+        comm = await asyncio.wait_for(connect(address, timeout=timeout), timeout + 1.0)
+        await comm.close()
+
+    outcome: dict = {}
+
+    def run() -> None:  # a thread of its own: the caller may be inside an event loop
+        try:
+            asyncio.run(handshake())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="mlma-dask-handshake", daemon=True)
+    thread.start()
+    thread.join(timeout + 5.0)  # connect's own timeout ends it well before
+    error = outcome.get("error")
+    if not thread.is_alive() and error is None:
+        return
+    if error is not None and not isinstance(error, (OSError, TimeoutError)):
+        raise error
+    # Reached but silent, or not reached: a plain TCP connection tells them apart.
+    parts = urlsplit(address)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=min(timeout, 5.0)):
+            answers = True
+    except (OSError, ValueError, TypeError):
+        answers = False
+    if answers:
+        raise ExecutorUnavailableError(
+            f"{address} answers, but no Dask scheduler replied within {timeout + 1.0:g} s: is it another service "
+            f"(the Dask dashboard's port, 8787 by default, instead of the scheduler's, 8786)?") from error
+    raise ExecutorUnavailableError(
+        f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({error}); start one with "
+        f"'dask scheduler' and workers with 'dask worker {address}', or check the host and port") from error
+
+
 class DaskExecutor(Executor):
     """A ``concurrent.futures`` executor on a Dask cluster, through ``distributed.Client.get_executor``.
 
@@ -211,8 +262,11 @@ class DaskExecutor(Executor):
             message names the address.
         """
         Client = _import_dask_client(address)
+        _check_dask_handshake(address, timeout)
         # Dask's timeout covers reaching the address, not a handshake that never ends: a service that is no
-        # scheduler (its dashboard's port, 8787, for 8786) kept the client waiting for ever. Our own deadline.
+        # scheduler (its dashboard's port, 8787, for 8786) kept the client waiting for ever. The check above
+        # finds that without leaving a connection open; this deadline stays for a server that completes Dask's
+        # handshake but never serves a client.
         made: dict = {}
 
         def connect() -> None:
