@@ -587,6 +587,52 @@ def test_a_forced_re_training_replaces_a_pending_challenger_and_the_policy_hears
     assert ("busy", 16, [0, 1, 2, 3, 4, 5]) in heard
 
 
+def test_a_pinned_stream_keeps_its_model_its_winning_challenger_waits_for_approval():
+    """A pin is to keep the models ("holiday: keep the models"), but a challenger already in shadow when the pin
+    came was still judged and promoted: the serving model changed on pinned streams. A winner on a pinned
+    stream now waits for a person's approval, said in its escalation; streams without a pin are promoted."""
+    import pandas as pd
+
+    from mlma.agent import NO_MODEL, Agent, Controls
+    from mlma.data import Frequency, make_tick_grid
+    from mlma.fleet import FleetData
+    from mlma.models import ForecastContext
+    from mlma.simulate import simulate_platform
+    from mlma.training import ModelService
+
+    frame = simulate_platform(6, 20, seed=3, event_rate=0).data
+    freq = Frequency("h")
+    grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"), freq=freq).boundaries
+    fleet = FleetData(frame, freq.alias, grid)
+    service = ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
+                           train_window_ticks=14)
+    agent = Agent(MLMAPolicy(cooldown_ticks=0), service, season_length=24,
+                  scale=fleet.seasonal_naive_scale(24, before_tick=14))
+    agent.start(14)
+    n = fleet.n_streams
+    forced = np.zeros(n, dtype=bool)
+    forced[[0, 1, 2]] = True
+    agent.tick(14, Controls(force_retrain=forced))
+    assert (agent.challenger[[0, 1, 2]] == 14).all()
+    pinned = np.zeros(n, dtype=bool)
+    pinned[[0, 1]] = True   # pinned after the re-training, while its challenger is in shadow
+    # Seasonal naive re-fitted ties its champion in shadow, and a tie is promoted, except under the pin.
+    report = agent.tick(15, Controls(pinned=pinned))
+    assert report.promoted[2] and agent.champion[2] == 14
+    assert not report.promoted[[0, 1]].any() and (agent.champion[[0, 1]] == 13).all()
+    assert (agent.awaiting[[0, 1]] == 14).all() and (agent.challenger[[0, 1]] == NO_MODEL).all()
+    waiting = [e for e in report.escalations if e.kind == "approval-needed"]
+    assert sorted(e.stream for e in waiting) == [0, 1]
+    assert all("the stream is pinned, which keeps the serving model" in e.message for e in waiting)
+    assert {s: c.result for s, c in report.checks.items()} == {0: "awaiting-approval", 1: "awaiting-approval",
+                                                                2: "promoted"}
+    # The person approves one: their choice is carried out, pin or not.
+    approve = np.zeros(n, dtype=bool)
+    approve[0] = True
+    report = agent.tick(16, Controls(pinned=pinned, approve=approve))
+    assert report.promoted[0] and agent.champion[0] == 14 and agent.champion[1] == 13
+
+
 def test_a_challenger_in_shadow_of_a_stream_a_person_rolls_back_is_dropped_not_judged():
     """A person puts a model in service (a roll-back) while the stream's challenger is in shadow: the challenger
     is out of the running, so the agent drops it before judging (the policy hears it dropped); judged, it was

@@ -436,18 +436,20 @@ class Agent:
         new_models: list[NewModel] = []
         checks: dict[int, ChallengerCheck] = {}
         shadow_failed: dict[int, str] = {}
+        # A pinned stream keeps its model: a challenger that wins its check (re-trained before the pin, or
+        # forced by a person) waits for a person's approval instead of being promoted.
+        pinned = controls.mask("pinned", n) & has_model
         if self.policy.checks_challenger:
             checks = self._judge_challengers(k, actuals, errors, promoted, rejected, escalations,
                                              controls.mask("needs_approval", n), shadow_failed, obs.explained,
-                                             skip=replacing)
+                                             skip=replacing, pinned=pinned)
         judged_promoted = promoted.copy()
         self._decide_approvals(k, controls, promoted, rejected)
         self._adopt(k, controls.adopt, promoted)
         # A model a person put in service this tick (an approval, a roll-back, a promotion): their choice stands.
         by_person = adopted | (promoted & ~judged_promoted)
 
-        # A pinned stream keeps its model: the verdict says what the policy would have done.
-        pinned = controls.mask("pinned", n) & has_model
+        # Nor is it re-trained automatically: the verdict says what the policy would have done.
         held = pinned & decision.retrain
         decision.retrain = decision.retrain & ~pinned
         decision.reason[held] = [f"pinned; would re-train: {r}" for r in decision.reason[held]]
@@ -594,7 +596,8 @@ class Agent:
                            needs_approval: np.ndarray | None = None,
                            shadow_failed: dict | None = None,
                            explained: np.ndarray | None = None,
-                           skip: np.ndarray | None = None) -> dict[int, ChallengerCheck]:
+                           skip: np.ndarray | None = None,
+                           pinned: np.ndarray | None = None) -> dict[int, ChallengerCheck]:
         """Compare each pending challenger with its champion on tick ``k``, which neither was fitted on.
 
         A challenger fitted at the end of tick ``j`` runs in shadow from tick ``j + 1``: its forecasts are
@@ -609,7 +612,8 @@ class Agent:
         cannot fit it): that is escalated once, not re-tried stream by stream. A challenger whose forecast
         fails (see :meth:`_issue_forecasts`) is rejected at once and escalated (``forecast-failed``); the
         error goes to ``shadow_failed``. Returns the verdicts, by stream. Streams in ``skip`` (a mask) are
-        neither scored nor judged this tick: a person's forced re-training is replacing their challenger.
+        neither scored nor judged this tick: a person's forced re-training is replacing their challenger. A
+        winner on a stream in ``needs_approval`` or ``pinned`` (masks) waits for a person's approval.
         """
         from mlma.monitor import paired_noninferiority_test
 
@@ -660,8 +664,12 @@ class Agent:
             win = np.asarray(result.promote, dtype=bool)
         lose = ~win & (looks >= checks)
         held = np.zeros(len(pending), dtype=bool)
+        kept = np.zeros(len(pending), dtype=bool)  # pinned: the pin keeps the serving model
+        if pinned is not None:
+            kept = win & pinned[pending]
         if needs_approval is not None:
             held = win & needs_approval[pending]
+        held |= kept
         checks = {int(pending[i]): ChallengerCheck("awaiting-approval" if held[i] else
                                                    "promoted" if win[i] else "rejected",
                                                    int(looks[i]), float(result.challenger_mean[i]),
@@ -673,7 +681,9 @@ class Agent:
             escalations.append(Escalation(
                 stream=s, tick=k, kind="approval-needed", severity=2,
                 message=(f"a re-trained model beat the serving one (mean loss {result.challenger_mean[i]:.4g} vs "
-                         f"{result.champion_mean[i]:.4g}) and waits for approval")))
+                         f"{result.champion_mean[i]:.4g}) and waits for approval"
+                         + ("; the stream is pinned, which keeps the serving model until a person approves "
+                            "another" if kept[i] else ""))))
         win = win & ~held
         for i in np.flatnonzero(win):
             s = int(pending[i])
