@@ -820,8 +820,9 @@ def test_session_cookie_login_csrf_and_logout(env):
     login = client.post("/api/session", json={"token": env.tokens["operator"]})
     assert login.status_code == 200 and login.json()["role"] == "operator"
     cookies = login.headers.get_list("set-cookie")
-    session = next(c for c in cookies if c.startswith(auth.SESSION_COOKIE + "="))
-    csrf_cookie = next(c for c in cookies if c.startswith(auth.CSRF_COOKIE + "="))
+    names = env.client.app.state.mlma.session_cookie, env.client.app.state.mlma.csrf_cookie
+    session = next(c for c in cookies if c.startswith(names[0] + "="))
+    csrf_cookie = next(c for c in cookies if c.startswith(names[1] + "="))
     assert "httponly" in session.lower() and "samesite=lax" in session.lower()
     assert "httponly" not in csrf_cookie.lower() and "samesite=lax" in csrf_cookie.lower()
     assert client.get("/api/me").json()["name"] == "operator-1"
@@ -836,9 +837,9 @@ def test_session_cookie_login_csrf_and_logout(env):
     _check_audit(env, "pin", f"stream:{uid}", "from the page", answer=ok)
     # A forged or altered cookie is no session.
     forged = TestClient(env.client.app)
-    value = client.cookies.get(auth.SESSION_COOKIE)
+    value = client.cookies.get(names[0])
     payload, mac = value.split(".")
-    forged.cookies.set(auth.SESSION_COOKIE, payload + "." + mac[::-1])
+    forged.cookies.set(names[0], payload + "." + mac[::-1])
     assert forged.get("/api/me").status_code == 401
     assert client.delete("/api/session").status_code == 403                 # logging out needs the CSRF header
     assert client.delete("/api/session", headers={"X-CSRF-Token": login.json()["csrf"]}).status_code == 200
@@ -855,6 +856,70 @@ def test_a_session_ends_when_its_token_is_revoked_and_viewer_sessions_cannot_act
     assert client.get("/api/fleet").status_code == 200
     auth.revoke_token(env.store, f"temp-{env.backend}", by="user:root")
     assert client.get("/api/fleet").status_code == 401
+
+
+def test_two_servers_with_their_own_session_keys_keep_their_own_cookies(env):
+    """Cookies ignore the port: two dashboards on one host (two projects) set the same cookie names and logged
+    each other out. The names now come from the session key; the page learns the CSRF cookie's from the server."""
+    one = TestClient(create_app(env.store, secret=b"1" * 32))
+    other = create_app(env.store, secret=b"2" * 32)
+    assert one.app.state.mlma.session_cookie != other.state.mlma.session_cookie
+    assert create_app(env.store, secret=b"1" * 32).state.mlma.csrf_cookie == one.app.state.mlma.csrf_cookie
+    login = one.post("/api/session", json={"token": env.tokens["operator"]}).json()
+    assert login["csrf_cookie"] == one.app.state.mlma.csrf_cookie == one.get("/api/me").json()["csrf_cookie"]
+    # The other server's log-in, in the same cookie jar (one browser), leaves the first server's session alone.
+    other_client = TestClient(other, cookies=one.cookies)
+    assert other_client.post("/api/session", json={"token": env.tokens["viewer"]}).status_code == 200
+    one.cookies.update(other_client.cookies)
+    assert one.get("/api/me").json()["name"] == "operator-1"
+    assert other_client.get("/api/me").json()["name"] == "viewer-1"
+    csrf = one.cookies.get(login["csrf_cookie"])
+    assert csrf == login["csrf"]
+    assert one.delete("/api/session", headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert env.get("/api/me", "viewer").json()["csrf_cookie"] is None          # a bearer token has no cookie
+
+
+def test_a_page_opened_for_another_session_is_refused_409_and_nothing_is_done(env):
+    """Tab A showed "operator-1 · operator"; tab B of the same browser logged out and in as someone else: tab A's
+    actions were audited under the other name. The page names its session (X-MLMA-Session): refused, 409."""
+    client = TestClient(env.client.app)
+    first = client.post("/api/session", json={"token": env.tokens["operator"]}).json()
+    assert client.get("/api/me", headers={auth.SESSION_HEADER: first["session"]}).json()["session"] == first["session"]
+    second = client.post("/api/session", json={"token": env.tokens["admin"]}).json()   # "another tab"
+    assert second["session"] != first["session"]
+    uid = env.fleet.unique_ids[13]
+    before = len(env.store.audit_log())
+    stale = client.post("/api/actions/pin", json={"streams": [uid]},
+                        headers={"X-CSRF-Token": second["csrf"], auth.SESSION_HEADER: first["session"]})
+    assert stale.status_code == 409 and stale.headers[auth.SESSION_CHANGED_HEADER] == "1"
+    assert "logged in again" in stale.json()["detail"] and "user:admin-1" in stale.json()["detail"]
+    assert len(env.store.audit_log()) == before and "pinned_until" not in env.overrides(uid)
+    assert client.get("/api/me", headers={auth.SESSION_HEADER: first["session"]}).status_code == 409
+    assert client.get("/api/me", headers={auth.SESSION_HEADER: second["session"]}).json()["name"] == "admin-1"
+    assert client.get("/api/me").status_code == 200            # clients that do not name a session are not asked
+    bearer = env.client.get("/api/me", headers={**env.auth("viewer"), auth.SESSION_HEADER: "x"})
+    assert bearer.status_code == 200                                           # nor bearer ones
+    client.delete("/api/session", headers={"X-CSRF-Token": second["csrf"]})
+
+
+def test_a_stream_named_dot_or_dot_dot_is_read_by_the_query_form(tmp_path):
+    """A browser resolves "." and ".." path segments (also %2e) before it sends the URL, so the page could not
+    read streams so named; /api/stream?unique_id= is the same read (the same handler) with the id in the query."""
+    store = Store.create(f"sqlite:///{tmp_path}/ids.db")
+    ids = [".", "..", "a/../b", "what?x=1&y=2", "%2e"]
+    days = pd.date_range("2026-01-01", periods=4, freq="D")
+    store.ingest_frame(pd.concat([pd.DataFrame({"unique_id": u, "ds": days, "y": 1.0}) for u in ids]), source="t")
+    token = auth.create_token(store, "ana", "viewer", by="user:root")[1]
+    client = TestClient(create_app(store))
+    head = {"Authorization": f"Bearer {token}"}
+    for uid in ids:
+        read = client.get("/api/stream", params={"unique_id": uid, "ticks": 5}, headers=head)
+        assert read.status_code == 200 and read.json()["unique_id"] == uid, (uid, read.text)
+    same = client.get("/api/streams/a%2F..%2Fb", headers=head)
+    assert same.json() == client.get("/api/stream", params={"unique_id": "a/../b"}, headers=head).json()
+    assert client.get("/api/stream", params={"unique_id": "nope"}, headers=head).status_code == 404
+    assert client.get("/api/stream", headers=head).status_code == 422
+    store.close()
 
 
 def test_expired_session_is_refused():

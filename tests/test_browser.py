@@ -7,11 +7,13 @@ screenshot for the docs. Skipped only when /usr/bin/chromium is missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pandas as pd
@@ -32,8 +34,6 @@ playwright_api = pytest.importorskip("playwright.sync_api", reason="the browser 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     """A sample fleet served by uvicorn on a free port, with an operator and a viewer token."""
-    import uvicorn
-
     from mlma.api import create_app, create_token
     from mlma.api.sample import build_sample_fleet
     from mlma.store import Store
@@ -43,22 +43,31 @@ def site(tmp_path_factory):
     fleet = build_sample_fleet(store, folder / "artifacts", n_streams=24, n_ticks=10)
     tokens = {role: create_token(store, name, role, by="user:root")[1]
               for role, name in (("operator", "ana"), ("viewer", "vic"))}
+    with serving(create_app(store, artifacts=folder / "artifacts")) as url:
+        yield {"url": url, "store": store, "fleet": fleet, "tokens": tokens, "artifacts": folder / "artifacts"}
+    store.close()
+
+
+@contextlib.contextmanager
+def serving(app):
+    """``app`` served by uvicorn on a free port of 127.0.0.1; yields its URL."""
+    import uvicorn
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(store, artifacts=folder / "artifacts"), host="127.0.0.1",
-                                           port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    yield {"url": f"http://127.0.0.1:{port}", "store": store, "fleet": fleet, "tokens": tokens,
-           "artifacts": folder / "artifacts"}
-    server.should_exit = True
-    thread.join(10)
-    store.close()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -253,14 +262,16 @@ def test_the_page_survives_a_logout(page, site):
     page.wait_for_selector("#login")
     assert "Logged out" in page.inner_text("#login .error")
     cookies = {c["name"]: c for c in page.context.cookies()}
-    assert "mlma_session" not in cookies
+    assert not [name for name in cookies if name.startswith("mlma_session")]
 
 
 def test_the_session_cookie_is_http_only_and_lax(page, site):
     log_in(page, site)
     cookies = {c["name"]: c for c in page.context.cookies()}
-    assert cookies["mlma_session"]["httpOnly"] is True and cookies["mlma_session"]["sameSite"] == "Lax"
-    assert cookies["mlma_csrf"]["httpOnly"] is False
+    [session] = [c for name, c in cookies.items() if name.startswith("mlma_session_")]
+    [csrf] = [c for name, c in cookies.items() if name.startswith("mlma_csrf_")]
+    assert session["httpOnly"] is True and session["sameSite"] == "Lax"
+    assert csrf["httpOnly"] is False
     assert page.evaluate("document.cookie").count("mlma_session") == 0      # scripts cannot read the session
 
 
@@ -302,3 +313,227 @@ def test_a_pin_until_typed_in_the_browser_s_time_zone_ends_at_that_instant(brows
         assert pd.Timestamp(overrides["pinned_until"]) == pd.Timestamp("2027-01-01T11:00:00Z")
     finally:
         context.close()
+
+
+def test_two_dashboards_on_one_host_do_not_log_each_other_out(browser, site):
+    """Cookies ignore the port: a second dashboard (another project, another session key) on the same host set
+    the same cookie names, so logging in to one logged the browser out of the other."""
+    from mlma.api import create_app
+
+    context = browser.new_context(viewport={"width": 1366, "height": 800})
+    try:
+        with serving(create_app(site["store"])) as other_url:           # its own random session key
+            first, second = context.new_page(), context.new_page()
+            uid = site["fleet"].unique_ids[15]
+            log_in(first, site)
+            first.goto(site["url"] + f"/#/stream/{uid}")
+            first.wait_for_selector("#btn-retrain")
+            log_in(second, {**site, "url": other_url}, "viewer")
+            assert second.inner_text("#who") == "vic · viewer"
+            first.fill("#stream-actions input.reason", "the first dashboard still acts")
+            first.click("#btn-retrain")
+            first.wait_for_selector("#toast.show:has-text('retrain by user:ana')")
+            second.reload()
+            second.wait_for_selector(".page[data-page=queue]")
+            assert second.inner_text("#who") == "vic · viewer"
+            assert len([c for c in context.cookies() if c["name"].startswith("mlma_")]) == 4
+    finally:
+        context.close()
+
+
+def _sent(page, path: str) -> list[str]:
+    """The requests the page sends to ``path`` from now on (their methods)."""
+    seen: list[str] = []
+    page.on("request", lambda r: path in r.url and seen.append(r.method))
+    return seen
+
+
+def test_a_double_click_or_a_second_enter_sends_an_action_once(page, site):
+    """An action's button and its form are disabled while the request is on its way: a double click on Re-train,
+    or Enter pressed twice in the fleet form, queued and audited the action twice."""
+    uid = site["fleet"].unique_ids[16]
+    log_in(page, site)
+    page.goto(site["url"] + f"/#/stream/{uid}")
+    page.wait_for_selector("#btn-retrain")
+    audited = len(site["store"].audit_log())
+    retrains = _sent(page, "/api/actions/retrain")
+    page.dblclick("#btn-retrain")
+    page.wait_for_selector("#toast.show:has-text('retrain by user:ana')")
+    page.wait_for_timeout(500)
+    assert retrains == ["POST"] and len(site["store"].audit_log()) == audited + 1
+
+    page.click("#nav a[href='#/fleet']")
+    page.wait_for_selector("#group-form")
+    page.select_option("#group-scope", "city=c01")
+    page.select_option("#group-action", "reset-reference")
+    resets = _sent(page, "/api/actions/reset-reference")
+    page.fill("#group-form input.reason", "twice by mistake")
+    page.press("#group-form input.reason", "Enter")
+    page.press("#group-form input.reason", "Enter")
+    page.wait_for_selector("#toast.show:has-text('reset-reference by user:ana')")
+    page.wait_for_timeout(500)
+    assert resets == ["POST"] and len(site["store"].audit_log()) == audited + 2
+
+
+def test_an_action_that_changes_nothing_says_so(page, site):
+    """Pinning a pinned stream answers changed 0 and audits nothing: the toast said "pin by user:ana: 1 stream"."""
+    uid = site["fleet"].unique_ids[17]
+    log_in(page, site)
+    page.goto(site["url"] + f"/#/stream/{uid}")
+    page.wait_for_selector("#btn-pin")
+    page.click("#btn-pin")
+    page.wait_for_selector("#pinned-chip")
+    audited = len(site["store"].audit_log())
+    page.click("#btn-pin")
+    page.wait_for_selector("#toast.show:has-text('nothing to change')")
+    assert "pin by" not in page.inner_text("#toast").split("(")[0]
+    assert len(site["store"].audit_log()) == audited
+    page.click("#btn-unpin")
+    page.wait_for_selector("#toast.show:has-text('unpin by user:ana')")
+
+
+def test_a_tab_of_a_browser_that_logged_in_again_as_someone_else_does_not_act(browser, site):
+    """Tab A shows "ana · operator"; tab B of the same browser logs out and in as bob: tab A's pin was audited as
+    bob under ana's name in its header. Now it is refused, nothing is done, and the tab says why."""
+    from mlma.api import create_token
+
+    _, bob = create_token(site["store"], "bob", "operator", by="user:root")
+    context = browser.new_context(viewport={"width": 1366, "height": 800})
+    try:
+        first, second = context.new_page(), context.new_page()
+        uid = site["fleet"].unique_ids[18]
+        log_in(first, site)
+        first.goto(site["url"] + f"/#/stream/{uid}")
+        first.wait_for_selector("#btn-pin")
+        second.goto(site["url"] + "/")
+        second.wait_for_selector(".page[data-page=queue]")                # the same session (cookie)
+        second.click("#logout")
+        second.fill("#token", bob)
+        second.click("#login button[type=submit]")
+        second.wait_for_selector(".page[data-page=queue]")
+        assert second.inner_text("#who") == "bob · operator"
+        audited = len(site["store"].audit_log())
+        first.fill("#stream-actions input.reason", "ana pins this")
+        first.click("#btn-pin")
+        first.wait_for_selector("#session-changed")
+        assert "user:bob" in first.inner_text("#session-changed") and "ana" in first.inner_text("#session-changed")
+        assert "ana" not in first.inner_text("#who")
+        assert len(site["store"].audit_log()) == audited
+        assert "pinned_until" not in (site["store"].streams().set_index("unique_id").loc[uid, "overrides"] or {})
+        first.click("#session-changed button")                            # reload: the tab is bob's now
+        first.wait_for_selector(".page[data-page=stream]")
+        assert first.inner_text("#who") == "bob · operator"
+    finally:
+        context.close()
+
+
+# The tests below add streams with hostile names to the module's fleet: the tests above count streams.
+def _add_stream(site, uid: str, days: int = 5) -> None:
+    stamps = pd.date_range(pd.Timestamp(site["fleet"].start) + pd.Timedelta("1D"), periods=days, freq="D")
+    site["store"].ingest_frame(pd.DataFrame({"unique_id": uid, "ds": stamps, "y": 10.0 + stamps.day}), source="t")
+
+
+def open_stream(page, site, uid: str) -> None:
+    page.goto(site["url"] + "/#/queue")                # a page of another kind first: the wait below is for this one
+    page.wait_for_selector(".page[data-page=queue]")
+    page.goto(site["url"] + "/#/stream/" + urllib.parse.quote(uid, safe=""))
+    page.wait_for_selector(".page[data-page=stream], .panel.error")
+
+
+def test_streams_named_dot_and_dot_dot_open_from_the_list_and_by_their_hash(page, site):
+    """The page read a stream at /api/streams/<id>, which the browser resolves for "." and ".." (also %2e)."""
+    for uid in (".", ".."):
+        _add_stream(site, uid)
+    log_in(page, site)
+    for uid in (".", ".."):
+        open_stream(page, site, uid)
+        assert page.locator(".panel.error").count() == 0, page.inner_text(".panel.error")
+        assert page.inner_text(".stream-head h1") == uid
+    page.goto(site["url"] + "/#/streams?q=..")
+    page.locator("table.streams a.stream-link", has_text=re.compile(r"^\.\.$")).click()
+    page.wait_for_selector(".page[data-page=stream]")
+    assert page.inner_text(".stream-head h1") == ".."
+
+
+def _x_labels(page, title: str) -> list[tuple[str, str]]:
+    box = page.locator(".chart-box", has=page.locator("h3", has_text=title))
+    return box.evaluate("b => [...b.querySelectorAll('g.axis text[text-anchor=middle]:not(.label)')]"
+                        ".map((t) => [t.textContent, t.getAttribute('x')])")
+
+
+def test_charts_of_one_tick_or_one_point_draw_it(page, site):
+    """A one-point series drew nothing, a one-tick loss chart no reference or band (the legend listed them), and
+    a zero-width x range put two labels at one place."""
+    _add_stream(site, "one-point", days=1)
+    log_in(page, site)
+    open_stream(page, site, "one-point")
+    actuals = page.locator(".chart-box", has=page.locator("h3", has_text="Actuals and forecasts"))
+    assert actuals.locator("circle.dot").count() == 1
+    places = [x for _, x in _x_labels(page, "Actuals and forecasts")]
+    assert places and len(places) == len(set(places)), places
+
+    uid = site["fleet"].unique_ids[3]
+    page.goto(site["url"] + f"/#/stream/{uid}?ticks=1")
+    page.wait_for_selector(f".stream-head h1:text-is('{uid}')")
+    loss = page.locator(".chart-box", has=page.locator("h3", has_text="Loss per tick"))
+    assert loss.locator("line.series.single").count() == 1                       # the reference level
+    width = loss.locator("rect.band").evaluate("r => r.getBBox().width")          # the reference … +δ band
+    assert width > 0
+    assert loss.locator("circle.dot").count() == 1                                # the loss
+    labels = _x_labels(page, "Loss per tick")
+    assert len(labels) == 1, labels
+
+
+def test_a_long_unbroken_id_or_message_does_not_widen_the_page(page, site):
+    """A 300-character id and a 3,000-character message widened the page to thousands of pixels."""
+    from mlma.escalations import Escalation
+
+    uid = "L" * 300
+    _add_stream(site, uid)
+    store = site["store"]
+    sid = int(store.streams().set_index("unique_id").loc[uid, "id"])
+    [item] = store.add_escalations([Escalation(sid, int(store.last_done_tick()), "repeated-trigger", 3, "x" * 3000)])
+    try:
+        log_in(page, site)
+        assert page.locator(".queue-item .message", has_text="x" * 100).count() == 1
+        widths = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+        assert widths[0] <= widths[1], widths
+        open_stream(page, site, uid)
+        assert page.inner_text(".stream-head h1") == uid
+        widths = page.evaluate("[document.documentElement.scrollWidth, innerWidth]")
+        assert widths[0] <= widths[1], widths
+    finally:
+        store.set_escalation_status([item], "resolved", by="user:test")
+
+
+def test_bidi_controls_in_an_id_are_shown_and_cannot_reorder_the_text_around_it(page, site):
+    """"zone\\u202eevil.exe" was shown as "zoneexe.live": the control characters are shown as \\u202E, and ids
+    are isolated (unicode-bidi: isolate) from the text beside them."""
+    uid = "zone\u202eevil.exe"
+    _add_stream(site, uid)
+    log_in(page, site)
+    page.goto(site["url"] + "/#/streams?q=evil")
+    link = page.locator("table.streams a.stream-link").first
+    assert link.inner_text() == "zone\\u202Eevil.exe"
+    assert link.evaluate("a => getComputedStyle(a).unicodeBidi") == "isolate"
+    link.click()
+    page.wait_for_selector(".page[data-page=stream]")
+    assert page.inner_text(".stream-head h1") == "zone\\u202Eevil.exe"
+    assert page.locator(".stream-head h1").evaluate("e => getComputedStyle(e).unicodeBidi") == "isolate"
+
+
+def test_the_fleet_form_takes_one_stream_id_per_line_commas_and_all(page, site):
+    """The streams field was split on commas, so "Sydney, NSW" could not be named: a line is one id, whole."""
+    _add_stream(site, "Sydney, NSW")
+    other = site["fleet"].unique_ids[19]
+    log_in(page, site)
+    page.click("#nav a[href='#/fleet']")
+    page.wait_for_selector("#group-form")
+    page.select_option("#group-scope", "streams")
+    page.select_option("#group-action", "pin")
+    page.fill("#group-form textarea[name=streams]", f"Sydney, NSW\n{other}\n")
+    page.click("#group-form button[type=submit]")
+    page.wait_for_selector("#toast.show:has-text('pin by user:ana: 2 streams')")
+    table = site["store"].streams().set_index("unique_id")
+    assert table.loc["Sydney, NSW", "overrides"]["pinned_until"] == "forever"
+    assert table.loc[other, "overrides"]["pinned_until"] == "forever"

@@ -26,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 
 from mlma.api import auth, create_app
+from mlma.api.app import SECRET_FILE
 from mlma.live import LiveAgent
 from mlma.project import ProjectConfig, init_project, load_config
 from mlma.simulate import simulate_platform
@@ -274,7 +275,8 @@ def test_non_ascii_csrf_header_and_cookie_are_refused_not_500(live):
         assert wrong.status_code == 403 and "X-CSRF-Token" in wrong.text
         assert live.state() == before
     with live.http() as http:
-        forged = http.get("/api/fleet", headers={"cookie": f"{auth.SESSION_COOKIE}=é.ü".encode("utf-8")})
+        name = auth.cookie_names(auth.load_or_create_secret(live.config.root / SECRET_FILE))[0]
+        forged = http.get("/api/fleet", headers={"cookie": f"{name}=é.ü".encode("utf-8")})
         assert forged.status_code == 401 and "log in again" in forged.text
         assert http.get("/api/fleet", headers=live.auth("viewer")).status_code == 200
 
@@ -371,17 +373,20 @@ def test_bodies_need_authentication_before_they_are_read_and_have_a_size_limit(l
 
 def test_log_out_ends_the_session_on_every_server_process(live):
     """A copy of the cookie taken before log-out is refused afterwards, also by a second server on the same store."""
-    second_base, second, thread = _serve(create_app(live.config))
+    app = create_app(live.config)
+    second_base, second, thread = _serve(app)
     try:
         with live.http() as http:
             assert http.post("/api/session", json={"token": live.tokens["viewer"]}).status_code == 200
-            cookie, csrf = http.cookies[auth.SESSION_COOKIE], http.cookies[auth.CSRF_COOKIE]
-            with httpx.Client(base_url=second_base, timeout=30, cookies={auth.SESSION_COOKIE: cookie}) as other:
+            # The two processes of one project share the session key, so the cookies' names too.
+            names = app.state.mlma.session_cookie, app.state.mlma.csrf_cookie
+            cookie, csrf = http.cookies[names[0]], http.cookies[names[1]]
+            with httpx.Client(base_url=second_base, timeout=30, cookies={names[0]: cookie}) as other:
                 assert other.get("/api/me").status_code == 200
             out = http.delete("/api/session", headers={auth.CSRF_HEADER: csrf})
             assert out.status_code == 200
         for base in (live.base, second_base):
-            with httpx.Client(base_url=base, timeout=30, cookies={auth.SESSION_COOKIE: cookie}) as replay:
+            with httpx.Client(base_url=base, timeout=30, cookies={names[0]: cookie}) as replay:
                 again = replay.get("/api/me")
                 assert again.status_code == 401 and "ended" in again.json()["detail"], (base, again.text)
     finally:

@@ -10,13 +10,20 @@ operator    and acts: re-train, pin, roll back, mark abnormal, silence, approve,
 admin       and manages tokens
 ==========  ==================================================================================
 
-The web page exchanges a token for a session cookie (``mlma_session``): an HMAC-signed payload naming a
-session kept in the store (:mod:`mlma.store.sessions`), an expiry and a CSRF secret; HttpOnly and
+The web page exchanges a token for a session cookie (``mlma_session_<tag>``): an HMAC-signed payload naming
+a session kept in the store (:mod:`mlma.store.sessions`), an expiry and a CSRF secret; HttpOnly and
 SameSite=Lax. Logging out ends the session in the store, so the cookie is worthless afterwards on every
 server process, also if someone kept a copy. A state-changing request that relies on
 the cookie must repeat the CSRF secret in the ``X-CSRF-Token`` header (the page reads it from the
-``mlma_csrf`` cookie, which a page on another site cannot read). The session and its token are checked in
+``mlma_csrf_<tag>`` cookie, which a page on another site cannot read). The session and its token are checked in
 the store on every request, so revoking a token ends its sessions too.
+
+Cookies ignore the port: two dashboards on one host (two projects on two ports) would overwrite each other's
+cookies and log each other out. The ``<tag>`` in the names is derived from the session key
+(:func:`cookie_names`), which differs per project and is shared by the server processes of one project. The page
+learns the CSRF cookie's name from the server (``GET /api/me``, the log-in's answer) and the session's public
+tag (:func:`session_tag`), which it sends back in ``X-MLMA-Session``: a tab opened for one session is refused
+(409) once the browser has logged in again, as someone else perhaps, in another tab.
 
 Examples
 --------
@@ -55,9 +62,14 @@ from mlma.store.schema import ROLES  # weakest first: a role may do everything t
 from mlma.store.tokens import TokenInfo  # noqa: F401 - what list_tokens returns, named here for the API
 
 TOKEN_PREFIX = "mlma_"
+#: The start of the session and CSRF cookies' names; each server adds its tag (:func:`cookie_names`).
 SESSION_COOKIE = "mlma_session"
 CSRF_COOKIE = "mlma_csrf"
 CSRF_HEADER = "X-CSRF-Token"
+#: The page sends the tag of the session it was opened with (:func:`session_tag`); optional for other clients.
+SESSION_HEADER = "X-MLMA-Session"
+#: Set on the 409 that answers a page opened for another session, so the page can tell it from other 409s.
+SESSION_CHANGED_HEADER = "X-MLMA-Session-Changed"
 #: How long a web session lasts before the token has to be given again.
 SESSION_SECONDS = 12 * 3600
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -188,6 +200,27 @@ class Session:
     session_id: str
     expires: int
     csrf: str
+
+
+def cookie_names(secret: bytes) -> tuple[str, str]:
+    """The names of the session and CSRF cookies of the servers whose session key is ``secret``.
+
+    Derived from the key (a one-way hash, so the names say nothing about it): the server processes of one project
+    share them, two projects on one host (cookies ignore the port) do not.
+
+    >>> cookie_names(b"k" * 32) == cookie_names(b"k" * 32), cookie_names(b"k" * 32) != cookie_names(b"x" * 32)
+    (True, True)
+    >>> cookie_names(b"k" * 32)[0].startswith("mlma_session_")
+    True
+    """
+    tag = hmac.new(secret, b"mlma cookie names", hashlib.sha256).hexdigest()[:12]
+    return f"{SESSION_COOKIE}_{tag}", f"{CSRF_COOKIE}_{tag}"
+
+
+def session_tag(session: Session) -> str:
+    """A public name of a session, which the page sends back (``X-MLMA-Session``) to say which session it was
+    opened with. A hash of the session's id: it neither is nor reveals a credential (the cookie stays HttpOnly)."""
+    return hashlib.sha256(f"mlma session tag:{session.session_id}".encode("utf-8")).hexdigest()[:24]
 
 
 def _b64(data: bytes) -> str:

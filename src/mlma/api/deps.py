@@ -36,6 +36,15 @@ class AppContext:
     secure_cookies: bool = False
     owns_store: bool = False
 
+    # Per server (its session key), not fixed: see mlma.api.auth.cookie_names.
+    @property
+    def session_cookie(self) -> str:
+        return auth.cookie_names(self.secret)[0]
+
+    @property
+    def csrf_cookie(self) -> str:
+        return auth.cookie_names(self.secret)[1]
+
 
 def context(request: Request) -> AppContext:
     return request.app.state.mlma
@@ -57,7 +66,7 @@ def identify(ctx: AppContext, request: Request) -> Principal:
         if found is None:
             raise unauthorized("the bearer token is unknown or revoked")
         return found
-    cookie = request.cookies.get(auth.SESSION_COOKIE)
+    cookie = request.cookies.get(ctx.session_cookie)
     if cookie is None:
         raise unauthorized("log in: send 'Authorization: Bearer <token>' or log in on the web page")
     session = auth.read_session(ctx.secret, cookie)
@@ -66,12 +75,22 @@ def identify(ctx: AppContext, request: Request) -> Principal:
     found = auth.session_principal(ctx.store, session)
     if found is None:
         raise unauthorized("the session has ended (logged out) or its token was revoked; log in again")
+    expected = request.headers.get(auth.SESSION_HEADER)
+    # The page names the session it was opened with: after a log-in in another tab of the browser (as someone
+    # else, perhaps) the cookie names another session, and this tab's action would be audited under a name
+    # it does not show. Refused before the CSRF check, so the answer says what happened.
+    if expected is not None and not hmac.compare_digest(expected.encode("utf-8", "replace"),
+                                                        auth.session_tag(session).encode("ascii")):
+        raise HTTPException(status.HTTP_409_CONFLICT,
+                            f"this page was opened for another session: the browser has logged in again since, "
+                            f"as {found.actor} (in another tab or window); nothing was done: reload the page",
+                            headers={auth.SESSION_CHANGED_HEADER: "1"})
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(auth.CSRF_HEADER, "")
         if not sent or not hmac.compare_digest(sent.encode("utf-8", "replace"), session.csrf.encode("utf-8")):
             raise HTTPException(status.HTTP_403_FORBIDDEN,
                                 f"missing or wrong {auth.CSRF_HEADER} header: a request that changes something "
-                                f"with the session cookie must repeat the {auth.CSRF_COOKIE} cookie's value in it")
+                                f"with the session cookie must repeat the {ctx.csrf_cookie} cookie's value in it")
     request.state.session = session
     return found
 

@@ -83,6 +83,11 @@ class Me(Schema):
     name: str = Field(description="The token's name.")
     role: str = Field(description="viewer, operator or admin.")
     actor: str = Field(description="How the audit log names this token's actions: user:<name>.")
+    session: str | None = Field(None, description="For a session cookie: the session's tag, which the web page "
+                                                  "sends back in X-MLMA-Session (409 once the browser has logged "
+                                                  "in again elsewhere); None for a bearer token.")
+    csrf_cookie: str | None = Field(None, description="For a session cookie: the name of the cookie holding its "
+                                                      "CSRF secret (per server); None for a bearer token.")
 
 
 class Session(Schema):
@@ -90,7 +95,10 @@ class Session(Schema):
 
     name: str
     role: str
+    actor: str = Field(description="How the audit log names this session's actions: user:<name>.")
     csrf: str = Field(description="The session's CSRF secret, to send back in the X-CSRF-Token header.")
+    csrf_cookie: str = Field(description="The name of the cookie that holds the CSRF secret (per server).")
+    session: str = Field(description="The session's tag, to send back in X-MLMA-Session (see /api/me).")
 
 
 class LoggedOut(Schema):

@@ -29,14 +29,15 @@ class NewToken(Body):
     role: Literal["viewer", "operator", "admin"] = "viewer"
 
 
-def _set_session_cookies(response: Response, ctx: AppContext, token_id: int) -> str:
+def _set_session_cookies(response: Response, ctx: AppContext, token_id: int) -> auth.Session:
     value, session = auth.start_session(ctx.store, token_id, ctx.secret)
-    response.set_cookie(auth.SESSION_COOKIE, value, max_age=auth.SESSION_SECONDS, httponly=True, samesite="lax",
+    # Named per server (mlma.api.auth.cookie_names): another project's dashboard on this host keeps its own.
+    response.set_cookie(ctx.session_cookie, value, max_age=auth.SESSION_SECONDS, httponly=True, samesite="lax",
                         secure=ctx.secure_cookies, path="/")
     # Readable by the page's script (not HttpOnly), which sends it back in the X-CSRF-Token header.
-    response.set_cookie(auth.CSRF_COOKIE, session.csrf, max_age=auth.SESSION_SECONDS, httponly=False,
+    response.set_cookie(ctx.csrf_cookie, session.csrf, max_age=auth.SESSION_SECONDS, httponly=False,
                         samesite="lax", secure=ctx.secure_cookies, path="/")
-    return session.csrf
+    return session
 
 
 @router.post("/session", response_model=Session, responses={401: {"model": Problem}},
@@ -45,8 +46,9 @@ def login(body: Login, response: Response, ctx: AppContext = Depends(context)) -
     found = auth.authenticate(ctx.store, body.token)
     if found is None:
         raise unauthorized("unknown or revoked token")
-    csrf = _set_session_cookies(response, ctx, found.token_id)
-    return {"name": found.name, "role": found.role, "csrf": csrf}
+    session = _set_session_cookies(response, ctx, found.token_id)
+    return {"name": found.name, "role": found.role, "actor": found.actor, "csrf": session.csrf,
+            "csrf_cookie": ctx.csrf_cookie, "session": auth.session_tag(session)}
 
 
 @router.delete("/session", response_model=LoggedOut, responses={401: {"model": Problem}, 403: {"model": Problem}},
@@ -56,8 +58,8 @@ def logout(request: Request, response: Response, _: Principal = Depends(principa
     session = getattr(request.state, "session", None)
     if session is not None:  # a bearer request has no session to end
         auth.end_session(ctx.store, session)
-    response.delete_cookie(auth.SESSION_COOKIE, path="/")
-    response.delete_cookie(auth.CSRF_COOKIE, path="/")
+    response.delete_cookie(ctx.session_cookie, path="/")
+    response.delete_cookie(ctx.csrf_cookie, path="/")
     return {"logged_out": True}
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from mlma.store import queries
+from mlma.api import auth
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, context, viewer
 from mlma.api.inputs import check_known_query, check_request_text
@@ -28,8 +29,11 @@ def _split(values: list[str] | None) -> list[str]:
 
 
 @router.get("/me", response_model=Me, summary="Who the token belongs to and its role")
-def me(who: Principal = Depends(viewer)) -> dict:
-    return {"name": who.name, "role": who.role, "actor": who.actor}
+def me(request: Request, who: Principal = Depends(viewer), ctx: AppContext = Depends(context)) -> dict:
+    session = getattr(request.state, "session", None)   # set for a session cookie, not for a bearer token
+    return {"name": who.name, "role": who.role, "actor": who.actor,
+            "session": None if session is None else auth.session_tag(session),
+            "csrf_cookie": None if session is None else ctx.csrf_cookie}
 
 
 @router.get("/fleet", response_model=Fleet,
@@ -65,6 +69,10 @@ def streams(
 @router.get("/streams/{unique_id:path}", response_model=StreamDetail, responses={404: {"model": Problem}},
             summary="One stream: actuals, forecasts, losses, p-values, versions, champion history, escalations, "
                     "actions, audit")
+# The same read, the same code, with the id in the query: a browser resolves the path segments "." and ".."
+# (also written %2e) before it sends a URL, so a stream named "." or ".." cannot be read by its path from a page.
+@router.get("/stream", response_model=StreamDetail, responses={404: {"model": Problem}},
+            summary="One stream, named in the query (?unique_id=): as /api/streams/{unique_id}, for any id")
 def stream(unique_id: str, ticks: Annotated[int, Query(ge=1, le=2000, description="Ticks of history.")] = 30,
            _: Principal = Depends(viewer), ctx: AppContext = Depends(context)) -> dict:
     try:

@@ -7,6 +7,8 @@ const VERDICT_COLORS = {
   "pinned": "#8c6bc1", "no-data": "#9a9a9a", "cold": "#4fb3b1", "abnormal": "#c47a3a", "unmonitored": "#c9c9c9",
 };
 const SEVERITY = { 1: "low", 2: "medium", 3: "high" };
+// Who this tab is logged in as (GET /api/me or the log-in's answer), with the session's tag and the name of its
+// CSRF cookie: both per server, learnt from it (two dashboards on one host keep separate cookies).
 let me = null;
 // Each call of route() draws one page; only the newest may reach the screen. Without this, a page that loads
 // slowly (the fleet page redrawn after an action) would replace a page the user navigated to meanwhile, or the
@@ -86,7 +88,13 @@ function badge(verdict) {
 }
 const sevBadge = (s) => h("span", { class: `badge sev sev${s}`, text: `S${s} ${SEVERITY[s] || ""}`.trim() });
 const link = (href, text, cls) => h("a", { href, class: cls, text });
-const streamLink = (uid) => link(`#/stream/${encodeURIComponent(uid)}`, uid, "stream-link");
+// Characters that reorder or hide text (bidi controls, zero-width and other control characters) are shown as
+// \uXXXX in ids and messages: "zone\u202Eevil.exe" was read as "zoneexe.live". The text sent back is unchanged.
+const HIDDEN_CHARS = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
+const shown = (text) => String(text).replace(HIDDEN_CHARS,
+  (c) => "\\u" + c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0"));
+const streamLink = (uid) => link(`#/stream/${encodeURIComponent(uid)}`, shown(uid), "stream-link");
+const attrText = (attrs) => shown(Object.entries(attrs).map(([k, v]) => `${k}=${v}`).join(" "));
 
 class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
@@ -106,10 +114,13 @@ function detailText(data, status) {
 async function api(method, path, body) {
   const headers = { "Accept": "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET") {
-    const csrf = cookie("mlma_csrf");
+  if (method !== "GET" && me && me.csrf_cookie) {
+    const csrf = cookie(me.csrf_cookie);
     if (csrf) headers["X-CSRF-Token"] = csrf;
   }
+  // The session this tab was opened with: after a log-in in another tab (as someone else, perhaps) the server
+  // refuses (409) rather than act, and audit, under a name this tab does not show.
+  if (me && me.session) headers["X-MLMA-Session"] = me.session;
   const r = await fetch(path, { method, headers, credentials: "same-origin",
     body: body === undefined ? undefined : JSON.stringify(body) });
   let data = null;
@@ -119,8 +130,24 @@ async function api(method, path, body) {
     renderLogin("Your session has ended: log in again.");
     throw new ApiError(401, detailText(data, 401));
   }
+  if (r.status === 409 && r.headers.get("X-MLMA-Session-Changed")) {
+    sessionChanged(detailText(data, 409));
+    throw new ApiError(409, detailText(data, 409));
+  }
   if (!r.ok) throw new ApiError(r.status, detailText(data, r.status));
   return data;
+}
+
+// The browser logged in again in another tab: this tab's page (and its header) belong to the old session.
+function sessionChanged(message) {
+  routeGeneration++;  // a page still loading must not replace the notice
+  const was = me ? `${me.name} · ${me.role}` : "";
+  me = null;
+  document.getElementById("who").textContent = "logged in again in another tab";
+  const notice = h("div", { class: "panel error", id: "session-changed", role: "alert" },
+    h("p", { text: `This tab was opened as ${was}. ${message}` }),
+    h("button", { type: "button", text: "Reload", onclick: () => location.reload() }));
+  document.getElementById("main").replaceChildren(notice);
 }
 
 let toastTimer = null;
@@ -138,16 +165,33 @@ function reasonOf(root) {
 }
 
 // Carry out an action through the API (which calls mlma.control.Operations and audits it), then redraw.
+// One press, one request: while an action is on its way the page's buttons are disabled (a double click, or
+// Enter pressed twice in a form, queued and audited a re-training twice) and a further call sends nothing.
+let acting = false;
 async function act(name, body, opts) {
+  if (acting) return null;
+  acting = true;
+  const held = [...document.querySelectorAll("#main button:not(:disabled)")];
+  held.forEach((b) => { b.disabled = true; });
   try {
     const r = await api("POST", `/api/actions/${name}`, body);
     const what = r.n_streams ? `${r.n_streams} stream${r.n_streams === 1 ? "" : "s"}` : `${r.changed} item${r.changed === 1 ? "" : "s"}`;
-    toast(`${r.action} by ${r.by}: ${what}${r.queued ? " queued for the next tick" : ""}${r.detail && r.detail.version ? `, version ${r.detail.version}` : ""}`);
+    // changed 0 and nothing queued: the streams (or items) were so already; nothing was done or audited.
+    if (!r.changed && !r.queued) {
+      toast(`nothing to change: ${r.n_streams ? what : "the items"} already as asked`
+        + ` (${r.action} by ${r.by}, not audited)`);
+    } else {
+      toast(`${r.action} by ${r.by}: ${what}${r.queued ? " queued for the next tick" : ""}`
+        + `${r.detail && r.detail.version ? `, version ${r.detail.version}` : ""}`);
+    }
     if (!opts || opts.redraw !== false) await route();
     return r;
   } catch (e) {
     toast(`${name} refused: ${e.message}`, true);
     return null;
+  } finally {
+    held.forEach((b) => { b.disabled = false; });   // those still on the page (a redraw replaces them)
+    acting = false;
   }
 }
 
@@ -283,7 +327,7 @@ async function renderFleet(main) {
     : null;
   main.appendChild(section("Abnormal periods",
     periods.items.length ? table(["id", "scope", "stream", "from", "to", "by", "reason", ""], periods.items.map((p) => h("tr", {},
-      h("td", { text: p.id }), h("td", { text: p.scope }), h("td", {}, p.unique_id ? streamLink(p.unique_id) : "all"),
+      h("td", { text: p.id }), h("td", { text: shown(p.scope) }), h("td", {}, p.unique_id ? streamLink(p.unique_id) : "all"),
       h("td", { text: ds(p.start) }), h("td", { text: ds(p.end) }), h("td", { text: p.created_by }), h("td", { text: p.reason || "" }),
       h("td", {}, can("operator") ? h("button", { type: "button", class: "small", text: "cancel",
         onclick: () => act("cancel-abnormal", { ids: [p.id], reason: reasonOf(main) }) }) : null)))) : h("p", { class: "muted", text: "none active" }), more));
@@ -295,9 +339,11 @@ function groupActionForm(attrs) {
   const scope = h("select", { name: "scope", id: "group-scope" },
     h("option", { value: "fleet", text: "the whole fleet (abnormal periods only)" }),
     Object.entries(attrs).map(([key, values]) => values.map((x) =>
-      h("option", { value: `${key}=${x.value}`, text: `${key}=${x.value} (${x.streams} streams)` }))),
+      h("option", { value: `${key}=${x.value}`, text: shown(`${key}=${x.value} (${x.streams} streams)`) }))),
     h("option", { value: "streams", text: "streams named below…" }));
-  const streams = h("input", { name: "streams", type: "text", placeholder: "zone-1, zone-2" });
+  // One unique_id per line, each line taken whole: an id may hold commas ("Sydney, NSW") and spaces.
+  const streams = h("textarea", { name: "streams", rows: "3", cols: "40", "aria-label": "stream ids, one per line",
+    placeholder: "one unique_id per line, e.g.\nzone-1\nSydney, NSW" });
   const action = h("select", { name: "action", id: "group-action" },
     [["mark-abnormal", "mark a period abnormal"], ["pin", "pin (no automatic re-training)"], ["unpin", "unpin"],
       ["retrain", "force re-training at the next tick"], ["reset-reference", "reset the reference"],
@@ -328,7 +374,7 @@ function groupActionForm(attrs) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     const body = { reason: reasonOf(form) };
-    if (scope.value === "streams") body.streams = streams.value.split(",").map((x) => x.trim()).filter(Boolean);
+    if (scope.value === "streams") body.streams = streams.value.split(/\r?\n/).filter((x) => x.trim() !== "");
     else if (scope.value !== "fleet") { const [k, ...rest] = scope.value.split("="); body.group = { [k]: rest.join("=") }; }
     else if (action.value !== "mark-abnormal") { toast("only abnormal periods apply to the whole fleet: choose a group", true); return; }
     const a = action.value;
@@ -369,14 +415,14 @@ async function renderQueue(main, params) {
       h("button", { type: "button", text: `Resolve (${item.count})`, onclick: () => act("resolve", { ids: item.ids, reason: reasonOf(main) }) }),
       h("button", { type: "button", text: "Silence", onclick: () => act("silence", { ids: item.ids, until: silenceFor.value, reason: reasonOf(main) }) }),
       status !== "open" ? h("button", { type: "button", text: "Re-open", onclick: () => act("reopen", { ids: item.ids, reason: reasonOf(main) }) }) : null,
-      group ? h("button", { type: "button", class: "secondary", text: `Pin ${item.scope}`, onclick: () => act("pin", { group, reason: reasonOf(main) }) }) : null,
-      group ? h("button", { type: "button", class: "secondary", text: `Re-train ${item.scope}`, onclick: () => act("retrain", { group, reason: reasonOf(main) }) }) : null);
+      group ? h("button", { type: "button", class: "secondary", text: `Pin ${shown(item.scope)}`, onclick: () => act("pin", { group, reason: reasonOf(main) }) }) : null,
+      group ? h("button", { type: "button", class: "secondary", text: `Re-train ${shown(item.scope)}`, onclick: () => act("retrain", { group, reason: reasonOf(main) }) }) : null);
     main.appendChild(h("article", { class: `queue-item sev${item.severity}`, dataset: { kind: item.kind, scope: item.scope } },
       h("div", { class: "queue-head" }, sevBadge(item.severity), h("strong", { text: item.kind }),
-        h("span", { class: "scope", text: item.scope }), h("span", { class: "count", text: item.scope === "fleet" ? "fleet-wide" : `${item.count} stream${item.count === 1 ? "" : "s"}` }),
+        h("span", { class: "scope", text: shown(item.scope) }), h("span", { class: "count", text: item.scope === "fleet" ? "fleet-wide" : `${item.count} stream${item.count === 1 ? "" : "s"}` }),
         h("span", { class: "muted", text: `size ${fmt(item.size)} · tick ${item.tick ?? "–"}${item.tick_start_ds ? " · data " + item.tick_start_ds.slice(0, 10) : ""} · ${when(item.last_created_at)}` })),
       h("div", { class: "muted kind-text", text: item.kind_text }),
-      h("div", { class: "message", text: item.message || "" }),
+      h("div", { class: "message", text: shown(item.message || "") }),
       h("div", { class: "members" }, item.members.map((m) => h("span", { class: "member" },
         m.unique_id ? streamLink(m.unique_id) : h("span", { text: "fleet" }), m.verdict ? badge(m.verdict) : null,
         h("span", { class: "muted", text: ` ${fmt(m.size)}` }))), item.more ? h("span", { class: "muted", text: ` +${item.more} more` }) : null),
@@ -396,7 +442,7 @@ async function renderStreams(main, params) {
   const verdict = h("select", { id: "stream-verdict" }, h("option", { value: "", text: "any verdict" }),
     Object.keys(VERDICT_COLORS).map((x) => h("option", { value: x, text: x, selected: params.get("verdict") === x })));
   const attr = h("select", { id: "stream-attr" }, h("option", { value: "", text: "any group" }),
-    Object.entries(attrs).map(([k, vs]) => vs.map((x) => h("option", { value: `${k}=${x.value}`, text: `${k}=${x.value}`, selected: params.get("attr") === `${k}=${x.value}` }))));
+    Object.entries(attrs).map(([k, vs]) => vs.map((x) => h("option", { value: `${k}=${x.value}`, text: shown(`${k}=${x.value}`), selected: params.get("attr") === `${k}=${x.value}` }))));
   const sorts = [["unique_id", "name"], ["-effect", "effect ↓"], ["p_value", "p-value ↑"], ["-reference_loss", "size (reference loss) ↓"],
     ["-loss", "loss ↓"], ["-escalations", "open escalations ↓"], ["verdict", "verdict"], ["-last_ds", "latest data ↓"], ["-champion", "serving version ↓"]];
   const sort = h("select", { id: "stream-sort" }, sorts.map(([v, t]) => h("option", { value: v, text: `sort: ${t}`, selected: (params.get("sort") || "unique_id") === v })));
@@ -410,7 +456,7 @@ async function renderStreams(main, params) {
     // window, so it differs from this tick's loss / reference.
     table(["stream", "group", "verdict", "effect", "p-value", "loss", "reference", "serving version", "escalations", "pinned", "latest data"],
       data.items.map((s) => h("tr", {},
-        h("td", {}, streamLink(s.unique_id)), h("td", { text: Object.entries(s.attributes).map(([k, v]) => `${k}=${v}`).join(" ") }),
+        h("td", {}, streamLink(s.unique_id)), h("td", { text: attrText(s.attributes) }),
         h("td", {}, badge(s.verdict)), h("td", { class: "num", text: fmt(s.effect) }), h("td", { class: "num", text: fmt(s.p_value) }),
         h("td", { class: "num", text: fmt(s.loss) }), h("td", { class: "num", text: fmt(s.reference_loss) }),
         h("td", { class: "num", text: s.champion ?? "–" }), h("td", { class: "num", text: s.open_escalations || "" }),
@@ -421,14 +467,16 @@ async function renderStreams(main, params) {
 
 // -- one stream ---------------------------------------------------------------------------------------------
 async function renderStream(main, params, uid) {
-  const s = await api("GET", `/api/streams/${encodeURIComponent(uid)}?ticks=${params.get("ticks") || 30}`);
+  // The id in the query, not the path: a browser resolves the path segments "." and ".." (also %2e) away.
+  const query = new URLSearchParams({ unique_id: uid, ticks: params.get("ticks") || 30 });
+  const s = await api("GET", `/api/stream?${query}`);
   const bounds = await tickBounds(s);
   const delta = s.params.delta ?? 0.05;
   const champ = s.champion;
   main.append(
     h("div", { class: "stream-head" },
-      h("h1", { text: s.unique_id }), badge(s.verdict),
-      h("span", { class: "muted", text: Object.entries(s.attributes).map(([k, v]) => `${k}=${v}`).join(" ") }),
+      h("h1", { text: shown(s.unique_id) }), badge(s.verdict),
+      h("span", { class: "muted", text: attrText(s.attributes) }),
       champ ? h("span", { class: "chip", id: "serving-chip",
         title: `v${champ.version} serves since ${champ.tick !== null ? `tick ${champ.tick}, ` : ""}recorded ${when(champ.since)} by ${champ.moved_by}`,
         text: `serving v${champ.version} since ${[tickData(champ.tick, bounds), when(champ.since)].filter(Boolean).join(" · ")}` })
@@ -464,7 +512,8 @@ async function renderStream(main, params, uid) {
   chart("Loss per tick against the reference", (box) => Charts.line(box, { ...span, xType: "linear", yLabel: "mean loss", label: "loss per tick", markers: vm,
     bands: [{ name: `reference … +δ (${delta})`, color: "#cfe3cf", points: ticks.map((x) => [x.tick, x.reference_loss, x.reference_loss === null ? null : x.reference_loss * (1 + delta)]) }],
     series: [
-      { name: "reference loss", color: "#3f9b5f", points: ticks.map((x) => [x.tick, x.reference_loss]) },
+      { name: "reference loss", color: "#3f9b5f", single: "segment",
+        points: ticks.map((x) => [x.tick, x.reference_loss]) },
       { name: "loss", color: "#555", points: ticks.map((x) => [x.tick, x.loss]), dots: true,
         dotColor: (p, i) => VERDICT_COLORS[ticks.filter((x) => x.loss !== null)[i].verdict] || "#555",
         dotTitle: (p, i) => { const x = ticks.filter((y) => y.loss !== null)[i]; return `tick ${x.tick}: loss ${fmt(x.loss)}, reference ${fmt(x.reference_loss)}, ${x.verdict}${x.reason ? " – " + x.reason : ""}`; } }] }));
@@ -489,7 +538,7 @@ async function renderStream(main, params, uid) {
   main.appendChild(section("Escalations", s.escalations.length ? table(["id", "tick", "severity", "kind", "status", "message", ""],
     s.escalations.map((e) => h("tr", {}, h("td", { text: e.id }), h("td", { text: e.tick ?? "–" }), h("td", {}, sevBadge(e.severity)),
       h("td", { text: e.kind }), h("td", { text: e.status + (e.status === "silenced" ? ` until ${when(e.silenced_until)}` : "") }),
-      h("td", { text: e.message }), h("td", {}, can("operator") ? escalationButtons(e, main) : null)))) : h("p", { class: "muted", text: "none" })));
+      h("td", { text: shown(e.message) }), h("td", {}, can("operator") ? escalationButtons(e, main) : null)))) : h("p", { class: "muted", text: "none" })));
   main.appendChild(section("Queued and applied actions", actionsTable(s.actions, main)));
   main.appendChild(section("Audit log of this stream", auditTable(s.audit)));
 }
@@ -636,7 +685,7 @@ function auditTable(items) {
   if (!items.length) return h("p", { class: "muted", text: "nothing yet" });
   return table(["#", "when", "who", "action", "target", "parameters", "reason"], items.map((a) => h("tr", {},
     h("td", { text: a.id }), h("td", { text: when(a.at) }), h("td", { text: a.actor }), h("td", { class: "audit-action", text: a.action }),
-    h("td", {}, a.target && a.target.startsWith("stream:") ? streamLink(a.target.slice(7)) : h("span", { text: a.target || "" })),
+    h("td", {}, a.target && a.target.startsWith("stream:") ? streamLink(a.target.slice(7)) : h("span", { text: shown(a.target || "") })),
     h("td", { class: "params", text: JSON.stringify(a.params) }), h("td", { text: a.reason || "" }))), "grid audit");
 }
 
@@ -723,6 +772,13 @@ async function route() {
 }
 
 window.addEventListener("hashchange", route);
+// Another tab may have logged in again (as someone else) meanwhile: ask when this tab is looked at again, so its
+// header does not go on naming the old user (an action would be refused anyway: X-MLMA-Session).
+function recheck() {
+  if (me && document.visibilityState === "visible") api("GET", "/api/me").catch(() => { /* shown by api() */ });
+}
+document.addEventListener("visibilitychange", recheck);
+window.addEventListener("focus", recheck);
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("logout").addEventListener("click", logout);
   route();

@@ -5,6 +5,8 @@
 const Charts = (() => {
   const NS = "http://www.w3.org/2000/svg";
   const M = { left: 56, right: 14, top: 12, bottom: 30 };
+  // Half the width (px) of what stands for one lone point of a reference or band, which has no line to draw.
+  const SINGLE = 10;
   // The drawing size of the chart being built (set by each public function; pages are single-threaded).
   let W = 760, H = 210;
   function size(o) { W = o.width || 760; H = o.height || 210; }
@@ -30,9 +32,9 @@ const Charts = (() => {
     return svg;
   }
 
-  // "Nice" tick values between lo and hi.
+  // "Nice" tick values between lo and hi; a zero-width range has one tick (two would be drawn at one place).
   function niceTicks(lo, hi, count) {
-    if (!(hi > lo)) { hi = lo + 1; }
+    if (!(hi > lo)) return isFinite(lo) ? [lo] : [];
     const raw = (hi - lo) / Math.max(1, count);
     const mag = Math.pow(10, Math.floor(Math.log10(raw)));
     const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) || raw;
@@ -156,6 +158,13 @@ const Charts = (() => {
     for (const r of o.refs || []) ysAll.push(r.y);
     if (!xsAll.length) { empty(container, o.empty); return; }
     let xlo = o.xmin ?? Math.min(...xsAll), xhi = o.xmax ?? Math.max(...xsAll);
+    let xTicks = o.xTicks;
+    if (!(xhi > xlo)) {
+      // One x (a page of one tick, a stream with one actual): a span around it, its one label in the middle.
+      const half = o.xType === "time" ? 12 * 3600e3 : 0.5;
+      xTicks = xTicks || [xlo];
+      xlo -= half; xhi += half;
+    }
     let ylo = o.ymin ?? Math.min(...ysAll), yhi = o.ymax ?? Math.max(...ysAll);
     if (o.log) { ylo = Math.max(ylo, o.logFloor || 1e-6); ylo = Math.pow(10, Math.floor(Math.log10(ylo))); yhi = Math.max(1, yhi); }
     else {
@@ -164,7 +173,7 @@ const Charts = (() => {
     }
     const svg = svgRoot(container, o.label);
     const sc = scales(xlo, xhi, ylo, yhi, o.log);
-    axes(svg, sc, { xlo, xhi, ylo, yhi, log: o.log, xType: o.xType, yLabel: o.yLabel, xTicks: o.xTicks });
+    axes(svg, sc, { xlo, xhi, ylo, yhi, log: o.log, xType: o.xType, yLabel: o.yLabel, xTicks });
     for (const sp of o.spans || []) {
       const x0 = sc.xs(Math.max(sp.x0, xlo)), x1 = sc.xs(Math.min(sp.x1, xhi));
       if (x1 > x0) tip(el("rect", { x: x0, y: M.top, width: x1 - x0, height: H - M.top - M.bottom, fill: sp.color, class: "span" }, svg), sp.label || "");
@@ -172,6 +181,13 @@ const Charts = (() => {
     for (const b of bands) {
       const pts = b.points.filter((p) => p[1] !== null && p[2] !== null);
       if (!pts.length) continue;
+      if (pts.length === 1) {
+        // One x: a polygon of two points has no area, so the band the legend lists drew nothing.
+        const [x, lo, hi] = pts[0];
+        tip(el("rect", { x: sc.xs(x) - SINGLE, y: sc.ys(hi), width: 2 * SINGLE,
+          height: Math.max(1, sc.ys(lo) - sc.ys(hi)), fill: b.color, class: "band" }, svg), b.name);
+        continue;
+      }
       const top = pts.map((p) => `${sc.xs(p[0])},${sc.ys(p[2])}`);
       const bottom = pts.slice().reverse().map((p) => `${sc.xs(p[0])},${sc.ys(p[1])}`);
       tip(el("polygon", { points: top.concat(bottom).join(" "), fill: b.color, class: "band" }, svg), b.name);
@@ -188,15 +204,35 @@ const Charts = (() => {
       const t = el("text", { x: x + 3, y: M.top + 10, class: "marker-label" }, svg); t.textContent = mk.label;
     }
     for (const s of series) {
-      if (s.line !== false && s.points.length > 1) {
+      if (s.line !== false) {
         // Break the line at gaps wider than maxGap (e.g. missing hours).
-        let d = "", prev = null;
-        for (const [x, y] of s.points) {
-          const jump = prev === null || (s.maxGap && x - prev > s.maxGap);
-          d += `${jump ? "M" : "L"}${sc.xs(x).toFixed(1)},${sc.ys(y).toFixed(1)}`;
-          prev = x;
+        let d = "", prev = null, run = 0;
+        const alone = [];   // points with no neighbour to join: a line through them draws nothing
+        s.points.forEach((p, i) => {
+          const jump = prev === null || (s.maxGap && p[0] - prev > s.maxGap);
+          if (jump && run === 1) alone.push(s.points[i - 1]);
+          run = jump ? 1 : run + 1;
+          d += `${jump ? "M" : "L"}${sc.xs(p[0]).toFixed(1)},${sc.ys(p[1]).toFixed(1)}`;
+          prev = p[0];
+        });
+        if (run === 1) alone.push(s.points[s.points.length - 1]);
+        if (s.points.length > 1) {
+          el("path", { d, fill: "none", stroke: s.color, "stroke-width": s.width || 1.6, "stroke-dasharray": s.dash,
+            class: "series" }, svg);
         }
-        el("path", { d, fill: "none", stroke: s.color, "stroke-width": s.width || 1.6, "stroke-dasharray": s.dash, class: "series" }, svg);
+        // Drawn as a dot, or (single: "segment", a reference level) as a short level segment; series with dots
+        // of their own show them anyway.
+        for (const [x, y] of s.dots ? [] : alone) {
+          if (s.single === "segment") {
+            const seg = el("line", { x1: sc.xs(x) - SINGLE, x2: sc.xs(x) + SINGLE, y1: sc.ys(y), y2: sc.ys(y),
+              stroke: s.color, "stroke-width": (s.width || 1.6) + 0.8, "stroke-dasharray": s.dash,
+              class: "series single" }, svg);
+            tip(seg, `${s.name}: ${fmt(y)}`);
+          } else {
+            const dot = el("circle", { cx: sc.xs(x), cy: sc.ys(y), r: 2.6, fill: s.color, class: "dot single" }, svg);
+            tip(dot, `${s.name}: ${fmt(y)}`);
+          }
+        }
       }
       if (s.dots) {
         s.points.forEach((p, i) => {
