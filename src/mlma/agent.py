@@ -113,11 +113,14 @@ class Controls:
 
     ``adopt`` maps a stream to the model a person put in service outside the tick (a roll-back or a manual
     promotion in the registry): the agent serves it from this tick's forecasts on and starts its reference
-    afresh.
+    afresh. A person's choice of the serving model this tick (that, or an approval) stands against a forced
+    re-training queued before it; ``force_after_choice`` marks the forced re-trainings queued after it, which
+    are carried out on top of it.
     """
 
     force_retrain: np.ndarray | None = None
     force_direct: np.ndarray | None = None
+    force_after_choice: np.ndarray | None = None
     pinned: np.ndarray | None = None
     needs_approval: np.ndarray | None = None
     reset_reference: np.ndarray | None = None
@@ -446,8 +449,9 @@ class Agent:
         judged_promoted = promoted.copy()
         self._decide_approvals(k, controls, promoted, rejected)
         self._adopt(k, controls.adopt, promoted)
-        # A model a person put in service this tick (an approval, a roll-back, a promotion): their choice stands.
-        by_person = adopted | (promoted & ~judged_promoted)
+        # A model a person put in service this tick (an approval, a roll-back, a promotion): their choice stands,
+        # against a forced re-training they queued before it, not one queued after it.
+        by_person = (adopted | (promoted & ~judged_promoted)) & ~controls.mask("force_after_choice", n)
 
         # Nor is it re-trained automatically: the verdict says what the policy would have done.
         held = pinned & decision.retrain

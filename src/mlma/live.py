@@ -1165,7 +1165,7 @@ class LiveAgent:
         controls = Controls(pinned=pinned, needs_approval=approval)
         # The actions this tick took up when it began (no longer cancellable), in the order they were queued.
         actions = self.store.taken_up_actions(k)[
-            ["id", "stream_id", "kind", "params", "created_by", "reason"]].reset_index(drop=True)
+            ["id", "stream_id", "kind", "params", "created_by", "created_at", "reason"]].reset_index(drop=True)
         masks = {name: np.zeros(n, dtype=bool) for name in ("force_retrain", "force_direct", "reset_reference",
                                                             "rebase_reference", "approve", "reject")}
         approvers = {}
@@ -1196,7 +1196,8 @@ class LiveAgent:
         # A champion moved in the registry by a person (roll-back, promotion) is adopted by the agent. Nobody
         # moved one since the state this tick continues from was saved: nothing to compare.
         unmoved = state_sha256 is not None and self._champions_agree == (state_sha256, counts["champions"])
-        sid, ver, by = (np.empty(0, np.int64),) * 3 if unmoved else self.registry.tables.serving_versions()
+        sid, ver, by, since = ((np.empty(0, np.int64),) * 4 if unmoved
+                               else self.registry.tables.serving_versions())
         # The champions as read now: the tick's own moves are made only where they still serve at its commit.
         read = live["champion_version"].copy()
         if not unmoved:
@@ -1234,6 +1235,8 @@ class LiveAgent:
                 live["champion_version"][s] = v
                 live["challenger_version"][s] = -1
                 live["awaiting_version"][s] = -1
+        controls.force_after_choice = _forced_after_choice(actions, n, {
+            int(s): pd.Timestamp(t) for s, t in zip(sid, since) if int(s) in controls.adopt})
         return controls, actions, approvers, counts, read, stale
 
     def _versions(self, k: int, report: TickReport, fleet: FleetData, window: int | None, live: dict,
@@ -1701,6 +1704,34 @@ def _undecided_version(live: dict, s: int) -> tuple[int, str]:
     return (waiting, "waiting for approval") if waiting >= 0 else (int(live["challenger_version"][s]), "in shadow")
 
 
+def _forced_after_choice(actions: pd.DataFrame, n: int, moved_at: dict[int, pd.Timestamp]) -> np.ndarray:
+    """The streams whose forced re-training a person queued after their choice of the serving model that this
+    tick carries out (``Controls.force_after_choice``): after the move of its champion (``moved_at``: when, by
+    stream) and after every approval or rejection of it queued for this tick. A re-training queued before the
+    choice yields to it; one queued after it is meant for the model chosen, and runs on top of it.
+
+    >>> actions = pd.DataFrame({"id": [1, 2, 3, 4], "stream_id": [0, 0, 1, 2],
+    ...                         "kind": ["approve", "retrain", "retrain", "retrain"],
+    ...                         "created_at": pd.to_datetime(["2026-01-01 10:00", "2026-01-01 10:05",
+    ...                                                       "2026-01-01 10:00", "2026-01-01 10:00"], utc=True)})
+    >>> _forced_after_choice(actions, 3, {1: pd.Timestamp("2026-01-01 09:00", tz="UTC"),
+    ...                                   2: pd.Timestamp("2026-01-01 11:00", tz="UTC")}).tolist()
+    [True, True, False]
+    """
+    after = np.zeros(n, dtype=bool)
+    retrains = actions[actions["kind"] == "retrain"].drop_duplicates("stream_id", keep="last")
+    if retrains.empty:
+        return after
+    decisions = actions[actions["kind"].isin(["approve", "reject"])]
+    last_decision = decisions.groupby("stream_id")["id"].max().to_dict()
+    for row in retrains.itertuples(index=False):
+        s = int(row.stream_id)
+        moved = moved_at.get(s)
+        after[s] = (int(row.id) > last_decision.get(s, -1)
+                    and (moved is None or pd.Timestamp(row.created_at) > moved))
+    return after
+
+
 def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.ndarray,
               adopted: dict, replaced: dict[int, tuple[int, str]] | None = None,
               stale: dict[int, tuple[int, int]] | None = None) -> dict[int, str]:
@@ -1737,7 +1768,8 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.
                     text = "no model yet: the first one comes when the stream has enough history"
                 elif report.promoted[s]:
                     text = (f"not re-trained: a person put version {int(live['champion_version'][s])} in service "
-                            "this tick (a roll-back, a promotion or an approval), and their choice stands")
+                            "after this re-training was queued (a roll-back, a promotion or an approval), and "
+                            "their choice stands; queue the re-training again to re-train from that version")
                 else:
                     text = ("not re-trained: its challenger is still in shadow, and the approval or rejection queued "
                             "for it comes first; queue the re-training again to replace it")

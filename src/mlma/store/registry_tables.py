@@ -145,8 +145,9 @@ class RegistryTables:
             frame[name] = pd.to_datetime(frame[name].tolist(), format="ISO8601").to_numpy().astype("datetime64[us]")
         return frame
 
-    def serving_versions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every stream with a champion: its id, the serving version and who moved it there, by stream id.
+    def serving_versions(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Every stream with a champion: its id, the serving version, who moved it there and when (UTC), by
+        stream id.
 
         The lean twin of :meth:`champions` (three columns, no joins), for the live tick, which asks every
         tick only whether a person moved a champion since (a roll-back, a promotion); at 10,000 streams it is
@@ -154,16 +155,17 @@ class RegistryTables:
 
         >>> from mlma.store import Store
         >>> RegistryTables(Store.create("sqlite://")).serving_versions()
-        (array([], dtype=int64), array([], dtype=int64), array([], dtype=object))
+        (array([], dtype=int64), array([], dtype=int64), array([], dtype=object), array([], dtype=object))
         """
         ch = S.champions
         with self.store._read() as conn:
-            rows = conn.execute(sa.select(ch.c.stream_id, ch.c.version, ch.c.moved_by)
+            rows = conn.execute(sa.select(ch.c.stream_id, ch.c.version, ch.c.moved_by, ch.c.since)
                                 .order_by(ch.c.stream_id)).all()
         if not rows:
-            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, dtype=object)
-        sid, version, by = zip(*rows)
-        return np.asarray(sid, dtype=np.int64), np.asarray(version, dtype=np.int64), np.asarray(by, dtype=object)
+            return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, dtype=object), np.empty(0, dtype=object)
+        sid, version, by, since = zip(*rows)
+        return (np.asarray(sid, dtype=np.int64), np.asarray(version, dtype=np.int64), np.asarray(by, dtype=object),
+                np.asarray(since, dtype=object))
 
     def history(self, stream_id: int) -> list[ChampionChange]:
         """Every move of the stream's champion alias, oldest first."""
