@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from mlma.control import ActionError, Operations
+from mlma.store.testing import serve_first_models
 
 N = 1_500
 
@@ -93,6 +94,7 @@ def test_actions_queued_and_periods_marked_on_thousands_of_streams_are_one_row_e
     store, ids = fleet
     ops = Operations(store)
     chosen = [f"zone-{i:05d}" for i in range(100, 1300)]
+    serve_first_models(store, [ids[n] for n in chosen])
     queued = ops.force_retrain(streams=chosen + chosen[:50], by="user:bob", reason="new promo calendar")
     assert queued.queued == len(chosen)
     pending = ops.pending_actions()
@@ -114,6 +116,41 @@ def test_actions_queued_and_periods_marked_on_thousands_of_streams_are_one_row_e
     with pytest.raises(ActionError, match=r"unknown stream 'zone-99999' \(and 1 more unknown\)"):
         ops.force_retrain(streams=chosen + ["zone-99999", "zone-99998"], by="user:bob")
     assert len(ops.pending_actions()) == len(chosen)  # nothing queued by the refused request
+
+
+def test_a_queued_action_leaves_out_the_streams_no_model_serves_yet_and_says_so(fleet):
+    """A re-training or a reset of a stream that has no model yet is something no tick can carry out: asked for
+    such streams alone it is refused, naming them, with nothing written; asked for a group or many streams of
+    which some have a model (`mlma retrain --all` the day after new zones arrived), those are acted on and the
+    answer and the audit entry say how many were left out and why."""
+    store, ids = fleet
+    ops = Operations(store)
+    store.set_attributes({f"zone-{i:05d}": {"city": "Berlin" if i < 1000 else "Paris"} for i in range(N)})
+    serve_first_models(store, [ids[f"zone-{i:05d}"] for i in range(10, 1000)])
+    with pytest.raises(ActionError, match=r"^stream 'zone-00003' has no model yet: the agent fits a stream's first "
+                                          r"model once it has enough history \(a season\), and a queued retrain"):
+        ops.force_retrain(["zone-00003"], by="user:ana")
+    with pytest.raises(ActionError, match=r"^none of the 500 streams \(group:city=Paris\) has a model yet: .* "
+                                          "queued rebase-reference would do nothing; nothing was queued$"):
+        ops.reset_reference(group={"city": "Paris"}, rebase=True, by="user:ana")
+    with pytest.raises(ActionError, match=r"^none of the 4 streams \(zone-00000, zone-00001, zone-00002 and 1 more\)"):
+        ops.force_retrain([f"zone-{i:05d}" for i in range(4)], by="user:ana")
+    assert ops.pending_actions().empty and store.audit_log().empty
+
+    queued = ops.force_retrain(group={"city": "Berlin"}, by="user:ana", reason="new promo calendar")
+    assert queued.queued == 990 and queued.streams[0] == "zone-00010"
+    assert queued.detail["note"] == ("10 of the 1,000 streams left out (zone-00000, zone-00001, zone-00002, "
+                                     "zone-00003, zone-00004 and 5 more): no model yet, the agent fits a stream's "
+                                     "first model once it has enough history (a season)")
+    assert sorted(ops.pending_actions()["stream_id"]) == [ids[f"zone-{i:05d}"] for i in range(10, 1000)]
+    entry = store.audit_log().iloc[-1]
+    assert (entry["target"], entry["params"]) == ("group:city=Berlin", {"streams": 990, "direct": False,
+                                                                        "left_out_no_model": 10})
+    assert len(store.audit_log(stream="zone-00010")) == 1 and store.audit_log(stream="zone-00000").empty
+    reset = ops.reset_reference(["zone-00011", "zone-01200"], by="user:ana")
+    assert (reset.queued, reset.streams) == (1, ["zone-00011"]) and "1 of the 2 streams left out (zone-01200)" \
+        in reset.detail["note"]
+    assert store.audit_log().iloc[-1]["target"] == "stream:zone-00011"
 
 
 @pytest.mark.parametrize("blank", ["", "   "])

@@ -15,6 +15,7 @@ from mlma.escalations import Escalation
 from mlma.metrics import KNOWN_KINDS, MAX_ACTIONS, render_metrics
 from mlma.store import Store, TickRecord, TickSummary
 from mlma.store import schema as S
+from mlma.store.testing import serve_first_models
 
 UTC = dt.timezone.utc
 
@@ -71,6 +72,7 @@ def build(store: Store) -> dict:
 
     ops = Operations(store)
     ops.pin(group={"city": "Paris"}, by="user:ana", reason="holiday")
+    serve_first_models(store, store.resolve_many(["zone-0", "zone-1", "zone-2"]))  # a re-training needs a model
     ops.force_retrain(["zone-0", "zone-1", "zone-2"], by="user:bo")
     store.add_audit("agent", "tick-note", "fleet")
 

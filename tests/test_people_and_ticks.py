@@ -165,6 +165,26 @@ def test_an_action_queued_while_a_tick_runs_waits_for_the_next_and_can_be_cancel
     assert [v.version for v in ops.registry.versions(STREAM)] == [1]
 
 
+def test_an_action_taken_up_by_a_killed_tick_can_be_cancelled_and_its_next_attempt_leaves_it_out(project):
+    """An agent killed (SIGKILL) right after its tick took the actions up leaves the tick `running` and its lock
+    held by a process that no longer runs: the tick runs no more, so a person may still cancel, and the next
+    attempt of that tick does not re-train the stream."""
+    from mlma.store.testing import gone_agent
+
+    live, store, ops, chunks = project
+    ops.force_retrain([STREAM], direct=True, by="user:ana", reason="before the campaign")
+    action_id = int(ops.pending_actions()["id"].iloc[0])
+    chunk = next(chunks)
+    store.ingest_frame(chunk, f"day-{chunk['ds'].min()}")
+    k = store.last_done_tick() + 1
+    store.begin_tick(k, lease=store.acquire_lock(gone_agent(), ttl=300.0))  # what the killed agent committed
+    assert ops.cancel_action([action_id], by="user:bob", reason="the campaign was called off").changed == 1
+    result = live.step()
+    assert result.tick == k
+    assert ops.actions().set_index("id").loc[action_id, "status"] == "cancelled"
+    assert [v.version for v in ops.registry.versions(STREAM)] == [1]
+
+
 def test_a_pinned_young_stream_on_its_fall_back_is_not_re_fitted_until_unpinned(tmp_path, platform):
     """A zone launched two days before the start-up serves seasonal naive (ridge needs nine days) and is retried
     each day as its history grows; pinned, it keeps its model: a pin means no automatic re-training."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import multiprocessing
 import time
 from pathlib import Path
@@ -636,6 +637,52 @@ def test_a_tick_left_unfinished_before_a_committed_one_is_closed_and_not_shown_a
     assert glance(url).last_unfinished is None
     store.begin_tick(7)
     assert (glance(url).last_unfinished.tick, glance(url).last_unfinished.status) == (7, "running")
+
+
+def test_actions_of_a_tick_whose_agent_is_gone_can_be_cancelled_and_are_not_carried_out(store):
+    """Taken-up actions can be cancelled only when their tick no longer runs: its agent's lease ran out, or its
+    process on this host no longer runs (the rule of `mlma status`), or another agent holds the lock now. An agent
+    that had only stalled cannot commit the cancelled actions; the next attempt takes up only the pending ones."""
+    from mlma.control import ActionError, Operations
+    from mlma.lock_holder import agent_identity
+    from mlma.store.testing import gone_agent
+
+    ops = Operations(store)
+    ids = store.stream_ids(["a", "b", "c", "d"])
+    with store.transaction() as tx:
+        tx.queue_actions(ids, "retrain", {"direct": False}, by="user:ana")
+
+    def status() -> list[str]:
+        return store.stream_actions().set_index("id")["status"].sort_index().tolist()
+
+    stalled = store.acquire_lock(agent_identity(), ttl=2.0)          # this process: alive, its lease runs
+    store.begin_tick(2, lease=stalled)
+    with pytest.raises(ActionError, match=r"action\(s\) \[1\] were taken up by tick 2, which is running"):
+        ops.cancel_action([1], by="user:bob")
+    deadline = time.monotonic() + 10
+    while store.lock_holder() is not None and time.monotonic() < deadline:  # no heartbeat: the lease runs out
+        time.sleep(0.1)
+    assert ops.cancel_action([1], by="user:bob", reason="called off").changed == 1
+    with pytest.raises(LockLost, match=r"tick 2: action\(s\) \[1\] it took up are no longer pending"):
+        store.write_tick(TickRecord(2, applied_actions={1: "re-trained", 2: "re-trained"}), lease=stalled)
+    assert store.ticks()["status"].tolist() == ["running"] and status() == ["cancelled", "pending", "pending",
+                                                                          "pending"]
+
+    killed = store.acquire_lock(gone_agent(), ttl=300.0)              # took the expired lock, then was killed
+    store.begin_tick(2, lease=killed)
+    assert store.taken_up_actions(2)["id"].tolist() == [2, 3, 4]
+    assert ops.cancel_action([2], by="user:bob").changed == 1
+    store.break_lock(by="agent", reason="its holder is no longer running on this host")
+    with store.tick_lock(agent_identity(), ttl=60.0, heartbeat=False) as lease:
+        # The lock is held by a live agent, but tick 2 is the killed one's until this agent begins it.
+        assert ops.cancel_action([3], by="user:bob").changed == 1
+        store.begin_tick(2, lease=lease)
+        assert store.taken_up_actions(2)["id"].tolist() == [4]
+        with pytest.raises(ActionError, match=r"\[4\] were taken up by tick 2, which is running"):
+            ops.cancel_action([4], by="user:bob")
+        store.write_tick(TickRecord(2, applied_actions={4: "re-trained"}), lease=lease)
+    assert status() == ["cancelled", "cancelled", "cancelled", "applied"]
+    assert store.ticks()[["status", "attempts"]].values.tolist() == [["done", 3]]
 
 
 def test_a_stream_named_with_spaces_around_it_resolves_as_its_file_ids_do(store):
@@ -1552,6 +1599,34 @@ def test_a_repeated_escalation_request_changes_and_audits_nothing_and_a_resolved
     assert store.set_escalation_status([e[0]], "resolved", by="user:bob").audit_id is None
     assert store.set_escalation_status([e[0]], "open", by="user:ana").changed == 1
     assert store.escalations().set_index("id")["status"][e[0]] == "open"
+
+
+def test_escalation_ids_given_twice_count_once_and_many_ids_make_a_short_audit_entry_and_error(store):
+    """`mlma ack 1 1` acknowledges and audits escalation 1 once; a request naming 12,000 escalations (or the same
+    one 100,000 times) is an audit entry of a few KB, and one naming 12,000 unknown ids is refused with a message
+    naming the first ten and how many more, as an unknown stream is, not with every id."""
+    from mlma.control import ActionError, Operations
+
+    ids = [int(i) for i in store.stream_ids([f"z{i:05d}" for i in range(12_000)])]
+    e = store.add_escalations([Escalation(s, 1, "data-quality", 2, "flat line") for s in ids])
+    ops = Operations(store)
+    assert ops.acknowledge([e[1], e[1]], by="user:ana").changed == 1
+    assert ops.resolve([e[2]] * 100_000, by="user:ana").changed == 1
+    entries = store.audit_log()
+    assert entries["target"].tolist() == [f"escalations:{e[1]}", f"escalations:{e[2]}"]
+    assert [p["ids"] for p in entries["params"]] == [[e[1]], [e[2]]]
+    assert store.set_escalation_status(list(reversed(e)) + e, "silenced", by="user:bob",
+                                       silenced_until="2999-01-01").changed == 11_999  # the resolved one stays
+    entry = store.audit_log().iloc[-1]
+    first = list(reversed(e))
+    assert entry["target"] == "escalations:" + ",".join(map(str, first[:20])) + " and 11,980 more"
+    assert (entry["params"]["count"], entry["params"]["ids"]) == (12_000, first[:1000])
+    assert len(json.dumps(entry["params"])) < 10_000
+    unknown = list(range(max(e) + 1, max(e) + 12_001))
+    with pytest.raises(ActionError) as refused:
+        ops.acknowledge([e[0], *unknown, unknown[0]], by="user:ana")
+    assert str(refused.value) == f"no escalation with id(s) {unknown[:10]} (and 11,990 more); nothing changed"
+    assert len(store.audit_log()) == 3 and store.escalations().set_index("id")["status"][e[0]] == "silenced"
 
 
 def test_taking_the_lock_while_its_holder_commits_says_it_is_held_at_once(postgres_server):

@@ -14,7 +14,9 @@ Actions fall in three kinds, by when they take effect:
   stored on the streams (``streams.overrides``) or in ``abnormal_periods`` and read by every tick.
 - **Queued for the next tick**: forcing a re-training, resetting or re-basing a reference, approving or
   rejecting a pending promotion. They wait in ``stream_actions`` as ``pending``; the tick that carries them
-  out marks them ``applied`` with the outcome, in its own transaction.
+  out marks them ``applied`` with the outcome, in its own transaction. A stream no model serves yet is left
+  out of a re-training or reset (refused when none of the chosen streams has a model): no tick could carry
+  it out before the agent fits the stream's first model.
 
 A *group* selects streams by their attributes (``mlma attributes FILE``, or
 :meth:`mlma.store.Store.set_attributes`): ``{"city": "Berlin"}`` is every stream whose attribute ``city``
@@ -33,10 +35,12 @@ Examples
 >>> ops = Operations(store)
 >>> ops.pin(group={"city": "Berlin"}, by="user:ana", reason="holiday next week").streams
 ['a']
->>> ops.force_retrain(["b"], by="user:ana", reason="new promotion").queued
-1
->>> store.audit_log()["action"].tolist()
-['pin', 'retrain']
+>>> ops.force_retrain(["b"], by="user:ana", reason="new promotion")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+mlma.control.ActionError: stream 'b' has no model yet: the agent fits a stream's first model once it has enough ...
+>>> store.audit_log()["action"].tolist()  # the refused re-training wrote nothing
+['pin']
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from mlma.params import (PARAMETERS, ParameterError, check_future, check_params,
 from mlma.store import Store
 from mlma.store.errors import StoreError
 from mlma.store.overrides import FOREVER, pin_stamp
-from mlma.store.records import check_actor
+from mlma.store.records import audited_ids, check_actor, check_reason, listed_ids
 from mlma.store.schema import STREAM_ACTION_STATUSES
 
 if TYPE_CHECKING:
@@ -339,26 +343,63 @@ class Operations:
         """Queue ``kind`` for the chosen streams with its audit entry; ``note(ids)``, when given, may add a
         ``note`` to the answer's detail (what the action will do besides, read once it is queued)."""
         check_actor(by)
+        check_reason(reason)  # before the streams: a refused reason is refused whichever streams were chosen
         ids, target = self.select(streams, group=group)
+        ids, left_out = self._with_a_model(ids, target, action or kind)
+        if len(left_out) and not target.startswith("group:"):  # named as the streams acted on
+            target = f"stream:{self.store.unique_ids(ids)[0]}" if len(ids) == 1 else f"streams:{len(ids)}"
         with self.store.transaction() as tx:
             tx.queue_actions(ids, kind, params, by=by, reason=reason)
-            audit_id = tx.audit(by, action or kind, target, {"streams": len(ids), **params}, reason, streams=ids)
+            audit_id = tx.audit(by, action or kind, target, {"streams": len(ids), **params}
+                                | ({"left_out_no_model": len(left_out)} if len(left_out) else {}),
+                                reason, streams=ids)
         detail = dict(params)
-        said = None
+        said = [self._left_out_note(left_out, len(ids) + len(left_out))] if len(left_out) else []
         if note is not None:
             try:
-                said = note(ids)
+                said.append(note(ids))
             except Exception:  # noqa: BLE001 - the action is queued: an answer saying it failed would be retried
                 log.exception("%s queued for %d stream(s); its note could not be read", kind, len(ids))
+        said = [text for text in said if text]
         if said:
-            detail["note"] = said
+            detail["note"] = "; ".join(said)
         return ActionResult(action or kind, self.store.unique_ids(ids).tolist(), queued=len(ids),
                             audit_id=audit_id, detail=detail)
+
+    def _with_a_model(self, ids: np.ndarray, target: str, action: str) -> tuple[np.ndarray, np.ndarray]:
+        """The chosen streams a model serves, and those left out because none does yet: a re-training or a
+        reset of a stream with no model is something no tick can carry out. Refused (nothing written) when no
+        chosen stream has a model; of a selection of several, the others are acted on and the answer says which
+        were left out (a group or ``--all`` would otherwise fail for the one stream that arrived yesterday)."""
+        from mlma.store.registry_tables import RegistryTables
+
+        served = np.isin(ids, RegistryTables(self.store).serving_versions()[0])
+        if not served.any():
+            if len(ids) == 1:
+                which = f"stream {self.store.unique_ids(ids)[0]!r} has no"
+            else:
+                listed = ", ".join(self.store.unique_ids(ids[:3]).tolist()) + (
+                    f" and {len(ids) - 3:,} more" if len(ids) > 3 else "")
+                named = target if target.startswith("group:") else listed
+                which = f"none of the {len(ids):,} streams ({named}) has a"
+            raise ActionError(f"{which} model yet: the agent fits a stream's first model once it has enough "
+                              f"history (a season), and a queued {action} would do nothing; nothing was queued")
+        return ids[served], ids[~served]
+
+    def _left_out_note(self, left_out: np.ndarray, chosen: int) -> str:
+        """The answer's note on the streams :meth:`_with_a_model` left out: how many, the first five, and why."""
+        names = self.store.unique_ids(left_out[:5]).tolist()
+        more = f" and {len(left_out) - 5:,} more" if len(left_out) > 5 else ""
+        return (f"{len(left_out):,} of the {chosen:,} streams left out ({', '.join(names)}{more}): no model yet, the "
+                "agent fits a stream's first model once it has enough history (a season)")
 
     def cancel_action(self, action_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
         """Take back queued actions that no tick has carried out yet. Refused (nothing cancelled) for actions
         a running tick has taken up: its re-trainings may be under way, and it carries them out when it
-        commits; undo their effect afterwards (e.g. roll the stream back)."""
+        commits; undo their effect afterwards (e.g. roll the stream back). A tick whose agent is gone (its lease
+        ran out, or its process on this host no longer runs: what ``mlma status`` says) is not running: its
+        actions can be cancelled, and its next attempt leaves them out
+        (:meth:`mlma.store.transaction.Transaction.actions_taken_up`)."""
 
         def cancel(tx, ids: list[int]) -> int:
             taken = tx.actions_taken_up(ids)
@@ -378,12 +419,12 @@ class Operations:
         """Cancel the rows among the ids ``given`` that are still active (``cancel`` does it in the transaction
         and says how many were) and audit it as ``action`` on ``target:ids``; an error when none was active."""
         check_actor(by)
-        ids = row_ids(given, what)
+        ids = list(dict.fromkeys(row_ids(given, what)))  # an id given twice is cancelled, and audited, once
         with self.store.transaction() as tx:
             changed = cancel(tx, ids)
             if not changed:
-                raise ActionError(f"{none_active} with id(s) {ids}")
-            audit_id = tx.audit(by, action, f"{target}:" + ",".join(map(str, ids)), {"ids": ids}, reason)
+                raise ActionError(f"{none_active} with id(s) {listed_ids(ids)}")
+            audit_id = tx.audit(by, action, *audited_ids(target, ids), reason)
         return ActionResult(action, changed=int(changed), audit_id=audit_id)
 
     def pending_actions(self, streams=None) -> pd.DataFrame:
@@ -457,7 +498,7 @@ class Operations:
         return self._escalations("silenced", escalation_ids, by, reason, until=_until(until))
 
     def _escalations(self, status, ids, by, reason, until=None) -> ActionResult:
-        ids = row_ids(ids, "escalation ids")
+        ids = list(dict.fromkeys(row_ids(ids, "escalation ids")))  # `mlma ack 1 1`: escalation 1, once
         if not ids:
             raise ActionError("no escalation ids given")
         try:

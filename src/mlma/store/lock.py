@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from mlma.lock_holder import holder_is_dead
 from mlma.store import schema as S
 from mlma.store.errors import LockHeld, LockLost
 
@@ -193,6 +194,16 @@ def _held(conn: sa.Connection, name: str) -> LockHeld | None:
     """The :class:`LockHeld` error naming lock ``name``'s holder (None: nobody holds it)."""
     row = conn.execute(sa.select(S.locks).where(S.locks.c.name == name)).first()
     return None if row is None else LockHeld(name, row.holder, row.acquired_at, row.heartbeat_at, row.expires_at)
+
+
+def live_holder(conn: sa.Connection, name: str, now: dt.datetime) -> str | None:
+    """Who holds lock ``name`` at ``now`` (the transaction's instant), or None when nobody does: the lock is free,
+    its lease ran out, or its holder is an agent process on this host that no longer runs (:func:`holder_is_dead`).
+    The one rule by which a holder is gone: ``mlma status`` says so, the next tick here takes such a lock over, and
+    a tick it was running no longer counts as running (its taken-up actions can be cancelled)."""
+    holder = conn.execute(sa.select(S.locks.c.holder).where(S.locks.c.name == name, S.locks.c.expires_at > now)
+                          ).scalar()
+    return None if holder is None or holder_is_dead(holder) else holder
 
 
 def fence(conn: sa.Connection, lease: Lease) -> None:

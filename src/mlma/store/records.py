@@ -57,6 +57,38 @@ def check_reason(reason: str | None) -> str | None:
     return reason
 
 
+#: How many row ids an audit entry's target names, and its params list: a request may name 100,000 ids.
+AUDIT_TARGET_IDS, AUDIT_PARAM_IDS = 20, 1_000
+
+
+def audited_ids(what: str, ids: Sequence[int]) -> tuple[str, dict[str, Any]]:
+    """The audit target and params of an action on rows by id (escalations, queued actions, abnormal periods):
+    the target names the first 20 ids and how many more, the params count them and list the first 1,000, so that
+    a request naming 100,000 ids is an entry of a few KB (an action on many streams is audited by its count, the
+    streams it touched kept beside the entry).
+
+    >>> audited_ids("escalations", [3, 4])
+    ('escalations:3,4', {'count': 2, 'ids': [3, 4]})
+    >>> target, params = audited_ids("actions", range(1, 100_001))
+    >>> target[-24:], params["count"], len(params["ids"])
+    ('18,19,20 and 99,980 more', 100000, 1000)
+    """
+    ids = [int(i) for i in ids]
+    more = f" and {len(ids) - AUDIT_TARGET_IDS:,} more" if len(ids) > AUDIT_TARGET_IDS else ""
+    return (f"{what}:" + ",".join(map(str, ids[:AUDIT_TARGET_IDS])) + more,
+            {"count": len(ids), "ids": ids[:AUDIT_PARAM_IDS]})
+
+
+def listed_ids(ids: Sequence[int], shown: int = 10) -> str:
+    """Ids in an error message: the first ``shown`` and how many more, as an unknown stream is named.
+
+    >>> listed_ids([7]), listed_ids(range(2, 100_002))
+    ('[7]', '[2, 3, 4, 5, 6, 7, 8, 9, 10, 11] (and 99,990 more)')
+    """
+    ids = list(ids)
+    return str(ids[:shown]) + (f" (and {len(ids) - shown:,} more)" if len(ids) > shown else "")
+
+
 def utc_instant(value: Any, what: str) -> dt.datetime:
     """A wall-clock instant (when something happened) from anything pandas parses, as an aware UTC
     ``datetime``; a naive value is taken as UTC. The store's instant columns hold these.

@@ -30,11 +30,12 @@ from mlma.store import batches, bulk, drivers, lock, migrate, packed, serial
 from mlma.store.engine import is_read_only, missing_sqlite_file
 from mlma.store.engine import make_engine as _make_engine
 from mlma.store import schema as S
-from mlma.store.errors import ChampionMoved, SchemaError, StateCorrupted, StoreError, TickAlreadyDone
+from mlma.store.errors import ChampionMoved, LockLost, SchemaError, StateCorrupted, StoreError, TickAlreadyDone
 from mlma.store.frames import VERDICT_COLUMNS, rows_frame, verdict_labels
 from mlma.store.overrides import StreamOverrides
 from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, NewVersion, PruneReport, TickRecord,
-                                TickSummary, TickWrite, check_actor, check_reason, utc_instant)
+                                TickSummary, TickWrite, audited_ids, check_actor, check_reason, listed_ids,
+                                utc_instant)
 from mlma.store.glance import saved_states_damage, state_part_references
 from mlma.store.state import FORMAT, StagedPart, StateEncoding, decode_state
 
@@ -1446,9 +1447,10 @@ class Store:
 
         In the same transaction the tick **takes up** every pending stream action (their ``applied_tick`` is
         set to it while they stay ``pending``): those are the actions it carries out (:meth:`taken_up_actions`),
-        and while it runs a person can no longer cancel them (:meth:`Transaction.actions_taken_up`), since its
-        re-trainings may already be under way. Actions queued later wait for the next tick; actions of a tick
-        that failed are taken up again by the next. A start-up tick, which carries out none, passes
+        and while it runs (its agent holds the lock) a person can no longer cancel them
+        (:meth:`Transaction.actions_taken_up`), since its re-trainings may already be under way. Actions queued
+        later wait for the next tick; actions of a tick that failed, or whose agent is gone, are taken up again by
+        the next (those still pending). A start-up tick, which carries out none, passes
         ``take_up_actions=False``.
         """
         tick = _tick_number(tick)
@@ -1508,7 +1510,8 @@ class Store:
         ``TickWrite.versions`` (and must equal ``record.expected_versions`` when given). The escalations whose
         condition cleared (``record.resolve_escalations``) are resolved before the tick's new escalations are
         added, with one audit entry counting them. ``lease`` (the tick lock's) is checked inside the
-        transaction, so a lease that was lost commits nothing.
+        transaction, so a lease that was lost commits nothing; so does a tick whose taken-up actions a person
+        cancelled after its lease ran out (it stalled, and was taken for gone).
 
         Raises
         ------
@@ -1541,6 +1544,8 @@ class Store:
             now = self._now(conn)
             self._open_tick(conn, tick, now, _timestamp(record.start, "start"), _timestamp(record.end, "end"),
                             record.agent_id or (lease.holder if lease is not None else None), new_attempt=False)
+            if record.applied_actions:
+                _check_still_pending(conn, tick, record.applied_actions)
             verdicts, forecasts = record.verdicts, record.forecasts
             n_verdicts = self._insert_verdicts(conn, tick, verdicts) if verdicts is not None else 0
             n_forecasts = self._insert_forecasts(conn, tick, forecasts) if forecasts is not None else 0
@@ -1915,20 +1920,25 @@ class Store:
         extended), and a resolved one is neither acknowledged nor silenced (re-open it first); nothing is audited
         when no row changed (``audit_id`` None).
 
-        All or nothing: when some of ``ids`` name no escalation, nothing changes and LookupError names them (a
-        mistyped id among several must not leave the others changed without the person noticing)."""
+        All or nothing: when some of ``ids`` name no escalation, nothing changes and LookupError names them (the
+        first ten and how many more: a mistyped id among several must not leave the others changed without the
+        person noticing). An id given twice counts once; the audit entry names the first 20 ids in its target and
+        lists the first 1,000 in its params, with their count (:func:`~mlma.store.records.audited_ids`)."""
         check_actor(by)
         if status not in S.ESCALATION_STATUSES:
             raise ValueError(f"status must be one of {S.ESCALATION_STATUSES}, got {status!r}")
         if (status == "silenced") != (silenced_until is not None):
             raise ValueError("silenced_until is required with status 'silenced' and only then")
         until = utc_instant(silenced_until, "silenced_until") if silenced_until is not None else None
-        ids = [int(i) for i in ids]
+        ids = list(dict.fromkeys(int(i) for i in ids))  # `mlma ack 1 1` acts on, and audits, escalation 1 once
         with self._write() as conn:
-            known = set(conn.execute(sa.select(S.escalations.c.id).where(S.escalations.c.id.in_(ids))).scalars())
-            unknown = [i for i in dict.fromkeys(ids) if i not in known]
+            known = set()
+            for lo in range(0, len(ids), 10_000):  # under PostgreSQL's 65,535 bind parameters
+                known.update(conn.execute(sa.select(S.escalations.c.id)
+                                          .where(S.escalations.c.id.in_(ids[lo:lo + 10_000]))).scalars())
+            unknown = [i for i in ids if i not in known]
             if unknown:
-                raise LookupError(f"no escalation with id(s) {unknown}; nothing changed")
+                raise LookupError(f"no escalation with id(s) {listed_ids(unknown)}; nothing changed")
             now = self._now(conn)
             # Only rows the request changes, so that a repeated request is neither audited again nor, for a
             # silence or an acknowledgement, re-opens what was resolved meanwhile (re-open does that).
@@ -1936,13 +1946,14 @@ class Store:
             unchanged = e.c.status == "resolved" if status in ("silenced", "acknowledged") else e.c.status == status
             if status == "acknowledged":
                 unchanged = sa.or_(unchanged, e.c.status == "acknowledged")
-            changed = conn.execute(sa.update(e).where(e.c.id.in_(ids), sa.not_(unchanged))
-                                   .values(status=status, updated_at=now, silenced_until=until)).rowcount
+            changed = sum(conn.execute(sa.update(e).where(e.c.id.in_(ids[lo:lo + 10_000]), sa.not_(unchanged))
+                                       .values(status=status, updated_at=now, silenced_until=until)).rowcount
+                          for lo in range(0, len(ids), 10_000))
             if not changed:
                 return EscalationsChanged(0, None)  # nothing happened, so nothing is audited
-            audit_id = self._audit(conn, now, by, f"escalation-{status}",
-                                   "escalations:" + ",".join(map(str, ids[:20])),
-                                   {"ids": ids, "silenced_until": None if until is None else until.isoformat()},
+            target, params = audited_ids("escalations", ids)
+            audit_id = self._audit(conn, now, by, f"escalation-{status}", target,
+                                   {**params, "silenced_until": None if until is None else until.isoformat()},
                                    reason)
         return EscalationsChanged(int(changed), audit_id)
 
@@ -2305,6 +2316,25 @@ def _time_zones_of(codes: Sequence[str]) -> str | None:
     if "summary" not in codes:
         return None
     return "zoned" if "timezone-converted" in codes else "naive"
+
+
+def _check_still_pending(conn: sa.Connection, tick: int, action_ids) -> None:
+    """Inside :meth:`Store.write_tick`: raise :class:`LockLost` when an action tick ``tick`` carried out is no
+    longer pending. A person may cancel a taken-up action once its tick no longer counts as running (its lease ran
+    out: :meth:`~mlma.store.transaction.Transaction.actions_taken_up`); an agent that had only stalled must not
+    commit what was cancelled. Its rows stay locked (in id order, as a cancel locks them) until the commit."""
+    a = S.stream_actions
+    ids = sorted(int(i) for i in action_ids)
+    gone = []
+    for lo in range(0, len(ids), 10_000):  # under PostgreSQL's 65,535 bind parameters
+        gone += conn.execute(sa.select(a.c.id, a.c.status).where(a.c.id.in_(ids[lo:lo + 10_000]))
+                             .order_by(a.c.id).with_for_update()).all()
+    gone = [int(r.id) for r in gone if r.status != "pending"]
+    if gone:
+        more = f" and {len(gone) - 10:,} more" if len(gone) > 10 else ""
+        raise LockLost(f"tick {tick}: action(s) {gone[:10]}{more} it took up are no longer pending (a person "
+                       "cancelled them once the tick no longer counted as running: its lease had run out); nothing "
+                       "of it was committed, and it runs again without them")
 
 
 def _tick_number(tick: Any, allow_negative: bool = False) -> int:

@@ -79,3 +79,27 @@ def hold_lock(url: str, holder: str, ttl: float, acquired, release, outcome) -> 
     release.wait(60)
     lease.release()
     store.close()
+
+
+def gone_agent() -> str:
+    """The lock holder name of an mlma agent on this host whose process no longer runs (a child that exited and
+    was reaped): what an agent killed with SIGKILL leaves in the ``locks`` row."""
+    import subprocess
+    import sys
+
+    from mlma.lock_holder import agent_identity
+
+    child = subprocess.Popen([sys.executable, "-c", ""])
+    child.wait()
+    return agent_identity().replace(f":{os.getpid()}", f":{child.pid}", 1)
+
+
+def serve_first_models(store, stream_ids, spec: str = "naive") -> None:
+    """Record a first model version of each stream and put it in service, as the start-up tick does; its artifact
+    hash names no file. For tests of what needs a model to serve (a queued re-training), not of the models."""
+    from mlma.store.records import ChampionMove, NewVersion
+
+    ids = [int(s) for s in stream_ids]
+    with store.transaction() as tx:
+        numbers = tx.record_versions([NewVersion(s, "0" * 64, 1, spec) for s in ids])
+        tx.move_champions([ChampionMove(s, int(v), "agent") for s, v in zip(ids, numbers)])

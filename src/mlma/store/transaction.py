@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import sqlalchemy as sa
 
-from mlma.store import bulk
+from mlma.store import bulk, lock
 from mlma.store import schema as S
 from mlma.store import tokens
 from mlma.store.overrides import StreamOverrides
@@ -109,7 +109,13 @@ class Transaction:
         """The pending actions among ``action_ids`` that a running tick took up (id -> tick): it carries them
         out when it commits, so they can no longer be cancelled. Their rows stay locked until this transaction
         ends, so that no tick takes up one of the others meanwhile (PostgreSQL; SQLite's write transaction
-        holds the whole database)."""
+        holds the whole database).
+
+        A tick marked ``running`` runs only while its agent holds the tick lock (:func:`mlma.store.lock.live_holder`:
+        not when the lease ran out, nor when that agent's process on this host no longer runs): one killed
+        mid-tick carries nothing out, and its next attempt takes up only the actions still pending. Should an
+        agent taken so only have stalled, its commit finds the actions cancelled and is refused
+        (:meth:`mlma.store.Store.write_tick`)."""
         t, ticks = S.stream_actions, S.ticks
         conn = self._connection()
         rows = conn.execute(sa.select(t.c.id, t.c.applied_tick)
@@ -118,15 +124,24 @@ class Transaction:
         taken = {int(r.id): int(r.applied_tick) for r in rows if r.applied_tick is not None}
         if not taken:
             return {}
-        running = set(conn.execute(sa.select(ticks.c.tick).where(ticks.c.tick.in_(set(taken.values())),
-                                                                  ticks.c.status == "running")).scalars())
+        holder = lock.live_holder(conn, "tick", self.now)
+        if holder is None:
+            return {}
+        # Only the agent that began a tick (begin_tick records it) carries out what it took up: another holding
+        # the lock now (about to run that tick again, or collecting artifacts) is not running that attempt.
+        running = {int(r.tick) for r in conn.execute(
+            sa.select(ticks.c.tick, ticks.c.agent_id).where(ticks.c.tick.in_(set(taken.values())),
+                                                            ticks.c.status == "running"))
+            if r.agent_id is None or r.agent_id == holder}
         return {i: k for i, k in taken.items() if k in running}
 
     def cancel_actions(self, action_ids: Sequence[int]) -> int:
         """Cancel the pending actions among ``action_ids``; returns how many were pending (see
-        :meth:`actions_taken_up` for those a running tick is carrying out)."""
+        :meth:`actions_taken_up` for those a running tick is carrying out). One a tick took up that is no longer
+        running is no longer its (``applied_tick`` cleared)."""
         t = S.stream_actions
-        return self._update(t, action_ids, t.c.status == "pending", status="cancelled", applied_at=self.now)
+        return self._update(t, action_ids, t.c.status == "pending", status="cancelled", applied_at=self.now,
+                            applied_tick=None)
 
     def _made_by(self, by: str, reason: str | None) -> dict[str, Any]:
         """Who added a row, when and why: the columns every row a person or the agent adds carries."""
