@@ -1629,6 +1629,20 @@ def test_escalation_ids_given_twice_count_once_and_many_ids_make_a_short_audit_e
     assert len(store.audit_log()) == 3 and store.escalations().set_index("id")["status"][e[0]] == "silenced"
 
 
+def test_cancelling_more_ids_than_one_statement_takes_cancels_the_pending_ones(store):
+    """PostgreSQL takes at most 65,535 parameters in a statement, and a cancel sent every id in one: a person's
+    cancel of 70,000 action ids (within the 100,000 an action may name) failed there with the driver's error."""
+    from mlma.control import Operations
+
+    ids = store.stream_ids(["a", "b", "c"])
+    with store.transaction() as tx:
+        tx.queue_actions(ids, "retrain", {"direct": False}, by="user:ana")
+    queued = store.stream_actions()["id"].tolist()
+    result = Operations(store).cancel_action([*queued, *range(1_000, 71_000)], by="user:ana")
+    assert result.changed == 3
+    assert (store.stream_actions()["status"] == "cancelled").all()
+
+
 def test_taking_the_lock_while_its_holder_commits_says_it_is_held_at_once(postgres_server):
     """PostgreSQL: a tick's commit holds the lock row (the fence) for as long as it writes; a second agent
     started meanwhile hears the lock is held within seconds (exit 4 from `mlma tick`), not when that commit

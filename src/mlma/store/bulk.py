@@ -135,6 +135,23 @@ def _nullable_ints(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 #: Rows converted to driver values at a time: the Python objects of a batch cost about 200 bytes a row, so
 #: converting millions of rows at once (a large ingest) took gigabytes; batches keep it to tens of MB.
+#: Ids per ``IN (...)`` list: PostgreSQL takes at most 65,535 bind parameters in one statement.
+IDS_PER_STATEMENT = 10_000
+
+
+def id_chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    """``ids`` in lists of at most :data:`IDS_PER_STATEMENT`, for one ``IN (...)`` statement each.
+
+    >>> [len(c) for c in id_chunks(range(25_000))]
+    [10000, 10000, 5000]
+    >>> list(id_chunks([]))
+    []
+    """
+    ids = [int(i) for i in ids]
+    for lo in range(0, len(ids), IDS_PER_STATEMENT):
+        yield ids[lo:lo + IDS_PER_STATEMENT]
+
+
 BATCH_ROWS = 100_000
 
 

@@ -362,8 +362,8 @@ def driver_values(store, names, start=None, end=None, *, as_of_ingest: int | Non
             rows = conn.execute(query).all()
         else:
             ids = sorted({int(i) for i in streams})
-            rows = [row for lo in range(0, len(ids), 10_000)
-                    for row in conn.execute(query.where(t.c.stream_id.in_(ids[lo:lo + 10_000]))).all()]
+            rows = [row for chunk in bulk.id_chunks(ids)
+                    for row in conn.execute(query.where(t.c.stream_id.in_(chunk))).all()]
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype="int64" if c == "stream_id" else "datetime64[ns]" if c == "ds"
                                           else "float64") for c in columns})

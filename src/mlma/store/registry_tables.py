@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from mlma.store import bulk
 from mlma.store import schema as S
 from mlma.store.records import ChampionChange, ModelVersion
 from mlma.store.store import Store
@@ -59,8 +60,8 @@ class RegistryTables:
             if ids is None:
                 rows = conn.execute(query).all()
             # In batches: a statement has a bounded number of parameters (SQLite's limit is 32,766).
-            for lo in range(0, len(ids or ()), 10_000):
-                rows += conn.execute(query.where(mv.c.stream_id.in_(ids[lo:lo + 10_000]))).all()
+            for chunk in bulk.id_chunks(ids or ()):
+                rows += conn.execute(query.where(mv.c.stream_id.in_(chunk))).all()
             rows.sort(key=lambda r: (r.stream_id, r.version))
         return [ModelVersion(
             stream_id=int(r.stream_id), unique_id=r.unique_id, version=int(r.version), created_at=r.created_at,
@@ -101,8 +102,8 @@ class RegistryTables:
             if ids is None:
                 rows = conn.execute(query).all()
             else:
-                rows = [r for lo in range(0, len(ids), 10_000)
-                        for r in conn.execute(query.where(mv.c.stream_id.in_(ids[lo:lo + 10_000])))]
+                rows = [r for chunk in bulk.id_chunks(ids)
+                        for r in conn.execute(query.where(mv.c.stream_id.in_(chunk)))]
         return [(int(sid), uid, int(version), str(res)) for sid, uid, version, res in rows]
 
     def artifact_hashes(self) -> set[str]:

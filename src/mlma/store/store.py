@@ -126,10 +126,10 @@ def _unless_put_in_service(conn: sa.Connection, checks: Sequence) -> list:
         return checks
     ch, ids = S.champions, sorted(dropped)
     serving = {}
-    for lo in range(0, len(ids), 10_000):   # under PostgreSQL's 65,535 bind parameters
+    for chunk in bulk.id_chunks(ids):
         serving.update({int(r.stream_id): (int(r.version), r.moved_by) for r in conn.execute(
             sa.select(ch.c.stream_id, ch.c.version, ch.c.moved_by)
-            .where(ch.c.stream_id.in_(ids[lo:lo + 10_000])).with_for_update())})
+            .where(ch.c.stream_id.in_(chunk)).with_for_update())})
     out = []
     for c in checks:
         version, by = serving.get(int(c.stream), (None, None))
@@ -492,8 +492,8 @@ class Store:
             else:
                 found = dict(zip(candidates.tolist(), self._lookup_streams(conn, candidates).tolist()))
             known = set()
-            for lo in range(0, len(numbers), 10_000):  # under PostgreSQL's 65,535 bind parameters
-                known.update(conn.execute(sa.select(ids).where(ids.in_(numbers[lo:lo + 10_000]))).scalars())
+            for chunk in bulk.id_chunks(numbers):
+                known.update(conn.execute(sa.select(ids).where(ids.in_(chunk))).scalars())
 
         def id_of(stream) -> int:
             if not isinstance(stream, str):
@@ -1640,9 +1640,9 @@ class Store:
         mv = S.model_versions
         out = {}
         with self._read() as conn:
-            for lo in range(0, len(ids), 10_000):
+            for chunk in bulk.id_chunks(ids):
                 rows = conn.execute(sa.select(mv.c.stream_id, sa.func.max(mv.c.version))
-                                    .where(mv.c.stream_id.in_(ids[lo:lo + 10_000])).group_by(mv.c.stream_id)).all()
+                                    .where(mv.c.stream_id.in_(chunk)).group_by(mv.c.stream_id)).all()
                 out.update({int(s): int(v) for s, v in rows})
         return out
 
@@ -1672,8 +1672,8 @@ class Store:
                             .where(e.c.status.in_(_UNRESOLVED), e.c.kind.in_(sorted(wanted)))).all() if wanted else []
         for kind, streams in wanted.items():
             ids = [int(i) for i, k, s in rows if k == kind and s is not None and int(s) in streams]
-            for lo in range(0, len(ids), 10_000):
-                conn.execute(sa.update(e).where(e.c.id.in_(ids[lo:lo + 10_000]))
+            for chunk in bulk.id_chunks(ids):
+                conn.execute(sa.update(e).where(e.c.id.in_(chunk))
                              .values(status="resolved", updated_at=now, silenced_until=None))
             if ids:
                 counts[kind] = len(ids)
@@ -1933,9 +1933,9 @@ class Store:
         ids = list(dict.fromkeys(int(i) for i in ids))  # `mlma ack 1 1` acts on, and audits, escalation 1 once
         with self._write() as conn:
             known = set()
-            for lo in range(0, len(ids), 10_000):  # under PostgreSQL's 65,535 bind parameters
+            for chunk in bulk.id_chunks(ids):
                 known.update(conn.execute(sa.select(S.escalations.c.id)
-                                          .where(S.escalations.c.id.in_(ids[lo:lo + 10_000]))).scalars())
+                                          .where(S.escalations.c.id.in_(chunk))).scalars())
             unknown = [i for i in ids if i not in known]
             if unknown:
                 raise LookupError(f"no escalation with id(s) {listed_ids(unknown)}; nothing changed")
@@ -1946,9 +1946,9 @@ class Store:
             unchanged = e.c.status == "resolved" if status in ("silenced", "acknowledged") else e.c.status == status
             if status == "acknowledged":
                 unchanged = sa.or_(unchanged, e.c.status == "acknowledged")
-            changed = sum(conn.execute(sa.update(e).where(e.c.id.in_(ids[lo:lo + 10_000]), sa.not_(unchanged))
+            changed = sum(conn.execute(sa.update(e).where(e.c.id.in_(chunk), sa.not_(unchanged))
                                        .values(status=status, updated_at=now, silenced_until=until)).rowcount
-                          for lo in range(0, len(ids), 10_000))
+                          for chunk in bulk.id_chunks(ids))
             if not changed:
                 return EscalationsChanged(0, None)  # nothing happened, so nothing is audited
             target, params = audited_ids("escalations", ids)
@@ -2326,8 +2326,8 @@ def _check_still_pending(conn: sa.Connection, tick: int, action_ids) -> None:
     a = S.stream_actions
     ids = sorted(int(i) for i in action_ids)
     gone = []
-    for lo in range(0, len(ids), 10_000):  # under PostgreSQL's 65,535 bind parameters
-        gone += conn.execute(sa.select(a.c.id, a.c.status).where(a.c.id.in_(ids[lo:lo + 10_000]))
+    for chunk in bulk.id_chunks(ids):
+        gone += conn.execute(sa.select(a.c.id, a.c.status).where(a.c.id.in_(chunk))
                              .order_by(a.c.id).with_for_update()).all()
     gone = [int(r.id) for r in gone if r.status != "pending"]
     if gone:

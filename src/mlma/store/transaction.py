@@ -118,9 +118,10 @@ class Transaction:
         (:meth:`mlma.store.Store.write_tick`)."""
         t, ticks = S.stream_actions, S.ticks
         conn = self._connection()
-        rows = conn.execute(sa.select(t.c.id, t.c.applied_tick)
-                            .where(t.c.id.in_([int(i) for i in action_ids]), t.c.status == "pending")
-                            .order_by(t.c.id).with_for_update()).all()
+        rows = [row for chunk in bulk.id_chunks(sorted(set(int(i) for i in action_ids)))
+                for row in conn.execute(sa.select(t.c.id, t.c.applied_tick)
+                                        .where(t.c.id.in_(chunk), t.c.status == "pending")
+                                        .order_by(t.c.id).with_for_update())]
         taken = {int(r.id): int(r.applied_tick) for r in rows if r.applied_tick is not None}
         if not taken:
             return {}
@@ -161,8 +162,9 @@ class Transaction:
 
     def _update(self, table: sa.Table, ids: Sequence[int], still: sa.ColumnElement[bool], **values: Any) -> int:
         """Set ``values`` on the rows among ``ids`` that ``still`` holds for; returns how many it held for."""
-        return int(self._connection().execute(
-            sa.update(table).where(table.c.id.in_([int(i) for i in ids]), still).values(**values)).rowcount)
+        conn = self._connection()
+        return sum(int(conn.execute(sa.update(table).where(table.c.id.in_(chunk), still).values(**values)).rowcount)
+                   for chunk in bulk.id_chunks(ids))
 
     # -- the model registry's rows -----------------------------------------------------------------------
     def record_versions(self, items: Sequence[NewVersion], tick: int | None = None) -> np.ndarray:
