@@ -8,7 +8,7 @@ Actions fall in three kinds, by when they take effect:
 
 - **Now**: rolling back or promoting a model version moves the registry's champion alias at once (the next
   tick serves it and starts its reference afresh); escalations are acknowledged, resolved or silenced at once.
-- **From the next tick on, as settings**: pinning (no automatic re-training until unpinned or until a
+- **From the next tick on, as settings**: pinning (no automatic re-training or promotion until unpinned or until a
   date), requiring approval of promotions, per-stream monitoring parameters (``delta``, ``cooldown_ticks``),
   and abnormal periods (kept out of references and training windows, never a reason to re-train). These are
   stored on the streams (``streams.overrides``) or in ``abnormal_periods`` and read by every tick.
@@ -75,7 +75,7 @@ OVERRIDABLE = PARAMETERS
 ACTIONS = {
     "retrain": ("force a re-training at the next tick (the challenger check still applies unless direct); it "
                 "replaces a challenger in shadow or waiting for approval"),
-    "pin": "no automatic re-training until unpinned or until a date; monitoring goes on",
+    "pin": "no automatic re-training or promotion until unpinned or until a date; monitoring goes on",
     "unpin": "automatic re-training again",
     "rollback": "put an earlier model version back in service now",
     "promote": "put a chosen model version in service now",

@@ -246,7 +246,7 @@ PROJECT_OPT = typer.Option(None, "--project", help=PROJECT_HELP)
 def pin(streams: Optional[list[str]] = STREAMS_ARG, group: Optional[list[str]] = GROUP_OPT,
         until: Optional[str] = typer.Option(None, help="When the pin ends (ISO date-time, UTC); default: never."),
         reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT, project: Optional[Path] = PROJECT_OPT) -> None:
-    """Pin streams: no automatic re-training until unpinned (or --until); monitoring goes on."""
+    """Pin streams: no automatic re-training or promotion until unpinned (or --until); monitoring goes on."""
     target = _target(streams, group)
     _run(project, lambda ops: ops.pin(**target, until=until, by=actor(by), reason=reason))
 
