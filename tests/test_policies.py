@@ -587,10 +587,12 @@ def test_a_forced_re_training_replaces_a_pending_challenger_and_the_policy_hears
     assert ("busy", 16, [0, 1, 2, 3, 4, 5]) in heard
 
 
-def test_a_pinned_stream_keeps_its_model_its_winning_challenger_waits_for_approval():
+def test_a_pinned_stream_keeps_its_model_its_winning_challenger_stays_in_shadow_until_the_pin_ends():
     """A pin is to keep the models ("holiday: keep the models"), but a challenger already in shadow when the pin
     came was still judged and promoted: the serving model changed on pinned streams. A winner on a pinned
-    stream now waits for a person's approval, said in its escalation; streams without a pin are promoted."""
+    stream now stays in shadow, its shadow ticks adding up, and is judged on them all once the pin ends (not
+    left waiting for an approval that would keep the stream from being re-trained after the pin); streams
+    without a pin are promoted as before."""
     import pandas as pd
 
     from mlma.agent import NO_MODEL, Agent, Controls
@@ -600,7 +602,7 @@ def test_a_pinned_stream_keeps_its_model_its_winning_challenger_waits_for_approv
     from mlma.simulate import simulate_platform
     from mlma.training import ModelService
 
-    frame = simulate_platform(6, 20, seed=3, event_rate=0).data
+    frame = simulate_platform(6, 22, seed=3, event_rate=0).data
     freq = Frequency("h")
     grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"), freq=freq).boundaries
     fleet = FleetData(frame, freq.alias, grid)
@@ -617,20 +619,18 @@ def test_a_pinned_stream_keeps_its_model_its_winning_challenger_waits_for_approv
     pinned = np.zeros(n, dtype=bool)
     pinned[[0, 1]] = True   # pinned after the re-training, while its challenger is in shadow
     # Seasonal naive re-fitted ties its champion in shadow, and a tie is promoted, except under the pin.
-    report = agent.tick(15, Controls(pinned=pinned))
-    assert report.promoted[2] and agent.champion[2] == 14
-    assert not report.promoted[[0, 1]].any() and (agent.champion[[0, 1]] == 13).all()
-    assert (agent.awaiting[[0, 1]] == 14).all() and (agent.challenger[[0, 1]] == NO_MODEL).all()
-    waiting = [e for e in report.escalations if e.kind == "approval-needed"]
-    assert sorted(e.stream for e in waiting) == [0, 1]
-    assert all("the stream is pinned, which keeps the serving model" in e.message for e in waiting)
-    assert {s: c.result for s, c in report.checks.items()} == {0: "awaiting-approval", 1: "awaiting-approval",
-                                                                2: "promoted"}
-    # The person approves one: their choice is carried out, pin or not.
-    approve = np.zeros(n, dtype=bool)
-    approve[0] = True
-    report = agent.tick(16, Controls(pinned=pinned, approve=approve))
-    assert report.promoted[0] and agent.champion[0] == 14 and agent.champion[1] == 13
+    for k in (15, 16):
+        report = agent.tick(k, Controls(pinned=pinned))
+        assert not report.promoted[[0, 1]].any() and (agent.champion[[0, 1]] == 13).all()
+        assert (agent.challenger[[0, 1]] == 14).all() and (agent.awaiting == NO_MODEL).all()
+        assert 0 not in report.checks and 1 not in report.checks
+        assert not any(e.kind == "approval-needed" for e in report.escalations)
+    assert agent.champion[2] == 14 and [len(agent.shadow[s]) for s in (0, 1)] == [2, 2]
+    # The pin on 0 ends: its challenger is judged on its shadow ticks and promoted; 1 stays pinned.
+    pinned[0] = False
+    report = agent.tick(17, Controls(pinned=pinned))
+    assert report.promoted[0] and agent.champion[0] == 14 and report.checks[0].looks == 3
+    assert agent.champion[1] == 13 and agent.challenger[1] == 14
 
 
 def test_a_challenger_in_shadow_of_a_stream_a_person_rolls_back_is_dropped_not_judged():

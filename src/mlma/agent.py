@@ -440,7 +440,7 @@ class Agent:
         checks: dict[int, ChallengerCheck] = {}
         shadow_failed: dict[int, str] = {}
         # A pinned stream keeps its model: a challenger that wins its check (re-trained before the pin, or
-        # forced by a person) waits for a person's approval instead of being promoted.
+        # forced by a person) is not promoted but stays in shadow, judged again once the pin ends.
         pinned = controls.mask("pinned", n) & has_model
         if self.policy.checks_challenger:
             checks = self._judge_challengers(k, actuals, errors, promoted, rejected, escalations,
@@ -617,7 +617,9 @@ class Agent:
         fails (see :meth:`_issue_forecasts`) is rejected at once and escalated (``forecast-failed``); the
         error goes to ``shadow_failed``. Returns the verdicts, by stream. Streams in ``skip`` (a mask) are
         neither scored nor judged this tick: a person's forced re-training is replacing their challenger. A
-        winner on a stream in ``needs_approval`` or ``pinned`` (masks) waits for a person's approval.
+        winner on a stream in ``needs_approval`` (a mask) waits for a person's approval; one on a stream in
+        ``pinned`` stays in shadow, its shadow ticks adding up, and is judged on them all once the pin ends (a
+        loser is rejected, pin or not).
         """
         from mlma.monitor import paired_noninferiority_test
 
@@ -667,13 +669,13 @@ class Agent:
         else:
             win = np.asarray(result.promote, dtype=bool)
         lose = ~win & (looks >= checks)
-        held = np.zeros(len(pending), dtype=bool)
-        kept = np.zeros(len(pending), dtype=bool)  # pinned: the pin keeps the serving model
         if pinned is not None:
-            kept = win & pinned[pending]
+            # The pin keeps the serving model: a winner waits in shadow (a version waiting for approval would
+            # keep the stream from being re-trained after the pin, until someone decided).
+            win = win & ~pinned[pending]
+        held = np.zeros(len(pending), dtype=bool)
         if needs_approval is not None:
             held = win & needs_approval[pending]
-        held |= kept
         checks = {int(pending[i]): ChallengerCheck("awaiting-approval" if held[i] else
                                                    "promoted" if win[i] else "rejected",
                                                    int(looks[i]), float(result.challenger_mean[i]),
@@ -685,9 +687,7 @@ class Agent:
             escalations.append(Escalation(
                 stream=s, tick=k, kind="approval-needed", severity=2,
                 message=(f"a re-trained model beat the serving one (mean loss {result.challenger_mean[i]:.4g} vs "
-                         f"{result.champion_mean[i]:.4g}) and waits for approval"
-                         + ("; the stream is pinned, which keeps the serving model until a person approves "
-                            "another" if kept[i] else ""))))
+                         f"{result.champion_mean[i]:.4g}) and waits for approval")))
         win = win & ~held
         for i in np.flatnonzero(win):
             s = int(pending[i])
