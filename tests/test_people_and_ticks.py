@@ -117,12 +117,13 @@ def test_verdicts_name_the_version_that_made_the_scored_forecasts_after_a_person
     assert (store.forecasts(scored.tick).set_index("unique_id").loc[STREAM, "model_version"] == 1).all()
 
 
-@pytest.mark.parametrize("order", ["rollback-then-retrain", "retrain-then-rollback"])
+@pytest.mark.parametrize("order", ["rollback-then-retrain", "retrain-then-rollback", "direct-rollback-retrain"])
 def test_of_a_roll_back_and_a_forced_re_training_between_ticks_the_later_one_is_carried_out_last(project, order):
     """A person rolled a stream back, then queued a re-training of it (a fresh fit to challenge the version they
     chose): the tick dropped the re-training ("their choice stands"), though it came after. Now a re-training
     queued after the roll-back runs on top of it, a challenger to the version chosen; one queued before it
-    still yields to it, and says so."""
+    still yields to it, and says so, and lends the later one neither its `direct` nor its reason (a `direct`
+    re-training queued before the roll-back put the new model in service over it)."""
     live, store, ops, chunks = project
     ops.force_retrain([STREAM], direct=True, by="user:ana")
     tick(live, store, chunks)
@@ -131,22 +132,33 @@ def test_of_a_roll_back_and_a_forced_re_training_between_ticks_the_later_one_is_
     if order == "rollback-then-retrain":
         ops.rollback(STREAM, 1, by="user:ana", reason="v2 over-forecasts")
         ops.force_retrain([STREAM], by="user:ana", reason="and a fresh fit to challenge v1")
-    else:
+    elif order == "retrain-then-rollback":
         ops.force_retrain([STREAM], by="user:ana")
         ops.rollback(STREAM, 1, by="user:ana", reason="v2 over-forecasts")
+    else:
+        ops.force_retrain([STREAM], direct=True, by="user:ana", reason="serve a fresh fit")
+        ops.rollback(STREAM, 1, by="user:ana", reason="v2 over-forecasts")
+        ops.force_retrain([STREAM], by="user:ana", reason="a challenger to v1")
     result = tick(live, store, chunks)
     actions = ops.actions()
-    retrain = actions[actions["kind"] == "retrain"].sort_values("id").iloc[-1]
+    retrains = actions[actions["kind"] == "retrain"].sort_values("id")
+    retrain = retrains.iloc[-1]
     assert registry.champion(STREAM).version == 1
-    if order == "rollback-then-retrain":
-        assert [v.version for v in registry.versions(STREAM)] == [1, 2, 3]
-        assert result.summary.retrains == 1
-        assert retrain["outcome"] == "re-trained; the challenger runs in shadow before promotion"
-    else:
+    if order == "retrain-then-rollback":
         assert [v.version for v in registry.versions(STREAM)] == [1, 2]
         assert result.summary.retrains == 0
         assert retrain["outcome"].startswith("not re-trained: a person put version 1 in service after this "
                                              "re-training was queued")
+        return
+    assert [v.version for v in registry.versions(STREAM)] == [1, 2, 3]
+    assert result.summary.retrains == 1
+    assert retrain["outcome"] == "re-trained; the challenger runs in shadow before promotion"
+    if order == "direct-rollback-retrain":
+        assert retrains.iloc[-2]["outcome"].startswith(
+            "not re-trained: a person put another version in service after this re-training was queued")
+        assert retrains.iloc[-2]["outcome"].endswith("; a re-training queued after that choice was carried out")
+        reason = store.verdicts(tick=result.tick).set_index("unique_id").loc[STREAM, "reason"]
+        assert reason == "forced by user:ana: a challenger to v1", reason
 
 
 def test_an_action_queued_while_a_tick_runs_waits_for_the_next_and_can_be_cancelled(project):

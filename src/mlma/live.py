@@ -656,7 +656,7 @@ class LiveAgent:
         # for approval, before a person's move is adopted below.
         scored_by = live["champion_version"].copy()
         waited = live["awaiting_version"].copy()
-        controls, actions, approvers, seen, champions_read, stale = self._controls(
+        controls, actions, approvers, seen, champions_read, stale, yielded = self._controls(
             k, n, agent, live, service, repair, None if state is None else state.sha256)
         self._fall_back(k, agent, live, service, controls, repair)
         self._refit_for_drivers(k, agent, live, service, controls, repair)
@@ -711,7 +711,8 @@ class LiveAgent:
             for st, check in report.checks.items():
                 if check.result == "awaiting-approval" and waited[st] < 0 and shadow_before[st] >= 0:
                     waited[st] = shadow_before[st]
-            applied = {} if start else _outcomes(actions, report, live, waited, controls.adopt, replaced, stale)
+            applied = {} if start else _outcomes(actions, report, live, waited, controls.adopt, replaced, stale,
+                                                 yielded)
             verdicts = None if start else _verdicts(report, scored_by)
             forecasts = (forecast_frame(report.issued, fleet.tick_timestamps(k + 1), live["champion_version"])
                          if report.issued is not None else None)
@@ -1175,9 +1176,7 @@ class LiveAgent:
         for row in actions.itertuples(index=False):
             s, params = int(row.stream_id), row.params or {}
             if row.kind == "retrain":
-                masks["force_retrain"][s] = True
-                masks["force_direct"][s] |= bool(params.get("direct"))
-                controls.reasons[s] = f"forced by {row.created_by}" + (f": {row.reason}" if row.reason else "")
+                masks["force_retrain"][s] = True  # how (direct, why) once the person's choices are known, below
             elif row.kind == "reset-reference":
                 masks["rebase_reference" if params.get("rebase") else "reset_reference"][s] = True
             elif row.kind in ("approve", "reject"):
@@ -1235,9 +1234,16 @@ class LiveAgent:
                 live["champion_version"][s] = v
                 live["challenger_version"][s] = -1
                 live["awaiting_version"][s] = -1
-        controls.force_after_choice = _forced_after_choice(actions, n, {
-            int(s): pd.Timestamp(t) for s, t in zip(sid, since) if int(s) in controls.adopt})
-        return controls, actions, approvers, counts, read, stale
+        controls.force_after_choice, yielded = _forced_after_choice(actions, n, {
+            int(s): pd.Timestamp(t) for s, t in zip(sid, since) if int(s) in controls.adopt}, set(stale))
+        # A re-training that yields to a later choice of the serving model adds neither its `direct` nor its
+        # reason to the one carried out after that choice.
+        for row in actions[actions["kind"] == "retrain"].itertuples(index=False):
+            if int(row.id) not in yielded:
+                s = int(row.stream_id)
+                controls.force_direct[s] |= bool((row.params or {}).get("direct"))
+                controls.reasons[s] = f"forced by {row.created_by}" + (f": {row.reason}" if row.reason else "")
+        return controls, actions, approvers, counts, read, stale, yielded
 
     def _versions(self, k: int, report: TickReport, fleet: FleetData, window: int | None, live: dict,
                   approvers: dict, refit: dict[int, str], replaced: dict[int, tuple[int, str]] | None = None):
@@ -1704,41 +1710,51 @@ def _undecided_version(live: dict, s: int) -> tuple[int, str]:
     return (waiting, "waiting for approval") if waiting >= 0 else (int(live["challenger_version"][s]), "in shadow")
 
 
-def _forced_after_choice(actions: pd.DataFrame, n: int, moved_at: dict[int, pd.Timestamp]) -> np.ndarray:
-    """The streams whose forced re-training a person queued after their choice of the serving model that this
-    tick carries out (``Controls.force_after_choice``): after the move of its champion (``moved_at``: when, by
-    stream) and after every approval or rejection of it queued for this tick. A re-training queued before the
-    choice yields to it; one queued after it is meant for the model chosen, and runs on top of it.
+def _forced_after_choice(actions: pd.DataFrame, n: int, moved_at: dict[int, pd.Timestamp],
+                         stale: set[int] = frozenset()) -> tuple[np.ndarray, set[int]]:
+    """Forced re-trainings against a person's choice of the serving model that this tick carries out: the move
+    of a stream's champion (``moved_at``: when, by stream) or an approval queued for this tick (``stale`` ones,
+    of a version that no longer waits, are not carried out). A re-training queued before the choice yields to it;
+    one queued after it is meant for the model chosen, and runs on top of it. Returns the streams with a
+    re-training queued after their choice (``Controls.force_after_choice``) and the ids of the re-trainings that
+    yield.
 
-    >>> actions = pd.DataFrame({"id": [1, 2, 3, 4], "stream_id": [0, 0, 1, 2],
-    ...                         "kind": ["approve", "retrain", "retrain", "retrain"],
+    >>> actions = pd.DataFrame({"id": [1, 2, 3, 4, 5], "stream_id": [0, 0, 1, 2, 2],
+    ...                         "kind": ["approve", "retrain", "retrain", "retrain", "retrain"],
     ...                         "created_at": pd.to_datetime(["2026-01-01 10:00", "2026-01-01 10:05",
-    ...                                                       "2026-01-01 10:00", "2026-01-01 10:00"], utc=True)})
-    >>> _forced_after_choice(actions, 3, {1: pd.Timestamp("2026-01-01 09:00", tz="UTC"),
-    ...                                   2: pd.Timestamp("2026-01-01 11:00", tz="UTC")}).tolist()
-    [True, True, False]
+    ...                                                       "2026-01-01 10:00", "2026-01-01 10:00",
+    ...                                                       "2026-01-01 12:00"], utc=True)})
+    >>> after, yielded = _forced_after_choice(actions, 4, {1: pd.Timestamp("2026-01-01 11:00", tz="UTC"),
+    ...                                                    2: pd.Timestamp("2026-01-01 11:00", tz="UTC")})
+    >>> after.tolist(), sorted(yielded)
+    ([True, False, True, False], [3, 4])
     """
-    after = np.zeros(n, dtype=bool)
-    retrains = actions[actions["kind"] == "retrain"].drop_duplicates("stream_id", keep="last")
+    after, yielded = np.zeros(n, dtype=bool), set()
+    retrains = actions[actions["kind"] == "retrain"]
     if retrains.empty:
-        return after
-    decisions = actions[actions["kind"].isin(["approve", "reject"])]
-    last_decision = decisions.groupby("stream_id")["id"].max().to_dict()
+        return after, yielded
+    approvals = actions[(actions["kind"] == "approve") & ~actions["id"].isin(list(stale))]
+    last_approval = approvals.groupby("stream_id")["id"].max().to_dict()
     for row in retrains.itertuples(index=False):
         s = int(row.stream_id)
-        moved = moved_at.get(s)
-        after[s] = (int(row.id) > last_decision.get(s, -1)
-                    and (moved is None or pd.Timestamp(row.created_at) > moved))
-    return after
+        moved, approved = moved_at.get(s), last_approval.get(s)
+        if moved is None and approved is None:
+            continue  # no choice of the serving model this tick: nothing to yield to
+        if (approved is None or int(row.id) > approved) and (moved is None or pd.Timestamp(row.created_at) > moved):
+            after[s] = True
+        else:
+            yielded.add(int(row.id))
+    return after, yielded
 
 
 def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.ndarray,
               adopted: dict, replaced: dict[int, tuple[int, str]] | None = None,
-              stale: dict[int, tuple[int, int]] | None = None) -> dict[int, str]:
+              stale: dict[int, tuple[int, int]] | None = None, yielded: set[int] | None = None) -> dict[int, str]:
     """What this tick did with each queued action, for ``stream_actions.outcome``: ``waited`` holds each
     stream's version that waited for approval when the tick began or came to wait in it, ``adopted`` the
     streams a person moved, ``replaced`` the versions a forced re-training replaced (:func:`_replaced_versions`),
-    ``stale`` the approvals and rejections of a version that no longer waited (:meth:`LiveAgent._controls`)."""
+    ``stale`` the approvals and rejections of a version that no longer waited, ``yielded`` the re-trainings
+    queued before a person's choice of the serving model this tick (:meth:`LiveAgent._controls`)."""
     out = {}
     replaced, stale = replaced or {}, stale or {}
     challengers = set(report.challengers)
@@ -1756,7 +1772,14 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.
             text = f"not carried out: a later {later.kind} (action {later.id} by {later.created_by}) replaced it"
         elif row.kind == "retrain":
             version, where = replaced.get(s, (-1, ""))
-            if report.initial_fit[s] and not report.retrained[s]:
+            if int(row.id) in (yielded or ()):
+                text = ("not re-trained: a person put "
+                        + ("another version" if report.retrained[s] else f"version {int(live['champion_version'][s])}")
+                        + " in service after this re-training was queued (a roll-back, a promotion or an approval), "
+                        "and their choice stands" + (
+                            "; a re-training queued after that choice was carried out" if report.retrained[s]
+                            else "; queue the re-training again to re-train from that version"))
+            elif report.initial_fit[s] and not report.retrained[s]:
                 text = f"re-fitted on the stream's window (version {int(live['champion_version'][s])})"
             elif s in report.failed:
                 text = f"re-training failed: {report.failed[s]}"

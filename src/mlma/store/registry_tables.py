@@ -150,7 +150,7 @@ class RegistryTables:
         """Every stream with a champion: its id, the serving version, who moved it there and when (UTC), by
         stream id.
 
-        The lean twin of :meth:`champions` (three columns, no joins), for the live tick, which asks every
+        The lean twin of :meth:`champions` (four columns, no joins), for the live tick, which asks every
         tick only whether a person moved a champion since (a roll-back, a promotion); at 10,000 streams it is
         several times cheaper than the eleven-column join.
 
