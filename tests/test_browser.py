@@ -427,6 +427,35 @@ def test_a_tab_of_a_browser_that_logged_in_again_as_someone_else_does_not_act(br
         context.close()
 
 
+def test_log_out_in_a_tab_opened_for_another_session_logs_the_browser_out(browser, site):
+    """After a log-in in another tab, "Log out" in the first one sent no CSRF header (the page had forgotten its
+    cookie's name with the old session): refused, 403, swallowed, and the page said "Logged out." while the
+    browser stayed logged in as the other user."""
+    from mlma.api import create_token
+
+    _, carl = create_token(site["store"], "carl", "operator", by="user:root")
+    context = browser.new_context(viewport={"width": 1366, "height": 800})
+    try:
+        first, second = context.new_page(), context.new_page()
+        log_in(first, site)
+        second.goto(site["url"] + "/")
+        second.wait_for_selector(".page[data-page=queue]")
+        second.click("#logout")
+        second.fill("#token", carl)
+        second.click("#login button[type=submit]")
+        second.wait_for_selector(".page[data-page=queue]")
+        first.bring_to_front()
+        first.evaluate("window.dispatchEvent(new Event('focus'))")      # the tab looked at again: it asks
+        first.wait_for_selector("#session-changed")
+        first.click("#logout")
+        first.wait_for_selector("#login")
+        assert "Logged out." in first.inner_text("#login")
+        second.reload()
+        second.wait_for_selector("#login")                                # the browser's session ended
+    finally:
+        context.close()
+
+
 # The tests below add streams with hostile names to the module's fleet: the tests above count streams.
 def _add_stream(site, uid: str, days: int = 5) -> None:
     stamps = pd.date_range(pd.Timestamp(site["fleet"].start) + pd.Timedelta("1D"), periods=days, freq="D")
@@ -537,3 +566,19 @@ def test_the_fleet_form_takes_one_stream_id_per_line_commas_and_all(page, site):
     table = site["store"].streams().set_index("unique_id")
     assert table.loc["Sydney, NSW", "overrides"]["pinned_until"] == "forever"
     assert table.loc[other, "overrides"]["pinned_until"] == "forever"
+
+
+def test_the_toast_says_which_streams_an_action_left_out(page, site):
+    """A re-training of streams some of which have no model yet leaves those out and says so in the answer's note;
+    the page showed only the count acted on."""
+    _add_stream(site, "no-model-yet")
+    other = site["fleet"].unique_ids[17]
+    log_in(page, site)
+    page.click("#nav a[href='#/fleet']")
+    page.wait_for_selector("#group-form")
+    page.select_option("#group-scope", "streams")
+    page.select_option("#group-action", "retrain")
+    page.fill("#group-form textarea[name=streams]", f"no-model-yet\n{other}\n")
+    page.click("#group-form button[type=submit]")
+    page.wait_for_selector("#toast.show:has-text('retrain by user:ana: 1 stream queued')")
+    assert "left out (no-model-yet): no model yet" in page.inner_text("#toast")

@@ -70,7 +70,8 @@ class BacktestConfig:
         failed, as ``[agent] fit_timeout_seconds`` does live: a model whose fit hangs then costs that stream its
         re-trainings, not the whole run. Needs a pool or a cluster (``executor``): a fit in this process cannot
         be stopped. ``None`` (default): no limit. A fit that failed so is not stored in ``fit_cache``: a later
-        run tries it again.
+        run tries it again. A pool made from a spec is replaced after a timeout (its worker may still be busy);
+        an executor object passed in is the caller's and is not: a hung fit keeps one of its workers.
     frontier
         Also run the schedules of the frontier (``never``, staggered ``periodic:K`` for a range of K,
         ``always``; see :mod:`mlma.evaluation`) and give every policy its gap to the frontier at its own

@@ -10,6 +10,14 @@ const SEVERITY = { 1: "low", 2: "medium", 3: "high" };
 // Who this tab is logged in as (GET /api/me or the log-in's answer), with the session's tag and the name of its
 // CSRF cookie: both per server, learnt from it (two dashboards on one host keep separate cookies).
 let me = null;
+// The name of this server's CSRF cookie, kept when `me` is dropped after a log-in in another tab: the name is the
+// server's, not the session's, and "Log out" in that tab must still send the header (it was refused, 403).
+let csrfCookie = null;
+function signedIn(who) {
+  me = who;
+  if (who && who.csrf_cookie) csrfCookie = who.csrf_cookie;
+  return who;
+}
 // Each call of route() draws one page; only the newest may reach the screen. Without this, a page that loads
 // slowly (the fleet page redrawn after an action) would replace a page the user navigated to meanwhile, or the
 // login form after a logout.
@@ -114,8 +122,8 @@ function detailText(data, status) {
 async function api(method, path, body) {
   const headers = { "Accept": "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET" && me && me.csrf_cookie) {
-    const csrf = cookie(me.csrf_cookie);
+  if (method !== "GET" && csrfCookie) {
+    const csrf = cookie(csrfCookie);
     if (csrf) headers["X-CSRF-Token"] = csrf;
   }
   // The session this tab was opened with: after a log-in in another tab (as someone else, perhaps) the server
@@ -181,8 +189,10 @@ async function act(name, body, opts) {
       toast(`nothing to change: ${r.n_streams ? what : "the items"} already as asked`
         + ` (${r.action} by ${r.by}, not audited)`);
     } else {
+      // detail.note: what the answer adds (streams left out, a challenger the action replaces...).
       toast(`${r.action} by ${r.by}: ${what}${r.queued ? " queued for the next tick" : ""}`
-        + `${r.detail && r.detail.version ? `, version ${r.detail.version}` : ""}`);
+        + `${r.detail && r.detail.version ? `, version ${r.detail.version}` : ""}`
+        + `${r.detail && r.detail.note ? `. ${shown(r.detail.note)}` : ""}`);
     }
     if (!opts || opts.redraw !== false) await route();
     return r;
@@ -234,7 +244,7 @@ function renderLogin(message) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     try {
-      me = await api("POST", "/api/session", { token: input.value.trim() });
+      signedIn(await api("POST", "/api/session", { token: input.value.trim() }));
       document.body.classList.remove("logged-out");
       if (!location.hash || location.hash === "#/login") location.hash = "#/queue"; else await route();
     } catch (e) {
@@ -246,7 +256,12 @@ function renderLogin(message) {
 }
 
 async function logout() {
-  try { await api("DELETE", "/api/session"); } catch (_) { /* already gone */ }
+  try {
+    await api("DELETE", "/api/session");
+  } catch (e) {
+    // 401: the session had ended already. Anything else: the browser is still logged in, so say so.
+    if (e.status !== 401) { toast(`log out failed: ${e.message}`, true); return; }
+  }
   me = null;
   renderLogin("Logged out.");
 }
@@ -749,7 +764,7 @@ async function route() {
   const parts = path.split("/").filter(Boolean);
   const params = new URLSearchParams(query || "");
   if (!me) {
-    try { me = await api("GET", "/api/me"); } catch (e) { if (e.status !== 401) renderLogin(e.message); return; }
+    try { signedIn(await api("GET", "/api/me")); } catch (e) { if (e.status !== 401) renderLogin(e.message); return; }
     if (generation !== routeGeneration) return;  // a newer navigation draws the page (and the tabs)
   }
   document.body.classList.remove("logged-out");
