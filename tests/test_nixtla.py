@@ -81,6 +81,8 @@ def test_specs_name_any_statsforecast_model_with_parameters_and_the_season_from_
     ("statsforecast:AutoETS:season_length=abc", {}, r"statsforecast AutoETS: season_length must be a whole number"),
     ("statsforecast:AutoETS:season_length=0", {}, r"statsforecast AutoETS: season_length must be a whole number"),
     ("statsforecast:CrostonClassic", {}, r"'CrostonClassic' cannot forecast from a fitted model .*no forward"),
+    ("statsforecast:AutoCES", {}, r"'AutoCES' cannot forecast from a fitted model and a newer history \(its "
+                                  r"forward\(\) forecasts a newer history off by orders of magnitude\)"),
 ])
 def test_bad_nixtla_specs_are_named(spec, params, message):
     with pytest.raises(ValueError, match=message):
@@ -161,6 +163,29 @@ def test_a_forecast_statsforecast_cannot_make_fails_named_instead_of_a_silent_se
     assert outcome.fallback_reason is None  # the fit itself succeeds
     with pytest.raises(ValueError, match=r"statsforecast ConstantModel could not forecast from the recent history"):
         outcome.model.predict(ds, y, ds[-24:] + np.timedelta64(24, "h"))
+
+
+@pytest.mark.parametrize("spec", ["statsforecast:AutoETS", "statsforecast:AutoETS:model=AAA",
+                                  "statsforecast:HoltWinters", "statsforecast:AutoTheta", "statsforecast:MSTL"])
+def test_a_fitted_model_forecasts_a_window_that_slid_by_part_of_a_season(spec):
+    """Daily ticks of daily data slide a 28-day window by one day of a 7-day season. AutoETS's forward replays
+    the history from the fit's seasonal states: a window starting at another phase was read with every seasonal
+    index shifted (errors of 3 to 22 against 0.4 at a whole number of seasons, finite and unflagged). The
+    1-step error is now of the noise's size at every shift (noise sd 1; seasonal amplitude 18); the models that
+    estimate the season from the history itself get the window whole, as before."""
+    rng = np.random.default_rng(3)
+    n = 120
+    ds = pd.date_range("2024-01-01", periods=n, freq="D").to_numpy()
+    y = 60 * (1 + 0.3 * np.sin(2 * np.pi * np.arange(n) / 7)) + rng.normal(0, 1, n)
+    ctx = ForecastContext("D", season_length=7, horizon=1)
+    model = fit_forecaster(spec, ctx, ds[:28], y[:28]).model
+    errors = []
+    for shift in range(28):
+        lo, hi = 28 + shift, 56 + shift
+        errors.append(abs(model.predict(ds[lo:hi], y[lo:hi], ds[hi:hi + 1])[0] - y[hi]))
+    # 28 one-step errors of a well-specified model with noise sd 1: mean about 0.8-1.2 (|N(0, s)| has mean
+    # 0.8 s, s a little above 1 with the estimation error); a shifted season gave 10 and more.
+    assert np.mean(errors) < 2.0 and np.max(errors) < 5.0, np.round(errors, 1)
 
 
 def test_gaps_and_missing_values_are_filled_on_the_grid():
@@ -328,6 +353,43 @@ def test_a_driver_constant_in_the_window_is_left_out_and_historical_drivers_use_
     flipped = X[:n].copy()
     flipped[-24:, 1] = 1 - flipped[-24:, 1]
     assert not np.allclose(base, model.predict(ds[:n], y[:n], future, flipped, X[n:n + 24]))
+
+
+def test_a_driver_constant_but_for_rounding_or_a_copy_of_another_is_left_out():
+    """A price of 9.99 stored as 9.990000000000002 on some rows varied "by more than nothing": ARIMA took it as
+    a regressor and forecast series of level 50-100 at 1e5 to 1e8, finite and unflagged; a temperature in
+    Celsius and in Fahrenheit made every stream fall back ("xreg is rank deficient")."""
+    panel = promo_panel(1, days=35, seed=4)
+    ds, y = panel["ds"].to_numpy(), panel["y"].to_numpy()
+    rng = np.random.default_rng(5)
+    celsius = 15 + 5 * np.sin(2 * np.pi * np.arange(ds.size) / 24) + rng.normal(0, 1, ds.size)
+    price = np.where(rng.random(ds.size) < 0.5, 9.99, 0.1 * 99.9)
+    assert np.ptp(price) > 0
+    ctx = ForecastContext("h", 24, 24, drivers=Drivers(future=("price", "celsius", "fahrenheit")))
+    X = np.column_stack([price, celsius, celsius * 1.8 + 32])
+    n = 24 * 28
+    out = fit_forecaster(ARIMA_X, ctx, ds[:n], y[:n], X[:n])
+    assert out.fallback_reason is None
+    assert out.model.regressors_.kept.tolist() == [False, True, False]
+    forecast = out.model.predict(ds[:n], y[:n], ds[n:n + 24], X[:n], X[n:n + 24])
+    naive = y[n - 24:n]
+    assert np.abs(forecast - y[n:n + 24]).mean() < 3 * np.abs(naive - y[n:n + 24]).mean()
+
+
+@pytest.mark.parametrize("spec", [ARIMA_X, "mlforecast"])
+def test_a_history_shorter_than_the_horizon_fits_with_drivers_declared(spec):
+    """Hourly data with weekly ticks (horizon 168) and a driver declared: a stream launched with 48-167 hours
+    failed every fit with numpy's "could not broadcast input array from shape (12,1) into shape (0,1)" (the
+    lag of the historical drivers sliced a negative stop), fell back and was escalated `cold`."""
+    panel = promo_panel(1, days=10, seed=4)
+    ds, y = panel["ds"].to_numpy(), panel["y"].to_numpy()
+    ctx = ForecastContext("h", 24, 168, drivers=Drivers(future=("promo",), historical=("seen",)))
+    X = np.column_stack([panel["promo"].to_numpy(), np.arange(ds.size) % 5.0])
+    n = 24 * 5   # 120 hours: under the 168-hour horizon, over what the models need
+    out = fit_forecaster(spec, ctx, ds[:n], y[:n], X[:n])
+    assert out.fallback_reason is None, out.fallback_reason
+    forecast = out.model.predict(ds[:n], y[:n], ds[n:n + 24], X[:n], X[n:n + 24])
+    assert np.isfinite(forecast).all()
 
 
 @pytest.mark.parametrize("spec", [ARIMA_X, "mlforecast"])

@@ -25,8 +25,8 @@ announced values as ``X_df`` when forecasting) and the statsforecast models that
 (``uses_exog``: ``AutoARIMA``, ``ARIMA``, ``AutoRegressive``, ``MFLES``...; ``AutoETS`` and the other models
 without them get none). Future drivers enter at the timestamp they describe (past values to fit, the values
 ingested ahead to forecast); historical drivers enter lagged by the tick's horizon, so only values known at
-the forecast origin are used. A driver that does not vary in the training window cannot be estimated and is
-left out of that fit. ``use_drivers=False`` (``statsforecast:AutoARIMA:use_drivers=False``) ignores them.
+the forecast origin are used. A driver that does not vary in the training window (or only by rounding), or that
+is a linear function of those before it, cannot be estimated and is left out of that fit. ``use_drivers=False`` (``statsforecast:AutoARIMA:use_drivers=False``) ignores them.
 
 Spec strings (``--model`` and ``[model] spec``)::
 
@@ -197,6 +197,8 @@ class _GridSeries:
         self.first = int(finite[0]) if finite.size else n_hist
         #: The filled history from its first finite value on.
         self.values = values[self.first:]
+        #: The grid position of ``values[0]`` (:meth:`mlma.calendar.Frequency.positions`).
+        self.position = int(grid.start) + self.first
         #: Grid timestamps of ``values`` (the first history timestamp is on row 0 of the grid).
         self.start = ds[0] if ds.size else None
         self.n_obs = int(np.isfinite(y).sum())
@@ -225,11 +227,20 @@ class _GridSeries:
             table[grid.future_rows, :n_future] = future_X[:, :n_future]  # historical ones are not known ahead
         lag = ctx.horizon
         lagged = np.full((table.shape[0], k - n_future), np.nan)
-        lagged[lag:] = table[:table.shape[0] - lag, n_future:]
+        if table.shape[0] > lag:  # a history shorter than the lag has no known value yet (the slice went negative)
+            lagged[lag:] = table[:table.shape[0] - lag, n_future:]
         table[:, n_future:] = lagged
         table = np.column_stack([_filled(table[:, j], season) for j in range(k)]) if k else table
         self.X = table[self.first:n_hist]
         self.future_X = table[n_hist:] if self.steps is not None else None
+
+    def drop_first(self, n: int) -> None:
+        """Leave out the first ``n`` values (and their driver rows)."""
+        if n > 0:
+            self.values = self.values[n:]
+            self.X = None if self.X is None else self.X[n:]
+            self.position += n
+            self.first += n
 
     def timestamps(self, freq: str) -> pd.DatetimeIndex:
         stamps = pd.date_range(pd.Timestamp(self.start), periods=self.first + self.values.size, freq=freq)
@@ -245,12 +256,21 @@ def _statsforecast_models():
     return models
 
 
+#: Models whose forward() is there but does not forecast from a history other than the fitted one: AutoCES's
+#: forecasts from the next days of a daily series were off by three to four orders of magnitude (a level-50 series
+#: forecast at 1,500 to 67,000), finite, so nothing flagged them.
+_NO_USABLE_FORWARD = {"AutoCES": "its forward() forecasts a newer history off by orders of magnitude"}
+
+
 def _statsforecast_class(name: str):
     models = _statsforecast_models()
     cls = getattr(models, name, None)
     known = sorted(n for n, c in vars(models).items()
                    if isinstance(c, type) and not n.startswith("_") and callable(getattr(c, "forward", None))
-                   and c.__module__ == models.__name__)
+                   and c.__module__ == models.__name__ and n not in _NO_USABLE_FORWARD)
+    if name in _NO_USABLE_FORWARD:
+        raise ValueError(f"statsforecast model {name!r} cannot forecast from a fitted model and a newer history "
+                         f"({_NO_USABLE_FORWARD[name]}), which mlma needs; models that can: {', '.join(known)}")
     if isinstance(cls, type) and callable(getattr(cls, "fit", None)) and not callable(getattr(cls, "forward", None)):
         # Croston's family, TSB, ADIDA, IMAPA, MFLES: statsforecast refits them on every forecast; mlma forecasts
         # from a fitted model and the recent history (forward), which they do not have.
@@ -324,6 +344,9 @@ class StatsForecastModel(FleetForecaster):
             raise ValueError(f"statsforecast {self.name} with {params}: {exc}") from None
         seasons = params.get("season_length", 1)
         self.season_length = int(max(np.atleast_1d(seasons))) if seasons else 1
+        # The exponential smoothing family's forward() replays a history from the fit's initial states, the
+        # seasonal ones included: its histories must start at the fitted phase of the season (predict).
+        self.replays_seasons = isinstance(self.prototype, _statsforecast_models().AutoETS)
 
     @property
     def min_history(self) -> int:
@@ -355,6 +378,8 @@ class StatsForecastModel(FleetForecaster):
 
     def _adopt(self, fitted, series: _GridSeries, regressors: _Regressors | None = None) -> None:
         self.model_ = fitted
+        # The season's phase the fitted states start at (see predict).
+        self.phase_ = series.position % self.season_length
         self.regressors_ = regressors or _Regressors.none()
         self.n_train_ = series.n_obs
         self.level_ = float(series.values.mean()) if series.values.size else float("nan")
@@ -395,6 +420,15 @@ class StatsForecastModel(FleetForecaster):
         steps = series.steps
         if steps.size == 0:
             return np.zeros(0)
+        # AutoETS's ``forward`` replays the new history from the fit's initial states, the seasonal ones included,
+        # from its first value on: a history that starts at another phase of the season than the fitted one did
+        # was read with every seasonal index shifted (daily ticks of daily data: errors 7-12x the fitted model's,
+        # finite and unflagged). It starts at the fitted phase. Other models' forward re-estimates the season
+        # from the history (Theta's got worse for the shorter history). A model saved before the phase was
+        # recorded has none: it is read as before.
+        phase = getattr(self, "phase_", None)
+        if phase is not None and getattr(self, "replays_seasons", False):
+            series.drop_first((phase - series.position) % self.season_length)
         if series.values.size < self.min_history:
             return _naive_forecast(self.ctx, ds, y, future_ds, self.level_)
         regressors = self.regressors_
@@ -459,12 +493,19 @@ class _Regressors:
     """Which driver columns a fit used, and how their missing values are filled when forecasting.
 
     A column that does not vary over the training window (a campaign flag that never fired, a driver never
-    observed) cannot be estimated, and a regression on it is singular: it is left out. A value still missing
-    after the grid's filling (a leading gap) takes the column's training mean.
+    observed), or only by rounding (a price of 9.99 stored as 9.990000000000002 on some rows), cannot be
+    estimated, and a regression on it is singular: it is left out. So is one that is a linear function of the
+    columns before it and a constant (a temperature given in Celsius and in Fahrenheit): ARIMA refused the
+    pair as rank deficient, or, on the rounded price, forecast series of level 50-100 at 1e5 to 1e8. A value
+    still missing after the grid's filling (a leading gap) takes the column's training mean.
 
     >>> r = _Regressors.learn(np.array([[1.0, 0.0], [3.0, 0.0], [np.nan, 0.0]]))
     >>> r.kept.tolist(), r.history(np.array([[np.nan, 5.0]])).tolist()
     ([True, False], [[2.0]])
+    >>> celsius = np.array([10.0, 12.5, 9.0, 14.0])
+    >>> price = np.array([9.99, 0.1 * 99.9, 9.99, 9.99])
+    >>> _Regressors.learn(np.column_stack([celsius, celsius * 1.8 + 32, price])).kept.tolist()
+    [True, False, False]
     >>> bool(_Regressors.learn(None))
     False
     """
@@ -486,7 +527,19 @@ class _Regressors:
             lo = np.where(finite, X, np.inf).min(axis=0)
             hi = np.where(finite, X, -np.inf).max(axis=0)
             means = np.where(finite, X, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
-        return cls(finite.any(axis=0) & (hi > lo), means)
+            scale = np.maximum(1.0, np.maximum(np.abs(lo), np.abs(hi)))
+        kept = finite.any(axis=0) & (hi - lo > 1e-9 * scale)
+        # Each kept column must add a dimension to the constant and the columns kept before it.
+        filled = np.where(finite, X, means[None, :])
+        basis = np.ones((X.shape[0], 1))
+        for j in np.flatnonzero(kept):
+            column = (filled[:, j] - means[j]) / (hi[j] - lo[j])
+            residual = column - basis @ np.linalg.lstsq(basis, column, rcond=None)[0]
+            if np.abs(residual).max() <= 1e-8:
+                kept[j] = False
+            else:
+                basis = np.column_stack([basis, column])
+        return cls(kept, means)
 
     def __bool__(self) -> bool:
         return bool(self.kept.any())
