@@ -259,3 +259,25 @@ def test_abnormal_periods_in_mixed_formats_are_read_each_on_its_own(tmp_path, da
     result = backtest("--data", data_file, "--abnormal", periods, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "summary.json").exists()
+
+
+@pytest.mark.parametrize("model,used", [("seasonal-naive", False), ("ridge", True)])
+def test_drivers_given_to_a_model_that_takes_none_are_said_unused(caplog, model, used):
+    """`mlma backtest --model statsforecast:AutoETS --drivers temperature` said nothing, and the summary listed
+    the drivers as if the model had used them; the live agent says so."""
+    import logging
+
+    from mlma.backtest import BacktestConfig, run_backtest
+    from mlma.models import Drivers
+
+    frame = hourly_frame(n_streams=2, days=24)
+    frame["temperature"] = 15.0 + (frame["ds"].dt.hour % 7)
+    config = BacktestConfig(policies=["never"], model=model, frontier=False, bootstrap=0, sample_streams=0,
+                            drivers=Drivers(future=("temperature",)))
+    with caplog.at_level(logging.WARNING, logger="mlma"):
+        result = run_backtest(frame, config)
+    said = [r.getMessage() for r in caplog.records if "takes no drivers" in r.getMessage()]
+    assert result.config["drivers_used"] is used
+    assert said == ([] if used else [f"the model '{model}' takes no drivers: the drivers given (temperature) are "
+                                     "not used by its forecasts, and event drivers are not discounted from its "
+                                     "losses; use a model that takes them (ridge, lightgbm, docs/models.md)"])

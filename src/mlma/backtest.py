@@ -299,6 +299,12 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                                renew_executor=renew if owned and config.executor not in (None, "inline") else None,
                                **timed)
         driver_gaps = _streams_without_drivers(fleet, service)
+        drivers_unused = bool(fleet.drivers) and not service.wants_drivers
+        if drivers_unused:
+            # As the live agent says it: the summary listed the drivers as if the model had used them.
+            log.warning("the model %r takes no drivers: the drivers given (%s) are not used by its forecasts, and "
+                        "event drivers are not discounted from its losses; use a model that takes them (ridge, "
+                        "lightgbm, docs/models.md)", spec_name(config.model), ", ".join(fleet.drivers.columns))
         for name, gap in driver_gaps.items():
             log.warning("%s", driver_gaps_message(name, gap, fleet.n_streams))
         # The start-up's scale, what a live agent knows at its start (the end of tick first_tick - 1); streams with
@@ -459,6 +465,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         "future_drivers": list(fleet.drivers.future),
         "historical_drivers": list(fleet.drivers.historical),
         "event_drivers": list(fleet.drivers.events),
+        # False when drivers were given to a model that takes none (said in a warning).
+        "drivers_used": bool(fleet.drivers) and not drivers_unused,
         "driver_values_filled": int(sum(service.driver_fills.values())),  # the same for every service
         # Drivers the model uses that some streams hold no value of: {driver: {"n_streams", "first"}}.
         "streams_without_drivers": driver_gaps,
