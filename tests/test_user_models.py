@@ -231,6 +231,19 @@ def test_a_model_that_falls_back_on_every_stream_is_said_with_the_tick(tmp_path,
     assert "note: 10 of the 10 models" in str(started)
 
 
+def test_a_start_up_on_which_most_models_need_more_history_says_so(tmp_path, platform):
+    """MSTL with a yearly season on months of data, or lightgbm on three days of hourly data: every stream ran on
+    a fall-back for short history, and the start-up said "10 first models for 10 streams"."""
+    root = make_project(tmp_path / "p", model="lightgbm", initial_ticks=3)
+    config = load_config(root)
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        store.ingest_frame(next(iter(day_chunks(platform, 3))), "history")
+        started = live.step()
+    notes = [n for n in started.notes if "run on a fall-back because their history is shorter" in n]
+    assert len(notes) == 1 and notes[0].startswith("10 of the 10 models fitted this tick"), started.notes
+    assert "they are fitted again as history grows" in notes[0]
+
+
 # -- fits that hang or crash on a pool: the culprit's trouble costs its stream only -----------------------------
 # Each model misbehaves only in a pool worker (inline it would hang or end the test itself), and only for the
 # histories whose mean is in $HANG_MEANS / $CRASH_MEANS (rounded): the test picks its culprits by stream.
@@ -324,6 +337,22 @@ def test_a_backtest_fit_timeout_is_refused_without_an_executor_that_can_stop_a_f
         BacktestConfig(policies=["never"], fit_timeout=5)
     with pytest.raises(ValueError, match="fit_timeout must be a number of seconds > 0"):
         BacktestConfig(policies=["never"], executor="process:2", fit_timeout=0)
+
+
+def test_a_start_up_whose_first_fits_failed_says_so_on_its_line(tmp_path, platform, hostile, monkeypatch):
+    """A first fit that ran past fit_timeout left its streams without a model or a forecast, and the start-up's
+    line said "10 first models for 10 streams, forecasts ... issued" all the same."""
+    make_stuck(tmp_path, monkeypatch)
+    root = make_project(tmp_path / "p", model="stuck:HangsAboveBadAbove", executor='"process:2"',
+                        fit_timeout_seconds=2)
+    config = load_config(root)
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        store.ingest_frame(next(iter(day_chunks(platform, FIRST_TICK))), "history")
+        started = live.step()
+    failed = started.summary.fit_failures
+    assert failed >= 1
+    assert (f"{started.summary.initial_fits} first models for 10 streams, {failed} failed fits (no model, so no "
+            "forecast, for those streams yet)") in str(started)
 
 
 def test_after_a_pool_crash_the_streams_are_refitted_at_once_within_the_calls_fit_timeout(tmp_path, platform,

@@ -119,8 +119,13 @@ class TickResult:
         failed = f", {s.forecast_failures} failed forecasts" if s.forecast_failures else ""
         notes = "".join(f"\n  note: {note}" for note in self.notes)
         if self.start:
+            # A first fit that failed leaves its stream without a model or a forecast: said here, not only in the
+            # audit log.
+            unfitted = (f", {s.fit_failures} failed fits (no model, so no forecast, for those streams yet)"
+                        if s.fit_failures else "")
             return (f"start-up (tick {self.tick}): {s.initial_fits} first models for {self.n_streams} "
-                    f"streams, forecasts for tick {self.tick + 1} issued{failed} ({self.seconds:.1f} s){notes}")
+                    f"streams{unfitted}, forecasts for tick {self.tick + 1} issued{failed} ({self.seconds:.1f} s)"
+                    f"{notes}")
         return (f"tick {self.tick}: {self.n_streams} streams, {s.verdicts.get('degraded', 0)} degraded, "
                 f"{s.retrains} re-trained, {s.promoted} promoted, {s.rejected} rejected, {s.fit_failures} failed "
                 f"fits{failed}, {len(self.escalation_ids)} escalations, {s.escalations_resolved} resolved "
@@ -730,16 +735,22 @@ class LiveAgent:
                       for s, version, slot, message in repair.audit]
             audit += repair.agent_audit
             notes = list(repair.notes)
-            fell_back = [(nm.stream, nm.fitted.fallback_reason) for nm in report.new_models
-                         if fallback_cause(nm.fitted.fallback_reason, nm.fitted.short_history) == "fit failed"]
-            if len(fell_back) * 2 >= len(report.new_models) > 0 and fell_back:
-                # A model that fails on most streams (a wrong option in [model] spec) serves seasonal naive in its
-                # place: said with the tick, not only on each stream's page (a few streams' fall-backs are not
-                # news every tick of a large fleet).
-                s, why = fell_back[0]
-                notes.append(f"{len(fell_back):,} of the {len(report.new_models):,} models fitted this tick run on "
-                             f"a fall-back because the model's fit failed (e.g. {fleet.ids[s]}: {why}); check [model] "
-                             f"spec in mlma.toml (`mlma versions STREAM` shows each)")
+            causes = [(nm.stream, nm.fitted.fallback_reason,
+                       fallback_cause(nm.fitted.fallback_reason, nm.fitted.short_history)) for nm in report.new_models]
+            for cause, why_it, advice in (
+                    ("fit failed", "the model's fit failed", "check [model] spec in mlma.toml"),
+                    ("short history", "their history is shorter than the model needs",
+                     "they are fitted again as history grows; a model that needs less history serves them better")):
+                fell_back = [(s, why) for s, why, c in causes if c == cause]
+                if len(fell_back) * 2 >= len(report.new_models) > 0 and fell_back:
+                    # A model that fails on most streams (a wrong option in [model] spec), or needs more history
+                    # than most have (MSTL with a yearly season on months of data), serves seasonal naive in its
+                    # place: said with the tick, not only on each stream's page (a few streams' fall-backs are not
+                    # news every tick of a large fleet).
+                    s, why = fell_back[0]
+                    notes.append(f"{len(fell_back):,} of the {len(report.new_models):,} models fitted this tick run "
+                                 f"on a fall-back because {why_it} (e.g. {fleet.ids[s]}: {why}); {advice} "
+                                 "(`mlma versions STREAM` shows each)")
             if change is not None:
                 # Committed with the tick: a crash before the commit finds the old state again and does the same.
                 audit.append({"actor": "agent", "action": "policy-changed", "target": "mlma.toml:agent.policy",
