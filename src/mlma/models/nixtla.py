@@ -26,7 +26,8 @@ announced values as ``X_df`` when forecasting) and the statsforecast models that
 without them get none). Future drivers enter at the timestamp they describe (past values to fit, the values
 ingested ahead to forecast); historical drivers enter lagged by the tick's horizon, so only values known at
 the forecast origin are used. A driver that does not vary in the training window (or only by rounding), or that
-is a linear function of those before it, cannot be estimated and is left out of that fit. ``use_drivers=False`` (``statsforecast:AutoARIMA:use_drivers=False``) ignores them.
+is a linear function of those before it, cannot be estimated and is left out of that fit. ``use_drivers=False``
+(``statsforecast:AutoARIMA:use_drivers=False``) ignores them.
 
 Spec strings (``--model`` and ``[model] spec``)::
 
