@@ -551,17 +551,22 @@ def test_bidi_controls_in_an_id_are_shown_and_cannot_reorder_the_text_around_it(
     assert page.locator(".stream-head h1").evaluate("e => getComputedStyle(e).unicodeBidi") == "isolate"
 
 
-def test_the_fleet_form_takes_one_stream_id_per_line_commas_and_all(page, site):
-    """The streams field was split on commas, so "Sydney, NSW" could not be named: a line is one id, whole."""
-    _add_stream(site, "Sydney, NSW")
-    other = site["fleet"].unique_ids[19]
+def act_on_named_streams(page, site, action: str, lines: str) -> None:
+    """Log in and send ``action`` from the fleet page's form for the streams named in ``lines``."""
     log_in(page, site)
     page.click("#nav a[href='#/fleet']")
     page.wait_for_selector("#group-form")
     page.select_option("#group-scope", "streams")
-    page.select_option("#group-action", "pin")
-    page.fill("#group-form textarea[name=streams]", f"Sydney, NSW\n{other}\n")
+    page.select_option("#group-action", action)
+    page.fill("#group-form textarea[name=streams]", lines)
     page.click("#group-form button[type=submit]")
+
+
+def test_the_fleet_form_takes_one_stream_id_per_line_commas_and_all(page, site):
+    """The streams field was split on commas, so "Sydney, NSW" could not be named: a line is one id, whole."""
+    _add_stream(site, "Sydney, NSW")
+    other = site["fleet"].unique_ids[19]
+    act_on_named_streams(page, site, "pin", f"Sydney, NSW\n{other}\n")
     page.wait_for_selector("#toast.show:has-text('pin by user:ana: 2 streams')")
     table = site["store"].streams().set_index("unique_id")
     assert table.loc["Sydney, NSW", "overrides"]["pinned_until"] == "forever"
@@ -573,12 +578,6 @@ def test_the_toast_says_which_streams_an_action_left_out(page, site):
     the page showed only the count acted on."""
     _add_stream(site, "no-model-yet")
     other = site["fleet"].unique_ids[17]
-    log_in(page, site)
-    page.click("#nav a[href='#/fleet']")
-    page.wait_for_selector("#group-form")
-    page.select_option("#group-scope", "streams")
-    page.select_option("#group-action", "retrain")
-    page.fill("#group-form textarea[name=streams]", f"no-model-yet\n{other}\n")
-    page.click("#group-form button[type=submit]")
+    act_on_named_streams(page, site, "retrain", f"no-model-yet\n{other}\n")
     page.wait_for_selector("#toast.show:has-text('retrain by user:ana: 1 stream queued')")
     assert "left out (no-model-yet): no model yet" in page.inner_text("#toast")

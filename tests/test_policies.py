@@ -430,6 +430,25 @@ def test_a_stream_without_data_at_its_due_tick_catches_up_then_returns_to_its_ph
     assert fits[0] == [14, 22, 28, 35]
 
 
+def seasonal_naive_fleet(zones: int, days: int, *, seed: int, event_rate: int):
+    """A simulated platform's hourly fleet in daily ticks and a seasonal-naive model service on a 14-tick window:
+    quick fits, for tests of what the agent does with people's actions."""
+    import pandas as pd
+
+    from mlma.data import Frequency, make_tick_grid
+    from mlma.fleet import FleetData
+    from mlma.models import ForecastContext
+    from mlma.simulate import simulate_platform
+    from mlma.training import ModelService
+
+    frame = simulate_platform(zones, days, seed=seed, event_rate=event_rate).data
+    freq = Frequency("h")
+    grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"), freq=freq).boundaries
+    fleet = FleetData(frame, freq.alias, grid)
+    return fleet, ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
+                               train_window_ticks=14)
+
+
 def test_the_agent_tells_the_policy_which_streams_are_busy_and_acts_on_every_choice():
     """On a simulated platform with frequent events, a loose MLMA re-trains streams as challengers; three
     streams need a person's approval (a winning challenger waits), and a person rolls back two streams: one
@@ -437,21 +456,10 @@ def test_the_agent_tells_the_policy_which_streams_are_busy_and_acts_on_every_cho
     the policy sees as ``busy`` exactly the streams with a challenger in shadow or waiting for approval, and
     those rolled back, and every stream it chooses is re-trained (before, about a third of its choices were
     streams in shadow, which the agent dropped: 69 of 212 on a tuning platform)."""
-    import pandas as pd
-
     from mlma.agent import NO_MODEL, Agent, Controls
-    from mlma.data import Frequency, make_tick_grid
-    from mlma.fleet import FleetData
-    from mlma.models import ForecastContext
-    from mlma.simulate import simulate_platform
-    from mlma.training import ModelKey, ModelService
+    from mlma.training import ModelKey
 
-    frame = simulate_platform(12, 40, seed=2, event_rate=3).data
-    freq = Frequency("h")
-    grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"), freq=freq).boundaries
-    fleet = FleetData(frame, freq.alias, grid)
-    service = ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
-                           train_window_ticks=14)
+    fleet, service = seasonal_naive_fleet(12, 40, seed=2, event_rate=3)
     seen = []
 
     dropped = []
@@ -505,22 +513,11 @@ def test_a_forced_re_training_replaces_a_pending_challenger_and_the_policy_hears
     model), and puts the new model in shadow, or in service with ``direct``. A person's approval, rejection or roll-back of the same tick is carried out first: an approved or
     rolled-back stream is not re-trained (their choice of the serving model stands), a rejected one is. The
     backtest's re-training log closes the dropped challenger's row."""
-    import pandas as pd
-
     from mlma.agent import NO_MODEL, Agent, Controls
     from mlma.backtest import _record_retrains
-    from mlma.data import Frequency, make_tick_grid
-    from mlma.fleet import FleetData
-    from mlma.models import ForecastContext
-    from mlma.simulate import simulate_platform
-    from mlma.training import ModelKey, ModelService
+    from mlma.training import ModelKey
 
-    frame = simulate_platform(8, 22, seed=3, event_rate=0).data
-    freq = Frequency("h")
-    grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"), freq=freq).boundaries
-    fleet = FleetData(frame, freq.alias, grid)
-    service = ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
-                           train_window_ticks=14)
+    fleet, service = seasonal_naive_fleet(8, 22, seed=3, event_rate=0)
     heard = []
 
     class Spy(MLMAPolicy):
@@ -593,21 +590,9 @@ def test_a_pinned_stream_keeps_its_model_its_winning_challenger_stays_in_shadow_
     stream now stays in shadow, its shadow ticks adding up, and is judged on them all once the pin ends (not
     left waiting for an approval that would keep the stream from being re-trained after the pin); streams
     without a pin are promoted as before."""
-    import pandas as pd
-
     from mlma.agent import NO_MODEL, Agent, Controls
-    from mlma.data import Frequency, make_tick_grid
-    from mlma.fleet import FleetData
-    from mlma.models import ForecastContext
-    from mlma.simulate import simulate_platform
-    from mlma.training import ModelService
 
-    frame = simulate_platform(6, 22, seed=3, event_rate=0).data
-    freq = Frequency("h")
-    grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"), freq=freq).boundaries
-    fleet = FleetData(frame, freq.alias, grid)
-    service = ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
-                           train_window_ticks=14)
+    fleet, service = seasonal_naive_fleet(6, 22, seed=3, event_rate=0)
     agent = Agent(MLMAPolicy(cooldown_ticks=0), service, season_length=24,
                   scale=fleet.seasonal_naive_scale(24, before_tick=14))
     agent.start(14)
@@ -638,21 +623,10 @@ def test_a_challenger_in_shadow_of_a_stream_a_person_rolls_back_is_dropped_not_j
     is out of the running, so the agent drops it before judging (the policy hears it dropped); judged, it was
     promoted or lost for a model nobody could serve any more, with a verdict, an escalation or a re-based
     reference to match."""
-    import pandas as pd
-
     from mlma.agent import NO_MODEL, Agent, Controls
-    from mlma.data import Frequency, make_tick_grid
-    from mlma.fleet import FleetData
-    from mlma.models import ForecastContext
-    from mlma.simulate import simulate_platform
-    from mlma.training import ModelKey, ModelService
+    from mlma.training import ModelKey
 
-    frame = simulate_platform(4, 20, seed=5, event_rate=0).data
-    freq = Frequency("h")
-    grid = make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"), freq=freq).boundaries
-    fleet = FleetData(frame, freq.alias, grid)
-    service = ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
-                           train_window_ticks=14)
+    fleet, service = seasonal_naive_fleet(4, 20, seed=5, event_rate=0)
     heard = []
 
     class Spy(MLMAPolicy):
