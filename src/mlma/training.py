@@ -195,12 +195,22 @@ def _check_dask_handshake(address: str, timeout: float) -> None:
     except (OSError, ValueError, TypeError):
         answers = False
     if answers:
-        raise ExecutorUnavailableError(
-            f"{address} answers, but no Dask scheduler replied within {timeout + 1.0:g} s: is it another service "
-            f"(the Dask dashboard's port, 8787 by default, instead of the scheduler's, 8786)?") from error
-    raise ExecutorUnavailableError(
+        raise _silent_scheduler(address, timeout + 1.0) from error
+    raise _unreachable_scheduler(address, timeout, error) from error
+
+
+def _silent_scheduler(address: str, waited: float) -> ExecutorUnavailableError:
+    """The error for an address that answers but never completes Dask's handshake or serves a client."""
+    return ExecutorUnavailableError(
+        f"{address} answers, but no Dask scheduler replied within {waited:g} s: is it another service "
+        f"(the Dask dashboard's port, 8787 by default, instead of the scheduler's, 8786)?")
+
+
+def _unreachable_scheduler(address: str, timeout: float, error: BaseException | None) -> ExecutorUnavailableError:
+    """The error for a scheduler address that could not be reached within ``timeout`` seconds."""
+    return ExecutorUnavailableError(
         f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({error}); start one with "
-        f"'dask scheduler' and workers with 'dask worker {address}', or check the host and port") from error
+        f"'dask scheduler' and workers with 'dask worker {address}', or check the host and port")
 
 
 class DaskExecutor(Executor):
@@ -279,15 +289,10 @@ class DaskExecutor(Executor):
         thread.start()
         thread.join(timeout + 5.0)
         if thread.is_alive():
-            raise ExecutorUnavailableError(
-                f"{address} answers, but no Dask scheduler replied within {timeout + 5.0:g} s: is it another "
-                f"service (the Dask dashboard's port, 8787 by default, instead of the scheduler's, 8786)?")
+            raise _silent_scheduler(address, timeout + 5.0)
         error = made.get("error")
         if isinstance(error, (OSError, TimeoutError)):
-            raise ExecutorUnavailableError(
-                f"cannot reach the Dask scheduler at {address} within {timeout:g} s ({error}); start one with "
-                f"'dask scheduler' and workers with 'dask worker {address}', or check the host and port"
-            ) from error
+            raise _unreachable_scheduler(address, timeout, error) from error
         if error is not None:
             raise error
         client = made["client"]
