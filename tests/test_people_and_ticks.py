@@ -274,6 +274,29 @@ def test_an_approval_carried_out_and_one_with_nothing_waiting_say_what_happened(
     assert registry.champion(STREAM).version == 3
 
 
+def test_a_re_training_queued_before_an_approval_that_a_rejection_overrode_is_carried_out_as_queued(project):
+    """Re-train, approve, then reject, all for one tick: the rejection stands, so no person chose a serving model
+    and the re-training does not yield to the overridden approval (it was dropped with "a person put another
+    version in service" and lost its reason)."""
+    live, store, ops, chunks = project
+    registry = ops.registry
+    ops.require_approval([STREAM], by="user:ana")
+    ops.force_retrain([STREAM], by="user:ana")
+    _until_awaiting(live, store, chunks, registry, 2)
+    ops.force_retrain([STREAM], by="user:ana", reason="a fit on this week's data instead")
+    ops.approve(STREAM, by="user:ana")
+    ops.reject(STREAM, by="user:bob")
+    result = tick(live, store, chunks)
+    actions = ops.actions()
+    assert actions.query("kind == 'reject'")["outcome"].iloc[0].startswith("rejected")
+    assert registry.champion(STREAM).version == 1
+    assert [v.version for v in registry.versions(STREAM)] == [1, 2, 3]
+    retrain = actions[actions["kind"] == "retrain"].sort_values("id").iloc[-1]
+    assert retrain["outcome"] == "re-trained; the challenger runs in shadow before promotion", retrain["outcome"]
+    reason = store.verdicts(tick=result.tick).set_index("unique_id").loc[STREAM, "reason"]
+    assert reason == "forced by user:ana: a fit on this week's data instead", reason
+
+
 @pytest.mark.parametrize("order", [("approve", "reject"), ("reject", "approve")])
 def test_approve_and_reject_queued_for_one_tick_the_later_decision_stands(project, order):
     """A person approves, then changes their mind and rejects before the tick (or the other way round): the

@@ -1180,7 +1180,7 @@ class LiveAgent:
             ["id", "stream_id", "kind", "params", "created_by", "created_at", "reason"]].reset_index(drop=True)
         masks = {name: np.zeros(n, dtype=bool) for name in ("force_retrain", "force_direct", "reset_reference",
                                                             "rebase_reference", "approve", "reject")}
-        approvers = {}
+        approvers, deciding = {}, {}  # by stream: who made, and which action is, the decision that stands
         # Approvals and rejections of a version that no longer waits nor runs in shadow (a forced re-training
         # replaced it after they were queued), by action id: (that version, the stream's pending one or -1).
         stale: dict[int, tuple[int, int]] = {}
@@ -1201,8 +1201,13 @@ class LiveAgent:
                 masks["reject" if row.kind == "approve" else "approve"][s] = False
                 masks[row.kind][s] = True
                 approvers[s] = row.created_by
+                deciding[s] = int(row.id)
         for name, mask in masks.items():
             setattr(controls, name, mask)
+        # The approvals that may put a version in service this tick: the stream's decision that stands (not one a
+        # later rejection overrode, nor a stale one). A challenger in shadow is served by it if its check ends
+        # in this tick.
+        approving = {s: i for s, i in deciding.items() if masks["approve"][s]}
         # A champion moved in the registry by a person (roll-back, promotion) is adopted by the agent. Nobody
         # moved one since the state this tick continues from was saved: nothing to compare.
         unmoved = state_sha256 is not None and self._champions_agree == (state_sha256, counts["champions"])
@@ -1246,12 +1251,13 @@ class LiveAgent:
                 live["challenger_version"][s] = -1
                 live["awaiting_version"][s] = -1
         controls.force_after_choice, yielded = _forced_after_choice(actions, n, {
-            int(s): pd.Timestamp(t) for s, t in zip(sid, since) if int(s) in controls.adopt}, set(stale))
+            int(s): pd.Timestamp(t) for s, t in zip(sid, since) if int(s) in controls.adopt}, approving)
         # A re-training that yields to a later choice of the serving model adds neither its `direct` nor its
-        # reason to the one carried out after that choice.
+        # reason to one queued after that choice. (Without one, it is carried out only where an approval it
+        # yielded to served nothing, its challenger having lost its check: then as queued.)
         for row in actions[actions["kind"] == "retrain"].itertuples(index=False):
-            if int(row.id) not in yielded:
-                s = int(row.stream_id)
+            s = int(row.stream_id)
+            if int(row.id) not in yielded or not controls.force_after_choice[s]:
                 controls.force_direct[s] |= bool((row.params or {}).get("direct"))
                 controls.reasons[s] = f"forced by {row.created_by}" + (f": {row.reason}" if row.reason else "")
         return controls, actions, approvers, counts, read, stale, yielded
@@ -1722,13 +1728,13 @@ def _undecided_version(live: dict, s: int) -> tuple[int, str]:
 
 
 def _forced_after_choice(actions: pd.DataFrame, n: int, moved_at: dict[int, pd.Timestamp],
-                         stale: set[int] = frozenset()) -> tuple[np.ndarray, set[int]]:
+                         approving: dict[int, int]) -> tuple[np.ndarray, set[int]]:
     """Forced re-trainings against a person's choice of the serving model that this tick carries out: the move
-    of a stream's champion (``moved_at``: when, by stream) or an approval queued for this tick (``stale`` ones,
-    of a version that no longer waits, are not carried out). A re-training queued before the choice yields to it;
-    one queued after it is meant for the model chosen, and runs on top of it. Returns the streams with a
-    re-training queued after their choice (``Controls.force_after_choice``) and the ids of the re-trainings that
-    yield.
+    of a stream's champion (``moved_at``: when, by stream) or the approval that serves its undecided version
+    (``approving``: the action's id, by stream; not an approval a later rejection overrode, nor one of a version
+    no longer undecided). A re-training queued before the choice yields to it; one
+    queued after it is meant for the model chosen, and runs on top of it. Returns the streams with a re-training
+    queued after their choice (``Controls.force_after_choice``) and the ids of the re-trainings that yield.
 
     >>> actions = pd.DataFrame({"id": [1, 2, 3, 4, 5], "stream_id": [0, 0, 1, 2, 2],
     ...                         "kind": ["approve", "retrain", "retrain", "retrain", "retrain"],
@@ -1736,19 +1742,14 @@ def _forced_after_choice(actions: pd.DataFrame, n: int, moved_at: dict[int, pd.T
     ...                                                       "2026-01-01 10:00", "2026-01-01 10:00",
     ...                                                       "2026-01-01 12:00"], utc=True)})
     >>> after, yielded = _forced_after_choice(actions, 4, {1: pd.Timestamp("2026-01-01 11:00", tz="UTC"),
-    ...                                                    2: pd.Timestamp("2026-01-01 11:00", tz="UTC")})
+    ...                                                    2: pd.Timestamp("2026-01-01 11:00", tz="UTC")}, {0: 1})
     >>> after.tolist(), sorted(yielded)
     ([True, False, True, False], [3, 4])
     """
     after, yielded = np.zeros(n, dtype=bool), set()
-    retrains = actions[actions["kind"] == "retrain"]
-    if retrains.empty:
-        return after, yielded
-    approvals = actions[(actions["kind"] == "approve") & ~actions["id"].isin(list(stale))]
-    last_approval = approvals.groupby("stream_id")["id"].max().to_dict()
-    for row in retrains.itertuples(index=False):
+    for row in actions[actions["kind"] == "retrain"].itertuples(index=False):
         s = int(row.stream_id)
-        moved, approved = moved_at.get(s), last_approval.get(s)
+        moved, approved = moved_at.get(s), approving.get(s)
         if moved is None and approved is None:
             continue  # no choice of the serving model this tick: nothing to yield to
         if (approved is None or int(row.id) > approved) and (moved is None or pd.Timestamp(row.created_at) > moved):
@@ -1783,7 +1784,7 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.
             text = f"not carried out: a later {later.kind} (action {later.id} by {later.created_by}) replaced it"
         elif row.kind == "retrain":
             version, where = replaced.get(s, (-1, ""))
-            if int(row.id) in (yielded or ()):
+            if int(row.id) in (yielded or ()) and report.promoted[s]:  # the choice it yielded to was carried out
                 text = ("not re-trained: a person put "
                         + ("another version" if report.retrained[s] else f"version {int(live['champion_version'][s])}")
                         + " in service after this re-training was queued (a roll-back, a promotion or an approval), "
