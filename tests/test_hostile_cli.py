@@ -354,6 +354,15 @@ def test_a_lock_of_a_dead_agent_is_broken_with_mlma_unlock_audited(project, flee
                                                    expires_at=renewed + dt.timedelta(minutes=60)))
     stale = cli(project, "unlock", "--reason", "its host is gone", "--by", "ana")
     assert stale.returncode == 0 and "broke the tick lock of agent@gone:1" in said(stale), said(stale)
+    # Renewed a moment ago by an agent process on this host that no longer runs (killed): gone, no --force
+    # needed (it was refused as "looks alive", as `mlma status` said its process no longer ran).
+    from mlma.store.testing import gone_agent
+
+    killed = gone_agent()
+    with Store.open(load_config(project).store_url) as store:
+        store.acquire_lock(killed, ttl=3600)
+    done = cli(project, "unlock", "--reason", "the agent was killed", "--by", "ana")
+    assert done.returncode == 0 and f"broke the tick lock of {killed}" in said(done), said(done)
 
 
 def test_init_on_a_store_that_holds_a_project_is_refused_unless_attached(project, tmp_path):

@@ -1340,6 +1340,7 @@ def unlock(
     import datetime as dt
 
     from mlma.api.cli import actor
+    from mlma.lock_holder import holder_is_dead
     from mlma.store import Store
     from mlma.store.lock import renewed_lately
 
@@ -1350,7 +1351,9 @@ def unlock(
     with Store.open(config.store_url) as store:
         holder = store.lock_holder()
         now = dt.datetime.now(dt.timezone.utc)
-        if holder is not None and not force and renewed_lately(holder["heartbeat_at"], holder["expires_at"], now):
+        # An agent process on this host that no longer runs is gone however lately it renewed (killed).
+        if (holder is not None and not force and not holder_is_dead(holder["holder"])
+                and renewed_lately(holder["heartbeat_at"], holder["expires_at"], now)):
             age = (now - holder["heartbeat_at"]).total_seconds()
             _fail(f"the tick lock's holder {holder['holder']} renewed it {age:.0f} s ago: it looks alive (its tick "
                   "would be lost); wait, stop it, or pass --force")
