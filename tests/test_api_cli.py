@@ -111,6 +111,15 @@ def test_the_actor_comes_from_by_then_mlma_user_then_the_login(project):
     run(project, "pin", uid, user=None)
     assert last_audit(project)["actor"] == f"user:{os.environ.get('MLMA_USER') or getpass.getuser()}"
     run(project, "unpin", uid)
+    # An empty --by names nobody: refused, not audited as the login name (someone the person did not mean).
+    with store_of(project) as store:
+        before = len(store.audit_log())
+    for empty in ("", " ", "user:"):
+        refused = run(project, "pin", uid, "--by", empty, ok=False)
+        assert refused.exit_code == 2 and "--by names nobody" in refused.output, refused.output
+    with store_of(project) as store:
+        assert len(store.audit_log()) == before
+    assert not [key for key in overrides(project, uid) if key.startswith("pin")], overrides(project, uid)
 
 
 def test_pin_unpin_streams_and_a_group_with_until(project):

@@ -43,10 +43,19 @@ def actor(by: Optional[str]) -> str:
 
     >>> actor("ana"), actor("user:bo")
     ('user:ana', 'user:bo')
+    >>> try:
+    ...     actor("  ")
+    ... except typer.BadParameter as exc:
+    ...     print(exc)
+    --by names nobody; give a name, or leave --by out for $MLMA_USER or the login name
     """
+    if by is not None and not by.strip().removeprefix("user:").strip():
+        # Said, not taken for the login name: the audit would name someone the person did not mean.
+        raise typer.BadParameter("--by names nobody; give a name, or leave --by out for $MLMA_USER or the login "
+                                 "name")
     name = by or os.environ.get("MLMA_USER") or _login_name()
     name = name.strip()
-    if not name:
+    if not name.removeprefix("user:").strip():
         raise typer.BadParameter("give --by NAME (or set MLMA_USER)")
     return name if name.startswith("user:") else f"user:{name}"
 
