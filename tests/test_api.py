@@ -768,7 +768,8 @@ def _expected_queue(env: Env) -> pd.DataFrame:
     open_["size"] = [0.0 if pd.isna(s) else float(size.get(int(s), 0.0)) for s in open_["stream_id"]]
     grouped = (open_.groupby(["kind", "tick", "city", "fleet"], dropna=False)
                .agg(n=("id", "size"), severity=("severity", "max"), size=("size", "sum"), newest=("id", "max"),
-                    ids=("id", lambda s: sorted(int(i) for i in s))).reset_index())
+                    ids=("id", lambda s: sorted(int(i) for i in s)), messages=("message", "nunique"))
+               .reset_index())
     return grouped.sort_values(["severity", "size", "n", "newest"], ascending=False).reset_index(drop=True)
 
 
@@ -780,6 +781,9 @@ def test_the_queue_groups_and_ranks_like_pandas(env):
         zip(expected["kind"], expected["n"], expected["severity"]))
     assert [sorted(i["ids"]) for i in queue["items"]] == expected["ids"].tolist()
     assert np.allclose([i["size"] for i in queue["items"]], expected["size"])
+    # The header shows one message and counts the others (a grouped item showed one member's error for all).
+    assert [i["other_messages"] for i in queue["items"]] == (expected["messages"] - 1).tolist()
+    assert (expected["messages"] > 1).any()
     for item in queue["items"]:
         assert len(item["members"]) == min(1, item["count"]) and item["more"] == item["count"] - len(item["members"])
     # Each item carries its tick's data date, as the ticks table has it.

@@ -390,6 +390,25 @@ def test_read_commands(project):
     queue = json.loads(run(project, "escalations", "--json").output)
     assert queue["items"][0]["kind"] == "data-quality" and queue["items"][0]["severity"] == 3
     assert "data-quality" in run(project, "escalations").output
+    # A city's item whose members failed each their own way says so (it showed one member's error for all).
+    import mlma.api.cli
+    from mlma.escalations import Escalation
+
+    with store_of(project) as store:
+        streams = store.streams()
+        city = streams[streams["attributes"].map(lambda a: a.get("city")) == "c00"].head(3)
+        tick = int(store.last_done_tick())
+        ids = store.add_escalations([Escalation(int(s), tick, "forecast-failed", 1, f"ValueError: input {i % 2}")
+                                     for i, s in enumerate(city["id"])])
+    try:
+        with pytest.MonkeyPatch.context() as wide:
+            wide.setattr(mlma.api.cli.console, "width", 1000)           # a cell's text on one line
+            table = run(project, "escalations").output
+        [line] = [line for line in table.splitlines() if "forecast-failed" in line]
+        assert "ValueError: input" in line and "(+1 other message(s); --json gives each member's)" in line, line
+    finally:
+        with store_of(project) as store:
+            store.set_escalation_status(ids, "resolved", by="user:test")
     assert run(project, "escalations", "--status", "bogus", ok=False).exit_code == 2
     audit = json.loads(run(project, "audit", "--limit", "3", "--json").output)
     assert len(audit) == 3 and audit[0]["id"] > audit[1]["id"]

@@ -154,6 +154,29 @@ def test_a_fleet_wide_item_in_the_queue_says_so_instead_of_counting_one_stream(p
         store.set_escalation_status([fleet_item], "resolved", by="user:test")
 
 
+def test_a_grouped_item_whose_members_failed_each_their_own_way_shows_each_message(page, site):
+    """A city's forecast-failed item showed the largest member's error as if it were every member's."""
+    from mlma.escalations import Escalation
+
+    store = site["store"]
+    tick = int(store.last_done_tick())
+    streams = store.streams()
+    city = streams[streams["attributes"].map(lambda a: a.get("city")) == "c00"].head(2)
+    errors = [f"ValueError: broken input {i}" for i in range(2)]
+    ids = store.add_escalations([Escalation(int(s), tick, "forecast-failed", 2, e)
+                                 for s, e in zip(city["id"], errors)])
+    try:
+        log_in(page, site)
+        item = page.locator(".queue-item[data-kind=forecast-failed]")
+        assert item.count() == 1
+        message = item.locator(".message").inner_text()
+        assert message in (f"{e} (+1 other message: each stream's is on its name)" for e in errors), message
+        titles = sorted(item.locator(".member").evaluate_all("nodes => nodes.map((n) => n.title)"))
+        assert titles == errors, titles
+    finally:
+        store.set_escalation_status(ids, "resolved", by="user:test")
+
+
 def test_a_wrong_token_is_refused_and_a_viewer_gets_no_buttons(page, site):
     page.goto(site["url"] + "/")
     page.fill("#token", "mlma_not-a-token")

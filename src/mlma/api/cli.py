@@ -488,7 +488,9 @@ def escalations(status: str = typer.Option("open", help="open, acknowledged, sil
         table.add_row(str(item["severity"]), item["kind"], item["scope"], str(item["count"]),
                       f"{item['size']:.4g}" if item["size"] is not None else "-", str(item["tick"]),
                       ",".join(map(str, ids[:6])) + ("..." if len(ids) > 6 else ""),
-                      f"{members}: {item['message']}")
+                      f"{members}: {item['message']}" + (
+                          f" (+{item['other_messages']} other message(s); --json gives each member's)"
+                          if item["other_messages"] else ""))
     console.print(table)
 
 

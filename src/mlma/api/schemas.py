@@ -451,6 +451,8 @@ class QueueItem(Schema):
     first_created_at: str
     last_created_at: str
     message: str | None = Field(description="The largest member's message.")
+    other_messages: int = Field(description="How many other messages the item's escalations carry (each member's "
+                                            "own is in `members`, or in /api/escalations/items).")
     ids: list[int] = Field(description="Every escalation of the item, to act on them all at once.")
     members: list[QueueMember] = Field(description="The largest members.")
     more: int = Field(description="Members not listed.")

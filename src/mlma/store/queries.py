@@ -492,8 +492,9 @@ def escalation_queue(store: Store, *, status: Sequence[str] = ("open",), group_b
     """Escalations grouped and ranked: the engineer's queue.
 
     Escalations of the same kind raised in the same tick by streams that share the ``group_by`` attribute
-    (e.g. every zone of one city) are one item, with a count, the ids (to act on all of them at once) and
-    the largest ``members`` streams. Fleet-wide escalations are items of their own. Items are ranked by
+    (e.g. every zone of one city) are one item, with a count, the ids (to act on all of them at once), the
+    largest ``members`` streams with their messages, and the largest one's message with the number of other
+    messages among the item's escalations (each stream's forecast or fit may have failed its own way). Fleet-wide escalations are items of their own. Items are ranked by
     their highest severity, then by business size: the sum over member streams of the reference loss (the
     loss the stream's model normally makes, in the target's units: bigger zones have bigger losses), then
     by count.
@@ -557,8 +558,10 @@ def escalation_queue(store: Store, *, status: Sequence[str] = ("open",), group_b
 
     ids: dict[tuple, list[int]] = {}
     listed: dict[tuple, list[dict]] = {}
+    messages: dict[tuple, set] = {}  # the item's distinct messages: its header shows one
     for r in sorted(member_rows, key=lambda r: r.rank):
         ids.setdefault(key_of(r), []).append(int(r.id))
+        messages.setdefault(key_of(r), set()).add(r.message)
         if r.rank > members:
             continue
         listed.setdefault(key_of(r), []).append({
@@ -583,6 +586,7 @@ def escalation_queue(store: Store, *, status: Sequence[str] = ("open",), group_b
             "group_value": g.gval if group_by else None, "scope": scope, "count": int(g.n),
             "severity": int(g.severity), "size": _num(g.size), "first_created_at": _iso(g.first),
             "last_created_at": _iso(g.last), "message": member_list[0]["message"] if member_list else None,
+            "other_messages": max(0, len(messages.get(k, ())) - 1),
             "ids": sorted(ids.get(k, [])), "members": member_list, "more": int(g.n) - len(member_list)})
     # The data dates of the items' ticks: on a replayed or delayed project they differ from the wall clock.
     item_ticks = sorted({int(i["tick"]) for i in items if i["tick"] is not None})

@@ -437,8 +437,8 @@ async function renderQueue(main, params) {
         h("span", { class: "scope", text: shown(item.scope) }), h("span", { class: "count", text: item.scope === "fleet" ? "fleet-wide" : `${item.count} stream${item.count === 1 ? "" : "s"}` }),
         h("span", { class: "muted", text: `size ${fmt(item.size)} · tick ${item.tick ?? "–"}${item.tick_start_ds ? " · data " + item.tick_start_ds.slice(0, 10) : ""} · ${when(item.last_created_at)}` })),
       h("div", { class: "muted kind-text", text: item.kind_text }),
-      h("div", { class: "message", text: shown(item.message || "") }),
-      h("div", { class: "members" }, item.members.map((m) => h("span", { class: "member" },
+      h("div", { class: "message", text: shown(item.message || "") + (item.other_messages ? ` (+${item.other_messages} other message${item.other_messages === 1 ? "" : "s"}: each stream's is on its name)` : "") }),
+      h("div", { class: "members" }, item.members.map((m) => h("span", { class: "member", title: m.message ? shown(m.message) : null },
         m.unique_id ? streamLink(m.unique_id) : h("span", { text: "fleet" }), m.verdict ? badge(m.verdict) : null,
         h("span", { class: "muted", text: ` ${fmt(m.size)}` }))), item.more ? h("span", { class: "muted", text: ` +${item.more} more` }) : null),
       buttons));
