@@ -177,6 +177,37 @@ def test_a_grouped_item_whose_members_failed_each_their_own_way_shows_each_messa
         store.set_escalation_status(ids, "resolved", by="user:test")
 
 
+def test_every_form_control_on_every_page_has_a_name_a_screen_reader_can_say(page, site):
+    """The queue's and the stream list's filter drop-downs had no label: a screen reader said "combo box"."""
+    from mlma.api.auth import create_token, revoke_token
+
+    admin = create_token(site["store"], "adam", "admin", by="user:root")[1]   # the tokens page is an admin's
+    try:
+        page.goto(site["url"] + "/")
+        page.fill("#token", admin)
+        page.click("#login button[type=submit]")
+        page.wait_for_selector(".page[data-page=queue]")
+        unnamed = _unnamed_controls(page, site)
+    finally:
+        revoke_token(site["store"], "adam", by="user:root", reason="the test is over")
+    assert not unnamed, unnamed
+
+
+def _unnamed_controls(page, site) -> dict[str, list[str]]:
+    uid = site["fleet"].unique_ids[0]
+    unnamed = {}
+    for where in ("fleet", "queue", "streams", f"stream/{uid}", "actions", "audit", "tokens"):
+        page.goto(site["url"] + "/#/" + where)
+        page.wait_for_selector(f".page[data-page={where.split('/')[0]}]")
+        # The accessible name's sources a control may have: a <label>, aria-label, or a title.
+        names = page.locator("main select, main input, main textarea").evaluate_all(
+            "nodes => nodes.filter((n) => n.type !== 'hidden' && !(n.labels.length || n.getAttribute('aria-label')"
+            " || n.title)).map((n) => n.id || n.name || n.outerHTML.slice(0, 80))")
+        if names:
+            unnamed[where] = names
+    return unnamed
+
+
 def test_a_wrong_token_is_refused_and_a_viewer_gets_no_buttons(page, site):
     page.goto(site["url"] + "/")
     page.fill("#token", "mlma_not-a-token")

@@ -412,12 +412,12 @@ async function renderQueue(main, params) {
   if (groupBy !== null) q.set("group_by", groupBy);
   const [data, attrs] = await Promise.all([api("GET", `/api/escalations?${q}`), api("GET", "/api/attributes")]);
   const go = (changes) => { const p = new URLSearchParams(params); for (const [k, v] of Object.entries(changes)) p.set(k, v); location.hash = `#/queue?${p}`; };
-  const statusSel = h("select", { id: "queue-status", onchange: (e) => go({ status: e.target.value, page: 1 }) },
+  const statusSel = h("select", { id: "queue-status", "aria-label": "items that are", onchange: (e) => go({ status: e.target.value, page: 1 }) },
     ["open", "acknowledged", "silenced", "resolved"].map((x) => h("option", { value: x, text: x, selected: x === status })));
-  const groupSel = h("select", { id: "queue-group", onchange: (e) => go({ group_by: e.target.value, page: 1 }) },
+  const groupSel = h("select", { id: "queue-group", "aria-label": "group items by", onchange: (e) => go({ group_by: e.target.value, page: 1 }) },
     [...new Set([data.group_by || "", ...Object.keys(attrs)])].filter((x) => x).map((k) => h("option", { value: k, text: `group by ${k}`, selected: k === data.group_by })),
     h("option", { value: "", text: "no grouping by attribute", selected: !data.group_by }));
-  const silenceFor = h("select", { id: "silence-for", title: "how long Silence hides an item" },
+  const silenceFor = h("select", { id: "silence-for", title: "how long Silence hides an item", "aria-label": "silence for" },
     ["4h", "1d", "3d", "7d"].map((x) => h("option", { value: x, text: `silence for ${x}` })));
   main.append(h("h1", { text: "Queue" }),
     h("p", { class: "muted", text: "Escalations of one kind raised in one tick by streams that share the group attribute are one item. Ranked by severity, then by business size (the members' reference loss, in the target's units)." }),
@@ -453,15 +453,15 @@ async function renderStreams(main, params) {
   q.set("per_page", params.get("per_page") || "50");
   const [data, attrs] = await Promise.all([api("GET", `/api/streams?${q}`), api("GET", "/api/attributes")]);
   const go = (changes) => { const p = new URLSearchParams(params); for (const [k, v] of Object.entries(changes)) { if (v === "" || v === null) p.delete(k); else p.set(k, v); } location.hash = `#/streams?${p}`; };
-  const search = h("input", { id: "stream-search", type: "search", placeholder: "search unique_id", value: params.get("q") || "" });
-  const verdict = h("select", { id: "stream-verdict" }, h("option", { value: "", text: "any verdict" }),
+  const search = h("input", { id: "stream-search", "aria-label": "search streams", type: "search", placeholder: "search unique_id", value: params.get("q") || "" });
+  const verdict = h("select", { id: "stream-verdict", "aria-label": "verdict" }, h("option", { value: "", text: "any verdict" }),
     Object.keys(VERDICT_COLORS).map((x) => h("option", { value: x, text: x, selected: params.get("verdict") === x })));
-  const attr = h("select", { id: "stream-attr" }, h("option", { value: "", text: "any group" }),
+  const attr = h("select", { id: "stream-attr", "aria-label": "group" }, h("option", { value: "", text: "any group" }),
     Object.entries(attrs).map(([k, vs]) => vs.map((x) => h("option", { value: `${k}=${x.value}`, text: shown(`${k}=${x.value}`), selected: params.get("attr") === `${k}=${x.value}` }))));
   const sorts = [["unique_id", "name"], ["-effect", "effect ↓"], ["p_value", "p-value ↑"], ["-reference_loss", "size (reference loss) ↓"],
     ["-loss", "loss ↓"], ["-escalations", "open escalations ↓"], ["verdict", "verdict"], ["-last_ds", "latest data ↓"], ["-champion", "serving version ↓"]];
-  const sort = h("select", { id: "stream-sort" }, sorts.map(([v, t]) => h("option", { value: v, text: `sort: ${t}`, selected: (params.get("sort") || "unique_id") === v })));
-  const pinned = h("select", { id: "stream-pinned" }, [["", "pinned or not"], ["true", "pinned only"], ["false", "not pinned"]].map(([v, t]) => h("option", { value: v, text: t, selected: (params.get("pinned") || "") === v })));
+  const sort = h("select", { id: "stream-sort", "aria-label": "sort by" }, sorts.map(([v, t]) => h("option", { value: v, text: `sort: ${t}`, selected: (params.get("sort") || "unique_id") === v })));
+  const pinned = h("select", { id: "stream-pinned", "aria-label": "pinned" }, [["", "pinned or not"], ["true", "pinned only"], ["false", "not pinned"]].map(([v, t]) => h("option", { value: v, text: t, selected: (params.get("pinned") || "") === v })));
   const form = h("form", { class: "toolbar", id: "stream-filters" }, search, verdict, attr, pinned, sort, h("button", { type: "submit", text: "Filter" }));
   form.addEventListener("submit", (ev) => { ev.preventDefault(); go({ q: search.value.trim(), verdict: verdict.value, attr: attr.value, sort: sort.value, pinned: pinned.value, page: 1 }); });
   [verdict, attr, sort, pinned].forEach((s) => s.addEventListener("change", () => form.requestSubmit()));
@@ -713,7 +713,7 @@ async function renderActions(main, params) {
   const go = (changes) => { const p = new URLSearchParams(params); for (const [k, v] of Object.entries(changes)) p.set(k, v); location.hash = `#/actions?${p}`; };
   main.append(h("h1", { text: "Actions" }),
     h("p", { class: "muted", text: "Re-trainings, reference resets and approvals wait here until the next tick carries them out." }),
-    h("div", { class: "toolbar" }, h("select", { onchange: (e) => go({ status: e.target.value, page: 1 }) },
+    h("div", { class: "toolbar" }, h("select", { "aria-label": "actions that are", onchange: (e) => go({ status: e.target.value, page: 1 }) },
       [["", "all"], ["pending", "pending"], ["applied", "applied"], ["cancelled", "cancelled"]].map(([v, t]) => h("option", { value: v, text: t, selected: v === status }))),
     can("operator") ? reasonField() : null),
     actionsTable(data.items, main), pager(data, (p) => go({ page: p })));
@@ -724,9 +724,9 @@ async function renderAudit(main, params) {
   for (const k of ["actor", "action", "q"]) if (params.get(k)) q.set(k, params.get(k));
   const data = await api("GET", `/api/audit?${q}`);
   const go = (changes) => { const p = new URLSearchParams(params); for (const [k, v] of Object.entries(changes)) { if (v) p.set(k, v); else p.delete(k); } location.hash = `#/audit?${p}`; };
-  const actor = h("input", { type: "text", placeholder: "who (user:ana, agent)", value: params.get("actor") || "" });
-  const action = h("input", { type: "text", placeholder: "action (pin, rollback…)", value: params.get("action") || "" });
-  const text = h("input", { type: "search", placeholder: "target or reason contains", value: params.get("q") || "" });
+  const actor = h("input", { type: "text", "aria-label": "actor", placeholder: "who (user:ana, agent)", value: params.get("actor") || "" });
+  const action = h("input", { type: "text", "aria-label": "action", placeholder: "action (pin, rollback…)", value: params.get("action") || "" });
+  const text = h("input", { type: "search", "aria-label": "target or reason contains", placeholder: "target or reason contains", value: params.get("q") || "" });
   const form = h("form", { class: "toolbar" }, actor, action, text, h("button", { type: "submit", text: "Filter" }));
   form.addEventListener("submit", (ev) => { ev.preventDefault(); go({ actor: actor.value.trim(), action: action.value.trim(), q: text.value.trim(), page: 1 }); });
   main.append(h("h1", { text: "Audit log" }), h("p", { class: "muted", text: "Every action, by whom, when and why. Append-only: the database refuses changes to it." }),
@@ -735,8 +735,8 @@ async function renderAudit(main, params) {
 
 async function renderTokens(main) {
   const tokens = await api("GET", "/api/tokens?include_revoked=true");
-  const name = h("input", { type: "text", placeholder: "name (a person or a system)", required: true });
-  const role = h("select", {}, ["viewer", "operator", "admin"].map((x) => h("option", { value: x, text: x })));
+  const name = h("input", { type: "text", "aria-label": "token name", placeholder: "name (a person or a system)", required: true });
+  const role = h("select", { "aria-label": "role" }, ["viewer", "operator", "admin"].map((x) => h("option", { value: x, text: x })));
   const shown = h("div", { class: "secret", role: "status" });
   const form = h("form", { class: "toolbar" }, name, role, h("button", { type: "submit", text: "Create token" }));
   form.addEventListener("submit", async (ev) => {
