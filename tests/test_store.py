@@ -1674,6 +1674,38 @@ def test_taking_the_lock_while_its_holder_commits_says_it_is_held_at_once(postgr
         other.acquire_lock("agent-b", ttl=600).release()
 
 
+@pytest.mark.parametrize("fleet_wide", [False, True])
+def test_two_peoples_changes_of_one_stream_at_once_are_both_kept(url, fleet_wide):
+    """A pin and a change of delta of one stream, each in its own transaction, the second begun before the first
+    committed: PostgreSQL kept only the second (each wrote back the overrides it had read), though both were
+    answered and audited. The second now waits for the first and merges into what it wrote, for a few streams
+    and for a fleet-wide change (the staged path, over 1,000 streams)."""
+    import threading
+
+    names = [f"z{i}" for i in range(1500 if fleet_wide else 3)]
+    with Store.create(url) as store, Store.open(url) as other:
+        ids = [int(i) for i in store.stream_ids(names)]
+        failed: list = []
+
+        def second_person() -> None:
+            try:
+                with other.transaction() as tx:
+                    tx.merge_overrides({i: {"delta": 0.2} for i in ids})
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                failed.append(exc)
+
+        with store.transaction() as tx:
+            tx.merge_overrides({i: {"pinned_until": "forever"} for i in reversed(ids)})
+            thread = threading.Thread(target=second_person)
+            thread.start()
+            thread.join(timeout=1.0)   # it waits for this commit (SQLite: for the write lock; PostgreSQL: the rows)
+        thread.join(timeout=60)
+        assert not thread.is_alive() and not failed, failed
+        overrides = store.stream_overrides()
+        assert {(o.pinned_until, o.delta) for o in overrides.values()} == {("forever", 0.2)}
+        assert sorted(overrides) == sorted(ids)
+
+
 def test_a_persons_reason_longer_than_the_api_allows_is_refused_by_every_door_and_changes_nothing(store):
     """The REST API refuses a reason over 2,000 characters; the CLI and Python go through the same check (in
     the audit entry's transaction), so the change it came with is rolled back too."""

@@ -663,12 +663,22 @@ class Store:
         ids = {int(stream): value for stream, value in changes.items()}
         col = S.streams.c[column]
         keys = list(ids)
+
+        def locked(query):
+            # A read, merge and write: PostgreSQL's writers run side by side (READ COMMITTED), and two people's
+            # changes of one stream (a pin, a delta) each wrote back the value read before the other's commit:
+            # one was lost, both audited. The rows are locked as read, in id order (no deadlock between two
+            # merges of overlapping streams); SQLite's writers take turns already.
+            if conn.dialect.name != "postgresql":
+                return query
+            return query.order_by(S.streams.c.id).with_for_update(of=S.streams)
+
         if len(keys) > 1000:  # a fleet-wide change joins a staged list: an IN list of 100,000 costs seconds to parse
             with bulk.staged(conn, "mlma_stage_ids", {"sid": "int"}, {"sid": keys}, key=("sid",)) as st:
-                current = dict(conn.execute(sa.select(S.streams.c.id, col).select_from(
-                    S.streams.join(st, st.c.sid == S.streams.c.id))).all())
+                current = dict(conn.execute(locked(sa.select(S.streams.c.id, col).select_from(
+                    S.streams.join(st, st.c.sid == S.streams.c.id)))).all())
         else:
-            current = dict(conn.execute(sa.select(S.streams.c.id, col).where(S.streams.c.id.in_(keys))).all())
+            current = dict(conn.execute(locked(sa.select(S.streams.c.id, col).where(S.streams.c.id.in_(keys)))).all())
         unknown = set(ids) - set(current)
         if unknown:
             raise KeyError(f"unknown stream id(s): {sorted(unknown)[:5]}")
