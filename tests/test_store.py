@@ -1706,6 +1706,45 @@ def test_two_peoples_changes_of_one_stream_at_once_are_both_kept(url, fleet_wide
         assert sorted(overrides) == sorted(ids)
 
 
+def test_two_requests_for_one_token_name_or_one_revocation_at_once_get_one_answer_each(url):
+    """Two admins create a token of one new name at once: both found the name free and PostgreSQL refused the
+    second with a unique violation (the API's 500); it is now the "exists" error (409). Two revocations of one
+    token at once both answered "revoked" and were both audited; the second now finds nothing to revoke."""
+    import threading
+
+    from mlma.api.auth import create_token, list_tokens, revoke_token
+
+    def while_committing(store: Store, first, second) -> list:
+        """``second()`` in a thread begun inside ``first``'s transaction, before it commits; its answer."""
+        answers: list = []
+
+        def run() -> None:
+            try:
+                answers.append(second())
+            except Exception as exc:  # noqa: BLE001 - the answer under test
+                answers.append(exc)
+
+        with store.transaction() as tx:
+            first(tx)
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join(timeout=1.0)    # it waits for this commit
+        thread.join(timeout=60)
+        assert not thread.is_alive() and len(answers) == 1
+        return answers
+
+    with Store.create(url) as store, Store.open(url) as other:
+        [made] = while_committing(store, lambda tx: tx.add_token("ci", "viewer", "0" * 64, by="user:ana"),
+                                  lambda: create_token(other, "ci", "viewer", by="user:bo"))
+        assert isinstance(made, ValueError) and "a token named 'ci' exists" in str(made), repr(made)
+        [revoked] = while_committing(store, lambda tx: tx.revoke_token("ci"),
+                                     lambda: revoke_token(other, "ci", by="user:bo"))
+        assert revoked is False
+        assert [(t.name, t.revoked_at is not None) for t in list_tokens(store, include_revoked=True)] == [
+            ("ci#1", True)]
+        assert len(store.audit_log(action="token-revoke")) == 0   # the one revocation was this test's own
+
+
 def test_a_persons_reason_longer_than_the_api_allows_is_refused_by_every_door_and_changes_nothing(store):
     """The REST API refuses a reason over 2,000 characters; the CLI and Python go through the same check (in
     the audit entry's transaction), so the change it came with is rolled back too."""

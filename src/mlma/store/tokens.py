@@ -53,8 +53,16 @@ def insert(conn: sa.Connection, now: dt.datetime, name: str, role: str, token_sh
     if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first() is not None:
         raise ValueError(f"a token named {name!r} exists; revoke it first (mlma token revoke {name}) or choose "
                          f"another name")
-    token_id = conn.execute(sa.insert(t).values(name=name, role=role, token_sha256=token_sha256, created_at=now,
-                                                created_by=by).returning(t.c.id)).scalar_one()
+    try:
+        token_id = conn.execute(sa.insert(t).values(name=name, role=role, token_sha256=token_sha256, created_at=now,
+                                                    created_by=by).returning(t.c.id)).scalar_one()
+    except sa.exc.IntegrityError as exc:
+        # Two requests for one new name at once: both found it free, the unique name refuses the second (the
+        # caller's transaction is rolled back with this error).
+        if not any(mark in str(exc.orig) for mark in ("api_tokens.name", "uq_api_tokens_name")):  # SQLite, PG
+            raise
+        raise ValueError(f"a token named {name!r} exists; revoke it first (mlma token revoke {name}) or choose "
+                         f"another name") from None
     return TokenInfo(int(token_id), name, role, now, by, None, None)
 
 
@@ -65,8 +73,10 @@ def revoke(conn: sa.Connection, now: dt.datetime, name: str) -> int | None:
     row = conn.execute(sa.select(t.c.id).where(t.c.name == name, t.c.revoked_at.is_(None))).first()
     if row is None:
         return None
-    conn.execute(sa.update(t).where(t.c.id == row.id).values(revoked_at=now, name=f"{name}#{row.id}"))
-    return int(row.id)
+    # Only if still active: of two revocations at once, the second finds the row revoked by the first.
+    done = conn.execute(sa.update(t).where(t.c.id == row.id, t.c.revoked_at.is_(None))
+                        .values(revoked_at=now, name=f"{name}#{row.id}"))
+    return int(row.id) if done.rowcount == 1 else None
 
 
 def list_tokens(store, *, include_revoked: bool = False) -> list[TokenInfo]:
