@@ -480,3 +480,35 @@ def test_upgrading_drops_parameter_overrides_that_were_accepted_before_the_bound
             assert sorted(audit.loc[audit["action"] == "drop-invalid-overrides", "target"]) == [
                 "stream:a", "stream:b", "stream:c"]
             assert queries.fleet_summary(store)["pinned_streams"] == 1
+
+
+def test_an_action_while_another_process_holds_the_sqlite_write_lock_is_answered_503_and_changes_nothing(tmp_path):
+    """A long write of another process (a tick's commit) held SQLite's write lock past the server's busy timeout:
+    the action was answered a bare 500 after a minute. It is now a 503 that says so, with Retry-After, and the
+    same request goes through once the lock is free."""
+    import sqlite3
+
+    path = tmp_path / "mlma.db"
+    with Store.create(f"sqlite:///{path}?timeout=0.5") as store:
+        store.stream_ids(["zone-1"])
+        token = auth.create_token(store, "ana", "operator", by="user:root")[1]
+        base, server, thread = _serve(create_app(store))
+        holder = sqlite3.connect(path, isolation_level=None)
+        try:
+            holder.execute("BEGIN IMMEDIATE")                       # the other process's write, under way
+            with httpx.Client(base_url=base, timeout=30) as http:
+                busy = http.post("/api/actions/pin", json={"streams": ["zone-1"], "reason": "storm"},
+                                 headers={"Authorization": f"Bearer {token}"})
+                assert busy.status_code == 503, busy.text
+                assert busy.headers["retry-after"] == "30"
+                assert "the store did not answer (database is locked); nothing was changed" in busy.json()["detail"]
+                holder.execute("ROLLBACK")
+                assert store.stream_overrides() == {} and store.audit_log(action="pin").empty
+                done = http.post("/api/actions/pin", json={"streams": ["zone-1"], "reason": "storm"},
+                                 headers={"Authorization": f"Bearer {token}"})
+                assert done.status_code == 200, done.text
+            assert [o.pinned_until for o in store.stream_overrides().values()] == ["forever"]
+        finally:
+            holder.close()
+            server.should_exit = True
+            thread.join(10)

@@ -29,6 +29,7 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -247,6 +248,17 @@ def _add_errors(app: FastAPI) -> None:
     async def no_registry(_request: Request, exc: actions.RegistryMissing):
         return JSONResponse({"detail": f"{exc}; start the server with the artifact folder (mlma serve --project DIR)"},
                             status_code=503)
+
+    @app.exception_handler(sa.exc.OperationalError)
+    async def store_unavailable(request: Request, exc: sa.exc.OperationalError):
+        # The store did not answer in time (SQLite's write lock held past its busy timeout by a long tick commit,
+        # a PostgreSQL lock or statement timeout, a connection lost): a bare 500 said nothing. Nothing was
+        # written: the request's transaction was rolled back.
+        cause = str(exc.orig).strip().splitlines()[0][:200] if exc.orig is not None else type(exc).__name__
+        log.warning("%s %s: the store did not answer: %s", request.method, request.url.path, cause)
+        return JSONResponse({"detail": f"the store did not answer ({cause}); nothing was changed: try again in a "
+                                       "minute (a tick may be committing)"},
+                            status_code=503, headers={"Retry-After": "30"})
 
 
 def _add_pages(app: FastAPI, ctx: AppContext) -> None:
