@@ -805,6 +805,18 @@ def test_the_queue_groups_and_ranks_like_pandas(env):
 def test_items_actions_audit_and_attributes_pages(env):
     items = env.get("/api/escalations/items?per_page=2").json()
     assert items["total"] == len(env.store.escalations()) and len(items["items"]) == 2
+    # Filtered by a stream as a person names it, and by kind; a mistyped one is a 422, not "no escalations".
+    some = next(i for i in env.get("/api/escalations/items?per_page=500").json()["items"] if i["unique_id"])
+    uid, kind = some["unique_id"], some["kind"]
+    mine = env.get(f"/api/escalations/items?stream={uid}%20&kind={kind}&per_page=500").json()["items"]
+    expected = env.store.escalations()
+    expected = expected[(expected["unique_id"] == uid) & (expected["kind"] == kind)]
+    assert sorted(i["id"] for i in mine) == sorted(expected["id"]) and mine
+    for query, field, words in ((f"stream={uid}x", "stream", f"unknown stream '{uid}x'"),
+                                ("kind=data_quality", "kind", "kind must be one of")):
+        refused = env.get(f"/api/escalations/items?{query}")
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"] == ["query", field]
+        assert words in refused.json()["detail"][0]["msg"], refused.json()
     assert items["items"][0]["id"] > items["items"][1]["id"]
     audit = env.store.audit_log()
     page = env.get("/api/audit?per_page=3").json()

@@ -606,6 +606,11 @@ def escalation_items(store: Store, *, status: Sequence[str] | None = None, strea
     """Escalations one by one, newest first (effective status, as in the queue)."""
     offset, limit = _page(page, per_page)
     e, s = S.escalations, S.streams
+    # As every list's filter: a stream named as a person names it, an unknown one a 422 (an empty list read as
+    # "no escalations" for a mistyped id).
+    stream_id = None if stream is None else _stream_named(store, stream)
+    if kind is not None and kind not in ESCALATION_KINDS:
+        raise QueryError("kind", f"kind must be one of {', '.join(ESCALATION_KINDS)}, got {kind!r}")
     with store._read() as conn:
         now = store._now(conn)
         effective = _effective_status(now)
@@ -615,8 +620,8 @@ def escalation_items(store: Store, *, status: Sequence[str] | None = None, strea
             if bad:
                 raise QueryError("status", f"status must be among {', '.join(S.ESCALATION_STATUSES)}, got {bad}")
             where.append(effective.in_(list(status)))
-        if stream is not None:
-            where.append(s.c.unique_id == stream)
+        if stream_id is not None:
+            where.append(e.c.stream_id == stream_id)
         if kind is not None:
             where.append(e.c.kind == kind)
         joined = e.outerjoin(s, s.c.id == e.c.stream_id)
