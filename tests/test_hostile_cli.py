@@ -76,6 +76,9 @@ def project(tmp_path, fleet) -> Path:
     ("lock_ttl_seconds", "nan", "[agent] lock_ttl_seconds must be between 5 and 86,400 seconds, got nan"),
     ("lock_ttl_seconds", "1e300", "[agent] lock_ttl_seconds must be between 5 and 86,400 seconds"),
     ("fit_timeout_seconds", "nan", "[agent] fit_timeout_seconds must be a finite number >= 0, got nan"),
+    # Accepted, it wrapped round in the policy's 32-bit counters: no cool-down at all, the opposite of asked.
+    ("cooldown_ticks", "3000000000", "[monitor] parameter cooldown_ticks must be the cool-down in ticks, a whole "
+                                     "number from 0 to 10000 (for the project's default), got 3000000000"),
     ("drivers", '["y"]', "[data] drivers: driver 'y' is the target column (target_col='y')"),
     ("historical_drivers", '["unique_id"]', "driver 'unique_id' is the id column (id_col='unique_id')"),
 ])

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from mlma.backtest import BacktestConfig, run_backtest
-from mlma.control import Operations
+from mlma.control import ActionError, Operations
 from mlma.live import LiveAgent, NotReady
 from mlma.project import init_project, load_config
 from mlma.simulate import simulate_platform
@@ -450,6 +450,41 @@ def test_ingesting_twice_and_ticking_when_nothing_is_due_change_nothing(tmp_path
     assert len(exported) == 24 * exported["unique_id"].nunique() > 0
 
 
+def test_a_stream_ahead_of_the_fleet_neither_makes_a_tick_due_nor_moves_the_reference(tmp_path):
+    """One stream's row stamped at the end of the next day made the tick of the day whose first six hours had
+    come due for every stream (the 18 hours ingested later were never scored); and one stream's rows, each a
+    week after the last, were each accepted (the reference moved with them). The fleet's front is the newest
+    data of all but the twentieth of the streams furthest ahead (30 streams: the second newest)."""
+    from mlma.data import DataError, IngestLimits
+
+    frame = simulate_platform(30, FIRST_TICK + 3, seed=5, event_rate=0).data
+    config = load_config(make_project(tmp_path / "p", model="seasonal-naive"))
+    limits = IngestLimits(max_ahead_ticks=7)
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store) as live:
+        chunks = day_chunks(frame, FIRST_TICK)
+        store.ingest_file(next(chunks), source="history", limits=limits)
+        done = live.step().tick
+        day = next(chunks)
+        morning, rest = day[day["ds"].dt.hour < 6], day[day["ds"].dt.hour >= 6]
+        uid = str(morning["unique_id"].iloc[0])
+        late = pd.DataFrame({"unique_id": [uid], "ds": [day["ds"].max() + pd.Timedelta(days=1)], "y": [1.0]})
+        report = store.ingest_file(pd.concat([morning, late], ignore_index=True), source="morning", limits=limits)
+        assert report.rows_dropped == 0
+        with pytest.raises(NotReady, match="is not complete"):
+            live.next_tick()
+        store.ingest_file(rest, source="rest", limits=limits)
+        assert live.next_tick() == (done + 1, False)
+        # The stream's rows a week apart: the first is within max_ahead_ticks of the fleet, the next is not.
+        front = store.fleet_front()
+        wild = pd.DataFrame({"unique_id": [uid], "ds": [front + pd.Timedelta(days=6)], "y": [1.0]})
+        assert store.ingest_file(wild, source="wild-1", limits=limits).rows_new == 1
+        wild["ds"] += pd.Timedelta(days=6)
+        with pytest.raises(DataError, match="ahead-of-fleet: dropped 1 timestamp more than max_ahead_ticks=7 ticks "
+                                            "of D after the fleet's newest data"):
+            store.ingest_file(wild, source="wild-2", limits=limits)
+        assert store.fleet_front() == front and store.newest_ds() == front + pd.Timedelta(days=6)
+
+
 def test_late_and_corrected_actuals_are_kept_for_training(tmp_path, platform):
     root = make_project(tmp_path / "p")
     config = load_config(root)
@@ -795,6 +830,16 @@ def test_attributes_from_a_file_make_groups_and_bad_files_are_named(tmp_path, pl
     pd.DataFrame({"unique_id": [ids[0], ids[0]], "city": ["a", "b"]}).to_csv(twice, index=False)
     bad = run_cli(root, "attributes", str(twice))
     assert bad.returncode == 2 and f"stream {ids[0]!r} appears twice (row 3)" in bad.stdout.replace("\n", " ")
+    # A blank name (a traceback before, comparing NaN with the names): said, naming the row; nothing changed.
+    blank = tmp_path / "blank.csv"
+    pd.DataFrame({"unique_id": [ids[3], None, " "], "city": ["oslo"] * 3}).to_csv(blank, index=False)
+    bad = run_cli(root, "attributes", str(blank))
+    said = " ".join(bad.stdout.split())
+    assert bad.returncode == 2 and "row 3: column 'unique_id' is blank" in said and "(2 row(s) without one)" in said
+    assert "Traceback" not in bad.stderr, bad.stderr
+    with Store.open(config.store_url) as store:
+        with pytest.raises(ActionError, match="no stream has the attributes"):
+            Operations(store).select(group={"city": "oslo"})
 
 
 def test_the_service_loop_runs_due_ticks_and_stops_cleanly_on_sigterm(tmp_path, platform):

@@ -348,6 +348,25 @@ def test_a_monitor_setting_changed_keeps_the_policy_state(make_project, files):
     assert policy_audit(root)[-1]["state"] == "kept"
 
 
+def test_a_changed_model_spec_is_said_and_audited_once_and_the_serving_models_stay(make_project, files):
+    """[model] spec changed on a live project was silently ignored: every stream went on serving the old model
+    until it happened to be re-trained. The tick now says so (and how to re-fit all), audited once."""
+    root = make_project("mlma")
+    ok(run_cli(root, "tick"))
+    serving = _serving(root)
+    set_key(root, "spec", '"ridge"')
+    out = next_day(root, files, 1)
+    assert ("note: the model settings in mlma.toml (model.spec, ...) changed (spec 'seasonal-naive' -> 'ridge'): "
+            "new streams and every re-training from now on use it, while the models serving now stay until each is "
+            "re-trained; `mlma retrain --all --reason ...` re-fits them all at the next tick") in out, out
+    assert "model settings" not in next_day(root, files, 2)        # said once, the tick that took it up
+    with Store.open(load_config(root).store_url) as store:
+        log = store.audit_log(action="model-changed")
+    assert len(log) == 1 and log.iloc[0]["params"]["to"]["spec"] == "ridge"
+    assert log.iloc[0]["params"]["from"]["spec"] == "seasonal-naive"
+    assert _serving(root) == serving
+
+
 def test_a_tick_killed_after_taking_up_a_policy_change_is_redone_once(make_project, files, tmp_path):
     root = make_project("never")
     set_key(root, "policy", '"mlma"')

@@ -227,6 +227,10 @@ def test_bad_parameters_are_named():
     for max_age in (-1, 2.5, True):
         with pytest.raises(ValueError, match=r"max_age \(the age backstop, in ticks\) must be a whole number"):
             MLMAPolicy(max_age=max_age)
+    # Kept in 32-bit counters: 3,000,000,000 wrapped round to no cool-down at all.
+    with pytest.raises(ValueError, match="cooldown_ticks must be the cool-down in ticks, a whole number from 0 to "
+                                         r"10000 \(for the policy\), got 3000000000"):
+        MLMAPolicy(cooldown_ticks=3_000_000_000)
 
 
 def test_quality_checks_flag_each_kind():

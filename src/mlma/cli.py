@@ -781,6 +781,11 @@ def attributes(
     columns = [c for c in frame.columns if c != id_col]
     if not columns:
         _fail(f"{data}: no attribute columns besides {id_col!r}")
+    blank = frame[id_col].isna().to_numpy() | (frame[id_col].astype(str).str.strip() == "").to_numpy()
+    if blank.any():  # a traceback before (NaN among the names), or a stream named '' looked up
+        row = int(blank.argmax())
+        _fail(f"{data}: row {row + 2}: column {id_col!r} is blank; every row names a stream "
+              f"({int(blank.sum()):,} row(s) without one); nothing was changed")
     with Store.open(config.store_url) as store:
         # An id as the actuals' ingest read it: without spaces around it, unless the store holds it with them.
         raw_ids = frame[id_col].astype(str)
@@ -899,10 +904,10 @@ def _due_from(view) -> str | None:
 
     nxt = NextTick.from_summary(view.last_done.summary if view.last_done is not None else None)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    if nxt is None or view.newest_ds is None or view.newest_ds > now or view.saved_states[:1] != [
+    if nxt is None or view.front_ds is None or view.front_ds > now or view.saved_states[:1] != [
             (view.last_done.tick, None)]:
         return None
-    return f"tick {nxt.tick}" if nxt.due(view.newest_ds) else f"none: {nxt.not_complete(view.newest_ds)}"
+    return f"tick {nxt.tick}" if nxt.due(view.front_ds) else f"none: {nxt.not_complete(view.front_ds)}"
 
 
 def _status_from_store(config):
@@ -926,7 +931,7 @@ def _status_from_store(config):
                          last_ingest_at=ingests["at"].max() if len(ingests) else None,
                          open_escalations=len(store.escalations(status="open")),
                          lock=None if holder is None else (holder["holder"], holder["expires_at"]),
-                         newest_ds=store.newest_ds(), kept_from=store.kept_from(),
+                         front_ds=store.fleet_front(), kept_from=store.kept_from(),
                          prune_unfinished=store.prune_unfinished())
         with LiveAgent(config, store=store, executor="inline") as live:
             states = live.saved_states()

@@ -253,15 +253,17 @@ class LiveAgent:
         return self.store.saved_states()
 
     def _data_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
-        """The oldest observation and the newest one the clock may reach: never later than now plus
-        ``[data] max_future``, so that rows dated in the future (stored before the ingest boundary refused
-        them, or by a trusted writer) cannot make ticks due."""
-        # Two scalar queries: each is one step down the ds index, where min and max together make SQLite
-        # scan the whole index (measured 1.3 s at 10,000 streams).
+        """The oldest observation and the fleet's front (:meth:`mlma.store.Store.fleet_front`: a few streams
+        ahead of the fleet do not make a tick due), never later than now plus ``[data] max_future``, so that rows
+        dated in the future (stored before the ingest boundary refused them, or by a trusted writer) cannot make
+        ticks due."""
+        # Scalar queries: min and max of ds together make SQLite scan the whole index (1.3 s at 10,000 streams).
         lo = self.store.oldest_ds()
         if lo is None:
             return None, None
-        hi = self.store.newest_ds(until=self._clock_limit())
+        hi, limit = self.store.fleet_front(), self._clock_limit()
+        if hi is not None and limit is not None and hi > limit:
+            hi = self.store.newest_ds(until=limit)
         return pd.Timestamp(lo), (pd.Timestamp(lo) if hi is None else hi)
 
     def _clock_limit(self) -> pd.Timestamp | None:
@@ -636,7 +638,9 @@ class LiveAgent:
         # tick, which keeps or restarts the policy's state (see _policy_change).
         policy_meta = _policy_meta(cfg)
         change = None
+        model_meta, model_change = _model_meta(cfg), None
         if state is not None:
+            model_change = _model_change(state.arrays, model_meta)
             fresh_scale = agent.scale.copy()
             arrays, change = _policy_change(state.arrays, agent.policy, policy_meta)
             agent.load_state_arrays(arrays)
@@ -684,7 +688,8 @@ class LiveAgent:
             _checkpoint("after-fit")
             encoding.add({name: value for name, value in (agent.state_arrays() | timing.to_arrays()).items()
                           if name not in encoding.arrays}, copy=False)
-            encoding.add({"meta.policy": np.array(json.dumps(policy_meta, sort_keys=True))})
+            encoding.add({"meta.policy": np.array(json.dumps(policy_meta, sort_keys=True)),
+                          "meta.model": np.array(json.dumps(model_meta, sort_keys=True))})
             # From here on the tick is recorded from its report alone.
             # The challengers a person's forced re-training replaced, by registry version (read before
             # _versions moves the slots).
@@ -759,6 +764,12 @@ class LiveAgent:
                               "reason": change.message})
                 notes.append(change.message)
                 log.warning("tick %s: %s", k, change.message)
+            if model_change is not None:
+                before, message = model_change
+                audit.append({"actor": "agent", "action": "model-changed", "target": "mlma.toml:model",
+                              "params": {"tick": k, "from": before, "to": model_meta}, "reason": message})
+                notes.append(message)
+                log.warning("tick %s: %s", k, message)
             filled = None
             if drivers.future:
                 # Future driver values the forecasts of tick k + 1 needed but nobody ingested: filled by the
@@ -1354,8 +1365,8 @@ class LiveAgent:
         if first is None:
             raise NotReady(f"the next tick's training window ({window} ticks) still starts at the first tick: "
                            f"nothing can be pruned before tick {window} has run")
-        # The ingest's own reach (store/ingest.py), from the newest data, which only ever moves later.
-        newest = self.store.newest_ds()
+        # The ingest's own reach (store/ingest.py), from the fleet's front.
+        newest = self.store.fleet_front()
         checked = newest - RANGE_TICKS * pd.tseries.frequencies.to_offset(timing.tick) if newest is not None else first
         return min(first, checked)
 
@@ -1583,6 +1594,38 @@ def _policy_meta(config: ProjectConfig) -> dict:
 
     spec = config.agent.policy.strip()
     return {"kind": policy_kind(spec), "spec": spec, "settings": config.monitor_settings()}
+
+
+def _model_meta(config: ProjectConfig) -> dict:
+    """The project's ``[model]`` settings as the saved state records them (``meta.model``, JSON)."""
+    m = config.model
+    return {"spec": m.spec.strip(), "train_window_ticks": m.train_window_ticks, "holidays": m.holidays}
+
+
+def _model_change(arrays, meta: dict) -> tuple[dict, str] | None:
+    """The ``[model]`` settings the state was saved with and what a person should know, when they differ from the
+    project's: the serving models were fitted with the old ones and keep serving until each is re-trained, which
+    may be a year away under the age backstop (nothing said it: a changed spec looked taken up at once). None
+    when unchanged, and for a state saved before the settings were recorded.
+
+    >>> old = {"meta.model": np.array('{"spec": "ridge", "train_window_ticks": 56, "holidays": ""}')}
+    >>> _model_change(old, {"spec": "ridge", "train_window_ticks": 56, "holidays": ""}) is None
+    True
+    >>> print(_model_change(old, {"spec": "lightgbm", "train_window_ticks": 56, "holidays": ""})[1])
+    the model settings in mlma.toml (model.spec, ...) changed (spec 'ridge' -> 'lightgbm'): new streams and every re-training from now on use it, while the models serving now stay until each is re-trained; `mlma retrain --all --reason ...` re-fits them all at the next tick
+    """
+    raw = arrays["meta.model"] if "meta.model" in arrays else None
+    if raw is None:
+        return None
+    before = json.loads(str(np.asarray(raw)[()]))
+    if before == meta:
+        return None
+    changed = _changed_settings(before, meta)
+    # Without brackets: `mlma tick` prints notes through rich, which takes them for markup.
+    return before, (f"the model settings in mlma.toml (model.spec, ...) changed ({changed}): new streams and every "
+                    "re-training from now on use "
+                    "it, while the models serving now stay until each is re-trained; `mlma retrain --all --reason "
+                    "...` re-fits them all at the next tick")
 
 
 def _differs(before: dict, after: dict) -> bool:

@@ -83,6 +83,7 @@ from mlma.monitor.page_hinkley import PageHinkley
 from mlma.monitor.shock import CommonShockHold
 from mlma.monitor.losses import forecast_level
 from mlma.monitor.skill import SeasonalNaive, SkillTest
+from mlma.params import PARAMETERS
 from mlma.policy import LOSSES, Decision, Policy, TickObservation, Verdict
 from mlma.quality import check_batch
 
@@ -335,6 +336,7 @@ class MLMAPolicy(Policy):
                             ("repeat_window", repeat_window)):
             if value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value!r}")
+        PARAMETERS["cooldown_ticks"].check(cooldown_ticks, "the policy")  # kept in 32-bit counters: no wrap-round
         if silent_ticks < 1:
             # A stream is silent after a tick without actuals: 0 would escalate every stream that reported.
             raise ValueError(f"silent_ticks (ticks without actuals before a stream is escalated as silent) must "

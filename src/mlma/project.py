@@ -36,7 +36,7 @@ historical_drivers = []   # drivers observed only up to the forecast origin (use
 event_drivers = []        # future drivers that mark events, 0 when none runs (a campaign flag): the monitor
                           # discounts the level change the model attributes to them (docs/monitoring.md)
 # The validation boundary of `mlma ingest` (docs/data.md): rows that break it are rejected and listed.
-max_ahead_ticks = 7       # rows more than this many ticks after the project's newest data; 0: no limit
+max_ahead_ticks = 7       # rows more than this many ticks after the fleet's newest data; 0: no limit
 max_future = "1D"         # rows later than now (UTC) plus this; "off" for data dated in the future
 value_range_factor = 100.0   # y further outside the stream's recent range than this many times its scale; 0: off
 max_abs_value = 1e15      # |y| above this is refused for every stream (new ones too)
@@ -409,6 +409,12 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     for key in ("cooldown_ticks", "budget", "page_hinkley", "cusum_threshold"):
         if not getattr(m, key) >= 0 or not math.isfinite(getattr(m, key)):  # NaN fails both
             raise ConfigError(f"{path}: [monitor] {key} must be a finite number >= 0, got {getattr(m, key)}")
+    from mlma.params import PARAMETERS, ParameterError
+
+    try:  # the bound a person's override has: 3,000,000,000 wrapped in the policy's 32-bit counters (no cool-down)
+        PARAMETERS["cooldown_ticks"].check(m.cooldown_ticks, "the project's default")
+    except ParameterError as exc:
+        raise ConfigError(f"{path}: [monitor] {exc}") from None
     if not math.isfinite(m.skill_margin):
         raise ConfigError(f"{path}: [monitor] skill_margin must be a finite number (negative: off), "
                           f"got {m.skill_margin}")

@@ -115,7 +115,7 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
         tick_alias = _tick_alias(frequency, tick) if frequency is not None else None
         note = "set in mlma.toml" if frequency is not None else ""
 
-    front = store.newest_ds()
+    front = store.fleet_front()  # not the newest row: a few streams' rows ahead must not move the reference
     since = None
     if front is not None and tick_alias is not None:
         since = front - RANGE_TICKS * pd.tseries.frequencies.to_offset(tick_alias)

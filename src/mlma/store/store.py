@@ -1366,6 +1366,27 @@ class Store:
             value = conn.execute(query).scalar()
         return None if value is None else pd.Timestamp(value)
 
+    def fleet_front(self) -> pd.Timestamp | None:
+        """The fleet's newest data time, robust to a few streams ahead of it: the newest observation of the
+        ``k``-th newest stream, ``k = ceil(n / 20)`` (:func:`mlma.store.glance.front_rank`); None without data.
+
+        The clock's reference: a tick is due once the front reaches its end, and new rows more than
+        ``max_ahead_ticks`` after it are rejected. One stream's row stamped late in the day made a tick of
+        hourly data due on its first six hours for every stream (the rest, ingested later, never scored), and
+        one stream's rows each a week further were each accepted, the newest observation moving with them.
+        """
+        from mlma.store.glance import front_rank
+
+        s = S.streams
+        with self._read() as conn:
+            n = conn.execute(sa.select(sa.func.count(s.c.last_ds))).scalar_one()
+            if not n:  # streams without a recorded data range (a store written before it was kept)
+                value = conn.execute(sa.select(sa.func.max(S.observations.c.ds))).scalar()
+            else:
+                value = conn.execute(sa.select(s.c.last_ds).where(s.c.last_ds.is_not(None))
+                                     .order_by(s.c.last_ds.desc()).offset(front_rank(n) - 1).limit(1)).scalar()
+        return None if value is None else pd.Timestamp(value)
+
     def oldest_ds(self) -> pd.Timestamp | None:
         """The oldest observation's timestamp, or None (one step down the ds index, as :meth:`newest_ds`)."""
         with self._read() as conn:
