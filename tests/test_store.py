@@ -1022,6 +1022,9 @@ def test_escalations_move_through_their_statuses_and_every_action_is_audited(sto
     statuses = dict(zip(store.escalations()["id"], store.escalations()["status"]))
     assert statuses == {ids[0]: "acknowledged", ids[1]: "silenced", ids[2]: "open"}  # a past silence ended
     assert store.escalations(status="silenced", streams=["b"])["id"].tolist() == [ids[1]]
+    # Filtered by status as read: the silence that ran out is open, not silenced.
+    assert store.escalations(status="open")["id"].tolist() == [ids[2]]
+    assert store.escalations(status=["silenced", "acknowledged"])["id"].tolist() == [ids[1], ids[0]]
     with pytest.raises(ValueError, match="silenced_until"):
         store.set_escalation_status([ids[0]], "silenced", by="user:ana")
     with pytest.raises(ValueError, match="'agent' or 'user:<name>'"):

@@ -927,7 +927,7 @@ def _status_from_store(config):
         ticks = store.ticks()
         ingests = store.ingests()
         holder = store.lock_holder()
-        view_args = dict(read_only=store.read_only, n_streams=len(store.streams()), n_ingests=len(ingests),
+        view_args = dict(read_only=store.read_only, n_streams=store.stream_count(), n_ingests=len(ingests),
                          last_ingest_at=ingests["at"].max() if len(ingests) else None,
                          open_escalations=len(store.escalations(status="open")),
                          lock=None if holder is None else (holder["holder"], holder["expires_at"]),
