@@ -5,7 +5,7 @@
 
 1. take the store's tick lock (two agents never run a tick at once; a lock left by a process that died on
    this host is taken over, one whose lease ran out is taken over anywhere);
-2. find the next tick whose actuals are in (the newest observation reaches the tick's last timestamp);
+2. find the next tick whose actuals are in (the fleet's front, Store.fleet_front, reaches its last timestamp);
 3. mark it ``running`` (committed, so a crash leaves a visible trace);
 4. load the saved per-stream state of the previous tick, the observations of the training window (never
    anything after the tick: replaying history does not peek ahead), the serving models from the registry
@@ -1345,7 +1345,7 @@ class LiveAgent:
     def earliest_prune_time(self) -> pd.Timestamp:
         """The latest time the store can be pruned to (:meth:`prune`): the first timestamp of the next tick's
         training window, the oldest data a tick still reads (later ticks read later data only), or earlier
-        where the ingest's check of each stream's value range reads further back (the newest data less
+        where the ingest's check of each stream's value range reads further back (the fleet's newest data less
         :data:`mlma.store.ingest.RANGE_TICKS` ticks, which matters for a window shorter than that). Raises
         :class:`NotReady` before the first tick and while the window still reaches back to the first tick, and
         :class:`ConfigError` when the model trains on all history (``[model] train_window_ticks`` 0 on data
@@ -1612,7 +1612,10 @@ def _model_change(arrays, meta: dict) -> tuple[dict, str] | None:
     >>> _model_change(old, {"spec": "ridge", "train_window_ticks": 56, "holidays": ""}) is None
     True
     >>> print(_model_change(old, {"spec": "lightgbm", "train_window_ticks": 56, "holidays": ""})[1])
-    the model settings in mlma.toml (model.spec, ...) changed (spec 'ridge' -> 'lightgbm'): new streams and every re-training from now on use it, while the models serving now stay until each is re-trained; `mlma retrain --all --reason ...` re-fits them all at the next tick
+    ... # doctest: +NORMALIZE_WHITESPACE
+    the model settings in mlma.toml (model.spec, ...) changed (spec 'ridge' -> 'lightgbm'): new streams and
+    every re-training from now on use it, while the models serving now stay until each is re-trained; `mlma
+    retrain --all --reason ...` re-fits them all at the next tick
     """
     raw = arrays["meta.model"] if "meta.model" in arrays else None
     if raw is None:

@@ -494,8 +494,8 @@ def escalation_queue(store: Store, *, status: Sequence[str] = ("open",), group_b
     Escalations of the same kind raised in the same tick by streams that share the ``group_by`` attribute
     (e.g. every zone of one city) are one item, with a count, the ids (to act on all of them at once), the
     largest ``members`` streams with their messages, and the largest one's message with the number of other
-    messages among the item's escalations (each stream's forecast or fit may have failed its own way). Fleet-wide escalations are items of their own. Items are ranked by
-    their highest severity, then by business size: the sum over member streams of the reference loss (the
+    messages among the item's escalations (each stream's forecast or fit may have failed its own way).
+    Fleet-wide escalations are items of their own. Items are ranked by their highest severity, then by business size: the sum over member streams of the reference loss (the
     loss the stream's model normally makes, in the target's units: bigger zones have bigger losses), then
     by count.
 
