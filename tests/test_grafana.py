@@ -38,6 +38,8 @@ ALERTS = DEPLOY / "prometheus" / "mlma-alerts.yml"
 ALERT_TESTS = DEPLOY / "prometheus" / "mlma-alerts.test.yml"
 # Prometheus adds these to every series it scrapes (the target's labels), so queries may match on them.
 TARGET_LABELS = {"job", "instance"}
+# Series Prometheus makes itself for every target it scrapes (only these labels): queries may name them.
+PROMETHEUS_SERIES = {"up": TARGET_LABELS}
 
 
 # -- what /metrics serves ----------------------------------------------------------------------------------
@@ -212,6 +214,10 @@ def problems(exprs: dict[str, str], served: dict[str, dict[str, set[str]]]) -> l
     found = []
     for where, expr in exprs.items():
         for metric, matchers in promql_selectors(expr):
+            if metric in PROMETHEUS_SERIES:
+                found += [f"{where}: {metric} has no label {label!r}" for label, _, _ in matchers
+                          if label not in PROMETHEUS_SERIES[metric]]
+                continue
             if metric not in served:
                 found.append(f"{where}: {metric} is not served by /metrics")
                 continue
@@ -271,9 +277,11 @@ def test_a_misspelt_metric_label_or_value_is_caught(served):
         "metric": 'sum(increase(mlma_retrain_total{job=~"$job"}[1h]))',
         "label": 'sum(mlma_escalations{state="open"})',
         "value": 'sum(mlma_streams{verdict="degrade"})',
+        "up": 'up{job="mlma", status="down"} == 0',           # Prometheus' own series has only the target's labels
     }
     found = problems(wrong, served)
-    assert [p.split(":")[0] for p in found] == ["metric", "label", "value"], found
+    assert [p.split(":")[0] for p in found] == ["metric", "label", "value", "up"], found
+    assert problems({"up": 'up{job="mlma", instance="a"} == 0'}, served) == []
 
 
 def test_the_dashboard_imports_into_any_grafana():
@@ -314,6 +322,30 @@ def test_the_dashboard_imports_into_any_grafana():
     # What an operator looks for first.
     for topic in ("tick", "ingest", "verdict", "re-training", "roll-back", "escalations"):
         assert topic in titles, topic
+
+
+def unfiltered(queries: dict[str, str], variable: str) -> list[str]:
+    """The selectors of ``queries`` ({where: PromQL}) that do not match ``variable``'s label on its value."""
+    return [f"{where}: {metric}" for where, expr in queries.items() for metric, matchers in promql_selectors(expr)
+            if (variable, "=~", f"${variable}") not in matchers]
+
+
+def test_the_dashboard_can_show_one_project_of_a_job():
+    """One job may scrape several projects (docs/alerts.md), but the panels took max or sum over all of them:
+    a project whose ticks stalled hid behind one that ticked on. Every panel now follows the Project variable
+    (the instance), and the time since the last tick and ingest show the stalest project shown."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["instance"]["query"]["query"] == 'label_values(mlma_build_info{job=~"$job"}, instance)'
+    assert variables["instance"]["includeAll"] and variables["instance"]["allValue"] == ".+"
+    panels = {p["title"]: p for p in dashboard_panels(dashboard)}
+    queries = {f"panel {p['title']!r} target {t['refId']}": t["expr"] for p in panels.values()
+               for t in p.get("targets", [])}
+    assert unfiltered(queries, "instance") == [] and unfiltered(queries, "job") == []
+    # The check can fail: a query an editor adds without the variable is caught.
+    assert unfiltered({"new": 'sum(mlma_known_streams{job=~"$job"})'}, "instance") == ["new: mlma_known_streams"]
+    for title in ("Since last completed tick", "Since last ingest"):
+        assert panels[title]["targets"][0]["expr"].startswith("time() - min("), title
 
 
 # -- the alert rules -------------------------------------------------------------------------------------------
@@ -446,11 +478,11 @@ def _query(url: str, expr: str) -> list:
     return _get(url, "/api/v1/query", query=expr)["result"]
 
 
-def test_every_dashboard_query_returns_data_in_a_real_prometheus(prometheus):
+def test_every_dashboard_query_returns_data_in_a_real_prometheus(prometheus, site):
     dashboard = json.loads(DASHBOARD.read_text())
     queries, variable_labels = dashboard_queries(dashboard)
-    # What Grafana puts in for its variables: "All" jobs, and its rate interval.
-    grafana = {"$job": ".+", "$__rate_interval": "1m", "${DS_PROMETHEUS}": ""}
+    # What Grafana puts in for its variables: "All" jobs and projects, and its rate interval.
+    grafana = {"$job": ".+", "$instance": ".+", "$__rate_interval": "1m", "${DS_PROMETHEUS}": ""}
     empty = []
     for where, expr in queries.items():
         for variable, value in grafana.items():
@@ -459,7 +491,8 @@ def test_every_dashboard_query_returns_data_in_a_real_prometheus(prometheus):
             empty.append(f"{where}: {expr}")
     assert empty == [], "queries without data: " + "; ".join(empty)
     for where, metric, label in variable_labels:
-        assert "mlma" in _get(prometheus, f"/api/v1/label/{label}/values", **{"match[]": metric}), where
+        values = _get(prometheus, f"/api/v1/label/{label}/values", **{"match[]": metric})
+        assert values == ["mlma"] if label == "job" else values == [f"127.0.0.1:{site['port']}"], (where, values)
 
 
 def test_the_alert_rules_load_and_evaluate_in_a_real_prometheus(prometheus):

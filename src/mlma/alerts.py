@@ -48,6 +48,7 @@ With a store (the tick process)::
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import dataclasses
 import datetime as dt
@@ -325,44 +326,122 @@ def _shown_env(value: Any) -> Any:
     return value
 
 
-def _scrub(text: str, url: str) -> str:
-    """``text`` (an exception's, or a receiver's answer) without the secret parts of ``url``: its path, query,
-    fragment and user info become ``...``. Webhook paths are secrets, and error texts end up in the log and
-    in ``alert_notifications.error``.
+def _secrets(url: str, headers: Sequence[tuple[str, str]] = ()) -> dict[str, str]:
+    """The secret texts of a request, each with what it is shown as: the URL itself (as :func:`_shown_url`),
+    its path, query, fragment and user info, and the configured header values (``...``).
+
+    A header value counts whole and, after an authentication scheme (``Bearer``, ``Basic``, ``Token`` ...),
+    its credentials alone, since a receiver may echo only the token it refused; a Basic credential also as
+    the ``user:password`` it decodes to, and that password. Texts shorter than :data:`_MIN_SECRET_CHARS`
+    are no secrets worth the name, and cutting them out (``1``, ``ops``) would garble every error text.
+
+    >>> sorted(_secrets("", [("Authorization", "Bearer s3cr3t-token"), ("X-Team", "ops")]).items())
+    [('Bearer s3cr3t-token', '...'), ('s3cr3t-token', '...')]
+    """
+    found: dict[str, str] = {}
+    if url:
+        try:
+            parts = urllib.parse.urlsplit(url)
+            hidden = [parts.query, parts.fragment, parts.password or "", parts.username or ""]
+        except ValueError:
+            return {url: "...", **_header_secrets(headers)}
+        if parts.path not in ("", "/"):
+            hidden += [parts.path, urllib.parse.unquote(parts.path)]
+        found[url] = _shown_url(url)
+        found.update({s: "..." for s in hidden if s and s != url})
+    return {**_header_secrets(headers), **found}
+
+
+#: Shortest text taken for a header's secret (see :func:`_secrets`).
+_MIN_SECRET_CHARS = 4
+
+
+def _header_secrets(headers: Sequence[tuple[str, str]]) -> dict[str, str]:
+    found = []
+    for _, value in headers:
+        value = value.strip()
+        found.append(value)
+        scheme, _, credentials = value.partition(" ")
+        credentials = credentials.strip()
+        if credentials and re.fullmatch(r"[A-Za-z][A-Za-z0-9._~+-]*", scheme):
+            found.append(credentials)
+            if scheme.lower() == "basic":
+                try:
+                    decoded = base64.b64decode(credentials, validate=True).decode("latin-1")
+                except ValueError:  # binascii.Error is one: not base64, so nothing more to hide
+                    decoded = ""
+                found += [decoded, decoded.partition(":")[2]]
+    return {s: "..." for s in found if len(s) >= _MIN_SECRET_CHARS}
+
+
+def _scrub(text: str, url: str, headers: Sequence[tuple[str, str]] = (), *, limit: int | None = None) -> str:
+    """``text`` (an exception's, or a receiver's answer) without the secrets of the request (:func:`_secrets`):
+    the URL's path, query, fragment and user info become ``...``, and so do the configured header values.
+    Webhook paths and header values are secrets, and error texts end up in the log and in
+    ``alert_notifications.error``.
+
+    With ``limit``, only the text's first ``limit`` characters are kept, a secret that starts among them
+    replaced whole (``text`` must then run at least the longest secret's length past ``limit`` when it was
+    cut short: a secret cut off at its end is not recognised). Secrets that overlap are hidden as one.
 
     >>> _scrub("Cannot POST /services/T0/s3cret", "https://hooks.example.com/services/T0/s3cret")
     'Cannot POST ...'
+    >>> _scrub("invalid token s3cr3t-token", "https://hooks.example.com/h", [("Authorization", "Bearer s3cr3t-token")])
+    'invalid token ...'
     """
-    if not url:
-        return text
+    secrets = _secrets(url, headers)
+    spans: list[list[int]] = []
+    for secret in secrets:
+        start = text.find(secret)
+        while start != -1:
+            spans.append([start, start + len(secret)])
+            start = text.find(secret, start + 1)
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    end_of_text = len(text) if limit is None else min(len(text), limit)
+    out, pos = [], 0
+    for start, end in merged:
+        if start >= end_of_text:
+            break
+        out += [text[pos:start], secrets.get(text[start:end], "...")]
+        pos = end
+    out.append(text[pos:max(pos, end_of_text)])
+    return "".join(out)
+
+
+def _answer_text(exc: urllib.error.HTTPError, url: str, headers: Sequence[tuple[str, str]]) -> str:
+    """The first 300 characters of a receiver's error answer, without the request's secrets: a receiver may
+    echo the path it was posted to (``Cannot POST /services/...``) or the credential it refused
+    (``invalid token ...``). Read far enough past them that a secret starting among them is read whole."""
+    longest = max((len(s) for s in _secrets(url, headers)), default=0)
     try:
-        parts = urllib.parse.urlsplit(url)
-        secrets = [parts.query, parts.fragment, parts.password or "", parts.username or ""]
-    except ValueError:
-        return "..." if url in text else text
-    if parts.path not in ("", "/"):
-        secrets += [parts.path, urllib.parse.unquote(parts.path)]
-    text = text.replace(url, _shown_url(url))
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, "...")
-    return text
+        # At most 4 bytes a character: what is read holds at least 300 + longest characters when it is cut.
+        raw = exc.read(4 * (300 + longest)).decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - the body is only a hint for the error text
+        return ""
+    return _scrub(raw, url, headers, limit=300).strip()
 
 
-def _error_text(exc: BaseException, url: str) -> str:
-    """``exc`` for the log and ``alert_notifications.error``, without ``url``'s secrets. The text of
+def _error_text(exc: BaseException, url: str, headers: Sequence[tuple[str, str]] = ()) -> str:
+    """``exc`` for the log and ``alert_notifications.error``, without the request's secrets. The text of
     http.client's ``InvalidURL`` (and of the ``ValueError`` of a URL it cannot encode) quotes the whole URL
     in escaped form, which :func:`_scrub` would not find: those are shown as their type and the masked URL."""
     if isinstance(exc, (ValueError, http.client.InvalidURL)):
         return f"{type(exc).__name__} ({_shown_url(url) if url else 'no address'})"
-    return f"{type(exc).__name__}: {_scrub(str(exc), url)}"
+    return f"{type(exc).__name__}: {_scrub(str(exc), url, headers)}"
 
 
-def _quotes_secret(exc: BaseException, url: str) -> bool:
-    """Whether ``exc`` or an exception it was raised from would show a secret of ``url`` in a traceback."""
+def _quotes_secret(exc: BaseException, url: str, headers: Sequence[tuple[str, str]] = ()) -> bool:
+    """Whether ``exc`` or an exception it was raised from would show a secret of the request (its URL's, a
+    header value) in a traceback."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, (ValueError, http.client.InvalidURL)) or _scrub(str(exc), url) != str(exc):
+        if isinstance(exc, (ValueError, http.client.InvalidURL)) or _scrub(str(exc), url, headers) != str(exc):
             return True
         exc = exc.__cause__ or exc.__context__
     return False
@@ -839,7 +918,7 @@ def post_json(url: str, body: bytes, headers: Sequence[tuple[str, str]], timeout
     Once connected, sending and the whole answer end ``timeout`` seconds after the attempt started, however
     slowly the receiver answers. Resolving the host's name is not bounded by ``timeout`` (the system's
     resolver has its own), and connecting may take ``timeout`` for each of the host's addresses. Errors never
-    quote the URL's path, query or user info."""
+    quote the URL's path, query or user info, nor a value of ``headers`` (see :func:`_secrets`)."""
     with _Deadline(timeout) as deadline:
         answer = _post(url, body, headers, timeout, _opener(deadline))
     if deadline.cut and answer.status is None and not answer.ok:
@@ -861,24 +940,22 @@ def _post(url: str, body: bytes, headers: Sequence[tuple[str, str]], timeout: fl
             response.read(65536)
             return _Answer(True, response.status, False, None, None)
     except urllib.error.HTTPError as exc:
-        try:
-            detail = exc.read(300).decode("utf-8", "replace").strip()
-        except Exception:  # noqa: BLE001 - the body is only a hint for the error text
-            detail = ""
+        detail = _answer_text(exc, url, headers)
         retry_after = retry_after_seconds(exc.headers.get("Retry-After")) if exc.code in RETRY_AFTER_STATUSES else None
-        # A receiver may echo the path it was posted to ("Cannot POST /services/...").
-        text = _scrub(f"HTTP {exc.code} {exc.reason}" + (f": {detail}" if detail else ""), url)
+        # The reason phrase is the receiver's too.
+        text = _scrub(f"HTTP {exc.code} {exc.reason}", url, headers) + (f": {detail}" if detail else "")
         if 300 <= exc.code < 400:
             text += " (redirects are not followed: configure the final URL)"
         return _Answer(False, exc.code, exc.code in RETRY_STATUSES, retry_after, text)
     except (ValueError, http.client.InvalidURL) as exc:  # an address http.client refuses: retrying will not help
-        return _Answer(False, None, False, None, _error_text(exc, url))
+        return _Answer(False, None, False, None, _error_text(exc, url, headers))
     except (OSError, http.client.HTTPException) as exc:
         reason = getattr(exc, "reason", None) or exc
         if isinstance(reason, TimeoutError) or "timed out" in str(reason):
             text = f"timed out after {timeout:g} s"
         else:
-            text = _error_text(reason, url) if isinstance(reason, BaseException) else _scrub(str(reason), url)
+            text = (_error_text(reason, url, headers) if isinstance(reason, BaseException)
+                    else _scrub(str(reason), url, headers))
         return _Answer(False, None, True, None, text)
 
 
@@ -1108,6 +1185,20 @@ class Notifier:
         self._jobs.put((tick, future))
         return future
 
+    def notify_due(self) -> concurrent.futures.Future | None:
+        """What is due now, between ticks (a service's round without a tick, ``mlma run``): the groups whose
+        last delivery failed, reminders whose ``repeat_interval`` has passed, and escalations raised outside a
+        tick (a held tick's). Plans and sends in the background like :meth:`notify` with ``tick=None``, and
+        returns its future; or None, queueing nothing, while an earlier notification of this notifier is
+        still being planned or delivered. So rounds that come faster than a plan of a long queue, or than a
+        receiver's retries, never pile up plans, and a down receiver is tried by one delivery (its
+        ``attempts``) at a time, not once more per round.
+        """
+        with self._state:
+            if self._outstanding and not self._closed:
+                return None
+        return self.notify(None)
+
     def _forget(self, future: concurrent.futures.Future) -> None:
         with self._state:
             self._outstanding.discard(future)
@@ -1231,8 +1322,8 @@ class Notifier:
             # The URL is a secret and a traceback shows the exception's text: it is logged only when that
             # quotes none of the URL.
             shown = url or receiver.url
-            status, error = "failed", f"unexpected error: {_error_text(exc, shown)}"
-            trace = exc if shown and not _quotes_secret(exc, shown) else None
+            status, error = "failed", f"unexpected error: {_error_text(exc, shown, receiver.headers)}"
+            trace = exc if shown and not _quotes_secret(exc, shown, receiver.headers) else None
         seconds = time.monotonic() - started
         if status == "sent":
             log.info("alerts: sent %s to %s (%d escalations, attempt %d)", note.group_key, receiver.name,

@@ -1184,9 +1184,12 @@ def run(
                     printed.add(result.tick)
                     console.print(escape(str(result)))
 
+                # Whether this round's alerts are taken care of: each committed tick notified as it committed, and
+                # the agent that holds the lock ticks and notifies in its own process.
+                notified = False
                 try:
                     ticking["now"] = True
-                    live.catch_up(on_tick=show, stopping=lambda: stopping["now"])
+                    notified = bool(live.catch_up(on_tick=show, stopping=lambda: stopping["now"]))
                 except KeyboardInterrupt as exc:
                     what = "terminated (a second SIGTERM)" if isinstance(exc, Terminated) else "interrupted (Ctrl-C)"
                     if live.last_committed is not None and live.last_committed not in printed and (
@@ -1198,6 +1201,7 @@ def run(
                                       "runs again whole at the next start", highlight=False)
                     raise typer.Exit(code=EXIT_TERMINATED if isinstance(exc, Terminated) else 130)
                 except LockHeld as exc:
+                    notified = True
                     console.print(f"[yellow]skipped this round: {exc}[/yellow]")
                 except TickHeld as exc:
                     # Not a failure: the tick waits for a person (escalated once). Said once per held tick, not
@@ -1218,6 +1222,11 @@ def run(
                     console.print(f"[red]tick failed: {type(exc).__name__}: {escape(str(exc))}[/red]")
                 finally:
                     ticking["now"] = False
+                if not notified and not stopping["now"]:
+                    # No tick committed: deliveries that failed at the last tick, reminders due and a held tick's
+                    # escalation go out now, not a tick later (in the background; skipped while the last
+                    # notification is still being planned or delivered).
+                    live.notify_due()
                 try:
                     if not stopping["now"]:  # a stop (SIGTERM) waits for no prune
                         pruning["now"] = True

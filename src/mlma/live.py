@@ -43,6 +43,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -70,6 +71,9 @@ from mlma.store.state import StateEncoding
 from mlma.store.window import ObservationWindow
 from mlma.training import (FittedModel, ModelKey, ModelService, executor_usable, make_executor,
                            terminate_executor)
+
+if TYPE_CHECKING:
+    from mlma.alerts import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +153,7 @@ class LiveAgent:
     """
 
     def __init__(self, config: ProjectConfig, *, store: Store | None = None, executor=None,
-                 notifier=None) -> None:
+                 notifier: Notifier | None = None) -> None:
         self.config = config
         self._own_store = store is None
         self.store = store or Store.open(config.store_url)
@@ -422,7 +426,8 @@ class LiveAgent:
 
     def _record_failure(self, k: int | None, exc: BaseException, lease) -> None:
         """Mark tick ``k`` failed and escalate it (``tick-failed``, posted to the alert receivers at once); with
-        ``k`` None (the clock could not be read), escalate it as the tick after the last done, unmarked. Never
+        ``k`` None (the clock could not be read), escalate it as the tick after the last done, unmarked, and
+        audit it (``tick-start-failed``, target ``tick:K``: what :mod:`mlma.metrics` counts it by). Never
         raises: the tick's own error matters more."""
         # Escalated, so that a person hears the agent is stuck: not a stop (Ctrl-C, SIGTERM), nor a lease
         # another agent took over, nor a tick another agent committed (those ticks run on).
@@ -437,6 +442,12 @@ class LiveAgent:
                 f"stopped ({type(exc).__name__}: Ctrl-C or a signal) before the commit; nothing of it was written "
                 "and it runs again whole")
             self.store.fail_tick(k, error, escalate=escalate, lease=lease, mark=known)
+            if not known and escalate and (lease is None or not lease.lost):
+                # An unmarked failure leaves no tick row, and its tick-failed item is only updated while it is
+                # unresolved: this entry is what counts it, one per failure (mlma_tick_failures_total, whose
+                # MlmaTickFailing and MlmaTickFailingRepeatedly rules named this case but never saw it).
+                first = (f"{type(exc).__name__}: {exc}".strip().splitlines() or [""])[0]
+                self.store.add_audit("agent", "tick-start-failed", f"tick:{k}", {"tick": k}, first[:500])
         except Exception as record_error:  # noqa: BLE001 - the original error matters more
             # One line: a full disk or a lost database fails this too, and the tick's own error follows.
             log.error("could not record the failure of tick %s: %s: %s", k, type(record_error).__name__,
@@ -508,7 +519,7 @@ class LiveAgent:
         self._heap.release()
         if self._window is not None:
             self._window.close()
-        if self.notifier is not None and hasattr(self.notifier, "close"):
+        if self.notifier is not None:
             self.notifier.close(timeout=10)
         if self._executor is not None and self._own_executor:
             if self._executor_dirty:
@@ -587,6 +598,18 @@ class LiveAgent:
             self.notifier.notify(tick=k)
         except Exception:  # noqa: BLE001 - alerts never fail a tick, nor hide the error of a failed one
             log.exception("alerts for tick %s could not be queued", k)
+
+    def notify_due(self) -> None:
+        """Between ticks (a service's round that committed none, ``mlma run``): send what is due now, deliveries
+        that failed, reminders and a held tick's escalation (:meth:`mlma.alerts.Notifier.notify_due`, in the
+        background; skipped while an earlier notification is still under way; never raises). Else a receiver
+        that was down at the moment of a tick waited for the next tick, a day with daily ticks."""
+        if self.notifier is None:
+            return
+        try:
+            self.notifier.notify_due()
+        except Exception:  # noqa: BLE001 - alerts never stop the service
+            log.exception("alerts due between ticks could not be queued")
 
     def _compute_and_write(self, k: int, start: bool, timing: Timing, lease, started: float) -> TickResult:
         cfg = self.config

@@ -6,9 +6,10 @@ action, alert receiver); no label carries a stream id, so the number of series d
 fleet. The numbers are aggregated in SQL (:func:`mlma.store.counts.read_counts`) over the small tables
 (``ticks`` with their ``summary``, ``escalations``, ``audit_log``, ``alert_notifications``,
 ``stream_actions``); the per-stream tables
-(``verdicts``, ``forecasts``, ``observations``) are never read, so a scrape costs the same at 100 or 100,000
-streams. Counters (``_total``) are sums over the ticks and logs the store keeps, so they only grow, and
-survive restarts of the process that serves them.
+(``verdicts``, ``forecasts``, ``observations``) are never scanned (the newest observation's time is one step
+down the ``ds`` index), so a scrape costs the same at 100 or 100,000 streams. Counters (``_total``) are sums
+over the ticks and logs the store keeps, so they only grow, and survive restarts of the process that serves
+them.
 
 A fresh :class:`~prometheus_client.CollectorRegistry` is built per call: no global state, and two stores
 in one process do not mix.
@@ -34,9 +35,10 @@ Examples
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import pandas as pd
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
@@ -78,16 +80,24 @@ SUMMARY_GAUGES = {
                                                             "approval, at the last completed tick."),
 }
 _ACTION = re.compile(r"^[a-z][a-z0-9-]{0,47}$")
+#: The agent's audit entry for a tick that failed before it could begin (``LiveAgent._record_failure``: the
+#: clock or a damaged saved state could not be read). Such a failure marks no tick, so ``ticks.attempts``
+#: does not hold it: these entries count it.
+TICK_START_FAILED = "tick-start-failed"
+#: Outcomes of an alert delivery (``alert_notifications.status``).
+NOTIFICATION_STATUSES = ("sent", "failed")
 
 
-def render_metrics(store, accept: str | None = None) -> tuple[bytes, str]:
+def render_metrics(store, accept: str | None = None, *, receivers: Iterable[str] = ()) -> tuple[bytes, str]:
     """The Prometheus exposition of ``store`` and its content type.
 
     ``accept`` is the scraper's ``Accept`` header: OpenMetrics when it asks for it, else the classic
-    text format (0.0.4), which every Prometheus reads.
+    text format (0.0.4), which every Prometheus reads. ``receivers``: the configured alert receivers'
+    names, whose delivery counters are then served at 0
+    before their first delivery (see :class:`StoreCollector`).
     """
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StoreCollector(store))
+    registry.register(StoreCollector(store, receivers=receivers))
     encode, content_type = choose_encoder(accept or "")
     return encode(registry), content_type
 
@@ -97,17 +107,31 @@ class StoreCollector:
 
     Register it on a registry of your own to combine it with other metrics; :func:`render_metrics` does
     that with a fresh registry.
+
+    ``receivers`` (the configured alert receivers' names) and every receiver with a recorded delivery
+    get both ``mlma_alert_notifications_total`` series, ``sent`` and ``failed``, from 0: Prometheus'
+    ``increase()`` cannot see a series appear, so a first failure that made its series appear at 1 never
+    fired ``MlmaAlertDeliveryFailing``.
     """
 
-    def __init__(self, store) -> None:
+    def __init__(self, store, *, receivers: Iterable[str] = ()) -> None:
         self.store = store
+        self.receivers = tuple(str(name) for name in receivers)
 
     def describe(self) -> list[Metric]:
         # Registering must not query the database; names are unique by construction.
         return []
 
     def collect(self) -> Iterator[Metric]:
-        yield from _families(read_counts(self.store, summary_keys=list(SUMMARY_COUNTERS)))
+        facts = read_counts(self.store, summary_keys=list(SUMMARY_COUNTERS))
+        yield from _families(facts, self.receivers)
+        # One step down the observations' ds index, read just after the counts (newest_ds's own read).
+        newest = self.store.newest_ds()
+        if newest is not None:
+            yield GaugeMetricFamily("mlma_newest_observation_timestamp_seconds",
+                                    "The newest actual's data time (ds) as Unix time, read as UTC; unlike the "
+                                    "last ingest's time, a re-sent or late file of old data does not move it.",
+                                    value=_unix(newest))
 
 
 # -- families ------------------------------------------------------------------------------------------------------
@@ -121,7 +145,13 @@ def _summary_json(stored: Any) -> dict[str, Any]:
     return {} if summary is None else summary.to_json()
 
 
-def _families(facts: StoreCounts) -> Iterator[Metric]:
+def _unix(when: Any) -> float:
+    """Unix time of a timestamp; one without a zone is read as UTC (the store's data times are naive)."""
+    stamp = pd.Timestamp(when)
+    return (stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp).timestamp()
+
+
+def _families(facts: StoreCounts, receivers: Sequence[str] = ()) -> Iterator[Metric]:
     from mlma import __version__
 
     info = GaugeMetricFamily("mlma_build_info", "The mlma version serving these metrics (value 1).",
@@ -137,13 +167,17 @@ def _families(facts: StoreCounts) -> Iterator[Metric]:
     for status in TICK_STATUSES:
         by_status.add_metric([status], float(ticks.get(status, (0, 0))[0]))
     yield by_status
-    attempts = sum(a for _, a in ticks.values())
-    yield CounterMetricFamily("mlma_tick_attempts", "Attempts to run a tick, the first ones included.",
+    # A failure before a tick could begin marks no tick: counted by its audit entries, one per failure.
+    unstarted = sum(n for action, actor, n in facts.audit_actions if action == TICK_START_FAILED and actor == "agent")
+    attempts = sum(a for _, a in ticks.values()) + unstarted
+    yield CounterMetricFamily("mlma_tick_attempts", "Attempts to run a tick, the first ones included, and those "
+                                                    "that failed before the tick could begin.",
                               value=float(attempts))
     # Every attempt ends done, failed or is still running; so these are the attempts that failed or crashed.
     failed = attempts - ticks.get("done", (0, 0))[0] - ticks.get("running", (0, 0))[0]
     yield CounterMetricFamily("mlma_tick_failures", "Tick attempts that failed or crashed (a crash counts once "
-                                                    "its tick is marked failed).",
+                                                    "its tick is marked failed), those that could not begin "
+                                                    "(a damaged saved state) included.",
                               value=float(max(failed, 0)))
 
     lock = GaugeMetricFamily("mlma_tick_lock_held", "1 while an agent holds an unexpired tick lock.",
@@ -214,8 +248,13 @@ def _families(facts: StoreCounts) -> Iterator[Metric]:
     notes = CounterMetricFamily("mlma_alert_notifications", "Alert notifications by receiver and outcome (sent, "
                                                             "or failed after all attempts).",
                                 labels=["receiver", "status"])
-    for receiver, status, n in sorted(facts.notifications):
-        notes.add_metric([receiver, status], float(n))
+    # Both outcomes of every receiver from 0, so that increase() sees a first failure (see StoreCollector).
+    counts = {(r, status): 0.0 for r in (*receivers, *(r for r, _, _ in facts.notifications))
+              for status in NOTIFICATION_STATUSES}
+    for receiver, status, n in facts.notifications:
+        counts[(receiver, status)] = counts.get((receiver, status), 0.0) + float(n)
+    for (receiver, status), n in sorted(counts.items()):
+        notes.add_metric([receiver, status], n)
     yield notes
 
 
@@ -247,5 +286,5 @@ def _number(value: Any) -> float | None:
     return value if value == value and abs(value) != float("inf") else None
 
 
-__all__ = ["KNOWN_KINDS", "MAX_ACTIONS", "SUMMARY_COUNTERS", "SUMMARY_GAUGES", "StoreCollector", "VERDICTS",
-           "render_metrics"]
+__all__ = ["KNOWN_KINDS", "MAX_ACTIONS", "NOTIFICATION_STATUSES", "SUMMARY_COUNTERS", "SUMMARY_GAUGES",
+           "StoreCollector", "TICK_START_FAILED", "VERDICTS", "render_metrics"]

@@ -111,9 +111,10 @@ def create_app(source: Any, *, artifacts: str | Path | None = None, secret: byte
     if secret is None:
         secret = secrets.token_bytes(32)
         log.info("no session key given: web sessions last until this server stops")
+    receivers = tuple(r.name for r in config.alert_receivers) if config is not None else ()
     ctx = AppContext(store=store, operations=Operations(store, _registry(store, artifacts)), secret=secret,
                      group_by=group_by, defaults=defaults, public_metrics=public_metrics,
-                     secure_cookies=secure_cookies, owns_store=owns)
+                     secure_cookies=secure_cookies, owns_store=owns, receivers=receivers)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -287,5 +288,5 @@ def _add_pages(app: FastAPI, ctx: AppContext) -> None:
             from mlma.metrics import render_metrics
         except ImportError as exc:
             return JSONResponse({"detail": f"metrics are not available: {exc}"}, status_code=501)
-        body, content_type = render_metrics(ctx.store, accept=request.headers.get("accept"))
+        body, content_type = render_metrics(ctx.store, accept=request.headers.get("accept"), receivers=ctx.receivers)
         return Response(content=body, media_type=content_type)

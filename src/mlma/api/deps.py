@@ -35,6 +35,8 @@ class AppContext:
     public_metrics: bool = False
     secure_cookies: bool = False
     owns_store: bool = False
+    #: The project's alert receivers' names: /metrics serves their delivery counters from 0.
+    receivers: tuple[str, ...] = ()
 
     # Per server (its session key), not fixed: see mlma.api.auth.cookie_names.
     @property
