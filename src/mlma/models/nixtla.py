@@ -235,14 +235,6 @@ class _GridSeries:
         self.X = table[self.first:n_hist]
         self.future_X = table[n_hist:] if self.steps is not None else None
 
-    def drop_first(self, n: int) -> None:
-        """Leave out the first ``n`` values (and their driver rows)."""
-        if n > 0:
-            self.values = self.values[n:]
-            self.X = None if self.X is None else self.X[n:]
-            self.position += n
-            self.first += n
-
     def timestamps(self, freq: str) -> pd.DatetimeIndex:
         stamps = pd.date_range(pd.Timestamp(self.start), periods=self.first + self.values.size, freq=freq)
         return stamps[self.first:]
@@ -345,9 +337,6 @@ class StatsForecastModel(FleetForecaster):
             raise ValueError(f"statsforecast {self.name} with {params}: {exc}") from None
         seasons = params.get("season_length", 1)
         self.season_length = int(max(np.atleast_1d(seasons))) if seasons else 1
-        # The exponential smoothing family's forward() replays a history from the fit's initial states, the
-        # seasonal ones included: its histories must start at the fitted phase of the season (predict).
-        self.replays_seasons = isinstance(self.prototype, _statsforecast_models().AutoETS)
 
     @property
     def min_history(self) -> int:
@@ -379,8 +368,10 @@ class StatsForecastModel(FleetForecaster):
 
     def _adopt(self, fitted, series: _GridSeries, regressors: _Regressors | None = None) -> None:
         self.model_ = fitted
-        # The season's phase the fitted states start at (see predict).
-        self.phase_ = series.position % self.season_length
+        # The season's phase the fitted seasonal states start at, for a model that replays them (see predict);
+        # None for every other one (Holt, an AutoETS that chose no season, AutoTheta...): its history is read as is.
+        states = _seasonal_states(fitted)
+        self.phase_ = None if states is None else series.position % (states.stop - states.start)
         self.regressors_ = regressors or _Regressors.none()
         self.n_train_ = series.n_obs
         self.level_ = float(series.values.mean()) if series.values.size else float("nan")
@@ -412,31 +403,37 @@ class StatsForecastModel(FleetForecaster):
         except Exception:  # noqa: BLE001 - some series broke the joint call: fit each alone, keep each error
             return super().fit_many(models, histories)
         order = np.asarray(fleet.uids, dtype=np.int64)
+        errors: list[Exception | None] = [None] * len(models)
         for row, i in enumerate(order):
-            models[i]._adopt(fleet.fitted_[row, 0], series[i])
-        return [None] * len(models)
+            try:
+                models[i]._adopt(fleet.fitted_[row, 0], series[i])
+            except ValueError as exc:  # a fitted model mlma cannot read (_seasonal_states): that stream falls back
+                errors[i] = exc
+        return errors
 
     def predict(self, ds, y, future_ds, X=None, future_X=None) -> np.ndarray:
         series = self._series(ds, y, future_ds, X, future_X)
         steps = series.steps
         if steps.size == 0:
             return np.zeros(0)
-        # AutoETS's ``forward`` replays the new history from the fit's initial states, the seasonal ones included,
-        # from its first value on: a history that starts at another phase of the season than the fitted one did
-        # was read with every seasonal index shifted (daily ticks of daily data: errors 7-12x the fitted model's,
-        # finite and unflagged). It starts at the fitted phase. Other models' forward re-estimates the season
-        # from the history (Theta's got worse for the shorter history). A model saved before the phase was
-        # recorded has none: it is read as before.
-        phase = getattr(self, "phase_", None)
-        if phase is not None and getattr(self, "replays_seasons", False):
-            series.drop_first((phase - series.position) % self.season_length)
         if series.values.size < self.min_history:
             return _naive_forecast(self.ctx, ds, y, future_ds, self.level_)
+        # A seasonal ETS's ``forward`` (AutoETS, HoltWinters) replays the new history from the fit's initial states,
+        # the seasonal ones included, from its first value on: a history that starts at another phase of the
+        # season than the fitted one did was read with every seasonal index shifted (daily ticks of daily data:
+        # errors 7-12x the fitted model's, finite and unflagged). The seasonal states are turned to the history's
+        # phase; the history is not cut to the fitted phase, which left a 104-week window of weekly data (season
+        # 52) under min_history on 51 ticks of 52, served seasonal naive in the model's name. A model saved
+        # before the phase was recorded has none: it is read as before.
+        fitted = self.model_
+        phase = getattr(self, "phase_", None)
+        if phase is not None:
+            fitted = _rotated(fitted, series.position - phase)
         regressors = self.regressors_
         exog = {} if not regressors else {"X": regressors.history(series.X),
                                           "X_future": regressors.ahead(series.future_X)}
         try:
-            mean = self.model_.forward(y=series.values, h=int(steps.max()), **exog)["mean"]
+            mean = fitted.forward(y=series.values, h=int(steps.max()), **exog)["mean"]
         except Exception as exc:  # noqa: BLE001 - statsforecast raises plain Exceptions for histories it cannot use
             # Not a seasonal naive in the model's name, which nobody would hear of: the stream's forecast fails,
             # named (forecast-failed), and the agent deals with it as with any model that cannot forecast.
@@ -450,6 +447,55 @@ class StatsForecastModel(FleetForecaster):
             shown["use_drivers"] = False
         extra = "".join(f", {k}={v!r}" for k, v in shown.items())
         return f"StatsForecastModel({self.name!r}{extra})"
+
+
+def _seasonal_states(fitted) -> slice | None:
+    """Where a fitted seasonal ETS keeps its initial seasonal states in ``model_["par"]``; None for a model
+    without them (another family, Holt, an AutoETS that chose no season, a season of 1).
+
+    statsforecast's ETS (``HoltWinters`` and ``Holt`` are ``AutoETS`` with a fixed model) holds
+    ``par = [alpha, beta, gamma, phi, level, trend (with one), s(0), s(-1), ..., s(1-m)]``, the states before the
+    first value of the fitted history, which is read with the last of them, ``s(1-m)``.
+
+    >>> _ = __import__("pytest").importorskip("statsforecast")  # the examples need mlma[nixtla]
+    >>> from statsforecast.models import Holt, HoltWinters
+    >>> y = 10 + np.sin(2 * np.pi * np.arange(28) / 7) + np.arange(28) / 10
+    >>> _seasonal_states(HoltWinters(season_length=7).fit(y)), _seasonal_states(Holt(season_length=7).fit(y))
+    (slice(6, 13, None), None)
+    """
+    models = _statsforecast_models()
+    state = getattr(fitted, "model_", None)
+    if not isinstance(fitted, models.AutoETS) or not isinstance(state, dict):
+        return None
+    components, m = state["components"], int(state["m"])
+    if components[2] == "N" or m < 2:
+        return None
+    start = 5 + (components[1] != "N")
+    if len(state["par"]) != start + m:  # another layout (a statsforecast release mlma does not know): no guess
+        raise ValueError(f"statsforecast {type(fitted).__name__} {state.get('method', components)}: its fitted "
+                         f"states are not laid out as mlma reads them ({len(state['par'])} parameters, expected "
+                         f"{start + m} for season {m}), so a history at another phase could not be aligned")
+    return slice(start, start + m)
+
+
+def _rotated(fitted, shift: int):
+    """``fitted`` (unchanged) when it has no seasonal states or ``shift`` is a whole number of seasons; else a
+    copy whose initial seasonal states are those of a history starting ``shift`` steps later in the season.
+
+    The first value of a history starting ``k`` steps later is read with ``s(1-m+k)``: the block
+    ``s(0), ..., s(1-m)`` becomes ``s(k), ..., s(k+1-m)``, the states rolled ``k`` places (each season repeats).
+    """
+    states = _seasonal_states(fitted)
+    if states is None:
+        return fitted
+    k = shift % (states.stop - states.start)
+    if k == 0:
+        return fitted
+    par = np.array(fitted.model_["par"], dtype=np.float64)
+    par[states] = np.roll(par[states], k)
+    rotated = copy.copy(fitted)  # the fitted model itself is shared by later forecasts: never changed
+    rotated.model_ = {**fitted.model_, "par": par}
+    return rotated
 
 
 def _season_lengths(value, model: str):
