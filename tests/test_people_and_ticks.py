@@ -297,6 +297,25 @@ def test_a_re_training_queued_before_an_approval_that_a_rejection_overrode_is_ca
     assert reason == "forced by user:ana: a fit on this week's data instead", reason
 
 
+def test_a_re_training_queued_before_an_approval_the_agents_own_check_made_moot_is_not_said_to_yield(project):
+    """A re-training, then an approval of the challenger still in shadow (approval not required): the tick's own
+    check promotes the challenger, nothing waited, and the re-training is carried out. Its outcome said "a person
+    put another version in service ... their choice stands": the agent chose, not a person."""
+    live, store, ops, chunks = project
+    registry = ops.registry
+    ops.force_retrain([STREAM], by="user:ana")                   # version 2, judged in shadow
+    tick(live, store, chunks)
+    assert registry.version(STREAM, 2).check == {"result": "pending"}
+    ops.force_retrain([STREAM], by="user:ana", reason="a fit on this week's data too")
+    ops.approve(STREAM, by="user:bob")
+    tick(live, store, chunks)
+    assert registry.champion(STREAM).version == 2                # the check promoted it (seasonal naive ties)
+    assert registry.version(STREAM, 2).check.get("result") == "promoted"
+    retrain = ops.actions().query("kind == 'retrain'").sort_values("id").iloc[-1]
+    assert retrain["outcome"].startswith("re-trained"), retrain["outcome"]
+    assert [v.version for v in registry.versions(STREAM)] == [1, 2, 3]
+
+
 @pytest.mark.parametrize("order", [("approve", "reject"), ("reject", "approve")])
 def test_approve_and_reject_queued_for_one_tick_the_later_decision_stands(project, order):
     """A person approves, then changes their mind and rejects before the tick (or the other way round): the

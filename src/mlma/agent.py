@@ -221,6 +221,9 @@ class TickReport:
     #: tick, with the dropped model: dropped without a verdict before the challengers were judged, and the
     #: stream re-trained (the fit may still have failed: ``failed``).
     replaced: dict[int, ModelKey] = field(default_factory=dict)
+    #: Streams whose new serving model a person chose this tick (an approval, a roll-back or promotion in the
+    #: registry), as opposed to the agent's own check promoting its challenger.
+    chosen_by_person: np.ndarray | None = None
 
     @property
     def challengers(self) -> list[int]:
@@ -538,7 +541,8 @@ class Agent:
                           stream_loss=(stream_mean_loss(losses) if decision.loss is None else decision.loss),
                           reference_loss=reference, flagged=flagged,
                           serving=serving, issued=self.forecast, forecast_failed=forecast_failed,
-                          shadow_failed=shadow_failed, replaced=replaced)
+                          shadow_failed=shadow_failed, replaced=replaced,
+                          chosen_by_person=adopted | (promoted & ~judged_promoted))
 
     def _decide_approvals(self, k: int, controls: Controls, promoted: np.ndarray, rejected: np.ndarray) -> None:
         """Serve or drop challengers that waited for a person's approval."""

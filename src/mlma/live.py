@@ -1853,7 +1853,8 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.
             text = f"not carried out: a later {later.kind} (action {later.id} by {later.created_by}) replaced it"
         elif row.kind == "retrain":
             version, where = replaced.get(s, (-1, ""))
-            if int(row.id) in (yielded or ()) and report.promoted[s]:  # the choice it yielded to was carried out
+            chosen = report.chosen_by_person is not None and bool(report.chosen_by_person[s])
+            if int(row.id) in (yielded or ()) and chosen:  # the person's choice it yielded to was carried out
                 text = ("not re-trained: a person put "
                         + ("another version" if report.retrained[s] else f"version {int(live['champion_version'][s])}")
                         + " in service after this re-training was queued (a roll-back, a promotion or an approval), "
