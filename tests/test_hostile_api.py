@@ -501,7 +501,8 @@ def test_an_action_while_another_process_holds_the_sqlite_write_lock_is_answered
                                  headers={"Authorization": f"Bearer {token}"})
                 assert busy.status_code == 503, busy.text
                 assert busy.headers["retry-after"] == "30"
-                assert "the store did not answer (database is locked); nothing was changed" in busy.json()["detail"]
+                assert busy.json()["detail"] == ("the store is busy: another process holds its write lock (a tick "
+                                                 "committing, a long write); try again; nothing was changed")
                 holder.execute("ROLLBACK")
                 assert store.stream_overrides() == {} and store.audit_log(action="pin").empty
                 done = http.post("/api/actions/pin", json={"streams": ["zone-1"], "reason": "storm"},
