@@ -1709,6 +1709,74 @@ def test_two_peoples_changes_of_one_stream_at_once_are_both_kept(url, fleet_wide
         assert sorted(overrides) == sorted(ids)
 
 
+def test_a_persons_change_of_overrides_neither_deadlocks_with_an_ingest_nor_with_a_ticks_commit(postgres_server,
+                                                                                              monkeypatch):
+    """PostgreSQL. The overrides' rows locked FOR UPDATE (so that two people's changes are both kept) deadlocked
+    with an ingest of the same streams (its table lock came between the merge's read and its write) and with a
+    tick's commit (its inserts' key-share locks on the streams, then its lock of a champion's row): one side
+    failed with a deadlock, a person's pin or the ingest lost. Both now finish, one after the other."""
+    import threading
+    import time
+
+    import mlma.store.store as store_module
+    from mlma.escalations import Escalation
+
+    day = pd.date_range("2025-01-01", periods=24, freq="h")
+
+    def frame(days: int) -> pd.DataFrame:
+        return pd.DataFrame({"unique_id": ["a"] * 24 + ["b"] * 24, "ds": list(day + pd.Timedelta(days=days)) * 2,
+                             "y": 1.0})
+
+    with postgres_schema(postgres_server) as url, Store.create(url) as store, Store.open(url) as person:
+        store.ingest_frame(frame(0), "day-0")
+        errors: dict = {}
+        paused = threading.Event()
+        real = store_module._json_safe
+
+        def slow(value):  # the merge holds what it locked while it reads, here: the ingest comes in between
+            if threading.current_thread().name == "person" and not paused.is_set():
+                paused.set()
+                time.sleep(0.5)
+            return real(value)
+
+        monkeypatch.setattr(store_module, "_json_safe", slow)
+
+        def pin(streams) -> None:
+            try:
+                person.set_overrides(streams, {"pinned_until": "forever"}, by="user:ana", reason="storm")
+            except Exception as exc:  # noqa: BLE001 - reported by the assertions below
+                errors["person"] = exc
+
+        def ingest() -> None:
+            paused.wait(30)
+            try:
+                with Store.open(url) as other:
+                    other.ingest_frame(frame(1), "day-1")
+            except Exception as exc:  # noqa: BLE001 - reported by the assertions below
+                errors["ingest"] = exc
+
+        threads = [threading.Thread(target=pin, args=(["a"],), name="person"), threading.Thread(target=ingest)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+        assert len(store.ingests()) == 2 and store.stream_overrides()[0].pinned_until == "forever"
+        monkeypatch.setattr(store_module, "_json_safe", real)
+
+        # A tick's commit: an escalation of stream b (a key-share lock on its row), then the champion row of a.
+        thread = threading.Thread(target=pin, args=(["a", "b"],), name="pin-2")
+        with store._write() as conn:
+            store._insert_escalations(conn, [Escalation(1, 5, "silent", 2, "stream b is silent")], store._now(conn), 5)
+            thread.start()
+            time.sleep(0.5)                                   # the pin takes row a and asks for row b meanwhile
+            conn.execute(sa.select(S.streams.c.id).where(S.streams.c.id.in_([0])).order_by(S.streams.c.id)
+                         .with_for_update(of=S.streams)).all()
+        thread.join(60)
+        assert not errors, errors
+        assert {o.pinned_until for o in store.stream_overrides().values()} == {"forever"}
+
+
 def test_two_requests_for_one_token_name_or_one_revocation_at_once_get_one_answer_each(url):
     """Two admins create a token of one new name at once: both found the name free and PostgreSQL refused the
     second with a unique violation (the API's 500); it is now the "exists" error (409). Two revocations of one

@@ -904,10 +904,10 @@ def _due_from(view) -> str | None:
 
     nxt = NextTick.from_summary(view.last_done.summary if view.last_done is not None else None)
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    if nxt is None or view.front_ds is None or view.front_ds > now or view.saved_states[:1] != [
+    if nxt is None or view.newest_ds is None or view.newest_ds > now or view.saved_states[:1] != [
             (view.last_done.tick, None)]:
         return None
-    return f"tick {nxt.tick}" if nxt.due(view.front_ds) else f"none: {nxt.not_complete(view.front_ds)}"
+    return f"tick {nxt.tick}" if nxt.due(view.newest_ds) else f"none: {nxt.not_complete(view.newest_ds)}"
 
 
 def _status_from_store(config):
@@ -931,7 +931,7 @@ def _status_from_store(config):
                          last_ingest_at=ingests["at"].max() if len(ingests) else None,
                          open_escalations=len(store.escalations(status="open")),
                          lock=None if holder is None else (holder["holder"], holder["expires_at"]),
-                         front_ds=store.fleet_front(), kept_from=store.kept_from(),
+                         newest_ds=store.newest_ds(), kept_from=store.kept_from(),
                          prune_unfinished=store.prune_unfinished())
         with LiveAgent(config, store=store, executor="inline") as live:
             states = live.saved_states()

@@ -1831,13 +1831,11 @@ class IngestLimits:
     Parameters
     ----------
     max_ahead_ticks
-        Rows whose ``ds`` is more than this many ticks after the fleet's newest data (its front,
-        :meth:`mlma.store.Store.fleet_front`: the newest data of all but the twentieth of the streams
-        furthest ahead) are rejected (``ahead-of-fleet``): one row dated in 2200 would otherwise move the
-        agent's clock by tens of thousands of empty ticks, and a few streams' rows accepted ahead do not move
-        the reference. A file that holds at least half of the project's streams (or the project's first
-        file) moves the reference to the lower median over its streams of each stream's newest timestamp (a
-        backfill after an outage), which a few wild rows cannot set. 0: no limit.
+        Rows whose ``ds`` is more than this many ticks after the project's newest accepted data are
+        rejected (``ahead-of-fleet``): one row dated in 2200 would otherwise move the agent's clock by
+        tens of thousands of empty ticks. A file that holds at least half of the project's streams (or the
+        project's first file) moves the reference to the lower median over its streams of each stream's
+        newest timestamp (a backfill after an outage), which a few wild rows cannot set. 0: no limit.
     max_future
         Rows later than the current time (UTC) plus this duration are rejected (``future-timestamp``):
         actuals are observations, and the clock must never run ahead of real time. One day of slack allows
@@ -2048,7 +2046,7 @@ def _check_against_context(v: _Validator, context: FleetContext, df: pd.DataFram
         limit = pd.Timestamp(front) + limits.max_ahead_ticks * to_offset(context.tick)
         reject("ahead-of-fleet", ns > limit.value,
                f"timestamp more than max_ahead_ticks={limits.max_ahead_ticks} ticks of {context.tick} after the "
-               f"fleet's newest data ({_fmt_ts(pd.Timestamp(front).value)}; limit {_fmt_ts(limit.value)})", TIME,
+               f"project's newest data ({_fmt_ts(pd.Timestamp(front).value)}; limit {_fmt_ts(limit.value)})", TIME,
                lambda p: f"ds={raw_ds.iloc[p]!r}")
 
 

@@ -5,7 +5,7 @@
 
 1. take the store's tick lock (two agents never run a tick at once; a lock left by a process that died on
    this host is taken over, one whose lease ran out is taken over anywhere);
-2. find the next tick whose actuals are in (the fleet's front, Store.fleet_front, reaches its last timestamp);
+2. find the next tick whose actuals are in (the newest observation reaches the tick's last timestamp);
 3. mark it ``running`` (committed, so a crash leaves a visible trace);
 4. load the saved per-stream state of the previous tick, the observations of the training window (never
    anything after the tick: replaying history does not peek ahead), the serving models from the registry
@@ -257,17 +257,15 @@ class LiveAgent:
         return self.store.saved_states()
 
     def _data_span(self) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
-        """The oldest observation and the fleet's front (:meth:`mlma.store.Store.fleet_front`: a few streams
-        ahead of the fleet do not make a tick due), never later than now plus ``[data] max_future``, so that rows
-        dated in the future (stored before the ingest boundary refused them, or by a trusted writer) cannot make
-        ticks due."""
-        # Scalar queries: min and max of ds together make SQLite scan the whole index (1.3 s at 10,000 streams).
+        """The oldest observation and the newest one the clock may reach: never later than now plus
+        ``[data] max_future``, so that rows dated in the future (stored before the ingest boundary refused
+        them, or by a trusted writer) cannot make ticks due."""
+        # Two scalar queries: each is one step down the ds index, where min and max together make SQLite
+        # scan the whole index (measured 1.3 s at 10,000 streams).
         lo = self.store.oldest_ds()
         if lo is None:
             return None, None
-        hi, limit = self.store.fleet_front(), self._clock_limit()
-        if hi is not None and limit is not None and hi > limit:
-            hi = self.store.newest_ds(until=limit)
+        hi = self.store.newest_ds(until=self._clock_limit())
         return pd.Timestamp(lo), (pd.Timestamp(lo) if hi is None else hi)
 
     def _clock_limit(self) -> pd.Timestamp | None:
@@ -1368,7 +1366,7 @@ class LiveAgent:
     def earliest_prune_time(self) -> pd.Timestamp:
         """The latest time the store can be pruned to (:meth:`prune`): the first timestamp of the next tick's
         training window, the oldest data a tick still reads (later ticks read later data only), or earlier
-        where the ingest's check of each stream's value range reads further back (the fleet's newest data less
+        where the ingest's check of each stream's value range reads further back (the newest data less
         :data:`mlma.store.ingest.RANGE_TICKS` ticks, which matters for a window shorter than that). Raises
         :class:`NotReady` before the first tick and while the window still reaches back to the first tick, and
         :class:`ConfigError` when the model trains on all history (``[model] train_window_ticks`` 0 on data
@@ -1388,8 +1386,8 @@ class LiveAgent:
         if first is None:
             raise NotReady(f"the next tick's training window ({window} ticks) still starts at the first tick: "
                            f"nothing can be pruned before tick {window} has run")
-        # The ingest's own reach (store/ingest.py), from the fleet's front.
-        newest = self.store.fleet_front()
+        # The ingest's own reach (store/ingest.py), from the newest data, which only ever moves later.
+        newest = self.store.newest_ds()
         checked = newest - RANGE_TICKS * pd.tseries.frequencies.to_offset(timing.tick) if newest is not None else first
         return min(first, checked)
 

@@ -36,7 +36,7 @@ historical_drivers = []   # drivers observed only up to the forecast origin (use
 event_drivers = []        # future drivers that mark events, 0 when none runs (a campaign flag): the monitor
                           # discounts the level change the model attributes to them (docs/monitoring.md)
 # The validation boundary of `mlma ingest` (docs/data.md): rows that break it are rejected and listed.
-max_ahead_ticks = 7       # rows more than this many ticks after the fleet's newest data; 0: no limit
+max_ahead_ticks = 7       # rows more than this many ticks after the project's newest data; 0: no limit
 max_future = "1D"         # rows later than now (UTC) plus this; "off" for data dated in the future
 value_range_factor = 100.0   # y further outside the stream's recent range than this many times its scale; 0: off
 max_abs_value = 1e15      # |y| above this is refused for every stream (new ones too)

@@ -22,7 +22,7 @@ Examples
 >>> path = os.path.join(tempfile.mkdtemp(), "mlma.db")
 >>> Store.create(f"sqlite:///{path}").close()
 >>> view = glance(f"sqlite:///{path}")
->>> view.n_streams, view.done_ticks, view.front_ds, view.lock is None
+>>> view.n_streams, view.done_ticks, view.newest_ds, view.lock is None
 (0, 0, None, True)
 >>> glance("sqlite://") is None
 True
@@ -66,41 +66,18 @@ class TickRow:
     summary: dict | None
 
 
-def front_rank(n_streams: int) -> int:
-    """Which stream's newest observation is the fleet's front (``Store.fleet_front``): the ``k``-th newest, ``k =
-    ceil(n / 20)`` of the ``n`` streams with data. A few streams ahead of the fleet (one row stamped late in the
-    day, a stream's wild rows) neither make a tick due before the fleet's data is in nor move the reference new
-    rows are checked against; in a fleet of at most 20 streams it is the newest observation.
-
-    >>> front_rank(1), front_rank(20), front_rank(21), front_rank(1000)
-    (1, 1, 2, 50)
-    """
-    return max(1, -(-int(n_streams) // 20))
-
-
-def front_of(db: Any) -> Any:
-    """The fleet's front from an open DB-API connection (:mod:`sqlite3` or psycopg: the SQL is the same): see
-    :func:`front_rank`; the newest observation for a store whose streams hold no data range."""
-    n, = db.execute("SELECT count(last_ds) FROM streams").fetchone()
-    if not n:
-        return db.execute("SELECT max(ds) FROM observations").fetchone()[0]
-    # The offset is a whole number computed here, so it can stand in the statement (no paramstyle differences).
-    return db.execute(f"SELECT last_ds FROM streams WHERE last_ds IS NOT NULL ORDER BY last_ds DESC "
-                      f"LIMIT 1 OFFSET {front_rank(n) - 1}").fetchone()[0]
-
-
 @dataclass(frozen=True)
 class NextTick:
     """The tick after the last one done: its bounds, and the grid timestamp whose actual completes it.
 
     Each tick records the next one in its summary (``next_tick``), so that telling whether it is due needs
-    no clock arithmetic (pandas), only the fleet's front (:func:`front_rank`).
+    no clock arithmetic (pandas), only the newest observation.
 
     >>> t = NextTick(5, "2025-01-06 00:00:00", "2025-01-07 00:00:00", "2025-01-06 23:00:00")
     >>> t.due(dt.datetime(2025, 1, 6, 23)), t.due(dt.datetime(2025, 1, 6, 22))
     (True, False)
-    >>> print(t.not_complete(dt.datetime(2025, 1, 6, 22)))
-    tick 5 (2025-01-06 00:00:00 to 2025-01-07 00:00:00) is not complete: the fleet's actuals reach 2025-01-06 22:00:00
+    >>> t.not_complete(dt.datetime(2025, 1, 6, 22))
+    'tick 5 (2025-01-06 00:00:00 to 2025-01-07 00:00:00) is not complete: the newest actual is at 2025-01-06 22:00:00'
     """
 
     tick: int
@@ -112,7 +89,8 @@ class NextTick:
         return newest >= dt.datetime.fromisoformat(self.complete_at)
 
     def not_complete(self, newest: Any) -> str:
-        return f"tick {self.tick} ({self.start} to {self.end}) is not complete: the fleet's actuals reach {newest}"
+        return (f"tick {self.tick} ({self.start} to {self.end}) is not complete: the newest actual is at "
+                f"{newest}")
 
     def to_summary(self) -> dict[str, Any]:
         return {"tick": self.tick, "start": self.start, "end": self.end, "complete_at": self.complete_at}
@@ -136,8 +114,7 @@ class Glance:
     done_ticks: int
     last_done: TickRow | None
     last_unfinished: TickRow | None
-    #: The fleet's newest data time (:func:`front_of`), which makes the next tick due.
-    front_ds: dt.datetime | None
+    newest_ds: dt.datetime | None
     open_escalations: int
     lock: tuple[str, dt.datetime] | None
     saved_states: list[tuple[int, str | None]] = field(default_factory=list)
@@ -295,7 +272,7 @@ def _read(db: Any, *, read_only: bool, now: dt.datetime) -> Glance | None:
     # A tick before the last done one will not run again (the start-up tick moves as data arrives).
     unfinished = _tick_row(db, "status <> 'done' AND tick > (SELECT coalesce(max(tick), -1) FROM ticks "
                                "WHERE status = 'done')")
-    newest = front_of(db)
+    newest, = db.execute("SELECT max(ds) FROM observations").fetchone()
     kept = db.execute("SELECT kept_from FROM retention").fetchone()
     kept_from = None if kept is None else _timestamp(kept[0])
     # As Store.prune_unfinished: the oldest row of each pruned table, one step down its ds index.
@@ -315,7 +292,7 @@ def _read(db: Any, *, read_only: bool, now: dt.datetime) -> Glance | None:
         f"SELECT id, blob FROM state_parts WHERE id IN ({', '.join(str(int(i)) for i in ids)})")})
     return Glance(read_only=read_only, n_streams=db.execute("SELECT count(*) FROM streams").fetchone()[0],
                   n_ingests=ingests, last_ingest_at=_instant(last_ingest), done_ticks=done, last_done=last_done,
-                  last_unfinished=unfinished, front_ds=_timestamp(newest), open_escalations=open_now, lock=lock,
+                  last_unfinished=unfinished, newest_ds=_timestamp(newest), open_escalations=open_now, lock=lock,
                   saved_states=states, kept_from=kept_from, prune_unfinished=rows_left)
 
 

@@ -115,7 +115,7 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
         tick_alias = _tick_alias(frequency, tick) if frequency is not None else None
         note = "set in mlma.toml" if frequency is not None else ""
 
-    front = store.fleet_front()  # not the newest row: a few streams' rows ahead must not move the reference
+    front = store.newest_ds()
     since = None
     if front is not None and tick_alias is not None:
         since = front - RANGE_TICKS * pd.tseries.frequencies.to_offset(tick_alias)
@@ -130,7 +130,7 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
     names = driver_columns(raw)
     driver_ranges = (store.driver_ranges(uids, names, since=since)[["lo", "hi"]]
                      if len(uids) and names and limits.value_range_factor > 0 else None)
-    n_known = len(store.streams()) if front is not None else 0
+    n_known = store.stream_count() if front is not None else 0
     kept_from = store.kept_from()
     zones = store.time_zones()
     context = FleetContext(freq=frequency, tick=tick_alias, front=front, ranges=ranges, limits=limits,

@@ -668,10 +668,17 @@ class Store:
             # A read, merge and write: PostgreSQL's writers run side by side (READ COMMITTED), and two people's
             # changes of one stream (a pin, a delta) each wrote back the value read before the other's commit:
             # one was lost, both audited. The rows are locked as read, in id order (no deadlock between two
-            # merges of overlapping streams); SQLite's writers take turns already.
+            # merges of overlapping streams), FOR NO KEY UPDATE, the lock the UPDATE takes anyway: FOR UPDATE
+            # also waits for the key-share locks of a tick's inserts that refer to the streams, and deadlocked
+            # with a tick whose commit then locked one of them. The table's ROW EXCLUSIVE lock, which the UPDATE
+            # needs, is taken first: an ingest holds SHARE ROW EXCLUSIVE while it records its streams, and a
+            # merge holding row locks while it waited for that deadlocked with the ingest's update of those rows
+            # (a change of overrides now waits for a running ingest to commit).
+            # SQLite's writers take turns already.
             if conn.dialect.name != "postgresql":
                 return query
-            return query.order_by(S.streams.c.id).with_for_update(of=S.streams)
+            conn.exec_driver_sql("LOCK TABLE streams IN ROW EXCLUSIVE MODE")
+            return query.order_by(S.streams.c.id).with_for_update(of=S.streams, key_share=True)
 
         if len(keys) > 1000:  # a fleet-wide change joins a staged list: an IN list of 100,000 costs seconds to parse
             with bulk.staged(conn, "mlma_stage_ids", {"sid": "int"}, {"sid": keys}, key=("sid",)) as st:
@@ -1364,27 +1371,6 @@ class Store:
             query = query.where(ds <= _timestamp(until, "until").to_pydatetime())
         with self._read() as conn:
             value = conn.execute(query).scalar()
-        return None if value is None else pd.Timestamp(value)
-
-    def fleet_front(self) -> pd.Timestamp | None:
-        """The fleet's newest data time, robust to a few streams ahead of it: the newest observation of the
-        ``k``-th newest stream, ``k = ceil(n / 20)`` (:func:`mlma.store.glance.front_rank`); None without data.
-
-        The clock's reference: a tick is due once the front reaches its end, and new rows more than
-        ``max_ahead_ticks`` after it are rejected. One stream's row stamped late in the day made a tick of
-        hourly data due on its first six hours for every stream (the rest, ingested later, never scored), and
-        one stream's rows each a week further were each accepted, the newest observation moving with them.
-        """
-        from mlma.store.glance import front_rank
-
-        s = S.streams
-        with self._read() as conn:
-            n = conn.execute(sa.select(sa.func.count(s.c.last_ds))).scalar_one()
-            if not n:  # streams without a recorded data range (a store written before it was kept)
-                value = conn.execute(sa.select(sa.func.max(S.observations.c.ds))).scalar()
-            else:
-                value = conn.execute(sa.select(s.c.last_ds).where(s.c.last_ds.is_not(None))
-                                     .order_by(s.c.last_ds.desc()).offset(front_rank(n) - 1).limit(1)).scalar()
         return None if value is None else pd.Timestamp(value)
 
     def oldest_ds(self) -> pd.Timestamp | None:
