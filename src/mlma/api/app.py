@@ -29,7 +29,6 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -45,7 +44,7 @@ from mlma.store.queries import QueryError
 from mlma.api.routers import actions, admin, read
 from mlma.control import Operations
 from mlma.store import Store
-from mlma.store.engine import unreachable_reason
+from mlma.store.engine import StoreOperationalError, store_trouble, unreachable_reason
 
 log = logging.getLogger("mlma.api")
 STATIC = Path(__file__).parent / "static"
@@ -251,31 +250,14 @@ def _add_errors(app: FastAPI) -> None:
         return JSONResponse({"detail": f"{exc}; start the server with the artifact folder (mlma serve --project DIR)"},
                             status_code=503)
 
-    @app.exception_handler(sa.exc.OperationalError)
-    async def store_unavailable(request: Request, exc: sa.exc.OperationalError):
+    @app.exception_handler(StoreOperationalError)
+    async def store_unavailable(request: Request, exc: StoreOperationalError):
         # The store could not serve the request (a bare 500 said nothing). Nothing was written: the request's
         # transaction was rolled back. The driver's own text stays in the server's log: it names the database's
         # host and port, and /healthz and refused tokens reach here unauthenticated.
-        text, headers = _store_trouble(exc)
+        text, headers = store_trouble(exc)
         log.warning("%s %s: %s (%s)", request.method, request.url.path, text, unreachable_reason(exc))
         return JSONResponse({"detail": f"{text}; nothing was changed"}, status_code=503, headers=headers)
-
-
-def _store_trouble(exc: sa.exc.OperationalError) -> tuple[str, dict[str, str]]:
-    """What a person should know of a store that failed a request, and when to try again (``Retry-After``).
-
-    >>> _store_trouble(sa.exc.OperationalError("UPDATE", {}, Exception("database is locked")))[0]
-    'the store is busy: another process holds its write lock (a tick committing, a long write); try again'
-    """
-    text = str(exc.orig or exc).lower()
-    if "database is locked" in text:
-        return ("the store is busy: another process holds its write lock (a tick committing, a long write); try "
-                "again"), {"Retry-After": "30"}
-    if "readonly" in text or "read-only" in text:
-        return "the store is read-only for this server (a read-only file or file system)", {}
-    if "deadlock" in text:
-        return "the store stopped this change to end a deadlock with another writer; try again", {"Retry-After": "5"}
-    return "the store did not answer (unreachable, or a timeout); try again in a minute", {"Retry-After": "30"}
 
 
 def _add_pages(app: FastAPI, ctx: AppContext) -> None:

@@ -203,6 +203,30 @@ def _postgres_engine(parsed: sa.URL) -> sa.Engine:
     return engine
 
 
+#: What the database driver raises when the store cannot serve a statement (busy, read-only, unreachable, a
+#: deadlock, a timeout), named here so that callers outside the store need not import SQLAlchemy.
+StoreOperationalError = sa.exc.OperationalError
+
+
+def store_trouble(exc: sa.exc.OperationalError) -> tuple[str, dict[str, str]]:
+    """What a person should know of a store that failed a request (``exc``, the driver's error), and when to try
+    again (an HTTP ``Retry-After``): busy, read-only, a deadlock, or unreachable. The driver's own text is left
+    out (it names the database's host and port).
+
+    >>> store_trouble(sa.exc.OperationalError("UPDATE", {}, Exception("database is locked")))[0]
+    'the store is busy: another process holds its write lock (a tick committing, a long write); try again'
+    """
+    text = str(exc.orig or exc).lower()
+    if "database is locked" in text:
+        return ("the store is busy: another process holds its write lock (a tick committing, a long write); try "
+                "again"), {"Retry-After": "30"}
+    if "readonly" in text or "read-only" in text:
+        return "the store is read-only for this server (a read-only file or file system)", {}
+    if "deadlock" in text:
+        return "the store stopped this change to end a deadlock with another writer; try again", {"Retry-After": "5"}
+    return "the store did not answer (unreachable, or a timeout); try again in a minute", {"Retry-After": "30"}
+
+
 def unreachable_reason(exc: BaseException) -> str | None:
     """Why the database could not be reached, in one line, when ``exc`` is the driver's failure to reach or use
     it (an ``OperationalError``); None for any other error, which a caller should not retry.

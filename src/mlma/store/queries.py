@@ -495,9 +495,9 @@ def escalation_queue(store: Store, *, status: Sequence[str] = ("open",), group_b
     (e.g. every zone of one city) are one item, with a count, the ids (to act on all of them at once), the
     largest ``members`` streams with their messages, and the largest one's message with the number of other
     messages among the item's escalations (each stream's forecast or fit may have failed its own way).
-    Fleet-wide escalations are items of their own. Items are ranked by their highest severity, then by business size: the sum over member streams of the reference loss (the
-    loss the stream's model normally makes, in the target's units: bigger zones have bigger losses), then
-    by count.
+    Fleet-wide escalations are items of their own. Items are ranked by their highest severity, then by
+    business size: the sum over member streams of the reference loss (the loss the stream's model normally
+    makes, in the target's units: bigger zones have bigger losses), then by count.
 
     ``status`` is matched on the effective status: a silence that has run out counts as ``open``.
     """
