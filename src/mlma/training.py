@@ -15,6 +15,7 @@ their fitted models, so the data of a chunk crosses the network once, whatever t
 from __future__ import annotations
 
 import collections
+import concurrent.futures.process
 import dataclasses
 
 import math
@@ -583,6 +584,9 @@ def terminate_executor(executor: Executor) -> None:
         manager = getattr(executor, "_executor_manager_thread", None)
         if manager is not None:
             manager.join(timeout=5)
+            # Still closing after that (a loaded machine: CI saw it once): the exit hook must not wake it, whose
+            # check of the pipe and write race with the thread's close. The thread ends by itself (workers gone).
+            concurrent.futures.process._threads_wakeups.pop(manager, None)
     elif hasattr(executor, "shutdown"):
         executor.shutdown(wait=False, cancel_futures=True)
 
