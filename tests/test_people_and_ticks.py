@@ -230,6 +230,13 @@ def _until_awaiting(live, store, chunks, registry, version: int, ticks: int = 5)
     raise AssertionError(f"version {version} never waited for approval: {registry.version(STREAM, version).check}")
 
 
+def _second_version_waiting(live, store, ops, chunks) -> None:
+    """Require approval of the stream's promotions and force a re-training: tick until version 2 waits."""
+    ops.require_approval([STREAM], by="user:ana")
+    ops.force_retrain([STREAM], by="user:ana")
+    _until_awaiting(live, store, chunks, ops.registry, 2)
+
+
 @pytest.mark.parametrize("answer", ["approve", "reject"])
 def test_an_approval_overtaken_by_a_persons_move_says_so_and_the_waiting_version_is_marked_dropped(project, answer):
     live, store, ops, chunks = project
@@ -280,9 +287,7 @@ def test_a_re_training_queued_before_an_approval_that_a_rejection_overrode_is_ca
     version in service" and lost its reason)."""
     live, store, ops, chunks = project
     registry = ops.registry
-    ops.require_approval([STREAM], by="user:ana")
-    ops.force_retrain([STREAM], by="user:ana")
-    _until_awaiting(live, store, chunks, registry, 2)
+    _second_version_waiting(live, store, ops, chunks)
     ops.force_retrain([STREAM], by="user:ana", reason="a fit on this week's data instead")
     ops.approve(STREAM, by="user:ana")
     ops.reject(STREAM, by="user:bob")
@@ -322,9 +327,7 @@ def test_approve_and_reject_queued_for_one_tick_the_later_decision_stands(projec
     later decision is carried out and the earlier one's outcome names the action that replaced it."""
     live, store, ops, chunks = project
     registry = ops.registry
-    ops.require_approval([STREAM], by="user:ana")
-    ops.force_retrain([STREAM], by="user:ana")
-    _until_awaiting(live, store, chunks, registry, 2)
+    _second_version_waiting(live, store, ops, chunks)
     first, then = order
     getattr(ops, first)(STREAM, by="user:ana")
     later = getattr(ops, then)(STREAM, by="user:bob")
@@ -439,9 +442,7 @@ def test_a_forced_re_training_whose_fit_fails_leaves_the_challenger_in_its_place
 def test_a_forced_re_training_replaces_the_version_waiting_for_approval_and_resolves_its_escalation(project):
     live, store, ops, chunks = project
     registry = ops.registry
-    ops.require_approval([STREAM], by="user:ana")
-    ops.force_retrain([STREAM], by="user:ana")
-    _until_awaiting(live, store, chunks, registry, 2)
+    _second_version_waiting(live, store, ops, chunks)
     assert "approval-needed" in set(store.escalations(streams=[STREAM], status="open")["kind"])
     queued = ops.force_retrain([STREAM], by="user:bob", reason="campaign data came late")
     assert f"({STREAM}: version 2 waits for approval)" in queued.detail["note"], queued.detail
@@ -466,9 +467,7 @@ def test_an_approval_of_a_version_a_forced_re_training_replaced_is_not_carried_o
     which had come to wait in its place and which she never saw; now it is not, and its outcome says why."""
     live, store, ops, chunks = project
     registry = ops.registry
-    ops.require_approval([STREAM], by="user:ana")
-    ops.force_retrain([STREAM], by="user:ana")
-    _until_awaiting(live, store, chunks, registry, 2)
+    _second_version_waiting(live, store, ops, chunks)
     ops.force_retrain([STREAM], by="user:bob", reason="campaign data came late")
     approved = {}
     tick(live, store, chunks, during=lambda: approved.update(answer=ops.approve(STREAM, by="user:ana")),
