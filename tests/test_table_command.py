@@ -145,3 +145,24 @@ def test_the_pooled_table_prints_a_dash_where_always_has_no_error(tmp_path):
     pooled = CliRunner().invoke(app, ["table", "--pooled", "--bootstrap", "20", str(tmp_path / "const")])
     assert pooled.exit_code == 0, pooled.output
     assert "nan" not in pooled.output.lower() and "| always | 1 | 4 |" in pooled.output, pooled.output
+
+
+def test_the_pooled_table_keeps_stream_ids_that_read_as_the_same_number_apart(tmp_path):
+    """'01' and '1' are two streams (and 'NA' one): read as numbers they were one, and pooling stopped."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    ids = [f"{i:02d}" for i in range(12)] + ["1", "NA"]
+    for run in ("a", "b"):
+        folder = tmp_path / run
+        folder.mkdir()
+        rows = [pd.DataFrame({"policy": policy, "unique_id": ids, "mae": factor * rng.gamma(20, 1 / 20, len(ids)),
+                              "n_scored": 50, "retrains": cost})
+                for policy, factor, cost in (("never", 1.2, 0), ("periodic:4", 1.1, 5), ("always", 1.0, 20),
+                                             ("mlma", 1.1, 2))]
+        pd.concat(rows).to_csv(folder / "per_stream.csv", index=False)
+    pooled = CliRunner().invoke(app, ["table", "--pooled", "--bootstrap", "20", str(tmp_path / "a"),
+                                      str(tmp_path / "b")])
+    assert pooled.exit_code == 0, pooled.output
+    assert "| mlma | 2 | 28 |" in pooled.output, pooled.output

@@ -1491,7 +1491,9 @@ def _pooled_table(results: list[Path], bootstrap: int) -> None:
         if name in frames:
             _fail(f"two folders are named {name!r}: the pooled streams are named after their folder")
         try:
-            frames[name] = pd.read_csv(path)
+            # Stream ids as written: as numbers, '01' and '1' would be one stream, and 'NA' none.
+            frames[name] = pd.read_csv(path, dtype={"unique_id": str}, keep_default_na=False,
+                                       na_values={c: [""] for c in ("mae", "n_scored", "retrains")})
         except (ValueError, OSError) as exc:
             _fail(f"{path} cannot be read ({type(exc).__name__}: {exc})")
         missing = {"policy", "unique_id", "mae", "n_scored", "retrains"} - set(frames[name].columns)

@@ -123,7 +123,8 @@ def stream_sums(per_stream: pd.DataFrame) -> tuple[list[str], np.ndarray, np.nda
 
 
 MIN_STREAMS_FOR_INTERVAL = 10
-"""Fewer streams than this give no interval: resampling a handful of streams says little about the next."""
+"""Fewer streams than this give no interval: resampling a handful of streams says little about the next.
+Only streams with a scored point count."""
 
 
 def frontier_gaps(per_stream: pd.DataFrame, *, n_boot: int = 1000, level: float = 0.95,
@@ -136,7 +137,8 @@ def frontier_gaps(per_stream: pd.DataFrame, *, n_boot: int = 1000, level: float 
         Rows ``policy, unique_id, mae, n_scored, retrains`` (a backtest's ``per_stream``); must hold
         ``always`` and at least one other schedule.
     n_boot
-        Bootstrap replicates; none are drawn for fewer than :data:`MIN_STREAMS_FOR_INTERVAL` streams.
+        Bootstrap replicates; none are drawn for fewer than :data:`MIN_STREAMS_FOR_INTERVAL` streams with a
+        scored point.
     level
         Coverage of the interval.
     seed
@@ -165,8 +167,14 @@ def frontier_gaps(per_stream: pd.DataFrame, *, n_boot: int = 1000, level: float 
             gaps[b] = gap_percent(mae[b], cost[b], cost[b, schedules], mae[b, schedules], mae[b, always])
         return gaps
 
+    # A stream with no scored point and no re-training under any policy (one that ended before scoring began,
+    # or launched too late to get a model) weighs nothing in any MAE or cost: it is no stream of the panel
+    # measured, so it neither counts towards the minimum for an interval nor takes a place in the resample.
+    scored = n.sum(axis=1) > 0
+    present = scored | (retrains.sum(axis=1) > 0)
+    abs_sum, n, retrains = abs_sum[present], n[present], retrains[present]
     n_streams = len(abs_sum)
-    if n_streams < MIN_STREAMS_FOR_INTERVAL:
+    if int(scored.sum()) < MIN_STREAMS_FOR_INTERVAL:
         n_boot = 0
     point = evaluate(np.ones((1, n_streams)))[0]
     rng = np.random.default_rng(seed)
