@@ -825,6 +825,8 @@ def status(
     # it cannot answer exactly as the store would, the store and the live agent answer.
     view = glance(config.store_url)
     due = _due_from(view) if view is not None else None
+    if due is not None and not due.startswith("none") and config.agent.wait_for_share:
+        due = None  # a due tick may wait for its late actuals, which only the live agent can tell
     if due is None:
         view, due = _status_from_store(_project(project))
     table = Table(title=f"mlma project {config.root.name}", show_header=False)
@@ -936,7 +938,7 @@ def _status_from_store(config):
         with LiveAgent(config, store=store, executor="inline") as live:
             states = live.saved_states()
             try:
-                k, start = live.next_tick()
+                k, start = live.due_tick()
                 due = f"tick {k}" + (" (start-up: first models)" if start else "")
             except NotReady as exc:
                 due = f"none: {exc}"
@@ -961,15 +963,17 @@ def tick(
     by: Optional[str] = typer.Option(None, "--by", help="Who allows it, for the audit log (default: $MLMA_USER, "
                                      "else the login name)."),
     reason: Optional[str] = typer.Option(None, help="Why, for the audit log (with --allow-no-data)."),
+    no_wait: bool = typer.Option(False, "--no-wait", help="Run the newest tick now even though it waits for its "
+                                 "late actuals ([agent] wait_for_share and max_wait)."),
 ) -> None:
     """Run the next due tick: score, test, re-train, check challengers, forecast; commit it all at once.
 
     Prints each tick as it commits. Exits 0 when a tick ran, 2 when mlma.toml or an option cannot work, or the
     executor's cluster cannot be reached (the message names it), 3 when none was due (data for the next tick not
-    complete), 4 when another agent holds the tick lock, 5 when the next tick is held because nearly all served
-    streams have no data in it (run again with --allow-no-data once a person decided it should run), 130 on Ctrl-C
-    and 143 on SIGTERM (the running tick is not committed, unless the stop came after its commit: the message says
-    which).
+    complete, or the newest tick waits for its late actuals: --no-wait runs it), 4 when another agent holds the
+    tick lock, 5 when the next tick is held because nearly all served streams have no data in it (run again with
+    --allow-no-data once a person decided it should run), 130 on Ctrl-C and 143 on SIGTERM (the running tick is
+    not committed, unless the stop came after its commit: the message says which).
     """
     from rich.markup import escape
 
@@ -1001,10 +1005,9 @@ def tick(
         try:
             with LiveAgent(config, executor=executor) as live:
                 agent.append(live)
-                _tick_or_catch_up(live, all_due, allow, progress)
+                _tick_or_catch_up(live, all_due, allow, progress, wait=not no_wait)
                 ticking = False  # what follows runs after the commits
-                if not all_due:
-                    _say_if_more_are_due(live)
+                _say_what_is_next(live, all_due)
                 _apply_retention(live)  # only after ticks that ran to the end: not after an error or Ctrl-C
         except KeyboardInterrupt as exc:
             _say_stopped(exc, ticking, ran, agent[0].last_committed if agent else None)
@@ -1025,11 +1028,11 @@ def tick(
         raise typer.Exit(code=3)
 
 
-def _tick_or_catch_up(live, all_due: bool, allow, progress) -> None:
+def _tick_or_catch_up(live, all_due: bool, allow, progress, *, wait: bool = True) -> None:
     if all_due:
-        live.catch_up(on_tick=progress, allow_no_data=allow)
+        live.catch_up(on_tick=progress, allow_no_data=allow, wait=wait)
     else:
-        progress(live.step(allow_no_data=allow))
+        progress(live.step(allow_no_data=allow, wait=wait))
 
 
 @contextlib.contextmanager
@@ -1066,36 +1069,47 @@ def _say_stopped(exc: KeyboardInterrupt, ticking: bool, ran: list, last_committe
                       "no tick was lost", highlight=False)
 
 
-def _say_if_more_are_due(live) -> None:
-    """After one tick, whether the data holds the next ones too (a project that fell behind)."""
-    from mlma.live import NotReady
+def _say_what_is_next(live, all_due: bool) -> None:
+    """After the ticks, whether the data holds the next ones too (a project that fell behind; after one tick),
+    or the next waits for its late actuals (said after ``--all`` too: that is where the catch-up stopped)."""
+    from rich.markup import escape
+
+    from mlma.live import LateActuals, NotReady
 
     try:
-        k, _ = live.next_tick()
+        k, _ = live.due_tick()
+    except LateActuals as exc:
+        console.print(f"next: {escape(str(exc))}")
+        return
     except NotReady:
         return
-    console.print(f"tick {k} is due too: run `mlma tick --all` for every due tick")
+    if not all_due:
+        console.print(f"tick {k} is due too: run `mlma tick --all` for every due tick")
 
 
 def _apply_retention(live, said: set[str] | None = None) -> None:
-    """``[store] keep`` after the ticks of ``mlma tick`` and each round of ``mlma run``: print what a prune
-    deleted, or why none could run (each reason once in ``said`` until a round succeeds again). Never an exit
-    code of its own: the ticks committed, and the next round or tick tries again."""
+    """``[store] keep`` and ``[registry] keep_versions`` after the ticks of ``mlma tick`` and each round of ``mlma
+    run``: print what each prune deleted, or why it could not run (each reason once in ``said`` until that
+    retention succeeds again). Never an exit code of its own: the ticks committed, and the next round or tick tries
+    again."""
     from rich.markup import escape
 
-    try:
-        report = live.apply_retention()
-    except Exception as exc:  # noqa: BLE001 - retention must not stop the agent; the message says why it did not run
-        text = f"retention ([store] keep) did not run: {type(exc).__name__}: {exc}"
-        if said is None or text not in said:
-            console.print(f"[yellow]{escape(text)}[/yellow]")
-        if said is not None:
-            said.add(text)
-        return
-    if said is not None:
-        said.clear()  # a failure that comes back later is said again
-    if report is not None:
-        console.print(f"retention: {escape(str(report))}")
+    for setting, apply in (("[store] keep", live.apply_retention),
+                           ("[registry] keep_versions", live.apply_version_retention)):
+        prefix = f"retention ({setting}) did not run: "
+        try:
+            report = apply()
+        except Exception as exc:  # noqa: BLE001 - retention must not stop the agent; the message says why not
+            text = f"{prefix}{type(exc).__name__}: {exc}"
+            if said is None or text not in said:
+                console.print(f"[yellow]{escape(text)}[/yellow]")
+            if said is not None:
+                said.add(text)
+            continue
+        if said is not None:  # a failure that comes back later is said again
+            said.difference_update({text for text in said if text.startswith(prefix)})
+        if report is not None:
+            console.print(f"retention: {escape(str(report))}")
 
 
 #: The shortest `mlma run --every`: each round reads the store (what is due, what retention asks).
@@ -1385,6 +1399,9 @@ def prune(
                                        "e.g. 400D or 13W; older data is deleted."),
     before: Optional[str] = typer.Option(None, help="Delete the data before this data time (ISO 8601, e.g. "
                                          "2025-01-01), instead of --keep."),
+    versions: Optional[int] = typer.Option(None, "--versions", help="Instead of data: delete the model artifacts of "
+                                           "each stream's versions older than its newest N, never of a version in "
+                                           "use (serving, roll-back target, challenger); the versions' rows stay."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would be deleted."),
     reason: Optional[str] = typer.Option(None, "--reason", "-r", help="Why (kept in the audit log)."),
     by: Optional[str] = typer.Option(None, "--by", help="Who acts, for the audit log (default: $MLMA_USER, else "
@@ -1393,17 +1410,28 @@ def prune(
 ) -> None:
     """Delete old data the agent no longer reads: observations, driver values and revisions before a time,
     and the verdicts and forecasts of the ticks that ended by then (a store otherwise grows for ever). Refused
-    inside the next tick's training window. Later ingests drop rows older than that time."""
+    inside the next tick's training window. Later ingests drop rows older than that time. With --versions:
+    the model artifacts of old versions instead (mlma.toml's keep_versions, in the registry section, does it
+    after every tick)."""
     import pandas as pd
 
     from mlma.api.cli import actor
     from mlma.live import LiveAgent, NotReady
-    from mlma.project import ConfigError, parse_keep
+    from mlma.project import MAX_KEEP_VERSIONS, ConfigError, parse_keep
 
-    if (keep is None) == (before is None):
-        _fail("give one of --keep (e.g. 400D) or --before (a data time)")
+    given = [name for name, value in (("--keep", keep), ("--before", before), ("--versions", versions))
+             if value is not None]
+    if len(given) != 1:
+        _fail("give one of --keep (e.g. 400D) or --before (a data time), or --versions (e.g. 3) for model artifacts"
+              + (f"; not {' and '.join(given)} together" if given else ""))
+    if versions is not None and not 1 <= versions <= MAX_KEEP_VERSIONS:
+        _fail(f"--versions (the newest model versions per stream whose artifacts are kept) must be a whole number "
+              f"from 1 to {MAX_KEEP_VERSIONS:,}, got {versions}")
     config = _project(project)
     who = actor(by)
+    if versions is not None:
+        _prune_versions(config, versions, who, reason, dry_run)
+        return
     span = cut = None
     if keep is not None:
         try:
@@ -1435,6 +1463,26 @@ def prune(
                           "deletes the rest (`mlma status` says whether any is left)", highlight=False, markup=False)
         raise typer.Exit(code=130) from None
     console.print(str(report))
+
+
+def _prune_versions(config, keep: int, who: str, reason: str | None, dry_run: bool) -> None:
+    """``mlma prune --versions N``: the artifacts of each stream's versions older than its newest N, as the agent
+    does after its ticks with ``[registry] keep_versions``; audited (``prune-versions``)."""
+    from mlma.live import LiveAgent
+    from mlma.project import ConfigError
+
+    try:
+        with LiveAgent(config, executor="inline") as live:
+            report = live.prune_versions(keep, by=who, reason=reason, dry_run=dry_run)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        if not dry_run:
+            console.print("interrupted (Ctrl-C): the versions marked pruned stay so, and the artifact files not "
+                          "deleted yet are deleted by the next `mlma prune --versions` (or the next tick, with "
+                          "[registry] keep_versions)", highlight=False, markup=False)
+        raise typer.Exit(code=130) from None
+    console.print(str(report), highlight=False, markup=False)
 
 
 @app.command("table")

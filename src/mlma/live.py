@@ -83,7 +83,29 @@ Timing = TickClock
 
 
 class NotReady(RuntimeError):
-    """There is no tick to run yet: the store lacks data, or the next tick's actuals are not all in."""
+    """There is no tick to run yet: the store lacks data, or the next tick's actuals are not all in (or not
+    enough of them yet: :meth:`LiveAgent.check_late_actuals`)."""
+
+
+class LateActuals(NotReady):
+    """The newest tick waits for the rest of its actuals (:meth:`LiveAgent.check_late_actuals`)."""
+
+
+@dataclass(frozen=True)
+class _TickView:
+    """What the checks before a tick read: the streams with a serving model, and the observations up to the
+    tick as :class:`FleetData` from its first tick ``first_tick``."""
+
+    served: np.ndarray
+    fleet: FleetData
+    first_tick: int
+
+
+def _complete_ticks(timing: TickClock, newest: pd.Timestamp) -> int:
+    """How many ticks the data have reached the end of: ticks before the returned one have a last timestamp at
+    or before ``newest``."""
+    complete = timing.tick_of(newest)
+    return complete + 1 if newest >= timing.last_timestamp(complete) else complete
 
 
 class TickHeld(RuntimeError):
@@ -199,6 +221,8 @@ class LiveAgent:
         self._champions_agree: tuple[str, int] | None = None
         #: ``[store] keep`` was found shorter than what the ticks read (said once: see apply_retention).
         self._retention_capped = False
+        #: The last done tick after which ``[registry] keep_versions`` was applied (see apply_version_retention).
+        self._versions_pruned_after: int | None = None
         #: The training window was found reaching before the kept data (said once: see _warn_if_pruned_into).
         self._pruned_window_said = False
 
@@ -329,9 +353,7 @@ class LiveAgent:
         if last_ds is None:
             raise NotReady("the store has no observations yet: run `mlma ingest FILE` first")
         done = self.store.last_done_tick()
-        complete = timing.tick_of(last_ds)
-        if last_ds >= timing.last_timestamp(complete):
-            complete += 1  # ticks 0..complete-1 have all their actuals in
+        complete = _complete_ticks(timing, last_ds)
         if done is None:
             first = self.config.agent.initial_ticks or complete
             if complete < max(first, 1):
@@ -343,31 +365,48 @@ class LiveAgent:
             raise NotReady(_next_tick(timing, k).not_complete(last_ds))
         return k, False
 
+    def due_tick(self) -> tuple[int, bool]:
+        """:meth:`next_tick`, unless it waits for its late actuals (:class:`LateActuals`, a :class:`NotReady`):
+        the tick a run would take now, for ``mlma status``. Held ticks (:meth:`check_no_data`) are returned."""
+        timing = self.timing()
+        k, start = self.next_tick(timing)
+        if not start:
+            self.check_late_actuals(k, timing)
+        return k, start
+
     # -- running --------------------------------------------------------------------------------------------
-    def step(self, *, allow_no_data: tuple[str, str | None] | None = None) -> TickResult:
-        """Run the next due tick under the lock; raises :class:`NotReady` when there is none and
+    def step(self, *, allow_no_data: tuple[str, str | None] | None = None, wait: bool = True) -> TickResult:
+        """Run the next due tick under the lock; raises :class:`NotReady` when there is none (or it waits for its
+        late actuals: :meth:`check_late_actuals`; ``wait=False`` runs it with what it has) and
         :class:`TickHeld` when it would find no data for nearly all served streams (see
         :meth:`check_no_data`; ``allow_no_data=(by, reason)`` is a person's say-so to run it anyway)."""
         with self._lock() as lease:
-            k, start, timing = self._due(lease, allow_no_data)
+            k, start, timing = self._due(lease, allow_no_data, wait=wait)
             result = self._run(k, start, timing, lease)
         self._mirror()
         return result
 
     def catch_up(self, max_ticks: int | None = None, *, on_tick=None,
-                 allow_no_data: tuple[str, str | None] | None = None, stopping=lambda: False) -> list[TickResult]:
+                 allow_no_data: tuple[str, str | None] | None = None, stopping=lambda: False,
+                 wait: bool = True) -> list[TickResult]:
         """Run every due tick (at most ``max_ticks``), holding the lock throughout.
 
         ``on_tick(result)`` is called as each tick commits (progress for a long catch-up); ``stopping()`` is
         asked before each tick, and a true answer ends the catch-up there (a service told to stop finishes
         the running tick, not the backlog). A tick that would
         find no data for nearly all served streams stops the catch-up with :class:`TickHeld` (the ticks before
-        it are committed) unless ``allow_no_data=(by, reason)`` allows it.
+        it are committed) unless ``allow_no_data=(by, reason)`` allows it. The newest tick may wait for its late
+        actuals (:meth:`check_late_actuals`; ``wait=False``: it runs with what it has): the catch-up ends there.
         """
         results = []
         with self._lock() as lease:
             while (max_ticks is None or len(results) < max_ticks) and not stopping():
-                due = self._due(lease, allow_no_data, none_when_idle=True)
+                try:
+                    due = self._due(lease, allow_no_data, none_when_idle=True, wait=wait)
+                except NotReady:
+                    if not results:
+                        raise
+                    break  # the ticks before it ran: the waiting one is said by the next call
                 if due is None:
                     break
                 k, start, timing = due
@@ -398,10 +437,12 @@ class LiveAgent:
             log.warning("the MLflow sync is not done after max_seconds=%g; it goes on in the background (an "
                         "MLflow server that answers slowly?)", self.mlflow.settings.max_seconds)
 
-    def _due(self, lease, allow_no_data, *, none_when_idle: bool = False) -> tuple[int, bool, Timing] | None:
-        """The next tick to run, its start-up flag and clock, once it may run (:meth:`check_no_data`); with
-        ``none_when_idle``, None when no tick is due instead of :class:`NotReady` (a clock that cannot start
-        yet still raises it). An error on the way (a damaged saved state, the database) is that tick's
+    def _due(self, lease, allow_no_data, *, none_when_idle: bool = False,
+             wait: bool = True) -> tuple[int, bool, Timing] | None:
+        """The next tick to run, its start-up flag and clock, once it may run (:meth:`check_late_actuals`, unless
+        not ``wait``, and :meth:`check_no_data`); with ``none_when_idle``, None when no tick is due instead of
+        :class:`NotReady` (a clock that cannot start yet, or a tick waiting for its late actuals, still raises
+        it). An error on the way (a damaged saved state, the database) is that tick's
         failure, recorded and escalated as one inside it is (:meth:`_record_failure`); nothing due and a held
         tick are not failures."""
         k = None
@@ -414,7 +455,10 @@ class LiveAgent:
                     return None
                 raise
             if not start:
-                self.check_no_data(k, timing, allow=allow_no_data)
+                view = self._tick_view(k, timing)
+                if wait:
+                    self.check_late_actuals(k, timing, view=view)
+                self.check_no_data(k, timing, allow=allow_no_data, view=view)
         except (NotReady, TickHeld):
             raise
         except BaseException as exc:
@@ -454,7 +498,75 @@ class LiveAgent:
             if escalate:
                 self._notify(k)
 
-    def check_no_data(self, k: int, timing: Timing, *, allow: tuple[str, str | None] | None = None) -> None:
+    def _tick_view(self, k: int, timing: Timing) -> _TickView | None:
+        """The streams with a serving model and the observations of the ticks up to ``k`` (the window the tick
+        reads next anyway: the refresh happens here instead of there); None before the first models, or when
+        the training span cannot be laid (the tick says so itself, and is recorded as failed: :meth:`_run`)."""
+        state = self._latest_state()
+        if state is None or "agent.champion" not in state.arrays:
+            return None
+        served = np.flatnonzero(np.asarray(state.arrays["agent.champion"]) != NO_MODEL)
+        if not len(served):
+            return None
+        try:
+            base, boundaries, start = self._training_span(k, False, timing)
+        except ConfigError:
+            return None
+        names = self._stream_names()
+        # One probe of the store per stream cost 25 ms a tick at 10,000 streams: the window's matrix instead.
+        values, first = self._window_for(timing.frequency.alias).matrix(start, boundaries[k + 1 - base],
+                                                                        n_streams=len(names))
+        fleet = FleetData.from_matrix(values, first, timing.frequency.alias, boundaries, ids=names, first_tick=base)
+        return _TickView(served, fleet, base)
+
+    def check_late_actuals(self, k: int, timing: Timing, *, view: _TickView | None = None) -> None:
+        """Wait (raise :class:`NotReady`) while tick ``k`` is the newest tick the data have reached the end of, its
+        actuals are few against the tick before's, and they arrived lately (``[agent] wait_for_share`` and
+        ``max_wait``).
+
+        The clock calls a tick complete once *any* stream reports past its end, which one feed that is earlier
+        than the others does (or one stream whose clock is ahead). Run then, the tick would score every other
+        stream on part of its tick, call their short batches broken data, and never score the rest of their
+        actuals. So a tick at the front of the data whose served streams have reported fewer than
+        ``wait_for_share`` times the observations they reported in the tick before waits for the rest, at most
+        ``max_wait`` after the first actual past its end was ingested (by the store's clock); then it runs with
+        what it has, as before. A tick that later data have passed (a catch-up), or whose actuals were ingested
+        long after it ended (a replay of history), never waits: there is nothing more to wait for. A fleet that
+        really shrank waits once, for ``max_wait``.
+        """
+        share, wait = self.config.agent.wait_for_share, self.config.late_actuals_wait()
+        if share <= 0 or wait <= pd.Timedelta(0):
+            return
+        _, last_ds = self._data_span()
+        if last_ds is None or k != _complete_ticks(timing, last_ds) - 1:
+            return
+        view = view if view is not None else self._tick_view(k, timing)
+        if view is None or k - 1 < view.first_tick:
+            return
+        got = int(view.fleet.observed_in_tick(k)[view.served].sum())
+        before = int(view.fleet.observed_in_tick(k - 1)[view.served].sum())
+        if got >= share * before:
+            return
+        end = timing.boundary(k + 1)
+        arrived = self.store.first_arrival(timing.last_timestamp(k), until=self._clock_limit())
+        if arrived is None:
+            return
+        arrived = pd.Timestamp(arrived).tz_convert("UTC").tz_localize(None)
+        # Actuals ingested more than a tick (and a day, for time zones: ds is read as UTC, as [data] max_future
+        # reads it) after the tick ended are history being replayed, not a feed running late.
+        if arrived - end > (timing.boundary(k + 2) - end) + pd.Timedelta(days=1):
+            return
+        deadline = arrived + wait
+        if pd.Timestamp(now_utc()).tz_convert("UTC").tz_localize(None) >= deadline:
+            return
+        raise LateActuals(f"tick {k} ({timing.boundary(k)} to {end}) waits for the rest of its actuals: its served "
+                       f"streams reported {got:,} observation(s) in it, {got / max(before, 1):.0%} of the {before:,} "
+                       f"of tick {k - 1} ([agent] wait_for_share = {share:g}); it runs once they reach that share, or "
+                       f"at {deadline:%Y-%m-%d %H:%M:%S} UTC ([agent] max_wait = {self.config.agent.max_wait!r} after "
+                       f"its first actual past its end came in), or now with `mlma tick --no-wait`")
+
+    def check_no_data(self, k: int, timing: Timing, *, allow: tuple[str, str | None] | None = None,
+                      view: _TickView | None = None) -> None:
         """Hold tick ``k`` (raise :class:`TickHeld`) when at least ``[agent] hold_no_data_share`` of the streams
         with a serving model have no observation in it, unless a person allowed it.
 
@@ -465,25 +577,13 @@ class LiveAgent:
         runs it anyway; the decision is audited (``allow-no-data-tick``, target ``tick:K``) and holds for
         that tick from then on, also if the run is retried.
         """
-        state = self._latest_state()
-        if state is None or "agent.champion" not in state.arrays:
+        view = view if view is not None else self._tick_view(k, timing)
+        if view is None:
             return
-        served = np.flatnonzero(np.asarray(state.arrays["agent.champion"]) != NO_MODEL)
-        if not len(served):
-            return
+        served = view.served
         lo, hi = timing.boundaries(k, k + 1)
-        # From the observation window the tick reads next anyway (the refresh happens here instead of there):
-        # one probe of the store per stream cost 25 ms a tick at 10,000 streams. Stored values are finite, so a
-        # stream reported in the tick exactly when its columns of the tick hold a value.
-        try:
-            base, boundaries, start = self._training_span(k, False, timing)
-        except ConfigError:
-            return  # the tick says so itself, and is recorded as failed with the message (_run)
-        names = self._stream_names()
-        values, first = self._window_for(timing.frequency.alias).matrix(start, boundaries[k + 1 - base],
-                                                                        n_streams=len(names))
-        fleet = FleetData.from_matrix(values, first, timing.frequency.alias, boundaries, ids=names, first_tick=base)
-        missing = int((fleet.observed_in_tick(k)[served] == 0).sum())
+        # Stored values are finite, so a stream reported in the tick exactly when its columns of it hold a value.
+        missing = int((view.fleet.observed_in_tick(k)[served] == 0).sum())
         held = self.store.fleet_escalation_ids("data-quality", k)
         if missing < self.config.agent.hold_no_data_share * len(served):
             if held:  # the actuals came in after all
@@ -1155,8 +1255,9 @@ class LiveAgent:
     def _good_version(self, stream: int, exclude: set[int]) -> tuple[int, FittedModel] | None:
         """The newest version that served the stream before (other than ``exclude``) and loads, or None."""
         served = [change.version for change in reversed(self.registry.history(stream))]
+        pruned = {v.version for v in self.registry.versions(stream) if v.pruned}  # version retention took their files
         for version in dict.fromkeys(served):
-            if version in exclude:
+            if version in exclude or version in pruned:
                 continue
             fitted = self._model(stream, version)
             if fitted is not None:
@@ -1435,6 +1536,39 @@ class LiveAgent:
                 return None
             before = kept  # a prune stopped part way (the kept time is recorded first) is finished now
         return self.store.prune(before, by="agent", reason=f"[store] keep = {self.config.store.keep!r}")
+
+    def prune_versions(self, keep: int, *, by: str, reason: str | None = None, dry_run: bool = False):
+        """Delete the artifacts of each stream's versions older than its newest ``keep``, never of a version in use
+        (:meth:`mlma.registry.ModelRegistry.prune_versions`), nor of one the newest saved state names (serving,
+        in shadow or waiting: the next tick loads them); holds the tick lock as this agent. Returns the
+        :class:`~mlma.store.records.VersionPruneReport`."""
+        return self.registry.prune_versions(keep, by=by, reason=reason, dry_run=dry_run,
+                                            protect=self._versions_in_state(), holder=self.holder)
+
+    def apply_version_retention(self):
+        """Prune by ``[registry] keep_versions`` (:meth:`prune_versions`), as ``mlma run`` and ``mlma tick`` do
+        after their ticks: once per new done tick in this process (only a tick adds versions). Returns the
+        :class:`~mlma.store.records.VersionPruneReport`, or None when the setting is 0 (keep all), no tick is
+        done, or nothing was to go (no audit entry then). :class:`~mlma.store.LockHeld` while a tick runs."""
+        keep = self.config.version_retention()
+        done = self.store.last_done_tick()
+        if keep is None or done is None or done == self._versions_pruned_after:
+            return None
+        report = self.prune_versions(keep, by="agent", reason=f"[registry] keep_versions = {keep}")
+        self._versions_pruned_after = done
+        return report if report.versions or report.files else None
+
+    def _versions_in_state(self) -> set[tuple[int, int]]:
+        """``(stream_id, version)`` of the registry versions the newest saved state serves, shadows or holds
+        for approval."""
+        state = self._latest_state()
+        if state is None:
+            return set()
+        pairs = set()
+        for name in ("champion_version", "challenger_version", "awaiting_version"):
+            saved = np.asarray(state.arrays.get(f"live.{name}", ()), dtype=np.int64)
+            pairs.update((int(s), int(saved[s])) for s in np.flatnonzero(saved >= 0))
+        return pairs
 
     def _warn_if_pruned_into(self, window_start: pd.Timestamp | None) -> None:
         """Say once per process when the training window reaches before the data the store keeps (a window

@@ -47,6 +47,10 @@ artifacts = "artifacts"   # model files, addressed by content hash (relative to 
 keep = ""                 # retention: after their ticks, `mlma run` and `mlma tick` delete data older than this
                           # before the last tick's end, e.g. "400D" (never what a tick reads); "": keep all
 
+[registry]
+keep_versions = 0         # artifact retention: after their ticks, `mlma run` and `mlma tick` delete the model files
+                          # of each stream's versions older than its newest N, never of one in use; 0: keep all
+
 [model]
 spec = "{model}"         # seasonal-naive | ridge | lightgbm | sklearn:module.Class | statsforecast:AutoETS | mlforecast | package.module:Class
 train_window_ticks = 0    # 0: default for the frequency (28 daily ticks for hourly data)
@@ -59,6 +63,8 @@ initial_ticks = 0         # ticks of history before the first scored tick; 0: al
 fit_timeout_seconds = 3600   # a tick's re-trainings not back by then count as failed; 0: no limit
 lock_ttl_seconds = 300    # a crashed agent's lock expires after this long
 hold_no_data_share = 0.9  # hold a tick when this share of the served streams has no data in it (docs/operations.md)
+wait_for_share = 0.9      # the newest tick waits while its actuals are fewer than this share of the tick before's...
+max_wait = "2h"           # ...at most this long after its first actual past its end came in; 0 or "0s": no wait
 
 [monitor]                 # the MLMA policy (docs/monitoring.md)
 alpha = 0.01              # false discovery rate across the streams tested in a tick
@@ -117,6 +123,13 @@ class StoreSection:
 
 
 @dataclass
+class RegistrySection:
+    #: Artifact retention: the newest model versions per stream whose artifacts are kept (besides every version in
+    #: use); 0: keep all.
+    keep_versions: int = 0
+
+
+@dataclass
 class ModelSection:
     spec: str = "lightgbm"
     train_window_ticks: int = 0
@@ -131,6 +144,8 @@ class AgentSection:
     fit_timeout_seconds: float = 3600.0
     lock_ttl_seconds: float = 300.0
     hold_no_data_share: float = 0.9
+    wait_for_share: float = 0.9
+    max_wait: str = "2h"
 
 
 @dataclass
@@ -165,6 +180,7 @@ class ProjectConfig:
     root: Path
     data: DataSection = field(default_factory=DataSection)
     store: StoreSection = field(default_factory=StoreSection)
+    registry: RegistrySection = field(default_factory=RegistrySection)
     model: ModelSection = field(default_factory=ModelSection)
     agent: AgentSection = field(default_factory=AgentSection)
     monitor: MonitorSection = field(default_factory=MonitorSection)
@@ -203,9 +219,18 @@ class ProjectConfig:
                             max_future=None if d.max_future.strip().lower() == "off" else d.max_future,
                             value_range_factor=d.value_range_factor, max_abs_value=d.max_abs_value)
 
+    def late_actuals_wait(self) -> pd.Timedelta:
+        """``[agent] max_wait``: how long the newest tick waits for its late actuals (:meth:`mlma.live.LiveAgent.
+        check_late_actuals`), a :class:`pandas.Timedelta` from 0 (no wait) to a week."""
+        return parse_wait(self.agent.max_wait, "[agent] max_wait")
+
     def retention(self):
         """``[store] keep``, the data time to keep, as a positive :class:`pandas.Timedelta`; None: keep all."""
         return parse_keep(self.store.keep, "[store] keep")
+
+    def version_retention(self) -> int | None:
+        """``[registry] keep_versions``: the newest model versions per stream whose artifacts are kept; None: all."""
+        return self.registry.keep_versions or None
 
     def drivers(self):
         """The declared exogenous drivers as :class:`mlma.models.Drivers`."""
@@ -248,12 +273,15 @@ class ProjectConfig:
         return {key: value for key, value in self.policy_params().items() if key not in own}
 
 
-_SECTIONS = {"data": DataSection, "store": StoreSection, "model": ModelSection, "agent": AgentSection,
-             "monitor": MonitorSection, "queue": QueueSection}
+_SECTIONS = {"data": DataSection, "store": StoreSection, "registry": RegistrySection, "model": ModelSection,
+             "agent": AgentSection, "monitor": MonitorSection, "queue": QueueSection}
 
 
 MAX_LOCK_TTL_SECONDS = 86_400
 """Longest ``[agent] lock_ttl_seconds``: a crashed agent's lock must expire within a day."""
+
+MAX_KEEP_VERSIONS = 10_000
+"""Largest ``[registry] keep_versions`` (and ``mlma prune --versions``): more is keeping all."""
 
 
 class ConfigError(ValueError):
@@ -277,6 +305,36 @@ def parse_keep(text: str, what: str = "keep"):
 
     days = keep_days(text, what)
     return None if days is None else pd.Timedelta(days=days)
+
+
+def parse_wait(text: Any, what: str = "max_wait"):
+    """A waiting time (``[agent] max_wait``) such as ``2h``, ``90min`` or ``1D`` as a :class:`pandas.Timedelta`,
+    from 0 (``"0"``: no wait) to a week.
+
+    >>> parse_wait("2h"), parse_wait("0")
+    (Timedelta('0 days 02:00:00'), Timedelta('0 days 00:00:00'))
+    >>> parse_wait("2", "[agent] max_wait")
+    Traceback (most recent call last):
+    ...
+    ValueError: [agent] max_wait must be a duration with its unit such as 2h, 90min or 1D, from 0 (no wait) to 7 days, got '2'
+    """
+    import pandas as pd
+
+    problem = ValueError(f"{what} must be a duration with its unit such as 2h, 90min or 1D, from 0 (no wait) to 7 "
+                         f"days, got {text!r}")
+    value = text.strip() if isinstance(text, str) else ""
+    if value == "0":
+        return pd.Timedelta(0)
+    # A bare number would be nanoseconds to pandas: a unit is required.
+    if not re.search(r"[A-Za-z]", value):
+        raise problem
+    try:
+        wait = pd.Timedelta(value)
+    except (ValueError, TypeError):
+        raise problem from None
+    if pd.isna(wait) or not pd.Timedelta(0) <= wait <= pd.Timedelta(days=7):
+        raise problem
+    return wait
 
 
 def keep_days(text: str, what: str = "keep") -> int | None:
@@ -396,6 +454,19 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
         config.ingest_limits()
     except ValueError as exc:
         raise ConfigError(f"{path}: [data] {exc}") from None
+    keep_versions = config.registry.keep_versions
+    if not 0 <= keep_versions <= MAX_KEEP_VERSIONS:
+        raise ConfigError(f"{path}: [registry] keep_versions (the newest model versions per stream whose artifacts "
+                          f"are kept) must be a whole number from 1 to {MAX_KEEP_VERSIONS:,}, or 0 to keep all, got "
+                          f"{keep_versions}")
+    try:
+        config.late_actuals_wait()
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    share = config.agent.wait_for_share
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:  # NaN fails
+        raise ConfigError(f"{path}: [agent] wait_for_share (the share of the tick before's actuals the newest tick "
+                          f"waits for) must be a number in [0, 1] (0: no wait), got {share!r}")
     if not 0 < config.agent.hold_no_data_share <= 1:
         raise ConfigError(f"{path}: [agent] hold_no_data_share must be in (0, 1], got "
                           f"{config.agent.hold_no_data_share}")

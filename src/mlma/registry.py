@@ -51,13 +51,16 @@ import pandas as pd
 from mlma import durable
 from mlma.store import Store
 from mlma.store.errors import StoreError
-from mlma.store.records import ChampionChange, ChampionMove, ModelVersion, NewVersion, check_actor, utc_instant
+from mlma.store.records import (ChampionChange, ChampionMove, ModelVersion, NewVersion, VersionPruneReport,
+                                check_actor, utc_instant)
 from mlma.store.registry_tables import RegistryTables
 from mlma.store.store import MovesMade
+from mlma.store.version_retention import VersionRetention, check_keep
 
 __all__ = [
     "ArtifactCorrupted",
     "ArtifactMissing",
+    "ArtifactPruned",
     "ArtifactStore",
     "ChampionAt",
     "ChampionChange",
@@ -69,6 +72,7 @@ __all__ = [
     "NewVersion",
     "PublishReport",
     "RegistryListener",
+    "VersionPruneReport",
 ]
 
 log = logging.getLogger("mlma.registry")
@@ -80,6 +84,27 @@ class ArtifactCorrupted(StoreError):
 
 class ArtifactMissing(StoreError, FileNotFoundError):
     """No artifact with that hash is in the artifact store."""
+
+
+class ArtifactPruned(ArtifactMissing):
+    """The version's artifact was deleted by version retention (``[registry] keep_versions``, ``mlma prune
+    --versions``): its row is history only, and it cannot be loaded or put in service."""
+
+
+#: What a refusal of a pruned version names: the setting and the command that prune artifacts.
+RETENTION_SETTING = "version retention ([registry] keep_versions in mlma.toml, or `mlma prune --versions`)"
+
+
+def refuse_pruned(model: ModelVersion, doing: str | None = None) -> None:
+    """Raise :class:`ArtifactPruned` if ``model``'s artifact was pruned; ``doing`` says what was refused
+    (default: loading it)."""
+    if model.artifact_pruned_at is None:
+        return
+    doing = doing or f"load version {model.version} of stream {model.unique_id!r}"
+    raise ArtifactPruned(f"cannot {doing}: version {model.version}'s artifact was "
+                         f"pruned on {model.artifact_pruned_at:%Y-%m-%d %H:%M} UTC by {RETENTION_SETTING}; the "
+                         f"version's row is kept as history only. Choose a version whose artifact is kept (`mlma "
+                         f"versions {model.unique_id}`), or queue a re-fit with `mlma retrain {model.unique_id}`")
 
 
 def _check_sha(sha: str) -> str:
@@ -587,8 +612,9 @@ class ModelRegistry:
                                            if_serving=current.version))
 
     def _check_loadable(self, stream: int | str, model: ModelVersion, what: str) -> None:
-        """Refuse to put a version in service whose artifact is missing or does not match its hash: the next
-        tick could not load it."""
+        """Refuse to put a version in service whose artifact was pruned (:class:`ArtifactPruned`), is missing or
+        does not match its hash: the next tick could not load it."""
+        refuse_pruned(model, f"{what} stream {model.unique_id!r} to version {model.version}")
         try:
             self.artifacts.verify(model.artifact_sha256)
         except (ArtifactCorrupted, ArtifactMissing) as exc:
@@ -664,6 +690,7 @@ class ModelRegistry:
         model = self.champion(stream) if version is None else self.version(stream, version)
         if model is None:
             raise KeyError(f"stream {stream!r} has no champion")
+        refuse_pruned(model)
         return self.artifacts.load(model.artifact_sha256)
 
     def load_champions(self, streams: Sequence[int | str] | None = None) -> dict[int, Any]:
@@ -764,3 +791,88 @@ class ModelRegistry:
         who = holder or f"gc@{socket.gethostname()}:{os.getpid()}"
         with self.store.tick_lock(who):
             return self.artifacts.collect(self.tables.artifact_hashes(), min_age_seconds=min_age_seconds)
+
+    # -- version retention -------------------------------------------------------------------------------
+    def prune_versions(self, keep: int, *, by: str, reason: str | None = None, dry_run: bool = False,
+                       protect: Iterable[tuple[int, int]] = (), holder: str | None = None) -> VersionPruneReport:
+        """Delete the artifacts of each stream's versions older than its newest ``keep``, keeping every version
+        still in use whatever its age; audited (``prune-versions``). The versions' rows stay, marked pruned.
+
+        In use (:func:`mlma.store.version_retention.in_use`): the serving version, the one a roll-back would put
+        back (the version that served before it), a challenger in shadow or waiting for approval, and the
+        versions in ``protect`` (``(stream_id, version)``: the live agent's saved state names those its next
+        tick loads). A file several versions share goes only when none of the versions kept refers to it.
+
+        The rows are marked and the files queued in one transaction, with the audit entry; then the queued files
+        are deleted and taken off the queue. A prune stopped between the two (killed) leaves the rows marked and
+        the queue, whose files the next prune deletes (``leftover`` in the report). Holds the tick lock while it
+        works (``holder`` names it; default ``prune@host:pid``): a tick that reuses an artifact file records the
+        version at its commit. :class:`~mlma.store.LockHeld` while a tick runs. ``dry_run`` counts, without the
+        lock, and changes nothing.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from mlma.store import Store
+        >>> store = Store.create("sqlite://")
+        >>> registry = ModelRegistry(store, tempfile.mkdtemp())
+        >>> _ = store.stream_ids(["zone-1"])
+        >>> for level in (1.0, 2.0, 3.0, 4.0):
+        ...     _ = registry.register("zone-1", {"level": level}, spec="naive", promote=True)
+        >>> dry = registry.prune_versions(1, by="user:ana", dry_run=True)
+        >>> dry.versions, dry.files, dry.dry_run
+        (2, 2, True)
+        >>> report = registry.prune_versions(1, by="user:ana", reason="disk")
+        >>> [(v.version, v.pruned) for v in registry.versions("zone-1")]   # 3: the roll-back target
+        [(1, True), (2, True), (3, False), (4, False)]
+        >>> registry.rollback("zone-1", to_version=1, by="user:ana")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        mlma.registry.ArtifactPruned: cannot roll back stream 'zone-1' to version 1: version 1's artifact was ...
+        """
+        import socket
+
+        check_actor(by)
+        check_keep(keep)
+        retention = VersionRetention(self.store)
+        protect = {(int(s), int(v)) for s, v in protect}
+        if dry_run:
+            plan = retention.plan(keep, protect)
+            needed = retention.still_needed(retention.queued(), protect)
+            left = retention.sizes(sha for sha, used in needed.items() if not used and sha not in plan.orphans)
+            return VersionPruneReport(keep, len(plan.pairs), plan.streams, len(plan.orphans) + len(left),
+                                      sum(plan.orphans.values()) + sum(left.values()), len(left), dry_run=True)
+        who = holder or f"prune@{socket.gethostname()}:{os.getpid()}"
+        with self.store.tick_lock(who):
+            plan = retention.mark(keep, by=by, reason=reason, protect=protect)
+            deleted = self._delete_queued(retention, protect)
+        left = len(set(deleted) - set(plan.orphans))
+        return VersionPruneReport(keep, len(plan.pairs), plan.streams, len(deleted), sum(deleted.values()), left)
+
+    def _delete_queued(self, retention: VersionRetention, protect: set[tuple[int, int]]) -> dict[str, int]:
+        """Delete the queued artifact files no kept version refers to now, flush their folders, then take them
+        off the queue (those still needed too: their versions are kept again); returns the deleted ones' sizes."""
+        queued = retention.queued()
+        deleted: dict[str, int] = {}
+        for lo in range(0, len(queued), 5_000):
+            chunk = queued[lo:lo + 5_000]
+            retention.unmark_in_use(chunk, protect)  # back in service since the marking: its file stays
+            needed = retention.still_needed(chunk, protect)
+            sizes = retention.sizes(chunk)
+            folders = set()
+            for sha in chunk:
+                if needed[sha]:
+                    continue
+                path = self.artifacts.path(sha)
+                try:
+                    path.unlink()
+                    folders.add(path.parent)
+                except FileNotFoundError:  # deleted by the prune that queued it, which stopped before its dequeue
+                    pass
+                deleted[sha] = sizes.get(sha, 0)
+            # The deletions reach the disk before the queue forgets them: a file that came back after a power cut
+            # would be referenced by marked rows only, and `mlma gc` would never delete it.
+            for folder in sorted(folders):
+                durable.fsync_dir(folder)
+            retention.dequeue(chunk)
+        return deleted

@@ -537,7 +537,9 @@ def versions(stream: str = typer.Argument(..., help="unique_id"),
         return _print_json([{"version": v.version, "serving": v.version == serving, "created_at": str(v.created_at),
                              "created_tick": v.created_tick, "spec": v.spec, "train_start": str(v.train_start),
                              "train_end": str(v.train_end), "check": dict(v.check),
-                             "fallback_reason": v.metrics.get("fallback_reason")} for v in found])
+                             "fallback_reason": v.metrics.get("fallback_reason"),
+                             "artifact_pruned_at": None if v.artifact_pruned_at is None else str(v.artifact_pruned_at)}
+                            for v in found])
     table = Table("version", "serving", "created (UTC)", "tick", "model", "trained on", "challenger check",
                   title=f"{stream}: {len(found)} model version(s)")
     for v in found:
@@ -549,6 +551,8 @@ def versions(stream: str = typer.Argument(..., help="unique_id"),
         # A fall-back says so: the version is named after the requested model, but serves a simpler one.
         fell_back = v.metrics.get("fallback_reason")
         model = f"{v.spec} (fell back: {fell_back})" if fell_back else v.spec
+        if v.artifact_pruned_at is not None:  # version retention ([registry] keep_versions): history only
+            model += f" (artifact pruned {v.artifact_pruned_at:%Y-%m-%d})"
         table.add_row(str(v.version), "yes" if v.version == serving else "", f"{v.created_at:%Y-%m-%d %H:%M}",
                       "" if v.created_tick is None else str(v.created_tick), model,
                       f"{v.train_start} to {v.train_end}" if v.train_end is not None else "", verdict + losses)

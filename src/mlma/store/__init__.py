@@ -15,7 +15,7 @@ Examples
 >>> from mlma.store import Store
 >>> store = Store.create("sqlite://")
 >>> store.schema_revision()
-'0013'
+'0014'
 """
 
 from __future__ import annotations

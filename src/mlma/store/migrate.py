@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # imported where used: the revision constants below are read 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: The newest revision of the packaged migrations, which :mod:`mlma.store.schema` describes; a store at this
 #: revision is opened without reading the migration scripts (``tests/test_store.py`` checks it is the head).
-SCHEMA_REVISION = "0013"
+SCHEMA_REVISION = "0014"
 #: Alembic's table holding the revision a database is at.
 VERSION_TABLE = "alembic_version"
 
@@ -64,7 +64,7 @@ def head_revision() -> str:
     """The schema revision this version of mlma works with.
 
     >>> head_revision()
-    '0013'
+    '0014'
     """
     return _scripts().get_current_head()
 
@@ -72,8 +72,9 @@ def head_revision() -> str:
 def known_revisions() -> list[str]:
     """Every revision the packaged migrations know, oldest first.
 
-    >>> known_revisions()
-    ['0001', '0002', '0003', '0004', '0005', '0006', '0007', '0008', '0009', '0010', '0011', '0012', '0013']
+    >>> revisions = known_revisions()
+    >>> revisions[:3], revisions[-1], len(revisions)
+    (['0001', '0002', '0003'], '0014', 14)
     """
     return [s.revision for s in reversed(list(_scripts().walk_revisions()))]
 

@@ -311,6 +311,14 @@ class ModelVersion:
     check: Mapping[str, Any]
     artifact_sha256: str
     artifact_bytes: int
+    #: When version retention pruned the version's artifact (``[registry] keep_versions``, ``mlma prune
+    #: --versions``); None: it is kept. A pruned version is history only: it cannot be loaded or put in service.
+    artifact_pruned_at: dt.datetime | None = None
+
+    @property
+    def pruned(self) -> bool:
+        """Whether the version's artifact was pruned by version retention."""
+        return self.artifact_pruned_at is not None
 
 
 @dataclass(frozen=True)
@@ -534,6 +542,50 @@ class PruneReport:
         counts = ", ".join(f"{n:,} {table}" for table, n in self.rows.items())
         ticks = f"; verdicts and forecasts through tick {self.through_tick}" if self.through_tick is not None else ""
         return f"{verb} the rows before {self.kept_from}: {counts}{ticks}"
+
+
+@dataclass(frozen=True)
+class VersionPruneReport:
+    """What a version prune (:meth:`mlma.registry.ModelRegistry.prune_versions`) marked and deleted, or, with
+    ``dry_run``, would.
+
+    Attributes
+    ----------
+    keep
+        The newest versions kept per stream (besides every version still in use).
+    versions, streams
+        Versions whose artifact was marked pruned now, and the streams they belong to.
+    files, bytes
+        Artifact files deleted (no kept version refers to them), and their size as recorded.
+    leftover
+        Of ``files``, those a prune stopped part way had marked and not deleted yet.
+    dry_run
+        True when nothing was marked or deleted.
+    """
+
+    keep: int
+    versions: int
+    streams: int
+    files: int
+    bytes: int
+    leftover: int = 0
+    dry_run: bool = False
+
+    def __str__(self) -> str:
+        verb = "would prune" if self.dry_run else "pruned"
+        gone = "would delete" if self.dry_run else "deleted"
+        left = f", {self.leftover:,} of them left by a prune stopped part way" if self.leftover else ""
+        return (f"{verb} the artifacts of {self.versions:,} model version(s) of {self.streams:,} stream(s), keeping "
+                f"each stream's newest {self.keep} and every version in use; {gone} {self.files:,} artifact "
+                f"file(s), {_size(self.bytes)}{left}; the versions' rows stay")
+
+
+def _size(n: int) -> str:
+    """``n`` bytes for a person: ``512 B``, ``3.4 MB``, ``1.2 GB``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 @dataclass(frozen=True)

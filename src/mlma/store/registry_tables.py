@@ -68,7 +68,7 @@ class RegistryTables:
             created_tick=r.created_tick, train_start=None if r.train_start is None else pd.Timestamp(r.train_start),
             train_end=None if r.train_end is None else pd.Timestamp(r.train_end), spec=r.spec, params=r.params,
             metrics=r.metrics, check=r.check_result, artifact_sha256=r.artifact_sha256,
-            artifact_bytes=int(r.artifact_bytes)) for r in rows]
+            artifact_bytes=int(r.artifact_bytes), artifact_pruned_at=r.artifact_pruned_at) for r in rows]
 
     def latest_versions(self, stream_ids: Sequence[int] | None = None) -> list[tuple[int, str, int]]:
         """``(stream_id, unique_id, highest version)`` of every stream (or of ``stream_ids``) with a version."""

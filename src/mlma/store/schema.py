@@ -295,7 +295,19 @@ model_versions = sa.Table(
     sa.Column("check_result", _json(), nullable=False),
     sa.Column("artifact_sha256", sa.String(64), nullable=False),
     sa.Column("artifact_bytes", sa.BigInteger, nullable=False),
+    # When version retention deleted (or queued for deletion) the version's artifact (migration 0014); the row
+    # stays. None: the artifact is kept.
+    sa.Column("artifact_pruned_at", UTCDateTime),
     sa.Index(None, "artifact_sha256"),
+)
+
+# Artifact files a version prune marked for deletion and has not deleted yet (migration 0014): the prune records
+# them with the marked rows, then deletes the files, then these rows; a prune stopped between leaves them for
+# the next one (mlma.store.version_retention).
+artifact_deletions = sa.Table(
+    "artifact_deletions", metadata,
+    sa.Column("artifact_sha256", sa.String(64), primary_key=True),
+    sa.Column("queued_at", UTCDateTime, nullable=False),
 )
 
 champions = sa.Table(

@@ -1379,6 +1379,19 @@ class Store:
             value = conn.execute(sa.select(sa.func.min(S.observations.c.ds))).scalar()
         return None if value is None else pd.Timestamp(value)
 
+    def first_arrival(self, since: Any, *, until: Any = None) -> dt.datetime | None:
+        """When the store first held an observation dated at or after ``since`` (and at or before ``until``): the
+        time of the earliest of the ingests that wrote the rows it holds there now (a revised row counts from its
+        revision), or None. The live agent's wait for a tick's late actuals counts from it."""
+        o, i = S.observations, S.ingests
+        # The distinct ingests of the rows from `since` on (the front of the data: the ds index), then their times.
+        ingest_ids = sa.select(o.c.ingest_id).where(o.c.ds >= _timestamp(since, "since").to_pydatetime())
+        if until is not None:
+            ingest_ids = ingest_ids.where(o.c.ds <= _timestamp(until, "until").to_pydatetime())
+        query = sa.select(sa.func.min(i.c.at)).where(i.c.id.in_(ingest_ids.distinct().scalar_subquery()))
+        with self._read() as conn:
+            return conn.execute(query).scalar()
+
     def value_ranges(self, unique_ids: Sequence[str], *, since: Any = None) -> pd.DataFrame:
         """Per stream (index ``unique_id``): ``lo``, ``hi`` and ``n``, the min, max and count of its stored
         values with ``ds >= since``; streams without such values are left out. One set-based query."""
