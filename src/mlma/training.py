@@ -251,6 +251,11 @@ class DaskExecutor(Executor):
         self.close_client = close_client
         self._executor = client.get_executor(pure=False)
         self._closed = False
+        # Workers found able to run mlma's tasks (retire_unfit_workers checks only those that joined since).
+        self._checked: set[str] = set()
+        # Calls not done yet: shutdown(cancel_futures=True) stops them on their workers.
+        self._running: set[Future] = set()
+        self._running_lock = threading.Lock()
         wrap = getattr(self._executor, "_wrap_future", None)
         if wrap is not None:
             # The concurrent.futures Future handed back hides its Dask task; its key finds the worker of a task
@@ -334,8 +339,8 @@ class DaskExecutor(Executor):
     def check_workers(self) -> None:
         """Warn when the cluster has no worker yet; fail when a worker cannot import mlma.
 
-        Workers that join later are not checked: a chunk that lands on one without mlma fails with a
-        :class:`ChunkFitError` naming its streams.
+        Workers that join later are checked by :class:`ModelService` before it sends them work
+        (:meth:`retire_unfit_workers`).
         """
         results = self.client.run(_mlma_version, on_error="return")
         if not results:
@@ -355,8 +360,72 @@ class DaskExecutor(Executor):
             warnings.warn(f"Dask workers at {self.address} run mlma {', '.join(other)}, this process {local}; "
                           "fits may differ from local ones", RuntimeWarning, stacklevel=3)
 
+    def retire_unfit_workers(self, *task_objects) -> tuple[str | None, bool]:
+        """Check the workers that joined since the last check: each must import mlma and unpickle
+        ``task_objects`` (what the tasks about to be sent carry besides their data: the function, the model
+        spec, the context). A worker that cannot (mlma not installed in its environment, another mlma) does
+        not fail the task: Dask cannot read it, and the worker drops its connection and closes, at the first
+        task it gets, and every such end counts against the task (``KilledWorker`` after
+        ``distributed.scheduler.allowed-failures``, blaming the task's streams). So it is retired now (closed
+        with its nanny), before any task reaches it.
+
+        Returns what is wrong, naming the workers (None when nothing is), and whether no worker can run the
+        tasks: then none is retired (the tasks themselves are at fault, or the whole cluster's environment)
+        and the caller does not send them; the workers are checked again at the next call.
+        """
+        import cloudpickle  # a dependency of Dask
+
+        try:
+            workers = set(self.client.nthreads())
+        except Exception:  # noqa: BLE001 - a scheduler gone: the submissions fail, each chunk named
+            return None, False
+        self._checked &= workers  # a worker that left, and may come back at that address, is checked again
+        new = sorted(workers - self._checked)
+        if not new:
+            return None, False
+        blob = cloudpickle.dumps(task_objects)
+
+        def unpickles(blob):  # sent by value: it runs where mlma may not be importable
+            import pickle
+
+            try:
+                pickle.loads(blob)
+            except Exception as exc:  # noqa: BLE001 - what the worker would fail with at the task
+                return f"{type(exc).__name__}: {exc}"
+            return None
+
+        try:
+            results = self.client.run(unpickles, blob, workers=new, on_error="return")
+        except Exception:  # noqa: BLE001 - a scheduler gone: the submissions fail, each chunk named
+            return None, False
+        # An error of the call itself (a worker that left meanwhile) is no verdict: checked again next time.
+        broken = {w: r for w, r in results.items() if isinstance(r, str)}
+        self._checked |= {w for w, r in results.items() if r is None}
+        if not broken:
+            return None, False
+        worker, error = next(iter(broken.items()))
+        what = (f"mlma is not importable on Dask worker(s) {', '.join(sorted(broken))} at {self.address}, or "
+                f"cannot unpickle mlma's tasks there ({worker}: {error})")
+        fix = f"install this mlma ({_mlma_version()}) and the model's code in the workers' environment"
+        if not self._checked:
+            return f"{what}; no worker of the cluster can run the fits: {fix}", True
+        try:
+            self.client.retire_workers(list(broken), close_workers=True)
+        except Exception as exc:  # noqa: BLE001 - each task that reaches them runs again on another worker
+            return f"{what}; they could not be retired ({describe_error(exc)}): {fix}", False
+        return (f"{what}; retired them, since each would close at its first task (its tasks run on the other "
+                f"workers): {fix}"), False
+
     def submit(self, fn, /, *args, **kwargs) -> Future:
-        return self._executor.submit(fn, *args, **kwargs)
+        future = self._executor.submit(fn, *args, **kwargs)
+        with self._running_lock:
+            self._running.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future: Future) -> None:
+        with self._running_lock:
+            self._running.discard(future)
 
     def placed(self, futures: list[Future]) -> list[tuple[str, bool] | None] | None:
         """Where each of ``futures`` (from :meth:`submit`) is, by the scheduler: its worker and whether it is
@@ -396,16 +465,38 @@ class DaskExecutor(Executor):
         return ", ".join(f"{worker}: {status}" for worker, status in bad.items()) or None
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Wait for (or cancel) submitted calls, then close the client if this executor created it."""
+        """Wait for (or cancel) submitted calls, then close the client if this executor created it.
+
+        Cancelled calls that are running are stopped: a worker keeps running a cancelled task to its end (a
+        fit stopped by Ctrl-C: into the next tick, a hung one for good), so the workers that hold them are
+        restarted through their nannies (about 5 s), named in a warning."""
         if self._closed:
             return
         self._closed = True
+        if self._connected and cancel_futures:
+            self._stop_running()
         if self._connected:  # a closed client's calls are gone with it
             self._executor.shutdown(wait=wait and not cancel_futures)
         if self.close_client:
             self.client.close()
 
     close = shutdown
+
+    def _stop_running(self) -> None:
+        """Cancel the calls not done, and restart the workers that hold them (running, or queued there)."""
+        with self._running_lock:
+            running = list(self._running)
+        found = self.placed(running) if running else None
+        for future in running:
+            future.cancel()
+        workers = sorted({place[0] for place in found or () if place})
+        if not workers:
+            return
+        problem = self.restart_workers(workers)
+        said = "restarted them" if problem is None else f"they could not be restarted ({problem}): restart them"
+        warnings.warn(f"the Dask worker(s) {', '.join(workers)} at {self.address} were running calls cancelled at "
+                      f"shutdown (a tick stopped by Ctrl-C or an error); {said}, so that they do not keep running "
+                      "them", RuntimeWarning, stacklevel=4)
 
     def __repr__(self) -> str:
         owner = "own client" if self.close_client else "caller's client"
@@ -560,9 +651,14 @@ def _submit(executor: Executor, fn, *args) -> Future:
     try:
         return executor.submit(fn, *args)
     except Exception as exc:  # noqa: BLE001 - a broken pool, a cluster gone (a closed client): that chunk fails
-        failed: Future = Future()
-        failed.set_exception(exc)
-        return failed
+        return _failed(exc)
+
+
+def _failed(exc: BaseException) -> Future:
+    """A future that failed with ``exc``: the outcome of a task that could not be sent."""
+    failed: Future = Future()
+    failed.set_exception(exc)
+    return failed
 
 
 def terminate_executor(executor: Executor) -> None:
@@ -1274,6 +1370,7 @@ class ModelService:
             if parallel and self.renew_executor is not None and _pool_broken(self.executor):
                 self.executor = self.renew_executor()  # left broken (by a forecast's shard): fresh before the fits
             executor = self.executor if parallel else self._inline
+            unfit = self._retire_unfit_workers(executor)  # before the chunks are cut by the cluster's threads
             alone = _in_suspect_order(jobs, self._suspects) if parallel and self._suspects else []
             if alone:
                 # Last, so that no chunk waits behind one that hangs again (a pool takes its tasks in order).
@@ -1285,7 +1382,7 @@ class ModelService:
             # cluster ships them with cloudpickle, which takes more).
             pickled = isinstance(executor, ProcessPoolExecutor) or self.fit_cache is not None or self.stores_models
             futures = [_submit(executor, _fit_chunk, self.spec, self.ctx, self.model_params, chunk, pickled)
-                       for chunk in chunks]
+                       if unfit is None else _failed(RuntimeError(unfit)) for chunk in chunks]
             try:
                 self._collect(chunks, futures, executor, pickled)
             except ChunkFitError:
@@ -1406,6 +1503,18 @@ class ModelService:
                 stream_ids=ids, keys=chunk_keys, failed_chunks=len(failures),
             ) from exc
 
+    def _retire_unfit_workers(self, executor: Executor) -> str | None:
+        """On Dask, retire the workers that joined since the last look and cannot run this service's tasks (mlma
+        not importable there: :meth:`DaskExecutor.retire_unfit_workers`), named in a warning. What is wrong when
+        no worker can run them (then they are not sent: each worker would close at the first), else None."""
+        if not isinstance(executor, DaskExecutor):
+            return None
+        problem, none_can = executor.retire_unfit_workers(_fit_chunk, _predict_shard, self.spec, self.ctx,
+                                                          self.model_params, ModelKey(0, 0))
+        if problem is not None and not none_can:
+            warnings.warn(problem, RuntimeWarning, stacklevel=3)
+        return problem if none_can else None
+
     def _take(self, fitted: list[FittedModel | FitFailure], alone: list[FitFailure], *, clears: bool = True) -> None:
         """Keep the models of a chunk that came back (its streams are no suspects: ``clears``), or of single
         streams (:meth:`_refit_alone`, which said who is)."""
@@ -1502,6 +1611,12 @@ class ModelService:
         (``KilledWorker``) all go at once to the cluster, whose scheduler retries each task on its own. Those
         not back by the deadline fail with a TimeoutError."""
         out: list[FittedModel | FitFailure] = []
+        if not pool:
+            # A worker without mlma that joined during the call ends at each task it gets: it may be what killed
+            # the chunks (KilledWorker), and would kill the single fits too, blaming their streams.
+            unfit = self._retire_unfit_workers(self.executor)
+            if unfit is not None:
+                return [FitFailure(job[0], f"RuntimeError: {unfit}") for job in jobs]
         queue = collections.deque([job for job in jobs if job[0].stream not in self._suspects]
                                   + _in_suspect_order(jobs, self._suspects))
         width = _slots(self.executor) if pool else len(jobs)
@@ -1774,7 +1889,8 @@ class ModelService:
         """
         slots = _slots(self.executor)
         parallel = (self.shard_forecasts and not self.timed_out and slots > 1
-                    and len(models) >= max(self.parallel_threshold, slots))
+                    and len(models) >= max(self.parallel_threshold, slots)
+                    and self._retire_unfit_workers(self.executor) is None)  # else made here, not sent in vain
         executor = self.executor if parallel else self._inline
         shards = split_chunks(list(range(len(models))), self.predict_chunk_size, slots if parallel else 1)
         grid = HistoryGrid(self.fleet, [key.stream for key in keys], target_tick, window)
