@@ -287,6 +287,83 @@ def test_one_streams_trouble_in_mlflow_stays_with_that_stream(tmp_path, platform
         assert len(runs) == 0
 
 
+def test_a_version_pruned_before_mlflow_had_it_is_delivered_without_its_model(tmp_path, platform):
+    """MLflow was down while the agent re-trained, then version retention (`[registry] keep_versions`) deleted the
+    model files of old versions MLflow had not received: each publish offered the oldest of them first, failed
+    reading its file, and that stream's later versions and champion moves never went, for good. Now such a
+    version goes without its model: a run with its parameters, metrics and tags and a note in place of the model,
+    and a model version, so that a read-back counts it as delivered; the alias follows mlma's champion, which is
+    never a pruned version."""
+    from mlflow.exceptions import MlflowException
+
+    from mlma.mlflow_sync import PRUNED_NOTE, import_model
+
+    config, zones = _started_replica(tmp_path, platform)   # version 1 of every zone is in MLflow, with its model
+    behind = zones[:4]
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        sync = project_sync(config)
+        assert sync.sync(registry).error is None
+        # MLflow goes down; meanwhile each of four zones gets versions 2-4, promoted in turn, and a rejected 5.
+        real_create_run = sync.client.create_run
+
+        def unreachable(*args, **kwargs):
+            raise MlflowException("API request to http://mlflow:5000/api/2.0/mlflow/runs/create failed with "
+                                  "exception ConnectionError")
+
+        sync.client.create_run = unreachable
+        for uid in behind:
+            for n in (2, 3, 4):
+                registry.register(uid, {"refit of": uid, "n": n}, spec="ridge", promote=True)
+            registry.register(uid, {"refit of": uid, "n": 5}, spec="ridge", check={"result": "rejected"})
+            assert sync.sync(registry).versions == 0
+        # Retention keeps the newest version, the serving one (4) and the roll-back target (3): 1 and 2 go.
+        pruned = registry.prune_versions(1, by="user:ana", reason="disk")
+        assert (pruned.versions, pruned.streams) == (2 * len(behind), len(behind))
+        assert all([v.version for v in registry.versions(uid) if v.pruned] == [1, 2] for uid in behind)
+        sync.client.create_run = real_create_run                 # MLflow is back
+        report = sync.sync(registry)
+        assert (report.error, report.failed_streams, report.pending) == (None, 0, 0), report
+        assert (report.versions, report.champions) == (4 * len(behind), len(behind))
+        champions = {uid: registry.champion(uid).version for uid in zones}
+        pruned_at = {uid: registry.version(uid, 2).artifact_pruned_at for uid in behind}
+        # A process that reads MLflow back finds nothing missing.
+        again = project_sync(config).sync(registry)
+        assert (again.versions, again.champions, again.pending, again.error) == (0, 0, 0, None), again
+    in_mlflow, aliases = mlflow_state(sync)
+    assert set(in_mlflow) == {(uid, v) for uid in zones for v in (1,)} | {(uid, v) for uid in behind
+                                                                          for v in (2, 3, 4, 5)}
+    assert aliases == champions and {aliases[uid] for uid in behind} == {4}
+    client = sync.client
+    for uid in behind:
+        aliased = client.get_model_version_by_alias(registered_name("mlma.", uid), "champion")
+        assert "mlma.artifact_pruned" not in aliased.tags                 # the champion is never a pruned version
+        gone = in_mlflow[(uid, 2)]
+        run = client.get_run(gone.run_id)
+        assert gone.tags["mlma.artifact_pruned"] == run.data.tags["mlma.artifact_pruned"] == \
+            pruned_at[uid].isoformat()
+        assert run.data.params["spec"] == "ridge" and run.data.tags["mlma.version"] == gone.tags["mlma.version"] == "2"
+        assert [a.path for a in client.list_artifacts(gone.run_id, "model")] == [f"model/{PRUNED_NOTE}"]
+        assert "version retention" in gone.description
+        # Version 1 was in MLflow before it was pruned in mlma: MLflow keeps its model.
+        kept = in_mlflow[(uid, 1)]
+        assert "mlma.artifact_pruned" not in kept.tags
+        assert [a.path for a in client.list_artifacts(kept.run_id, "model")] == ["model/model.pkl"]
+        for v in (3, 4, 5):
+            assert [a.path for a in client.list_artifacts(in_mlflow[(uid, v)].run_id, "model")] == ["model/model.pkl"]
+    from mlflow.artifacts import download_artifacts
+
+    note = Path(download_artifacts(run_id=in_mlflow[(behind[0], 2)].run_id, artifact_path=f"model/{PRUNED_NOTE}",
+                                   dst_path=str(tmp_path / "d"), tracking_uri=config.mlflow.tracking_uri)).read_text()
+    said = " ".join(note.split())
+    assert f"mlma version 2 of stream {behind[0]!r}" in said and "deleted by mlma's version retention" in said
+    assert f"on {pruned_at[behind[0]]:%Y-%m-%d %H:%M} UTC" in said and "[registry] keep_versions" in said
+    # Starting a project from such a version says why there is no model to copy.
+    with pytest.raises(ValueError, match=r"holds no model: The model file of mlma version 2 .*version retention"):
+        import_model(f"models:/{registered_name('mlma.', behind[0])}/{in_mlflow[(behind[0], 2)].version}",
+                     config.mlflow.tracking_uri, tmp_path / "models")
+
+
 def test_versions_left_for_later_are_read_back_so_another_process_delivering_them_makes_no_duplicates(
         tmp_path, platform):
     """The agent's publish runs out of max_seconds; `mlma mlflow sync` then delivers the rest; the agent's next

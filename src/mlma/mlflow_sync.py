@@ -9,6 +9,11 @@ tracking store (a local SQLite file or any tracking server):
   ``<model_prefix><unique_id>``, tagged ``mlma.unique_id`` and ``mlma.version``;
 - the registered model's ``champion`` alias follows every promotion and roll-back in mlma.
 
+A version whose artifact mlma's version retention pruned (``[registry] keep_versions``, ``mlma prune
+--versions``) before it was delivered (MLflow was down meanwhile) is delivered all the same, without its model:
+its run and model version, with the tag ``mlma.artifact_pruned`` (when it was pruned) and, instead of
+``model/model.pkl``, a short note ``model/ARTIFACT_PRUNED.txt`` saying so (:func:`pruned_note`).
+
 It is a :class:`~mlma.registry.RegistryListener`: :meth:`mlma.registry.ModelRegistry.publish` offers it what
 it has not seen, and what it has seen is read back from MLflow itself (the tags above), so the registry's
 tables are the outbox: a failed delivery (MLflow down, a full disk) is logged, never raised, and offered again
@@ -49,8 +54,8 @@ from mlma.registry import (
     RegistryListener,
 )
 
-__all__ = ["MlflowSettings", "MlflowSync", "parse_settings", "project_sync", "registered_name", "import_model",
-           "project_stem", "free_project_stem", "settings_toml"]
+__all__ = ["MlflowSettings", "MlflowSync", "PRUNED_NOTE", "parse_settings", "project_sync", "pruned_note",
+           "registered_name", "import_model", "project_stem", "free_project_stem", "settings_toml"]
 
 log = logging.getLogger("mlma.mlflow")
 
@@ -381,8 +386,10 @@ class MlflowSync(RegistryListener):
         return name
 
     def on_version_created(self, version: ModelVersion) -> None:
-        # The model file first: a version whose file is lost fails before it leaves a run behind in MLflow.
-        model_bytes = self.artifacts.get_bytes(version.artifact_sha256)
+        # The model file first: a version whose file is lost fails before it leaves a run behind in MLflow. A
+        # version pruned by mlma's version retention has none by design: it goes with a note instead, or it and
+        # every later version of its stream would fail at each publish for good.
+        model_bytes = None if version.pruned else self.artifacts.get_bytes(version.artifact_sha256)
         with _refusals_are_the_streams():
             name = self._registered_model(version.unique_id)
             # Another process (`mlma mlflow sync`, a second agent) may have logged it since this one read MLflow.
@@ -392,13 +399,19 @@ class MlflowSync(RegistryListener):
         self._numbers[(version.unique_id, version.version)] = number
         self._seen_versions[version.unique_id] = max(self._seen_versions.get(version.unique_id, 0), version.version)
 
-    def _log_version(self, name: str, version: ModelVersion, model_bytes: bytes) -> str:
-        """A run and a model version for ``version``; returns MLflow's version number."""
+    def _log_version(self, name: str, version: ModelVersion, model_bytes: bytes | None) -> str:
+        """A run and a model version for ``version``; returns MLflow's version number. ``model_bytes`` None: the
+        version's artifact was pruned, and the run holds :func:`pruned_note` instead of the model."""
         client = self.client
         tags = {"mlma.unique_id": version.unique_id, "mlma.version": str(version.version),
                 "mlma.spec": version.spec, "mlma.artifact_sha256": version.artifact_sha256,
                 "mlma.check": str(version.check.get("result", "")), "mlflow.runName":
                 f"{version.unique_id} v{version.version}"}
+        description = f"mlma version {version.version} of {version.unique_id}"
+        if model_bytes is None:
+            tags["mlma.artifact_pruned"] = version.artifact_pruned_at.isoformat()
+            description += (f"; its model file was deleted by mlma's version retention on "
+                            f"{version.artifact_pruned_at:%Y-%m-%d %H:%M} UTC, before it was mirrored")
         run = client.create_run(self._experiment(), start_time=_ms(version.created_at), tags=tags)
         run_id = run.info.run_id
         params = {"spec": version.spec, "train_start": version.train_start, "train_end": version.train_end,
@@ -416,13 +429,17 @@ class MlflowSync(RegistryListener):
             if reason:
                 client.set_tag(run_id, "mlma.reason", str(reason)[:5000])
             with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "model.pkl"
-                path.write_bytes(model_bytes)
+                if model_bytes is None:
+                    path = Path(tmp) / PRUNED_NOTE
+                    path.write_text(pruned_note(version), encoding="utf-8")
+                else:
+                    path = Path(tmp) / "model.pkl"
+                    path.write_bytes(model_bytes)
                 client.log_artifact(run_id, str(path), artifact_path="model")
             client.set_terminated(run_id, end_time=stamp)
             mv = client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run_id,
                                              tags={k: v for k, v in tags.items() if not k.startswith("mlflow.")},
-                                             description=f"mlma version {version.version} of {version.unique_id}")
+                                             description=description)
             # Two processes that asked at once both logged it: the later MLflow version gives way to the first.
             # Both see the first once both have logged, and whichever asks before the other has logged is first.
             first = self._held_number(name, version.unique_id, version.version)
@@ -469,6 +486,33 @@ class MlflowSync(RegistryListener):
         log.info("version %d of %r, the champion, is not in MLflow (deleted there?): logged again", change.version,
                  unique_id)
         self.on_version_created(self._registry.version(change.stream_id, change.version))
+
+
+#: The file a pruned version's run holds in its ``model`` folder instead of ``model.pkl``.
+PRUNED_NOTE = "ARTIFACT_PRUNED.txt"
+
+
+def pruned_note(version: ModelVersion) -> str:
+    """What the run of a version whose artifact was pruned before it reached MLflow holds instead of the model.
+
+    Examples
+    --------
+    >>> import datetime as dt
+    >>> v = ModelVersion(7, "zone-417", 2, dt.datetime(2026, 11, 1, tzinfo=dt.UTC), 3, None, None, "ridge", {}, {}, {},
+    ...                  "ab" * 32, 5120, artifact_pruned_at=dt.datetime(2026, 12, 7, 4, 30, tzinfo=dt.UTC))
+    >>> print(pruned_note(v))  # doctest: +NORMALIZE_WHITESPACE
+    The model file of mlma version 2 of stream 'zone-417' (artifact sha256
+    abababababababababababababababababababababababababababababababab, 5120 bytes) was deleted by mlma's version
+    retention ([registry] keep_versions in mlma.toml, or `mlma prune --versions`) on 2026-12-07 04:30 UTC, before
+    this version was mirrored to MLflow. The run keeps the version's parameters, metrics and tags; the model itself
+    cannot be loaded, from mlma or from here.
+    """
+    return (f"The model file of mlma version {version.version} of stream {version.unique_id!r} (artifact sha256 "
+            f"{version.artifact_sha256}, {version.artifact_bytes} bytes) was deleted by mlma's version retention "
+            f"([registry] keep_versions in mlma.toml, or `mlma prune --versions`) on "
+            f"{version.artifact_pruned_at:%Y-%m-%d %H:%M} UTC, before this version was mirrored to MLflow. The run "
+            f"keeps the version's parameters, metrics and tags; the model itself cannot be loaded, from mlma or from "
+            f"here.")
 
 
 def project_sync(config) -> MlflowSync | None:
@@ -579,6 +623,8 @@ def import_model(model_uri: str, tracking_uri: str, folder: Path) -> tuple[Path,
 def _load_downloaded(local: Path, label: str):
     if local.is_file():
         return pickle.loads(local.read_bytes())
+    if (local / PRUNED_NOTE).is_file():  # a version mlma mirrored after its version retention deleted the model
+        raise ValueError(f"{label} holds no model: {(local / PRUNED_NOTE).read_text(encoding='utf-8').strip()}")
     if (local / "MLmodel").is_file():
         import mlflow.sklearn  # noqa: PLC0415 - optional extra
 

@@ -310,6 +310,10 @@ class ModelVersion(Schema):
     metrics: JsonObject
     check: JsonObject = Field(description="The challenger check's result.")
     serving: bool
+    artifact_pruned_at: str | None = Field(
+        description="When version retention ([registry] keep_versions, mlma prune --versions) deleted the version's "
+                    "model file; the version is history only then (a roll-back or promotion to it is refused). "
+                    "None: its model file is kept.")
 
 
 class ChampionMove(Schema):

@@ -453,7 +453,8 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
         "versions": [{"version": int(m.version), "created_at": _iso(m.created_at), "created_tick": m.created_tick,
                       "train_start": _iso(m.train_start), "train_end": _iso(m.train_end), "spec": m.spec,
                       "params": m.params, "metrics": m.metrics, "check": m.check_result,
-                      "serving": champion is not None and int(champion.version) == int(m.version)} for m in versions],
+                      "serving": champion is not None and int(champion.version) == int(m.version),
+                      "artifact_pruned_at": _iso(m.artifact_pruned_at)} for m in versions],
         "champion_history": [{"version": int(c.version), "previous_version": c.previous_version, "action": c.action,
                               "moved_by": c.moved_by, "reason": c.reason, "at": _iso(c.at), "tick": c.tick}
                              for c in history],

@@ -55,6 +55,7 @@ _FIELD_OF_MESSAGE = [
     (re.compile(r"no stream has the attributes|a group is a mapping"), "group"),
     (re.compile(r"^version \d+ does not serve stream"), "from_version"),
     (re.compile(r"has no model version|only one champion"), "version"),
+    (re.compile(r"^cannot (roll back|promote) .*'s artifact was pruned on "), "version"),  # version retention
     (re.compile(r"no escalation with id|no active abnormal period|no pending action|no escalation ids|"
                 r"ids are whole numbers"), "ids"),
 ]

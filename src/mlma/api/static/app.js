@@ -620,7 +620,8 @@ function typicalStep(times) {
 function versionTable(s, root, bounds) {
   const serving = s.champion ? s.champion.version : null;
   const button = (m) => {
-    if (!can("operator") || m.serving) return null;
+    // A version whose model file version retention deleted cannot be put in service (the API refuses it).
+    if (!can("operator") || m.serving || m.artifact_pruned_at) return null;
     if (serving !== null && m.version < serving) {
       return h("button", { type: "button", class: "small", text: `Roll back to v${m.version}`,
         // from_version: what this page shows serving, so a move made since the page loaded is not undone blind
@@ -633,7 +634,9 @@ function versionTable(s, root, bounds) {
   return table(["version", "model", "trained on", "created", "challenger check", ""], s.versions.slice().reverse().map((m) =>
     h("tr", { class: m.serving ? "serving" : "" },
       h("td", { text: `v${m.version}${m.serving ? " (serving)" : ""}` }),
-      h("td", { text: m.spec }),
+      h("td", {}, m.spec, m.artifact_pruned_at ? h("span", { class: "muted pruned", text: ` (artifact pruned ${
+        m.artifact_pruned_at.slice(0, 10)})`, title: "its model file was deleted by version retention ([registry] "
+        + `keep_versions) at ${when(m.artifact_pruned_at)}: history only, it cannot be put back in service` }) : null),
       h("td", {}, dated(m.train_end ? `${ds(m.train_start)} → ${ds(m.train_end)}` : "–")),
       h("td", {}, dated([tickData(m.created_tick, bounds), when(m.created_at)].filter(Boolean).join(" · "))),
       // Each "label value" pair stays on one line (short ones; a long free-text reason may wrap).
