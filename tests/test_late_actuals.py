@@ -9,6 +9,7 @@ inline) through the commands a user runs, with the data dated around today so th
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -17,13 +18,16 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
-from mlma.live import LiveAgent
+from mlma.live import LateActuals, LiveAgent
 from mlma.project import ConfigError, init_project, load_config
 from mlma.simulate import simulate_platform
 from mlma.store import Store
+from mlma.store import schema as S
 
 FIRST_TICK = 28
 WAITING = FIRST_TICK + 1          # the tick after the start-up step and tick 28: the one whose actuals come late
@@ -215,3 +219,80 @@ def test_a_catch_up_runs_the_ticks_later_data_passed_and_stops_at_the_newest_tha
     assert ticks(project)[-1] == WAITING
     text = " ".join(ran.stdout.split())
     assert f"next: tick {WAITING + 1} " in text and "waits for the rest of its actuals" in text, text
+
+
+def test_a_feed_that_revises_its_newest_rows_does_not_move_the_wait_on(project, live_fleet):
+    # The early feed sends its day and its first row of tomorrow, then re-sends its newest hours with their
+    # counts updated, as a running count does. The wait counts from when the first of those rows came in, not
+    # from their last revision: else a feed re-sending every ten minutes kept the tick waiting until a day passed.
+    now, _, early = early_and_partial(live_fleet, hours=18)
+    assert cli(project, "ingest", str(write_csv(now, project.parent / "now.csv"))).returncode == 0
+    with Store.open(load_config(project).store_url) as store:
+        with store.engine.begin() as conn:   # that ingest came in 40 minutes ago (max_wait is 30 minutes)
+            for ingest, at in conn.execute(sa.select(S.ingests.c.id, S.ingests.c.at)).all():
+                conn.execute(sa.update(S.ingests).where(S.ingests.c.id == ingest)
+                             .values(at=at - dt.timedelta(minutes=40)))
+    newest = now[now["unique_id"] == early].nlargest(2, "ds")
+    resent = write_csv(newest.assign(y=newest["y"] + 1), project.parent / "resent.csv")
+    assert cli(project, "ingest", str(resent)).returncode == 0
+    text = (project / "mlma.toml").read_text()
+    (project / "mlma.toml").write_text(re.sub(r'(?m)^max_wait = .*$', 'max_wait = "30min"', text))
+    ran = cli(project, "tick")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ticks(project)[-1] == WAITING
+
+
+def test_the_wait_counts_by_the_stores_clock_not_the_agents(project, live_fleet, monkeypatch):
+    # The agent's host clock runs three hours ahead of the store's (PostgreSQL's, on another host): the actuals
+    # that came in a moment ago by the store's clock are not two hours old.
+    now, _, _ = early_and_partial(live_fleet, hours=18)
+    assert cli(project, "ingest", str(write_csv(now, project.parent / "now.csv"))).returncode == 0
+    ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=3)
+    monkeypatch.setattr("mlma.live.now_utc", lambda: ahead)
+    with LiveAgent(load_config(project), executor="inline") as live:
+        with pytest.raises(LateActuals, match=f"tick {WAITING} .* waits for the rest of its actuals"):
+            live.due_tick()
+
+
+def test_a_quiet_day_of_a_sparse_fleet_is_compared_with_the_same_day_a_week_before(tmp_path):
+    # Counts stored only when they are not zero, and one quiet weekday (a Sunday) with a third of the traffic:
+    # that day has a third fewer rows than the day before although all its actuals are in. It runs at once; before,
+    # it waited max_wait every week. A late feed on that day still makes it wait.
+    rng = np.random.default_rng(0)
+    end = today_utc() + pd.Timedelta(days=1)
+    ds = pd.date_range(end - pd.Timedelta(days=WAITING + 1), end + pd.Timedelta(days=1), freq="h", inclusive="left")
+    hourly = 3 * np.clip(1 + np.sin((ds.hour.to_numpy() - 6) / 24 * 2 * np.pi), 0.05, None)
+    rate = hourly * np.where(ds.day_of_week.to_numpy() == today_utc().day_of_week, 0.3, 1.0)
+    fleet = pd.concat([pd.DataFrame({"unique_id": f"zone{s:02d}", "ds": ds, "y": rng.poisson(rate).astype(float)})
+                       for s in range(20)])
+    fleet = fleet[fleet["y"] > 0]
+    project = make_project(tmp_path / "project", fleet)
+    today = days(fleet, WAITING, WAITING + 1)
+    yesterday = days(fleet, WAITING - 1, WAITING)
+    assert len(today) < 0.8 * len(yesterday)
+    # An export of the last two days: one zone has its whole day and a row of its last hour (it may have none: 0
+    # is not stored), the others their morning only (with yesterday's rows, so that 1h is their frequency).
+    early = (today["unique_id"] == "zone00") | (today["ds"].dt.hour < 12)
+    last_hour = pd.DataFrame({"unique_id": ["zone00"], "ds": [end - pd.Timedelta(hours=1)], "y": [1.0]})
+    first = pd.concat([yesterday, today[early], last_hour]).drop_duplicates(["unique_id", "ds"])
+    done = cli(project, "ingest", str(write_csv(first, project.parent / "early.csv")))
+    assert done.returncode == 0, done.stdout + done.stderr
+    waiting = cli(project, "tick")
+    assert waiting.returncode == 3 and "waits for the rest of its actuals" in waiting.stdout, waiting.stdout
+    assert f"of tick {WAITING - 7} (the tick a week before;" in " ".join(waiting.stdout.split())
+    whole = write_csv(pd.concat([yesterday, today]), project.parent / "two-days.csv")   # the same export, whole
+    assert cli(project, "ingest", str(whole)).returncode == 0
+    ran = cli(project, "tick")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert ticks(project)[-1] == WAITING
+
+
+def test_a_person_who_allows_a_tick_without_data_does_not_wait_for_its_actuals_first(project, live_fleet):
+    # Only the early feed reported: nearly every served stream has no data in the tick, which is also the front.
+    now, _, early = early_and_partial(live_fleet, hours=0)
+    assert set(now["unique_id"]) == {early}
+    assert cli(project, "ingest", str(write_csv(now, project.parent / "now.csv"))).returncode == 0
+    assert cli(project, "tick").returncode == 3                        # it waits for the other feeds first
+    allowed = cli(project, "tick", "--allow-no-data", "--by", "ana", "--reason", "the other depots were closed")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert ticks(project)[-1] == WAITING

@@ -1005,7 +1005,8 @@ def tick(
         try:
             with LiveAgent(config, executor=executor) as live:
                 agent.append(live)
-                _tick_or_catch_up(live, all_due, allow, progress, wait=not no_wait)
+                # A person who allows a tick without data means it to run now: not to wait for actuals first.
+                _tick_or_catch_up(live, all_due, allow, progress, wait=not (no_wait or allow_no_data))
                 ticking = False  # what follows runs after the commits
                 _say_what_is_next(live, all_due)
                 _apply_retention(live)  # only after ticks that ran to the end: not after an error or Ctrl-C

@@ -528,9 +528,10 @@ class LiveAgent:
         than the others does (or one stream whose clock is ahead). Run then, the tick would score every other
         stream on part of its tick, call their short batches broken data, and never score the rest of their
         actuals. So a tick at the front of the data whose served streams have reported fewer than
-        ``wait_for_share`` times the observations they reported in the tick before waits for the rest, at most
-        ``max_wait`` after the first actual past its end was ingested (by the store's clock); then it runs with
-        what it has, as before. A tick that later data have passed (a catch-up), or whose actuals were ingested
+        ``wait_for_share`` times the observations they reported in the tick before (or, if fewer, in the tick a
+        day or a week before) waits for the rest, at most ``max_wait`` after the first actual past its end was
+        ingested (by the store's clock; a revision of it later does not count anew); then it runs with what it
+        has, as before. A tick that later data have passed (a catch-up), or whose actuals were ingested
         long after it ended (a replay of history), never waits: there is nothing more to wait for. A fleet that
         really shrank waits once, for ``max_wait``.
         """
@@ -541,29 +542,47 @@ class LiveAgent:
         if last_ds is None or k != _complete_ticks(timing, last_ds) - 1:
             return
         view = view if view is not None else self._tick_view(k, timing)
-        if view is None or k - 1 < view.first_tick:
+        if view is None:
             return
         got = int(view.fleet.observed_in_tick(k)[view.served].sum())
-        before = int(view.fleet.observed_in_tick(k - 1)[view.served].sum())
-        if got >= share * before:
+        # Compared with the tick before, and with the ticks a day and a week before it (the same hours, the same
+        # weekday) where the window holds them: the one with the fewest, per timestamp of the data's grid. Actuals
+        # that follow the time of day or the week (rows only when a count is not zero, a quiet Sunday) are then
+        # compared with a like tick, not only with the busier one before; a February of daily data has 28 rows.
+        steps, reference = timing.steps_in_tick(k), None
+        for j in sorted({k - 1, *(timing.tick_of(timing.boundary(k) - pd.Timedelta(days=d)) for d in (1, 7))},
+                        reverse=True):
+            if j < view.first_tick:
+                continue
+            count = int(view.fleet.observed_in_tick(j)[view.served].sum())
+            expected = count * steps / timing.steps_in_tick(j)
+            if reference is None or expected < reference[2]:
+                reference = (j, count, expected)
+        if reference is None or got >= share * reference[2]:
             return
         end = timing.boundary(k + 1)
-        arrived = self.store.first_arrival(timing.last_timestamp(k), until=self._clock_limit())
-        if arrived is None:
+        found = self.store.first_arrival(timing.last_timestamp(k), until=self._clock_limit())
+        if found is None:
             return
-        arrived = pd.Timestamp(arrived).tz_convert("UTC").tz_localize(None)
+        # Both times by the store's clock (the PostgreSQL server's: the agent's host may be set differently).
+        arrived, now = (pd.Timestamp(t).tz_convert("UTC").tz_localize(None) for t in found)
         # Actuals ingested more than a tick (and a day, for time zones: ds is read as UTC, as [data] max_future
         # reads it) after the tick ended are history being replayed, not a feed running late.
         if arrived - end > (timing.boundary(k + 2) - end) + pd.Timedelta(days=1):
             return
         deadline = arrived + wait
-        if pd.Timestamp(now_utc()).tz_convert("UTC").tz_localize(None) >= deadline:
+        if now >= deadline:
             return
+        j, before, expected = reference
+        span = timing.boundary(k) - timing.boundary(j)
+        which = ("the tick before" if j == k - 1 else
+                 "the tick a week before" if span >= pd.Timedelta(days=7) else "the tick a day before")
         raise LateActuals(f"tick {k} ({timing.boundary(k)} to {end}) waits for the rest of its actuals: its served "
-                       f"streams reported {got:,} observation(s) in it, {got / max(before, 1):.0%} of the {before:,} "
-                       f"of tick {k - 1} ([agent] wait_for_share = {share:g}); it runs once they reach that share, or "
-                       f"at {deadline:%Y-%m-%d %H:%M:%S} UTC ([agent] max_wait = {self.config.agent.max_wait!r} after "
-                       f"its first actual past its end came in), or now with `mlma tick --no-wait`")
+                          f"streams reported {got:,} observation(s) in it, {got / max(expected, 1):.0%} of the "
+                          f"{before:,} of tick {j} ({which}; [agent] wait_for_share = {share:g}); it runs once they "
+                          f"reach that share, or at {deadline:%Y-%m-%d %H:%M:%S} UTC ([agent] max_wait = "
+                          f"{self.config.agent.max_wait!r} after its first actual past its end came in), or now with "
+                          f"`mlma tick --no-wait`")
 
     def check_no_data(self, k: int, timing: Timing, *, allow: tuple[str, str | None] | None = None,
                       view: _TickView | None = None) -> None:
@@ -829,7 +848,11 @@ class LiveAgent:
                                   f"model files cannot be written into {self.registry.artifacts.root} "
                                   f"({exc.strerror or exc}: {exc.filename}); nothing of the tick was committed. Point "
                                   f"[store] artifacts at a folder this agent can create and write") from None
-            moves += list(repair.moves.values())
+            # A stream the tick moves itself (a new version served at once, a promoted challenger) needs no
+            # repair move back to a version that loads: its own move replaces the broken one, and two moves of
+            # one stream in one commit are refused (every tick failed on it).
+            moving = {int(m.stream) for m in moves} | {int(v.stream) for v in new_versions if v.promote}
+            moves += [move for s, move in repair.moves.items() if int(s) not in moving]
             checks += [VersionCheck(*check) for check in repair.checks]
             report.escalations.extend(Escalation(s, k, "artifact-broken", severity, message)
                                       for s, severity, message in repair.escalations)

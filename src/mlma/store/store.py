@@ -1379,18 +1379,25 @@ class Store:
             value = conn.execute(sa.select(sa.func.min(S.observations.c.ds))).scalar()
         return None if value is None else pd.Timestamp(value)
 
-    def first_arrival(self, since: Any, *, until: Any = None) -> dt.datetime | None:
-        """When the store first held an observation dated at or after ``since`` (and at or before ``until``): the
-        time of the earliest of the ingests that wrote the rows it holds there now (a revised row counts from its
-        revision), or None. The live agent's wait for a tick's late actuals counts from it."""
-        o, i = S.observations, S.ingests
-        # The distinct ingests of the rows from `since` on (the front of the data: the ds index), then their times.
-        ingest_ids = sa.select(o.c.ingest_id).where(o.c.ds >= _timestamp(since, "since").to_pydatetime())
-        if until is not None:
-            ingest_ids = ingest_ids.where(o.c.ds <= _timestamp(until, "until").to_pydatetime())
-        query = sa.select(sa.func.min(i.c.at)).where(i.c.id.in_(ingest_ids.distinct().scalar_subquery()))
+    def first_arrival(self, since: Any, *, until: Any = None) -> tuple[dt.datetime, dt.datetime] | None:
+        """When the store first held an observation dated at or after ``since`` (and at or before ``until``), and
+        the store's clock now (on PostgreSQL the server's, which ``ingests.at`` is read from), or None when it holds
+        none. The time is that of the earliest ingest that wrote such a row: a row revised since counts from the
+        ingest that first brought it, so that a feed re-sending its newest rows cannot move the time on. The live
+        agent's wait for a tick's late actuals counts from it."""
+        o, r, i = S.observations, S.observation_revisions, S.ingests
+        lo = _timestamp(since, "since").to_pydatetime()
+        hi = None if until is None else _timestamp(until, "until").to_pydatetime()
+        # The ingests of the rows from `since` on (the front of the data: the ds indexes), and of the values their
+        # revisions replaced, then their times.
+        ingest_ids = []
+        for column, ds in ((o.c.ingest_id, o.c.ds), (r.c.old_ingest_id, r.c.ds)):
+            ids = sa.select(column.label("id")).where(ds >= lo)
+            ingest_ids.append(ids if hi is None else ids.where(ds <= hi))
+        query = sa.select(sa.func.min(i.c.at)).where(i.c.id.in_(sa.union(*ingest_ids).scalar_subquery()))
         with self._read() as conn:
-            return conn.execute(query).scalar()
+            arrived = conn.execute(query).scalar()
+            return None if arrived is None else (arrived, self._now(conn))
 
     def value_ranges(self, unique_ids: Sequence[str], *, since: Any = None) -> pd.DataFrame:
         """Per stream (index ``unique_id``): ``lo``, ``hi`` and ``n``, the min, max and count of its stored
@@ -2439,11 +2446,22 @@ def move_champions(store: Store, conn: sa.Connection, moves: Sequence[ChampionMo
         names = dict(conn.execute(sa.select(S.streams.c.id, S.streams.c.unique_id)
                                   .join(st, st.c.stream_id == S.streams.c.id).order_by(S.streams.c.id)
                                   .with_for_update(of=S.streams)).all())
-        exists = {(int(s), int(v)) for s, v in conn.execute(
-            sa.select(mv.c.stream_id, mv.c.version).join(st, sa.and_(st.c.stream_id == mv.c.stream_id,
-                                                                      st.c.version == mv.c.version)))}
+        # FOR SHARE: a version retention marking these versions pruned waits for this move's commit (and then
+        # finds them in use and keeps their files), or this move waits for the marking and sees it.
+        found = conn.execute(sa.select(mv.c.stream_id, mv.c.version, mv.c.artifact_pruned_at)
+                             .join(st, sa.and_(st.c.stream_id == mv.c.stream_id, st.c.version == mv.c.version))
+                             .with_for_update(read=True, of=mv)).all()
+        exists = {(int(s), int(v)) for s, v, _ in found}
+        pruned = {(int(s), int(v)) for s, v, at in found if at is not None}
         previous = dict(conn.execute(sa.select(ch.c.stream_id, ch.c.version)
                                      .join(st, st.c.stream_id == ch.c.stream_id)).all())
+    gone = [m for m in moves if (int(m.stream), int(m.version)) in pruned
+            and previous.get(int(m.stream)) != int(m.version)]
+    if gone and on_conflict == "raise":
+        m = gone[0]
+        raise ChampionMoved(f"stream {names.get(int(m.stream), m.stream)!r}: version {int(m.version)}'s model file was "
+                            f"deleted by version retention ([registry] keep_versions, mlma prune --versions) while "
+                            f"this {m.action} was asked; nothing was moved")
     conditional = [m for m in moves if m.if_serving is not None]
     done_already = {int(m.stream) for m in conditional if previous.get(int(m.stream)) == int(m.version)}
     stale = [m for m in conditional if int(m.stream) not in done_already
@@ -2456,6 +2474,7 @@ def move_champions(store: Store, conn: sa.Connection, moves: Sequence[ChampionMo
             + (f"version {now_serving} serves now" if now_serving is not None else "no version serves now")
             + (f", not version {m.if_serving}," if m.if_serving else ", although none did")
             + f" when this {m.action} was asked: another move came first; nothing was moved")
+    stale += [m for m in gone if m not in stale]  # a tick's move to such a version is left out, as a stale one
     left_out = {int(m.stream) for m in stale} | done_already
     moves = [m for m in moves if int(m.stream) not in left_out]
     if not moves:
