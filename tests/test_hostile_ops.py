@@ -167,6 +167,27 @@ def test_roll_back_or_promote_to_a_damaged_version_is_refused_and_changes_nothin
     assert not every_stream_forecast(store, tick)
 
 
+def test_a_persons_version_damaged_before_a_tick_that_re_trains_its_stream_does_not_stop_the_ticks(project):
+    """The tick kept its own model in service in place of the person's broken one and also promoted the stream's
+    new version: two champion moves for one stream, which the store refused, so every tick failed after it."""
+    root, store, live, ops, chunks = project
+    config = load_config(root)
+    uid = store.streams()["unique_id"].iloc[3]
+    ops.force_retrain([uid], direct=True, by="user:ana")
+    tick_next_day(store, live, chunks)                                  # version 2 serves
+    ops.rollback(uid, 1, by="user:ana", reason="version 2 overshoots")
+    corrupt(ops.registry, uid, 1)                                       # damaged after the roll-back
+    ops.force_retrain([uid], direct=True, by="user:ana")                # a re-training served at once
+    live.close()
+    with fresh(store, config) as agent:
+        for _ in range(2):
+            tick = tick_next_day(store, agent, chunks)
+            assert not every_stream_forecast(store, tick)
+        assert ops.registry.champion(uid).version == 3                  # the re-trained model serves
+        ops.registry.load(uid)
+        assert "artifact-broken" in set(store.escalations(streams=[uid])["kind"])
+
+
 def test_a_version_damaged_after_a_persons_roll_back_does_not_stop_the_tick(project):
     root, store, live, ops, chunks = project
     config = load_config(root)

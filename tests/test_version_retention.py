@@ -164,21 +164,40 @@ def test_a_queued_file_that_a_kept_version_needs_again_is_not_deleted(store, tmp
     assert registry.load("a", again.version) == {"a": 1}
 
 
-def test_a_marked_version_put_back_in_service_before_its_file_went_keeps_it_and_loses_the_mark(store, tmp_path,
-                                                                                                monkeypatch):
-    """A person's promotion checked its version before a prune marked it and moved the champion after: its file
-    stays, and its row no longer says it is gone (it served with a row marked pruned, which a load refused)."""
+def test_a_persons_move_to_a_version_a_prune_marked_meanwhile_is_refused_and_nothing_moves(store, tmp_path):
+    """A roll-back or promotion checks its version, then moves the champion (without the tick lock): a prune
+    that marked the version in between used to leave it serving with its file gone. The move itself refuses it
+    now, in its transaction."""
+    from mlma.store import ChampionMoved
     from mlma.store.records import ChampionMove
 
     registry = _fleet(store, tmp_path / "artifacts")
-    monkeypatch.setattr(ModelRegistry, "_delete_queued", lambda *args: {})
+    registry.prune_versions(1, by="user:ana")
+    assert 1 in _pruned(registry, "a")
+    history = registry.history("a")
+    with pytest.raises(ChampionMoved, match="version 1's model file was deleted by version retention"):
+        registry._move_one(ChampionMove(int(store.resolve("a")), 1, "user:bo", "checked before the prune", "rollback"))
+    assert registry.history("a") == history and registry.champion("a").version == 4
+
+
+def test_a_version_put_in_service_between_a_prunes_plan_and_its_marking_keeps_its_file_and_loses_the_mark(
+        store, tmp_path, monkeypatch):
+    """On PostgreSQL a person's move can commit after a prune planned (the version was not in use) and before it
+    marked: the marking waits for the move's lock and then marks a version that serves. The deletion that follows
+    finds it in use: its file stays, and its row no longer says it is gone (a load refused a marked version)."""
+    from mlma.store.records import ChampionMove
+    from mlma.store.version_retention import VersionRetention
+
+    registry = _fleet(store, tmp_path / "artifacts")
+    planned = VersionRetention(store).plan(1)                       # a's versions 1, 2 and 5 go, b's 3
+    assert (int(store.resolve("a")), 1) in planned.pairs
+    registry._move_one(ChampionMove(int(store.resolve("a")), 1, "user:bo", "before the marking", "rollback"))
+    monkeypatch.setattr(VersionRetention, "_plan", lambda self, conn, keep, protect: planned)
     registry.prune_versions(1, by="user:ana")
     monkeypatch.undo()
-    assert 1 in _pruned(registry, "a")
-    registry._move_one(ChampionMove(int(store.resolve("a")), 1, "user:ana", "checked before the prune", "promote"))
-    registry.prune_versions(1, by="user:ana")
     assert 1 not in _pruned(registry, "a") and registry.artifacts.exists(_sha(registry, "a", 1))
     assert registry.load("a") == {"a": 1}
+    assert not registry.artifacts.exists(_sha(registry, "a", 5))    # the rest of the plan went
 
 
 def test_keep_versions_is_checked_when_mlma_toml_is_read(tmp_path):

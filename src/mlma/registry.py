@@ -852,11 +852,13 @@ class ModelRegistry:
     def _delete_queued(self, retention: VersionRetention, protect: set[tuple[int, int]]) -> dict[str, int]:
         """Delete the queued artifact files no kept version refers to now, flush their folders, then take them
         off the queue (those still needed too: their versions are kept again); returns the deleted ones' sizes."""
+        # Back in service since the marking (a move checked before it): the version keeps its file and loses its
+        # mark; one whose file went already (a prune stopped after its deletions) stays marked, as it is gone.
+        retention.unmark([(s, v) for s, v, sha in retention.marked_in_use(protect) if self.artifacts.exists(sha)])
         queued = retention.queued()
         deleted: dict[str, int] = {}
         for lo in range(0, len(queued), 5_000):
             chunk = queued[lo:lo + 5_000]
-            retention.unmark_in_use(chunk, protect)  # back in service since the marking: its file stays
             needed = retention.still_needed(chunk, protect)
             sizes = retention.sizes(chunk)
             folders = set()

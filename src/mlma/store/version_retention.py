@@ -156,21 +156,37 @@ class VersionRetention:
                     needed[sha] = needed.get(sha, False) or keep
         return {sha: needed.get(sha, False) for sha in shas}
 
-    def unmark_in_use(self, shas: Sequence[str], protect: Collection[tuple[int, int]] = ()) -> int:
-        """Clear the pruned mark of the versions of ``shas`` that are in use now (:func:`in_use`, or in
-        ``protect``): a person put one back in service, or a roll-back would, between the marking and the
-        deletion, and its file stays (:meth:`still_needed`), so its row must not say it is gone. Returns how
-        many."""
+    def marked_in_use(self, protect: Collection[tuple[int, int]] = ()) -> list[tuple[int, int, str]]:
+        """``(stream_id, version, sha256)`` of the versions marked pruned that serve now, are their stream's
+        roll-back target, or are in ``protect``: put back in service after the marking by a move checked before
+        it (a person's roll-back or promotion does not take the tick lock), whatever the queue holds (a file
+        shared with a kept version is not queued)."""
+        mv, ch, h = S.model_versions, S.champions, S.champion_history
+        last = sa.select(h.c.stream_id, sa.func.max(h.c.id).label("id")).group_by(h.c.stream_id).subquery()
+        used = sa.union(sa.select(ch.c.stream_id, ch.c.version),
+                        sa.select(h.c.stream_id, h.c.previous_version.label("version"))
+                        .join(last, last.c.id == h.c.id).where(h.c.previous_version.is_not(None))).subquery()
+        columns = (mv.c.stream_id, mv.c.version, mv.c.artifact_sha256)
+        with self.store._read() as conn:
+            rows = conn.execute(sa.select(*columns)
+                                .join(used, sa.and_(used.c.stream_id == mv.c.stream_id,
+                                                    used.c.version == mv.c.version))
+                                .where(mv.c.artifact_pruned_at.is_not(None))).all()
+            for chunk in _chunks(sorted({(int(s), int(v)) for s, v in protect})):
+                rows += conn.execute(sa.select(*columns)
+                                     .where(sa.tuple_(mv.c.stream_id, mv.c.version).in_(chunk),
+                                            mv.c.artifact_pruned_at.is_not(None))).all()
+        return sorted({(int(s), int(v), sha) for s, v, sha in rows})
+
+    def unmark(self, pairs: Collection[tuple[int, int]]) -> int:
+        """Clear the pruned mark of these versions (``(stream_id, version)``; their files are on disk); returns
+        how many were marked."""
         mv = S.model_versions
-        protected = sorted({(int(s), int(v)) for s, v in protect})
         restored = 0
         with self.store._write() as conn:
-            for chunk in _chunks(sorted(set(shas))):
-                wanted = in_use(mv.c.stream_id, mv.c.version, mv.c.check_result)
-                if protected:
-                    wanted = sa.or_(wanted, sa.tuple_(mv.c.stream_id, mv.c.version).in_(protected))
-                restored += conn.execute(sa.update(mv).where(mv.c.artifact_sha256.in_(chunk),
-                                                             mv.c.artifact_pruned_at.is_not(None), wanted)
+            for chunk in _chunks(sorted({(int(s), int(v)) for s, v in pairs})):
+                restored += conn.execute(sa.update(mv).where(sa.tuple_(mv.c.stream_id, mv.c.version).in_(chunk),
+                                                             mv.c.artifact_pruned_at.is_not(None))
                                          .values(artifact_pruned_at=None)).rowcount
         return restored
 
