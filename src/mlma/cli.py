@@ -825,8 +825,6 @@ def status(
     # it cannot answer exactly as the store would, the store and the live agent answer.
     view = glance(config.store_url)
     due = _due_from(view) if view is not None else None
-    if due is not None and not due.startswith("none") and config.agent.wait_for_share:
-        due = None  # a due tick may wait for its late actuals, which only the live agent can tell
     if due is None:
         view, due = _status_from_store(_project(project))
     table = Table(title=f"mlma project {config.root.name}", show_header=False)
@@ -938,7 +936,8 @@ def _status_from_store(config):
         with LiveAgent(config, store=store, executor="inline") as live:
             states = live.saved_states()
             try:
-                k, start = live.due_tick()
+                # Whether it waits for late actuals is not asked: that reads the whole observation window.
+                k, start = live.next_tick()
                 due = f"tick {k}" + (" (start-up: first models)" if start else "")
             except NotReady as exc:
                 due = f"none: {exc}"
@@ -1154,7 +1153,7 @@ def run(
 
     from rich.markup import escape
 
-    from mlma.live import NotReady, TickHeld, open_agent
+    from mlma.live import LateActuals, NotReady, TickHeld, open_agent
     from mlma.project import ConfigError
     from mlma.store import LockHeld
 
@@ -1225,10 +1224,12 @@ def run(
                         console.print(f"[yellow]waiting: {escape(str(exc))}[/yellow]")
                     held_tick = exc.tick
                 except NotReady as exc:
-                    # Not a failure either: the data cannot start the clock yet (a frequency still pending).
-                    if str(exc) != waiting_for:
+                    # Not a failure either: the data cannot start the clock yet (a frequency still pending), or the
+                    # newest tick waits for its late actuals (said once per tick: its counts change as they come).
+                    said = f"late actuals of tick {exc.tick}" if isinstance(exc, LateActuals) else str(exc)
+                    if said != waiting_for:
                         console.print(f"[yellow]waiting: {escape(str(exc))}[/yellow]")
-                    waiting_for = str(exc)
+                    waiting_for = said
                 except ConfigError as exc:
                     # The service read mlma.toml when it started: a mended file takes effect only on a restart
                     # (a unit with Restart=always does that), so it stops rather than retry with the stale file.
@@ -1477,6 +1478,9 @@ def _prune_versions(config, keep: int, who: str, reason: str | None, dry_run: bo
             report = live.prune_versions(keep, by=who, reason=reason, dry_run=dry_run)
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
+    except OSError as exc:  # a file the prune cannot delete (permissions, a read-only folder)
+        _fail(f"an artifact file could not be deleted ({exc}); the versions marked pruned stay so, and the next "
+              "`mlma prune --versions` deletes the files left")
     except KeyboardInterrupt:
         if not dry_run:
             console.print("interrupted (Ctrl-C): the versions marked pruned stay so, and the artifact files not "

@@ -88,7 +88,11 @@ class NotReady(RuntimeError):
 
 
 class LateActuals(NotReady):
-    """The newest tick waits for the rest of its actuals (:meth:`LiveAgent.check_late_actuals`)."""
+    """The newest tick waits for the rest of its actuals (:meth:`LiveAgent.check_late_actuals`); ``tick``: which."""
+
+    def __init__(self, message: str, *, tick: int) -> None:
+        super().__init__(message)
+        self.tick = tick
 
 
 @dataclass(frozen=True)
@@ -535,8 +539,8 @@ class LiveAgent:
         long after it ended (a replay of history), never waits: there is nothing more to wait for. A fleet that
         really shrank waits once, for ``max_wait``.
         """
-        share, wait = self.config.agent.wait_for_share, self.config.late_actuals_wait()
-        if share <= 0 or wait <= pd.Timedelta(0):
+        share, max_wait = self.config.agent.wait_for_share, self.config.late_actuals_wait()
+        if share <= 0 or max_wait <= pd.Timedelta(0):
             return
         _, last_ds = self._data_span()
         if last_ds is None or k != _complete_ticks(timing, last_ds) - 1:
@@ -570,7 +574,7 @@ class LiveAgent:
         # reads it) after the tick ended are history being replayed, not a feed running late.
         if arrived - end > (timing.boundary(k + 2) - end) + pd.Timedelta(days=1):
             return
-        deadline = arrived + wait
+        deadline = arrived + max_wait
         if now >= deadline:
             return
         j, before, expected = reference
@@ -582,7 +586,7 @@ class LiveAgent:
                           f"{before:,} of tick {j} ({which}; [agent] wait_for_share = {share:g}); it runs once they "
                           f"reach that share, or at {deadline:%Y-%m-%d %H:%M:%S} UTC ([agent] max_wait = "
                           f"{self.config.agent.max_wait!r} after its first actual past its end came in), or now with "
-                          f"`mlma tick --no-wait`")
+                          f"`mlma tick --no-wait`", tick=k)
 
     def check_no_data(self, k: int, timing: Timing, *, allow: tuple[str, str | None] | None = None,
                       view: _TickView | None = None) -> None:
@@ -2178,5 +2182,3 @@ def _project_notifier(config: ProjectConfig, store: Store):
     return Notifier(store, receivers, **getattr(config, "alert_options", {}))
 
 
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)

@@ -64,7 +64,7 @@ fit_timeout_seconds = 3600   # a tick's re-trainings not back by then count as f
 lock_ttl_seconds = 300    # a crashed agent's lock expires after this long
 hold_no_data_share = 0.9  # hold a tick when this share of the served streams has no data in it (docs/operations.md)
 wait_for_share = 0.9      # the newest tick waits while its actuals are fewer than this share of the tick before's...
-max_wait = "2h"           # ...at most this long after its first actual past its end came in; 0 or "0s": no wait
+max_wait = "2h"           # ...at most this long after its first actual past its end came in; "0": no wait
 
 [monitor]                 # the MLMA policy (docs/monitoring.md)
 alpha = 0.01              # false discovery rate across the streams tested in a tick

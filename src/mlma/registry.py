@@ -845,17 +845,21 @@ class ModelRegistry:
         who = holder or f"prune@{socket.gethostname()}:{os.getpid()}"
         with self.store.tick_lock(who):
             plan = retention.mark(keep, by=by, reason=reason, protect=protect)
-            deleted = self._delete_queued(retention, protect)
+            deleted = self._delete_queued(retention, protect, bool(plan.pairs))
         left = len(set(deleted) - set(plan.orphans))
         return VersionPruneReport(keep, len(plan.pairs), plan.streams, len(deleted), sum(deleted.values()), left)
 
-    def _delete_queued(self, retention: VersionRetention, protect: set[tuple[int, int]]) -> dict[str, int]:
+    def _delete_queued(self, retention: VersionRetention, protect: set[tuple[int, int]],
+                       marked: bool = True) -> dict[str, int]:
         """Delete the queued artifact files no kept version refers to now, flush their folders, then take them
-        off the queue (those still needed too: their versions are kept again); returns the deleted ones' sizes."""
-        # Back in service since the marking (a move checked before it): the version keeps its file and loses its
-        # mark; one whose file went already (a prune stopped after its deletions) stays marked, as it is gone.
-        retention.unmark([(s, v) for s, v, sha in retention.marked_in_use(protect) if self.artifacts.exists(sha)])
+        off the queue (those still needed too: their versions are kept again); returns the deleted ones' sizes.
+        ``marked``: this prune marked versions (else, with an empty queue, there is nothing to look at)."""
         queued = retention.queued()
+        if marked or queued:  # a fleet-wide read (seconds at 100,000 streams): not after every tick for nothing
+            # Back in service since the marking (a move checked before it): the version keeps its file and loses
+            # its mark; one whose file went already (a prune stopped after its deletions) stays marked, as it is.
+            retention.unmark([(s, v) for s, v, sha in retention.marked_in_use(protect)
+                              if self.artifacts.exists(sha)])
         deleted: dict[str, int] = {}
         for lo in range(0, len(queued), 5_000):
             chunk = queued[lo:lo + 5_000]

@@ -240,6 +240,10 @@ class TickWrite:
     moves_left_out: tuple = ()
 
 
+#: Challenger checks not over: the version is in shadow, or waits for a person's approval (it is still in use).
+UNDECIDED_RESULTS = ("pending", "awaiting-approval")
+
+
 @dataclass(frozen=True)
 class NewVersion:
     """A model version to record: its artifact is already in the :class:`~mlma.registry.ArtifactStore`.

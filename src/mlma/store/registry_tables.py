@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from mlma.store import bulk
 from mlma.store import schema as S
-from mlma.store.records import ChampionChange, ModelVersion
+from mlma.store.records import UNDECIDED_RESULTS, ChampionChange, ModelVersion
 from mlma.store.store import Store
 
 #: Columns of :meth:`RegistryTables.champions`.
@@ -96,7 +96,7 @@ class RegistryTables:
         query = (sa.select(mv.c.stream_id, S.streams.c.unique_id, mv.c.version, result)
                  .join(ch, sa.and_(ch.c.stream_id == mv.c.stream_id, mv.c.version > ch.c.version))
                  .join(S.streams, S.streams.c.id == mv.c.stream_id)
-                 .where(result.in_(["pending", "awaiting-approval"])).order_by(mv.c.stream_id, mv.c.version))
+                 .where(result.in_(UNDECIDED_RESULTS)).order_by(mv.c.stream_id, mv.c.version))
         ids = None if stream_ids is None else sorted({int(i) for i in stream_ids})
         with self.store._read() as conn:
             if ids is None:

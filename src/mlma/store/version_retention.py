@@ -36,13 +36,11 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from mlma.store import schema as S
-from mlma.store.records import check_actor
+from mlma.store.records import UNDECIDED_RESULTS, check_actor
 from mlma.store.store import Store
 
 __all__ = ["Plan", "UNDECIDED_RESULTS", "VersionRetention", "check_keep", "in_use"]
 
-#: Challenger checks of versions still in use: in shadow, or waiting for a person's approval.
-UNDECIDED_RESULTS = ("pending", "awaiting-approval")
 #: Pairs or hashes per ``IN (...)`` list (two bind parameters a pair: below SQLite's 32,766 and PostgreSQL's 65,535).
 PER_STATEMENT = 5_000
 
