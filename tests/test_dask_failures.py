@@ -168,18 +168,27 @@ def test_after_ctrl_c_the_workers_running_the_ticks_fits_are_restarted_at_shutdo
         executor = make_executor(cluster.scheduler_address)  # owned and ended, as the agent's and the backtest's
         service = ModelService(fleet, Sleepy, CTX, train_window_ticks=14, executor=executor)
         main = threading.main_thread().ident
+        problems = []
 
         def press_ctrl_c() -> None:
-            _wait_for(lambda: _executing(watcher) == [1, 1], "the fits never started")
-            signal.pthread_kill(main, signal.SIGINT)
+            # Ctrl-C is pressed whatever happens: a fit of Sleepy never ends on its own within the test's time.
+            try:
+                _wait_for(lambda: sum(n for n in _executing(watcher) if isinstance(n, int)) >= 1,
+                          "the fits never started")
+            except Exception as exc:  # noqa: BLE001 - said by the test, after the Ctrl-C
+                problems.append(f"{type(exc).__name__}: {exc}")
+            finally:
+                signal.pthread_kill(main, signal.SIGINT)
 
         presser = threading.Thread(target=press_ctrl_c, daemon=True)
         presser.start()
         with pytest.raises(KeyboardInterrupt):
             service.fit(_keys(fleet))
         presser.join()
-        said = (r"the Dask worker\(s\) tcp://\S+, tcp://\S+ at tcp://\S+ were running calls cancelled at shutdown "
-                r"\(a tick stopped by Ctrl-C or an error\); restarted them")
+        assert not problems, problems
+        # One worker or both: the scheduler may have queued both chunks on one of them.
+        said = (r"the Dask worker\(s\) tcp://\S+(, tcp://\S+)? at tcp://\S+ were running calls cancelled at "
+                r"shutdown \(a tick stopped by Ctrl-C or an error\); restarted them")
         with pytest.warns(RuntimeWarning, match=said):
             terminate_executor(executor)  # what the owners do after Ctrl-C (LiveAgent.close, run_backtest)
         _wait_for(lambda: len(watcher.nthreads()) == 2 and _executing(watcher) == [0, 0],
