@@ -166,7 +166,8 @@ def test_after_ctrl_c_the_workers_running_the_ticks_fits_are_restarted_at_shutdo
     with _local_cluster(2) as cluster, distributed.Client(cluster, set_as_default=False) as watcher:
         watcher.wait_for_workers(2, timeout=90)
         executor = make_executor(cluster.scheduler_address)  # owned and ended, as the agent's and the backtest's
-        service = ModelService(fleet, Sleepy, CTX, train_window_ticks=14, executor=executor)
+        # A time limit, so that a Ctrl-C that does not arrive fails the test instead of hanging it on the sleeps.
+        service = ModelService(fleet, Sleepy, CTX, train_window_ticks=14, executor=executor, fit_timeout=240)
         main = threading.main_thread().ident
         problems = []
 
@@ -181,10 +182,16 @@ def test_after_ctrl_c_the_workers_running_the_ticks_fits_are_restarted_at_shutdo
                 signal.pthread_kill(main, signal.SIGINT)
 
         presser = threading.Thread(target=press_ctrl_c, daemon=True)
-        presser.start()
-        with pytest.raises(KeyboardInterrupt):
-            service.fit(_keys(fleet))
-        presser.join()
+        # Ctrl-C raises KeyboardInterrupt, as in a terminal: a process started in the background by a
+        # non-interactive shell (a CI job) inherits SIGINT ignored, and Python then keeps ignoring it.
+        interrupt = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            presser.start()
+            with pytest.raises(KeyboardInterrupt):
+                service.fit(_keys(fleet))
+            presser.join()
+        finally:
+            signal.signal(signal.SIGINT, interrupt)
         assert not problems, problems
         # One worker or both: the scheduler may have queued both chunks on one of them.
         said = (r"the Dask worker\(s\) tcp://\S+(, tcp://\S+)? at tcp://\S+ were running calls cancelled at "
