@@ -153,6 +153,47 @@ def test_a_file_of_a_coarser_frequency_is_refused_whole_and_nothing_is_written(p
     carries_on(project, fleet, HISTORY_DAYS)
 
 
+def test_a_zone_that_missed_readings_is_not_another_frequency_and_its_partial_day_is_stored(project, fleet):
+    """A sensor down every other hour for most of a partial day: its most common spacing is 2 hours, but a pair
+    of readings one hour apart shows an hourly stream with gaps; the whole file is stored."""
+    real = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1)
+    morning = real[real["ds"].dt.hour < 12]
+    zone = morning["unique_id"].iloc[0]
+    hours = morning["ds"].dt.hour
+    gapped = morning[(morning["unique_id"] != zone) | hours.isin([0, 2, 4, 6, 7, 9, 11])]
+    done = cli(project, "ingest", str(write_csv(gapped, project.parent / "morning.csv")))
+    assert done.returncode == 0 and ", 0 dropped rows" in done.stdout, done.stdout + done.stderr
+    with Store.open(load_config(project).store_url) as store:
+        stored = store.observations()
+    day = stored[stored["ds"] >= morning["ds"].min()]
+    assert len(day) == len(gapped) and sorted(day.loc[day["unique_id"] == zone, "ds"].dt.hour) == [0, 2, 4, 6, 7, 9, 11]
+    carries_on(project, fleet, HISTORY_DAYS)
+
+
+def test_one_zone_spaced_otherwise_loses_only_its_rows_and_strict_refuses_the_file(project, fleet):
+    """One zone's every-other-hour file among hourly ones: with the default drop its rows are dropped and listed,
+    named with the spacing it looks like, and the fleet's rows are stored; --strict refuses the file whole."""
+    real = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1)
+    zone = real["unique_id"].iloc[0]
+    odd = real[(real["unique_id"] != zone) | (real["ds"].dt.hour % 2 == 0)]
+    path = write_csv(odd, project.parent / "odd.csv")
+    before = snapshot(project)
+    strict = cli(project, "ingest", "--strict", str(path))
+    assert strict.returncode == 2 and "nothing was written" in strict.stdout, strict.stdout
+    assert snapshot(project) == before
+    done = cli(project, "ingest", str(path))
+    said = " ".join(done.stdout.split())
+    assert done.returncode == 0 and "stream-frequency" in said and f"{zone!r} looks 2h" in said, said
+    assert ", 12 dropped rows" in said, said
+    listed = pd.read_csv(project / "rejected" / os.listdir(project / "rejected")[0])
+    assert set(listed["code"]) == {"stream-frequency"} and set(listed["unique_id"]) == {zone} and len(listed) == 12
+    with Store.open(load_config(project).store_url) as store:
+        stored = store.observations()
+    day = stored[stored["ds"] >= real["ds"].min()]
+    assert sorted(day["unique_id"].unique()) == sorted(set(real["unique_id"]) - {zone})
+    assert len(day) == len(real) - 24
+
+
 def test_a_file_shifted_by_half_an_hour_is_said_to_be_shifted_not_another_frequency(project, fleet):
     shifted = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1).copy()
     shifted["ds"] = shifted["ds"] + pd.Timedelta(minutes=30)

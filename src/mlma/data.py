@@ -1056,6 +1056,36 @@ def _describe_stream_spec(specs: _StreamSpecs, s: int) -> str:
     return _alias_from_spec(specs.spec(s))
 
 
+def _gapped_streams(given: Frequency, specs: _StreamSpecs, candidates: np.ndarray, stream: np.ndarray,
+                    t: np.ndarray) -> np.ndarray:
+    """Streams of ``candidates`` that have ``given``'s fixed step with gaps, not a coarser step of their own.
+
+    A stream that missed readings (a sensor down every other hour) can have a most common spacing of a few
+    steps; one pair of its timestamps a single step apart shows that it reports at the step. Data of a coarser
+    frequency (daily totals in an hourly file) has no such pair. Calendar frequencies are left to their rule.
+
+    >>> ns = pd.to_datetime(["2024-01-01 00:00", "2024-01-01 02:00", "2024-01-01 04:00", "2024-01-01 05:00",
+    ...                      "2024-01-01 07:00", "2024-01-01 00:00", "2024-01-01 02:00", "2024-01-01 04:00"])
+    >>> stream, t = np.array([0, 0, 0, 0, 0, 1, 1, 1]), ns.to_numpy("datetime64[ns]").view("int64")
+    >>> specs = _infer_stream_specs(stream, t, 2)
+    >>> _gapped_streams(Frequency("h"), specs, np.array([True, True]), stream, t).tolist()
+    [True, False]
+    """
+    out = np.zeros(len(candidates), dtype=bool)
+    step = given.step
+    if step is None:
+        return out
+    step_ns = step.value
+    coarser = candidates & (specs.kind == 1) & (specs.size > step_ns) & (specs.size % step_ns == 0)
+    if not coarser.any():
+        return out
+    rows = coarser[stream]
+    s, ts = stream[rows], t[rows]
+    one_step = (s[1:] == s[:-1]) & (ts[1:] - ts[:-1] == step_ns)
+    out[np.unique(s[1:][one_step])] = True
+    return out
+
+
 def _fleet_spec(specs: _StreamSpecs, given: Frequency | None
                 ) -> tuple[_Spec | None, np.ndarray, str]:
     """The fleet's frequency and a mask of streams that disagree with it (with a message)."""
@@ -1211,7 +1241,8 @@ def validate(data: Any, *, freq: Frequency | str | None = None, source: str | No
         conflicting duplicates, timestamps off the stream's grid) are errors and :class:`DataError` is
         raised after all checks ran, naming every problem. ``"drop"``: such rows are removed and each
         removal is reported. Problems that no row drop can fix (missing columns, mixed frequencies)
-        raise in both modes.
+        raise in both modes; with a project's ``context`` and ``"drop"``, streams of another spacing
+        that are fewer than half of the file's have their rows dropped (``stream-frequency``) instead.
     min_length
         Streams with fewer rows get a ``short-series`` warning; default two seasons.
     context
@@ -1433,6 +1464,8 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
                   "(`--freq` of `mlma backtest`, `[data] freq` in mlma.toml, `freq=` in Python)")
         ValidationReport(tuple(v.findings), v.source, n, 0).raise_if_errors()
     fleet_freq = given if given is not None else Frequency(_alias_from_spec(fleet))
+    if disagree.any() and given is not None:
+        disagree &= ~_gapped_streams(given, specs, disagree, stream, t)
     if disagree.any():
         groups: dict[str, list[str]] = {}
         for s in np.flatnonzero(disagree):
@@ -1443,10 +1476,21 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
         expected = (f"the fleet's frequency is {fleet_freq.alias} ({basis})" if given is None
                     else f"the project's frequency is {given.alias} ({context.clock_note})"
                     if context is not None and context.freq is not None else f"expected {basis}")
-        v.add("mixed-frequency", "error",
-              f"streams disagree on the frequency: {expected}, but {'; '.join(parts)}",
-              streams=bad_streams, n_rows=int(np.count_nonzero(disagree[stream])),
-              examples=[f"{k!r}: {a}" for a, ks in groups.items() for k in ks[:1]])
+        rows = idx[disagree[stream]]
+        # In a project's file read with drop, a few streams of another frequency are one zone's trouble: their
+        # rows are dropped and listed, the fleet's are kept. A file whose streams mostly disagree is a file of
+        # another frequency (a daily export sent to an hourly project) and is refused whole, as in raise mode.
+        if context is not None and v.drop and 2 * len(bad_streams) < int(np.count_nonzero(specs.kind > 0)):
+            v.bad_rows("stream-frequency", rows, keys[c[disagree[stream]]].to_numpy(),
+                       f"row{'s' if len(rows) != 1 else ''} of a stream spaced unlike the project's data ({expected}, "
+                       f"but {'; '.join(parts)})", TIME,
+                       [v.example(p, str(keys[c_]), f"ds={df[TIME].iloc[p]!r}")
+                        for p, c_ in zip(rows[:_MAX_EXAMPLES], c[disagree[stream]][:_MAX_EXAMPLES])])
+        else:
+            v.add("mixed-frequency", "error",
+                  f"streams disagree on the frequency: {expected}, but {'; '.join(parts)}",
+                  streams=bad_streams, n_rows=len(rows),
+                  examples=[f"{k!r}: {a}" for a, ks in groups.items() for k in ks[:1]])
         keep = ~disagree[stream]
         idx, c, t, stream = idx[keep], c[keep], t[keep], stream[keep]
         remap = np.cumsum(~disagree) - 1

@@ -6,7 +6,8 @@ goes through:
 1. The file's sha256 is looked up first: content ingested before is not parsed again (idempotent).
 2. The project's clock is read: frequency and tick, fixed by the first ingest that could tell them (or by
    ``[data] freq`` / ``tick`` in mlma.toml) and never changed after. A file whose frequency differs is
-   refused whole, naming the streams and what they look like; nothing is written.
+   refused whole, naming the streams and what they look like; nothing is written. (With ``"drop"``, a
+   minority of streams spaced otherwise only lose their rows; a stream with gaps is not another frequency.)
 3. The rows are validated (:func:`mlma.data.validate`) with a :class:`~mlma.data.FleetContext`: the
    project's newest data and each stream's recent range of values, and of each of its drivers' observed
    values, checked with :class:`~mlma.data.IngestLimits`. With ``on_bad_rows="drop"`` (the default) bad rows
