@@ -10,6 +10,12 @@ of Prometheus' Alertmanager so that 40 broken zones in one city make one message
   sent again only as a reminder, once ``repeat_interval`` has passed. Deliveries are recorded in the
   store's ``alert_notifications`` table, so the next ``mlma tick`` process knows what was sent before.
   There is no ``group_wait``: a tick already is a batch.
+- **One sender across processes.** Before posting, a delivery claims its group in the store (a lease listing
+  its escalation ids, :meth:`mlma.store.notifications.NotificationLog.claim`), so two processes on one store
+  (``mlma run`` between its ticks, an ``mlma tick`` or the API server after theirs) never both post it: the
+  second one skips a group whose claim lists all its members, waits for a claim that lacks some, and skips
+  a group found sent meanwhile. The claim is released once the outcome is recorded; one whose process died
+  lapses after :func:`claim_seconds` (longer than the receiver's attempts and waits can take).
 - **Silences.** Only escalations whose status is ``open`` are sent (a silence whose ``silenced_until``
   has passed counts as open again); acknowledged, resolved and silenced ones are not. The status is read
   from the store when the notifications are planned.
@@ -74,7 +80,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlma.escalations import ESCALATION_KINDS
-from mlma.store.notifications import NotificationLog, OpenEscalation
+from mlma.store.notifications import Claim, NotificationLog, OpenEscalation
 
 log = logging.getLogger("mlma.alerts")
 
@@ -105,6 +111,11 @@ _SLACK_HEADER_CHARS = 150
 #: Slack's limits for one message: blocks, and characters of ``text`` (it truncates beyond; kept under).
 _SLACK_BLOCKS = 50
 _SLACK_TEXT_CHARS = 38_000
+#: Seconds a delivery's claim lives beyond what its attempts and waits can take (resolving the host's name,
+#: recording the outcome); see :func:`claim_seconds`.
+CLAIM_MARGIN_SECONDS = 60.0
+#: How often a delivery waiting for another process's claim of its group looks again, in seconds.
+CLAIM_POLL_SECONDS = 0.5
 
 
 class AlertConfigError(ValueError):
@@ -593,6 +604,9 @@ class Notification:
     tick: int | None
     created_at: dt.datetime
     new_ids: frozenset[int] = frozenset()
+    #: When the group's last sent notification that the plan compared with was sent (None: none was). A
+    #: delivery that finds a later one sent (by another process) and listing all its members is skipped.
+    last_sent_at: dt.datetime | None = field(default=None, repr=False, compare=False)
 
     @property
     def escalation_ids(self) -> list[int]:
@@ -614,9 +628,12 @@ class Notification:
 
 @dataclass(frozen=True)
 class Delivery:
-    """The outcome of one notification: ``sent`` or ``failed`` after ``attempts``, with the last error.
+    """The outcome of one notification: ``sent`` or ``failed`` after ``attempts``, with the last error; or
+    ``skipped`` (nothing posted nor recorded, ``error`` says why): another process claimed the group's
+    delivery with all its members, or sent them after the plan.
 
-    ``recorded`` is False if the outcome could not be written to the store (the error is logged).
+    ``recorded`` is False if the outcome could not be written to the store (the error is logged), and for a
+    skipped one.
     """
 
     receiver: str
@@ -960,6 +977,19 @@ def _post(url: str, body: bytes, headers: Sequence[tuple[str, str]], timeout: fl
 
 
 # -- the notifier ---------------------------------------------------------------------------------------------
+def claim_seconds(receiver: Receiver, margin: float = CLAIM_MARGIN_SECONDS) -> float:
+    """How long a delivery's claim of its group lives: longer than a delivery to ``receiver`` can take, all
+    attempts (each connecting to up to two of the host's addresses, then sending and reading the answer, each
+    within ``timeout_seconds``) and the waits between them (at most ``max_backoff_seconds`` each), plus
+    ``margin``. A process that dies while delivering holds the group no longer than this.
+
+    >>> claim_seconds(Receiver("ops", url="https://example.org/hook"))  # 4 attempts of 5 s, waits of 60 s
+    300.0
+    """
+    return (receiver.attempts * 3 * receiver.timeout_seconds + (receiver.attempts - 1) * receiver.max_backoff_seconds
+            + margin)
+
+
 class _DaemonPool:
     """A few daemon threads running submitted calls. ``concurrent.futures.ThreadPoolExecutor`` joins its
     threads when the interpreter exits, so a hanging webhook would hold up the end of the process."""
@@ -990,6 +1020,11 @@ class _DaemonPool:
                 future.set_result(fn(*args))
             except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
                 future.set_exception(exc)
+
+
+def _ordered(alerts: Sequence[Alert], fresh: frozenset[int]) -> tuple[Alert, ...]:
+    """A notification's alerts: new ones first, then the most severe, then the newest."""
+    return tuple(sorted(alerts, key=lambda a: (a.escalation_id not in fresh, -a.severity, -a.escalation_id)))
 
 
 def _alert(row: OpenEscalation) -> Alert:
@@ -1025,6 +1060,9 @@ class Notifier:
         planned). Each receiver has its own delivery threads, and each attempt its deadline
         (``timeout_seconds`` once connected, however slowly the receiver answers), so a slow or hanging
         receiver delays only its own notifications.
+    claim_margin
+        Seconds a delivery's claim of its group lives beyond the longest the delivery can take
+        (:func:`claim_seconds`): after that, a process that died while delivering no longer holds the group.
 
     Examples
     --------
@@ -1043,7 +1081,7 @@ class Notifier:
     """
 
     def __init__(self, store, receivers: Sequence[Receiver], *, external_url: str | None = None,
-                 max_workers: int = 4) -> None:
+                 max_workers: int = 4, claim_margin: float = CLAIM_MARGIN_SECONDS) -> None:
         receivers = list(receivers)
         for r in receivers:
             if not isinstance(r, Receiver):
@@ -1053,9 +1091,16 @@ class Notifier:
             raise ValueError(f"receiver names must be unique, got {names}")
         if isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1:
             raise ValueError(f"max_workers must be a whole number >= 1, got {max_workers!r}")
+        if isinstance(claim_margin, bool) or not isinstance(claim_margin, (int, float)) \
+                or not 0 <= claim_margin <= _MAX_BACKOFF:
+            raise ValueError(f"claim_margin must be a number of seconds from 0 to {_MAX_BACKOFF:g}, "
+                             f"got {claim_margin!r}")
         if external_url is not None:
             external_url = check_url(external_url, "external_url")
         self.store = store
+        self.claim_margin = float(claim_margin)
+        # Who claims this notifier's deliveries, as other processes are told.
+        self._holder = f"mlma-alerts@{socket.gethostname()}:{os.getpid()}/{id(self):x}"
         self._log = NotificationLog(store)
         self.receivers = receivers
         self.external_url = external_url
@@ -1091,14 +1136,16 @@ class Notifier:
     def plan(self, tick: int | None = None) -> list[Notification]:
         """The notifications due now, without sending them: for each receiver, each group of open
         escalations (of ticks up to ``tick``, if given) that has a member not listed by the group's last
-        sent notification, or whose ``repeat_interval`` has passed."""
+        sent notification, or whose ``repeat_interval`` has passed. A group being delivered, by this process
+        or under another process's live claim, counts as notified with the members that delivery lists."""
         if not self.receivers:
             return []
         if tick is not None and (isinstance(tick, bool) or not isinstance(tick, int)):
             raise TypeError(f"tick must be a whole number or None, got {tick!r}")
         # What is in flight is read before the store: a delivery records its outcome before it leaves
         # _inflight, so a group is always found in one of the two. Read after, a delivery ending in between
-        # was in neither, and its group was sent again.
+        # was in neither, and its group was sent again. Likewise the claims (of other processes too) are
+        # read before the last notifications sent: a claim is released only once its outcome is recorded.
         with self._state:
             inflight = {k: frozenset(n.escalation_ids) for k, n in self._inflight.items()}
         with self._db:
@@ -1106,6 +1153,7 @@ class Notifier:
                                                    until_tick=tick)
             groups = self._group([_alert(row) for row in rows])
             keys = sorted({key for (_, key) in groups})
+            claimed = self._log.claims([r.name for r in self.receivers]) if keys else {}
             last = self._log.last_sent([r.name for r in self.receivers], keys) if keys else {}
         notes = []
         for receiver in self.receivers:
@@ -1114,8 +1162,11 @@ class Notifier:
                     continue
                 ids = frozenset(a.escalation_id for a in members)
                 before, sent_at = last.get((name, key), (frozenset(), None))
+                last_sent_at = sent_at
                 if (name, key) in inflight:
                     before, sent_at = inflight[(name, key)], now
+                elif (name, key) in claimed:  # another process is delivering it
+                    before, sent_at = claimed[(name, key)].escalation_ids, now
                 fresh = ids - before
                 if fresh:
                     reason = "new"
@@ -1123,8 +1174,8 @@ class Notifier:
                     reason = "repeat"
                 else:
                     continue
-                alerts = sorted(members, key=lambda a: (a.escalation_id not in fresh, -a.severity, -a.escalation_id))
-                notes.append(Notification(receiver, key, labels, tuple(alerts), reason, tick, now, frozenset(fresh)))
+                notes.append(Notification(receiver, key, labels, _ordered(members, fresh), reason, tick, now,
+                                          frozenset(fresh), last_sent_at))
         return notes
 
     def _group(self, alerts: list[Alert]) -> dict[tuple[str, str], tuple[dict[str, str], list[Alert]]]:
@@ -1284,7 +1335,74 @@ class Notifier:
                     del self._inflight[key]
 
     def deliver(self, note: Notification, *, record: bool = True) -> Delivery:
-        """Post one notification now, with retries, and record the outcome (``record=False``: don't)."""
+        """Post one notification now, with retries, and record the outcome (``record=False``: don't).
+
+        A notification to record is first claimed in the store (:meth:`NotificationLog.claim`), and its claim
+        released once the outcome is recorded (kept until it lapses if recording failed). It is ``skipped``
+        when another process's live claim of the group lists all its members, or when a notification of the
+        group sent after the plan (by another process) did; while another's claim lacks some of its members,
+        it waits for that delivery to end, as a group's deliveries do within one process.
+        """
+        if not record:
+            return self._post(note, record=False)
+        started = time.monotonic()
+        try:
+            claim, claimed = self._claim(note)
+        except Exception as exc:  # noqa: BLE001 - a store that cannot be reached: nothing is posted, next plan retries
+            log.exception("alerts: could not claim the notification of %s to %s", note.group_key, note.receiver.name)
+            return Delivery(note.receiver.name, note.group_key, note.escalation_ids, "failed", 0,
+                            f"could not claim the delivery in the store: {type(exc).__name__}: {exc}"[:_ERROR_CHARS],
+                            None, time.monotonic() - started, False)
+        if claim is None:
+            log.info("alerts: skipped %s to %s: %s", note.group_key, note.receiver.name, claimed)
+            return Delivery(note.receiver.name, note.group_key, note.escalation_ids, "skipped", 0, claimed, None,
+                            time.monotonic() - started, False)
+        delivery = self._post(claimed, record=True)
+        if delivery.recorded:
+            self._release(claim)
+        return delivery
+
+    def _claim(self, note: Notification) -> tuple[Claim | None, Notification | str]:
+        """Claim ``note``'s group: (the claim, the notification to post, re-based on a notification of the group
+        sent since the plan), or (None, why it is skipped)."""
+        receiver, key = note.receiver, note.group_key
+        ids = frozenset(note.escalation_ids)
+        seconds = claim_seconds(receiver, self.claim_margin)
+        while True:
+            with self._db:
+                claim = self._log.claim(receiver.name, key, ids, holder=self._holder, seconds=seconds)
+            if claim.mine:
+                break
+            if ids <= claim.escalation_ids:
+                return None, f"being sent by {claim.holder} (claimed until {_iso(claim.expires_at)})"
+            # It has members that delivery lacks: it follows it, as one planned behind another in this process.
+            if not self._pause(CLAIM_POLL_SECONDS):
+                return None, f"gave up waiting for the delivery of {claim.holder}: the notifier was closing"
+        try:
+            with self._db:
+                last = self._log.last_sent([receiver.name], [key])
+        except BaseException:
+            self._release(claim)
+            raise
+        sent_ids, sent_at = last.get((receiver.name, key), (frozenset(), None))
+        if sent_at is not None and sent_at != note.last_sent_at:  # sent since the plan, by another process
+            if ids <= sent_ids:
+                self._release(claim)
+                return None, f"sent meanwhile (at {_iso(sent_at)}), with all its members"
+            fresh = frozenset(ids - sent_ids)
+            note = dataclasses.replace(note, alerts=_ordered(note.alerts, fresh), reason="new", new_ids=fresh,
+                                       last_sent_at=sent_at)
+        return claim, note
+
+    def _release(self, claim: Claim) -> None:
+        try:
+            with self._db:
+                self._log.release(claim)
+        except Exception:  # noqa: BLE001 - the claim lapses by itself
+            log.exception("alerts: could not release the claim of %s to %s; it lapses at %s", claim.group_key,
+                          claim.receiver, _iso(claim.expires_at))
+
+    def _post(self, note: Notification, *, record: bool) -> Delivery:
         receiver = note.receiver
         started = time.monotonic()
         attempts, status, error, http_status = 0, "failed", None, None
@@ -1377,7 +1495,8 @@ class Notifier:
 
         Retries that would end after the deadline are given up and recorded as failed. Returns True if
         everything finished; otherwise the unfinished deliveries are logged and abandoned (they run in
-        daemon threads and are not recorded, so the next process sends those groups again).
+        daemon threads and are not recorded, so the next process sends those groups again, once their claims
+        lapse: :func:`claim_seconds`).
         """
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
@@ -1414,5 +1533,5 @@ class Notifier:
 
 
 __all__ = ["AlertConfigError", "Alert", "Delivery", "Notification", "Notifier", "Receiver", "FORMATS",
-           "RECEIVER_KEYS", "generic_payload", "group_key", "headline", "parse_duration", "parse_receivers",
-           "post_json", "retry_after_seconds", "slack_payload"]
+           "RECEIVER_KEYS", "claim_seconds", "generic_payload", "group_key", "headline", "parse_duration",
+           "parse_receivers", "post_json", "retry_after_seconds", "slack_payload"]

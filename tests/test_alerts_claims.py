@@ -1,0 +1,223 @@
+"""Two processes on one store never both page for a group: each delivery claims its group in the store first.
+
+Two :class:`~mlma.alerts.Notifier` objects, each on its own :class:`~mlma.store.Store` of one database (a SQLite
+file, a PostgreSQL schema), stand for two processes (``mlma run`` between its ticks and an ``mlma tick``, or the
+API server); the webhook is a real local HTTP server counting the posts. One test runs a real second process
+and kills it in the middle of a delivery.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+from test_alerts import Hook, escalate, fleet, receiver, records
+
+from mlma.alerts import Notifier, claim_seconds
+from mlma.store import Store
+from mlma.store.notifications import NotificationLog
+from mlma.store.testing import postgres_schema
+
+BERLIN = '{kind="data-quality",city="Berlin"}'
+PARIS = '{kind="data-quality",city="Paris"}'
+
+
+@pytest.fixture
+def hook():
+    server = Hook()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'mlma.db'}"
+    else:
+        with postgres_schema(request.getfixturevalue("postgres_server")) as scoped:
+            yield scoped
+
+
+@pytest.fixture
+def stores(url):
+    """Two stores on one database, as two processes have."""
+    with Store.create(url) as first, Store.open(url) as second:
+        yield first, second
+
+
+class BarrierNotifier(Notifier):
+    """A notifier whose plans wait at ``barrier`` once made: every process has planned before any delivers."""
+
+    def __init__(self, *args, barrier: threading.Barrier, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.barrier = barrier
+
+    def plan(self, tick=None):
+        notes = super().plan(tick)
+        self.barrier.wait(20)
+        return notes
+
+
+def wait_for(condition, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert condition()
+
+
+def test_two_processes_planning_at_once_post_each_group_once(stores, hook):
+    """Both planned the same groups with the same fresh escalation ids before either recorded its delivery,
+    and both posted them: a double page."""
+    a_store, b_store = stores
+    ids = fleet(a_store, {"Berlin": 6, "Paris": 6})
+    barrier = threading.Barrier(2)
+    a = BarrierNotifier(a_store, [receiver(hook.url)], barrier=barrier)
+    b = BarrierNotifier(b_store, [receiver(hook.url)], barrier=barrier)
+    posted = 0
+    for tick in (1, 2, 3):  # each tick new members in both cities: both groups are due again
+        escalate(a_store, ids["Berlin"][2 * tick - 2:2 * tick], tick=tick)
+        escalate(b_store, ids["Paris"][2 * tick - 2:2 * tick], tick=tick)
+        first, second = a.notify(tick=tick), b.notify(tick=tick)
+        deliveries = first.result(30) + second.result(30)
+        posted += 2
+        assert len(hook.requests) == posted
+        assert sorted((d.group_key, d.status) for d in deliveries) == [
+            (BERLIN, "sent"), (BERLIN, "skipped"), (PARIS, "sent"), (PARIS, "skipped")]
+        bodies = {r["json"]["groupKey"]: r["json"] for r in hook.requests[-2:]}
+        assert sorted(bodies) == [BERLIN, PARIS]
+        assert all(body["mlma"]["escalations"] == 2 * tick and body["mlma"]["new"] == 2 for body in bodies.values())
+    assert [r.status for r in records(a_store)] == ["sent"] * 6
+    assert NotificationLog(a_store).claims(["ops"]) == {}  # every claim released
+    assert a.close(5) and b.close(5)
+
+
+def test_a_group_being_delivered_by_another_process_is_not_posted_again(stores, hook):
+    """The second process planned the group before the first one claimed it; while the first delivery is
+    under way, and after it is recorded, the second one's delivery of the same members is skipped."""
+    a_store, b_store = stores
+    ids = fleet(a_store, {"Berlin": 2})
+    escalate(a_store, ids["Berlin"], tick=1)
+    a = Notifier(a_store, [receiver(hook.url)])
+    b = Notifier(b_store, [receiver(hook.url)])
+    gate = threading.Event()
+    hook.gates = [gate]
+    try:
+        (planned,) = b.plan(tick=1)
+        first = a.notify(tick=1)
+        wait_for(lambda: len(hook.requests) == 1)
+        (claim,) = NotificationLog(b_store).claims(["ops"]).values()
+        assert (claim.group_key, sorted(claim.escalation_ids)) == (BERLIN, planned.escalation_ids)
+        assert b.plan(tick=1) == []  # the other's claim counts as in flight
+        during = b.deliver(planned)
+        assert (during.status, during.attempts, during.recorded) == ("skipped", 0, False)
+        assert during.error.startswith("being sent by mlma-alerts@")
+        gate.set()
+        assert [d.status for d in first.result(10)] == ["sent"]
+        after = b.deliver(planned)
+        assert after.status == "skipped" and after.error.startswith("sent meanwhile")
+        assert b.notify(tick=1).result(10) == []
+    finally:
+        gate.set()
+    assert len(hook.requests) == 1 and [r.status for r in records(a_store)] == ["sent"]
+    assert a.close(5) and b.close(5)
+
+
+def test_a_new_member_waits_for_the_other_process_delivery_and_then_goes_out(stores, hook):
+    """A claim that lacks a member of the plan: the plan's delivery follows the other one, as a group's
+    deliveries do within one process, and lists the members, the one the other did not send marked new."""
+    a_store, b_store = stores
+    ids = fleet(a_store, {"Berlin": 2})
+    (first_id,) = escalate(a_store, ids["Berlin"][:1], tick=1)
+    a = Notifier(a_store, [receiver(hook.url)])
+    b = Notifier(b_store, [receiver(hook.url)])
+    gate = threading.Event()
+    hook.gates = [gate]
+    try:
+        first = a.notify(tick=1)
+        wait_for(lambda: len(hook.requests) == 1)
+        (second_id,) = escalate(b_store, ids["Berlin"][1:], tick=2)
+        second = b.notify(tick=2)
+        time.sleep(1.0)  # it waits for the claim: nothing posted
+        assert len(hook.requests) == 1 and not second.done()
+        gate.set()
+        assert [(d.status, d.escalation_ids) for d in first.result(10)] == [("sent", [first_id])]
+        assert [(d.status, d.escalation_ids) for d in second.result(10)] == [("sent", [first_id, second_id])]
+    finally:
+        gate.set()
+    body = hook.requests[1]["json"]
+    assert body["mlma"]["new"] == 1 and body["alerts"][0]["annotations"]["escalation_id"] == str(second_id)
+    assert [r.escalation_ids for r in records(a_store)] == [[first_id], [first_id, second_id]]
+    assert a.plan(tick=2) == [] and b.plan(tick=2) == []
+    assert a.close(5) and b.close(5)
+
+
+CRASHING = textwrap.dedent("""
+    import sys
+    from mlma.alerts import Notifier, parse_receivers
+    from mlma.store import Store
+
+    url, hook = sys.argv[1:3]
+    with Store.open(url) as store:
+        receivers = parse_receivers([{"name": "ops", "url": hook, "group_by": ["kind", "city"],
+                                      "timeout_seconds": 2, "attempts": 1}])
+        Notifier(store, receivers, claim_margin=0).notify(tick=1).result(30)
+    print("finished", flush=True)
+""")
+
+
+def test_the_claim_of_a_process_killed_while_delivering_lapses_and_the_group_is_sent(url, stores, hook):
+    """A process killed in the middle of a delivery never records nor releases its claim: the group is held
+    until the claim lapses (claim_seconds), and then the next plan sends it."""
+    a_store, _ = stores
+    ids = fleet(a_store, {"Berlin": 2})
+    escalate(a_store, ids["Berlin"], tick=1)
+    gate = threading.Event()
+    hook.gates = [gate]
+    lease = claim_seconds(receiver(hook.url, timeout_seconds=2, attempts=1), 0)
+    assert lease == 6.0
+    process = subprocess.Popen([sys.executable, "-c", CRASHING, url, hook.url], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        wait_for(lambda: len(hook.requests) == 1 or process.poll() is not None, 60)
+        assert len(hook.requests) == 1, process.communicate()
+        killed_at = time.monotonic()
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        gate.set()
+    assert records(a_store) == []  # killed before it recorded anything
+    survivor = Notifier(a_store, [receiver(hook.url)])
+    assert survivor.plan(tick=1) == []  # the dead process's claim holds the group ...
+    assert survivor.notify(tick=1).result(10) == [] and len(hook.requests) == 1
+    wait_for(lambda: survivor.plan(tick=1) != [], lease + 5)  # ... until it lapses
+    assert time.monotonic() - killed_at > lease - 2.5
+    assert [(d.group_key, d.status) for d in survivor.notify(tick=1).result(10)] == [(BERLIN, "sent")]
+    assert len(hook.requests) == 2 and [r.status for r in records(a_store)] == ["sent"]
+    assert survivor.close(5)
+
+
+def test_a_failed_delivery_releases_its_claim_and_is_retried_by_the_other_process(stores, hook):
+    a_store, b_store = stores
+    ids = fleet(a_store, {"Berlin": 2})
+    escalate(a_store, ids["Berlin"], tick=1)
+    hook.script = [(500, {})]
+    a = Notifier(a_store, [receiver(hook.url, attempts=1)])
+    b = Notifier(b_store, [receiver(hook.url, attempts=1)])
+    assert [(d.status, d.http_status, d.recorded) for d in a.notify(tick=1).result(10)] == [("failed", 500, True)]
+    assert NotificationLog(b_store).claims(["ops"]) == {}
+    # The other process tries it again at its next notify, at once: no claim in the way.
+    started = time.monotonic()
+    assert [d.status for d in b.notify(tick=1).result(10)] == ["sent"]
+    assert time.monotonic() - started < 5
+    assert len(hook.requests) == 2 and [r.status for r in records(a_store)] == ["failed", "sent"]
+    assert a.plan(tick=1) == [] and b.plan(tick=1) == []
+    assert a.close(5) and b.close(5)
