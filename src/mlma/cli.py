@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 #: is locked by another process, 5 the store cannot be used now (unreachable, read-only, disk full, damaged).
 EXIT_LOCKED = 4
 EXIT_STORE = 5
+
+if TYPE_CHECKING:  # the commands import what they need inside their functions
+    from mlma.live import LateActuals
 
 
 class _App(typer.Typer):
@@ -813,7 +816,8 @@ def attributes(
 def status(
     project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
 ) -> None:
-    """Fleet summary: streams, data span, ticks, what the last tick did, what waits for a person."""
+    """Fleet summary: streams, data span, ticks, the next tick due (and whether it waits for late actuals), what
+    the last tick did, what waits for a person."""
     from rich.markup import escape
 
     from mlma.store.glance import glance
@@ -824,9 +828,14 @@ def status(
     # The quick path (standard library only) answers for a SQLite store once a tick ran; otherwise, or when
     # it cannot answer exactly as the store would, the store and the live agent answer.
     view = glance(config.store_url)
-    due = _due_from(view) if view is not None else None
-    if due is None:
-        view, due = _status_from_store(_project(project))
+    quick = _due_from(view) if view is not None else None
+    if quick is None:
+        view, due, waiting = _status_from_store(_project(project))
+    else:
+        # Whether a due tick waits for its late actuals is asked as `mlma tick` asks it: only then, as it reads
+        # the observation window (the store and the live agent, where the quick path loads neither).
+        due, is_due = quick
+        waiting = _late_actuals(_project(project)) if is_due else None
     table = Table(title=f"mlma project {config.root.name}", show_header=False)
     table.add_row("store", config.store_url + (" (read-only)" if view.read_only else ""))
     table.add_row("streams", f"{view.n_streams:,}")
@@ -839,7 +848,9 @@ def status(
     if failed is not None:
         table.add_row("unfinished tick", f"tick {failed.tick}: {failed.status}, {failed.attempts} "
                                          f"attempt(s){'; ' + escape(str(failed.error)) if failed.error else ''}")
-    table.add_row("next tick due", escape(due))
+    table.add_row("next tick due", escape(due) + (", waiting for late actuals" if waiting is not None else ""))
+    if waiting is not None:
+        table.add_row("waiting", escape(_waiting_text(waiting, config)))
     if done is not None and done.summary:
         summary = done.summary
         verdicts = ", ".join(f"{n} {label}" for label, n in summary.get("verdicts", {}).items() if n)
@@ -894,10 +905,10 @@ def _data_kept(view, keep: str) -> str:
     return text + (f" ([store] keep = {keep!r})" if keep.strip() else "")
 
 
-def _due_from(view) -> str | None:
-    """``mlma status``'s "next tick due" from a quick look at the store, or None when only the live agent
-    can tell: no tick ran yet (the clock is not saved), the last tick did not record the next one (an older
-    mlma), or the newest observation is dated after now (the ingest boundary's limit would apply)."""
+def _due_from(view) -> tuple[str, bool] | None:
+    """``mlma status``'s "next tick due" from a quick look at the store, and whether a tick is due; or None when
+    only the live agent can tell: no tick ran yet (the clock is not saved), the last tick did not record the next
+    one (an older mlma), or the newest observation is dated after now (the ingest boundary's limit would apply)."""
     import datetime as dt
 
     from mlma.store.glance import NextTick
@@ -907,11 +918,55 @@ def _due_from(view) -> str | None:
     if nxt is None or view.newest_ds is None or view.newest_ds > now or view.saved_states[:1] != [
             (view.last_done.tick, None)]:
         return None
-    return f"tick {nxt.tick}" if nxt.due(view.newest_ds) else f"none: {nxt.not_complete(view.newest_ds)}"
+    if nxt.due(view.newest_ds):
+        return f"tick {nxt.tick}", True
+    return f"none: {nxt.not_complete(view.newest_ds)}", False
+
+
+def _late_actuals(config) -> LateActuals | None:
+    """For the quick path of ``mlma status`` once it found a tick due: whether it waits for its late actuals
+    (:func:`_waits`), through the store and the live agent."""
+    from mlma.live import LiveAgent
+    from mlma.store import Store
+
+    with Store.open(config.store_url) as store, LiveAgent(config, store=store, executor="inline") as live:
+        return _waits(live)
+
+
+def _waits(live, k: int | None = None) -> LateActuals | None:
+    """The :class:`~mlma.live.LateActuals` the due tick ``k`` (default: the next tick) waits with, or None when
+    it does not wait: :meth:`~mlma.live.LiveAgent.check_late_actuals`, the check `mlma tick` makes. It reads the
+    observation window (the saved one, refreshed by what changed since: the tick reads less then), so it is
+    asked only of a tick that is due. The start-up step never waits."""
+    from mlma.live import LateActuals, NotReady
+
+    timing = live.timing()
+    try:
+        if k is None:
+            k, start = live.next_tick(timing)
+            if start:
+                return None
+        live.check_late_actuals(k, timing)
+    except LateActuals as exc:
+        return exc
+    except NotReady:  # no longer due (the store moved on since): said by the next status
+        return None
+    return None
+
+
+def _waiting_text(late: LateActuals, config) -> str:
+    """``mlma status``'s "waiting": how much of the due tick's actuals are in, and until when it waits at most."""
+    minutes = max(int(-(-(late.deadline - late.now).total_seconds() // 60)), 0)   # rounded up
+    return (f"{late.got / max(late.expected, 1):.0%} of the usual observations in ({late.got:,} of "
+            f"{late.expected:,.0f}, as in tick {late.reference}; [agent] wait_for_share = "
+            f"{config.agent.wait_for_share:g}); it runs once they reach that share, or at "
+            f"{late.deadline:%Y-%m-%d %H:%M:%S} UTC at the latest (in {minutes // 60}h{minutes % 60:02d}m; "
+            f"[agent] max_wait = {config.agent.max_wait!r}); `mlma tick --no-wait` runs it now")
 
 
 def _status_from_store(config):
-    """What ``mlma status`` shows, read through the store and the live agent (see :func:`status`)."""
+    """What ``mlma status`` shows, read through the store and the live agent (see :func:`status`): the glance,
+    the next tick due, and the :class:`~mlma.live.LateActuals` it waits with (None: it does not wait)."""
     from mlma.live import LiveAgent, NotReady
     from mlma.store import StateCorrupted, Store
     from mlma.store.glance import Glance, TickRow
@@ -935,10 +990,12 @@ def _status_from_store(config):
                          prune_unfinished=store.prune_unfinished())
         with LiveAgent(config, store=store, executor="inline") as live:
             states = live.saved_states()
+            waiting = None
             try:
-                # Whether it waits for late actuals is not asked: that reads the whole observation window.
                 k, start = live.next_tick()
                 due = f"tick {k}" + (" (start-up: first models)" if start else "")
+                if not start:
+                    waiting = _waits(live, k)
             except NotReady as exc:
                 due = f"none: {exc}"
             except StateCorrupted:
@@ -948,7 +1005,7 @@ def _status_from_store(config):
     failed = ticks[(ticks["status"] != "done") & (ticks["tick"] > (done["tick"].max() if len(done) else -1))] \
         if len(ticks) else ticks
     return Glance(done_ticks=len(done), last_done=row(done), last_unfinished=row(failed), saved_states=states,
-                  **view_args), due
+                  **view_args), due, waiting
 
 
 @app.command()

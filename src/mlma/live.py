@@ -88,11 +88,27 @@ class NotReady(RuntimeError):
 
 
 class LateActuals(NotReady):
-    """The newest tick waits for the rest of its actuals (:meth:`LiveAgent.check_late_actuals`); ``tick``: which."""
+    """The newest tick waits for the rest of its actuals (:meth:`LiveAgent.check_late_actuals`).
 
-    def __init__(self, message: str, *, tick: int) -> None:
+    Attributes
+    ----------
+    tick
+        Which tick waits.
+    got, expected
+        The observations its served streams reported in it, and those they reported in tick ``reference``
+        (per timestamp of the tick: the number it is compared with); ``got / expected`` is the share in.
+    reference
+        The tick it is compared with (the tick before, or the one a day or a week before).
+    deadline, now
+        When it runs at the latest whatever comes in, and when this was decided: both by the store's clock,
+        UTC without a time zone.
+    """
+
+    def __init__(self, message: str, *, tick: int, got: int, expected: float, reference: int,
+                 deadline: pd.Timestamp, now: pd.Timestamp) -> None:
         super().__init__(message)
-        self.tick = tick
+        self.tick, self.got, self.expected, self.reference = tick, got, expected, reference
+        self.deadline, self.now = deadline, now
 
 
 @dataclass(frozen=True)
@@ -586,7 +602,8 @@ class LiveAgent:
                           f"{before:,} of tick {j} ({which}; [agent] wait_for_share = {share:g}); it runs once they "
                           f"reach that share, or at {deadline:%Y-%m-%d %H:%M:%S} UTC ([agent] max_wait = "
                           f"{self.config.agent.max_wait!r} after its first actual past its end came in), or now with "
-                          f"`mlma tick --no-wait`", tick=k)
+                          f"`mlma tick --no-wait`", tick=k, got=got, expected=expected, reference=j, deadline=deadline,
+                          now=now)
 
     def check_no_data(self, k: int, timing: Timing, *, allow: tuple[str, str | None] | None = None,
                       view: _TickView | None = None) -> None:
