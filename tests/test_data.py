@@ -767,3 +767,93 @@ def test_whole_days_written_at_local_midnight_with_their_offset_are_said_to_be_s
     path.write_text(pd.DataFrame({"unique_id": "z1", "ds": [t.isoformat() for t in hourly], "y": 1.0})
                     .to_csv(index=False))
     assert not validate(read_frame(path), on_bad_rows="drop").report.by_code("off-grid")
+
+
+def project_context(freq: str, tick: str) -> "FleetContext":
+    from mlma.data import FleetContext
+
+    return FleetContext(freq=Frequency(freq), tick=tick, now=pd.Timestamp("2030-01-01"))
+
+
+def test_a_coarser_feed_with_a_stray_single_step_is_still_another_frequency():
+    """Daily totals in an hourly project with one row stamped an hour late, weekly data in a daily project that
+    moved its day once: a stray single step does not make a stream the project's frequency with gaps."""
+    days = pd.date_range("2024-01-01", periods=30, freq="D")
+    daily = {f"z{i}": days.append(pd.DatetimeIndex([days[3] + pd.Timedelta(hours=1)])) for i in range(4)}
+    with pytest.raises(DataError, match="look D"):
+        validate(panel(daily), on_bad_rows="drop", context=project_context("h", "1D"))
+    weeks = pd.date_range("2024-01-01", periods=12, freq="7D")
+    weekly = {f"w{i}": weeks.append(pd.DatetimeIndex([weeks[5] - pd.Timedelta(days=1)])) for i in range(4)}
+    with pytest.raises(DataError, match="look W-MON"):
+        validate(panel(weekly), on_bad_rows="drop", context=project_context("D", "7D"))
+    # A sensor that missed most readings but reports at the step now and then is hourly with gaps.
+    sensor = hours("2024-01-01", 48)[[h % 2 == 0 or h % 8 == 7 for h in range(48)]]
+    checked = validate(panel({"s": sensor, "full": hours("2024-01-01", 48)}), on_bad_rows="drop",
+                       context=project_context("h", "1D"))
+    assert checked.report.by_code("stream-frequency") == () and len(checked.frame) == len(sensor) + 48
+
+
+def test_before_the_clock_is_fixed_streams_that_disagree_refuse_the_file_in_drop_mode():
+    """Without the project's frequency the file's majority is no clock: a complete hourly stream beside two
+    gapped ones must not be dropped as 'another frequency' (and fix a 2h clock)."""
+    from mlma.data import FleetContext
+
+    gapped = hours("2024-01-01", 48)[[h % 2 == 0 or h % 8 == 7 for h in range(48)]]
+    frame = panel({"full": hours("2024-01-01", 48), "gap1": gapped, "gap2": gapped})
+    with pytest.raises(DataError, match="'full' looks h"):
+        validate(frame, on_bad_rows="drop", context=FleetContext(now=pd.Timestamp("2030-01-01")))
+    # With the clock fixed, the gapped streams are hourly with gaps and the file is taken whole.
+    checked = validate(frame, on_bad_rows="drop", context=project_context("h", "1D"))
+    assert len(checked.frame) == len(frame) and checked.report.by_code("stream-frequency") == ()
+
+
+def test_a_minority_of_streams_spaced_otherwise_lose_their_rows_counting_single_row_streams():
+    frame = panel({"odd": hours("2024-01-01", 48)[::2], "full": hours("2024-01-01", 48),
+                   **{f"one{i}": hours("2024-01-01", 1) for i in range(3)}})
+    checked = validate(frame, on_bad_rows="drop", context=project_context("h", "1D"))
+    (finding,) = checked.report.by_code("stream-frequency")
+    assert finding.streams == ("odd",) and finding.n_rows == 24 and "'odd' looks 2h" in finding.message
+    assert sorted(checked.frame["unique_id"].unique()) == ["full", "one0", "one1", "one2"]
+    with pytest.raises(DataError, match="'odd' looks 2h"):
+        validate(frame, on_bad_rows="raise", context=project_context("h", "1D"))
+
+
+def test_a_time_column_that_lost_its_time_of_day_is_refused_in_both_modes():
+    frame = panel({"a": hours("2024-01-01", 48), "b": hours("2024-01-01", 48)})
+    frame["ds"] = frame["ds"].dt.normalize()
+    for mode in ("drop", "raise"):
+        with pytest.raises(DataError, match=r"most rows \(92 of 96\).*a date without a time of day"):
+            validate(frame, on_bad_rows=mode)
+    # A feed's few corrections still keep their last value in drop mode.
+    fixed = pd.concat([panel({"a": hours("2024-01-01", 48)}), panel({"a": hours("2024-01-01", 3)}, seed=1)])
+    checked = validate(fixed.reset_index(drop=True), on_bad_rows="drop")
+    assert len(checked.frame) == 48 and checked.report.by_code("duplicate-conflict")[0].n_rows == 3
+
+
+def test_nested_and_boolean_columns_are_named_not_crashed_on(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    ds = hours("2024-01-01", 48)
+    base = {"unique_id": ["a"] * 48, "ds": list(ds)}
+    pq.write_table(pa.table({**base, "y": [1.0] * 48, "meta": [{"k": 1}] * 48}), tmp_path / "struct.parquet")
+    checked = validate(read_frame(tmp_path / "struct.parquet"))
+    (dropped,) = checked.report.by_code("columns-dropped")
+    assert dropped.column == "meta" and "{'k': 1}" in dropped.message and list(checked.frame.columns) == [
+        "unique_id", "ds", "y"]
+    pq.write_table(pa.table({**base, "y": [[1.0]] * 48}), tmp_path / "list.parquet")
+    with pytest.raises(DataError, match=r"list.parquet: column 'y' \(target_col\) holds nested values"):
+        read_frame(tmp_path / "list.parquet")
+    pq.write_table(pa.table({**base, "y": [True, False] * 24}), tmp_path / "bool.parquet")
+    with pytest.raises(DataError, match=r"bool.parquet: column 'y' \(target_col\) holds true/false values"):
+        read_frame(tmp_path / "bool.parquet")
+    with pytest.raises(DataError, match="column 'y' holds true/false values"):
+        validate(pd.DataFrame({**base, "y": [True] * 48}))
+
+
+def test_a_future_driver_file_with_only_a_header_is_refused(tmp_path):
+    from mlma.data import read_future_drivers
+
+    (tmp_path / "h.csv").write_text("unique_id,ds,temperature\n")
+    with pytest.raises(DataError, match="h.csv: the file has no rows"):
+        read_future_drivers(tmp_path / "h.csv")

@@ -416,6 +416,16 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
                             f"renamed to {canonical!r}; rename or drop it first", source=label,
                             column=canonical)
 
+    for c, role in roles:
+        nested = _first_nested(frame[c])
+        if nested is not None:
+            raise DataError(f"{where}: column {str(c)!r} ({role}) holds nested values (lists, maps or structs, e.g. "
+                            f"{_short(nested)}), not numbers, text or timestamps; flatten it where the file is made",
+                            source=label, column=str(c))
+        if c == target_col and pd.api.types.is_bool_dtype(frame[c].dtype):
+            raise DataError(f"{where}: column {str(c)!r} (target_col) holds true/false values, not numbers; a "
+                            f"forecast target is a number (write 0 and 1 if that is what is meant)", source=label,
+                            column=str(c))
     extra = [c for c in frame.columns if c not in used]
     dropped: dict[str, str] = {}
     numbers: dict[Any, pd.Series] = {}
@@ -431,6 +441,10 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
                     if bad.size:
                         numbers[c] = pd.Series(np.where(np.isinf(values), np.nan, values), index=frame.index)
                         unread[str(c)] = (bad, str(frame[c].iloc[bad[0]]))
+                continue
+            nested = _first_nested(frame[c])
+            if nested is not None:  # a struct or list column of a Spark or BigQuery export: no driver
+                dropped[str(c)] = _short(nested)
                 continue
             # A column of numbers with a few cells of text (a typo, "n/a") keeps its numbers; the cells that are
             # no number are reported. A column with more text (a region's name, codes such as "0042"/"A17",
@@ -472,6 +486,25 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
     out.attrs = {_ATTR_SOURCE: label, _ATTR_FIRST_LINE: first_line, _ATTR_DROPPED: dropped,
                  _ATTR_UNREAD: unread, _ATTR_TIME_COL: time_col}
     return out
+
+
+def _first_nested(values: pd.Series) -> Any:
+    """The first cell of ``values`` that is a list, map, array or struct (a Parquet nested column), or None.
+
+    Only a column that pandas calls ``mixed`` is looked through cell by cell.
+
+    >>> _first_nested(pd.Series([None, {"a": 1}], dtype=object)), _first_nested(pd.Series(["a", 1.5]))
+    ({'a': 1}, None)
+    """
+    if values.dtype != object or pd.api.types.infer_dtype(values, skipna=True) != "mixed":
+        return None
+    return next((v for v in values if isinstance(v, (list, tuple, dict, set, np.ndarray))), None)
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters for a message."""
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _numbers_in(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
@@ -831,8 +864,6 @@ def _to_datetime_quietly(values: pd.Index, fmt: str | None) -> tuple[pd.Datetime
 
 
 def _parse_target(column: pd.Series) -> np.ndarray:
-    if pd.api.types.is_bool_dtype(column.dtype):
-        return column.to_numpy(dtype=np.float64, na_value=np.nan)
     if pd.api.types.is_numeric_dtype(column.dtype):
         return column.to_numpy(dtype=np.float64, na_value=np.nan)
     codes, uniques = pd.factorize(column, use_na_sentinel=True)
@@ -1050,10 +1081,15 @@ def _infer_stream_specs_block(stream: np.ndarray, ns: np.ndarray, n_streams: int
 
 def _describe_stream_spec(specs: _StreamSpecs, s: int) -> str:
     if specs.kind[s] == 3:
-        return "month-like spacing, not on month starts or ends"
+        return "about monthly, but not stamped on month starts or ends"
     if specs.kind[s] == 0:
         return "a single row"
     return _alias_from_spec(specs.spec(s))
+
+
+#: The least share of a stream's spacings that must be single steps of the project's frequency for a stream
+#: whose common spacing is a few steps to count as that frequency with gaps (:func:`_gapped_streams`).
+_GAPPED_SHARE = 0.1
 
 
 def _gapped_streams(given: Frequency, specs: _StreamSpecs, candidates: np.ndarray, stream: np.ndarray,
@@ -1061,8 +1097,11 @@ def _gapped_streams(given: Frequency, specs: _StreamSpecs, candidates: np.ndarra
     """Streams of ``candidates`` that have ``given``'s fixed step with gaps, not a coarser step of their own.
 
     A stream that missed readings (a sensor down every other hour) can have a most common spacing of a few
-    steps; one pair of its timestamps a single step apart shows that it reports at the step. Data of a coarser
-    frequency (daily totals in an hourly file) has no such pair. Calendar frequencies are left to their rule.
+    steps; single steps among its spacings show that it reports at the step. Data of a coarser frequency (daily
+    totals in an hourly file) has none, or a stray one: a row stamped off its hour, a weekly feed that moved its
+    day once, a two-day schedule that restarts each month. So at least :data:`_GAPPED_SHARE` of a stream's
+    spacings must be single steps. Calendar frequencies, and streams spaced a month or more apart, are left to
+    the month rules.
 
     >>> ns = pd.to_datetime(["2024-01-01 00:00", "2024-01-01 02:00", "2024-01-01 04:00", "2024-01-01 05:00",
     ...                      "2024-01-01 07:00", "2024-01-01 00:00", "2024-01-01 02:00", "2024-01-01 04:00"])
@@ -1081,9 +1120,10 @@ def _gapped_streams(given: Frequency, specs: _StreamSpecs, candidates: np.ndarra
         return out
     rows = coarser[stream]
     s, ts = stream[rows], t[rows]
-    one_step = (s[1:] == s[:-1]) & (ts[1:] - ts[:-1] == step_ns)
-    out[np.unique(s[1:][one_step])] = True
-    return out
+    same = s[1:] == s[:-1]
+    spacings = np.bincount(s[1:][same], minlength=len(candidates))
+    single = np.bincount(s[1:][same & (ts[1:] - ts[:-1] == step_ns)], minlength=len(candidates))
+    return coarser & (single > 0) & (single >= _GAPPED_SHARE * spacings)
 
 
 def _fleet_spec(specs: _StreamSpecs, given: Frequency | None
@@ -1302,6 +1342,10 @@ def validate(data: Any, *, freq: Frequency | str | None = None, source: str | No
                         f"with id_col=, time_col=, target_col= to rename)", source=source, column=missing[0])
     if len(df) == 0:
         raise DataError(f"{source + ': ' if source else ''}the data has no rows", source=source)
+    if pd.api.types.is_bool_dtype(df[TARGET].dtype):
+        raise DataError(f"{source + ': ' if source else ''}column 'y' holds true/false values, not numbers; a "
+                        f"forecast target is a number (write 0 and 1 if that is what is meant)", source=source,
+                        column=TARGET)
     v = _Validator(df, source, on_bad_rows)
     try:
         frame, fleet_freq = _run_checks(v, df, given, min_length, context)
@@ -1479,10 +1523,11 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
         rows = idx[disagree[stream]]
         # In a project's file read with drop, a few streams of another frequency are one zone's trouble: their
         # rows are dropped and listed, the fleet's are kept. A file whose streams mostly disagree is a file of
-        # another frequency (a daily export sent to an hourly project) and is refused whole, as in raise mode.
-        if context is not None and v.drop and 2 * len(bad_streams) < int(np.count_nonzero(specs.kind > 0)):
+        # another frequency (a daily export sent to an hourly project) and is refused whole, as in raise mode;
+        # so is any disagreement before the project's clock is fixed (the file's majority is no clock).
+        if context is not None and context.freq is not None and v.drop and 2 * len(bad_streams) < n_streams:
             v.bad_rows("stream-frequency", rows, keys[c[disagree[stream]]].to_numpy(),
-                       f"row{'s' if len(rows) != 1 else ''} of a stream spaced unlike the project's data ({expected}, "
+                       f"row{'s' if len(rows) != 1 else ''} spaced unlike the project's data ({expected}, "
                        f"but {'; '.join(parts)})", TIME,
                        [v.example(p, str(keys[c_]), f"ds={df[TIME].iloc[p]!r}")
                         for p, c_ in zip(rows[:_MAX_EXAMPLES], c[disagree[stream]][:_MAX_EXAMPLES])])
@@ -1557,17 +1602,29 @@ def _resolve_duplicates(v: _Validator, df: pd.DataFrame, idx: np.ndarray, c: np.
         keys_hit = np.unique(group[clash])
         in_group = np.isin(group, keys_hit)
         all_rows = np.flatnonzero(in_group)
+        # Most of a file colliding is not a feed's corrections but a broken time column (an hourly file whose
+        # ds lost its time of day, a Parquet date32 column): keeping the last row of each key would overwrite
+        # accepted values with one arbitrary hour's, so the file is refused in both modes.
+        broken = 2 * len(clash) > len(idx)
         examples = []
         for g in keys_hit[:_MAX_EXAMPLES]:
             members = np.flatnonzero(group == g)
             ys = ", ".join(f"{y[idx[m]]:g}" for m in members)
-            kept = f" ({v.row_word} {v.row_numbers[idx[members[-1]]]} kept)" if v.drop else ""
+            kept = f" ({v.row_word} {v.row_numbers[idx[members[-1]]]} kept)" if v.drop and not broken else ""
             examples.append(f"{keys[c[members[0]]]!r} at {_fmt_ts(t[members[0]])}: "
                             f"{v.row_word}s {', '.join(str(v.row_numbers[idx[m]]) for m in members)} "
                             f"have y = {ys}{kept}")
         streams = sorted(set(keys[c[clash]].tolist()))
         in_streams = f"in stream{'s' if len(streams) != 1 else ''} {_fmt_list([repr(s) for s in streams])}"
-        if v.drop:
+        if broken:
+            midnight = bool(np.all(t[all_rows] % _DAY == 0))
+            v.add("duplicate-conflict", "error",
+                  f"most rows ({len(clash):,} of {len(idx):,}) repeat the (unique_id, ds) of another row with a "
+                  f"different value {in_streams}: the ds column cannot tell them apart"
+                  + (" (every such ds is a date without a time of day: was the time lost on export?)" if midnight
+                     else "") + f"; e.g. {examples[0]}", streams=streams, n_rows=len(all_rows),
+                  positions=idx[all_rows], examples=examples, column=TIME)
+        elif v.drop:
             v.add("duplicate-conflict", "dropped",
                   f"dropped {len(clash):,} row{'s' if len(clash) != 1 else ''} whose (unique_id, ds) repeats "
                   f"with different values {in_streams}, keeping the last occurrence of each: "
@@ -2387,8 +2444,8 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
     Raises
     ------
     DataError
-        Naming the file, column and rows: a missing id or time column, a target column, no driver column, an
-        unparseable timestamp, a non-numeric driver value, or a repeated ``(unique_id, ds)``.
+        Naming the file, column and rows: a missing id or time column, a target column, no driver column, no
+        row, an unparseable timestamp, a non-numeric driver value, or a repeated ``(unique_id, ds)``.
 
     Examples
     --------
@@ -2436,6 +2493,9 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
     drivers = [c for c in frame.columns if c not in (id_col, time_col)]
     if not drivers:
         raise DataError(f"{label}: no driver column besides {id_col!r} and {time_col!r}", source=label)
+    if not len(frame):
+        raise DataError(f"{label}: the file has no rows (a header only): no future driver value to store",
+                        source=label)
     ids = frame[id_col]
     bad = np.flatnonzero(ids.isna().to_numpy() | (ids.astype(str).str.strip() == "").to_numpy(dtype=bool))
     if bad.size:
