@@ -857,3 +857,11 @@ def test_a_future_driver_file_with_only_a_header_is_refused(tmp_path):
     (tmp_path / "h.csv").write_text("unique_id,ds,temperature\n")
     with pytest.raises(DataError, match="h.csv: the file has no rows"):
         read_future_drivers(tmp_path / "h.csv")
+
+
+def test_now_and_today_in_a_time_column_are_bad_rows_not_the_wall_clock():
+    frame = pd.DataFrame({"unique_id": "a", "ds": [str(t) for t in hours("2024-01-01", 47)] + ["now"], "y": 1.0})
+    checked = validate(frame.assign(ds=frame["ds"].where(frame.index != 3, " Today ")), on_bad_rows="drop")
+    (bad,) = checked.report.by_code("unparsable-date")
+    assert bad.n_rows == 2 and len(checked.frame) == 46
+    assert checked.frame["ds"].max() == pd.Timestamp("2024-01-02 22:00")

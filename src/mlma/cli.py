@@ -1472,10 +1472,9 @@ def prune(
     inside the next tick's training window. Later ingests drop rows older than that time. With --versions:
     the model artifacts of old versions instead (mlma.toml's keep_versions, in the registry section, does it
     after every tick)."""
-    import pandas as pd
-
     from mlma.api.cli import actor
     from mlma.live import LiveAgent, NotReady
+    from mlma.params import data_time
     from mlma.project import MAX_KEEP_VERSIONS, ConfigError, parse_keep
 
     given = [name for name, value in (("--keep", keep), ("--before", before), ("--versions", versions))
@@ -1499,19 +1498,10 @@ def prune(
             _fail(str(exc))
         if span is None:
             _fail(f"--keep must be a whole number of days or weeks such as 400D or 13W, got {keep!r}")
-    else:
-        try:
-            cut = pd.Timestamp(before)
-        except ValueError:
-            cut = pd.NaT
-        if pd.isna(cut):  # an empty --before "$CUT" of a cron line with the variable unset
-            _fail(f"--before must be an ISO 8601 data time such as 2025-01-01, got {before!r}")
-        if cut.tzinfo is not None:
-            _fail(f"--before is data time, like the ds column: give it without a time zone, got {before!r}")
-        if cut.nanosecond:  # the store keeps microseconds: the time applied would not be the one printed
-            _fail(f"--before must not be finer than a microsecond, got {before!r}")
     try:
         with LiveAgent(config, executor="inline") as live:
+            if before is not None:  # a data time as for abnormal periods: ISO 8601, of the project's time zones
+                cut = data_time(before, "--before", time_zones=live.store.time_zones())
             report = live.prune(cut, keep=span, by=who, reason=reason, dry_run=dry_run)
     except (NotReady, ConfigError, ValueError) as exc:
         _fail(str(exc))

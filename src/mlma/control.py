@@ -237,9 +237,12 @@ class Operations:
 
         Works ahead of time (a holiday next week: pro-active) and afterwards (an outage yesterday:
         retrospective). The ticks read the periods when they build references and training windows.
+        ``start`` and ``end`` are data times in ISO 8601 (or datetimes), with a UTC offset exactly when the
+        project's timestamps came with one (:func:`mlma.params.data_time`).
         """
         check_actor(by)
-        lo, hi = data_time(start, "start"), data_time(end, "end")
+        zones = self.store.time_zones()  # the project's kind of timestamps, as its data files must have
+        lo, hi = data_time(start, "start", time_zones=zones), data_time(end, "end", time_zones=zones)
         if hi <= lo:
             raise ActionError(f"an abnormal period must end after it starts; got start={lo}, end={hi}")
         if streams is None and group is None:

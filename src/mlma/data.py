@@ -73,6 +73,7 @@ from mlma.calendar import (
 
 __all__ = [
     "CANONICAL_COLUMNS",
+    "CLOCK_WORDS",
     "DataError",
     "FleetContext",
     "FrequencyPending",
@@ -86,6 +87,7 @@ __all__ = [
     "infer_frequency",
     "make_tick_grid",
     "read_frame",
+    "read_timestamp",
     "validate",
 ]
 
@@ -748,8 +750,10 @@ def _parse_unique_dates(values: pd.Index) -> tuple[np.ndarray, str | None]:
     notes = []
     if is_text.any():
         # Year first and then a zone's name ("2025-02-04 00:00:00 UTC", as BigQuery exports timestamps) cannot
-        # be misread: the name is read as the offset it stands for.
-        text = pd.Index([_ZONE_NAME.sub("+00:00", v) for v in values[is_text]], dtype=object)
+        # be misread: the name is read as the offset it stands for. pandas reads "now" and "today" as the wall
+        # clock's time: no data time, so they are not read (NaT, a bad row).
+        text = pd.Index([_ZONE_NAME.sub("+00:00", v) if v.strip().lower() not in CLOCK_WORDS else "" for v in
+                         values[is_text]], dtype=object)
         best, note = _to_datetime_quietly(text, "ISO8601")
         if best is not None:
             if best.tz is not None:
@@ -772,6 +776,38 @@ def _parse_unique_dates(values: pd.Index) -> tuple[np.ndarray, str | None]:
         out[~is_text] = np.asarray(pd.DatetimeIndex(instants).tz_localize(None).as_unit("ns").asi8)
         notes.append("time zones converted to UTC" if aware else None)
     return out, next((n for n in notes if n), None)
+
+
+#: Words pandas reads as the wall clock's time; never a timestamp of data (nor a date a person gives an action).
+CLOCK_WORDS = frozenset({"now", "today"})
+
+
+def read_timestamp(value: Any) -> tuple[pd.Timestamp, bool, str]:
+    """One timestamp read as a data file's time column is read (ISO 8601 text or a datetime, never guessed):
+    ``(stamp, zoned, why_not)``. ``stamp`` is tz-naive, in UTC when the value carried an offset or zone
+    (``zoned``), NaT when it is not read; ``why_not`` then says why, when more can be said than "not ISO 8601"
+    (a date written day or month first, with both its readings; a word for the current time). For the dates a
+    person gives an action (:mod:`mlma.params`).
+
+    >>> read_timestamp("2025-02-01T06:00+05:00")[:2]
+    (Timestamp('2025-02-01 01:00:00'), True)
+    >>> read_timestamp("01/02/2025")[2]
+    "day and month could be swapped ('01/02/2025' is 1 February read day first, 2 January read month first)"
+    >>> read_timestamp("now")
+    (NaT, False, "'now' is not read as the current time: give the date")
+    """
+    text = value.strip() if isinstance(value, str) else value
+    given = pd.Index([text], dtype=object)
+    ns, note = _parse_unique_dates(given)
+    stamp = pd.Timestamp(ns.view("datetime64[ns]")[0])
+    if not pd.isna(stamp):
+        return stamp, note is not None, ""
+    if isinstance(text, str) and text.lower() in CLOCK_WORDS:
+        return pd.NaT, False, f"{text!r} is not read as the current time: give the date"
+    found = _NonISODates.find(given, ns, np.zeros(1, dtype=np.intp))
+    # The column's wording ("in every one of them") is for many values; here there is one.
+    why = found.ambiguity.replace(" in every one of them", "").removeprefix("; ") if found is not None else ""
+    return pd.NaT, False, why
 
 
 # A year-first timestamp followed by a zone's name that means UTC ("2025-02-04 00:00:00 UTC").

@@ -11,8 +11,12 @@ The bounds come from what the agent can hold and what is sane:
   below that limit, 10,000 ticks is 27 years of daily ticks or 14 months of hourly ones.
 - ``delta`` is a relative rise of the mean loss, at most 100 (a hundredfold); it must be finite (JSON has
   no infinity, and an infinite margin is a pin in disguise: use ``pin``).
-- Data times (abnormal periods) must lie within :data:`DATA_TIME_RANGE`, far inside the nanosecond
-  timestamps the data are handled in (1677-2262), which wrap silently beyond that.
+- Dates are ISO 8601 (``2025-02-01``, ``2025-02-01T06:00``, ``2025-02-01 06:00:00``), read as a data file's
+  timestamps are (:func:`iso_timestamp`, docs/data.md): ``01/02/2025`` is 1 February to some people and
+  2 January to others, and is refused, as are ``now`` and ``today``.
+- Data times (abnormal periods, ``mlma prune --before``) must lie within :data:`DATA_TIME_RANGE`, far inside the
+  nanosecond timestamps the data are handled in (1677-2262), which wrap silently beyond that, and carry a UTC
+  offset exactly when the project's timestamps came with one (:func:`data_time`).
 - Wall-clock instants that end something (a pin, a silence) must lie in the future, at most
   :data:`MAX_UNTIL` ahead.
 
@@ -25,7 +29,7 @@ Traceback (most recent call last):
 ...
 mlma.params.ParameterError: parameter cooldown_ticks must be the cool-down in ticks, a whole number from 0 to
 10000 (for stream zone-1), got 4611686018427387904
->>> data_time("2609-01-01", "start")
+>>> data_time("2609-01-01", "start", time_zones="naive")
 Traceback (most recent call last):
 ...
 mlma.params.ParameterError: start must be a data time from 1900-01-01 to 2199-12-31, got '2609-01-01'
@@ -40,6 +44,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+
+from mlma.data import read_timestamp  # the data files' reading of timestamps
 
 
 class ParameterError(ValueError):
@@ -121,36 +127,91 @@ def check_params(params: Any, target: str) -> dict[str, Any]:
     return clean
 
 
-def _timestamp(value: Any, what: str, kind: str, example: str) -> pd.Timestamp:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ParameterError(f"{what} must be a {kind} such as {example}, got {value!r}")
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError, OverflowError, pd.errors.OutOfBoundsDatetime):
-        raise ParameterError(f"{what} must be a {kind} such as {example}, got {value!r}") from None
+def iso_timestamp(value: Any, what: str, kind: str, example: str) -> tuple[pd.Timestamp, bool]:
+    """``value`` read as a data file's time column is (:mod:`mlma.data`, docs/data.md): ISO 8601 text (year
+    first) or a datetime, never guessed; ``(stamp, zoned)``, the stamp tz-naive (converted to UTC when it carried
+    a UTC offset or zone, then ``zoned``). A refusal names ``what``, the accepted form and, for a date written day
+    or month first, both of its readings.
+
+    >>> iso_timestamp("2025-02-01 06:00", "start", "data time", "2025-02-01")
+    (Timestamp('2025-02-01 06:00:00'), False)
+    >>> iso_timestamp("2025-02-01T06:00+05:00", "start", "data time", "2025-02-01")
+    (Timestamp('2025-02-01 01:00:00'), True)
+    >>> iso_timestamp("01/02/2025", "start", "data time", "2025-02-01")  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    ...
+    mlma.params.ParameterError: start must be an ISO 8601 data time such as 2025-02-01, got '01/02/2025'; day and
+    month could be swapped ('01/02/2025' is 1 February read day first, 2 January read month first)
+    """
+    refused = f"{what} must be an ISO 8601 {kind} such as {example}, got {_shown(value)}"
+    text = value.strip() if isinstance(value, str) else value
+    stamp, zoned, why_not = read_timestamp(text)  # the data files' own reading: ISO 8601 or datetimes, else NaT
+    if pd.isna(stamp) and isinstance(text, str) and not why_not:
+        # ISO 8601 but outside the nanosecond range the data path keeps (2609-01-01): said as out of range by the
+        # callers' bounds, not as a form that is not ISO.
+        try:
+            wide = pd.to_datetime(text, format="ISO8601")
+        except (ValueError, TypeError, OverflowError):
+            wide = pd.NaT
+        if not pd.isna(wide) and not pd.Timestamp.min <= wide.tz_localize(None) <= pd.Timestamp.max:
+            return wide.tz_localize(None) if wide.tzinfo is None else wide.tz_convert(None), wide.tzinfo is not None
     if pd.isna(stamp):
-        raise ParameterError(f"{what} must be a {kind} such as {example}, got {value!r}")
-    return stamp
+        raise ParameterError(refused + (f"; {why_not}" if why_not else ""))
+    if stamp.nanosecond:  # the store keeps microseconds: the time applied would not be the one given
+        raise ParameterError(f"{what} must not be finer than a microsecond, got {_shown(value)}")
+    return stamp, zoned
 
 
-def data_time(value: Any, what: str) -> pd.Timestamp:
-    """A data time (tz-naive, nanoseconds) within :data:`DATA_TIME_RANGE`."""
-    stamp = _timestamp(value, what, "date or date-time", "2026-12-24")
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert(None)
+def data_time_as_given(value: Any, what: str) -> tuple[pd.Timestamp, bool]:
+    """A data time in ISO 8601 (:func:`iso_timestamp`) within :data:`DATA_TIME_RANGE`: ``(stamp, zoned)``, the
+    stamp tz-naive in nanoseconds (in UTC if ``zoned``). Whether a zone fits the project: :func:`data_time`."""
+    stamp, zoned = iso_timestamp(value, what, "data time", "2025-02-01 or 2025-02-01 06:00")
     low, high = DATA_TIME_RANGE
     if not low <= stamp < high:
         raise ParameterError(f"{what} must be a data time from {low:%Y-%m-%d} to "
-                             f"{high - pd.Timedelta(days=1):%Y-%m-%d}, got {value!r}")
-    return stamp.as_unit("ns")
+                             f"{high - pd.Timedelta(days=1):%Y-%m-%d}, got {_shown(value)}")
+    return stamp.as_unit("ns"), zoned
+
+
+def data_time(value: Any, what: str, *, time_zones: str | None) -> pd.Timestamp:
+    """A data time (tz-naive, nanoseconds) within :data:`DATA_TIME_RANGE`, written as a data file's timestamps
+    are (ISO 8601 text or a datetime) and of the project's kind, as a data file's must be: ``time_zones`` is
+    :meth:`mlma.store.Store.time_zones` (``"zoned"``: with an offset, converted to UTC; ``"naive"``: without;
+    None, before any checked actuals: without, as nothing tells yet which clock the project's data are on).
+
+    >>> data_time("2025-02-01T06:00Z", "start", time_zones="zoned")
+    Timestamp('2025-02-01 06:00:00')
+    >>> data_time("2025-02-01T06:00+05:00", "start", time_zones="naive")  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    ...
+    mlma.params.ParameterError: start must have no UTC offset or time zone: this project's timestamps are tz-naive,
+    on the clock of its files (converted to UTC, it would be shifted by its offset); give e.g. 2025-02-01 06:00,
+    got '2025-02-01T06:00+05:00'
+    """
+    stamp, zoned = data_time_as_given(value, what)
+    if zoned and time_zones != "zoned":
+        why = ("this project's timestamps are tz-naive, on the clock of its files (converted to UTC, it would be "
+               "shifted by its offset)" if time_zones == "naive" else
+               "no checked file of actuals tells yet which clock this project's timestamps are on (ingest its "
+               "actuals first)")
+        raise ParameterError(f"{what} must have no UTC offset or time zone: {why}; give e.g. 2025-02-01 06:00, "
+                             f"got {_shown(value)}")
+    if not zoned and time_zones == "zoned":
+        raise ParameterError(f"{what} must carry its UTC offset: this project's timestamps came with time zones and "
+                             f"are kept in UTC (read as UTC, a local time would be shifted by its offset); give e.g. "
+                             f"2025-02-01T06:00+01:00, or Z for UTC (2025-02-01T06:00Z), got {_shown(value)}")
+    return stamp
+
+
+def instant(value: Any, what: str) -> dt.datetime:
+    """A wall-clock instant in ISO 8601 (:func:`iso_timestamp`) in UTC, a naive one taken as UTC."""
+    stamp, _ = iso_timestamp(value, what, "date-time", "2026-12-24T00:00 (UTC unless it carries an offset)")
+    return stamp.tz_localize("UTC").to_pydatetime()
 
 
 def future_instant(value: Any, what: str, now: dt.datetime | None = None) -> dt.datetime:
-    """A wall-clock instant in UTC (naive taken as UTC) after ``now`` and at most :data:`MAX_UNTIL` ahead."""
-    stamp = _timestamp(value, what, "date-time", "2026-12-24T00:00")
-    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
-    when = stamp.to_pydatetime()
-    return check_future(when, what, value, now)
+    """A wall-clock instant (:func:`instant`) after ``now`` and at most :data:`MAX_UNTIL` ahead."""
+    return check_future(instant(value, what), what, value, now)
 
 
 def check_future(when: dt.datetime, what: str, given: Any, now: dt.datetime | None = None) -> dt.datetime:

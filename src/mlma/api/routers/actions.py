@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, context, operator
 from mlma.api.inputs import Body, RowId, check_known_query, check_request_text
 from mlma.api.schemas import ActionAnswer, Problem
 from mlma.control import ActionError, ActionResult
-from mlma.params import ParameterError
+from mlma.params import ParameterError, data_time_as_given, instant
 from mlma.store.records import MAX_REASON
 
 # Every action needs an operator token: 401 without a valid one, 403 for a viewer's (or a cookie request
@@ -61,6 +61,24 @@ _FIELD_OF_MESSAGE = [
 ]
 
 
+def _date_form(check: Callable[[Any, str], Any]) -> AfterValidator:
+    """A date field checked in form by ``check`` (:mod:`mlma.params`: ISO 8601, as a data file's timestamps) as
+    the body is read, so that a refusal is a 422 on that field. What depends on the project (its time zones) or
+    on the clock (a pin ends in the future) is checked by :class:`~mlma.control.Operations`, through the same
+    functions."""
+    def validate(value: str, info: ValidationInfo) -> str:
+        check(value, info.field_name)  # a ParameterError is a ValueError: pydantic's 422 for the field
+        return value
+
+    return AfterValidator(validate)
+
+
+#: A data time in ISO 8601 (2025-02-01, 2025-02-01T06:00, 2025-02-01 06:00:00), kept as given.
+DataTimeText = Annotated[str, _date_form(data_time_as_given)]
+#: A wall-clock instant in ISO 8601 (UTC unless it carries an offset), kept as given.
+InstantText = Annotated[str, _date_form(instant)]
+
+
 class _Body(Body):
     reason: str | None = Field(None, max_length=MAX_REASON, description="Why: kept in the audit log.")
 
@@ -92,7 +110,8 @@ class Retrain(Streams):
 
 
 class Pin(Streams):
-    until: str | None = Field(None, description="ISO date-time (UTC) when the pin ends; omit to pin until unpinned")
+    until: InstantText | None = Field(None, description="ISO 8601 date-time (UTC unless it carries an offset, e.g. "
+                                      "2026-12-24T00:00) when the pin ends; omit to pin until unpinned")
 
 
 class ResetReference(Streams):
@@ -109,8 +128,10 @@ class SetParams(Streams):
 
 
 class MarkAbnormal(_Body):
-    start: str = Field(..., description="data time the period starts (inclusive), e.g. 2026-12-24")
-    end: str = Field(..., description="data time the period ends (exclusive)")
+    start: DataTimeText = Field(..., description="data time the period starts (inclusive), ISO 8601: 2026-12-24 or "
+                                                 "2026-12-24 06:00 (with a UTC offset when the project's data came "
+                                                 "with time zones)")
+    end: DataTimeText = Field(..., description="data time the period ends (exclusive), ISO 8601 as start")
     streams: list[str] | None = Field(None, description="unique_ids; with neither streams nor group: the fleet")
     group: dict[str, str | int | float] | None = None
 
