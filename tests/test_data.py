@@ -865,3 +865,12 @@ def test_now_and_today_in_a_time_column_are_bad_rows_not_the_wall_clock():
     (bad,) = checked.report.by_code("unparsable-date")
     assert bad.n_rows == 2 and len(checked.frame) == 46
     assert checked.frame["ds"].max() == pd.Timestamp("2024-01-02 22:00")
+
+
+def test_a_future_driver_too_large_to_read_is_quoted_as_written(tmp_path):
+    from mlma.data import read_future_drivers
+
+    (tmp_path / "f.csv").write_text("unique_id,ds,rain\na,2025-01-01,1.5\na,2025-01-02,1e400\n")
+    with pytest.raises(DataError, match=r"f.csv: driver column 'rain' has 1 infinite value\(s\), first '1e400' on "
+                                        r"line/row 3"):
+        read_future_drivers(tmp_path / "f.csv")

@@ -613,6 +613,17 @@ def _read_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None) -> 
                         source=str(path), rows=[line] if line else None) from None
 
 
+def _csv_cell(path: Path, column: Any, row: int) -> str | None:
+    """The text of ``column`` in data row ``row`` (0-based) of a CSV file as written (a number too large to read,
+    ``1e400``, is read as inf), for a message; None if it cannot be read again."""
+    try:
+        cell = pd.read_csv(path, usecols=[column], dtype=str, skiprows=range(1, row + 1), nrows=1,
+                           keep_default_na=False)[column]
+    except (OSError, ValueError, KeyError):
+        return None
+    return str(cell.iloc[0]) if len(cell) else None
+
+
 def _first_line_not_utf8(path: Path) -> int | None:
     """The 1-based line of a CSV file (plain or compressed as pandas reads it) where UTF-8 decoding fails."""
     import codecs
@@ -2584,8 +2595,11 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
                             rows=[line(i) for i in bad[:20]])
         bad = np.flatnonzero(np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)))
         if bad.size:
+            written = str(frame[c].iloc[bad[0]])
+            if not isinstance(source, pd.DataFrame) and Path(source).suffix.lower() not in (".parquet", ".pq"):
+                written = _csv_cell(Path(source), c, int(bad[0])) or written  # as written: 1e400 read as inf
             raise DataError(f"{label}: driver column {c!r} has {bad.size} infinite value(s), first "
-                            f"{str(frame[c].iloc[bad[0]])!r} on line/row {line(bad[0])}: give a number, or leave the "
+                            f"{written!r} on line/row {line(bad[0])}: give a number, or leave the "
                             "cell empty (not known)", source=label, column=str(c), rows=[line(i) for i in bad[:20]])
         out[str(c)] = values.to_numpy(dtype=np.float64)
     dup = np.flatnonzero(out.duplicated([ID, TIME], keep=False).to_numpy())
