@@ -105,7 +105,8 @@ def test_a_worker_that_joins_without_mlma_is_retired_named_and_the_fits_run_on_t
             service = ModelService(fleet, RidgeForecaster, CTX, train_window_ticks=14, executor=executor,
                                    chunk_size=1, fit_timeout=300)
             said = (rf"mlma is not importable on Dask worker\(s\) {bad} at tcp://\S+, or cannot unpickle mlma's "
-                    r"tasks there \(\S+: ModuleNotFoundError: No module named 'mlma.*\); retired them")
+                    r"tasks or build the model there \(\S+: ModuleNotFoundError: No module named 'mlma.*\); "
+                    r"retired them")
             with pytest.warns(RuntimeWarning, match=said):
                 fitted = service.fit(keys)
             assert worker.wait(timeout=90) is not None  # retired: the process ended with its nanny
@@ -200,3 +201,35 @@ def test_after_ctrl_c_the_workers_running_the_ticks_fits_are_restarted_at_shutdo
             terminate_executor(executor)  # what the owners do after Ctrl-C (LiveAgent.close, run_backtest)
         _wait_for(lambda: len(watcher.nthreads()) == 2 and _executing(watcher) == [0, 0],
                   "the workers still run the fits of the stopped tick", timeout=120)
+
+
+def test_a_worker_without_the_users_model_module_is_retired_before_it_fails_fits(fleet, tmp_path, monkeypatch):
+    """mlma imports, the tasks unpickle (the spec is text), but the user's model module is not installed on one
+    worker: every fit it got failed with ModuleNotFoundError, counted against the streams. The worker check now
+    builds an unfitted model of the spec there too, so it is retired, named, and every stream gets its model."""
+    (tmp_path / "fleetmodels.py").write_text(
+        "from mlma.models import RidgeForecaster\n\n\nclass ZoneRidge(RidgeForecaster):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the LocalCluster's worker processes import it too
+    keys = _keys(fleet)
+    with _local_cluster(1) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        executor = DaskExecutor(client)
+        assert executor.submit(sum, [1, 2]).result(timeout=60) == 3
+        hide = tmp_path / "without_models.py"
+        hide.write_text("import sys\n\nsys.modules['fleetmodels'] = None  # not installed on this worker\n")
+        log = open(tmp_path / "worker-without-models.log", "w")  # noqa: SIM115 - the process holds it
+        worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", cluster.scheduler_address,
+                                   "--nthreads", "1", "--name", "without-models", "--preload", str(hide)],
+                                  stdout=log, stderr=log)
+        try:
+            client.wait_for_workers(2, timeout=90)
+            bad = _address_of(client, "without-models")
+            service = ModelService(fleet, "fleetmodels:ZoneRidge", CTX, train_window_ticks=14, executor=executor,
+                                   chunk_size=1, fit_timeout=300)
+            said = rf"worker\(s\) {bad} at tcp://\S+, or cannot unpickle mlma's tasks or build the model there"
+            with pytest.warns(RuntimeWarning, match=said):
+                fitted = service.fit(keys)
+            assert worker.wait(timeout=90) is not None and bad not in client.nthreads()
+            assert [model.key for model in fitted] == keys and not service.failures
+        finally:
+            _end(worker)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import collections
 import concurrent.futures.process
 import dataclasses
-
+import functools
 import math
 import pickle
 import threading
@@ -360,14 +360,17 @@ class DaskExecutor(Executor):
             warnings.warn(f"Dask workers at {self.address} run mlma {', '.join(other)}, this process {local}; "
                           "fits may differ from local ones", RuntimeWarning, stacklevel=3)
 
-    def retire_unfit_workers(self, *task_objects) -> tuple[str | None, bool]:
+    def retire_unfit_workers(self, *task_objects, probe: Callable[[], object] | None = None
+                             ) -> tuple[str | None, bool]:
         """Check the workers that joined since the last check: each must import mlma and unpickle
         ``task_objects`` (what the tasks about to be sent carry besides their data: the function, the model
-        spec, the context). A worker that cannot (mlma not installed in its environment, another mlma) does
-        not fail the task: Dask cannot read it, and the worker drops its connection and closes, at the first
-        task it gets, and every such end counts against the task (``KilledWorker`` after
-        ``distributed.scheduler.allowed-failures``, blaming the task's streams). So it is retired now (closed
-        with its nanny), before any task reaches it.
+        spec, the context), and run ``probe`` (sent with them; :class:`ModelService` builds an unfitted model
+        of its spec: a user's model module, an extra or a model file missing on the worker). A worker that
+        cannot unpickle does not fail the task: Dask cannot read it, and the worker drops its connection and
+        closes, at the first task it gets, and every such end counts against the task (``KilledWorker`` after
+        ``distributed.scheduler.allowed-failures``, blaming the task's streams); one that cannot build the
+        model fails every stream's fit it gets. So it is retired now (closed with its nanny), before any task
+        reaches it.
 
         Returns what is wrong, naming the workers (None when nothing is), and whether no worker can run the
         tasks: then none is retired (the tasks themselves are at fault, or the whole cluster's environment)
@@ -383,13 +386,15 @@ class DaskExecutor(Executor):
         new = sorted(workers - self._checked)
         if not new:
             return None, False
-        blob = cloudpickle.dumps(task_objects)
+        blob = cloudpickle.dumps((task_objects, probe))
 
         def unpickles(blob):  # sent by value: it runs where mlma may not be importable
             import pickle
 
             try:
-                pickle.loads(blob)
+                _, probe = pickle.loads(blob)
+                if probe is not None:
+                    probe()
             except Exception as exc:  # noqa: BLE001 - what the worker would fail with at the task
                 return f"{type(exc).__name__}: {exc}"
             return None
@@ -405,7 +410,7 @@ class DaskExecutor(Executor):
             return None, False
         worker, error = next(iter(broken.items()))
         what = (f"mlma is not importable on Dask worker(s) {', '.join(sorted(broken))} at {self.address}, or "
-                f"cannot unpickle mlma's tasks there ({worker}: {error})")
+                f"cannot unpickle mlma's tasks or build the model there ({worker}: {error})")
         fix = f"install this mlma ({_mlma_version()}) and the model's code in the workers' environment"
         if not self._checked:
             return f"{what}; no worker of the cluster can run the fits: {fix}", True
@@ -1509,8 +1514,9 @@ class ModelService:
         no worker can run them (then they are not sent: each worker would close at the first), else None."""
         if not isinstance(executor, DaskExecutor):
             return None
-        problem, none_can = executor.retire_unfit_workers(_fit_chunk, _predict_shard, self.spec, self.ctx,
-                                                          self.model_params, ModelKey(0, 0))
+        problem, none_can = executor.retire_unfit_workers(
+            _fit_chunk, _predict_shard, self.spec, self.ctx, self.model_params, ModelKey(0, 0),
+            probe=functools.partial(make_forecaster, self.spec, self.ctx, **self.model_params))
         if problem is not None and not none_can:
             warnings.warn(problem, RuntimeWarning, stacklevel=3)
         return problem if none_can else None
