@@ -8,8 +8,11 @@ and kills it in the middle of a delivery.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,6 +20,7 @@ import threading
 import time
 
 import pytest
+import sqlalchemy as sa
 from test_alerts import Hook, escalate, fleet, receiver, records
 
 from mlma.alerts import Notifier, claim_seconds
@@ -220,4 +224,126 @@ def test_a_failed_delivery_releases_its_claim_and_is_retried_by_the_other_proces
     assert time.monotonic() - started < 5
     assert len(hook.requests) == 2 and [r.status for r in records(a_store)] == ["failed", "sent"]
     assert a.plan(tick=1) == [] and b.plan(tick=1) == []
+    assert a.close(5) and b.close(5)
+
+
+def test_a_fleet_wide_event_costs_about_one_store_write_per_group(stores, hook, monkeypatch):
+    """Many groups at once (group_by stream): the claims are taken in batches, in the transactions that read what
+    was sent, and each outcome is recorded with its claim released in one transaction. Three writes a group (claim,
+    record, release) made 2,000 groups take 18 s instead of 6 s, past the 10 s an ``mlma tick`` waits."""
+    a_store, _ = stores
+    ids = fleet(a_store, {"Berlin": 64})
+    escalate(a_store, ids["Berlin"], tick=1)
+    writes = []
+    write = a_store._write
+
+    @contextlib.contextmanager
+    def counted():
+        writes.append(1)
+        with write() as conn:
+            yield conn
+
+    monkeypatch.setattr(a_store, "_write", counted)
+    notifier = Notifier(a_store, [receiver(hook.url, group_by=["stream"])])
+    deliveries = notifier.notify(tick=1).result(60)
+    assert [d.status for d in deliveries] == ["sent"] * 64 and len(hook.requests) == 64
+    assert len(writes) <= 64 + 16, len(writes)  # one record each, a few claims of many groups
+    assert NotificationLog(a_store).claims(["ops"]) == {} and notifier.plan(tick=1) == []
+    assert notifier.close(5)
+
+
+def test_groups_held_by_a_dead_process_do_not_hold_up_the_others(stores, hook):
+    """A process died delivering four groups (as many as a receiver's delivery threads); new members came in
+    those groups and in an unrelated one (Zurich). Waiting for the dead process's claims occupied every delivery
+    thread until they lapsed (300 s with the defaults), and Zurich with them: it is posted at once."""
+    a_store, b_store = stores
+    cities = ["Aachen", "Berlin", "Cologne", "Dresden"]
+    ids = fleet(a_store, {c: 2 for c in cities + ["Zurich"]})
+    dead = NotificationLog(b_store)
+    held = []
+    for city in cities:
+        (first,) = escalate(a_store, ids[city][:1], tick=1)
+        held.append(dead.claim("ops", f'{{kind="data-quality",city="{city}"}}', [first],
+                               holder="mlma-alerts@elsewhere:999/dead", seconds=300))
+        escalate(a_store, ids[city][1:], tick=2)
+    escalate(a_store, ids["Zurich"][:1], tick=2)
+    notifier = Notifier(a_store, [receiver(hook.url)], max_workers=4)
+    pending = notifier.notify(tick=2)
+    wait_for(lambda: len(hook.requests) == 1, 20)
+    assert hook.requests[0]["json"]["groupKey"] == '{kind="data-quality",city="Zurich"}'
+    assert not pending.done()  # the four wait for the claims, without a thread each
+    dead.release(*held)  # that delivery ended (here: given up): the waiting ones go out
+    deliveries = pending.result(20)
+    assert sorted((d.group_key.split('"')[3], d.status, len(d.escalation_ids)) for d in deliveries) == [
+        (c, "sent", 2) for c in cities] + [("Zurich", "sent", 1)]
+    assert len(hook.requests) == 5 and NotificationLog(a_store).claims(["ops"]) == {}
+    assert notifier.close(5)
+
+
+def test_a_page_is_posted_when_the_sqlite_store_is_too_busy_to_claim_it(tmp_path, hook, caplog):
+    """Another process holds the SQLite store's write lock beyond the busy timeout (a long ingest or prune):
+    the claim could not be written, and nothing was posted nor recorded. A page does not depend on the store."""
+    path = tmp_path / "mlma.db"
+    with Store.create(f"sqlite:///{path}") as store:
+        escalate(store, fleet(store, {"Berlin": 2})["Berlin"], tick=1)
+    with Store.open(f"sqlite:///{path}?timeout=0.5") as store:
+        notifier = Notifier(store, [receiver(hook.url)])
+        (note,) = notifier.plan(tick=1)
+        other = sqlite3.connect(path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            with caplog.at_level(logging.WARNING, logger="mlma.alerts"):
+                delivery = notifier.deliver(note)
+            other.execute("COMMIT")
+        finally:
+            other.close()
+        assert (delivery.status, delivery.recorded, len(hook.requests)) == ("sent", False, 1)
+        assert "posting it without a claim" in caplog.text
+        assert notifier.close(5)
+
+
+def test_a_claim_that_cannot_be_written_does_not_hold_the_page_back(stores, hook, monkeypatch, caplog):
+    a_store, _ = stores
+    escalate(a_store, fleet(a_store, {"Berlin": 2})["Berlin"], tick=1)
+
+    def down(*args, **kwargs):
+        raise sa.exc.OperationalError("INSERT INTO locks ...", {}, Exception("could not connect to server"))
+
+    monkeypatch.setattr(NotificationLog, "claim_groups", down)
+    notifier = Notifier(a_store, [receiver(hook.url)])
+    with caplog.at_level(logging.WARNING, logger="mlma.alerts"):
+        deliveries = notifier.notify(tick=1).result(10)
+    assert [(d.status, d.recorded) for d in deliveries] == [("sent", True)] and len(hook.requests) == 1
+    assert "without a claim" in caplog.text
+    assert [r.status for r in records(a_store)] == ["sent"] and notifier.plan(tick=1) == []
+    assert notifier.close(5)
+
+
+def test_a_notifier_takes_over_its_own_claim_left_by_an_unrecorded_delivery(stores, hook, monkeypatch):
+    """Recording a delivery failed once, so its claim was kept; the next delivery of the group by the same
+    notifier (a new member) waited for its own claim to lapse (claim_seconds: 198 s here)."""
+    a_store, b_store = stores
+    ids = fleet(a_store, {"Berlin": 2})
+    (first_id,) = escalate(a_store, ids["Berlin"][:1], tick=1)
+    record = NotificationLog.record
+    failures = [RuntimeError("the store hiccupped")]
+
+    def flaky(self, *args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return record(self, *args, **kwargs)
+
+    monkeypatch.setattr(NotificationLog, "record", flaky)
+    a = Notifier(a_store, [receiver(hook.url)])
+    assert [(d.status, d.recorded) for d in a.notify(tick=1).result(10)] == [("sent", False)]
+    (kept,) = NotificationLog(a_store).claims(["ops"]).values()
+    assert sorted(kept.escalation_ids) == [first_id] and kept.holder.startswith("mlma-alerts@")
+    # Another process still keeps off the group: the claim lists all the members it would send.
+    b = Notifier(b_store, [receiver(hook.url)])
+    assert b.plan(tick=1) == []
+    (second_id,) = escalate(a_store, ids["Berlin"][1:], tick=2)
+    deliveries = a.notify(tick=2).result(10)
+    assert [(d.status, d.escalation_ids, d.recorded) for d in deliveries] == [("sent", [first_id, second_id], True)]
+    assert hook.requests[1]["json"]["mlma"]["new"] == 1
+    assert len(hook.requests) == 2 and NotificationLog(a_store).claims(["ops"]) == {}
     assert a.close(5) and b.close(5)

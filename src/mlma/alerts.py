@@ -13,9 +13,12 @@ of Prometheus' Alertmanager so that 40 broken zones in one city make one message
 - **One sender across processes.** Before posting, a delivery claims its group in the store (a lease listing
   its escalation ids, :meth:`mlma.store.notifications.NotificationLog.claim`), so two processes on one store
   (``mlma run`` between its ticks, an ``mlma tick`` or the API server after theirs) never both post it: the
-  second one skips a group whose claim lists all its members, waits for a claim that lacks some, and skips
-  a group found sent meanwhile. The claim is released once the outcome is recorded; one whose process died
-  lapses after :func:`claim_seconds` (longer than the receiver's attempts and waits can take).
+  second one skips a group whose claim lists all its members, waits for a claim that lacks some (without
+  holding a delivery thread), and skips a group found sent meanwhile. The claim is released with the
+  outcome recorded; one whose process died lapses after :func:`claim_seconds` (longer than the receiver's
+  attempts and waits can take); the process's own leftover claim is taken over at once. A claim that cannot
+  be written (the store is down, or busy beyond its timeout) does not hold a page back: it is posted without
+  one (a warning is logged; two processes may then both post it).
 - **Silences.** Only escalations whose status is ``open`` are sent (a silence whose ``silenced_until``
   has passed counts as open again); acknowledged, resolved and silenced ones are not. The status is read
   from the store when the notifications are planned.
@@ -114,8 +117,13 @@ _SLACK_TEXT_CHARS = 38_000
 #: Seconds a delivery's claim lives beyond what its attempts and waits can take (resolving the host's name,
 #: recording the outcome); see :func:`claim_seconds`.
 CLAIM_MARGIN_SECONDS = 60.0
-#: How often a delivery waiting for another process's claim of its group looks again, in seconds.
+#: How often the deliveries waiting for other processes' claims of their groups look again, in seconds (one read
+#: of the store for all of them, in a thread of its own: a waiting delivery holds no delivery thread).
 CLAIM_POLL_SECONDS = 0.5
+#: A delivery claims its group together with up to this many more groups of its receiver queued to start next,
+#: in one store transaction: a fleet-wide event of thousands of groups costs about one write per group (its
+#: outcome, which releases its claim), not three.
+CLAIM_AHEAD = 31
 
 
 class AlertConfigError(ValueError):
@@ -1122,6 +1130,16 @@ class Notifier:
         self._inflight: dict[tuple[str, str], Notification] = {}
         # The last delivery queued for each group: the next one of the group starts when it has ended.
         self._tails: dict[tuple[str, str], concurrent.futures.Future] = {}
+        # Deliveries handed to a receiver's threads and not started yet, by receiver and group key (at most one
+        # of a group: the next one is handed over once it ended), and the claims taken ahead for some of them,
+        # with the monotonic time they were taken and the group's latest sent notification read with them.
+        self._ready: dict[str, dict[str, Notification]] = {r.name: {} for r in receivers}
+        self._ahead: dict[tuple[str, str], tuple[Claim, float, tuple[frozenset[int], dt.datetime] | None]] = {}
+        # Deliveries waiting for another process's claim of their group: (the note, the claim in the way, how
+        # to start it again, how to end it). One thread looks at the claims for all of them.
+        self._waits: list[tuple[Notification, Claim, Any, Any]] = []
+        self._waits_added = threading.Condition(self._state)
+        self._watcher: threading.Thread | None = None
 
     def __repr__(self) -> str:
         return f"Notifier({self.store!r}, receivers={[r.name for r in self.receivers]})"
@@ -1287,18 +1305,30 @@ class Notifier:
             self._tails[key] = part
             self._inflight[key] = note
 
-        def finish(delivered: concurrent.futures.Future) -> None:
-            error = delivered.exception()
+        def finish(delivery: Delivery | None, error: BaseException | None = None) -> None:
+            with self._state:
+                if self._inflight.get(key) is note:
+                    del self._inflight[key]
             if error is not None:
                 part.set_exception(error)
             else:
-                part.set_result(delivered.result())
+                part.set_result(delivery)
             with self._state:
                 if self._tails.get(key) is part:
                     del self._tails[key]
 
+        def ended(attempt: concurrent.futures.Future) -> None:
+            error = attempt.exception()
+            outcome = None if error is not None else attempt.result()
+            if isinstance(outcome, Claim):  # another process's claim lacking members: wait, without a thread
+                self._wait(note, outcome, start, finish)
+            else:
+                finish(outcome, error)
+
         def start(_=None) -> None:
-            self._pools[note.receiver.name].submit(self._deliver_and_release, note).add_done_callback(finish)
+            with self._state:
+                self._ready[note.receiver.name][note.group_key] = note
+            self._pools[note.receiver.name].submit(self._attempt, note).add_done_callback(ended)
 
         if before is None:
             start()
@@ -1325,66 +1355,143 @@ class Notifier:
         for p in parts:
             p.add_done_callback(done)
 
-    def _deliver_and_release(self, note: Notification) -> Delivery:
-        try:
-            return self.deliver(note)
-        finally:
-            key = (note.receiver.name, note.group_key)
+    def _attempt(self, note: Notification) -> Delivery | Claim:
+        """Deliver a note handed to a delivery thread; or return the claim of another process that it waits for
+        (lacking some of its members), without waiting."""
+        with self._state:
+            self._ready[note.receiver.name].pop(note.group_key, None)
+        return self._deliver_once(note, time.monotonic(), batch=True)
+
+    def _wait(self, note: Notification, claim: Claim, retry, finish) -> None:
+        """Hand ``note`` to the thread that looks at other processes' claims (:meth:`_watch_claims`): it starts
+        the note again (``retry``) once ``claim`` is gone, or ends it (``finish``) when the notifier closes."""
+        with self._state:
+            self._waits.append((note, claim, retry, finish))
+            if self._watcher is None:
+                self._watcher = threading.Thread(target=self._watch_claims, name="mlma-alerts-claims", daemon=True)
+                self._watcher.start()
+            self._waits_added.notify()
+
+    def _watch_claims(self) -> None:
+        while True:
             with self._state:
-                if self._inflight.get(key) is note:
-                    del self._inflight[key]
+                while not self._waits:
+                    self._waits_added.wait()
+            in_time = self._pause(CLAIM_POLL_SECONDS)
+            with self._state:
+                waits, self._waits = self._waits, []
+            if not in_time:
+                for note, claim, _, finish in waits:
+                    finish(Delivery(note.receiver.name, note.group_key, note.escalation_ids, "skipped", 0,
+                                    f"gave up waiting for the delivery of {claim.holder}: the notifier was closing",
+                                    None, 0.0, False))
+                continue
+            try:
+                with self._db:
+                    live = self._log.claims(sorted({note.receiver.name for note, *_ in waits}))
+            except Exception:  # noqa: BLE001 - each delivery tries its claim again, and posts without one if need be
+                log.warning("alerts: could not read the claims of other processes; trying %d waiting "
+                            "notification(s) again", len(waits), exc_info=True)
+                live = {}
+            still = []
+            for waiting in waits:
+                note, _, retry, _ = waiting
+                found = live.get((note.receiver.name, note.group_key))
+                if found is not None and found.holder != self._holder \
+                        and not frozenset(note.escalation_ids) <= found.escalation_ids:
+                    still.append(waiting)
+                else:
+                    retry()
+            with self._state:
+                self._waits[:0] = still
 
     def deliver(self, note: Notification, *, record: bool = True) -> Delivery:
         """Post one notification now, with retries, and record the outcome (``record=False``: don't).
 
-        A notification to record is first claimed in the store (:meth:`NotificationLog.claim`), and its claim
-        released once the outcome is recorded (kept until it lapses if recording failed). It is ``skipped``
-        when another process's live claim of the group lists all its members, or when a notification of the
-        group sent after the plan (by another process) did; while another's claim lacks some of its members,
-        it waits for that delivery to end, as a group's deliveries do within one process.
+        A notification to record is first claimed in the store (:meth:`NotificationLog.claim_groups`), and its
+        claim released with the outcome recorded (kept until it lapses, or this notifier's next delivery of the
+        group takes it over, if recording failed). It is ``skipped`` when another process's live claim of the
+        group lists all its members, or when a notification of the group sent after the plan (by another
+        process) did; while another's claim lacks some of its members, it waits for that delivery to end, as a
+        group's deliveries do within one process (this call waits; a delivery queued by :meth:`notify` waits
+        without holding a delivery thread). If the claim cannot be written (the store is down or busy beyond its
+        timeout), the notification is posted without one, with a warning: a page is not held back by the store,
+        and another process may post it too.
         """
         if not record:
             return self._post(note, record=False)
         started = time.monotonic()
+        while True:
+            outcome = self._deliver_once(note, started)
+            if not isinstance(outcome, Claim):
+                return outcome
+            if not self._pause(CLAIM_POLL_SECONDS):
+                return Delivery(note.receiver.name, note.group_key, note.escalation_ids, "skipped", 0,
+                                f"gave up waiting for the delivery of {outcome.holder}: the notifier was closing",
+                                None, time.monotonic() - started, False)
+
+    def _deliver_once(self, note: Notification, started: float, *, batch: bool = False) -> Delivery | Claim:
+        """Claim, post and record ``note``; or return another process's claim that lacks some of its members
+        (nothing posted). ``batch`` (a delivery of a receiver's threads): use the claim taken ahead for it, if
+        any, or claim the receiver's groups queued next with it (:meth:`_claim`)."""
+        if self._attempt_timeout(1.0) is None:  # closing, past the deadline: nothing is posted, nothing claimed
+            with self._db, self._state:
+                ahead = self._ahead.pop((note.receiver.name, note.group_key), None) if batch else None
+            return self._post(note, record=True, claim=None if ahead is None else ahead[0])
         try:
-            claim, claimed = self._claim(note)
-        except Exception as exc:  # noqa: BLE001 - a store that cannot be reached: nothing is posted, next plan retries
-            log.exception("alerts: could not claim the notification of %s to %s", note.group_key, note.receiver.name)
-            return Delivery(note.receiver.name, note.group_key, note.escalation_ids, "failed", 0,
-                            f"could not claim the delivery in the store: {type(exc).__name__}: {exc}"[:_ERROR_CHARS],
-                            None, time.monotonic() - started, False)
-        if claim is None:
+            claim, claimed = self._claim(note, batch)
+        except Exception as exc:  # noqa: BLE001 - a page does not depend on the store: posted without a claim
+            log.warning("alerts: could not claim the notification of %s to %s in the store (%s: %s); posting it "
+                        "without a claim, so another process may post it too", note.group_key, note.receiver.name,
+                        type(exc).__name__, str(exc)[:_ERROR_CHARS])
+            claim, claimed = None, note
+        if isinstance(claimed, str):
             log.info("alerts: skipped %s to %s: %s", note.group_key, note.receiver.name, claimed)
             return Delivery(note.receiver.name, note.group_key, note.escalation_ids, "skipped", 0, claimed, None,
                             time.monotonic() - started, False)
-        delivery = self._post(claimed, record=True)
-        if delivery.recorded:
-            self._release(claim)
-        return delivery
+        if claim is not None and not claim.mine:
+            return claim
+        return self._post(claimed, record=True, claim=claim)
 
-    def _claim(self, note: Notification) -> tuple[Claim | None, Notification | str]:
+    def _claim(self, note: Notification, batch: bool) -> tuple[Claim | None, Notification | str]:
         """Claim ``note``'s group: (the claim, the notification to post, re-based on a notification of the group
-        sent since the plan), or (None, why it is skipped)."""
+        sent since the plan), (another process's claim that lacks some of its members, the note), or (None, why
+        it is skipped).
+
+        With ``batch``, a claim taken ahead with an earlier delivery's is used if it is fresh (taken less than half
+        of ``claim_margin`` ago: the delivery still ends within the claim's lifetime); else the receiver's groups
+        queued to start next are claimed with this one, in one transaction. Claims are taken ahead, and found,
+        holding ``_db``: a group queued when they were taken had not started, and finds its claim when it does.
+        """
         receiver, key = note.receiver, note.group_key
         ids = frozenset(note.escalation_ids)
-        seconds = claim_seconds(receiver, self.claim_margin)
-        while True:
-            with self._db:
-                claim = self._log.claim(receiver.name, key, ids, holder=self._holder, seconds=seconds)
-            if claim.mine:
-                break
+        with self._db:
+            with self._state:
+                ahead = self._ahead.pop((receiver.name, key), None) if batch else None
+            if ahead is not None and time.monotonic() - ahead[1] < self.claim_margin / 2:
+                claim, sent = ahead[0], ahead[2]
+            else:
+                groups = {key: ids}
+                if batch and self.claim_margin > 0:
+                    with self._state:
+                        for other, queued in self._ready[receiver.name].items():
+                            if len(groups) > CLAIM_AHEAD:
+                                break
+                            if other != key and (receiver.name, other) not in self._ahead:
+                                groups[other] = frozenset(queued.escalation_ids)
+                claims, last = self._log.claim_groups(receiver.name, groups, holder=self._holder,
+                                                      seconds=claim_seconds(receiver, self.claim_margin))
+                taken_at = time.monotonic()
+                with self._state:
+                    for other, taken in claims.items():
+                        if other != key and taken.mine:
+                            self._ahead[(receiver.name, other)] = (taken, taken_at, last.get(other))
+                claim, sent = claims[key], last.get(key)
+        if not claim.mine:
             if ids <= claim.escalation_ids:
                 return None, f"being sent by {claim.holder} (claimed until {_iso(claim.expires_at)})"
-            # It has members that delivery lacks: it follows it, as one planned behind another in this process.
-            if not self._pause(CLAIM_POLL_SECONDS):
-                return None, f"gave up waiting for the delivery of {claim.holder}: the notifier was closing"
-        try:
-            with self._db:
-                last = self._log.last_sent([receiver.name], [key])
-        except BaseException:
-            self._release(claim)
-            raise
-        sent_ids, sent_at = last.get((receiver.name, key), (frozenset(), None))
+            return claim, note  # it follows that delivery, as one planned behind another in this process
+        sent_ids, sent_at = sent or (frozenset(), None)
         if sent_at is not None and sent_at != note.last_sent_at:  # sent since the plan, by another process
             if ids <= sent_ids:
                 self._release(claim)
@@ -1394,15 +1501,15 @@ class Notifier:
                                        last_sent_at=sent_at)
         return claim, note
 
-    def _release(self, claim: Claim) -> None:
+    def _release(self, *claims: Claim) -> None:
         try:
             with self._db:
-                self._log.release(claim)
-        except Exception:  # noqa: BLE001 - the claim lapses by itself
-            log.exception("alerts: could not release the claim of %s to %s; it lapses at %s", claim.group_key,
-                          claim.receiver, _iso(claim.expires_at))
+                self._log.release(*claims)
+        except Exception:  # noqa: BLE001 - the claims lapse by themselves
+            log.exception("alerts: could not release the claim(s) of %s; they lapse by themselves",
+                          ", ".join(f"{c.group_key} to {c.receiver}" for c in claims))
 
-    def _post(self, note: Notification, *, record: bool) -> Delivery:
+    def _post(self, note: Notification, *, record: bool, claim: Claim | None = None) -> Delivery:
         receiver = note.receiver
         started = time.monotonic()
         attempts, status, error, http_status = 0, "failed", None, None
@@ -1449,15 +1556,18 @@ class Notifier:
         else:
             log.warning("alerts: could not notify %s (%s) of %s after %d attempt(s): %s", receiver.name,
                         receiver.target, note.group_key, attempts, error, exc_info=trace)
-        recorded = self._record(note, status, attempts, error) if record else False
+        recorded = self._record(note, status, attempts, error, claim) if record else False
         return Delivery(receiver.name, note.group_key, note.escalation_ids, status, attempts, error, http_status,
                         seconds, recorded)
 
-    def _record(self, note: Notification, status: str, attempts: int, error: str | None) -> bool:
+    def _record(self, note: Notification, status: str, attempts: int, error: str | None,
+                claim: Claim | None = None) -> bool:
+        """Record the outcome, and release ``claim`` (one's own) in the same transaction."""
         try:
             with self._db:
                 self._log.record(note.receiver.name, note.group_key, note.escalation_ids, status, attempts,
-                                 None if error is None else error[:_ERROR_CHARS], created_at=note.created_at)
+                                 None if error is None else error[:_ERROR_CHARS], created_at=note.created_at,
+                                 release=claim)
             return True
         except Exception:  # noqa: BLE001 - the delivery happened; losing its record must not kill the worker
             log.exception("alerts: could not record the %s notification of %s to %s", status, note.group_key,
@@ -1495,8 +1605,9 @@ class Notifier:
 
         Retries that would end after the deadline are given up and recorded as failed. Returns True if
         everything finished; otherwise the unfinished deliveries are logged and abandoned (they run in
-        daemon threads and are not recorded, so the next process sends those groups again, once their claims
-        lapse: :func:`claim_seconds`).
+        daemon threads and are not recorded, so the next process sends those groups again: at once those that
+        had not started, whose claims taken ahead are released here, and the others once their claims lapse,
+        :func:`claim_seconds`).
         """
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0:
             raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
@@ -1513,6 +1624,19 @@ class Notifier:
         with self._state:
             unfinished = [f for f in waiting if not f.done()]
             inflight = sorted(self._inflight)
+        # Claimed with an earlier delivery and never started: the next process need not wait for them to lapse.
+        if self._ahead and self._db.acquire(timeout=1.0):
+            try:
+                with self._state:
+                    ahead = [claim for claim, _, _ in self._ahead.values()]
+                    self._ahead.clear()
+                if ahead:
+                    self._log.release(*ahead, wait=False)
+            except Exception:  # noqa: BLE001 - they lapse by themselves
+                log.warning("alerts: could not release %d claim(s) taken for deliveries that did not start; they "
+                            "lapse by themselves", len(ahead), exc_info=True)
+            finally:
+                self._db.release()
         if unfinished:
             log.warning("alerts: closed with %d notification(s) still in flight (%s); they were not recorded and "
                         "will be sent again", len(inflight), ", ".join(f"{n} {k}" for n, k in inflight) or "planning")
