@@ -31,7 +31,8 @@ from threadpoolctl import threadpool_limits
 
 from mlma.agent import Agent, AgentSettings, TickReport
 from mlma.calendar import TickClock, default_train_window, tick_alias
-from mlma.data import DataError, Frequency, make_tick_grid, read_frame, stream_id_text, validate
+from mlma.data import (DataError, Frequency, make_tick_grid, read_frame, read_timestamp, stream_id_text,
+                       validate)
 from mlma.escalations import EscalationBook, queue_items
 from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext, fitting_train_window, make_forecaster, spec_name
@@ -610,32 +611,116 @@ ignored'
             f"({', '.join(first)}{f' and {more:,} more' if more > 0 else ''}): {consequence}")
 
 
-def _checked_abnormal(periods: pd.DataFrame | None, ids) -> pd.DataFrame | None:
-    """``periods`` (abnormal periods given to :func:`run_backtest`) with their ids read as stream ids are,
-    after refusing a period that cannot be meant (no start or end, an end not after its start), named by its
-    row; periods for streams the data does not have are ignored, with a warning that names them."""
-    if periods is None or not len(periods):
-        return periods
+#: What an abnormal period's file holds, named where it cannot be read.
+ABNORMAL_COLUMNS = "unique_id, start, end"
+#: The times an abnormal period's start and end are read as: a data file's (docs/data.md).
+_ISO_TIMES = ("ISO 8601, as a data file's timestamps: YYYY-MM-DD with an optional time (2025-02-03 or 2025-02-03 "
+              "14:00, with a UTC offset where the data's timestamps carry one)")
+
+
+def read_abnormal_periods(path: str | Path) -> pd.DataFrame:
+    """The abnormal periods of a CSV file (``mlma backtest --abnormal``): ``start``, ``end`` and optionally
+    ``unique_id`` (empty: every stream), read as text and checked by :func:`abnormal_periods` (the times read as
+    a data file's, ISO 8601 and never guessed), so that a file is refused before the replay, naming itself, the
+    row and the column. Its ids stay text ("007" is not "7"); only an empty cell is missing ("NA" is an id).
+
+    Raises ValueError naming the file: unreadable, without a start or end column, or with a period that cannot be
+    meant (see :func:`abnormal_periods`).
+    """
+    try:
+        periods = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError, pd.errors.ParserError) as exc:  # EmptyDataError and UnicodeDecodeError: ValueErrors
+        raise ValueError(f"{path}: cannot read it as abnormal periods ({ABNORMAL_COLUMNS}): {exc}") from None
+    missing = [column for column in ("start", "end") if column not in periods.columns]
+    if missing:
+        raise ValueError(f"{path}: cannot read it as abnormal periods ({ABNORMAL_COLUMNS}): Missing column "
+                         f"{missing[0]!r}; its columns: {', '.join(map(str, periods.columns))}")
+    periods.attrs["source"] = str(path)  # named in errors and warnings about its rows
+    return abnormal_periods(periods)
+
+
+def abnormal_periods(periods: pd.DataFrame) -> pd.DataFrame:
+    """``periods`` (``start``, ``end`` and optionally ``unique_id``) with their start and end read as a data
+    file's timestamps are (:func:`mlma.data.read_timestamp`: ISO 8601 text or datetimes, never guessed; one with
+    an offset in UTC, as the data's zoned timestamps are kept), each cell on its own, after refusing a period that
+    cannot be meant (no start or end, a time not ISO 8601, an end not after its start), named by its source
+    (``periods.attrs["source"]``), row and column. The one reading of abnormal periods given to a backtest, from a
+    file (:func:`read_abnormal_periods`) or a frame (:func:`run_backtest`).
+
+    >>> periods = pd.DataFrame({"start": ["2024-03-31 03:00+02:00", "01/02/2025"], "end": ["2024-04-01"] * 2})
+    >>> periods.attrs["source"] = "periods.csv"
+    >>> abnormal_periods(periods.head(1))
+                    start        end
+    0 2024-03-31 01:00:00 2024-04-01
+    >>> abnormal_periods(periods)  # doctest: +NORMALIZE_WHITESPACE
+    Traceback (most recent call last):
+    ...
+    ValueError: periods.csv: row 3 (counting the header as row 1; start '01/02/2025', end '2024-04-01'): its start
+    or end is missing or not a time: column 'start' holds '01/02/2025', not ISO 8601, as a data file's timestamps:
+    YYYY-MM-DD with an optional time (2025-02-03 or 2025-02-03 14:00, with a UTC offset where the data's timestamps
+    carry one); day and month could be swapped ('01/02/2025' is 1 February read day first, 2 January read month
+    first)
+    """
     source = periods.attrs.get("source", "abnormal periods")
     missing = [column for column in ("start", "end") if column not in periods.columns]
     if missing:
         raise ValueError(f"{source}: no column {missing[0]!r}; an abnormal period has start, end and optionally "
                          f"unique_id (empty: every stream); columns: {', '.join(map(str, periods.columns))}")
-    # Each cell on its own, as FleetData.mark_abnormal reads them: a column parsed at once takes its format from
-    # its first row, and refused whole days beside times, offsets that change at summer time, or a start with an
-    # offset beside an end without.
-    start = pd.Series([_period_time(value) for value in periods["start"]], index=periods.index, dtype="datetime64[ns]")
-    end = pd.Series([_period_time(value) for value in periods["end"]], index=periods.index, dtype="datetime64[ns]")
+    # Each cell on its own: a column parsed at once takes its format from its first row, and refused whole days
+    # beside times, offsets that change at summer time, or a start with an offset beside an end without.
+    (start, start_why), (end, end_why) = (_period_times(periods[column]) for column in ("start", "end"))
     bad = (start.isna() | end.isna() | (end <= start)).to_numpy()
     if bad.any():
         row = int(bad.argmax())
         stream = periods["unique_id"].iloc[row] if "unique_id" in periods.columns else None
-        problem = ("its start or end is missing or not a time" if pd.isna(start.iloc[row]) or pd.isna(end.iloc[row])
-                   else "it ends before or when it starts")
+        given = {column: periods[column].iloc[row] for column in ("start", "end")}
+        unread = [(column, why[row]) for column, times, why in (("start", start, start_why), ("end", end, end_why))
+                  if pd.isna(times.iloc[row]) and not _blank(given[column])]
+        problem = ("it ends before or when it starts" if not (pd.isna(start.iloc[row]) or pd.isna(end.iloc[row]))
+                   else "its start or end is missing or not a time")
+        if unread:
+            column, why = unread[0]
+            problem += (f": column {column!r} holds {given[column]!r}, not {_ISO_TIMES}"
+                        f"{f'; {why}' if why else ''}")
         named = "" if stream is None or pd.isna(stream) else f", stream {stream!r}"
         raise ValueError(f"{source}: row {row + 2} (counting the header as row 1; start "
-                         f"{periods['start'].iloc[row]!r}, end {periods['end'].iloc[row]!r}{named}): {problem}")
-    periods = periods.assign(start=start, end=end)
+                         f"{given['start']!r}, end {given['end']!r}{named}): {problem}")
+    return periods.assign(start=start, end=end)
+
+
+def _blank(value) -> bool:
+    """A missing start or end: an empty cell (or None, NaN, NaT)."""
+    return (isinstance(value, str) and not value.strip()) or (not isinstance(value, str) and pd.isna(value))
+
+
+def _period_times(column: pd.Series) -> tuple[pd.Series, list[str]]:
+    """A start or end column read as a data file's timestamps (:func:`mlma.data.read_timestamp`, once per
+    distinct value): tz-naive times (one with an offset in UTC, as the data's zoned timestamps are kept), NaT
+    where a cell is missing or no ISO 8601 time; and per row why not, when more can be said (a date written day
+    or month first, with both its readings; a word for the current time).
+
+    >>> times, why = _period_times(pd.Series(["2024-03-31 03:00+02:00", "2024-03-01", "soon", "03/02/2025", None]))
+    >>> times.tolist()
+    [Timestamp('2024-03-31 01:00:00'), Timestamp('2024-03-01 00:00:00'), NaT, NaT, NaT]
+    >>> why[3]
+    "day and month could be swapped ('03/02/2025' is 3 February read day first, 2 March read month first)"
+    """
+    codes, uniques = pd.factorize(column.astype(object), use_na_sentinel=True)
+    read = [read_timestamp(value) for value in uniques]
+    stamps = pd.DatetimeIndex([stamp for stamp, _, _ in read] + [pd.NaT]).as_unit("ns")  # code -1: missing
+    reasons = [why for _, _, why in read] + [""]
+    return (pd.Series(stamps[codes], index=column.index, dtype="datetime64[ns]"),
+            [reasons[code] for code in codes])
+
+
+def _checked_abnormal(periods: pd.DataFrame | None, ids) -> pd.DataFrame | None:
+    """``periods`` (abnormal periods given to :func:`run_backtest`) read and checked by :func:`abnormal_periods`,
+    with their ids read as stream ids are; periods for streams the data does not have are ignored, with a warning
+    that names them."""
+    if periods is None or not len(periods):
+        return periods
+    source = periods.attrs.get("source", "abnormal periods")
+    periods = abnormal_periods(periods)
     if "unique_id" not in periods.columns:
         return periods
     named = stream_id_text(periods["unique_id"].astype(object).where(periods["unique_id"].notna()))
@@ -645,22 +730,6 @@ def _checked_abnormal(periods: pd.DataFrame | None, ids) -> pd.DataFrame | None:
         log.warning("%s", not_in_data_message(source, "abnormal periods", sorted(unknown),
                                               int(named.isin(unknown).sum()), len(named), "they are ignored"))
     return periods.assign(unique_id=named.to_numpy())
-
-
-def _period_time(value) -> pd.Timestamp:
-    """One start or end of an abnormal period as a tz-naive time (one with an offset in UTC, as the data's
-    zoned timestamps are kept), or NaT when it is missing or no time.
-
-    >>> _period_time("2024-03-31 03:00+02:00"), _period_time("2024-03-01"), _period_time("soon")
-    (Timestamp('2024-03-31 01:00:00'), Timestamp('2024-03-01 00:00:00'), NaT)
-    """
-    try:
-        stamp = pd.Timestamp(value)
-    except (ValueError, TypeError, OverflowError):
-        return pd.NaT
-    if stamp is pd.NaT or pd.isna(stamp):
-        return pd.NaT
-    return stamp.tz_convert("UTC").tz_localize(None) if stamp.tzinfo is not None else stamp
 
 
 def _warn_of_groups_not_in_data(groups: dict, attributes: pd.DataFrame | None, ids) -> None:

@@ -234,9 +234,7 @@ def backtest(
 ) -> None:
     """Replay a data set tick by tick under several re-training policies and report the results; with
     --project, a project's own history under its settings, against the schedules at equal compute."""
-    import pandas as pd
-
-    from mlma.backtest import BacktestConfig, check_output_dir, run_backtest, write_outputs
+    from mlma.backtest import BacktestConfig, check_output_dir, read_abnormal_periods, run_backtest, write_outputs
     from mlma.data import DataError
     from mlma.models import Drivers
     from mlma.policy import expand_grid
@@ -287,12 +285,9 @@ def backtest(
             beside = sidecar_path(data, "streams")
             streams = (_read_attributes(attributes) if attributes is not None
                        else _read_attributes(beside) if beside.exists() else None)
-            # Ids stay text ("007" is not "7"); an empty id marks the whole fleet.
-            marked = _side_file(abnormal, "abnormal periods (unique_id, start, end)", lambda: pd.read_csv(
-                abnormal, parse_dates=["start", "end"], dtype={"unique_id": "str"}, keep_default_na=False,
-                na_values={"unique_id": [""], "start": [""], "end": [""]})) if abnormal else None
-            if marked is not None:
-                marked.attrs["source"] = str(abnormal)  # named in errors and warnings about its rows
+            # Read and checked before the replay: ids as text ("007" is not "7"; empty: the whole fleet), times as
+            # a data file's (ISO 8601, never guessed); a refusal names the file, row and column.
+            marked = read_abnormal_periods(abnormal) if abnormal else None
             specs = [p.strip() for p in (policies or "never,periodic:7,always").split(",") if p.strip()]
         for grid in sweep or []:
             specs += [spec for spec in expand_grid(grid) if spec not in specs]
@@ -738,7 +733,7 @@ def _columns_besides_keys(data: Path, d) -> list[str]:
 
 
 def _side_file(path, what: str, read):
-    """``read()``, a file given beside the data (events, abnormal periods); an error that would not say which
+    """``read()``, a file given beside the data (events); an error that would not say which
     file it is about (pandas' "No columns to parse from file") names it and what it should hold."""
     import pandas as pd
 

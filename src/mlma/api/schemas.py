@@ -486,6 +486,16 @@ class AbnormalPeriod(Schema):
     cancelled_at: str | None
 
 
+class AbnormalPeriodPage(Page[AbnormalPeriod]):
+    """A page of abnormal periods, with the project's kind of data times, which a new period's must follow."""
+
+    time_zones: Literal["zoned", "naive"] | None = Field(description=(
+        "How the project's data times came (mlma.store.Store.time_zones), which the start and end of an abnormal "
+        "period must follow: \"zoned\" (its actuals carried UTC offsets: data times are kept and shown in UTC, "
+        "and mark-abnormal's start and end must carry an offset, e.g. 2026-12-24T06:00Z), \"naive\" (on the "
+        "clock of its data files: no offset), null before any checked file of actuals (no offset, as naive)."))
+
+
 class ActionAnswer(Schema):
     """What an action did."""
 

@@ -11,7 +11,7 @@ from mlma.api import auth
 from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, context, viewer
 from mlma.api.inputs import check_known_query, check_request_text
-from mlma.api.schemas import (AbnormalPeriod, Attributes, AuditEntry, Escalation, EscalationQueue,
+from mlma.api.schemas import (AbnormalPeriodPage, Attributes, AuditEntry, Escalation, EscalationQueue,
                                Fleet, Me, Page, Problem, StreamAction, StreamDetail, StreamPage)
 from mlma.store.queries import MAX_PAGE
 
@@ -143,7 +143,7 @@ def audit(
                               per_page=per_page)
 
 
-@router.get("/abnormal-periods", response_model=Page[AbnormalPeriod],
+@router.get("/abnormal-periods", response_model=AbnormalPeriodPage,
             summary="Periods marked abnormal, newest first (active ones unless active=false)")
 def abnormal_periods(
     active: bool = True,
@@ -152,4 +152,6 @@ def abnormal_periods(
     per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
     _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
 ) -> dict:
-    return queries.abnormal_periods(ctx.store, active=active, stream=stream, page=page, per_page=per_page)
+    # time_zones: the project's kind of data times, which the dashboard's abnormal period forms send
+    return {**queries.abnormal_periods(ctx.store, active=active, stream=stream, page=page, per_page=per_page),
+            "time_zones": ctx.store.time_zones()}

@@ -346,11 +346,11 @@ async function renderFleet(main) {
       h("td", { text: ds(p.start) }), h("td", { text: ds(p.end) }), h("td", { text: p.created_by }), h("td", { text: p.reason || "" }),
       h("td", {}, can("operator") ? h("button", { type: "button", class: "small", text: "cancel",
         onclick: () => act("cancel-abnormal", { ids: [p.id], reason: reasonOf(main) }) }) : null)))) : h("p", { class: "muted", text: "none active" }), more));
-  if (can("operator")) main.appendChild(groupActionForm(attrs));
+  if (can("operator")) main.appendChild(groupActionForm(attrs, periods.time_zones));
 }
 
 // The pro-active form: act on the whole fleet or a group of streams before a known event.
-function groupActionForm(attrs) {
+function groupActionForm(attrs, zones) {
   const scope = h("select", { name: "scope", id: "group-scope" },
     h("option", { value: "fleet", text: "the whole fleet (abnormal periods only)" }),
     Object.entries(attrs).map(([key, values]) => values.map((x) =>
@@ -369,7 +369,7 @@ function groupActionForm(attrs) {
   const until = h("input", { name: "until", type: "datetime-local" });
   const direct = h("input", { name: "direct", type: "checkbox" });
   const rows = {
-    period: h("div", { class: "row" }, h("label", {}, "from ", start), h("label", {}, " to ", end)),
+    period: h("div", { class: "row" }, periodFields(start, end, zones)),
     until: h("div", { class: "row" }, h("label", {}, "pinned until (your local time; empty: until unpinned) ", until)),
     direct: h("div", { class: "row" }, h("label", {}, direct, " promote directly (skip the challenger check)")),
   };
@@ -393,7 +393,10 @@ function groupActionForm(attrs) {
     else if (scope.value !== "fleet") { const [k, ...rest] = scope.value.split("="); body.group = { [k]: rest.join("=") }; }
     else if (action.value !== "mark-abnormal") { toast("only abnormal periods apply to the whole fleet: choose a group", true); return; }
     const a = action.value;
-    if (a === "mark-abnormal") { body.start = start.value; body.end = end.value; return act("mark-abnormal", body); }
+    if (a === "mark-abnormal") {
+      body.start = dataTime(start.value, zones); body.end = dataTime(end.value, zones);
+      return act("mark-abnormal", body);
+    }
     if (a === "pin") { if (until.value) body.until = localToUtc(until.value); return act("pin", body); }
     if (a === "retrain") { body.direct = direct.checked; return act("retrain", body); }
     if (a === "rebase-reference") { body.rebase = true; return act("reset-reference", body); }
@@ -548,7 +551,11 @@ async function renderStream(main, params, uid) {
   // Versions and the champion's moves with who and why.
   main.appendChild(section("Model versions", versionTimeline(s, bounds), versionTable(s, main, bounds)));
 
-  if (can("operator")) main.appendChild(streamActions(s));
+  // The project's kind of data times (the abnormal periods' list says it), for the form's abnormal period.
+  if (can("operator")) {
+    const zones = (await api("GET", "/api/abnormal-periods?per_page=1")).time_zones;
+    main.appendChild(streamActions(s, zones));
+  }
 
   main.appendChild(section("Escalations", s.escalations.length ? table(["id", "tick", "severity", "kind", "status", "message", ""],
     s.escalations.map((e) => h("tr", {}, h("td", { text: e.id }), h("td", { text: e.tick ?? "–" }), h("td", {}, sevBadge(e.severity)),
@@ -605,8 +612,22 @@ function checkText(check) {
 }
 
 // A datetime-local field's value (the browser's wall clock) as the UTC instant the API takes: a pin ends at an
-// instant, unlike abnormal periods, which are in the data's own time and are sent as typed.
+// instant, unlike abnormal periods, which are in the data's own time (dataTime).
 const localToUtc = (value) => new Date(value).toISOString();
+
+// A datetime-local field's value (no zone) as the data time the API takes for an abnormal period, by the project's
+// kind of timestamps (`time_zones` of /api/abnormal-periods): where its data came with time zones, data times
+// are kept in UTC and the API requires an offset, so the time typed is UTC ("Z"); otherwise they are on the clock
+// of the data files and take no offset: sent as typed. Never the browser's zone: data time is not its wall clock.
+const dataTime = (value, zones) => (value && zones === "zoned" ? `${value}Z` : value);
+// An abnormal period's two fields, each labelled with what its time is (UTC, or the data files' own clock).
+function periodFields(start, end, zones) {
+  const [clock, why] = zones === "zoned" ? ["UTC", "data time in UTC, as this project's data times are kept"]
+    : ["data time", "data time on the clock of this project's data files, as in its ds column"];
+  return [h("label", { class: "data-clock", title: why }, `from (${clock}) `, start),
+    h("label", { class: "data-clock", title: why }, ` to (${clock}) `, end),
+    h("span", { class: "muted", text: ` (${why})` })];
+}
 
 // The median spacing of sorted instants (ms); an hour when there are fewer than two.
 function typicalStep(times) {
@@ -653,7 +674,7 @@ function escalationButtons(e, root) {
     e.status !== "open" ? h("button", { type: "button", class: "small", text: "re-open", onclick: () => act("reopen", { ids: [e.id], reason: reasonOf(root) }) }) : null);
 }
 
-function streamActions(s) {
+function streamActions(s, zones) {
   const one = { streams: [s.unique_id] };
   const box = h("section", { class: "panel actions", id: "stream-actions" }, h("h2", { text: "Act on this stream" }));
   const reason = reasonField("e.g. promotion week in this zone");
@@ -676,8 +697,9 @@ function streamActions(s) {
       h("button", { type: "button", text: "Reset reference", onclick: () => act("reset-reference", { ...one, rebase: false, reason: r() }) }),
       h("button", { type: "button", text: "Re-base reference (accept the new normal)", onclick: () => act("reset-reference", { ...one, rebase: true, reason: r() }) })),
     h("div", { class: "row" },
-      h("button", { type: "button", text: "Mark abnormal", onclick: () => act("mark-abnormal", { ...one, start: start.value, end: end.value, reason: r() }) }),
-      h("label", {}, " from ", start), h("label", {}, " to ", end)),
+      h("button", { type: "button", id: "btn-abnormal", text: "Mark abnormal", onclick: () => act("mark-abnormal", {
+        ...one, start: dataTime(start.value, zones), end: dataTime(end.value, zones), reason: r() }) }),
+      " ", periodFields(start, end, zones)),
     h("div", { class: "row" },
       h("button", { type: "button", text: s.needs_approval ? "Stop requiring approval" : "Require approval of promotions",
         onclick: () => act("require-approval", { ...one, required: !s.needs_approval, reason: r() }) }),
