@@ -347,3 +347,55 @@ def test_a_notifier_takes_over_its_own_claim_left_by_an_unrecorded_delivery(stor
     assert hook.requests[1]["json"]["mlma"]["new"] == 1
     assert len(hook.requests) == 2 and NotificationLog(a_store).claims(["ops"]) == {}
     assert a.close(5) and b.close(5)
+
+
+def test_a_plan_that_read_a_claim_and_then_the_next_sent_notification_does_not_page_again(stores, hook):
+    """The plan reads the live claims, then the last sent notifications. Between the two reads the claim's
+    holder recorded its delivery of {e1} and sent the group again with e2 new: the plan took {e1} as in flight
+    (e2 new) with the newer notification as its last, and its delivery saw nothing sent since: e2 paged twice."""
+    a_store, b_store = stores
+    ids = fleet(a_store, {"Berlin": 2})
+    (e1,) = escalate(a_store, ids["Berlin"][:1], tick=1)
+    a = Notifier(a_store, [receiver(hook.url)])
+    b = Notifier(b_store, [receiver(hook.url)])
+    gate = threading.Event()
+    hook.gates = [gate]
+    first = a.notify(tick=1)
+    wait_for(lambda: len(hook.requests) == 1)  # A posts {e1}; the receiver holds the answer: A's claim lists it
+    (e2,) = escalate(a_store, ids["Berlin"][1:], tick=2)
+    read_claims = b._log.claims
+
+    def claims_then_the_other_moves_on(receivers):
+        found = read_claims(receivers)
+        gate.set()
+        assert [d.status for d in first.result(10)] == ["sent"]
+        assert [(d.status, d.escalation_ids) for d in a.notify(tick=2).result(10)] == [("sent", [e1, e2])]
+        return found
+
+    b._log.claims = claims_then_the_other_moves_on
+    try:
+        (note,) = b.plan(tick=2)
+    finally:
+        b._log.claims = read_claims
+    assert sorted(note.new_ids) == [e2]
+    assert b.deliver(note).status == "skipped"
+    assert len(hook.requests) == 2  # e2 paged once, by A
+    assert a.close(5) and b.close(5)
+
+
+def test_the_claims_watcher_ends_with_its_notifier(stores, hook):
+    """A delivery waiting for another process's claim starts a thread that watches the claims; it waited for
+    ever after close(), holding its notifier and store."""
+    a_store, _ = stores
+    ids = fleet(a_store, {"Berlin": 2})
+    escalate(a_store, ids["Berlin"], tick=1)
+    NotificationLog(a_store).claim("ops", BERLIN, [987], holder="another process", seconds=600)
+    before = set(threading.enumerate())
+    notifier = Notifier(a_store, [receiver(hook.url)])
+    pending = notifier.notify(tick=1)
+    wait_for(lambda: any(t.name == "mlma-alerts-claims" for t in set(threading.enumerate()) - before))
+    (watcher,) = [t for t in set(threading.enumerate()) - before if t.name == "mlma-alerts-claims"]
+    assert notifier.close(1)
+    assert [d.status for d in pending.result(5)] == ["skipped"] and not hook.requests
+    watcher.join(5)
+    assert not watcher.is_alive()

@@ -1376,6 +1376,9 @@ class Notifier:
         while True:
             with self._state:
                 while not self._waits:
+                    if self._closed:  # nothing waits and nothing will: the thread ends (a new one if need be)
+                        self._watcher = None
+                        return
                     self._waits_added.wait()
             in_time = self._pause(CLAIM_POLL_SECONDS)
             with self._state:
@@ -1492,7 +1495,10 @@ class Notifier:
                 return None, f"being sent by {claim.holder} (claimed until {_iso(claim.expires_at)})"
             return claim, note  # it follows that delivery, as one planned behind another in this process
         sent_ids, sent_at = sent or (frozenset(), None)
-        if sent_at is not None and sent_at != note.last_sent_at:  # sent since the plan, by another process
+        # Sent since the plan, by another process; or, for new members, a last notification that already lists
+        # them: the plan may have read another's claim (its members as in flight) and, in a later read, the
+        # newest sent notification, which that process sent after its claim, with these members new in it.
+        if sent_at is not None and (sent_at != note.last_sent_at or note.reason == "new"):
             if ids <= sent_ids:
                 self._release(claim)
                 return None, f"sent meanwhile (at {_iso(sent_at)}), with all its members"
@@ -1617,6 +1623,7 @@ class Notifier:
                 self._deadline = time.monotonic() + timeout
                 self._closing.set()
                 self._jobs.put(None)
+                self._waits_added.notify_all()  # the claims' watcher ends once nothing waits
             waiting = list(self._outstanding)
             deadline = self._deadline
         if waiting:
