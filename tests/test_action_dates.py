@@ -168,7 +168,7 @@ def test_mlma_silence_refuses_an_until_that_is_not_iso_8601_and_keeps_durations(
     result = cli(root, "silence", escalation, "--until", bad)
     said = " ".join(result.output.split())
     assert result.exit_code == 2 and said.startswith("error: ") and repr(bad) in said, said
-    assert "until must" in said or "neither a duration" in said
+    assert "until must" in said
     assert state(store) == before
     # A duration from now is the wall-clock form: it still works.
     assert cli(root, "silence", escalation, "--for", "4h").exit_code == 0
@@ -321,11 +321,47 @@ def test_mlma_backtest_refuses_the_day_first_outage_with_both_readings(tmp_path,
 
 
 def test_mlma_backtest_reads_iso_abnormal_periods_exactly_as_data_times(tmp_path, backtest_data, monkeypatch):
-    """Whole days, times with T or a space, and offsets (in UTC, as the data's zoned timestamps are kept)."""
+    """Whole days and times with T or a space, on the data's own clock (its timestamps have no offset)."""
+    from mlma.backtest import abnormal_periods
+
     result, given = backtest_with_periods(tmp_path, backtest_data, ",2025-03-05T06:00,2025-03-05 18:30:00\n"
-                                          "s1,2025-03-06T01:00+01:00,2025-03-06T05:00Z\n", monkeypatch)
+                                          "s1,2025-03-06T01:00,2025-03-06 05:00\n", monkeypatch)
     assert result.exit_code == 0, result.output
-    [periods] = given
-    assert periods["start"].tolist() == [pd.Timestamp(t) for t in ("2025-03-04", "2025-03-05 06:00", "2025-03-06")]
+    periods = abnormal_periods(given[0], time_zones="naive")  # as the replay read the file's text
+    assert periods["start"].tolist() == [pd.Timestamp(t) for t in ("2025-03-04", "2025-03-05 06:00",
+                                                                    "2025-03-06 01:00")]
     assert periods["end"].tolist() == [pd.Timestamp(t) for t in ("2025-03-05", "2025-03-05 18:30", "2025-03-06 05:00")]
     assert periods["unique_id"].tolist()[::2] == ["s0", "s1"] and pd.isna(periods["unique_id"].iloc[1])
+
+
+@pytest.mark.parametrize("zoned_data", [False, True])
+def test_mlma_backtest_refuses_a_period_whose_offset_does_not_fit_the_datas_timestamps(
+        tmp_path, backtest_data, zoned_data):
+    """An offset on data without time zones moved the period by it against the data's clock (a period given as
+    +05:00 began 5 hours early), and a time without one on zoned data (kept in UTC) was read as UTC."""
+    data = backtest_data
+    if zoned_data:
+        frame = pd.read_csv(backtest_data)
+        frame["ds"] = frame["ds"] + "+00:00"
+        data = tmp_path / "zoned.csv"
+        frame.to_csv(data, index=False)
+    z = "Z" if zoned_data else ""
+    wrong, right = ("2025-03-06T01:00", "2025-03-06T01:00Z") if zoned_data else ("2025-03-06T01:00+05:00",
+                                                                                  "2025-03-06T01:00")
+    periods = tmp_path / "periods.csv"
+
+    def backtest(second: str):
+        periods.write_text(f"unique_id,start,end\ns0,2025-03-04T00:00{z},2025-03-05T00:00{z}\n"
+                           f"s1,{second},2025-03-07T00:00{z}\n")
+        return runner.invoke(mlma_app, ["backtest", "--data", str(data), "--abnormal", str(periods), "--out",
+                                        str(tmp_path / "out"), "--model", "seasonal-naive", "--no-frontier",
+                                        "--bootstrap", "0"])
+
+    refused = backtest(wrong)
+    said = " ".join(refused.output.split())
+    assert refused.exit_code == 2 and not (tmp_path / "out").exists(), said
+    assert f"periods.csv: row 3 (counting the header as row 1): column 'start' holds {wrong!r}" in said, said
+    assert ("has no UTC offset, but the data's timestamps came with time zones" if zoned_data else
+            "carries a UTC offset, but the data's timestamps have none") in said, said
+    ran = backtest(right)
+    assert ran.exit_code == 0, ran.output

@@ -247,15 +247,15 @@ def test_a_users_streams_table_beside_the_data_groups_the_queue(tmp_path):
 
 
 def test_abnormal_periods_in_mixed_formats_are_read_each_on_its_own(tmp_path, data_file):
-    """Whole days above times, offsets that change at summer time, a start with an offset beside an end without:
-    read cell by cell, as before the periods were checked (a column parsed at once took its format from its
-    first row and refused the file, or crashed on comparing zoned with naive times)."""
+    """Whole days above times, with a space or a T, seconds or not: read cell by cell (a column parsed at once
+    took its format from its first row and refused the file). UTC offsets must fit the data's timestamps (these
+    have none): tests/test_action_dates.py."""
     periods = tmp_path / "periods.csv"
     periods.write_text("unique_id,start,end\n"
                        "s0,2025-03-03,2025-03-04\n"
                        "s1,2025-03-05 06:00,2025-03-05 18:00\n"
-                       "s0,2025-03-06 01:00+01:00,2025-03-06 05:00+02:00\n"
-                       "s1,2025-03-07 00:00+00:00,2025-03-07 06:00\n")
+                       "s0,2025-03-06T01:00,2025-03-06 05:00:00\n"
+                       "s1,2025-03-07,2025-03-07T06:00:00\n")
     result = backtest("--data", data_file, "--abnormal", periods, "--out", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "summary.json").exists()

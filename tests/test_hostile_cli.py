@@ -476,7 +476,9 @@ def test_silence_names_what_is_wrong_with_its_duration(project):
     refused(cli(project, "silence", first, "--for", "4 parsecs"), "'4 parsecs' is not a duration such as 4h")
     refused(cli(project, "silence", first, "--for", "10 years"), "'10 years': months and years have no fixed length")
     refused(cli(project, "silence", first, "--for", "4h", "--until", "2030-01-01"), "not both")
-    refused(cli(project, "silence", first, "--for", "tomorrow"), "'tomorrow' is neither a duration")
+    refused(cli(project, "silence", first, "--for", "tomorrow"),
+            "until must be a duration such as 4h, 2d or 1h30min or an ISO 8601 date-time such as 2026-12-24T00:00, "
+            "got 'tomorrow'")
     with Store.open(load_config(project).store_url) as store:
         assert store.escalations()["status"].tolist() == ["open"]
 

@@ -259,7 +259,9 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     tick_offset = _tick_offset(config, freq)
     grid = make_tick_grid(frame, tick_offset, freq=freq)
     fleet = FleetData(frame, freq.alias, grid.boundaries, drivers=config.drivers)
-    fleet.mark_abnormal(_checked_abnormal(abnormal, fleet.ids))
+    # The data's kind of timestamps, as a project's (Store.time_zones): offsets converted to UTC, or none.
+    zones = "zoned" if any(f.code == "timezone-converted" for f in checked.report.findings) else "naive"
+    fleet.mark_abnormal(_checked_abnormal(abnormal, fleet.ids, zones))
     _warn_of_groups_not_in_data(groups, attributes, fleet.ids)
     if fleet.n_ticks < 2:
         raise ValueError(f"the data spans {fleet.n_ticks} tick(s) of {tick_offset}; a backtest needs at least 2")
@@ -623,6 +625,7 @@ def read_abnormal_periods(path: str | Path) -> pd.DataFrame:
     ``unique_id`` (empty: every stream), read as text and checked by :func:`abnormal_periods` (the times read as
     a data file's, ISO 8601 and never guessed), so that a file is refused before the replay, naming itself, the
     row and the column. Its ids stay text ("007" is not "7"); only an empty cell is missing ("NA" is an id).
+    Returned as text, so that :func:`run_backtest` checks its UTC offsets against the data's timestamps.
 
     Raises ValueError naming the file: unreadable, without a start or end column, or with a period that cannot be
     meant (see :func:`abnormal_periods`).
@@ -636,10 +639,11 @@ def read_abnormal_periods(path: str | Path) -> pd.DataFrame:
         raise ValueError(f"{path}: cannot read it as abnormal periods ({ABNORMAL_COLUMNS}): Missing column "
                          f"{missing[0]!r}; its columns: {', '.join(map(str, periods.columns))}")
     periods.attrs["source"] = str(path)  # named in errors and warnings about its rows
-    return abnormal_periods(periods)
+    abnormal_periods(periods)  # refused now, before the replay; the replay checks its offsets against the data's
+    return periods
 
 
-def abnormal_periods(periods: pd.DataFrame) -> pd.DataFrame:
+def abnormal_periods(periods: pd.DataFrame, *, time_zones: str | None = None) -> pd.DataFrame:
     """``periods`` (``start``, ``end`` and optionally ``unique_id``) with their start and end read as a data
     file's timestamps are (:func:`mlma.data.read_timestamp`: ISO 8601 text or datetimes, never guessed; one with
     an offset in UTC, as the data's zoned timestamps are kept), each cell on its own, after refusing a period that
@@ -668,7 +672,10 @@ def abnormal_periods(periods: pd.DataFrame) -> pd.DataFrame:
                          f"unique_id (empty: every stream); columns: {', '.join(map(str, periods.columns))}")
     # Each cell on its own: a column parsed at once takes its format from its first row, and refused whole days
     # beside times, offsets that change at summer time, or a start with an offset beside an end without.
-    (start, start_why), (end, end_why) = (_period_times(periods[column]) for column in ("start", "end"))
+    (start, start_why, start_zoned), (end, end_why, end_zoned) = (_period_times(periods[column])
+                                                                  for column in ("start", "end"))
+    if time_zones in ("zoned", "naive"):
+        _check_period_zones(periods, source, time_zones, {"start": start_zoned, "end": end_zoned})
     bad = (start.isna() | end.isna() | (end <= start)).to_numpy()
     if bad.any():
         row = int(bad.argmax())
@@ -688,18 +695,39 @@ def abnormal_periods(periods: pd.DataFrame) -> pd.DataFrame:
     return periods.assign(start=start, end=end)
 
 
+def _check_period_zones(periods: pd.DataFrame, source: str, time_zones: str, zoned: dict[str, np.ndarray]) -> None:
+    """Refuse a period's start or end written as text whose UTC offset does not fit the data's timestamps, as a
+    person's abnormal period in a project is (:func:`mlma.params.data_time`): an offset on data without time zones
+    would shift it by the offset against the data's clock, and a time without one on data that came with time
+    zones (kept in UTC) would be read as UTC. Datetimes (a project's stored periods, a frame's) are instants."""
+    for column in ("start", "end"):
+        text = periods[column].map(lambda value: isinstance(value, str) and not _blank(value)).to_numpy(dtype=bool)
+        wrong = text & (zoned[column] if time_zones == "naive" else ~zoned[column])
+        if wrong.any():
+            row = int(wrong.argmax())
+            why = ("carries a UTC offset, but the data's timestamps have none (they are on the clock of the data "
+                   "file: converted to UTC, the period would move by its offset); write it without"
+                   if time_zones == "naive" else
+                   "has no UTC offset, but the data's timestamps came with time zones (kept in UTC: read as UTC, a "
+                   "local time would move by its offset); write it with its offset, or Z for UTC")
+            raise ValueError(f"{source}: row {row + 2} (counting the header as row 1): column {column!r} holds "
+                             f"{periods[column].iloc[row]!r}, which {why}")
+
+
 def _blank(value) -> bool:
     """A missing start or end: an empty cell (or None, NaN, NaT)."""
     return (isinstance(value, str) and not value.strip()) or (not isinstance(value, str) and pd.isna(value))
 
 
-def _period_times(column: pd.Series) -> tuple[pd.Series, list[str]]:
+def _period_times(column: pd.Series) -> tuple[pd.Series, list[str], np.ndarray]:
     """A start or end column read as a data file's timestamps (:func:`mlma.data.read_timestamp`, once per
     distinct value): tz-naive times (one with an offset in UTC, as the data's zoned timestamps are kept), NaT
     where a cell is missing or no ISO 8601 time; and per row why not, when more can be said (a date written day
-    or month first, with both its readings; a word for the current time).
+    or month first, with both its readings; a word for the current time); and per row whether it carried an
+    offset.
 
-    >>> times, why = _period_times(pd.Series(["2024-03-31 03:00+02:00", "2024-03-01", "soon", "03/02/2025", None]))
+    >>> times, why, zoned = _period_times(pd.Series(["2024-03-31 03:00+02:00", "2024-03-01", "soon", "03/02/2025",
+    ...                                              None]))
     >>> times.tolist()
     [Timestamp('2024-03-31 01:00:00'), Timestamp('2024-03-01 00:00:00'), NaT, NaT, NaT]
     >>> why[3]
@@ -709,18 +737,19 @@ def _period_times(column: pd.Series) -> tuple[pd.Series, list[str]]:
     read = [read_timestamp(value) for value in uniques]
     stamps = pd.DatetimeIndex([stamp for stamp, _, _ in read] + [pd.NaT]).as_unit("ns")  # code -1: missing
     reasons = [why for _, _, why in read] + [""]
+    zoned = np.array([carried for _, carried, _ in read] + [False], dtype=bool)
     return (pd.Series(stamps[codes], index=column.index, dtype="datetime64[ns]"),
-            [reasons[code] for code in codes])
+            [reasons[code] for code in codes], zoned[codes])
 
 
-def _checked_abnormal(periods: pd.DataFrame | None, ids) -> pd.DataFrame | None:
-    """``periods`` (abnormal periods given to :func:`run_backtest`) read and checked by :func:`abnormal_periods`,
-    with their ids read as stream ids are; periods for streams the data does not have are ignored, with a warning
-    that names them."""
+def _checked_abnormal(periods: pd.DataFrame | None, ids, time_zones: str) -> pd.DataFrame | None:
+    """``periods`` (abnormal periods given to :func:`run_backtest`) read and checked by :func:`abnormal_periods`
+    (their offsets against the data's ``time_zones``), with their ids read as stream ids are; periods for streams
+    the data does not have are ignored, with a warning that names them."""
     if periods is None or not len(periods):
         return periods
     source = periods.attrs.get("source", "abnormal periods")
-    periods = abnormal_periods(periods)
+    periods = abnormal_periods(periods, time_zones=time_zones)
     if "unique_id" not in periods.columns:
         return periods
     named = stream_id_text(periods["unique_id"].astype(object).where(periods["unique_id"].notna()))

@@ -543,8 +543,8 @@ def _until(value: Any) -> dt.datetime:
             try:
                 return future_instant(value, "until")
             except (ActionError, ParameterError):
-                raise ActionError(f"{text!r} is neither a duration such as 4h, 2d or 1h30min nor a date-time such as "
-                                  "2026-12-24T00:00") from None
+                raise ActionError(f"until must be a duration such as 4h, 2d or 1h30min or an ISO 8601 date-time such "
+                                  f"as 2026-12-24T00:00, got {text!r}") from None
     return future_instant(value, "until")
 
 
