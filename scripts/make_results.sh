@@ -5,24 +5,32 @@
 #   - the simulator, report seeds only (seeds 1 to 6 are kept for tuning and never reported here), 1,000 zones
 #     each: an edge of half a point of always's MAE needs about that many streams for a per-seed interval to
 #     exclude zero (at 200 zones the interval is about 1.3 points wide; docs/results.md, "Tenth pass");
-#   - every bundled real panel (`mlma datasets`), ridge model.
+#   - every bundled real report panel (`mlma datasets --use report`), ridge model.
+# With USE=tuning it measures the tuning data instead (simulator seeds 1 to 6 and `mlma datasets --use tuning`),
+# where settings are chosen; the two are never mixed in one run.
 # Each run holds the default MLMA, its budget swept at 1 %, 3 %, 10 % and 30 % of always's re-trainings,
 # ADWIN swept over delta and Page-Hinkley over threshold; the backtest adds the frontier's schedules. Fits
 # are shared by all policies of a run and kept in a fit cache across runs, so a re-run only fits what is new.
 #
-# Usage: scripts/make_results.sh [OUT_DIR]     (default: results/)
-# Environment: SEEDS (default "7 11 13 17"; empty for none), PANELS (default: every bundled panel; empty for
-#              none), SWEEPS (default: the ADWIN and Page-Hinkley sweeps below; empty for none, e.g. to
+# Usage: scripts/make_results.sh [OUT_DIR]     (default: results/, or tuning/ with USE=tuning)
+# Environment: USE (report or tuning, default report), SEEDS (default "7 11 13 17", with USE=tuning
+#              "1 2 3 4 5 6"; empty for none), PANELS (default: every bundled panel of USE; empty for none), SWEEPS (default: the ADWIN and Page-Hinkley sweeps below; empty for none, e.g. to
 #              re-measure MLMA alone when only its code changed), ZONES, DAYS, BOOTSTRAP,
 #              EXECUTOR (e.g. process:2), EXTRA_POLICIES (comma-separated specs run beside the default, e.g.
 #              an earlier default: "mlma:growth=none:page_hinkley=0"), MLMA and PYTHON (default: the
 #              project's .venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-results}
+USE=${USE:-report}
+case "$USE" in
+  report) TUNING_SEEDS=" 1 2 3 4 5 6 "; DEFAULT_SEEDS="7 11 13 17" ;;
+  tuning) TUNING_SEEDS=" 1 2 3 4 5 6 "; DEFAULT_SEEDS="1 2 3 4 5 6" ;;
+  *) echo "USE must be report or tuning, not '$USE'" >&2; exit 2 ;;
+esac
+OUT=${1:-$([ "$USE" = tuning ] && echo tuning || echo results)}
 MLMA=${MLMA:-.venv/bin/mlma}
 PYTHON=${PYTHON:-.venv/bin/python}
-SEEDS=${SEEDS-"7 11 13 17"}
+SEEDS=${SEEDS-$DEFAULT_SEEDS}
 ZONES=${ZONES:-1000}
 DAYS=${DAYS:-84}
 BOOTSTRAP=${BOOTSTRAP:-1000}
@@ -33,10 +41,20 @@ PH_SWEEP="page-hinkley:threshold=5,10,20,50,200"
 SWEEPS=${SWEEPS-"$ADWIN_SWEEP $PH_SWEEP"}
 BUDGET_SHARES="0.01 0.03 0.1 0.3"
 mkdir -p "$OUT"
-PANELS=${PANELS-$($MLMA datasets)}
+PANELS=${PANELS-$($MLMA datasets --use "$USE")}
 
+# Settings are chosen on the tuning data and results reported on the rest: a run holds one kind only.
 for SEED in $SEEDS; do
-  case " 1 2 3 4 5 6 " in *" $SEED "*) echo "seed $SEED is a tuning seed; not reported" >&2; exit 2 ;; esac
+  case "$TUNING_SEEDS" in
+    *" $SEED "*) [ "$USE" = tuning ] || { echo "seed $SEED is a tuning seed; not reported (USE=tuning)" >&2; exit 2; } ;;
+    *) [ "$USE" = report ] || { echo "seed $SEED is a report seed; not used for tuning" >&2; exit 2; } ;;
+  esac
+done
+OTHER_PANELS=" $($MLMA datasets --use "$([ "$USE" = tuning ] && echo report || echo tuning)" | tr '\n' ' ') "
+for PANEL in $PANELS; do
+  case "$OTHER_PANELS" in
+    *" $PANEL "*) echo "panel $PANEL is not a $USE panel (mlma datasets --use $USE)" >&2; exit 2 ;;
+  esac
 done
 
 # The run folders (sim-SEED-ridge) and tables.md are not named by platform size: an OUT_DIR holds one size.

@@ -49,3 +49,17 @@ def test_a_tuning_seed_is_refused_before_anything_is_simulated(tmp_path):
     assert refused.returncode == 2
     assert "seed 3 is a tuning seed" in refused.stderr
     assert not list(tmp_path.glob("platform*"))
+
+
+def test_tuning_and_report_data_are_never_mixed_in_one_run(tmp_path):
+    """Settings are chosen on the tuning data (seeds 1 to 6, `mlma datasets --use tuning`) and reported on the
+    rest: each kind of run refuses the other's seeds and panels before anything is simulated or measured."""
+    refusals = [({"USE": "tuning", "SEEDS": "3 7"}, "seed 7 is a report seed"),
+                ({"USE": "tuning", "SEEDS": "", "PANELS": "taylor vic-elec"}, "panel vic-elec is not a tuning panel"),
+                ({"SEEDS": "", "PANELS": "pbs prison"}, "panel prison is not a report panel"),
+                ({"USE": "tune"}, "USE must be report or tuning")]
+    for env, message in refusals:
+        refused = make_results(tmp_path, ZONES="12", DAYS="30", **env)
+        assert refused.returncode == 2, (env, refused.stderr)
+        assert message in refused.stderr, (env, refused.stderr)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]

@@ -1608,11 +1608,18 @@ def _pooled_table(results: list[Path], bootstrap: int) -> None:
 
 
 @app.command("datasets")
-def datasets_command() -> None:
-    """List the bundled real data sets (need the 'data' extra)."""
+def datasets_command(
+    use: str | None = typer.Option(None, help="Only the panels of one use: 'report' (docs/results.md reports "
+                                              "on them) or 'tuning' (kept for choosing settings)."),
+) -> None:
+    """List the bundled real data sets (need the 'data' extra), one name a line."""
     from mlma.datasets import available_datasets
 
-    for name in available_datasets():
+    try:
+        names = available_datasets(use)
+    except ValueError as exc:
+        _fail(str(exc))
+    for name in names:
         console.print(name)
 
 
