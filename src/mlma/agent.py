@@ -35,6 +35,7 @@ from mlma.explained import DEFAULT_POWER, ExplainedScale
 from mlma.fleet import FleetData
 from mlma.models.base import model_driver_effects
 from mlma.policy import Decision, Policy, TickObservation, Verdict
+from mlma.silence import Silence
 from mlma.training import FittedModel, ModelKey, ModelService
 
 NO_MODEL = -1
@@ -48,7 +49,10 @@ class AgentSettings:
     Parameters
     ----------
     silence_ticks
-        A stream with no actuals for this many ticks in a row gets no forecasts until data returns.
+        A stream with no actuals for this many ticks in a row gets no forecasts until data returns. Ticks
+        without actuals that are the stream's rhythm (silent at the same place in each of the last two seasons
+        of ticks: a shop's weekends on daily ticks, the agent's ``tick_season``) do not count
+        (:class:`mlma.silence.Silence`).
     challenger_rule
         How a challenger in shadow proves itself against the champion on the same timestamps:
         ``"beats"`` (default): its mean loss is at most ``(1 + challenger_margin)`` times the champion's;
@@ -232,10 +236,14 @@ class TickReport:
 
 
 class Agent:
-    """Keeps one fleet's models good under one policy; see the module docstring for the tick."""
+    """Keeps one fleet's models good under one policy; see the module docstring for the tick.
+
+    ``season_length``: steps of the data in one season; ``tick_season``: ticks in one season of the tick clock
+    (:attr:`mlma.calendar.TickClock.tick_season`: 7 for daily ticks), the rhythm against which a stream's ticks without
+    actuals are judged (1: none)."""
 
     def __init__(self, policy: Policy, service: ModelService, *, season_length: int,
-                 scale: np.ndarray, settings: AgentSettings | None = None) -> None:
+                 scale: np.ndarray, settings: AgentSettings | None = None, tick_season: int = 1) -> None:
         self.policy = policy
         self.service = service
         self.fleet: FleetData = service.fleet
@@ -255,7 +263,10 @@ class Agent:
         # Retries in a row that fell back again for a reason more history does not end (a constant series, a
         # failed fit): each doubles the history the next retry waits for (_retry_gap).
         self.fallback_retries = np.zeros(n, dtype=np.int64)
-        self.silent_for = np.zeros(n, dtype=np.int64)
+        # Ticks without actuals that the stream's weekly (seasonal) rhythm does not explain: a shop closed at
+        # weekends is not silent on Sunday (mlma.silence).
+        self.silence = Silence(tick_season)
+        self.silence.reset(n)
         self.forecast: np.ndarray | None = None
         # The divisors of the issued forecasts' errors for the monitor (None: the fleet declares no events).
         self.explained: np.ndarray | None = None
@@ -284,10 +295,20 @@ class Agent:
         # Schedules follow the stream's identity, not its index, which differs between backtest and live.
         policy.identify_streams(self.fleet.ids)
 
+    @property
+    def silent_for(self) -> np.ndarray:
+        """Per stream, the ticks without actuals since its last actuals that its rhythm does not explain."""
+        return self.silence.run
+
+    @property
+    def silence_recent(self) -> np.ndarray:
+        """Per stream, which of the last ticks had actuals (bits; :class:`mlma.silence.Silence`)."""
+        return self.silence.recent
+
     # -- state ----------------------------------------------------------------------------------------------
     #: The agent's own per-stream arrays (the policy has its own, see Policy.STATE).
     STATE = ("champion", "is_fallback", "fallback_rows", "fallback_since", "cold_escalated", "fallback_retries",
-             "silent_for",
+             "silent_for", "silence_recent",
              "challenger", "awaiting",
              "fit_failures", "challenger_losses", "scale", "fleet_losing", "forecast_broken", "driver_beta")
 
@@ -356,6 +377,15 @@ class Agent:
         """Fit initial models on the history before ``first_tick`` and forecast ``first_tick``."""
         n = self.fleet.n_streams
         k = first_tick - 1
+        # The streams' rhythm of silent ticks (a shop's weekends) from the history's last two seasons; what
+        # the history went without is not news, so no stream starts silent.
+        # Before its first actuals a stream is not silent, it is not there yet.
+        launched = np.zeros(n, dtype=bool)
+        for h in range(max(self.fleet.tick_base, first_tick - 2 * self.silence.period), first_tick):
+            observed = self.fleet.observed_in_tick(h) > 0
+            launched |= observed
+            self.silence.update(observed, known=launched)
+        self.silence.run[:] = 0
         empty = np.zeros(n, dtype=bool)
         zeros = np.zeros(n)
         new_models: list[NewModel] = []
@@ -387,7 +417,7 @@ class Agent:
         errors = actuals - forecasts
         losses = np.abs(errors)
         observed = fleet.observed_in_tick(k)
-        self.silent_for = np.where(observed > 0, 0, self.silent_for + 1)
+        self.silence.update(observed > 0, known=self.champion != NO_MODEL)  # without a model: not launched yet
 
         has_model = self.champion != NO_MODEL
         adopted = np.zeros(n, dtype=bool)
@@ -421,6 +451,7 @@ class Agent:
             has_model=has_model,
             ticks_since_fit=np.where(has_model, k - self.champion, 0),
             observed=observed,
+            silent_for=self.silent_for,
             abnormal=fleet.abnormal_in_tick(k),
             errors=errors,
             forecasts=forecasts,

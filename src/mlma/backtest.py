@@ -346,7 +346,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
                                                 executor=executor, fit_cache=service.fit_cache,
                                                 renew_executor=service.renew_executor, **timed)
                                    for _ in policies[1:]] if service.takes_driver_prior else [service] * len(policies)
-        agents = [Agent(p, svc, season_length=freq.season_length, scale=scale, settings=config.agent)
+        agents = [Agent(p, svc, season_length=freq.season_length, scale=scale, settings=config.agent,
+                        tick_season=clock.tick_season)
                   for p, svc in zip(policies, services)]
         accs = [_Accumulator(fleet.n_streams) for _ in agents]
         samples = _pick_samples(fleet, frame, events, config.sample_streams)

@@ -786,6 +786,18 @@ class TickClock:
         """The season of the data (:func:`season_length`)."""
         return int(self._frequency.season_length)
 
+    @property
+    def tick_season(self) -> int:
+        """Ticks in one season of the tick clock itself, by the same rule (:func:`season_length` of the tick):
+        7 for daily ticks (a week), 1 for yearly ones. A stream's rhythm of silent ticks (a shop's weekends)
+        recurs at this distance (:class:`mlma.silence.Silence`).
+
+        >>> origin = pd.Timestamp("2024-01-01")
+        >>> TickClock("h", "D", origin).tick_season, TickClock("MS", "12MS", origin).tick_season
+        (7, 1)
+        """
+        return season_length(self.tick)
+
     # -- ticks --------------------------------------------------------------------------------------------
     def boundaries(self, first: int, last: int) -> pd.DatetimeIndex:
         """Starts of ticks ``first..last`` (``last`` included: it is the end of tick ``last - 1``)."""

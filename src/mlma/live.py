@@ -792,7 +792,8 @@ class LiveAgent:
             raise ConfigError(f"{cfg.root / CONFIG_NAME}: [agent] policy {cfg.agent.policy!r}: {exc}") from exc
         # The MASE scale is kept in the state; it is computed only while some stream has none yet.
         scale = self._scale(fleet, state, n, freq.season_length, k, base)
-        agent = Agent(policy, service, season_length=freq.season_length, scale=scale, settings=AgentSettings())
+        agent = Agent(policy, service, season_length=freq.season_length, scale=scale, settings=AgentSettings(),
+                      tick_season=timing.tick_season)
         live = {"champion_version": np.full(n, -1, np.int64), "challenger_version": np.full(n, -1, np.int64),
                 "awaiting_version": np.full(n, -1, np.int64)}
         # Which policy, with which settings, the state is saved for: a change in mlma.toml is seen by the next

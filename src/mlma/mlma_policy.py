@@ -182,7 +182,8 @@ class MLMAPolicy(Policy):
         Escalate a stream whose tests triggered ``repeat_limit`` times within ``repeat_window`` ticks;
         ``repeat_limit=0`` never escalates repeated triggers (off).
     silent_ticks
-        Escalate a stream with no actuals for this many ticks in a row (>= 1).
+        Escalate a stream with no actuals for this many ticks in a row (>= 1); ticks that are the stream's
+        rhythm (:attr:`mlma.policy.TickObservation.silent_for`: a shop's weekends) do not count.
     window_ticks
         The degradation test runs on the newest tick alone (quick on abrupt change) and on the stream's last
         ``window_ticks`` clean ticks (a sustained worsening gains evidence tick after tick); the bias test on
@@ -714,9 +715,13 @@ class MLMAPolicy(Policy):
         escalations: list[Escalation] = []
 
         has_batch = np.isfinite(current).any(axis=1) & obs.has_model
-        # Only a stream that has reported before (it has a model) can go silent; one not launched yet is not.
-        self.silent_for = np.where(obs.observed > 0, 0, np.where(obs.has_model, self.silent_for + 1, 0))
-        for s in np.flatnonzero(self.silent_for == self.silent_ticks):
+        # Only a stream that has reported before (it has a model) can go silent; one not launched yet is not. The
+        # agent's count leaves out the stream's rhythm (a shop's weekends), so it may stay where it is for a tick:
+        # a stream is escalated on the tick its count reaches the limit.
+        before = self.silent_for
+        counted = self.silent_for + 1 if obs.silent_for is None else obs.silent_for
+        self.silent_for = np.where(obs.observed > 0, 0, np.where(obs.has_model, counted, 0))
+        for s in np.flatnonzero((self.silent_for == self.silent_ticks) & (before < self.silent_ticks)):
             escalations.append(Escalation(int(s), k, "silent", 1,
                                           f"no actuals for {self.silent_ticks} ticks in a row"))
 

@@ -55,6 +55,10 @@ class TickObservation:
     ticks_since_fit: np.ndarray
     observed: np.ndarray
     abnormal: np.ndarray | None = None
+    #: Per stream, the ticks without actuals since its last actuals that its own rhythm does not explain
+    #: (:class:`mlma.silence.Silence`: a shop's weekends do not count); None when unknown (a policy then
+    #: counts every tick without actuals).
+    silent_for: np.ndarray | None = None
     #: Signed errors (actual - forecast), ``(n_streams, steps)``, NaN like ``losses``; None when unknown.
     errors: np.ndarray | None = None
     #: The served forecasts of the tick, ``(n_streams, steps)``, NaN where none (also where the actual is
