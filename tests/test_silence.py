@@ -50,16 +50,19 @@ def test_weekends_and_holidays_are_the_rhythm_an_outage_is_not():
 
 
 def test_period_one_counts_every_silent_tick():
-    """No rhythm (a yearly tick, or one season of ticks): the plain count of ticks since the last actuals."""
+    """No rhythm (a yearly tick, or seasons too long to keep): the plain count of ticks since the last actuals."""
     rng = np.random.default_rng(4)
     observed = rng.random((300, 20)) < 0.6
     for period in (1, MAX_PERIOD + 1):
         silence = Silence(period=period)
         silence.reset(20)
-        plain = np.zeros(20, dtype=np.int64)
+        plain, launched, longest = np.zeros(20, dtype=np.int64), np.zeros(20, dtype=bool), 0
         for row in observed:
-            plain = np.where(row, 0, plain + 1)
+            launched |= row  # a stream is counted from its first actuals on
+            plain = np.where(row | ~launched, 0, plain + 1)
             np.testing.assert_array_equal(silence.update(row), plain)
+            longest = max(longest, int(plain.max()))
+        assert launched.all() and longest >= 5
 
 
 def test_ticks_before_a_launch_are_no_rhythm():
@@ -190,11 +193,150 @@ def test_a_state_saved_before_the_rhythm_was_kept_loads():
     saved = ran.state_arrays()
     assert saved["agent.silent_for"].tolist() == [0, 1, 0, 0]  # bank, flaky-bank, shop-a, shop-b
     assert (saved["agent.silence_recent"][:2] != -1).all()  # the banks' weekends
-    old = {name: value for name, value in saved.items() if name != "agent.silence_recent"}
+    assert saved["agent.silence_launched"].all()
+    old = {name: value for name, value in saved.items() if not name.startswith("agent.silence_")}
     restored = agent()
     restored.load_state_arrays(old)
     np.testing.assert_array_equal(restored.silent_for, ran.silent_for)
-    assert (restored.silence_recent == -1).all()
+    assert (restored.silence_recent == -1).all() and not restored.silence_launched.any()
+    # The outage goes on counting: a stream with a model has launched, whatever the old state knew.
+    restored.tick(38)
+    assert restored.silent_for.tolist() == [0, 2, 0, 0]
     restored = agent()
     restored.load_state_arrays(saved)
     np.testing.assert_array_equal(restored.silence_recent, ran.silence_recent)
+    np.testing.assert_array_equal(restored.silence_launched, ran.silence_launched)
+
+
+def daily_agent(reports: dict, days: int = 56, policy=None, settings=None):
+    """An Agent on daily ticks over hourly data from MONDAY, each stream reporting on the days its predicate
+    says; returns the agent and the stream ids."""
+    from mlma.data import Frequency, make_tick_grid
+    from mlma.fleet import FleetData
+    from mlma.mlma_policy import MLMAPolicy
+    from mlma.models import ForecastContext
+    from mlma.training import ModelService
+
+    rng = np.random.default_rng(1)
+    ds = pd.date_range(MONDAY, periods=24 * days, freq="h")
+    day = ((ds - MONDAY) // pd.Timedelta("1D")).to_numpy()
+    frames = []
+    for i, (uid, on) in enumerate(reports.items()):
+        y = 20 + 5 * i + 10 * np.sin(np.arange(len(ds)) * 2 * np.pi / 24) + rng.normal(0, 2, len(ds))
+        keep = np.array([bool(on(int(d))) for d in day])
+        frames.append(pd.DataFrame({"unique_id": uid, "ds": ds[keep], "y": np.round(y[keep], 2)}))
+    frame = pd.concat(frames, ignore_index=True)
+    freq = Frequency("h")
+    fleet = FleetData(frame, freq.alias, make_tick_grid(frame, pd.tseries.frequencies.to_offset("1D"),
+                                                        freq=freq).boundaries)
+    service = ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
+                           train_window_ticks=14)
+    agent = Agent(policy or MLMAPolicy(), service, season_length=24, scale=np.ones(fleet.n_streams), tick_season=7,
+                  settings=settings)
+    return agent, list(fleet.ids)
+
+
+def silent_days(reports) -> list[int]:
+    return [r.tick for r in reports for e in r.escalations if e.kind == "silent" and e.stream == 1]
+
+
+def test_a_stream_that_breaks_the_day_after_a_two_week_closure_is_escalated():
+    """Two weeks closed (escalated, resolved on reopening), one day open, then the feed dies: counted from its
+    first dead day, escalated on the third, no forecasts after (two silent seasons are no habit)."""
+    agent, ids = daily_agent({"steady": lambda d: True, "shop": lambda d: d < 16 or d == 30})
+    reports = [agent.start(14)] + [agent.tick(k) for k in range(14, 55)]
+    assert silent_days(reports) == [18, 33]  # the closure's third day; the third day after reopening on day 30
+    assert [int(r.issued[1].size and np.isfinite(r.issued[1]).any()) for r in reports[-20:]] == [0] * 20
+
+
+def test_a_policy_started_afresh_during_an_outage_escalates_it():
+    """A change of policy in mlma.toml starts the policy's state afresh while the agent's count goes on: the
+    outage is escalated at the first tick of the new policy, once."""
+    from mlma.mlma_policy import MLMAPolicy
+    from mlma.policy import make_policy
+
+    old, ids = daily_agent({"steady": lambda d: True, "shop": lambda d: d < 30}, policy=make_policy("never"))
+    old.start(14)
+    for k in range(14, 34):
+        old.tick(k)
+    saved = old.state_arrays()
+    new = Agent(MLMAPolicy(), old.service, season_length=24, scale=np.ones(2), tick_season=7)
+    fresh = {name: value for name, value in saved.items() if not name.startswith("policy.")}
+    new.load_state_arrays(fresh | {f"policy.{n}": v for n, v in new.policy.state_arrays().items()})
+    assert silent_days([new.tick(k) for k in range(34, 50)]) == [34]
+
+
+def test_a_stream_without_a_model_is_not_escalated_as_silent():
+    """A stream that reported for a day and stopped before it had the history for a first model is no serving
+    stream gone silent: it is not escalated (the agent counts it, the policy escalates streams with a model)."""
+    from mlma.agent import NO_MODEL, AgentSettings
+
+    agent, ids = daily_agent({"steady": lambda d: True, "brief": lambda d: d == 20},
+                             settings=AgentSettings(cold_min_seasons=2))
+    reports = [agent.start(14)] + [agent.tick(k) for k in range(14, 30)]
+    assert agent.champion[1] == NO_MODEL and agent.silent_for[1] == 9
+    assert silent_days(reports) == []
+
+
+def test_a_re_fit_in_an_outage_neither_resumes_forecasts_nor_escalates_again():
+    """The live repair re-fits a serving model from the window (a broken artifact): for that tick the stream has no
+    model. Its count goes on: no forecasts for the dead stream, no second `silent` escalation."""
+    from mlma.agent import NO_MODEL
+
+    agent, ids = daily_agent({"steady": lambda d: True, "shop": lambda d: d < 30})
+    reports = [agent.start(14)] + [agent.tick(k) for k in range(14, 36)]
+    assert silent_days(reports) == [32] and agent.silent_for[1] == 6
+    agent.champion[1] = NO_MODEL  # what live's refit_from_window does before the tick
+    after = [agent.tick(k) for k in range(36, 42)]
+    assert silent_days(after) == [] and agent.silent_for[1] == 12
+    assert not any(np.isfinite(r.issued[1]).any() for r in after)
+
+
+def test_hourly_ticks_keep_the_daily_rhythm_and_count_a_monday_break():
+    """Hourly ticks (a season of 24): a bank's nights are its rhythm; a feed that breaks on Monday at 08:00,
+    after a weekend, counts from 08:00 (the weekly rhythm is not kept on hourly ticks: a weekend counts)."""
+    silence = Silence(period=24)
+    silence.reset(1)
+    hours = pd.date_range(MONDAY, periods=24 * 28, freq="h")
+    broken = pd.Timestamp("2025-03-24 08:00")  # a Monday
+    runs = {}
+    for hour in hours:
+        open_ = hour.day_of_week < 5 and 7 <= hour.hour <= 21 and hour < broken
+        runs[hour] = int(silence.update(np.array([open_]))[0])
+    assert runs[pd.Timestamp("2025-03-20 03:00")] == 0  # a Thursday night: rhythm
+    assert [runs[broken + pd.Timedelta(hours=h)] for h in range(3)] == [1, 2, 3]
+
+
+def test_a_live_fleet_of_banks_runs_its_weekends_and_holds_a_holiday(tmp_path):
+    """A fleet whose streams all close at weekends (each tick of a weekend finds no data for every served stream):
+    the hold of a tick without data (`hold_no_data_share`) leaves the streams silent by their rhythm out, so
+    weekends run by themselves; a public holiday, when the whole fleet is unexpectedly silent, is held for a
+    person's say-so as before."""
+    from mlma.live import NotReady, TickHeld
+
+    frame = bank_and_shops(days=50)
+    frame = frame[frame["unique_id"].str.endswith("bank")]
+    init_project(tmp_path, model="seasonal-naive")
+    text = (tmp_path / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
+    (tmp_path / "mlma.toml").write_text(text.replace("initial_ticks = 0", "initial_ticks = 14"))
+    config = load_config(tmp_path)
+    day = ((frame["ds"] - MONDAY) // pd.Timedelta("1D")).to_numpy()
+    chunks = [frame[day < 14]] + [frame[day == d] for d in range(14, int(day.max()) + 1)]
+    held = []
+    with Store.open(config.store_url) as store:
+        for i, chunk in enumerate(c for c in chunks if len(c)):
+            store.ingest_frame(chunk, f"day-{i}")
+            with LiveAgent(config, store=store) as live:
+                while True:
+                    try:
+                        live.catch_up()
+                        break
+                    except TickHeld as exc:
+                        held.append(MONDAY + pd.Timedelta(days=exc.tick))
+                        live.step(allow_no_data=("user:ops", "a public holiday"))
+                    except NotReady:
+                        break
+        done = store.last_done_tick()
+    # The second holiday ends the data: the newest actuals are Friday 18 April's, the ticks after it not due yet.
+    assert held == [HOLIDAYS[0]]
+    assert MONDAY + pd.Timedelta(days=done) == pd.Timestamp("2025-04-18")  # five weekends ran on their own

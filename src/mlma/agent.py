@@ -51,8 +51,8 @@ class AgentSettings:
     silence_ticks
         A stream with no actuals for this many ticks in a row gets no forecasts until data returns. Ticks
         without actuals that are the stream's rhythm (silent at the same place in each of the last two seasons
-        of ticks: a shop's weekends on daily ticks, the agent's ``tick_season``) do not count
-        (:class:`mlma.silence.Silence`).
+        of ticks, seasons in which it reported: a shop's weekends on daily ticks, the agent's ``tick_season``)
+        do not count (:class:`mlma.silence.Silence`).
     challenger_rule
         How a challenger in shadow proves itself against the champion on the same timestamps:
         ``"beats"`` (default): its mean loss is at most ``(1 + challenger_margin)`` times the champion's;
@@ -305,10 +305,15 @@ class Agent:
         """Per stream, which of the last ticks had actuals (bits; :class:`mlma.silence.Silence`)."""
         return self.silence.recent
 
+    @property
+    def silence_launched(self) -> np.ndarray:
+        """Per stream, whether it has launched (reported, or had a model), for :class:`mlma.silence.Silence`."""
+        return self.silence.launched
+
     # -- state ----------------------------------------------------------------------------------------------
     #: The agent's own per-stream arrays (the policy has its own, see Policy.STATE).
     STATE = ("champion", "is_fallback", "fallback_rows", "fallback_since", "cold_escalated", "fallback_retries",
-             "silent_for", "silence_recent",
+             "silent_for", "silence_recent", "silence_launched",
              "challenger", "awaiting",
              "fit_failures", "challenger_losses", "scale", "fleet_losing", "forecast_broken", "driver_beta")
 
@@ -379,12 +384,8 @@ class Agent:
         k = first_tick - 1
         # The streams' rhythm of silent ticks (a shop's weekends) from the history's last two seasons; what
         # the history went without is not news, so no stream starts silent.
-        # Before its first actuals a stream is not silent, it is not there yet.
-        launched = np.zeros(n, dtype=bool)
         for h in range(max(self.fleet.tick_base, first_tick - 2 * self.silence.period), first_tick):
-            observed = self.fleet.observed_in_tick(h) > 0
-            launched |= observed
-            self.silence.update(observed, known=launched)
+            self.silence.update(self.fleet.observed_in_tick(h) > 0)
         self.silence.run[:] = 0
         empty = np.zeros(n, dtype=bool)
         zeros = np.zeros(n)
@@ -417,7 +418,7 @@ class Agent:
         errors = actuals - forecasts
         losses = np.abs(errors)
         observed = fleet.observed_in_tick(k)
-        self.silence.update(observed > 0, known=self.champion != NO_MODEL)  # without a model: not launched yet
+        self.silence.update(observed > 0, known=self.champion != NO_MODEL)  # a stream with a model has launched
 
         has_model = self.champion != NO_MODEL
         adopted = np.zeros(n, dtype=bool)

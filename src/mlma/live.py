@@ -63,6 +63,7 @@ from mlma.models.factory import fallback_cause
 from mlma.policy import Verdict
 from mlma.project import CONFIG_NAME, ConfigError, ProjectConfig
 from mlma.registry import ArtifactMissing, ModelRegistry
+from mlma.silence import usual_silence
 from mlma.store import LockLost, StateCorrupted, Store, TickAlreadyDone, forecast_frame
 from mlma.store.engine import shown_url, unreachable_reason
 from mlma.store.glance import NextTick
@@ -119,6 +120,9 @@ class _TickView:
     served: np.ndarray
     fleet: FleetData
     first_tick: int
+    #: Per stream, whether no actuals in the tick would be its rhythm (:func:`mlma.silence.usual_silence`: a
+    #: shop's weekend), from the state saved after the tick before; all False when that state is not at hand.
+    usual_silence: np.ndarray
 
 
 def _complete_ticks(timing: TickClock, newest: pd.Timestamp) -> int:
@@ -537,7 +541,12 @@ class LiveAgent:
         values, first = self._window_for(timing.frequency.alias).matrix(start, boundaries[k + 1 - base],
                                                                         n_streams=len(names))
         fleet = FleetData.from_matrix(values, first, timing.frequency.alias, boundaries, ids=names, first_tick=base)
-        return _TickView(served, fleet, base)
+        usual = np.zeros(len(names), dtype=bool)
+        if state.tick == k - 1 and "agent.silence_recent" in state.arrays:
+            recent = np.asarray(state.arrays["agent.silence_recent"])
+            launched = np.asarray(state.arrays.get("agent.silence_launched", np.ones(len(recent), dtype=bool)))
+            usual[:len(recent)] = usual_silence(timing.tick_season, recent, launched)
+        return _TickView(served, fleet, base, usual)
 
     def check_late_actuals(self, k: int, timing: Timing, *, view: _TickView | None = None) -> None:
         """Wait (raise :class:`NotReady`) while tick ``k`` is the newest tick the data have reached the end of, its
@@ -623,7 +632,9 @@ class LiveAgent:
         served = view.served
         lo, hi = timing.boundaries(k, k + 1)
         # Stored values are finite, so a stream reported in the tick exactly when its columns of it hold a value.
-        missing = int((view.fleet.observed_in_tick(k)[served] == 0).sum())
+        # A stream silent by its rhythm (a shop's weekend) is not missing: a fleet closed on Sundays runs them.
+        silent = view.fleet.observed_in_tick(k)[served] == 0
+        missing = int((silent & ~view.usual_silence[served]).sum())
         held = self.store.fleet_escalation_ids("data-quality", k)
         if missing < self.config.agent.hold_no_data_share * len(served):
             if held:  # the actuals came in after all

@@ -715,15 +715,22 @@ class MLMAPolicy(Policy):
         escalations: list[Escalation] = []
 
         has_batch = np.isfinite(current).any(axis=1) & obs.has_model
-        # Only a stream that has reported before (it has a model) can go silent; one not launched yet is not. The
-        # agent's count leaves out the stream's rhythm (a shop's weekends), so it may stay where it is for a tick:
-        # a stream is escalated on the tick its count reaches the limit.
+        # Only a stream that has reported before (it has a model) can go silent; one not launched yet is not.
         before = self.silent_for
-        counted = self.silent_for + 1 if obs.silent_for is None else obs.silent_for
-        self.silent_for = np.where(obs.observed > 0, 0, np.where(obs.has_model, counted, 0))
-        for s in np.flatnonzero((self.silent_for == self.silent_ticks) & (before < self.silent_ticks)):
+        if obs.silent_for is None:  # counted here: ticks in a row without actuals of a stream with a model
+            self.silent_for = np.where(obs.observed > 0, 0, np.where(obs.has_model, self.silent_for + 1, 0))
+            rhythm = ""
+        else:
+            # The agent's count (mlma.silence): launched streams only, the stream's rhythm (a shop's weekends) left
+            # out, so it may stay where it is for a tick; it goes on through a re-fit that leaves a stream without
+            # a model for a moment, and where this policy's state started afresh (a change of policy).
+            self.silent_for = np.asarray(obs.silent_for).astype(self.silent_for.dtype)
+            rhythm = " (not counting the ticks it is usually silent at)"
+        # Escalated on the tick its count reaches the limit, or passes it beyond what this policy had seen.
+        reached = obs.has_model & (self.silent_for >= self.silent_ticks) & (before < self.silent_ticks)
+        for s in np.flatnonzero(reached):
             escalations.append(Escalation(int(s), k, "silent", 1,
-                                          f"no actuals for {self.silent_ticks} ticks in a row"))
+                                          f"no actuals for {int(self.silent_for[s])} ticks in a row{rhythm}"))
 
         quality = check_batch(obs.actuals, self.typical_count, self.typical_level, self.typical_spread)
         suspect = quality.any & has_batch

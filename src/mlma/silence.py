@@ -4,21 +4,24 @@ A stream without actuals for a few ticks in a row is escalated as ``silent`` and
 returns (:class:`mlma.agent.AgentSettings` ``silence_ticks``, :class:`mlma.mlma_policy.MLMAPolicy`
 ``silent_ticks``). Many real streams are silent on a rhythm: a bank's call centre or a shop closed at weekends
 reports nothing on Saturday and Sunday, every week. Counted plainly, a long weekend (a Monday holiday) is three
-ticks in a row without actuals: the stream was escalated and its Tuesday went without a forecast. Here a tick
-without actuals counts only when the stream had actuals at the same place one season of ticks earlier (a week of
-daily ticks, :func:`mlma.calendar.season_length` of the tick) or two seasons earlier; a tick the stream was
-silent at in both of the last two seasons is its rhythm, and neither counts nor ends the run. (One season would
-let a single holiday make the same day of the next week look usual.) A stream silent for two whole seasons (an
-outage) is past the limit long before, and stays there until data returns.
+ticks in a row without actuals: the stream was escalated and its Tuesday went without a forecast.
+
+Here a tick without actuals is the stream's **rhythm** when the stream was silent at the same place in each of
+the last two seasons of ticks (a week of daily ticks: :attr:`mlma.calendar.TickClock.tick_season`) *and*
+reported at some tick of each of those seasons; such a tick neither counts nor ends the run. Two seasons, so that
+a single holiday does not make the same day of the next week look usual; seasons with actuals, so that an outage
+or a closure of two weeks is not taken for a habit when the stream comes back and breaks again. A stream
+launched lately has no rhythm before its launch: its ticks before that count as ticks with actuals.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["Silence"]
+__all__ = ["MAX_PERIOD", "Silence", "usual_silence"]
 
-#: The longest season in ticks whose rhythm is kept: two seasons of bits in one integer per stream.
+#: The longest season in ticks whose rhythm is kept: two seasons of bits in one integer per stream. Longer
+#: seasons (weekly ticks, 52 a year) keep no rhythm: every tick without actuals counts.
 MAX_PERIOD = 31
 
 
@@ -29,13 +32,13 @@ class Silence:
     ----------
     period
         Ticks in one season of the tick clock (7 for daily ticks): a tick without actuals is the stream's
-        rhythm when it had none ``period`` and ``2 * period`` ticks earlier either. 1 (or more than
-        :data:`MAX_PERIOD`): no rhythm, every tick without actuals counts.
+        rhythm when it had none ``period`` and ``2 * period`` ticks earlier either, and had actuals in each of
+        those two seasons. 1 (or more than :data:`MAX_PERIOD`): no rhythm, every tick without actuals counts.
 
     Examples
     --------
-    A stream silent at weekends, on daily ticks from a Monday: weekends do not count; a Monday holiday after
-    one is one tick, not three.
+    A stream silent at weekends, on daily ticks from a Monday: once two weeks are known, weekends do not count
+    and a Monday holiday after one is one tick, not three.
 
     >>> silence = Silence(period=7)
     >>> silence.reset(1)
@@ -44,17 +47,16 @@ class Silence:
     >>> runs[:7], runs[7:14], runs[14:21], runs[21:]
     ([0, 0, 0, 0, 0, 1, 2], [0, 0, 0, 0, 0, 1, 2], [0, 0, 0, 0, 0, 0, 0], [1, 0])
 
-    The first two weekends count (the rhythm is not known yet). An outage from Wednesday counts the days the
-    stream would have reported; the weekend holds the run where it is, and the Monday after counts although
-    the Monday before was a holiday:
+    An outage from Wednesday counts the days the stream would have reported; the weekend holds the run where it
+    is, and the Monday after counts although the Monday before was a holiday:
 
     >>> [int(silence.update(np.array([False]))[0]) for _ in range(6)]
     [1, 2, 3, 3, 3, 4]
     """
 
-    #: Per-stream arrays to save and restore: the run, and the last ticks' actuals as bits (bit i: i + 1 ticks
-    #: ago; a tick before the stream's first counts as one with actuals).
-    STATE = ("run", "recent")
+    #: Per-stream arrays to save and restore: the run; the last ticks' actuals as bits (bit i: i + 1 ticks ago;
+    #: a tick before the stream's launch counts as one with actuals); whether the stream has launched.
+    STATE = ("run", "recent", "launched")
 
     def __init__(self, period: int = 1) -> None:
         if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 1:
@@ -66,22 +68,42 @@ class Silence:
     def reset(self, n_streams: int) -> None:
         self.run = np.zeros(n_streams, dtype=np.int64)
         self.recent = np.full(n_streams, -1, dtype=np.int64)  # all bits set: no tick known to be silent
+        self.launched = np.zeros(n_streams, dtype=bool)
+
+    def usual(self) -> np.ndarray:
+        """Per stream, whether a next tick without actuals would be its rhythm (it would not count)."""
+        return usual_silence(self.period, self.recent, self.launched)
 
     def update(self, observed: np.ndarray, known: np.ndarray | None = None) -> np.ndarray:
         """Take one tick: ``observed`` says which streams had actuals; returns the runs (also :attr:`run`).
 
-        ``known``: the streams whose silence means something this tick (default: all); for the others (not
-        launched yet) the tick counts as one with actuals, so that the days before a launch are no rhythm.
+        A stream has launched with its first actuals, or when ``known`` says so (the agent's streams with a
+        model); before that its ticks count as ticks with actuals and its run stays 0.
         """
         seen = np.asarray(observed, dtype=bool)
         if known is not None:
-            seen = seen | ~np.asarray(known, dtype=bool)
-        if 1 < self.period <= MAX_PERIOD:
-            # Silent one season ago and two seasons ago.
-            rhythm = ((self.recent >> (self.period - 1)) | (self.recent >> (2 * self.period - 1))) & 1 == 0
-        else:
-            rhythm = np.zeros(len(seen), dtype=bool)
-        self.run = np.where(seen, 0, np.where(rhythm, self.run, self.run + 1))
+            self.launched |= np.asarray(known, dtype=bool)
+        self.launched |= seen
+        usual = self.usual()
+        self.run = np.where(seen | ~self.launched, 0, np.where(usual, self.run, self.run + 1))
         # Shift in this tick's bit; the bits beyond the kept past drop off the top.
-        self.recent = (self.recent << 1) | seen.astype(np.int64)
+        self.recent = (self.recent << 1) | (seen | ~self.launched).astype(np.int64)
         return self.run
+
+
+def usual_silence(period: int, recent: np.ndarray, launched: np.ndarray) -> np.ndarray:
+    """Per stream, whether no actuals in the coming tick would be its rhythm, from :class:`Silence`'s arrays
+    after the tick before (also as saved in the live agent's state: the hold of a tick without data reads them).
+
+    >>> weekdays = np.int64(int("0011111" * 2, 2))  # the last fortnight, newest tick in bit 0: Mon-Fri reported
+    >>> usual_silence(7, np.array([weekdays, -1]), np.array([True, True])).tolist()  # a Saturday is next
+    [True, False]
+    """
+    p = int(period)
+    recent = np.asarray(recent, dtype=np.int64)
+    if not 1 < p <= MAX_PERIOD:
+        return np.zeros(len(recent), dtype=bool)
+    season = (1 << p) - 1
+    last, before = recent & season, (recent >> p) & season
+    silent_at_this_place = ((last | before) >> (p - 1)) & 1 == 0
+    return silent_at_this_place & (last != 0) & (before != 0) & np.asarray(launched, dtype=bool)
