@@ -18,7 +18,8 @@ from mlma.project import init_project, load_config
 from mlma.store import Store
 
 MONDAY = pd.Timestamp("2025-03-03")
-HOLIDAYS = (pd.Timestamp("2025-03-24"), pd.Timestamp("2025-04-21"))  # Mondays
+HOLIDAYS = (pd.Timestamp("2025-03-31"), pd.Timestamp("2025-04-21"))  # Mondays
+FIRST_TICK = 21  # three weeks of history: the rhythm is known from the start
 OUTAGE = (pd.Timestamp("2025-04-09"), pd.Timestamp("2025-04-15"))   # Wednesday to Tuesday, both days without data
 
 
@@ -36,10 +37,10 @@ def test_weekends_and_holidays_are_the_rhythm_an_outage_is_not():
     silence.reset(1)
     holidays = {7 * w for w in (4, 9, 13)}  # Mondays of weeks 4, 9 and 13
     runs = weekday_runs(silence, 16, holidays=holidays)
-    # The first two weekends count (no rhythm known yet); after them, no run passes one tick: a holiday Monday
+    # The first three weekends count (no rhythm known yet); after them, no run passes one tick: a holiday Monday
     # is the only tick that counts.
-    assert runs[5:7] == [1, 2] and runs[12:14] == [1, 2]
-    assert max(runs[14:]) == 1 and [d for d in range(14, len(runs)) if runs[d]] == sorted(holidays)
+    assert runs[5:7] == runs[12:14] == runs[19:21] == [1, 2]
+    assert max(runs[21:]) == 1 and [d for d in range(21, len(runs)) if runs[d]] == sorted(holidays)
 
     # An outage of a week from a Wednesday: its weekdays count, its weekend holds the run.
     silence.reset(1)
@@ -49,11 +50,26 @@ def test_weekends_and_holidays_are_the_rhythm_an_outage_is_not():
     assert runs[7 * 7 + 2] == 0  # back on the Wednesday after
 
 
+def test_two_holidays_on_one_weekday_are_no_rhythm():
+    """Christmas and New Year's Day on Thursdays: the Thursday after them is a working day like any, and a silence
+    then counts (two seasons of rhythm would have taken it for the stream's habit)."""
+    silence = Silence(period=7)
+    silence.reset(1)
+    thursdays = {7 * 5 + 3, 7 * 6 + 3}  # weeks 5 and 6
+    runs = weekday_runs(silence, 7, holidays=thursdays)
+    assert [runs[d] for d in sorted(thursdays)] == [1, 1]
+    assert int(silence.update(np.array([False]))[0]) == 1  # Monday of week 7: counts
+    for _ in range(2):
+        silence.update(np.array([True]))
+    assert int(silence.update(np.array([False]))[0]) == 1  # Thursday of week 7: counts too
+
+
 def test_period_one_counts_every_silent_tick():
-    """No rhythm (a yearly tick, or seasons too long to keep): the plain count of ticks since the last actuals."""
+    """No rhythm (a yearly tick, or seasons too long to keep: hourly ticks, weekly ticks): the plain count of ticks
+    since the last actuals."""
     rng = np.random.default_rng(4)
     observed = rng.random((300, 20)) < 0.6
-    for period in (1, MAX_PERIOD + 1):
+    for period in (1, MAX_PERIOD + 1, 24):  # 24: hourly ticks keep no rhythm
         silence = Silence(period=period)
         silence.reset(20)
         plain, launched, longest = np.zeros(20, dtype=np.int64), np.zeros(20, dtype=bool), 0
@@ -117,7 +133,7 @@ def test_a_stream_launched_days_ago_is_escalated_when_it_stops():
     late = late[(day >= pd.Timestamp("2025-04-07"))
                 & ((day < pd.Timestamp("2025-04-11")) | (day > pd.Timestamp("2025-04-14")))]
     result = run_backtest(pd.concat([frame, late], ignore_index=True),
-                          BacktestConfig(policies=["mlma"], model="seasonal-naive", initial_ticks=14,
+                          BacktestConfig(policies=["mlma"], model="seasonal-naive", initial_ticks=FIRST_TICK,
                                          sample_streams=0))
     silent = result.escalation_log[result.escalation_log["kind"] == "silent"]
     assert silent["unique_id"].tolist() == ["late-shop"]
@@ -126,7 +142,7 @@ def test_a_stream_launched_days_ago_is_escalated_when_it_stops():
 
 def test_a_backtest_forecasts_the_bank_after_its_long_weekends_and_escalates_only_the_outage():
     frame = bank_and_shops()
-    result = run_backtest(frame, BacktestConfig(policies=["mlma"], model="seasonal-naive", initial_ticks=14,
+    result = run_backtest(frame, BacktestConfig(policies=["mlma"], model="seasonal-naive", initial_ticks=FIRST_TICK,
                                                 sample_streams=0))
     silent = result.escalation_log[result.escalation_log["kind"] == "silent"]
     # flaky-bank misses Wed 9 to Tue 15 April: its third missing weekday is Friday the 11th (the weekend holds
@@ -148,10 +164,10 @@ def test_a_live_project_keeps_the_rhythm_across_processes(tmp_path):
     frame = bank_and_shops(days=50)
     init_project(tmp_path, model="seasonal-naive")
     text = (tmp_path / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
-    (tmp_path / "mlma.toml").write_text(text.replace("initial_ticks = 0", "initial_ticks = 14"))
+    (tmp_path / "mlma.toml").write_text(text.replace("initial_ticks = 0", f"initial_ticks = {FIRST_TICK}"))
     config = load_config(tmp_path)
     day = ((frame["ds"] - MONDAY) // pd.Timedelta("1D")).to_numpy()
-    chunks = [frame[day < 14]] + [frame[day == d] for d in range(14, int(day.max()) + 1)]
+    chunks = [frame[day < FIRST_TICK]] + [frame[day == d] for d in range(FIRST_TICK, int(day.max()) + 1)]
     with Store.open(config.store_url) as store:
         for i, chunk in enumerate(chunks):
             store.ingest_frame(chunk, f"day-{i}")
@@ -240,12 +256,12 @@ def silent_days(reports) -> list[int]:
     return [r.tick for r in reports for e in r.escalations if e.kind == "silent" and e.stream == 1]
 
 
-def test_a_stream_that_breaks_the_day_after_a_two_week_closure_is_escalated():
-    """Two weeks closed (escalated, resolved on reopening), one day open, then the feed dies: counted from its
-    first dead day, escalated on the third, no forecasts after (two silent seasons are no habit)."""
-    agent, ids = daily_agent({"steady": lambda d: True, "shop": lambda d: d < 16 or d == 30})
-    reports = [agent.start(14)] + [agent.tick(k) for k in range(14, 55)]
-    assert silent_days(reports) == [18, 33]  # the closure's third day; the third day after reopening on day 30
+def test_a_stream_that_breaks_the_day_after_a_long_closure_is_escalated():
+    """Three weeks closed (escalated, resolved on reopening), one day open, then the feed dies: counted from its
+    first dead day, escalated on the third, no forecasts after (seasons without actuals are no habit)."""
+    agent, ids = daily_agent({"steady": lambda d: True, "shop": lambda d: d < 16 or d == 37}, days=63)
+    reports = [agent.start(14)] + [agent.tick(k) for k in range(14, 62)]
+    assert silent_days(reports) == [18, 40]  # the closure's third day; the third day after reopening on day 37
     assert [int(r.issued[1].size and np.isfinite(r.issued[1]).any()) for r in reports[-20:]] == [0] * 20
 
 
@@ -292,21 +308,6 @@ def test_a_re_fit_in_an_outage_neither_resumes_forecasts_nor_escalates_again():
     assert not any(np.isfinite(r.issued[1]).any() for r in after)
 
 
-def test_hourly_ticks_keep_the_daily_rhythm_and_count_a_monday_break():
-    """Hourly ticks (a season of 24): a bank's nights are its rhythm; a feed that breaks on Monday at 08:00,
-    after a weekend, counts from 08:00 (the weekly rhythm is not kept on hourly ticks: a weekend counts)."""
-    silence = Silence(period=24)
-    silence.reset(1)
-    hours = pd.date_range(MONDAY, periods=24 * 28, freq="h")
-    broken = pd.Timestamp("2025-03-24 08:00")  # a Monday
-    runs = {}
-    for hour in hours:
-        open_ = hour.day_of_week < 5 and 7 <= hour.hour <= 21 and hour < broken
-        runs[hour] = int(silence.update(np.array([open_]))[0])
-    assert runs[pd.Timestamp("2025-03-20 03:00")] == 0  # a Thursday night: rhythm
-    assert [runs[broken + pd.Timedelta(hours=h)] for h in range(3)] == [1, 2, 3]
-
-
 def test_a_live_fleet_of_banks_runs_its_weekends_and_holds_a_holiday(tmp_path):
     """A fleet whose streams all close at weekends (each tick of a weekend finds no data for every served stream):
     the hold of a tick without data (`hold_no_data_share`) leaves the streams silent by their rhythm out, so
@@ -318,10 +319,10 @@ def test_a_live_fleet_of_banks_runs_its_weekends_and_holds_a_holiday(tmp_path):
     frame = frame[frame["unique_id"].str.endswith("bank")]
     init_project(tmp_path, model="seasonal-naive")
     text = (tmp_path / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
-    (tmp_path / "mlma.toml").write_text(text.replace("initial_ticks = 0", "initial_ticks = 14"))
+    (tmp_path / "mlma.toml").write_text(text.replace("initial_ticks = 0", f"initial_ticks = {FIRST_TICK}"))
     config = load_config(tmp_path)
     day = ((frame["ds"] - MONDAY) // pd.Timedelta("1D")).to_numpy()
-    chunks = [frame[day < 14]] + [frame[day == d] for d in range(14, int(day.max()) + 1)]
+    chunks = [frame[day < FIRST_TICK]] + [frame[day == d] for d in range(FIRST_TICK, int(day.max()) + 1)]
     held = []
     with Store.open(config.store_url) as store:
         for i, chunk in enumerate(c for c in chunks if len(c)):
@@ -340,3 +341,48 @@ def test_a_live_fleet_of_banks_runs_its_weekends_and_holds_a_holiday(tmp_path):
     # The second holiday ends the data: the newest actuals are Friday 18 April's, the ticks after it not due yet.
     assert held == [HOLIDAYS[0]]
     assert MONDAY + pd.Timedelta(days=done) == pd.Timestamp("2025-04-18")  # five weekends ran on their own
+
+
+def test_a_saturday_outage_of_the_streams_open_on_saturdays_is_held_with_true_counts(tmp_path):
+    """Six banks closed at weekends and four shops open every day; on Saturday 29 March no shop's data comes. The
+    hold's share is of the streams expected to report, so the tick is held although most of the fleet closes on
+    Saturdays, and its message and audit entry count them right."""
+    from mlma.live import NotReady, TickHeld
+
+    ds = pd.date_range(MONDAY, periods=24 * 35, freq="h")
+    rng = np.random.default_rng(0)
+    frames = []
+    for i in range(10):
+        uid = f"bank-{i}" if i < 6 else f"shop-{i}"
+        stream = pd.DataFrame({"unique_id": uid, "ds": ds, "y": np.round(20 + i + rng.normal(0, 2, len(ds)), 2)})
+        if uid.startswith("bank"):
+            stream = stream[stream["ds"].dt.day_of_week < 5]
+        frames.append(stream[stream["ds"].dt.normalize() != pd.Timestamp("2025-03-29")])
+    frame = pd.concat(frames, ignore_index=True)
+    init_project(tmp_path, model="seasonal-naive")
+    text = (tmp_path / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
+    (tmp_path / "mlma.toml").write_text(text.replace("initial_ticks = 0", f"initial_ticks = {FIRST_TICK}"))
+    config = load_config(tmp_path)
+    day = ((frame["ds"] - MONDAY) // pd.Timedelta("1D")).to_numpy()
+    held = []
+    with Store.open(config.store_url) as store:
+        store.ingest_frame(frame[day < FIRST_TICK], "history")
+        for d in range(FIRST_TICK, 35):
+            store.ingest_frame(frame[day == d], f"day-{d}")
+            with LiveAgent(config, store=store) as live:
+                try:
+                    live.catch_up()
+                except TickHeld as exc:
+                    held.append((MONDAY + pd.Timedelta(days=exc.tick), str(exc)))
+                    escalations = store.escalations()
+                    live.catch_up(allow_no_data=("user:ops", "the shops' feed broke; nothing to wait for"))
+                except NotReady:
+                    pass
+        audit = store.audit_log(action="allow-no-data-tick")
+    assert [when for when, _ in held] == [pd.Timestamp("2025-03-29")]
+    assert "4 of the 4 streams with a serving model that report at such a tick have no data in it (6 more are " \
+           "usually silent at such a tick, not counted)" in held[0][1]
+    fleet_wide = escalations[(escalations["kind"] == "data-quality") & escalations["stream_id"].isna()]
+    assert len(fleet_wide) == 1 and "4 of the 4 streams" in fleet_wide["message"].item()
+    (params,) = audit["params"]
+    assert (params["served_streams"], params["usually_silent_streams"], params["streams_without_data"]) == (10, 6, 4)

@@ -50,7 +50,7 @@ class AgentSettings:
     ----------
     silence_ticks
         A stream with no actuals for this many ticks in a row gets no forecasts until data returns. Ticks
-        without actuals that are the stream's rhythm (silent at the same place in each of the last two seasons
+        without actuals that are the stream's rhythm (silent at the same place in each of the last three seasons
         of ticks, seasons in which it reported: a shop's weekends on daily ticks, the agent's ``tick_season``)
         do not count (:class:`mlma.silence.Silence`).
     challenger_rule
@@ -382,9 +382,9 @@ class Agent:
         """Fit initial models on the history before ``first_tick`` and forecast ``first_tick``."""
         n = self.fleet.n_streams
         k = first_tick - 1
-        # The streams' rhythm of silent ticks (a shop's weekends) from the history's last two seasons; what
-        # the history went without is not news, so no stream starts silent.
-        for h in range(max(self.fleet.tick_base, first_tick - 2 * self.silence.period), first_tick):
+        # The streams' rhythm of silent ticks (a shop's weekends) from the history's last seasons; what the
+        # history went without is not news, so no stream starts silent.
+        for h in range(max(self.fleet.tick_base, first_tick - self.silence.memory), first_tick):
             self.silence.update(self.fleet.observed_in_tick(h) > 0)
         self.silence.run[:] = 0
         empty = np.zeros(n, dtype=bool)

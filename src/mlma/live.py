@@ -632,21 +632,25 @@ class LiveAgent:
         served = view.served
         lo, hi = timing.boundaries(k, k + 1)
         # Stored values are finite, so a stream reported in the tick exactly when its columns of it hold a value.
-        # A stream silent by its rhythm (a shop's weekend) is not missing: a fleet closed on Sundays runs them.
+        # The share is of the streams expected to report: one silent by its weekly rhythm (a shop's Sunday) is
+        # not expected, so a fleet closed on Sundays runs them, and a Saturday outage of the streams open on
+        # Saturdays is held however many others close then.
         silent = view.fleet.observed_in_tick(k)[served] == 0
-        missing = int((silent & ~view.usual_silence[served]).sum())
+        usual = view.usual_silence[served]
+        expected = int((~usual).sum())
+        missing = int((silent & ~usual).sum())
         held = self.store.fleet_escalation_ids("data-quality", k)
-        if missing < self.config.agent.hold_no_data_share * len(served):
+        if not expected or missing < self.config.agent.hold_no_data_share * expected:
             if held:  # the actuals came in after all
                 self.store.set_escalation_status(held, "resolved", by="agent",
-                                                 reason=f"tick {k} has data now ({len(served) - missing:,} of "
-                                                        f"{len(served):,} served streams reported)")
+                                                 reason=f"tick {k} has data now ({expected - missing:,} of the "
+                                                        f"{expected:,} served streams expected to report did)")
             return
         target = f"tick:{k}"
         if len(self.store.audit_log(action="allow-no-data-tick", target=target)):
             return
         numbers = {"tick": k, "start": str(lo), "end": str(hi), "served_streams": len(served),
-                   "streams_without_data": missing}
+                   "usually_silent_streams": len(served) - expected, "streams_without_data": missing}
         if allow is not None:
             by, reason = allow
             self.store.add_audit(by, "allow-no-data-tick", target, numbers, reason)
@@ -654,8 +658,11 @@ class LiveAgent:
                 self.store.set_escalation_status(held, "resolved", by=by,
                                                  reason=f"tick {k} allowed to run without data: {reason or ''}")
             return
-        message = (f"tick {k} ({lo} to {hi}) is held: {missing:,} of the {len(served):,} streams with a serving model "
-                   f"have no data in it (hold_no_data_share = {self.config.agent.hold_no_data_share:g}). A feed "
+        rhythm = (f" ({len(served) - expected:,} more are usually silent at such a tick, not counted)"
+                  if expected < len(served) else "")
+        message = (f"tick {k} ({lo} to {hi}) is held: {missing:,} of the {expected:,} streams with a serving model "
+                   f"that report at such a tick have no data in it{rhythm} (hold_no_data_share = "
+                   f"{self.config.agent.hold_no_data_share:g}). A feed "
                    f"may have stopped, or rows dated far ahead moved the clock. Ingest the missing actuals, or, if "
                    f"the fleet really was silent, let it run: mlma tick --allow-no-data --reason '...'")
         if not held:
