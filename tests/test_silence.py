@@ -224,7 +224,7 @@ def test_a_state_saved_before_the_rhythm_was_kept_loads():
     np.testing.assert_array_equal(restored.silence_launched, ran.silence_launched)
 
 
-def daily_agent(reports: dict, days: int = 56, policy=None, settings=None):
+def daily_agent(reports: dict, days: int = 56, policy=None, settings=None, tick_season: int = 7):
     """An Agent on daily ticks over hourly data from MONDAY, each stream reporting on the days its predicate
     says; returns the agent and the stream ids."""
     from mlma.data import Frequency, make_tick_grid
@@ -247,8 +247,8 @@ def daily_agent(reports: dict, days: int = 56, policy=None, settings=None):
                                                         freq=freq).boundaries)
     service = ModelService(fleet, "seasonal-naive", ForecastContext(freq="h", season_length=24, horizon=24),
                            train_window_ticks=14)
-    agent = Agent(policy or MLMAPolicy(), service, season_length=24, scale=np.ones(fleet.n_streams), tick_season=7,
-                  settings=settings)
+    agent = Agent(policy or MLMAPolicy(), service, season_length=24, scale=np.ones(fleet.n_streams),
+                  tick_season=tick_season, settings=settings)
     return agent, list(fleet.ids)
 
 
@@ -262,7 +262,18 @@ def test_a_stream_that_breaks_the_day_after_a_long_closure_is_escalated():
     agent, ids = daily_agent({"steady": lambda d: True, "shop": lambda d: d < 16 or d == 37}, days=63)
     reports = [agent.start(14)] + [agent.tick(k) for k in range(14, 62)]
     assert silent_days(reports) == [18, 40]  # the closure's third day; the third day after reopening on day 37
+    messages = {e.message for r in reports for e in r.escalations if e.kind == "silent"}
+    assert messages == {"no actuals for 3 ticks in a row (not counting the ticks it is usually silent at)"}
     assert [int(r.issued[1].size and np.isfinite(r.issued[1]).any()) for r in reports[-20:]] == [0] * 20
+
+
+def test_without_a_rhythm_the_message_says_every_tick_counted():
+    """A tick clock whose season is one the agent keeps no rhythm for (hourly ticks, weekly ticks): every tick
+    without actuals counts, and the message says no more than that."""
+    agent, ids = daily_agent({"steady": lambda d: True, "shop": lambda d: d < 20}, tick_season=1)
+    reports = [agent.start(14)] + [agent.tick(k) for k in range(14, 30)]
+    messages = [e.message for r in reports for e in r.escalations if e.kind == "silent"]
+    assert messages == ["no actuals for 3 ticks in a row"]
 
 
 def test_a_policy_started_afresh_during_an_outage_escalates_it():
@@ -380,9 +391,57 @@ def test_a_saturday_outage_of_the_streams_open_on_saturdays_is_held_with_true_co
                     pass
         audit = store.audit_log(action="allow-no-data-tick")
     assert [when for when, _ in held] == [pd.Timestamp("2025-03-29")]
-    assert "4 of the 4 streams with a serving model that report at such a tick have no data in it (6 more are " \
-           "usually silent at such a tick, not counted)" in held[0][1]
+    assert "10 of the 10 streams with a serving model have no data in it; 6 of them are usually silent at such a " \
+           "tick, and 4 of the other 4 have no data either" in held[0][1]
     fleet_wide = escalations[(escalations["kind"] == "data-quality") & escalations["stream_id"].isna()]
-    assert len(fleet_wide) == 1 and "4 of the 4 streams" in fleet_wide["message"].item()
+    assert len(fleet_wide) == 1 and "4 of the other 4" in fleet_wide["message"].item()
     (params,) = audit["params"]
-    assert (params["served_streams"], params["usually_silent_streams"], params["streams_without_data"]) == (10, 6, 4)
+    assert (params["served_streams"], params["usually_silent_streams"], params["streams_without_data"]) == (10, 6, 10)
+
+
+@pytest.mark.parametrize("banks, shops", [(12, 1), (17, 3)])
+def test_one_stream_does_not_hold_a_fleet_that_is_closed_at_the_time(tmp_path, banks, shops):
+    """Banks closed at weekends and a few shops open every day: one shop's missing Saturday, and a bank that
+    stopped for good (it has no weekend rhythm left), hold none of the fleet's weekends, whether the shops are
+    too few to tell a broken feed (12 and 1) or most of them reported (17 and 3); before the rhythm every weekend
+    was held. The rhythm only ever holds less than the share alone: a Saturday the banks open and the shops'
+    feed breaks (most of the fleet reported) is not held."""
+    from mlma.live import NotReady, TickHeld
+
+    ds = pd.date_range(MONDAY, periods=24 * 42, freq="h")
+    rng = np.random.default_rng(2)
+    frames = []
+    for i in range(banks + shops):
+        uid = f"bank-{i:02d}" if i < banks else f"shop-{i - banks}"
+        stream = pd.DataFrame({"unique_id": uid, "ds": ds, "y": np.round(20 + i + rng.normal(0, 2, len(ds)), 2)})
+        day = stream["ds"].dt.normalize()
+        if uid.startswith("bank"):  # closed at weekends, but for Saturday 12 April
+            keep = (stream["ds"].dt.day_of_week < 5) | (day == pd.Timestamp("2025-04-12"))
+        else:  # the shops' feed breaks on the Saturday the banks open
+            keep = day != pd.Timestamp("2025-04-12")
+        if uid == "bank-00":
+            keep &= stream["ds"] < pd.Timestamp("2025-04-02")
+        if uid == "shop-0":
+            keep &= day != pd.Timestamp("2025-04-05")
+        frames.append(stream[keep])
+    frame = pd.concat(frames, ignore_index=True)
+    init_project(tmp_path, model="seasonal-naive")
+    text = (tmp_path / "mlma.toml").read_text().replace('executor = "process"', 'executor = "inline"')
+    (tmp_path / "mlma.toml").write_text(text.replace("initial_ticks = 0", f"initial_ticks = {FIRST_TICK}"))
+    config = load_config(tmp_path)
+    day = ((frame["ds"] - MONDAY) // pd.Timedelta("1D")).to_numpy()
+    held = []
+    with Store.open(config.store_url) as store:
+        store.ingest_frame(frame[day < FIRST_TICK], "history")
+        for d in range(FIRST_TICK, 42):
+            store.ingest_frame(frame[day == d], f"day-{d}")
+            with LiveAgent(config, store=store) as live:
+                try:
+                    live.catch_up()
+                except TickHeld as exc:
+                    held.append(MONDAY + pd.Timedelta(days=exc.tick))
+                    live.catch_up(allow_no_data=("user:ops", "test"))
+                except NotReady:
+                    pass
+        assert MONDAY + pd.Timedelta(days=store.last_done_tick()) == pd.Timestamp("2025-04-13")
+    assert held == []

@@ -453,6 +453,7 @@ class Agent:
             ticks_since_fit=np.where(has_model, k - self.champion, 0),
             observed=observed,
             silent_for=self.silent_for,
+            silence_rhythm=self.silence.memory > 0,
             abnormal=fleet.abnormal_in_tick(k),
             errors=errors,
             forecasts=forecasts,

@@ -617,7 +617,12 @@ class LiveAgent:
     def check_no_data(self, k: int, timing: Timing, *, allow: tuple[str, str | None] | None = None,
                       view: _TickView | None = None) -> None:
         """Hold tick ``k`` (raise :class:`TickHeld`) when at least ``[agent] hold_no_data_share`` of the streams
-        with a serving model have no observation in it, unless a person allowed it.
+        with a serving model have no observation in it, unless that is the fleet's rhythm or a person allowed it.
+
+        The fleet's rhythm (:func:`mlma.silence.usual_silence`, from the state saved after tick ``k - 1``): at
+        most ``1 - hold_no_data_share`` of the served streams report at such a tick (the others were silent at
+        it in each of the last three seasons: a fleet of shops closed on Sundays), or fewer than that share of
+        those that do report at such a tick have no data.
 
         Such a tick is almost never a real fleet-wide silence: a feed broke, or the clock was moved by rows
         dated far ahead. Committing it would record a no-data verdict for every stream and move on, and the
@@ -632,25 +637,30 @@ class LiveAgent:
         served = view.served
         lo, hi = timing.boundaries(k, k + 1)
         # Stored values are finite, so a stream reported in the tick exactly when its columns of it hold a value.
-        # The share is of the streams expected to report: one silent by its weekly rhythm (a shop's Sunday) is
-        # not expected, so a fleet closed on Sundays runs them, and a Saturday outage of the streams open on
-        # Saturdays is held however many others close then.
         silent = view.fleet.observed_in_tick(k)[served] == 0
+        missing = int(silent.sum())
+        # Unless the silence is the fleet's rhythm (mlma.silence): a tick at which most of the served streams are
+        # usually silent (a fleet of shops closed on Sundays) is no sign of a broken feed, nor is one whose
+        # streams that do report at such a tick mostly did. So the hold only ever holds less than by the share
+        # alone: a Saturday outage of the streams open on Saturdays is held while they are a fair part of the
+        # fleet, and one stream's Saturday among a thousand closed then holds nothing.
+        share = self.config.agent.hold_no_data_share
         usual = view.usual_silence[served]
         expected = int((~usual).sum())
-        missing = int((silent & ~usual).sum())
+        missing_expected = int((silent & ~usual).sum())
+        rhythm = expected <= (1 - share) * len(served) or missing_expected < share * expected
         held = self.store.fleet_escalation_ids("data-quality", k)
-        if not expected or missing < self.config.agent.hold_no_data_share * expected:
+        if missing < share * len(served) or rhythm:
             if held:  # the actuals came in after all
                 self.store.set_escalation_status(held, "resolved", by="agent",
-                                                 reason=f"tick {k} has data now ({expected - missing:,} of the "
-                                                        f"{expected:,} served streams expected to report did)")
+                                                 reason=f"tick {k} has data now ({len(served) - missing:,} of "
+                                                        f"{len(served):,} served streams reported)")
             return
         target = f"tick:{k}"
         if len(self.store.audit_log(action="allow-no-data-tick", target=target)):
             return
         numbers = {"tick": k, "start": str(lo), "end": str(hi), "served_streams": len(served),
-                   "usually_silent_streams": len(served) - expected, "streams_without_data": missing}
+                   "streams_without_data": missing, "usually_silent_streams": len(served) - expected}
         if allow is not None:
             by, reason = allow
             self.store.add_audit(by, "allow-no-data-tick", target, numbers, reason)
@@ -658,11 +668,10 @@ class LiveAgent:
                 self.store.set_escalation_status(held, "resolved", by=by,
                                                  reason=f"tick {k} allowed to run without data: {reason or ''}")
             return
-        rhythm = (f" ({len(served) - expected:,} more are usually silent at such a tick, not counted)"
-                  if expected < len(served) else "")
-        message = (f"tick {k} ({lo} to {hi}) is held: {missing:,} of the {expected:,} streams with a serving model "
-                   f"that report at such a tick have no data in it{rhythm} (hold_no_data_share = "
-                   f"{self.config.agent.hold_no_data_share:g}). A feed "
+        usually = (f"; {len(served) - expected:,} of them are usually silent at such a tick, and {missing_expected:,} "
+                   f"of the other {expected:,} have no data either" if expected < len(served) else "")
+        message = (f"tick {k} ({lo} to {hi}) is held: {missing:,} of the {len(served):,} streams with a serving model "
+                   f"have no data in it{usually} (hold_no_data_share = {share:g}). A feed "
                    f"may have stopped, or rows dated far ahead moved the clock. Ingest the missing actuals, or, if "
                    f"the fleet really was silent, let it run: mlma tick --allow-no-data --reason '...'")
         if not held:

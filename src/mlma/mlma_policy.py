@@ -725,7 +725,7 @@ class MLMAPolicy(Policy):
             # out, so it may stay where it is for a tick; it goes on through a re-fit that leaves a stream without
             # a model for a moment, and where this policy's state started afresh (a change of policy).
             self.silent_for = np.asarray(obs.silent_for).astype(self.silent_for.dtype)
-            rhythm = " (not counting the ticks it is usually silent at)"
+            rhythm = " (not counting the ticks it is usually silent at)" if obs.silence_rhythm else ""
         # Escalated on the tick its count reaches the limit, or passes it beyond what this policy had seen.
         reached = obs.has_model & (self.silent_for >= self.silent_ticks) & (before < self.silent_ticks)
         for s in np.flatnonzero(reached):

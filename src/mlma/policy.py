@@ -59,6 +59,9 @@ class TickObservation:
     #: (:class:`mlma.silence.Silence`: a shop's weekends do not count); None when unknown (a policy then
     #: counts every tick without actuals).
     silent_for: np.ndarray | None = None
+    #: Whether :attr:`silent_for` leaves a rhythm out (the tick clock's season is one the agent keeps a rhythm
+    #: for: :attr:`mlma.silence.Silence.memory`); False: it counts every tick without actuals.
+    silence_rhythm: bool = False
     #: Signed errors (actual - forecast), ``(n_streams, steps)``, NaN like ``losses``; None when unknown.
     errors: np.ndarray | None = None
     #: The served forecasts of the tick, ``(n_streams, steps)``, NaN where none (also where the actual is

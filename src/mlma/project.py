@@ -62,7 +62,7 @@ policy = "mlma"           # mlma | never | always | periodic:K
 initial_ticks = 0         # ticks of history before the first scored tick; 0: all history at the first tick
 fit_timeout_seconds = 3600   # a tick's re-trainings not back by then count as failed; 0: no limit
 lock_ttl_seconds = 300    # a crashed agent's lock expires after this long
-hold_no_data_share = 0.9  # hold a tick when this share of the served streams has no data in it (docs/operations.md)
+hold_no_data_share = 0.9  # hold a tick when this share of the served streams has no data (but the weekly rhythm)
 wait_for_share = 0.9      # the newest tick waits while its actuals are fewer than this share of the tick before's...
 max_wait = "2h"           # ...at most this long after its first actual past its end came in; "0": no wait
 
