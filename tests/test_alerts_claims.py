@@ -21,31 +21,15 @@ import time
 
 import pytest
 import sqlalchemy as sa
-from test_alerts import Hook, escalate, fleet, receiver, records
+from test_alerts import hook, url  # noqa: F401  (fixtures: a webhook receiver; SQLite and PostgreSQL stores)
+from test_alerts import escalate, fleet, receiver, records
 
 from mlma.alerts import Notifier, claim_seconds
 from mlma.store import Store
 from mlma.store.notifications import NotificationLog
-from mlma.store.testing import postgres_schema
 
 BERLIN = '{kind="data-quality",city="Berlin"}'
 PARIS = '{kind="data-quality",city="Paris"}'
-
-
-@pytest.fixture
-def hook():
-    server = Hook()
-    yield server
-    server.close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'mlma.db'}"
-    else:
-        with postgres_schema(request.getfixturevalue("postgres_server")) as scoped:
-            yield scoped
 
 
 @pytest.fixture
