@@ -418,9 +418,8 @@ class Agent:
         errors = actuals - forecasts
         losses = np.abs(errors)
         observed = fleet.observed_in_tick(k)
-        self.silence.update(observed > 0, known=self.champion != NO_MODEL)  # a stream with a model has launched
-
         has_model = self.champion != NO_MODEL
+        self.silence.update(observed > 0, known=has_model)  # a stream with a model has launched
         adopted = np.zeros(n, dtype=bool)
         adopted[[s for s in controls.adopt if 0 <= s < n]] = True
         forced = controls.mask("force_retrain", n) & has_model

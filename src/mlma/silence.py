@@ -62,10 +62,6 @@ class Silence:
     [1, 2, 3, 3, 3, 4]
     """
 
-    #: Per-stream arrays to save and restore: the run; the last ticks' actuals as bits (bit i: i + 1 ticks ago;
-    #: a tick before the stream's launch counts as one with actuals); whether the stream has launched.
-    STATE = ("run", "recent", "launched")
-
     def __init__(self, period: int = 1) -> None:
         if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 1:
             raise ValueError(f"period (ticks in one season of the tick clock) must be a whole number >= 1, "
@@ -79,6 +75,8 @@ class Silence:
         return SEASONS * self.period if 1 < self.period <= MAX_PERIOD else 0
 
     def reset(self, n_streams: int) -> None:
+        # Per stream (the arrays the agent saves): the run; the last ticks' actuals as bits (bit i: i + 1 ticks
+        # ago; a tick before the stream's launch counts as one with actuals); whether the stream has launched.
         self.run = np.zeros(n_streams, dtype=np.int64)
         self.recent = np.full(n_streams, -1, dtype=np.int64)  # all bits set: no tick known to be silent
         self.launched = np.zeros(n_streams, dtype=bool)
@@ -114,9 +112,9 @@ def usual_silence(period: int, recent: np.ndarray, launched: np.ndarray) -> np.n
     """
     p = int(period)
     recent = np.asarray(recent, dtype=np.int64)
-    usual = np.asarray(launched, dtype=bool).copy()
     if not 1 < p <= MAX_PERIOD:
         return np.zeros(len(recent), dtype=bool)
+    usual = np.asarray(launched, dtype=bool).copy()
     mask = (1 << p) - 1
     for i in range(SEASONS):  # each season back: silent at this place, and some actuals in it
         season = (recent >> (i * p)) & mask
