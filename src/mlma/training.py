@@ -1614,18 +1614,36 @@ class ModelService:
         new lane), and one that hangs holds only its own. A lane whose fit has run ten times longer than the
         typical fit of this retry (at least a second) no longer counts (up to four times as many lanes), so
         that a few hung fits do not starve the rest; every lane is ended at the return. On Dask
-        (``KilledWorker``) all go at once to the cluster, whose scheduler retries each task on its own. Those
-        not back by the deadline fail with a TimeoutError."""
+        (``KilledWorker``) all go at once to the cluster, whose scheduler retries each task on its own; when two
+        or more of them end with ``KilledWorker``, those are fitted again one at a time, since Dask also blames
+        a task that only waited on a worker behind the fit that killed it. Those not back by the deadline fail
+        with a TimeoutError."""
+        if pool:
+            return self._refit_round(jobs, pickled, deadline, pool=True, width=_slots(self.executor))[0]
+        # A worker without mlma that joined during the call ends at each task it gets: it may be what killed
+        # the chunks (KilledWorker), and would kill the single fits too, blaming their streams.
+        unfit = self._retire_unfit_workers(self.executor)
+        if unfit is not None:
+            return [FitFailure(job[0], f"RuntimeError: {unfit}") for job in jobs]
+        out, killed = self._refit_round(jobs, pickled, deadline, pool=False, width=len(jobs))
+        if len(killed) > 1:
+            # The scheduler hands a worker more tasks than it has threads, and counts a worker's death against
+            # every task it held, running or waiting: a stream queued behind the fit that kills its workers
+            # ends with KilledWorker too. One task at a time on the cluster, only a fit that kills alone does.
+            again = {job[0] for job in killed}
+            retried, _ = self._refit_round(killed, pickled, deadline, pool=False, width=1)
+            out = [result for result in out if result.key not in again] + retried
+        return out
+
+    def _refit_round(self, jobs: list, pickled: bool, deadline: float | None, *, pool: bool,
+                     width: int) -> tuple[list[FittedModel | FitFailure], list]:
+        """One round of :meth:`_refit_alone`: ``jobs`` fitted one per task, ``width`` tasks at a time (more
+        after a broken ``pool``, for lanes held by hung fits). Returns the results and the jobs whose worker
+        died (on Dask: ``KilledWorker``)."""
         out: list[FittedModel | FitFailure] = []
-        if not pool:
-            # A worker without mlma that joined during the call ends at each task it gets: it may be what killed
-            # the chunks (KilledWorker), and would kill the single fits too, blaming their streams.
-            unfit = self._retire_unfit_workers(self.executor)
-            if unfit is not None:
-                return [FitFailure(job[0], f"RuntimeError: {unfit}") for job in jobs]
+        killed: list = []
         queue = collections.deque([job for job in jobs if job[0].stream not in self._suspects]
                                   + _in_suspect_order(jobs, self._suspects))
-        width = _slots(self.executor) if pool else len(jobs)
         in_flight: dict[Future, tuple] = {}  # future: (job, its lane or None, when it was sent)
         lanes: list[Executor] = []
         idle: list[Executor] = []
@@ -1660,9 +1678,11 @@ class ModelService:
                     if self._one_back(future, job, out):
                         if pool:
                             idle.append(lane)
-                    elif pool:
-                        terminate_executor(lane)  # broken; the next job gets a new lane
-                        lanes.remove(lane)
+                    else:
+                        killed.append(job)
+                        if pool:
+                            terminate_executor(lane)  # broken; the next job gets a new lane
+                            lanes.remove(lane)
             if in_flight or queue:  # only with a deadline
                 limit = f"no result within fit_timeout={self.fit_timeout:g} s"
                 self.timed_out |= bool(in_flight)
@@ -1676,7 +1696,7 @@ class ModelService:
         finally:
             for lane in lanes:
                 terminate_executor(lane)  # also ends a fit that hangs in it
-        return out
+        return out, killed
 
     def _one_back(self, future: Future, job: tuple, out: list) -> bool:
         """Take the result of ``job``'s task (one stream) into ``out``; False when its worker died (then the
