@@ -632,13 +632,14 @@ class KilledWorker(Exception):
 
 class BlamingCluster(concurrent.futures.Executor):
     """An executor that blames as Dask's scheduler does: a worker holds more tasks than it has threads, and its
-    death counts against every task it held, running or waiting. Tasks sent within 50 ms of each other are held
-    together; when one of them holds the ``culprit`` stream (whose fit kills its workers), all of them end with
-    ``KilledWorker``, else each is fitted. Deterministic, where a real cluster only sometimes queues a healthy
-    task behind the culprit."""
+    death counts against every task it held, running or waiting. Tasks sent within a short while of each other
+    (``delays``: one per batch, the last repeated) are held together; when one of them holds the ``culprit``
+    stream (whose fit kills its workers), all of them end with ``KilledWorker``, else each is fitted.
+    Deterministic, where a real cluster only sometimes queues a healthy task behind the culprit. ``slots``: the
+    threads it says it has (mlma cuts that many chunks)."""
 
-    def __init__(self, culprit: int) -> None:
-        self.culprit = culprit
+    def __init__(self, culprit: int, slots: int = 1, delays: tuple[float, ...] = (0.05,)) -> None:
+        self.culprit, self.slots, self.delays = culprit, slots, list(delays)
         self.lock = threading.Lock()
         self.held: list[tuple[concurrent.futures.Future, object, tuple]] = []
         self.timer: threading.Timer | None = None
@@ -648,7 +649,9 @@ class BlamingCluster(concurrent.futures.Executor):
         with self.lock:
             self.held.append((future, fn, args))
             if self.timer is None:
-                self.timer = threading.Timer(0.05, self._settle)
+                delay = self.delays.pop(0) if len(self.delays) > 1 else self.delays[0]
+                self.timer = threading.Timer(delay, self._settle)
+                self.timer.daemon = True
                 self.timer.start()
         return future
 
@@ -657,20 +660,25 @@ class BlamingCluster(concurrent.futures.Executor):
             held, self.held, self.timer = self.held, [], None
         streams = {job[0].stream for _, _, (_, _, _, chunk, _) in held for job in chunk}
         for future, fn, args in held:
+            if not future.set_running_or_notify_cancel():
+                continue  # abandoned by the service's deadline
             if self.culprit in streams:
                 future.set_exception(KilledWorker("attempted to run the task 4 times; all 4 workers died"))
             else:
                 future.set_result(fn(*args))
 
 
-def test_only_the_fit_that_kills_its_workers_is_blamed_not_those_queued_behind_it(fleet):
+@pytest.mark.parametrize("slots", [1, 8], ids=["one chunk of eight", "eight chunks of one"])
+def test_only_the_fit_that_kills_its_workers_is_blamed_not_those_queued_behind_it(fleet, slots):
     """Dask blames every task a dying worker held, also those only waiting behind the fit that killed it: the
     streams re-fitted alone after a KilledWorker could end with it too, and a healthy stream was named as the
-    one whose fit kills its workers (seen as a flaky cluster test). Two or more blamed are fitted again one at
-    a time: only the culprit fails."""
+    one whose fit kills its workers (seen as a flaky cluster test); chunks of one stream each (as many streams
+    as threads, or suspects) were blamed at once. When two or more are blamed, they are fitted again one at a
+    time: only the culprit fails."""
     keys = _keys(fleet)
     culprit = 5
-    service = ModelService(fleet, RidgeForecaster, CTX, train_window_ticks=14, executor=BlamingCluster(culprit),
+    cluster = BlamingCluster(culprit, slots=slots)
+    service = ModelService(fleet, RidgeForecaster, CTX, train_window_ticks=14, executor=cluster,
                            parallel_threshold=1, fit_timeout=60)
     fitted = service.fit(keys, on_error="skip")
     assert [f is None for f in fitted] == [k.stream == culprit for k in keys], service.failures
@@ -678,6 +686,24 @@ def test_only_the_fit_that_kills_its_workers_is_blamed_not_those_queued_behind_i
     error = service.failures[keys[culprit]]
     assert error.startswith("KilledWorker:") and "its fit ends the workers that run it" in error, error
     assert service.suspects == [culprit]
+
+
+def test_streams_the_deadline_left_untold_apart_are_not_blamed_and_say_why(fleet):
+    """The one-at-a-time round runs within the same fit_timeout: when the time runs out before it could tell the
+    streams apart, none of them is named as the one whose fit kills its workers; the unsent ones say that several
+    ended with KilledWorker and there was no time to tell which."""
+    keys = _keys(fleet)
+    # The chunk and the first single fit come back at once; the next single fit outlasts the deadline.
+    cluster = BlamingCluster(5, slots=8, delays=(0.05, 0.05, 5.0))
+    service = ModelService(fleet, RidgeForecaster, CTX, train_window_ticks=14, executor=cluster,
+                           parallel_threshold=1, fit_timeout=1.0)
+    fitted = service.fit(keys, on_error="skip")
+    failed = [k for k, f in zip(keys, fitted) if f is None]
+    assert len(failed) == len(keys) - 1, service.failures  # the first single fit came back
+    untold = [k for k in failed if "to tell whose fit kills its workers" in service.failures[k]]
+    assert len(untold) == len(keys) - 2, service.failures  # all but the fitted one and the one in flight
+    assert all("KilledWorker" in service.failures[k] for k in untold)
+    assert not any("its fit ends the workers that run it" in e for e in service.failures.values())
 
 
 @needs_dask

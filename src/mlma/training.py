@@ -1437,10 +1437,12 @@ class ModelService:
         One stream's trouble costs that stream only, as far as it can be told:
 
         - A worker that died (a crash in a model, out of memory) fails every chunk the pool had; a Dask chunk
-          whose workers kept dying fails with ``KilledWorker``. Those chunks' streams are fitted again at once,
-          one per task, by the same deadline (:meth:`_refit_alone`; on a pool only with ``renew_executor``),
-          so that only the stream whose fit kills its worker fails (else the streams that share its chunk
-          would fail with it at every tick).
+          whose workers kept dying fails with ``KilledWorker``. Those chunks' streams are fitted again, one
+          per task, by the same deadline (:meth:`_refit_alone`; on a pool only with ``renew_executor``), so
+          that only the stream whose fit kills its worker fails (else the streams that share its chunk would
+          fail with it at every tick). A single stream's chunk that alone ended with ``KilledWorker`` is that
+          stream's doing; when others did too, it may only have waited on a worker the culprit killed, and is
+          fitted again with them.
         - A chunk not back within ``fit_timeout`` cannot tell which of its streams hung: its streams become
           :attr:`suspects`, fitted one per task next time, and their error says they may only have shared a
           chunk with a fit that hung. A chunk that had not even started when the time ran out (it waited for a
@@ -1469,13 +1471,19 @@ class ModelService:
         died = [job for chunk, exc in failures if isinstance(exc, BrokenProcessPool) for job in chunk]
         if died and self.renew_executor is None:
             died = []  # a caller's pool: nobody to make another
-        killed = [job for chunk, exc in failures if len(chunk) > 1 and _killed_worker(exc) for job in chunk]
+        killed_chunks = [chunk for chunk, exc in failures if _killed_worker(exc)]
+        unclear = len(killed_chunks) > 1 or any(len(chunk) > 1 for chunk in killed_chunks)
+        killed = [job for chunk in killed_chunks for job in chunk] if unclear else []
         if died or killed:
             again = {job[0] for job in died + killed}
             failures = [(chunk, exc) for chunk, exc in failures if chunk[0][0] not in again]
-            for jobs, pool in ((died, True), (killed, False)):
-                if jobs:
-                    self._take(self._refit_alone(jobs, pickled, deadline, pool=pool), alone, clears=False)
+            if died:
+                self._take(self._refit_alone(died, pickled, deadline, pool=True), alone, clears=False)
+            if killed:
+                # Chunks that each held one stream already ran alone at once: fitted again one at a time.
+                at_once = any(len(chunk) > 1 for chunk in killed_chunks)
+                self._take(self._refit_alone(killed, pickled, deadline, pool=False, at_once=at_once), alone,
+                           clears=False)
         errors = []
         for chunk, exc in failures:
             error = describe_error(exc)
@@ -1604,7 +1612,7 @@ class ModelService:
         return started, [f" on Dask worker {w}{state}" if w else "" for w in workers]
 
     def _refit_alone(self, jobs: list, pickled: bool, deadline: float | None, *,
-                     pool: bool) -> list[FittedModel | FitFailure]:
+                     pool: bool, at_once: bool = True) -> list[FittedModel | FitFailure]:
         """Fit ``jobs`` (the streams of chunks that a dying worker failed) one per task, at once, by ``deadline``:
         the call's own, so that ``fit_timeout`` bounds the whole call, the retries included. :attr:`suspects` go
         last, so that a fit that hung before does not hold a worker the others need.
@@ -1616,8 +1624,9 @@ class ModelService:
         that a few hung fits do not starve the rest; every lane is ended at the return. On Dask
         (``KilledWorker``) all go at once to the cluster, whose scheduler retries each task on its own; when two
         or more of them end with ``KilledWorker``, those are fitted again one at a time, since Dask also blames
-        a task that only waited on a worker behind the fit that killed it. Those not back by the deadline fail
-        with a TimeoutError."""
+        a task that only waited on a worker behind the fit that killed it (``at_once=False``: the jobs already
+        ran alone at once, so one at a time from the start). Those not back by the deadline fail with a
+        TimeoutError."""
         if pool:
             return self._refit_round(jobs, pickled, deadline, pool=True, width=_slots(self.executor))[0]
         # A worker without mlma that joined during the call ends at each task it gets: it may be what killed
@@ -1625,21 +1634,33 @@ class ModelService:
         unfit = self._retire_unfit_workers(self.executor)
         if unfit is not None:
             return [FitFailure(job[0], f"RuntimeError: {unfit}") for job in jobs]
-        out, killed = self._refit_round(jobs, pickled, deadline, pool=False, width=len(jobs))
+        if at_once:
+            out, killed = self._refit_round(jobs, pickled, deadline, pool=False, width=len(jobs))
+        else:
+            out, killed = [], list(jobs)
         if len(killed) > 1:
             # The scheduler hands a worker more tasks than it has threads, and counts a worker's death against
             # every task it held, running or waiting: a stream queued behind the fit that kills its workers
-            # ends with KilledWorker too. One task at a time on the cluster, only a fit that kills alone does.
+            # ends with KilledWorker too. One task at a time (of this service), only a fit that kills alone does.
+            unfit = self._retire_unfit_workers(self.executor)  # one that joined meanwhile kills every task
             again = {job[0] for job in killed}
-            retried, _ = self._refit_round(killed, pickled, deadline, pool=False, width=1)
+            if unfit is not None:
+                retried = [FitFailure(job[0], f"RuntimeError: {unfit}") for job in killed]
+            else:
+                unsent = (f"{len(killed)} streams fitted alone at once ended with KilledWorker (a worker died "
+                          "while it held their tasks), and the time left did not suffice to fit them again one "
+                          "at a time to tell whose fit kills its workers")
+                retried, _ = self._refit_round(killed, pickled, deadline, pool=False, width=1, unsent=unsent)
             out = [result for result in out if result.key not in again] + retried
         return out
 
-    def _refit_round(self, jobs: list, pickled: bool, deadline: float | None, *, pool: bool,
-                     width: int) -> tuple[list[FittedModel | FitFailure], list]:
+    def _refit_round(self, jobs: list, pickled: bool, deadline: float | None, *, pool: bool, width: int,
+                     unsent: str = "a worker died fitting its chunk, and the time left did not suffice to fit "
+                                   "it again alone") -> tuple[list[FittedModel | FitFailure], list]:
         """One round of :meth:`_refit_alone`: ``jobs`` fitted one per task, ``width`` tasks at a time (more
         after a broken ``pool``, for lanes held by hung fits). Returns the results and the jobs whose worker
-        died (on Dask: ``KilledWorker``)."""
+        died (on Dask: ``KilledWorker``); the jobs the deadline left unsent fail with ``unsent``, saying why
+        they were fitted again."""
         out: list[FittedModel | FitFailure] = []
         killed: list = []
         queue = collections.deque([job for job in jobs if job[0].stream not in self._suspects]
@@ -1691,8 +1712,7 @@ class ModelService:
                     if began:
                         self._suspect([job[0].stream], proven=True)
                     out.append(FitFailure(job[0], f"{limit}{at} (fitted alone)"))
-                out += [FitFailure(job[0], f"{limit}: a worker died fitting its chunk, and the time left did not "
-                                           "suffice to fit it again alone") for job in queue]
+                out += [FitFailure(job[0], f"{limit}: {unsent}") for job in queue]
         finally:
             for lane in lanes:
                 terminate_executor(lane)  # also ends a fit that hangs in it
