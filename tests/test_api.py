@@ -1146,3 +1146,80 @@ def test_the_accepted_ranges_shown_in_docs_are_the_codes():
 
     text = (Path(__file__).parents[1] / "docs" / "api.md").read_text()
     assert markdown_table() in text, "docs/api.md must show `python -m mlma.params`'s table"
+
+
+def test_a_group_value_nan_chooses_only_streams_whose_attribute_says_so(env):
+    """A group's value was compared with each stream's as pandas text, in which a stream without the attribute
+    became NaN: ``{"depot": "nan"}`` chose every stream without a depot (39 of 40 in a hostile probe). Only a
+    stream with that attribute is chosen, and none has it as "nan"."""
+    uid = env.fleet.unique_ids[11]
+    env.store.set_attributes({uid: {"depot": "north"}})
+    try:
+        before = len(env.store.audit_log())
+        for value in ("nan", "None", float("nan")):
+            r = env.client.post("/api/actions/pin", content=json.dumps({"group": {"depot": value}}),
+                                headers={**env.auth("operator"), "Content-Type": "application/json"})
+            assert r.status_code == 422 and "no stream has the attributes" in r.text, (value, r.text)
+        assert len(env.store.audit_log()) == before
+        assert env.act("pin", {"group": {"depot": "north"}, "reason": "one depot"}).json()["streams"] == [uid]
+        assert env.act("unpin", {"group": {"depot": "north"}}).status_code == 200
+    finally:
+        env.store.set_attributes({uid: {"depot": None}})
+
+
+def test_cancel_refuses_unknown_ids_and_audits_only_what_it_cancelled(env):
+    """An unknown id among those to cancel was passed over without a word, and the audit listed every id given
+    as cancelled: now an unknown id refuses the whole request (nothing cancelled, nothing audited), and of known
+    ids the audit names those cancelled and the answer those no longer pending."""
+    uids = env.fleet.unique_ids[12:14]
+    env.act("retrain", {"streams": list(uids)})
+    pending = [a["id"] for u in uids for a in env.get(f"/api/actions?stream={u}&status=pending").json()["items"]]
+    assert len(pending) == 2
+    before = len(env.store.audit_log())
+    r = env.act("cancel-action", {"ids": [pending[0], 987654]})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "ids"], r.text
+    assert "no action with id(s) [987654]; nothing was cancelled" in r.text
+    assert len(env.store.audit_log()) == before
+    assert {a["status"] for u in uids for a in env.get(f"/api/actions?stream={u}").json()["items"][:1]} == {"pending"}
+    assert env.act("cancel-action", {"ids": [pending[0]]}).status_code == 200
+    r = env.act("cancel-action", {"ids": pending})
+    assert r.status_code == 200 and r.json()["changed"] == 1, r.text
+    assert r.json()["detail"] == {"not_pending": [pending[0]]}
+    assert env.last_audit()["target"] == f"actions:{pending[1]}"
+    period = env.act("mark-abnormal", {"streams": [uids[0]], "start": "2027-03-01", "end": "2027-03-02"})
+    assert period.status_code == 200
+    periods = env.get("/api/abnormal-periods").json()["items"]
+    mine = [p["id"] for p in periods if p["unique_id"] == uids[0] and p["start"] == "2027-03-01T00:00:00"]
+    r = env.act("cancel-abnormal", {"ids": mine + [987654]})
+    assert r.status_code == 422 and "no abnormal period with id(s) [987654]" in r.text, r.text
+    assert mine[0] in [p["id"] for p in env.get("/api/abnormal-periods").json()["items"]]
+
+
+def test_a_deeply_nested_body_is_a_422_not_a_500(env):
+    """A validation error echoes the input it refused; a body nested hundreds of levels deep made encoding that
+    echo recurse past Python's limit (a 500 with a traceback), also on the login, which needs no token."""
+    deep = "[" * 900 + "]" * 900
+    for path, body, headers in [("/api/session", '{"token":' + deep + "}", {}),
+                                ("/api/actions/retrain", '{"streams":["x"],"group":' + deep + "}",
+                                 env.auth("operator"))]:
+        r = env.client.post(path, content=body, headers={**headers, "Content-Type": "application/json"})
+        assert r.status_code == 422, (path, r.status_code, r.text[:300])
+        assert len(r.text) < 2_000
+
+
+@pytest.mark.parametrize("name, field", [("silence must", "streams"), ("a group is a mapping", "streams"),
+                                         ("no escalation with id 5", "streams")])
+def test_the_field_of_a_refusal_is_not_read_from_a_stream_name_in_it(env, name, field):
+    """The 422 names its field by patterns on the message, which quotes the stream given: a stream called
+    "silence must" was reported as a wrong ``until``."""
+    r = env.act("pin", {"streams": [name]})
+    assert r.status_code == 422 and f"unknown stream '{name}'" in r.text, r.text
+    assert r.json()["detail"][0]["loc"] == ["body", field]
+
+
+def test_one_attribute_given_twice_in_a_filter_is_refused(env):
+    """``attr`` is repeatable, one per attribute; a second value for the same attribute replaced the first
+    without a word (the list looked filtered by both)."""
+    r = env.get("/api/streams?attr=city=c00&attr=city=c01")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "attr"], r.text
+    assert "city" in r.text

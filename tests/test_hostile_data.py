@@ -482,3 +482,56 @@ def test_the_store_and_the_project_are_private_to_their_owner(tmp_path):
     with Store.open(load_config(root).store_url) as store:   # WAL files take the database file's mode
         store.ingest_frame(pd.DataFrame({"unique_id": ["a"], "ds": pd.to_datetime(["2024-01-01"]), "y": [1.0]}), "x")
         assert mode(root / "mlma.db-wal") == 0o600
+
+
+def test_an_id_no_store_keeps_loses_its_rows_only_on_both_backends(store, tmp_path):
+    """A NUL in a stream id failed the whole file on PostgreSQL with a traceback (the staging COPY), and an id of
+    4,000 characters made it call the store unusable (the index takes at most 2,704 bytes), for ever; SQLite
+    took both as streams. Such rows are now rejected by name (``bad-id``), on both backends, and the rest of
+    the file is stored."""
+    good = pd.DataFrame({"unique_id": ["a"] * 3 + ["b"] * 3,
+                         "ds": list(pd.date_range("2024-01-01", periods=3, freq="h")) * 2, "y": [1.0] * 6})
+    bad = pd.DataFrame({"unique_id": ["\x00bad", "x" * 4_000, "tab\there"],
+                        "ds": pd.to_datetime(["2024-01-01 00:00"] * 3), "y": [1.0] * 3})
+    path = tmp_path / "mixed.csv"
+    pd.concat([good, bad]).to_csv(path, index=False)
+    report = store.ingest_file(str(path), rejects=str(tmp_path / "rejects.csv"))
+    assert report.rows_accepted == 6 and report.rows_dropped == 3, report
+    finding = next(f for f in report.validation.findings if f.code == "bad-id")
+    assert "3 rows whose unique_id no store keeps" in finding.message and "lines 8, 9, 10" in finding.message, finding
+    assert any("holds a control character ('\\x00')" in e for e in finding.examples), finding.examples
+    assert any("has 4,000 characters, more than 500" in e for e in finding.examples), finding.examples
+    assert sorted(store.streams()["unique_id"]) == ["a", "b"]
+    assert len(pd.read_csv(tmp_path / "rejects.csv")) == 3
+    # A driver column whose name holds one refuses the file (PostgreSQL failed on it with a traceback).
+    named = tmp_path / "named.csv"
+    good.assign(**{"te\x00mp": 1.0}).to_csv(named, index=False)
+    with pytest.raises(ValueError, match=r"the name of column 4 \('te\\x00mp'\) holds a control character"):
+        store.ingest_file(str(named))
+    assert len(store.ingests()) == 1
+    # A file of future drivers with such an id is refused whole, naming its line (nothing is stored).
+    future = tmp_path / "future.csv"
+    pd.DataFrame({"unique_id": ["a", "\x00bad"], "ds": ["2024-01-02 00:00"] * 2, "temp": [1.0, 2.0]}).to_csv(
+        future, index=False)
+    with pytest.raises(ValueError, match=r"1 row\(s\) whose unique_id no store keeps, first on line/row 3"):
+        store.ingest_future(str(future))
+
+
+def test_attributes_refuse_an_unusable_id_and_a_repeated_column(tmp_path, fleet):
+    """`mlma attributes` looked such an id up (a traceback on PostgreSQL) and stored a repeated column ``city``
+    as a second attribute ``city.1``; both refuse the file, naming the row or the column, and change nothing."""
+    root = make_project(tmp_path / "p")
+    assert cli(root, "ingest", str(write_csv(days(fleet, 0, 2), tmp_path / "history.csv"))).returncode == 0
+    uid = fleet["unique_id"].iloc[0]
+    repeated = tmp_path / "repeated.csv"
+    repeated.write_text(f"unique_id,city,city\n{uid},a,b\n")
+    done = cli(root, "attributes", str(repeated))
+    assert done.returncode == 2 and "duplicate column name 'city' (columns 2, 3)" in done.stdout, done.stdout
+    unusable = tmp_path / "unusable.csv"
+    unusable.write_text(f"unique_id,city\n{uid},a\nzone\x00x,b\n")
+    done = cli(root, "attributes", str(unusable))
+    text = " ".join(done.stdout.split())
+    assert done.returncode == 2 and "row 3: unique_id 'zone\\x00x' holds a control character" in text, text
+    assert "Traceback" not in done.stdout + done.stderr
+    with Store.open(load_config(root).store_url) as opened:
+        assert all(not a for a in opened.streams()["attributes"])

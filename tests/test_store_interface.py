@@ -69,9 +69,10 @@ def test_cancel_counts_only_rows_still_active(store):
         tx.add_abnormal_periods([None, 0], dt.datetime(2025, 1, 1), dt.datetime(2025, 1, 2), by="user:ana")
     ids = store.abnormal_periods()["id"].tolist()
     with store.transaction() as tx:
-        assert tx.cancel_abnormal_periods(ids[:1]) == 1
+        assert tx.cancel_abnormal_periods(ids[:1]) == ids[:1]
     with store.transaction() as tx:
-        assert tx.cancel_abnormal_periods(ids) == 1                  # the first one was cancelled already
+        assert tx.cancel_abnormal_periods(ids) == ids[1:]            # the first one was cancelled already
+        assert tx.unknown_ids("abnormal_periods", [ids[1], 987654, ids[0]]) == [987654]
     assert store.abnormal_periods().empty
     assert len(store.abnormal_periods(active_only=False)) == 2
 

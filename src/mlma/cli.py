@@ -748,11 +748,15 @@ def _read_attributes(path: Path):
     --attributes`` read it; its source is named in later errors about it."""
     import pandas as pd
 
+    from mlma.data import check_column_names, file_columns
+
     try:
+        # A repeated column name: pandas would read the second as an attribute of its own ("city.1").
+        check_column_names(file_columns(path), str(path), source=str(path))
         # Only an empty cell is missing: "NA" is Namibia's id (as the actuals' reader keeps it) or a region.
         frame = (pd.read_parquet(path) if path.suffix == ".parquet"
                  else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError) as exc:  # DataError is a ValueError
         _fail(f"{path}: cannot read: {exc}")
     frame.attrs["source"] = str(path)
     return frame
@@ -768,7 +772,7 @@ def attributes(
     """Set the streams' attributes, which groups are made of (--group city=Berlin, the queue's grouping)."""
     import pandas as pd
 
-    from mlma.data import stream_id_text
+    from mlma.data import stream_id_text, unusable_ids, why_unusable
     from mlma.store import Store
 
     config = _project(project)
@@ -784,6 +788,11 @@ def attributes(
         row = int(blank.argmax())
         _fail(f"{data}: row {row + 2}: column {id_col!r} is blank; every row names a stream "
               f"({int(blank.sum()):,} row(s) without one); nothing was changed")
+    unusable = unusable_ids(stream_id_text(frame[id_col].astype(str)))
+    if unusable.any():  # no stream has such an id; PostgreSQL failed the look-up with a traceback
+        row = int(unusable.argmax())
+        _fail(f"{data}: row {row + 2}: {why_unusable(stream_id_text(frame[id_col].astype(str)).iloc[row])}: no "
+              f"stream has such an id ({int(unusable.sum()):,} row(s)); nothing was changed")
     with Store.open(config.store_url) as store:
         # An id as the actuals' ingest read it: without spaces around it, unless the store holds it with them.
         raw_ids = frame[id_col].astype(str)

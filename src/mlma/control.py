@@ -159,10 +159,13 @@ class Operations:
         if not isinstance(group, Mapping) or not group:
             raise ActionError(f"a group is a mapping of attribute to value, e.g. {{'city': 'Berlin'}}; got {group!r}")
         table = self.store.streams()
+        attributes = table["attributes"].tolist()
         match = np.ones(len(table), dtype=bool)
         for key, value in group.items():
-            have = table["attributes"].map(lambda a, key=key: None if not a else a.get(key))
-            match &= have.map(lambda v, value=value: v is not None and str(v) == str(value)).to_numpy(dtype=bool)
+            # Compared as Python objects: a pandas column of the values made a stream without the key NaN,
+            # whose text "nan" matched a group value "nan" (every stream lacking the attribute was chosen).
+            match &= np.fromiter((bool(a) and a.get(key) is not None and str(a[key]) == str(value)
+                                  for a in attributes), dtype=bool, count=len(attributes))
         if not match.any():
             raise ActionError(f"no stream has the attributes {dict(group)}")
         return table["id"].to_numpy(dtype=np.int64)[match], group_label(group)
@@ -259,7 +262,7 @@ class Operations:
 
     def cancel_abnormal(self, period_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
         return self._cancel("cancel-abnormal", period_ids, "abnormal period ids", "abnormal",
-                            lambda tx, ids: tx.cancel_abnormal_periods(ids), "no active abnormal period", by, reason)
+                            lambda tx, ids: tx.cancel_abnormal_periods(ids), "abnormal period", "active", by, reason)
 
     def abnormal_periods(self, *, active_only: bool = True) -> pd.DataFrame:
         """Abnormal periods: id, unique_id (None: whole fleet), start, end, created_at, created_by, reason
@@ -404,7 +407,7 @@ class Operations:
         actions can be cancelled, and its next attempt leaves them out
         (:meth:`mlma.store.transaction.Transaction.actions_taken_up`)."""
 
-        def cancel(tx, ids: list[int]) -> int:
+        def cancel(tx, ids: list[int]) -> list[int]:
             taken = tx.actions_taken_up(ids)
             if taken:
                 which = sorted(taken)
@@ -413,22 +416,30 @@ class Operations:
                                   "did (e.g. `mlma rollback STREAM`)")
             return tx.cancel_actions(ids)
 
-        return self._cancel("cancel-action", action_ids, "action ids", "actions", cancel, "no pending action", by,
+        return self._cancel("cancel-action", action_ids, "action ids", "actions", cancel, "action", "pending", by,
                             reason)
 
     def _cancel(self, action: str, given: Sequence[int], what: str, target: str,
-                cancel: Callable[[Transaction, list[int]], int], none_active: str, by: str,
+                cancel: Callable[[Transaction, list[int]], list[int]], row: str, active: str, by: str,
                 reason: str | None) -> ActionResult:
-        """Cancel the rows among the ids ``given`` that are still active (``cancel`` does it in the transaction
-        and says how many were) and audit it as ``action`` on ``target:ids``; an error when none was active."""
+        """Cancel the rows among the ids ``given`` that are still ``active`` (``cancel`` does it in the
+        transaction and returns their ids) and audit it as ``action`` on ``target:ids``, naming those cancelled.
+        An error, with nothing cancelled, when an id has no ``row`` (a typo cancels nothing silently) or when
+        none was active; the answer names the ids that were no longer active (done or cancelled before)."""
         check_actor(by)
         ids = list(dict.fromkeys(row_ids(given, what)))  # an id given twice is cancelled, and audited, once
+        table = {"actions": "stream_actions", "abnormal": "abnormal_periods"}[target]
         with self.store.transaction() as tx:
-            changed = cancel(tx, ids)
-            if not changed:
-                raise ActionError(f"{none_active} with id(s) {listed_ids(ids)}")
-            audit_id = tx.audit(by, action, *audited_ids(target, ids), reason)
-        return ActionResult(action, changed=int(changed), audit_id=audit_id)
+            unknown = tx.unknown_ids(table, ids)
+            if unknown:
+                raise ActionError(f"no {row} with id(s) {listed_ids(unknown)}; nothing was cancelled")
+            cancelled = cancel(tx, ids)
+            if not cancelled:
+                raise ActionError(f"no {active} {row} with id(s) {listed_ids(ids)}")
+            audit_id = tx.audit(by, action, *audited_ids(target, cancelled), reason)
+        done = sorted(set(ids) - set(cancelled))
+        return ActionResult(action, changed=len(cancelled), audit_id=audit_id,
+                            detail={f"not_{active}": done} if done else {})
 
     def pending_actions(self, streams=None) -> pd.DataFrame:
         """Queued actions: id, stream_id, unique_id, kind, params, created_at, created_by, reason."""

@@ -384,7 +384,7 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
             frame = _read_csv(path, id_cols)
             first_line = 2
         elif suffix in _PARQUET_SUFFIXES:
-            _refuse_duplicate_columns(file_columns(path), label)
+            check_column_names(file_columns(path), label)
             frame = pd.read_parquet(path)
         else:
             raise ValueError(f"cannot read {label}: unknown file type {suffix or '(no suffix)'!r}; "
@@ -394,7 +394,7 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
                         f"got {type(source).__name__}")
 
     where = label or "input frame"
-    _refuse_duplicate_columns(list(frame.columns), where, source=label)
+    check_column_names(list(frame.columns), where, source=label)
     index_names = [n for n in frame.index.names if n is not None]
     wanted = [*id_cols, time_col, target_col, *(exog or [])]
     moved_index = any(c not in frame.columns and c in index_names for c in wanted)
@@ -533,12 +533,18 @@ def _numbers_in(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return pd.Series(numbers, index=values.index), filled
 
 
-def _refuse_duplicate_columns(names: Sequence[Any], where: str, source: str | None = None) -> None:
-    """Raise a :class:`DataError` when a column name appears more than once (positions are 1-based).
+def check_column_names(names: Sequence[Any], where: str, source: str | None = None) -> None:
+    """Raise a :class:`DataError` when a column name appears more than once (positions are 1-based), or holds a
+    control character (a driver's name is stored: PostgreSQL's text takes no NUL).
 
     pandas reads a CSV header ``y,...,y`` as ``y`` and ``y.1``, and the second would pass as a driver: which of
     the two is the target is the sender's to say. Empty names (a trailing comma) are not names and not checked.
     """
+    for i, name in enumerate(names, start=1):
+        found = _UNUSABLE_IN_ID.search(str(name))
+        if found is not None:
+            raise DataError(f"{where}: the name of column {i} ({str(name)!r}) holds a control character "
+                            f"({found.group()!r}); give the column a plain name", source=source, column=str(name))
     seen: dict[str, list[int]] = {}
     for i, name in enumerate(names, start=1):
         if name is None or (isinstance(name, float) and math.isnan(name)) or str(name) == "":
@@ -661,7 +667,7 @@ def _likely_encoding(path: Path) -> tuple[str, str]:
 
 
 def _read_utf8_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None) -> pd.DataFrame:
-    _refuse_duplicate_columns(file_columns(path), str(path), source=str(path))
+    check_column_names(file_columns(path), str(path), source=str(path))
     header = pd.read_csv(path, nrows=0).columns
     # Missing-value markers apply to every column except the stream key, where "NA" may be a real id
     # (Namibia) and must stay text.
@@ -945,6 +951,41 @@ def _id_texts(raw: pd.Index, verbatim: frozenset[str]) -> pd.Index:
     ``verbatim``."""
     text = raw.str.strip().str.normalize("NFC")
     return pd.Index(np.where(raw.isin(list(verbatim)), raw, text), dtype="str") if verbatim else text
+
+
+#: The longest stream id mlma takes, in characters: PostgreSQL indexes at most 2,704 bytes of a key, and a
+#: character takes up to 4 bytes in UTF-8.
+MAX_ID_LENGTH = 500
+#: Characters no stream id may hold: control characters (PostgreSQL's text takes no NUL, and a line break or a
+#: tab in an id breaks every listing of streams) and lone surrogates (not text in UTF-8).
+_UNUSABLE_IN_ID = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def unusable_ids(ids: Any) -> np.ndarray:
+    r"""Per id (text), whether no store can keep it: a control character or more than :data:`MAX_ID_LENGTH`
+    characters (:func:`why_unusable` says which).
+
+    >>> unusable_ids(["zone-1", "a\x00b", "x" * 501, "Zürich"]).tolist()
+    [False, True, True, False]
+    """
+    # Python's re on each id (the distinct ids, not rows): a string column of Arrow cannot hold a surrogate.
+    return np.fromiter((len(text) > MAX_ID_LENGTH or _UNUSABLE_IN_ID.search(text) is not None
+                        for text in map(str, ids)), dtype=bool, count=len(ids))
+
+
+def why_unusable(uid: str) -> str:
+    r"""Why :func:`unusable_ids` refuses ``uid``, shown short.
+
+    >>> why_unusable("a\x00b")
+    "unique_id 'a\\x00b' holds a control character ('\\x00')"
+    >>> why_unusable("x" * 600)
+    "unique_id 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' has 600 characters, more than 500"
+    """
+    shown = repr(uid if len(uid) <= 40 else uid[:30] + "...")
+    found = _UNUSABLE_IN_ID.search(uid)
+    if found is not None:
+        return f"unique_id {shown} holds a control character ({found.group()!r})"
+    return f"unique_id {shown} has {len(uid):,} characters, more than {MAX_ID_LENGTH}"
 
 
 def id_text(uid: str) -> str:
@@ -1379,7 +1420,7 @@ def validate(data: Any, *, freq: Frequency | str | None = None, source: str | No
         given = context.freq
     df = data if isinstance(data, pd.DataFrame) else read_frame(data)
     source = source if source is not None else df.attrs.get(_ATTR_SOURCE)
-    _refuse_duplicate_columns(list(df.columns), source or "input frame", source=source)
+    check_column_names(list(df.columns), source or "input frame", source=source)
     missing = [c for c in CANONICAL_COLUMNS if c not in df.columns]
     if missing:
         where = f"{source}: " if source else ""
@@ -1440,6 +1481,13 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
                [v.example(p, None, "unique_id is missing" if pd.isna(raw_id.iloc[p])
                           else f"unique_id={raw_id.iloc[p]!r}") for p in bad[:_MAX_EXAMPLES]])
     alive[bad] = False
+    unusable = unusable_ids(keys)
+    if unusable.any():
+        bad = np.flatnonzero(alive & unusable[np.maximum(codes, 0)])
+        v.bad_rows("bad-id", bad, None, "row" + ("s" if len(bad) != 1 else "") + " whose unique_id no store "
+                   f"keeps (a control character, or more than {MAX_ID_LENGTH} characters)", ID,
+                   [v.example(p, None, why_unusable(str(keys[codes[p]]))) for p in bad[:_MAX_EXAMPLES]])
+        alive[bad] = False
 
     # timestamps ------------------------------------------------------------------------------------------
     ns, ds_bad, tz_note, foreign = _parse_dates(df[TIME])
@@ -2513,7 +2561,7 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
         columns = file_columns(path)
-        _refuse_duplicate_columns(columns, label, source=label)
+        check_column_names(columns, label, source=label)
         unnamed = [i for i, name in enumerate(columns) if not str(name).strip()]
         if unnamed:  # pandas would call it "Unnamed: 3" and every other column is a driver: one of that name
             raise DataError(f"{label}: column {unnamed[0] + 1} of the header has no name (a comma at the end of "
@@ -2521,7 +2569,7 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
                             source=label)
         # Ids stay text, as in the actuals' files: "007" is not stream "7", and "NA" is an id, not missing.
         frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else _read_csv(path, [id_col])
-    _refuse_duplicate_columns(list(frame.columns), label, source=label)
+    check_column_names(list(frame.columns), label, source=label)
     # Line numbers as the user sees them in a CSV file (header on line 1), rows of a Parquet file from 1, index
     # labels of a frame.
     if isinstance(source, pd.DataFrame):
@@ -2548,6 +2596,11 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
     if bad.size:
         raise DataError(f"{label}: {bad.size} row(s) without a {id_col} (missing, empty or blank), first on "
                         f"line/row {line(bad[0])}",
+                        source=label, column=id_col, rows=[line(i) for i in bad[:20]])
+    bad = np.flatnonzero(unusable_ids(stream_id_text(ids, verbatim_ids)))
+    if bad.size:
+        raise DataError(f"{label}: {bad.size} row(s) whose {id_col} no store keeps, first on line/row "
+                        f"{line(bad[0])}: {why_unusable(str(stream_id_text(ids.iloc[bad[:1]]).iloc[0]))}",
                         source=label, column=id_col, rows=[line(i) for i in bad[:20]])
     try:  # ISO 8601 text or datetimes only, as for the actuals: a day-first date is never guessed
         ns, unread, tz_note, foreign = _parse_dates(frame[time_col])

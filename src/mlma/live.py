@@ -560,16 +560,26 @@ class LiveAgent:
         ``wait_for_share`` times the observations they reported in the tick before (or, if fewer, in the tick a
         day or a week before) waits for the rest, at most ``max_wait`` after the first actual past its end was
         ingested (by the store's clock; a revision of it later does not count anew); then it runs with what it
-        has, as before. A tick that later data have passed (a catch-up), or whose actuals were ingested
-        long after it ended (a replay of history), never waits: there is nothing more to wait for. A fleet that
-        really shrank waits once, for ``max_wait``.
+        has, as before. A tick that the fleet's later data have passed (at least half of the streams that
+        reported in it reported after it: a catch-up), or whose actuals were ingested long after it ended (a
+        replay of history), never waits: there is nothing more to wait for. A tick that only a few streams' later
+        rows passed (a stream's clock days ahead, with ``[data] max_future`` off) is still the fleet's front: it
+        waits, from the first of its own actuals. A fleet that really shrank waits once, for ``max_wait``.
         """
         share, max_wait = self.config.agent.wait_for_share, self.config.late_actuals_wait()
         if share <= 0 or max_wait <= pd.Timedelta(0):
             return
         _, last_ds = self._data_span()
-        if last_ds is None or k != _complete_ticks(timing, last_ds) - 1:
+        if last_ds is None or k > _complete_ticks(timing, last_ds) - 1:
             return
+        ahead = k < _complete_ticks(timing, last_ds) - 1
+        if ahead:
+            # Later data passed this tick: a catch-up, if the fleet's did. A few streams' rows dated days ahead
+            # (one stream's clock, with [data] max_future off) pass it alone: the tick is still the fleet's
+            # front, and waits as one (it ran on a part of its actuals, and so did each tick after it).
+            reached, passed = self.store.streams_past(timing.boundary(k), timing.last_timestamp(k))
+            if 2 * passed >= reached:
+                return
         view = view if view is not None else self._tick_view(k, timing)
         if view is None:
             return
@@ -593,6 +603,10 @@ class LiveAgent:
         found = self.store.first_arrival(timing.last_timestamp(k), until=self._clock_limit())
         if found is None:
             return
+        if ahead:
+            # The rows ahead may have come before any of this tick's own: the wait counts from its first actual.
+            own = self.store.first_arrival(timing.boundary(k), until=timing.last_timestamp(k))
+            found = found if own is None else (max(found[0], own[0]), own[1])
         # Both times by the store's clock (the PostgreSQL server's: the agent's host may be set differently).
         arrived, now = (pd.Timestamp(t).tz_convert("UTC").tz_localize(None) for t in found)
         # Actuals ingested more than a tick (and a day, for time zones: ds is read as UTC, as [data] max_future

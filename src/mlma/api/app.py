@@ -229,13 +229,35 @@ def _finite(value: Any) -> Any:
     return value
 
 
+#: How deep a validation error echoes the input it refused: a body nested hundreds of levels deep (``[[[...]]]``)
+#: made the echo's encoding recurse past Python's limit, a 500.
+ECHO_DEPTH = 8
+
+
+def _shallow(value: Any, depth: int = ECHO_DEPTH) -> Any:
+    """``value`` with what lies deeper than ``depth`` levels of lists and mappings given as ``"..."``.
+
+    >>> _shallow({"a": [[1, [2]]]}, depth=3)
+    {'a': [[1, '...']]}
+    """
+    if not isinstance(value, (dict, list, tuple)):
+        return value
+    if depth <= 0:
+        return "..."
+    if isinstance(value, dict):
+        return {k: _shallow(v, depth - 1) for k, v in value.items()}
+    return [_shallow(v, depth - 1) for v in value]
+
+
 def _add_errors(app: FastAPI) -> None:
     def validation(loc: list[str], message: str, kind: str = "value_error") -> JSONResponse:
         return _EscapedJSONResponse({"detail": [{"type": kind, "loc": loc, "msg": message}]}, status_code=422)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError):
-        return _EscapedJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        errors = [{**error, "input": _shallow(error["input"])} if "input" in error else error
+                  for error in exc.errors()]
+        return _EscapedJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     @app.exception_handler(actions.FieldError)
     async def field_error(_request: Request, exc: actions.FieldError):

@@ -77,7 +77,8 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
         The file cannot be used (a wrong frequency, mixed time zones, missing columns, or any bad row with
         ``on_bad_rows="raise"``); the message says so and that nothing was written.
     """
-    from mlma.data import DataError, FleetContext, Frequency, IngestLimits, read_frame, stream_id_text, validate
+    from mlma.data import (DataError, FleetContext, Frequency, IngestLimits, read_frame, stream_id_text,
+                           unusable_ids, validate)
     from mlma.store.store import again_key, file_sha256
 
     limits = limits if limits is not None else IngestLimits()
@@ -121,6 +122,9 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
     if front is not None and tick_alias is not None:
         since = front - RANGE_TICKS * pd.tseries.frequencies.to_offset(tick_alias)
     raw_ids = _distinct_ids(raw)
+    # Ids no store keeps are the validation's to refuse, by row (bad-id): not looked up here, where PostgreSQL
+    # failed the whole file on them.
+    raw_ids = raw_ids[~unusable_ids(stream_id_text(raw_ids).to_numpy(dtype=object))]
     padded = raw_ids[raw_ids != stream_id_text(raw_ids).to_numpy(dtype=object)]
     # Ids the store already holds with their spaces (from before ids were stripped) keep their streams.
     verbatim = frozenset(padded[store.stream_ids(padded, create=False) >= 0]) if len(padded) else frozenset()

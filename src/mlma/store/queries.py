@@ -156,6 +156,10 @@ def parse_attributes(items: Sequence[str] | None, field: str = "attr") -> dict[s
         key, sep, value = str(item).partition("=")
         if not sep or not key.strip():
             raise QueryError(field, f"{field} takes key=value, e.g. city=Berlin; got {item!r}")
+        if key.strip() in out:
+            # Streams match every attribute given; two values of one attribute would match none.
+            raise QueryError(field, f"{field} names {key.strip()!r} twice ({key.strip()}={out[key.strip()]} and "
+                                    f"{item}); give each attribute once")
         out[key.strip()] = value.strip()
     return out
 

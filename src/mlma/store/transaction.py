@@ -89,8 +89,8 @@ class Transaction:
                                  {"stream_id": ids, "start_ds": [start] * len(ids), "end_ds": [end] * len(ids)},
                                  by, reason)
 
-    def cancel_abnormal_periods(self, period_ids: Sequence[int]) -> int:
-        """Cancel the active abnormal periods among ``period_ids``; returns how many were active."""
+    def cancel_abnormal_periods(self, period_ids: Sequence[int]) -> list[int]:
+        """Cancel the active abnormal periods among ``period_ids``; returns the ids of those that were active."""
         a = S.abnormal_periods
         return self._update(a, period_ids, a.c.cancelled_at.is_(None), cancelled_at=self.now)
 
@@ -136,8 +136,18 @@ class Transaction:
             if r.agent_id is None or r.agent_id == holder}
         return {i: k for i, k in taken.items() if k in running}
 
-    def cancel_actions(self, action_ids: Sequence[int]) -> int:
-        """Cancel the pending actions among ``action_ids``; returns how many were pending (see
+    def unknown_ids(self, table: str, ids: Sequence[int]) -> list[int]:
+        """The ids among ``ids`` (in their order) that no row of ``table`` has: ``"stream_actions"`` or
+        ``"abnormal_periods"``, whose rows a person cancels by id."""
+        if table not in ("stream_actions", "abnormal_periods"):
+            raise ValueError(f"table must be 'stream_actions' or 'abnormal_periods', got {table!r}")
+        t, conn = S.metadata.tables[table], self._connection()
+        known = {int(i) for chunk in bulk.id_chunks(sorted(set(int(i) for i in ids)))
+                 for i in conn.execute(sa.select(t.c.id).where(t.c.id.in_(chunk))).scalars()}
+        return [int(i) for i in ids if int(i) not in known]
+
+    def cancel_actions(self, action_ids: Sequence[int]) -> list[int]:
+        """Cancel the pending actions among ``action_ids``; returns the ids of those that were pending (see
         :meth:`actions_taken_up` for those a running tick is carrying out). One a tick took up that is no longer
         running is no longer its (``applied_tick`` cleared)."""
         t = S.stream_actions
@@ -160,11 +170,12 @@ class Transaction:
                                 {**columns, "created_at": "utc", "created_by": "str", "reason": "str"},
                                 {**data, **{key: [value] * n for key, value in made.items()}})
 
-    def _update(self, table: sa.Table, ids: Sequence[int], still: sa.ColumnElement[bool], **values: Any) -> int:
-        """Set ``values`` on the rows among ``ids`` that ``still`` holds for; returns how many it held for."""
+    def _update(self, table: sa.Table, ids: Sequence[int], still: sa.ColumnElement[bool], **values: Any) -> list[int]:
+        """Set ``values`` on the rows among ``ids`` that ``still`` holds for; returns their ids, in order."""
         conn = self._connection()
-        return sum(int(conn.execute(sa.update(table).where(table.c.id.in_(chunk), still).values(**values)).rowcount)
-                   for chunk in bulk.id_chunks(ids))
+        return sorted(int(i) for chunk in bulk.id_chunks(ids)
+                      for i in conn.execute(sa.update(table).where(table.c.id.in_(chunk), still).values(**values)
+                                            .returning(table.c.id)).scalars())
 
     # -- the model registry's rows -----------------------------------------------------------------------
     def record_versions(self, items: Sequence[NewVersion], tick: int | None = None) -> np.ndarray:

@@ -57,8 +57,12 @@ _FIELD_OF_MESSAGE = [
     (re.compile(r"has no model version|only one champion"), "version"),
     (re.compile(r"^cannot (roll back|promote) .*'s artifact was pruned on "), "version"),  # version retention
     (re.compile(r"no escalation with id|no active abnormal period|no pending action|no escalation ids|"
-                r"ids are whole numbers"), "ids"),
+                r"ids are whole numbers|^no (action|abnormal period) with id"), "ids"),
 ]
+#: A quoted value in a message (Python's repr of a stream id or a value given): the patterns above are matched
+#: with these left out, since a stream named "silence must" would otherwise point the 422 at ``until``. A quote
+#: after a letter or digit is an apostrophe ("version 3's artifact"), not a value's.
+_QUOTED = re.compile(r"(?<!\w)(?:'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")(?!\w)")
 
 
 def _date_form(check: Callable[[Any, str], Any]) -> AfterValidator:
@@ -166,8 +170,9 @@ def _run(call: Callable[[], ActionResult], who: Principal, default_field: str) -
         message = str(exc)
         if "needs the model registry" in message:
             raise RegistryMissing(message) from None
+        unquoted = _QUOTED.sub("''", message)
         for pattern, name in _FIELD_OF_MESSAGE:
-            match = pattern.search(message)
+            match = pattern.search(unquoted)
             if match:
                 raise FieldError(name.format(*match.groups()), message) from None
         raise FieldError(default_field, message) from None
