@@ -7,6 +7,7 @@ the file, key or option, exits 2, and leaves what was already accepted as it was
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -577,3 +578,80 @@ def test_a_service_interval_without_a_unit_or_too_short_is_refused(tmp_path, eve
     (a negative sleep) or read the store in a busy loop, 1,327 rounds in 20 s."""
     root = make_project(tmp_path / "p")
     refused(cli(root, "run", "--every", every, "--iterations", "1"), fragment)
+
+
+@pytest.fixture(scope="module")
+def small_platform(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("small") / "sim.csv"
+    assert run("simulate", "--zones", "12", "--days", "21", "--out", str(data)).returncode == 0
+    return data
+
+
+def test_a_backtest_with_few_bootstrap_replicates_writes_every_output(small_platform, tmp_path):
+    """A percentile interval of a few replicates may leave the point estimate outside it; the report drew it as
+    offsets from the point and failed on a negative one, after summary.json and the CSVs were written, so a
+    re-used folder held a new summary beside an old report."""
+    out = tmp_path / "out"
+    done = run("backtest", "--data", str(small_platform), "--model", "ridge", "--bootstrap", "3",
+               "--policies", "never,periodic:3,always,mlma", "--out", str(out))
+    assert done.returncode == 0, said(done)
+    assert {p.name for p in out.iterdir()} >= {"summary.json", "report.html", "per_stream.csv"}
+
+
+def test_outputs_are_moved_in_only_when_all_were_written(small_platform, tmp_path, monkeypatch):
+    """A failure while writing (here the report) leaves the output folder as it was: no new summary.json beside
+    an earlier run's report.html, and no folder of half-written files beside it."""
+    import mlma.report
+
+    out = tmp_path / "out"
+    result = run_backtest(str(small_platform), BacktestConfig(policies=["never"], model=SeasonalNaive,
+                                                              frontier=False, bootstrap=0))
+    from mlma.backtest import write_outputs
+
+    write_outputs(result, out)
+    before = {p.name: sha(p) for p in out.iterdir()}
+    assert "validation.csv" in before                                  # the simulator's data have findings
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(mlma.report, "write_report", broken)
+    with pytest.raises(OSError, match="No space left"):
+        write_outputs(result, out)
+    assert {p.name: sha(p) for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]            # the staging folder is gone
+    monkeypatch.undo()
+    write_outputs(dataclasses.replace(result, validation=None), out)
+    assert not (out / "validation.csv").exists()                       # an earlier run's, not this one's
+
+
+def test_streams_never_scored_are_said_and_a_backtest_that_scored_nothing_fails(small_platform, tmp_path):
+    """The header named every stream while the MAEs came from a few (a stream whose history began after the
+    others ended) or from none (every point marked abnormal), with exit 0 and no word."""
+    frame = pd.read_csv(small_platform)
+    late = frame[frame["unique_id"] == frame["unique_id"].iloc[0]].copy()
+    late["unique_id"] = "late"
+    late["ds"] = (pd.to_datetime(late["ds"]) + pd.Timedelta(days=30)).dt.strftime("%Y-%m-%d %H:%M:%S")
+    shifted = tmp_path / "late.csv"
+    pd.concat([frame, late]).to_csv(shifted, index=False)
+    done = run("backtest", "--data", str(shifted), "--model", "seasonal-naive", "--no-frontier", "--bootstrap",
+               "0", "--policies", "never,always", "--out", str(tmp_path / "o1"))
+    assert done.returncode == 0, said(done)
+    assert "warning: 12 of the 13 streams were never scored, under any policy" in said(done), said(done)
+    everything = tmp_path / "abnormal.csv"
+    everything.write_text("unique_id,start,end\n,1900-01-01,2100-01-01\n")
+    done = run("backtest", "--data", str(small_platform), "--model", "seasonal-naive", "--no-frontier",
+               "--bootstrap", "0", "--policies", "never", "--abnormal", str(everything), "--out", str(tmp_path / "o2"))
+    assert done.returncode == 2 and "error: no point of the data was scored" in said(done), said(done)
+
+
+def test_empty_options_and_unwritable_outputs_are_refused_by_name(small_platform, tmp_path):
+    refused(run("backtest", "--data", str(small_platform), "--policies", "", "--out", str(tmp_path / "o")),
+            "--policies is empty")
+    refused(run("backtest", "--data", str(small_platform), "--fit-cache", "", "--out", str(tmp_path / "o")),
+            "--fit-cache names no folder of its own")
+    assert not (tmp_path / "o").exists()
+    a_file = tmp_path / "afile"
+    a_file.write_text("hi\n")
+    refused(run("simulate", "--zones", "2", "--days", "3", "--out", str(a_file / "x.csv")), f"cannot write {a_file}")
+    refused(run("dataset", "ansett", "--out", str(a_file / "x.csv")), f"cannot write {a_file}")

@@ -46,7 +46,7 @@ def test_init_writes_a_valid_config_and_a_store(tmp_path):
     ("[store]\nkeep = '1000000D'\n", "keep must be a whole number of days or weeks .*at most 36,525 days"),
     ("[data\n", "not valid TOML"),
     ("[agent]\npolicy = 'sometimes'\n", "unknown policy 'sometimes'"),
-    ("[agent]\npolicy = 'periodic:0'\n", "whole number of ticks >= 1"),
+    ("[agent]\npolicy = 'periodic:0'\n", "whole number of ticks from 1 to"),
     ("[agent]\npolicy = 'periodic:weekly'\n", "use 'periodic:K'"),
     ("[agent]\npolicy = 'ph'\n", "backtest baseline"),
     ("[data]\nmax_future = 'soon'\n", "\\[data\\] max_future must be a duration"),

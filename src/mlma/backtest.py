@@ -21,6 +21,7 @@ import collections
 import json
 import logging
 import math
+import os
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -941,26 +942,48 @@ def check_output_dir(out_dir: str | Path) -> Path:
     return out
 
 
+#: The files a backtest writes into its output folder (``validation.csv`` only when validation found something).
+OUTPUT_FILES = ("summary.json", "per_stream.csv", "per_tick.csv", "retrains.csv", "escalations.csv",
+                "validation.csv", "report.html")
+
+
 def write_outputs(result: BacktestResult, out_dir: str | Path) -> Path:
     """Write ``summary.json``, ``per_stream.csv``, ``per_tick.csv``, ``retrains.csv``, ``escalations.csv``
-    and ``report.html`` into ``out_dir`` (created if needed)."""
-    out = check_output_dir(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    payload = {"config": result.config, "policies": result.summary, "frontier": result.frontier,
-               "clairvoyant": result.clairvoyant}
-    # NaN and infinity are not JSON (json.dumps would write the bare word NaN, which strict readers refuse):
-    # a value that could not be computed (a gap in % of an MAE of 0 on constant data) is written null.
-    text = json.dumps(_finite_or_null(payload), indent=2, default=_json_default, allow_nan=False)
-    (out / "summary.json").write_text(text + "\n")
-    result.per_stream.to_csv(out / "per_stream.csv", index=False)
-    result.per_tick.to_csv(out / "per_tick.csv", index=False)
-    result.retrain_log.to_csv(out / "retrains.csv", index=False)
-    result.escalation_log.to_csv(out / "escalations.csv", index=False)
-    if result.validation is not None and len(result.validation):
-        result.validation.to_csv(out / "validation.csv", index=False)
+    and ``report.html`` into ``out_dir`` (created if needed).
+
+    All of them are written into a folder of their own beside it first, and moved in only when every one was:
+    a failure (a report that cannot be drawn, a full disk) leaves ``out_dir`` as it was, never a new
+    ``summary.json`` beside an earlier run's ``report.html``. A ``validation.csv`` of an earlier run in the
+    folder is removed when this run has none."""
+    import shutil
+    import tempfile
+
     from mlma.report import write_report
 
-    write_report(result, out / "report.html")
+    out = check_output_dir(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".mlma-writing-", dir=out.parent))
+    try:
+        payload = {"config": result.config, "policies": result.summary, "frontier": result.frontier,
+                   "clairvoyant": result.clairvoyant}
+        # NaN and infinity are not JSON (json.dumps would write the bare word NaN, which strict readers refuse):
+        # a value that could not be computed (a gap in % of an MAE of 0 on constant data) is written null.
+        text = json.dumps(_finite_or_null(payload), indent=2, default=_json_default, allow_nan=False)
+        (staging / "summary.json").write_text(text + "\n")
+        result.per_stream.to_csv(staging / "per_stream.csv", index=False)
+        result.per_tick.to_csv(staging / "per_tick.csv", index=False)
+        result.retrain_log.to_csv(staging / "retrains.csv", index=False)
+        result.escalation_log.to_csv(staging / "escalations.csv", index=False)
+        if result.validation is not None and len(result.validation):
+            result.validation.to_csv(staging / "validation.csv", index=False)
+        write_report(result, staging / "report.html")
+        for name in OUTPUT_FILES:
+            if (staging / name).exists():
+                os.replace(staging / name, out / name)
+            elif (out / name).exists():
+                (out / name).unlink()
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

@@ -139,6 +139,8 @@ def simulate(
         write_simulation(sim, out)
     except ValueError as exc:
         _fail(str(exc))
+    except OSError as exc:  # a folder that is a file, no permission: said, as `mlma backtest --out` says it
+        _fail(f"cannot write {out}: {exc}")
     console.print(f"wrote {len(sim.data):,} rows of {zones:,} zones and {sim.events['event_id'].nunique():,} "
                   f"events to {out}")
 
@@ -242,6 +244,13 @@ def backtest(
 
     if (data is None) == (project is None):
         _fail("give one of --data FILE or --project FOLDER (a project's own history)")
+    # An empty value is no choice: --policies "" ran the defaults, --fit-cache "" used the current folder.
+    if policies is not None and not policies.strip():
+        _fail("--policies is empty; name at least one policy (e.g. never,periodic:7,always,mlma), or leave the "
+              "option out for the default")
+    if fit_cache is not None and str(fit_cache).strip() in ("", "."):  # Path("") is the current folder
+        _fail("--fit-cache names no folder of its own (empty, or the current folder); give one (e.g. "
+              ".mlma-fits), or leave the option out")
     try:
         check_output_dir(out)  # the outputs are written at the end: a bad --out must not cost the replay
     except ValueError as exc:
@@ -319,6 +328,7 @@ def backtest(
         console.print(f"{sum(fell_back.values()):,} of {fits:,} fits fell back to a simpler model ({causes}): "
                       f"those streams were forecast by seasonal naive or the mean, not {model} (docs/models.md)")
     _say_failures(result.summary, result.config["n_streams"])
+    scored = _say_unscored(result.summary, result.config["n_streams"])
     from mlma.backtest import driver_gaps_message
 
     for name, gap in result.config["streams_without_drivers"].items():  # an empty column is not left unsaid
@@ -327,6 +337,8 @@ def backtest(
     cached = (f", {result.config['fits_from_cache']:,} from the fit cache" if fit_cache is not None else "")
     console.print(f"done in {time.perf_counter() - started:.1f} s ({result.config['fits_done']:,} fits{cached}); "
                   f"wrote {out}/summary.json and {out}/report.html")
+    if not scored:
+        raise typer.Exit(code=2)
 
 
 def _say_dropped_rows(findings, out: Path) -> None:
@@ -357,6 +369,26 @@ def _say_failures(summary: list[dict], n_streams: int) -> None:
                 f"cost were not scored ({row['n_streams']:,} of {n_streams:,} streams were scored at all; "
                 "per_stream.csv: n_scored), so its MAE leaves them out (why: the escalations, docs/models.md)"),
                 style="yellow", highlight=False)
+
+
+def _say_unscored(summary: list[dict], n_streams: int) -> bool:
+    """Streams that no policy scored at all (a history that ends before a first model could forecast it, every
+    point marked abnormal) count in no MAE: said, since the header names every stream. Returns whether any
+    point was scored; when none was, that is an error (every MAE is empty: nothing was compared)."""
+    scored = max((int(row.get("n_streams", 0)) for row in summary), default=0)
+    if scored == 0:
+        console.print(f"error: no point of the data was scored, under any policy, in any of the {n_streams:,} "
+                      "streams (each history ends before a first model could forecast it, or every point is "
+                      "marked abnormal): there is nothing to compare; per_stream.csv: n_scored", style="red",
+                      markup=False, highlight=False)
+        return False
+    failed = any(row.get("fit_failures", 0) or row.get("forecast_failures", 0) for row in summary)
+    if scored < n_streams and not failed:  # else _say_failures said it, with the failures
+        console.print(f"warning: {n_streams - scored:,} of the {n_streams:,} streams were never scored, under any "
+                      f"policy (a history that ends before a first model could forecast it, or points marked "
+                      f"abnormal): every MAE is over the other {scored:,}; per_stream.csv: n_scored",
+                      style="yellow", markup=False, highlight=False)
+    return True
 
 
 def _project_history(config, sample: Optional[int], model: Optional[str]):
@@ -1644,6 +1676,8 @@ def dataset_command(
         export_dataset(name, out)
     except (ValueError, ImportError) as exc:
         _fail(str(exc))
+    except OSError as exc:  # a folder that is a file, no permission: said, as `mlma backtest --out` says it
+        _fail(f"cannot write {out}: {exc}")
     console.print(f"wrote {out}")
 
 

@@ -259,9 +259,14 @@ class PeriodicRetrain(Policy):
     ('periodic:7', 'periodic:7:sync')
     """
 
+    #: The longest period: a million ticks (over a century of hourly ticks) is "never"; larger ones overflowed
+    #: the phases' 64-bit integers and re-trained nothing without a word.
+    MAX_EVERY = 1_000_000
+
     def __init__(self, every: int = 7, stagger: bool = True) -> None:
-        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
-            raise ValueError(f"periodic re-training needs a whole number of ticks >= 1, got {every!r}")
+        if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or not 1 <= every <= self.MAX_EVERY:
+            raise ValueError(f"periodic re-training needs a whole number of ticks from 1 to {self.MAX_EVERY:,} "
+                             f"(a longer period is `never`), got {every!r}")
         self.every = int(every)
         self.stagger = bool(stagger)
         self.name = f"periodic:{self.every}" + ("" if self.stagger else ":sync")
@@ -471,10 +476,10 @@ def policy_kind(spec: str) -> str:
 
     >>> policy_kind("Periodic:3"), policy_kind("ph"), policy_kind("mlma")
     ('periodic', 'page-hinkley', 'mlma')
-    >>> policy_kind("periodic:0")
+    >>> policy_kind("periodic:0")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: periodic re-training needs a whole number of ticks >= 1, got 0
+    ValueError: periodic re-training needs a whole number of ticks from 1 to 1,000,000 (...), got 0
     """
     kind = _KINDS.get(PolicySpec.parse(spec).name)
     if kind is None:

@@ -895,8 +895,11 @@ def _frontier_figure(summary: pd.DataFrame, colors: Mapping[str, str], clairvoya
         for _, row in members.iterrows():
             gap, low, high = (_as_float(row.get(k)) for k in ("gap_pct", "gap_low", "gap_high"))
             if math.isfinite(gap + low + high + scale):
-                ax.errorbar([row["x"]], [row["y"]], yerr=[[(gap - low) * scale], [(high - gap) * scale]],
-                            color=color, capsize=3, linewidth=1.0, zorder=4)
+                # The interval drawn from its ends, not as offsets from the point: a percentile interval of a
+                # few bootstrap replicates may leave the point outside it (errorbar refused negative offsets,
+                # and the report, with every output, was lost).
+                ends = [row["y"] + (low - gap) * scale, row["y"] + (high - gap) * scale]
+                ax.plot([row["x"]] * 2, ends, color=color, linewidth=1.0, zorder=4, marker="_", markersize=8)
             point = ax.scatter([row["x"]], [row["y"]], s=40, color=color, zorder=5, edgecolor="white",
                                linewidth=0.8)
             # In a sweep the legend names the policy and each point its setting.
