@@ -80,6 +80,29 @@ class AlwaysFallsBack(SeasonalNaive):
         raise ValueError("option 'damping' must be below 1")
 
 
+class FitRefuses(SeasonalNaive):
+    """A ValueError for one stream: it falls back, which more history will not end."""
+    def fit(self, ds, y, X=None):
+        if bad(y):
+            raise ValueError("the solver did not converge")
+        return super().fit(ds, y, X)
+
+
+class FitRefusesLater(SeasonalNaive):
+    """Fits every stream until $REFUSE_FROM, then raises a ValueError for one (a model upgraded in place)."""
+    def fit(self, ds, y, X=None):
+        if bad(y) and ds[-1] >= np.datetime64(os.environ["REFUSE_FROM"]):
+            raise ValueError("the solver did not converge")
+        return super().fit(ds, y, X)
+
+
+class AbsurdForecasts(SeasonalNaive):
+    """Finite, but no forecast of the data: scored, its losses overflowed float32 and the stream went untested."""
+    def predict(self, ds, y, future_ds, X=None, future_X=None):
+        y_hat = super().predict(ds, y, future_ds, X, future_X)
+        return y_hat * 0 + 1e300 if bad(y) else y_hat
+
+
 class ComplexForecasts(SeasonalNaive):
     def predict(self, ds, y, future_ds, X=None, future_X=None):
         y_hat = super().predict(ds, y, future_ds, X, future_X)
@@ -182,6 +205,7 @@ def test_a_backtest_on_a_pool_whose_worker_dies_scores_every_other_stream(tmp_pa
     ("PredictExits", "SystemExit(4): the model called sys.exit"),
     ("ShiftsTheFuture", "ValueError: output array is read-only"),
     ("ComplexForecasts", "ComplexForecasts.predict returned complex128 values as forecasts, not real numbers"),
+    ("AbsurdForecasts", "value(s) more than 1,000,000 times the largest of its history"),
 ])
 def test_a_forecast_that_fails_for_one_stream_costs_that_streams_forecast_only(tmp_path, platform, hostile,
                                                                               model, error):
@@ -214,6 +238,36 @@ def test_a_backtest_scores_every_other_stream_of_a_model_that_fails_for_one(tmp_
     assert (scored.loc[hostile] == 0).all()
     assert (scored.drop(index=hostile) == TICKS * 24).all().all(), scored
     assert np.isfinite(result.summary[0]["mae"])
+
+
+def test_a_stream_whose_fit_fails_at_the_start_up_is_escalated_and_a_refit_that_fails_is_not_served(
+        tmp_path, platform, hostile, monkeypatch):
+    """A fit that raised a ValueError for one stream put it on a fall-back; at the start-up that was taken for
+    "not news" and never escalated (the stream ran on seasonal naive under the model's name for good), and a
+    later re-training that fell back so replaced the serving model, unsaid. Now the first is a ``cold``
+    escalation naming the error, and the second a failed re-training: the serving model stays, and after
+    fit_failure_limit in a row it is escalated ``fit-failed``."""
+    config = BacktestConfig(policies=["always"], model="hostile:FitRefuses", initial_ticks=FIRST_TICK,
+                            frontier=False, bootstrap=0, sample_streams=0)
+    log = run_backtest(platform, config).escalation_log
+    cold = log[(log["kind"] == "cold")]
+    assert cold["unique_id"].tolist() == [hostile], log
+    assert "FitRefuses fit failed: the solver did not converge" in cold["message"].iloc[0]
+    # The same fit failing from tick FIRST_TICK + 1 on: the re-trainings fail, the first model serves on.
+    day0 = platform["ds"].min().normalize()
+    monkeypatch.setenv("REFUSE_FROM", str((day0 + pd.Timedelta(days=FIRST_TICK + 1)).to_datetime64()))
+    config = BacktestConfig(policies=["never", "always"], model="hostile:FitRefusesLater", initial_ticks=FIRST_TICK,
+                            frontier=False, bootstrap=0, sample_streams=0)
+    result = run_backtest(platform, config)
+    retrains = result.retrain_log[(result.retrain_log["policy"] == "always")
+                                  & (result.retrain_log["unique_id"] == hostile)]
+    assert retrains["outcome"].tolist() == ["served"] + ["failed"] * (TICKS - 1), retrains
+    mae = result.per_stream.set_index(["policy", "unique_id"])["mae"]
+    log = result.escalation_log
+    failed = log[(log["policy"] == "always") & (log["kind"] == "fit-failed")]
+    assert failed["unique_id"].tolist() == [hostile] and "re-training fell back" in failed["message"].iloc[0]
+    assert not (log["kind"] == "cold").any(), log
+    assert np.isfinite(mae.loc[("always", hostile)])
 
 
 def test_a_model_that_falls_back_on_every_stream_is_said_with_the_tick(tmp_path, platform, hostile):

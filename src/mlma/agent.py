@@ -34,6 +34,7 @@ from mlma.escalations import Escalation, cleared_conditions
 from mlma.explained import DEFAULT_POWER, ExplainedScale
 from mlma.fleet import FleetData
 from mlma.models.base import model_driver_effects
+from mlma.models.factory import fallback_cause
 from mlma.policy import Decision, Policy, TickObservation, Verdict
 from mlma.silence import Silence
 from mlma.training import FittedModel, ModelKey, ModelService
@@ -390,12 +391,16 @@ class Agent:
         empty = np.zeros(n, dtype=bool)
         zeros = np.zeros(n)
         new_models: list[NewModel] = []
-        # The start-up's fits are the fleet's first: a fall-back among them is not news (no "cold" escalation).
+        # The start-up's fits are the fleet's first: a fall-back among them for the data's sake (a constant
+        # series, too short a history) is not news, but one because the model's own fit failed is (a user's
+        # model that raises on some streams; a model built for another clock): those "cold" escalations stay.
         unreported: list[Escalation] = []
         failed: dict[int, str] = {}
         reference = self.policy.reference_mean()
         initial, initial_seconds = self._bring_up(k, unreported, failed, new_models=new_models)
-        escalations: list[Escalation] = []
+        fit_failed = {m.stream for m in new_models
+                      if fallback_cause(m.fitted.fallback_reason, m.fitted.short_history) == "fit failed"}
+        escalations: list[Escalation] = [e for e in unreported if e.kind == "cold" and e.stream in fit_failed]
         self._pool_driver_effects(new_models)
         self._refit_with_prior(new_models, initial_seconds)
         forecast_failed = self._issue_forecasts(k, escalations)
@@ -509,6 +514,13 @@ class Agent:
         streams = np.flatnonzero(retrain)
         if len(streams):
             fitted = self.service.fit([ModelKey(int(s), k) for s in streams], on_error="skip")
+            # A re-training whose own fit failed fell back to seasonal naive or the mean: where a real model
+            # serves, that is a failed re-training (the serving model stays; escalated after fit_failure_limit
+            # in a row), not a new model served or judged in its place.
+            fell_back = {int(s): f"re-training fell back: {fm.fallback_reason}" for s, fm in zip(streams, fitted)
+                         if fm is not None and not self.is_fallback[s]
+                         and fallback_cause(fm.fallback_reason, fm.short_history) == "fit failed"}
+            fitted = [None if int(s) in fell_back else fm for s, fm in zip(streams, fitted)]
             made = streams[[fm is not None for fm in fitted]]
             # The replaced challengers leave their slots for the new models (those whose fit failed stay), and the
             # policy hears of the drop before it hears of the new models.
@@ -520,7 +532,8 @@ class Agent:
             served = []
             for s, fm in zip(streams, fitted):
                 if fm is None:
-                    failed[int(s)] = self.service.failures.get(ModelKey(int(s), k), "fit failed")
+                    failed[int(s)] = fell_back.get(int(s)) or self.service.failures.get(ModelKey(int(s), k),
+                                                                                         "fit failed")
                     continue
                 self.fit_failures[s] = 0
                 retrain_seconds[s] += fm.seconds
@@ -1010,7 +1023,7 @@ class Agent:
 
         One stream's failure never stops the others (:meth:`ModelService.predict_many`): a stream whose
         champion raises, or returns infinite values, the wrong length or NaN from a history that holds values
-        (:func:`mlma.models.base.non_finite_forecast`), gets no forecast for tick
+        (:func:`mlma.models.base.unusable_forecast`), gets no forecast for tick
         ``k + 1`` (nothing is scored or written for it) and is tried again at the next tick. The first
         failure of a model is escalated (``forecast-failed``, severity 3, naming the model and the error);
         repeats of the same model are not, and the escalation clears once the stream forecasts again.

@@ -1195,7 +1195,7 @@ class MLMAPolicy(Policy):
             for buffer in (self.window_sum, self.window_count, self.window_bias):
                 np.copyto(buffer[:, j], buffer[:, j + 1], where=mask)
             np.copyto(self.window[:, j], self.window[:, j + 1], where=rows)
-        stored = current[idx].astype(np.float32)
+        stored = _as_stored(current[idx])
         self.window[idx, -1] = stored
         self.window_sum[idx, -1], self.window_count[idx, -1] = _finite_sum_count(stored)
         self.window_bias[idx, -1] = bias[idx]
@@ -1204,7 +1204,7 @@ class MLMAPolicy(Policy):
     def _append(self, mask: np.ndarray, current: np.ndarray, bias: np.ndarray) -> None:
         idx = np.flatnonzero(mask)
         if len(idx):
-            stored = current[idx].astype(np.float32)
+            stored = _as_stored(current[idx])
             self._append_rows(idx, stored, *_finite_sum_count(stored), bias[idx])
 
     def _append_rows(self, idx: np.ndarray, stored: np.ndarray, sums: np.ndarray, counts: np.ndarray,
@@ -1262,6 +1262,18 @@ def _row_mean(values: np.ndarray) -> np.ndarray:
     count = finite.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(count > 0, np.where(finite, values, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
+
+
+def _as_stored(losses: np.ndarray) -> np.ndarray:
+    """Losses as the rings store them (float32), a loss beyond float32's range kept as its largest value: cast
+    as it was, it became infinite and was left out as a missing one, so a stream whose model forecast absurdly
+    (1e300) never formed a reference and was never tested.
+
+    >>> _as_stored(np.array([1.5, 1e300, np.nan])).tolist()
+    [1.5, 3.4028234663852886e+38, nan]
+    """
+    limit = float(np.finfo(np.float32).max)
+    return np.clip(losses, -limit, limit).astype(np.float32)
 
 
 def _finite_sum_count(stored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -49,7 +49,7 @@ from mlma.models import (
     spec_name,
 )
 from mlma.models.base import (describe_error, driver_view, model_for_context, model_takes_driver_prior,
-                              non_finite_forecast)
+                              unusable_forecast)
 
 DEFAULT_PARALLEL_THRESHOLD = 32
 """Fewer missing fits than this run inline on an executor given without a ``parallel_threshold`` of its own (a
@@ -1914,7 +1914,7 @@ class ModelService:
         if y_hat.shape != future.shape:
             raise ValueError(f"model for stream {self.fleet.ids[key.stream]!r} returned {y_hat.shape[0]} "
                              f"forecasts for {future.shape[0]} timestamps")
-        problem = non_finite_forecast(y_hat, hist.y)
+        problem = unusable_forecast(y_hat, hist.y)
         if problem is not None:
             raise ValueError(f"{type(model).__name__} {problem}")
         return y_hat

@@ -634,7 +634,7 @@ def predict_fleet_isolated(models: list, history: FleetHistory) -> tuple[np.ndar
     its streams: each is asked again alone (the same class's ``predict_many`` on that one stream, which
     must give what the fleet-wide call gives), so that only the streams whose own forecast fails lose it. A
     forecast with an infinite value, of the wrong length, or with NaN although its history holds values
-    (:func:`non_finite_forecast`) counts as failed: nothing downstream (scoring, the store) is handed a
+    (:func:`unusable_forecast`) counts as failed: nothing downstream (scoring, the store) is handed a
     forecast the model did not really make.
 
     Examples
@@ -670,9 +670,9 @@ def predict_fleet_isolated(models: list, history: FleetHistory) -> tuple[np.ndar
                 out[i] = _predict_class(cls, [models[i]], part.take([j]))[0]
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - recorded for the stream; the others go on
                 errors[i] = describe_error(exc)
-    for i in np.flatnonzero(~np.isfinite(out).all(axis=1)).tolist():
+    for i in np.flatnonzero(~np.isfinite(out).all(axis=1) | _far_from_history(out, history)).tolist():
         if i not in errors:
-            problem = non_finite_forecast(out[i], history.stream(i)[1])
+            problem = unusable_forecast(out[i], history.stream(i)[1])
             if problem is None:
                 continue  # NaN from a history without a value: nothing to forecast from, not a failure
             errors[i] = f"{type(models[i]).__name__} {problem}"
@@ -680,21 +680,48 @@ def predict_fleet_isolated(models: list, history: FleetHistory) -> tuple[np.ndar
     return out, errors
 
 
-def non_finite_forecast(y_hat: np.ndarray, y: np.ndarray) -> str | None:
-    """What is wrong with a forecast's non-finite values, or None when nothing is: an infinite value always
-    is; NaN is, unless the history ``y`` the forecast was made from holds no value at all (a model may say
-    "no forecast" for a stream with nothing to forecast from; its row is left out, not escalated).
+def _far_from_history(out: np.ndarray, history: FleetHistory) -> np.ndarray:
+    """By row, whether a forecast holds a value further from zero than :data:`IMPLAUSIBLE_FACTOR` times the
+    largest of its stream's history (at least 1): the rows :func:`unusable_forecast` is asked about, found for
+    the whole fleet at once."""
+    largest = np.zeros(len(out))
+    nonempty = np.diff(history.offsets) > 0
+    if nonempty.any():
+        values = np.where(np.isfinite(history.y), np.abs(history.y), 0.0)
+        largest[nonempty] = np.maximum.reduceat(values, history.offsets[:-1][nonempty])
+    with np.errstate(invalid="ignore"):
+        return (np.abs(out) > IMPLAUSIBLE_FACTOR * np.maximum(largest, 1.0)[:, None]).any(axis=1)
 
-    >>> non_finite_forecast(np.array([1.0, np.inf, np.nan]), np.array([2.0]))
+
+#: A forecast further from zero than this many times the largest value of its history (at least 1) is no
+#: forecast of it: scored, its losses ran past float32's range and the stream was never tested.
+IMPLAUSIBLE_FACTOR = 1e6
+
+
+def unusable_forecast(y_hat: np.ndarray, y: np.ndarray) -> str | None:
+    """What is wrong with a forecast, or None when nothing is: an infinite value always is; NaN is, unless the
+    history ``y`` the forecast was made from holds no value at all (a model may say "no forecast" for a stream
+    with nothing to forecast from; its row is left out, not escalated); and so is a value further from zero
+    than :data:`IMPLAUSIBLE_FACTOR` times the largest of the history (at least 1).
+
+    >>> unusable_forecast(np.array([1.0, np.inf, np.nan]), np.array([2.0]))
     'returned 2 non-finite value(s) (inf, nan) in 3 forecasts'
-    >>> non_finite_forecast(np.array([np.nan, np.nan]), np.array([np.nan])) is None
+    >>> unusable_forecast(np.array([np.nan, np.nan]), np.array([np.nan])) is None
     True
+    >>> unusable_forecast(np.array([3.0, 1e300]), np.array([500.0, 20.0]))
+    'returned 1 value(s) more than 1,000,000 times the largest of its history (500), e.g. 1e+300, in 2 forecasts'
     """
     bad = y_hat[~np.isfinite(y_hat)]
-    if not bad.size or (not np.isinf(bad).any() and not np.isfinite(y).any()):
+    if bad.size and (np.isinf(bad).any() or np.isfinite(y).any()):
+        return (f"returned {bad.size} non-finite value(s) ({', '.join(sorted({str(v) for v in bad}))}) in "
+                f"{y_hat.size} forecasts")
+    finite = np.abs(y[np.isfinite(y)])
+    largest = float(finite.max()) if finite.size else 0.0
+    far = np.abs(y_hat) > IMPLAUSIBLE_FACTOR * max(largest, 1.0)
+    if not far.any():
         return None
-    return (f"returned {bad.size} non-finite value(s) ({', '.join(sorted({str(v) for v in bad}))}) in "
-            f"{y_hat.size} forecasts")
+    return (f"returned {int(far.sum())} value(s) more than {IMPLAUSIBLE_FACTOR:,.0f} times the largest of its "
+            f"history ({largest:g}), e.g. {float(y_hat[far][0]):g}, in {y_hat.size} forecasts")
 
 
 def as_forecast(values, who: str) -> np.ndarray:
