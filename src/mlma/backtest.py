@@ -951,7 +951,7 @@ def write_outputs(result: BacktestResult, out_dir: str | Path) -> Path:
     """Write ``summary.json``, ``per_stream.csv``, ``per_tick.csv``, ``retrains.csv``, ``escalations.csv``
     and ``report.html`` into ``out_dir`` (created if needed).
 
-    All of them are written into a folder of their own beside it first, and moved in only when every one was:
+    All of them are written into a hidden folder of their own in it first, and moved in only when every one was:
     a failure (a report that cannot be drawn, a full disk) leaves ``out_dir`` as it was, never a new
     ``summary.json`` beside an earlier run's ``report.html``. A ``validation.csv`` of an earlier run in the
     folder is removed when this run has none."""
@@ -962,7 +962,9 @@ def write_outputs(result: BacktestResult, out_dir: str | Path) -> Path:
 
     out = check_output_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".mlma-writing-", dir=out.parent))
+    # Inside the folder: the same file system (os.replace cannot cross one: --out a mounted volume) and the
+    # permissions check_output_dir checked.
+    staging = Path(tempfile.mkdtemp(prefix=".mlma-writing-", dir=out))
     try:
         payload = {"config": result.config, "policies": result.summary, "frontier": result.frontier,
                    "clairvoyant": result.clairvoyant}

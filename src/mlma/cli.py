@@ -328,7 +328,7 @@ def backtest(
         console.print(f"{sum(fell_back.values()):,} of {fits:,} fits fell back to a simpler model ({causes}): "
                       f"those streams were forecast by seasonal naive or the mean, not {model} (docs/models.md)")
     _say_failures(result.summary, result.config["n_streams"])
-    scored = _say_unscored(result.summary, result.config["n_streams"])
+    scored = _say_unscored(result.per_stream, result.summary, result.config["n_streams"])
     from mlma.backtest import driver_gaps_message
 
     for name, gap in result.config["streams_without_drivers"].items():  # an empty column is not left unsaid
@@ -371,11 +371,11 @@ def _say_failures(summary: list[dict], n_streams: int) -> None:
                 style="yellow", highlight=False)
 
 
-def _say_unscored(summary: list[dict], n_streams: int) -> bool:
+def _say_unscored(per_stream, summary: list[dict], n_streams: int) -> bool:
     """Streams that no policy scored at all (a history that ends before a first model could forecast it, every
     point marked abnormal) count in no MAE: said, since the header names every stream. Returns whether any
     point was scored; when none was, that is an error (every MAE is empty: nothing was compared)."""
-    scored = max((int(row.get("n_streams", 0)) for row in summary), default=0)
+    scored = int(per_stream.loc[per_stream["n_scored"] > 0, "unique_id"].nunique()) if len(per_stream) else 0
     if scored == 0:
         console.print(f"error: no point of the data was scored, under any policy, in any of the {n_streams:,} "
                       "streams (each history ends before a first model could forecast it, or every point is "

@@ -564,7 +564,7 @@ class LiveAgent:
         reported in it reported after it: a catch-up), or whose actuals were ingested long after it ended (a
         replay of history), never waits: there is nothing more to wait for. A tick that only a few streams' later
         rows passed (a stream's clock days ahead, with ``[data] max_future`` off) is still the fleet's front: it
-        waits, from the first of its own actuals. A fleet that really shrank waits once, for ``max_wait``.
+        waits, from the first of its streams reaching its end (or from now, while none has). A fleet that really shrank waits once, for ``max_wait``.
         """
         share, max_wait = self.config.agent.wait_for_share, self.config.late_actuals_wait()
         if share <= 0 or max_wait <= pd.Timedelta(0):
@@ -577,7 +577,7 @@ class LiveAgent:
             # Later data passed this tick: a catch-up, if the fleet's did. A few streams' rows dated days ahead
             # (one stream's clock, with [data] max_future off) pass it alone: the tick is still the fleet's
             # front, and waits as one (it ran on a part of its actuals, and so did each tick after it).
-            reached, passed = self.store.streams_past(timing.boundary(k), timing.last_timestamp(k))
+            reached, passed = self.store.streams_past(timing.boundary(k), timing.boundary(k + 1))
             if 2 * passed >= reached:
                 return
         view = view if view is not None else self._tick_view(k, timing)
@@ -604,9 +604,10 @@ class LiveAgent:
         if found is None:
             return
         if ahead:
-            # The rows ahead may have come before any of this tick's own: the wait counts from its first actual.
-            own = self.store.first_arrival(timing.boundary(k), until=timing.last_timestamp(k))
-            found = found if own is None else (max(found[0], own[0]), own[1])
+            # The rows ahead may have come before this tick's own: the wait counts from the first of its streams
+            # reaching its last timestamp (its own end, as the newest tick's), or from now while none has.
+            own = self.store.first_arrival(timing.last_timestamp(k), until=timing.last_timestamp(k))
+            found = (found[1], found[1]) if own is None else (max(found[0], own[0]), own[1])
         # Both times by the store's clock (the PostgreSQL server's: the agent's host may be set differently).
         arrived, now = (pd.Timestamp(t).tz_convert("UTC").tz_localize(None) for t in found)
         # Actuals ingested more than a tick (and a day, for time zones: ds is read as UTC, as [data] max_future

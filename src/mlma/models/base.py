@@ -683,14 +683,20 @@ def predict_fleet_isolated(models: list, history: FleetHistory) -> tuple[np.ndar
 def _far_from_history(out: np.ndarray, history: FleetHistory) -> np.ndarray:
     """By row, whether a forecast holds a value further from zero than :data:`IMPLAUSIBLE_FACTOR` times the
     largest of its stream's history (at least 1): the rows :func:`unusable_forecast` is asked about, found for
-    the whole fleet at once."""
-    largest = np.zeros(len(out))
-    nonempty = np.diff(history.offsets) > 0
-    if nonempty.any():
-        values = np.where(np.isfinite(history.y), np.abs(history.y), 0.0)
-        largest[nonempty] = np.maximum.reduceat(values, history.offsets[:-1][nonempty])
+    the whole fleet at once (none for a history without a value other than 0: nothing to judge by).
+
+    >>> ds = np.array(["2024-01-01T00", "2024-01-01T01"], dtype="datetime64[ns]")
+    >>> h = FleetHistory.from_histories([(ds, np.array([5.0, 7.0])), (ds, np.array([np.nan, 0.0]))],
+    ...                                 np.array(["2024-01-01T02"], dtype="datetime64[ns]"), "h")
+    >>> _far_from_history(np.array([[8e6], [8e6]]), h).tolist()
+    [True, False]
+    """
+    values = history.values()  # a grid-made history's own matrix: its row arrays are not built for this
+    largest = (np.where(np.isfinite(values), np.abs(values), 0.0).max(axis=1) if values.shape[1]
+               else np.zeros(len(out)))
     with np.errstate(invalid="ignore"):
-        return (np.abs(out) > IMPLAUSIBLE_FACTOR * np.maximum(largest, 1.0)[:, None]).any(axis=1)
+        far = np.abs(out) > IMPLAUSIBLE_FACTOR * np.maximum(largest, 1.0)[:, None]
+    return far.any(axis=1) & (largest > 0)
 
 
 #: A forecast further from zero than this many times the largest value of its history (at least 1) is no
@@ -702,7 +708,8 @@ def unusable_forecast(y_hat: np.ndarray, y: np.ndarray) -> str | None:
     """What is wrong with a forecast, or None when nothing is: an infinite value always is; NaN is, unless the
     history ``y`` the forecast was made from holds no value at all (a model may say "no forecast" for a stream
     with nothing to forecast from; its row is left out, not escalated); and so is a value further from zero
-    than :data:`IMPLAUSIBLE_FACTOR` times the largest of the history (at least 1).
+    than :data:`IMPLAUSIBLE_FACTOR` times the largest of the history (at least 1), where the history holds a
+    value other than 0 (a model's level forecast for a window of missing or abnormal values is not judged).
 
     >>> unusable_forecast(np.array([1.0, np.inf, np.nan]), np.array([2.0]))
     'returned 2 non-finite value(s) (inf, nan) in 3 forecasts'
@@ -710,6 +717,8 @@ def unusable_forecast(y_hat: np.ndarray, y: np.ndarray) -> str | None:
     True
     >>> unusable_forecast(np.array([3.0, 1e300]), np.array([500.0, 20.0]))
     'returned 1 value(s) more than 1,000,000 times the largest of its history (500), e.g. 1e+300, in 2 forecasts'
+    >>> unusable_forecast(np.array([2.5e6]), np.array([np.nan, 0.0])) is None  # nothing to judge it by
+    True
     """
     bad = y_hat[~np.isfinite(y_hat)]
     if bad.size and (np.isinf(bad).any() or np.isfinite(y).any()):
@@ -717,8 +726,9 @@ def unusable_forecast(y_hat: np.ndarray, y: np.ndarray) -> str | None:
                 f"{y_hat.size} forecasts")
     finite = np.abs(y[np.isfinite(y)])
     largest = float(finite.max()) if finite.size else 0.0
-    far = np.abs(y_hat) > IMPLAUSIBLE_FACTOR * max(largest, 1.0)
-    if not far.any():
+    with np.errstate(invalid="ignore"):
+        far = np.abs(y_hat) > IMPLAUSIBLE_FACTOR * max(largest, 1.0)
+    if largest == 0 or not far.any():
         return None
     return (f"returned {int(far.sum())} value(s) more than {IMPLAUSIBLE_FACTOR:,.0f} times the largest of its "
             f"history ({largest:g}), e.g. {float(y_hat[far][0]):g}, in {y_hat.size} forecasts")

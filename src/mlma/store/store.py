@@ -1373,13 +1373,13 @@ class Store:
             value = conn.execute(query).scalar()
         return None if value is None else pd.Timestamp(value)
 
-    def streams_past(self, start: Any, last: Any) -> tuple[int, int]:
-        """How many streams' newest observations are at or after ``start``, and how many of those are at or
-        after ``last`` (the streams' ``last_ds``, kept by the ingests): whether the fleet's data, not one
-        stream's, has passed a tick (``start`` its first timestamp, ``last`` its last). One scan of the streams
-        table."""
+    def streams_past(self, start: Any, end: Any) -> tuple[int, int]:
+        """How many streams' newest observations are at or after ``start``, and how many of those are after
+        ``end`` (the streams' ``last_ds``, kept by the ingests): whether the fleet's data, not one stream's,
+        has passed a tick (``start`` its first timestamp, ``end`` the next tick's first). One scan of the
+        streams table."""
         st = S.streams
-        lo, hi = (_timestamp(t, name).to_pydatetime() for t, name in ((start, "start"), (last, "last")))
+        lo, hi = (_timestamp(t, name).to_pydatetime() for t, name in ((start, "start"), (end, "end")))
         with self._read() as conn:
             row = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.case((st.c.last_ds >= hi, 1))))
                                .where(st.c.last_ds >= lo)).one()
