@@ -34,7 +34,6 @@ from mlma.escalations import Escalation, cleared_conditions
 from mlma.explained import DEFAULT_POWER, ExplainedScale
 from mlma.fleet import FleetData
 from mlma.models.base import model_driver_effects
-from mlma.models.factory import fallback_cause
 from mlma.policy import Decision, Policy, TickObservation, Verdict
 from mlma.silence import Silence
 from mlma.training import FittedModel, ModelKey, ModelService
@@ -398,8 +397,7 @@ class Agent:
         failed: dict[int, str] = {}
         reference = self.policy.reference_mean()
         initial, initial_seconds = self._bring_up(k, unreported, failed, new_models=new_models)
-        fit_failed = {m.stream for m in new_models
-                      if fallback_cause(m.fitted.fallback_reason, m.fitted.short_history) == "fit failed"}
+        fit_failed = {m.stream for m in new_models if m.fitted.fallback_cause == "fit failed"}
         escalations: list[Escalation] = [e for e in unreported if e.kind == "cold" and e.stream in fit_failed]
         self._pool_driver_effects(new_models)
         self._refit_with_prior(new_models, initial_seconds)
@@ -518,8 +516,7 @@ class Agent:
             # serves, that is a failed re-training (the serving model stays; escalated after fit_failure_limit
             # in a row), not a new model served or judged in its place.
             fell_back = {int(s): f"re-training fell back: {fm.fallback_reason}" for s, fm in zip(streams, fitted)
-                         if fm is not None and not self.is_fallback[s]
-                         and fallback_cause(fm.fallback_reason, fm.short_history) == "fit failed"}
+                         if fm is not None and not self.is_fallback[s] and fm.fallback_cause == "fit failed"}
             fitted = [None if int(s) in fell_back else fm for s, fm in zip(streams, fitted)]
             made = streams[[fm is not None for fm in fitted]]
             # The replaced challengers leave their slots for the new models (those whose fit failed stay), and the

@@ -820,11 +820,12 @@ def attributes(
         row = int(blank.argmax())
         _fail(f"{data}: row {row + 2}: column {id_col!r} is blank; every row names a stream "
               f"({int(blank.sum()):,} row(s) without one); nothing was changed")
-    unusable = unusable_ids(stream_id_text(frame[id_col].astype(str)))
+    texts = stream_id_text(frame[id_col].astype(str))
+    unusable = unusable_ids(texts)
     if unusable.any():  # no stream has such an id; PostgreSQL failed the look-up with a traceback
         row = int(unusable.argmax())
-        _fail(f"{data}: row {row + 2}: {why_unusable(stream_id_text(frame[id_col].astype(str)).iloc[row])}: no "
-              f"stream has such an id ({int(unusable.sum()):,} row(s)); nothing was changed")
+        _fail(f"{data}: row {row + 2}: {why_unusable(texts.iloc[row])}: no stream has such an id "
+              f"({int(unusable.sum()):,} row(s)); nothing was changed")
     with Store.open(config.store_url) as store:
         # An id as the actuals' ingest read it: without spaces around it, unless the store holds it with them.
         raw_ids = frame[id_col].astype(str)

@@ -2597,10 +2597,12 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
         raise DataError(f"{label}: {bad.size} row(s) without a {id_col} (missing, empty or blank), first on "
                         f"line/row {line(bad[0])}",
                         source=label, column=id_col, rows=[line(i) for i in bad[:20]])
-    bad = np.flatnonzero(unusable_ids(stream_id_text(ids, verbatim_ids)))
+    texts = stream_id_text(ids, verbatim_ids)
+    codes, distinct = pd.factorize(texts)  # each distinct id judged once, not each of its rows
+    bad = np.flatnonzero(unusable_ids(distinct)[codes])
     if bad.size:
         raise DataError(f"{label}: {bad.size} row(s) whose {id_col} no store keeps, first on line/row "
-                        f"{line(bad[0])}: {why_unusable(str(stream_id_text(ids.iloc[bad[:1]]).iloc[0]))}",
+                        f"{line(bad[0])}: {why_unusable(str(texts.iloc[bad[0]]))}",
                         source=label, column=id_col, rows=[line(i) for i in bad[:20]])
     try:  # ISO 8601 text or datetimes only, as for the actuals: a day-first date is never guessed
         ns, unread, tz_note, foreign = _parse_dates(frame[time_col])
@@ -2631,7 +2633,7 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
         raise DataError(f"{label}: {bad.size} timestamp(s) in {time_col!r} cannot be read, first "
                         f"{frame[time_col].iloc[bad[0]]!r} on line/row {line(bad[0])}", source=label,
                         column=time_col, rows=[line(i) for i in bad[:20]])
-    out = pd.DataFrame({ID: stream_id_text(ids, verbatim_ids).to_numpy(),
+    out = pd.DataFrame({ID: texts.to_numpy(),
                         TIME: stamps.to_numpy(dtype="datetime64[ns]")})
     out[ID] = out[ID].astype("str")
     for c in drivers:

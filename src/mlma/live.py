@@ -59,7 +59,6 @@ from mlma.lock_holder import agent_identity
 from mlma.lock_holder import holder_is_dead as _holder_is_dead
 from mlma.models import ForecastContext, fitting_train_window, make_forecaster, spec_name
 from mlma.models.base import DriversChanged, driver_view
-from mlma.models.factory import fallback_cause
 from mlma.policy import Verdict
 from mlma.project import CONFIG_NAME, ConfigError, ProjectConfig
 from mlma.registry import ArtifactMissing, ModelRegistry
@@ -564,15 +563,17 @@ class LiveAgent:
         reported in it reported after it: a catch-up), or whose actuals were ingested long after it ended (a
         replay of history), never waits: there is nothing more to wait for. A tick that only a few streams' later
         rows passed (a stream's clock days ahead, with ``[data] max_future`` off) is still the fleet's front: it
-        waits, from the first of its streams reaching its end (or from now, while none has). A fleet that really shrank waits once, for ``max_wait``.
+        waits, from the first of its streams reaching its end (or from now, while none has). A fleet that really
+        shrank waits once, for ``max_wait``.
         """
         share, max_wait = self.config.agent.wait_for_share, self.config.late_actuals_wait()
         if share <= 0 or max_wait <= pd.Timedelta(0):
             return
         _, last_ds = self._data_span()
-        if last_ds is None or k > _complete_ticks(timing, last_ds) - 1:
+        newest = None if last_ds is None else _complete_ticks(timing, last_ds) - 1
+        if newest is None or k > newest:
             return
-        ahead = k < _complete_ticks(timing, last_ds) - 1
+        ahead = k < newest
         if ahead:
             # Later data passed this tick: a catch-up, if the fleet's did. A few streams' rows dated days ahead
             # (one stream's clock, with [data] max_future off) pass it alone: the tick is still the fleet's
@@ -948,8 +949,7 @@ class LiveAgent:
                       for s, version, slot, message in repair.audit]
             audit += repair.agent_audit
             notes = list(repair.notes)
-            causes = [(nm.stream, nm.fitted.fallback_reason,
-                       fallback_cause(nm.fitted.fallback_reason, nm.fitted.short_history)) for nm in report.new_models]
+            causes = [(nm.stream, nm.fitted.fallback_reason, nm.fitted.fallback_cause) for nm in report.new_models]
             for cause, why_it, advice in (
                     ("fit failed", "the model's fit failed", "check [model] spec in mlma.toml"),
                     ("short history", "their history is shorter than the model needs",

@@ -80,6 +80,11 @@ class FittedModel:
     #: :class:`mlma.models.FitOutcome`): a new stream's expected start, which clears itself.
     short_history: bool = False
 
+    @property
+    def fallback_cause(self) -> str | None:
+        """Why it fell back, in a few words (:func:`mlma.models.fallback_cause`); None when it did not."""
+        return fallback_cause(self.fallback_reason, self.short_history)
+
 
 def _implausible_drivers(X: np.ndarray | None, future_X: np.ndarray | None, names, future_ds,
                          factor: float) -> str | None:
@@ -1416,7 +1421,7 @@ class ModelService:
     def _hold(self, model: FittedModel) -> None:
         """Keep a new fit (made now, or from the fit cache), counting it in :attr:`fallbacks` if it fell back."""
         self._models[model.key] = model
-        cause = fallback_cause(model.fallback_reason, model.short_history)
+        cause = model.fallback_cause
         if cause is not None:
             self.fallbacks[cause] += 1
 
