@@ -326,7 +326,9 @@ def backtest(
         fits = result.config["fits_done"] + result.config["fits_from_cache"]
         causes = ", ".join(f"{cause} {n:,}" for cause, n in sorted(fell_back.items(), key=lambda kv: -kv[1]))
         console.print(f"{sum(fell_back.values()):,} of {fits:,} fits fell back to a simpler model ({causes}): "
-                      f"those streams were forecast by seasonal naive or the mean, not {model} (docs/models.md)")
+                      f"a stream without a {model} model yet was forecast by seasonal naive or the mean; a "
+                      f"re-training that fell back so where a {model} model served was a failed re-training, "
+                      "and that model served on (docs/models.md)")
     _say_failures(result.summary, result.config["n_streams"])
     scored = _say_unscored(result.per_stream, result.summary, result.config["n_streams"])
     from mlma.backtest import driver_gaps_message
@@ -362,13 +364,19 @@ def _say_failures(summary: list[dict], n_streams: int) -> None:
     from rich.markup import escape
 
     for row in summary:
-        fits, forecasts = row.get("fit_failures", 0), row.get("forecast_failures", 0)
+        retrains = row.get("failed_retrains", 0)
+        fits, forecasts = row.get("fit_failures", 0) - retrains, row.get("forecast_failures", 0)
         if fits or forecasts:
             console.print(escape(
-                f"warning: {row['policy']}: {fits:,} fit(s) and {forecasts:,} forecast(s) failed: the ticks they "
-                f"cost were not scored ({row['n_streams']:,} of {n_streams:,} streams were scored at all; "
-                "per_stream.csv: n_scored), so its MAE leaves them out (why: the escalations, docs/models.md)"),
-                style="yellow", highlight=False)
+                f"warning: {row['policy']}: {fits:,} fit(s) of streams without a model yet and {forecasts:,} "
+                f"forecast(s) failed: the ticks they cost were not scored ({row['n_streams']:,} of "
+                f"{n_streams:,} streams were scored at all; per_stream.csv: n_scored), so its MAE leaves them out "
+                "(why: the escalations, docs/models.md)"), style="yellow", highlight=False)
+        if retrains:
+            console.print(escape(
+                f"note: {row['policy']}: {retrains:,} re-training(s) failed; each stream's serving model stayed "
+                "and forecast on (retrains.csv: outcome failed; why: the escalations, docs/models.md)"),
+                highlight=False)
 
 
 def _say_unscored(per_stream, summary: list[dict], n_streams: int) -> bool:
@@ -382,7 +390,8 @@ def _say_unscored(per_stream, summary: list[dict], n_streams: int) -> bool:
                       "marked abnormal): there is nothing to compare; per_stream.csv: n_scored", style="red",
                       markup=False, highlight=False)
         return False
-    failed = any(row.get("fit_failures", 0) or row.get("forecast_failures", 0) for row in summary)
+    failed = any(row.get("fit_failures", 0) - row.get("failed_retrains", 0) or row.get("forecast_failures", 0)
+                 for row in summary)
     if scored < n_streams and not failed:  # else _say_failures said it, with the failures
         console.print(f"warning: {n_streams - scored:,} of the {n_streams:,} streams were never scored, under any "
                       f"policy (a history that ends before a first model could forecast it, or points marked "

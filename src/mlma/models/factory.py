@@ -22,6 +22,7 @@ from mlma.models.base import (
     FleetForecaster,
     ForecastContext,
     Forecaster,
+    InsufficientDataError,
     SpecUnavailable,
     as_datetime_array,
     as_float_array,
@@ -414,9 +415,10 @@ class FitOutcome:
     requested
         Name of the requested spec.
     short_history
-        The fallback was taken because the history is shorter than the model needs (``min_history``): the
-        expected start of a new stream, which clears itself as its history grows. False for every other reason
-        (no finite value, a constant series, a failed fit), which more history need not fix.
+        The fallback was taken because the history is shorter than the model needs (``min_history``, or its
+        fit raised :class:`~mlma.models.InsufficientDataError`): the expected start of a new stream, which
+        clears itself as its history grows. False for every other reason (no finite value, a constant series, a
+        failed fit), which more history need not fix.
     """
 
     model: Forecaster
@@ -505,7 +507,7 @@ def fit_forecaster(
         try:
             model.fit(ds, y, X)
         except FIT_ERRORS as exc:
-            reason = f"{requested} fit failed: {exc}"
+            reason, short = _fit_error_reason(requested, exc)
     outcome = _outcome(model, requested, ctx, ds, y, X, n_obs, reason, short)
     outcome.seconds, outcome.cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
     return outcome
@@ -540,15 +542,33 @@ def fit_forecasters(spec, ctx: ForecastContext, histories: list[tuple], *,
     ready = [i for i, c in enumerate(checked) if c[3] is None]
     errors = type(models[0]).fit_many([models[i] for i in ready], [checked[i][:2] for i in ready])
     shared = ((time.perf_counter() - clock[0]) / len(models), (time.process_time() - clock[1]) / len(models))
-    reasons = {i: f"{requested} fit failed: {e}" for i, e in zip(ready, errors, strict=True) if e is not None}
+    reasons = {i: _fit_error_reason(requested, e) for i, e in zip(ready, errors, strict=True) if e is not None}
     outcomes = []
     for i, (model, (ds, y, n_obs, reason, short)) in enumerate(zip(models, checked)):
         started, cpu = time.perf_counter(), time.process_time()
-        outcome = _outcome(model, requested, ctx, ds, y, None, n_obs, reason or reasons.get(i), short)
+        if i in reasons:
+            reason, short = reasons[i]
+        outcome = _outcome(model, requested, ctx, ds, y, None, n_obs, reason, short)
         outcome.seconds = shared[0] + time.perf_counter() - started
         outcome.cpu_seconds = shared[1] + time.process_time() - cpu
         outcomes.append(outcome)
     return outcomes
+
+
+def _fit_error_reason(requested: str, exc: Exception) -> tuple[str, bool]:
+    """Why a fit that raised fell back, and whether only for want of data: a model that raises
+    :class:`~mlma.models.InsufficientDataError` says its history is too short for it (ridge: too few rows with
+    every lag known, in a history with gaps), which more history ends, as a history under ``min_history`` does;
+    any other error is a failed fit.
+
+    >>> _fit_error_reason("ridge", InsufficientDataError("8 training rows, needs 24"))
+    ('ridge is short of data: 8 training rows, needs 24', True)
+    >>> _fit_error_reason("ridge", ValueError("bad"))
+    ('ridge fit failed: bad', False)
+    """
+    if isinstance(exc, InsufficientDataError):
+        return f"{requested} is short of data: {exc}", True
+    return f"{requested} fit failed: {exc}", False
 
 
 def _check_history(model, requested: str, ds, y) -> tuple[np.ndarray, np.ndarray, int, str | None, bool]:
