@@ -618,6 +618,27 @@ def test_a_retried_rollback_with_from_version_changes_nothing_and_a_stale_one_is
     assert without.status_code == 200 and env.registry.champion(uid).version == 2
 
 
+def test_a_promotion_from_a_stale_view_is_refused_and_one_from_the_serving_version_moves(env):
+    """A page left open offered "Promote v2" while v1 served; meanwhile the agent put v3 in service, and the click
+    replaced v3, unseen. With from_version (what the page showed serving) such a promotion is refused, naming
+    the move that came between; a promotion from the version that serves, or a retry, goes as before."""
+    uid = env.fleet.promoted[0]
+    assert env.registry.champion(uid).version == 2
+    moves = len(env.registry.history(uid))
+    fresh = env.act("promote", {"stream": uid, "version": 1, "from_version": 2})
+    assert fresh.status_code == 200 and fresh.json()["changed"] == 1    # from the version that serves: it moves
+    env.act("promote", {"stream": uid, "version": 2, "reason": "another tab, or the agent"})
+    refused = env.act("promote", {"stream": uid, "version": 1, "from_version": 1})
+    assert refused.status_code == 422 and env.registry.champion(uid).version == 2
+    assert len(env.registry.history(uid)) == moves + 2
+    problem = refused.json()["detail"][0]
+    assert problem["loc"] == ["body", "from_version"]
+    assert "version 1 does not serve stream" in problem["msg"] and "nothing was promoted" in problem["msg"]
+    retry = env.act("promote", {"stream": uid, "version": 2, "from_version": 1})   # it serves already: a no-op
+    assert retry.status_code == 200 and retry.json()["changed"] == 0
+    assert env.act("promote", {"stream": uid, "version": 1, "from_version": -1}).status_code == 422
+
+
 def test_escalations_acknowledge_silence_resolve_reopen(env):
     ids = [int(i) for i in env.store.escalations(status="open")["id"].head(2)]
     assert env.act("acknowledge", {"ids": ids, "reason": "looking"}).status_code == 200

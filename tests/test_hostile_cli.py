@@ -451,6 +451,21 @@ def test_blank_attribute_cells_are_said_to_remove_the_attribute(project, fleet, 
     assert done.returncode == 0 and "removed (blank cells): city on 1 stream(s)" in said(done)
 
 
+def test_an_attribute_name_holding_an_equals_sign_is_refused_and_nothing_changes(project, fleet, tmp_path):
+    """A column "reg=ion" was stored as an attribute that no group could choose (groups are written key=value:
+    the page split it at the first "=" and the API found no stream): refused naming the column."""
+    table = tmp_path / "zones.csv"
+    ids = sorted(fleet["unique_id"].unique())
+    pd.DataFrame({"unique_id": ids, "city": ["c1"] * len(ids), "reg=ion": ["north"] * len(ids)}).to_csv(
+        table, index=False)
+    refused(cli(project, "attributes", str(table)), "column 'reg=ion' cannot name an attribute: it holds '='")
+    with Store.open(load_config(project).store_url) as store:
+        assert not store.streams()["attributes"].map(bool).any()
+        with pytest.raises(ValueError, match="'a=b' cannot name an attribute"):
+            store.set_attributes({ids[0]: {"city": "c9", "a=b": "x"}})
+        assert not store.streams()["attributes"].map(bool).any()
+
+
 def test_a_port_out_of_range_is_refused_by_the_option(project):
     result = cli(project, "serve", "--port", "99999")
     assert result.returncode == 2 and "less than or equal to 65535" in said(result)

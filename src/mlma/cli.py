@@ -813,7 +813,7 @@ def attributes(
     """Set the streams' attributes, which groups are made of (--group city=Berlin, the queue's grouping)."""
     import pandas as pd
 
-    from mlma.data import stream_id_text, unusable_ids, why_unusable
+    from mlma.data import stream_id_text, unusable_ids, why_not_attribute_name, why_unusable
     from mlma.store import Store
 
     config = _project(project)
@@ -824,6 +824,10 @@ def attributes(
     columns = [c for c in frame.columns if c != id_col]
     if not columns:
         _fail(f"{data}: no attribute columns besides {id_col!r}")
+    for column in columns:
+        why = why_not_attribute_name(column)
+        if why is not None:
+            _fail(f"{data}: column {str(column)!r} cannot name an attribute: {why}; rename it; nothing was changed")
     blank = frame[id_col].isna().to_numpy() | (frame[id_col].astype(str).str.strip() == "").to_numpy()
     if blank.any():  # a traceback before (NaN among the names), or a stream named '' looked up
         row = int(blank.argmax())

@@ -472,13 +472,19 @@ class Operations:
             raise ActionError(str(exc)) from None
         return self._moved("rollback", stream, outcome)
 
-    def promote(self, stream, version: int, *, by: str, reason: str | None = None) -> ActionResult:
+    def promote(self, stream, version: int, *, by: str, reason: str | None = None,
+                from_version: int | None = None) -> ActionResult:
         """Put a chosen version of the stream in service now (``changed`` 0 and nothing audited when it already
-        serves: a retried request changes nothing)."""
+        serves: a retried request changes nothing). ``from_version``: the version the caller saw serving (0:
+        none), so that a promotion asked on a stale view is refused
+        (:meth:`mlma.registry.ModelRegistry.put_in_service`)."""
         registry = self._registry()
         (version,) = _version_numbers([version])
+        if from_version is not None and from_version != 0:
+            (from_version,) = _version_numbers([from_version])
         try:
-            outcome = registry.put_in_service(stream, version, by=check_actor(by), reason=reason)
+            outcome = registry.put_in_service(stream, version, by=check_actor(by), reason=reason,
+                                              from_version=from_version)
         except KeyError as exc:
             raise ActionError(str(exc.args[0]) if exc.args else str(exc)) from None
         except (ValueError, StoreError) as exc:  # another version was put in service first (ChampionMoved), or

@@ -533,6 +533,22 @@ def _numbers_in(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return pd.Series(numbers, index=values.index), filled
 
 
+def why_not_attribute_name(name: Any) -> str | None:
+    """Why ``name`` cannot name a stream attribute, or None when it can: groups are written ``key=value``
+    (``--group city=Berlin``, ``?attr=city=Berlin``), so a name holding ``=`` would be split in the wrong place
+    and the group could never be chosen; an empty name chooses nothing.
+
+    >>> why_not_attribute_name("city"), why_not_attribute_name("reg=ion")
+    (None, "it holds '=', which separates an attribute's name from its value in a group (city=Berlin)")
+    """
+    text = str(name)
+    if not text.strip():
+        return "it is empty"
+    if "=" in text:
+        return "it holds '=', which separates an attribute's name from its value in a group (city=Berlin)"
+    return None
+
+
 def check_column_names(names: Sequence[Any], where: str, source: str | None = None) -> None:
     """Raise a :class:`DataError` when a column name appears more than once (positions are 1-based), or holds a
     control character (a driver's name is stored: PostgreSQL's text takes no NUL).

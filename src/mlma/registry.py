@@ -542,15 +542,24 @@ class ModelRegistry:
         self.put_in_service(stream, version, by=by, reason=reason)
         return self.version(stream, int(version))
 
-    def put_in_service(self, stream: int | str, version: int, *, by: str,
-                       reason: str | None = None) -> MoveOutcome:
+    def put_in_service(self, stream: int | str, version: int, *, by: str, reason: str | None = None,
+                       from_version: int | None = None) -> MoveOutcome:
         """:meth:`promote`, saying what it changed (``moved`` False: the version served already, also when the
-        same promotion sent at the same time moved it first)."""
+        same promotion sent at the same time moved it first).
+
+        ``from_version`` is the version the caller saw serving (0: none): a promotion asked on a stale view (a
+        page left open while the agent or a person put another version in service) is refused, naming the
+        move that came between, instead of replacing a model its sender never saw."""
         check_actor(by)
         sid = self.store.resolve(stream)
         current = self.champion(sid)
         if current is not None and current.version == int(version):
             return MoveOutcome(int(version), False)
+        serving = 0 if current is None else current.version
+        if from_version is not None and int(from_version) != serving:
+            last = self.history(sid)[-1]
+            raise ValueError(f"version {int(from_version)} does not serve stream {stream!r}: version {serving} "
+                             f"does since {last.at:%Y-%m-%d %H:%M} UTC ({last}); nothing was promoted")
         self._check_loadable(stream, self.version(stream, int(version)), "promote")
         return self._move_one(ChampionMove(sid, int(version), by, reason, "promote",
                                            if_serving=0 if current is None else current.version))

@@ -303,10 +303,12 @@ def rollback(stream: str = typer.Argument(..., help="unique_id"),
 
 
 def promote(stream: str = typer.Argument(..., help="unique_id"), version: int = typer.Argument(..., help="Version."),
+            from_version: Optional[int] = typer.Option(
+                None, help="The version you saw serving (0: none); refused if another serves by then."),
             reason: Optional[str] = REASON_OPT, by: Optional[str] = BY_OPT,
             project: Optional[Path] = PROJECT_OPT) -> None:
     """Put a chosen model version in service now."""
-    _run(project, lambda ops: ops.promote(stream, version, by=actor(by), reason=reason))
+    _run(project, lambda ops: ops.promote(stream, version, by=actor(by), reason=reason, from_version=from_version))
 
 
 def reset_reference(streams: Optional[list[str]] = STREAMS_ARG, group: Optional[list[str]] = GROUP_OPT,

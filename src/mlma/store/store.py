@@ -615,8 +615,18 @@ class Store:
     def set_attributes(self, attributes: Mapping[int | str, Mapping[str, Any]]) -> None:
         """Merge descriptive attributes into streams, e.g. ``{"zone-417": {"city": "Berlin"}}``.
 
-        A value of None removes that key. Streams are given by id or ``unique_id``.
+        A value of None removes that key. Streams are given by id or ``unique_id``. A name that cannot name an
+        attribute (:func:`mlma.data.why_not_attribute_name`: it holds ``=``) is refused, ``ValueError``,
+        before anything is written.
         """
+        from mlma.data import why_not_attribute_name
+
+        for stream, values in attributes.items():
+            for name in values:
+                why = why_not_attribute_name(name)
+                if why is not None:
+                    raise ValueError(f"stream {stream!r}: {name!r} cannot name an attribute: {why}; nothing was "
+                                     "changed")
         self._merge_json("attributes", attributes)
 
     def set_overrides(self, streams: Sequence[int | str], overrides: Mapping[str, Any] | None, *, by: str,

@@ -161,6 +161,10 @@ class Rollback(OneStream):
 
 class Promote(OneStream):
     version: RowId
+    from_version: int | None = Field(
+        None, ge=0, le=2**63 - 1,
+        description="the version you saw serving (0: none): a promotion after another version was put in service "
+                    "meanwhile is refused instead of replacing a model you have not seen")
 
 
 def _run(call: Callable[[], ActionResult], who: Principal, default_field: str) -> dict:
@@ -273,8 +277,8 @@ def rollback(body: Rollback, who: Principal = Depends(operator), ctx: AppContext
 @router.post("/promote", response_model=ActionAnswer, responses=NO_REGISTRY,
              summary="Put a chosen model version in service now")
 def promote(body: Promote, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
-    return _run(lambda: ctx.operations.promote(body.stream, body.version, by=who.actor, reason=body.reason), who,
-                "stream")
+    return _run(lambda: ctx.operations.promote(body.stream, body.version, by=who.actor, reason=body.reason,
+                                               from_version=body.from_version), who, "stream")
 
 
 @router.post("/approve", response_model=ActionAnswer,
