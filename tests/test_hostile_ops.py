@@ -115,6 +115,29 @@ def test_a_damaged_champion_falls_back_to_the_previous_good_version(project):
         assert not every_stream_forecast(store, tick)
 
 
+def test_a_re_training_queued_for_a_stream_whose_champion_is_damaged_is_carried_out(project):
+    """The agent's own roll-back from a damaged serving version was taken for a person's choice: a re-training
+    queued for the stream (what the artifact-broken escalation asks for) was dropped as "a person put version 1
+    in service after this re-training was queued". It is carried out on top of the version put back."""
+    root, store, live, ops, chunks = project
+    config = load_config(root)
+    uid = store.streams()["unique_id"].iloc[5]
+    ops.force_retrain([uid], direct=True, by="user:ana")
+    tick_next_day(store, live, chunks)
+    corrupt(ops.registry, uid, 2)
+    ops.force_retrain([uid], direct=True, by="user:bo", reason="v2's file is damaged")
+    live.close()
+    with fresh(store, config) as agent:
+        tick = tick_next_day(store, agent, chunks)
+        assert not every_stream_forecast(store, tick)
+        champion = ops.registry.champion(uid)
+        assert champion.version == 3 and ops.registry.history(uid)[-1].reason == "forced by user:bo: v2's file is damaged"
+        outcome = store.stream_actions().set_index("created_by").loc["user:bo", "outcome"]
+        assert outcome == "re-trained and promoted (version 3)", outcome
+        assert "artifact-broken" in set(store.escalations(streams=[uid])["kind"])
+        assert set(store.forecasts(tick).set_index("unique_id").loc[uid, "model_version"]) == {3}
+
+
 def test_a_damaged_challenger_is_dropped_and_the_policy_stops_waiting_for_it(project):
     """A person's re-training puts a challenger in shadow; its artifact is damaged before the tick that would
     judge it. The tick drops it (escalated, its check recorded as rejected) and tells the policy: the growth

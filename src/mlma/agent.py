@@ -120,6 +120,10 @@ class Controls:
     afresh. A person's choice of the serving model this tick (that, or an approval) stands against a forced
     re-training queued before it; ``force_after_choice`` marks the forced re-trainings queued after it, which
     are carried out on top of it.
+
+    ``restore`` maps a stream to the model the agent's shell puts back in service itself because the serving
+    one cannot be loaded (live: an artifact that does not load): served like an adoption, but neither a
+    person's choice nor a promotion, so a forced re-training queued for the stream is carried out on top of it.
     """
 
     force_retrain: np.ndarray | None = None
@@ -132,6 +136,7 @@ class Controls:
     approve: np.ndarray | None = None
     reject: np.ndarray | None = None
     adopt: dict = field(default_factory=dict)
+    restore: dict = field(default_factory=dict)
     reasons: dict = field(default_factory=dict)
 
     def mask(self, name: str, n: int) -> np.ndarray:
@@ -487,6 +492,7 @@ class Agent:
         judged_promoted = promoted.copy()
         self._decide_approvals(k, controls, promoted, rejected)
         self._adopt(k, controls.adopt, promoted)
+        self._restore(k, controls.restore)
         # A model a person put in service this tick (an approval, a roll-back, a promotion): their choice stands,
         # against a forced re-training they queued before it, not one queued after it.
         by_person = (adopted | (promoted & ~judged_promoted)) & ~controls.mask("force_after_choice", n)
@@ -612,6 +618,16 @@ class Agent:
         for s in streams:
             self._serve(int(s), self.service.get(adopt[int(s)]))
         promoted[streams] = True
+        self.policy.on_new_model(streams, k)
+
+    def _restore(self, k: int, restore: dict) -> None:
+        """Serve the models put back in place of serving ones that cannot be loaded (``Controls.restore``)."""
+        if not restore:
+            return
+        streams = np.array(sorted(restore), dtype=np.int64)
+        self.drop_challengers(streams, k)
+        for s in streams:
+            self._serve(int(s), self.service.get(restore[int(s)]))
         self.policy.on_new_model(streams, k)
 
     def drop_challengers(self, streams, k: int) -> None:

@@ -1258,7 +1258,7 @@ class LiveAgent:
             if good is not None:
                 previous, fitted = good
                 service._models[fitted.key] = fitted
-                controls.adopt[s] = fitted.key
+                controls.restore[s] = fitted.key  # the agent's own repair: a re-training a person queued goes on
                 live["champion_version"][s] = previous
                 reason = (f"the serving version {version} cannot be loaded ({error}); rolled back to version "
                           f"{previous}, the newest earlier one that loads")
@@ -1296,10 +1296,12 @@ class LiveAgent:
         else:
             candidates = [(s, slot, name) for s, v in sorted(loaded) for slot, name in slots
                           if s < len(slot) and slot[s] != NO_MODEL and live[name][s] == v]
-        candidates += [(s, None, "champion_version") for s in controls.adopt]  # a person's move this tick
+        # A person's move this tick, or a version put back in place of a broken one.
+        put_in_service = controls.adopt | controls.restore
+        candidates += [(s, None, "champion_version") for s in put_in_service]
         stale: dict[tuple[int, str], tuple[int, str]] = {}
         for s, slot, name in candidates:
-            key = controls.adopt[s] if slot is None else ModelKey(s, int(slot[s]))
+            key = put_in_service[s] if slot is None else ModelKey(s, int(slot[s]))
             fitted = service.fitted(key)
             if fitted is None or (s, name) in stale:
                 continue
@@ -1325,6 +1327,7 @@ class LiveAgent:
                     live[other][s] = -1
                     dropped += 1
             controls.adopt.pop(s, None)
+            controls.restore.pop(s, None)
             repair.refit_from_window(agent, s, f"the serving model cannot forecast: {error}; re-fitted on the "
                                                "stream's training window")
             refitted += 1
