@@ -6,6 +6,7 @@ import datetime as dt
 import http.server
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -141,6 +142,16 @@ def receiver(url: str, **kw) -> Receiver:
     return parse_receivers([defaults])[0]
 
 
+def age_notifications(store: Store, hours: float) -> None:
+    """Move every recorded delivery ``hours`` into the past: a repeat interval passes without waiting for it."""
+    table = S.alert_notifications
+    with store.engine.begin() as conn:
+        for row in conn.execute(sa.select(table.c.id, table.c.sent_at)).all():
+            if row.sent_at is not None:
+                conn.execute(sa.update(table).where(table.c.id == row.id)
+                             .values(sent_at=row.sent_at - dt.timedelta(hours=hours)))
+
+
 def records(store: Store) -> list:
     with store.engine.connect() as conn:
         return conn.execute(sa.select(S.alert_notifications).order_by(S.alert_notifications.c.id)).all()
@@ -191,6 +202,37 @@ def test_durations_and_retry_after():
         parse_duration("-1h")
     assert retry_after_seconds("3") == 3.0 and retry_after_seconds("soon") is None
     assert retry_after_seconds(None) is None
+
+
+def test_a_repeat_interval_under_a_minute_is_refused(sqlite_store, hook):
+    """repeat_interval = "0s" was accepted, and then every notify_due() (every round of mlma run) paged every
+    open group again. Alertmanager takes no interval of 0; mlma refuses any under a minute, naming the receiver
+    and the key, as written."""
+    good = {"name": "ops", "url": "http://127.0.0.1:1/h"}
+    for value in ("0s", 0, 0.0, "30s", "59s", "500ms", 59.9):
+        with pytest.raises(AlertConfigError) as info:
+            parse_receivers([good, {"name": "z", "url": "http://127.0.0.1:1/ok", "repeat_interval": value}],
+                            source="p/mlma.toml")
+        assert str(info.value).startswith(f"p/mlma.toml: [[alerts.receivers]] #2 ('z'): repeat_interval must be "
+                                          f"at least 60 seconds ('1m')"), value
+        assert str(info.value).endswith(f"got {value!r}")
+    for value in ("-1s", -5):
+        with pytest.raises(AlertConfigError, match="repeat_interval"):
+            parse_receivers([{**good, "repeat_interval": value}])
+    with pytest.raises(AlertConfigError, match="repeat_interval must be at least 60 seconds"):
+        Receiver(name="ops", url="http://127.0.0.1:1/h", repeat_interval=0)
+    assert [r.repeat_interval for r in parse_receivers([{**good, "repeat_interval": "1m"}])] == [60.0]
+    assert Receiver(name="ops", url="http://127.0.0.1:1/h", repeat_interval=60).repeat_interval == 60.0
+
+    # With the least interval, rounds of notify_due() do not page an open group again.
+    ids = fleet(sqlite_store, {"Berlin": 2})
+    escalate(sqlite_store, ids["Berlin"])
+    notifier = Notifier(sqlite_store, [receiver(hook.url, repeat_interval="1m")])
+    assert [d.status for d in notifier.notify(tick=1).result(20)] == ["sent"]
+    for _ in range(3):
+        due = notifier.notify_due()
+        assert due is None or due.result(20) == []
+    assert len(hook.requests) == 1 and notifier.close(5)
 
 
 def test_url_from_environment_is_read_at_delivery(sqlite_store, hook, monkeypatch):
@@ -265,8 +307,10 @@ def test_repeat_interval_across_processes_and_new_members(url, store, hook):
         assert second.plan(tick=2) == []
         assert second.close(5)
 
-        # Once the repeat interval has passed, the unchanged group is sent again as a reminder.
-        third = Notifier(other_store, [receiver(hook.url, repeat_interval=0)])
+        # Once the repeat interval (1 h) has passed, the unchanged group is sent again as a reminder.
+        third = Notifier(other_store, [receiver(hook.url)])
+        assert third.plan(tick=2) == []
+        age_notifications(other_store, hours=2)
         (reminder,) = third.plan(tick=2)
         assert reminder.reason == "repeat" and reminder.n_new == 0 and not reminder.new_ids
         assert len(reminder.alerts) == 41
@@ -286,7 +330,8 @@ def test_silenced_acknowledged_and_resolved_are_not_sent(store, hook):
 
     # All silenced: nothing to send.
     store.set_escalation_status([e[3]], "silenced", by="user:ana", silenced_until="2999-01-01")
-    quiet = Notifier(store, [receiver(hook.url, repeat_interval=0)])
+    quiet = Notifier(store, [receiver(hook.url)])
+    age_notifications(store, hours=2)  # a reminder of e[3] would be due, were it not silenced
     assert quiet.plan(tick=1) == []
     # A silence that has run out makes the escalation open again: it is new to the group.
     past = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=1)
@@ -556,6 +601,83 @@ def test_a_storm_in_slack_keeps_within_slack_limits_and_counts_what_it_leaves_ou
     assert f"… and {1000 - shown} more (<http://mlma.internal:8000|dashboard>)" in body["text"]
     assert body["blocks"][-1]["type"] == "context" and "group " in body["blocks"][-1]["elements"][0]["text"]
     assert notifier.close(5)
+
+
+def slack_note(stream: str, message: str, labels: dict[str, str], n: int = 3, **receiver_keys):
+    """A Notification of ``n`` alerts to a Slack receiver grouped by kind and city, built without a store."""
+    (r,) = parse_receivers([{"name": "s", "url": "http://127.0.0.1:9/x", "format": "slack",
+                             "group_by": ["kind", "city"], **receiver_keys}])
+    now = dt.datetime.now(dt.timezone.utc)
+    group = {"kind": "data-quality", "city": labels.get("city", "")}
+    members = tuple(alerts.Alert(i, f"{stream}{i}", "data-quality", 2, 5, message, now,
+                                 {"kind": "data-quality", "severity": "2", "stream": f"{stream}{i}", **labels})
+                    for i in range(n))
+    return alerts.Notification(r, alerts.group_key(r.group_by, group), group, members, "new", 5, now,
+                               frozenset(range(n)))
+
+
+def slack_texts(payload: dict) -> list[tuple[str, str]]:
+    """Every text of a Slack payload, with where it is: the fallback text, and each block's text objects."""
+    texts = [("text", payload["text"])]
+    for block in payload["blocks"]:
+        if "text" in block:
+            texts.append((block["type"], block["text"]["text"]))
+        texts += [(block["type"], element["text"]) for element in block.get("elements", [])]
+    return texts
+
+
+# U+202E/U+202D overrides, U+2066-U+2069 isolates, U+200E/U+200F marks, U+200B zero width, U+FEFF, C0 and C1.
+HIDDEN = "\u202e\u202d\u2066\u2067\u2068\u2069\u200e\u200f\u200b\ufeff\x07\x1b\x85"
+
+
+def test_slack_shows_bidi_and_control_characters_where_they_would_reorder_the_text():
+    """A stream id "zone\u202eevil.exe" reached Slack raw and displayed as "zoneexe.live"; attribute values
+    and messages likewise. Every text of the Slack payload now shows such characters as \\uXXXX, as the
+    dashboard does; the generic payload's JSON fields keep the raw values for programs."""
+    note = slack_note("zone\u202eevil.exe", "flat line \u2066x\u2069 for 6 h\x07",
+                      {"city": "Ber\u200flin" + HIDDEN})
+    payload = alerts.slack_payload(note, "http://mlma.internal:8000")
+    for where, text in slack_texts(payload):
+        assert not any(c in text for c in HIDDEN), (where, text)
+    assert "zone\\u202Eevil.exe0" in payload["text"]
+    section = next(t for w, t in slack_texts(payload) if w == "section")
+    assert "• [new] zone\\u202Eevil.exe1" in section and "flat line \\u2066x\\u2069 for 6 h\\u0007" in section
+    header = payload["blocks"][0]["text"]["text"]
+    assert "city=Ber\\u200Flin\\u202E\\u202D\\u2066" in header and len(header) <= 150
+    assert "Ber\\u200Flin" in slack_texts(payload)[-1][1]  # the group's key in the trailer
+    # The generic payload is data for programs: ids and attribute values as stored.
+    generic = alerts.generic_payload(note)
+    assert generic["alerts"][0]["labels"]["stream"] == "zone\u202eevil.exe0"
+    assert generic["groupLabels"]["city"] == "Ber\u200flin" + HIDDEN
+
+
+def test_slack_text_objects_are_cut_to_slacks_limits_after_escaping():
+    """A grouping attribute of 1,200 characters holding "<&>" made a 5,267-character context text once escaped
+    (Slack refuses a text object over 3,000 characters: every message of the group failed with 400, not
+    retried). Every text object is now cut to Slack's limits after escaping, never through an escape, and the
+    cut is marked with an ellipsis."""
+    for city, stream in [("<&>" * 400, "<" * 1200), ("&" * 4000, "zone\u202e" * 200), ("x" * 3999 + "&", "z")]:
+        note = slack_note(stream, "m<&>" * 300, {"city": city, "zone": "<" * 4000}, n=60,
+                          repeat_interval="1h", max_alerts=1000)
+        for external_url in (None, "http://mlma.internal:8000"):
+            payload = alerts.slack_payload(note, external_url)
+            assert len(payload["blocks"]) <= 50 and len(payload["text"]) <= 40_000
+            for where, text in slack_texts(payload):
+                limit = {"text": 40_000, "header": 150}.get(where, 3000)
+                assert 0 < len(text) <= limit, (where, len(text))
+                if where != "header":  # mrkdwn: every & begins a whole escape, every \u a whole character
+                    assert re.fullmatch(r"(?:[^&\\]|&(?:amp|lt|gt);|\\u[0-9A-F]{4})*", text), (where, text[-20:])
+                    assert text.count("<") == text.count(">")  # links only, whole
+            trailer = payload["blocks"][-1]["elements"][0]["text"]
+            assert trailer.startswith("group {kind=") and "…" in trailer and "tick 5" in trailer
+            if external_url:
+                assert f"<{external_url}|dashboard>" in payload["text"]
+    # Each cut keeps whole escapes, whatever its length.
+    escaped = alerts._slack_escape("a<&>b\u202ec" * 20)
+    for limit in range(1, len(escaped)):
+        cut = alerts._cut(escaped, limit)
+        assert len(cut) <= limit and cut.endswith("…") and escaped.startswith(cut[:-1])
+        assert re.fullmatch(r"(?:[^&\\]|&(?:amp|lt|gt);|\\u[0-9A-F]{4})*…", cut), (limit, cut)
 
 
 def test_notify_without_receivers_and_send_test(sqlite_store, hook):

@@ -108,12 +108,25 @@ _ERROR_CHARS = 2000
 #: wait. Far beyond them the timers and waits of :mod:`threading` overflow (``threading.TIMEOUT_MAX``).
 _MAX_TIMEOUT = 3600.0
 _MAX_BACKOFF = 86400.0
+#: The shortest ``repeat_interval``, in seconds. A reminder is due once the interval has passed since the group
+#: was last sent: with ``"0s"`` every open group was paged again at every ``notify`` (every round of ``mlma run``).
+MIN_REPEAT_SECONDS = 60.0
 _LINE_CHARS = 300
+#: Slack's limits: the text of a text object (a section's, a context element's) and of a header, in characters.
 _SLACK_SECTION_CHARS = 3000
 _SLACK_HEADER_CHARS = 150
-#: Slack's limits for one message: blocks, and characters of ``text`` (it truncates beyond; kept under).
+#: Slack's limits for one message: blocks, and characters of ``text`` (it truncates beyond 40,000; kept under).
 _SLACK_BLOCKS = 50
 _SLACK_TEXT_CHARS = 38_000
+#: Characters that reorder or hide text: bidi controls (U+202E RIGHT-TO-LEFT OVERRIDE made "zone\u202eevil.exe"
+#: read "zoneexe.live"), zero-width and other control characters. The set the dashboard shows as \uXXXX
+#: (``HIDDEN_CHARS`` in ``mlma/api/static/app.js``); :func:`_visible` shows them the same way.
+_HIDDEN_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+#: What a cut of Slack text must not split: an escape, a shown hidden character, a link ``<url|text>`` (in
+#: escaped text, ``<`` and ``>`` only come from links).
+_SLACK_TOKEN = re.compile(r"&(?:amp|lt|gt);|\\u[0-9A-F]{4}|<[^<>]*>")
+#: The same in plain text (a header): a shown hidden character only.
+_SHOWN_TOKEN = re.compile(r"\\u[0-9A-F]{4}")
 #: Seconds a delivery's claim lives beyond what its attempts and waits can take (resolving the host's name,
 #: recording the outcome); see :func:`claim_seconds`.
 CLAIM_MARGIN_SECONDS = 60.0
@@ -269,6 +282,9 @@ class Receiver:
         object.__setattr__(self, "kinds", kinds)
         object.__setattr__(self, "group_by", group_by)
         object.__setattr__(self, "headers", headers)
+        repeat = self.repeat_interval
+        if isinstance(repeat, (int, float)) and not isinstance(repeat, bool) and 0 <= repeat < MIN_REPEAT_SECONDS:
+            raise AlertConfigError(_too_soon(repeat))
         for key, high in (("repeat_interval", math.inf), ("backoff_seconds", _MAX_BACKOFF),
                           ("max_backoff_seconds", _MAX_BACKOFF)):
             value = getattr(self, key)
@@ -310,6 +326,11 @@ class Receiver:
     def accepts(self, kind: str, severity: int) -> bool:
         """Whether an escalation of this kind and severity goes to this receiver."""
         return severity >= self.min_severity and (not self.kinds or kind in self.kinds)
+
+
+def _too_soon(value: Any) -> str:
+    return (f"repeat_interval must be at least {MIN_REPEAT_SECONDS:g} seconds ('1m'): every open group whose "
+            f"interval has passed is sent again at every notify (every round of mlma run), got {value!r}")
 
 
 def _as_tuple(value: Any) -> tuple | None:
@@ -563,7 +584,10 @@ def parse_receivers(items: Sequence[Mapping[str, Any]] | None, source: str = "ml
         values = dict(item)
         try:
             if "repeat_interval" in values:
-                values["repeat_interval"] = parse_duration(values["repeat_interval"], "repeat_interval")
+                seconds = parse_duration(values["repeat_interval"], "repeat_interval")
+                if seconds < MIN_REPEAT_SECONDS:  # named as written ('0s'), not as seconds
+                    raise AlertConfigError(_too_soon(values["repeat_interval"]))
+                values["repeat_interval"] = seconds
             for key in ("kinds", "group_by"):
                 if key in values:
                     values[key] = tuple(values[key])
@@ -710,12 +734,37 @@ def generic_payload(note: Notification, external_url: str | None = None) -> dict
     }
 
 
+def _visible(text: str) -> str:
+    r"""``text`` with the characters that reorder or hide text (:data:`_HIDDEN_CHARS`) shown as ``\uXXXX``, as
+    the dashboard shows them: a stream id ``zone\u202eevil.exe`` does not display as ``zoneexe.live``.
+
+    >>> print(_visible("zone\u202eevil.exe"), _visible("a\tb\u200bc"))
+    zone\u202Eevil.exe a\u0009b\u200Bc
+    """
+    return _HIDDEN_CHARS.sub(lambda m: f"\\u{ord(m.group()):04X}", text)
+
+
 def _slack_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text for Slack's mrkdwn: hidden characters shown (:func:`_visible`), ``&``, ``<`` and ``>`` escaped."""
+    return _visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+def _cut(text: str, limit: int, tokens: re.Pattern = _SLACK_TOKEN) -> str:
+    r"""``text`` in at most ``limit`` characters, an ellipsis marking a cut, which never splits an escape
+    (``&amp;``), a shown character (``\u202E``) or a link (``<url|dashboard>``): those go as a whole. Plain
+    text is cut with ``tokens=_SHOWN_TOKEN``: its ``<`` and ``&`` are the text's own.
+
+    >>> _cut("a &amp; b", 5), _cut("a &amp; b", 8), _cut("ab", 2)
+    ('a …', 'a &amp;…', 'ab')
+    """
+    if len(text) <= limit:
+        return text
+    end = max(limit - 1, 0)
+    for token in tokens.finditer(text):
+        if token.end() > end:
+            end = min(end, token.start())
+            break
+    return text[:end] + "…"
 
 
 def headline(note: Notification) -> str:
@@ -733,7 +782,8 @@ def _alert_line(alert: Alert, new: bool) -> str:
     subject = alert.stream if alert.stream is not None else "fleet"
     tick = f", tick {alert.tick}" if alert.tick is not None else ""
     mark = "[new] " if new else ""
-    return _cut(f"• {mark}{subject} (severity {alert.severity}{tick}): {alert.message}", _LINE_CHARS)
+    line = _visible(f"• {mark}{subject} (severity {alert.severity}{tick}): {alert.message}")
+    return _cut(line, _LINE_CHARS, _SHOWN_TOKEN)  # not escaped yet
 
 
 def _fitting_lines(lines: list[str], sections: int, chars: int) -> int:
@@ -759,33 +809,41 @@ def _fitting_lines(lines: list[str], sections: int, chars: int) -> int:
 
 
 def slack_payload(note: Notification, external_url: str | None = None) -> dict[str, Any]:
-    """Slack's incoming-webhook JSON: a readable ``text`` (also the notification's fallback) and ``blocks``."""
+    """Slack's incoming-webhook JSON: a readable ``text`` (also the notification's fallback) and ``blocks``.
+
+    Every text from the store (stream ids, attribute values, messages) is shown with :func:`_slack_escape`, and
+    every text object is cut to Slack's limits after escaping (:func:`_cut`): Slack refuses the whole message
+    (400) for one text over them, and an attribute value may hold 4,000 characters, five times that escaped.
+    """
     shown = note.alerts[:note.receiver.max_alerts]
-    title = headline(note)
+    title = _visible(headline(note))
     kinds = sorted({a.kind for a in note.alerts})
     explain = ESCALATION_KINDS.get(kinds[0], "") if len(kinds) == 1 else ""
-    lines = [_slack_escape(_alert_line(a, note.is_new(a))) for a in shown]
+    heading = f"*{_cut(_slack_escape(title), _SLACK_SECTION_CHARS - 2)}*"
+    explained = [f"_{_slack_escape(explain)}_"] if explain else []
+    dashboard = f"<{external_url}|dashboard>" if external_url else ""
+    ticked = [f"tick {note.tick}"] if note.tick is not None else []
+    # The group's key holds the grouping attributes' values: it is cut to leave room for the tick and the link.
+    room = _SLACK_SECTION_CHARS - sum(len(part) + 3 for part in [*ticked, dashboard] if part)
+    tail = [_cut(f"group {_slack_escape(note.group_key)}", max(room, 20)), *ticked]
     # Slack takes 50 blocks and about 40,000 characters of text: the lines that fit (in sections of at most
     # 3,000 characters, beside the header, the explanation and the trailer), and "and N more" for the rest.
-    kept = _fitting_lines(lines, _SLACK_BLOCKS - 4, _SLACK_TEXT_CHARS)
+    most_more = f"… and {len(note.alerts)} more ({dashboard})"
+    fixed = sum(len(part) + 1 for part in [heading, *explained, most_more, " · ".join([*tail, dashboard])])
+    lines = [_slack_escape(_alert_line(a, note.is_new(a))) for a in shown]
+    kept = _fitting_lines(lines, _SLACK_BLOCKS - 4, _SLACK_TEXT_CHARS - fixed)
     lines = lines[:kept]
     more = len(note.alerts) - kept
     if more:
-        lines.append(f"… and {more} more" + (f" (<{external_url}|dashboard>)" if external_url else ""))
-    tail = [f"group {_slack_escape(note.group_key)}"]
-    if note.tick is not None:
-        tail.append(f"tick {note.tick}")
-    if external_url and not more:
-        tail.append(f"<{external_url}|dashboard>")
-    text_parts = [f"*{_slack_escape(title)}*"]
+        lines.append(_cut(f"… and {more} more" + (f" ({dashboard})" if dashboard else ""), _SLACK_SECTION_CHARS))
+    elif dashboard:
+        tail.append(dashboard)
+    trailer = _cut(" · ".join(tail), _SLACK_SECTION_CHARS)
+    text = "\n".join([heading, *explained, *lines, trailer])
+    header = _cut(title, _SLACK_HEADER_CHARS, _SHOWN_TOKEN)
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": header}}]
     if explain:
-        text_parts.append(f"_{_slack_escape(explain)}_")
-    text_parts += lines
-    text_parts.append(" · ".join(tail))
-    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text",
-                                                                "text": _cut(title, _SLACK_HEADER_CHARS)}}]
-    if explain:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"_{_slack_escape(explain)}_"}]})
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": explained[0]}]})
     # Slack refuses a section over 3,000 characters: the list goes into as many sections as it needs.
     chunk: list[str] = []
     for line in lines:
@@ -795,8 +853,8 @@ def slack_payload(note: Notification, external_url: str | None = None) -> dict[s
         chunk.append(line)
     if chunk:
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(chunk)}})
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(tail)}]})
-    return {"text": "\n".join(text_parts), "blocks": blocks}
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": trailer}]})
+    return {"text": _cut(text, _SLACK_TEXT_CHARS), "blocks": blocks}
 
 
 # -- HTTP -------------------------------------------------------------------------------------------------------
