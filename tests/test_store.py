@@ -1831,3 +1831,33 @@ def test_a_persons_reason_longer_than_the_api_allows_is_refused_by_every_door_an
     assert store.stream_overrides() == {} and store.stream_actions().empty and store.audit_log().empty
     Operations(store).pin(["a"], by="user:ana", reason="x" * 2000)
     assert store.stream_overrides()[int(ids[0])].pinned_until == "forever"
+
+
+def test_two_upgrades_at_once_take_turns_and_the_second_finds_the_store_migrated(url):
+    """Two `mlma upgrade` at once on PostgreSQL (two hosts, a job run again): the second ran the same
+    migrations into the first's and failed with a traceback (relation "retention" already exists). They take
+    turns now; both end at the head, with the data kept."""
+    import threading
+
+    assert Store.upgrade(url, "0011") == "0011"
+    with Store.open(url, check_schema=False) as old:
+        old.stream_ids(["a", "b"])
+    results, errors = [], []
+    start = threading.Barrier(3)
+
+    def run():
+        start.wait()
+        try:
+            results.append(Store.upgrade(url))
+        except Exception as exc:  # noqa: BLE001 - what the test is about
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert results == [HEAD] * 3
+    with Store.open(url) as store:
+        assert store.unique_ids([0, 1]).tolist() == ["a", "b"]

@@ -125,6 +125,33 @@ def test_a_saved_window_is_used_by_the_next_process(filled):
     assert_same(got, rows_of(store, T0 + HOUR * 48, T0 + HOUR * 24 * 7, 3))
 
 
+def test_a_saved_window_survives_a_change_of_the_urls_timeouts_but_not_of_its_schema(postgres_server, tmp_path):
+    """A timeout added to [store] url (statement_timeout, keepalives: tuning knobs the docs offer) made the saved
+    window look like another store's, and every process re-read the whole training window: the key is the
+    database and its schema, not the connection's settings."""
+    from mlma.store.testing import postgres_schema
+
+    rng = np.random.default_rng(6)
+    path = tmp_path / "w.window"
+    end = T0 + HOUR * 24 * 7
+    with postgres_schema(postgres_server, prefix="mlma_test_window_key") as url:
+        with Store.create(url) as store:
+            store.ingest_frame(hours(["a", "b", "c"], 0, 24 * 6, rng), "history")
+            ObservationWindow(store, "h", path).rows(T0 + HOUR * 24, end, n_streams=3)
+            store.ingest_frame(hours(["a", "b", "c"], 24 * 6, 24, rng), "day")
+        with Store.open(url + "&statement_timeout=20min&keepalives_idle=40") as tuned:
+            window = ObservationWindow(tuned, "h", path)
+            got = window.rows(T0 + HOUR * 48, end, n_streams=3)
+            assert window.last_refresh.rebuilt is None and window.last_refresh.ingests == 1
+            assert_same(got, rows_of(tuned, T0 + HOUR * 48, end, 3))
+        with postgres_schema(postgres_server, prefix="mlma_test_window_key") as other_url, \
+                Store.create(other_url) as other:
+            other.ingest_frame(hours(["a", "b", "c"], 0, 24 * 7, rng), "history")
+            window = ObservationWindow(other, "h", path)
+            window.rows(T0 + HOUR * 48, end, n_streams=3)
+            assert window.last_refresh.rebuilt and "another store" in window.last_refresh.rebuilt
+
+
 @pytest.mark.parametrize("damage", ["deleted", "truncated", "flipped", "other-frequency", "earlier-start"])
 def test_a_missing_damaged_or_unfitting_saved_window_is_rebuilt(filled, damage):
     store, path, _, rng = filled

@@ -97,10 +97,18 @@ def current_revision(connection: sa.Connection) -> str | None:
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
-    """Migrate the database behind ``engine`` to ``revision``; returns the revision it is at afterwards."""
+    """Migrate the database behind ``engine`` to ``revision``; returns the revision it is at afterwards.
+
+    Two upgrades at once (two hosts, a job run again) take turns: on PostgreSQL the second waits for the first's
+    transaction-scoped advisory lock of the schema, then finds the store migrated and does nothing (before, it
+    ran the same migrations into the first's and failed with a traceback, ``relation "retention" already
+    exists``); SQLite's write transaction serialises them by itself."""
+    import sqlalchemy as sa
     from alembic import command
 
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('mlma.migrate.' || current_schema()))"))
         command.upgrade(alembic_config(connection), revision)
     with engine.connect() as connection:
         return current_revision(connection)

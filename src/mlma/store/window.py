@@ -61,6 +61,7 @@ import io
 import json
 import logging
 import os
+import re
 import secrets
 import struct
 import time
@@ -69,6 +70,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 
 log = logging.getLogger(__name__)
 
@@ -415,8 +417,8 @@ class ObservationWindow:
         self.replayed: tuple[int, float] = (0, 0.0)
         #: What the last :meth:`rows` call did.
         self.last_refresh: Refresh | None = None
-        # The URL without a password: a file written for another database is not used.
-        self._store_key = hashlib.sha256(_safe_url(store).encode()).hexdigest()
+        # Which database and schema: a file written for another one is not used.
+        self._store_key = hashlib.sha256(database_identity(store.engine.url).encode()).hexdigest()
 
     def rows(self, start, end, *, n_streams: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Observations with ``start <= ds < end`` (``start`` None: all of them) of streams ``0..n_streams-1``,
@@ -772,8 +774,20 @@ class _Stale(Exception):
     """The kept window no longer describes the store."""
 
 
-def _safe_url(store) -> str:
-    try:
-        return store.engine.url.render_as_string(hide_password=True)
-    except AttributeError:
-        return str(getattr(store, "url", ""))
+def database_identity(url: sa.URL) -> str:
+    """Which database (and schema) ``url`` names: its driver, host, port and database, and the schema its
+    ``options`` choose (``-c search_path=...``), without the password and the connection's settings (timeouts,
+    keepalives), so that tuning one of them does not make the saved window look like another store's.
+
+    >>> database_identity(sa.make_url("postgresql+psycopg://ana:pw@db:5432/mlma?statement_timeout=15min"))
+    'postgresql+psycopg://ana@db:5432/mlma'
+    >>> database_identity(sa.make_url("postgresql://db/mlma?options=-csearch_path%3Dzones&connect_timeout=5"))
+    'postgresql://db/mlma?search_path=zones'
+    >>> database_identity(sa.make_url("sqlite:////srv/mlma.db?timeout=60"))
+    'sqlite:////srv/mlma.db'
+    """
+    options = url.query.get("options", "")
+    schema = re.search(r"-c\s*search_path\s*=\s*(\S+)", options if isinstance(options, str) else " ".join(options))
+    base = sa.URL.create(url.drivername, username=url.username, host=url.host, port=url.port, database=url.database,
+                         query={"search_path": schema.group(1)} if schema else {})
+    return base.render_as_string(hide_password=False)
