@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from mlma.store import bulk
 from mlma.store import schema as S
 from mlma.store.records import UNDECIDED_RESULTS, check_actor
 from mlma.store.store import Store
@@ -98,34 +99,48 @@ class VersionRetention:
         rows = [row for row in rows if (int(row.stream_id), int(row.version)) not in protect]
         pairs = [(int(row.stream_id), int(row.version)) for row in rows]
         sizes = {row.artifact_sha256: int(row.artifact_bytes) for row in rows}
-        marked = set(pairs)
-        kept = set()  # of these files, those a version that stays unmarked refers to
-        for chunk in _chunks(sorted(sizes)):
-            for sha, s, v in conn.execute(sa.select(mv.c.artifact_sha256, mv.c.stream_id, mv.c.version)
-                                          .where(mv.c.artifact_sha256.in_(chunk), mv.c.artifact_pruned_at.is_(None))):
-                if (int(s), int(v)) not in marked:
-                    kept.add(sha)
+        if not pairs:
+            return Plan()
+        # Of these files, those a version that stays unmarked refers to stay: one set-based join against the
+        # candidates held in temporary tables (a statement per few thousand of them compiled for seconds each).
+        with _staged_pairs(conn, pairs) as marked, _staged_shas(conn, sizes) as files:
+            kept = {sha for (sha,) in conn.execute(
+                sa.select(mv.c.artifact_sha256).distinct()
+                .join(files, files.c.sha == mv.c.artifact_sha256)
+                .where(mv.c.artifact_pruned_at.is_(None),
+                       sa.not_(sa.exists().where(marked.c.stream_id == mv.c.stream_id,
+                                                 marked.c.version == mv.c.version))))}
         return Plan(pairs, {sha: size for sha, size in sizes.items() if sha not in kept})
 
     def mark(self, keep: int, *, by: str, reason: str | None = None,
              protect: Collection[tuple[int, int]] = ()) -> Plan:
         """Mark the versions of :meth:`plan` pruned and queue their orphaned files for deletion, with an audit
         entry (``prune-versions``: the counts, and the streams touched), in one transaction; returns what it
-        marked (nothing, and no audit entry, when nothing is to go)."""
+        marked (nothing, and no audit entry, when nothing is to go).
+
+        The plan is read before the write transaction, so that the database's write lock (all of it, on SQLite)
+        is held only for the marking: the caller holds the tick lock, so no tick adds versions meanwhile, and a
+        person's roll-back or promotion that puts a planned version back in service before the marking commits
+        is found when the files are deleted (:meth:`still_needed`, :meth:`marked_in_use`), as one made just
+        after it is."""
         check_keep(keep)
         check_actor(by)
         mv, q = S.model_versions, S.artifact_deletions
+        plan = self.plan(keep, protect)
+        if not plan.pairs:
+            return plan
         with self.store._write() as conn:
-            plan = self._plan(conn, keep, {(int(s), int(v)) for s, v in protect})
-            if not plan.pairs:
-                return plan
             now = self.store._now(conn)
-            for chunk in _chunks(plan.pairs):
-                conn.execute(sa.update(mv).where(sa.tuple_(mv.c.stream_id, mv.c.version).in_(chunk))
+            with _staged_pairs(conn, plan.pairs) as marked:
+                conn.execute(sa.update(mv).where(sa.exists().where(marked.c.stream_id == mv.c.stream_id,
+                                                                   marked.c.version == mv.c.version))
                              .values(artifact_pruned_at=now))
-            for chunk in _chunks(sorted(plan.orphans)):
-                conn.execute(self.store._insert(q).values([{"artifact_sha256": sha, "queued_at": now} for sha in chunk])
-                             .on_conflict_do_nothing(index_elements=[q.c.artifact_sha256]))
+            if plan.orphans:
+                with _staged_shas(conn, plan.orphans) as files:
+                    conn.execute(sa.insert(q).from_select(
+                        ["artifact_sha256", "queued_at"],
+                        sa.select(files.c.sha, sa.literal(now, type_=q.c.queued_at.type))
+                        .where(sa.not_(sa.exists().where(q.c.artifact_sha256 == files.c.sha)))))
             self.store._audit(conn, now, by, "prune-versions", "registry",
                               {"keep_versions": keep, "versions": len(plan.pairs), "streams": plan.streams,
                                "files": len(plan.orphans), "bytes": sum(plan.orphans.values())},
@@ -212,6 +227,18 @@ def check_keep(keep: int) -> None:
     """Refuse a ``keep`` that is not a whole number >= 1 (``ValueError``)."""
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
         raise ValueError(f"keep (the newest versions kept per stream) must be a whole number >= 1, got {keep!r}")
+
+
+def _staged_pairs(conn: sa.Connection, pairs: Sequence[tuple[int, int]]):
+    """``(stream_id, version)`` pairs in a temporary table (:func:`mlma.store.bulk.staged`), keyed for joins."""
+    return bulk.staged(conn, "mlma_stage_prune_pairs", {"stream_id": "int", "version": "int"},
+                       {"stream_id": [s for s, _ in pairs], "version": [v for _, v in pairs]},
+                       key=("stream_id", "version"))
+
+
+def _staged_shas(conn: sa.Connection, shas: Collection[str]):
+    """Artifact hashes in a temporary table, keyed for joins."""
+    return bulk.staged(conn, "mlma_stage_prune_files", {"sha": "text"}, {"sha": sorted(shas)}, key=("sha",))
 
 
 def _chunks(items: Sequence) -> Iterable[list]:
