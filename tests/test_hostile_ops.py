@@ -131,7 +131,8 @@ def test_a_re_training_queued_for_a_stream_whose_champion_is_damaged_is_carried_
         tick = tick_next_day(store, agent, chunks)
         assert not every_stream_forecast(store, tick)
         champion = ops.registry.champion(uid)
-        assert champion.version == 3 and ops.registry.history(uid)[-1].reason == "forced by user:bo: v2's file is damaged"
+        assert champion.version == 3
+        assert ops.registry.history(uid)[-1].reason == "forced by user:bo: v2's file is damaged"
         outcome = store.stream_actions().set_index("created_by").loc["user:bo", "outcome"]
         assert outcome == "re-trained and promoted (version 3)", outcome
         assert "artifact-broken" in set(store.escalations(streams=[uid])["kind"])

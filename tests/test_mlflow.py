@@ -245,6 +245,58 @@ def test_a_project_starts_from_a_model_registered_in_mlflow(tmp_path):
     assert not (tmp_path / "bad" / "mlma.toml").exists()
 
 
+def test_init_from_an_mlflow_version_whose_model_cannot_be_read_is_a_clear_error(tmp_path):
+    """A model.pkl that is no pickle, an empty one, one whose class is not importable here, and a version whose
+    files were deleted: `mlma init --from-mlflow` ended in a traceback (or a bare "Aborted." for the empty file,
+    an EOFError taken for Ctrl-D). Each is one line naming the version and why, exit 2, and no project."""
+    import shutil
+    import sys
+    import tempfile
+    import types
+
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from mlma.cli import app
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri, registry_uri=uri)
+    experiment = client.create_experiment("ext", artifact_location=(tmp_path / "art").as_uri())
+
+    def register(name: str, data: bytes) -> str:
+        run = client.create_run(experiment)
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "model.pkl"
+            path.write_bytes(data)
+            client.log_artifact(run.info.run_id, str(path), artifact_path="model")
+        client.create_registered_model(name)
+        client.create_model_version(name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+        return run.info.artifact_uri
+
+    register("ext.garbage", b"not a pickle at all")
+    register("ext.empty", b"")
+    # A pickle of a class in a module this environment does not have (made for the test, then taken away).
+    module = types.ModuleType("no_such_module_x")
+    exec("class M:\n    pass", module.__dict__)
+    sys.modules[module.__name__] = module
+    try:
+        register("ext.noimport", pickle.dumps(module.M()))
+    finally:
+        del sys.modules[module.__name__]
+    gone = register("ext.gone", pickle.dumps({"a": 1}))
+    shutil.rmtree(Path(gone.removeprefix("file://")) / "model")
+    expected = {"garbage": "model.pkl is not a readable pickle (UnpicklingError",
+                "empty": "model.pkl is not a readable pickle (EOFError",
+                "noimport": "holds a model whose code cannot be imported here (No module named 'no_such_module_x')",
+                "gone": "its model files cannot be downloaded from MLflow"}
+    for case, message in expected.items():
+        result = CliRunner().invoke(app, ["init", str(tmp_path / case), "--from-mlflow", f"models:/ext.{case}/1",
+                                          "--mlflow-uri", uri])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2 and f"models:/ext.{case}/1: " in said and message in said, (case, said)
+        assert "Traceback" not in said and not (tmp_path / case / "mlma.toml").exists()
+
+
 def _started_replica(tmp_path, platform):
     """A project after its start-up tick (one version per zone), its config and the mirror, synced once."""
     root = make_project(tmp_path / "p")

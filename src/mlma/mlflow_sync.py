@@ -610,9 +610,13 @@ def import_model(model_uri: str, tracking_uri: str, folder: Path) -> tuple[Path,
     from mlflow.artifacts import download_artifacts  # noqa: PLC0415 - optional extra
 
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(download_artifacts(artifact_uri=client.get_model_version_download_uri(version.name,
-                                                                                         version.version),
-                                        dst_path=tmp, tracking_uri=tracking_uri))
+        try:
+            local = Path(download_artifacts(artifact_uri=client.get_model_version_download_uri(version.name,
+                                                                                             version.version),
+                                            dst_path=tmp, tracking_uri=tracking_uri))
+        except Exception as exc:  # noqa: BLE001 - MLflow's errors: files deleted, an artifact store unreachable
+            raise ValueError(f"{resolved}: its model files cannot be downloaded from MLflow at {tracking_uri} "
+                             f"({type(exc).__name__}: {_first_line(exc)})") from None
         model = _load_downloaded(local, resolved)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{registered_name('', version.name)}-v{version.version}.pkl"
@@ -620,9 +624,27 @@ def import_model(model_uri: str, tracking_uri: str, folder: Path) -> tuple[Path,
     return target, resolved
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+def _unpickled(path: Path, label: str):
+    """The object pickled in ``path``, or a ``ValueError`` naming the file and why it cannot be read: its class
+    is not importable here, or the bytes are no pickle (pickle raises many kinds for those, ``EOFError`` for an
+    empty file, which a command line took for an end of input)."""
+    try:
+        return pickle.loads(path.read_bytes())
+    except ImportError as exc:  # ModuleNotFoundError too
+        raise ValueError(f"{label}: {path.name} holds a model whose code cannot be imported here ({exc}): install "
+                         "the package that defines its class in this environment") from None
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError, EOFError, AttributeError, ...
+        raise ValueError(f"{label}: {path.name} is not a readable pickle ({type(exc).__name__}: "
+                         f"{_first_line(exc) or 'empty or cut short'})") from None
+
+
 def _load_downloaded(local: Path, label: str):
     if local.is_file():
-        return pickle.loads(local.read_bytes())
+        return _unpickled(local, label)
     if (local / PRUNED_NOTE).is_file():  # a version mlma mirrored after its version retention deleted the model
         raise ValueError(f"{label} holds no model: {(local / PRUNED_NOTE).read_text(encoding='utf-8').strip()}")
     if (local / "MLmodel").is_file():
@@ -632,8 +654,15 @@ def _load_downloaded(local: Path, label: str):
         if "sklearn:" not in text:
             raise ValueError(f"{label} is an MLflow model without the sklearn flavour; mlma takes a pickled "
                              "mlma model or a scikit-learn regressor")
-        return mlflow.sklearn.load_model(str(local))
+        try:
+            return mlflow.sklearn.load_model(str(local))
+        except ImportError as exc:
+            raise ValueError(f"{label}: its scikit-learn model needs code that cannot be imported here "
+                             f"({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - a damaged or incomplete MLflow model folder
+            raise ValueError(f"{label}: its scikit-learn model cannot be loaded ({type(exc).__name__}: "
+                             f"{_first_line(exc)})") from None
     pickles = sorted(local.rglob("*.pkl"))
     if len(pickles) == 1:
-        return pickle.loads(pickles[0].read_bytes())
+        return _unpickled(pickles[0], label)
     raise ValueError(f"{label} holds {len(pickles)} .pkl files and no MLmodel file; cannot tell which is the model")
