@@ -228,7 +228,8 @@ def test_fleet_overview_streams_pages_and_a_group_action(page, site):
     assert page.locator("svg.chart").count() == 6
     assert re.search(r"\d+(\.\d)? %", page.inner_text(".kpi.good .kpi-value"))
     # Pro-actively: pin a city for a holiday, from the fleet page's group form.
-    page.select_option("#group-scope", "city=c03")
+    page.select_option("#group-scope", "group")
+    page.fill("#group-value", "city=c03")
     page.select_option("#group-action", "pin")
     page.fill("#group-form input.reason", "public holiday in c03")
     page.click("#group-form button[type=submit]")
@@ -271,6 +272,63 @@ def test_a_roll_back_clicked_on_a_page_older_than_the_last_move_is_refused_not_m
     page.click("button:has-text('Roll back to v1')")
     page.wait_for_selector("#toast.show:has-text('rollback by user:ana')")
     assert registry.champion(uid).version == 1 and registry.history(uid)[-1].previous_version == 3
+
+
+def test_a_promotion_clicked_on_a_page_older_than_the_last_move_is_refused_not_made_blind(page, site):
+    """The version table's "Promote vN" sent no from_version: a tab left open while the agent put another version
+    in service replaced it unseen. It sends the version the page shows serving, as the roll-back does: the API
+    refuses the stale click (422 on from_version) and the toast says so; nothing moves."""
+    from mlma.registry import ModelRegistry
+
+    uid = site["fleet"].rejected[0]                      # v1 serves, v2 lost its challenger check
+    registry = ModelRegistry(site["store"], site["artifacts"])
+    assert registry.champion(uid).version == 1
+    log_in(page, site)
+    page.goto(site["url"] + f"/#/stream/{uid}")
+    page.wait_for_selector(".page[data-page=stream] button:has-text('Promote v2')")
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/api/actions/promote") else None)
+    registry.register(uid, {"sample": True, "version": 3}, spec="seasonal-naive", promote=True,
+                      reason="the agent's promotion")                   # behind the page's back
+    page.click("button:has-text('Promote v2')")
+    page.wait_for_selector("#toast.show:has-text('promote refused')")
+    assert sent and sent[0]["from_version"] == 1 and sent[0]["version"] == 2, sent
+    said = page.inner_text("#toast")
+    assert "from_version" in said and "version 1 does not serve stream" in said, said
+    assert registry.champion(uid).version == 3                          # nothing moved
+
+
+def test_set_parameters_refuses_a_number_it_cannot_read_instead_of_restoring_the_default(page, site):
+    """"1e400" (too large for a number) and "0,1" (a decimal comma, which a number field turned into 01) were sent
+    as null, which restores the project's default, or as another number, with a success toast: refused, naming
+    the field, and nothing is sent; a plain number still is."""
+    uid = site["fleet"].unique_ids[9]
+    log_in(page, site)
+    page.goto(site["url"] + f"/#/stream/{uid}")
+    page.wait_for_selector("#param-delta")
+    sent = []
+    page.on("request", lambda r: sent.append(r.post_data_json) if r.url.endswith("/api/actions/set-params") else None)
+    page.fill("#param-delta", "0.2")
+    page.click("#btn-params")
+    page.wait_for_selector("#toast.show:has-text('set-params by user:ana')")
+    assert sent[-1]["params"] == {"delta": 0.2, "cooldown_ticks": None}
+    page.wait_for_selector("#param-delta[value='0.2']")                  # the page redrawn with the override
+    for field, typed in (("#param-delta", "1e400"), ("#param-delta", "0,1"), ("#param-cooldown", "1.5"),
+                         ("#param-cooldown", "two")):
+        page.evaluate("document.getElementById('toast').className = ''")
+        before = len(sent)
+        page.fill(field, typed)
+        page.click("#btn-params")
+        page.wait_for_selector("#toast.show.bad")
+        said = page.inner_text("#toast")
+        name = "δ (delta)" if field == "#param-delta" else "cooldown ticks"
+        assert said.startswith(f"set-params refused: {name}: \"{typed}\""), said
+        assert page.get_attribute(field, "aria-invalid") == "true"
+        page.wait_for_timeout(200)
+        assert len(sent) == before, sent                                  # nothing was sent
+        page.fill(field, "0.2" if field == "#param-delta" else "")
+    overrides = site["store"].streams().set_index("unique_id").loc[uid, "overrides"]
+    assert overrides["delta"] == 0.2
 
 
 def on_a_fleet_page_that_loads_slowly(page, site) -> None:
@@ -418,7 +476,8 @@ def test_a_double_click_or_a_second_enter_sends_an_action_once(page, site):
 
     page.click("#nav a[href='#/fleet']")
     page.wait_for_selector("#group-form")
-    page.select_option("#group-scope", "city=c01")
+    page.select_option("#group-scope", "group")
+    page.fill("#group-value", "city=c01")
     page.select_option("#group-action", "reset-reference")
     resets = _sent(page, "/api/actions/reset-reference")
     page.fill("#group-form input.reason", "twice by mistake")
@@ -635,3 +694,65 @@ def test_the_toast_says_which_streams_an_action_left_out(page, site):
     act_on_named_streams(page, site, "retrain", f"no-model-yet\n{other}\n")
     page.wait_for_selector("#toast.show:has-text('retrain by user:ana: 1 stream queued')")
     assert "left out (no-model-yet): no model yet" in page.inner_text("#toast")
+
+
+def test_a_search_as_long_as_the_longest_id_finds_it_and_a_longer_one_is_refused_in_the_form(page, site):
+    """Ids up to MAX_ID_LENGTH characters are allowed, but the streams' and the audit log's search stopped at 200:
+    searching a 400-character id replaced the page with "Could not load this page". The search takes as much as
+    an id; a longer one is refused under the form, which stays."""
+    from mlma.data import MAX_ID_LENGTH
+
+    uid = "W" * 400
+    _add_stream(site, uid)
+    log_in(page, site)
+    page.goto(site["url"] + f"/#/streams?q={uid}")
+    page.wait_for_selector(".page[data-page=streams] table.streams")
+    assert page.locator("table.streams a.stream-link").all_inner_texts() == [uid]
+    too_long = "W" * (MAX_ID_LENGTH + 1)
+    page.goto(site["url"] + f"/#/streams?q={too_long}")
+    page.wait_for_selector(".page[data-page=streams] #filter-error")
+    assert page.locator(".panel.error").count() == 0
+    assert "q:" in page.inner_text("#filter-error")
+    assert page.input_value("#stream-search") == too_long                 # the form stays, to be corrected
+    page.fill("#stream-search", uid)
+    page.press("#stream-search", "Enter")
+    page.wait_for_selector(".page[data-page=streams] table.streams a.stream-link")
+    assert page.locator("#filter-error").count() == 0
+
+    page.goto(site["url"] + f"/#/audit?q={uid}")
+    page.wait_for_selector(".page[data-page=audit]")
+    assert page.locator(".panel.error, #filter-error").count() == 0
+    page.goto(site["url"] + f"/#/audit?q={too_long}")
+    page.wait_for_selector(".page[data-page=audit] #filter-error")
+    assert page.locator(".page[data-page=audit] form.toolbar").count() == 1
+
+
+def test_bidi_controls_in_a_toast_and_in_the_audit_log_are_shown(page, site):
+    """toast() and the audit log's reason and parameters columns put text in the page as it came, so a refusal
+    quoting "zone\u202eevil.exe", or a reason holding U+202E, was displayed reversed."""
+    uid = "toast\u202ezone.exe"
+    _add_stream(site, uid)
+    log_in(page, site)
+    open_stream(page, site, uid)
+    page.click("button:has-text('Approve the waiting challenger')")     # no challenger: refused, naming the stream
+    page.wait_for_selector("#toast.show.bad")
+    said = page.inner_text("#toast")
+    assert "\u202e" not in said and "toast\\u202Ezone.exe" in said, ascii(said)
+    page.click("#nav a[href='#/fleet']")
+    page.wait_for_selector("#group-form")
+    page.select_option("#group-scope", "streams")
+    page.select_option("#group-action", "pin")
+    page.fill("#group-form textarea[name=streams]", uid)
+    page.fill("#group-form input.reason", "hold\u202eon")
+    page.click("#group-form button[type=submit]")
+    page.wait_for_selector("#toast.show:has-text('pin by user:ana: 1 stream')")
+    page.goto(site["url"] + "/#/audit?action=pin&q=zone.exe")
+    page.wait_for_selector(".page[data-page=audit] table.audit")
+    cells = page.locator("table.audit tbody tr").first.locator("td").all_inner_texts()
+    assert "\u202e" not in "".join(cells) and cells[6] == "hold\\u202Eon", ascii(cells)    # the reason
+    # Parameters hold text too (a model's name in a policy change, driver columns): written by the agent here.
+    site["store"].add_audit("agent", "policy-change", "fleet", {"to": "naive\u202eexe.ltm"}, "a test")
+    page.goto(site["url"] + "/#/audit?action=policy-change")
+    page.wait_for_selector(".page[data-page=audit] table.audit td.params:has-text('naive')")
+    cells = page.locator("table.audit tbody tr").first.locator("td").all_inner_texts()
+    assert "\u202e" not in "".join(cells) and "naive\\u202Eexe.ltm" in cells[5], ascii(cells)

@@ -421,7 +421,8 @@ class AttributeValue(Schema):
 
 
 class Attributes(RootModel[dict[str, list[AttributeValue]]]):
-    """Every attribute key with its values, the most common first (200 at most per key)."""
+    """Every attribute key with its values, the most common first (``limit``, 200 by default, at most per key); with
+    ``q``, only the key=value pairs containing it, searched among all values."""
 
 
 # -- the engineer's queue ----------------------------------------------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
+from mlma.data import MAX_ID_LENGTH
 from mlma.store import queries
 from mlma.api import auth
 from mlma.api.auth import Principal
@@ -54,7 +56,9 @@ def streams(
                                                            "repeat or comma-separate.")] = None,
     attr: Annotated[list[str] | None,
                     Query(description="Attribute filter key=value, e.g. city=c03; repeatable.")] = None,
-    q: Annotated[str | None, Query(max_length=200, description="Part of the unique_id (case-insensitive).")] = None,
+    # as long as the longest id: a search for a whole id of 400 characters was refused
+    q: Annotated[str | None, Query(max_length=MAX_ID_LENGTH,
+                                   description="Part of the unique_id (case-insensitive).")] = None,
     pinned: Annotated[bool | None, Query(description="Only pinned (true) or unpinned (false) streams.")] = None,
     sort: Annotated[str, Query(description=f"One of {', '.join(queries.STREAM_SORTS)}; prefix - for descending.")]
     = "unique_id",
@@ -62,8 +66,23 @@ def streams(
     per_page: Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)] = 50,
     _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
 ) -> dict:
-    return queries.list_streams(ctx.store, verdict=_split(verdict), attributes=queries.parse_attributes(attr),
-                                q=q, pinned=pinned, sort=sort, page=page, per_page=per_page)
+    attributes = queries.parse_attributes(attr)
+    found = queries.list_streams(ctx.store, verdict=_split(verdict), attributes=attributes,
+                                 q=q, pinned=pinned, sort=sort, page=page, per_page=per_page)
+    if attributes and not found["total"]:
+        _check_attribute_keys(ctx, attributes)    # only then: a stream found has the keys (a read of them all)
+    return found
+
+
+def _check_attribute_keys(ctx: AppContext, attributes: dict[str, str]) -> None:
+    """422 on ``attr`` for a key no stream has: a misspelt key (``cty=c03``) answered an empty list, which reads
+    as "no stream in c03". An unknown value of a known key is a filter that matches nothing: an empty list."""
+    known = queries.attribute_values(ctx.store, limit=1)
+    unknown = [key for key in attributes if key not in known]
+    if unknown:
+        keys = ", ".join(sorted(known)[:50]) or "none: no stream has attributes"
+        raise queries.QueryError("attr", f"no stream has the attribute {unknown[0]!r} "
+                                         f"(attr={unknown[0]}={attributes[unknown[0]]}); the keys are: {keys}")
 
 
 @router.get("/streams/{unique_id:path}", response_model=StreamDetail, responses={404: {"model": Problem}},
@@ -83,8 +102,19 @@ def stream(unique_id: str, ticks: Annotated[int, Query(ge=1, le=2000, descriptio
 
 @router.get("/attributes", response_model=Attributes,
             summary="Attribute keys and values with their stream counts (the groups one can act on)")
-def attributes(_: Principal = Depends(viewer), ctx: AppContext = Depends(context)) -> dict:
-    return queries.attribute_values(ctx.store)
+def attributes(q: Annotated[str | None, Query(max_length=MAX_ID_LENGTH, description="Only the key=value pairs that "
+                                              "contain this text (case-insensitive), of every value, not only "
+                                              "the most common: for a group picker's search.")] = None,
+               limit: Annotated[int, Query(ge=1, le=1000, description="Values per key, the most common first.")]
+               = 200,
+               _: Principal = Depends(viewer), ctx: AppContext = Depends(context)) -> dict:
+    if not q:
+        return queries.attribute_values(ctx.store, limit=limit)
+    # searched among all the values (one SQL read of every stream's attributes, as without q)
+    needle = q.casefold()
+    found = {key: [x for x in values if needle in f"{key}={x['value']}".casefold()][:limit]
+             for key, values in queries.attribute_values(ctx.store, limit=sys.maxsize).items()}
+    return {key: values for key, values in found.items() if values}
 
 
 @router.get("/escalations", response_model=EscalationQueue,
@@ -132,7 +162,7 @@ def actions(
 def audit(
     actor: str | None = None, action: str | None = None,
     target: Annotated[str | None, Query(description="Exact target, e.g. stream:zone-417 or group:city=c03")] = None,
-    q: Annotated[str | None, Query(max_length=200, description="Part of the target or reason")] = None,
+    q: Annotated[str | None, Query(max_length=MAX_ID_LENGTH, description="Part of the target or reason")] = None,
     stream: Annotated[str | None, Query(description="The entries about this stream (unique_id): alone, or among "
                                                     "the streams or group an action touched")] = None,
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,

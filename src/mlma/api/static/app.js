@@ -44,7 +44,7 @@ const fmt = (v) => Charts.fmt(v);
 const pct = (a, b) => (b ? (100 * a / b).toFixed(1) + " %" : "–");
 function when(iso) {
   if (!iso) return "–";
-  const d = new Date(iso);
+  const d = new Date(dataMs(iso));   // naive times are UTC: in the browser's zone they were shifted
   return isNaN(d) ? iso : d.toISOString().slice(0, 16).replace("T", " ") + (iso.endsWith("Z") || iso.includes("+") ? " UTC" : "");
 }
 function ds(iso) { return iso ? iso.replace("T", " ").slice(0, 16) : "–"; }
@@ -153,7 +153,7 @@ function sessionChanged(message) {
   me = null;
   document.getElementById("who").textContent = "logged in again in another tab";
   const notice = h("div", { class: "panel error", id: "session-changed", role: "alert" },
-    h("p", { text: `This tab was opened as ${was}. ${message}` }),
+    h("p", { text: shown(`This tab was opened as ${was}. ${message}`) }),
     h("button", { type: "button", text: "Reload", onclick: () => location.reload() }));
   document.getElementById("main").replaceChildren(notice);
 }
@@ -161,7 +161,7 @@ function sessionChanged(message) {
 let toastTimer = null;
 function toast(text, bad) {
   const t = document.getElementById("toast");
-  t.textContent = text;
+  t.textContent = shown(text);   // an answer quoting an id or a reason: its bidi and control characters visible
   t.className = bad ? "show bad" : "show";
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => { t.className = ""; }, bad ? 9000 : 5000);
@@ -192,7 +192,7 @@ async function act(name, body, opts) {
       // detail.note: what the answer adds (streams left out, a challenger the action replaces...).
       toast(`${r.action} by ${r.by}: ${what}${r.queued ? " queued for the next tick" : ""}`
         + `${r.detail && r.detail.version ? `, version ${r.detail.version}` : ""}`
-        + `${r.detail && r.detail.note ? `. ${shown(r.detail.note)}` : ""}`);
+        + `${r.detail && r.detail.note ? `. ${r.detail.note}` : ""}`);
     }
     if (!opts || opts.redraw !== false) await route();
     return r;
@@ -211,6 +211,50 @@ function pager(data, go) {
     h("button", { type: "button", disabled: data.page <= 1, onclick: () => go(data.page - 1), text: "← previous" }),
     h("span", { text: ` page ${data.page} of ${data.pages} (${data.total} in all) ` }),
     h("button", { type: "button", disabled: data.page >= data.pages, onclick: () => go(data.page + 1), text: "next →" }));
+}
+
+// A list read whose filters the API refuses (422: a search longer than any id, an unknown attribute key) answers
+// { refused: why }: the page keeps its form, with what it says under it, instead of "Could not load this page".
+async function refusable(request) {
+  try {
+    return await request;
+  } catch (e) {
+    if (e.status === 422) return { refused: e.message };
+    throw e;
+  }
+}
+const refusal = (data) => h("p", { class: "error", id: "filter-error", role: "alert",
+  text: shown(`Not searched: ${data.refused}`) });
+
+// "key=value" split as the API splits its attr filter (mlma.store.queries.parse_attributes): at the first "=", both
+// sides trimmed; null without an "=" or a key.
+function splitGroup(text) {
+  const i = text.indexOf("=");
+  return i > 0 && text.slice(0, i).trim() ? [text.slice(0, i).trim(), text.slice(i + 1).trim()] : null;
+}
+
+// A group typed as key=value, any of them: the values the API knows are offered as the user types, searched by the
+// API (GET /api/attributes?q=), not only the 200 most common per key it lists at first. The API checks what is sent.
+function groupField(id, attrs, value) {
+  const list = h("datalist", { id: `${id}-values` });
+  const fill = (found) => list.replaceChildren(...Object.entries(found).flatMap(([k, vs]) => vs.map((x) =>
+    h("option", { value: `${k}=${x.value}`, label: shown(`${k}=${x.value} (${x.streams} streams)`) }))));
+  fill(attrs);
+  const input = h("input", { id, type: "search", list: list.id, autocomplete: "off", "aria-label": "group (key=value)",
+    placeholder: "group: key=value, e.g. city=c03", value: value || "" });
+  let timer = null, asked = 0;
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const mine = ++asked, q = input.value.trim();
+      try {
+        const found = await api("GET", q ? `/api/attributes?${new URLSearchParams({ q, limit: 50 })}`
+          : "/api/attributes");
+        if (mine === asked) fill(found);
+      } catch (e) { /* the offers stay as they were: they are only offers */ }
+    }, 200);
+  });
+  return [input, list];
 }
 
 function table(headers, rows, cls) {
@@ -248,7 +292,7 @@ function renderLogin(message) {
       document.body.classList.remove("logged-out");
       if (!location.hash || location.hash === "#/login") location.hash = "#/queue"; else await route();
     } catch (e) {
-      error.textContent = e.status === 401 ? "Unknown or revoked token." : e.message;
+      error.textContent = e.status === 401 ? "Unknown or revoked token." : shown(e.message);
     }
   });
   main.appendChild(form);
@@ -343,7 +387,8 @@ async function renderFleet(main) {
   main.appendChild(section("Abnormal periods",
     periods.items.length ? table(["id", "scope", "stream", "from", "to", "by", "reason", ""], periods.items.map((p) => h("tr", {},
       h("td", { text: p.id }), h("td", { text: shown(p.scope) }), h("td", {}, p.unique_id ? streamLink(p.unique_id) : "all"),
-      h("td", { text: ds(p.start) }), h("td", { text: ds(p.end) }), h("td", { text: p.created_by }), h("td", { text: p.reason || "" }),
+      h("td", { text: ds(p.start) }), h("td", { text: ds(p.end) }), h("td", { text: p.created_by }),
+      h("td", { text: shown(p.reason || "") }),
       h("td", {}, can("operator") ? h("button", { type: "button", class: "small", text: "cancel",
         onclick: () => act("cancel-abnormal", { ids: [p.id], reason: reasonOf(main) }) }) : null)))) : h("p", { class: "muted", text: "none active" }), more));
   if (can("operator")) main.appendChild(groupActionForm(attrs, periods.time_zones));
@@ -353,9 +398,9 @@ async function renderFleet(main) {
 function groupActionForm(attrs, zones) {
   const scope = h("select", { name: "scope", id: "group-scope" },
     h("option", { value: "fleet", text: "the whole fleet (abnormal periods only)" }),
-    Object.entries(attrs).map(([key, values]) => values.map((x) =>
-      h("option", { value: `${key}=${x.value}`, text: shown(`${key}=${x.value} (${x.streams} streams)`) }))),
+    h("option", { value: "group", text: "a group (key=value):" }),
     h("option", { value: "streams", text: "streams named below…" }));
+  const [group, groupValues] = groupField("group-value", attrs);
   // One unique_id per line, each line taken whole: an id may hold commas ("Sydney, NSW") and spaces.
   const streams = h("textarea", { name: "streams", rows: "3", cols: "40", "aria-label": "stream ids, one per line",
     placeholder: "one unique_id per line, e.g.\nzone-1\nSydney, NSW" });
@@ -374,7 +419,8 @@ function groupActionForm(attrs, zones) {
     direct: h("div", { class: "row" }, h("label", {}, direct, " promote directly (skip the challenger check)")),
   };
   const form = h("form", { class: "panel", id: "group-form" }, h("h2", { text: "Act ahead: a holiday, a promotion, an outage" }),
-    h("div", { class: "row" }, h("label", {}, "Streams: ", scope), streams), h("div", { class: "row" }, h("label", {}, "Action: ", action)),
+    h("div", { class: "row" }, h("label", {}, "Streams: ", scope), group, groupValues, streams),
+    h("div", { class: "row" }, h("label", {}, "Action: ", action)),
     rows.period, rows.until, rows.direct, reasonField("e.g. public holiday in c03"), h("button", { type: "submit", text: "Apply" }));
   const sync = () => {
     const a = action.value;
@@ -382,6 +428,7 @@ function groupActionForm(attrs, zones) {
     rows.until.hidden = a !== "pin";
     rows.direct.hidden = a !== "retrain";
     streams.hidden = scope.value !== "streams";
+    group.hidden = scope.value !== "group";
   };
   action.addEventListener("change", sync);
   scope.addEventListener("change", sync);
@@ -390,7 +437,11 @@ function groupActionForm(attrs, zones) {
     ev.preventDefault();
     const body = { reason: reasonOf(form) };
     if (scope.value === "streams") body.streams = streams.value.split(/\r?\n/).filter((x) => x.trim() !== "");
-    else if (scope.value !== "fleet") { const [k, ...rest] = scope.value.split("="); body.group = { [k]: rest.join("=") }; }
+    else if (scope.value === "group") {
+      const kv = splitGroup(group.value);
+      if (!kv) { toast(`group: ${JSON.stringify(group.value.trim())} is not key=value, e.g. city=c03`, true); return; }
+      body.group = { [kv[0]]: kv[1] };
+    }
     else if (action.value !== "mark-abnormal") { toast("only abnormal periods apply to the whole fleet: choose a group", true); return; }
     const a = action.value;
     if (a === "mark-abnormal") {
@@ -454,20 +505,25 @@ async function renderStreams(main, params) {
   const q = new URLSearchParams();
   for (const k of ["q", "verdict", "attr", "sort", "page", "pinned"]) if (params.get(k)) q.set(k, params.get(k));
   q.set("per_page", params.get("per_page") || "50");
-  const [data, attrs] = await Promise.all([api("GET", `/api/streams?${q}`), api("GET", "/api/attributes")]);
+  const [data, attrs] = await Promise.all([refusable(api("GET", `/api/streams?${q}`)), api("GET", "/api/attributes")]);
   const go = (changes) => { const p = new URLSearchParams(params); for (const [k, v] of Object.entries(changes)) { if (v === "" || v === null) p.delete(k); else p.set(k, v); } location.hash = `#/streams?${p}`; };
   const search = h("input", { id: "stream-search", "aria-label": "search streams", type: "search", placeholder: "search unique_id", value: params.get("q") || "" });
   const verdict = h("select", { id: "stream-verdict", "aria-label": "verdict" }, h("option", { value: "", text: "any verdict" }),
     Object.keys(VERDICT_COLORS).map((x) => h("option", { value: x, text: x, selected: params.get("verdict") === x })));
-  const attr = h("select", { id: "stream-attr", "aria-label": "group" }, h("option", { value: "", text: "any group" }),
-    Object.entries(attrs).map(([k, vs]) => vs.map((x) => h("option", { value: `${k}=${x.value}`, text: shown(`${k}=${x.value}`), selected: params.get("attr") === `${k}=${x.value}` }))));
+  const [attr, attrValues] = groupField("stream-attr", attrs, params.get("attr"));
   const sorts = [["unique_id", "name"], ["-effect", "effect ↓"], ["p_value", "p-value ↑"], ["-reference_loss", "size (reference loss) ↓"],
     ["-loss", "loss ↓"], ["-escalations", "open escalations ↓"], ["verdict", "verdict"], ["-last_ds", "latest data ↓"], ["-champion", "serving version ↓"]];
   const sort = h("select", { id: "stream-sort", "aria-label": "sort by" }, sorts.map(([v, t]) => h("option", { value: v, text: `sort: ${t}`, selected: (params.get("sort") || "unique_id") === v })));
   const pinned = h("select", { id: "stream-pinned", "aria-label": "pinned" }, [["", "pinned or not"], ["true", "pinned only"], ["false", "not pinned"]].map(([v, t]) => h("option", { value: v, text: t, selected: (params.get("pinned") || "") === v })));
-  const form = h("form", { class: "toolbar", id: "stream-filters" }, search, verdict, attr, pinned, sort, h("button", { type: "submit", text: "Filter" }));
-  form.addEventListener("submit", (ev) => { ev.preventDefault(); go({ q: search.value.trim(), verdict: verdict.value, attr: attr.value, sort: sort.value, pinned: pinned.value, page: 1 }); });
-  [verdict, attr, sort, pinned].forEach((s) => s.addEventListener("change", () => form.requestSubmit()));
+  const form = h("form", { class: "toolbar", id: "stream-filters" }, search, verdict, attr, attrValues, pinned, sort,
+    h("button", { type: "submit", text: "Filter" }));
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    go({ q: search.value.trim(), verdict: verdict.value, attr: attr.value.trim(), sort: sort.value,
+      pinned: pinned.value, page: 1 });
+  });
+  [verdict, sort, pinned].forEach((s) => s.addEventListener("change", () => form.requestSubmit()));
+  if (data.refused) { main.append(h("h1", { text: "Streams" }), form, refusal(data)); return; }
   main.append(h("h1", { text: "Streams" }), form,
     h("p", { class: "muted", text: `${data.total} stream${data.total === 1 ? "" : "s"} · verdicts of tick ${data.tick ?? "–"}` }),
     // "effect" is the test's: the recent losses against the reference, matched by season over the test's
@@ -509,13 +565,16 @@ async function renderStream(main, params, uid) {
     grid.appendChild(box);
     draw(box);
   };
-  const t = (iso) => Date.parse(iso);
+  // Data times are naive: read as UTC (dataMs), as the axis labels are drawn, whatever the browser's zone (read as
+  // local time, a day after a daylight-saving change was 23 or 25 hours long and its labels were a day off).
+  const t = dataMs;
   const markers = [];
   for (let i = 1; i < s.forecasts.ds.length; i++) {
     const a = s.forecasts.model_version[i - 1], b = s.forecasts.model_version[i];
     if (a !== b && b !== null) markers.push({ x: t(s.forecasts.ds[i]), label: `v${b}`, title: `version ${b} forecasts from ${ds(s.forecasts.ds[i])}` });
   }
-  const spans = s.abnormal_periods.map((p) => ({ x0: t(p.start), x1: t(p.end), color: "#f3d9b8", label: `abnormal (${p.scope}): ${p.reason || ""}` }));
+  const spans = s.abnormal_periods.map((p) => ({ x0: t(p.start), x1: t(p.end), color: "#f3d9b8",
+    label: shown(`abnormal (${p.scope}): ${p.reason || ""}`) }));
   // A line breaks where more than three of the data's own steps are missing (hourly data: 3 h; daily: 3 days).
   const maxGap = 3 * typicalStep((s.actuals.ds.length > 1 ? s.actuals.ds : s.forecasts.ds).map(t));
   chart("Actuals and forecasts", (box) => Charts.line(box, { xType: "time", label: "actuals and forecasts", markers, spans, width: 1520, height: 250,
@@ -534,7 +593,11 @@ async function renderStream(main, params, uid) {
         points: ticks.map((x) => [x.tick, x.reference_loss]) },
       { name: "loss", color: "#555", points: ticks.map((x) => [x.tick, x.loss]), dots: true,
         dotColor: (p, i) => VERDICT_COLORS[ticks.filter((x) => x.loss !== null)[i].verdict] || "#555",
-        dotTitle: (p, i) => { const x = ticks.filter((y) => y.loss !== null)[i]; return `tick ${x.tick}: loss ${fmt(x.loss)}, reference ${fmt(x.reference_loss)}, ${x.verdict}${x.reason ? " – " + x.reason : ""}`; } }] }));
+        dotTitle: (p, i) => {
+          const x = ticks.filter((y) => y.loss !== null)[i];
+          return shown(`tick ${x.tick}: loss ${fmt(x.loss)}, reference ${fmt(x.reference_loss)}, ${x.verdict}`
+            + `${x.reason ? " – " + x.reason : ""}`);
+        } }] }));
   chart("Test p-values (log scale; colour: verdict)", (box) => Charts.line(box, { ...span, xType: "linear", log: true, logFloor: 1e-8, yLabel: "p-value", label: "p-values",
     refs: s.params.alpha ? [{ y: s.params.alpha, label: `α ${s.params.alpha} (fleet FDR level)`, color: "#c0504d" }] : [],
     series: [{ name: "p-value", color: "#999", line: false, dots: true, points: ticks.map((x) => [x.tick, x.p_value]),
@@ -543,7 +606,8 @@ async function renderStream(main, params, uid) {
   // Full width under the two charts: in a half-width panel the cells of 30 ticks wrap onto two lines.
   grid.appendChild(h("div", { class: "panel chart-box wide verdict-box" }, h("div", { class: "verdict-strip", id: "verdict-strip" },
     h("span", { class: "muted", text: "verdict per tick: " }), ticks.map((x) => {
-    const cell = h("span", { class: "cell", title: `${tickData(x.tick, bounds)}: ${x.verdict}${x.reason ? " – " + x.reason : ""}`, text: String(x.tick) });
+    const cell = h("span", { class: "cell", text: String(x.tick),
+      title: shown(`${tickData(x.tick, bounds)}: ${x.verdict}${x.reason ? " – " + x.reason : ""}`) });
     cell.style.background = VERDICT_COLORS[x.verdict] || "#eee";
     return cell;
   }))));
@@ -592,7 +656,7 @@ function versionTimeline(s, bounds) {
     h("span", { text: ` by ${c.moved_by}` }),
     c.tick !== null ? h("span", { class: "tick-data", text: ` · ${tickData(c.tick, bounds)}` }) : null,
     h("span", { class: "muted", text: ` · recorded ${when(c.at)}` }),
-    c.reason ? h("div", { class: "why", text: c.reason }) : null)));
+    c.reason ? h("div", { class: "why", text: shown(c.reason) }) : null)));
 }
 
 // The challenger check as people read it: "promoted · challenger mean loss 7.273 · champion mean loss 10.02 ·
@@ -650,18 +714,21 @@ function versionTable(s, root, bounds) {
           reason: reasonOf(root) }) });
     }
     return h("button", { type: "button", class: "small", text: `Promote v${m.version}`,
-      onclick: () => act("promote", { stream: s.unique_id, version: m.version, reason: reasonOf(root) }) });
+      // from_version as for a roll-back (0: no version serves), so a tab left open does not replace a model put in
+      // service since it loaded (by the agent or a colleague): the API refuses it, 422 on from_version
+      onclick: () => act("promote", { stream: s.unique_id, version: m.version, from_version: serving ?? 0,
+        reason: reasonOf(root) }) });
   };
   return table(["version", "model", "trained on", "created", "challenger check", ""], s.versions.slice().reverse().map((m) =>
     h("tr", { class: m.serving ? "serving" : "" },
       h("td", { text: `v${m.version}${m.serving ? " (serving)" : ""}` }),
-      h("td", {}, m.spec, m.artifact_pruned_at ? h("span", { class: "muted pruned", text: ` (artifact pruned ${
+      h("td", {}, shown(m.spec), m.artifact_pruned_at ? h("span", { class: "muted pruned", text: ` (artifact pruned ${
         m.artifact_pruned_at.slice(0, 10)})`, title: "its model file was deleted by version retention ([registry] "
         + `keep_versions) at ${when(m.artifact_pruned_at)}: history only, it cannot be put back in service` }) : null),
       h("td", {}, dated(m.train_end ? `${ds(m.train_start)} → ${ds(m.train_end)}` : "–")),
       h("td", {}, dated([tickData(m.created_tick, bounds), when(m.created_at)].filter(Boolean).join(" · "))),
       // Each "label value" pair stays on one line (short ones; a long free-text reason may wrap).
-      h("td", { class: "check" }, checkText(m.check).split(" · ").map((part, i) => [i ? " · " : null,
+      h("td", { class: "check" }, shown(checkText(m.check)).split(" · ").map((part, i) => [i ? " · " : null,
         part.length <= 40 ? h("span", { class: "nobr", text: part }) : part])),
       h("td", {}, button(m)))));
 }
@@ -682,8 +749,22 @@ function streamActions(s, zones) {
   const direct = h("input", { id: "retrain-direct", type: "checkbox" });
   const start = h("input", { id: "abnormal-start", type: "datetime-local" });
   const end = h("input", { id: "abnormal-end", type: "datetime-local" });
-  const delta = h("input", { id: "param-delta", type: "number", step: "0.01", min: "0", placeholder: String(s.params.delta ?? ""), value: s.overrides.delta ?? "" });
-  const cooldown = h("input", { id: "param-cooldown", type: "number", step: "1", min: "0", placeholder: String(s.params.cooldown_ticks ?? ""), value: s.overrides.cooldown_ticks ?? "" });
+  // Text fields, read by numberIn: a number field hides what was typed ("0,1" became 01, "1e400" an empty value).
+  const delta = h("input", { id: "param-delta", type: "text", inputmode: "decimal", size: "8",
+    placeholder: String(s.params.delta ?? ""), value: s.overrides.delta ?? "" });
+  const cooldown = h("input", { id: "param-cooldown", type: "text", inputmode: "numeric", size: "6",
+    placeholder: String(s.params.cooldown_ticks ?? ""), value: s.overrides.cooldown_ticks ?? "" });
+  const setParams = () => {
+    let params;
+    try {
+      params = { delta: numberIn(delta, "δ (delta)", false),
+        cooldown_ticks: numberIn(cooldown, "cooldown ticks", true) };
+    } catch (e) {
+      toast(`set-params refused: ${e.message}; nothing was sent`, true);
+      return null;
+    }
+    return act("set-params", { ...one, reason: r(), params });
+  };
   const r = () => reasonOf(box);
   box.append(reason,
     h("div", { class: "row" },
@@ -706,18 +787,37 @@ function streamActions(s, zones) {
       h("button", { type: "button", text: "Approve the waiting challenger", onclick: () => act("approve", { stream: s.unique_id, reason: r() }) }),
       h("button", { type: "button", text: "Reject it", onclick: () => act("reject", { stream: s.unique_id, reason: r() }) })),
     h("div", { class: "row" },
-      h("button", { type: "button", text: "Set parameters", onclick: () => act("set-params", { ...one, reason: r(),
-        params: { delta: delta.value === "" ? null : Number(delta.value), cooldown_ticks: cooldown.value === "" ? null : Number(cooldown.value) } }) }),
+      h("button", { type: "button", id: "btn-params", text: "Set parameters", onclick: setParams }),
       h("label", {}, " δ ", delta), h("label", {}, " cooldown ticks ", cooldown), h("span", { class: "muted", text: " (empty: the project's default)" })));
   return box;
+}
+
+// A parameter field's value: null for a field left empty (the project's default, as the form says), else the
+// number written in it, plainly (0.05, 1e-3; a point, not a comma). Anything else throws an Error naming the field:
+// never sent as null (which restores the default) nor as another number.
+function numberIn(input, label, integer) {
+  const text = input.value.trim();
+  input.removeAttribute("aria-invalid");
+  let why = null;
+  if (input.validity.badInput) why = "is not a number the browser could read";
+  else if (text === "") return null;
+  else if (!/^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$/.test(text)) why = "is not a number (write it with a point: 0.1)";
+  else if (!isFinite(Number(text))) why = "is out of range";
+  else if (integer && !Number.isInteger(Number(text))) why = "is not a whole number";
+  if (why === null) return Number(text);
+  input.setAttribute("aria-invalid", "true");
+  input.focus();
+  throw new Error(`${label}: ${JSON.stringify(text)} ${why}`);
 }
 
 function actionsTable(items, root) {
   if (!items.length) return h("p", { class: "muted", text: "none" });
   return table(["id", "stream", "kind", "parameters", "status", "by", "when", "reason", "outcome", ""], items.map((a) => h("tr", { class: `action-${a.status}` },
     h("td", { text: a.id }), h("td", {}, streamLink(a.unique_id)), h("td", { text: a.kind }),
-    h("td", { text: Object.entries(a.params).map(([k, v]) => `${k}=${v}`).join(" ") }), h("td", { text: a.status + (a.applied_tick !== null ? ` (tick ${a.applied_tick})` : "") }),
-    h("td", { text: a.created_by }), h("td", { text: when(a.created_at) }), h("td", { text: a.reason || "" }), h("td", { text: a.outcome || "" }),
+    h("td", { text: shown(Object.entries(a.params).map(([k, v]) => `${k}=${v}`).join(" ")) }),
+    h("td", { text: a.status + (a.applied_tick !== null ? ` (tick ${a.applied_tick})` : "") }),
+    h("td", { text: a.created_by }), h("td", { text: when(a.created_at) }), h("td", { text: shown(a.reason || "") }),
+    h("td", { text: shown(a.outcome || "") }),
     h("td", {}, a.status === "pending" && can("operator") ? h("button", { type: "button", class: "small", text: "cancel", onclick: () => act("cancel-action", { ids: [a.id], reason: reasonOf(root) }) }) : null))));
 }
 
@@ -726,7 +826,8 @@ function auditTable(items) {
   return table(["#", "when", "who", "action", "target", "parameters", "reason"], items.map((a) => h("tr", {},
     h("td", { text: a.id }), h("td", { text: when(a.at) }), h("td", { text: a.actor }), h("td", { class: "audit-action", text: a.action }),
     h("td", {}, a.target && a.target.startsWith("stream:") ? streamLink(a.target.slice(7)) : h("span", { text: shown(a.target || "") })),
-    h("td", { class: "params", text: JSON.stringify(a.params) }), h("td", { text: a.reason || "" }))), "grid audit");
+    h("td", { class: "params", text: shown(JSON.stringify(a.params)) }),
+    h("td", { text: shown(a.reason || "") }))), "grid audit");
 }
 
 // -- actions, audit, tokens ---------------------------------------------------------------------------------
@@ -747,7 +848,7 @@ async function renderActions(main, params) {
 async function renderAudit(main, params) {
   const q = new URLSearchParams({ page: params.get("page") || 1, per_page: 50 });
   for (const k of ["actor", "action", "q"]) if (params.get(k)) q.set(k, params.get(k));
-  const data = await api("GET", `/api/audit?${q}`);
+  const data = await refusable(api("GET", `/api/audit?${q}`));
   const go = (changes) => { const p = new URLSearchParams(params); for (const [k, v] of Object.entries(changes)) { if (v) p.set(k, v); else p.delete(k); } location.hash = `#/audit?${p}`; };
   const actor = h("input", { type: "text", "aria-label": "actor", placeholder: "who (user:ana, agent)", value: params.get("actor") || "" });
   const action = h("input", { type: "text", "aria-label": "action", placeholder: "action (pin, rollback…)", value: params.get("action") || "" });
@@ -755,7 +856,7 @@ async function renderAudit(main, params) {
   const form = h("form", { class: "toolbar" }, actor, action, text, h("button", { type: "submit", text: "Filter" }));
   form.addEventListener("submit", (ev) => { ev.preventDefault(); go({ actor: actor.value.trim(), action: action.value.trim(), q: text.value.trim(), page: 1 }); });
   main.append(h("h1", { text: "Audit log" }), h("p", { class: "muted", text: "Every action, by whom, when and why. Append-only: the database refuses changes to it." }),
-    form, auditTable(data.items), pager(data, (p) => go({ page: p })));
+    form, ...(data.refused ? [refusal(data)] : [auditTable(data.items), pager(data, (p) => go({ page: p }))]));
 }
 
 async function renderTokens(main) {
@@ -807,7 +908,8 @@ async function route() {
     if (generation === routeGeneration) main.replaceChildren(fresh);
   } catch (e) {
     if (e.status === 401 || generation !== routeGeneration) return;
-    main.replaceChildren(h("div", { class: "panel error", role: "alert", text: `Could not load this page: ${e.message}` }));
+    main.replaceChildren(h("div", { class: "panel error", role: "alert",
+      text: shown(`Could not load this page: ${e.message}`) }));
   }
 }
 

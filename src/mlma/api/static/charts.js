@@ -55,11 +55,13 @@ const Charts = (() => {
     return v.toExponential(0);
   }
 
+  // Time axes show data times, which are naive and read as UTC (app.js dataMs): labelled and ticked in UTC, never
+  // in the browser's zone (where a daylight-saving change made a 23- or 25-hour day and repeated a date).
   function fmtTime(ms, span) {
     const d = new Date(ms);
     const p = (n) => String(n).padStart(2, "0");
-    const day = `${p(d.getMonth() + 1)}-${p(d.getDate())}`;
-    return span < 3 * 86400e3 ? `${day} ${p(d.getHours())}h` : day;
+    const day = `${p(d.getUTCMonth() + 1)}-${p(d.getUTCDate())}`;
+    return span < 3 * 86400e3 ? `${day} ${p(d.getUTCHours())}h` : day;
   }
 
   // Scales for an x domain and a y domain (log or linear) onto the plot area.
@@ -116,7 +118,7 @@ const Charts = (() => {
     const day = 86400e3, span = hi - lo;
     const step = span <= 2 * day ? 6 * 3600e3 : span <= 16 * day ? day : span <= 60 * day ? 7 * day : 30 * day;
     const out = [];
-    const first = new Date(lo); first.setHours(0, 0, 0, 0);
+    const first = new Date(lo); first.setUTCHours(0, 0, 0, 0);
     for (let v = first.getTime(); v <= hi; v += step) if (v >= lo) out.push(v);
     return out;
   }
