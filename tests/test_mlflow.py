@@ -339,6 +339,39 @@ def test_one_streams_trouble_in_mlflow_stays_with_that_stream(tmp_path, platform
         assert len(runs) == 0
 
 
+def test_a_version_whose_file_was_damaged_before_mlflow_had_it_goes_with_a_note_and_the_stream_goes_on(
+        tmp_path, platform):
+    """A model file damaged (its bytes no longer hash to its name) before MLflow had its version failed every
+    publish of that stream, for good: its later versions and the alias stayed behind while mlma served a newer
+    version. Now the damaged version goes with a note in place of the model (tagged mlma.artifact_broken), the
+    stream's later versions and alias follow, and `init --from-mlflow` on it is refused naming the damage."""
+    from mlma.mlflow_sync import BROKEN_NOTE, import_model
+
+    config, zones = _started_replica(tmp_path, platform)
+    uid = zones[2]
+    with Store.open(config.store_url) as store:
+        registry = ModelRegistry(store, config.artifacts_dir)
+        sync = project_sync(config)
+        assert sync.sync(registry).error is None
+        registry.register(uid, {"refit of": uid, "n": 2}, spec="ridge", promote=True)
+        path = registry.artifacts.path(registry.version(uid, 2).artifact_sha256)
+        path.write_bytes(b"garbage")
+        registry.register(uid, {"refit of": uid, "n": 3}, spec="ridge", promote=True)
+        report = sync.sync(registry)
+        assert report.error is None and report.failed_streams == 0, report
+        in_mlflow, aliases = mlflow_state(sync)
+        assert {(uid, 2), (uid, 3)} <= set(in_mlflow) and aliases[uid] == 3
+        runs = sync.client.search_runs([sync._experiment()], filter_string=f"tags.`mlma.unique_id` = '{uid}' "
+                                                                          "and tags.`mlma.version` = '2'")
+        assert len(runs) == 1 and "is corrupted" in runs[0].data.tags["mlma.artifact_broken"]
+        artifacts = [a.path for a in sync.client.list_artifacts(runs[0].info.run_id, "model")]
+        assert artifacts == [f"model/{BROKEN_NOTE}"]
+        with pytest.raises(ValueError, match="holds no model: The model file of mlma version 2 .* was found damaged"):
+            import_model(f"models:/{registered_name('mlma.', uid)}/{in_mlflow[(uid, 2)].version}",
+                         config.mlflow.tracking_uri, tmp_path / "imported")
+        assert sync.sync(registry).versions == 0                # delivered once, not again
+
+
 def test_a_version_pruned_before_mlflow_had_it_is_delivered_without_its_model(tmp_path, platform):
     """MLflow was down while the agent re-trained, then version retention (`[registry] keep_versions`) deleted the
     model files of old versions MLflow had not received: each publish offered the oldest of them first, failed

@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from mlma.registry import (
+    ArtifactCorrupted,
     ArtifactStore,
     ChampionChange,
     DeliveryRefused,
@@ -54,7 +55,8 @@ from mlma.registry import (
     RegistryListener,
 )
 
-__all__ = ["MlflowSettings", "MlflowSync", "PRUNED_NOTE", "parse_settings", "project_sync", "pruned_note",
+__all__ = ["BROKEN_NOTE", "MlflowSettings", "MlflowSync", "PRUNED_NOTE", "broken_note", "parse_settings",
+           "project_sync", "pruned_note",
            "registered_name", "import_model", "project_stem", "free_project_stem", "settings_toml"]
 
 log = logging.getLogger("mlma.mlflow")
@@ -389,26 +391,41 @@ class MlflowSync(RegistryListener):
         # The model file first: a version whose file is lost fails before it leaves a run behind in MLflow. A
         # version pruned by mlma's version retention has none by design: it goes with a note instead, or it and
         # every later version of its stream would fail at each publish for good.
-        model_bytes = None if version.pruned else self.artifacts.get_bytes(version.artifact_sha256)
+        # A damaged file (its bytes no longer hash to its name) will not mend itself either: the version goes with
+        # a note, so that the stream's later versions and its alias are not held back behind it at every publish.
+        # A missing file is left to fail: the artifacts folder may be the wrong one, or not mounted yet.
+        model_bytes, broken = None, None
+        if not version.pruned:
+            try:
+                model_bytes = self.artifacts.get_bytes(version.artifact_sha256)
+            except ArtifactCorrupted as exc:
+                broken = str(exc)
+                log.warning("stream %r: mlma version %d goes to MLflow without its model: %s", version.unique_id,
+                            version.version, broken)
         with _refusals_are_the_streams():
             name = self._registered_model(version.unique_id)
             # Another process (`mlma mlflow sync`, a second agent) may have logged it since this one read MLflow.
             number = self._held_number(name, version.unique_id, version.version)
         if number is None:
-            number = self._log_version(name, version, model_bytes)
+            number = self._log_version(name, version, model_bytes, broken)
         self._numbers[(version.unique_id, version.version)] = number
         self._seen_versions[version.unique_id] = max(self._seen_versions.get(version.unique_id, 0), version.version)
 
-    def _log_version(self, name: str, version: ModelVersion, model_bytes: bytes | None) -> str:
+    def _log_version(self, name: str, version: ModelVersion, model_bytes: bytes | None,
+                     broken: str | None = None) -> str:
         """A run and a model version for ``version``; returns MLflow's version number. ``model_bytes`` None: the
-        version's artifact was pruned, and the run holds :func:`pruned_note` instead of the model."""
+        version's artifact was pruned, and the run holds :func:`pruned_note` instead of the model, or (``broken``,
+        the error) it is damaged, and the run holds :func:`broken_note`."""
         client = self.client
         tags = {"mlma.unique_id": version.unique_id, "mlma.version": str(version.version),
                 "mlma.spec": version.spec, "mlma.artifact_sha256": version.artifact_sha256,
                 "mlma.check": str(version.check.get("result", "")), "mlflow.runName":
                 f"{version.unique_id} v{version.version}"}
         description = f"mlma version {version.version} of {version.unique_id}"
-        if model_bytes is None:
+        if broken is not None:
+            tags["mlma.artifact_broken"] = broken[:5000]
+            description += "; its model file was found damaged when it was mirrored"
+        elif model_bytes is None:
             tags["mlma.artifact_pruned"] = version.artifact_pruned_at.isoformat()
             description += (f"; its model file was deleted by mlma's version retention on "
                             f"{version.artifact_pruned_at:%Y-%m-%d %H:%M} UTC, before it was mirrored")
@@ -429,7 +446,10 @@ class MlflowSync(RegistryListener):
             if reason:
                 client.set_tag(run_id, "mlma.reason", str(reason)[:5000])
             with tempfile.TemporaryDirectory() as tmp:
-                if model_bytes is None:
+                if broken is not None:
+                    path = Path(tmp) / BROKEN_NOTE
+                    path.write_text(broken_note(version, broken), encoding="utf-8")
+                elif model_bytes is None:
                     path = Path(tmp) / PRUNED_NOTE
                     path.write_text(pruned_note(version), encoding="utf-8")
                 else:
@@ -490,6 +510,8 @@ class MlflowSync(RegistryListener):
 
 #: The file a pruned version's run holds in its ``model`` folder instead of ``model.pkl``.
 PRUNED_NOTE = "ARTIFACT_PRUNED.txt"
+#: The file a version's MLflow run holds in place of a model file found damaged when it was mirrored.
+BROKEN_NOTE = "ARTIFACT_BROKEN.txt"
 
 
 def pruned_note(version: ModelVersion) -> str:
@@ -513,6 +535,15 @@ def pruned_note(version: ModelVersion) -> str:
             f"{version.artifact_pruned_at:%Y-%m-%d %H:%M} UTC, before this version was mirrored to MLflow. The run "
             f"keeps the version's parameters, metrics and tags; the model itself cannot be loaded, from mlma or from "
             f"here.")
+
+
+def broken_note(version: ModelVersion, error: str) -> str:
+    """What the run of a version whose model file was found damaged when mirrored holds instead of the model."""
+    return (f"The model file of mlma version {version.version} of stream {version.unique_id!r} (artifact sha256 "
+            f"{version.artifact_sha256}, {version.artifact_bytes} bytes) was found damaged when this version was "
+            f"mirrored to MLflow ({error}). The run keeps the version's parameters, metrics and tags; the model "
+            f"itself cannot be loaded, from mlma or from here. mlma does not serve this version (it rolls back from "
+            f"it, escalated as artifact-broken).")
 
 
 def project_sync(config) -> MlflowSync | None:
@@ -645,8 +676,9 @@ def _unpickled(path: Path, label: str):
 def _load_downloaded(local: Path, label: str):
     if local.is_file():
         return _unpickled(local, label)
-    if (local / PRUNED_NOTE).is_file():  # a version mlma mirrored after its version retention deleted the model
-        raise ValueError(f"{label} holds no model: {(local / PRUNED_NOTE).read_text(encoding='utf-8').strip()}")
+    for note in (PRUNED_NOTE, BROKEN_NOTE):  # a version mlma mirrored without its model (deleted, damaged)
+        if (local / note).is_file():
+            raise ValueError(f"{label} holds no model: {(local / note).read_text(encoding='utf-8').strip()}")
     if (local / "MLmodel").is_file():
         import mlflow.sklearn  # noqa: PLC0415 - optional extra
 
