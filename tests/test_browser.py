@@ -78,9 +78,10 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(browser):
-    context = browser.new_context(viewport={"width": 1366, "height": 800})
+@contextlib.contextmanager
+def checked_page(browser, **options):
+    """A page in a new browser context (``options``: e.g. ``timezone_id``), failing on a JavaScript error."""
+    context = browser.new_context(viewport={"width": 1366, "height": 800}, **options)
     tab = context.new_page()
     tab.set_default_timeout(15_000)
     errors: list[str] = []
@@ -88,6 +89,12 @@ def page(browser):
     yield tab
     context.close()
     assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser):
+    with checked_page(browser) as tab:
+        yield tab
 
 
 def log_in(page, site, role="operator"):

@@ -13,7 +13,7 @@ import re
 import pandas as pd
 import pytest
 
-from test_browser import browser, log_in, serving  # noqa: F401  (browser: the module's chromium fixture)
+from test_browser import browser, checked_page, log_in, serving  # noqa: F401  (browser: the module's chromium fixture)
 
 # Berlin leaves summer time on 2025-10-26 at 01:00 UTC.
 WEEKS = ("two-weeks", pd.date_range("2025-10-20", "2025-11-02 23:00", freq="h"))
@@ -38,14 +38,8 @@ def site(tmp_path_factory):
 
 @pytest.fixture
 def berlin(browser):  # noqa: F811  (the imported fixture)
-    context = browser.new_context(viewport={"width": 1366, "height": 800}, timezone_id="Europe/Berlin")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    with checked_page(browser, timezone_id="Europe/Berlin") as page:
+        yield page
 
 
 def _axis(page, uid: str) -> tuple[list[tuple[str, float]], list[float]]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from test_browser import browser, log_in, serving  # noqa: F401  (browser: the module's chromium fixture)
+from test_browser import browser, checked_page, log_in, serving  # noqa: F401  (browser: the module's chromium fixture)
 
 CITIES = 700
 
@@ -40,14 +40,8 @@ def site(tmp_path_factory):
 
 @pytest.fixture
 def page(browser):  # noqa: F811  (the imported fixture)
-    context = browser.new_context(viewport={"width": 1366, "height": 800})
-    tab = context.new_page()
-    tab.set_default_timeout(15_000)
-    errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    with checked_page(browser) as tab:
+        yield tab
 
 
 def _offers(page, field: str) -> list[str]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_browser import browser, log_in, serving  # noqa: F401  (browser: the module's chromium fixture)
+from test_browser import browser, checked_page, log_in, serving  # noqa: F401  (browser: the module's chromium fixture)
 
 STREAMS = ("z1", "z2")
 
@@ -52,14 +52,8 @@ def site(request, tmp_path_factory):
 @pytest.fixture
 def tab(browser):  # noqa: F811  (the imported fixture)
     """A page in a browser whose wall clock is Berlin's (UTC+1 in January), failing on a JavaScript error."""
-    context = browser.new_context(viewport={"width": 1366, "height": 800}, timezone_id="Europe/Berlin")
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield page
-    context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    with checked_page(browser, timezone_id="Europe/Berlin") as page:
+        yield page
 
 
 def last_period(store) -> tuple:

@@ -139,6 +139,30 @@ def test_a_re_training_queued_for_a_stream_whose_champion_is_damaged_is_carried_
         assert set(store.forecasts(tick).set_index("unique_id").loc[uid, "model_version"]) == {3}
 
 
+def test_a_tick_after_a_persons_roll_back_counts_the_agents_own_promotion_of_that_stream(project):
+    """A person rolled a stream back between ticks and queued a re-training served at once: the tick served the
+    new version, but its summary (the CLI's line, mlma status, the fleet page) said "0 promoted", the person's
+    roll-back and the agent's promotion sharing one flag per stream. The roll-back is not the agent's; the
+    re-training's promotion is."""
+    root, store, live, ops, chunks = project
+    uid = store.streams()["unique_id"].iloc[4]
+    ops.force_retrain([uid], direct=True, by="user:ana")
+    tick_next_day(store, live, chunks)
+    assert ops.registry.champion(uid).version == 2
+    ops.rollback(uid, 1, by="user:ana", reason="v2 over-forecasts")
+    ops.force_retrain([uid], direct=True, by="user:ana", reason="again, from v1")
+    chunk = next(chunks)
+    store.ingest_frame(chunk, f"day-{chunk['ds'].min()}")
+    result = live.step()
+    assert ops.registry.champion(uid).version == 3
+    assert result.summary.promoted == 1 and result.summary.retrains >= 1
+    assert store.ticks().set_index("tick").loc[result.tick, "summary"]["promoted"] == 1
+    ops.rollback(uid, 2, by="user:ana", reason="a roll-back alone is no promotion of the agent")
+    chunk = next(chunks)
+    store.ingest_frame(chunk, f"day-{chunk['ds'].min()}")
+    assert live.step().summary.promoted == 0
+
+
 def test_a_damaged_challenger_is_dropped_and_the_policy_stops_waiting_for_it(project):
     """A person's re-training puts a challenger in shadow; its artifact is damaged before the tick that would
     judge it. The tick drops it (escalated, its check recorded as rejected) and tells the policy: the growth

@@ -233,6 +233,10 @@ class TickReport:
     #: Streams whose new serving model a person chose this tick (an approval, a roll-back or promotion in the
     #: registry), as opposed to the agent's own check promoting its challenger.
     chosen_by_person: np.ndarray | None = None
+    #: New models the agent put in service this tick: challengers promoted by their check or by a person's
+    #: approval, re-trainings served at once; not a model a person put in service in the registry (a roll-back),
+    #: even on a stream the agent then re-trained in the same tick (``promoted`` marks streams, and would lose it).
+    promotions: int = 0
 
     @property
     def challengers(self) -> list[int]:
@@ -491,11 +495,15 @@ class Agent:
                                              skip=replacing, pinned=pinned)
         judged_promoted = promoted.copy()
         self._decide_approvals(k, controls, promoted, rejected)
+        # The agent's own promotions (its checks, a person's approval of its challenger), counted before a
+        # person's move in the registry marks its streams promoted too.
+        promotions = int(promoted.sum())
         self._adopt(k, controls.adopt, promoted)
         self._restore(k, controls.restore)
         # A model a person put in service this tick (an approval, a roll-back, a promotion): their choice stands,
         # against a forced re-training they queued before it, not one queued after it.
-        by_person = (adopted | (promoted & ~judged_promoted)) & ~controls.mask("force_after_choice", n)
+        by_person_served = adopted | (promoted & ~judged_promoted)
+        by_person = by_person_served & ~controls.mask("force_after_choice", n)
 
         # Nor is it re-trained automatically: the verdict says what the policy would have done.
         held = pinned & decision.retrain
@@ -551,6 +559,7 @@ class Agent:
                     new_models.append(NewModel(fm, "champion", reason))
             if served:
                 promoted[served] = True
+                promotions += len(served)
                 self.policy.on_new_model(np.array(served), k)
         self._record_failures(k, failed, escalations)
 
@@ -590,7 +599,7 @@ class Agent:
                           reference_loss=reference, flagged=flagged,
                           serving=serving, issued=self.forecast, forecast_failed=forecast_failed,
                           shadow_failed=shadow_failed, replaced=replaced,
-                          chosen_by_person=adopted | (promoted & ~judged_promoted))
+                          chosen_by_person=by_person_served, promotions=promotions)
 
     def _decide_approvals(self, k: int, controls: Controls, promoted: np.ndarray, rejected: np.ndarray) -> None:
         """Serve or drop challengers that waited for a person's approval."""

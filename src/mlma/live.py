@@ -986,8 +986,7 @@ class LiveAgent:
                 if filled:  # naming the drivers and streams: whose feed to mend
                     log.warning("tick %s: %s", k, service.driver_fill_message(k + 1))
             # The next tick's bounds go in the summary for `mlma status`'s quick path (mlma.store.glance).
-            summary = _summary(report, n, start, time.perf_counter() - started, filled, _next_tick(timing, k + 1),
-                               moved_by_people=list(controls.adopt))
+            summary = _summary(report, n, start, time.perf_counter() - started, filled, _next_tick(timing, k + 1))
             # Streams whose next fit runs alone (ModelService.suspects): the next tick may be another process.
             encoding.add({f"live.{name}": v for name, v in live.items()}
                          | {"live.fit_suspects": np.array([s for s in service.suspects if s < n], np.int64)})
@@ -2186,13 +2185,11 @@ def name_model_versions(escalations: list[Escalation], versions: dict[str, np.nd
 
 
 def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_values_filled: int | None,
-             next_tick: NextTick | None = None, moved_by_people: Sequence[int] = ()) -> TickSummary:
+             next_tick: NextTick | None = None) -> TickSummary:
     """The tick's :class:`~mlma.store.records.TickSummary`. The loss ratio compares the streams' losses with
     the references they were judged against (the references at the start of the tick). ``promoted`` counts the
-    agent's promotions: the ``moved_by_people`` models a person put in service, which the agent serves from
-    this tick (their streams), are not among them (the audit log has those)."""
-    promoted = report.promoted.copy()
-    promoted[[s for s in moved_by_people if 0 <= s < len(promoted)]] = False
+    agent's promotions (:attr:`~mlma.agent.TickReport.promotions`): the models a person put in service in the
+    registry, which the agent serves from this tick, are not among them (the audit log has those)."""
     verdicts = {v.label: 0 for v in Verdict}
     if not start:
         counts = np.bincount(report.decision.verdict.astype(np.int64), minlength=len(Verdict))
@@ -2205,7 +2202,7 @@ def _summary(report: TickReport, n: int, start: bool, seconds: float, driver_val
         n_streams=n,
         verdicts=verdicts,
         retrains=int(report.retrained.sum()),
-        promoted=int(promoted.sum()),
+        promoted=int(report.promotions),
         rejected=int(report.rejected.sum()) if report.rejected is not None else 0,
         initial_fits=int(report.initial_fit.sum()),
         fit_failures=len(report.failed),
