@@ -219,8 +219,9 @@ def test_a_repeat_interval_under_a_minute_is_refused(sqlite_store, hook):
     for value in ("-1s", -5):
         with pytest.raises(AlertConfigError, match="repeat_interval"):
             parse_receivers([{**good, "repeat_interval": value}])
-    with pytest.raises(AlertConfigError, match="repeat_interval must be at least 60 seconds"):
-        Receiver(name="ops", url="http://127.0.0.1:1/h", repeat_interval=0)
+    for value in (0, -1, "30s", float("nan")):  # built in Python: the range said is the one checked
+        with pytest.raises(AlertConfigError, match="repeat_interval must be at least 60 seconds"):
+            Receiver(name="ops", url="http://127.0.0.1:1/h", repeat_interval=value)
     assert [r.repeat_interval for r in parse_receivers([{**good, "repeat_interval": "1m"}])] == [60.0]
     assert Receiver(name="ops", url="http://127.0.0.1:1/h", repeat_interval=60).repeat_interval == 60.0
 

@@ -637,6 +637,12 @@ def test_a_promotion_from_a_stale_view_is_refused_and_one_from_the_serving_versi
     retry = env.act("promote", {"stream": uid, "version": 2, "from_version": 1})   # it serves already: a no-op
     assert retry.status_code == 200 and retry.json()["changed"] == 0
     assert env.act("promote", {"stream": uid, "version": 1, "from_version": -1}).status_code == 422
+    # A stream no version has served yet: a promotion "from version 1" is refused (it was a 500, an IndexError).
+    env.store.stream_ids(["never-served"])
+    env.registry.register("never-served", {"a model": 1}, spec="ridge", promote=False)
+    unseen = env.act("promote", {"stream": "never-served", "version": 1, "from_version": 1})
+    assert unseen.status_code == 422 and "no version does; nothing was promoted" in unseen.json()["detail"][0]["msg"]
+    assert env.act("promote", {"stream": "never-served", "version": 1, "from_version": 0}).status_code == 200
 
 
 def test_escalations_acknowledge_silence_resolve_reopen(env):

@@ -464,6 +464,14 @@ def test_an_attribute_name_holding_an_equals_sign_is_refused_and_nothing_changes
         with pytest.raises(ValueError, match="'a=b' cannot name an attribute"):
             store.set_attributes({ids[0]: {"city": "c9", "a=b": "x"}})
         assert not store.streams()["attributes"].map(bool).any()
+        # One an older mlma stored can be removed, from Python and by a file whose cells are all blank.
+        store._merge_json("attributes", {0: {"reg=ion": "north", "city": "c1"}, 1: {"reg=ion": "south"}})
+        store.set_attributes({store.unique_ids([0])[0]: {"reg=ion": None}})
+        assert "reg=ion" not in store.streams()["attributes"].iloc[0]
+    pd.DataFrame({"unique_id": ids, "reg=ion": [None] * len(ids)}).to_csv(table, index=False)
+    assert cli(project, "attributes", str(table)).returncode == 0
+    with Store.open(load_config(project).store_url) as store:
+        assert not any("reg=ion" in a for a in store.streams()["attributes"])
 
 
 def test_a_port_out_of_range_is_refused_by_the_option(project):

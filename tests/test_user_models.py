@@ -305,14 +305,22 @@ def test_the_backtest_says_a_failed_re_training_kept_its_model_and_a_failed_firs
                                terminal_width=400)
     assert later.exit_code == 0, later.output
     text = " ".join(later.output.split())
-    assert f"note: always: {TICKS - 1} re-training(s) failed; each stream's serving model stayed" in text, text
+    assert (f"note: always: {TICKS - 1} fit(s) of streams that had a model failed (re-trainings, retries of a "
+            "fall-back); each stream's model stayed" in text), text
+    assert "fell back to a simpler model (fit failed 4): those streams were forecast by seasonal naive or the " \
+           "mean, not hostile:FitRefusesLater, except re-trainings whose own fit failed" in text, text
     assert "were not scored" not in text, text
     first = CliRunner().invoke(app, [*args, "--model", "hostile:FitRaises", "--out", str(tmp_path / "b")],
                                terminal_width=400)
     text = " ".join(first.output.split())
     assert "fit(s) of streams without a model yet and 0 forecast(s) failed: the ticks they cost were not " \
            "scored" in text, text
-    assert "re-training(s) failed" not in text, text
+    assert "fit(s) of streams that had a model failed" not in text, text
+    short = CliRunner().invoke(app, [*args, "--model", "hostile:FitShortOfDataLater", "--out", str(tmp_path / "c")],
+                               terminal_width=400)
+    text = " ".join(short.output.split())
+    assert "(short history 4): those streams were forecast by seasonal naive or the mean" in text, text
+    assert "except re-trainings" not in text and "failed" not in text, text
 
 
 def test_a_model_short_of_data_for_a_stream_is_a_short_history_not_a_failed_fit(platform, hostile):

@@ -434,6 +434,8 @@ class Agent:
         self.silence.update(observed > 0, known=has_model)  # a stream with a model has launched
         adopted = np.zeros(n, dtype=bool)
         adopted[[s for s in controls.adopt if 0 <= s < n]] = True
+        restored = np.zeros(n, dtype=bool)
+        restored[[s for s in controls.restore if 0 <= s < n]] = True
         forced = controls.mask("force_retrain", n) & has_model
         # A person's forced re-training replaces the stream's challenger (in shadow or waiting for approval): it
         # is not judged this tick, the stream is re-trained below, and the challenger is dropped once the new
@@ -453,7 +455,9 @@ class Agent:
         self.drop_challengers(np.flatnonzero(adopted & pending), k)
         # Streams not re-trained this tick whatever the policy says: a re-trained model still being judged (in
         # shadow or waiting for approval), or a model a person put in service now.
-        busy = (self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL) | adopted
+        # A model put back in place of one that cannot be loaded is not re-trained on the broken one's evidence
+        # either (a person's forced re-training is carried out all the same).
+        busy = (self.challenger != NO_MODEL) | (self.awaiting != NO_MODEL) | adopted | restored
         reference = self.policy.reference_mean()
         obs = TickObservation(
             tick=k,
@@ -571,7 +575,8 @@ class Agent:
 
         # Not retried on a fall-back: a stream whose model changed this tick, or a pinned one (never re-trained
         # automatically, a young stream on its fall-back too).
-        initial, initial_seconds = self._bring_up(k, escalations, failed, promoted | rejected | retrain | pinned,
+        initial, initial_seconds = self._bring_up(k, escalations, failed,
+                                                  promoted | rejected | retrain | pinned | restored,
                                                   new_models=new_models)
         # The policy's arrays do not change from here to the end of the tick.
         if self.on_policy_settled is not None:

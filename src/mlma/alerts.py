@@ -282,16 +282,14 @@ class Receiver:
         object.__setattr__(self, "kinds", kinds)
         object.__setattr__(self, "group_by", group_by)
         object.__setattr__(self, "headers", headers)
-        repeat = self.repeat_interval
-        if isinstance(repeat, (int, float)) and not isinstance(repeat, bool) and 0 <= repeat < MIN_REPEAT_SECONDS:
-            raise AlertConfigError(_too_soon(repeat))
-        for key, high in (("repeat_interval", math.inf), ("backoff_seconds", _MAX_BACKOFF),
-                          ("max_backoff_seconds", _MAX_BACKOFF)):
+        for key, low, high in (("repeat_interval", MIN_REPEAT_SECONDS, math.inf), ("backoff_seconds", 0, _MAX_BACKOFF),
+                               ("max_backoff_seconds", 0, _MAX_BACKOFF)):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not 0 <= value <= high:
-                raise bad(key, "a number >= 0" if high == math.inf else f"a number of seconds from 0 to {high:g}",
-                          value)
+                    or not low <= value <= high:
+                if key == "repeat_interval":
+                    raise AlertConfigError(_too_soon(value))
+                raise bad(key, f"a number of seconds from 0 to {high:g}", value)
             object.__setattr__(self, key, float(value))
         value = self.timeout_seconds
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \

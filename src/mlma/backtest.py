@@ -180,8 +180,9 @@ class _Accumulator:
         self.forecast_failures = 0
         #: Fits that failed (TickReport.failed): the stream kept its model, or had none.
         self.fit_failures = 0
-        #: Of the failed fits, re-trainings: the stream's serving model stayed and forecast on.
-        self.failed_retrains = 0
+        #: Of the failed fits, those of streams that had a model (a re-training, a retry of a fall-back): the
+        #: stream's model served on and was scored.
+        self.failed_refits = 0
         #: The policy's escalations and when each was resolved (as live operation resolves them).
         self.book = EscalationBook()
         self.stream_days = 0.0
@@ -520,7 +521,7 @@ def _record_fits(report: TickReport, acc: _Accumulator) -> None:
     acc.escalations += len(report.escalations)
     acc.forecast_failures += len(report.forecast_failed) + len(report.shadow_failed)
     acc.fit_failures += len(report.failed)
-    acc.failed_retrains += sum(1 for s in report.failed if report.retrained[s])
+    acc.failed_refits += sum(1 for s in report.failed if report.serving[s])
     acc.promotions += int(report.promoted.sum())
     if report.rejected is not None:
         acc.rejected += int(report.rejected.sum())
@@ -832,7 +833,7 @@ def _summarise(policies, accs, fleet: FleetData, scale: np.ndarray):
             "escalations_resolved": int(acc.escalations_resolved),
             "forecast_failures": int(acc.forecast_failures),
             "fit_failures": int(acc.fit_failures),
-            "failed_retrains": int(acc.failed_retrains),
+            "failed_refits": int(acc.failed_refits),
             "n_streams": int((acc.n > 0).sum()),
             "n_scored": int(total),
         })

@@ -325,10 +325,12 @@ def backtest(
     if fell_back:
         fits = result.config["fits_done"] + result.config["fits_from_cache"]
         causes = ", ".join(f"{cause} {n:,}" for cause, n in sorted(fell_back.items(), key=lambda kv: -kv[1]))
+        # The agent refuses one kind only (Agent.step): a re-training whose own fit failed, where a real model serves.
+        kept = (f", except re-trainings whose own fit failed where a {model} model served: those failed, and that "
+                "model served on" if "fit failed" in fell_back else "")
         console.print(f"{sum(fell_back.values()):,} of {fits:,} fits fell back to a simpler model ({causes}): "
-                      f"a stream without a {model} model yet was forecast by seasonal naive or the mean; a "
-                      f"re-training that fell back so where a {model} model served was a failed re-training, "
-                      "and that model served on (docs/models.md)")
+                      f"those streams were forecast by seasonal naive or the mean, not {model}{kept} "
+                      "(docs/models.md)")
     _say_failures(result.summary, result.config["n_streams"])
     scored = _say_unscored(result.per_stream, result.summary, result.config["n_streams"])
     from mlma.backtest import driver_gaps_message
@@ -364,19 +366,19 @@ def _say_failures(summary: list[dict], n_streams: int) -> None:
     from rich.markup import escape
 
     for row in summary:
-        retrains = row.get("failed_retrains", 0)
-        fits, forecasts = row.get("fit_failures", 0) - retrains, row.get("forecast_failures", 0)
+        refits = row.get("failed_refits", 0)
+        fits, forecasts = row.get("fit_failures", 0) - refits, row.get("forecast_failures", 0)
         if fits or forecasts:
             console.print(escape(
                 f"warning: {row['policy']}: {fits:,} fit(s) of streams without a model yet and {forecasts:,} "
                 f"forecast(s) failed: the ticks they cost were not scored ({row['n_streams']:,} of "
                 f"{n_streams:,} streams were scored at all; per_stream.csv: n_scored), so its MAE leaves them out "
                 "(why: the escalations, docs/models.md)"), style="yellow", highlight=False)
-        if retrains:
+        if refits:
             console.print(escape(
-                f"note: {row['policy']}: {retrains:,} re-training(s) failed; each stream's serving model stayed "
-                "and forecast on (retrains.csv: outcome failed; why: the escalations, docs/models.md)"),
-                highlight=False)
+                f"note: {row['policy']}: {refits:,} fit(s) of streams that had a model failed (re-trainings, "
+                "retries of a fall-back); each stream's model stayed and forecast on (retrains.csv: outcome "
+                "failed; why: the escalations, docs/models.md)"), highlight=False)
 
 
 def _say_unscored(per_stream, summary: list[dict], n_streams: int) -> bool:
@@ -390,7 +392,7 @@ def _say_unscored(per_stream, summary: list[dict], n_streams: int) -> bool:
                       "marked abnormal): there is nothing to compare; per_stream.csv: n_scored", style="red",
                       markup=False, highlight=False)
         return False
-    failed = any(row.get("fit_failures", 0) - row.get("failed_retrains", 0) or row.get("forecast_failures", 0)
+    failed = any(row.get("fit_failures", 0) - row.get("failed_refits", 0) or row.get("forecast_failures", 0)
                  for row in summary)
     if scored < n_streams and not failed:  # else _say_failures said it, with the failures
         console.print(f"warning: {n_streams - scored:,} of the {n_streams:,} streams were never scored, under any "
@@ -826,7 +828,7 @@ def attributes(
         _fail(f"{data}: no attribute columns besides {id_col!r}")
     for column in columns:
         why = why_not_attribute_name(column)
-        if why is not None:
+        if why is not None and frame[column].notna().any():  # all blank: it removes one an older mlma stored
             _fail(f"{data}: column {str(column)!r} cannot name an attribute: {why}; rename it; nothing was changed")
     blank = frame[id_col].isna().to_numpy() | (frame[id_col].astype(str).str.strip() == "").to_numpy()
     if blank.any():  # a traceback before (NaN among the names), or a stream named '' looked up

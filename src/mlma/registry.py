@@ -557,9 +557,7 @@ class ModelRegistry:
             return MoveOutcome(int(version), False)
         serving = 0 if current is None else current.version
         if from_version is not None and int(from_version) != serving:
-            last = self.history(sid)[-1]
-            raise ValueError(f"version {int(from_version)} does not serve stream {stream!r}: version {serving} "
-                             f"does since {last.at:%Y-%m-%d %H:%M} UTC ({last}); nothing was promoted")
+            raise ValueError(self._not_serving(sid, stream, int(from_version), serving, "promoted"))
         self._check_loadable(stream, self.version(stream, int(version)), "promote")
         return self._move_one(ChampionMove(sid, int(version), by, reason, "promote",
                                            if_serving=0 if current is None else current.version))
@@ -604,9 +602,7 @@ class ModelRegistry:
             if (last.action == "rollback" and last.previous_version == int(from_version)
                     and to_version in (None, last.version)):
                 return MoveOutcome(current.version, False)  # this roll-back was made already
-            raise ValueError(f"version {int(from_version)} does not serve stream {stream!r}: version "
-                             f"{current.version} does since {last.at:%Y-%m-%d %H:%M} UTC ({last}); nothing was "
-                             "rolled back")
+            raise ValueError(self._not_serving(sid, stream, int(from_version), current.version, "rolled back"))
         if to_version is None:
             to_version = self.history(sid)[-1].previous_version
             if to_version is None:
@@ -619,6 +615,14 @@ class ModelRegistry:
         # finds the version it rolls back to serving: nothing to do, as for a retried promotion).
         return self._move_one(ChampionMove(sid, int(to_version), by, reason, "rollback",
                                            if_serving=current.version))
+
+    def _not_serving(self, sid: int, stream: int | str, seen: int, serving: int, done: str) -> str:
+        """The refusal of a move asked from version ``seen`` (``from_version``) while ``serving`` serves (0: none),
+        naming the last move, if any."""
+        history = self.history(sid)
+        now = (f"version {serving} does since {history[-1].at:%Y-%m-%d %H:%M} UTC ({history[-1]})" if history
+               else "no version does")
+        return f"version {seen} does not serve stream {stream!r}: {now}; nothing was {done}"
 
     def _check_loadable(self, stream: int | str, model: ModelVersion, what: str) -> None:
         """Refuse to put a version in service whose artifact was pruned (:class:`ArtifactPruned`), is missing or

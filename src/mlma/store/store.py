@@ -616,14 +616,14 @@ class Store:
         """Merge descriptive attributes into streams, e.g. ``{"zone-417": {"city": "Berlin"}}``.
 
         A value of None removes that key. Streams are given by id or ``unique_id``. A name that cannot name an
-        attribute (:func:`mlma.data.why_not_attribute_name`: it holds ``=``) is refused, ``ValueError``,
-        before anything is written.
+        attribute (:func:`mlma.data.why_not_attribute_name`: it holds ``=``) given a value is refused,
+        ``ValueError``, before anything is written; removing one (an older mlma stored such names) is allowed.
         """
         from mlma.data import why_not_attribute_name
 
         for stream, values in attributes.items():
-            for name in values:
-                why = why_not_attribute_name(name)
+            for name, value in values.items():
+                why = None if value is None else why_not_attribute_name(name)
                 if why is not None:
                     raise ValueError(f"stream {stream!r}: {name!r} cannot name an attribute: {why}; nothing was "
                                      "changed")

@@ -774,20 +774,39 @@ class _Stale(Exception):
     """The kept window no longer describes the store."""
 
 
+#: URL parameters that tune a connection rather than choose a database: changing one keeps the saved window.
+_CONNECTION_SETTINGS = frozenset({
+    "connect_timeout", "statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout", "keepalives",
+    "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout", "application_name", "timeout",
+})
+#: A setting in libpq's ``options``: ``-c name=value`` or ``--name=value`` (a backslash escapes a space).
+_OPTION = re.compile(r"(?:-c\s*|--)([A-Za-z_.]+)=((?:\\.|\S)*)")
+
+
 def database_identity(url: sa.URL) -> str:
-    """Which database (and schema) ``url`` names: its driver, host, port and database, and the schema its
-    ``options`` choose (``-c search_path=...``), without the password and the connection's settings (timeouts,
-    keepalives), so that tuning one of them does not make the saved window look like another store's.
+    r"""Which database (and schema) ``url`` names: its driver, host, port, database and every parameter that can
+    choose another (``host`` and ``port`` given as parameters, ``service``, ``dbname``; of ``options``, the
+    ``search_path``, the last one as PostgreSQL takes it), without the password and the connection's settings
+    (timeouts, keepalives), so that tuning one of them does not make the saved window look like another store's.
 
     >>> database_identity(sa.make_url("postgresql+psycopg://ana:pw@db:5432/mlma?statement_timeout=15min"))
     'postgresql+psycopg://ana@db:5432/mlma'
     >>> database_identity(sa.make_url("postgresql://db/mlma?options=-csearch_path%3Dzones&connect_timeout=5"))
     'postgresql://db/mlma?search_path=zones'
+    >>> database_identity(sa.make_url(r"postgresql:///mlma?host=/run/pg&options=-c search_path=a --search_path=b"))
+    'postgresql:///mlma?host=%2Frun%2Fpg&search_path=b'
     >>> database_identity(sa.make_url("sqlite:////srv/mlma.db?timeout=60"))
     'sqlite:////srv/mlma.db'
     """
-    options = url.query.get("options", "")
-    schema = re.search(r"-c\s*search_path\s*=\s*(\S+)", options if isinstance(options, str) else " ".join(options))
+    query: dict[str, str | tuple[str, ...]] = {}
+    for key, value in url.query.items():
+        if key == "options":
+            found = [v for text in ((value,) if isinstance(value, str) else value)
+                     for name, v in _OPTION.findall(text) if name == "search_path"]
+            if found:
+                query["search_path"] = found[-1]
+        elif key not in _CONNECTION_SETTINGS:
+            query[key] = value
     base = sa.URL.create(url.drivername, username=url.username, host=url.host, port=url.port, database=url.database,
-                         query={"search_path": schema.group(1)} if schema else {})
+                         query=dict(sorted(query.items())))
     return base.render_as_string(hide_password=False)
