@@ -72,7 +72,9 @@ def project(tmp_path, fleet) -> Path:
 
 
 @pytest.mark.parametrize("key, value, fragment", [
-    ("executor", '"process:0"', "[agent] executor: process executor needs a whole number of workers >= 1"),
+    ("executor", '"process:0"', "[agent] executor: process executor needs a whole number of workers from 1 to 1,024"),
+    ("executor", '"process:100000"', "[agent] executor: process executor needs a whole number of workers from 1"),
+    ("fit_timeout_seconds", "1e10", "[agent] fit_timeout_seconds must be at most 2,592,000 (30 days; 0: no limit)"),
     ("executor", '"dask://"', "[agent] executor: executor 'dask://' names no scheduler"),
     ("lock_ttl_seconds", "nan", "[agent] lock_ttl_seconds must be between 5 and 86,400 seconds, got nan"),
     ("lock_ttl_seconds", "1e300", "[agent] lock_ttl_seconds must be between 5 and 86,400 seconds"),
@@ -92,6 +94,14 @@ def test_a_bad_setting_is_refused_when_the_file_is_read_naming_the_key(tmp_path,
     assert fragment in str(caught.value) and str(root / "mlma.toml") in str(caught.value)
     # What the user meets: the command says it and stops, before touching the store.
     refused(cli(root, "tick"), fragment)
+
+
+def test_an_mlma_toml_that_is_a_folder_is_one_line_not_a_traceback(tmp_path):
+    root = make_project(tmp_path / "p")
+    (root / "mlma.toml").unlink()
+    (root / "mlma.toml").mkdir()
+    for command in (["status"], ["tick"], ["audit"]):
+        refused(cli(root, *command), "mlma.toml: cannot be read (Is a directory; it is a folder, not a file)")
 
 
 @pytest.mark.parametrize("spec", ["mlma:alpha=oops", "mlma:nosuchkey=1"])

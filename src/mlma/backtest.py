@@ -38,6 +38,7 @@ from mlma.escalations import EscalationBook, queue_items
 from mlma.fleet import FleetData
 from mlma.models import Drivers, ForecastContext, fitting_train_window, make_forecaster, spec_name
 from mlma.policy import Policy, Verdict, make_policy
+from mlma.project import MAX_FIT_TIMEOUT_SECONDS
 from mlma.training import ModelService, executor_usable, make_executor, terminate_executor
 
 log = logging.getLogger(__name__)
@@ -131,8 +132,9 @@ class BacktestConfig:
             raise ValueError("give either tick or horizon, not both")
         if self.fit_timeout is not None:
             if isinstance(self.fit_timeout, bool) or not isinstance(self.fit_timeout, (int, float, np.number)) \
-                    or not math.isfinite(self.fit_timeout) or self.fit_timeout <= 0:
-                raise ValueError(f"fit_timeout must be a number of seconds > 0 (or None: no limit), got "
+                    or not 0 < self.fit_timeout <= MAX_FIT_TIMEOUT_SECONDS:  # NaN too
+                raise ValueError(f"fit_timeout must be a number of seconds above 0 and at most "
+                                 f"{MAX_FIT_TIMEOUT_SECONDS:,} (30 days), or None for no limit, got "
                                  f"{self.fit_timeout!r}")
             if self.executor is None or self.executor == "inline":
                 raise ValueError("fit_timeout needs an executor that runs fits elsewhere ('process[:N]' or "

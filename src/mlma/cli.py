@@ -207,7 +207,7 @@ def backtest(
     train_window: Optional[int] = typer.Option(None, help="Training window in ticks (default by frequency)."),
     initial_ticks: Optional[int] = typer.Option(None, help="Ticks of history before scoring starts."),
     executor: Optional[str] = typer.Option(None, help="inline | process[:N] | dask://host:port"),
-    fit_timeout: Optional[float] = typer.Option(None, min=0, help="Seconds a tick's re-trainings "
+    fit_timeout: Optional[float] = typer.Option(None, min=0, max=30 * 86_400, help="Seconds a tick's re-trainings "
                                                 "may take; the fits not back by then fail (their streams keep "
                                                 "their models), as [agent] fit_timeout_seconds does live. Needs "
                                                 "--executor process[:N] or dask://host:port."),

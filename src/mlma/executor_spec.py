@@ -9,6 +9,12 @@ from __future__ import annotations
 __all__ = ["check_executor_spec"]
 
 
+#: The most worker processes ``process:N`` starts: the pool forks them all at once, and ``process:100000`` forked
+#: thousands before any fit ran (a stop then hung in a half-forked child). More workers than CPUs add memory, not
+#: speed; a fleet that needs more machines wants a cluster (``dask://``).
+MAX_PROCESS_WORKERS = 1024
+
+
 def check_executor_spec(spec: str) -> str:
     """The executor spec string, stripped, if :func:`mlma.training.make_executor` could build it; ValueError
     otherwise. It checks the form only (no pool is started, no scheduler asked), so a project file or a
@@ -19,7 +25,7 @@ def check_executor_spec(spec: str) -> str:
     >>> check_executor_spec("process:0")
     Traceback (most recent call last):
     ...
-    ValueError: process executor needs a whole number of workers >= 1, got 'process:0'
+    ValueError: process executor needs a whole number of workers from 1 to 1,024, got 'process:0'
     >>> check_executor_spec("dask://")
     Traceback (most recent call last):
     ...
@@ -32,8 +38,9 @@ def check_executor_spec(spec: str) -> str:
         return spec
     if spec == "process" or spec.startswith("process:"):
         _, _, workers = spec.partition(":")
-        if spec != "process" and not (workers.isdigit() and int(workers) >= 1):
-            raise ValueError(f"process executor needs a whole number of workers >= 1, got {spec!r}")
+        if spec != "process" and not (workers.isdigit() and 1 <= int(workers) <= MAX_PROCESS_WORKERS):
+            raise ValueError(f"process executor needs a whole number of workers from 1 to {MAX_PROCESS_WORKERS:,}, "
+                             f"got {spec!r}")
         return spec
     if spec.startswith(("dask://", "tcp://")):
         address = spec.split("://", 1)[1]

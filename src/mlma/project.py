@@ -278,6 +278,10 @@ _SECTIONS = {"data": DataSection, "store": StoreSection, "registry": RegistrySec
 
 
 MAX_LOCK_TTL_SECONDS = 86_400
+#: The longest ``[agent] fit_timeout_seconds`` (and ``mlma backtest --fit-timeout``): 30 days. Far beyond it the
+#: platform's timers overflow (``1e10`` failed every fit with "timestamp out of range for platform time_t"), and no
+#: tick's re-trainings are meant to run for a month; 0 means no limit.
+MAX_FIT_TIMEOUT_SECONDS = 30 * 86_400
 """Longest ``[agent] lock_ttl_seconds``: a crashed agent's lock must expire within a day."""
 
 MAX_KEEP_VERSIONS = 10_000
@@ -389,6 +393,9 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
+    except OSError as exc:  # a folder in its place, no permission to read it
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror or type(exc).__name__}"
+                          + ("; it is a folder, not a file" if path.is_dir() else "") + ")") from None
     config = ProjectConfig(root=root.resolve())
     if "alerts" in raw:
         _load_alerts(config, raw.pop("alerts"), path)
@@ -512,6 +519,9 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     for key in ("initial_ticks", "fit_timeout_seconds"):
         if not (getattr(a, key) >= 0 and math.isfinite(getattr(a, key))):  # NaN fails both
             raise ConfigError(f"{path}: [agent] {key} must be a finite number >= 0, got {getattr(a, key)}")
+    if a.fit_timeout_seconds > MAX_FIT_TIMEOUT_SECONDS:
+        raise ConfigError(f"{path}: [agent] fit_timeout_seconds must be at most {MAX_FIT_TIMEOUT_SECONDS:,} (30 "
+                          f"days; 0: no limit), got {a.fit_timeout_seconds:g}")
     if not 5 <= a.lock_ttl_seconds <= MAX_LOCK_TTL_SECONDS:  # NaN fails both
         raise ConfigError(f"{path}: [agent] lock_ttl_seconds must be between 5 and {MAX_LOCK_TTL_SECONDS:,} "
                           f"seconds, got {a.lock_ttl_seconds}")

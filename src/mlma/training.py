@@ -36,6 +36,7 @@ from threadpoolctl import threadpool_limits
 
 from mlma.data import range_bounds
 from mlma.executor_spec import check_executor_spec
+from mlma.project import MAX_FIT_TIMEOUT_SECONDS
 from mlma.fleet import FleetData
 from mlma.models import (
     FleetHistory,
@@ -1260,6 +1261,9 @@ class ModelService:
         if parallel_threshold is None:
             parallel_threshold = getattr(self.executor, "parallel_threshold", DEFAULT_PARALLEL_THRESHOLD)
         self.parallel_threshold = parallel_threshold
+        if fit_timeout is not None and not 0 < fit_timeout <= MAX_FIT_TIMEOUT_SECONDS:  # NaN too
+            raise ValueError(f"fit_timeout must be a number of seconds above 0 and at most "
+                             f"{MAX_FIT_TIMEOUT_SECONDS:,} (30 days), or None for no limit, got {fit_timeout!r}")
         self.fit_timeout = fit_timeout
         self.driver_range_factor = float(driver_range_factor)
         #: Why the fit of a key failed, for keys :meth:`fit` gave up on (``on_error="skip"``).
