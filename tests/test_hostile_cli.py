@@ -96,6 +96,26 @@ def test_a_bad_setting_is_refused_when_the_file_is_read_naming_the_key(tmp_path,
     refused(cli(root, "tick"), fragment)
 
 
+@pytest.mark.parametrize("key, value, fragment", [
+    ("freq", '"D"', "mlma.toml sets [data] freq = 'D', but the project's clock is frequency h"),
+    ("freq", '"xyz"', "mlma.toml [data] freq: freq='xyz' is not a pandas offset alias"),
+    ("tick", '"12h"', "mlma.toml sets [data] tick = '12h', but the project's clock is frequency h, tick D"),
+])
+def test_a_clock_setting_that_is_not_the_projects_clock_is_refused_by_tick_as_by_ingest(project, fleet, tmp_path,
+                                                                                       key, value, fragment):
+    """`mlma ingest` refused [data] freq = "D" on an hourly project, but `mlma tick` and `mlma backtest
+    --project` ran on the stored clock and said nothing: every command that runs ticks refuses it now."""
+    edit(project, key, value)
+    day = write_csv(days(fleet, 29, 30), tmp_path / "day.csv")
+    refused(cli(project, "ingest", str(day)), fragment)
+    refused(cli(project, "tick"), fragment, "mlma.toml")
+    refused(cli(project, "backtest", "--project", str(project), "--policies", "never", "--out",
+                str(tmp_path / "bt")), fragment)
+    edit(project, key, '"h"' if key == "freq" else '"24h"')   # the project's own clock, spelt another way
+    assert cli(project, "ingest", str(day)).returncode == 0
+    assert cli(project, "tick").returncode == 0
+
+
 def test_an_mlma_toml_that_is_a_folder_is_one_line_not_a_traceback(tmp_path):
     root = make_project(tmp_path / "p")
     (root / "mlma.toml").unlink()

@@ -66,6 +66,7 @@ from mlma.silence import usual_silence
 from mlma.store import LockLost, StateCorrupted, Store, TickAlreadyDone, forecast_frame
 from mlma.store.engine import shown_url, unreachable_reason
 from mlma.store.glance import NextTick
+from mlma.store.ingest import check_clock_settings
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
 from mlma.store.state import StateEncoding
 from mlma.store.window import ObservationWindow
@@ -248,10 +249,22 @@ class LiveAgent:
         self._versions_pruned_after: int | None = None
         #: The training window was found reaching before the kept data (said once: see _warn_if_pruned_into).
         self._pruned_window_said = False
+        #: mlma.toml's [data] freq and tick were checked against the project's fixed clock (see timing).
+        self._clock_checked = False
 
     # -- the clock ------------------------------------------------------------------------------------------
     def timing(self) -> TickClock:
-        """The saved clock, or the one the data implies when no tick ran yet."""
+        """The saved clock, or the one the data implies when no tick ran yet. A ``[data] freq`` or ``tick`` in
+        mlma.toml that is not the project's fixed clock is refused (:class:`ConfigError`), as an ingest refuses
+        it: the ticks would otherwise run on the stored clock, the setting passed over in silence."""
+        if not self._clock_checked:
+            fixed = self.store.clock()
+            if fixed is not None:
+                try:
+                    check_clock_settings(fixed, self.config.data.freq, self.config.data.tick)
+                except ValueError as exc:
+                    raise ConfigError(f"{self.config.root / CONFIG_NAME}: {exc}") from None
+            self._clock_checked = True
         state = self._latest_state()
         if state is not None and "meta.freq" in state.arrays:
             return TickClock.from_arrays(state.arrays)

@@ -95,23 +95,17 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
     raw = read_frame(data, **read_options)
 
     clock = store.clock()
-    configured = Frequency(freq) if freq else None
+    try:
+        if clock is not None:
+            check_clock_settings(clock, freq, tick)
+        try:
+            configured = Frequency(freq) if freq else None
+        except ValueError as exc:
+            raise ValueError(f"mlma.toml [data] freq: {exc}") from None
+    except ValueError as exc:
+        raise DataError(f"{name}: {exc}; nothing was written", source=name, column="ds") from None
     if clock is not None:
-        if configured is not None and configured.alias != Frequency(clock.freq).alias:
-            raise DataError(f"{name}: mlma.toml sets [data] freq = {freq!r}, but the project's clock is {clock}; a "
-                            f"project's frequency never changes (start a new project for data of another "
-                            f"frequency); nothing was written", source=name, column="ds")
         frequency, tick_alias, note = Frequency(clock.freq), clock.tick, f"fixed by {clock.fixed_by}"
-        if tick:
-            try:
-                configured_tick = _tick_alias(frequency, tick)
-            except ValueError as exc:
-                raise DataError(f"{name}: mlma.toml [data] tick: {exc}; nothing was written", source=name,
-                                column="ds") from None
-            if not _same_tick(configured_tick, clock.tick):
-                raise DataError(f"{name}: mlma.toml sets [data] tick = {tick!r}, but the project's clock is {clock}; "
-                                f"a project's tick never changes (start a new project for another tick); nothing "
-                                f"was written", source=name, column="ds")
     else:
         frequency = configured
         tick_alias = _tick_alias(frequency, tick) if frequency is not None else None
@@ -217,6 +211,43 @@ def _distinct_ids(raw: pd.DataFrame) -> np.ndarray:
     column = raw["unique_id"]
     values = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column.dropna())
     return np.unique(np.asarray(pd.Index(values).astype(str), dtype=object))
+
+
+def check_clock_settings(clock: Clock, freq: str, tick: str) -> None:
+    """Refuse (``ValueError``, naming the mlma.toml key) a ``[data] freq`` or ``tick`` that is not a frequency or
+    tick at all, or that differs from the project's ``clock`` (fixed by its first ingest, ``Store.clock()``): a
+    project's clock never changes, and a setting the commands passed over silently was a trap.
+
+    >>> clock = Clock("h", "D", fixed_by="the ingest of history.csv")
+    >>> check_clock_settings(clock, "h", "24h"), check_clock_settings(clock, "", "")
+    (None, None)
+    >>> check_clock_settings(clock, "D", "")
+    Traceback (most recent call last):
+    ...
+    ValueError: mlma.toml sets [data] freq = 'D', but the project's clock is frequency h, tick D (fixed by the \
+ingest of history.csv); a project's frequency never changes (start a new project for data of another frequency, \
+or set freq = 'h' or leave it empty)
+    """
+    from mlma.data import Frequency
+
+    if freq:
+        try:
+            configured = Frequency(freq)
+        except ValueError as exc:
+            raise ValueError(f"mlma.toml [data] freq: {exc}") from None
+        if configured.alias != Frequency(clock.freq).alias:
+            raise ValueError(f"mlma.toml sets [data] freq = {freq!r}, but the project's clock is {clock}; "
+                             "a project's frequency never changes (start a new project for data of another "
+                             f"frequency, or set freq = {clock.freq!r} or leave it empty)")
+    if tick:
+        try:
+            configured_tick = _tick_alias(Frequency(clock.freq), tick)
+        except ValueError as exc:
+            raise ValueError(f"mlma.toml [data] tick: {exc}") from None
+        if not _same_tick(configured_tick, clock.tick):
+            raise ValueError(f"mlma.toml sets [data] tick = {tick!r}, but the project's clock is {clock}; "
+                             "a project's tick never changes (start a new project for another tick, or set "
+                             f"tick = {clock.tick!r} or leave it empty)")
 
 
 def _tick_alias(freq, tick: str | None) -> str:
