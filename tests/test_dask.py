@@ -548,6 +548,39 @@ def test_an_address_that_answers_but_is_no_scheduler_is_refused_in_bounded_time(
         server.shutdown()
 
 
+def test_an_address_that_answers_in_another_protocol_or_is_malformed_is_one_clear_error():
+    """A server that answers any bytes with "HTTP/1.1 400 Bad Request" (nginx, an outbound proxy): Dask read the
+    reply as a message length and the tick ended in a traceback, "MemoryError: Unable to allocate 3.07 EiB". A
+    scheduler address without a port, or with something after it, failed later with a ValueError traceback."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    conn.recv(1024)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+                except OSError:
+                    pass
+
+    threading.Thread(target=answer, daemon=True).start()
+    try:
+        with pytest.raises(ExecutorUnavailableError, match=r"answers, but not as a Dask scheduler \(its handshake "
+                                                           r"failed: \w+\); is it another service"):
+            make_executor(f"dask://127.0.0.1:{listener.getsockname()[1]}", connect_timeout=2)
+    finally:
+        listener.close()
+    for spec in ("dask://127.0.0.1:8786/extra", "dask://127.0.0.1:99999", "tcp://host:port", "dask://:8786"):
+        with pytest.raises(ValueError, match="the scheduler's address must be host or host:port"):
+            make_executor(spec)
+
+
 @needs_dask
 def test_a_live_agent_makes_a_new_client_after_its_scheduler_was_lost(cluster, tmp_path):
     """Dask closes a client whose scheduler stayed away longer than it waits; `mlma run` kept that client and

@@ -118,6 +118,32 @@ def test_a_worker_that_joins_without_mlma_is_retired_named_and_the_fits_run_on_t
             _end(worker)
 
 
+def test_a_worker_without_mlma_there_at_connect_is_retired_and_the_fits_run_on_the_others(fleet, tmp_path):
+    """One worker without mlma present when the agent connected failed the connection, so every tick of the whole
+    fleet, for as long as that worker stayed. It is said in a warning, retired before the first fit, and every
+    stream gets its model from the healthy worker."""
+    keys = _keys(fleet)
+    with _local_cluster(1) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        worker = _start_worker_without_mlma(cluster.scheduler_address, tmp_path)
+        try:
+            client.wait_for_workers(2, timeout=90)
+            bad = _address_of(client, "without-mlma")
+            with pytest.warns(RuntimeWarning, match=rf"1 of 2 Dask workers at \S+ cannot run mlma \(first: {bad}: "
+                                                    r".*they are retired before any fit is sent"):
+                executor = DaskExecutor.connect(cluster.scheduler_address, timeout=30)
+            try:
+                service = ModelService(fleet, RidgeForecaster, CTX, train_window_ticks=14, executor=executor,
+                                       chunk_size=1, fit_timeout=300)
+                with pytest.warns(RuntimeWarning, match=rf"worker\(s\) {bad} .*retired them"):
+                    fitted = service.fit(keys)
+                assert [model.key for model in fitted] == keys
+                assert worker.wait(timeout=90) is not None  # retired: the process ended with its nanny
+            finally:
+                executor.shutdown()
+        finally:
+            _end(worker)
+
+
 def test_fits_fail_at_once_naming_the_workers_when_no_worker_can_import_mlma(fleet, tmp_path):
     """A cluster whose workers were all replaced by ones without mlma (after the executor connected) left the fits
     waiting for fit_timeout, then failing as chunks that "had not started (the workers were busy)": the tick waited

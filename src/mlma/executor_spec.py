@@ -15,6 +15,38 @@ __all__ = ["check_executor_spec"]
 MAX_PROCESS_WORKERS = 1024
 
 
+#: The port of a Dask scheduler whose address gives none (Dask's own default).
+DASK_PORT = 8786
+
+
+def scheduler_address(spec: str) -> str:
+    """The ``tcp://host:port`` of a ``dask://`` or ``tcp://`` executor spec, the port :data:`DASK_PORT` when it
+    gives none; ``ValueError`` for an address that is not a host and a port.
+
+    >>> scheduler_address("dask://10.0.0.5"), scheduler_address("tcp://[::1]:9000")
+    ('tcp://10.0.0.5:8786', 'tcp://[::1]:9000')
+    >>> scheduler_address("dask://10.0.0.5:8786/extra")
+    Traceback (most recent call last):
+    ...
+    ValueError: executor 'dask://10.0.0.5:8786/extra': the scheduler's address must be host or host:port (a port \
+from 1 to 65535), nothing after it
+    """
+    from urllib.parse import urlsplit
+
+    address = spec.split("://", 1)[1]
+    problem = ValueError(f"executor {spec!r}: the scheduler's address must be host or host:port (a port from 1 to "
+                         "65535), nothing after it")
+    parts = urlsplit(f"tcp://{address}")
+    try:
+        port = parts.port
+    except ValueError:  # not a number, or above 65535
+        raise problem from None
+    if not parts.hostname or parts.path or parts.query or parts.fragment or parts.username or port == 0:
+        raise problem
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"tcp://{host}:{port or DASK_PORT}"
+
+
 def check_executor_spec(spec: str) -> str:
     """The executor spec string, stripped, if :func:`mlma.training.make_executor` could build it; ValueError
     otherwise. It checks the form only (no pool is started, no scheduler asked), so a project file or a
@@ -48,6 +80,7 @@ def check_executor_spec(spec: str) -> str:
             raise ValueError(f"executor {spec!r} names no scheduler; use 'dask://host:port' (default port 8786)")
         if any(c.isspace() for c in address):
             raise ValueError(f"executor {spec!r}: the scheduler's address has a space in it; use 'dask://host:port'")
+        scheduler_address(spec)  # host and port, checked
         return spec
     raise ValueError(f"unknown executor {spec!r}; use 'inline', 'process[:N]', 'dask://host:port' or a "
                      "distributed.Client")

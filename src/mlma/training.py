@@ -35,7 +35,7 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from mlma.data import range_bounds
-from mlma.executor_spec import check_executor_spec
+from mlma.executor_spec import check_executor_spec, scheduler_address
 from mlma.project import MAX_FIT_TIMEOUT_SECONDS
 from mlma.fleet import FleetData
 from mlma.models import (
@@ -192,7 +192,7 @@ def _check_dask_handshake(address: str, timeout: float) -> None:
     error = outcome.get("error")
     if not thread.is_alive() and error is None:
         return
-    if error is not None and not isinstance(error, (OSError, TimeoutError)):
+    if error is not None and not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit
         raise error
     # Reached but silent, or not reached: a plain TCP connection tells them apart.
     parts = urlsplit(address)
@@ -201,6 +201,12 @@ def _check_dask_handshake(address: str, timeout: float) -> None:
             answers = True
     except (OSError, ValueError, TypeError):
         answers = False
+    if answers and error is not None and not isinstance(error, (OSError, TimeoutError)):
+        # It answered in another protocol: an HTTP server's "HTTP/1.1 400" read as a message length made Dask
+        # ask for 3 EiB (MemoryError), with a traceback.
+        raise ExecutorUnavailableError(f"{address} answers, but not as a Dask scheduler (its handshake failed: "
+                                       f"{type(error).__name__}); is it another service, a web server or a proxy?"
+                                       ) from None
     if answers:
         raise _silent_scheduler(address, timeout + 1.0) from error
     raise _unreachable_scheduler(address, timeout, error) from error
@@ -343,10 +349,10 @@ class DaskExecutor(Executor):
         return self.client.status in ("running", "connecting")
 
     def check_workers(self) -> None:
-        """Warn when the cluster has no worker yet; fail when a worker cannot import mlma.
-
-        Workers that join later are checked by :class:`ModelService` before it sends them work
-        (:meth:`retire_unfit_workers`).
+        """Warn when the cluster has no worker yet; fail when no worker can import mlma, and warn when some
+        cannot: :class:`ModelService` retires those before it sends work (:meth:`retire_unfit_workers`, which
+        also checks the workers that join later), and the fits run on the others (before, one such worker
+        failed every tick of the whole fleet).
         """
         results = self.client.run(_mlma_version, on_error="return")
         if not results:
@@ -356,12 +362,14 @@ class DaskExecutor(Executor):
         broken = {w: r for w, r in results.items() if isinstance(r, BaseException)}
         if broken:
             worker, error = next(iter(broken.items()))
-            raise ExecutorUnavailableError(
-                f"{len(broken)} of {len(results)} Dask workers at {self.address} cannot run mlma (first: "
-                f"{worker}: {type(error).__name__}: {error}); install the same mlma on every worker"
-            )
+            what = (f"{len(broken)} of {len(results)} Dask workers at {self.address} cannot run mlma (first: "
+                    f"{worker}: {type(error).__name__}: {error}); install the same mlma on every worker")
+            if len(broken) == len(results):
+                raise ExecutorUnavailableError(what)
+            warnings.warn(f"{what}; they are retired before any fit is sent, and the fits run on the others",
+                          RuntimeWarning, stacklevel=3)
         local = _mlma_version()
-        other = sorted({v for v in results.values() if v != local})
+        other = sorted({v for v in results.values() if not isinstance(v, BaseException) and v != local})
         if other:
             warnings.warn(f"Dask workers at {self.address} run mlma {', '.join(other)}, this process {local}; "
                           "fits may differ from local ones", RuntimeWarning, stacklevel=3)
@@ -576,7 +584,7 @@ def make_executor(spec=None, *, connect_timeout: float = 10.0) -> Executor:
     if spec == "process" or spec.startswith("process:"):
         _, _, workers = spec.partition(":")
         return _process_pool(int(workers) if workers else None)
-    return DaskExecutor.connect("tcp://" + spec.split("://", 1)[1], timeout=connect_timeout)
+    return DaskExecutor.connect(scheduler_address(spec), timeout=connect_timeout)
 
 
 def _process_pool(workers: int | None) -> ProcessPoolExecutor:
