@@ -50,7 +50,7 @@ def sha(path: Path) -> str:
 
 def edit(root: Path, key: str, value: str) -> None:
     path = root / "mlma.toml"
-    text, found = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", path.read_text())
+    text, found = re.subn(rf"(?m)^{key} = .*$", lambda _: f"{key} = {value}", path.read_text())
     assert found == 1, key
     path.write_text(text)
 
@@ -83,6 +83,8 @@ def project(tmp_path, fleet) -> Path:
     ("cooldown_ticks", "3000000000", "[monitor] parameter cooldown_ticks must be the cool-down in ticks, a whole "
                                      "number from 0 to 10000 (for the project's default), got 3000000000"),
     ("drivers", '["y"]', "[data] drivers: driver 'y' is the target column (target_col='y')"),
+    # Accepted, and printed as "a b": no file can have such a column (check_column_names refuses it).
+    ("drivers", '["a\\u0000b"]', "[data] drivers: future drivers must be column names without control characters"),
     ("historical_drivers", '["unique_id"]', "driver 'unique_id' is the id column (id_col='unique_id')"),
 ])
 def test_a_bad_setting_is_refused_when_the_file_is_read_naming_the_key(tmp_path, key, value, fragment):

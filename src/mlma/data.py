@@ -977,6 +977,16 @@ MAX_ID_LENGTH = 500
 _UNUSABLE_IN_ID = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+def has_control_character(text: str) -> bool:
+    r"""Whether ``text`` holds a character no id or column name may hold: a control character (NUL, a tab, a line
+    break) or a lone surrogate.
+
+    >>> has_control_character("temperature"), has_control_character("a\x00b")
+    (False, True)
+    """
+    return _UNUSABLE_IN_ID.search(text) is not None
+
+
 def unusable_ids(ids: Any) -> np.ndarray:
     r"""Per id (text), whether no store can keep it: a control character or more than :data:`MAX_ID_LENGTH`
     characters (:func:`why_unusable` says which).

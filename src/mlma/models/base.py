@@ -98,6 +98,11 @@ def _names(value, name: str) -> tuple[str, ...]:
     bad = [v for v in names if not isinstance(v, str) or not v]
     if bad:
         raise ValueError(f"{name} must be column names (non-empty strings), got {bad}")
+    from mlma.data import has_control_character  # noqa: PLC0415 - mlma.data imports the models' module
+
+    hidden = [v for v in names if has_control_character(v)]
+    if hidden:  # no column of a file can be named so (check_column_names), and a log line prints it as another
+        raise ValueError(f"{name} must be column names without control characters, got {hidden}")
     return names
 
 
