@@ -94,7 +94,7 @@ def test_a_policy_spec_out_of_range_is_refused_before_the_replay(tmp_path, data_
 @pytest.mark.parametrize("options,message", [
     (["--fit-timeout", "5"], "fit_timeout needs an executor that runs fits elsewhere"),
     (["--fit-timeout", "5", "--executor", "inline"], "fit_timeout needs an executor that runs fits elsewhere"),
-    (["--fit-timeout", "0", "--executor", "process:2"], "fit_timeout must be a number of seconds > 0"),
+    (["--fit-timeout", "0", "--executor", "process:2"], "fit_timeout must be a number of seconds above 0 and at most"),
     (["--fit-timeout", "-1", "--executor", "process:2"], "--fit-timeout"),
 ])
 def test_a_fit_timeout_that_cannot_work_is_refused_before_the_replay(tmp_path, data_file, no_replay, options,
