@@ -157,8 +157,10 @@ def test_a_driver_that_is_the_target_is_refused_by_the_backtest(fleet):
 
 
 def test_an_executor_option_that_cannot_work_is_refused_before_the_tick(project):
-    for bad, fragment in [("bogus", "unknown executor 'bogus'"), ("process:0", "whole number of workers >= 1"),
-                          ("dask://", "names no scheduler")]:
+    for bad, fragment in [("bogus", "unknown executor 'bogus'"),
+                          ("process:0", "whole number of workers from 1 to 1,024"),
+                          ("dask://", "names no scheduler"),
+                          ("dask://127.0.0.1:8786/extra", "the scheduler's address must be host or host:port")]:
         refused(cli(project, "tick", "--executor", bad), "--executor: ", fragment)
     with Store.open(load_config(project).store_url) as store:
         assert store.last_done_tick() == 27  # the start-up only: no tick ran, none failed
