@@ -637,12 +637,21 @@ def test_a_promotion_from_a_stale_view_is_refused_and_one_from_the_serving_versi
     retry = env.act("promote", {"stream": uid, "version": 2, "from_version": 1})   # it serves already: a no-op
     assert retry.status_code == 200 and retry.json()["changed"] == 0
     assert env.act("promote", {"stream": uid, "version": 1, "from_version": -1}).status_code == 422
-    # A stream no version has served yet: a promotion "from version 1" is refused (it was a 500, an IndexError).
-    env.store.stream_ids(["never-served"])
-    env.registry.register("never-served", {"a model": 1}, spec="ridge", promote=False)
-    unseen = env.act("promote", {"stream": "never-served", "version": 1, "from_version": 1})
-    assert unseen.status_code == 422 and "no version does; nothing was promoted" in unseen.json()["detail"][0]["msg"]
-    assert env.act("promote", {"stream": "never-served", "version": 1, "from_version": 0}).status_code == 200
+
+
+def test_a_promotion_from_a_version_on_a_stream_no_version_served_is_refused_not_an_error(tmp_path):
+    """A promotion "from version 1" on a stream whose versions never served ended in an IndexError (a 500)."""
+    from mlma.control import ActionError, Operations
+    from mlma.store import Store
+
+    with Store.create(f"sqlite:///{tmp_path / 'mlma.db'}") as store:
+        ops = Operations(store, artifacts=tmp_path / "artifacts")
+        store.stream_ids(["never-served"])
+        ops.registry.register("never-served", {"a model": 1}, spec="ridge", promote=False)
+        with pytest.raises(ActionError, match=r"^version 1 does not serve stream 'never-served': no version does; "
+                                              r"nothing was promoted$"):
+            ops.promote("never-served", 1, by="user:ana", from_version=1)
+        assert ops.promote("never-served", 1, by="user:ana", from_version=0).changed == 1
 
 
 def test_escalations_acknowledge_silence_resolve_reopen(env):
