@@ -52,6 +52,16 @@ def _pinned(store, uid: str) -> bool:
     return store.streams().set_index("unique_id").loc[uid, "overrides"].get("pinned_until") == "forever"
 
 
+def _mark_form(page) -> None:
+    """Mark the form, so that its redraw after the action can be waited for (the old one is still there at first:
+    a choice made in it is lost with it)."""
+    page.evaluate("() => { document.getElementById('group-form').dataset.old = '1'; }")
+
+
+def _wait_redrawn(page) -> None:
+    page.wait_for_selector("#group-form:not([data-old])")
+
+
 def test_the_act_ahead_form_acts_on_a_group_beyond_the_first_200_values(page, site):
     log_in(page, site)
     page.click("#nav a[href='#/fleet']")
@@ -64,21 +74,23 @@ def test_the_act_ahead_form_acts_on_a_group_beyond_the_first_200_values(page, si
     assert set(_offers(page, "group-value")) == {f"city=c65{i}" for i in range(10)}
     page.fill("#group-value", "city=c650")
     page.fill("#group-form input.reason", "a rare city")
+    _mark_form(page)
     page.click("#group-form button[type=submit]")
     page.wait_for_selector("#toast.show:has-text('pin by user:ana: 1 stream')")
     assert site["store"].audit_log().iloc[-1]["target"] == "group:city=c650"
     # key=value split as the API splits it: at the first "=", trimmed; a value may hold "=".
-    page.wait_for_selector("#group-form")                                 # redrawn after the action
+    _wait_redrawn(page)
     page.select_option("#group-scope", "group")
     page.select_option("#group-action", "pin")
     page.fill("#group-value", " note = a=b ")
     page.evaluate("() => { document.getElementById('toast').className = ''; }")
+    _mark_form(page)
     page.click("#group-form button[type=submit]")
     page.wait_for_selector("#toast.show:has-text('pin by user:ana: 1 stream')")
     assert site["store"].audit_log().iloc[-1]["target"] == "group:note=a=b"
     assert _pinned(site["store"], "noted")
     # Not key=value: said on the page, nothing sent; an unknown group: refused by the API.
-    page.wait_for_selector("#group-form")
+    _wait_redrawn(page)
     page.select_option("#group-scope", "group")
     page.select_option("#group-action", "pin")
     page.fill("#group-value", "c650")
