@@ -299,26 +299,25 @@ def test_the_backtest_says_a_failed_re_training_kept_its_model_and_a_failed_firs
     platform.to_parquet(data)
     day0 = platform["ds"].min().normalize()
     monkeypatch.setenv("REFUSE_FROM", str((day0 + pd.Timedelta(days=FIRST_TICK + 1)).to_datetime64()))
-    args = ["backtest", "--data", str(data), "--policies", "always", "--no-frontier", "--bootstrap", "0",
-            "--initial-ticks", str(FIRST_TICK)]
-    later = CliRunner().invoke(app, [*args, "--model", "hostile:FitRefusesLater", "--out", str(tmp_path / "a")],
-                               terminal_width=400)
-    assert later.exit_code == 0, later.output
-    text = " ".join(later.output.split())
+
+    def backtest(model: str) -> str:
+        done = CliRunner().invoke(app, ["backtest", "--data", str(data), "--policies", "always", "--no-frontier",
+                                        "--bootstrap", "0", "--initial-ticks", str(FIRST_TICK), "--model",
+                                        f"hostile:{model}", "--out", str(tmp_path / model)], terminal_width=400)
+        assert done.exit_code == 0, done.output
+        return " ".join(done.output.split())
+
+    text = backtest("FitRefusesLater")
     assert (f"note: always: {TICKS - 1} fit(s) of streams that had a model failed (re-trainings, retries of a "
             "fall-back); each stream's model stayed" in text), text
     assert "fell back to a simpler model (fit failed 4): those streams were forecast by seasonal naive or the " \
            "mean, not hostile:FitRefusesLater, except re-trainings whose own fit failed" in text, text
     assert "were not scored" not in text, text
-    first = CliRunner().invoke(app, [*args, "--model", "hostile:FitRaises", "--out", str(tmp_path / "b")],
-                               terminal_width=400)
-    text = " ".join(first.output.split())
+    text = backtest("FitRaises")
     assert "fit(s) of streams without a model yet and 0 forecast(s) failed: the ticks they cost were not " \
            "scored" in text, text
     assert "fit(s) of streams that had a model failed" not in text, text
-    short = CliRunner().invoke(app, [*args, "--model", "hostile:FitShortOfDataLater", "--out", str(tmp_path / "c")],
-                               terminal_width=400)
-    text = " ".join(short.output.split())
+    text = backtest("FitShortOfDataLater")
     assert "(short history 4): those streams were forecast by seasonal naive or the mean" in text, text
     assert "except re-trainings" not in text and "failed" not in text, text
 

@@ -502,8 +502,8 @@ class Agent:
         # The agent's own promotions (its checks, a person's approval of its challenger), counted before a
         # person's move in the registry marks its streams promoted too.
         promotions = int(promoted.sum())
-        self._adopt(k, controls.adopt, promoted)
-        self._restore(k, controls.restore)
+        promoted[self._put_in_service(k, controls.adopt)] = True
+        self._put_in_service(k, controls.restore)  # not a promotion, nor a person's choice
         # A model a person put in service this tick (an approval, a roll-back, a promotion): their choice stands,
         # against a forced re-training they queued before it, not one queued after it.
         by_person_served = adopted | (promoted & ~judged_promoted)
@@ -623,26 +623,17 @@ class Agent:
         if len(reject):
             self.policy.on_challenger_lost(reject, k)
 
-    def _adopt(self, k: int, adopt: dict, promoted: np.ndarray) -> None:
-        """Serve models a person put in service in the registry (roll-back, manual promotion)."""
-        if not adopt:
-            return
-        streams = np.array(sorted(adopt), dtype=np.int64)
-        self.drop_challengers(streams, k)
-        for s in streams:
-            self._serve(int(s), self.service.get(adopt[int(s)]))
-        promoted[streams] = True
-        self.policy.on_new_model(streams, k)
-
-    def _restore(self, k: int, restore: dict) -> None:
-        """Serve the models put back in place of serving ones that cannot be loaded (``Controls.restore``)."""
-        if not restore:
-            return
-        streams = np.array(sorted(restore), dtype=np.int64)
-        self.drop_challengers(streams, k)
-        for s in streams:
-            self._serve(int(s), self.service.get(restore[int(s)]))
-        self.policy.on_new_model(streams, k)
+    def _put_in_service(self, k: int, models: dict) -> np.ndarray:
+        """Serve ``models`` (stream -> model key) chosen outside this tick's decisions: a person's move in the
+        registry (``Controls.adopt``) or a version put back for one that cannot be loaded (``Controls.restore``);
+        returns their streams."""
+        streams = np.array(sorted(models), dtype=np.int64)
+        if len(streams):
+            self.drop_challengers(streams, k)
+            for s in streams:
+                self._serve(int(s), self.service.get(models[int(s)]))
+            self.policy.on_new_model(streams, k)
+        return streams
 
     def drop_challengers(self, streams, k: int) -> None:
         """Drop the challengers (in shadow or waiting for approval) of ``streams`` without a verdict, at tick
