@@ -480,6 +480,7 @@ def test_a_fit_the_cluster_dropped_says_so_not_a_bare_cancelled_error(cluster, f
     for key in keys:
         assert service.failures[key].startswith("CancelledError"), service.failures
         assert "(the Dask cluster dropped the task: its scheduler at tcp://" in service.failures[key]
+    assert service.executor_failures == set(keys)  # the cluster's doing: not counted against the streams
 
 
 class HangsOnAHugeLevel(RidgeForecaster):
@@ -615,8 +616,28 @@ def test_a_scheduler_lost_before_the_fits_fails_them_named_and_the_forecasts_are
     service = ModelService(fleet, RidgeForecaster, CTX, train_window_ticks=14, executor=executor)
     assert service.fit([ModelKey(0, END_TICK - 1)], on_error="skip") == [None]
     assert service.failures[ModelKey(0, END_TICK - 1)].startswith("ClosedClientError: Client is closed")
+    assert service.executor_failures == {ModelKey(0, END_TICK - 1)}
     service._models.update(inline._models)  # the models serving before the cluster was lost
     np.testing.assert_allclose(service.predict_many(keys, END_TICK + 1), inline.predict_many(keys, END_TICK + 1))
+
+
+@needs_dask
+def test_fits_on_a_scheduler_without_workers_fail_saying_so_and_are_not_the_streams_doing(fleet):
+    """The fits on a cluster whose workers were all gone failed after ``fit_timeout`` saying "the workers were
+    busy", and counted towards each stream's ``fit_failure_limit`` (the whole fleet escalated after three
+    ticks): they say the cluster has no workers now, and are the executor's failures."""
+    keys = _keys(fleet)[:3]
+    with distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=None,
+                                  silence_logs=logging.CRITICAL) as empty, \
+            distributed.Client(empty, set_as_default=False) as client:
+        service = ModelService(fleet, RidgeForecaster, CTX, train_window_ticks=14, executor=DaskExecutor(client),
+                               fit_timeout=2)
+        assert service.fit(keys, on_error="skip") == [None] * len(keys)
+        address = empty.scheduler_address
+    for key in keys:
+        assert (f"its chunk had not started (the Dask cluster at {address} has no workers: start one with 'dask "
+                f"worker {address}')") in service.failures[key], service.failures[key]
+    assert service.executor_failures == set(keys)
 
 
 # -- one stream's hang or crash on the cluster: its chunk's other streams, and later tasks, are spared ------------

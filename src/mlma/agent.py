@@ -296,6 +296,9 @@ class Agent:
         # One flag for the fleet (kept as an array so that it is saved with the state): the last tick's
         # re-trainings lost fleet-wide, already escalated.
         self.fleet_losing = np.zeros(1, dtype=bool)
+        # One for the fleet too: the stream that carries the open `executor-failed` escalation (-1: none). Fits
+        # the executor failed (a lost cluster, no workers) are escalated once, not counted against each stream.
+        self.executor_outage = np.full(1, -1, dtype=np.int64)
         # The fleet prior of the future drivers' effects: each stream's latest estimate from a fit whose window
         # saw the driver vary (NaN: none yet); their median goes to the next fits and to the served models'
         # forecasts of the drivers their windows did not see vary (ForecastContext.driver_prior).
@@ -324,7 +327,8 @@ class Agent:
     STATE = ("champion", "is_fallback", "fallback_rows", "fallback_since", "cold_escalated", "fallback_retries",
              "silent_for", "silence_recent", "silence_launched",
              "challenger", "awaiting",
-             "fit_failures", "challenger_losses", "scale", "fleet_losing", "forecast_broken", "driver_beta")
+             "fit_failures", "challenger_losses", "scale", "fleet_losing", "executor_outage", "forecast_broken",
+             "driver_beta")
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         """Everything needed to carry on at the next tick in another process, as plain numpy arrays."""
@@ -425,6 +429,7 @@ class Agent:
         fleet = self.fleet
         n = fleet.n_streams
         controls = controls or Controls()
+        ran_before = self.service.fits_on_executor
         actuals = fleet.actuals(k)
         forecasts = self.forecast if self.forecast is not None else np.full_like(actuals, np.nan)
         errors = actuals - forecasts
@@ -594,7 +599,8 @@ class Agent:
         cleared = cleared_conditions(
             promoted=promoted, rejected=rejected, fitted=retrain & ~np.isin(np.arange(n), list(failed)),
             initial_fit=initial, reported=observed > 0, flagged=flagged, on_model=serving & ~self.is_fallback,
-            forecasted=forecasted, dropped=replaced_waiting)
+            forecasted=forecasted, dropped=replaced_waiting,
+            executor_back=self._watch_executor(k, failed, ran_before, escalations))
         return TickReport(k, actuals, forecasts, losses, decision, retrain, promoted, initial,
                           retrain_seconds, initial_seconds, escalations, rejected, failed,
                           self.awaiting != NO_MODEL, checks=checks,
@@ -650,8 +656,12 @@ class Agent:
             self.policy.on_challenger_dropped(had, k)
 
     def _record_failures(self, k: int, failed: dict, escalations: list) -> None:
-        """Count failed fits; escalate a stream whose fits failed ``fit_failure_limit`` times in a row."""
+        """Count failed fits; escalate a stream whose fits failed ``fit_failure_limit`` times in a row. A fit the
+        executor failed (:attr:`ModelService.executor_failures`: a cluster lost or without workers) is not the
+        stream's doing and is not counted: :meth:`_watch_executor` escalates it once for the fleet."""
         for s, error in failed.items():
+            if ModelKey(int(s), k) in self.service.executor_failures:
+                continue
             self.fit_failures[s] += 1
             if self.fit_failures[s] == self.settings.fit_failure_limit:
                 what = ("re-training failed {n} times in a row; the serving model stays" if self.champion[s] != NO_MODEL
@@ -660,6 +670,30 @@ class Agent:
                 escalations.append(Escalation(
                     int(s), k, "fit-failed", 3,
                     what.format(n=self.fit_failures[s]) + f". Last error: {error}"))
+
+    def _watch_executor(self, k: int, failed: dict, ran_before: int, escalations: list) -> np.ndarray:
+        """Escalate once, for the fleet, when the executor failed fits of tick ``k`` (``executor-failed`` on the
+        first such stream; not again while later ticks fail the same way); return a mask of the stream whose
+        escalation clears, once a tick's fits run on the executor again (``ran_before``: its fit count at the
+        start of the tick)."""
+        n = self.fleet.n_streams
+        lost = [int(s) for s in failed if ModelKey(int(s), k) in self.service.executor_failures]
+        cleared = np.zeros(n, dtype=bool)
+        carrier = int(self.executor_outage[0])
+        if lost and carrier < 0:
+            s = lost[0]
+            escalations.append(Escalation(
+                s, k, "executor-failed", 3,
+                f"{len(lost)} fit(s) of this tick could not run on the executor, through no fault of their streams "
+                f"(this stream's error: {failed[s]}). The serving models stay; the fits are tried again at the "
+                "next tick and do not count towards fit_failure_limit. Look at the cluster (its scheduler, its "
+                "workers); resolved by the agent once fits run on it again"))
+            self.executor_outage[0] = s
+        elif not lost and carrier >= 0 and self.service.fits_on_executor > ran_before:
+            if carrier < n:
+                cleared[carrier] = True
+            self.executor_outage[0] = -1
+        return cleared
 
     # -- steps ----------------------------------------------------------------------------------------------
     def _judge_challengers(self, k: int, actuals: np.ndarray, champion_errors: np.ndarray,

@@ -25,6 +25,10 @@ ESCALATION_KINDS = {
                         "stream has no forecast until it succeeds, or the challenger was rejected"),
     "fleet-retraining-lost": ("most re-trainings of one tick lost to the serving models, fleet-wide: a shared cause "
                               "(broken data in the training window, a feature the window cannot estimate)"),
+    "executor-failed": ("fits could not run on the executor (a Dask cluster lost its scheduler, has no workers or "
+                        "none that can run mlma; every worker busy past fit_timeout): not the streams' doing, so "
+                        "not counted towards their fit_failure_limit; one item for the fleet, resolved by the agent "
+                        "once fits run on the executor again"),
     "tick-failed": ("the agent's tick failed (a configuration error, the database, a bug): no stream is scored, "
                     "re-trained or forecast until it runs; resolved by the agent when the tick commits"),
 }
@@ -98,7 +102,8 @@ def queue_items(kinds, ticks, groups) -> np.ndarray:
 def cleared_conditions(*, promoted: np.ndarray, rejected: np.ndarray, fitted: np.ndarray, initial_fit: np.ndarray,
                        reported: np.ndarray, flagged: np.ndarray, on_model: np.ndarray,
                        forecasted: np.ndarray | None = None,
-                       dropped: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                       dropped: np.ndarray | None = None,
+                       executor_back: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Escalation kinds whose condition cleared in a tick, with the stream ids, from boolean arrays over streams.
 
     The one rule for resolving escalations without a person, applied by the live agent (through the store) and
@@ -110,7 +115,9 @@ def cleared_conditions(*, promoted: np.ndarray, rejected: np.ndarray, fitted: np
     - ``fit-failed``: a fit succeeded (``fitted``: re-trained without failure, or a first fit);
     - ``silent``: the stream reported; ``data-quality``: it reported and the policy no longer flags its data;
     - ``cold``: a regular (not fall-back) model serves it after a new model came in;
-    - ``forecast-failed``: the stream's forecast for the next tick was issued (``forecasted``).
+    - ``forecast-failed``: the stream's forecast for the next tick was issued (``forecasted``);
+    - ``executor-failed``: fits ran on the executor again (``executor_back``: the stream carrying the fleet's
+      item).
 
     Kinds a person or the shell resolves (``artifact-broken``, ``budget``, ``fleet-retraining-lost``) are not
     here. Kinds with no stream are left out (the store resolves ``tick-failed`` when a tick commits).
@@ -130,6 +137,8 @@ def cleared_conditions(*, promoted: np.ndarray, rejected: np.ndarray, fitted: np
         masks["forecast-failed"] = forecasted
     if dropped is not None:
         masks["approval-needed"] = masks["approval-needed"] | dropped
+    if executor_back is not None:
+        masks["executor-failed"] = executor_back
     return {kind: np.flatnonzero(mask) for kind, mask in masks.items() if mask.any()}
 
 

@@ -333,6 +333,14 @@ class DaskExecutor(Executor):
                 "task ran, or another client cancelled it; the next tick connects again)")
 
     @property
+    def n_workers(self) -> int | None:
+        """Workers in the cluster now; None when the scheduler cannot be asked."""
+        try:
+            return len(self.client.nthreads())
+        except Exception:  # noqa: BLE001 - a scheduler gone, a client closed
+            return None
+
+    @property
     def slots(self) -> int:
         """Worker threads in the cluster now (at least 1): the number of chunks that can run at once."""
         return max(1, sum(self.client.nthreads().values()))
@@ -890,12 +898,14 @@ def _shown(ids: list[str], most: int = 20) -> str:
 
 @dataclass(frozen=True)
 class FitFailure:
-    """One stream's fit that failed on its own: its model raised an error it does not fall back from (a bug in
-    the model, ``sys.exit``), or the fitted model cannot be pickled (mlma stores and ships models pickled).
-    The other streams of its chunk keep their models."""
+    """One stream's fit that failed: its model raised an error it does not fall back from (a bug in the model,
+    ``sys.exit``), the fitted model cannot be pickled (mlma stores and ships models pickled), or, fitted alone,
+    it hung or killed its worker. The other streams of its chunk keep their models. ``by_executor``: the
+    executor failed it, not the stream's fit (:attr:`ModelService.executor_failures`)."""
 
     key: ModelKey
     error: str
+    by_executor: bool = False
 
 
 class _Overdue(TimeoutError):
@@ -907,6 +917,23 @@ def _killed_worker(error: BaseException) -> bool:
     """Whether ``error`` is Dask's ``KilledWorker``: the task's workers kept dying while they ran it (out of
     memory, a crash), up to ``distributed.scheduler.allowed-failures`` times. Told by name: no Dask import."""
     return type(error).__name__ == "KilledWorker"
+
+
+def _why_not_started(executor: Executor) -> str:
+    """Why a task had not started by its deadline: a Dask cluster without workers, else busy workers."""
+    if isinstance(executor, DaskExecutor) and executor.n_workers == 0:
+        return f"the Dask cluster at {executor.address} has no workers: start one with 'dask worker {executor.address}'"
+    return "the workers were busy, with a fit that hung or with more fits than fit_timeout allows"
+
+
+def _lost_by_executor(error: BaseException, executor: Executor) -> bool:
+    """Whether a task's ``error`` is the executor's, not its fit's: a Dask cluster dropped the task (its scheduler
+    was lost or restarted, another client cancelled it) or its client is closed or cut off. Told by name, as
+    :func:`_killed_worker`: no Dask import."""
+    if not isinstance(executor, DaskExecutor):
+        return False
+    return (isinstance(error, CancelledError) or type(error).__name__ in ("ClosedClientError", "CommClosedError")
+            or not executor.usable)
 
 
 def _in_suspect_order(jobs: list, suspects: dict[int, None]) -> list:
@@ -1276,6 +1303,10 @@ class ModelService:
         self.driver_range_factor = float(driver_range_factor)
         #: Why the fit of a key failed, for keys :meth:`fit` gave up on (``on_error="skip"``).
         self.failures: dict[ModelKey, str] = {}
+        #: The keys of :attr:`failures` the executor failed, not their streams' fits: the cluster dropped the
+        #: task or cannot be reached, no worker can run mlma, or no worker took the task before ``fit_timeout``
+        #: (none there, or all busy with other fits). The agent does not count them against the stream.
+        self.executor_failures: set[ModelKey] = set()
         #: Why the forecast of ``(key, target_tick)`` failed, for forecasts :meth:`predict_many` gave up on.
         self.forecast_failures: dict[tuple[ModelKey, int], str] = {}
         #: Whether a fit ran past ``fit_timeout``: its worker may still be busy, so a process pool should
@@ -1289,6 +1320,9 @@ class ModelService:
         # Counterfactual forecasts (predict_at_baseline) by (model, tick, event columns).
         self._baselines: dict[tuple, np.ndarray] = {}
         self.fits_done = 0
+        #: Fits done on :attr:`executor` (not in this process, as calls with few fits are): that it ran any
+        #: tells the agent it works again after :attr:`executor_failures`.
+        self.fits_on_executor = 0
         #: Fits taken from :attr:`fit_cache` instead of being done.
         self.fits_cached = 0
         #: Fits (done or from the cache) that fell back to a simpler model, by cause
@@ -1406,12 +1440,14 @@ class ModelService:
             futures = [_submit(executor, _fit_chunk, self.spec, self.ctx, self.model_params, chunk, pickled)
                        if unfit is None else _failed(RuntimeError(unfit)) for chunk in chunks]
             try:
-                self._collect(chunks, futures, executor, pickled)
+                self._collect(chunks, futures, executor, pickled, unrunnable=unfit is not None)
             except ChunkFitError:
                 if on_error == "raise":
                     raise
             finally:
                 self._to_cache(jobs)
+                if executor is not self._inline:
+                    self.fits_on_executor += sum(job[0] in self._models for job in jobs)
         return [self._models.get(k) for k in keys] if on_error == "skip" else [self._models[k] for k in keys]
 
     def _from_cache(self, jobs: list) -> list:
@@ -1448,7 +1484,8 @@ class ModelService:
                 entries[address] = (fm.model, fm.seconds, fm.fallback_reason, fm.n_train, fm.short_history)
         self.fit_cache.store(entries)
 
-    def _collect(self, chunks: list[list], futures: list[Future], executor: Executor, pickled: bool = True) -> None:
+    def _collect(self, chunks: list[list], futures: list[Future], executor: Executor, pickled: bool = True, *,
+                 unrunnable: bool = False) -> None:
         """Store every chunk's models; then raise for the first chunk that failed, naming its streams.
 
         One stream's trouble costs that stream only, as far as it can be told:
@@ -1464,8 +1501,12 @@ class ModelService:
           :attr:`suspects`, fitted one per task next time, and their error says they may only have shared a
           chunk with a fit that hung. A chunk that had not even started when the time ran out (it waited for a
           busy worker) suspects nobody. On Dask, the workers of abandoned tasks are restarted (:meth:`_abandon`).
+
+        Failures that are the executor's, not the streams' (a chunk that had not started by the deadline, a task
+        the cluster dropped, ``unrunnable``: no worker can run mlma), go to :attr:`executor_failures` too.
         """
         failures: list[tuple[list, BaseException]] = []
+        not_theirs: set[ModelKey] = set()  # the first key of each chunk the executor failed
         alone: list[FitFailure] = []  # streams whose own fit failed, in chunks that came back
         overdue: list[tuple[list, Future]] = []
         deadline = None if self.fit_timeout is None else time.monotonic() + self.fit_timeout
@@ -1481,10 +1522,15 @@ class ModelService:
                 continue
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - re-raised below with the chunk's streams
                 failures.append((chunk, exc))
+                if unrunnable or _lost_by_executor(exc, executor):
+                    not_theirs.add(chunk[0][0])
                 continue
             self._take(fitted, alone)
         if overdue:
-            failures += self._overdue_failures(overdue, executor)
+            for chunk, exc, started in self._overdue_failures(overdue, executor):
+                failures.append((chunk, exc))
+                if not started:
+                    not_theirs.add(chunk[0][0])
         died = [job for chunk, exc in failures if isinstance(exc, BrokenProcessPool) for job in chunk]
         if died and self.renew_executor is None:
             died = []  # a caller's pool: nobody to make another
@@ -1512,8 +1558,12 @@ class ModelService:
                 error += _KILLED_ALONE
             for key, *_ in chunk:
                 self.failures[key] = error
+                if chunk[0][0] in not_theirs:
+                    self.executor_failures.add(key)
         for failure in alone:
             self.failures[failure.key] = failure.error
+            if failure.by_executor:
+                self.executor_failures.add(failure.key)
         if alone and not failures:
             ids = [str(self.fleet.ids[f.key.stream]) for f in alone]
             shown = "; ".join(f"{uid}: {f.error}" for uid, f in zip(ids[:5], alone))
@@ -1558,16 +1608,16 @@ class ModelService:
             self._hold(model)
             self.fits_done += 1
 
-    def _overdue_failures(self, overdue: list[tuple[list, Future]], executor: Executor) -> list[tuple[list, Exception]]:
-        """The errors of the chunks not back by the deadline, after giving up on them (:meth:`_abandon`); the
-        streams of those that had started become :attr:`suspects`."""
+    def _overdue_failures(self, overdue: list[tuple[list, Future]],
+                          executor: Executor) -> list[tuple[list, Exception, bool]]:
+        """The errors of the chunks not back by the deadline, after giving up on them (:meth:`_abandon`), and
+        whether each had started; the streams of those that had started become :attr:`suspects`."""
         started, places = self._abandon([future for _, future in overdue], executor)
         limit = f"no result within fit_timeout={self.fit_timeout:g} s"
         out = []
         for (chunk, _), began, where in zip(overdue, started, places):
             if not began:
-                text = (f"{limit}{where}: its chunk had not started (the workers were busy, with a fit that hung or "
-                        "with more fits than fit_timeout allows)")
+                text = f"{limit}{where}: its chunk had not started ({_why_not_started(executor)})"
             elif len(chunk) == 1:
                 text = f"{limit}{where} (fitted alone)"
             else:
@@ -1575,7 +1625,7 @@ class ModelService:
                         "fit that hung: its next fit runs alone to tell")
             if began:
                 self._suspect([job[0].stream for job in chunk], proven=len(chunk) == 1)
-            out.append((chunk, TimeoutError(text)))
+            out.append((chunk, TimeoutError(text), began))
         return out
 
     def _result_by(self, future: Future, deadline: float | None, what: str, *, marks_timed_out: bool = False,
@@ -1650,7 +1700,7 @@ class ModelService:
         # the chunks (KilledWorker), and would kill the single fits too, blaming their streams.
         unfit = self._retire_unfit_workers(self.executor)
         if unfit is not None:
-            return [FitFailure(job[0], f"RuntimeError: {unfit}") for job in jobs]
+            return [FitFailure(job[0], f"RuntimeError: {unfit}", by_executor=True) for job in jobs]
         if at_once:
             out, killed = self._refit_round(jobs, pickled, deadline, pool=False, width=len(jobs))
         else:
@@ -1662,7 +1712,7 @@ class ModelService:
             unfit = self._retire_unfit_workers(self.executor)  # one that joined meanwhile kills every task
             again = {job[0] for job in killed}
             if unfit is not None:
-                retried = [FitFailure(job[0], f"RuntimeError: {unfit}") for job in killed]
+                retried = [FitFailure(job[0], f"RuntimeError: {unfit}", by_executor=True) for job in killed]
             else:
                 unsent = (f"{len(killed)} streams fitted alone at once ended with KilledWorker (a worker died "
                           "while it held their tasks), and the time left did not suffice to fit them again one "
@@ -1728,8 +1778,12 @@ class ModelService:
                 for (job, _, _), began, at in zip(in_flight.values(), started, where):
                     if began:
                         self._suspect([job[0].stream], proven=True)
-                    out.append(FitFailure(job[0], f"{limit}{at} (fitted alone)"))
-                out += [FitFailure(job[0], f"{limit}: {unsent}") for job in queue]
+                        out.append(FitFailure(job[0], f"{limit}{at} (fitted alone)"))
+                    else:
+                        out.append(FitFailure(job[0], f"{limit}{at}: its task had not started "
+                                              f"({_why_not_started(self.executor)})", by_executor=True))
+                # Not sent for want of time: others' fits took it.
+                out += [FitFailure(job[0], f"{limit}: {unsent}", by_executor=True) for job in queue]
         finally:
             for lane in lanes:
                 terminate_executor(lane)  # also ends a fit that hangs in it
@@ -1748,11 +1802,11 @@ class ModelService:
         except BrokenProcessPool:
             error = ("the worker process fitting it died (a crash in the model's native code, os._exit, or out of "
                      "memory); the stream was fitted alone to find it")
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the stream's own failure
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - the stream's own failure, or the cluster's
             error = describe_error(exc)
             if not _killed_worker(exc):
                 self._suspects.pop(job[0].stream, None)
-                out.append(FitFailure(job[0], error))
+                out.append(FitFailure(job[0], error, by_executor=_lost_by_executor(exc, self.executor)))
                 return True
             error += _KILLED_ALONE
         self._suspect([job[0].stream], proven=True)
