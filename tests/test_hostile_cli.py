@@ -86,6 +86,9 @@ def project(tmp_path, fleet) -> Path:
     # Accepted, and printed as "a b": no file can have such a column (check_column_names refuses it).
     ("drivers", '["a\\u0000b"]', "[data] drivers: future drivers must be column names without control characters"),
     ("historical_drivers", '["unique_id"]', "driver 'unique_id' is the id column (id_col='unique_id')"),
+    # Accepted, and later written back as the tick a prune waits for ("before tick 9223372036854775807").
+    ("train_window_ticks", "9223372036854775807", "[model] train_window_ticks must be a whole number of ticks from 0 "
+                                                  "(the frequency's default) to 1,000,000, got 9223372036854775807"),
 ])
 def test_a_bad_setting_is_refused_when_the_file_is_read_naming_the_key(tmp_path, key, value, fragment):
     root = make_project(tmp_path / "p")

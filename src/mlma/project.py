@@ -278,11 +278,17 @@ _SECTIONS = {"data": DataSection, "store": StoreSection, "registry": RegistrySec
 
 
 MAX_LOCK_TTL_SECONDS = 86_400
+"""Longest ``[agent] lock_ttl_seconds``: a crashed agent's lock must expire within a day."""
+
 #: The longest ``[agent] fit_timeout_seconds`` (and ``mlma backtest --fit-timeout``): 30 days. Far beyond it the
 #: platform's timers overflow (``1e10`` failed every fit with "timestamp out of range for platform time_t"), and no
 #: tick's re-trainings are meant to run for a month; 0 means no limit.
 MAX_FIT_TIMEOUT_SECONDS = 30 * 86_400
-"""Longest ``[agent] lock_ttl_seconds``: a crashed agent's lock must expire within a day."""
+
+MAX_TRAIN_WINDOW_TICKS = 1_000_000
+"""Longest ``[model] train_window_ticks`` (and ``mlma backtest --train-window``): a million ticks, all the history
+of any project (2,700 years of daily ticks). A larger one meant nothing more and was written back in messages as
+the tick to wait for (``9223372036854775807``)."""
 
 MAX_KEEP_VERSIONS = 10_000
 """Largest ``[registry] keep_versions`` (and ``mlma prune --versions``): more is keeping all."""
@@ -540,8 +546,10 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
     if kind in ("adwin", "page-hinkley"):
         raise ConfigError(f"{path}: [agent] policy {a.policy!r} is a backtest baseline; live operation runs "
                           "mlma, never, always or periodic:K")
-    if config.model.train_window_ticks < 0:
-        raise ConfigError(f"{path}: [model] train_window_ticks must be >= 0")
+    window = config.model.train_window_ticks
+    if isinstance(window, bool) or not isinstance(window, int) or not 0 <= window <= MAX_TRAIN_WINDOW_TICKS:
+        raise ConfigError(f"{path}: [model] train_window_ticks must be a whole number of ticks from 0 (the "
+                          f"frequency's default) to {MAX_TRAIN_WINDOW_TICKS:,}, got {window!r}")
     from mlma.model_names import BUILTIN_MODELS
 
     # A plain name must be a built-in (a typo fails here, not at the first tick); a spec with ":" (an import

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mlma.model_names import BUILTIN_MODELS
+from mlma.project import MAX_TRAIN_WINDOW_TICKS
 from mlma.models.adapters import ADAPTER_OPTIONS, SklearnForecaster, import_object, is_regressor_like
 from mlma.models.base import (
     FIT_ERRORS,
@@ -88,6 +89,10 @@ def check_train_window(model: Forecaster, ctx: ForecastContext, window_ticks: in
     >>> ridge = make_forecaster("ridge", ctx)
     >>> check_train_window(ridge, ctx, 28)
     >>> check_train_window(ridge, ctx, None)
+    >>> check_train_window(ridge, ctx, 10**7)
+    Traceback (most recent call last):
+    ...
+    ValueError: train_window_ticks must be a whole number from 1 to 1,000,000 or None (all history), got 10000000
     >>> check_train_window(ridge, ctx, 7, name="ridge")
     Traceback (most recent call last):
     ...
@@ -95,8 +100,10 @@ def check_train_window(model: Forecaster, ctx: ForecastContext, window_ticks: in
     """
     if window_ticks is None:
         return
-    if isinstance(window_ticks, bool) or not isinstance(window_ticks, (int, np.integer)) or window_ticks < 1:
-        raise ValueError(f"train_window_ticks must be a whole number >= 1 or None (all history), got {window_ticks!r}")
+    if (isinstance(window_ticks, bool) or not isinstance(window_ticks, (int, np.integer))
+            or not 1 <= window_ticks <= MAX_TRAIN_WINDOW_TICKS):
+        raise ValueError(f"train_window_ticks must be a whole number from 1 to {MAX_TRAIN_WINDOW_TICKS:,} or None "
+                         f"(all history), got {window_ticks!r}")
     steps = _steps_in(ctx, steps_in)(int(window_ticks))
     needs = math.ceil(model.min_history)
     if steps < needs:
