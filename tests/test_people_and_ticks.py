@@ -502,3 +502,31 @@ def test_a_challenger_a_person_promotes_while_the_tick_that_replaces_it_runs_is_
     tick(live, store, chunks)
     assert registry.champion(STREAM).version == 2 and registry.version(STREAM, 2).check["result"] == "promoted"
     assert registry.version(STREAM, 3).check["result"] == "dropped" and _slots(store, STREAM) == (2, -1, -1)
+
+
+@pytest.mark.parametrize("first_rebases", [True, False], ids=["re-base, then reset", "reset, then re-base"])
+def test_a_reset_and_a_rebase_queued_for_one_tick_the_later_stands(project, monkeypatch, first_rebases):
+    """Both were reported done ("reference reset" and "reference re-based ..."), but the tick ran the reset and
+    then the re-base over it, whatever the order: the later request is carried out, the earlier one's outcome
+    names the action that replaced it."""
+    from mlma.mlma_policy import MLMAPolicy
+
+    live, store, ops, chunks = project
+    done = []
+    real = MLMAPolicy.reset_reference
+
+    def spy(policy, streams, tick, *, rebase=False, **options):
+        done.extend((int(s), rebase) for s in streams)
+        return real(policy, streams, tick, rebase=rebase, **options)
+
+    monkeypatch.setattr(MLMAPolicy, "reset_reference", spy)
+    ops.reset_reference([STREAM], rebase=first_rebases, by="user:ana", reason="first thought")
+    ops.reset_reference([STREAM], rebase=not first_rebases, by="user:bob", reason="changed my mind")
+    tick(live, store, chunks)
+    stream = store.resolve(STREAM)
+    assert done == [(stream, not first_rebases)], done
+    first, later = ops.actions().query("kind == 'reset-reference'").sort_values("id").itertuples()
+    what = "reset" if first_rebases else "re-base"
+    assert first.outcome == (f"not carried out: a later {what} of the reference (action {later.id} by user:bob) "
+                             "replaced it"), first.outcome
+    assert later.outcome == ("reference reset" if first_rebases else "reference re-based on the recent losses")

@@ -1424,7 +1424,10 @@ class LiveAgent:
             if row.kind == "retrain":
                 masks["force_retrain"][s] = True  # how (direct, why) once the person's choices are known, below
             elif row.kind == "reset-reference":
-                masks["rebase_reference" if params.get("rebase") else "reset_reference"][s] = True
+                # A reset and a re-base queued for one stream: the later stands, as for approvals (_outcomes).
+                rebase = bool(params.get("rebase"))
+                masks["reset_reference" if rebase else "rebase_reference"][s] = False
+                masks["rebase_reference" if rebase else "reset_reference"][s] = True
             elif row.kind in ("approve", "reject"):
                 meant = params.get("version")
                 pending, _ = _undecided_version(live, s)
@@ -2075,9 +2078,12 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.
     challengers = set(report.challengers)
     decisions = actions[actions["kind"].isin(["approve", "reject"])]
     last_decision = dict(zip(decisions["stream_id"].astype(int), decisions.itertuples(index=False)))
+    resets = actions[actions["kind"] == "reset-reference"]
+    last_reset = dict(zip(resets["stream_id"].astype(int), resets.itertuples(index=False)))
     for row in actions.itertuples(index=False):
         s = int(row.stream_id)
         later = last_decision.get(s) if row.kind in ("approve", "reject") else None
+        reset = last_reset.get(s) if row.kind == "reset-reference" else None
         if int(row.id) in stale:
             meant, pending = stale[int(row.id)]
             text = (f"not carried out: version {meant} no longer waits" + (
@@ -2085,6 +2091,10 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.
                 "if you mean it" if pending >= 0 else ""))
         elif later is not None and later.id != row.id and later.kind != row.kind:
             text = f"not carried out: a later {later.kind} (action {later.id} by {later.created_by}) replaced it"
+        elif reset is not None and _rebases(reset) != _rebases(row):
+            what = "re-base" if _rebases(reset) else "reset"
+            text = (f"not carried out: a later {what} of the reference (action {reset.id} by {reset.created_by}) "
+                    "replaced it")
         elif row.kind == "retrain":
             version, where = replaced.get(s, (-1, ""))
             chosen = report.chosen_by_person is not None and bool(report.chosen_by_person[s])
@@ -2121,14 +2131,18 @@ def _outcomes(actions: pd.DataFrame, report: TickReport, live: dict, waited: np.
             if not report.serving[s] and s not in adopted:
                 text = "nothing to reset: no model serves the stream yet (its reference starts with its first model)"
             else:
-                text = ("reference re-based on the recent losses" if (row.params or {}).get("rebase")
-                        else "reference reset")
+                text = "reference re-based on the recent losses" if _rebases(row) else "reference reset"
         else:  # approve, reject: of the version that waited
             text = _approval_outcome(row.kind, int(waited[s]) if s < len(waited) else -1,
                                      int(live["champion_version"][s]), s in adopted,
                                      report.rejected is not None and bool(report.rejected[s]))
         out[int(row.id)] = text
     return out
+
+
+def _rebases(action) -> bool:
+    """Whether a queued ``reset-reference`` action re-bases the reference (else it resets it)."""
+    return bool((action.params or {}).get("rebase"))
 
 
 def _approval_outcome(kind: str, waiting: int, serving: int, moved_by_a_person: bool, rejected: bool) -> str:
