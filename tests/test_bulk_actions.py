@@ -179,3 +179,35 @@ def test_what_a_person_adds_keeps_their_reason_as_given_and_takes_any_collection
     assert sorted(ops.pending_actions()["stream_id"]) == sorted(chosen)
     assert set(ops.pending_actions()["reason"]) == {""} and set(ops.abnormal_periods()["reason"]) == {""}
     assert len(store.audit_log(stream="zone-00004")) == 1
+
+
+def test_each_streams_audit_finds_who_acted_on_its_escalations_queued_actions_and_abnormal_periods(store):
+    """`audit?stream=` and the stream page found two of about twenty entries about a stream: the changes of its
+    escalations' status, the cancels of its queued actions and abnormal periods, and fleet-wide abnormal periods
+    were audited without the streams they touched."""
+    from mlma.escalations import Escalation
+
+    ids = store.stream_ids(["zone-a", "zone-b", "zone-c"]).tolist()
+    serve_first_models(store, ids)
+    ops = Operations(store)
+    a, b, c = ids
+    esc_a, esc_b = store.add_escalations([Escalation(a, 3, "silent", 1, "no actuals"),
+                                          Escalation(b, 3, "silent", 1, "no actuals")])
+    ops.acknowledge([esc_a], by="user:ana")
+    ops.silence([esc_a, esc_b], "4h", by="user:ana", reason="feed outage known")
+    ops.force_retrain(["zone-a"], by="user:ana")
+    ops.cancel_action([int(ops.pending_actions()["id"].iloc[0])], by="user:bob", reason="not needed")
+    ops.mark_abnormal("2025-01-01", "2025-01-02", ["zone-a"], by="user:ana")
+    ops.mark_abnormal("2025-01-05", "2025-01-06", by="user:ana", reason="a national holiday")  # the fleet
+    for period in store.abnormal_periods()["id"].tolist():
+        ops.cancel_abnormal([int(period)], by="user:bob")
+
+    def actions(stream):
+        return store.audit_log(stream=stream)["action"].tolist()
+
+    assert actions("zone-a") == ["escalation-acknowledged", "escalation-silenced", "retrain", "cancel-action",
+                                 "mark-abnormal", "mark-abnormal", "cancel-abnormal", "cancel-abnormal"]
+    assert actions("zone-b") == ["escalation-silenced", "mark-abnormal", "cancel-abnormal"]  # its own and the fleet's
+    assert actions("zone-c") == ["mark-abnormal", "cancel-abnormal"]
+    fleet_cancel = store.audit_log(action="cancel-abnormal").iloc[-1]
+    assert fleet_cancel["target"] == "fleet" and fleet_cancel["params"]["abnormal"].startswith("abnormal:")

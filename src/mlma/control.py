@@ -436,7 +436,13 @@ class Operations:
             cancelled = cancel(tx, ids)
             if not cancelled:
                 raise ActionError(f"no {active} {row} with id(s) {listed_ids(ids)}")
-            audit_id = tx.audit(by, action, *audited_ids(target, cancelled), reason)
+            # Found by each stream's audit (`audit?stream=`): the streams the cancelled rows were about; a
+            # fleet-wide abnormal period is about every stream, as its marking was (target "fleet").
+            streams, fleet = tx.streams_of(table, cancelled)
+            what, params = audited_ids(target, cancelled)
+            if fleet:
+                what, params = "fleet", {**params, target: what}
+            audit_id = tx.audit(by, action, what, params, reason, streams=streams)
         done = sorted(set(ids) - set(cancelled))
         return ActionResult(action, changed=len(cancelled), audit_id=audit_id,
                             detail={f"not_{active}": done} if done else {})

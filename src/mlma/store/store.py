@@ -205,10 +205,11 @@ def _completed_key(sha: str) -> str:
 
 def about_stream(stream_id: int, unique_id: str) -> sa.ColumnElement[bool]:
     """The condition on ``audit_log`` rows that are about one stream: their target names it alone
-    (``stream:zone-4``), or the action touched it among many (``streams:40``, ``group:city=c03``: the rows of
-    ``audit_streams``, migration 0013)."""
+    (``stream:zone-4``), the action touched it among many (``streams:40``, ``group:city=c03``, its escalations,
+    the queued actions or abnormal periods cancelled: the rows of ``audit_streams``, migration 0013), or the
+    whole fleet (``fleet``: an abnormal period marked, or cancelled, for every stream)."""
     a, members = S.audit_log, S.audit_streams
-    return sa.or_(a.c.target == f"stream:{unique_id}",
+    return sa.or_(a.c.target == f"stream:{unique_id}", a.c.target == "fleet",
                   a.c.id.in_(sa.select(members.c.audit_id).where(members.c.stream_id == int(stream_id))))
 
 
@@ -2016,9 +2017,12 @@ class Store:
             if not changed:
                 return EscalationsChanged(0, None)  # nothing happened, so nothing is audited
             target, params = audited_ids("escalations", ids)
+            streams = {int(s) for chunk in bulk.id_chunks(ids)
+                       for s in conn.execute(sa.select(e.c.stream_id).where(e.c.id.in_(chunk))).scalars()
+                       if s is not None}  # so that each stream's audit finds who acted on its escalations
             audit_id = self._audit(conn, now, by, f"escalation-{status}", target,
                                    {**params, "silenced_until": None if until is None else until.isoformat()},
-                                   reason)
+                                   reason, streams=streams)
         return EscalationsChanged(int(changed), audit_id)
 
     def add_audit(self, actor: str, action: str, target: str | None = None, params: Mapping[str, Any] | None = None,

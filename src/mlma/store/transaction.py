@@ -146,6 +146,17 @@ class Transaction:
                  for i in conn.execute(sa.select(t.c.id).where(t.c.id.in_(chunk))).scalars()}
         return [int(i) for i in ids if int(i) not in known]
 
+    def streams_of(self, table: str, ids: Sequence[int]) -> tuple[list[int], bool]:
+        """The streams the rows ``ids`` of ``table`` (``"stream_actions"`` or ``"abnormal_periods"``) are about,
+        and whether one of them is about the whole fleet (a fleet-wide abnormal period): what an action on those
+        rows touched, for its audit entry."""
+        if table not in ("stream_actions", "abnormal_periods"):
+            raise ValueError(f"table must be 'stream_actions' or 'abnormal_periods', got {table!r}")
+        t, conn = S.metadata.tables[table], self._connection()
+        found = [s for chunk in bulk.id_chunks(sorted(set(int(i) for i in ids)))
+                 for s in conn.execute(sa.select(t.c.stream_id).where(t.c.id.in_(chunk))).scalars()]
+        return sorted({int(s) for s in found if s is not None}), any(s is None for s in found)
+
     def cancel_actions(self, action_ids: Sequence[int]) -> list[int]:
         """Cancel the pending actions among ``action_ids``; returns the ids of those that were pending (see
         :meth:`actions_taken_up` for those a running tick is carrying out). One a tick took up that is no longer
