@@ -224,6 +224,8 @@ def _bad_inputs(env: Env) -> list[tuple[str, dict, str]]:
         ("set-params", {"streams": [uid], "params": {"cooldown_ticks": 2.5}}, "cooldown_ticks"),
         ("set-params", {"streams": [uid], "params": {"alpha": 0.1}}, "params"),
         ("set-params", {"streams": [uid]}, "params"),
+        ("set-params", {"streams": ["no-such-zone"], "params": {"delta": 0.2}}, "streams"),  # was put on params
+        ("set-params", {"group": {"city": "atlantis"}, "params": {"delta": 0.2}}, "group"),
         ("reset-reference", {"streams": [uid], "rebase": [1]}, "rebase"),
         ("require-approval", {"streams": "zone-0001"}, "streams"),
         ("mark-abnormal", {"start": "2026-12-27", "end": "2026-12-24"}, "end"),
@@ -289,6 +291,19 @@ def test_a_list_filtered_by_an_unknown_stream_is_422_not_empty(env, path):
 
 def test_unknown_stream_is_404(env):
     assert env.get("/api/streams/no-such-zone").status_code == 404
+
+
+def test_a_stream_is_read_by_the_id_rule_its_actions_and_filters_follow(env):
+    """`/api/stream?unique_id= zone-1` was a 404 while a pin of " zone-1 " and `audit?stream= zone-1` found it:
+    reading one stream follows the ids' one rule too (here the white space around it)."""
+    from urllib.parse import quote
+
+    uid = env.fleet.unique_ids[0]
+    for given in (f" {uid}", f"{uid}\t"):
+        for answer in (env.get("/api/stream", params={"unique_id": given}),
+                       env.get("/api/streams/" + quote(given, safe=""))):
+            assert answer.status_code == 200 and answer.json()["unique_id"] == uid, (given, answer.text)
+    assert env.get("/api/stream", params={"unique_id": uid + "x"}).status_code == 404
 
 
 def test_a_read_on_a_postgresql_store_that_refuses_writes_does_not_fail_on_the_tokens_use(postgres_server):

@@ -377,12 +377,12 @@ def stream_detail(store: Store, stream: str, *, ticks: int = 30, defaults: Mappi
     if not 1 <= ticks <= 2000:
         raise QueryError("ticks", f"ticks must be 1..2000, got {ticks}")
     s, t, v = S.streams, S.ticks, S.verdicts
+    sid = store.resolve(str(stream))  # the ids' one rule, as the actions find it (" zone-1" names zone-1)
     with store._read() as conn:
         now = store._now(conn)
-        row = conn.execute(sa.select(s).where(s.c.unique_id == stream)).first()
+        row = conn.execute(sa.select(s).where(s.c.id == sid)).first()
         if row is None:
             raise KeyError(f"unknown stream {stream!r}")
-        sid = int(row.id)
         window = conn.execute(sa.select(t.c.tick, t.c.start_ds, t.c.end_ds, t.c.status)
                               .where(t.c.status == "done").order_by(t.c.tick.desc()).limit(ticks)).all()[::-1]
         tick_bounds = {int(w.tick): (w.start_ds, w.end_ds) for w in window}

@@ -234,8 +234,9 @@ def require_approval(body: RequireApproval, who: Principal = Depends(operator),
              summary="Override monitoring parameters (delta, cooldown_ticks) for streams")
 def set_params(body: SetParams, who: Principal = Depends(operator), ctx: AppContext = Depends(context)) -> dict:
     target = body.target()
+    # A parameter's refusal names its field (_FIELD_OF_MESSAGE); anything else is about the streams chosen.
     return _run(lambda: ctx.operations.set_params(**target, params=body.params, by=who.actor, reason=body.reason),
-                who, "params")
+                who, _stream_field(body))
 
 
 @router.post("/mark-abnormal", response_model=ActionAnswer,
