@@ -502,6 +502,18 @@ def test_reset_and_rebase_reference_are_queued(env):
     items = env.get(f"/api/actions?stream={uid}").json()["items"]
     assert [(a["kind"], a["params"]) for a in items[:2]] == [("reset-reference", {"rebase": True}),
                                                              ("reset-reference", {"rebase": False})]
+    # The log filtered by the action as the API names it finds both (the re-base was missed).
+    found = env.get("/api/audit", params={"action": "reset-reference", "stream": uid}).json()["items"]
+    assert [a["action"] for a in found[:2]] == ["rebase-reference", "reset-reference"], found
+
+
+def test_a_misspelt_grouping_key_is_422_not_a_queue_without_groups(env):
+    """`escalations?group_by=citi` answered a queue whose items had no group: a 422 naming the field and the
+    keys there are, as a misspelt `attr` key is."""
+    r = env.get("/api/escalations", params={"group_by": "citi"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "group_by"], r.text
+    assert "no stream has the attribute 'citi' (group_by=citi); the keys are: city" in r.text
+    assert env.get("/api/escalations", params={"group_by": "city"}).json()["group_by"] == "city"
 
 
 def test_cancel_a_queued_action(env):

@@ -86,10 +86,12 @@ def _label(code: Any) -> str | None:
     return None if code is None else VERDICT_LABELS.get(int(code), str(code))
 
 
-#: The escalation actions as the API and CLI name them, and as the audit log records them (a person filtering
-#: the log by the action they took finds it either way).
-AUDITED_AS = {"acknowledge": "escalation-acknowledged", "resolve": "escalation-resolved",
-              "reopen": "escalation-open", "silence": "escalation-silenced"}
+#: Actions as the API and CLI name them, and as the audit log records them (a person filtering the log by the
+#: action they took finds it either way): the escalation actions, and a reset of the reference, which the log
+#: records as a reset or a re-base.
+AUDITED_AS = {"acknowledge": ("escalation-acknowledged",), "resolve": ("escalation-resolved",),
+              "reopen": ("escalation-open",), "silence": ("escalation-silenced",),
+              "reset-reference": ("reset-reference", "rebase-reference")}
 
 
 def _stream_named(store: Store, stream: str) -> int:
@@ -666,10 +668,11 @@ def audit_page(store: Store, *, actor: str | None = None, action: str | None = N
     offset, limit = _page(page, per_page)
     al = S.audit_log
     where = []
-    action = AUDITED_AS.get(action, action) if action else action
-    for column, value in (("actor", actor), ("action", action), ("target", target)):
+    for column, value in (("actor", actor), ("target", target)):
         if value:
             where.append(al.c[column] == value)
+    if action:
+        where.append(al.c.action.in_(AUDITED_AS.get(action, (action,))))
     if stream is not None:
         sid = _stream_named(store, stream)
         where.append(about_stream(sid, str(store.unique_ids([sid])[0])))

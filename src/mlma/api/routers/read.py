@@ -70,19 +70,22 @@ def streams(
     found = queries.list_streams(ctx.store, verdict=_split(verdict), attributes=attributes,
                                  q=q, pinned=pinned, sort=sort, page=page, per_page=per_page)
     if attributes and not found["total"]:
-        _check_attribute_keys(ctx, attributes)    # only then: a stream found has the keys (a read of them all)
+        # only then: a stream found has the keys (a read of them all)
+        _check_attribute_keys(ctx, "attr", {key: f"attr={key}={value}" for key, value in attributes.items()})
     return found
 
 
-def _check_attribute_keys(ctx: AppContext, attributes: dict[str, str]) -> None:
-    """422 on ``attr`` for a key no stream has: a misspelt key (``cty=c03``) answered an empty list, which reads
-    as "no stream in c03". An unknown value of a known key is a filter that matches nothing: an empty list."""
+def _check_attribute_keys(ctx: AppContext, field: str, given: dict[str, str]) -> None:
+    """422 on ``field`` for an attribute key no stream has (``given``: key -> how the request said it): a
+    misspelt key (``attr=cty=c03``) answered an empty list, which reads as "no stream in c03", and a misspelt
+    ``group_by`` a queue of items without groups. An unknown value of a known key is a filter that matches
+    nothing: an empty list."""
     known = queries.attribute_values(ctx.store, limit=1)
-    unknown = [key for key in attributes if key not in known]
+    unknown = [key for key in given if key not in known]
     if unknown:
         keys = ", ".join(sorted(known)[:50]) or "none: no stream has attributes"
-        raise queries.QueryError("attr", f"no stream has the attribute {unknown[0]!r} "
-                                         f"(attr={unknown[0]}={attributes[unknown[0]]}); the keys are: {keys}")
+        raise queries.QueryError(field, f"no stream has the attribute {unknown[0]!r} ({given[unknown[0]]}); the "
+                                        f"keys are: {keys}")
 
 
 @router.get("/streams/{unique_id:path}", response_model=StreamDetail, responses={404: {"model": Problem}},
@@ -129,6 +132,8 @@ def escalation_queue(
     members: Annotated[int, Query(ge=1, le=1000, description="Member streams listed per item.")] = 20,
     _: Principal = Depends(viewer), ctx: AppContext = Depends(context),
 ) -> dict:
+    if group_by and group_by.strip():  # one asked for (the server's own may name a key no stream has yet)
+        _check_attribute_keys(ctx, "group_by", {group_by: f"group_by={group_by}"})
     return queries.escalation_queue(ctx.store, status=_split(status) or ["open"],
                                     group_by=ctx.group_by if group_by is None else group_by, page=page,
                                     per_page=per_page, members=members)
