@@ -150,6 +150,20 @@ def test_only_an_admin_manages_tokens_and_tokens_are_stored_hashed(env):
     assert env.client.delete("/api/tokens/grafana", headers=env.auth("admin")).status_code == 404
     assert env.client.post("/api/tokens", json={"name": "bad name!", "role": "viewer"},
                            headers=env.auth("admin")).status_code == 422
+
+
+def test_the_last_admin_token_cannot_be_revoked_over_the_api_and_names_differ_in_more_than_case(env):
+    """An admin could revoke the last admin token, its own, and nobody could manage tokens over the API any
+    more; and tokens `op` and `OP` could both be active, two people in the audit log who read as one."""
+    admin = env.auth("admin")
+    second = env.client.post("/api/tokens", json={"name": "admin-2", "role": "admin"}, headers=admin).json()["token"]
+    assert env.client.delete("/api/tokens/admin-2", headers={"Authorization": f"Bearer {second}"}).status_code == 200
+    refused = env.client.delete("/api/tokens/admin-1", headers=admin)
+    assert refused.status_code == 409 and "the last active admin token" in refused.json()["detail"], refused.text
+    assert env.client.get("/api/tokens", headers=admin).status_code == 200          # still an admin
+    assert env.store.audit_log(action="token-revoke", target="token:admin-1").empty  # nothing audited
+    taken = env.client.post("/api/tokens", json={"name": "Viewer-1", "role": "viewer"}, headers=admin)
+    assert taken.status_code == 409 and "'viewer-1': names differ in more than case" in taken.text, taken.text
     audit = env.store.audit_log()
     assert {"token-create", "token-revoke"} <= set(audit["action"])
     # The revoked token's name is free again.

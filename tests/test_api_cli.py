@@ -88,12 +88,14 @@ def test_token_bootstrap_list_and_revoke_without_any_token(project):
     assert bad.exit_code == 2 and "role must be one of viewer, operator, admin" in bad.output
     again = run(project, "token", "create", "root-admin", ok=False)
     assert again.exit_code == 2 and "exists" in again.output
-    long = run(project, "token", "revoke", "root-admin", "--reason", "x" * 3000, ok=False)
+    long = run(project, "token", "revoke", "root-admin", "--last-admin", "--reason", "x" * 3000, ok=False)
     assert long.exit_code == 2 and "reason must be at most" in " ".join(long.output.split()), long.output
     assert isinstance(long.exception, SystemExit)                  # said in a line, no traceback; nothing revoked
     with store_of(project) as store:
         assert auth.authenticate(store, plain).role == "admin"
-    run(project, "token", "revoke", "root-admin", "--reason", "rotated")
+    last = run(project, "token", "revoke", "root-admin", "--reason", "rotated", ok=False)
+    assert last.exit_code == 2 and "is the last active admin token" in " ".join(last.output.split()), last.output
+    run(project, "token", "revoke", "root-admin", "--reason", "rotated", "--last-admin")
     with store_of(project) as store:
         assert auth.authenticate(store, plain) is None
     assert run(project, "token", "revoke", "root-admin", ok=False).exit_code == 2

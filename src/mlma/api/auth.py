@@ -142,14 +142,16 @@ def list_tokens(store: Store, *, include_revoked: bool = False) -> list[TokenInf
     return tokens.list_tokens(store, include_revoked=include_revoked)
 
 
-def revoke_token(store: Store, name: str, *, by: str, reason: str | None = None) -> bool:
+def revoke_token(store: Store, name: str, *, by: str, reason: str | None = None, last_admin: bool = False) -> bool:
     """Revoke the active token called ``name`` (its sessions end too); False if there is none.
 
-    The revoked row stays (renamed ``<name>#<id>``) so that its name can be given to a new token.
+    The revoked row stays (renamed ``<name>#<id>``) so that its name can be given to a new token. The last
+    active admin token is kept (:class:`~mlma.store.tokens.LastAdminError`, a ValueError) unless ``last_admin``:
+    the shell, which can create tokens, may revoke it; the API, for which it is the only way in, may not.
     """
     check_actor(by)
     with store.transaction() as tx:
-        token_id = tx.revoke_token(name)
+        token_id = tx.revoke_token(name, last_admin=last_admin)
         if token_id is None:
             return False
         tx.audit(by, "token-revoke", f"token:{name}", {"token_id": token_id}, reason)

@@ -229,6 +229,9 @@ def token_list(
 def token_revoke(
     name: str = typer.Argument(..., help="The token's name."),
     reason: Optional[str] = typer.Option(None, help="Why (kept in the audit log)."),
+    last_admin: bool = typer.Option(False, "--last-admin",
+                                    help="Revoke it even if it is the last active admin token (create another "
+                                         "with 'mlma token create NAME --role admin')."),
     by: Optional[str] = typer.Option(None, help=BY_HELP),
     project: Optional[Path] = typer.Option(None, help=PROJECT_HELP),
 ) -> None:
@@ -237,8 +240,8 @@ def token_revoke(
 
     with _operations(project) as ops:
         try:
-            revoked = revoke_token(ops.store, name, by=actor(by), reason=reason)
-        except ValueError as exc:  # a reason too long for the audit log, named
+            revoked = revoke_token(ops.store, name, by=actor(by), reason=reason, last_admin=last_admin)
+        except ValueError as exc:  # the last admin token; a reason too long for the audit log, named
             _fail(str(exc))
         if not revoked:
             _fail(f"no active token named {name!r} (mlma token list)")

@@ -47,12 +47,19 @@ def _iso(value: dt.datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 
+class LastAdminError(ValueError):
+    """Revoking this token would leave no active admin token: nobody could manage tokens over the API."""
+
+
 def insert(conn: sa.Connection, now: dt.datetime, name: str, role: str, token_sha256: str, by: str) -> TokenInfo:
-    """Record a new token; ``ValueError`` if a token (active or revoked) has that name."""
+    """Record a new token; ``ValueError`` if a token has that name, in any case (``op`` and ``OP`` would read as
+    one person in the audit log, ``user:op`` and ``user:OP``)."""
     t = S.api_tokens
-    if conn.execute(sa.select(t.c.id).where(t.c.name == name)).first() is not None:
-        raise ValueError(f"a token named {name!r} exists; revoke it first (mlma token revoke {name}) or choose "
-                         f"another name")
+    taken = conn.execute(sa.select(t.c.name).where(sa.func.lower(t.c.name) == name.lower())).scalars().first()
+    if taken is not None:
+        same = "" if taken == name else f" ({taken!r}: names differ in more than case)"
+        raise ValueError(f"a token named {name!r} exists{same}; revoke it first (mlma token revoke {taken}) or "
+                         f"choose another name")
     try:
         token_id = conn.execute(sa.insert(t).values(name=name, role=role, token_sha256=token_sha256, created_at=now,
                                                     created_by=by).returning(t.c.id)).scalar_one()
@@ -66,13 +73,23 @@ def insert(conn: sa.Connection, now: dt.datetime, name: str, role: str, token_sh
     return TokenInfo(int(token_id), name, role, now, by, None, None)
 
 
-def revoke(conn: sa.Connection, now: dt.datetime, name: str) -> int | None:
+def revoke(conn: sa.Connection, now: dt.datetime, name: str, *, last_admin: bool = False) -> int | None:
     """Revoke the active token called ``name``, renaming it ``<name>#<id>`` so that the name can be given
-    again; returns its id, or None if there is no such token."""
+    again; returns its id, or None if there is no such token. :class:`LastAdminError` for the last active admin
+    token, unless ``last_admin``."""
     t = S.api_tokens
-    row = conn.execute(sa.select(t.c.id).where(t.c.name == name, t.c.revoked_at.is_(None))).first()
+    row = conn.execute(sa.select(t.c.id, t.c.role).where(t.c.name == name, t.c.revoked_at.is_(None))).first()
     if row is None:
         return None
+    if row.role == "admin" and not last_admin:
+        # Locked: two admins revoking each other at once on PostgreSQL must not both find the other still there.
+        admins = conn.execute(sa.select(t.c.id).where(t.c.role == "admin", t.c.revoked_at.is_(None))
+                              .with_for_update()).scalars().all()
+        if list(admins) == [row.id]:
+            raise LastAdminError(
+                f"token {name!r} is the last active admin token: without it nobody can manage tokens over the API "
+                "or the web page; create another admin token first (mlma token create NAME --role admin), or revoke "
+                "it from the shell with mlma token revoke --last-admin")
     # Only if still active: of two revocations at once, the second finds the row revoked by the first.
     done = conn.execute(sa.update(t).where(t.c.id == row.id, t.c.revoked_at.is_(None))
                         .values(revoked_at=now, name=f"{name}#{row.id}"))

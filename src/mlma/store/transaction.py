@@ -208,6 +208,7 @@ class Transaction:
             raise ValueError(f"role must be one of {', '.join(S.ROLES)}, got {role!r}")
         return tokens.insert(self._connection(), self.now, name, role, token_sha256, by)
 
-    def revoke_token(self, name: str) -> int | None:
-        """Revoke the active token called ``name`` (its sessions end with it); its id, or None if none."""
-        return tokens.revoke(self._connection(), self.now, name)
+    def revoke_token(self, name: str, *, last_admin: bool = False) -> int | None:
+        """Revoke the active token called ``name`` (its sessions end with it); its id, or None if none. The last
+        active admin token only with ``last_admin`` (:class:`~mlma.store.tokens.LastAdminError`)."""
+        return tokens.revoke(self._connection(), self.now, name, last_admin=last_admin)

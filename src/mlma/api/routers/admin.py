@@ -12,6 +12,7 @@ from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, admin, context, principal, unauthorized
 from mlma.api.inputs import Body, check_known_query, check_request_text
 from mlma.api.schemas import CreatedToken, LoggedOut, Problem, Revoked, Session, Token
+from mlma.store.tokens import LastAdminError
 
 router = APIRouter(prefix="/api", tags=["access"],
                    dependencies=[Depends(check_request_text), Depends(check_known_query)])
@@ -80,9 +81,15 @@ def create(body: NewToken, who: Principal = Depends(admin), ctx: AppContext = De
 
 
 @router.delete("/tokens/{name}", response_model=Revoked,
-               responses={**ADMIN_ONLY, 404: {"model": Problem, "description": "No active token has that name."}},
+               responses={**ADMIN_ONLY, 404: {"model": Problem, "description": "No active token has that name."},
+                          409: {"model": Problem, "description": "The last active admin token (revoke it from the "
+                                                                 "shell: mlma token revoke --last-admin)."}},
                summary="Revoke a token (its web sessions end too)")
 def revoke(name: str, who: Principal = Depends(admin), ctx: AppContext = Depends(context)) -> dict:
-    if not auth.revoke_token(ctx.store, name, by=who.actor):
+    try:
+        revoked = auth.revoke_token(ctx.store, name, by=who.actor)
+    except LastAdminError as exc:
+        raise HTTPException(409, str(exc)) from None
+    if not revoked:
         raise HTTPException(404, f"no active token named {name!r}")
     return {"revoked": name}
