@@ -211,3 +211,24 @@ def test_each_streams_audit_finds_who_acted_on_its_escalations_queued_actions_an
     assert actions("zone-c") == ["mark-abnormal", "cancel-abnormal"]
     fleet_cancel = store.audit_log(action="cancel-abnormal").iloc[-1]
     assert fleet_cancel["target"] == "fleet" and fleet_cancel["params"]["abnormal"].startswith("abnormal:")
+
+
+def test_an_abnormal_period_marked_twice_is_one_period_and_one_audit_entry(store):
+    """A request sent twice (a double click, a retried call) marked each stream twice, and the fleet's count
+    of active periods doubled; now the second marks only what the first did not, and says so."""
+    store.stream_ids(["zone-a", "zone-b"])
+    ops = Operations(store)
+    first = ops.mark_abnormal("2025-01-01", "2025-01-02", ["zone-a"], by="user:ana", reason="an outage")
+    again = ops.mark_abnormal("2025-01-01", "2025-01-02", ["zone-a", "zone-b"], by="user:bo")
+    same = ops.mark_abnormal("2025-01-01", "2025-01-02", ["zone-b"], by="user:bo")
+    fleet = [ops.mark_abnormal("2025-01-05", "2025-01-06", by="user:ana") for _ in range(2)]
+    assert (first.changed, again.changed, same.changed) == (1, 1, 0)
+    assert same.audit_id is None and same.detail["note"] == "this period was marked already: nothing changed"
+    assert [f.changed for f in fleet] == [1, 0] and fleet[0].detail["scope"] == "fleet"
+    periods = store.abnormal_periods()
+    assert sorted(periods["unique_id"].fillna("fleet")) == ["fleet", "zone-a", "zone-b"]
+    assert store.audit_log(action="mark-abnormal")["params"].map(lambda p: p["streams"]).tolist() == [1, 1, 1]
+    # Cancelled, it can be marked again; other bounds are another period.
+    ops.cancel_abnormal([int(periods.query("unique_id == 'zone-a'")["id"].iloc[0])], by="user:ana")
+    assert ops.mark_abnormal("2025-01-01", "2025-01-02", ["zone-a"], by="user:ana").changed == 1
+    assert ops.mark_abnormal("2025-01-01", "2025-01-03", ["zone-a"], by="user:ana").changed == 1

@@ -253,12 +253,14 @@ class Operations:
         else:
             ids, target = self.select(streams, group=group)
         with self.store.transaction() as tx:
-            tx.add_abnormal_periods(ids, lo.to_pydatetime(), hi.to_pydatetime(), by=by, reason=reason)
-            audit_id = tx.audit(by, "mark-abnormal", target, {"start": str(lo), "end": str(hi), "streams": len(ids)},
-                                reason, streams=None if target == "fleet" else ids)
+            new = tx.add_abnormal_periods(ids, lo.to_pydatetime(), hi.to_pydatetime(), by=by, reason=reason)
+            audit_id = (tx.audit(by, "mark-abnormal", target, {"start": str(lo), "end": str(hi), "streams": len(new)},
+                                 reason, streams=None if target == "fleet" else new) if new else None)
         names = [] if target == "fleet" else self.store.unique_ids(ids).tolist()
-        return ActionResult("mark-abnormal", names, changed=len(ids), audit_id=audit_id,
-                            detail={"start": str(lo), "end": str(hi)})
+        detail = {"start": str(lo), "end": str(hi), "scope": "fleet" if target == "fleet" else "streams"}
+        if not new:
+            detail["note"] = "this period was marked already: nothing changed"
+        return ActionResult("mark-abnormal", names, changed=len(new), audit_id=audit_id, detail=detail)
 
     def cancel_abnormal(self, period_ids: Sequence[int], *, by: str, reason: str | None = None) -> ActionResult:
         return self._cancel("cancel-abnormal", period_ids, "abnormal period ids", "abnormal",

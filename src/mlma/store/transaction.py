@@ -82,12 +82,22 @@ class Transaction:
         return self._store._merge_json("overrides", changes, conn=self._connection())
 
     def add_abnormal_periods(self, stream_ids: Sequence[int | None], start: dt.datetime, end: dt.datetime, *,
-                             by: str, reason: str | None = None) -> int:
-        """Mark ``start <= ds < end`` abnormal for each stream id (None: the whole fleet); returns how many."""
-        ids = np.array([None if i is None else int(i) for i in stream_ids], dtype=object)
-        return self._insert_made("abnormal_periods", {"stream_id": "int?", "start_ds": "ds", "end_ds": "ds"},
-                                 {"stream_id": ids, "start_ds": [start] * len(ids), "end_ds": [end] * len(ids)},
-                                 by, reason)
+                             by: str, reason: str | None = None) -> list[int | None]:
+        """Mark ``start <= ds < end`` abnormal for each stream id (None: the whole fleet) that has no active
+        period of those bounds yet (a request sent twice marked each stream twice, and the fleet's count of
+        periods doubled); returns the ids marked now."""
+        check_actor(by)
+        a = S.abnormal_periods
+        marked = set(self._connection().execute(
+            sa.select(a.c.stream_id).where(a.c.start_ds == start, a.c.end_ds == end, a.c.cancelled_at.is_(None))
+        ).scalars())
+        new = list(dict.fromkeys(None if i is None else int(i) for i in stream_ids if i not in marked))
+        if not new:
+            return []
+        ids = np.array(new, dtype=object)
+        self._insert_made("abnormal_periods", {"stream_id": "int?", "start_ds": "ds", "end_ds": "ds"},
+                          {"stream_id": ids, "start_ds": [start] * len(ids), "end_ds": [end] * len(ids)}, by, reason)
+        return new
 
     def cancel_abnormal_periods(self, period_ids: Sequence[int]) -> list[int]:
         """Cancel the active abnormal periods among ``period_ids``; returns the ids of those that were active."""
