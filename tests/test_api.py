@@ -944,7 +944,12 @@ def test_session_cookie_login_csrf_and_logout(env):
     forged.cookies.set(names[0], payload + "." + mac[::-1])
     assert forged.get("/api/me").status_code == 401
     assert client.delete("/api/session").status_code == 403                 # logging out needs the CSRF header
-    assert client.delete("/api/session", headers={"X-CSRF-Token": login.json()["csrf"]}).status_code == 200
+    ended = client.delete("/api/session", headers={"X-CSRF-Token": login.json()["csrf"]})
+    assert ended.status_code == 200 and ended.json() == {"logged_out": True}
+    # A bearer request has no session: it is not told it logged out (its token still works; revoke it to stop it).
+    bearer = env.client.delete("/api/session", headers=env.auth("viewer"))
+    assert bearer.status_code == 200 and bearer.json() == {"logged_out": False}, bearer.text
+    assert env.get("/api/me").status_code == 200
     assert client.get("/api/me").status_code == 401
 
 

@@ -102,7 +102,7 @@ class Session(Schema):
 
 
 class LoggedOut(Schema):
-    """The session ended (a bearer request has none to end)."""
+    """Whether a session ended: false for a bearer request, which has none (revoke its token to stop it)."""
 
     logged_out: bool
 

@@ -57,11 +57,11 @@ def login(body: Login, response: Response, ctx: AppContext = Depends(context)) -
 def logout(request: Request, response: Response, _: Principal = Depends(principal),
            ctx: AppContext = Depends(context)) -> dict:
     session = getattr(request.state, "session", None)
-    if session is not None:  # a bearer request has no session to end
+    if session is not None:  # a bearer request has no session to end: it said logged out, and nothing ended
         auth.end_session(ctx.store, session)
     response.delete_cookie(ctx.session_cookie, path="/")
     response.delete_cookie(ctx.csrf_cookie, path="/")
-    return {"logged_out": True}
+    return {"logged_out": session is not None}
 
 
 @router.get("/tokens", response_model=list[Token], responses=ADMIN_ONLY, summary="API tokens (never their secrets)")
