@@ -157,7 +157,12 @@ def test_the_last_admin_token_cannot_be_revoked_over_the_api_and_names_differ_in
     more; and tokens `op` and `OP` could both be active, two people in the audit log who read as one."""
     admin = env.auth("admin")
     second = env.client.post("/api/tokens", json={"name": "admin-2", "role": "admin"}, headers=admin).json()["token"]
-    assert env.client.delete("/api/tokens/admin-2", headers={"Authorization": f"Bearer {second}"}).status_code == 200
+    too_long = env.client.delete("/api/tokens/admin-2", params={"reason": "x" * 3000}, headers=admin)
+    assert too_long.status_code == 422 and too_long.json()["detail"][0]["loc"] == ["query", "reason"], too_long.text
+    gone = env.client.delete("/api/tokens/admin-2", params={"reason": "left the team"},
+                             headers={"Authorization": f"Bearer {second}"})
+    assert gone.status_code == 200
+    assert env.store.audit_log(action="token-revoke", target="token:admin-2")["reason"].tolist() == ["left the team"]
     refused = env.client.delete("/api/tokens/admin-1", headers=admin)
     assert refused.status_code == 409 and "the last active admin token" in refused.json()["detail"], refused.text
     assert env.client.get("/api/tokens", headers=admin).status_code == 200          # still an admin

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import Field
 
 from mlma.api import auth
@@ -12,6 +12,7 @@ from mlma.api.auth import Principal
 from mlma.api.deps import AppContext, admin, context, principal, unauthorized
 from mlma.api.inputs import Body, check_known_query, check_request_text
 from mlma.api.schemas import CreatedToken, LoggedOut, Problem, Revoked, Session, Token
+from mlma.store.queries import QueryError
 from mlma.store.tokens import LastAdminError
 
 router = APIRouter(prefix="/api", tags=["access"],
@@ -85,11 +86,15 @@ def create(body: NewToken, who: Principal = Depends(admin), ctx: AppContext = De
                           409: {"model": Problem, "description": "The last active admin token (revoke it from the "
                                                                  "shell: mlma token revoke --last-admin)."}},
                summary="Revoke a token (its web sessions end too)")
-def revoke(name: str, who: Principal = Depends(admin), ctx: AppContext = Depends(context)) -> dict:
+def revoke(name: str, reason: Annotated[str | None, Query(description="Why (kept in the audit log), as "
+                                                                        "every action's reason")] = None,
+           who: Principal = Depends(admin), ctx: AppContext = Depends(context)) -> dict:
     try:
-        revoked = auth.revoke_token(ctx.store, name, by=who.actor)
+        revoked = auth.revoke_token(ctx.store, name, by=who.actor, reason=reason)
     except LastAdminError as exc:
         raise HTTPException(409, str(exc)) from None
+    except ValueError as exc:  # a reason the audit log cannot keep (too long, control characters)
+        raise QueryError("reason", str(exc)) from None
     if not revoked:
         raise HTTPException(404, f"no active token named {name!r}")
     return {"revoked": name}
