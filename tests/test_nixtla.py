@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -499,3 +500,18 @@ def test_live_ingest_of_an_announced_promotion_changes_the_nixtla_forecast(tmp_p
         # than a third of that (the regression estimates it from 28 days, about 8 of them on promotion).
         per_stream = b.groupby("stream_id")["y_hat"].sum() / a.groupby("stream_id")["y_hat"].sum()
         assert (per_stream > 1 + PROMO_EFFECT / 3).all(), per_stream
+
+
+@pytest.mark.parametrize("spec", [ARIMA_X, "mlforecast"])
+def test_a_forecast_without_the_future_drivers_a_model_was_fitted_with_warns(spec):
+    """Given no future_X, the promotion ahead was filled from a day earlier in silence (the agent, which always
+    passes it, counts its own fills); a caller of predict is told now. With future_X: no warning."""
+    panel = promo_panel(1, days=30, seed=3)
+    ds, y, promo = panel["ds"].to_numpy(), panel["y"].to_numpy(), panel[["promo"]].to_numpy()
+    n = 24 * 29
+    model = fit_forecaster(spec, PROMO, ds[:n], y[:n], promo[:n]).model
+    with pytest.warns(RuntimeWarning, match=r"fitted with the future driver\(s\) \['promo'\] but given no future_X"):
+        model.predict(ds[:n], y[:n], ds[n:n + 24], promo[:n])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        model.predict(ds[:n], y[:n], ds[n:n + 24], promo[:n], promo[n:n + 24])

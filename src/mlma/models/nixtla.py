@@ -51,6 +51,7 @@ import copy
 import inspect
 import re
 import sys
+import warnings
 from typing import Any, Self
 
 import numpy as np
@@ -430,6 +431,8 @@ class StatsForecastModel(FleetForecaster):
         if phase is not None:
             fitted = _rotated(fitted, series.position - phase)
         regressors = self.regressors_
+        if regressors:
+            _say_unforeseen_drivers(f"statsforecast {self.name}", self.ctx, future_X)
         exog = {} if not regressors else {"X": regressors.history(series.X),
                                           "X_future": regressors.ahead(series.future_X)}
         try:
@@ -601,6 +604,16 @@ class _Regressors:
     def ahead(self, future_X: np.ndarray | None) -> np.ndarray | None:
         """The same for the forecast steps."""
         return self.history(future_X)
+
+
+def _say_unforeseen_drivers(model: str, ctx: ForecastContext, future_X) -> None:
+    """Warn a caller of ``predict`` that gave no ``future_X`` to a model fitted with future drivers: their values
+    ahead are filled from a season earlier, as a gap in them is, which is seldom what a campaign calendar says.
+    The agent always passes them (and counts the values it had to fill: ``ModelService.driver_fills``)."""
+    if future_X is None and ctx.drivers.future:
+        warnings.warn(f"{model} was fitted with the future driver(s) {list(ctx.drivers.future)} but given no "
+                      "future_X: their values ahead are filled from a season earlier; pass future_X with their "
+                      "known values", RuntimeWarning, stacklevel=3)
 
 
 def _fit_one(prototype, values: np.ndarray, name: str, X: np.ndarray | None = None):
@@ -832,6 +845,7 @@ class MLForecastModel(BaseForecaster):
         frame = self._frame(series)
         ahead = None
         if self.regressors_:
+            _say_unforeseen_drivers("mlforecast", self.ctx, future_X)
             stamps = pd.date_range(frame["ds"].iloc[-1], periods=horizon + 1, freq=self.ctx.freq)[1:]
             ahead = self._with_drivers(pd.DataFrame({"unique_id": "stream", "ds": stamps}),
                                        self.regressors_.ahead(series.future_X))
