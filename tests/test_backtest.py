@@ -86,6 +86,32 @@ def test_every_policy_scored_on_the_same_points_and_outputs_written(tmp_path):
     assert (out / "report.html").stat().st_size > 1000
 
 
+def test_data_that_ends_part_way_through_its_last_tick_is_replayed_without_that_tick(caplog):
+    """An export that stopped at 04:00 of its last day was replayed as a tick of 5 hours: every stream was scored
+    on them and escalated for the 19 missing (71 escalations per 1,000 stream-days where the whole data gave
+    none). A live agent waits for a tick's actuals to be all in; the backtest leaves that tick out, and says so.
+    The run equals one on the data cut at the last whole day, bit for bit but for the seconds the fits took."""
+    from mlma.simulate import simulate_platform
+
+    data = simulate_platform(6, 15, seed=7).data
+    whole = data[data["ds"] < "2025-01-20"]             # 14 whole days of hourly data (the platform starts 6 Jan)
+    cut = data[data["ds"] <= "2025-01-20 04:00"]        # and 5 hours of the 15th
+    config = BacktestConfig(policies=["never", "mlma", "periodic:3"], model="ridge", initial_ticks=9, bootstrap=0)
+    with caplog.at_level("WARNING", logger="mlma.backtest"):
+        partial = run_backtest(cut, config)
+    complete = run_backtest(whole, config)
+    assert partial.config["incomplete_last_tick"] == {
+        "start": "2025-01-20 00:00:00", "data_ends": "2025-01-20 04:00:00", "until": "2025-01-20 23:00:00", "rows": 30}
+    assert complete.config["incomplete_last_tick"] is None
+    assert "before the end of its last tick (2025-01-20 00:00:00 to 2025-01-20 23:00:00): that tick's 30 row(s)" \
+        in caplog.text
+    assert partial.config["n_ticks"] == complete.config["n_ticks"] == 14
+    timed = [c for c in pd.DataFrame(complete.summary).columns if "seconds" in c]
+    pd.testing.assert_frame_equal(pd.DataFrame(partial.summary).drop(columns=timed),
+                                  pd.DataFrame(complete.summary).drop(columns=timed))
+    assert not any(row["escalations"] for row in partial.summary)
+
+
 def test_summary_json_is_strict_json_with_null_for_values_that_could_not_be_computed(tmp_path):
     from dataclasses import replace
 

@@ -264,6 +264,7 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
     frame, freq = checked.frame, checked.freq
     tick_offset = _tick_offset(config, freq)
     grid = make_tick_grid(frame, tick_offset, freq=freq)
+    frame, grid, incomplete = _without_incomplete_last_tick(frame, grid, freq, tick_offset, source)
     fleet = FleetData(frame, freq.alias, grid.boundaries, drivers=config.drivers)
     # The data's kind of timestamps, as a project's (Store.time_zones): offsets converted to UTC, or none.
     zones = "zoned" if any(f.code == "timezone-converted" for f in checked.report.findings) else "naive"
@@ -490,6 +491,8 @@ def run_backtest(data, config: BacktestConfig | None = None, *, events: pd.DataF
         # What groups the queue items the labour is counted in, and how many streams had a value of it.
         "queue_group_by": config.group_by,
         "queue_grouped_streams": int(sum(uid in groups for uid in fleet.ids)),
+        # The data's last tick, left out because its actuals were not all in (None: the data ends with a tick).
+        "incomplete_last_tick": incomplete,
     }
     return BacktestResult(summary, per_stream, per_tick, forecasts, retrain_log, escalation_log, events_frame,
                           run_config, checked.report.to_frame(), frontier, clairvoyant)
@@ -767,6 +770,47 @@ def _checked_abnormal(periods: pd.DataFrame | None, ids, time_zones: str) -> pd.
         log.warning("%s", not_in_data_message(source, "abnormal periods", sorted(unknown),
                                               int(named.isin(unknown).sum()), len(named), "they are ignored"))
     return periods.assign(unique_id=named.to_numpy())
+
+
+#: Ticks before the last whose data tell where the fleet's data usually end within a tick.
+USUAL_END_TICKS = 7
+
+
+def _without_incomplete_last_tick(frame: pd.DataFrame, grid, freq, tick_offset, source: str | None):
+    """The data and its tick grid without its last tick when the data stop part way through it, and what was
+    left out (None when the last tick is whole).
+
+    A live agent runs a tick once its actuals are all in; the backtest replayed a data export that stopped part
+    way through a day as a tick of 5 hours of 24: every stream was scored on those 5 hours and escalated for
+    missing actuals (71 escalations per 1,000 stream-days where the whole data gave none) and the policies'
+    decisions at that tick were made on it. Its rows are left out, said in a log warning and in the summary.
+
+    Whole: the data reach the tick's last timestamp (:meth:`TickClock.complete_ticks`, the live rule), or as far
+    into it as they reached into each of the :data:`USUAL_END_TICKS` ticks before (a car park whose sensors
+    report from 08:00 to 16:30 ends each day at 16:30: its last day is whole).
+    """
+    clock = TickClock(freq.alias, tick_offset.freqstr, grid.boundaries[0])
+    last = len(grid.boundaries) - 2
+    ends = pd.Timestamp(frame["ds"].max())
+    if last < 0 or clock.complete_ticks(ends) > last:
+        return frame, grid, None
+    start = pd.Timestamp(grid.boundaries[last])
+    recent = frame["ds"][frame["ds"] >= grid.boundaries[max(0, last - USUAL_END_TICKS)]].to_numpy()
+    before = np.asarray(grid.boundaries[max(0, last - USUAL_END_TICKS):last + 1], dtype="datetime64[ns]")
+    ticks = np.searchsorted(before, recent, side="right") - 1
+    reached = [recent[ticks == j].max() - before[j] for j in range(len(before) - 1) if (ticks == j).any()]
+    if reached and ends - start >= pd.Timedelta(min(reached)):
+        return frame, grid, None
+    kept = frame[frame["ds"] < start]
+    dropped = {"start": str(start), "data_ends": str(ends), "until": str(clock.last_timestamp(last)),
+               "rows": int(len(frame) - len(kept))}
+    log.warning("%sthe data ends at %s, before the end of its last tick (%s to %s): that tick's %s row(s) are left "
+                "out of the backtest, as a live agent waits for a tick's actuals to be all in",
+                f"{source}: " if source else "", ends, start, clock.last_timestamp(last), f"{dropped['rows']:,}")
+    if kept.empty:
+        raise ValueError(f"{source + ': ' if source else ''}the data ends at {ends}, before the end of its first "
+                         f"tick ({clock.last_timestamp(last)}): it holds no complete tick of {tick_offset.freqstr}")
+    return kept, make_tick_grid(kept, tick_offset, freq=freq), dropped
 
 
 def _warn_of_groups_not_in_data(groups: dict, attributes: pd.DataFrame | None, ids) -> None:

@@ -844,6 +844,18 @@ class TickClock:
         """The last grid timestamp inside tick ``k``: when it is in, the tick's actuals are complete."""
         return pd.Timestamp(self.stamps(k, k + 1)[-1])
 
+    def complete_ticks(self, newest: Any) -> int:
+        """How many ticks data whose newest timestamp is ``newest`` has reached the end of: the ticks before the
+        returned one are complete (their last timestamp is in), the one it falls in only once ``newest`` is its
+        last. The one rule of when a tick can run, live and in a backtest.
+
+        >>> clock = TickClock("h", "1D", "2025-01-01")
+        >>> clock.complete_ticks("2025-01-03 22:00"), clock.complete_ticks("2025-01-03 23:00")
+        (2, 3)
+        """
+        complete = int(self.tick_of(newest))
+        return complete + 1 if pd.Timestamp(newest) >= self.last_timestamp(complete) else complete
+
     def horizon(self) -> int:
         """Grid steps forecast at each tick: the most any tick holds (month-based ticks over fixed steps
         vary; the longest is found over the first 60 ticks)."""

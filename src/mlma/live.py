@@ -125,13 +125,6 @@ class _TickView:
     usual_silence: np.ndarray
 
 
-def _complete_ticks(timing: TickClock, newest: pd.Timestamp) -> int:
-    """How many ticks the data have reached the end of: ticks before the returned one have a last timestamp at
-    or before ``newest``."""
-    complete = timing.tick_of(newest)
-    return complete + 1 if newest >= timing.last_timestamp(complete) else complete
-
-
 class TickHeld(RuntimeError):
     """The next tick would find no data for nearly all served streams; it waits for a person's say-so.
 
@@ -389,7 +382,7 @@ class LiveAgent:
         if last_ds is None:
             raise NotReady("the store has no observations yet: run `mlma ingest FILE` first")
         done = self.store.last_done_tick()
-        complete = _complete_ticks(timing, last_ds)
+        complete = timing.complete_ticks(last_ds)
         if done is None:
             first = self.config.agent.initial_ticks or complete
             if complete < max(first, 1):
@@ -583,7 +576,7 @@ class LiveAgent:
         if share <= 0 or max_wait <= pd.Timedelta(0):
             return
         _, last_ds = self._data_span()
-        newest = None if last_ds is None else _complete_ticks(timing, last_ds) - 1
+        newest = None if last_ds is None else timing.complete_ticks(last_ds) - 1
         if newest is None or k > newest:
             return
         ahead = k < newest
