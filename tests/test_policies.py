@@ -3,6 +3,8 @@ drift-detector baselines, driven with hand-made tick observations."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -224,9 +226,18 @@ def test_bad_parameters_are_named():
         MLMAPolicy(budget=0)
     with pytest.raises(ValueError, match="window_ticks"):
         MLMAPolicy(window_ticks=0)
-    for max_age in (-1, 2.5, True):
-        with pytest.raises(ValueError, match=r"max_age \(the age backstop, in ticks\) must be a whole number"):
+    for max_age in (-1, 2.5, True, 10**23):
+        with pytest.raises(ValueError, match=r"max_age \(the age backstop, in ticks, 0: off\) must be a whole number"):
             MLMAPolicy(max_age=max_age)
+    # Accepted, they overflowed a 16-bit counter or asked for 894 GiB mid-replay, or (nan, a negative
+    # probation, a window of 0 ticks) changed the results without a word.
+    for name, value, words in (("window_ticks", 10**6, "window_ticks must be a whole number from 1 to 10,000"),
+                               ("reference_ticks", 10**9, "reference_ticks must be a whole number from 1 to 1,000"),
+                               ("probation_ticks", -5, "probation_ticks must be a whole number from 0 to 10,000"),
+                               ("repeat_window", 0, "repeat_window must be a whole number from 1 to 10,000"),
+                               ("min_gain", float("nan"), "min_gain must be a finite number")):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            MLMAPolicy(**{name: value})
     # Kept in 32-bit counters: 3,000,000,000 wrapped round to no cool-down at all.
     with pytest.raises(ValueError, match="cooldown_ticks must be the cool-down in ticks, a whole number from 0 to "
                                          r"10000 \(for the policy\), got 3000000000"):
@@ -313,7 +324,8 @@ def test_page_hinkley_watches_increases_unless_told_otherwise():
     ("periodic:seven", r"unexpected argument 'seven'"),
     ("periodic:0", r"whole number of ticks from 1 to 1,000,000"),
     ("periodic:99999999999999999999", r"whole number of ticks from 1 to 1,000,000"),
-    ("mlma:max_age=-5", r"max_age \(the age backstop, in ticks\) must be a whole number >= 0"),
+    ("mlma:max_age=-5", r"max_age \(the age backstop, in ticks, 0: off\) must be a whole number from 0 to 10,000"),
+    ("mlma:window_ticks=1000000", r"window_ticks must be a whole number from 1 to 10,000"),
     ("adwin:delta=2", r"policy adwin: delta must be in \(0, 1\)"),
     ("page-hinkley:mode=sideways", r"policy page-hinkley: .*mode"),
     ("", r"non-empty"),
@@ -331,7 +343,7 @@ def test_page_hinkley_watches_increases_unless_told_otherwise():
     ("page-hinkley:alpha=0", r"policy page-hinkley: alpha must be in \(0, 1\]"),
     ("page-hinkley:alpha=1.5", r"policy page-hinkley: alpha must be in \(0, 1\]"),
     ("page-hinkley:min_instances=0", r"policy page-hinkley: min_instances must be a whole number >= 1, got 0"),
-    ("mlma:silent_ticks=0", r"silent_ticks \(ticks without actuals .*\) must be >= 1, got 0"),
+    ("mlma:silent_ticks=0", r"silent_ticks \(ticks without actuals .*\) must be a whole number from 1 to 10,000"),
     ("periodic", r"policy 'periodic' needs its period in ticks: write it 'periodic:K'"),
     ("periodic:sync", r"policy 'periodic:sync' needs its period in ticks: write it 'periodic:K'"),
 ])

@@ -32,7 +32,9 @@ def test_init_writes_a_valid_config_and_a_store(tmp_path):
     ("[monitor]\nalpha = 'high'\n", "alpha must be float"),
     ("[monitor]\nalpha = 1.5\n", "alpha must be in"),
     ("[monitor]\nfdr = 'holm'\n", "fdr must be"),
-    ("[monitor]\nmax_age = -1\n", "max_age \\(the age backstop, in ticks\\) must be a whole number >= 0"),
+    ("[monitor]\nmax_age = -1\n", "max_age \\(the age backstop, in ticks, 0: off\\) must be a whole number from 0 to "
+                                  "10,000"),
+    ("[monitor]\nmax_age = 100000000\n", "max_age \\(the age backstop, in ticks, 0: off\\) must be a whole number"),
     ("[monitor]\nmax_age = 2.5\n", "max_age must be int"),
     ("[store]\nurl = 'mysql://x'\n", "url must be"),
     ("[model]\nspec = 'rigde'\n", "\\[model\\] spec 'rigde' is not a built-in model \\(lightgbm, mean, ridge"),

@@ -85,6 +85,7 @@ from mlma.monitor.losses import forecast_level
 from mlma.monitor.skill import SeasonalNaive, SkillTest
 from mlma.params import PARAMETERS
 from mlma.policy import LOSSES, Decision, Policy, TickObservation, Verdict
+from mlma.project import MAX_POLICY_TICKS
 from mlma.quality import check_batch
 
 #: The test needs at least this many reference blocks (ticks); see :func:`mlma.monitor.degradation_test`.
@@ -311,21 +312,29 @@ class MLMAPolicy(Policy):
             raise ValueError(f"backbone must be 'schedule' or 'gain', got {backbone!r}")
         if challenge not in ("triggers", "all", "none"):
             raise ValueError(f"challenge must be 'triggers', 'all' or 'none', got {challenge!r}")
-        if window_ticks < 1:
-            raise ValueError(f"window_ticks must be a whole number >= 1, got {window_ticks!r}")
+        for name, value, low in (("window_ticks", window_ticks, 1), ("probation_ticks", probation_ticks, 0),
+                                 ("repeat_window", repeat_window, 1), ("repeat_limit", repeat_limit, 0),
+                                 ("explore_factor", explore_factor, 1)):
+            _check_count(name, value, low, MAX_TICKS)
+        # A stream is silent after a tick without actuals: 0 would escalate every stream that reported.
+        _check_count("silent_ticks", silent_ticks, 1, MAX_TICKS,
+                     "ticks without actuals before a stream is escalated as silent")
         for name, value in (("reference_ticks", reference_ticks), ("warmup_ticks", warmup_ticks)):
+            if value is not None:
+                _check_count(name, value, 1, MAX_REFERENCE_TICKS)
             if value is not None and value < MIN_REFERENCE_TICKS:
                 raise ValueError(f"{name} must be at least {MIN_REFERENCE_TICKS} (the degradation test needs four "
                                  f"reference blocks; fewer would silently delay the first test), got {value!r}")
         if reference_ticks is not None and warmup_ticks is not None and warmup_ticks > reference_ticks:
             raise ValueError(f"warmup_ticks ({warmup_ticks}) cannot exceed reference_ticks ({reference_ticks})")
-        if refresh_ticks is not None and refresh_ticks < 0:
-            raise ValueError(f"refresh_ticks must be >= 0 (0: no refresh), got {refresh_ticks!r}")
-        if isinstance(max_age, bool) or not isinstance(max_age, numbers.Integral) or max_age < 0:
-            raise ValueError(f"max_age (the age backstop, in ticks) must be a whole number >= 0 (0: off), "
-                             f"got {max_age!r}")
-        if explore_factor < 1:
-            raise ValueError(f"explore_factor must be >= 1, got {explore_factor!r}")
+        if refresh_ticks is not None:
+            _check_count("refresh_ticks", refresh_ticks, 0, MAX_TICKS, "0: no refresh")
+        _check_count("max_age", max_age, 0, MAX_TICKS, "the age backstop, in ticks, 0: off")
+        if (isinstance(min_gain, bool) or not isinstance(min_gain, numbers.Real) or not math.isfinite(min_gain)
+                or isinstance(gain_prior_strength, bool) or not isinstance(gain_prior_strength, numbers.Real)
+                or not 0 < gain_prior_strength < math.inf):
+            raise ValueError(f"min_gain must be a finite number and gain_prior_strength a finite number > 0, got "
+                             f"min_gain={min_gain!r}, gain_prior_strength={gain_prior_strength!r}")
         _check_threshold("cusum_threshold", cusum_threshold, "the CUSUM trigger's threshold, in reference mean losses",
                          "CUSUM")
         if skill_margin is not None and (isinstance(skill_margin, bool) or not isinstance(skill_margin, numbers.Real)
@@ -333,15 +342,7 @@ class MLMAPolicy(Policy):
             raise ValueError(f"skill_margin (the skill trigger's accepted excess of the mean scaled loss over the "
                              f"seasonal naive's 1) must be a finite number >= 0, or None for no skill trigger, "
                              f"got {skill_margin!r}")
-        for name, value in (("cooldown_ticks", cooldown_ticks), ("repeat_limit", repeat_limit),
-                            ("repeat_window", repeat_window)):
-            if value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}")
         PARAMETERS["cooldown_ticks"].check(cooldown_ticks, "the policy")  # kept in 32-bit counters: no wrap-round
-        if silent_ticks < 1:
-            # A stream is silent after a tick without actuals: 0 would escalate every stream that reported.
-            raise ValueError(f"silent_ticks (ticks without actuals before a stream is escalated as silent) must "
-                             f"be >= 1, got {silent_ticks!r}")
         self.alpha, self.delta, self.fdr, self.loss = alpha, delta, fdr, loss
         self.reference_ticks, self.warmup_ticks = reference_ticks, warmup_ticks
         self.cooldown_ticks = cooldown_ticks
@@ -1241,6 +1242,25 @@ _MIN_COVERAGE = _TEST_PARAMETERS["min_coverage"].default
 
 
 _NO_TICK = np.iinfo(np.int32).min // 2
+
+
+MAX_TICKS = MAX_POLICY_TICKS
+#: The most ticks a reference may hold: its ring is kept for every stream (1,000 daily ticks of hourly data are
+#: 96 KB a stream); 10**9 asked for 894 GiB mid-replay.
+MAX_REFERENCE_TICKS = 1_000
+
+
+def _check_count(name: str, value, low: int, high: int, meaning: str = "") -> None:
+    """A whole number of ticks (or of triggers) from ``low`` to ``high``, else a ValueError naming it.
+
+    >>> _check_count("window_ticks", 10**6, 1, MAX_TICKS)
+    Traceback (most recent call last):
+    ...
+    ValueError: window_ticks must be a whole number from 1 to 10,000, got 1000000
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        said = f" ({meaning})" if meaning else ""
+        raise ValueError(f"{name}{said} must be a whole number from {low} to {high:,}, got {value!r}")
 
 
 def _check_threshold(name: str, value, meaning: str, trigger: str) -> None:

@@ -285,6 +285,11 @@ MAX_LOCK_TTL_SECONDS = 86_400
 #: tick's re-trainings are meant to run for a month; 0 means no limit.
 MAX_FIT_TIMEOUT_SECONDS = 30 * 86_400
 
+#: The most ticks a count of the MLMA policy's may be (a window, a probation, an age: ``[monitor] max_age``,
+#: ``mlma:window_ticks=...``): they are kept in 16-bit and 32-bit counters, and 1,000,000 for window_ticks
+#: overflowed one mid-replay, after the work done so far.
+MAX_POLICY_TICKS = 10_000
+
 MAX_TRAIN_WINDOW_TICKS = 1_000_000
 """Longest ``[model] train_window_ticks`` (and ``mlma backtest --train-window``): a million ticks, all the history
 of any project (2,700 years of daily ticks). A larger one meant nothing more and was written back in messages as
@@ -511,9 +516,9 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
         raise ConfigError(f"{path}: [monitor] common_shock (the share of the tested streams that, triggering in one "
                           f"tick, have their triggers held until the ticks after it confirm them) must be in [0, 1] "
                           f"(0: off), got {m.common_shock!r}")
-    if isinstance(m.max_age, bool) or not isinstance(m.max_age, int) or m.max_age < 0:
-        raise ConfigError(f"{path}: [monitor] max_age (the age backstop, in ticks) must be a whole number >= 0 "
-                          f"(0: off), got {m.max_age!r}")
+    if isinstance(m.max_age, bool) or not isinstance(m.max_age, int) or not 0 <= m.max_age <= MAX_POLICY_TICKS:
+        raise ConfigError(f"{path}: [monitor] max_age (the age backstop, in ticks, 0: off) must be a whole number "
+                          f"from 0 to {MAX_POLICY_TICKS:,}, got {m.max_age!r}")
     from mlma.policy import LOSSES
 
     if m.loss not in LOSSES:
