@@ -152,6 +152,10 @@ def test_bad_config_is_rejected_early():
         make_policy("sometimes")
     with pytest.raises(ValueError, match="periodic"):
         make_policy("periodic:x")
+    # A typo of 10**8 ran for an hour into 10 GB after the replay, nothing written yet.
+    with pytest.raises(ValueError, match="bootstrap must be a whole number of replicates from 0 to 100,000, got "
+                                         "100000000"):
+        BacktestConfig(bootstrap=100_000_000)
 
 
 def test_fleet_history_and_actuals_agree_with_the_frame():

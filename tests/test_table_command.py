@@ -166,3 +166,20 @@ def test_the_pooled_table_keeps_stream_ids_that_read_as_the_same_number_apart(tm
                                       str(tmp_path / "b")])
     assert pooled.exit_code == 0, pooled.output
     assert "| mlma | 2 | 28 |" in pooled.output, pooled.output
+
+
+@pytest.mark.parametrize("policies", ['[{"x": 1}]', '"abc"', "[1, 2]", '[{"policy": 3}]'])
+def test_a_summary_whose_policies_are_not_rows_is_named_not_a_traceback(tmp_path, policies):
+    """`{"policies": [{"x": 1}]}` ended in KeyError: 'policy' with a traceback (exit 1)."""
+    (tmp_path / "summary.json").write_text(f'{{"config": {{}}, "policies": {policies}}}')
+    result = CliRunner().invoke(app, ["table", str(tmp_path)])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert "is not a backtest summary: its 'policies' must be a list of rows" in " ".join(result.output.split())
+
+
+def test_the_pooled_tables_bootstrap_is_bounded(tmp_path):
+    """--bootstrap 99999999999999999999 was taken, and never finished."""
+    result = CliRunner().invoke(app, ["table", "--pooled", str(tmp_path), "--bootstrap", "100000001"])
+    assert result.exit_code == 2, result.output
+    assert "--bootstrap must be a whole number of replicates from 0 to 100,000, got 100000001" in \
+        " ".join(result.output.split())

@@ -123,9 +123,12 @@ class BacktestConfig:
             if not periods or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1
                                   for k in periods):
                 raise ValueError(f"frontier periods must be whole numbers >= 1, got {self.frontier!r}")
+        from mlma.evaluation import MAX_BOOTSTRAP
+
         if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, (int, np.integer)) \
-                or self.bootstrap < 0:
-            raise ValueError(f"bootstrap must be a whole number of replicates >= 0, got {self.bootstrap!r}")
+                or not 0 <= self.bootstrap <= MAX_BOOTSTRAP:
+            raise ValueError(f"bootstrap must be a whole number of replicates from 0 to {MAX_BOOTSTRAP:,}, got "
+                             f"{self.bootstrap!r}")
         for spec in self.policies:
             make_policy(spec)  # fails early, naming the bad policy, before any data is read
         if self.horizon is not None and self.tick is not None:

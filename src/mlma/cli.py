@@ -1618,6 +1618,10 @@ def table_command(
             policies = payload["policies"]
         except (ValueError, KeyError, TypeError) as exc:
             _fail(f"{path} is not a backtest summary ({type(exc).__name__}: {exc})")
+        if not isinstance(policies, list) or not all(isinstance(row, dict) and isinstance(row.get("policy"), str)
+                                                     for row in policies):
+            _fail(f"{path} is not a backtest summary: its 'policies' must be a list of rows, each with its "
+                  "'policy' name (as mlma backtest writes them)")
         runs.append((path.parent.name, policies))
     if len(runs) == 1:
         print(summary_markdown(runs[0][1], include_frontier=all_rows))
@@ -1631,9 +1635,10 @@ def _pooled_table(results: list[Path], bootstrap: int) -> None:
     import pandas as pd
 
     from mlma.backtest import pooled_markdown
+    from mlma.evaluation import MAX_BOOTSTRAP
 
-    if bootstrap < 0:
-        _fail(f"--bootstrap must be >= 0, got {bootstrap}")
+    if not 0 <= bootstrap <= MAX_BOOTSTRAP:
+        _fail(f"--bootstrap must be a whole number of replicates from 0 to {MAX_BOOTSTRAP:,}, got {bootstrap}")
     frames, added = {}, set()
     for folder in results:
         path = folder / "per_stream.csv"

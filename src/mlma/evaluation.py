@@ -122,6 +122,11 @@ def stream_sums(per_stream: pd.DataFrame) -> tuple[list[str], np.ndarray, np.nda
     return policies, np.nan_to_num(abs_sum), np.nan_to_num(n), np.nan_to_num(retrains)
 
 
+MAX_BOOTSTRAP = 100_000
+"""The most bootstrap replicates a run takes: far more than a 95 % interval's ends need (1,000 place them within
+a few hundredths of a point), and 10**8, a typo, ran for an hour into 10 GB after the replay, with nothing
+written yet."""
+
 MIN_STREAMS_FOR_INTERVAL = 10
 """Fewer streams than this give no interval: resampling a handful of streams says little about the next.
 Only streams with a scored point count."""
