@@ -528,6 +528,25 @@ def test_text_with_square_brackets_is_printed_as_it_is_not_taken_for_styles(proj
     refused(cli(project, "pin", "[bold]zone[/bold]"), "unknown stream '[bold]zone[/bold]'")
 
 
+def test_escape_sequences_are_refused_in_names_and_reasons_and_shown_not_played_from_the_store(project):
+    """`mlma unlock --reason $'l1\\x1b[31mRED' --by $'\\x1b[2J'` was stored, and `mlma audit` wrote the escape
+    sequences to the reader's terminal (a cleared screen); a reason of 3,000 characters to unlock was a traceback.
+    Both are refused, in a line; text the agent stored (a model's error message) is shown with them as \\uXXXX."""
+    refused(cli(project, "unlock", "--reason", "l1\nl2\x1b[31mRED", "--by", "ana"),
+            "--reason must not hold control characters other than tabs and line breaks")
+    refused(cli(project, "unlock", "--reason", "host died", "--by", "\x1b[2J"),
+            "--by must not hold control characters")
+    refused(cli(project, "pin", "c00-z00", "--by", "ana\x07"), "--by must not hold control characters")
+    refused(cli(project, "unlock", "--reason", "x" * 3000, "--by", "ana"), "--reason must be at most 2,000 characters")
+    assert cli(project, "unlock", "--reason", "host died\non the night shift", "--by", "ana").returncode == 0
+    with Store.open(load_config(project).store_url) as store:
+        store.add_audit("agent", "fit-failed", "stream:c00-z00", {}, "\x1b[31mValueError\x1b[0m: bad\u202efit")
+    shown = cli(project, "audit")
+    assert "\x1b" not in shown.stdout and "\u202e" not in shown.stdout, repr(shown.stdout)
+    assert "\\u001B[31mValueError\\u001B[0m: bad\\u202Efit" in said(shown), said(shown)
+    assert "host died\\u000Aon the night shift" in said(shown)
+
+
 def test_silence_names_what_is_wrong_with_its_duration(project):
     with Store.open(load_config(project).store_url) as store:
         store.add_escalations([Escalation(0, 27, "silent", 2, "no data")], tick=27)

@@ -84,6 +84,7 @@ from typing import Any
 
 from mlma.escalations import ESCALATION_KINDS
 from mlma.store.notifications import Claim, NotificationLog, OpenEscalation
+from mlma.visible import visible
 
 log = logging.getLogger("mlma.alerts")
 
@@ -118,10 +119,6 @@ _SLACK_HEADER_CHARS = 150
 #: Slack's limits for one message: blocks, and characters of ``text`` (it truncates beyond 40,000; kept under).
 _SLACK_BLOCKS = 50
 _SLACK_TEXT_CHARS = 38_000
-#: Characters that reorder or hide text: bidi controls (U+202E RIGHT-TO-LEFT OVERRIDE made "zone\u202eevil.exe"
-#: read "zoneexe.live"), zero-width and other control characters. The set the dashboard shows as \uXXXX
-#: (``HIDDEN_CHARS`` in ``mlma/api/static/app.js``); :func:`_visible` shows them the same way.
-_HIDDEN_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
 #: What a cut of Slack text must not split: an escape, a shown hidden character, a link ``<url|text>`` (in
 #: escaped text, ``<`` and ``>`` only come from links).
 _SLACK_TOKEN = re.compile(r"&(?:amp|lt|gt);|\\u[0-9A-F]{4}|<[^<>]*>")
@@ -732,19 +729,10 @@ def generic_payload(note: Notification, external_url: str | None = None) -> dict
     }
 
 
-def _visible(text: str) -> str:
-    r"""``text`` with the characters that reorder or hide text (:data:`_HIDDEN_CHARS`) shown as ``\uXXXX``, as
-    the dashboard shows them: a stream id ``zone\u202eevil.exe`` does not display as ``zoneexe.live``.
-
-    >>> print(_visible("zone\u202eevil.exe"), _visible("a\tb\u200bc"))
-    zone\u202Eevil.exe a\u0009b\u200Bc
-    """
-    return _HIDDEN_CHARS.sub(lambda m: f"\\u{ord(m.group()):04X}", text)
-
-
 def _slack_escape(text: str) -> str:
-    """Text for Slack's mrkdwn: hidden characters shown (:func:`_visible`), ``&``, ``<`` and ``>`` escaped."""
-    return _visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Text for Slack's mrkdwn: hidden characters shown (:func:`~mlma.visible.visible`), ``&``, ``<`` and ``>``
+    escaped."""
+    return visible(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _cut(text: str, limit: int, tokens: re.Pattern = _SLACK_TOKEN) -> str:
@@ -780,7 +768,7 @@ def _alert_line(alert: Alert, new: bool) -> str:
     subject = alert.stream if alert.stream is not None else "fleet"
     tick = f", tick {alert.tick}" if alert.tick is not None else ""
     mark = "[new] " if new else ""
-    line = _visible(f"• {mark}{subject} (severity {alert.severity}{tick}): {alert.message}")
+    line = visible(f"• {mark}{subject} (severity {alert.severity}{tick}): {alert.message}")
     return _cut(line, _LINE_CHARS, _SHOWN_TOKEN)  # not escaped yet
 
 
@@ -814,7 +802,7 @@ def slack_payload(note: Notification, external_url: str | None = None) -> dict[s
     (400) for one text over them, and an attribute value may hold 4,000 characters, five times that escaped.
     """
     shown = note.alerts[:note.receiver.max_alerts]
-    title = _visible(headline(note))
+    title = visible(headline(note))
     kinds = sorted({a.kind for a in note.alerts})
     explain = ESCALATION_KINDS.get(kinds[0], "") if len(kinds) == 1 else ""
     heading = f"*{_cut(_slack_escape(title), _SLACK_SECTION_CHARS - 2)}*"

@@ -1483,10 +1483,16 @@ def unlock(
     from mlma.store import Store
     from mlma.store.lock import renewed_lately
 
+    from mlma.store.records import check_reason
+
     config = _project(project)
     who = actor(by)
     if not reason.strip():
         _fail("--reason must say why the lock is broken (kept in the audit log)")
+    try:
+        check_reason(reason)
+    except ValueError as exc:  # too long, control characters: said before the lock is looked at
+        _fail(f"--{exc}")
     with Store.open(config.store_url) as store:
         holder = store.lock_holder()
         now = dt.datetime.now(dt.timezone.utc)

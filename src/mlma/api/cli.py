@@ -22,6 +22,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mlma.visible import visible
+
 # Text from people and the store (reasons, messages, stream ids, "[store] keep") is printed as it is: markup is
 # off, and the few styled lines ask for it themselves with their variable parts escaped.
 console = Console(markup=False)
@@ -31,6 +33,12 @@ if not console.is_terminal:
 PROJECT_HELP = "Project folder (default: the current folder)."
 BY_HELP = "Who acts, for the audit log (default: $MLMA_USER, else the login name)."
 GROUP_HELP = "Act on every stream with this attribute, e.g. --group city=Berlin (repeat to narrow)."
+
+
+def _row(table: Table, *cells: str) -> None:
+    """A row of ``table`` with each cell's hidden characters shown (:func:`mlma.visible.visible`): a reason or a
+    stream id holding an escape sequence reached the reader's terminal as one."""
+    table.add_row(*(visible(cell) for cell in cells))
 
 
 def _fail(message: str) -> None:
@@ -57,7 +65,13 @@ def actor(by: Optional[str]) -> str:
     name = name.strip()
     if not name.removeprefix("user:").strip():
         raise typer.BadParameter("give --by NAME (or set MLMA_USER)")
-    return name if name.startswith("user:") else f"user:{name}"
+    from mlma.store.records import check_actor  # here: `mlma status` imports this module, and stays light
+
+    who = name if name.startswith("user:") else f"user:{name}"
+    try:
+        return check_actor(who, "--by")
+    except ValueError as exc:  # control characters: the name is printed in the audit log
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _login_name() -> str:
@@ -219,7 +233,7 @@ def token_list(
         tokens = list_tokens(ops.store, include_revoked=all_)
     table = Table("name", "role", "created", "by", "last used", "state")
     for t in tokens:
-        table.add_row(t.name, t.role, f"{t.created_at:%Y-%m-%d %H:%M}", t.created_by,
+        _row(table, t.name, t.role, f"{t.created_at:%Y-%m-%d %H:%M}", t.created_by,
                       "-" if t.last_used_at is None else f"{t.last_used_at:%Y-%m-%d %H:%M}",
                       "active" if t.revoked_at is None else f"revoked {t.revoked_at:%Y-%m-%d %H:%M}")
     console.print(table)
@@ -371,7 +385,7 @@ def abnormal_list(all_: bool = typer.Option(False, "--all", help="Include cancel
                   title=f"abnormal periods: {len(periods)} of {found['total']:,}"
                         + (f" (page {page} of {found['pages']}: --page, --limit)" if found["pages"] > 1 else ""))
     for p in periods:
-        table.add_row(str(p["id"]), p["scope"], p["unique_id"] or "-", p["start"], p["end"], p["created_by"],
+        _row(table, str(p["id"]), p["scope"], p["unique_id"] or "-", p["start"], p["end"], p["created_by"],
                       p["reason"] or "", p["cancelled_at"] or "")
     console.print(table)
 
@@ -490,7 +504,7 @@ def escalations(status: str = typer.Option("open", help="open, acknowledged, sil
         ids = item["ids"]
         members = ", ".join(m["unique_id"] or "fleet" for m in item["members"]) + (
             f" +{item['more']}" if item["more"] else "")
-        table.add_row(str(item["severity"]), item["kind"], item["scope"], str(item["count"]),
+        _row(table, str(item["severity"]), item["kind"], item["scope"], str(item["count"]),
                       f"{item['size']:.4g}" if item["size"] is not None else "-", str(item["tick"]),
                       ",".join(map(str, ids[:6])) + ("..." if len(ids) > 6 else ""),
                       f"{members}: {item['message']}" + (
@@ -521,7 +535,7 @@ def audit(limit: int = typer.Option(20, min=1, max=500, help="Entries to show (n
     table = Table("#", "when (UTC)", "who", "action", "target", "parameters", "reason",
                   title=f"audit log: {page['total']} entries")
     for a in page["items"]:
-        table.add_row(str(a["id"]), a["at"][:19].replace("T", " "), a["actor"], a["action"], a["target"] or "",
+        _row(table, str(a["id"]), a["at"][:19].replace("T", " "), a["actor"], a["action"], a["target"] or "",
                       json.dumps(a["params"]), a["reason"] or "")
     console.print(table)
 
@@ -558,7 +572,7 @@ def versions(stream: str = typer.Argument(..., help="unique_id"),
         model = f"{v.spec} (fell back: {fell_back})" if fell_back else v.spec
         if v.artifact_pruned_at is not None:  # version retention ([registry] keep_versions): history only
             model += f" (artifact pruned {v.artifact_pruned_at:%Y-%m-%d})"
-        table.add_row(str(v.version), "yes" if v.version == serving else "", f"{v.created_at:%Y-%m-%d %H:%M}",
+        _row(table, str(v.version), "yes" if v.version == serving else "", f"{v.created_at:%Y-%m-%d %H:%M}",
                       "" if v.created_tick is None else str(v.created_tick), model,
                       f"{v.train_start} to {v.train_end}" if v.train_end is not None else "", verdict + losses)
     console.print(table)
@@ -582,7 +596,7 @@ def actions(status: Optional[str] = typer.Option(None, help="pending, applied or
     table = Table("id", "stream", "kind", "parameters", "status", "by", "reason", "outcome",
                   title=f"{page['total']} action(s)")
     for a in page["items"]:
-        table.add_row(str(a["id"]), a["unique_id"], a["kind"], json.dumps(a["params"]),
+        _row(table, str(a["id"]), a["unique_id"], a["kind"], json.dumps(a["params"]),
                       a["status"] + (f" (tick {a['applied_tick']})" if a["applied_tick"] is not None else ""),
                       a["created_by"], a["reason"] or "", a["outcome"] or "")
     console.print(table)

@@ -14,6 +14,9 @@ import pandas as pd
 from mlma.store.state import StateEncoding
 
 _ACTOR = re.compile(r"^(agent|user:\S.*)$")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+#: The same but for tabs and line breaks, which a reason may hold.
+_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def check_actor(by: str, what: str = "by") -> str:
@@ -28,6 +31,8 @@ def check_actor(by: str, what: str = "by") -> str:
     """
     if not isinstance(by, str) or not _ACTOR.match(by):
         raise ValueError(f"{what} must be 'agent' or 'user:<name>', got {by!r}")
+    if _CONTROL.search(by):  # a name printed in the audit log: "\x1b[2J" cleared the reader's terminal
+        raise ValueError(f"{what} must not hold control characters, got {by!r}")
     return by
 
 
@@ -36,8 +41,9 @@ MAX_REASON = 2000
 
 
 def check_reason(reason: str | None) -> str | None:
-    """Validate a person's reason for the audit log: text of at most :data:`MAX_REASON` characters, none of
-    them NUL (which PostgreSQL cannot store). One check for every door (CLI, API, Python).
+    r"""Validate a person's reason for the audit log: text of at most :data:`MAX_REASON` characters, without
+    NUL (which PostgreSQL cannot store) or other control characters but tabs and line breaks (the audit log is
+    printed to terminals). One check for every door (CLI, API, Python).
 
     >>> check_reason("before the holiday")
     'before the holiday'
@@ -45,6 +51,11 @@ def check_reason(reason: str | None) -> str | None:
     Traceback (most recent call last):
     ...
     ValueError: reason must be at most 2,000 characters, got 2,001
+    >>> check_reason("outage\x1b[2J")
+    Traceback (most recent call last):
+    ...
+    ValueError: reason must not hold control characters other than tabs and line breaks (an escape sequence reaches the terminal of whoever reads the audit log), got 'outage\x1b[2J'
+
     """
     if reason is None:
         return None
@@ -54,6 +65,9 @@ def check_reason(reason: str | None) -> str | None:
         raise ValueError(f"reason must be at most {MAX_REASON:,} characters, got {len(reason):,}")
     if "\x00" in reason:
         raise ValueError("reason must not contain a NUL character")
+    if _CONTROL_IN_TEXT.search(reason):
+        raise ValueError(f"reason must not hold control characters other than tabs and line breaks (an escape "
+                         f"sequence reaches the terminal of whoever reads the audit log), got {reason[:80]!r}")
     return reason
 
 

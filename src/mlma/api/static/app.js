@@ -98,6 +98,7 @@ const sevBadge = (s) => h("span", { class: `badge sev sev${s}`, text: `S${s} ${S
 const link = (href, text, cls) => h("a", { href, class: cls, text });
 // Characters that reorder or hide text (bidi controls, zero-width and other control characters) are shown as
 // \uXXXX in ids and messages: "zone\u202Eevil.exe" was read as "zoneexe.live". The text sent back is unchanged.
+// The set of mlma/visible.py (HIDDEN_CHARS), which the alerts and the CLI use; tests/test_visible.py keeps them equal.
 const HIDDEN_CHARS = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g;
 const shown = (text) => String(text).replace(HIDDEN_CHARS,
   (c) => "\\u" + c.charCodeAt(0).toString(16).toUpperCase().padStart(4, "0"));
