@@ -578,6 +578,9 @@ def test_simulate_and_backtest_name_the_option_that_is_wrong(tmp_path):
     # The data's missing column is named as the data's, not as its attributes sidecar's (fleet.streams.csv).
     refused(run("backtest", "--data", str(data), "--id-col", "zone", "--model", "seasonal-naive", "--no-frontier"),
             f"{data}: missing column 'zone' (id_col)")
+    # --out "" wrote summary.json, the CSVs and report.html into the current folder, as --fit-cache "" did.
+    for out in ("", "."):
+        refused(run("backtest", "--data", str(data), "--out", out), "--out names no folder of its own")
 
 
 def test_future_driver_values_off_the_grid_are_refused_and_far_ones_kept(project, fleet, tmp_path):

@@ -251,6 +251,8 @@ def backtest(
     if fit_cache is not None and str(fit_cache).strip() in ("", "."):  # Path("") is the current folder
         _fail("--fit-cache names no folder of its own (empty, or the current folder); give one (e.g. "
               ".mlma-fits), or leave the option out")
+    if str(out).strip() in ("", "."):  # Path("") is the current folder: --out "" wrote the outputs there
+        _fail("--out names no folder of its own (empty, or the current folder); give one (e.g. backtest-output)")
     try:
         check_output_dir(out)  # the outputs are written at the end: a bad --out must not cost the replay
     except ValueError as exc:
