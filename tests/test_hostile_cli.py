@@ -181,7 +181,13 @@ def test_backup_never_overwrites_a_file_without_force_and_never_the_store_itself
     refused(cli(project, "backup", str(target)), "exists already; choose a new file, or pass --force")
     assert sha(target) == before  # the other project's store is untouched
     refused(cli(project, "backup", str(project / "mlma.db"), "--force"), "this store's own database")
+    # Its working files too: a backup over mlma.db-wal was reported written, then SQLite removed the file.
+    for companion in ("mlma.db-wal", "mlma.db-shm", "mlma.db-journal"):
+        refused(cli(project, "backup", str(project / companion), "--force"), "this store's own database or one of")
     refused(cli(project, "backup", str(tmp_path)), "is a folder")
+    (tmp_path / "a-file").write_text("x")
+    refused(cli(project, "backup", str(tmp_path / "a-file" / "x.db"), "--force"),
+            "a-file is a file, not a folder: the backup cannot be written under it")
     copy = tmp_path / "copy.db"
     assert cli(project, "backup", str(copy)).returncode == 0
     refused(cli(project, "backup", str(copy)), "exists already")

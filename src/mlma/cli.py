@@ -1442,7 +1442,7 @@ def backup(
     with Store.open(config.store_url) as store:
         try:
             path = store.backup(destination, overwrite=force)
-        except (NotImplementedError, shutil.SameFileError) as exc:
+        except (NotImplementedError, shutil.SameFileError, NotADirectoryError) as exc:
             _fail(str(exc))
         except FileExistsError as exc:
             _fail(f"{exc}, or pass --force to overwrite it")

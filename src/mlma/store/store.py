@@ -2349,10 +2349,17 @@ class Store:
 
         destination = Path(destination)
         own = self.engine.url.database
-        if own and destination.resolve() == Path(own).resolve():
-            raise shutil.SameFileError(f"{destination} is this store's own database; back it up to another file")
+        # Its companions too: a backup written over mlma.db-wal was "wrote mlma.db-wal", then SQLite removed it.
+        if own and destination.resolve() in {Path(own + suffix).resolve() for suffix in ("", "-wal", "-shm",
+                                                                                          "-journal")}:
+            raise shutil.SameFileError(f"{destination} is this store's own database or one of its working files; "
+                                       "back it up to another file")
         if destination.is_dir():
             raise IsADirectoryError(f"{destination} is a folder; give the backup's file name")
+        blocked = next((folder for folder in (destination.parent, *destination.parent.parents)
+                        if folder.exists() and not folder.is_dir()), None)
+        if blocked is not None:  # said as such: "File exists: '../afile', or pass --force" was said with --force
+            raise NotADirectoryError(f"{blocked} is a file, not a folder: the backup cannot be written under it")
         if destination.exists() and not overwrite:
             raise FileExistsError(f"{destination} exists already; choose a new file")
         made = [folder for folder in (destination.parent, *destination.parent.parents) if not folder.exists()]
