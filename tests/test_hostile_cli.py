@@ -197,6 +197,28 @@ def test_backup_never_overwrites_a_file_without_force_and_never_the_store_itself
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
 
 
+def test_gc_refuses_an_artifacts_folder_another_projects_store_keeps_models_in(fleet, tmp_path):
+    """Two projects given one artifacts folder (a copied mlma.toml): `mlma gc` in the first deleted the second's
+    serving models, files no version of its own refers to, and the second's next tick failed. The folder is
+    signed by each store that writes models there; gc refuses a folder another store signed."""
+    roots = [make_project(tmp_path / name, artifacts='"../shared"') for name in ("pa", "pb")]
+    for root, shift in zip(roots, (0.0, 5.0)):  # other data: other models
+        data = days(fleet, 0, 29).assign(y=lambda f, s=shift: f["y"] + s)
+        assert cli(root, "ingest", str(write_csv(data, tmp_path / f"{root.name}.csv"))).returncode == 0
+        assert cli(root, "tick").returncode == 0
+    shared = tmp_path / "shared"
+    before = sorted(p.name for p in shared.glob("??/*"))
+    refused(cli(roots[0], "gc", "--min-age", "0"), f"the artifacts folder {shared}",
+            "also holds the models of 1 other store(s)", "give each project an artifacts folder of its own")
+    assert sorted(p.name for p in shared.glob("??/*")) == before          # nothing deleted
+    assert len({p.read_text() for p in (shared / ".mlma-stores").iterdir()}) == 2
+    # A folder of its own: gc works as it did.
+    alone = make_project(tmp_path / "pc")
+    assert cli(alone, "ingest", str(tmp_path / "pa.csv")).returncode == 0 and cli(alone, "tick").returncode == 0
+    cleaned = cli(alone, "gc", "--min-age", "0")
+    assert cleaned.returncode == 0 and "removed 0 unreferenced artifact(s)" in cleaned.stdout, said(cleaned)
+
+
 def test_init_refuses_what_cannot_work_and_leaves_nothing_behind(tmp_path):
     (tmp_path / "a-file").write_text("x")
     refused(run("init", str(tmp_path / "a-file")), "a-file is a file; give a folder")

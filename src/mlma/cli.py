@@ -1458,12 +1458,15 @@ def gc(
     project: Optional[Path] = typer.Option(None, help="Project folder (default: the current folder)."),
 ) -> None:
     """Delete model artifacts no recorded version refers to (left by ticks that crashed before commit)."""
-    from mlma.registry import ModelRegistry
+    from mlma.registry import ModelRegistry, SharedArtifactsError
     from mlma.store import Store
 
     config = _project(project)
     with Store.open(config.store_url) as store:
-        removed = ModelRegistry(store, config.artifacts_dir).collect_garbage(min_age_seconds=min_age)
+        try:
+            removed = ModelRegistry(store, config.artifacts_dir).collect_garbage(min_age_seconds=min_age)
+        except SharedArtifactsError as exc:
+            _fail(str(exc))
     console.print(f"removed {len(removed)} unreferenced artifact(s)")
 
 

@@ -113,6 +113,10 @@ def _check_sha(sha: str) -> str:
     return sha
 
 
+class SharedArtifactsError(ValueError):
+    """The artifacts folder holds another store's models too: garbage collection would delete them."""
+
+
 class ArtifactStore:
     """Fitted models on disk, addressed by the sha256 of their pickled bytes.
 
@@ -138,6 +142,28 @@ class ArtifactStore:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root).expanduser()
         self._batch = _OpenBatch()
+
+    #: The folder of the signatures of the stores whose models are here (:meth:`sign`).
+    SIGNATURES = ".mlma-stores"
+
+    def sign(self, identity: str, label: str) -> None:
+        """Record that the store ``identity`` keeps models here (``label``: how to name it to a person), once:
+        :meth:`ModelRegistry.collect_garbage` refuses a folder another store signed, whose models are files this
+        store's versions never refer to."""
+        folder = self.root / self.SIGNATURES
+        mark = folder / identity
+        if mark.exists():
+            return
+        folder.mkdir(parents=True, exist_ok=True)
+        mark.write_text(label + "\n", encoding="utf-8")
+
+    def signatures(self) -> dict[str, str]:
+        """The stores that signed this folder: identity -> label."""
+        folder = self.root / self.SIGNATURES
+        if not folder.is_dir():
+            return {}
+        return {mark.name: mark.read_text(encoding="utf-8", errors="replace").strip()
+                for mark in sorted(folder.iterdir()) if mark.is_file()}
 
     def path(self, sha: str) -> Path:
         """Where the artifact named ``sha`` lives."""
@@ -493,6 +519,25 @@ class ModelRegistry:
             artifacts = database.parent / "artifacts"
         self.artifacts = artifacts if isinstance(artifacts, ArtifactStore) else ArtifactStore(artifacts)
         self.tables = RegistryTables(store)
+        self._signed = False
+
+    def _identity(self) -> str | None:
+        """This store's identity in the artifacts folder's signatures: its clock, fixed when its first data came
+        (to the microsecond), so a project keeps it when moved, backed up and restored; None before that."""
+        clock = self.store.clock()
+        if clock is None or clock.fixed_at is None or not clock.kept:
+            return None
+        text = f"{clock.freq}|{clock.tick}|{clock.fixed_at.isoformat()}"
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def _sign(self) -> None:
+        """Sign the artifacts folder for this store, once per registry (:meth:`ArtifactStore.sign`)."""
+        if self._signed:
+            return
+        identity = self._identity()
+        if identity is not None:
+            self.artifacts.sign(identity, self.store.engine.url.render_as_string(hide_password=True))
+            self._signed = True
 
     # -- writing -----------------------------------------------------------------------------------------
     def prepare(self, stream: int | str, model: Any, *, spec: str, train_start: Any = None, train_end: Any = None,
@@ -509,6 +554,7 @@ class ModelRegistry:
             raise ValueError(f"spec must name the model (e.g. 'lightgbm'), got {spec!r}")
         sid = self.store.resolve(stream) if isinstance(stream, str) else int(stream)
         sha, size = self.artifacts.put(model)
+        self._sign()
         return NewVersion(stream=sid, artifact_sha256=sha, artifact_bytes=size, spec=spec,
                           train_start=None if train_start is None else pd.Timestamp(train_start),
                           train_end=None if train_end is None else pd.Timestamp(train_end),
@@ -801,6 +847,14 @@ class ModelRegistry:
         """
         import socket
 
+        identity = self._identity()
+        others = {key: label for key, label in self.artifacts.signatures().items() if key != identity}
+        if others:
+            raise SharedArtifactsError(
+                f"the artifacts folder {self.artifacts.root.resolve()} also holds the models of {len(others)} other "
+                f"store(s) ({'; '.join(sorted(others.values())[:3])}): they are files no version of this store refers to, "
+                "so gc cannot tell them from a crashed tick's leftovers and would delete them; give each project "
+                "an artifacts folder of its own ([store] artifacts in mlma.toml)")
         who = holder or f"gc@{socket.gethostname()}:{os.getpid()}"
         with self.store.tick_lock(who):
             return self.artifacts.collect(self.tables.artifact_hashes(), min_age_seconds=min_age_seconds)

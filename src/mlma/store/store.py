@@ -1359,7 +1359,7 @@ class Store:
         if state is None or "meta.freq" not in state.arrays:
             return None
         return Clock(str(state.arrays["meta.freq"]), str(state.arrays["meta.tick"]), state.saved_at,
-                     f"the agent's state of tick {state.tick}")
+                     f"the agent's state of tick {state.tick}", kept=False)
 
     def _fix_clock(self, conn: sa.Connection, clock: Clock, now: dt.datetime) -> None:
         """Fix the project's clock unless it is fixed; a different fixed clock raises (nothing is written)."""
