@@ -222,6 +222,10 @@ class _Platform:
 MAX_DAYS = 3_660
 """Longest run :func:`simulate_platform` simulates."""
 
+MAX_ROWS = 250_000_000
+"""Most hourly rows (zones x days x 24) :func:`simulate_platform` makes: 100,000,000 zones ended in a MemoryError
+traceback after minutes."""
+
 
 def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int | None = None,
                       start: str | pd.Timestamp = "2025-01-06", event_rate: float = 1.0, outages: bool = True,
@@ -304,6 +308,9 @@ def simulate_platform(n_zones: int, days: int, seed: int = 0, *, n_cities: int |
     days = _check_int("days", days, minimum=1, maximum=MAX_DAYS,
                       why=" (ten years: the platform's growth and events are made for weeks to a few years)")
     seed = _check_int("seed", seed, minimum=0)
+    if n_zones * days * 24 > MAX_ROWS:
+        raise ValueError(f"n_zones x days x 24 hourly rows must be at most {MAX_ROWS:,}, got {n_zones:,} x {days:,} x "
+                         f"24 = {n_zones * days * 24:,}: simulate fewer zones or days")
     if n_cities is None:
         n_cities = min(n_zones, max(1, round(math.sqrt(n_zones) / 2)))
     else:
