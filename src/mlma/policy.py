@@ -509,6 +509,14 @@ def make_policy(spec: str, **params) -> Policy:
     Traceback (most recent call last):
     ...
     ValueError: policy periodic: unexpected argument 'often' in 'periodic:7:often'; use 'periodic:K' or 'periodic:K:sync'
+    >>> make_policy("periodic:7:sync:sync")
+    Traceback (most recent call last):
+    ...
+    ValueError: policy periodic: unexpected argument 'sync' in 'periodic:7:sync:sync'; use 'periodic:K' or 'periodic:K:sync'
+    >>> make_policy("periodic:\u00b2")
+    Traceback (most recent call last):
+    ...
+    ValueError: policy periodic: unexpected argument '²' in 'periodic:²'; use 'periodic:K' or 'periodic:K:sync'
     >>> make_policy("periodic")
     Traceback (most recent call last):
     ...
@@ -536,9 +544,10 @@ def make_policy(spec: str, **params) -> Policy:
     if name == "periodic":
         positional: dict = {}
         for arg in parsed.args:
-            if arg == "sync":
+            # Each once ('periodic:7:sync:sync' was taken), digits of ASCII only ('periodic:²' failed in int()).
+            if arg == "sync" and "stagger" not in positional:
                 positional["stagger"] = False
-            elif arg.isdigit() and "every" not in positional:
+            elif arg.isascii() and arg.isdigit() and "every" not in positional:
                 positional["every"] = int(arg)
             else:
                 raise ValueError(f"policy periodic: unexpected argument {arg!r} in {spec!r}; use 'periodic:K' or "
