@@ -490,8 +490,17 @@ def test_a_changed_tick_in_the_file_is_refused_at_the_next_ingest(project, fleet
     assert cli(project, "ingest", str(day)).returncode == 0
 
 
-def test_forecast_out_that_cannot_be_written_is_refused(project, tmp_path):
-    refused(cli(project, "forecast", "--out", str(tmp_path / "no" / "such" / "f.csv")), "cannot write --out")
+def test_forecast_out_is_written_as_simulate_and_dataset_write_theirs(project, tmp_path):
+    """`--out F.CSV` was refused and a new folder was "non-existent" while simulate and dataset take both; a
+    folder that is a file was said to be non-existent."""
+    made = cli(project, "forecast", "--out", str(tmp_path / "new" / "folder" / "F.CSV"))
+    assert made.returncode == 0, said(made)
+    assert pd.read_csv(tmp_path / "new" / "folder" / "F.CSV").columns.tolist() == ["unique_id", "ds", "y_hat",
+                                                                                   "model_version"]
+    (tmp_path / "afile").write_text("x")
+    refused(cli(project, "forecast", "--out", str(tmp_path / "afile" / "f.csv")),
+            f"cannot write --out {tmp_path / 'afile' / 'f.csv'}: {tmp_path / 'afile'} is a file, not a folder")
+    refused(cli(project, "forecast", "--out", str(tmp_path / "f.txt")), "--out must end in .csv or .parquet")
 
 
 def test_acknowledging_several_escalations_with_one_wrong_id_changes_none(project):

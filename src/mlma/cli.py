@@ -1393,10 +1393,14 @@ def forecast(
     if out is None:
         print(frame.to_csv(index=False), end="")
         return
-    if out.suffix not in (".csv", ".parquet"):
+    if out.suffix.lower() not in (".csv", ".parquet"):  # as simulate and validate take them: F.CSV too
         _fail(f"--out must end in .csv or .parquet, got {out}")
+    blocked = next((folder for folder in out.parents if folder.exists() and not folder.is_dir()), None)
+    if blocked is not None:  # it said "non-existent directory" of a file
+        _fail(f"cannot write --out {out}: {blocked} is a file, not a folder")
     try:
-        if out.suffix == ".parquet":
+        out.parent.mkdir(parents=True, exist_ok=True)  # as simulate and dataset make theirs
+        if out.suffix.lower() == ".parquet":
             frame.to_parquet(out, index=False)
         else:
             frame.to_csv(out, index=False)
