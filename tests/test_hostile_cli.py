@@ -610,6 +610,9 @@ def test_a_key_before_any_section_is_said_to_be_outside_one(tmp_path):
 def test_simulate_and_backtest_name_the_option_that_is_wrong(tmp_path):
     refused(run("simulate", "--days", "100000", "--zones", "2", "--out", str(tmp_path / "x.parquet")),
             "days must be at most 3,660")
+    # Ignored, and the data had no campaign column at all.
+    refused(run("simulate", "--days", "2", "--zones", "2", "--campaign-driver", "flag", "--out",
+                str(tmp_path / "y.parquet")), "--campaign-driver flag needs --drivers")
     # 100,000,000 zones ended in a MemoryError traceback after minutes.
     refused(run("simulate", "--days", "10", "--zones", "100000000", "--out", str(tmp_path / "x.parquet")),
             "n_zones x days x 24 hourly rows must be at most 250,000,000")

@@ -177,8 +177,11 @@ def test_a_summary_whose_policies_are_not_rows_is_named_not_a_traceback(tmp_path
     assert "is not a backtest summary: its 'policies' must be a list of rows" in " ".join(result.output.split())
 
 
-def test_the_pooled_tables_bootstrap_is_bounded(tmp_path):
-    """--bootstrap 99999999999999999999 was taken, and never finished."""
+def test_the_pooled_tables_bootstrap_is_bounded_and_only_the_pooled_table_takes_one(tmp_path):
+    """--bootstrap 99999999999999999999 was taken, and never finished; --bootstrap -5 without --pooled was
+    ignored."""
+    single = CliRunner().invoke(app, ["table", str(tmp_path), "--bootstrap", "-5"])
+    assert single.exit_code == 2 and "--bootstrap goes with --pooled" in " ".join(single.output.split())
     result = CliRunner().invoke(app, ["table", "--pooled", str(tmp_path), "--bootstrap", "100000001"])
     assert result.exit_code == 2, result.output
     assert "--bootstrap must be a whole number of replicates from 0 to 100,000, got 100000001" in \

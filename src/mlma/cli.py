@@ -134,6 +134,8 @@ def simulate(
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         _fail(f"--out must end in .csv or .parquet, got {out.name!r}")
+    if campaign_driver != "planned" and not drivers:  # it was ignored: the data had no campaign column at all
+        _fail(f"--campaign-driver {campaign_driver} needs --drivers (the campaign column is a driver)")
     try:
         sim = simulate_platform(zones, days, seed, n_cities=cities, drivers=drivers, campaign_driver=campaign_driver)
         write_simulation(sim, out)
@@ -1622,6 +1624,8 @@ def table_command(
     if pooled:
         _pooled_table(results, bootstrap)
         return
+    if bootstrap != 1000:  # only the pooled table resamples: the runs' own intervals are in their summaries
+        _fail("--bootstrap goes with --pooled; the tables of single runs show the intervals their backtests made")
 
     runs = []
     for folder in results:
