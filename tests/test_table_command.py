@@ -105,6 +105,12 @@ def test_the_pooled_table_names_what_it_cannot_read(seed_runs, tmp_path):
     pd.DataFrame({"policy": ["mlma"], "unique_id": ["a"]}).to_csv(tmp_path / "bad" / "per_stream.csv", index=False)
     bad = CliRunner().invoke(app, ["table", "--pooled", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "lacks mae, n_scored, retrains" in " ".join(bad.output.split())
+    (tmp_path / "text").mkdir()
+    pd.DataFrame({"policy": ["mlma", "mlma"], "unique_id": ["a", "b"], "mae": [1.0, "abc"], "n_scored": [3, 3],
+                  "retrains": [0, 1]}).to_csv(tmp_path / "text" / "per_stream.csv", index=False)
+    text = CliRunner().invoke(app, ["table", "--pooled", str(tmp_path / "text")])
+    assert text.exit_code == 2 and f"{tmp_path / 'text' / 'per_stream.csv'}: column mae holds 'abc' (row 3), not a " \
+        "number" in " ".join(text.output.split()), text.output
     twin = tmp_path / "again" / seed_runs[0].name
     twin.parent.mkdir()
     twin.mkdir()

@@ -1675,6 +1675,14 @@ def _pooled_table(results: list[Path], bootstrap: int) -> None:
         missing = {"policy", "unique_id", "mae", "n_scored", "retrains"} - set(frames[name].columns)
         if missing:
             _fail(f"{path} is not a backtest's per_stream.csv: it lacks {', '.join(sorted(missing))}")
+        for column in ("mae", "n_scored", "retrains"):  # "could not convert string to float: 'abc'" named no file
+            values = pd.to_numeric(frames[name][column], errors="coerce")
+            bad = values.isna() & frames[name][column].notna()
+            if bad.any():
+                row = int(bad.to_numpy().argmax())
+                _fail(f"{path}: column {column} holds {frames[name][column].iloc[row]!r} (row {row + 2}), not a "
+                      "number")
+            frames[name][column] = values
         summary = folder / "summary.json"
         if summary.exists():  # the schedules the backtest added for the frontier get no row
             try:
