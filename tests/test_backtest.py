@@ -463,3 +463,35 @@ def test_a_backtest_whose_cluster_is_lost_connects_again_or_stops_naming_it(monk
                         lambda executor: executor is not made[0] or not ticked or max(ticked) < lost_at)
     result = run_backtest(frame, config)
     assert len(made) == 2 and result.summary[0]["fit_failures"] == 0
+
+
+
+def _shop(first: str, last: str, hours: range) -> pd.DatetimeIndex:
+    days = pd.date_range(first, last, freq="D")
+    return pd.DatetimeIndex([d + pd.Timedelta(hours=h) for d in days for h in hours])
+
+
+ENDINGS = {  # data, tick, frequency, whether the last tick is whole
+    "an export cut at 05:00": (lambda: pd.date_range("2025-01-01", "2025-01-20 05:00", freq="h"), "D", "h", False),
+    "a car park, 08:00 to 16:00": (lambda: _shop("2025-01-01", "2025-01-20", range(8, 17)), "D", "h", True),
+    "a shop's short February": (lambda: _shop("2025-06-01", "2026-02-28", range(8, 21)), "MS", "h", True),
+    "weekdays; November ends on Sunday": (lambda: pd.bdate_range("2025-01-01", "2025-11-28"), "MS", "D", True),
+    "half of November": (lambda: pd.bdate_range("2025-01-01", "2025-11-14"), "MS", "D", False),
+}
+
+
+@pytest.mark.parametrize("ending", list(ENDINGS))
+def test_the_last_tick_is_whole_when_its_data_stop_as_the_ticks_before_did(ending):
+    """A first rule, measured from each tick's start, dropped a shop's whole February (its data reach less far
+    into the shortest month than into the others) and a weekday series' November: measured from each tick's end."""
+    from mlma.backtest import _without_incomplete_last_tick
+    from mlma.calendar import Frequency, make_tick_grid
+
+    make, tick, freq, whole = ENDINGS[ending]
+    frame = pd.DataFrame({"unique_id": "a", "ds": make(), "y": 1.0})
+    frequency = Frequency.coerce(freq)
+    grid = make_tick_grid(frame, tick, freq=frequency)
+    kept, _, dropped = _without_incomplete_last_tick(frame, grid, frequency, pd.tseries.frequencies.to_offset(tick),
+                                                     None)
+    assert (dropped is None) is whole, dropped
+    assert len(kept) == (len(frame) if whole else int((frame["ds"] < dropped["start"]).sum()))

@@ -788,9 +788,10 @@ def _without_incomplete_last_tick(frame: pd.DataFrame, grid, freq, tick_offset, 
     missing actuals (71 escalations per 1,000 stream-days where the whole data gave none) and the policies'
     decisions at that tick were made on it. Its rows are left out, said in a log warning and in the summary.
 
-    Whole: the data reach the tick's last timestamp (:meth:`TickClock.complete_ticks`, the live rule), or as far
-    into it as they reached into each of the :data:`USUAL_END_TICKS` ticks before (a car park whose sensors
-    report from 08:00 to 16:30 ends each day at 16:30: its last day is whole).
+    Whole: the data reach the tick's last timestamp (:meth:`TickClock.complete_ticks`, the live rule), or stop
+    no earlier before it than they stopped before the end of one of the :data:`USUAL_END_TICKS` ticks before (a
+    car park whose sensors report from 08:00 to 16:30 stops 7 hours before each day's end: its last day is
+    whole; a shop's February ends as early before its end as its January did, however short the month).
     """
     clock = TickClock(freq.alias, tick_offset.freqstr, grid.boundaries[0])
     last = len(grid.boundaries) - 2
@@ -798,11 +799,14 @@ def _without_incomplete_last_tick(frame: pd.DataFrame, grid, freq, tick_offset, 
     if last < 0 or clock.complete_ticks(ends) > last:
         return frame, grid, None
     start = pd.Timestamp(grid.boundaries[last])
-    recent = frame["ds"][frame["ds"] >= grid.boundaries[max(0, last - USUAL_END_TICKS)]].to_numpy()
-    before = np.asarray(grid.boundaries[max(0, last - USUAL_END_TICKS):last + 1], dtype="datetime64[ns]")
-    ticks = np.searchsorted(before, recent, side="right") - 1
-    reached = [recent[ticks == j].max() - before[j] for j in range(len(before) - 1) if (ticks == j).any()]
-    if reached and ends - start >= pd.Timedelta(min(reached)):
+    first = max(0, last - USUAL_END_TICKS)
+    recent = frame["ds"][frame["ds"] >= grid.boundaries[first]].to_numpy()
+    ticks = first + np.searchsorted(np.asarray(grid.boundaries[first:last + 1], dtype="datetime64[ns]"), recent,
+                                    side="right") - 1
+    # How long before its last timestamp each earlier tick's data stopped (ticks without data tell nothing).
+    short = [clock.last_timestamp(j) - pd.Timestamp(recent[ticks == j].max())
+             for j in range(first, last) if (ticks == j).any()]
+    if short and clock.last_timestamp(last) - ends <= max(short):
         return frame, grid, None
     kept = frame[frame["ds"] < start]
     dropped = {"start": str(start), "data_ends": str(ends), "until": str(clock.last_timestamp(last)),
