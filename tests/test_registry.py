@@ -118,6 +118,48 @@ def test_an_old_artifact_a_new_tick_reuses_is_young_again_and_gc_waits_for_runni
             registry.collect_garbage()
 
 
+def _with_clock(store: Store, day: str) -> Store:
+    """The store with its clock fixed by an ingest (a project's first data), on ``day``."""
+    from mlma.store.records import Clock
+
+    frame = pd.DataFrame({"unique_id": "zone-0", "ds": pd.date_range(day, periods=3, freq="h"), "y": 1.0})
+    store.ingest_frame(frame, f"{day}.csv", clock=Clock("h", "D", fixed_by="the ingest of a test file"))
+    return store
+
+
+def test_gc_refuses_a_folder_another_store_signed_and_drops_the_stale_signature_of_its_own_url(tmp_path):
+    """Each store signs the artifacts folder it keeps models in, by its clock; gc refuses a folder another store
+    signed (it deleted that project's serving models). A store re-created at the same URL (mlma.db deleted and
+    made again) finds its predecessor's signature: stale, dropped, not another project's. A store without a
+    clock row signs nothing, and asks once per registry, not at every model it writes (its clock's fall-back
+    decodes the newest saved state: 50 models cost 3.7 s)."""
+    shared = tmp_path / "shared"
+    with _with_clock(Store.create(f"sqlite:///{tmp_path / 'a.db'}"), "2025-01-01") as a:
+        ModelRegistry(a, shared).prepare(a.stream_ids(["zone-0"])[0], Level(1.0), spec="ridge")
+    with _with_clock(Store.create(f"sqlite:///{tmp_path / 'b.db'}"), "2025-02-01") as b:
+        registry = ModelRegistry(b, shared)
+        registry.sign_artifacts()
+        with pytest.raises(ValueError, match=r"also holds the models of 1 other store\(s\) \(sqlite:///.*a\.db\)"):
+            registry.collect_garbage(min_age_seconds=0)
+    (tmp_path / "a.db").unlink()
+    with _with_clock(Store.create(f"sqlite:///{tmp_path / 'a.db'}"), "2025-03-01") as again:
+        assert len(ModelRegistry(again, shared).artifacts.signatures()) == 2
+        registry = ModelRegistry(again, shared)
+        registry.sign_artifacts()
+        with pytest.raises(ValueError, match=r"1 other store\(s\) \(sqlite:///.*b\.db\)"):
+            registry.collect_garbage(min_age_seconds=0)          # the stale one is gone, b's stays
+        assert sorted(registry.artifacts.signatures().values()) == sorted(
+            {f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"})
+    with Store.create(f"sqlite:///{tmp_path / 'c.db'}") as bare:
+        asked = []
+        clock = bare.clock
+        bare.clock = lambda **options: asked.append(options) or clock(**options)
+        unsigned = ModelRegistry(bare, tmp_path / "own")
+        for i in range(3):
+            unsigned.prepare(bare.stream_ids(["zone-0"])[0], Level(float(i)), spec="ridge")
+        assert asked == [{"from_state": False}] and unsigned.artifacts.signatures() == {}
+
+
 # -- versions and the champion alias -------------------------------------------------------------------------
 def test_versions_are_numbered_per_stream_and_keep_their_record(registry):
     first = registry.register("zone-1", Level(1.0), spec="ridge", train_start="2024-01-01",

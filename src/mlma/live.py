@@ -755,6 +755,7 @@ class LiveAgent:
     # -- one tick -------------------------------------------------------------------------------------------
     def _run(self, k: int, start: bool, timing: Timing, lease) -> TickResult:
         started = time.perf_counter()
+        self.registry.sign_artifacts()  # its models are there, new or not: another project's gc must see it
         bounds = timing.boundaries(k, k + 1)
         self.store.begin_tick(k, start=bounds[0], end=bounds[1], lease=lease, take_up_actions=not start)
         _checkpoint("after-begin")

@@ -157,6 +157,10 @@ class ArtifactStore:
         folder.mkdir(parents=True, exist_ok=True)
         mark.write_text(label + "\n", encoding="utf-8")
 
+    def unsign(self, identity: str) -> None:
+        """Remove the signature ``identity`` (a stale one: :meth:`ModelRegistry.collect_garbage`)."""
+        (self.root / self.SIGNATURES / identity).unlink(missing_ok=True)
+
     def signatures(self) -> dict[str, str]:
         """The stores that signed this folder: identity -> label."""
         folder = self.root / self.SIGNATURES
@@ -523,21 +527,28 @@ class ModelRegistry:
 
     def _identity(self) -> str | None:
         """This store's identity in the artifacts folder's signatures: its clock, fixed when its first data came
-        (to the microsecond), so a project keeps it when moved, backed up and restored; None before that."""
-        clock = self.store.clock()
-        if clock is None or clock.fixed_at is None or not clock.kept:
+        (to the microsecond), so a project keeps it when moved, backed up and restored; None before that (and
+        for a store whose clock is only in its saved state, older than the clock table)."""
+        clock = self.store.clock(from_state=False)
+        if clock is None or clock.fixed_at is None:
             return None
         text = f"{clock.freq}|{clock.tick}|{clock.fixed_at.isoformat()}"
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
-    def _sign(self) -> None:
-        """Sign the artifacts folder for this store, once per registry (:meth:`ArtifactStore.sign`)."""
+    def sign_artifacts(self) -> None:
+        """Sign the artifacts folder for this store (:meth:`ArtifactStore.sign`), tried once per registry: when
+        it writes its first model, and at each live tick's start (a project that wrote no model since it was
+        upgraded keeps its models there all the same)."""
         if self._signed:
             return
+        self._signed = True
         identity = self._identity()
         if identity is not None:
-            self.artifacts.sign(identity, self.store.engine.url.render_as_string(hide_password=True))
-            self._signed = True
+            self.artifacts.sign(identity, self._label())
+
+    def _label(self) -> str:
+        """How a signature names this store to a person: its URL without a password."""
+        return self.store.engine.url.render_as_string(hide_password=True)
 
     # -- writing -----------------------------------------------------------------------------------------
     def prepare(self, stream: int | str, model: Any, *, spec: str, train_start: Any = None, train_end: Any = None,
@@ -554,7 +565,7 @@ class ModelRegistry:
             raise ValueError(f"spec must name the model (e.g. 'lightgbm'), got {spec!r}")
         sid = self.store.resolve(stream) if isinstance(stream, str) else int(stream)
         sha, size = self.artifacts.put(model)
-        self._sign()
+        self.sign_artifacts()
         return NewVersion(stream=sid, artifact_sha256=sha, artifact_bytes=size, spec=spec,
                           train_start=None if train_start is None else pd.Timestamp(train_start),
                           train_end=None if train_end is None else pd.Timestamp(train_end),
@@ -849,12 +860,19 @@ class ModelRegistry:
 
         identity = self._identity()
         others = {key: label for key, label in self.artifacts.signatures().items() if key != identity}
+        for key in [key for key, label in others.items() if label == self._label()]:
+            # This store's URL, another identity: a store re-created there (mlma.db deleted and made again),
+            # whose predecessor is gone. Its signature is stale, not another project's.
+            log.warning("dropping the stale signature %s of a store re-created at %s", key, self._label())
+            self.artifacts.unsign(key)
+            del others[key]
         if others:
             raise SharedArtifactsError(
                 f"the artifacts folder {self.artifacts.root.resolve()} also holds the models of {len(others)} other "
-                f"store(s) ({'; '.join(sorted(others.values())[:3])}): they are files no version of this store refers to, "
-                "so gc cannot tell them from a crashed tick's leftovers and would delete them; give each project "
-                "an artifacts folder of its own ([store] artifacts in mlma.toml)")
+                f"store(s) ({'; '.join(sorted(others.values())[:3])}): they are files no version of this store refers "
+                "to, so gc cannot tell them from a crashed tick's leftovers and would delete them; give each project "
+                "an artifacts folder of its own ([store] artifacts in mlma.toml), or, if that project is gone, "
+                f"delete its signature in {self.artifacts.root.resolve() / ArtifactStore.SIGNATURES}")
         who = holder or f"gc@{socket.gethostname()}:{os.getpid()}"
         with self.store.tick_lock(who):
             return self.artifacts.collect(self.tables.artifact_hashes(), min_age_seconds=min_age_seconds)

@@ -129,9 +129,6 @@ class Clock:
     tick: str
     fixed_at: dt.datetime | None = None
     fixed_by: str = ""
-    #: Read from the clock table, where it never changes (False: taken from an agent's saved state, in a store
-    #: older than the table, whose ``fixed_at`` is that state's time).
-    kept: bool = True
 
     def __str__(self) -> str:
         return f"frequency {self.freq}, tick {self.tick}" + (f" (fixed by {self.fixed_by})" if self.fixed_by else "")

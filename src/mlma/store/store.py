@@ -1341,14 +1341,16 @@ class Store:
         return pd.DataFrame(rows, columns=["unique_id", "ds", "old_y", "new_y", "old_ingest_id", "ingest_id"])
 
     # -- the project's clock and what new rows are checked against ----------------------------------------
-    def clock(self) -> Clock | None:
+    def clock(self, *, from_state: bool = True) -> Clock | None:
         """The project's clock (frequency and tick length) if it is fixed, else None.
 
         A store from before the clock was kept in its own table (schema 0003) has it in the agent's
-        saved state once a tick ran; that is returned then.
+        saved state once a tick ran; that is returned then, unless not ``from_state`` (it decodes the state).
         """
         with self._read() as conn:
             row = conn.execute(sa.select(S.clock)).first()
+            if row is None and not from_state:
+                return None
             if row is None:
                 newest = conn.execute(sa.select(sa.func.max(S.agent_state.c.tick))).scalar()
         if row is not None:
@@ -1359,7 +1361,7 @@ class Store:
         if state is None or "meta.freq" not in state.arrays:
             return None
         return Clock(str(state.arrays["meta.freq"]), str(state.arrays["meta.tick"]), state.saved_at,
-                     f"the agent's state of tick {state.tick}", kept=False)
+                     f"the agent's state of tick {state.tick}")
 
     def _fix_clock(self, conn: sa.Connection, clock: Clock, now: dt.datetime) -> None:
         """Fix the project's clock unless it is fixed; a different fixed clock raises (nothing is written)."""
