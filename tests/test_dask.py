@@ -758,6 +758,8 @@ def test_streams_the_deadline_left_untold_apart_are_not_blamed_and_say_why(fleet
     assert len(untold) == len(keys) - 2, service.failures  # all but the fitted one and the one in flight
     assert all("KilledWorker" in service.failures[k] for k in untold)
     assert not any("its fit ends the workers that run it" in e for e in service.failures.values())
+    # Still the streams' failures, not the executor's: the culprit is among them, and must reach its limit.
+    assert not service.executor_failures
 
 
 @needs_dask

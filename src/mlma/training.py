@@ -1775,15 +1775,14 @@ class ModelService:
                 limit = f"no result within fit_timeout={self.fit_timeout:g} s"
                 self.timed_out |= bool(in_flight)
                 started, where = self._abandon(list(in_flight), self.executor)
+                # Counted against the streams, even those the deadline left unsent or unstarted: this round follows a
+                # worker's death, and the stream whose fit kills its workers may be among them (taken for the
+                # executor's, it would never be fitted alone nor escalated).
                 for (job, _, _), began, at in zip(in_flight.values(), started, where):
                     if began:
                         self._suspect([job[0].stream], proven=True)
-                        out.append(FitFailure(job[0], f"{limit}{at} (fitted alone)"))
-                    else:
-                        out.append(FitFailure(job[0], f"{limit}{at}: its task had not started "
-                                              f"({_why_not_started(self.executor)})", by_executor=True))
-                # Not sent for want of time: others' fits took it.
-                out += [FitFailure(job[0], f"{limit}: {unsent}", by_executor=True) for job in queue]
+                    out.append(FitFailure(job[0], f"{limit}{at} (fitted alone)"))
+                out += [FitFailure(job[0], f"{limit}: {unsent}") for job in queue]
         finally:
             for lane in lanes:
                 terminate_executor(lane)  # also ends a fit that hangs in it
