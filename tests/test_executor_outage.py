@@ -102,3 +102,37 @@ def test_an_outage_of_the_executor_is_one_item_for_the_fleet_not_a_fit_failure_o
     assert failed_fits == [(29, "fit-failed", marked)], raised
     assert by_tick[29].failures_in_a_row == {marked: 3}
     assert agent.fit_failures[np.arange(n) != marked].tolist() == [0] * (n - 1)
+
+
+def test_a_live_outage_item_a_person_resolved_while_it_lasts_is_raised_again(tmp_path):
+    """The fleet's executor-failed item was raised once per outage: resolved by a person while the cluster was
+    still down, nothing said so again (the failed fits count against no stream). The live agent raises it anew
+    at the next tick whose fits fail; it is resolved by the agent once the fits run."""
+    from mlma.control import Operations
+    from mlma.live import LiveAgent
+    from mlma.project import load_config
+    from mlma.store import Store
+    from test_live import FIRST_TICK, day_chunks, make_project
+
+    data = simulate_platform(4, FIRST_TICK + 5, seed=6).data
+    root = make_project(tmp_path / "p", policy='"always"', fit_timeout_seconds="1")
+    config = load_config(root)
+    cluster = Cluster()
+    outages = []
+    try:
+        with Store.open(config.store_url) as store, LiveAgent(config, store=store, executor=cluster) as live:
+            ops = Operations(store)
+            for i, chunk in enumerate(day_chunks(data, FIRST_TICK)):
+                store.ingest_frame(chunk, f"day-{i}")
+                cluster.down = i in (1, 2, 3)
+                live.step()
+                items = store.escalations().query("kind == 'executor-failed'")
+                outages.append(sorted(items["status"]))
+                if i == 1:
+                    ops.resolve(items["id"].tolist(), by="user:ana", reason="the cluster is being restarted")
+    finally:
+        cluster.shutdown(cancel_futures=True)
+    # Raised at the first failing tick; resolved by a person; raised again at the next failing tick, once;
+    # resolved by the agent at the first tick whose fits ran.
+    assert outages == [[], ["open"], ["open", "resolved"], ["open", "resolved"], ["resolved", "resolved"],
+                       ["resolved", "resolved"]], outages

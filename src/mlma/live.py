@@ -1390,6 +1390,13 @@ class LiveAgent:
         now = pd.Timestamp.now(tz="UTC")
         # Read first: a change after this read is seen by the next tick (or, for champions, by write_tick).
         counts = self.store.change_counts()
+        carrier = int(agent.executor_outage[0])
+        if 0 <= carrier < n:
+            # The fleet's executor-failed item, resolved by a person while the outage may go on: raised again if
+            # this tick's fits fail too (else nothing would say so: such failures count against no stream).
+            unresolved = self.store.escalations(["open", "acknowledged", "silenced"], streams=[carrier])
+            if not (unresolved["kind"] == "executor-failed").any():
+                agent.executor_outage[0] = -1
         pinned, approval = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
         delta, cooldown = np.full(n, np.nan), np.full(n, -1, dtype=np.int32)
         # Only the few streams with overrides are looked at, and read again only after one changed. (A pin's
