@@ -131,11 +131,15 @@ def test_gc_refuses_a_folder_another_store_signed_and_drops_the_stale_signature_
     """Each store signs the artifacts folder it keeps models in, by its clock; gc refuses a folder another store
     signed (it deleted that project's serving models). A store re-created at the same URL (mlma.db deleted and
     made again) finds its predecessor's signature: stale, dropped, not another project's. A store without a
-    clock row signs nothing, and asks once per registry, not at every model it writes (its clock's fall-back
-    decodes the newest saved state: 50 models cost 3.7 s)."""
+    clock row signs nothing, and reads its identity once per registry from the clock table only (the clock's
+    fall-back decodes the newest saved state: asked at every model written, 50 models cost 3.7 s)."""
     shared = tmp_path / "shared"
     with _with_clock(Store.create(f"sqlite:///{tmp_path / 'a.db'}"), "2025-01-01") as a:
-        ModelRegistry(a, shared).prepare(a.stream_ids(["zone-0"])[0], Level(1.0), spec="ridge")
+        first = ModelRegistry(a, shared)
+        first.sign_artifacts()                                      # no folder yet: nothing made, nothing signed
+        assert not shared.exists()
+        first.prepare(a.stream_ids(["zone-0"])[0], Level(1.0), spec="ridge")
+        first.sign_artifacts()
     with _with_clock(Store.create(f"sqlite:///{tmp_path / 'b.db'}"), "2025-02-01") as b:
         registry = ModelRegistry(b, shared)
         registry.sign_artifacts()
@@ -157,6 +161,7 @@ def test_gc_refuses_a_folder_another_store_signed_and_drops_the_stale_signature_
         unsigned = ModelRegistry(bare, tmp_path / "own")
         for i in range(3):
             unsigned.prepare(bare.stream_ids(["zone-0"])[0], Level(float(i)), spec="ridge")
+            unsigned.sign_artifacts()
         assert asked == [{"from_state": False}] and unsigned.artifacts.signatures() == {}
 
 

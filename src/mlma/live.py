@@ -755,7 +755,7 @@ class LiveAgent:
     # -- one tick -------------------------------------------------------------------------------------------
     def _run(self, k: int, start: bool, timing: Timing, lease) -> TickResult:
         started = time.perf_counter()
-        self.registry.sign_artifacts()  # its models are there, new or not: another project's gc must see it
+        self.registry.sign_artifacts()  # its models are there, new or not: another project's gc must see them
         bounds = timing.boundaries(k, k + 1)
         self.store.begin_tick(k, start=bounds[0], end=bounds[1], lease=lease, take_up_actions=not start)
         _checkpoint("after-begin")
@@ -920,6 +920,7 @@ class LiveAgent:
                                   f"model files cannot be written into {self.registry.artifacts.root} "
                                   f"({exc.strerror or exc}: {exc.filename}); nothing of the tick was committed. Point "
                                   f"[store] artifacts at a folder this agent can create and write") from None
+            self.registry.sign_artifacts()  # the folder exists now, if the tick wrote its first models
             # A stream the tick moves itself (a new version served at once, a promoted challenger) needs no
             # repair move back to a version that loads: its own move replaces the broken one, and two moves of
             # one stream in one commit are refused (every tick failed on it).

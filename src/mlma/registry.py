@@ -146,16 +146,26 @@ class ArtifactStore:
     #: The folder of the signatures of the stores whose models are here (:meth:`sign`).
     SIGNATURES = ".mlma-stores"
 
-    def sign(self, identity: str, label: str) -> None:
+    def sign(self, identity: str, label: str) -> bool:
         """Record that the store ``identity`` keeps models here (``label``: how to name it to a person), once:
         :meth:`ModelRegistry.collect_garbage` refuses a folder another store signed, whose models are files this
-        store's versions never refer to."""
+        store's versions never refer to. Only in a folder that exists (a typo in ``[store] artifacts`` is not
+        made a folder: the tick names it), and a signature that cannot be written is a warning, not a failure:
+        it guards gc, nothing else. Returns whether it is done (False: the folder does not exist yet)."""
         folder = self.root / self.SIGNATURES
         mark = folder / identity
-        if mark.exists():
-            return
-        folder.mkdir(parents=True, exist_ok=True)
-        mark.write_text(label + "\n", encoding="utf-8")
+        try:
+            if mark.exists():
+                return True
+            if not self.root.is_dir():
+                return False
+            folder.mkdir(exist_ok=True)
+            mark.write_text(label + "\n", encoding="utf-8")
+            return True
+        except OSError as exc:
+            log.warning("could not sign the artifacts folder %s for this store (%s): mlma gc in another project "
+                        "sharing it would not see this one's models", self.root, exc)
+            return True  # said once; not tried at every model
 
     def unsign(self, identity: str) -> None:
         """Remove the signature ``identity`` (a stale one: :meth:`ModelRegistry.collect_garbage`)."""
@@ -524,6 +534,7 @@ class ModelRegistry:
         self.artifacts = artifacts if isinstance(artifacts, ArtifactStore) else ArtifactStore(artifacts)
         self.tables = RegistryTables(store)
         self._signed = False
+        self._identity_read: tuple[str | None] | None = None  # read once: (identity,)
 
     def _identity(self) -> str | None:
         """This store's identity in the artifacts folder's signatures: its clock, fixed when its first data came
@@ -536,15 +547,15 @@ class ModelRegistry:
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def sign_artifacts(self) -> None:
-        """Sign the artifacts folder for this store (:meth:`ArtifactStore.sign`), tried once per registry: when
-        it writes its first model, and at each live tick's start (a project that wrote no model since it was
-        upgraded keeps its models there all the same)."""
+        """Sign the artifacts folder for this store (:meth:`ArtifactStore.sign`) until it is signed, this store's
+        identity read once per registry. The live agent asks at each tick's start (a project that wrote no model
+        since it was upgraded keeps its models there all the same) and once the tick's models are written."""
         if self._signed:
             return
-        self._signed = True
-        identity = self._identity()
-        if identity is not None:
-            self.artifacts.sign(identity, self._label())
+        if self._identity_read is None:
+            self._identity_read = (self._identity(),)
+        identity = self._identity_read[0]
+        self._signed = identity is None or self.artifacts.sign(identity, self._label())
 
     def _label(self) -> str:
         """How a signature names this store to a person: its URL without a password."""
@@ -565,7 +576,6 @@ class ModelRegistry:
             raise ValueError(f"spec must name the model (e.g. 'lightgbm'), got {spec!r}")
         sid = self.store.resolve(stream) if isinstance(stream, str) else int(stream)
         sha, size = self.artifacts.put(model)
-        self.sign_artifacts()
         return NewVersion(stream=sid, artifact_sha256=sha, artifact_bytes=size, spec=spec,
                           train_start=None if train_start is None else pd.Timestamp(train_start),
                           train_end=None if train_end is None else pd.Timestamp(train_end),

@@ -206,10 +206,11 @@ def _completed_key(sha: str) -> str:
 def about_stream(stream_id: int, unique_id: str) -> sa.ColumnElement[bool]:
     """The condition on ``audit_log`` rows that are about one stream: their target names it alone
     (``stream:zone-4``), the action touched it among many (``streams:40``, ``group:city=c03``, its escalations,
-    the queued actions or abnormal periods cancelled: the rows of ``audit_streams``, migration 0013), or the
-    whole fleet (``fleet``: an abnormal period marked, or cancelled, for every stream)."""
+    the queued actions or abnormal periods cancelled: the rows of ``audit_streams``, migration 0013), or an
+    abnormal period marked or cancelled for the whole fleet (target ``fleet``; not every entry so named)."""
     a, members = S.audit_log, S.audit_streams
-    return sa.or_(a.c.target == f"stream:{unique_id}", a.c.target == "fleet",
+    return sa.or_(a.c.target == f"stream:{unique_id}",
+                  sa.and_(a.c.target == "fleet", a.c.action.in_(["mark-abnormal", "cancel-abnormal"])),
                   a.c.id.in_(sa.select(members.c.audit_id).where(members.c.stream_id == int(stream_id))))
 
 
