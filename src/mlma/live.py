@@ -1427,7 +1427,7 @@ class LiveAgent:
                 masks["force_retrain"][s] = True  # how (direct, why) once the person's choices are known, below
             elif row.kind == "reset-reference":
                 # A reset and a re-base queued for one stream: the later stands, as for approvals (_outcomes).
-                rebase = bool(params.get("rebase"))
+                rebase = _rebases(row)
                 masks["reset_reference" if rebase else "rebase_reference"][s] = False
                 masks["rebase_reference" if rebase else "reset_reference"][s] = True
             elif row.kind in ("approve", "reject"):

@@ -2000,10 +2000,11 @@ class Store:
         until = utc_instant(silenced_until, "silenced_until") if silenced_until is not None else None
         ids = list(dict.fromkeys(int(i) for i in ids))  # `mlma ack 1 1` acts on, and audits, escalation 1 once
         with self._write() as conn:
-            known = set()
-            for chunk in bulk.id_chunks(ids):
-                known.update(conn.execute(sa.select(S.escalations.c.id)
-                                          .where(S.escalations.c.id.in_(chunk))).scalars())
+            # Each escalation's stream, read with its existence: each stream's audit finds who acted on its items.
+            stream_of = {int(r.id): r.stream_id for chunk in bulk.id_chunks(ids)
+                         for r in conn.execute(sa.select(S.escalations.c.id, S.escalations.c.stream_id)
+                                               .where(S.escalations.c.id.in_(chunk)))}
+            known = set(stream_of)
             unknown = [i for i in ids if i not in known]
             if unknown:
                 raise LookupError(f"no escalation with id(s) {listed_ids(unknown)}; nothing changed")
@@ -2020,9 +2021,7 @@ class Store:
             if not changed:
                 return EscalationsChanged(0, None)  # nothing happened, so nothing is audited
             target, params = audited_ids("escalations", ids)
-            streams = {int(s) for chunk in bulk.id_chunks(ids)
-                       for s in conn.execute(sa.select(e.c.stream_id).where(e.c.id.in_(chunk))).scalars()
-                       if s is not None}  # so that each stream's audit finds who acted on its escalations
+            streams = {int(s) for s in stream_of.values() if s is not None}
             audit_id = self._audit(conn, now, by, f"escalation-{status}", target,
                                    {**params, "silenced_until": None if until is None else until.isoformat()},
                                    reason, streams=streams)
