@@ -18,10 +18,13 @@ demo: $(STAMP)
 	$(BIN)/mlma demo --out demo-output
 
 # The dashboard's browser tests drive Debian's chromium (Playwright's own browser download is not used).
+# apt waits up to 10 minutes for a lock another apt holds (a machine's start-up upgrades, a second checkout's
+# `make`) instead of failing at once.
+APT_GET := apt-get -o DPkg::Lock::Timeout=600
 browser:
 	@command -v chromium >/dev/null 2>&1 || [ ! -x /usr/bin/apt-get ] || [ "$$(id -u)" != 0 ] || \
-	  (echo "installing chromium for the browser tests" && apt-get update -qq && \
-	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+	  (echo "installing chromium for the browser tests" && $(APT_GET) update -qq && \
+	   DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq chromium chromium-driver >/dev/null)
 
 # The alert-rule and dashboard tests (tests/test_grafana.py) run promtool and a real Prometheus: Debian's
 # package, unpacked into .mlma-cache/prometheus rather than installed, so no Prometheus service is set up.
@@ -29,8 +32,8 @@ PROMETHEUS_DIR := .mlma-cache/prometheus
 prometheus:
 	@command -v promtool >/dev/null 2>&1 || [ -x $(PROMETHEUS_DIR)/usr/bin/promtool ] || [ ! -x /usr/bin/apt-get ] || \
 	  (echo "unpacking Debian's prometheus package (promtool) for the alert-rule tests" && \
-	   { [ "$$(id -u)" != 0 ] || apt-get update -qq; } && mkdir -p $(PROMETHEUS_DIR) && cd $(PROMETHEUS_DIR) && \
-	   apt-get download -qq prometheus >/dev/null 2>&1 && dpkg-deb -x prometheus_*.deb . && rm prometheus_*.deb)
+	   { [ "$$(id -u)" != 0 ] || $(APT_GET) update -qq; } && mkdir -p $(PROMETHEUS_DIR) && cd $(PROMETHEUS_DIR) && \
+	   $(APT_GET) download -qq prometheus >/dev/null 2>&1 && dpkg-deb -x prometheus_*.deb . && rm prometheus_*.deb)
 
 # statsforecast and mlforecast pin pandas < 3 while mlma's own environment runs pandas 3, so the Nixtla
 # adapters are tested in an environment of their own (the `nixtla` extra, as a Nixtla user installs it),
