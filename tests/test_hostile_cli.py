@@ -570,10 +570,15 @@ def test_escape_sequences_are_refused_in_names_and_reasons_and_shown_not_played_
     sequences to the reader's terminal (a cleared screen); a reason of 3,000 characters to unlock was a traceback.
     Both are refused, in a line; text the agent stored (a model's error message) is shown with them as \\uXXXX."""
     refused(cli(project, "unlock", "--reason", "l1\nl2\x1b[31mRED", "--by", "ana"),
-            "--reason must not hold control characters other than tabs and line breaks")
+            "--reason must not hold a control character ('\\x1b'): tabs and line breaks are the only")
     refused(cli(project, "unlock", "--reason", "host died", "--by", "\x1b[2J"),
-            "--by must not hold control characters")
-    refused(cli(project, "pin", "c00-z00", "--by", "ana\x07"), "--by must not hold control characters")
+            "--by must not hold a control character ('\\x1b')")
+    refused(cli(project, "pin", "c00-z00", "--by", "ana\x07"), "--by must not hold a control character ('\\x07')")
+    # Bytes that are not UTF-8 (a terminal in Latin-1) reach Python as lone surrogates, which no store can encode:
+    # they were a UnicodeEncodeError traceback at the audit write.
+    refused(cli(project, "unlock", "--reason", "host d\udce9d", "--by", "ana"),
+            "--reason must not hold a byte that is not UTF-8 ('\\udce9')")
+    refused(cli(project, "pin", "c00-z00", "--by", "ren\udce9"), "--by must not hold a byte that is not UTF-8")
     refused(cli(project, "unlock", "--reason", "x" * 3000, "--by", "ana"), "--reason must be at most 2,000 characters")
     assert cli(project, "unlock", "--reason", "host died\non the night shift", "--by", "ana").returncode == 0
     with Store.open(load_config(project).store_url) as store:

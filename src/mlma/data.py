@@ -70,6 +70,7 @@ from mlma.calendar import (
     make_tick_grid,
     on_tick_grid,
 )
+from mlma.visible import UNSTORABLE_IN_NAME, unstorable
 
 __all__ = [
     "CANONICAL_COLUMNS",
@@ -557,10 +558,10 @@ def check_column_names(names: Sequence[Any], where: str, source: str | None = No
     the two is the target is the sender's to say. Empty names (a trailing comma) are not names and not checked.
     """
     for i, name in enumerate(names, start=1):
-        found = _UNUSABLE_IN_ID.search(str(name))
+        found = UNSTORABLE_IN_NAME.search(str(name))
         if found is not None:
-            raise DataError(f"{where}: the name of column {i} ({str(name)!r}) holds a control character "
-                            f"({found.group()!r}); give the column a plain name", source=source, column=str(name))
+            raise DataError(f"{where}: the name of column {i} ({str(name)!r}) holds {unstorable(found.group())}; "
+                            "give the column a plain name", source=source, column=str(name))
     seen: dict[str, list[int]] = {}
     for i, name in enumerate(names, start=1):
         if name is None or (isinstance(name, float) and math.isnan(name)) or str(name) == "":
@@ -972,9 +973,6 @@ def _id_texts(raw: pd.Index, verbatim: frozenset[str]) -> pd.Index:
 #: The longest stream id mlma takes, in characters: PostgreSQL indexes at most 2,704 bytes of a key, and a
 #: character takes up to 4 bytes in UTF-8.
 MAX_ID_LENGTH = 500
-#: Characters no stream id may hold: control characters (PostgreSQL's text takes no NUL, and a line break or a
-#: tab in an id breaks every listing of streams) and lone surrogates (not text in UTF-8).
-_UNUSABLE_IN_ID = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def has_control_character(text: str) -> bool:
@@ -984,7 +982,7 @@ def has_control_character(text: str) -> bool:
     >>> has_control_character("temperature"), has_control_character("a\x00b")
     (False, True)
     """
-    return _UNUSABLE_IN_ID.search(text) is not None
+    return UNSTORABLE_IN_NAME.search(text) is not None
 
 
 def unusable_ids(ids: Any) -> np.ndarray:
@@ -995,7 +993,7 @@ def unusable_ids(ids: Any) -> np.ndarray:
     [False, True, True, False]
     """
     # Python's re on each id (the distinct ids, not rows): a string column of Arrow cannot hold a surrogate.
-    return np.fromiter((len(text) > MAX_ID_LENGTH or _UNUSABLE_IN_ID.search(text) is not None
+    return np.fromiter((len(text) > MAX_ID_LENGTH or UNSTORABLE_IN_NAME.search(text) is not None
                         for text in map(str, ids)), dtype=bool, count=len(ids))
 
 
@@ -1008,9 +1006,9 @@ def why_unusable(uid: str) -> str:
     "unique_id 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' has 600 characters, more than 500"
     """
     shown = repr(uid if len(uid) <= 40 else uid[:30] + "...")
-    found = _UNUSABLE_IN_ID.search(uid)
+    found = UNSTORABLE_IN_NAME.search(uid)
     if found is not None:
-        return f"unique_id {shown} holds a control character ({found.group()!r})"
+        return f"unique_id {shown} holds {unstorable(found.group())}"
     return f"unique_id {shown} has {len(uid):,} characters, more than {MAX_ID_LENGTH}"
 
 

@@ -10,9 +10,32 @@ from __future__ import annotations
 
 import re
 
-#: Control characters (C0, DEL, C1), bidi controls and marks, zero-width characters, line and paragraph
-#: separators, and the byte-order mark.
-HIDDEN_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+#: Control characters: C0 (NUL, tab, line breaks, escape), DEL and C1; a character class's body.
+_CONTROL = "\x00-\x1f\x7f-\x9f"
+#: Lone surrogates: not text in UTF-8 (a store cannot keep them); Python makes them of a command line's or an
+#: environment variable's bytes that are not UTF-8.
+_SURROGATES = "\ud800-\udfff"
+
+#: Characters no stored name (a stream id, a column's, a person's) may hold: control characters (PostgreSQL's text
+#: takes no NUL; a line break or a tab breaks every listing, an escape sequence plays in a reader's terminal) and
+#: lone surrogates.
+UNSTORABLE_IN_NAME = re.compile(f"[{_CONTROL}{_SURROGATES}]")
+#: The same for free text (a reason), which may hold tabs and line breaks.
+UNSTORABLE_IN_TEXT = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_SURROGATES}]")
+
+#: Control characters, bidi controls and marks, zero-width characters, line and paragraph separators, and the
+#: byte-order mark: what :func:`visible` shows as ``\uXXXX``.
+HIDDEN_CHARS = re.compile(f"[{_CONTROL}\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+
+
+def unstorable(char: str) -> str:
+    r"""What a character :data:`UNSTORABLE_IN_NAME` or :data:`UNSTORABLE_IN_TEXT` found is, for an error message.
+
+    >>> unstorable("\x1b"), unstorable("\udcff")
+    ("a control character ('\\x1b')", "a byte that is not UTF-8 ('\\udcff')")
+    """
+    what = "a byte that is not UTF-8" if "\ud800" <= char <= "\udfff" else "a control character"
+    return f"{what} ({char!r})"
 
 
 def visible(text: str) -> str:

@@ -12,11 +12,9 @@ import numpy as np
 import pandas as pd
 
 from mlma.store.state import StateEncoding
+from mlma.visible import UNSTORABLE_IN_NAME, UNSTORABLE_IN_TEXT, unstorable
 
 _ACTOR = re.compile(r"^(agent|user:\S.*)$")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-#: The same but for tabs and line breaks, which a reason may hold.
-_CONTROL_IN_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def check_actor(by: str, what: str = "by") -> str:
@@ -31,8 +29,9 @@ def check_actor(by: str, what: str = "by") -> str:
     """
     if not isinstance(by, str) or not _ACTOR.match(by):
         raise ValueError(f"{what} must be 'agent' or 'user:<name>', got {by!r}")
-    if _CONTROL.search(by):  # a name printed in the audit log: "\x1b[2J" cleared the reader's terminal
-        raise ValueError(f"{what} must not hold control characters, got {by!r}")
+    found = UNSTORABLE_IN_NAME.search(by)  # a name printed in the audit log: "\x1b[2J" cleared the reader's terminal
+    if found is not None:
+        raise ValueError(f"{what} must not hold {unstorable(found.group())}, got {by!r}")
     return by
 
 
@@ -54,7 +53,7 @@ def check_reason(reason: str | None) -> str | None:
     >>> check_reason("outage\x1b[2J")
     Traceback (most recent call last):
     ...
-    ValueError: reason must not hold control characters other than tabs and line breaks (an escape sequence reaches the terminal of whoever reads the audit log), got 'outage\x1b[2J'
+    ValueError: reason must not hold a control character ('\x1b'): tabs and line breaks are the only control characters it may hold (an escape sequence reaches the terminal of whoever reads the audit log), got 'outage\x1b[2J'
 
     """
     if reason is None:
@@ -65,9 +64,11 @@ def check_reason(reason: str | None) -> str | None:
         raise ValueError(f"reason must be at most {MAX_REASON:,} characters, got {len(reason):,}")
     if "\x00" in reason:
         raise ValueError("reason must not contain a NUL character")
-    if _CONTROL_IN_TEXT.search(reason):
-        raise ValueError(f"reason must not hold control characters other than tabs and line breaks (an escape "
-                         f"sequence reaches the terminal of whoever reads the audit log), got {reason[:80]!r}")
+    found = UNSTORABLE_IN_TEXT.search(reason)
+    if found is not None:
+        raise ValueError(f"reason must not hold {unstorable(found.group())}: tabs and line breaks are the only "
+                         "control characters it may hold (an escape sequence reaches the terminal of whoever reads "
+                         f"the audit log), got {reason[:80]!r}")
     return reason
 
 
