@@ -480,6 +480,47 @@ def test_validate_and_ingest_name_the_file_they_cannot_read(project, fleet, tmp_
         assert len(store.observations()) == rows
 
 
+def test_a_file_whose_name_is_not_utf8_is_ingested_under_the_bytes_it_names(project, fleet, tmp_path):
+    """A file named on a Latin-1 system (byte 0xE9 for é) reaches Python as a lone surrogate, which no store can
+    encode: `mlma ingest` refused the file with "'utf-8' codec can't encode character '\\udce9'". Its rows are
+    stored now, and the ingest's source is the name with the byte written out."""
+    latin1 = tmp_path / os.fsdecode(b"donn\xe9es.csv")
+    write_csv(days(fleet, 29, 30), latin1)
+    future = tmp_path / os.fsdecode(b"m\xe9t\xe9o.csv")
+    last = pd.Timestamp(days(fleet, 29, 30)["ds"].max())
+    pd.DataFrame({"unique_id": "c00-z00", "ds": [last + pd.Timedelta(hours=1)], "temp": [3.5]}).to_csv(future,
+                                                                                                   index=False)
+    with Store.open(load_config(project).store_url) as store:
+        rows = len(store.observations())
+
+    def cli_bytes(*args: str) -> subprocess.CompletedProcess:  # the CLI echoes the file's name as its bytes, as ls
+        return subprocess.run([sys.executable, "-m", "mlma.cli", *args, "--project", str(project)],
+                              capture_output=True, encoding="utf-8", errors="surrogateescape", timeout=300)
+
+    done = cli_bytes("ingest", str(latin1))
+    assert done.returncode == 0 and "96 new" in said(done), said(done)
+    done = cli_bytes("ingest", "--future", str(future))
+    assert done.returncode == 0 and "1 future driver values for 1 streams" in said(done), said(done)
+    with Store.open(load_config(project).store_url) as store:
+        assert len(store.observations()) == rows + 96
+        assert store.ingests()["source"].tolist()[-2:] == ["donn\\xe9es.csv", "m\\xe9t\\xe9o.csv"]
+
+
+def test_a_project_folder_whose_path_is_not_utf8_is_refused_naming_the_byte(tmp_path):
+    """SQLite opens UTF-8 paths only: `mlma init` in a folder named in Latin-1 said "cannot create the project's
+    store: UnicodeEncodeError", and a project moved into such a folder failed every command the same way."""
+    folder = tmp_path / os.fsdecode(b"proj\xe9")
+    done = subprocess.run([sys.executable, "-m", "mlma.cli", "init", str(folder), "--model", "ridge"],
+                          capture_output=True, encoding="utf-8", errors="surrogateescape", timeout=300)
+    refused(done, "proj\\xe9/mlma.db is in a folder whose path holds bytes that are not UTF-8", "rename the folder")
+    assert not folder.exists()  # nothing half-made stays
+    moved = make_project(tmp_path / "p")
+    moved.rename(folder)
+    done = subprocess.run([sys.executable, "-m", "mlma.cli", "status", "--project", str(folder)],
+                          capture_output=True, encoding="utf-8", errors="surrogateescape", timeout=300)
+    refused(done, "proj\\xe9/mlma.db is in a folder whose path holds bytes that are not UTF-8")
+
+
 def test_a_changed_tick_in_the_file_is_refused_at_the_next_ingest(project, fleet, tmp_path):
     edit(project, "tick", '"7D"')
     day = write_csv(days(fleet, 29, 30), tmp_path / "day.csv")

@@ -439,9 +439,22 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
             if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
                 raise ConfigError(f"{path}: [{name}] {key} must be {expected.__name__}, got {value!r}")
             setattr(section, key, value)
+    _check_store_path(config, path)
     if check_values:
         _check_values(config, path)
     return config
+
+
+def _check_store_path(config: ProjectConfig, path: Path) -> None:
+    """A SQLite store in a folder whose path holds bytes that are not UTF-8 (a Latin-1 system's é) cannot be opened:
+    SQLite takes UTF-8 paths. Said here, before any command, rather than as an encoding error of the driver."""
+    from mlma.visible import storable
+
+    url = config.store_url
+    if storable(url) != url:
+        raise ConfigError(f"{path}: the store {storable(url)} is in a folder whose path holds bytes that are not "
+                          "UTF-8 (written \\xNN), which SQLite cannot open: rename the folder, or set [store] url "
+                          "to a store elsewhere")
 
 
 def _load_alerts(config: ProjectConfig, alerts: Any, path: Path) -> None:

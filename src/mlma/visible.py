@@ -38,6 +38,27 @@ def unstorable(char: str) -> str:
     return f"{what} ({char!r})"
 
 
+def storable(text: str) -> str:
+    r"""``text`` with its lone surrogates written out, so that a store can keep it and a terminal show it.
+
+    Python reads a file name in bytes that are not UTF-8 (``donn\xe9es.csv`` from a Latin-1 system) as lone
+    surrogates (``donn\udce9es.csv``); such a name is kept as the bytes it names. A surrogate of no byte (JSON's
+    ``"\ud800"``) is written as its escape.
+
+    >>> print(storable("donn\udce9es.csv"), storable("a\ud800b"), storable("Zürich"))
+    donn\xe9es.csv a\ud800b Zürich
+    """
+    return _SURROGATE.sub(_written_out, text)
+
+
+_SURROGATE = re.compile(f"[{_SURROGATES}]")
+
+
+def _written_out(found: re.Match) -> str:
+    code = ord(found.group())
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+
+
 def visible(text: str) -> str:
     r"""``text`` with the characters of :data:`HIDDEN_CHARS` shown as ``\uXXXX``.
 

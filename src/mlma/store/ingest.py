@@ -34,6 +34,7 @@ import pandas as pd
 
 from mlma.store.drivers import driver_columns
 from mlma.store.records import Clock, IngestReport  # noqa: F401 - IngestReport is what ingest_checked returns
+from mlma.visible import storable
 
 if TYPE_CHECKING:  # pragma: no cover
     from mlma.store.store import Store
@@ -91,7 +92,7 @@ def ingest_checked(store: Store, data: Any, *, source: str | None = None, freq: 
         seen = store._ingest_by_hash(sha, actuals=True)
         if seen is not None:
             return seen
-    name = source or (Path(data).name if is_path else "frame")
+    name = storable(source or (Path(data).name if is_path else "frame"))  # a name in bytes not UTF-8: written out
     raw = read_frame(data, **read_options)
 
     clock = store.clock()

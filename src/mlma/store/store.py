@@ -38,6 +38,7 @@ from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, N
                                 utc_instant)
 from mlma.store.glance import saved_states_damage, state_part_references
 from mlma.store.state import FORMAT, StagedPart, StateEncoding, decode_state
+from mlma.visible import storable
 
 if TYPE_CHECKING:
     from mlma.store.transaction import Transaction
@@ -914,6 +915,7 @@ class Store:
         """
         if not isinstance(source, str) or not source:
             raise ValueError(f"source must be a non-empty string naming the data, got {source!r}")
+        source = storable(source)
         uid, ns, y = _canonical_columns(frame)
         extra = drivers.driver_columns(frame)
         sha = content_hash if content_hash is not None else drivers.content_hash(frame, extra, frame_sha256(frame))
@@ -976,6 +978,7 @@ class Store:
                 return seen
             frame = read_future_drivers(data, **read_options)
             label = source or Path(data).name
+        label = storable(label)  # a file's name in bytes that are not UTF-8, written out
         drivers.check_future_times(frame, self.clock(), label)
         return drivers.ingest_future(self, frame, label, again_key(sha) if again else sha)
 
