@@ -206,6 +206,32 @@ def test_a_file_shifted_by_half_an_hour_is_said_to_be_shifted_not_another_freque
     carries_on(project, fleet, HISTORY_DAYS)
 
 
+def test_one_zone_on_a_shifted_clock_loses_only_its_rows_and_strict_refuses_the_file(project, fleet):
+    """One zone's logger stamping every reading 30 min late refused the whole file (every zone's day) as
+    mixed-frequency; with the default drop its rows are dropped and listed, the fleet's stored, as for a zone
+    spaced otherwise; --strict still refuses the file whole."""
+    real = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1).copy()
+    zone = real["unique_id"].iloc[0]
+    real.loc[real["unique_id"] == zone, "ds"] += pd.Timedelta(minutes=30)
+    path = write_csv(real, project.parent / "late-logger.csv")
+    before = snapshot(project)
+    strict = cli(project, "ingest", "--strict", str(path))
+    assert strict.returncode == 2 and "every one by the same 30 min after it" in " ".join(strict.stdout.split())
+    assert snapshot(project) == before
+    done = cli(project, "ingest", str(path))
+    said = " ".join(done.stdout.split())
+    assert done.returncode == 0 and "stream-off-grid" in said and "every one by the same 30 min" in said, said
+    assert ", 24 dropped rows" in said, said
+    listed = pd.read_csv(project / "rejected" / os.listdir(project / "rejected")[0])
+    assert set(listed["code"]) == {"stream-off-grid"} and set(listed["unique_id"]) == {zone} and len(listed) == 24
+    with Store.open(load_config(project).store_url) as store:
+        stored = store.observations()
+    day = stored[stored["ds"] >= real["ds"].min()]
+    assert sorted(day["unique_id"].unique()) == sorted(set(real["unique_id"]) - {zone})
+    assert len(day) == len(real) - 24
+    carries_on(project, fleet, HISTORY_DAYS)
+
+
 # -- finding: y = 1e308 reached the tick summary as Infinity -------------------------------------------------------
 def test_values_out_of_any_plausible_range_are_rejected_and_the_fleet_ticks_on(project, fleet):
     real = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1).copy()

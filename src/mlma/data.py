@@ -2275,7 +2275,9 @@ def _check_project_grid(v: _Validator, context: FleetContext, alive: np.ndarray,
     """Timestamps off the project's grid (:func:`on_tick_grid`), which all streams share in live operation.
 
     A stray row is rejected on its own; a stream with most of its rows off the grid is data of another
-    frequency (an hourly file in a daily project), which refuses the whole file.
+    frequency (an hourly file in a daily project) or of a shifted clock. With drop, when such streams are fewer
+    than half of the file's, their rows are dropped (``stream-off-grid``) and the fleet's are kept, as for
+    streams spaced at another frequency (``stream-frequency``); otherwise they refuse the whole file.
     """
     on = np.ones(len(ns), dtype=bool)
     for lo in range(0, len(ns), _BLOCK_ROWS):  # in slices: bounded temporaries for a large file
@@ -2306,11 +2308,21 @@ def _check_project_grid(v: _Validator, context: FleetContext, alive: np.ndarray,
         else:
             what = (f"off the project's {context.freq.alias} grid ({context.clock_note}): this looks like data of "
                     "another frequency")
-        v.add("mixed-frequency", "error",
-              f"stream{'s' if len(names) != 1 else ''} {_fmt_list([repr(k) for k in names])} "
-              f"{'have' if len(names) != 1 else 'has'} most timestamps {what}, e.g. {v.where(rows)}",
-              streams=names, n_rows=len(rows), column=TIME, positions=rows,
-              examples=[v.example(p, str(keys[codes[p]]), f"ds={raw_ds.iloc[p]!r}") for p in rows[:_MAX_EXAMPLES]])
+        examples = [v.example(p, str(keys[codes[p]]), f"ds={raw_ds.iloc[p]!r}") for p in rows[:_MAX_EXAMPLES]]
+        in_file = int(np.count_nonzero(n_all))
+        if v.drop and 2 * len(names) < in_file:
+            # One zone's logger on a shifted clock is its trouble, not the fleet's: its rows (all of them, the
+            # few on the grid too: a stream's data on two clocks is not to be trusted) go, the others' stay.
+            every = np.flatnonzero(alive & other[np.maximum(codes, 0)] & (codes >= 0))
+            v.bad_rows("stream-off-grid", every, keys[codes[every]].to_numpy(),
+                       f"row{'s' if len(every) != 1 else ''} of a stream with most timestamps {what}", TIME,
+                       examples)
+            alive[every] = False
+        else:
+            v.add("mixed-frequency", "error",
+                  f"stream{'s' if len(names) != 1 else ''} {_fmt_list([repr(k) for k in names])} "
+                  f"{'have' if len(names) != 1 else 'has'} most timestamps {what}, e.g. {v.where(rows)}",
+                  streams=names, n_rows=len(rows), column=TIME, positions=rows, examples=examples)
         off &= ~other[np.maximum(codes, 0)]
     reject("off-grid", off, f"timestamp off the project's {context.freq.alias} grid ({context.clock_note})"
            + (f" ({zoned_days})" if zoned_days else ""), TIME, lambda p: f"ds={raw_ds.iloc[p]!r}")
