@@ -521,6 +521,36 @@ def test_a_project_folder_whose_path_is_not_utf8_is_refused_naming_the_byte(tmp_
     refused(done, "proj\\xe9/mlma.db is in a folder whose path holds bytes that are not UTF-8")
 
 
+def test_a_compressed_file_cut_short_or_damaged_is_named_not_aborted(project, fleet, tmp_path):
+    """A .csv.gz cut short by a copy that stopped part way raised EOFError, which the CLI printed as a bare
+    "Aborted." (ingest, ingest --future, attributes, validate); a damaged gzip header was a traceback."""
+    import bz2
+    import gzip
+    import lzma
+
+    text = days(fleet, 29, 30).assign(ds=lambda f: f["ds"].dt.strftime("%Y-%m-%d %H:%M:%S")).to_csv(index=False)
+    attributes = "unique_id,city\n" + "".join(f"z{i},Berlin\n" for i in range(20_000))
+    files = {"cut.csv.gz": gzip.compress(text.encode())[:200], "cut.csv.bz2": bz2.compress(text.encode())[:300],
+             "cut.csv.xz": lzma.compress(text.encode())[:300], "header.csv.gz": b"\x1f\x8bNOTGZIP" * 10,
+             "attributes.csv.gz": gzip.compress(attributes.encode())[:3000]}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with Store.open(load_config(project).store_url) as store:
+        rows = len(store.observations())
+    kind = {"gz": "gzip", "bz2": "bz2", "xz": "xz"}
+    for name in files:
+        path = str(tmp_path / name)
+        said_damaged = f"{path}: the {kind[name.rsplit('.', 1)[1]]}-compressed file is damaged or incomplete"
+        if name == "attributes.csv.gz":  # its header line reads; the rest does not
+            refused(cli(project, "attributes", path), said_damaged, "EOFError")
+            continue
+        for args in (("ingest", path), ("ingest", "--future", path), ("attributes", path)):
+            refused(cli(project, *args), said_damaged)
+        refused(run("validate", path), said_damaged)
+    with Store.open(load_config(project).store_url) as store:
+        assert len(store.observations()) == rows and not store.streams()["attributes"].map(bool).any()
+
+
 def test_a_changed_tick_in_the_file_is_refused_at_the_next_ingest(project, fleet, tmp_path):
     edit(project, "tick", '"7D"')
     day = write_csv(days(fleet, 29, 30), tmp_path / "day.csv")

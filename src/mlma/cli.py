@@ -795,16 +795,19 @@ def _read_attributes(path: Path):
     --attributes`` read it; its source is named in later errors about it."""
     import pandas as pd
 
-    from mlma.data import check_column_names, file_columns
+    from mlma.data import DataError, check_column_names, csv_errors_named, file_columns
 
     try:
         # A repeated column name: pandas would read the second as an attribute of its own ("city.1").
         check_column_names(file_columns(path), str(path), source=str(path))
         # Only an empty cell is missing: "NA" is Namibia's id (as the actuals' reader keeps it) or a region.
-        frame = (pd.read_parquet(path) if path.suffix == ".parquet"
-                 else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]))
-    except (OSError, ValueError) as exc:  # DataError is a ValueError
-        _fail(f"{path}: cannot read: {exc}")
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path)
+        else:
+            with csv_errors_named(path):
+                frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (OSError, ValueError) as exc:  # DataError is a ValueError, and names the file already
+        _fail(str(exc) if isinstance(exc, DataError) else f"{path}: cannot read: {exc}")
     frame.attrs["source"] = str(path)
     return frame
 

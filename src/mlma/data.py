@@ -583,15 +583,23 @@ def file_columns(path: str | os.PathLike) -> list:
     path = Path(path)
     if _source_suffix(path) in _PARQUET_SUFFIXES:
         return _parquet_columns(path)
-    with _csv_errors_named(path):
+    with csv_errors_named(path):
         header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
     return header.iloc[0].tolist() if len(header) else []
 
 
 @contextlib.contextmanager
-def _csv_errors_named(path: Path):
+def csv_errors_named(path: Path):
     """pandas' own words for a CSV file it cannot parse ("No columns to parse from file", "EOF inside string")
-    named no file: say which, and what is wrong in a user's terms."""
+    named no file: say which, and what is wrong in a user's terms. A compressed file cut short or damaged (a
+    copy that stopped part way) raised EOFError, which the CLI turned into a bare "Aborted.", or a decompressor's
+    own error with a traceback."""
+    import lzma
+    import zipfile
+    import zlib
+
+    from pandas.io.common import infer_compression
+
     try:
         yield
     except pd.errors.EmptyDataError:
@@ -599,6 +607,13 @@ def _csv_errors_named(path: Path):
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: cannot read it as CSV ({exc}); a quote left open, or a line with more fields "
                         "than the header?", source=str(path)) from None
+    except (EOFError, OSError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as exc:
+        compression = infer_compression(str(path), "infer")
+        if compression is None or isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+            raise
+        raise DataError(f"{path}: the {compression}-compressed file is damaged or incomplete (cut short by a copy "
+                        f"that stopped part way?): {type(exc).__name__}: {exc or 'the data end too soon'}",
+                        source=str(path)) from None
 
 
 def _parquet_columns(path: Path) -> list[str]:
@@ -625,7 +640,7 @@ CSV_CHUNK_ROWS = 500_000
 
 def _read_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None) -> pd.DataFrame:
     try:
-        with _csv_errors_named(path):
+        with csv_errors_named(path):
             return _read_utf8_csv(path, id_cols, chunk_rows)
     except UnicodeDecodeError as exc:
         line = _first_line_not_utf8(path)
