@@ -156,6 +156,33 @@ def test_unparsable_dates_raise_naming_rows_or_are_dropped():
     assert len(checked.frame) == 58
 
 
+@pytest.mark.parametrize("arrow_type", ["timestamp-us", "timestamp-ms-utc", "date32"])
+def test_parquet_timestamps_beyond_nanoseconds_are_bad_rows_not_a_refused_file(tmp_path, arrow_type):
+    """A Parquet file's timestamps in micro- or milliseconds (or dates) can name the year 2500 or 1500, which
+    nanoseconds since 1970 cannot hold: pandas' bare "Out of bounds nanosecond timestamp" refused the whole file,
+    naming nothing. Those rows are unparsable dates now, dropped and listed, as a CSV's are."""
+    import datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    days = pd.date_range("2024-01-01", periods=30, freq="D").to_pydatetime().tolist()
+    stamps = days[:14] + [datetime.datetime(2500, 1, 1)] + days[15:29] + [datetime.datetime(1500, 6, 1)]
+    kind = {"timestamp-us": pa.timestamp("us"), "timestamp-ms-utc": pa.timestamp("ms", tz="UTC"),
+            "date32": pa.date32()}[arrow_type]
+    values = [d.date() for d in stamps] if arrow_type == "date32" else stamps
+    path = tmp_path / "far.parquet"
+    pq.write_table(pa.table({"unique_id": ["a"] * 30, "ds": pa.array(values, kind),
+                             "y": np.arange(30, dtype=float)}), path)
+    with pytest.raises(DataError) as info:
+        validate(read_frame(path))
+    assert info.value.rows.tolist() == [14, 29] and "unparsable" in str(info.value)
+    checked = validate(read_frame(path), on_bad_rows="drop")
+    (finding,) = checked.report.by_code("unparsable-date")
+    assert finding.n_rows == 2 and any("2500" in e for e in finding.examples), finding.examples
+    assert len(checked.frame) == 28 and checked.frame["ds"].max() == pd.Timestamp("2024-01-29")
+
+
 def test_non_finite_target_nan_inf_and_text():
     df = panel({"a": hours("2024-01-01", 60), "b": hours("2024-01-01", 60)})
     df["y"] = df["y"].astype(object)

@@ -769,10 +769,10 @@ def _parse_dates(column: pd.Series) -> tuple[np.ndarray, np.ndarray, str | None,
     dtype = column.dtype
     if isinstance(dtype, pd.DatetimeTZDtype):
         converted = column.dt.tz_convert("UTC").dt.tz_localize(None)
-        ns = _to_ns(converted)
+        ns = _to_ns(_in_ns_range(pd.DatetimeIndex(converted)))
         return ns, ns == _NAT, f"time zone {dtype.tz} converted to UTC", None
     if pd.api.types.is_datetime64_dtype(dtype):
-        ns = _to_ns(column)
+        ns = _to_ns(_in_ns_range(pd.DatetimeIndex(column)))
         return ns, ns == _NAT, None, None
     if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
         raise DataError(f"column 'ds' holds numbers ({dtype}), not timestamps; convert them to dates first "
@@ -809,8 +809,7 @@ def _parse_unique_dates(values: pd.Index) -> tuple[np.ndarray, str | None]:
                 note = note or (f"time zone {best.tz} converted to UTC" if str(best.tz) != "UTC"
                                 else "already in UTC")
                 best = best.tz_convert("UTC").tz_localize(None)
-            best = best.where((best >= pd.Timestamp.min) & (best <= pd.Timestamp.max))
-            out[is_text] = np.asarray(best.as_unit("ns").asi8)
+            out[is_text] = _to_ns(_in_ns_range(best))
             notes.append(note)
     if not is_text.all():
         # Datetime objects in a column of objects (e.g. frames of several time zones concatenated): each is an
@@ -822,9 +821,19 @@ def _parse_unique_dates(values: pd.Index) -> tuple[np.ndarray, str | None]:
             warnings.simplefilter("ignore")
             instants = pd.to_datetime(objects, errors="coerce", utc=True)
         aware = any(getattr(v, "tzinfo", None) is not None for v in objects)
-        out[~is_text] = np.asarray(pd.DatetimeIndex(instants).tz_localize(None).as_unit("ns").asi8)
+        out[~is_text] = _to_ns(_in_ns_range(pd.DatetimeIndex(instants).tz_localize(None)))
         notes.append("time zones converted to UTC" if aware else None)
     return out, next((n for n in notes if n), None)
+
+
+def _in_ns_range(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    """``index`` (tz-naive) with the instants nanoseconds since 1970 cannot hold, before 1677-09-21 or after
+    2262-04-11, as NaT: rows that cannot be read, dropped and listed. A CSV's text and a Parquet file's
+    timestamps in micro- or milliseconds (or dates) can name them; converted, they raised pandas' bare
+    "Out of bounds nanosecond timestamp" and refused the whole file."""
+    if index.unit == "ns":
+        return index
+    return index.where((index >= pd.Timestamp.min) & (index <= pd.Timestamp.max))
 
 
 #: Words pandas reads as the wall clock's time; never a timestamp of data (nor a date a person gives an action).
