@@ -754,18 +754,22 @@ def test_a_driver_named_like_an_internal_column_keeps_each_streams_values(name):
 
 
 def test_future_files_that_pandas_alone_would_describe_are_named(tmp_path):
-    """An empty file, a quote left open, a header ending in a comma (a driver called "Unnamed: 3") and a
-    Parquet column of times (stored as a driver of epoch nanoseconds) are refused, naming the file."""
+    """An empty file, a quote left open, a column with values but no name in the header (a driver called
+    "Unnamed: 3") and a Parquet column of times (stored as a driver of epoch nanoseconds) are refused, naming the
+    file. A comma at the end of every line (an empty column without a name) is no column."""
     cases = {"empty.csv": "", "quote.csv": 'unique_id,ds,promo\ns0,"2025-03-05 00:00,1\n',
-             "comma.csv": "unique_id,ds,promo,\ns0,2025-03-05 00:00,1,\n"}
+             "comma.csv": "unique_id,ds,promo,\ns0,2025-03-05 00:00,1,\ns0,2025-03-05 01:00,1,7\n"}
     said = {"empty.csv": "the file is empty (not even a header line)", "quote.csv": "cannot read it as CSV",
-            "comma.csv": "column 4 of the header has no name (a comma at the end of the header line?)"}
+            "comma.csv": "column 4 of the header has no name but holds values (line 3: '7.0')"}
     for name, text in cases.items():
         path = tmp_path / name
         path.write_text(text)
         with pytest.raises(DataError) as caught:
             read_future_drivers(path)
         assert str(caught.value).startswith(f"{path}: {said[name]}"), caught.value
+    trailing = tmp_path / "trailing.csv"
+    trailing.write_text("unique_id,ds,promo,\ns0,2025-03-05 00:00,1,\ns0,2025-03-05 01:00,0,\n")
+    assert read_future_drivers(trailing).columns.tolist() == ["unique_id", "ds", "promo"]
     times = tmp_path / "times.parquet"
     pd.DataFrame({"unique_id": ["s0", "s0"], "ds": pd.to_datetime(["2025-03-05 00:00", "2025-03-05 01:00"]),
                   "promo": [1.0, None], "updated": pd.to_datetime(["2025-03-01", "2025-03-01"])}).to_parquet(times)

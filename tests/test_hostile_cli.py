@@ -551,6 +551,32 @@ def test_a_compressed_file_cut_short_or_damaged_is_named_not_aborted(project, fl
         assert len(store.observations()) == rows and not store.streams()["attributes"].map(bool).any()
 
 
+def test_a_column_without_a_name_is_refused_if_it_holds_values_and_ignored_if_empty(project, fleet, tmp_path):
+    """A header `unique_id,ds,y,` over rows with a fourth value stored 72 driver values named "Unnamed: 3" (and the
+    note named a blank column); `mlma attributes` stored an attribute "Unnamed: 1". A column with values but no
+    name refuses the file now, naming its position and line; a comma at the end of every line is no column."""
+    day = days(fleet, 29, 30).assign(ds=lambda f: f["ds"].dt.strftime("%Y-%m-%d %H:%M:%S"))
+    lines = ["unique_id,ds,y,"] + [f"{r.unique_id},{r.ds},{r.y}," for r in day.itertuples()]
+    valued = lines[:5] + [lines[5] + "3.5"] + lines[6:]
+    (tmp_path / "valued.csv").write_text("\n".join(valued) + "\n")
+    (tmp_path / "trailing.csv").write_text("\n".join(lines) + "\n")
+    with Store.open(load_config(project).store_url) as store:
+        rows = len(store.observations())
+    refused(cli(project, "ingest", str(tmp_path / "valued.csv")),
+            "column 4 of the header has no name but holds values (line 6: '3.5'); name it in the header")
+    refused(run("validate", str(tmp_path / "valued.csv")), "column 4 of the header has no name but holds values")
+    done = cli(project, "ingest", str(tmp_path / "trailing.csv"))
+    assert done.returncode == 0 and "96 new" in said(done) and "Unnamed" not in said(done), said(done)
+    assert "stored as observed driver values" not in said(done), said(done)
+    (tmp_path / "attributes.csv").write_text(f"unique_id,\n{day['unique_id'].iloc[0]},Berlin\n")
+    refused(cli(project, "attributes", str(tmp_path / "attributes.csv")),
+            "column 2 of the header has no name but holds values (line 2: 'Berlin')")
+    with Store.open(load_config(project).store_url) as store:
+        assert len(store.observations()) == rows + 96
+        assert store.driver_values(["Unnamed: 3"])["Unnamed: 3"].isna().all()
+        assert not store.streams()["attributes"].map(bool).any()
+
+
 def test_a_changed_tick_in_the_file_is_refused_at_the_next_ingest(project, fleet, tmp_path):
     edit(project, "tick", '"7D"')
     day = write_csv(days(fleet, 29, 30), tmp_path / "day.csv")

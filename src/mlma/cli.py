@@ -773,10 +773,11 @@ def _ingest_future(config, data: Path, *, again: bool = False) -> None:
 
 
 def _columns_besides_keys(data: Path, d) -> list[str]:
-    """The file's columns other than the stream and time keys (its drivers), as written."""
+    """The file's columns other than the stream and time keys (its drivers), as written; a column without a name
+    (a comma at the end of every line: mlma.data.drop_nameless_columns) is none."""
     from mlma.data import file_columns
 
-    return [str(c) for c in file_columns(data) if c not in (d.id_col, d.time_col)]
+    return [str(c) for c in file_columns(data) if c not in (d.id_col, d.time_col) and str(c).strip()]
 
 
 def _side_file(path, what: str, read):
@@ -795,17 +796,19 @@ def _read_attributes(path: Path):
     --attributes`` read it; its source is named in later errors about it."""
     import pandas as pd
 
-    from mlma.data import DataError, check_column_names, csv_errors_named, file_columns
+    from mlma.data import DataError, check_column_names, csv_errors_named, drop_nameless_columns, file_columns
 
     try:
         # A repeated column name: pandas would read the second as an attribute of its own ("city.1").
-        check_column_names(file_columns(path), str(path), source=str(path))
+        names = file_columns(path)
+        check_column_names(names, str(path), source=str(path))
         # Only an empty cell is missing: "NA" is Namibia's id (as the actuals' reader keeps it) or a region.
         if path.suffix == ".parquet":
             frame = pd.read_parquet(path)
         else:
             with csv_errors_named(path):
                 frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            frame = drop_nameless_columns(frame, names, str(path))
     except (OSError, ValueError) as exc:  # DataError is a ValueError, and names the file already
         _fail(str(exc) if isinstance(exc, DataError) else f"{path}: cannot read: {exc}")
     frame.attrs["source"] = str(path)

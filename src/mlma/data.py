@@ -382,7 +382,7 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
         label = str(source)
         suffix = _source_suffix(path)
         if suffix in _CSV_SUFFIXES:
-            frame = _read_csv(path, id_cols)
+            frame = drop_nameless_columns(_read_csv(path, id_cols), file_columns(path), label)
             first_line = 2
         elif suffix in _PARQUET_SUFFIXES:
             check_column_names(file_columns(path), label)
@@ -575,6 +575,34 @@ def check_column_names(names: Sequence[Any], where: str, source: str | None = No
     raise DataError(f"{where}: duplicate column {noun} {', '.join(parts)}; each column needs its own name, "
                     f"so that which one is the target (or a driver) is not guessed", source=source,
                     column=next(iter(repeated)))
+
+
+def drop_nameless_columns(frame: pd.DataFrame, names: Sequence[Any], where: str, first_line: int = 2) -> pd.DataFrame:
+    """``frame`` (a CSV file's, whose header is ``names``) without its columns whose header cell is empty; one of
+    them that holds a value refuses the file (:class:`DataError`, naming the column's position and line).
+
+    pandas names such a column by its position (``Unnamed: 3``): a comma at the end of every line makes an empty
+    one, which is no column; one with values would have been stored as a driver (or an attribute) of that made-up
+    name, which changes when a column is added before it.
+
+    >>> frame = pd.DataFrame({"unique_id": ["a"], "y": [1.0], "Unnamed: 2": [None]})
+    >>> drop_nameless_columns(frame, ["unique_id", "y", ""], "f.csv").columns.tolist()
+    ['unique_id', 'y']
+    >>> drop_nameless_columns(frame.assign(**{"Unnamed: 2": [2.5]}), ["unique_id", "y", ""], "f.csv")
+    Traceback (most recent call last):
+    ...
+    mlma.data.DataError: f.csv: column 3 of the header has no name but holds values (line 2: '2.5'); name it in the header, or remove it
+    """
+    nameless = [i for i, name in enumerate(names) if not str(name).strip()]
+    if not nameless or len(names) != len(frame.columns):
+        return frame
+    for i in nameless:
+        filled = np.flatnonzero(frame.iloc[:, i].notna().to_numpy())
+        if len(filled):
+            raise DataError(f"{where}: column {i + 1} of the header has no name but holds values (line "
+                            f"{filled[0] + first_line}: {str(frame.iloc[filled[0], i])!r}); name it in the header, or "
+                            "remove it", source=where)
+    return frame.drop(columns=frame.columns[nameless])
 
 
 def file_columns(path: str | os.PathLike) -> list:
@@ -2622,13 +2650,9 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
             raise FileNotFoundError(f"{path}: no such file")
         columns = file_columns(path)
         check_column_names(columns, label, source=label)
-        unnamed = [i for i, name in enumerate(columns) if not str(name).strip()]
-        if unnamed:  # pandas would call it "Unnamed: 3" and every other column is a driver: one of that name
-            raise DataError(f"{label}: column {unnamed[0] + 1} of the header has no name (a comma at the end of "
-                            "the header line?); every column besides the id and time is a driver and needs one",
-                            source=label)
         # Ids stay text, as in the actuals' files: "007" is not stream "7", and "NA" is an id, not missing.
-        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else _read_csv(path, [id_col])
+        frame = (pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq")
+                 else drop_nameless_columns(_read_csv(path, [id_col]), columns, label))
     check_column_names(list(frame.columns), label, source=label)
     # Line numbers as the user sees them in a CSV file (header on line 1), rows of a Parquet file from 1, index
     # labels of a frame.
