@@ -318,6 +318,30 @@ def test_ids_with_spaces_around_them_are_the_stream_without_them(tmp_path, proje
     assert sorted(read_future_drivers(future)["unique_id"].unique()) == ["z0", "z1", "z2"]
 
 
+def test_invisible_characters_around_an_id_are_no_part_of_it(tmp_path, project):
+    """Exports joined together leave a byte-order mark at a line's start, and a copy from a web page a zero-width
+    space at a cell's end: "\\ufeffz0" and "z1\\u200b" were new streams, silently beside z0 and z1, which then
+    looked silent. They are z0 and z1 now (an id-spaces repair); inside an id such a character stays."""
+    path = tmp_path / "day.csv"
+    day = hourly(days=1, start=DAY)
+    day.to_csv(path, index=False)
+    assert cli("ingest", str(path), "--project", str(project)).returncode == 0
+    later = hourly(days=1, start=DAY + pd.Timedelta(days=1)).astype({"unique_id": object})
+    later.loc[later["unique_id"] == "z0", "unique_id"] = "\ufeffz0"
+    later.loc[later["unique_id"] == "z1", "unique_id"] = "z1\u200b"
+    later.loc[later["unique_id"] == "z2", "unique_id"] = "z\u200c2"       # inside: another stream
+    path = tmp_path / "later.csv"
+    later.to_csv(path, index=False, encoding="utf-8")
+    done = cli("ingest", str(path), "--project", str(project))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "repaired id-spaces 48 rows" in one_line(done.stdout) and "1 new streams" in one_line(done.stdout)
+    assert snapshot(project)["streams"] == ["z0", "z1", "z2", "z\u200c2"]
+    future = tmp_path / "future.csv"
+    hourly(days=1, start=DAY + pd.Timedelta(days=2)).drop(columns="y").assign(
+        unique_id=lambda f: "\u2060" + f["unique_id"] + "\u200e", temperature=3.0).to_csv(future, index=False)
+    assert sorted(read_future_drivers(future)["unique_id"].unique()) == ["z0", "z1", "z2"]
+
+
 def test_ids_a_store_already_holds_with_spaces_keep_their_streams(tmp_path):
     """A store written before ids were stripped may hold " z0": its feed keeps going to that stream (stripping
     it would start a new stream "z0" and leave the old one silent), while ids the store does not hold with

@@ -1015,10 +1015,17 @@ def stream_id_text(values: Any, verbatim: frozenset[str] = frozenset()) -> pd.Se
     return pd.Series(text[codes], index=series.index, dtype=object)
 
 
+#: What surrounds an id without being part of it: white space, and the invisible characters an export or a copy
+#: leaves at a line's start or a cell's end (a byte-order mark of files joined together, zero-width spaces and
+#: joiners, the word joiner, left-to-right and right-to-left marks). Kept inside an id (a Persian name's
+#: zero-width non-joiner is part of it).
+_ID_EDGES = re.compile("^[\\s\u200b-\u200f\u2060\ufeff]+|[\\s\u200b-\u200f\u2060\ufeff]+$")
+
+
 def _id_texts(raw: pd.Index, verbatim: frozenset[str]) -> pd.Index:
     """The rule of :func:`stream_id_text` on distinct ids as text: stripped and composed, but for those in
     ``verbatim``."""
-    text = raw.str.strip().str.normalize("NFC")
+    text = raw.str.replace(_ID_EDGES, "", regex=True).str.normalize("NFC")
     return pd.Index(np.where(raw.isin(list(verbatim)), raw, text), dtype="str") if verbatim else text
 
 
@@ -1067,10 +1074,10 @@ def why_unusable(uid: str) -> str:
 def id_text(uid: str) -> str:
     """One stream id by the rule of :func:`stream_id_text` (without white space around it, composed).
 
-    >>> id_text(" zone-1 "), id_text("Zu\u0308rich") == "Z\u00fcrich"
-    ('zone-1', True)
+    >>> id_text(" zone-1 "), id_text("Zu\u0308rich") == "Z\u00fcrich", id_text("\ufeffzone-1\u200b")
+    ('zone-1', True, 'zone-1')
     """
-    return unicodedata.normalize("NFC", uid.strip())
+    return unicodedata.normalize("NFC", _ID_EDGES.sub("", uid))
 
 
 def _stream_keys(column: pd.Series, verbatim: frozenset[str] = frozenset()
@@ -1534,9 +1541,10 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
         rows = np.flatnonzero(padded)
         values = [repr(str(k)) for k in pd.unique(df[ID].iloc[rows])]
         v.add("id-spaces", "repaired", f"removed the spaces around {len(values):,} unique_id value"
-              f"{'s' if len(values) != 1 else ''} ({_fmt_list(values)}), or composed their letters, on "
-              f"{v.where(rows)}: a stream's id is its text without them, its letters composed (NFC: ü as one "
-              "character, not u and a combining mark)", column=ID, n_rows=len(rows), positions=rows)
+              f"{'s' if len(values) != 1 else ''} ({_fmt_list(values)}), or invisible characters around them (a "
+              f"byte-order mark, a zero-width space), or composed their letters, on {v.where(rows)}: a stream's id "
+              "is its text without them, its letters composed (NFC: ü as one character, not u and a combining "
+              "mark)", column=ID, n_rows=len(rows), positions=rows)
 
     for column, first in (df.attrs.get(_ATTR_DROPPED) or {}).items():
         v.add("columns-dropped", "info",
