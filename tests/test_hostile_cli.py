@@ -577,6 +577,28 @@ def test_a_column_without_a_name_is_refused_if_it_holds_values_and_ignored_if_em
         assert not store.streams()["attributes"].map(bool).any()
 
 
+def test_integer_attributes_of_a_parquet_file_with_a_missing_cell_stay_integers(project, tmp_path):
+    """pandas reads an int64 Parquet column with a null as floats: attributes were stored as "7.0" (while a
+    CSV's are "7"), so `--group region=7` chose nothing, and a large id lost its last digits."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with Store.open(load_config(project).store_url) as store:
+        ids = sorted(store.streams()["unique_id"])[:3]
+    path = tmp_path / "attributes.parquet"
+    pq.write_table(pa.table({"unique_id": ids, "region": pa.array([7, None, 12], pa.int64()),
+                             "account": pa.array([2**62 + 1, 5, None], pa.int64()),
+                             "share": pa.array([0.5, None, 1.0], pa.float64())}), path)
+    done = cli(project, "attributes", str(path))
+    assert done.returncode == 0, said(done)
+    with Store.open(load_config(project).store_url) as store:
+        stored = dict(zip(store.streams()["unique_id"], store.streams()["attributes"]))
+    assert stored[ids[0]] == {"region": "7", "account": str(2**62 + 1), "share": "0.5"}, stored
+    assert stored[ids[1]] == {"account": "5"} and stored[ids[2]] == {"region": "12", "share": "1.0"}, stored
+    chosen = cli(project, "pin", "--group", "region=7", "--reason", "test", "--by", "ana")
+    assert chosen.returncode == 0 and "1 stream" in said(chosen), said(chosen)
+
+
 def test_a_changed_tick_in_the_file_is_refused_at_the_next_ingest(project, fleet, tmp_path):
     edit(project, "tick", '"7D"')
     day = write_csv(days(fleet, 29, 30), tmp_path / "day.csv")

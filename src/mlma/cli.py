@@ -804,7 +804,9 @@ def _read_attributes(path: Path):
         check_column_names(names, str(path), source=str(path))
         # Only an empty cell is missing: "NA" is Namibia's id (as the actuals' reader keeps it) or a region.
         if path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
+            # Nullable types: an integer column with a missing cell stays integers ("7", not "7.0", which
+            # --group region=7 would not find; large ids keep their digits).
+            frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
         else:
             with csv_errors_named(path):
                 frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
