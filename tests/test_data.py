@@ -18,6 +18,7 @@ from mlma.data import (
     infer_frequency,
     make_tick_grid,
     read_frame,
+    read_future_drivers,
     validate,
 )
 
@@ -777,6 +778,32 @@ def test_a_file_whose_every_y_has_a_decimal_comma_is_refused_saying_so(tmp_path)
     fine.write_text("unique_id,ds,y\nz1,2024-01-01 00:00,x\nz1,2024-01-01 01:00,2\nz1,2024-01-01 02:00,3\n")
     found = validate(read_frame(fine), on_bad_rows="drop").report.findings
     assert "decimal comma" not in next(f for f in found if f.code == "non-finite-target").message
+
+
+@pytest.mark.parametrize("cells, said", [
+    (('"1,010.35"', '"2,500.00"'), "thousands separators, e.g. '1,010.35'"),
+    (('"1,234,567"', '"2,000,001"'), "thousands separators, e.g. '1,010.35'"),
+    (('"1.010,35"', '"2.500,10"'), "thousands points and a decimal comma, e.g. '1.010,35'"),
+])
+def test_a_file_whose_y_has_thousands_separators_is_refused_saying_so(tmp_path, cells, said):
+    """"1,010.35" was refused as "not a number" with no hint (only "1,5" got one, as a decimal comma)."""
+    path = tmp_path / "orders.csv"
+    path.write_text(f"unique_id,ds,y\nz1,2024-01-01 00:00,{cells[0]}\nz1,2024-01-01 01:00,{cells[1]}\n")
+    with pytest.raises(DataError) as info:
+        validate(read_frame(path), on_bad_rows="drop")
+    assert said in str(info.value) and "decimal comma, e.g. '1,5'" not in str(info.value), str(info.value)
+
+
+def test_an_empty_time_column_is_said_to_be_empty(tmp_path):
+    """A ds column of empty cells reads as floats: "column 'ds' holds numbers (float64), not timestamps"."""
+    path = tmp_path / "empty-ds.csv"
+    path.write_text("unique_id,ds,y\nz1,,1\nz1,,2\n")
+    with pytest.raises(DataError, match="column 'ds' is empty: no row has a timestamp"):
+        validate(read_frame(path), on_bad_rows="drop")
+    future = tmp_path / "future.csv"
+    future.write_text("unique_id,ds,temperature\nz1,,1\n")
+    with pytest.raises(DataError, match="column 'ds' is empty: no row has a timestamp; give ISO dates"):
+        read_future_drivers(future)
 
 
 def test_whole_days_written_at_local_midnight_with_their_offset_are_said_to_be_so(tmp_path):

@@ -802,6 +802,8 @@ def _parse_dates(column: pd.Series) -> tuple[np.ndarray, np.ndarray, str | None,
     if pd.api.types.is_datetime64_dtype(dtype):
         ns = _to_ns(_in_ns_range(pd.DatetimeIndex(column)))
         return ns, ns == _NAT, None, None
+    if len(column) and column.isna().all():  # a column of empty cells reads as floats: it holds no numbers either
+        raise DataError("column 'ds' is empty: no row has a timestamp", column=TIME)
     if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
         raise DataError(f"column 'ds' holds numbers ({dtype}), not timestamps; convert them to dates first "
                         f"(e.g. pd.to_datetime(...) with the right unit or format)", column=TIME)
@@ -852,6 +854,30 @@ def _parse_unique_dates(values: pd.Index) -> tuple[np.ndarray, str | None]:
         out[~is_text] = _to_ns(_in_ns_range(pd.DatetimeIndex(instants).tz_localize(None)))
         notes.append("time zones converted to UTC" if aware else None)
     return out, next((n for n in notes if n), None)
+
+
+#: How numbers a spreadsheet wrote for a locale look, the usual reason a whole column fails: what is said.
+_NUMBER_FORMATS = (
+    (r"[-+]?\d{1,3}(,\d{3})+\.\d+|[-+]?\d{1,3}(,\d{3}){2,}",
+     " (written with thousands separators, e.g. '1,010.35': write numbers without them, decimals with a point)"),
+    (r"[-+]?\d{1,3}(\.\d{3})+,\d+",
+     " (written with thousands points and a decimal comma, e.g. '1.010,35': write numbers without thousands "
+     "separators, decimals with a point)"),
+    (r"[-+]?\d+,\d+", " (written with a decimal comma, e.g. '1,5': write decimals with a point)"),
+)
+
+
+def _number_format_hint(cells: pd.Series) -> str:
+    """What a column's cells that are not numbers look like, when a locale's number format explains them, or "".
+
+    >>> _number_format_hint(pd.Series(["1,010.35", "n/a"])), _number_format_hint(pd.Series(["3,5"]))[:30]
+    (" (written with thousands separators, e.g. '1,010.35': write numbers without them, decimals with a point)", ' (written with a decimal comma')
+    """
+    text = pd.Series(cells, dtype=object).astype(str).str.strip()
+    for pattern, said in _NUMBER_FORMATS:
+        if text.str.fullmatch(pattern).any():
+            return said
+    return ""
 
 
 def _in_ns_range(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
@@ -1601,12 +1627,9 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
     y = _parse_target(df[TARGET])
     bad = np.flatnonzero(~np.isfinite(y) & alive)
     raw_y = df[TARGET]
-    # A decimal comma (a spreadsheet in a German or French locale) is the usual reason a whole column fails.
-    comma = bool(len(bad)) and bool(pd.Series(raw_y.iloc[bad[:1000]], dtype=object).astype(str)
-                                    .str.fullmatch(r"\s*[-+]?\d+,\d+\s*").any())
     v.bad_rows("non-finite-target", bad, keys[codes[bad]].to_numpy() if len(bad) else None,
                "row" + ("s" if len(bad) != 1 else "") + " whose y is missing, infinite or not a number"
-               + (" (written with a decimal comma, e.g. '1,5': write decimals with a point)" if comma else ""),
+               + (_number_format_hint(raw_y.iloc[bad[:1000]]) if len(bad) else ""),
                TARGET, [v.example(p, key_of(p), f"y={raw_y.iloc[p]!r}") for p in bad[:_MAX_EXAMPLES]])
     alive[bad] = False
 
@@ -2699,8 +2722,10 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
     try:  # ISO 8601 text or datetimes only, as for the actuals: a day-first date is never guessed
         ns, unread, tz_note, foreign = _parse_dates(frame[time_col])
     except DataError:
-        raise DataError(f"{label}: column {time_col!r} holds numbers ({frame[time_col].dtype}), not timestamps; "
-                        f"give ISO dates (YYYY-MM-DD HH:MM)", source=label, column=time_col) from None
+        what = ("is empty: no row has a timestamp" if frame[time_col].isna().all()
+                else f"holds numbers ({frame[time_col].dtype}), not timestamps")
+        raise DataError(f"{label}: column {time_col!r} {what}; give ISO dates (YYYY-MM-DD HH:MM)", source=label,
+                        column=time_col) from None
     if foreign is not None:
         raise DataError(f"{label}: " + foreign.message(time_col, f" on line/row {line(foreign.rows[0])}"),
                         source=label, column=time_col, rows=[line(i) for i in foreign.rows[:20]])
