@@ -86,6 +86,11 @@ def project(tmp_path, fleet) -> Path:
     # Accepted, and printed as "a b": no file can have such a column (check_column_names refuses it).
     ("drivers", '["a\\u0000b"]', "[data] drivers: future drivers must be column names without control characters"),
     ("historical_drivers", '["unique_id"]', "driver 'unique_id' is the id column (id_col='unique_id')"),
+    # Accepted by tick and status; the ingest then said only that a renamed column 'y' would clash.
+    ("target_col", '"ds"', "[data] time_col and target_col name the same column 'ds'; a stream's id, its "
+                           "timestamps and its target are three columns"),
+    ("id_col", '"y"', "[data] id_col and target_col name the same column 'y'"),
+    ("time_col", '" "', "[data] time_col must name a column of the data files, got ' '"),
     # Accepted, and later written back as the tick a prune waits for ("before tick 9223372036854775807").
     ("train_window_ticks", "9223372036854775807", "[model] train_window_ticks must be a whole number of ticks from 0 "
                                                   "(the frequency's default) to 1,000,000, got 9223372036854775807"),

@@ -481,6 +481,14 @@ def _load_alerts(config: ProjectConfig, alerts: Any, path: Path) -> None:
 
 
 def _check_values(config: ProjectConfig, path: Path) -> None:
+    columns = {"id_col": config.data.id_col, "time_col": config.data.time_col, "target_col": config.data.target_col}
+    for key, name in columns.items():
+        if not name.strip():
+            raise ConfigError(f"{path}: [data] {key} must name a column of the data files, got {name!r}")
+    for first, second in (("id_col", "time_col"), ("id_col", "target_col"), ("time_col", "target_col")):
+        if columns[first] == columns[second]:  # the ingest said only that a renamed column would clash
+            raise ConfigError(f"{path}: [data] {first} and {second} name the same column {columns[first]!r}; a "
+                              "stream's id, its timestamps and its target are three columns")
     try:
         config.ingest_limits()
     except ValueError as exc:
