@@ -82,6 +82,10 @@ def test_specs_name_any_statsforecast_model_with_parameters_and_the_season_from_
     ("mlforecast:json:dumps", {}, "cannot be called as|returned"),
     ("statsforecast:AutoETS:season_length=abc", {}, r"statsforecast AutoETS: season_length must be a whole number"),
     ("statsforecast:AutoETS:season_length=0", {}, r"statsforecast AutoETS: season_length must be a whole number"),
+    # Accepted: every fit fell back to the naive forecast, for want of two billion rows of history.
+    ("statsforecast:AutoETS:season_length=1e9", {}, r"AutoETS: season_length must be at most 100,000 steps \(a "
+                                                    r"model needs two seasons of history\), got 1000000000"),
+    ("statsforecast:MSTL:season_length=[24,1000000]", {}, r"MSTL: season_length must be at most 100,000 steps"),
     ("statsforecast:CrostonClassic", {}, r"'CrostonClassic' cannot forecast from a fitted model .*no forward"),
     ("statsforecast:AutoCES", {}, r"'AutoCES' cannot forecast from a fitted model and a newer history \(its "
                                   r"forward\(\) forecasts a newer history off by orders of magnitude\)"),

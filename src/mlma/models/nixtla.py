@@ -501,10 +501,15 @@ def _rotated(fitted, shift: int):
     return rotated
 
 
+#: The longest season a spec may give, in steps: a year of 15-minute data is 35,040. A model needs two seasons of
+#: history; ``season_length=1e9`` was accepted, and every fit of the fleet fell back for want of two billion rows.
+MAX_SEASON_LENGTH = 100_000
+
+
 def _season_lengths(value, model: str):
-    """``season_length`` as statsforecast takes it: a whole number >= 1, or a list of them (MSTL), checked with
-    a message naming the parameter and the model (a spec's text such as ``season_length=abc`` failed deep
-    inside int()).
+    """``season_length`` as statsforecast takes it: a whole number from 1 to :data:`MAX_SEASON_LENGTH`, or a list of
+    them (MSTL), checked with a message naming the parameter and the model (a spec's text such as
+    ``season_length=abc`` failed deep inside int()).
 
     >>> _season_lengths("24", "AutoETS"), _season_lengths([24, 168], "MSTL")
     (24, [24, 168])
@@ -523,6 +528,9 @@ def _season_lengths(value, model: str):
         if number is None or number < 1:
             raise ValueError(f"statsforecast {model}: season_length must be a whole number >= 1 (or a list of "
                              f"them), got {value!r}")
+        if number > MAX_SEASON_LENGTH:
+            raise ValueError(f"statsforecast {model}: season_length must be at most {MAX_SEASON_LENGTH:,} steps (a "
+                             f"model needs two seasons of history), got {item!r}")
         out.append(number)
     if many and not out:
         raise ValueError(f"statsforecast {model}: season_length must not be an empty list")
