@@ -417,6 +417,55 @@ def test_the_same_file_with_rows_to_check_again_ingested_twice_at_once_is_once_a
     assert count(store, S.ingests) == 2 and count(store, S.observations) == 2 * 72 + 47
 
 
+def test_two_writers_deciding_from_a_read_take_turns(store):
+    """A retried mark-abnormal and a token `OP` created beside `op` decide by reading first (marked already?
+    name taken in any case?). On PostgreSQL two transactions at once could both read before either wrote: two
+    identical periods, or both tokens. The second now waits for the first and finds its row."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite takes one writer at a time: the two cannot meet inside their transactions")
+    store.ingest_frame(fleet_frame(2, 24), "history")
+    ids = sorted(int(i) for i in store.streams()["id"])
+    start, end = dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 2)
+    first_wrote = threading.Event()
+
+    def first(write):
+        with store.transaction() as tx:
+            done = write(tx, "first")
+            first_wrote.set()
+            time.sleep(1.0)  # still open: the second starts meanwhile
+            return done
+
+    def second(write):
+        assert first_wrote.wait(30)
+        with store.transaction() as tx:
+            return write(tx, "second")
+
+    def mark(tx, who):
+        return tx.add_abnormal_periods(ids, start, end, by=f"user:{who}")
+
+    def token(tx, who):
+        try:
+            return tx.add_token("op" if who == "first" else "OP", "operator", hashlib.sha256(who.encode()).hexdigest(),
+                                by="user:ana").name
+        except ValueError as exc:
+            return str(exc)
+
+    for write in (mark, token):
+        first_wrote.clear()
+        with ThreadPoolExecutor(2) as pool:
+            made = [pool.submit(first, write), pool.submit(second, write)]
+            results = [m.result(timeout=60) for m in made]
+        if write is mark:
+            assert results == [ids, []], results
+            assert count(store, S.abnormal_periods) == 2
+        else:
+            assert results[0] == "op" and "a token named 'OP' exists ('op'" in results[1], results
+            assert count(store, S.api_tokens) == 1
+
+
 @pytest.mark.parametrize("problem, message", [
     ("duplicate", "repeated"), ("nan", "non-finite"), ("tz", "tz-naive"), ("nanoseconds", "microsecond"),
 ])

@@ -39,6 +39,20 @@ log = logging.getLogger(__name__)
 RENEWALS_PER_TTL = 3
 
 
+def one_writer_at_a_time(conn: sa.Connection, what: str) -> None:
+    """Make the rest of ``conn``'s transaction wait until no other transaction of this schema that called this
+    with ``what`` is running, so that a read and the write it decides (is this period marked already? this name
+    taken? this stream's next version number?) are not interleaved with another's.
+
+    PostgreSQL: a transaction-scoped advisory lock, released at commit or rollback; its default isolation lets
+    two transactions read before either writes. SQLite's write transactions (``BEGIN IMMEDIATE``) already run
+    one at a time: nothing to do.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:what || '.' || current_schema()))"),
+                     {"what": f"mlma.{what}"})
+
+
 def renewed_lately(heartbeat_at: dt.datetime, expires_at: dt.datetime, now: dt.datetime) -> bool:
     """Whether a lease was renewed within two of its heartbeat intervals before ``now``: its holder looks alive
     (one that died stops renewing; ``mlma unlock`` breaks only such a lock without ``--force``).

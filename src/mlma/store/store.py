@@ -37,6 +37,7 @@ from mlma.store.records import (AgentState, ChampionMove, Clock, IngestReport, N
                                 TickSummary, TickWrite, audited_ids, check_actor, check_reason, listed_ids,
                                 utc_instant)
 from mlma.store.glance import saved_states_damage, state_part_references
+from mlma.store.lock import one_writer_at_a_time
 from mlma.store.state import FORMAT, StagedPart, StateEncoding, decode_state
 from mlma.visible import storable
 
@@ -2432,9 +2433,7 @@ def record_versions(store: Store, conn: sa.Connection, items: Sequence[NewVersio
     if not items:
         return np.empty(0, dtype=np.int64)
     streams = np.array([int(v.stream) for v in items], dtype=np.int64)
-    if conn.dialect.name == "postgresql":
-        # Two writers numbering versions of the same stream would collide on the primary key.
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('mlma.model_versions'))"))
+    one_writer_at_a_time(conn, "model_versions")  # two numbering one stream's versions would collide on its key
     distinct = np.unique(streams)
     mv = S.model_versions
     with bulk.staged(conn, "mlma_stage_vs", {"stream_id": "int"}, {"stream_id": distinct}, key=("stream_id",)) as st:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from mlma.store import schema as S
+from mlma.store.lock import one_writer_at_a_time
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,8 @@ def insert(conn: sa.Connection, now: dt.datetime, name: str, role: str, token_sh
     """Record a new token; ``ValueError`` if a token has that name, in any case (``op`` and ``OP`` would read as
     one person in the audit log, ``user:op`` and ``user:OP``)."""
     t = S.api_tokens
+    # The unique index is of the name as written: "op" and "OP" created at once would both pass the look-up.
+    one_writer_at_a_time(conn, "api_tokens")
     taken = conn.execute(sa.select(t.c.name).where(sa.func.lower(t.c.name) == name.lower())).scalars().first()
     if taken is not None:
         same = "" if taken == name else f" ({taken!r}: names differ in more than case)"

@@ -85,9 +85,11 @@ class Transaction:
                              by: str, reason: str | None = None) -> list[int | None]:
         """Mark ``start <= ds < end`` abnormal for each stream id (None: the whole fleet) that has no active
         period of those bounds yet (a request sent twice marked each stream twice, and the fleet's count of
-        periods doubled); returns the ids marked now."""
+        periods doubled; two at once on PostgreSQL could both find none: they take turns); returns the ids marked
+        now."""
         check_actor(by)
         a = S.abnormal_periods
+        lock.one_writer_at_a_time(self._connection(), "abnormal_periods")
         marked = set(self._connection().execute(
             sa.select(a.c.stream_id).where(a.c.start_ds == start, a.c.end_ds == end, a.c.cancelled_at.is_(None))
         ).scalars())
