@@ -478,6 +478,31 @@ def test_round_trip_without_events(tmp_path):
     assert read_events(tmp_path / "other.csv") is None and read_streams(tmp_path / "other.csv") is None
 
 
+def test_a_failed_write_leaves_no_data_file_without_its_events(tmp_path, monkeypatch):
+    """The data file was written first: when the events' file could not be (a full disk; its name taken by a
+    folder), the data stood alone, and a backtest of it found no ground truth. All three or none now, and a
+    second write over an earlier simulation leaves that one whole when it fails."""
+    sim = simulate_platform(5, 3, seed=1)
+    path = tmp_path / "orders.csv"
+    (tmp_path / "orders.events.csv").mkdir()
+    with pytest.raises(IsADirectoryError, match="orders.events.csv is a folder; nothing was written"):
+        write_simulation(sim, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["orders.events.csv"]
+    (tmp_path / "orders.events.csv").rmdir()
+    earlier = write_simulation(simulate_platform(4, 2, seed=2), path)
+    before = {kind: p.read_bytes() for kind, p in earlier.items()}
+
+    def full_disk(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_simulation(sim, path)
+    monkeypatch.undo()
+    assert {kind: p.read_bytes() for kind, p in earlier.items()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["orders.csv", "orders.events.csv", "orders.streams.csv"]
+
+
 def test_write_rejects_unknown_suffix(tmp_path):
     sim = simulate_platform(3, 2, seed=1)
     with pytest.raises(ValueError, match=r"\.txt"):

@@ -27,6 +27,7 @@ time, so that memory stays bounded by the size of the returned frame.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -995,14 +996,27 @@ def write_simulation(sim: Simulation, path: str | Path) -> dict[str, Path]:
     path = Path(path)
     fmt = _data_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "parquet":
-        sim.data.to_parquet(path, index=False)
-    else:
-        _write_data_csv(sim.data, path)
-    events_path, streams_path = sidecar_path(path, "events"), sidecar_path(path, "streams")
-    sim.events.to_csv(events_path, index=False, date_format="%Y-%m-%d %H:%M:%S")
-    sim.streams.to_csv(streams_path, index=False, date_format="%Y-%m-%d %H:%M:%S")
-    return {"data": path, "events": events_path, "streams": streams_path}
+    paths = {"data": path, "events": sidecar_path(path, "events"), "streams": sidecar_path(path, "streams")}
+    # All three or none: each is written beside its place and renamed there once all are written, so that a
+    # failed write (a full disk, a side file's name taken by a folder) or a killed run leaves no data file
+    # without its events, nor a file cut short under the real name.
+    partial = {kind: target.with_name(f".{target.name}.partial") for kind, target in paths.items()}
+    for target in paths.values():
+        if target.is_dir():
+            raise IsADirectoryError(f"{target} is a folder; nothing was written")
+    try:
+        if fmt == "parquet":
+            sim.data.to_parquet(partial["data"], index=False)
+        else:
+            _write_data_csv(sim.data, partial["data"])
+        sim.events.to_csv(partial["events"], index=False, date_format="%Y-%m-%d %H:%M:%S")
+        sim.streams.to_csv(partial["streams"], index=False, date_format="%Y-%m-%d %H:%M:%S")
+        for kind, target in paths.items():
+            os.replace(partial[kind], target)
+    finally:
+        for leftover in partial.values():
+            leftover.unlink(missing_ok=True)
+    return paths
 
 
 def _write_data_csv(data: pd.DataFrame, path: Path) -> None:
