@@ -1637,6 +1637,9 @@ def test_a_repeated_escalation_request_changes_and_audits_nothing_and_a_resolved
     assert store.set_escalation_status([e[0]], "silenced", by="user:bob", silenced_until="2999-01-01").changed == 0
     assert store.set_escalation_status([e[0]], "acknowledged", by="user:bob").changed == 0
     assert store.set_escalation_status(e, "acknowledged", by="user:bob").changed == 1  # the open one only
+    # Each stream's audit lists the requests that changed its items: the acknowledgement is b's, not a's too.
+    assert store.audit_log(stream="a")["action"].tolist() == ["escalation-resolved"]
+    assert store.audit_log(stream="b")["action"].tolist() == ["escalation-acknowledged"]
     assert store.set_escalation_status([e[1]], "silenced", by="user:bob", silenced_until="2999-01-01").changed == 1
     longer = store.set_escalation_status([e[1]], "silenced", by="user:bob", silenced_until="2999-06-01")
     assert longer.changed == 1  # a silence extended

@@ -2019,17 +2019,19 @@ class Store:
             unchanged = e.c.status == "resolved" if status in ("silenced", "acknowledged") else e.c.status == status
             if status == "acknowledged":
                 unchanged = sa.or_(unchanged, e.c.status == "acknowledged")
-            changed = sum(conn.execute(sa.update(e).where(e.c.id.in_(chunk), sa.not_(unchanged))
-                                       .values(status=status, updated_at=now, silenced_until=until)).rowcount
-                          for chunk in bulk.id_chunks(ids))
+            changed = [int(i) for chunk in bulk.id_chunks(ids)
+                       for i in conn.execute(sa.update(e).where(e.c.id.in_(chunk), sa.not_(unchanged))
+                                             .values(status=status, updated_at=now, silenced_until=until)
+                                             .returning(e.c.id)).scalars()]
             if not changed:
                 return EscalationsChanged(0, None)  # nothing happened, so nothing is audited
             target, params = audited_ids("escalations", ids)
-            streams = {int(s) for s in stream_of.values() if s is not None}
+            # The streams of the items changed: a stream's audit does not list a request that left its items be.
+            streams = {int(stream_of[i]) for i in changed if stream_of[i] is not None}
             audit_id = self._audit(conn, now, by, f"escalation-{status}", target,
                                    {**params, "silenced_until": None if until is None else until.isoformat()},
                                    reason, streams=streams)
-        return EscalationsChanged(int(changed), audit_id)
+        return EscalationsChanged(len(changed), audit_id)
 
     def add_audit(self, actor: str, action: str, target: str | None = None, params: Mapping[str, Any] | None = None,
                   reason: str | None = None, *, streams: Sequence[int] | None = None) -> int:
