@@ -340,6 +340,18 @@ def test_invisible_characters_around_an_id_are_no_part_of_it(tmp_path, project):
     hourly(days=1, start=DAY + pd.Timedelta(days=2)).drop(columns="y").assign(
         unique_id=lambda f: "\u2060" + f["unique_id"] + "\u200e", temperature=3.0).to_csv(future, index=False)
     assert sorted(read_future_drivers(future)["unique_id"].unique()) == ["z0", "z1", "z2"]
+    # An id of invisible characters only names no stream: blank, as an empty one is (it was skipped as an
+    # unknown stream '').
+    invisible = pd.read_csv(future, dtype=str)
+    invisible["unique_id"] = invisible["unique_id"].where(invisible.index != 3, "\u200b")
+    invisible.to_csv(future, index=False)
+    with pytest.raises(DataError, match=r"1 row\(s\) without a unique_id \(missing, empty or blank\), first on "
+                                         r"line/row 5"):
+        read_future_drivers(future)
+    attributes = tmp_path / "attributes.csv"
+    attributes.write_text("unique_id,city\nz0,Berlin\n\u200b,Paris\n", encoding="utf-8")
+    done = cli("attributes", str(attributes), "--project", str(project))
+    assert done.returncode == 2 and "row 3: column 'unique_id' is blank" in one_line(done.stdout), done.stdout
 
 
 def test_ids_a_store_already_holds_with_spaces_keep_their_streams(tmp_path):

@@ -106,6 +106,14 @@ def test_a_bad_setting_is_refused_when_the_file_is_read_naming_the_key(tmp_path,
     refused(cli(root, "tick"), fragment)
 
 
+def test_key_columns_naming_one_column_are_refused_by_status_of_a_project_that_ticked(project):
+    """`mlma status` reads a project that has ticked without checking the settings' values (its quick path):
+    `target_col = "ds"` passed there, when no tick was due, while every other command refused it."""
+    assert cli(project, "tick").returncode == 0  # the one due: none is due now
+    edit(project, "target_col", '"ds"')
+    refused(cli(project, "status"), "[data] time_col and target_col name the same column 'ds'")
+
+
 @pytest.mark.parametrize("key, value, fragment", [
     ("freq", '"D"', "mlma.toml sets [data] freq = 'D', but the project's clock is frequency h"),
     ("freq", '"xyz"', "mlma.toml [data] freq: freq='xyz' is not a pandas offset alias"),
@@ -584,13 +592,14 @@ def test_a_column_without_a_name_is_refused_if_it_holds_values_and_ignored_if_em
 
 def test_integer_attributes_of_a_parquet_file_with_a_missing_cell_stay_integers(project, tmp_path):
     """pandas reads an int64 Parquet column with a null as floats: attributes were stored as "7.0" (while a
-    CSV's are "7"), so `--group region=7` chose nothing, and a large id lost its last digits."""
+    CSV's are "7"), so `--group region=7` chose nothing, and a large id lost its last digits. A `.pq` file (a
+    Parquet suffix mlma reads data with) was read as CSV: "'utf-8' codec can't decode byte"."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     with Store.open(load_config(project).store_url) as store:
         ids = sorted(store.streams()["unique_id"])[:3]
-    path = tmp_path / "attributes.parquet"
+    path = tmp_path / "attributes.pq"
     pq.write_table(pa.table({"unique_id": ids, "region": pa.array([7, None, 12], pa.int64()),
                              "account": pa.array([2**62 + 1, 5, None], pa.int64()),
                              "share": pa.array([0.5, None, 1.0], pa.float64())}), path)
@@ -701,7 +710,7 @@ def test_escape_sequences_are_refused_in_names_and_reasons_and_shown_not_played_
     # Bytes that are not UTF-8 (a terminal in Latin-1) reach Python as lone surrogates, which no store can encode:
     # they were a UnicodeEncodeError traceback at the audit write.
     refused(cli(project, "unlock", "--reason", "host d\udce9d", "--by", "ana"),
-            "--reason must not hold a byte that is not UTF-8 ('\\udce9')")
+            "--reason must not hold a byte that is not UTF-8 (\\xe9); write it in UTF-8")
     refused(cli(project, "pin", "c00-z00", "--by", "ren\udce9"), "--by must not hold a byte that is not UTF-8")
     refused(cli(project, "unlock", "--reason", "x" * 3000, "--by", "ana"), "--reason must be at most 2,000 characters")
     assert cli(project, "unlock", "--reason", "host died\non the night shift", "--by", "ana").returncode == 0

@@ -796,14 +796,15 @@ def _read_attributes(path: Path):
     --attributes`` read it; its source is named in later errors about it."""
     import pandas as pd
 
-    from mlma.data import DataError, check_column_names, csv_errors_named, drop_nameless_columns, file_columns
+    from mlma.data import (DataError, check_column_names, csv_errors_named, drop_nameless_columns, file_columns,
+                           is_parquet)
 
     try:
         # A repeated column name: pandas would read the second as an attribute of its own ("city.1").
         names = file_columns(path)
         check_column_names(names, str(path), source=str(path))
         # Only an empty cell is missing: "NA" is Namibia's id (as the actuals' reader keeps it) or a region.
-        if path.suffix == ".parquet":
+        if is_parquet(path):
             # Nullable types: an integer column with a missing cell stays integers ("7", not "7.0", which
             # --group region=7 would not find; large ids keep their digits).
             frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
@@ -842,7 +843,8 @@ def attributes(
         why = why_not_attribute_name(column)
         if why is not None and frame[column].notna().any():  # all blank: it removes one an older mlma stored
             _fail(f"{data}: column {str(column)!r} cannot name an attribute: {why}; rename it; nothing was changed")
-    blank = frame[id_col].isna().to_numpy() | (frame[id_col].astype(str).str.strip() == "").to_numpy()
+    # Blank by the id rule: white space or invisible characters only ("\u200b") name no stream either.
+    blank = frame[id_col].isna().to_numpy() | (stream_id_text(frame[id_col].astype(str)) == "").to_numpy()
     if blank.any():  # a traceback before (NaN among the names), or a stream named '' looked up
         row = int(blank.argmax())
         _fail(f"{data}: row {row + 2}: column {id_col!r} is blank; every row names a stream "

@@ -306,6 +306,15 @@ def _source_suffix(path: Path) -> str:
     return suffixes[-1] if suffixes else ""
 
 
+def is_parquet(path: str | os.PathLike) -> bool:
+    """Whether mlma reads the file as Parquet (``.parquet`` or ``.pq``, in any case), the rest as CSV.
+
+    >>> is_parquet("a.PQ"), is_parquet("a.parquet"), is_parquet("a.csv.gz")
+    (True, True, False)
+    """
+    return _source_suffix(Path(path)) in _PARQUET_SUFFIXES
+
+
 def _is_polars(obj: Any) -> bool:
     return type(obj).__module__.split(".")[0] == "polars"
 
@@ -2682,14 +2691,14 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
         columns = file_columns(path)
         check_column_names(columns, label, source=label)
         # Ids stay text, as in the actuals' files: "007" is not stream "7", and "NA" is an id, not missing.
-        frame = (pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq")
+        frame = (pd.read_parquet(path) if is_parquet(path)
                  else drop_nameless_columns(_read_csv(path, [id_col]), columns, label))
     check_column_names(list(frame.columns), label, source=label)
     # Line numbers as the user sees them in a CSV file (header on line 1), rows of a Parquet file from 1, index
     # labels of a frame.
     if isinstance(source, pd.DataFrame):
         line = lambda i: frame.index[i]  # noqa: E731 - one of three numberings
-    elif Path(source).suffix.lower() in (".parquet", ".pq"):
+    elif is_parquet(source):
         line = lambda i: i + 1  # noqa: E731
     else:
         line = lambda i: i + 2  # noqa: E731
@@ -2707,7 +2716,8 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
         raise DataError(f"{label}: the file has no rows (a header only): no future driver value to store",
                         source=label)
     ids = frame[id_col]
-    bad = np.flatnonzero(ids.isna().to_numpy() | (ids.astype(str).str.strip() == "").to_numpy(dtype=bool))
+    # Blank by the id rule: white space or invisible characters only ("\u200b") name no stream either.
+    bad = np.flatnonzero(ids.isna().to_numpy() | (stream_id_text(ids.astype(str)) == "").to_numpy(dtype=bool))
     if bad.size:
         raise DataError(f"{label}: {bad.size} row(s) without a {id_col} (missing, empty or blank), first on "
                         f"line/row {line(bad[0])}",
@@ -2768,7 +2778,7 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
         bad = np.flatnonzero(np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)))
         if bad.size:
             written = str(frame[c].iloc[bad[0]])
-            if not isinstance(source, pd.DataFrame) and Path(source).suffix.lower() not in (".parquet", ".pq"):
+            if not isinstance(source, pd.DataFrame) and not is_parquet(source):
                 written = _csv_cell(Path(source), c, int(bad[0])) or written  # as written: 1e400 read as inf
             raise DataError(f"{label}: driver column {c!r} has {bad.size} infinite value(s), first "
                             f"{written!r} on line/row {line(bad[0])}: give a number, or leave the "

@@ -440,6 +440,7 @@ def load_config(root: str | Path, *, check_values: bool = True) -> ProjectConfig
                 raise ConfigError(f"{path}: [{name}] {key} must be {expected.__name__}, got {value!r}")
             setattr(section, key, value)
     _check_store_path(config, path)
+    _check_columns(config, path)
     if check_values:
         _check_values(config, path)
     return config
@@ -480,7 +481,8 @@ def _load_alerts(config: ProjectConfig, alerts: Any, path: Path) -> None:
     config.alert_options = {"external_url": url} if url else {}
 
 
-def _check_values(config: ProjectConfig, path: Path) -> None:
+def _check_columns(config: ProjectConfig, path: Path) -> None:
+    """The data files' key columns: three different names (checked by every command, `mlma status` too)."""
     columns = {"id_col": config.data.id_col, "time_col": config.data.time_col, "target_col": config.data.target_col}
     for key, name in columns.items():
         if not name.strip():
@@ -489,6 +491,9 @@ def _check_values(config: ProjectConfig, path: Path) -> None:
         if columns[first] == columns[second]:  # the ingest said only that a renamed column would clash
             raise ConfigError(f"{path}: [data] {first} and {second} name the same column {columns[first]!r}; a "
                               "stream's id, its timestamps and its target are three columns")
+
+
+def _check_values(config: ProjectConfig, path: Path) -> None:
     try:
         config.ingest_limits()
     except ValueError as exc:

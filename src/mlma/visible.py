@@ -31,11 +31,14 @@ HIDDEN_CHARS = re.compile(f"[{_CONTROL}\u061c\u200b-\u200f\u2028-\u202e\u2060-\u
 def unstorable(char: str) -> str:
     r"""What a character :data:`UNSTORABLE_IN_NAME` or :data:`UNSTORABLE_IN_TEXT` found is, for an error message.
 
-    >>> unstorable("\x1b"), unstorable("\udcff")
-    ("a control character ('\\x1b')", "a byte that is not UTF-8 ('\\udcff')")
+    >>> unstorable("\x1b"), unstorable("\udcff"), unstorable("\ud800")
+    ("a control character ('\\x1b')", 'a byte that is not UTF-8 (\\xff)', 'a lone surrogate (\\ud800)')
     """
-    what = "a byte that is not UTF-8" if "\ud800" <= char <= "\udfff" else "a control character"
-    return f"{what} ({char!r})"
+    if not "\ud800" <= char <= "\udfff":
+        return f"a control character ({char!r})"
+    # Written as storable() writes it: the byte a command line or a file name held, else the surrogate's escape.
+    return f"a byte that is not UTF-8 ({_written_out(char)})" if _is_byte(char) else \
+        f"a lone surrogate ({_written_out(char)})"
 
 
 def storable(text: str) -> str:
@@ -48,15 +51,19 @@ def storable(text: str) -> str:
     >>> print(storable("donn\udce9es.csv"), storable("a\ud800b"), storable("Zürich"))
     donn\xe9es.csv a\ud800b Zürich
     """
-    return _SURROGATE.sub(_written_out, text)
+    return _SURROGATE.sub(lambda found: _written_out(found.group()), text)
 
 
 _SURROGATE = re.compile(f"[{_SURROGATES}]")
 
 
-def _written_out(found: re.Match) -> str:
-    code = ord(found.group())
-    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
+def _is_byte(char: str) -> bool:
+    """Whether a lone surrogate is how Python reads a byte that is not UTF-8 (surrogateescape: U+DC80-U+DCFF)."""
+    return 0xDC80 <= ord(char) <= 0xDCFF
+
+
+def _written_out(char: str) -> str:
+    return f"\\x{ord(char) - 0xDC00:02x}" if _is_byte(char) else f"\\u{ord(char):04x}"
 
 
 def visible(text: str) -> str:

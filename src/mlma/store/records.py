@@ -65,6 +65,8 @@ def check_reason(reason: str | None) -> str | None:
     if "\x00" in reason:
         raise ValueError("reason must not contain a NUL character")
     found = UNSTORABLE_IN_TEXT.search(reason)
+    if found is not None and found.group() >= "\ud800":  # a surrogate: bytes that are not UTF-8, which no store keeps
+        raise ValueError(f"reason must not hold {unstorable(found.group())}; write it in UTF-8")
     if found is not None:
         raise ValueError(f"reason must not hold {unstorable(found.group())}: tabs and line breaks are the only "
                          "control characters it may hold (an escape sequence reaches the terminal of whoever reads "
