@@ -760,7 +760,7 @@ def test_future_files_that_pandas_alone_would_describe_are_named(tmp_path):
     cases = {"empty.csv": "", "quote.csv": 'unique_id,ds,promo\ns0,"2025-03-05 00:00,1\n',
              "comma.csv": "unique_id,ds,promo,\ns0,2025-03-05 00:00,1,\ns0,2025-03-05 01:00,1,7\n"}
     said = {"empty.csv": "the file is empty (not even a header line)", "quote.csv": "cannot read it as CSV",
-            "comma.csv": "column 4 of the header has no name but holds values (line 3: '7.0')"}
+            "comma.csv": "column 4 of the header has no name but holds values (line 3: '7')"}
     for name, text in cases.items():
         path = tmp_path / name
         path.write_text(text)

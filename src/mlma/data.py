@@ -606,10 +606,13 @@ def drop_nameless_columns(frame: pd.DataFrame, names: Sequence[Any], where: str,
     if not nameless or len(names) != len(frame.columns):
         return frame
     for i in nameless:
-        filled = np.flatnonzero(frame.iloc[:, i].notna().to_numpy())
+        column = frame.iloc[:, i]
+        # Cells of spaces are empty too (a line ending ", "); a number is shown as written, 7 not 7.0.
+        shown = column.map(lambda v: None if pd.isna(v) else _number_text(v) if isinstance(v, float) else str(v))
+        filled = np.flatnonzero((shown.notna() & (shown.str.strip() != "")).to_numpy(dtype=bool))
         if len(filled):
             raise DataError(f"{where}: column {i + 1} of the header has no name but holds values (line "
-                            f"{filled[0] + first_line}: {str(frame.iloc[filled[0], i])!r}); name it in the header, or "
+                            f"{filled[0] + first_line}: {shown.iloc[filled[0]]!r}); name it in the header, or "
                             "remove it", source=where)
     return frame.drop(columns=frame.columns[nameless])
 
