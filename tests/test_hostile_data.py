@@ -232,6 +232,29 @@ def test_one_zone_on_a_shifted_clock_loses_only_its_rows_and_strict_refuses_the_
     carries_on(project, fleet, HISTORY_DAYS)
 
 
+def test_zones_off_the_grid_and_zones_spaced_otherwise_count_together_toward_half_the_file(project, fleet):
+    """Each rule drops a few odd zones while they are fewer than half of the file's; counted apart, two zones on a
+    shifted clock (2 of 6) and then one spaced every other hour (1 of the 4 left) dropped half the fleet's zones
+    and stored the rest. Together they are half: the file is refused whole, as a file of another clock is."""
+    real = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1).copy()
+    zones = sorted(real["unique_id"].unique())
+    assert len(zones) == 6
+    real.loc[real["unique_id"].isin(zones[:2]), "ds"] += pd.Timedelta(minutes=30)
+    odd = real[(real["unique_id"] != zones[2]) | (real["ds"].dt.hour % 2 == 0)]
+    before = snapshot(project)
+    done = cli(project, "ingest", str(write_csv(odd, project.parent / "odd.csv")))
+    said = " ".join(done.stdout.split())
+    assert done.returncode == 2 and "nothing was written" in said and f"{zones[2]!r} looks 2h" in said, said
+    assert ("with the 2 streams whose timestamps are off the project's grid, half the file's streams or more are not "
+            "on the project's clock") in said, said
+    assert snapshot(project) == before
+    one_less = odd[odd["unique_id"] != zones[1]]  # 1 of 5 shifted and 1 spaced otherwise: 2 of 5, fewer than half
+    done = cli(project, "ingest", str(write_csv(one_less, project.parent / "one-less.csv")))
+    said = " ".join(done.stdout.split())
+    assert done.returncode == 0 and "stream-off-grid" in said and "stream-frequency" in said, said
+    carries_on(project, fleet, HISTORY_DAYS)
+
+
 # -- finding: y = 1e308 reached the tick summary as Infinity -------------------------------------------------------
 def test_values_out_of_any_plausible_range_are_rejected_and_the_fleet_ticks_on(project, fleet):
     real = days(fleet, HISTORY_DAYS, HISTORY_DAYS + 1).copy()

@@ -1430,6 +1430,10 @@ class _Validator:
         first_line = df.attrs.get(_ATTR_FIRST_LINE)
         self.row_numbers = _RowNumbers(df.index, first_line or 0)
         self.row_word = "line" if first_line is not None else "row"
+        #: Streams whose rows were all dropped for being off the project's grid (``stream-off-grid``): the
+        #: frequency check counts them with its own, so that the two "fewer than half" rules cannot together
+        #: drop most of a file's streams.
+        self.streams_off_clock = 0
 
     # bookkeeping ----------------------------------------------------------------------------------------
 
@@ -1491,7 +1495,8 @@ def validate(data: Any, *, freq: Frequency | str | None = None, source: str | No
         raised after all checks ran, naming every problem. ``"drop"``: such rows are removed and each
         removal is reported. Problems that no row drop can fix (missing columns, mixed frequencies)
         raise in both modes; with a project's ``context`` and ``"drop"``, streams of another spacing
-        that are fewer than half of the file's have their rows dropped (``stream-frequency``) instead.
+        (``stream-frequency``) or with most timestamps off the project's grid (``stream-off-grid``) that are,
+        together, fewer than half of the file's have their rows dropped instead.
     min_length
         Streams with fewer rows get a ``short-series`` warning; default two seasons.
     context
@@ -1739,15 +1744,20 @@ def _run_checks(v: _Validator, df: pd.DataFrame, given: Frequency | None, min_le
         # rows are dropped and listed, the fleet's are kept. A file whose streams mostly disagree is a file of
         # another frequency (a daily export sent to an hourly project) and is refused whole, as in raise mode;
         # so is any disagreement before the project's clock is fixed (the file's majority is no clock).
-        if context is not None and context.freq is not None and v.drop and 2 * len(bad_streams) < n_streams:
+        off_clock = v.streams_off_clock  # dropped already, off the grid: out of n_streams, counted with these
+        if (context is not None and context.freq is not None and v.drop
+                and 2 * (len(bad_streams) + off_clock) < n_streams + off_clock):
             v.bad_rows("stream-frequency", rows, keys[c[disagree[stream]]].to_numpy(),
                        f"row{'s' if len(rows) != 1 else ''} spaced unlike the project's data ({expected}, "
                        f"but {'; '.join(parts)})", TIME,
                        [v.example(p, str(keys[c_]), f"ds={df[TIME].iloc[p]!r}")
                         for p, c_ in zip(rows[:_MAX_EXAMPLES], c[disagree[stream]][:_MAX_EXAMPLES])])
         else:
+            also = (f"; with the {off_clock:,} stream{'s' if off_clock != 1 else ''} whose timestamps are off the "
+                    f"project's grid, half the file's streams or more are not on the project's clock"
+                    if off_clock and v.drop else "")
             v.add("mixed-frequency", "error",
-                  f"streams disagree on the frequency: {expected}, but {'; '.join(parts)}",
+                  f"streams disagree on the frequency: {expected}, but {'; '.join(parts)}{also}",
                   streams=bad_streams, n_rows=len(rows),
                   examples=[f"{k!r}: {a}" for a, ks in groups.items() for k in ks[:1]])
         keep = ~disagree[stream]
@@ -2410,9 +2420,10 @@ def _check_project_grid(v: _Validator, context: FleetContext, alive: np.ndarray,
             # few on the grid too: a stream's data on two clocks is not to be trusted) go, the others' stay.
             every = np.flatnonzero(alive & other[np.maximum(codes, 0)] & (codes >= 0))
             v.bad_rows("stream-off-grid", every, keys[codes[every]].to_numpy(),
-                       f"row{'s' if len(every) != 1 else ''} of a stream with most timestamps {what}", TIME,
-                       examples)
+                       f"row{'s' if len(every) != 1 else ''} of {'a stream' if len(names) == 1 else 'streams'} with "
+                       f"most timestamps {what}", TIME, examples)
             alive[every] = False
+            v.streams_off_clock += len(names)
         else:
             v.add("mixed-frequency", "error",
                   f"stream{'s' if len(names) != 1 else ''} {_fmt_list([repr(k) for k in names])} "
