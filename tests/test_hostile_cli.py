@@ -539,18 +539,28 @@ def test_a_compressed_file_cut_short_or_damaged_is_named_not_aborted(project, fl
     "Aborted." (ingest, ingest --future, attributes, validate); a damaged gzip header was a traceback."""
     import bz2
     import gzip
+    import io
     import lzma
+    import zipfile
+
+    import zstandard
 
     text = days(fleet, 29, 30).assign(ds=lambda f: f["ds"].dt.strftime("%Y-%m-%d %H:%M:%S")).to_csv(index=False)
     attributes = "unique_id,city\n" + "".join(f"z{i},Berlin\n" for i in range(20_000))
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("cut.csv", text)
+    # A .zst cut short was worse: pandas read the rows before the cut and the ingest stored them, exit 0.
+    zst = zstandard.ZstdCompressor().compress(text.encode())
     files = {"cut.csv.gz": gzip.compress(text.encode())[:200], "cut.csv.bz2": bz2.compress(text.encode())[:300],
              "cut.csv.xz": lzma.compress(text.encode())[:300], "header.csv.gz": b"\x1f\x8bNOTGZIP" * 10,
-             "attributes.csv.gz": gzip.compress(attributes.encode())[:3000]}
+             "cut.csv.zst": zst[:len(zst) * 9 // 10], "header.csv.zst": b"not zstd at all" * 10,
+             "cut.csv.zip": zipped.getvalue()[:400], "attributes.csv.gz": gzip.compress(attributes.encode())[:3000]}
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     with Store.open(load_config(project).store_url) as store:
         rows = len(store.observations())
-    kind = {"gz": "gzip", "bz2": "bz2", "xz": "xz"}
+    kind = {"gz": "gzip", "bz2": "bz2", "xz": "xz", "zst": "zstd", "zip": "zip"}
     for name in files:
         path = str(tmp_path / name)
         said_damaged = f"{path}: the {kind[name.rsplit('.', 1)[1]]}-compressed file is damaged or incomplete"

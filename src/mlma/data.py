@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import math
 import os
 import re
@@ -638,22 +639,51 @@ def csv_errors_named(path: Path):
     import zipfile
     import zlib
 
+    import zstandard
     from pandas.io.common import infer_compression
 
     try:
+        if infer_compression(str(path), "infer") == "zstd":
+            _check_zstd_whole(Path(path))  # pandas reads a .zst cut short as the rows before the cut, in silence
         yield
     except pd.errors.EmptyDataError:
         raise DataError(f"{path}: the file is empty (not even a header line)", source=str(path)) from None
     except pd.errors.ParserError as exc:
         raise DataError(f"{path}: cannot read it as CSV ({exc}); a quote left open, or a line with more fields "
                         "than the header?", source=str(path)) from None
-    except (EOFError, OSError, zlib.error, lzma.LZMAError, zipfile.BadZipFile) as exc:
+    except (EOFError, OSError, zlib.error, lzma.LZMAError, zipfile.BadZipFile, zstandard.ZstdError) as exc:
         compression = infer_compression(str(path), "infer")
         if compression is None or isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
             raise
         raise DataError(f"{path}: the {compression}-compressed file is damaged or incomplete (cut short by a copy "
                         f"that stopped part way?): {type(exc).__name__}: {exc or 'the data end too soon'}",
                         source=str(path)) from None
+
+
+def _check_zstd_whole(path: Path) -> None:
+    """Raise ``EOFError`` when a zstd file stops inside a frame (a copy cut short): its decompressor, which
+    pandas reads with, returns what there is and says nothing. Read once per version of the file (its size and
+    time), as the reads of its header and its rows each ask."""
+    stat = path.stat()
+    if _zstd_whole(str(path), stat.st_size, stat.st_mtime_ns):
+        return
+    raise EOFError("the data end inside a zstd frame")
+
+
+@functools.lru_cache(maxsize=16)
+def _zstd_whole(path: str, size: int, mtime_ns: int) -> bool:
+    import zstandard
+
+    frame, started = zstandard.ZstdDecompressor().decompressobj(), False
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            while block:  # a file may hold several frames, one after another
+                frame.decompress(block)  # the text itself is not kept: pandas reads it again
+                started = True
+                if not frame.eof:
+                    break
+                block, frame, started = frame.unused_data, zstandard.ZstdDecompressor().decompressobj(), False
+    return not started or frame.eof
 
 
 def _parquet_columns(path: Path) -> list[str]:
