@@ -19,8 +19,8 @@ demo: $(STAMP)
 
 # The dashboard's browser tests drive Debian's chromium (Playwright's own browser download is not used).
 # apt waits up to 10 minutes for a lock another apt holds (a machine's start-up upgrades, a second checkout's
-# `make`) instead of failing at once.
-APT_GET := apt-get -o DPkg::Lock::Timeout=600
+# `make`) instead of failing at once (scripts/apt-get-waiting.sh: `update`'s lock too).
+APT_GET := bash "$(CURDIR)/scripts/apt-get-waiting.sh"
 browser:
 	@command -v chromium >/dev/null 2>&1 || [ ! -x /usr/bin/apt-get ] || [ "$$(id -u)" != 0 ] || \
 	  (echo "installing chromium for the browser tests" && $(APT_GET) update -qq && \
