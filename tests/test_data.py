@@ -784,6 +784,7 @@ def test_a_file_whose_every_y_has_a_decimal_comma_is_refused_saying_so(tmp_path)
     (('"1,010.35"', '"2,500.00"'), "thousands separators, e.g. '1,010.35'"),
     (('"1,234,567"', '"2,000,001"'), "thousands separators, e.g. '1,010.35'"),
     (('"1.010,35"', '"2.500,10"'), "thousands points and a decimal comma, e.g. '1.010,35'"),
+    (('"1,234"', '"2,500"'), "written with a comma, e.g. '1,234': a thousands separator or a decimal comma"),
 ])
 def test_a_file_whose_y_has_thousands_separators_is_refused_saying_so(tmp_path, cells, said):
     """"1,010.35" was refused as "not a number" with no hint (only "1,5" got one, as a decimal comma)."""

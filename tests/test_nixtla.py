@@ -95,6 +95,16 @@ def test_bad_nixtla_specs_are_named(spec, params, message):
         make_forecaster(spec, HOURLY, **params)
 
 
+def test_the_season_bound_is_a_specs_not_the_clocks():
+    """A spec's season_length is at most 100,000 steps; the clock's own season (data every millisecond: a day is
+    86,400,000 steps) is the frequency's, not refused, and a spec may give a shorter one."""
+    fine = ForecastContext("ms", season_length=86_400_000, horizon=10)
+    assert make_forecaster("statsforecast:AutoETS", fine).season_length == 86_400_000
+    assert make_forecaster("statsforecast:AutoETS:season_length=1000", fine).season_length == 1000
+    with pytest.raises(ValueError, match="at most 100,000 steps"):
+        make_forecaster("statsforecast:AutoETS:season_length=100001", fine)
+
+
 def test_lags_are_checked_when_the_pipeline_is_built():
     """Scikit-learn style: a lag no history can hold is refused when the model is built, not by every fit
     falling back. A long lag a history can hold builds; the training window, which the model does not know,

@@ -905,6 +905,9 @@ _NUMBER_FORMATS = (
     (r"[-+]?\d{1,3}(\.\d{3})+,\d+",
      " (written with thousands points and a decimal comma, e.g. '1.010,35': write numbers without thousands "
      "separators, decimals with a point)"),
+    (r"[-+]?\d{1,3},\d{3}",
+     " (written with a comma, e.g. '1,234': a thousands separator or a decimal comma; write numbers without "
+     "thousands separators, decimals with a point)"),
     (r"[-+]?\d+,\d+", " (written with a decimal comma, e.g. '1,5': write decimals with a point)"),
 )
 

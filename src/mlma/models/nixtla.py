@@ -327,10 +327,13 @@ class StatsForecastModel(FleetForecaster):
         if unknown:
             raise ValueError(f"statsforecast {self.name} does not take parameter(s) {unknown}; it takes: "
                              f"{', '.join(sorted(accepted))}")
-        if "season_length" in accepted and "season_length" not in params:
+        given = "season_length" in params
+        if "season_length" in accepted and not given:
             params["season_length"] = ctx.season_length
         if "season_length" in params:
-            params["season_length"] = _season_lengths(params["season_length"], self.name)
+            # The bound is for a spec's value; the clock's own season (86,400,000 for data every millisecond) is
+            # the frequency's, which a spec may shorten.
+            params["season_length"] = _season_lengths(params["season_length"], self.name, bounded=given)
         self.params = params
         try:
             self.prototype = cls(**params)
@@ -506,7 +509,7 @@ def _rotated(fitted, shift: int):
 MAX_SEASON_LENGTH = 100_000
 
 
-def _season_lengths(value, model: str):
+def _season_lengths(value, model: str, bounded: bool = True):
     """``season_length`` as statsforecast takes it: a whole number from 1 to :data:`MAX_SEASON_LENGTH`, or a list of
     them (MSTL), checked with a message naming the parameter and the model (a spec's text such as
     ``season_length=abc`` failed deep inside int()).
@@ -528,7 +531,7 @@ def _season_lengths(value, model: str):
         if number is None or number < 1:
             raise ValueError(f"statsforecast {model}: season_length must be a whole number >= 1 (or a list of "
                              f"them), got {value!r}")
-        if number > MAX_SEASON_LENGTH:
+        if bounded and number > MAX_SEASON_LENGTH:
             raise ValueError(f"statsforecast {model}: season_length must be at most {MAX_SEASON_LENGTH:,} steps (a "
                              f"model needs two seasons of history), got {item!r}")
         out.append(number)
