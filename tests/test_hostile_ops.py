@@ -642,6 +642,41 @@ def test_a_full_disk_ends_ingest_and_tick_with_one_line_and_changes_nothing(tmp_
     ticks_on(root, rest, tmp_path)
 
 
+def test_a_store_fault_that_stops_a_tick_and_its_lock_release_does_not_lock_the_agent_out(project, monkeypatch):
+    """`mlma run` over a store that was full (or locked by a long write) for a while: the fault stopped the tick and
+    the release of its lock alike; the release's error hid the tick's, and the lock row stayed, held by this very
+    process, so every later round was skipped as "held by ... another agent" until the lease ran out (5 minutes
+    by default, up to a day). The tick's error is raised, and the next tick gives the lease up and runs."""
+    import sqlalchemy as sa
+
+    from mlma.store.lock import Lease
+
+    root, store, live, ops, chunks = project
+    store.ingest_frame(next(chunks), "day")
+    full = sa.exc.OperationalError("INSERT INTO verdicts ...", {}, Exception("database or disk is full"))
+    real_release, real_compute = Lease.release, LiveAgent._compute_and_write
+    faults = {"release": 1}
+
+    def release(self):
+        if faults["release"]:
+            faults["release"] -= 1
+            raise sa.exc.OperationalError("DELETE FROM locks ...", {}, Exception("database or disk is full"))
+        real_release(self)
+
+    def compute(self, *args, **kwargs):
+        raise full
+
+    monkeypatch.setattr(Lease, "release", release)
+    monkeypatch.setattr(LiveAgent, "_compute_and_write", compute)
+    done = store.last_done_tick()
+    with pytest.raises(sa.exc.OperationalError, match="INSERT INTO verdicts"):  # the tick's fault, not the release's
+        live.step()
+    assert store.lock_holder()["holder"] == live.holder  # the row the failed release left
+    monkeypatch.setattr(LiveAgent, "_compute_and_write", real_compute)  # the disk has room again
+    assert live.step().tick == done + 1
+    assert store.last_done_tick() == done + 1 and store.lock_holder() is None
+
+
 # -- 6. a read-only file system -----------------------------------------------------------------------------------
 @pytest.fixture()
 def read_only_view(tmp_path):
@@ -676,6 +711,12 @@ def test_read_only_commands_work_on_a_read_only_file_system_and_writes_are_refus
     assert "(read-only)" in run_cli(view / "p", "status").stdout
     refused = run_cli(view / "p", "tick")
     assert refused.returncode == 5 and "read-only" in one_line_error(refused)
+    # The service says it as `mlma tick` does, each round, not as the driver's statement, parameters and lease token.
+    service = run_cli(view / "p", "run", "--every", "1s", "--iterations", "2")
+    said = " ".join((service.stdout + service.stderr).split())  # rich wraps long lines
+    assert said.count("tick failed: the SQLite store is read-only (a read-only file system or no write permission): "
+                      "this command writes; status, forecast and audit still work") == 2, said
+    assert said.count("tick failed:") == 2 and "[SQL:" not in said and "sqlalche.me" not in said, said
     ticks_on(root, rest, tmp_path)                              # the writable copy carries on
 
 

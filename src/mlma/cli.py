@@ -1358,7 +1358,11 @@ def run(
                     # (a unit with Restart=always does that), so it stops rather than retry with the stale file.
                     _fail(f"{exc}; mend mlma.toml and start the service again")
                 except Exception as exc:  # noqa: BLE001 - a service logs the failure and tries again next round
-                    console.print(f"[red]tick failed: {type(exc).__name__}: {escape(str(exc))}[/red]")
+                    # A fault of the store or its disk in the one line `mlma tick` says it in (not the driver's
+                    # statement, parameters and lease token); it is tried again next round.
+                    failed = store_failure(exc)
+                    failure = failed[1] if failed is not None else f"{type(exc).__name__}: {exc}"
+                    console.print(f"[red]tick failed: {escape(failure)}[/red]")
                 finally:
                     ticking["now"] = False
                 if not notified and not stopping["now"]:

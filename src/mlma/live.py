@@ -66,6 +66,7 @@ from mlma.silence import usual_silence
 from mlma.store import LockLost, StateCorrupted, Store, TickAlreadyDone, forecast_frame
 from mlma.store.engine import shown_url, unreachable_reason
 from mlma.store.glance import NextTick
+from mlma.store.lock import Lease
 from mlma.store.ingest import check_clock_settings
 from mlma.store.records import ChampionMove, TickRecord, TickSummary, VersionCheck
 from mlma.store.state import StateEncoding
@@ -222,6 +223,10 @@ class LiveAgent:
         self.mlflow = project_sync(config)
         self._mirroring: threading.Thread | None = None
         self.holder = agent_identity()
+        #: The lease of this agent's last tick while it is not known to be given up: a fault of the store that
+        #: stopped the tick may have stopped its release too, and the lock would then read as held by this very
+        #: process until its lease ran out (every round of `mlma run` skipped, "another agent is working").
+        self._lease: Lease | None = None
         #: Every stream's recent observations, kept between ticks (see _window_fleet).
         self._window: ObservationWindow | None = None
         #: The training window worked out for a clock, ((frequency, tick), ticks): see _train_window.
@@ -727,11 +732,16 @@ class LiveAgent:
     def _lock(self):
         """The tick lock; one left by an agent process that died on this host is broken (audited) first."""
         ttl = self.config.agent.lock_ttl_seconds
+        if self._lease is not None:
+            self._lease.release()  # a store still at fault says so here, in place of "held by" this agent itself
+            self._lease = None
         holder = (self.store.lock_holder() or {}).get("holder", "")
         if holder and _holder_is_dead(holder):
             self.store.break_lock(by="agent", reason=f"the holder {holder} is no longer running on this host")
         with self.store.tick_lock(self.holder, ttl) as lease:
+            self._lease = lease
             yield lease
+        self._lease = None
 
     def executor(self):
         """The executor of this agent's fits (made at first use). One it made itself that can no longer take

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import datetime as dt
 import hashlib
 import os
@@ -40,6 +41,8 @@ from mlma.store.glance import saved_states_damage, state_part_references
 from mlma.store.lock import one_writer_at_a_time
 from mlma.store.state import FORMAT, StagedPart, StateEncoding, decode_state
 from mlma.visible import storable
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from mlma.store.transaction import Transaction
@@ -2298,8 +2301,17 @@ class Store:
             if heartbeat and not self._in_memory:
                 lease.start_heartbeats()
             yield lease
-        finally:
-            lease.release()
+        except BaseException:
+            # The fault that stopped the block (a locked or full store) often stops the release too: said, and the
+            # block's own error raised, not the release's. The lease stays unreleased, so that its holder can
+            # give it up later (LiveAgent does, before its next tick) rather than wait for it to run out.
+            try:
+                lease.release()
+            except Exception as exc:
+                log.warning("could not give up the %s lock after its block failed (%s: %s); its holder gives it up "
+                            "at its next attempt, or its lease runs out", name, type(exc).__name__, exc)
+            raise
+        lease.release()
 
     @property
     def _in_memory(self) -> bool:
