@@ -697,6 +697,24 @@ def test_a_port_out_of_range_is_refused_by_the_option(project):
     assert result.returncode == 2 and "less than or equal to 65535" in said(result)
 
 
+def test_serve_says_in_a_line_where_it_cannot_listen_before_announcing_the_dashboard(project):
+    """`--host ""` (`--host "$MLMA_HOST"` unset) listened on every interface; a port in use, or an address the
+    machine has not, printed "mlma dashboard on http://..." and then uvicorn's error, exit 3 ("no tick due")."""
+    import socket
+
+    refused(cli(project, "serve", "--host", "", "--port", "18097"),
+            "--host must name the address to listen on (127.0.0.1; 0.0.0.0 for every interface), got ''")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = cli(project, "serve", "--port", str(port))
+        refused(result, f"cannot listen on 127.0.0.1:{port}: another program (or another mlma serve) listens there")
+        assert "mlma dashboard on" not in said(result)
+    refused(cli(project, "serve", "--host", "10.255.255.254", "--port", "18097"),
+            "cannot listen on 10.255.255.254:18097: this machine has no such address; check --host")
+
+
 
 def test_text_with_square_brackets_is_printed_as_it_is_not_taken_for_styles(project):
     """A reason like "[red]holiday[/red] and [store] note", the audit suffix "[audit #N]" and an error naming

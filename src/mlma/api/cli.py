@@ -187,6 +187,8 @@ def serve(
     from mlma.api.app import create_app
     from mlma.api.auth import list_tokens
 
+    if not host.strip():  # "" would listen on every interface: `--host "$MLMA_HOST"` with the variable unset
+        _fail(f"--host must name the address to listen on (127.0.0.1; 0.0.0.0 for every interface), got {host!r}")
     config = _config(project)
     grouping = config.queue.grouping() if group_by is None else group_by.strip() or None
     try:
@@ -197,9 +199,37 @@ def serve(
     if not list_tokens(app.state.mlma.store):
         console.print("no API token yet: create one with [bold]mlma token create NAME --role admin[/]", highlight=False,
                       markup=True)
+    listening = _listening_socket(host, port)
     console.print(f"mlma dashboard on http://{host}:{port}/ (project {config.root}, store {config.store_url})",
                   highlight=False)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run(sockets=[listening])
+
+
+def _listening_socket(host: str, port: int):
+    """A socket bound to ``host:port``, made before the dashboard is announced: a port in use, or an address this
+    machine does not have, is one line and exit 2 (uvicorn said it after the announcement and exited 3, the code
+    of "no tick due")."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        _fail(f"--host {host!r} is not an address or a name this machine can listen on ({exc.strerror})")
+    except UnicodeError as exc:  # a name the IDNA codec refuses (an empty label, one too long)
+        _fail(f"--host {host!r} is not an address or a name this machine can listen on ({exc})")
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a restart need not wait
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        why = ("another program (or another mlma serve) listens there; choose another --port"
+               if exc.errno == errno.EADDRINUSE else "this machine has no such address; check --host"
+               if exc.errno == errno.EADDRNOTAVAIL else exc.strerror or str(exc))
+        _fail(f"cannot listen on {host}:{port}: {why}")
+    return sock
 
 
 @token_app.command("create")
