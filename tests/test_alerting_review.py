@@ -129,6 +129,12 @@ def test_every_receiver_is_served_with_both_outcomes_from_zero(sqlite_store):
     # Configured, nothing delivered yet: both series at 0, so the first failure is a step increase() sees.
     assert notification_series(sqlite_store, receivers=["hook", "pager"]) == {
         ("hook", "sent"): 0, ("hook", "failed"): 0, ("pager", "sent"): 0, ("pager", "failed"): 0}
+    # The receivers as configured, as docs/alerts.md shows it: each served by its name (it was the receiver's
+    # repr, {receiver="Receiver(name='hook', target=...)"}).
+    configured = parse_receivers([{"name": "hook", "url": "http://127.0.0.1:9/hook"},
+                                  {"name": "pager", "url": "http://127.0.0.1:9/pager"}])
+    assert notification_series(sqlite_store, receivers=configured) == {
+        ("hook", "sent"): 0, ("hook", "failed"): 0, ("pager", "sent"): 0, ("pager", "failed"): 0}
     notifier = Notifier(sqlite_store, parse_receivers([{"name": "hook", "url": "http://127.0.0.1:9/hook",
                                                         "attempts": 1}]))
     assert [d.status for d in notifier.notify(tick=3).result(30)] == ["failed"]

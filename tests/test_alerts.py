@@ -793,6 +793,15 @@ def test_a_receivers_answer_that_quotes_the_secret_path_is_recorded_without_it(s
     assert notifier.close(5)
 
 
+@pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding", "Host", "Connection"])
+def test_a_header_that_frames_the_request_is_refused_by_name(name):
+    """`Content-Length = "5"` cut every payload to `{"ver` and `Transfer-Encoding = "chunked"` emptied it, each
+    delivery recorded as sent: the HTTP client sets these from the request."""
+    message = config_error({"name": "ops", "url": "https://hooks.example.org/h", "headers": {name: "5"}})
+    assert f"headers: {name!r} is set by mlma for each request (it frames the message or names the server); leave " \
+           "it out" in message
+
+
 def test_credentials_in_the_address_and_a_header_that_is_not_latin1_are_refused_by_name(monkeypatch):
     """Both were accepted and failed every delivery: urllib sends no user:password@ (the host did not
     resolve), and a pasted '…' in a header failed as a UnicodeEncodeError naming no header."""

@@ -269,6 +269,11 @@ class Receiver:
         for k, v in headers:
             if not isinstance(v, str) or not re.match(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$", k) or "\n" in v or "\r" in v:
                 raise AlertConfigError(f"headers: {k!r} must be a header name with a one-line text value")
+            if k.lower() in _FRAMING_HEADERS:
+                # Set by the HTTP client from the request itself: a Content-Length of 5 cut every payload to
+                # `{"ver` and a chunked Transfer-Encoding emptied it, each recorded as sent.
+                raise AlertConfigError(f"headers: {k!r} is set by mlma for each request (it frames the message or "
+                                       f"names the server); leave it out")
             try:
                 v.encode("latin-1")
             except UnicodeEncodeError:
@@ -359,6 +364,12 @@ def _shown_env(value: Any) -> Any:
     if isinstance(value, str) and re.search(r"[:/@]", value):
         return _shown_url(value)
     return value
+
+
+#: Headers the HTTP client sets from the request (its body, the URL's host, the connection): a receiver's own would
+#: contradict them.
+_FRAMING_HEADERS = frozenset({"content-length", "transfer-encoding", "host", "connection", "content-encoding",
+                              "te", "trailer", "upgrade", "keep-alive"})
 
 
 def _secrets(url: str, headers: Sequence[tuple[str, str]] = ()) -> dict[str, str]:

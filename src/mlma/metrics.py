@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from prometheus_client import CollectorRegistry
@@ -47,6 +47,9 @@ from mlma.escalations import ESCALATION_KINDS
 from mlma.store.counts import StoreCounts, read_counts
 from mlma.store.schema import ESCALATION_STATUSES, STREAM_ACTION_KINDS, TICK_STATUSES
 from mlma.store.records import TickSummary
+
+if TYPE_CHECKING:
+    from mlma.alerts import Receiver
 
 #: Verdict labels (``mlma.policy.Verdict``), in code order.
 VERDICTS = ("ok", "degraded", "warming-up", "cooling-down", "pinned", "no-data", "unmonitored", "cold", "abnormal")
@@ -88,7 +91,8 @@ TICK_START_FAILED = "tick-start-failed"
 NOTIFICATION_STATUSES = ("sent", "failed")
 
 
-def render_metrics(store, accept: str | None = None, *, receivers: Iterable[str] = ()) -> tuple[bytes, str]:
+def render_metrics(store, accept: str | None = None, *,
+                   receivers: Iterable[str | Receiver] = ()) -> tuple[bytes, str]:
     """The Prometheus exposition of ``store`` and its content type.
 
     ``accept`` is the scraper's ``Accept`` header: OpenMetrics when it asks for it, else the classic
@@ -114,9 +118,13 @@ class StoreCollector:
     fired ``MlmaAlertDeliveryFailing``.
     """
 
-    def __init__(self, store, *, receivers: Iterable[str] = ()) -> None:
+    def __init__(self, store, *, receivers: Iterable[str | Receiver] = ()) -> None:
+        from mlma.alerts import Receiver  # noqa: PLC0415 - the alerts' module is needed only here
+
         self.store = store
-        self.receivers = tuple(str(name) for name in receivers)
+        # The receivers as configured (ProjectConfig.alert_receivers) or their names: a receiver's own text was
+        # its repr, served as the label {receiver="Receiver(name='ops', target=...)"}.
+        self.receivers = tuple(r.name if isinstance(r, Receiver) else str(r) for r in receivers)
 
     def describe(self) -> list[Metric]:
         # Registering must not query the database; names are unique by construction.
