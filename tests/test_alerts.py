@@ -793,6 +793,13 @@ def test_a_receivers_answer_that_quotes_the_secret_path_is_recorded_without_it(s
     assert notifier.close(5)
 
 
+@pytest.mark.parametrize("name", ["ops\x00", "ops\nteam", "ops\u202e", "ops\udce9"])
+def test_a_receiver_name_with_control_invisible_or_direction_characters_is_refused(name):
+    """Such a name was stored with each delivery and served as a /metrics label; a NUL went out as a raw byte."""
+    message = config_error({"name": name, "url": "https://hooks.example.org/h"})
+    assert "name must be a text without control, invisible or direction characters" in message
+
+
 @pytest.mark.parametrize("name", ["Content-Length", "transfer-encoding", "Host", "Connection"])
 def test_a_header_that_frames_the_request_is_refused_by_name(name):
     """`Content-Length = "5"` cut every payload to `{"ver` and `Transfer-Encoding = "chunked"` emptied it, each

@@ -84,7 +84,7 @@ from typing import Any
 
 from mlma.escalations import ESCALATION_KINDS
 from mlma.store.notifications import Claim, NotificationLog, OpenEscalation
-from mlma.visible import visible
+from mlma.visible import HIDDEN_CHARS, UNSTORABLE_IN_NAME, visible
 
 log = logging.getLogger("mlma.alerts")
 
@@ -230,6 +230,9 @@ class Receiver:
 
         if not isinstance(self.name, str) or not self.name.strip():
             raise bad("name", "a non-empty text", self.name)
+        if HIDDEN_CHARS.search(self.name) or UNSTORABLE_IN_NAME.search(self.name):
+            # Stored with each delivery, served as a /metrics label and logged: a NUL went out as a raw byte.
+            raise bad("name", "a text without control, invisible or direction characters", self.name)
         if bool(self.url) == bool(self.url_env):
             raise AlertConfigError("give exactly one of url (the webhook address) and url_env (the environment "
                                    f"variable that holds it); got url={_shown_url(self.url)!r}, "
