@@ -236,6 +236,32 @@ def test_a_repeat_interval_under_a_minute_is_refused(sqlite_store, hook):
     assert len(hook.requests) == 1 and notifier.close(5)
 
 
+def test_a_failing_group_waits_out_a_back_off_between_ticks_but_not_its_new_members_nor_a_tick(sqlite_store,
+                                                                                                monkeypatch):
+    """`mlma run` tries what is due at every round without a tick: a receiver that stayed down was tried, and its
+    failure recorded and logged, at each round (96 rows a day per group at a 15-minute round, 50 in half a second
+    at `--every 10ms`). Between ticks a failed group now waits 1, 2, 4... minutes (at most an hour); a new member
+    is tried at once, and so is every group after a tick."""
+    import mlma.alerts as alerts
+
+    ids = fleet(sqlite_store, {"Berlin": 2})
+    escalate(sqlite_store, ids["Berlin"][:1])
+    notifier = Notifier(sqlite_store, [receiver("http://127.0.0.1:9/down", attempts=1)])  # nothing listens there
+    assert [d.status for d in notifier.notify(tick=1).result(20)] == ["failed"]
+    for _ in range(20):  # rounds without a tick, within the minute of back-off
+        due = notifier.notify_due()
+        assert due is None or due.result(20) == []
+    assert [r.status for r in records(sqlite_store)] == ["failed"]
+    escalate(sqlite_store, ids["Berlin"][1:])  # a new member: tried at once, between ticks too
+    assert [d.status for d in notifier.notify_due().result(20)] == ["failed"]
+    assert [d.status for d in notifier.notify(tick=1).result(20)] == ["failed"]  # a tick tries every group
+    assert len(records(sqlite_store)) == 3
+    # The back-off passed (its first step made short here): tried again between ticks.
+    monkeypatch.setattr(alerts, "RETRY_FIRST_SECONDS", 0.0)
+    assert [d.status for d in notifier.notify_due().result(20)] == ["failed"]
+    assert notifier.close(5)
+
+
 def test_url_from_environment_is_read_at_delivery(sqlite_store, hook, monkeypatch):
     ids = fleet(sqlite_store, {"Berlin": 1})
     escalate(sqlite_store, ids["Berlin"])

@@ -688,6 +688,34 @@ class Delivery:
     recorded: bool = True
 
 
+#: A group whose deliveries keep failing is tried again after 1 minute, then 2, 4, ... at most an hour apart
+#: (each round of `mlma run` tried it, and recorded the failure: 96 rows a day per group at a 15-minute round,
+#: one a second at `--every 1s`).
+RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS = 60.0, 3600.0
+
+
+def _retry_due(failures: int, last_failed_at: dt.datetime, last_failed_ids: frozenset[int], ids: frozenset[int],
+               now: dt.datetime) -> bool:
+    """Whether a group whose last ``failures`` deliveries failed is tried again now: at once when it has members
+    the last failed try did not list (a new escalation is said as soon as the receiver takes it), else once its
+    back-off has passed.
+
+    >>> t = dt.datetime(2025, 1, 1, 12, 0)
+    >>> _retry_due(1, t, frozenset({1}), frozenset({1}), t + dt.timedelta(seconds=30))
+    False
+    >>> _retry_due(1, t, frozenset({1}), frozenset({1, 2}), t + dt.timedelta(seconds=30))
+    True
+    >>> _retry_due(3, t, frozenset({1}), frozenset({1}), t + dt.timedelta(minutes=4))
+    True
+    >>> _retry_due(30, t, frozenset({1}), frozenset({1}), t + dt.timedelta(minutes=59))
+    False
+    """
+    if ids - last_failed_ids:
+        return True
+    wait = min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2.0 ** min(failures - 1, 16))
+    return (now - last_failed_at).total_seconds() >= wait
+
+
 def group_key(group_by: Sequence[str], labels: Mapping[str, str]) -> str:
     """A group's key: its labels in ``group_by`` order, Alertmanager-style.
 
@@ -1186,6 +1214,10 @@ class Notifier:
         # removes its entry (an older one of the group that ends first must not: the group was sent again
         # while the newer one was still in flight).
         self._inflight: dict[tuple[str, str], Notification] = {}
+        # Groups whose deliveries by this notifier failed since its last sent one: how many, when the last was
+        # planned and what it listed (_retry_due: tried again with a back-off, not every round of `mlma run`).
+        # Kept in memory: a restart (after mending a receiver's settings) tries every group at once.
+        self._failing: dict[tuple[str, str], tuple[int, dt.datetime, frozenset[int]]] = {}
         # The last delivery queued for each group: the next one of the group starts when it has ended.
         self._tails: dict[tuple[str, str], concurrent.futures.Future] = {}
         # Deliveries handed to a receiver's threads and not started yet, by receiver and group key (at most one
@@ -1209,11 +1241,14 @@ class Notifier:
         self.close()
 
     # -- planning -----------------------------------------------------------------------------------------
-    def plan(self, tick: int | None = None) -> list[Notification]:
+    def plan(self, tick: int | None = None, *, between_ticks: bool = False) -> list[Notification]:
         """The notifications due now, without sending them: for each receiver, each group of open
         escalations (of ticks up to ``tick``, if given) that has a member not listed by the group's last
         sent notification, or whose ``repeat_interval`` has passed. A group being delivered, by this process
-        or under another process's live claim, counts as notified with the members that delivery lists."""
+        or under another process's live claim, counts as notified with the members that delivery lists.
+        ``between_ticks`` (a round of `mlma run` without a tick): a group whose deliveries by this notifier
+        failed is tried again only once its back-off has passed, or when it has members its last try did not
+        list (:func:`_retry_due`); after a tick every group is tried."""
         if not self.receivers:
             return []
         if tick is not None and (isinstance(tick, bool) or not isinstance(tick, int)):
@@ -1224,6 +1259,7 @@ class Notifier:
         # read before the last notifications sent: a claim is released only once its outcome is recorded.
         with self._state:
             inflight = {k: frozenset(n.escalation_ids) for k, n in self._inflight.items()}
+            failing = dict(self._failing)
         with self._db:
             now, rows = self._log.open_escalations(min_severity=min(r.min_severity for r in self.receivers),
                                                    until_tick=tick)
@@ -1244,6 +1280,8 @@ class Notifier:
                 elif (name, key) in claimed:  # another process is delivering it
                     before, sent_at = claimed[(name, key)].escalation_ids, now
                 fresh = ids - before
+                if between_ticks and (name, key) in failing and not _retry_due(*failing[(name, key)], ids, now):
+                    continue
                 if fresh:
                     reason = "new"
                 elif sent_at is not None and (now - sent_at).total_seconds() >= receiver.repeat_interval:
@@ -1297,6 +1335,11 @@ class Notifier:
                 tick = None
         elif isinstance(tick, bool):
             raise TypeError(f"tick must be a whole number, a list of escalation ids or None, got {tick!r}")
+        return self._submit(tick, between_ticks=False)
+
+    def _submit(self, tick: int | None, *, between_ticks: bool) -> concurrent.futures.Future:
+        """Queue a plan and its deliveries for the planning thread; ``between_ticks``: a round without a tick
+        (:meth:`notify_due`), where groups whose deliveries failed wait out their back-off (:func:`_retry_due`)."""
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._state:
             if self._closed:
@@ -1309,7 +1352,7 @@ class Notifier:
                 self._dispatcher = threading.Thread(target=self._dispatch, name="mlma-alerts-plan", daemon=True)
                 self._dispatcher.start()
         future.add_done_callback(self._forget)
-        self._jobs.put((tick, future))
+        self._jobs.put((tick, future, between_ticks))
         return future
 
     def notify_due(self) -> concurrent.futures.Future | None:
@@ -1324,7 +1367,7 @@ class Notifier:
         with self._state:
             if self._outstanding and not self._closed:
                 return None
-        return self.notify(None)
+        return self._submit(None, between_ticks=True)
 
     def _forget(self, future: concurrent.futures.Future) -> None:
         with self._state:
@@ -1335,9 +1378,9 @@ class Notifier:
             job = self._jobs.get()
             if job is None:
                 return
-            tick, future = job
+            tick, future, between_ticks = job
             try:
-                notes = self.plan(tick)
+                notes = self.plan(tick, between_ticks=between_ticks)
             except Exception as exc:  # noqa: BLE001 - a broken store must not kill the thread; logged
                 log.exception("alerts: planning the notifications of tick %s failed", tick)
                 future.set_exception(exc)
@@ -1627,6 +1670,13 @@ class Notifier:
     def _record(self, note: Notification, status: str, attempts: int, error: str | None,
                 claim: Claim | None = None) -> bool:
         """Record the outcome, and release ``claim`` (one's own) in the same transaction."""
+        key = (note.receiver.name, note.group_key)
+        with self._state:
+            if status == "sent":
+                self._failing.pop(key, None)
+            else:
+                failures = self._failing.get(key, (0, note.created_at, frozenset()))[0] + 1
+                self._failing[key] = (failures, note.created_at, frozenset(note.escalation_ids))
         try:
             with self._db:
                 self._log.record(note.receiver.name, note.group_key, note.escalation_ids, status, attempts,
