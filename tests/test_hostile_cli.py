@@ -864,6 +864,10 @@ def test_a_store_url_naming_no_file_is_said_so_and_nothing_is_created(project, t
     ("-1h", "--every must be at least 10ms"),
     ("soon", "--every must be a duration such as 15min, 1h or 1D, got 'soon'"),
     ("", "--every must be a duration such as 15min, 1h or 1D, got ''"),
+    # Told to write "nans"; and a round longer than a duration holds was said not to be a duration.
+    ("nan", "--every must be a duration such as 15min, 1h or 1D, got 'nan'"),
+    ("1000000D", "--every must be at most 366 days, got '1000000D'"),
+    ("400D", "--every must be at most 366 days, got '400D'"),
 ])
 def test_a_service_interval_without_a_unit_or_too_short_is_refused(tmp_path, every, fragment):
     """pandas reads a bare `--every 3600` as 3,600 nanoseconds: the service crashed in time.sleep within seconds

@@ -1237,28 +1237,37 @@ def _apply_retention(live, said: set[str] | None = None) -> None:
 
 #: The shortest `mlma run --every`: each round reads the store (what is due, what retention asks).
 MIN_SERVICE_INTERVAL = 0.01
+#: The longest round of `mlma run`: a year (a longer wait is no service, and beyond 292 years no duration).
+MAX_SERVICE_INTERVAL_DAYS = 366
 
 
 def _service_interval(every: str) -> float:
     """``mlma run --every`` in seconds: a duration with its unit. A bare number is refused: pandas reads
     ``3600`` as 3,600 nanoseconds, a service that would read the store in a busy loop."""
+    import math
+
     import pandas as pd
 
     text = str(every).strip()
     try:
-        float(text)
+        number = float(text)
     except ValueError:
         pass
-    else:
-        _fail(f"--every needs a unit: {text!r} would be read as nanoseconds; write e.g. {text}s, 15min or 1h")
+    else:  # "nan" and "inf" are floats too, but no number of seconds: said as the text that is no duration
+        if math.isfinite(number):
+            _fail(f"--every needs a unit: {text!r} would be read as nanoseconds; write e.g. {text}s, 15min or 1h")
     try:
         interval = pd.Timedelta(text).total_seconds()
+    except pd.errors.OutOfBoundsTimedelta:  # "1000000D": beyond what a duration holds (about 292 years)
+        _fail(f"--every must be at most {MAX_SERVICE_INTERVAL_DAYS:,} days, got {every!r}")
     except ValueError:
         interval = float("nan")
     if interval != interval:  # NaN: not a duration ("soon"), or pandas' NaT for an empty text
         _fail(f"--every must be a duration such as 15min, 1h or 1D, got {every!r}")
     if not interval >= MIN_SERVICE_INTERVAL:
         _fail(f"--every must be at least {MIN_SERVICE_INTERVAL * 1000:g}ms, got {every!r}")
+    if interval > MAX_SERVICE_INTERVAL_DAYS * 86_400:
+        _fail(f"--every must be at most {MAX_SERVICE_INTERVAL_DAYS:,} days, got {every!r}")
     return interval
 
 
