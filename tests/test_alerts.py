@@ -262,6 +262,30 @@ def test_a_failing_group_waits_out_a_back_off_between_ticks_but_not_its_new_memb
     assert notifier.close(5)
 
 
+def test_a_busy_store_that_cannot_record_a_delivery_is_said_in_a_line(sqlite_store, hook, monkeypatch, caplog):
+    """A delivery whose record met "database is locked" logged some fifty lines of traceback for a routine busy
+    store (the delivery happened: it is sent again once the claim lapses, as documented)."""
+    import logging
+
+    import sqlalchemy as sa
+
+    from mlma.store.notifications import NotificationLog
+
+    def busy(self, *args, **kwargs):
+        raise sa.exc.OperationalError("INSERT INTO alert_notifications ...", {}, Exception("database is locked"))
+
+    ids = fleet(sqlite_store, {"Berlin": 1})
+    escalate(sqlite_store, ids["Berlin"])
+    monkeypatch.setattr(NotificationLog, "record", busy)
+    notifier = Notifier(sqlite_store, [receiver(hook.url)])
+    with caplog.at_level(logging.WARNING, logger="mlma.alerts"):
+        (delivery,) = notifier.notify(tick=1).result(20)
+    assert delivery.status == "sent" and not delivery.recorded and len(hook.requests) == 1
+    (said,) = [r for r in caplog.records if "could not record" in r.getMessage()]
+    assert said.getMessage().endswith(": database is locked") and said.exc_info is None
+    assert notifier.close(5)
+
+
 def test_url_from_environment_is_read_at_delivery(sqlite_store, hook, monkeypatch):
     ids = fleet(sqlite_store, {"Berlin": 1})
     escalate(sqlite_store, ids["Berlin"])

@@ -1683,9 +1683,15 @@ class Notifier:
                                  None if error is None else error[:_ERROR_CHARS], created_at=note.created_at,
                                  release=claim)
             return True
-        except Exception:  # noqa: BLE001 - the delivery happened; losing its record must not kill the worker
-            log.exception("alerts: could not record the %s notification of %s to %s", status, note.group_key,
-                          note.receiver.name)
+        except Exception as exc:  # noqa: BLE001 - the delivery happened; losing its record must not kill the worker
+            import sqlalchemy as sa  # noqa: PLC0415 - the store's driver errors, known once a store is open
+
+            if isinstance(exc, sa.exc.OperationalError):  # a busy or full store: routine, said in a line
+                log.warning("alerts: could not record the %s notification of %s to %s: %s", status, note.group_key,
+                            note.receiver.name, (str(exc.orig).strip().splitlines() or [type(exc).__name__])[0])
+            else:
+                log.exception("alerts: could not record the %s notification of %s to %s", status, note.group_key,
+                              note.receiver.name)
             return False
 
     def _margin(self) -> float:
