@@ -46,8 +46,8 @@ class BarrierNotifier(Notifier):
         super().__init__(*args, **kwargs)
         self.barrier = barrier
 
-    def plan(self, tick=None):
-        notes = super().plan(tick)
+    def plan(self, tick=None, *, between_ticks=False):
+        notes = super().plan(tick, between_ticks=between_ticks)
         self.barrier.wait(20)
         return notes
 

@@ -1380,7 +1380,8 @@ class Notifier:
                 return
             tick, future, between_ticks = job
             try:
-                notes = self.plan(tick, between_ticks=between_ticks)
+                # A plan after a tick is asked as before (a subclass's plan(tick) still serves it).
+                notes = self.plan(tick, between_ticks=True) if between_ticks else self.plan(tick)
             except Exception as exc:  # noqa: BLE001 - a broken store must not kill the thread; logged
                 log.exception("alerts: planning the notifications of tick %s failed", tick)
                 future.set_exception(exc)
@@ -1684,11 +1685,12 @@ class Notifier:
                                  release=claim)
             return True
         except Exception as exc:  # noqa: BLE001 - the delivery happened; losing its record must not kill the worker
-            import sqlalchemy as sa  # noqa: PLC0415 - the store's driver errors, known once a store is open
+            from mlma.store.engine import unreachable_reason  # noqa: PLC0415 - the store's word for its driver's
 
-            if isinstance(exc, sa.exc.OperationalError):  # a busy or full store: routine, said in a line
+            trouble = unreachable_reason(exc)  # a busy, full or unreachable store: routine, said in a line
+            if trouble is not None:
                 log.warning("alerts: could not record the %s notification of %s to %s: %s", status, note.group_key,
-                            note.receiver.name, (str(exc.orig).strip().splitlines() or [type(exc).__name__])[0])
+                            note.receiver.name, trouble)
             else:
                 log.exception("alerts: could not record the %s notification of %s to %s", status, note.group_key,
                               note.receiver.name)
