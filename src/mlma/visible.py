@@ -23,9 +23,19 @@ UNSTORABLE_IN_NAME = re.compile(f"[{_CONTROL}{_SURROGATES}]")
 #: The same for free text (a reason), which may hold tabs and line breaks.
 UNSTORABLE_IN_TEXT = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f{_SURROGATES}]")
 
-#: Control characters, bidi controls and marks, zero-width characters, line and paragraph separators, and the
-#: byte-order mark: what :func:`visible` shows as ``\uXXXX``.
-HIDDEN_CHARS = re.compile(f"[{_CONTROL}\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]")
+#: Characters that take no room on screen: the Arabic letter mark, zero-width spaces and joiners, left-to-right and
+#: right-to-left marks, line and paragraph separators, bidi embeddings, overrides and isolates, the word joiner and
+#: invisible operators, and the byte-order mark; a character class's body.
+_INVISIBLE = "\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+
+#: Control characters and the invisible ones: what :func:`visible` shows as ``\uXXXX``.
+HIDDEN_CHARS = re.compile(f"[{_CONTROL}{_INVISIBLE}]")
+
+#: What surrounds a name without being part of it: white space, and the invisible characters an export or a copy
+#: leaves at a line's start or a cell's end (a byte-order mark of files joined together, a zero-width space, a
+#: direction mark or isolate pasted from a right-to-left page). Only at either end: inside a name they are kept (a
+#: Persian name's zero-width non-joiner is part of it). ``mlma.data.stream_id_text`` removes them from stream ids.
+NAME_EDGES = re.compile(f"^[\\s{_INVISIBLE}]+|[\\s{_INVISIBLE}]+$")
 
 
 def unstorable(char: str) -> str:
