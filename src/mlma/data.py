@@ -71,7 +71,7 @@ from mlma.calendar import (
     make_tick_grid,
     on_tick_grid,
 )
-from mlma.visible import UNSTORABLE_IN_NAME, unstorable
+from mlma.visible import NAME_EDGES, UNSTORABLE_IN_NAME, unstorable
 
 __all__ = [
     "CANONICAL_COLUMNS",
@@ -392,7 +392,7 @@ def read_frame(source: Any, *, id_col: str | Sequence[str] | None = ID, time_col
         label = str(source)
         suffix = _source_suffix(path)
         if suffix in _CSV_SUFFIXES:
-            frame = drop_nameless_columns(_read_csv(path, id_cols), file_columns(path), label)
+            frame = _read_csv(path, id_cols)
             first_line = 2
         elif suffix in _PARQUET_SUFFIXES:
             check_column_names(file_columns(path), label)
@@ -709,6 +709,8 @@ CSV_CHUNK_ROWS = 500_000
 
 
 def _read_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None) -> pd.DataFrame:
+    """A CSV file's rows, its header checked (:func:`check_column_names`) and its columns without a name dropped
+    (:func:`drop_nameless_columns`); ids in ``id_cols`` as text."""
     try:
         with csv_errors_named(path):
             return _read_utf8_csv(path, id_cols, chunk_rows)
@@ -769,7 +771,8 @@ def _likely_encoding(path: Path) -> tuple[str, str]:
 
 
 def _read_utf8_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None) -> pd.DataFrame:
-    check_column_names(file_columns(path), str(path), source=str(path))
+    names = file_columns(path)
+    check_column_names(names, str(path), source=str(path))
     header = pd.read_csv(path, nrows=0).columns
     # Missing-value markers apply to every column except the stream key, where "NA" may be a real id
     # (Namibia) and must stay text.
@@ -780,9 +783,11 @@ def _read_utf8_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None
                          na_values=na_map, chunksize=chunk_rows or CSV_CHUNK_ROWS)
     chunks = [_compact_text(chunk) for chunk in reader]
     if not chunks:
-        return pd.read_csv(path, dtype={c: "str" for c in id_cols if c in header}, keep_default_na=False,
-                           na_values=na_map)
-    return _concat_chunks(chunks)
+        frame = pd.read_csv(path, dtype={c: "str" for c in id_cols if c in header}, keep_default_na=False,
+                            na_values=na_map)
+    else:
+        frame = _concat_chunks(chunks)
+    return drop_nameless_columns(frame, names, str(path))
 
 
 def _compact_text(chunk: pd.DataFrame) -> pd.DataFrame:
@@ -1086,17 +1091,10 @@ def stream_id_text(values: Any, verbatim: frozenset[str] = frozenset()) -> pd.Se
     return pd.Series(text[codes], index=series.index, dtype=object)
 
 
-#: What surrounds an id without being part of it: white space, and the invisible characters an export or a copy
-#: leaves at a line's start or a cell's end (a byte-order mark of files joined together, zero-width spaces and
-#: joiners, the word joiner, left-to-right and right-to-left marks). Kept inside an id (a Persian name's
-#: zero-width non-joiner is part of it).
-_ID_EDGES = re.compile("^[\\s\u200b-\u200f\u2060\ufeff]+|[\\s\u200b-\u200f\u2060\ufeff]+$")
-
-
 def _id_texts(raw: pd.Index, verbatim: frozenset[str]) -> pd.Index:
     """The rule of :func:`stream_id_text` on distinct ids as text: stripped and composed, but for those in
     ``verbatim``."""
-    text = raw.str.replace(_ID_EDGES, "", regex=True).str.normalize("NFC")
+    text = raw.str.replace(NAME_EDGES, "", regex=True).str.normalize("NFC")
     return pd.Index(np.where(raw.isin(list(verbatim)), raw, text), dtype="str") if verbatim else text
 
 
@@ -1148,7 +1146,7 @@ def id_text(uid: str) -> str:
     >>> id_text(" zone-1 "), id_text("Zu\u0308rich") == "Z\u00fcrich", id_text("\ufeffzone-1\u200b")
     ('zone-1', True, 'zone-1')
     """
-    return unicodedata.normalize("NFC", _ID_EDGES.sub("", uid))
+    return unicodedata.normalize("NFC", NAME_EDGES.sub("", uid))
 
 
 def _stream_keys(column: pd.Series, verbatim: frozenset[str] = frozenset()
@@ -2735,11 +2733,12 @@ def read_future_drivers(source: Any, *, id_col: str = ID, time_col: str = TIME, 
         label = str(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
-        columns = file_columns(path)
-        check_column_names(columns, label, source=label)
         # Ids stay text, as in the actuals' files: "007" is not stream "7", and "NA" is an id, not missing.
-        frame = (pd.read_parquet(path) if is_parquet(path)
-                 else drop_nameless_columns(_read_csv(path, [id_col]), columns, label))
+        if is_parquet(path):
+            check_column_names(file_columns(path), label, source=label)
+            frame = pd.read_parquet(path)
+        else:
+            frame = _read_csv(path, [id_col])
     check_column_names(list(frame.columns), label, source=label)
     # Line numbers as the user sees them in a CSV file (header on line 1), rows of a Parquet file from 1, index
     # labels of a frame.
