@@ -951,3 +951,30 @@ def test_empty_options_and_unwritable_outputs_are_refused_by_name(small_platform
     a_file.write_text("hi\n")
     refused(run("simulate", "--zones", "2", "--days", "3", "--out", str(a_file / "x.csv")), f"cannot write {a_file}")
     refused(run("dataset", "ansett", "--out", str(a_file / "x.csv")), f"cannot write {a_file}")
+
+
+def test_a_comma_at_the_end_of_each_data_line_but_not_the_header_is_read_as_the_header_names_it(project, fleet,
+                                                                                                 tmp_path):
+    """A header `unique_id,ds,y` over lines `z0,2024-01-01,1.5,`: pandas took the ids for an index and moved every
+    name one column on, so the file was refused as "ds holds numbers" (and `mlma attributes` stored each stream's
+    city as its id). The fields are read as the header names them; a value past the last name is refused naming
+    its line, not dropped."""
+    day = days(fleet, 29, 30).assign(ds=lambda f: f["ds"].dt.strftime("%Y-%m-%d %H:%M:%S"))
+    lines = ["unique_id,ds,y"] + [f"{r.unique_id},{r.ds},{r.y}," for r in day.itertuples()]
+    (tmp_path / "trailing.csv").write_text("\n".join(lines) + "\n")
+    (tmp_path / "valued.csv").write_text("\n".join(lines[:7] + [lines[7] + "3.5"] + lines[8:]) + "\n")
+    with Store.open(load_config(project).store_url) as store:
+        rows = len(store.observations())
+    refused(cli(project, "ingest", str(tmp_path / "valued.csv")),
+            "line 8 has a value past the header's 3 column names", "nothing was written")
+    done = cli(project, "ingest", str(tmp_path / "trailing.csv"))
+    assert done.returncode == 0 and "96 new" in said(done), said(done)
+    uid = day["unique_id"].iloc[0]
+    (tmp_path / "attributes.csv").write_text(f"unique_id,city\n{uid},Berlin,\n")
+    assert cli(project, "attributes", str(tmp_path / "attributes.csv")).returncode == 0
+    with Store.open(load_config(project).store_url) as store:
+        stored = store.observations()
+        assert len(stored) == rows + 96
+        mine = stored[(stored["unique_id"] == uid) & (stored["ds"] == pd.Timestamp(day["ds"].iloc[0]))]
+        assert mine["y"].tolist() == [pytest.approx(day["y"].iloc[0])], mine
+        assert dict(zip(store.streams()["unique_id"], store.streams()["attributes"]))[uid] == {"city": "Berlin"}

@@ -796,22 +796,19 @@ def _read_attributes(path: Path):
     --attributes`` read it; its source is named in later errors about it."""
     import pandas as pd
 
-    from mlma.data import (DataError, check_column_names, csv_errors_named, drop_nameless_columns, file_columns,
-                           is_parquet)
+    from mlma.data import DataError, check_column_names, csv_errors_named, file_columns, is_parquet, read_csv_checked
 
     try:
-        # A repeated column name: pandas would read the second as an attribute of its own ("city.1").
-        names = file_columns(path)
-        check_column_names(names, str(path), source=str(path))
         # Only an empty cell is missing: "NA" is Namibia's id (as the actuals' reader keeps it) or a region.
         if is_parquet(path):
+            # A repeated column name: pandas would read the second as an attribute of its own ("city.1").
+            check_column_names(file_columns(path), str(path), source=str(path))
             # Nullable types: an integer column with a missing cell stays integers ("7", not "7.0", which
             # --group region=7 would not find; large ids keep their digits).
             frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
         else:
             with csv_errors_named(path):
-                frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-            frame = drop_nameless_columns(frame, names, str(path))
+                frame = read_csv_checked(path, lambda header: dict(dtype=str, keep_default_na=False, na_values=[""]))
     except (OSError, ValueError) as exc:  # DataError is a ValueError, and names the file already
         _fail(str(exc) if isinstance(exc, DataError) else f"{path}: cannot read: {exc}")
     frame.attrs["source"] = str(path)

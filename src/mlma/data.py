@@ -41,7 +41,7 @@ import os
 import re
 import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -771,23 +771,60 @@ def _likely_encoding(path: Path) -> tuple[str, str]:
 
 
 def _read_utf8_csv(path: Path, id_cols: list[str], chunk_rows: int | None = None) -> pd.DataFrame:
+    def options(header: pd.Index) -> dict:
+        # Missing-value markers apply to every column except the stream key, where "NA" may be a real id
+        # (Namibia) and must stay text.
+        defaults = list(pd._libs.parsers.STR_NA_VALUES)  # type: ignore[attr-defined]
+        return dict(dtype={c: "str" for c in id_cols if c in header}, keep_default_na=False,
+                    na_values={c: ([] if c in id_cols else defaults) for c in header})
+
+    return read_csv_checked(path, options, chunk_rows=chunk_rows or CSV_CHUNK_ROWS)
+
+
+def read_csv_checked(path: Path, options: Callable[[pd.Index], dict], chunk_rows: int | None = None
+                     ) -> pd.DataFrame:
+    """A CSV file read with pandas' ``options`` (made of its header's names), its header checked
+    (:func:`check_column_names`) and its columns without a name dropped (:func:`drop_nameless_columns`); in chunks
+    of ``chunk_rows``, their text as categoricals, if given.
+
+    A comma at the end of every data line but not of the header: pandas takes the first column for an index and
+    moves every name one column on (the dates read as ids, the values as dates). The fields are read as the header
+    names them; a value past the header's last name is refused (pandas would drop it with a warning).
+    """
     names = file_columns(path)
     check_column_names(names, str(path), source=str(path))
-    header = pd.read_csv(path, nrows=0).columns
-    # Missing-value markers apply to every column except the stream key, where "NA" may be a real id
-    # (Namibia) and must stay text.
-    na_values = {c: None for c in header if c in id_cols}
-    defaults = list(pd._libs.parsers.STR_NA_VALUES)  # type: ignore[attr-defined]
-    na_map = {c: ([] if c in na_values else defaults) for c in header}
-    reader = pd.read_csv(path, dtype={c: "str" for c in id_cols if c in header}, keep_default_na=False,
-                         na_values=na_map, chunksize=chunk_rows or CSV_CHUNK_ROWS)
-    chunks = [_compact_text(chunk) for chunk in reader]
-    if not chunks:
-        frame = pd.read_csv(path, dtype={c: "str" for c in id_cols if c in header}, keep_default_na=False,
-                            na_values=na_map)
-    else:
-        frame = _concat_chunks(chunks)
+    first = pd.read_csv(path, nrows=1, dtype=str, keep_default_na=False)
+    chosen = dict(options(first.columns), index_col=None if isinstance(first.index, pd.RangeIndex) else False)
+    if chosen["index_col"] is False and (line := _first_line_with_more_fields(path, len(names))) is not None:
+        raise DataError(f"{path}: line {line} has a value past the header's {len(names)} column names; name its "
+                        "column in the header (line 1), or remove it; nothing was written", source=str(path),
+                        rows=[line])
+    with warnings.catch_warnings():
+        # "... a loss of data with index_col=False": pandas' guess, which the line above has made sure of.
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)
+        if chunk_rows is None:
+            frame = pd.read_csv(path, **chosen)
+        else:
+            chunks = [_compact_text(chunk) for chunk in pd.read_csv(path, chunksize=chunk_rows, **chosen)]
+            frame = _concat_chunks(chunks) if chunks else pd.read_csv(path, **chosen)
     return drop_nameless_columns(frame, names, str(path))
+
+
+def _first_line_with_more_fields(path: Path, fields: int) -> int | None:
+    """The 1-based line of a CSV file whose record has a non-empty field past the first ``fields``."""
+    import csv
+    import io
+
+    from pandas.io.common import get_handle
+
+    with get_handle(path, "rb", compression="infer", is_text=False) as handle:
+        reader = csv.reader(io.TextIOWrapper(handle.handle, encoding="utf-8", newline=""))
+        start = 1
+        for record in reader:
+            if any(cell.strip() for cell in record[fields:]):
+                return start
+            start = reader.line_num + 1
+    return None
 
 
 def _compact_text(chunk: pd.DataFrame) -> pd.DataFrame:
