@@ -281,3 +281,26 @@ def test_drivers_given_to_a_model_that_takes_none_are_said_unused(caplog, model,
     assert said == ([] if used else [f"the model '{model}' takes no drivers: the drivers given (temperature) are "
                                      "not used by its forecasts, and event drivers are not discounted from its "
                                      "losses; use a model that takes them (ridge, lightgbm, docs/models.md)"])
+
+
+def test_true_or_false_cells_of_an_events_file_are_read_as_written_and_others_refused(tmp_path, data_file,
+                                                                                       no_replay):
+    """An events file written with yes/no (a spreadsheet's choice) had every "no" read as true: each event
+    relevant and a data fault, which scored the detection against events that were not there (a probe saw trigger
+    precision go from 0.03 to 0.41). Any text but "false" was true, a blank cell too."""
+    from mlma.simulate import read_events_file
+
+    head = "event_id,kind,scope,city,unique_id,start,end,magnitude,is_data_fault,relevant,permanent,description\n"
+    rows = ["1,storm,zone,c1,s0,2025-03-03,2025-03-04,1.5,no,yes,No,a", "2,outage,zone,c1,s1,2025-03-03,,,1,0,n,b",
+            "3,storm,zone,c1,s0,2025-03-05,2025-03-06,1.0,False,TRUE,f,c"]
+    (tmp_path / "ev.csv").write_text(head + "\n".join(rows) + "\n")
+    events = read_events_file(tmp_path / "ev.csv")
+    assert events["is_data_fault"].tolist() == [False, True, False]
+    assert events["relevant"].tolist() == [True, False, True]
+    assert events["permanent"].tolist() == [False, False, False]
+    for cell, line in (("maybe", 3), ("", 3)):
+        (tmp_path / "bad.csv").write_text(head + "\n".join([rows[0], rows[1].replace(",1,0,", f",1,{cell},")]))
+        result = backtest("--data", data_file, "--events", tmp_path / "bad.csv", "--out", tmp_path / "out")
+        assert result.exit_code == 2, result.output
+        said = " ".join(result.output.split())
+        assert f"cannot read it as events: column 'relevant', line {line}: {cell!r} is not true or false" in said, said

@@ -1110,7 +1110,22 @@ def read_simulation(path: str | Path) -> Simulation:
     return Simulation(data=data, streams=streams, events=events)
 
 
+#: How a true-or-false cell of an events or streams table may be written (a spreadsheet's TRUE, yes, 1).
+_TRUTH = {"true": True, "false": False, "yes": True, "no": False, "y": True, "n": False, "t": True, "f": False,
+          "1": True, "0": False}
+
+
 def _coerce(frame: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:
+    r"""``frame``'s columns ``dtypes`` in those types; a cell of a true-or-false column that is neither is refused,
+    naming its line in the file (every text but "false" was read as true: "no" too).
+
+    >>> _coerce(pd.DataFrame({"relevant": ["yes", "No", "TRUE", "0"]}), {"relevant": "bool"})["relevant"].tolist()
+    [True, False, True, False]
+    >>> _coerce(pd.DataFrame({"relevant": ["yes", "maybe"]}), {"relevant": "bool"})
+    Traceback (most recent call last):
+    ...
+    ValueError: column 'relevant', line 3: 'maybe' is not true or false (write true/false, yes/no or 1/0)
+    """
     missing = [c for c in dtypes if c not in frame.columns]
     if missing:
         raise ValueError(f"columns {missing} missing; expected {list(dtypes)}")
@@ -1119,7 +1134,12 @@ def _coerce(frame: pd.DataFrame, dtypes: dict[str, str]) -> pd.DataFrame:
         if dtype.startswith("datetime64"):
             frame[col] = pd.to_datetime(frame[col]).astype(dtype)
         elif dtype == "bool" and frame[col].dtype != bool:
-            frame[col] = frame[col].astype(str).str.lower().map({"true": True, "false": False}).astype(bool)
+            truth = frame[col].astype(str).str.strip().str.lower().map(_TRUTH)
+            if truth.isna().any():
+                at = int(np.flatnonzero(truth.isna().to_numpy())[0])
+                raise ValueError(f"column {col!r}, line {at + 2}: {frame[col].iloc[at]!r} is not true or "
+                                 "false (write true/false, yes/no or 1/0)")
+            frame[col] = truth.astype(bool)
         else:
             frame[col] = frame[col].astype(dtype)
     return frame
