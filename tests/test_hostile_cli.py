@@ -258,7 +258,10 @@ def test_init_refuses_what_cannot_work_and_leaves_nothing_behind(tmp_path):
 @pytest.mark.parametrize("spec, fragment", [
     ("ridge:alpha=abc", "model 'ridge:alpha=abc': alpha must be a non-negative number, got 'abc'"),
     ("ridge:alpah=3", "unexpected keyword argument 'alpah'"),
-    ("lightgbm:lags=x", "lags must be whole numbers of steps"),
+    ("lightgbm:lags=x", "lags must be a list, e.g. lags=[24, 168], got 'x'"),
+    ("ridge:lags=7", "lags must be a list, e.g. lags=[24, 168], got 7"),
+    ("ridge:calendar=day_of_week", "calendar must be a list, e.g. calendar=[day_of_week], got 'day_of_week'"),
+    ("ridge:lags=[7, x]", "lags must be whole numbers of steps, got (7, 'x')"),
     ("seasonal-naive:season", "model 'seasonal-naive:season': option 'season' is not name=value"),
     ("sklearn:linear_model.Ridgee", "module 'sklearn.linear_model' has no attribute 'Ridgee'"),
     ("sklearn:linear_model.Ridge:alpha=2", "e.g. 'sklearn.linear_model:Ridge:alpha=2'"),
@@ -269,6 +272,23 @@ def test_init_refuses_a_model_spec_the_agent_cannot_build_and_writes_nothing(tmp
     """Such a spec made a project whose every tick then failed; the agent's own factory now builds it first."""
     refused(run("init", str(tmp_path / "p"), "--model", spec), fragment)
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("spec", ["ridge:lags=[7, 14]", "ridge:windows=[7]:calendar=[day_of_week]",
+                                  "lightgbm:lags=[7,14]:calendar=['day_of_week', \"month\"]"])
+def test_the_lists_of_a_built_in_models_spec_are_taken_as_docs_models_writes_them(spec):
+    """docs/models.md writes `lags=[24, 168]`, `windows=[24]`, `calendar=["day_of_week"]`; in a spec each
+    character was taken for an item ("lags must be whole numbers of steps, got ('[', '1', ...")."""
+    from mlma.models import ForecastContext
+    from mlma.models.factory import make_forecaster
+
+    assert check_model_spec(spec) is None
+    features = make_forecaster(spec, ForecastContext("D", 7, 7)).spec
+    options = dict(option.split("=") for option in spec.split(":")[1:])
+    assert features.lags == ((7, 14) if "lags" in options else features.lags)
+    assert features.windows == ((7,) if "windows" in options else features.windows)
+    wanted = {"[day_of_week]": ("day_of_week",), "['day_of_week', \"month\"]": ("day_of_week", "month")}
+    assert features.calendar == wanted.get(options.get("calendar"), features.calendar)
 
 
 class DailyOnly(SeasonalNaive):

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -375,12 +376,15 @@ def make_forecaster(spec, ctx: ForecastContext, **params) -> Forecaster:
 
 def spec_options(text: str, spec: str = "") -> dict:
     """Parse the options of a built-in model's spec, ``"alpha=3:holidays=DE"`` in ``"ridge:alpha=3:holidays=DE"``:
-    whole numbers, decimals and true/false are converted, anything else stays text.
+    whole numbers, decimals and true/false are converted, a list in brackets item by item (quotes around its
+    words are optional), anything else stays text.
 
     Examples
     --------
     >>> spec_options("alpha=3:holidays=DE:use_drivers=false")
     {'alpha': 3, 'holidays': 'DE', 'use_drivers': False}
+    >>> spec_options("lags=[1, 7]:windows=[7]:calendar=[day_of_week,'month']:drivers=[]")
+    {'lags': [1, 7], 'windows': [7], 'calendar': ['day_of_week', 'month'], 'drivers': []}
     """
     options = {}
     for part in text.split(":"):
@@ -388,18 +392,26 @@ def spec_options(text: str, spec: str = "") -> dict:
         if not eq or not name.strip():
             raise ValueError(f"model spec {spec or text!r}: option {part!r} is not name=value")
         value = value.strip()
-        if value.lower() in ("true", "false"):
-            parsed = value.lower() == "true"
+        if value.startswith("[") and value.endswith("]"):
+            # Documented as lags=[24, 168]; each character of the text was taken for a lag ("got ('[', '1', ...").
+            items = [item.strip().strip("'\"") for item in value[1:-1].split(",")]
+            parsed: Any = [_spec_scalar(item) for item in items] if any(items) else []
         else:
-            try:
-                parsed = int(value)
-            except ValueError:
-                try:
-                    parsed = float(value)
-                except ValueError:
-                    parsed = value
+            parsed = _spec_scalar(value)
         options[name.strip()] = parsed
     return options
+
+
+def _spec_scalar(value: str) -> Any:
+    """One value of a built-in model's spec: true/false, a whole number, a decimal, or text."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -485,6 +486,18 @@ def _default_windows(ctx: ForecastContext, info: FreqInfo) -> tuple[int, ...]:
     return (m,)
 
 
+#: How each list of a :class:`FeatureSpec` is written in a model spec, for the message when it is not a list.
+_EXAMPLES = {"lags": "[24, 168]", "windows": "[24]", "calendar": "[day_of_week]"}
+
+
+def _listed(name: str, given: Any) -> tuple:
+    """``given`` as a tuple, or an error saying how to write it: ``ridge:lags=7`` was "'int' object is not
+    iterable", and ``calendar=day_of_week`` an unknown calendar feature 'd'."""
+    if isinstance(given, (str, bytes, int, float)):
+        raise ValueError(f"{name} must be a list, e.g. {name}={_EXAMPLES[name]}, got {given!r}")
+    return tuple(given)
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """Which features a regression model is given.
@@ -595,9 +608,9 @@ class FeatureSpec:
             freq=ctx.freq,
             season_length=ctx.season_length,
             horizon=ctx.horizon,
-            lags=_default_lags(ctx, info) if lags is None else tuple(lags),
-            windows=_default_windows(ctx, info) if windows is None else tuple(windows),
-            calendar=_default_calendar(info) if calendar is None else tuple(calendar),
+            lags=_default_lags(ctx, info) if lags is None else _listed("lags", lags),
+            windows=_default_windows(ctx, info) if windows is None else _listed("windows", windows),
+            calendar=_default_calendar(info) if calendar is None else _listed("calendar", calendar),
             calendar_encoding=calendar_encoding,
             holidays=holidays,
             future_drivers=drivers.future if drivers else (),
