@@ -243,6 +243,18 @@ def test_a_project_starts_from_a_model_registered_in_mlflow(tmp_path):
                                       "--mlflow-uri", uri])
     assert result.exit_code == 2 and re.search(r"has no model .models:/nope@champion.", " ".join(result.output.split()))
     assert not (tmp_path / "bad" / "mlma.toml").exists()
+    # MLflow allows an "@" in a registered model's name: models:/team@x/1 was read as the alias "x/1" of "team".
+    from mlflow import MlflowClient
+
+    client = MlflowClient(uri)
+    published = client.get_model_version("mlma.zone-9", "1")
+    client.create_registered_model("team@x")
+    client.create_model_version("team@x", published.source, run_id=published.run_id)
+    client.set_registered_model_alias("team@x", "best", "1")
+    for i, given in enumerate(["models:/team@x/1", "models:/team@x@best"]):
+        result = CliRunner().invoke(app, ["init", str(tmp_path / f"at{i}"), "--from-mlflow", given,
+                                          "--mlflow-uri", uri])
+        assert result.exit_code == 0 and "models:/team@x/1 from MLflow" in result.output, result.output
 
 
 def test_init_from_an_mlflow_version_whose_model_cannot_be_read_is_a_clear_error(tmp_path):

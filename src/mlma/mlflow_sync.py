@@ -624,15 +624,17 @@ def import_model(model_uri: str, tracking_uri: str, folder: Path) -> tuple[Path,
     client = _client(tracking_uri)
     body = model_uri[len("models:/"):]
     try:
-        if "@" in body:
-            name, alias = body.split("@", 1)
+        # The version form first and the alias after the last "@", as MLflow reads its URIs: a registered
+        # model's name may hold an "@" (models:/team@x/1 was read as the alias "x/1" of a model "team").
+        name, _, number = body.rpartition("/")
+        if name and number.isdigit():
+            version = client.get_model_version(name, number)
+        elif "@" in body:
+            name, _, alias = body.rpartition("@")
             version = client.get_model_version_by_alias(name, alias)
         else:
-            name, _, number = body.rpartition("/")
-            if not name or not number.isdigit():
-                raise ValueError(f"{model_uri!r} names no version: use models:/<name>/<version> or "
-                                 "models:/<name>@<alias>")
-            version = client.get_model_version(name, number)
+            raise ValueError(f"{model_uri!r} names no version: use models:/<name>/<version> or "
+                             "models:/<name>@<alias>")
     except Exception as exc:
         if isinstance(exc, ValueError) and not hasattr(exc, "error_code"):
             raise
