@@ -747,3 +747,30 @@ def test_a_project_made_from_mlflow_has_registered_models_of_its_own(tmp_path):
     assert client.get_model_version_by_alias("mlma-2.zone-9", "champion").tags["mlma.version"] == "1"
     ours = client.search_model_versions("name = 'mlma.zone-9'")
     assert len(ours) == 1 and client.get_registered_model("mlma.zone-9").aliases == {"champion": 1}
+
+
+def test_an_alias_or_experiment_longer_than_mlflow_keeps_is_refused_when_the_project_loads(tmp_path):
+    """An alias of 256 characters or an experiment name of 501 passed the load, then every publish failed
+    (after the versions were logged, for the alias) with MLflow's "exceeds the maximum length", at every sync.
+    MLflow's own limits: the longest it keeps publish."""
+    root = make_project(tmp_path / "p")
+    base = (root / "mlma.toml").read_text()
+    (root / "mlma.toml").write_text(base.replace('experiment = "zones"', f'experiment = "{"e" * 500}"\n'
+                                                f'alias = "{"a" * 255}"'))
+    config = load_config(root)
+    ctx = ForecastContext("h", season_length=24, horizon=24)
+    ds = np.arange("2024-01-01", "2024-01-15", dtype="datetime64[h]").astype("datetime64[ns]")
+    with Store.open(config.store_url) as store:
+        store.ingest_frame(pd.DataFrame({"unique_id": "zone-1", "ds": ds, "y": np.arange(ds.size, dtype=float)}),
+                           "day-0")
+        registry = ModelRegistry(store, config.artifacts_dir)
+        registry.register(int(store.stream_ids(["zone-1"])[0]),
+                          make_forecaster("seasonal-naive", ctx).fit(ds, np.ones(ds.size)), spec="seasonal-naive",
+                          promote=True)
+        report = project_sync(config).sync(registry)
+    assert report.error is None and report.versions == 1 and report.champions == 1, report
+    for key, value in (("alias", "a" * 256), ("experiment", "e" * 501)):
+        (root / "mlma.toml").write_text(base + f'{key} = "{value}"\n' if key == "alias"
+                                        else base.replace('experiment = "zones"', f'experiment = "{value}"'))
+        with pytest.raises(ConfigError, match=rf"\[mlflow\] {key} may have at most \d+ characters"):
+            load_config(root)

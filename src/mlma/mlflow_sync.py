@@ -113,6 +113,10 @@ def parse_settings(raw: Any, *, root: Path, source: str = "mlma.toml") -> Mlflow
     Traceback (most recent call last):
     ...
     ValueError: mlma.toml: [mlflow] tracking_uri must be a URI such as ... got 'htp://typo:5000'
+    >>> parse_settings({"tracking_uri": "sqlite:///m.db", "experiment": "e" * 501}, root=Path("/p"))
+    Traceback (most recent call last):
+    ...
+    ValueError: mlma.toml: [mlflow] experiment may have at most 500 characters (MLflow's limit), got 501
     """
     if not isinstance(raw, Mapping):
         raise ValueError(f"{source}: [mlflow] must be a table of keys ({', '.join(_KEYS)})")
@@ -134,6 +138,11 @@ def parse_settings(raw: Any, *, root: Path, source: str = "mlma.toml") -> Mlflow
         raise ValueError(f"{source}: [mlflow] alias must be letters, digits, '_' or '-', and neither 'latest' nor "
                          f"v<number> (MLflow reserves them), got {alias!r}")
     values["alias"] = alias
+    # MLflow's length limits, which it checks only when the first version is published (then at every sync).
+    for key, longest in (("alias", 255), ("experiment", 500)):
+        if key in values and len(values[key]) > longest:
+            raise ValueError(f"{source}: [mlflow] {key} may have at most {longest} characters (MLflow's limit), "
+                             f"got {len(values[key]):,}")
     seconds = values.get("max_seconds", 60.0)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 3600:
         raise ValueError(f"{source}: [mlflow] max_seconds must be a number of seconds from 0 (excluded) to 3600, "
