@@ -262,6 +262,8 @@ def test_init_refuses_what_cannot_work_and_leaves_nothing_behind(tmp_path):
     ("ridge:lags=7", "lags must be a list, e.g. lags=[24, 168], got 7"),
     ("ridge:calendar=day_of_week", "calendar must be a list, e.g. calendar=[day_of_week], got 'day_of_week'"),
     ("ridge:lags=[7, x]", "lags must be whole numbers of steps, got (7, 'x')"),
+    ("sklearn:sklearn.cluster.KMeans", "KMeans is a scikit-learn clusterer, not a regressor"),  # ran: forecast
+    ("sklearn.linear_model:LogisticRegression", "is a scikit-learn classifier, not a regressor"),  # labels
     ("seasonal-naive:season", "model 'seasonal-naive:season': option 'season' is not name=value"),
     ("sklearn:linear_model.Ridgee", "module 'sklearn.linear_model' has no attribute 'Ridgee'"),
     ("sklearn:linear_model.Ridge:alpha=2", "e.g. 'sklearn.linear_model:Ridge:alpha=2'"),

@@ -89,6 +89,30 @@ def is_regressor_like(obj) -> bool:
     return len(required) <= 1
 
 
+#: What a scikit-learn estimator that is not a regressor predicts, for the message that refuses it.
+_PREDICTS = {"classifier": "class labels", "clusterer": "cluster labels", "outlier_detector": "inlier/outlier marks"}
+
+
+def _sklearn_kind(estimator) -> str | None:
+    """The kind scikit-learn's tags give an estimator (``"regressor"``, ``"classifier"``, ``"clusterer"``...), or
+    None when it has none (a regressor of another library that only has fit and predict).
+
+    >>> from sklearn.cluster import KMeans
+    >>> from sklearn.linear_model import Ridge
+    >>> _sklearn_kind(KMeans()), _sklearn_kind(Ridge()), _sklearn_kind(object())
+    ('clusterer', 'regressor', None)
+    """
+    from sklearn.base import BaseEstimator
+    from sklearn.utils import get_tags
+
+    if not isinstance(estimator, BaseEstimator):
+        return None
+    try:
+        return get_tags(estimator).estimator_type
+    except Exception:  # noqa: BLE001 - a third-party estimator's tags may be broken; it is then taken on trust
+        return None
+
+
 class SklearnForecaster(FeatureForecaster):
     """Any scikit-learn-style regressor on the shared direct-strategy features.
 
@@ -146,6 +170,10 @@ class SklearnForecaster(FeatureForecaster):
                 if not hasattr(estimator, "set_params"):
                     raise ValueError(f"{type(estimator).__qualname__} has no set_params for {estimator_params}")
                 estimator.set_params(**estimator_params)
+        kind = _sklearn_kind(estimator)
+        if kind not in (None, "regressor"):
+            raise ValueError(f"{type(estimator).__qualname__} is a scikit-learn {kind}, not a regressor: its "
+                             f"predictions would be {_PREDICTS.get(kind, 'no forecasts')}")
         self.estimator = estimator
 
     def _fit_matrix(self, Z: np.ndarray, t: np.ndarray) -> None:
